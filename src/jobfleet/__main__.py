@@ -1,0 +1,3 @@
+from jobfleet.cli.main import main
+
+main()

@@ -1,0 +1,358 @@
+"""The agent's side of the connection: enroll once, then hold one WebSocket to a server.
+
+Everything an agent produces goes to the spool before it goes on the wire, and
+leaves the spool only when the server acknowledges it; after a reconnect the
+agent tells the server which tasks it holds and sends the rest again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from jobfleet import __version__
+from jobfleet.agent.executor import (
+    Executor,
+    ProcessExecutor,
+    TaskResult,
+    TaskSpec,
+    kill_process_tree,
+)
+from jobfleet.agent.spool import Spool
+from jobfleet.domain import protocol
+from jobfleet.domain.status import HostStatus
+
+log = logging.getLogger(__name__)
+
+CONNECT_PATH = "/api/jobfleet/v1/agents/connect"
+ENROLL_PATH = "/api/jobfleet/v1/agents/enroll"
+# output is held this long so that a short task's output rides in its done message
+HOLD_SECONDS = 0.05
+# acknowledged chunks are gone from the spool, so a note on an interrupted task sorts last
+INTERRUPTED_SEQ = 999_999_999
+
+
+@dataclass
+class AgentSettings:
+    server: str
+    state_dir: Path | None
+    ip: str
+    bk_cloud_id: int = 0
+    biz: int = 2
+    enroll_token: str | None = None
+    hostname: str = ""
+    max_backoff: float = 30.0
+    heartbeat: float = 10.0
+
+
+@dataclass
+class Credential:
+    agent_id: str
+    agent_secret: str
+    bk_host_id: int
+
+
+def ws_url(server: str) -> str:
+    base = server.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :] + CONNECT_PATH
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://") :] + CONNECT_PATH
+    return base + CONNECT_PATH
+
+
+def load_credential(state_dir: Path) -> Credential | None:
+    path = state_dir / "credential.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return Credential(data["agent_id"], data["agent_secret"], int(data["bk_host_id"]))
+
+
+def save_credential(state_dir: Path, cred: Credential) -> None:
+    path = state_dir / "credential.json"
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(
+            {
+                "agent_id": cred.agent_id,
+                "agent_secret": cred.agent_secret,
+                "bk_host_id": cred.bk_host_id,
+            },
+            fh,
+        )
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+async def enroll(settings: AgentSettings) -> Credential:
+    if not settings.enroll_token:
+        raise RuntimeError("this agent has no credential yet: start it with --enroll-token")
+    body = {
+        "token": settings.enroll_token,
+        "ip": settings.ip,
+        "bk_cloud_id": settings.bk_cloud_id,
+        "bk_biz_id": settings.biz,
+        "hostname": settings.hostname or socket.gethostname(),
+        "os_type": platform.system(),
+    }
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        resp = await client.post(settings.server.rstrip("/") + ENROLL_PATH, json=body)
+    try:
+        answer = resp.json()
+    except ValueError:
+        raise RuntimeError(f"enrollment failed: HTTP {resp.status_code}") from None
+    if not answer.get("result"):
+        raise RuntimeError(f"enrollment refused: {answer.get('message')} ({answer.get('code')})")
+    data = answer["data"]
+    return Credential(data["agent_id"], data["agent_secret"], int(data["bk_host_id"]))
+
+
+class _Sender:
+    """Coalesces outgoing messages into one frame per loop turn."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            await self.ws.send(orjson.dumps(batch[0] if len(batch) == 1 else batch))
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        executor: Executor | None = None,
+        spool: Spool | None = None,
+        credential: Credential | None = None,
+    ) -> None:
+        self.settings = settings
+        state = settings.state_dir
+        if state is not None:
+            state.mkdir(parents=True, exist_ok=True)
+            os.chmod(state, 0o700)
+        self.executor: Executor = executor or ProcessExecutor((state or Path("/tmp")) / "work")  # noqa: S108 - only without a state dir
+        self.spool = spool or Spool(state / "spool" if state else None)
+        self.credential = credential
+        self.connected = asyncio.Event()
+        self._sender: _Sender | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self.on_welcome: Callable[[dict[str, Any]], None] | None = None
+
+    async def ensure_credential(self) -> Credential:
+        if self.credential is None and self.settings.state_dir is not None:
+            self.credential = load_credential(self.settings.state_dir)
+        if self.credential is None:
+            self.credential = await enroll(self.settings)
+            if self.settings.state_dir is not None:
+                save_credential(self.settings.state_dir, self.credential)
+            log.info(
+                "agent_enrolled agent=%s host=%s",
+                self.credential.agent_id,
+                self.credential.bk_host_id,
+            )
+        return self.credential
+
+    def recover_interrupted(self) -> None:
+        """Tasks a previous agent process left running: stop their processes, report them."""
+        for task_id, pgid in self.spool.interrupted():
+            if pgid:
+                kill_process_tree(pgid)
+            now = _now_ms()
+            self.spool.finish(
+                task_id,
+                {
+                    "t": protocol.DONE,
+                    "id": task_id,
+                    "seq": INTERRUPTED_SEQ,
+                    "status": int(HostStatus.GSE_AGENT_ERROR),
+                    "exit": None,
+                    "start": None,
+                    "end": now,
+                    "data": "jobfleet-agent: the agent restarted while this task ran; "
+                    "its processes were stopped\n",
+                },
+            )
+            log.warning("task_interrupted task=%s", task_id)
+
+    async def run_forever(self) -> None:
+        cred = await self.ensure_credential()
+        self.recover_interrupted()
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._session(cred)
+                attempt = 0
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
+                log.info("agent_disconnected error=%s", exc)
+            self.connected.clear()
+            self._sender = None
+            if self._stopping:
+                break
+            attempt += 1
+            # full jitter keeps thousands of agents from reconnecting in step
+            delay = random.uniform(0.1, min(self.settings.max_backoff, 0.5 * 2 ** min(attempt, 8)))
+            await asyncio.sleep(delay)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks.values():
+            task.cancel()
+
+    async def _session(self, cred: Credential) -> None:
+        headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
+        async with connect(
+            ws_url(self.settings.server),
+            additional_headers=headers,
+            ping_interval=self.settings.heartbeat,
+            ping_timeout=self.settings.heartbeat,
+            max_size=64 * 1024 * 1024,
+            open_timeout=15,
+            close_timeout=2,
+        ) as ws:
+            sender = _Sender(ws)
+            try:
+                hello = {
+                    "t": protocol.HELLO,
+                    "version": __version__,
+                    "hostname": self.settings.hostname or socket.gethostname(),
+                    "os": platform.system(),
+                    "known": self.spool.known(),
+                }
+                await ws.send(orjson.dumps(hello))
+                for message in self.spool.pending():
+                    sender.queue.put_nowait(message)
+                self._sender = sender
+                self.connected.set()
+                async for frame in ws:
+                    decoded = orjson.loads(frame)
+                    for message in decoded if isinstance(decoded, list) else (decoded,):
+                        self._handle(message)
+            finally:
+                self._sender = None
+                sender.task.cancel()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._sender is not None:
+            self._sender.queue.put_nowait(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        if kind == protocol.RUN:
+            self._start(message)
+        elif kind == protocol.ACK:
+            for task_id, seq in message.get("acks") or []:
+                self.spool.ack(str(task_id), int(seq))
+        elif kind == protocol.KILL:
+            self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
+        elif kind == protocol.WELCOME and self.on_welcome is not None:
+            self.on_welcome(message)
+
+    def _start(self, message: dict[str, Any]) -> None:
+        task_id = str(message["id"])
+        if task_id in self._tasks or task_id in self.spool.known():
+            return  # a repeat after a reconnect: the task runs or its result is on its way
+        self.spool.accept(task_id)
+        spec = TaskSpec(
+            id=task_id,
+            lang=int(message["lang"]),
+            script=str(message["script"]),
+            args=[str(a) for a in message.get("args") or []],
+            account=str(message.get("account") or ""),
+            timeout=int(message.get("timeout") or 7200),
+            env={
+                "JOBFLEET_HOST_IP": self.settings.ip,
+                "JOBFLEET_CLOUD_ID": str(self.settings.bk_cloud_id),
+                "JOBFLEET_TASK_ID": task_id,
+                **{str(k): str(v) for k, v in (message.get("env") or {}).items()},
+            },
+            max_output=int(message.get("max_output") or 10 * 1024 * 1024),
+        )
+        task = asyncio.get_running_loop().create_task(self._execute(spec))
+        self._tasks[task_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(task_id, None))
+
+    async def _execute(self, spec: TaskSpec) -> None:
+        task_id = spec.id
+        seq = 0
+        held: list[str] = []
+        timer: asyncio.TimerHandle | None = None
+
+        def flush() -> None:
+            nonlocal seq, timer
+            timer = None
+            if not held:
+                return
+            seq += 1
+            message = {"t": protocol.OUTPUT, "id": task_id, "seq": seq, "data": "".join(held)}
+            held.clear()
+            self.spool.add_output(task_id, seq, message["data"])
+            self._send(message)
+
+        async def on_output(data: str) -> None:
+            nonlocal timer
+            held.append(data)
+            if timer is None:
+                timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, flush)
+
+        def on_started(pgid: int) -> None:
+            self.spool.set_pgid(task_id, pgid)
+
+        try:
+            result = await self.executor.run(spec, on_output, on_started)
+        except Exception as exc:
+            log.exception("task_failed task=%s", task_id)
+            result = TaskResult(
+                status=int(HostStatus.GSE_TASK_ERROR),
+                exit_code=-1,
+                start_ms=_now_ms(),
+                end_ms=_now_ms(),
+                message=f"jobfleet-agent: {type(exc).__name__}: {exc}",
+            )
+        if timer is not None:
+            timer.cancel()
+        tail = "".join(held)
+        if result.message:
+            tail += (
+                ("" if not tail or tail.endswith("\n") else "\n")
+                + result.message.rstrip("\n")
+                + "\n"
+            )
+        done = {
+            "t": protocol.DONE,
+            "id": task_id,
+            "seq": seq + 1,
+            "status": result.status,
+            "exit": result.exit_code,
+            "start": result.start_ms,
+            "end": result.end_ms,
+            "data": tail,
+        }
+        self.spool.finish(task_id, done)
+        self._send(done)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,229 @@
+"""jobfleet's own REST API (docs/rest-api.md): apps, users, grants, hosts, agents."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jobfleet.api import envelope
+from jobfleet.api.params import get_bool, get_int, get_str, need_int
+from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import ScopeType
+from jobfleet.domain.targets import normalize_ip
+
+PREFIX = "/api/jobfleet/v1"
+
+
+def admin_only(handler: Handler) -> Handler:
+    async def wrapped(call: Call) -> Any:
+        if not call.caller.user.is_admin:
+            raise JobError(
+                ErrorCode.PERMISSION_DENIED,
+                f"User {call.caller.username!r} is not an administrator",
+            )
+        result = await handler(call)
+        call.services.auth.forget()
+        await call.services.audit.record(
+            app_code=call.caller.app_code,
+            username=call.caller.username,
+            action=f"{call.request.method} {call.request.url.path}",
+            resource_type="admin",
+            detail={k: v for k, v in call.params.items() if "secret" not in k and k != "token"},
+        )
+        return result
+
+    return wrapped
+
+
+def with_path(handler: Handler) -> Handler:
+    async def wrapped(call: Call) -> Any:
+        call.params.update(call.request.path_params)
+        return await handler(call)
+
+    return wrapped
+
+
+async def whoami(call: Call) -> dict[str, Any]:
+    user = call.caller.user
+    return {
+        "app_code": call.caller.app_code,
+        "username": user.username,
+        "is_admin": user.is_admin,
+        "scopes": [{"scope_type": t, "scope_id": i} for t, i in sorted(user.scopes)],
+    }
+
+
+async def create_app(call: Call) -> dict[str, Any]:
+    code = get_str(call.params, "app_code", required=True, max_length=128)
+    assert code is not None
+    secret = await call.services.identity.create_app(
+        code, get_str(call.params, "description") or ""
+    )
+    return {"app_code": code, "app_secret": secret}
+
+
+async def list_apps(call: Call) -> list[dict[str, Any]]:
+    return await call.services.identity.list_apps()
+
+
+async def delete_app(call: Call) -> dict[str, Any]:
+    code = str(call.params["app_code"])
+    await call.services.identity.delete_app(code)
+    return {"app_code": code}
+
+
+async def create_user(call: Call) -> dict[str, Any]:
+    name = get_str(call.params, "username", required=True, max_length=128)
+    assert name is not None
+    admin = get_bool(call.params, "is_admin", False)
+    await call.services.identity.ensure_user(name, admin)
+    return {"username": name, "is_admin": admin}
+
+
+async def list_users(call: Call) -> list[dict[str, Any]]:
+    return await call.services.identity.list_users()
+
+
+def _grant_args(call: Call) -> tuple[str, str, str]:
+    scope_type = get_str(call.params, "scope_type", required=True)
+    scope_id = get_str(call.params, "scope_id", required=True)
+    if scope_type not in ScopeType.ALL:
+        raise JobError.invalid("scope_type")
+    assert scope_id is not None
+    return str(call.params["username"]), scope_type, scope_id
+
+
+async def grant(call: Call) -> dict[str, Any]:
+    user, scope_type, scope_id = _grant_args(call)
+    await call.services.identity.grant(user, scope_type, scope_id)
+    return {"username": user, "scope_type": scope_type, "scope_id": scope_id}
+
+
+async def revoke(call: Call) -> dict[str, Any]:
+    user, scope_type, scope_id = _grant_args(call)
+    await call.services.identity.revoke(user, scope_type, scope_id)
+    return {"username": user, "scope_type": scope_type, "scope_id": scope_id}
+
+
+async def create_business(call: Call) -> dict[str, Any]:
+    biz = need_int(call.params, "bk_biz_id", minimum=1)
+    name = get_str(call.params, "name", required=True, max_length=255)
+    assert name is not None
+    await call.services.identity.create_business(biz, name)
+    return {"bk_biz_id": biz, "name": name}
+
+
+async def list_businesses(call: Call) -> list[dict[str, Any]]:
+    return await call.services.identity.list_businesses()
+
+
+async def list_hosts(call: Call) -> list[dict[str, Any]]:
+    user = call.caller.user
+    biz = get_int(call.params, "bk_biz_id")
+    alive = call.params.get("alive")
+    alive_flag = None if alive in (None, "") else get_bool(call.params, "alive")
+    allowed = None if user.is_admin else {int(i) for t, i in user.scopes if t == ScopeType.BIZ}
+    hosts = await call.services.inventory.list(bk_biz_id=biz, alive=alive_flag, biz_ids=allowed)
+    return [h.public() for h in hosts]
+
+
+async def add_host(call: Call) -> dict[str, Any]:
+    biz = need_int(call.params, "bk_biz_id", minimum=1)
+    ip = normalize_ip(get_str(call.params, "ip", required=True))
+    cloud = get_int(call.params, "bk_cloud_id", default=0, minimum=0) or 0
+    host = await call.services.inventory.add(biz, ip, cloud, get_str(call.params, "hostname") or "")
+    return host.public()
+
+
+async def create_token(call: Call) -> dict[str, Any]:
+    token = await call.services.identity.create_enroll_token(
+        bk_biz_id=get_int(call.params, "bk_biz_id"),
+        uses=get_int(call.params, "uses", minimum=1),
+        ttl_seconds=get_int(call.params, "ttl_seconds", minimum=1),
+        note=get_str(call.params, "note", max_length=255) or "",
+    )
+    return {"token": token}
+
+
+async def revoke_agent(call: Call) -> dict[str, Any]:
+    agent_id = str(call.params["agent_id"])
+    await call.services.identity.revoke_agent(agent_id)
+    return {"agent_id": agent_id}
+
+
+async def audit(call: Call) -> list[dict[str, Any]]:
+    limit = get_int(call.params, "limit", default=100, minimum=1, maximum=1000) or 100
+    return await call.services.audit.recent(limit)
+
+
+def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
+    """Enrollment carries a token instead of app credentials."""
+
+    async def endpoint(request: Request) -> Response:
+        request_id = uuid.uuid4().hex
+        try:
+            params = await read_params(request)
+            token = get_str(params, "token", required=True)
+            ip = normalize_ip(get_str(params, "ip", required=True))
+            assert token is not None
+            services = services_of(request)
+            agent_id, secret, host_id = await services.identity.enroll(
+                token,
+                ip=ip,
+                bk_cloud_id=get_int(params, "bk_cloud_id", default=0, minimum=0) or 0,
+                bk_biz_id=get_int(params, "bk_biz_id", default=2, minimum=1) or 2,
+                hostname=(get_str(params, "hostname", max_length=255) or ""),
+                os_type=(get_str(params, "os_type", max_length=32) or ""),
+            )
+            await services.audit.record(
+                app_code="",
+                username="",
+                action="agent_enroll",
+                resource_type="host",
+                resource_id=str(host_id),
+                detail={"ip": ip, "agent_id": agent_id},
+                source_ip=request.client.host if request.client else "",
+            )
+            return envelope.ok(
+                {"agent_id": agent_id, "agent_secret": secret, "bk_host_id": host_id}, request_id
+            )
+        except JobError as exc:
+            return envelope.error(exc, request_id)
+
+    return endpoint
+
+
+def register(router: APIRouter) -> None:
+    def add(method: str, path: str, handler: Handler, *, admin: bool = True) -> None:
+        wrapped = with_path(admin_only(handler) if admin else handler)
+        router.add_api_route(
+            PREFIX + path,
+            make_endpoint(services_of, wrapped),
+            methods=[method],
+            name=f"{method} {path}",
+        )
+
+    add("GET", "/whoami", whoami, admin=False)
+    add("POST", "/apps", create_app)
+    add("GET", "/apps", list_apps)
+    add("DELETE", "/apps/{app_code}", delete_app)
+    add("POST", "/users", create_user)
+    add("GET", "/users", list_users)
+    add("POST", "/users/{username}/grants", grant)
+    add("DELETE", "/users/{username}/grants/{scope_type}/{scope_id}", revoke)
+    add("POST", "/businesses", create_business)
+    add("GET", "/businesses", list_businesses)
+    add("GET", "/hosts", list_hosts, admin=False)
+    add("POST", "/hosts", add_host)
+    add("POST", "/enroll-tokens", create_token)
+    add("DELETE", "/agents/{agent_id}", revoke_agent)
+    add("GET", "/audit", audit)
+    router.add_api_route(
+        PREFIX + "/agents/enroll", enroll_endpoint(), methods=["POST"], name="enroll"
+    )

@@ -1,0 +1,50 @@
+"""The FastAPI application: every route, and errors answered with the envelope."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jobfleet import __version__
+from jobfleet.api import admin, envelope, execute, gse, legacy, query
+from jobfleet.api.services import Services
+from jobfleet.domain.errors import ErrorCode, JobError
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="jobfleet",
+        version=__version__,
+        description="Remote job execution, wire-compatible with bk-job v3",
+    )
+    app.state.services = services
+    router = APIRouter()
+    for module in (execute, query, legacy, gse, admin):
+        module.register(router)
+    app.include_router(router)
+
+    @app.websocket("/api/jobfleet/v1/agents/connect")
+    async def agent_socket(ws: WebSocket) -> None:
+        await services.gateway.serve(ws)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, object]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}"
+        elif exc.status_code == 404:
+            message = f"No API at {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return envelope.error(
+            JobError(ErrorCode.BAD_REQUEST, message, http_status=exc.status_code), uuid.uuid4().hex
+        )
+
+    return app

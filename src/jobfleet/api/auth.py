@@ -1,0 +1,115 @@
+"""Who is calling: the app (authenticated) and the user it acts for (authorized per scope)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import HTTPConnection
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.store.identity import IdentityStore, User
+from jobfleet.store.secrets import hash_secret
+
+ESB_PREFIX = "/api/c/compapi/"
+
+
+@dataclass
+class Caller:
+    app_code: str
+    user: User
+
+    @property
+    def username(self) -> str:
+        return self.user.username
+
+
+class Authenticator:
+    """Checks credentials; remembers good ones briefly so that polling stays cheap."""
+
+    def __init__(
+        self, identity: IdentityStore, app_ttl: float = 60.0, user_ttl: float = 3.0
+    ) -> None:
+        self.identity = identity
+        self.app_ttl = app_ttl
+        self.user_ttl = user_ttl
+        self._apps: dict[tuple[str, str], float] = {}
+        self._users: dict[str, tuple[User, float]] = {}
+
+    def forget(self) -> None:
+        self._apps.clear()
+        self._users.clear()
+
+    async def authenticate(
+        self, request: HTTPConnection, params: dict[str, Any], *, need_user: bool = True
+    ) -> Caller:
+        header = request.headers.get("x-bkapi-authorization")
+        fields: dict[str, Any] = {}
+        if header:
+            try:
+                parsed = orjson.loads(header)
+            except orjson.JSONDecodeError:
+                raise JobError(
+                    ErrorCode.SERVICE_AUTH_FAIL,
+                    "X-Bkapi-Authorization is not valid JSON",
+                    http_status=401,
+                ) from None
+            if not isinstance(parsed, dict):
+                raise JobError(
+                    ErrorCode.SERVICE_AUTH_FAIL,
+                    "X-Bkapi-Authorization must be a JSON object",
+                    http_status=401,
+                )
+            fields = parsed
+        elif request.url.path.startswith(ESB_PREFIX):
+            fields = {k: params.get(k) for k in ("bk_app_code", "bk_app_secret", "bk_username")}
+        app_code = fields.get("bk_app_code")
+        secret = fields.get("bk_app_secret")
+        if not app_code or not isinstance(app_code, str):
+            raise JobError(
+                ErrorCode.MISSING_APP_CODE, "Missing app code (bk_app_code)", http_status=401
+            )
+        if not secret or not isinstance(secret, str):
+            raise JobError(
+                ErrorCode.SERVICE_AUTH_FAIL,
+                f"App {app_code!r}: missing app secret (bk_app_secret)",
+                http_status=401,
+            )
+        await self._check_app(app_code, secret)
+        username = (
+            fields.get("bk_username")
+            or request.headers.get("x-bk-username")
+            or params.get("bk_username")
+        )
+        if not username or not isinstance(username, str):
+            if need_user:
+                raise JobError(
+                    ErrorCode.MISSING_USER,
+                    "Missing user: send bk_username in X-Bkapi-Authorization",
+                )
+            username = ""
+        return Caller(app_code, await self._user(username))
+
+    async def _check_app(self, app_code: str, secret: str) -> None:
+        key = (app_code, hash_secret(secret))
+        now = time.monotonic()
+        if self._apps.get(key, 0) > now:
+            return
+        if not await self.identity.check_app(app_code, secret):
+            raise JobError(
+                ErrorCode.SERVICE_AUTH_FAIL,
+                f"App authentication failed for {app_code!r}: wrong app code or secret",
+                http_status=401,
+            )
+        self._apps[key] = now + self.app_ttl
+
+    async def _user(self, username: str) -> User:
+        now = time.monotonic()
+        cached = self._users.get(username)
+        if cached and cached[1] > now:
+            return cached[0]
+        user = await self.identity.get_user(username)
+        self._users[username] = (user, now + self.user_ttl)
+        return user

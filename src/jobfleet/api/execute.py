@@ -1,0 +1,145 @@
+"""bk-job v3 execution calls: fast_execute_script and operate_job_instance."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter
+
+from jobfleet.api.params import get_bool, get_int, get_str, need_int
+from jobfleet.api.routing import Call, add_api
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.scripts import (
+    MAX_PARAM_BYTES,
+    MAX_SCRIPT_BYTES,
+    MAX_SENSITIVE_PARAM_BYTES,
+    MAX_TASK_NAME,
+    check_language,
+    check_timeout,
+    decode_base64,
+    split_params,
+)
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatus
+from jobfleet.domain.targets import parse_target
+from jobfleet.engine.submit import ScriptRequest
+
+
+def check_callback_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise JobError(
+            ErrorCode.BAD_REQUEST,
+            "callback_url must be an http(s) URL with a host and no user info",
+        )
+    return value
+
+
+async def fast_execute_script(call: Call) -> dict[str, Any]:
+    p = call.params
+    scope = await call.scope("quick_execute_script")
+    if get_int(p, "script_version_id") is not None or get_str(p, "script_id"):
+        raise JobError(
+            ErrorCode.NOT_SUPPORTED,
+            "Stored scripts (script_id, script_version_id) are not supported yet; "
+            "send script_content",
+        )
+    content = get_str(p, "script_content")
+    if content is None:
+        raise JobError.missing("script_version_id|script_id|script_content")
+    language = check_language(get_int(p, "script_language"))
+    script = decode_base64(content, "script_content", MAX_SCRIPT_BYTES)
+    if not script.strip():
+        raise JobError.missing("script_content")
+    sensitive = get_int(p, "is_param_sensitive", default=0) == 1
+    raw_param = get_str(p, "script_param")
+    param = ""
+    if raw_param:
+        limit = MAX_SENSITIVE_PARAM_BYTES if sensitive else MAX_PARAM_BYTES
+        param = decode_base64(raw_param, "script_param", limit)
+        split_params(param)  # refuse unbalanced quotes now, not on every host
+    timeout = check_timeout(get_int(p, "timeout"), call.services.engine.settings.max_timeout)
+    name = get_str(p, "task_name", max_length=MAX_TASK_NAME)
+    spec = parse_target(p.get("target_server"))
+    account = await call.services.submitter.resolve_account(
+        scope, get_int(p, "account_id"), get_str(p, "account_alias")
+    )
+    hosts = await call.services.submitter.resolve_hosts(spec, scope)
+    callback = check_callback_url(get_str(p, "callback_url"))
+    job_id, job_name, step_id = await call.services.submitter.fast_script(
+        scope,
+        ScriptRequest(
+            name=name,
+            script=script,
+            language=language,
+            param=param,
+            sensitive=sensitive,
+            timeout=timeout,
+            account=account,
+            hosts=hosts,
+            callback_url=callback,
+            start=get_bool(p, "start_task", True),
+            operator=call.caller.username,
+            app_code=call.caller.app_code,
+        ),
+    )
+    await call.services.audit.record(
+        app_code=call.caller.app_code,
+        username=call.caller.username,
+        action="fast_execute_script",
+        resource_type="job_instance",
+        resource_id=str(job_id),
+        scope_type=scope.scope_type,
+        scope_id=scope.scope_id,
+        detail={"hosts": len(hosts), "language": int(language), "account": account.alias},
+        source_ip=call.request.client.host if call.request.client else "",
+    )
+    return {"job_instance_id": job_id, "job_instance_name": job_name, "step_instance_id": step_id}
+
+
+async def job_in_scope(call: Call, action: str) -> Any:
+    scope = await call.scope(action)
+    job_id = get_int(call.params, "job_instance_id", required=True, minimum=1)
+    assert job_id is not None
+    job = await call.services.jobs.job(job_id)
+    if job is None or job.scope_type != scope.scope_type or job.scope_id != scope.scope_id:
+        raise JobError(ErrorCode.JOB_INSTANCE_NOT_EXIST, f"Job instance {job_id} does not exist")
+    return job
+
+
+async def operate_job_instance(call: Call) -> dict[str, Any]:
+    job = await job_in_scope(call, "execute_job")
+    code = need_int(call.params, "operation_code")
+    engine = call.services.engine
+    if code == JobOperation.TERMINATE:
+        if job.status in FINISHED_RUN_STATUSES:
+            raise JobError(
+                ErrorCode.UNSUPPORTED_OPERATION, f"Job instance {job.id} has already finished"
+            )
+        if job.status == RunStatus.STOPPING:
+            raise JobError(
+                ErrorCode.TASK_ALREADY_TERMINATING, f"Job instance {job.id} is already terminating"
+            )
+        await engine.terminate(job.id)
+    elif code == JobOperation.START:
+        if not await engine.start_job(job.id):
+            raise JobError(ErrorCode.JOB_ALREADY_STARTED, f"Job instance {job.id} already started")
+    else:
+        raise JobError(ErrorCode.INVALID_PARAM, f"Unknown operation_code {code}")
+    await call.services.audit.record(
+        app_code=call.caller.app_code,
+        username=call.caller.username,
+        action=f"operate_job_instance:{code}",
+        resource_type="job_instance",
+        resource_id=str(job.id),
+        scope_type=job.scope_type,
+        scope_id=job.scope_id,
+    )
+    return {"job_instance_id": job.id, "job_instance_name": None, "step_instance_id": None}
+
+
+def register(router: APIRouter) -> None:
+    add_api(router, "fast_execute_script", fast_execute_script, query=False)
+    add_api(router, "operate_job_instance", operate_job_instance, query=False)

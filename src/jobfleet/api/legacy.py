@@ -1,0 +1,119 @@
+"""The bk-job v2 reads that older clients still make (``/api/c/compapi/v2/job/``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from jobfleet.api.execute import job_in_scope
+from jobfleet.api.routing import JOBV2_PREFIXES, Call, add_api
+from jobfleet.domain.status import FINISHED_RUN_STATUSES
+
+VIEW = "view_history"
+
+
+async def get_job_instance_status(call: Call) -> dict[str, Any]:
+    job = await job_in_scope(call, VIEW)
+    steps = await call.services.jobs.steps(job.id)
+    hosts = await call.services.jobs.hosts_of_steps(steps)
+    current = next(
+        (s.id for s in steps if s.status not in FINISHED_RUN_STATUSES),
+        steps[-1].id if steps else None,
+    )
+    return {
+        "is_finished": job.status in FINISHED_RUN_STATUSES,
+        "job_instance": {
+            "job_instance_id": job.id,
+            "bk_job_id": job.plan_id,
+            "name": job.name,
+            "operator": job.operator,
+            "status": job.status,
+            "create_time": job.create_time,
+            "start_time": job.start_time,
+            "end_time": job.end_time,
+            "total_time": job.total_time,
+            "start_way": job.launch_mode,
+            "current_step_instance_id": current,
+            "bk_biz_id": job.bk_biz_id,
+        },
+        "blocks": [
+            {
+                "type": 1,
+                "step_instances": [
+                    {
+                        "step_instance_id": s.id,
+                        "step_id": -1,
+                        "name": s.name,
+                        "type": s.type,
+                        "operator": s.operator,
+                        "status": s.status,
+                        "execute_count": s.execute_count,
+                        "start_time": s.start_time,
+                        "end_time": s.end_time,
+                        "total_time": s.total_time,
+                        "create_time": s.create_time,
+                        "pause": 0,
+                        "step_ip_status": [
+                            {"ip": h.ip, "bk_cloud_id": h.bk_cloud_id, "status": h.status}
+                            for h in hosts[s.id]
+                        ],
+                    }
+                ],
+            }
+            for s in steps
+        ],
+    }
+
+
+async def get_job_instance_log(call: Call) -> list[dict[str, Any]]:
+    job = await job_in_scope(call, VIEW)
+    steps = await call.services.jobs.steps(job.id)
+    hosts = await call.services.jobs.hosts_of_steps(steps)
+    result = []
+    for step in steps:
+        rows = hosts[step.id]
+        logs = await call.services.jobs.logs(
+            step.id, step.execute_count, [r.bk_host_id for r in rows]
+        )
+        groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault((r.status, r.tag), []).append(
+                {
+                    "ip": r.ip,
+                    "bk_cloud_id": r.bk_cloud_id,
+                    "start_time": r.start_time,
+                    "end_time": r.end_time,
+                    "total_time": r.total_time,
+                    "execute_count": r.execute_count,
+                    "error_code": r.error_code,
+                    "exit_code": r.exit_code,
+                    "log_content": logs[r.bk_host_id],
+                }
+            )
+        result.append(
+            {
+                "is_finished": step.status in FINISHED_RUN_STATUSES,
+                "step_instance_id": step.id,
+                "name": step.name,
+                "status": step.status,
+                "step_results": [
+                    {"ip_status": status, "tag": tag, "ip_logs": items}
+                    for (status, tag), items in groups.items()
+                ],
+            }
+        )
+    return result
+
+
+def register(router: APIRouter) -> None:
+    add_api(
+        router,
+        "get_job_instance_status",
+        get_job_instance_status,
+        query=True,
+        prefixes=JOBV2_PREFIXES,
+    )
+    add_api(
+        router, "get_job_instance_log", get_job_instance_log, query=True, prefixes=JOBV2_PREFIXES
+    )

@@ -1,0 +1,208 @@
+"""bk-job v3 queries: job status, per-host logs, job history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import Row
+
+from jobfleet.api.execute import job_in_scope
+from jobfleet.api.params import get_bool, get_int, get_list, need_int
+from jobfleet.api.routing import Call, add_api
+from jobfleet.api.views import host_result_view, job_view, list_item, step_view
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType
+from jobfleet.domain.targets import normalize_ip
+
+MAX_LOG_HOSTS = 500
+MAX_SPAN_MS = 30 * 24 * 3600 * 1000
+VIEW = "view_history"
+
+
+async def get_job_instance_status(call: Call) -> dict[str, Any]:
+    job = await job_in_scope(call, VIEW)
+    steps = await call.services.jobs.steps(job.id)
+    step_list = [step_view(s) for s in steps]
+    if get_bool(call.params, "return_ip_result", False):
+        hosts = await call.services.jobs.hosts_of_steps(steps)
+        for item, step in zip(step_list, steps, strict=True):
+            item["step_ip_result_list"] = [host_result_view(h) for h in hosts[step.id]]
+    return {
+        "finished": job.status in FINISHED_RUN_STATUSES,
+        "job_instance": job_view(job),
+        "step_instance_list": step_list,
+    }
+
+
+async def step_of(call: Call, job: Row[Any]) -> Row[Any]:
+    step_id = need_int(call.params, "step_instance_id", minimum=1)
+    step = await call.services.jobs.step(step_id)
+    if step is None or step.job_instance_id != job.id:
+        raise JobError(
+            ErrorCode.STEP_INSTANCE_NOT_EXIST,
+            f"Step instance {step_id} does not exist in job instance {job.id}",
+        )
+    return step
+
+
+def execute_count_of(call: Call, step: Row[Any]) -> int:
+    count = get_int(call.params, "execute_count", minimum=0, maximum=step.execute_count)
+    return step.execute_count if count is None else count
+
+
+async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
+    job = await job_in_scope(call, VIEW)
+    step = await step_of(call, job)
+    count = execute_count_of(call, step)
+    p = call.params
+    host_id = get_int(p, "bk_host_id") or get_int(p, "host_id")
+    jobs = call.services.jobs
+    if host_id is not None:
+        rows = await jobs.hosts(step.id, count, host_ids=[host_id])
+    else:
+        ip = p.get("ip")
+        if not ip:
+            raise JobError.missing("bk_host_id|ip")
+        cloud = get_int(p, "bk_cloud_id", default=0)
+        address = normalize_ip(ip)
+        rows = [
+            r
+            for r in await jobs.hosts(step.id, count)
+            if r.bk_cloud_id == cloud and address in (r.ip, r.ipv6)
+        ]
+    if not rows:
+        raise JobError(ErrorCode.HOST_INVALID, "The host is not a target of this step")
+    row = rows[0]
+    logs = await jobs.logs(step.id, count, [row.bk_host_id])
+    return {
+        "log_type": int(LogType.SCRIPT),
+        "bk_host_id": row.bk_host_id,
+        "bk_cloud_id": row.bk_cloud_id,
+        "ip": row.ip,
+        "ipv6": row.ipv6 or None,
+        "log_content": logs[row.bk_host_id],
+    }
+
+
+async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
+    job = await job_in_scope(call, VIEW)
+    step = await step_of(call, job)
+    count = execute_count_of(call, step)
+    p = call.params
+    wanted_ids: list[int] = []
+    for value in get_list(p, "host_id_list"):
+        try:
+            wanted_ids.append(int(value))
+        except (TypeError, ValueError):
+            raise JobError.invalid("host_id_list") from None
+    wanted_ips: list[tuple[int, str]] = []
+    for item in get_list(p, "ip_list"):
+        if not isinstance(item, dict) or not item.get("ip"):
+            raise JobError.invalid("ip_list")
+        try:
+            cloud = int(item.get("bk_cloud_id") or 0)
+        except (TypeError, ValueError):
+            raise JobError.invalid("ip_list.bk_cloud_id") from None
+        wanted_ips.append((cloud, normalize_ip(item["ip"])))
+    if len(set(wanted_ids)) + len(set(wanted_ips)) > MAX_LOG_HOSTS:
+        raise JobError(
+            ErrorCode.MISSING_OR_INVALID_PARAM,
+            f"At most {MAX_LOG_HOSTS} hosts per query (host_id_list + ip_list)",
+        )
+    rows = await call.services.jobs.hosts(step.id, count)
+    by_id = {r.bk_host_id: r for r in rows}
+    by_ip: dict[tuple[int, str], Row[Any]] = {}
+    for r in rows:
+        by_ip[(r.bk_cloud_id, r.ip)] = r
+        if r.ipv6:
+            by_ip[(r.bk_cloud_id, r.ipv6)] = r
+    picked: dict[int, Row[Any]] = {}
+    unknown: list[dict[str, Any]] = []
+    for host_id in wanted_ids:
+        if host_id in by_id:
+            picked.setdefault(host_id, by_id[host_id])
+        else:
+            unknown.append(
+                {
+                    "host_id": host_id,
+                    "bk_host_id": host_id,
+                    "bk_cloud_id": None,
+                    "ip": None,
+                    "ipv6": None,
+                    "log_content": "",
+                }
+            )
+    for pair in wanted_ips:
+        row = by_ip.get(pair)
+        if row is not None:
+            picked.setdefault(row.bk_host_id, row)
+        else:
+            unknown.append(
+                {
+                    "host_id": None,
+                    "bk_host_id": None,
+                    "bk_cloud_id": pair[0],
+                    "ip": pair[1],
+                    "ipv6": None,
+                    "log_content": "",
+                }
+            )
+    logs = await call.services.jobs.logs(step.id, count, list(picked))
+    items = [
+        {
+            "host_id": r.bk_host_id,
+            "bk_host_id": r.bk_host_id,
+            "bk_cloud_id": r.bk_cloud_id,
+            "ip": r.ip,
+            "ipv6": r.ipv6 or None,
+            "log_content": logs[r.bk_host_id],
+        }
+        for r in picked.values()
+    ]
+    return {
+        "job_instance_id": job.id,
+        "step_instance_id": step.id,
+        "log_type": int(LogType.SCRIPT),
+        "script_task_logs": items + unknown,
+    }
+
+
+async def get_job_instance_list(call: Call) -> dict[str, Any]:
+    scope = await call.scope(VIEW)
+    p = call.params
+    start_ms = need_int(p, "create_time_start", minimum=0)
+    end_ms = need_int(p, "create_time_end", minimum=0)
+    if end_ms <= start_ms:
+        raise JobError(ErrorCode.INVALID_PARAM, "create_time_end must be after create_time_start")
+    if end_ms - start_ms > MAX_SPAN_MS:
+        raise JobError(ErrorCode.INVALID_PARAM, "The create time range may span at most 30 days")
+    offset = get_int(p, "start", default=0, minimum=0) or 0
+    length = get_int(p, "length", default=20, minimum=1, maximum=1000) or 20
+    filters = {
+        "job_instance_id": get_int(p, "job_instance_id"),
+        "job_cron_id": get_int(p, "job_cron_id"),
+        "operator": p.get("operator") or None,
+        "name": p.get("name") or None,
+        "launch_mode": get_int(p, "launch_mode"),
+        "type": get_int(p, "type"),
+        "status": get_int(p, "status"),
+        "ip": normalize_ip(p["ip"]) if p.get("ip") else None,
+    }
+    total, rows = await call.services.jobs.list_jobs(
+        scope_type=scope.scope_type,
+        scope_id=scope.scope_id,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        filters=filters,
+        offset=offset,
+        limit=length,
+    )
+    return {"start": offset, "length": length, "total": total, "data": [list_item(r) for r in rows]}
+
+
+def register(router: APIRouter) -> None:
+    add_api(router, "get_job_instance_status", get_job_instance_status, query=True)
+    add_api(router, "get_job_instance_ip_log", get_job_instance_ip_log, query=True)
+    add_api(router, "batch_get_job_instance_ip_log", batch_get_job_instance_ip_log, query=True)
+    add_api(router, "get_job_instance_list", get_job_instance_list, query=True)

@@ -1,0 +1,114 @@
+"""One place that turns handlers into bk-job routes: paths, parsing, auth, the envelope."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jobfleet.api import envelope
+from jobfleet.api.auth import Caller
+from jobfleet.api.scope import resolve_scope
+from jobfleet.api.services import Services
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.engine.submit import Scope
+
+log = logging.getLogger(__name__)
+
+JOBV3_PREFIXES = (
+    "/api/c/compapi/v2/jobv3",
+    "/api/bk-job/prod/api/v3",
+    "/api/bk-job/prod/api/v3/system",
+)
+JOBV2_PREFIXES = ("/api/c/compapi/v2/job",)
+MAX_BODY = 32 * 1024 * 1024
+
+
+@dataclass
+class Call:
+    request: Request
+    params: dict[str, Any]
+    caller: Caller
+    services: Services
+
+    async def scope(self, action: str) -> Scope:
+        return await resolve_scope(self.services.identity, self.caller, self.params, action)
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+async def read_params(request: Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query_params)
+    if request.method == "POST":
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise JobError(ErrorCode.BAD_REQUEST, f"Request body larger than {MAX_BODY} bytes")
+        if body.strip():
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise JobError(ErrorCode.BAD_REQUEST, f"Malformed JSON body: {exc}") from None
+            if not isinstance(parsed, dict):
+                raise JobError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
+            params.update(parsed)
+    return params
+
+
+def make_endpoint(
+    services_of: Callable[[Request], Services], handler: Handler, need_user: bool = True
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        request_id = uuid.uuid4().hex
+        try:
+            services = services_of(request)
+            params = await read_params(request)
+            caller = await services.auth.authenticate(request, params, need_user=need_user)
+            data = await handler(Call(request, params, caller, services))
+            return envelope.ok(data, request_id)
+        except JobError as exc:
+            return envelope.error(exc, request_id)
+        except Exception:
+            log.exception("request_failed path=%s request_id=%s", request.url.path, request_id)
+            return envelope.error(
+                JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {request_id})"),
+                request_id,
+            )
+
+    return endpoint
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def add_api(
+    router: APIRouter,
+    name: str,
+    handler: Handler,
+    *,
+    query: bool,
+    prefixes: Sequence[str] = JOBV3_PREFIXES,
+    need_user: bool = True,
+) -> None:
+    """Serve ``name`` under every prefix, with and without the trailing slash."""
+    endpoint = make_endpoint(services_of, handler, need_user)
+    methods = ["GET", "POST"] if query else ["POST"]
+    for i, prefix in enumerate(prefixes):
+        for path in (f"{prefix}/{name}", f"{prefix}/{name}/"):
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=methods,
+                include_in_schema=i == 0 and not path.endswith("/"),
+                name=f"{name}:{path}",
+                summary=name,
+            )

@@ -1,0 +1,28 @@
+"""Everything a request handler may use, built once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobfleet.api.auth import Authenticator
+from jobfleet.engine.core import Engine
+from jobfleet.engine.submit import Submitter
+from jobfleet.gateway.endpoint import Gateway
+from jobfleet.store.audit import AuditLog
+from jobfleet.store.database import Database
+from jobfleet.store.identity import IdentityStore
+from jobfleet.store.inventory import Inventory
+from jobfleet.store.jobs import JobStore
+
+
+@dataclass
+class Services:
+    db: Database
+    identity: IdentityStore
+    inventory: Inventory
+    jobs: JobStore
+    engine: Engine
+    submitter: Submitter
+    gateway: Gateway
+    auth: Authenticator
+    audit: AuditLog

@@ -1,0 +1,109 @@
+"""The long-running commands: ``server``, ``agent`` and ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobfleet import logs
+
+
+def server(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the server keeps its state")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="JOBFLEET_DATABASE_URL",
+            help="postgresql+asyncpg://… (default: SQLite in the data dir)",
+        ),
+    ] = None,
+    agent_lost_grace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a disconnected agent has to come back before its tasks end with 310"
+        ),
+    ] = 10.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run a jobfleet server: HTTP API, agent gateway and job engine."""
+    from jobfleet.server import ServerSettings, run
+
+    logs.setup(log_level)
+    run(
+        ServerSettings(
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            database_url=database_url,
+            engine={"agent_lost_grace": agent_lost_grace},
+            log_level=log_level,
+        )
+    )
+
+
+def agent(
+    server_url: Annotated[str, typer.Option("--server", help="The server's URL")],
+    state_dir: Annotated[
+        Path,
+        typer.Option("--state-dir", help="Where the agent keeps its credential and unsent results"),
+    ],
+    ip: Annotated[str, typer.Option("--ip", help="This host's IP as jobfleet knows it")],
+    enroll_token: Annotated[
+        str | None,
+        typer.Option(
+            "--enroll-token",
+            envvar="JOBFLEET_ENROLL_TOKEN",
+            help="One-time token for the first start",
+        ),
+    ] = None,
+    bk_cloud_id: Annotated[int, typer.Option("--bk-cloud-id", help="Cloud area id")] = 0,
+    biz: Annotated[int, typer.Option("--biz", help="Business the host joins")] = 2,
+    hostname: Annotated[str, typer.Option(help="Host name to report")] = "",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run the agent of one host."""
+    from jobfleet.agent.client import Agent, AgentSettings
+
+    logs.setup(log_level)
+    settings = AgentSettings(
+        server=server_url,
+        state_dir=state_dir,
+        ip=ip,
+        bk_cloud_id=bk_cloud_id,
+        biz=biz,
+        enroll_token=enroll_token,
+        hostname=hostname,
+    )
+    try:
+        asyncio.run(Agent(settings).run_forever())
+    except RuntimeError as exc:
+        typer.echo(f"jobfleet agent: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def demo(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the server and agents running")
+    ] = False,
+    agents: Annotated[int, typer.Option(help="How many local agents to start")] = 5,
+    port: Annotated[int, typer.Option(help="Port for the server (0 picks a free one)")] = 0,
+) -> None:
+    """Start a server and local agents, run a real job on them, show the results."""
+    from jobfleet.cli.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(keep=keep, agents=agents, port=port)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the daemon commands to the ``jobfleet`` command."""
+    app.command()(server)
+    app.command()(agent)
+    app.command()(demo)

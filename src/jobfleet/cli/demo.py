@@ -1,0 +1,148 @@
+"""``jobfleet demo``: the whole system on one machine, in one command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from jobfleet.sdk import AsyncJobClient
+from jobfleet.server import DEFAULT_BIZ, Server, ServerSettings, read_bootstrap
+
+DEMO_SCRIPT = """\
+echo "hello from $JOBFLEET_HOST_IP ($(hostname)), running as $(id -un)"
+echo "kernel: $(uname -sr), shell pid $$, args: $*"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_until(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+async def run_demo(*, keep: bool, agents: int, port: int) -> int:
+    console = Console()
+    data_dir = Path(tempfile.mkdtemp(prefix="jobfleet-demo-"))
+    port = port or free_port()
+    settings = ServerSettings(data_dir=data_dir / "server", port=port, log_level="warning")
+    server = Server(settings)
+    uv = uvicorn.Server(server.uvicorn_config())
+    serving = asyncio.create_task(uv.serve())
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+
+            async def up() -> bool:
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await http.get(f"{settings.url}/healthz")).status_code == 200
+                return False
+
+            await wait_until(up, 30, "the server")
+        boot = read_bootstrap(settings.data_dir)
+        console.print(f"[bold]jobfleet server[/] at {settings.url} (data in {data_dir})")
+        for i in range(agents):
+            ip = f"127.0.0.{i + 2}"
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "jobfleet",
+                    "agent",
+                    "--server",
+                    settings.url,
+                    "--enroll-token",
+                    boot["enroll_token"],
+                    "--state-dir",
+                    str(data_dir / f"agent-{ip}"),
+                    "--ip",
+                    ip,
+                    "--log-level",
+                    "warning",
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
+            )
+        client = AsyncJobClient(
+            settings.url,
+            boot["bk_app_code"],
+            boot["bk_app_secret"],
+            boot["admin_user"],
+            biz=DEFAULT_BIZ,
+        )
+        async with client:
+
+            async def all_alive() -> bool:
+                hosts = await client.list_hosts(bk_biz_id=DEFAULT_BIZ)
+                return sum(1 for h in hosts if h.get("alive")) >= agents
+
+            await wait_until(all_alive, 60, f"{agents} agents")
+            console.print(f"{agents} agents connected as hosts 127.0.0.2 … 127.0.0.{agents + 1}")
+            account = "root"
+            if os.geteuid() != 0:
+                account = getpass.getuser()
+                await server.identity.create_account(DEFAULT_BIZ, account)
+            hosts = [f"127.0.0.{i + 2}" for i in range(agents)]
+            started = time.monotonic()
+            result = await client.execute_and_wait(
+                DEMO_SCRIPT,
+                hosts=hosts,
+                params="--greeting 'hi there'",
+                account=account,
+                task_name="jobfleet demo",
+                timeout=60,
+                wait_timeout=120,
+            )
+            elapsed = time.monotonic() - started
+        table = Table(
+            title=f"job {result.job_instance_id}: status {result.status} in {elapsed:.2f}s"
+        )
+        for column in ("host", "status", "exit", "output"):
+            table.add_column(column)
+        for host in result.hosts:
+            table.add_row(host.ip, str(host.status), str(host.exit_code), host.log.rstrip())
+        console.print(table)
+        if keep:
+            console.print(
+                f"\nServer: {settings.url}\nApp code: {boot['bk_app_code']}\n"
+                f"App secret: {boot['bk_app_secret']}\nUser: {boot['admin_user']}\n"
+                f"Bootstrap file: {settings.data_dir / 'bootstrap.json'}\n"
+                f"Try: jobfleet --server {settings.url} --bootstrap "
+                f"{settings.data_dir / 'bootstrap.json'} run --host 127.0.0.2 "
+                f"-c 'uptime'\nPress Ctrl-C to stop."
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        return 0 if result.ok else 1
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
+        uv.should_exit = True
+        await serving

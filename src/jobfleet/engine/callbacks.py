@@ -1,0 +1,124 @@
+"""Delivers job callbacks from the outbox table, retrying with backoff until a 2xx.
+
+Rows are written in the same transaction as a job's final status, so a callback
+survives a restart; a row is claimed by pushing its next attempt into the future
+with a conditional update, so two nodes never send the same attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+from sqlalchemy import select, update
+
+from jobfleet.engine.settings import EngineSettings
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.tables import outbox
+
+log = logging.getLogger(__name__)
+
+CLAIM_SECONDS = 120.0
+
+
+class CallbackSender:
+    def __init__(self, db: Database, settings: EngineSettings) -> None:
+        self.db = db
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def wake(self, *_args: object) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._client = httpx.AsyncClient(
+            timeout=self.settings.callback_timeout, follow_redirects=False, trust_env=False
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._client:
+            await self._client.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("callback_loop_failed")
+                sent = 0
+            if not sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                self._wake.clear()
+
+    async def deliver_due(self) -> int:
+        now = time.time()
+        async with self.db.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(outbox)
+                    .where(outbox.c.state == "pending", outbox.c.next_attempt_at <= now)
+                    .order_by(outbox.c.next_attempt_at)
+                    .limit(50)
+                )
+            ).all()
+        sent = 0
+        for row in rows:
+            async with self.db.begin() as conn:
+                claimed = await conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.id == row.id,
+                        outbox.c.state == "pending",
+                        outbox.c.next_attempt_at == row.next_attempt_at,
+                    )
+                    .values(next_attempt_at=now + CLAIM_SECONDS, lease_owner=self.settings.node_id)
+                )
+            if claimed.rowcount:
+                sent += 1
+                await self._attempt(row.id, row.target, row.payload, row.attempts, row.max_attempts)
+        return sent
+
+    async def _attempt(
+        self, row_id: int, url: str, payload: str, attempts: int, max_attempts: int
+    ) -> None:
+        assert self._client is not None
+        error = ""
+        try:
+            resp = await self._client.post(
+                url, content=payload, headers={"Content-Type": "application/json"}
+            )
+            ok = 200 <= resp.status_code < 300
+            error = "" if ok else f"HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            ok = False
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+        attempts += 1
+        values: dict[str, object] = {"attempts": attempts, "last_error": error}
+        if ok:
+            values.update(state="done", done_time=now_ms())
+        elif attempts >= max_attempts:
+            values.update(state="failed", done_time=now_ms())
+            log.warning("callback_gave_up id=%s attempts=%d error=%s", row_id, attempts, error)
+        else:
+            delay = min(
+                self.settings.callback_backoff_max,
+                self.settings.callback_backoff * 2 ** (attempts - 1),
+            )
+            values["next_attempt_at"] = time.time() + delay
+            log.info(
+                "callback_retry id=%s attempts=%d in=%.1fs error=%s", row_id, attempts, delay, error
+            )
+        async with self.db.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))

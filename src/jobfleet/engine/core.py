@@ -1,0 +1,534 @@
+"""Running jobs: a runner per job drives its steps; results flow in through one writer.
+
+Follow a host task: ``_dispatch`` marks it running and sends it to the agent;
+the agent streams ``out`` and ``done`` messages, which the gateway hands to
+``agent_message``; ``_write_loop`` stores them in batches, acknowledges them to
+the agent and wakes the step waiting for them; when no host of the step is
+pending, ``_run_script_step`` computes the step status and the runner goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import Row
+
+from jobfleet.domain import protocol
+from jobfleet.domain.scripts import split_params
+from jobfleet.domain.states import STEP_PASSED, job_status_from_steps, normalize_host_status
+from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus, StepType
+from jobfleet.engine.ports import AgentDirectory, AgentLink
+from jobfleet.engine.settings import EngineSettings
+from jobfleet.engine.tracking import SENT, WAITING, StepRun
+from jobfleet.store.database import now_ms
+from jobfleet.store.jobs import HostResult, JobStore, NewJob
+from jobfleet.store.secrets import Cipher
+
+log = logging.getLogger(__name__)
+
+# a note the engine adds to a host's log sorts after anything the agent sent
+NOTE_SEQ = 1_000_000_000
+
+
+def gse_error_code(status: int) -> int:
+    if status in (
+        HostStatus.SUCCESS,
+        HostStatus.SCRIPT_NOT_ZERO_EXIT_CODE,
+        HostStatus.LAST_SUCCESS,
+    ):
+        return int(GseErrorCode.DONE)
+    if status in (HostStatus.WAITING, HostStatus.RUNNING):
+        return int(GseErrorCode.RUNNING)
+    if status == HostStatus.GSE_TASK_TERMINATE_SUCCESS:
+        return int(GseErrorCode.TERMINATED)
+    return int(GseErrorCode.OTHER)
+
+
+class Engine:
+    def __init__(
+        self, store: JobStore, agents: AgentDirectory, cipher: Cipher, settings: EngineSettings
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.cipher = cipher
+        self.settings = settings
+        self.runs: dict[tuple[int, int], StepRun] = {}
+        self.by_host: dict[int, set[tuple[int, int]]] = {}
+        self.runners: dict[int, asyncio.Task[None]] = {}
+        self.stop_requests: dict[int, asyncio.Event] = {}
+        self._lost: dict[int, asyncio.TimerHandle] = {}
+        self._queue: asyncio.Queue[tuple[AgentLink | None, dict[str, Any]]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_job_finished: list[Any] = []
+
+    # lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._write_loop()))
+        self._tasks.append(loop.create_task(self._lease_loop()))
+
+    async def stop(self) -> None:
+        """Stop driving jobs without changing their state: another start resumes them."""
+        for task in [*self.runners.values(), *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self.runners.values(), *self._tasks, return_exceptions=True)
+        self.runners.clear()
+        for handle in self._lost.values():
+            handle.cancel()
+
+    # submission -------------------------------------------------------------
+    async def submit(self, job: NewJob, start: bool) -> tuple[int, list[int]]:
+        now = now_ms()
+        job.values.update(
+            status=int(RunStatus.RUNNING if start else RunStatus.BLANK),
+            create_time=now,
+            start_time=now if start else None,
+            owner_node=self.settings.node_id if start else None,
+            lease_until=time.time() + self.settings.lease_ttl if start else None,
+        )
+        job_id, step_ids = await self.store.create(job)
+        if start:
+            self._launch(job_id, recovering=False)
+        return job_id, step_ids
+
+    async def start_job(self, job_id: int) -> bool:
+        """Start a job created with ``start_task=false``; False if it was not waiting."""
+        job = await self.store.job(job_id)
+        if job is None or job.status != RunStatus.BLANK:
+            return False
+        now = now_ms()
+        await self.store.update_job(
+            job_id,
+            status=int(RunStatus.RUNNING),
+            start_time=now,
+            owner_node=self.settings.node_id,
+            lease_until=time.time() + self.settings.lease_ttl,
+        )
+        self._launch(job_id, recovering=False)
+        return True
+
+    async def terminate(self, job_id: int) -> None:
+        job = await self.store.job(job_id)
+        if job is None:
+            return
+        if job.status == RunStatus.BLANK:
+            await self._finish(job_id, RunStatus.TERMINATED, job.callback_url)
+            return
+        await self.store.update_job(job_id, status=int(RunStatus.STOPPING))
+        self.stop_requests.setdefault(job_id, asyncio.Event()).set()
+
+    def _launch(self, job_id: int, recovering: bool) -> None:
+        if job_id in self.runners:
+            return
+        task = asyncio.get_running_loop().create_task(self._drive(job_id, recovering))
+        self.runners[job_id] = task
+        task.add_done_callback(lambda _t: self.runners.pop(job_id, None))
+
+    # the runner -------------------------------------------------------------
+    async def _drive(self, job_id: int, recovering: bool) -> None:
+        stop = self.stop_requests.setdefault(job_id, asyncio.Event())
+        try:
+            job = await self.store.job(job_id)
+            if job is None or RunStatus(job.status).finished:
+                return
+            if job.status == RunStatus.STOPPING:
+                stop.set()
+            for step in await self.store.steps(job_id):
+                status = RunStatus(step.status)
+                if status in STEP_PASSED:
+                    continue
+                if status.finished or stop.is_set():
+                    break
+                status = await self._run_step(job, step, stop, recovering)
+                if status not in STEP_PASSED:
+                    break
+            statuses = [s.status for s in await self.store.steps(job_id)]
+            final = job_status_from_steps(statuses)
+            if stop.is_set() and final is not RunStatus.SUCCESS:
+                final = RunStatus.STOP_SUCCESS
+            await self._finish(job_id, final, job.callback_url)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job_failed job=%s", job_id)
+            await self._finish(job_id, RunStatus.ABNORMAL_STATE, None)
+        finally:
+            self.stop_requests.pop(job_id, None)
+
+    async def _run_step(
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
+    ) -> RunStatus:
+        if step.type == StepType.SCRIPT:
+            return await self._run_script_step(job, step, stop, recovering)
+        log.error("step_type_unsupported job=%s step=%s type=%s", job.id, step.id, step.type)
+        await self.store.update_step(
+            step.id, status=int(RunStatus.ABNORMAL_STATE), end_time=now_ms()
+        )
+        return RunStatus.ABNORMAL_STATE
+
+    def _template(self, step: Row[Any]) -> dict[str, Any]:
+        param = step.script_param or ""
+        if step.is_param_sensitive and param:
+            param = self.cipher.decrypt(param)
+        return {
+            "lang": step.script_language,
+            "script": step.script_content or "",
+            "args": split_params(param) if param else [],
+            "account": step.account_name,
+            "timeout": step.timeout,
+            "env": {},
+            "max_output": self.settings.max_output,
+        }
+
+    async def _run_script_step(
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
+    ) -> RunStatus:
+        started = step.start_time or now_ms()
+        if step.status != RunStatus.RUNNING:
+            await self.store.update_step(step.id, status=int(RunStatus.RUNNING), start_time=started)
+        count = step.execute_count
+        rows = await self.store.hosts(step.id, count)
+        run = StepRun(job.id, step.id, count, self._template(step))
+        no_agent: set[int] = set()
+        for row in rows:
+            if row.status in (HostStatus.WAITING, HostStatus.RUNNING):
+                run.pending[row.bk_host_id] = WAITING if row.status == HostStatus.WAITING else SENT
+                if not row.agent_id:
+                    no_agent.add(row.bk_host_id)
+        if run.pending:
+            self._track(run)
+            try:
+                await self._dispatch(run, no_agent, recovering)
+                stopped = await self._wait(run, stop, started / 1000 + step.timeout)
+            finally:
+                self._untrack(run)
+        else:
+            stopped = stop.is_set()
+        counts = await self.store.status_counts(step.id, count)
+        if stopped:
+            status = RunStatus.STOP_SUCCESS
+        elif all(
+            HostStatus(s).succeeded for s in counts if s in HostStatus._value2member_map_
+        ) and all(s in HostStatus._value2member_map_ for s in counts):
+            status = RunStatus.SUCCESS
+        else:
+            status = RunStatus.IGNORE_ERROR if step.ignore_error else RunStatus.FAIL
+        end = now_ms()
+        await self.store.update_step(
+            step.id, status=int(status), end_time=end, total_time=end - started
+        )
+        return status
+
+    async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
+        """Wait for every host of ``run``; True if the job was terminated meanwhile."""
+        deadline += self.settings.timeout_slack
+        while not run.done.is_set():
+            if stop.is_set():
+                await self._terminate_run(run)
+                return True
+            left = deadline - time.time()
+            if left <= 0:
+                self._timeout_run(run)
+                await run.done.wait()
+                break
+            waiter = asyncio.ensure_future(run.done.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait(
+                {waiter, stopper},
+                timeout=min(left, self.settings.reconcile_interval),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiter.cancel()
+            stopper.cancel()
+            if not run.done.is_set() and not stop.is_set():
+                await self._reconcile(run)
+        return stop.is_set()
+
+    async def _reconcile(self, run: StepRun) -> None:
+        """Drop hosts the store already shows finished (a result that raced the tracking)."""
+        rows = await self.store.hosts(run.step_id, run.execute_count, host_ids=list(run.pending))
+        for row in rows:
+            if row.status not in (HostStatus.WAITING, HostStatus.RUNNING):
+                run.finish(row.bk_host_id)
+
+    def _timeout_run(self, run: StepRun) -> None:
+        hosts = list(run.pending)
+        for host in hosts:
+            conn = self.agents.for_host(host)
+            if conn is not None:
+                conn.send({"t": protocol.KILL, "id": run.task_id(host), "reason": "timeout"})
+        self._conclude(
+            run,
+            hosts,
+            HostStatus.TASK_TIMEOUT,
+            "jobfleet: the task passed its timeout without a result from the agent\n",
+        )
+
+    async def _terminate_run(self, run: StepRun) -> None:
+        await self.store.update_step(run.step_id, status=int(RunStatus.STOPPING))
+        unsent = []
+        for host, state in list(run.pending.items()):
+            conn = self.agents.for_host(host)
+            if state == SENT and conn is not None:
+                conn.send({"t": protocol.KILL, "id": run.task_id(host), "reason": "terminate"})
+            else:
+                unsent.append(host)
+        self._conclude(run, unsent, HostStatus.GSE_TASK_TERMINATE_SUCCESS, "")
+        try:
+            await asyncio.wait_for(run.done.wait(), self.settings.terminate_wait)
+        except TimeoutError:
+            self._conclude(
+                run,
+                list(run.pending),
+                HostStatus.GSE_TASK_TERMINATE_FAILED,
+                "jobfleet: the agent did not confirm the termination\n",
+            )
+            await run.done.wait()
+
+    async def _dispatch(self, run: StepRun, no_agent: set[int], recovering: bool) -> None:
+        waiting = [h for h, s in run.pending.items() if s == WAITING]
+        online = [h for h in waiting if self.agents.for_host(h) is not None]
+        if online:
+            await self.store.mark_running(run.step_id, run.execute_count, online)
+        for host, state in list(run.pending.items()):
+            conn = self.agents.for_host(host)
+            if conn is None:
+                continue
+            if state == WAITING:
+                if host in online:
+                    run.pending[host] = SENT
+                    conn.send(run.message(host))
+            elif run.task_id(host) not in conn.known:
+                conn.send(run.message(host))
+        offline = [h for h in run.pending if self.agents.for_host(h) is None]
+        if not offline:
+            return
+        missing = [h for h in offline if h in no_agent]
+        if missing:
+            self._conclude(
+                run,
+                missing,
+                HostStatus.AGENT_NOT_INSTALLED,
+                "jobfleet: no agent is installed on this host\n",
+            )
+        absent = [h for h in offline if h not in no_agent]
+        if recovering:
+            for host in absent:
+                self._expect_agent(host, self.settings.recovery_window)
+        elif absent:
+            self._conclude(
+                run,
+                absent,
+                HostStatus.GSE_AGENT_ERROR,
+                "jobfleet: the agent of this host is not connected\n",
+            )
+
+    def _conclude(self, run: StepRun, hosts: Iterable[int], status: HostStatus, note: str) -> None:
+        """End hosts on the engine's own authority, through the same writer as agent results."""
+        end = now_ms()
+        for host in hosts:
+            self._queue.put_nowait(
+                (
+                    None,
+                    {
+                        "t": protocol.DONE,
+                        "id": run.task_id(host),
+                        "seq": NOTE_SEQ,
+                        "status": int(status),
+                        "exit": None,
+                        "start": None,
+                        "end": end,
+                        "data": note,
+                    },
+                )
+            )
+
+    # agent events (from the gateway) ---------------------------------------
+    def _track(self, run: StepRun) -> None:
+        self.runs[run.key()] = run
+        for host in run.pending:
+            self.by_host.setdefault(host, set()).add(run.key())
+
+    def _untrack(self, run: StepRun) -> None:
+        self.runs.pop(run.key(), None)
+        for host in list(run.pending):
+            self._forget(host, run.key())
+
+    def _forget(self, host: int, key: tuple[int, int]) -> None:
+        keys = self.by_host.get(host)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.by_host[host]
+
+    def agent_online(self, conn: AgentLink) -> None:
+        host = conn.bk_host_id
+        handle = self._lost.pop(host, None)
+        if handle is not None:
+            handle.cancel()
+        waiting: list[StepRun] = []
+        for key in self.by_host.get(host, ()):
+            run = self.runs.get(key)
+            if run is None or host not in run.pending:
+                continue
+            if run.task_id(host) in conn.known:
+                continue
+            if run.pending[host] == WAITING:
+                waiting.append(run)
+            else:
+                conn.send(run.message(host))
+        for run in waiting:
+            asyncio.get_running_loop().create_task(self._send_late(run, host))
+
+    async def _send_late(self, run: StepRun, host: int) -> None:
+        await self.store.mark_running(run.step_id, run.execute_count, [host])
+        conn = self.agents.for_host(host)
+        if conn is not None and run.pending.get(host) == WAITING:
+            run.pending[host] = SENT
+            conn.send(run.message(host))
+
+    def agent_offline(self, conn: AgentLink) -> None:
+        if self.by_host.get(conn.bk_host_id):
+            self._expect_agent(conn.bk_host_id, self.settings.agent_lost_grace)
+
+    def _expect_agent(self, host: int, within: float) -> None:
+        if host not in self._lost:
+            self._lost[host] = asyncio.get_running_loop().call_later(
+                within, self._agent_lost, host, within
+            )
+
+    def _agent_lost(self, host: int, waited: float) -> None:
+        self._lost.pop(host, None)
+        if self.agents.for_host(host) is not None:
+            return
+        for key in list(self.by_host.get(host, ())):
+            run = self.runs.get(key)
+            if run is not None and host in run.pending:
+                log.warning("agent_lost host=%s step=%s", host, run.step_id)
+                self._conclude(
+                    run,
+                    [host],
+                    HostStatus.GSE_AGENT_ERROR,
+                    f"jobfleet: the agent lost its connection and did not come back "
+                    f"within {waited:g}s\n",
+                )
+
+    def agent_message(self, conn: AgentLink, message: dict[str, Any]) -> None:
+        if message.get("t") in (protocol.OUTPUT, protocol.DONE):
+            self._queue.put_nowait((conn, message))
+
+    # the writer -------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < 20_000:
+                batch.append(self._queue.get_nowait())
+            for attempt in range(60):
+                try:
+                    await self._write(batch)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # nothing was acknowledged, so agents still hold these results
+                    log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))
+                    await asyncio.sleep(min(5.0, 0.2 * (attempt + 1)))
+
+    async def _write(self, batch: list[tuple[AgentLink | None, dict[str, Any]]]) -> None:
+        chunks: list[dict[str, Any]] = []
+        finals: list[HostResult] = []
+        acks: dict[AgentLink, list[list[Any]]] = {}
+        for conn, msg in batch:
+            try:
+                tid = str(msg["id"])
+                step_id, count, host = protocol.parse_task_id(tid)
+                seq = int(msg.get("seq") or 0)
+            except (KeyError, ValueError, TypeError):
+                continue
+            if conn is not None and host != conn.bk_host_id:
+                log.warning("agent_foreign_task host=%s task=%s", conn.bk_host_id, tid)
+                continue
+            data = msg.get("data")
+            if isinstance(data, str) and data:
+                chunks.append(
+                    {
+                        "step_instance_id": step_id,
+                        "execute_count": count,
+                        "bk_host_id": host,
+                        "seq": seq,
+                        "content": data,
+                    }
+                )
+            if msg.get("t") == protocol.DONE:
+                status = int(normalize_host_status(int(msg.get("status") or 0)))
+                exit_code = msg.get("exit")
+                finals.append(
+                    HostResult(
+                        step_id,
+                        count,
+                        host,
+                        status,
+                        exit_code=int(exit_code) if isinstance(exit_code, int) else None,
+                        start_time=msg.get("start") if isinstance(msg.get("start"), int) else None,
+                        end_time=msg.get("end") if isinstance(msg.get("end"), int) else None,
+                        tag=str(msg.get("tag") or "")[:255],
+                        error_code=gse_error_code(status),
+                    )
+                )
+            if conn is not None:
+                acks.setdefault(conn, []).append([tid, seq])
+        await self.store.ingest(chunks, finals)
+        for conn, items in acks.items():
+            conn.send({"t": protocol.ACK, "acks": items})
+        for result in finals:
+            key = (result.step_instance_id, result.execute_count)
+            run = self.runs.get(key)
+            if run is not None and result.bk_host_id in run.pending:
+                run.finish(result.bk_host_id)
+                self._forget(result.bk_host_id, key)
+
+    # finishing --------------------------------------------------------------
+    async def _finish(self, job_id: int, status: RunStatus, callback_url: str | None) -> None:
+        steps = await self.store.steps(job_id)
+        callback = None
+        if callback_url:
+            step_list = [{"step_instance_id": s.id, "status": s.status} for s in steps]
+            payload = orjson.dumps(
+                {
+                    "job_instance_id": job_id,
+                    "status": int(status),
+                    "step_instances": step_list,
+                    "step_instance_list": step_list,
+                }
+            ).decode()
+            callback = (callback_url, payload, self.settings.callback_attempts)
+        await self.store.finish_job(job_id, int(status), callback)
+        log.info("job_finished job=%s status=%d", job_id, status)
+        for listener in self.on_job_finished:
+            listener(job_id, status)
+
+    # ownership --------------------------------------------------------------
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                await self.store.renew(self.settings.node_id, self.settings.lease_ttl)
+                await self.recover()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease_loop_failed")
+            await asyncio.sleep(self.settings.lease_renew)
+
+    async def recover(self) -> None:
+        """Take over active jobs with no live owner (including this node's previous life)."""
+        for job_id in await self.store.claimable(self.settings.node_id):
+            if job_id in self.runners:
+                continue
+            if await self.store.claim(job_id, self.settings.node_id, self.settings.lease_ttl):
+                log.info("job_recovered job=%s", job_id)
+                self._launch(job_id, recovering=True)

@@ -1,0 +1,27 @@
+"""Knobs of the engine, set once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EngineSettings:
+    node_id: str
+    # how long a host whose agent dropped keeps its task before it ends with 310
+    agent_lost_grace: float = 10.0
+    # after a restart, how long to wait for agents to come back before giving up on them
+    recovery_window: float = 20.0
+    # the server's own deadline runs this much past a step's timeout (the agent kills first)
+    timeout_slack: float = 15.0
+    lease_ttl: float = 30.0
+    lease_renew: float = 5.0
+    # how often a waiting step checks the store, in case a wake-up was missed
+    reconcile_interval: float = 5.0
+    terminate_wait: float = 10.0
+    max_output: int = 10 * 1024 * 1024
+    max_timeout: int = 259_200
+    callback_attempts: int = 10
+    callback_backoff: float = 2.0
+    callback_backoff_max: float = 300.0
+    callback_timeout: float = 10.0

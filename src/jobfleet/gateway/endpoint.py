@@ -1,0 +1,133 @@
+"""The WebSocket every agent holds to the server."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from typing import Any, Protocol
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from jobfleet import __version__
+from jobfleet.domain import protocol
+from jobfleet.gateway.presence import Presence
+from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.store.identity import IdentityStore
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_PROTOCOL = 4400
+CLOSE_REPLACED = 4409
+
+
+class AgentEvents(Protocol):
+    """What the gateway tells the engine."""
+
+    def agent_online(self, conn: AgentConnection) -> None: ...
+
+    def agent_offline(self, conn: AgentConnection) -> None: ...
+
+    def agent_message(self, conn: AgentConnection, message: dict[str, Any]) -> None: ...
+
+
+def parse_credential(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.startswith("Agent "):
+        return None
+    agent_id, _, secret = header[6:].strip().partition(":")
+    return (agent_id, secret) if agent_id and secret else None
+
+
+async def _receive(ws: WebSocket) -> Any:
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    payload = message.get("bytes") or message.get("text") or b""
+    return orjson.loads(payload)
+
+
+class Gateway:
+    def __init__(
+        self,
+        identity: IdentityStore,
+        registry: Registry,
+        presence: Presence,
+        heartbeat: float = 10.0,
+    ) -> None:
+        self.identity = identity
+        self.registry = registry
+        self.presence = presence
+        self.heartbeat = heartbeat
+        self.events: AgentEvents | None = None
+
+    async def serve(self, ws: WebSocket) -> None:
+        cred = parse_credential(ws.headers.get("authorization"))
+        host_id = await self.identity.check_agent(*cred) if cred else None
+        if cred is None or host_id is None:
+            log.warning("agent_auth_failed peer=%s", ws.client.host if ws.client else "")
+            await ws.close(code=CLOSE_UNAUTHORIZED)
+            return
+        agent_id = cred[0]
+        await ws.accept()
+        try:
+            hello = await _receive(ws)
+        except (WebSocketDisconnect, orjson.JSONDecodeError):
+            return
+        if not isinstance(hello, dict) or hello.get("t") != protocol.HELLO:
+            await ws.close(code=CLOSE_PROTOCOL)
+            return
+
+        async def send_frame(frame: bytes) -> None:
+            await ws.send_bytes(frame)
+
+        conn = AgentConnection(
+            agent_id, host_id, send_frame, {str(t) for t in hello.get("known") or []}
+        )
+        old = self.registry.add(conn)
+        if old is not None:
+            await old.close()
+        self.presence.online(
+            host_id,
+            {
+                "hostname": str(hello.get("hostname") or "")[:255],
+                "os_type": str(hello.get("os") or platform.system())[:32],
+                "agent_version": str(hello.get("version") or "")[:64],
+                "ipv6": str(hello.get("ipv6") or "")[:64] or None,
+            },
+        )
+        conn.send(
+            {
+                "t": protocol.WELCOME,
+                "agent_id": agent_id,
+                "bk_host_id": host_id,
+                "heartbeat": self.heartbeat,
+                "server_version": __version__,
+            }
+        )
+        log.info("agent_online agent=%s host=%s known=%d", agent_id, host_id, len(conn.known))
+        if self.events:
+            self.events.agent_online(conn)
+        try:
+            await self._read(ws, conn)
+        finally:
+            await conn.close()
+            if self.registry.remove(conn):
+                self.presence.offline(host_id)
+                log.info("agent_offline agent=%s host=%s", agent_id, host_id)
+                if self.events:
+                    self.events.agent_offline(conn)
+
+    async def _read(self, ws: WebSocket, conn: AgentConnection) -> None:
+        events = self.events
+        while True:
+            try:
+                frame = await _receive(ws)
+            except WebSocketDisconnect:
+                return
+            except orjson.JSONDecodeError:
+                log.warning("agent_bad_frame agent=%s", conn.agent_id)
+                continue
+            for message in frame if isinstance(frame, list) else (frame,):
+                if isinstance(message, dict) and events is not None:
+                    events.agent_message(conn, message)

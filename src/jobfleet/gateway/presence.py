@@ -1,0 +1,96 @@
+"""Writes agents coming and going to the inventory in batches.
+
+Thousands of agents reconnect at once after a restart; one transaction per
+agent would take seconds, so changes are collected and flushed together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import bindparam, func, update
+
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.tables import hosts
+
+log = logging.getLogger(__name__)
+
+# a fact the agent did not report (None) keeps the stored value
+FACT_KEYS = ("hostname", "os_type", "agent_version", "ipv6")
+
+
+class Presence:
+    def __init__(self, db: Database, node_id: str, interval: float = 0.2) -> None:
+        self.db = db
+        self.node_id = node_id
+        self.interval = interval
+        self._online: dict[int, dict[str, Any]] = {}
+        self._offline: set[int] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def online(self, bk_host_id: int, facts: dict[str, Any]) -> None:
+        self._offline.discard(bk_host_id)
+        self._online[bk_host_id] = facts
+        self._wake.set()
+
+    def offline(self, bk_host_id: int) -> None:
+        self._online.pop(bk_host_id, None)
+        self._offline.add(bk_host_id)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("presence_flush_failed")
+
+    async def flush(self) -> None:
+        online, self._online = self._online, {}
+        offline, self._offline = self._offline, set()
+        if not online and not offline:
+            return
+        now = now_ms()
+        async with self.db.begin() as conn:
+            if online:
+                rows = [
+                    {
+                        "_h": h,
+                        "_node": self.node_id,
+                        "_now": now,
+                        **{f"_{k}": facts.get(k) for k in FACT_KEYS},
+                    }
+                    for h, facts in online.items()
+                ]
+                values: dict[str, Any] = {
+                    "alive": 1,
+                    "node_id": bindparam("_node"),
+                    "last_seen": bindparam("_now"),
+                }
+                for key in FACT_KEYS:
+                    values[key] = func.coalesce(bindparam(f"_{key}"), hosts.c[key])
+                await conn.execute(
+                    update(hosts).where(hosts.c.bk_host_id == bindparam("_h")).values(**values),
+                    rows,
+                )
+            if offline:
+                await conn.execute(
+                    update(hosts)
+                    .where(hosts.c.bk_host_id == bindparam("_h"), hosts.c.node_id == self.node_id)
+                    .values(alive=0, last_seen=now),
+                    [{"_h": h} for h in offline],
+                )
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.flush()

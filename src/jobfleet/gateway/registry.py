@@ -1,0 +1,87 @@
+"""Live agent connections held by this node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+SendFrame = Callable[[bytes], Awaitable[None]]
+
+
+class AgentConnection:
+    """One agent's socket. ``send`` never blocks: a writer task drains a queue and
+    packs whatever has piled up into one frame (a JSON list), so a fan-out of many
+    small messages costs one socket write per agent, not one per message."""
+
+    def __init__(
+        self, agent_id: str, bk_host_id: int, send_frame: SendFrame, known: set[str] | None = None
+    ) -> None:
+        self.agent_id = agent_id
+        self.bk_host_id = bk_host_id
+        self.known: set[str] = known or set()
+        self._send_frame = send_frame
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self.closed = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.closed:
+            self._queue.put_nowait(message)
+
+    async def _write(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    break
+                batch.append(item)
+            try:
+                await self._send_frame(orjson.dumps(batch[0] if len(batch) == 1 else batch))
+            except Exception as exc:  # the reader side sees the close and cleans up
+                log.info("agent_send_failed agent=%s error=%s", self.agent_id, exc)
+                self.closed = True
+                return
+
+    async def close(self) -> None:
+        self.closed = True
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._writer, 2)
+        except (TimeoutError, asyncio.CancelledError):
+            self._writer.cancel()
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_host: dict[int, AgentConnection] = {}
+
+    def add(self, conn: AgentConnection) -> AgentConnection | None:
+        """Register ``conn``; returns an older connection of the same host to close."""
+        old = self._by_host.get(conn.bk_host_id)
+        self._by_host[conn.bk_host_id] = conn
+        return old
+
+    def remove(self, conn: AgentConnection) -> bool:
+        if self._by_host.get(conn.bk_host_id) is conn:
+            del self._by_host[conn.bk_host_id]
+            return True
+        return False
+
+    def for_host(self, bk_host_id: int) -> AgentConnection | None:
+        return self._by_host.get(bk_host_id)
+
+    def host_ids(self) -> list[int]:
+        return list(self._by_host)
+
+    def __len__(self) -> int:
+        return len(self._by_host)

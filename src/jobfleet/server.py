@@ -1,0 +1,172 @@
+"""Builds a server from its settings and runs it: store, gateway, engine, API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from jobfleet.api.app import create_app
+from jobfleet.api.auth import Authenticator
+from jobfleet.api.services import Services
+from jobfleet.engine.callbacks import CallbackSender
+from jobfleet.engine.core import Engine
+from jobfleet.engine.settings import EngineSettings
+from jobfleet.engine.submit import Submitter
+from jobfleet.gateway.endpoint import Gateway
+from jobfleet.gateway.presence import Presence
+from jobfleet.gateway.registry import Registry
+from jobfleet.store.audit import AuditLog
+from jobfleet.store.database import Database, sqlite_url, wait_for
+from jobfleet.store.identity import IdentityStore
+from jobfleet.store.inventory import Inventory
+from jobfleet.store.jobs import JobStore
+from jobfleet.store.secrets import Cipher
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BIZ = 2
+ADMIN_APP = "jobfleet"
+ADMIN_USER = "admin"
+
+
+@dataclass
+class ServerSettings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str | None = None
+    engine: dict[str, Any] = field(default_factory=dict)
+    heartbeat: float = 10.0
+    log_level: str = "info"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def node_id(data_dir: Path) -> str:
+    """A stable identity, so a restarted node takes its own jobs back at once."""
+    path = data_dir / "node_id"
+    if path.exists():
+        return path.read_text().strip()
+    value = uuid.uuid4().hex[:16]
+    path.write_text(value)
+    return value
+
+
+async def bootstrap(identity: IdentityStore, data_dir: Path, url: str) -> None:
+    """On the first start: the default business, the admin app and user, an enrollment token."""
+    path = data_dir / "bootstrap.json"
+    if DEFAULT_BIZ not in await identity.business_ids():
+        await identity.create_business(DEFAULT_BIZ, "Default business")
+    if path.exists():
+        return
+    secret = await identity.create_app(ADMIN_APP, "administration app")
+    await identity.ensure_user(ADMIN_USER, is_admin=True)
+    token = await identity.create_enroll_token(note="bootstrap")
+    content = {
+        "bk_app_code": ADMIN_APP,
+        "bk_app_secret": secret,
+        "admin_user": ADMIN_USER,
+        "enroll_token": token,
+        "url": url,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(content, fh, indent=2)
+    log.info("bootstrap_written path=%s", path)
+
+
+class Server:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
+        self.node_id = node_id(settings.data_dir)
+        self.db = Database(settings.database_url or sqlite_url(settings.data_dir))
+        self.cipher = Cipher.from_data_dir(settings.data_dir)
+        self.identity = IdentityStore(self.db)
+        self.inventory = Inventory(self.db)
+        self.jobs = JobStore(self.db)
+        self.registry = Registry()
+        self.presence = Presence(self.db, self.node_id)
+        engine_settings = EngineSettings(node_id=self.node_id, **settings.engine)
+        self.engine = Engine(self.jobs, self.registry, self.cipher, engine_settings)
+        self.callbacks = CallbackSender(self.db, engine_settings)
+        self.engine.on_job_finished.append(self.callbacks.wake)
+        self.gateway = Gateway(self.identity, self.registry, self.presence, settings.heartbeat)
+        self.gateway.events = self.engine
+        self.services = Services(
+            db=self.db,
+            identity=self.identity,
+            inventory=self.inventory,
+            jobs=self.jobs,
+            engine=self.engine,
+            submitter=Submitter(self.db, self.engine, self.inventory, self.cipher),
+            gateway=self.gateway,
+            auth=Authenticator(self.identity),
+            audit=AuditLog(self.db),
+        )
+        self.app: FastAPI = create_app(self.services)
+        self.app.router.lifespan_context = self._lifespan
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        await wait_for(self.db)
+        await self.db.migrate()
+        await bootstrap(self.identity, self.settings.data_dir, self.settings.url)
+        await self.inventory.reset_node(self.node_id)
+        self.presence.start()
+        await self.engine.start()
+        self.callbacks.start()
+        log.info("server_started node=%s url=%s", self.node_id, self.settings.url)
+
+    async def stop(self) -> None:
+        await self.engine.stop()
+        await self.callbacks.stop()
+        await self.presence.stop()
+        await self.db.close()
+
+    def uvicorn_config(self) -> uvicorn.Config:
+        return uvicorn.Config(
+            self.app,
+            host=self.settings.host,
+            port=self.settings.port,
+            log_level=self.settings.log_level,
+            access_log=False,
+            ws_max_size=64 * 1024 * 1024,
+            ws_ping_interval=self.settings.heartbeat,
+            ws_ping_timeout=self.settings.heartbeat,
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+        )
+
+    async def serve(self) -> None:
+        await uvicorn.Server(self.uvicorn_config()).serve()
+
+
+def run(settings: ServerSettings) -> None:
+    asyncio.run(Server(settings).serve())
+
+
+def read_bootstrap(data_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((data_dir / "bootstrap.json").read_text())
+    return data

@@ -1,0 +1,377 @@
+"""Apps, users, business grants, businesses, enrollment tokens and agent credentials."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import ScopeType
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.secrets import hash_secret, new_secret, secret_matches
+from jobfleet.store.tables import (
+    accounts,
+    agents,
+    apps,
+    biz_sets,
+    businesses,
+    enroll_tokens,
+    grants,
+    hosts,
+    users,
+)
+
+
+@dataclass
+class User:
+    username: str
+    is_admin: bool
+    scopes: set[tuple[str, str]] = field(default_factory=set)
+
+    def holds(self, scope_type: str, scope_id: str) -> bool:
+        return self.is_admin or (scope_type, scope_id) in self.scopes
+
+
+class IdentityStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # apps -------------------------------------------------------------------
+    async def create_app(
+        self, app_code: str, description: str = "", secret: str | None = None
+    ) -> str:
+        secret = secret or new_secret()
+        try:
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    insert(apps).values(
+                        app_code=app_code,
+                        secret_hash=hash_secret(secret),
+                        description=description,
+                        disabled=False,
+                        create_time=now_ms(),
+                    )
+                )
+        except IntegrityError:
+            raise JobError(ErrorCode.CONFLICT, f"App {app_code!r} already exists") from None
+        return secret
+
+    async def check_app(self, app_code: str, secret: str) -> bool:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(apps.c.secret_hash, apps.c.disabled).where(apps.c.app_code == app_code)
+                )
+            ).first()
+        return row is not None and not row.disabled and secret_matches(secret, row.secret_hash)
+
+    async def list_apps(self) -> list[dict[str, Any]]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    apps.c.app_code, apps.c.description, apps.c.disabled, apps.c.create_time
+                ).order_by(apps.c.app_code)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def delete_app(self, app_code: str) -> None:
+        async with self.db.begin() as conn:
+            res = await conn.execute(delete(apps).where(apps.c.app_code == app_code))
+        if not res.rowcount:
+            raise JobError(ErrorCode.NOT_FOUND, f"App {app_code!r} does not exist")
+
+    # users and grants -------------------------------------------------------
+    async def ensure_user(self, username: str, is_admin: bool = False) -> None:
+        async with self.db.begin() as conn:
+            exists = (
+                await conn.execute(select(users.c.username).where(users.c.username == username))
+            ).first()
+            if exists:
+                await conn.execute(
+                    update(users).where(users.c.username == username).values(is_admin=is_admin)
+                )
+            else:
+                await conn.execute(
+                    insert(users).values(username=username, is_admin=is_admin, create_time=now_ms())
+                )
+
+    async def get_user(self, username: str) -> User:
+        """A user unknown to jobfleet holds no scope at all."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(select(users.c.is_admin).where(users.c.username == username))
+            ).first()
+            scopes = await conn.execute(
+                select(grants.c.scope_type, grants.c.scope_id).where(grants.c.username == username)
+            )
+            return User(
+                username, bool(row and row.is_admin), {(s.scope_type, s.scope_id) for s in scopes}
+            )
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(select(users).order_by(users.c.username))).all()
+            gs = (await conn.execute(select(grants))).all()
+        by_user: dict[str, list[dict[str, str]]] = {}
+        for g in gs:
+            by_user.setdefault(g.username, []).append(
+                {"scope_type": g.scope_type, "scope_id": g.scope_id}
+            )
+        return [
+            {"username": r.username, "is_admin": r.is_admin, "scopes": by_user.get(r.username, [])}
+            for r in rows
+        ]
+
+    async def grant(self, username: str, scope_type: str, scope_id: str) -> None:
+        if scope_type not in ScopeType.ALL:
+            raise JobError.invalid("scope_type")
+        async with self.db.begin() as conn:
+            found = (
+                await conn.execute(
+                    select(grants.c.id).where(
+                        grants.c.username == username,
+                        grants.c.scope_type == scope_type,
+                        grants.c.scope_id == scope_id,
+                    )
+                )
+            ).first()
+            if not found:
+                await conn.execute(
+                    insert(grants).values(
+                        username=username, scope_type=scope_type, scope_id=scope_id
+                    )
+                )
+
+    async def revoke(self, username: str, scope_type: str, scope_id: str) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                delete(grants).where(
+                    grants.c.username == username,
+                    grants.c.scope_type == scope_type,
+                    grants.c.scope_id == scope_id,
+                )
+            )
+
+    # businesses -------------------------------------------------------------
+    async def create_business(self, bk_biz_id: int, name: str) -> None:
+        now = now_ms()
+        async with self.db.begin() as conn:
+            if (
+                await conn.execute(
+                    select(businesses.c.bk_biz_id).where(businesses.c.bk_biz_id == bk_biz_id)
+                )
+            ).first():
+                raise JobError(ErrorCode.CONFLICT, f"Business {bk_biz_id} already exists")
+            await conn.execute(
+                insert(businesses).values(
+                    bk_biz_id=bk_biz_id, name=name, timezone="UTC", create_time=now
+                )
+            )
+            # every business can run as root out of the box, as bk-job deployments do
+            await conn.execute(
+                insert(accounts).values(
+                    bk_biz_id=bk_biz_id,
+                    account="root",
+                    alias="root",
+                    category=1,
+                    type=1,
+                    os="Linux",
+                    description="",
+                    creator="system",
+                    create_time=now,
+                    last_modify_user="system",
+                    last_modify_time=now,
+                )
+            )
+
+    async def list_businesses(self) -> list[dict[str, Any]]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(businesses.c.bk_biz_id, businesses.c.name).order_by(businesses.c.bk_biz_id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def business_ids(self) -> set[int]:
+        async with self.db.connect() as conn:
+            return set((await conn.execute(select(businesses.c.bk_biz_id))).scalars())
+
+    async def biz_set_members(self, biz_set_id: int) -> list[int] | None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(biz_sets.c.biz_ids).where(biz_sets.c.bk_biz_set_id == biz_set_id)
+                )
+            ).first()
+        return None if row is None else [int(b) for b in row.biz_ids]
+
+    async def create_biz_set(self, biz_set_id: int, name: str, biz_ids: list[int]) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                insert(biz_sets).values(
+                    bk_biz_set_id=biz_set_id, name=name, biz_ids=biz_ids, create_time=now_ms()
+                )
+            )
+
+    # accounts ---------------------------------------------------------------
+    async def create_account(
+        self, bk_biz_id: int, account: str, alias: str | None = None, creator: str = "system"
+    ) -> int:
+        now = now_ms()
+        try:
+            async with self.db.begin() as conn:
+                res = await conn.execute(
+                    insert(accounts).values(
+                        bk_biz_id=bk_biz_id,
+                        account=account,
+                        alias=alias or account,
+                        category=1,
+                        type=1,
+                        os="Linux",
+                        description="",
+                        creator=creator,
+                        create_time=now,
+                        last_modify_user=creator,
+                        last_modify_time=now,
+                    )
+                )
+        except IntegrityError:
+            raise JobError(
+                ErrorCode.CONFLICT, f"Account alias {alias or account!r} exists"
+            ) from None
+        return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    # enrollment -------------------------------------------------------------
+    async def create_enroll_token(
+        self,
+        *,
+        bk_biz_id: int | None = None,
+        uses: int | None = None,
+        ttl_seconds: float | None = None,
+        note: str = "",
+        token: str | None = None,
+    ) -> str:
+        token = token or new_secret()
+        async with self.db.begin() as conn:
+            await conn.execute(
+                insert(enroll_tokens).values(
+                    token_hash=hash_secret(token),
+                    bk_biz_id=bk_biz_id,
+                    uses_left=uses,
+                    expires_at=time.time() + ttl_seconds if ttl_seconds else None,
+                    note=note,
+                    create_time=now_ms(),
+                )
+            )
+        return token
+
+    async def enroll(
+        self, token: str, *, ip: str, bk_cloud_id: int, bk_biz_id: int, hostname: str, os_type: str
+    ) -> tuple[str, str, int]:
+        """Trade an enrollment token for a per-agent credential bound to one host."""
+        digest = hash_secret(token)
+        agent_id = uuid.uuid4().hex
+        secret = new_secret(32)
+        now = now_ms()
+        async with self.db.begin() as conn:
+            tok = (
+                await conn.execute(
+                    select(enroll_tokens).where(enroll_tokens.c.token_hash == digest)
+                )
+            ).first()
+            if (
+                tok is None
+                or (tok.expires_at and tok.expires_at < time.time())
+                or (tok.uses_left is not None and tok.uses_left <= 0)
+            ):
+                raise JobError(
+                    ErrorCode.SERVICE_AUTH_FAIL,
+                    "Invalid or expired enrollment token",
+                    http_status=401,
+                )
+            if tok.bk_biz_id is not None:
+                bk_biz_id = tok.bk_biz_id
+            if not (
+                await conn.execute(
+                    select(businesses.c.bk_biz_id).where(businesses.c.bk_biz_id == bk_biz_id)
+                )
+            ).first():
+                raise JobError(ErrorCode.BIZ_NOT_EXIST, f"Business {bk_biz_id} does not exist")
+            host = (
+                await conn.execute(
+                    select(hosts).where(hosts.c.bk_cloud_id == bk_cloud_id, hosts.c.ip == ip)
+                )
+            ).first()
+            if host is not None and host.agent_id:
+                live = (
+                    await conn.execute(
+                        select(agents.c.revoked).where(agents.c.agent_id == host.agent_id)
+                    )
+                ).first()
+                if live is not None and not live.revoked:
+                    raise JobError(
+                        ErrorCode.CONFLICT,
+                        f"Host {bk_cloud_id}:{ip} already has an enrolled agent; "
+                        "revoke it first (jobfleet admin agent revoke)",
+                    )
+            if host is None:
+                res = await conn.execute(
+                    insert(hosts).values(
+                        bk_biz_id=bk_biz_id,
+                        bk_cloud_id=bk_cloud_id,
+                        ip=ip,
+                        ipv6="",
+                        agent_id=agent_id,
+                        hostname=hostname,
+                        os_type=os_type,
+                        os_name="",
+                        agent_version="",
+                        labels={},
+                        alive=0,
+                        create_time=now,
+                    )
+                )
+                bk_host_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            else:
+                bk_host_id = host.bk_host_id
+                await conn.execute(
+                    update(hosts)
+                    .where(hosts.c.bk_host_id == bk_host_id)
+                    .values(agent_id=agent_id, hostname=hostname, os_type=os_type)
+                )
+            await conn.execute(
+                insert(agents).values(
+                    agent_id=agent_id,
+                    secret_hash=hash_secret(secret),
+                    bk_host_id=bk_host_id,
+                    revoked=False,
+                    create_time=now,
+                )
+            )
+            if tok.uses_left is not None:
+                await conn.execute(
+                    update(enroll_tokens)
+                    .where(enroll_tokens.c.token_hash == digest)
+                    .values(uses_left=enroll_tokens.c.uses_left - 1)
+                )
+        return agent_id, secret, bk_host_id
+
+    async def check_agent(self, agent_id: str, secret: str) -> int | None:
+        """The host an agent credential is bound to, or None."""
+        async with self.db.connect() as conn:
+            row = (await conn.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
+        if row is None or row.revoked or not secret_matches(secret, row.secret_hash):
+            return None
+        return int(row.bk_host_id)
+
+    async def revoke_agent(self, agent_id: str) -> None:
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(agents).where(agents.c.agent_id == agent_id).values(revoked=True)
+            )
+        if not res.rowcount:
+            raise JobError(ErrorCode.NOT_FOUND, f"Agent {agent_id!r} does not exist")

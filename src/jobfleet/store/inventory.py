@@ -1,0 +1,157 @@
+"""Hosts: lookup for targeting, presence of agents, the GSE views."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.tables import hosts
+
+CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Host:
+    bk_host_id: int
+    bk_biz_id: int
+    bk_cloud_id: int
+    ip: str
+    ipv6: str
+    agent_id: str | None
+    hostname: str
+    os_type: str
+    alive: int
+    agent_version: str
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> Host:
+        return cls(
+            row.bk_host_id,
+            row.bk_biz_id,
+            row.bk_cloud_id,
+            row.ip,
+            row.ipv6,
+            row.agent_id,
+            row.hostname,
+            row.os_type,
+            row.alive,
+            row.agent_version,
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "bk_host_id": self.bk_host_id,
+            "bk_biz_id": self.bk_biz_id,
+            "bk_cloud_id": self.bk_cloud_id,
+            "ip": self.ip,
+            "ipv6": self.ipv6,
+            "hostname": self.hostname,
+            "os_type": self.os_type,
+            "agent_id": self.agent_id,
+            "alive": self.alive,
+            "agent_version": self.agent_version,
+        }
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Inventory:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def by_ids(self, host_ids: Sequence[int]) -> list[Host]:
+        found: list[Host] = []
+        async with self.db.connect() as conn:
+            for part in chunks(host_ids):
+                rows = await conn.execute(select(hosts).where(hosts.c.bk_host_id.in_(part)))
+                found.extend(Host.of(r) for r in rows)
+        return found
+
+    async def by_ips(self, pairs: Sequence[tuple[int, str]]) -> list[Host]:
+        found: list[Host] = []
+        async with self.db.connect() as conn:
+            for part in chunks(pairs, 2000):
+                rows = await conn.execute(
+                    select(hosts).where(tuple_(hosts.c.bk_cloud_id, hosts.c.ip).in_(list(part)))
+                )
+                found.extend(Host.of(r) for r in rows)
+                # an IPv6 target may name the host by its v6 address
+                v6 = [(c, ip) for c, ip in part if ":" in ip]
+                if v6:
+                    rows = await conn.execute(
+                        select(hosts).where(tuple_(hosts.c.bk_cloud_id, hosts.c.ipv6).in_(v6))
+                    )
+                    found.extend(Host.of(r) for r in rows)
+        return found
+
+    async def list(
+        self,
+        bk_biz_id: int | None = None,
+        alive: bool | None = None,
+        biz_ids: Iterable[int] | None = None,
+    ) -> list[Host]:
+        query = select(hosts).order_by(hosts.c.bk_host_id)
+        if bk_biz_id is not None:
+            query = query.where(hosts.c.bk_biz_id == bk_biz_id)
+        if biz_ids is not None:
+            query = query.where(hosts.c.bk_biz_id.in_(list(biz_ids)))
+        if alive is not None:
+            query = query.where(hosts.c.alive == (1 if alive else 0))
+        async with self.db.connect() as conn:
+            return [Host.of(r) for r in await conn.execute(query)]
+
+    async def add(self, bk_biz_id: int, ip: str, bk_cloud_id: int = 0, hostname: str = "") -> Host:
+        try:
+            async with self.db.begin() as conn:
+                res = await conn.execute(
+                    insert(hosts).values(
+                        bk_biz_id=bk_biz_id,
+                        bk_cloud_id=bk_cloud_id,
+                        ip=ip,
+                        ipv6="",
+                        agent_id=None,
+                        hostname=hostname,
+                        os_type="",
+                        os_name="",
+                        agent_version="",
+                        labels={},
+                        alive=0,
+                        create_time=now_ms(),
+                    )
+                )
+        except IntegrityError:
+            raise JobError(ErrorCode.CONFLICT, f"Host {bk_cloud_id}:{ip} already exists") from None
+        return (await self.by_ids([int(res.inserted_primary_key[0])]))[0]  # type: ignore[index]
+
+    async def mark_online(self, bk_host_id: int, node_id: str, facts: dict[str, Any]) -> None:
+        values: dict[str, Any] = {"alive": 1, "node_id": node_id, "last_seen": now_ms()}
+        for key in ("hostname", "os_type", "os_name", "agent_version", "ipv6", "labels"):
+            if key in facts and facts[key] is not None:
+                values[key] = facts[key]
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(hosts).where(hosts.c.bk_host_id == bk_host_id).values(**values)
+            )
+
+    async def mark_offline(self, host_ids: Sequence[int], node_id: str) -> None:
+        async with self.db.begin() as conn:
+            for part in chunks(host_ids):
+                await conn.execute(
+                    update(hosts)
+                    .where(hosts.c.bk_host_id.in_(part), hosts.c.node_id == node_id)
+                    .values(alive=0, last_seen=now_ms())
+                )
+
+    async def reset_node(self, node_id: str) -> None:
+        """At start, nothing this node held is connected any more."""
+        async with self.db.begin() as conn:
+            await conn.execute(update(hosts).where(hosts.c.node_id == node_id).values(alive=0))

@@ -1,0 +1,401 @@
+"""Job instances, their steps, per-host results and output logs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.inventory import chunks
+from jobfleet.store.tables import job_instances, log_chunks, outbox, step_hosts, step_instances
+
+UNFINISHED_HOST = (int(HostStatus.WAITING), int(HostStatus.RUNNING))
+ACTIVE_JOB = tuple(
+    int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES and s is not RunStatus.BLANK
+)
+
+
+@dataclass
+class NewStep:
+    name: str
+    type: int
+    values: dict[str, Any]
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class NewJob:
+    values: dict[str, Any]
+    steps: list[NewStep]
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """One host's outcome, as the engine writes it."""
+
+    step_instance_id: int
+    execute_count: int
+    bk_host_id: int
+    status: int
+    exit_code: int | None = None
+    start_time: int | None = None
+    end_time: int | None = None
+    tag: str = ""
+    error_code: int = 0
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        dialect = sqlite if db.is_sqlite else postgresql
+        self._insert_chunk = dialect.insert(log_chunks).on_conflict_do_nothing()
+        self._finish_host = (
+            update(step_hosts)
+            .where(
+                step_hosts.c.step_instance_id == bindparam("_step"),
+                step_hosts.c.execute_count == bindparam("_count"),
+                step_hosts.c.bk_host_id == bindparam("_host"),
+                step_hosts.c.status.in_(UNFINISHED_HOST),
+            )
+            .values(
+                status=bindparam("_status"),
+                exit_code=bindparam("_exit"),
+                error_code=bindparam("_err"),
+                tag=bindparam("_tag"),
+                start_time=func.coalesce(bindparam("_start"), step_hosts.c.start_time),
+                end_time=bindparam("_end"),
+                total_time=bindparam("_end")
+                - func.coalesce(bindparam("_start"), step_hosts.c.start_time, bindparam("_end")),
+            )
+        )
+
+    # creation ---------------------------------------------------------------
+    async def create(self, job: NewJob) -> tuple[int, list[int]]:
+        """Write the job, its steps and one row per target host in one transaction."""
+        async with self.db.begin() as conn:
+            res = await conn.execute(insert(job_instances).values(**job.values))
+            job_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            step_ids: list[int] = []
+            for order, step in enumerate(job.steps):
+                res = await conn.execute(
+                    insert(step_instances).values(
+                        job_instance_id=job_id,
+                        step_order=order,
+                        name=step.name,
+                        type=step.type,
+                        **step.values,
+                    )
+                )
+                step_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+                step_ids.append(step_id)
+                rows = [{**h, "step_instance_id": step_id} for h in step.hosts]
+                for part in chunks(rows):
+                    await conn.execute(insert(step_hosts), list(part))
+        return job_id, step_ids
+
+    # reads ------------------------------------------------------------------
+    async def job(self, job_id: int) -> Row[Any] | None:
+        async with self.db.connect() as conn:
+            return (
+                await conn.execute(select(job_instances).where(job_instances.c.id == job_id))
+            ).first()
+
+    async def steps(self, job_id: int, conn: AsyncConnection | None = None) -> list[Row[Any]]:
+        query = (
+            select(step_instances)
+            .where(step_instances.c.job_instance_id == job_id)
+            .order_by(step_instances.c.step_order)
+        )
+        if conn is not None:
+            return list((await conn.execute(query)).all())
+        async with self.db.connect() as c:
+            return list((await c.execute(query)).all())
+
+    async def step(self, step_id: int) -> Row[Any] | None:
+        async with self.db.connect() as conn:
+            return (
+                await conn.execute(select(step_instances).where(step_instances.c.id == step_id))
+            ).first()
+
+    async def hosts(
+        self,
+        step_id: int,
+        execute_count: int,
+        *,
+        host_ids: Sequence[int] | None = None,
+        statuses: Sequence[int] | None = None,
+        batch: int | None = None,
+    ) -> list[Row[Any]]:
+        query = select(step_hosts).where(
+            step_hosts.c.step_instance_id == step_id, step_hosts.c.execute_count == execute_count
+        )
+        if statuses is not None:
+            query = query.where(step_hosts.c.status.in_(list(statuses)))
+        if batch is not None:
+            query = query.where(step_hosts.c.batch == batch)
+        query = query.order_by(step_hosts.c.bk_host_id)
+        async with self.db.connect() as conn:
+            if host_ids is None:
+                return list((await conn.execute(query)).all())
+            found: list[Row[Any]] = []
+            for part in chunks(list(host_ids)):
+                found.extend(await conn.execute(query.where(step_hosts.c.bk_host_id.in_(part))))
+            return found
+
+    async def hosts_of_steps(self, steps: Sequence[Row[Any]]) -> dict[int, list[Row[Any]]]:
+        """The latest attempt's host rows of each step, in one query."""
+        if not steps:
+            return {}
+        cond = or_(
+            *[
+                and_(
+                    step_hosts.c.step_instance_id == s.id,
+                    step_hosts.c.execute_count == s.execute_count,
+                )
+                for s in steps
+            ]
+        )
+        found: dict[int, list[Row[Any]]] = {s.id: [] for s in steps}
+        async with self.db.connect() as conn:
+            for row in await conn.execute(
+                select(step_hosts).where(cond).order_by(step_hosts.c.bk_host_id)
+            ):
+                found[row.step_instance_id].append(row)
+        return found
+
+    async def status_counts(self, step_id: int, execute_count: int) -> dict[int, int]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(step_hosts.c.status, func.count())
+                .where(
+                    step_hosts.c.step_instance_id == step_id,
+                    step_hosts.c.execute_count == execute_count,
+                )
+                .group_by(step_hosts.c.status)
+            )
+            return {int(r[0]): int(r[1]) for r in rows}
+
+    async def logs(
+        self, step_id: int, execute_count: int, host_ids: Sequence[int]
+    ) -> dict[int, str]:
+        parts: dict[int, list[str]] = {h: [] for h in host_ids}
+        async with self.db.connect() as conn:
+            for part in chunks(list(host_ids), 1000):
+                rows = await conn.execute(
+                    select(log_chunks.c.bk_host_id, log_chunks.c.content)
+                    .where(
+                        log_chunks.c.step_instance_id == step_id,
+                        log_chunks.c.execute_count == execute_count,
+                        log_chunks.c.bk_host_id.in_(part),
+                    )
+                    .order_by(log_chunks.c.bk_host_id, log_chunks.c.seq)
+                )
+                for host_id, content in rows:
+                    parts[host_id].append(content)
+        return {h: "".join(p) for h, p in parts.items()}
+
+    async def list_jobs(
+        self,
+        *,
+        scope_type: str,
+        scope_id: str,
+        start_ms: int,
+        end_ms: int,
+        filters: dict[str, Any],
+        offset: int,
+        limit: int,
+    ) -> tuple[int, list[Row[Any]]]:
+        cond = [job_instances.c.scope_type == scope_type, job_instances.c.scope_id == scope_id]
+        if filters.get("job_instance_id"):
+            cond.append(job_instances.c.id == filters["job_instance_id"])
+        else:
+            cond += [job_instances.c.create_time >= start_ms, job_instances.c.create_time <= end_ms]
+            for key, col in (
+                ("operator", job_instances.c.operator),
+                ("launch_mode", job_instances.c.launch_mode),
+                ("type", job_instances.c.type),
+                ("status", job_instances.c.status),
+                ("job_cron_id", job_instances.c.cron_id),
+            ):
+                if filters.get(key) is not None:
+                    cond.append(col == filters[key])
+            if filters.get("name"):
+                cond.append(job_instances.c.name.contains(filters["name"], autoescape=True))
+            if filters.get("ip"):
+                hit = select(step_hosts.c.step_instance_id).where(step_hosts.c.ip == filters["ip"])
+                steps_hit = select(step_instances.c.job_instance_id).where(
+                    step_instances.c.id.in_(hit)
+                )
+                cond.append(job_instances.c.id.in_(steps_hit))
+        async with self.db.connect() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(job_instances).where(*cond))
+            ).scalar_one()
+            rows = await conn.execute(
+                select(job_instances)
+                .where(*cond)
+                .order_by(job_instances.c.create_time.desc(), job_instances.c.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return int(total), list(rows.all())
+
+    # writes -----------------------------------------------------------------
+    async def mark_running(
+        self,
+        step_id: int,
+        execute_count: int,
+        host_ids: Sequence[int],
+        agent_ids: dict[int, str] | None = None,
+    ) -> None:
+        now = now_ms()
+        async with self.db.begin() as conn:
+            for part in chunks(list(host_ids)):
+                await conn.execute(
+                    update(step_hosts)
+                    .where(
+                        step_hosts.c.step_instance_id == step_id,
+                        step_hosts.c.execute_count == execute_count,
+                        step_hosts.c.bk_host_id.in_(part),
+                        step_hosts.c.status == int(HostStatus.WAITING),
+                    )
+                    .values(status=int(HostStatus.RUNNING), start_time=now)
+                )
+
+    async def ingest(self, chunks_: list[dict[str, Any]], finals: list[HostResult]) -> None:
+        """Store a batch of output chunks and final results in one transaction.
+
+        Repeats are harmless: chunks are keyed by (task, seq) and a final result
+        only lands on a host that has not finished.
+        """
+        async with self.db.begin() as conn:
+            await self._ingest(conn, chunks_, finals)
+
+    async def _ingest(
+        self, conn: AsyncConnection, chunks_: list[dict[str, Any]], finals: list[HostResult]
+    ) -> None:
+        if chunks_:
+            await conn.execute(self._insert_chunk, chunks_)
+        if finals:
+            await conn.execute(
+                self._finish_host,
+                [
+                    {
+                        "_step": r.step_instance_id,
+                        "_count": r.execute_count,
+                        "_host": r.bk_host_id,
+                        "_status": r.status,
+                        "_exit": r.exit_code,
+                        "_err": r.error_code,
+                        "_tag": r.tag,
+                        "_start": r.start_time,
+                        "_end": r.end_time or now_ms(),
+                    }
+                    for r in finals
+                ],
+            )
+
+    async def update_step(self, step_id: int, **values: Any) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(step_instances).where(step_instances.c.id == step_id).values(**values)
+            )
+
+    async def update_job(self, job_id: int, **values: Any) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(job_instances).where(job_instances.c.id == job_id).values(**values)
+            )
+
+    async def finish_job(
+        self, job_id: int, status: int, callback: tuple[str, str, int] | None
+    ) -> None:
+        """Final job status and, in the same transaction, its callback in the outbox."""
+        now = now_ms()
+        async with self.db.begin() as conn:
+            job = (
+                await conn.execute(
+                    select(job_instances.c.start_time, job_instances.c.create_time).where(
+                        job_instances.c.id == job_id
+                    )
+                )
+            ).one()
+            started = job.start_time or job.create_time
+            await conn.execute(
+                update(job_instances)
+                .where(job_instances.c.id == job_id)
+                .values(
+                    status=status,
+                    end_time=now,
+                    total_time=now - started,
+                    owner_node=None,
+                    lease_until=None,
+                )
+            )
+            if callback is not None:
+                url, payload, attempts = callback
+                await conn.execute(
+                    insert(outbox).values(
+                        kind="callback",
+                        job_instance_id=job_id,
+                        target=url,
+                        payload=payload,
+                        attempts=0,
+                        max_attempts=attempts,
+                        next_attempt_at=time.time(),
+                        state="pending",
+                        last_error="",
+                        create_time=now,
+                    )
+                )
+
+    # ownership --------------------------------------------------------------
+    async def claimable(self, node_id: str) -> list[int]:
+        """Active jobs that this node may drive: its own, unowned, or with a lapsed lease."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(job_instances.c.id).where(
+                    job_instances.c.status.in_(ACTIVE_JOB),
+                    or_(
+                        job_instances.c.owner_node == node_id,
+                        job_instances.c.owner_node.is_(None),
+                        job_instances.c.lease_until < time.time(),
+                    ),
+                )
+            )
+            return [int(r[0]) for r in rows]
+
+    async def claim(self, job_id: int, node_id: str, ttl: float) -> bool:
+        now = time.time()
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(job_instances)
+                .where(
+                    job_instances.c.id == job_id,
+                    job_instances.c.status.in_(ACTIVE_JOB),
+                    or_(
+                        job_instances.c.owner_node == node_id,
+                        job_instances.c.owner_node.is_(None),
+                        job_instances.c.lease_until < now,
+                    ),
+                )
+                .values(owner_node=node_id, lease_until=now + ttl)
+            )
+            return bool(res.rowcount)
+
+    async def renew(self, node_id: str, ttl: float) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(job_instances)
+                .where(
+                    job_instances.c.owner_node == node_id, job_instances.c.status.in_(ACTIVE_JOB)
+                )
+                .values(lease_until=time.time() + ttl)
+            )

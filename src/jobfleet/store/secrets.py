@@ -1,0 +1,56 @@
+"""Encryption of values that must never be stored in clear text (sensitive params, passwords)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+PREFIX = "enc:v1:"
+MASK = "******"
+
+
+class Cipher:
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    @classmethod
+    def from_data_dir(cls, data_dir: Path) -> Cipher:
+        """Key from ``JOBFLEET_SECRET_KEY`` (shared by every node) or ``DIR/secret.key``."""
+        env = os.environ.get("JOBFLEET_SECRET_KEY")
+        if env:
+            return cls(env.encode())
+        path = data_dir / "secret.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(Fernet.generate_key())
+        return cls(path.read_bytes().strip())
+
+    def encrypt(self, value: str) -> str:
+        return PREFIX + self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, value: str) -> str:
+        if not value.startswith(PREFIX):
+            return value
+        try:
+            return self._fernet.decrypt(value[len(PREFIX) :].encode()).decode()
+        except InvalidToken:
+            raise ValueError("value was encrypted with another key") from None
+
+
+def new_secret(nbytes: int = 24) -> str:
+    return secrets.token_urlsafe(nbytes)
+
+
+def hash_secret(value: str) -> str:
+    # secrets are random and long, so a fast unsalted digest cannot be brute-forced
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def secret_matches(value: str, digest: str) -> bool:
+    return hmac.compare_digest(hash_secret(value), digest)

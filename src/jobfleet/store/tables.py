@@ -1,0 +1,263 @@
+"""Every table jobfleet keeps.
+
+Times are epoch milliseconds, except columns named ``*_at`` and ``lease_until`` (epoch seconds).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only makes INTEGER PRIMARY KEY columns auto-increment
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+businesses = Table(
+    "businesses",
+    metadata,
+    Column("bk_biz_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", String(255), nullable=False),
+    Column("timezone", String(64), nullable=False, default="UTC"),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+biz_sets = Table(
+    "biz_sets",
+    metadata,
+    Column("bk_biz_set_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", String(255), nullable=False),
+    Column("biz_ids", JSON, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("app_code", String(128), primary_key=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("description", String(1024), nullable=False, default=""),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(128), primary_key=True),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("username", String(128), nullable=False),
+    Column("scope_type", String(32), nullable=False),
+    Column("scope_id", String(64), nullable=False),
+    UniqueConstraint("username", "scope_type", "scope_id"),
+)
+
+enroll_tokens = Table(
+    "enroll_tokens",
+    metadata,
+    Column("token_hash", String(128), primary_key=True),
+    Column("bk_biz_id", BigInteger, nullable=True),
+    Column("uses_left", Integer, nullable=True),
+    Column("expires_at", Float, nullable=True),
+    Column("note", String(255), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("agent_id", String(64), primary_key=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("bk_host_id", BigInteger, nullable=False, index=True),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("bk_host_id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("bk_cloud_id", BigInteger, nullable=False, default=0),
+    Column("ip", String(64), nullable=False),
+    Column("ipv6", String(64), nullable=False, default=""),
+    Column("agent_id", String(64), nullable=True, index=True),
+    Column("hostname", String(255), nullable=False, default=""),
+    Column("os_type", String(32), nullable=False, default=""),
+    Column("os_name", String(255), nullable=False, default=""),
+    Column("agent_version", String(64), nullable=False, default=""),
+    Column("labels", JSON, nullable=False, default=dict),
+    Column("alive", Integer, nullable=False, default=0),
+    Column("node_id", String(64), nullable=True),
+    Column("last_seen", BigInteger, nullable=True),
+    Column("create_time", BigInteger, nullable=False),
+    UniqueConstraint("bk_cloud_id", "ip"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("account", String(255), nullable=False),
+    Column("alias", String(255), nullable=False),
+    Column("category", Integer, nullable=False, default=1),
+    Column("type", Integer, nullable=False, default=1),
+    Column("os", String(32), nullable=False, default="Linux"),
+    Column("password", Text, nullable=True),
+    Column("description", String(1024), nullable=False, default=""),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+    UniqueConstraint("bk_biz_id", "alias"),
+)
+
+job_instances = Table(
+    "job_instances",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False),
+    Column("scope_type", String(32), nullable=False),
+    Column("scope_id", String(64), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("type", Integer, nullable=False),
+    Column("launch_mode", Integer, nullable=False),
+    Column("operator", String(128), nullable=False),
+    Column("app_code", String(128), nullable=False),
+    Column("status", Integer, nullable=False, index=True),
+    Column("plan_id", BigInteger, nullable=False, default=-1),
+    Column("template_id", BigInteger, nullable=False, default=-1),
+    Column("cron_id", BigInteger, nullable=True),
+    Column("callback_url", String(1024), nullable=True),
+    Column("create_time", BigInteger, nullable=False),
+    Column("start_time", BigInteger, nullable=True),
+    Column("end_time", BigInteger, nullable=True),
+    Column("total_time", BigInteger, nullable=True),
+    # the node that drives this job, and until when (epoch s) its claim holds
+    Column("owner_node", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Index(None, "scope_type", "scope_id", "create_time"),
+)
+
+step_instances = Table(
+    "step_instances",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("job_instance_id", BigInteger, nullable=False, index=True),
+    Column("step_order", Integer, nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("type", Integer, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("execute_count", Integer, nullable=False, default=0),
+    Column("ignore_error", Boolean, nullable=False, default=False),
+    Column("timeout", Integer, nullable=False, default=7200),
+    Column("account_id", BigInteger, nullable=True),
+    Column("account_alias", String(255), nullable=True),
+    Column("account_name", String(255), nullable=True),
+    Column("script_language", Integer, nullable=True),
+    Column("script_content", Text, nullable=True),
+    Column("script_param", Text, nullable=True),
+    Column("is_param_sensitive", Boolean, nullable=False, default=False),
+    Column("target", JSON, nullable=True),
+    Column("rolling_config", JSON, nullable=True),
+    Column("batch_count", Integer, nullable=False, default=0),
+    Column("current_batch", Integer, nullable=False, default=0),
+    # settings of step kinds beyond scripts (files, confirmation, variables)
+    Column("config", JSON, nullable=True),
+    Column("operator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("start_time", BigInteger, nullable=True),
+    Column("end_time", BigInteger, nullable=True),
+    Column("total_time", BigInteger, nullable=True),
+)
+
+step_hosts = Table(
+    "step_hosts",
+    metadata,
+    Column("step_instance_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("execute_count", Integer, primary_key=True, autoincrement=False),
+    Column("bk_host_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("batch", Integer, nullable=False, default=0),
+    Column("bk_cloud_id", BigInteger, nullable=False),
+    Column("ip", String(64), nullable=False),
+    Column("ipv6", String(64), nullable=False, default=""),
+    Column("agent_id", String(64), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("error_code", Integer, nullable=False, default=0),
+    Column("tag", String(255), nullable=False, default=""),
+    Column("start_time", BigInteger, nullable=True),
+    Column("end_time", BigInteger, nullable=True),
+    Column("total_time", BigInteger, nullable=True),
+    Column("log_size", BigInteger, nullable=False, default=0),
+)
+
+log_chunks = Table(
+    "log_chunks",
+    metadata,
+    Column("step_instance_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("execute_count", Integer, primary_key=True, autoincrement=False),
+    Column("bk_host_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("content", Text, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("job_instance_id", BigInteger, nullable=True),
+    Column("target", String(1024), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False, index=True),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("last_error", String(1024), nullable=False, default=""),
+    Column("lease_owner", String(64), nullable=True),
+    Column("create_time", BigInteger, nullable=False),
+    Column("done_time", BigInteger, nullable=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("create_time", BigInteger, nullable=False, index=True),
+    Column("app_code", String(128), nullable=False),
+    Column("username", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("scope_type", String(32), nullable=True),
+    Column("scope_id", String(64), nullable=True),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(128), nullable=False, default=""),
+    Column("detail", JSON, nullable=True),
+    Column("source_ip", String(64), nullable=False, default=""),
+)

@@ -1,0 +1,33 @@
+"""The database fixture hands out a working, empty, migratable database on each backend."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from jobfleet.store.database import Database
+
+
+def _table_names(conn: Connection) -> list[str]:
+    return inspect(conn).get_table_names()
+
+
+async def test_select_one(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_migrate_creates_hosts(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        async with db.connect() as conn:
+            assert await conn.run_sync(_table_names) == []
+        await db.migrate()
+        async with db.connect() as conn:
+            assert "hosts" in await conn.run_sync(_table_names)
+    finally:
+        await db.close()
