@@ -1,0 +1,1 @@
+"""The ``jobfleet`` command: a thin shell over ``jobfleet.sdk`` plus the daemons."""

@@ -62,7 +62,9 @@ class JobStore:
                 step_hosts.c.step_instance_id == bindparam("_step"),
                 step_hosts.c.execute_count == bindparam("_count"),
                 step_hosts.c.bk_host_id == bindparam("_host"),
-                step_hosts.c.status.in_(UNFINISHED_HOST),
+                # executemany cannot expand IN lists
+                or_(step_hosts.c.status == UNFINISHED_HOST[0],
+                    step_hosts.c.status == UNFINISHED_HOST[1]),
             )
             .values(
                 status=bindparam("_status"),

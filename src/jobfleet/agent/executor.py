@@ -1,0 +1,876 @@
+"""Running one host task: a script in its own process group, as the requested account.
+
+The agent's connection code hands a :class:`TaskSpec` to an :class:`Executor` and
+gets back a :class:`TaskResult`; output streams to a callback while the script runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import functools
+import logging
+import math
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from jobfleet.domain.status import HostStatus, ScriptLanguage
+
+logger = logging.getLogger(__name__)
+
+OutputCallback = Callable[[str], Awaitable[None]]
+
+# After the script's main process exits, a child it put in the background may still
+# hold the output pipe open; read this much longer, then let the child be.
+EXIT_GRACE = 0.3
+# How long to wait for a killed tree to be reaped before reporting anyway.
+KILL_WAIT = 5.0
+# Output buffered beyond this (or 4 chunks) pauses reading until the consumer catches up.
+PAUSE_READING_AT = 1 << 20
+KILLED_EXIT_CODE = 128 + signal.SIGKILL
+NOT_FOUND_EXIT_CODE = 127
+CANNOT_EXECUTE_EXIT_CODE = 126
+NO_EXIT_CODE = -1
+TRUNCATED_NOTICE = "\n[jobfleet-agent: output truncated at {limit} bytes]\n"
+
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_FALLBACK_CWD = "/tmp"  # noqa: S108 - only a working directory, nothing is created there
+_PASSED_ENV = ("LANG", "LC_ALL", "TMPDIR")
+_SYSTEM_PYTHONS = ("/usr/bin/python3",)
+_ACCOUNT_TTL = 60.0
+_FREEZE_ROUNDS = 16
+# set in every task's environment; also how a later agent recognises a task's processes
+TASK_ENV = "JOBFLEET_TASK_ID"
+_MARKER_PREFIX = TASK_ENV.encode() + b"="
+
+
+@dataclass
+class TaskSpec:
+    id: str
+    lang: int
+    script: str
+    args: list[str]
+    account: str
+    timeout: int
+    env: dict[str, str]
+    max_output: int
+
+
+@dataclass
+class TaskResult:
+    status: int
+    exit_code: int
+    start_ms: int
+    end_ms: int
+    # a line for the log when the agent, not the script, decided the outcome
+    message: str = ""
+
+
+class Executor(Protocol):
+    async def run(
+        self,
+        spec: TaskSpec,
+        on_output: OutputCallback,
+        on_started: Callable[[int], None] | None = None,
+    ) -> TaskResult: ...
+
+    def kill(self, task_id: str, reason: str = "terminate") -> bool: ...
+
+
+# --- interpreters -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Language:
+    name: str
+    ext: str
+    # (program, flags placed before the script path), in order of preference
+    programs: tuple[tuple[str, tuple[str, ...]], ...]
+    # the interpreter insists on a real path with the extension (pwsh -File does)
+    needs_file: bool = False
+
+
+_LANGUAGES: dict[int, _Language] = {
+    # --noprofile/--norc: a task must not depend on, or be slowed by, rc files
+    ScriptLanguage.SHELL: _Language(
+        "shell", ".sh", (("bash", ("--noprofile", "--norc")), ("sh", ()))
+    ),
+    ScriptLanguage.BAT: _Language("bat", ".bat", ()),
+    ScriptLanguage.PERL: _Language("perl", ".pl", (("perl", ()),)),
+    ScriptLanguage.PYTHON: _Language(
+        "python", ".py", (("python3", ()), ("python", ()), ("python2", ()))
+    ),
+    ScriptLanguage.POWERSHELL: _Language(
+        "powershell",
+        ".ps1",
+        (("pwsh", ("-NoProfile", "-NonInteractive", "-File")),),
+        needs_file=True,
+    ),
+    ScriptLanguage.SQL: _Language("sql", ".sql", ()),
+}
+
+
+def find_interpreter(lang: int) -> list[str] | None:
+    """The argv prefix that runs a script of ``lang``, or None if this host lacks it."""
+    found = _lookup_interpreter(lang, os.environ.get("PATH") or _DEFAULT_PATH)
+    return list(found) if found is not None else None
+
+
+@functools.cache
+def _lookup_interpreter(lang: int, search_path: str) -> tuple[str, ...] | None:
+    language = _LANGUAGES.get(lang)
+    if language is None or not language.programs:
+        return None
+    dirs = [d for d in search_path.split(os.pathsep) if d]
+    if lang == ScriptLanguage.PYTHON:
+        python = _resolve_python(dirs, _SYSTEM_PYTHONS, sys.executable)
+        return (python,) if python else None
+    shims: list[tuple[str, tuple[str, ...]]] = []
+    for program, flags in language.programs:
+        real, shim = _which(program, dirs)
+        if real:
+            return (real, *flags)
+        if shim:
+            shims.append((shim, flags))
+    return (shims[0][0], *shims[0][1]) if shims else None
+
+
+def _resolve_python(dirs: Sequence[str], system: Sequence[str], running: str) -> str | None:
+    """Pick a Python binary, avoiding version-manager shims that add ~85 ms per start."""
+    for path in system:
+        if _is_executable(path):
+            return path
+    shim_found: str | None = None
+    for program, _ in _LANGUAGES[ScriptLanguage.PYTHON].programs:
+        real, shim = _which(program, dirs)
+        if real:
+            return real
+        shim_found = shim_found or shim
+    if shim_found is None:
+        return None
+    # only shims: the shim would pick the same kind of interpreter the agent runs on;
+    # the resolved binary ignores the agent's virtualenv, so scripts don't see its packages
+    target = os.path.realpath(running) if running else ""
+    return target if target and _is_executable(target) else shim_found
+
+
+def _which(program: str, dirs: Sequence[str]) -> tuple[str | None, str | None]:
+    """First real binary and first shim named ``program`` along ``dirs``."""
+    shim: str | None = None
+    for directory in dirs:
+        path = os.path.join(directory, program)
+        if not _is_executable(path):
+            continue
+        if _is_shim_dir(directory):
+            shim = shim or path
+            continue
+        return path, shim
+    return None, shim
+
+
+def _is_shim_dir(directory: str) -> bool:
+    # pyenv, pyenv-virtualenv, rbenv, plenv and asdf all put wrappers in a "shims" dir
+    return os.path.basename(os.path.normpath(directory)) == "shims"
+
+
+def _is_executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _missing_interpreter_message(lang: int) -> str:
+    language = _LANGUAGES.get(lang)
+    if language is None:
+        return f"jobfleet-agent: unknown script language {lang}"
+    if not language.programs:
+        return f"jobfleet-agent: {language.name} scripts cannot run on this host"
+    looked_for = ", ".join(program for program, _ in language.programs)
+    return (
+        f"jobfleet-agent: no interpreter for {language.name} on this host (looked for {looked_for})"
+    )
+
+
+# --- process trees ------------------------------------------------------------------
+
+
+def kill_process_tree(pgid: int) -> None:
+    """SIGKILL what is left of a task that an earlier agent process started.
+
+    The pgid comes from the spool and may have been recycled since (after a reboot,
+    say), so only processes that carry ``JOBFLEET_TASK_ID`` in their environment and
+    do not descend from this agent process are touched.
+    """
+    _kill_tree(pgid, stale=True)
+
+
+def _kill_tree(pgid: int, *, stale: bool) -> None:
+    """SIGKILL a task's process group, its session and every descendant.
+
+    Descendants are found through /proc because a child that called setsid leaves
+    the group. The tree is frozen with SIGSTOP first so nothing forks or gets
+    reparented (which would hide it) while it is being walked.
+    """
+    if pgid <= 1 or pgid in (os.getpid(), os.getpgrp()):
+        return
+    if not stale:
+        _signal_group(pgid, signal.SIGSTOP)
+    frozen: set[int] = set()
+    for _ in range(_FREEZE_ROUNDS):
+        fresh = _tree_members(pgid, stale=stale) - frozen
+        if not fresh:
+            break
+        for pid in fresh:
+            _signal_pid(pid, signal.SIGSTOP)
+        frozen |= fresh
+    if not stale:
+        _signal_group(pgid, signal.SIGKILL)
+    for pid in frozen:
+        _signal_pid(pid, signal.SIGKILL)
+    logger.debug("killed process tree pgid=%d processes=%d", pgid, len(frozen))
+
+
+def _tree_members(root: int, *, stale: bool) -> set[int]:
+    """Processes in ``root``'s group or session, and all their descendants."""
+    children: dict[int, list[int]] = {}
+    members: set[int] = set()
+    for pid, ppid, pgrp, session in _proc_table():
+        children.setdefault(ppid, []).append(pid)
+        if pid == root or pgrp == root or session == root:
+            members.add(pid)
+    members |= _descendants(members, children)
+    members -= {1, os.getpid()}
+    if stale:
+        members -= _descendants({os.getpid()}, children)
+        members = {pid for pid in members if _started_by_executor(pid)}
+    return members
+
+
+def _descendants(roots: set[int], children: dict[int, list[int]]) -> set[int]:
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found and child not in roots:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _started_by_executor(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            entries = environ.read().split(b"\0")
+    except OSError:
+        return False
+    return any(entry.startswith(_MARKER_PREFIX) for entry in entries)
+
+
+def _proc_table() -> list[tuple[int, int, int, int]]:
+    """(pid, ppid, pgrp, session) of every process; empty where /proc is missing."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    table = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: parse after the last ')'
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if len(fields) >= 4:
+            table.append((int(name), int(fields[1]), int(fields[2]), int(fields[3])))
+    return table
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+# --- accounts -----------------------------------------------------------------------
+
+
+class _AccountError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Account:
+    name: str
+    home: str
+    shell: str
+    cwd: str
+    # Popen arguments that switch user; empty when the agent already is that user
+    switch: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        if not self.switch:
+            return None
+        return int(self.switch["user"]), int(self.switch["group"])
+
+
+def _lookup_account(name: str) -> _Account:
+    euid = os.geteuid()
+    if euid == 0:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise _AccountError(
+                f"jobfleet-agent: account {name!r} does not exist on this host"
+            ) from None
+    else:
+        entry = pwd.getpwuid(euid)
+        if name != entry.pw_name:
+            raise _AccountError(
+                f"jobfleet-agent: the agent runs as {entry.pw_name} and cannot switch to {name}"
+            )
+    switch: dict[str, Any] = {}
+    if entry.pw_uid != euid:
+        switch = {
+            "user": entry.pw_uid,
+            "group": entry.pw_gid,
+            "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid),
+        }
+    home = entry.pw_dir
+    return _Account(
+        name=entry.pw_name,
+        home=home,
+        shell=entry.pw_shell,
+        cwd=home if home and os.path.isdir(home) else _FALLBACK_CWD,
+        switch=switch,
+    )
+
+
+# --- output -------------------------------------------------------------------------
+
+
+class _Output:
+    """Output bytes waiting to be delivered, capped at ``limit`` bytes in total."""
+
+    def __init__(self, limit: int, chunk_bytes: int, interval: float) -> None:
+        self._limit = limit if limit > 0 else None
+        self._chunk_bytes = chunk_bytes
+        self._interval = interval
+        self._chunks: list[bytes] = []
+        self._accepted = 0
+        self._first_at = 0.0
+        self._truncated = False
+        self._notice_due = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = 0
+
+    def feed(self, data: bytes, now: float) -> bool:
+        """Buffer ``data``; True when the supervisor has a new reason to wake."""
+        if self._truncated:
+            return False
+        if self._limit is not None and self._accepted + len(data) > self._limit:
+            data = data[: self._limit - self._accepted]
+            self._truncated = self._notice_due = True
+        was_empty = self.pending == 0
+        if data:
+            self._chunks.append(data)
+            self.pending += len(data)
+            self._accepted += len(data)
+            if was_empty:
+                self._first_at = now
+        return was_empty or self._notice_due or self.pending >= self._chunk_bytes
+
+    def due(self, now: float) -> bool:
+        if self._notice_due or self.pending >= self._chunk_bytes:
+            return True
+        return self.pending > 0 and now >= self._first_at + self._interval
+
+    def next_due(self) -> float | None:
+        return self._first_at + self._interval if self.pending else None
+
+    def take(self, final: bool) -> str:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self.pending = 0
+        # at the cut, a split character becomes U+FFFD before the notice, not after
+        text = self._decoder.decode(data, final=final or self._notice_due)
+        if self._notice_due:
+            self._notice_due = False
+            text += TRUNCATED_NOTICE.format(limit=self._limit)
+        return text
+
+
+class _Pipe(asyncio.SubprocessProtocol):
+    """Collects a script's merged output and notices its exit."""
+
+    def __init__(self, output: _Output, wake: Callable[[], None], high_water: int) -> None:
+        self._output = output
+        self._wake = wake
+        self._high_water = high_water
+        self._loop = asyncio.get_running_loop()
+        self._paused = False
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.eof = False
+        self.exited = False
+        self.exit_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.SubprocessTransport, transport)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if self._output.feed(data, self._loop.time()):
+            self._wake()
+        # backpressure while a slow consumer catches up: the script blocks on write
+        if not self._paused and self._output.pending >= self._high_water:
+            self._paused = self._set_reading(False)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.eof = True
+        self._wake()
+
+    def process_exited(self) -> None:
+        self.exited = True
+        self.exit_at = self._loop.time()
+        self._wake()
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = not self._set_reading(True)
+
+    def _set_reading(self, on: bool) -> bool:
+        pipe = self.transport.get_pipe_transport(1) if self.transport else None
+        if not isinstance(pipe, asyncio.ReadTransport) or pipe.is_closing():
+            return False
+        if on:
+            pipe.resume_reading()
+        else:
+            pipe.pause_reading()
+        return True
+
+
+# --- script staging -----------------------------------------------------------------
+
+
+def _fd_dir() -> str | None:
+    """Where a child opens an inherited descriptor by path, if in-memory scripts work here."""
+    if not hasattr(os, "memfd_create"):
+        return None
+    for path in ("/dev/fd", "/proc/self/fd"):
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+class _Script:
+    """A script staged for one run: the path the interpreter opens, and what to clean up."""
+
+    def __init__(self, path: str, fd: int | None = None, task_dir: str | None = None) -> None:
+        self.path = path
+        self.fd = fd
+        self._task_dir = task_dir
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self.fd,) if self.fd is not None else ()
+
+    def close_fd(self) -> None:
+        """Drop the parent's copy of an in-memory script once the child holds it."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def discard(self) -> None:
+        self.close_fd()
+        if self._task_dir is not None:
+            _remove_task_dir(self._task_dir, self.path)
+            self._task_dir = None
+
+
+def _script_in_memory(spec: TaskSpec, ext: str, fd_dir: str) -> _Script:
+    # close-on-exec here; pass_fds makes it inheritable in this task's child only
+    fd = os.memfd_create("script" + ext, os.MFD_CLOEXEC)
+    try:
+        _write_all(fd, spec.script.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return _Script(f"{fd_dir}/{fd}", fd=fd)
+
+
+def _script_file(spec: TaskSpec, account: _Account, ext: str, work_dir: Path) -> _Script:
+    task_dir = tempfile.mkdtemp(prefix=_safe_name(spec.id) + ".", dir=work_dir)
+    path = os.path.join(task_dir, "script" + ext)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+        try:
+            _write_all(fd, spec.script.encode())
+            if account.owner is not None:
+                os.fchown(fd, *account.owner)
+        finally:
+            os.close(fd)
+        if account.owner is not None:
+            os.chown(task_dir, *account.owner)
+    except OSError:
+        _remove_task_dir(task_dir, path)
+        raise
+    return _Script(path, task_dir=task_dir)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _remove_task_dir(task_dir: str, script: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(script)
+    try:
+        os.rmdir(task_dir)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        # the script left files beside itself
+        shutil.rmtree(task_dir, ignore_errors=True)
+
+
+# --- executors ----------------------------------------------------------------------
+
+
+class _TaskRun:
+    """One execution of a task: its kill request, its output, and its supervision."""
+
+    def __init__(self, spec: TaskSpec, output: _Output, on_output: OutputCallback) -> None:
+        self.spec = spec
+        self.output = output
+        self.kill_reason: str | None = None
+        self.pipe: _Pipe | None = None
+        self._on_output = on_output
+        self._waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def sleep(self, timeout: float | None) -> None:
+        """Sleep until woken or ``timeout`` seconds pass."""
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, self.wake) if timeout is not None else None
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def supervise(self, pipe: _Pipe, pgid: int) -> tuple[int, int, str]:
+        """Deliver output until the script ends, killing its tree on timeout or request."""
+        loop = asyncio.get_running_loop()
+        spec = self.spec
+        deadline = loop.time() + spec.timeout if spec.timeout > 0 else None
+        killed: tuple[int, str] | None = None
+        kill_until = 0.0
+        delivering_after_exit = 0.0
+        while not (pipe.eof and pipe.exited):
+            now = loop.time()
+            if killed is None and not pipe.exited and self._kill_due(deadline, now):
+                assert self.kill_reason is not None
+                killed = _kill_outcome(self.kill_reason, spec)
+                logger.info(
+                    "killing task task=%s pgid=%d reason=%s", spec.id, pgid, self.kill_reason
+                )
+                await loop.run_in_executor(None, functools.partial(_kill_tree, pgid, stale=False))
+                kill_until = loop.time() + KILL_WAIT
+                continue
+            if self.output.due(now):
+                await self.deliver(final=False)
+                if pipe.exited:
+                    # a slow consumer must not eat the time left to drain the pipe
+                    delivering_after_exit += loop.time() - now
+                pipe.resume()
+                continue
+            if pipe.exited or killed is not None:
+                if pipe.exited:
+                    stop_at = pipe.exit_at + EXIT_GRACE + delivering_after_exit
+                else:
+                    stop_at = kill_until
+                if now >= stop_at:
+                    # a background process holds the pipe open, or a killed tree won't die
+                    logger.info("stopped reading task=%s exited=%s", spec.id, pipe.exited)
+                    break
+                next_event = stop_at
+            else:
+                next_event = math.inf if deadline is None else deadline
+            flush_at = self.output.next_due()
+            wake_at = next_event if flush_at is None else min(flush_at, next_event)
+            await self.sleep(None if wake_at == math.inf else max(0.0, wake_at - now))
+        await self.deliver(final=True)
+        if killed is not None:
+            return killed[0], KILLED_EXIT_CODE, killed[1]
+        return _exit_status(pipe.transport.get_returncode() if pipe.transport else None)
+
+    def _kill_due(self, deadline: float | None, now: float) -> bool:
+        if self.kill_reason is None and deadline is not None and now >= deadline:
+            self.kill_reason = "timeout"
+        return self.kill_reason is not None
+
+    async def deliver(self, *, final: bool) -> None:
+        text = self.output.take(final)
+        if text:
+            await self._on_output(text)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _safe_name(task_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id)[:64]
+
+
+class ProcessExecutor:
+    """Runs scripts as real processes on this host."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        chunk_interval: float = 0.2,
+        chunk_bytes: int = 65536,
+        script_files: bool = False,
+    ) -> None:
+        """``script_files`` writes every script under ``work_dir`` even where it could
+        be handed to the interpreter as an in-memory file."""
+        self._work_dir = Path(work_dir)
+        self._fd_dir = None if script_files else _fd_dir()
+        self._chunk_interval = chunk_interval
+        self._chunk_bytes = max(1, chunk_bytes)
+        self._running: dict[str, _TaskRun] = {}
+        self._accounts: dict[str, tuple[float, _Account]] = {}
+        self._base_env = {"PATH": os.environ.get("PATH") or _DEFAULT_PATH}
+        self._base_env.update({k: os.environ[k] for k in _PASSED_ENV if k in os.environ})
+        self._prepare_work_dir()
+
+    def _prepare_work_dir(self) -> None:
+        self._work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            # other accounts must reach their own 0700 task directories inside it
+            mode = self._work_dir.stat().st_mode & 0o7777
+            if mode & 0o011 != 0o011:
+                self._work_dir.chmod(mode | 0o011)
+
+    def kill(self, task_id: str, reason: str = "terminate") -> bool:
+        """Kill a running task's whole tree; True if it was running."""
+        task = self._running.get(task_id)
+        if task is None or task.kill_reason is not None:
+            return False
+        if task.pipe is not None and task.pipe.exited:
+            return False
+        task.kill_reason = reason or "terminate"
+        task.wake()
+        return True
+
+    async def run(
+        self,
+        spec: TaskSpec,
+        on_output: OutputCallback,
+        on_started: Callable[[int], None] | None = None,
+    ) -> TaskResult:
+        start_ms = _now_ms()
+        if spec.id in self._running:
+            logger.warning("task already running task=%s", spec.id)
+            return _failed(
+                HostStatus.GSE_TASK_ERROR,
+                NO_EXIT_CODE,
+                start_ms,
+                "jobfleet-agent: this task is already running",
+            )
+        output = _Output(spec.max_output, self._chunk_bytes, self._chunk_interval)
+        task = _TaskRun(spec, output, on_output)
+        self._running[spec.id] = task
+        try:
+            return await self._prepare_and_run(task, on_started, start_ms)
+        finally:
+            del self._running[spec.id]
+
+    async def _prepare_and_run(
+        self, task: _TaskRun, on_started: Callable[[int], None] | None, start_ms: int
+    ) -> TaskResult:
+        spec = task.spec
+        interpreter = find_interpreter(spec.lang)
+        if interpreter is None:
+            logger.warning("no interpreter task=%s lang=%d", spec.id, spec.lang)
+            return _failed(
+                HostStatus.SCRIPT_FAILED,
+                NOT_FOUND_EXIT_CODE,
+                start_ms,
+                _missing_interpreter_message(spec.lang),
+            )
+        try:
+            account = self._account(spec.account)
+        except _AccountError as exc:
+            logger.warning("account refused task=%s account=%s", spec.id, spec.account)
+            return _failed(HostStatus.GSE_USER_ERROR, NO_EXIT_CODE, start_ms, str(exc))
+        if task.kill_reason is not None:
+            status, message = _kill_outcome(task.kill_reason, spec)
+            return _failed(status, KILLED_EXIT_CODE, start_ms, message)
+        try:
+            script = self._stage(spec, account)
+        except OSError as exc:
+            logger.warning("script write failed task=%s error=%s", spec.id, exc)
+            return _failed(
+                HostStatus.SCRIPT_FAILED,
+                CANNOT_EXECUTE_EXIT_CODE,
+                start_ms,
+                f"jobfleet-agent: could not write the script: {exc}",
+            )
+        try:
+            argv = [*interpreter, script.path, *spec.args]
+            return await self._spawn_and_supervise(
+                task, argv, script, account, on_started, start_ms
+            )
+        finally:
+            script.discard()
+
+    def _stage(self, spec: TaskSpec, account: _Account) -> _Script:
+        # An in-memory file costs no directory entry (on some disks a create is slower
+        # than the spawn itself) and leaves nothing behind if the agent dies.
+        language = _LANGUAGES[spec.lang]
+        if self._fd_dir is not None and not language.needs_file:
+            return _script_in_memory(spec, language.ext, self._fd_dir)
+        return _script_file(spec, account, language.ext, self._work_dir)
+
+    def _account(self, name: str) -> _Account:
+        # pwd and getgrouplist read /etc (or a directory service) on every call
+        now = time.monotonic()
+        cached = self._accounts.get(name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        account = _lookup_account(name)
+        self._accounts[name] = (now + _ACCOUNT_TTL, account)
+        return account
+
+    def _environment(self, spec: TaskSpec, account: _Account) -> dict[str, str]:
+        env = dict(self._base_env)
+        env.update(HOME=account.home, USER=account.name, LOGNAME=account.name, SHELL=account.shell)
+        env.update(spec.env)
+        env[TASK_ENV] = spec.id
+        return env
+
+    async def _spawn_and_supervise(
+        self,
+        task: _TaskRun,
+        argv: list[str],
+        script: _Script,
+        account: _Account,
+        on_started: Callable[[int], None] | None,
+        start_ms: int,
+    ) -> TaskResult:
+        spec = task.spec
+        loop = asyncio.get_running_loop()
+        high_water = max(4 * self._chunk_bytes, PAUSE_READING_AT)
+        try:
+            transport, pipe = await loop.subprocess_exec(
+                lambda: _Pipe(task.output, task.wake, high_water),
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=account.cwd,
+                env=self._environment(spec, account),
+                pass_fds=script.pass_fds,
+                **account.switch,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            logger.warning("spawn failed task=%s error=%s", spec.id, exc)
+            return _failed(
+                HostStatus.SCRIPT_FAILED,
+                CANNOT_EXECUTE_EXIT_CODE,
+                start_ms,
+                f"jobfleet-agent: could not start the script: {exc}",
+            )
+        finally:
+            script.close_fd()
+        task.pipe = pipe
+        pgid = transport.get_pid()
+        logger.debug("task started task=%s pgid=%d", spec.id, pgid)
+        try:
+            if on_started is not None:
+                on_started(pgid)
+            status, exit_code, message = await task.supervise(pipe, pgid)
+        finally:
+            if not pipe.exited:
+                # cancelled, or a callback failed: leave nothing of the task running
+                # (inline, as a cancelled coroutine cannot wait for a thread)
+                _kill_tree(pgid, stale=False)
+            transport.close()
+        end_ms = _now_ms()
+        logger.debug(
+            "task finished task=%s status=%d exit=%d ms=%d",
+            spec.id,
+            status,
+            exit_code,
+            end_ms - start_ms,
+        )
+        return TaskResult(status, exit_code, start_ms, end_ms, message)
+
+
+def _exit_status(returncode: int | None) -> tuple[int, int, str]:
+    if returncode is None:
+        return HostStatus.SCRIPT_FAILED, NO_EXIT_CODE, "jobfleet-agent: exit status unknown"
+    if returncode == 0:
+        return HostStatus.SUCCESS, 0, ""
+    exit_code = returncode if returncode > 0 else 128 - returncode
+    return HostStatus.SCRIPT_NOT_ZERO_EXIT_CODE, exit_code, ""
+
+
+def _kill_outcome(reason: str, spec: TaskSpec) -> tuple[int, str]:
+    if reason == "timeout":
+        return (
+            HostStatus.SCRIPT_TIMEOUT,
+            f"jobfleet-agent: script timed out after {spec.timeout} s; killed its process tree",
+        )
+    return (
+        HostStatus.GSE_TASK_TERMINATE_SUCCESS,
+        f"jobfleet-agent: task terminated ({reason}); killed its process tree",
+    )
+
+
+def _failed(status: int, exit_code: int, start_ms: int, message: str) -> TaskResult:
+    return TaskResult(status, exit_code, start_ms, _now_ms(), message)
+
+
+class InstantExecutor:
+    """Answers every task at once without running anything (for benchmarks)."""
+
+    async def run(
+        self,
+        spec: TaskSpec,
+        on_output: OutputCallback,
+        on_started: Callable[[int], None] | None = None,
+    ) -> TaskResult:
+        now = _now_ms()
+        return TaskResult(HostStatus.SUCCESS, 0, now, now)
+
+    def kill(self, task_id: str, reason: str = "terminate") -> bool:
+        return False

@@ -1,0 +1,143 @@
+"""Many agents in one process, each its own host over the real protocol.
+
+Benchmarks and durability tests need hundreds or thousands of hosts on one
+machine; a process per agent would measure Python start-up, not jobfleet. The
+swarm runs the agent's own connection code once per host, with either the real
+executor (sharing a concurrency limit, like one machine's cores) or one that
+answers at once.
+
+    python -m jobfleet.agent.swarm --server URL --enroll-token T --count 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from jobfleet.agent.client import Agent, AgentSettings, Credential, enroll, save_credential
+from jobfleet.agent.executor import (
+    Executor,
+    InstantExecutor,
+    OutputCallback,
+    ProcessExecutor,
+    TaskResult,
+    TaskSpec,
+)
+from jobfleet.agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+FIRST_IP = ipaddress.IPv4Address("127.1.0.1")
+
+
+def swarm_ip(index: int) -> str:
+    return str(FIRST_IP + index)
+
+
+class LimitedExecutor:
+    """Runs at most ``limit`` tasks at once, as the cores of one host would."""
+
+    def __init__(self, inner: Executor, limit: int) -> None:
+        self.inner = inner
+        self.slots = asyncio.Semaphore(limit)
+
+    async def run(self, spec: TaskSpec, on_output: OutputCallback,
+                  on_started: object = None) -> TaskResult:
+        async with self.slots:
+            return await self.inner.run(spec, on_output, on_started)  # type: ignore[arg-type]
+
+    def kill(self, task_id: str, reason: str = "terminate") -> bool:
+        return self.inner.kill(task_id, reason)
+
+
+async def _credential(settings: AgentSettings, gate: asyncio.Semaphore) -> Credential:
+    state = settings.state_dir
+    if state is not None and (state / "credential.json").exists():
+        data = json.loads((state / "credential.json").read_text())
+        return Credential(data["agent_id"], data["agent_secret"], int(data["bk_host_id"]))
+    async with gate:
+        cred = await enroll(settings)
+    if state is not None:
+        state.mkdir(parents=True, exist_ok=True)
+        save_credential(state, cred)
+    return cred
+
+
+async def run_swarm(server: str, token: str, count: int, *, executor: str = "real",
+                    concurrency: int = 16, state_dir: Path | None = None, biz: int = 2,
+                    first: int = 0, ready: asyncio.Event | None = None) -> None:
+    work = (state_dir or Path("/tmp")) / "swarm-work"  # noqa: S108 - scratch for scripts
+    inner: Executor = InstantExecutor() if executor == "instant" else ProcessExecutor(work)
+    shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
+    gate = asyncio.Semaphore(32)
+    agents: list[Agent] = []
+    settings_list = [
+        AgentSettings(server=server, ip=swarm_ip(first + i), biz=biz, enroll_token=token,
+                      hostname=f"swarm-{first + i}",
+                      state_dir=state_dir / swarm_ip(first + i) if state_dir else None)
+        for i in range(count)]
+    creds = await asyncio.gather(*(_credential(s, gate) for s in settings_list))
+    for settings, cred in zip(settings_list, creds, strict=True):
+        spool = Spool(settings.state_dir / "spool" if settings.state_dir else None)
+        agents.append(Agent(settings, executor=shared, spool=spool, credential=cred))
+    tasks: list[asyncio.Task[None]] = []
+    for i, agent in enumerate(agents):
+        tasks.append(asyncio.create_task(agent.run_forever()))
+        if i % 100 == 99:
+            await asyncio.sleep(0.05)  # spread the handshakes a little
+    await asyncio.gather(*(a.connected.wait() for a in agents))
+    log.info("swarm_ready count=%d", count)
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for agent in agents:
+            await agent.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobfleet.agent.swarm")
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--enroll-token", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--executor", choices=("real", "instant"), default="real")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--state-dir", type=Path)
+    parser.add_argument("--biz", type=int, default=2)
+    parser.add_argument("--first", type=int, default=0, help="index of the first host")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="WARNING",
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+    async def go() -> None:
+        ready = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, main_task.cancel)  # type: ignore[union-attr]
+
+        async def announce() -> None:
+            await ready.wait()
+            sys.stdout.write(f"ready {args.count}\n")
+            sys.stdout.flush()
+
+        announcer = asyncio.create_task(announce())
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_swarm(args.server, args.enroll_token, args.count, executor=args.executor,
+                            concurrency=args.concurrency, state_dir=args.state_dir,
+                            biz=args.biz, first=args.first, ready=ready)
+        announcer.cancel()
+
+    asyncio.run(go())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""The one place the CLI builds its SDK client (tests replace ``make_client``)."""
+
+from __future__ import annotations
+
+from jobfleet.cli._settings import Settings, SettingsError
+from jobfleet.sdk import JobClient
+
+
+def make_client(settings: Settings) -> JobClient:
+    if not settings.app_code or not settings.app_secret:
+        raise SettingsError(
+            "no app credentials: pass --app-code and --app-secret, set JOBFLEET_APP_CODE and "
+            "JOBFLEET_APP_SECRET, point --bootstrap at the server's bootstrap.json, "
+            "or put app_code and app_secret in the config file"
+        )
+    return JobClient(
+        settings.server,
+        settings.app_code,
+        settings.app_secret,
+        settings.username,
+        biz=settings.biz,
+    )

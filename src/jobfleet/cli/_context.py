@@ -1,0 +1,89 @@
+"""What every command shares: settings, consoles, the client, and how failures end the command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
+
+from jobfleet.cli import _client
+from jobfleet.cli._settings import Settings, SettingsError, resolve_settings
+from jobfleet.sdk import JobApiError, JobClient
+
+# exit statuses: 1 is kept for "the job ran and failed"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class CliContext:
+    """``ctx.obj`` of every command; settings are resolved on first use, so a bad
+    config file does not break commands that never talk to a server."""
+
+    given: dict[str, tuple[Any, str] | None]
+    config: Path | None
+    config_required: bool
+    bootstrap: Path | None
+    out: Console = field(default_factory=lambda: Console(highlight=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = resolve_settings(
+                self.given,
+                config=self.config,
+                config_required=self.config_required,
+                bootstrap=self.bootstrap,
+            )
+        return self._settings
+
+    def client(self) -> JobClient:
+        return _client.make_client(self.settings)
+
+    def fail(self, message: str) -> NoReturn:
+        self.err.print(Text(message, style="bold red"))
+        raise typer.Exit(EXIT_USAGE)
+
+
+def cli_context(ctx: typer.Context) -> CliContext:
+    obj = ctx.find_object(CliContext)
+    if obj is None:
+        # a command invoked without the root callback (e.g. from another program)
+        obj = CliContext(given={}, config=None, config_required=False, bootstrap=None)
+        ctx.obj = obj
+    return obj
+
+
+def describe_api_error(exc: JobApiError) -> str:
+    text = f"error: {exc.message}" if exc.code == -1 else f"error {exc.code}: {exc.message}"
+    actions = [a.get("id") or a.get("name") for a in (exc.permission or {}).get("actions", [])]
+    if actions:
+        text += f" (missing permission: {', '.join(str(a) for a in actions)})"
+    return text
+
+
+class ReportingGroup(TyperGroup):
+    """Turns API and settings failures into a red line and exit status 2, not a traceback."""
+
+    # typed Any: typer either uses click or a vendored copy, whose Context types differ
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JobApiError as exc:
+            _report(ctx, describe_api_error(exc))
+        except SettingsError as exc:
+            _report(ctx, f"error: {exc}")
+
+
+def _report(ctx: Any, message: str) -> NoReturn:
+    obj = ctx.find_object(CliContext)
+    err = obj.err if obj is not None else Console(stderr=True, highlight=False)
+    err.print(Text(message, style="bold red"))
+    raise typer.Exit(EXIT_USAGE)

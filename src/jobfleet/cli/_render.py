@@ -1,0 +1,363 @@
+"""How the CLI shows things: tables, summaries, logs, progress. No I/O besides the console."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from jobfleet.domain.status import HOST_STATUS_DESC, HostStatus, RunStatus, StepType
+from jobfleet.sdk import ExecutionResult, HostResult, JobProgress
+
+RUN_STATUS_LABEL: dict[int, str] = {
+    RunStatus.BLANK: "waiting",
+    RunStatus.RUNNING: "running",
+    RunStatus.SUCCESS: "success",
+    RunStatus.FAIL: "failed",
+    RunStatus.SKIPPED: "skipped",
+    RunStatus.IGNORE_ERROR: "error ignored",
+    RunStatus.WAITING_USER: "waiting for user",
+    RunStatus.TERMINATED: "terminated",
+    RunStatus.ABNORMAL_STATE: "abnormal",
+    RunStatus.STOPPING: "stopping",
+    RunStatus.STOP_SUCCESS: "force-terminated",
+    RunStatus.CONFIRM_TERMINATED: "confirmation terminated",
+    RunStatus.ABANDONED: "abandoned",
+    RunStatus.ROLLING_WAITING: "waiting for next batch",
+}
+STEP_TYPE_LABEL: dict[int, str] = {
+    StepType.SCRIPT: "script",
+    StepType.FILE: "file",
+    StepType.MANUAL_CONFIRM: "confirm",
+    StepType.SQL: "sql",
+}
+EXCERPT_LINES = 3
+EXCERPT_WIDTH = 100
+
+
+# --- small formatters -----------------------------------------------------------
+
+
+def run_status_label(status: int) -> str:
+    return RUN_STATUS_LABEL.get(status, f"status {status}")
+
+
+def run_status_style(status: int) -> str:
+    if status in (RunStatus.SUCCESS, RunStatus.IGNORE_ERROR, RunStatus.SKIPPED):
+        return "green"
+    if status in (RunStatus.BLANK, RunStatus.RUNNING, RunStatus.STOPPING):
+        return "cyan"
+    if status in (RunStatus.WAITING_USER, RunStatus.ROLLING_WAITING):
+        return "yellow"
+    return "red"
+
+
+def host_status_name(status: int) -> str:
+    return HOST_STATUS_DESC.get(status, HOST_STATUS_DESC[0])
+
+
+def host_status_style(status: int) -> str:
+    if status in (HostStatus.SUCCESS, HostStatus.LAST_SUCCESS):
+        return "green"
+    if status in (HostStatus.WAITING, HostStatus.RUNNING):
+        return "cyan"
+    return "red"
+
+
+def exit_code_text(code: int | None) -> str:
+    return "-" if code is None else str(code)
+
+
+def log_excerpt(log: str, lines: int = EXCERPT_LINES, width: int = EXCERPT_WIDTH) -> str:
+    """The last ``lines`` non-empty lines of a log, each cut to ``width`` characters."""
+    kept = [line.rstrip() for line in log.splitlines() if line.strip()][-lines:]
+    return "\n".join(line if len(line) <= width else line[: width - 1] + "…" for line in kept)
+
+
+def ip_key(ip: Any) -> tuple[int, int, str]:
+    """Sort IPs numerically (10.0.0.9 before 10.0.0.10); anything else after, by text."""
+    try:
+        address = ipaddress.ip_address(str(ip))
+    except ValueError:
+        return (1, 0, str(ip))
+    return (0, int(address), "")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s"
+
+
+def format_ms(value: Any) -> str:
+    return format_duration(value / 1000) if isinstance(value, int | float) else "-"
+
+
+def format_time(value: Any) -> str:
+    """An epoch (ms or s) or ISO timestamp as local time."""
+    if isinstance(value, bool) or value in (None, ""):
+        return "-"
+    if isinstance(value, int | float):
+        seconds = value / 1000 if value > 10**11 else value
+        return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone()
+    return parsed.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
+# --- job results ----------------------------------------------------------------
+
+
+def _group_order(status: int) -> tuple[int, int]:
+    if status in (HostStatus.SUCCESS, HostStatus.LAST_SUCCESS):
+        return (0, status)
+    if status in (HostStatus.WAITING, HostStatus.RUNNING):
+        return (1, status)
+    # failures last, nearest the prompt, where they are seen
+    return (2, status)
+
+
+def host_table(hosts: Sequence[HostResult], *, logs: bool = True) -> Table:
+    """Hosts grouped by status, each with its exit code and the tail of its log."""
+    table = Table(show_edge=False, pad_edge=False, expand=False)
+    table.add_column("status", no_wrap=True)
+    table.add_column("ip", no_wrap=True)
+    table.add_column("exit", justify="right", no_wrap=True)
+    if logs:
+        table.add_column("log (last lines)", overflow="fold")
+    groups: dict[int, list[HostResult]] = {}
+    for host in hosts:
+        # bk-job shows numbers it does not know as "unknown error" (0): group them so
+        key = host.status if host.status in HOST_STATUS_DESC else HostStatus.UNKNOWN_ERROR
+        groups.setdefault(key, []).append(host)
+    for index, status in enumerate(sorted(groups, key=_group_order)):
+        members = sorted(groups[status], key=lambda h: (h.bk_cloud_id, *ip_key(h.ip)))
+        if index:
+            table.add_section()
+        style = host_status_style(status)
+        for row, host in enumerate(members):
+            label = (
+                Text(f"{host_status_name(status)} ({len(members)})", style=style)
+                if row == 0
+                else Text("")
+            )
+            cells: list[RenderableType] = [
+                label,
+                Text(_host_label(host)),
+                Text(exit_code_text(host.exit_code)),
+            ]
+            if logs:
+                cells.append(Text(log_excerpt(host.log), style="dim"))
+            table.add_row(*cells)
+    return table
+
+
+def _host_label(host: HostResult) -> str:
+    # the cloud area matters only when it is not the default one
+    return host.ip if host.bk_cloud_id == 0 else f"{host.bk_cloud_id}:{host.ip}"
+
+
+def result_summary(result: ExecutionResult, elapsed: float | None = None) -> Text:
+    """One line: job id, outcome, host counts, elapsed time."""
+    total = len(result.hosts)
+    failed = len(result.failed_hosts)
+    style = run_status_style(result.status)
+    if result.ok:
+        mark, verdict = "✔", "succeeded"
+    elif result.finished:
+        mark, verdict = "✘", run_status_label(result.status)
+    else:
+        mark, verdict = "…", run_status_label(result.status)
+    text = Text()
+    text.append(f"{mark} job {result.job_instance_id} {verdict}", style=f"bold {style}")
+    if failed:
+        text.append(f" · {failed} of {total} hosts failed")
+    else:
+        done = sum(1 for h in result.hosts if h.finished)
+        text.append(f" · {done}/{total} hosts done")
+    if elapsed is not None:
+        text.append(f" · {format_duration(elapsed)}")
+    return text
+
+
+def job_overview(status: dict[str, Any]) -> Group:
+    """The job's identity and times, then one row per step."""
+    job = status.get("job_instance") or {}
+    job_status = int(job.get("status") or 0)
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("job", Text(f"{job.get('job_instance_id')}  {job.get('name') or ''}".rstrip()))
+    head.add_row("status", Text(run_status_label(job_status), style=run_status_style(job_status)))
+    scope = job.get("bk_scope_id")
+    if scope is not None:
+        head.add_row("scope", Text(f"{job.get('bk_scope_type', 'biz')} {scope}"))
+    head.add_row("created", format_time(job.get("create_time")))
+    head.add_row("started", format_time(job.get("start_time")))
+    head.add_row("ended", format_time(job.get("end_time")))
+    head.add_row("duration", format_ms(job.get("total_time")))
+
+    steps = Table(show_edge=False, pad_edge=False)
+    for column in ("step", "name", "type", "status", "hosts", "duration"):
+        steps.add_column(column, no_wrap=column != "name")
+    for step in status.get("step_instance_list") or []:
+        step_status = int(step.get("status") or 0)
+        hosts = step.get("step_ip_result_list")
+        steps.add_row(
+            str(step.get("step_instance_id")),
+            Text(str(step.get("name") or "")),
+            STEP_TYPE_LABEL.get(int(step.get("type") or 0), str(step.get("type"))),
+            Text(run_status_label(step_status), style=run_status_style(step_status)),
+            "-" if hosts is None else str(len(hosts)),
+            format_ms(step.get("total_time")),
+        )
+    return Group(head, Text(""), steps)
+
+
+def print_host_logs(console: Console, hosts: Iterable[HostResult]) -> None:
+    """Every host's full log under a ``== ip (status, exit N) ==`` header."""
+    for host in hosts:
+        state = f"{host_status_name(host.status)}, exit {exit_code_text(host.exit_code)}"
+        header = f"== {_host_label(host)} ({state}) =="
+        console.print(Text(header, style=f"bold {host_status_style(host.status)}"))
+        if host.log:
+            console.out(host.log.rstrip("\n"), highlight=False)
+
+
+# --- inventory and administration -------------------------------------------------
+
+
+def hosts_table(hosts: Sequence[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for column in (
+        "id",
+        "ip",
+        "cloud",
+        "biz",
+        "hostname",
+        "os",
+        "alive",
+        "agent",
+        "version",
+        "last seen",
+    ):
+        table.add_column(column, no_wrap=column not in ("hostname", "agent"))
+    for host in sorted(hosts, key=lambda h: (h.get("bk_cloud_id") or 0, *ip_key(h.get("ip")))):
+        alive = bool(host.get("alive"))
+        table.add_row(
+            str(host.get("bk_host_id", "")),
+            Text(str(host.get("ip") or "")),
+            str(host.get("bk_cloud_id") or 0),
+            str(host.get("bk_biz_id", "")),
+            Text(str(host.get("hostname") or "")),
+            Text(str(host.get("os_type") or "")),
+            Text("yes" if alive else "no", style="green" if alive else "red"),
+            Text(str(host.get("agent_id") or "-")),
+            Text(str(host.get("agent_version") or "-")),
+            format_time(host.get("last_seen")),
+        )
+    return table
+
+
+def records_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Table:
+    """A plain table of API records; list values are joined, times formatted."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*(Text(_cell(column, row.get(column))) for column in columns))
+    return table
+
+
+def _cell(column: str, value: Any) -> str:
+    if column.endswith("_time") or column == "last_seen":
+        return format_time(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(_scope_text(v) if isinstance(v, dict) else str(v) for v in value) or "-"
+    return str(value)
+
+
+def _scope_text(scope: dict[str, Any]) -> str:
+    if "scope_type" in scope:
+        return f"{scope.get('scope_type')}:{scope.get('scope_id')}"
+    return json.dumps(scope, ensure_ascii=False)
+
+
+# --- live progress ----------------------------------------------------------------
+
+
+class RunProgress:
+    """A transient bar of hosts done / failed / total while a job runs (terminals only)."""
+
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if enabled and console.is_terminal:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+
+    def __enter__(self) -> RunProgress:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("submitting", total=None, failed="")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, progress: JobProgress) -> None:
+        if self._progress is None or self._task is None:
+            return
+        self._progress.update(
+            self._task,
+            description=f"job {progress.job_instance_id} {run_status_label(progress.status)}",
+            total=progress.total or None,
+            completed=progress.done,
+            failed=f"[red]{progress.failed} failed[/]" if progress.failed else "",
+        )

@@ -1,0 +1,79 @@
+"""What ``jobfleet run`` sends: the script text and its bk-job language number."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from jobfleet.domain.status import ScriptLanguage
+
+LANGUAGE_NAMES: dict[str, ScriptLanguage] = {
+    "shell": ScriptLanguage.SHELL,
+    "sh": ScriptLanguage.SHELL,
+    "bash": ScriptLanguage.SHELL,
+    "bat": ScriptLanguage.BAT,
+    "perl": ScriptLanguage.PERL,
+    "python": ScriptLanguage.PYTHON,
+    "powershell": ScriptLanguage.POWERSHELL,
+}
+EXTENSIONS: dict[str, ScriptLanguage] = {
+    ".py": ScriptLanguage.PYTHON,
+    ".pl": ScriptLanguage.PERL,
+    ".ps1": ScriptLanguage.POWERSHELL,
+    ".bat": ScriptLanguage.BAT,
+    ".cmd": ScriptLanguage.BAT,
+}
+RUNNABLE = (
+    ScriptLanguage.SHELL,
+    ScriptLanguage.BAT,
+    ScriptLanguage.PERL,
+    ScriptLanguage.PYTHON,
+    ScriptLanguage.POWERSHELL,
+)
+
+
+def parse_language(value: str) -> ScriptLanguage:
+    """A language by name (``shell``, ``python``…) or bk-job number (1-5)."""
+    text = value.strip().lower()
+    if text.isdigit() and int(text) in {int(lang) for lang in RUNNABLE}:
+        return ScriptLanguage(int(text))
+    if text in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[text]
+    names = ", ".join(sorted(set(LANGUAGE_NAMES) - {"sh", "bash"}))
+    raise typer.BadParameter(f"{value!r}: use one of {names} or 1-5", param_hint="--lang")
+
+
+def language_for(path: str) -> ScriptLanguage:
+    return EXTENSIONS.get(Path(path).suffix.lower(), ScriptLanguage.SHELL)
+
+
+def load_script(
+    command: str | None, file: str | None, lang: str | None
+) -> tuple[str, ScriptLanguage]:
+    """The script from ``-c`` or ``--file`` (``-`` reads stdin) and its language."""
+    if command is not None and file is None:
+        script = command
+    elif file is not None and command is None:
+        script = _read(file)
+    else:
+        raise typer.BadParameter("give exactly one of -c/--command or --file", param_hint="-c")
+    if lang is not None:
+        return script, parse_language(lang)
+    if file is None or file == "-":
+        return script, ScriptLanguage.SHELL
+    return script, language_for(file)
+
+
+def _read(file: str) -> str:
+    if file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {file}: {exc.strerror or exc}", param_hint="--file"
+        ) from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{file} is not UTF-8 text", param_hint="--file") from None

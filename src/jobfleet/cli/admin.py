@@ -1,0 +1,227 @@
+"""``jobfleet admin``: apps, users and grants, businesses, enroll tokens, hosts, agents."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from jobfleet.cli import _render
+from jobfleet.cli._context import cli_context
+
+admin_app = typer.Typer(
+    help="Administer the server (needs a user with is_admin).", no_args_is_help=True
+)
+apps = typer.Typer(help="API apps: the bk_app_code/bk_app_secret pairs clients use.")
+users = typer.Typer(help="Users and the business scopes they may act in.")
+businesses = typer.Typer(help="Businesses (bk_biz_id).")
+tokens = typer.Typer(help="One-time tokens agents enroll with.")
+host_cmds = typer.Typer(help="Host inventory.")
+agents = typer.Typer(help="Enrolled agents.")
+for group, group_name in (
+    (apps, "app"),
+    (users, "user"),
+    (businesses, "biz"),
+    (tokens, "token"),
+    (host_cmds, "host"),
+    (agents, "agent"),
+):
+    group.info.no_args_is_help = True
+    admin_app.add_typer(group, name=group_name)
+
+
+# --- apps -------------------------------------------------------------------------
+
+
+@apps.command("create")
+def app_create(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="The new bk_app_code.")],
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+) -> None:
+    """Create an app and print its secret (shown this once only)."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        data = client.create_app(code, description=description)
+    cli.out.out(f"app_code: {data.get('app_code', code)}\napp_secret: {data.get('app_secret')}")
+    cli.err.print(Text("store the secret now: it cannot be shown again", style="yellow"))
+
+
+@apps.command("list")
+def app_list(ctx: typer.Context) -> None:
+    """List apps."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        rows = client.list_apps()
+    cli.out.print(
+        _render.records_table(rows, ["app_code", "description", "disabled", "create_time"])
+    )
+
+
+@apps.command("delete")
+def app_delete(ctx: typer.Context, code: Annotated[str, typer.Argument()]) -> None:
+    """Delete an app; clients using it are refused from then on."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        client.delete_app(code)
+    cli.out.print(f"deleted app {code}")
+
+
+# --- users and grants ---------------------------------------------------------------
+
+
+@users.command("create")
+def user_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Username.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False,
+) -> None:
+    """Create a user."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        data = client.create_user(name, is_admin=admin)
+    role = "administrator" if data.get("is_admin", admin) else "user"
+    cli.out.print(f"created {role} {data.get('username', name)}")
+
+
+@users.command("list")
+def user_list(ctx: typer.Context) -> None:
+    """List users and their scopes."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        rows = client.list_users()
+    cli.out.print(_render.records_table(rows, ["username", "is_admin", "scopes"]))
+
+
+def _scope_args(biz: int | None, scope_type: str | None, scope_id: str | None) -> tuple[str, str]:
+    if biz is not None and (scope_type is None and scope_id is None):
+        return "biz", str(biz)
+    if biz is None and scope_type is not None and scope_id is not None:
+        return scope_type, scope_id
+    raise typer.BadParameter(
+        "give --biz N, or both --scope-type and --scope-id", param_hint="--biz"
+    )
+
+
+ScopeBiz = Annotated[int | None, typer.Option("--biz", help="Business id.")]
+ScopeType = Annotated[
+    str | None, typer.Option("--scope-type", help="biz or biz_set (with --scope-id).")
+]
+ScopeId = Annotated[str | None, typer.Option("--scope-id", help="Scope id (with --scope-type).")]
+
+
+@users.command("grant")
+def user_grant(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Username.")],
+    biz: ScopeBiz = None,
+    scope_type: ScopeType = None,
+    scope_id: ScopeId = None,
+) -> None:
+    """Let a user act in a business (or business set)."""
+    kind, ident = _scope_args(biz, scope_type, scope_id)
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        client.grant_scope(name, ident, scope_type=kind)
+    cli.out.print(f"granted {name} {kind} {ident}")
+
+
+@users.command("revoke")
+def user_revoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Username.")],
+    biz: ScopeBiz = None,
+    scope_type: ScopeType = None,
+    scope_id: ScopeId = None,
+) -> None:
+    """Take a business (or business set) away from a user."""
+    kind, ident = _scope_args(biz, scope_type, scope_id)
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        client.revoke_scope(name, ident, scope_type=kind)
+    cli.out.print(f"revoked {kind} {ident} from {name}")
+
+
+# --- businesses ---------------------------------------------------------------------
+
+
+@businesses.command("create")
+def biz_create(
+    ctx: typer.Context,
+    biz_id: Annotated[int, typer.Argument(metavar="ID", help="bk_biz_id.")],
+    name: Annotated[str, typer.Argument(help="Display name.")],
+) -> None:
+    """Create a business."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        data = client.create_business(biz_id, name)
+    cli.out.print(f"created business {data.get('bk_biz_id', biz_id)} ({data.get('name', name)})")
+
+
+@businesses.command("list")
+def biz_list(ctx: typer.Context) -> None:
+    """List businesses."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        rows = client.list_businesses()
+    cli.out.print(_render.records_table(rows, ["bk_biz_id", "name"]))
+
+
+# --- enroll tokens, hosts, agents -----------------------------------------------------
+
+
+@tokens.command("create")
+def token_create(
+    ctx: typer.Context,
+    biz: Annotated[
+        int | None, typer.Option("--biz", help="Business the enrolled hosts join.")
+    ] = None,
+    uses: Annotated[
+        int | None, typer.Option("--uses", min=1, help="How many agents may use it.")
+    ] = None,
+    ttl: Annotated[
+        int | None, typer.Option("--ttl", min=1, help="Seconds until it expires.")
+    ] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Free text to remember it by.")] = None,
+) -> None:
+    """Create an enroll token; only the token goes to stdout, for scripts."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        data = client.create_enroll_token(bk_biz_id=biz, uses=uses, ttl_seconds=ttl, note=note)
+    cli.out.out(str(data.get("token")))
+    limits = [f"biz {biz}" if biz is not None else "", f"{uses} uses" if uses else ""]
+    limits.append(f"expires in {ttl}s" if ttl else "")
+    detail = ", ".join(x for x in limits if x)
+    cli.err.print(Text(f"enroll token created{f' ({detail})' if detail else ''}", style="dim"))
+
+
+@host_cmds.command("add")
+def host_add(
+    ctx: typer.Context,
+    ip: Annotated[str, typer.Argument(help="Host IP.")],
+    biz: Annotated[
+        int | None, typer.Option("--biz", help="Business (default: the global --biz).")
+    ] = None,
+    cloud: Annotated[int, typer.Option("--cloud", min=0, help="Cloud area id.")] = 0,
+    hostname: Annotated[str | None, typer.Option("--hostname")] = None,
+) -> None:
+    """Register a host before its agent enrolls."""
+    cli = cli_context(ctx)
+    bk_biz_id = biz if biz is not None else cli.settings.biz
+    with cli.client() as client:
+        data = client.add_host(ip, bk_biz_id=bk_biz_id, bk_cloud_id=cloud, hostname=hostname)
+    cli.out.print(
+        f"added host {data.get('bk_host_id', '?')}: {ip} (biz {bk_biz_id}, cloud {cloud})"
+    )
+
+
+@agents.command("revoke")
+def agent_revoke(
+    ctx: typer.Context, agent_id: Annotated[str, typer.Argument(metavar="AGENT_ID")]
+) -> None:
+    """Revoke an agent's credential; it can no longer connect."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        client.revoke_agent(agent_id)
+    cli.out.print(f"revoked agent {agent_id}")

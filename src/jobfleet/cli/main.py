@@ -1,0 +1,335 @@
+"""The ``jobfleet`` command: global options and the job commands (run, status, logs, hosts)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.text import Text
+
+from jobfleet.cli import _render, daemons
+from jobfleet.cli._context import (
+    EXIT_INTERRUPTED,
+    CliContext,
+    ReportingGroup,
+    cli_context,
+)
+from jobfleet.cli._scripts import load_script
+from jobfleet.cli._settings import DEFAULT_CONFIG
+from jobfleet.cli.admin import admin_app
+from jobfleet.sdk import JobProgress
+
+app = typer.Typer(
+    name="jobfleet",
+    cls=ReportingGroup,
+    help="Run scripts on a fleet of hosts through a jobfleet (bk-job compatible) server.",
+    no_args_is_help=True,
+    # a traceback's locals would include the app secret
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(admin_app, name="admin")
+daemons.register(app)
+
+# setting → (callback parameter, flag, environment variable)
+_GLOBAL_OPTIONS = {
+    "server": ("server", "--server", "JOBFLEET_SERVER"),
+    "app_code": ("app_code", "--app-code", "JOBFLEET_APP_CODE"),
+    "app_secret": ("app_secret", "--app-secret", "JOBFLEET_APP_SECRET"),
+    "username": ("user", "--user", "JOBFLEET_USERNAME"),
+    "biz": ("biz", "--biz", "JOBFLEET_BIZ"),
+}
+
+BizOption = Annotated[
+    int | None, typer.Option("--biz", help="Business id (default: the global --biz).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="JOBFLEET_SERVER",
+            help="Server URL (default: http://127.0.0.1:8080).",
+        ),
+    ] = None,
+    app_code: Annotated[
+        str | None, typer.Option("--app-code", envvar="JOBFLEET_APP_CODE", help="App code.")
+    ] = None,
+    app_secret: Annotated[
+        str | None,
+        typer.Option("--app-secret", envvar="JOBFLEET_APP_SECRET", help="App secret."),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", envvar="JOBFLEET_USERNAME", help="User to act as (default: admin)."),
+    ] = None,
+    biz: Annotated[
+        int | None,
+        typer.Option("--biz", envvar="JOBFLEET_BIZ", help="Default business id (default: 2)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="JOBFLEET_CONFIG",
+            help="TOML file with server, app_code, app_secret, username, biz "
+            f"(default: {DEFAULT_CONFIG}).",
+            dir_okay=False,
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        Path | None,
+        typer.Option(
+            "--bootstrap",
+            envvar="JOBFLEET_BOOTSTRAP",
+            help="A server's bootstrap.json to take the URL and admin credentials from.",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Global options; each falls back to its environment variable, then the bootstrap
+    file, then the config file, then the default."""
+    values: dict[str, Any] = {
+        "server": server,
+        "app_code": app_code,
+        "app_secret": app_secret,
+        "username": user,
+        "biz": biz,
+    }
+    given: dict[str, tuple[Any, str] | None] = {}
+    for name, (param, flag, envvar) in _GLOBAL_OPTIONS.items():
+        value = values[name]
+        source = ctx.get_parameter_source(param)
+        from_env = source is not None and source.name == "ENVIRONMENT"
+        given[name] = None if value is None else (value, envvar if from_env else flag)
+    ctx.obj = CliContext(
+        given=given,
+        config=config if config is not None else DEFAULT_CONFIG,
+        config_required=config is not None,
+        bootstrap=bootstrap,
+    )
+
+
+def _scope(biz: int | None) -> dict[str, Any]:
+    return {} if biz is None else {"bk_scope_type": "biz", "bk_scope_id": str(biz)}
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", "-H", help="Target IP, or CLOUD:IP; repeat for more hosts."),
+    ] = None,
+    host_id: Annotated[
+        list[int] | None, typer.Option("--host-id", help="Target host id; repeatable.")
+    ] = None,
+    command: Annotated[
+        str | None, typer.Option("--command", "-c", help="Script text to run.")
+    ] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="Script file to run ('-' for stdin).")
+    ] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            "-l",
+            help="shell, bat, perl, python, powershell or 1-5 (default: from the file "
+            "extension, else shell).",
+        ),
+    ] = None,
+    param: Annotated[str, typer.Option("--param", "-p", help="Script arguments.")] = "",
+    account: Annotated[
+        str, typer.Option("--account", "-a", help="Execution account alias.")
+    ] = "root",
+    timeout: Annotated[
+        int, typer.Option("--timeout", min=1, help="Seconds before the job is killed.")
+    ] = 7200,
+    cloud: Annotated[int, typer.Option("--cloud", min=0, help="Cloud area of --host IPs.")] = 0,
+    biz: BizOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="Task name.")] = None,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.0, help="Seconds between status polls.")
+    ] = 0.5,
+    json_out: JsonOption = False,
+) -> None:
+    """Run a script on hosts and wait for it; exit 0 if the job succeeded, 1 if not."""
+    cli = cli_context(ctx)
+    script, language = load_script(command, file, lang)
+    if not host and not host_id:
+        raise typer.BadParameter("give at least one --host or --host-id", param_hint="--host")
+    seen: list[JobProgress] = []
+    started = time.monotonic()
+    with cli.client() as client, _render.RunProgress(cli.err) as bar:
+
+        def on_progress(progress: JobProgress) -> None:
+            seen[:] = [progress]
+            bar.update(progress)
+
+        try:
+            result = client.execute_and_wait(
+                script,
+                hosts=host or None,
+                host_ids=host_id or None,
+                bk_cloud_id=cloud,
+                language=int(language),
+                params=param,
+                account=account,
+                timeout=timeout,
+                biz=biz,
+                task_name=name,
+                poll_interval=poll_interval,
+                on_progress=on_progress,
+            )
+        except KeyboardInterrupt:
+            _interrupted(cli, seen[-1].job_instance_id if seen else None)
+    elapsed = time.monotonic() - started
+    if json_out:
+        cli.out.out(_render.to_json(result.to_dict() | {"elapsed": round(elapsed, 3)}))
+    else:
+        cli.out.print(_render.host_table(result.hosts))
+        cli.out.print(_render.result_summary(result, elapsed))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _interrupted(cli: CliContext, job_instance_id: int | None) -> NoReturn:
+    if job_instance_id is None:
+        cli.err.print(Text("interrupted; the job may have been submitted", style="yellow"))
+    else:
+        cli.err.print(
+            Text(
+                f"interrupted; job {job_instance_id} keeps running on the server "
+                f"(jobfleet status {job_instance_id})",
+                style="yellow",
+            )
+        )
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    job: Annotated[int, typer.Argument(help="Job instance id.")],
+    step: Annotated[
+        int | None, typer.Option("--step", help="Step instance id (default: the latest).")
+    ] = None,
+    biz: BizOption = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print get_job_instance_status data as JSON.")
+    ] = False,
+) -> None:
+    """Show a job, its steps and the hosts of one step with the tail of their logs."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        data = client.get_job_instance_status(job, return_ip_result=True, **_scope(biz))
+        if json_out:
+            cli.out.out(_render.to_json(data))
+            return
+        result = client.get_result(job, step, biz=biz)
+    cli.out.print(_render.job_overview(data))
+    if len(data.get("step_instance_list") or []) > 1:
+        cli.out.print(Text(f"\nhosts of step {result.step_instance_id}", style="bold"))
+    else:
+        cli.out.print()
+    cli.out.print(_render.host_table(result.hosts))
+    cli.out.print(_render.result_summary(result))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    job: Annotated[int, typer.Argument(help="Job instance id.")],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host", "-H", help="Only this IP; with one --host the raw log alone is printed."
+        ),
+    ] = None,
+    step: Annotated[
+        int | None, typer.Option("--step", help="Step instance id (default: the latest).")
+    ] = None,
+    biz: BizOption = None,
+) -> None:
+    """Print each host's full log of a job step."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        result = client.get_result(job, step, ips=host, biz=biz)
+    found = {h.ip for h in result.hosts}
+    missing = [ip for ip in host or [] if ip.rpartition(":")[2] not in found]
+    if host and len(host) == 1:
+        if not result.hosts:
+            cli.fail(
+                f"host {host[0]} is not a target of step {result.step_instance_id} of job {job}"
+            )
+        # raw bytes for pipes: no header, no markup, no wrapping
+        cli.out.file.write(result.hosts[0].log)
+        cli.out.file.flush()
+        return
+    for ip in missing:
+        cli.err.print(Text(f"host {ip} is not a target of this step", style="yellow"))
+    _render.print_host_logs(cli.out, result.hosts)
+
+
+@app.command()
+def hosts(
+    ctx: typer.Context,
+    biz: BizOption = None,
+    alive: Annotated[
+        bool | None, typer.Option("--alive/--dead", help="Only hosts whose agent is (not) up.")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List the hosts of a business and their agents."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        rows = client.list_hosts(
+            bk_biz_id=biz if biz is not None else cli.settings.biz, alive=alive
+        )
+    if json_out:
+        cli.out.out(_render.to_json(rows))
+        return
+    cli.out.print(_render.hosts_table(rows))
+    up = sum(1 for r in rows if r.get("alive"))
+    cli.out.print(Text(f"{len(rows)} hosts, {up} alive", style="dim"))
+
+
+@app.command()
+def whoami(ctx: typer.Context) -> None:
+    """Show the server, the credentials in use and what the server knows of them."""
+    cli = cli_context(ctx)
+    settings = cli.settings
+    with cli.client() as client:
+        me = client.whoami()
+    grid = _render.records_table(
+        [
+            {"setting": "server", "value": settings.server, "from": settings.sources["server"]},
+            {"setting": "app", "value": me.get("app_code"), "from": settings.sources["app_code"]},
+            {
+                "setting": "app secret",
+                "value": "(hidden)",
+                "from": settings.sources["app_secret"],
+            },
+            {"setting": "user", "value": me.get("username"), "from": settings.sources["username"]},
+            {"setting": "admin", "value": bool(me.get("is_admin")), "from": "server"},
+            {"setting": "scopes", "value": me.get("scopes") or [], "from": "server"},
+            {"setting": "default biz", "value": settings.biz, "from": settings.sources["biz"]},
+        ],
+        ["setting", "value", "from"],
+    )
+    cli.out.print(grid)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""How a call becomes an HTTP request and how an answer becomes data or a ``JobApiError``.
+
+Everything here is free of I/O so the sync and async clients share it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from jobfleet import __version__
+from jobfleet.sdk._errors import JobApiError
+from jobfleet.sdk._models import Credentials
+
+API_PREFIX = "/api/bk-job/prod/api/v3/"
+ADMIN_PREFIX = "/api/jobfleet/v1"
+USER_AGENT = f"jobfleet-sdk/{__version__}"
+
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+# get_* are queries the gateway serves by GET, except these, which bk-job defines as POST
+_POST_QUERIES = frozenset({"get_dangerous_rule_list"})
+_GET_ACTIONS = frozenset({"callback_protocol"})
+
+_HTTP_HINTS = {
+    401: "authentication rejected: check the app code, secret and user",
+    403: "forbidden: the app or user may not call this",
+    404: "not found: check the server URL",
+}
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    method: Method
+    path: str
+    query: tuple[tuple[str, str], ...] | None = None
+    body: dict[str, Any] | None = None
+
+
+def default_headers(credentials: Credentials) -> dict[str, str]:
+    return {
+        "X-Bkapi-Authorization": credentials.header_value(),
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+
+
+def api_method(name: str) -> Method:
+    if name in _GET_ACTIONS or (name.startswith("get_") and name not in _POST_QUERIES):
+        return "GET"
+    return "POST"
+
+
+def bk_request(name: str, params: Mapping[str, Any] | None, method: Method | None) -> RequestSpec:
+    method = method or api_method(name)
+    clean = drop_none(params or {})
+    if method == "GET":
+        return RequestSpec(method, API_PREFIX + name, query=tuple(encode_query(clean)))
+    return RequestSpec(method, API_PREFIX + name, body=clean)
+
+
+def admin_request(
+    method: Method,
+    path: str,
+    body: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> RequestSpec:
+    if not path.startswith("/"):
+        path = "/" + path
+    query = tuple(encode_query(drop_none(params))) if params else None
+    return RequestSpec(
+        method, ADMIN_PREFIX + path, query=query, body=drop_none(body) if body is not None else None
+    )
+
+
+def drop_none(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def encode_query(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Query pairs the way bk-job's Spring backend reads them.
+
+    Booleans are ``true``/``false`` (httpx would send ``True``), a list of scalars
+    repeats its key, and anything structured travels as JSON text.
+    """
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            pairs.extend((key, _query_scalar(item)) for item in value if item is not None)
+        else:
+            pairs.append((key, _query_scalar(value)))
+    return pairs
+
+
+def _query_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def parse_envelope(response: httpx.Response) -> Any:
+    """Return ``data`` of a successful envelope; raise ``JobApiError`` for anything else."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    status = response.status_code
+    if isinstance(body, dict) and "result" in body:
+        if body["result"] is True:
+            return body.get("data")
+        code = _int_or(body.get("code"), -1)
+        message = body.get("message") or _http_message(response)
+        raise JobApiError(
+            code if code != 0 else -1,
+            str(message),
+            data=body.get("data"),
+            permission=body.get("permission"),
+            http_status=status,
+            request_id=body.get("job_request_id"),
+        )
+    if status != httpx.codes.OK:
+        raise JobApiError(-1, _http_message(response), http_status=status)
+    raise JobApiError(
+        -1,
+        f"{_where(response.request)}: the answer is not a bk-job envelope ({_excerpt(response)})",
+        http_status=status,
+    )
+
+
+def transport_error(exc: httpx.TransportError, request: httpx.Request) -> JobApiError:
+    where = _where(request)
+    if isinstance(exc, httpx.TimeoutException):
+        return JobApiError(-1, f"{where}: timed out")
+    if isinstance(exc, httpx.ConnectError):
+        return JobApiError(
+            -1, f"cannot connect to {request.url.scheme}://{request.url.netloc.decode()}: {exc}"
+        )
+    return JobApiError(-1, f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _http_message(response: httpx.Response) -> str:
+    status = response.status_code
+    text = f"{_where(response.request)}: HTTP {status} {response.reason_phrase}".rstrip()
+    hint = _HTTP_HINTS.get(status)
+    if hint:
+        text += f" ({hint})"
+    excerpt = _excerpt(response)
+    if excerpt != "empty body":
+        text += f": {excerpt}"
+    return text
+
+
+def _where(request: httpx.Request) -> str:
+    return f"{request.method} {request.url.path}"
+
+
+def _excerpt(response: httpx.Response, limit: int = 200) -> str:
+    text = " ".join(response.text.split())
+    if not text:
+        return "empty body"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default

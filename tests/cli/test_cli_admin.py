@@ -1,0 +1,115 @@
+"""``jobfleet admin …`` commands against the admin API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import Cli, FakeServer
+
+
+def test_app_create_prints_the_secret_once(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("POST", "/apps")] = {"app_code": "ci", "app_secret": "s-123"}
+    result = cli("admin", "app", "create", "ci", "--description", "CI")
+    assert result.exit_code == 0
+    assert result.stdout == "app_code: ci\napp_secret: s-123\n"
+    assert "cannot be shown again" in result.stderr
+    assert server.admin_requests() == [("POST", "/apps", {"app_code": "ci", "description": "CI"})]
+
+
+def test_token_create_prints_only_the_token_on_stdout(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("POST", "/enroll-tokens")] = {"token": "tok-9"}
+    result = cli("admin", "token", "create", "--biz", "3", "--uses", "10", "--ttl", "600")
+    assert result.exit_code == 0
+    assert result.stdout == "tok-9\n"
+    assert server.admin_requests() == [
+        ("POST", "/enroll-tokens", {"bk_biz_id": 3, "uses": 10, "ttl_seconds": 600})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "request_"),
+    [
+        (["app", "delete", "ci"], ("DELETE", "/apps/ci", None)),
+        (["user", "create", "bob"], ("POST", "/users", {"username": "bob", "is_admin": False})),
+        (
+            ["user", "create", "eve", "--admin"],
+            ("POST", "/users", {"username": "eve", "is_admin": True}),
+        ),
+        (
+            ["user", "grant", "bob", "--biz", "3"],
+            ("POST", "/users/bob/grants", {"scope_type": "biz", "scope_id": "3"}),
+        ),
+        (
+            ["user", "grant", "bob", "--scope-type", "biz_set", "--scope-id", "9000001"],
+            ("POST", "/users/bob/grants", {"scope_type": "biz_set", "scope_id": "9000001"}),
+        ),
+        (["user", "revoke", "bob", "--biz", "3"], ("DELETE", "/users/bob/grants/biz/3", None)),
+        (["biz", "create", "3", "web"], ("POST", "/businesses", {"bk_biz_id": 3, "name": "web"})),
+        (
+            ["host", "add", "10.0.0.5"],
+            ("POST", "/hosts", {"bk_biz_id": 2, "ip": "10.0.0.5", "bk_cloud_id": 0}),
+        ),
+        (
+            ["host", "add", "10.0.0.5", "--biz", "3", "--cloud", "1", "--hostname", "db"],
+            (
+                "POST",
+                "/hosts",
+                {"bk_biz_id": 3, "ip": "10.0.0.5", "bk_cloud_id": 1, "hostname": "db"},
+            ),
+        ),
+        (["token", "create"], ("POST", "/enroll-tokens", {})),
+        (["agent", "revoke", "ag-7"], ("DELETE", "/agents/ag-7", None)),
+    ],
+)
+def test_admin_commands_send_the_documented_request(
+    cli: Cli, server: FakeServer, args: list[str], request_: tuple[str, str, object]
+) -> None:
+    result = cli("admin", *args)
+    assert result.exit_code == 0, result.output
+    assert server.admin_requests() == [request_]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["user", "grant", "bob"],
+        ["user", "grant", "bob", "--biz", "3", "--scope-type", "biz"],
+        ["user", "revoke", "bob", "--scope-id", "3"],
+    ],
+)
+def test_grant_needs_exactly_one_scope_form(cli: Cli, server: FakeServer, args: list[str]) -> None:
+    result = cli("admin", *args)
+    assert result.exit_code == 2
+    assert server.requests == []
+
+
+def test_lists_render_tables(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("GET", "/apps")] = [
+        {"app_code": "ci", "description": "CI", "disabled": False, "create_time": 1_700_000_000_000}
+    ]
+    server.admin_answers[("GET", "/users")] = [
+        {"username": "bob", "is_admin": False, "scopes": [{"scope_type": "biz", "scope_id": "3"}]}
+    ]
+    server.admin_answers[("GET", "/businesses")] = [{"bk_biz_id": 3, "name": "web"}]
+    apps = cli("admin", "app", "list")
+    users = cli("admin", "user", "list")
+    bizs = cli("admin", "biz", "list")
+    assert apps.exit_code == users.exit_code == bizs.exit_code == 0
+    assert "ci" in apps.stdout and "2023-11-1" in apps.stdout
+    assert "bob" in users.stdout and "biz:3" in users.stdout
+    assert "web" in bizs.stdout
+
+
+def test_admin_api_error_exits_2(cli: Cli, server: FakeServer) -> None:
+    server.errors["/users"] = (1249409, "user bob exists")
+    result = cli("admin", "user", "create", "bob")
+    assert result.exit_code == 2
+    assert "error 1249409: user bob exists" in result.stderr
+
+
+def test_group_without_subcommand_shows_help(cli: Cli) -> None:
+    result = cli("admin", "user")
+    assert "grant" in result.output

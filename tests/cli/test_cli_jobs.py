@@ -1,0 +1,116 @@
+"""``jobfleet status``, ``logs`` and ``hosts``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conftest import Cli, FakeServer
+
+
+def test_status_shows_job_steps_and_hosts(cli: Cli, server: FakeServer) -> None:
+    server.hosts[1].status, server.hosts[1].exit_code = 1, None
+    server.job_status = 4
+    result = cli("status", "77")
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "77  deploy web" in out
+    assert "deploy step" in out
+    assert "failed" in out
+    assert "1.5s" in out
+    assert "Agent abnormal (1)" in out
+    assert "10.0.0.2" in out
+    assert "✘ job 77 failed · 1 of 2 hosts failed" in out
+
+
+def test_status_json_is_the_wire_data(cli: Cli, server: FakeServer) -> None:
+    result = cli("status", "77", "--json", "--biz", "5")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["job_instance"]["job_instance_id"] == 77
+    assert len(data["step_instance_list"][0]["step_ip_result_list"]) == 2
+    assert server.requests[0].url.params["bk_scope_id"] == "5"
+    assert server.requests[0].url.params["return_ip_result"] == "true"
+
+
+def test_status_of_unknown_job_exits_2(cli: Cli, server: FakeServer) -> None:
+    server.errors["get_job_instance_status"] = (1244006, "Job instance not exist")
+    result = cli("status", "5")
+    assert result.exit_code == 2
+    assert "error 1244006: Job instance not exist" in result.stderr
+
+
+def test_logs_print_every_host_under_a_header(cli: Cli, server: FakeServer) -> None:
+    server.hosts[1].status, server.hosts[1].exit_code = 104, 2
+    result = cli("logs", "77")
+    assert result.exit_code == 0
+    assert result.stdout == (
+        "== 10.0.0.1 (Success, exit 0) ==\n"
+        "starting\nstep one\nstep two\nall done\n"
+        "== 10.0.0.2 (Script exit code non-zero, exit 2) ==\n"
+        "hello from 2\n"
+    )
+
+
+def test_logs_of_one_host_are_raw(cli: Cli, server: FakeServer) -> None:
+    server.hosts[0].log = "[red]not markup[/red]\r\n\ttabbed\n"
+    result = cli("logs", "77", "--host", "10.0.0.1", "--step", "88")
+    assert result.exit_code == 0
+    assert result.stdout_bytes == b"[red]not markup[/red]\r\n\ttabbed\n"
+    batch = [r for r in server.requests if r.url.path.endswith("batch_get_job_instance_ip_log")]
+    assert json.loads(batch[0].content)["host_id_list"] == [1]
+
+
+def test_logs_of_a_host_not_in_the_job_exit_2(cli: Cli, server: FakeServer) -> None:
+    result = cli("logs", "77", "--host", "10.9.9.9")
+    assert result.exit_code == 2
+    assert "10.9.9.9 is not a target" in result.stderr
+
+
+def test_hosts_table_and_filters(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("GET", "/hosts")] = [
+        {
+            "bk_host_id": 1,
+            "bk_biz_id": 2,
+            "bk_cloud_id": 0,
+            "ip": "10.0.0.1",
+            "hostname": "web1",
+            "os_type": "linux",
+            "agent_id": "ag-1",
+            "alive": True,
+            "agent_version": "0.1.0",
+            "last_seen": 1_700_000_000_000,
+        },
+        {
+            "bk_host_id": 2,
+            "bk_biz_id": 2,
+            "bk_cloud_id": 0,
+            "ip": "10.0.0.2",
+            "hostname": "web2",
+            "os_type": "linux",
+            "agent_id": None,
+            "alive": False,
+            "agent_version": None,
+            "last_seen": None,
+        },
+    ]
+    result = cli("hosts")
+    assert result.exit_code == 0, result.output
+    assert "web1" in result.stdout and "ag-1" in result.stdout
+    assert "2 hosts, 1 alive" in result.stdout
+    assert cli("hosts", "--biz", "4", "--alive").exit_code == 0
+    assert cli("hosts", "--dead").exit_code == 0
+    paths = [path for _, path, _ in server.admin_requests()]
+    assert paths == [
+        "/hosts?bk_biz_id=2",
+        "/hosts?bk_biz_id=4&alive=true",
+        "/hosts?bk_biz_id=2&alive=false",
+    ]
+
+
+def test_hosts_json(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("GET", "/hosts")] = [{"bk_host_id": 1, "ip": "10.0.0.1"}]
+    result = cli("hosts", "--json")
+    assert json.loads(result.stdout) == [{"bk_host_id": 1, "ip": "10.0.0.1"}]

@@ -1,0 +1,116 @@
+"""The pure formatting helpers behind the tables."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from jobfleet.cli import _render
+from jobfleet.cli._scripts import language_for, parse_language
+from jobfleet.sdk import ExecutionResult, HostResult
+
+
+def render(renderable: object) -> str:
+    console = Console(width=160, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_log_excerpt_keeps_last_three_non_empty_lines_truncated() -> None:
+    log = "one\n\ntwo\n  \nthree\n" + "x" * 300 + "\n\n"
+    excerpt = _render.log_excerpt(log)
+    lines = excerpt.split("\n")
+    assert lines[:2] == ["two", "three"]
+    assert len(lines[2]) == _render.EXCERPT_WIDTH and lines[2].endswith("…")
+    assert _render.log_excerpt("") == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.25, "0.2s"), (59.94, "59.9s"), (61, "1m01s"), (3725, "1h02m05s")]
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert _render.format_duration(seconds) == text
+
+
+def test_format_time_accepts_ms_seconds_iso_and_nothing() -> None:
+    assert _render.format_time(None) == "-"
+    assert _render.format_time(1_700_000_000_000) == _render.format_time(1_700_000_000)
+    assert _render.format_time("2024-01-02T03:04:05") == "2024-01-02 03:04:05"
+    assert _render.format_time("yesterday") == "yesterday"
+
+
+def test_host_table_groups_by_status_failures_last_and_escapes_markup() -> None:
+    hosts = [
+        HostResult(1, "10.0.0.3", 0, 104, 1, log="[bold]boom[/bold]\n"),
+        HostResult(2, "10.0.0.1", 0, 9, 0, log="ok\n"),
+        HostResult(3, "10.0.0.2", 1, 9, 0, log="ok\n"),
+        HostResult(4, "10.0.0.4", 0, 1, None),
+        HostResult(5, "10.0.0.5", 0, 7, None),
+        HostResult(6, "10.0.0.6", 0, 999, None),
+    ]
+    text = render(_render.host_table(hosts))
+    order = [
+        text.index(s)
+        for s in (
+            "Success (2)",
+            "Running (1)",
+            "Unknown error (1)",
+            "Agent abnormal (1)",
+            "Script exit code non-zero (1)",
+        )
+    ]
+    assert order == sorted(order)
+    assert "1:10.0.0.2" in text
+    assert "[bold]boom[/bold]" in text
+
+
+def test_result_summary_wording() -> None:
+    result = ExecutionResult(5, 6, 2, False, [HostResult(1, "10.0.0.1", 0, 7, None)])
+    assert render(_render.result_summary(result)).strip() == "… job 5 running · 0/1 hosts done"
+    result = ExecutionResult(5, 6, 3, True, [HostResult(1, "10.0.0.1", 0, 9, 0)])
+    assert render(_render.result_summary(result, 2.0)).strip() == (
+        "✔ job 5 succeeded · 1/1 hosts done · 2.0s"
+    )
+
+
+def test_language_names_numbers_and_extensions() -> None:
+    assert parse_language("PowerShell") == 5
+    assert parse_language("bash") == 1
+    assert parse_language("4") == 4
+    assert language_for("/x/deploy.PY") == 4
+    assert language_for("run.bat") == 2
+    assert language_for("Makefile") == 1
+    for bad in ("6", "0", "ruby"):
+        with pytest.raises(Exception, match="use one of"):
+            parse_language(bad)
+
+
+def test_progress_bar_draws_on_a_terminal_and_is_silent_elsewhere() -> None:
+    import io
+
+    from jobfleet.sdk import JobProgress
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=100)
+    with _render.RunProgress(console) as bar:
+        bar.update(JobProgress(77, 2, 10, 4, 1, 3, 0.5, False))
+        bar.update(JobProgress(77, 4, 10, 10, 2, 0, 1.0, True))
+    assert "job 77" in buffer.getvalue()
+
+    quiet = io.StringIO()
+    with _render.RunProgress(Console(file=quiet)) as bar:
+        bar.update(JobProgress(77, 2, 10, 4, 1, 3, 0.5, False))
+    assert quiet.getvalue() == ""
+
+
+def test_logs_header_shows_cloud_when_not_default() -> None:
+    console = Console(file=open("/dev/null", "w"), record=True, width=100)  # noqa: SIM115
+    _render.print_host_logs(console, [HostResult(1, "10.0.0.4", 3, 9, 0, log="ok\n")])
+    assert console.export_text() == "== 3:10.0.0.4 (Success, exit 0) ==\nok\n"
+
+
+def test_hosts_sort_numerically_by_ip() -> None:
+    hosts = [HostResult(i, f"10.0.0.{i}", 0, 9, 0) for i in (10, 9, 100, 1)]
+    text = render(_render.host_table(hosts, logs=False))
+    positions = [text.index(f"10.0.0.{i} ") for i in (1, 9, 10, 100)]
+    assert positions == sorted(positions)

@@ -1,0 +1,3 @@
+from tests.integration.harness import running
+
+__all__ = ["running"]

@@ -1,0 +1,190 @@
+"""A real server on a loopback port, real agents, and a raw HTTP client speaking the wire API.
+
+The ``running`` fixture is re-exported by conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from jobfleet.agent.client import Agent, AgentSettings
+from jobfleet.server import Server, ServerSettings, read_bootstrap
+
+TEST_ENGINE = {"agent_lost_grace": 1.0, "recovery_window": 8.0, "callback_backoff": 0.2,
+               "callback_backoff_max": 1.0, "reconcile_interval": 1.0, "terminate_wait": 5.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0,
+                     interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+class Wire:
+    """An HTTP client that calls the bk-job API exactly as BlueKing clients do."""
+
+    def __init__(self, base: str, app_code: str, secret: str, user: str = "admin") -> None:
+        self.base = base
+        self.auth = {"bk_app_code": app_code, "bk_app_secret": secret, "bk_username": user}
+        self.http = httpx.AsyncClient(base_url=base, timeout=60, trust_env=False)
+
+    def headers(self, **override: str) -> dict[str, str]:
+        return {"X-Bkapi-Authorization": json.dumps({**self.auth, **override})}
+
+    async def post(self, path: str, body: Any, **kw: Any) -> dict[str, Any]:
+        resp = await self.http.post(path, json=body, headers=kw.pop("headers", self.headers()))
+        return dict(resp.json())
+
+    async def get(self, path: str, params: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        resp = await self.http.get(path, params=params, headers=kw.pop("headers", self.headers()))
+        return dict(resp.json())
+
+    async def v3(self, name: str, params: dict[str, Any], *, method: str = "POST",
+                 prefix: str = "/api/bk-job/prod/api/v3") -> dict[str, Any]:
+        if method == "GET":
+            return await self.get(f"{prefix}/{name}", params)
+        return await self.post(f"{prefix}/{name}", params)
+
+    async def run_script(self, script: str, ips: list[str], **extra: Any) -> dict[str, Any]:
+        body = {"bk_scope_type": "biz", "bk_scope_id": "2", "script_content": b64(script),
+                "script_language": 1, "account_alias": "root",
+                "target_server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in ips]},
+                **extra}
+        answer = await self.v3("fast_execute_script", body)
+        assert answer["result"], answer
+        return dict(answer["data"])
+
+    async def status(self, job_id: int) -> dict[str, Any]:
+        answer = await self.v3("get_job_instance_status",
+                               {"bk_biz_id": 2, "job_instance_id": job_id,
+                                "return_ip_result": "true"}, method="GET")
+        assert answer["result"], answer
+        return dict(answer["data"])
+
+    async def wait(self, job_id: int, timeout: float = 60.0) -> dict[str, Any]:
+        async def done() -> dict[str, Any] | None:
+            data = await self.status(job_id)
+            return data if data["finished"] else None
+        return dict(await eventually(done, timeout, 0.1))
+
+    async def logs(self, job_id: int, step_id: int, ips: list[str]) -> dict[str, str]:
+        answer = await self.v3("batch_get_job_instance_ip_log", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+            "ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in ips]})
+        assert answer["result"], answer
+        return {i["ip"]: i["log_content"] for i in answer["data"]["script_task_logs"]}
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@dataclass
+class Running:
+    server: Server
+    url: str
+    boot: dict[str, Any]
+    wire: Wire
+    data_dir: Path
+    agents: dict[str, tuple[Agent, asyncio.Task[None]]] = field(default_factory=dict)
+
+    async def start_agents(self, ips: list[str], *, biz: int = 2) -> None:
+        for ip in ips:
+            settings = AgentSettings(server=self.url, state_dir=self.data_dir / f"agent-{ip}",
+                                     ip=ip, biz=biz, enroll_token=self.boot["enroll_token"],
+                                     heartbeat=2.0, max_backoff=1.0)
+            agent = Agent(settings)
+            self.agents[ip] = (agent, asyncio.create_task(agent.run_forever()))
+        await asyncio.gather(*(self.agents[ip][0].connected.wait() for ip in ips))
+        await eventually(self._alive(ips))
+
+    def _alive(self, ips: list[str]) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            hosts = await self.server.inventory.list()
+            alive = {h.ip for h in hosts if h.alive}
+            return set(ips) <= alive
+        return check
+
+    async def stop_agent(self, ip: str) -> None:
+        agent, task = self.agents.pop(ip)
+        await agent.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
+    port = free_port()
+    settings = ServerSettings(data_dir=tmp_path / "server", port=port, database_url=database_url,
+                              engine=dict(TEST_ENGINE), heartbeat=2.0, log_level="warning")
+    server = Server(settings)
+    uv = uvicorn.Server(server.uvicorn_config())
+    task = asyncio.create_task(uv.serve())
+    await eventually(lambda: asyncio.sleep(0, uv.started))
+    boot = read_bootstrap(settings.data_dir)
+    wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
+    run = Running(server, settings.url, boot, wire, tmp_path)
+    try:
+        yield run
+    finally:
+        for ip in list(run.agents):
+            await run.stop_agent(ip)
+        await wire.close()
+        uv.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+@dataclass
+class Proc:
+    """A jobfleet process started the way an operator starts it."""
+
+    args: list[str]
+    env: dict[str, str]
+    proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", *self.args, env={**os.environ, **self.env},
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()

@@ -1,0 +1,164 @@
+"""Every bad request gets the envelope with the right code, and the server keeps serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.harness import Running, b64
+
+SCRIPT = b64("echo hi")
+
+
+def body(**override: Any) -> dict[str, Any]:
+    base = {"bk_biz_id": 2, "script_content": SCRIPT, "script_language": 1,
+            "account_alias": "root",
+            "target_server": {"ip_list": [{"ip": "127.0.0.2", "bk_cloud_id": 0}]}}
+    base.update(override)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+CASES = [
+    ("invalid base64", body(script_content="%%% not base64"), 1241005),
+    ("unknown language", body(script_language=9), 1241005),
+    ("no script", body(script_content=None), 1241004),
+    ("empty target", body(target_server={"ip_list": [], "host_id_list": []}), 1244001),
+    ("missing target", body(target_server=None), 1241004),
+    ("unknown ip", body(target_server={"ip_list": [{"ip": "10.9.9.9", "bk_cloud_id": 0}]}),
+     1243052),
+    ("unknown host id", body(target_server={"host_id_list": [987654]}), 1243053),
+    ("not an ip", body(target_server={"ip_list": [{"ip": "nope", "bk_cloud_id": 0}]}), 1241010),
+    ("unknown account", body(account_alias="no-such-account"), 1244003),
+    ("no account", body(account_alias=None), 1241004),
+    ("timeout too small", body(timeout=0), 1240003),
+    ("timeout too large", body(timeout=259201), 1240003),
+    ("oversized params", body(script_param=b64("x" * 65536)), 1241010),
+    ("oversized sensitive params",
+     body(script_param=b64("x" * 48129), is_param_sensitive=1), 1241010),
+    ("unknown business", body(bk_biz_id=77), 1243049),
+    ("no scope", body(bk_biz_id=None), 1241004),
+    ("bad callback", body(callback_url="ftp://example/x"), 1240003),
+    ("unbalanced quotes", body(script_param=b64("'open")), 1241010),
+]
+
+
+@pytest.mark.parametrize(("case", "payload", "code"), CASES, ids=[c[0] for c in CASES])
+async def test_fast_execute_script_rejects(running: Running, case: str, payload: dict[str, Any],
+                                           code: int) -> None:
+    await running.server.inventory.add(2, "127.0.0.2")
+    answer = await running.wire.v3("fast_execute_script", payload)
+    assert answer["result"] is False and answer["code"] == code, answer
+    assert answer["message"]
+    assert "data" not in answer or answer["data"] is None
+
+
+async def test_oversized_script_is_refused_without_decoding(running: Running) -> None:
+    huge = "A" * (16_777_215 // 3 * 4 + 400)
+    answer = await running.wire.v3("fast_execute_script", body(script_content=huge))
+    assert answer["code"] == 1241010
+
+
+async def test_hosts_of_another_business_are_refused(running: Running) -> None:
+    await running.server.identity.create_business(3, "other")
+    await running.server.inventory.add(3, "127.0.0.9")
+    answer = await running.wire.v3("fast_execute_script", body(
+        target_server={"ip_list": [{"ip": "127.0.0.9", "bk_cloud_id": 0}]}))
+    assert answer["code"] == 1244002
+
+
+async def test_malformed_json_and_non_object_bodies(running: Running) -> None:
+    for raw in (b"{not json", b"[1, 2]", b"\"text\""):
+        resp = await running.wire.http.post("/api/bk-job/prod/api/v3/fast_execute_script",
+                                            content=raw, headers=running.wire.headers())
+        assert resp.status_code == 200
+        assert resp.json()["code"] == 1240003
+
+
+async def test_auth_failures(running: Running) -> None:
+    http = running.wire.http
+    path = "/api/bk-job/prod/api/v3/get_job_instance_list"
+    missing = await http.get(path, params={"bk_biz_id": 2})
+    assert missing.status_code == 401 and missing.json()["code"] == 1247004
+    wrong = await http.get(path, params={"bk_biz_id": 2},
+                           headers=running.wire.headers(bk_app_secret="wrong"))
+    assert wrong.status_code == 401 and wrong.json()["code"] == 1240005
+    assert wrong.json()["result"] is False
+    garbage = await http.get(path, params={"bk_biz_id": 2},
+                             headers={"X-Bkapi-Authorization": "{oops"})
+    assert garbage.status_code == 401 and garbage.json()["code"] == 1240005
+    no_user = await http.get(path, params={"bk_biz_id": 2},
+                             headers={"X-Bkapi-Authorization": '{"bk_app_code": "%s", '
+                                      '"bk_app_secret": "%s"}' % (running.boot["bk_app_code"],
+                                                                  running.boot["bk_app_secret"])})
+    assert no_user.json()["code"] == 1247002
+    # the gateway path never takes credentials from the body
+    body_only = await http.post("/api/bk-job/prod/api/v3/fast_execute_script",
+                                json={**body(), **running.wire.auth})
+    assert body_only.json()["code"] == 1247004
+
+
+async def test_user_outside_business_gets_9900403(running: Running) -> None:
+    await running.server.identity.ensure_user("alice")
+    await running.server.identity.create_business(3, "alice's")
+    await running.server.identity.grant("alice", "biz", "3")
+    headers = running.wire.headers(bk_username="alice")
+    answer = await running.wire.post("/api/bk-job/prod/api/v3/fast_execute_script", body(),
+                                     headers=headers)
+    assert answer["code"] == 9900403 and answer["result"] is False
+    assert answer["permission"]["actions"]
+    listing = await running.wire.get("/api/bk-job/prod/api/v3/get_job_instance_list",
+                                     {"bk_biz_id": 3, "create_time_start": 1,
+                                      "create_time_end": 2}, headers=headers)
+    assert listing["result"] is True
+
+
+async def test_unknown_ids_and_log_limits(running: Running) -> None:
+    await running.start_agents(["127.0.0.2"])
+    missing = await running.wire.v3("get_job_instance_status",
+                                    {"bk_biz_id": 2, "job_instance_id": 424242}, method="GET")
+    assert missing["code"] == 1244006
+    sub = await running.wire.run_script("echo x", ["127.0.0.2"])
+    wrong_step = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "step_instance_id": 999,
+        "bk_host_id": 1}, method="GET")
+    assert wrong_step["code"] == 1244007
+    too_many = await running.wire.v3("batch_get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+        "step_instance_id": sub["step_instance_id"], "host_id_list": list(range(1, 502))})
+    assert too_many["code"] == 1241007
+    bad_op = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "operation_code": 7})
+    assert bad_op["code"] == 1241002
+    # after all of that the server still serves, and the job is intact
+    data = await running.wire.wait(sub["job_instance_id"])
+    assert data["job_instance"]["status"] == 3
+
+
+async def test_wrong_method_and_unknown_api(running: Running) -> None:
+    resp = await running.wire.http.get("/api/bk-job/prod/api/v3/fast_execute_script",
+                                       headers=running.wire.headers())
+    assert resp.status_code == 405 and resp.json()["result"] is False
+    resp = await running.wire.http.post("/api/bk-job/prod/api/v3/no_such_api", json={},
+                                        headers=running.wire.headers())
+    assert resp.status_code == 404 and resp.json()["result"] is False
+
+
+async def test_history_query_range_rules(running: Running) -> None:
+    for params, code in (({}, 1241004), ({"create_time_start": 10, "create_time_end": 5}, 1241002),
+                         ({"create_time_start": 0, "create_time_end": 31 * 86400 * 1000},
+                          1241002), ({"create_time_start": 1, "create_time_end": 2,
+                                      "length": 1001}, 1241010)):
+        answer = await running.wire.v3("get_job_instance_list", {"bk_biz_id": 2, **params},
+                                       method="GET")
+        assert answer["code"] == code, (params, answer)
+
+
+async def test_server_survives_garbage(running: Running) -> None:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+        for path in ("/api/c/compapi/v2/jobv3/fast_execute_script/",
+                     "/api/bk-gse/prod/api/v2/cluster/list_agent_state"):
+            resp = await http.post(path, content=b"\x00\xff" * 100)
+            assert resp.json()["result"] is False
+        assert (await http.get("/healthz")).status_code == 200
