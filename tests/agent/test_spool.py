@@ -151,6 +151,8 @@ def test_damaged_record_in_the_middle_is_skipped(tmp_path: Path) -> None:
     lines = [
         b'{"k":"accept","id":"1:1:1","at":1.0}',
         b"\x00\x00garbage",
+        b'{"t":"out","id":"1:1:1","data":"no seq"}',
+        b"[1, 2]",
         b'{"t":"out","id":"1:1:1","seq":1,"data":"a"}',
         b'{"t":"out","id":"7:7:7","seq":1,"data":"never accepted"}',
     ]

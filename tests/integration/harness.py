@@ -33,6 +33,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bound_socket(port: int = 0) -> socket.socket:
+    """A listening address that stays ours: parallel test workers cannot race for it.
+
+    Pass the port of a server that stopped to start its successor on the same address."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+async def serve_on(server: uvicorn.Server, sock: socket.socket) -> asyncio.Task[None]:
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    async def started() -> bool:
+        if task.done():
+            task.result()
+        return bool(server.started)
+    await eventually(started, timeout=30)
+    return task
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -123,7 +144,13 @@ class Running:
                                      heartbeat=2.0, max_backoff=1.0)
             agent = Agent(settings)
             self.agents[ip] = (agent, asyncio.create_task(agent.run_forever()))
-        await asyncio.gather(*(self.agents[ip][0].connected.wait() for ip in ips))
+        async def connected() -> bool:
+            for ip in ips:
+                _agent, task = self.agents[ip]
+                if task.done():
+                    task.result()  # an agent that gave up says why
+            return all(self.agents[ip][0].connected.is_set() for ip in ips)
+        await eventually(connected, timeout=30)
         await eventually(self._alive(ips))
 
     def _alive(self, ips: list[str]) -> Callable[[], Awaitable[bool]]:
@@ -142,13 +169,13 @@ class Running:
 
 @pytest.fixture
 async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
-    port = free_port()
-    settings = ServerSettings(data_dir=tmp_path / "server", port=port, database_url=database_url,
-                              engine=dict(TEST_ENGINE), heartbeat=2.0, log_level="warning")
+    sock = bound_socket()
+    settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
+                              database_url=database_url, engine=dict(TEST_ENGINE),
+                              heartbeat=2.0, log_level="warning")
     server = Server(settings)
     uv = uvicorn.Server(server.uvicorn_config())
-    task = asyncio.create_task(uv.serve())
-    await eventually(lambda: asyncio.sleep(0, uv.started))
+    task = await serve_on(uv, sock)
     boot = read_bootstrap(settings.data_dir)
     wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
     run = Running(server, settings.url, boot, wire, tmp_path)

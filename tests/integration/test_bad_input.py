@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
-
 from tests.integration.harness import Running, b64
 
 SCRIPT = b64("echo hi")
@@ -88,10 +88,10 @@ async def test_auth_failures(running: Running) -> None:
     garbage = await http.get(path, params={"bk_biz_id": 2},
                              headers={"X-Bkapi-Authorization": "{oops"})
     assert garbage.status_code == 401 and garbage.json()["code"] == 1240005
+    app_only = json.dumps({"bk_app_code": running.boot["bk_app_code"],
+                           "bk_app_secret": running.boot["bk_app_secret"]})
     no_user = await http.get(path, params={"bk_biz_id": 2},
-                             headers={"X-Bkapi-Authorization": '{"bk_app_code": "%s", '
-                                      '"bk_app_secret": "%s"}' % (running.boot["bk_app_code"],
-                                                                  running.boot["bk_app_secret"])})
+                             headers={"X-Bkapi-Authorization": app_only})
     assert no_user.json()["code"] == 1247002
     # the gateway path never takes credentials from the body
     body_only = await http.post("/api/bk-job/prod/api/v3/fast_execute_script",

@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-
 from tests.integration.harness import Running, b64, eventually
 
 IPS = ["127.0.0.2", "127.0.0.3"]

@@ -8,7 +8,6 @@ import os
 import shutil
 
 import pytest
-
 from tests.integration.harness import Running, b64, eventually
 
 IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]

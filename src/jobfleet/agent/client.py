@@ -306,10 +306,10 @@ class Agent:
             if not held:
                 return
             seq += 1
-            message = {"t": protocol.OUTPUT, "id": task_id, "seq": seq, "data": "".join(held)}
+            data = "".join(held)
             held.clear()
-            self.spool.add_output(task_id, seq, message["data"])
-            self._send(message)
+            self.spool.add_output(task_id, seq, data)
+            self._send({"t": protocol.OUTPUT, "id": task_id, "seq": seq, "data": data})
 
         async def on_output(data: str) -> None:
             nonlocal timer

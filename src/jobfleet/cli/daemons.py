@@ -29,6 +29,13 @@ def server(
             help="Seconds a disconnected agent has to come back before its tasks end with 310"
         ),
     ] = 10.0,
+    recovery_window: Annotated[
+        float,
+        typer.Option(
+            help="After a restart, seconds to wait for agents to reconnect before giving up on "
+            "their tasks"
+        ),
+    ] = 20.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run a jobfleet server: HTTP API, agent gateway and job engine."""
@@ -41,7 +48,7 @@ def server(
             host=host,
             port=port,
             database_url=database_url,
-            engine={"agent_lost_grace": agent_lost_grace},
+            engine={"agent_lost_grace": agent_lost_grace, "recovery_window": recovery_window},
             log_level=log_level,
         )
     )

@@ -1,0 +1,101 @@
+"""The CLI, the SDK and the demo, used the way an operator uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from tests.integration.harness import Running
+
+from jobfleet.sdk import AsyncJobClient, JobClient
+
+IPS = ["127.0.0.2", "127.0.0.3"]
+
+
+async def cli(running: Running, *args: str, env: dict[str, str] | None = None
+              ) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap",
+        str(running.data_dir / "server" / "bootstrap.json"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200", **(env or {})})
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_cli_run_status_logs_hosts(running: Running) -> None:
+    await running.start_agents(IPS)
+    code, out = await cli(running, "run", "--host", IPS[0], "--host", IPS[1], "-c",
+                          "echo from-$JOBFLEET_HOST_IP")
+    assert code == 0, out
+    assert IPS[0] in out and IPS[1] in out and f"from-{IPS[1]}" in out
+    code, out = await cli(running, "run", "--host", IPS[0], "--host", IPS[1], "-c",
+                          '[ "$JOBFLEET_HOST_IP" = 127.0.0.2 ] || exit 5', "--json")
+    assert code == 1
+    result = json.loads(out)
+    job_id = result["job_instance_id"]
+    exits = {h["ip"]: h["exit_code"] for h in result["hosts"]}
+    assert exits == {IPS[0]: 0, IPS[1]: 5}
+    code, out = await cli(running, "status", str(job_id))
+    assert code == 0 and IPS[1] in out
+    code, out = await cli(running, "logs", str(job_id), "--host", IPS[0])
+    assert code == 0 and out == ""
+    code, out = await cli(running, "hosts")
+    assert code == 0 and IPS[0] in out and IPS[1] in out
+
+
+async def test_cli_runs_a_python_file(running: Running, tmp_path: Path) -> None:
+    await running.start_agents(IPS[:1])
+    script = tmp_path / "check.py"
+    script.write_text("import sys\nprint('args', sys.argv[1:])\n")
+    code, out = await cli(running, "run", "--host", IPS[0], "--file", str(script), "--param",
+                          "--a=1 --b=x", "--json")
+    assert code == 0, out
+    assert json.loads(out)["hosts"][0]["log"] == "args ['--a=1', '--b=x']\n"
+
+
+async def test_cli_admin_and_errors(running: Running) -> None:
+    code, out = await cli(running, "admin", "user", "create", "bob")
+    assert code == 0, out
+    code, out = await cli(running, "admin", "user", "grant", "bob", "--biz", "2")
+    assert code == 0, out
+    users = await running.server.identity.list_users()
+    assert {"scope_type": "biz", "scope_id": "2"} in next(
+        u for u in users if u["username"] == "bob")["scopes"]
+    code, out = await cli(running, "status", "999999")
+    assert code == 2 and "1244006" in out and "Traceback" not in out
+    code, out = await cli(running, "run", "--host", IPS[0], "-c", "true",
+                          env={"JOBFLEET_APP_SECRET": "wrong"})
+    assert code == 2 and "Traceback" not in out
+
+
+async def test_sdk_clients(running: Running) -> None:
+    await running.start_agents(IPS)
+    boot = running.boot
+    async with AsyncJobClient(running.url, boot["bk_app_code"], boot["bk_app_secret"],
+                              "admin", biz=2) as client:
+        result = await client.execute_and_wait("echo async $1", hosts=IPS, params="ok")
+    assert result.ok and sorted(h.log for h in result.hosts) == ["async ok\n"] * 2
+
+    def sync_run() -> list[str]:
+        with JobClient(running.url, boot["bk_app_code"], boot["bk_app_secret"], "admin",
+                       biz=2) as client:
+            res = client.execute_and_wait("print('sync')", hosts=IPS[:1], language=4)
+            assert res.ok
+            return [h.log for h in res.hosts]
+    assert await asyncio.to_thread(sync_run) == ["sync\n"]
+
+
+async def test_demo_runs_end_to_end() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jobfleet", "demo", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+    out, _ = await asyncio.wait_for(proc.communicate(), 180)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    for i in range(2, 7):
+        assert f"hello from 127.0.0.{i}" in text

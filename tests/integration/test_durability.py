@@ -1,0 +1,149 @@
+"""Nothing about a running job lives only in memory: kill the server or an agent mid-job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+from tests.integration.harness import Proc, Running, Wire, b64, eventually, free_port
+from tests.integration.test_script_execution import tree_alive
+
+from jobfleet.server import read_bootstrap
+
+HOSTS = 100
+
+
+async def start_server(data_dir: Path, port: int, database_url: str) -> Proc:
+    server = Proc(["jobfleet", "server", "--data-dir", str(data_dir), "--port", str(port),
+                   "--database-url", database_url, "--agent-lost-grace", "3",
+                   "--recovery-window", "15", "--log-level", "warning"], {})
+    await server.start()
+    async with httpx.AsyncClient(trust_env=False) as http:
+        async def up() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+            return False
+        await eventually(up, timeout=30)
+    return server
+
+
+async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
+        tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    data_dir = tmp_path / "server"
+    server = await start_server(data_dir, port, database_url)
+    boot = read_bootstrap(data_dir)
+    url = f"http://127.0.0.1:{port}"
+    swarm = Proc(["jobfleet.agent.swarm", "--server", url, "--enroll-token",
+                  boot["enroll_token"], "--count", str(HOSTS), "--concurrency", "16",
+                  "--state-dir", str(tmp_path / "swarm")], {})
+    await swarm.start()
+    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
+    try:
+        assert swarm.proc is not None and swarm.proc.stdout is not None
+        line = await asyncio.wait_for(swarm.proc.stdout.readline(), 120)
+        assert line.decode().strip() == f"ready {HOSTS}"
+        hosts = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
+        ids = [h["bk_host_id"] for h in hosts.json()["data"]]
+        ips = {h["bk_host_id"]: h["ip"] for h in hosts.json()["data"]}
+        assert len(ids) == HOSTS
+        answer = await wire.v3("fast_execute_script", {
+            "bk_biz_id": 2, "script_language": 1, "account_alias": "root",
+            "script_content": b64('sleep 0.5; echo "done $JOBFLEET_HOST_IP"'),
+            "target_server": {"host_id_list": ids}})
+        job_id = answer["data"]["job_instance_id"]
+        step_id = answer["data"]["step_instance_id"]
+
+        async def some_done() -> bool:
+            data = await wire.status(job_id)
+            statuses = [r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]]
+            return 10 <= statuses.count(9) <= 60
+        await eventually(some_done, timeout=30, interval=0.05)
+        server.kill()
+        assert server.proc is not None
+        await server.proc.wait()
+        await asyncio.sleep(1.0)  # hosts keep finishing while no server listens
+        server = await start_server(data_dir, port, database_url)
+        data = await wire.wait(job_id, timeout=90)
+        results = data["step_instance_list"][0]["step_ip_result_list"]
+        assert len(results) == HOSTS
+        assert {r["status"] for r in results} == {9}, [r for r in results if r["status"] != 9]
+        assert data["job_instance"]["status"] == 3
+        for part in (ids[:50], ids[50:]):
+            logs = await wire.v3("batch_get_job_instance_ip_log", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+                "host_id_list": part})
+            for item in logs["data"]["script_task_logs"]:
+                assert item["log_content"] == f"done {ips[item['bk_host_id']]}\n"
+    finally:
+        await wire.close()
+        await swarm.stop()
+        await server.stop()
+
+
+async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
+                                                           tmp_path: Path) -> None:
+    marker = "4244.25"
+    agent = Proc(["jobfleet", "agent", "--server", running.url, "--enroll-token",
+                  running.boot["enroll_token"], "--state-dir", str(tmp_path / "agent"),
+                  "--ip", "127.0.0.7", "--log-level", "warning"], {})
+    await agent.start()
+    try:
+        async def online() -> bool:
+            return any(h.alive for h in await running.server.inventory.list())
+        await eventually(online, timeout=30)
+        sub = await running.wire.run_script(f"echo started; sleep {marker}", ["127.0.0.7"])
+
+        async def started() -> bool:
+            logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"],
+                                           ["127.0.0.7"])
+            return logs["127.0.0.7"] == "started\n"
+        await eventually(started)
+        agent.kill()
+        killed_at = time.monotonic()
+        data = await running.wire.wait(sub["job_instance_id"], timeout=30)
+        elapsed = time.monotonic() - killed_at
+        result = data["step_instance_list"][0]["step_ip_result_list"][0]
+        assert result["status"] == 310 and data["job_instance"]["status"] == 4
+        # the harness server allows 1 s for the agent to come back, plus detection and a poll
+        assert elapsed < 5, elapsed
+        logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"],
+                                       ["127.0.0.7"])
+        assert logs["127.0.0.7"].startswith("started\n")
+        assert "did not come back" in logs["127.0.0.7"]
+        # the agent's script outlived it; the next agent start stops it
+        assert tree_alive(marker)
+        await agent.start()
+        await eventually(lambda: asyncio.sleep(0, not tree_alive(marker)), timeout=30)
+    finally:
+        await agent.stop()
+
+
+async def test_agent_restart_replays_results_it_held(running: Running, tmp_path: Path) -> None:
+    """A result produced while the server could not hear it arrives after the reconnect."""
+    agent = Proc(["jobfleet", "agent", "--server", running.url, "--enroll-token",
+                  running.boot["enroll_token"], "--state-dir", str(tmp_path / "agent"),
+                  "--ip", "127.0.0.8", "--log-level", "warning"], {})
+    await agent.start()
+    try:
+        async def online() -> bool:
+            return any(h.alive for h in await running.server.inventory.list())
+        await eventually(online, timeout=30)
+        sub = await running.wire.run_script("sleep 0.5; echo finished", ["127.0.0.8"])
+        assert agent.proc is not None
+        # freeze the agent so the script finishes but its result cannot be sent yet
+        os.kill(agent.proc.pid, signal.SIGSTOP)
+        await asyncio.sleep(0.3)
+        os.kill(agent.proc.pid, signal.SIGCONT)
+        data = await running.wire.wait(sub["job_instance_id"], timeout=30)
+        assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] == 9
+        logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"],
+                                       ["127.0.0.8"])
+        assert logs["127.0.0.8"] == "finished\n"
+    finally:
+        await agent.stop()
