@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import ipaddress
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -18,6 +20,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from jobfleet.domain.status import HOST_STATUS_DESC
 from jobfleet.sdk import AsyncJobClient
 from jobfleet.server import DEFAULT_BIZ, Server, ServerSettings, read_bootstrap
 
@@ -119,8 +122,9 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
         )
         for column in ("host", "status", "exit", "output"):
             table.add_column(column)
-        for host in result.hosts:
-            table.add_row(host.ip, str(host.status), str(host.exit_code), host.log.rstrip())
+        for host in sorted(result.hosts, key=lambda h: ipaddress.ip_address(h.ip)):
+            status = f"{host.status} {HOST_STATUS_DESC.get(host.status, '')}"
+            table.add_row(host.ip, status, str(host.exit_code), host.log.rstrip())
         console.print(table)
         if keep:
             console.print(
@@ -146,3 +150,5 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
                 await asyncio.wait_for(proc.wait(), 5)
         uv.should_exit = True
         await serving
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)

@@ -16,10 +16,7 @@ STEP_PASSED = frozenset({RunStatus.SUCCESS, RunStatus.SKIPPED, RunStatus.IGNORE_
 
 def step_status_from_hosts(statuses: Iterable[int], *, ignore_error: bool = False) -> RunStatus:
     """The final status of a step whose hosts have all finished."""
-    ok = all(
-        HostStatus(s).succeeded if s in HostStatus._value2member_map_ else False for s in statuses
-    )
-    if ok:
+    if all(normalize_host_status(s).succeeded for s in statuses):
         return RunStatus.SUCCESS
     return RunStatus.IGNORE_ERROR if ignore_error else RunStatus.FAIL
 

@@ -20,7 +20,12 @@ from sqlalchemy import Row
 
 from jobfleet.domain import protocol
 from jobfleet.domain.scripts import split_params
-from jobfleet.domain.states import STEP_PASSED, job_status_from_steps, normalize_host_status
+from jobfleet.domain.states import (
+    STEP_PASSED,
+    job_status_from_steps,
+    normalize_host_status,
+    step_status_from_hosts,
+)
 from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus, StepType
 from jobfleet.engine.ports import AgentDirectory, AgentLink
 from jobfleet.engine.settings import EngineSettings
@@ -64,6 +69,7 @@ class Engine:
         self._lost: dict[int, asyncio.TimerHandle] = {}
         self._queue: asyncio.Queue[tuple[AgentLink | None, dict[str, Any]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._late: set[asyncio.Task[None]] = set()
         self.on_job_finished: list[Any] = []
 
     # lifecycle --------------------------------------------------------------
@@ -209,15 +215,11 @@ class Engine:
                 self._untrack(run)
         else:
             stopped = stop.is_set()
-        counts = await self.store.status_counts(step.id, count)
         if stopped:
             status = RunStatus.STOP_SUCCESS
-        elif all(
-            HostStatus(s).succeeded for s in counts if s in HostStatus._value2member_map_
-        ) and all(s in HostStatus._value2member_map_ for s in counts):
-            status = RunStatus.SUCCESS
         else:
-            status = RunStatus.IGNORE_ERROR if step.ignore_error else RunStatus.FAIL
+            counts = await self.store.status_counts(step.id, count)
+            status = step_status_from_hosts(counts, ignore_error=step.ignore_error)
         end = now_ms()
         await self.store.update_step(
             step.id, status=int(status), end_time=end, total_time=end - started
@@ -383,7 +385,9 @@ class Engine:
             else:
                 conn.send(run.message(host))
         for run in waiting:
-            asyncio.get_running_loop().create_task(self._send_late(run, host))
+            task = asyncio.get_running_loop().create_task(self._send_late(run, host))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
 
     async def _send_late(self, run: StepRun, host: int) -> None:
         await self.store.mark_running(run.step_id, run.execute_count, [host])
