@@ -49,10 +49,13 @@ class ServerSettings:
     engine: dict[str, Any] = field(default_factory=dict)
     heartbeat: float = 10.0
     log_level: str = "info"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
 
 def node_id(data_dir: Path) -> str:
@@ -157,6 +160,8 @@ class Server:
             ws_ping_timeout=self.settings.heartbeat,
             timeout_graceful_shutdown=5,
             lifespan="on",
+            ssl_certfile=self.settings.tls_cert,
+            ssl_keyfile=self.settings.tls_key,
         )
 
     async def serve(self) -> None:

@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,13 @@ class AgentSettings:
     hostname: str = ""
     max_backoff: float = 30.0
     heartbeat: float = 10.0
+    # a CA bundle to verify a server whose certificate is not in the system store
+    ca_file: Path | None = None
+
+    def tls(self) -> ssl.SSLContext | None:
+        if not self.server.startswith("https://"):
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
 
 @dataclass
@@ -110,7 +118,8 @@ async def enroll(settings: AgentSettings) -> Credential:
         "hostname": settings.hostname or socket.gethostname(),
         "os_type": platform.system(),
     }
-    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+    verify: ssl.SSLContext | bool = settings.tls() or True
+    async with httpx.AsyncClient(timeout=30, trust_env=False, verify=verify) as client:
         resp = await client.post(settings.server.rstrip("/") + ENROLL_PATH, json=body)
     try:
         answer = resp.json()
@@ -231,6 +240,7 @@ class Agent:
             max_size=64 * 1024 * 1024,
             open_timeout=15,
             close_timeout=2,
+            ssl=self.settings.tls(),
         ) as ws:
             sender = _Sender(ws)
             try:

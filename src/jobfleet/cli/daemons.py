@@ -36,6 +36,10 @@ def server(
             "their tasks"
         ),
     ] = 20.0,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS and WSS")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run a jobfleet server: HTTP API, agent gateway and job engine."""
@@ -50,6 +54,8 @@ def server(
             database_url=database_url,
             engine={"agent_lost_grace": agent_lost_grace, "recovery_window": recovery_window},
             log_level=log_level,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     )
 
@@ -72,6 +78,10 @@ def agent(
     bk_cloud_id: Annotated[int, typer.Option("--bk-cloud-id", help="Cloud area id")] = 0,
     biz: Annotated[int, typer.Option("--biz", help="Business the host joins")] = 2,
     hostname: Annotated[str, typer.Option(help="Host name to report")] = "",
+    ca_file: Annotated[
+        Path | None,
+        typer.Option("--ca-file", help="CA bundle that signed the server's certificate"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run the agent of one host."""
@@ -86,6 +96,7 @@ def agent(
         biz=biz,
         enroll_token=enroll_token,
         hostname=hostname,
+        ca_file=ca_file,
     )
     try:
         asyncio.run(Agent(settings).run_forever())

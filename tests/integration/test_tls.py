@@ -1,0 +1,81 @@
+"""Server and agents over HTTPS/WSS with a certificate the agent verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from pathlib import Path
+
+import httpx
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from tests.integration.harness import TEST_ENGINE, Wire, bound_socket, serve_on
+
+from jobfleet.agent.client import Agent, AgentSettings
+from jobfleet.server import Server, ServerSettings, read_bootstrap
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jobfleet-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_agents_verify_the_server_certificate(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    sock = bound_socket()
+    settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
+                              engine=dict(TEST_ENGINE), heartbeat=2.0, log_level="warning",
+                              tls_cert=cert, tls_key=key)
+    assert settings.url.startswith("https://")
+    server = Server(settings)
+    uv = uvicorn.Server(server.uvicorn_config())
+    task = await serve_on(uv, sock)
+    boot = read_bootstrap(settings.data_dir)
+    untrusting = Agent(AgentSettings(server=settings.url, state_dir=tmp_path / "a0",
+                                     ip="127.0.0.3", enroll_token=boot["enroll_token"]))
+    agent = Agent(AgentSettings(server=settings.url, state_dir=tmp_path / "a1", ip="127.0.0.2",
+                                enroll_token=boot["enroll_token"], ca_file=cert, heartbeat=2.0))
+    runner = asyncio.create_task(agent.run_forever())
+    wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"])
+    await wire.http.aclose()
+    trusted = ssl.create_default_context(cafile=str(cert))
+    wire.http = httpx.AsyncClient(base_url=settings.url, verify=trusted, trust_env=False)
+    try:
+        try:
+            await untrusting.run_forever()
+            raise AssertionError("an agent enrolled over an unverified certificate")
+        except httpx.ConnectError as exc:
+            assert "CERTIFICATE_VERIFY_FAILED" in str(exc)
+        await asyncio.wait_for(agent.connected.wait(), 20)
+        sub = await wire.run_script("echo over tls", ["127.0.0.2"])
+        data = await wire.wait(sub["job_instance_id"])
+        assert data["job_instance"]["status"] == 3
+        logs = await wire.logs(sub["job_instance_id"], sub["step_instance_id"], ["127.0.0.2"])
+        assert logs["127.0.0.2"] == "over tls\n"
+    finally:
+        await agent.stop()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await wire.close()
+        uv.should_exit = True
+        await task
