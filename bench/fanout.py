@@ -344,7 +344,8 @@ async def start_swarm(children: Children, server: ServerProc, count: int, execut
 
     argv = [PY, "-m", "jobfleet.agent.swarm", "--server", server.url,
             f"--enroll-token={server.boot['enroll_token']}", "--count", str(count),
-            "--executor", executor, "--concurrency", str(concurrency), "--stages"]
+            "--executor", executor, "--concurrency", str(concurrency), "--stages",
+            "--work-dir", str(children.log_dir / f"{name}-work")]
     started = time.perf_counter()
     child = await children.spawn(name, argv, pipe_stdout=True)
     assert child.proc.stdout is not None

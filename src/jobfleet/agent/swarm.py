@@ -97,11 +97,36 @@ async def _credential(settings: AgentSettings, gate: asyncio.Semaphore,
     return cred
 
 
+async def _connect_all(agents: list[Agent], window: int) -> list[asyncio.Task[None]]:
+    """Start every agent, with at most ``window`` handshakes in flight at once.
+
+    Thousands of simultaneous handshakes queue on the server's database pool for
+    the credential check; past its checkout timeout they fail and come back as a
+    reconnect storm.
+    """
+    slots = asyncio.Semaphore(max(1, window))
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start(agent: Agent) -> None:
+        async with slots:
+            task = asyncio.create_task(agent.run_forever())
+            tasks.append(task)
+            connected = asyncio.create_task(agent.connected.wait())
+            await asyncio.wait({task, connected}, return_when=asyncio.FIRST_COMPLETED)
+            connected.cancel()
+            if task.done():
+                task.result()  # the agent gave up: its error ends the swarm
+
+    await asyncio.gather(*(start(agent) for agent in agents))
+    return tasks
+
+
 async def run_swarm(server: str, token: str, count: int, *, executor: str = "real",
                     concurrency: int = 16, state_dir: Path | None = None, biz: int = 2,
                     first: int = 0, ready: asyncio.Event | None = None,
-                    enrolled: asyncio.Event | None = None) -> None:
-    work = (state_dir or Path("/tmp")) / "swarm-work"  # noqa: S108 - scratch for scripts
+                    enrolled: asyncio.Event | None = None, connect_window: int = 64,
+                    work_dir: Path | None = None) -> None:
+    work = work_dir or (state_dir or Path("/tmp")) / "swarm-work"  # noqa: S108 - scratch for scripts
     inner: Executor = InstantExecutor() if executor == "instant" else ProcessExecutor(work)
     shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
     gate = asyncio.Semaphore(32)
@@ -118,11 +143,7 @@ async def run_swarm(server: str, token: str, count: int, *, executor: str = "rea
     for settings, cred in zip(settings_list, creds, strict=True):
         spool = Spool(settings.state_dir / "spool" if settings.state_dir else None)
         agents.append(Agent(settings, executor=shared, spool=spool, credential=cred))
-    tasks: list[asyncio.Task[None]] = []
-    for i, agent in enumerate(agents):
-        tasks.append(asyncio.create_task(agent.run_forever()))
-        if i % 100 == 99:
-            await asyncio.sleep(0.05)  # spread the handshakes a little
+    tasks = await _connect_all(agents, connect_window)
     await asyncio.gather(*(a.connected.wait() for a in agents))
     log.info("swarm_ready count=%d", count)
     if ready is not None:
@@ -144,6 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--biz", type=int, default=2)
     parser.add_argument("--first", type=int, default=0, help="index of the first host")
+    parser.add_argument("--connect-window", type=int, default=64,
+                        help="handshakes in flight at once while the swarm connects")
+    parser.add_argument("--work-dir", type=Path,
+                        help="scratch for script files (default: STATE_DIR or /tmp, /swarm-work)")
     parser.add_argument("--stages", action="store_true",
                         help="also print 'enrolled N' once every host has its credential")
     args = parser.parse_args(argv)
@@ -172,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
             await run_swarm(args.server, args.enroll_token, args.count, executor=args.executor,
                             concurrency=args.concurrency, state_dir=args.state_dir,
                             biz=args.biz, first=args.first, ready=ready,
-                            enrolled=enrolled)
+                            enrolled=enrolled, connect_window=args.connect_window,
+                            work_dir=args.work_dir)
         announcer.cancel()
 
     asyncio.run(go())

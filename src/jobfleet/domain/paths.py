@@ -1,0 +1,76 @@
+"""Variables in a file step's target path, as bk-job expands them.
+
+``[FILESRCIP]`` becomes ``<bk_cloud_id>_<ip>`` of the source host (``0_0.0.0.0`` for
+files uploaded to the server), ``[DATE:<pattern>]`` the time formatted with a Java
+date pattern (``yyyy-MM-dd``), ``[DATEFMT:<format>]`` the time formatted with
+``strftime``. A ``[DATE:…]`` whose pattern cannot be read stays as written.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+FILE_SRC_IP = "[FILESRCIP]"
+LOCAL_SOURCE = "0_0.0.0.0"
+
+# Java DateTimeFormatter letters that have a strftime twin, longest first
+_JAVA_TOKENS = [
+    ("yyyy", "%Y"),
+    ("yy", "%y"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+    ("SSS", "{ms}"),
+    ("EEE", "%a"),
+    ("MMM", "%b"),
+]
+_TOKEN = re.compile(
+    "|".join(re.escape(t) for t, _ in sorted(_JAVA_TOKENS, key=lambda p: -len(p[0])))
+)
+_DATE = re.compile(r"\[DATE:([^\]]*)\]")
+_DATEFMT = re.compile(r"\[DATEFMT:([^\]]*)\]")
+
+
+def source_label(bk_cloud_id: int, ip: str) -> str:
+    return f"{bk_cloud_id}:{ip}".replace(":", "_")
+
+
+def java_date(pattern: str, when: datetime) -> str | None:
+    """Format ``when`` with a Java date pattern; None if the pattern has other letters."""
+    out: list[str] = []
+    pos = 0
+    table = dict(_JAVA_TOKENS)
+    for match in _TOKEN.finditer(pattern):
+        literal = pattern[pos : match.start()]
+        if any(ch.isalpha() for ch in literal):
+            return None
+        out.append(literal)
+        spec = table[match.group()]
+        out.append(f"{when.microsecond // 1000:03d}" if spec == "{ms}" else when.strftime(spec))
+        pos = match.end()
+    tail = pattern[pos:]
+    if any(ch.isalpha() for ch in tail):
+        return None
+    out.append(tail)
+    return "".join(out)
+
+
+def expand_path(path: str, *, source: str | None, when: datetime) -> str:
+    """Expand the variables of a target path for one source host (``source_label``)."""
+    if source is not None:
+        path = path.replace(FILE_SRC_IP, source)
+
+    def date(match: re.Match[str]) -> str:
+        formatted = java_date(match.group(1), when)
+        return match.group(0) if formatted is None else formatted
+
+    def datefmt(match: re.Match[str]) -> str:
+        try:
+            return when.strftime(match.group(1))
+        except ValueError:
+            return match.group(1)
+
+    return _DATEFMT.sub(datefmt, _DATE.sub(date, path))
