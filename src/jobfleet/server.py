@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
-from jobfleet.api.services import Services
+from jobfleet.api.services import Limits, Services
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
 from jobfleet.engine.settings import EngineSettings
@@ -27,6 +27,7 @@ from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.registry import Registry
 from jobfleet.store.audit import AuditLog
+from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
@@ -49,6 +50,7 @@ class ServerSettings:
     engine: dict[str, Any] = field(default_factory=dict)
     heartbeat: float = 10.0
     log_level: str = "info"
+    max_file_size: int = 5 * 1024**3
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -120,6 +122,8 @@ class Server:
             gateway=self.gateway,
             auth=Authenticator(self.identity),
             audit=AuditLog(self.db),
+            blobs=BlobStore(self.db, settings.data_dir / "blobs"),
+            limits=Limits(max_file_size=settings.max_file_size),
         )
         self.app: FastAPI = create_app(self.services)
         self.app.router.lifespan_context = self._lifespan

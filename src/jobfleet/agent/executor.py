@@ -13,7 +13,6 @@ import functools
 import logging
 import math
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -21,10 +20,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
+from jobfleet.agent.accounts import Account as _Account
+from jobfleet.agent.accounts import AccountError as _AccountError
+from jobfleet.agent.accounts import lookup_account as _lookup_account
 from jobfleet.domain.status import HostStatus, ScriptLanguage
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,6 @@ NO_EXIT_CODE = -1
 TRUNCATED_NOTICE = "\n[jobfleet-agent: output truncated at {limit} bytes]\n"
 
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_FALLBACK_CWD = "/tmp"  # noqa: S108 - only a working directory, nothing is created there
 _PASSED_ENV = ("LANG", "LC_ALL", "TMPDIR")
 _SYSTEM_PYTHONS = ("/usr/bin/python3",)
 _ACCOUNT_TTL = 60.0
@@ -305,61 +306,6 @@ def _signal_group(pgid: int, sig: int) -> None:
 def _signal_pid(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-
-
-# --- accounts -----------------------------------------------------------------------
-
-
-class _AccountError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class _Account:
-    name: str
-    home: str
-    shell: str
-    cwd: str
-    # Popen arguments that switch user; empty when the agent already is that user
-    switch: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def owner(self) -> tuple[int, int] | None:
-        if not self.switch:
-            return None
-        return int(self.switch["user"]), int(self.switch["group"])
-
-
-def _lookup_account(name: str) -> _Account:
-    euid = os.geteuid()
-    if euid == 0:
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise _AccountError(
-                f"jobfleet-agent: account {name!r} does not exist on this host"
-            ) from None
-    else:
-        entry = pwd.getpwuid(euid)
-        if name != entry.pw_name:
-            raise _AccountError(
-                f"jobfleet-agent: the agent runs as {entry.pw_name} and cannot switch to {name}"
-            )
-    switch: dict[str, Any] = {}
-    if entry.pw_uid != euid:
-        switch = {
-            "user": entry.pw_uid,
-            "group": entry.pw_gid,
-            "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid),
-        }
-    home = entry.pw_dir
-    return _Account(
-        name=entry.pw_name,
-        home=home,
-        shell=entry.pw_shell,
-        cwd=home if home and os.path.isdir(home) else _FALLBACK_CWD,
-        switch=switch,
-    )
 
 
 # --- output -------------------------------------------------------------------------

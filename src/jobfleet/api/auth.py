@@ -37,10 +37,12 @@ class Authenticator:
         self.user_ttl = user_ttl
         self._apps: dict[tuple[str, str], float] = {}
         self._users: dict[str, tuple[User, float]] = {}
+        self._agents: dict[tuple[str, str], tuple[int, float]] = {}
 
     def forget(self) -> None:
         self._apps.clear()
         self._users.clear()
+        self._agents.clear()
 
     async def authenticate(
         self, request: HTTPConnection, params: dict[str, Any], *, need_user: bool = True
@@ -91,6 +93,18 @@ class Authenticator:
                 )
             username = ""
         return Caller(app_code, await self._user(username))
+
+    async def agent(self, agent_id: str, secret: str) -> int | None:
+        """The host of an agent credential (cached briefly: agents make many requests)."""
+        key = (agent_id, hash_secret(secret))
+        now = time.monotonic()
+        cached = self._agents.get(key)
+        if cached and cached[1] > now:
+            return cached[0]
+        host = await self.identity.check_agent(agent_id, secret)
+        if host is not None:
+            self._agents[key] = (host, now + self.user_ttl)
+        return host
 
     async def _check_app(self, app_code: str, secret: str) -> None:
         key = (app_code, hash_secret(secret))

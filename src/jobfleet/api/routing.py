@@ -63,13 +63,17 @@ async def read_params(request: Request) -> dict[str, Any]:
 
 
 def make_endpoint(
-    services_of: Callable[[Request], Services], handler: Handler, need_user: bool = True
+    services_of: Callable[[Request], Services],
+    handler: Handler,
+    need_user: bool = True,
+    raw_body: bool = False,
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         request_id = uuid.uuid4().hex
         try:
             services = services_of(request)
-            params = await read_params(request)
+            # a raw body (a file) is streamed by the handler; parameters come in the query
+            params = dict(request.query_params) if raw_body else await read_params(request)
             caller = await services.auth.authenticate(request, params, need_user=need_user)
             data = await handler(Call(request, params, caller, services))
             return envelope.ok(data, request_id)

@@ -9,10 +9,16 @@ from jobfleet.engine.core import Engine
 from jobfleet.engine.submit import Submitter
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.store.audit import AuditLog
+from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+
+
+@dataclass
+class Limits:
+    max_file_size: int = 5 * 1024**3
 
 
 @dataclass
@@ -26,3 +32,5 @@ class Services:
     gateway: Gateway
     auth: Authenticator
     audit: AuditLog
+    blobs: BlobStore
+    limits: Limits

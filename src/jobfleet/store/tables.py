@@ -246,6 +246,34 @@ outbox = Table(
     Column("done_time", BigInteger, nullable=True),
 )
 
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(1024), nullable=False),
+    # upload (an operator's file), agent (copied from a source host), config (push_config_file)
+    Column("kind", String(16), nullable=False),
+    Column("bk_biz_id", BigInteger, nullable=True),
+    Column("owner", String(128), nullable=False, default=""),
+    # the only host whose agent may write this blob
+    Column("writer_host_id", BigInteger, nullable=True),
+    # hash of the one-time token in an upload URL (generate_local_file_upload_url)
+    Column("token_hash", String(128), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("size", BigInteger, nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("create_time", BigInteger, nullable=False),
+    Column("done_time", BigInteger, nullable=True),
+)
+
+# which hosts' agents may read a blob: the targets it was sent to
+blob_readers = Table(
+    "blob_readers",
+    metadata,
+    Column("blob_id", String(64), primary_key=True),
+    Column("bk_host_id", BigInteger, primary_key=True, autoincrement=False),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

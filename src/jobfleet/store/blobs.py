@@ -1,0 +1,172 @@
+"""Files the server holds: uploads from operators and from source agents, on disk.
+
+A blob is written to ``<root>/<id>.part`` while it streams in, checksummed on the
+way, and renamed to ``<root>/<id>`` once complete, so a reader never sees half a
+file and a crash leaves at most a ``.part`` to clean up. The row in ``blobs``
+records who may write it and what it must contain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.secrets import hash_secret, secret_matches
+from jobfleet.store.tables import blob_readers, blobs
+
+OPEN = "open"
+COMPLETE = "complete"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Blob:
+    id: str
+    name: str
+    size: int | None
+    sha256: str | None
+    state: str
+    writer_host_id: int | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> Blob:
+        return cls(row.id, row.name, row.size, row.sha256, row.state, row.writer_host_id)
+
+
+class BlobStore:
+    def __init__(self, db: Database, root: Path) -> None:
+        self.db = db
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+
+    def path(self, blob_id: str) -> Path:
+        return self.root / blob_id
+
+    async def create(
+        self,
+        *,
+        name: str,
+        kind: str,
+        bk_biz_id: int | None = None,
+        owner: str = "",
+        writer_host_id: int | None = None,
+        token: str | None = None,
+    ) -> str:
+        blob_id = uuid.uuid4().hex
+        async with self.db.begin() as conn:
+            await conn.execute(
+                insert(blobs).values(
+                    id=blob_id,
+                    name=name,
+                    kind=kind,
+                    bk_biz_id=bk_biz_id,
+                    owner=owner,
+                    writer_host_id=writer_host_id,
+                    state=OPEN,
+                    create_time=now_ms(),
+                    token_hash=hash_secret(token) if token else None,
+                )
+            )
+        return blob_id
+
+    async def check_token(self, blob_id: str, token: str) -> Blob | None:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(select(blobs).where(blobs.c.id == blob_id))).first()
+        if row is None or not row.token_hash or not secret_matches(token, row.token_hash):
+            return None
+        return Blob.of(row)
+
+    async def allow_readers(self, blob_id: str, host_ids: list[int]) -> None:
+        async with self.db.begin() as conn:
+            known = set(
+                (
+                    await conn.execute(
+                        select(blob_readers.c.bk_host_id).where(blob_readers.c.blob_id == blob_id)
+                    )
+                ).scalars()
+            )
+            rows = [{"blob_id": blob_id, "bk_host_id": h} for h in set(host_ids) - known]
+            if rows:
+                await conn.execute(insert(blob_readers), rows)
+
+    async def may_read(self, blob_id: str, bk_host_id: int) -> bool:
+        async with self.db.connect() as conn:
+            return (
+                await conn.execute(
+                    select(blob_readers.c.blob_id).where(
+                        blob_readers.c.blob_id == blob_id, blob_readers.c.bk_host_id == bk_host_id
+                    )
+                )
+            ).first() is not None
+
+    async def get(self, blob_id: str) -> Blob | None:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(select(blobs).where(blobs.c.id == blob_id))).first()
+        return None if row is None else Blob.of(row)
+
+    async def receive(
+        self, blob_id: str, chunks: AsyncIterator[bytes], *, max_size: int | None
+    ) -> Blob:
+        """Stream ``chunks`` into the blob; memory stays bounded by one chunk."""
+        part = self.root / f"{blob_id}.part"
+        digest = hashlib.sha256()
+        size = 0
+        fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if max_size is not None and size > max_size:
+                    raise JobError(
+                        ErrorCode.INVALID_PARAM_WITH_REASON,
+                        f"File larger than the limit of {max_size} bytes",
+                        http_status=413,
+                    )
+                digest.update(chunk)
+                await asyncio.to_thread(_write_all, fd, chunk)
+            await asyncio.to_thread(os.fsync, fd)
+        except BaseException:
+            os.close(fd)
+            part.unlink(missing_ok=True)
+            await self._set(blob_id, state=FAILED)
+            raise
+        os.close(fd)
+        await asyncio.to_thread(os.replace, part, self.path(blob_id))
+        await self._set(
+            blob_id, state=COMPLETE, size=size, sha256=digest.hexdigest(), done_time=now_ms()
+        )
+        blob = await self.get(blob_id)
+        assert blob is not None
+        return blob
+
+    async def store_bytes(self, blob_id: str, data: bytes) -> Blob:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.receive(blob_id, one(), max_size=None)
+
+    async def _set(self, blob_id: str, **values: Any) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(update(blobs).where(blobs.c.id == blob_id).values(**values))
+
+    async def reset(self, blob_id: str) -> None:
+        """Make a failed or half-written blob writable again (a retried upload)."""
+        (self.root / f"{blob_id}.part").unlink(missing_ok=True)
+        await self._set(blob_id, state=OPEN, size=None, sha256=None)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
