@@ -23,12 +23,14 @@ from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.submit import Submitter
+from jobfleet.engine.transfer import FileSteps
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.registry import Registry
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
+from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
@@ -112,6 +114,11 @@ class Server:
         self.engine.on_job_finished.append(self.callbacks.wake)
         self.gateway = Gateway(self.identity, self.registry, self.presence, settings.heartbeat)
         self.gateway.events = self.engine
+        self.blobs = BlobStore(self.db, settings.data_dir / "blobs")
+        self.file_logs = FileLogStore(self.db)
+        self.engine.file_steps = FileSteps(
+            self.engine, self.blobs, self.file_logs, self.inventory, settings.max_file_size
+        )
         self.services = Services(
             db=self.db,
             identity=self.identity,
@@ -122,7 +129,8 @@ class Server:
             gateway=self.gateway,
             auth=Authenticator(self.identity),
             audit=AuditLog(self.db),
-            blobs=BlobStore(self.db, settings.data_dir / "blobs"),
+            blobs=self.blobs,
+            file_logs=self.file_logs,
             limits=Limits(max_file_size=settings.max_file_size),
         )
         self.app: FastAPI = create_app(self.services)

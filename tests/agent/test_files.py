@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from jobfleet.agent.accounts import AccountError
@@ -74,6 +74,9 @@ class BlobServer:
     cut_after: dict[str, int] = field(default_factory=dict)
     cuts_left: dict[str, int] = field(default_factory=dict)
     fail_with: dict[str, int] = field(default_factory=dict)
+    ignore_range: set[str] = field(default_factory=set)
+    # blob id -> sha256 the PUT answer claims, in jobfleet's envelope
+    claim_sha: dict[str, str] = field(default_factory=dict)
     ranges_seen: dict[str, list[str | None]] = field(default_factory=dict)
 
     def url(self, blob_id: str) -> str:
@@ -93,10 +96,13 @@ class BlobServer:
             return PlainTextResponse("nope", status_code=self.fail_with[blob_id])
         path = self.root / blob_id
         if request.method == "PUT":
+            sha = hashlib.sha256()
             with path.open("wb") as out:
                 async for piece in request.stream():
                     out.write(piece)
-            return Response(status_code=201)
+                    sha.update(piece)
+            stored = self.claim_sha.get(blob_id, sha.hexdigest())
+            return JSONResponse({"result": True, "code": 0, "data": {"sha256": stored}})
         return self._get(request, blob_id, path)
 
     def _get(self, request: Request, blob_id: str, path: Path) -> Response:
@@ -105,6 +111,8 @@ class BlobServer:
         size = path.stat().st_size
         header = request.headers.get("range")
         self.ranges_seen.setdefault(blob_id, []).append(header)
+        if blob_id in self.ignore_range:
+            header = None
         start = 0
         if header:
             match = re.fullmatch(r"bytes=(\d+)-", header)
@@ -241,9 +249,7 @@ def test_glob_matches_files_and_directories(tmp_path: Path) -> None:
         write(logs / name)
     write(logs / "old.log" / "inner.txt")
 
-    found, missing = expand_sources(
-        [f"{logs}/*.log", f"{logs}/?.txt", f"{logs}/x[0-9].log"], SELF
-    )
+    found, missing = expand_sources([f"{logs}/*.log", f"{logs}/?.txt", f"{logs}/x[0-9].log"], SELF)
 
     assert missing == []
     assert rels(found) == [
@@ -395,8 +401,51 @@ def test_listing_uses_the_source_accounts_rights(open_dir: Path) -> None:
 # --- upload and download ------------------------------------------------------------
 
 
+@dataclass
+class Fetch:
+    """download() from the test server, of a blob expected to hold ``data``."""
+
+    client: httpx.AsyncClient
+    server: BlobServer
+
+    async def __call__(
+        self,
+        blob: str,
+        dest: Path,
+        data: bytes,
+        *,
+        account: str = SELF,
+        create_dirs: bool = False,
+        mode: int = 0o644,
+        speed_limit: int | None = None,
+        chunk_size: int = 1 << 20,
+        max_size: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        await download(
+            self.client,
+            self.server.url(blob),
+            AUTH,
+            str(dest),
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            mode=mode,
+            account=account,
+            create_dirs=create_dirs,
+            speed_limit=speed_limit,
+            on_progress=on_progress,
+            chunk_size=chunk_size,
+            max_size=max_size,
+        )
+
+
+@pytest.fixture
+def fetch(client: httpx.AsyncClient, blob_server: BlobServer) -> Fetch:
+    return Fetch(client, blob_server)
+
+
 async def test_round_trip_keeps_bytes_mode_and_checksum(
-    blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+    blob_server: BlobServer, client: httpx.AsyncClient, fetch: Fetch, tmp_path: Path
 ) -> None:
     data = os.urandom(3 * 1024 * 1024 + 123)
     source = write(tmp_path / "src" / "data.bin", data, mode=0o751)
@@ -404,7 +453,13 @@ async def test_round_trip_keeps_bytes_mode_and_checksum(
     up: list[Progress] = []
 
     size, digest = await upload(
-        client, blob_server.url(blob), AUTH, str(source), speed_limit=None, on_progress=up.append
+        client,
+        blob_server.url(blob),
+        AUTH,
+        str(source),
+        speed_limit=None,
+        on_progress=up.append,
+        account=SELF,
     )
 
     assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
@@ -414,19 +469,7 @@ async def test_round_trip_keeps_bytes_mode_and_checksum(
     dest = tmp_path / "dst" / "data.bin"
     dest.parent.mkdir()
     down: list[Progress] = []
-    await download(
-        client,
-        blob_server.url(blob),
-        AUTH,
-        str(dest),
-        size=size,
-        sha256=digest,
-        mode=0o751,
-        account=SELF,
-        create_dirs=False,
-        speed_limit=None,
-        on_progress=down.append,
-    )
+    await fetch(blob, dest, data, mode=0o751, on_progress=down.append)
 
     assert dest.read_bytes() == data
     assert stat.S_IMODE(dest.stat().st_mode) == 0o751
@@ -435,50 +478,38 @@ async def test_round_trip_keeps_bytes_mode_and_checksum(
 
 
 async def test_empty_file_round_trip(
-    blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+    blob_server: BlobServer, client: httpx.AsyncClient, fetch: Fetch, tmp_path: Path
 ) -> None:
     source = write(tmp_path / "empty", b"")
     blob = blob_id()
-    size, digest = await upload(client, blob_server.url(blob), AUTH, str(source), speed_limit=None)
+    size, _ = await upload(client, blob_server.url(blob), AUTH, str(source), speed_limit=None)
     assert size == 0
-    dest = tmp_path / "copy"
-    await download(
-        client, blob_server.url(blob), AUTH, str(dest), size=0, sha256=digest, mode=0o600,
-        account=SELF, create_dirs=False, speed_limit=None,
-    )  # fmt: skip
-    assert dest.read_bytes() == b""
+    await fetch(blob, tmp_path / "copy", b"")
+    assert (tmp_path / "copy").read_bytes() == b""
 
 
 async def test_strict_mode_needs_the_directory_force_creates_it(
-    blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path
 ) -> None:
-    data = b"payload"
     blob = blob_id()
-    blob_server.put_blob(blob, data)
+    blob_server.put_blob(blob, b"payload")
     dest = tmp_path / "new" / "deeper" / "f.txt"
-    fields = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "mode": 0o644}
 
     with pytest.raises(TransferError) as caught:
-        await download(
-            client, blob_server.url(blob), AUTH, str(dest), **fields, account=SELF,
-            create_dirs=False, speed_limit=None,
-        )  # fmt: skip
+        await fetch(blob, dest, b"payload", create_dirs=False)
     assert caught.value.status == HostStatus.COPYFILE_FAILED
     assert caught.value.message == f"target directory {dest.parent} does not exist"
     assert not (tmp_path / "new").exists()
 
-    await download(
-        client, blob_server.url(blob), AUTH, str(dest), **fields, account=SELF,
-        create_dirs=True, speed_limit=None,
-    )  # fmt: skip
-    assert dest.read_bytes() == data
+    await fetch(blob, dest, b"payload", create_dirs=True)
+    assert dest.read_bytes() == b"payload"
     umask = os.umask(0o022)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o755 & ~umask
 
 
 async def test_checksum_mismatch_never_replaces_a_good_file(
-    blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path
 ) -> None:
     data = os.urandom(600_000)
     blob = blob_id()
@@ -487,11 +518,7 @@ async def test_checksum_mismatch_never_replaces_a_good_file(
     dest = write(tmp_path / "good.bin", b"the good old file")
 
     with pytest.raises(TransferError) as caught:
-        await download(
-            client, blob_server.url(blob), AUTH, str(dest), size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(), mode=0o644, account=SELF,
-            create_dirs=False, speed_limit=None,
-        )  # fmt: skip
+        await fetch(blob, dest, data)
 
     assert caught.value.status == HostStatus.GSE_FILE_TASK_ERROR
     assert "checksum mismatch" in caught.value.message
@@ -500,37 +527,29 @@ async def test_checksum_mismatch_never_replaces_a_good_file(
 
 
 async def test_target_that_is_a_directory_is_refused(
-    blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path
 ) -> None:
     blob = blob_id()
     blob_server.put_blob(blob, b"x")
     (tmp_path / "taken").mkdir()
     with pytest.raises(TransferError) as caught:
-        await download(
-            client, blob_server.url(blob), AUTH, str(tmp_path / "taken"), size=1,
-            sha256=hashlib.sha256(b"x").hexdigest(), mode=0o644, account=SELF,
-            create_dirs=False, speed_limit=None,
-        )  # fmt: skip
+        await fetch(blob, tmp_path / "taken", b"x")
     assert caught.value.status == HostStatus.COPYFILE_FAILED
     assert "is a directory" in caught.value.message
 
 
 async def test_http_failure_is_fetch_failed_and_leaves_nothing(
-    blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+    fetch: Fetch, tmp_path: Path
 ) -> None:
-    dest = tmp_path / "never.bin"
     with pytest.raises(TransferError) as caught:
-        await download(
-            client, blob_server.url(blob_id()), AUTH, str(dest), size=1, sha256="00",
-            mode=0o644, account=SELF, create_dirs=False, speed_limit=None,
-        )  # fmt: skip
+        await fetch(blob_id(), tmp_path / "never.bin", b"x")
     assert caught.value.status == HostStatus.GSE_FILE_ERROR
     assert "HTTP 404" in caught.value.message
     assert os.listdir(tmp_path) == []
 
 
 async def test_resumes_once_after_a_dropped_connection(
-    blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path
 ) -> None:
     data = os.urandom(2 * 1024 * 1024)
     blob = blob_id()
@@ -538,12 +557,8 @@ async def test_resumes_once_after_a_dropped_connection(
     blob_server.cut_after[blob] = 700_000
     blob_server.cuts_left[blob] = 1
     dest = tmp_path / "resumed.bin"
-    digest = hashlib.sha256(data).hexdigest()
 
-    await download(
-        client, blob_server.url(blob), AUTH, str(dest), size=len(data), sha256=digest,
-        mode=0o644, account=SELF, create_dirs=False, speed_limit=None, chunk_size=64 * 1024,
-    )  # fmt: skip
+    await fetch(blob, dest, data, chunk_size=64 * 1024)
 
     assert dest.read_bytes() == data
     first, second = blob_server.ranges_seen[blob]
@@ -555,17 +570,74 @@ async def test_resumes_once_after_a_dropped_connection(
     blob_server.cuts_left[blob] = 2
     other = tmp_path / "twice.bin"
     with pytest.raises(TransferError) as caught:
-        await download(
-            client, blob_server.url(blob), AUTH, str(other), size=len(data), sha256=digest,
-            mode=0o644, account=SELF, create_dirs=False, speed_limit=None,
-        )  # fmt: skip
+        await fetch(blob, other, data)
     assert caught.value.status == HostStatus.GSE_FILE_ERROR
     assert temp_files(tmp_path) == []
     assert not other.exists()
 
 
-async def test_size_limits(
+async def test_resume_starts_over_when_the_server_ignores_the_range(
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path
+) -> None:
+    data = os.urandom(1024 * 1024)
+    blob = blob_id()
+    blob_server.put_blob(blob, data)
+    blob_server.cut_after[blob] = 300_000
+    blob_server.cuts_left[blob] = 1
+    blob_server.ignore_range.add(blob)
+    dest = tmp_path / "again.bin"
+
+    await fetch(blob, dest, data, chunk_size=64 * 1024)
+
+    assert dest.read_bytes() == data
+    assert len(blob_server.ranges_seen[blob]) == 2
+
+
+async def test_cancelled_download_leaves_no_temp_file(
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path
+) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    blob = blob_id()
+    blob_server.put_blob(blob, data)
+    dest = write(tmp_path / "keep.bin", b"old")
+    task = asyncio.create_task(fetch(blob, dest, data, speed_limit=1024 * 1024))
+    await asyncio.sleep(0.3)
+    assert temp_files(tmp_path) != []
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert temp_files(tmp_path) == []
+    assert dest.read_bytes() == b"old"
+
+
+async def test_source_that_shrinks_while_sent_fails_the_upload(
     blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "shrinking.log", os.urandom(1024 * 1024))
+
+    async def truncate_soon() -> None:
+        await asyncio.sleep(0.2)
+        os.truncate(source, 1000)
+
+    truncating = asyncio.create_task(truncate_soon())
+    with pytest.raises(TransferError) as caught:
+        await upload(
+            client,
+            blob_server.url(blob_id()),
+            AUTH,
+            str(source),
+            speed_limit=1024 * 1024,
+            chunk_size=64 * 1024,
+        )
+    await truncating
+    assert caught.value.status == HostStatus.GSE_FILE_TASK_ERROR
+    assert "shrank" in caught.value.message
+
+
+async def test_size_limits(
+    blob_server: BlobServer, client: httpx.AsyncClient, fetch: Fetch, tmp_path: Path
 ) -> None:
     source = write(tmp_path / "big", b"x" * 1000)
     with pytest.raises(TransferError) as up:
@@ -574,11 +646,7 @@ async def test_size_limits(
         )
     assert up.value.status == HostStatus.GSE_FILE_SIZE_EXCEED
     with pytest.raises(TransferError) as down:
-        await download(
-            client, blob_server.url(blob_id()), AUTH, str(tmp_path / "d"), size=1000,
-            sha256="00", mode=0o644, account=SELF, create_dirs=False, speed_limit=None,
-            max_size=999,
-        )  # fmt: skip
+        await fetch(blob_id(), tmp_path / "d", b"x" * 1000, max_size=999)
     assert down.value.status == HostStatus.GSE_FILE_SIZE_EXCEED
 
 
@@ -592,6 +660,13 @@ async def test_upload_failures(
     assert gone.value.status == HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST
 
     source = write(tmp_path / "f", b"abc")
+    altered = blob_id()
+    blob_server.claim_sha[altered] = hashlib.sha256(b"abd").hexdigest()
+    with pytest.raises(TransferError) as mismatch:
+        await upload(client, blob_server.url(altered), AUTH, str(source), speed_limit=None)
+    assert mismatch.value.status == HostStatus.GSE_FILE_TASK_ERROR
+    assert "checksum mismatch" in mismatch.value.message
+
     refused = blob_id()
     blob_server.fail_with[refused] = 500
     with pytest.raises(TransferError) as failed:
@@ -601,7 +676,7 @@ async def test_upload_failures(
 
 
 async def test_speed_limit_slows_both_directions(
-    blob_server: BlobServer, client: httpx.AsyncClient, tmp_path: Path
+    blob_server: BlobServer, client: httpx.AsyncClient, fetch: Fetch, tmp_path: Path
 ) -> None:
     data = os.urandom(4 * 1024 * 1024)
     source = write(tmp_path / "four.bin", data)
@@ -609,22 +684,23 @@ async def test_speed_limit_slows_both_directions(
 
     started = time.monotonic()
     blob = blob_id()
-    _, digest = await upload(client, blob_server.url(blob), AUTH, str(source), speed_limit=None)
+    await upload(client, blob_server.url(blob), AUTH, str(source), speed_limit=None)
     unlimited = time.monotonic() - started
 
     reports: list[Progress] = []
     started = time.monotonic()
     await upload(
-        client, blob_server.url(blob_id()), AUTH, str(source), speed_limit=limit,
+        client,
+        blob_server.url(blob_id()),
+        AUTH,
+        str(source),
+        speed_limit=limit,
         on_progress=reports.append,
-    )  # fmt: skip
+    )
     limited_up = time.monotonic() - started
 
     started = time.monotonic()
-    await download(
-        client, blob_server.url(blob), AUTH, str(tmp_path / "copy.bin"), size=len(data),
-        sha256=digest, mode=0o644, account=SELF, create_dirs=False, speed_limit=limit,
-    )  # fmt: skip
+    await fetch(blob, tmp_path / "copy.bin", data, speed_limit=limit)
     limited_down = time.monotonic() - started
 
     assert unlimited < 0.5
@@ -663,9 +739,17 @@ async def test_memory_stays_bounded_and_the_loop_free_for_a_256_mib_file(
     sent, digest = await upload(client, blob_server.url(blob), AUTH, str(source), speed_limit=None)
     dest = tmp_path / "huge.copy"
     await download(
-        client, blob_server.url(blob), AUTH, str(dest), size=size, sha256=digest, mode=0o600,
-        account=SELF, create_dirs=False, speed_limit=None,
-    )  # fmt: skip
+        client,
+        blob_server.url(blob),
+        AUTH,
+        str(dest),
+        size=size,
+        sha256=digest,
+        mode=0o600,
+        account=SELF,
+        create_dirs=False,
+        speed_limit=None,
+    )
     stop.set()
     await watcher
 
@@ -682,29 +766,22 @@ async def test_memory_stays_bounded_and_the_loop_free_for_a_256_mib_file(
 @needs_root
 @needs_nobody
 async def test_other_account_without_write_permission_is_refused(
-    blob_server: BlobServer, client: httpx.AsyncClient, open_dir: Path
+    blob_server: BlobServer, fetch: Fetch, open_dir: Path
 ) -> None:
     blob = blob_id()
     blob_server.put_blob(blob, b"data")
-    fields = {"size": 4, "sha256": hashlib.sha256(b"data").hexdigest(), "mode": 0o644}
     root_only = open_dir / "root-only"
     root_only.mkdir(mode=0o755)
 
     with pytest.raises(TransferError) as caught:
-        await download(
-            client, blob_server.url(blob), AUTH, str(root_only / "f"), **fields,
-            account="nobody", create_dirs=False, speed_limit=None,
-        )  # fmt: skip
+        await fetch(blob, root_only / "f", b"data", account="nobody")
     assert caught.value.status == HostStatus.COPYFILE_FAILED
     assert "permission denied" in caught.value.message
     assert os.listdir(root_only) == []
 
     # force mode may not create directories where the account could not either
     with pytest.raises(TransferError) as nested:
-        await download(
-            client, blob_server.url(blob), AUTH, str(root_only / "a" / "f"), **fields,
-            account="nobody", create_dirs=True, speed_limit=None,
-        )  # fmt: skip
+        await fetch(blob, root_only / "a" / "f", b"data", account="nobody", create_dirs=True)
     assert "permission denied" in nested.value.message
     assert os.listdir(root_only) == []
 
@@ -714,21 +791,51 @@ async def test_other_account_without_write_permission_is_refused(
     sticky.chmod(0o1777)
     write(sticky / "roots.txt", b"root's")
     with pytest.raises(TransferError):
-        await download(
-            client, blob_server.url(blob), AUTH, str(sticky / "roots.txt"), **fields,
-            account="nobody", create_dirs=False, speed_limit=None,
-        )  # fmt: skip
+        await fetch(blob, sticky / "roots.txt", b"data", account="nobody")
     assert (sticky / "roots.txt").read_bytes() == b"root's"
+    await fetch(blob, sticky / "mine.txt", b"data", account="nobody")
+
+    # judged on the directory actually opened, wherever a symlink on the way points
+    (open_dir / "link").symlink_to(root_only)
+    with pytest.raises(TransferError) as linked:
+        await fetch(blob, open_dir / "link" / "f", b"data", account="nobody")
+    assert "permission denied" in linked.value.message
 
     with pytest.raises(TransferError) as made:
         make_dir(str(root_only / "d"), mode=0o755, account="nobody", create_dirs=False)
     assert made.value.status == HostStatus.COPYFILE_FAILED
+    assert os.listdir(root_only) == []
+
+
+@needs_root
+@needs_nobody
+async def test_upload_reads_with_the_source_accounts_rights(
+    blob_server: BlobServer, client: httpx.AsyncClient, open_dir: Path
+) -> None:
+    secret = write(open_dir / "secret", b"root only", mode=0o600)
+    with pytest.raises(TransferError) as caught:
+        await upload(
+            client,
+            blob_server.url(blob_id()),
+            AUTH,
+            str(secret),
+            speed_limit=None,
+            account="nobody",
+        )
+    assert caught.value.status == HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST
+    assert "permission denied" in caught.value.message
+
+    public = write(open_dir / "public", b"anyone", mode=0o644)
+    size, _ = await upload(
+        client, blob_server.url(blob_id()), AUTH, str(public), speed_limit=None, account="nobody"
+    )
+    assert size == 6
 
 
 @needs_root
 @needs_nobody
 async def test_files_and_directories_belong_to_the_account(
-    blob_server: BlobServer, client: httpx.AsyncClient, open_dir: Path
+    blob_server: BlobServer, fetch: Fetch, open_dir: Path
 ) -> None:
     assert NOBODY is not None
     blob = blob_id()
@@ -738,11 +845,7 @@ async def test_files_and_directories_belong_to_the_account(
     os.chown(home, NOBODY.pw_uid, NOBODY.pw_gid)
     dest = home / "new" / "f.txt"
 
-    await download(
-        client, blob_server.url(blob), AUTH, str(dest), size=4,
-        sha256=hashlib.sha256(b"data").hexdigest(), mode=0o640, account="nobody",
-        create_dirs=True, speed_limit=None,
-    )  # fmt: skip
+    await fetch(blob, dest, b"data", mode=0o640, account="nobody", create_dirs=True)
 
     for path in (dest, dest.parent):
         st = path.stat()
@@ -752,6 +855,13 @@ async def test_files_and_directories_belong_to_the_account(
     make_dir(str(home / "made"), mode=0o750, account="nobody", create_dirs=False)
     st = (home / "made").stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY.pw_uid, 0o750)
+
+
+@needs_root
+async def test_unknown_target_account_is_status_311(fetch: Fetch, tmp_path: Path) -> None:
+    with pytest.raises(TransferError) as caught:
+        await fetch(blob_id(), tmp_path / "f", b"x", account="no-such-user-jf")
+    assert caught.value.status == HostStatus.GSE_USER_ERROR
 
 
 def test_make_dir_strict_force_and_conflicts(tmp_path: Path) -> None:

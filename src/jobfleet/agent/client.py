@@ -16,7 +16,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from jobfleet import __version__
 from jobfleet.agent.executor import (
     Executor,
+    OutputCallback,
     ProcessExecutor,
     TaskResult,
     TaskSpec,
     kill_process_tree,
 )
 from jobfleet.agent.spool import Spool
+from jobfleet.agent.transfers import FileWork
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
 
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_PATH = "/api/jobfleet/v1/agents/connect"
 ENROLL_PATH = "/api/jobfleet/v1/agents/enroll"
+Work = Callable[[OutputCallback], Awaitable[tuple[TaskResult, list[dict[str, Any]] | None]]]
+
 # output is held this long so that a short task's output rides in its done message
 HOLD_SECONDS = 0.05
 # acknowledged chunks are gone from the spool, so a note on an interrupted task sorts last
@@ -167,8 +171,15 @@ class Agent:
         self.connected = asyncio.Event()
         self._sender: _Sender | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.on_welcome: Callable[[dict[str, Any]], None] | None = None
+        self.files = FileWork(settings.server, self._auth_headers, settings.tls() or True)
+
+    def _auth_headers(self) -> dict[str, str]:
+        cred = self.credential
+        assert cred is not None
+        return {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
 
     async def ensure_credential(self) -> Credential:
         if self.credential is None and self.settings.state_dir is not None:
@@ -227,8 +238,9 @@ class Agent:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks.values():
+        for task in [*self._tasks.values(), *self._requests]:
             task.cancel()
+        await self.files.close()
 
     async def _session(self, cred: Credential) -> None:
         headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
@@ -277,14 +289,41 @@ class Agent:
                 self.spool.ack(str(task_id), int(seq))
         elif kind == protocol.KILL:
             self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
+        elif kind in (protocol.FILE_LIST, protocol.FILE_UPLOAD):
+            self._answer(message)
         elif kind == protocol.WELCOME and self.on_welcome is not None:
             self.on_welcome(message)
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        async def answer() -> None:
+            work = (
+                self.files.list_sources if message["t"] == protocol.FILE_LIST else self.files.upload
+            )
+            try:
+                reply = await work(message)
+            except Exception as exc:
+                log.exception("request_failed kind=%s", message.get("t"))
+                reply = {"status": int(HostStatus.GSE_TASK_ERROR), "error": str(exc)}
+            self._send({"t": protocol.REPLY, "id": message.get("id"), **reply})
+
+        task = asyncio.get_running_loop().create_task(answer())
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
     def _start(self, message: dict[str, Any]) -> None:
         task_id = str(message["id"])
         if task_id in self._tasks or task_id in self.spool.known():
             return  # a repeat after a reconnect: the task runs or its result is on its way
         self.spool.accept(task_id)
+        if message.get("kind") == "download":
+            run = self._download(task_id, message)
+        else:
+            run = self._script(task_id, message)
+        task = asyncio.get_running_loop().create_task(self._execute(task_id, run))
+        self._tasks[task_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(task_id, None))
+
+    def _script(self, task_id: str, message: dict[str, Any]) -> Work:
         spec = TaskSpec(
             id=task_id,
             lang=int(message["lang"]),
@@ -300,12 +339,25 @@ class Agent:
             },
             max_output=int(message.get("max_output") or 10 * 1024 * 1024),
         )
-        task = asyncio.get_running_loop().create_task(self._execute(spec))
-        self._tasks[task_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(task_id, None))
 
-    async def _execute(self, spec: TaskSpec) -> None:
-        task_id = spec.id
+        async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
+            def on_started(pgid: int) -> None:
+                self.spool.set_pgid(task_id, pgid)
+
+            return await self.executor.run(spec, on_output, on_started), None
+
+        return run
+
+    def _download(self, task_id: str, message: dict[str, Any]) -> Work:
+        def report(items: list[dict[str, Any]]) -> None:
+            self._send({"t": protocol.FILE_LOG, "id": task_id, "files": items})
+
+        async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
+            return await self.files.download(message, on_output, report)
+
+        return run
+
+    async def _execute(self, task_id: str, work: Work) -> None:
         seq = 0
         held: list[str] = []
         timer: asyncio.TimerHandle | None = None
@@ -327,11 +379,9 @@ class Agent:
             if timer is None:
                 timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, flush)
 
-        def on_started(pgid: int) -> None:
-            self.spool.set_pgid(task_id, pgid)
-
+        files: list[dict[str, Any]] | None = None
         try:
-            result = await self.executor.run(spec, on_output, on_started)
+            result, files = await work(on_output)
         except Exception as exc:
             log.exception("task_failed task=%s", task_id)
             result = TaskResult(
@@ -360,6 +410,8 @@ class Agent:
             "end": result.end_ms,
             "data": tail,
         }
+        if files is not None:
+            done["files"] = files
         self.spool.finish(task_id, done)
         self._send(done)
 

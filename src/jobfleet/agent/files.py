@@ -38,6 +38,7 @@ import re
 import secrets
 import stat
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ BURST_SECONDS = 0.1
 # so the limit shows as a steady rate rather than bursts and pauses
 PACE_SLICE = 0.125
 MIN_CHUNK = 16 * 1024
+# chunks a download may have queued for the disk while more arrive
+WRITE_AHEAD = 4
 TEMP_MARK = ".jobfleet-"
 _NAME_MAX = 255
 _GLOB_MAGIC = re.compile(r"[*?\[]")
@@ -127,17 +130,13 @@ class _Rights:
         """``want`` on ``path`` (whose stat is ``st``), the way there included."""
         if self.judged:
             return permits(self.account, st, want) and self.reachable(path)
-        if self._root:
-            return True
-        access = (os.R_OK if want & READ else 0) | (os.W_OK if want & WRITE else 0)
-        access |= os.X_OK if want & SEARCH else 0
-        return os.access(path, access)
+        return self._root or os.access(path, _access_mode(want))
 
-    def allows(self, st: os.stat_result, want: int) -> bool:
-        """``want`` on an inode in a directory already known to be reachable."""
+    def allows(self, path: str, st: os.stat_result, want: int) -> bool:
+        """``want`` on ``path``, in a directory already known to be reachable."""
         if self.judged:
             return permits(self.account, st, want)
-        return True
+        return self._root or os.access(path, _access_mode(want))
 
     def reachable(self, path: str) -> bool:
         """Every directory above ``path`` is searchable, by its name and where it lives."""
@@ -156,6 +155,12 @@ class _Rights:
                 known = False
             self._searchable[directory] = known
         return known
+
+
+def _access_mode(want: int) -> int:
+    mode = os.R_OK if want & READ else 0
+    mode |= os.W_OK if want & WRITE else 0
+    return mode | (os.X_OK if want & SEARCH else 0)
 
 
 def _lineage(directory: str) -> list[str]:
@@ -354,14 +359,18 @@ class _Lister:
                     if link:
                         # following links to directories could loop or leave the tree
                         logger.debug("skipped symlinked directory path=%s", path)
-                    elif self.rights.allows(st, READ | SEARCH):
+                    elif self.rights.allows(path, st, READ | SEARCH):
                         self._add(path, entry_rel, st, is_dir=True)
                         below.append((path, entry_rel))
                     else:
                         self._deny(path)
                 elif stat.S_ISREG(st.st_mode):
                     # a link's target lives elsewhere: check the way there too
-                    ok = self.rights.may(path, st, READ) if link else self.rights.allows(st, READ)
+                    ok = (
+                        self.rights.may(path, st, READ)
+                        if link
+                        else self.rights.allows(path, st, READ)
+                    )
                     if ok:
                         self._add(path, entry_rel, st, is_dir=False)
                     else:
@@ -460,7 +469,10 @@ class _FileThread:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobfleet-file")
 
     async def run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def close(self, cleanup: Callable[[], None] | None = None) -> None:
         """Run ``cleanup`` after whatever is in flight, then let the thread go.
@@ -494,17 +506,22 @@ async def upload(
     on_progress: Callable[[Progress], None] | None = None,
     chunk_size: int = 1 << 20,
     max_size: int | None = None,
+    account: str | None = None,
 ) -> tuple[int, str]:
     """Stream the file at ``path`` to ``url`` with a PUT; return (size, sha256 hex).
 
-    The size is taken when the file is opened and sent as Content-Length; a file that
-    grows meanwhile is sent up to that size, one that shrinks fails the upload. Raises
-    :class:`TransferError`: 203 the file is gone, 321 it is larger than ``max_size``
-    (or the server says so), 329 a read, network or HTTP failure.
+    With ``account``, the file must be readable by that account; a root agent checks
+    this on the file it has opened, so a path swapped for a symlink since the listing
+    cannot make it send a file the account may not read. The size is taken when the
+    file is opened and sent as Content-Length; a file that grows meanwhile is sent up
+    to that size, one that shrinks fails the upload. Raises :class:`TransferError`:
+    203 the file is gone or not readable by ``account``, 311 the account, 321 the file
+    is larger than ``max_size`` (or the server says so), 329 a read, network or HTTP
+    failure.
     """
     io = _FileThread()
     try:
-        handle, size = await io.run(lambda: _open_source(path))
+        handle, size = await io.run(lambda: _open_source(path, account))
     except BaseException:
         await io.close()
         raise
@@ -517,16 +534,25 @@ async def upload(
         return await _send(
             client, url, headers, path, handle, size, io, speed_limit, on_progress, chunk_size
         )
+    except TransferError as exc:
+        logger.warning("upload failed path=%s status=%d error=%s", path, exc.status, exc)
+        raise
     finally:
         await io.close(handle.close)
 
 
-def _open_source(path: str) -> tuple[_Reader, int]:
+def _open_source(path: str, account: str | None) -> tuple[_Reader, int]:
+    rights = _Rights(_account(account)) if account is not None else None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise TransferError(
             HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST, f"source file {path} does not exist"
+        ) from None
+    except PermissionError:
+        # what the account cannot read counts as missing, as in expand_sources
+        raise TransferError(
+            HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST, f"{path}: permission denied"
         ) from None
     except OSError as exc:
         raise TransferError(
@@ -537,6 +563,11 @@ def _open_source(path: str) -> tuple[_Reader, int]:
         if not stat.S_ISREG(st.st_mode):
             raise TransferError(
                 HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST, f"{path} is not a regular file"
+            )
+        if rights is not None and not rights.may(path, st, READ):
+            raise TransferError(
+                HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST,
+                f"{path}: permission denied for account {rights.account.name}",
             )
     except BaseException:
         os.close(fd)
@@ -629,8 +660,9 @@ async def _send(
         raise TransferError(
             status, f"upload of {path} refused: HTTP {response.status_code} {response.text[:200]}"
         )
-    meter.finish(size)
     digest = reader.sha.hexdigest()
+    _check_receipt(response, path, digest)
+    meter.finish(size)
     logger.info(
         "uploaded path=%s size=%d sha256=%s seconds=%.3f",
         path,
@@ -639,6 +671,31 @@ async def _send(
         time.monotonic() - started,
     )
     return size, digest
+
+
+def _check_receipt(response: httpx.Response, path: str, digest: str) -> None:
+    """Hold the server's answer, when it is a jobfleet envelope, against what was sent."""
+    if "json" not in response.headers.get("content-type", ""):
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    if not isinstance(body, dict):
+        return
+    if body.get("result") is False:
+        raise TransferError(
+            HostStatus.GSE_FILE_TASK_ERROR,
+            f"upload of {path} refused: {body.get('code')} {body.get('message')}",
+        )
+    data = body.get("data")
+    stored = data.get("sha256") if isinstance(data, dict) else None
+    # the bytes were hashed on both ends; a difference means they changed in between
+    if isinstance(stored, str) and stored and stored.lower() != digest:
+        raise TransferError(
+            HostStatus.GSE_FILE_TASK_ERROR,
+            f"checksum mismatch for {path}: sent sha256 {digest}, server stored {stored}",
+        )
 
 
 def _describe(exc: httpx.HTTPError) -> str:
@@ -677,11 +734,10 @@ async def download(
         raise TransferError(
             HostStatus.GSE_FILE_SIZE_EXCEED, f"{dest}: {size} bytes is over the limit of {max_size}"
         )
-    rights = _Rights(_account(account))
     io = _FileThread()
     target: _Target | None = None
     try:
-        target = await io.run(lambda: _open_target(dest, rights, create_dirs))
+        target = await io.run(lambda: _open_target(dest, account, create_dirs))
         started = time.monotonic()
         await _fetch(client, url, headers, target, size, io, speed_limit, on_progress, chunk_size)
         digest = target.sha.hexdigest()
@@ -718,21 +774,20 @@ def make_dir(dest: str, *, mode: int, account: str, create_dirs: bool) -> None:
     """
     rights = _Rights(_account(account))
     dest = _absolute(dest)
+    name = os.path.basename(dest)
+    parent = _open_parent(dest, rights, create_dirs)
     try:
-        st = os.stat(dest)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise _target_error(dest, exc) from None
-    if st is not None:
-        if not stat.S_ISDIR(st.st_mode):
-            raise TransferError(
-                HostStatus.COPYFILE_FAILED, f"target {dest} exists and is not a directory"
-            )
-        return
-    parent = _ready_parent(dest, rights, create_dirs)
-    _check_writable(parent, rights)
-    _mkdir_as(dest, rights, mode=(mode & 0o7777) | stat.S_IRWXU, exact=True)
+        existing = parent.entry(name, follow=True)
+        if existing is not None:
+            if not stat.S_ISDIR(existing.st_mode):
+                raise TransferError(
+                    HostStatus.COPYFILE_FAILED, f"target {dest} exists and is not a directory"
+                )
+            return
+        parent.check_writable(rights)
+        parent.make_child(name, rights, (mode & 0o7777) | stat.S_IRWXU).close()
+    finally:
+        parent.close()
 
 
 def _account(name: str) -> Account:
@@ -746,7 +801,7 @@ def _absolute(dest: str) -> str:
     if not os.path.isabs(dest):
         raise TransferError(HostStatus.COPYFILE_FAILED, f"target path {dest} is not absolute")
     normal = os.path.normpath(dest)
-    if normal == "/":
+    if normal == "/" or normal == "//":
         raise TransferError(HostStatus.COPYFILE_FAILED, "target path / names no file")
     return normal
 
@@ -757,65 +812,6 @@ def _target_error(path: str, exc: OSError) -> TransferError:
     return TransferError(HostStatus.COPYFILE_FAILED, f"{path}: {exc.strerror or exc}")
 
 
-def _ready_parent(dest: str, rights: _Rights, create_dirs: bool) -> str:
-    """The directory ``dest`` goes in, created first when ``create_dirs`` allows."""
-    parent = os.path.dirname(dest)
-    try:
-        st = os.stat(parent)
-    except FileNotFoundError:
-        if not create_dirs:
-            raise TransferError(
-                HostStatus.COPYFILE_FAILED, f"target directory {parent} does not exist"
-            ) from None
-        _make_parents(parent, rights)
-        return parent
-    except OSError as exc:
-        raise _target_error(parent, exc) from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise TransferError(HostStatus.COPYFILE_FAILED, f"target {parent} is not a directory")
-    return parent
-
-
-def _make_parents(directory: str, rights: _Rights) -> None:
-    missing: list[str] = []
-    while True:
-        try:
-            st = os.stat(directory)
-            break
-        except FileNotFoundError:
-            missing.append(directory)
-            directory = os.path.dirname(directory)
-        except OSError as exc:
-            raise _target_error(directory, exc) from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise TransferError(HostStatus.COPYFILE_FAILED, f"target {directory} is not a directory")
-    _check_writable(directory, rights)
-    for path in reversed(missing):
-        _mkdir_as(path, rights, mode=0o755, exact=False)
-
-
-def _mkdir_as(path: str, rights: _Rights, *, mode: int, exact: bool) -> None:
-    """mkdir owned by the account; ``exact`` applies ``mode`` past the umask."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        # another transfer made it first; fine if it is a directory
-        if os.path.isdir(path):
-            return
-        raise TransferError(
-            HostStatus.COPYFILE_FAILED, f"target {path} exists and is not a directory"
-        ) from None
-    except OSError as exc:
-        raise _target_error(path, exc) from None
-    owner = _owner_for(os.path.dirname(path), rights)
-    try:
-        if owner is not None:
-            os.chown(path, *owner)
-        os.chmod(path, mode if exact else mode & ~_umask())
-    except OSError as exc:
-        raise _target_error(path, exc) from None
-
-
 def _umask() -> int:
     # reading the umask means setting it; set it straight back
     current = os.umask(0o022)
@@ -823,62 +819,183 @@ def _umask() -> int:
     return current
 
 
-def _owner_for(parent: str, rights: _Rights) -> tuple[int, int] | None:
-    """(uid, gid) a new entry in ``parent`` must get, or None to keep the agent's."""
-    if os.geteuid() != 0:
-        return None
-    account = rights.account
-    gid = account.gid
-    with contextlib.suppress(OSError):
-        parent_st = os.stat(parent)
+class _Dir:
+    """An open directory on the target side.
+
+    Checks and changes go through the descriptor (``*at`` calls), so the directory whose
+    permissions were judged is the one written to, even if the account renames or
+    swaps a path component for a symlink in between — otherwise a root agent could be
+    steered into writing, as root, somewhere the account may not."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def entry(self, name: str, *, follow: bool) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=follow)
+        except FileNotFoundError:
+            return None  # absent, or a dangling symlink
+        except OSError as exc:
+            raise _target_error(os.path.join(self.path, name), exc) from None
+
+    def check_writable(self, rights: _Rights, replacing: os.stat_result | None = None) -> None:
+        """Refuse unless the account may create (and replace ``replacing``) entries here."""
+        st = os.fstat(self.fd)
+        account = rights.account
+        allowed = rights.may(self.path, st, WRITE | SEARCH)
+        if allowed and rights.judged and replacing is not None and st.st_mode & stat.S_ISVTX:
+            # in a sticky directory (/tmp) only the file's or the directory's owner may replace
+            allowed = account.uid in (replacing.st_uid, st.st_uid)
+        if not allowed:
+            raise TransferError(
+                HostStatus.COPYFILE_FAILED,
+                f"permission denied: account {account.name} cannot write to {self.path}",
+            )
+
+    def owner_for(self, rights: _Rights) -> tuple[int, int] | None:
+        """(uid, gid) a new entry here must get, or None to keep the agent's own."""
+        if os.geteuid() != 0:
+            return None
+        st = os.fstat(self.fd)
         # a set-group-ID directory hands its group to new entries, as it would for the user
-        if parent_st.st_mode & stat.S_ISGID:
-            gid = parent_st.st_gid
-    return account.uid, gid
+        gid = st.st_gid if st.st_mode & stat.S_ISGID else rights.account.gid
+        return rights.account.uid, gid
+
+    def make_child(self, name: str, rights: _Rights, mode: int) -> _Dir:
+        """The directory ``name`` in here, created for the account if absent."""
+        path = os.path.join(self.path, name)
+        try:
+            os.mkdir(name, 0o700, dir_fd=self.fd)
+            created = True
+        except FileExistsError:
+            created = False  # made meanwhile, by another transfer perhaps
+        except OSError as exc:
+            raise _target_error(path, exc) from None
+        # fchown and fchmod need a readable descriptor; one just made is ours to read
+        access = os.O_RDONLY if created else _dir_access()
+        try:
+            fd = os.open(name, _DIR_FLAGS | access | os.O_NOFOLLOW, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise TransferError(
+                    HostStatus.COPYFILE_FAILED, f"target {path} exists and is not a directory"
+                ) from None
+            raise _target_error(path, exc) from None
+        child = _Dir(path, fd)
+        if created:
+            try:
+                owner = self.owner_for(rights)
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)
+            except OSError as exc:
+                child.close()
+                raise _target_error(path, exc) from None
+        return child
+
+    def fsync(self) -> None:
+        try:
+            fd = os.open(".", os.O_RDONLY | _DIR_FLAGS, dir_fd=self.fd)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            # some filesystems refuse fsync on a directory; the file itself is safe
+            logger.debug("directory fsync failed dir=%s error=%s", self.path, exc)
+        finally:
+            os.close(fd)
 
 
-def _check_writable(
-    directory: str, rights: _Rights, replacing: os.stat_result | None = None
-) -> None:
-    """Refuse unless the account may create (and, if given, replace) entries in ``directory``."""
+_DIR_FLAGS = os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _dir_access() -> int:
+    # O_PATH opens a directory the agent may write to but not list; root lists anything
+    # and needs a readable descriptor for fchown and fchmod
+    return os.O_RDONLY if os.geteuid() == 0 else getattr(os, "O_PATH", os.O_RDONLY)
+
+
+def _open_dir(path: str) -> int:
+    return os.open(path, _dir_access() | _DIR_FLAGS)
+
+
+def _open_parent(dest: str, rights: _Rights, create_dirs: bool) -> _Dir:
+    """The directory ``dest`` goes in, created first when ``create_dirs`` allows."""
+    parent = os.path.dirname(dest)
     try:
-        st = os.stat(directory)
-    except OSError as exc:
-        raise _target_error(directory, exc) from None
-    account = rights.account
-    allowed = rights.may(directory, st, WRITE | SEARCH)
-    if allowed and rights.judged and replacing is not None and st.st_mode & stat.S_ISVTX:
-        # in a sticky directory (/tmp) only the file's or the directory's owner may replace
-        allowed = account.uid in (replacing.st_uid, st.st_uid)
-    if not allowed:
-        raise TransferError(
-            HostStatus.COPYFILE_FAILED,
-            f"permission denied: account {account.name} cannot write to {directory}",
-        )
-
-
-def _open_target(dest: str, rights: _Rights, create_dirs: bool) -> _Target:
-    dest = _absolute(dest)
-    existing: os.stat_result | None = None
-    try:
-        existing = os.lstat(dest)
-        if stat.S_ISDIR(os.stat(dest).st_mode):
-            raise TransferError(HostStatus.COPYFILE_FAILED, f"target {dest} is a directory")
+        return _Dir(parent, _open_dir(parent))
     except FileNotFoundError:
-        pass  # absent, or a dangling symlink the rename will replace
-    except OSError as exc:
-        raise _target_error(dest, exc) from None
-    parent = _ready_parent(dest, rights, create_dirs)
-    _check_writable(parent, rights, existing)
-    temp = os.path.join(parent, _temp_name(os.path.basename(dest)))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(temp, flags, 0o600)
+        if not create_dirs:
+            raise TransferError(
+                HostStatus.COPYFILE_FAILED, f"target directory {parent} does not exist"
+            ) from None
+    except NotADirectoryError:
+        raise TransferError(
+            HostStatus.COPYFILE_FAILED, f"target directory {parent} is not a directory"
+        ) from None
     except OSError as exc:
         raise _target_error(parent, exc) from None
-    target = _Target(dest, temp, fd)
+    return _make_parents(parent, rights)
+
+
+def _make_parents(directory: str, rights: _Rights) -> _Dir:
+    missing: list[str] = []
+    path = directory
+    while True:
+        try:
+            current = _Dir(path, _open_dir(path))
+            break
+        except FileNotFoundError:
+            missing.append(os.path.basename(path))
+            path = os.path.dirname(path)
+        except NotADirectoryError:
+            raise TransferError(
+                HostStatus.COPYFILE_FAILED, f"target directory {directory} is not a directory"
+            ) from None
+        except OSError as exc:
+            raise _target_error(path, exc) from None
+    mode = 0o755 & ~_umask()
     try:
-        owner = _owner_for(parent, rights)
+        for name in reversed(missing):
+            current.check_writable(rights)
+            child = current.make_child(name, rights, mode)
+            current.close()
+            current = child
+    except BaseException:
+        current.close()
+        raise
+    return current
+
+
+def _open_target(dest: str, account: str, create_dirs: bool) -> _Target:
+    rights = _Rights(_account(account))
+    dest = _absolute(dest)
+    name = os.path.basename(dest)
+    parent = _open_parent(dest, rights, create_dirs)
+    try:
+        followed = parent.entry(name, follow=True)
+        if followed is not None and stat.S_ISDIR(followed.st_mode):
+            raise TransferError(HostStatus.COPYFILE_FAILED, f"target {dest} is a directory")
+        parent.check_writable(rights, parent.entry(name, follow=False))
+        temp = _temp_name(name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, 0o600, dir_fd=parent.fd)
+        except OSError as exc:
+            raise _target_error(parent.path, exc) from None
+    except BaseException:
+        parent.close()
+        raise
+    target = _Target(parent, name, temp, fd)
+    try:
+        owner = parent.owner_for(rights)
         if owner is not None:
             os.fchown(fd, *owner)
     except OSError as exc:
@@ -899,8 +1016,10 @@ def _temp_name(name: str) -> str:
 class _Target:
     """The temporary file a download writes, beside the file it will replace."""
 
-    def __init__(self, dest: str, temp: str, fd: int) -> None:
-        self.dest = dest
+    def __init__(self, parent: _Dir, name: str, temp: str, fd: int) -> None:
+        self.parent = parent
+        self.name = name
+        self.dest = os.path.join(parent.path, name)
         self.temp = temp
         self.fd: int | None = fd
         self.sha = hashlib.sha256()
@@ -933,8 +1052,9 @@ class _Target:
         except OSError as exc:
             raise _target_error(self.dest, exc) from None
         self._close()
+        parent = self.parent.fd
         try:
-            os.rename(self.temp, self.dest)
+            os.rename(self.temp, self.name, src_dir_fd=parent, dst_dir_fd=parent)
         except OSError as exc:
             if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
                 raise TransferError(
@@ -942,33 +1062,21 @@ class _Target:
                 ) from None
             raise _target_error(self.dest, exc) from None
         self.temp = ""
-        _fsync_dir(os.path.dirname(self.dest))
+        self.parent.fsync()
+        self.parent.close()
 
     def discard(self) -> None:
         self._close()
-        if self.temp:
+        if self.temp and self.parent.fd >= 0:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.temp)
-            self.temp = ""
+                os.unlink(self.temp, dir_fd=self.parent.fd)
+        self.temp = ""
+        self.parent.close()
 
     def _close(self) -> None:
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # some filesystems refuse fsync on a directory; the file itself is safe
-        logger.debug("directory fsync failed dir=%s error=%s", directory, exc)
-    finally:
-        os.close(fd)
 
 
 class _Dropped(Exception):
@@ -989,70 +1097,108 @@ async def _fetch(
     pacer = _Pacer(speed_limit)
     meter = _Meter(size, on_progress)
     chunk = pacer.chunk(max(1, chunk_size))
+    writes = _WriteAhead(io)
+    received = 0
     resumed = False
-    while True:
-        streaming = False
-        request_headers = {**headers, "Accept-Encoding": "identity"}
-        if target.written:
-            request_headers["Range"] = f"bytes={target.written}-"
-        try:
-            async with client.stream("GET", url, headers=request_headers) as response:
-                await _accept(response, target, io, url)
-                streaming = True
-                async for data in response.aiter_raw(chunk):
-                    if target.written + len(data) > size:
-                        raise TransferError(
-                            HostStatus.GSE_FILE_TASK_ERROR,
-                            f"the server sent more than the {size} bytes expected for "
-                            f"{target.dest}",
-                        )
-                    await io.run(functools.partial(target.write, data))
-                    meter.update(target.written)
-                    await pacer.take(len(data))
-            if target.written < size:
-                raise _Dropped(f"stream ended at byte {target.written} of {size}")
-        except (httpx.TransportError, _Dropped) as exc:
-            if streaming and not resumed:
-                resumed = True
-                logger.info(
-                    "download resuming dest=%s from=%d error=%s",
-                    target.dest,
-                    target.written,
-                    exc,
-                )
-                continue
-            if isinstance(exc, _Dropped):
+    try:
+        while True:
+            streaming = False
+            request_headers = {**headers, "Accept-Encoding": "identity"}
+            if received:
+                request_headers["Range"] = f"bytes={received}-"
+            try:
+                async with client.stream("GET", url, headers=request_headers) as response:
+                    if _accept(response, target, received):
+                        await writes.drain()
+                        await io.run(target.restart)
+                        received = 0
+                    streaming = True
+                    async for data in response.aiter_raw(chunk):
+                        if received + len(data) > size:
+                            raise TransferError(
+                                HostStatus.GSE_FILE_TASK_ERROR,
+                                f"the server sent more than the {size} bytes expected for "
+                                f"{target.dest}",
+                            )
+                        received += len(data)
+                        await writes.put(functools.partial(target.write, data))
+                        meter.update(received)
+                        await pacer.take(len(data))
+                if received < size:
+                    raise _Dropped(f"stream ended at byte {received} of {size}")
+                await writes.drain()
+            except (httpx.TransportError, _Dropped) as exc:
+                if streaming and not resumed:
+                    resumed = True
+                    logger.info(
+                        "download resuming dest=%s from=%d error=%s", target.dest, received, exc
+                    )
+                    continue
+                if isinstance(exc, _Dropped):
+                    raise TransferError(
+                        HostStatus.GSE_FILE_TASK_ERROR, f"truncated stream for {target.dest}: {exc}"
+                    ) from None
                 raise TransferError(
-                    HostStatus.GSE_FILE_TASK_ERROR, f"truncated stream for {target.dest}: {exc}"
-                ) from None
-            raise TransferError(
-                HostStatus.GSE_FILE_ERROR, f"fetch failed for {target.dest}: {_describe(exc)}"
-            ) from exc
-        except OSError as exc:
-            raise _target_error(target.dest, exc) from None
-        meter.finish(target.written)
-        return
+                    HostStatus.GSE_FILE_ERROR, f"fetch failed for {target.dest}: {_describe(exc)}"
+                ) from exc
+            except OSError as exc:
+                raise _target_error(target.dest, exc) from None
+            meter.finish(received)
+            return
+    finally:
+        writes.abandon()
 
 
-async def _accept(response: httpx.Response, target: _Target, io: _FileThread, url: str) -> None:
-    """Check the response fits what was asked; start over if a range was ignored."""
-    if response.status_code == httpx.codes.PARTIAL_CONTENT and target.written:
+class _WriteAhead:
+    """Writes queued on the file thread while the next chunks arrive from the network.
+
+    Waiting for each write before reading on serialises disk and network; a few
+    chunks in flight overlap them and still bound memory to ``depth`` chunks."""
+
+    def __init__(self, io: _FileThread, depth: int = WRITE_AHEAD) -> None:
+        self._io = io
+        self._depth = depth
+        self._pending: deque[asyncio.Future[None]] = deque()
+
+    async def put(self, write: Callable[[], None]) -> None:
+        self._pending.append(self._io.submit(write))
+        while len(self._pending) > self._depth:
+            await self._pending.popleft()
+
+    async def drain(self) -> None:
+        """Wait for every queued write; raises the first write's error."""
+        while self._pending:
+            await self._pending.popleft()
+
+    def abandon(self) -> None:
+        # the transfer failed anyway; keep unread write errors out of the loop's log
+        for pending in self._pending:
+            pending.add_done_callback(_consume)
+        self._pending.clear()
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _accept(response: httpx.Response, target: _Target, received: int) -> bool:
+    """Check the response fits what was asked; True if it restarts from byte 0."""
+    if response.status_code == httpx.codes.PARTIAL_CONTENT and received:
         first = _range_start(response.headers.get("Content-Range", ""))
-        if first != target.written:
+        if first != received:
             raise TransferError(
                 HostStatus.GSE_FILE_ERROR,
-                f"fetch failed for {target.dest}: asked for byte {target.written}, "
+                f"fetch failed for {target.dest}: asked for byte {received}, "
                 f"got range {response.headers.get('Content-Range')!r}",
             )
-    elif response.status_code == httpx.codes.OK:
-        if target.written:
-            await io.run(target.restart)
-    else:
-        await response.aread()
-        raise TransferError(
-            HostStatus.GSE_FILE_ERROR,
-            f"fetch failed for {target.dest}: HTTP {response.status_code} {response.text[:200]}",
-        )
+        return False
+    if response.status_code == httpx.codes.OK:
+        # a server that ignores Range sends the whole file again
+        return received > 0
+    raise TransferError(
+        HostStatus.GSE_FILE_ERROR, f"fetch failed for {target.dest}: HTTP {response.status_code}"
+    )
 
 
 def _range_start(content_range: str) -> int | None:

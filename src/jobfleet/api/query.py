@@ -10,14 +10,25 @@ from sqlalchemy import Row
 from jobfleet.api.execute import job_in_scope
 from jobfleet.api.params import get_bool, get_int, get_list, need_int
 from jobfleet.api.routing import Call, add_api
+from jobfleet.api.transfer import file_logs_for
 from jobfleet.api.views import host_result_view, job_view, list_item, step_view
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType, StepType
 from jobfleet.domain.targets import normalize_ip
+from jobfleet.store.inventory import Host
 
 MAX_LOG_HOSTS = 500
 MAX_SPAN_MS = 30 * 24 * 3600 * 1000
 VIEW = "view_history"
+
+
+def host_view(host: Host) -> dict[str, Any]:
+    return {
+        "bk_host_id": host.bk_host_id,
+        "bk_cloud_id": host.bk_cloud_id,
+        "ip": host.ip,
+        "ipv6": host.ipv6 or None,
+    }
 
 
 async def get_job_instance_status(call: Call) -> dict[str, Any]:
@@ -58,6 +69,19 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
     p = call.params
     host_id = get_int(p, "bk_host_id") or get_int(p, "host_id")
     jobs = call.services.jobs
+    if step.type == StepType.FILE:
+        if host_id is not None:
+            found = await call.services.inventory.by_ids([host_id])
+        elif p.get("ip"):
+            found = await call.services.inventory.by_ips(
+                [(get_int(p, "bk_cloud_id", default=0) or 0, normalize_ip(p["ip"]))]
+            )
+        else:
+            raise JobError.missing("bk_host_id|ip")
+        if not found:
+            raise JobError(ErrorCode.HOST_INVALID, "No such host")
+        item = (await file_logs_for(call, step, count, [host_view(found[0])]))[0]
+        return {"log_type": int(LogType.FILE), **item}
     if host_id is not None:
         rows = await jobs.hosts(step.id, count, host_ids=[host_id])
     else:
@@ -110,6 +134,19 @@ async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
             ErrorCode.MISSING_OR_INVALID_PARAM,
             f"At most {MAX_LOG_HOSTS} hosts per query (host_id_list + ip_list)",
         )
+    if step.type == StepType.FILE:
+        # source hosts are not targets of the step, so hosts come from the inventory
+        inventory = call.services.inventory
+        found = {h.bk_host_id: h for h in await inventory.by_ids(wanted_ids)}
+        for h in await inventory.by_ips(wanted_ips):
+            found.setdefault(h.bk_host_id, h)
+        file_logs = await file_logs_for(call, step, count, [host_view(h) for h in found.values()])
+        return {
+            "job_instance_id": job.id,
+            "step_instance_id": step.id,
+            "log_type": int(LogType.FILE),
+            "file_task_logs": file_logs,
+        }
     rows = await call.services.jobs.hosts(step.id, count)
     by_id = {r.bk_host_id: r for r in rows}
     by_ip: dict[tuple[int, str], Row[Any]] = {}

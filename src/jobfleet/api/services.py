@@ -11,6 +11,7 @@ from jobfleet.gateway.endpoint import Gateway
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database
+from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
@@ -33,4 +34,5 @@ class Services:
     auth: Authenticator
     audit: AuditLog
     blobs: BlobStore
+    file_logs: FileLogStore
     limits: Limits

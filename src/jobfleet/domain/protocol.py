@@ -18,8 +18,12 @@ PROTOCOL_VERSION = 1
 HELLO = "hello"
 OUTPUT = "out"
 DONE = "done"
+FILE_LOG = "file_log"
+REPLY = "reply"
 # Server -> agent
 WELCOME = "welcome"
+FILE_LIST = "file_list"
+FILE_UPLOAD = "file_upload"
 RUN = "run"
 KILL = "kill"
 ACK = "ack"

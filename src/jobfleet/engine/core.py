@@ -4,16 +4,18 @@ Follow a host task: ``_dispatch`` marks it running and sends it to the agent;
 the agent streams ``out`` and ``done`` messages, which the gateway hands to
 ``agent_message``; ``_write_loop`` stores them in batches, acknowledges them to
 the agent and wakes the step waiting for them; when no host of the step is
-pending, ``_run_script_step`` computes the step status and the runner goes on.
+pending, ``_run_tasks`` computes the step status and the runner goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Row
@@ -31,6 +33,7 @@ from jobfleet.engine.ports import AgentDirectory, AgentLink
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.tracking import SENT, WAITING, StepRun
 from jobfleet.store.database import now_ms
+from jobfleet.store.filelogs import DOWNLOAD, update_row
 from jobfleet.store.jobs import HostResult, JobStore, NewJob
 from jobfleet.store.secrets import Cipher
 
@@ -38,6 +41,40 @@ log = logging.getLogger(__name__)
 
 # a note the engine adds to a host's log sorts after anything the agent sent
 NOTE_SEQ = 1_000_000_000
+
+
+class AgentUnavailable(Exception):
+    def __init__(self, host: int) -> None:
+        super().__init__(f"the agent of host {host} is not connected")
+        self.host = host
+
+
+class FileStepRunner(Protocol):
+    async def run(
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
+    ) -> RunStatus: ...
+
+
+def _file_updates(step: int, count: int, host: int, items: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("n"), int):
+            continue
+        out.append(
+            update_row(
+                step,
+                count,
+                host,
+                DOWNLOAD,
+                item["n"],
+                status=int(item.get("status") or 0),
+                size=item.get("size") if isinstance(item.get("size"), int) else None,
+                speed=float(item["speed"]) if isinstance(item.get("speed"), int | float) else None,
+                progress=int(item.get("progress") or 0),
+                log=str(item.get("log") or "")[:4000],
+            )
+        )
+    return out
 
 
 def gse_error_code(status: int) -> int:
@@ -70,6 +107,8 @@ class Engine:
         self._queue: asyncio.Queue[tuple[AgentLink | None, dict[str, Any]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._late: set[asyncio.Task[None]] = set()
+        self._replies: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
+        self.file_steps: FileStepRunner | None = None
         self.on_job_finished: list[Any] = []
 
     # lifecycle --------------------------------------------------------------
@@ -170,7 +209,9 @@ class Engine:
         self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
     ) -> RunStatus:
         if step.type == StepType.SCRIPT:
-            return await self._run_script_step(job, step, stop, recovering)
+            return await self._run_tasks(job, step, stop, recovering, self._template(step))
+        if step.type == StepType.FILE and self.file_steps is not None:
+            return await self.file_steps.run(job, step, stop, recovering)
         log.error("step_type_unsupported job=%s step=%s type=%s", job.id, step.id, step.type)
         await self.store.update_step(
             step.id, status=int(RunStatus.ABNORMAL_STATE), end_time=now_ms()
@@ -191,15 +232,38 @@ class Engine:
             "max_output": self.settings.max_output,
         }
 
-    async def _run_script_step(
-        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
-    ) -> RunStatus:
-        started = step.start_time or now_ms()
+    async def start_step(self, step: Row[Any]) -> int:
+        started: int = step.start_time or now_ms()
         if step.status != RunStatus.RUNNING:
             await self.store.update_step(step.id, status=int(RunStatus.RUNNING), start_time=started)
+        return started
+
+    async def end_step(self, step: Row[Any], started: int, stopped: bool) -> RunStatus:
+        if stopped:
+            status = RunStatus.STOP_SUCCESS
+        else:
+            counts = await self.store.status_counts(step.id, step.execute_count)
+            status = step_status_from_hosts(counts, ignore_error=step.ignore_error)
+        end = now_ms()
+        await self.store.update_step(
+            step.id, status=int(status), end_time=end, total_time=end - started
+        )
+        return status
+
+    async def _run_tasks(
+        self,
+        job: Row[Any],
+        step: Row[Any],
+        stop: asyncio.Event,
+        recovering: bool,
+        template: dict[str, Any],
+        timeout_status: int = HostStatus.TASK_TIMEOUT,
+    ) -> RunStatus:
+        """Send one task per pending host of ``step`` and wait for all of them."""
+        started = await self.start_step(step)
         count = step.execute_count
         rows = await self.store.hosts(step.id, count)
-        run = StepRun(job.id, step.id, count, self._template(step))
+        run = StepRun(job.id, step.id, count, template, int(timeout_status))
         no_agent: set[int] = set()
         for row in rows:
             if row.status in (HostStatus.WAITING, HostStatus.RUNNING):
@@ -215,16 +279,7 @@ class Engine:
                 self._untrack(run)
         else:
             stopped = stop.is_set()
-        if stopped:
-            status = RunStatus.STOP_SUCCESS
-        else:
-            counts = await self.store.status_counts(step.id, count)
-            status = step_status_from_hosts(counts, ignore_error=step.ignore_error)
-        end = now_ms()
-        await self.store.update_step(
-            step.id, status=int(status), end_time=end, total_time=end - started
-        )
-        return status
+        return await self.end_step(step, started, stopped)
 
     async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
         """Wait for every host of ``run``; True if the job was terminated meanwhile."""
@@ -267,7 +322,7 @@ class Engine:
         self._conclude(
             run,
             hosts,
-            HostStatus.TASK_TIMEOUT,
+            normalize_host_status(run.timeout_status),
             "jobfleet: the task passed its timeout without a result from the agent\n",
         )
 
@@ -350,6 +405,35 @@ class Engine:
                 )
             )
 
+    async def conclude_hosts(
+        self, step_id: int, execute_count: int, hosts: list[int], status: int, note: str
+    ) -> None:
+        """End hosts that no task was sent to (a file step whose sources failed)."""
+        end = now_ms()
+        chunks = [
+            {
+                "step_instance_id": step_id,
+                "execute_count": execute_count,
+                "bk_host_id": h,
+                "seq": NOTE_SEQ,
+                "content": note,
+            }
+            for h in hosts
+            if note
+        ]
+        finals = [
+            HostResult(
+                step_id,
+                execute_count,
+                h,
+                int(status),
+                end_time=end,
+                error_code=gse_error_code(status),
+            )
+            for h in hosts
+        ]
+        await self.store.ingest(chunks, finals)
+
     # agent events (from the gateway) ---------------------------------------
     def _track(self, run: StepRun) -> None:
         self.runs[run.key()] = run
@@ -423,8 +507,55 @@ class Engine:
                 )
 
     def agent_message(self, conn: AgentLink, message: dict[str, Any]) -> None:
-        if message.get("t") in (protocol.OUTPUT, protocol.DONE):
+        kind = message.get("t")
+        if kind in (protocol.OUTPUT, protocol.DONE, protocol.FILE_LOG):
             self._queue.put_nowait((conn, message))
+        elif kind == protocol.REPLY:
+            waiter = self._replies.get(str(message.get("id")))
+            if waiter is not None and waiter[0] == conn.bk_host_id and not waiter[1].done():
+                waiter[1].set_result(message)
+
+    async def rpc(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Ask a host's agent something and wait for its reply.
+
+        A request survives the agent dropping and coming back within the grace
+        period: it is sent again on the new connection.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = self.agents.for_host(host)
+            if conn is None:
+                appeared = await self._await_agent(
+                    host, min(self.settings.agent_lost_grace, deadline - time.monotonic())
+                )
+                if not appeared:
+                    raise AgentUnavailable(host)
+                continue
+            request_id = uuid.uuid4().hex
+            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._replies[request_id] = (host, waiter)
+            try:
+                conn.send({**message, "id": request_id})
+                while not waiter.done():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"host {host} did not answer in {timeout:g}s")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(waiter), min(left, 1.0))
+                    if not waiter.done() and self.agents.for_host(host) is not conn:
+                        break  # the connection changed: ask again
+                if waiter.done():
+                    return waiter.result()
+            finally:
+                self._replies.pop(request_id, None)
+
+    async def _await_agent(self, host: int, within: float) -> bool:
+        deadline = time.monotonic() + max(within, 0)
+        while time.monotonic() < deadline:
+            if self.agents.for_host(host) is not None:
+                return True
+            await asyncio.sleep(0.1)
+        return self.agents.for_host(host) is not None
 
     # the writer -------------------------------------------------------------
     async def _write_loop(self) -> None:
@@ -446,6 +577,7 @@ class Engine:
     async def _write(self, batch: list[tuple[AgentLink | None, dict[str, Any]]]) -> None:
         chunks: list[dict[str, Any]] = []
         finals: list[HostResult] = []
+        file_updates: list[dict[str, Any]] = []
         acks: dict[AgentLink, list[list[Any]]] = {}
         for conn, msg in batch:
             try:
@@ -457,6 +589,11 @@ class Engine:
             if conn is not None and host != conn.bk_host_id:
                 log.warning("agent_foreign_task host=%s task=%s", conn.bk_host_id, tid)
                 continue
+            files = msg.get("files")
+            if isinstance(files, list):
+                file_updates.extend(_file_updates(step_id, count, host, files))
+            if msg.get("t") == protocol.FILE_LOG:
+                continue  # progress only: not spooled, not acknowledged
             data = msg.get("data")
             if isinstance(data, str) and data:
                 chunks.append(
@@ -486,7 +623,7 @@ class Engine:
                 )
             if conn is not None:
                 acks.setdefault(conn, []).append([tid, seq])
-        await self.store.ingest(chunks, finals)
+        await self.store.ingest(chunks, finals, file_updates)
         for conn, items in acks.items():
             conn.send({"t": protocol.ACK, "acks": items})
         for result in finals:

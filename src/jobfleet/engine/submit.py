@@ -162,22 +162,7 @@ class Submitter:
                 "batch_count": 1,
                 "current_batch": 0,
             },
-            hosts=[
-                {
-                    "execute_count": 0,
-                    "bk_host_id": h.bk_host_id,
-                    "batch": 0,
-                    "bk_cloud_id": h.bk_cloud_id,
-                    "ip": h.ip,
-                    "ipv6": h.ipv6,
-                    "agent_id": h.agent_id,
-                    "status": int(HostStatus.WAITING),
-                    "error_code": 0,
-                    "tag": "",
-                    "log_size": 0,
-                }
-                for h in req.hosts
-            ],
+            hosts=_host_rows(req.hosts),
         )
         job = NewJob(
             values={
@@ -197,6 +182,82 @@ class Submitter:
         )
         job_id, step_ids = await self.engine.submit(job, req.start)
         return job_id, name, step_ids[0]
+
+
+@dataclass
+class FileRequest:
+    name: str | None
+    default_name: str
+    task_type: int
+    config: dict[str, Any]
+    timeout: int
+    account: Account
+    hosts: list[Host]
+    callback_url: str | None
+    start: bool
+    operator: str
+    app_code: str
+
+
+def _host_rows(hosts: list[Host]) -> list[dict[str, Any]]:
+    return [
+        {
+            "execute_count": 0,
+            "bk_host_id": h.bk_host_id,
+            "batch": 0,
+            "bk_cloud_id": h.bk_cloud_id,
+            "ip": h.ip,
+            "ipv6": h.ipv6,
+            "agent_id": h.agent_id,
+            "status": int(HostStatus.WAITING),
+            "error_code": 0,
+            "tag": "",
+            "log_size": 0,
+        }
+        for h in hosts
+    ]
+
+
+async def submit_file(submitter: Submitter, scope: Scope, req: FileRequest) -> tuple[int, str, int]:
+    """A one-step file job: a transfer to targets, or a fetch from hosts to the server."""
+    name = req.name or default_name(req.default_name)
+    step = NewStep(
+        name=name,
+        type=int(StepType.FILE),
+        values={
+            "status": int(RunStatus.BLANK),
+            "execute_count": 0,
+            "ignore_error": False,
+            "timeout": req.timeout,
+            "account_id": req.account.id,
+            "account_alias": req.account.alias,
+            "account_name": req.account.account,
+            "config": req.config,
+            "operator": req.operator,
+            "create_time": now_ms(),
+            "batch_count": 1,
+            "current_batch": 0,
+        },
+        hosts=_host_rows(req.hosts),
+    )
+    job = NewJob(
+        values={
+            "bk_biz_id": scope.bk_biz_id,
+            "scope_type": scope.scope_type,
+            "scope_id": scope.scope_id,
+            "name": name,
+            "type": req.task_type,
+            "launch_mode": int(LaunchMode.API),
+            "operator": req.operator,
+            "app_code": req.app_code,
+            "plan_id": -1,
+            "template_id": -1,
+            "callback_url": req.callback_url,
+        },
+        steps=[step],
+    )
+    job_id, step_ids = await submitter.engine.submit(job, req.start)
+    return job_id, name, step_ids[0]
 
 
 def _sample(items: list[Any], limit: int = 10) -> str:

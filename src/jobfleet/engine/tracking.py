@@ -23,6 +23,8 @@ class StepRun:
     execute_count: int
     # the run message minus its task id, identical for every host of the step
     template: dict[str, Any]
+    # what a host that outlives the step's timeout ends with
+    timeout_status: int = 13
     pending: dict[int, str] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 

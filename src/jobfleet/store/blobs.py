@@ -37,10 +37,12 @@ class Blob:
     sha256: str | None
     state: str
     writer_host_id: int | None
+    bk_biz_id: int | None
 
     @classmethod
     def of(cls, row: Row[Any]) -> Blob:
-        return cls(row.id, row.name, row.size, row.sha256, row.state, row.writer_host_id)
+        return cls(row.id, row.name, row.size, row.sha256, row.state, row.writer_host_id,
+                   row.bk_biz_id)
 
 
 class BlobStore:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus
 from jobfleet.store.database import Database, now_ms
+from jobfleet.store.filelogs import file_log_update
 from jobfleet.store.inventory import chunks
 from jobfleet.store.tables import job_instances, log_chunks, outbox, step_hosts, step_instances
 
@@ -63,8 +64,10 @@ class JobStore:
                 step_hosts.c.execute_count == bindparam("_count"),
                 step_hosts.c.bk_host_id == bindparam("_host"),
                 # executemany cannot expand IN lists
-                or_(step_hosts.c.status == UNFINISHED_HOST[0],
-                    step_hosts.c.status == UNFINISHED_HOST[1]),
+                or_(
+                    step_hosts.c.status == UNFINISHED_HOST[0],
+                    step_hosts.c.status == UNFINISHED_HOST[1],
+                ),
             )
             .values(
                 status=bindparam("_status"),
@@ -271,7 +274,12 @@ class JobStore:
                     .values(status=int(HostStatus.RUNNING), start_time=now)
                 )
 
-    async def ingest(self, chunks_: list[dict[str, Any]], finals: list[HostResult]) -> None:
+    async def ingest(
+        self,
+        chunks_: list[dict[str, Any]],
+        finals: list[HostResult],
+        file_updates: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Store a batch of output chunks and final results in one transaction.
 
         Repeats are harmless: chunks are keyed by (task, seq) and a final result
@@ -279,6 +287,8 @@ class JobStore:
         """
         async with self.db.begin() as conn:
             await self._ingest(conn, chunks_, finals)
+            if file_updates:
+                await conn.execute(file_log_update(), file_updates)
 
     async def _ingest(
         self, conn: AsyncConnection, chunks_: list[dict[str, Any]], finals: list[HostResult]

@@ -266,6 +266,33 @@ blobs = Table(
     Column("done_time", BigInteger, nullable=True),
 )
 
+# one row per file and host of a file step: mode 0 on the source host (upload),
+# mode 1 on the target host (download); what get_job_instance_ip_log shows
+file_logs = Table(
+    "file_logs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("step_instance_id", BigInteger, nullable=False),
+    Column("execute_count", Integer, nullable=False),
+    Column("bk_host_id", BigInteger, nullable=False),
+    Column("mode", Integer, nullable=False),
+    Column("seq", Integer, nullable=False, default=0),
+    Column("src_host_id", BigInteger, nullable=True),
+    Column("src_ip", String(64), nullable=True),
+    Column("src_cloud_id", BigInteger, nullable=True),
+    Column("src_path", String(4096), nullable=False),
+    Column("dest_path", String(4096), nullable=True),
+    Column("blob_id", String(64), nullable=True),
+    Column("is_dir", Boolean, nullable=False, default=False),
+    Column("file_mode", Integer, nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("size", BigInteger, nullable=True),
+    Column("speed", Float, nullable=True),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("log_content", Text, nullable=False, default=""),
+    Index(None, "step_instance_id", "execute_count", "bk_host_id"),
+)
+
 # which hosts' agents may read a blob: the targets it was sent to
 blob_readers = Table(
     "blob_readers",

@@ -1,0 +1,197 @@
+"""The agent's part of file steps: list sources, upload them, download targets.
+
+The byte-moving and permission rules live in ``files``; this module speaks the
+protocol: it turns requests into calls and results into replies, file-log
+updates and a task's final ``done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+
+from jobfleet.agent.accounts import AccountError
+from jobfleet.agent.executor import TaskResult
+from jobfleet.agent.files import (
+    Progress,
+    TransferError,
+    download,
+    expand_sources,
+    make_dir,
+    upload,
+)
+from jobfleet.domain.status import HostStatus
+
+log = logging.getLogger(__name__)
+
+BLOB_PATH = "/api/jobfleet/v1/agents/blobs/"
+# a server restart or a dropped connection is worth waiting out, a real refusal is not
+FETCH_FAILED = frozenset({int(HostStatus.GSE_FILE_ERROR)})
+# an upload cut by a server restart surfaces as a transfer error
+UPLOAD_RETRY = frozenset({int(HostStatus.GSE_FILE_ERROR), int(HostStatus.GSE_FILE_TASK_ERROR)})
+RETRY_FOR = 60.0
+# file log status (bk-job §11.4)
+DOWNLOADING, SUCCESS, FAILED = 3, 4, 5
+
+Emit = Callable[[str], Awaitable[None]]
+Report = Callable[[list[dict[str, Any]]], None]
+
+
+def _mb(bytes_per_second: float) -> float:
+    return round(bytes_per_second / (1024 * 1024), 2)
+
+
+class FileWork:
+    def __init__(
+        self, server: str, headers: Callable[[], dict[str, str]], verify: Any = True
+    ) -> None:
+        self.base = server.rstrip("/") + BLOB_PATH
+        self.headers = headers
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, verify=verify
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def list_sources(self, message: dict[str, Any]) -> dict[str, Any]:
+        patterns = [str(p) for p in message.get("patterns") or []]
+        try:
+            files, missing = await asyncio.to_thread(
+                expand_sources, patterns, str(message.get("account") or "")
+            )
+        except AccountError as exc:
+            return {"status": int(HostStatus.GSE_USER_ERROR), "error": str(exc)}
+        return {
+            "files": [asdict(f) for f in files],
+            "missing": [f"{m} ({getattr(m, 'reason', 'not found')})" for m in missing],
+        }
+
+    async def upload(self, message: dict[str, Any]) -> dict[str, Any]:
+        results = []
+        limit = message.get("speed_limit")
+        for item in message.get("items") or []:
+            blob, path = str(item["blob"]), str(item["path"])
+            started = time.monotonic()
+            try:
+                size, digest = await self._retrying(
+                    functools.partial(
+                        upload,
+                        self.client,
+                        self.base + blob,
+                        self.headers(),
+                        path,
+                        speed_limit=limit if isinstance(limit, int) else None,
+                        max_size=message.get("max_size"),
+                        account=str(message.get("account") or ""),
+                    ),
+                    UPLOAD_RETRY,
+                )
+            except (TransferError, AccountError) as exc:
+                status = exc.status if isinstance(exc, TransferError) else 311
+                results.append({"blob": blob, "status": status, "error": str(exc)})
+                continue
+            elapsed = max(time.monotonic() - started, 1e-6)
+            results.append(
+                {"blob": blob, "size": size, "sha256": digest, "speed": _mb(size / elapsed)}
+            )
+        return {"results": results}
+
+    async def download(
+        self, task: dict[str, Any], emit: Emit, report: Report
+    ) -> tuple[TaskResult, list[dict[str, Any]]]:
+        """Fetch every item of a download task; the first failure decides the host status."""
+        start = int(time.time() * 1000)
+        account = str(task.get("account") or "")
+        create = bool(task.get("create_dirs", True))
+        limit = task.get("speed_limit") if isinstance(task.get("speed_limit"), int) else None
+        finals: list[dict[str, Any]] = []
+        failure: TransferError | None = None
+        for item in task.get("items") or []:
+            n, dest = int(item["n"]), str(item["dest"])
+            began = time.monotonic()
+            try:
+                if item.get("is_dir"):
+                    await asyncio.to_thread(
+                        make_dir,
+                        dest,
+                        mode=int(item.get("mode") or 0o755),
+                        account=account,
+                        create_dirs=create,
+                    )
+                    finals.append({"n": n, "status": SUCCESS, "size": 0, "progress": 100})
+                    continue
+                last = [0.0]
+
+                def progress(p: Progress, n: int = n, last: list[float] = last) -> None:
+                    now = time.monotonic()
+                    if now - last[0] >= 1.0:
+                        last[0] = now
+                        pct = int(100 * p.done / p.total) if p.total else 100
+                        report(
+                            [
+                                {
+                                    "n": n,
+                                    "status": DOWNLOADING,
+                                    "size": p.total,
+                                    "speed": _mb(p.bytes_per_second),
+                                    "progress": pct,
+                                }
+                            ]
+                        )
+
+                await self._retrying(
+                    functools.partial(
+                        download,
+                        self.client,
+                        self.base + str(item["blob"]),
+                        self.headers(),
+                        dest,
+                        size=int(item.get("size") or 0),
+                        sha256=str(item.get("sha256") or ""),
+                        mode=int(item.get("mode") or 0o644),
+                        account=account,
+                        create_dirs=create,
+                        speed_limit=limit,
+                        on_progress=progress,
+                        max_size=task.get("max_size"),
+                    )
+                )
+            except (TransferError, AccountError) as exc:
+                error = exc if isinstance(exc, TransferError) else TransferError(311, str(exc))
+                failure = failure or error
+                finals.append({"n": n, "status": FAILED, "progress": 0, "log": error.message})
+                await emit(f"[{item.get('src')}] -> {dest}: failed: {error.message}\n")
+                continue
+            size = int(item.get("size") or 0)
+            speed = _mb(size / max(time.monotonic() - began, 1e-6))
+            finals.append(
+                {"n": n, "status": SUCCESS, "size": size, "speed": speed, "progress": 100}
+            )
+            await emit(f"[{item.get('src')}] -> {dest}: {size} bytes, {speed} MB/s\n")
+        end = int(time.time() * 1000)
+        if failure is None:
+            return TaskResult(int(HostStatus.SUCCESS), 0, start, end), finals
+        return TaskResult(failure.status, 1, start, end), finals
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[Any]], statuses: frozenset[int] = FETCH_FAILED
+    ) -> Any:
+        deadline = time.monotonic() + RETRY_FOR
+        delay = 0.5
+        while True:
+            try:
+                return await attempt()
+            except TransferError as exc:
+                if exc.status not in statuses or time.monotonic() + delay > deadline:
+                    raise
+                log.info("transfer_retry status=%s in=%.1fs", exc.status, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,345 @@
+"""File calls: fast_transfer_file, push_config_file, jobfleet's fetch, and file logs."""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import Row
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from jobfleet.api import envelope
+from jobfleet.api.execute import check_callback_url, job_in_scope
+from jobfleet.api.params import get_bool, get_int, get_list, get_str
+from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.scripts import MAX_TASK_NAME, check_timeout, decode_base64
+from jobfleet.domain.status import ScopeType, TaskType
+from jobfleet.domain.targets import parse_target
+from jobfleet.engine.submit import Account, FileRequest, Scope, submit_file
+from jobfleet.store.blobs import COMPLETE
+from jobfleet.store.filelogs import DOWNLOAD, UPLOAD
+
+PREFIX = "/api/jobfleet/v1"
+MAX_FILE_TASKS = 100_000
+MAX_CONFIG_FILE = 5 * 1024 * 1024
+
+
+def _account(call: Call, scope: Scope, raw: Any, name: str) -> Any:
+    if isinstance(raw, str) and raw:
+        return call.services.submitter.resolve_account(scope, None, raw)
+    if isinstance(raw, dict) and (raw.get("id") or raw.get("alias")):
+        account_id = get_int(raw, "id", minimum=1)
+        return call.services.submitter.resolve_account(scope, account_id, get_str(raw, "alias"))
+    raise JobError.missing(name)
+
+
+def _absolute(path: Any, name: str) -> str:
+    if not isinstance(path, str) or not path.strip():
+        raise JobError.missing(name)
+    text = path.strip()
+    if not text.startswith("/"):
+        raise JobError.invalid(name, f"{text!r} is not an absolute path")
+    return text
+
+
+async def _local_source(call: Call, scope: Scope, path: Any) -> dict[str, Any]:
+    """A file uploaded to the server earlier, named ``<file_id>/<name>`` as uploads return."""
+    text = str(path or "")
+    blob_id, _, name = text.partition("/")
+    blob = await call.services.blobs.get(blob_id)
+    usable = (
+        blob is not None
+        and blob.state == COMPLETE
+        and name in ("", blob.name)
+        and blob.bk_biz_id in scope.biz_ids
+    )
+    if blob is None or not usable:
+        raise JobError(
+            ErrorCode.INVALID_PARAM_WITH_REASON,
+            f"Invalid parameter [file_source_list.file_list]: no uploaded file {text!r}",
+        )
+    return {"kind": "blob", "blob_id": blob.id, "name": blob.name}
+
+
+async def _targets(call: Call, scope: Scope) -> tuple[Account, list[Any]]:
+    p = call.params
+    account = await call.services.submitter.resolve_account(
+        scope, get_int(p, "account_id"), get_str(p, "account_alias")
+    )
+    hosts = await call.services.submitter.resolve_hosts(parse_target(p.get("target_server")), scope)
+    return account, hosts
+
+
+def _common(
+    call: Call,
+    default: str,
+    task_type: TaskType,
+    config: dict[str, Any],
+    account: Account,
+    hosts: list[Any],
+) -> FileRequest:
+    p = call.params
+    return FileRequest(
+        name=get_str(p, "task_name", max_length=MAX_TASK_NAME),
+        default_name=default,
+        task_type=int(task_type),
+        config=config,
+        timeout=check_timeout(get_int(p, "timeout"), call.services.engine.settings.max_timeout),
+        account=account,
+        hosts=hosts,
+        callback_url=check_callback_url(get_str(p, "callback_url")),
+        start=get_bool(p, "start_task", True),
+        operator=call.caller.username,
+        app_code=call.caller.app_code,
+    )
+
+
+async def _audit(call: Call, action: str, scope: Scope, job_id: int, hosts: int) -> None:
+    await call.services.audit.record(
+        app_code=call.caller.app_code,
+        username=call.caller.username,
+        action=action,
+        resource_type="job_instance",
+        resource_id=str(job_id),
+        scope_type=scope.scope_type,
+        scope_id=scope.scope_id,
+        detail={"hosts": hosts},
+        source_ip=call.request.client.host if call.request.client else "",
+    )
+
+
+async def fast_transfer_file(call: Call) -> dict[str, Any]:
+    p = call.params
+    scope = await call.scope("quick_transfer_file")
+    target_path = _absolute(p.get("file_target_path"), "file_target_path")
+    target_name = get_str(p, "file_target_name", max_length=255)
+    if target_name and "/" in target_name:
+        raise JobError.invalid("file_target_name", "must be a plain file name")
+    mode = get_int(p, "transfer_mode", default=2)
+    if mode not in (1, 2):
+        raise JobError(
+            ErrorCode.NOT_SUPPORTED,
+            f"transfer_mode {mode} is not supported; use 1 (strict) or 2 (force)",
+        )
+    raw_sources = get_list(p, "file_source_list")
+    if not raw_sources:
+        raise JobError.missing("file_source_list")
+    sources: list[dict[str, Any]] = []
+    file_count = 0
+    for raw in raw_sources:
+        if not isinstance(raw, dict):
+            raise JobError.invalid("file_source_list")
+        files = raw.get("file_list")
+        if not isinstance(files, list) or not files:
+            raise JobError.missing("file_source_list.file_list")
+        file_type = get_int(raw, "file_type", default=1)
+        if file_type == 1:
+            paths = [_absolute(f, "file_source_list.file_list") for f in files]
+            account = await _account(call, scope, raw.get("account"), "file_source_list.account")
+            hosts = await call.services.submitter.resolve_hosts(
+                parse_target(raw.get("server"), "file_source_list.server"), scope
+            )
+            sources.append(
+                {
+                    "kind": "host",
+                    "host_ids": [h.bk_host_id for h in hosts],
+                    "files": paths,
+                    "account": account.account,
+                }
+            )
+            file_count += len(paths) * len(hosts)
+        elif file_type == 2:
+            for f in files:
+                sources.append(await _local_source(call, scope, f))
+            file_count += len(files)
+        else:
+            raise JobError(
+                ErrorCode.NOT_SUPPORTED, "Third-party file sources (file_type 3) are not supported"
+            )
+    account, targets = await _targets(call, scope)
+    if file_count * len(targets) > MAX_FILE_TASKS:
+        raise JobError(
+            ErrorCode.FILE_TASKS_EXCEED, f"File tasks exceed the limit of {MAX_FILE_TASKS}"
+        )
+    config = {
+        "sources": sources,
+        "target_path": target_path,
+        "target_name": target_name,
+        "transfer_mode": mode,
+        "upload_speed_limit": get_int(p, "upload_speed_limit"),
+        "download_speed_limit": get_int(p, "download_speed_limit"),
+    }
+    job_id, name, step_id = await submit_file(
+        call.services.submitter,
+        scope,
+        _common(call, "File Distribution", TaskType.FAST_FILE, config, account, targets),
+    )
+    await _audit(call, "fast_transfer_file", scope, job_id, len(targets))
+    return {"job_instance_id": job_id, "job_instance_name": name, "step_instance_id": step_id}
+
+
+async def push_config_file(call: Call) -> dict[str, Any]:
+    p = call.params
+    scope = await call.scope("quick_transfer_file")
+    target_path = _absolute(p.get("file_target_path"), "file_target_path")
+    items = get_list(p, "file_list")
+    if not items:
+        raise JobError.missing("file_list")
+    parsed = []
+    for item in items:
+        if not isinstance(item, dict) or not item.get("file_name"):
+            raise JobError.missing("file_list.file_name")
+        name = str(item["file_name"])
+        if "/" in name or name in (".", ".."):
+            raise JobError.invalid("file_list.file_name", f"{name!r} is not a file name")
+        content = decode_base64(
+            str(item.get("content") or ""), "file_list.content", MAX_CONFIG_FILE
+        )
+        parsed.append((name, content))
+    account, targets = await _targets(call, scope)
+    sources = []
+    for name, content in parsed:
+        blob_id = await call.services.blobs.create(
+            name=name, kind="config", bk_biz_id=scope.bk_biz_id, owner=call.caller.username
+        )
+        await call.services.blobs.store_bytes(blob_id, content.encode())
+        sources.append({"kind": "blob", "blob_id": blob_id, "name": name, "mode": 0o644})
+    config = {"sources": sources, "target_path": target_path, "transfer_mode": 2}
+    job_id, name, step_id = await submit_file(
+        call.services.submitter,
+        scope,
+        _common(call, "Push Config File", TaskType.FAST_FILE, config, account, targets),
+    )
+    await _audit(call, "push_config_file", scope, job_id, len(targets))
+    return {"job_instance_id": job_id, "job_instance_name": name, "step_instance_id": step_id}
+
+
+async def fetch(call: Call) -> dict[str, Any]:
+    """Bring files from hosts to the server: ``{target_server, file_list, account_alias}``."""
+    scope = await call.scope("quick_transfer_file")
+    files = [_absolute(f, "file_list") for f in get_list(call.params, "file_list")]
+    if not files:
+        raise JobError.missing("file_list")
+    account, hosts = await _targets(call, scope)
+    config = {"direction": "fetch", "files": files}
+    job_id, name, step_id = await submit_file(
+        call.services.submitter,
+        scope,
+        _common(call, "File Fetch", TaskType.FAST_FILE, config, account, hosts),
+    )
+    await _audit(call, "fetch", scope, job_id, len(hosts))
+    return {"job_instance_id": job_id, "job_instance_name": name, "step_instance_id": step_id}
+
+
+async def fetched(call: Call) -> list[dict[str, Any]]:
+    """What a fetch brought back: one entry per host and file, downloadable by ``file_id``."""
+    call.params["job_instance_id"] = call.request.path_params["job_instance_id"]
+    job = await job_in_scope(call, "view_history")
+    steps = await call.services.jobs.steps(job.id)
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        for row in await call.services.file_logs.rows(step.id, step.execute_count, mode=UPLOAD):
+            blob = await call.services.blobs.get(row.blob_id) if row.blob_id else None
+            out.append(
+                {
+                    "bk_host_id": row.bk_host_id,
+                    "ip": row.src_ip,
+                    "bk_cloud_id": row.src_cloud_id,
+                    "path": row.src_path,
+                    "file_id": row.blob_id,
+                    "size": blob.size if blob else None,
+                    "sha256": blob.sha256 if blob else None,
+                    "status": row.status,
+                }
+            )
+    return out
+
+
+async def download_file(request: Request) -> Response:
+    """An operator downloads a file the server holds (fetched from a host, or uploaded)."""
+    request_id = uuid.uuid4().hex
+    services = services_of(request)
+    try:
+        caller = await services.auth.authenticate(request, dict(request.query_params))
+        blob_id = request.path_params["file_id"]
+        blob = await services.blobs.get(blob_id)
+        if blob is None or blob.state != COMPLETE:
+            raise JobError(ErrorCode.NOT_FOUND, f"No file {blob_id}", http_status=404)
+        if blob.bk_biz_id is None or not caller.user.holds(ScopeType.BIZ, str(blob.bk_biz_id)):
+            raise JobError(
+                ErrorCode.PERMISSION_DENIED,
+                f"User {caller.username!r} may not read this file",
+                http_status=403,
+            )
+        return FileResponse(
+            services.blobs.path(blob_id),
+            filename=blob.name,
+            headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
+        )
+    except JobError as exc:
+        return envelope.error(exc, request_id)
+
+
+# file logs ------------------------------------------------------------------
+def human_size(size: int | None) -> str:
+    value = float(size or 0)
+    for unit in ("Bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def file_log_view(row: Row[Any], host: dict[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "mode": row.mode,
+        "src_ip": {
+            "bk_host_id": row.src_host_id,
+            "bk_cloud_id": row.src_cloud_id or 0,
+            "ip": row.src_ip or "0.0.0.0",
+        },
+        "src_path": row.src_path,
+        "status": row.status,
+        "log_content": row.log_content,
+        "size": human_size(row.size),
+        "speed": f"{(row.speed or 0) * 1024:.0f} KB/s",
+        "process": f"{row.progress}%",
+    }
+    if row.mode == DOWNLOAD:
+        item["dest_ip"] = host
+        item["dest_path"] = posixpath.normpath(row.dest_path or "")
+    return item
+
+
+async def file_logs_for(
+    call: Call, step: Row[Any], count: int, hosts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    ids = [h["bk_host_id"] for h in hosts if h.get("bk_host_id")]
+    rows = await call.services.file_logs.rows(step.id, count, host_ids=ids)
+    by_host: dict[int, list[Row[Any]]] = {}
+    for row in rows:
+        by_host.setdefault(row.bk_host_id, []).append(row)
+    return [
+        {**h, "file_logs": [file_log_view(r, h) for r in by_host.get(h["bk_host_id"], [])]}
+        for h in hosts
+    ]
+
+
+def register(router: APIRouter) -> None:
+    add_api(router, "fast_transfer_file", fast_transfer_file, query=False)
+    add_api(router, "push_config_file", push_config_file, query=False)
+    router.add_api_route(PREFIX + "/fetch", make_endpoint(services_of, fetch), methods=["POST"])
+
+    async def fetched_with_path(call: Call) -> list[dict[str, Any]]:
+        return await fetched(call)
+
+    router.add_api_route(
+        PREFIX + "/fetch/{job_instance_id}",
+        make_endpoint(services_of, fetched_with_path),
+        methods=["GET"],
+    )
+    router.add_api_route(PREFIX + "/files/{file_id}", download_file, methods=["GET"])
