@@ -1,0 +1,201 @@
+"""File steps survive a dying target agent and a dying server; bk-log's extraction flow works."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.integration.harness import Proc, Running, Wire, b64, eventually, free_port
+from tests.integration.test_durability import start_server
+from tests.integration.test_file_transfer import transfer_body
+
+from jobfleet.server import read_bootstrap
+
+
+def random_file(path: Path, mib: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as fh:
+        for _ in range(mib):
+            chunk = os.urandom(1024 * 1024)
+            digest.update(chunk)
+            fh.write(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def downloading(wire: Wire, sub: dict[str, Any], ip: str) -> bool:
+    logs = await wire.v3("batch_get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+        "step_instance_id": sub["step_instance_id"], "ip_list": [{"ip": ip, "bk_cloud_id": 0}]})
+    rows = logs["data"]["file_task_logs"][0]["file_logs"] if logs.get("data") else []
+    return any(r["status"] == 3 and r["process"] not in ("0%", "100%") for r in rows)
+
+
+def agent_proc(url: str, token: str, state: Path, ip: str) -> Proc:
+    return Proc(["jobfleet", "agent", "--server", url, "--enroll-token", token, "--state-dir",
+                 str(state), "--ip", ip, "--log-level", "warning"], {})
+
+
+async def test_target_agent_killed_mid_download_ends_with_310(running: Running,
+                                                              tmp_path: Path) -> None:
+    await running.start_agents(["127.0.0.2"])
+    target = agent_proc(running.url, running.boot["enroll_token"], tmp_path / "t", "127.0.0.9")
+    await target.start()
+    try:
+        async def online() -> bool:
+            return any(h.ip == "127.0.0.9" and h.alive
+                       for h in await running.server.inventory.list())
+        await eventually(online, timeout=30)
+        random_file(tmp_path / "big.bin", 24)
+        answer = await running.wire.v3("fast_transfer_file", transfer_body(
+            [str(tmp_path / "big.bin")], ["127.0.0.2"], ["127.0.0.9"], f"{tmp_path}/out/",
+            download_speed_limit=4))
+        sub = answer["data"]
+        await eventually(lambda: downloading(running.wire, sub, "127.0.0.9"), timeout=30)
+        target.kill()
+        data = await running.wire.wait(sub["job_instance_id"], timeout=30)
+        assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] == 310
+        assert data["job_instance"]["status"] == 4
+        assert not (tmp_path / "out" / "big.bin").exists()
+    finally:
+        await target.stop()
+
+
+async def test_server_sigkill_mid_transfer(tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    data_dir = tmp_path / "server"
+    server = await start_server(data_dir, port, database_url)
+    url = f"http://127.0.0.1:{port}"
+    token = read_bootstrap(data_dir)["enroll_token"]
+    ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    agents = [agent_proc(url, token, tmp_path / ip, ip) for ip in ips]
+    boot = read_bootstrap(data_dir)
+    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
+    try:
+        for agent in agents:
+            await agent.start()
+
+        async def online() -> bool:
+            hosts = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
+            return sum(1 for h in hosts.json()["data"] if h["alive"]) == 3
+        await eventually(online, timeout=30)
+        digest = random_file(tmp_path / "big.bin", 40)
+        answer = await wire.v3("fast_transfer_file", transfer_body(
+            [str(tmp_path / "big.bin")], ips[:1], ips[1:], f"{tmp_path}/out/[FILESRCIP]/",
+            download_speed_limit=8))
+        sub = answer["data"]
+        await eventually(lambda: downloading(wire, sub, ips[1]), timeout=30)
+        server.kill()
+        assert server.proc is not None
+        await server.proc.wait()
+        await asyncio.sleep(1.0)
+        server = await start_server(data_dir, port, database_url)
+        data = await wire.wait(sub["job_instance_id"], timeout=120)
+        assert data["job_instance"]["status"] == 3, data
+        assert {r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]} == {9}
+        assert sha256_of(tmp_path / "out" / f"0_{ips[0]}" / "big.bin") == digest
+    finally:
+        await wire.close()
+        for agent in agents:
+            await agent.stop()
+        await server.stop()
+
+
+PACK = """\
+#!/bin/bash
+# pack.sh: tar the requested files into a package and say where it is
+set -e
+out=/tmp/bklog-extract-$JOBFLEET_HOST_IP-$$.tar.gz
+tar -czf "$out" "$@" 2>/dev/null
+echo "<BKLOG>packed_path:$out</BKLOG>"
+echo "<BKLOG>size:$(stat -c %s "$out")</BKLOG>"
+"""
+
+COS = """\
+#!/bin/bash
+# cos.sh: every subdirectory of the transit dir holds one source host's package
+cd "$1"
+for host in *; do
+  [ "$host" = "[]" ] && continue
+  ls "$host"/*.tar.gz >/dev/null || exit 4
+  echo "uploaded $host"
+done
+"""
+
+
+async def test_bk_log_extraction_flow(running: Running, tmp_path: Path) -> None:
+    """bk-clients.md §2.4: pack on hosts, move to a transit host with [FILESRCIP], upload."""
+    sources = ["127.0.0.2", "127.0.0.3"]
+    transit = "127.0.0.8"
+    await running.start_agents([*sources, transit])
+    logs_dir = tmp_path / "var-log"
+    logs_dir.mkdir()
+    (logs_dir / "app.log").write_text("error at 12:00\n" * 100)
+    wire = running.wire
+    legacy = "/api/c/compapi/v2/jobv3"
+
+    async def poll(job_id: int) -> dict[str, Any]:
+        for _ in range(120):  # MAX_SCHEDULE_TIMES polls, more often than bk-log polls
+            answer = await wire.get(f"{legacy}/get_job_instance_status/", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "bk_username": "admin",
+                "return_ip_result": True})
+            if answer["data"]["finished"]:
+                return dict(answer["data"])
+            await asyncio.sleep(0.25)
+        raise AssertionError("the phase did not finish")
+
+    # 1. pack
+    pack = await wire.post(f"{legacy}/fast_execute_script/", {
+        "bk_biz_id": 2, "bk_username": "admin", "operator": "admin", "account_alias": "root",
+        "script_content": b64(PACK), "script_language": 1, "task_name": "[BKLOG] pack",
+        "target_server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in sources]},
+        "timeout": 600, "script_param": b64(str(logs_dir / "app.log"))})
+    status = await poll(pack["data"]["job_instance_id"])
+    step = status["step_instance_list"][0]
+    assert any(r["exit_code"] == 0 for r in step["step_ip_result_list"])
+    logs = await wire.post(f"{legacy}/batch_get_job_instance_ip_log/", {
+        "bk_biz_id": 2, "job_instance_id": pack["data"]["job_instance_id"],
+        "step_instance_id": step["step_instance_id"],
+        "ip_list": [{"ip": r["ip"], "bk_cloud_id": r["bk_cloud_id"]}
+                    for r in step["step_ip_result_list"]]})
+    packed: dict[int, str] = {}
+    for item in logs["data"]["script_task_logs"]:
+        for line in item["log_content"].splitlines():
+            if line.startswith("<BKLOG>packed_path:"):
+                packed[item["bk_host_id"]] = line[len("<BKLOG>packed_path:"):-len("</BKLOG>")]
+    assert len(packed) == 2
+    # 2. distribute to the transit host
+    transit_dir = tmp_path / "transit" / "task-1"
+    distribution = await wire.post(f"{legacy}/fast_transfer_file/", {
+        "bk_username": "admin", "account": "root", "account_alias": "root",
+        "task_name": "[BKLOG] File Distribution By admin", "bk_biz_id": 2,
+        "file_source_list": [{"account": {"alias": "root"},
+                              "server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0}]},
+                              "file_list": [path]}
+                             for ip, path in zip(sources, [packed[h] for h in sorted(packed)],
+                                                 strict=True)],
+        "file_target_path": f"{transit_dir}/[FILESRCIP]",
+        "target_server": {"ip_list": [{"ip": transit, "bk_cloud_id": 0}]}})
+    assert distribution["result"], distribution
+    status = await poll(distribution["data"]["job_instance_id"])
+    assert status["job_instance"]["status"] == 3, status
+    assert sorted(os.listdir(transit_dir)) == sorted(f"0_{ip}" for ip in sources)
+    # 3. upload from the transit host
+    cos = await wire.post(f"{legacy}/fast_execute_script/", {
+        "bk_biz_id": 2, "bk_username": "admin", "account_alias": "root",
+        "script_content": b64(COS), "script_language": 1, "script_param": b64(str(transit_dir)),
+        "target_server": {"ip_list": [{"ip": transit, "bk_cloud_id": 0}]}, "timeout": 600})
+    status = await poll(cos["data"]["job_instance_id"])
+    assert all(r["exit_code"] == 0 for r in status["step_instance_list"][0]["step_ip_result_list"])
+    for path in packed.values():
+        Path(path).unlink(missing_ok=True)

@@ -1,0 +1,111 @@
+"""The harder rules of file steps: patterns, rights, limits, integrity, large files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+from tests.integration.harness import Running, b64
+from tests.integration.test_file_transfer import run_transfer, transfer_body
+
+SRC, DST = "127.0.0.2", "127.0.0.4"
+
+
+async def test_regex_source(running: Running, tmp_path: Path) -> None:
+    await running.start_agents([SRC, DST])
+    for name in ("app1.log", "app2.log", "App3.log", "app.txt"):
+        (tmp_path / name).write_text(name)
+    _sub, data = await run_transfer(running, transfer_body(
+        [f"{tmp_path}/REGEX:app[0-9]+\\.log"], [SRC], [DST], f"{tmp_path}/out/"))
+    assert data["job_instance"]["status"] == 3, data
+    assert sorted(os.listdir(tmp_path / "out")) == ["app1.log", "app2.log"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts needs a root agent")
+async def test_target_the_account_cannot_write_fails_with_202(running: Running,
+                                                              tmp_path: Path) -> None:
+    await running.start_agents([SRC, DST])
+    await running.server.identity.create_account(2, "nobody")
+    (tmp_path / "f.txt").write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o755)
+    body = transfer_body([f"{tmp_path}/f.txt"], [SRC], [DST], f"{locked}/")
+    body["account_alias"] = "nobody"
+    _sub, data = await run_transfer(running, body)
+    assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] == 202
+    assert os.listdir(locked) == []
+
+
+async def test_speed_limit_measurably_slows_the_transfer(running: Running,
+                                                         tmp_path: Path) -> None:
+    await running.start_agents([SRC, DST])
+    (tmp_path / "blob.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    timings = {}
+    for limit in (None, 2):
+        extra = {"download_speed_limit": limit} if limit else {}
+        started = time.monotonic()
+        _sub, data = await run_transfer(running, transfer_body(
+            [f"{tmp_path}/blob.bin"], [SRC], [DST], f"{tmp_path}/out-{limit}/", **extra))
+        timings[limit] = time.monotonic() - started
+        assert data["job_instance"]["status"] == 3
+    assert timings[2] >= 2.5, timings
+    assert timings[2] > 2 * timings[None], timings
+
+
+async def test_checksum_mismatch_never_reports_success(running: Running, tmp_path: Path) -> None:
+    await running.start_agents([DST])
+    target = tmp_path / "etc"
+    target.mkdir()
+    (target / "app.ini").write_text("good\n")
+    answer = await running.wire.v3("push_config_file", {
+        "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(target),
+        "start_task": False, "file_list": [{"file_name": "app.ini", "content": b64("new\n")}],
+        "target_server": {"ip_list": [{"ip": DST, "bk_cloud_id": 0}]}})
+    job_id = answer["data"]["job_instance_id"]
+    blobs = list(running.server.services.blobs.root.iterdir())
+    assert len(blobs) == 1
+    blobs[0].write_text("evil\n")  # the stored copy is damaged after it was checksummed
+    await running.wire.v3("operate_job_instance", {"bk_biz_id": 2, "job_instance_id": job_id,
+                                                   "operation_code": 2})
+    data = await running.wire.wait(job_id)
+    assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] == 329
+    assert data["job_instance"]["status"] == 4
+    assert (target / "app.ini").read_text() == "good\n"
+    assert sorted(os.listdir(target)) == ["app.ini"]
+
+
+async def test_one_gib_file_to_several_hosts(running: Running, tmp_path: Path) -> None:
+    if not running.server.db.is_sqlite:
+        pytest.skip("moving bytes does not depend on the database; SQLite covers it")
+    targets = ["127.0.0.4", "127.0.0.5", "127.0.0.6"]
+    await running.start_agents([SRC, *targets])
+    big = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    block = os.urandom(1024 * 1024)
+    with big.open("wb") as fh:
+        for i in range(1024):
+            chunk = block[i % 7:] + block[:i % 7]  # every MiB differs
+            digest.update(chunk)
+            fh.write(chunk)
+    sub, data = await run_transfer(running, transfer_body(
+        [str(big)], [SRC], targets, f"{tmp_path}/dist/[FILESRCIP]/"))
+    assert data["job_instance"]["status"] == 3, data
+    # the targets share this machine's disk: each agent checked its own copy's sha256
+    # before renaming it into place, and host status 9 says it matched
+    copy = tmp_path / "dist" / f"0_{SRC}" / "big.bin"
+    assert copy.stat().st_size == 1024**3
+    check = hashlib.sha256()
+    with copy.open("rb") as fh:
+        while chunk := fh.read(8 * 1024 * 1024):
+            check.update(chunk)
+    assert check.hexdigest() == digest.hexdigest()
+    logs = await running.wire.v3("batch_get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+        "step_instance_id": sub["step_instance_id"],
+        "ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in targets]})
+    for item in logs["data"]["file_task_logs"]:
+        assert [f["status"] for f in item["file_logs"]] == [4]
+        assert item["file_logs"][0]["size"] == "1.0 GB"
