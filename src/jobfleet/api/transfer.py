@@ -9,10 +9,11 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import Row
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
 from jobfleet.api import envelope
 from jobfleet.api.execute import check_callback_url, job_in_scope
+from jobfleet.api.files import BlobResponse
 from jobfleet.api.params import get_bool, get_int, get_list, get_str
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -275,7 +276,7 @@ async def download_file(request: Request) -> Response:
                 f"User {caller.username!r} may not read this file",
                 http_status=403,
             )
-        return FileResponse(
+        return BlobResponse(
             services.blobs.path(blob_id),
             filename=blob.name,
             headers={"X-Jobfleet-Sha256": blob.sha256 or ""},

@@ -24,6 +24,7 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.secrets import hash_secret, secret_matches
 from jobfleet.store.tables import blob_readers, blobs
 
+WRITE_SIZE = 1024 * 1024
 OPEN = "open"
 COMPLETE = "complete"
 FAILED = "failed"
@@ -124,6 +125,8 @@ class BlobStore:
         part = self.root / f"{blob_id}.part"
         digest = hashlib.sha256()
         size = 0
+        # requests arrive in small pieces; one thread hop per MiB, not per piece
+        pending = bytearray()
         fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             async for chunk in chunks:
@@ -135,7 +138,12 @@ class BlobStore:
                         http_status=413,
                     )
                 digest.update(chunk)
-                await asyncio.to_thread(_write_all, fd, chunk)
+                pending += chunk
+                if len(pending) >= WRITE_SIZE:
+                    await asyncio.to_thread(_write_all, fd, bytes(pending))
+                    pending.clear()
+            if pending:
+                await asyncio.to_thread(_write_all, fd, bytes(pending))
             await asyncio.to_thread(os.fsync, fd)
         except BaseException:
             os.close(fd)
