@@ -85,6 +85,12 @@ async def test_missing_source_fails_targets_with_203(running: Running, tmp_path:
         [f"{tmp_path}/nope.txt"], SOURCES[:1], TARGETS[:1], f"{tmp_path}/d/"))
     assert data["job_instance"]["status"] == 4
     assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] == 203
+    logs = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": _sub["job_instance_id"],
+        "step_instance_id": _sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGETS[0]},
+        method="GET")
+    failure = logs["data"]["file_logs"][-1]
+    assert failure["status"] == 5 and "nope.txt" in failure["log_content"]
 
 
 async def test_strict_mode_needs_the_target_dir_force_creates_it(running: Running,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,6 +18,27 @@ from jobfleet.sdk import JobApiError, JobClient
 # exit statuses: 1 is kept for "the job ran and failed"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+# options several commands share
+HostOption = Annotated[
+    list[str] | None,
+    typer.Option("--host", "-H", help="Target IP, or CLOUD:IP; repeat for more hosts."),
+]
+HostIdOption = Annotated[
+    list[int] | None, typer.Option("--host-id", help="Target host id; repeatable.")
+]
+CloudOption = Annotated[int, typer.Option("--cloud", min=0, help="Cloud area of --host IPs.")]
+AccountOption = Annotated[str, typer.Option("--account", "-a", help="Execution account alias.")]
+TimeoutOption = Annotated[
+    int, typer.Option("--timeout", min=1, help="Seconds before the job is killed.")
+]
+PollOption = Annotated[
+    float, typer.Option("--poll-interval", min=0.0, help="Seconds between status polls.")
+]
+BizOption = Annotated[
+    int | None, typer.Option("--biz", help="Business id (default: the global --biz).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 @dataclass
@@ -59,6 +80,21 @@ def cli_context(ctx: typer.Context) -> CliContext:
         obj = CliContext(given={}, config=None, config_required=False, bootstrap=None)
         ctx.obj = obj
     return obj
+
+
+def interrupted(cli: CliContext, job_instance_id: int | None) -> NoReturn:
+    """Ctrl-C while waiting: the job lives on, so say where to find it."""
+    if job_instance_id is None:
+        cli.err.print(Text("interrupted; the job may have been submitted", style="yellow"))
+    else:
+        cli.err.print(
+            Text(
+                f"interrupted; job {job_instance_id} keeps running on the server "
+                f"(jobfleet status {job_instance_id})",
+                style="yellow",
+            )
+        )
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def describe_api_error(exc: JobApiError) -> str:

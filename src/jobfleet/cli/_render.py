@@ -12,18 +12,29 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
 from jobfleet.domain.status import HOST_STATUS_DESC, HostStatus, RunStatus, StepType
-from jobfleet.sdk import ExecutionResult, HostResult, JobProgress
+from jobfleet.sdk import (
+    ExecutionResult,
+    FileLog,
+    FileLogMode,
+    FileLogStatus,
+    HostResult,
+    JobProgress,
+    TransferProgress,
+    TransferResult,
+)
 
 RUN_STATUS_LABEL: dict[int, str] = {
     RunStatus.BLANK: "waiting",
@@ -47,6 +58,15 @@ STEP_TYPE_LABEL: dict[int, str] = {
     StepType.MANUAL_CONFIRM: "confirm",
     StepType.SQL: "sql",
 }
+FILE_STATUS_LABEL: dict[int, str] = {
+    FileLogStatus.PULLING: "pulling",
+    FileLogStatus.WAITING: "waiting",
+    FileLogStatus.UPLOADING: "uploading",
+    FileLogStatus.DOWNLOADING: "downloading",
+    FileLogStatus.SUCCESS: "success",
+    FileLogStatus.FAILED: "failed",
+}
+FILE_MODE_LABEL: dict[int, str] = {FileLogMode.UPLOAD: "upload", FileLogMode.DOWNLOAD: "download"}
 EXCERPT_LINES = 3
 EXCERPT_WIDTH = 100
 
@@ -129,6 +149,31 @@ def format_time(value: Any) -> str:
     return parsed.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def format_bytes(size: int | None) -> str:
+    """``0 B``, ``512 B``, ``1.5 KB``, ``20.0 MB`` (powers of 1024, as bk-job counts)."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def format_speed(bytes_per_second: int | None) -> str:
+    return "-" if not bytes_per_second else f"{format_bytes(bytes_per_second)}/s"
+
+
+def file_status_label(status: int) -> str:
+    return FILE_STATUS_LABEL.get(status, f"status {status}")
+
+
+def first_line(text: str, width: int = EXCERPT_WIDTH) -> str:
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
@@ -181,8 +226,7 @@ def host_table(hosts: Sequence[HostResult], *, logs: bool = True) -> Table:
 
 
 def _host_label(host: HostResult) -> str:
-    # the cloud area matters only when it is not the default one
-    return host.ip if host.bk_cloud_id == 0 else f"{host.bk_cloud_id}:{host.ip}"
+    return _address(host.bk_cloud_id, host.ip)
 
 
 def result_summary(result: ExecutionResult, elapsed: float | None = None) -> Text:
@@ -243,13 +287,121 @@ def job_overview(status: dict[str, Any]) -> Group:
 
 
 def print_host_logs(console: Console, hosts: Iterable[HostResult]) -> None:
-    """Every host's full log under a ``== ip (status, exit N) ==`` header."""
+    """Every host's full log under a ``== ip (status, exit N) ==`` header; for file
+    steps one line per file instead."""
     for host in hosts:
         state = f"{host_status_name(host.status)}, exit {exit_code_text(host.exit_code)}"
         header = f"== {_host_label(host)} ({state}) =="
         console.print(Text(header, style=f"bold {host_status_style(host.status)}"))
-        if host.log:
-            console.out(host.log.rstrip("\n"), highlight=False)
+        text = host_log_text(host)
+        if text:
+            console.out(text.rstrip("\n"), highlight=False)
+
+
+def host_log_text(host: HostResult) -> str:
+    """A host's log as plain text: the script output, or its file lines."""
+    if not host.file_logs:
+        return host.log
+    return "".join(line + "\n" for f in host.file_logs for line in file_log_lines(f))
+
+
+def file_log_lines(item: FileLog) -> list[str]:
+    """``download 10.0.0.1:/src/a -> /dest/a  success  1.5 MB  2.0 MB/s  100%``, then
+    the file's message lines, indented."""
+    mode = FILE_MODE_LABEL.get(item.mode, f"mode {item.mode}")
+    source = f"{_address(item.src_cloud_id, item.src_ip or '0.0.0.0')}:{item.src_path}"
+    dest = item.dest_path or "(server)"
+    head = "  ".join(
+        (
+            f"{mode:<8}",
+            f"{source} -> {dest}",
+            file_status_label(item.status),
+            format_bytes(item.size),
+            format_speed(item.speed),
+            f"{item.progress}%",
+        )
+    )
+    return [head, *(f"    {line}" for line in item.log.splitlines() if line.strip())]
+
+
+# --- file transfers ---------------------------------------------------------------
+
+
+def _downloads(host: HostResult) -> list[FileLog]:
+    return [f for f in host.file_logs if f.mode == FileLogMode.DOWNLOAD]
+
+
+def aggregate_speed(files: Sequence[FileLog]) -> int:
+    """The speed of a host's files taken together: all bytes over the time each file
+    took at its own speed."""
+    timed = [f for f in files if f.size > 0 and f.speed > 0]
+    seconds = sum(f.size / f.speed for f in timed)
+    return round(sum(f.size for f in timed) / seconds) if seconds else 0
+
+
+def host_error(host: HostResult, files: Sequence[FileLog]) -> str:
+    """The first line of what went wrong on a host, if anything did."""
+    if host.succeeded:
+        return ""
+    for item in files:
+        if item.status == FileLogStatus.FAILED and item.log.strip():
+            return first_line(item.log)
+    return first_line(host.log)
+
+
+def transfer_table(hosts: Sequence[HostResult]) -> Table:
+    """One row per target host: status, files and bytes written, speed, first error line."""
+    table = Table(show_edge=False, pad_edge=False, expand=False)
+    table.add_column("status", no_wrap=True)
+    table.add_column("ip", no_wrap=True)
+    table.add_column("files", justify="right", no_wrap=True)
+    table.add_column("bytes", justify="right", no_wrap=True)
+    table.add_column("speed", justify="right", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    ordered = sorted(hosts, key=lambda h: (_group_order(h.status), h.bk_cloud_id, *ip_key(h.ip)))
+    for host in ordered:
+        files = _downloads(host)
+        written = sum(1 for f in files if f.succeeded)
+        table.add_row(
+            Text(host_status_name(host.status), style=host_status_style(host.status)),
+            Text(_host_label(host)),
+            f"{written}/{len(files)}",
+            format_bytes(sum(f.bytes_done for f in files)),
+            format_speed(aggregate_speed(files)),
+            Text(host_error(host, files), style="red"),
+        )
+    return table
+
+
+def transfer_summary(result: TransferResult, elapsed: float | None = None) -> Text:
+    """``result_summary`` plus the bytes the targets wrote."""
+    text = result_summary(result, elapsed)
+    text.append(f" · {format_bytes(result.bytes_done)} written")
+    return text
+
+
+def fetch_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """One row per fetched file (or per host that sent nothing): where it is now."""
+    table = Table(show_edge=False, pad_edge=False, expand=False)
+    for column in ("status", "ip", "path", "saved as", "size"):
+        table.add_column(column, no_wrap=column in ("status", "ip", "size"), overflow="fold")
+    table.add_column("error", overflow="fold")
+    for row in rows:
+        ok = bool(row.get("saved"))
+        table.add_row(
+            Text(str(row.get("state") or ""), style="green" if ok else "red"),
+            Text(_address(int(row.get("bk_cloud_id") or 0), str(row.get("ip") or ""))),
+            Text(str(row.get("path") or "-")),
+            Text(str(row.get("saved") or "-")),
+            format_bytes(row.get("size")) if ok else "-",
+            Text(str(row.get("error") or ""), style="red"),
+        )
+    return table
+
+
+def _address(cloud: int, ip: str) -> str:
+    # the cloud area matters only when it is not the default one
+    return ip if cloud == 0 else f"{cloud}:{ip}"
 
 
 # --- inventory and administration -------------------------------------------------
@@ -361,3 +513,68 @@ class RunProgress:
             completed=progress.done,
             failed=f"[red]{progress.failed} failed[/]" if progress.failed else "",
         )
+
+
+class TransferBar:
+    """A transient bar of bytes moved, with the hosts done / failed, for file jobs
+    (terminals only). The same bar shows an upload, the job, then downloads."""
+
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._phase = ""
+        if enabled and console.is_terminal:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[hosts]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+
+    def __enter__(self) -> TransferBar:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _show(self, phase: str, description: str, done: int, total: int | None, hosts: str) -> None:
+        if self._progress is None:
+            return
+        if phase != self._phase or self._task is None:
+            # a new phase starts its own bar, so the speed column restarts too
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(description, total=total, hosts=hosts)
+            self._phase = phase
+        self._progress.update(
+            self._task, description=description, total=total, completed=done, hosts=hosts
+        )
+
+    def upload(self, sent: int, total: int) -> None:
+        self._show("upload", "uploading to the server", sent, total, "")
+
+    def download(self, received: int, total: int) -> None:
+        self._show("download", "downloading", received, total, "")
+
+    def update(self, progress: JobProgress) -> None:
+        hosts = f"{progress.done}/{progress.total} hosts"
+        if progress.failed:
+            hosts += f" [red]{progress.failed} failed[/]"
+        description = f"job {progress.job_instance_id} {run_status_label(progress.status)}"
+        if isinstance(progress, TransferProgress) and progress.bytes_total:
+            self._show("job", description, progress.bytes_done, progress.bytes_total, hosts)
+        else:
+            self._show("job", description, 0, None, hosts)

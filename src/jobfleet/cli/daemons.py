@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from jobfleet import logs
+from jobfleet import logs, loop
 
 
 def server(
@@ -35,7 +35,7 @@ def server(
             help="After a restart, seconds to wait for agents to reconnect before giving up on "
             "their tasks"
         ),
-    ] = 20.0,
+    ] = 30.0,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS and WSS")
     ] = None,
@@ -99,7 +99,7 @@ def agent(
         ca_file=ca_file,
     )
     try:
-        asyncio.run(Agent(settings).run_forever())
+        loop.run(Agent(settings).run_forever())
     except RuntimeError as exc:
         typer.echo(f"jobfleet agent: {exc}", err=True)
         raise typer.Exit(2) from None

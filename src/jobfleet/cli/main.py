@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
-from jobfleet.cli import _render, daemons
+from jobfleet.cli import _render, daemons, files
 from jobfleet.cli._context import (
-    EXIT_INTERRUPTED,
+    AccountOption,
+    BizOption,
     CliContext,
+    CloudOption,
+    HostIdOption,
+    HostOption,
+    JsonOption,
+    PollOption,
     ReportingGroup,
+    TimeoutOption,
     cli_context,
+    interrupted,
 )
 from jobfleet.cli._scripts import load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
@@ -31,6 +39,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(admin_app, name="admin")
+files.register(app)
 daemons.register(app)
 
 # setting → (callback parameter, flag, environment variable)
@@ -41,11 +50,6 @@ _GLOBAL_OPTIONS = {
     "username": ("user", "--user", "JOBFLEET_USERNAME"),
     "biz": ("biz", "--biz", "JOBFLEET_BIZ"),
 }
-
-BizOption = Annotated[
-    int | None, typer.Option("--biz", help="Business id (default: the global --biz).")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 @app.callback()
@@ -124,13 +128,8 @@ def _scope(biz: int | None) -> dict[str, Any]:
 @app.command()
 def run(
     ctx: typer.Context,
-    host: Annotated[
-        list[str] | None,
-        typer.Option("--host", "-H", help="Target IP, or CLOUD:IP; repeat for more hosts."),
-    ] = None,
-    host_id: Annotated[
-        list[int] | None, typer.Option("--host-id", help="Target host id; repeatable.")
-    ] = None,
+    host: HostOption = None,
+    host_id: HostIdOption = None,
     command: Annotated[
         str | None, typer.Option("--command", "-c", help="Script text to run.")
     ] = None,
@@ -147,18 +146,12 @@ def run(
         ),
     ] = None,
     param: Annotated[str, typer.Option("--param", "-p", help="Script arguments.")] = "",
-    account: Annotated[
-        str, typer.Option("--account", "-a", help="Execution account alias.")
-    ] = "root",
-    timeout: Annotated[
-        int, typer.Option("--timeout", min=1, help="Seconds before the job is killed.")
-    ] = 7200,
-    cloud: Annotated[int, typer.Option("--cloud", min=0, help="Cloud area of --host IPs.")] = 0,
+    account: AccountOption = "root",
+    timeout: TimeoutOption = 7200,
+    cloud: CloudOption = 0,
     biz: BizOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Task name.")] = None,
-    poll_interval: Annotated[
-        float, typer.Option("--poll-interval", min=0.0, help="Seconds between status polls.")
-    ] = 0.5,
+    poll_interval: PollOption = 0.5,
     json_out: JsonOption = False,
 ) -> None:
     """Run a script on hosts and wait for it; exit 0 if the job succeeded, 1 if not."""
@@ -190,7 +183,7 @@ def run(
                 on_progress=on_progress,
             )
         except KeyboardInterrupt:
-            _interrupted(cli, seen[-1].job_instance_id if seen else None)
+            interrupted(cli, seen[-1].job_instance_id if seen else None)
     elapsed = time.monotonic() - started
     if json_out:
         cli.out.out(_render.to_json(result.to_dict() | {"elapsed": round(elapsed, 3)}))
@@ -198,20 +191,6 @@ def run(
         cli.out.print(_render.host_table(result.hosts))
         cli.out.print(_render.result_summary(result, elapsed))
     raise typer.Exit(0 if result.ok else 1)
-
-
-def _interrupted(cli: CliContext, job_instance_id: int | None) -> NoReturn:
-    if job_instance_id is None:
-        cli.err.print(Text("interrupted; the job may have been submitted", style="yellow"))
-    else:
-        cli.err.print(
-            Text(
-                f"interrupted; job {job_instance_id} keeps running on the server "
-                f"(jobfleet status {job_instance_id})",
-                style="yellow",
-            )
-        )
-    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command()
@@ -258,7 +237,7 @@ def logs(
     ] = None,
     biz: BizOption = None,
 ) -> None:
-    """Print each host's full log of a job step."""
+    """Print each host's full log of a job step (for file steps: one line per file)."""
     cli = cli_context(ctx)
     with cli.client() as client:
         result = client.get_result(job, step, ips=host, biz=biz)
@@ -270,7 +249,7 @@ def logs(
                 f"host {host[0]} is not a target of step {result.step_instance_id} of job {job}"
             )
         # raw bytes for pipes: no header, no markup, no wrapping
-        cli.out.file.write(result.hosts[0].log)
+        cli.out.file.write(_render.host_log_text(result.hosts[0]))
         cli.out.file.flush()
         return
     for ip in missing:

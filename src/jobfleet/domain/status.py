@@ -192,6 +192,22 @@ class LogType(IntEnum):
     FILE = 2
 
 
+class FileLogStatus(IntEnum):
+    """Status of one file in a file step's log (bk-job §11.4)."""
+
+    PULLING = 0
+    WAITING = 1
+    UPLOADING = 2
+    DOWNLOADING = 3
+    SUCCESS = 4
+    FAILED = 5
+
+
+class FileLogMode(IntEnum):
+    UPLOAD = 0
+    DOWNLOAD = 1
+
+
 class AccountCategory(IntEnum):
     SYSTEM = 1
     DB = 2

@@ -44,6 +44,8 @@ from jobfleet.store.inventory import Inventory
 log = logging.getLogger(__name__)
 
 MAX_FILE_TASKS = 100_000
+# a failure row sorts after the file rows of a host
+FAILURE_SEQ = 1_000_000
 MB = 1024 * 1024
 
 
@@ -459,6 +461,23 @@ class FileSteps:
         log.warning(
             "file_step_failed step=%s status=%s reason=%s", step.id, failure.status, failure.message
         )
+        mode = UPLOAD if (step.config or {}).get("direction") == "fetch" else DOWNLOAD
+        await self.file_logs.add(
+            [
+                {
+                    "step_instance_id": step.id,
+                    "execute_count": step.execute_count,
+                    "bk_host_id": r.bk_host_id,
+                    "mode": mode,
+                    "seq": FAILURE_SEQ,
+                    "src_path": "",
+                    "status": FAILED,
+                    "progress": 0,
+                    "log_content": failure.message[:4000],
+                }
+                for r in rows
+            ]
+        )
         await self.engine.conclude_hosts(
             step.id,
             step.execute_count,
@@ -480,15 +499,29 @@ class FileSteps:
         results = await asyncio.gather(
             *(self._host_source(job, step, r.bk_host_id, source, cfg, deadline) for r in rows)
         )
-        by_status: dict[int, list[int]] = {}
-        notes: dict[int, str] = {}
+        failed = [
+            {
+                "step_instance_id": step.id,
+                "execute_count": step.execute_count,
+                "bk_host_id": row.bk_host_id,
+                "mode": UPLOAD,
+                "seq": FAILURE_SEQ,
+                "src_path": "",
+                "status": FAILED,
+                "progress": 0,
+                "log_content": result.message[:4000],
+            }
+            for row, result in zip(rows, results, strict=True)
+            if result.status
+        ]
+        if failed:
+            await self.file_logs.add(failed)
         for row, result in zip(rows, results, strict=True):
-            status = result.status or int(HostStatus.SUCCESS)
-            by_status.setdefault(status, []).append(row.bk_host_id)
-            notes[row.bk_host_id] = result.message
-        for status, host_ids in by_status.items():
-            for host_id in host_ids:
-                note = f"jobfleet: {notes[host_id]}\n" if notes[host_id] else ""
-                await self.engine.conclude_hosts(
-                    step.id, step.execute_count, [host_id], status, note
-                )
+            note = f"jobfleet: {result.message}\n" if result.message else ""
+            await self.engine.conclude_hosts(
+                step.id,
+                step.execute_count,
+                [row.bk_host_id],
+                result.status or int(HostStatus.SUCCESS),
+                note,
+            )

@@ -4,22 +4,38 @@
 >>> with JobClient("http://127.0.0.1:8080", "my-app", "secret", "admin", biz=2) as client:
 ...     result = client.execute_and_wait("echo hello", hosts=["10.0.0.1"])
 ...     print(result.ok, [h.log for h in result.hosts])
+...     copied = client.transfer_and_wait(["app.tar.gz"], hosts=["10.0.0.1"], target_path="/opt")
+...     print(copied.ok, copied.bytes_done)
 """
 
 from __future__ import annotations
 
+from jobfleet.domain.status import FileLogMode, FileLogStatus
 from jobfleet.sdk._async_client import AsyncJobClient
 from jobfleet.sdk._client import JobClient
 from jobfleet.sdk._errors import JobApiError, JobWaitTimeout
-from jobfleet.sdk._models import Credentials, ExecutionResult, HostResult, JobProgress
+from jobfleet.sdk._models import (
+    Credentials,
+    ExecutionResult,
+    FileLog,
+    HostResult,
+    JobProgress,
+    TransferProgress,
+    TransferResult,
+)
 
 __all__ = [
     "AsyncJobClient",
     "Credentials",
     "ExecutionResult",
+    "FileLog",
+    "FileLogMode",
+    "FileLogStatus",
     "HostResult",
     "JobApiError",
     "JobClient",
     "JobProgress",
     "JobWaitTimeout",
+    "TransferProgress",
+    "TransferResult",
 ]

@@ -8,9 +8,11 @@ every API twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+from jobfleet.sdk import _flow
 from jobfleet.sdk._errors import JobApiError
 from jobfleet.sdk._transport import Method
 
@@ -361,6 +363,8 @@ class BkApi(Generic[D]):
 class AdminApi(Generic[D, L]):
     """jobfleet's own API (``/api/jobfleet/v1``, docs/rest-api.md); most calls need an admin."""
 
+    biz: int | str | None = None
+
     def _admin_dict(
         self,
         method: Method,
@@ -449,6 +453,43 @@ class AdminApi(Generic[D, L]):
     def revoke_agent(self, agent_id: str) -> D:
         """Revoke an agent's credential: it can no longer connect."""
         return self._admin_dict("DELETE", f"/agents/{_seg(agent_id)}")
+
+    # --- files ------------------------------------------------------------------
+
+    def fetch_files(
+        self,
+        paths: Sequence[str],
+        *,
+        hosts: Sequence[str] | None = None,
+        host_ids: Sequence[int] | None = None,
+        bk_cloud_id: int = 0,
+        account: str = "root",
+        timeout: int | None = None,
+        biz: int | str | None = None,
+    ) -> D:
+        """Start bringing the files at absolute ``paths`` from each host to the server.
+
+        Returns ``{job_instance_id, job_instance_name, step_instance_id}``; wait for the
+        job, then ``fetched_files`` lists what arrived and ``download_file`` saves it.
+        """
+        body = _flow.fetch_request(
+            paths,
+            hosts=hosts,
+            host_ids=host_ids,
+            bk_cloud_id=bk_cloud_id,
+            account=account,
+            timeout=timeout,
+            biz=self.biz if biz is None else biz,
+        )
+        return self._admin_dict("POST", "/fetch", body)
+
+    def fetched_files(self, job_instance_id: int, biz: int | str | None = None) -> L:
+        """What a fetch brought back, one entry per host and file:
+        ``{bk_host_id, ip, bk_cloud_id, path, file_id, size, sha256, status}``
+        (``status`` 4 means the file arrived)."""
+        return self._admin_list(
+            f"/fetch/{int(job_instance_id)}", {"bk_biz_id": self.biz if biz is None else biz}
+        )
 
 
 def _seg(value: str) -> str:

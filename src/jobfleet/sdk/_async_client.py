@@ -3,26 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
 from jobfleet.sdk import _flow
 from jobfleet.sdk._api import AdminApi, BkApi, biz_scope, expect_dict, expect_list, with_scope
 from jobfleet.sdk._errors import JobApiError, JobWaitTimeout
-from jobfleet.sdk._models import Credentials, ExecutionResult, JobProgress
+from jobfleet.sdk._models import (
+    Credentials,
+    ExecutionResult,
+    FileLog,
+    JobProgress,
+    TransferProgress,
+    TransferResult,
+)
 from jobfleet.sdk._transport import (
+    DOWNLOAD_HEADERS,
+    FILES_PATH,
     Method,
     RequestSpec,
     admin_request,
     bk_request,
     default_headers,
+    download_path,
+    is_file_response,
+    not_a_file,
     parse_envelope,
     transport_error,
+    upload_headers,
 )
+
+# called with the status of each poll and the seconds waited so far
+Observer = Callable[[dict[str, Any], float], Awaitable[None]]
 
 
 class AsyncJobClient(
@@ -202,6 +221,21 @@ class AsyncJobClient(
         A few failed polls in a row without a server answer are retried, so a server
         restart does not end the wait.
         """
+
+        async def observe(status: dict[str, Any], elapsed: float) -> None:
+            if on_progress is not None:
+                on_progress(_flow.progress_of(job_instance_id, status, step_instance_id, elapsed))
+
+        return await self._wait(job_instance_id, biz, poll_interval, wait_timeout, observe)
+
+    async def _wait(
+        self,
+        job_instance_id: int,
+        biz: int | str | None,
+        poll_interval: float,
+        wait_timeout: float | None,
+        observe: Observer,
+    ) -> dict[str, Any]:
         started = time.monotonic()
         failures = 0
         while True:
@@ -209,6 +243,9 @@ class AsyncJobClient(
                 status = await self.get_job_instance_status(
                     job_instance_id, return_ip_result=True, **biz_scope(biz)
                 )
+                elapsed = time.monotonic() - started
+                # inside the retry: an observer may call the server too
+                await observe(status, elapsed)
             except JobApiError as exc:
                 failures += 1
                 delay = _flow.retry_delay(exc, failures, poll_interval)
@@ -217,9 +254,6 @@ class AsyncJobClient(
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            elapsed = time.monotonic() - started
-            if on_progress is not None:
-                on_progress(_flow.progress_of(job_instance_id, status, step_instance_id, elapsed))
             if _flow.is_finished(status):
                 return status
             if wait_timeout is not None and elapsed >= wait_timeout:
@@ -269,7 +303,7 @@ class AsyncJobClient(
             )
             step_instance_id = result.step_instance_id
             host_ids = _flow.log_host_ids(result.hosts)
-        return await self._fetch_logs(job_instance_id, step_instance_id, host_ids, biz)
+        return (await self._fetch_logs(job_instance_id, step_instance_id, host_ids, biz)).text
 
     async def _result(
         self,
@@ -297,11 +331,241 @@ class AsyncJobClient(
         step_instance_id: int,
         host_ids: Sequence[int],
         biz: int | str | None,
-    ) -> dict[int, str]:
-        logs: dict[int, str] = {}
+    ) -> _flow.StepLogs:
+        logs = _flow.StepLogs()
         for chunk in _flow.chunks(host_ids):
-            data = await self.batch_get_job_instance_ip_log(
-                job_instance_id, step_instance_id, host_id_list=chunk, **biz_scope(biz)
+            logs.add(
+                await self.batch_get_job_instance_ip_log(
+                    job_instance_id, step_instance_id, host_id_list=chunk, **biz_scope(biz)
+                )
             )
-            logs.update(_flow.logs_by_host(data))
         return logs
+
+    # --- files ------------------------------------------------------------------
+    # Disk reads, writes and hashing run in worker threads: never on the event loop.
+
+    async def upload_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        biz: int | str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Send a local file to the server, streamed from disk.
+
+        Returns ``{file_id, name, size, sha256, path}``; ``path`` is what a
+        ``fast_transfer_file`` source with ``file_type: 2`` takes. ``on_progress`` is
+        called with the bytes sent so far.
+        """
+        item = await asyncio.to_thread(_flow.local_file, path, name)
+        return await self._upload(item, biz, on_progress)
+
+    async def _upload(
+        self,
+        item: _flow.LocalFile,
+        biz: int | str | None,
+        on_progress: Callable[[int], None] | None,
+    ) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        sent = 0
+
+        def read(fh: IO[bytes], size: int) -> bytes:
+            chunk = fh.read(size)
+            digest.update(chunk)
+            return chunk
+
+        async def body() -> AsyncGenerator[bytes, None]:
+            nonlocal sent
+            fh = await asyncio.to_thread(item.path.open, "rb")
+            try:
+                # never more than announced: a growing file must not break the request
+                while sent < item.size:
+                    chunk = await asyncio.to_thread(
+                        read, fh, min(_flow.CHUNK_SIZE, item.size - sent)
+                    )
+                    if not chunk:
+                        raise _flow.shrunk(item)
+                    sent += len(chunk)
+                    if on_progress is not None:
+                        on_progress(sent)
+                    yield chunk
+            finally:
+                await asyncio.to_thread(fh.close)
+
+        stream = body()
+        request = self._http.build_request(
+            "POST",
+            FILES_PATH,
+            params=_flow.upload_query(item.name, self.biz if biz is None else biz),
+            headers=upload_headers(item.size),
+            content=stream,
+        )
+        try:
+            response = await self._http.send(request)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        finally:
+            # a server that refuses early (413) leaves the body unread: close the file now
+            await stream.aclose()
+        answer = expect_dict(parse_envelope(response), FILES_PATH)
+        return _flow.checked_upload(answer, item, sent, digest.hexdigest())
+
+    async def download_file(
+        self,
+        file_id: str,
+        dest_path: str | os.PathLike[str],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Save a file the server holds (fetched from a host, or uploaded) at ``dest_path``.
+
+        The bytes go to a temporary file beside it that is renamed once complete and,
+        when the server sends its sha256, verified; ``dest_path`` is never left half
+        written. ``on_progress`` is called with the bytes received so far.
+        """
+        dest = Path(dest_path)
+        request = self._http.build_request("GET", download_path(file_id), headers=DOWNLOAD_HEADERS)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        try:
+            if not is_file_response(response):
+                await response.aread()
+                raise not_a_file(response)
+            expected = response.headers.get(_flow.SHA256_HEADER)
+            temp = _flow.temp_path(dest)
+            digest = hashlib.sha256()
+
+            def write(fh: IO[bytes], chunk: bytes) -> None:
+                fh.write(chunk)
+                digest.update(chunk)
+
+            try:
+                received = 0
+                fh = await asyncio.to_thread(temp.open, "xb")
+                try:
+                    async for chunk in response.aiter_bytes(_flow.CHUNK_SIZE):
+                        await asyncio.to_thread(write, fh, chunk)
+                        received += len(chunk)
+                        if on_progress is not None:
+                            on_progress(received)
+                    await asyncio.to_thread(_flush, fh)
+                finally:
+                    await asyncio.to_thread(fh.close)
+                _flow.check_download(file_id, expected, digest.hexdigest())
+                await asyncio.to_thread(temp.replace, dest)
+            except BaseException:
+                await asyncio.shield(asyncio.to_thread(temp.unlink, missing_ok=True))
+                raise
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        finally:
+            await response.aclose()
+
+    async def transfer_and_wait(
+        self,
+        files: Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        remote_files: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
+        hosts: Sequence[str] | None = None,
+        host_ids: Sequence[int] | None = None,
+        bk_cloud_id: int = 0,
+        target_path: str,
+        account: str = "root",
+        transfer_mode: int = 2,
+        upload_speed_limit: int | None = None,
+        download_speed_limit: int | None = None,
+        timeout: int = 7200,
+        biz: int | str | None = None,
+        task_name: str | None = None,
+        poll_interval: float = 0.5,
+        wait_timeout: float | None = None,
+        on_progress: Callable[[TransferProgress], None] | None = None,
+        on_upload: Callable[[int, int], None] | None = None,
+    ) -> TransferResult:
+        """Copy files to ``target_path`` on hosts, wait for the end, and return each
+        target's result and file logs.
+
+        ``files`` are local paths, uploaded to the server first (``on_upload`` gets the
+        bytes sent and the total); ``remote_files`` are ``(paths, source host IPs)``
+        pairs copied from those hosts. ``transfer_mode`` 1 (strict) fails a target whose
+        directory is missing, 2 (force) creates it; speed limits are MB/s.
+        ``on_progress`` gets the targets' host counts and bytes written after each poll.
+        """
+        local = await asyncio.to_thread(_flow.local_files, list(files or []))
+        request = _flow.transfer_request(
+            local=bool(local),
+            remote_files=remote_files,
+            hosts=hosts,
+            host_ids=host_ids,
+            bk_cloud_id=bk_cloud_id,
+            target_path=target_path,
+            account=account,
+            transfer_mode=transfer_mode,
+            upload_speed_limit=upload_speed_limit,
+            download_speed_limit=download_speed_limit,
+            timeout=timeout,
+            task_name=task_name,
+        )
+        uploads = await self._upload_all(local, biz, on_upload)
+        submitted = await self.fast_transfer_file(
+            **_flow.with_uploads(request, uploads), **biz_scope(biz)
+        )
+        job_id, step_id = _flow.submitted_ids(submitted)
+        tally = _flow.ByteTally()
+
+        async def observe(status: dict[str, Any], elapsed: float) -> None:
+            if on_progress is None:
+                return
+            targets = _flow.host_results(_flow.pick_step(status, step_id))
+            pending = tally.pending(targets)
+            if pending:
+                tally.record(targets, await self._fetch_logs(job_id, step_id, pending, biz))
+            on_progress(tally.progress(_flow.progress_of(job_id, status, step_id, elapsed)))
+
+        status = await self._wait(job_id, biz, poll_interval, wait_timeout, observe)
+        result = await self._result(job_id, step_id, status, biz=biz)
+        sources = await self._source_logs(job_id, step_id, remote_files, bk_cloud_id, biz)
+        return _flow.transfer_result(result, uploads, sources)
+
+    async def _upload_all(
+        self,
+        local: list[_flow.LocalFile],
+        biz: int | str | None,
+        on_upload: Callable[[int, int], None] | None,
+    ) -> list[dict[str, Any]]:
+        total = sum(item.size for item in local)
+        done = 0
+        uploads = []
+        for item in local:
+
+            def report(sent: int, before: int = done) -> None:
+                if on_upload is not None:
+                    on_upload(before + sent, total)
+
+            uploads.append(await self._upload(item, biz, report))
+            done += item.size
+        return uploads
+
+    async def _source_logs(
+        self,
+        job_instance_id: int,
+        step_instance_id: int,
+        remote_files: Sequence[tuple[Sequence[str], Sequence[str]]] | None,
+        bk_cloud_id: int,
+        biz: int | str | None,
+    ) -> list[FileLog]:
+        logs = _flow.StepLogs()
+        for chunk in _flow.chunks(_flow.source_ips(remote_files, bk_cloud_id)):
+            logs.add(
+                await self.batch_get_job_instance_ip_log(
+                    job_instance_id, step_instance_id, ip_list=chunk, **biz_scope(biz)
+                )
+            )
+        return _flow.upload_logs(logs)
+
+
+def _flush(fh: IO[bytes]) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())

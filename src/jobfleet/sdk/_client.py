@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -12,16 +15,32 @@ import httpx
 from jobfleet.sdk import _flow
 from jobfleet.sdk._api import AdminApi, BkApi, biz_scope, expect_dict, expect_list, with_scope
 from jobfleet.sdk._errors import JobApiError, JobWaitTimeout
-from jobfleet.sdk._models import Credentials, ExecutionResult, JobProgress
+from jobfleet.sdk._models import (
+    Credentials,
+    ExecutionResult,
+    FileLog,
+    JobProgress,
+    TransferProgress,
+    TransferResult,
+)
 from jobfleet.sdk._transport import (
+    DOWNLOAD_HEADERS,
+    FILES_PATH,
     Method,
     RequestSpec,
     admin_request,
     bk_request,
     default_headers,
+    download_path,
+    is_file_response,
+    not_a_file,
     parse_envelope,
     transport_error,
+    upload_headers,
 )
+
+# called with the status of each poll and the seconds waited so far
+Observer = Callable[[dict[str, Any], float], None]
 
 
 class JobClient(BkApi[dict[str, Any]], AdminApi[dict[str, Any], list[dict[str, Any]]]):
@@ -176,6 +195,21 @@ class JobClient(BkApi[dict[str, Any]], AdminApi[dict[str, Any], list[dict[str, A
         A few failed polls in a row without a server answer are retried, so a server
         restart does not end the wait.
         """
+
+        def observe(status: dict[str, Any], elapsed: float) -> None:
+            if on_progress is not None:
+                on_progress(_flow.progress_of(job_instance_id, status, step_instance_id, elapsed))
+
+        return self._wait(job_instance_id, biz, poll_interval, wait_timeout, observe)
+
+    def _wait(
+        self,
+        job_instance_id: int,
+        biz: int | str | None,
+        poll_interval: float,
+        wait_timeout: float | None,
+        observe: Observer,
+    ) -> dict[str, Any]:
         started = time.monotonic()
         failures = 0
         while True:
@@ -183,6 +217,9 @@ class JobClient(BkApi[dict[str, Any]], AdminApi[dict[str, Any], list[dict[str, A
                 status = self.get_job_instance_status(
                     job_instance_id, return_ip_result=True, **biz_scope(biz)
                 )
+                elapsed = time.monotonic() - started
+                # inside the retry: an observer may call the server too
+                observe(status, elapsed)
             except JobApiError as exc:
                 failures += 1
                 delay = _flow.retry_delay(exc, failures, poll_interval)
@@ -191,9 +228,6 @@ class JobClient(BkApi[dict[str, Any]], AdminApi[dict[str, Any], list[dict[str, A
                 time.sleep(delay)
                 continue
             failures = 0
-            elapsed = time.monotonic() - started
-            if on_progress is not None:
-                on_progress(_flow.progress_of(job_instance_id, status, step_instance_id, elapsed))
             if _flow.is_finished(status):
                 return status
             if wait_timeout is not None and elapsed >= wait_timeout:
@@ -243,7 +277,7 @@ class JobClient(BkApi[dict[str, Any]], AdminApi[dict[str, Any], list[dict[str, A
             )
             step_instance_id = result.step_instance_id
             host_ids = _flow.log_host_ids(result.hosts)
-        return self._fetch_logs(job_instance_id, step_instance_id, host_ids, biz)
+        return self._fetch_logs(job_instance_id, step_instance_id, host_ids, biz).text
 
     def _result(
         self,
@@ -271,11 +305,219 @@ class JobClient(BkApi[dict[str, Any]], AdminApi[dict[str, Any], list[dict[str, A
         step_instance_id: int,
         host_ids: Sequence[int],
         biz: int | str | None,
-    ) -> dict[int, str]:
-        logs: dict[int, str] = {}
+    ) -> _flow.StepLogs:
+        logs = _flow.StepLogs()
         for chunk in _flow.chunks(host_ids):
-            data = self.batch_get_job_instance_ip_log(
-                job_instance_id, step_instance_id, host_id_list=chunk, **biz_scope(biz)
+            logs.add(
+                self.batch_get_job_instance_ip_log(
+                    job_instance_id, step_instance_id, host_id_list=chunk, **biz_scope(biz)
+                )
             )
-            logs.update(_flow.logs_by_host(data))
         return logs
+
+    # --- files ------------------------------------------------------------------
+
+    def upload_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        biz: int | str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Send a local file to the server, streamed from disk.
+
+        Returns ``{file_id, name, size, sha256, path}``; ``path`` is what a
+        ``fast_transfer_file`` source with ``file_type: 2`` takes. ``on_progress`` is
+        called with the bytes sent so far.
+        """
+        return self._upload(_flow.local_file(path, name), biz, on_progress)
+
+    def _upload(
+        self,
+        item: _flow.LocalFile,
+        biz: int | str | None,
+        on_progress: Callable[[int], None] | None,
+    ) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        sent = 0
+
+        def body() -> Generator[bytes, None, None]:
+            nonlocal sent
+            with item.path.open("rb") as fh:
+                # never more than announced: a growing file must not break the request
+                while sent < item.size:
+                    chunk = fh.read(min(_flow.CHUNK_SIZE, item.size - sent))
+                    if not chunk:
+                        raise _flow.shrunk(item)
+                    digest.update(chunk)
+                    sent += len(chunk)
+                    if on_progress is not None:
+                        on_progress(sent)
+                    yield chunk
+
+        stream = body()
+        request = self._http.build_request(
+            "POST",
+            FILES_PATH,
+            params=_flow.upload_query(item.name, self.biz if biz is None else biz),
+            headers=upload_headers(item.size),
+            content=stream,
+        )
+        try:
+            response = self._http.send(request)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        finally:
+            # a server that refuses early (413) leaves the body unread: close the file now
+            stream.close()
+        answer = expect_dict(parse_envelope(response), FILES_PATH)
+        return _flow.checked_upload(answer, item, sent, digest.hexdigest())
+
+    def download_file(
+        self,
+        file_id: str,
+        dest_path: str | os.PathLike[str],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Save a file the server holds (fetched from a host, or uploaded) at ``dest_path``.
+
+        The bytes go to a temporary file beside it that is renamed once complete and,
+        when the server sends its sha256, verified; ``dest_path`` is never left half
+        written. ``on_progress`` is called with the bytes received so far.
+        """
+        dest = Path(dest_path)
+        request = self._http.build_request("GET", download_path(file_id), headers=DOWNLOAD_HEADERS)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        try:
+            if not is_file_response(response):
+                response.read()
+                raise not_a_file(response)
+            expected = response.headers.get(_flow.SHA256_HEADER)
+            temp = _flow.temp_path(dest)
+            try:
+                digest = hashlib.sha256()
+                received = 0
+                with temp.open("xb") as fh:
+                    for chunk in response.iter_bytes(_flow.CHUNK_SIZE):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        if on_progress is not None:
+                            on_progress(received)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                _flow.check_download(file_id, expected, digest.hexdigest())
+                temp.replace(dest)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        finally:
+            response.close()
+
+    def transfer_and_wait(
+        self,
+        files: Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        remote_files: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
+        hosts: Sequence[str] | None = None,
+        host_ids: Sequence[int] | None = None,
+        bk_cloud_id: int = 0,
+        target_path: str,
+        account: str = "root",
+        transfer_mode: int = 2,
+        upload_speed_limit: int | None = None,
+        download_speed_limit: int | None = None,
+        timeout: int = 7200,
+        biz: int | str | None = None,
+        task_name: str | None = None,
+        poll_interval: float = 0.5,
+        wait_timeout: float | None = None,
+        on_progress: Callable[[TransferProgress], None] | None = None,
+        on_upload: Callable[[int, int], None] | None = None,
+    ) -> TransferResult:
+        """Copy files to ``target_path`` on hosts, wait for the end, and return each
+        target's result and file logs.
+
+        ``files`` are local paths, uploaded to the server first (``on_upload`` gets the
+        bytes sent and the total); ``remote_files`` are ``(paths, source host IPs)``
+        pairs copied from those hosts. ``transfer_mode`` 1 (strict) fails a target whose
+        directory is missing, 2 (force) creates it; speed limits are MB/s.
+        ``on_progress`` gets the targets' host counts and bytes written after each poll.
+        """
+        local = _flow.local_files(files or [])
+        request = _flow.transfer_request(
+            local=bool(local),
+            remote_files=remote_files,
+            hosts=hosts,
+            host_ids=host_ids,
+            bk_cloud_id=bk_cloud_id,
+            target_path=target_path,
+            account=account,
+            transfer_mode=transfer_mode,
+            upload_speed_limit=upload_speed_limit,
+            download_speed_limit=download_speed_limit,
+            timeout=timeout,
+            task_name=task_name,
+        )
+        uploads = self._upload_all(local, biz, on_upload)
+        submitted = self.fast_transfer_file(
+            **_flow.with_uploads(request, uploads), **biz_scope(biz)
+        )
+        job_id, step_id = _flow.submitted_ids(submitted)
+        tally = _flow.ByteTally()
+
+        def observe(status: dict[str, Any], elapsed: float) -> None:
+            if on_progress is None:
+                return
+            targets = _flow.host_results(_flow.pick_step(status, step_id))
+            pending = tally.pending(targets)
+            if pending:
+                tally.record(targets, self._fetch_logs(job_id, step_id, pending, biz))
+            on_progress(tally.progress(_flow.progress_of(job_id, status, step_id, elapsed)))
+
+        status = self._wait(job_id, biz, poll_interval, wait_timeout, observe)
+        result = self._result(job_id, step_id, status, biz=biz)
+        sources = self._source_logs(job_id, step_id, remote_files, bk_cloud_id, biz)
+        return _flow.transfer_result(result, uploads, sources)
+
+    def _upload_all(
+        self,
+        local: list[_flow.LocalFile],
+        biz: int | str | None,
+        on_upload: Callable[[int, int], None] | None,
+    ) -> list[dict[str, Any]]:
+        total = sum(item.size for item in local)
+        done = 0
+        uploads = []
+        for item in local:
+
+            def report(sent: int, before: int = done) -> None:
+                if on_upload is not None:
+                    on_upload(before + sent, total)
+
+            uploads.append(self._upload(item, biz, report))
+            done += item.size
+        return uploads
+
+    def _source_logs(
+        self,
+        job_instance_id: int,
+        step_instance_id: int,
+        remote_files: Sequence[tuple[Sequence[str], Sequence[str]]] | None,
+        bk_cloud_id: int,
+        biz: int | str | None,
+    ) -> list[FileLog]:
+        logs = _flow.StepLogs()
+        for chunk in _flow.chunks(_flow.source_ips(remote_files, bk_cloud_id)):
+            logs.add(
+                self.batch_get_job_instance_ip_log(
+                    job_instance_id, step_instance_id, ip_list=chunk, **biz_scope(biz)
+                )
+            )
+        return _flow.upload_logs(logs)

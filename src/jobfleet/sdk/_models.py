@@ -6,7 +6,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from jobfleet.domain.status import HOST_STATUS_DESC, HostStatus, RunStatus
+from jobfleet.domain.status import (
+    HOST_STATUS_DESC,
+    FileLogMode,
+    FileLogStatus,
+    HostStatus,
+    RunStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +35,45 @@ class Credentials:
 
 
 @dataclass
+class FileLog:
+    """One file of a file step on one host (a ``file_logs`` entry).
+
+    Mode 0 rows are a source host sending a file to the server, mode 1 rows a target
+    host writing one. ``size`` and ``speed`` are bytes and bytes per second, read back
+    from the server's rounded text ("1.5 MB"), so they are close, not exact.
+    """
+
+    mode: int
+    src_ip: str
+    src_cloud_id: int
+    src_path: str
+    status: int
+    dest_ip: str | None = None
+    dest_path: str | None = None
+    log: str = ""
+    size: int = 0
+    speed: int = 0
+    progress: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (FileLogStatus.SUCCESS, FileLogStatus.FAILED)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == FileLogStatus.SUCCESS
+
+    @property
+    def bytes_done(self) -> int:
+        return self.size if self.succeeded else self.size * min(self.progress, 100) // 100
+
+
+@dataclass
 class HostResult:
-    """One host's outcome in a step (a ``step_ip_result_list`` entry plus its log)."""
+    """One host's outcome in a step (a ``step_ip_result_list`` entry plus its log).
+
+    For file steps ``file_logs`` holds the host's files; ``log`` joins their messages.
+    """
 
     bk_host_id: int | None
     ip: str
@@ -39,6 +82,7 @@ class HostResult:
     exit_code: int | None
     tag: str = ""
     log: str = ""
+    file_logs: list[FileLog] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -99,3 +143,40 @@ class JobProgress:
     @property
     def waiting(self) -> int:
         return self.total - self.done - self.running
+
+
+@dataclass(frozen=True)
+class TransferProgress(JobProgress):
+    """``JobProgress`` of a file step plus the bytes the target hosts have written.
+
+    ``bytes_total`` is the size of every file times the hosts receiving it, known once
+    the server has gathered the sources; until then it is 0.
+    """
+
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
+@dataclass
+class TransferResult(ExecutionResult):
+    """``ExecutionResult`` of a file transfer: ``hosts`` are the targets.
+
+    ``uploads`` are the server's answers for the local files sent first
+    (``{file_id, name, size, sha256, path}``); ``source_logs`` are the host sources'
+    mode 0 file logs, which tell why a source failed.
+    """
+
+    uploads: list[dict[str, Any]] = field(default_factory=list)
+    source_logs: list[FileLog] = field(default_factory=list)
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(
+            f.size for h in self.hosts for f in h.file_logs if f.mode == FileLogMode.DOWNLOAD
+        )
+
+    @property
+    def bytes_done(self) -> int:
+        return sum(
+            f.bytes_done for h in self.hosts for f in h.file_logs if f.mode == FileLogMode.DOWNLOAD
+        )

@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -18,6 +19,7 @@ from jobfleet.sdk._models import Credentials
 
 API_PREFIX = "/api/bk-job/prod/api/v3/"
 ADMIN_PREFIX = "/api/jobfleet/v1"
+FILES_PATH = ADMIN_PREFIX + "/files"
 USER_AGENT = f"jobfleet-sdk/{__version__}"
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -104,6 +106,40 @@ def _query_scalar(value: Any) -> str:
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
+
+
+def upload_headers(size: int) -> dict[str, str]:
+    # a declared length, not chunked encoding: the server can refuse an oversized
+    # file at once, and proxies that buffer chunked bodies pass it through
+    return {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+
+
+def download_path(file_id: str) -> str:
+    return f"{FILES_PATH}/{quote(file_id, safe='')}"
+
+
+DOWNLOAD_HEADERS = {"Accept": "application/octet-stream, application/json"}
+
+
+def is_file_response(response: httpx.Response) -> bool:
+    """Whether a download answered with the file rather than an error envelope.
+
+    Errors can come with HTTP 200, and a file may itself be JSON, so the file
+    response's own headers decide.
+    """
+    if response.status_code != httpx.codes.OK:
+        return False
+    headers = response.headers
+    return "x-jobfleet-sha256" in headers or "content-disposition" in headers
+
+
+def not_a_file(response: httpx.Response) -> JobApiError:
+    """The error of a download answered without the file (read the body first)."""
+    try:
+        parse_envelope(response)
+    except JobApiError as exc:
+        return exc
+    return JobApiError(-1, f"{_where(response.request)}: the answer is not a file", http_status=200)
 
 
 def parse_envelope(response: httpx.Response) -> Any:

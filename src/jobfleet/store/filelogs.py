@@ -7,18 +7,18 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, insert, select, update
 
+from jobfleet.domain.status import FileLogMode, FileLogStatus
 from jobfleet.store.database import Database
 from jobfleet.store.inventory import chunks
 from jobfleet.store.tables import file_logs
 
-UPLOAD = 0
-DOWNLOAD = 1
-# file log status (bk-job §11.4)
-WAITING = 1
-UPLOADING = 2
-DOWNLOADING = 3
-SUCCESS = 4
-FAILED = 5
+UPLOAD = int(FileLogMode.UPLOAD)
+DOWNLOAD = int(FileLogMode.DOWNLOAD)
+WAITING = int(FileLogStatus.WAITING)
+UPLOADING = int(FileLogStatus.UPLOADING)
+DOWNLOADING = int(FileLogStatus.DOWNLOADING)
+SUCCESS = int(FileLogStatus.SUCCESS)
+FAILED = int(FileLogStatus.FAILED)
 
 
 def file_log_update() -> Any:
