@@ -61,7 +61,6 @@ BIZ = 2
 LOG_CHUNK = 500
 POLL_SECONDS = 0.02
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # From shared/reference/peer-baselines.md (same kind of machine, 2026-11-21): wall
 # seconds, median [min] of 3. They include each tool's own start-up (the asyncio
@@ -266,7 +265,8 @@ def _rusage_cpu() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
 
 
-async def run_floor(children: Children, n: int, concurrency: int) -> float:
+async def run_floor(children: Children, n: int, concurrency: int) -> tuple[float, float]:
+    """The floor's seconds and CPU seconds (its own and its children's) for n spawns."""
     child = await children.spawn(
         f"floor-{n}",
         [PY, str(Path(__file__).resolve()), "--floor", str(n), "--concurrency", str(concurrency)],
@@ -278,7 +278,7 @@ async def run_floor(children: Children, n: int, concurrency: int) -> float:
     answer = json.loads(out.decode().strip().splitlines()[-1])
     if answer["ok"] != n:
         raise RuntimeError(f"floor: {answer['ok']} of {n} processes printed {EXPECTED_LOG!r}")
-    return float(answer["seconds"])
+    return float(answer["seconds"]), float(answer["cpu"]) + float(answer["children_cpu"])
 
 
 # --- jobfleet -------------------------------------------------------------------------
@@ -502,6 +502,7 @@ class Row:
     hosts: str
     samples: list[Sample] = field(default_factory=list)
     floor: list[float] = field(default_factory=list)
+    floor_cpu: list[float] = field(default_factory=list)
 
     @property
     def times(self) -> list[float]:
@@ -521,6 +522,7 @@ class Resources:
 class Setup:
     what: str
     seconds: float
+    enroll_seconds: float | None
     server_rss_mib: float
     hosts_rss_mib: float
 
@@ -554,8 +556,10 @@ async def measure(fleet: Fleet, server: ServerProc, children: Children, sizes: l
             text = (f"{fleet.executor} N={n}: {sample.seconds:.3f} s "
                     f"(server {sample.server_ms} ms, {sample.polls} polls)")
             if with_floor:
-                row.floor.append(await run_floor(children, n, concurrency))
-                text += f", floor {row.floor[-1]:.3f} s"
+                seconds, cpu = await run_floor(children, n, concurrency)
+                row.floor.append(seconds)
+                row.floor_cpu.append(cpu)
+                text += f", floor {seconds:.3f} s"
             progress(console, text)
 
 
@@ -587,7 +591,7 @@ async def phase_swarm(children: Children, work: Path, executor: str, sizes: list
     swarm_pid = fleet.procs[0].pid
     report.setups.append(Setup(
         f"swarm of {count} ({executor}): enroll + connect", fleet.setup_seconds,
-        usage(server.child.pid).rss_mib, usage(swarm_pid).rss_mib))
+        fleet.enroll_seconds, usage(server.child.pid).rss_mib, usage(swarm_pid).rss_mib))
     progress(console, f"swarm pid {swarm_pid}: {count} hosts ready "
                       f"in {fleet.setup_seconds:.1f} s")
     await measure(fleet, server, children, sizes, args.repeat, args.concurrency, console,
@@ -605,7 +609,7 @@ async def phase_agents(children: Children, work: Path, count: int, args: argpars
     progress(console, f"server pid {server.child.pid}; starting {count} agent processes")
     fleet = await start_agents(children, server, count, work)
     report.setups.append(Setup(
-        f"{count} agent processes: start + enroll + connect", fleet.setup_seconds,
+        f"{count} agent processes: start + enroll + connect", fleet.setup_seconds, None,
         usage(server.child.pid).rss_mib, sum(usage(c.pid).rss_mib for c in fleet.procs)))
     progress(console, f"{count} agents ready in {fleet.setup_seconds:.1f} s")
     await measure(fleet, server, children, [count], args.repeat, args.concurrency, console,
@@ -637,11 +641,13 @@ def row_cells(row: Row) -> list[str]:
         f"{median / floor_median:.2f}x" if floor_median else "-",
         str(int(statistics.median(s.server_ms for s in row.samples))),
         f"{statistics.median(s.server_cpu for s in row.samples):.2f}",
+        f"{statistics.median(s.server_cpu + s.hosts_cpu for s in row.samples):.2f}",
+        f"{statistics.median(row.floor_cpu):.2f}" if row.floor_cpu else "-",
     ]
 
 
 HEADERS = ["N", "executor", "hosts", "median s", "min s", "floor median s",
-           "ratio", "server-side ms", "server CPU s"]
+           "ratio", "server-side ms", "server CPU s", "total CPU s", "floor CPU s"]
 
 
 def table(report: Report) -> Table:
@@ -681,13 +687,16 @@ def machine_facts() -> list[str]:
 
 
 def markdown(report: Report, command: str, started: datetime.datetime,
-             elapsed: float) -> str:
+             elapsed: float, load: tuple[float, float, float]) -> str:
+    end_load = os.getloadavg()
     lines = [
         f"## Fan-out, {started:%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `{command}` (whole run {elapsed:.0f} s)",
         "",
         *machine_facts(),
+        f"- load average (1, 5, 15 min) at the start: {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f}; at the end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}",
         "",
         "Time from the `fast_execute_script` POST until a `get_job_instance_status` answer "
         "says `finished: true`, measured by a client polling every 20 ms; server-side is "
@@ -695,15 +704,21 @@ def markdown(report: Report, command: str, started: datetime.datetime,
         "and with the real executor each log exactly `hello\\n`. Floor: the same "
         "`bash --noprofile --norc /dev/fd/N` spawns the agent makes, by asyncio in its own "
         "process, 16 at a time, interleaved with the jobfleet runs; ratio = jobfleet median / "
-        "floor median.",
+        "floor median. Before the timed runs, one untimed job on every host of the phase. "
+        "CPU columns are medians per run: server CPU = the server process; total CPU = server "
+        "plus the host processes (swarm or agents) with their reaped `bash` children; floor "
+        "CPU = the floor process with its `bash` children.",
         "",
         *_md_table(HEADERS, [row_cells(r) for r in report.rows]),
         "",
         "Setup (not timed above):",
         "",
-        *_md_table(["what", "seconds", "server RSS MiB", "hosts RSS MiB"],
-                   [[s.what, f"{s.seconds:.1f}", f"{s.server_rss_mib:.0f}",
-                     f"{s.hosts_rss_mib:.0f}"] for s in report.setups]),
+        *_md_table(["what", "seconds", "of which enrolling", "server RSS MiB",
+                    "hosts RSS MiB"],
+                   [[s.what, f"{s.seconds:.1f}",
+                     "-" if s.enroll_seconds is None else f"{s.enroll_seconds:.1f}",
+                     f"{s.server_rss_mib:.0f}", f"{s.hosts_rss_mib:.0f}"]
+                    for s in report.setups]),
         "",
         "Resources at the end of each phase (peak RSS = VmHWM; CPU = utime+stime since the "
         "process started; per run = median over the timed runs of the largest N; the hosts' "
@@ -755,7 +770,7 @@ async def bench(args: argparse.Namespace, console: Console) -> Report:
                               report)
         if args.agents:
             await phase_agents(children, work, args.agents, args, console, report)
-    except BaseException:
+    except Exception:
         console.print(f"[red]failed[/]; logs kept in {work}")
         args.keep = True
         raise
@@ -796,20 +811,21 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("runs jobs as account root, so it must run as root")
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)
     command = " ".join(
         [os.path.relpath(PY), os.path.relpath(__file__), *(argv or sys.argv[1:])]
     )
     started = datetime.datetime.now(datetime.UTC)
+    load = os.getloadavg()
     clock = time.perf_counter()
     try:
         report = asyncio.run(bench(args, console))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("[yellow]interrupted[/]; everything started was stopped")
         return 130
     elapsed = time.perf_counter() - clock
     console.print(table(report))
-    text = markdown(report, command, started, elapsed)
+    text = markdown(report, command, started, elapsed, load)
     args.markdown.write_text(text)
     console.print(f"markdown section written to {args.markdown}")
     if args.json:

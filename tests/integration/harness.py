@@ -186,7 +186,11 @@ async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
             await run.stop_agent(ip)
         await wire.close()
         uv.should_exit = True
-        await asyncio.wait_for(task, 30)
+        done, _ = await asyncio.wait({task}, timeout=30)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)
+            raise AssertionError("the server did not stop within 30 s")
 
 
 @dataclass

@@ -21,7 +21,7 @@ HOSTS = 100
 async def start_server(data_dir: Path, port: int, database_url: str) -> Proc:
     server = Proc(["jobfleet", "server", "--data-dir", str(data_dir), "--port", str(port),
                    "--database-url", database_url, "--agent-lost-grace", "3",
-                   "--recovery-window", "15", "--log-level", "warning"], {})
+                   "--recovery-window", "30", "--log-level", "warning"], {})
     await server.start()
     async with httpx.AsyncClient(trust_env=False) as http:
         async def up() -> bool:

@@ -61,7 +61,9 @@ class AgentSettings:
     biz: int = 2
     enroll_token: str | None = None
     hostname: str = ""
-    max_backoff: float = 30.0
+    # keep below the server's recovery window, so a restarted server sees every
+    # agent back before it gives up on their tasks
+    max_backoff: float = 10.0
     heartbeat: float = 10.0
     # a CA bundle to verify a server whose certificate is not in the system store
     ca_file: Path | None = None
@@ -159,6 +161,7 @@ class Agent:
         executor: Executor | None = None,
         spool: Spool | None = None,
         credential: Credential | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
         state = settings.state_dir
@@ -174,7 +177,7 @@ class Agent:
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.on_welcome: Callable[[dict[str, Any]], None] | None = None
-        self.files = FileWork(settings.server, self._auth_headers, settings.tls() or True)
+        self.files = FileWork(settings.server, self._auth_headers, settings.tls, http)
 
     def _auth_headers(self) -> dict[str, str]:
         cred = self.credential

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from jobfleet import loop
 from jobfleet.agent.client import ENROLL_PATH, Agent, AgentSettings, Credential, save_credential
 from jobfleet.agent.executor import (
     Executor,
@@ -98,6 +99,17 @@ async def _credential(settings: AgentSettings, gate: asyncio.Semaphore,
     return cred
 
 
+def _build_agents(settings_list: list[AgentSettings], creds: list[Credential],
+                  executor: Executor, http: httpx.AsyncClient) -> list[Agent]:
+    """The swarm's agents: one shared executor and one HTTP client for file transfers."""
+    built: list[Agent] = []
+    for settings, cred in zip(settings_list, creds, strict=True):
+        spool = Spool(settings.state_dir / "spool" if settings.state_dir else None)
+        built.append(Agent(settings, executor=executor, spool=spool, credential=cred,
+                           http=http))
+    return built
+
+
 async def _connect_all(agents: list[Agent], window: int) -> list[asyncio.Task[None]]:
     """Start every agent, with at most ``window`` handshakes in flight at once.
 
@@ -131,19 +143,26 @@ async def run_swarm(server: str, token: str, count: int, *, executor: str = "rea
     inner: Executor = InstantExecutor() if executor == "instant" else ProcessExecutor(work)
     shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
     gate = asyncio.Semaphore(32)
-    agents: list[Agent] = []
     settings_list = [
         AgentSettings(server=server, ip=swarm_ip(first + i), biz=biz, enroll_token=token,
                       hostname=f"swarm-{first + i}",
                       state_dir=state_dir / swarm_ip(first + i) if state_dir else None)
         for i in range(count)]
-    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+    verify = (settings_list[0].tls() if settings_list else None) or True
+    http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False,
+                             verify=verify)
+    try:
         creds = await asyncio.gather(*(_credential(s, gate, http) for s in settings_list))
-    if enrolled is not None:
-        enrolled.set()
-    for settings, cred in zip(settings_list, creds, strict=True):
-        spool = Spool(settings.state_dir / "spool" if settings.state_dir else None)
-        agents.append(Agent(settings, executor=shared, spool=spool, credential=cred))
+        if enrolled is not None:
+            enrolled.set()
+        agents = _build_agents(settings_list, creds, shared, http)
+        await _serve(agents, connect_window, ready, count)
+    finally:
+        await http.aclose()
+
+
+async def _serve(agents: list[Agent], connect_window: int, ready: asyncio.Event | None,
+                 count: int) -> None:
     tasks = await _connect_all(agents, connect_window)
     await asyncio.gather(*(a.connected.wait() for a in agents))
     # Thousands of agents' long-lived objects would make every full collection of
@@ -207,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
                             work_dir=args.work_dir)
         announcer.cancel()
 
-    asyncio.run(go())
+    loop.run(go())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -27,7 +28,7 @@ from jobfleet.agent.files import (
     make_dir,
     upload,
 )
-from jobfleet.domain.status import HostStatus
+from jobfleet.domain.status import FileLogStatus, HostStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ FETCH_FAILED = frozenset({int(HostStatus.GSE_FILE_ERROR)})
 # an upload cut by a server restart surfaces as a transfer error
 UPLOAD_RETRY = frozenset({int(HostStatus.GSE_FILE_ERROR), int(HostStatus.GSE_FILE_TASK_ERROR)})
 RETRY_FOR = 60.0
-# file log status (bk-job §11.4)
-DOWNLOADING, SUCCESS, FAILED = 3, 4, 5
+DOWNLOADING = int(FileLogStatus.DOWNLOADING)
+SUCCESS = int(FileLogStatus.SUCCESS)
+FAILED = int(FileLogStatus.FAILED)
 
 Emit = Callable[[str], Awaitable[None]]
 Report = Callable[[list[dict[str, Any]]], None]
@@ -49,17 +51,28 @@ def _mb(bytes_per_second: float) -> float:
 
 
 class FileWork:
-    def __init__(
-        self, server: str, headers: Callable[[], dict[str, str]], verify: Any = True
-    ) -> None:
+    def __init__(self, server: str, headers: Callable[[], dict[str, str]],
+                 tls: Callable[[], ssl.SSLContext | None],
+                 client: httpx.AsyncClient | None = None) -> None:
         self.base = server.rstrip("/") + BLOB_PATH
         self.headers = headers
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, verify=verify
-        )
+        self._tls = tls
+        self._client = client
+        self._owned = client is None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # built on first use: most agents never move a file, and a client with
+        # its SSL context costs ~20 ms of CPU and ~0.7 MiB
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0),
+                                             trust_env=False, verify=self._tls() or True)
+        return self._client
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._owned and self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def list_sources(self, message: dict[str, Any]) -> dict[str, Any]:
         patterns = [str(p) for p in message.get("patterns") or []]

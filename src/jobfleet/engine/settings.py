@@ -11,7 +11,7 @@ class EngineSettings:
     # how long a host whose agent dropped keeps its task before it ends with 310
     agent_lost_grace: float = 10.0
     # after a restart, how long to wait for agents to come back before giving up on them
-    recovery_window: float = 20.0
+    recovery_window: float = 30.0
     # the server's own deadline runs this much past a step's timeout (the agent kills first)
     timeout_slack: float = 15.0
     lease_ttl: float = 30.0

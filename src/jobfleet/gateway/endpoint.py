@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
 CLOSE_REPLACED = 4409
+CLOSE_TRY_AGAIN = 1013
 
 
 class AgentEvents(Protocol):
@@ -60,10 +62,19 @@ class Gateway:
         self.presence = presence
         self.heartbeat = heartbeat
         self.events: AgentEvents | None = None
+        self._checks = asyncio.Semaphore(8)
 
     async def serve(self, ws: WebSocket) -> None:
         cred = parse_credential(ws.headers.get("authorization"))
-        host_id = await self.identity.check_agent(*cred) if cred else None
+        try:
+            # thousands of agents reconnect at once after a restart: check a few at a
+            # time instead of queueing them all on the database pool
+            async with self._checks:
+                host_id = await self.identity.check_agent(*cred) if cred else None
+        except Exception:
+            log.exception("agent_auth_error")
+            await ws.close(code=CLOSE_TRY_AGAIN)
+            return
         if cred is None or host_id is None:
             log.warning("agent_auth_failed peer=%s", ws.client.host if ws.client else "")
             await ws.close(code=CLOSE_UNAUTHORIZED)

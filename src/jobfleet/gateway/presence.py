@@ -60,6 +60,20 @@ class Presence:
         if not online and not offline:
             return
         now = now_ms()
+        try:
+            await self._write(online, offline, now)
+        except BaseException:
+            # put back what failed, unless the host changed state since
+            for host, facts in online.items():
+                if host not in self._offline:
+                    self._online.setdefault(host, facts)
+            for host in offline:
+                if host not in self._online:
+                    self._offline.add(host)
+            self._wake.set()
+            raise
+
+    async def _write(self, online: dict[int, dict[str, Any]], offline: set[int], now: int) -> None:
         async with self.db.begin() as conn:
             if online:
                 rows = [
