@@ -113,7 +113,7 @@ def save_credential(state_dir: Path, cred: Credential) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-async def enroll(settings: AgentSettings) -> Credential:
+async def enroll(settings: AgentSettings, http: httpx.AsyncClient | None = None) -> Credential:
     if not settings.enroll_token:
         raise RuntimeError("this agent has no credential yet: start it with --enroll-token")
     body = {
@@ -124,9 +124,12 @@ async def enroll(settings: AgentSettings) -> Credential:
         "hostname": settings.hostname or socket.gethostname(),
         "os_type": platform.system(),
     }
-    verify: ssl.SSLContext | bool = settings.tls() or True
-    async with httpx.AsyncClient(timeout=30, trust_env=False, verify=verify) as client:
-        resp = await client.post(settings.server.rstrip("/") + ENROLL_PATH, json=body)
+    if http is None:
+        verify: ssl.SSLContext | bool = settings.tls() or True
+        async with httpx.AsyncClient(timeout=30, trust_env=False, verify=verify) as client:
+            resp = await client.post(settings.server.rstrip("/") + ENROLL_PATH, json=body)
+    else:
+        resp = await http.post(settings.server.rstrip("/") + ENROLL_PATH, json=body)
     try:
         answer = resp.json()
     except ValueError:

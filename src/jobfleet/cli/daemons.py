@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from jobfleet import logs, loop
+from jobfleet import logs
 
 
 def server(
@@ -99,7 +99,7 @@ def agent(
         ca_file=ca_file,
     )
     try:
-        loop.run(Agent(settings).run_forever())
+        asyncio.run(Agent(settings).run_forever())
     except RuntimeError as exc:
         typer.echo(f"jobfleet agent: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -138,50 +138,81 @@ class Submitter:
 
     async def fast_script(self, scope: Scope, req: ScriptRequest) -> tuple[int, str, int]:
         name = req.name or default_name("Script Execution")
-        now = now_ms()
         param = req.param
         if req.sensitive and param:
             param = self.cipher.encrypt(param)
-        step = NewStep(
-            name=name,
-            type=int(StepType.SCRIPT),
-            values={
-                "status": int(RunStatus.BLANK),
-                "execute_count": 0,
-                "ignore_error": False,
-                "timeout": req.timeout,
-                "account_id": req.account.id,
-                "account_alias": req.account.alias,
-                "account_name": req.account.account,
+        job = one_step_job(
+            scope,
+            name,
+            TaskType.FAST_SCRIPT,
+            StepType.SCRIPT,
+            req.account,
+            req.hosts,
+            timeout=req.timeout,
+            operator=req.operator,
+            app_code=req.app_code,
+            callback_url=req.callback_url,
+            step_values={
                 "script_language": req.language,
                 "script_content": req.script,
                 "script_param": param or None,
                 "is_param_sensitive": req.sensitive,
-                "operator": req.operator,
-                "create_time": now,
-                "batch_count": 1,
-                "current_batch": 0,
             },
-            hosts=_host_rows(req.hosts),
-        )
-        job = NewJob(
-            values={
-                "bk_biz_id": scope.bk_biz_id,
-                "scope_type": scope.scope_type,
-                "scope_id": scope.scope_id,
-                "name": name,
-                "type": int(TaskType.FAST_SCRIPT),
-                "launch_mode": int(LaunchMode.API),
-                "operator": req.operator,
-                "app_code": req.app_code,
-                "plan_id": -1,
-                "template_id": -1,
-                "callback_url": req.callback_url,
-            },
-            steps=[step],
         )
         job_id, step_ids = await self.engine.submit(job, req.start)
         return job_id, name, step_ids[0]
+
+
+def one_step_job(
+    scope: Scope,
+    name: str,
+    task_type: TaskType,
+    step_type: StepType,
+    account: Account,
+    hosts: list[Host],
+    *,
+    timeout: int,
+    operator: str,
+    app_code: str,
+    callback_url: str | None,
+    step_values: dict[str, Any],
+) -> NewJob:
+    """The job of a fast_* call: one step, run on ``hosts`` as ``account``."""
+    step = NewStep(
+        name=name,
+        type=int(step_type),
+        values={
+            "status": int(RunStatus.BLANK),
+            "execute_count": 0,
+            "ignore_error": False,
+            "timeout": timeout,
+            "account_id": account.id,
+            "account_alias": account.alias,
+            "account_name": account.account,
+            "operator": operator,
+            "create_time": now_ms(),
+            "batch_count": 1,
+            "current_batch": 0,
+            **step_values,
+        },
+        hosts=_host_rows(hosts),
+    )
+    return NewJob(
+        values={
+            "bk_biz_id": scope.bk_biz_id,
+            "scope_type": scope.scope_type,
+            "scope_id": scope.scope_id,
+            "name": name,
+            "type": int(task_type),
+            "launch_mode": int(LaunchMode.API),
+            "operator": operator,
+            "app_code": app_code,
+            "plan_id": -1,
+            "template_id": -1,
+            "callback_url": callback_url,
+        },
+        steps=[step],
+    )
 
 
 @dataclass
@@ -221,40 +252,18 @@ def _host_rows(hosts: list[Host]) -> list[dict[str, Any]]:
 async def submit_file(submitter: Submitter, scope: Scope, req: FileRequest) -> tuple[int, str, int]:
     """A one-step file job: a transfer to targets, or a fetch from hosts to the server."""
     name = req.name or default_name(req.default_name)
-    step = NewStep(
-        name=name,
-        type=int(StepType.FILE),
-        values={
-            "status": int(RunStatus.BLANK),
-            "execute_count": 0,
-            "ignore_error": False,
-            "timeout": req.timeout,
-            "account_id": req.account.id,
-            "account_alias": req.account.alias,
-            "account_name": req.account.account,
-            "config": req.config,
-            "operator": req.operator,
-            "create_time": now_ms(),
-            "batch_count": 1,
-            "current_batch": 0,
-        },
-        hosts=_host_rows(req.hosts),
-    )
-    job = NewJob(
-        values={
-            "bk_biz_id": scope.bk_biz_id,
-            "scope_type": scope.scope_type,
-            "scope_id": scope.scope_id,
-            "name": name,
-            "type": req.task_type,
-            "launch_mode": int(LaunchMode.API),
-            "operator": req.operator,
-            "app_code": req.app_code,
-            "plan_id": -1,
-            "template_id": -1,
-            "callback_url": req.callback_url,
-        },
-        steps=[step],
+    job = one_step_job(
+        scope,
+        name,
+        TaskType(req.task_type),
+        StepType.FILE,
+        req.account,
+        req.hosts,
+        timeout=req.timeout,
+        operator=req.operator,
+        app_code=req.app_code,
+        callback_url=req.callback_url,
+        step_values={"config": req.config},
     )
     job_id, step_ids = await submitter.engine.submit(job, req.start)
     return job_id, name, step_ids[0]
