@@ -34,6 +34,7 @@ from jobfleet.agent.executor import (
     TaskResult,
     TaskSpec,
     kill_process_tree,
+    reap_without_threads,
 )
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.transfers import FileWork
@@ -224,6 +225,7 @@ class Agent:
             log.warning("task_interrupted task=%s", task_id)
 
     async def run_forever(self) -> None:
+        reap_without_threads(asyncio.get_running_loop())
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,26 @@ def _missing_interpreter_message(lang: int) -> str:
 
 
 # --- process trees ------------------------------------------------------------------
+
+
+def reap_without_threads(loop: asyncio.AbstractEventLoop) -> None:
+    """Reap children through pidfds instead of a waiting thread per child.
+
+    Python 3.11 starts a thread for every subprocess to wait for it; at a thousand
+    short scripts that is a third of an agent's CPU. Linux 5.3+ can notify the loop
+    through a pidfd instead, which is what Python 3.12 does by itself.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return  # the kernel has no pidfd
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(loop)
+        asyncio.set_child_watcher(watcher)
 
 
 def kill_process_tree(pgid: int) -> None:
