@@ -44,7 +44,11 @@ class Cipher:
 
 
 def new_secret(nbytes: int = 24) -> str:
-    return secrets.token_urlsafe(nbytes)
+    # a leading "-" would read as an option on a command line (--enroll-token -x…)
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if not value.startswith("-"):
+            return value
 
 
 def hash_secret(value: str) -> str:
