@@ -179,3 +179,9 @@ class Cli:
 @pytest.fixture
 def cli() -> Cli:
     return Cli()
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich wraps at the terminal width; long temporary paths must not split what tests look for."""
+    monkeypatch.setenv("COLUMNS", "1000")
