@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from jobfleet import __version__
 from jobfleet.api.params import get_list
-from jobfleet.api.routing import Call, add_api
+from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.store.inventory import Host
@@ -107,9 +107,7 @@ def register(router: APIRouter) -> None:
         ("get_agent_status", get_agent_status),
         ("get_agent_info", get_agent_info),
     ):
-        add_api(
-            router, name, handler, query=True, prefixes=("/api/c/compapi/v2/gse",), need_user=False
-        )
+        add_api(router, name, handler, query=True, prefixes=GSE_V1_PREFIXES, need_user=False)
     add_api(
         router,
         "list_agent_state",

@@ -26,8 +26,11 @@ JOBV3_PREFIXES = (
     "/api/c/compapi/v2/jobv3",
     "/api/bk-job/prod/api/v3",
     "/api/bk-job/prod/api/v3/system",
+    # the ESB path without a version: what bkapi-component-open calls by default
+    "/api/c/compapi/jobv3",
 )
-JOBV2_PREFIXES = ("/api/c/compapi/v2/job",)
+JOBV2_PREFIXES = ("/api/c/compapi/v2/job", "/api/c/compapi/job")
+GSE_V1_PREFIXES = ("/api/c/compapi/v2/gse", "/api/c/compapi/gse")
 MAX_BODY = 32 * 1024 * 1024
 
 
