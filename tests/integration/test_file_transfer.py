@@ -148,3 +148,10 @@ async def test_fetch_brings_files_back_per_host(running: Running, tmp_path: Path
                                            headers=running.wire.headers())
         assert resp.content == b"line\n"
         assert item["sha256"] == hashlib.sha256(b"line\n").hexdigest()
+        # the same file in the server's folder per host
+        assert item["url"] == f"/api/jobfleet/v1/fetch/{job_id}/0_{item['ip']}{log}"
+        by_path = await running.wire.http.get(item["url"], headers=running.wire.headers())
+        assert by_path.content == b"line\n"
+    missing = await running.wire.http.get(f"/api/jobfleet/v1/fetch/{job_id}/0_127.0.0.9{log}",
+                                          headers=running.wire.headers())
+    assert missing.status_code == 404 and missing.json()["result"] is False

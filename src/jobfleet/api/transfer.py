@@ -17,6 +17,7 @@ from jobfleet.api.files import BlobResponse
 from jobfleet.api.params import get_bool, get_int, get_list, get_str
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.paths import source_label
 from jobfleet.domain.scripts import MAX_TASK_NAME, check_timeout, decode_base64
 from jobfleet.domain.status import ScopeType, TaskType
 from jobfleet.domain.targets import parse_target
@@ -252,12 +253,57 @@ async def fetched(call: Call) -> list[dict[str, Any]]:
                     "bk_cloud_id": row.src_cloud_id,
                     "path": row.src_path,
                     "file_id": row.blob_id,
+                    # the server's folder per host: <cloud>_<ip> as [FILESRCIP] names it
+                    "url": fetched_url(job.id, row) if row.blob_id else None,
                     "size": blob.size if blob else None,
                     "sha256": blob.sha256 if blob else None,
                     "status": row.status,
                 }
             )
     return out
+
+
+def fetched_url(job_id: int, row: Row[Any]) -> str:
+    host_dir = source_label(row.src_cloud_id or 0, row.src_ip or "")
+    return f"{PREFIX}/fetch/{job_id}/{host_dir}{row.src_path}"
+
+
+async def download_fetched(request: Request) -> Response:
+    """A fetched file by where it came from: ``/fetch/<job>/<cloud>_<ip>/<path on the host>``."""
+    request_id = uuid.uuid4().hex
+    services = services_of(request)
+    try:
+        caller = await services.auth.authenticate(request, dict(request.query_params))
+        job_id = int(request.path_params["job_instance_id"])
+        job = await services.jobs.job(job_id)
+        if job is None or not caller.user.holds(job.scope_type, job.scope_id):
+            raise JobError(
+                ErrorCode.JOB_INSTANCE_NOT_EXIST,
+                f"Job instance {job_id} does not exist",
+                http_status=404,
+            )
+        host_dir = request.path_params["host_dir"]
+        path = "/" + request.path_params["path"]
+        for step in await services.jobs.steps(job_id):
+            for row in await services.file_logs.rows(step.id, step.execute_count, mode=UPLOAD):
+                label = source_label(row.src_cloud_id or 0, row.src_ip or "")
+                if label == host_dir and row.src_path == path and row.blob_id:
+                    blob = await services.blobs.get(row.blob_id)
+                    if blob is not None and blob.state == COMPLETE:
+                        return BlobResponse(
+                            services.blobs.path(blob.id),
+                            filename=blob.name,
+                            headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
+                        )
+        raise JobError(
+            ErrorCode.NOT_FOUND, f"No file {path} from {host_dir} in job {job_id}", http_status=404
+        )
+    except (ValueError, KeyError):
+        return envelope.error(
+            JobError(ErrorCode.BAD_REQUEST, "Malformed path", http_status=400), request_id
+        )
+    except JobError as exc:
+        return envelope.error(exc, request_id)
 
 
 async def download_file(request: Request) -> Response:
@@ -335,12 +381,12 @@ def register(router: APIRouter) -> None:
     add_api(router, "push_config_file", push_config_file, query=False)
     router.add_api_route(PREFIX + "/fetch", make_endpoint(services_of, fetch), methods=["POST"])
 
-    async def fetched_with_path(call: Call) -> list[dict[str, Any]]:
-        return await fetched(call)
-
     router.add_api_route(
-        PREFIX + "/fetch/{job_instance_id}",
-        make_endpoint(services_of, fetched_with_path),
+        PREFIX + "/fetch/{job_instance_id}", make_endpoint(services_of, fetched), methods=["GET"]
+    )
+    router.add_api_route(
+        PREFIX + "/fetch/{job_instance_id}/{host_dir}/{path:path}",
+        download_fetched,
         methods=["GET"],
     )
     router.add_api_route(PREFIX + "/files/{file_id}", download_file, methods=["GET"])
