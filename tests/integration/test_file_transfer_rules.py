@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -109,3 +110,20 @@ async def test_one_gib_file_to_several_hosts(running: Running, tmp_path: Path) -
     for item in logs["data"]["file_task_logs"]:
         assert [f["status"] for f in item["file_logs"]] == [4]
         assert item["file_logs"][0]["size"] == "1.0 GB"
+
+
+async def test_terminate_during_the_upload_sends_nothing(running: Running,
+                                                         tmp_path: Path) -> None:
+    await running.start_agents([SRC, DST])
+    (tmp_path / "slow.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    answer = await running.wire.v3("fast_transfer_file", transfer_body(
+        [f"{tmp_path}/slow.bin"], [SRC], [DST], f"{tmp_path}/out/", upload_speed_limit=4))
+    job_id = answer["data"]["job_instance_id"]
+    await asyncio.sleep(0.5)  # the source is uploading at 4 MB/s for ~2 s
+    stop = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+    assert stop["result"], stop
+    data = await running.wire.wait(job_id)
+    assert data["job_instance"]["status"] == 11
+    assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] == 403
+    assert not (tmp_path / "out").exists()

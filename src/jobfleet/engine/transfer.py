@@ -142,6 +142,16 @@ class FileSteps:
         except SourceFailure as failure:
             await self._fail_all(step, pending, failure)
             return await self.engine.end_step(step, started, stop.is_set())
+        if stop.is_set():
+            # terminated while the sources were gathered: send nothing to the targets
+            await self.engine.conclude_hosts(
+                step.id,
+                step.execute_count,
+                [r.bk_host_id for r in pending],
+                HostStatus.GSE_TASK_TERMINATE_SUCCESS,
+                "",
+            )
+            return await self.engine.end_step(step, started, True)
         template = self._download_template(step, cfg, files)
         return await self.engine._run_tasks(
             job, step, stop, recovering, template, timeout_status=HostStatus.GSE_TIMEOUT
