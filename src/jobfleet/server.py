@@ -29,6 +29,7 @@ from jobfleet.engine.transfer import FileSteps
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.registry import Registry
+from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
@@ -132,6 +133,7 @@ class Server:
             gateway=self.gateway,
             auth=Authenticator(self.identity),
             audit=AuditLog(self.db),
+            accounts=AccountStore(self.db, self.cipher),
             blobs=self.blobs,
             file_logs=self.file_logs,
             limits=Limits(max_file_size=settings.max_file_size),

@@ -10,7 +10,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet import __version__
-from jobfleet.api import admin, envelope, execute, files, gse, legacy, query, transfer
+from jobfleet.api import (
+    accounts,
+    admin,
+    envelope,
+    execute,
+    files,
+    gse,
+    legacy,
+    query,
+    transfer,
+)
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 
@@ -23,7 +33,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     router = APIRouter()
-    for module in (execute, query, legacy, gse, admin, files, transfer):
+    for module in (execute, query, legacy, gse, admin, files, transfer, accounts):
         module.register(router)
     app.include_router(router)
 

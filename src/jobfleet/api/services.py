@@ -8,6 +8,7 @@ from jobfleet.api.auth import Authenticator
 from jobfleet.engine.core import Engine
 from jobfleet.engine.submit import Submitter
 from jobfleet.gateway.endpoint import Gateway
+from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database
@@ -33,6 +34,7 @@ class Services:
     gateway: Gateway
     auth: Authenticator
     audit: AuditLog
+    accounts: AccountStore
     blobs: BlobStore
     file_logs: FileLogStore
     limits: Limits

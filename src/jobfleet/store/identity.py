@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
+from jobfleet.store.accounts import AccountStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.secrets import hash_secret, new_secret, secret_matches
 from jobfleet.store.tables import (
@@ -221,29 +222,8 @@ class IdentityStore:
     async def create_account(
         self, bk_biz_id: int, account: str, alias: str | None = None, creator: str = "system"
     ) -> int:
-        now = now_ms()
-        try:
-            async with self.db.begin() as conn:
-                res = await conn.execute(
-                    insert(accounts).values(
-                        bk_biz_id=bk_biz_id,
-                        account=account,
-                        alias=alias or account,
-                        category=1,
-                        type=1,
-                        os="Linux",
-                        description="",
-                        creator=creator,
-                        create_time=now,
-                        last_modify_user=creator,
-                        last_modify_time=now,
-                    )
-                )
-        except IntegrityError:
-            raise JobError(
-                ErrorCode.CONFLICT, f"Account alias {alias or account!r} exists"
-            ) from None
-        return int(res.inserted_primary_key[0])  # type: ignore[index]
+        """A Linux system account with no password (what tests and the demo need)."""
+        return await AccountStore(self.db).create(bk_biz_id, account, alias=alias, creator=creator)
 
     # enrollment -------------------------------------------------------------
     async def create_enroll_token(

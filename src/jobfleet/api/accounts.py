@@ -1,0 +1,106 @@
+"""bk-job v3 execution accounts: get_account_list, create, update, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from jobfleet.api.params import get_int, get_str, need_int
+from jobfleet.api.routing import Call, add_api
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import AccountCategory
+from jobfleet.store.accounts import account_view
+
+MANAGE = "manage_account"
+
+
+async def _record(call: Call, action: str, account_id: int) -> None:
+    scope = await call.scope(MANAGE)
+    await call.services.audit.record(
+        app_code=call.caller.app_code,
+        username=call.caller.username,
+        action=action,
+        resource_type="account",
+        resource_id=str(account_id),
+        scope_type=scope.scope_type,
+        scope_id=scope.scope_id,
+        source_ip=call.request.client.host if call.request.client else "",
+    )
+
+
+def _view(row: Any, scope: Any) -> dict[str, Any]:
+    return {**account_view(row), "bk_scope_type": scope.scope_type, "bk_scope_id": scope.scope_id}
+
+
+async def get_account_list(call: Call) -> dict[str, Any]:
+    scope = await call.scope("view_account")
+    p = call.params
+    offset = get_int(p, "start", default=0, minimum=0) or 0
+    length = get_int(p, "length", default=20, minimum=1, maximum=1000) or 20
+    total, rows = await call.services.accounts.list(
+        scope.bk_biz_id,
+        category=get_int(p, "category"),
+        account=get_str(p, "account"),
+        alias=get_str(p, "alias"),
+        offset=offset,
+        limit=length,
+    )
+    return {
+        "start": offset,
+        "length": length,
+        "total": total,
+        "data": [_view(r, scope) for r in rows],
+    }
+
+
+async def create_account(call: Call) -> dict[str, Any]:
+    scope = await call.scope(MANAGE)
+    p = call.params
+    name = get_str(p, "account", required=True, max_length=255)
+    assert name is not None
+    category = need_int(p, "category")
+    if category != AccountCategory.SYSTEM:
+        raise JobError(ErrorCode.NOT_SUPPORTED, "Only system accounts (category 1) can be created")
+    account_id = await call.services.accounts.create(
+        scope.bk_biz_id,
+        name,
+        alias=get_str(p, "alias", max_length=255),
+        type_=need_int(p, "type"),
+        password=get_str(p, "password"),
+        description=get_str(p, "description", max_length=1024) or "",
+        creator=call.caller.username,
+    )
+    await _record(call, "create_account", account_id)
+    return _view(await call.services.accounts.get(scope.bk_biz_id, account_id), scope)
+
+
+async def update_account(call: Call) -> dict[str, Any]:
+    scope = await call.scope(MANAGE)
+    p = call.params
+    account_id = need_int(p, "id", minimum=1)
+    row = await call.services.accounts.update(
+        scope.bk_biz_id,
+        account_id,
+        user=call.caller.username,
+        alias=get_str(p, "alias", max_length=255),
+        password=get_str(p, "password"),
+        description=get_str(p, "description", max_length=1024),
+    )
+    await _record(call, "update_account", account_id)
+    return _view(row, scope)
+
+
+async def delete_account(call: Call) -> dict[str, Any]:
+    scope = await call.scope(MANAGE)
+    account_id = need_int(call.params, "id", minimum=1)
+    row = await call.services.accounts.delete(scope.bk_biz_id, account_id)
+    await _record(call, "delete_account", account_id)
+    return _view(row, scope)
+
+
+def register(router: APIRouter) -> None:
+    add_api(router, "get_account_list", get_account_list, query=True)
+    add_api(router, "create_account", create_account, query=False)
+    add_api(router, "update_account", update_account, query=False)
+    add_api(router, "delete_account", delete_account, query=False)
