@@ -70,7 +70,7 @@ async def test_agents_write_and_read_only_their_blobs(running: Running) -> None:
     assert put.json()["data"]["sha256"] == hashlib.sha256(body).hexdigest()
     denied = await http.get(url, headers=agent_headers(running, "127.0.0.3"))
     assert denied.status_code == 403
-    await blobs.allow_readers(blob_id, [hosts["127.0.0.3"]])
+    await blobs.allow_readers([blob_id], [hosts["127.0.0.3"]])
     full = await http.get(url, headers=agent_headers(running, "127.0.0.3"))
     assert full.content == body
     assert full.headers["x-jobfleet-sha256"] == hashlib.sha256(body).hexdigest()

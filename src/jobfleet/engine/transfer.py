@@ -267,13 +267,7 @@ class FileSteps:
                 size=entry.get("size"),
             )
             if not item.is_dir:
-                item.blob_id = await self.blobs.create(
-                    name=posixpath.basename(item.src_path),
-                    kind="agent",
-                    writer_host_id=host_id,
-                    bk_biz_id=job.bk_biz_id,
-                )
-                uploads.append({"n": len(log_rows), "blob": item.blob_id, "path": item.src_path})
+                uploads.append({"n": len(log_rows), "path": item.src_path})
                 log_rows.append(
                     {
                         "step_instance_id": step.id,
@@ -285,7 +279,6 @@ class FileSteps:
                         "src_ip": host.ip,
                         "src_cloud_id": host.bk_cloud_id,
                         "src_path": item.src_path,
-                        "blob_id": item.blob_id,
                         "is_dir": False,
                         "file_mode": item.mode,
                         "status": UPLOADING,
@@ -295,6 +288,17 @@ class FileSteps:
                     }
                 )
             files.append(item)
+        to_send = [f for f in files if not f.is_dir]
+        blob_ids = await self.blobs.create_many(
+            [posixpath.basename(f.src_path) for f in to_send],
+            kind="agent",
+            writer_host_id=host_id,
+            bk_biz_id=job.bk_biz_id,
+        )
+        for item, upload, log_row, blob_id in zip(
+            to_send, uploads, log_rows, blob_ids, strict=True
+        ):
+            item.blob_id = upload["blob"] = log_row["blob_id"] = blob_id
         await self.file_logs.add(log_rows)
         if not uploads:
             return Gathered(host_id, files)
@@ -320,6 +324,7 @@ class FileSteps:
         results = {str(r.get("blob")): r for r in reply.get("results") or []}
         await self._upload_logs(step, host_id, uploads, results, "")
         by_blob = {f.blob_id: f for f in files if f.blob_id}
+        stored = await self.blobs.get_many(list(by_blob))
         for blob_id, item in by_blob.items():
             result = results.get(str(blob_id)) or {}
             if result.get("status"):
@@ -328,7 +333,7 @@ class FileSteps:
                     status=int(result["status"]),
                     message=f"upload of {item.src_path} from {where} failed: {result.get('error')}",
                 )
-            blob = await self.blobs.get(str(blob_id))
+            blob = stored.get(str(blob_id))
             if blob is None or blob.state != COMPLETE:
                 return Gathered(
                     host_id,
@@ -405,16 +410,17 @@ class FileSteps:
                     }
                 )
         await self.file_logs.add(rows)
-        for blob_id in {f.blob_id for f in files if f.blob_id}:
-            await self.blobs.allow_readers(blob_id, host_ids)
+        await self.blobs.allow_readers([f.blob_id for f in files if f.blob_id], host_ids)
 
     async def _prepared_from_logs(self, step: Row[Any], host_id: int) -> list[Prepared]:
         """After a restart mid-download: the plan is in the targets' file logs."""
         out = []
-        for row in await self.file_logs.rows(
+        rows = await self.file_logs.rows(
             step.id, step.execute_count, host_ids=[host_id], mode=DOWNLOAD
-        ):
-            blob = await self.blobs.get(row.blob_id) if row.blob_id else None
+        )
+        stored = await self.blobs.get_many([r.blob_id for r in rows if r.blob_id])
+        for row in rows:
+            blob = stored.get(row.blob_id) if row.blob_id else None
             out.append(
                 Prepared(
                     "",

@@ -21,6 +21,7 @@ from sqlalchemy import Row, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database, now_ms
+from jobfleet.store.inventory import chunks
 from jobfleet.store.secrets import hash_secret, secret_matches
 from jobfleet.store.tables import blob_readers, blobs
 
@@ -42,8 +43,9 @@ class Blob:
 
     @classmethod
     def of(cls, row: Row[Any]) -> Blob:
-        return cls(row.id, row.name, row.size, row.sha256, row.state, row.writer_host_id,
-                   row.bk_biz_id)
+        return cls(
+            row.id, row.name, row.size, row.sha256, row.state, row.writer_host_id, row.bk_biz_id
+        )
 
 
 class BlobStore:
@@ -83,6 +85,44 @@ class BlobStore:
             )
         return blob_id
 
+    async def create_many(
+        self,
+        names: list[str],
+        *,
+        kind: str,
+        bk_biz_id: int | None = None,
+        writer_host_id: int | None = None,
+    ) -> list[str]:
+        """One blob per name, in one transaction (a source directory may hold thousands)."""
+        ids = [uuid.uuid4().hex for _ in names]
+        now = now_ms()
+        rows = [
+            {
+                "id": blob_id,
+                "name": name,
+                "kind": kind,
+                "bk_biz_id": bk_biz_id,
+                "owner": "",
+                "writer_host_id": writer_host_id,
+                "state": OPEN,
+                "create_time": now,
+                "token_hash": None,
+            }
+            for blob_id, name in zip(ids, names, strict=True)
+        ]
+        if rows:
+            async with self.db.begin() as conn:
+                await conn.execute(insert(blobs), rows)
+        return ids
+
+    async def get_many(self, blob_ids: list[str]) -> dict[str, Blob]:
+        found: dict[str, Blob] = {}
+        async with self.db.connect() as conn:
+            for part in chunks(blob_ids):
+                for row in await conn.execute(select(blobs).where(blobs.c.id.in_(part))):
+                    found[row.id] = Blob.of(row)
+        return found
+
     async def check_token(self, blob_id: str, token: str) -> Blob | None:
         async with self.db.connect() as conn:
             row = (await conn.execute(select(blobs).where(blobs.c.id == blob_id))).first()
@@ -90,18 +130,25 @@ class BlobStore:
             return None
         return Blob.of(row)
 
-    async def allow_readers(self, blob_id: str, host_ids: list[int]) -> None:
+    async def allow_readers(self, blob_ids: list[str], host_ids: list[int]) -> None:
+        """Let every host read every blob, in one transaction; repeats are harmless."""
         async with self.db.begin() as conn:
-            known = set(
-                (
-                    await conn.execute(
-                        select(blob_readers.c.bk_host_id).where(blob_readers.c.blob_id == blob_id)
+            known: set[tuple[str, int]] = set()
+            for part in chunks(blob_ids):
+                known.update(
+                    (r.blob_id, r.bk_host_id)
+                    for r in await conn.execute(
+                        select(blob_readers).where(blob_readers.c.blob_id.in_(part))
                     )
-                ).scalars()
-            )
-            rows = [{"blob_id": blob_id, "bk_host_id": h} for h in set(host_ids) - known]
-            if rows:
-                await conn.execute(insert(blob_readers), rows)
+                )
+            rows = [
+                {"blob_id": b, "bk_host_id": h}
+                for b in dict.fromkeys(blob_ids)
+                for h in dict.fromkeys(host_ids)
+                if (b, h) not in known
+            ]
+            for part in chunks(rows):
+                await conn.execute(insert(blob_readers), list(part))
 
     async def may_read(self, blob_id: str, bk_host_id: int) -> bool:
         async with self.db.connect() as conn:
