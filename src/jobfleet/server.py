@@ -23,6 +23,7 @@ from jobfleet.api.auth import Authenticator
 from jobfleet.api.services import Limits, Services
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
+from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.submit import Submitter
 from jobfleet.engine.transfer import FileSteps
@@ -32,12 +33,15 @@ from jobfleet.gateway.registry import Registry
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
+from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
+from jobfleet.store.templates import TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +127,20 @@ class Server:
         self.engine.file_steps = FileSteps(
             self.engine, self.blobs, self.file_logs, self.inventory, settings.max_file_size
         )
+        self.submitter = Submitter(self.db, self.engine, self.inventory, self.cipher)
+        self.scripts = ScriptStore(self.db)
+        self.templates = TemplateStore(self.db, self.cipher)
+        self.crons = CronStore(self.db)
+        self.plans = PlanLauncher(
+            self.db, self.engine, self.submitter, self.scripts, self.templates, self.cipher
+        )
         self.services = Services(
             db=self.db,
             identity=self.identity,
             inventory=self.inventory,
             jobs=self.jobs,
             engine=self.engine,
-            submitter=Submitter(self.db, self.engine, self.inventory, self.cipher),
+            submitter=self.submitter,
             gateway=self.gateway,
             auth=Authenticator(self.identity),
             audit=AuditLog(self.db),
@@ -137,6 +148,10 @@ class Server:
             blobs=self.blobs,
             file_logs=self.file_logs,
             limits=Limits(max_file_size=settings.max_file_size),
+            scripts=self.scripts,
+            templates=self.templates,
+            crons=self.crons,
+            plans=self.plans,
         )
         self.app: FastAPI = create_app(self.services)
         self.app.router.lifespan_context = self._lifespan

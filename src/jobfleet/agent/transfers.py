@@ -51,9 +51,13 @@ def _mb(bytes_per_second: float) -> float:
 
 
 class FileWork:
-    def __init__(self, server: str, headers: Callable[[], dict[str, str]],
-                 tls: Callable[[], ssl.SSLContext | None],
-                 client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        headers: Callable[[], dict[str, str]],
+        tls: Callable[[], ssl.SSLContext | None],
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.base = server.rstrip("/") + BLOB_PATH
         self.headers = headers
         self._tls = tls
@@ -65,8 +69,11 @@ class FileWork:
         # built on first use: most agents never move a file, and a client with
         # its SSL context costs ~20 ms of CPU and ~0.7 MiB
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0),
-                                             trust_env=False, verify=self._tls() or True)
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(60.0, connect=10.0),
+                trust_env=False,
+                verify=self._tls() or True,
+            )
         return self._client
 
     async def close(self) -> None:

@@ -13,12 +13,16 @@ from jobfleet import __version__
 from jobfleet.api import (
     accounts,
     admin,
+    cron,
     envelope,
     execute,
     files,
     gse,
     legacy,
+    plans,
     query,
+    scripts,
+    templates,
     transfer,
 )
 from jobfleet.api.services import Services
@@ -33,7 +37,20 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     router = APIRouter()
-    for module in (execute, query, legacy, gse, admin, files, transfer, accounts):
+    for module in (
+        execute,
+        query,
+        legacy,
+        gse,
+        admin,
+        files,
+        transfer,
+        accounts,
+        scripts,
+        templates,
+        plans,
+        cron,
+    ):
         module.register(router)
     app.include_router(router)
 

@@ -6,16 +6,20 @@ from dataclasses import dataclass
 
 from jobfleet.api.auth import Authenticator
 from jobfleet.engine.core import Engine
+from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Submitter
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
+from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.scripts import ScriptStore
+from jobfleet.store.templates import TemplateStore
 
 
 @dataclass
@@ -38,3 +42,7 @@ class Services:
     blobs: BlobStore
     file_logs: FileLogStore
     limits: Limits
+    scripts: ScriptStore
+    templates: TemplateStore
+    crons: CronStore
+    plans: PlanLauncher

@@ -219,3 +219,34 @@ class AccountType(IntEnum):
     MYSQL = 9
     ORACLE = 10
     DB2 = 11
+
+
+class ScriptVersionStatus(IntEnum):
+    DRAFT = 0
+    ONLINE = 1
+    OFFLINE = 2
+    DISABLED = 3
+
+
+class ScriptType(IntEnum):
+    """Where a plan's script step takes its script from."""
+
+    LOCAL = 1
+    BIZ_SCRIPT = 2
+    PUBLIC_SCRIPT = 3
+
+
+class VariableType(IntEnum):
+    """Global variable types (bk-job ``TaskVariableTypeEnum``)."""
+
+    STRING = 1
+    NAMESPACE = 2
+    HOST_LIST = 3
+    PASSWORD = 4
+    ASSOC_ARRAY = 5
+    INDEX_ARRAY = 6
+
+
+class CronStatus(IntEnum):
+    RUNNING = 1
+    PAUSED = 2

@@ -25,3 +25,10 @@ class EngineSettings:
     callback_backoff: float = 2.0
     callback_backoff_max: float = 300.0
     callback_timeout: float = 10.0
+    # how often the cron scheduler looks for due slots (s)
+    cron_tick: float = 1.0
+    # a slot missed while no server ran fires once on start if it is at most this old (s)
+    cron_grace: float = 300.0
+    # how fast cron time runs against the wall clock: 60 makes a cron minute last one
+    # second (tests use it to see schedules fire within seconds)
+    cron_time_scale: float = 1.0

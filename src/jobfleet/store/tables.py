@@ -162,6 +162,8 @@ job_instances = Table(
     # the node that drives this job, and until when (epoch s) its claim holds
     Column("owner_node", String(64), nullable=True),
     Column("lease_until", Float, nullable=True),
+    # a plan's global variables as the job started with them (password values encrypted)
+    Column("variables", JSON, nullable=True),
     Index(None, "scope_type", "scope_id", "create_time"),
 )
 
@@ -190,6 +192,8 @@ step_instances = Table(
     Column("current_batch", Integer, nullable=False, default=0),
     # settings of step kinds beyond scripts (files, confirmation, variables)
     Column("config", JSON, nullable=True),
+    # the job's global variables once this step ended (what it set, password values encrypted)
+    Column("variables", JSON, nullable=True),
     Column("operator", String(128), nullable=False, default=""),
     Column("create_time", BigInteger, nullable=False),
     Column("start_time", BigInteger, nullable=True),
@@ -216,6 +220,8 @@ step_hosts = Table(
     Column("end_time", BigInteger, nullable=True),
     Column("total_time", BigInteger, nullable=True),
     Column("log_size", BigInteger, nullable=False, default=0),
+    # variables a script step set on this host ({name: value})
+    Column("variables", JSON, nullable=True),
 )
 
 log_chunks = Table(
@@ -315,4 +321,118 @@ audit_log = Table(
     Column("resource_id", String(128), nullable=False, default=""),
     Column("detail", JSON, nullable=True),
     Column("source_ip", String(64), nullable=False, default=""),
+)
+
+# business scripts (bk_biz_id set) and public scripts (bk_biz_id null); ids are strings on the wire
+scripts = Table(
+    "scripts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("bk_biz_id", BigInteger, nullable=True, index=True),
+    Column("public", Boolean, nullable=False, default=False),
+    Column("name", String(512), nullable=False),
+    Column("script_language", Integer, nullable=False),
+    Column("description", String(4096), nullable=False, default=""),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+)
+
+script_versions = Table(
+    "script_versions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("script_id", String(64), nullable=False, index=True),
+    Column("version", String(128), nullable=False),
+    Column("content", Text, nullable=False),
+    # 0 draft, 1 online, 2 offline, 3 disabled
+    Column("status", Integer, nullable=False, default=0),
+    Column("version_desc", String(4096), nullable=False, default=""),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+    UniqueConstraint("script_id", "version"),
+)
+
+# a job template: ordered steps and global variables, kept as bk-job-shaped JSON
+job_templates = Table(
+    "job_templates",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("name", String(512), nullable=False),
+    Column("description", String(4096), nullable=False, default=""),
+    # bumped on every change to steps or variables; plans remember the one they copied
+    Column("version", Integer, nullable=False, default=1),
+    Column("steps", JSON, nullable=False),
+    Column("variables", JSON, nullable=False),
+    Column("next_step_id", Integer, nullable=False, default=1),
+    Column("next_variable_id", Integer, nullable=False, default=1),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+    UniqueConstraint("bk_biz_id", "name"),
+)
+
+# an execution plan: a copy of its template's steps (each enabled or not) and variable values
+job_plans = Table(
+    "job_plans",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("template_id", BigInteger, nullable=False, index=True),
+    Column("template_version", Integer, nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("description", String(4096), nullable=False, default=""),
+    Column("steps", JSON, nullable=False),
+    Column("variables", JSON, nullable=False),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+    UniqueConstraint("template_id", "name"),
+)
+
+crons = Table(
+    "crons",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("scope_type", String(32), nullable=False),
+    Column("scope_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("plan_id", BigInteger, nullable=False),
+    # 1 running, 2 paused
+    Column("status", Integer, nullable=False, default=2),
+    Column("expression", String(255), nullable=True),
+    # one-shot firing time (epoch s) when there is no expression
+    Column("execute_time", BigInteger, nullable=True),
+    Column("timezone", String(64), nullable=False, default="UTC"),
+    Column("variables", JSON, nullable=True),
+    # the next slot to fire (epoch s); null when nothing is left to fire
+    Column("next_fire_at", BigInteger, nullable=True, index=True),
+    Column("last_fire_at", BigInteger, nullable=True),
+    Column("operator", String(128), nullable=False, default=""),
+    Column("app_code", String(128), nullable=False, default=""),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+)
+
+# one row per slot a cron fired: the unique key is what keeps a slot from running twice
+cron_firings = Table(
+    "cron_firings",
+    metadata,
+    Column("cron_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("slot", BigInteger, primary_key=True, autoincrement=False),
+    Column("job_instance_id", BigInteger, nullable=True),
+    # fired, skipped (missed beyond the grace window), failed (the plan could not start)
+    Column("outcome", String(16), nullable=False),
+    Column("message", String(1024), nullable=False, default=""),
+    Column("node", String(64), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
 )

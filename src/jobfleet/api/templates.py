@@ -1,0 +1,9 @@
+"""bk-job v3 templates calls."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def register(router: APIRouter) -> None:
+    pass

@@ -1,0 +1,296 @@
+"""Steps of job templates and plans, in the shape bk-job's ``get_job_plan_detail`` shows.
+
+A step is kept as a plain dict (what the store holds, what YAML files hold):
+
+    {"id": 3, "name": "...", "type": 1,
+     "script_info": {"script_type": 1 | 2 | 3, "script_id": str?, "script_version_id": int?,
+                     "script_content": str (plain text, type 1 only), "script_language": int,
+                     "script_param": str, "script_timeout": int,
+                     "account": {"id"?: int, "alias"?: str}, "server": server?,
+                     "is_param_sensitive": 0 | 1, "is_ignore_error": 0 | 1}}
+    {..., "type": 2,
+     "file_info": {"file_source_list": [{"file_list": [str], "file_type": 1 | 2,
+                                         "account": {...}?, "server": server?}],
+                   "file_destination": {"path": str, "account": {...}, "server": server?},
+                   "timeout": int, "source_speed_limit": int?, "destination_speed_limit": int?,
+                   "transfer_mode": 1 | 2, "is_ignore_error": 0 | 1}}
+    {..., "type": 3,
+     "approval_info": {"approval_type": 1 | 2, "approval_user": {"user_list": [str],
+                       "role_list": [str]}, "approval_message": str, "notify_channel": [str]}}
+
+A ``server`` may name a host variable instead of hosts: ``{"variable": "name"}``.
+Plans add ``"enabled": bool`` to each step. bk-job's wire form base64-encodes
+``script_content`` and ``script_param``; the store and YAML keep plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.scripts import MAX_SCRIPT_BYTES
+from jobfleet.domain.status import ScriptLanguage, ScriptType, StepType, VariableType
+from jobfleet.domain.variables import Variable
+
+MAX_STEPS = 100
+DEFAULT_TIMEOUT = 7200
+# approval_type: 1 any one approver confirms, 2 all of them must
+APPROVE_ANY = 1
+APPROVE_ALL = 2
+# the role bk-job uses for "whoever launched the job"
+ROLE_LAUNCHER = "JOB_RESOURCE_TRIGGER_USER"
+
+
+def _bad(field: str, reason: str) -> JobError:
+    return JobError(ErrorCode.INVALID_PARAM_WITH_REASON, f"Invalid parameter [{field}]: {reason}")
+
+
+def _int(raw: Any, field: str, default: int | None = None) -> int | None:
+    if raw in (None, ""):
+        return default
+    if isinstance(raw, bool):
+        raise _bad(field, "must be an integer")
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise _bad(field, f"{raw!r} is not an integer") from None
+
+
+def _flag(raw: Any) -> int:
+    return 1 if raw in (1, True, "1", "true", "True") else 0
+
+
+def _account(raw: Any, field: str) -> dict[str, Any]:
+    if isinstance(raw, str) and raw:
+        return {"alias": raw}
+    if isinstance(raw, dict):
+        out: dict[str, Any] = {}
+        if raw.get("id") not in (None, ""):
+            out["id"] = _int(raw.get("id"), f"{field}.id")
+        if raw.get("alias"):
+            out["alias"] = str(raw["alias"])
+        elif raw.get("name") and "id" not in out:
+            out["alias"] = str(raw["name"])
+        if out:
+            return out
+    raise JobError.missing(f"{field}")
+
+
+def _server(raw: Any, field: str, host_vars: set[str], required: bool) -> dict[str, Any] | None:
+    if raw in (None, {}):
+        if required:
+            raise JobError(ErrorCode.STEP_TARGET_EMPTY, f"Step target is empty [{field}]")
+        return None
+    if not isinstance(raw, dict):
+        raise _bad(field, "must be a server object")
+    variable = raw.get("variable")
+    if variable:
+        if variable not in host_vars:
+            raise JobError(
+                ErrorCode.HOST_VARIABLE_MISSING,
+                f"Host variable {variable!r} named in [{field}] is not a host variable "
+                "of the template",
+            )
+        return {"variable": str(variable)}
+    out: dict[str, Any] = {}
+    for key in ("host_id_list", "ip_list", "dynamic_group_list", "topo_node_list"):
+        value = raw.get(key)
+        if value in (None, []):
+            continue
+        if not isinstance(value, list):
+            raise _bad(f"{field}.{key}", "must be a list")
+        out[key] = value
+    if not out:
+        if required:
+            raise JobError(ErrorCode.STEP_TARGET_EMPTY, f"Step target is empty [{field}]")
+        return None
+    return out
+
+
+def _script_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise JobError.missing(field)
+    script_type = _int(raw.get("script_type"), f"{field}.script_type", ScriptType.LOCAL)
+    if script_type not in (1, 2, 3):
+        raise _bad(f"{field}.script_type", "1 (inline), 2 (business script) or 3 (public script)")
+    out: dict[str, Any] = {"script_type": script_type}
+    if script_type == ScriptType.LOCAL:
+        content = raw.get("script_content")
+        if not isinstance(content, str) or not content.strip():
+            raise JobError.missing(f"{field}.script_content")
+        if len(content.encode()) > MAX_SCRIPT_BYTES:
+            raise _bad(f"{field}.script_content", f"longer than {MAX_SCRIPT_BYTES} bytes")
+        language = _int(raw.get("script_language"), f"{field}.script_language")
+        if language is None:
+            raise JobError.missing(f"{field}.script_language")
+        if language not in {int(x) for x in ScriptLanguage} or language == ScriptLanguage.SQL:
+            raise JobError(
+                ErrorCode.INVALID_PARAM_WITH_NAME, f"Invalid parameter [{field}.script_language]"
+            )
+        out["script_content"] = content
+        out["script_language"] = language
+    else:
+        script_id = raw.get("script_id")
+        version_id = _int(raw.get("script_version_id"), f"{field}.script_version_id")
+        if not script_id and version_id is None:
+            raise JobError.missing(f"{field}.script_id|{field}.script_version_id")
+        if script_id:
+            out["script_id"] = str(script_id)
+        if version_id is not None:
+            out["script_version_id"] = version_id
+    param = raw.get("script_param")
+    out["script_param"] = "" if param is None else str(param)
+    out["script_timeout"] = _timeout(raw.get("script_timeout", raw.get("timeout")), field)
+    out["account"] = _account(raw.get("account"), f"{field}.account")
+    out["server"] = _server(raw.get("server"), f"{field}.server", host_vars, required=True)
+    out["is_param_sensitive"] = _flag(raw.get("is_param_sensitive"))
+    out["is_ignore_error"] = _flag(raw.get("is_ignore_error"))
+    return out
+
+
+def _timeout(raw: Any, field: str) -> int:
+    value = _int(raw, f"{field}.timeout", DEFAULT_TIMEOUT)
+    assert value is not None
+    if value < 1 or value > 259200:
+        raise _bad(f"{field}.timeout", "must be between 1 and 259200 seconds")
+    return value
+
+
+def _file_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise JobError.missing(field)
+    sources_raw = raw.get("file_source_list")
+    if not isinstance(sources_raw, list) or not sources_raw:
+        raise JobError(
+            ErrorCode.MISSING_PARAM_WITH_NAME, f"Missing parameter [{field}.file_source_list]"
+        )
+    sources = []
+    for i, src in enumerate(sources_raw):
+        name = f"{field}.file_source_list[{i}]"
+        if not isinstance(src, dict):
+            raise _bad(name, "must be an object")
+        files = src.get("file_list")
+        if (
+            not isinstance(files, list)
+            or not files
+            or not all(isinstance(f, str) and f for f in files)
+        ):
+            raise JobError.missing(f"{name}.file_list")
+        file_type = _int(src.get("file_type"), f"{name}.file_type", 1)
+        if file_type == 1:
+            for f in files:
+                if not f.startswith("/") and not f.startswith("${"):
+                    raise _bad(f"{name}.file_list", f"{f!r} is not an absolute path")
+            sources.append(
+                {
+                    "file_list": list(files),
+                    "file_type": 1,
+                    "account": _account(src.get("account"), f"{name}.account"),
+                    "server": _server(src.get("server"), f"{name}.server", host_vars, True),
+                }
+            )
+        elif file_type == 2:
+            sources.append({"file_list": list(files), "file_type": 2})
+        else:
+            raise JobError(
+                ErrorCode.NOT_SUPPORTED, "Third-party file sources (file_type 3) are not supported"
+            )
+    dest = raw.get("file_destination")
+    if not isinstance(dest, dict):
+        raise JobError.missing(f"{field}.file_destination")
+    path = dest.get("path")
+    if not isinstance(path, str) or not path.strip():
+        raise JobError.missing(f"{field}.file_destination.path")
+    path = path.strip()
+    if not path.startswith("/") and not path.startswith("${"):
+        raise _bad(f"{field}.file_destination.path", f"{path!r} is not an absolute path")
+    mode = _int(raw.get("transfer_mode"), f"{field}.transfer_mode", 2)
+    if mode not in (1, 2):
+        raise JobError(ErrorCode.NOT_SUPPORTED, f"transfer_mode {mode} is not supported")
+    return {
+        "file_source_list": sources,
+        "file_destination": {
+            "path": path,
+            "account": _account(dest.get("account"), f"{field}.file_destination.account"),
+            "server": _server(
+                dest.get("server"), f"{field}.file_destination.server", host_vars, True
+            ),
+        },
+        "timeout": _timeout(raw.get("timeout"), field),
+        "source_speed_limit": _int(
+            raw.get("source_speed_limit", raw.get("upload_speed_limit")),
+            f"{field}.source_speed_limit",
+        ),
+        "destination_speed_limit": _int(
+            raw.get("destination_speed_limit", raw.get("download_speed_limit")),
+            f"{field}.destination_speed_limit",
+        ),
+        "transfer_mode": mode,
+        "is_ignore_error": _flag(raw.get("is_ignore_error")),
+    }
+
+
+def _approval_info(raw: Any, field: str) -> dict[str, Any]:
+    raw = raw if isinstance(raw, dict) else {}
+    approval_type = _int(raw.get("approval_type"), f"{field}.approval_type", APPROVE_ANY)
+    if approval_type not in (APPROVE_ANY, APPROVE_ALL):
+        raise _bad(f"{field}.approval_type", "1 (any approver) or 2 (every approver)")
+    users = raw.get("approval_user") if isinstance(raw.get("approval_user"), dict) else {}
+    user_list = [str(u) for u in users.get("user_list") or [] if u]
+    role_list = [str(r) for r in users.get("role_list") or [] if r]
+    if not user_list and not role_list:
+        role_list = [ROLE_LAUNCHER]
+    return {
+        "approval_type": approval_type,
+        "approval_user": {"user_list": user_list, "role_list": role_list},
+        "approval_message": str(raw.get("approval_message") or ""),
+        "notify_channel": [str(c) for c in raw.get("notify_channel") or []],
+    }
+
+
+def parse_steps(
+    raw: Any, variables: Iterable[Variable], field: str = "step_list"
+) -> list[dict[str, Any]]:
+    """Validated, normalized steps; ``id`` is kept when given (the store assigns the rest)."""
+    if not isinstance(raw, list) or not raw:
+        raise JobError.missing(field)
+    if len(raw) > MAX_STEPS:
+        raise _bad(field, f"at most {MAX_STEPS} steps")
+    host_vars = {v.name for v in variables if v.type == VariableType.HOST_LIST}
+    steps = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        name_field = f"{field}[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(name_field, "must be an object")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise JobError.missing(f"{name_field}.name")
+        name = name.strip()[:512]
+        if name in names:
+            raise _bad(name_field, f"two steps are named {name!r}")
+        names.add(name)
+        step_type = _int(item.get("type"), f"{name_field}.type")
+        step: dict[str, Any] = {"id": _int(item.get("id"), f"{name_field}.id", 0), "name": name}
+        if step_type == StepType.SCRIPT:
+            step["type"] = 1
+            step["script_info"] = _script_info(
+                item.get("script_info"), f"{name_field}.script_info", host_vars
+            )
+        elif step_type == StepType.FILE:
+            step["type"] = 2
+            step["file_info"] = _file_info(
+                item.get("file_info"), f"{name_field}.file_info", host_vars
+            )
+        elif step_type == StepType.MANUAL_CONFIRM:
+            step["type"] = 3
+            step["approval_info"] = _approval_info(
+                item.get("approval_info"), f"{name_field}.approval_info"
+            )
+        else:
+            raise _bad(f"{name_field}.type", "1 (script), 2 (file) or 3 (manual confirmation)")
+        if "enabled" in item:
+            step["enabled"] = bool(item["enabled"])
+        steps.append(step)
+    return steps

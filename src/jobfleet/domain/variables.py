@@ -1,0 +1,365 @@
+"""Global variables of templates, plans and jobs: definitions, values and how scripts see them.
+
+How a script sees a variable (documented in docs/variables.md):
+
+- every variable is in the script's environment under its own name (host lists as
+  ``cloud:ip,cloud:ip``, arrays in their bk-job text form);
+- shell scripts also get each variable declared as a shell variable before their
+  first line (arrays as bash arrays), so ``$name`` and ``${name}`` work natively;
+- in other languages, and in script parameters and file paths, ``${name}`` is
+  replaced by the value before the step runs;
+- a step changes a changeable variable by assigning it (shell) or by writing
+  ``name=value`` lines to the file named by ``$JOBFLEET_VARS_FILE`` (any language).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import VariableType
+
+MASK = "******"
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_VALUE = 64 * 1024
+REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# the environment a script needs for itself; a variable may not shadow these
+RESERVED = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "IFS", "JOBFLEET_VARS_FILE"}
+)
+VALUE_TYPES = (
+    VariableType.STRING,
+    VariableType.NAMESPACE,
+    VariableType.PASSWORD,
+    VariableType.ASSOC_ARRAY,
+    VariableType.INDEX_ARRAY,
+)
+ASSOC_ITEM_RE = re.compile(r'\[\s*"?([^\]"]*)"?\s*\]\s*=\s*("(?:[^"\\]|\\.)*"|\S*)')
+
+
+@dataclass
+class Variable:
+    """One global variable: its definition and, in a plan or job, its value."""
+
+    id: int
+    name: str
+    type: VariableType
+    value: str = ""
+    # host list variables: a bk-job ``server`` object
+    server: dict[str, Any] | None = None
+    description: str = ""
+    required: bool = False
+    # whether a step may set a new value for the steps after it
+    changeable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "type": int(self.type),
+            "description": self.description,
+            "required": int(self.required),
+            "changeable": int(self.changeable),
+        }
+        if self.type == VariableType.HOST_LIST:
+            out["server"] = self.server or {}
+        else:
+            out["value"] = self.value
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Variable:
+        return cls(
+            id=int(raw["id"]),
+            name=str(raw["name"]),
+            type=VariableType(int(raw["type"])),
+            value=str(raw.get("value") or ""),
+            server=dict(raw["server"]) if isinstance(raw.get("server"), dict) else None,
+            description=str(raw.get("description") or ""),
+            required=bool(raw.get("required")),
+            changeable=bool(raw.get("changeable")),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """The wire form: a password's value is masked."""
+        out = self.to_dict()
+        if self.type == VariableType.PASSWORD and self.value:
+            out["value"] = MASK
+        return out
+
+
+def _invalid(field_name: str, reason: str) -> JobError:
+    return JobError(
+        ErrorCode.INVALID_PARAM_WITH_REASON, f"Invalid parameter [{field_name}]: {reason}"
+    )
+
+
+def check_name(name: Any, field_name: str = "variables.name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _invalid(
+            field_name,
+            f"{name!r} is not a variable name (letters, digits and _, not starting with a digit)",
+        )
+    if name in RESERVED or name.startswith(("JOBFLEET_", "BASH")):
+        raise _invalid(field_name, f"{name!r} is reserved")
+    return name
+
+
+def check_value(var_type: VariableType, value: Any, name: str) -> str:
+    """A value of a non-host variable, checked against its type."""
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise _invalid(f"global_var_list.{name}", "value must be a string")
+    text = str(value)
+    if len(text.encode()) > MAX_VALUE:
+        raise _invalid(f"global_var_list.{name}", f"value longer than {MAX_VALUE} bytes")
+    if text and var_type in (VariableType.ASSOC_ARRAY, VariableType.INDEX_ARRAY):
+        stripped = text.strip()
+        if not (stripped.startswith("(") and stripped.endswith(")")):
+            kind = "an associative" if var_type == VariableType.ASSOC_ARRAY else "an indexed"
+            example = '(["k1"]=v1 ["k2"]=v2)' if var_type == VariableType.ASSOC_ARRAY else "(a b c)"
+            raise _invalid(
+                f"global_var_list.{name}", f"{kind} array is written like {example}, got {text!r}"
+            )
+        inner = stripped[1:-1].strip()
+        if var_type == VariableType.ASSOC_ARRAY and inner and not ASSOC_ITEM_RE.search(inner):
+            raise _invalid(
+                f"global_var_list.{name}", f'expected items like ["key"]=value, got {text!r}'
+            )
+        if var_type == VariableType.INDEX_ARRAY:
+            try:
+                shlex.split(inner)
+            except ValueError as exc:
+                raise _invalid(f"global_var_list.{name}", str(exc)) from None
+    return text
+
+
+def check_server(server: Any, name: str) -> dict[str, Any]:
+    if not isinstance(server, dict):
+        raise JobError(
+            ErrorCode.INVALID_PARAM_WITH_REASON,
+            f"Invalid parameter [global_var_list.{name}]: a host variable takes a server object",
+        )
+    return server
+
+
+def parse_definitions(raw: Any, field_name: str = "global_var_list") -> list[Variable]:
+    """Variable definitions of a template (ids may be absent: the store assigns them)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _invalid(field_name, "must be a list")
+    out: list[Variable] = []
+    seen: set[str] = set()
+    for item in raw:
+        if not isinstance(item, dict):
+            raise _invalid(field_name, "each variable is an object")
+        name = check_name(item.get("name"), f"{field_name}.name")
+        if name in seen:
+            raise _invalid(field_name, f"variable {name!r} is defined twice")
+        seen.add(name)
+        try:
+            var_type = VariableType(int(item.get("type") or 0))
+        except (TypeError, ValueError):
+            raise _invalid(
+                f"{field_name}.{name}.type",
+                f"{item.get('type')!r} is not a variable type (1 string, 2 namespace, "
+                "3 host list, 4 password, 5 associative array, 6 indexed array)",
+            ) from None
+        var = Variable(
+            id=int(item.get("id") or 0),
+            name=name,
+            type=var_type,
+            description=str(item.get("description") or "")[:1024],
+            required=bool(item.get("required")),
+            changeable=bool(item.get("changeable")) and var_type != VariableType.HOST_LIST,
+        )
+        if var_type == VariableType.HOST_LIST:
+            if item.get("server") not in (None, {}):
+                var.server = check_server(item["server"], name)
+        else:
+            var.value = check_value(var_type, item.get("value"), name)
+        out.append(var)
+    return out
+
+
+def _identify(
+    entry: Mapping[str, Any], by_id: dict[int, Variable], by_name: dict[str, Variable]
+) -> Variable:
+    raw_id = entry.get("id")
+    if raw_id not in (None, ""):
+        try:
+            var_id = int(raw_id)
+        except (TypeError, ValueError):
+            raise _invalid("global_var_list.id", f"{raw_id!r} is not an integer") from None
+        var = by_id.get(var_id)
+        if var is None:
+            raise _invalid("global_var_list", f"the plan has no variable with id {var_id}")
+        return var
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise JobError.missing("global_var_list.id|global_var_list.name")
+    var = by_name.get(name)
+    if var is None:
+        raise _invalid("global_var_list", f"the plan has no variable named {name!r}")
+    return var
+
+
+def merge_servers(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Two server objects as one: their lists concatenated (duplicates collapse later)."""
+    out: dict[str, Any] = {k: list(v) for k, v in (a or {}).items() if isinstance(v, list)}
+    for key, items in b.items():
+        if isinstance(items, list):
+            out.setdefault(key, []).extend(items)
+    return out
+
+
+def apply_overrides(variables: list[Variable], overrides: Any) -> list[Variable]:
+    """Values given at launch (``global_var_list``) over a plan's own.
+
+    Variables are named by ``id`` or, when it is absent, ``name``. A host variable
+    named more than once gets the union of the servers (bk-monitor sends one entry
+    per host); any other variable named twice takes the last value.
+    """
+    if overrides in (None, ""):
+        return [replace(v) for v in variables]
+    if not isinstance(overrides, list):
+        raise _invalid("global_var_list", "must be a list")
+    result = {v.id: replace(v) for v in variables}
+    by_id = {v.id: v for v in result.values()}
+    by_name = {v.name: v for v in result.values()}
+    replaced: set[int] = set()
+    for entry in overrides:
+        if not isinstance(entry, dict):
+            raise _invalid("global_var_list", "each entry is an object")
+        var = _identify(entry, by_id, by_name)
+        if var.type == VariableType.HOST_LIST:
+            if entry.get("server") is None:
+                if entry.get("value") not in (None, ""):
+                    raise _invalid(
+                        f"global_var_list.{var.name}",
+                        "a host variable takes server, not value",
+                    )
+                continue
+            server = check_server(entry["server"], var.name)
+            var.server = merge_servers(var.server if var.id in replaced else None, server)
+            replaced.add(var.id)
+        else:
+            if entry.get("server") not in (None, {}) and "value" not in entry:
+                raise _invalid(
+                    f"global_var_list.{var.name}",
+                    f"variable {var.name!r} is not a host variable; send value, not server",
+                )
+            if "value" in entry:
+                var.value = check_value(var.type, entry.get("value"), var.name)
+    return list(result.values())
+
+
+def server_is_empty(server: Mapping[str, Any] | None) -> bool:
+    if not server:
+        return True
+    return not any(
+        isinstance(server.get(k), list) and server.get(k)
+        for k in ("host_id_list", "ip_list", "dynamic_group_list", "topo_node_list")
+    )
+
+
+def check_required(variables: Iterable[Variable]) -> None:
+    for var in variables:
+        if not var.required:
+            continue
+        if var.type == VariableType.HOST_LIST:
+            if server_is_empty(var.server):
+                raise JobError(
+                    ErrorCode.HOST_VARIABLE_EMPTY,
+                    f"Host variable {var.name!r} is required and has no hosts",
+                )
+        elif not var.value:
+            raise JobError(
+                ErrorCode.MISSING_PARAM_WITH_NAME,
+                f"Missing parameter [global_var_list.{var.name}]: the variable is required",
+            )
+
+
+def render(text: str, values: Mapping[str, str]) -> str:
+    """``${name}`` replaced for every variable in ``values``; other ``${...}`` left alone."""
+    if "${" not in text:
+        return text
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return values[name] if name in values else match.group(0)
+
+    return REFERENCE_RE.sub(sub, text)
+
+
+def references(text: str) -> set[str]:
+    return set(REFERENCE_RE.findall(text or ""))
+
+
+def _bash_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def shell_prelude(variables: Iterable[Variable], values: Mapping[str, str]) -> str:
+    """Lines that declare the variables in bash, and report the changeable ones at exit."""
+    lines: list[str] = []
+    report: list[str] = []
+    for var in variables:
+        value = values.get(var.name, "")
+        if var.type == VariableType.ASSOC_ARRAY:
+            lines.append(f"declare -A {var.name}={value or '()'}")
+        elif var.type == VariableType.INDEX_ARRAY:
+            lines.append(f"{var.name}={value or '()'}")
+        else:
+            lines.append(f"{var.name}={_bash_quote(value)}")
+        if var.changeable:
+            report.append(var.name)
+    if report:
+        # reported as NUL-separated name=value records, so any value survives
+        body = "; ".join(f"__jobfleet_report {name}" for name in report)
+        lines.append(
+            "__jobfleet_report() { "
+            'if declare -p "$1" 2>/dev/null | grep -q "^declare -[aA]"; then '
+            'local __d; __d=$(declare -p "$1"); printf "%s=%s\\0" "$1" "${__d#*=}"; '
+            'else printf "%s=%s\\0" "$1" "${!1}"; fi; }'
+        )
+        lines.append(
+            f'trap \'__jobfleet_rc=$?; {{ {body}; }} >>"$JOBFLEET_VARS_FILE" 2>/dev/null; '
+            "exit $__jobfleet_rc' EXIT"
+        )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def parse_reported(text: str) -> dict[str, str]:
+    """What a step wrote to ``$JOBFLEET_VARS_FILE``: NUL- or newline-separated name=value."""
+    records = text.split("\0") if "\0" in text else text.splitlines()
+    out: dict[str, str] = {}
+    for record in records:
+        name, sep, value = record.partition("=")
+        name = name.strip()
+        if sep and NAME_RE.match(name):
+            out[name] = value[:MAX_VALUE]
+    return out
+
+
+def unquote_array(value: str) -> str:
+    """``declare -p`` prints arrays as ``([0]="a" [1]="b")``; keep bk-job's ``(a b)`` form."""
+    stripped = value.strip()
+    if stripped.startswith("(") and "[0]=" in stripped:
+        items = re.findall(r'\[\d+\]="((?:[^"\\]|\\.)*)"', stripped)
+        return "(" + " ".join(shlex.quote(i) for i in items) + ")"
+    return value
+
+
+@dataclass
+class VariableState:
+    """The values a job's variables hold at one point: per host for namespace variables."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    per_host: dict[str, dict[int, str]] = field(default_factory=dict)
