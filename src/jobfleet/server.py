@@ -132,7 +132,13 @@ class Server:
         self.templates = TemplateStore(self.db, self.cipher)
         self.crons = CronStore(self.db)
         self.plans = PlanLauncher(
-            self.db, self.engine, self.submitter, self.scripts, self.templates, self.cipher
+            self.db,
+            self.engine,
+            self.submitter,
+            self.scripts,
+            self.templates,
+            self.cipher,
+            self.blobs,
         )
         self.services = Services(
             db=self.db,

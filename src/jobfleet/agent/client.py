@@ -346,6 +346,7 @@ class Agent:
                 **{str(k): str(v) for k, v in (message.get("env") or {}).items()},
             },
             max_output=int(message.get("max_output") or 10 * 1024 * 1024),
+            collect_vars=bool(message.get("collect_vars")),
         )
 
         async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
@@ -420,6 +421,8 @@ class Agent:
         }
         if files is not None:
             done["files"] = files
+        if result.variables:
+            done["vars"] = result.variables
         self.spool.finish(task_id, done)
         self._send(done)
 

@@ -54,6 +54,9 @@ _ACCOUNT_TTL = 60.0
 _FREEZE_ROUNDS = 16
 # set in every task's environment; also how a later agent recognises a task's processes
 TASK_ENV = "JOBFLEET_TASK_ID"
+# where a script writes the variables it sets (a plan's later steps see them)
+VARS_ENV = "JOBFLEET_VARS_FILE"
+MAX_VARS_BYTES = 1024 * 1024
 _MARKER_PREFIX = TASK_ENV.encode() + b"="
 
 
@@ -67,6 +70,8 @@ class TaskSpec:
     timeout: int
     env: dict[str, str]
     max_output: int
+    # give the script a file to write ``name=value`` lines to (variables it sets)
+    collect_vars: bool = False
 
 
 @dataclass
@@ -77,6 +82,8 @@ class TaskResult:
     end_ms: int
     # a line for the log when the agent, not the script, decided the outcome
     message: str = ""
+    # what the script wrote to $JOBFLEET_VARS_FILE, when the task asked for it
+    variables: str | None = None
 
 
 class Executor(Protocol):
@@ -501,6 +508,46 @@ def _script_file(spec: TaskSpec, account: _Account, ext: str, work_dir: Path) ->
     return _Script(path, task_dir=task_dir)
 
 
+class _VarsFile:
+    """A file the script may write variables to, readable by the account it runs as."""
+
+    def __init__(self, path: str, task_dir: str) -> None:
+        self.path = path
+        self._task_dir = task_dir
+
+    @classmethod
+    def create(cls, spec: TaskSpec, account: _Account, work_dir: Path) -> _VarsFile:
+        task_dir = tempfile.mkdtemp(prefix=_safe_name(spec.id) + ".vars.", dir=work_dir)
+        path = os.path.join(task_dir, "vars")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                if account.owner is not None:
+                    os.fchown(fd, *account.owner)
+            finally:
+                os.close(fd)
+            if account.owner is not None:
+                os.chown(task_dir, *account.owner)
+        except OSError:
+            shutil.rmtree(task_dir, ignore_errors=True)
+            raise
+        return cls(path, task_dir)
+
+    def read(self) -> str:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return ""
+        try:
+            data = os.read(fd, MAX_VARS_BYTES)
+        finally:
+            os.close(fd)
+        return data.decode(errors="replace")
+
+    def discard(self) -> None:
+        shutil.rmtree(self._task_dir, ignore_errors=True)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -710,13 +757,29 @@ class ProcessExecutor:
                 start_ms,
                 f"jobfleet-agent: could not write the script: {exc}",
             )
+        vars_file: _VarsFile | None = None
         try:
+            if spec.collect_vars:
+                vars_file = _VarsFile.create(spec, account, self._work_dir)
             argv = [*interpreter, script.path, *spec.args]
-            return await self._spawn_and_supervise(
-                task, argv, script, account, on_started, start_ms
+            result = await self._spawn_and_supervise(
+                task, argv, script, account, on_started, start_ms, vars_file
+            )
+            if vars_file is not None:
+                result.variables = vars_file.read()
+            return result
+        except OSError as exc:
+            logger.warning("variables file failed task=%s error=%s", spec.id, exc)
+            return _failed(
+                HostStatus.SCRIPT_FAILED,
+                CANNOT_EXECUTE_EXIT_CODE,
+                start_ms,
+                f"jobfleet-agent: could not prepare the variables file: {exc}",
             )
         finally:
             script.discard()
+            if vars_file is not None:
+                vars_file.discard()
 
     def _stage(self, spec: TaskSpec, account: _Account) -> _Script:
         # An in-memory file costs no directory entry (on some disks a create is slower
@@ -736,11 +799,15 @@ class ProcessExecutor:
         self._accounts[name] = (now + _ACCOUNT_TTL, account)
         return account
 
-    def _environment(self, spec: TaskSpec, account: _Account) -> dict[str, str]:
+    def _environment(
+        self, spec: TaskSpec, account: _Account, vars_file: _VarsFile | None = None
+    ) -> dict[str, str]:
         env = dict(self._base_env)
         env.update(HOME=account.home, USER=account.name, LOGNAME=account.name, SHELL=account.shell)
         env.update(spec.env)
         env[TASK_ENV] = spec.id
+        if vars_file is not None:
+            env[VARS_ENV] = vars_file.path
         return env
 
     async def _spawn_and_supervise(
@@ -751,6 +818,7 @@ class ProcessExecutor:
         account: _Account,
         on_started: Callable[[int], None] | None,
         start_ms: int,
+        vars_file: _VarsFile | None = None,
     ) -> TaskResult:
         spec = task.spec
         loop = asyncio.get_running_loop()
@@ -764,7 +832,7 @@ class ProcessExecutor:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=account.cwd,
-                env=self._environment(spec, account),
+                env=self._environment(spec, account, vars_file),
                 pass_fds=script.pass_fds,
                 **account.switch,
             )

@@ -1,9 +1,186 @@
-"""bk-job v3 plans calls."""
+"""bk-job v3 plan execution: execute_job_plan, operate_step_instance, variable values."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
+
+from jobfleet.api.execute import check_callback_url, job_in_scope
+from jobfleet.api.params import get_bool, get_list, get_str, need_int
+from jobfleet.api.routing import Call, add_api
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.plans import APPROVE_ALL, ROLE_LAUNCHER
+from jobfleet.domain.status import LaunchMode, RunStatus, StepOperation, StepType
+from jobfleet.engine.variables import public_values
+from jobfleet.store.database import now_ms
+
+# step operations of rolling execution and retries
+LATER_OPERATIONS = {
+    StepOperation.RETRY_FAIL_IP,
+    StepOperation.IGNORE_ERROR,
+    StepOperation.RETRY_ALL_IP,
+    StepOperation.NEXT_STEP,
+    StepOperation.SKIP,
+    StepOperation.ROLLING_CONTINUE,
+}
+
+
+async def _audit(call: Call, action: str, job: Any, detail: dict[str, Any] | None = None) -> None:
+    await call.services.audit.record(
+        app_code=call.caller.app_code,
+        username=call.caller.username,
+        action=action,
+        resource_type="job_instance",
+        resource_id=str(job.id) if hasattr(job, "id") else str(job),
+        scope_type=getattr(job, "scope_type", None),
+        scope_id=getattr(job, "scope_id", None),
+        detail=detail,
+        source_ip=call.request.client.host if call.request.client else "",
+    )
+
+
+async def execute_job_plan(call: Call) -> dict[str, Any]:
+    p = call.params
+    scope = await call.scope("launch_job_plan")
+    plan_id = need_int(p, "job_plan_id", minimum=1)
+    job_id, name = await call.services.plans.launch(
+        plan_id=plan_id,
+        scope=scope,
+        overrides=get_list(p, "global_var_list"),
+        launch_mode=LaunchMode.API,
+        operator=call.caller.username,
+        app_code=call.caller.app_code,
+        callback_url=check_callback_url(get_str(p, "callback_url")),
+        start=get_bool(p, "start_task", True),
+    )
+    await call.services.audit.record(
+        app_code=call.caller.app_code,
+        username=call.caller.username,
+        action="execute_job_plan",
+        resource_type="job_instance",
+        resource_id=str(job_id),
+        scope_type=scope.scope_type,
+        scope_id=scope.scope_id,
+        detail={"job_plan_id": plan_id},
+        source_ip=call.request.client.host if call.request.client else "",
+    )
+    return {"job_instance_id": job_id, "job_instance_name": name}
+
+
+def _may_confirm(call: Call, job: Any, info: dict[str, Any]) -> bool:
+    users = info.get("approval_user") or {}
+    user = call.caller.username
+    if user in (users.get("user_list") or []):
+        return True
+    return ROLE_LAUNCHER in (users.get("role_list") or []) and user == job.operator
+
+
+def _approvers(job: Any, info: dict[str, Any]) -> set[str]:
+    users = info.get("approval_user") or {}
+    wanted = set(users.get("user_list") or [])
+    if ROLE_LAUNCHER in (users.get("role_list") or []):
+        wanted.add(job.operator)
+    return wanted
+
+
+async def operate_step_instance(call: Call) -> dict[str, Any]:
+    p = call.params
+    job = await job_in_scope(call, "execute_job")
+    step_id = need_int(p, "step_instance_id", minimum=1)
+    code = need_int(p, "operation_code")
+    jobs = call.services.jobs
+    step = await jobs.step(step_id)
+    if step is None or step.job_instance_id != job.id:
+        raise JobError(ErrorCode.STEP_INSTANCE_NOT_EXIST, f"Step instance {step_id} does not exist")
+    try:
+        operation = StepOperation(code)
+    except ValueError:
+        raise JobError(ErrorCode.INVALID_PARAM, f"Unknown operation_code {code}") from None
+    if operation in LATER_OPERATIONS:
+        raise JobError(
+            ErrorCode.NOT_SUPPORTED,
+            f"operation_code {code} ({operation.name.lower()}) is not supported yet",
+        )
+    if step.type != StepType.MANUAL_CONFIRM:
+        raise JobError(
+            ErrorCode.UNSUPPORTED_OPERATION,
+            f"operation_code {code} applies to manual confirmation steps only",
+        )
+    if step.status != RunStatus.WAITING_USER:
+        raise JobError(
+            ErrorCode.UNSUPPORTED_OPERATION,
+            f"Step instance {step_id} is not waiting for confirmation (status {step.status})",
+        )
+    config = dict(step.config or {})
+    info = config.get("approval_info") or {}
+    if not _may_confirm(call, job, info):
+        raise JobError(
+            ErrorCode.NOT_IN_CONFIRM_USERS,
+            f"User {call.caller.username!r} is not among the users who may confirm this step",
+        )
+    reason = get_str(p, "confirm_reason", max_length=1024) or ""
+    now = now_ms()
+    started = step.start_time or now
+    waiting = int(RunStatus.WAITING_USER)
+    if operation == StepOperation.CONFIRM_CONTINUE:
+        confirmed = list(dict.fromkeys([*(config.get("confirmed_by") or []), call.caller.username]))
+        config["confirmed_by"] = confirmed
+        config["confirm_reason"] = reason
+        done = info.get("approval_type") != APPROVE_ALL or _approvers(job, info) <= set(confirmed)
+        values: dict[str, Any] = {"config": config}
+        if done:
+            values.update(status=int(RunStatus.SUCCESS), end_time=now, total_time=now - started)
+        changed = await jobs.update_step_if(step.id, waiting, **values)
+    elif operation == StepOperation.CONFIRM_TERMINATE:
+        config["terminated_by"] = call.caller.username
+        config["confirm_reason"] = reason
+        changed = await jobs.update_step_if(
+            step.id,
+            waiting,
+            status=int(RunStatus.CONFIRM_TERMINATED),
+            end_time=now,
+            total_time=now - started,
+            config=config,
+        )
+    elif operation == StepOperation.CONFIRM_RESTART:
+        config["notified"] = int(config.get("notified") or 0) + 1
+        changed = await jobs.update_step_if(step.id, waiting, config=config)
+        if changed:
+            current = await jobs.step(step.id)
+            for listener in call.services.engine.on_confirm_waiting:
+                listener(job, current)
+    else:
+        raise JobError(ErrorCode.INVALID_PARAM, f"Unknown operation_code {code}")
+    if not changed:
+        raise JobError(
+            ErrorCode.UNSUPPORTED_OPERATION,
+            f"Step instance {step_id} is no longer waiting for confirmation",
+        )
+    call.services.engine.wake_step(step.id)
+    await _audit(
+        call, f"operate_step_instance:{code}", job, {"step_instance_id": step.id, "reason": reason}
+    )
+    return {"job_instance_id": job.id, "step_instance_id": step.id}
+
+
+async def get_job_instance_global_var_value(call: Call) -> dict[str, Any]:
+    job = await job_in_scope(call, "view_history")
+    out: list[dict[str, Any]] = []
+    if job.variables is not None:
+        current = job.variables
+        for step in await call.services.jobs.steps(job.id):
+            if step.variables is not None:
+                current = step.variables
+            if step.type == StepType.MANUAL_CONFIRM:
+                continue
+            out.append({"step_instance_id": step.id, "global_var_list": public_values(current)})
+    return {"job_instance_id": job.id, "step_instance_var_list": out}
 
 
 def register(router: APIRouter) -> None:
-    pass
+    add_api(router, "execute_job_plan", execute_job_plan, query=False)
+    add_api(router, "operate_step_instance", operate_step_instance, query=False)
+    add_api(
+        router, "get_job_instance_global_var_value", get_job_instance_global_var_value, query=True
+    )

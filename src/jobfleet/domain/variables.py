@@ -148,6 +148,27 @@ def check_server(server: Any, name: str) -> dict[str, Any]:
     return server
 
 
+def _flag(raw: Any) -> bool:
+    # "0" and "false" (query strings, YAML written by hand) are false, not non-empty strings
+    if isinstance(raw, str):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return bool(raw)
+
+
+def _definition_id(raw: Any, field_name: str) -> int:
+    if raw in (None, ""):
+        return 0
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise _invalid(field_name, f"{raw!r} is not an integer")
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise _invalid(field_name, f"{raw!r} is not an integer") from None
+    if value < 0:
+        raise _invalid(field_name, "must not be negative")
+    return value
+
+
 def parse_definitions(raw: Any, field_name: str = "global_var_list") -> list[Variable]:
     """Variable definitions of a template (ids may be absent: the store assigns them)."""
     if raw is None:
@@ -172,12 +193,12 @@ def parse_definitions(raw: Any, field_name: str = "global_var_list") -> list[Var
                 "3 host list, 4 password, 5 associative array, 6 indexed array)",
             ) from None
         var = Variable(
-            id=int(item.get("id") or 0),
+            id=_definition_id(item.get("id"), f"{field_name}.{name}.id"),
             name=name,
             type=var_type,
             description=str(item.get("description") or "")[:1024],
-            required=bool(item.get("required")),
-            changeable=bool(item.get("changeable")) and var_type != VariableType.HOST_LIST,
+            required=_flag(item.get("required")),
+            changeable=_flag(item.get("changeable")) and var_type != VariableType.HOST_LIST,
         )
         if var_type == VariableType.HOST_LIST:
             if item.get("server") not in (None, {}):
@@ -307,7 +328,12 @@ def _bash_quote(value: str) -> str:
 
 
 def shell_prelude(variables: Iterable[Variable], values: Mapping[str, str]) -> str:
-    """Lines that declare the variables in bash, and report the changeable ones at exit."""
+    """Lines that declare the variables in bash, and report changed changeable ones at exit.
+
+    The report goes to ``$JOBFLEET_VARS_FILE`` after whatever the script wrote there
+    itself: a NUL, then one ``name=value`` record per changed variable, each ended by
+    a NUL, so any value survives.
+    """
     lines: list[str] = []
     report: list[str] = []
     for var in variables:
@@ -318,29 +344,39 @@ def shell_prelude(variables: Iterable[Variable], values: Mapping[str, str]) -> s
             lines.append(f"{var.name}={value or '()'}")
         else:
             lines.append(f"{var.name}={_bash_quote(value)}")
-        if var.changeable:
-            report.append(var.name)
+        if not var.changeable:
+            continue
+        if var.type in (VariableType.ASSOC_ARRAY, VariableType.INDEX_ARRAY):
+            before = f"__jobfleet_was_{var.name}"
+            lines.append(f"{before}=$(declare -p {var.name}); {before}=${{{before}#*=}}")
+            report.append(f'__jobfleet_report {var.name} "${before}"')
+        else:
+            report.append(f"__jobfleet_report {var.name} {_bash_quote(value)}")
     if report:
-        # reported as NUL-separated name=value records, so any value survives
-        body = "; ".join(f"__jobfleet_report {name}" for name in report)
         lines.append(
-            "__jobfleet_report() { "
+            "__jobfleet_report() { local __now; "
             'if declare -p "$1" 2>/dev/null | grep -q "^declare -[aA]"; then '
-            'local __d; __d=$(declare -p "$1"); printf "%s=%s\\0" "$1" "${__d#*=}"; '
-            'else printf "%s=%s\\0" "$1" "${!1}"; fi; }'
+            '__now=$(declare -p "$1"); __now=${__now#*=}; else __now=${!1}; fi; '
+            '[ "$__now" = "$2" ] || printf "%s=%s\\0" "$1" "$__now"; }'
         )
         lines.append(
-            f'trap \'__jobfleet_rc=$?; {{ {body}; }} >>"$JOBFLEET_VARS_FILE" 2>/dev/null; '
-            "exit $__jobfleet_rc' EXIT"
+            "__jobfleet_exit() { local __rc=$?; { printf '\\0'; "
+            + "; ".join(report)
+            + '; } >>"$JOBFLEET_VARS_FILE" 2>/dev/null; exit $__rc; }'
         )
+        lines.append("trap __jobfleet_exit EXIT")
     return "\n".join(lines) + "\n" if lines else ""
 
 
 def parse_reported(text: str) -> dict[str, str]:
-    """What a step wrote to ``$JOBFLEET_VARS_FILE``: NUL- or newline-separated name=value."""
-    records = text.split("\0") if "\0" in text else text.splitlines()
+    """What a step left in ``$JOBFLEET_VARS_FILE``.
+
+    ``name=value`` lines the script wrote itself come first and win; NUL-separated
+    records from the shell's exit report follow the first NUL.
+    """
+    written, _, records = text.partition("\0")
     out: dict[str, str] = {}
-    for record in records:
+    for record in [*records.split("\0"), *written.splitlines()]:
         name, sep, value = record.partition("=")
         name = name.strip()
         if sep and NAME_RE.match(name):

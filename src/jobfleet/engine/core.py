@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain import protocol
 from jobfleet.domain.scripts import split_params
@@ -29,6 +30,7 @@ from jobfleet.domain.states import (
     step_status_from_hosts,
 )
 from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus, StepType
+from jobfleet.engine import variables
 from jobfleet.engine.ports import AgentDirectory, AgentLink
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.tracking import SENT, WAITING, StepRun
@@ -115,6 +117,9 @@ class Engine:
         self._replies: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
         self.file_steps: FileStepRunner | None = None
         self.on_job_finished: list[Any] = []
+        # called with (job row, step row) when a confirmation step starts waiting
+        self.on_confirm_waiting: list[Any] = []
+        self.step_events: dict[int, asyncio.Event] = {}
 
     # lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -132,7 +137,15 @@ class Engine:
             handle.cancel()
 
     # submission -------------------------------------------------------------
-    async def submit(self, job: NewJob, start: bool) -> tuple[int, list[int]]:
+    async def submit(
+        self, job: NewJob, start: bool, conn: AsyncConnection | None = None
+    ) -> tuple[int, list[int]]:
+        """Create a job and, if ``start``, run it.
+
+        With ``conn`` the rows join that transaction and nothing runs yet: the caller
+        calls ``resume_job`` after its commit (until then the job is leased to this
+        node, so another node takes it over if this one dies first).
+        """
         now = now_ms()
         job.values.update(
             status=int(RunStatus.RUNNING if start else RunStatus.BLANK),
@@ -141,10 +154,20 @@ class Engine:
             owner_node=self.settings.node_id if start else None,
             lease_until=time.time() + self.settings.lease_ttl if start else None,
         )
-        job_id, step_ids = await self.store.create(job)
-        if start:
+        job_id, step_ids = await self.store.create(job, conn)
+        if start and conn is None:
             self._launch(job_id, recovering=False)
         return job_id, step_ids
+
+    def resume_job(self, job_id: int) -> None:
+        """Drive a job created inside a caller's transaction (see ``submit``)."""
+        self._launch(job_id, recovering=False)
+
+    def wake_step(self, step_id: int) -> None:
+        """An operator changed a waiting step: its runner looks at the store now."""
+        event = self.step_events.get(step_id)
+        if event is not None:
+            event.set()
 
     async def start_job(self, job_id: int) -> bool:
         """Start a job created with ``start_task=false``; False if it was not waiting."""
@@ -213,10 +236,33 @@ class Engine:
     async def _run_step(
         self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
     ) -> RunStatus:
+        if step.type == StepType.MANUAL_CONFIRM:
+            return await self._confirm(job, step, stop)
+        state = None
+        if job.variables is not None:
+            steps = await self.store.steps(job.id)
+            state = variables.state_before(job, steps, step.step_order, self.cipher)
         if step.type == StepType.SCRIPT:
-            return await self._run_tasks(job, step, stop, recovering, self._template(step))
+            template = self._template(step)
+            per_host: dict[int, dict[str, Any]] = {}
+            if state is not None:
+                hosts = [r.bk_host_id for r in await self.store.hosts(step.id, step.execute_count)]
+                template, per_host = variables.script_message(template, state, hosts)
+            status = await self._run_tasks(job, step, stop, recovering, template, per_host=per_host)
+            if state is not None:
+                rows = await self.store.hosts(step.id, step.execute_count)
+                after = variables.collect(state, rows)
+                await self.store.update_step(step.id, variables=variables.seal(after, self.cipher))
+            return status
         if step.type == StepType.FILE and self.file_steps is not None:
-            return await self.file_steps.run(job, step, stop, recovering)
+            if state is not None and step.start_time is None:
+                config = variables.render_file_config(step.config or {}, state.values())
+                await self.store.update_step(step.id, config=config)
+                step = await self.store.step(step.id) or step
+            status = await self.file_steps.run(job, step, stop, recovering)
+            if state is not None:
+                await self.store.update_step(step.id, variables=variables.seal(state, self.cipher))
+            return status
         log.error("step_type_unsupported job=%s step=%s type=%s", job.id, step.id, step.type)
         await self.store.update_step(
             step.id, status=int(RunStatus.ABNORMAL_STATE), end_time=now_ms()
@@ -236,6 +282,62 @@ class Engine:
             "env": {},
             "max_output": self.settings.max_output,
         }
+
+    async def _confirm(self, job: Row[Any], step: Row[Any], stop: asyncio.Event) -> RunStatus:
+        """A manual confirmation step: the job waits (status 7) for an operator.
+
+        The decision is made through the store (``operate_step_instance`` writes the
+        step's new status), so it holds across restarts and reaches the node that
+        drives the job whichever node took the call.
+        """
+        event = self.step_events.setdefault(step.id, asyncio.Event())
+        try:
+            if step.status != RunStatus.WAITING_USER:
+                await self.store.update_step(
+                    step.id,
+                    status=int(RunStatus.WAITING_USER),
+                    start_time=step.start_time or now_ms(),
+                )
+                await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+                waiting = await self.store.step(step.id)
+                for listener in self.on_confirm_waiting:
+                    listener(job, waiting)
+            while True:
+                current = await self.store.step(step.id)
+                if current is None:
+                    return RunStatus.ABNORMAL_STATE
+                status = RunStatus(current.status)
+                if status is not RunStatus.WAITING_USER:
+                    if status in STEP_PASSED:
+                        await self.store.update_job(job.id, status=int(RunStatus.RUNNING))
+                    return status
+                if not stop.is_set():
+                    # a terminate taken by another node reaches this one through the store
+                    latest = await self.store.job(job.id)
+                    if latest is not None and latest.status == RunStatus.STOPPING:
+                        stop.set()
+                if stop.is_set():
+                    end = now_ms()
+                    started = current.start_time or end
+                    await self.store.update_step(
+                        step.id,
+                        status=int(RunStatus.STOP_SUCCESS),
+                        end_time=end,
+                        total_time=end - started,
+                    )
+                    return RunStatus.STOP_SUCCESS
+                event.clear()
+                waiter = asyncio.ensure_future(event.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait(
+                    {waiter, stopper},
+                    timeout=self.settings.reconcile_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                waiter.cancel()
+                stopper.cancel()
+        finally:
+            self.step_events.pop(step.id, None)
 
     async def start_step(self, step: Row[Any]) -> int:
         started: int = step.start_time or now_ms()
@@ -263,12 +365,15 @@ class Engine:
         recovering: bool,
         template: dict[str, Any],
         timeout_status: int = HostStatus.TASK_TIMEOUT,
+        per_host: dict[int, dict[str, Any]] | None = None,
     ) -> RunStatus:
         """Send one task per pending host of ``step`` and wait for all of them."""
         started = await self.start_step(step)
         count = step.execute_count
         rows = await self.store.hosts(step.id, count)
-        run = StepRun(job.id, step.id, count, template, int(timeout_status))
+        run = StepRun(
+            job.id, step.id, count, template, int(timeout_status), per_host=per_host or {}
+        )
         no_agent: set[int] = set()
         for row in rows:
             if row.status in (HostStatus.WAITING, HostStatus.RUNNING):
@@ -629,6 +734,7 @@ class Engine:
                         end_time=msg.get("end") if isinstance(msg.get("end"), int) else None,
                         tag=str(msg.get("tag") or "")[:255],
                         error_code=gse_error_code(status),
+                        variables=variables.reported(msg.get("vars")),
                     )
                 )
             if conn is not None:

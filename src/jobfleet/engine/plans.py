@@ -1,13 +1,48 @@
-"""Launching execution plans: a plan's steps and variables turned into a job."""
+"""Launching execution plans: a plan's steps and variables turned into a job.
+
+Everything that can be checked before the job exists is checked here (the plan,
+its variables, hosts, accounts, scripts), so a launch either creates a job that
+can run or fails with a clear error and creates nothing.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.plans import ROLE_LAUNCHER
+from jobfleet.domain.status import (
+    RunStatus,
+    ScriptType,
+    StepType,
+    TaskType,
+    VariableType,
+)
+from jobfleet.domain.targets import parse_target
+from jobfleet.domain.variables import Variable, apply_overrides, check_required, server_is_empty
+from jobfleet.engine import variables as runtime
 from jobfleet.engine.core import Engine
-from jobfleet.engine.submit import Submitter
-from jobfleet.store.database import Database
+from jobfleet.engine.submit import Account, Scope, Submitter, host_rows
+from jobfleet.store.blobs import COMPLETE, BlobStore
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.inventory import Host
+from jobfleet.store.jobs import NewJob, NewStep
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.templates import TemplateStore
+
+MAX_FILE_TASKS = 100_000
+
+
+@dataclass
+class _Context:
+    scope: Scope
+    variables: list[Variable]
+    hosts_of_var: dict[str, list[Host]]
 
 
 class PlanLauncher:
@@ -19,6 +54,7 @@ class PlanLauncher:
         scripts: ScriptStore,
         templates: TemplateStore,
         cipher: Cipher,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -26,3 +62,231 @@ class PlanLauncher:
         self.scripts = scripts
         self.templates = templates
         self.cipher = cipher
+        self.blobs = blobs
+
+    async def plan_in_scope(self, plan_id: int, scope: Scope, code: int) -> Row[Any]:
+        plan = await self.templates.plan(plan_id)
+        if plan is None or plan.bk_biz_id not in scope.biz_ids:
+            raise JobError(code, f"Job plan {plan_id} does not exist")
+        return plan
+
+    async def launch(
+        self,
+        *,
+        plan_id: int,
+        scope: Scope,
+        overrides: list[dict[str, Any]] | None,
+        launch_mode: int,
+        operator: str,
+        app_code: str,
+        cron_id: int | None = None,
+        callback_url: str | None = None,
+        start: bool = True,
+        conn: AsyncConnection | None = None,
+    ) -> tuple[int, str]:
+        """Create (and unless ``conn`` is given, start) a job from a plan.
+
+        With ``conn`` the job's rows join that transaction and the caller calls
+        ``Engine.resume_job`` once it has committed.
+        """
+        plan = await self.plan_in_scope(plan_id, scope, ErrorCode.JOB_PLAN_NOT_EXIST_EXECUTE)
+        variables = apply_overrides(self.templates.variables(plan), overrides)
+        check_required(variables)
+        ctx = _Context(scope, variables, {})
+        for var in variables:
+            if var.type == VariableType.HOST_LIST and not server_is_empty(var.server):
+                hosts = await self.submitter.resolve_hosts(
+                    parse_target(var.server, f"global_var_list.{var.name}.server"), scope
+                )
+                ctx.hosts_of_var[var.name] = hosts
+                var.value = ",".join(f"{h.bk_cloud_id}:{h.ip}" for h in hosts)
+        steps = [s for s in plan.steps if s.get("enabled", True)]
+        if not steps:
+            raise JobError(
+                ErrorCode.JOB_PLAN_ILLEGAL, f"Job plan {plan_id} has no enabled step to run"
+            )
+        new_steps = [await self._step(ctx, raw, operator) for raw in steps]
+        job = NewJob(
+            values={
+                "bk_biz_id": scope.bk_biz_id,
+                "scope_type": scope.scope_type,
+                "scope_id": scope.scope_id,
+                "name": plan.name,
+                "type": int(TaskType.PLAN),
+                "launch_mode": int(launch_mode),
+                "operator": operator,
+                "app_code": app_code,
+                "plan_id": plan.id,
+                "template_id": plan.template_id,
+                "cron_id": cron_id,
+                "callback_url": callback_url,
+                "variables": runtime.seal(runtime.VariableState(variables), self.cipher),
+            },
+            steps=new_steps,
+        )
+        job_id, _ = await self.engine.submit(job, start, conn)
+        return job_id, plan.name
+
+    # steps ------------------------------------------------------------------
+    async def _hosts(self, ctx: _Context, server: dict[str, Any] | None, field: str) -> list[Host]:
+        if server and server.get("variable"):
+            name = str(server["variable"])
+            var = next((v for v in ctx.variables if v.name == name), None)
+            if var is None or var.type != VariableType.HOST_LIST:
+                raise JobError(
+                    ErrorCode.HOST_VARIABLE_MISSING, f"Host variable {name!r} does not exist"
+                )
+            hosts = ctx.hosts_of_var.get(name)
+            if not hosts:
+                raise JobError(
+                    ErrorCode.HOST_VARIABLE_EMPTY, f"Host variable {name!r} has no hosts"
+                )
+            return hosts
+        if server_is_empty(server):
+            raise JobError(ErrorCode.STEP_TARGET_EMPTY, f"The target of {field} is empty")
+        return await self.submitter.resolve_hosts(parse_target(server, field), ctx.scope)
+
+    async def _account(self, ctx: _Context, raw: dict[str, Any] | None) -> Account:
+        raw = raw or {}
+        return await self.submitter.resolve_account(ctx.scope, raw.get("id"), raw.get("alias"))
+
+    async def _step(self, ctx: _Context, raw: dict[str, Any], operator: str) -> NewStep:
+        name = str(raw["name"])
+        common: dict[str, Any] = {
+            "status": int(RunStatus.BLANK),
+            "execute_count": 0,
+            "operator": operator,
+            "create_time": now_ms(),
+            "batch_count": 1,
+            "current_batch": 0,
+        }
+        step_type = int(raw["type"])
+        if step_type == StepType.SCRIPT:
+            return await self._script_step(ctx, name, raw["script_info"], common)
+        if step_type == StepType.FILE:
+            return await self._file_step(ctx, name, raw["file_info"], common)
+        info = raw.get("approval_info") or {}
+        return NewStep(
+            name=name,
+            type=int(StepType.MANUAL_CONFIRM),
+            values={
+                **common,
+                "ignore_error": False,
+                "timeout": 0,
+                "config": {
+                    "approval_info": info,
+                    "launcher_role": ROLE_LAUNCHER,
+                    "confirmed_by": [],
+                },
+            },
+        )
+
+    async def _script_step(
+        self, ctx: _Context, name: str, info: dict[str, Any], common: dict[str, Any]
+    ) -> NewStep:
+        script_type = int(info.get("script_type") or ScriptType.LOCAL)
+        config: dict[str, Any] = {"script_type": script_type}
+        if script_type == ScriptType.LOCAL:
+            content = str(info["script_content"])
+            language = int(info["script_language"])
+        else:
+            resolved = await self.scripts.resolve_version(
+                bk_biz_ids=ctx.scope.biz_ids,
+                script_id=info.get("script_id"),
+                script_version_id=info.get("script_version_id"),
+                public=script_type == ScriptType.PUBLIC_SCRIPT,
+            )
+            content, language = resolved.content, resolved.language
+            config.update(script_id=resolved.script_id, script_version_id=resolved.version_id)
+        account = await self._account(ctx, info.get("account"))
+        hosts = await self._hosts(ctx, info.get("server"), f"step {name!r}")
+        param = str(info.get("script_param") or "")
+        sensitive = bool(info.get("is_param_sensitive"))
+        if sensitive and param:
+            param = self.cipher.encrypt(param)
+        return NewStep(
+            name=name,
+            type=int(StepType.SCRIPT),
+            values={
+                **common,
+                "ignore_error": bool(info.get("is_ignore_error")),
+                "timeout": int(info.get("script_timeout") or 7200),
+                "account_id": account.id,
+                "account_alias": account.alias,
+                "account_name": account.account,
+                "script_language": language,
+                "script_content": content,
+                "script_param": param or None,
+                "is_param_sensitive": sensitive,
+                "config": config,
+            },
+            hosts=host_rows(hosts),
+        )
+
+    async def _file_step(
+        self, ctx: _Context, name: str, info: dict[str, Any], common: dict[str, Any]
+    ) -> NewStep:
+        sources: list[dict[str, Any]] = []
+        file_count = 0
+        for i, src in enumerate(info.get("file_source_list") or []):
+            files = [str(f) for f in src.get("file_list") or []]
+            if int(src.get("file_type") or 1) == 2:
+                for f in files:
+                    sources.append(await self._uploaded(ctx, f))
+                file_count += len(files)
+                continue
+            account = await self._account(ctx, src.get("account"))
+            hosts = await self._hosts(ctx, src.get("server"), f"step {name!r} source {i + 1}")
+            sources.append(
+                {
+                    "kind": "host",
+                    "host_ids": [h.bk_host_id for h in hosts],
+                    "files": files,
+                    "account": account.account,
+                }
+            )
+            file_count += len(files) * len(hosts)
+        dest = info.get("file_destination") or {}
+        account = await self._account(ctx, dest.get("account"))
+        targets = await self._hosts(ctx, dest.get("server"), f"step {name!r} destination")
+        if file_count * len(targets) > MAX_FILE_TASKS:
+            raise JobError(
+                ErrorCode.FILE_TASKS_EXCEED, f"File tasks exceed the limit of {MAX_FILE_TASKS}"
+            )
+        config = {
+            "sources": sources,
+            "target_path": str(dest.get("path") or ""),
+            "target_name": None,
+            "transfer_mode": int(info.get("transfer_mode") or 2),
+            "upload_speed_limit": info.get("source_speed_limit"),
+            "download_speed_limit": info.get("destination_speed_limit"),
+        }
+        return NewStep(
+            name=name,
+            type=int(StepType.FILE),
+            values={
+                **common,
+                "ignore_error": bool(info.get("is_ignore_error")),
+                "timeout": int(info.get("timeout") or 7200),
+                "account_id": account.id,
+                "account_alias": account.alias,
+                "account_name": account.account,
+                "config": config,
+            },
+            hosts=host_rows(targets),
+        )
+
+    async def _uploaded(self, ctx: _Context, path: str) -> dict[str, Any]:
+        blob_id, _, name = path.partition("/")
+        blob = await self.blobs.get(blob_id) if self.blobs is not None else None
+        if (
+            blob is None
+            or blob.state != COMPLETE
+            or name not in ("", blob.name)
+            or blob.bk_biz_id not in ctx.scope.biz_ids
+        ):
+            raise JobError(
+                ErrorCode.INVALID_PARAM_WITH_REASON,
+                f"Invalid parameter [file_source_list.file_list]: no uploaded file {path!r}",
+            )
+        return {"kind": "blob", "blob_id": blob.id, "name": blob.name}

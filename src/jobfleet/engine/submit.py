@@ -195,7 +195,7 @@ def one_step_job(
             "current_batch": 0,
             **step_values,
         },
-        hosts=_host_rows(hosts),
+        hosts=host_rows(hosts),
     )
     return NewJob(
         values={
@@ -230,7 +230,7 @@ class FileRequest:
     app_code: str
 
 
-def _host_rows(hosts: list[Host]) -> list[dict[str, Any]]:
+def host_rows(hosts: list[Host]) -> list[dict[str, Any]]:
     return [
         {
             "execute_count": 0,

@@ -27,6 +27,8 @@ class StepRun:
     timeout_status: int = 13
     pending: dict[int, str] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # what differs for some hosts (their own values of namespace variables)
+    per_host: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def key(self) -> tuple[int, int]:
         return self.step_id, self.execute_count
@@ -35,6 +37,9 @@ class StepRun:
         return protocol.task_id(self.step_id, self.execute_count, host_id)
 
     def message(self, host_id: int) -> dict[str, Any]:
+        own = self.per_host.get(host_id)
+        if own:
+            return {"t": protocol.RUN, "id": self.task_id(host_id), **self.template, **own}
         return {"t": protocol.RUN, "id": self.task_id(host_id), **self.template}
 
     def finish(self, host_id: int) -> None:

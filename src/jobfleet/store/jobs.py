@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import JSON, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -50,6 +50,8 @@ class HostResult:
     end_time: int | None = None
     tag: str = ""
     error_code: int = 0
+    # variables the step set on this host
+    variables: dict[str, str] | None = None
 
 
 class JobStore:
@@ -74,6 +76,7 @@ class JobStore:
                 exit_code=bindparam("_exit"),
                 error_code=bindparam("_err"),
                 tag=bindparam("_tag"),
+                variables=bindparam("_vars", type_=JSON),
                 start_time=func.coalesce(bindparam("_start"), step_hosts.c.start_time),
                 end_time=bindparam("_end"),
                 total_time=bindparam("_end")
@@ -82,27 +85,35 @@ class JobStore:
         )
 
     # creation ---------------------------------------------------------------
-    async def create(self, job: NewJob) -> tuple[int, list[int]]:
-        """Write the job, its steps and one row per target host in one transaction."""
-        async with self.db.begin() as conn:
-            res = await conn.execute(insert(job_instances).values(**job.values))
-            job_id = int(res.inserted_primary_key[0])  # type: ignore[index]
-            step_ids: list[int] = []
-            for order, step in enumerate(job.steps):
-                res = await conn.execute(
-                    insert(step_instances).values(
-                        job_instance_id=job_id,
-                        step_order=order,
-                        name=step.name,
-                        type=step.type,
-                        **step.values,
-                    )
+    async def create(
+        self, job: NewJob, conn: AsyncConnection | None = None
+    ) -> tuple[int, list[int]]:
+        """Write the job, its steps and one row per target host in one transaction
+        (``conn``'s, when given)."""
+        if conn is not None:
+            return await self._create(conn, job)
+        async with self.db.begin() as own:
+            return await self._create(own, job)
+
+    async def _create(self, conn: AsyncConnection, job: NewJob) -> tuple[int, list[int]]:
+        res = await conn.execute(insert(job_instances).values(**job.values))
+        job_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+        step_ids: list[int] = []
+        for order, step in enumerate(job.steps):
+            res = await conn.execute(
+                insert(step_instances).values(
+                    job_instance_id=job_id,
+                    step_order=order,
+                    name=step.name,
+                    type=step.type,
+                    **step.values,
                 )
-                step_id = int(res.inserted_primary_key[0])  # type: ignore[index]
-                step_ids.append(step_id)
-                rows = [{**h, "step_instance_id": step_id} for h in step.hosts]
-                for part in chunks(rows):
-                    await conn.execute(insert(step_hosts), list(part))
+            )
+            step_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            step_ids.append(step_id)
+            rows = [{**h, "step_instance_id": step_id} for h in step.hosts]
+            for part in chunks(rows):
+                await conn.execute(insert(step_hosts), list(part))
         return job_id, step_ids
 
     # reads ------------------------------------------------------------------
@@ -307,6 +318,7 @@ class JobStore:
                         "_exit": r.exit_code,
                         "_err": r.error_code,
                         "_tag": r.tag,
+                        "_vars": r.variables,
                         "_start": r.start_time,
                         "_end": r.end_time or now_ms(),
                     }
@@ -319,6 +331,16 @@ class JobStore:
             await conn.execute(
                 update(step_instances).where(step_instances.c.id == step_id).values(**values)
             )
+
+    async def update_step_if(self, step_id: int, expected: int, **values: Any) -> bool:
+        """Change a step only while its status is ``expected``; False if it was not."""
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(step_instances)
+                .where(step_instances.c.id == step_id, step_instances.c.status == expected)
+                .values(**values)
+            )
+            return bool(res.rowcount)
 
     async def update_job(self, job_id: int, **values: Any) -> None:
         async with self.db.begin() as conn:

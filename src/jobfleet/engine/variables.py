@@ -1,0 +1,182 @@
+"""A plan job's global variables while it runs: what each step sees and what it sets.
+
+The job row keeps the values it started with; each step row keeps the values as
+that step left them (a "snapshot"), so a step reads the latest snapshot before
+it and ``get_job_instance_global_var_value`` can show the values per step. Both
+are stored sealed: password values encrypted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Row
+
+from jobfleet.domain.status import ScriptLanguage, VariableType
+from jobfleet.domain.variables import (
+    MASK,
+    Variable,
+    parse_reported,
+    render,
+    shell_prelude,
+    unquote_array,
+)
+from jobfleet.store.secrets import Cipher
+
+ARRAYS = (VariableType.ASSOC_ARRAY, VariableType.INDEX_ARRAY)
+
+
+@dataclass
+class VariableState:
+    variables: list[Variable]
+    # namespace variables set per host by a step: {name: {host_id: value}}
+    per_host: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    def values(self, host: int | None = None) -> dict[str, str]:
+        out = {v.name: v.value for v in self.variables}
+        if host is not None:
+            for name, hosts in self.per_host.items():
+                if host in hosts:
+                    out[name] = hosts[host]
+        return out
+
+    @property
+    def changeable(self) -> bool:
+        return any(v.changeable for v in self.variables)
+
+
+def seal(state: VariableState, cipher: Cipher) -> list[dict[str, Any]]:
+    out = []
+    for var in state.variables:
+        raw = var.to_dict()
+        raw["value"] = var.value
+        if var.type == VariableType.PASSWORD and var.value:
+            raw["value"] = cipher.encrypt(var.value)
+        hosts = state.per_host.get(var.name)
+        if hosts:
+            raw["hosts"] = {str(h): v for h, v in hosts.items()}
+        out.append(raw)
+    return out
+
+
+def unseal(raw: Sequence[dict[str, Any]], cipher: Cipher) -> VariableState:
+    variables = []
+    per_host: dict[str, dict[int, str]] = {}
+    for item in raw:
+        var = Variable.from_dict(item)
+        if var.type == VariableType.PASSWORD and var.value:
+            var.value = cipher.decrypt(var.value)
+        variables.append(var)
+        hosts = item.get("hosts")
+        if isinstance(hosts, dict):
+            per_host[var.name] = {int(h): str(v) for h, v in hosts.items()}
+    return VariableState(variables, per_host)
+
+
+def state_before(
+    job: Row[Any], steps: Iterable[Row[Any]], order: int, cipher: Cipher
+) -> VariableState | None:
+    """The values a step at ``order`` starts with: the latest earlier snapshot, or the job's."""
+    if job.variables is None:
+        return None
+    latest = None
+    for step in steps:
+        if step.step_order < order and step.variables is not None:
+            latest = step.variables
+    return unseal(latest if latest is not None else job.variables, cipher)
+
+
+def public_values(raw: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sealed values as the API shows them: passwords masked."""
+    out = []
+    for item in raw:
+        shown: dict[str, Any] = {
+            "id": item.get("id"),
+            "name": item.get("name"),
+            "type": item.get("type"),
+            "value": item.get("value") or "",
+        }
+        if item.get("type") == VariableType.PASSWORD and shown["value"]:
+            shown["value"] = MASK
+        if item.get("type") == VariableType.HOST_LIST:
+            shown["server"] = item.get("server") or {}
+        out.append(shown)
+    return out
+
+
+def script_message(
+    template: dict[str, Any], state: VariableState, hosts: Iterable[int]
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """The run message of a script step with variables in it, and per-host differences."""
+
+    def build(values: dict[str, str]) -> dict[str, Any]:
+        script = template["script"]
+        if template["lang"] == ScriptLanguage.SHELL:
+            script = shell_prelude(state.variables, values) + script
+        else:
+            script = render(script, values)
+        args = [render(a, values) for a in template["args"]]
+        env = {**template.get("env", {}), **{k: v for k, v in values.items()}}
+        return {"script": script, "args": args, "env": env}
+
+    shared = {**template, **build(state.values())}
+    shared["collect_vars"] = state.changeable
+    per_host: dict[int, dict[str, Any]] = {}
+    if state.per_host:
+        for host in hosts:
+            if any(host in values for values in state.per_host.values()):
+                per_host[host] = build(state.values(host))
+    return shared, per_host
+
+
+def collect(state: VariableState, rows: Iterable[Row[Any]]) -> VariableState:
+    """The values after a script step: what its hosts reported for changeable variables.
+
+    A namespace variable keeps one value per host; any other variable takes the value
+    reported by the first host (in host id order) that set it.
+    """
+    by_name = {v.name: v for v in state.variables if v.changeable}
+    result = VariableState(
+        [replace(v) for v in state.variables],
+        {k: dict(v) for k, v in state.per_host.items()},
+    )
+    updated = {v.name: v for v in result.variables}
+    taken: set[str] = set()
+    for row in sorted(rows, key=lambda r: r.bk_host_id):
+        raw = row.variables
+        if not raw:
+            continue
+        reported = raw if isinstance(raw, dict) else {}
+        for name, value in reported.items():
+            var = by_name.get(name)
+            if var is None:
+                continue
+            text = unquote_array(str(value)) if var.type in ARRAYS else str(value)
+            if var.type == VariableType.NAMESPACE:
+                result.per_host.setdefault(name, {})[row.bk_host_id] = text
+            elif name not in taken:
+                updated[name].value = text
+                taken.add(name)
+    return result
+
+
+def reported(text: Any) -> dict[str, str] | None:
+    if not isinstance(text, str) or not text:
+        return None
+    return parse_reported(text) or None
+
+
+def render_file_config(config: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
+    """A file step's paths with ``${name}`` replaced."""
+    out = dict(config)
+    out["target_path"] = render(str(config.get("target_path") or ""), values)
+    sources = []
+    for source in config.get("sources") or []:
+        source = dict(source)
+        if isinstance(source.get("files"), list):
+            source["files"] = [render(str(f), values) for f in source["files"]]
+        sources.append(source)
+    out["sources"] = sources
+    return out

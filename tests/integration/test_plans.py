@@ -1,0 +1,314 @@
+"""Executing plans through the bk-job v3 routes: variables, multi-step jobs, confirmation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from tests.integration.harness import Running, eventually
+
+from jobfleet.domain.plans import parse_steps
+from jobfleet.domain.variables import parse_definitions
+from jobfleet.store.database import now_ms
+from jobfleet.store.tables import job_instances, job_plans, job_templates, step_instances
+from jobfleet.store.templates import seal_variables
+
+A, B, C = "127.0.0.81", "127.0.0.82", "127.0.0.83"
+ROOT = {"alias": "root"}
+
+
+def hosts(*ips: str) -> dict[str, Any]:
+    return {"ip_list": [{"bk_cloud_id": 0, "ip": ip} for ip in ips]}
+
+
+def script(name: str, content: str, server: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": 1, "script_info": {
+        "script_type": 1, "script_content": content, "script_language": extra.pop("lang", 1),
+        "account": ROOT, "server": server, **extra}}
+
+
+async def make_plan(running: Running, steps: list[dict[str, Any]],
+                    variables: list[dict[str, Any]], *, biz: int = 2,
+                    name: str = "plan") -> tuple[int, dict[str, int]]:
+    """A template and a plan with every step enabled, written straight to the store."""
+    defs = parse_definitions(variables)
+    for i, var in enumerate(defs, start=1):
+        var.id = i
+    parsed = parse_steps(steps, defs)
+    for i, step in enumerate(parsed, start=1):
+        step["id"] = i
+    sealed = seal_variables(defs, running.server.cipher)
+    now = now_ms()
+    common = {"bk_biz_id": biz, "description": "", "steps": parsed, "variables": sealed,
+              "creator": "admin", "create_time": now, "last_modify_user": "admin",
+              "last_modify_time": now}
+    async with running.server.db.begin() as conn:
+        res = await conn.execute(insert(job_templates).values(
+            name=f"{name}-template", version=1, next_step_id=len(parsed) + 1,
+            next_variable_id=len(defs) + 1, **common))
+        template_id = res.inserted_primary_key[0]
+        res = await conn.execute(insert(job_plans).values(
+            name=name, template_id=template_id, template_version=1,
+            **{**common, "steps": [{**s, "enabled": True} for s in parsed]}))
+        plan_id = int(res.inserted_primary_key[0])
+    return plan_id, {v.name: v.id for v in defs}
+
+
+async def execute(running: Running, plan_id: int, **extra: Any) -> dict[str, Any]:
+    return await running.wire.v3("execute_job_plan",
+                                 {"bk_biz_id": 2, "job_plan_id": plan_id, **extra})
+
+
+async def step_ids(running: Running, job_id: int) -> list[int]:
+    async with running.server.db.connect() as conn:
+        rows = await conn.execute(select(step_instances.c.id).where(
+            step_instances.c.job_instance_id == job_id).order_by(step_instances.c.step_order))
+        return [r[0] for r in rows]
+
+
+async def test_three_steps_share_a_variable(running: Running, tmp_path: Path) -> None:
+    """A script sets a variable, a file step uses it in its path, a script prints it."""
+    await running.start_agents([A, B])
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "payload.txt").write_text("payload\n")
+    dest_root = tmp_path / "dest"
+    plan_id, ids = await make_plan(running, [
+        script("pick a folder", 'release="build-$((40 + 2))"\necho picked $release\n',
+               hosts(A)),
+        {"name": "ship it", "type": 2, "file_info": {
+            "file_source_list": [{"file_list": [str(source / "payload.txt")],
+                                  "account": ROOT, "server": hosts(A)}],
+            "file_destination": {"path": f"{dest_root}/${{release}}/", "account": ROOT,
+                                 "server": hosts(B)}}},
+        script("report", 'echo "release=${release}"; cat "' + str(dest_root)
+               + '/${release}/payload.txt"\n', hosts(B)),
+    ], [{"name": "release", "type": 1, "value": "unset", "changeable": 1}])
+    answer = await execute(running, plan_id)
+    assert answer["result"], answer
+    job_id = answer["data"]["job_instance_id"]
+    assert answer["data"]["job_instance_name"] == "plan"
+    status = await running.wire.wait(job_id)
+    assert status["job_instance"]["status"] == 3, status
+    assert [s["status"] for s in status["step_instance_list"]] == [3, 3, 3]
+    assert (dest_root / "build-42" / "payload.txt").read_text() == "payload\n"
+    steps = await step_ids(running, job_id)
+    logs = await running.wire.logs(job_id, steps[2], [B])
+    assert logs[B] == "release=build-42\npayload\n"
+    values = await running.wire.v3("get_job_instance_global_var_value",
+                                   {"bk_biz_id": 2, "job_instance_id": job_id}, method="GET")
+    assert values["result"], values
+    per_step = values["data"]["step_instance_var_list"]
+    assert [s["step_instance_id"] for s in per_step] == steps
+    assert per_step[-1]["global_var_list"] == [
+        {"id": ids["release"], "name": "release", "type": 1, "value": "build-42"}]
+    listed = await running.wire.v3("get_job_instance_list", {
+        "bk_biz_id": 2, "create_time_start": now_ms() - 60_000,
+        "create_time_end": now_ms() + 60_000, "job_instance_id": job_id}, method="GET")
+    item = listed["data"]["data"][0]
+    assert (item["type"], item["launch_mode"], item["job_plan_id"]) == (0, 2, plan_id)
+
+
+async def test_self_healing_call_pattern(running: Running) -> None:
+    """bk-monitor's job action: one entry per IP for the host variable, cloud id as a string."""
+    await running.start_agents([A, B])
+    plan_id, ids = await make_plan(running, [
+        script("heal", 'echo "healing $(hostname -f >/dev/null; echo ${alarm}) on $JOBFLEET_HOST_IP"\n',
+               {"variable": "target"}),
+    ], [{"name": "target", "type": 3, "required": 1},
+        {"name": "alarm", "type": 1, "value": "default"}])
+    detail_vars = [{"id": ids["target"], "server": {"ip_list": [{"bk_cloud_id": "0", "ip": A}]}},
+                   {"id": ids["target"], "server": {"ip_list": [{"bk_cloud_id": "0", "ip": B}]}},
+                   {"id": ids["alarm"], "value": "disk full"}]
+    answer = await running.wire.v3("execute_job_plan", {
+        "bk_biz_id": 2, "job_plan_id": plan_id, "global_var_list": detail_vars},
+        prefix="/api/c/compapi/v2/jobv3")
+    assert answer["result"], answer
+    assert set(answer["data"]) >= {"job_instance_id", "job_instance_name"}
+    job_id = answer["data"]["job_instance_id"]
+
+    async def finished() -> int | None:
+        reply = await running.wire.v3("get_job_instance_status",
+                                      {"job_instance_id": job_id, "bk_biz_id": 2}, method="GET")
+        state = reply["data"]["job_instance"]["status"]
+        return None if state in (1, 2, 7) else int(state)
+
+    assert await eventually(finished, timeout=30, interval=0.2) == 3
+    step = (await step_ids(running, job_id))[0]
+    logs = await running.wire.logs(job_id, step, [A, B])
+    assert logs == {A: f"healing disk full on {A}\n", B: f"healing disk full on {B}\n"}
+
+
+async def test_variables_reach_every_language_and_passwords_stay_masked(
+        running: Running) -> None:
+    await running.start_agents([A, B])
+    plan_id, ids = await make_plan(running, [
+        script("python", 'import os\nprint("${greeting}", os.environ["greeting"], "${missing}")\n',
+               hosts(A), lang=4),
+        script("arrays", 'echo "${colors[1]} ${sizes[big]} ${#colors[@]} $secret"\n'
+               'ns="own-$JOBFLEET_HOST_IP"\n'
+               'printf "count=%s\\n" 7 >> "$JOBFLEET_VARS_FILE"\n', hosts(A, B),
+               script_param="--who ${greeting}"),
+        script("after", 'echo "$ns $count"\n', hosts(A, B)),
+    ], [{"name": "greeting", "type": 1, "value": "hi"},
+        {"name": "colors", "type": 6, "value": "(red green blue)"},
+        {"name": "sizes", "type": 5, "value": '(["big"]=XL ["small"]=S)'},
+        {"name": "secret", "type": 4, "value": "s3cr3t-value"},
+        {"name": "ns", "type": 2, "value": "shared", "changeable": 1},
+        {"name": "count", "type": 1, "value": "0", "changeable": 1}])
+    answer = await execute(running, plan_id)
+    job_id = answer["data"]["job_instance_id"]
+    status = await running.wire.wait(job_id)
+    assert status["job_instance"]["status"] == 3, status
+    steps = await step_ids(running, job_id)
+    assert (await running.wire.logs(job_id, steps[0], [A]))[A] == "hi hi ${missing}\n"
+    assert (await running.wire.logs(job_id, steps[1], [A]))[A] == "green XL 3 s3cr3t-value\n"
+    after = await running.wire.logs(job_id, steps[2], [A, B])
+    assert after == {A: f"own-{A} 7\n", B: f"own-{B} 7\n"}
+    values = await running.wire.v3("get_job_instance_global_var_value",
+                                   {"bk_biz_id": 2, "job_instance_id": job_id}, method="GET")
+    text = json.dumps(values)
+    assert "s3cr3t-value" not in text and "******" in text
+    async with running.server.db.connect() as conn:
+        stored = (await conn.execute(select(job_instances.c.variables).where(
+            job_instances.c.id == job_id))).scalar_one()
+        snapshots = (await conn.execute(select(step_instances.c.variables).where(
+            step_instances.c.job_instance_id == job_id))).scalars().all()
+    assert "s3cr3t-value" not in json.dumps(stored) + json.dumps(snapshots)
+
+
+async def test_failed_step_stops_the_job_unless_it_ignores_errors(running: Running) -> None:
+    await running.start_agents([A])
+    plan_id, _ = await make_plan(running, [
+        script("tolerated", "exit 3\n", hosts(A), is_ignore_error=1),
+        script("breaks", "exit 4\n", hosts(A)),
+        script("never", "echo never\n", hosts(A)),
+    ], [])
+    job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+    status = await running.wire.wait(job_id)
+    assert status["job_instance"]["status"] == 4
+    assert [s["status"] for s in status["step_instance_list"]] == [6, 4, 1]
+
+
+async def test_manual_confirmation(running: Running) -> None:
+    await running.start_agents([A])
+    await running.wire.post("/api/jobfleet/v1/users", {"username": "bob"})
+    granted = await running.wire.post("/api/jobfleet/v1/users/bob/grants",
+                                      {"scope_type": "biz", "scope_id": "2"})
+    assert granted["result"], granted
+    plan_id, _ = await make_plan(running, [
+        script("before", "echo before\n", hosts(A)),
+        {"name": "go ahead?", "type": 3, "approval_info": {
+            "approval_user": {"user_list": ["admin"]}, "approval_message": "check the canary"}},
+        script("after", "echo after\n", hosts(A)),
+    ], [])
+    wire = running.wire
+
+    async def waiting(job_id: int) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            data = await wire.status(job_id)
+            return data if data["job_instance"]["status"] == 7 else None
+        return dict(await eventually(check, timeout=30, interval=0.1))
+
+    job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+    data = await waiting(job_id)
+    assert data["finished"] is False
+    confirm = data["step_instance_list"][1]
+    assert (confirm["status"], confirm["type"]) == (7, 3)
+    op = {"bk_biz_id": 2, "job_instance_id": job_id,
+          "step_instance_id": confirm["step_instance_id"]}
+    bob = await wire.post("/api/bk-job/prod/api/v3/operate_step_instance",
+                          {**op, "operation_code": 6}, headers=wire.headers(bk_username="bob"))
+    assert bob["code"] == 1244016
+    renotify = await wire.v3("operate_step_instance", {**op, "operation_code": 10})
+    assert renotify["result"], renotify
+    retry = await wire.v3("operate_step_instance", {**op, "operation_code": 2})
+    assert retry["code"] in (1241003, 1241011)
+    ok = await wire.v3("operate_step_instance", {**op, "operation_code": 6})
+    assert ok["result"] and ok["data"] == {"job_instance_id": job_id,
+                                           "step_instance_id": confirm["step_instance_id"]}
+    done = await wire.wait(job_id)
+    assert done["job_instance"]["status"] == 3
+    assert [s["status"] for s in done["step_instance_list"]] == [3, 3, 3]
+    again = await wire.v3("operate_step_instance", {**op, "operation_code": 6})
+    assert again["code"] == 1241003
+
+    job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+    data = await waiting(job_id)
+    stop = {"bk_biz_id": 2, "job_instance_id": job_id,
+            "step_instance_id": data["step_instance_list"][1]["step_instance_id"],
+            "operation_code": 9}
+    assert (await wire.v3("operate_step_instance", stop))["result"]
+    done = await wire.wait(job_id)
+    assert done["job_instance"]["status"] == 13
+    assert [s["status"] for s in done["step_instance_list"]] == [3, 13, 1]
+
+
+async def test_confirmation_survives_a_restart_of_the_runner(running: Running) -> None:
+    """The decision lives in the store: a runner that starts over finds the step waiting."""
+    await running.start_agents([A])
+    plan_id, _ = await make_plan(running, [
+        {"name": "confirm", "type": 3, "approval_info": {}},
+        script("after", "echo after\n", hosts(A)),
+    ], [])
+    job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+    await eventually(lambda: _job_status_is(running, job_id, 7), timeout=20)
+    engine = running.server.engine
+    await engine.stop()
+    await engine.start()
+    await engine.recover()
+    await asyncio.sleep(0.2)
+    step = (await step_ids(running, job_id))[0]
+    ok = await running.wire.v3("operate_step_instance", {
+        "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step,
+        "operation_code": 6})
+    assert ok["result"], ok
+    assert (await running.wire.wait(job_id))["job_instance"]["status"] == 3
+
+
+async def _job_status_is(running: Running, job_id: int, status: int) -> bool:
+    data = await running.wire.status(job_id)
+    return bool(data["job_instance"]["status"] == status)
+
+
+async def test_bad_plan_input(running: Running) -> None:
+    await running.start_agents([A])
+    plan_id, ids = await make_plan(running, [
+        script("one", "echo ${name}\n", {"variable": "targets"}),
+    ], [{"name": "targets", "type": 3, "required": 1},
+        {"name": "name", "type": 1, "required": 1},
+        {"name": "list", "type": 6, "value": "(a b)"}])
+    good_hosts = {"id": ids["targets"], "server": hosts(A)}
+    cases = [
+        ({"job_plan_id": 999_999}, 1244012),
+        ({"job_plan_id": "x"}, 1241010),
+        ({"job_plan_id": None}, 1241004),
+        ({"global_var_list": [good_hosts, {"id": 99, "value": "x"}]}, 1241010),
+        ({"global_var_list": [good_hosts, {"name": "nope", "value": "x"}]}, 1241010),
+        ({"global_var_list": [good_hosts, {"id": ids["name"], "server": hosts(A)}]}, 1241010),
+        ({"global_var_list": [{"id": ids["targets"], "value": "1.2.3.4"}]}, 1241010),
+        ({"global_var_list": [good_hosts, {"id": ids["list"], "value": "a b"},
+                              {"id": ids["name"], "value": "x"}]}, 1241010),
+        ({"global_var_list": [good_hosts]}, 1241004),
+        ({"global_var_list": [{"id": ids["name"], "value": "x"}]}, 1244009),
+        ({"global_var_list": [{"id": ids["targets"], "server": hosts("10.9.9.9")},
+                              {"id": ids["name"], "value": "x"}]}, 1243052),
+        ({"global_var_list": "nope"}, 1241010),
+    ]
+    for extra, code in cases:
+        body = {"bk_biz_id": 2, "job_plan_id": plan_id, **extra}
+        answer = await running.wire.v3("execute_job_plan", body)
+        assert answer["code"] == code, (extra, answer)
+        assert answer["message"], answer
+    # another business cannot run the plan even when the user holds it
+    other, _ = await make_plan(running, [script("x", "echo\n", hosts(A))], [], biz=3,
+                               name="elsewhere")
+    answer = await running.wire.v3("execute_job_plan", {"bk_biz_id": 2, "job_plan_id": other})
+    assert answer["code"] == 1244012
+    # nothing was created by the refused calls
+    async with running.server.db.connect() as conn:
+        count = (await conn.execute(select(job_instances.c.id))).all()
+    assert count == []
