@@ -20,7 +20,7 @@ from jobfleet.domain.scripts import (
     decode_base64,
     split_params,
 )
-from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatus
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatus, ScriptLanguage
 from jobfleet.domain.targets import parse_target
 from jobfleet.engine.submit import ScriptRequest
 
@@ -40,19 +40,24 @@ def check_callback_url(value: str | None) -> str | None:
 async def fast_execute_script(call: Call) -> dict[str, Any]:
     p = call.params
     scope = await call.scope("quick_execute_script")
-    if get_int(p, "script_version_id") is not None or get_str(p, "script_id"):
-        raise JobError(
-            ErrorCode.NOT_SUPPORTED,
-            "Stored scripts (script_id, script_version_id) are not supported yet; "
-            "send script_content",
+    # a stored script wins over script_content; it brings its own language
+    version_id = get_int(p, "script_version_id", minimum=1, maximum=2**63 - 1)
+    script_id = get_str(p, "script_id")
+    stored: dict[str, Any] = {}
+    if version_id is not None or script_id:
+        found = await call.services.scripts.resolve_version(
+            bk_biz_ids={scope.bk_biz_id}, script_id=script_id, script_version_id=version_id
         )
-    content = get_str(p, "script_content")
-    if content is None:
-        raise JobError.missing("script_version_id|script_id|script_content")
-    language = check_language(get_int(p, "script_language"))
-    script = decode_base64(content, "script_content", MAX_SCRIPT_BYTES)
-    if not script.strip():
-        raise JobError.missing("script_content")
+        script, language = found.content, ScriptLanguage(found.language)
+        stored = {"script_id": found.script_id, "script_version_id": found.version_id}
+    else:
+        content = get_str(p, "script_content")
+        if content is None:
+            raise JobError.missing("script_version_id|script_id|script_content")
+        language = check_language(get_int(p, "script_language"))
+        script = decode_base64(content, "script_content", MAX_SCRIPT_BYTES)
+        if not script.strip():
+            raise JobError.missing("script_content")
     sensitive = get_int(p, "is_param_sensitive", default=0) == 1
     raw_param = get_str(p, "script_param")
     param = ""
@@ -93,7 +98,12 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         resource_id=str(job_id),
         scope_type=scope.scope_type,
         scope_id=scope.scope_id,
-        detail={"hosts": len(hosts), "language": int(language), "account": account.alias},
+        detail={
+            "hosts": len(hosts),
+            "language": int(language),
+            "account": account.alias,
+            **stored,
+        },
         source_ip=call.request.client.host if call.request.client else "",
     )
     return {"job_instance_id": job_id, "job_instance_name": job_name, "step_instance_id": step_id}
