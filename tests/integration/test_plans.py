@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
-from tests.integration.harness import Running, eventually
+from tests.integration.harness import Running, b64, eventually
 
 from jobfleet.domain.plans import parse_steps
 from jobfleet.domain.variables import parse_definitions
@@ -311,3 +311,49 @@ async def test_bad_plan_input(running: Running) -> None:
     async with running.server.db.connect() as conn:
         count = (await conn.execute(select(job_instances.c.id))).all()
     assert count == []
+
+
+async def test_steps_that_run_stored_scripts(running: Running) -> None:
+    """Business and public script references resolve at launch; disabled and deleted refuse."""
+    await running.start_agents([A])
+    wire = running.wire
+
+    async def call(name: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = await wire.v3(name, body)
+        assert answer["result"], answer
+        return dict(answer.get("data") or {})
+
+    biz = {"bk_biz_id": 2}
+    made = await call("create_script", {**biz, "name": "greet", "script_language": 1,
+                                        "content": b64("echo business ${who}"),
+                                        "version": "1"})
+    await call("publish_script_version", {**biz, "script_id": made["script_id"],
+                                          "script_version_id": made["id"]})
+    shared = await call("create_public_script", {"name": "shared-greet", "script_language": 1,
+                                                 "content": b64("echo public"), "version": "1"})
+    await call("publish_public_script_version", {"script_id": shared["script_id"],
+                                                 "script_version_id": shared["id"]})
+
+    def stored(name: str, kind: int, **ref: Any) -> dict[str, Any]:
+        return {"name": name, "type": 1, "script_info": {
+            "script_type": kind, **ref, "account": ROOT, "server": hosts(A)}}
+
+    plan_id, _ = await make_plan(running, [
+        stored("business", 2, script_id=made["script_id"]),
+        stored("public", 3, script_id=shared["script_id"]),
+    ], [{"name": "who", "type": 1, "value": "friend"}])
+    job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+    assert (await wire.wait(job_id))["job_instance"]["status"] == 3
+    steps = await step_ids(running, job_id)
+    assert (await wire.logs(job_id, steps[0], [A]))[A] == "business friend\n"
+    assert (await wire.logs(job_id, steps[1], [A]))[A] == "public\n"
+
+    pinned, _ = await make_plan(running, [
+        stored("pinned", 2, script_version_id=made["id"])], [], name="pinned")
+    await call("disable_script_version", {**biz, "script_id": made["script_id"],
+                                          "script_version_id": made["id"]})
+    refused = await execute(running, pinned)
+    assert refused["code"] == 1244014, refused
+    await call("delete_script", {**biz, "script_id": made["script_id"]})
+    gone = await execute(running, plan_id)
+    assert gone["code"] == 1243001, gone
