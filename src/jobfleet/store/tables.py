@@ -37,6 +37,8 @@ businesses = Table(
     Column("bk_biz_id", BigInteger, primary_key=True, autoincrement=False),
     Column("name", String(255), nullable=False),
     Column("timezone", String(64), nullable=False, default="UTC"),
+    # how many jobs of this business may run at once (null: no limit)
+    Column("max_running_jobs", Integer, nullable=True),
     Column("create_time", BigInteger, nullable=False),
 )
 
@@ -56,6 +58,8 @@ apps = Table(
     Column("secret_hash", String(128), nullable=False),
     Column("description", String(1024), nullable=False, default=""),
     Column("disabled", Boolean, nullable=False, default=False),
+    # how many jobs started by this app may run at once (null: no limit)
+    Column("max_running_jobs", Integer, nullable=True),
     Column("create_time", BigInteger, nullable=False),
 )
 
@@ -435,4 +439,95 @@ cron_firings = Table(
     Column("message", String(1024), nullable=False, default=""),
     Column("node", String(64), nullable=False, default=""),
     Column("create_time", BigInteger, nullable=False),
+)
+
+# a business's topology: sets (parent null) and the modules inside them
+topo_nodes = Table(
+    "topo_nodes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    # "set" or "module"
+    Column("node_type", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("parent_id", BigInteger, nullable=True, index=True),
+    Column("create_time", BigInteger, nullable=False),
+    UniqueConstraint("bk_biz_id", "node_type", "parent_id", "name"),
+)
+
+# which modules a host sits in (a host may be in several, as in CMDB)
+host_modules = Table(
+    "host_modules",
+    metadata,
+    Column("bk_host_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("module_id", BigInteger, primary_key=True, autoincrement=False, index=True),
+)
+
+# saved host filters, evaluated when a step's targets are resolved
+dynamic_groups = Table(
+    "dynamic_groups",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("description", String(1024), nullable=False, default=""),
+    Column("filter", JSON, nullable=False),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+    UniqueConstraint("bk_biz_id", "name"),
+)
+
+# hosts an admin lets businesses use although they belong to another one
+host_whitelist = Table(
+    "host_whitelist",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_host_id", BigInteger, nullable=False, index=True),
+    # the businesses that may use the host
+    Column("biz_ids", JSON, nullable=False),
+    # SCRIPT_EXECUTE and/or FILE_DISTRIBUTION
+    Column("action_scopes", JSON, nullable=False),
+    Column("remark", String(1024), nullable=False, default=""),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+dangerous_rules = Table(
+    "dangerous_rules",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("expression", String(1024), nullable=False),
+    Column("script_language_list", JSON, nullable=False),
+    Column("description", String(1024), nullable=False, default=""),
+    # 1 scan (warn), 2 intercept (refuse)
+    Column("action", Integer, nullable=False),
+    # 0 off, 1 on
+    Column("status", Integer, nullable=False, default=1),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+)
+
+# where a business wants to hear about finished jobs
+notify_configs = Table(
+    "notify_configs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    # "webhook" or "email"
+    Column("channel", String(16), nullable=False),
+    # a URL, or a list of addresses
+    Column("target", JSON, nullable=False),
+    # the webhook's HMAC key (encrypted)
+    Column("secret", Text, nullable=True),
+    # job statuses that trigger it (e.g. [3] success, [4, 9, 11, 13] failures)
+    Column("statuses", JSON, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
 )
