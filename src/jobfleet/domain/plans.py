@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.scripts import MAX_SCRIPT_BYTES
+from jobfleet.domain.scripts import MAX_PARAM_BYTES, MAX_SCRIPT_BYTES, MAX_SENSITIVE_PARAM_BYTES
 from jobfleet.domain.status import ScriptLanguage, ScriptType, StepType, VariableType
 from jobfleet.domain.variables import Variable
 
@@ -49,7 +49,7 @@ def _bad(field: str, reason: str) -> JobError:
 def _int(raw: Any, field: str, default: int | None = None) -> int | None:
     if raw in (None, ""):
         return default
-    if isinstance(raw, bool):
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
         raise _bad(field, "must be an integer")
     try:
         return int(raw)
@@ -59,6 +59,15 @@ def _int(raw: Any, field: str, default: int | None = None) -> int | None:
 
 def _flag(raw: Any) -> int:
     return 1 if raw in (1, True, "1", "true", "True") else 0
+
+
+def _str_list(raw: Any) -> list[str]:
+    # a lone string is one item, not a sequence of characters
+    if isinstance(raw, str):
+        return [raw] if raw else []
+    if not isinstance(raw, list | tuple):
+        return []
+    return [str(x) for x in raw if x not in (None, "")]
 
 
 def _account(raw: Any, field: str) -> dict[str, Any]:
@@ -86,7 +95,7 @@ def _server(raw: Any, field: str, host_vars: set[str], required: bool) -> dict[s
         raise _bad(field, "must be a server object")
     variable = raw.get("variable")
     if variable:
-        if variable not in host_vars:
+        if not isinstance(variable, str) or variable not in host_vars:
             raise JobError(
                 ErrorCode.HOST_VARIABLE_MISSING,
                 f"Host variable {variable!r} named in [{field}] is not a host variable "
@@ -111,7 +120,7 @@ def _server(raw: Any, field: str, host_vars: set[str], required: bool) -> dict[s
 def _script_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise JobError.missing(field)
-    script_type = _int(raw.get("script_type"), f"{field}.script_type", ScriptType.LOCAL)
+    script_type = _int(raw.get("script_type"), f"{field}.script_type", int(ScriptType.LOCAL))
     if script_type not in (1, 2, 3):
         raise _bad(f"{field}.script_type", "1 (inline), 2 (business script) or 3 (public script)")
     out: dict[str, Any] = {"script_type": script_type}
@@ -141,10 +150,14 @@ def _script_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
             out["script_version_id"] = version_id
     param = raw.get("script_param")
     out["script_param"] = "" if param is None else str(param)
+    sensitive = _flag(raw.get("is_param_sensitive"))
+    limit = MAX_SENSITIVE_PARAM_BYTES if sensitive else MAX_PARAM_BYTES
+    if len(out["script_param"].encode()) > limit:
+        raise _bad(f"{field}.script_param", f"longer than {limit} bytes")
     out["script_timeout"] = _timeout(raw.get("script_timeout", raw.get("timeout")), field)
     out["account"] = _account(raw.get("account"), f"{field}.account")
     out["server"] = _server(raw.get("server"), f"{field}.server", host_vars, required=True)
-    out["is_param_sensitive"] = _flag(raw.get("is_param_sensitive"))
+    out["is_param_sensitive"] = sensitive
     out["is_ignore_error"] = _flag(raw.get("is_ignore_error"))
     return out
 
@@ -237,15 +250,15 @@ def _approval_info(raw: Any, field: str) -> dict[str, Any]:
     if approval_type not in (APPROVE_ANY, APPROVE_ALL):
         raise _bad(f"{field}.approval_type", "1 (any approver) or 2 (every approver)")
     users = raw.get("approval_user") if isinstance(raw.get("approval_user"), dict) else {}
-    user_list = [str(u) for u in users.get("user_list") or [] if u]
-    role_list = [str(r) for r in users.get("role_list") or [] if r]
+    user_list = _str_list(users.get("user_list"))
+    role_list = _str_list(users.get("role_list"))
     if not user_list and not role_list:
         role_list = [ROLE_LAUNCHER]
     return {
         "approval_type": approval_type,
         "approval_user": {"user_list": user_list, "role_list": role_list},
         "approval_message": str(raw.get("approval_message") or ""),
-        "notify_channel": [str(c) for c in raw.get("notify_channel") or []],
+        "notify_channel": _str_list(raw.get("notify_channel")),
     }
 
 

@@ -1,0 +1,209 @@
+"""``jobfleet template`` and ``jobfleet plan``: list them, and move templates in and out
+as YAML files (docs/templates.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from jobfleet.cli import _render
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.sdk import JobClient
+from jobfleet.sdk._flow import parse_host
+
+PAGE = 1000
+
+template_app = typer.Typer(
+    help="Job templates: list them, export them to YAML, import them from YAML.",
+    no_args_is_help=True,
+)
+plan_app = typer.Typer(help="Execution plans of job templates.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(template_app, name="template")
+    app.add_typer(plan_app, name="plan")
+
+
+def _biz(cli: CliContext, biz: int | None) -> int:
+    return biz if biz is not None else cli.settings.biz
+
+
+def _all(fetch: Any) -> list[dict[str, Any]]:
+    """Every item of a paged list: ``fetch(start, length)`` answers one page."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = fetch(len(items), PAGE)
+        data = page.get("data") or []
+        items.extend(data)
+        if not data or len(items) >= int(page.get("total") or 0):
+            return items
+
+
+@template_app.command("list")
+def template_list(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Option("--name", help="Only names containing this.")] = None,
+    biz: BizOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List the job templates of a business."""
+    cli = cli_context(ctx)
+    bk_biz_id = _biz(cli, biz)
+    with cli.client() as client:
+        rows = _all(
+            lambda start, length: client.list_templates(
+                name=name, start=start, length=length, biz=bk_biz_id
+            )
+        )
+    if json_out:
+        cli.out.out(_render.to_json(rows))
+        return
+    cli.out.print(
+        _render.records_table(
+            rows, ["id", "name", "description", "last_modify_user", "last_modify_time"]
+        )
+    )
+    cli.out.print(Text(f"{len(rows)} templates in business {bk_biz_id}", style="dim"))
+
+
+@template_app.command("export")
+def template_export(
+    ctx: typer.Context,
+    template_id: Annotated[int, typer.Argument(metavar="ID", help="Template id.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help="Write here instead of stdout."),
+    ] = None,
+    biz: BizOption = None,
+) -> None:
+    """Write a template and its plans as YAML (with no password in it)."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        text = client.export_template(template_id, biz=_biz(cli, biz))
+    if output is None:
+        cli.out.file.write(text)
+        cli.out.file.flush()
+        return
+    output.write_text(text, encoding="utf-8")
+    cli.err.print(Text(f"template {template_id} written to {output}", style="dim"))
+
+
+@template_app.command("import")
+def template_import(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(metavar="FILE", help="A YAML file ('-' for stdin).")],
+    update: Annotated[
+        bool,
+        typer.Option("--update", help="Replace the template of the same name if there is one."),
+    ] = False,
+    biz: BizOption = None,
+) -> None:
+    """Create a template and its plans from a YAML file (all or nothing)."""
+    cli = cli_context(ctx)
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(file)
+        if not path.is_file():
+            cli.fail(f"no such file: {file}")
+        text = path.read_text(encoding="utf-8")
+    with cli.client() as client:
+        data = client.import_template(text, update=update, biz=_biz(cli, biz))
+    template = data.get("template") or {}
+    verb = "created" if data.get("created") else "updated"
+    cli.out.print(f"{verb} template {template.get('id')} ({template.get('name')})")
+    for plan in data.get("plans") or []:
+        verb = "created" if plan.get("created") else "updated"
+        cli.out.print(f"  {verb} plan {plan.get('id')} ({plan.get('name')})")
+
+
+@plan_app.command("list")
+def plan_list(
+    ctx: typer.Context,
+    template: Annotated[int, typer.Option("--template", "-t", help="Template id.")],
+    biz: BizOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List the plans of a template; 'needs sync' marks plans older than their template."""
+    cli = cli_context(ctx)
+    bk_biz_id = _biz(cli, biz)
+    with cli.client() as client:
+        rows = _all(lambda start, length: _plans(client, template, start, length, bk_biz_id))
+    if json_out:
+        cli.out.out(_render.to_json(rows))
+        return
+    table = [{**r, "needs_sync": bool(r.get("need_update"))} for r in rows]
+    cli.out.print(
+        _render.records_table(
+            table, ["id", "name", "needs_sync", "last_modify_user", "last_modify_time"]
+        )
+    )
+    cli.out.print(Text(f"{len(rows)} plans of template {template}", style="dim"))
+
+
+def _plans(
+    client: JobClient, template_id: int, start: int, length: int, biz: int
+) -> dict[str, Any]:
+    return client.list_plans(template_id, start=start, length=length, biz=biz)
+
+
+def _global_vars(values: list[str], host_values: list[str]) -> list[dict[str, Any]]:
+    """``--var name=value`` and ``--hosts name=ip,cloud:ip`` as a global_var_list."""
+    out: list[dict[str, Any]] = []
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{item!r} is not name=value", param_hint="--var")
+        out.append({"name": name, "value": value})
+    for item in host_values:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise typer.BadParameter(f"{item!r} is not name=ip,ip", param_hint="--hosts")
+        out.append({"name": name, "server": {"ip_list": [parse_host(p) for p in value.split(",")]}})
+    return out
+
+
+@plan_app.command("run")
+def plan_run(
+    ctx: typer.Context,
+    plan: Annotated[int, typer.Argument(help="Plan id.")],
+    var: Annotated[
+        list[str], typer.Option("--var", help="A variable's value: name=value (repeat).")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    hosts: Annotated[
+        list[str],
+        typer.Option("--hosts", help="A host variable's hosts: name=ip,cloud:ip (repeat)."),
+    ] = [],  # noqa: B006
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the end.")] = True,
+    biz: BizOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Run an execution plan; with --wait (default) show every step and exit 1 if it failed."""
+    cli = cli_context(ctx)
+    bk_biz_id = _biz(cli, biz)
+    with cli.client() as client:
+        started = client.execute_job_plan(
+            plan, global_var_list=_global_vars(var, hosts), bk_biz_id=bk_biz_id
+        )
+        job_id = int(started["job_instance_id"])
+        if not wait:
+            if json_out:
+                cli.out.out(_render.to_json(started))
+            else:
+                cli.out.print(f"job {job_id} ({started.get('job_instance_name')}) started")
+            return
+        data = client.wait_for_job(job_id, biz=bk_biz_id)
+        result = client.get_result(job_id, biz=bk_biz_id)
+    if json_out:
+        cli.out.out(_render.to_json(data))
+    else:
+        cli.out.print(_render.job_overview(data))
+        cli.out.print()
+        cli.out.print(_render.host_table(result.hosts))
+        cli.out.print(_render.result_summary(result))
+    raise typer.Exit(0 if data["job_instance"]["status"] == 3 else 1)
