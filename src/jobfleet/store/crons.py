@@ -1,10 +1,249 @@
-"""Cron jobs: schedules that launch execution plans."""
+"""Cron jobs: schedules that launch execution plans, and the slots they fired.
+
+A cron's ``variables`` are the values it gives its plan's global variables, kept as
+``[{id, name, type, value}]`` (``server`` instead of ``value`` for host variables)
+with password values encrypted. ``next_fire_at`` is the next slot on the cron clock
+(``jobfleet.domain.cron.CronClock``); it is null while the cron is paused or has
+nothing left to fire. Moving it from one slot to the next is a compare-and-set, and
+``cron_firings`` has one row per slot, so a slot is handled once whatever the number
+of server processes.
+"""
 
 from __future__ import annotations
 
-from jobfleet.store.database import Database
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import CronStatus, VariableType
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.secrets import Cipher
+from jobfleet.store.tables import businesses, cron_firings, crons
+
+FIRED = "fired"
+SKIPPED = "skipped"
+FAILED = "failed"
+
+
+def seal_values(entries: list[dict[str, Any]], cipher: Cipher) -> list[dict[str, Any]]:
+    out = []
+    for entry in entries:
+        item = dict(entry)
+        if item.get("type") == VariableType.PASSWORD and item.get("value"):
+            item["value"] = cipher.encrypt(str(item["value"]))
+        out.append(item)
+    return out
+
+
+def open_values(raw: list[dict[str, Any]] | None, cipher: Cipher) -> list[dict[str, Any]]:
+    out = []
+    for entry in raw or []:
+        item = dict(entry)
+        if item.get("type") == VariableType.PASSWORD and item.get("value"):
+            item["value"] = cipher.decrypt(str(item["value"]))
+        out.append(item)
+    return out
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class CronStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def business_timezone(self, bk_biz_id: int) -> str | None:
+        async with self.db.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(businesses.c.timezone).where(businesses.c.bk_biz_id == bk_biz_id)
+                )
+            ).scalar()
+        return str(value) if value else None
+
+    # the API's side ---------------------------------------------------------
+    async def create(self, values: dict[str, Any]) -> int:
+        now = now_ms()
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                insert(crons).values(
+                    status=int(CronStatus.PAUSED),
+                    create_time=now,
+                    last_modify_time=now,
+                    **values,
+                )
+            )
+        return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    async def get(self, scope_type: str, scope_id: str, cron_id: int) -> Row[Any]:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(crons).where(
+                        crons.c.id == cron_id,
+                        crons.c.scope_type == scope_type,
+                        crons.c.scope_id == scope_id,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise JobError(
+                ErrorCode.CRON_NOT_EXIST,
+                f"Cron {cron_id} does not exist in {scope_type} {scope_id}",
+            )
+        return row
+
+    async def page(
+        self,
+        scope_type: str,
+        scope_id: str,
+        *,
+        cron_id: int | None = None,
+        name: str | None = None,
+        status: int | None = None,
+        creator: str | None = None,
+        last_modify_user: str | None = None,
+        create_range: tuple[int | None, int | None] = (None, None),
+        modify_range: tuple[int | None, int | None] = (None, None),
+        offset: int = 0,
+        limit: int = 20,
+    ) -> tuple[int, list[Row[Any]]]:
+        """A page of crons; times in the ranges are epoch ms, both ends included."""
+        cond: list[Any] = [crons.c.scope_type == scope_type, crons.c.scope_id == scope_id]
+        if cron_id is not None:
+            # bk-job: an id makes the other filters moot
+            cond.append(crons.c.id == cron_id)
+        else:
+            if name:
+                cond.append(crons.c.name.ilike(f"%{_escape_like(name)}%", escape="\\"))
+            if status is not None:
+                cond.append(crons.c.status == status)
+            if creator:
+                cond.append(crons.c.creator == creator)
+            if last_modify_user:
+                cond.append(crons.c.last_modify_user == last_modify_user)
+            for column, (low, high) in (
+                (crons.c.create_time, create_range),
+                (crons.c.last_modify_time, modify_range),
+            ):
+                if low is not None:
+                    cond.append(column >= low)
+                if high is not None:
+                    cond.append(column <= high)
+        async with self.db.connect() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(crons).where(*cond))
+            ).scalar_one()
+            rows = await conn.execute(
+                select(crons).where(*cond).order_by(crons.c.id.desc()).offset(offset).limit(limit)
+            )
+            return int(total), list(rows.all())
+
+    async def update(self, cron_id: int, values: dict[str, Any]) -> None:
+        async with self.db.begin() as conn:
+            res = await conn.execute(update(crons).where(crons.c.id == cron_id).values(**values))
+        if not res.rowcount:
+            raise JobError(ErrorCode.CRON_NOT_EXIST, f"Cron {cron_id} does not exist")
+
+    async def delete(self, cron_id: int) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(delete(crons).where(crons.c.id == cron_id))
+            # SQLite may give a deleted cron's id to the next one
+            await conn.execute(delete(cron_firings).where(cron_firings.c.cron_id == cron_id))
+
+    # the scheduler's side ---------------------------------------------------
+    async def due(self, now: int, limit: int) -> list[Row[Any]]:
+        """Running crons whose next slot is at or before ``now`` (cron clock), oldest first."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(crons)
+                .where(
+                    crons.c.status == int(CronStatus.RUNNING),
+                    crons.c.next_fire_at.is_not(None),
+                    crons.c.next_fire_at <= now,
+                )
+                .order_by(crons.c.next_fire_at, crons.c.id)
+                .limit(limit)
+            )
+            return list(rows.all())
+
+    async def earliest(self) -> int | None:
+        """The soonest slot of any running cron."""
+        async with self.db.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(func.min(crons.c.next_fire_at)).where(
+                        crons.c.status == int(CronStatus.RUNNING)
+                    )
+                )
+            ).scalar()
+        return None if value is None else int(value)
+
+    async def running(self) -> list[Row[Any]]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(crons).where(
+                    crons.c.status == int(CronStatus.RUNNING), crons.c.next_fire_at.is_not(None)
+                )
+            )
+            return list(rows.all())
+
+    async def move(self, cron_id: int, due: int, values: dict[str, Any]) -> bool:
+        """Compare-and-set outside a firing (re-aligning a schedule)."""
+        async with self.db.begin() as conn:
+            return await self.advance(conn, cron_id, due, values)
+
+    @staticmethod
+    async def advance(
+        conn: AsyncConnection, cron_id: int, due: int, values: dict[str, Any]
+    ) -> bool:
+        """Move a running cron on from slot ``due``; False if another node (or an edit) did."""
+        res = await conn.execute(
+            update(crons)
+            .where(
+                crons.c.id == cron_id,
+                crons.c.status == int(CronStatus.RUNNING),
+                crons.c.next_fire_at == due,
+            )
+            .values(**values)
+        )
+        return res.rowcount == 1
+
+    @staticmethod
+    async def reread(conn: AsyncConnection, cron_id: int) -> Row[Any] | None:
+        return (await conn.execute(select(crons).where(crons.c.id == cron_id))).first()
+
+    @staticmethod
+    async def record(
+        conn: AsyncConnection,
+        cron_id: int,
+        slot: int,
+        outcome: str,
+        *,
+        node: str,
+        message: str = "",
+        job_instance_id: int | None = None,
+    ) -> None:
+        await conn.execute(
+            insert(cron_firings).values(
+                cron_id=cron_id,
+                slot=slot,
+                outcome=outcome,
+                message=message[:1024],
+                node=node,
+                job_instance_id=job_instance_id,
+                create_time=now_ms(),
+            )
+        )
+
+    async def firings(self, cron_id: int) -> list[Row[Any]]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(cron_firings)
+                .where(cron_firings.c.cron_id == cron_id)
+                .order_by(cron_firings.c.slot)
+            )
+            return list(rows.all())

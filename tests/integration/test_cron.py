@@ -1,0 +1,431 @@
+"""Crons through the bk-job v3 routes, and the scheduler that fires them.
+
+The servers here run the cron clock 60 times faster than the wall clock, so a
+``* * * * *`` cron fires every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.fernet import Fernet
+from sqlalchemy import func, insert, select, update
+from tests.integration.harness import Proc, Running, Wire, eventually, free_port, run_server
+
+from jobfleet.domain.plans import parse_steps
+from jobfleet.domain.variables import parse_definitions
+from jobfleet.server import read_bootstrap
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.secrets import Cipher
+from jobfleet.store.tables import (
+    audit_log,
+    businesses,
+    cron_firings,
+    crons,
+    job_instances,
+    job_plans,
+    job_templates,
+)
+from jobfleet.store.templates import seal_variables
+
+A = "127.0.0.91"
+FAST = {"cron_time_scale": 60}
+BIZ = {"bk_scope_type": "biz", "bk_scope_id": "2"}
+GREET = 'echo "greeting=$greeting token=${#token}"\n'
+
+
+async def make_plan(db: Database, cipher: Cipher, *, biz: int = 2, name: str = "plan",
+                    ip: str = A, content: str = GREET) -> int:
+    """A template and a plan of one script step with two variables, written to the store."""
+    defs = parse_definitions([
+        {"name": "greeting", "type": 1, "value": "from-plan"},
+        {"name": "token", "type": 4, "value": "plan-token"},
+        {"name": "targets", "type": 3},
+        {"name": "items", "type": 6, "value": "(a b)"},
+    ])
+    for i, var in enumerate(defs, start=1):
+        var.id = i
+    steps = parse_steps([{"name": "greet", "type": 1, "script_info": {
+        "script_type": 1, "script_content": content, "script_language": 1,
+        "account": {"alias": "root"},
+        "server": {"ip_list": [{"bk_cloud_id": 0, "ip": ip}]}}}], defs)
+    steps[0]["id"] = 1
+    now = now_ms()
+    common = {"bk_biz_id": biz, "description": "", "steps": steps,
+              "variables": seal_variables(defs, cipher), "creator": "admin",
+              "create_time": now, "last_modify_user": "admin", "last_modify_time": now}
+    async with db.begin() as conn:
+        res = await conn.execute(insert(job_templates).values(
+            name=f"{name}-template", version=1, next_step_id=2, next_variable_id=len(defs) + 1,
+            **common))
+        res = await conn.execute(insert(job_plans).values(
+            name=name, template_id=res.inserted_primary_key[0], template_version=1,
+            **{**common, "steps": [{**s, "enabled": True} for s in steps]}))
+        return int(res.inserted_primary_key[0])
+
+
+async def save(wire: Wire, **body: Any) -> dict[str, Any]:
+    return await wire.v3("save_cron", {**BIZ, **body})
+
+
+async def saved(wire: Wire, **body: Any) -> dict[str, Any]:
+    answer = await save(wire, **body)
+    assert answer["result"], answer
+    return dict(answer["data"])
+
+
+async def set_status(wire: Wire, cron_id: int, status: int) -> dict[str, Any]:
+    return await wire.v3("update_cron_status", {**BIZ, "id": cron_id, "status": status})
+
+
+async def cron_jobs(wire: Wire, cron_id: int) -> list[dict[str, Any]]:
+    answer = await wire.v3("get_job_instance_list", {
+        "bk_biz_id": 2, "job_cron_id": cron_id, "create_time_start": now_ms() - 600_000,
+        "create_time_end": now_ms() + 60_000, "length": 1000}, method="GET")
+    assert answer["result"], answer
+    return list(answer["data"]["data"])
+
+
+async def firings(db: Database, cron_id: int) -> list[Any]:
+    async with db.connect() as conn:
+        rows = await conn.execute(select(cron_firings).where(cron_firings.c.cron_id == cron_id)
+                                  .order_by(cron_firings.c.slot))
+        return list(rows.all())
+
+
+async def test_cron_fires_the_plan_with_its_variables(tmp_path: Path, database_url: str) -> None:
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        await running.start_agents([A])
+        server, wire = running.server, running.wire
+        plan_id = await make_plan(server.db, server.cipher)
+        cron = await saved(wire, name="every minute", job_plan_id=plan_id,
+                           expression="* * * * *", global_var_list=[
+                               {"name": "greeting", "value": "from-cron"},
+                               {"id": 2, "value": "cron-token-1234"}])
+        cron_id = cron["id"]
+        assert cron["status"] == 2 and cron["expression"] == "* * * * *"
+        assert cron["execute_time_zone"] == "UTC" and "execute_time" not in cron
+        assert cron["global_var_list"] == [
+            {"id": 1, "name": "greeting", "type": 1, "value": "from-cron", "server": None},
+            {"id": 2, "name": "token", "type": 4, "value": "******", "server": None}]
+        assert "cron-token-1234" not in json.dumps(cron)
+        async with server.db.connect() as conn:
+            stored = (await conn.execute(select(crons.c.variables)
+                                         .where(crons.c.id == cron_id))).scalar_one()
+        assert stored[1]["value"].startswith("enc:v1:")
+        # a new cron is paused: nothing fires
+        await asyncio.sleep(2.2)
+        assert await cron_jobs(wire, cron_id) == []
+
+        started = await set_status(wire, cron_id, 1)
+        assert started["result"], started
+        assert started["data"]["id"] == cron_id
+        assert {k for k, v in started["data"].items() if v is not None} == {"id"}
+
+        async def two_jobs() -> list[dict[str, Any]] | None:
+            jobs = await cron_jobs(wire, cron_id)
+            return jobs if len(jobs) >= 2 else None
+        jobs = await eventually(two_jobs, timeout=10)
+        assert {(j["launch_mode"], j["job_plan_id"], j["type"]) for j in jobs} == {(3, plan_id, 0)}
+        assert {j["operator"] for j in jobs} == {"admin"}
+        job_id = jobs[-1]["job_instance_id"]
+        status = await wire.wait(job_id)
+        assert status["job_instance"]["status"] == 3, status
+        step_id = status["step_instance_list"][0]["step_instance_id"]
+        logs = await wire.logs(job_id, step_id, [A])
+        assert logs[A] == "greeting=from-cron token=15\n"
+
+        paused = await set_status(wire, cron_id, 2)
+        assert paused["result"], paused
+        await asyncio.sleep(0.5)
+        count = len(await cron_jobs(wire, cron_id))
+        await asyncio.sleep(2.2)
+        assert len(await cron_jobs(wire, cron_id)) == count
+        rows = await firings(server.db, cron_id)
+        fired = [r for r in rows if r.outcome == "fired"]
+        assert len(fired) == count
+        assert sorted(r.job_instance_id for r in fired) == sorted(
+            j["job_instance_id"] for j in await cron_jobs(wire, cron_id))
+        # one cron minute apart: the clock runs 60 times faster
+        assert all(b.slot - a.slot == 60 for a, b in itertools.pairwise(fired))
+        detail = await wire.v3("get_cron_detail", {**BIZ, "id": cron_id}, method="GET")
+        assert detail["data"]["status"] == 2
+
+
+async def test_one_shot_fires_once(tmp_path: Path, database_url: str) -> None:
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        await running.start_agents([A])
+        server, wire = running.server, running.wire
+        plan_id = await make_plan(server.db, server.cipher)
+        past = await save(wire, name="too late", job_plan_id=plan_id,
+                          execute_time=int(time.time()) - 5)
+        assert past["code"] == 1245006, past
+        # execute_time is wall-clock seconds, whatever the cron clock's speed
+        at = int(time.time()) + 3
+        cron = await saved(wire, name="once", job_plan_id=plan_id, execute_time=at,
+                           execute_time_zone="Asia/Shanghai")
+        assert (cron["execute_time"], cron["expression"]) == (at, None)
+        assert (await set_status(wire, cron["id"], 1))["result"]
+
+        async def one_job() -> list[dict[str, Any]] | None:
+            jobs = await cron_jobs(wire, cron["id"])
+            return jobs or None
+        jobs = await eventually(one_job, timeout=10)
+        assert time.time() >= at - 0.05
+        await asyncio.sleep(2)
+        assert len(await cron_jobs(wire, cron["id"])) == 1
+        status = await wire.wait(jobs[0]["job_instance_id"])
+        assert status["job_instance"]["status"] == 3
+        # done: paused, and its time has passed, so it cannot start again
+        detail = await wire.v3("get_cron_detail", {**BIZ, "id": cron["id"]}, method="GET")
+        assert detail["data"]["status"] == 2
+        again = await set_status(wire, cron["id"], 1)
+        assert again["code"] == 1245006, again
+        assert [r.outcome for r in await firings(server.db, cron["id"])] == ["fired"]
+
+
+async def test_cron_api_rules(running: Running) -> None:
+    wire, server = running.wire, running.server
+    plan_id = await make_plan(server.db, server.cipher)
+    base = {"name": "nightly", "job_plan_id": plan_id}
+
+    async def code(**body: Any) -> tuple[int, str]:
+        answer = await save(wire, **body)
+        return answer["code"], answer.get("message", "")
+
+    assert await code(**base, expression="0 0 ? * *") == (
+        1241010, "Invalid parameter [expression]: '?' is not supported (in the day field); "
+        "use '*'")
+    got = await code(**base, expression="61 * * * *")
+    assert got[0] == 1241010 and "minute 61 is out of range 0-59" in got[1]
+    assert (await code(**base))[0] == 1241004
+    assert (await code(**{**base, "name": "x" * 61}, expression="0 2 * * *"))[0] == 1241010
+    assert (await code(name="n", expression="0 2 * * *"))[0] == 1241004
+    assert (await code(**{**base, "job_plan_id": 999}, expression="0 2 * * *"))[0] == 1243009
+    other_biz = await make_plan(server.db, server.cipher, biz=3, name="elsewhere")
+    assert (await code(**{**base, "job_plan_id": other_biz}, expression="0 2 * * *"))[0] == 1243009
+    got = await code(**base, expression="0 2 * * *", execute_time_zone="Mars/Base")
+    assert got[0] == 1241010 and "IANA" in got[1]
+    got = await code(**base, expression="0 2 * * *", global_var_list=[{"name": "nope"}])
+    assert got[0] == 1241010 and "nope" in got[1]
+    got = await code(**base, expression="0 2 * * *",
+                     global_var_list=[{"name": "greeting", "server": {"host_id_list": [1]}}])
+    assert got[0] == 1241010, got
+    got = await code(**base, expression="0 2 * * *",
+                     global_var_list=[{"name": "targets", "value": "1.2.3.4"}])
+    assert got[0] == 1241010, got
+    got = await code(**base, expression="0 2 * * *",
+                     global_var_list=[{"name": "items", "value": "not an array"}])
+    assert got[0] == 1241010, got
+    got = await code(**base, execute_time=(int(time.time()) + 60) * 1000)
+    assert got[0] == 1241010 and "milliseconds" in got[1]
+
+    # the business's time zone is the default
+    async with server.db.begin() as conn:
+        await conn.execute(update(businesses).where(businesses.c.bk_biz_id == 2)
+                           .values(timezone="Asia/Shanghai"))
+    cron = await saved(wire, **base, expression="0/5 2 * * 1-5", global_var_list=[
+        {"name": "token", "value": "first"},
+        {"name": "targets", "server": {"ip_list": [{"bk_cloud_id": 0, "ip": A}]}}])
+    cron_id = cron["id"]
+    assert cron["execute_time_zone"] == "Asia/Shanghai"
+    assert [v["name"] for v in cron["global_var_list"]] == ["token", "targets"]
+    assert cron["global_var_list"][1]["server"] == {"ip_list": [{"bk_cloud_id": 0, "ip": A}]}
+
+    # an update changes what it is given; a masked password keeps its value
+    updated = await saved(wire, id=cron_id, name="weekday mornings", global_var_list=[
+        {"name": "token", "value": "******"}, {"name": "greeting", "value": "hi"}])
+    assert (updated["name"], updated["expression"]) == ("weekday mornings", "0/5 2 * * 1-5")
+    assert [v["name"] for v in updated["global_var_list"]] == ["token", "greeting"]
+    async with server.db.connect() as conn:
+        stored = (await conn.execute(select(crons.c.variables)
+                                     .where(crons.c.id == cron_id))).scalar_one()
+    assert server.cipher.decrypt(stored[0]["value"]) == "first"
+    bad = await save(wire, id=cron_id, expression="* * * *")
+    assert bad["code"] == 1241010
+    swapped = await saved(wire, id=cron_id, execute_time=int(time.time()) + 3600)
+    assert swapped["expression"] is None and "execute_time" in swapped
+
+    # starting computes the next slot strictly after now, on the cron clock
+    assert (await set_status(wire, cron_id, 3))["code"] == 1241010
+    assert (await set_status(wire, cron_id, 1))["result"]
+    again = await saved(wire, id=cron_id, expression="0 3 * * *")
+    async with server.db.connect() as conn:
+        next_at = (await conn.execute(select(crons.c.next_fire_at)
+                                      .where(crons.c.id == cron_id))).scalar_one()
+    assert next_at > time.time() and next_at % 86400 == (3 - 8) % 24 * 3600
+    assert again["status"] == 1
+
+    listing = await wire.v3("get_cron_list", {**BIZ, "name": "MORNING"}, method="GET")
+    assert [c["id"] for c in listing["data"]["data"]] == [cron_id]
+    assert "global_var_list" not in listing["data"]["data"][0]
+    now_s = int(time.time())
+    for query, ids in (
+        ({"status": 1}, [cron_id]),
+        ({"status": 2}, []),
+        ({"creator": "admin", "create_time_start": now_s - 60, "create_time_end": now_s + 60},
+         [cron_id]),
+        ({"last_modify_time_start": now_s + 60}, []),
+        ({"id": cron_id, "name": "no such name"}, [cron_id]),
+    ):
+        page = await wire.v3("get_cron_list", {**BIZ, **query}, method="GET")
+        assert [c["id"] for c in page["data"]["data"]] == ids, query
+    assert abs(listing["data"]["data"][0]["create_time"] - now_s) < 60
+
+    for name, body in (("get_cron_detail", {"id": 999}),
+                       ("update_cron_status", {"id": 999, "status": 1}),
+                       ("delete_cron", {"id": 999}),
+                       ("save_cron", {"id": 999, "name": "x"})):
+        answer = await wire.v3(name, {**BIZ, **body},
+                               method="GET" if name.startswith("get") else "POST")
+        assert answer["code"] == 1245001, (name, answer)
+    deleted = await wire.v3("delete_cron", {**BIZ, "id": cron_id})
+    assert deleted["result"] and "data" not in deleted
+    gone = await wire.v3("get_cron_detail", {**BIZ, "id": cron_id}, method="GET")
+    assert gone["code"] == 1245001
+    async with server.db.connect() as conn:
+        actions = [r[0] for r in await conn.execute(
+            select(audit_log.c.action).where(audit_log.c.resource_type == "cron")
+            .order_by(audit_log.c.id))]
+    assert actions == ["create_cron", "update_cron", "update_cron", "start_cron",
+                       "update_cron", "delete_cron"]
+
+
+async def test_slot_missed_while_down_fires_once_on_start(
+        tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    async with run_server(tmp_path, database_url, engine=FAST, port=port) as running:
+        server, wire = running.server, running.wire
+        await server.inventory.add(2, A)
+        plan_id = await make_plan(server.db, server.cipher)
+        at = int(time.time()) + 3
+        once = await saved(wire, name="while down", job_plan_id=plan_id, execute_time=at)
+        assert (await set_status(wire, once["id"], 1))["result"]
+        late = await saved(wire, name="too long down", job_plan_id=plan_id,
+                           execute_time=at + 1)
+        assert (await set_status(wire, late["id"], 1))["result"]
+        minutely = await saved(wire, name="minutely", job_plan_id=plan_id,
+                               expression="* * * * *")
+        assert (await set_status(wire, minutely["id"], 1))["result"]
+
+        async def fired_once() -> bool:
+            return any(r.outcome == "fired" for r in await firings(server.db, minutely["id"]))
+        await eventually(fired_once, timeout=10)
+    stopped = time.time()
+    await asyncio.sleep(max(at + 1.5 - time.time(), 0) + 1.0)
+    # back within the grace window: the one-shot's slot and the latest minute run once
+    async with run_server(tmp_path, database_url, engine=FAST, port=port) as running:
+        server, wire = running.server, running.wire
+        started = time.time()
+
+        async def fired(cron_id: int) -> list[Any] | None:
+            rows = [r for r in await firings(server.db, cron_id) if r.outcome == "fired"]
+            return rows or None
+        rows = await eventually(lambda: fired(once["id"]), timeout=10)
+        assert len(rows) == 1 and rows[0].job_instance_id
+        # the one-shot due ~2 s before this start was within the grace window too
+        assert len(await eventually(lambda: fired(late["id"]), timeout=10)) == 1
+        assert len(await cron_jobs(wire, once["id"])) == 1
+        clock = server.cron_scheduler.clock
+        minute_rows = await firings(server.db, minutely["id"])
+        # the minutes missed while down did not run one by one: the first is recorded
+        # as skipped, the latest ran, then the schedule went on
+        after = [r for r in minute_rows if clock.wall(r.slot) > stopped]
+        assert [r.outcome for r in after[:2]] == ["skipped", "fired"], after
+        assert clock.wall(after[1].slot) <= started + 0.5
+        assert "superseded" in after[0].message
+        assert [r.outcome for r in minute_rows].count("skipped") == 1
+        assert [r.outcome for r in await firings(server.db, late["id"])] == ["fired"]
+        # a one-shot missed by more than the grace window is skipped, not run
+        again = int(time.time()) + 4
+        more = await saved(wire, id=late["id"], execute_time=again)
+        assert (await set_status(wire, more["id"], 1))["result"]
+    await asyncio.sleep(max(again + 3 - time.time(), 0))
+    async with run_server(tmp_path, database_url, engine={**FAST, "cron_grace": 1.0},
+                          port=port) as running:
+        server = running.server
+        first_slot = server.cron_scheduler.clock.slot_of(at + 1)
+
+        async def settled() -> list[str] | None:
+            rows = [r for r in await firings(server.db, late["id"]) if r.slot > first_slot]
+            return [r.outcome for r in rows] or None
+        assert await eventually(settled, timeout=10) == ["skipped"]
+        assert len(await cron_jobs(running.wire, late["id"])) == 1
+
+
+async def start_proc(data_dir: Path, port: int, database_url: str,
+                     env: dict[str, str]) -> Proc:
+    proc = Proc(["jobfleet", "server", "--data-dir", str(data_dir), "--port", str(port),
+                 "--database-url", database_url, "--cron-time-scale", "60",
+                 "--log-level", "warning"], env)
+    await proc.start()
+    async with httpx.AsyncClient(trust_env=False) as http:
+        async def up() -> bool:
+            if proc.proc is not None and proc.proc.returncode is not None:
+                out = await proc.proc.stdout.read() if proc.proc.stdout else b""
+                raise AssertionError(f"server exited: {out.decode()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+            return False
+        await eventually(up, timeout=30)
+    return proc
+
+
+async def test_two_servers_fire_each_slot_once(tmp_path: Path, database_url: str) -> None:
+    env = {"JOBFLEET_SECRET_KEY": Fernet.generate_key().decode()}
+    first_dir, second_dir = tmp_path / "one", tmp_path / "two"
+    ports = free_port(), free_port()
+    first = await start_proc(first_dir, ports[0], database_url, env)
+    procs = [first]
+    db = Database(database_url)
+    try:
+        # a second node of the same installation: same database, key and credentials
+        second_dir.mkdir(mode=0o700)
+        shutil.copy(first_dir / "bootstrap.json", second_dir / "bootstrap.json")
+        procs.append(await start_proc(second_dir, ports[1], database_url, env))
+        boot = read_bootstrap(first_dir)
+        wires = [Wire(f"http://127.0.0.1:{p}", boot["bk_app_code"], boot["bk_app_secret"])
+                 for p in ports]
+        added = await wires[0].post("/api/jobfleet/v1/hosts", {"bk_biz_id": 2, "ip": A},
+                                    headers=wires[0].headers())
+        assert added["result"], added
+        plan_id = await make_plan(db, Cipher(env["JOBFLEET_SECRET_KEY"].encode()))
+        cron = await saved(wires[0], name="per second", job_plan_id=plan_id,
+                           expression="* * * * *",
+                           global_var_list=[{"name": "token", "value": "shared-key"}])
+        assert (await set_status(wires[1], cron["id"], 1))["result"]
+        await asyncio.sleep(6)
+        assert (await set_status(wires[0], cron["id"], 2))["result"]
+        await asyncio.sleep(1)
+        async with db.connect() as conn:
+            rows = list(await conn.execute(select(cron_firings)
+                                           .where(cron_firings.c.cron_id == cron["id"])))
+            jobs = (await conn.execute(select(func.count()).select_from(job_instances)
+                                       .where(job_instances.c.cron_id == cron["id"]))).scalar()
+        fired = [r for r in rows if r.outcome == "fired"]
+        assert len(fired) >= 4, rows
+        assert [r for r in rows if r.outcome == "failed"] == [], rows
+        assert len({r.slot for r in rows}) == len(rows)
+        assert jobs == len(fired)
+        assert len({r.job_instance_id for r in fired}) == len(fired)
+        nodes = {(d / "node_id").read_text().strip() for d in (first_dir, second_dir)}
+        assert {r.node for r in fired} <= nodes
+        for wire in wires:
+            await wire.close()
+    finally:
+        await db.close()
+        for proc in procs:
+            await proc.stop()
+        for proc in procs:
+            if proc.proc is not None and proc.proc.stdout is not None:
+                out = (await proc.proc.stdout.read()).decode()
+                for failure in ("cron_pass_failed", "cron_fire_error", "cron_realign_failed"):
+                    assert failure not in out, out[-3000:]
