@@ -1,0 +1,262 @@
+"""Dangerous-statement rules: the table, and the enabled rules every script is checked against.
+
+Scripts are checked on every ``fast_execute_script`` and every plan launch, so the
+enabled rules are kept compiled in memory for ``ttl`` seconds: under load a node reads
+the table at most once per ``ttl``. A change made through this store drops the copy at
+once, so it holds on this node from the next request; other nodes see it within ``ttl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select, update
+
+from jobfleet.domain.dangerous import (
+    Finding,
+    Rule,
+    RuleStatus,
+    applicable,
+    blocking,
+    compile_rule,
+    refusal,
+    scan,
+)
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.tables import dangerous_rules
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL = 3.0
+# scanning a large script takes a while: do it off the event loop
+OFFLOAD_CHARS = 256 * 1024
+
+
+def rule_view(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "expression": row.expression,
+        "script_language_list": sorted(int(x) for x in row.script_language_list or []),
+        "description": row.description,
+        "action": row.action,
+        "status": row.status,
+        "creator": row.creator,
+        "create_time": row.create_time,
+        "last_modify_user": row.last_modify_user,
+        "last_modify_time": row.last_modify_time,
+    }
+
+
+class RuleStore:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ttl: float = DEFAULT_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.ttl = ttl
+        self.clock = clock
+        self._rules: tuple[Rule, ...] | None = None
+        self._loaded_at = 0.0
+        # bumped by every change: a load that raced a change must not be kept
+        self._generation = 0
+        self._loading = asyncio.Lock()
+
+    # reads -------------------------------------------------------------------
+    async def search(
+        self,
+        *,
+        expression: str | None = None,
+        description: str | None = None,
+        languages: Iterable[int] | None = None,
+        action: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rules in id order. Text filters match any part, ignoring case; languages any of."""
+        cond = []
+        if action is not None:
+            cond.append(dangerous_rules.c.action == action)
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(dangerous_rules).where(*cond).order_by(dangerous_rules.c.id)
+            )
+            views = [rule_view(r) for r in rows]
+        # the table holds tens of rules: filtering here keeps SQLite and PostgreSQL alike
+        wanted = set(languages or ())
+        return [
+            v
+            for v in views
+            if _contains(v["expression"], expression)
+            and _contains(v["description"], description)
+            and (not wanted or wanted & set(v["script_language_list"]))
+        ]
+
+    async def get(self, rule_id: int) -> dict[str, Any]:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(select(dangerous_rules).where(dangerous_rules.c.id == rule_id))
+            ).first()
+        if row is None:
+            raise JobError(ErrorCode.NOT_FOUND, f"Dangerous rule {rule_id} does not exist")
+        return rule_view(row)
+
+    # changes -----------------------------------------------------------------
+    async def create(
+        self,
+        *,
+        expression: str,
+        languages: list[int],
+        action: int,
+        description: str,
+        user: str,
+        status: int = RuleStatus.DISABLED,
+    ) -> dict[str, Any]:
+        now = now_ms()
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                insert(dangerous_rules).values(
+                    expression=expression,
+                    script_language_list=languages,
+                    description=description,
+                    action=int(action),
+                    status=int(status),
+                    creator=user,
+                    create_time=now,
+                    last_modify_user=user,
+                    last_modify_time=now,
+                )
+            )
+        self.invalidate()
+        return await self.get(int(res.inserted_primary_key[0]))  # type: ignore[index]
+
+    async def update(
+        self,
+        rule_id: int,
+        *,
+        user: str,
+        expression: str | None = None,
+        languages: list[int] | None = None,
+        action: int | None = None,
+        description: str | None = None,
+        status: int | None = None,
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {"last_modify_user": user, "last_modify_time": now_ms()}
+        for column, value in (
+            ("expression", expression),
+            ("script_language_list", languages),
+            ("action", action),
+            ("description", description),
+            ("status", status),
+        ):
+            if value is not None:
+                values[column] = value
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(dangerous_rules).where(dangerous_rules.c.id == rule_id).values(**values)
+            )
+        if not res.rowcount:
+            raise JobError(ErrorCode.NOT_FOUND, f"Dangerous rule {rule_id} does not exist")
+        self.invalidate()
+        return await self.get(rule_id)
+
+    async def delete(self, rule_id: int) -> dict[str, Any]:
+        """Delete a rule; returns it as it was."""
+        view = await self.get(rule_id)
+        async with self.db.begin() as conn:
+            res = await conn.execute(delete(dangerous_rules).where(dangerous_rules.c.id == rule_id))
+        if not res.rowcount:
+            raise JobError(ErrorCode.NOT_FOUND, f"Dangerous rule {rule_id} does not exist")
+        self.invalidate()
+        return view
+
+    # checking scripts --------------------------------------------------------
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._rules = None
+
+    async def enabled(self) -> tuple[Rule, ...]:
+        """The enabled rules, compiled; read from the table at most once per ``ttl``."""
+        rules = self._cached()
+        if rules is not None:
+            return rules
+        # one reader at a time: a burst of requests after expiry costs one query
+        async with self._loading:
+            rules = self._cached()
+            if rules is not None:
+                return rules
+            generation = self._generation
+            rules = await self._load()
+            if generation == self._generation:
+                self._rules, self._loaded_at = rules, self.clock()
+            return rules
+
+    def _cached(self) -> tuple[Rule, ...] | None:
+        if self._rules is not None and self.clock() - self._loaded_at < self.ttl:
+            return self._rules
+        return None
+
+    async def _load(self) -> tuple[Rule, ...]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(dangerous_rules)
+                .where(dangerous_rules.c.status == int(RuleStatus.ENABLED))
+                .order_by(dangerous_rules.c.id)
+            )
+            found = list(rows)
+        rules = []
+        for row in found:
+            try:
+                rules.append(
+                    compile_rule(
+                        row.id,
+                        row.expression,
+                        row.script_language_list or [],
+                        row.action,
+                        row.description,
+                    )
+                )
+            except (JobError, ValueError, TypeError):
+                # written around the API: one bad row must not stop every execution
+                log.error("dangerous_rule_unusable id=%s", row.id)
+        return tuple(rules)
+
+    async def check(self, text: str, language: int) -> list[Finding]:
+        rules = applicable(await self.enabled(), language)
+        if not rules:
+            return []
+        if len(text) > OFFLOAD_CHARS:
+            return await asyncio.to_thread(scan, text, language, rules)
+        return scan(text, language, rules)
+
+    async def enforce(self, text: str, language: int, *, where: str = "") -> list[Finding]:
+        """Refuse (1244019) a script an intercept rule matches; log what scan rules find."""
+        findings = await self.check(text, language)
+        hit = blocking(findings)
+        if hit is not None:
+            log.warning(
+                "dangerous_script_blocked rule=%s line=%s where=%r",
+                hit.rule.id,
+                hit.line,
+                where,
+            )
+            raise refusal(hit, where)
+        if findings:
+            # one line per script: a rule may match thousands of lines
+            log.warning(
+                "dangerous_script_warning where=%r findings=%d rules=%s first_line=%d",
+                where,
+                len(findings),
+                sorted({f.rule.id for f in findings}),
+                findings[0].line,
+            )
+        return findings
+
+
+def _contains(text: str, part: str | None) -> bool:
+    return not part or part.casefold() in text.casefold()
