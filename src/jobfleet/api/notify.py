@@ -1,0 +1,364 @@
+"""jobfleet's own guard rails (docs/notifications.md): job-end notification configs,
+running-job quotas of businesses and apps, and the audit log search."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter
+
+from jobfleet.api.params import get_bool, get_int, get_str
+from jobfleet.api.routing import MAX_BODY, Call, Handler, make_endpoint, services_of
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
+from jobfleet.engine.submit import Scope
+from jobfleet.store.audit import AuditQuery
+from jobfleet.store.notify import CHANNELS, WEBHOOK, NotifyStore, config_view
+from jobfleet.store.quotas import QuotaStore
+
+PREFIX = "/api/jobfleet/v1"
+VIEW_NOTIFY = "view_notify_config"
+MANAGE_NOTIFY = "manage_notify_config"
+VIEW_QUOTA = "view_quota"
+MANAGE_QUOTA = "manage_quota"
+VIEW_AUDIT = "view_audit"
+
+MAX_RECIPIENTS = 50
+MIN_SECRET = 8
+# one address, no display name: nothing that could break out of a mail header
+ADDRESS = re.compile(r"^[^@\s,;<>\"'()\[\]\\]+@[A-Za-z0-9.-]+\.?[A-Za-z0-9-]*$")
+
+
+# validation ---------------------------------------------------------------------------
+
+
+def _webhook_url(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise JobError.invalid("target", "a webhook's target is its http(s) URL")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise JobError.invalid("target", "must be an http(s) URL with a host and no user info")
+    if len(value) > 1024:
+        raise JobError.invalid("target", "longer than 1024 characters")
+    return value
+
+
+def _addresses(value: Any) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise JobError.invalid("target", "an email config's target is a list of addresses")
+    found: list[str] = []
+    for item in items:
+        address = item.strip() if isinstance(item, str) else ""
+        if len(address) > 254 or not ADDRESS.match(address):
+            raise JobError.invalid("target", f"{item!r} is not a plain email address")
+        if address not in found:
+            found.append(address)
+    if not found or len(found) > MAX_RECIPIENTS:
+        raise JobError.invalid("target", f"give 1 to {MAX_RECIPIENTS} addresses")
+    return found
+
+
+def _target(channel: str, value: Any) -> Any:
+    if value is None or value == "":
+        raise JobError.missing("target")
+    return _webhook_url(value) if channel == WEBHOOK else _addresses(value)
+
+
+def _run_status(item: Any) -> RunStatus | None:
+    """A status by number (3, "3") or name ("FAIL", "fail")."""
+    if isinstance(item, str):
+        text = item.strip()
+        if not text.isdigit():
+            return RunStatus.__members__.get(text.upper())
+        item = int(text)
+    if not isinstance(item, int) or isinstance(item, bool):
+        return None
+    try:
+        return RunStatus(item)
+    except ValueError:
+        return None
+
+
+def _statuses(value: Any) -> list[int]:
+    if value is None or value == "":
+        raise JobError.missing("statuses")
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise JobError.invalid("statuses", "a list of final job statuses, e.g. [4, 9]")
+    found: set[int] = set()
+    for item in items:
+        status = _run_status(item)
+        if status is None or status not in FINISHED_RUN_STATUSES:
+            finals = ", ".join(f"{int(s)} {s.name}" for s in sorted(FINISHED_RUN_STATUSES))
+            raise JobError.invalid("statuses", f"{item!r} is not a final job status ({finals})")
+        found.add(int(status))
+    return sorted(found)
+
+
+def _secret(channel: str, value: Any, *, required: bool) -> str | None:
+    if value is None or value == "":
+        if required and channel == WEBHOOK:
+            raise JobError.missing("secret")
+        return None
+    if channel != WEBHOOK:
+        raise JobError.invalid("secret", "only webhooks are signed")
+    if not isinstance(value, str) or not MIN_SECRET <= len(value) <= 1024:
+        raise JobError.invalid("secret", f"a string of {MIN_SECRET} to 1024 characters")
+    return value
+
+
+# helpers ------------------------------------------------------------------------------
+
+
+def _notify_store(call: Call) -> NotifyStore:
+    return NotifyStore(call.services.db, call.services.engine.cipher)
+
+
+def _config_id(call: Call) -> int:
+    value = get_int(call.params, "id", required=True, minimum=1, maximum=2**63 - 1)
+    assert value is not None
+    return value
+
+
+async def _audit(
+    call: Call,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    scope: Scope | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await call.services.audit.record(
+        app_code=call.caller.app_code,
+        username=call.caller.username,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        scope_type=scope.scope_type if scope else None,
+        scope_id=scope.scope_id if scope else None,
+        detail=detail,
+        source_ip=call.request.client.host if call.request.client else "",
+    )
+
+
+def _detail(view: dict[str, Any]) -> dict[str, Any]:
+    return {k: view[k] for k in ("channel", "target", "statuses", "enabled")}
+
+
+# notification configs ---------------------------------------------------------------
+
+
+async def list_configs(call: Call) -> list[dict[str, Any]]:
+    scope = await call.scope(VIEW_NOTIFY)
+    return [config_view(r) for r in await _notify_store(call).of_business(scope.bk_biz_id)]
+
+
+async def get_config(call: Call) -> dict[str, Any]:
+    scope = await call.scope(VIEW_NOTIFY)
+    return config_view(await _notify_store(call).get(scope.bk_biz_id, _config_id(call)))
+
+
+async def create_config(call: Call) -> dict[str, Any]:
+    scope = await call.scope(MANAGE_NOTIFY)
+    p = call.params
+    channel = get_str(p, "channel", required=True)
+    if channel not in CHANNELS:
+        raise JobError.invalid("channel", f"one of {', '.join(CHANNELS)}")
+    row = await _notify_store(call).create(
+        scope.bk_biz_id,
+        channel=channel,
+        target=_target(channel, p.get("target")),
+        secret=_secret(channel, p.get("secret"), required=True),
+        statuses=_statuses(p.get("statuses")),
+        enabled=get_bool(p, "enabled", True),
+        user=call.caller.username,
+    )
+    view = config_view(row)
+    await _audit(call, "create_notify_config", "notify_config", str(row.id), scope, _detail(view))
+    return view
+
+
+async def update_config(call: Call) -> dict[str, Any]:
+    scope = await call.scope(MANAGE_NOTIFY)
+    p, store = call.params, _notify_store(call)
+    config_id = _config_id(call)
+    current = await store.get(scope.bk_biz_id, config_id)
+    changes: dict[str, Any] = {}
+    if "target" in p:
+        changes["target"] = _target(current.channel, p["target"])
+    if "statuses" in p:
+        changes["statuses"] = _statuses(p["statuses"])
+    if "enabled" in p:
+        changes["enabled"] = get_bool(p, "enabled")
+    if "secret" in p:
+        # a webhook keeps a key: an empty value cannot take it away
+        changes["secret"] = _secret(current.channel, p["secret"], required=True)
+    if not changes:
+        raise JobError(
+            ErrorCode.MISSING_PARAM, "Nothing to change: give target, statuses, enabled or secret"
+        )
+    view = config_view(
+        await store.update(scope.bk_biz_id, config_id, user=call.caller.username, **changes)
+    )
+    detail = _detail(view) | {"secret_changed": "secret" in changes}
+    await _audit(call, "update_notify_config", "notify_config", str(config_id), scope, detail)
+    return view
+
+
+async def delete_config(call: Call) -> dict[str, Any]:
+    scope = await call.scope(MANAGE_NOTIFY)
+    row = await _notify_store(call).delete(scope.bk_biz_id, _config_id(call))
+    view = config_view(row)
+    await _audit(call, "delete_notify_config", "notify_config", str(row.id), scope, _detail(view))
+    return view
+
+
+# quotas -------------------------------------------------------------------------------
+
+
+def _limit(call: Call) -> int | None:
+    if call.request.method == "DELETE":
+        return None
+    if "max_running_jobs" not in call.params:
+        raise JobError.missing("max_running_jobs")
+    # null (or "") lifts the limit
+    return get_int(call.params, "max_running_jobs", minimum=0, maximum=1_000_000)
+
+
+async def get_business_quota(call: Call) -> dict[str, Any]:
+    scope = await call.scope(VIEW_QUOTA)
+    limit, running = await QuotaStore(call.services.db).business(scope.bk_biz_id)
+    return {"bk_biz_id": scope.bk_biz_id, "max_running_jobs": limit, "running_jobs": running}
+
+
+async def set_business_quota(call: Call) -> dict[str, Any]:
+    scope = await call.scope(MANAGE_QUOTA)
+    limit = _limit(call)
+    store = QuotaStore(call.services.db)
+    await store.set_business(scope.bk_biz_id, limit)
+    await _audit(
+        call,
+        "set_business_quota",
+        "business",
+        str(scope.bk_biz_id),
+        scope,
+        {"max_running_jobs": limit},
+    )
+    _, running = await store.business(scope.bk_biz_id)
+    return {"bk_biz_id": scope.bk_biz_id, "max_running_jobs": limit, "running_jobs": running}
+
+
+def _admin(call: Call) -> None:
+    if not call.caller.user.is_admin:
+        raise JobError(
+            ErrorCode.PERMISSION_DENIED,
+            f"User {call.caller.username!r} is not an administrator",
+        )
+
+
+async def get_app_quota(call: Call) -> dict[str, Any]:
+    _admin(call)
+    code = str(call.params["app_code"])
+    limit, running = await QuotaStore(call.services.db).app(code)
+    return {"app_code": code, "max_running_jobs": limit, "running_jobs": running}
+
+
+async def set_app_quota(call: Call) -> dict[str, Any]:
+    _admin(call)
+    code = str(call.params["app_code"])
+    limit = _limit(call)
+    store = QuotaStore(call.services.db)
+    await store.set_app(code, limit)
+    await _audit(call, "set_app_quota", "app", code, None, {"max_running_jobs": limit})
+    _, running = await store.app(code)
+    return {"app_code": code, "max_running_jobs": limit, "running_jobs": running}
+
+
+# audit --------------------------------------------------------------------------------
+
+
+async def search_audit(call: Call) -> dict[str, Any]:
+    """Admins search everything; other users search the scope they name and hold."""
+    p = call.params
+    user = call.caller.user
+    named = any(p.get(k) not in (None, "") for k in ("bk_scope_type", "bk_scope_id", "bk_biz_id"))
+    scope = await call.scope(VIEW_AUDIT) if named else None
+    offset = get_int(p, "start", default=0, minimum=0) or 0
+    length = get_int(p, "length", default=20, minimum=1, maximum=1000) or 20
+    since = get_int(p, "create_time_start", minimum=0)
+    until = get_int(p, "create_time_end", minimum=0)
+    if since is not None and until is not None and since > until:
+        raise JobError.invalid("create_time_end", "earlier than create_time_start")
+    query = AuditQuery(
+        since=since,
+        until=until,
+        username=get_str(p, "username", max_length=128),
+        app_code=get_str(p, "app_code", max_length=128),
+        action=get_str(p, "action", max_length=64),
+        resource_type=get_str(p, "resource_type", max_length=64),
+        resource_id=get_str(p, "resource_id", max_length=128),
+        scope_type=scope.scope_type if scope else None,
+        scope_id=scope.scope_id if scope else None,
+        # without a scope named, a user who is not an admin sees the scopes they hold
+        scopes=None if scope or user.is_admin else sorted(user.scopes),
+    )
+    total, rows = await call.services.audit.query(query, offset=offset, limit=length)
+    return {"start": offset, "length": length, "total": total, "data": rows}
+
+
+# routes -------------------------------------------------------------------------------
+
+
+def _with_path_and_body(handler: Handler) -> Handler:
+    """Path parameters join the others; PUT bodies are JSON objects too (the router reads
+    POST bodies only)."""
+
+    async def wrapped(call: Call) -> Any:
+        if call.request.method == "PUT":
+            body = await call.request.body()
+            if len(body) > MAX_BODY:
+                raise JobError(ErrorCode.BAD_REQUEST, f"Request body larger than {MAX_BODY} bytes")
+            if body.strip():
+                try:
+                    parsed = orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    raise JobError(ErrorCode.BAD_REQUEST, f"Malformed JSON body: {exc}") from None
+                if not isinstance(parsed, dict):
+                    raise JobError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
+                call.params.update(parsed)
+        if "bk_biz_id" in call.request.path_params:
+            # the business in the path is the scope: nothing else may name another
+            call.params.pop("bk_scope_type", None)
+            call.params.pop("bk_scope_id", None)
+        call.params.update(call.request.path_params)
+        return await handler(call)
+
+    return wrapped
+
+
+def register(router: APIRouter) -> None:
+    def add(method: str, path: str, handler: Handler) -> None:
+        router.add_api_route(
+            PREFIX + path,
+            make_endpoint(services_of, _with_path_and_body(handler)),
+            methods=[method],
+            name=f"{method} {path}",
+        )
+
+    configs = "/businesses/{bk_biz_id}/notify-configs"
+    add("GET", configs, list_configs)
+    add("POST", configs, create_config)
+    add("GET", configs + "/{id}", get_config)
+    add("PUT", configs + "/{id}", update_config)
+    add("DELETE", configs + "/{id}", delete_config)
+    add("GET", "/businesses/{bk_biz_id}/quota", get_business_quota)
+    add("PUT", "/businesses/{bk_biz_id}/quota", set_business_quota)
+    add("DELETE", "/businesses/{bk_biz_id}/quota", set_business_quota)
+    add("GET", "/apps/{app_code}/quota", get_app_quota)
+    add("PUT", "/apps/{app_code}/quota", set_app_quota)
+    add("DELETE", "/apps/{app_code}/quota", set_app_quota)
+    add("GET", "/audit/entries", search_audit)

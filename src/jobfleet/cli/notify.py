@@ -1,0 +1,120 @@
+"""``jobfleet notify``: where a business hears about finished jobs (docs/notifications.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from jobfleet.cli import _render
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+
+notify_app = typer.Typer(
+    help="Job-end notifications of a business: signed webhooks and mails.", no_args_is_help=True
+)
+
+OnOption = Annotated[
+    list[str],
+    typer.Option(
+        "--on",
+        help="A final job status that triggers it: a number or a name (SUCCESS, FAIL, "
+        "ABNORMAL_STATE, …); repeat for more.",
+    ),
+]
+COLUMNS = ["id", "channel", "target", "statuses", "enabled", "has_secret", "last_modify_user"]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(notify_app, name="notify")
+
+
+def _biz(cli: CliContext, biz: int | None) -> int:
+    return biz if biz is not None else cli.settings.biz
+
+
+def _statuses(values: list[str]) -> list[int | str]:
+    return [int(v) if v.strip().isdigit() else v.strip() for v in values]
+
+
+@notify_app.command("list")
+def notify_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption = False) -> None:
+    """List the business's notification configs (secrets are never shown)."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        rows = client.list_notify_configs(biz=_biz(cli, biz))
+    if json_out:
+        cli.out.out(_render.to_json(rows))
+        return
+    cli.out.print(_render.records_table(rows, COLUMNS))
+
+
+@notify_app.command("webhook")
+def notify_webhook(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(help="The http(s) URL to POST to.")],
+    on: OnOption,
+    secret: Annotated[
+        str,
+        typer.Option(
+            "--secret",
+            envvar="JOBFLEET_NOTIFY_SECRET",
+            prompt=True,
+            hide_input=True,
+            help="HMAC key the body is signed with (X-Jobfleet-Signature).",
+        ),
+    ],
+    biz: BizOption = None,
+) -> None:
+    """Add a webhook: a signed JSON POST when a job ends in one of the --on statuses."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        row = client.create_notify_config(
+            "webhook", url, _statuses(on), secret=secret, biz=_biz(cli, biz)
+        )
+    cli.out.print(f"added webhook {row.get('id')} -> {url} on {row.get('statuses')}")
+
+
+@notify_app.command("email")
+def notify_email(
+    ctx: typer.Context,
+    addresses: Annotated[list[str], typer.Argument(help="Recipients.")],
+    on: OnOption,
+    biz: BizOption = None,
+) -> None:
+    """Add an email notification (the server needs --smtp-host)."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        row = client.create_notify_config("email", addresses, _statuses(on), biz=_biz(cli, biz))
+    cli.out.print(f"added email {row.get('id')} -> {', '.join(addresses)} on {row.get('statuses')}")
+
+
+def _switch(ctx: typer.Context, config_id: int, biz: int | None, enabled: bool) -> None:
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        client.update_notify_config(config_id, enabled=enabled, biz=_biz(cli, biz))
+    cli.out.print(f"{'enabled' if enabled else 'disabled'} notification config {config_id}")
+
+
+ConfigId = Annotated[int, typer.Argument(metavar="ID", help="Config id.")]
+
+
+@notify_app.command("enable")
+def notify_enable(ctx: typer.Context, config_id: ConfigId, biz: BizOption = None) -> None:
+    """Turn a config back on."""
+    _switch(ctx, config_id, biz, True)
+
+
+@notify_app.command("disable")
+def notify_disable(ctx: typer.Context, config_id: ConfigId, biz: BizOption = None) -> None:
+    """Turn a config off without deleting it."""
+    _switch(ctx, config_id, biz, False)
+
+
+@notify_app.command("delete")
+def notify_delete(ctx: typer.Context, config_id: ConfigId, biz: BizOption = None) -> None:
+    """Delete a config; notifications already due are still delivered."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        client.delete_notify_config(config_id, biz=_biz(cli, biz))
+    cli.out.print(Text(f"deleted notification config {config_id}"))

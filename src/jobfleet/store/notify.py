@@ -1,0 +1,155 @@
+"""Where a business hears about finished jobs: webhook and email notification configs.
+
+A webhook's HMAC key is stored encrypted with the server's cipher and never leaves
+the server: views say only whether there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select, update
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.secrets import Cipher
+from jobfleet.store.tables import notify_configs
+
+WEBHOOK = "webhook"
+EMAIL = "email"
+CHANNELS = (WEBHOOK, EMAIL)
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """An enabled config, ready to send through: ``secret`` is in clear text."""
+
+    id: int
+    channel: str
+    target: Any
+    secret: str | None
+
+
+def config_view(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "bk_biz_id": row.bk_biz_id,
+        "channel": row.channel,
+        "target": row.target,
+        "statuses": row.statuses,
+        "enabled": bool(row.enabled),
+        "has_secret": bool(row.secret),
+        "creator": row.creator,
+        "create_time": row.create_time,
+        "last_modify_user": row.last_modify_user,
+        "last_modify_time": row.last_modify_time,
+    }
+
+
+class NotifyStore:
+    def __init__(self, db: Database, cipher: Cipher) -> None:
+        self.db = db
+        self.cipher = cipher
+
+    async def create(
+        self,
+        bk_biz_id: int,
+        *,
+        channel: str,
+        target: Any,
+        secret: str | None,
+        statuses: list[int],
+        enabled: bool,
+        user: str,
+    ) -> Row[Any]:
+        now = now_ms()
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                insert(notify_configs).values(
+                    bk_biz_id=bk_biz_id,
+                    channel=channel,
+                    target=target,
+                    secret=self.cipher.encrypt(secret) if secret else None,
+                    statuses=statuses,
+                    enabled=enabled,
+                    creator=user,
+                    create_time=now,
+                    last_modify_user=user,
+                    last_modify_time=now,
+                )
+            )
+            config_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+        return await self.get(bk_biz_id, config_id)
+
+    async def of_business(self, bk_biz_id: int) -> list[Row[Any]]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(notify_configs)
+                .where(notify_configs.c.bk_biz_id == bk_biz_id)
+                .order_by(notify_configs.c.id)
+            )
+            return list(rows.all())
+
+    async def get(self, bk_biz_id: int, config_id: int) -> Row[Any]:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(notify_configs).where(
+                        notify_configs.c.id == config_id,
+                        notify_configs.c.bk_biz_id == bk_biz_id,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise JobError(
+                ErrorCode.NOT_FOUND,
+                f"Notification config {config_id} does not exist in business {bk_biz_id}",
+            )
+        return row
+
+    async def update(
+        self, bk_biz_id: int, config_id: int, *, user: str, **changes: Any
+    ) -> Row[Any]:
+        """Change ``target``, ``secret``, ``statuses`` or ``enabled`` (the channel stays)."""
+        await self.get(bk_biz_id, config_id)
+        if "secret" in changes:
+            secret = changes["secret"]
+            changes["secret"] = self.cipher.encrypt(secret) if secret else None
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(notify_configs)
+                .where(notify_configs.c.id == config_id, notify_configs.c.bk_biz_id == bk_biz_id)
+                .values(**changes, last_modify_user=user, last_modify_time=now_ms())
+            )
+        return await self.get(bk_biz_id, config_id)
+
+    async def delete(self, bk_biz_id: int, config_id: int) -> Row[Any]:
+        row = await self.get(bk_biz_id, config_id)
+        async with self.db.begin() as conn:
+            await conn.execute(
+                delete(notify_configs).where(
+                    notify_configs.c.id == config_id, notify_configs.c.bk_biz_id == bk_biz_id
+                )
+            )
+        return row
+
+    async def matching(self, bk_biz_id: int, status: int) -> list[NotifyTarget]:
+        """The enabled configs of a business that listen for ``status``."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(notify_configs)
+                .where(
+                    notify_configs.c.bk_biz_id == bk_biz_id,
+                    notify_configs.c.enabled.is_(True),
+                )
+                .order_by(notify_configs.c.id)
+            )
+            found = []
+            for row in rows:
+                # statuses is JSON: filtered here, the same way on every database
+                if status not in (row.statuses or []):
+                    continue
+                secret = self.cipher.decrypt(row.secret) if row.secret else None
+                found.append(NotifyTarget(row.id, row.channel, row.target, secret))
+            return found

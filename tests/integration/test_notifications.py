@@ -1,0 +1,359 @@
+"""Job-end notifications: signed webhooks and mails, retried until accepted, sent once,
+and delivered by the next server when the first stopped before it could."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from aiosmtpd.controller import Controller
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from tests.integration.harness import (
+    TEST_ENGINE,
+    Running,
+    Wire,
+    bound_socket,
+    eventually,
+    free_port,
+    run_server,
+    serve_on,
+)
+
+from jobfleet.engine.notify import SmtpSettings
+from jobfleet.server import Server, ServerSettings, read_bootstrap
+from jobfleet.store.tables import notify_configs, outbox
+
+SECRET = "hook-key-0123456789"
+ADMIN = "/api/jobfleet/v1"
+
+
+class Hook:
+    """A webhook receiver on loopback: fails ``failures`` times, then records what it takes."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.attempts: list[tuple[dict[str, str], bytes]] = []
+        self.accepted: list[tuple[dict[str, str], bytes]] = []
+        self.sock = bound_socket()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def server(self) -> uvicorn.Server:
+        app = Starlette(routes=[Route("/hook", self.hook, methods=["POST"])])
+        return uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+
+    async def hook(self, request: Request) -> Response:
+        got = (dict(request.headers), await request.body())
+        self.attempts.append(got)
+        if len(self.attempts) <= self.failures:
+            return Response("busy", status_code=500)
+        self.accepted.append(got)
+        return Response("ok")
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _headers, body in self.accepted]
+
+
+@asynccontextmanager
+async def listening(hook: Hook) -> AsyncIterator[Hook]:
+    server = hook.server()
+    task = await serve_on(server, hook.sock)
+    try:
+        yield hook
+    finally:
+        server.should_exit = True
+        await task
+
+
+def signed(headers: dict[str, str], body: bytes, secret: str = SECRET) -> bool:
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers.get("x-jobfleet-signature", ""), expected)
+
+
+async def admin(wire: Wire, method: str, path: str, body: Any = None,
+                **params: Any) -> dict[str, Any]:
+    resp = await wire.http.request(method, ADMIN + path, json=body, params=params,
+                                   headers=wire.headers())
+    return dict(resp.json())
+
+
+async def add_config(wire: Wire, biz: int = 2, **body: Any) -> dict[str, Any]:
+    answer = await admin(wire, "POST", f"/businesses/{biz}/notify-configs", body)
+    assert answer["result"], answer
+    return dict(answer["data"])
+
+
+async def pending_rows(server: Server) -> list[Any]:
+    async with server.db.connect() as conn:
+        return list(await conn.execute(select(outbox).where(outbox.c.kind != "callback")))
+
+
+async def test_failed_job_notifies_once_after_a_500_with_a_valid_signature(
+        running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    wire = running.wire
+    await running.start_agents(["127.0.0.2"])
+    async with listening(Hook(failures=1)) as hook:
+        config = await add_config(wire, channel="webhook", target=hook.url, secret=SECRET,
+                                  statuses=[4, "abnormal_state"])
+        assert config["statuses"] == [4, 9] and config["has_secret"] is True
+        assert "secret" not in config
+        sub = await wire.run_script("echo failing; exit 3", ["127.0.0.2"], task_name="nightly")
+        await wire.wait(sub["job_instance_id"])
+        await eventually(lambda: asyncio.sleep(0, hook.accepted))
+        await asyncio.sleep(1.0)  # nothing more may come
+        assert len(hook.attempts) == 2 and len(hook.accepted) == 1
+        (first_headers, first_body), (headers, body) = hook.attempts
+        assert first_body == body
+        assert headers["x-jobfleet-delivery"] == first_headers["x-jobfleet-delivery"]
+        assert headers["x-jobfleet-event"] == "job_finished"
+        assert signed(headers, body) and not signed(headers, body, "another-key-123")
+        event = json.loads(body)
+        assert {k: event[k] for k in ("job_instance_id", "name", "status", "status_name",
+                                      "bk_biz_id", "bk_scope_type", "bk_scope_id", "operator",
+                                      "launch_mode")} == {
+            "job_instance_id": sub["job_instance_id"], "name": "nightly", "status": 4,
+            "status_name": "FAIL", "bk_biz_id": 2, "bk_scope_type": "biz", "bk_scope_id": "2",
+            "operator": "admin", "launch_mode": 2}
+        assert event["end_time"] >= event["start_time"] and event["total_time"] >= 0
+        (step,) = event["steps"]
+        assert step["step_instance_id"] == sub["step_instance_id"]
+        assert step["status"] == 4 and step["hosts"] == {"total": 1, "success": 0, "failed": 1}
+        assert "'nightly'" in event["summary"] and "failed" in event["summary"]
+        assert "http" not in event["summary"]
+        (row,) = await pending_rows(running.server)
+        assert (row.kind, row.state, row.attempts) == ("webhook", "done", 2)
+        assert str(row.id) == headers["x-jobfleet-delivery"]
+        assert SECRET not in row.payload
+
+        # a job that succeeds does not trigger a config listening for failures
+        ok = await wire.run_script("echo fine", ["127.0.0.2"])
+        data = await wire.wait(ok["job_instance_id"])
+        assert data["job_instance"]["status"] == 3
+        await asyncio.sleep(1.0)
+        assert len(hook.attempts) == 2
+        assert len(await pending_rows(running.server)) == 1
+
+        # disabled: silent even for a failure
+        answer = await admin(wire, "PUT", f"/businesses/2/notify-configs/{config['id']}",
+                             {"enabled": False})
+        assert answer["result"] and answer["data"]["enabled"] is False
+        bad = await wire.run_script("exit 1", ["127.0.0.2"])
+        await wire.wait(bad["job_instance_id"])
+        await asyncio.sleep(0.5)
+        assert len(hook.attempts) == 2
+    assert "outbox_retry kind=webhook" in caplog.text
+    assert SECRET not in caplog.text
+
+
+async def test_success_config_gets_success_only(running: Running) -> None:
+    await running.start_agents(["127.0.0.2"])
+    async with listening(Hook()) as hook:
+        await add_config(running.wire, channel="webhook", target=hook.url, secret=SECRET,
+                         statuses=["SUCCESS"])
+        bad = await running.wire.run_script("exit 1", ["127.0.0.2"])
+        await running.wire.wait(bad["job_instance_id"])
+        good = await running.wire.run_script("echo ok", ["127.0.0.2"])
+        await running.wire.wait(good["job_instance_id"])
+        await eventually(lambda: asyncio.sleep(0, hook.accepted))
+        await asyncio.sleep(0.5)
+        assert [b["job_instance_id"] for b in hook.bodies()] == [good["job_instance_id"]]
+        assert hook.bodies()[0]["status_name"] == "SUCCESS"
+
+
+class Mailbox:
+    """An SMTP server on loopback (aiosmtpd) that refuses the first mail, then keeps them."""
+
+    def __init__(self, refusals: int = 1) -> None:
+        self.refusals = refusals
+        self.tries = 0
+        self.messages: list[tuple[str, list[str], Message]] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.tries += 1
+            if self.tries <= self.refusals:
+                return "451 4.3.0 try again later"
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                                  message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+@asynccontextmanager
+async def server_with_mail(tmp_path: Path, database_url: str,
+                           smtp: SmtpSettings) -> AsyncIterator[Running]:
+    """What ``running`` gives, with a mail server in the server's settings."""
+    sock = bound_socket()
+    settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
+                              database_url=database_url, engine=dict(TEST_ENGINE),
+                              heartbeat=2.0, log_level="warning", smtp=smtp)
+    server = Server(settings)
+    uv = uvicorn.Server(server.uvicorn_config())
+    task = await serve_on(uv, sock)
+    boot = read_bootstrap(settings.data_dir)
+    wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"])
+    run = Running(server, settings.url, boot, wire, tmp_path)
+    try:
+        yield run
+    finally:
+        for ip in list(run.agents):
+            await run.stop_agent(ip)
+        await wire.close()
+        uv.should_exit = True
+        await task
+
+
+async def test_email_is_delivered_through_smtp(tmp_path: Path, database_url: str) -> None:
+    box = Mailbox(refusals=1)
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    await asyncio.to_thread(controller.start)
+    smtp = SmtpSettings(host="127.0.0.1", port=controller.port, sender="jobs@example.org",
+                        timeout=5.0)
+    try:
+        async with server_with_mail(tmp_path, database_url, smtp) as run:
+            await run.start_agents(["127.0.0.2"])
+            await add_config(run.wire, channel="email",
+                             target=["ops@example.org", "dev@example.org"], statuses=[3])
+            failed = await run.wire.run_script("exit 1", ["127.0.0.2"])
+            await run.wire.wait(failed["job_instance_id"])
+            sub = await run.wire.run_script("echo mailed", ["127.0.0.2"], task_name="backup db")
+            await run.wire.wait(sub["job_instance_id"])
+            await eventually(lambda: asyncio.sleep(0, box.messages), 20)
+            await asyncio.sleep(1.0)  # nothing more may come
+            assert box.tries == 2 and len(box.messages) == 1
+            sender, rcpt, msg = box.messages[0]
+            assert sender == "jobs@example.org"
+            assert sorted(rcpt) == ["dev@example.org", "ops@example.org"]
+            assert msg["Subject"] == (f"[jobfleet] Job backup db (#{sub['job_instance_id']}) "
+                                      "succeeded")
+            text = msg.get_payload(decode=True).decode()
+            assert "'backup db'" in text and "succeeded" in text
+            assert "1 of 1 hosts succeeded" in text
+            (row,) = await pending_rows(run.server)
+            assert (row.kind, row.state, row.attempts) == ("email", "done", 2)
+            assert msg["X-Jobfleet-Delivery"] == str(row.id)
+    finally:
+        await asyncio.to_thread(controller.stop)
+
+
+async def test_email_without_a_mail_server_fails_at_once(running: Running) -> None:
+    await add_config(running.wire, channel="email", target="ops@example.org", statuses=[4])
+    await running.server.inventory.add(2, "127.0.0.42")
+    sub = await running.wire.run_script("echo x", ["127.0.0.42"])
+    await running.wire.wait(sub["job_instance_id"])
+
+    async def given_up() -> Any:
+        rows = await pending_rows(running.server)
+        return rows if rows and rows[0].state == "failed" else None
+    (row,) = await eventually(given_up)
+    assert row.attempts == 1 and "smtp-host" in row.last_error
+
+
+async def test_notification_pending_at_shutdown_is_sent_by_the_next_server(
+        tmp_path: Path, database_url: str) -> None:
+    hook = Hook()  # bound but not listening yet: every attempt is refused
+    async with run_server(tmp_path, database_url) as first:
+        port = first.server.settings.port
+        await add_config(first.wire, channel="webhook", target=hook.url, secret=SECRET,
+                         statuses=[4])
+        await first.server.inventory.add(2, "127.0.0.40")  # no agent: the job ends at once
+        sub = await first.wire.run_script("echo x", ["127.0.0.40"])
+        await first.wire.wait(sub["job_instance_id"])
+
+        async def tried() -> bool:
+            rows = await pending_rows(first.server)
+            return bool(rows and rows[0].attempts)
+        await eventually(tried)
+        (row,) = await pending_rows(first.server)
+        assert row.state == "pending" and "ConnectError" in row.last_error
+    async with listening(hook), run_server(tmp_path, database_url, port=port) as second:
+        await eventually(lambda: asyncio.sleep(0, hook.accepted), timeout=30)
+        await asyncio.sleep(0.5)
+        assert len(hook.accepted) == 1
+        headers, body = hook.accepted[0]
+        assert signed(headers, body)
+        assert json.loads(body)["job_instance_id"] == sub["job_instance_id"]
+        (row,) = await pending_rows(second.server)
+        assert row.state == "done"
+
+
+async def test_config_api_validates_and_never_shows_the_secret(running: Running) -> None:
+    wire = running.wire
+    base = "/businesses/2/notify-configs"
+    for body, code in (
+        ({"channel": "sms", "target": "x", "statuses": [4]}, 1241010),
+        ({"channel": "webhook", "target": "http://h/x", "statuses": [4]}, 1241004),
+        ({"channel": "webhook", "target": "ftp://h/x", "secret": SECRET, "statuses": [4]},
+         1241010),
+        ({"channel": "webhook", "target": "http://u:p@h/x", "secret": SECRET,
+          "statuses": [4]}, 1241010),
+        ({"channel": "webhook", "target": "http://h/x", "secret": "short", "statuses": [4]},
+         1241010),
+        ({"channel": "webhook", "target": "http://h/x", "secret": SECRET, "statuses": [2]},
+         1241010),
+        ({"channel": "webhook", "target": "http://h/x", "secret": SECRET, "statuses": []},
+         1241010),
+        ({"channel": "email", "target": ["a@b.c\r\nBcc: x@y.z"], "statuses": [4]}, 1241010),
+        ({"channel": "email", "target": ["ops@example.org"], "secret": SECRET,
+          "statuses": [4]}, 1241010),
+        ({"channel": "email", "statuses": [4]}, 1241004),
+    ):
+        answer = await admin(wire, "POST", base, body)
+        assert (answer["result"], answer["code"]) == (False, code), (body, answer)
+    created = await add_config(wire, channel="webhook", target="http://127.0.0.1:9/x",
+                               secret=SECRET, statuses=["FAIL"])
+    cid = created["id"]
+    listed = await admin(wire, "GET", base)
+    got = await admin(wire, "GET", f"{base}/{cid}")
+    changed = await admin(wire, "PUT", f"{base}/{cid}",
+                          {"secret": "rotated-key-000", "statuses": [4, 11]})
+    assert changed["data"]["statuses"] == [4, 11]
+    emptied = await admin(wire, "PUT", f"{base}/{cid}", {"secret": ""})
+    assert emptied["code"] == 1241004
+    nothing = await admin(wire, "PUT", f"{base}/{cid}", {})
+    assert nothing["result"] is False
+    for answer in (listed, got, changed):
+        assert answer["result"], answer
+        assert SECRET not in json.dumps(answer) and "rotated" not in json.dumps(answer)
+    async with running.server.db.connect() as conn:
+        stored = (await conn.execute(select(notify_configs.c.secret))).scalar_one()
+    assert stored.startswith("enc:v1:")
+    assert running.server.cipher.decrypt(stored) == "rotated-key-000"
+    audit = await running.server.services.audit.recent(20)
+    assert {"create_notify_config", "update_notify_config"} <= {e["action"] for e in audit}
+    assert SECRET not in json.dumps(audit, default=str)
+
+    # another business cannot see it; a user without the scope is refused
+    assert (await admin(wire, "GET", f"/businesses/3/notify-configs/{cid}"))["code"] in (
+        1243049, 1249404)
+    await admin(wire, "POST", "/users", {"username": "bob"})
+    bob = Wire(running.url, running.boot["bk_app_code"], running.boot["bk_app_secret"], "bob")
+    try:
+        assert (await admin(bob, "GET", base))["code"] == 9900403
+    finally:
+        await bob.close()
+    deleted = await admin(wire, "DELETE", f"{base}/{cid}")
+    assert deleted["result"] and deleted["data"]["id"] == cid
+    assert (await admin(wire, "GET", f"{base}/{cid}"))["code"] == 1249404
+
+
+@pytest.mark.parametrize("path", ["/businesses/x/notify-configs", "/businesses/2/notify-configs/0"])
+async def test_bad_ids_answer_with_the_envelope(running: Running, path: str) -> None:
+    answer = await admin(running.wire, "GET", path)
+    assert answer["result"] is False and answer["code"] in (1241005, 1241010)
