@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import platform
 from typing import Any, Protocol
@@ -12,9 +13,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jobfleet import __version__
 from jobfleet.domain import protocol
+from jobfleet.domain.host_filters import clean_labels
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.registry import AgentConnection, Registry
 from jobfleet.store.identity import IdentityStore
+from jobfleet.store.inventory import Inventory
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,46 @@ def parse_credential(header: str | None) -> tuple[str, str] | None:
     return (agent_id, secret) if agent_id and secret else None
 
 
+def _ipv6(value: Any) -> str | None:
+    """The IPv6 address a hello reports, in normal form; None (keep the stored one) if bad."""
+    try:
+        address = ipaddress.ip_address(str(value or "").strip())
+    except ValueError:
+        return None
+    return str(address) if address.version == 6 else None
+
+
+class _HostFacts:
+    """Writes what hellos say beyond presence (OS name, labels) a batch at a time.
+
+    Thousands of agents say hello at once after a restart; one write each would
+    queue them all on the database.
+    """
+
+    def __init__(self, inventory: Inventory, interval: float = 0.2) -> None:
+        self.inventory = inventory
+        self.interval = interval
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, bk_host_id: int, facts: dict[str, Any]) -> None:
+        self._pending[bk_host_id] = facts
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            batch, self._pending = self._pending, {}
+            try:
+                await self.inventory.record_facts(batch)
+            except Exception:
+                log.exception("host_facts_write_failed hosts=%d", len(batch))
+            if not self._pending:
+                self._task = None
+                return
+
+
 async def _receive(ws: WebSocket) -> Any:
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
@@ -63,6 +106,7 @@ class Gateway:
         self.heartbeat = heartbeat
         self.events: AgentEvents | None = None
         self._checks = asyncio.Semaphore(8)
+        self._facts = _HostFacts(Inventory(presence.db))
 
     async def serve(self, ws: WebSocket) -> None:
         cred = parse_credential(ws.headers.get("authorization"))
@@ -104,9 +148,13 @@ class Gateway:
                 "hostname": str(hello.get("hostname") or "")[:255],
                 "os_type": str(hello.get("os") or platform.system())[:32],
                 "agent_version": str(hello.get("version") or "")[:64],
-                "ipv6": str(hello.get("ipv6") or "")[:64] or None,
+                "ipv6": _ipv6(hello.get("ipv6")),
             },
         )
+        os_name = str(hello.get("os_name") or "")[:255] or None
+        labels = clean_labels(hello.get("labels"))
+        if os_name is not None or labels is not None:
+            self._facts.add(host_id, {"os_name": os_name, "labels": labels})
         conn.send(
             {
                 "t": protocol.WELCOME,

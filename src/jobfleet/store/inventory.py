@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, insert, select, tuple_, update
+from sqlalchemy import JSON, Row, String, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.host_filters import HostFilter
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import hosts
 
@@ -28,6 +29,8 @@ class Host:
     os_type: str
     alive: int
     agent_version: str
+    os_name: str = ""
+    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def of(cls, row: Row[Any]) -> Host:
@@ -42,6 +45,8 @@ class Host:
             row.os_type,
             row.alive,
             row.agent_version,
+            row.os_name,
+            dict(row.labels or {}),
         )
 
     def public(self) -> dict[str, Any]:
@@ -53,6 +58,8 @@ class Host:
             "ipv6": self.ipv6,
             "hostname": self.hostname,
             "os_type": self.os_type,
+            "os_name": self.os_name,
+            "labels": self.labels,
             "agent_id": self.agent_id,
             "alive": self.alive,
             "agent_version": self.agent_version,
@@ -77,20 +84,41 @@ class Inventory:
         return found
 
     async def by_ips(self, pairs: Sequence[tuple[int, str]]) -> list[Host]:
+        """Hosts by (cloud, address): their ip, or for an IPv6 address also their ipv6."""
+        by_cloud: dict[int, list[str]] = {}
+        for cloud, ip in pairs:
+            by_cloud.setdefault(cloud, []).append(ip)
         found: list[Host] = []
         async with self.db.connect() as conn:
-            for part in chunks(pairs, 2000):
-                rows = await conn.execute(
-                    select(hosts).where(tuple_(hosts.c.bk_cloud_id, hosts.c.ip).in_(list(part)))
-                )
-                found.extend(Host.of(r) for r in rows)
-                # an IPv6 target may name the host by its v6 address
-                v6 = [(c, ip) for c, ip in part if ":" in ip]
-                if v6:
+            for cloud, ips in by_cloud.items():
+                # one cloud and a plain IN list: the (bk_cloud_id, ip) key answers it
+                for part in chunks(ips):
                     rows = await conn.execute(
-                        select(hosts).where(tuple_(hosts.c.bk_cloud_id, hosts.c.ipv6).in_(v6))
+                        select(hosts).where(hosts.c.bk_cloud_id == cloud, hosts.c.ip.in_(part))
                     )
                     found.extend(Host.of(r) for r in rows)
+                    v6 = [ip for ip in part if ":" in ip]
+                    if v6:
+                        rows = await conn.execute(
+                            select(hosts).where(hosts.c.bk_cloud_id == cloud, hosts.c.ipv6.in_(v6))
+                        )
+                        found.extend(Host.of(r) for r in rows)
+        return found
+
+    async def matching(self, filters: Sequence[tuple[int, HostFilter]]) -> list[list[Host]]:
+        """For each (business, filter), the hosts of that business it matches, by id."""
+        biz_ids = sorted({biz for biz, _ in filters})
+        if not biz_ids:
+            return []
+        query = select(hosts).where(hosts.c.bk_biz_id.in_(biz_ids)).order_by(hosts.c.bk_host_id)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        found: list[list[Host]] = []
+        for biz, host_filter in filters:
+            # a row's mapping has every field a condition may read, labels included
+            found.append(
+                [Host.of(r) for r in rows if r.bk_biz_id == biz and host_filter.matches(r._mapping)]
+            )
         return found
 
     async def list(
@@ -140,6 +168,29 @@ class Inventory:
         async with self.db.begin() as conn:
             await conn.execute(
                 update(hosts).where(hosts.c.bk_host_id == bk_host_id).values(**values)
+            )
+
+    async def record_facts(self, facts: dict[int, dict[str, Any]]) -> None:
+        """Store what agents said of their hosts at connect: ``{host: {os_name, labels}}``.
+
+        A fact that is None keeps the stored value.
+        """
+        if not facts:
+            return
+        rows = [
+            {"_h": host, "_os_name": f.get("os_name"), "_labels": f.get("labels")}
+            for host, f in facts.items()
+        ]
+        values = {
+            "os_name": func.coalesce(bindparam("_os_name", type_=String), hosts.c.os_name),
+            # None must bind as SQL NULL, not as the JSON text null, for coalesce to keep
+            "labels": func.coalesce(
+                bindparam("_labels", type_=JSON(none_as_null=True)), hosts.c.labels
+            ),
+        }
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(hosts).where(hosts.c.bk_host_id == bindparam("_h")).values(**values), rows
             )
 
     async def mark_offline(self, host_ids: Sequence[int], node_id: str) -> None:
