@@ -21,8 +21,11 @@ from jobfleet import loop
 from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.services import Limits, Services
+from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
+from jobfleet.engine.cron import CronScheduler
+from jobfleet.engine.notify import SmtpSettings
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.submit import Submitter
@@ -39,6 +42,7 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.templates import TemplateStore
@@ -63,6 +67,8 @@ class ServerSettings:
     max_file_size: int = 5 * 1024**3
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # the mail server of email notifications (none: email notifications fail at once)
+    smtp: SmtpSettings | None = None
 
     @property
     def url(self) -> str:
@@ -84,10 +90,23 @@ async def bootstrap(identity: IdentityStore, data_dir: Path, url: str) -> None:
     """On the first start: the default business, the admin app and user, an enrollment token."""
     path = data_dir / "bootstrap.json"
     if DEFAULT_BIZ not in await identity.business_ids():
-        await identity.create_business(DEFAULT_BIZ, "Default business")
+        try:
+            await identity.create_business(DEFAULT_BIZ, "Default business")
+        except JobError as exc:
+            if exc.code != ErrorCode.CONFLICT:
+                raise  # else another node starting beside this one made it
     if path.exists():
         return
-    secret = await identity.create_app(ADMIN_APP, "administration app")
+    try:
+        secret = await identity.create_app(ADMIN_APP, "administration app")
+    except JobError as exc:
+        if exc.code != ErrorCode.CONFLICT:
+            raise
+        log.warning(
+            "bootstrap_skipped reason=another node initialised this database; "
+            "its bootstrap.json holds the admin credentials"
+        )
+        return
     await identity.ensure_user(ADMIN_USER, is_admin=True)
     token = await identity.create_enroll_token(note="bootstrap")
     content = {
@@ -118,7 +137,7 @@ class Server:
         self.presence = Presence(self.db, self.node_id)
         engine_settings = EngineSettings(node_id=self.node_id, **settings.engine)
         self.engine = Engine(self.jobs, self.registry, self.cipher, engine_settings)
-        self.callbacks = CallbackSender(self.db, engine_settings)
+        self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp)
         self.engine.on_job_finished.append(self.callbacks.wake)
         self.gateway = Gateway(self.identity, self.registry, self.presence, settings.heartbeat)
         self.gateway.events = self.engine
@@ -131,6 +150,7 @@ class Server:
         self.scripts = ScriptStore(self.db)
         self.templates = TemplateStore(self.db, self.cipher)
         self.crons = CronStore(self.db)
+        self.rules = RuleStore(self.db)
         self.plans = PlanLauncher(
             self.db,
             self.engine,
@@ -139,6 +159,10 @@ class Server:
             self.templates,
             self.cipher,
             self.blobs,
+            rules=self.rules,
+        )
+        self.cron_scheduler = CronScheduler(
+            self.crons, self.plans, self.engine, self.identity, self.cipher, engine_settings
         )
         self.services = Services(
             db=self.db,
@@ -158,6 +182,7 @@ class Server:
             templates=self.templates,
             crons=self.crons,
             plans=self.plans,
+            rules=self.rules,
         )
         self.app: FastAPI = create_app(self.services)
         self.app.router.lifespan_context = self._lifespan
@@ -178,12 +203,15 @@ class Server:
         self.presence.start()
         await self.engine.start()
         self.callbacks.start()
+        self.cron_scheduler.start()
         log.info("server_started node=%s url=%s", self.node_id, self.settings.url)
 
     async def stop(self) -> None:
         # a stuck part must not keep the process from exiting: the store is the
         # truth, and the next start takes over whatever was in flight
         for name, part in (
+            # no new cron job may reach an engine that is stopping
+            ("cron", self.cron_scheduler.stop),
             ("engine", self.engine.stop),
             ("callbacks", self.callbacks.stop),
             ("presence", self.presence.stop),

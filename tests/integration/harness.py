@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,11 +138,14 @@ class Running:
     data_dir: Path
     agents: dict[str, tuple[Agent, asyncio.Task[None]]] = field(default_factory=dict)
 
-    async def start_agents(self, ips: list[str], *, biz: int = 2) -> None:
+    async def start_agents(self, ips: list[str], *, biz: int = 2,
+                           settings_of: dict[str, dict[str, Any]] | None = None) -> None:
+        """``settings_of`` sets more ``AgentSettings`` fields per IP (hostname, labels, …)."""
         for ip in ips:
             settings = AgentSettings(server=self.url, state_dir=self.data_dir / f"agent-{ip}",
                                      ip=ip, biz=biz, enroll_token=self.boot["enroll_token"],
-                                     heartbeat=2.0, max_backoff=1.0)
+                                     heartbeat=2.0, max_backoff=1.0,
+                                     **(settings_of or {}).get(ip, {}))
             agent = Agent(settings)
             self.agents[ip] = (agent, asyncio.create_task(agent.run_forever()))
         async def connected() -> bool:
@@ -169,14 +173,25 @@ class Running:
 
 @pytest.fixture
 async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
-    sock = bound_socket()
+    async with run_server(tmp_path, database_url) as run:
+        yield run
+
+
+@asynccontextmanager
+async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any] | None = None,
+                     port: int = 0, boot: dict[str, Any] | None = None) -> AsyncIterator[Running]:
+    """What ``running`` gives, with engine settings over TEST_ENGINE's.
+
+    Run it again with the same ``tmp_path`` (and ``port``) to restart the same server.
+    ``boot``: the admin credentials of a database another node set up."""
+    sock = bound_socket(port)
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
-                              database_url=database_url, engine=dict(TEST_ENGINE),
+                              database_url=database_url, engine={**TEST_ENGINE, **(engine or {})},
                               heartbeat=2.0, log_level="warning")
     server = Server(settings)
     uv = uvicorn.Server(server.uvicorn_config())
     task = await serve_on(uv, sock)
-    boot = read_bootstrap(settings.data_dir)
+    boot = boot or read_bootstrap(settings.data_dir)
     wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
     run = Running(server, settings.url, boot, wire, tmp_path)
     try:

@@ -8,16 +8,18 @@ agent tells the server which tasks it holds and sends the rest again.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import platform
 import random
+import re
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,11 @@ class AgentSettings:
     heartbeat: float = 10.0
     # a CA bundle to verify a server whose certificate is not in the system store
     ca_file: Path | None = None
+    # the IPv6 address to report: an address, "auto" (discover it), or "" (none, unless
+    # ``ip`` itself is IPv6)
+    ipv6: str = ""
+    # key=value pairs dynamic groups can select hosts by
+    labels: dict[str, str] = field(default_factory=dict)
 
     def tls(self) -> ssl.SSLContext | None:
         if not self.server.startswith("https://"):
@@ -80,6 +87,68 @@ class Credential:
     agent_id: str
     agent_secret: str
     bk_host_id: int
+
+
+def os_name() -> str:
+    """The OS with its version, e.g. "Ubuntu 22.04.4 LTS" or "Windows 10 (10.0.19045)"."""
+    try:
+        pretty = platform.freedesktop_os_release().get("PRETTY_NAME", "")
+    except OSError:
+        pretty = ""
+    if pretty:
+        return pretty
+    system = platform.system()
+    if system == "Windows":
+        return f"Windows {platform.release()} ({platform.version()})"
+    return f"{system} {platform.release()}".strip()
+
+
+def discover_ipv6() -> str:
+    """The global IPv6 address this host would send from, or "" without one.
+
+    Connecting a UDP socket only picks a route and a source address: nothing is sent.
+    """
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.connect(("2001:db8::1", 9))
+            address = ipaddress.ip_address(sock.getsockname()[0].split("%")[0])
+    except (OSError, ValueError):
+        return ""
+    if address.is_loopback or address.is_link_local or address.is_unspecified:
+        return ""
+    return str(address)
+
+
+def host_ipv6(settings: AgentSettings) -> str:
+    """The IPv6 address the hello reports (see ``AgentSettings.ipv6``)."""
+    if settings.ipv6 == "auto":
+        return discover_ipv6()
+    if settings.ipv6:
+        return settings.ipv6
+    try:
+        address = ipaddress.ip_address(settings.ip)
+    except ValueError:
+        return ""
+    return str(address) if address.version == 6 else ""
+
+
+# the keys the server keeps (jobfleet.domain.host_filters.LABEL_KEY)
+LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    """``key=value`` strings (``--label``) as a dict; a bad one raises ValueError."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not LABEL_KEY.fullmatch(key):
+            raise ValueError(
+                f"{item!r}: write key=value, the key 1-63 letters, digits and _ . - / "
+                "starting with a letter or digit"
+            )
+        labels[key] = value.strip()
+    return labels
 
 
 def ws_url(server: str) -> str:
@@ -269,6 +338,9 @@ class Agent:
                     "version": __version__,
                     "hostname": self.settings.hostname or socket.gethostname(),
                     "os": platform.system(),
+                    "os_name": os_name(),
+                    "ipv6": host_ipv6(self.settings),
+                    "labels": self.settings.labels,
                     "known": self.spool.known(),
                 }
                 await ws.send(orjson.dumps(hello))

@@ -19,10 +19,14 @@ from jobfleet.api import (
     files,
     gse,
     legacy,
+    notify,
     plans,
     query,
+    rules,
     scripts,
+    steps,
     templates,
+    topology,
     transfer,
 )
 from jobfleet.api.services import Services
@@ -49,7 +53,11 @@ def create_app(services: Services) -> FastAPI:
         scripts,
         templates,
         plans,
+        steps,
         cron,
+        rules,
+        notify,
+        topology,
     ):
         module.register(router)
     app.include_router(router)

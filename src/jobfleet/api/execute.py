@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from jobfleet.api.params import get_bool, get_int, get_str, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.rolling import parse_rolling
 from jobfleet.domain.scripts import (
     MAX_PARAM_BYTES,
     MAX_SCRIPT_BYTES,
@@ -58,6 +59,7 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         script = decode_base64(content, "script_content", MAX_SCRIPT_BYTES)
         if not script.strip():
             raise JobError.missing("script_content")
+    await call.services.rules.enforce(script, language)
     sensitive = get_int(p, "is_param_sensitive", default=0) == 1
     raw_param = get_str(p, "script_param")
     param = ""
@@ -88,6 +90,7 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
             start=get_bool(p, "start_task", True),
             operator=call.caller.username,
             app_code=call.caller.app_code,
+            rolling=parse_rolling(p.get("rolling_config"), len(hosts)),
         ),
     )
     await call.services.audit.record(

@@ -11,7 +11,13 @@ from jobfleet.api.params import get_bool, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.plans import APPROVE_ALL, ROLE_LAUNCHER
-from jobfleet.domain.status import LaunchMode, RunStatus, StepOperation, StepType
+from jobfleet.domain.status import (
+    FINISHED_RUN_STATUSES,
+    LaunchMode,
+    RunStatus,
+    StepOperation,
+    StepType,
+)
 from jobfleet.engine.variables import public_values
 from jobfleet.store.database import now_ms
 
@@ -98,10 +104,9 @@ async def operate_step_instance(call: Call) -> dict[str, Any]:
     except ValueError:
         raise JobError(ErrorCode.INVALID_PARAM, f"Unknown operation_code {code}") from None
     if operation in LATER_OPERATIONS:
-        raise JobError(
-            ErrorCode.NOT_SUPPORTED,
-            f"operation_code {code} ({operation.name.lower()}) is not supported yet",
-        )
+        await _operate_execution(call, job, step, operation)
+        await _audit(call, f"operate_step_instance:{code}", job, {"step_instance_id": step.id})
+        return {"job_instance_id": job.id, "step_instance_id": step.id}
     if step.type != StepType.MANUAL_CONFIRM:
         raise JobError(
             ErrorCode.UNSUPPORTED_OPERATION,
@@ -162,6 +167,58 @@ async def operate_step_instance(call: Call) -> dict[str, Any]:
         call, f"operate_step_instance:{code}", job, {"step_instance_id": step.id, "reason": reason}
     )
     return {"job_instance_id": job.id, "step_instance_id": step.id}
+
+
+def _refuse(step: Any, what: str) -> JobError:
+    return JobError(
+        ErrorCode.UNSUPPORTED_OPERATION,
+        f"Step instance {step.id} {what} (status {step.status})",
+    )
+
+
+async def _operate_execution(call: Call, job: Any, step: Any, operation: StepOperation) -> None:
+    """Retries, skips and rolling of script and file steps."""
+    engine = call.services.engine
+    if step.type not in (StepType.SCRIPT, StepType.FILE):
+        raise JobError(
+            ErrorCode.UNSUPPORTED_OPERATION,
+            f"operation_code {int(operation)} applies to script and file steps only",
+        )
+    status = RunStatus(step.status)
+    if operation == StepOperation.ROLLING_CONTINUE:
+        if not step.rolling_config or status != RunStatus.WAITING_USER:
+            raise _refuse(step, "is not waiting to roll on to its next batch")
+        if not await call.services.jobs.update_step_if(
+            step.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
+        ):
+            raise _refuse(step, "is no longer waiting")
+        engine.wake_step(step.id)
+        return
+    if operation == StepOperation.SKIP:
+        if status != RunStatus.STOPPING or not engine.force_stop(step.id):
+            raise _refuse(step, "is not being terminated on this server")
+        return
+    if RunStatus(job.status) not in FINISHED_RUN_STATUSES:
+        raise JobError(
+            ErrorCode.UNSUPPORTED_OPERATION,
+            f"Job instance {job.id} is still running (status {job.status})",
+        )
+    if operation in (StepOperation.RETRY_FAIL_IP, StepOperation.RETRY_ALL_IP):
+        if status not in (RunStatus.FAIL, RunStatus.STOP_SUCCESS, RunStatus.ABNORMAL_STATE):
+            raise _refuse(step, "did not fail or stop, so there is nothing to retry")
+        failed_only = operation == StepOperation.RETRY_FAIL_IP
+        if not await engine.retry_step(step, failed_only=failed_only):
+            raise _refuse(step, "changed while the retry was being set up")
+    elif operation == StepOperation.IGNORE_ERROR:
+        if status != RunStatus.FAIL:
+            raise _refuse(step, "did not fail")
+        if not await engine.continue_after(step, RunStatus.IGNORE_ERROR):
+            raise _refuse(step, "changed meanwhile")
+    elif operation == StepOperation.NEXT_STEP:
+        if status != RunStatus.STOP_SUCCESS:
+            raise _refuse(step, "was not terminated")
+        if not await engine.continue_after(step, RunStatus.SKIPPED):
+            raise _refuse(step, "changed meanwhile")
 
 
 async def get_job_instance_global_var_value(call: Call) -> dict[str, Any]:

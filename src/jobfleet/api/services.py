@@ -18,6 +18,7 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.templates import TemplateStore
 
@@ -46,3 +47,4 @@ class Services:
     templates: TemplateStore
     crons: CronStore
     plans: PlanLauncher
+    rules: RuleStore

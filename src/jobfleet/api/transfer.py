@@ -18,6 +18,7 @@ from jobfleet.api.params import get_bool, get_int, get_list, get_str
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.paths import source_label
+from jobfleet.domain.rolling import parse_rolling
 from jobfleet.domain.scripts import MAX_TASK_NAME, check_timeout, decode_base64
 from jobfleet.domain.status import ScopeType, TaskType
 from jobfleet.domain.targets import parse_target
@@ -72,7 +73,9 @@ async def _targets(call: Call, scope: Scope) -> tuple[Account, list[Any]]:
     account = await call.services.submitter.resolve_account(
         scope, get_int(p, "account_id"), get_str(p, "account_alias")
     )
-    hosts = await call.services.submitter.resolve_hosts(parse_target(p.get("target_server")), scope)
+    hosts = await call.services.submitter.resolve_hosts(
+        parse_target(p.get("target_server")), scope, action="FILE_DISTRIBUTION"
+    )
     return account, hosts
 
 
@@ -85,7 +88,11 @@ def _common(
     hosts: list[Any],
 ) -> FileRequest:
     p = call.params
+    rolling = None
+    if task_type == TaskType.FAST_FILE:
+        rolling = parse_rolling(p.get("rolling_config"), len(hosts))
     return FileRequest(
+        rolling=rolling,
         name=get_str(p, "task_name", max_length=MAX_TASK_NAME),
         default_name=default,
         task_type=int(task_type),
@@ -143,7 +150,9 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
             paths = [_absolute(f, "file_source_list.file_list") for f in files]
             account = await _account(call, scope, raw.get("account"), "file_source_list.account")
             hosts = await call.services.submitter.resolve_hosts(
-                parse_target(raw.get("server"), "file_source_list.server"), scope
+                parse_target(raw.get("server"), "file_source_list.server"),
+                scope,
+                action="FILE_DISTRIBUTION",
             )
             sources.append(
                 {

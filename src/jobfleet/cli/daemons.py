@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -41,8 +42,44 @@ def server(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    cron_time_scale: Annotated[
+        float,
+        typer.Option(
+            "--cron-time-scale",
+            hidden=True,
+            min=1.0,
+            max=1000.0,
+            help="Run cron schedules this many times faster than the wall clock (tests, demos)",
+        ),
+    ] = 1.0,
+    smtp_host: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp-host", envvar="JOBFLEET_SMTP_HOST", help="Mail server of email notifications"
+        ),
+    ] = None,
+    smtp_port: Annotated[int, typer.Option("--smtp-port", envvar="JOBFLEET_SMTP_PORT")] = 25,
+    smtp_from: Annotated[
+        str, typer.Option("--smtp-from", envvar="JOBFLEET_SMTP_FROM", help="Sender address")
+    ] = "jobfleet@localhost",
+    smtp_starttls: Annotated[
+        bool, typer.Option("--smtp-starttls", help="Upgrade the mail connection with STARTTLS")
+    ] = False,
+    smtp_user: Annotated[
+        str | None, typer.Option("--smtp-user", envvar="JOBFLEET_SMTP_USER", help="SMTP login")
+    ] = None,
+    smtp_password: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp-password",
+            envvar="JOBFLEET_SMTP_PASSWORD",
+            help="SMTP password (prefer the environment variable)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a jobfleet server: HTTP API, agent gateway and job engine."""
+    from jobfleet.engine.notify import SmtpSettings
     from jobfleet.server import ServerSettings, run
 
     logs.setup(log_level)
@@ -52,10 +89,24 @@ def server(
             host=host,
             port=port,
             database_url=database_url,
-            engine={"agent_lost_grace": agent_lost_grace, "recovery_window": recovery_window},
+            engine={
+                "agent_lost_grace": agent_lost_grace,
+                "recovery_window": recovery_window,
+                "cron_time_scale": cron_time_scale,
+            },
             log_level=log_level,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            smtp=SmtpSettings(
+                host=smtp_host,
+                port=smtp_port,
+                sender=smtp_from,
+                starttls=smtp_starttls,
+                username=smtp_user,
+                password=smtp_password,
+            )
+            if smtp_host
+            else None,
         )
     )
 
@@ -83,10 +134,33 @@ def agent(
         typer.Option("--ca-file", help="CA bundle that signed the server's certificate"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    ipv6: Annotated[
+        str,
+        typer.Option(
+            "--ipv6",
+            help="This host's IPv6 address to report, or 'auto' to discover it "
+            "(default: none, or --ip when that is IPv6)",
+        ),
+    ] = "",
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="A key=value label dynamic groups can select by; repeatable"),
+    ] = None,
 ) -> None:
     """Run the agent of one host."""
-    from jobfleet.agent.client import Agent, AgentSettings
+    from jobfleet.agent.client import Agent, AgentSettings, parse_labels
 
+    try:
+        labels = parse_labels(label or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--label") from None
+    if ipv6 not in ("", "auto"):
+        try:
+            ipv6 = str(ipaddress.IPv6Address(ipv6))
+        except ValueError:
+            raise typer.BadParameter(
+                f"{ipv6!r} is not an IPv6 address", param_hint="--ipv6"
+            ) from None
     logs.setup(log_level)
     settings = AgentSettings(
         server=server_url,
@@ -97,6 +171,8 @@ def agent(
         enroll_token=enroll_token,
         hostname=hostname,
         ca_file=ca_file,
+        ipv6=ipv6,
+        labels=labels,
     )
     try:
         asyncio.run(Agent(settings).run_forever())

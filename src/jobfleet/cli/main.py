@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from jobfleet.cli import _render, daemons, files
+from jobfleet.cli import _render, audit, daemons, files, notify, templates, topo
 from jobfleet.cli._context import (
     AccountOption,
     BizOption,
@@ -28,6 +28,7 @@ from jobfleet.cli._scripts import load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
 from jobfleet.cli.admin import admin_app
 from jobfleet.sdk import JobProgress
+from jobfleet.sdk._flow import parse_host
 
 app = typer.Typer(
     name="jobfleet",
@@ -40,6 +41,10 @@ app = typer.Typer(
 )
 app.add_typer(admin_app, name="admin")
 files.register(app)
+templates.register(app)
+audit.register(app)
+notify.register(app)
+topo.register(app)
 daemons.register(app)
 
 # setting → (callback parameter, flag, environment variable)
@@ -242,7 +247,7 @@ def logs(
     with cli.client() as client:
         result = client.get_result(job, step, ips=host, biz=biz)
     found = {h.ip for h in result.hosts}
-    missing = [ip for ip in host or [] if ip.rpartition(":")[2] not in found]
+    missing = [ip for ip in host or [] if parse_host(ip)["ip"] not in found]
     if host and len(host) == 1:
         if not result.hosts:
             cli.fail(

@@ -1,8 +1,10 @@
-"""Delivers job callbacks from the outbox table, retrying with backoff until a 2xx.
+"""Delivers the outbox: job callbacks, notification webhooks and mails, retrying with
+backoff until one is accepted (a 2xx, or the mail server taking the mail).
 
-Rows are written in the same transaction as a job's final status, so a callback
+Rows are written in the same transaction as a job's final status, so a delivery
 survives a restart; a row is claimed by pushing its next attempt into the future
-with a conditional update, so two nodes never send the same attempt.
+with a conditional update, so two nodes never send the same attempt, and a row
+is done once accepted, so nothing accepted is sent again.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 
+from jobfleet.engine import notify
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.store.database import Database, now_ms
+from jobfleet.store.notify import EMAIL, WEBHOOK
 from jobfleet.store.tables import outbox
 
 log = logging.getLogger(__name__)
@@ -25,9 +30,12 @@ CLAIM_SECONDS = 120.0
 
 
 class CallbackSender:
-    def __init__(self, db: Database, settings: EngineSettings) -> None:
+    def __init__(
+        self, db: Database, settings: EngineSettings, smtp: notify.SmtpSettings | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.smtp = smtp
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -55,7 +63,7 @@ class CallbackSender:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("callback_loop_failed")
+                log.exception("outbox_loop_failed")
                 sent = 0
             if not sent:
                 with contextlib.suppress(TimeoutError):
@@ -87,30 +95,51 @@ class CallbackSender:
                 )
             if claimed.rowcount:
                 sent += 1
-                await self._attempt(row.id, row.target, row.payload, row.attempts, row.max_attempts)
+                await self._attempt(row)
         return sent
 
-    async def _attempt(
-        self, row_id: int, url: str, payload: str, attempts: int, max_attempts: int
-    ) -> None:
+    async def _send(self, row: Row[Any]) -> tuple[bool, str, bool]:
+        """``(accepted, error, final)``: a final failure is not retried."""
         assert self._client is not None
-        error = ""
-        try:
-            resp = await self._client.post(
-                url, content=payload, headers={"Content-Type": "application/json"}
-            )
+        if row.kind == "callback":
+            try:
+                resp = await self._client.post(
+                    row.target, content=row.payload, headers={"Content-Type": "application/json"}
+                )
+            except httpx.HTTPError as exc:
+                return False, f"{type(exc).__name__}: {exc}", False
             ok = 200 <= resp.status_code < 300
-            error = "" if ok else f"HTTP {resp.status_code}"
-        except httpx.HTTPError as exc:
-            ok = False
-            error = f"{type(exc).__name__}: {exc}"[:1000]
-        attempts += 1
+            return ok, "" if ok else f"HTTP {resp.status_code}", False
+        if row.kind == WEBHOOK:
+            return (
+                *await notify.post_webhook(self._client, row.id, row.target, row.payload),
+                False,
+            )
+        if row.kind == EMAIL:
+            if self.smtp is None:
+                return False, "no mail server is configured (jobfleet server --smtp-host)", True
+            return (
+                *await notify.send_email(self.smtp, row.id, row.create_time, row.payload),
+                False,
+            )
+        return False, f"unknown outbox kind {row.kind!r}", True
+
+    async def _attempt(self, row: Row[Any]) -> None:
+        ok, error, final = await self._send(row)
+        error = error[:1000]
+        attempts = row.attempts + 1
         values: dict[str, object] = {"attempts": attempts, "last_error": error}
         if ok:
             values.update(state="done", done_time=now_ms())
-        elif attempts >= max_attempts:
+        elif final or attempts >= row.max_attempts:
             values.update(state="failed", done_time=now_ms())
-            log.warning("callback_gave_up id=%s attempts=%d error=%s", row_id, attempts, error)
+            log.warning(
+                "outbox_gave_up kind=%s id=%s attempts=%d error=%s",
+                row.kind,
+                row.id,
+                attempts,
+                error,
+            )
         else:
             delay = min(
                 self.settings.callback_backoff_max,
@@ -118,7 +147,12 @@ class CallbackSender:
             )
             values["next_attempt_at"] = time.time() + delay
             log.info(
-                "callback_retry id=%s attempts=%d in=%.1fs error=%s", row_id, attempts, delay, error
+                "outbox_retry kind=%s id=%s attempts=%d in=%.1fs error=%s",
+                row.kind,
+                row.id,
+                attempts,
+                delay,
+                error,
             )
         async with self.db.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+            await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))

@@ -22,6 +22,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain import protocol
+from jobfleet.domain.rolling import MODE_CONFIRM, MODE_PAUSE, STAGGERED, RollingConfig
 from jobfleet.domain.scripts import split_params
 from jobfleet.domain.states import (
     STEP_PASSED,
@@ -30,7 +31,7 @@ from jobfleet.domain.states import (
     step_status_from_hosts,
 )
 from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus, StepType
-from jobfleet.engine import variables
+from jobfleet.engine import notify, quotas, variables
 from jobfleet.engine.ports import AgentDirectory, AgentLink
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.tracking import SENT, WAITING, StepRun
@@ -154,7 +155,12 @@ class Engine:
             owner_node=self.settings.node_id if start else None,
             lease_until=time.time() + self.settings.lease_ttl if start else None,
         )
-        job_id, step_ids = await self.store.create(job, conn)
+        if start:
+            biz, app = job.values["bk_biz_id"], job.values["app_code"]
+            async with quotas.admitted(self.store.db, biz, app, conn) as tx:
+                job_id, step_ids = await self.store.create(job, tx)
+        else:
+            job_id, step_ids = await self.store.create(job, conn)
         if start and conn is None:
             self._launch(job_id, recovering=False)
         return job_id, step_ids
@@ -162,6 +168,48 @@ class Engine:
     def resume_job(self, job_id: int) -> None:
         """Drive a job created inside a caller's transaction (see ``submit``)."""
         self._launch(job_id, recovering=False)
+
+    async def retry_step(self, step: Row[Any], *, failed_only: bool) -> bool:
+        """Run a failed or stopped step again (all hosts, or the failed ones) and go on."""
+        if step.job_instance_id in self.runners:
+            return False
+        done = await self.store.new_attempt(
+            step,
+            failed_only=failed_only,
+            node_id=self.settings.node_id,
+            ttl=self.settings.lease_ttl,
+        )
+        if done:
+            self._launch(step.job_instance_id, recovering=False)
+        return done
+
+    async def continue_after(self, step: Row[Any], status: RunStatus) -> bool:
+        """Give a failed or stopped step a passing status (ignored, skipped) and go on."""
+        if step.job_instance_id in self.runners:
+            return False
+        end = step.end_time or now_ms()
+        if not await self.store.update_step_if(
+            step.id, step.status, status=int(status), end_time=end
+        ):
+            return False
+        await self.store.reopen_job(
+            step.job_instance_id, self.settings.node_id, self.settings.lease_ttl
+        )
+        self._launch(step.job_instance_id, recovering=False)
+        return True
+
+    def force_stop(self, step_id: int) -> bool:
+        """End the termination wait of a step now: hosts still running end as 404."""
+        for run in list(self.runs.values()):
+            if run.step_id == step_id and run.pending:
+                self._conclude(
+                    run,
+                    list(run.pending),
+                    HostStatus.GSE_TASK_TERMINATE_FAILED,
+                    "jobfleet: the termination was skipped by an operator\n",
+                )
+                return True
+        return False
 
     def wake_step(self, step_id: int) -> None:
         """An operator changed a waiting step: its runner looks at the store now."""
@@ -174,16 +222,17 @@ class Engine:
         job = await self.store.job(job_id)
         if job is None or job.status != RunStatus.BLANK:
             return False
-        now = now_ms()
-        await self.store.update_job(
-            job_id,
+        started = await quotas.start_waiting(
+            self.store.db,
+            job,
             status=int(RunStatus.RUNNING),
-            start_time=now,
+            start_time=now_ms(),
             owner_node=self.settings.node_id,
             lease_until=time.time() + self.settings.lease_ttl,
         )
-        self._launch(job_id, recovering=False)
-        return True
+        if started:
+            self._launch(job_id, recovering=False)
+        return started
 
     async def terminate(self, job_id: int) -> None:
         job = await self.store.job(job_id)
@@ -368,6 +417,10 @@ class Engine:
         per_host: dict[int, dict[str, Any]] | None = None,
     ) -> RunStatus:
         """Send one task per pending host of ``step`` and wait for all of them."""
+        if step.rolling_config and step.batch_count > 1:
+            return await self._run_rolling(
+                job, step, stop, recovering, template, timeout_status, per_host or {}
+            )
         started = await self.start_step(step)
         count = step.execute_count
         rows = await self.store.hosts(step.id, count)
@@ -390,6 +443,141 @@ class Engine:
         else:
             stopped = stop.is_set()
         return await self.end_step(step, started, stopped)
+
+    async def _run_rolling(
+        self,
+        job: Row[Any],
+        step: Row[Any],
+        stop: asyncio.Event,
+        recovering: bool,
+        template: dict[str, Any],
+        timeout_status: int,
+        per_host: dict[int, dict[str, Any]],
+    ) -> RunStatus:
+        """Run a step's hosts batch by batch (``rolling_config``)."""
+        config = RollingConfig.from_dict(step.rolling_config)
+        if step.status == RunStatus.WAITING_USER:
+            # parked between batches when the runner last stopped
+            confirmed = await self._await_rolling_confirm(job, step, stop)
+            step = await self.store.step(step.id) or step
+            if not confirmed:
+                return await self.end_step(step, step.start_time or now_ms(), True)
+        started = await self.start_step(step)
+        count = step.execute_count
+        rows = await self.store.hosts(step.id, count)
+        total = len(rows)
+        open_ = (HostStatus.WAITING, HostStatus.RUNNING)
+        batches = sorted({r.batch for r in rows if r.status in open_})
+        run = StepRun(job.id, step.id, count, template, int(timeout_status), per_host=per_host)
+        run.done.set()
+        self.runs[run.key()] = run
+        stopped = stop.is_set()
+        deadline = time.time() + step.timeout
+        try:
+            for i, batch in enumerate(batches):
+                if stop.is_set():
+                    stopped = True
+                    break
+                last = i == len(batches) - 1
+                await self.store.update_step(
+                    step.id, current_batch=batch, status=int(RunStatus.RUNNING)
+                )
+                await self._start_batch(run, [r for r in rows if r.batch == batch], recovering)
+                deadline = time.time() + step.timeout
+                if config.execution_mode == STAGGERED:
+                    if last:
+                        break
+                    if await self._pause(stop, config.start_delay()):
+                        stopped = True
+                        break
+                    if config.threshold_crossed(await self._failed(step.id, count), total):
+                        log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, batch)
+                        break
+                    continue
+                stopped = await self._wait(run, stop, deadline)
+                if stopped or last:
+                    break
+                failed = await self._failed(step.id, count)
+                if config.threshold_crossed(failed, total):
+                    log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, batch)
+                    break
+                if config.mode == MODE_PAUSE and await self._failed(step.id, count, batch):
+                    break
+                if config.mode == MODE_CONFIRM:
+                    if not await self._await_rolling_confirm(job, step, stop):
+                        stopped = stop.is_set()
+                        break
+                else:
+                    await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
+            if not stopped and run.pending:
+                stopped = await self._wait(run, stop, deadline)
+        finally:
+            self._untrack(run)
+        return await self.end_step(step, started, stopped)
+
+    async def _start_batch(self, run: StepRun, rows: list[Row[Any]], recovering: bool) -> None:
+        no_agent: set[int] = set()
+        added = []
+        for row in rows:
+            if row.status in (HostStatus.WAITING, HostStatus.RUNNING):
+                run.pending[row.bk_host_id] = WAITING if row.status == HostStatus.WAITING else SENT
+                added.append(row.bk_host_id)
+                if not row.agent_id:
+                    no_agent.add(row.bk_host_id)
+        if not added:
+            return
+        run.done.clear()
+        for host in added:
+            self.by_host.setdefault(host, set()).add(run.key())
+        await self._dispatch(run, no_agent, recovering)
+
+    async def _failed(self, step_id: int, count: int, batch: int | None = None) -> int:
+        counts = await self.store.status_counts(step_id, count, batch=batch)
+        return sum(
+            n
+            for status, n in counts.items()
+            if normalize_host_status(status).finished
+            and not normalize_host_status(status).succeeded
+        )
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> bool:
+        """Sleep between staggered batches; True if the job was terminated meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        return stop.is_set()
+
+    async def _await_rolling_confirm(
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event
+    ) -> bool:
+        """Park between batches (mode 3) until ``operate_step_instance`` 13; False if stopped."""
+        await self.store.update_step(step.id, status=int(RunStatus.WAITING_USER))
+        await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+        event = self.step_events.setdefault(step.id, asyncio.Event())
+        try:
+            while True:
+                current = await self.store.step(step.id)
+                if current is None:
+                    return False
+                if current.status != RunStatus.WAITING_USER:
+                    await self.store.update_job(job.id, status=int(RunStatus.RUNNING))
+                    return True
+                latest = await self.store.job(job.id)
+                if latest is not None and latest.status == RunStatus.STOPPING:
+                    stop.set()
+                if stop.is_set():
+                    return False
+                event.clear()
+                waiter = asyncio.ensure_future(event.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait(
+                    {waiter, stopper},
+                    timeout=self.settings.reconcile_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                waiter.cancel()
+                stopper.cancel()
+        finally:
+            self.step_events.pop(step.id, None)
 
     async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
         """Wait for every host of ``run``; True if the job was terminated meanwhile."""
@@ -414,7 +602,14 @@ class Engine:
             stopper.cancel()
             if not run.done.is_set() and not stop.is_set():
                 await self._reconcile(run)
+                await self._stop_requested(run.job_id, stop)
         return stop.is_set()
+
+    async def _stop_requested(self, job_id: int, stop: asyncio.Event) -> None:
+        """A terminate taken by another node reaches the driving node through the store."""
+        job = await self.store.job(job_id)
+        if job is not None and job.status == RunStatus.STOPPING:
+            stop.set()
 
     async def _reconcile(self, run: StepRun) -> None:
         """Drop hosts the store already shows finished (a result that raced the tracking)."""
@@ -764,7 +959,11 @@ class Engine:
                 }
             ).decode()
             callback = (callback_url, payload, self.settings.callback_attempts)
-        await self.store.finish_job(job_id, int(status), callback)
+        end = now_ms()
+        notices = await notify.outbox_rows(
+            self.store, self.cipher, job_id, status, steps, end, self.settings.callback_attempts
+        )
+        await self.store.finish_job(job_id, int(status), callback, notices, end)
         log.info("job_finished job=%s status=%d", job_id, status)
         for listener in self.on_job_finished:
             listener(job_id, status)

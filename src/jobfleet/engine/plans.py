@@ -31,6 +31,7 @@ from jobfleet.store.blobs import COMPLETE, BlobStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import Host
 from jobfleet.store.jobs import NewJob, NewStep
+from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.templates import TemplateStore
@@ -55,6 +56,7 @@ class PlanLauncher:
         templates: TemplateStore,
         cipher: Cipher,
         blobs: BlobStore | None = None,
+        rules: RuleStore | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -63,6 +65,7 @@ class PlanLauncher:
         self.templates = templates
         self.cipher = cipher
         self.blobs = blobs
+        self.rules = rules
 
     async def plan_in_scope(self, plan_id: int, scope: Scope, code: int) -> Row[Any]:
         plan = await self.templates.plan(plan_id)
@@ -100,7 +103,7 @@ class PlanLauncher:
                 )
                 ctx.hosts_of_var[var.name] = hosts
                 var.value = ",".join(f"{h.bk_cloud_id}:{h.ip}" for h in hosts)
-        steps = [s for s in plan.steps if s.get("enabled", True)]
+        steps = [s for s in self.templates.steps(plan) if s.get("enabled", True)]
         if not steps:
             raise JobError(
                 ErrorCode.JOB_PLAN_ILLEGAL, f"Job plan {plan_id} has no enabled step to run"
@@ -128,7 +131,13 @@ class PlanLauncher:
         return job_id, plan.name
 
     # steps ------------------------------------------------------------------
-    async def _hosts(self, ctx: _Context, server: dict[str, Any] | None, field: str) -> list[Host]:
+    async def _hosts(
+        self,
+        ctx: _Context,
+        server: dict[str, Any] | None,
+        field: str,
+        action: str = "SCRIPT_EXECUTE",
+    ) -> list[Host]:
         if server and server.get("variable"):
             name = str(server["variable"])
             var = next((v for v in ctx.variables if v.name == name), None)
@@ -144,7 +153,9 @@ class PlanLauncher:
             return hosts
         if server_is_empty(server):
             raise JobError(ErrorCode.STEP_TARGET_EMPTY, f"The target of {field} is empty")
-        return await self.submitter.resolve_hosts(parse_target(server, field), ctx.scope)
+        return await self.submitter.resolve_hosts(
+            parse_target(server, field), ctx.scope, action=action
+        )
 
     async def _account(self, ctx: _Context, raw: dict[str, Any] | None) -> Account:
         raw = raw or {}
@@ -198,6 +209,8 @@ class PlanLauncher:
             )
             content, language = resolved.content, resolved.language
             config.update(script_id=resolved.script_id, script_version_id=resolved.version_id)
+        if self.rules is not None:
+            await self.rules.enforce(content, language, where=f"step {name!r}")
         account = await self._account(ctx, info.get("account"))
         hosts = await self._hosts(ctx, info.get("server"), f"step {name!r}")
         param = str(info.get("script_param") or "")
@@ -236,7 +249,9 @@ class PlanLauncher:
                 file_count += len(files)
                 continue
             account = await self._account(ctx, src.get("account"))
-            hosts = await self._hosts(ctx, src.get("server"), f"step {name!r} source {i + 1}")
+            hosts = await self._hosts(
+                ctx, src.get("server"), f"step {name!r} source {i + 1}", "FILE_DISTRIBUTION"
+            )
             sources.append(
                 {
                     "kind": "host",
@@ -248,7 +263,9 @@ class PlanLauncher:
             file_count += len(files) * len(hosts)
         dest = info.get("file_destination") or {}
         account = await self._account(ctx, dest.get("account"))
-        targets = await self._hosts(ctx, dest.get("server"), f"step {name!r} destination")
+        targets = await self._hosts(
+            ctx, dest.get("server"), f"step {name!r} destination", "FILE_DISTRIBUTION"
+        )
         if file_count * len(targets) > MAX_FILE_TASKS:
             raise JobError(
                 ErrorCode.FILE_TASKS_EXCEED, f"File tasks exceed the limit of {MAX_FILE_TASKS}"

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.rolling import RollingConfig
 from jobfleet.domain.status import HostStatus, LaunchMode, RunStatus, StepType, TaskType
 from jobfleet.domain.targets import MAX_SCRIPT_TARGETS, TargetSpec
 from jobfleet.engine.core import Engine
@@ -17,6 +18,15 @@ from jobfleet.store.inventory import Host, Inventory
 from jobfleet.store.jobs import NewJob, NewStep
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import accounts
+from jobfleet.store.topology import (
+    MODULE,
+    SCRIPT_EXECUTE,
+    SET,
+    TopologyStore,
+    group_not_found,
+    groups_filters,
+    standard_group_id,
+)
 
 
 @dataclass
@@ -56,6 +66,7 @@ class ScriptRequest:
     start: bool
     operator: str
     app_code: str
+    rolling: tuple[RollingConfig, list[int]] | None = None
 
 
 def default_name(kind: str) -> str:
@@ -71,13 +82,18 @@ class Submitter:
         self.cipher = cipher
 
     async def resolve_hosts(
-        self, spec: TargetSpec, scope: Scope, limit: int = MAX_SCRIPT_TARGETS
+        self,
+        spec: TargetSpec,
+        scope: Scope,
+        limit: int = MAX_SCRIPT_TARGETS,
+        action: str = SCRIPT_EXECUTE,
     ) -> list[Host]:
-        if spec.topo_nodes or spec.dynamic_groups:
-            raise JobError(
-                ErrorCode.NOT_SUPPORTED,
-                "Targeting by topo_node_list or dynamic_group_list is not supported yet",
-            )
+        """The hosts a target names, each once, by host id (docs/topology.md).
+
+        Hosts of businesses outside the scope need a whitelist entry for ``action``
+        (SCRIPT_EXECUTE or FILE_DISTRIBUTION).
+        """
+        topology = TopologyStore(self.db)
         found: dict[int, Host] = {}
         if spec.host_ids:
             hosts = {h.bk_host_id: h for h in await self.inventory.by_ids(spec.host_ids)}
@@ -88,24 +104,28 @@ class Submitter:
                 )
             found.update(hosts)
         if spec.ips:
-            pairs = [(t.bk_cloud_id, t.ip) for t in spec.ips]
-            hosts_by_ip: dict[tuple[int, str], Host] = {}
-            for host in await self.inventory.by_ips(pairs):
-                hosts_by_ip[(host.bk_cloud_id, host.ip)] = host
-                if host.ipv6:
-                    hosts_by_ip[(host.bk_cloud_id, host.ipv6)] = host
-            missing_ips = [f"{c}:{ip}" for c, ip in pairs if (c, ip) not in hosts_by_ip]
-            if missing_ips:
-                raise JobError(ErrorCode.IP_NOT_IN_CMDB, f"Hosts not found: {_sample(missing_ips)}")
-            for host in hosts_by_ip.values():
+            for host in await self._by_ips(spec):
                 found.setdefault(host.bk_host_id, host)
-        foreign = [
-            f"{h.bk_cloud_id}:{h.ip}" for h in found.values() if h.bk_biz_id not in scope.biz_ids
-        ]
+        if spec.topo_nodes:
+            for host in await self._by_topo(topology, spec, scope):
+                found.setdefault(host.bk_host_id, host)
+        if spec.dynamic_groups:
+            for host in await self._by_groups(topology, spec, scope):
+                found.setdefault(host.bk_host_id, host)
+        foreign = [h.bk_host_id for h in found.values() if h.bk_biz_id not in scope.biz_ids]
         if foreign:
+            allowed = await topology.whitelisted(foreign, scope.biz_ids, action)
+            refused = [found[h] for h in foreign if h not in allowed]
+            if refused:
+                raise JobError(
+                    ErrorCode.HOST_INVALID,
+                    f"Hosts not in {scope.scope_type} {scope.scope_id} and not whitelisted "
+                    f"for {action}: {_sample([f'{h.bk_cloud_id}:{h.ip}' for h in refused])}",
+                )
+        if not found:
             raise JobError(
-                ErrorCode.HOST_INVALID,
-                f"Hosts not in {scope.scope_type} {scope.scope_id}: {_sample(foreign)}",
+                ErrorCode.STEP_TARGET_EMPTY,
+                "The target has no host: its topology nodes and dynamic groups match none",
             )
         if len(found) > limit:
             raise JobError(
@@ -113,6 +133,84 @@ class Submitter:
                 f"A script step may target at most {limit} hosts, got {len(found)}",
             )
         return sorted(found.values(), key=lambda h: h.bk_host_id)
+
+    async def _by_ips(self, spec: TargetSpec) -> list[Host]:
+        """An address names the host whose ip it is, else the one host reporting it as ipv6.
+
+        An agent chooses the IPv6 address it reports, so a host whose ip is the address
+        wins over one that only claims it, and two claimants are refused.
+        """
+        pairs = [(t.bk_cloud_id, t.ip) for t in spec.ips]
+        by_ip: dict[tuple[int, str], Host] = {}
+        by_v6: dict[tuple[int, str], dict[int, Host]] = {}
+        for host in await self.inventory.by_ips(pairs):
+            by_ip[(host.bk_cloud_id, host.ip)] = host
+            if host.ipv6:
+                by_v6.setdefault((host.bk_cloud_id, host.ipv6), {})[host.bk_host_id] = host
+        chosen: list[Host] = []
+        missing: list[str] = []
+        for pair in pairs:
+            owner = by_ip.get(pair)
+            claimants = by_v6.get(pair, {})
+            if owner is None and len(claimants) > 1:
+                raise JobError.invalid(
+                    "target_server.ip_list",
+                    f"{pair[0]}:{pair[1]} is the IPv6 address of hosts "
+                    f"{_sample(sorted(claimants))}; name the host by host_id_list",
+                )
+            owner = owner or next(iter(claimants.values()), None)
+            if owner is None:
+                missing.append(f"{pair[0]}:{pair[1]}")
+            else:
+                chosen.append(owner)
+        if missing:
+            raise JobError(ErrorCode.IP_NOT_IN_CMDB, f"Hosts not found: {_sample(missing)}")
+        return chosen
+
+    async def _by_topo(self, topology: TopologyStore, spec: TargetSpec, scope: Scope) -> list[Host]:
+        """Hosts under ``topo_node_list``: a business (all its hosts), a set or a module."""
+        field = "target_server.topo_node_list"
+        biz_ids: set[int] = set()
+        wanted: dict[str, set[int]] = {SET: set(), MODULE: set()}
+        for node_type, node_id in spec.topo_nodes:
+            if node_type == "biz":
+                if node_id not in scope.biz_ids:
+                    raise JobError.invalid(
+                        field, f"business {node_id} is not in {scope.scope_type} {scope.scope_id}"
+                    )
+                biz_ids.add(node_id)
+            elif node_type in wanted:
+                wanted[node_type].add(node_id)
+            else:
+                raise JobError.invalid(field, f"node_type {node_type!r} is not biz, set or module")
+        known = {
+            (row.node_type, row.id)
+            for row in await topology.nodes(wanted[SET] | wanted[MODULE])
+            if row.bk_biz_id in scope.biz_ids
+        }
+        unknown = [
+            f"{t} {i}" for t in (SET, MODULE) for i in sorted(wanted[t]) if (t, i) not in known
+        ]
+        if unknown:
+            raise JobError.invalid(
+                field,
+                f"{_sample(unknown)} not found in {scope.scope_type} {scope.scope_id}",
+            )
+        hosts = await topology.hosts_under(sorted(wanted[SET]), sorted(wanted[MODULE]))
+        if biz_ids:
+            hosts += await self.inventory.list(biz_ids=sorted(biz_ids))
+        return hosts
+
+    async def _by_groups(
+        self, topology: TopologyStore, spec: TargetSpec, scope: Scope
+    ) -> list[Host]:
+        wanted = [standard_group_id(g) for g in spec.dynamic_groups]
+        rows = await topology.groups(scope.biz_ids, wanted)
+        unknown = sorted(set(wanted) - {r.id for r in rows})
+        if unknown:
+            raise group_not_found(unknown, scope.scope_id)
+        matched = await self.inventory.matching(groups_filters(rows))
+        return [host for hosts in matched for host in hosts]
 
     async def resolve_account(
         self, scope: Scope, account_id: int | None, alias: str | None
@@ -152,6 +250,7 @@ class Submitter:
             operator=req.operator,
             app_code=req.app_code,
             callback_url=req.callback_url,
+            rolling=req.rolling,
             step_values={
                 "script_language": req.language,
                 "script_content": req.script,
@@ -176,8 +275,23 @@ def one_step_job(
     app_code: str,
     callback_url: str | None,
     step_values: dict[str, Any],
+    rolling: tuple[RollingConfig, list[int]] | None = None,
 ) -> NewJob:
     """The job of a fast_* call: one step, run on ``hosts`` as ``account``."""
+    rows = host_rows(hosts)
+    rolling_values: dict[str, Any] = {"batch_count": 1, "current_batch": 0}
+    if rolling is not None:
+        config, sizes = rolling
+        at = 0
+        for number, size in enumerate(sizes, start=1):
+            for row in rows[at : at + size]:
+                row["batch"] = number
+            at += size
+        rolling_values = {
+            "rolling_config": config.to_dict(),
+            "batch_count": len(sizes),
+            "current_batch": 0,
+        }
     step = NewStep(
         name=name,
         type=int(step_type),
@@ -191,11 +305,10 @@ def one_step_job(
             "account_name": account.account,
             "operator": operator,
             "create_time": now_ms(),
-            "batch_count": 1,
-            "current_batch": 0,
+            **rolling_values,
             **step_values,
         },
-        hosts=host_rows(hosts),
+        hosts=rows,
     )
     return NewJob(
         values={
@@ -228,6 +341,7 @@ class FileRequest:
     start: bool
     operator: str
     app_code: str
+    rolling: tuple[RollingConfig, list[int]] | None = None
 
 
 def host_rows(hosts: list[Host]) -> list[dict[str, Any]]:
@@ -263,6 +377,7 @@ async def submit_file(submitter: Submitter, scope: Scope, req: FileRequest) -> t
         operator=req.operator,
         app_code=req.app_code,
         callback_url=req.callback_url,
+        rolling=req.rolling,
         step_values={"config": req.config},
     )
     job_id, step_ids = await submitter.engine.submit(job, req.start)

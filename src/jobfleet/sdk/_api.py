@@ -333,6 +333,25 @@ class BkApi(Generic[D]):
     ) -> D:
         return self._bk("get_job_plan_list", _args(locals()))
 
+    def get_job_template_list(
+        self,
+        *,
+        creator: str | None = None,
+        name: str | None = None,
+        create_time_start: int | None = None,
+        create_time_end: int | None = None,
+        last_modify_user: str | None = None,
+        last_modify_time_start: int | None = None,
+        last_modify_time_end: int | None = None,
+        start: int | None = None,
+        length: int | None = None,
+        bk_scope_type: str | None = None,
+        bk_scope_id: str | int | None = None,
+        bk_biz_id: int | None = None,
+        **extra: Any,
+    ) -> D:
+        return self._bk("get_job_template_list", _args(locals()))
+
     def get_job_plan_detail(
         self,
         job_plan_id: int,

@@ -24,6 +24,9 @@ from jobfleet.sdk._models import (
     TransferProgress,
     TransferResult,
 )
+from jobfleet.sdk._notify import NotifyApi
+from jobfleet.sdk._templates import TemplateApi, parse_text, text_request
+from jobfleet.sdk._topology import TopologyApi
 from jobfleet.sdk._transport import (
     DOWNLOAD_HEADERS,
     FILES_PATH,
@@ -47,6 +50,9 @@ Observer = Callable[[dict[str, Any], float], Awaitable[None]]
 class AsyncJobClient(
     BkApi[Awaitable[dict[str, Any]]],
     AdminApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]]],
+    TemplateApi[Awaitable[dict[str, Any]], Awaitable[str]],
+    NotifyApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]]],
+    TopologyApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]]],
 ):
     """A bk-job v3 client for jobfleet on asyncio; see ``JobClient``.
 
@@ -156,6 +162,30 @@ class AsyncJobClient(
         self, path: str, params: dict[str, Any] | None
     ) -> list[dict[str, Any]]:
         return expect_list(await self.admin_call("GET", path, None, params), path)
+
+    def _admin_text(self, path: str, params: dict[str, Any]) -> Awaitable[str]:
+        return self._admin_text_async(path, params)
+
+    async def _admin_text_async(self, path: str, params: dict[str, Any]) -> str:
+        request = text_request(self._http, "GET", path, params)
+        return parse_text(await self._send_built(request))
+
+    def _admin_send_text(
+        self, path: str, text: str, params: dict[str, Any]
+    ) -> Awaitable[dict[str, Any]]:
+        return self._admin_send_text_async(path, text, params)
+
+    async def _admin_send_text_async(
+        self, path: str, text: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        response = await self._send_built(text_request(self._http, "POST", path, params, text))
+        return expect_dict(parse_envelope(response), path)
+
+    async def _send_built(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._http.send(request)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
 
     # --- helpers ----------------------------------------------------------------
 

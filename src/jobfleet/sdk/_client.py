@@ -23,6 +23,9 @@ from jobfleet.sdk._models import (
     TransferProgress,
     TransferResult,
 )
+from jobfleet.sdk._notify import NotifyApi
+from jobfleet.sdk._templates import TemplateApi, parse_text, text_request
+from jobfleet.sdk._topology import TopologyApi
 from jobfleet.sdk._transport import (
     DOWNLOAD_HEADERS,
     FILES_PATH,
@@ -43,7 +46,13 @@ from jobfleet.sdk._transport import (
 Observer = Callable[[dict[str, Any], float], None]
 
 
-class JobClient(BkApi[dict[str, Any]], AdminApi[dict[str, Any], list[dict[str, Any]]]):
+class JobClient(
+    BkApi[dict[str, Any]],
+    AdminApi[dict[str, Any], list[dict[str, Any]]],
+    TemplateApi[dict[str, Any], str],
+    NotifyApi[dict[str, Any], list[dict[str, Any]]],
+    TopologyApi[dict[str, Any], list[dict[str, Any]]],
+):
     """A bk-job v3 client for jobfleet (or any bk-job API gateway).
 
     >>> with JobClient("http://127.0.0.1:8080", "my-app", "secret", "admin", biz=2) as c:
@@ -130,6 +139,19 @@ class JobClient(BkApi[dict[str, Any]], AdminApi[dict[str, Any], list[dict[str, A
 
     def _admin_list(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return expect_list(self.admin_call("GET", path, None, params), path)
+
+    def _admin_text(self, path: str, params: dict[str, Any]) -> str:
+        return parse_text(self._send_built(text_request(self._http, "GET", path, params)))
+
+    def _admin_send_text(self, path: str, text: str, params: dict[str, Any]) -> dict[str, Any]:
+        response = self._send_built(text_request(self._http, "POST", path, params, text))
+        return expect_dict(parse_envelope(response), path)
+
+    def _send_built(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return self._http.send(request)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
 
     # --- helpers ----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 import secrets
@@ -41,11 +42,25 @@ def b64(text: str) -> str:
 
 
 def parse_host(spec: str, default_cloud: int = 0) -> dict[str, Any]:
-    """``"10.0.0.1"`` or ``"1:10.0.0.1"`` (cloud area 1) as a bk-job ``ip`` object."""
-    cloud, sep, ip = spec.strip().partition(":")
-    if sep and cloud.isdigit() and ":" not in ip:
+    """A host argument as a bk-job ``ip`` object: ``10.0.0.1``, ``1:10.0.0.1`` (cloud
+    area 1), ``::1``, or ``1:[::1]`` (an IPv6 address with a cloud area; a bare address
+    always wins, since ``3:2001:db8::1`` is itself an IPv6 address)."""
+    text = spec.strip()
+    if _is_ip(text):
+        return {"bk_cloud_id": default_cloud, "ip": text}
+    cloud, sep, ip = text.partition(":")
+    ip = ip[1:-1] if ip.startswith("[") and ip.endswith("]") else ip
+    if sep and cloud.isdigit() and _is_ip(ip):
         return {"bk_cloud_id": int(cloud), "ip": ip}
-    return {"bk_cloud_id": default_cloud, "ip": spec.strip()}
+    return {"bk_cloud_id": default_cloud, "ip": text}
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def target_server(

@@ -186,16 +186,17 @@ class JobStore:
                 found[row.step_instance_id].append(row)
         return found
 
-    async def status_counts(self, step_id: int, execute_count: int) -> dict[int, int]:
+    async def status_counts(
+        self, step_id: int, execute_count: int, batch: int | None = None
+    ) -> dict[int, int]:
+        query = select(step_hosts.c.status, func.count()).where(
+            step_hosts.c.step_instance_id == step_id,
+            step_hosts.c.execute_count == execute_count,
+        )
+        if batch is not None:
+            query = query.where(step_hosts.c.batch == batch)
         async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(step_hosts.c.status, func.count())
-                .where(
-                    step_hosts.c.step_instance_id == step_id,
-                    step_hosts.c.execute_count == execute_count,
-                )
-                .group_by(step_hosts.c.status)
-            )
+            rows = await conn.execute(query.group_by(step_hosts.c.status))
             return {int(r[0]): int(r[1]) for r in rows}
 
     async def logs(
@@ -332,6 +333,84 @@ class JobStore:
                 update(step_instances).where(step_instances.c.id == step_id).values(**values)
             )
 
+    async def new_attempt(
+        self, step: Row[Any], *, failed_only: bool, node_id: str, ttl: float
+    ) -> bool:
+        """Start the step again as attempt ``execute_count + 1`` and hand its job to ``node_id``.
+
+        With ``failed_only`` the hosts that succeeded keep their result as status 3
+        (succeeded last time); every other host waits to run again. Earlier
+        attempts stay as they were. False if the step changed meanwhile.
+        """
+        count = step.execute_count
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(step_instances)
+                .where(
+                    step_instances.c.id == step.id,
+                    step_instances.c.status == step.status,
+                    step_instances.c.execute_count == count,
+                )
+                .values(
+                    execute_count=count + 1,
+                    status=int(RunStatus.BLANK),
+                    current_batch=0,
+                    start_time=None,
+                    end_time=None,
+                    total_time=None,
+                )
+            )
+            if not res.rowcount:
+                return False
+            old = await conn.execute(
+                select(step_hosts).where(
+                    step_hosts.c.step_instance_id == step.id,
+                    step_hosts.c.execute_count == count,
+                )
+            )
+            rows = []
+            for row in old:
+                kept = failed_only and HostStatus(row.status).succeeded
+                rows.append(
+                    {
+                        "step_instance_id": step.id,
+                        "execute_count": count + 1,
+                        "bk_host_id": row.bk_host_id,
+                        "batch": row.batch,
+                        "bk_cloud_id": row.bk_cloud_id,
+                        "ip": row.ip,
+                        "ipv6": row.ipv6,
+                        "agent_id": row.agent_id,
+                        "status": int(HostStatus.LAST_SUCCESS if kept else HostStatus.WAITING),
+                        "exit_code": row.exit_code if kept else None,
+                        "error_code": 0,
+                        "tag": row.tag if kept else "",
+                        "log_size": 0,
+                    }
+                )
+            for part in chunks(rows):
+                await conn.execute(insert(step_hosts), list(part))
+            await self._reopen(conn, step.job_instance_id, node_id, ttl)
+        return True
+
+    async def reopen_job(self, job_id: int, node_id: str, ttl: float) -> None:
+        async with self.db.begin() as conn:
+            await self._reopen(conn, job_id, node_id, ttl)
+
+    async def _reopen(self, conn: AsyncConnection, job_id: int, node_id: str, ttl: float) -> None:
+        """A finished job runs again (an operator retried or skipped a step)."""
+        await conn.execute(
+            update(job_instances)
+            .where(job_instances.c.id == job_id)
+            .values(
+                status=int(RunStatus.RUNNING),
+                end_time=None,
+                total_time=None,
+                owner_node=node_id,
+                lease_until=time.time() + ttl,
+            )
+        )
+
     async def update_step_if(self, step_id: int, expected: int, **values: Any) -> bool:
         """Change a step only while its status is ``expected``; False if it was not."""
         async with self.db.begin() as conn:
@@ -349,10 +428,16 @@ class JobStore:
             )
 
     async def finish_job(
-        self, job_id: int, status: int, callback: tuple[str, str, int] | None
+        self,
+        job_id: int,
+        status: int,
+        callback: tuple[str, str, int] | None,
+        extra: Sequence[dict[str, Any]] = (),
+        end_time: int | None = None,
     ) -> None:
-        """Final job status and, in the same transaction, its callback in the outbox."""
-        now = now_ms()
+        """Final job status and, in the same transaction, its callback and ``extra`` rows
+        (``kind, target, payload, max_attempts``: notifications) in the outbox."""
+        now = end_time or now_ms()
         async with self.db.begin() as conn:
             job = (
                 await conn.execute(
@@ -388,6 +473,22 @@ class JobStore:
                         last_error="",
                         create_time=now,
                     )
+                )
+            if extra:
+                await conn.execute(
+                    insert(outbox),
+                    [
+                        {
+                            "job_instance_id": job_id,
+                            "attempts": 0,
+                            "next_attempt_at": time.time(),
+                            "state": "pending",
+                            "last_error": "",
+                            "create_time": now,
+                            **row,
+                        }
+                        for row in extra
+                    ],
                 )
 
     # ownership --------------------------------------------------------------

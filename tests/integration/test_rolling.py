@@ -1,0 +1,257 @@
+"""Rolling execution, retries and step operations with real agents."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.integration.harness import Running, b64, eventually
+
+IPS = [f"127.0.0.{n}" for n in range(91, 97)]
+
+
+async def run(running: Running, script: str, rolling: dict[str, Any] | None = None,
+              ips: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {**extra}
+    if rolling is not None:
+        body["rolling_config"] = rolling
+    return await running.wire.run_script(script, ips or IPS, **body)
+
+
+async def step_status(running: Running, job: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    answer = await running.wire.v3("get_step_instance_status", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+        "step_instance_id": job["step_instance_id"], **extra}, method="GET")
+    assert answer["result"], answer
+    return dict(answer["data"])
+
+
+def hosts_of(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [h for g in data["step_result_group_list"] for h in g["host_result_list"]]
+
+
+def batches(data: dict[str, Any]) -> list[list[str]]:
+    by_batch: dict[int, list[str]] = {}
+    for host in hosts_of(data):
+        by_batch.setdefault(host["batch"], []).append(host["ip"])
+    return [sorted(by_batch[b]) for b in sorted(by_batch)]
+
+
+async def operate(running: Running, job: dict[str, Any], code: int) -> dict[str, Any]:
+    return await running.wire.v3("operate_step_instance", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+        "step_instance_id": job["step_instance_id"], "operation_code": code})
+
+
+async def job_status_is(running: Running, job: dict[str, Any], *wanted: int) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        data = await running.wire.status(job["job_instance_id"])
+        return data if data["job_instance"]["status"] in wanted else None
+    return dict(await eventually(check, timeout=40, interval=0.1))
+
+
+async def by_host_id(running: Running) -> list[str]:
+    """The test hosts in host id order: the order batches are cut in."""
+    hosts = sorted(await running.server.inventory.list(), key=lambda h: h.bk_host_id)
+    return [h.ip for h in hosts if h.ip in IPS]
+
+
+async def test_expressions_make_the_batches_they_say(running: Running) -> None:
+    await running.start_agents(IPS)
+    cases = {"2": [2, 2, 2], "50%": [3, 3], "1 *2": [1, 2, 3], "1 +1": [1, 2, 3],
+             "1 2 100%": [1, 2, 3], "4": [4, 2]}
+    for expression, sizes in cases.items():
+        job = await run(running, "echo ok", {"expression": expression})
+        done = await running.wire.wait(job["job_instance_id"])
+        assert done["job_instance"]["status"] == 3, (expression, done)
+        data = await step_status(running, job)
+        got = batches(data)
+        assert [len(b) for b in got] == sizes, (expression, got)
+        assert data["batch_count"] == len(sizes)
+        # serial: a batch starts only after the one before it has ended
+        hosts = hosts_of(data)
+        for n in range(2, len(sizes) + 1):
+            before = max(h["end_time"] for h in hosts if h["batch"] == n - 1)
+            after = min(h["start_time"] for h in hosts if h["batch"] == n)
+            assert after >= before, (expression, n)
+        only_second = await step_status(running, job, batch=2)
+        assert [h["batch"] for h in hosts_of(only_second)] == [2] * sizes[1]
+
+
+async def test_bad_rolling_configs(running: Running) -> None:
+    await running.start_agents(IPS[:1])
+    cases = [({"expression": "0"}, 1244026), ({"expression": "abc"}, 1244026),
+             ({"expression": "100% 1"}, 1244026), ({"expression": "+1"}, 1244026),
+             ({"expression": "*2 1"}, 1244026), ({}, 1241004),
+             ({"expression": "1", "mode": 7}, 1241010),
+             ({"expression": "1", "execution_mode": 2, "batch_start_wait_random_min_ms": 9,
+               "batch_start_wait_random_max_ms": 1}, 1241010),
+             ({"expression": "1", "type": 2}, 1241011)]
+    for config, code in cases:
+        answer = await running.wire.v3("fast_execute_script", {
+            "bk_biz_id": 2, "script_content": b64("echo"), "script_language": 1,
+            "account_alias": "root", "rolling_config": config or {"mode": 1},
+            "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+        assert answer["code"] == code, (config, answer)
+
+
+async def test_pause_on_failure_then_retry_only_the_failed_host(
+        running: Running, tmp_path: Path) -> None:
+    await running.start_agents(IPS)
+    order = await by_host_id(running)
+    ledger = tmp_path / "ledger"
+    fixed = tmp_path / "fixed"
+    script = (f'echo "$JOBFLEET_HOST_IP" >> {ledger}\n'
+              f'if [ "$JOBFLEET_HOST_IP" = "{order[1]}" ] && [ ! -e {fixed} ]; then exit 5; fi\n')
+    job = await run(running, script, {"expression": "2", "mode": 1})
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["job_instance"]["status"] == 4
+    data = await step_status(running, job)
+    by_ip = {h["ip"]: h["status"] for h in hosts_of(data)}
+    assert by_ip[order[0]] == 9 and by_ip[order[1]] == 104
+    assert all(by_ip[ip] == 5 for ip in order[2:]), by_ip  # later batches never started
+    assert sorted(ledger.read_text().split()) == sorted(order[:2])
+
+    fixed.touch()
+    answer = await operate(running, job, 2)
+    assert answer["result"], answer
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["job_instance"]["status"] == 3
+    step = done["step_instance_list"][0]
+    assert (step["status"], step["execute_count"]) == (3, 1)
+    retried = {h["ip"]: h["status"] for h in hosts_of(await step_status(running, job))}
+    assert retried[order[0]] == 3 and all(retried[ip] == 9 for ip in order[1:])
+    # the host that had succeeded did not run again
+    assert sorted(ledger.read_text().split()) == sorted([*order[:2], *order[1:]])
+    first = {h["ip"]: h["status"] for h in hosts_of(await step_status(running, job,
+                                                                      execute_count=0))}
+    assert first == by_ip
+    logs = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+        "step_instance_id": job["step_instance_id"], "bk_cloud_id": 0, "ip": order[1],
+        "execute_count": 0}, method="GET")
+    assert logs["result"], logs
+
+
+async def test_ignore_mode_runs_every_batch_and_threshold_stops_the_rollout(
+        running: Running) -> None:
+    await running.start_agents(IPS)
+    order = await by_host_id(running)
+    fail_two = f'case "$JOBFLEET_HOST_IP" in {order[0]}|{order[3]}) exit 1;; esac\n'
+    job = await run(running, fail_two, {"expression": "2", "mode": 2})
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["job_instance"]["status"] == 4
+    statuses = [h["status"] for h in hosts_of(await step_status(running, job))]
+    assert 5 not in statuses and statuses.count(104) == 2
+
+    job = await run(running, fail_two, {"expression": "1", "mode": 2, "max_fail_count": 1})
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["job_instance"]["status"] == 4
+    by_ip = {h["ip"]: h["status"] for h in hosts_of(await step_status(running, job))}
+    # the second failure (fourth batch) crosses the threshold: nothing after it starts
+    assert [by_ip[ip] for ip in order] == [104, 9, 9, 104, 5, 5]
+
+    job = await run(running, fail_two, {"expression": "2", "mode": 2,
+                                        "max_fail_percentage": 10})
+    await running.wire.wait(job["job_instance_id"])
+    by_ip = {h["ip"]: h["status"] for h in hosts_of(await step_status(running, job))}
+    assert [by_ip[ip] for ip in order] == [104, 9, 5, 5, 5, 5]
+
+
+async def test_confirm_between_batches(running: Running) -> None:
+    await running.start_agents(IPS[:4])
+    job = await run(running, "echo ok", {"expression": "2", "mode": 3}, ips=IPS[:4])
+    data = await job_status_is(running, job, 7)
+    step = data["step_instance_list"][0]
+    assert step["status"] == 7
+    assert [h["status"] for h in data["step_instance_list"][0]["step_ip_result_list"]] == [
+        9, 9, 5, 5]
+    early = await running.wire.v3("operate_step_instance", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+        "step_instance_id": job["step_instance_id"], "operation_code": 2})
+    assert early["code"] == 1241003
+    assert (await operate(running, job, 13))["result"]
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["job_instance"]["status"] == 3
+    again = await operate(running, job, 13)
+    assert again["code"] == 1241003
+
+
+async def test_staggered_batches_overlap(running: Running) -> None:
+    await running.start_agents(IPS[:4])
+    rolling = {"expression": "1", "execution_mode": 2, "batch_start_wait_fixed_ms": 300,
+               "batch_start_wait_random_min_ms": 0, "batch_start_wait_random_max_ms": 100}
+    job = await run(running, "sleep 1", rolling, ips=IPS[:4])
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["job_instance"]["status"] == 3
+    hosts = sorted(hosts_of(await step_status(running, job)), key=lambda h: h["batch"])
+    starts = [h["start_time"] for h in hosts]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(280 <= g <= 1500 for g in gaps), gaps
+    # each batch began before the one before it had finished
+    assert all(hosts[i + 1]["start_time"] < hosts[i]["end_time"] for i in range(3))
+
+
+async def test_retry_all_ignore_error_and_terminate(running: Running) -> None:
+    await running.start_agents(IPS[:2])
+    job = await run(running, "echo attempt; exit 2", ips=IPS[:2])
+    assert (await running.wire.wait(job["job_instance_id"]))["job_instance"]["status"] == 4
+    assert (await operate(running, job, 8))["result"]
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["step_instance_list"][0]["execute_count"] == 1
+    assert done["job_instance"]["status"] == 4
+    assert (await operate(running, job, 3))["result"]
+    done = await running.wire.wait(job["job_instance_id"])
+    assert (done["job_instance"]["status"], done["step_instance_list"][0]["status"]) == (3, 6)
+    assert (await operate(running, job, 3))["code"] == 1241003
+
+    tree = ("echo $$; sh -c 'sleep 300 & sleep 300' & "
+            "setsid sh -c 'sleep 300' & sleep 300")
+    job = await run(running, tree, ips=IPS[:2])
+    logs: dict[str, str] = {}
+
+    async def started() -> bool:
+        nonlocal logs
+        logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"],
+                                       IPS[:2])
+        return all(v.strip() for v in logs.values())
+
+    await eventually(started, timeout=20)
+    groups = [int(v.split()[0]) for v in logs.values()]
+    assert all(_group_alive(g) for g in groups)
+    stop = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1})
+    assert stop["result"], stop
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["step_instance_list"][0]["status"] == 11
+    assert {h["status"] for h in done["step_instance_list"][0]["step_ip_result_list"]} == {403}
+    await asyncio.sleep(0.5)
+    assert not any(_group_alive(g) for g in groups)
+    assert not _tasks_alive(job["step_instance_id"])
+    assert (await operate(running, job, 11))["result"]
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["step_instance_list"][0]["status"] == 5
+
+
+def _group_alive(pgid: int) -> bool:
+    """A live (not zombie) process in the group: what ``ps`` shows for it."""
+    out = subprocess.run(["ps", "-o", "stat=", "-g", str(pgid)], capture_output=True, text=True)
+    return any(not line.strip().startswith("Z") for line in out.stdout.splitlines()
+               if line.strip())
+
+
+def _tasks_alive(step_id: int) -> bool:
+    """Any process left whose environment names a task of the step (setsid'd ones too)."""
+    marker = f"JOBFLEET_TASK_ID={step_id}:".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
