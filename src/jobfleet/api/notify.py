@@ -7,11 +7,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from fastapi import APIRouter
 
 from jobfleet.api.params import get_bool, get_int, get_str
-from jobfleet.api.routing import MAX_BODY, Call, Handler, make_endpoint, services_of
+from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.engine.submit import Scope
@@ -313,23 +312,10 @@ async def search_audit(call: Call) -> dict[str, Any]:
 # routes -------------------------------------------------------------------------------
 
 
-def _with_path_and_body(handler: Handler) -> Handler:
-    """Path parameters join the others; PUT bodies are JSON objects too (the router reads
-    POST bodies only)."""
+def _with_path(handler: Handler) -> Handler:
+    """Path parameters join the others."""
 
     async def wrapped(call: Call) -> Any:
-        if call.request.method == "PUT":
-            body = await call.request.body()
-            if len(body) > MAX_BODY:
-                raise JobError(ErrorCode.BAD_REQUEST, f"Request body larger than {MAX_BODY} bytes")
-            if body.strip():
-                try:
-                    parsed = orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise JobError(ErrorCode.BAD_REQUEST, f"Malformed JSON body: {exc}") from None
-                if not isinstance(parsed, dict):
-                    raise JobError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
-                call.params.update(parsed)
         if "bk_biz_id" in call.request.path_params:
             # the business in the path is the scope: nothing else may name another
             call.params.pop("bk_scope_type", None)
@@ -344,7 +330,7 @@ def register(router: APIRouter) -> None:
     def add(method: str, path: str, handler: Handler) -> None:
         router.add_api_route(
             PREFIX + path,
-            make_endpoint(services_of, _with_path_and_body(handler)),
+            make_endpoint(services_of, _with_path(handler)),
             methods=[method],
             name=f"{method} {path}",
         )

@@ -50,7 +50,7 @@ Handler = Callable[[Call], Awaitable[Any]]
 
 async def read_params(request: Request) -> dict[str, Any]:
     params: dict[str, Any] = dict(request.query_params)
-    if request.method == "POST":
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         body = await request.body()
         if len(body) > MAX_BODY:
             raise JobError(ErrorCode.BAD_REQUEST, f"Request body larger than {MAX_BODY} bytes")

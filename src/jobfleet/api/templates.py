@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import orjson
 from fastapi import APIRouter
 from sqlalchemy import Row
 from starlette.requests import Request
@@ -574,27 +573,6 @@ async def import_template(call: Call) -> dict[str, Any]:
 # --- routes ---------------------------------------------------------------------
 
 
-def _with_body(handler: Handler) -> Handler:
-    """PUT and DELETE bodies are JSON objects too (the router reads POST bodies only)."""
-
-    async def wrapped(call: Call) -> Any:
-        if call.request.method in ("PUT", "DELETE"):
-            body = await call.request.body()
-            if len(body) > MAX_BODY:
-                raise JobError(ErrorCode.BAD_REQUEST, f"Request body larger than {MAX_BODY} bytes")
-            if body.strip():
-                try:
-                    parsed = orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise JobError(ErrorCode.BAD_REQUEST, f"Malformed JSON body: {exc}") from None
-                if not isinstance(parsed, dict):
-                    raise JobError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
-                call.params.update(parsed)
-        return await handler(call)
-
-    return wrapped
-
-
 def _yaml_endpoint(
     handler: Callable[[Call], Awaitable[str]],
 ) -> Callable[[Request], Awaitable[Response]]:
@@ -628,7 +606,7 @@ def register(router: APIRouter) -> None:
     def add(method: str, path: str, handler: Handler, *, raw_body: bool = False) -> None:
         router.add_api_route(
             PREFIX + path,
-            make_endpoint(services_of, _with_body(handler), raw_body=raw_body),
+            make_endpoint(services_of, handler, raw_body=raw_body),
             methods=[method],
             name=f"{method} {path}",
         )

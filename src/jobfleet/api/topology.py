@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter
 
 from jobfleet.api.admin import PREFIX, admin_only, with_path
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
-from jobfleet.api.routing import MAX_BODY, Call, Handler, make_endpoint, services_of
+from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.host_filters import HostFilter, parse_filter
 from jobfleet.domain.status import ScopeType
@@ -270,31 +269,10 @@ async def delete_whitelist(call: Call) -> dict[str, Any]:
     return whitelist_view(row, found[0] if found else None)
 
 
-def _with_body(handler: Handler) -> Handler:
-    """PUT and DELETE bodies are JSON objects too (the router reads POST bodies only)."""
-
-    async def wrapped(call: Call) -> Any:
-        if call.request.method in ("PUT", "DELETE"):
-            body = await call.request.body()
-            if len(body) > MAX_BODY:
-                raise JobError(ErrorCode.BAD_REQUEST, f"Request body larger than {MAX_BODY} bytes")
-            if body.strip():
-                try:
-                    parsed = orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise JobError(ErrorCode.BAD_REQUEST, f"Malformed JSON body: {exc}") from None
-                if not isinstance(parsed, dict):
-                    raise JobError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
-                call.params.update(parsed)
-        return await handler(call)
-
-    return wrapped
-
-
 def register(router: APIRouter) -> None:
     def add(method: str, path: str, handler: Handler, *, admin: bool = False) -> None:
         # path parameters win over a body's keys of the same name
-        wrapped = _with_body(with_path(admin_only(handler) if admin else handler))
+        wrapped = with_path(admin_only(handler) if admin else handler)
         router.add_api_route(
             PREFIX + path,
             make_endpoint(services_of, wrapped),

@@ -333,48 +333,50 @@ class Engine:
         }
 
     async def _confirm(self, job: Row[Any], step: Row[Any], stop: asyncio.Event) -> RunStatus:
-        """A manual confirmation step: the job waits (status 7) for an operator.
+        """A manual confirmation step: the job waits (status 7) for an operator."""
+        if step.status != RunStatus.WAITING_USER:
+            await self.store.update_step(
+                step.id,
+                status=int(RunStatus.WAITING_USER),
+                start_time=step.start_time or now_ms(),
+            )
+            await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+            waiting = await self.store.step(step.id)
+            for listener in self.on_confirm_waiting:
+                listener(job, waiting)
+        current = await self._await_decision(job, step, stop)
+        if current is None:
+            end = now_ms()
+            latest = await self.store.step(step.id)
+            started = (latest.start_time if latest is not None else None) or end
+            await self.store.update_step(
+                step.id, status=int(RunStatus.STOP_SUCCESS), end_time=end, total_time=end - started
+            )
+            return RunStatus.STOP_SUCCESS
+        return RunStatus(current.status)
+
+    async def _await_decision(
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event
+    ) -> Row[Any] | None:
+        """Wait while a step is parked in status 7; its row once an operator moved it on,
+        None if the job was terminated meanwhile.
 
         The decision is made through the store (``operate_step_instance`` writes the
         step's new status), so it holds across restarts and reaches the node that
-        drives the job whichever node took the call.
+        drives the job whichever node took the call; ``wake_step`` makes this node look
+        at once, and it looks every ``reconcile_interval`` anyway.
         """
         event = self.step_events.setdefault(step.id, asyncio.Event())
         try:
-            if step.status != RunStatus.WAITING_USER:
-                await self.store.update_step(
-                    step.id,
-                    status=int(RunStatus.WAITING_USER),
-                    start_time=step.start_time or now_ms(),
-                )
-                await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
-                waiting = await self.store.step(step.id)
-                for listener in self.on_confirm_waiting:
-                    listener(job, waiting)
             while True:
                 current = await self.store.step(step.id)
-                if current is None:
-                    return RunStatus.ABNORMAL_STATE
-                status = RunStatus(current.status)
-                if status is not RunStatus.WAITING_USER:
-                    if status in STEP_PASSED:
+                if current is not None and current.status != RunStatus.WAITING_USER:
+                    if current.status in STEP_PASSED or current.status == RunStatus.RUNNING:
                         await self.store.update_job(job.id, status=int(RunStatus.RUNNING))
-                    return status
-                if not stop.is_set():
-                    # a terminate taken by another node reaches this one through the store
-                    latest = await self.store.job(job.id)
-                    if latest is not None and latest.status == RunStatus.STOPPING:
-                        stop.set()
-                if stop.is_set():
-                    end = now_ms()
-                    started = current.start_time or end
-                    await self.store.update_step(
-                        step.id,
-                        status=int(RunStatus.STOP_SUCCESS),
-                        end_time=end,
-                        total_time=end - started,
-                    )
-                    return RunStatus.STOP_SUCCESS
+                    return current
+                await self._stop_requested(job.id, stop)
+                if current is None or stop.is_set():
+                    return None
                 event.clear()
                 waiter = asyncio.ensure_future(event.wait())
                 stopper = asyncio.ensure_future(stop.wait())
@@ -552,32 +554,7 @@ class Engine:
         """Park between batches (mode 3) until ``operate_step_instance`` 13; False if stopped."""
         await self.store.update_step(step.id, status=int(RunStatus.WAITING_USER))
         await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
-        event = self.step_events.setdefault(step.id, asyncio.Event())
-        try:
-            while True:
-                current = await self.store.step(step.id)
-                if current is None:
-                    return False
-                if current.status != RunStatus.WAITING_USER:
-                    await self.store.update_job(job.id, status=int(RunStatus.RUNNING))
-                    return True
-                latest = await self.store.job(job.id)
-                if latest is not None and latest.status == RunStatus.STOPPING:
-                    stop.set()
-                if stop.is_set():
-                    return False
-                event.clear()
-                waiter = asyncio.ensure_future(event.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait(
-                    {waiter, stopper},
-                    timeout=self.settings.reconcile_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                waiter.cancel()
-                stopper.cancel()
-        finally:
-            self.step_events.pop(step.id, None)
+        return await self._await_decision(job, step, stop) is not None
 
     async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
         """Wait for every host of ``run``; True if the job was terminated meanwhile."""
