@@ -49,3 +49,73 @@ async def test_published_client_runs_a_script(running: Running, bk_api_ver: str)
     assert {i["ip"]: i["log_content"] for i in out["logs"]["script_task_logs"]} == {
         ip: f"hi from {ip}\n" for ip in IPS}
     assert all(v["bk_agent_alive"] == 1 for v in out["agents"].values())
+
+
+def healing_flow(url: str, boot: dict[str, Any], plan_name: str) -> dict[str, Any]:
+    """bk-monitor's job action (bk-clients.md §3.1-3.2) through the published client."""
+    client = Client(endpoint=url, bk_api_ver="v2")
+    client.update_bkapi_authorization(bk_app_code=boot["bk_app_code"],
+                                      bk_app_secret=boot["bk_app_secret"], bk_username="admin")
+    probe = client.jobv3.get_public_script_list({})  # bk-log's health probe
+    assert probe["result"] is True, probe
+    # the plan list, paged as bk-monitor's batch_request pages it
+    first = client.jobv3.get_job_plan_list({"bk_biz_id": 2, "start": 0, "length": 1})
+    total = first["data"]["total"]
+    plans = []
+    for start in range(0, total + 1, 1000):
+        page = client.jobv3.get_job_plan_list({"bk_biz_id": 2, "start": start, "length": 1000})
+        plans.extend(page["data"]["data"])
+    plan_id = next(p["id"] for p in plans if p["name"] == plan_name)
+    detail = client.jobv3.get_job_plan_detail({"bk_biz_id": 2, "job_plan_id": plan_id})
+    # the action's form: one key "<id>_<type>" per variable, rendered values
+    rendered = {}
+    for var in detail["data"]["global_var_list"]:
+        key = f"{var['id']}_{var['type']}"
+        rendered[key] = ";".join(f"0:{ip}" for ip in IPS) if var["type"] == 3 else "disk full"
+    global_vars: list[dict[str, Any]] = []
+    for key, value in rendered.items():
+        var_id, var_type = key.split("_")
+        if var_type == "3":
+            for part in value.split(";"):
+                cloud, _, ip = part.partition(":")
+                global_vars.append({"id": int(var_id),
+                                    "server": {"ip_list": [{"bk_cloud_id": cloud, "ip": ip}]}})
+        else:
+            global_vars.append({"id": int(var_id), "value": value})
+    started = client.jobv3.execute_job_plan({"bk_biz_id": 2, "job_plan_id": plan_id,
+                                             "global_var_list": global_vars})
+    assert started["result"] is True, started
+    job_id = started["data"]["job_instance_id"]
+    for _ in range(30):
+        status = client.jobv3.get_job_instance_status({"job_instance_id": job_id,
+                                                       "bk_biz_id": 2})
+        if status["data"]["job_instance"]["status"] not in (1, 2, 7):
+            break
+        time.sleep(2)
+    values = client.jobv3.get_job_instance_global_var_value({"bk_biz_id": 2,
+                                                             "job_instance_id": job_id})
+    return {"status": status["data"], "values": values["data"], "job_id": job_id}
+
+
+async def test_published_client_runs_a_healing_plan(running: Running) -> None:
+    await running.start_agents(IPS)
+    own = "/api/jobfleet/v1"
+    tpl = await running.wire.post(f"{own}/templates?bk_biz_id=2", {
+        "name": "heal disk", "global_var_list": [
+            {"name": "target", "type": 3, "required": 1},
+            {"name": "alarm", "type": 1, "value": "none", "changeable": 1}],
+        "step_list": [{"name": "clean", "type": 1, "script_info": {
+            "script_content": 'echo "cleaning: $alarm"; alarm="cleaned on $JOBFLEET_HOST_IP"',
+            "script_language": 1, "account": "root", "server": {"variable": "target"}}}]})
+    assert tpl["result"], tpl
+    plan = await running.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
+                                   {"name": "heal disk now"})
+    assert plan["result"], plan
+    out = await asyncio.to_thread(healing_flow, running.url, running.boot, "heal disk now")
+    assert out["status"]["job_instance"]["status"] == 3
+    step = out["status"]["step_instance_list"][0]
+    logs = await running.wire.logs(out["job_id"], step["step_instance_id"], IPS)
+    assert logs == {ip: "cleaning: disk full\n" for ip in IPS}
+    last = out["values"]["step_instance_var_list"][-1]["global_var_list"]
+    alarm = next(v for v in last if v["name"] == "alarm")
+    assert alarm["value"] == f"cleaned on {min(IPS)}" or alarm["value"].startswith("cleaned on")

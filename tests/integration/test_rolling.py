@@ -255,3 +255,56 @@ def _tasks_alive(step_id: int) -> bool:
         except OSError:
             continue
     return False
+
+
+async def test_step_status_filters_and_detail(running: Running) -> None:
+    await running.start_agents(IPS[:3])
+    order = [ip for ip in await by_host_id(running) if ip in IPS[:3]]
+    script = (f'if [ "$JOBFLEET_HOST_IP" = "{order[0]}" ]; then echo needle-here; exit 3; fi\n'
+              "echo plain\n")
+    job = await run(running, script, ips=IPS[:3], is_param_sensitive=1,
+                    script_param=b64("--secret=abc"))
+    await running.wire.wait(job["job_instance_id"])
+    grouped = await step_status(running, job)
+    assert sorted((g["result_type"], g["host_size"]) for g in
+                  grouped["step_result_group_list"]) == [(9, 2), (104, 1)]
+    assert [h["ip"] for h in hosts_of(await step_status(running, job, status=104))] == [
+        order[0]]
+    assert [h["ip"] for h in hosts_of(await step_status(running, job,
+                                                        keyword="needle"))] == [order[0]]
+    assert [h["ip"] for h in hosts_of(await step_status(running, job,
+                                                        search_ip=order[1]))] == [order[1]]
+    capped = await step_status(running, job, max_host_num_per_group=1)
+    nine = next(g for g in capped["step_result_group_list"] if g["result_type"] == 9)
+    assert (nine["host_size"], len(nine["host_result_list"])) == (2, 1)
+    detail = await running.wire.v3("get_step_instance_detail", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+        "step_instance_id": job["step_instance_id"]}, method="GET")
+    info = detail["data"]["script_info"]
+    assert info["script_param"] == "******" and info["account"]["alias"] == "root"
+    assert b64(script) == info["script_content"]
+    assert {h["ip"] for h in info["server"]["host_list"]} == set(IPS[:3])
+    assert all(h["alive"] == 1 for h in info["server"]["host_list"])
+    missing = await running.wire.v3("get_step_instance_status", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+        "step_instance_id": 999999}, method="GET")
+    assert missing["code"] == 1244007
+
+
+async def test_file_step_rolls_out_in_batches(running: Running, tmp_path: Path) -> None:
+    await running.start_agents(IPS[:3])
+    source = tmp_path / "artifact.txt"
+    source.write_text("v2\n")
+    dest = tmp_path / "dest"
+    answer = await running.wire.v3("fast_transfer_file", {
+        "bk_biz_id": 2, "account_alias": "root", "file_target_path": f"{dest}/[FILESRCIP]/",
+        "file_source_list": [{"file_list": [str(source)], "account": {"alias": "root"},
+                              "server": {"ip_list": [{"bk_cloud_id": 0, "ip": IPS[0]}]}}],
+        "target_server": {"ip_list": [{"bk_cloud_id": 0, "ip": ip} for ip in IPS[:3]]},
+        "rolling_config": {"expression": "1 +1", "mode": 1}})
+    assert answer["result"], answer
+    job = answer["data"]
+    done = await running.wire.wait(job["job_instance_id"])
+    assert done["job_instance"]["status"] == 3
+    assert [len(b) for b in batches(await step_status(running, job))] == [1, 2]
+    assert (dest / f"0_{IPS[0]}" / "artifact.txt").read_text() == "v2\n"
