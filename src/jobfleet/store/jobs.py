@@ -76,13 +76,15 @@ class JobStore:
                 exit_code=bindparam("_exit"),
                 error_code=bindparam("_err"),
                 tag=bindparam("_tag"),
-                variables=bindparam("_vars", type_=JSON),
                 start_time=func.coalesce(bindparam("_start"), step_hosts.c.start_time),
                 end_time=bindparam("_end"),
                 total_time=bindparam("_end")
                 - func.coalesce(bindparam("_start"), step_hosts.c.start_time, bindparam("_end")),
             )
         )
+
+        # only the few results that carry variables pay for the JSON column
+        self._finish_host_vars = self._finish_host.values(variables=bindparam("_vars", type_=JSON))
 
     # creation ---------------------------------------------------------------
     async def create(
@@ -307,25 +309,14 @@ class JobStore:
     ) -> None:
         if chunks_:
             await conn.execute(self._insert_chunk, chunks_)
-        if finals:
-            await conn.execute(
-                self._finish_host,
-                [
-                    {
-                        "_step": r.step_instance_id,
-                        "_count": r.execute_count,
-                        "_host": r.bk_host_id,
-                        "_status": r.status,
-                        "_exit": r.exit_code,
-                        "_err": r.error_code,
-                        "_tag": r.tag,
-                        "_vars": r.variables,
-                        "_start": r.start_time,
-                        "_end": r.end_time or now_ms(),
-                    }
-                    for r in finals
-                ],
-            )
+        plain = [_finish_params(r) for r in finals if r.variables is None]
+        if plain:
+            await conn.execute(self._finish_host, plain)
+        with_vars = [
+            {**_finish_params(r), "_vars": r.variables} for r in finals if r.variables is not None
+        ]
+        if with_vars:
+            await conn.execute(self._finish_host_vars, with_vars)
 
     async def update_step(self, step_id: int, **values: Any) -> None:
         async with self.db.begin() as conn:
@@ -534,3 +525,17 @@ class JobStore:
                 )
                 .values(lease_until=time.time() + ttl)
             )
+
+
+def _finish_params(r: HostResult) -> dict[str, Any]:
+    return {
+        "_step": r.step_instance_id,
+        "_count": r.execute_count,
+        "_host": r.bk_host_id,
+        "_status": r.status,
+        "_exit": r.exit_code,
+        "_err": r.error_code,
+        "_tag": r.tag,
+        "_start": r.start_time,
+        "_end": r.end_time or now_ms(),
+    }
