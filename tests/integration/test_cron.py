@@ -429,3 +429,36 @@ async def test_two_servers_fire_each_slot_once(tmp_path: Path, database_url: str
                 out = (await proc.proc.stdout.read()).decode()
                 for failure in ("cron_pass_failed", "cron_fire_error", "cron_realign_failed"):
                     assert failure not in out, out[-3000:]
+
+
+async def test_a_cron_stops_firing_for_a_user_who_lost_the_business(
+        tmp_path: Path, database_url: str) -> None:
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        await running.start_agents([A])
+        server, wire = running.server, running.wire
+        plan_id = await make_plan(server.db, server.cipher)
+        await server.identity.ensure_user("carol")
+        await server.identity.grant("carol", "biz", "2")
+        carol = {"headers": wire.headers(bk_username="carol")}
+        made = await wire.post("/api/bk-job/prod/api/v3/save_cron",
+                               {**BIZ, "name": "carol's", "job_plan_id": plan_id,
+                                "expression": "* * * * *"}, **carol)
+        assert made["result"], made
+        cron_id = made["data"]["id"]
+        started = await wire.post("/api/bk-job/prod/api/v3/update_cron_status",
+                                  {**BIZ, "id": cron_id, "status": 1}, **carol)
+        assert started["result"], started
+
+        async def fired() -> bool:
+            return bool(await cron_jobs(wire, cron_id))
+        await eventually(fired, timeout=10)
+        await server.identity.revoke("carol", "biz", "2")
+
+        async def refused() -> bool:
+            return any(r.outcome == "failed" for r in await firings(server.db, cron_id))
+        await eventually(refused, timeout=10)
+        failed = [r for r in await firings(server.db, cron_id) if r.outcome == "failed"]
+        assert "no longer holds biz 2" in failed[0].message and failed[0].job_instance_id is None
+        jobs = len(await cron_jobs(wire, cron_id))
+        await asyncio.sleep(2)
+        assert len(await cron_jobs(wire, cron_id)) == jobs

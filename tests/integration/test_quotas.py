@@ -188,3 +188,20 @@ async def test_audit_search_filters_and_scopes(running: Running) -> None:
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     (entry,) = json.loads(out)
     assert entry["action"] == "set_business_quota" and entry["detail"] == {"max_running_jobs": 5}
+
+
+async def test_a_retried_job_counts_against_the_quota(running: Running) -> None:
+    await running.start_agents([IP])
+    wire = running.wire
+    failed = await wire.run_script("exit 1", [IP])
+    assert (await wire.wait(failed["job_instance_id"]))["job_instance"]["status"] == 4
+    assert (await admin(wire, "PUT", "/businesses/2/quota", {"max_running_jobs": 1}))["result"]
+    busy = await wire.run_script("sleep 3", [IP])
+    retry = {"bk_biz_id": 2, "job_instance_id": failed["job_instance_id"],
+             "step_instance_id": failed["step_instance_id"], "operation_code": 2}
+    refused = await wire.v3("operate_step_instance", retry)
+    assert refused["code"] == 1244032, refused
+    await wire.wait(busy["job_instance_id"])
+    assert (await wire.v3("operate_step_instance", retry))["result"]
+    assert (await wire.wait(failed["job_instance_id"]))["step_instance_list"][0][
+        "execute_count"] == 1

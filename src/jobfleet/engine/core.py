@@ -171,32 +171,34 @@ class Engine:
 
     async def retry_step(self, step: Row[Any], *, failed_only: bool) -> bool:
         """Run a failed or stopped step again (all hosts, or the failed ones) and go on."""
-        if step.job_instance_id in self.runners:
+        job = await self.store.job(step.job_instance_id)
+        if job is None or step.job_instance_id in self.runners:
             return False
-        done = await self.store.new_attempt(
-            step,
-            failed_only=failed_only,
-            node_id=self.settings.node_id,
-            ttl=self.settings.lease_ttl,
-        )
+        # a job that runs again counts against the running-job quotas again
+        async with quotas.admitted(self.store.db, job.bk_biz_id, job.app_code) as conn:
+            done = await self.store.new_attempt(
+                step,
+                failed_only=failed_only,
+                node_id=self.settings.node_id,
+                ttl=self.settings.lease_ttl,
+                conn=conn,
+            )
         if done:
             self._launch(step.job_instance_id, recovering=False)
         return done
 
     async def continue_after(self, step: Row[Any], status: RunStatus) -> bool:
         """Give a failed or stopped step a passing status (ignored, skipped) and go on."""
-        if step.job_instance_id in self.runners:
+        job = await self.store.job(step.job_instance_id)
+        if job is None or step.job_instance_id in self.runners:
             return False
-        end = step.end_time or now_ms()
-        if not await self.store.update_step_if(
-            step.id, step.status, status=int(status), end_time=end
-        ):
-            return False
-        await self.store.reopen_job(
-            step.job_instance_id, self.settings.node_id, self.settings.lease_ttl
-        )
-        self._launch(step.job_instance_id, recovering=False)
-        return True
+        async with quotas.admitted(self.store.db, job.bk_biz_id, job.app_code) as conn:
+            done = await self.store.continue_job(
+                step, int(status), self.settings.node_id, self.settings.lease_ttl, conn
+            )
+        if done:
+            self._launch(step.job_instance_id, recovering=False)
+        return done
 
     def force_stop(self, step_id: int) -> bool:
         """End the termination wait of a step now: hosts still running end as 404."""

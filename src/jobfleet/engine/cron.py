@@ -193,6 +193,13 @@ class CronScheduler:
             if cron is None:
                 return None
             scope = await self._scope(cron)
+            operator = cron.operator or cron.last_modify_user or cron.creator
+            # the cron acts for a user: one who lost the scope no longer fires it
+            if not (await self.identity.get_user(operator)).holds(cron.scope_type, cron.scope_id):
+                raise JobError(
+                    ErrorCode.PERMISSION_DENIED,
+                    f"User {operator!r} no longer holds {cron.scope_type} {cron.scope_id}",
+                )
             overrides = [
                 {k: v for k, v in entry.items() if k != "type"}
                 for entry in open_values(cron.variables, self.cipher)
@@ -211,7 +218,7 @@ class CronScheduler:
                 scope=scope,
                 overrides=overrides,
                 launch_mode=int(LaunchMode.CRON),
-                operator=cron.operator or cron.last_modify_user or cron.creator,
+                operator=operator,
                 app_code=cron.app_code,
                 cron_id=cron.id,
                 start=True,

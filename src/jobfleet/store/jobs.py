@@ -325,7 +325,13 @@ class JobStore:
             )
 
     async def new_attempt(
-        self, step: Row[Any], *, failed_only: bool, node_id: str, ttl: float
+        self,
+        step: Row[Any],
+        *,
+        failed_only: bool,
+        node_id: str,
+        ttl: float,
+        conn: AsyncConnection | None = None,
     ) -> bool:
         """Start the step again as attempt ``execute_count + 1`` and hand its job to ``node_id``.
 
@@ -333,60 +339,74 @@ class JobStore:
         (succeeded last time); every other host waits to run again. Earlier
         attempts stay as they were. False if the step changed meanwhile.
         """
+        if conn is None:
+            async with self.db.begin() as own:
+                return await self.new_attempt(
+                    step, failed_only=failed_only, node_id=node_id, ttl=ttl, conn=own
+                )
         count = step.execute_count
-        async with self.db.begin() as conn:
-            res = await conn.execute(
-                update(step_instances)
-                .where(
-                    step_instances.c.id == step.id,
-                    step_instances.c.status == step.status,
-                    step_instances.c.execute_count == count,
-                )
-                .values(
-                    execute_count=count + 1,
-                    status=int(RunStatus.BLANK),
-                    current_batch=0,
-                    start_time=None,
-                    end_time=None,
-                    total_time=None,
-                )
+        res = await conn.execute(
+            update(step_instances)
+            .where(
+                step_instances.c.id == step.id,
+                step_instances.c.status == step.status,
+                step_instances.c.execute_count == count,
             )
-            if not res.rowcount:
-                return False
-            old = await conn.execute(
-                select(step_hosts).where(
-                    step_hosts.c.step_instance_id == step.id,
-                    step_hosts.c.execute_count == count,
-                )
+            .values(
+                execute_count=count + 1,
+                status=int(RunStatus.BLANK),
+                current_batch=0,
+                start_time=None,
+                end_time=None,
+                total_time=None,
             )
-            rows = []
-            for row in old:
-                kept = failed_only and HostStatus(row.status).succeeded
-                rows.append(
-                    {
-                        "step_instance_id": step.id,
-                        "execute_count": count + 1,
-                        "bk_host_id": row.bk_host_id,
-                        "batch": row.batch,
-                        "bk_cloud_id": row.bk_cloud_id,
-                        "ip": row.ip,
-                        "ipv6": row.ipv6,
-                        "agent_id": row.agent_id,
-                        "status": int(HostStatus.LAST_SUCCESS if kept else HostStatus.WAITING),
-                        "exit_code": row.exit_code if kept else None,
-                        "error_code": 0,
-                        "tag": row.tag if kept else "",
-                        "log_size": 0,
-                    }
-                )
-            for part in chunks(rows):
-                await conn.execute(insert(step_hosts), list(part))
-            await self._reopen(conn, step.job_instance_id, node_id, ttl)
+        )
+        if not res.rowcount:
+            return False
+        old = await conn.execute(
+            select(step_hosts).where(
+                step_hosts.c.step_instance_id == step.id,
+                step_hosts.c.execute_count == count,
+            )
+        )
+        rows = []
+        for row in old:
+            kept = failed_only and HostStatus(row.status).succeeded
+            rows.append(
+                {
+                    "step_instance_id": step.id,
+                    "execute_count": count + 1,
+                    "bk_host_id": row.bk_host_id,
+                    "batch": row.batch,
+                    "bk_cloud_id": row.bk_cloud_id,
+                    "ip": row.ip,
+                    "ipv6": row.ipv6,
+                    "agent_id": row.agent_id,
+                    "status": int(HostStatus.LAST_SUCCESS if kept else HostStatus.WAITING),
+                    "exit_code": row.exit_code if kept else None,
+                    "error_code": 0,
+                    "tag": row.tag if kept else "",
+                    "log_size": 0,
+                }
+            )
+        for part in chunks(rows):
+            await conn.execute(insert(step_hosts), list(part))
+        await self._reopen(conn, step.job_instance_id, node_id, ttl)
         return True
 
-    async def reopen_job(self, job_id: int, node_id: str, ttl: float) -> None:
-        async with self.db.begin() as conn:
-            await self._reopen(conn, job_id, node_id, ttl)
+    async def continue_job(
+        self, step: Row[Any], status: int, node_id: str, ttl: float, conn: AsyncConnection
+    ) -> bool:
+        """Give a step of a finished job a passing status and hand the job to ``node_id``."""
+        res = await conn.execute(
+            update(step_instances)
+            .where(step_instances.c.id == step.id, step_instances.c.status == step.status)
+            .values(status=status, end_time=step.end_time or now_ms())
+        )
+        if not res.rowcount:
+            return False
+        await self._reopen(conn, step.job_instance_id, node_id, ttl)
+        return True
 
     async def _reopen(self, conn: AsyncConnection, job_id: int, node_id: str, ttl: float) -> None:
         """A finished job runs again (an operator retried or skipped a step)."""
