@@ -147,9 +147,13 @@ async def generate_local_file_upload_url(call: Call) -> dict[str, Any]:
 def register(router: APIRouter) -> None:
     router.add_api_route(PREFIX + "/agents/blobs/{blob_id}", agent_put, methods=["PUT"])
     router.add_api_route(PREFIX + "/agents/blobs/{blob_id}", agent_get, methods=["GET"])
-    router.add_api_route(
-        PREFIX + "/files/upload/{blob_id}", upload_with_token, methods=["PUT", "POST"]
-    )
+    for method in ("PUT", "POST"):
+        router.add_api_route(
+            PREFIX + "/files/upload/{blob_id}",
+            upload_with_token,
+            methods=[method],
+            operation_id=f"upload_with_token_{method.lower()}",
+        )
     router.add_api_route(
         PREFIX + "/files", make_endpoint(services_of, upload, raw_body=True), methods=["POST"]
     )

@@ -111,11 +111,15 @@ def add_api(
     methods = ["GET", "POST"] if query else ["POST"]
     for i, prefix in enumerate(prefixes):
         for path in (f"{prefix}/{name}", f"{prefix}/{name}/"):
-            router.add_api_route(
-                path,
-                endpoint,
-                methods=methods,
-                include_in_schema=i == 0 and not path.endswith("/"),
-                name=f"{name}:{path}",
-                summary=name,
-            )
+            documented = i == 0 and not path.endswith("/")
+            for method in methods:
+                router.add_api_route(
+                    path,
+                    endpoint,
+                    methods=[method],
+                    include_in_schema=documented,
+                    name=f"{name}:{method}:{path}",
+                    summary=name,
+                    # one id per documented operation: OpenAPI wants them unique
+                    operation_id=f"{prefix.strip('/').replace('/', '_')}_{name}_{method.lower()}",
+                )
