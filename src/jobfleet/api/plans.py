@@ -71,7 +71,8 @@ async def execute_job_plan(call: Call) -> dict[str, Any]:
         detail={"job_plan_id": plan_id},
         source_ip=call.request.client.host if call.request.client else "",
     )
-    return {"job_instance_id": job_id, "job_instance_name": name}
+    # bk-job's answer names no step for a plan: its step_instance_id is null
+    return {"job_instance_id": job_id, "job_instance_name": name, "step_instance_id": None}
 
 
 def _may_confirm(call: Call, job: Any, info: dict[str, Any]) -> bool:
