@@ -379,8 +379,9 @@ class BkApi(Generic[D]):
         return self._bk("get_account_list", _args(locals()))
 
 
-class AdminApi(Generic[D, L]):
-    """jobfleet's own API (``/api/jobfleet/v1``, docs/rest-api.md); most calls need an admin."""
+class AdminCalls(Generic[D, L]):
+    """How the sync and async clients call jobfleet's own API (``/api/jobfleet/v1``);
+    the groups of calls below build on it."""
 
     biz: int | str | None = None
 
@@ -395,6 +396,10 @@ class AdminApi(Generic[D, L]):
 
     def _admin_list(self, path: str, params: dict[str, Any] | None = None) -> L:
         raise NotImplementedError
+
+
+class AdminApi(AdminCalls[D, L]):
+    """jobfleet's own API (``/api/jobfleet/v1``, docs/rest-api.md); most calls need an admin."""
 
     def whoami(self) -> D:
         """``{app_code, username, is_admin, scopes}`` of the caller."""

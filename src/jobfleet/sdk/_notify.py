@@ -7,10 +7,10 @@ data, the async one with awaitables of it.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
-from jobfleet.sdk._transport import Method
+from jobfleet.sdk._api import AdminCalls
 
 D = TypeVar("D")
 L = TypeVar("L")
@@ -20,22 +20,8 @@ def _seg(value: object) -> str:
     return quote(str(value), safe="")
 
 
-class NotifyApi(Generic[D, L]):
+class NotifyApi(AdminCalls[D, L]):
     """``biz`` names the business (default: the client's)."""
-
-    biz: int | str | None = None
-
-    def _admin_dict(
-        self,
-        method: Method,
-        path: str,
-        body: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> D:
-        raise NotImplementedError
-
-    def _admin_list(self, path: str, params: dict[str, Any] | None = None) -> L:
-        raise NotImplementedError
 
     def _biz_path(self, biz: int | str | None) -> str:
         chosen = self.biz if biz is None else biz

@@ -8,10 +8,10 @@ data, the async one with awaitables of it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from jobfleet.sdk._transport import Method
+from jobfleet.sdk._api import AdminCalls
 
 D = TypeVar("D")
 L = TypeVar("L")
@@ -24,27 +24,13 @@ def _seg(value: object) -> str:
     return quote(str(value), safe="")
 
 
-class TopologyApi(Generic[D, L]):
+class TopologyApi(AdminCalls[D, L]):
     """``biz`` names the business (default: the client's).
 
     Sets and modules come back as ``{id, node_type, name, bk_biz_id, ...}``: put them in
     a target's ``topo_node_list`` as ``{"id": …, "node_type": …}``; dynamic groups as
     ``{id, name, filter, ...}`` for ``dynamic_group_list``.
     """
-
-    biz: int | str | None = None
-
-    def _admin_dict(
-        self,
-        method: Method,
-        path: str,
-        body: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> D:
-        raise NotImplementedError
-
-    def _admin_list(self, path: str, params: dict[str, Any] | None = None) -> L:
-        raise NotImplementedError
 
     def _topo_biz(self, biz: int | str | None) -> dict[str, Any]:
         chosen = self.biz if biz is None else biz
