@@ -308,3 +308,51 @@ async def test_file_step_rolls_out_in_batches(running: Running, tmp_path: Path) 
     assert done["job_instance"]["status"] == 3
     assert [len(b) for b in batches(await step_status(running, job))] == [1, 2]
     assert (dest / f"0_{IPS[0]}" / "artifact.txt").read_text() == "v2\n"
+
+
+class _DeafToKills:
+    """An agent's executor that never acts on a kill (a host stuck in the kernel, say)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def run(self, spec: Any, on_output: Any, on_started: Any = None) -> Any:
+        return await self.inner.run(spec, on_output, on_started)
+
+    def kill(self, task_id: str, reason: str = "terminate") -> bool:
+        return False
+
+
+async def test_force_skip_ends_a_terminate_that_agents_do_not_confirm(
+        running: Running) -> None:
+    await running.start_agents(IPS[:1])
+    agent = running.agents[IPS[0]][0]
+    real = agent.executor
+    agent.executor = _DeafToKills(real)  # type: ignore[assignment]
+    job = await run(running, "echo started; sleep 30", ips=IPS[:1])
+
+    async def started() -> bool:
+        logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"],
+                                       IPS[:1])
+        return logs[IPS[0]].strip() == "started"
+
+    await eventually(started, timeout=20)
+    early = await operate(running, job, 12)
+    assert early["code"] == 1241003  # not terminating yet
+    stop = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1})
+    assert stop["result"], stop
+    await eventually(lambda: _step_is(running, job, 10), timeout=10)
+    skipped = await operate(running, job, 12)
+    assert skipped["result"], skipped
+    done = await running.wire.wait(job["job_instance_id"], timeout=4)
+    step = done["step_instance_list"][0]
+    assert step["status"] == 11
+    assert [h["status"] for h in step["step_ip_result_list"]] == [404]
+    for task_id in list(getattr(real, "_running", {})):
+        real.kill(task_id)
+
+
+async def _step_is(running: Running, job: dict[str, Any], status: int) -> bool:
+    data = await running.wire.status(job["job_instance_id"])
+    return bool(data["step_instance_list"][0]["status"] == status)
