@@ -357,3 +357,16 @@ async def test_steps_that_run_stored_scripts(running: Running) -> None:
     await call("delete_script", {**biz, "script_id": made["script_id"]})
     gone = await execute(running, plan_id)
     assert gone["code"] == 1243001, gone
+
+
+async def test_variable_values_of_a_job_without_variables(running: Running) -> None:
+    await running.start_agents([A])
+    job = await running.wire.run_script("echo", [A])
+    await running.wire.wait(job["job_instance_id"])
+    values = await running.wire.v3("get_job_instance_global_var_value", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"]}, method="GET")
+    assert values["data"]["step_instance_var_list"] == [
+        {"step_instance_id": job["step_instance_id"], "global_var_list": []}]
+    missing = await running.wire.v3("get_job_instance_global_var_value", {
+        "bk_biz_id": 2, "job_instance_id": 987654}, method="GET")
+    assert missing["code"] == 1244006

@@ -225,14 +225,15 @@ async def _operate_execution(call: Call, job: Any, step: Any, operation: StepOpe
 async def get_job_instance_global_var_value(call: Call) -> dict[str, Any]:
     job = await job_in_scope(call, "view_history")
     out: list[dict[str, Any]] = []
-    if job.variables is not None:
-        current = job.variables
-        for step in await call.services.jobs.steps(job.id):
-            if step.variables is not None:
-                current = step.variables
-            if step.type == StepType.MANUAL_CONFIRM:
-                continue
-            out.append({"step_instance_id": step.id, "global_var_list": public_values(current)})
+    # a job without variables (a fast_* call) still lists its steps, so that a client
+    # reading the last entry (bk-sops does) finds one
+    current = job.variables or []
+    for step in await call.services.jobs.steps(job.id):
+        if step.variables is not None:
+            current = step.variables
+        if step.type == StepType.MANUAL_CONFIRM:
+            continue
+        out.append({"step_instance_id": step.id, "global_var_list": public_values(current)})
     return {"job_instance_id": job.id, "step_instance_var_list": out}
 
 
