@@ -462,3 +462,38 @@ async def test_a_cron_stops_firing_for_a_user_who_lost_the_business(
         jobs = len(await cron_jobs(wire, cron_id))
         await asyncio.sleep(2)
         assert len(await cron_jobs(wire, cron_id)) == jobs
+
+
+async def test_cron_commands(tmp_path: Path, database_url: str) -> None:
+    from tests.integration.test_cli_and_sdk import cli
+
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        await running.start_agents([A])
+        server, wire = running.server, running.wire
+        plan_id = await make_plan(server.db, server.cipher)
+        code, out = await cli(running, "cron", "add", "nightly", "--plan", str(plan_id),
+                              "--cron", "0 2 * * *", "--tz", "Asia/Shanghai",
+                              "--var", "greeting=cli", "--json")
+        assert code == 0, out
+        made = json.loads(out)
+        assert (made["status"], made["expression"], made["execute_time_zone"]) == (
+            2, "0 2 * * *", "Asia/Shanghai")
+        assert made["global_var_list"][0]["value"] == "cli"
+        code, out = await cli(running, "cron", "add", "every second", "--plan", str(plan_id),
+                              "--cron", "* * * * *", "--start", "--json")
+        assert code == 0, out
+        quick = json.loads(out)
+        assert quick["status"] == 1
+
+        async def fired() -> bool:
+            return bool(await cron_jobs(wire, quick["id"]))
+        await eventually(fired, timeout=10)
+        code, out = await cli(running, "cron", "pause", str(quick["id"]))
+        assert code == 0 and "paused" in out, out
+        code, out = await cli(running, "cron", "list")
+        assert code == 0 and "nightly" in out and "2 crons" in out, out
+        code, out = await cli(running, "cron", "delete", str(made["id"]))
+        assert code == 0, out
+        code, out = await cli(running, "cron", "add", "bad", "--plan", str(plan_id),
+                              "--cron", "61 * * * *")
+        assert code == 2 and "1241010" in out and "Traceback" not in out, out

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from jobfleet.cli import _render, audit, daemons, files, notify, templates, topo
+from jobfleet.cli import _render, audit, cron, daemons, files, notify, templates, topo
 from jobfleet.cli._context import (
     AccountOption,
     BizOption,
@@ -42,6 +42,7 @@ app = typer.Typer(
 app.add_typer(admin_app, name="admin")
 files.register(app)
 templates.register(app)
+cron.register(app)
 audit.register(app)
 notify.register(app)
 topo.register(app)

@@ -152,7 +152,7 @@ def _plans(
     return client.list_plans(template_id, start=start, length=length, biz=biz)
 
 
-def _global_vars(values: list[str], host_values: list[str]) -> list[dict[str, Any]]:
+def global_vars(values: list[str], host_values: list[str]) -> list[dict[str, Any]]:
     """``--var name=value`` and ``--hosts name=ip,cloud:ip`` as a global_var_list."""
     out: list[dict[str, Any]] = []
     for item in values:
@@ -188,7 +188,7 @@ def plan_run(
     bk_biz_id = _biz(cli, biz)
     with cli.client() as client:
         started = client.execute_job_plan(
-            plan, global_var_list=_global_vars(var, hosts), bk_biz_id=bk_biz_id
+            plan, global_var_list=global_vars(var, hosts), bk_biz_id=bk_biz_id
         )
         job_id = int(started["job_instance_id"])
         if not wait:

@@ -311,6 +311,76 @@ class BkApi(Generic[D]):
     ) -> D:
         return self._bk("get_job_instance_global_var_value", _args(locals()))
 
+    # --- cron (§9) -------------------------------------------------------------
+
+    def save_cron(
+        self,
+        *,
+        job_plan_id: int,
+        id: int | None = None,
+        name: str | None = None,
+        expression: str | None = None,
+        execute_time: int | None = None,
+        execute_time_zone: str | None = None,
+        global_var_list: list[dict[str, Any]] | None = None,
+        bk_scope_type: str | None = None,
+        bk_scope_id: str | int | None = None,
+        bk_biz_id: int | None = None,
+        **extra: Any,
+    ) -> D:
+        """Create (no ``id``) or change a cron; new crons start paused."""
+        return self._bk("save_cron", _args(locals()))
+
+    def get_cron_list(
+        self,
+        *,
+        id: int | None = None,
+        name: str | None = None,
+        status: int | None = None,
+        start: int | None = None,
+        length: int | None = None,
+        bk_scope_type: str | None = None,
+        bk_scope_id: str | int | None = None,
+        bk_biz_id: int | None = None,
+        **extra: Any,
+    ) -> D:
+        return self._bk("get_cron_list", _args(locals()))
+
+    def get_cron_detail(
+        self,
+        id: int,
+        *,
+        bk_scope_type: str | None = None,
+        bk_scope_id: str | int | None = None,
+        bk_biz_id: int | None = None,
+        **extra: Any,
+    ) -> D:
+        return self._bk("get_cron_detail", _args(locals()))
+
+    def update_cron_status(
+        self,
+        id: int,
+        status: int,
+        *,
+        bk_scope_type: str | None = None,
+        bk_scope_id: str | int | None = None,
+        bk_biz_id: int | None = None,
+        **extra: Any,
+    ) -> D:
+        """1 start, 2 pause."""
+        return self._bk("update_cron_status", _args(locals()))
+
+    def delete_cron(
+        self,
+        id: int,
+        *,
+        bk_scope_type: str | None = None,
+        bk_scope_id: str | int | None = None,
+        bk_biz_id: int | None = None,
+        **extra: Any,
+    ) -> D:
+        return self._bk("delete_cron", _args(locals()))
+
     # --- plans and accounts (§5, §7) --------------------------------------------
 
     def get_job_plan_list(

@@ -1,0 +1,161 @@
+"""``jobfleet cron``: schedules that run execution plans (docs/cron.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from jobfleet.cli import _render
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli.templates import global_vars
+
+cron_app = typer.Typer(help="Crons: run a plan on a schedule or once.", no_args_is_help=True)
+
+RUNNING, PAUSED = 1, 2
+COLUMNS = [
+    "id",
+    "name",
+    "state",
+    "job_plan_id",
+    "schedule",
+    "execute_time_zone",
+    "last_modify_user",
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cron_app, name="cron")
+
+
+def _scope(cli: CliContext, biz: int | None) -> dict[str, Any]:
+    return {"bk_biz_id": biz if biz is not None else cli.settings.biz}
+
+
+def _when(text: str) -> int:
+    """Epoch seconds, or an ISO date and time (with its offset, else local time)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(datetime.fromisoformat(text).timestamp())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is neither epoch seconds nor an ISO time") from None
+
+
+def _row(cron: dict[str, Any]) -> dict[str, Any]:
+    schedule = cron.get("expression") or (
+        f"once at {cron['execute_time']}" if cron.get("execute_time") else ""
+    )
+    state = "running" if cron.get("status") == RUNNING else "paused"
+    return {**cron, "schedule": schedule, "state": state}
+
+
+@cron_app.command("list")
+def cron_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption = False) -> None:
+    """List the business's crons."""
+    cli = cli_context(ctx)
+    rows: list[dict[str, Any]] = []
+    with cli.client() as client:
+        while True:
+            page = client.get_cron_list(start=len(rows), length=1000, **_scope(cli, biz))
+            rows.extend(page["data"])
+            if len(rows) >= page["total"] or not page["data"]:
+                break
+    if json_out:
+        cli.out.out(_render.to_json(rows))
+        return
+    cli.out.print(_render.records_table([_row(r) for r in rows], COLUMNS))
+    cli.out.print(Text(f"{len(rows)} crons", style="dim"))
+
+
+@cron_app.command("add")
+def cron_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The cron's name (at most 60 characters).")],
+    plan: Annotated[int, typer.Option("--plan", help="The plan to run.")],
+    every: Annotated[
+        str | None, typer.Option("--cron", help="A 5-field expression: 'min hour day month week'.")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Run once: epoch seconds or an ISO time.")
+    ] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone.")] = None,
+    var: Annotated[
+        list[str], typer.Option("--var", help="A variable's value: name=value (repeat).")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    hosts: Annotated[
+        list[str],
+        typer.Option("--hosts", help="A host variable's hosts: name=ip,cloud:ip (repeat)."),
+    ] = [],  # noqa: B006
+    start: Annotated[bool, typer.Option("--start", help="Start it now (else paused).")] = False,
+    biz: BizOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Create a cron for a plan; it starts paused unless --start."""
+    if (every is None) == (at is None):
+        raise typer.BadParameter("give either --cron or --at", param_hint="--cron")
+    cli = cli_context(ctx)
+    scope = _scope(cli, biz)
+    body: dict[str, Any] = {"job_plan_id": plan, "name": name, **scope}
+    if every is not None:
+        body["expression"] = every
+    if at is not None:
+        body["execute_time"] = _when(at)
+    if tz:
+        body["execute_time_zone"] = tz
+    values = global_vars(var, hosts)
+    if values:
+        body["global_var_list"] = values
+    with cli.client() as client:
+        cron = client.save_cron(**body)
+        if start:
+            client.update_cron_status(int(cron["id"]), RUNNING, **scope)
+            cron = client.get_cron_detail(int(cron["id"]), **scope)
+    if json_out:
+        cli.out.out(_render.to_json(cron))
+        return
+    cli.out.print(_render.records_table([_row(cron)], COLUMNS))
+
+
+def _set_status(ctx: typer.Context, cron_id: int, status: int, biz: int | None) -> None:
+    cli = cli_context(ctx)
+    scope = _scope(cli, biz)
+    with cli.client() as client:
+        client.update_cron_status(cron_id, status, **scope)
+        cron = client.get_cron_detail(cron_id, **scope)
+    cli.out.print(_render.records_table([_row(cron)], COLUMNS))
+
+
+@cron_app.command("start")
+def cron_start(
+    ctx: typer.Context,
+    cron_id: Annotated[int, typer.Argument(help="Cron id.")],
+    biz: BizOption = None,
+) -> None:
+    """Start a paused cron."""
+    _set_status(ctx, cron_id, RUNNING, biz)
+
+
+@cron_app.command("pause")
+def cron_pause(
+    ctx: typer.Context,
+    cron_id: Annotated[int, typer.Argument(help="Cron id.")],
+    biz: BizOption = None,
+) -> None:
+    """Pause a cron: it fires nothing until started again."""
+    _set_status(ctx, cron_id, PAUSED, biz)
+
+
+@cron_app.command("delete")
+def cron_delete(
+    ctx: typer.Context,
+    cron_id: Annotated[int, typer.Argument(help="Cron id.")],
+    biz: BizOption = None,
+) -> None:
+    """Delete a cron; the jobs it made stay."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        client.delete_cron(cron_id, **_scope(cli, biz))
+    cli.out.print(f"cron {cron_id} deleted")
