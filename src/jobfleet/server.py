@@ -159,7 +159,7 @@ class Server:
             self.templates,
             self.cipher,
             self.blobs,
-            rules=self.rules,
+            self.rules,
         )
         self.cron_scheduler = CronScheduler(
             self.crons, self.plans, self.engine, self.identity, self.cipher, engine_settings

@@ -38,9 +38,9 @@ async def _audit(call: Call, action: str, job: Any, detail: dict[str, Any] | Non
         username=call.caller.username,
         action=action,
         resource_type="job_instance",
-        resource_id=str(job.id) if hasattr(job, "id") else str(job),
-        scope_type=getattr(job, "scope_type", None),
-        scope_id=getattr(job, "scope_id", None),
+        resource_id=str(job.id),
+        scope_type=job.scope_type,
+        scope_id=job.scope_id,
         detail=detail,
         source_ip=call.request.client.host if call.request.client else "",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from fastapi import APIRouter
@@ -13,15 +12,12 @@ from jobfleet.api.params import get_int, get_str
 from jobfleet.api.query import VIEW, execute_count_of, step_of
 from jobfleet.api.routing import Call, add_api
 from jobfleet.api.views import host_result_view, times
+from jobfleet.domain.scripts import encode_base64
 from jobfleet.domain.status import HOST_STATUS_DESC, StepType
 from jobfleet.store.secrets import MASK
 from jobfleet.store.tables import log_chunks
 
 MAX_GROUP_HOSTS = 5000
-
-
-def _b64(text: str | None) -> str:
-    return base64.b64encode((text or "").encode()).decode()
 
 
 async def _hosts_matching(call: Call, step: Row[Any], count: int, keyword: str) -> set[int]:
@@ -126,9 +122,9 @@ async def get_step_instance_detail(call: Call) -> dict[str, Any]:
             "script_type": int(config.get("script_type") or 1),
             "script_id": config.get("script_id"),
             "script_version_id": config.get("script_version_id"),
-            "script_content": _b64(step.script_content),
+            "script_content": encode_base64(step.script_content),
             "script_language": step.script_language,
-            "script_param": MASK if step.is_param_sensitive and param else _b64(param),
+            "script_param": MASK if step.is_param_sensitive and param else encode_base64(param),
             "script_timeout": step.timeout,
             "account": _account(step),
             "server": server,

@@ -7,7 +7,6 @@ bk-job v3 reads (``get_job_template_list``, ``get_job_plan_list``,
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import uuid
@@ -24,9 +23,11 @@ from jobfleet.api.params import get_bool, get_int, get_list, get_str
 from jobfleet.api.routing import MAX_BODY, Call, Handler, add_api, make_endpoint, services_of
 from jobfleet.domain import template_files
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.scripts import encode_base64
 from jobfleet.domain.status import ScopeType, ScriptType, StepType, VariableType
 from jobfleet.domain.variables import MASK, Variable
 from jobfleet.engine.submit import Scope
+from jobfleet.store.database import change_stamps
 from jobfleet.store.templates import ListFilter, TemplateStore, public_steps
 
 log = logging.getLogger(__name__)
@@ -123,22 +124,13 @@ def _scope_fields(bk_biz_id: int) -> dict[str, Any]:
     return {"bk_biz_id": bk_biz_id, "bk_scope_type": ScopeType.BIZ, "bk_scope_id": str(bk_biz_id)}
 
 
-def _stamps(row: Row[Any]) -> dict[str, Any]:
-    return {
-        "creator": row.creator,
-        "create_time": row.create_time,
-        "last_modify_user": row.last_modify_user,
-        "last_modify_time": row.last_modify_time,
-    }
-
-
 def template_item(row: Row[Any]) -> dict[str, Any]:
     """A template in a list (bk-job §5.1)."""
     return {
         "id": row.id,
         "name": row.name,
         "description": row.description,
-        **_stamps(row),
+        **change_stamps(row),
         **_scope_fields(row.bk_biz_id),
     }
 
@@ -149,7 +141,7 @@ def plan_item(row: Row[Any]) -> dict[str, Any]:
         "id": row.id,
         "job_template_id": row.template_id,
         "name": row.name,
-        **_stamps(row),
+        **change_stamps(row),
         "need_update": bool(row.need_update),
         **_scope_fields(row.bk_biz_id),
     }
@@ -175,10 +167,6 @@ def plan_view(store: TemplateStore, row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def _account(ref: Any, accounts: dict[int, Row[Any]]) -> dict[str, Any]:
     ref = ref if isinstance(ref, dict) else {}
     row = accounts.get(int(ref["id"])) if ref.get("id") is not None else None
@@ -190,7 +178,7 @@ def _account(ref: Any, accounts: dict[int, Row[Any]]) -> dict[str, Any]:
 def _script_info(info: dict[str, Any], accounts: dict[int, Row[Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"script_type": info["script_type"]}
     if info["script_type"] == ScriptType.LOCAL:
-        out["script_content"] = _b64(info.get("script_content") or "")
+        out["script_content"] = encode_base64(info.get("script_content") or "")
     else:
         out["script_id"] = info.get("script_id")
         out["script_version_id"] = info.get("script_version_id")
@@ -199,7 +187,7 @@ def _script_info(info: dict[str, Any], accounts: dict[int, Row[Any]]) -> dict[st
         param = MASK
     out.update(
         script_language=info.get("script_language"),
-        script_param=_b64(param),
+        script_param=encode_base64(param),
         script_timeout=info.get("script_timeout"),
         account=_account(info.get("account"), accounts),
         server=info.get("server"),
@@ -328,7 +316,7 @@ async def plan_detail(store: TemplateStore, row: Row[Any]) -> dict[str, Any]:
         "job_plan_id": row.id,
         "job_template_id": row.template_id,
         "name": row.name,
-        **_stamps(row),
+        **change_stamps(row),
         **_scope_fields(row.bk_biz_id),
         "global_var_list": [
             _global_var(v, _used(v, texts, host_vars)) for v in store.variables(row)

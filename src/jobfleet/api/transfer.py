@@ -49,25 +49,6 @@ def _absolute(path: Any, name: str) -> str:
     return text
 
 
-async def _local_source(call: Call, scope: Scope, path: Any) -> dict[str, Any]:
-    """A file uploaded to the server earlier, named ``<file_id>/<name>`` as uploads return."""
-    text = str(path or "")
-    blob_id, _, name = text.partition("/")
-    blob = await call.services.blobs.get(blob_id)
-    usable = (
-        blob is not None
-        and blob.state == COMPLETE
-        and name in ("", blob.name)
-        and blob.bk_biz_id in scope.biz_ids
-    )
-    if blob is None or not usable:
-        raise JobError(
-            ErrorCode.INVALID_PARAM_WITH_REASON,
-            f"Invalid parameter [file_source_list.file_list]: no uploaded file {text!r}",
-        )
-    return {"kind": "blob", "blob_id": blob.id, "name": blob.name}
-
-
 async def _targets(call: Call, scope: Scope) -> tuple[Account, list[Any]]:
     p = call.params
     account = await call.services.submitter.resolve_account(
@@ -164,8 +145,11 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
             )
             file_count += len(paths) * len(hosts)
         elif file_type == 2:
-            for f in files:
-                sources.append(await _local_source(call, scope, f))
+            sources.extend(
+                await call.services.blobs.uploaded_sources(
+                    [str(f or "") for f in files], scope.biz_ids
+                )
+            )
             file_count += len(files)
         else:
             raise JobError(

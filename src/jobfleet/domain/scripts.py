@@ -26,6 +26,11 @@ RUNNABLE_LANGUAGES = frozenset(
 )
 
 
+def encode_base64(text: str | None) -> str:
+    """Text as the wire carries scripts and parameters."""
+    return base64.b64encode((text or "").encode()).decode()
+
+
 def decode_base64(value: str, name: str, limit: int) -> str:
     """Decode a base64 text field; ``limit`` bounds the decoded size in bytes."""
     # 4 base64 characters carry 3 bytes: refuse before decoding something huge

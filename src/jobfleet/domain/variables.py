@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -319,10 +319,6 @@ def render(text: str, values: Mapping[str, str]) -> str:
     return REFERENCE_RE.sub(sub, text)
 
 
-def references(text: str) -> set[str]:
-    return set(REFERENCE_RE.findall(text or ""))
-
-
 def _bash_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
@@ -391,11 +387,3 @@ def unquote_array(value: str) -> str:
         items = re.findall(r'\[\d+\]="((?:[^"\\]|\\.)*)"', stripped)
         return "(" + " ".join(shlex.quote(i) for i in items) + ")"
     return value
-
-
-@dataclass
-class VariableState:
-    """The values a job's variables hold at one point: per host for namespace variables."""
-
-    values: dict[str, str] = field(default_factory=dict)
-    per_host: dict[str, dict[int, str]] = field(default_factory=dict)

@@ -14,7 +14,6 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.plans import ROLE_LAUNCHER
 from jobfleet.domain.status import (
     RunStatus,
     ScriptType,
@@ -27,7 +26,7 @@ from jobfleet.domain.variables import Variable, apply_overrides, check_required,
 from jobfleet.engine import variables as runtime
 from jobfleet.engine.core import Engine
 from jobfleet.engine.submit import Account, Scope, Submitter, host_rows
-from jobfleet.store.blobs import COMPLETE, BlobStore
+from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import Host
 from jobfleet.store.jobs import NewJob, NewStep
@@ -55,8 +54,8 @@ class PlanLauncher:
         scripts: ScriptStore,
         templates: TemplateStore,
         cipher: Cipher,
-        blobs: BlobStore | None = None,
-        rules: RuleStore | None = None,
+        blobs: BlobStore,
+        rules: RuleStore,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -184,11 +183,7 @@ class PlanLauncher:
                 **common,
                 "ignore_error": False,
                 "timeout": 0,
-                "config": {
-                    "approval_info": info,
-                    "launcher_role": ROLE_LAUNCHER,
-                    "confirmed_by": [],
-                },
+                "config": {"approval_info": info, "confirmed_by": []},
             },
         )
 
@@ -209,8 +204,7 @@ class PlanLauncher:
             )
             content, language = resolved.content, resolved.language
             config.update(script_id=resolved.script_id, script_version_id=resolved.version_id)
-        if self.rules is not None:
-            await self.rules.enforce(content, language, where=f"step {name!r}")
+        await self.rules.enforce(content, language, where=f"step {name!r}")
         account = await self._account(ctx, info.get("account"))
         hosts = await self._hosts(ctx, info.get("server"), f"step {name!r}")
         param = str(info.get("script_param") or "")
@@ -244,8 +238,7 @@ class PlanLauncher:
         for i, src in enumerate(info.get("file_source_list") or []):
             files = [str(f) for f in src.get("file_list") or []]
             if int(src.get("file_type") or 1) == 2:
-                for f in files:
-                    sources.append(await self._uploaded(ctx, f))
+                sources.extend(await self.blobs.uploaded_sources(files, ctx.scope.biz_ids))
                 file_count += len(files)
                 continue
             account = await self._account(ctx, src.get("account"))
@@ -292,18 +285,3 @@ class PlanLauncher:
             },
             hosts=host_rows(targets),
         )
-
-    async def _uploaded(self, ctx: _Context, path: str) -> dict[str, Any]:
-        blob_id, _, name = path.partition("/")
-        blob = await self.blobs.get(blob_id) if self.blobs is not None else None
-        if (
-            blob is None
-            or blob.state != COMPLETE
-            or name not in ("", blob.name)
-            or blob.bk_biz_id not in ctx.scope.biz_ids
-        ):
-            raise JobError(
-                ErrorCode.INVALID_PARAM_WITH_REASON,
-                f"Invalid parameter [file_source_list.file_list]: no uploaded file {path!r}",
-            )
-        return {"kind": "blob", "blob_id": blob.id, "name": blob.name}

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import AccountCategory, AccountType
-from jobfleet.store.database import Database, now_ms
+from jobfleet.store.database import Database, change_stamps, now_ms
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import accounts
 
@@ -26,10 +26,7 @@ def account_view(row: Row[Any]) -> dict[str, Any]:
         "type": row.type,
         "os": row.os,
         "description": row.description,
-        "creator": row.creator,
-        "create_time": row.create_time,
-        "last_modify_user": row.last_modify_user,
-        "last_modify_time": row.last_modify_time,
+        **change_stamps(row),
         "bk_biz_id": row.bk_biz_id,
     }
 

@@ -115,6 +115,27 @@ class BlobStore:
                 await conn.execute(insert(blobs), rows)
         return ids
 
+    async def uploaded_sources(self, paths: list[str], biz_ids: set[int]) -> list[dict[str, Any]]:
+        """File-step sources for files uploaded to the server, named ``<file_id>/<name>``
+        as uploads return them; one query for all of them."""
+        found = await self.get_many([p.partition("/")[0] for p in paths])
+        sources = []
+        for path in paths:
+            blob_id, _, name = path.partition("/")
+            blob = found.get(blob_id)
+            if (
+                blob is None
+                or blob.state != COMPLETE
+                or name not in ("", blob.name)
+                or blob.bk_biz_id not in biz_ids
+            ):
+                raise JobError(
+                    ErrorCode.INVALID_PARAM_WITH_REASON,
+                    f"Invalid parameter [file_source_list.file_list]: no uploaded file {path!r}",
+                )
+            sources.append({"kind": "blob", "blob_id": blob.id, "name": blob.name})
+        return sources
+
     async def get_many(self, blob_ids: list[str]) -> dict[str, Blob]:
         found: dict[str, Blob] = {}
         async with self.db.connect() as conn:

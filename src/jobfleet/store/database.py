@@ -21,6 +21,16 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def change_stamps(row: Any) -> dict[str, Any]:
+    """Who made a stored thing and who changed it last, and when (epoch ms)."""
+    return {
+        "creator": row.creator,
+        "create_time": row.create_time,
+        "last_modify_user": row.last_modify_user,
+        "last_modify_time": row.last_modify_time,
+    }
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'jobfleet.db'}"
 

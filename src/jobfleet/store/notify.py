@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Row, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.store.database import Database, now_ms
+from jobfleet.store.database import Database, change_stamps, now_ms
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import notify_configs
 
@@ -40,10 +40,7 @@ def config_view(row: Row[Any]) -> dict[str, Any]:
         "statuses": row.statuses,
         "enabled": bool(row.enabled),
         "has_secret": bool(row.secret),
-        "creator": row.creator,
-        "create_time": row.create_time,
-        "last_modify_user": row.last_modify_user,
-        "last_modify_time": row.last_modify_time,
+        **change_stamps(row),
     }
 
 

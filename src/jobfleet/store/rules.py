@@ -27,7 +27,7 @@ from jobfleet.domain.dangerous import (
     scan,
 )
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.store.database import Database, now_ms
+from jobfleet.store.database import Database, change_stamps, now_ms
 from jobfleet.store.tables import dangerous_rules
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,7 @@ def rule_view(row: Row[Any]) -> dict[str, Any]:
         "description": row.description,
         "action": row.action,
         "status": row.status,
-        "creator": row.creator,
-        "create_time": row.create_time,
-        "last_modify_user": row.last_modify_user,
-        "last_modify_time": row.last_modify_time,
+        **change_stamps(row),
     }
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScriptVersionStatus
-from jobfleet.store.database import Database, now_ms
+from jobfleet.store.database import Database, change_stamps, now_ms
 from jobfleet.store.tables import script_versions, scripts
 
 # what script ids may look like; anything else cannot name a script (and never reaches SQL)
@@ -53,10 +53,7 @@ def script_view(row: Row[Any], online_version_id: int | None) -> dict[str, Any]:
         "online_script_version_id": online_version_id,
         "public_script": bool(row.public),
         "description": row.description,
-        "creator": row.creator,
-        "create_time": row.create_time,
-        "last_modify_user": row.last_modify_user,
-        "last_modify_time": row.last_modify_time,
+        **change_stamps(row),
     }
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.host_filters import DYNAMIC_GROUP_NOT_FOUND, HostFilter, parse_filter
-from jobfleet.store.database import Database, now_ms
+from jobfleet.store.database import Database, change_stamps, now_ms
 from jobfleet.store.inventory import Host, chunks
 from jobfleet.store.tables import (
     businesses,
@@ -55,10 +55,7 @@ def group_view(row: Row[Any]) -> dict[str, Any]:
         "name": row.name,
         "description": row.description,
         "filter": row.filter,
-        "creator": row.creator,
-        "create_time": row.create_time,
-        "last_modify_user": row.last_modify_user,
-        "last_modify_time": row.last_modify_time,
+        **change_stamps(row),
     }
 
 
