@@ -214,6 +214,7 @@ class Server:
             ("cron", self.cron_scheduler.stop),
             ("engine", self.engine.stop),
             ("callbacks", self.callbacks.stop),
+            ("gateway", self.gateway.stop),
             ("presence", self.presence.stop),
             ("database", self.db.close),
         ):

@@ -130,9 +130,11 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop driving jobs without changing their state: another start resumes them."""
-        for task in [*self.runners.values(), *self._tasks]:
+        # nothing of this engine may touch the database once the server closes it
+        pending = [*self.runners.values(), *self._tasks, *self._late]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self.runners.values(), *self._tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         self.runners.clear()
         for handle in self._lost.values():
             handle.cancel()

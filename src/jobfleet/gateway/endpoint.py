@@ -83,6 +83,16 @@ class _HostFacts:
                 self._task = None
                 return
 
+    async def stop(self) -> None:
+        """Write what is pending now: the database closes after this."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._pending:
+            batch, self._pending = self._pending, {}
+            await self.inventory.record_facts(batch)
+
 
 async def _receive(ws: WebSocket) -> Any:
     message = await ws.receive()
@@ -107,6 +117,9 @@ class Gateway:
         self.events: AgentEvents | None = None
         self._checks = asyncio.Semaphore(8)
         self._facts = _HostFacts(Inventory(presence.db))
+
+    async def stop(self) -> None:
+        await self._facts.stop()
 
     async def serve(self, ws: WebSocket) -> None:
         cred = parse_credential(ws.headers.get("authorization"))
