@@ -22,6 +22,7 @@ from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.services import Limits, Services
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.protocol import MAX_FRAME_BYTES
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
 from jobfleet.engine.cron import CronScheduler
@@ -32,6 +33,7 @@ from jobfleet.engine.submit import Submitter
 from jobfleet.engine.transfer import FileSteps
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
+from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import Registry
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
@@ -136,10 +138,15 @@ class Server:
         self.registry = Registry()
         self.presence = Presence(self.db, self.node_id)
         engine_settings = EngineSettings(node_id=self.node_id, **settings.engine)
-        self.engine = Engine(self.jobs, self.registry, self.cipher, engine_settings)
+        self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
+        self.engine = Engine(
+            self.jobs, self.registry, self.cipher, engine_settings, refusals=self.refusals
+        )
         self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp)
         self.engine.on_job_finished.append(self.callbacks.wake)
-        self.gateway = Gateway(self.identity, self.registry, self.presence, settings.heartbeat)
+        self.gateway = Gateway(
+            self.identity, self.registry, self.presence, settings.heartbeat, self.refusals
+        )
         self.gateway.events = self.engine
         self.blobs = BlobStore(self.db, settings.data_dir / "blobs")
         self.file_logs = FileLogStore(self.db)
@@ -230,7 +237,8 @@ class Server:
             port=self.settings.port,
             log_level=self.settings.log_level,
             access_log=False,
-            ws_max_size=64 * 1024 * 1024,
+            # agents keep their frames well below this (see domain/protocol.py)
+            ws_max_size=MAX_FRAME_BYTES,
             # agent frames are small JSON: compressing them costs more CPU than it
             # saves bytes, and ~40 KiB of zlib state per connection
             ws_per_message_deflate=False,
