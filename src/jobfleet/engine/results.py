@@ -184,13 +184,13 @@ class Results:
                 continue  # the engine's own note on a host that just finished
             tallies[key] = tally
             entry = self._entry(conn, msg, key, kind, tally)
+            if conn is not None and kind != protocol.FILE_LOG:
+                self._ack(acks, conn, msg)
             if entry is None:
                 continue
             if entry.final is not None:
                 closed.add(key)
             entries.append(entry)
-            if conn is not None and kind != protocol.FILE_LOG:
-                self._ack(acks, conn, msg)
         return Plan(entries, acks, tallies)
 
     def _not_open(
