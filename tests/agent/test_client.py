@@ -72,3 +72,28 @@ async def test_big_output_goes_in_messages_the_server_takes() -> None:
     assert refused == [] and len(good) == len(messages)
     for message in messages:
         assert len(orjson.dumps(message)) <= protocol.AGENT_FRAME_BYTES
+
+
+async def test_file_statuses_of_a_large_download_are_spread_over_messages() -> None:
+    agent = Agent(AgentSettings(server="http://127.0.0.1:9", state_dir=None, ip="127.0.0.1"),
+                  executor=_Loud(""), spool=Spool(None))
+    sent = _Queue()
+    agent._sender = sent  # type: ignore[assignment]
+    items = [{"n": n, "status": 4, "size": 10, "speed": 1.5, "progress": 100,
+              "log": "x" * 3000} for n in range(protocol.AGENT_FILE_ITEMS * 2 + 3)]
+
+    async def work(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]]]:
+        await on_output("copied\n")
+        return TaskResult(9, 0, 1, 2), items
+
+    agent.spool.accept("1:0:1")
+    await agent._execute("1:0:1", work)
+    messages = []
+    while not sent.queue.empty():
+        messages.append(sent.queue.get_nowait())
+    assert [m["t"] for m in messages] == ["out", "out", "done"]
+    assert messages[-1]["data"] == "copied\n"
+    assert [f for m in messages for f in m.get("files", [])] == items
+    good, refused = read_frame(orjson.dumps(messages))
+    assert refused == [] and len(good) == 3
+    assert all(len(orjson.dumps(m)) <= protocol.AGENT_FRAME_BYTES for m in messages)

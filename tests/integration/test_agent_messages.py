@@ -61,8 +61,8 @@ class RawAgent:
 
 
 @asynccontextmanager
-async def raw_agent(running: Running, ip: str,
-                    cred: Credential | None = None) -> AsyncIterator[RawAgent]:
+async def raw_agent(running: Running, ip: str, cred: Credential | None = None,
+                    **hello: Any) -> AsyncIterator[RawAgent]:
     settings = AgentSettings(server=running.url, state_dir=None, ip=ip,
                              enroll_token=running.boot["enroll_token"])
     cred = cred or await enroll(settings)
@@ -70,7 +70,7 @@ async def raw_agent(running: Running, ip: str,
     async with connect(ws_url(running.url), additional_headers=headers, max_size=None,
                        ssl=settings.tls()) as ws:
         await ws.send(orjson.dumps({"t": "hello", "version": "0", "hostname": "raw", "os": "Linux",
-                                    "known": []}))
+                                    "known": [], **hello}))
         agent = RawAgent(ws, cred)
         try:
             yield agent
@@ -159,6 +159,20 @@ async def test_a_hostile_agent_cannot_make_the_database_refuse_text(running: Run
         assert host_status(status, BAD_IP) == 9 and host_status(status, GOOD_IP) == 9
         assert await host_log(running, job, BAD_IP) == "nul\u2400here\ntag\u2400\n"
         await eventually(lambda: _true(bad.acks.get(task) == 2))
+
+
+async def test_a_hello_full_of_nul_does_not_stop_presence_for_everyone(running: Running) -> None:
+    async with raw_agent(running, BAD_IP, hostname="h\u0000st", os="Li\u0000nux",
+                         version="1\u0000", os_name="x\u0000y", labels={"role": "a\u0000b"},
+                         known="not a list"):
+        # the hostile hello's facts are written with everyone else's: both must land
+        await running.start_agents([GOOD_IP])
+
+        async def both_alive() -> dict[str, Any]:
+            hosts = {h.ip: h for h in await running.server.inventory.list()}
+            return hosts if hosts[GOOD_IP].alive and hosts[BAD_IP].alive else {}
+        hosts = await eventually(both_alive, timeout=10)
+        assert hosts[BAD_IP].hostname == "h\u2400st"
 
 
 # --- hostile messages -----------------------------------------------------------------------
