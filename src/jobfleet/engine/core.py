@@ -853,7 +853,26 @@ class Engine:
                         )
                     else:
                         log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))
+                        if attempt >= 3:
+                            await self._write_each(batch)
+                            break
                     await asyncio.sleep(min(5.0, 0.2 * attempt))
+
+    async def _write_each(self, batch: list[tuple[AgentLink | None, dict[str, Any]]]) -> None:
+        """A batch that fails for a reason other than the database, one message at a
+        time: what fails alone is dropped, so it cannot hold back the rest."""
+        for item in batch:
+            while True:
+                try:
+                    await self._write([item])
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except DatabaseDown:
+                    await asyncio.sleep(1.0)
+                except Exception:
+                    log.exception("result_dropped task=%s", item[1].get("id"))
+                    break
 
     async def _write(self, batch: list[tuple[AgentLink | None, dict[str, Any]]]) -> None:
         plan = await self.results.plan(batch)
