@@ -36,7 +36,7 @@ class Link:
 class Store:
     """Stands in for JobStore: refuses any batch that holds a chunk saying POISON."""
 
-    def __init__(self, open_: dict[TaskKey, tuple[bool, int]] | None = None) -> None:
+    def __init__(self, open_: dict[TaskKey, tuple[int, int]] | None = None) -> None:
         self.open = open_ or {}
         self.chunks: list[dict[str, Any]] = []
         self.finals: list[HostResult] = []
@@ -62,7 +62,7 @@ class Store:
         if self.down:
             raise ConnectionError("database is down")
 
-    async def open_tasks(self, keys: list[TaskKey]) -> dict[TaskKey, tuple[bool, int]]:
+    async def open_tasks(self, keys: list[TaskKey]) -> dict[TaskKey, tuple[int, int]]:
         self.queries += 1
         return {k: self.open[k] for k in keys if k in self.open}
 
@@ -131,17 +131,20 @@ def done(task: str, seq: int, data: str = "") -> dict[str, Any]:
 
 
 async def test_live_tasks_cost_no_query_and_others_one_per_batch() -> None:
-    store = Store({(1, 0, 8): (True, 0), (1, 0, 9): (False, 0)})
+    # host 8 runs, host 9 has its result, host 10 waits for its turn
+    store = Store({(1, 0, 8): (7, 0), (1, 0, 9): (9, 0), (1, 0, 10): (5, 0)})
     writer = results(store, live={(1, 0, 7)})
     writer.sent((1, 0, 7))
     conn, other = Link(7), Link(8)
     plan = await writer.plan([(conn, out("1:0:7", 1, "a")), (conn, done("1:0:7", 2))])
     assert store.queries == 0 and len(plan.entries) == 2
     plan = await writer.plan([(other, out("1:0:8", 1, "b")), (Link(9), out("1:0:9", 1, "c")),
-                              (Link(9), out("5:0:9", 1, "d")), (conn, out("1:0:8", 1, "e"))])
+                              (Link(9), out("5:0:9", 1, "d")), (conn, out("1:0:8", 1, "e")),
+                              (Link(10), done("1:0:10", 1))])
     assert store.queries == 1
     assert [e.key for e in plan.entries] == [(1, 0, 8)]
-    assert writer.refusals.reasons == ["foreign_task", "after_final", "unknown_task"]  # type: ignore[union-attr]
+    reasons = writer.refusals.reasons  # type: ignore[union-attr]
+    assert reasons == ["foreign_task", "after_final", "unknown_task", "unknown_task"]
 
 
 async def test_nothing_after_the_final_result_in_the_same_batch() -> None:

@@ -304,6 +304,24 @@ async def test_output_only_for_tasks_sent_to_that_host_and_not_after_final(
         assert counts["after_final"] == 2
 
 
+async def test_a_task_not_sent_yet_cannot_be_finished_in_advance(running: Running) -> None:
+    """A rolling step's later batch waits: its host may not report before it is asked."""
+    await running.start_agents([GOOD_IP])
+    async with raw_agent(running, BAD_IP) as bad:
+        job = await running.wire.run_script("sleep 2; echo fine", [GOOD_IP, BAD_IP],
+                                            rolling_config={"expression": "1"})
+        ahead = protocol.task_id(job["step_instance_id"], 0, bad.host_id)
+        await bad.send([out(ahead, 1, "before my turn\n"), done(ahead, 2, "", status=9)])
+        await eventually(lambda: _true(refused(running).get("unknown_task") == 2))
+        task = await bad.next_run()
+        assert task == ahead
+        await bad.send([out(task, 3, "my turn\n"), done(task, 4, "", status=11, exit=1)])
+        status = await running.wire.wait(job["job_instance_id"], timeout=20)
+        assert host_status(status, GOOD_IP) == 9
+        assert host_status(status, BAD_IP) == 11
+        assert await host_log(running, job, BAD_IP) == "my turn\n"
+
+
 async def test_output_past_the_cap_ends_with_one_truncation_line(
         tmp_path: Path, database_url: str) -> None:
     async with run_server(tmp_path, database_url,

@@ -171,7 +171,7 @@ class Results:
                 known = self.tallies.get(key)
                 if known is not None and (conn is None or self.is_live(key)):
                     tally = Tally(known.stored, known.dropped, known.ends_line)
-                elif key in found and found[key][0]:
+                elif key in found and found[key][0] == HostStatus.RUNNING:
                     tally = Tally(found[key][1])
                 elif conn is None:
                     tally = Tally()
@@ -198,11 +198,11 @@ class Results:
         conn: AgentLink,
         msg: dict[str, Any],
         key: TaskKey,
-        found: dict[TaskKey, tuple[bool, int]],
+        found: dict[TaskKey, tuple[int, int]],
         closed: set[TaskKey],
     ) -> None:
         task = str(msg["id"])
-        if key in closed or key in found:
+        if key in closed or (key in found and found[key][0] != HostStatus.WAITING):
             # also what an honest agent sends when an acknowledgement was lost
             self._refuse(conn, "after_final", f"task {task} already has its result", audit=False)
         else:

@@ -281,10 +281,9 @@ class JobStore:
 
     async def open_tasks(
         self, keys: Sequence[tuple[int, int, int]]
-    ) -> dict[tuple[int, int, int], tuple[bool, int]]:
-        """Of these (step, attempt, host) tasks, those that exist: whether the task is
-        running (sent, no final result yet) and the bytes of output stored for it.
-        One query per thousand tasks."""
+    ) -> dict[tuple[int, int, int], tuple[int, int]]:
+        """Of these (step, attempt, host) tasks, those that exist: the host's status and
+        the bytes of output stored for it. One query per thousand tasks."""
         content = log_chunks.c.content
         # bytes, not characters, on both backends
         length = (
@@ -304,7 +303,7 @@ class JobStore:
         key = tuple_(
             step_hosts.c.step_instance_id, step_hosts.c.execute_count, step_hosts.c.bk_host_id
         )
-        found: dict[tuple[int, int, int], tuple[bool, int]] = {}
+        found: dict[tuple[int, int, int], tuple[int, int]] = {}
         async with self.db.connect() as conn:
             for part in chunks(list(keys), 1000):
                 rows = await conn.execute(
@@ -317,8 +316,7 @@ class JobStore:
                     ).where(key.in_(list(part)))
                 )
                 for step_id, count, host, status, size in rows:
-                    running = status == HostStatus.RUNNING
-                    found[(int(step_id), int(count), int(host))] = (running, int(size or 0))
+                    found[(int(step_id), int(count), int(host))] = (int(status), int(size or 0))
         return found
 
     async def ping(self) -> None:
