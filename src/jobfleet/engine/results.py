@@ -67,7 +67,7 @@ def utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-@dataclass
+@dataclass(slots=True)
 class Tally:
     """A host task's output so far: bytes stored, bytes dropped past the cap."""
 
@@ -76,7 +76,7 @@ class Tally:
     ends_line: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One message of a batch, as the store will see it."""
 
@@ -146,30 +146,34 @@ class Results:
 
     # planning -------------------------------------------------------------------
     async def plan(self, batch: list[tuple[AgentLink | None, dict[str, Any]]]) -> Plan:
-        parsed: list[tuple[AgentLink | None, dict[str, Any], TaskKey]] = []
+        # (connection, message, task, whether this node knows the task is live)
+        parsed: list[tuple[AgentLink | None, dict[str, Any], TaskKey, bool]] = []
         acks: dict[AgentLink, list[list[Any]]] = {}
         unknown: set[TaskKey] = set()
+        known_tallies, is_live = self.tallies, self.is_live
         for conn, msg in batch:
-            task = str(msg["id"])
+            task = msg["id"]
             key = protocol.parse_task_id(task)
+            live = False
             if conn is not None:
                 if key[2] != conn.bk_host_id:
                     self._refuse(conn, "foreign_task", f"task {task} is another host's")
                     self._ack(acks, conn, msg)
                     continue
-                if not (key in self.tallies and self.is_live(key)):
+                live = key in known_tallies and is_live(key)
+                if not live:
                     unknown.add(key)
-            parsed.append((conn, msg, key))
+            parsed.append((conn, msg, key, live))
         found = await self.store.open_tasks(list(unknown)) if unknown else {}
         tallies: dict[TaskKey, Tally] = {}
         closed: set[TaskKey] = set()
         entries: list[Entry] = []
-        for conn, msg, key in parsed:
-            kind = str(msg["t"])
+        for conn, msg, key, live in parsed:
+            kind = msg["t"]
             tally = tallies.get(key)
             if tally is None:
-                known = self.tallies.get(key)
-                if known is not None and (conn is None or self.is_live(key)):
+                known = known_tallies.get(key)
+                if known is not None and (conn is None or live):
                     tally = Tally(known.stored, known.dropped, known.ends_line)
                 elif key in found and found[key][0] == HostStatus.RUNNING:
                     tally = Tally(found[key][1])
@@ -222,7 +226,7 @@ class Results:
     ) -> Entry | None:
         step, count, host = key
         seq = int(msg.get("seq") or 0)
-        entry = Entry(conn, key, str(msg["id"]), seq, kind)
+        entry = Entry(conn, key, msg["id"], seq, kind)
         if kind == protocol.DONE:
             status = normalize_host_status(int(msg.get("status") or 0))
             if not status.finished and conn is not None:
@@ -236,7 +240,7 @@ class Results:
                 exit_code=msg.get("exit"),
                 start_time=msg.get("start"),
                 end_time=msg.get("end"),
-                tag=clean_text(str(msg.get("tag") or "")[:255]),
+                tag=clean_text(tag) if (tag := msg.get("tag")) else "",
                 error_code=gse_error_code(status),
                 variables=variables.reported(msg.get("vars")),
             )
