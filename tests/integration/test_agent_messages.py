@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from tests.integration.harness import Running, eventually, run_server
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -261,16 +262,18 @@ async def _true(value: bool) -> bool:
 
 
 async def test_a_flood_of_bad_messages_costs_one_audit_entry_per_window(
-        tmp_path: Path, database_url: str) -> None:
+        tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async with (run_server(tmp_path, database_url, engine=FAST_AUDIT) as running,
                 raw_agent(running, BAD_IP) as bad):
-            for _ in range(20):
-                await bad.send([{"t": "done", "status": "abc"}] * 500)
-            await eventually(lambda: _true(refused(running).get("bad_id") == 10_000))
-            await asyncio.sleep(1.5)
-            entries = await audit_entries(running)
-            assert 1 <= len(entries) <= 3
-            assert sum(e["detail"]["count"] for e in entries) == 10_000
+        for _ in range(20):
+            await bad.send([{"t": "done", "status": "abc"}] * 500)
+        await eventually(lambda: _true(refused(running).get("bad_id") == 10_000))
+        await asyncio.sleep(1.5)
+        entries = await audit_entries(running)
+        assert 1 <= len(entries) <= 3
+        assert sum(e["detail"]["count"] for e in entries) == 10_000
+        lines = [r for r in caplog.records if r.getMessage().startswith("agent_message_refused")]
+        assert 1 <= len(lines) <= 3
 
 
 async def test_output_only_for_tasks_sent_to_that_host_and_not_after_final(
