@@ -140,9 +140,7 @@ class AuditLog:
         cut = {k: _cut(v, WIDTHS[k]) for k, v in values.items()}
         async with self.db.begin() as conn:
             res = await conn.execute(
-                insert(audit_log).values(
-                    create_time=now_ms(), detail=bound_detail(detail), **cut
-                )
+                insert(audit_log).values(create_time=now_ms(), detail=bound_detail(detail), **cut)
             )
         return int(res.inserted_primary_key[0])  # type: ignore[index]
 
