@@ -66,6 +66,12 @@ async def test_refusals_are_audited_once_per_address_and_reason(running: Running
     assert sum(r["detail"]["count"] for r in refused) == 40
     assert {r["source_ip"] for r in refused} == {"127.0.0.1"}
     assert refused[0]["detail"]["path"] == path
+    # an agent's bad credential on the file routes too
+    bad_agent = await wire.http.get(f"{ADMIN}/agents/blobs/abc",
+                                    headers={"Authorization": "Agent nobody:nothing"})
+    assert bad_agent.status_code == 401
+    paths = {r["detail"]["path"] for r in await entries(running, action="refused")}
+    assert f"{ADMIN}/agents/blobs/abc" in paths
     # a scope denial names who was refused
     await admin(wire, "POST", "/users", {"username": "bob"})
     bob = Wire(running.url, running.boot["bk_app_code"], running.boot["bk_app_secret"], "bob")
