@@ -251,7 +251,7 @@ outbox = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("kind", String(32), nullable=False),
-    Column("job_instance_id", BigInteger, nullable=True),
+    Column("job_instance_id", BigInteger, nullable=True, index=True),
     Column("target", String(1024), nullable=False),
     Column("payload", Text, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),

@@ -33,9 +33,15 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("blobs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_blobs_create_time"), ["create_time"], unique=False)
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_outbox_job_instance_id"), ["job_instance_id"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_job_instance_id"))
     with op.batch_alter_table("blobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_blobs_create_time"))
     with op.batch_alter_table("job_instances", schema=None) as batch_op:
