@@ -210,7 +210,7 @@ async def test_retention_purges_old_history_and_keeps_what_is_in_use(
 
     gone = await wire.v3("get_job_instance_status", {
         "bk_biz_id": 2, "job_instance_id": finished[0]["job_instance_id"]}, method="GET")
-    assert gone["code"] == 1244006 and "does not exist" in gone["message"], gone
+    assert gone["code"] == 1244006 and "purged" in gone["message"], gone
     logs = await wire.v3("get_job_instance_ip_log", {
         "bk_biz_id": 2, "job_instance_id": finished[0]["job_instance_id"],
         "step_instance_id": finished[0]["step_instance_id"], "ip": A}, method="GET")

@@ -112,7 +112,10 @@ async def job_in_scope(call: Call, action: str) -> Any:
     assert job_id is not None
     job = await call.services.jobs.job(job_id)
     if job is None or job.scope_type != scope.scope_type or job.scope_id != scope.scope_id:
-        raise JobError(ErrorCode.JOB_INSTANCE_NOT_EXIST, f"Job instance {job_id} does not exist")
+        raise JobError(
+            ErrorCode.JOB_INSTANCE_NOT_EXIST,
+            f"Job instance {job_id} does not exist (or its history was purged)",
+        )
     return job
 
 
