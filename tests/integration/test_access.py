@@ -130,8 +130,12 @@ async def test_only_administration_apps_reach_administration_routes(running: Run
         await ops.close()
     bad = await admin(wire, "POST", "/apps", {"app_code": "bad", "allowed_biz": ["x"]})
     assert bad["code"] == 1241010, bad
-    bad = await admin(wire, "POST", "/apps", {"app_code": "bad", "allowed_users": [""]})
-    assert bad["code"] == 1241010, bad
+    for field, value in (("allowed_users", [""]), ("allowed_users", []),
+                         ("allowed_users", {"a": 1}), ("allowed_biz", [0]),
+                         ("allowed_biz", [2**70]), ("allowed_biz", "2,x")):
+        bad = await admin(wire, "POST", "/apps", {"app_code": "bad", field: value})
+        assert bad["code"] == 1241010, (field, value, bad)
+    assert "bad" not in {a["app_code"] for a in (await admin(wire, "GET", "/apps"))["data"]}
 
 
 async def test_app_secrets_are_refused_in_query_strings(running: Running) -> None:

@@ -92,8 +92,8 @@ def _allowed(call: Call, name: str) -> list[str] | None:
     if not isinstance(items, list) or len(items) > 10_000:
         raise JobError.invalid(name, '"any", or a list of names')
     found = [str(i).strip() for i in items if isinstance(i, str | int) and str(i).strip()]
-    if len(found) != len(items) or any(len(i) > 128 for i in found):
-        raise JobError.invalid(name, '"any", or a list of non-empty names')
+    if not found or len(found) != len(items) or any(len(i) > 128 for i in found):
+        raise JobError.invalid(name, '"any", or a list of one or more non-empty names')
     return found
 
 
