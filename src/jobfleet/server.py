@@ -27,6 +27,7 @@ from jobfleet.engine.core import Engine
 from jobfleet.engine.cron import CronScheduler
 from jobfleet.engine.notify import SmtpSettings
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.retention import Retention, RetentionSettings
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.submit import Submitter
 from jobfleet.engine.transfer import FileSteps
@@ -42,6 +43,7 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
@@ -69,6 +71,8 @@ class ServerSettings:
     tls_key: Path | None = None
     # the mail server of email notifications (none: email notifications fail at once)
     smtp: SmtpSettings | None = None
+    # how long history is kept (jobs, audit entries, files the server holds)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def url(self) -> str:
@@ -98,7 +102,7 @@ async def bootstrap(identity: IdentityStore, data_dir: Path, url: str) -> None:
     if path.exists():
         return
     try:
-        secret = await identity.create_app(ADMIN_APP, "administration app")
+        secret = await identity.create_app(ADMIN_APP, "administration app", is_admin=True)
     except JobError as exc:
         if exc.code != ErrorCode.CONFLICT:
             raise
@@ -161,9 +165,17 @@ class Server:
             self.blobs,
             self.rules,
         )
+        self.audit = AuditLog(self.db)
         self.cron_scheduler = CronScheduler(
-            self.crons, self.plans, self.engine, self.identity, self.cipher, engine_settings
+            self.crons,
+            self.plans,
+            self.engine,
+            self.identity,
+            self.cipher,
+            engine_settings,
+            self.audit,
         )
+        self.retention = Retention(RetentionStore(self.db, self.blobs.root), settings.retention)
         self.services = Services(
             db=self.db,
             identity=self.identity,
@@ -173,7 +185,7 @@ class Server:
             submitter=self.submitter,
             gateway=self.gateway,
             auth=Authenticator(self.identity),
-            audit=AuditLog(self.db),
+            audit=self.audit,
             accounts=AccountStore(self.db, self.cipher),
             blobs=self.blobs,
             file_logs=self.file_logs,
@@ -204,6 +216,7 @@ class Server:
         await self.engine.start()
         self.callbacks.start()
         self.cron_scheduler.start()
+        self.retention.start()
         log.info("server_started node=%s url=%s", self.node_id, self.settings.url)
 
     async def stop(self) -> None:
@@ -212,10 +225,12 @@ class Server:
         for name, part in (
             # no new cron job may reach an engine that is stopping
             ("cron", self.cron_scheduler.stop),
+            ("retention", self.retention.stop),
             ("engine", self.engine.stop),
             ("callbacks", self.callbacks.stop),
             ("gateway", self.gateway.stop),
             ("presence", self.presence.stop),
+            ("audit", self.audit.flush),
             ("database", self.db.close),
         ):
             try:

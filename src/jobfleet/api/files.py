@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from jobfleet.api import envelope
+from jobfleet.api.auditing import refusal
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
@@ -65,6 +66,7 @@ async def agent_put(request: Request) -> Response:
             await services.blobs.reset(blob_id)
         return envelope.ok(await _receive(services, request, blob_id), request_id)
     except JobError as exc:
+        await refusal(services.audit, request, exc)
         return envelope.error(exc, request_id)
 
 
@@ -88,6 +90,7 @@ async def agent_get(request: Request) -> Response:
             headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
         )
     except JobError as exc:
+        await refusal(services.audit, request, exc)
         return envelope.error(exc, request_id)
 
 
@@ -106,6 +109,7 @@ async def upload_with_token(request: Request) -> Response:
             )
         return envelope.ok(await _receive(services, request, blob_id), request_id)
     except JobError as exc:
+        await refusal(services.audit, request, exc)
         return envelope.error(exc, request_id)
 
 

@@ -42,6 +42,30 @@ def server(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    retain_jobs: Annotated[
+        str,
+        typer.Option(
+            "--retain-jobs",
+            envvar="JOBFLEET_RETAIN_JOBS",
+            help="Keep finished jobs (steps, hosts, logs, file logs, variables) this long "
+            "(90d, 12h, 0 = forever)",
+        ),
+    ] = "90d",
+    retain_audit: Annotated[
+        str,
+        typer.Option(
+            "--retain-audit", envvar="JOBFLEET_RETAIN_AUDIT", help="Keep audit entries this long"
+        ),
+    ] = "365d",
+    retain_blobs: Annotated[
+        str,
+        typer.Option(
+            "--retain-blobs",
+            envvar="JOBFLEET_RETAIN_BLOBS",
+            help="Keep uploaded and transferred files this long (unless a plan or a running "
+            "job uses them)",
+        ),
+    ] = "30d",
     cron_time_scale: Annotated[
         float,
         typer.Option(
@@ -80,11 +104,21 @@ def server(
 ) -> None:
     """Run a jobfleet server: HTTP API, agent gateway and job engine."""
     from jobfleet.engine.notify import SmtpSettings
+    from jobfleet.engine.retention import RetentionSettings, parse_period
     from jobfleet.server import ServerSettings, run
 
     logs.setup(log_level)
+    try:
+        retention = RetentionSettings(
+            jobs=parse_period(retain_jobs),
+            audit=parse_period(retain_audit),
+            blobs=parse_period(retain_blobs),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     run(
         ServerSettings(
+            retention=retention,
             data_dir=data_dir,
             host=host,
             port=port,
