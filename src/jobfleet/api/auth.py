@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
+from jobfleet.api.throttle import Throttle
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.identity import IdentityStore, User
 from jobfleet.store.secrets import hash_secret
@@ -30,9 +31,15 @@ class Authenticator:
     """Checks credentials; remembers good ones briefly so that polling stays cheap."""
 
     def __init__(
-        self, identity: IdentityStore, app_ttl: float = 60.0, user_ttl: float = 3.0
+        self,
+        identity: IdentityStore,
+        app_ttl: float = 60.0,
+        user_ttl: float = 3.0,
+        failures: Throttle | None = None,
     ) -> None:
         self.identity = identity
+        # wrong credentials per source address; credentials verified recently still pass
+        self.failures = failures or Throttle("failed authentications", 0, 1)
         self.app_ttl = app_ttl
         self.user_ttl = user_ttl
         self._apps: dict[tuple[str, str], float] = {}
@@ -79,7 +86,7 @@ class Authenticator:
                 f"App {app_code!r}: missing app secret (bk_app_secret)",
                 http_status=401,
             )
-        await self._check_app(app_code, secret)
+        await self._check_app(app_code, secret, request.client.host if request.client else "")
         username = (
             fields.get("bk_username")
             or request.headers.get("x-bk-username")
@@ -94,24 +101,29 @@ class Authenticator:
             username = ""
         return Caller(app_code, await self._user(username))
 
-    async def agent(self, agent_id: str, secret: str) -> int | None:
+    async def agent(self, agent_id: str, secret: str, source: str = "") -> int | None:
         """The host of an agent credential (cached briefly: agents make many requests)."""
         key = (agent_id, hash_secret(secret))
         now = time.monotonic()
         cached = self._agents.get(key)
         if cached and cached[1] > now:
             return cached[0]
+        self.failures.check(source)
         host = await self.identity.check_agent(agent_id, secret)
         if host is not None:
             self._agents[key] = (host, now + self.user_ttl)
+        else:
+            self.failures.take(source)
         return host
 
-    async def _check_app(self, app_code: str, secret: str) -> None:
+    async def _check_app(self, app_code: str, secret: str, source: str) -> None:
         key = (app_code, hash_secret(secret))
         now = time.monotonic()
         if self._apps.get(key, 0) > now:
             return
+        self.failures.check(source)
         if not await self.identity.check_app(app_code, secret):
+            self.failures.take(source)
             raise JobError(
                 ErrorCode.SERVICE_AUTH_FAIL,
                 f"App authentication failed for {app_code!r}: wrong app code or secret",

@@ -29,7 +29,8 @@ class BlobResponse(FileResponse):
 
 async def agent_host(services: Services, request: Request) -> int:
     cred = parse_credential(request.headers.get("authorization"))
-    host = await services.auth.agent(*cred) if cred else None
+    source = request.client.host if request.client else ""
+    host = await services.auth.agent(*cred, source) if cred else None
     if host is None:
         raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Agent authentication failed", http_status=401)
     return host
