@@ -213,3 +213,37 @@ async def test_memory_stays_flat_under_parallel_huge_bodies(
         for name, result in outcome.items():
             assert result in (200, 413) or isinstance(result, str), (name, result)
         assert outcome["json, declared"] == 413 and outcome["upload, declared"] == 413, outcome
+
+
+async def test_a_refused_body_is_drained_only_briefly(running: Running) -> None:
+    """Answered without reading (no credentials), a client that goes on streaming gets its
+    answer and then loses the connection, instead of keeping it busy for as long as it likes."""
+    url = httpx.URL(running.url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(b"PUT /api/jobfleet/v1/agents/blobs/abc HTTP/1.1\r\nHost: x\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"x" * 64 * 1024)
+    started = asyncio.get_running_loop().time()
+
+    async def stream() -> float:
+        """Seconds until the server cut the connection (writes fail)."""
+        try:
+            while asyncio.get_running_loop().time() - started < 30:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except ConnectionError:
+            return asyncio.get_running_loop().time() - started
+        return 30.0
+
+    streaming = asyncio.create_task(stream())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        # the default grace is 5 s
+        cut_after = await asyncio.wait_for(streaming, 35)
+        assert cut_after < 10, f"still streaming after {cut_after:.1f} s"
+    finally:
+        streaming.cancel()
+        await asyncio.gather(streaming, return_exceptions=True)
+        writer.close()

@@ -12,11 +12,12 @@ body. ``protocol_class`` gives uvicorn an HTTP protocol that does:
 - at most ``max_pending`` connections may be sending headers at once; past it the
   oldest of them is closed, so new clients (agents, the health check, API calls,
   which send their headers in one go) always get in.
-- a connection closed after a response while the client is still sending its
-  body (a refused upload) is closed gracefully: the server stops writing, reads
-  and drops what still comes for up to ``linger`` seconds, then closes. Closing
-  at once would reset the connection and could destroy the response (413) on
-  its way to a client that reads it only after sending.
+- a connection answered while the client is still sending its body (a refused
+  upload) is closed gracefully: the server stops writing, reads and drops what
+  still comes for up to ``linger`` seconds, then closes. Closing at once would
+  reset the connection and could destroy the answer (413, 401) on its way to a
+  client that reads it only after sending; draining without end would let a
+  refused client keep the connection busy.
 
 WebSocket connections leave this protocol once upgraded, so none of it applies
 to agents' long-lived channels.
@@ -70,9 +71,7 @@ class _LingeringTransport:
         if self.real.can_write_eof():
             self.real.write_eof()
         self.real.resume_reading()
-        self.lingering = self.protocol.loop.call_later(
-            self.protocol.limits.linger, self.real.close
-        )
+        self.lingering = self.protocol.loop.call_later(self.protocol.limits.linger, self.real.close)
 
     def cancel(self) -> None:
         if self.lingering is not None:
@@ -172,7 +171,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.cycle is None or self.cycle.response_complete:
+        if not self._body_incoming and (self.cycle is None or self.cycle.response_complete):
             # bytes of a next request on a kept-alive connection start its header clock
             self._await_headers()
         super().data_received(data)
@@ -189,6 +188,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._body_deadline = self.loop.time() + self.limits.body_timeout
+        if (
+            self.cycle is not None
+            and self.cycle.response_complete
+            and not self.transport.is_closing()
+        ):
+            # answered without reading it all (a refusal): drain the rest only for a while
+            self.transport.close()
         super().on_body(body)
 
     def on_message_complete(self) -> None:

@@ -37,14 +37,13 @@ class Refused(Exception):
 
 
 def own_addresses(listen_host: str = "") -> set[Address]:
-    """The addresses of this machine's interfaces (Linux), its host name, and ``listen_host``."""
+    """The addresses of this machine's interfaces (Linux) and ``listen_host``.
+
+    Read from the kernel, not by resolving the host name: that could wait on DNS at start.
+    """
     found: set[Address] = set()
     with contextlib.suppress(ValueError):
         found.add(ipaddress.ip_address(listen_host))
-    with contextlib.suppress(OSError):
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            with contextlib.suppress(ValueError):
-                found.add(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for _index, name in socket.if_nameindex():
             with contextlib.suppress(OSError):
