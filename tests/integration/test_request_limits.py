@@ -142,10 +142,14 @@ async def test_failed_authentication_is_rate_limited_and_known_callers_pass(
             assert "Too many failed authentications from 127.0.0.1" in resp.json()["message"]
             # credentials this server verified keep working from the same address
             assert (await good.v3("get_account_list", {"bk_biz_id": 2}, method="GET"))["result"]
-            # an agent credential guessed from that address is refused before it is checked
+            # an agent credential or upload token guessed from that address is refused
+            # before it is checked
             resp = await bad.http.get("/api/jobfleet/v1/agents/blobs/abc",
                                       headers={"Authorization": "Agent someone:guess"})
-            assert resp.status_code == 429
+            assert resp.status_code == 429 and resp.json()["code"] == 1249429
+            resp = await bad.http.put("/api/jobfleet/v1/files/upload/abc",
+                                      params={"token": "guess"}, content=b"x")
+            assert resp.status_code == 429 and resp.json()["code"] == 1249429
         finally:
             await bad.close()
 

@@ -93,19 +93,25 @@ async def test_slowloris_leaves_health_api_and_agent_reconnects_working(
 
             dripping = asyncio.create_task(drip())
             try:
-                assert await healthy(run) < 5.0
+                during = await healthy(run)
+                assert during < 5.0
                 # an agent that loses its connection comes back while the flood lasts
                 await run.stop_agent("127.0.0.2")
                 started = time.monotonic()
                 await run.start_agents(["127.0.0.2"])
-                assert time.monotonic() - started < 10.0
+                reconnect = time.monotonic() - started
+                assert reconnect < 10.0
                 # every slow connection is closed once its header time is up
                 closed = await asyncio.gather(
                     *(closed_by_server(reader, header_timeout + 15) for reader, _w in slow)
                 )
                 assert sum(closed) == SLOW, f"{SLOW - sum(closed)} slow connections still open"
-                assert time.monotonic() - opened < header_timeout + 15
+                all_closed = time.monotonic() - opened
+                assert all_closed < header_timeout + 15
+                assert run.server.connection_limits.closed_slow >= SLOW
                 assert await healthy(run) < 5.0
+                print(f"slowloris: health+API {during:.2f} s, agent reconnect {reconnect:.2f} s, "
+                      f"all {SLOW} closed {all_closed:.1f} s after opening")
             finally:
                 stop.set()
                 await dripping
@@ -175,4 +181,26 @@ async def test_api_requests_in_flight_are_capped_but_agents_and_health_get_in(
             assert await closed_by_server(reader, 8.0)
         assert await healthy(run) < 5.0
         for _reader, writer in held:
+            writer.close()
+
+
+async def test_past_the_pending_cap_the_oldest_slow_connection_makes_room(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = {"header_timeout": 60.0, "max_pending_connections": 50}
+    async with run_server(tmp_path, database_url, server=settings) as run:
+        port = run.server.settings.port
+
+        async def silent() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection("127.0.0.1", port)
+
+        old = await asyncio.gather(*(silent() for _ in range(50)))
+        await asyncio.sleep(2.5)  # only a connection that had time to send headers is taken
+        new = await asyncio.gather(*(silent() for _ in range(50)))
+        assert await healthy(run) < 5.0
+        old_closed = await asyncio.gather(*(closed_by_server(r, 3.0) for r, _w in old))
+        assert all(old_closed)
+        # the newer ones are still waiting for their headers (60 s)
+        assert not any(await asyncio.gather(*(closed_by_server(r, 0.5) for r, _w in new)))
+        for _r, writer in (*old, *new):
             writer.close()

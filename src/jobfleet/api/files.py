@@ -98,8 +98,11 @@ async def upload_with_token(request: Request) -> Response:
     services = services_of(request)
     try:
         blob_id = request.path_params["blob_id"]
+        source = request.client.host if request.client else ""
+        services.auth.failures.check(source)
         blob = await services.blobs.check_token(blob_id, request.query_params.get("token", ""))
         if blob is None:
+            services.auth.failures.take(source)
             raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Invalid upload token", http_status=401)
         if blob.state == COMPLETE:
             raise JobError(
