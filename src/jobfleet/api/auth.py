@@ -38,7 +38,7 @@ class Authenticator:
         failures: Throttle | None = None,
     ) -> None:
         self.identity = identity
-        # wrong credentials per source address; credentials verified recently still pass
+        # wrong credentials per source address; credentials once verified still pass
         self.failures = failures or Throttle("failed authentications", 0, 1)
         self.app_ttl = app_ttl
         self.user_ttl = user_ttl
@@ -108,7 +108,9 @@ class Authenticator:
         cached = self._agents.get(key)
         if cached and cached[1] > now:
             return cached[0]
-        self.failures.check(source)
+        if cached is None:
+            # only credentials never seen good wait out an address's failures
+            self.failures.check(source)
         host = await self.identity.check_agent(agent_id, secret)
         if host is not None:
             self._agents[key] = (host, now + self.user_ttl)
@@ -121,7 +123,9 @@ class Authenticator:
         now = time.monotonic()
         if self._apps.get(key, 0) > now:
             return
-        self.failures.check(source)
+        if key not in self._apps:
+            # only credentials never seen good wait out an address's failures
+            self.failures.check(source)
         if not await self.identity.check_app(app_code, secret):
             self.failures.take(source)
             raise JobError(
