@@ -221,6 +221,7 @@ async def test_memory_stays_flat_under_parallel_huge_bodies(
         for name, result in outcome.items():
             assert result in (200, 413) or isinstance(result, str), (name, result)
         assert outcome["json, declared"] == 413 and outcome["upload, declared"] == 413, outcome
+        print(f"parallel bodies: RSS grew by {growth / MiB:.0f} MiB; {outcome}")
 
 
 async def test_a_refused_body_is_drained_only_briefly(running: Running) -> None:
