@@ -230,6 +230,9 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         request_id = uuid.uuid4().hex
         try:
+            source = request.client.host if request.client else ""
+            if not services_of(request).enroll_throttle.take(source):
+                raise services_of(request).enroll_throttle.refusal(source)
             params = await read_params(request)
             token = get_str(params, "token", required=True)
             ip = normalize_ip(get_str(params, "ip", required=True))

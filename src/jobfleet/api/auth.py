@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
+from jobfleet.api.throttle import Throttle
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.store.identity import App, IdentityStore, User
@@ -54,9 +55,15 @@ class Authenticator:
     """Checks credentials; remembers good ones briefly so that polling stays cheap."""
 
     def __init__(
-        self, identity: IdentityStore, app_ttl: float = 60.0, user_ttl: float = 3.0
+        self,
+        identity: IdentityStore,
+        app_ttl: float = 60.0,
+        user_ttl: float = 3.0,
+        failures: Throttle | None = None,
     ) -> None:
         self.identity = identity
+        # wrong credentials per source address; credentials once verified still pass
+        self.failures = failures or Throttle("failed authentications", 0, 1)
         self.app_ttl = app_ttl
         self.user_ttl = user_ttl
         self._apps: dict[tuple[str, str], tuple[App, float]] = {}
@@ -111,7 +118,9 @@ class Authenticator:
                 f"App {app_code!r}: missing app secret (bk_app_secret)",
                 http_status=401,
             )
-        app = await self._check_app(app_code, secret)
+        app = await self._check_app(
+            app_code, secret, request.client.host if request.client else ""
+        )
         username = (
             fields.get("bk_username")
             or request.headers.get("x-bk-username")
@@ -128,26 +137,35 @@ class Authenticator:
             raise app_refused(app, f"may not act for user {username!r}")
         return Caller(app_code, await self._user(username), app)
 
-    async def agent(self, agent_id: str, secret: str) -> int | None:
+    async def agent(self, agent_id: str, secret: str, source: str = "") -> int | None:
         """The host of an agent credential (cached briefly: agents make many requests)."""
         key = (agent_id, hash_secret(secret))
         now = time.monotonic()
         cached = self._agents.get(key)
         if cached and cached[1] > now:
             return cached[0]
+        if cached is None:
+            # only credentials never seen good wait out an address's failures
+            self.failures.check(source)
         host = await self.identity.check_agent(agent_id, secret)
         if host is not None:
             self._agents[key] = (host, now + self.user_ttl)
+        else:
+            self.failures.take(source)
         return host
 
-    async def _check_app(self, app_code: str, secret: str) -> App:
+    async def _check_app(self, app_code: str, secret: str, source: str) -> App:
         key = (app_code, hash_secret(secret))
         now = time.monotonic()
         cached = self._apps.get(key)
         if cached and cached[1] > now:
             return cached[0]
+        if cached is None:
+            # only credentials never seen good wait out an address's failures
+            self.failures.check(source)
         app = await self.identity.check_app(app_code, secret)
         if app is None:
+            self.failures.take(source)
             raise JobError(
                 ErrorCode.SERVICE_AUTH_FAIL,
                 f"App authentication failed for {app_code!r}: wrong app code or secret",

@@ -30,7 +30,8 @@ class BlobResponse(FileResponse):
 
 async def agent_host(services: Services, request: Request) -> int:
     cred = parse_credential(request.headers.get("authorization"))
-    host = await services.auth.agent(*cred) if cred else None
+    source = request.client.host if request.client else ""
+    host = await services.auth.agent(*cred, source) if cred else None
     if host is None:
         raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Agent authentication failed", http_status=401)
     return host
@@ -100,8 +101,11 @@ async def upload_with_token(request: Request) -> Response:
     services = services_of(request)
     try:
         blob_id = request.path_params["blob_id"]
+        source = request.client.host if request.client else ""
+        services.auth.failures.check(source)
         blob = await services.blobs.check_token(blob_id, request.query_params.get("token", ""))
         if blob is None:
+            services.auth.failures.take(source)
             raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Invalid upload token", http_status=401)
         if blob.state == COMPLETE:
             raise JobError(

@@ -52,9 +52,8 @@ Handler = Callable[[Call], Awaitable[Any]]
 async def read_params(request: Request) -> dict[str, Any]:
     params: dict[str, Any] = dict(request.query_params)
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        # the size is bounded before this reads it (api/edge.py BodyLimit)
         body = await request.body()
-        if len(body) > MAX_BODY:
-            raise JobError(ErrorCode.BAD_REQUEST, f"Request body larger than {MAX_BODY} bytes")
         if body.strip():
             try:
                 parsed = orjson.loads(body)
