@@ -307,7 +307,9 @@ async def start_server(children: Children, work: Path, name: str) -> ServerProc:
     port = free_port()
     data = work / name
     argv = [PY, "-m", "jobfleet", "server", "--data-dir", str(data),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            # a whole swarm enrolls from one address
+            "--enroll-rate", "0"]
     child = await children.spawn(name, argv)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

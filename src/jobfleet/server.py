@@ -20,14 +20,19 @@ from fastapi import FastAPI
 from jobfleet import loop
 from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
+from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
+from jobfleet.api.throttle import Throttle
+from jobfleet.domain.addresses import parse_networks
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
 from jobfleet.engine.cron import CronScheduler
 from jobfleet.engine.notify import SmtpSettings
+from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.retention import Retention, RetentionSettings
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.submit import Submitter
 from jobfleet.engine.transfer import FileSteps
@@ -44,6 +49,7 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
@@ -71,6 +77,22 @@ class ServerSettings:
     tls_key: Path | None = None
     # the mail server of email notifications (none: email notifications fail at once)
     smtp: SmtpSettings | None = None
+    # how long history is kept (jobs, audit entries, files the server holds)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    # the edge (README "Hardening the edge"): bodies, slow clients, rate limits
+    max_body: int = 32 * 1024 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 15.0
+    max_pending_connections: int = 1000
+    max_api_requests: int = 512
+    enroll_rate: float = 20.0
+    enroll_burst: int = 200
+    auth_failure_rate: float = 1.0
+    auth_failure_burst: int = 50
+    # ranges callbacks and webhooks may reach although they are refused by default
+    # (loopback, link-local, the server's own addresses), e.g. ["127.0.0.0/8"]
+    callback_allow: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -100,7 +122,7 @@ async def bootstrap(identity: IdentityStore, data_dir: Path, url: str) -> None:
     if path.exists():
         return
     try:
-        secret = await identity.create_app(ADMIN_APP, "administration app")
+        secret = await identity.create_app(ADMIN_APP, "administration app", is_admin=True)
     except JobError as exc:
         if exc.code != ErrorCode.CONFLICT:
             raise
@@ -142,7 +164,8 @@ class Server:
         self.engine = Engine(
             self.jobs, self.registry, self.cipher, engine_settings, refusals=self.refusals
         )
-        self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp)
+        outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
+        self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
         self.engine.on_job_finished.append(self.callbacks.wake)
         self.gateway = Gateway(
             self.identity, self.registry, self.presence, settings.heartbeat, self.refusals
@@ -168,9 +191,17 @@ class Server:
             self.blobs,
             self.rules,
         )
+        self.audit = AuditLog(self.db)
         self.cron_scheduler = CronScheduler(
-            self.crons, self.plans, self.engine, self.identity, self.cipher, engine_settings
+            self.crons,
+            self.plans,
+            self.engine,
+            self.identity,
+            self.cipher,
+            engine_settings,
+            self.audit,
         )
+        self.retention = Retention(RetentionStore(self.db, self.blobs.root), settings.retention)
         self.services = Services(
             db=self.db,
             identity=self.identity,
@@ -179,17 +210,34 @@ class Server:
             engine=self.engine,
             submitter=self.submitter,
             gateway=self.gateway,
-            auth=Authenticator(self.identity),
-            audit=AuditLog(self.db),
+            auth=Authenticator(
+                self.identity,
+                failures=Throttle(
+                    "failed authentications",
+                    settings.auth_failure_rate,
+                    settings.auth_failure_burst,
+                ),
+            ),
+            audit=self.audit,
             accounts=AccountStore(self.db, self.cipher),
             blobs=self.blobs,
             file_logs=self.file_logs,
-            limits=Limits(max_file_size=settings.max_file_size),
+            limits=Limits(
+                max_file_size=settings.max_file_size,
+                max_body=settings.max_body,
+                max_api_requests=settings.max_api_requests,
+            ),
             scripts=self.scripts,
             templates=self.templates,
             crons=self.crons,
             plans=self.plans,
             rules=self.rules,
+            enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
+        )
+        self.connection_limits = ConnectionLimits(
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            max_pending=settings.max_pending_connections,
         )
         self.app: FastAPI = create_app(self.services)
         self.app.router.lifespan_context = self._lifespan
@@ -211,6 +259,7 @@ class Server:
         await self.engine.start()
         self.callbacks.start()
         self.cron_scheduler.start()
+        self.retention.start()
         log.info("server_started node=%s url=%s", self.node_id, self.settings.url)
 
     async def stop(self) -> None:
@@ -219,10 +268,12 @@ class Server:
         for name, part in (
             # no new cron job may reach an engine that is stopping
             ("cron", self.cron_scheduler.stop),
+            ("retention", self.retention.stop),
             ("engine", self.engine.stop),
             ("callbacks", self.callbacks.stop),
             ("gateway", self.gateway.stop),
             ("presence", self.presence.stop),
+            ("audit", self.audit.flush),
             ("database", self.db.close),
         ):
             try:
@@ -237,6 +288,8 @@ class Server:
             port=self.settings.port,
             log_level=self.settings.log_level,
             access_log=False,
+            http=protocol_class(self.connection_limits),
+            timeout_keep_alive=max(1, round(self.settings.idle_timeout)),
             # agents keep their frames well below this (see domain/protocol.py)
             ws_max_size=MAX_FRAME_BYTES,
             # agent frames are small JSON: compressing them costs more CPU than it

@@ -19,6 +19,19 @@ def test_app_create_prints_the_secret_once(cli: Cli, server: FakeServer) -> None
     assert server.admin_requests() == [("POST", "/apps", {"app_code": "ci", "description": "CI"})]
 
 
+def test_app_create_with_restrictions(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("POST", "/apps")] = {"app_code": "ops", "app_secret": "s-1"}
+    result = cli("admin", "app", "create", "ops", "--users", "alice, bob", "--biz", "2,3",
+                 "--admin")
+    assert result.exit_code == 0, result.stderr
+    assert server.admin_requests() == [("POST", "/apps", {
+        "app_code": "ops", "allowed_users": ["alice", "bob"], "allowed_biz": [2, 3],
+        "is_admin": True})]
+    for flag, value in (("--biz", "2,x"), ("--users", "a,,b")):
+        refused = cli("admin", "app", "create", "bad", flag, value)
+        assert refused.exit_code == 2 and flag in refused.stderr
+
+
 def test_token_create_prints_only_the_token_on_stdout(cli: Cli, server: FakeServer) -> None:
     server.admin_answers[("POST", "/enroll-tokens")] = {"token": "tok-9"}
     result = cli("admin", "token", "create", "--biz", "3", "--uses", "10", "--ttl", "600")

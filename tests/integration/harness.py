@@ -179,21 +179,23 @@ async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
 
 @asynccontextmanager
 async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any] | None = None,
-                     port: int = 0, boot: dict[str, Any] | None = None) -> AsyncIterator[Running]:
+                     port: int = 0, boot: dict[str, Any] | None = None,
+                     server: dict[str, Any] | None = None) -> AsyncIterator[Running]:
     """What ``running`` gives, with engine settings over TEST_ENGINE's.
 
     Run it again with the same ``tmp_path`` (and ``port``) to restart the same server.
-    ``boot``: the admin credentials of a database another node set up."""
+    ``boot``: the admin credentials of a database another node set up.
+    ``server``: more ``ServerSettings`` fields (``callback_allow``, limits, …)."""
     sock = bound_socket(port)
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
                               database_url=database_url, engine={**TEST_ENGINE, **(engine or {})},
-                              heartbeat=2.0, log_level="warning")
-    server = Server(settings)
-    uv = uvicorn.Server(server.uvicorn_config())
+                              heartbeat=2.0, log_level="warning", **(server or {}))
+    node = Server(settings)
+    uv = uvicorn.Server(node.uvicorn_config())
     task = await serve_on(uv, sock)
     boot = boot or read_bootstrap(settings.data_dir)
     wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
-    run = Running(server, settings.url, boot, wire, tmp_path)
+    run = Running(node, settings.url, boot, wire, tmp_path)
     try:
         yield run
     finally:

@@ -22,11 +22,22 @@ from tests.integration.harness import (
     b64,
     bound_socket,
     eventually,
+    run_server,
     serve_on,
 )
 
 from jobfleet.server import Server
 from jobfleet.store.tables import job_instances, outbox, step_instances
+
+# callbacks never reach loopback unless the operator allows it: these receivers live there
+LOOPBACK = ["127.0.0.0/8"]
+ALLOW_LOOPBACK = {"callback_allow": LOOPBACK}
+
+
+@pytest.fixture
+async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
+    async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK) as run:
+        yield run
 
 
 class Receiver:
@@ -89,7 +100,8 @@ async def test_callback_survives_a_server_restart(tmp_path: Path, database_url: 
     sock = bound_socket()
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
                               database_url=database_url, engine=dict(TEST_ENGINE),
-                              heartbeat=2.0, log_level="warning")
+                              heartbeat=2.0, log_level="warning",
+                              callback_allow=LOOPBACK)
     first = Server(settings)
     uv = uvicorn.Server(first.uvicorn_config())
     task = await serve_on(uv, sock)

@@ -41,6 +41,15 @@ from jobfleet.store.tables import notify_configs, outbox
 
 SECRET = "hook-key-0123456789"
 ADMIN = "/api/jobfleet/v1"
+# webhooks never reach loopback unless the operator allows it: these receivers live there
+LOOPBACK = ["127.0.0.0/8"]
+ALLOW_LOOPBACK = {"callback_allow": LOOPBACK}
+
+
+@pytest.fixture
+async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
+    async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK) as run:
+        yield run
 
 
 class Hook:
@@ -202,7 +211,8 @@ async def server_with_mail(tmp_path: Path, database_url: str,
     sock = bound_socket()
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
                               database_url=database_url, engine=dict(TEST_ENGINE),
-                              heartbeat=2.0, log_level="warning", smtp=smtp)
+                              heartbeat=2.0, log_level="warning", smtp=smtp,
+                              callback_allow=LOOPBACK)
     server = Server(settings)
     uv = uvicorn.Server(server.uvicorn_config())
     task = await serve_on(uv, sock)
@@ -268,7 +278,7 @@ async def test_email_without_a_mail_server_fails_at_once(running: Running) -> No
 async def test_notification_pending_at_shutdown_is_sent_by_the_next_server(
         tmp_path: Path, database_url: str) -> None:
     hook = Hook()  # bound but not listening yet: every attempt is refused
-    async with run_server(tmp_path, database_url) as first:
+    async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK) as first:
         port = first.server.settings.port
         await add_config(first.wire, channel="webhook", target=hook.url, secret=SECRET,
                          statuses=[4])
@@ -282,7 +292,8 @@ async def test_notification_pending_at_shutdown_is_sent_by_the_next_server(
         await eventually(tried)
         (row,) = await pending_rows(first.server)
         assert row.state == "pending" and "ConnectError" in row.last_error
-    async with listening(hook), run_server(tmp_path, database_url, port=port) as second:
+    async with listening(hook), run_server(tmp_path, database_url, port=port,
+                                               server=ALLOW_LOOPBACK) as second:
         await eventually(lambda: asyncio.sleep(0, hook.accepted), timeout=30)
         await asyncio.sleep(0.5)
         assert len(hook.accepted) == 1

@@ -16,17 +16,25 @@ ADMIN = "/api/jobfleet/v1"
 IP = "127.0.0.2"
 
 
-async def admin(wire: Wire, method: str, path: str, body: Any = None,
-                **params: Any) -> dict[str, Any]:
-    resp = await wire.http.request(method, ADMIN + path, json=body, params=params,
-                                   headers=wire.headers())
+async def admin(
+    wire: Wire, method: str, path: str, body: Any = None, **params: Any
+) -> dict[str, Any]:
+    resp = await wire.http.request(
+        method, ADMIN + path, json=body, params=params, headers=wire.headers()
+    )
     return dict(resp.json())
 
 
 def script(command: str, **extra: Any) -> dict[str, Any]:
-    return {"bk_scope_type": "biz", "bk_scope_id": "2", "script_content": b64(command),
-            "script_language": 1, "account_alias": "root",
-            "target_server": {"ip_list": [{"ip": IP, "bk_cloud_id": 0}]}, **extra}
+    return {
+        "bk_scope_type": "biz",
+        "bk_scope_id": "2",
+        "script_content": b64(command),
+        "script_language": 1,
+        "account_alias": "root",
+        "target_server": {"ip_list": [{"ip": IP, "bk_cloud_id": 0}]},
+        **extra,
+    }
 
 
 async def test_business_quota_refuses_a_second_running_job(running: Running) -> None:
@@ -43,17 +51,27 @@ async def test_business_quota_refuses_a_second_running_job(running: Running) -> 
     # a job that does not start yet fits, and is refused when it is started
     waiting = await wire.v3("fast_execute_script", script("echo later", start_task=False))
     assert waiting["result"], waiting
-    start = await wire.v3("operate_job_instance", {
-        "bk_biz_id": 2, "job_instance_id": waiting["data"]["job_instance_id"],
-        "operation_code": 2})
+    start = await wire.v3(
+        "operate_job_instance",
+        {
+            "bk_biz_id": 2,
+            "job_instance_id": waiting["data"]["job_instance_id"],
+            "operation_code": 2,
+        },
+    )
     assert start["code"] == 1244032
     data = await wire.wait(first["job_instance_id"])
     assert data["job_instance"]["status"] == 3
     again = await wire.run_script("echo third", [IP])
     assert (await wire.wait(again["job_instance_id"]))["job_instance"]["status"] == 3
-    start = await wire.v3("operate_job_instance", {
-        "bk_biz_id": 2, "job_instance_id": waiting["data"]["job_instance_id"],
-        "operation_code": 2})
+    start = await wire.v3(
+        "operate_job_instance",
+        {
+            "bk_biz_id": 2,
+            "job_instance_id": waiting["data"]["job_instance_id"],
+            "operation_code": 2,
+        },
+    )
     assert start["result"], start
     await wire.wait(waiting["data"]["job_instance_id"])
     lifted = await admin(wire, "DELETE", "/businesses/2/quota")
@@ -64,8 +82,9 @@ async def test_concurrent_submissions_never_exceed_the_quota(running: Running) -
     wire = running.wire
     await running.start_agents([IP])
     assert (await admin(wire, "PUT", "/businesses/2/quota", {"max_running_jobs": 2}))["result"]
-    answers = await asyncio.gather(*[wire.v3("fast_execute_script", script("sleep 2"))
-                                     for _ in range(8)])
+    answers = await asyncio.gather(
+        *[wire.v3("fast_execute_script", script("sleep 2")) for _ in range(8)]
+    )
     accepted = [a["data"]["job_instance_id"] for a in answers if a["result"]]
     assert len(accepted) == 2, answers
     assert {a["code"] for a in answers if not a["result"]} == {1244032}
@@ -76,7 +95,7 @@ async def test_concurrent_submissions_never_exceed_the_quota(running: Running) -
 async def test_app_quota(running: Running) -> None:
     wire = running.wire
     await running.start_agents([IP])
-    made = await admin(wire, "POST", "/apps", {"app_code": "ci-bot"})
+    made = await admin(wire, "POST", "/apps", {"app_code": "ci-bot", "is_admin": True})
     bot = Wire(running.url, "ci-bot", made["data"]["app_secret"])
     try:
         answer = await admin(wire, "PUT", "/apps/ci-bot/quota", {"max_running_jobs": 1})
@@ -123,8 +142,7 @@ async def test_quota_input_errors(running: Running) -> None:
     ):
         answer = await admin(wire, method, path, body)
         assert (answer["result"], answer["code"]) == (False, code), (path, body, answer)
-    bad = await wire.http.put(ADMIN + "/businesses/2/quota", content=b"[1]",
-                              headers=wire.headers())
+    bad = await wire.http.put(ADMIN + "/businesses/2/quota", content=b"[1]", headers=wire.headers())
     assert bad.json()["code"] == 1240003
 
 
@@ -148,8 +166,13 @@ async def test_audit_search_filters_and_scopes(running: Running) -> None:
     assert found["data"][0]["detail"] == {"max_running_jobs": 7}
     assert found["data"][0]["scope_type"] == "biz" and found["data"][0]["username"] == "admin"
     assert (await search(action="set_business_quota", bk_biz_id=2))["total"] == 1
-    assert (await search(resource_type="business", resource_id="3"))["total"] == 1
-    assert (await search(action="POST /api/jobfleet/v1/*"))["total"] >= 3
+    # administration actions are audited by name, with their resource
+    assert [
+        e["action"] for e in (await search(resource_type="business", resource_id="3"))["data"]
+    ] == ["set_business_quota", "create_business"]
+    assert (await search(action="create_user", resource_id="bob"))["total"] == 1
+    assert (await search(action="grant_user", resource_id="bob"))["total"] == 1
+    assert (await search(action="create_*"))["total"] >= 2
     assert (await search(username="nobody"))["total"] == 0
     assert (await search(create_time_start=before, create_time_end=before + 1))["total"] == 0
     page = await search(create_time_start=before, start=1, length=2)
@@ -171,20 +194,43 @@ async def test_audit_search_filters_and_scopes(running: Running) -> None:
         await bob.close()
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap",
-        str(running.data_dir / "server" / "bootstrap.json"), "audit", "--action",
-        "set_business_quota", "--since", "1h", "--biz", "3",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "200"})
+        sys.executable,
+        "-m",
+        "jobfleet",
+        "--server",
+        running.url,
+        "--bootstrap",
+        str(running.data_dir / "server" / "bootstrap.json"),
+        "audit",
+        "--action",
+        "set_business_quota",
+        "--since",
+        "1h",
+        "--biz",
+        "3",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     text = out.decode()
     assert proc.returncode == 0, text
     assert "set_business_quota" in text and "business:3" in text and "biz:3" in text
     assert "business:2" not in text and "1 entries" in text
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap",
-        str(running.data_dir / "server" / "bootstrap.json"), "audit", "--resource",
-        "business:2", "--json", stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "jobfleet",
+        "--server",
+        running.url,
+        "--bootstrap",
+        str(running.data_dir / "server" / "bootstrap.json"),
+        "audit",
+        "--resource",
+        "business:2",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     (entry,) = json.loads(out)
     assert entry["action"] == "set_business_quota" and entry["detail"] == {"max_running_jobs": 5}
@@ -197,11 +243,16 @@ async def test_a_retried_job_counts_against_the_quota(running: Running) -> None:
     assert (await wire.wait(failed["job_instance_id"]))["job_instance"]["status"] == 4
     assert (await admin(wire, "PUT", "/businesses/2/quota", {"max_running_jobs": 1}))["result"]
     busy = await wire.run_script("sleep 3", [IP])
-    retry = {"bk_biz_id": 2, "job_instance_id": failed["job_instance_id"],
-             "step_instance_id": failed["step_instance_id"], "operation_code": 2}
+    retry = {
+        "bk_biz_id": 2,
+        "job_instance_id": failed["job_instance_id"],
+        "step_instance_id": failed["step_instance_id"],
+        "operation_code": 2,
+    }
     refused = await wire.v3("operate_step_instance", retry)
     assert refused["code"] == 1244032, refused
     await wire.wait(busy["job_instance_id"])
     assert (await wire.v3("operate_step_instance", retry))["result"]
     assert (await wire.wait(failed["job_instance_id"]))["step_instance_list"][0][
-        "execute_count"] == 1
+        "execute_count"
+    ] == 1

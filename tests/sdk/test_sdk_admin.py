@@ -31,6 +31,15 @@ class Recorder:
         return r.method, r.url.raw_path.decode().removeprefix("/api/jobfleet/v1"), body
 
 
+def test_create_app_sends_its_restrictions() -> None:
+    rec = Recorder({"ok": 1})
+    with rec.client() as c:
+        c.create_app("ci", users=["alice"], biz=[2, 3], admin=True)
+        assert rec.last() == ("POST", "/apps", {
+            "app_code": "ci", "allowed_users": ["alice"], "allowed_biz": [2, 3],
+            "is_admin": True})
+
+
 def test_object_helpers_send_documented_requests() -> None:
     rec = Recorder({"ok": 1})
     with rec.client() as c:

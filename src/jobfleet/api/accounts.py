@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_int, get_str, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -17,15 +18,13 @@ MANAGE = "manage_account"
 
 async def _record(call: Call, action: str, account_id: int) -> None:
     scope = await call.scope(MANAGE)
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type="account",
-        resource_id=str(account_id),
+    await audit(
+        call,
+        action,
+        "account",
+        account_id,
         scope_type=scope.scope_type,
         scope_id=scope.scope_id,
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 

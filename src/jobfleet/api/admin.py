@@ -11,31 +11,54 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet.api import envelope
+from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str, need_int
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
-from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.api.scope import require_admin
+from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 
 PREFIX = "/api/jobfleet/v1"
 
 
-def admin_only(handler: Handler) -> Handler:
+# what an administration action changed: (resource type, the parameter naming it)
+RESOURCES: dict[str, tuple[str, str]] = {
+    "create_app": ("app", "app_code"),
+    "delete_app": ("app", "app_code"),
+    "create_user": ("user", "username"),
+    "grant_user": ("user", "username"),
+    "revoke_user": ("user", "username"),
+    "create_business": ("business", "bk_biz_id"),
+    "add_host": ("host", "bk_host_id"),
+    "create_token": ("enroll_token", "bk_biz_id"),
+    "revoke_agent": ("agent", "agent_id"),
+    "add_whitelist": ("host_whitelist", "id"),
+    "delete_whitelist": ("host_whitelist", "id"),
+}
+# never copied into an audit entry
+HIDDEN = ("secret", "token", "password")
+
+
+def admin_only(action: str, handler: Handler) -> Handler:
+    """Administrators through administration apps only; changes audited by name."""
+
     async def wrapped(call: Call) -> Any:
-        if not call.caller.user.is_admin:
-            raise JobError(
-                ErrorCode.PERMISSION_DENIED,
-                f"User {call.caller.username!r} is not an administrator",
-            )
+        require_admin(call.caller)
         result = await handler(call)
         call.services.auth.forget()
-        await call.services.audit.record(
-            app_code=call.caller.app_code,
-            username=call.caller.username,
-            action=f"{call.request.method} {call.request.url.path}",
-            resource_type="admin",
-            detail={k: v for k, v in call.params.items() if "secret" not in k and k != "token"},
-        )
+        if action in RESOURCES:
+            resource_type, key = RESOURCES[action]
+            found = result.get(key) if isinstance(result, dict) else None
+            await audit(
+                call,
+                action,
+                resource_type,
+                found if found is not None else call.params.get(key, ""),
+                detail={
+                    k: v for k, v in call.params.items() if not any(h in k.lower() for h in HIDDEN)
+                },
+            )
         return result
 
     return wrapped
@@ -55,17 +78,53 @@ async def whoami(call: Call) -> dict[str, Any]:
         "app_code": call.caller.app_code,
         "username": user.username,
         "is_admin": user.is_admin,
+        "app": call.caller.app.public(),
         "scopes": [{"scope_type": t, "scope_id": i} for t, i in sorted(user.scopes)],
     }
+
+
+def _allowed(call: Call, name: str) -> list[str] | None:
+    """``"any"`` (or absent) is None; else a list or a comma-separated string of names."""
+    raw = call.params.get(name)
+    if raw is None or raw == "any":
+        return None
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list) or len(items) > 10_000:
+        raise JobError.invalid(name, '"any", or a list of names')
+    found = [str(i).strip() for i in items if isinstance(i, str | int) and str(i).strip()]
+    if not found or len(found) != len(items) or any(len(i) > 128 for i in found):
+        raise JobError.invalid(name, '"any", or a list of one or more non-empty names')
+    return found
 
 
 async def create_app(call: Call) -> dict[str, Any]:
     code = get_str(call.params, "app_code", required=True, max_length=128)
     assert code is not None
+    users = _allowed(call, "allowed_users")
+    raw_biz = _allowed(call, "allowed_biz")
+    biz: list[int] | None = None
+    if raw_biz is not None:
+        try:
+            biz = [int(b) for b in raw_biz]
+        except ValueError:
+            raise JobError.invalid("allowed_biz", '"any", or a list of business ids') from None
+        if any(not 1 <= b <= 2**63 - 1 for b in biz):
+            raise JobError.invalid("allowed_biz", "business ids are positive")
+    admin = get_bool(call.params, "is_admin", False)
     secret = await call.services.identity.create_app(
-        code, get_str(call.params, "description") or ""
+        code,
+        get_str(call.params, "description", max_length=1024) or "",
+        users=users,
+        biz=biz,
+        is_admin=admin,
     )
-    return {"app_code": code, "app_secret": secret}
+    return {
+        "app_code": code,
+        "app_secret": secret,
+        "is_admin": admin,
+        "allowed_users": "any" if users is None else sorted(set(users)),
+        "allowed_biz": "any" if biz is None else sorted(set(biz)),
+    }
 
 
 async def list_apps(call: Call) -> list[dict[str, Any]]:
@@ -129,6 +188,9 @@ async def list_hosts(call: Call) -> list[dict[str, Any]]:
     alive = call.params.get("alive")
     alive_flag = None if alive in (None, "") else get_bool(call.params, "alive")
     allowed = None if user.is_admin else {int(i) for t, i in user.scopes if t == ScopeType.BIZ}
+    limit = call.caller.app.biz
+    if limit is not None:
+        allowed = set(limit) if allowed is None else allowed & limit
     hosts = await call.services.inventory.list(bk_biz_id=biz, alive=alive_flag, biz_ids=allowed)
     return [h.public() for h in hosts]
 
@@ -157,7 +219,7 @@ async def revoke_agent(call: Call) -> dict[str, Any]:
     return {"agent_id": agent_id}
 
 
-async def audit(call: Call) -> list[dict[str, Any]]:
+async def recent_audit(call: Call) -> list[dict[str, Any]]:
     limit = get_int(call.params, "limit", default=100, minimum=1, maximum=1000) or 100
     return await call.services.audit.recent(limit)
 
@@ -168,6 +230,9 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         request_id = uuid.uuid4().hex
         try:
+            source = request.client.host if request.client else ""
+            if not services_of(request).enroll_throttle.take(source):
+                raise services_of(request).enroll_throttle.refusal(source)
             params = await read_params(request)
             token = get_str(params, "token", required=True)
             ip = normalize_ip(get_str(params, "ip", required=True))
@@ -200,8 +265,9 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
 
 
 def register(router: APIRouter) -> None:
-    def add(method: str, path: str, handler: Handler, *, admin: bool = True) -> None:
-        wrapped = with_path(admin_only(handler) if admin else handler)
+    def add(method: str, path: str, handler: Handler, *, admin: str | None = "") -> None:
+        """``admin`` is the action's audit name ("" for reads); None: not an admin route."""
+        wrapped = with_path(admin_only(admin, handler) if admin is not None else handler)
         router.add_api_route(
             PREFIX + path,
             make_endpoint(services_of, wrapped),
@@ -209,21 +275,21 @@ def register(router: APIRouter) -> None:
             name=f"{method} {path}",
         )
 
-    add("GET", "/whoami", whoami, admin=False)
-    add("POST", "/apps", create_app)
+    add("GET", "/whoami", whoami, admin=None)
+    add("POST", "/apps", create_app, admin="create_app")
     add("GET", "/apps", list_apps)
-    add("DELETE", "/apps/{app_code}", delete_app)
-    add("POST", "/users", create_user)
+    add("DELETE", "/apps/{app_code}", delete_app, admin="delete_app")
+    add("POST", "/users", create_user, admin="create_user")
     add("GET", "/users", list_users)
-    add("POST", "/users/{username}/grants", grant)
-    add("DELETE", "/users/{username}/grants/{scope_type}/{scope_id}", revoke)
-    add("POST", "/businesses", create_business)
+    add("POST", "/users/{username}/grants", grant, admin="grant_user")
+    add("DELETE", "/users/{username}/grants/{scope_type}/{scope_id}", revoke, admin="revoke_user")
+    add("POST", "/businesses", create_business, admin="create_business")
     add("GET", "/businesses", list_businesses)
-    add("GET", "/hosts", list_hosts, admin=False)
-    add("POST", "/hosts", add_host)
-    add("POST", "/enroll-tokens", create_token)
-    add("DELETE", "/agents/{agent_id}", revoke_agent)
-    add("GET", "/audit", audit)
+    add("GET", "/hosts", list_hosts, admin=None)
+    add("POST", "/hosts", add_host, admin="add_host")
+    add("POST", "/enroll-tokens", create_token, admin="create_token")
+    add("DELETE", "/agents/{agent_id}", revoke_agent, admin="revoke_agent")
+    add("GET", "/audit", recent_audit)
     router.add_api_route(
         PREFIX + "/agents/enroll", enroll_endpoint(), methods=["POST"], name="enroll"
     )

@@ -29,6 +29,7 @@ from jobfleet.api import (
     topology,
     transfer,
 )
+from jobfleet.api.edge import BodyLimit, RequestCap
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 
@@ -61,6 +62,23 @@ def create_app(services: Services) -> FastAPI:
     ):
         module.register(router)
     app.include_router(router)
+    limits = services.limits
+    app.add_middleware(
+        BodyLimit,
+        default=limits.max_body,
+        large=limits.max_file_size,
+        large_prefixes=(
+            files.PREFIX + "/agents/blobs/",
+            files.PREFIX + "/files/upload/",
+            files.PREFIX + "/files",
+        ),
+    )
+    # added last, so it runs first: a refused request costs nothing more
+    app.add_middleware(
+        RequestCap,
+        limit=limits.max_api_requests,
+        exempt=("/healthz", files.PREFIX + "/agents/"),
+    )
 
     @app.websocket("/api/jobfleet/v1/agents/connect")
     async def agent_socket(ws: WebSocket) -> None:

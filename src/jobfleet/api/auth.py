@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
+from jobfleet.api.throttle import Throttle
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.store.identity import IdentityStore, User
+from jobfleet.domain.status import ScopeType
+from jobfleet.store.identity import App, IdentityStore, User
 from jobfleet.store.secrets import hash_secret
 
 ESB_PREFIX = "/api/c/compapi/"
@@ -20,22 +22,51 @@ ESB_PREFIX = "/api/c/compapi/"
 class Caller:
     app_code: str
     user: User
+    app: App
 
     @property
     def username(self) -> str:
         return self.user.username
+
+    @property
+    def is_admin(self) -> bool:
+        """Administration needs an administrator named by an administration app."""
+        return self.user.is_admin and self.app.is_admin
+
+    def holds(self, scope_type: str, scope_id: str, biz_ids: set[int] | None = None) -> bool:
+        """The user holds the scope and the app may touch its businesses."""
+        if not self.user.holds(scope_type, scope_id):
+            return False
+        if self.app.biz is None:
+            return True
+        if biz_ids is None:
+            try:
+                biz_ids = {int(scope_id)} if scope_type == ScopeType.BIZ else None
+            except ValueError:
+                return False
+        return biz_ids is not None and self.app.may_touch(biz_ids)
+
+
+def app_refused(app: App, what: str) -> JobError:
+    return JobError(ErrorCode.PERMISSION_DENIED, f"App {app.app_code!r} {what}")
 
 
 class Authenticator:
     """Checks credentials; remembers good ones briefly so that polling stays cheap."""
 
     def __init__(
-        self, identity: IdentityStore, app_ttl: float = 60.0, user_ttl: float = 3.0
+        self,
+        identity: IdentityStore,
+        app_ttl: float = 60.0,
+        user_ttl: float = 3.0,
+        failures: Throttle | None = None,
     ) -> None:
         self.identity = identity
+        # wrong credentials per source address; credentials once verified still pass
+        self.failures = failures or Throttle("failed authentications", 0, 1)
         self.app_ttl = app_ttl
         self.user_ttl = user_ttl
-        self._apps: dict[tuple[str, str], float] = {}
+        self._apps: dict[tuple[str, str], tuple[App, float]] = {}
         self._users: dict[str, tuple[User, float]] = {}
         self._agents: dict[tuple[str, str], tuple[int, float]] = {}
 
@@ -65,7 +96,15 @@ class Authenticator:
                     http_status=401,
                 )
             fields = parsed
-        elif request.url.path.startswith(ESB_PREFIX):
+        if "bk_app_secret" in request.query_params:
+            # a query string ends up in access logs, proxies and browser history
+            raise JobError(
+                ErrorCode.SERVICE_AUTH_FAIL,
+                "bk_app_secret is not accepted in the query string: send it in the "
+                "X-Bkapi-Authorization header",
+                http_status=401,
+            )
+        if not header and request.url.path.startswith(ESB_PREFIX):
             fields = {k: params.get(k) for k in ("bk_app_code", "bk_app_secret", "bk_username")}
         app_code = fields.get("bk_app_code")
         secret = fields.get("bk_app_secret")
@@ -79,7 +118,9 @@ class Authenticator:
                 f"App {app_code!r}: missing app secret (bk_app_secret)",
                 http_status=401,
             )
-        await self._check_app(app_code, secret)
+        app = await self._check_app(
+            app_code, secret, request.client.host if request.client else ""
+        )
         username = (
             fields.get("bk_username")
             or request.headers.get("x-bk-username")
@@ -92,32 +133,46 @@ class Authenticator:
                     "Missing user: send bk_username in X-Bkapi-Authorization",
                 )
             username = ""
-        return Caller(app_code, await self._user(username))
+        if username and not app.may_name(username):
+            raise app_refused(app, f"may not act for user {username!r}")
+        return Caller(app_code, await self._user(username), app)
 
-    async def agent(self, agent_id: str, secret: str) -> int | None:
+    async def agent(self, agent_id: str, secret: str, source: str = "") -> int | None:
         """The host of an agent credential (cached briefly: agents make many requests)."""
         key = (agent_id, hash_secret(secret))
         now = time.monotonic()
         cached = self._agents.get(key)
         if cached and cached[1] > now:
             return cached[0]
+        if cached is None:
+            # only credentials never seen good wait out an address's failures
+            self.failures.check(source)
         host = await self.identity.check_agent(agent_id, secret)
         if host is not None:
             self._agents[key] = (host, now + self.user_ttl)
+        else:
+            self.failures.take(source)
         return host
 
-    async def _check_app(self, app_code: str, secret: str) -> None:
+    async def _check_app(self, app_code: str, secret: str, source: str) -> App:
         key = (app_code, hash_secret(secret))
         now = time.monotonic()
-        if self._apps.get(key, 0) > now:
-            return
-        if not await self.identity.check_app(app_code, secret):
+        cached = self._apps.get(key)
+        if cached and cached[1] > now:
+            return cached[0]
+        if cached is None:
+            # only credentials never seen good wait out an address's failures
+            self.failures.check(source)
+        app = await self.identity.check_app(app_code, secret)
+        if app is None:
+            self.failures.take(source)
             raise JobError(
                 ErrorCode.SERVICE_AUTH_FAIL,
                 f"App authentication failed for {app_code!r}: wrong app code or secret",
                 http_status=401,
             )
-        self._apps[key] = now + self.app_ttl
+        self._apps[key] = (app, now + self.app_ttl)
+        return app
 
     async def _user(self, username: str) -> User:
         now = time.monotonic()

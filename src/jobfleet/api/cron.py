@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_int, get_str, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.cron import (
@@ -95,16 +96,14 @@ def _clock(call: Call) -> CronClock:
 async def _record(
     call: Call, scope: Scope, action: str, cron_id: int, detail: dict[str, Any] | None = None
 ) -> None:
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type="cron",
-        resource_id=str(cron_id),
+    await audit(
+        call,
+        action,
+        "cron",
+        cron_id,
         scope_type=scope.scope_type,
         scope_id=scope.scope_id,
         detail=detail,
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 

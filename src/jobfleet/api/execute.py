@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 
+from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -93,21 +94,14 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
             rolling=parse_rolling(p.get("rolling_config"), len(hosts)),
         ),
     )
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action="fast_execute_script",
-        resource_type="job_instance",
-        resource_id=str(job_id),
+    await audit(
+        call,
+        "fast_execute_script",
+        "job_instance",
+        job_id,
         scope_type=scope.scope_type,
         scope_id=scope.scope_id,
-        detail={
-            "hosts": len(hosts),
-            "language": int(language),
-            "account": account.alias,
-            **stored,
-        },
-        source_ip=call.request.client.host if call.request.client else "",
+        detail={"hosts": len(hosts), "language": int(language), "account": account.alias, **stored},
     )
     return {"job_instance_id": job_id, "job_instance_name": job_name, "step_instance_id": step_id}
 
@@ -118,7 +112,10 @@ async def job_in_scope(call: Call, action: str) -> Any:
     assert job_id is not None
     job = await call.services.jobs.job(job_id)
     if job is None or job.scope_type != scope.scope_type or job.scope_id != scope.scope_id:
-        raise JobError(ErrorCode.JOB_INSTANCE_NOT_EXIST, f"Job instance {job_id} does not exist")
+        raise JobError(
+            ErrorCode.JOB_INSTANCE_NOT_EXIST,
+            f"Job instance {job_id} does not exist (or its history was purged)",
+        )
     return job
 
 
@@ -141,12 +138,11 @@ async def operate_job_instance(call: Call) -> dict[str, Any]:
             raise JobError(ErrorCode.JOB_ALREADY_STARTED, f"Job instance {job.id} already started")
     else:
         raise JobError(ErrorCode.INVALID_PARAM, f"Unknown operation_code {code}")
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=f"operate_job_instance:{code}",
-        resource_type="job_instance",
-        resource_id=str(job.id),
+    await audit(
+        call,
+        f"operate_job_instance:{code}",
+        "job_instance",
+        job.id,
         scope_type=job.scope_type,
         scope_id=job.scope_id,
     )

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from jobfleet.api import envelope
+from jobfleet.api.auditing import refusal
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
@@ -29,7 +30,8 @@ class BlobResponse(FileResponse):
 
 async def agent_host(services: Services, request: Request) -> int:
     cred = parse_credential(request.headers.get("authorization"))
-    host = await services.auth.agent(*cred) if cred else None
+    source = request.client.host if request.client else ""
+    host = await services.auth.agent(*cred, source) if cred else None
     if host is None:
         raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Agent authentication failed", http_status=401)
     return host
@@ -65,6 +67,7 @@ async def agent_put(request: Request) -> Response:
             await services.blobs.reset(blob_id)
         return envelope.ok(await _receive(services, request, blob_id), request_id)
     except JobError as exc:
+        await refusal(services.audit, request, exc)
         return envelope.error(exc, request_id)
 
 
@@ -88,6 +91,7 @@ async def agent_get(request: Request) -> Response:
             headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
         )
     except JobError as exc:
+        await refusal(services.audit, request, exc)
         return envelope.error(exc, request_id)
 
 
@@ -97,8 +101,11 @@ async def upload_with_token(request: Request) -> Response:
     services = services_of(request)
     try:
         blob_id = request.path_params["blob_id"]
+        source = request.client.host if request.client else ""
+        services.auth.failures.check(source)
         blob = await services.blobs.check_token(blob_id, request.query_params.get("token", ""))
         if blob is None:
+            services.auth.failures.take(source)
             raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Invalid upload token", http_status=401)
         if blob.state == COMPLETE:
             raise JobError(
@@ -106,6 +113,7 @@ async def upload_with_token(request: Request) -> Response:
             )
         return envelope.ok(await _receive(services, request, blob_id), request_id)
     except JobError as exc:
+        await refusal(services.audit, request, exc)
         return envelope.error(exc, request_id)
 
 

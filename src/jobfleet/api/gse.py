@@ -10,6 +10,7 @@ from jobfleet import __version__
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.store.inventory import Host
 
@@ -28,8 +29,21 @@ async def _hosts_by_address(
             wanted.append((int(item.get("bk_cloud_id") or 0), normalize_ip(item["ip"])))
         except (TypeError, ValueError):
             raise JobError.invalid("hosts.bk_cloud_id") from None
-    found = {(h.bk_cloud_id, h.ip): h for h in await call.services.inventory.by_ips(wanted)}
+    hosts = visible(call, await call.services.inventory.by_ips(wanted))
+    found = {(h.bk_cloud_id, h.ip): h for h in hosts}
     return wanted, found
+
+
+def visible(call: Call, hosts: list[Host]) -> list[Host]:
+    """Only hosts of businesses the caller may see: the others are answered as unknown.
+    GSE queries may name no user (an app-level call): then the app's businesses decide."""
+    caller = call.caller
+    return [
+        h
+        for h in hosts
+        if caller.app.may_touch({h.bk_biz_id})
+        and (not caller.username or caller.user.holds(ScopeType.BIZ, str(h.bk_biz_id)))
+    ]
 
 
 async def get_agent_status(call: Call) -> dict[str, Any]:
@@ -76,6 +90,7 @@ async def list_agent_state(call: Call) -> list[dict[str, Any]]:
     hosts = await inventory.by_ips(pairs) if pairs else []
     if agent_ids:
         hosts += [h for h in await inventory.list() if h.agent_id in set(agent_ids)]
+    hosts = visible(call, hosts)
     out: list[dict[str, Any]] = []
     by_pair = {(h.bk_cloud_id, h.ip): h for h in hosts}
     by_agent = {h.agent_id: h for h in hosts if h.agent_id}

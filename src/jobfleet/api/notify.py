@@ -9,8 +9,10 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 
+from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str
 from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
+from jobfleet.api.scope import require_admin
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.engine.submit import Scope
@@ -131,16 +133,14 @@ async def _audit(
     scope: Scope | None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id,
+    await audit(
+        call,
+        action,
+        resource_type,
+        resource_id,
         scope_type=scope.scope_type if scope else None,
         scope_id=scope.scope_id if scope else None,
         detail=detail,
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 
@@ -252,11 +252,7 @@ async def set_business_quota(call: Call) -> dict[str, Any]:
 
 
 def _admin(call: Call) -> None:
-    if not call.caller.user.is_admin:
-        raise JobError(
-            ErrorCode.PERMISSION_DENIED,
-            f"User {call.caller.username!r} is not an administrator",
-        )
+    require_admin(call.caller, "see or set app quotas")
 
 
 async def get_app_quota(call: Call) -> dict[str, Any]:
@@ -303,7 +299,7 @@ async def search_audit(call: Call) -> dict[str, Any]:
         scope_type=scope.scope_type if scope else None,
         scope_id=scope.scope_id if scope else None,
         # without a scope named, a user who is not an admin sees the scopes they hold
-        scopes=None if scope or user.is_admin else sorted(user.scopes),
+        scopes=None if scope or call.caller.is_admin else sorted(user.scopes),
     )
     total, rows = await call.services.audit.query(query, offset=offset, limit=length)
     return {"start": offset, "length": length, "total": total, "data": rows}

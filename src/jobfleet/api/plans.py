@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from jobfleet.api.auditing import audit
 from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.params import get_bool, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api
@@ -33,16 +34,14 @@ LATER_OPERATIONS = {
 
 
 async def _audit(call: Call, action: str, job: Any, detail: dict[str, Any] | None = None) -> None:
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type="job_instance",
-        resource_id=str(job.id),
+    await audit(
+        call,
+        action,
+        "job_instance",
+        job.id,
         scope_type=job.scope_type,
         scope_id=job.scope_id,
         detail=detail,
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 
@@ -60,16 +59,14 @@ async def execute_job_plan(call: Call) -> dict[str, Any]:
         callback_url=check_callback_url(get_str(p, "callback_url")),
         start=get_bool(p, "start_task", True),
     )
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action="execute_job_plan",
-        resource_type="job_instance",
-        resource_id=str(job_id),
+    await audit(
+        call,
+        "execute_job_plan",
+        "job_instance",
+        job_id,
         scope_type=scope.scope_type,
         scope_id=scope.scope_id,
         detail={"job_plan_id": plan_id},
-        source_ip=call.request.client.host if call.request.client else "",
     )
     # bk-job's answer names no step for a plan: its step_instance_id is null
     return {"job_instance_id": job_id, "job_instance_name": name, "step_instance_id": None}

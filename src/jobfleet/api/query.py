@@ -62,6 +62,15 @@ def execute_count_of(call: Call, step: Row[Any]) -> int:
     return step.execute_count if count is None else count
 
 
+async def file_step_hosts(call: Call, step: Row[Any], count: int) -> set[int]:
+    """The hosts a file step touched: its targets and its source hosts, nothing else."""
+    ids = {r.bk_host_id for r in await call.services.jobs.hosts(step.id, count)}
+    for source in (step.config or {}).get("sources") or []:
+        if isinstance(source, dict) and source.get("kind") == "host":
+            ids.update(int(h) for h in source.get("host_ids") or [])
+    return ids
+
+
 async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
     job = await job_in_scope(call, VIEW)
     step = await step_of(call, job)
@@ -78,8 +87,11 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
             )
         else:
             raise JobError.missing("bk_host_id|ip")
+        # the inventory knows every business's hosts: answer only for this step's
+        allowed = await file_step_hosts(call, step, count)
+        found = [h for h in found if h.bk_host_id in allowed]
         if not found:
-            raise JobError(ErrorCode.HOST_INVALID, "No such host")
+            raise JobError(ErrorCode.HOST_INVALID, "The host is not a host of this step")
         item = (await file_logs_for(call, step, count, [host_view(found[0])]))[0]
         return {"log_type": int(LogType.FILE), **item}
     if host_id is not None:
@@ -137,9 +149,11 @@ async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
     if step.type == StepType.FILE:
         # source hosts are not targets of the step, so hosts come from the inventory
         inventory = call.services.inventory
+        allowed = await file_step_hosts(call, step, count)
         found = {h.bk_host_id: h for h in await inventory.by_ids(wanted_ids)}
         for h in await inventory.by_ips(wanted_ips):
             found.setdefault(h.bk_host_id, h)
+        found = {i: h for i, h in found.items() if i in allowed}
         file_logs = await file_logs_for(call, step, count, [host_view(h) for h in found.values()])
         return {
             "job_instance_id": job.id,

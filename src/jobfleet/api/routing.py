@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet.api import envelope
+from jobfleet.api.auditing import refusal
 from jobfleet.api.auth import Caller
 from jobfleet.api.scope import resolve_scope
 from jobfleet.api.services import Services
@@ -51,9 +52,8 @@ Handler = Callable[[Call], Awaitable[Any]]
 async def read_params(request: Request) -> dict[str, Any]:
     params: dict[str, Any] = dict(request.query_params)
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        # the size is bounded before this reads it (api/edge.py BodyLimit)
         body = await request.body()
-        if len(body) > MAX_BODY:
-            raise JobError(ErrorCode.BAD_REQUEST, f"Request body larger than {MAX_BODY} bytes")
         if body.strip():
             try:
                 parsed = orjson.loads(body)
@@ -73,14 +73,16 @@ def make_endpoint(
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         request_id = uuid.uuid4().hex
+        services = services_of(request)
+        caller: Caller | None = None
         try:
-            services = services_of(request)
             # a raw body (a file) is streamed by the handler; parameters come in the query
             params = dict(request.query_params) if raw_body else await read_params(request)
             caller = await services.auth.authenticate(request, params, need_user=need_user)
             data = await handler(Call(request, params, caller, services))
             return envelope.ok(data, request_id)
         except JobError as exc:
+            await refusal(services.audit, request, exc, caller)
             return envelope.error(exc, request_id)
         except Exception:
             log.exception("request_failed path=%s request_id=%s", request.url.path, request_id)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_int, get_str, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.dangerous import (
@@ -30,12 +31,16 @@ MAX_ID = 2**63 - 1
 
 
 def _require_admin(call: Call) -> None:
-    if call.caller.user.is_admin:
+    if call.caller.is_admin:
         return
+    who = (
+        f"App {call.caller.app_code!r} is not an administration app"
+        if call.caller.user.is_admin
+        else f"User {call.caller.username!r}"
+    )
     raise JobError(
         ErrorCode.PERMISSION_DENIED,
-        f"User {call.caller.username!r} cannot change dangerous-statement rules:"
-        " that needs an administrator",
+        f"{who}: changing dangerous-statement rules needs an administrator",
         permission={
             "system_id": "bk_job",
             "system_name": "JOB",
@@ -45,17 +50,15 @@ def _require_admin(call: Call) -> None:
 
 
 async def _record(call: Call, action: str, view: dict[str, Any]) -> None:
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type="dangerous_rule",
-        resource_id=str(view["id"]),
+    await audit(
+        call,
+        action,
+        "dangerous_rule",
+        view["id"],
         detail={
             k: view[k]
             for k in ("expression", "script_language_list", "action", "status", "description")
         },
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 

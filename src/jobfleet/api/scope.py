@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobfleet.api.auth import Caller
+from jobfleet.api.auth import Caller, app_refused
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.engine.submit import Scope
@@ -86,4 +86,21 @@ async def resolve_scope(
         biz_ids = await identity.business_ids()
     if not caller.user.holds(scope_type, scope_id):
         raise permission_denied(caller, scope_type, scope_id, action)
+    if not caller.app.may_touch(biz_ids):
+        raise app_refused(caller.app, f"may not touch {scope_type} {scope_id}")
     return Scope(scope_type, scope_id, number, biz_ids)
+
+
+def require_admin(caller: Caller, what: str = "use the administration routes") -> None:
+    """An administrator, named by an administration app, whatever user an app names."""
+    if not caller.user.is_admin:
+        raise JobError(
+            ErrorCode.PERMISSION_DENIED,
+            f"User {caller.username!r} is not an administrator: only administrators {what}",
+        )
+    if not caller.app.is_admin:
+        raise app_refused(
+            caller.app,
+            f"is not an administration app: only administration apps {what}"
+            " (jobfleet admin app create NAME --admin)",
+        )

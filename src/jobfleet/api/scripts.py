@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str
 from jobfleet.api.routing import Call, Handler, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -50,9 +51,14 @@ class Owner:
 
 
 def _public_denied(call: Call, action: str) -> JobError:
+    who = (
+        f"App {call.caller.app_code!r} is not an administration app"
+        if call.caller.user.is_admin
+        else f"User {call.caller.username!r}"
+    )
     return JobError(
         ErrorCode.PERMISSION_DENIED,
-        f"User {call.caller.username!r} cannot change public scripts: that needs an administrator",
+        f"{who}: changing public scripts needs an administrator",
         permission={
             "system_id": "bk_job",
             "system_name": "JOB",
@@ -64,7 +70,7 @@ def _public_denied(call: Call, action: str) -> JobError:
 async def _owner(call: Call, public: bool, action: str | None) -> Owner:
     """``action`` None is a read; public reads need no scope and no user."""
     if public:
-        if action is not None and not call.caller.user.is_admin:
+        if action is not None and not call.caller.is_admin:
             raise _public_denied(call, action)
         return Owner(None, None)
     scope = await call.scope(action or VIEW)
@@ -73,18 +79,16 @@ async def _owner(call: Call, public: bool, action: str | None) -> Owner:
 
 async def _record(call: Call, owner: Owner, action: str, view: dict[str, Any]) -> None:
     scope = owner.scope
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type="script" if scope else "public_script",
-        resource_id=str(view.get("script_id") or view["id"]),
+    await audit(
+        call,
+        action,
+        "script" if scope else "public_script",
+        view.get("script_id") or view["id"],
         scope_type=scope.scope_type if scope else None,
         scope_id=scope.scope_id if scope else None,
         detail={
             k: view[k] for k in ("name", "script_version_id", "version", "status") if k in view
         },
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobfleet.api.auth import Authenticator
+from jobfleet.api.throttle import Throttle
 from jobfleet.engine.core import Engine
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Submitter
@@ -26,6 +27,10 @@ from jobfleet.store.templates import TemplateStore
 @dataclass
 class Limits:
     max_file_size: int = 5 * 1024**3
+    # a request body on any route that does not take a file
+    max_body: int = 32 * 1024 * 1024
+    # API requests in flight at once (0: no cap); agents and /healthz are not counted
+    max_api_requests: int = 512
 
 
 @dataclass
@@ -48,3 +53,5 @@ class Services:
     crons: CronStore
     plans: PlanLauncher
     rules: RuleStore
+    # enrollment attempts per source address (default: no limit)
+    enroll_throttle: Throttle = field(default_factory=lambda: Throttle("enrollments", 0, 1))

@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet.api import envelope
+from jobfleet.api.auditing import audit, refusal
+from jobfleet.api.auth import Caller
 from jobfleet.api.params import get_bool, get_int, get_list, get_str
 from jobfleet.api.routing import MAX_BODY, Call, Handler, add_api, make_endpoint, services_of
 from jobfleet.domain import template_files
@@ -104,16 +106,14 @@ async def _audit(
     resource_id: int,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type=resource_type,
-        resource_id=str(resource_id),
+    await audit(
+        call,
+        action,
+        resource_type,
+        resource_id,
         scope_type=scope.scope_type,
         scope_id=scope.scope_id,
         detail=detail,
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 
@@ -568,13 +568,15 @@ def _yaml_endpoint(
 
     async def endpoint(request: Request) -> Response:
         request_id = uuid.uuid4().hex
+        services = services_of(request)
+        caller: Caller | None = None
         try:
-            services = services_of(request)
             params: dict[str, Any] = dict(request.query_params)
             caller = await services.auth.authenticate(request, params, need_user=True)
             text = await handler(Call(request, params, caller, services))
             return Response(text, media_type=YAML_TYPE)
         except JobError as exc:
+            await refusal(services.audit, request, exc, caller)
             return envelope.error(exc, request_id)
         except Exception:
             log.exception("request_failed path=%s request_id=%s", request.url.path, request_id)

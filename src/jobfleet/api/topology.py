@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from jobfleet.api.admin import PREFIX, admin_only, with_path
+from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -51,16 +52,14 @@ async def _biz(call: Call, action: str) -> Scope:
 async def _audit(
     call: Call, scope: Scope, action: str, resource_type: str, resource_id: Any, detail: Any
 ) -> None:
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type=resource_type,
-        resource_id=str(resource_id),
+    await audit(
+        call,
+        action,
+        resource_type,
+        resource_id,
         scope_type=scope.scope_type,
         scope_id=scope.scope_id,
         detail=detail,
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 
@@ -270,9 +269,10 @@ async def delete_whitelist(call: Call) -> dict[str, Any]:
 
 
 def register(router: APIRouter) -> None:
-    def add(method: str, path: str, handler: Handler, *, admin: bool = False) -> None:
+    def add(method: str, path: str, handler: Handler, *, admin: str | None = None) -> None:
+        """``admin``: an administration route, audited under that name ("" for reads)."""
         # path parameters win over a body's keys of the same name
-        wrapped = with_path(admin_only(handler) if admin else handler)
+        wrapped = with_path(admin_only(admin, handler) if admin is not None else handler)
         router.add_api_route(
             PREFIX + path,
             make_endpoint(services_of, wrapped),
@@ -295,6 +295,6 @@ def register(router: APIRouter) -> None:
     add("PUT", "/dynamic-groups/{id}", update_group)
     add("DELETE", "/dynamic-groups/{id}", delete_group)
     add("GET", "/dynamic-groups/{id}/hosts", group_hosts)
-    add("GET", "/host-whitelist", list_whitelist, admin=True)
-    add("POST", "/host-whitelist", add_whitelist, admin=True)
-    add("DELETE", "/host-whitelist/{id}", delete_whitelist, admin=True)
+    add("GET", "/host-whitelist", list_whitelist, admin="")
+    add("POST", "/host-whitelist", add_whitelist, admin="add_whitelist")
+    add("DELETE", "/host-whitelist/{id}", delete_whitelist, admin="delete_whitelist")

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet.api import envelope
+from jobfleet.api.auditing import as_caller, audit, refusal
+from jobfleet.api.auth import Caller
 from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.files import BlobResponse
 from jobfleet.api.params import get_bool, get_int, get_list, get_str
@@ -89,16 +91,14 @@ def _common(
 
 
 async def _audit(call: Call, action: str, scope: Scope, job_id: int, hosts: int) -> None:
-    await call.services.audit.record(
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action=action,
-        resource_type="job_instance",
-        resource_id=str(job_id),
+    await audit(
+        call,
+        action,
+        "job_instance",
+        job_id,
         scope_type=scope.scope_type,
         scope_id=scope.scope_id,
         detail={"hosts": hosts},
-        source_ip=call.request.client.host if call.request.client else "",
     )
 
 
@@ -265,11 +265,12 @@ async def download_fetched(request: Request) -> Response:
     """A fetched file by where it came from: ``/fetch/<job>/<cloud>_<ip>/<path on the host>``."""
     request_id = uuid.uuid4().hex
     services = services_of(request)
+    caller: Caller | None = None
     try:
         caller = await services.auth.authenticate(request, dict(request.query_params))
         job_id = int(request.path_params["job_instance_id"])
         job = await services.jobs.job(job_id)
-        if job is None or not caller.user.holds(job.scope_type, job.scope_id):
+        if job is None or not caller.holds(job.scope_type, job.scope_id):
             raise JobError(
                 ErrorCode.JOB_INSTANCE_NOT_EXIST,
                 f"Job instance {job_id} does not exist",
@@ -283,6 +284,17 @@ async def download_fetched(request: Request) -> Response:
                 if label == host_dir and row.src_path == path and row.blob_id:
                     blob = await services.blobs.get(row.blob_id)
                     if blob is not None and blob.state == COMPLETE:
+                        await as_caller(
+                            services.audit,
+                            caller,
+                            request,
+                            "download_fetched_file",
+                            "job_instance",
+                            job_id,
+                            scope_type=job.scope_type,
+                            scope_id=job.scope_id,
+                            detail={"host": host_dir, "path": path, "file_id": blob.id},
+                        )
                         return BlobResponse(
                             services.blobs.path(blob.id),
                             filename=blob.name,
@@ -296,6 +308,7 @@ async def download_fetched(request: Request) -> Response:
             JobError(ErrorCode.BAD_REQUEST, "Malformed path", http_status=400), request_id
         )
     except JobError as exc:
+        await refusal(services.audit, request, exc, caller)
         return envelope.error(exc, request_id)
 
 
@@ -303,24 +316,37 @@ async def download_file(request: Request) -> Response:
     """An operator downloads a file the server holds (fetched from a host, or uploaded)."""
     request_id = uuid.uuid4().hex
     services = services_of(request)
+    caller: Caller | None = None
     try:
         caller = await services.auth.authenticate(request, dict(request.query_params))
         blob_id = request.path_params["file_id"]
         blob = await services.blobs.get(blob_id)
         if blob is None or blob.state != COMPLETE:
             raise JobError(ErrorCode.NOT_FOUND, f"No file {blob_id}", http_status=404)
-        if blob.bk_biz_id is None or not caller.user.holds(ScopeType.BIZ, str(blob.bk_biz_id)):
+        if blob.bk_biz_id is None or not caller.holds(ScopeType.BIZ, str(blob.bk_biz_id)):
             raise JobError(
                 ErrorCode.PERMISSION_DENIED,
-                f"User {caller.username!r} may not read this file",
+                f"User {caller.username!r} through app {caller.app_code!r} may not read this file",
                 http_status=403,
             )
+        await as_caller(
+            services.audit,
+            caller,
+            request,
+            "download_file",
+            "file",
+            blob_id,
+            scope_type=ScopeType.BIZ,
+            scope_id=str(blob.bk_biz_id),
+            detail={"name": blob.name, "size": blob.size},
+        )
         return BlobResponse(
             services.blobs.path(blob_id),
             filename=blob.name,
             headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
         )
     except JobError as exc:
+        await refusal(services.audit, request, exc, caller)
         return envelope.error(exc, request_id)
 
 

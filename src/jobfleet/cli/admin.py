@@ -39,13 +39,43 @@ def app_create(
     ctx: typer.Context,
     code: Annotated[str, typer.Argument(help="The new bk_app_code.")],
     description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    users: Annotated[
+        str,
+        typer.Option("--users", help="Users the app may name: any, or a list such as U1,U2."),
+    ] = "any",
+    biz: Annotated[
+        str,
+        typer.Option("--biz", help="Businesses the app may touch: any, or a list such as 2,3."),
+    ] = "any",
+    admin: Annotated[
+        bool,
+        typer.Option("--admin", help="Let the app reach the administration routes."),
+    ] = False,
 ) -> None:
     """Create an app and print its secret (shown this once only)."""
     cli = cli_context(ctx)
+    allowed_users = _names(users, "--users")
+    allowed_biz = _names(biz, "--biz")
+    try:
+        biz_ids = None if allowed_biz is None else [int(b) for b in allowed_biz]
+    except ValueError:
+        raise typer.BadParameter("business ids are numbers, e.g. 2,3", param_hint="--biz") from None
     with cli.client() as client:
-        data = client.create_app(code, description=description)
+        data = client.create_app(
+            code, description=description, users=allowed_users, biz=biz_ids, admin=admin
+        )
     cli.out.out(f"app_code: {data.get('app_code', code)}\napp_secret: {data.get('app_secret')}")
     cli.err.print(Text("store the secret now: it cannot be shown again", style="yellow"))
+
+
+def _names(value: str, hint: str) -> list[str] | None:
+    """``any`` is None; else the comma-separated names, none of them empty."""
+    if value.strip() == "any":
+        return None
+    names = [n.strip() for n in value.split(",")]
+    if not all(names):
+        raise typer.BadParameter("give any, or names separated by commas", param_hint=hint)
+    return names
 
 
 @apps.command("list")
@@ -55,7 +85,18 @@ def app_list(ctx: typer.Context) -> None:
     with cli.client() as client:
         rows = client.list_apps()
     cli.out.print(
-        _render.records_table(rows, ["app_code", "description", "disabled", "create_time"])
+        _render.records_table(
+            rows,
+            [
+                "app_code",
+                "is_admin",
+                "allowed_users",
+                "allowed_biz",
+                "description",
+                "disabled",
+                "create_time",
+            ],
+        )
     )
 
 

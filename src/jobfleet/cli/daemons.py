@@ -50,6 +50,30 @@ def server(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    retain_jobs: Annotated[
+        str,
+        typer.Option(
+            "--retain-jobs",
+            envvar="JOBFLEET_RETAIN_JOBS",
+            help="Keep finished jobs (steps, hosts, logs, file logs, variables) this long "
+            "(90d, 12h, 0 = forever)",
+        ),
+    ] = "90d",
+    retain_audit: Annotated[
+        str,
+        typer.Option(
+            "--retain-audit", envvar="JOBFLEET_RETAIN_AUDIT", help="Keep audit entries this long"
+        ),
+    ] = "365d",
+    retain_blobs: Annotated[
+        str,
+        typer.Option(
+            "--retain-blobs",
+            envvar="JOBFLEET_RETAIN_BLOBS",
+            help="Keep uploaded and transferred files this long (unless a plan or a running "
+            "job uses them)",
+        ),
+    ] = "30d",
     cron_time_scale: Annotated[
         float,
         typer.Option(
@@ -85,14 +109,80 @@ def server(
             show_default=False,
         ),
     ] = None,
+    callback_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--callback-allow",
+            help="A CIDR range callbacks and webhooks may reach although it is refused by "
+            "default (loopback, link-local, this server's addresses); repeatable",
+        ),
+    ] = None,
+    max_body: Annotated[
+        int,
+        typer.Option(help="Largest request body in bytes, except file uploads", min=1024),
+    ] = 32 * 1024 * 1024,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send its request headers", min=0.1)
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds without a byte of a request body before it is cut", min=0.1),
+    ] = 30.0,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Seconds an idle keep-alive connection stays open", min=1.0)
+    ] = 15.0,
+    max_pending_connections: Annotated[
+        int,
+        typer.Option(
+            help="Connections still sending headers at once; past it the oldest is closed", min=1
+        ),
+    ] = 1000,
+    max_api_requests: Annotated[
+        int,
+        typer.Option(
+            help="API requests in flight at once (agents and /healthz not counted; 0: no cap)",
+            min=0,
+        ),
+    ] = 512,
+    enroll_rate: Annotated[
+        float,
+        typer.Option(help="Enrollments per second per source address (0: no limit)", min=0),
+    ] = 20.0,
+    enroll_burst: Annotated[
+        int, typer.Option(help="Enrollments at once per source address", min=1)
+    ] = 200,
+    auth_failure_rate: Annotated[
+        float,
+        typer.Option(
+            help="Failed authentications per second per source address (0: no limit)", min=0
+        ),
+    ] = 1.0,
+    auth_failure_burst: Annotated[
+        int, typer.Option(help="Failed authentications at once per source address", min=1)
+    ] = 50,
 ) -> None:
     """Run a jobfleet server: HTTP API, agent gateway and job engine."""
+    from jobfleet.domain.addresses import parse_networks
     from jobfleet.engine.notify import SmtpSettings
+    from jobfleet.engine.retention import RetentionSettings, parse_period
     from jobfleet.server import ServerSettings, run
 
+    try:
+        parse_networks(callback_allow or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--callback-allow") from None
     logs.setup(log_level)
+    try:
+        retention = RetentionSettings(
+            jobs=parse_period(retain_jobs),
+            audit=parse_period(retain_audit),
+            blobs=parse_period(retain_blobs),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     run(
         ServerSettings(
+            retention=retention,
             data_dir=data_dir,
             host=host,
             port=port,
@@ -116,6 +206,17 @@ def server(
             )
             if smtp_host
             else None,
+            callback_allow=list(callback_allow or []),
+            max_body=max_body,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            idle_timeout=idle_timeout,
+            max_pending_connections=max_pending_connections,
+            max_api_requests=max_api_requests,
+            enroll_rate=enroll_rate,
+            enroll_burst=enroll_burst,
+            auth_failure_rate=auth_failure_rate,
+            auth_failure_burst=auth_failure_burst,
         )
     )
 

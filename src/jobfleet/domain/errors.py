@@ -71,6 +71,7 @@ class ErrorCode(IntEnum):
     # jobfleet's own administration errors (outside the bk-job ranges)
     NOT_FOUND = 1249404
     CONFLICT = 1249409
+    TOO_MANY_REQUESTS = 1249429
 
 
 class JobError(Exception):

@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy import Row, select, update
 
 from jobfleet.engine import notify
+from jobfleet.engine.outbound import Outbound, Refused
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.notify import EMAIL, WEBHOOK
@@ -31,11 +32,17 @@ CLAIM_SECONDS = 120.0
 
 class CallbackSender:
     def __init__(
-        self, db: Database, settings: EngineSettings, smtp: notify.SmtpSettings | None = None
+        self,
+        db: Database,
+        settings: EngineSettings,
+        smtp: notify.SmtpSettings | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.smtp = smtp
+        # no guard given: nothing but the default refusals (loopback, link-local, …)
+        self.outbound = outbound or Outbound()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -100,11 +107,21 @@ class CallbackSender:
 
     async def _send(self, row: Row[Any]) -> tuple[bool, str, bool]:
         """``(accepted, error, final)``: a final failure is not retried."""
+        try:
+            return await self._post(row)
+        except Refused as exc:
+            log.warning("outbox_refused kind=%s id=%s reason=%s", row.kind, row.id, exc.reason)
+            return False, f"refused: {exc.reason}", True
+
+    async def _post(self, row: Row[Any]) -> tuple[bool, str, bool]:
         assert self._client is not None
         if row.kind == "callback":
             try:
-                resp = await self._client.post(
-                    row.target, content=row.payload, headers={"Content-Type": "application/json"}
+                resp = await self.outbound.post(
+                    self._client,
+                    row.target,
+                    content=row.payload.encode(),
+                    headers={"Content-Type": "application/json"},
                 )
             except httpx.HTTPError as exc:
                 return False, f"{type(exc).__name__}: {exc}", False
@@ -112,7 +129,9 @@ class CallbackSender:
             return ok, "" if ok else f"HTTP {resp.status_code}", False
         if row.kind == WEBHOOK:
             return (
-                *await notify.post_webhook(self._client, row.id, row.target, row.payload),
+                *await notify.post_webhook(
+                    self._client, row.id, row.target, row.payload, self.outbound
+                ),
                 False,
             )
         if row.kind == EMAIL:

@@ -33,6 +33,7 @@ from jobfleet.engine.core import Engine
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.submit import Scope
+from jobfleet.store.audit import AuditLog
 from jobfleet.store.crons import FAILED, FIRED, SKIPPED, CronStore, open_values
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.secrets import Cipher
@@ -60,7 +61,9 @@ class CronScheduler:
         identity: IdentityStore,
         cipher: Cipher,
         settings: EngineSettings,
+        audit: AuditLog,
     ) -> None:
+        self.audit = audit
         self.crons = crons
         self.plans = plans
         self.engine = engine
@@ -157,6 +160,7 @@ class CronScheduler:
             job_id = await self._fire(row, decision, moved)
         except JobError as exc:
             await self._settle(row.id, decision, moved, exc.message)
+            await self._audit(row, "fire_cron_failed", decision.fire, None, exc.message)
             log.warning(
                 "cron_fire_failed cron=%s slot=%s code=%s message=%r",
                 row.id,
@@ -179,8 +183,28 @@ class CronScheduler:
         if job_id is None:
             return False
         self.engine.resume_job(job_id)
+        await self._audit(row, "fire_cron", decision.fire, job_id, "")
         log.info("cron_fired cron=%s slot=%s job=%s", row.id, decision.fire, job_id)
         return True
+
+    async def _audit(
+        self, row: Row[Any], action: str, slot: int, job_id: int | None, message: str
+    ) -> None:
+        """A firing in the audit log, as the user the cron acts for; never stops the pass."""
+        try:
+            await self.audit.record(
+                app_code=row.app_code,
+                username=row.operator or row.last_modify_user or row.creator,
+                action=action,
+                resource_type="cron_firing",
+                resource_id=str(row.id),
+                scope_type=row.scope_type,
+                scope_id=row.scope_id,
+                detail={"slot": slot, "job_instance_id": job_id, "message": message[:512]},
+                source_ip="",
+            )
+        except Exception:
+            log.exception("cron_audit_failed cron=%s slot=%s", row.id, slot)
 
     async def _fire(self, row: Row[Any], decision: Decision, moved: dict[str, Any]) -> int | None:
         """One transaction: claim the slot, record it, write the job. None: another node won."""

@@ -27,6 +27,7 @@ from sqlalchemy import Row
 
 from jobfleet import __version__
 from jobfleet.domain.status import HostStatus, LaunchMode, RunStatus, StepType
+from jobfleet.engine.outbound import Outbound
 from jobfleet.store.jobs import JobStore
 from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore, NotifyTarget
 from jobfleet.store.secrets import Cipher
@@ -227,7 +228,7 @@ async def outbox_rows(
 
 
 async def post_webhook(
-    client: httpx.AsyncClient, row_id: int, url: str, payload: str
+    client: httpx.AsyncClient, row_id: int, url: str, payload: str, outbound: Outbound
 ) -> tuple[bool, str]:
     stored = orjson.loads(payload)
     headers = {
@@ -239,7 +240,7 @@ async def post_webhook(
     if stored.get("signature"):
         headers[SIGNATURE_HEADER] = stored["signature"]
     try:
-        resp = await client.post(url, content=stored["body"].encode(), headers=headers)
+        resp = await outbound.post(client, url, content=stored["body"].encode(), headers=headers)
     except httpx.HTTPError as exc:
         return False, f"{type(exc).__name__}: {exc}"
     if 200 <= resp.status_code < 300:

@@ -475,9 +475,27 @@ class AdminApi(AdminCalls[D, L]):
         """``{app_code, username, is_admin, scopes}`` of the caller."""
         return self._admin_dict("GET", "/whoami")
 
-    def create_app(self, app_code: str, *, description: str | None = None) -> D:
-        """Returns ``{app_code, app_secret}``; the secret is never shown again."""
-        return self._admin_dict("POST", "/apps", {"app_code": app_code, "description": description})
+    def create_app(
+        self,
+        app_code: str,
+        *,
+        description: str | None = None,
+        users: Sequence[str] | None = None,
+        biz: Sequence[int] | None = None,
+        admin: bool = False,
+    ) -> D:
+        """Returns ``{app_code, app_secret, …}``; the secret is never shown again.
+
+        ``users``/``biz``: the only users the app may name and businesses it may touch
+        (None: any); ``admin``: the app may reach the administration routes."""
+        body: dict[str, Any] = {"app_code": app_code, "description": description}
+        if users is not None:
+            body["allowed_users"] = list(users)
+        if biz is not None:
+            body["allowed_biz"] = [int(b) for b in biz]
+        if admin:
+            body["is_admin"] = True
+        return self._admin_dict("POST", "/apps", body)
 
     def list_apps(self) -> L:
         return self._admin_list("/apps")

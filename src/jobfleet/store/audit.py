@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, insert, or_, select
+import orjson
+from sqlalchemy import ColumnElement, and_, false, func, insert, or_, select, update
 
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import audit_log
@@ -58,9 +60,59 @@ class AuditQuery:
         return cond
 
 
+# an entry's detail is kept to this many bytes of JSON; past it, a marked preview
+MAX_DETAIL = 4096
+TRUNCATED = "...[truncated]"
+# refusals from one address for one reason share one entry per window, with a count
+REFUSAL_WINDOW = 60.0
+# counts of a shared entry are written back at most this often
+REFUSAL_FLUSH = 5.0
+# distinct (address, reason) pairs remembered at once; past it, one overflow entry
+MAX_REFUSAL_KEYS = 10_000
+OVERFLOW = ("*", "overflow")
+# column widths of audit_log: longer values are cut, never refused by the database
+WIDTHS = {
+    "app_code": 128,
+    "username": 128,
+    "action": 64,
+    "scope_type": 32,
+    "scope_id": 64,
+    "resource_type": 64,
+    "resource_id": 128,
+    "source_ip": 64,
+}
+
+
+def bound_detail(detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The detail as stored: whole if its JSON fits ``MAX_DETAIL``, else a marked preview."""
+    if detail is None:
+        return None
+    text = orjson.dumps(detail, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    if len(text) <= MAX_DETAIL:
+        return dict(orjson.loads(text))
+    return {"truncated": True, "size": len(text), "preview": text[: MAX_DETAIL - 64] + TRUNCATED}
+
+
+def _cut(value: str | None, width: int) -> str | None:
+    if value is None or len(value) <= width:
+        return value
+    return value[: width - 3] + "..."
+
+
+@dataclass
+class _Refusal:
+    window: int
+    count: int
+    written: int
+    row_id: int | None
+    flushed: float
+    detail: dict[str, Any]
+
+
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._refusals: dict[tuple[str, str], _Refusal] = {}
 
     async def record(
         self,
@@ -74,24 +126,93 @@ class AuditLog:
         scope_id: str | None = None,
         detail: dict[str, Any] | None = None,
         source_ip: str = "",
+    ) -> int:
+        values = {
+            "app_code": app_code,
+            "username": username,
+            "action": action,
+            "scope_type": scope_type,
+            "scope_id": scope_id,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "source_ip": source_ip,
+        }
+        cut = {k: _cut(v, WIDTHS[k]) for k, v in values.items()}
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                insert(audit_log).values(create_time=now_ms(), detail=bound_detail(detail), **cut)
+            )
+        return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    async def refused(
+        self,
+        *,
+        source_ip: str,
+        reason: str,
+        app_code: str = "",
+        username: str = "",
+        detail: dict[str, Any] | None = None,
     ) -> None:
+        """A refused attempt. Repeats from one address for one reason within a window
+        add to one entry's ``count`` instead of writing a row each: a flood of bad
+        requests must not become a flood of writes."""
+        now = time.time()
+        window = int(now // REFUSAL_WINDOW)
+        key = (source_ip, reason)
+        entry = self._refusals.get(key)
+        if entry is None and len(self._refusals) >= MAX_REFUSAL_KEYS:
+            await self._forget_old(window)
+            if len(self._refusals) >= MAX_REFUSAL_KEYS:
+                key = OVERFLOW
+                entry = self._refusals.get(key)
+        if entry is not None and entry.window == window:
+            entry.count += 1
+            if now - entry.flushed >= REFUSAL_FLUSH:
+                await self._flush_one(entry, now)
+            return
+        if entry is not None:
+            await self._flush_one(entry, now)
+        first = {"reason": reason, **(detail or {}), "count": 1}
+        entry = _Refusal(window, 1, 1, None, now, first)
+        self._refusals[key] = entry
+        entry.row_id = await self.record(
+            app_code=app_code,
+            username=username,
+            action="refused" if key != OVERFLOW else "refused_overflow",
+            resource_type="request",
+            resource_id=reason,
+            detail=first,
+            source_ip=source_ip if key != OVERFLOW else "*",
+        )
+        if entry.count > entry.written:
+            await self._flush_one(entry, now)
+
+    async def flush(self) -> None:
+        """Write back the counts of shared refusal entries."""
+        now = time.time()
+        for entry in list(self._refusals.values()):
+            await self._flush_one(entry, now)
+        await self._forget_old(int(now // REFUSAL_WINDOW))
+
+    async def _forget_old(self, window: int) -> None:
+        for key, entry in list(self._refusals.items()):
+            if entry.window != window:
+                await self._flush_one(entry, time.time())
+                self._refusals.pop(key, None)
+
+    async def _flush_one(self, entry: _Refusal, now: float) -> None:
+        if entry.row_id is None or entry.count == entry.written:
+            return
+        entry.written = entry.count
+        entry.flushed = now
+        detail = bound_detail({**entry.detail, "count": entry.count})
         async with self.db.begin() as conn:
             await conn.execute(
-                insert(audit_log).values(
-                    create_time=now_ms(),
-                    app_code=app_code,
-                    username=username,
-                    action=action,
-                    scope_type=scope_type,
-                    scope_id=scope_id,
-                    resource_type=resource_type,
-                    resource_id=resource_id,
-                    detail=detail,
-                    source_ip=source_ip,
-                )
+                update(audit_log).where(audit_log.c.id == entry.row_id).values(detail=detail)
             )
 
     async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        await self.flush()
         async with self.db.connect() as conn:
             rows = await conn.execute(
                 select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
@@ -102,6 +223,7 @@ class AuditLog:
         self, query: AuditQuery, *, offset: int = 0, limit: int = 20
     ) -> tuple[int, list[dict[str, Any]]]:
         """Matching entries, newest first, and how many match in all."""
+        await self.flush()
         cond = query.conditions()
         async with self.db.connect() as conn:
             total = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +39,53 @@ class User:
         return self.is_admin or (scope_type, scope_id) in self.scopes
 
 
+@dataclass(frozen=True)
+class App:
+    """An authenticated app and what it may do; ``None`` lists mean any."""
+
+    app_code: str
+    is_admin: bool = False
+    users: frozenset[str] | None = None
+    biz: frozenset[int] | None = None
+
+    def may_name(self, username: str) -> bool:
+        return self.users is None or username in self.users
+
+    def may_touch(self, biz_ids: Iterable[int]) -> bool:
+        return self.biz is None or all(b in self.biz for b in biz_ids)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "app_code": self.app_code,
+            "is_admin": self.is_admin,
+            "allowed_users": "any" if self.users is None else sorted(self.users),
+            "allowed_biz": "any" if self.biz is None else sorted(self.biz),
+        }
+
+
+def _app_of(row: Any) -> App:
+    return App(
+        row.app_code,
+        bool(row.is_admin),
+        None if row.allowed_users is None else frozenset(str(u) for u in row.allowed_users),
+        None if row.allowed_biz is None else frozenset(int(b) for b in row.allowed_biz),
+    )
+
+
 class IdentityStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     # apps -------------------------------------------------------------------
     async def create_app(
-        self, app_code: str, description: str = "", secret: str | None = None
+        self,
+        app_code: str,
+        description: str = "",
+        secret: str | None = None,
+        *,
+        users: Iterable[str] | None = None,
+        biz: Iterable[int] | None = None,
+        is_admin: bool = False,
     ) -> str:
         secret = secret or new_secret()
         try:
@@ -56,29 +97,35 @@ class IdentityStore:
                         description=description,
                         disabled=False,
                         create_time=now_ms(),
+                        allowed_users=None if users is None else sorted(set(users)),
+                        allowed_biz=None if biz is None else sorted(set(biz)),
+                        is_admin=is_admin,
                     )
                 )
         except IntegrityError:
             raise JobError(ErrorCode.CONFLICT, f"App {app_code!r} already exists") from None
         return secret
 
-    async def check_app(self, app_code: str, secret: str) -> bool:
+    async def check_app(self, app_code: str, secret: str) -> App | None:
+        """The app if the secret is its own and it is enabled, else None."""
         async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(apps.c.secret_hash, apps.c.disabled).where(apps.c.app_code == app_code)
-                )
-            ).first()
-        return row is not None and not row.disabled and secret_matches(secret, row.secret_hash)
+            row = (await conn.execute(select(apps).where(apps.c.app_code == app_code))).first()
+        if row is None or row.disabled or not secret_matches(secret, row.secret_hash):
+            return None
+        return _app_of(row)
 
     async def list_apps(self) -> list[dict[str, Any]]:
         async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(
-                    apps.c.app_code, apps.c.description, apps.c.disabled, apps.c.create_time
-                ).order_by(apps.c.app_code)
-            )
-            return [dict(r._mapping) for r in rows]
+            rows = await conn.execute(select(apps).order_by(apps.c.app_code))
+            return [
+                {
+                    **_app_of(r).public(),
+                    "description": r.description,
+                    "disabled": r.disabled,
+                    "create_time": r.create_time,
+                }
+                for r in rows
+            ]
 
     async def delete_app(self, app_code: str) -> None:
         async with self.db.begin() as conn:

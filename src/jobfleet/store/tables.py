@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -61,6 +62,11 @@ apps = Table(
     # how many jobs started by this app may run at once (null: no limit)
     Column("max_running_jobs", Integer, nullable=True),
     Column("create_time", BigInteger, nullable=False),
+    # the users it may name and the businesses it may touch (null: any)
+    Column("allowed_users", JSON, nullable=True),
+    Column("allowed_biz", JSON, nullable=True),
+    # only administration apps reach the administration routes
+    Column("is_admin", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 users = Table(
@@ -169,6 +175,8 @@ job_instances = Table(
     # a plan's global variables as the job started with them (password values encrypted)
     Column("variables", JSON, nullable=True),
     Index(None, "scope_type", "scope_id", "create_time"),
+    # retention deletes by age
+    Index(None, "create_time"),
 )
 
 step_instances = Table(
@@ -243,7 +251,7 @@ outbox = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("kind", String(32), nullable=False),
-    Column("job_instance_id", BigInteger, nullable=True),
+    Column("job_instance_id", BigInteger, nullable=True, index=True),
     Column("target", String(1024), nullable=False),
     Column("payload", Text, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
@@ -272,7 +280,7 @@ blobs = Table(
     Column("state", String(16), nullable=False),
     Column("size", BigInteger, nullable=True),
     Column("sha256", String(64), nullable=True),
-    Column("create_time", BigInteger, nullable=False),
+    Column("create_time", BigInteger, nullable=False, index=True),
     Column("done_time", BigInteger, nullable=True),
 )
 

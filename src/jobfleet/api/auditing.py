@@ -1,0 +1,103 @@
+"""What the API writes to the audit log: calls that changed or read something, and refusals."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+
+from jobfleet.api.auth import Caller
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.engine.submit import Scope
+from jobfleet.store.audit import AuditLog
+
+if TYPE_CHECKING:
+    from jobfleet.api.routing import Call
+
+log_ = logging.getLogger(__name__)
+
+# refusals of who the caller is or what it may do (not bad input)
+REFUSAL_REASONS: dict[int, str] = {
+    ErrorCode.SERVICE_AUTH_FAIL: "bad_credentials",
+    ErrorCode.MISSING_APP_CODE: "bad_credentials",
+    ErrorCode.MISSING_USER: "bad_credentials",
+    ErrorCode.USER_NOT_LOGIN: "bad_credentials",
+    ErrorCode.PERMISSION_DENIED: "permission_denied",
+    ErrorCode.APP_FORBIDDEN: "permission_denied",
+}
+
+
+def source_of(request: HTTPConnection) -> str:
+    return request.client.host if request.client else ""
+
+
+async def audit(
+    call: Call,
+    action: str,
+    resource_type: str,
+    resource_id: Any = "",
+    *,
+    scope: Scope | None = None,
+    scope_type: str | None = None,
+    scope_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """One entry for a call: who (app, user, address), what, on which resource, in which scope."""
+    await as_caller(
+        call.services.audit,
+        call.caller,
+        call.request,
+        action,
+        resource_type,
+        resource_id,
+        scope_type=scope.scope_type if scope else scope_type,
+        scope_id=scope.scope_id if scope else scope_id,
+        detail=detail,
+    )
+
+
+async def as_caller(
+    log: AuditLog,
+    caller: Caller,
+    request: HTTPConnection,
+    action: str,
+    resource_type: str,
+    resource_id: Any = "",
+    *,
+    scope_type: str | None = None,
+    scope_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """The same, for endpoints that authenticate on their own (downloads)."""
+    await log.record(
+        app_code=caller.app_code,
+        username=caller.username,
+        action=action,
+        resource_type=resource_type,
+        resource_id="" if resource_id is None else str(resource_id),
+        scope_type=scope_type,
+        scope_id=scope_id,
+        detail=detail,
+        source_ip=source_of(request),
+    )
+
+
+async def refusal(
+    log: AuditLog, request: HTTPConnection, exc: JobError, caller: Caller | None = None
+) -> None:
+    """Audit ``exc`` if it refused the caller (credentials, permissions); other errors pass."""
+    reason = REFUSAL_REASONS.get(exc.code)
+    if reason is None:
+        return
+    try:
+        await log.refused(
+            source_ip=source_of(request),
+            reason=reason,
+            app_code=caller.app_code if caller else "",
+            username=caller.username if caller else "",
+            detail={"path": request.url.path[:256], "message": exc.message[:512]},
+        )
+    except Exception:
+        # the refusal still reaches the caller; a store that cannot take it is logged
+        log_.exception("refusal_audit_failed path=%s", request.url.path)

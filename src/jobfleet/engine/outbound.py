@@ -1,0 +1,121 @@
+"""Outbound HTTP to URLs that callers chose (job callbacks, notification webhooks).
+
+The host name is resolved once, every address it resolves to is checked
+(``domain.addresses``), and the request goes to the checked address with the
+original ``Host`` header and TLS server name. Resolving again at connect time
+would let a DNS answer that changes between the check and the connection (DNS
+rebinding) reach an address that was never checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import httpx
+
+from jobfleet.domain.addresses import Address, Network, refusal
+
+log = logging.getLogger(__name__)
+
+SIOCGIFADDR = 0x8915
+
+
+class Refused(Exception):
+    """The URL's address is one the server does not connect to; retrying will not help."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def own_addresses(listen_host: str = "") -> set[Address]:
+    """The addresses of this machine's interfaces (Linux) and ``listen_host``.
+
+    Read from the kernel, not by resolving the host name: that could wait on DNS at start.
+    """
+    found: set[Address] = set()
+    with contextlib.suppress(ValueError):
+        found.add(ipaddress.ip_address(listen_host))
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _index, name in socket.if_nameindex():
+            with contextlib.suppress(OSError):
+                packed = fcntl.ioctl(
+                    sock.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15])
+                )
+                found.add(ipaddress.IPv4Address(packed[20:24]))
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            raw = line.split()[0]
+            with contextlib.suppress(ValueError, IndexError):
+                found.add(ipaddress.IPv6Address(int(raw, 16)))
+    return found
+
+
+class Outbound:
+    """Sends a request to a caller's URL only at an address that passes the guard."""
+
+    def __init__(self, allow: Sequence[Network] = (), own: Iterable[Address] = ()) -> None:
+        self.allow = tuple(allow)
+        self.own = frozenset(own)
+
+    async def resolve(self, url: httpx.URL) -> Address:
+        """The checked address to connect to for ``url``; Refused if none may be used."""
+        host = url.host
+        try:
+            addresses: list[Address] = [ipaddress.ip_address(host.split("%", 1)[0])]
+        except ValueError:
+            port = url.port or (443 if url.scheme == "https" else 80)
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+            addresses = []
+            for info in infos:
+                with contextlib.suppress(ValueError):
+                    address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+                    if address not in addresses:
+                        addresses.append(address)
+        reasons = []
+        for address in addresses:
+            why = refusal(address, allow=self.allow, own=self.own)
+            if why is None:
+                return address
+            reasons.append(why)
+        raise Refused(
+            f"{host} is not an allowed destination: {'; '.join(reasons) or 'no address'} "
+            "(jobfleet server --callback-allow CIDR allows a range)"
+        )
+
+    async def post(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        content: bytes,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        target = httpx.URL(url)
+        if target.scheme not in ("http", "https") or not target.host:
+            raise Refused(f"{target.scheme or 'no'} scheme: only http(s) URLs are sent")
+        try:
+            address = await self.resolve(target)
+        except OSError as exc:
+            # a name that does not resolve now may later: the caller retries
+            raise httpx.ConnectError(f"cannot resolve {target.host}: {exc}") from None
+        extensions = {}
+        if target.scheme == "https":
+            # the certificate is checked against the name, not the address
+            extensions["sni_hostname"] = target.host
+        return await client.post(
+            target.copy_with(host=str(address)),
+            content=content,
+            headers={**headers, "Host": target.netloc.decode("ascii")},
+            extensions=extensions,
+        )

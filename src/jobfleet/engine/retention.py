@@ -1,0 +1,118 @@
+"""Purging old history in the background: finished jobs, audit entries, blobs.
+
+Each pass deletes in batches of ``batch`` rows, one transaction each, with a
+pause between batches, so that the engine's own writes are never held back for
+long. A period of 0 keeps that kind of history forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from jobfleet.store.retention import RetentionStore
+
+log = logging.getLogger(__name__)
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """Periods in seconds (0: keep forever)."""
+
+    jobs: float = 90 * DAY
+    audit: float = 365 * DAY
+    blobs: float = 30 * DAY
+    # seconds between passes
+    interval: float = 3600.0
+    batch: int = 500
+    # seconds between two batches of one pass
+    pause: float = 0.1
+
+
+def parse_period(text: str) -> float:
+    """``90d``, ``12h``, ``30m``, ``45s`` or plain seconds; ``0`` keeps forever."""
+    value = text.strip().lower()
+    units = {"d": DAY, "h": 3600.0, "m": 60.0, "s": 1.0}
+    scale = units.get(value[-1:])
+    number = value[:-1] if scale is not None else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a period such as 90d, 12h, 30m or 0") from None
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"{text!r}: a period is 0 or more")
+    return seconds
+
+
+class Retention:
+    def __init__(self, store: RetentionStore, settings: RetentionSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        s = self.settings
+        if s.jobs or s.audit or s.blobs:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention_pass_failed")
+            await asyncio.sleep(self.settings.interval)
+
+    async def run_once(self) -> dict[str, int]:
+        """One pass over every kind; how many of each were purged."""
+        s = self.settings
+        now = time.time()
+        done = {"jobs": 0, "audit": 0, "blobs": 0}
+        if s.jobs:
+            cutoff = int((now - s.jobs) * 1000)
+            done["jobs"] = await self._batches(lambda: self.store.purge_jobs(cutoff, s.batch))
+        if s.audit:
+            cutoff = int((now - s.audit) * 1000)
+            done["audit"] = await self._batches(lambda: self.store.purge_audit(cutoff, s.batch))
+        if s.blobs:
+            done["blobs"] = await self._purge_blobs(int((now - s.blobs) * 1000))
+        if any(done.values()):
+            log.info(
+                "retention_purged jobs=%d audit=%d blobs=%d",
+                done["jobs"],
+                done["audit"],
+                done["blobs"],
+            )
+        return done
+
+    async def _batches(self, batch: Callable[[], Awaitable[int]]) -> int:
+        total = 0
+        while True:
+            count = await batch()
+            total += count
+            if count < self.settings.batch:
+                return total
+            await asyncio.sleep(self.settings.pause)
+
+    async def _purge_blobs(self, cutoff: int) -> int:
+        keep = await self.store.blobs_in_use()
+        total = 0
+        after = ""
+        while True:
+            after, count = await self.store.purge_blobs(cutoff, self.settings.batch, keep, after)
+            total += count
+            if not after:
+                return total
+            await asyncio.sleep(self.settings.pause)

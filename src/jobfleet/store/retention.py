@@ -1,0 +1,145 @@
+"""Deleting what is older than its retention period, a bounded batch per transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from jobfleet.domain.status import FINISHED_RUN_STATUSES
+from jobfleet.store.database import Database
+from jobfleet.store.tables import (
+    audit_log,
+    blob_readers,
+    blobs,
+    file_logs,
+    job_instances,
+    job_plans,
+    job_templates,
+    log_chunks,
+    outbox,
+    step_hosts,
+    step_instances,
+)
+
+# blob ids are uuid4 hex: any such token in a plan, template or live step names a blob
+BLOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
+FINAL = [int(s) for s in FINISHED_RUN_STATUSES]
+
+
+class RetentionStore:
+    def __init__(self, db: Database, blob_root: Path) -> None:
+        self.db = db
+        self.blob_root = blob_root
+
+    async def purge_jobs(self, before_ms: int, limit: int) -> int:
+        """Finished jobs created before ``before_ms``, with every row they own."""
+        async with self.db.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(job_instances.c.id)
+                        .where(
+                            job_instances.c.create_time < before_ms,
+                            job_instances.c.status.in_(FINAL),
+                        )
+                        .order_by(job_instances.c.create_time)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if not ids:
+                return 0
+            steps = list(
+                (
+                    await conn.execute(
+                        select(step_instances.c.id).where(step_instances.c.job_instance_id.in_(ids))
+                    )
+                ).scalars()
+            )
+            if steps:
+                for table in (log_chunks, step_hosts, file_logs):
+                    await conn.execute(delete(table).where(table.c.step_instance_id.in_(steps)))
+                await conn.execute(delete(step_instances).where(step_instances.c.id.in_(steps)))
+            await conn.execute(delete(outbox).where(outbox.c.job_instance_id.in_(ids)))
+            await conn.execute(delete(job_instances).where(job_instances.c.id.in_(ids)))
+        return len(ids)
+
+    async def purge_audit(self, before_ms: int, limit: int) -> int:
+        async with self.db.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(audit_log.c.id)
+                        .where(audit_log.c.create_time < before_ms)
+                        .order_by(audit_log.c.id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if ids:
+                await conn.execute(delete(audit_log).where(audit_log.c.id.in_(ids)))
+        return len(ids)
+
+    async def blobs_in_use(self) -> set[str]:
+        """Blobs that plans, templates and jobs not yet finished still name."""
+        found: set[str] = set()
+        async with self.db.connect() as conn:
+            for column in (job_templates.c.steps, job_plans.c.steps):
+                for value in (await conn.execute(select(column))).scalars():
+                    _collect(value, found)
+            live = select(job_instances.c.id).where(job_instances.c.status.not_in(FINAL))
+            live_steps = select(step_instances.c.id).where(
+                step_instances.c.job_instance_id.in_(live)
+            )
+            for value in (
+                await conn.execute(
+                    select(step_instances.c.config).where(step_instances.c.id.in_(live_steps))
+                )
+            ).scalars():
+                _collect(value, found)
+            rows = await conn.execute(
+                select(file_logs.c.blob_id).where(
+                    file_logs.c.step_instance_id.in_(live_steps), file_logs.c.blob_id.is_not(None)
+                )
+            )
+            found.update(str(r) for r in rows.scalars())
+        return found
+
+    async def purge_blobs(
+        self, before_ms: int, limit: int, keep: set[str], after: str
+    ) -> tuple[str, int]:
+        """Blobs created before ``before_ms`` and not in ``keep``, ids past ``after``;
+        their files go too. The last id looked at ("" when none is left) and how many went."""
+        async with self.db.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(blobs.c.id)
+                        .where(blobs.c.create_time < before_ms, blobs.c.id > after)
+                        .order_by(blobs.c.id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            doomed = [i for i in ids if i not in keep]
+            if doomed:
+                await conn.execute(delete(blob_readers).where(blob_readers.c.blob_id.in_(doomed)))
+                await conn.execute(delete(blobs).where(blobs.c.id.in_(doomed)))
+        # rows first: a reader then finds no row rather than a row without its file
+        await asyncio.to_thread(self._unlink, doomed)
+        return (ids[-1] if len(ids) == limit else ""), len(doomed)
+
+    def _unlink(self, ids: list[str]) -> None:
+        for blob_id in ids:
+            for path in (self.blob_root / blob_id, self.blob_root / f"{blob_id}.part"):
+                path.unlink(missing_ok=True)
+
+
+def _collect(value: Any, found: set[str]) -> None:
+    if value is None:
+        return
+    found.update(BLOB_ID.findall(value if isinstance(value, str) else repr(value)))

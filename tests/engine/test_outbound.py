@@ -1,0 +1,64 @@
+"""The outbound guard resolves once, checks, and sends to the checked address (no request
+leaves this process: the transport is an in-memory one)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import httpx
+import pytest
+
+from jobfleet.domain.addresses import parse_networks
+from jobfleet.engine.outbound import Outbound, Refused, own_addresses
+
+
+def recorder() -> tuple[list[httpx.Request], httpx.AsyncClient]:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    return seen, httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+
+async def test_sends_to_the_checked_address_with_the_original_name() -> None:
+    seen, client = recorder()
+    guard = Outbound(parse_networks(["127.0.0.0/8"]))
+    async with client:
+        resp = await guard.post(client, "https://localhost:8443/hook?a=1", content=b"{}",
+                                headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200
+    (request,) = seen
+    assert request.url.host == "127.0.0.1" and request.url.port == 8443
+    assert request.url.raw_path == b"/hook?a=1"
+    assert request.headers["host"] == "localhost:8443"
+    assert request.extensions["sni_hostname"] == "localhost"
+
+
+@pytest.mark.parametrize("url", [
+    "http://localhost/x", "http://127.0.0.1/x", "http://[::ffff:127.0.0.1]/x",
+    "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/x", "http://0.0.0.0/x",
+    "http://127.1/x",
+])
+async def test_refused_urls_send_nothing(url: str) -> None:
+    seen, client = recorder()
+    async with client:
+        with pytest.raises(Refused, match="not an allowed destination"):
+            await Outbound().post(client, url, content=b"", headers={})
+    assert seen == []
+
+
+async def test_own_addresses_are_refused() -> None:
+    seen, client = recorder()
+    guard = Outbound(own=[ipaddress.ip_address("10.9.8.7")])
+    async with client:
+        with pytest.raises(Refused, match="address of this server"):
+            await guard.post(client, "http://10.9.8.7:9000/x", content=b"", headers={})
+    assert seen == []
+
+
+def test_own_addresses_come_from_the_kernel() -> None:
+    found = own_addresses("192.0.2.10")
+    assert ipaddress.ip_address("192.0.2.10") in found
+    assert ipaddress.ip_address("127.0.0.1") in found

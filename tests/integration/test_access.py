@@ -1,0 +1,207 @@
+"""Who may do what: app restrictions, administration apps, secrets kept out of query
+strings, and queries that never show another business's hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from tests.integration.harness import Running, Wire, b64
+
+from jobfleet.store.database import now_ms
+
+ADMIN = "/api/jobfleet/v1"
+V3 = "/api/bk-job/prod/api/v3"
+A, B = "127.0.0.2", "127.0.0.5"
+
+
+async def admin(wire: Wire, method: str, path: str, body: Any = None,
+                **override: str) -> dict[str, Any]:
+    resp = await wire.http.request(method, ADMIN + path, json=body,
+                                   headers=wire.headers(**override))
+    return dict(resp.json())
+
+
+def listing(biz: int) -> dict[str, Any]:
+    return {"bk_biz_id": biz, "create_time_start": now_ms() - 60_000,
+            "create_time_end": now_ms() + 60_000}
+
+
+async def second_business(wire: Wire) -> None:
+    made = await admin(wire, "POST", "/businesses", {"bk_biz_id": 3, "name": "three"})
+    assert made["result"], made
+
+
+async def test_apps_are_limited_to_their_users_and_businesses(running: Running) -> None:
+    wire = running.wire
+    await second_business(wire)
+    assert (await admin(wire, "POST", "/users", {"username": "alice"}))["result"]
+    for biz in ("2", "3"):
+        await admin(wire, "POST", "/users/alice/grants", {"scope_type": "biz", "scope_id": biz})
+    made = await admin(wire, "POST", "/apps", {"app_code": "limited",
+                                               "allowed_users": ["alice"], "allowed_biz": [3]})
+    assert made["result"], made
+    assert (made["data"]["allowed_users"], made["data"]["allowed_biz"],
+            made["data"]["is_admin"]) == (["alice"], [3], False)
+    limited = Wire(running.url, "limited", made["data"]["app_secret"], "alice")
+    try:
+        ok = await limited.v3("get_job_instance_list", listing(3), method="GET")
+        assert ok["result"], ok
+        other_biz = await limited.v3("get_job_instance_list", listing(2), method="GET")
+        assert other_biz["code"] == 9900403
+        assert "'limited' may not touch biz 2" in other_biz["message"]
+        for user in ("bob", "admin"):
+            named = await limited.http.get(f"{V3}/get_job_instance_list", params=listing(3),
+                                           headers=limited.headers(bk_username=user))
+            assert named.json()["code"] == 9900403
+            assert f"may not act for user '{user}'" in named.json()["message"]
+        # the host list shows the app's businesses only
+        await running.start_agents([A])
+        hosts = await admin(limited, "GET", "/hosts")
+        assert hosts["result"] and hosts["data"] == []
+        # a GSE query answers for another business's host as for an unknown one
+        gse = await limited.v3("get_agent_status", {"hosts": [{"ip": A, "bk_cloud_id": 0}]},
+                               prefix="/api/c/compapi/v2/gse")
+        assert gse["data"][f"0:{A}"]["bk_agent_alive"] == 0, gse
+        seen = await wire.v3("get_agent_status", {"hosts": [{"ip": A, "bk_cloud_id": 0}]},
+                             prefix="/api/c/compapi/v2/gse")
+        assert seen["data"][f"0:{A}"]["bk_agent_alive"] == 1
+    finally:
+        await limited.close()
+
+
+async def test_only_administration_apps_reach_administration_routes(running: Running) -> None:
+    wire = running.wire
+    made = await admin(wire, "POST", "/apps", {"app_code": "wide"})
+    assert made["data"]["is_admin"] is False and made["data"]["allowed_users"] == "any"
+    wide = Wire(running.url, "wide", made["data"]["app_secret"], "admin")
+    try:
+        # an ordinary app acting for the administrator still runs bk-job calls
+        assert (await wide.v3("get_job_instance_list", listing(2), method="GET"))["result"]
+        for method, path, body in (
+            ("GET", "/apps", None),
+            ("POST", "/apps", {"app_code": "sneaky", "is_admin": True}),
+            ("POST", "/users", {"username": "mallory", "is_admin": True}),
+            ("POST", "/users/admin/grants", {"scope_type": "biz", "scope_id": "2"}),
+            ("POST", "/businesses", {"bk_biz_id": 9, "name": "nine"}),
+            ("POST", "/enroll-tokens", {}),
+            ("DELETE", "/agents/whatever", None),
+            ("GET", "/audit", None),
+            ("GET", "/apps/wide/quota", None),
+            ("PUT", "/apps/wide/quota", {"max_running_jobs": 100}),
+            ("GET", "/host-whitelist", None),
+        ):
+            answer = await admin(wide, method, path, body)
+            assert answer["code"] == 9900403, (method, path, answer)
+            assert "'wide' is not an administration app" in answer["message"], answer
+        rule = await wide.v3("create_dangerous_rule", {
+            "expression": "rm -rf", "script_language_list": [1], "action": 1})
+        assert rule["code"] == 9900403 and "administration app" in rule["message"]
+        users = {u["username"] for u in (await admin(wire, "GET", "/users"))["data"]}
+        assert "mallory" not in users
+        apps = {a["app_code"]: a for a in (await admin(wire, "GET", "/apps"))["data"]}
+        assert "sneaky" not in apps
+        assert apps["jobfleet"]["is_admin"] is True and apps["wide"]["is_admin"] is False
+    finally:
+        await wide.close()
+    # an administration app made through the CLI reaches them
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap",
+        str(running.data_dir / "server" / "bootstrap.json"), "admin", "app", "create", "ops",
+        "--biz", "2,3", "--admin", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err
+    secret = out.decode().split("app_secret: ")[1].strip()
+    ops = Wire(running.url, "ops", secret, "admin")
+    try:
+        apps = {a["app_code"]: a for a in (await admin(ops, "GET", "/apps"))["data"]}
+        assert (apps["ops"]["is_admin"], apps["ops"]["allowed_biz"]) == (True, [2, 3])
+        # the administrator through an app that is not limited to users
+        whoami = await admin(ops, "GET", "/whoami")
+        assert whoami["data"]["app"]["allowed_users"] == "any"
+        # an administration app is still held to its businesses
+        denied = await ops.v3("get_job_instance_list", listing(5), method="GET")
+        assert denied["code"] in (1243049, 9900403)
+    finally:
+        await ops.close()
+    bad = await admin(wire, "POST", "/apps", {"app_code": "bad", "allowed_biz": ["x"]})
+    assert bad["code"] == 1241010, bad
+    for field, value in (("allowed_users", [""]), ("allowed_users", []),
+                         ("allowed_users", {"a": 1}), ("allowed_biz", [0]),
+                         ("allowed_biz", [2**70]), ("allowed_biz", "2,x")):
+        bad = await admin(wire, "POST", "/apps", {"app_code": "bad", field: value})
+        assert bad["code"] == 1241010, (field, value, bad)
+    assert "bad" not in {a["app_code"] for a in (await admin(wire, "GET", "/apps"))["data"]}
+
+
+async def test_app_secrets_are_refused_in_query_strings(running: Running) -> None:
+    wire = running.wire
+    secret = running.boot["bk_app_secret"]
+    creds = {"bk_app_code": running.boot["bk_app_code"], "bk_app_secret": secret,
+             "bk_username": "admin"}
+    for path, headers in (
+        (f"{V3}/get_job_instance_list", wire.headers()),
+        ("/api/c/compapi/v2/jobv3/get_job_instance_list", {}),
+        ("/api/c/compapi/v2/jobv3/get_job_instance_list", wire.headers()),
+        (f"{ADMIN}/whoami", wire.headers()),
+        (f"{ADMIN}/files/nothing", wire.headers()),
+    ):
+        resp = await wire.http.get(path, params={**listing(2), **creds}, headers=headers)
+        assert resp.status_code == 401, (path, resp.text)
+        assert resp.json()["code"] == 1240005
+        assert "not accepted in the query string" in resp.json()["message"]
+    # the header, and on the ESB path the JSON body, still work
+    assert (await wire.v3("get_job_instance_list", listing(2), method="GET"))["result"]
+    body = await wire.http.post("/api/c/compapi/v2/jobv3/get_job_instance_list",
+                                json={**listing(2), **creds})
+    assert body.json()["result"] is True
+
+
+async def test_file_step_logs_never_show_another_business_host(running: Running,
+                                                               tmp_path: Any) -> None:
+    wire = running.wire
+    await second_business(wire)
+    await running.start_agents([A])
+    await running.start_agents([B], biz=3)
+    hosts = {h.ip: h for h in await running.server.inventory.list()}
+    other = hosts[B]
+    assert other.bk_biz_id == 3
+    pushed = await wire.v3("push_config_file", {
+        "bk_biz_id": 2, "account_alias": "root", "file_target_path": f"{tmp_path}/etc",
+        "file_list": [{"file_name": "a.ini", "content": b64("x=1\n")}],
+        "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}})
+    assert pushed["result"], pushed
+    job_id, step_id = pushed["data"]["job_instance_id"], pushed["data"]["step_instance_id"]
+    await wire.wait(job_id)
+    ids = {"bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id}
+    for probe in ({"bk_host_id": other.bk_host_id}, {"ip": B, "bk_cloud_id": 0}):
+        answer = await wire.v3("get_job_instance_ip_log", {**ids, **probe}, method="GET")
+        assert answer["code"] == 1244002, answer
+        assert B not in json.dumps(answer)
+    mine = await wire.v3("get_job_instance_ip_log", {**ids, "bk_host_id": hosts[A].bk_host_id},
+                         method="GET")
+    assert mine["result"] and mine["data"]["ip"] == A, mine
+    batch = await wire.v3("batch_get_job_instance_ip_log", {
+        **ids, "host_id_list": [other.bk_host_id, hosts[A].bk_host_id],
+        "ip_list": [{"ip": B, "bk_cloud_id": 0}]})
+    assert batch["result"], batch
+    assert [h["ip"] for h in batch["data"]["file_task_logs"]] == [A]
+    assert B not in json.dumps(batch)
+    # script steps, step status filters and job status: only the step's hosts
+    job = await wire.run_script("echo hi", [A])
+    await wire.wait(job["job_instance_id"])
+    ids = {"bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+           "step_instance_id": job["step_instance_id"]}
+    for name, extra in (
+        ("get_job_instance_ip_log", {"bk_host_id": other.bk_host_id}),
+        ("get_job_instance_ip_log", {"ip": B, "bk_cloud_id": 0}),
+        ("batch_get_job_instance_ip_log", {"host_id_list": [other.bk_host_id]}),
+        ("get_step_instance_status", {"search_ip": B}),
+        ("get_job_instance_status", {"return_ip_result": "true"}),
+    ):
+        answer = await wire.v3(name, {**ids, **extra}, method="GET")
+        assert B not in json.dumps(answer), (name, answer)

@@ -1,0 +1,239 @@
+"""The audit log (refusals, downloads, administration, cron firings) and the purge of
+old history, on a real server with real agents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from tests.integration.harness import Running, Wire, eventually, run_server
+from tests.integration.test_cron import FAST, make_plan, saved, set_status
+
+from jobfleet.engine.retention import Retention, RetentionSettings
+from jobfleet.store.audit import MAX_DETAIL, AuditQuery
+from jobfleet.store.database import now_ms
+from jobfleet.store.retention import RetentionStore
+from jobfleet.store.tables import (
+    audit_log,
+    blobs,
+    job_instances,
+    job_plans,
+    log_chunks,
+    step_hosts,
+    step_instances,
+)
+
+ADMIN = "/api/jobfleet/v1"
+V3 = "/api/bk-job/prod/api/v3"
+A = "127.0.0.2"
+
+
+async def admin(wire: Wire, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    resp = await wire.http.request(method, ADMIN + path, json=body, headers=wire.headers())
+    return dict(resp.json())
+
+
+def listing(biz: int = 2) -> dict[str, Any]:
+    return {"bk_biz_id": biz, "create_time_start": now_ms() - 60_000,
+            "create_time_end": now_ms() + 60_000}
+
+
+async def entries(running: Running, **query: Any) -> list[dict[str, Any]]:
+    _total, rows = await running.server.services.audit.query(AuditQuery(**query), limit=1000)
+    return rows
+
+
+async def upload(wire: Wire, name: str, payload: bytes) -> dict[str, Any]:
+    resp = await wire.http.post(f"{ADMIN}/files", params={"name": name, "bk_biz_id": 2},
+                                content=payload, headers=wire.headers())
+    assert resp.json()["result"], resp.text
+    return dict(resp.json()["data"])
+
+
+async def test_refusals_are_audited_once_per_address_and_reason(running: Running) -> None:
+    wire = running.wire
+    path = f"{V3}/get_job_instance_list"
+    answers = await asyncio.gather(*[
+        wire.http.get(path, params=listing(), headers=wire.headers(bk_app_secret="wrong"))
+        for _ in range(40)])
+    assert {a.json()["code"] for a in answers} == {1240005}
+    refused = await entries(running, action="refused", resource_id="bad_credentials")
+    # one row per address, reason and minute: a flood is counted, not written row by row
+    assert 1 <= len(refused) <= 2, refused
+    assert sum(r["detail"]["count"] for r in refused) == 40
+    assert {r["source_ip"] for r in refused} == {"127.0.0.1"}
+    assert refused[0]["detail"]["path"] == path
+    # an agent's bad credential on the file routes too
+    bad_agent = await wire.http.get(f"{ADMIN}/agents/blobs/abc",
+                                    headers={"Authorization": "Agent nobody:nothing"})
+    assert bad_agent.status_code == 401
+    # (same address, same reason, same minute: counted on the same entry)
+    again = await entries(running, action="refused", resource_id="bad_credentials")
+    assert sum(r["detail"]["count"] for r in again) == 41 and len(again) <= 2
+    # a scope denial names who was refused
+    await admin(wire, "POST", "/users", {"username": "bob"})
+    bob = Wire(running.url, running.boot["bk_app_code"], running.boot["bk_app_secret"], "bob")
+    try:
+        denied = await bob.v3("get_job_instance_list", listing(), method="GET")
+        assert denied["code"] == 9900403
+    finally:
+        await bob.close()
+    (entry,) = await entries(running, action="refused", resource_id="permission_denied")
+    assert (entry["username"], entry["source_ip"], entry["detail"]["count"]) == (
+        "bob", "127.0.0.1", 1)
+
+
+async def test_downloads_and_administration_are_audited(running: Running, tmp_path: Path) -> None:
+    wire = running.wire
+    await running.start_agents([A])
+    payload = b"secret build\n"
+    file_id = (await upload(wire, "build.bin", payload))["path"].split("/")[0]
+    got = await wire.http.get(f"{ADMIN}/files/{file_id}", headers=wire.headers())
+    assert got.content == payload
+    (download,) = await entries(running, action="download_file")
+    assert (download["resource_id"], download["source_ip"], download["username"]) == (
+        file_id, "127.0.0.1", "admin")
+    log = tmp_path / "app.log"
+    log.write_text("line\n")
+    fetch = await wire.post(f"{ADMIN}/fetch", {
+        "bk_biz_id": 2, "account_alias": "root", "file_list": [str(log)],
+        "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}})
+    job_id = fetch["data"]["job_instance_id"]
+    await wire.wait(job_id)
+    (item,) = (await wire.get(f"{ADMIN}/fetch/{job_id}", {"bk_biz_id": 2}))["data"]
+    assert (await wire.http.get(item["url"], headers=wire.headers())).content == b"line\n"
+    (fetched,) = await entries(running, action="download_fetched_file")
+    assert fetched["resource_id"] == str(job_id) and fetched["detail"]["path"] == str(log)
+
+    # administration actions by name, with their resource, never with a secret
+    made = await admin(wire, "POST", "/apps", {"app_code": "ci", "description": "CI"})
+    await admin(wire, "POST", "/users", {"username": "carol", "junk": "x" * 100_000})
+    await admin(wire, "POST", "/users/carol/grants", {"scope_type": "biz", "scope_id": "2"})
+    token = (await admin(wire, "POST", "/enroll-tokens", {"uses": 1, "note": "one"}))["data"]
+    agent_id = next(h.agent_id for h in await running.server.inventory.list() if h.ip == A)
+    assert (await admin(wire, "DELETE", f"/agents/{agent_id}"))["result"]
+    by_action = {e["action"]: e for e in await entries(running, username="admin")}
+    assert by_action["create_app"]["resource_type"] == "app"
+    assert by_action["create_app"]["resource_id"] == "ci"
+    assert by_action["create_user"]["resource_id"] == "carol"
+    assert by_action["grant_user"]["detail"]["scope_id"] == "2"
+    assert by_action["create_token"]["resource_type"] == "enroll_token"
+    assert (by_action["revoke_agent"]["resource_type"],
+            by_action["revoke_agent"]["resource_id"]) == ("agent", agent_id)
+    text = json.dumps(await entries(running))
+    assert made["data"]["app_secret"] not in text and token["token"] not in text
+    # a detail past the bound is cut, and says so
+    detail = by_action["create_user"]["detail"]
+    assert detail["truncated"] is True and detail["preview"].endswith("...[truncated]")
+    assert len(json.dumps(detail)) <= MAX_DETAIL + 200
+
+
+async def test_cron_firings_are_audited(tmp_path: Path, database_url: str) -> None:
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        await running.start_agents(["127.0.0.91"])
+        server, wire = running.server, running.wire
+        plan_id = await make_plan(server.db, server.cipher)
+        cron = await saved(wire, name="every minute", job_plan_id=plan_id,
+                           expression="* * * * *")
+        assert (await set_status(wire, cron["id"], 1))["result"]
+
+        async def fired() -> list[dict[str, Any]]:
+            return await entries(running, action="fire_cron")
+        (first, *_rest) = await eventually(fired, timeout=15)
+        assert (first["resource_type"], first["resource_id"], first["username"]) == (
+            "cron_firing", str(cron["id"]), "admin")
+        assert (first["scope_type"], first["scope_id"]) == ("biz", "2")
+        assert first["detail"]["job_instance_id"] > 0
+        await set_status(wire, cron["id"], 2)
+
+
+class CountingStore(RetentionStore):
+    """The real store, noting the size of each batch it was asked for."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.batches: list[tuple[str, int]] = []
+
+    async def purge_jobs(self, before_ms: int, limit: int) -> int:
+        count = await super().purge_jobs(before_ms, limit)
+        self.batches.append(("jobs", count))
+        return count
+
+
+async def test_retention_purges_old_history_and_keeps_what_is_in_use(
+        running: Running, tmp_path: Path) -> None:
+    wire, server = running.wire, running.server
+    await running.start_agents([A])
+    finished = []
+    for i in range(5):
+        job = await wire.run_script(f"echo run {i}", [A])
+        await wire.wait(job["job_instance_id"])
+        finished.append(job)
+    # a job that has not started is live: it and the file it will send are kept
+    kept_file = await upload(wire, "kept.bin", b"kept")
+    live = await wire.v3("fast_transfer_file", {
+        "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(tmp_path / "t"),
+        "file_source_list": [{"file_list": [kept_file["path"]], "file_type": 2}],
+        "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}, "start_task": False})
+    assert live["result"], live
+    planned = await upload(wire, "planned.bin", b"planned")
+    old = await upload(wire, "old.bin", b"old")
+    plan_id = await make_plan(server.db, server.cipher)
+    steps_of = [{"file_source_list": [{"file_type": 2, "file_list": [planned["path"]]}]}]
+    long_ago = now_ms() - 400 * 86_400_000
+    async with server.db.begin() as conn:
+        plan_steps = (await conn.execute(select(job_plans.c.steps)
+                                         .where(job_plans.c.id == plan_id))).scalar_one()
+        await conn.execute(update(job_plans).where(job_plans.c.id == plan_id)
+                           .values(steps=[*plan_steps, *steps_of]))
+        for table in (job_instances, blobs, audit_log):
+            await conn.execute(update(table).values(create_time=long_ago))
+    ids = {i: (await upload(wire, f"new{i}.bin", b"new"))["path"] for i in range(1)}
+    paths = {name: server.blobs.path(f["path"].split("/")[0])
+             for name, f in (("kept", kept_file), ("planned", planned), ("old", old))}
+    assert all(p.exists() for p in paths.values())
+
+    store = CountingStore(server.db, server.blobs.root)
+    days = 86_400.0
+    retention = Retention(store, RetentionSettings(jobs=90 * days, audit=365 * days,
+                                                   blobs=30 * days, batch=2, pause=0.0))
+    done = await retention.run_once()
+    assert done["jobs"] == 5 and done["blobs"] == 1 and done["audit"] > 0, done
+    # batches of at most 2 rows, each its own transaction, until one came back short
+    assert store.batches == [("jobs", 2), ("jobs", 2), ("jobs", 1)]
+    assert not paths["old"].exists()
+    assert paths["kept"].exists() and paths["planned"].exists()
+    assert server.blobs.path(ids[0].split("/")[0]).exists()
+
+    gone = await wire.v3("get_job_instance_status", {
+        "bk_biz_id": 2, "job_instance_id": finished[0]["job_instance_id"]}, method="GET")
+    assert gone["code"] == 1244006 and "purged" in gone["message"], gone
+    logs = await wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": finished[0]["job_instance_id"],
+        "step_instance_id": finished[0]["step_instance_id"], "ip": A}, method="GET")
+    assert logs["code"] == 1244006
+    still = await wire.v3("get_job_instance_status", {
+        "bk_biz_id": 2, "job_instance_id": live["data"]["job_instance_id"]}, method="GET")
+    assert still["result"], still
+    steps = [j["step_instance_id"] for j in finished]
+    async with server.db.connect() as conn:
+        for table in (log_chunks, step_hosts):
+            left = (await conn.execute(select(func.count()).select_from(table).where(
+                table.c.step_instance_id.in_(steps)))).scalar_one()
+            assert left == 0, table.name
+        left = (await conn.execute(select(func.count()).select_from(step_instances).where(
+            step_instances.c.id.in_(steps)))).scalar_one()
+        assert left == 0
+        # the entries written since the purge began are younger than the period: kept
+        old_audit = (await conn.execute(select(func.count()).select_from(audit_log).where(
+            audit_log.c.create_time == long_ago))).scalar_one()
+        assert old_audit == 0
+    # the purged file is gone for downloads too
+    missing = await wire.http.get(f"{ADMIN}/files/{old['path'].split('/')[0]}",
+                                  headers=wire.headers())
+    assert missing.status_code == 404 and missing.json()["result"] is False
+    # nothing left to do: a second pass purges nothing
+    assert await retention.run_once() == {"jobs": 0, "audit": 0, "blobs": 0}
