@@ -25,6 +25,7 @@ from jobfleet.api.services import Limits, Services
 from jobfleet.api.throttle import Throttle
 from jobfleet.domain.addresses import parse_networks
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.protocol import MAX_FRAME_BYTES
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
 from jobfleet.engine.cron import CronScheduler
@@ -37,6 +38,7 @@ from jobfleet.engine.submit import Submitter
 from jobfleet.engine.transfer import FileSteps
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
+from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import Registry
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
@@ -158,11 +160,16 @@ class Server:
         self.registry = Registry()
         self.presence = Presence(self.db, self.node_id)
         engine_settings = EngineSettings(node_id=self.node_id, **settings.engine)
-        self.engine = Engine(self.jobs, self.registry, self.cipher, engine_settings)
+        self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
+        self.engine = Engine(
+            self.jobs, self.registry, self.cipher, engine_settings, refusals=self.refusals
+        )
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
         self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
         self.engine.on_job_finished.append(self.callbacks.wake)
-        self.gateway = Gateway(self.identity, self.registry, self.presence, settings.heartbeat)
+        self.gateway = Gateway(
+            self.identity, self.registry, self.presence, settings.heartbeat, self.refusals
+        )
         self.gateway.events = self.engine
         self.blobs = BlobStore(self.db, settings.data_dir / "blobs")
         self.file_logs = FileLogStore(self.db)
@@ -283,7 +290,8 @@ class Server:
             access_log=False,
             http=protocol_class(self.connection_limits),
             timeout_keep_alive=max(1, round(self.settings.idle_timeout)),
-            ws_max_size=64 * 1024 * 1024,
+            # agents keep their frames well below this (see domain/protocol.py)
+            ws_max_size=MAX_FRAME_BYTES,
             # agent frames are small JSON: compressing them costs more CPU than it
             # saves bytes, and ~40 KiB of zlib state per connection
             ws_per_message_deflate=False,

@@ -181,6 +181,12 @@ async def test_invalid_utf8_is_replaced(executor: ProcessExecutor) -> None:
     assert chunks == ["a\ufffdb"]
 
 
+async def test_nul_becomes_the_symbol_for_null(executor: ProcessExecutor) -> None:
+    _, chunks = await run(executor, spec(r"printf 'a\0b\0'; printf '\342\202'; sleep 0.2; "
+                                         r"printf '\254\0'"))
+    assert "".join(chunks) == "a\u2400b\u2400\u20ac\u2400"
+
+
 # --- chunking and truncation ----------------------------------------------------------
 
 

@@ -52,7 +52,9 @@ Work = Callable[[OutputCallback], Awaitable[tuple[TaskResult, list[dict[str, Any
 # output is held this long so that a short task's output rides in its done message
 HOLD_SECONDS = 0.05
 # acknowledged chunks are gone from the spool, so a note on an interrupted task sorts last
-INTERRUPTED_SEQ = 999_999_999
+INTERRUPTED_SEQ = protocol.MAX_AGENT_SEQ
+# an answer to a request travels in one frame, inside the server's frame limit
+MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
 
 
 @dataclass
@@ -210,8 +212,34 @@ async def enroll(settings: AgentSettings, http: httpx.AsyncClient | None = None)
     return Credential(data["agent_id"], data["agent_secret"], int(data["bk_host_id"]))
 
 
+def split_text(text: str, size: int = protocol.AGENT_CHUNK_CHARS) -> list[str]:
+    """``text`` in pieces the server takes (at most ``size`` characters each)."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def pack_frames(encoded: list[bytes], limit: int = protocol.AGENT_FRAME_BYTES) -> list[bytes]:
+    """Encoded messages as frames of at most ``limit`` bytes (a larger message alone)."""
+    frames: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for item in encoded:
+        if group and size + len(item) + 1 > limit:
+            frames.append(_frame(group))
+            group, size = [], 0
+        group.append(item)
+        size += len(item) + 1
+    if group:
+        frames.append(_frame(group))
+    return frames
+
+
+def _frame(group: list[bytes]) -> bytes:
+    return group[0] if len(group) == 1 else b"[" + b",".join(group) + b"]"
+
+
 class _Sender:
-    """Coalesces outgoing messages into one frame per loop turn."""
+    """Coalesces outgoing messages into as few frames per loop turn as the server's
+    frame limit allows."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
@@ -223,7 +251,11 @@ class _Sender:
             batch = [await self.queue.get()]
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            await self.ws.send(orjson.dumps(batch[0] if len(batch) == 1 else batch))
+            if len(batch) == 1:
+                await self.ws.send(orjson.dumps(batch[0]))
+                continue
+            for frame in pack_frames([orjson.dumps(m) for m in batch]):
+                await self.ws.send(frame)
 
 
 class Agent:
@@ -326,6 +358,7 @@ class Agent:
             additional_headers=headers,
             ping_interval=self.settings.heartbeat,
             ping_timeout=self.settings.heartbeat,
+            # what the server sends is not bound by its own frame limit (a long script)
             max_size=64 * 1024 * 1024,
             open_timeout=15,
             close_timeout=2,
@@ -384,6 +417,14 @@ class Agent:
             except Exception as exc:
                 log.exception("request_failed kind=%s", message.get("t"))
                 reply = {"status": int(HostStatus.GSE_TASK_ERROR), "error": str(exc)}
+            size = len(orjson.dumps(reply))
+            if size > MAX_REPLY_BYTES:
+                # the server would close the connection on it, and it would be asked again
+                reply = {
+                    "status": int(HostStatus.GSE_FILE_ERROR),
+                    "error": f"the answer is too large to send ({size} bytes, over "
+                    f"{MAX_REPLY_BYTES}): name fewer files",
+                }
             self._send({"t": protocol.REPLY, "id": message.get("id"), **reply})
 
         task = asyncio.get_running_loop().create_task(answer())
@@ -443,16 +484,25 @@ class Agent:
         held: list[str] = []
         timer: asyncio.TimerHandle | None = None
 
+        def emit(data: str, files: list[dict[str, Any]] | None = None) -> None:
+            nonlocal seq
+            seq += 1
+            self.spool.add_output(task_id, seq, data, files)
+            message: dict[str, Any] = {"t": protocol.OUTPUT, "id": task_id, "seq": seq}
+            message["data"] = data
+            if files is not None:
+                message["files"] = files
+            self._send(message)
+
         def flush() -> None:
-            nonlocal seq, timer
+            nonlocal timer
             timer = None
             if not held:
                 return
-            seq += 1
             data = "".join(held)
             held.clear()
-            self.spool.add_output(task_id, seq, data)
-            self._send({"t": protocol.OUTPUT, "id": task_id, "seq": seq, "data": data})
+            for piece in split_text(data):
+                emit(piece)
 
         async def on_output(data: str) -> None:
             nonlocal timer
@@ -481,6 +531,21 @@ class Agent:
                 + result.message.rstrip("\n")
                 + "\n"
             )
+        # what does not fit one message goes ahead of the done message
+        pieces = split_text(tail)
+        for piece in pieces[:-1]:
+            emit(piece)
+        tail = pieces[-1]
+        if files is not None:
+            step = protocol.AGENT_FILE_ITEMS
+            while len(files) > step:
+                emit("", files[:step])
+                files = files[step:]
+        variables = result.variables
+        if variables and len(orjson.dumps(variables)) > protocol.AGENT_FRAME_BYTES:
+            log.warning("task_variables_too_large task=%s", task_id)
+            variables = None
+            tail += "jobfleet-agent: the variables file was too large to report\n"
         done = {
             "t": protocol.DONE,
             "id": task_id,
@@ -493,8 +558,8 @@ class Agent:
         }
         if files is not None:
             done["files"] = files
-        if result.variables:
-            done["vars"] = result.variables
+        if variables:
+            done["vars"] = variables
         self.spool.finish(task_id, done)
         self._send(done)
 

@@ -28,6 +28,7 @@ from typing import Protocol, cast
 from jobfleet.agent.accounts import Account as _Account
 from jobfleet.agent.accounts import AccountError as _AccountError
 from jobfleet.agent.accounts import lookup_account as _lookup_account
+from jobfleet.domain.protocol import clean_text
 from jobfleet.domain.status import HostStatus, ScriptLanguage
 
 logger = logging.getLogger(__name__)
@@ -382,8 +383,10 @@ class _Output:
         data = b"".join(self._chunks)
         self._chunks.clear()
         self.pending = 0
-        # at the cut, a split character becomes U+FFFD before the notice, not after
-        text = self._decoder.decode(data, final=final or self._notice_due)
+        # at the cut, a split character becomes U+FFFD before the notice, not after;
+        # a character split across two reads is decoded whole (the decoder keeps the
+        # first bytes); bytes that are not UTF-8 become U+FFFD and NUL becomes U+2400
+        text = clean_text(self._decoder.decode(data, final=final or self._notice_due))
         if self._notice_due:
             self._notice_due = False
             text += TRUNCATED_NOTICE.format(limit=self._limit)

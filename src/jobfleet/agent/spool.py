@@ -76,8 +76,12 @@ class Spool:
         self._task(task_id).pgid = pgid
         self._append({"k": _PGID, "id": task_id, "pgid": pgid})
 
-    def add_output(self, task_id: str, seq: int, data: str) -> None:
-        message = {"t": protocol.OUTPUT, "id": task_id, "seq": seq, "data": data}
+    def add_output(
+        self, task_id: str, seq: int, data: str, files: list[dict[str, Any]] | None = None
+    ) -> None:
+        message: dict[str, Any] = {"t": protocol.OUTPUT, "id": task_id, "seq": seq, "data": data}
+        if files is not None:
+            message["files"] = files
         self._task(task_id).messages.append(message)
         self._append(message)
 

@@ -37,6 +37,14 @@ def server(
             "their tasks"
         ),
     ] = 30.0,
+    max_output_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-output-bytes",
+            min=1024,
+            help="Output stored per host task; past it the log ends with a truncation line",
+        ),
+    ] = 16 * 1024 * 1024,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS and WSS")
     ] = None,
@@ -182,6 +190,7 @@ def server(
             engine={
                 "agent_lost_grace": agent_lost_grace,
                 "recovery_window": recovery_window,
+                "max_output_bytes": max_output_bytes,
                 "cron_time_scale": cron_time_scale,
             },
             log_level=log_level,

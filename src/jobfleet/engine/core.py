@@ -30,13 +30,13 @@ from jobfleet.domain.states import (
     normalize_host_status,
     step_status_from_hosts,
 )
-from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus, StepType
+from jobfleet.domain.status import HostStatus, RunStatus, StepType
 from jobfleet.engine import notify, quotas, variables
-from jobfleet.engine.ports import AgentDirectory, AgentLink
+from jobfleet.engine.ports import AgentDirectory, AgentLink, MessageRefusals
+from jobfleet.engine.results import DatabaseDown, Results, TaskKey, gse_error_code
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.tracking import SENT, WAITING, StepRun
 from jobfleet.store.database import now_ms
-from jobfleet.store.filelogs import DOWNLOAD, update_row
 from jobfleet.store.jobs import HostResult, JobStore, NewJob
 from jobfleet.store.secrets import Cipher
 
@@ -63,45 +63,14 @@ class FileStepRunner(Protocol):
     ) -> RunStatus: ...
 
 
-def _file_updates(step: int, count: int, host: int, items: list[Any]) -> list[dict[str, Any]]:
-    out = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("n"), int):
-            continue
-        out.append(
-            update_row(
-                step,
-                count,
-                host,
-                DOWNLOAD,
-                item["n"],
-                status=int(item.get("status") or 0),
-                size=item.get("size") if isinstance(item.get("size"), int) else None,
-                speed=float(item["speed"]) if isinstance(item.get("speed"), int | float) else None,
-                progress=int(item.get("progress") or 0),
-                log=str(item.get("log") or "")[:4000],
-            )
-        )
-    return out
-
-
-def gse_error_code(status: int) -> int:
-    if status in (
-        HostStatus.SUCCESS,
-        HostStatus.SCRIPT_NOT_ZERO_EXIT_CODE,
-        HostStatus.LAST_SUCCESS,
-    ):
-        return int(GseErrorCode.DONE)
-    if status in (HostStatus.WAITING, HostStatus.RUNNING):
-        return int(GseErrorCode.RUNNING)
-    if status == HostStatus.GSE_TASK_TERMINATE_SUCCESS:
-        return int(GseErrorCode.TERMINATED)
-    return int(GseErrorCode.OTHER)
-
-
 class Engine:
     def __init__(
-        self, store: JobStore, agents: AgentDirectory, cipher: Cipher, settings: EngineSettings
+        self,
+        store: JobStore,
+        agents: AgentDirectory,
+        cipher: Cipher,
+        settings: EngineSettings,
+        refusals: MessageRefusals | None = None,
     ) -> None:
         self.store = store
         self.agents = agents
@@ -121,6 +90,7 @@ class Engine:
         # called with (job row, step row) when a confirmation step starts waiting
         self.on_confirm_waiting: list[Any] = []
         self.step_events: dict[int, asyncio.Event] = {}
+        self.results = Results(store, settings.max_output_bytes, refusals, self._is_live)
 
     # lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -645,6 +615,7 @@ class Engine:
             if state == WAITING:
                 if host in online:
                     run.pending[host] = SENT
+                    self.results.sent((run.step_id, run.execute_count, host))
                     conn.send(run.message(host))
             elif run.task_id(host) not in conn.known:
                 conn.send(run.message(host))
@@ -730,6 +701,12 @@ class Engine:
         self.runs.pop(run.key(), None)
         for host in list(run.pending):
             self._forget(host, run.key())
+            self.results.forget((run.step_id, run.execute_count, host))
+
+    def _is_live(self, key: TaskKey) -> bool:
+        """Was this task sent from this node, and is its result still to come?"""
+        run = self.runs.get((key[0], key[1]))
+        return run is not None and run.pending.get(key[2]) == SENT
 
     def _forget(self, host: int, key: tuple[int, int]) -> None:
         keys = self.by_host.get(host)
@@ -764,6 +741,7 @@ class Engine:
         conn = self.agents.for_host(host)
         if conn is not None and run.pending.get(host) == WAITING:
             run.pending[host] = SENT
+            self.results.sent((run.step_id, run.execute_count, host))
             conn.send(run.message(host))
 
     def agent_offline(self, conn: AgentLink) -> None:
@@ -854,76 +832,78 @@ class Engine:
                 await asyncio.sleep(WRITE_LINGER)
             while not self._queue.empty() and len(batch) < 20_000:
                 batch.append(self._queue.get_nowait())
-            for attempt in range(60):
+            attempt = 0
+            while True:
                 try:
                     await self._write(batch)
                     break
                 except asyncio.CancelledError:
                     raise
+                except Exception as exc:
+                    # the database is down (a bad message is set aside by the writer
+                    # itself): nothing was acknowledged, so agents still hold these
+                    # results; keep trying, nothing is dropped
+                    attempt += 1
+                    if isinstance(exc, DatabaseDown):
+                        log.error(
+                            "result_write_waiting_for_database attempt=%d size=%d error=%s",
+                            attempt,
+                            len(batch),
+                            exc,
+                        )
+                    else:
+                        log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))
+                        if attempt >= 3:
+                            await self._write_each(batch)
+                            break
+                    await asyncio.sleep(min(5.0, 0.2 * attempt))
+
+    async def _write_each(self, batch: list[tuple[AgentLink | None, dict[str, Any]]]) -> None:
+        """A batch that fails for a reason other than the database, one message at a
+        time: what fails alone is dropped, so it cannot hold back the rest."""
+        for item in batch:
+            while True:
+                try:
+                    await self._write([item])
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except DatabaseDown:
+                    await asyncio.sleep(1.0)
                 except Exception:
-                    # nothing was acknowledged, so agents still hold these results
-                    log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))
-                    await asyncio.sleep(min(5.0, 0.2 * (attempt + 1)))
+                    log.exception("result_dropped task=%s", item[1].get("id"))
+                    break
 
     async def _write(self, batch: list[tuple[AgentLink | None, dict[str, Any]]]) -> None:
-        chunks: list[dict[str, Any]] = []
-        finals: list[HostResult] = []
-        file_updates: list[dict[str, Any]] = []
-        acks: dict[AgentLink, list[list[Any]]] = {}
-        for conn, msg in batch:
-            try:
-                tid = str(msg["id"])
-                step_id, count, host = protocol.parse_task_id(tid)
-                seq = int(msg.get("seq") or 0)
-            except (KeyError, ValueError, TypeError):
-                continue
-            if conn is not None and host != conn.bk_host_id:
-                log.warning("agent_foreign_task host=%s task=%s", conn.bk_host_id, tid)
-                continue
-            files = msg.get("files")
-            if isinstance(files, list):
-                file_updates.extend(_file_updates(step_id, count, host, files))
-            if msg.get("t") == protocol.FILE_LOG:
-                continue  # progress only: not spooled, not acknowledged
-            data = msg.get("data")
-            if isinstance(data, str) and data:
-                chunks.append(
-                    {
-                        "step_instance_id": step_id,
-                        "execute_count": count,
-                        "bk_host_id": host,
-                        "seq": seq,
-                        "content": data,
-                    }
-                )
-            if msg.get("t") == protocol.DONE:
-                status = int(normalize_host_status(int(msg.get("status") or 0)))
-                exit_code = msg.get("exit")
-                finals.append(
-                    HostResult(
-                        step_id,
-                        count,
-                        host,
-                        status,
-                        exit_code=int(exit_code) if isinstance(exit_code, int) else None,
-                        start_time=msg.get("start") if isinstance(msg.get("start"), int) else None,
-                        end_time=msg.get("end") if isinstance(msg.get("end"), int) else None,
-                        tag=str(msg.get("tag") or "")[:255],
-                        error_code=gse_error_code(status),
-                        variables=variables.reported(msg.get("vars")),
-                    )
-                )
-            if conn is not None:
-                acks.setdefault(conn, []).append([tid, seq])
-        await self.store.ingest(chunks, finals, file_updates)
-        for conn, items in acks.items():
+        plan = await self.results.plan(batch)
+        refused = await self.results.store_entries(plan.entries)
+        for conn, items in plan.acks.items():
+            # what the database refused is acknowledged too: the agent would send it
+            # again after every reconnect, and it would be refused again
             conn.send({"t": protocol.ACK, "acks": items})
-        for result in finals:
-            key = (result.step_instance_id, result.execute_count)
-            run = self.runs.get(key)
+        set_aside = {id(e) for e in refused}
+        for key, tally in plan.tallies.items():
+            if key in self.results.tallies or self._is_live(key):
+                self.results.tallies[key] = tally
+        for entry in plan.entries:
+            result = entry.final
+            if result is None:
+                continue
+            run_key = (result.step_instance_id, result.execute_count)
+            run = self.runs.get(run_key)
+            if id(entry) in set_aside:
+                if entry.conn is not None and run is not None and result.bk_host_id in run.pending:
+                    self._conclude(
+                        run,
+                        [result.bk_host_id],
+                        HostStatus.GSE_TASK_ERROR,
+                        "jobfleet: the agent's result for this host could not be stored\n",
+                    )
+                continue
+            self.results.forget(entry.key)
             if run is not None and result.bk_host_id in run.pending:
                 run.finish(result.bk_host_id)
-                self._forget(result.bk_host_id, key)
+                self._forget(result.bk_host_id, run_key)
 
     # finishing --------------------------------------------------------------
     async def _finish(self, job_id: int, status: RunStatus, callback_url: str | None) -> None:

@@ -19,7 +19,12 @@ class EngineSettings:
     # how often a waiting step checks the store, in case a wake-up was missed
     reconcile_interval: float = 5.0
     terminate_wait: float = 10.0
+    # what an agent is asked to keep of a task's output (it truncates there itself)
     max_output: int = 10 * 1024 * 1024
+    # what the server stores of one host task's output, whatever the agent sends
+    max_output_bytes: int = 16 * 1024 * 1024
+    # refused agent messages: at most one audit entry per agent and reason this often (s)
+    refusal_audit_window: float = 60.0
     max_timeout: int = 259_200
     callback_attempts: int = 10
     callback_backoff: float = 2.0

@@ -14,7 +14,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from jobfleet import __version__
 from jobfleet.domain import protocol
 from jobfleet.domain.host_filters import clean_labels
+from jobfleet.domain.protocol import clean_text
 from jobfleet.gateway.presence import Presence
+from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
@@ -25,6 +27,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
 CLOSE_REPLACED = 4409
 CLOSE_TRY_AGAIN = 1013
+# what the server closes a connection with when a frame is over ``MAX_FRAME_BYTES``
+CLOSE_TOO_BIG = 1009
 
 
 class AgentEvents(Protocol):
@@ -94,12 +98,20 @@ class _HostFacts:
             await self.inventory.record_facts(batch)
 
 
-async def _receive(ws: WebSocket) -> Any:
+async def _receive_raw(ws: WebSocket) -> bytes | str:
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
-    payload = message.get("bytes") or message.get("text") or b""
-    return orjson.loads(payload)
+    payload: bytes | str = message.get("bytes") or message.get("text") or b""
+    return payload
+
+
+async def _receive(ws: WebSocket) -> Any:
+    return orjson.loads(await _receive_raw(ws))
+
+
+def _text(value: Any, limit: int) -> str:
+    return clean_text(str(value or "")[:limit])
 
 
 class Gateway:
@@ -109,16 +121,19 @@ class Gateway:
         registry: Registry,
         presence: Presence,
         heartbeat: float = 10.0,
+        refusals: Refusals | None = None,
     ) -> None:
         self.identity = identity
         self.registry = registry
         self.presence = presence
         self.heartbeat = heartbeat
+        self.refusals = refusals or Refusals(None)
         self.events: AgentEvents | None = None
         self._checks = asyncio.Semaphore(8)
         self._facts = _HostFacts(Inventory(presence.db))
 
     async def stop(self) -> None:
+        await self.refusals.stop()
         await self._facts.stop()
 
     async def serve(self, ws: WebSocket) -> None:
@@ -149,8 +164,13 @@ class Gateway:
         async def send_frame(frame: bytes) -> None:
             await ws.send_bytes(frame)
 
+        known = hello.get("known")
         conn = AgentConnection(
-            agent_id, host_id, send_frame, {str(t) for t in hello.get("known") or []}
+            agent_id,
+            host_id,
+            send_frame,
+            {t for t in known if isinstance(t, str)} if isinstance(known, list) else set(),
+            peer=ws.client.host if ws.client else "",
         )
         old = self.registry.add(conn)
         if old is not None:
@@ -158,14 +178,16 @@ class Gateway:
         self.presence.online(
             host_id,
             {
-                "hostname": str(hello.get("hostname") or "")[:255],
-                "os_type": str(hello.get("os") or platform.system())[:32],
-                "agent_version": str(hello.get("version") or "")[:64],
+                "hostname": _text(hello.get("hostname"), 255),
+                "os_type": _text(hello.get("os") or platform.system(), 32),
+                "agent_version": _text(hello.get("version"), 64),
                 "ipv6": _ipv6(hello.get("ipv6")),
             },
         )
-        os_name = str(hello.get("os_name") or "")[:255] or None
+        os_name = _text(hello.get("os_name"), 255) or None
         labels = clean_labels(hello.get("labels"))
+        if labels:
+            labels = {k: clean_text(v) for k, v in labels.items()}
         if os_name is not None or labels is not None:
             self._facts.add(host_id, {"os_name": os_name, "labels": labels})
         conn.send(
@@ -192,14 +214,21 @@ class Gateway:
 
     async def _read(self, ws: WebSocket, conn: AgentConnection) -> None:
         events = self.events
+        refusals = self.refusals
         while True:
             try:
-                frame = await _receive(ws)
-            except WebSocketDisconnect:
+                raw = await _receive_raw(ws)
+            except WebSocketDisconnect as exc:
+                if exc.code == CLOSE_TOO_BIG:
+                    refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
                 return
-            except orjson.JSONDecodeError:
-                log.warning("agent_bad_frame agent=%s", conn.agent_id)
-                continue
-            for message in frame if isinstance(frame, list) else (frame,):
-                if isinstance(message, dict) and events is not None:
+            messages, refused = protocol.read_frame(raw)
+            for refusal in refused:
+                refusals.refuse(conn, refusal.reason, refusal.detail)
+                if refusal.task is not None and refusal.seq is not None:
+                    # the agent keeps a message until it is acknowledged: a message
+                    # that will never be taken would come back after every reconnect
+                    conn.send({"t": protocol.ACK, "acks": [[refusal.task, refusal.seq]]})
+            if events is not None:
+                for message in messages:
                     events.agent_message(conn, message)

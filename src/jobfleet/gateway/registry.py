@@ -20,10 +20,17 @@ class AgentConnection:
     small messages costs one socket write per agent, not one per message."""
 
     def __init__(
-        self, agent_id: str, bk_host_id: int, send_frame: SendFrame, known: set[str] | None = None
+        self,
+        agent_id: str,
+        bk_host_id: int,
+        send_frame: SendFrame,
+        known: set[str] | None = None,
+        peer: str = "",
     ) -> None:
         self.agent_id = agent_id
         self.bk_host_id = bk_host_id
+        # the address the connection came from, for the audit log
+        self.peer = peer
         self.known: set[str] = known or set()
         self._send_frame = send_frame
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()

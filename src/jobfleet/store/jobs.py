@@ -7,7 +7,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    LargeBinary,
+    Row,
+    and_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -265,6 +278,51 @@ class JobStore:
                 .limit(limit)
             )
             return int(total), list(rows.all())
+
+    async def open_tasks(
+        self, keys: Sequence[tuple[int, int, int]]
+    ) -> dict[tuple[int, int, int], tuple[int, int]]:
+        """Of these (step, attempt, host) tasks, those that exist: the host's status and
+        the bytes of output stored for it. One query per thousand tasks."""
+        content = log_chunks.c.content
+        # bytes, not characters, on both backends
+        length = (
+            func.length(cast(content, LargeBinary))
+            if self.db.is_sqlite
+            else func.octet_length(content)
+        )
+        stored = (
+            select(func.coalesce(func.sum(length), 0))
+            .where(
+                log_chunks.c.step_instance_id == step_hosts.c.step_instance_id,
+                log_chunks.c.execute_count == step_hosts.c.execute_count,
+                log_chunks.c.bk_host_id == step_hosts.c.bk_host_id,
+            )
+            .scalar_subquery()
+        )
+        key = tuple_(
+            step_hosts.c.step_instance_id, step_hosts.c.execute_count, step_hosts.c.bk_host_id
+        )
+        found: dict[tuple[int, int, int], tuple[int, int]] = {}
+        async with self.db.connect() as conn:
+            for part in chunks(list(keys), 1000):
+                rows = await conn.execute(
+                    select(
+                        step_hosts.c.step_instance_id,
+                        step_hosts.c.execute_count,
+                        step_hosts.c.bk_host_id,
+                        step_hosts.c.status,
+                        stored,
+                    ).where(key.in_(list(part)))
+                )
+                for step_id, count, host, status, size in rows:
+                    found[(int(step_id), int(count), int(host))] = (int(status), int(size or 0))
+        return found
+
+    async def ping(self) -> None:
+        """Raises unless the database answers."""
+        async with self.db.connect() as conn:
+            await conn.execute(select(1))
 
     # writes -----------------------------------------------------------------
     async def mark_running(

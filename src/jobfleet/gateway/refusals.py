@@ -1,0 +1,125 @@
+"""Agent messages the server would not take: counted, logged and audited, a bounded amount.
+
+A hostile or broken agent can send a bad message as often as it likes, so nothing
+here costs a write or a log line per message: counts go up in memory, the log
+says the first refusal of each kind per agent and window, and the audit log gets
+one entry per agent, reason and window, carrying how many there were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+from jobfleet.domain.protocol import clean_text
+from jobfleet.store.audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+AUDIT_ACTION = "refuse_agent_message"
+# log lines about refusals per window, over all agents: a flood cannot fill the log
+LOG_LINES_PER_WINDOW = 100
+
+
+class Refuser(Protocol):
+    """Who refused a message: the connection's agent and host, and where it came from."""
+
+    agent_id: str
+    bk_host_id: int
+    peer: str
+
+
+@dataclass
+class _Window:
+    host: int
+    peer: str
+    detail: str
+    count: int = 0
+
+
+class Refusals:
+    def __init__(self, audit: AuditLog | None, window: float = 60.0) -> None:
+        self.audit = audit
+        self.window = window
+        # refused messages since start, by reason
+        self.counts: Counter[str] = Counter()
+        self._open: dict[tuple[str, str], _Window] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._logged = 0
+        self._log_window_end = 0.0
+
+    def refuse(self, conn: Refuser, reason: str, detail: str, *, audit: bool = True) -> None:
+        """Count one refused message; ``audit=False`` for what an honest agent also sends
+        (a repeat of a result the server already has)."""
+        self.counts[reason] += 1
+        if not audit:
+            return
+        key = (conn.agent_id, reason)
+        entry = self._open.get(key)
+        if entry is None:
+            entry = self._open[key] = _Window(conn.bk_host_id, conn.peer, detail)
+            self._log(
+                "agent_message_refused agent=%s host=%s peer=%s reason=%s detail=%s",
+                conn.agent_id,
+                conn.bk_host_id,
+                conn.peer,
+                reason,
+                detail,
+            )
+            if self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+        entry.count += 1
+
+    def _log(self, fmt: str, *args: object) -> None:
+        now = time.monotonic()
+        if now >= self._log_window_end:
+            self._log_window_end = now + self.window
+            self._logged = 0
+        self._logged += 1
+        if self._logged <= LOG_LINES_PER_WINDOW:
+            log.warning(fmt, *args)
+        elif self._logged == LOG_LINES_PER_WINDOW + 1:
+            log.warning("agent_message_refused_log_paused for=%gs", self.window)
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(self.window)
+        finally:
+            self._flusher = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write one audit entry per agent and reason refused since the last flush."""
+        entries, self._open = self._open, {}
+        if self.audit is None:
+            return
+        for (agent_id, reason), entry in entries.items():
+            try:
+                await self.audit.record(
+                    app_code="",
+                    username="",
+                    action=AUDIT_ACTION,
+                    resource_type="agent",
+                    resource_id=agent_id[:128],
+                    detail={
+                        "reason": reason,
+                        "count": entry.count,
+                        "bk_host_id": entry.host,
+                        "first": clean_text(entry.detail)[:200],
+                        "window_seconds": self.window,
+                    },
+                    source_ip=entry.peer[:64],
+                )
+            except Exception:
+                log.exception("refusal_audit_failed agent=%s reason=%s", agent_id, reason)
+
+    async def stop(self) -> None:
+        task, self._flusher = self._flusher, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.flush()

@@ -1,0 +1,99 @@
+"""The agent never sends a message or a frame the server would refuse for its size."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from jobfleet.agent.client import Agent, AgentSettings, pack_frames, split_text
+from jobfleet.agent.executor import OutputCallback, TaskResult, TaskSpec
+from jobfleet.agent.spool import Spool
+from jobfleet.domain import protocol
+from jobfleet.domain.protocol import read_frame
+
+
+def test_split_text() -> None:
+    assert split_text("") == [""]
+    assert split_text("abc", 2) == ["ab", "c"]
+    big = "x" * (protocol.AGENT_CHUNK_CHARS * 2 + 5)
+    pieces = split_text(big)
+    assert "".join(pieces) == big and max(map(len, pieces)) == protocol.AGENT_CHUNK_CHARS
+
+
+def test_frames_stay_under_the_limit_and_parse_back() -> None:
+    messages = [{"t": "out", "id": "1:0:1", "seq": i, "data": "\x01" * 50_000} for i in range(60)]
+    frames = pack_frames([orjson.dumps(m) for m in messages])
+    assert len(frames) > 1
+    assert all(len(f) <= protocol.AGENT_FRAME_BYTES for f in frames)
+    back = [m for f in frames for m in read_frame(f)[0]]
+    assert back == messages
+
+
+class _Loud:
+    """An executor whose task prints a lot at once, then ends with a long message."""
+
+    def __init__(self, text: str, message: str = "") -> None:
+        self.text = text
+        self.message = message
+
+    async def run(self, spec: TaskSpec, on_output: OutputCallback,
+                  on_started: Any = None) -> TaskResult:
+        await on_output(self.text)
+        await asyncio.sleep(0.2)
+        await on_output(self.text)
+        return TaskResult(9, 0, 1, 2, message=self.message)
+
+    def kill(self, task_id: str, reason: str = "terminate") -> bool:
+        return False
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+
+async def test_big_output_goes_in_messages_the_server_takes() -> None:
+    text = "\u20ac" * (protocol.AGENT_CHUNK_CHARS * 3 + 17)
+    agent = Agent(AgentSettings(server="http://127.0.0.1:9", state_dir=None, ip="127.0.0.1"),
+                  executor=_Loud(text), spool=Spool(None))
+    sent = _Queue()
+    agent._sender = sent  # type: ignore[assignment]
+    agent._start({"t": "run", "id": "1:0:1", "lang": 1, "script": "", "account": "root"})
+    await asyncio.wait_for(asyncio.gather(*agent._tasks.values()), 10)
+    messages = []
+    while not sent.queue.empty():
+        messages.append(sent.queue.get_nowait())
+    assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    assert messages[-1]["t"] == "done"
+    assert "".join(m["data"] for m in messages) == text * 2
+    good, refused = read_frame(orjson.dumps(messages))
+    assert refused == [] and len(good) == len(messages)
+    for message in messages:
+        assert len(orjson.dumps(message)) <= protocol.AGENT_FRAME_BYTES
+
+
+async def test_file_statuses_of_a_large_download_are_spread_over_messages() -> None:
+    agent = Agent(AgentSettings(server="http://127.0.0.1:9", state_dir=None, ip="127.0.0.1"),
+                  executor=_Loud(""), spool=Spool(None))
+    sent = _Queue()
+    agent._sender = sent  # type: ignore[assignment]
+    items = [{"n": n, "status": 4, "size": 10, "speed": 1.5, "progress": 100,
+              "log": "x" * 3000} for n in range(protocol.AGENT_FILE_ITEMS * 2 + 3)]
+
+    async def work(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]]]:
+        await on_output("copied\n")
+        return TaskResult(9, 0, 1, 2), items
+
+    agent.spool.accept("1:0:1")
+    await agent._execute("1:0:1", work)
+    messages = []
+    while not sent.queue.empty():
+        messages.append(sent.queue.get_nowait())
+    assert [m["t"] for m in messages] == ["out", "out", "done"]
+    assert messages[-1]["data"] == "copied\n"
+    assert [f for m in messages for f in m.get("files", [])] == items
+    good, refused = read_frame(orjson.dumps(messages))
+    assert refused == [] and len(good) == 3
+    assert all(len(orjson.dumps(m)) <= protocol.AGENT_FRAME_BYTES for m in messages)

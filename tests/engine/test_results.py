@@ -1,0 +1,194 @@
+"""The result writer: only what the database refuses is set aside, and a cap holds per host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from jobfleet.engine.results import (
+    TRUNCATED_SEQ,
+    DatabaseDown,
+    Entry,
+    Results,
+    TaskKey,
+    size_label,
+)
+from jobfleet.store.jobs import HostResult
+
+
+@dataclass
+class Link:
+    bk_host_id: int
+    agent_id: str = "a1"
+    peer: str = "127.0.0.1"
+    known: set[str] = field(default_factory=set)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+class Store:
+    """Stands in for JobStore: refuses any batch that holds a chunk saying POISON."""
+
+    def __init__(self, open_: dict[TaskKey, tuple[int, int]] | None = None) -> None:
+        self.open = open_ or {}
+        self.chunks: list[dict[str, Any]] = []
+        self.finals: list[HostResult] = []
+        self.calls = 0
+        self.queries = 0
+        self.down = False
+        self.flaky = 0
+
+    async def ingest(self, chunks: list[dict[str, Any]], finals: list[HostResult],
+                     file_updates: list[dict[str, Any]] | None = None) -> None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("database is down")
+        if self.flaky:
+            self.flaky -= 1
+            raise RuntimeError("database is locked")
+        if any("POISON" in c["content"] for c in chunks):
+            raise ValueError("invalid byte sequence")
+        self.chunks.extend(chunks)
+        self.finals.extend(finals)
+
+    async def ping(self) -> None:
+        if self.down:
+            raise ConnectionError("database is down")
+
+    async def open_tasks(self, keys: list[TaskKey]) -> dict[TaskKey, tuple[int, int]]:
+        self.queries += 1
+        return {k: self.open[k] for k in keys if k in self.open}
+
+
+class Refusals:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def refuse(self, conn: Any, reason: str, detail: str, *, audit: bool = True) -> None:
+        self.reasons.append(reason)
+
+
+def entry(n: int, text: str = "ok") -> Entry:
+    key = (1, 0, n)
+    return Entry(None, key, f"1:0:{n}", 1, "out",
+                 chunks=[{"step_instance_id": 1, "execute_count": 0, "bk_host_id": n,
+                          "seq": 1, "content": text}])
+
+
+def results(store: Store, live: set[TaskKey] | None = None, cap: int = 1 << 20) -> Results:
+    return Results(store, cap, Refusals(), lambda key: key in (live or set()))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("poison_at", [0, 7, 499, 999])
+async def test_one_refused_message_is_set_aside_and_the_rest_written(poison_at: int) -> None:
+    store = Store()
+    writer = results(store)
+    batch = [entry(i, "POISON" if i == poison_at else f"line {i}") for i in range(1000)]
+    refused = await writer.store_entries(batch)
+    assert [e.key[2] for e in refused] == [poison_at]
+    assert sorted(c["bk_host_id"] for c in store.chunks) == [i for i in range(1000)
+                                                              if i != poison_at]
+    # halving: a few dozen transactions, not one per message
+    assert store.calls < 2 * 10 + 5
+
+
+async def test_several_bad_messages_in_one_batch() -> None:
+    store = Store()
+    batch = [entry(i, "POISON" if i % 100 == 3 else "fine") for i in range(1000)]
+    refused = await results(store).store_entries(batch)
+    assert len(refused) == 10 and len(store.chunks) == 990
+
+
+async def test_a_database_that_is_down_drops_nothing() -> None:
+    store = Store()
+    store.down = True
+    with pytest.raises(DatabaseDown):
+        await results(store).store_entries([entry(i) for i in range(10)])
+    assert store.chunks == []
+
+
+async def test_a_passing_failure_is_not_taken_for_a_bad_message() -> None:
+    store = Store()
+    store.flaky = 1
+    refused = await results(store).store_entries([entry(0)])
+    assert refused == [] and len(store.chunks) == 1
+
+
+def out(task: str, seq: int, data: str) -> dict[str, Any]:
+    return {"t": "out", "id": task, "seq": seq, "data": data}
+
+
+def done(task: str, seq: int, data: str = "") -> dict[str, Any]:
+    return {"t": "done", "id": task, "seq": seq, "status": 9, "exit": 0, "start": 1, "end": 2,
+            "data": data}
+
+
+async def test_live_tasks_cost_no_query_and_others_one_per_batch() -> None:
+    # host 8 runs, host 9 has its result, host 10 waits for its turn
+    store = Store({(1, 0, 8): (7, 0), (1, 0, 9): (9, 0), (1, 0, 10): (5, 0)})
+    writer = results(store, live={(1, 0, 7)})
+    writer.sent((1, 0, 7))
+    conn, other = Link(7), Link(8)
+    plan = await writer.plan([(conn, out("1:0:7", 1, "a")), (conn, done("1:0:7", 2))])
+    assert store.queries == 0 and len(plan.entries) == 2
+    plan = await writer.plan([(other, out("1:0:8", 1, "b")), (Link(9), out("1:0:9", 1, "c")),
+                              (Link(9), out("5:0:9", 1, "d")), (conn, out("1:0:8", 1, "e")),
+                              (Link(10), done("1:0:10", 1))])
+    assert store.queries == 1
+    assert [e.key for e in plan.entries] == [(1, 0, 8)]
+    reasons = writer.refusals.reasons  # type: ignore[union-attr]
+    assert reasons == ["foreign_task", "after_final", "unknown_task", "unknown_task"]
+
+
+async def test_nothing_after_the_final_result_in_the_same_batch() -> None:
+    store = Store()
+    writer = results(store, live={(1, 0, 7)})
+    writer.sent((1, 0, 7))
+    conn = Link(7)
+    plan = await writer.plan([(conn, done("1:0:7", 2, "end\n")), (conn, out("1:0:7", 3, "late")),
+                              (conn, done("1:0:7", 4))])
+    assert [e.seq for e in plan.entries] == [2]
+    # all acknowledged: the agent stops sending them
+    assert plan.acks[conn] == [["1:0:7", 2], ["1:0:7", 3], ["1:0:7", 4]]
+
+
+async def test_output_is_cut_at_the_cap_and_the_final_result_still_stored() -> None:
+    store = Store()
+    writer = results(store, live={(1, 0, 7)}, cap=1024)
+    writer.sent((1, 0, 7))
+    conn = Link(7)
+    plan = await writer.plan([(conn, out("1:0:7", 1, "a" * 1000)),
+                              (conn, out("1:0:7", 2, "\u20ac" * 20)),
+                              (conn, out("1:0:7", 3, "b" * 500)),
+                              (conn, done("1:0:7", 4, "tail\n"))])
+    chunks = [c for e in plan.entries for c in e.chunks]
+    stored = "".join(c["content"] for c in chunks if c["seq"] != TRUNCATED_SEQ)
+    # a character is never split: 8 euro signs fit in the 24 bytes left
+    assert stored == "a" * 1000 + "\u20ac" * 8
+    notice = chunks[-1]
+    assert notice["seq"] == TRUNCATED_SEQ
+    dropped = 12 * 3 + 500 + 5
+    want = f"\n[jobfleet: output truncated at 1 KiB; {dropped} bytes dropped]\n"
+    assert notice["content"] == want
+    assert plan.entries[-1].final is not None
+
+
+async def test_text_from_an_agent_is_made_storable() -> None:
+    store = Store()
+    writer = results(store, live={(1, 0, 7)})
+    writer.sent((1, 0, 7))
+    plan = await writer.plan([(Link(7), done("1:0:7", 2, "a\0b\ud800"))])
+    assert plan.entries[0].chunks[0]["content"] == "a\u2400b\ufffd"
+
+
+def test_size_label() -> None:
+    assert size_label(16 << 20) == "16 MiB"
+    assert size_label(64 << 10) == "64 KiB"
+    assert size_label(1000) == "1000 bytes"
