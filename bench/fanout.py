@@ -128,14 +128,15 @@ class Children:
         self.log_dir = log_dir
         self.items: list[Child] = []
 
-    async def spawn(self, name: str, argv: Sequence[str], *, pipe_stdout: bool = False) -> Child:
+    async def spawn(self, name: str, argv: Sequence[str], *, pipe_stdout: bool = False,
+                    env: dict[str, str] | None = None) -> Child:
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe_stdout else log,
             stderr=log,
-            env=child_env(),
+            env={**child_env(), **(env or {})},
             start_new_session=True,  # Ctrl-C reaches the benchmark, which stops them in order
             preexec_fn=_die_with_parent,
         )
@@ -307,7 +308,8 @@ async def start_server(children: Children, work: Path, name: str) -> ServerProc:
     port = free_port()
     data = work / name
     argv = [PY, "-m", "jobfleet", "server", "--data-dir", str(data),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+            "--host", "127.0.0.1", "--port", str(port), "--agent-port", "0",
+            "--log-level", "warning"]
     child = await children.spawn(name, argv)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -343,11 +345,12 @@ async def start_swarm(children: Children, server: ServerProc, count: int, execut
     from jobfleet.agent.swarm import swarm_ip
 
     argv = [PY, "-m", "jobfleet.agent.swarm", "--server", server.url,
-            f"--enroll-token={server.boot['enroll_token']}", "--count", str(count),
+            "--count", str(count),
             "--executor", executor, "--concurrency", str(concurrency), "--stages",
             "--work-dir", str(children.log_dir / f"{name}-work")]
     started = time.perf_counter()
-    child = await children.spawn(name, argv, pipe_stdout=True)
+    child = await children.spawn(name, argv, pipe_stdout=True,
+                                 env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]})
     assert child.proc.stdout is not None
     stages: dict[str, float] = {}
     expected = f"ready {count}"
@@ -372,9 +375,9 @@ async def start_agents(children: Children, server: ServerProc, count: int, work:
     procs = []
     for ip in ips:
         argv = [PY, "-m", "jobfleet", "agent", "--server", server.url,
-                f"--enroll-token={server.boot['enroll_token']}",
                 "--state-dir", str(work / "agents" / ip), "--ip", ip, "--log-level", "warning"]
-        procs.append(await children.spawn(f"agent-{ip}", argv))
+        procs.append(await children.spawn(
+            f"agent-{ip}", argv, env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]}))
     ids = await wait_alive(server, ips, procs)
     return Fleet("agents", "real", procs, ids, ips, time.perf_counter() - started)
 

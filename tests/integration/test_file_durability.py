@@ -42,8 +42,9 @@ async def downloading(wire: Wire, sub: dict[str, Any], ip: str) -> bool:
 
 
 def agent_proc(url: str, token: str, state: Path, ip: str) -> Proc:
-    return Proc(["jobfleet", "agent", "--server", url, "--enroll-token", token, "--state-dir",
-                 str(state), "--ip", ip, "--log-level", "warning"], {})
+    return Proc(["jobfleet", "agent", "--server", url, "--state-dir",
+                 str(state), "--ip", ip, "--log-level", "warning"],
+                {"JOBFLEET_ENROLL_TOKEN": token})
 
 
 async def test_target_agent_killed_mid_download_ends_with_310(running: Running,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobfleet.api.auth import Authenticator
+from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.engine.core import Engine
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Submitter
@@ -48,3 +49,5 @@ class Services:
     crons: CronStore
     plans: PlanLauncher
     rules: RuleStore
+    # how agents reach this server (the plain-text default is for hand-built services)
+    agent_channel: AgentChannel = field(default_factory=lambda: AgentChannel(None, None))

@@ -16,6 +16,7 @@ from jobfleet.domain import protocol
 from jobfleet.domain.host_filters import clean_labels
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.store.database import now_ms
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 
@@ -25,6 +26,12 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
 CLOSE_REPLACED = 4409
 CLOSE_TRY_AGAIN = 1013
+CLOSE_REVOKED = 4403
+# how often each node looks for credentials revoked (by any node), and how far back
+REVOCATION_POLL = 0.5
+# a wide window: nodes' clocks may differ, and a connection that authenticated just
+# before its revocation was written is caught by a later look
+REVOCATION_LOOKBACK_MS = 60_000
 
 
 class AgentEvents(Protocol):
@@ -117,9 +124,34 @@ class Gateway:
         self.events: AgentEvents | None = None
         self._checks = asyncio.Semaphore(8)
         self._facts = _HostFacts(Inventory(presence.db))
+        self._revocations: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._revocations = asyncio.get_running_loop().create_task(self._watch_revocations())
 
     async def stop(self) -> None:
+        task, self._revocations = self._revocations, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self._facts.stop()
+
+    async def _watch_revocations(self) -> None:
+        """Cut the connections of revoked credentials, wherever they were revoked."""
+        while True:
+            await asyncio.sleep(REVOCATION_POLL)
+            try:
+                revoked = await self.identity.revoked_since(now_ms() - REVOCATION_LOOKBACK_MS)
+            except Exception:
+                log.exception("revocation_check_failed")
+                continue
+            for agent_id in revoked:
+                conn = self.registry.for_agent(agent_id)
+                if conn is not None:
+                    log.warning(
+                        "agent_revoked_disconnected agent=%s host=%s", agent_id, conn.bk_host_id
+                    )
+                    await conn.hang_up()
 
     async def serve(self, ws: WebSocket) -> None:
         cred = parse_credential(ws.headers.get("authorization"))
@@ -149,8 +181,14 @@ class Gateway:
         async def send_frame(frame: bytes) -> None:
             await ws.send_bytes(frame)
 
+        async def hangup() -> None:
+            try:
+                await ws.close(code=CLOSE_REVOKED, reason="credential revoked")
+            except Exception as exc:  # already closing: the reader cleans up either way
+                log.info("agent_close_failed agent=%s error=%s", agent_id, exc)
+
         conn = AgentConnection(
-            agent_id, host_id, send_frame, {str(t) for t in hello.get("known") or []}
+            agent_id, host_id, send_frame, {str(t) for t in hello.get("known") or []}, hangup
         )
         old = self.registry.add(conn)
         if old is not None:

@@ -12,6 +12,7 @@ import orjson
 log = logging.getLogger(__name__)
 
 SendFrame = Callable[[bytes], Awaitable[None]]
+Hangup = Callable[[], Awaitable[None]]
 
 
 class AgentConnection:
@@ -20,9 +21,15 @@ class AgentConnection:
     small messages costs one socket write per agent, not one per message."""
 
     def __init__(
-        self, agent_id: str, bk_host_id: int, send_frame: SendFrame, known: set[str] | None = None
+        self,
+        agent_id: str,
+        bk_host_id: int,
+        send_frame: SendFrame,
+        known: set[str] | None = None,
+        hangup: Hangup | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self._hangup = hangup
         self.bk_host_id = bk_host_id
         self.known: set[str] = known or set()
         self._send_frame = send_frame
@@ -52,6 +59,12 @@ class AgentConnection:
                 self.closed = True
                 return
 
+    async def hang_up(self) -> None:
+        """Stop sending and close the socket itself (a revoked credential)."""
+        await self.close()
+        if self._hangup is not None:
+            await self._hangup()
+
     async def close(self) -> None:
         self.closed = True
         self._queue.put_nowait(None)
@@ -79,6 +92,13 @@ class Registry:
 
     def for_host(self, bk_host_id: int) -> AgentConnection | None:
         return self._by_host.get(bk_host_id)
+
+    def for_agent(self, agent_id: str) -> AgentConnection | None:
+        # a scan: only revocations, which are rare, look agents up by credential
+        for conn in self._by_host.values():
+            if conn.agent_id == agent_id:
+                return conn
+        return None
 
     def host_ids(self) -> list[int]:
         return list(self._by_host)

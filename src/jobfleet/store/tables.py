@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -100,6 +101,16 @@ agents = Table(
     Column("bk_host_id", BigInteger, nullable=False, index=True),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("create_time", BigInteger, nullable=False),
+    # every node polls this to close the connections of credentials revoked elsewhere
+    Column("revoked_at", BigInteger, nullable=True, index=True),
+    # one live credential per host, whatever races the enrollments run
+    Index(
+        "uq_agents_live_host",
+        "bk_host_id",
+        unique=True,
+        sqlite_where=text("revoked = 0"),
+        postgresql_where=text("revoked = false"),
+    ),
 )
 
 hosts = Table(
