@@ -21,6 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
+from jobfleet.agent.channel import pinned_context
 from jobfleet.agent.client import Agent, AgentSettings
 from jobfleet.server import Server, ServerSettings, read_bootstrap
 
@@ -138,6 +139,18 @@ class Running:
     data_dir: Path
     agents: dict[str, tuple[Agent, asyncio.Task[None]]] = field(default_factory=dict)
 
+    @property
+    def agent_base(self) -> str:
+        """The encrypted agent port every agent of the suite uses (the token leads there)."""
+        return f"https://127.0.0.1:{self.server.services.agent_channel.port}"
+
+    def agent_http(self) -> httpx.AsyncClient:
+        """A client of the agent port that trusts the server's own CA, as agents do."""
+        ca = self.server.services.agent_channel.ca_pem
+        assert ca is not None, "this server lets agents talk plain HTTP"
+        return httpx.AsyncClient(base_url=self.agent_base, verify=pinned_context(ca),
+                                 timeout=60, trust_env=False)
+
     async def start_agents(self, ips: list[str], *, biz: int = 2,
                            settings_of: dict[str, dict[str, Any]] | None = None) -> None:
         """``settings_of`` sets more ``AgentSettings`` fields per IP (hostname, labels, …)."""
@@ -179,21 +192,24 @@ async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
 
 @asynccontextmanager
 async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any] | None = None,
-                     port: int = 0, boot: dict[str, Any] | None = None) -> AsyncIterator[Running]:
+                     port: int = 0, boot: dict[str, Any] | None = None,
+                     server: dict[str, Any] | None = None) -> AsyncIterator[Running]:
     """What ``running`` gives, with engine settings over TEST_ENGINE's.
 
     Run it again with the same ``tmp_path`` (and ``port``) to restart the same server.
-    ``boot``: the admin credentials of a database another node set up."""
+    ``boot``: the admin credentials of a database another node set up. ``server``: more
+    ``ServerSettings`` fields. Agents talk TLS on a free agent port unless ``server``
+    says ``agent_plaintext``."""
     sock = bound_socket(port)
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
                               database_url=database_url, engine={**TEST_ENGINE, **(engine or {})},
-                              heartbeat=2.0, log_level="warning")
-    server = Server(settings)
-    uv = uvicorn.Server(server.uvicorn_config())
+                              heartbeat=2.0, log_level="warning", **(server or {}))
+    node = Server(settings)
+    uv = uvicorn.Server(node.uvicorn_config())
     task = await serve_on(uv, sock)
     boot = boot or read_bootstrap(settings.data_dir)
     wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
-    run = Running(server, settings.url, boot, wire, tmp_path)
+    run = Running(node, settings.url, boot, wire, tmp_path)
     try:
         yield run
     finally:
@@ -206,6 +222,21 @@ async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any
             task.cancel()
             await asyncio.wait({task}, timeout=10)
             raise AssertionError("the server did not stop within 30 s")
+
+
+def agent_proc(url: str, token: str, state: Path, ip: str, *extra: str,
+               token_file: Path | None = None) -> Proc:
+    """``jobfleet agent`` as the README starts it: the token in the environment, or in
+    ``token_file`` when given; never on the command line."""
+    if token_file is not None:
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        source = ["--enroll-token-file", str(token_file)]
+        env: dict[str, str] = {}
+    else:
+        source, env = [], {"JOBFLEET_ENROLL_TOKEN": token}
+    return Proc(["jobfleet", "agent", "--server", url, *source, "--state-dir", str(state),
+                 "--ip", ip, "--log-level", "warning", *extra], env)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Where agents talk to the server: the public bootstrap document, and the gate
 that keeps agent routes off a plain-text listener.
 
-Agent routes (enroll, the WebSocket, blob transfers) all live under
-``/api/jobfleet/v1/agents/``. The agent listener serves only those; the API
+Agent routes are enroll, the WebSocket and blob transfers (administration of
+agents, also under ``/agents/``, is not one). The agent listener serves only
+those; the API
 listener serves them only over TLS or when the operator opted out of TLS for
 agents. Which listener a request came in on is set by the server on the ASGI
 scope, never read from headers a client could send.
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 AGENT_PREFIX = "/api/jobfleet/v1/agents/"
 ENROLL_PATH = AGENT_PREFIX + "enroll"
+CONNECT_PATH = AGENT_PREFIX + "connect"
+BLOBS_PREFIX = AGENT_PREFIX + "blobs/"
 BOOTSTRAP_PATH = "/api/jobfleet/v1/agent-bootstrap"
 # the scope key a listener sets: "agent", "api-tls" or "api"
 LISTENER = "jobfleet.listener"
@@ -69,7 +72,7 @@ class ListenerGate:
             return
         scope[LISTENER] = self.listener
         path: str = scope.get("path", "")
-        agent_route = path.startswith(AGENT_PREFIX)
+        agent_route = path in (ENROLL_PATH, CONNECT_PATH) or path.startswith(BLOBS_PREFIX)
         if self.listener == "agent" and not (agent_route or path == "/healthz"):
             await _refuse(
                 scope,

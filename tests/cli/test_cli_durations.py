@@ -1,0 +1,19 @@
+"""Token lifetimes as operators write them."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobfleet.cli._durations import parse_ttl
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("3600", 3600), ("90s", 90), ("30m", 1800),
+                                               ("24h", 86400), ("7d", 604800), (" 2H ", 7200)])
+def test_lifetimes(text: str, seconds: int) -> None:
+    assert parse_ttl(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5", "1.5h", "h", "24 h", "5w", "99999d"])
+def test_bad_lifetimes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_ttl(text)
