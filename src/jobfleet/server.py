@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -220,10 +221,7 @@ class Server:
             log.warning("agent_plaintext agents talk plain HTTP on the API port")
             return AgentChannel(None, None)
         self.agent_tls = ensure_agent_tls(settings.data_dir, [settings.host])
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        sock = socket.socket(family)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.host, settings.agent_port))
+        sock = _bind_agent_port(settings)
         self.agent_socket = sock
         return AgentChannel(self.agent_tls.ca_pem, int(sock.getsockname()[1]))
 
@@ -284,6 +282,8 @@ class Server:
     async def _stop_agent_listener(self) -> None:
         server, task = self._agent_server, self._agent_serving
         if server is None or task is None:
+            if self.agent_socket is not None:
+                self.agent_socket.close()  # bound at build, never served
             return
         server.should_exit = True
         try:
@@ -350,6 +350,31 @@ class Server:
 
     async def serve(self) -> None:
         await uvicorn.Server(self.uvicorn_config()).serve()
+
+
+def _bind_agent_port(settings: ServerSettings) -> socket.socket:
+    """The agent listener's socket. With ``agent_port`` 0 a restart takes the port
+    it had before when it is free: transfers in flight resume at the same address."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    remembered = settings.data_dir / "agent_port"
+    ports = [settings.agent_port]
+    if settings.agent_port == 0 and remembered.exists():
+        with contextlib.suppress(ValueError):
+            ports.insert(0, int(remembered.read_text()))
+    for port in ports:
+        sock = socket.socket(family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.host, port))
+        except OSError:
+            sock.close()
+            if port == ports[-1]:
+                raise
+            continue
+        if settings.agent_port == 0:
+            remembered.write_text(str(sock.getsockname()[1]))
+        return sock
+    raise AssertionError("unreachable: the last port either binds or raises")
 
 
 class _SecondListener(uvicorn.Server):

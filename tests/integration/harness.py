@@ -169,6 +169,12 @@ class Running:
             return all(self.agents[ip][0].connected.is_set() for ip in ips)
         await eventually(connected, timeout=30)
         await eventually(self._alive(ips))
+        if not self.server.settings.agent_plaintext:
+            # the whole suite runs over the encrypted, pinned agent channel
+            for ip in ips:
+                channel = self.agents[ip][0].channel
+                assert channel is not None and channel.base == self.agent_base, channel
+                assert channel.tls is not None
 
     def _alive(self, ips: list[str]) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:

@@ -20,7 +20,7 @@ HOSTS = 100
 
 async def start_server(data_dir: Path, port: int, database_url: str,
                        agent_port: int = 0) -> Proc:
-    """``agent_port`` 0: any free one (agents ask the API port for it after a restart)."""
+    """Restart on the same ``port`` and ``agent_port``, as an operator would."""
     server = Proc(["jobfleet", "server", "--data-dir", str(data_dir), "--port", str(port),
                    "--agent-port", str(agent_port),
                    "--database-url", database_url, "--agent-lost-grace", "3",
@@ -37,9 +37,9 @@ async def start_server(data_dir: Path, port: int, database_url: str,
 
 async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
         tmp_path: Path, database_url: str) -> None:
-    port = free_port()
+    port, agent_port = free_port(), free_port()
     data_dir = tmp_path / "server"
-    server = await start_server(data_dir, port, database_url)
+    server = await start_server(data_dir, port, database_url, agent_port)
     boot = read_bootstrap(data_dir)
     url = f"http://127.0.0.1:{port}"
     swarm = Proc(["jobfleet.agent.swarm", "--server", url, "--count", str(HOSTS),
@@ -71,7 +71,7 @@ async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
         assert server.proc is not None
         await server.proc.wait()
         await asyncio.sleep(1.0)  # hosts keep finishing while no server listens
-        server = await start_server(data_dir, port, database_url)
+        server = await start_server(data_dir, port, database_url, agent_port)
         data = await wire.wait(job_id, timeout=90)
         results = data["step_instance_list"][0]["step_ip_result_list"]
         assert len(results) == HOSTS
