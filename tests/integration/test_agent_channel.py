@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import websockets
 from tests.integration.harness import Running, agent_proc, eventually, run_server
 from tests.integration.test_agent_enrollment import audit, enroll, new_token
+from tests.integration.test_tls import self_signed
 
 from jobfleet.agent.channel import ChannelError
 from jobfleet.agent.client import Agent, AgentSettings
@@ -42,6 +44,9 @@ async def test_the_readme_agent_command_reaches_the_encrypted_channel(
             cmdline = Path(f"/proc/{proc.proc.pid}/cmdline").read_bytes().decode()
             assert secret not in cmdline and "--enroll-token\0" not in cmdline
         doc = (await running.wire.http.get(BOOTSTRAP)).json()["data"]
+        tls_dir = running.data_dir / "server" / "tls"
+        for key in ("ca.key", "agent-key.pem"):
+            assert (tls_dir / key).stat().st_mode & 0o077 == 0
         for state in ("a1", "a2"):
             assert (tmp_path / state / "server-ca.pem").read_text() == doc["ca_pem"]
             assert (tmp_path / state / "server-ca.pem").stat().st_mode & 0o077 == 0
@@ -136,3 +141,20 @@ async def test_the_operator_may_let_agents_talk_plain_text(
         sub = await run.wire.run_script("echo plain", ["127.0.16.1"])
         data = await run.wire.wait(sub["job_instance_id"])
         assert data["job_instance"]["status"] == 3
+
+
+async def test_the_operator_may_give_the_agent_certificate(
+        tmp_path: Path, database_url: str) -> None:
+    cert, key = self_signed(tmp_path)
+    tls_dir = tmp_path / "server" / "tls"
+    tls_dir.mkdir(parents=True)
+    shutil.copy(cert, tls_dir / "ca.pem")
+    shutil.copy(cert, tls_dir / "agent-cert.pem")
+    shutil.copy(key, tls_dir / "agent-key.pem")
+    async with run_server(tmp_path, database_url) as run:
+        assert not (tls_dir / "ca.key").exists()
+        fingerprint = enrollment.parse(run.boot["enroll_token"]).ca_fingerprint
+        assert fingerprint == enrollment.ca_fingerprint(cert.read_text())
+        await run.start_agents(["127.0.16.2"])
+        sub = await run.wire.run_script("echo given", ["127.0.16.2"])
+        assert (await run.wire.wait(sub["job_instance_id"]))["job_instance"]["status"] == 3

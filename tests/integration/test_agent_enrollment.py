@@ -146,3 +146,24 @@ async def test_tokens_expire(running: Running, tmp_path: Path) -> None:
 def _hash(secret: str) -> str:
     from jobfleet.store.secrets import hash_secret
     return hash_secret(secret)
+
+
+async def test_bad_enrollment_requests_get_the_envelope(running: Running) -> None:
+    token = await new_token(running.wire, uses=1)
+    async with running.agent_http() as http:
+        answers = [
+            await enroll(http, token, "127.0.12.1", bk_cloud_id=2**70),
+            await enroll(http, token, "127.0.12.1", bk_biz_id=-1),
+            await enroll(http, token, "not-an-ip"),
+            await enroll(http, "x" * 5000, "127.0.12.1"),
+            await http.post(ENROLL, json={"ip": "127.0.12.1"}),
+            await http.post(ENROLL, content=b"{not json", headers={
+                "content-type": "application/json"}),
+        ]
+        for answer in answers:
+            assert 400 <= answer.status_code < 500 or answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["result"] is False and body["code"] != 0, body
+        # none of them spent the token's one use
+        assert (await enroll(http, token, "127.0.12.1")).status_code == 200
+    assert len(await audit(running.wire, "agent_enroll_refused")) >= len(answers)

@@ -228,7 +228,10 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also print 'enrolled N' once every host has its credential",
     )
+    parser.add_argument("--enroll-token", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.enroll_token is not None:
+        parser.error(f"the token would show in ps on a command line; give it with {TOKEN_HELP}")
     token = (
         args.enroll_token_file.read_text().strip()
         if args.enroll_token_file

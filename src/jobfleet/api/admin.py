@@ -22,6 +22,8 @@ from jobfleet.domain.targets import normalize_ip
 PREFIX = "/api/jobfleet/v1"
 
 log = logging.getLogger(__name__)
+# ids are BIGINT columns: a larger number is refused here, not by the database
+MAX_ID = 2**63 - 1
 
 
 def admin_only(handler: Handler) -> Handler:
@@ -186,8 +188,9 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
             agent_id, secret, host_id = await services.identity.enroll(
                 secret_part,
                 ip=ip,
-                bk_cloud_id=get_int(params, "bk_cloud_id", default=0, minimum=0) or 0,
-                bk_biz_id=get_int(params, "bk_biz_id", default=2, minimum=1) or 2,
+                bk_cloud_id=get_int(params, "bk_cloud_id", default=0, minimum=0, maximum=MAX_ID)
+                or 0,
+                bk_biz_id=get_int(params, "bk_biz_id", default=2, minimum=1, maximum=MAX_ID) or 2,
                 hostname=(get_str(params, "hostname", max_length=255) or ""),
                 os_type=(get_str(params, "os_type", max_length=32) or ""),
             )
