@@ -185,6 +185,9 @@ class Server:
         self.cron_scheduler = CronScheduler(
             self.crons, self.plans, self.engine, self.identity, self.cipher, engine_settings
         )
+        # bound now, so that its port (perhaps picked by the OS) is known before
+        # anything announces it
+        self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
         self.services = Services(
             db=self.db,
             identity=self.identity,
@@ -204,26 +207,12 @@ class Server:
             crons=self.crons,
             plans=self.plans,
             rules=self.rules,
-            agent_channel=self._agent_channel(),
+            agent_channel=channel,
         )
         self.app: FastAPI = create_app(self.services)
         self.app.router.lifespan_context = self._lifespan
         self._agent_server: _SecondListener | None = None
         self._agent_serving: asyncio.Task[None] | None = None
-
-    def _agent_channel(self) -> AgentChannel:
-        """The agent listener's TLS files and socket; bound now so that its port
-        (perhaps picked by the OS) is known before anything announces it."""
-        settings = self.settings
-        self.agent_socket: socket.socket | None = None
-        self.agent_tls: AgentTLS | None = None
-        if settings.agent_plaintext:
-            log.warning("agent_plaintext agents talk plain HTTP on the API port")
-            return AgentChannel(None, None)
-        self.agent_tls = ensure_agent_tls(settings.data_dir, [settings.host])
-        sock = _bind_agent_port(settings)
-        self.agent_socket = sock
-        return AgentChannel(self.agent_tls.ca_pem, int(sock.getsockname()[1]))
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -350,6 +339,18 @@ class Server:
 
     async def serve(self) -> None:
         await uvicorn.Server(self.uvicorn_config()).serve()
+
+
+def _agent_listener_parts(
+    settings: ServerSettings,
+) -> tuple[AgentTLS | None, socket.socket | None, AgentChannel]:
+    """The agent listener's TLS files and socket, and what agents are told of them."""
+    if settings.agent_plaintext:
+        log.warning("agent_plaintext agents talk plain HTTP on the API port")
+        return None, None, AgentChannel(None, None)
+    tls = ensure_agent_tls(settings.data_dir, [settings.host])
+    sock = _bind_agent_port(settings)
+    return tls, sock, AgentChannel(tls.ca_pem, int(sock.getsockname()[1]))
 
 
 def _bind_agent_port(settings: ServerSettings) -> socket.socket:
