@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import platform
@@ -27,8 +28,9 @@ CLOSE_PROTOCOL = 4400
 CLOSE_REPLACED = 4409
 CLOSE_TRY_AGAIN = 1013
 CLOSE_REVOKED = 4403
-# how often each node looks for credentials revoked (by any node), and how far back
-REVOCATION_POLL = 0.5
+# how often each node looks for credentials revoked by any node (its own revocations
+# wake it at once), and how far back
+REVOCATION_POLL = 0.3
 # a wide window: nodes' clocks may differ, and a connection that authenticated just
 # before its revocation was written is caught by a later look
 REVOCATION_LOOKBACK_MS = 60_000
@@ -139,7 +141,9 @@ class Gateway:
     async def _watch_revocations(self) -> None:
         """Cut the connections of revoked credentials, wherever they were revoked."""
         while True:
-            await asyncio.sleep(REVOCATION_POLL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.identity.revoked.wait(), REVOCATION_POLL)
+            self.identity.revoked.clear()
             try:
                 revoked = await self.identity.revoked_since(now_ms() - REVOCATION_LOOKBACK_MS)
             except Exception:

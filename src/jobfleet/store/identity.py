@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ class User:
 class IdentityStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # set when this node revokes a credential, so that its own connections go at
+        # once; other nodes' revocations are found by polling ``revoked_since``
+        self.revoked = asyncio.Event()
 
     # apps -------------------------------------------------------------------
     async def create_app(
@@ -406,6 +410,7 @@ class IdentityStore:
             )
         if not res.rowcount:
             raise JobError(ErrorCode.NOT_FOUND, f"Agent {agent_id!r} does not exist")
+        self.revoked.set()
 
     async def revoked_since(self, since_ms: int) -> list[str]:
         """Agents revoked at or after ``since_ms`` (epoch ms), by any node."""
