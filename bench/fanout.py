@@ -304,12 +304,13 @@ class ServerProc:
         )
 
 
-async def start_server(children: Children, work: Path, name: str) -> ServerProc:
+async def start_server(children: Children, work: Path, name: str,
+                       plaintext: bool = False) -> ServerProc:
     port = free_port()
     data = work / name
     argv = [PY, "-m", "jobfleet", "server", "--data-dir", str(data),
             "--host", "127.0.0.1", "--port", str(port), "--agent-port", "0",
-            "--log-level", "warning"]
+            "--log-level", "warning", *(["--agent-plaintext"] if plaintext else [])]
     child = await children.spawn(name, argv)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -586,7 +587,7 @@ def _resources(what: str, server: ServerProc, fleet: Fleet, row: Row) -> Resourc
 async def phase_swarm(children: Children, work: Path, executor: str, sizes: list[int],
                       args: argparse.Namespace, console: Console, report: Report) -> None:
     count = max(sizes)
-    server = await start_server(children, work, f"server-{executor}")
+    server = await start_server(children, work, f"server-{executor}", args.agent_plaintext)
     progress(console, f"server pid {server.child.pid} at {server.url}; "
                       f"starting a swarm of {count} {executor} hosts")
     fleet = await start_swarm(children, server, count, executor, args.concurrency,
@@ -608,7 +609,7 @@ async def phase_swarm(children: Children, work: Path, executor: str, sizes: list
 
 async def phase_agents(children: Children, work: Path, count: int, args: argparse.Namespace,
                        console: Console, report: Report) -> None:
-    server = await start_server(children, work, "server-agents")
+    server = await start_server(children, work, "server-agents", args.agent_plaintext)
     progress(console, f"server pid {server.child.pid}; starting {count} agent processes")
     fleet = await start_agents(children, server, count, work)
     report.setups.append(Setup(
@@ -799,6 +800,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to write the markdown section")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir and logs")
+    parser.add_argument("--agent-plaintext", action="store_true",
+                        help="agents talk plain HTTP (default: TLS on the agent port)")
     parser.add_argument("--floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
