@@ -338,7 +338,17 @@ class Agent:
                 TimeoutError,
                 httpx.HTTPError,
             ) as exc:
-                log.info("agent_disconnected error=%s", exc)
+                if (
+                    isinstance(exc, websockets.exceptions.InvalidStatus)
+                    and exc.response.status_code == 403
+                ):
+                    log.warning(
+                        "agent_credential_refused reason=revoked or unknown, or a plain-text "
+                        "connection; to enroll again remove credential.json from the state "
+                        "dir and give a new token"
+                    )
+                else:
+                    log.info("agent_disconnected error=%s", exc)
                 if isinstance(exc, OSError):
                     # a restarted server may listen on another agent port: ask again
                     self.channel = None
