@@ -128,14 +128,15 @@ class Children:
         self.log_dir = log_dir
         self.items: list[Child] = []
 
-    async def spawn(self, name: str, argv: Sequence[str], *, pipe_stdout: bool = False) -> Child:
+    async def spawn(self, name: str, argv: Sequence[str], *, pipe_stdout: bool = False,
+                    env: dict[str, str] | None = None) -> Child:
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe_stdout else log,
             stderr=log,
-            env=child_env(),
+            env={**child_env(), **(env or {})},
             start_new_session=True,  # Ctrl-C reaches the benchmark, which stops them in order
             preexec_fn=_die_with_parent,
         )
@@ -303,11 +304,13 @@ class ServerProc:
         )
 
 
-async def start_server(children: Children, work: Path, name: str) -> ServerProc:
+async def start_server(children: Children, work: Path, name: str,
+                       plaintext: bool = False) -> ServerProc:
     port = free_port()
     data = work / name
     argv = [PY, "-m", "jobfleet", "server", "--data-dir", str(data),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            "--host", "127.0.0.1", "--port", str(port), "--agent-port", "0",
+            "--log-level", "warning", *(["--agent-plaintext"] if plaintext else []),
             # a whole swarm enrolls from one address
             "--enroll-rate", "0"]
     child = await children.spawn(name, argv)
@@ -345,11 +348,12 @@ async def start_swarm(children: Children, server: ServerProc, count: int, execut
     from jobfleet.agent.swarm import swarm_ip
 
     argv = [PY, "-m", "jobfleet.agent.swarm", "--server", server.url,
-            f"--enroll-token={server.boot['enroll_token']}", "--count", str(count),
+            "--count", str(count),
             "--executor", executor, "--concurrency", str(concurrency), "--stages",
             "--work-dir", str(children.log_dir / f"{name}-work")]
     started = time.perf_counter()
-    child = await children.spawn(name, argv, pipe_stdout=True)
+    child = await children.spawn(name, argv, pipe_stdout=True,
+                                 env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]})
     assert child.proc.stdout is not None
     stages: dict[str, float] = {}
     expected = f"ready {count}"
@@ -374,9 +378,9 @@ async def start_agents(children: Children, server: ServerProc, count: int, work:
     procs = []
     for ip in ips:
         argv = [PY, "-m", "jobfleet", "agent", "--server", server.url,
-                f"--enroll-token={server.boot['enroll_token']}",
                 "--state-dir", str(work / "agents" / ip), "--ip", ip, "--log-level", "warning"]
-        procs.append(await children.spawn(f"agent-{ip}", argv))
+        procs.append(await children.spawn(
+            f"agent-{ip}", argv, env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]}))
     ids = await wait_alive(server, ips, procs)
     return Fleet("agents", "real", procs, ids, ips, time.perf_counter() - started)
 
@@ -585,7 +589,7 @@ def _resources(what: str, server: ServerProc, fleet: Fleet, row: Row) -> Resourc
 async def phase_swarm(children: Children, work: Path, executor: str, sizes: list[int],
                       args: argparse.Namespace, console: Console, report: Report) -> None:
     count = max(sizes)
-    server = await start_server(children, work, f"server-{executor}")
+    server = await start_server(children, work, f"server-{executor}", args.agent_plaintext)
     progress(console, f"server pid {server.child.pid} at {server.url}; "
                       f"starting a swarm of {count} {executor} hosts")
     fleet = await start_swarm(children, server, count, executor, args.concurrency,
@@ -607,7 +611,7 @@ async def phase_swarm(children: Children, work: Path, executor: str, sizes: list
 
 async def phase_agents(children: Children, work: Path, count: int, args: argparse.Namespace,
                        console: Console, report: Report) -> None:
-    server = await start_server(children, work, "server-agents")
+    server = await start_server(children, work, "server-agents", args.agent_plaintext)
     progress(console, f"server pid {server.child.pid}; starting {count} agent processes")
     fleet = await start_agents(children, server, count, work)
     report.setups.append(Setup(
@@ -798,6 +802,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to write the markdown section")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir and logs")
+    parser.add_argument("--agent-plaintext", action="store_true",
+                        help="agents talk plain HTTP (default: TLS on the agent port)")
     parser.add_argument("--floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

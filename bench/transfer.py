@@ -69,16 +69,17 @@ class Fleet:
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.server = self._spawn(["server", "--data-dir", str(work / "server"), "--port",
-                                   str(self.port), "--log-level", "warning"])
+                                   str(self.port), "--agent-port", "0", "--log-level", "warning"])
         self._wait_http()
         boot = json.loads((work / "server" / "bootstrap.json").read_text())
         self.auth = {"X-Bkapi-Authorization": json.dumps({
             "bk_app_code": boot["bk_app_code"], "bk_app_secret": boot["bk_app_secret"],
             "bk_username": boot["admin_user"]})}
         self.ips = [f"127.0.3.{i}" for i in range(1, hosts + 2)]
-        self.agents = [self._spawn(["agent", "--server", self.url, "--enroll-token",
-                                    boot["enroll_token"], "--state-dir", str(work / ip),
-                                    "--ip", ip, "--log-level", "warning"]) for ip in self.ips]
+        token_env = {"JOBFLEET_ENROLL_TOKEN": boot["enroll_token"]}
+        self.agents = [self._spawn(["agent", "--server", self.url, "--state-dir", str(work / ip),
+                                    "--ip", ip, "--log-level", "warning"], token_env)
+                       for ip in self.ips]
         self.http = httpx.Client(base_url=self.url, headers=self.auth, timeout=60,
                                  trust_env=False)
         deadline = time.monotonic() + 60
@@ -89,9 +90,10 @@ class Fleet:
             time.sleep(0.2)
         raise RuntimeError("agents did not connect")
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str],
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([PY, "-m", "jobfleet", *args], stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, **(env or {})})
         self.procs.append(proc)
         return proc
 

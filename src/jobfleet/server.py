@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import os
+import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Generator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI
 
 from jobfleet import loop
+from jobfleet.api.agent_channel import ListenerGate
 from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
 from jobfleet.api.throttle import Throttle
 from jobfleet.domain.addresses import parse_networks
+from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
 from jobfleet.engine.callbacks import CallbackSender
@@ -40,6 +45,7 @@ from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import Registry
+from jobfleet.gateway.tls import AgentTLS, ensure_agent_tls
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
@@ -75,6 +81,13 @@ class ServerSettings:
     max_file_size: int = 5 * 1024**3
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # agents talk TLS on this port with the server's own CA (0: any free port, which
+    # the public bootstrap document tells agents)
+    agent_port: int = 0
+    # let agents talk plain HTTP on the API port instead (an explicit opt-out)
+    agent_plaintext: bool = False
+    # the first-start enrollment token in bootstrap.json expires after this
+    bootstrap_token_ttl: float = 24 * 3600.0
     # the mail server of email notifications (none: email notifications fail at once)
     smtp: SmtpSettings | None = None
     # how long history is kept (jobs, audit entries, files the server holds)
@@ -110,8 +123,15 @@ def node_id(data_dir: Path) -> str:
     return value
 
 
-async def bootstrap(identity: IdentityStore, data_dir: Path, url: str) -> None:
-    """On the first start: the default business, the admin app and user, an enrollment token."""
+async def bootstrap(
+    identity: IdentityStore,
+    data_dir: Path,
+    url: str,
+    channel: AgentChannel,
+    token_ttl: float = 24 * 3600.0,
+) -> None:
+    """On the first start: the default business, the admin app and user, an enrollment
+    token that expires after ``token_ttl`` seconds."""
     path = data_dir / "bootstrap.json"
     if DEFAULT_BIZ not in await identity.business_ids():
         try:
@@ -132,12 +152,13 @@ async def bootstrap(identity: IdentityStore, data_dir: Path, url: str) -> None:
         )
         return
     await identity.ensure_user(ADMIN_USER, is_admin=True)
-    token = await identity.create_enroll_token(note="bootstrap")
+    token = await identity.create_enroll_token(note="bootstrap", ttl_seconds=token_ttl)
     content = {
         "bk_app_code": ADMIN_APP,
         "bk_app_secret": secret,
         "admin_user": ADMIN_USER,
-        "enroll_token": token,
+        "enroll_token": channel.token(token),
+        "enroll_token_expires_at": int(time.time() + token_ttl),
         "url": url,
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -202,6 +223,9 @@ class Server:
             self.audit,
         )
         self.retention = Retention(RetentionStore(self.db, self.blobs.root), settings.retention)
+        # bound now, so that its port (perhaps picked by the OS) is known before
+        # anything announces it
+        self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
         self.services = Services(
             db=self.db,
             identity=self.identity,
@@ -233,6 +257,7 @@ class Server:
             plans=self.plans,
             rules=self.rules,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
+            agent_channel=channel,
         )
         self.connection_limits = ConnectionLimits(
             header_timeout=settings.header_timeout,
@@ -241,6 +266,8 @@ class Server:
         )
         self.app: FastAPI = create_app(self.services)
         self.app.router.lifespan_context = self._lifespan
+        self._agent_server: _SecondListener | None = None
+        self._agent_serving: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -253,19 +280,68 @@ class Server:
     async def start(self) -> None:
         await wait_for(self.db)
         await self.db.migrate()
-        await bootstrap(self.identity, self.settings.data_dir, self.settings.url)
+        channel = self.services.agent_channel
+        await bootstrap(
+            self.identity,
+            self.settings.data_dir,
+            self.settings.url,
+            channel,
+            self.settings.bootstrap_token_ttl,
+        )
         await self.inventory.reset_node(self.node_id)
         self.presence.start()
         await self.engine.start()
         self.callbacks.start()
         self.cron_scheduler.start()
         self.retention.start()
-        log.info("server_started node=%s url=%s", self.node_id, self.settings.url)
+        self.gateway.start()
+        await self._start_agent_listener()
+        log.info(
+            "server_started node=%s url=%s agent_port=%s",
+            self.node_id,
+            self.settings.url,
+            channel.port or "plaintext",
+        )
+
+    async def _start_agent_listener(self) -> None:
+        if self.agent_socket is None or self.agent_tls is None:
+            return
+        config = self._config(
+            ListenerGate(self.app, "agent", self.services.agent_channel, self.services.audit),
+            port=self.services.agent_channel.port or 0,
+            cert=self.agent_tls.cert_file,
+            key=self.agent_tls.key_file,
+            lifespan="off",
+        )
+        server = _SecondListener(config)
+        self._agent_server = server
+        self._agent_serving = asyncio.get_running_loop().create_task(
+            server.serve(sockets=[self.agent_socket])
+        )
+        while not server.started:
+            if self._agent_serving.done():
+                self._agent_serving.result()  # raises why it could not start
+                raise RuntimeError("the agent listener stopped at start")
+            await asyncio.sleep(0.01)
+
+    async def _stop_agent_listener(self) -> None:
+        server, task = self._agent_server, self._agent_serving
+        if server is None or task is None:
+            if self.agent_socket is not None:
+                self.agent_socket.close()  # bound at build, never served
+            return
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, STOP_TIMEOUT)
+        except TimeoutError:
+            task.cancel()
 
     async def stop(self) -> None:
         # a stuck part must not keep the process from exiting: the store is the
         # truth, and the next start takes over whatever was in flight
         for name, part in (
+            # agents first, as the API port's own agents go when its listener stops
+            ("agent listener", self._stop_agent_listener),
             # no new cron job may reach an engine that is stopping
             ("cron", self.cron_scheduler.stop),
             ("retention", self.retention.stop),
@@ -282,10 +358,29 @@ class Server:
                 log.exception("stop_failed part=%s", name)
 
     def uvicorn_config(self) -> uvicorn.Config:
-        return uvicorn.Config(
-            self.app,
-            host=self.settings.host,
+        """The API listener (it runs the lifespan, which starts the agent listener)."""
+        listener = "api-tls" if self.settings.tls_cert else "api"
+        return self._config(
+            ListenerGate(self.app, listener, self.services.agent_channel, self.services.audit),
             port=self.settings.port,
+            cert=self.settings.tls_cert,
+            key=self.settings.tls_key,
+            lifespan="on",
+        )
+
+    def _config(
+        self,
+        app: ListenerGate,
+        *,
+        port: int,
+        cert: Path | None,
+        key: Path | None,
+        lifespan: Literal["on", "off"],
+    ) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,
+            host=self.settings.host,
+            port=port,
             log_level=self.settings.log_level,
             access_log=False,
             http=protocol_class(self.connection_limits),
@@ -298,13 +393,58 @@ class Server:
             ws_ping_interval=self.settings.heartbeat,
             ws_ping_timeout=self.settings.heartbeat,
             timeout_graceful_shutdown=5,
-            lifespan="on",
-            ssl_certfile=self.settings.tls_cert,
-            ssl_keyfile=self.settings.tls_key,
+            lifespan=lifespan,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
         )
 
     async def serve(self) -> None:
         await uvicorn.Server(self.uvicorn_config()).serve()
+
+
+def _agent_listener_parts(
+    settings: ServerSettings,
+) -> tuple[AgentTLS | None, socket.socket | None, AgentChannel]:
+    """The agent listener's TLS files and socket, and what agents are told of them."""
+    if settings.agent_plaintext:
+        log.warning("agent_plaintext agents talk plain HTTP on the API port")
+        return None, None, AgentChannel(None, None)
+    tls = ensure_agent_tls(settings.data_dir, [settings.host])
+    sock = _bind_agent_port(settings)
+    return tls, sock, AgentChannel(tls.ca_pem, int(sock.getsockname()[1]))
+
+
+def _bind_agent_port(settings: ServerSettings) -> socket.socket:
+    """The agent listener's socket. With ``agent_port`` 0 a restart takes the port
+    it had before when it is free: transfers in flight resume at the same address."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    remembered = settings.data_dir / "agent_port"
+    ports = [settings.agent_port]
+    if settings.agent_port == 0 and remembered.exists():
+        with contextlib.suppress(ValueError):
+            ports.insert(0, int(remembered.read_text()))
+    for port in ports:
+        sock = socket.socket(family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.host, port))
+        except OSError:
+            sock.close()
+            if port == ports[-1]:
+                raise
+            continue
+        if settings.agent_port == 0:
+            remembered.write_text(str(sock.getsockname()[1]))
+        return sock
+    raise AssertionError("unreachable: the last port either binds or raises")
+
+
+class _SecondListener(uvicorn.Server):
+    """A listener beside the main one: the main one owns the process's signals."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 def run(settings: ServerSettings) -> None:

@@ -42,6 +42,17 @@ def test_token_create_prints_only_the_token_on_stdout(cli: Cli, server: FakeServ
     ]
 
 
+
+def test_token_lifetimes_read_as_operators_write_them(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("POST", "/enroll-tokens")] = {"token": "tok-9"}
+    result = cli("admin", "token", "create", "--biz", "2", "--uses", "100", "--ttl", "24h")
+    assert result.exit_code == 0
+    assert server.admin_requests() == [
+        ("POST", "/enroll-tokens", {"bk_biz_id": 2, "uses": 100, "ttl_seconds": 86400})
+    ]
+    refused = cli("admin", "token", "create", "--ttl", "soon")
+    assert refused.exit_code == 2 and "30m, 24h or 7d" in refused.stderr
+
 @pytest.mark.parametrize(
     ("args", "request_"),
     [

@@ -5,21 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
-from jobfleet.engine.retention import DAY, Retention, RetentionSettings, parse_period
+from jobfleet.engine.retention import DAY, Retention, RetentionSettings
 from jobfleet.store.retention import RetentionStore
-
-
-def test_periods() -> None:
-    assert parse_period("90d") == 90 * DAY
-    assert parse_period("12h") == 12 * 3600
-    assert parse_period("30m") == 1800
-    assert parse_period("45s") == parse_period("45") == 45
-    assert parse_period("0") == 0
-    for bad in ("", "d", "-1d", "ten", "nan"):
-        with pytest.raises(ValueError):
-            parse_period(bad)
 
 
 class FakeStore(RetentionStore):

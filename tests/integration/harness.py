@@ -21,6 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
+from jobfleet.agent.channel import pinned_context
 from jobfleet.agent.client import Agent, AgentSettings
 from jobfleet.server import Server, ServerSettings, read_bootstrap
 
@@ -138,6 +139,18 @@ class Running:
     data_dir: Path
     agents: dict[str, tuple[Agent, asyncio.Task[None]]] = field(default_factory=dict)
 
+    @property
+    def agent_base(self) -> str:
+        """The encrypted agent port every agent of the suite uses (the token leads there)."""
+        return f"https://127.0.0.1:{self.server.services.agent_channel.port}"
+
+    def agent_http(self) -> httpx.AsyncClient:
+        """A client of the agent port that trusts the server's own CA, as agents do."""
+        ca = self.server.services.agent_channel.ca_pem
+        assert ca is not None, "this server lets agents talk plain HTTP"
+        return httpx.AsyncClient(base_url=self.agent_base, verify=pinned_context(ca),
+                                 timeout=60, trust_env=False)
+
     async def start_agents(self, ips: list[str], *, biz: int = 2,
                            settings_of: dict[str, dict[str, Any]] | None = None) -> None:
         """``settings_of`` sets more ``AgentSettings`` fields per IP (hostname, labels, …)."""
@@ -156,6 +169,12 @@ class Running:
             return all(self.agents[ip][0].connected.is_set() for ip in ips)
         await eventually(connected, timeout=30)
         await eventually(self._alive(ips))
+        if not self.server.settings.agent_plaintext:
+            # the whole suite runs over the encrypted, pinned agent channel
+            for ip in ips:
+                channel = self.agents[ip][0].channel
+                assert channel is not None and channel.base == self.agent_base, channel
+                assert channel.tls is not None
 
     def _alive(self, ips: list[str]) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
@@ -184,8 +203,9 @@ async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any
     """What ``running`` gives, with engine settings over TEST_ENGINE's.
 
     Run it again with the same ``tmp_path`` (and ``port``) to restart the same server.
-    ``boot``: the admin credentials of a database another node set up.
-    ``server``: more ``ServerSettings`` fields (``callback_allow``, limits, …)."""
+    ``boot``: the admin credentials of a database another node set up. ``server``: more
+    ``ServerSettings`` fields. Agents talk TLS on a free agent port unless ``server``
+    says ``agent_plaintext``."""
     sock = bound_socket(port)
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
                               database_url=database_url, engine={**TEST_ENGINE, **(engine or {})},
@@ -208,6 +228,21 @@ async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any
             task.cancel()
             await asyncio.wait({task}, timeout=10)
             raise AssertionError("the server did not stop within 30 s")
+
+
+def agent_proc(url: str, token: str, state: Path, ip: str, *extra: str,
+               token_file: Path | None = None) -> Proc:
+    """``jobfleet agent`` as the README starts it: the token in the environment, or in
+    ``token_file`` when given; never on the command line."""
+    if token_file is not None:
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        source = ["--enroll-token-file", str(token_file)]
+        env: dict[str, str] = {}
+    else:
+        source, env = [], {"JOBFLEET_ENROLL_TOKEN": token}
+    return Proc(["jobfleet", "agent", "--server", url, *source, "--state-dir", str(state),
+                 "--ip", ip, "--log-level", "warning", *extra], env)
 
 
 @dataclass

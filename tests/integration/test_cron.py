@@ -364,6 +364,7 @@ async def test_slot_missed_while_down_fires_once_on_start(
 async def start_proc(data_dir: Path, port: int, database_url: str,
                      env: dict[str, str]) -> Proc:
     proc = Proc(["jobfleet", "server", "--data-dir", str(data_dir), "--port", str(port),
+                 "--agent-port", "0",
                  "--database-url", database_url, "--cron-time-scale", "60",
                  "--log-level", "warning"], env)
     await proc.start()

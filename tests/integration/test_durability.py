@@ -18,8 +18,11 @@ from jobfleet.server import read_bootstrap
 HOSTS = 100
 
 
-async def start_server(data_dir: Path, port: int, database_url: str) -> Proc:
+async def start_server(data_dir: Path, port: int, database_url: str,
+                       agent_port: int = 0) -> Proc:
+    """Restart on the same ``port`` and ``agent_port``, as an operator would."""
     server = Proc(["jobfleet", "server", "--data-dir", str(data_dir), "--port", str(port),
+                   "--agent-port", str(agent_port),
                    "--database-url", database_url, "--agent-lost-grace", "3",
                    "--recovery-window", "30", "--log-level", "warning"], {})
     await server.start()
@@ -34,14 +37,14 @@ async def start_server(data_dir: Path, port: int, database_url: str) -> Proc:
 
 async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
         tmp_path: Path, database_url: str) -> None:
-    port = free_port()
+    port, agent_port = free_port(), free_port()
     data_dir = tmp_path / "server"
-    server = await start_server(data_dir, port, database_url)
+    server = await start_server(data_dir, port, database_url, agent_port)
     boot = read_bootstrap(data_dir)
     url = f"http://127.0.0.1:{port}"
-    swarm = Proc(["jobfleet.agent.swarm", "--server", url, "--enroll-token",
-                  boot["enroll_token"], "--count", str(HOSTS), "--concurrency", "16",
-                  "--state-dir", str(tmp_path / "swarm")], {})
+    swarm = Proc(["jobfleet.agent.swarm", "--server", url, "--count", str(HOSTS),
+                  "--concurrency", "16", "--state-dir", str(tmp_path / "swarm")],
+                 {"JOBFLEET_ENROLL_TOKEN": boot["enroll_token"]})
     await swarm.start()
     wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
     try:
@@ -68,7 +71,7 @@ async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
         assert server.proc is not None
         await server.proc.wait()
         await asyncio.sleep(1.0)  # hosts keep finishing while no server listens
-        server = await start_server(data_dir, port, database_url)
+        server = await start_server(data_dir, port, database_url, agent_port)
         data = await wire.wait(job_id, timeout=90)
         results = data["step_instance_list"][0]["step_ip_result_list"]
         assert len(results) == HOSTS
@@ -89,9 +92,10 @@ async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
 async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
                                                            tmp_path: Path) -> None:
     marker = "4244.25"
-    agent = Proc(["jobfleet", "agent", "--server", running.url, "--enroll-token",
-                  running.boot["enroll_token"], "--state-dir", str(tmp_path / "agent"),
-                  "--ip", "127.0.0.7", "--log-level", "warning"], {})
+    agent = Proc(["jobfleet", "agent", "--server", running.url,
+                  "--state-dir", str(tmp_path / "agent"),
+                  "--ip", "127.0.0.7", "--log-level", "warning"],
+                 {"JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]})
     await agent.start()
     try:
         async def online() -> bool:
@@ -126,9 +130,10 @@ async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
 
 async def test_agent_restart_replays_results_it_held(running: Running, tmp_path: Path) -> None:
     """A result produced while the server could not hear it arrives after the reconnect."""
-    agent = Proc(["jobfleet", "agent", "--server", running.url, "--enroll-token",
-                  running.boot["enroll_token"], "--state-dir", str(tmp_path / "agent"),
-                  "--ip", "127.0.0.8", "--log-level", "warning"], {})
+    agent = Proc(["jobfleet", "agent", "--server", running.url,
+                  "--state-dir", str(tmp_path / "agent"),
+                  "--ip", "127.0.0.8", "--log-level", "warning"],
+                 {"JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]})
     await agent.start()
     try:
         async def online() -> bool:

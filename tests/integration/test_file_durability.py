@@ -42,8 +42,9 @@ async def downloading(wire: Wire, sub: dict[str, Any], ip: str) -> bool:
 
 
 def agent_proc(url: str, token: str, state: Path, ip: str) -> Proc:
-    return Proc(["jobfleet", "agent", "--server", url, "--enroll-token", token, "--state-dir",
-                 str(state), "--ip", ip, "--log-level", "warning"], {})
+    return Proc(["jobfleet", "agent", "--server", url, "--state-dir",
+                 str(state), "--ip", ip, "--log-level", "warning"],
+                {"JOBFLEET_ENROLL_TOKEN": token})
 
 
 async def test_target_agent_killed_mid_download_ends_with_310(running: Running,
@@ -72,9 +73,9 @@ async def test_target_agent_killed_mid_download_ends_with_310(running: Running,
 
 
 async def test_server_sigkill_mid_transfer(tmp_path: Path, database_url: str) -> None:
-    port = free_port()
+    port, agent_port = free_port(), free_port()
     data_dir = tmp_path / "server"
-    server = await start_server(data_dir, port, database_url)
+    server = await start_server(data_dir, port, database_url, agent_port)
     url = f"http://127.0.0.1:{port}"
     token = read_bootstrap(data_dir)["enroll_token"]
     ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -99,7 +100,7 @@ async def test_server_sigkill_mid_transfer(tmp_path: Path, database_url: str) ->
         assert server.proc is not None
         await server.proc.wait()
         await asyncio.sleep(1.0)
-        server = await start_server(data_dir, port, database_url)
+        server = await start_server(data_dir, port, database_url, agent_port)
         data = await wire.wait(sub["job_instance_id"], timeout=120)
         assert data["job_instance"]["status"] == 3, data
         assert {r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]} == {9}

@@ -61,20 +61,21 @@ async def test_agents_write_and_read_only_their_blobs(running: Running) -> None:
     blob_id = await blobs.create(name="app.log", kind="agent",
                                  writer_host_id=hosts["127.0.0.2"])
     url = f"/api/jobfleet/v1/agents/blobs/{blob_id}"
-    http = running.wire.http
-    other = await http.put(url, content=b"x", headers=agent_headers(running, "127.0.0.3"))
-    assert other.status_code == 403
-    assert (await http.put(url, content=b"x")).status_code == 401
-    body = b"0123456789" * 1000
-    put = await http.put(url, content=body, headers=agent_headers(running, "127.0.0.2"))
-    assert put.json()["data"]["sha256"] == hashlib.sha256(body).hexdigest()
-    denied = await http.get(url, headers=agent_headers(running, "127.0.0.3"))
-    assert denied.status_code == 403
-    await blobs.allow_readers([blob_id], [hosts["127.0.0.3"]])
-    full = await http.get(url, headers=agent_headers(running, "127.0.0.3"))
-    assert full.content == body
-    assert full.headers["x-jobfleet-sha256"] == hashlib.sha256(body).hexdigest()
-    part = await http.get(url, headers={**agent_headers(running, "127.0.0.3"),
-                                        "Range": "bytes=9990-"})
-    assert part.status_code == 206 and part.content == body[9990:]
+    # agents reach their blobs on the encrypted agent port
+    async with running.agent_http() as http:
+        other = await http.put(url, content=b"x", headers=agent_headers(running, "127.0.0.3"))
+        assert other.status_code == 403
+        assert (await http.put(url, content=b"x")).status_code == 401
+        body = b"0123456789" * 1000
+        put = await http.put(url, content=body, headers=agent_headers(running, "127.0.0.2"))
+        assert put.json()["data"]["sha256"] == hashlib.sha256(body).hexdigest()
+        denied = await http.get(url, headers=agent_headers(running, "127.0.0.3"))
+        assert denied.status_code == 403
+        await blobs.allow_readers([blob_id], [hosts["127.0.0.3"]])
+        full = await http.get(url, headers=agent_headers(running, "127.0.0.3"))
+        assert full.content == body
+        assert full.headers["x-jobfleet-sha256"] == hashlib.sha256(body).hexdigest()
+        part = await http.get(url, headers={**agent_headers(running, "127.0.0.3"),
+                                            "Range": "bytes=9990-"})
+        assert part.status_code == 206 and part.content == body[9990:]
 

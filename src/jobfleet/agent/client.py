@@ -29,6 +29,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from jobfleet import __version__
+from jobfleet.agent.channel import Channel, ChannelError, read_token, resolve
 from jobfleet.agent.executor import (
     Executor,
     OutputCallback,
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_PATH = "/api/jobfleet/v1/agents/connect"
 ENROLL_PATH = "/api/jobfleet/v1/agents/enroll"
+# the token's source in messages; it never goes on a command line (``ps`` shows those)
+TOKEN_HELP = "--enroll-token-file PATH or the JOBFLEET_ENROLL_TOKEN environment variable"  # noqa: S105 - a help text
 Work = Callable[[OutputCallback], Awaitable[tuple[TaskResult, list[dict[str, Any]] | None]]]
 
 # output is held this long so that a short task's output rides in its done message
@@ -64,13 +67,15 @@ class AgentSettings:
     ip: str
     bk_cloud_id: int = 0
     biz: int = 2
+    # from a file or the environment, never the command line
     enroll_token: str | None = None
     hostname: str = ""
     # keep below the server's recovery window, so a restarted server sees every
     # agent back before it gives up on their tasks
     max_backoff: float = 10.0
     heartbeat: float = 10.0
-    # a CA bundle to verify a server whose certificate is not in the system store
+    # a CA bundle to verify an HTTPS ``server`` URL whose certificate is not in the
+    # system store (the agent channel itself is pinned by the token)
     ca_file: Path | None = None
     # the IPv6 address to report: an address, "auto" (discover it), or "" (none, unless
     # ``ip`` itself is IPv6)
@@ -79,9 +84,16 @@ class AgentSettings:
     labels: dict[str, str] = field(default_factory=dict)
 
     def tls(self) -> ssl.SSLContext | None:
+        """How to check the ``server`` URL (the API port), not the agent channel."""
         if not self.server.startswith("https://"):
             return None
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
+    async def channel(self, pinned: str | None = None) -> tuple[Channel, str | None]:
+        """The agent channel and the CA it pins (see ``jobfleet.agent.channel``)."""
+        return await resolve(
+            self.server, self.state_dir, self.enroll_token, self.tls() or True, pinned
+        )
 
 
 @dataclass
@@ -153,15 +165,6 @@ def parse_labels(items: list[str]) -> dict[str, str]:
     return labels
 
 
-def ws_url(server: str) -> str:
-    base = server.rstrip("/")
-    if base.startswith("https://"):
-        return "wss://" + base[len("https://") :] + CONNECT_PATH
-    if base.startswith("http://"):
-        return "ws://" + base[len("http://") :] + CONNECT_PATH
-    return base + CONNECT_PATH
-
-
 def load_credential(state_dir: Path) -> Credential | None:
     path = state_dir / "credential.json"
     if not path.exists():
@@ -185,11 +188,20 @@ def save_credential(state_dir: Path, cred: Credential) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-async def enroll(settings: AgentSettings, http: httpx.AsyncClient | None = None) -> Credential:
-    if not settings.enroll_token:
-        raise RuntimeError("this agent has no credential yet: start it with --enroll-token")
+async def enroll(
+    settings: AgentSettings,
+    http: httpx.AsyncClient | None = None,
+    channel: Channel | None = None,
+) -> Credential:
+    """Trade the enrollment token for a credential, over ``channel`` (resolved from
+    ``settings`` if not given: the server is checked before the token leaves)."""
+    token = read_token(settings.enroll_token)
+    if token is None:
+        raise RuntimeError(f"this agent has no credential yet: give it a token with {TOKEN_HELP}")
+    if channel is None:
+        channel, _ = await settings.channel()
     body = {
-        "token": settings.enroll_token,
+        "token": token.secret,
         "ip": settings.ip,
         "bk_cloud_id": settings.bk_cloud_id,
         "bk_biz_id": settings.biz,
@@ -197,11 +209,11 @@ async def enroll(settings: AgentSettings, http: httpx.AsyncClient | None = None)
         "os_type": platform.system(),
     }
     if http is None:
-        verify: ssl.SSLContext | bool = settings.tls() or True
+        verify: ssl.SSLContext | bool = channel.tls or True
         async with httpx.AsyncClient(timeout=30, trust_env=False, verify=verify) as client:
-            resp = await client.post(settings.server.rstrip("/") + ENROLL_PATH, json=body)
+            resp = await client.post(channel.base + ENROLL_PATH, json=body)
     else:
-        resp = await http.post(settings.server.rstrip("/") + ENROLL_PATH, json=body)
+        resp = await http.post(channel.base + ENROLL_PATH, json=body)
     try:
         answer = resp.json()
     except ValueError:
@@ -267,8 +279,12 @@ class Agent:
         spool: Spool | None = None,
         credential: Credential | None = None,
         http: httpx.AsyncClient | None = None,
+        channel: Channel | None = None,
     ) -> None:
         self.settings = settings
+        # resolved at start; dropped when the server cannot be reached, to be found again
+        self.channel = channel
+        self._pinned: str | None = None
         state = settings.state_dir
         if state is not None:
             state.mkdir(parents=True, exist_ok=True)
@@ -282,7 +298,18 @@ class Agent:
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.on_welcome: Callable[[dict[str, Any]], None] | None = None
-        self.files = FileWork(settings.server, self._auth_headers, settings.tls, http)
+        self.files = FileWork(self._base, self._auth_headers, self._tls, http)
+
+    def _base(self) -> str:
+        return self.channel.base if self.channel is not None else self.settings.server
+
+    def _tls(self) -> ssl.SSLContext | None:
+        return self.channel.tls if self.channel is not None else self.settings.tls()
+
+    async def _resolve_channel(self) -> Channel:
+        if self.channel is None:
+            self.channel, self._pinned = await self.settings.channel(self._pinned)
+        return self.channel
 
     def _auth_headers(self) -> dict[str, str]:
         cred = self.credential
@@ -293,7 +320,7 @@ class Agent:
         if self.credential is None and self.settings.state_dir is not None:
             self.credential = load_credential(self.settings.state_dir)
         if self.credential is None:
-            self.credential = await enroll(self.settings)
+            self.credential = await enroll(self.settings, channel=await self._resolve_channel())
             if self.settings.state_dir is not None:
                 save_credential(self.settings.state_dir, self.credential)
             log.info(
@@ -327,15 +354,36 @@ class Agent:
 
     async def run_forever(self) -> None:
         reap_without_threads(asyncio.get_running_loop())
+        await self._resolve_channel()
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0
         while not self._stopping:
             try:
-                await self._session(cred)
+                await self._session(cred, await self._resolve_channel())
                 attempt = 0
-            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
-                log.info("agent_disconnected error=%s", exc)
+            except ChannelError as exc:
+                log.error("agent_channel_refused error=%s", exc)
+            except (
+                OSError,
+                websockets.exceptions.WebSocketException,
+                TimeoutError,
+                httpx.HTTPError,
+            ) as exc:
+                if (
+                    isinstance(exc, websockets.exceptions.InvalidStatus)
+                    and exc.response.status_code == 403
+                ):
+                    log.warning(
+                        "agent_credential_refused reason=revoked or unknown, or a plain-text "
+                        "connection; to enroll again remove credential.json from the state "
+                        "dir and give a new token"
+                    )
+                else:
+                    log.info("agent_disconnected error=%s", exc)
+                if isinstance(exc, OSError):
+                    # a restarted server may listen on another agent port: ask again
+                    self.channel = None
             self.connected.clear()
             self._sender = None
             if self._stopping:
@@ -351,10 +399,10 @@ class Agent:
             task.cancel()
         await self.files.close()
 
-    async def _session(self, cred: Credential) -> None:
+    async def _session(self, cred: Credential, channel: Channel) -> None:
         headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
         async with connect(
-            ws_url(self.settings.server),
+            channel.ws_url + CONNECT_PATH,
             additional_headers=headers,
             ping_interval=self.settings.heartbeat,
             ping_timeout=self.settings.heartbeat,
@@ -362,7 +410,7 @@ class Agent:
             max_size=64 * 1024 * 1024,
             open_timeout=15,
             close_timeout=2,
-            ssl=self.settings.tls(),
+            ssl=channel.tls,
         ) as ws:
             sender = _Sender(ws)
             try:

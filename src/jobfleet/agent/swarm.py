@@ -6,7 +6,9 @@ swarm runs the agent's own connection code once per host, with either the real
 executor (sharing a concurrency limit, like one machine's cores) or one that
 answers at once.
 
-    python -m jobfleet.agent.swarm --server URL --enroll-token T --count 1000
+    JOBFLEET_ENROLL_TOKEN=T python -m jobfleet.agent.swarm --server URL --count 1000
+
+The token comes from ``--enroll-token-file`` or the environment, never argv.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ import gc
 import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 import httpx
 
-from jobfleet.agent.client import Agent, AgentSettings, Credential, enroll, save_credential
+from jobfleet.agent.channel import Channel
+from jobfleet.agent.client import (
+    TOKEN_HELP,
+    Agent,
+    AgentSettings,
+    Credential,
+    enroll,
+    save_credential,
+)
 from jobfleet.agent.executor import (
     Executor,
     InstantExecutor,
@@ -62,14 +73,14 @@ class LimitedExecutor:
 
 
 async def _credential(
-    settings: AgentSettings, gate: asyncio.Semaphore, http: httpx.AsyncClient
+    settings: AgentSettings, gate: asyncio.Semaphore, http: httpx.AsyncClient, channel: Channel
 ) -> Credential:
     state = settings.state_dir
     if state is not None and (state / "credential.json").exists():
         data = json.loads((state / "credential.json").read_text())
         return Credential(data["agent_id"], data["agent_secret"], int(data["bk_host_id"]))
     async with gate:
-        cred = await enroll(settings, http)
+        cred = await enroll(settings, http, channel)
     if state is not None:
         state.mkdir(parents=True, exist_ok=True)
         save_credential(state, cred)
@@ -81,12 +92,22 @@ def _build_agents(
     creds: list[Credential],
     executor: Executor,
     http: httpx.AsyncClient,
+    channel: Channel,
 ) -> list[Agent]:
     """The swarm's agents: one shared executor and one HTTP client for file transfers."""
     built: list[Agent] = []
     for settings, cred in zip(settings_list, creds, strict=True):
         spool = Spool(settings.state_dir / "spool" if settings.state_dir else None)
-        built.append(Agent(settings, executor=executor, spool=spool, credential=cred, http=http))
+        built.append(
+            Agent(
+                settings,
+                executor=executor,
+                spool=spool,
+                credential=cred,
+                http=http,
+                channel=channel,
+            )
+        )
     return built
 
 
@@ -144,15 +165,18 @@ async def run_swarm(
         )
         for i in range(count)
     ]
-    verify = (settings_list[0].tls() if settings_list else None) or True
+    # one server, one check of its CA and one TLS context for every host
+    channel, _ = await AgentSettings(
+        server=server, state_dir=None, ip="", enroll_token=token
+    ).channel()
     http = httpx.AsyncClient(
-        timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, verify=verify
+        timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, verify=channel.tls or True
     )
     try:
-        creds = await asyncio.gather(*(_credential(s, gate, http) for s in settings_list))
+        creds = await asyncio.gather(*(_credential(s, gate, http, channel) for s in settings_list))
         if enrolled is not None:
             enrolled.set()
-        agents = _build_agents(settings_list, creds, shared, http)
+        agents = _build_agents(settings_list, creds, shared, http, channel)
         await _serve(agents, connect_window, ready, count)
     finally:
         await http.aclose()
@@ -181,7 +205,7 @@ async def _serve(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jobfleet.agent.swarm")
     parser.add_argument("--server", required=True)
-    parser.add_argument("--enroll-token", required=True)
+    parser.add_argument("--enroll-token-file", type=Path, help="file holding the enrollment token")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--executor", choices=("real", "instant"), default="real")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -204,7 +228,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also print 'enrolled N' once every host has its credential",
     )
+    parser.add_argument("--enroll-token", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.enroll_token is not None:
+        parser.error(f"the token would show in ps on a command line; give it with {TOKEN_HELP}")
+    token = (
+        args.enroll_token_file.read_text().strip()
+        if args.enroll_token_file
+        else os.environ.get("JOBFLEET_ENROLL_TOKEN", "").strip()
+    )
+    if not token:
+        parser.error(f"give the enrollment token with {TOKEN_HELP}")
     logging.basicConfig(
         level="WARNING", format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
     )
@@ -230,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await run_swarm(
                 args.server,
-                args.enroll_token,
+                token,
                 args.count,
                 executor=args.executor,
                 concurrency=args.concurrency,

@@ -53,16 +53,21 @@ def _mb(bytes_per_second: float) -> float:
 class FileWork:
     def __init__(
         self,
-        server: str,
+        server: Callable[[], str],
         headers: Callable[[], dict[str, str]],
         tls: Callable[[], ssl.SSLContext | None],
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.base = server.rstrip("/") + BLOB_PATH
+        self._server = server
         self.headers = headers
         self._tls = tls
         self._client = client
         self._owned = client is None
+
+    @property
+    def base(self) -> str:
+        # asked each time: the agent channel's address may change after a reconnect
+        return self._server().rstrip("/") + BLOB_PATH
 
     @property
     def client(self) -> httpx.AsyncClient:

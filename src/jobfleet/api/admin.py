@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,11 +16,16 @@ from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str, need_int
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
 from jobfleet.api.scope import require_admin
-from jobfleet.domain.errors import JobError
+from jobfleet.domain import enrollment
+from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 
 PREFIX = "/api/jobfleet/v1"
+
+log = logging.getLogger(__name__)
+# ids are BIGINT columns: a larger number is refused here, not by the database
+MAX_ID = 2**63 - 1
 
 
 # what an administration action changed: (resource type, the parameter naming it)
@@ -204,13 +210,13 @@ async def add_host(call: Call) -> dict[str, Any]:
 
 
 async def create_token(call: Call) -> dict[str, Any]:
-    token = await call.services.identity.create_enroll_token(
+    secret = await call.services.identity.create_enroll_token(
         bk_biz_id=get_int(call.params, "bk_biz_id"),
         uses=get_int(call.params, "uses", minimum=1),
-        ttl_seconds=get_int(call.params, "ttl_seconds", minimum=1),
+        ttl_seconds=get_int(call.params, "ttl_seconds", minimum=1, maximum=10 * 365 * 86400),
         note=get_str(call.params, "note", max_length=255) or "",
     )
-    return {"token": token}
+    return {"token": call.services.agent_channel.token(secret)}
 
 
 async def revoke_agent(call: Call) -> dict[str, Any]:
@@ -229,20 +235,27 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         request_id = uuid.uuid4().hex
+        services = services_of(request)
+        source_ip = request.client.host if request.client else ""
+        ip = ""
         try:
             source = request.client.host if request.client else ""
             if not services_of(request).enroll_throttle.take(source):
                 raise services_of(request).enroll_throttle.refusal(source)
             params = await read_params(request)
-            token = get_str(params, "token", required=True)
+            token = get_str(params, "token", required=True, max_length=512)
             ip = normalize_ip(get_str(params, "ip", required=True))
             assert token is not None
-            services = services_of(request)
+            try:
+                secret_part = enrollment.parse(token).secret
+            except ValueError as exc:
+                raise JobError(ErrorCode.SERVICE_AUTH_FAIL, str(exc), http_status=401) from None
             agent_id, secret, host_id = await services.identity.enroll(
-                token,
+                secret_part,
                 ip=ip,
-                bk_cloud_id=get_int(params, "bk_cloud_id", default=0, minimum=0) or 0,
-                bk_biz_id=get_int(params, "bk_biz_id", default=2, minimum=1) or 2,
+                bk_cloud_id=get_int(params, "bk_cloud_id", default=0, minimum=0, maximum=MAX_ID)
+                or 0,
+                bk_biz_id=get_int(params, "bk_biz_id", default=2, minimum=1, maximum=MAX_ID) or 2,
                 hostname=(get_str(params, "hostname", max_length=255) or ""),
                 os_type=(get_str(params, "os_type", max_length=32) or ""),
             )
@@ -253,12 +266,24 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
                 resource_type="host",
                 resource_id=str(host_id),
                 detail={"ip": ip, "agent_id": agent_id},
-                source_ip=request.client.host if request.client else "",
+                source_ip=source_ip,
             )
             return envelope.ok(
                 {"agent_id": agent_id, "agent_secret": secret, "bk_host_id": host_id}, request_id
             )
         except JobError as exc:
+            log.warning("agent_enroll_refused ip=%s peer=%s code=%s", ip, source_ip, exc.code)
+            try:
+                await services.audit.record(
+                    app_code="",
+                    username="",
+                    action="agent_enroll_refused",
+                    resource_type="host",
+                    detail={"ip": ip, "code": exc.code, "message": exc.message[:500]},
+                    source_ip=source_ip,
+                )
+            except Exception:
+                log.exception("audit_failed action=agent_enroll_refused")
             return envelope.error(exc, request_id)
 
     return endpoint

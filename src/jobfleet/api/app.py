@@ -13,6 +13,7 @@ from jobfleet import __version__
 from jobfleet.api import (
     accounts,
     admin,
+    agent_channel,
     cron,
     envelope,
     execute,
@@ -43,6 +44,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     router = APIRouter()
     for module in (
+        agent_channel,
         execute,
         query,
         legacy,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.throttle import Throttle
+from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.engine.core import Engine
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Submitter
@@ -55,3 +56,5 @@ class Services:
     rules: RuleStore
     # enrollment attempts per source address (default: no limit)
     enroll_throttle: Throttle = field(default_factory=lambda: Throttle("enrollments", 0, 1))
+    # how agents reach this server (the plain-text default is for hand-built services)
+    agent_channel: AgentChannel = field(default_factory=lambda: AgentChannel(None, None))

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import cli_context
+from jobfleet.cli._durations import parse_ttl
 
 admin_app = typer.Typer(
     help="Administer the server (needs a user with is_admin).", no_args_is_help=True
@@ -222,17 +223,22 @@ def token_create(
         int | None, typer.Option("--uses", min=1, help="How many agents may use it.")
     ] = None,
     ttl: Annotated[
-        int | None, typer.Option("--ttl", min=1, help="Seconds until it expires.")
+        str | None,
+        typer.Option("--ttl", help="Lifetime: seconds, or e.g. 30m, 24h, 7d (default: none)."),
     ] = None,
     note: Annotated[str | None, typer.Option("--note", help="Free text to remember it by.")] = None,
 ) -> None:
     """Create an enroll token; only the token goes to stdout, for scripts."""
+    try:
+        seconds = parse_ttl(ttl) if ttl is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ttl") from None
     cli = cli_context(ctx)
     with cli.client() as client:
-        data = client.create_enroll_token(bk_biz_id=biz, uses=uses, ttl_seconds=ttl, note=note)
+        data = client.create_enroll_token(bk_biz_id=biz, uses=uses, ttl_seconds=seconds, note=note)
     cli.out.out(str(data.get("token")))
     limits = [f"biz {biz}" if biz is not None else "", f"{uses} uses" if uses else ""]
-    limits.append(f"expires in {ttl}s" if ttl else "")
+    limits.append(f"expires in {seconds}s" if seconds else "")
     detail = ", ".join(x for x in limits if x)
     cli.err.print(Text(f"enroll token created{f' ({detail})' if detail else ''}", style="dim"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,31 @@ def server(
         Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS and WSS")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key")] = None,
+    agent_port: Annotated[
+        int,
+        typer.Option(
+            "--agent-port",
+            min=0,
+            max=65535,
+            help="Port agents connect to over TLS with the server's own CA (0: any free port)",
+        ),
+    ] = 8443,
+    agent_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--agent-plaintext",
+            help="Let agents talk plain HTTP on the API port instead of the encrypted "
+            "agent port (unsafe outside a trusted network)",
+        ),
+    ] = False,
+    bootstrap_lifetime: Annotated[
+        str,
+        typer.Option(
+            "--bootstrap-token-ttl",
+            help="Lifetime of the enrollment token written to bootstrap.json on the first "
+            "start (e.g. 30m, 24h, 7d)",
+        ),
+    ] = "24h",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     retain_jobs: Annotated[
         str,
@@ -162,21 +188,26 @@ def server(
     ] = 50,
 ) -> None:
     """Run a jobfleet server: HTTP API, agent gateway and job engine."""
+    from jobfleet.cli._durations import parse_ttl
     from jobfleet.domain.addresses import parse_networks
     from jobfleet.engine.notify import SmtpSettings
-    from jobfleet.engine.retention import RetentionSettings, parse_period
+    from jobfleet.engine.retention import RetentionSettings
     from jobfleet.server import ServerSettings, run
 
     try:
         parse_networks(callback_allow or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--callback-allow") from None
+    try:
+        token_ttl = parse_ttl(bootstrap_lifetime)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--bootstrap-token-ttl") from None
     logs.setup(log_level)
     try:
         retention = RetentionSettings(
-            jobs=parse_period(retain_jobs),
-            audit=parse_period(retain_audit),
-            blobs=parse_period(retain_blobs),
+            jobs=parse_ttl(retain_jobs, zero=True),
+            audit=parse_ttl(retain_audit, zero=True),
+            blobs=parse_ttl(retain_blobs, zero=True),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -196,6 +227,9 @@ def server(
             log_level=log_level,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            agent_port=agent_port,
+            agent_plaintext=agent_plaintext,
+            bootstrap_token_ttl=token_ttl,
             smtp=SmtpSettings(
                 host=smtp_host,
                 port=smtp_port,
@@ -228,13 +262,17 @@ def agent(
         typer.Option("--state-dir", help="Where the agent keeps its credential and unsent results"),
     ],
     ip: Annotated[str, typer.Option("--ip", help="This host's IP as jobfleet knows it")],
-    enroll_token: Annotated[
-        str | None,
+    enroll_token_file: Annotated[
+        Path | None,
         typer.Option(
-            "--enroll-token",
-            envvar="JOBFLEET_ENROLL_TOKEN",
-            help="One-time token for the first start",
+            "--enroll-token-file",
+            help="File holding the enrollment token for the first start "
+            "(or set JOBFLEET_ENROLL_TOKEN)",
         ),
+    ] = None,
+    enroll_token_argv: Annotated[
+        str | None,
+        typer.Option("--enroll-token", hidden=True, help="Refused: it would show in ps"),
     ] = None,
     bk_cloud_id: Annotated[int, typer.Option("--bk-cloud-id", help="Cloud area id")] = 0,
     biz: Annotated[int, typer.Option("--biz", help="Business the host joins")] = 2,
@@ -257,8 +295,26 @@ def agent(
         typer.Option("--label", help="A key=value label dynamic groups can select by; repeatable"),
     ] = None,
 ) -> None:
-    """Run the agent of one host."""
-    from jobfleet.agent.client import Agent, AgentSettings, parse_labels
+    """Run the agent of one host.
+
+    The enrollment token is read from --enroll-token-file or JOBFLEET_ENROLL_TOKEN,
+    never from the command line, where every user of the host could read it in ps."""
+    from jobfleet.agent.client import TOKEN_HELP, Agent, AgentSettings, parse_labels
+
+    if enroll_token_argv is not None:
+        raise typer.BadParameter(
+            f"the token would show in ps on a command line; give it with {TOKEN_HELP}",
+            param_hint="--enroll-token",
+        )
+    enroll_token = os.environ.get("JOBFLEET_ENROLL_TOKEN", "").strip() or None
+    if enroll_token_file is not None:
+        try:
+            enroll_token = enroll_token_file.read_text().strip() or None
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {enroll_token_file}: {exc.strerror}",
+                param_hint="--enroll-token-file",
+            ) from None
 
     try:
         labels = parse_labels(label or [])

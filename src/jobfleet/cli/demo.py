@@ -65,27 +65,6 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
             await wait_until(up, 30, "the server")
         boot = read_bootstrap(settings.data_dir)
         console.print(f"[bold]jobfleet server[/] at {settings.url} (data in {data_dir})")
-        for i in range(agents):
-            ip = f"127.0.0.{i + 2}"
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "jobfleet",
-                    "agent",
-                    "--server",
-                    settings.url,
-                    "--enroll-token",
-                    boot["enroll_token"],
-                    "--state-dir",
-                    str(data_dir / f"agent-{ip}"),
-                    "--ip",
-                    ip,
-                    "--log-level",
-                    "warning",
-                    stdin=asyncio.subprocess.DEVNULL,
-                )
-            )
         client = AsyncJobClient(
             settings.url,
             boot["bk_app_code"],
@@ -94,6 +73,32 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
             biz=DEFAULT_BIZ,
         )
         async with client:
+            # a token of the demo's own, for exactly its agents, gone within the hour
+            token = await client.create_enroll_token(
+                uses=agents, ttl_seconds=3600, note="jobfleet demo"
+            )
+            # through the environment: a command line is readable by every user (ps)
+            agent_env = {**os.environ, "JOBFLEET_ENROLL_TOKEN": str(token["token"])}
+            for i in range(agents):
+                ip = f"127.0.0.{i + 2}"
+                procs.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "jobfleet",
+                        "agent",
+                        "--server",
+                        settings.url,
+                        "--state-dir",
+                        str(data_dir / f"agent-{ip}"),
+                        "--ip",
+                        ip,
+                        "--log-level",
+                        "warning",
+                        stdin=asyncio.subprocess.DEVNULL,
+                        env=agent_env,
+                    )
+                )
 
             async def all_alive() -> bool:
                 hosts = await client.list_hosts(bk_biz_id=DEFAULT_BIZ)

@@ -34,21 +34,6 @@ class RetentionSettings:
     pause: float = 0.1
 
 
-def parse_period(text: str) -> float:
-    """``90d``, ``12h``, ``30m``, ``45s`` or plain seconds; ``0`` keeps forever."""
-    value = text.strip().lower()
-    units = {"d": DAY, "h": 3600.0, "m": 60.0, "s": 1.0}
-    scale = units.get(value[-1:])
-    number = value[:-1] if scale is not None else value
-    try:
-        seconds = float(number) * (scale or 1.0)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a period such as 90d, 12h, 30m or 0") from None
-    if seconds < 0 or seconds != seconds:
-        raise ValueError(f"{text!r}: a period is 0 or more")
-    return seconds
-
-
 class Retention:
     def __init__(self, store: RetentionStore, settings: RetentionSettings) -> None:
         self.store = store

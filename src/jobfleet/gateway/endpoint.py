@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import platform
@@ -18,6 +19,7 @@ from jobfleet.domain.protocol import clean_text
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.store.database import now_ms
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 
@@ -29,6 +31,13 @@ CLOSE_REPLACED = 4409
 CLOSE_TRY_AGAIN = 1013
 # what the server closes a connection with when a frame is over ``MAX_FRAME_BYTES``
 CLOSE_TOO_BIG = 1009
+CLOSE_REVOKED = 4403
+# how often each node looks for credentials revoked by any node (its own revocations
+# wake it at once), and how far back
+REVOCATION_POLL = 0.3
+# a wide window: nodes' clocks may differ, and a connection that authenticated just
+# before its revocation was written is caught by a later look
+REVOCATION_LOOKBACK_MS = 60_000
 
 
 class AgentEvents(Protocol):
@@ -131,10 +140,37 @@ class Gateway:
         self.events: AgentEvents | None = None
         self._checks = asyncio.Semaphore(8)
         self._facts = _HostFacts(Inventory(presence.db))
+        self._revocations: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._revocations = asyncio.get_running_loop().create_task(self._watch_revocations())
 
     async def stop(self) -> None:
         await self.refusals.stop()
+        task, self._revocations = self._revocations, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self._facts.stop()
+
+    async def _watch_revocations(self) -> None:
+        """Cut the connections of revoked credentials, wherever they were revoked."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.identity.revoked.wait(), REVOCATION_POLL)
+            self.identity.revoked.clear()
+            try:
+                revoked = await self.identity.revoked_since(now_ms() - REVOCATION_LOOKBACK_MS)
+            except Exception:
+                log.exception("revocation_check_failed")
+                continue
+            for agent_id in revoked:
+                conn = self.registry.for_agent(agent_id)
+                if conn is not None:
+                    log.warning(
+                        "agent_revoked_disconnected agent=%s host=%s", agent_id, conn.bk_host_id
+                    )
+                    await conn.hang_up()
 
     async def serve(self, ws: WebSocket) -> None:
         cred = parse_credential(ws.headers.get("authorization"))
@@ -164,6 +200,12 @@ class Gateway:
         async def send_frame(frame: bytes) -> None:
             await ws.send_bytes(frame)
 
+        async def hangup() -> None:
+            try:
+                await ws.close(code=CLOSE_REVOKED, reason="credential revoked")
+            except Exception as exc:  # already closing: the reader cleans up either way
+                log.info("agent_close_failed agent=%s error=%s", agent_id, exc)
+
         known = hello.get("known")
         conn = AgentConnection(
             agent_id,
@@ -171,6 +213,7 @@ class Gateway:
             send_frame,
             {t for t in known if isinstance(t, str)} if isinstance(known, list) else set(),
             peer=ws.client.host if ws.client else "",
+            hangup=hangup,
         )
         old = self.registry.add(conn)
         if old is not None:

@@ -12,6 +12,7 @@ import orjson
 log = logging.getLogger(__name__)
 
 SendFrame = Callable[[bytes], Awaitable[None]]
+Hangup = Callable[[], Awaitable[None]]
 
 
 class AgentConnection:
@@ -26,8 +27,10 @@ class AgentConnection:
         send_frame: SendFrame,
         known: set[str] | None = None,
         peer: str = "",
+        hangup: Hangup | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self._hangup = hangup
         self.bk_host_id = bk_host_id
         # the address the connection came from, for the audit log
         self.peer = peer
@@ -59,6 +62,12 @@ class AgentConnection:
                 self.closed = True
                 return
 
+    async def hang_up(self) -> None:
+        """Stop sending and close the socket itself (a revoked credential)."""
+        await self.close()
+        if self._hangup is not None:
+            await self._hangup()
+
     async def close(self) -> None:
         self.closed = True
         self._queue.put_nowait(None)
@@ -86,6 +95,13 @@ class Registry:
 
     def for_host(self, bk_host_id: int) -> AgentConnection | None:
         return self._by_host.get(bk_host_id)
+
+    def for_agent(self, agent_id: str) -> AgentConnection | None:
+        # a scan: only revocations, which are rare, look agents up by credential
+        for conn in self._by_host.values():
+            if conn.agent_id == agent_id:
+                return conn
+        return None
 
     def host_ids(self) -> list[int]:
         return list(self._by_host)

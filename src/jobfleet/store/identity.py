@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
@@ -75,6 +77,9 @@ def _app_of(row: Any) -> App:
 class IdentityStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # set when this node revokes a credential, so that its own connections go at
+        # once; other nodes' revocations are found by polling ``revoked_since``
+        self.revoked = asyncio.Event()
 
     # apps -------------------------------------------------------------------
     async def create_app(
@@ -299,93 +304,141 @@ class IdentityStore:
     async def enroll(
         self, token: str, *, ip: str, bk_cloud_id: int, bk_biz_id: int, hostname: str, os_type: str
     ) -> tuple[str, str, int]:
-        """Trade an enrollment token for a per-agent credential bound to one host."""
+        """Trade an enrollment token for a per-agent credential bound to one host.
+
+        Everything happens in one transaction that starts by taking one use of the
+        token with a conditional UPDATE: the row lock (PostgreSQL) or the write lock
+        (SQLite) serialises enrollments on one token, and any refusal after it rolls
+        the use back. The partial unique index on live credentials settles two
+        tokens racing for one host.
+        """
         digest = hash_secret(token)
         agent_id = uuid.uuid4().hex
         secret = new_secret(32)
         now = now_ms()
-        async with self.db.begin() as conn:
-            tok = (
+        try:
+            async with self.db.begin() as conn:
+                bk_biz_id, scoped = await self._take_use(conn, digest, bk_biz_id)
+                bk_host_id = await self._claim_host(
+                    conn,
+                    scoped=scoped,
+                    agent_id=agent_id,
+                    ip=ip,
+                    bk_cloud_id=bk_cloud_id,
+                    bk_biz_id=bk_biz_id,
+                    hostname=hostname,
+                    os_type=os_type,
+                    now=now,
+                )
                 await conn.execute(
-                    select(enroll_tokens).where(enroll_tokens.c.token_hash == digest)
-                )
-            ).first()
-            if (
-                tok is None
-                or (tok.expires_at and tok.expires_at < time.time())
-                or (tok.uses_left is not None and tok.uses_left <= 0)
-            ):
-                raise JobError(
-                    ErrorCode.SERVICE_AUTH_FAIL,
-                    "Invalid or expired enrollment token",
-                    http_status=401,
-                )
-            if tok.bk_biz_id is not None:
-                bk_biz_id = tok.bk_biz_id
-            if not (
-                await conn.execute(
-                    select(businesses.c.bk_biz_id).where(businesses.c.bk_biz_id == bk_biz_id)
-                )
-            ).first():
-                raise JobError(ErrorCode.BIZ_NOT_EXIST, f"Business {bk_biz_id} does not exist")
-            host = (
-                await conn.execute(
-                    select(hosts).where(hosts.c.bk_cloud_id == bk_cloud_id, hosts.c.ip == ip)
-                )
-            ).first()
-            if host is not None and host.agent_id:
-                live = (
-                    await conn.execute(
-                        select(agents.c.revoked).where(agents.c.agent_id == host.agent_id)
-                    )
-                ).first()
-                if live is not None and not live.revoked:
-                    raise JobError(
-                        ErrorCode.CONFLICT,
-                        f"Host {bk_cloud_id}:{ip} already has an enrolled agent; "
-                        "revoke it first (jobfleet admin agent revoke)",
-                    )
-            if host is None:
-                res = await conn.execute(
-                    insert(hosts).values(
-                        bk_biz_id=bk_biz_id,
-                        bk_cloud_id=bk_cloud_id,
-                        ip=ip,
-                        ipv6="",
+                    insert(agents).values(
                         agent_id=agent_id,
-                        hostname=hostname,
-                        os_type=os_type,
-                        os_name="",
-                        agent_version="",
-                        labels={},
-                        alive=0,
+                        secret_hash=hash_secret(secret),
+                        bk_host_id=bk_host_id,
+                        revoked=False,
                         create_time=now,
                     )
                 )
-                bk_host_id = int(res.inserted_primary_key[0])  # type: ignore[index]
-            else:
-                bk_host_id = host.bk_host_id
-                await conn.execute(
-                    update(hosts)
-                    .where(hosts.c.bk_host_id == bk_host_id)
-                    .values(agent_id=agent_id, hostname=hostname, os_type=os_type)
-                )
+        except IntegrityError:
+            # another enrollment of the same host committed first
+            raise _already_enrolled(bk_cloud_id, ip) from None
+        return agent_id, secret, bk_host_id
+
+    async def _take_use(
+        self, conn: AsyncConnection, digest: str, bk_biz_id: int
+    ) -> tuple[int, bool]:
+        """One use of the token, or a refusal; the business the host joins and
+        whether the token is scoped to it."""
+        tok = enroll_tokens.c
+        taken = await conn.execute(
+            update(enroll_tokens)
+            .where(
+                tok.token_hash == digest,
+                or_(tok.uses_left.is_(None), tok.uses_left > 0),
+                or_(tok.expires_at.is_(None), tok.expires_at > time.time()),
+            )
+            .values(uses_left=tok.uses_left - 1)
+        )
+        if taken.rowcount != 1:
+            raise JobError(
+                ErrorCode.SERVICE_AUTH_FAIL,
+                "Invalid, used up or expired enrollment token",
+                http_status=401,
+            )
+        scoped = (
+            await conn.execute(select(tok.bk_biz_id).where(tok.token_hash == digest))
+        ).scalar_one()
+        if scoped is not None:
+            bk_biz_id = int(scoped)
+        if not (
             await conn.execute(
-                insert(agents).values(
+                select(businesses.c.bk_biz_id).where(businesses.c.bk_biz_id == bk_biz_id)
+            )
+        ).first():
+            raise JobError(ErrorCode.BIZ_NOT_EXIST, f"Business {bk_biz_id} does not exist")
+        return bk_biz_id, scoped is not None
+
+    async def _claim_host(
+        self,
+        conn: AsyncConnection,
+        *,
+        scoped: bool,
+        agent_id: str,
+        ip: str,
+        bk_cloud_id: int,
+        bk_biz_id: int,
+        hostname: str,
+        os_type: str,
+        now: int,
+    ) -> int:
+        """The host the new credential binds to, made or taken over."""
+        host = (
+            await conn.execute(
+                select(hosts.c.bk_host_id, hosts.c.bk_biz_id).where(
+                    hosts.c.bk_cloud_id == bk_cloud_id, hosts.c.ip == ip
+                )
+            )
+        ).first()
+        if host is None:
+            res = await conn.execute(
+                insert(hosts).values(
+                    bk_biz_id=bk_biz_id,
+                    bk_cloud_id=bk_cloud_id,
+                    ip=ip,
+                    ipv6="",
                     agent_id=agent_id,
-                    secret_hash=hash_secret(secret),
-                    bk_host_id=bk_host_id,
-                    revoked=False,
+                    hostname=hostname,
+                    os_type=os_type,
+                    os_name="",
+                    agent_version="",
+                    labels={},
+                    alive=0,
                     create_time=now,
                 )
             )
-            if tok.uses_left is not None:
-                await conn.execute(
-                    update(enroll_tokens)
-                    .where(enroll_tokens.c.token_hash == digest)
-                    .values(uses_left=enroll_tokens.c.uses_left - 1)
+            return int(res.inserted_primary_key[0])  # type: ignore[index]
+        if scoped and int(host.bk_biz_id) != bk_biz_id:
+            raise JobError(
+                ErrorCode.PERMISSION_DENIED,
+                f"Host {bk_cloud_id}:{ip} belongs to business {host.bk_biz_id}; "
+                f"this enrollment token may only enroll hosts of business {bk_biz_id}",
+                http_status=403,
+            )
+        live = (
+            await conn.execute(
+                select(agents.c.agent_id).where(
+                    agents.c.bk_host_id == host.bk_host_id, agents.c.revoked.is_(False)
                 )
-        return agent_id, secret, bk_host_id
+            )
+        ).first()
+        if live is not None:
+            raise _already_enrolled(bk_cloud_id, ip)
+        await conn.execute(
+            update(hosts)
+            .where(hosts.c.bk_host_id == host.bk_host_id)
+            .values(agent_id=agent_id, hostname=hostname, os_type=os_type)
+        )
+        return int(host.bk_host_id)
 
     async def check_agent(self, agent_id: str, secret: str) -> int | None:
         """The host an agent credential is bound to, or None."""
@@ -398,7 +451,27 @@ class IdentityStore:
     async def revoke_agent(self, agent_id: str) -> None:
         async with self.db.begin() as conn:
             res = await conn.execute(
-                update(agents).where(agents.c.agent_id == agent_id).values(revoked=True)
+                update(agents)
+                .where(agents.c.agent_id == agent_id)
+                .values(revoked=True, revoked_at=func.coalesce(agents.c.revoked_at, now_ms()))
             )
         if not res.rowcount:
             raise JobError(ErrorCode.NOT_FOUND, f"Agent {agent_id!r} does not exist")
+        self.revoked.set()
+
+    async def revoked_since(self, since_ms: int) -> list[str]:
+        """Agents revoked at or after ``since_ms`` (epoch ms), by any node."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(agents.c.agent_id).where(agents.c.revoked_at >= since_ms)
+            )
+            return [str(r.agent_id) for r in rows]
+
+
+def _already_enrolled(bk_cloud_id: int, ip: str) -> JobError:
+    return JobError(
+        ErrorCode.CONFLICT,
+        f"Host {bk_cloud_id}:{ip} already has an enrolled agent; "
+        "revoke its credential first (jobfleet admin agent revoke AGENT_ID)",
+        http_status=409,
+    )

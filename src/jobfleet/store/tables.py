@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 metadata = MetaData(
@@ -106,6 +107,16 @@ agents = Table(
     Column("bk_host_id", BigInteger, nullable=False, index=True),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("create_time", BigInteger, nullable=False),
+    # every node polls this to close the connections of credentials revoked elsewhere
+    Column("revoked_at", BigInteger, nullable=True, index=True),
+    # one live credential per host, whatever races the enrollments run
+    Index(
+        "uq_agents_live_host",
+        "bk_host_id",
+        unique=True,
+        sqlite_where=text("revoked = 0"),
+        postgresql_where=text("revoked = false"),
+    ),
 )
 
 hosts = Table(

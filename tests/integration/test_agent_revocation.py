@@ -1,0 +1,68 @@
+"""Revoking an agent cuts its connection within a second, on whichever node holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+from tests.integration.harness import Running, Wire, eventually, run_server
+
+IP = "127.0.17.1"
+
+
+async def revoke_and_time_the_cut(running: Running, wire: Wire) -> float:
+    agent, _ = running.agents[IP]
+    cred = agent.credential
+    assert cred is not None
+    started = time.monotonic()
+    answer = await wire.http.delete(f"/api/jobfleet/v1/agents/{cred.agent_id}",
+                                    headers=wire.headers())
+    assert answer.json()["result"], answer.text
+
+    async def cut() -> bool:
+        return (running.server.registry.for_host(cred.bk_host_id) is None
+                and not agent.connected.is_set())
+    await eventually(cut, timeout=10, interval=0.02)
+    return time.monotonic() - started
+
+
+async def assert_never_runs_again(running: Running, wire: Wire, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    sub = await wire.run_script(f"touch {marker}", [IP])
+    data = await wire.wait(sub["job_instance_id"], timeout=30)
+    result = data["step_instance_list"][0]["step_ip_result_list"][0]
+    assert result["status"] == 310, result
+    # the agent keeps trying (its backoff is at most 1 s here) and is refused each time
+    await asyncio.sleep(3)
+    assert not marker.exists()
+    agent, _ = running.agents[IP]
+    assert not agent.connected.is_set()
+    assert not any(h.ip == IP and h.alive for h in await running.server.inventory.list())
+
+
+async def test_revoking_an_agent_cuts_it_within_a_second(
+        running: Running, tmp_path: Path) -> None:
+    await running.start_agents([IP])
+    elapsed = await revoke_and_time_the_cut(running, running.wire)
+    assert elapsed < 1.0, elapsed
+    await assert_never_runs_again(running, running.wire, tmp_path)
+    entries = (await running.wire.http.get("/api/jobfleet/v1/audit",
+                                           headers=running.wire.headers())).json()["data"]
+    assert any(e["action"].startswith("DELETE /api/jobfleet/v1/agents/") for e in entries)
+
+
+async def test_a_revocation_taken_by_another_node_cuts_the_agent_too(
+        running: Running, tmp_path: Path, database_url: str) -> None:
+    await running.start_agents([IP])
+    other = tmp_path / "node-b"
+    (other / "server").mkdir(parents=True)
+    for name in ("secret.key", "bootstrap.json"):
+        shutil.copy(running.data_dir / "server" / name, other / "server" / name)
+    async with run_server(other, database_url) as node_b:
+        assert node_b.server.registry.for_host(
+            running.agents[IP][0].credential.bk_host_id) is None  # type: ignore[union-attr]
+        elapsed = await revoke_and_time_the_cut(running, node_b.wire)
+        assert elapsed < 1.0, elapsed
+        await assert_never_runs_again(running, node_b.wire, tmp_path)
