@@ -20,7 +20,7 @@ import pytest
 from tests.integration.harness import Running, eventually, run_server
 from websockets.asyncio.client import ClientConnection, connect
 
-from jobfleet.agent.client import AgentSettings, Credential, enroll, ws_url
+from jobfleet.agent.client import CONNECT_PATH, AgentSettings, Credential, enroll
 from jobfleet.domain import protocol
 from jobfleet.gateway.refusals import AUDIT_ACTION
 
@@ -66,10 +66,11 @@ async def raw_agent(running: Running, ip: str, cred: Credential | None = None,
                     **hello: Any) -> AsyncIterator[RawAgent]:
     settings = AgentSettings(server=running.url, state_dir=None, ip=ip,
                              enroll_token=running.boot["enroll_token"])
-    cred = cred or await enroll(settings)
+    channel, _ = await settings.channel()
+    cred = cred or await enroll(settings, channel=channel)
     headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
-    async with connect(ws_url(running.url), additional_headers=headers, max_size=None,
-                       ssl=settings.tls()) as ws:
+    async with connect(channel.ws_url + CONNECT_PATH, additional_headers=headers,
+                       max_size=None, ssl=channel.tls) as ws:
         await ws.send(orjson.dumps({"t": "hello", "version": "0", "hostname": "raw", "os": "Linux",
                                     "known": [], **hello}))
         agent = RawAgent(ws, cred)

@@ -53,7 +53,15 @@ async def upload(wire: Wire, name: str, payload: bytes) -> dict[str, Any]:
     return dict(resp.json()["data"])
 
 
-async def test_refusals_are_audited_once_per_address_and_reason(running: Running) -> None:
+async def test_refusals_are_audited_once_per_address_and_reason(
+    tmp_path: Path, database_url: str
+) -> None:
+    # a bad agent credential is tried on the API port, where plain-text agents are allowed
+    async with run_server(tmp_path, database_url, server={"agent_plaintext": True}) as running:
+        await _refusals_audited(running)
+
+
+async def _refusals_audited(running: Running) -> None:
     wire = running.wire
     path = f"{V3}/get_job_instance_list"
     answers = await asyncio.gather(*[

@@ -15,6 +15,8 @@ from tests.integration.harness import Running, Wire, run_server
 V3 = "/api/bk-job/prod/api/v3"
 ENROLL = "/api/jobfleet/v1/agents/enroll"
 MiB = 1024 * 1024
+# the agent routes on the API port (these tests are about the edge, not the agent channel)
+PLAIN_AGENTS = {"agent_plaintext": True}
 
 
 async def raw_exchange(url: str, head: bytes, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
@@ -41,9 +43,14 @@ async def chunks(total: int, size: int = 256 * 1024) -> AsyncIterator[bytes]:
 
 
 async def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(
-    running: Running,
+    tmp_path: Path, database_url: str
 ) -> None:
     """No body is ever sent and no credentials are given: the answer comes from the headers."""
+    async with run_server(tmp_path, database_url, server=PLAIN_AGENTS) as running:
+        await _declared_bodies_refused(running)
+
+
+async def _declared_bodies_refused(running: Running) -> None:
     for path, length in (
         (f"{V3}/fast_execute_script", 33 * MiB),
         ("/api/jobfleet/v1/agents/enroll", 33 * MiB),
@@ -64,7 +71,8 @@ async def test_a_streamed_body_is_cut_at_the_routes_limit(
     tmp_path: Path, database_url: str
 ) -> None:
     async with run_server(
-        tmp_path, database_url, server={"max_body": 1 * MiB, "max_file_size": 3 * MiB}
+        tmp_path, database_url,
+        server={**PLAIN_AGENTS, "max_body": 1 * MiB, "max_file_size": 3 * MiB}
     ) as run:
         http = run.wire.http
         # no Content-Length: the server counts
@@ -100,7 +108,7 @@ async def test_a_streamed_body_is_cut_at_the_routes_limit(
 
 async def test_enrollment_is_rate_limited_per_address(tmp_path: Path, database_url: str) -> None:
     async with run_server(
-        tmp_path, database_url, server={"enroll_rate": 0.01, "enroll_burst": 3}
+        tmp_path, database_url, server={**PLAIN_AGENTS, "enroll_rate": 0.01, "enroll_burst": 3}
     ) as run:
         http = run.wire.http
         body = {"token": "not-a-token", "ip": "127.0.0.9"}
@@ -121,7 +129,8 @@ async def test_failed_authentication_is_rate_limited_and_known_callers_pass(
     tmp_path: Path, database_url: str
 ) -> None:
     async with run_server(
-        tmp_path, database_url, server={"auth_failure_rate": 0.01, "auth_failure_burst": 3}
+        tmp_path, database_url,
+        server={**PLAIN_AGENTS, "auth_failure_rate": 0.01, "auth_failure_burst": 3}
     ) as run:
         good = run.wire
         bad = Wire(run.url, run.boot["bk_app_code"], "wrong-secret")
@@ -171,7 +180,8 @@ async def test_memory_stays_flat_under_parallel_huge_bodies(
     """Six clients stream 300 MB each at once, with and without Content-Length, at JSON and
     upload routes; the server (in this process) never holds more than a route's limit."""
     size = 300 * MiB
-    async with run_server(tmp_path, database_url, server={"max_file_size": 128 * MiB}) as run:
+    async with run_server(tmp_path, database_url,
+                          server={**PLAIN_AGENTS, "max_file_size": 128 * MiB}) as run:
         wire = run.wire
         answer = await wire.v3("generate_local_file_upload_url",
                                {"bk_biz_id": 2, "file_name_list": ["ok.bin"]})
@@ -224,9 +234,14 @@ async def test_memory_stays_flat_under_parallel_huge_bodies(
         print(f"parallel bodies: RSS grew by {growth / MiB:.0f} MiB; {outcome}")
 
 
-async def test_a_refused_body_is_drained_only_briefly(running: Running) -> None:
+async def test_a_refused_body_is_drained_only_briefly(tmp_path: Path, database_url: str) -> None:
     """Answered without reading (no credentials), a client that goes on streaming gets its
     answer and then loses the connection, instead of keeping it busy for as long as it likes."""
+    async with run_server(tmp_path, database_url, server=PLAIN_AGENTS) as running:
+        await _refused_body_drained(running)
+
+
+async def _refused_body_drained(running: Running) -> None:
     url = httpx.URL(running.url)
     reader, writer = await asyncio.open_connection(url.host, url.port)
     writer.write(b"PUT /api/jobfleet/v1/agents/blobs/abc HTTP/1.1\r\nHost: x\r\n"
