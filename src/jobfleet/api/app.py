@@ -79,7 +79,8 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(
         RequestCap,
         limit=limits.max_api_requests,
-        exempt=("/healthz", files.PREFIX + "/agents/"),
+        # agents reconnecting after a restart ask for the bootstrap document first
+        exempt=("/healthz", files.PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
     )
 
     @app.websocket("/api/jobfleet/v1/agents/connect")
