@@ -14,7 +14,7 @@ from starlette.responses import Response
 from jobfleet.api import envelope
 from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.files import BlobResponse
-from jobfleet.api.params import get_bool, get_int, get_list, get_str
+from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.paths import source_label
@@ -267,7 +267,7 @@ async def download_fetched(request: Request) -> Response:
     services = services_of(request)
     try:
         caller = await services.auth.authenticate(request, dict(request.query_params))
-        job_id = int(request.path_params["job_instance_id"])
+        job_id = need_int(dict(request.path_params), "job_instance_id", minimum=1)
         job = await services.jobs.job(job_id)
         if job is None or not caller.user.holds(job.scope_type, job.scope_id):
             raise JobError(
