@@ -20,7 +20,7 @@ INT32_FIELDS = frozenset({
     "action", "batch", "category", "execute_count", "execution_mode", "file_type",
     "is_param_sensitive", "is_ignore_error", "launch_mode", "max_running_jobs", "mode",
     "notified", "operation_code", "script_language", "script_type", "status", "task_type",
-    "timeout", "transfer_mode", "type", "uses", "version",
+    "timeout", "transfer_mode", "type", "uses",
 })
 # fmt: on
 # paging never starts below zero nor past what a 32-bit offset holds
@@ -33,7 +33,11 @@ MAX_ITEMS = 100_000
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _MAX_DIGITS = 40
 # ids that are text (tokens, hex), whatever digits they happen to hold
-TEXT_IDS = frozenset({"agent_id", "bk_agent_id", "blob_id", "file_id", "resource_id", "request_id"})
+TEXT_IDS = frozenset(
+    {"agent_id", "bk_agent_id", "blob_id", "file_id", "resource_id", "request_id", "script_id"}
+)
+# objects whose ``id`` is text: dynamic groups
+TEXT_ID_OBJECTS = frozenset({"dynamic_group"})
 _INT_SUFFIXES = ("_id", "_ids", "_time", "_time_start", "_time_end", "_ms", "_speed_limit")
 
 
@@ -79,9 +83,11 @@ def check_tree(value: Any, name: str = "", key: str = "", depth: int = 0) -> Non
     if isinstance(value, dict):
         if len(value) > MAX_ITEMS:
             raise JobError.invalid(name or "body", f"more than {MAX_ITEMS} fields")
+        text_id = key in TEXT_ID_OBJECTS
         for k, item in value.items():
             child = str(k)
-            check_tree(item, f"{name}.{child}" if name else child, child, depth + 1)
+            child_key = "" if text_id and child == "id" else child
+            check_tree(item, f"{name}.{child}" if name else child, child_key, depth + 1)
     elif isinstance(value, list):
         if len(value) > MAX_ITEMS:
             raise JobError.invalid(name, f"more than {MAX_ITEMS} items")
