@@ -125,7 +125,8 @@ def get_int(
             raise JobError.missing(name)
         return default
     if isinstance(value, bool):
-        raise JobError.invalid(name)
+        # JSON true is not 1 here: the same answer as any other non-integer
+        raise JobError.invalid(name, f"{str(value).lower()} is not an integer")
     try:
         number = int(value) if not isinstance(value, float) or value.is_integer() else None
     except (TypeError, ValueError, OverflowError):
