@@ -85,6 +85,9 @@ async def test_numbers_outside_the_columns_get_1241010_on_every_route(running: R
         (V3 + "get_job_instance_status", {"bk_biz_id": 2, "job_instance_id": str(BIG)}),
         (V3 + "get_job_instance_list", {"bk_biz_id": 2, "start": "3000000000"}),
         (V3 + "get_job_instance_list", {"bk_biz_id": 2, "create_time_start": "1" * 30}),
+        # seconds that overflow once made milliseconds
+        (V3 + "get_cron_list", {"bk_biz_id": 2, "create_time_start": str(2**62)}),
+        (V3 + "get_cron_list", {"bk_biz_id": 2, "last_modify_time_end": str(2**61)}),
         ("/api/jobfleet/v1/audit/entries", {"create_time_start": str(BIG)}),
         ("/api/jobfleet/v1/audit/entries", {"start": "-1", "length": "1e3"}),
         ("/api/jobfleet/v1/audit", {"limit": str(BIG)}),

@@ -24,6 +24,7 @@ from jobfleet.api.models.common import (
     StepRef,
 )
 
+CRON_SECONDS_MAX = INT64_MAX // 1000 - 1
 LANGUAGE = "1 shell, 2 bat, 3 perl, 4 python, 5 powershell, 6 sql"
 
 
@@ -295,6 +296,10 @@ class GetCronList(Paged):
     status: int | None = Field(None, ge=1, le=2, description="1 running, 2 paused")
     creator: str | None = None
     last_modify_user: str | None = None
+    create_time_start: int | None = Field(None, ge=0, le=CRON_SECONDS_MAX, description="epoch s")
+    create_time_end: int | None = Field(None, ge=0, le=CRON_SECONDS_MAX, description="epoch s")
+    last_modify_time_start: int | None = Field(None, ge=0, le=CRON_SECONDS_MAX)
+    last_modify_time_end: int | None = Field(None, ge=0, le=CRON_SECONDS_MAX)
 
 
 class UpdateCronStatus(ById):
