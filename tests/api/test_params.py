@@ -95,3 +95,8 @@ def test_check_tree_bounds_depth_and_width() -> None:
 def test_text_ids_and_versions_stay_text() -> None:
     check_tree({"script_id": "1" * 32, "version": "202412011230",
                 "target_server": {"dynamic_group_list": [{"id": "9" * 32}]}})
+
+
+def test_check_tree_refuses_nul_in_text_and_names() -> None:
+    assert code_of(lambda: check_tree({"task_name": "a\x00b"})) == 1241010
+    assert code_of(lambda: check_tree({"x": [{"a\x00": 1}]})) == 1241010

@@ -147,3 +147,22 @@ async def test_deep_and_huge_documents_get_1241010(running: Running) -> None:
     assert resp.json()["code"] == 1241010, resp.text
     answer = await running.wire.get("/api/jobfleet/v1/audit", {})
     assert answer["result"] is True, answer
+
+
+async def test_nul_characters_get_1241010_on_both_backends(running: Running) -> None:
+    """PostgreSQL cannot store NUL in text or JSON; SQLite can: both refuse it at the edge."""
+    for path, body in (
+        ("/api/jobfleet/v1/users", {"username": "a\x00b"}),
+        ("/api/jobfleet/v1/businesses", {"bk_biz_id": 7, "name": "a\x00b"}),
+        ("/api/jobfleet/v1/users", {"username": "nul-key", "note\x00": 1}),
+        (V3 + "create_account", {"bk_biz_id": 2, "account": "a\x00", "type": 1, "category": 1}),
+        (V3 + "save_cron", {"bk_biz_id": 2, "job_plan_id": 1, "name": "x\x00"}),
+    ):
+        answer = await running.wire.post(path, body)
+        assert answer["code"] == 1241010, (path, answer)
+    resp = await running.wire.http.get(V3 + "get_job_instance_list", headers=running.wire.headers(),
+                                       params={"bk_biz_id": 2, "name": "a\x00b"})
+    assert resp.json()["code"] == 1241010, resp.text
+    for path in ("/api/jobfleet/v1/audit", "/api/jobfleet/v1/users"):
+        answer = await running.wire.get(path, {})
+        assert answer["result"] is True, answer

@@ -70,7 +70,7 @@ def _is_int_field(key: str) -> bool:
 
 
 def check_tree(value: Any, name: str = "", key: str = "", depth: int = 0) -> None:
-    """Refuse a document nested too deeply, too wide, or with integers out of range.
+    """Refuse a document nested too deeply, too wide, with integers out of range or NULs.
 
     Numbers past 64 bits are refused under any name (no column holds them); integers
     (and integer text) of a known integer field are held to that field's range.
@@ -86,6 +86,8 @@ def check_tree(value: Any, name: str = "", key: str = "", depth: int = 0) -> Non
         text_id = key in TEXT_ID_OBJECTS
         for k, item in value.items():
             child = str(k)
+            if "\x00" in child:
+                raise JobError.invalid(name or "body", "a field name holds a NUL character")
             child_key = "" if text_id and child == "id" else child
             check_tree(item, f"{name}.{child}" if name else child, child_key, depth + 1)
     elif isinstance(value, list):
@@ -104,6 +106,9 @@ def check_tree(value: Any, name: str = "", key: str = "", depth: int = 0) -> Non
             raise JobError.invalid(name, f"{value!r} is outside the 64-bit range")
         if _is_int_field(key) and value.is_integer():
             check_range(name, int(value), key)
+    elif isinstance(value, str) and "\x00" in value:
+        # PostgreSQL text and JSON cannot hold NUL, SQLite can: refuse it on both alike
+        raise JobError.invalid(name, "holds a NUL character")
     elif isinstance(value, str) and _is_int_field(key) and _INTEGER_TEXT.fullmatch(value):
         if len(value) > _MAX_DIGITS:
             raise JobError.invalid(name, "the number is outside the 64-bit range")
