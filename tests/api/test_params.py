@@ -100,3 +100,8 @@ def test_text_ids_and_versions_stay_text() -> None:
 def test_check_tree_refuses_nul_in_text_and_names() -> None:
     assert code_of(lambda: check_tree({"task_name": "a\x00b"})) == 1241010
     assert code_of(lambda: check_tree({"x": [{"a\x00": 1}]})) == 1241010
+
+
+def test_check_tree_bounds_the_values_in_all() -> None:
+    wide = {f"k{i}": list(range(MAX_ITEMS)) for i in range(11)}
+    assert code_of(lambda: check_tree(wide)) == 1241010

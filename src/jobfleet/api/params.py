@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.errors import JobError
 
 TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off", ""}
@@ -30,6 +30,8 @@ NON_NEGATIVE32 = frozenset({"start", "length", "limit", "offset", "execute_count
 # walk what they are given, and orjson refuses to render past 254 levels
 MAX_DEPTH = 32
 MAX_ITEMS = 100_000
+# and at most this many values in all, so that walking one costs little time
+MAX_VALUES = 1_000_000
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _MAX_DIGITS = 40
 # ids that are text (tokens, hex), whatever digits they happen to hold
@@ -69,18 +71,47 @@ def _is_int_field(key: str) -> bool:
     )
 
 
-def check_tree(value: Any, name: str = "", key: str = "", depth: int = 0) -> None:
-    """Refuse a document nested too deeply, too wide, with integers out of range or NULs.
+def check_tree(value: Any, name: str = "") -> None:
+    """Refuse a document nested too deeply, too large, with integers out of range or NULs.
 
     Numbers past 64 bits are refused under any name (no column holds them); integers
     (and integer text) of a known integer field are held to that field's range.
     """
-    if depth > MAX_DEPTH:
-        raise JobError(
-            ErrorCode.INVALID_PARAM_WITH_REASON,
-            f"Invalid parameter [{name or 'body'}]: nested deeper than {MAX_DEPTH} levels",
-        )
-    if isinstance(value, dict):
+    _Walk().visit(value, name, "", 0)
+
+
+class _Walk:
+    def __init__(self) -> None:
+        self.left = MAX_VALUES
+
+    def visit(self, value: Any, name: str, key: str, depth: int) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise JobError.invalid("body", f"more than {MAX_VALUES} values in all")
+        if depth > MAX_DEPTH:
+            raise JobError.invalid(name or "body", f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            self.visit_object(value, name, key, depth)
+        elif isinstance(value, list):
+            if len(value) > MAX_ITEMS:
+                raise JobError.invalid(name, f"more than {MAX_ITEMS} items")
+            item_key = key.removesuffix("_list")
+            for i, item in enumerate(value):
+                self.visit(item, f"{name}[{i}]", item_key, depth + 1)
+        elif isinstance(value, bool):
+            return
+        elif isinstance(value, int):
+            check_range(name, value, key if _is_int_field(key) else "")
+        elif isinstance(value, float):
+            # orjson reads integers past 64 bits as floats: at +-2**63 precision is lost
+            if not -(2.0**63) < value < 2.0**63:
+                raise JobError.invalid(name, f"{value!r} is outside the 64-bit range")
+            if _is_int_field(key) and value.is_integer():
+                check_range(name, int(value), key)
+        elif isinstance(value, str):
+            _check_text(value, name, key)
+
+    def visit_object(self, value: dict[Any, Any], name: str, key: str, depth: int) -> None:
         if len(value) > MAX_ITEMS:
             raise JobError.invalid(name or "body", f"more than {MAX_ITEMS} fields")
         text_id = key in TEXT_ID_OBJECTS
@@ -89,27 +120,14 @@ def check_tree(value: Any, name: str = "", key: str = "", depth: int = 0) -> Non
             if "\x00" in child:
                 raise JobError.invalid(name or "body", "a field name holds a NUL character")
             child_key = "" if text_id and child == "id" else child
-            check_tree(item, f"{name}.{child}" if name else child, child_key, depth + 1)
-    elif isinstance(value, list):
-        if len(value) > MAX_ITEMS:
-            raise JobError.invalid(name, f"more than {MAX_ITEMS} items")
-        item_key = key.removesuffix("_list")
-        for i, item in enumerate(value):
-            check_tree(item, f"{name}[{i}]", item_key, depth + 1)
-    elif isinstance(value, bool):
-        return
-    elif isinstance(value, int):
-        check_range(name, value, key if _is_int_field(key) else "")
-    elif isinstance(value, float):
-        # orjson reads integers past 64 bits as floats: at +-2**63 precision is already lost
-        if not -(2.0**63) < value < 2.0**63:
-            raise JobError.invalid(name, f"{value!r} is outside the 64-bit range")
-        if _is_int_field(key) and value.is_integer():
-            check_range(name, int(value), key)
-    elif isinstance(value, str) and "\x00" in value:
+            self.visit(item, f"{name}.{child}" if name else child, child_key, depth + 1)
+
+
+def _check_text(value: str, name: str, key: str) -> None:
+    if "\x00" in value:
         # PostgreSQL text and JSON cannot hold NUL, SQLite can: refuse it on both alike
         raise JobError.invalid(name, "holds a NUL character")
-    elif isinstance(value, str) and _is_int_field(key) and _INTEGER_TEXT.fullmatch(value):
+    if _is_int_field(key) and _INTEGER_TEXT.fullmatch(value):
         if len(value) > _MAX_DIGITS:
             raise JobError.invalid(name, "the number is outside the 64-bit range")
         check_range(name, int(value), key)

@@ -60,9 +60,8 @@ async def read_params(request: Request) -> dict[str, Any]:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 if "depth limit" in str(exc) or "recursion" in str(exc).lower():
-                    raise JobError(
-                        ErrorCode.INVALID_PARAM_WITH_REASON,
-                        f"Invalid parameter [body]: nested deeper than {MAX_DEPTH} levels",
+                    raise JobError.invalid(
+                        "body", f"nested deeper than {MAX_DEPTH} levels"
                     ) from None
                 raise JobError(ErrorCode.BAD_REQUEST, f"Malformed JSON body: {exc}") from None
             if not isinstance(parsed, dict):
