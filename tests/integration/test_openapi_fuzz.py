@@ -25,26 +25,45 @@ ERROR_STATUSES = {200, 400, 401, 403, 404, 405, 409, 413, 429}
 INTERNAL_ERROR = 1240002
 BUSINESS = 2  # the one the server makes on first start
 LOOPBACK_URL = "http://127.0.0.1:9/jobfleet-fuzz"
-# fields whose value the server may connect to: always a loopback address that refuses
+# fields whose value the server may connect to: always a loopback address that refuses;
+# and host addresses, which are never anything but loopback in a test either
 URL_FIELDS = ("callback_url", "target", "url", "webhook_url")
+ADDRESS_FIELDS = ("ip", "search_ip")
+LOOPBACK_IP = "127.0.0.2"
 # examples per operation: valid requests, requests whose integers are past the documented
 # bounds (ids past 64 bits, negative paging, …), and requests that break the schema
 PASSES = (("documented", GenerationMode.POSITIVE, 2), ("out_of_range", GenerationMode.POSITIVE, 2),
           ("documented", GenerationMode.NEGATIVE, 1))
 
 
+def on_loopback(value: Any) -> Any:
+    """``value`` with every URL and address field at any depth pointing at loopback."""
+    if isinstance(value, list):
+        return [on_loopback(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    pinned = {}
+    for key, item in value.items():
+        if key in URL_FIELDS:
+            pinned[key] = LOOPBACK_URL
+        elif key in ADDRESS_FIELDS and item is not None:
+            pinned[key] = LOOPBACK_IP
+        else:
+            pinned[key] = on_loopback(item)
+    return pinned
+
+
 def prepare(case: schemathesis.Case, *, in_business: bool) -> None:
-    """Keep URLs on loopback; with ``in_business``, name the business that exists, so that
-    the rest of the request reaches the handler instead of stopping at the scope check."""
+    """Keep URLs and addresses on loopback; with ``in_business``, name the business that
+    exists, so that the rest of the request reaches the handler, not just the scope check."""
+    case.body = on_loopback(case.body)
+    if case.query:
+        case.query = on_loopback(case.query)
     for container in (case.body, case.query):
-        if isinstance(container, dict):
-            for field in URL_FIELDS:
-                if field in container:
-                    container[field] = LOOPBACK_URL
-            if in_business and "bk_biz_id" in container:
-                container.pop("bk_scope_type", None)
-                container.pop("bk_scope_id", None)
-                container["bk_biz_id"] = BUSINESS
+        if in_business and isinstance(container, dict) and "bk_biz_id" in container:
+            container.pop("bk_scope_type", None)
+            container.pop("bk_scope_id", None)
+            container["bk_biz_id"] = BUSINESS
 
 
 def problem_with(response: Any, raw_ok: bool) -> str | None:
