@@ -31,12 +31,13 @@ from jobfleet.api import (
     transfer,
 )
 from jobfleet.api.edge import BodyLimit, RequestCap
+from jobfleet.api.openapi import DocumentedAPI
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 
 
 def create_app(services: Services) -> FastAPI:
-    app = FastAPI(
+    app = DocumentedAPI(
         title="jobfleet",
         version=__version__,
         description="Remote job execution, wire-compatible with bk-job v3",

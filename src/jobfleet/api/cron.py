@@ -204,6 +204,9 @@ def _detail(row: Any) -> dict[str, Any]:
     }
 
 
+MAX_SECONDS = (2**63 - 1) // 1000 - 1
+
+
 # handlers -------------------------------------------------------------------
 async def save_cron(call: Call) -> dict[str, Any]:
     scope = await call.scope(MANAGE)
@@ -311,8 +314,9 @@ async def get_cron_list(call: Call) -> dict[str, Any]:
     length = get_int(p, "length", default=20, minimum=1, maximum=1000) or 20
 
     def span(prefix: str) -> tuple[int | None, int | None]:
-        low = get_int(p, f"{prefix}_start", minimum=0)
-        high = get_int(p, f"{prefix}_end", minimum=0)
+        # seconds here, milliseconds in the store: the product must still fit in 64 bits
+        low = get_int(p, f"{prefix}_start", minimum=0, maximum=MAX_SECONDS)
+        high = get_int(p, f"{prefix}_end", minimum=0, maximum=MAX_SECONDS)
         return (
             None if low is None else low * 1000,
             None if high is None else high * 1000 + 999,

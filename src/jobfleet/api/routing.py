@@ -16,6 +16,7 @@ from starlette.responses import Response
 from jobfleet.api import envelope
 from jobfleet.api.auditing import refusal
 from jobfleet.api.auth import Caller
+from jobfleet.api.params import MAX_DEPTH, check_tree
 from jobfleet.api.scope import resolve_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -58,10 +59,15 @@ async def read_params(request: Request) -> dict[str, Any]:
             try:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
+                if "depth limit" in str(exc) or "recursion" in str(exc).lower():
+                    raise JobError.invalid(
+                        "body", f"nested deeper than {MAX_DEPTH} levels"
+                    ) from None
                 raise JobError(ErrorCode.BAD_REQUEST, f"Malformed JSON body: {exc}") from None
             if not isinstance(parsed, dict):
                 raise JobError(ErrorCode.BAD_REQUEST, "The JSON body must be an object")
             params.update(parsed)
+    check_tree(params)
     return params
 
 
@@ -78,6 +84,10 @@ def make_endpoint(
         try:
             # a raw body (a file) is streamed by the handler; parameters come in the query
             params = dict(request.query_params) if raw_body else await read_params(request)
+            if raw_body:
+                check_tree(params)
+            # path parameters join the others in the handlers: the same bounds hold
+            check_tree(dict(request.path_params))
             caller = await services.auth.authenticate(request, params, need_user=need_user)
             data = await handler(Call(request, params, caller, services))
             return envelope.ok(data, request_id)

@@ -16,7 +16,7 @@ from jobfleet.api.auditing import as_caller, audit, refusal
 from jobfleet.api.auth import Caller
 from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.files import BlobResponse
-from jobfleet.api.params import get_bool, get_int, get_list, get_str
+from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.paths import source_label
@@ -268,7 +268,7 @@ async def download_fetched(request: Request) -> Response:
     caller: Caller | None = None
     try:
         caller = await services.auth.authenticate(request, dict(request.query_params))
-        job_id = int(request.path_params["job_instance_id"])
+        job_id = need_int(dict(request.path_params), "job_instance_id", minimum=1)
         job = await services.jobs.job(job_id)
         if job is None or not caller.holds(job.scope_type, job.scope_id):
             raise JobError(

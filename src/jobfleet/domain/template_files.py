@@ -328,6 +328,12 @@ def load(text: str) -> TemplateDocument:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise JobError(ErrorCode.BAD_REQUEST, f"Invalid template document: {exc}") from None
+    except RecursionError:
+        # PyYAML composes nested nodes recursively: a deep enough document exhausts the stack
+        raise JobError(
+            ErrorCode.INVALID_PARAM_WITH_REASON,
+            "Invalid parameter [template document]: nested too deeply",
+        ) from None
     top = _mapping(raw, "the document", _TOP_KEYS)
     if top.get("kind") != KIND:
         raise _bad("kind", f"expected {KIND!r}, got {top.get('kind')!r}")
