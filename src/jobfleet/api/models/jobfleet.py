@@ -281,6 +281,7 @@ JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("GET", "/hosts"): ListHosts,
     ("POST", "/hosts"): AddHost,
     ("POST", "/enroll-tokens"): CreateEnrollToken,
+    ("GET", "/agent-bootstrap"): Empty,
     ("POST", "/agents/enroll"): Enroll,
     ("DELETE", "/agents/{agent_id}"): Pathed,
     ("GET", "/audit"): AuditRecent,
