@@ -107,9 +107,7 @@ def test_symlinks_to_what_the_account_cannot_read_are_not_listed(mode: str, tree
 
 def test_a_link_the_account_may_follow_is_copied(mode: str, tree: Path) -> None:
     pub = tree / "pub"
-    subprocess.run(
-        ["su", "nobody", "-s", "/bin/sh", "-c", f"ln -s mine.txt {pub}/ok"], check=True
-    )
+    subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"ln -s mine.txt {pub}/ok"], check=True)
     found, missing = expand_sources([f"{pub}/ok"], "nobody")
     assert (names(found), missing) == ({"ok"}, [])
 

@@ -10,6 +10,7 @@ import asyncio
 import codecs
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -21,10 +22,13 @@ import tempfile
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
+from jobfleet.agent import processes as _processes
 from jobfleet.agent.accounts import Account as _Account
 from jobfleet.agent.accounts import AccountError as _AccountError
 from jobfleet.agent.accounts import lookup_account as _lookup_account
@@ -51,13 +55,11 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PASSED_ENV = ("LANG", "LC_ALL", "TMPDIR")
 _SYSTEM_PYTHONS = ("/usr/bin/python3",)
 _ACCOUNT_TTL = 60.0
-_FREEZE_ROUNDS = 16
 # set in every task's environment; also how a later agent recognises a task's processes
-TASK_ENV = "JOBFLEET_TASK_ID"
+TASK_ENV = _processes.TASK_ENV
 # where a script writes the variables it sets (a plan's later steps see them)
 VARS_ENV = "JOBFLEET_VARS_FILE"
 MAX_VARS_BYTES = 1024 * 1024
-_MARKER_PREFIX = TASK_ENV.encode() + b"="
 
 
 @dataclass
@@ -239,101 +241,7 @@ def kill_process_tree(pgid: int) -> None:
     say), so only processes that carry ``JOBFLEET_TASK_ID`` in their environment and
     do not descend from this agent process are touched.
     """
-    _kill_tree(pgid, stale=True)
-
-
-def _kill_tree(pgid: int, *, stale: bool) -> None:
-    """SIGKILL a task's process group, its session and every descendant.
-
-    Descendants are found through /proc because a child that called setsid leaves
-    the group. The tree is frozen with SIGSTOP first so nothing forks or gets
-    reparented (which would hide it) while it is being walked.
-    """
-    if pgid <= 1 or pgid in (os.getpid(), os.getpgrp()):
-        return
-    if not stale:
-        _signal_group(pgid, signal.SIGSTOP)
-    frozen: set[int] = set()
-    for _ in range(_FREEZE_ROUNDS):
-        fresh = _tree_members(pgid, stale=stale) - frozen
-        if not fresh:
-            break
-        for pid in fresh:
-            _signal_pid(pid, signal.SIGSTOP)
-        frozen |= fresh
-    if not stale:
-        _signal_group(pgid, signal.SIGKILL)
-    for pid in frozen:
-        _signal_pid(pid, signal.SIGKILL)
-    logger.debug("killed process tree pgid=%d processes=%d", pgid, len(frozen))
-
-
-def _tree_members(root: int, *, stale: bool) -> set[int]:
-    """Processes in ``root``'s group or session, and all their descendants."""
-    children: dict[int, list[int]] = {}
-    members: set[int] = set()
-    for pid, ppid, pgrp, session in _proc_table():
-        children.setdefault(ppid, []).append(pid)
-        if pid == root or pgrp == root or session == root:
-            members.add(pid)
-    members |= _descendants(members, children)
-    members -= {1, os.getpid()}
-    if stale:
-        members -= _descendants({os.getpid()}, children)
-        members = {pid for pid in members if _started_by_executor(pid)}
-    return members
-
-
-def _descendants(roots: set[int], children: dict[int, list[int]]) -> set[int]:
-    found: set[int] = set()
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found and child not in roots:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _started_by_executor(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as environ:
-            entries = environ.read().split(b"\0")
-    except OSError:
-        return False
-    return any(entry.startswith(_MARKER_PREFIX) for entry in entries)
-
-
-def _proc_table() -> list[tuple[int, int, int, int]]:
-    """(pid, ppid, pgrp, session) of every process; empty where /proc is missing."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    table = []
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                raw = stat.read()
-        except OSError:
-            continue
-        # the command name may hold spaces and parentheses: parse after the last ')'
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        if len(fields) >= 4:
-            table.append((int(name), int(fields[1]), int(fields[2]), int(fields[3])))
-    return table
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _signal_pid(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
+    _processes.kill_tree(pgid, stale=True)
 
 
 # --- output -------------------------------------------------------------------------
@@ -596,7 +504,9 @@ class _TaskRun:
             if timer is not None:
                 timer.cancel()
 
-    async def supervise(self, pipe: _Pipe, pgid: int) -> tuple[int, int, str]:
+    async def supervise(
+        self, pipe: _Pipe, pgid: int, kill: Callable[[], None]
+    ) -> tuple[int, int, str]:
         """Deliver output until the script ends, killing its tree on timeout or request."""
         loop = asyncio.get_running_loop()
         spec = self.spec
@@ -612,7 +522,7 @@ class _TaskRun:
                 logger.info(
                     "killing task task=%s pgid=%d reason=%s", spec.id, pgid, self.kill_reason
                 )
-                await loop.run_in_executor(None, functools.partial(_kill_tree, pgid, stale=False))
+                await loop.run_in_executor(None, kill)
                 kill_until = loop.time() + KILL_WAIT
                 continue
             if self.output.due(now):
@@ -657,8 +567,87 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _safe_name(task_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id)[:64]
+_safe_name = _processes.safe_name
+
+
+class _Watchdog:
+    """The agent's one watchdog process (see :mod:`jobfleet.agent.watchdog`).
+
+    Started with the first task; told of each task's start and end over a pipe.
+    If it dies it is started again, and told what runs."""
+
+    def __init__(self, containment: _processes.Containment) -> None:
+        self._containment = containment
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._running: dict[str, int | None] = {}
+
+    def started(self, task_id: str, pgid: int | None) -> None:
+        self._running[task_id] = pgid
+        self._send({"op": "+", "id": task_id, "pgid": pgid})
+
+    def ended(self, task_id: str) -> None:
+        if task_id in self._running:
+            del self._running[task_id]
+            self._send({"op": "-", "id": task_id})
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=KILL_WAIT)
+            self._proc = None
+
+    def _send(self, event: dict[str, object]) -> None:
+        if self._fd >= 0 and self._proc is not None and self._proc.poll() is None:
+            try:
+                _write_all(self._fd, json.dumps(event).encode() + b"\n")
+                return
+            except BlockingIOError:
+                # a stopped watchdog; in a cgroup it still finds the task when it acts
+                logger.warning("watchdog not reading task=%s", event.get("id"))
+                return
+            except OSError:
+                pass
+        # none yet, or it died: a new one learns everything that runs, this task included
+        self._start()
+
+    def _start(self) -> bool:
+        self.close()
+        read, write = os.pipe()
+        try:
+            # not from inside a task's cgroup, where it would die with that task
+            self._containment.home()
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jobfleet.agent.watchdog",
+                    str(read),
+                    *self._containment.describe(),
+                ],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(read,),
+                start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            os.close(write)
+            logger.warning("watchdog not started error=%s", exc)
+            return False
+        finally:
+            os.close(read)
+        os.set_blocking(write, False)
+        self._fd = write
+        lines = [
+            json.dumps({"op": "+", "id": task_id, "pgid": pgid}).encode() + b"\n"
+            for task_id, pgid in self._running.items()
+        ]
+        with contextlib.suppress(OSError):
+            _write_all(write, b"".join(lines))
+        logger.debug("watchdog started pid=%d", self._proc.pid)
+        return True
 
 
 class ProcessExecutor:
@@ -671,9 +660,12 @@ class ProcessExecutor:
         chunk_interval: float = 0.2,
         chunk_bytes: int = 65536,
         script_files: bool = False,
+        containment: str | None = None,
     ) -> None:
         """``script_files`` writes every script under ``work_dir`` even where it could
-        be handed to the interpreter as an in-memory file."""
+        be handed to the interpreter as an in-memory file. ``containment``: ``cgroup``,
+        ``proc`` or ``auto`` (see :mod:`jobfleet.agent.processes`); None reads
+        ``JOBFLEET_AGENT_CONTAINMENT``."""
         self._work_dir = Path(work_dir)
         self._fd_dir = None if script_files else _fd_dir()
         self._chunk_interval = chunk_interval
@@ -683,6 +675,30 @@ class ProcessExecutor:
         self._base_env = {"PATH": os.environ.get("PATH") or _DEFAULT_PATH}
         self._base_env.update({k: os.environ[k] for k in _PASSED_ENV if k in os.environ})
         self._prepare_work_dir()
+        self._containment = _processes.choose(containment, self._work_dir)
+        # an earlier agent on this work directory may have died with tasks running
+        self._containment.sweep()
+        self._watchdog = _Watchdog(self._containment)
+        # in a cgroup, the agent stands in one task's cgroup from just before its fork
+        # until just after: spawns take turns
+        self._spawn_lock: contextlib.AbstractAsyncContextManager[object] = (
+            asyncio.Lock()
+            if self._containment.mode == _processes.CGROUP
+            else contextlib.nullcontext()
+        )
+        self._mover: ThreadPoolExecutor | None = None
+
+    @property
+    def containment(self) -> str:
+        return self._containment.mode
+
+    def close(self) -> None:
+        """Let the watchdog go; tasks still running are killed by it."""
+        self._watchdog.close()
+        self._containment.close()
+        if self._mover is not None:
+            self._mover.shutdown(wait=False)
+            self._mover = None
 
     def _prepare_work_dir(self) -> None:
         self._work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -810,6 +826,30 @@ class ProcessExecutor:
             env[VARS_ENV] = vars_file.path
         return env
 
+    async def _enter(self, task_id: str) -> None:
+        """Step into the task's cgroup, off the event loop: moving a process between
+        cgroups can wait for an RCU grace period (milliseconds on a busy host)."""
+        if self._containment.mode != _processes.CGROUP:
+            return
+        if self._mover is None:
+            self._mover = ThreadPoolExecutor(1, thread_name_prefix="jobfleet-cgroup")
+        moving = self._mover.submit(self._containment.enter, task_id)
+        try:
+            await asyncio.wrap_future(moving)
+        except asyncio.CancelledError:
+            # the move completes anyway: undo it before another task may spawn
+            futures_wait([moving])
+            self._containment.home()
+            raise
+
+    def _forget(self, task_id: str) -> None:
+        """The task is over: what it left running on purpose is no longer its."""
+        try:
+            self._containment.release(task_id)
+        except OSError as exc:
+            logger.warning("task cgroup not released task=%s error=%s", task_id, exc)
+        self._watchdog.ended(task_id)
+
     async def _spawn_and_supervise(
         self,
         task: _TaskRun,
@@ -823,42 +863,58 @@ class ProcessExecutor:
         spec = task.spec
         loop = asyncio.get_running_loop()
         high_water = max(4 * self._chunk_bytes, PAUSE_READING_AT)
+        containment = self._containment
         try:
-            transport, pipe = await loop.subprocess_exec(
-                lambda: _Pipe(task.output, task.wake, high_water),
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=account.cwd,
-                env=self._environment(spec, account, vars_file),
-                pass_fds=script.pass_fds,
-                **account.switch,
-            )
+            async with self._spawn_lock:
+                self._watchdog.started(spec.id, None)
+                await self._enter(spec.id)
+                try:
+                    transport, pipe = await loop.subprocess_exec(
+                        lambda: _Pipe(task.output, task.wake, high_water),
+                        *argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        cwd=account.cwd,
+                        env=self._environment(spec, account, vars_file),
+                        pass_fds=script.pass_fds,
+                        **account.switch,
+                    )
+                finally:
+                    containment.home()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             logger.warning("spawn failed task=%s error=%s", spec.id, exc)
+            self._forget(spec.id)
             return _failed(
                 HostStatus.SCRIPT_FAILED,
                 CANNOT_EXECUTE_EXIT_CODE,
                 start_ms,
                 f"jobfleet-agent: could not start the script: {exc}",
             )
+        except BaseException:
+            # cancelled while starting: whatever had started goes with it
+            containment.kill(spec.id, None)
+            self._forget(spec.id)
+            raise
         finally:
             script.close_fd()
         task.pipe = pipe
         pgid = transport.get_pid()
+        self._watchdog.started(spec.id, pgid)
         logger.debug("task started task=%s pgid=%d", spec.id, pgid)
+        kill = functools.partial(containment.kill, spec.id, pgid)
         try:
             if on_started is not None:
                 on_started(pgid)
-            status, exit_code, message = await task.supervise(pipe, pgid)
+            status, exit_code, message = await task.supervise(pipe, pgid, kill)
         finally:
             if not pipe.exited:
                 # cancelled, or a callback failed: leave nothing of the task running
                 # (inline, as a cancelled coroutine cannot wait for a thread)
-                _kill_tree(pgid, stale=False)
+                kill()
             transport.close()
+            self._forget(spec.id)
         end_ms = _now_ms()
         logger.debug(
             "task finished task=%s status=%d exit=%d ms=%d",
