@@ -426,6 +426,7 @@ class Agent:
             },
             max_output=int(message.get("max_output") or 10 * 1024 * 1024),
             collect_vars=bool(message.get("collect_vars")),
+            sensitive_args=bool(message.get("sensitive")),
         )
 
         async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:

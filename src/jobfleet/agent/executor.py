@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,8 @@ _SYSTEM_PYTHONS = ("/usr/bin/python3",)
 _ACCOUNT_TTL = 60.0
 # set in every task's environment; also how a later agent recognises a task's processes
 TASK_ENV = _processes.TASK_ENV
+# a sensitive parameter, for scripts other than shell ones (shell-quoted words)
+PARAMS_ENV = "JOBFLEET_SCRIPT_PARAMS"
 # where a script writes the variables it sets (a plan's later steps see them)
 VARS_ENV = "JOBFLEET_VARS_FILE"
 MAX_VARS_BYTES = 1024 * 1024
@@ -74,6 +77,8 @@ class TaskSpec:
     max_output: int
     # give the script a file to write ``name=value`` lines to (variables it sets)
     collect_vars: bool = False
+    # the args are a sensitive parameter: never on a command line (see script_args)
+    sensitive_args: bool = False
 
 
 @dataclass
@@ -384,11 +389,29 @@ class _Script:
             self._task_dir = None
 
 
+def script_args(spec: TaskSpec) -> list[str]:
+    """What follows the script on its command line.
+
+    A sensitive parameter never does: every account may read any process's command
+    line (``ps``). A shell script gets it as its positional parameters, set by a first
+    line of the staged script; other languages read it from ``JOBFLEET_SCRIPT_PARAMS``
+    (only the account and root can read a process's environment).
+    """
+    return [] if spec.sensitive_args else spec.args
+
+
+def staged_text(spec: TaskSpec) -> str:
+    """The script as staged for the interpreter."""
+    if spec.sensitive_args and spec.lang == ScriptLanguage.SHELL:
+        return f"set -- {shlex.join(spec.args)}\n{spec.script}"
+    return spec.script
+
+
 def _script_in_memory(spec: TaskSpec, ext: str, fd_dir: str) -> _Script:
     # close-on-exec here; pass_fds makes it inheritable in this task's child only
     fd = os.memfd_create("script" + ext, os.MFD_CLOEXEC)
     try:
-        _write_all(fd, spec.script.encode())
+        _write_all(fd, staged_text(spec).encode())
         os.lseek(fd, 0, os.SEEK_SET)
     except OSError:
         os.close(fd)
@@ -403,7 +426,7 @@ def _script_file(spec: TaskSpec, account: _Account, ext: str, work_dir: Path) ->
     try:
         fd = os.open(path, flags, 0o600)
         try:
-            _write_all(fd, spec.script.encode())
+            _write_all(fd, staged_text(spec).encode())
             if account.owner is not None:
                 os.fchown(fd, *account.owner)
         finally:
@@ -777,7 +800,7 @@ class ProcessExecutor:
         try:
             if spec.collect_vars:
                 vars_file = _VarsFile.create(spec, account, self._work_dir)
-            argv = [*interpreter, script.path, *spec.args]
+            argv = [*interpreter, script.path, *script_args(spec)]
             result = await self._spawn_and_supervise(
                 task, argv, script, account, on_started, start_ms, vars_file
             )
@@ -821,7 +844,10 @@ class ProcessExecutor:
         env = dict(self._base_env)
         env.update(HOME=account.home, USER=account.name, LOGNAME=account.name, SHELL=account.shell)
         env.update(spec.env)
+        if spec.sensitive_args and spec.lang != ScriptLanguage.SHELL:
+            env[PARAMS_ENV] = shlex.join(spec.args)
         env[TASK_ENV] = spec.id
+        env[_processes.TAG_ENV] = self._containment.tag(spec.id)
         if vars_file is not None:
             env[VARS_ENV] = vars_file.path
         return env

@@ -10,10 +10,11 @@ the default, ``cgroup`` or ``proc``):
   double fork. Killing is one write to ``cgroup.kill`` (or, before Linux 5.14,
   freezing the cgroup and killing what it lists).
 - ``proc`` elsewhere: the task's process group, its session, every descendant, and
-  every process whose environment carries the task's id (``JOBFLEET_TASK_ID``, set
-  for every task and inherited by all it starts, which finds a daemon that forked,
-  called ``setsid`` and forked again), frozen with SIGSTOP while walked and then
-  SIGKILLed. A process that drops that environment and double-forks escapes it.
+  every process whose environment carries the task's tag (``JOBFLEET_TASK_TAG``, the
+  agent key and the task id, set for every task and inherited by all it starts, which
+  finds a daemon that forked, called ``setsid`` and forked again), frozen with SIGSTOP
+  while walked and then SIGKILLed. A process that drops that environment and
+  double-forks escapes it.
 
 The agent key is derived from the agent's work directory, so an agent restarted on
 the same state directory finds the cgroups its predecessor left and kills them.
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # set in every task's environment; also how a later agent recognises a task's processes
 TASK_ENV = "JOBFLEET_TASK_ID"
+# which agent's which task a process belongs to: ``<agent key>/<task id>``
+TAG_ENV = "JOBFLEET_TASK_TAG"
 CONTAINMENT_ENV = "JOBFLEET_AGENT_CONTAINMENT"
 CGROUP = "cgroup"
 PROC = "proc"
@@ -105,15 +108,16 @@ def choose(mode: str | None, work_dir: Path) -> Containment:
     wanted = (mode or os.environ.get(CONTAINMENT_ENV) or AUTO).strip().lower()
     if wanted not in MODES:
         raise ContainmentError(f"{CONTAINMENT_ENV} must be one of {', '.join(MODES)}")
+    key = agent_key(work_dir)
     if wanted == PROC:
-        return ProcContainment()
+        return ProcContainment(key)
     try:
-        return CgroupContainment.create(agent_key(work_dir))
+        return CgroupContainment.create(key)
     except (ContainmentError, OSError) as exc:
         if wanted == CGROUP:
             raise ContainmentError(f"cgroup v2 containment is not available: {exc}") from None
         logger.info("cgroup containment unavailable, using process tracking error=%s", exc)
-        return ProcContainment()
+        return ProcContainment(key)
 
 
 # --- containments -------------------------------------------------------------------
@@ -123,6 +127,13 @@ class Containment:
     """How one agent keeps each task's processes together and kills them."""
 
     mode = PROC
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def tag(self, task_id: str) -> str:
+        """The value of ``JOBFLEET_TASK_TAG`` in the task's environment."""
+        return f"{self.key}/{task_id}"
 
     def enter(self, task_id: str) -> None:
         """Before the fork of a task's first process (which inherits where the agent
@@ -143,7 +154,7 @@ class Containment:
 
     def describe(self) -> list[str]:
         """Arguments that make the watchdog build the same containment."""
-        return [PROC]
+        return [PROC, self.key]
 
     def close(self) -> None:
         """Nothing of the agent runs any more: remove what it made."""
@@ -153,13 +164,14 @@ class ProcContainment(Containment):
     mode = PROC
 
     def kill(self, task_id: str, pgid: int | None, *, stale: bool = False) -> None:
-        kill_tree(pgid or 0, stale=stale, task_id=task_id)
+        kill_tree(pgid or 0, stale=stale, tag=self.tag(task_id))
 
 
 class CgroupContainment(Containment):
     mode = CGROUP
 
     def __init__(self, base: Path, home_dir: Path) -> None:
+        super().__init__(base.name)
         self.base = base
         self._home = home_dir
         self._left = base.parent / _LEFT
@@ -192,9 +204,6 @@ class CgroupContainment(Containment):
     def kill(self, task_id: str, pgid: int | None, *, stale: bool = False) -> None:
         path = self.path(task_id)
         kill_cgroup(path)
-        if pgid:
-            # what the task started before its cgroup existed (an older agent's task)
-            kill_tree(pgid, stale=True, task_id=task_id)
         remove_cgroup(path)
 
     def release(self, task_id: str) -> None:
@@ -292,9 +301,9 @@ def remove_cgroup(path: Path) -> None:
 # --- process tracking ---------------------------------------------------------------
 
 
-def kill_tree(pgid: int, *, stale: bool, task_id: str | None = None) -> None:
+def kill_tree(pgid: int, *, stale: bool, tag: str | None = None) -> None:
     """SIGKILL a task's process group, its session, every descendant, and every
-    process whose environment names ``task_id``.
+    process whose environment carries ``tag`` (see ``TAG_ENV``).
 
     Descendants are found through /proc because a child that called setsid leaves
     the group; the environment finds one that also left its parent. The tree is
@@ -303,12 +312,12 @@ def kill_tree(pgid: int, *, stale: bool, task_id: str | None = None) -> None:
     may have been recycled, so only processes carrying ``JOBFLEET_TASK_ID`` that do
     not descend from this process are touched.
     """
-    if pgid in (os.getpid(), os.getpgrp()) or (pgid <= 1 and task_id is None):
+    if pgid in (os.getpid(), os.getpgrp()) or (pgid <= 1 and tag is None):
         return
     group = pgid if pgid > 1 else 0
     if group and not stale:
         signal_group(group, signal.SIGSTOP)
-    marker = _MARKER_PREFIX + task_id.encode() if task_id is not None else None
+    marker = f"{TAG_ENV}={tag}".encode() if tag is not None else None
     frozen: set[int] = set()
     for _ in range(_FREEZE_ROUNDS):
         fresh = tree_members(group, stale=stale, marker=marker) - frozen

@@ -34,7 +34,7 @@ def _containment(args: list[str]) -> Containment:
         base = Path(args[1])
         # the watchdog never moves itself, so its own cgroup serves as "home"
         return CgroupContainment(base, base)
-    return ProcContainment()
+    return ProcContainment(args[1])
 
 
 def watch(fd: int, containment: Containment) -> int:
