@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -593,6 +594,22 @@ def _now_ms() -> int:
 _safe_name = _processes.safe_name
 
 
+# Where a process forks decides the cgroup of the child, and every executor of the
+# process (agents in one process: tests, the demo) moves the same process: one
+# spawn at a time per event loop, process-wide.
+_SPAWN_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _spawn_turn() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    turn = _SPAWN_TURNS.get(loop)
+    if turn is None:
+        turn = _SPAWN_TURNS[loop] = asyncio.Lock()
+    return turn
+
+
 class _Watchdog:
     """The agent's one watchdog process (see :mod:`jobfleet.agent.watchdog`).
 
@@ -605,14 +622,15 @@ class _Watchdog:
         self._fd = -1
         self._running: dict[str, int | None] = {}
 
-    def started(self, task_id: str, pgid: int | None) -> None:
+    def started(self, task_id: str, pgid: int | None, *, may_start: bool = False) -> None:
+        """``may_start``: the caller holds the spawn turn (see ``_spawn_turn``)."""
         self._running[task_id] = pgid
-        self._send({"op": "+", "id": task_id, "pgid": pgid})
+        self._send({"op": "+", "id": task_id, "pgid": pgid}, may_start)
 
     def ended(self, task_id: str) -> None:
         if task_id in self._running:
             del self._running[task_id]
-            self._send({"op": "-", "id": task_id})
+            self._send({"op": "-", "id": task_id}, False)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -623,7 +641,7 @@ class _Watchdog:
                 self._proc.wait(timeout=KILL_WAIT)
             self._proc = None
 
-    def _send(self, event: dict[str, object]) -> None:
+    def _send(self, event: dict[str, object], may_start: bool) -> None:
         if self._fd >= 0 and self._proc is not None and self._proc.poll() is None:
             try:
                 _write_all(self._fd, json.dumps(event).encode() + b"\n")
@@ -634,8 +652,9 @@ class _Watchdog:
                 return
             except OSError:
                 pass
-        # none yet, or it died: a new one learns everything that runs, this task included
-        self._start()
+        # none yet, or it died: a new one, started at the next spawn, learns all that runs
+        if may_start:
+            self._start()
 
     def _start(self) -> bool:
         self.close()
@@ -702,13 +721,6 @@ class ProcessExecutor:
         # an earlier agent on this work directory may have died with tasks running
         self._containment.sweep()
         self._watchdog = _Watchdog(self._containment)
-        # in a cgroup, the agent stands in one task's cgroup from just before its fork
-        # until just after: spawns take turns
-        self._spawn_lock: contextlib.AbstractAsyncContextManager[object] = (
-            asyncio.Lock()
-            if self._containment.mode == _processes.CGROUP
-            else contextlib.nullcontext()
-        )
         self._mover: ThreadPoolExecutor | None = None
 
     @property
@@ -891,8 +903,8 @@ class ProcessExecutor:
         high_water = max(4 * self._chunk_bytes, PAUSE_READING_AT)
         containment = self._containment
         try:
-            async with self._spawn_lock:
-                self._watchdog.started(spec.id, None)
+            async with _spawn_turn():
+                self._watchdog.started(spec.id, None, may_start=True)
                 await self._enter(spec.id)
                 try:
                     transport, pipe = await loop.subprocess_exec(
