@@ -184,6 +184,7 @@ class CgroupContainment(Containment):
         if mount is None:
             raise ContainmentError("no cgroup v2 hierarchy is mounted")
         base = mount / _TOP / key
+        _remove_idle_agents(mount / _TOP)
         base.mkdir(parents=True, exist_ok=True)
         (mount / _TOP / _LEFT).mkdir(exist_ok=True)
         if not (base / "cgroup.procs").exists():
@@ -237,6 +238,19 @@ class CgroupContainment(Containment):
 
 
 # --- cgroups ------------------------------------------------------------------------
+
+
+def _remove_idle_agents(top: Path) -> None:
+    """Remove agents' cgroups that hold nothing: the kernel refuses to remove one with
+    processes or task cgroups in it, and an agent remakes its own before each task."""
+    try:
+        entries = list(top.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("agent-") and entry.is_dir():
+            with contextlib.suppress(OSError):
+                entry.rmdir()
 
 
 def _move(pid: int, cgroup: Path) -> None:
