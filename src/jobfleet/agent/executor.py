@@ -718,6 +718,7 @@ class ProcessExecutor:
         self._base_env.update({k: os.environ[k] for k in _PASSED_ENV if k in os.environ})
         self._prepare_work_dir()
         self._containment = _processes.choose(containment, self._work_dir)
+        logger.info("task containment mode=%s", self._containment.mode)
         # an earlier agent on this work directory may have died with tasks running
         self._containment.sweep()
         self._watchdog = _Watchdog(self._containment)
