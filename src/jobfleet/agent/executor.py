@@ -22,10 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
@@ -594,22 +591,6 @@ def _now_ms() -> int:
 _safe_name = _processes.safe_name
 
 
-# Where a process forks decides the cgroup of the child, and every executor of the
-# process (agents in one process: tests, the demo) moves the same process: one
-# spawn at a time per event loop, process-wide.
-_SPAWN_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _spawn_turn() -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    turn = _SPAWN_TURNS.get(loop)
-    if turn is None:
-        turn = _SPAWN_TURNS[loop] = asyncio.Lock()
-    return turn
-
-
 class _Watchdog:
     """The agent's one watchdog process (see :mod:`jobfleet.agent.watchdog`).
 
@@ -623,7 +604,7 @@ class _Watchdog:
         self._running: dict[str, int | None] = {}
 
     def started(self, task_id: str, pgid: int | None, *, may_start: bool = False) -> None:
-        """``may_start``: the caller holds the spawn turn (see ``_spawn_turn``)."""
+        """``may_start``: the caller is about to spawn (the agent may fork now)."""
         self._running[task_id] = pgid
         self._send({"op": "+", "id": task_id, "pgid": pgid}, may_start)
 
@@ -722,7 +703,6 @@ class ProcessExecutor:
         # an earlier agent on this work directory may have died with tasks running
         self._containment.sweep()
         self._watchdog = _Watchdog(self._containment)
-        self._mover: ThreadPoolExecutor | None = None
 
     @property
     def containment(self) -> str:
@@ -732,9 +712,6 @@ class ProcessExecutor:
         """Let the watchdog go; tasks still running are killed by it."""
         self._watchdog.close()
         self._containment.close()
-        if self._mover is not None:
-            self._mover.shutdown(wait=False)
-            self._mover = None
 
     def _prepare_work_dir(self) -> None:
         self._work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -865,22 +842,6 @@ class ProcessExecutor:
             env[VARS_ENV] = vars_file.path
         return env
 
-    async def _enter(self, task_id: str) -> None:
-        """Step into the task's cgroup, off the event loop: moving a process between
-        cgroups can wait for an RCU grace period (milliseconds on a busy host)."""
-        if self._containment.mode != _processes.CGROUP:
-            return
-        if self._mover is None:
-            self._mover = ThreadPoolExecutor(1, thread_name_prefix="jobfleet-cgroup")
-        moving = self._mover.submit(self._containment.enter, task_id)
-        try:
-            await asyncio.wrap_future(moving)
-        except asyncio.CancelledError:
-            # the move completes anyway: undo it before another task may spawn
-            futures_wait([moving])
-            self._containment.home()
-            raise
-
     def _forget(self, task_id: str) -> None:
         """The task is over: what it left running on purpose is no longer its."""
         try:
@@ -904,24 +865,27 @@ class ProcessExecutor:
         high_water = max(4 * self._chunk_bytes, PAUSE_READING_AT)
         containment = self._containment
         try:
-            async with _spawn_turn():
-                self._watchdog.started(spec.id, None, may_start=True)
-                await self._enter(spec.id)
-                try:
-                    transport, pipe = await loop.subprocess_exec(
-                        lambda: _Pipe(task.output, task.wake, high_water),
-                        *argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        cwd=account.cwd,
-                        env=self._environment(spec, account, vars_file),
-                        pass_fds=script.pass_fds,
-                        **account.switch,
-                    )
-                finally:
-                    containment.home()
+            self._watchdog.started(spec.id, None, may_start=True)
+            # Where a process forks decides its child's cgroup. Nothing runs between
+            # the move in and the fork (subprocess_exec forks before it first
+            # yields), so every spawn, of any executor in this process, forks where
+            # it moved; the move home comes before anything may kill the task.
+            containment.enter(spec.id)
+            try:
+                transport, pipe = await loop.subprocess_exec(
+                    lambda: _Pipe(task.output, task.wake, high_water),
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=account.cwd,
+                    env=self._environment(spec, account, vars_file),
+                    pass_fds=script.pass_fds,
+                    **account.switch,
+                )
+            finally:
+                containment.home()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             logger.warning("spawn failed task=%s error=%s", spec.id, exc)
             self._forget(spec.id)
