@@ -289,7 +289,12 @@ class Agent:
         if state is not None:
             state.mkdir(parents=True, exist_ok=True)
             os.chmod(state, 0o700)
-        self.executor: Executor = executor or ProcessExecutor((state or Path("/tmp")) / "work")  # noqa: S108 - only without a state dir
+        # an executor of its own is closed with the agent (one passed in may be shared)
+        self._own_executor: ProcessExecutor | None = None
+        if executor is None:
+            work = (state or Path("/tmp")) / "work"  # noqa: S108 - only without a state dir
+            executor = self._own_executor = ProcessExecutor(work)
+        self.executor: Executor = executor
         self.spool = spool or Spool(state / "spool" if state else None)
         self.credential = credential
         self.connected = asyncio.Event()
@@ -398,6 +403,8 @@ class Agent:
         for task in [*self._tasks.values(), *self._requests]:
             task.cancel()
         await self.files.close()
+        if self._own_executor is not None:
+            self._own_executor.close()
 
     async def _session(self, cred: Credential, channel: Channel) -> None:
         headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
@@ -508,6 +515,7 @@ class Agent:
             },
             max_output=int(message.get("max_output") or 10 * 1024 * 1024),
             collect_vars=bool(message.get("collect_vars")),
+            sensitive_args=bool(message.get("sensitive")),
         )
 
         async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:

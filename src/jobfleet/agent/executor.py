@@ -10,9 +10,11 @@ import asyncio
 import codecs
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
+from jobfleet.agent import processes as _processes
 from jobfleet.agent.accounts import Account as _Account
 from jobfleet.agent.accounts import AccountError as _AccountError
 from jobfleet.agent.accounts import lookup_account as _lookup_account
@@ -52,13 +55,13 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PASSED_ENV = ("LANG", "LC_ALL", "TMPDIR")
 _SYSTEM_PYTHONS = ("/usr/bin/python3",)
 _ACCOUNT_TTL = 60.0
-_FREEZE_ROUNDS = 16
 # set in every task's environment; also how a later agent recognises a task's processes
-TASK_ENV = "JOBFLEET_TASK_ID"
+TASK_ENV = _processes.TASK_ENV
+# a sensitive parameter, for scripts other than shell ones (shell-quoted words)
+PARAMS_ENV = "JOBFLEET_SCRIPT_PARAMS"
 # where a script writes the variables it sets (a plan's later steps see them)
 VARS_ENV = "JOBFLEET_VARS_FILE"
 MAX_VARS_BYTES = 1024 * 1024
-_MARKER_PREFIX = TASK_ENV.encode() + b"="
 
 
 @dataclass
@@ -73,6 +76,8 @@ class TaskSpec:
     max_output: int
     # give the script a file to write ``name=value`` lines to (variables it sets)
     collect_vars: bool = False
+    # the args are a sensitive parameter: never on a command line (see script_args)
+    sensitive_args: bool = False
 
 
 @dataclass
@@ -240,101 +245,7 @@ def kill_process_tree(pgid: int) -> None:
     say), so only processes that carry ``JOBFLEET_TASK_ID`` in their environment and
     do not descend from this agent process are touched.
     """
-    _kill_tree(pgid, stale=True)
-
-
-def _kill_tree(pgid: int, *, stale: bool) -> None:
-    """SIGKILL a task's process group, its session and every descendant.
-
-    Descendants are found through /proc because a child that called setsid leaves
-    the group. The tree is frozen with SIGSTOP first so nothing forks or gets
-    reparented (which would hide it) while it is being walked.
-    """
-    if pgid <= 1 or pgid in (os.getpid(), os.getpgrp()):
-        return
-    if not stale:
-        _signal_group(pgid, signal.SIGSTOP)
-    frozen: set[int] = set()
-    for _ in range(_FREEZE_ROUNDS):
-        fresh = _tree_members(pgid, stale=stale) - frozen
-        if not fresh:
-            break
-        for pid in fresh:
-            _signal_pid(pid, signal.SIGSTOP)
-        frozen |= fresh
-    if not stale:
-        _signal_group(pgid, signal.SIGKILL)
-    for pid in frozen:
-        _signal_pid(pid, signal.SIGKILL)
-    logger.debug("killed process tree pgid=%d processes=%d", pgid, len(frozen))
-
-
-def _tree_members(root: int, *, stale: bool) -> set[int]:
-    """Processes in ``root``'s group or session, and all their descendants."""
-    children: dict[int, list[int]] = {}
-    members: set[int] = set()
-    for pid, ppid, pgrp, session in _proc_table():
-        children.setdefault(ppid, []).append(pid)
-        if pid == root or pgrp == root or session == root:
-            members.add(pid)
-    members |= _descendants(members, children)
-    members -= {1, os.getpid()}
-    if stale:
-        members -= _descendants({os.getpid()}, children)
-        members = {pid for pid in members if _started_by_executor(pid)}
-    return members
-
-
-def _descendants(roots: set[int], children: dict[int, list[int]]) -> set[int]:
-    found: set[int] = set()
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found and child not in roots:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _started_by_executor(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as environ:
-            entries = environ.read().split(b"\0")
-    except OSError:
-        return False
-    return any(entry.startswith(_MARKER_PREFIX) for entry in entries)
-
-
-def _proc_table() -> list[tuple[int, int, int, int]]:
-    """(pid, ppid, pgrp, session) of every process; empty where /proc is missing."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    table = []
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                raw = stat.read()
-        except OSError:
-            continue
-        # the command name may hold spaces and parentheses: parse after the last ')'
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        if len(fields) >= 4:
-            table.append((int(name), int(fields[1]), int(fields[2]), int(fields[3])))
-    return table
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _signal_pid(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
+    _processes.kill_tree(pgid, stale=True)
 
 
 # --- output -------------------------------------------------------------------------
@@ -479,11 +390,29 @@ class _Script:
             self._task_dir = None
 
 
+def script_args(spec: TaskSpec) -> list[str]:
+    """What follows the script on its command line.
+
+    A sensitive parameter never does: every account may read any process's command
+    line (``ps``). A shell script gets it as its positional parameters, set by a first
+    line of the staged script; other languages read it from ``JOBFLEET_SCRIPT_PARAMS``
+    (only the account and root can read a process's environment).
+    """
+    return [] if spec.sensitive_args else spec.args
+
+
+def staged_text(spec: TaskSpec) -> str:
+    """The script as staged for the interpreter."""
+    if spec.sensitive_args and spec.lang == ScriptLanguage.SHELL:
+        return f"set -- {shlex.join(spec.args)}\n{spec.script}"
+    return spec.script
+
+
 def _script_in_memory(spec: TaskSpec, ext: str, fd_dir: str) -> _Script:
     # close-on-exec here; pass_fds makes it inheritable in this task's child only
     fd = os.memfd_create("script" + ext, os.MFD_CLOEXEC)
     try:
-        _write_all(fd, spec.script.encode())
+        _write_all(fd, staged_text(spec).encode())
         os.lseek(fd, 0, os.SEEK_SET)
     except OSError:
         os.close(fd)
@@ -498,7 +427,7 @@ def _script_file(spec: TaskSpec, account: _Account, ext: str, work_dir: Path) ->
     try:
         fd = os.open(path, flags, 0o600)
         try:
-            _write_all(fd, spec.script.encode())
+            _write_all(fd, staged_text(spec).encode())
             if account.owner is not None:
                 os.fchown(fd, *account.owner)
         finally:
@@ -599,7 +528,9 @@ class _TaskRun:
             if timer is not None:
                 timer.cancel()
 
-    async def supervise(self, pipe: _Pipe, pgid: int) -> tuple[int, int, str]:
+    async def supervise(
+        self, pipe: _Pipe, pgid: int, kill: Callable[[], None]
+    ) -> tuple[int, int, str]:
         """Deliver output until the script ends, killing its tree on timeout or request."""
         loop = asyncio.get_running_loop()
         spec = self.spec
@@ -615,7 +546,7 @@ class _TaskRun:
                 logger.info(
                     "killing task task=%s pgid=%d reason=%s", spec.id, pgid, self.kill_reason
                 )
-                await loop.run_in_executor(None, functools.partial(_kill_tree, pgid, stale=False))
+                await loop.run_in_executor(None, kill)
                 kill_until = loop.time() + KILL_WAIT
                 continue
             if self.output.due(now):
@@ -660,8 +591,89 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _safe_name(task_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id)[:64]
+_safe_name = _processes.safe_name
+
+
+class _Watchdog:
+    """The agent's one watchdog process (see :mod:`jobfleet.agent.watchdog`).
+
+    Started with the first task; told of each task's start and end over a pipe.
+    If it dies it is started again, and told what runs."""
+
+    def __init__(self, containment: _processes.Containment) -> None:
+        self._containment = containment
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._running: dict[str, int | None] = {}
+
+    def started(self, task_id: str, pgid: int | None, *, may_start: bool = False) -> None:
+        """``may_start``: the caller is about to spawn (the agent may fork now)."""
+        self._running[task_id] = pgid
+        self._send({"op": "+", "id": task_id, "pgid": pgid}, may_start)
+
+    def ended(self, task_id: str) -> None:
+        if task_id in self._running:
+            del self._running[task_id]
+            self._send({"op": "-", "id": task_id}, False)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=KILL_WAIT)
+            self._proc = None
+
+    def _send(self, event: dict[str, object], may_start: bool) -> None:
+        if self._fd >= 0 and self._proc is not None and self._proc.poll() is None:
+            try:
+                _write_all(self._fd, json.dumps(event).encode() + b"\n")
+                return
+            except BlockingIOError:
+                # a stopped watchdog; in a cgroup it still finds the task when it acts
+                logger.warning("watchdog not reading task=%s", event.get("id"))
+                return
+            except OSError:
+                pass
+        # none yet, or it died: a new one, started at the next spawn, learns all that runs
+        if may_start:
+            self._start()
+
+    def _start(self) -> bool:
+        self.close()
+        read, write = os.pipe()
+        try:
+            # not from inside a task's cgroup, where it would die with that task
+            self._containment.home()
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jobfleet.agent.watchdog",
+                    str(read),
+                    *self._containment.describe(),
+                ],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(read,),
+                start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            os.close(write)
+            logger.warning("watchdog not started error=%s", exc)
+            return False
+        finally:
+            os.close(read)
+        os.set_blocking(write, False)
+        self._fd = write
+        lines = [
+            json.dumps({"op": "+", "id": task_id, "pgid": pgid}).encode() + b"\n"
+            for task_id, pgid in self._running.items()
+        ]
+        with contextlib.suppress(OSError):
+            _write_all(write, b"".join(lines))
+        logger.debug("watchdog started pid=%d", self._proc.pid)
+        return True
 
 
 class ProcessExecutor:
@@ -674,9 +686,12 @@ class ProcessExecutor:
         chunk_interval: float = 0.2,
         chunk_bytes: int = 65536,
         script_files: bool = False,
+        containment: str | None = None,
     ) -> None:
         """``script_files`` writes every script under ``work_dir`` even where it could
-        be handed to the interpreter as an in-memory file."""
+        be handed to the interpreter as an in-memory file. ``containment``: ``cgroup``,
+        ``proc`` or ``auto`` (see :mod:`jobfleet.agent.processes`); None reads
+        ``JOBFLEET_AGENT_CONTAINMENT``."""
         self._work_dir = Path(work_dir)
         self._fd_dir = None if script_files else _fd_dir()
         self._chunk_interval = chunk_interval
@@ -686,6 +701,20 @@ class ProcessExecutor:
         self._base_env = {"PATH": os.environ.get("PATH") or _DEFAULT_PATH}
         self._base_env.update({k: os.environ[k] for k in _PASSED_ENV if k in os.environ})
         self._prepare_work_dir()
+        self._containment = _processes.choose(containment, self._work_dir)
+        logger.info("task containment mode=%s", self._containment.mode)
+        # an earlier agent on this work directory may have died with tasks running
+        self._containment.sweep()
+        self._watchdog = _Watchdog(self._containment)
+
+    @property
+    def containment(self) -> str:
+        return self._containment.mode
+
+    def close(self) -> None:
+        """Let the watchdog go; tasks still running are killed by it."""
+        self._watchdog.close()
+        self._containment.close()
 
     def _prepare_work_dir(self) -> None:
         self._work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -764,7 +793,7 @@ class ProcessExecutor:
         try:
             if spec.collect_vars:
                 vars_file = _VarsFile.create(spec, account, self._work_dir)
-            argv = [*interpreter, script.path, *spec.args]
+            argv = [*interpreter, script.path, *script_args(spec)]
             result = await self._spawn_and_supervise(
                 task, argv, script, account, on_started, start_ms, vars_file
             )
@@ -808,10 +837,21 @@ class ProcessExecutor:
         env = dict(self._base_env)
         env.update(HOME=account.home, USER=account.name, LOGNAME=account.name, SHELL=account.shell)
         env.update(spec.env)
+        if spec.sensitive_args and spec.lang != ScriptLanguage.SHELL:
+            env[PARAMS_ENV] = shlex.join(spec.args)
         env[TASK_ENV] = spec.id
+        env[_processes.TAG_ENV] = self._containment.tag(spec.id)
         if vars_file is not None:
             env[VARS_ENV] = vars_file.path
         return env
+
+    def _forget(self, task_id: str) -> None:
+        """The task is over: what it left running on purpose is no longer its."""
+        try:
+            self._containment.release(task_id)
+        except OSError as exc:
+            logger.warning("task cgroup not released task=%s error=%s", task_id, exc)
+        self._watchdog.ended(task_id)
 
     async def _spawn_and_supervise(
         self,
@@ -826,42 +866,61 @@ class ProcessExecutor:
         spec = task.spec
         loop = asyncio.get_running_loop()
         high_water = max(4 * self._chunk_bytes, PAUSE_READING_AT)
+        containment = self._containment
         try:
-            transport, pipe = await loop.subprocess_exec(
-                lambda: _Pipe(task.output, task.wake, high_water),
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=account.cwd,
-                env=self._environment(spec, account, vars_file),
-                pass_fds=script.pass_fds,
-                **account.switch,
-            )
+            self._watchdog.started(spec.id, None, may_start=True)
+            # Where a process forks decides its child's cgroup. Nothing runs between
+            # the move in and the fork (subprocess_exec forks before it first
+            # yields), so every spawn, of any executor in this process, forks where
+            # it moved; the move home comes before anything may kill the task.
+            containment.enter(spec.id)
+            try:
+                transport, pipe = await loop.subprocess_exec(
+                    lambda: _Pipe(task.output, task.wake, high_water),
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=account.cwd,
+                    env=self._environment(spec, account, vars_file),
+                    pass_fds=script.pass_fds,
+                    **account.switch,
+                )
+            finally:
+                containment.home()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             logger.warning("spawn failed task=%s error=%s", spec.id, exc)
+            self._forget(spec.id)
             return _failed(
                 HostStatus.SCRIPT_FAILED,
                 CANNOT_EXECUTE_EXIT_CODE,
                 start_ms,
                 f"jobfleet-agent: could not start the script: {exc}",
             )
+        except BaseException:
+            # cancelled while starting: whatever had started goes with it
+            containment.kill(spec.id, None)
+            self._forget(spec.id)
+            raise
         finally:
             script.close_fd()
         task.pipe = pipe
         pgid = transport.get_pid()
+        self._watchdog.started(spec.id, pgid)
         logger.debug("task started task=%s pgid=%d", spec.id, pgid)
+        kill = functools.partial(containment.kill, spec.id, pgid)
         try:
             if on_started is not None:
                 on_started(pgid)
-            status, exit_code, message = await task.supervise(pipe, pgid)
+            status, exit_code, message = await task.supervise(pipe, pgid, kill)
         finally:
             if not pipe.exited:
                 # cancelled, or a callback failed: leave nothing of the task running
                 # (inline, as a cancelled coroutine cannot wait for a thread)
-                _kill_tree(pgid, stale=False)
+                kill()
             transport.close()
+            self._forget(spec.id)
         end_ms = _now_ms()
         logger.debug(
             "task finished task=%s status=%d exit=%d ms=%d",

@@ -9,13 +9,15 @@ connection code calls these and turns :class:`TransferError` into host statuses.
 Accounts. Everything happens with the rights of the step's account. An agent running
 as an ordinary user acts only as itself (anything else is an ``AccountError``, status
 311) and the kernel enforces its rights. A root agent acting for another account
-judges that account's rights itself, from the account's uid, primary gid and
-supplementary groups against each inode's owner and permission bits — including the
-search bit of every directory above the path and the sticky-directory rule on replace
-— and refuses before touching anything. Doing the I/O in a forked child that drops to
-the account would also honour ACLs, but forking an agent that runs threads is unsafe
-and a helper process per file costs more than the check; ACLs are therefore not
-consulted, which matters only where an ACL grants or denies more than the mode bits.
+does each listing, read and write in a thread that has taken the account's file-system
+identity (:mod:`jobfleet.agent.credentials`), so the kernel resolves every path as the
+account: a symlink at any component, or ``..``, leads only where the account may go.
+It also judges the account's rights itself first, from the account's uid, primary gid
+and supplementary groups against each inode's owner and permission bits — including
+the search bit of every directory above the path and above where its symlinks lead,
+and the sticky-directory rule on replace — to refuse with a clear message before
+touching anything; on a machine where threads cannot take an identity, that judgement
+is the only one (and ACLs are then not consulted).
 
 Durability. A downloaded file is written beside its destination under a hidden
 temporary name, checked against the expected size and sha256, fsynced, given its mode
@@ -46,6 +48,7 @@ from typing import TypeVar
 
 import httpx
 
+from jobfleet.agent import credentials
 from jobfleet.agent.accounts import (
     READ,
     SEARCH,
@@ -143,7 +146,8 @@ class _Rights:
         if not self.judged:
             return True
         parent = os.path.dirname(os.path.normpath(path))
-        real = os.path.realpath(parent)
+        # where the path leads once every symlink in it, the last one too, is followed
+        real = os.path.dirname(os.path.realpath(path))
         return all(self._search(d) for d in {*_lineage(parent), *_lineage(real)})
 
     def _search(self, directory: str) -> bool:
@@ -193,9 +197,14 @@ def expand_sources(patterns: list[str], account: str) -> tuple[list[SourceFile],
     read) whose ``reason`` says why. Raises ``AccountError`` (status 311) if this agent
     cannot act as ``account``. Blocking: run it with ``asyncio.to_thread``.
     """
-    lister = _Lister(_Rights(lookup_account(account)))
-    for pattern in patterns:
-        lister.expand(pattern)
+    rights = _Rights(lookup_account(account))
+    lister = _Lister(rights)
+
+    def expand_all() -> None:
+        for pattern in patterns:
+            lister.expand(pattern)
+
+    credentials.run_as(rights.account, expand_all)
     logger.info(
         "sources listed account=%s patterns=%d found=%d missing=%d",
         account,
@@ -543,8 +552,10 @@ async def upload(
 
 def _open_source(path: str, account: str | None) -> tuple[_Reader, int]:
     rights = _Rights(_account(account)) if account is not None else None
+    if rights is not None:
+        _assume(rights.account)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise TransferError(
             HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST, f"source file {path} does not exist"
@@ -773,6 +784,12 @@ def make_dir(dest: str, *, mode: int, account: str, create_dirs: bool) -> None:
     ``asyncio.to_thread``.
     """
     rights = _Rights(_account(account))
+    credentials.run_as(
+        rights.account, functools.partial(_make_dir, dest, mode, rights, create_dirs)
+    )
+
+
+def _make_dir(dest: str, mode: int, rights: _Rights, create_dirs: bool) -> None:
     dest = _absolute(dest)
     name = os.path.basename(dest)
     parent = _open_parent(dest, rights, create_dirs)
@@ -795,6 +812,16 @@ def _account(name: str) -> Account:
         return lookup_account(name)
     except AccountError as exc:
         raise TransferError(HostStatus.GSE_USER_ERROR, str(exc)) from None
+
+
+def _assume(account: Account) -> None:
+    """Give this transfer's own thread the account's file access (see ``credentials``)."""
+    try:
+        credentials.assume(account)
+    except OSError as exc:
+        raise TransferError(
+            HostStatus.GSE_USER_ERROR, f"cannot act as account {account.name}: {exc}"
+        ) from None
 
 
 def _absolute(dest: str) -> str:
@@ -860,7 +887,8 @@ class _Dir:
 
     def owner_for(self, rights: _Rights) -> tuple[int, int] | None:
         """(uid, gid) a new entry here must get, or None to keep the agent's own."""
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or credentials.acting():
+            # acting as the account, the kernel already makes new entries its own
             return None
         st = os.fstat(self.fd)
         # a set-group-ID directory hands its group to new entries, as it would for the user
@@ -919,7 +947,9 @@ _DIR_FLAGS = os.O_DIRECTORY | os.O_CLOEXEC
 def _dir_access() -> int:
     # O_PATH opens a directory the agent may write to but not list; root lists anything
     # and needs a readable descriptor for fchown and fchmod
-    return os.O_RDONLY if os.geteuid() == 0 else getattr(os, "O_PATH", os.O_RDONLY)
+    # (a root agent acting as an account has only the account's rights to read)
+    full = os.geteuid() == 0 and not credentials.acting()
+    return os.O_RDONLY if full else getattr(os, "O_PATH", os.O_RDONLY)
 
 
 def _open_dir(path: str) -> int:
@@ -976,6 +1006,7 @@ def _make_parents(directory: str, rights: _Rights) -> _Dir:
 
 def _open_target(dest: str, account: str, create_dirs: bool) -> _Target:
     rights = _Rights(_account(account))
+    _assume(rights.account)
     dest = _absolute(dest)
     name = os.path.basename(dest)
     parent = _open_parent(dest, rights, create_dirs)

@@ -16,7 +16,7 @@ from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.gateway.endpoint import parse_credential
-from jobfleet.store.blobs import COMPLETE, OPEN
+from jobfleet.store.blobs import COMPLETE, USED_MESSAGE
 from jobfleet.store.secrets import new_secret
 
 PREFIX = "/api/jobfleet/v1"
@@ -44,9 +44,11 @@ def clean_name(name: str) -> str:
     return base
 
 
-async def _receive(services: Services, request: Request, blob_id: str) -> dict[str, Any]:
+async def _receive(
+    services: Services, request: Request, blob_id: str, *, replace: bool = False
+) -> dict[str, Any]:
     blob = await services.blobs.receive(
-        blob_id, request.stream(), max_size=services.limits.max_file_size
+        blob_id, request.stream(), max_size=services.limits.max_file_size, replace=replace
     )
     return {"file_id": blob.id, "name": blob.name, "size": blob.size, "sha256": blob.sha256}
 
@@ -63,9 +65,8 @@ async def agent_put(request: Request) -> Response:
             raise JobError(
                 ErrorCode.PERMISSION_DENIED, "This agent may not write that file", http_status=403
             )
-        if blob.state != OPEN:
-            await services.blobs.reset(blob_id)
-        return envelope.ok(await _receive(services, request, blob_id), request_id)
+        # a retry writes the file again; of two writes at once the later one is kept
+        return envelope.ok(await _receive(services, request, blob_id, replace=True), request_id)
     except JobError as exc:
         await refusal(services.audit, request, exc)
         return envelope.error(exc, request_id)
@@ -108,9 +109,7 @@ async def upload_with_token(request: Request) -> Response:
             services.auth.failures.take(source)
             raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Invalid upload token", http_status=401)
         if blob.state == COMPLETE:
-            raise JobError(
-                ErrorCode.BAD_REQUEST, "This upload URL was used already", http_status=409
-            )
+            raise JobError(ErrorCode.BAD_REQUEST, USED_MESSAGE, http_status=409)
         return envelope.ok(await _receive(services, request, blob_id), request_id)
     except JobError as exc:
         await refusal(services.audit, request, exc)

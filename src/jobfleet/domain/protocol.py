@@ -100,6 +100,8 @@ class Run(TypedDict):
     timeout: int
     env: dict[str, str]
     max_output: int
+    # args hold a sensitive parameter: the agent passes them some other way than argv
+    sensitive: NotRequired[bool]
 
 
 class Kill(TypedDict):

@@ -294,9 +294,10 @@ class Engine:
 
     def _template(self, step: Row[Any]) -> dict[str, Any]:
         param = step.script_param or ""
-        if step.is_param_sensitive and param:
+        sensitive = bool(step.is_param_sensitive and param)
+        if sensitive:
             param = self.cipher.decrypt(param)
-        return {
+        template: dict[str, Any] = {
             "lang": step.script_language,
             "script": step.script_content or "",
             "args": split_params(param) if param else [],
@@ -305,6 +306,10 @@ class Engine:
             "env": {},
             "max_output": self.settings.max_output,
         }
+        if sensitive:
+            # the agent keeps such args off the script's command line
+            template["sensitive"] = True
+        return template
 
     async def _confirm(self, job: Row[Any], step: Row[Any], stop: asyncio.Event) -> RunStatus:
         """A manual confirmation step: the job waits (status 7) for an operator."""

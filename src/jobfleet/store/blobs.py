@@ -1,9 +1,16 @@
 """Files the server holds: uploads from operators and from source agents, on disk.
 
-A blob is written to ``<root>/<id>.part`` while it streams in, checksummed on the
-way, and renamed to ``<root>/<id>`` once complete, so a reader never sees half a
-file and a crash leaves at most a ``.part`` to clean up. The row in ``blobs``
+A blob is written to ``<root>/<id>.<writer>.part`` while it streams in, checksummed
+on the way, and renamed to ``<root>/<id>`` once complete, so a reader never sees half
+a file and a crash leaves at most a ``.part`` to clean up. The row in ``blobs``
 records who may write it and what it must contain.
+
+Two writers of one blob (an upload URL used twice at once, an agent's retry racing
+its first attempt) never mix: each claims the row with a token of its own before it
+streams, the latest claim wins, and a writer finishes only if its claim still stands —
+checked, and the file renamed into place, inside one transaction that holds the row,
+so the stored checksum is always that of the stored bytes. The other writer gets a
+409 error.
 """
 
 from __future__ import annotations
@@ -26,7 +33,12 @@ from jobfleet.store.secrets import hash_secret, secret_matches
 from jobfleet.store.tables import blob_readers, blobs
 
 WRITE_SIZE = 1024 * 1024
+USED_MESSAGE = "This upload URL was used already"
+SUPERSEDED_MESSAGE = (
+    "Another upload to this file started after this one and replaces it; this one was not kept"
+)
 OPEN = "open"
+WRITING = "writing"
 COMPLETE = "complete"
 FAILED = "failed"
 
@@ -187,10 +199,21 @@ class BlobStore:
         return None if row is None else Blob.of(row)
 
     async def receive(
-        self, blob_id: str, chunks: AsyncIterator[bytes], *, max_size: int | None
+        self,
+        blob_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_size: int | None,
+        replace: bool = False,
     ) -> Blob:
-        """Stream ``chunks`` into the blob; memory stays bounded by one chunk."""
-        part = self.root / f"{blob_id}.part"
+        """Stream ``chunks`` into the blob; memory stays bounded by one chunk.
+
+        ``replace`` lets a complete blob be written again (a source agent's retry);
+        otherwise a complete blob answers 409. A writer whose claim another writer
+        took over meanwhile answers 409 and leaves the other's bytes in place.
+        """
+        token = await self._claim(blob_id, replace=replace)
+        part = self.root / f"{blob_id}.{token}.part"
         digest = hashlib.sha256()
         size = 0
         # requests arrive in small pieces; one thread hop per MiB, not per piece
@@ -213,34 +236,62 @@ class BlobStore:
             if pending:
                 await asyncio.to_thread(_write_all, fd, bytes(pending))
             await asyncio.to_thread(os.fsync, fd)
-        except BaseException:
             os.close(fd)
+            fd = -1
+            await self._commit(blob_id, token, part, size, digest.hexdigest())
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
             part.unlink(missing_ok=True)
-            await self._set(blob_id, state=FAILED)
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    update(blobs)
+                    .where(blobs.c.id == blob_id, blobs.c.write_token == token)
+                    .values(state=FAILED, write_token=None)
+                )
             raise
-        os.close(fd)
-        await asyncio.to_thread(os.replace, part, self.path(blob_id))
-        await self._set(
-            blob_id, state=COMPLETE, size=size, sha256=digest.hexdigest(), done_time=now_ms()
-        )
         blob = await self.get(blob_id)
         assert blob is not None
         return blob
+
+    async def _claim(self, blob_id: str, *, replace: bool) -> str:
+        """Take the blob for one writer; the token names that writer."""
+        token = uuid.uuid4().hex
+        states = [OPEN, WRITING, FAILED] + ([COMPLETE] if replace else [])
+        async with self.db.begin() as conn:
+            claimed = await conn.execute(
+                update(blobs)
+                .where(blobs.c.id == blob_id, blobs.c.state.in_(states))
+                .values(state=WRITING, write_token=token, size=None, sha256=None)
+            )
+        if claimed.rowcount != 1:
+            raise JobError(ErrorCode.BAD_REQUEST, USED_MESSAGE, http_status=409)
+        return token
+
+    async def _commit(self, blob_id: str, token: str, part: Path, size: int, sha256: str) -> None:
+        # the row stays locked from the check to the commit: a writer claiming it
+        # meanwhile waits, and then writes after this one, not under it
+        async with self.db.begin() as conn:
+            won = await conn.execute(
+                update(blobs)
+                .where(
+                    blobs.c.id == blob_id,
+                    blobs.c.write_token == token,
+                    blobs.c.state == WRITING,
+                )
+                .values(
+                    state=COMPLETE, write_token=None, size=size, sha256=sha256, done_time=now_ms()
+                )
+            )
+            if won.rowcount != 1:
+                raise JobError(ErrorCode.BAD_REQUEST, SUPERSEDED_MESSAGE, http_status=409)
+            await asyncio.to_thread(os.replace, part, self.path(blob_id))
 
     async def store_bytes(self, blob_id: str, data: bytes) -> Blob:
         async def one() -> AsyncIterator[bytes]:
             yield data
 
         return await self.receive(blob_id, one(), max_size=None)
-
-    async def _set(self, blob_id: str, **values: Any) -> None:
-        async with self.db.begin() as conn:
-            await conn.execute(update(blobs).where(blobs.c.id == blob_id).values(**values))
-
-    async def reset(self, blob_id: str) -> None:
-        """Make a failed or half-written blob writable again (a retried upload)."""
-        (self.root / f"{blob_id}.part").unlink(missing_ok=True)
-        await self._set(blob_id, state=OPEN, size=None, sha256=None)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -289,6 +289,8 @@ blobs = Table(
     # hash of the one-time token in an upload URL (generate_local_file_upload_url)
     Column("token_hash", String(128), nullable=True),
     Column("state", String(16), nullable=False),
+    # the writer that holds the blob while it is written (see store.blobs)
+    Column("write_token", String(32), nullable=True),
     Column("size", BigInteger, nullable=True),
     Column("sha256", String(64), nullable=True),
     Column("create_time", BigInteger, nullable=False, index=True),

@@ -1,0 +1,421 @@
+"""A task's processes: keeping them together, and killing every one of them.
+
+Two ways, chosen when the executor starts (``JOBFLEET_AGENT_CONTAINMENT``: ``auto``,
+the default, ``cgroup`` or ``proc``):
+
+- ``cgroup``, where the host has cgroup v2 and the agent may make cgroups (root):
+  each task runs in a cgroup of its own, ``<cgroup2 mount>/jobfleet/<agent key>/
+  task-<task>``. The agent steps into that cgroup for the instant of the fork, so the
+  script is born inside it and nothing it starts can leave — not ``setsid``, not a
+  double fork. Killing is one write to ``cgroup.kill`` (or, before Linux 5.14,
+  freezing the cgroup and killing what it lists).
+- ``proc`` elsewhere: the task's process group, its session, every descendant, and
+  every process whose environment carries the task's tag (``JOBFLEET_TASK_TAG``, the
+  agent key and the task id, set for every task and inherited by all it starts, which
+  finds a daemon that forked, called ``setsid`` and forked again), frozen with SIGSTOP
+  while walked and then SIGKILLed. A process that drops that environment and
+  double-forks escapes it.
+
+The agent key is derived from the agent's work directory, so an agent restarted on
+the same state directory finds the cgroups its predecessor left and kills them.
+
+Nothing of this module imports more than the standard library: the watchdog
+(:mod:`jobfleet.agent.watchdog`) runs it in a small process of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# set in every task's environment; also how a later agent recognises a task's processes
+TASK_ENV = "JOBFLEET_TASK_ID"
+# which agent's which task a process belongs to: ``<agent key>/<task id>``
+TAG_ENV = "JOBFLEET_TASK_TAG"
+CONTAINMENT_ENV = "JOBFLEET_AGENT_CONTAINMENT"
+CGROUP = "cgroup"
+PROC = "proc"
+AUTO = "auto"
+MODES = (AUTO, CGROUP, PROC)
+
+_MARKER_PREFIX = TASK_ENV.encode() + b"="
+_FREEZE_ROUNDS = 16
+_TOP = "jobfleet"
+# processes a task deliberately left running when it ended (``nohup … &``) move here,
+# out of the task's cgroup, so that killing the agent's tasks spares them
+_LEFT = "left"
+_TASK_PREFIX = "task-"
+_EMPTY_WAIT = 5.0
+
+
+class ContainmentError(Exception):
+    """The containment asked for is not available on this host."""
+
+
+def safe_name(task_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id)[:64]
+
+
+def cgroup_name(task_id: str) -> str:
+    # distinct ids that clean up to the same name still get distinct cgroups
+    digest = hashlib.sha256(task_id.encode()).hexdigest()[:8]
+    return f"{_TASK_PREFIX}{safe_name(task_id)}-{digest}"
+
+
+# --- choosing -----------------------------------------------------------------------
+
+
+def cgroup2_mount() -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup`` or, on a hybrid
+    host, ``/sys/fs/cgroup/unified``), or None."""
+    try:
+        with open("/proc/self/mountinfo") as mounts:
+            for line in mounts:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    return Path(left.split(" ")[4])
+    except OSError:
+        return None
+    return None
+
+
+def own_cgroup(mount: Path) -> Path:
+    """The cgroup v2 directory this process is in."""
+    try:
+        with open("/proc/self/cgroup") as groups:
+            for line in groups:
+                if line.startswith("0::"):
+                    return mount / line[3:].strip().lstrip("/")
+    except OSError:
+        pass
+    return mount
+
+
+def agent_key(work_dir: Path) -> str:
+    return "agent-" + hashlib.sha256(os.fsencode(os.path.realpath(work_dir))).hexdigest()[:16]
+
+
+def choose(mode: str | None, work_dir: Path) -> Containment:
+    """The containment for an agent working in ``work_dir``; ``mode`` None reads the
+    environment. ``cgroup`` where it cannot be had raises :class:`ContainmentError`."""
+    wanted = (mode or os.environ.get(CONTAINMENT_ENV) or AUTO).strip().lower()
+    if wanted not in MODES:
+        raise ContainmentError(f"{CONTAINMENT_ENV} must be one of {', '.join(MODES)}")
+    key = agent_key(work_dir)
+    if wanted == PROC:
+        return ProcContainment(key)
+    try:
+        return CgroupContainment.create(key)
+    except (ContainmentError, OSError) as exc:
+        if wanted == CGROUP:
+            raise ContainmentError(f"cgroup v2 containment is not available: {exc}") from None
+        logger.info("cgroup containment unavailable, using process tracking error=%s", exc)
+        return ProcContainment(key)
+
+
+# --- containments -------------------------------------------------------------------
+
+
+class Containment:
+    """How one agent keeps each task's processes together and kills them."""
+
+    mode = PROC
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def tag(self, task_id: str) -> str:
+        """The value of ``JOBFLEET_TASK_TAG`` in the task's environment."""
+        return f"{self.key}/{task_id}"
+
+    def enter(self, task_id: str) -> None:
+        """Before the fork of a task's first process (which inherits where the agent
+        is); :meth:`home` right after it."""
+
+    def kill(self, task_id: str, pgid: int | None, *, stale: bool = False) -> None:
+        """SIGKILL every process of the task. Blocking."""
+        raise NotImplementedError
+
+    def release(self, task_id: str) -> None:
+        """The task has ended: what it left running on purpose is no longer its."""
+
+    def home(self) -> None:
+        """Put the agent back where it started (before forking anything not a task)."""
+
+    def sweep(self) -> None:
+        """Kill what an earlier agent with the same key left running. Blocking."""
+
+    def describe(self) -> list[str]:
+        """Arguments that make the watchdog build the same containment."""
+        return [PROC, self.key]
+
+    def close(self) -> None:
+        """Nothing of the agent runs any more: remove what it made."""
+
+
+class ProcContainment(Containment):
+    mode = PROC
+
+    def kill(self, task_id: str, pgid: int | None, *, stale: bool = False) -> None:
+        kill_tree(pgid or 0, stale=stale, tag=self.tag(task_id))
+
+
+class CgroupContainment(Containment):
+    mode = CGROUP
+
+    def __init__(self, base: Path, home_dir: Path) -> None:
+        super().__init__(base.name)
+        self.base = base
+        self._home = home_dir
+        self._left = base.parent / _LEFT
+
+    @classmethod
+    def create(cls, key: str) -> CgroupContainment:
+        if os.geteuid() != 0:
+            raise ContainmentError("only a root agent makes cgroups")
+        mount = cgroup2_mount()
+        if mount is None:
+            raise ContainmentError("no cgroup v2 hierarchy is mounted")
+        base = mount / _TOP / key
+        _remove_idle_agents(mount / _TOP)
+        base.mkdir(parents=True, exist_ok=True)
+        (mount / _TOP / _LEFT).mkdir(exist_ok=True)
+        if not (base / "cgroup.procs").exists():
+            raise ContainmentError(f"{base} is not a cgroup")
+        return cls(base, own_cgroup(mount))
+
+    def path(self, task_id: str) -> Path:
+        return self.base / cgroup_name(task_id)
+
+    def enter(self, task_id: str) -> None:
+        path = self.path(task_id)
+        path.mkdir(parents=True, exist_ok=True)
+        _move(os.getpid(), path)
+
+    def home(self) -> None:
+        _move(os.getpid(), self._home)
+
+    def kill(self, task_id: str, pgid: int | None, *, stale: bool = False) -> None:
+        path = self.path(task_id)
+        kill_cgroup(path)
+        remove_cgroup(path)
+
+    def release(self, task_id: str) -> None:
+        path = self.path(task_id)
+        for _ in range(_FREEZE_ROUNDS):
+            pids = cgroup_pids(path)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    _move(pid, self._left)
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+    def sweep(self) -> None:
+        try:
+            names = [p for p in self.base.iterdir() if p.name.startswith(_TASK_PREFIX)]
+        except OSError:
+            return
+        for path in names:
+            logger.warning("killing processes an earlier agent left cgroup=%s", path)
+            kill_cgroup(path)
+            remove_cgroup(path)
+
+    def describe(self) -> list[str]:
+        return [CGROUP, str(self.base)]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.base.rmdir()
+
+
+# --- cgroups ------------------------------------------------------------------------
+
+
+def _remove_idle_agents(top: Path) -> None:
+    """Remove agents' cgroups that hold nothing: the kernel refuses to remove one with
+    processes or task cgroups in it, and an agent remakes its own before each task."""
+    try:
+        entries = list(top.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("agent-") and entry.is_dir():
+            with contextlib.suppress(OSError):
+                entry.rmdir()
+
+
+def _move(pid: int, cgroup: Path) -> None:
+    with open(cgroup / "cgroup.procs", "w") as procs:
+        procs.write(str(pid))
+
+
+def cgroup_pids(path: Path) -> list[int]:
+    try:
+        with open(path / "cgroup.procs") as procs:
+            return [int(line) for line in procs if line.strip()]
+    except OSError:
+        return []
+
+
+def kill_cgroup(path: Path) -> None:
+    """SIGKILL every process in the cgroup ``path`` and wait until it is empty."""
+    try:
+        with open(path / "cgroup.kill", "w") as kill:
+            kill.write("1")
+    except FileNotFoundError:
+        if not path.exists():
+            return
+        _kill_frozen(path)  # Linux before 5.14 has no cgroup.kill
+    except OSError as exc:
+        logger.warning("cgroup.kill failed cgroup=%s error=%s", path, exc)
+        _kill_frozen(path)
+    deadline = time.monotonic() + _EMPTY_WAIT
+    while cgroup_pids(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _kill_frozen(path: Path) -> None:
+    with contextlib.suppress(OSError), open(path / "cgroup.freeze", "w") as freeze:
+        freeze.write("1")
+    for _ in range(_FREEZE_ROUNDS):
+        pids = cgroup_pids(path)
+        if not pids:
+            break
+        for pid in pids:
+            signal_pid(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError), open(path / "cgroup.freeze", "w") as freeze:
+        freeze.write("0")
+
+
+def remove_cgroup(path: Path) -> None:
+    deadline = time.monotonic() + _EMPTY_WAIT
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            # the last killed processes are still being torn down
+            if time.monotonic() >= deadline:
+                logger.warning("cgroup not removed cgroup=%s", path)
+                return
+            time.sleep(0.01)
+
+
+# --- process tracking ---------------------------------------------------------------
+
+
+def kill_tree(pgid: int, *, stale: bool, tag: str | None = None) -> None:
+    """SIGKILL a task's process group, its session, every descendant, and every
+    process whose environment carries ``tag`` (see ``TAG_ENV``).
+
+    Descendants are found through /proc because a child that called setsid leaves
+    the group; the environment finds one that also left its parent. The tree is
+    frozen with SIGSTOP first so nothing forks or gets reparented (which would hide
+    it) while it is being walked. ``stale``: the pgid comes from an earlier agent and
+    may have been recycled, so only processes carrying ``JOBFLEET_TASK_ID`` that do
+    not descend from this process are touched.
+    """
+    if pgid in (os.getpid(), os.getpgrp()) or (pgid <= 1 and tag is None):
+        return
+    group = pgid if pgid > 1 else 0
+    if group and not stale:
+        signal_group(group, signal.SIGSTOP)
+    marker = f"{TAG_ENV}={tag}".encode() if tag is not None else None
+    frozen: set[int] = set()
+    for _ in range(_FREEZE_ROUNDS):
+        fresh = tree_members(group, stale=stale, marker=marker) - frozen
+        if not fresh:
+            break
+        for pid in fresh:
+            signal_pid(pid, signal.SIGSTOP)
+        frozen |= fresh
+    if group and not stale:
+        signal_group(group, signal.SIGKILL)
+    for pid in frozen:
+        signal_pid(pid, signal.SIGKILL)
+    logger.debug("killed process tree pgid=%d processes=%d", pgid, len(frozen))
+
+
+def tree_members(root: int, *, stale: bool, marker: bytes | None = None) -> set[int]:
+    """Processes in ``root``'s group or session, those whose environment holds
+    ``marker`` exactly, and all their descendants."""
+    children: dict[int, list[int]] = {}
+    members: set[int] = set()
+    me = os.getpid()
+    for pid, ppid, pgrp, session in proc_table():
+        children.setdefault(ppid, []).append(pid)
+        in_group = root and root in (pid, pgrp, session)
+        if in_group or (marker is not None and pid != me and marker in environment(pid)):
+            members.add(pid)
+    members |= descendants(members, children)
+    members -= {1, me}
+    if stale:
+        members -= descendants({me}, children)
+        members = {pid for pid in members if _tagged(pid)}
+    return members
+
+
+def _tagged(pid: int) -> bool:
+    return any(entry.startswith(_MARKER_PREFIX) for entry in environment(pid))
+
+
+def descendants(roots: set[int], children: dict[int, list[int]]) -> set[int]:
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found and child not in roots:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def environment(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return environ.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def proc_table() -> list[tuple[int, int, int, int]]:
+    """(pid, ppid, pgrp, session) of every process; empty where /proc is missing."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    table = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: parse after the last ')'
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if len(fields) >= 4:
+            table.append((int(name), int(fields[1]), int(fields[2]), int(fields[3])))
+    return table
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def signal_pid(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)

@@ -1,0 +1,255 @@
+"""Nothing of a task outlives it: timeout, terminate, and an agent that is SIGKILLed.
+
+Every test runs with both containments: a cgroup per task (cgroup v2, root) and
+process tracking (process group, session, descendants, the task's environment tag).
+Processes are found by a unique marker in their command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobfleet.agent import processes
+from jobfleet.agent.executor import ProcessExecutor, TaskSpec
+from jobfleet.domain.status import HostStatus, ScriptLanguage
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def cgroups_available() -> bool:
+    try:
+        containment = processes.choose(processes.CGROUP, Path(tempfile.gettempdir()) / "probe")
+    except processes.ContainmentError:
+        return False
+    containment.close()
+    return True
+
+
+@pytest.fixture(params=[processes.CGROUP, processes.PROC])
+def mode(request: pytest.FixtureRequest) -> str:
+    if request.param == processes.CGROUP and not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    return str(request.param)
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    # a number sleep accepts, and a string no other process has in its command line
+    value = f"{1000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**9:09d}"
+    yield value
+    for pid in marked(value):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def work_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="jobfleet-procs-"))
+    yield path / "work"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def marked(marker: str) -> list[int]:
+    """Live (not zombie) processes with ``marker`` in their command line."""
+    found = []
+    needle = marker.encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as cmdline:
+                if needle not in cmdline.read():
+                    continue
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+        except OSError:
+            continue
+        found.append(int(name))
+    return found
+
+
+async def wait_for(marker: str, count: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while len(marked(marker)) < count:
+        assert time.monotonic() < deadline, f"only {marked(marker)} started"
+        await asyncio.sleep(0.02)
+
+
+async def wait_gone(marker: str, within: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + within
+    while (left := marked(marker)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return left
+
+
+def escaping_tree(marker: str) -> str:
+    """Four escapes: a double-forked setsid sleep, a python daemon (fork, setsid,
+    fork), a sleep that ignores SIGTERM, and the script's own sleep."""
+    return textwrap.dedent(
+        f"""\
+        (setsid sleep {marker} &)
+        python3 - {marker} <<'EOF' >/dev/null 2>&1
+        import os, sys, time
+        if os.fork():
+            sys.exit(0)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        time.sleep(1000)
+        EOF
+        trap '' TERM
+        sleep {marker} &
+        echo started
+        sleep {marker}
+        """
+    )
+
+
+ESCAPES = 4
+
+
+def spec(script: str, timeout: int = 60) -> TaskSpec:
+    return TaskSpec(
+        id=f"9:1:{uuid.uuid4().int % 100000}",
+        lang=ScriptLanguage.SHELL,
+        script=script,
+        args=[],
+        account="root" if os.geteuid() == 0 else os.environ.get("USER", ""),
+        timeout=timeout,
+        env={},
+        max_output=1 << 20,
+    )
+
+
+async def ignore(_text: str) -> None:
+    return None
+
+
+async def test_timeout_leaves_nothing(mode: str, work_dir: Path, marker: str) -> None:
+    executor = ProcessExecutor(work_dir, containment=mode)
+    try:
+        result = await executor.run(spec(escaping_tree(marker), timeout=2), ignore)
+        assert result.status == HostStatus.SCRIPT_TIMEOUT
+        assert await wait_gone(marker) == []
+    finally:
+        executor.close()
+
+
+async def test_terminate_leaves_nothing(mode: str, work_dir: Path, marker: str) -> None:
+    executor = ProcessExecutor(work_dir, containment=mode)
+    task = spec(escaping_tree(marker))
+    try:
+        running = asyncio.create_task(executor.run(task, ignore))
+        await wait_for(marker, ESCAPES)
+        assert executor.kill(task.id)
+        result = await running
+        assert result.status == HostStatus.GSE_TASK_TERMINATE_SUCCESS
+        assert await wait_gone(marker) == []
+    finally:
+        executor.close()
+
+
+async def test_cgroup_catches_a_daemon_that_drops_its_environment(
+    work_dir: Path, marker: str
+) -> None:
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    executor = ProcessExecutor(work_dir, containment=processes.CGROUP)
+    try:
+        script = f"(env -i setsid sleep {marker} &)\nsleep {marker}\n"
+        result = await executor.run(spec(script, timeout=1), ignore)
+        assert result.status == HostStatus.SCRIPT_TIMEOUT
+        assert await wait_gone(marker) == []
+        assert [p.name for p in executor_cgroups(executor)] == []
+    finally:
+        executor.close()
+
+
+def executor_cgroups(executor: ProcessExecutor) -> list[Path]:
+    base = executor._containment.base  # type: ignore[attr-defined]
+    return [p for p in base.iterdir() if p.is_dir()] if base.exists() else []
+
+
+async def test_deliberate_background_process_survives_a_normal_end(
+    mode: str, work_dir: Path, marker: str
+) -> None:
+    executor = ProcessExecutor(work_dir, containment=mode)
+    try:
+        result = await executor.run(spec(f"nohup sleep {marker} >/dev/null 2>&1 &"), ignore)
+        assert result.status == HostStatus.SUCCESS
+        await wait_for(marker, 1)
+        if mode == processes.CGROUP:
+            # out of the task's cgroup, which is gone: the agent's death spares it
+            assert executor_cgroups(executor) == []
+    finally:
+        executor.close()
+    await asyncio.sleep(0.3)
+    assert len(marked(marker)) == 1
+
+
+AGENT = """
+import asyncio, sys
+from pathlib import Path
+from jobfleet.agent.executor import ProcessExecutor, TaskSpec
+
+async def main() -> None:
+    executor = ProcessExecutor(Path(sys.argv[1]), containment=sys.argv[2])
+    spec = TaskSpec(id="5:1:1", lang=1, script=sys.stdin.read(), args=[], account=sys.argv[3],
+                    timeout=600, env={}, max_output=1 << 20)
+    async def out(text: str) -> None:
+        print(text, end="", flush=True)
+    await executor.run(spec, out)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_sigkilled_agent_leaves_nothing(mode: str, work_dir: Path, marker: str) -> None:
+    account = "root" if os.geteuid() == 0 else os.environ.get("USER", "")
+    agent = subprocess.Popen(
+        [sys.executable, "-c", AGENT, str(work_dir), mode, account],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert agent.stdin is not None
+        agent.stdin.write(escaping_tree(marker).encode())
+        agent.stdin.close()
+        await wait_for(marker, ESCAPES)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        assert await wait_gone(marker) == []
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+
+
+async def test_a_new_agent_kills_what_a_dead_one_left_in_its_cgroups(
+    work_dir: Path, marker: str
+) -> None:
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    # what an agent and its watchdog, both killed, leave behind
+    first = processes.choose(processes.CGROUP, work_dir)
+    first.enter("5:1:2")
+    try:
+        subprocess.run(["setsid", "-f", "sleep", marker], check=True)
+    finally:
+        first.home()
+    await wait_for(marker, 1)
+    ProcessExecutor(work_dir, containment=processes.CGROUP).close()
+    assert await wait_gone(marker) == []
