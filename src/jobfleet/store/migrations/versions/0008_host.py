@@ -1,7 +1,7 @@
 """blobs: the writer holding a blob while it is written
 
-Revision ID: 0006_host
-Revises: 0005
+Revision ID: 0008_host
+Revises: 0007_agents
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_host"
-down_revision = "0005"
+revision = "0008_host"
+down_revision = "0007_agents"
 branch_labels = None
 depends_on = None
 
