@@ -26,7 +26,7 @@ from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
-from jobfleet.api.throttle import Throttle
+from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.addresses import parse_networks
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -188,8 +188,17 @@ class Server:
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
         self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
         self.engine.on_job_finished.append(self.callbacks.wake)
+        # one count of failed authentications per address, for the API and agents alike
+        self.auth_failures = Throttle(
+            "failed authentications", settings.auth_failure_rate, settings.auth_failure_burst
+        )
         self.gateway = Gateway(
-            self.identity, self.registry, self.presence, settings.heartbeat, self.refusals
+            self.identity,
+            self.registry,
+            self.presence,
+            settings.heartbeat,
+            self.refusals,
+            self.auth_failures,
         )
         self.gateway.events = self.engine
         self.blobs = BlobStore(self.db, settings.data_dir / "blobs")
@@ -236,11 +245,7 @@ class Server:
             gateway=self.gateway,
             auth=Authenticator(
                 self.identity,
-                failures=Throttle(
-                    "failed authentications",
-                    settings.auth_failure_rate,
-                    settings.auth_failure_burst,
-                ),
+                failures=self.auth_failures,
             ),
             audit=self.audit,
             accounts=AccountStore(self.db, self.cipher),

@@ -459,6 +459,11 @@ async def test_kill_process_tree_spares_this_agents_own_tasks(
     sleeper = spec("sleep 1000; true", env={MARK: marker})
     task = asyncio.create_task(run(executor, sleeper, started.append))
     await wait_started(marker, 2)
+    # the processes can be seen a moment before the executor reports the start
+    for _ in range(250):
+        if started:
+            break
+        await asyncio.sleep(0.02)
     kill_process_tree(started[0])
     await asyncio.sleep(0.1)
     assert len(marked_processes(marker)) == 2

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import pytest
+import websockets
 from tests.integration.harness import Running, Wire, run_server
+
+from jobfleet.agent.client import CONNECT_PATH, AgentSettings, enroll
 
 V3 = "/api/bk-job/prod/api/v3"
 ENROLL = "/api/jobfleet/v1/agents/enroll"
@@ -271,3 +277,72 @@ async def _refused_body_drained(running: Running) -> None:
         streaming.cancel()
         await asyncio.gather(streaming, return_exceptions=True)
         writer.close()
+
+
+async def test_agents_that_hit_the_enrollment_limit_wait_and_enroll(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three agents enroll from one address with room for one at once: the others are told
+    429, back off like a reconnect and enroll as the budget refills."""
+    async with run_server(
+        tmp_path, database_url, server={"enroll_rate": 2.0, "enroll_burst": 1}
+    ) as run:
+        ips = ["127.0.0.41", "127.0.0.42", "127.0.0.43"]
+        started = asyncio.get_running_loop().time()
+        with caplog.at_level(logging.WARNING, logger="jobfleet.agent.client"):
+            await run.start_agents(ips)
+        assert asyncio.get_running_loop().time() - started < 20
+        retries = [r for r in caplog.records if r.getMessage().startswith("agent_enroll_retry")]
+        assert retries and all("429" in r.getMessage() for r in retries)
+
+
+async def test_failed_agent_handshakes_share_the_address_budget(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Guessing agent credentials on the WebSocket counts like any failed authentication:
+    past the budget a credential never seen good is refused unchecked, while an agent that
+    proved itself before reconnects, and the HTTP API sees the same count."""
+    async with run_server(
+        tmp_path, database_url, server={"auth_failure_rate": 0.01, "auth_failure_burst": 3}
+    ) as run:
+        await run.start_agents(["127.0.0.51"])
+        proven, _task = run.agents["127.0.0.51"]
+        # a second credential, enrolled but never connected
+        fresh_settings = AgentSettings(server=run.url, state_dir=tmp_path / "fresh",
+                                       ip="127.0.0.52", enroll_token=run.boot["enroll_token"])
+        channel, _ = await fresh_settings.channel()
+        fresh = await enroll(fresh_settings, channel=channel)
+        url = channel.ws_url + CONNECT_PATH
+
+        async def handshake(agent_id: str, secret: str) -> int:
+            try:
+                async with websockets.connect(
+                    url, additional_headers={"Authorization": f"Agent {agent_id}:{secret}"},
+                    ssl=channel.tls, open_timeout=10,
+                ) as ws:
+                    await ws.send(orjson.dumps({"t": "hello", "version": "0", "hostname": "x",
+                                                "os": "Linux", "known": []}))
+                    await ws.recv()
+                    return 101
+            except websockets.exceptions.InvalidStatus as exc:
+                return int(exc.response.status_code)
+
+        for _ in range(3):
+            assert await handshake(fresh.agent_id, "guessed") == 403
+        throttle = run.server.auth_failures
+        assert throttle.exhausted("127.0.0.1")
+        # the right secret for a credential never seen good: refused without a check
+        assert await handshake(fresh.agent_id, fresh.agent_secret) == 403
+        # the agent that connected before gets back in at once
+        cred = proven.credential
+        assert cred is not None
+        await proven.stop()
+        assert await handshake(cred.agent_id, cred.agent_secret) == 101
+        # the same budget answers the HTTP API
+        bad = Wire(run.url, run.boot["bk_app_code"], "wrong-secret")
+        try:
+            resp = await bad.http.get(f"{V3}/get_account_list", params={"bk_biz_id": 2},
+                                      headers=bad.headers())
+            assert resp.status_code == 429, resp.json()
+        finally:
+            await bad.http.aclose()

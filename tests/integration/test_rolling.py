@@ -10,6 +10,8 @@ from typing import Any
 
 from tests.integration.harness import Running, b64, eventually
 
+from jobfleet.agent.processes import agent_key
+
 IPS = [f"127.0.0.{n}" for n in range(91, 97)]
 
 
@@ -230,7 +232,7 @@ async def test_retry_all_ignore_error_and_terminate(running: Running) -> None:
     assert {h["status"] for h in done["step_instance_list"][0]["step_ip_result_list"]} == {403}
     await asyncio.sleep(0.5)
     assert not any(_group_alive(g) for g in groups)
-    assert not _tasks_alive(job["step_instance_id"])
+    assert not _tasks_alive(running, job["step_instance_id"])
     assert (await operate(running, job, 11))["result"]
     done = await running.wire.wait(job["job_instance_id"])
     assert done["step_instance_list"][0]["status"] == 5
@@ -243,17 +245,22 @@ def _group_alive(pgid: int) -> bool:
                if line.strip())
 
 
-def _tasks_alive(step_id: int) -> bool:
-    """Any process left whose environment names a task of the step (setsid'd ones too)."""
-    marker = f"JOBFLEET_TASK_ID={step_id}:".encode()
+def _tasks_alive(running: Running, step_id: int) -> bool:
+    """Any process left that carries the tag of a task of the step on one of this test's
+    agents (setsid'd ones too); other tests' tasks on this machine have other tags."""
+    prefixes = [
+        f"JOBFLEET_TASK_TAG={agent_key(running.data_dir / f'agent-{ip}' / 'work')}/{step_id}:"
+        .encode() for ip in running.agents
+    ]
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if marker in (proc / "environ").read_bytes():
-                return True
+            environ = (proc / "environ").read_bytes()
         except OSError:
             continue
+        if any(prefix in environ for prefix in prefixes):
+            return True
     return False
 
 

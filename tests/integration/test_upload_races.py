@@ -96,13 +96,14 @@ async def test_an_agents_writes_racing_keep_bytes_and_checksum_together(
     headers = agent_headers(running, "127.0.0.2")
     first, second = os.urandom(4 * MIB), os.urandom(2 * MIB)
     started, release = asyncio.Event(), asyncio.Event()
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as other:
+    # agents write over their own encrypted port: two clients of it race
+    async with running.agent_http() as other, running.agent_http() as mine:
         slow = asyncio.create_task(
             other.put(url, content=slow_body(first, started, release), headers=headers)
         )
         await started.wait()
         await asyncio.sleep(0.2)
-        fast = await running.wire.http.put(url, content=second, headers=headers)
+        fast = await mine.put(url, content=second, headers=headers)
         release.set()
         loser = await slow
     assert fast.json()["result"], fast.text

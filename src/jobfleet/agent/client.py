@@ -188,6 +188,10 @@ def save_credential(state_dir: Path, cred: Credential) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
+class EnrollLater(RuntimeError):
+    """The server could not take the enrollment now (busy, rate-limited): try again."""
+
+
 async def enroll(
     settings: AgentSettings,
     http: httpx.AsyncClient | None = None,
@@ -214,6 +218,8 @@ async def enroll(
             resp = await client.post(channel.base + ENROLL_PATH, json=body)
     else:
         resp = await http.post(channel.base + ENROLL_PATH, json=body)
+    if resp.status_code == 429 or resp.status_code >= 500:
+        raise EnrollLater(f"enrollment deferred: HTTP {resp.status_code} {resp.text[:200]}")
     try:
         answer = resp.json()
     except ValueError:
@@ -324,8 +330,22 @@ class Agent:
     async def ensure_credential(self) -> Credential:
         if self.credential is None and self.settings.state_dir is not None:
             self.credential = load_credential(self.settings.state_dir)
-        if self.credential is None:
-            self.credential = await enroll(self.settings, channel=await self._resolve_channel())
+        attempt = 0
+        while self.credential is None:
+            try:
+                self.credential = await enroll(
+                    self.settings, channel=await self._resolve_channel()
+                )
+            except (EnrollLater, httpx.TransportError) as exc:
+                # a server that is starting, busy or limiting this address's enrollments
+                # is asked again later, like a reconnect; a refusal of the token is final
+                attempt += 1
+                delay = random.uniform(
+                    0.1, min(self.settings.max_backoff, 0.5 * 2 ** min(attempt, 8))
+                )
+                log.warning("agent_enroll_retry in=%.1fs error=%s", delay, exc)
+                await asyncio.sleep(delay)
+                continue
             if self.settings.state_dir is not None:
                 save_credential(self.settings.state_dir, self.credential)
             log.info(
@@ -359,7 +379,6 @@ class Agent:
 
     async def run_forever(self) -> None:
         reap_without_threads(asyncio.get_running_loop())
-        await self._resolve_channel()
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
-from jobfleet.api.throttle import Throttle
+from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.store.identity import App, IdentityStore, User

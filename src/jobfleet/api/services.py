@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jobfleet.api.auth import Authenticator
-from jobfleet.api.throttle import Throttle
+from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.engine.core import Engine
 from jobfleet.engine.plans import PlanLauncher

@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jobfleet import __version__
 from jobfleet.domain import protocol
+from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.host_filters import clean_labels
 from jobfleet.domain.protocol import clean_text
 from jobfleet.gateway.presence import Presence
@@ -29,6 +30,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
 CLOSE_REPLACED = 4409
 CLOSE_TRY_AGAIN = 1013
+# too many failed authentications from the address
+CLOSE_THROTTLED = 4429
 # what the server closes a connection with when a frame is over ``MAX_FRAME_BYTES``
 CLOSE_TOO_BIG = 1009
 CLOSE_REVOKED = 4403
@@ -131,12 +134,18 @@ class Gateway:
         presence: Presence,
         heartbeat: float = 10.0,
         refusals: Refusals | None = None,
+        failures: Throttle | None = None,
     ) -> None:
         self.identity = identity
         self.registry = registry
         self.presence = presence
         self.heartbeat = heartbeat
         self.refusals = refusals or Refusals(None)
+        # wrong agent credentials per source address (shared with the HTTP API's count)
+        self.failures = failures or Throttle("failed authentications", 0, 1)
+        # agents that proved themselves here before: an address over its failure budget
+        # (a NAT shared with an attacker) does not lock them out
+        self._proven: set[str] = set()
         self.events: AgentEvents | None = None
         self._checks = asyncio.Semaphore(8)
         self._facts = _HostFacts(Inventory(presence.db))
@@ -174,6 +183,11 @@ class Gateway:
 
     async def serve(self, ws: WebSocket) -> None:
         cred = parse_credential(ws.headers.get("authorization"))
+        peer = ws.client.host if ws.client else ""
+        if (cred is None or cred[0] not in self._proven) and self.failures.exhausted(peer):
+            log.warning("agent_auth_throttled peer=%s", peer)
+            await ws.close(code=CLOSE_THROTTLED)
+            return
         try:
             # thousands of agents reconnect at once after a restart: check a few at a
             # time instead of queueing them all on the database pool
@@ -184,10 +198,12 @@ class Gateway:
             await ws.close(code=CLOSE_TRY_AGAIN)
             return
         if cred is None or host_id is None:
-            log.warning("agent_auth_failed peer=%s", ws.client.host if ws.client else "")
+            self.failures.take(peer)
+            log.warning("agent_auth_failed peer=%s", peer)
             await ws.close(code=CLOSE_UNAUTHORIZED)
             return
         agent_id = cred[0]
+        self._proven.add(agent_id)
         await ws.accept()
         try:
             hello = await _receive(ws)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobfleet.api.throttle import Throttle
+from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.errors import ErrorCode, JobError
 
 
