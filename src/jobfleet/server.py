@@ -26,11 +26,11 @@ from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
-from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.addresses import parse_networks
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
+from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
 from jobfleet.engine.cron import CronScheduler

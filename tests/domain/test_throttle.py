@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.throttle import Throttle
 
 
 class Clock:

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
-from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
+from jobfleet.domain.throttle import Throttle
 from jobfleet.store.identity import App, IdentityStore, User
 from jobfleet.store.secrets import hash_secret
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jobfleet.api.auth import Authenticator
-from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.enrollment import AgentChannel
+from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.core import Engine
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Submitter

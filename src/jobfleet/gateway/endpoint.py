@@ -14,9 +14,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jobfleet import __version__
 from jobfleet.domain import protocol
-from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.host_filters import clean_labels
 from jobfleet.domain.protocol import clean_text
+from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
