@@ -245,3 +245,41 @@ async def test_retention_purges_old_history_and_keeps_what_is_in_use(
     assert missing.status_code == 404 and missing.json()["result"] is False
     # nothing left to do: a second pass purges nothing
     assert await retention.run_once() == {"jobs": 0, "audit": 0, "blobs": 0}
+
+
+async def test_log_reads_are_audited_once_a_minute_per_reader(running: Running) -> None:
+    """Clients poll logs: each reader gets one entry per job a minute, counting its reads."""
+    wire = running.wire
+    await running.start_agents([A])
+    job = await wire.v3("fast_execute_script", {
+        "bk_biz_id": 2, "script_language": 1, "account_alias": "root",
+        "script_content": "ZWNobyBoZWxsbw==",  # echo hello
+        "target_server": {"ip_list": [{"bk_cloud_id": 0, "ip": A}]}})
+    job_id = job["data"]["job_instance_id"]
+    step_id = job["data"]["step_instance_id"]
+    await wire.wait(job_id)
+    for _ in range(5):
+        await wire.logs(job_id, step_id, [A])
+    one = await wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+        "bk_cloud_id": 0, "ip": A}, method="GET")
+    assert one["data"]["log_content"] == "hello\n"
+    await running.server.services.audit.flush()
+    # one entry (two if the reads straddle the turn of a minute) counting all six reads
+    found = await entries(running, action="read_logs")
+    assert 1 <= len(found) <= 2 and sum(e["detail"]["count"] for e in found) == 6
+    for entry in found:
+        assert (entry["resource_type"], entry["resource_id"]) == ("job", str(job_id))
+        assert (entry["source_ip"], entry["username"], entry["scope_id"]) == (
+            "127.0.0.1", "admin", "2")
+        assert entry["detail"]["step_instance_id"] == step_id
+    # another reader gets an entry of its own
+    bob = Wire(running.url, running.boot["bk_app_code"], running.boot["bk_app_secret"], "admin2")
+    await admin(wire, "POST", "/users", {"username": "admin2", "is_admin": True})
+    try:
+        await bob.logs(job_id, step_id, [A])
+    finally:
+        await bob.http.aclose()
+    await running.server.services.audit.flush()
+    assert {e["username"] for e in await entries(running, action="read_logs")} == {
+        "admin", "admin2"}

@@ -101,3 +101,22 @@ async def refusal(
     except Exception:
         # the refusal still reaches the caller; a store that cannot take it is logged
         log_.exception("refusal_audit_failed path=%s", request.url.path)
+
+
+async def audit_log_read(call: Call, job: Any, step_id: int | None, hosts: int) -> None:
+    """Reading a job's logs: one entry per caller, address and job a minute, counting the
+    reads, since clients poll logs (bk-log every few seconds) and a row each would make the
+    audit log a write per poll."""
+    source = source_of(call.request)
+    await call.services.audit.coalesced(
+        ("read_logs", call.caller.app_code, call.caller.username, source, str(job.id)),
+        app_code=call.caller.app_code,
+        username=call.caller.username,
+        action="read_logs",
+        resource_type="job",
+        resource_id=str(job.id),
+        scope_type=job.scope_type,
+        scope_id=job.scope_id,
+        detail={"step_instance_id": step_id, "hosts": hosts},
+        source_ip=source,
+    )

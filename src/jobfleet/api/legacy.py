@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from jobfleet.api.auditing import audit_log_read
 from jobfleet.api.execute import job_in_scope
 from jobfleet.api.routing import JOBV2_PREFIXES, Call, add_api
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
@@ -70,6 +71,7 @@ async def get_job_instance_log(call: Call) -> list[dict[str, Any]]:
     job = await job_in_scope(call, VIEW)
     steps = await call.services.jobs.steps(job.id)
     hosts = await call.services.jobs.hosts_of_steps(steps)
+    await audit_log_read(call, job, None, sum(len(rows) for rows in hosts.values()))
     result = []
     for step in steps:
         rows = hosts[step.id]

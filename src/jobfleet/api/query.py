@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import Row
 
+from jobfleet.api.auditing import audit_log_read
 from jobfleet.api.execute import job_in_scope
 from jobfleet.api.params import get_bool, get_int, get_list, need_int
 from jobfleet.api.routing import Call, add_api
@@ -93,6 +94,7 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
         if not found:
             raise JobError(ErrorCode.HOST_INVALID, "The host is not a host of this step")
         item = (await file_logs_for(call, step, count, [host_view(found[0])]))[0]
+        await audit_log_read(call, job, step.id, 1)
         return {"log_type": int(LogType.FILE), **item}
     if host_id is not None:
         rows = await jobs.hosts(step.id, count, host_ids=[host_id])
@@ -111,6 +113,7 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
         raise JobError(ErrorCode.HOST_INVALID, "The host is not a target of this step")
     row = rows[0]
     logs = await jobs.logs(step.id, count, [row.bk_host_id])
+    await audit_log_read(call, job, step.id, 1)
     return {
         "log_type": int(LogType.SCRIPT),
         "bk_host_id": row.bk_host_id,
@@ -155,6 +158,7 @@ async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
             found.setdefault(h.bk_host_id, h)
         found = {i: h for i, h in found.items() if i in allowed}
         file_logs = await file_logs_for(call, step, count, [host_view(h) for h in found.values()])
+        await audit_log_read(call, job, step.id, len(found))
         return {
             "job_instance_id": job.id,
             "step_instance_id": step.id,
@@ -200,6 +204,7 @@ async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
                 }
             )
     logs = await call.services.jobs.logs(step.id, count, list(picked))
+    await audit_log_read(call, job, step.id, len(picked))
     items = [
         {
             "host_id": r.bk_host_id,

@@ -69,7 +69,7 @@ REFUSAL_WINDOW = 60.0
 REFUSAL_FLUSH = 5.0
 # distinct (address, reason) pairs remembered at once; past it, one overflow entry
 MAX_REFUSAL_KEYS = 10_000
-OVERFLOW = ("*", "overflow")
+OVERFLOW: tuple[str, ...] = ("*", "overflow")
 # column widths of audit_log: longer values are cut, never refused by the database
 WIDTHS = {
     "app_code": 128,
@@ -112,7 +112,7 @@ class _Refusal:
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._refusals: dict[tuple[str, str], _Refusal] = {}
+        self._refusals: dict[tuple[str, ...], _Refusal] = {}
 
     async def record(
         self,
@@ -156,14 +156,41 @@ class AuditLog:
         """A refused attempt. Repeats from one address for one reason within a window
         add to one entry's ``count`` instead of writing a row each: a flood of bad
         requests must not become a flood of writes."""
+        await self.coalesced(
+            (source_ip, reason),
+            app_code=app_code,
+            username=username,
+            action="refused",
+            resource_type="request",
+            resource_id=reason,
+            detail={"reason": reason, **(detail or {})},
+            source_ip=source_ip,
+        )
+
+    async def coalesced(
+        self,
+        key: tuple[str, ...],
+        *,
+        app_code: str,
+        username: str,
+        action: str,
+        resource_type: str,
+        resource_id: str = "",
+        scope_type: str | None = None,
+        scope_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+        source_ip: str = "",
+    ) -> None:
+        """One entry per ``key`` and window, its ``count`` raised by every repeat: for
+        what happens too often to write a row each (refusals, clients polling logs)."""
         now = time.time()
         window = int(now // REFUSAL_WINDOW)
-        key = (source_ip, reason)
         entry = self._refusals.get(key)
+        overflow = False
         if entry is None and len(self._refusals) >= MAX_REFUSAL_KEYS:
             await self._forget_old(window)
             if len(self._refusals) >= MAX_REFUSAL_KEYS:
-                key = OVERFLOW
+                key, overflow = OVERFLOW, True
                 entry = self._refusals.get(key)
         if entry is not None and entry.window == window:
             entry.count += 1
@@ -172,17 +199,19 @@ class AuditLog:
             return
         if entry is not None:
             await self._flush_one(entry, now)
-        first = {"reason": reason, **(detail or {}), "count": 1}
+        first = {**(detail or {}), "count": 1}
         entry = _Refusal(window, 1, 1, None, now, first)
         self._refusals[key] = entry
         entry.row_id = await self.record(
             app_code=app_code,
             username=username,
-            action="refused" if key != OVERFLOW else "refused_overflow",
-            resource_type="request",
-            resource_id=reason,
+            action=action if not overflow else f"{action}_overflow",
+            resource_type=resource_type,
+            resource_id=resource_id,
+            scope_type=scope_type,
+            scope_id=scope_id,
             detail=first,
-            source_ip=source_ip if key != OVERFLOW else "*",
+            source_ip=source_ip if not overflow else "*",
         )
         if entry.count > entry.written:
             await self._flush_one(entry, now)
