@@ -12,7 +12,8 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 
 from jobfleet.sdk import _steps
-from jobfleet.sdk._api import AdminApi, BkApi
+from jobfleet.sdk._admin import AdminApi
+from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._notify import NotifyApi

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from jobfleet.sdk import _flow
+from jobfleet.sdk import _file_flow, _flow
 from jobfleet.sdk._api import BkApi, biz_scope, expect_dict, expect_list, with_scope
 from jobfleet.sdk._errors import JobApiError, JobWaitTimeout
 from jobfleet.sdk._models import (
@@ -315,12 +315,12 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         ``fast_transfer_file`` source with ``file_type: 2`` takes. ``on_progress`` is
         called with the bytes sent so far.
         """
-        item = yield Blocking(lambda: _flow.local_file(path, name))
+        item = yield Blocking(lambda: _file_flow.local_file(path, name))
         return (yield from self._upload(item, biz, on_progress))
 
     def _upload(
         self,
-        item: _flow.LocalFile,
+        item: _file_flow.LocalFile,
         biz: int | str | None,
         on_progress: Callable[[int], None] | None,
     ) -> Flow[dict[str, Any]]:
@@ -328,12 +328,12 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         response = yield Send(
             "POST",
             FILES_PATH,
-            params=_flow.upload_query(item.name, self._biz() if biz is None else biz),
+            params=_file_flow.upload_query(item.name, self._biz() if biz is None else biz),
             headers=upload_headers(item.size),
             upload=body,
         )
         answer = expect_dict(parse_envelope(response), FILES_PATH)
-        return _flow.checked_upload(answer, item, body.sent, body.digest.hexdigest())
+        return _file_flow.checked_upload(answer, item, body.sent, body.digest.hexdigest())
 
     def download_file(
         self,
@@ -398,8 +398,10 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         directory is missing, 2 (force) creates it; speed limits are MB/s.
         ``on_progress`` gets the targets' host counts and bytes written after each poll.
         """
-        local: list[_flow.LocalFile] = yield Blocking(lambda: _flow.local_files(list(files or [])))
-        request = _flow.transfer_request(
+        local: list[_file_flow.LocalFile] = yield Blocking(
+            lambda: _file_flow.local_files(list(files or []))
+        )
+        request = _file_flow.transfer_request(
             local=bool(local),
             remote_files=remote_files,
             hosts=hosts,
@@ -415,10 +417,10 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         )
         uploads = yield from self._upload_all(local, biz, on_upload)
         submitted = yield from self.fast_transfer_file(
-            **_flow.with_uploads(request, uploads), **biz_scope(biz)
+            **_file_flow.with_uploads(request, uploads), **biz_scope(biz)
         )
         job_id, step_id = _flow.submitted_ids(submitted)
-        tally = _flow.ByteTally()
+        tally = _file_flow.ByteTally()
 
         def observe(status: dict[str, Any], elapsed: float) -> Flow[None]:
             if on_progress is None:
@@ -432,11 +434,11 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         status = yield from self._wait(job_id, biz, poll_interval, wait_timeout, observe)
         result = yield from self._result(job_id, step_id, status, biz=biz)
         sources = yield from self._source_logs(job_id, step_id, remote_files, bk_cloud_id, biz)
-        return _flow.transfer_result(result, uploads, sources)
+        return _file_flow.transfer_result(result, uploads, sources)
 
     def _upload_all(
         self,
-        local: list[_flow.LocalFile],
+        local: list[_file_flow.LocalFile],
         biz: int | str | None,
         on_upload: Callable[[int, int], None] | None,
     ) -> Flow[list[dict[str, Any]]]:
@@ -462,7 +464,7 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         biz: int | str | None,
     ) -> Flow[list[FileLog]]:
         logs = _flow.StepLogs()
-        for chunk in _flow.chunks(_flow.source_ips(remote_files, bk_cloud_id)):
+        for chunk in _flow.chunks(_file_flow.source_ips(remote_files, bk_cloud_id)):
             logs.add(
                 (
                     yield from self.batch_get_job_instance_ip_log(
@@ -470,4 +472,4 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
                     )
                 )
             )
-        return _flow.upload_logs(logs)
+        return _file_flow.upload_logs(logs)

@@ -17,7 +17,7 @@ from typing import IO, Any, Generic, TypeVar
 
 import httpx
 
-from jobfleet.sdk import _flow
+from jobfleet.sdk import _file_flow, _flow
 
 T = TypeVar("T")
 
@@ -25,7 +25,9 @@ T = TypeVar("T")
 class UploadBody:
     """The bytes of one upload as they are read: never more than announced, hashed."""
 
-    def __init__(self, item: _flow.LocalFile, on_progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, item: _file_flow.LocalFile, on_progress: Callable[[int], None] | None
+    ) -> None:
         self.item = item
         self.sent = 0
         self.digest = hashlib.sha256()
@@ -44,7 +46,7 @@ class UploadBody:
 
     def took(self, chunk: bytes) -> bytes:
         if not chunk:
-            raise _flow.shrunk(self.item)
+            raise _file_flow.shrunk(self.item)
         self.sent += len(chunk)
         if self._on_progress is not None:
             self._on_progress(self.sent)
@@ -62,7 +64,7 @@ class DownloadSink:
         self.received = 0
         self._on_progress = on_progress
         self._digest = hashlib.sha256()
-        self._temp = _flow.temp_path(dest)
+        self._temp = _file_flow.temp_path(dest)
         self._fh: IO[bytes] | None = None
 
     def open(self) -> None:
@@ -83,7 +85,7 @@ class DownloadSink:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        _flow.check_download(self.file_id, self.expected, self._digest.hexdigest())
+        _file_flow.check_download(self.file_id, self.expected, self._digest.hexdigest())
         self._temp.replace(self.dest)
 
     def discard(self) -> None:
