@@ -27,8 +27,7 @@ from jobfleet.cli._context import (
 from jobfleet.cli._scripts import load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
 from jobfleet.cli.admin import admin_app
-from jobfleet.sdk import JobProgress
-from jobfleet.sdk._flow import parse_host
+from jobfleet.sdk import JobProgress, parse_host
 
 app = typer.Typer(
     name="jobfleet",

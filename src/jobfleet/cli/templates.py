@@ -12,8 +12,7 @@ from rich.text import Text
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
-from jobfleet.sdk import JobClient
-from jobfleet.sdk._flow import parse_host
+from jobfleet.sdk import JobClient, parse_host
 
 PAGE = 1000
 

@@ -14,6 +14,7 @@ from jobfleet.domain.status import FileLogMode, FileLogStatus
 from jobfleet.sdk._async_client import AsyncJobClient
 from jobfleet.sdk._client import JobClient
 from jobfleet.sdk._errors import JobApiError, JobWaitTimeout
+from jobfleet.sdk._flow import parse_host
 from jobfleet.sdk._models import (
     Credentials,
     ExecutionResult,
@@ -38,4 +39,5 @@ __all__ = [
     "JobWaitTimeout",
     "TransferProgress",
     "TransferResult",
+    "parse_host",
 ]

@@ -1,4 +1,4 @@
-"""One method per bk-job v3 API and per jobfleet admin call, shared by both clients.
+"""One method per bk-job v3 API, shared by both clients (jobfleet's own calls: ``_admin``).
 
 Each method only names its parameters and hands them to ``_bk`` / ``_admin_*``; the
 sync client answers those with data, the async one with awaitables of it. The
@@ -8,16 +8,11 @@ every API twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
-from jobfleet.sdk import _flow
 from jobfleet.sdk._errors import JobApiError
-from jobfleet.sdk._transport import Method
 
 D = TypeVar("D")
-L = TypeVar("L")
 
 _SCOPE_KEYS = ("bk_scope_type", "bk_scope_id", "bk_biz_id")
 
@@ -447,162 +442,3 @@ class BkApi(Generic[D]):
         **extra: Any,
     ) -> D:
         return self._bk("get_account_list", _args(locals()))
-
-
-class AdminCalls(Generic[D, L]):
-    """How the sync and async clients call jobfleet's own API (``/api/jobfleet/v1``);
-    the groups of calls below build on it."""
-
-    biz: int | str | None = None
-
-    def _admin_dict(
-        self,
-        method: Method,
-        path: str,
-        body: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> D:
-        raise NotImplementedError
-
-    def _admin_list(self, path: str, params: dict[str, Any] | None = None) -> L:
-        raise NotImplementedError
-
-
-class AdminApi(AdminCalls[D, L]):
-    """jobfleet's own API (``/api/jobfleet/v1``, docs/rest-api.md); most calls need an admin."""
-
-    def whoami(self) -> D:
-        """``{app_code, username, is_admin, scopes}`` of the caller."""
-        return self._admin_dict("GET", "/whoami")
-
-    def create_app(
-        self,
-        app_code: str,
-        *,
-        description: str | None = None,
-        users: Sequence[str] | None = None,
-        biz: Sequence[int] | None = None,
-        admin: bool = False,
-    ) -> D:
-        """Returns ``{app_code, app_secret, …}``; the secret is never shown again.
-
-        ``users``/``biz``: the only users the app may name and businesses it may touch
-        (None: any); ``admin``: the app may reach the administration routes."""
-        body: dict[str, Any] = {"app_code": app_code, "description": description}
-        if users is not None:
-            body["allowed_users"] = list(users)
-        if biz is not None:
-            body["allowed_biz"] = [int(b) for b in biz]
-        if admin:
-            body["is_admin"] = True
-        return self._admin_dict("POST", "/apps", body)
-
-    def list_apps(self) -> L:
-        return self._admin_list("/apps")
-
-    def delete_app(self, app_code: str) -> D:
-        return self._admin_dict("DELETE", f"/apps/{_seg(app_code)}")
-
-    def create_user(self, username: str, *, is_admin: bool = False) -> D:
-        return self._admin_dict("POST", "/users", {"username": username, "is_admin": is_admin})
-
-    def list_users(self) -> L:
-        return self._admin_list("/users")
-
-    def grant_scope(self, username: str, scope_id: int | str, scope_type: str = "biz") -> D:
-        """Let ``username`` act in a business (or business set)."""
-        return self._admin_dict(
-            "POST",
-            f"/users/{_seg(username)}/grants",
-            {"scope_type": scope_type, "scope_id": str(scope_id)},
-        )
-
-    def revoke_scope(self, username: str, scope_id: int | str, scope_type: str = "biz") -> D:
-        return self._admin_dict(
-            "DELETE",
-            f"/users/{_seg(username)}/grants/{_seg(scope_type)}/{_seg(str(scope_id))}",
-        )
-
-    def create_business(self, bk_biz_id: int, name: str) -> D:
-        return self._admin_dict("POST", "/businesses", {"bk_biz_id": bk_biz_id, "name": name})
-
-    def list_businesses(self) -> L:
-        return self._admin_list("/businesses")
-
-    def list_hosts(self, *, bk_biz_id: int | None = None, alive: bool | None = None) -> L:
-        return self._admin_list("/hosts", {"bk_biz_id": bk_biz_id, "alive": alive})
-
-    def add_host(
-        self,
-        ip: str,
-        *,
-        bk_biz_id: int,
-        bk_cloud_id: int = 0,
-        hostname: str | None = None,
-    ) -> D:
-        """Register a host ahead of its agent (the agent may also enroll it itself)."""
-        return self._admin_dict(
-            "POST",
-            "/hosts",
-            {"bk_biz_id": bk_biz_id, "ip": ip, "bk_cloud_id": bk_cloud_id, "hostname": hostname},
-        )
-
-    def create_enroll_token(
-        self,
-        *,
-        bk_biz_id: int | None = None,
-        uses: int | None = None,
-        ttl_seconds: int | None = None,
-        note: str | None = None,
-    ) -> D:
-        """Returns ``{token}`` for agents to enroll with."""
-        return self._admin_dict(
-            "POST",
-            "/enroll-tokens",
-            {"bk_biz_id": bk_biz_id, "uses": uses, "ttl_seconds": ttl_seconds, "note": note},
-        )
-
-    def revoke_agent(self, agent_id: str) -> D:
-        """Revoke an agent's credential: it can no longer connect."""
-        return self._admin_dict("DELETE", f"/agents/{_seg(agent_id)}")
-
-    # --- files ------------------------------------------------------------------
-
-    def fetch_files(
-        self,
-        paths: Sequence[str],
-        *,
-        hosts: Sequence[str] | None = None,
-        host_ids: Sequence[int] | None = None,
-        bk_cloud_id: int = 0,
-        account: str = "root",
-        timeout: int | None = None,
-        biz: int | str | None = None,
-    ) -> D:
-        """Start bringing the files at absolute ``paths`` from each host to the server.
-
-        Returns ``{job_instance_id, job_instance_name, step_instance_id}``; wait for the
-        job, then ``fetched_files`` lists what arrived and ``download_file`` saves it.
-        """
-        body = _flow.fetch_request(
-            paths,
-            hosts=hosts,
-            host_ids=host_ids,
-            bk_cloud_id=bk_cloud_id,
-            account=account,
-            timeout=timeout,
-            biz=self.biz if biz is None else biz,
-        )
-        return self._admin_dict("POST", "/fetch", body)
-
-    def fetched_files(self, job_instance_id: int, biz: int | str | None = None) -> L:
-        """What a fetch brought back, one entry per host and file:
-        ``{bk_host_id, ip, bk_cloud_id, path, file_id, size, sha256, status}``
-        (``status`` 4 means the file arrived)."""
-        return self._admin_list(
-            f"/fetch/{int(job_instance_id)}", {"bk_biz_id": self.biz if biz is None else biz}
-        )
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TypeVar
 from urllib.parse import quote
 
-from jobfleet.sdk._api import AdminCalls
+from jobfleet.sdk._admin import AdminCalls
 
 D = TypeVar("D")
 L = TypeVar("L")

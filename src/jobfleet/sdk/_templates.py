@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from jobfleet.sdk._errors import JobApiError
+from jobfleet.sdk._steps import Send
 from jobfleet.sdk._transport import ADMIN_PREFIX, Method, drop_none, encode_query, parse_envelope
 
 D = TypeVar("D")
@@ -21,16 +22,15 @@ YAML_TYPE = "application/yaml"
 
 
 def text_request(
-    client: httpx.Client | httpx.AsyncClient,
     method: Method,
     path: str,
     params: dict[str, Any] | None,
     text: str | None = None,
-) -> httpx.Request:
+) -> Send:
     headers = {"Accept": f"{YAML_TYPE}, application/json"}
     if text is not None:
         headers["Content-Type"] = f"{YAML_TYPE}; charset=utf-8"
-    return client.build_request(
+    return Send(
         method,
         ADMIN_PREFIX + path,
         params=tuple(encode_query(drop_none(params or {}))),

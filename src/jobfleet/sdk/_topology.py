@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from jobfleet.sdk._api import AdminCalls
+from jobfleet.sdk._admin import AdminCalls
 
 D = TypeVar("D")
 L = TypeVar("L")

@@ -1,0 +1,86 @@
+"""What the two clients share besides their operations: construction, and how a flow
+of ``Flows`` becomes a method with the flow's own parameters."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from jobfleet.sdk._models import Credentials
+from jobfleet.sdk._ops import Flows
+from jobfleet.sdk._steps import Flow
+from jobfleet.sdk._transport import default_headers
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+X = TypeVar("X")
+
+# an operation of Flows, taking the client's Flows first
+FlowOf = Callable[Concatenate[Flows, P], Flow[T]]
+
+
+class Operation(Generic[P, R]):
+    """A class attribute that is, on a client, ``bind(client)``: a method with the
+    flow's parameters returning ``R`` (the result, or a coroutine of it)."""
+
+    def __init__(self, flow: Callable[..., Any], bind: Callable[[Any], Callable[P, R]]) -> None:
+        self._bind = bind
+        self.__name__ = flow.__name__
+        self.__doc__ = flow.__doc__
+        # help() and editors show the flow's parameters, without its Flows
+        signature = inspect.signature(flow)
+        self.__signature__ = signature.replace(
+            parameters=list(signature.parameters.values())[1:],
+            return_annotation=inspect.Signature.empty,
+        )
+
+    @overload
+    def __get__(self, client: None, owner: type[Any]) -> Operation[P, R]: ...
+
+    @overload
+    def __get__(self, client: object, owner: type[Any]) -> Callable[P, R]: ...
+
+    def __get__(self, client: object, owner: type[Any]) -> Operation[P, R] | Callable[P, R]:
+        if client is None:
+            return self
+        method = self._bind(client)
+        method.__name__ = self.__name__
+        method.__doc__ = self.__doc__
+        method.__signature__ = self.__signature__  # type: ignore[attr-defined]
+        return method
+
+
+class ClientBase(Generic[X]):
+    """A client's address, credentials and default business; ``X`` is its transport."""
+
+    def __init__(
+        self,
+        base_url: str,
+        app_code: str,
+        app_secret: str,
+        username: str,
+        *,
+        biz: int | str | None = None,
+        timeout: float = 30.0,
+        verify: bool = True,
+        transport: X | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = Credentials(app_code, app_secret, username)
+        self.biz = biz
+        self._flows = Flows(lambda: self.biz)
+        self._connect(
+            {
+                "base_url": self.base_url,
+                "headers": default_headers(self.credentials),
+                "timeout": timeout,
+                "verify": verify,
+                "transport": transport,
+            }
+        )
+
+    def _connect(self, options: dict[str, Any]) -> None:
+        """Open the HTTP client with ``options``."""
+        raise NotImplementedError
