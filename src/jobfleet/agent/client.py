@@ -192,6 +192,16 @@ class EnrollLater(RuntimeError):
     """The server could not take the enrollment now (busy, rate-limited): try again."""
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether trying again later may help: not when TLS refused the server."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return True
+
+
 async def enroll(
     settings: AgentSettings,
     http: httpx.AsyncClient | None = None,
@@ -338,7 +348,10 @@ class Agent:
                 )
             except (EnrollLater, httpx.TransportError) as exc:
                 # a server that is starting, busy or limiting this address's enrollments
-                # is asked again later, like a reconnect; a refusal of the token is final
+                # is asked again later, like a reconnect; a refusal of the token, or a
+                # server whose certificate does not verify, is final
+                if not _transient(exc):
+                    raise
                 attempt += 1
                 delay = random.uniform(
                     0.1, min(self.settings.max_backoff, 0.5 * 2 ** min(attempt, 8))
