@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import uuid
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -453,11 +454,7 @@ class ScriptStore:
         scripts always are. ``public`` restricts the kind (None: either)."""
         async with self.db.connect() as conn:
             if script_version_id is not None:
-                found = (
-                    await conn.execute(
-                        select(script_versions).where(script_versions.c.id == script_version_id)
-                    )
-                ).first()
+                found = await self.version_by_id(conn, script_version_id)
                 if found is None:
                     raise _no_version(script_version_id)
                 script = await self._visible(conn, found.script_id, bk_biz_ids, public)
@@ -467,14 +464,7 @@ class ScriptStore:
             if not script_id:
                 raise JobError.missing("script_version_id|script_id")
             script = await self._visible(conn, script_id, bk_biz_ids, public)
-            online = (
-                await conn.execute(
-                    select(script_versions).where(
-                        script_versions.c.script_id == script_id,
-                        script_versions.c.status == int(ScriptVersionStatus.ONLINE),
-                    )
-                )
-            ).first()
+            online = await self.online_version(conn, script_id)
         if online is None:
             raise JobError(
                 ErrorCode.SCRIPT_NOT_EXECUTABLE,
@@ -483,16 +473,52 @@ class ScriptStore:
             )
         return _resolved(script, online)
 
+    # lookups inside a caller's transaction -----------------------------------
+    async def owned_script(
+        self, conn: AsyncConnection, bk_biz_id: int | None, script_id: str, *, lock: bool = False
+    ) -> Row[Any] | None:
+        """The script ``bk_biz_id`` owns (None: the public one) with this id, if any."""
+        if not SCRIPT_ID.fullmatch(script_id):
+            return None
+        query = select(scripts).where(scripts.c.id == script_id, *_owned(bk_biz_id))
+        if lock:
+            query = query.with_for_update()
+        return (await conn.execute(query)).first()
+
+    @staticmethod
+    async def version_by_id(conn: AsyncConnection, version_id: int) -> Row[Any] | None:
+        return (
+            await conn.execute(select(script_versions).where(script_versions.c.id == version_id))
+        ).first()
+
+    @staticmethod
+    async def online_version(conn: AsyncConnection, script_id: str) -> Row[Any] | None:
+        return (
+            await conn.execute(
+                select(script_versions).where(
+                    script_versions.c.script_id == script_id,
+                    script_versions.c.status == int(ScriptVersionStatus.ONLINE),
+                )
+            )
+        ).first()
+
+    async def contents(self, version_ids: Collection[int]) -> dict[int, str]:
+        """The text of these script versions (those that exist), by id."""
+        if not version_ids:
+            return {}
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(script_versions.c.id, script_versions.c.content).where(
+                    script_versions.c.id.in_(list(version_ids))
+                )
+            )
+            return {int(r.id): str(r.content) for r in rows}
+
     # helpers ----------------------------------------------------------------
     async def _script(
         self, conn: AsyncConnection, bk_biz_id: int | None, script_id: str, *, lock: bool = False
     ) -> Row[Any]:
-        if not SCRIPT_ID.fullmatch(script_id):
-            raise _no_script(script_id)
-        query = select(scripts).where(scripts.c.id == script_id, *_owned(bk_biz_id))
-        if lock:
-            query = query.with_for_update()
-        row = (await conn.execute(query)).first()
+        row = await self.owned_script(conn, bk_biz_id, script_id, lock=lock)
         if row is None:
             raise _no_script(script_id)
         return row
