@@ -24,16 +24,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus
+from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import file_log_update
 from jobfleet.store.inventory import chunks
+from jobfleet.store.leases import LeaseStore
 from jobfleet.store.tables import job_instances, log_chunks, outbox, step_hosts, step_instances
 
 UNFINISHED_HOST = (int(HostStatus.WAITING), int(HostStatus.RUNNING))
-ACTIVE_JOB = tuple(
-    int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES and s is not RunStatus.BLANK
-)
 
 
 @dataclass
@@ -70,6 +68,8 @@ class HostResult:
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # which node drives each active job (columns of the job's row)
+        self.leases = LeaseStore(db)
         dialect = sqlite if db.is_sqlite else postgresql
         self._insert_chunk = dialect.insert(log_chunks).on_conflict_do_nothing()
         self._finish_host = (
@@ -559,50 +559,6 @@ class JobStore:
                         for row in extra
                     ],
                 )
-
-    # ownership --------------------------------------------------------------
-    async def claimable(self, node_id: str) -> list[int]:
-        """Active jobs that this node may drive: its own, unowned, or with a lapsed lease."""
-        async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(job_instances.c.id).where(
-                    job_instances.c.status.in_(ACTIVE_JOB),
-                    or_(
-                        job_instances.c.owner_node == node_id,
-                        job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < time.time(),
-                    ),
-                )
-            )
-            return [int(r[0]) for r in rows]
-
-    async def claim(self, job_id: int, node_id: str, ttl: float) -> bool:
-        now = time.time()
-        async with self.db.begin() as conn:
-            res = await conn.execute(
-                update(job_instances)
-                .where(
-                    job_instances.c.id == job_id,
-                    job_instances.c.status.in_(ACTIVE_JOB),
-                    or_(
-                        job_instances.c.owner_node == node_id,
-                        job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < now,
-                    ),
-                )
-                .values(owner_node=node_id, lease_until=now + ttl)
-            )
-            return bool(res.rowcount)
-
-    async def renew(self, node_id: str, ttl: float) -> None:
-        async with self.db.begin() as conn:
-            await conn.execute(
-                update(job_instances)
-                .where(
-                    job_instances.c.owner_node == node_id, job_instances.c.status.in_(ACTIVE_JOB)
-                )
-                .values(lease_until=time.time() + ttl)
-            )
 
 
 def _finish_params(r: HostResult) -> dict[str, Any]:
