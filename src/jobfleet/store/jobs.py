@@ -29,7 +29,8 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import file_log_update
 from jobfleet.store.inventory import chunks
 from jobfleet.store.leases import LeaseStore
-from jobfleet.store.tables import job_instances, log_chunks, outbox, step_hosts, step_instances
+from jobfleet.store.outbox import enqueue
+from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
 
 UNFINISHED_HOST = (int(HostStatus.WAITING), int(HostStatus.RUNNING))
 
@@ -527,38 +528,7 @@ class JobStore:
                     lease_until=None,
                 )
             )
-            if callback is not None:
-                url, payload, attempts = callback
-                await conn.execute(
-                    insert(outbox).values(
-                        kind="callback",
-                        job_instance_id=job_id,
-                        target=url,
-                        payload=payload,
-                        attempts=0,
-                        max_attempts=attempts,
-                        next_attempt_at=time.time(),
-                        state="pending",
-                        last_error="",
-                        create_time=now,
-                    )
-                )
-            if extra:
-                await conn.execute(
-                    insert(outbox),
-                    [
-                        {
-                            "job_instance_id": job_id,
-                            "attempts": 0,
-                            "next_attempt_at": time.time(),
-                            "state": "pending",
-                            "last_error": "",
-                            "create_time": now,
-                            **row,
-                        }
-                        for row in extra
-                    ],
-                )
+            await enqueue(conn, job_id, callback, extra, now)
 
 
 def _finish_params(r: HostResult) -> dict[str, Any]:
