@@ -234,6 +234,20 @@ class JobStore:
                     parts[host_id].append(content)
         return {h: "".join(p) for h, p in parts.items()}
 
+    async def hosts_with_output(self, step_id: int, execute_count: int, keyword: str) -> set[int]:
+        """Hosts whose output holds ``keyword`` (within one stored chunk of output)."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(log_chunks.c.bk_host_id)
+                .where(
+                    log_chunks.c.step_instance_id == step_id,
+                    log_chunks.c.execute_count == execute_count,
+                    log_chunks.c.content.contains(keyword, autoescape=True),
+                )
+                .distinct()
+            )
+            return {int(r[0]) for r in rows}
+
     async def list_jobs(
         self,
         *,
