@@ -13,12 +13,12 @@ from jobfleet.domain.targets import MAX_SCRIPT_TARGETS, TargetSpec
 from jobfleet.engine.core import Engine
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.database import Database, now_ms
+from jobfleet.store.host_whitelist import SCRIPT_EXECUTE, HostWhitelist
 from jobfleet.store.inventory import Host, Inventory
 from jobfleet.store.jobs import NewJob, NewStep
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.topology import (
     MODULE,
-    SCRIPT_EXECUTE,
     SET,
     TopologyStore,
     group_not_found,
@@ -76,6 +76,7 @@ class Submitter:
     def __init__(self, db: Database, engine: Engine, inventory: Inventory, cipher: Cipher) -> None:
         self.db = db
         self.accounts = AccountStore(db)
+        self.whitelist = HostWhitelist(db)
         self.engine = engine
         self.inventory = inventory
         self.cipher = cipher
@@ -113,7 +114,7 @@ class Submitter:
                 found.setdefault(host.bk_host_id, host)
         foreign = [h.bk_host_id for h in found.values() if h.bk_biz_id not in scope.biz_ids]
         if foreign:
-            allowed = await topology.whitelisted(foreign, scope.biz_ids, action)
+            allowed = await self.whitelist.whitelisted(foreign, scope.biz_ids, action)
             refused = [found[h] for h in foreign if h not in allowed]
             if refused:
                 raise JobError(
