@@ -19,14 +19,13 @@ from jobfleet.domain.plans import enable, synced, with_values
 from jobfleet.domain.templates import check_description, check_name
 from jobfleet.domain.variables import Variable
 from jobfleet.store.crons import refuse_launched_plans
-from jobfleet.store.database import Database, now_ms
-from jobfleet.store.secrets import Cipher
+from jobfleet.store.database import now_ms
 from jobfleet.store.tables import job_plans, job_templates
 from jobfleet.store.templates import (
     ListFilter,
+    SealedRows,
     list_filters,
-    open_steps,
-    open_variables,
+    name_holder,
     seal_steps,
     seal_variables,
     template_row,
@@ -45,23 +44,10 @@ def _plan_select() -> Select[Any]:
     )
 
 
-class PlanStore:
-    def __init__(self, db: Database, cipher: Cipher) -> None:
-        self.db = db
-        self.cipher = cipher
-
+class PlanStore(SealedRows):
     async def plan(self, plan_id: int) -> Row[Any] | None:
         async with self.db.connect() as conn:
             return (await conn.execute(select(job_plans).where(job_plans.c.id == plan_id))).first()
-
-    def variables(self, row: Row[Any]) -> list[Variable]:
-        """A plan's or template's variables with password values in clear (never to show)."""
-        return open_variables(row.variables, self.cipher)
-
-    def steps(self, row: Row[Any]) -> list[dict[str, Any]]:
-        """A plan's or template's steps (a copy: callers may change it), sensitive
-        script parameters in clear (never to show: see ``public_steps``)."""
-        return open_steps(row.steps, self.cipher)
 
     async def get_plan(self, biz_ids: Collection[int], plan_id: int) -> Row[Any]:
         """A plan with ``need_update`` (its template changed since the plan's last sync)."""
@@ -266,13 +252,7 @@ class PlanStore:
     async def _name_free(
         self, conn: AsyncConnection, template_id: int, name: str, own_id: int | None
     ) -> None:
-        found = (
-            await conn.execute(
-                select(job_plans.c.id).where(
-                    job_plans.c.template_id == template_id, job_plans.c.name == name
-                )
-            )
-        ).scalar()
+        found = await name_holder(conn, job_plans, "template_id", template_id, name)
         if found is not None and found != own_id:
             raise JobError(
                 ErrorCode.CONFLICT,

@@ -135,18 +135,25 @@ async def writing(db: Database) -> AsyncIterator[AsyncConnection]:
         raise JobError(ErrorCode.CONFLICT, "The name is taken (a concurrent change won)") from None
 
 
-class TemplateStore:
+async def name_holder(
+    conn: AsyncConnection, table: Table, owner: str, owner_id: int, name: str
+) -> int | None:
+    """The id of the row of ``table`` named ``name`` under ``owner_id`` (its ``owner``
+    column), if there is one."""
+    found = (
+        await conn.execute(
+            select(table.c.id).where(table.c[owner] == owner_id, table.c.name == name)
+        )
+    ).scalar()
+    return None if found is None else int(found)
+
+
+class SealedRows:
+    """Reads the steps and variables of template and plan rows, secrets in clear."""
+
     def __init__(self, db: Database, cipher: Cipher) -> None:
         self.db = db
         self.cipher = cipher
-        self.accounts = AccountStore(db)
-        self.scripts = ScriptStore(db)
-
-    async def template(self, template_id: int) -> Row[Any] | None:
-        async with self.db.connect() as conn:
-            return (
-                await conn.execute(select(job_templates).where(job_templates.c.id == template_id))
-            ).first()
 
     def variables(self, row: Row[Any]) -> list[Variable]:
         """A template's or plan's variables with password values in clear (never to show)."""
@@ -156,6 +163,19 @@ class TemplateStore:
         """A template's or plan's steps (a copy: callers may change it), sensitive
         script parameters in clear (never to show: see ``public_steps``)."""
         return open_steps(row.steps, self.cipher)
+
+
+class TemplateStore(SealedRows):
+    def __init__(self, db: Database, cipher: Cipher) -> None:
+        super().__init__(db, cipher)
+        self.accounts = AccountStore(db)
+        self.scripts = ScriptStore(db)
+
+    async def template(self, template_id: int) -> Row[Any] | None:
+        async with self.db.connect() as conn:
+            return (
+                await conn.execute(select(job_templates).where(job_templates.c.id == template_id))
+            ).first()
 
     async def get_template(self, biz_ids: Collection[int], template_id: int) -> Row[Any]:
         async with self.db.connect() as conn:
@@ -327,13 +347,7 @@ class TemplateStore:
     async def _name_free(
         self, conn: AsyncConnection, bk_biz_id: int, name: str, own_id: int | None
     ) -> None:
-        found = (
-            await conn.execute(
-                select(job_templates.c.id).where(
-                    job_templates.c.bk_biz_id == bk_biz_id, job_templates.c.name == name
-                )
-            )
-        ).scalar()
+        found = await name_holder(conn, job_templates, "bk_biz_id", bk_biz_id, name)
         if found is not None and found != own_id:
             raise JobError(
                 ErrorCode.CONFLICT,
