@@ -55,10 +55,12 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.plans import PlanStore
 from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
+from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -209,6 +211,7 @@ class Server:
         self.submitter = Submitter(self.db, self.engine, self.inventory, self.cipher)
         self.scripts = ScriptStore(self.db)
         self.templates = TemplateStore(self.db, self.cipher)
+        self.job_plans = PlanStore(self.db, self.cipher)
         self.crons = CronStore(self.db)
         self.rules = RuleStore(self.db)
         self.plans = PlanLauncher(
@@ -216,7 +219,7 @@ class Server:
             self.engine,
             self.submitter,
             self.scripts,
-            self.templates,
+            self.job_plans,
             self.cipher,
             self.blobs,
             self.rules,
@@ -258,6 +261,8 @@ class Server:
             ),
             scripts=self.scripts,
             templates=self.templates,
+            job_plans=self.job_plans,
+            template_import=TemplateImporter(self.templates, self.job_plans),
             crons=self.crons,
             plans=self.plans,
             rules=self.rules,

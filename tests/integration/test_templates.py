@@ -110,10 +110,10 @@ async def stored_variables(running: Running, table: Any, row_id: int) -> dict[st
         raw = (await conn.execute(select(table.c.variables).where(table.c.id == row_id))
                ).scalar_one()
     assert PASSWORD not in json.dumps(raw)
-    store = running.server.templates
-    row = await (store.plan(row_id) if table is job_plans else store.template(row_id))
+    plans, templates = running.server.job_plans, running.server.templates
+    row = await (plans.plan(row_id) if table is job_plans else templates.template(row_id))
     assert row is not None
-    return {v.name: v.value for v in store.variables(row)}
+    return {v.name: v.value for v in templates.variables(row)}
 
 
 async def test_templates_plans_and_the_bk_job_reads(running: Running) -> None:

@@ -10,7 +10,8 @@ import pytest
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScriptVersionStatus
 from jobfleet.store.database import Database
-from jobfleet.store.scripts import ResolvedScript, ScriptStore
+from jobfleet.store.script_lookups import ResolvedScript
+from jobfleet.store.scripts import ScriptStore
 
 
 @pytest.fixture

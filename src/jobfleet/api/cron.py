@@ -133,7 +133,7 @@ def _values(call: Call, plan: Any, raw: Any, kept: list[dict[str, Any]]) -> list
         raw = []
     if not isinstance(raw, list):
         raise JobError.invalid("global_var_list", "must be a list")
-    variables = call.services.templates.variables(plan)
+    variables = call.services.job_plans.variables(plan)
     kept_by_name = {e.get("name"): e for e in kept}
     entries: list[dict[str, Any]] = []
     for entry in raw:
@@ -251,7 +251,7 @@ async def _create(call: Call, scope: Scope) -> Any:
             "expression": expression,
             "execute_time": execute_time,
             "timezone": timezone,
-            "variables": seal_values(values, call.services.templates.cipher),
+            "variables": seal_values(values, call.services.job_plans.cipher),
             "next_fire_at": None,
             "operator": user,
             "app_code": call.caller.app_code,
@@ -265,7 +265,7 @@ async def _create(call: Call, scope: Scope) -> Any:
 async def _update(call: Call, scope: Scope, cron_id: int) -> Any:
     p = call.params
     crons = call.services.crons
-    cipher = call.services.templates.cipher
+    cipher = call.services.job_plans.cipher
     row = await crons.get(scope.scope_type, scope.scope_id, cron_id)
     user = call.caller.username
     values: dict[str, Any] = {

@@ -20,8 +20,10 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.plans import PlanStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
+from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 
 
@@ -51,6 +53,8 @@ class Services:
     limits: Limits
     scripts: ScriptStore
     templates: TemplateStore
+    job_plans: PlanStore
+    template_import: TemplateImporter
     crons: CronStore
     plans: PlanLauncher
     rules: RuleStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import Row, select
+from sqlalchemy import Row
 
 from jobfleet.api.execute import job_in_scope
 from jobfleet.api.params import get_int, get_str
@@ -15,24 +15,13 @@ from jobfleet.api.views import host_result_view, times
 from jobfleet.domain.scripts import encode_base64
 from jobfleet.domain.status import HOST_STATUS_DESC, StepType
 from jobfleet.store.secrets import MASK
-from jobfleet.store.tables import log_chunks
 
 MAX_GROUP_HOSTS = 5000
 
 
 async def _hosts_matching(call: Call, step: Row[Any], count: int, keyword: str) -> set[int]:
     """Hosts whose output holds ``keyword`` (within one stored chunk of output)."""
-    async with call.services.db.connect() as conn:
-        rows = await conn.execute(
-            select(log_chunks.c.bk_host_id)
-            .where(
-                log_chunks.c.step_instance_id == step.id,
-                log_chunks.c.execute_count == count,
-                log_chunks.c.content.contains(keyword, autoescape=True),
-            )
-            .distinct()
-        )
-        return {int(r[0]) for r in rows}
+    return await call.services.jobs.hosts_with_output(step.id, count, keyword)
 
 
 async def get_step_instance_status(call: Call) -> dict[str, Any]:

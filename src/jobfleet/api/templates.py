@@ -27,10 +27,12 @@ from jobfleet.domain import template_files
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.scripts import encode_base64
 from jobfleet.domain.status import ScopeType, ScriptType, StepType, VariableType
+from jobfleet.domain.templates import public_steps
 from jobfleet.domain.variables import MASK, Variable
 from jobfleet.engine.submit import Scope
 from jobfleet.store.database import change_stamps
-from jobfleet.store.templates import ListFilter, TemplateStore, public_steps
+from jobfleet.store.plans import PlanStore
+from jobfleet.store.templates import ListFilter, TemplateStore
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,7 @@ def template_view(store: TemplateStore, row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def plan_view(store: TemplateStore, row: Row[Any]) -> dict[str, Any]:
+def plan_view(store: PlanStore, row: Row[Any]) -> dict[str, Any]:
     return {
         **plan_item(row),
         "description": row.description,
@@ -289,16 +291,17 @@ def _global_var(var: Variable, used: bool) -> dict[str, Any]:
     return out
 
 
-async def plan_detail(store: TemplateStore, row: Row[Any]) -> dict[str, Any]:
+async def plan_detail(call: Call, row: Row[Any]) -> dict[str, Any]:
     """``get_job_plan_detail`` data (bk-job §5.2): the enabled steps only, base64 scripts."""
+    store = call.services.job_plans
     steps = [s for s in store.steps(row) if s.get("enabled", True)]
-    accounts = await store.accounts_by_id(_account_ids(steps))
+    accounts = await call.services.accounts.by_ids(_account_ids(steps))
     versions = {
         int(s["script_info"]["script_version_id"])
         for s in steps
         if s.get("script_info") and s["script_info"].get("script_version_id") is not None
     }
-    contents = await store.version_contents(versions)
+    contents = await call.services.scripts.contents(versions)
     texts = "\n".join(t for s in steps for t in _texts(s, contents))
     host_vars = set().union(*(_host_vars(s) for s in steps)) if steps else set()
     step_list = []
@@ -344,7 +347,7 @@ async def get_job_template_list(call: Call) -> dict[str, Any]:
 async def get_job_plan_list(call: Call) -> dict[str, Any]:
     scope = await call.scope(VIEW_PLAN)
     start, length = _page(call.params)
-    total, rows = await call.services.templates.list_plans(
+    total, rows = await call.services.job_plans.list_plans(
         scope.biz_ids,
         _filter(call.params),
         template_id=get_int(call.params, "job_template_id", minimum=1),
@@ -364,8 +367,8 @@ async def get_job_plan_detail(call: Call) -> dict[str, Any]:
         raise JobError(
             ErrorCode.MISSING_OR_INVALID_PARAM, "Missing or invalid parameter [job_plan_id]"
         )
-    store = call.services.templates
-    return await plan_detail(store, await store.get_plan(scope.biz_ids, plan_id))
+    row = await call.services.job_plans.get_plan(scope.biz_ids, plan_id)
+    return await plan_detail(call, row)
 
 
 # --- jobfleet's own routes: templates -------------------------------------------
@@ -437,7 +440,7 @@ async def delete_template(call: Call) -> dict[str, Any]:
 
 async def create_plan(call: Call) -> dict[str, Any]:
     scope = await call.scope(CREATE_PLAN)
-    p, store = call.params, call.services.templates
+    p, store = call.params, call.services.job_plans
     template_id = _path_id(call, "id")
     plan_id = await store.create_plan(
         scope.biz_ids,
@@ -461,13 +464,13 @@ async def list_plans(call: Call) -> dict[str, Any]:
 
 async def get_plan(call: Call) -> dict[str, Any]:
     scope = await call.scope(VIEW_PLAN)
-    store = call.services.templates
+    store = call.services.job_plans
     return plan_view(store, await store.get_plan(scope.biz_ids, _path_id(call, "id")))
 
 
 async def update_plan(call: Call) -> dict[str, Any]:
     scope = await call.scope(EDIT_PLAN)
-    p, store = call.params, call.services.templates
+    p, store = call.params, call.services.job_plans
     plan_id = _path_id(call, "id")
     row = await store.update_plan(
         scope.biz_ids,
@@ -485,7 +488,7 @@ async def update_plan(call: Call) -> dict[str, Any]:
 async def delete_plan(call: Call) -> dict[str, Any]:
     scope = await call.scope(DELETE_PLAN)
     plan_id = _path_id(call, "id")
-    row = await call.services.templates.delete_plan(scope.biz_ids, plan_id)
+    row = await call.services.job_plans.delete_plan(scope.biz_ids, plan_id)
     await _audit(
         call,
         scope,
@@ -499,7 +502,7 @@ async def delete_plan(call: Call) -> dict[str, Any]:
 
 async def sync_plan(call: Call) -> dict[str, Any]:
     scope = await call.scope(SYNC_PLAN)
-    store = call.services.templates
+    store = call.services.job_plans
     plan_id = _path_id(call, "id")
     row = await store.sync_plan(scope.biz_ids, plan_id, call.caller.username)
     await _audit(
@@ -518,10 +521,11 @@ async def sync_plan(call: Call) -> dict[str, Any]:
 
 async def export_template(call: Call) -> str:
     scope = await call.scope(VIEW_TEMPLATE)
-    store = call.services.templates
+    store, plan_store = call.services.templates, call.services.job_plans
     row = await store.get_template(scope.biz_ids, _path_id(call, "id"))
     plans = [
-        (p.name, p.description, *store.exported_plan(p, row)) for p in await store.plans_of(row.id)
+        (p.name, p.description, *plan_store.exported_plan(p, row))
+        for p in await plan_store.plans_of(row.id)
     ]
     return template_files.dump(
         template_files.build(
@@ -542,7 +546,7 @@ async def import_template(call: Call) -> dict[str, Any]:
         raise JobError(ErrorCode.BAD_REQUEST, "The template document is not UTF-8") from None
     doc = template_files.load(text)
     update = get_bool(call.params, "update")
-    result = await store.import_template(
+    result = await call.services.template_import.import_template(
         scope.bk_biz_id, doc, update_existing=update, user=call.caller.username
     )
     plans = [{"id": p.id, "name": p.name, "created": p.created} for p in result.plans]

@@ -18,13 +18,12 @@ from jobfleet.domain.host_filters import HostFilter, parse_filter
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.engine.submit import Scope
+from jobfleet.store.host_whitelist import ACTION_SCOPES, HostWhitelist, whitelist_view
 from jobfleet.store.topology import (
-    ACTION_SCOPES,
     MODULE,
     SET,
     TopologyStore,
     group_view,
-    whitelist_view,
 )
 
 VIEW_TOPOLOGY = "view_topology"
@@ -35,6 +34,10 @@ MANAGE_GROUP = "manage_dynamic_group"
 
 def _store(call: Call) -> TopologyStore:
     return TopologyStore(call.services.db)
+
+
+def _whitelist(call: Call) -> HostWhitelist:
+    return HostWhitelist(call.services.db)
 
 
 async def _biz(call: Call, action: str) -> Scope:
@@ -221,7 +224,7 @@ async def preview_filter(call: Call) -> dict[str, Any]:
 
 
 async def list_whitelist(call: Call) -> list[dict[str, Any]]:
-    rows = await _store(call).whitelist()
+    rows = await _whitelist(call).whitelist()
     hosts = {
         h.bk_host_id: h for h in await call.services.inventory.by_ids([r.bk_host_id for r in rows])
     }
@@ -252,7 +255,7 @@ async def add_whitelist(call: Call) -> dict[str, Any]:
     bad = [s for s in scopes if s not in ACTION_SCOPES]
     if bad:
         raise JobError.invalid("action_scopes", f"{bad} not in {list(ACTION_SCOPES)}")
-    row = await _store(call).add_whitelist(
+    row = await _whitelist(call).add_whitelist(
         found[0].bk_host_id,
         biz_ids,
         scopes,
@@ -263,7 +266,7 @@ async def add_whitelist(call: Call) -> dict[str, Any]:
 
 
 async def delete_whitelist(call: Call) -> dict[str, Any]:
-    row = await _store(call).delete_whitelist(need_int(call.params, "id", minimum=1))
+    row = await _whitelist(call).delete_whitelist(need_int(call.params, "id", minimum=1))
     found = await call.services.inventory.by_ids([row.bk_host_id])
     return whitelist_view(row, found[0] if found else None)
 

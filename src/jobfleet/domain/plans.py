@@ -25,13 +25,15 @@ Plans add ``"enabled": bool`` to each step. bk-job's wire form base64-encodes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.scripts import MAX_PARAM_BYTES, MAX_SCRIPT_BYTES, MAX_SENSITIVE_PARAM_BYTES
 from jobfleet.domain.status import ScriptLanguage, ScriptType, StepType, VariableType
-from jobfleet.domain.variables import Variable
+from jobfleet.domain.variables import MASK, Variable, apply_overrides
 
 MAX_STEPS = 100
 DEFAULT_TIMEOUT = 7200
@@ -307,3 +309,73 @@ def parse_steps(
             step["enabled"] = bool(item["enabled"])
         steps.append(step)
     return steps
+
+
+# a plan's choices: enabled steps and its own variable values -----------------------
+
+
+def _named(entry: dict[str, Any], current: Sequence[Variable]) -> Variable | None:
+    """The variable an override entry names, by id or (without one) by name."""
+    raw_id = entry.get("id")
+    if raw_id in (None, ""):
+        name = entry.get("name")
+        return next((v for v in current if v.name == name), None)
+    try:
+        ident = int(raw_id)
+    except (TypeError, ValueError):
+        return None
+    return next((v for v in current if v.id == ident), None)
+
+
+def with_values(current: list[Variable], values: Any) -> list[Variable]:
+    """``current`` overridden by ``values``; a password sent as MASK keeps its value."""
+    if not isinstance(values, list):
+        return apply_overrides(current, values)
+    kept = []
+    for entry in values:
+        if isinstance(entry, dict) and entry.get("value") == MASK:
+            target = _named(entry, current)
+            if target is not None and target.type == VariableType.PASSWORD:
+                continue
+        kept.append(entry)
+    return apply_overrides(current, kept)
+
+
+def synced(
+    plan_steps: Iterable[dict[str, Any]],
+    plan_variables: Iterable[Variable],
+    template_steps: Iterable[dict[str, Any]],
+    template_variables: Iterable[Variable],
+) -> tuple[list[dict[str, Any]], list[Variable]]:
+    """A plan re-copied from its template.
+
+    Steps keep their enabled flag when their id still exists (new steps are
+    enabled); variables keep the plan's value when their id and type still match.
+    """
+    enabled = {s["id"]: bool(s.get("enabled", True)) for s in plan_steps}
+    steps = [{**copy.deepcopy(s), "enabled": enabled.get(s["id"], True)} for s in template_steps]
+    own = {v.id: v for v in plan_variables}
+    variables = []
+    for var in template_variables:
+        mine = own.get(var.id)
+        if mine is not None and mine.type == var.type:
+            var = replace(var, value=mine.value, server=copy.deepcopy(mine.server))
+        else:
+            var = replace(var, server=copy.deepcopy(var.server))
+        variables.append(var)
+    return steps, variables
+
+
+def enable(steps: list[dict[str, Any]], enabled_ids: Collection[int] | None) -> None:
+    """Set each step's ``enabled`` flag (in place); None enables all of them."""
+    if enabled_ids is not None:
+        known = {s["id"] for s in steps}
+        unknown = sorted(set(enabled_ids) - known)
+        if unknown:
+            raise JobError.invalid(
+                "enabled_step_ids", f"no step with id {', '.join(map(str, unknown))}"
+            )
+        if not enabled_ids:
+            raise JobError.invalid("enabled_step_ids", "a plan needs at least one enabled step")
+    for step in steps:
+        step["enabled"] = enabled_ids is None or step["id"] in enabled_ids

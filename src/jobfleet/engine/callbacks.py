@@ -16,14 +16,14 @@ import time
 from typing import Any
 
 import httpx
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row
 
 from jobfleet.engine import notify
 from jobfleet.engine.outbound import Outbound, Refused
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.notify import EMAIL, WEBHOOK
-from jobfleet.store.tables import outbox
+from jobfleet.store.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class CallbackSender:
         outbound: Outbound | None = None,
     ) -> None:
         self.db = db
+        self.outbox = OutboxStore(db)
         self.settings = settings
         self.smtp = smtp
         # no guard given: nothing but the default refusals (loopback, link-local, …)
@@ -79,28 +80,10 @@ class CallbackSender:
 
     async def deliver_due(self) -> int:
         now = time.time()
-        async with self.db.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(outbox)
-                    .where(outbox.c.state == "pending", outbox.c.next_attempt_at <= now)
-                    .order_by(outbox.c.next_attempt_at)
-                    .limit(50)
-                )
-            ).all()
+        rows = await self.outbox.due(now, 50)
         sent = 0
         for row in rows:
-            async with self.db.begin() as conn:
-                claimed = await conn.execute(
-                    update(outbox)
-                    .where(
-                        outbox.c.id == row.id,
-                        outbox.c.state == "pending",
-                        outbox.c.next_attempt_at == row.next_attempt_at,
-                    )
-                    .values(next_attempt_at=now + CLAIM_SECONDS, lease_owner=self.settings.node_id)
-                )
-            if claimed.rowcount:
+            if await self.outbox.claim(row, now + CLAIM_SECONDS, self.settings.node_id):
                 sent += 1
                 await self._attempt(row)
         return sent
@@ -173,5 +156,4 @@ class CallbackSender:
                 delay,
                 error,
             )
-        async with self.db.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+        await self.outbox.record(row.id, values)

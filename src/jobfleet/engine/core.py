@@ -938,7 +938,7 @@ class Engine:
     async def _lease_loop(self) -> None:
         while True:
             try:
-                await self.store.renew(self.settings.node_id, self.settings.lease_ttl)
+                await self.store.leases.renew(self.settings.node_id, self.settings.lease_ttl)
                 await self.recover()
             except asyncio.CancelledError:
                 raise
@@ -948,9 +948,10 @@ class Engine:
 
     async def recover(self) -> None:
         """Take over active jobs with no live owner (including this node's previous life)."""
-        for job_id in await self.store.claimable(self.settings.node_id):
+        leases = self.store.leases
+        for job_id in await leases.claimable(self.settings.node_id):
             if job_id in self.runners:
                 continue
-            if await self.store.claim(job_id, self.settings.node_id, self.settings.lease_ttl):
+            if await leases.claim(job_id, self.settings.node_id, self.settings.lease_ttl):
                 log.info("job_recovered job=%s", job_id)
                 self._launch(job_id, recovering=True)

@@ -30,10 +30,10 @@ from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import Host
 from jobfleet.store.jobs import NewJob, NewStep
+from jobfleet.store.plans import PlanStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
-from jobfleet.store.templates import TemplateStore
 
 MAX_FILE_TASKS = 100_000
 
@@ -52,7 +52,7 @@ class PlanLauncher:
         engine: Engine,
         submitter: Submitter,
         scripts: ScriptStore,
-        templates: TemplateStore,
+        plans: PlanStore,
         cipher: Cipher,
         blobs: BlobStore,
         rules: RuleStore,
@@ -61,13 +61,13 @@ class PlanLauncher:
         self.engine = engine
         self.submitter = submitter
         self.scripts = scripts
-        self.templates = templates
+        self.plans = plans
         self.cipher = cipher
         self.blobs = blobs
         self.rules = rules
 
     async def plan_in_scope(self, plan_id: int, scope: Scope, code: int) -> Row[Any]:
-        plan = await self.templates.plan(plan_id)
+        plan = await self.plans.plan(plan_id)
         if plan is None or plan.bk_biz_id not in scope.biz_ids:
             raise JobError(code, f"Job plan {plan_id} does not exist")
         return plan
@@ -92,7 +92,7 @@ class PlanLauncher:
         ``Engine.resume_job`` once it has committed.
         """
         plan = await self.plan_in_scope(plan_id, scope, ErrorCode.JOB_PLAN_NOT_EXIST_EXECUTE)
-        variables = apply_overrides(self.templates.variables(plan), overrides)
+        variables = apply_overrides(self.plans.variables(plan), overrides)
         check_required(variables)
         ctx = _Context(scope, variables, {})
         for var in variables:
@@ -102,7 +102,7 @@ class PlanLauncher:
                 )
                 ctx.hosts_of_var[var.name] = hosts
                 var.value = ",".join(f"{h.bk_cloud_id}:{h.ip}" for h in hosts)
-        steps = [s for s in self.templates.steps(plan) if s.get("enabled", True)]
+        steps = [s for s in self.plans.steps(plan) if s.get("enabled", True)]
         if not steps:
             raise JobError(
                 ErrorCode.JOB_PLAN_ILLEGAL, f"Job plan {plan_id} has no enabled step to run"

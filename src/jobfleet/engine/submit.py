@@ -6,21 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.rolling import RollingConfig
 from jobfleet.domain.status import HostStatus, LaunchMode, RunStatus, StepType, TaskType
 from jobfleet.domain.targets import MAX_SCRIPT_TARGETS, TargetSpec
 from jobfleet.engine.core import Engine
+from jobfleet.store.accounts import AccountStore
 from jobfleet.store.database import Database, now_ms
+from jobfleet.store.host_whitelist import SCRIPT_EXECUTE, HostWhitelist
 from jobfleet.store.inventory import Host, Inventory
 from jobfleet.store.jobs import NewJob, NewStep
 from jobfleet.store.secrets import Cipher
-from jobfleet.store.tables import accounts
 from jobfleet.store.topology import (
     MODULE,
-    SCRIPT_EXECUTE,
     SET,
     TopologyStore,
     group_not_found,
@@ -77,6 +75,8 @@ def default_name(kind: str) -> str:
 class Submitter:
     def __init__(self, db: Database, engine: Engine, inventory: Inventory, cipher: Cipher) -> None:
         self.db = db
+        self.accounts = AccountStore(db)
+        self.whitelist = HostWhitelist(db)
         self.engine = engine
         self.inventory = inventory
         self.cipher = cipher
@@ -114,7 +114,7 @@ class Submitter:
                 found.setdefault(host.bk_host_id, host)
         foreign = [h.bk_host_id for h in found.values() if h.bk_biz_id not in scope.biz_ids]
         if foreign:
-            allowed = await topology.whitelisted(foreign, scope.biz_ids, action)
+            allowed = await self.whitelist.whitelisted(foreign, scope.biz_ids, action)
             refused = [found[h] for h in foreign if h not in allowed]
             if refused:
                 raise JobError(
@@ -217,15 +217,7 @@ class Submitter:
     ) -> Account:
         if account_id is None and not alias:
             raise JobError.missing("account_id|account_alias")
-        query = select(accounts).where(
-            accounts.c.bk_biz_id.in_(scope.biz_ids), accounts.c.category == 1
-        )
-        if account_id is not None:
-            query = query.where(accounts.c.id == account_id)
-        else:
-            query = query.where(accounts.c.alias == alias)
-        async with self.db.connect() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self.accounts.find_system(scope.biz_ids, account_id=account_id, alias=alias)
         if row is None:
             named = account_id if account_id is not None else alias
             raise JobError(

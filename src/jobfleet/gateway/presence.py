@@ -10,20 +10,16 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy import bindparam, func, update
-
 from jobfleet.store.database import Database, now_ms
-from jobfleet.store.tables import hosts
+from jobfleet.store.inventory import Inventory
 
 log = logging.getLogger(__name__)
-
-# a fact the agent did not report (None) keeps the stored value
-FACT_KEYS = ("hostname", "os_type", "agent_version", "ipv6")
 
 
 class Presence:
     def __init__(self, db: Database, node_id: str, interval: float = 0.2) -> None:
         self.db = db
+        self.inventory = Inventory(db)
         self.node_id = node_id
         self.interval = interval
         self._online: dict[int, dict[str, Any]] = {}
@@ -61,7 +57,7 @@ class Presence:
             return
         now = now_ms()
         try:
-            await self._write(online, offline, now)
+            await self.inventory.record_presence(self.node_id, online, offline, now)
         except BaseException:
             # put back what failed, unless the host changed state since
             for host, facts in online.items():
@@ -72,37 +68,6 @@ class Presence:
                     self._offline.add(host)
             self._wake.set()
             raise
-
-    async def _write(self, online: dict[int, dict[str, Any]], offline: set[int], now: int) -> None:
-        async with self.db.begin() as conn:
-            if online:
-                rows = [
-                    {
-                        "_h": h,
-                        "_node": self.node_id,
-                        "_now": now,
-                        **{f"_{k}": facts.get(k) for k in FACT_KEYS},
-                    }
-                    for h, facts in online.items()
-                ]
-                values: dict[str, Any] = {
-                    "alive": 1,
-                    "node_id": bindparam("_node"),
-                    "last_seen": bindparam("_now"),
-                }
-                for key in FACT_KEYS:
-                    values[key] = func.coalesce(bindparam(f"_{key}"), hosts.c[key])
-                await conn.execute(
-                    update(hosts).where(hosts.c.bk_host_id == bindparam("_h")).values(**values),
-                    rows,
-                )
-            if offline:
-                await conn.execute(
-                    update(hosts)
-                    .where(hosts.c.bk_host_id == bindparam("_h"), hosts.c.node_id == self.node_id)
-                    .values(alive=0, last_seen=now),
-                    [{"_h": h} for h in offline],
-                )
 
     async def stop(self) -> None:
         if self._task:

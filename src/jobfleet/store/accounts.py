@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import AccountCategory, AccountType
@@ -74,6 +76,37 @@ class AccountStore:
         if row is None:
             raise JobError(ErrorCode.ACCOUNT_NOT_EXIST, f"Account {account_id} does not exist")
         return row
+
+    async def find_system(
+        self,
+        biz_ids: Collection[int],
+        *,
+        account_id: int | None,
+        alias: str | None,
+        conn: AsyncConnection | None = None,
+    ) -> Row[Any] | None:
+        """The system account of these businesses with ``account_id`` (or, without one,
+        ``alias``), read in ``conn``'s transaction when given."""
+        query = select(accounts).where(
+            accounts.c.bk_biz_id.in_(list(biz_ids)),
+            accounts.c.category == int(AccountCategory.SYSTEM),
+        )
+        if account_id is not None:
+            query = query.where(accounts.c.id == account_id)
+        else:
+            query = query.where(accounts.c.alias == alias)
+        if conn is not None:
+            return (await conn.execute(query)).first()
+        async with self.db.connect() as own:
+            return (await own.execute(query)).first()
+
+    async def by_ids(self, ids: Collection[int]) -> dict[int, Row[Any]]:
+        """The accounts with these ids (those that exist), by id, whatever their business."""
+        if not ids:
+            return {}
+        async with self.db.connect() as conn:
+            rows = await conn.execute(select(accounts).where(accounts.c.id.in_(list(ids))))
+            return {int(r.id): r for r in rows}
 
     async def create(
         self,

@@ -47,6 +47,22 @@ def open_values(raw: list[dict[str, Any]] | None, cipher: Cipher) -> list[dict[s
     return out
 
 
+async def refuse_launched_plans(conn: AsyncConnection, plan_ids: list[int]) -> None:
+    """CONFLICT when a cron launches one of these plans (they must not be deleted)."""
+    if not plan_ids:
+        return
+    used = (
+        await conn.execute(
+            select(crons.c.id, crons.c.plan_id).where(crons.c.plan_id.in_(plan_ids)).limit(1)
+        )
+    ).first()
+    if used is not None:
+        raise JobError(
+            ErrorCode.CONFLICT,
+            f"Job plan {used.plan_id} is launched by cron {used.id}: delete the cron first",
+        )
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 

@@ -15,6 +15,8 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import hosts
 
 CHUNK = 5000
+# facts an agent reports at connect; one it did not report (None) keeps the stored value
+PRESENCE_FACTS = ("hostname", "os_type", "agent_version", "ipv6")
 
 
 @dataclass(frozen=True)
@@ -160,16 +162,6 @@ class Inventory:
             raise JobError(ErrorCode.CONFLICT, f"Host {bk_cloud_id}:{ip} already exists") from None
         return (await self.by_ids([int(res.inserted_primary_key[0])]))[0]  # type: ignore[index]
 
-    async def mark_online(self, bk_host_id: int, node_id: str, facts: dict[str, Any]) -> None:
-        values: dict[str, Any] = {"alive": 1, "node_id": node_id, "last_seen": now_ms()}
-        for key in ("hostname", "os_type", "os_name", "agent_version", "ipv6", "labels"):
-            if key in facts and facts[key] is not None:
-                values[key] = facts[key]
-        async with self.db.begin() as conn:
-            await conn.execute(
-                update(hosts).where(hosts.c.bk_host_id == bk_host_id).values(**values)
-            )
-
     async def record_facts(self, facts: dict[int, dict[str, Any]]) -> None:
         """Store what agents said of their hosts at connect: ``{host: {os_name, labels}}``.
 
@@ -193,13 +185,40 @@ class Inventory:
                 update(hosts).where(hosts.c.bk_host_id == bindparam("_h")).values(**values), rows
             )
 
-    async def mark_offline(self, host_ids: Sequence[int], node_id: str) -> None:
+    async def record_presence(
+        self, node_id: str, online: dict[int, dict[str, Any]], offline: set[int], now: int
+    ) -> None:
+        """Hosts whose agent connected to ``node_id`` (with the facts it reported: a
+        fact that is None keeps the stored value) and hosts whose agent left it, in one
+        transaction. A host another node took over meanwhile stays alive."""
         async with self.db.begin() as conn:
-            for part in chunks(host_ids):
+            if online:
+                rows = [
+                    {
+                        "_h": h,
+                        "_node": node_id,
+                        "_now": now,
+                        **{f"_{k}": facts.get(k) for k in PRESENCE_FACTS},
+                    }
+                    for h, facts in online.items()
+                ]
+                values: dict[str, Any] = {
+                    "alive": 1,
+                    "node_id": bindparam("_node"),
+                    "last_seen": bindparam("_now"),
+                }
+                for key in PRESENCE_FACTS:
+                    values[key] = func.coalesce(bindparam(f"_{key}"), hosts.c[key])
+                await conn.execute(
+                    update(hosts).where(hosts.c.bk_host_id == bindparam("_h")).values(**values),
+                    rows,
+                )
+            if offline:
                 await conn.execute(
                     update(hosts)
-                    .where(hosts.c.bk_host_id.in_(part), hosts.c.node_id == node_id)
-                    .values(alive=0, last_seen=now_ms())
+                    .where(hosts.c.bk_host_id == bindparam("_h"), hosts.c.node_id == node_id)
+                    .values(alive=0, last_seen=now),
+                    [{"_h": h} for h in offline],
                 )
 
     async def reset_node(self, node_id: str) -> None:

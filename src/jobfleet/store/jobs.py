@@ -9,31 +9,27 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    LargeBinary,
     Row,
-    and_,
     bindparam,
-    cast,
     func,
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus
+from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import file_log_update
 from jobfleet.store.inventory import chunks
-from jobfleet.store.tables import job_instances, log_chunks, outbox, step_hosts, step_instances
+from jobfleet.store.job_reads import JobReads
+from jobfleet.store.leases import LeaseStore
+from jobfleet.store.outbox import enqueue
+from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
 
 UNFINISHED_HOST = (int(HostStatus.WAITING), int(HostStatus.RUNNING))
-ACTIVE_JOB = tuple(
-    int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES and s is not RunStatus.BLANK
-)
 
 
 @dataclass
@@ -67,9 +63,13 @@ class HostResult:
     variables: dict[str, str] | None = None
 
 
-class JobStore:
+class JobStore(JobReads):
+    """Jobs written and read (the reads are in ``store/job_reads.py``)."""
+
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db)
+        # which node drives each active job (columns of the job's row)
+        self.leases = LeaseStore(db)
         dialect = sqlite if db.is_sqlite else postgresql
         self._insert_chunk = dialect.insert(log_chunks).on_conflict_do_nothing()
         self._finish_host = (
@@ -130,199 +130,6 @@ class JobStore:
             for part in chunks(rows):
                 await conn.execute(insert(step_hosts), list(part))
         return job_id, step_ids
-
-    # reads ------------------------------------------------------------------
-    async def job(self, job_id: int) -> Row[Any] | None:
-        async with self.db.connect() as conn:
-            return (
-                await conn.execute(select(job_instances).where(job_instances.c.id == job_id))
-            ).first()
-
-    async def steps(self, job_id: int, conn: AsyncConnection | None = None) -> list[Row[Any]]:
-        query = (
-            select(step_instances)
-            .where(step_instances.c.job_instance_id == job_id)
-            .order_by(step_instances.c.step_order)
-        )
-        if conn is not None:
-            return list((await conn.execute(query)).all())
-        async with self.db.connect() as c:
-            return list((await c.execute(query)).all())
-
-    async def step(self, step_id: int) -> Row[Any] | None:
-        async with self.db.connect() as conn:
-            return (
-                await conn.execute(select(step_instances).where(step_instances.c.id == step_id))
-            ).first()
-
-    async def hosts(
-        self,
-        step_id: int,
-        execute_count: int,
-        *,
-        host_ids: Sequence[int] | None = None,
-        statuses: Sequence[int] | None = None,
-        batch: int | None = None,
-    ) -> list[Row[Any]]:
-        query = select(step_hosts).where(
-            step_hosts.c.step_instance_id == step_id, step_hosts.c.execute_count == execute_count
-        )
-        if statuses is not None:
-            query = query.where(step_hosts.c.status.in_(list(statuses)))
-        if batch is not None:
-            query = query.where(step_hosts.c.batch == batch)
-        query = query.order_by(step_hosts.c.bk_host_id)
-        async with self.db.connect() as conn:
-            if host_ids is None:
-                return list((await conn.execute(query)).all())
-            found: list[Row[Any]] = []
-            for part in chunks(list(host_ids)):
-                found.extend(await conn.execute(query.where(step_hosts.c.bk_host_id.in_(part))))
-            return found
-
-    async def hosts_of_steps(self, steps: Sequence[Row[Any]]) -> dict[int, list[Row[Any]]]:
-        """The latest attempt's host rows of each step, in one query."""
-        if not steps:
-            return {}
-        cond = or_(
-            *[
-                and_(
-                    step_hosts.c.step_instance_id == s.id,
-                    step_hosts.c.execute_count == s.execute_count,
-                )
-                for s in steps
-            ]
-        )
-        found: dict[int, list[Row[Any]]] = {s.id: [] for s in steps}
-        async with self.db.connect() as conn:
-            for row in await conn.execute(
-                select(step_hosts).where(cond).order_by(step_hosts.c.bk_host_id)
-            ):
-                found[row.step_instance_id].append(row)
-        return found
-
-    async def status_counts(
-        self, step_id: int, execute_count: int, batch: int | None = None
-    ) -> dict[int, int]:
-        query = select(step_hosts.c.status, func.count()).where(
-            step_hosts.c.step_instance_id == step_id,
-            step_hosts.c.execute_count == execute_count,
-        )
-        if batch is not None:
-            query = query.where(step_hosts.c.batch == batch)
-        async with self.db.connect() as conn:
-            rows = await conn.execute(query.group_by(step_hosts.c.status))
-            return {int(r[0]): int(r[1]) for r in rows}
-
-    async def logs(
-        self, step_id: int, execute_count: int, host_ids: Sequence[int]
-    ) -> dict[int, str]:
-        parts: dict[int, list[str]] = {h: [] for h in host_ids}
-        async with self.db.connect() as conn:
-            for part in chunks(list(host_ids), 1000):
-                rows = await conn.execute(
-                    select(log_chunks.c.bk_host_id, log_chunks.c.content)
-                    .where(
-                        log_chunks.c.step_instance_id == step_id,
-                        log_chunks.c.execute_count == execute_count,
-                        log_chunks.c.bk_host_id.in_(part),
-                    )
-                    .order_by(log_chunks.c.bk_host_id, log_chunks.c.seq)
-                )
-                for host_id, content in rows:
-                    parts[host_id].append(content)
-        return {h: "".join(p) for h, p in parts.items()}
-
-    async def list_jobs(
-        self,
-        *,
-        scope_type: str,
-        scope_id: str,
-        start_ms: int,
-        end_ms: int,
-        filters: dict[str, Any],
-        offset: int,
-        limit: int,
-    ) -> tuple[int, list[Row[Any]]]:
-        cond = [job_instances.c.scope_type == scope_type, job_instances.c.scope_id == scope_id]
-        if filters.get("job_instance_id"):
-            cond.append(job_instances.c.id == filters["job_instance_id"])
-        else:
-            cond += [job_instances.c.create_time >= start_ms, job_instances.c.create_time <= end_ms]
-            for key, col in (
-                ("operator", job_instances.c.operator),
-                ("launch_mode", job_instances.c.launch_mode),
-                ("type", job_instances.c.type),
-                ("status", job_instances.c.status),
-                ("job_cron_id", job_instances.c.cron_id),
-            ):
-                if filters.get(key) is not None:
-                    cond.append(col == filters[key])
-            if filters.get("name"):
-                cond.append(job_instances.c.name.contains(filters["name"], autoescape=True))
-            if filters.get("ip"):
-                hit = select(step_hosts.c.step_instance_id).where(step_hosts.c.ip == filters["ip"])
-                steps_hit = select(step_instances.c.job_instance_id).where(
-                    step_instances.c.id.in_(hit)
-                )
-                cond.append(job_instances.c.id.in_(steps_hit))
-        async with self.db.connect() as conn:
-            total = (
-                await conn.execute(select(func.count()).select_from(job_instances).where(*cond))
-            ).scalar_one()
-            rows = await conn.execute(
-                select(job_instances)
-                .where(*cond)
-                .order_by(job_instances.c.create_time.desc(), job_instances.c.id.desc())
-                .offset(offset)
-                .limit(limit)
-            )
-            return int(total), list(rows.all())
-
-    async def open_tasks(
-        self, keys: Sequence[tuple[int, int, int]]
-    ) -> dict[tuple[int, int, int], tuple[int, int]]:
-        """Of these (step, attempt, host) tasks, those that exist: the host's status and
-        the bytes of output stored for it. One query per thousand tasks."""
-        content = log_chunks.c.content
-        # bytes, not characters, on both backends
-        length = (
-            func.length(cast(content, LargeBinary))
-            if self.db.is_sqlite
-            else func.octet_length(content)
-        )
-        stored = (
-            select(func.coalesce(func.sum(length), 0))
-            .where(
-                log_chunks.c.step_instance_id == step_hosts.c.step_instance_id,
-                log_chunks.c.execute_count == step_hosts.c.execute_count,
-                log_chunks.c.bk_host_id == step_hosts.c.bk_host_id,
-            )
-            .scalar_subquery()
-        )
-        key = tuple_(
-            step_hosts.c.step_instance_id, step_hosts.c.execute_count, step_hosts.c.bk_host_id
-        )
-        found: dict[tuple[int, int, int], tuple[int, int]] = {}
-        async with self.db.connect() as conn:
-            for part in chunks(list(keys), 1000):
-                rows = await conn.execute(
-                    select(
-                        step_hosts.c.step_instance_id,
-                        step_hosts.c.execute_count,
-                        step_hosts.c.bk_host_id,
-                        step_hosts.c.status,
-                        stored,
-                    ).where(key.in_(list(part)))
-                )
-                for step_id, count, host, status, size in rows:
-                    found[(int(step_id), int(count), int(host))] = (int(status), int(size or 0))
-        return found
-
-    async def ping(self) -> None:
-        """Raises unless the database answers."""
-        async with self.db.connect() as conn:
-            await conn.execute(select(1))
 
     # writes -----------------------------------------------------------------
     async def mark_running(
@@ -527,82 +334,7 @@ class JobStore:
                     lease_until=None,
                 )
             )
-            if callback is not None:
-                url, payload, attempts = callback
-                await conn.execute(
-                    insert(outbox).values(
-                        kind="callback",
-                        job_instance_id=job_id,
-                        target=url,
-                        payload=payload,
-                        attempts=0,
-                        max_attempts=attempts,
-                        next_attempt_at=time.time(),
-                        state="pending",
-                        last_error="",
-                        create_time=now,
-                    )
-                )
-            if extra:
-                await conn.execute(
-                    insert(outbox),
-                    [
-                        {
-                            "job_instance_id": job_id,
-                            "attempts": 0,
-                            "next_attempt_at": time.time(),
-                            "state": "pending",
-                            "last_error": "",
-                            "create_time": now,
-                            **row,
-                        }
-                        for row in extra
-                    ],
-                )
-
-    # ownership --------------------------------------------------------------
-    async def claimable(self, node_id: str) -> list[int]:
-        """Active jobs that this node may drive: its own, unowned, or with a lapsed lease."""
-        async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(job_instances.c.id).where(
-                    job_instances.c.status.in_(ACTIVE_JOB),
-                    or_(
-                        job_instances.c.owner_node == node_id,
-                        job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < time.time(),
-                    ),
-                )
-            )
-            return [int(r[0]) for r in rows]
-
-    async def claim(self, job_id: int, node_id: str, ttl: float) -> bool:
-        now = time.time()
-        async with self.db.begin() as conn:
-            res = await conn.execute(
-                update(job_instances)
-                .where(
-                    job_instances.c.id == job_id,
-                    job_instances.c.status.in_(ACTIVE_JOB),
-                    or_(
-                        job_instances.c.owner_node == node_id,
-                        job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < now,
-                    ),
-                )
-                .values(owner_node=node_id, lease_until=now + ttl)
-            )
-            return bool(res.rowcount)
-
-    async def renew(self, node_id: str, ttl: float) -> None:
-        async with self.db.begin() as conn:
-            await conn.execute(
-                update(job_instances)
-                .where(
-                    job_instances.c.owner_node == node_id, job_instances.c.status.in_(ACTIVE_JOB)
-                )
-                .values(lease_until=time.time() + ttl)
-            )
+            await enqueue(conn, job_id, callback, extra, now)
 
 
 def _finish_params(r: HostResult) -> dict[str, Any]:

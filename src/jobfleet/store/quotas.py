@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import RunStatus
 from jobfleet.store.database import Database
-from jobfleet.store.jobs import ACTIVE_JOB
+from jobfleet.store.leases import ACTIVE_JOB
 from jobfleet.store.tables import apps, businesses, job_instances
 
 

@@ -11,10 +11,8 @@ online and the previous online version offline; disabling is final. Only drafts 
 
 from __future__ import annotations
 
-import re
 import uuid
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
@@ -23,26 +21,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScriptVersionStatus
-from jobfleet.store.database import Database, change_stamps, now_ms
+from jobfleet.store.database import change_stamps, now_ms
+from jobfleet.store.script_lookups import (
+    ScriptLookups,
+    disabled,
+    no_script,
+    no_version,
+    owned_by,
+)
 from jobfleet.store.tables import script_versions, scripts
 
-# what script ids may look like; anything else cannot name a script (and never reaches SQL)
-SCRIPT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 PUBLISHABLE = (ScriptVersionStatus.DRAFT, ScriptVersionStatus.OFFLINE)
 DISABLEABLE = (ScriptVersionStatus.DRAFT, ScriptVersionStatus.ONLINE, ScriptVersionStatus.OFFLINE)
-
-
-@dataclass(frozen=True)
-class ResolvedScript:
-    """The version of a stored script a job runs."""
-
-    script_id: str
-    version_id: int
-    version: str
-    name: str
-    language: int
-    content: str
-    public: bool
 
 
 def script_view(row: Row[Any], online_version_id: int | None) -> dict[str, Any]:
@@ -78,33 +68,10 @@ def version_view(script: Row[Any], version: Row[Any], *, content: bool = True) -
     }
 
 
-def _owned(bk_biz_id: int | None) -> list[Any]:
-    if bk_biz_id is None:
-        return [scripts.c.public.is_(True)]
-    return [scripts.c.public.is_(False), scripts.c.bk_biz_id == bk_biz_id]
-
-
-def _no_script(script_id: str) -> JobError:
-    return JobError(ErrorCode.SCRIPT_NOT_EXIST, f"Script {script_id} does not exist")
-
-
-def _no_version(version_id: int | str) -> JobError:
-    return JobError(
-        ErrorCode.SCRIPT_VERSION_NOT_EXIST, f"Script version {version_id} does not exist"
-    )
-
-
-def _disabled(version: Row[Any]) -> JobError:
-    return JobError(
-        ErrorCode.SCRIPT_VERSION_DISABLED,
-        f"Script version {version.id} ({version.version}) is disabled",
-    )
-
-
 def _status_error(version: Row[Any], wanted: str) -> JobError:
     """Why ``version`` cannot go through ``wanted`` (publish, update, disable, delete)."""
     if version.status == ScriptVersionStatus.DISABLED:
-        return _disabled(version)
+        return disabled(version)
     state = ScriptVersionStatus(version.status).name.lower()
     reasons = {
         "publish": f"script version {version.id} is already online",
@@ -116,9 +83,8 @@ def _status_error(version: Row[Any], wanted: str) -> JobError:
     return JobError(ErrorCode.UNSUPPORTED_OPERATION, reasons.get(wanted, f"cannot {wanted}"))
 
 
-class ScriptStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class ScriptStore(ScriptLookups):
+    """Scripts and their versions; lookups for jobs and templates are inherited."""
 
     # scripts ----------------------------------------------------------------
     async def list_scripts(
@@ -130,7 +96,7 @@ class ScriptStore:
         offset: int = 0,
         limit: int = 20,
     ) -> tuple[int, list[dict[str, Any]]]:
-        cond = _owned(bk_biz_id)
+        cond = owned_by(bk_biz_id)
         if name:
             cond.append(scripts.c.name.icontains(name, autoescape=True))
         if language:
@@ -287,13 +253,13 @@ class ScriptStore:
                     )
                 ).scalar_one_or_none()
                 if owner is None or (script_id and owner != script_id):
-                    raise _no_version(version_id)
+                    raise no_version(version_id)
                 try:
                     return await self._version_view(conn, bk_biz_id, owner, version_id)
                 except JobError as exc:
                     # a version of another owner's script is as unknown as a missing one
                     if exc.code == ErrorCode.SCRIPT_NOT_EXIST:
-                        raise _no_version(version_id) from None
+                        raise no_version(version_id) from None
                     raise
             if not script_id or version is None:
                 raise JobError.missing("id|script_id+version")
@@ -438,77 +404,13 @@ class ScriptStore:
             await self._touch(conn, script_id, user, now_ms())
         return view
 
-    # execution --------------------------------------------------------------
-    async def resolve_version(
-        self,
-        *,
-        bk_biz_ids: set[int],
-        script_id: str | None,
-        script_version_id: int | None,
-        public: bool | None = None,
-    ) -> ResolvedScript:
-        """The version a job runs: ``script_version_id`` if given, else the script's online one.
-
-        Business scripts are visible when their business is in ``bk_biz_ids``; public
-        scripts always are. ``public`` restricts the kind (None: either)."""
-        async with self.db.connect() as conn:
-            if script_version_id is not None:
-                found = (
-                    await conn.execute(
-                        select(script_versions).where(script_versions.c.id == script_version_id)
-                    )
-                ).first()
-                if found is None:
-                    raise _no_version(script_version_id)
-                script = await self._visible(conn, found.script_id, bk_biz_ids, public)
-                if found.status == ScriptVersionStatus.DISABLED:
-                    raise _disabled(found)
-                return _resolved(script, found)
-            if not script_id:
-                raise JobError.missing("script_version_id|script_id")
-            script = await self._visible(conn, script_id, bk_biz_ids, public)
-            online = (
-                await conn.execute(
-                    select(script_versions).where(
-                        script_versions.c.script_id == script_id,
-                        script_versions.c.status == int(ScriptVersionStatus.ONLINE),
-                    )
-                )
-            ).first()
-        if online is None:
-            raise JobError(
-                ErrorCode.SCRIPT_NOT_EXECUTABLE,
-                f"Script {script_id} ({script.name}) has no online version: "
-                "publish a version or name one with script_version_id",
-            )
-        return _resolved(script, online)
-
     # helpers ----------------------------------------------------------------
     async def _script(
         self, conn: AsyncConnection, bk_biz_id: int | None, script_id: str, *, lock: bool = False
     ) -> Row[Any]:
-        if not SCRIPT_ID.fullmatch(script_id):
-            raise _no_script(script_id)
-        query = select(scripts).where(scripts.c.id == script_id, *_owned(bk_biz_id))
-        if lock:
-            query = query.with_for_update()
-        row = (await conn.execute(query)).first()
+        row = await self.owned_script(conn, bk_biz_id, script_id, lock=lock)
         if row is None:
-            raise _no_script(script_id)
-        return row
-
-    async def _visible(
-        self, conn: AsyncConnection, script_id: str, bk_biz_ids: set[int], public: bool | None
-    ) -> Row[Any]:
-        row = None
-        if SCRIPT_ID.fullmatch(script_id):
-            row = (await conn.execute(select(scripts).where(scripts.c.id == script_id))).first()
-        if (
-            row is None
-            or (public is not None and bool(row.public) != public)
-            or (not row.public and row.bk_biz_id not in bk_biz_ids)
-        ):
-            raise _no_script(script_id)
+            raise no_script(script_id)
         return row
 
     async def _version(self, conn: AsyncConnection, script_id: str, version_id: int) -> Row[Any]:
@@ -520,7 +422,7 @@ class ScriptStore:
             )
         ).first()
         if row is None:
-            raise _no_version(version_id)
+            raise no_version(version_id)
         return row
 
     async def _move(
@@ -589,21 +491,9 @@ class ScriptStore:
             await conn.execute(
                 select(func.count())
                 .select_from(scripts)
-                .where(scripts.c.name == name, *_owned(bk_biz_id))
+                .where(scripts.c.name == name, *owned_by(bk_biz_id))
             )
         ).scalar_one()
         if count > 1:
             owner = "public scripts" if bk_biz_id is None else f"business {bk_biz_id}"
             raise JobError.invalid("name", f"a script named {name!r} already exists in {owner}")
-
-
-def _resolved(script: Row[Any], version: Row[Any]) -> ResolvedScript:
-    return ResolvedScript(
-        script_id=script.id,
-        version_id=int(version.id),
-        version=version.version,
-        name=script.name,
-        language=int(script.script_language),
-        content=version.content,
-        public=bool(script.public),
-    )

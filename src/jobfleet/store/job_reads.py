@@ -1,0 +1,224 @@
+"""Reads of job instances, their steps, per-host results and output logs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import LargeBinary, Row, and_, cast, func, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jobfleet.store.database import Database
+from jobfleet.store.inventory import chunks
+from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
+
+
+class JobReads:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def job(self, job_id: int) -> Row[Any] | None:
+        async with self.db.connect() as conn:
+            return (
+                await conn.execute(select(job_instances).where(job_instances.c.id == job_id))
+            ).first()
+
+    async def steps(self, job_id: int, conn: AsyncConnection | None = None) -> list[Row[Any]]:
+        query = (
+            select(step_instances)
+            .where(step_instances.c.job_instance_id == job_id)
+            .order_by(step_instances.c.step_order)
+        )
+        if conn is not None:
+            return list((await conn.execute(query)).all())
+        async with self.db.connect() as c:
+            return list((await c.execute(query)).all())
+
+    async def step(self, step_id: int) -> Row[Any] | None:
+        async with self.db.connect() as conn:
+            return (
+                await conn.execute(select(step_instances).where(step_instances.c.id == step_id))
+            ).first()
+
+    async def hosts(
+        self,
+        step_id: int,
+        execute_count: int,
+        *,
+        host_ids: Sequence[int] | None = None,
+        statuses: Sequence[int] | None = None,
+        batch: int | None = None,
+    ) -> list[Row[Any]]:
+        query = select(step_hosts).where(
+            step_hosts.c.step_instance_id == step_id, step_hosts.c.execute_count == execute_count
+        )
+        if statuses is not None:
+            query = query.where(step_hosts.c.status.in_(list(statuses)))
+        if batch is not None:
+            query = query.where(step_hosts.c.batch == batch)
+        query = query.order_by(step_hosts.c.bk_host_id)
+        async with self.db.connect() as conn:
+            if host_ids is None:
+                return list((await conn.execute(query)).all())
+            found: list[Row[Any]] = []
+            for part in chunks(list(host_ids)):
+                found.extend(await conn.execute(query.where(step_hosts.c.bk_host_id.in_(part))))
+            return found
+
+    async def hosts_of_steps(self, steps: Sequence[Row[Any]]) -> dict[int, list[Row[Any]]]:
+        """The latest attempt's host rows of each step, in one query."""
+        if not steps:
+            return {}
+        cond = or_(
+            *[
+                and_(
+                    step_hosts.c.step_instance_id == s.id,
+                    step_hosts.c.execute_count == s.execute_count,
+                )
+                for s in steps
+            ]
+        )
+        found: dict[int, list[Row[Any]]] = {s.id: [] for s in steps}
+        async with self.db.connect() as conn:
+            for row in await conn.execute(
+                select(step_hosts).where(cond).order_by(step_hosts.c.bk_host_id)
+            ):
+                found[row.step_instance_id].append(row)
+        return found
+
+    async def status_counts(
+        self, step_id: int, execute_count: int, batch: int | None = None
+    ) -> dict[int, int]:
+        query = select(step_hosts.c.status, func.count()).where(
+            step_hosts.c.step_instance_id == step_id,
+            step_hosts.c.execute_count == execute_count,
+        )
+        if batch is not None:
+            query = query.where(step_hosts.c.batch == batch)
+        async with self.db.connect() as conn:
+            rows = await conn.execute(query.group_by(step_hosts.c.status))
+            return {int(r[0]): int(r[1]) for r in rows}
+
+    async def logs(
+        self, step_id: int, execute_count: int, host_ids: Sequence[int]
+    ) -> dict[int, str]:
+        parts: dict[int, list[str]] = {h: [] for h in host_ids}
+        async with self.db.connect() as conn:
+            for part in chunks(list(host_ids), 1000):
+                rows = await conn.execute(
+                    select(log_chunks.c.bk_host_id, log_chunks.c.content)
+                    .where(
+                        log_chunks.c.step_instance_id == step_id,
+                        log_chunks.c.execute_count == execute_count,
+                        log_chunks.c.bk_host_id.in_(part),
+                    )
+                    .order_by(log_chunks.c.bk_host_id, log_chunks.c.seq)
+                )
+                for host_id, content in rows:
+                    parts[host_id].append(content)
+        return {h: "".join(p) for h, p in parts.items()}
+
+    async def hosts_with_output(self, step_id: int, execute_count: int, keyword: str) -> set[int]:
+        """Hosts whose output holds ``keyword`` (within one stored chunk of output)."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(log_chunks.c.bk_host_id)
+                .where(
+                    log_chunks.c.step_instance_id == step_id,
+                    log_chunks.c.execute_count == execute_count,
+                    log_chunks.c.content.contains(keyword, autoescape=True),
+                )
+                .distinct()
+            )
+            return {int(r[0]) for r in rows}
+
+    async def list_jobs(
+        self,
+        *,
+        scope_type: str,
+        scope_id: str,
+        start_ms: int,
+        end_ms: int,
+        filters: dict[str, Any],
+        offset: int,
+        limit: int,
+    ) -> tuple[int, list[Row[Any]]]:
+        cond = [job_instances.c.scope_type == scope_type, job_instances.c.scope_id == scope_id]
+        if filters.get("job_instance_id"):
+            cond.append(job_instances.c.id == filters["job_instance_id"])
+        else:
+            cond += [job_instances.c.create_time >= start_ms, job_instances.c.create_time <= end_ms]
+            for key, col in (
+                ("operator", job_instances.c.operator),
+                ("launch_mode", job_instances.c.launch_mode),
+                ("type", job_instances.c.type),
+                ("status", job_instances.c.status),
+                ("job_cron_id", job_instances.c.cron_id),
+            ):
+                if filters.get(key) is not None:
+                    cond.append(col == filters[key])
+            if filters.get("name"):
+                cond.append(job_instances.c.name.contains(filters["name"], autoescape=True))
+            if filters.get("ip"):
+                hit = select(step_hosts.c.step_instance_id).where(step_hosts.c.ip == filters["ip"])
+                steps_hit = select(step_instances.c.job_instance_id).where(
+                    step_instances.c.id.in_(hit)
+                )
+                cond.append(job_instances.c.id.in_(steps_hit))
+        async with self.db.connect() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(job_instances).where(*cond))
+            ).scalar_one()
+            rows = await conn.execute(
+                select(job_instances)
+                .where(*cond)
+                .order_by(job_instances.c.create_time.desc(), job_instances.c.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return int(total), list(rows.all())
+
+    async def open_tasks(
+        self, keys: Sequence[tuple[int, int, int]]
+    ) -> dict[tuple[int, int, int], tuple[int, int]]:
+        """Of these (step, attempt, host) tasks, those that exist: the host's status and
+        the bytes of output stored for it. One query per thousand tasks."""
+        content = log_chunks.c.content
+        # bytes, not characters, on both backends
+        length = (
+            func.length(cast(content, LargeBinary))
+            if self.db.is_sqlite
+            else func.octet_length(content)
+        )
+        stored = (
+            select(func.coalesce(func.sum(length), 0))
+            .where(
+                log_chunks.c.step_instance_id == step_hosts.c.step_instance_id,
+                log_chunks.c.execute_count == step_hosts.c.execute_count,
+                log_chunks.c.bk_host_id == step_hosts.c.bk_host_id,
+            )
+            .scalar_subquery()
+        )
+        key = tuple_(
+            step_hosts.c.step_instance_id, step_hosts.c.execute_count, step_hosts.c.bk_host_id
+        )
+        found: dict[tuple[int, int, int], tuple[int, int]] = {}
+        async with self.db.connect() as conn:
+            for part in chunks(list(keys), 1000):
+                rows = await conn.execute(
+                    select(
+                        step_hosts.c.step_instance_id,
+                        step_hosts.c.execute_count,
+                        step_hosts.c.bk_host_id,
+                        step_hosts.c.status,
+                        stored,
+                    ).where(key.in_(list(part)))
+                )
+                for step_id, count, host, status, size in rows:
+                    found[(int(step_id), int(count), int(host))] = (int(status), int(size or 0))
+        return found
+
+    async def ping(self) -> None:
+        """Raises unless the database answers."""
+        async with self.db.connect() as conn:
+            await conn.execute(select(1))

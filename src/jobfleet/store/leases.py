@@ -1,0 +1,68 @@
+"""Job leases: which node drives an active job, and until when.
+
+A lease is two columns of the job's row (``owner_node``, ``lease_until``, in
+epoch seconds). A node renews its leases while it lives; an active job whose
+lease lapsed (its node died) may be claimed by any node.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import or_, select, update
+
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
+from jobfleet.store.database import Database
+from jobfleet.store.tables import job_instances
+
+ACTIVE_JOB = tuple(
+    int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES and s is not RunStatus.BLANK
+)
+
+
+class LeaseStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claimable(self, node_id: str) -> list[int]:
+        """Active jobs that this node may drive: its own, unowned, or with a lapsed lease."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(job_instances.c.id).where(
+                    job_instances.c.status.in_(ACTIVE_JOB),
+                    or_(
+                        job_instances.c.owner_node == node_id,
+                        job_instances.c.owner_node.is_(None),
+                        job_instances.c.lease_until < time.time(),
+                    ),
+                )
+            )
+            return [int(r[0]) for r in rows]
+
+    async def claim(self, job_id: int, node_id: str, ttl: float) -> bool:
+        now = time.time()
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(job_instances)
+                .where(
+                    job_instances.c.id == job_id,
+                    job_instances.c.status.in_(ACTIVE_JOB),
+                    or_(
+                        job_instances.c.owner_node == node_id,
+                        job_instances.c.owner_node.is_(None),
+                        job_instances.c.lease_until < now,
+                    ),
+                )
+                .values(owner_node=node_id, lease_until=now + ttl)
+            )
+            return bool(res.rowcount)
+
+    async def renew(self, node_id: str, ttl: float) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(job_instances)
+                .where(
+                    job_instances.c.owner_node == node_id, job_instances.c.status.in_(ACTIVE_JOB)
+                )
+                .values(lease_until=time.time() + ttl)
+            )

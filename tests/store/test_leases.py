@@ -1,0 +1,48 @@
+"""LeaseStore on a real database: which node drives an active job."""
+
+from __future__ import annotations
+
+import asyncio
+
+from jobfleet.domain.status import RunStatus
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.jobs import JobStore, NewJob, NewStep
+from jobfleet.store.leases import LeaseStore
+
+
+async def new_job(jobs: JobStore, status: RunStatus = RunStatus.RUNNING,
+                  hosts: int = 1) -> tuple[int, int]:
+    """A job of one script step on ``hosts`` hosts; its id and the step's."""
+    now = now_ms()
+    job = NewJob(
+        values={"bk_biz_id": 2, "scope_type": "biz", "scope_id": "2", "name": "j", "type": 1,
+                "launch_mode": 1, "operator": "alice", "app_code": "app",
+                "status": int(status), "create_time": now},
+        steps=[NewStep("s", 1, {"status": int(status), "create_time": now},
+                       [{"bk_host_id": h, "bk_cloud_id": 0, "ip": f"127.0.0.{h}",
+                         "execute_count": 0, "status": 1} for h in range(1, hosts + 1)])],
+    )
+    job_id, step_ids = await jobs.create(job)
+    return job_id, step_ids[0]
+
+
+async def test_claims_renewals_and_lapsed_leases(db: Database) -> None:
+    jobs, leases = JobStore(db), LeaseStore(db)
+    assert jobs.leases.db is db
+    job_id, _ = await new_job(jobs)
+    done, _ = await new_job(jobs, RunStatus.SUCCESS)
+    # an unowned active job is anyone's; a finished one is nobody's
+    assert await leases.claimable("a") == [job_id]
+    assert not await leases.claim(done, "a", 60)
+    assert await leases.claim(job_id, "a", 60)
+    assert await leases.claim(job_id, "a", 60)  # its own owner may claim it again
+    assert not await leases.claim(job_id, "b", 60)
+    assert await leases.claimable("b") == []
+    # a short lease that is not renewed lapses, and another node takes the job
+    assert await leases.claim(job_id, "a", 0.05)
+    await asyncio.sleep(0.1)
+    assert await leases.claimable("b") == [job_id]
+    # ... unless its owner renews it first
+    await leases.renew("a", 60)
+    assert not await leases.claim(job_id, "b", 60)
+    assert (await jobs.job(job_id)).owner_node == "a"  # type: ignore[union-attr]
