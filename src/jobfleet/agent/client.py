@@ -30,16 +30,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from jobfleet import __version__
 from jobfleet.agent.channel import Channel, ChannelError, read_token, resolve
-from jobfleet.agent.executor import (
-    Executor,
-    OutputCallback,
-    ProcessExecutor,
-    TaskResult,
-    TaskSpec,
-    kill_process_tree,
-    reap_without_threads,
-)
+from jobfleet.agent.executor import ProcessExecutor
+from jobfleet.agent.processes import kill_process_tree, reap_without_threads
 from jobfleet.agent.spool import Spool
+from jobfleet.agent.task import Executor, OutputCallback, TaskResult, TaskSpec
 from jobfleet.agent.transfers import FileWork
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
@@ -333,9 +327,7 @@ class Agent:
         attempt = 0
         while self.credential is None:
             try:
-                self.credential = await enroll(
-                    self.settings, channel=await self._resolve_channel()
-                )
+                self.credential = await enroll(self.settings, channel=await self._resolve_channel())
             except (EnrollLater, httpx.TransportError) as exc:
                 # a server that is starting, busy or limiting this address's enrollments
                 # is asked again later, like a reconnect; a refusal of the token is final
