@@ -7,6 +7,7 @@ import codecs
 from collections.abc import Callable
 from typing import cast
 
+from jobfleet.domain import protocol
 from jobfleet.domain.protocol import clean_text
 
 TRUNCATED_NOTICE = "\n[jobfleet-agent: output truncated at {limit} bytes]\n"
@@ -114,3 +115,8 @@ class Pipe(asyncio.SubprocessProtocol):
         else:
             pipe.pause_reading()
         return True
+
+
+def split_text(text: str, size: int = protocol.AGENT_CHUNK_CHARS) -> list[str]:
+    """``text`` in pieces the server takes (at most ``size`` characters each)."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]

@@ -29,15 +29,10 @@ from pathlib import Path
 import httpx
 
 from jobfleet.agent.channel import Channel
-from jobfleet.agent.client import (
-    TOKEN_HELP,
-    Agent,
-    AgentSettings,
-    Credential,
-    enroll,
-    save_credential,
-)
+from jobfleet.agent.connection import Agent
+from jobfleet.agent.enrollment import Credential, enroll, save_credential
 from jobfleet.agent.executor import ProcessExecutor, now_ms
+from jobfleet.agent.settings import TOKEN_HELP, AgentSettings
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.task import Executor, OutputCallback, TaskResult, TaskSpec
 from jobfleet.domain.status import HostStatus
