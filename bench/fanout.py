@@ -210,7 +210,7 @@ async def floor(n: int, concurrency: int) -> dict[str, Any]:
     """Spawn what the agent spawns for a shell task, n times, ``concurrency`` at a time."""
     import pwd
 
-    from jobfleet.agent.executor import find_interpreter
+    from jobfleet.agent.interpreters import find_interpreter
     from jobfleet.domain.status import ScriptLanguage
 
     prefix = find_interpreter(ScriptLanguage.SHELL) or ["bash", "--noprofile", "--norc"]

@@ -7,9 +7,11 @@ from typing import Any
 
 import orjson
 
-from jobfleet.agent.client import Agent, AgentSettings, pack_frames, split_text
-from jobfleet.agent.executor import OutputCallback, TaskResult, TaskSpec
+from jobfleet.agent.client import Agent, AgentSettings
+from jobfleet.agent.connection import pack_frames
+from jobfleet.agent.output import split_text
 from jobfleet.agent.spool import Spool
+from jobfleet.agent.task import OutputCallback, TaskResult, TaskSpec
 from jobfleet.domain import protocol
 from jobfleet.domain.protocol import read_frame
 

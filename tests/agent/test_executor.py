@@ -17,14 +17,12 @@ from pathlib import Path
 import pytest
 
 from jobfleet.agent import executor as executor_module
-from jobfleet.agent.executor import (
-    InstantExecutor,
-    ProcessExecutor,
-    TaskResult,
-    TaskSpec,
-    find_interpreter,
-    kill_process_tree,
-)
+from jobfleet.agent import interpreters
+from jobfleet.agent.executor import ProcessExecutor
+from jobfleet.agent.interpreters import find_interpreter
+from jobfleet.agent.processes import kill_process_tree
+from jobfleet.agent.swarm import InstantExecutor
+from jobfleet.agent.task import TaskResult, TaskSpec
 from jobfleet.domain.status import HostStatus, ScriptLanguage
 
 SELF = pwd.getpwuid(os.geteuid()).pw_name
@@ -251,7 +249,7 @@ def test_python_lookup_skips_shims(tmp_path: Path) -> None:
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)
     dirs = [str(shims), str(real)]
-    resolve = executor_module._resolve_python
+    resolve = interpreters._resolve_python
     assert resolve(dirs, ["/nonexistent/python3"], sys.executable) == str(real / "python")
     assert resolve(dirs, [sys.executable], sys.executable) == sys.executable
     # only a shim: the running interpreter's real binary stands in for it

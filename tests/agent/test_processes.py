@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from jobfleet.agent import processes
-from jobfleet.agent.executor import ProcessExecutor, TaskSpec
+from jobfleet.agent.executor import ProcessExecutor
+from jobfleet.agent.task import TaskSpec
 from jobfleet.domain.status import HostStatus, ScriptLanguage
 
 pytestmark = pytest.mark.timeout(60)
@@ -203,7 +204,8 @@ async def test_deliberate_background_process_survives_a_normal_end(
 AGENT = """
 import asyncio, sys
 from pathlib import Path
-from jobfleet.agent.executor import ProcessExecutor, TaskSpec
+from jobfleet.agent.executor import ProcessExecutor
+from jobfleet.agent.task import TaskSpec
 
 async def main() -> None:
     executor = ProcessExecutor(Path(sys.argv[1]), containment=sys.argv[2])

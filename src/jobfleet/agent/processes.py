@@ -25,18 +25,23 @@ Nothing of this module imports more than the standard library: the watchdog
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import os
 import signal
+import sys
 import time
+import warnings
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 # set in every task's environment; also how a later agent recognises a task's processes
 TASK_ENV = "JOBFLEET_TASK_ID"
+# How long to wait for a killed tree to be reaped before reporting anyway.
+KILL_WAIT = 5.0
 # which agent's which task a process belongs to: ``<agent key>/<task id>``
 TAG_ENV = "JOBFLEET_TASK_TAG"
 CONTAINMENT_ENV = "JOBFLEET_AGENT_CONTAINMENT"
@@ -419,3 +424,33 @@ def signal_group(pgid: int, sig: int) -> None:
 def signal_pid(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
+
+
+def reap_without_threads(loop: asyncio.AbstractEventLoop) -> None:
+    """Reap children through pidfds instead of a waiting thread per child.
+
+    Python 3.11 starts a thread for every subprocess to wait for it; at a thousand
+    short scripts that is a third of an agent's CPU. Linux 5.3+ can notify the loop
+    through a pidfd instead, which is what Python 3.12 does by itself.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return  # the kernel has no pidfd
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(loop)
+        asyncio.set_child_watcher(watcher)
+
+
+def kill_process_tree(pgid: int) -> None:
+    """SIGKILL what is left of a task that an earlier agent process started.
+
+    The pgid comes from the spool and may have been recycled since (after a reboot,
+    say), so only processes that carry ``JOBFLEET_TASK_ID`` in their environment and
+    do not descend from this agent process are touched.
+    """
+    kill_tree(pgid, stale=True)

@@ -23,30 +23,38 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from jobfleet.agent.channel import Channel
-from jobfleet.agent.client import (
-    TOKEN_HELP,
-    Agent,
-    AgentSettings,
-    Credential,
-    enroll,
-    save_credential,
-)
-from jobfleet.agent.executor import (
-    Executor,
-    InstantExecutor,
-    OutputCallback,
-    ProcessExecutor,
-    TaskResult,
-    TaskSpec,
-)
+from jobfleet.agent.connection import Agent
+from jobfleet.agent.enrollment import Credential, enroll, save_credential
+from jobfleet.agent.executor import ProcessExecutor, now_ms
+from jobfleet.agent.settings import TOKEN_HELP, AgentSettings
 from jobfleet.agent.spool import Spool
+from jobfleet.agent.task import Executor, OutputCallback, TaskResult, TaskSpec
+from jobfleet.domain.status import HostStatus
 
 log = logging.getLogger(__name__)
+
+
+class InstantExecutor:
+    """Answers every task at once without running anything (for benchmarks)."""
+
+    async def run(
+        self,
+        spec: TaskSpec,
+        on_output: OutputCallback,
+        on_started: Callable[[int], None] | None = None,
+    ) -> TaskResult:
+        now = now_ms()
+        return TaskResult(HostStatus.SUCCESS, 0, now, now)
+
+    def kill(self, task_id: str, reason: str = "terminate") -> bool:
+        return False
+
 
 FIRST_IP = ipaddress.IPv4Address("127.1.0.1")
 

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 
 from jobfleet.agent.accounts import AccountError
-from jobfleet.agent.executor import TaskResult
 from jobfleet.agent.files import (
     Progress,
     TransferError,
@@ -28,6 +27,7 @@ from jobfleet.agent.files import (
     make_dir,
     upload,
 )
+from jobfleet.agent.task import TaskResult
 from jobfleet.domain.status import FileLogStatus, HostStatus
 
 log = logging.getLogger(__name__)

@@ -12,21 +12,107 @@ Run as ``python -m jobfleet.agent.watchdog FD cgroup BASE`` or ``… FD proc``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 from jobfleet.agent.processes import (
     CGROUP,
+    KILL_WAIT,
     CgroupContainment,
     Containment,
     ProcContainment,
 )
+from jobfleet.agent.staging import write_all
 
 logger = logging.getLogger("jobfleet.agent.watchdog")
+
+
+class Watchdog:
+    """The agent's one watchdog process (see :mod:`jobfleet.agent.watchdog`).
+
+    Started with the first task; told of each task's start and end over a pipe.
+    If it dies it is started again, and told what runs."""
+
+    def __init__(self, containment: Containment) -> None:
+        self._containment = containment
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._running: dict[str, int | None] = {}
+
+    def started(self, task_id: str, pgid: int | None, *, may_start: bool = False) -> None:
+        """``may_start``: the caller is about to spawn (the agent may fork now)."""
+        self._running[task_id] = pgid
+        self._send({"op": "+", "id": task_id, "pgid": pgid}, may_start)
+
+    def ended(self, task_id: str) -> None:
+        if task_id in self._running:
+            del self._running[task_id]
+            self._send({"op": "-", "id": task_id}, False)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=KILL_WAIT)
+            self._proc = None
+
+    def _send(self, event: dict[str, object], may_start: bool) -> None:
+        if self._fd >= 0 and self._proc is not None and self._proc.poll() is None:
+            try:
+                write_all(self._fd, json.dumps(event).encode() + b"\n")
+                return
+            except BlockingIOError:
+                # a stopped watchdog; in a cgroup it still finds the task when it acts
+                logger.warning("watchdog not reading task=%s", event.get("id"))
+                return
+            except OSError:
+                pass
+        # none yet, or it died: a new one, started at the next spawn, learns all that runs
+        if may_start:
+            self._start()
+
+    def _start(self) -> bool:
+        self.close()
+        read, write = os.pipe()
+        try:
+            # not from inside a task's cgroup, where it would die with that task
+            self._containment.home()
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jobfleet.agent.watchdog",
+                    str(read),
+                    *self._containment.describe(),
+                ],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(read,),
+                start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            os.close(write)
+            logger.warning("watchdog not started error=%s", exc)
+            return False
+        finally:
+            os.close(read)
+        os.set_blocking(write, False)
+        self._fd = write
+        lines = [
+            json.dumps({"op": "+", "id": task_id, "pgid": pgid}).encode() + b"\n"
+            for task_id, pgid in self._running.items()
+        ]
+        with contextlib.suppress(OSError):
+            write_all(write, b"".join(lines))
+        logger.debug("watchdog started pid=%d", self._proc.pid)
+        return True
 
 
 def _containment(args: list[str]) -> Containment:

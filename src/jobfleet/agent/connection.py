@@ -1,0 +1,367 @@
+"""The agent's side of the connection: enroll once, then hold one WebSocket to a server.
+
+Everything an agent produces goes to the spool before it goes on the wire, and
+leaves the spool only when the server acknowledges it; after a reconnect the
+agent tells the server which tasks it holds and sends the rest again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import random
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from jobfleet import __version__
+from jobfleet.agent.channel import Channel, ChannelError
+from jobfleet.agent.enrollment import (
+    Credential,
+    EnrollLater,
+    enroll,
+    load_credential,
+    save_credential,
+    transient,
+)
+from jobfleet.agent.executor import ProcessExecutor
+from jobfleet.agent.processes import kill_process_tree, reap_without_threads
+from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
+from jobfleet.agent.spool import Spool
+from jobfleet.agent.task import (
+    Executor,
+    OutputCallback,
+    TaskResult,
+    Work,
+    execute,
+    now_ms,
+    script_spec,
+)
+from jobfleet.agent.transfers import FileWork
+from jobfleet.domain import protocol
+from jobfleet.domain.status import HostStatus
+
+log = logging.getLogger(__name__)
+
+CONNECT_PATH = "/api/jobfleet/v1/agents/connect"
+# acknowledged chunks are gone from the spool, so a note on an interrupted task sorts last
+INTERRUPTED_SEQ = protocol.MAX_AGENT_SEQ
+# an answer to a request travels in one frame, inside the server's frame limit
+MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
+
+
+def pack_frames(encoded: list[bytes], limit: int = protocol.AGENT_FRAME_BYTES) -> list[bytes]:
+    """Encoded messages as frames of at most ``limit`` bytes (a larger message alone)."""
+    frames: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for item in encoded:
+        if group and size + len(item) + 1 > limit:
+            frames.append(_frame(group))
+            group, size = [], 0
+        group.append(item)
+        size += len(item) + 1
+    if group:
+        frames.append(_frame(group))
+    return frames
+
+
+def _frame(group: list[bytes]) -> bytes:
+    return group[0] if len(group) == 1 else b"[" + b",".join(group) + b"]"
+
+
+class _Sender:
+    """Coalesces outgoing messages into as few frames per loop turn as the server's
+    frame limit allows."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            if len(batch) == 1:
+                await self.ws.send(orjson.dumps(batch[0]))
+                continue
+            for frame in pack_frames([orjson.dumps(m) for m in batch]):
+                await self.ws.send(frame)
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        executor: Executor | None = None,
+        spool: Spool | None = None,
+        credential: Credential | None = None,
+        http: httpx.AsyncClient | None = None,
+        channel: Channel | None = None,
+    ) -> None:
+        self.settings = settings
+        # resolved at start; dropped when the server cannot be reached, to be found again
+        self.channel = channel
+        self._pinned: str | None = None
+        state = settings.state_dir
+        if state is not None:
+            state.mkdir(parents=True, exist_ok=True)
+            os.chmod(state, 0o700)
+        # an executor of its own is closed with the agent (one passed in may be shared)
+        self._own_executor: ProcessExecutor | None = None
+        if executor is None:
+            work = (state or Path("/tmp")) / "work"  # noqa: S108 - only without a state dir
+            executor = self._own_executor = ProcessExecutor(work)
+        self.executor: Executor = executor
+        self.spool = spool or Spool(state / "spool" if state else None)
+        self.credential = credential
+        self.connected = asyncio.Event()
+        self._sender: _Sender | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._requests: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.on_welcome: Callable[[dict[str, Any]], None] | None = None
+        self.files = FileWork(self._base, self._auth_headers, self._tls, http)
+
+    def _base(self) -> str:
+        return self.channel.base if self.channel is not None else self.settings.server
+
+    def _tls(self) -> ssl.SSLContext | None:
+        return self.channel.tls if self.channel is not None else self.settings.tls()
+
+    async def _resolve_channel(self) -> Channel:
+        if self.channel is None:
+            self.channel, self._pinned = await self.settings.channel(self._pinned)
+        return self.channel
+
+    def _auth_headers(self) -> dict[str, str]:
+        cred = self.credential
+        assert cred is not None
+        return {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
+
+    async def ensure_credential(self) -> Credential:
+        if self.credential is None and self.settings.state_dir is not None:
+            self.credential = load_credential(self.settings.state_dir)
+        attempt = 0
+        while self.credential is None:
+            try:
+                self.credential = await enroll(self.settings, channel=await self._resolve_channel())
+            except (EnrollLater, httpx.TransportError) as exc:
+                # a server that is starting, busy or limiting this address's enrollments
+                # is asked again later, like a reconnect; a refusal of the token, or a
+                # server whose certificate does not verify, is final
+                if not transient(exc):
+                    raise
+                attempt += 1
+                delay = random.uniform(
+                    0.1, min(self.settings.max_backoff, 0.5 * 2 ** min(attempt, 8))
+                )
+                log.warning("agent_enroll_retry in=%.1fs error=%s", delay, exc)
+                await asyncio.sleep(delay)
+                continue
+            if self.settings.state_dir is not None:
+                save_credential(self.settings.state_dir, self.credential)
+            log.info(
+                "agent_enrolled agent=%s host=%s",
+                self.credential.agent_id,
+                self.credential.bk_host_id,
+            )
+        return self.credential
+
+    def recover_interrupted(self) -> None:
+        """Tasks a previous agent process left running: stop their processes, report them."""
+        for task_id, pgid in self.spool.interrupted():
+            if pgid:
+                kill_process_tree(pgid)
+            now = now_ms()
+            self.spool.finish(
+                task_id,
+                {
+                    "t": protocol.DONE,
+                    "id": task_id,
+                    "seq": INTERRUPTED_SEQ,
+                    "status": int(HostStatus.GSE_AGENT_ERROR),
+                    "exit": None,
+                    "start": None,
+                    "end": now,
+                    "data": "jobfleet-agent: the agent restarted while this task ran; "
+                    "its processes were stopped\n",
+                },
+            )
+            log.warning("task_interrupted task=%s", task_id)
+
+    async def run_forever(self) -> None:
+        reap_without_threads(asyncio.get_running_loop())
+        cred = await self.ensure_credential()
+        self.recover_interrupted()
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._session(cred, await self._resolve_channel())
+                attempt = 0
+            except ChannelError as exc:
+                log.error("agent_channel_refused error=%s", exc)
+            except (
+                OSError,
+                websockets.exceptions.WebSocketException,
+                TimeoutError,
+                httpx.HTTPError,
+            ) as exc:
+                if (
+                    isinstance(exc, websockets.exceptions.InvalidStatus)
+                    and exc.response.status_code == 403
+                ):
+                    log.warning(
+                        "agent_credential_refused reason=revoked or unknown, or a plain-text "
+                        "connection; to enroll again remove credential.json from the state "
+                        "dir and give a new token"
+                    )
+                else:
+                    log.info("agent_disconnected error=%s", exc)
+                if isinstance(exc, OSError):
+                    # a restarted server may listen on another agent port: ask again
+                    self.channel = None
+            self.connected.clear()
+            self._sender = None
+            if self._stopping:
+                break
+            attempt += 1
+            # full jitter keeps thousands of agents from reconnecting in step
+            delay = random.uniform(0.1, min(self.settings.max_backoff, 0.5 * 2 ** min(attempt, 8)))
+            await asyncio.sleep(delay)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in [*self._tasks.values(), *self._requests]:
+            task.cancel()
+        await self.files.close()
+        if self._own_executor is not None:
+            self._own_executor.close()
+
+    async def _session(self, cred: Credential, channel: Channel) -> None:
+        headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
+        async with connect(
+            channel.ws_url + CONNECT_PATH,
+            additional_headers=headers,
+            ping_interval=self.settings.heartbeat,
+            ping_timeout=self.settings.heartbeat,
+            # what the server sends is not bound by its own frame limit (a long script)
+            max_size=64 * 1024 * 1024,
+            open_timeout=15,
+            close_timeout=2,
+            ssl=channel.tls,
+        ) as ws:
+            sender = _Sender(ws)
+            try:
+                hello = {
+                    "t": protocol.HELLO,
+                    "version": __version__,
+                    "hostname": self.settings.hostname or socket.gethostname(),
+                    "os": platform.system(),
+                    "os_name": os_name(),
+                    "ipv6": host_ipv6(self.settings),
+                    "labels": self.settings.labels,
+                    "known": self.spool.known(),
+                }
+                await ws.send(orjson.dumps(hello))
+                for message in self.spool.pending():
+                    sender.queue.put_nowait(message)
+                self._sender = sender
+                self.connected.set()
+                async for frame in ws:
+                    decoded = orjson.loads(frame)
+                    for message in decoded if isinstance(decoded, list) else (decoded,):
+                        self._handle(message)
+            finally:
+                self._sender = None
+                sender.task.cancel()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._sender is not None:
+            self._sender.queue.put_nowait(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        if kind == protocol.RUN:
+            self._start(message)
+        elif kind == protocol.ACK:
+            for task_id, seq in message.get("acks") or []:
+                self.spool.ack(str(task_id), int(seq))
+        elif kind == protocol.KILL:
+            self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
+        elif kind in (protocol.FILE_LIST, protocol.FILE_UPLOAD):
+            self._answer(message)
+        elif kind == protocol.WELCOME and self.on_welcome is not None:
+            self.on_welcome(message)
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        async def answer() -> None:
+            work = (
+                self.files.list_sources if message["t"] == protocol.FILE_LIST else self.files.upload
+            )
+            try:
+                reply = await work(message)
+            except Exception as exc:
+                log.exception("request_failed kind=%s", message.get("t"))
+                reply = {"status": int(HostStatus.GSE_TASK_ERROR), "error": str(exc)}
+            size = len(orjson.dumps(reply))
+            if size > MAX_REPLY_BYTES:
+                # the server would close the connection on it, and it would be asked again
+                reply = {
+                    "status": int(HostStatus.GSE_FILE_ERROR),
+                    "error": f"the answer is too large to send ({size} bytes, over "
+                    f"{MAX_REPLY_BYTES}): name fewer files",
+                }
+            self._send({"t": protocol.REPLY, "id": message.get("id"), **reply})
+
+        task = asyncio.get_running_loop().create_task(answer())
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    def _start(self, message: dict[str, Any]) -> None:
+        task_id = str(message["id"])
+        if task_id in self._tasks or task_id in self.spool.known():
+            return  # a repeat after a reconnect: the task runs or its result is on its way
+        self.spool.accept(task_id)
+        if message.get("kind") == "download":
+            run = self._download(task_id, message)
+        else:
+            run = self._script(task_id, message)
+        task = asyncio.get_running_loop().create_task(self._execute(task_id, run))
+        self._tasks[task_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(task_id, None))
+
+    def _script(self, task_id: str, message: dict[str, Any]) -> Work:
+        spec = script_spec(task_id, message, self.settings)
+
+        async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
+            def on_started(pgid: int) -> None:
+                self.spool.set_pgid(task_id, pgid)
+
+            return await self.executor.run(spec, on_output, on_started), None
+
+        return run
+
+    def _download(self, task_id: str, message: dict[str, Any]) -> Work:
+        def report(items: list[dict[str, Any]]) -> None:
+            self._send({"t": protocol.FILE_LOG, "id": task_id, "files": items})
+
+        async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
+            return await self.files.download(message, on_output, report)
+
+        return run
+
+    async def _execute(self, task_id: str, work: Work) -> None:
+        await execute(task_id, work, self.spool, self._send)

@@ -1,0 +1,292 @@
+"""What an account may do on this host, and target directories opened with those rights.
+
+A root agent acting for another account judges the account's rights itself (see the
+package's notes); every other agent lets the kernel judge. Target directories are held
+open by descriptor so that the directory judged is the one written to.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+
+from jobfleet.agent import credentials
+from jobfleet.agent.accounts import (
+    READ,
+    SEARCH,
+    WRITE,
+    Account,
+    AccountError,
+    lookup_account,
+    permits,
+)
+from jobfleet.domain.status import HostStatus
+
+logger = logging.getLogger(__name__)
+
+
+class TransferError(Exception):
+    """A transfer failed; ``status`` is the host status to report (``HostStatus``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Rights:
+    """What one account may do here, with the answers about directories remembered."""
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+        # a root agent acting for another account must judge that account's rights
+        self.judged = account.is_other
+        self._root = os.geteuid() == 0
+        self._searchable: dict[str, bool] = {}
+
+    def may(self, path: str, st: os.stat_result, want: int) -> bool:
+        """``want`` on ``path`` (whose stat is ``st``), the way there included."""
+        if self.judged:
+            return permits(self.account, st, want) and self.reachable(path)
+        return self._root or os.access(path, _access_mode(want))
+
+    def allows(self, path: str, st: os.stat_result, want: int) -> bool:
+        """``want`` on ``path``, in a directory already known to be reachable."""
+        if self.judged:
+            return permits(self.account, st, want)
+        return self._root or os.access(path, _access_mode(want))
+
+    def reachable(self, path: str) -> bool:
+        """Every directory above ``path`` is searchable, by its name and where it lives."""
+        if not self.judged:
+            return True
+        parent = os.path.dirname(os.path.normpath(path))
+        # where the path leads once every symlink in it, the last one too, is followed
+        real = os.path.dirname(os.path.realpath(path))
+        return all(self._search(d) for d in {*_lineage(parent), *_lineage(real)})
+
+    def _search(self, directory: str) -> bool:
+        known = self._searchable.get(directory)
+        if known is None:
+            try:
+                known = permits(self.account, os.stat(directory), SEARCH)
+            except OSError:
+                known = False
+            self._searchable[directory] = known
+        return known
+
+
+def _access_mode(want: int) -> int:
+    mode = os.R_OK if want & READ else 0
+    mode |= os.W_OK if want & WRITE else 0
+    return mode | (os.X_OK if want & SEARCH else 0)
+
+
+def _lineage(directory: str) -> list[str]:
+    """``directory`` and every directory above it."""
+    chain = [directory]
+    while True:
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return chain
+        chain.append(parent)
+        directory = parent
+
+
+def account_for(name: str) -> Account:
+    try:
+        return lookup_account(name)
+    except AccountError as exc:
+        raise TransferError(HostStatus.GSE_USER_ERROR, str(exc)) from None
+
+
+def assume(account: Account) -> None:
+    """Give this transfer's own thread the account's file access (see ``credentials``)."""
+    try:
+        credentials.assume(account)
+    except OSError as exc:
+        raise TransferError(
+            HostStatus.GSE_USER_ERROR, f"cannot act as account {account.name}: {exc}"
+        ) from None
+
+
+def absolute(dest: str) -> str:
+    if not os.path.isabs(dest):
+        raise TransferError(HostStatus.COPYFILE_FAILED, f"target path {dest} is not absolute")
+    normal = os.path.normpath(dest)
+    if normal == "/" or normal == "//":
+        raise TransferError(HostStatus.COPYFILE_FAILED, "target path / names no file")
+    return normal
+
+
+def target_error(path: str, exc: OSError) -> TransferError:
+    if isinstance(exc, PermissionError):
+        return TransferError(HostStatus.COPYFILE_FAILED, f"{path}: permission denied")
+    return TransferError(HostStatus.COPYFILE_FAILED, f"{path}: {exc.strerror or exc}")
+
+
+def _umask() -> int:
+    # reading the umask means setting it; set it straight back
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+class Dir:
+    """An open directory on the target side.
+
+    Checks and changes go through the descriptor (``*at`` calls), so the directory whose
+    permissions were judged is the one written to, even if the account renames or
+    swaps a path component for a symlink in between — otherwise a root agent could be
+    steered into writing, as root, somewhere the account may not."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def entry(self, name: str, *, follow: bool) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=follow)
+        except FileNotFoundError:
+            return None  # absent, or a dangling symlink
+        except OSError as exc:
+            raise target_error(os.path.join(self.path, name), exc) from None
+
+    def check_writable(self, rights: Rights, replacing: os.stat_result | None = None) -> None:
+        """Refuse unless the account may create (and replace ``replacing``) entries here."""
+        st = os.fstat(self.fd)
+        account = rights.account
+        allowed = rights.may(self.path, st, WRITE | SEARCH)
+        if allowed and rights.judged and replacing is not None and st.st_mode & stat.S_ISVTX:
+            # in a sticky directory (/tmp) only the file's or the directory's owner may replace
+            allowed = account.uid in (replacing.st_uid, st.st_uid)
+        if not allowed:
+            raise TransferError(
+                HostStatus.COPYFILE_FAILED,
+                f"permission denied: account {account.name} cannot write to {self.path}",
+            )
+
+    def owner_for(self, rights: Rights) -> tuple[int, int] | None:
+        """(uid, gid) a new entry here must get, or None to keep the agent's own."""
+        if os.geteuid() != 0 or credentials.acting():
+            # acting as the account, the kernel already makes new entries its own
+            return None
+        st = os.fstat(self.fd)
+        # a set-group-ID directory hands its group to new entries, as it would for the user
+        gid = st.st_gid if st.st_mode & stat.S_ISGID else rights.account.gid
+        return rights.account.uid, gid
+
+    def make_child(self, name: str, rights: Rights, mode: int) -> Dir:
+        """The directory ``name`` in here, created for the account if absent."""
+        path = os.path.join(self.path, name)
+        try:
+            os.mkdir(name, 0o700, dir_fd=self.fd)
+            created = True
+        except FileExistsError:
+            created = False  # made meanwhile, by another transfer perhaps
+        except OSError as exc:
+            raise target_error(path, exc) from None
+        # fchown and fchmod need a readable descriptor; one just made is ours to read
+        access = os.O_RDONLY if created else _dir_access()
+        try:
+            fd = os.open(name, _DIR_FLAGS | access | os.O_NOFOLLOW, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise TransferError(
+                    HostStatus.COPYFILE_FAILED, f"target {path} exists and is not a directory"
+                ) from None
+            raise target_error(path, exc) from None
+        child = Dir(path, fd)
+        if created:
+            try:
+                owner = self.owner_for(rights)
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)
+            except OSError as exc:
+                child.close()
+                raise target_error(path, exc) from None
+        return child
+
+    def fsync(self) -> None:
+        try:
+            fd = os.open(".", os.O_RDONLY | _DIR_FLAGS, dir_fd=self.fd)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            # some filesystems refuse fsync on a directory; the file itself is safe
+            logger.debug("directory fsync failed dir=%s error=%s", self.path, exc)
+        finally:
+            os.close(fd)
+
+
+_DIR_FLAGS = os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _dir_access() -> int:
+    # O_PATH opens a directory the agent may write to but not list; root lists anything
+    # and needs a readable descriptor for fchown and fchmod
+    # (a root agent acting as an account has only the account's rights to read)
+    full = os.geteuid() == 0 and not credentials.acting()
+    return os.O_RDONLY if full else getattr(os, "O_PATH", os.O_RDONLY)
+
+
+def _open_dir(path: str) -> int:
+    return os.open(path, _dir_access() | _DIR_FLAGS)
+
+
+def open_parent(dest: str, rights: Rights, create_dirs: bool) -> Dir:
+    """The directory ``dest`` goes in, created first when ``create_dirs`` allows."""
+    parent = os.path.dirname(dest)
+    try:
+        return Dir(parent, _open_dir(parent))
+    except FileNotFoundError:
+        if not create_dirs:
+            raise TransferError(
+                HostStatus.COPYFILE_FAILED, f"target directory {parent} does not exist"
+            ) from None
+    except NotADirectoryError:
+        raise TransferError(
+            HostStatus.COPYFILE_FAILED, f"target directory {parent} is not a directory"
+        ) from None
+    except OSError as exc:
+        raise target_error(parent, exc) from None
+    return _make_parents(parent, rights)
+
+
+def _make_parents(directory: str, rights: Rights) -> Dir:
+    missing: list[str] = []
+    path = directory
+    while True:
+        try:
+            current = Dir(path, _open_dir(path))
+            break
+        except FileNotFoundError:
+            missing.append(os.path.basename(path))
+            path = os.path.dirname(path)
+        except NotADirectoryError:
+            raise TransferError(
+                HostStatus.COPYFILE_FAILED, f"target directory {directory} is not a directory"
+            ) from None
+        except OSError as exc:
+            raise target_error(path, exc) from None
+    mode = 0o755 & ~_umask()
+    try:
+        for name in reversed(missing):
+            current.check_writable(rights)
+            child = current.make_child(name, rights, mode)
+            current.close()
+            current = child
+    except BaseException:
+        current.close()
+        raise
+    return current

@@ -1,0 +1,178 @@
+"""A host task: what the agent is asked to run, what it reports, and what runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from jobfleet.agent.output import split_text
+from jobfleet.agent.settings import AgentSettings
+from jobfleet.agent.spool import Spool
+from jobfleet.domain import protocol
+from jobfleet.domain.status import HostStatus
+
+logger = logging.getLogger(__name__)
+
+OutputCallback = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class TaskSpec:
+    id: str
+    lang: int
+    script: str
+    args: list[str]
+    account: str
+    timeout: int
+    env: dict[str, str]
+    max_output: int
+    # give the script a file to write ``name=value`` lines to (variables it sets)
+    collect_vars: bool = False
+    # the args are a sensitive parameter: never on a command line (see script_args)
+    sensitive_args: bool = False
+
+
+@dataclass
+class TaskResult:
+    status: int
+    exit_code: int
+    start_ms: int
+    end_ms: int
+    # a line for the log when the agent, not the script, decided the outcome
+    message: str = ""
+    # what the script wrote to $JOBFLEET_VARS_FILE, when the task asked for it
+    variables: str | None = None
+
+
+class Executor(Protocol):
+    async def run(
+        self,
+        spec: TaskSpec,
+        on_output: OutputCallback,
+        on_started: Callable[[int], None] | None = None,
+    ) -> TaskResult: ...
+
+    def kill(self, task_id: str, reason: str = "terminate") -> bool: ...
+
+
+Work = Callable[[OutputCallback], Awaitable[tuple[TaskResult, list[dict[str, Any]] | None]]]
+
+# output is held this long so that a short task's output rides in its done message
+HOLD_SECONDS = 0.05
+
+
+def script_spec(task_id: str, message: dict[str, Any], settings: AgentSettings) -> TaskSpec:
+    """The script task a run message asks for, with what every script finds in its environment."""
+    return TaskSpec(
+        id=task_id,
+        lang=int(message["lang"]),
+        script=str(message["script"]),
+        args=[str(a) for a in message.get("args") or []],
+        account=str(message.get("account") or ""),
+        timeout=int(message.get("timeout") or 7200),
+        env={
+            "JOBFLEET_HOST_IP": settings.ip,
+            "JOBFLEET_CLOUD_ID": str(settings.bk_cloud_id),
+            "JOBFLEET_TASK_ID": task_id,
+            **{str(k): str(v) for k, v in (message.get("env") or {}).items()},
+        },
+        max_output=int(message.get("max_output") or 10 * 1024 * 1024),
+        collect_vars=bool(message.get("collect_vars")),
+        sensitive_args=bool(message.get("sensitive")),
+    )
+
+
+async def execute(
+    task_id: str, work: Work, spool: Spool, send: Callable[[dict[str, Any]], None]
+) -> None:
+    """Run ``work``, stream its output and report its end, each through the spool first."""
+    seq = 0
+    held: list[str] = []
+    timer: asyncio.TimerHandle | None = None
+
+    def emit(data: str, files: list[dict[str, Any]] | None = None) -> None:
+        nonlocal seq
+        seq += 1
+        spool.add_output(task_id, seq, data, files)
+        message: dict[str, Any] = {"t": protocol.OUTPUT, "id": task_id, "seq": seq}
+        message["data"] = data
+        if files is not None:
+            message["files"] = files
+        send(message)
+
+    def flush() -> None:
+        nonlocal timer
+        timer = None
+        if not held:
+            return
+        data = "".join(held)
+        held.clear()
+        for piece in split_text(data):
+            emit(piece)
+
+    async def on_output(data: str) -> None:
+        nonlocal timer
+        held.append(data)
+        if timer is None:
+            timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, flush)
+
+    files: list[dict[str, Any]] | None = None
+    try:
+        result, files = await work(on_output)
+    except Exception as exc:
+        logger.exception("task_failed task=%s", task_id)
+        result = TaskResult(
+            status=int(HostStatus.GSE_TASK_ERROR),
+            exit_code=-1,
+            start_ms=now_ms(),
+            end_ms=now_ms(),
+            message=f"jobfleet-agent: {type(exc).__name__}: {exc}",
+        )
+    if timer is not None:
+        timer.cancel()
+    tail = "".join(held)
+    if result.message:
+        tail += (
+            ("" if not tail or tail.endswith("\n") else "\n") + result.message.rstrip("\n") + "\n"
+        )
+    # what does not fit one message goes ahead of the done message
+    pieces = split_text(tail)
+    for piece in pieces[:-1]:
+        emit(piece)
+    tail = pieces[-1]
+    if files is not None:
+        step = protocol.AGENT_FILE_ITEMS
+        while len(files) > step:
+            emit("", files[:step])
+            files = files[step:]
+    variables = result.variables
+    if variables and len(orjson.dumps(variables)) > protocol.AGENT_FRAME_BYTES:
+        logger.warning("task_variables_too_large task=%s", task_id)
+        variables = None
+        tail += "jobfleet-agent: the variables file was too large to report\n"
+    done = {
+        "t": protocol.DONE,
+        "id": task_id,
+        "seq": seq + 1,
+        "status": result.status,
+        "exit": result.exit_code,
+        "start": result.start_ms,
+        "end": result.end_ms,
+        "data": tail,
+    }
+    if files is not None:
+        done["files"] = files
+    if variables:
+        done["vars"] = variables
+    spool.finish(task_id, done)
+    send(done)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
