@@ -31,6 +31,11 @@ def change_stamps(row: Any) -> dict[str, Any]:
     }
 
 
+def new_stamps(user: str, now: int) -> dict[str, Any]:
+    """The stamps of a thing made now by ``user``: its creator is its last modifier."""
+    return {"creator": user, "create_time": now, "last_modify_user": user, "last_modify_time": now}
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'jobfleet.db'}"
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Row, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.store.database import Database, change_stamps, now_ms
+from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import notify_configs
 
@@ -70,10 +70,7 @@ class NotifyStore:
                     secret=self.cipher.encrypt(secret) if secret else None,
                     statuses=statuses,
                     enabled=enabled,
-                    creator=user,
-                    create_time=now,
-                    last_modify_user=user,
-                    last_modify_time=now,
+                    **new_stamps(user, now),
                 )
             )
             config_id = int(res.inserted_primary_key[0])  # type: ignore[index]

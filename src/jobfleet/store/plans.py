@@ -19,7 +19,7 @@ from jobfleet.domain.plans import enable, synced, with_values
 from jobfleet.domain.templates import check_description, check_name
 from jobfleet.domain.variables import Variable
 from jobfleet.store.crons import refuse_launched_plans
-from jobfleet.store.database import now_ms
+from jobfleet.store.database import new_stamps, now_ms
 from jobfleet.store.tables import job_plans, job_templates
 from jobfleet.store.templates import (
     ListFilter,
@@ -204,10 +204,7 @@ class PlanStore(SealedRows):
                 description=check_description(description),
                 steps=seal_steps(steps, self.cipher),
                 variables=seal_variables(variables, self.cipher),
-                creator=user,
-                create_time=now,
-                last_modify_user=user,
-                last_modify_time=now,
+                **new_stamps(user, now),
             )
         )
         return int(res.inserted_primary_key[0])  # type: ignore[index]

@@ -27,7 +27,7 @@ from jobfleet.domain.dangerous import (
     scan,
 )
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.store.database import Database, change_stamps, now_ms
+from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
 from jobfleet.store.tables import dangerous_rules
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,7 @@ class RuleStore:
                     description=description,
                     action=int(action),
                     status=int(status),
-                    creator=user,
-                    create_time=now,
-                    last_modify_user=user,
-                    last_modify_time=now,
+                    **new_stamps(user, now),
                 )
             )
         self.invalidate()

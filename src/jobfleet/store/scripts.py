@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScriptVersionStatus
-from jobfleet.store.database import change_stamps, now_ms
+from jobfleet.store.database import change_stamps, new_stamps, now_ms
 from jobfleet.store.script_lookups import (
     ScriptLookups,
     disabled,
@@ -300,10 +300,7 @@ class ScriptStore(ScriptLookups):
                         content=content,
                         status=int(ScriptVersionStatus.DRAFT),
                         version_desc=version_desc,
-                        creator=user,
-                        create_time=now,
-                        last_modify_user=user,
-                        last_modify_time=now,
+                        **new_stamps(user, now),
                     )
                 )
                 await self._touch(conn, script_id, user, now)

@@ -28,7 +28,7 @@ from jobfleet.domain.templates import check_description, check_name, keep_masked
 from jobfleet.domain.variables import Variable, parse_definitions
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.crons import refuse_launched_plans
-from jobfleet.store.database import Database, now_ms
+from jobfleet.store.database import Database, new_stamps, now_ms
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import PREFIX as SEALED
 from jobfleet.store.secrets import Cipher
@@ -300,10 +300,7 @@ class TemplateStore(SealedRows):
                 variables=seal_variables(variables, self.cipher),
                 next_step_id=next_step,
                 next_variable_id=next_var,
-                creator=user,
-                create_time=now,
-                last_modify_user=user,
-                last_modify_time=now,
+                **new_stamps(user, now),
             )
         )
         return int(res.inserted_primary_key[0])  # type: ignore[index]
