@@ -320,7 +320,9 @@ async def test_slot_missed_while_down_fires_once_on_start(
             return any(r.outcome == "fired" for r in await firings(server.db, minutely["id"]))
         await eventually(fired_once, timeout=10)
     stopped = time.time()
-    await asyncio.sleep(max(at + 1.5 - time.time(), 0) + 1.0)
+    # down for at least two (scaled) minutes, so that more than one minute is missed
+    # however long the first server took to stop
+    await asyncio.sleep(max(at + 1.5 - time.time(), 0) + 2.0)
     # back within the grace window: the one-shot's slot and the latest minute run once
     async with run_server(tmp_path, database_url, engine=FAST, port=port) as running:
         server, wire = running.server, running.wire
