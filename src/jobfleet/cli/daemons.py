@@ -192,7 +192,7 @@ def server(
     from jobfleet.domain.addresses import parse_networks
     from jobfleet.engine.notify import SmtpSettings
     from jobfleet.engine.retention import RetentionSettings
-    from jobfleet.server import ServerSettings, run
+    from jobfleet.server import EngineSettings, ServerSettings, run
 
     try:
         parse_networks(callback_allow or [])
@@ -218,12 +218,12 @@ def server(
             host=host,
             port=port,
             database_url=database_url,
-            engine={
-                "agent_lost_grace": agent_lost_grace,
-                "recovery_window": recovery_window,
-                "max_output_bytes": max_output_bytes,
-                "cron_time_scale": cron_time_scale,
-            },
+            engine=EngineSettings(
+                agent_lost_grace=agent_lost_grace,
+                recovery_window=recovery_window,
+                max_output_bytes=max_output_bytes,
+                cron_time_scale=cron_time_scale,
+            ),
             log_level=log_level,
             tls_cert=tls_cert,
             tls_key=tls_key,
