@@ -281,7 +281,9 @@ class Server:
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
         self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
-        self.blobs = BlobStore(self.db, settings.data_dir / "blobs")
+        self.blobs = BlobStore(
+            self.db, settings.data_dir / "blobs", shared=settings.redis_url is not None
+        )
         self.file_logs = FileLogStore(self.db)
         self.bus: Bus = (
             RedisBus(settings.redis_url, self.node_id)

@@ -100,7 +100,7 @@ def _build_agents(
     creds: list[Credential],
     executor: Executor,
     http: httpx.AsyncClient,
-    channel: Channel,
+    channels: dict[str, Channel],
 ) -> list[Agent]:
     """The swarm's agents: one shared executor and one HTTP client for file transfers."""
     built: list[Agent] = []
@@ -113,7 +113,7 @@ def _build_agents(
                 spool=spool,
                 credential=cred,
                 http=http,
-                channel=channel,
+                channel=channels[settings.server],
             )
         )
     return built
@@ -144,7 +144,7 @@ async def _connect_all(agents: list[Agent], window: int) -> list[asyncio.Task[No
 
 
 async def run_swarm(
-    server: str,
+    server: str | list[str],
     token: str,
     count: int,
     *,
@@ -162,9 +162,12 @@ async def run_swarm(
     inner: Executor = InstantExecutor() if executor == "instant" else ProcessExecutor(work)
     shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
     gate = asyncio.Semaphore(32)
+    # several nodes of a cluster: the hosts are spread over them, and each knows them all
+    servers = [server] if isinstance(server, str) else list(server)
     settings_list = [
         AgentSettings(
-            server=server,
+            server=servers[(first + i) % len(servers)],
+            more_servers=servers,
             ip=swarm_ip(first + i),
             biz=biz,
             enroll_token=token,
@@ -173,18 +176,24 @@ async def run_swarm(
         )
         for i in range(count)
     ]
-    # one server, one check of its CA and one TLS context for every host
-    channel, _ = await AgentSettings(
-        server=server, state_dir=None, ip="", enroll_token=token
-    ).channel()
+    # one check of each server's CA and one TLS context for every host (the nodes of a
+    # cluster share their CA)
+    channels = {}
+    for url in servers:
+        channels[url], _ = await AgentSettings(
+            server=url, state_dir=None, ip="", enroll_token=token
+        ).channel()
+    channel = channels[servers[0]]
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, verify=channel.tls or True
     )
     try:
-        creds = await asyncio.gather(*(_credential(s, gate, http, channel) for s in settings_list))
+        creds = await asyncio.gather(
+            *(_credential(s, gate, http, channels[s.server]) for s in settings_list)
+        )
         if enrolled is not None:
             enrolled.set()
-        agents = _build_agents(settings_list, creds, shared, http, channel)
+        agents = _build_agents(settings_list, creds, shared, http, channels)
         await _serve(agents, connect_window, ready, count)
     finally:
         await http.aclose()
@@ -212,7 +221,9 @@ async def _serve(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jobfleet.agent.swarm")
-    parser.add_argument("--server", required=True)
+    parser.add_argument(
+        "--server", required=True, action="append", help="a node's URL; repeat for a cluster"
+    )
     parser.add_argument("--enroll-token-file", type=Path, help="file holding the enrollment token")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--executor", choices=("real", "instant"), default="real")
