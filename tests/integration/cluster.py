@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,14 @@ class Node:
         if self.proc is not None:
             await self.proc.stop()
 
+    async def output(self) -> str:
+        """What a stopped node wrote (warnings and errors), for a failing test."""
+        if self.proc is None or self.proc.proc is None or self.proc.proc.stdout is None:
+            return ""
+        with contextlib.suppress(Exception):
+            return (await asyncio.wait_for(self.proc.proc.stdout.read(), 5)).decode()[-4000:]
+        return ""
+
 
 @dataclass
 class Cluster:
@@ -127,6 +136,7 @@ async def cluster(tmp_path: Path, database_url: str, size: int = 3,
     nodes = [Node(f"node{i}", tmp_path / f"node{i}", database_url, redis.url, settings)
              for i in range(size)]
     wires: list[Wire] = []
+    failed = True
     try:
         await nodes[0].start()
         first = nodes[0].data_dir
@@ -141,11 +151,15 @@ async def cluster(tmp_path: Path, database_url: str, size: int = 3,
         wires = [Wire(n.url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
                  for n in nodes]
         yield Cluster(nodes, redis, boot, wires)
+        failed = False
     finally:
         for wire in wires:
             await wire.close()
         await asyncio.gather(*(node.stop() for node in nodes), return_exceptions=True)
         await redis.stop()
+        if failed:
+            for node in nodes:
+                sys.stderr.write(f"--- {node.name} ---\n{await node.output()}\n")
 
 
 def swarm(urls: list[str], token: str, count: int, state: Path, *extra: str) -> Proc:

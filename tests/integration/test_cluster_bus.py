@@ -3,12 +3,14 @@ any node takes any call, and a node that dies loses nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.cluster import cluster, needs_cluster, swarm, wait_ready
-from tests.integration.harness import Wire, b64, eventually
+import pytest
+from tests.integration.cluster import Cluster, cluster, needs_cluster, swarm, wait_ready
+from tests.integration.harness import Proc, Wire, b64, eventually
 
 
 async def hosts_by_node(wire: Wire) -> tuple[list[int], dict[int, str]]:
@@ -124,5 +126,67 @@ async def test_a_file_uploaded_to_one_node_reaches_agents_of_another(
             data = await c.wires[1].wait(answer["data"]["job_instance_id"], timeout=60)
             assert data["job_instance"]["status"] == 3, data
             assert (target / "payload.bin").read_bytes() == content
+        finally:
+            await agents.stop()
+
+
+async def spread_job(c: Cluster, tmp_path: Path, count: int, script: str,
+                     driver: int) -> tuple[Proc, list[int], dict[int, str], int, int]:
+    agents = swarm(c.urls, c.boot["enroll_token"], count, tmp_path / "swarm")
+    await agents.start()
+    await wait_ready(agents, count)
+    ids, ips = await hosts_by_node(c.wires[driver])
+    assert len(ids) == count
+    job_id, step_id = await run(c.wires[driver], script, ids)
+    return agents, ids, ips, job_id, step_id
+
+
+async def some_running(wire: Wire, job_id: int, at_least: int) -> bool:
+    data = await wire.status(job_id)
+    statuses = [r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]]
+    return statuses.count(7) + statuses.count(9) >= at_least
+
+
+@pytest.mark.parametrize("role", ["driver", "holder"])
+async def test_kill_9_of_a_node_mid_job_loses_and_duplicates_nothing(
+        tmp_path: Path, database_url: str, role: str) -> None:
+    """Node 0 drives the job; the victim is node 0 (it drives and holds agents) or
+    node 1 (it only holds agents). Its agents move to the other nodes, the job is
+    taken over, and every host ends with one result and its whole output once."""
+    needs_cluster(database_url)
+    count = 300 if role == "driver" else 90
+    async with cluster(tmp_path, database_url) as c:
+        agents, _ids, ips, job_id, step_id = await spread_job(
+            c, tmp_path, count, 'echo "start $JOBFLEET_HOST_IP"; sleep 4; echo end', driver=0)
+        try:
+            await eventually(lambda: some_running(c.wires[2], job_id, count // 2), timeout=60,
+                             interval=0.05)
+            victim = c.nodes[0 if role == "driver" else 1]
+            victim.kill()
+            await check_every_host_once(c.wires[2], job_id, step_id, ips, "start {ip}\nend\n")
+        finally:
+            await agents.stop()
+
+
+async def test_a_redis_restart_mid_job_loses_nothing(tmp_path: Path, database_url: str) -> None:
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url) as c:
+        agents, _ids, ips, job_id, step_id = await spread_job(
+            c, tmp_path, 60, 'echo "a $JOBFLEET_HOST_IP"; sleep 3; echo b', driver=0)
+        try:
+            await eventually(lambda: some_running(c.wires[1], job_id, 30), timeout=60)
+            await c.redis.stop()
+            down = time.monotonic()
+            await asyncio.sleep(2.0)
+            # a new, empty Redis on the same port: streams, groups and presence are gone
+            await c.redis.start()
+            back = time.monotonic()
+            await check_every_host_once(c.wires[1], job_id, step_id, ips, "a {ip}\nb\n")
+            print(f"redis down {back - down:.1f}s; job finished {time.monotonic() - back:.1f}s "
+                  "after it came back")
+            # and the cluster works on: a second job reaches every node's agents
+            second, second_step = await run(c.wires[2], 'echo "again $JOBFLEET_HOST_IP"',
+                                            sorted(ips))
+            await check_every_host_once(c.wires[0], second, second_step, ips, "again {ip}\n")
         finally:
             await agents.stop()
