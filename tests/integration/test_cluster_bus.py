@@ -11,6 +11,10 @@ from typing import Any
 import pytest
 from tests.integration.cluster import Cluster, cluster, needs_cluster, swarm, wait_ready
 from tests.integration.harness import Proc, Wire, b64, eventually
+from tests.integration.test_cron import A, cron_jobs, firings, make_plan, saved, set_status
+
+from jobfleet.store.database import Database
+from jobfleet.store.secrets import Cipher
 
 
 async def hosts_by_node(wire: Wire) -> tuple[list[int], dict[int, str]]:
@@ -190,3 +194,34 @@ async def test_a_redis_restart_mid_job_loses_nothing(tmp_path: Path, database_ur
             await check_every_host_once(c.wires[0], second, second_step, ips, "again {ip}\n")
         finally:
             await agents.stop()
+
+
+async def test_cron_slots_fire_once_while_a_node_dies(tmp_path: Path, database_url: str) -> None:
+    """A cron minute lasts a second here; three nodes race for every slot, one of them
+    is killed on the way, and each slot still becomes exactly one job."""
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, engine={"cron_time_scale": 60}) as c:
+        db = Database(database_url)
+        try:
+            added = await c.wires[0].post("/api/jobfleet/v1/hosts", {"bk_biz_id": 2, "ip": A},
+                                          headers=c.wires[0].headers())
+            assert added["result"], added
+            plan_id = await make_plan(db, Cipher.from_data_dir(c.nodes[0].data_dir))
+            cron = await saved(c.wires[1], name="each second", job_plan_id=plan_id,
+                               expression="* * * * *",
+                               global_var_list=[{"name": "token", "value": "k"}])
+            assert (await set_status(c.wires[2], cron["id"], 1))["result"]
+            await asyncio.sleep(4)
+            c.nodes[0].kill()
+            await asyncio.sleep(6)
+            assert (await set_status(c.wires[1], cron["id"], 2))["result"]
+            await asyncio.sleep(1)
+            rows = await firings(db, cron["id"])
+            fired = [r for r in rows if r.outcome == "fired"]
+            assert len(fired) >= 6, rows
+            assert [r for r in rows if r.outcome == "failed"] == [], rows
+            assert len({r.slot for r in rows}) == len(rows)
+            jobs = await cron_jobs(c.wires[2], cron["id"])
+            assert sorted(j["job_instance_id"] for j in jobs) == sorted(r.job_instance_id for r in fired)
+        finally:
+            await db.close()
