@@ -113,6 +113,7 @@ class Agent:
         credential: Credential | None = None,
         http: httpx.AsyncClient | None = None,
         channel: Channel | None = None,
+        channels: dict[str, Channel] | None = None,
     ) -> None:
         self.settings = settings
         # resolved at start; dropped when the server cannot be reached, to be found again
@@ -120,6 +121,10 @@ class Agent:
         self._pinned: str | None = None
         # which of the servers to dial; another one after a failed connection
         self._server = settings.server
+        # each server's channel once resolved (its agent port and pinned CA)
+        self._channels: dict[str, Channel] = dict(channels or {})
+        if channel is not None:
+            self._channels.setdefault(settings.server, channel)
         state = settings.state_dir
         if state is not None:
             state.mkdir(parents=True, exist_ok=True)
@@ -151,7 +156,14 @@ class Agent:
 
     async def _resolve_channel(self) -> Channel:
         if self.channel is None:
-            self.channel, self._pinned = await self.settings.channel(self._pinned, self._server)
+            known = self._channels.get(self._server)
+            if known is not None:
+                self.channel = known
+            else:
+                self.channel, self._pinned = await self.settings.channel(
+                    self._pinned, self._server
+                )
+                self._channels[self._server] = self.channel
         return self.channel
 
     def _next_server(self) -> bool:
@@ -253,6 +265,7 @@ class Agent:
                 if isinstance(exc, OSError):
                     # a restarted server may listen on another agent port: ask again
                     self.channel = None
+                    self._channels.pop(self._server, None)
                     if not self.connected.is_set():
                         # refused before a session began: try another node
                         self._next_server()

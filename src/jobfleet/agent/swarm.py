@@ -41,7 +41,12 @@ log = logging.getLogger(__name__)
 
 
 class InstantExecutor:
-    """Answers every task at once without running anything (for benchmarks)."""
+    """Answers every task without running anything (for benchmarks): at once, or after
+    ``delay`` seconds, unless it is killed first."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self._running: dict[str, asyncio.Event] = {}
 
     async def run(
         self,
@@ -49,11 +54,24 @@ class InstantExecutor:
         on_output: OutputCallback,
         on_started: Callable[[int], None] | None = None,
     ) -> TaskResult:
-        now = now_ms()
-        return TaskResult(HostStatus.SUCCESS, 0, now, now)
+        start = now_ms()
+        if self.delay > 0:
+            killed = self._running[spec.id] = asyncio.Event()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(killed.wait(), self.delay)
+            finally:
+                self._running.pop(spec.id, None)
+            if killed.is_set():
+                return TaskResult(HostStatus.GSE_TASK_TERMINATE_SUCCESS, -1, start, now_ms())
+        return TaskResult(HostStatus.SUCCESS, 0, start, now_ms())
 
     def kill(self, task_id: str, reason: str = "terminate") -> bool:
-        return False
+        event = self._running.get(task_id)
+        if event is None:
+            return False
+        event.set()
+        return True
 
 
 FIRST_IP = ipaddress.IPv4Address("127.1.0.1")
@@ -114,6 +132,7 @@ def _build_agents(
                 credential=cred,
                 http=http,
                 channel=channels[settings.server],
+                channels=channels,
             )
         )
     return built
@@ -157,9 +176,12 @@ async def run_swarm(
     enrolled: asyncio.Event | None = None,
     connect_window: int = 64,
     work_dir: Path | None = None,
+    instant_delay: float = 0.0,
 ) -> None:
     work = work_dir or (state_dir or Path("/tmp")) / "swarm-work"  # noqa: S108 - scratch for scripts
-    inner: Executor = InstantExecutor() if executor == "instant" else ProcessExecutor(work)
+    inner: Executor = (
+        InstantExecutor(instant_delay) if executor == "instant" else ProcessExecutor(work)
+    )
     shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
     gate = asyncio.Semaphore(32)
     # several nodes of a cluster: the hosts are spread over them, and each knows them all
@@ -228,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--executor", choices=("real", "instant"), default="real")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--instant-delay", type=float, default=0.0, help="instant tasks end after this (s)"
+    )
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--biz", type=int, default=2)
     parser.add_argument("--first", type=int, default=0, help="index of the first host")
@@ -294,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
                 enrolled=enrolled,
                 connect_window=args.connect_window,
                 work_dir=args.work_dir,
+                instant_delay=args.instant_delay,
             )
         announcer.cancel()
 

@@ -126,6 +126,10 @@ class RedisBus:
                     keys=[self._k("presence")], args=[self.node_id, *sorted(self._held)]
                 )
             await self.redis.delete(self._k("node", self.node_id))
+            # nothing waits for a node that left cleanly: what others send it meanwhile
+            # is sent again when they find its agents elsewhere
+            await self.redis.srem(self._k("nodes"), self.node_id)
+            await self.redis.delete(self._inbox(self.node_id))
         await self.redis.aclose()
 
     async def _register(self) -> None:
