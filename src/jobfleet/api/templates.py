@@ -100,25 +100,6 @@ async def _biz_scope(call: Call, action: str) -> Scope:
     return scope
 
 
-async def _audit(
-    call: Call,
-    scope: Scope,
-    action: str,
-    resource_type: str,
-    resource_id: int,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    await audit(
-        call,
-        action,
-        resource_type,
-        resource_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
-        detail=detail,
-    )
-
-
 # --- views ----------------------------------------------------------------------
 
 
@@ -385,7 +366,7 @@ async def create_template(call: Call) -> dict[str, Any]:
         p.get("global_var_list"),
         call.caller.username,
     )
-    await _audit(call, scope, "create_job_template", "job_template", template_id)
+    await audit(call, "create_job_template", "job_template", template_id, scope=scope)
     return template_view(store, await store.get_template(scope.biz_ids, template_id))
 
 
@@ -412,8 +393,13 @@ async def update_template(call: Call) -> dict[str, Any]:
         p.get("global_var_list"),
         call.caller.username,
     )
-    await _audit(
-        call, scope, "update_job_template", "job_template", template_id, {"version": row.version}
+    await audit(
+        call,
+        "update_job_template",
+        "job_template",
+        template_id,
+        scope=scope,
+        detail={"version": row.version},
     )
     return template_view(store, row)
 
@@ -424,13 +410,13 @@ async def delete_template(call: Call) -> dict[str, Any]:
     row, plan_ids = await call.services.templates.delete_template(
         scope.biz_ids, template_id, cascade=get_bool(call.params, "cascade")
     )
-    await _audit(
+    await audit(
         call,
-        scope,
         "delete_job_template",
         "job_template",
         template_id,
-        {"name": row.name, "deleted_plan_ids": plan_ids},
+        scope=scope,
+        detail={"name": row.name, "deleted_plan_ids": plan_ids},
     )
     return {"id": template_id, "deleted_plan_ids": plan_ids}
 
@@ -451,8 +437,13 @@ async def create_plan(call: Call) -> dict[str, Any]:
         call.caller.username,
         p.get("description"),
     )
-    await _audit(
-        call, scope, "create_job_plan", "job_plan", plan_id, {"job_template_id": template_id}
+    await audit(
+        call,
+        "create_job_plan",
+        "job_plan",
+        plan_id,
+        scope=scope,
+        detail={"job_template_id": template_id},
     )
     return plan_view(store, await store.get_plan(scope.biz_ids, plan_id))
 
@@ -481,7 +472,7 @@ async def update_plan(call: Call) -> dict[str, Any]:
         enabled_step_ids=_step_ids(p),
         values=p.get("global_var_list"),
     )
-    await _audit(call, scope, "update_job_plan", "job_plan", plan_id)
+    await audit(call, "update_job_plan", "job_plan", plan_id, scope=scope)
     return plan_view(store, row)
 
 
@@ -489,13 +480,13 @@ async def delete_plan(call: Call) -> dict[str, Any]:
     scope = await call.scope(DELETE_PLAN)
     plan_id = _path_id(call, "id")
     row = await call.services.job_plans.delete_plan(scope.biz_ids, plan_id)
-    await _audit(
+    await audit(
         call,
-        scope,
         "delete_job_plan",
         "job_plan",
         plan_id,
-        {"name": row.name, "job_template_id": row.template_id},
+        scope=scope,
+        detail={"name": row.name, "job_template_id": row.template_id},
     )
     return {"id": plan_id}
 
@@ -505,13 +496,13 @@ async def sync_plan(call: Call) -> dict[str, Any]:
     store = call.services.job_plans
     plan_id = _path_id(call, "id")
     row = await store.sync_plan(scope.biz_ids, plan_id, call.caller.username)
-    await _audit(
+    await audit(
         call,
-        scope,
         "sync_job_plan",
         "job_plan",
         plan_id,
-        {"template_version": row.template_version},
+        scope=scope,
+        detail={"template_version": row.template_version},
     )
     return plan_view(store, row)
 
@@ -550,13 +541,13 @@ async def import_template(call: Call) -> dict[str, Any]:
         scope.bk_biz_id, doc, update_existing=update, user=call.caller.username
     )
     plans = [{"id": p.id, "name": p.name, "created": p.created} for p in result.plans]
-    await _audit(
+    await audit(
         call,
-        scope,
         "import_job_template",
         "job_template",
         result.template_id,
-        {"name": doc.name, "created": result.created, "plans": plans},
+        scope=scope,
+        detail={"name": doc.name, "created": result.created, "plans": plans},
     )
     row = await store.get_template(scope.biz_ids, result.template_id)
     return {"created": result.created, "template": template_view(store, row), "plans": plans}
