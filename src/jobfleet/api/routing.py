@@ -72,16 +72,22 @@ def make_endpoint(
     handler: Handler,
     need_user: bool = True,
     raw_body: bool = False,
+    unchecked: bool = False,
 ) -> Callable[[Request], Awaitable[Response]]:
+    """``raw_body``: the handler streams the body (a file), parameters come in the query.
+    ``unchecked``: the query as it is, the handler checks what it reads (YAML export)."""
+
     async def endpoint(request: Request) -> Response:
         services = services_of(request)
         try:
-            # a raw body (a file) is streamed by the handler; parameters come in the query
-            params = dict(request.query_params) if raw_body else await read_params(request)
-            if raw_body:
-                check_tree(params)
-            # path parameters join the others in the handlers: the same bounds hold
-            check_tree(dict(request.path_params))
+            if unchecked:
+                params: dict[str, Any] = dict(request.query_params)
+            else:
+                params = dict(request.query_params) if raw_body else await read_params(request)
+                if raw_body:
+                    check_tree(params)
+                # path parameters join the others in the handlers: the same bounds hold
+                check_tree(dict(request.path_params))
             caller = await services.auth.authenticate(request, params, need_user=need_user)
             data = await handler(Call(request, params, caller, services))
             # a handler may answer something else than the envelope (a YAML document)
