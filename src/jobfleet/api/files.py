@@ -13,8 +13,8 @@ from jobfleet.api.errors import request_id
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
+from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.gateway.endpoint import parse_credential
 from jobfleet.store.blobs import COMPLETE, USED_MESSAGE
 from jobfleet.store.secrets import new_secret
 
