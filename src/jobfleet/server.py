@@ -30,7 +30,7 @@ from jobfleet.api.services import Limits, Services
 from jobfleet.bus.base import Bus
 from jobfleet.bus.local import LocalBus
 from jobfleet.bus.redis import RedisBus
-from jobfleet.domain.addresses import parse_networks
+from jobfleet.domain.addresses import parse_networks as parse_networks  # for the CLI
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
@@ -45,11 +45,12 @@ from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.files import FileSteps
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.leases import LeaseKeeper
-from jobfleet.engine.notify import SmtpSettings
+from jobfleet.engine.notify import SmtpSettings as SmtpSettings  # for the CLI
 from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.results import Results
-from jobfleet.engine.retention import Retention, RetentionSettings
+from jobfleet.engine.retention import Retention
+from jobfleet.engine.retention import RetentionSettings as RetentionSettings  # for the CLI
 from jobfleet.engine.rpc import AgentRpc
 from jobfleet.engine.runner import JobFinished, JobRunner
 from jobfleet.engine.settings import EngineSettings as EngineSettings  # for the CLI

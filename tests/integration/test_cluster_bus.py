@@ -222,6 +222,8 @@ async def test_cron_slots_fire_once_while_a_node_dies(tmp_path: Path, database_u
             assert [r for r in rows if r.outcome == "failed"] == [], rows
             assert len({r.slot for r in rows}) == len(rows)
             jobs = await cron_jobs(c.wires[2], cron["id"])
-            assert sorted(j["job_instance_id"] for j in jobs) == sorted(r.job_instance_id for r in fired)
+            assert sorted(j["job_instance_id"] for j in jobs) == sorted(
+                r.job_instance_id for r in fired
+            )
         finally:
             await db.close()

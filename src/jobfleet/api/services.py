@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.websockets import WebSocket
 
 from jobfleet.api.auth import Authenticator
 from jobfleet.domain.enrollment import AgentChannel
@@ -10,7 +13,6 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Submitter
-from jobfleet.gateway.endpoint import Gateway
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
@@ -25,6 +27,12 @@ from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
+
+
+class AgentSockets(Protocol):
+    """What the API needs of the agent gateway: it serves the agents' WebSocket."""
+
+    async def serve(self, ws: WebSocket) -> None: ...
 
 
 @dataclass
@@ -44,7 +52,7 @@ class Services:
     jobs: JobStore
     engine: Jobs
     submitter: Submitter
-    gateway: Gateway
+    gateway: AgentSockets
     auth: Authenticator
     audit: AuditLog
     accounts: AccountStore

@@ -197,10 +197,14 @@ def server(
 ) -> None:
     """Run a jobfleet server: HTTP API, agent gateway and job engine."""
     from jobfleet.cli._durations import parse_ttl
-    from jobfleet.domain.addresses import parse_networks
-    from jobfleet.engine.notify import SmtpSettings
-    from jobfleet.engine.retention import RetentionSettings
-    from jobfleet.server import EngineSettings, ServerSettings, run
+    from jobfleet.server import (
+        EngineSettings,
+        RetentionSettings,
+        ServerSettings,
+        SmtpSettings,
+        parse_networks,
+        run,
+    )
 
     try:
         parse_networks(callback_allow or [])

@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jobfleet import __version__
 from jobfleet.domain import protocol
+from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.host_filters import clean_labels
 from jobfleet.domain.protocol import clean_text
 from jobfleet.domain.throttle import Throttle
@@ -51,13 +52,6 @@ class AgentEvents(Protocol):
     def agent_offline(self, conn: AgentConnection) -> None: ...
 
     def agent_message(self, conn: AgentConnection, message: dict[str, Any]) -> None: ...
-
-
-def parse_credential(header: str | None) -> tuple[str, str] | None:
-    if not header or not header.startswith("Agent "):
-        return None
-    agent_id, _, secret = header[6:].strip().partition(":")
-    return (agent_id, secret) if agent_id and secret else None
 
 
 def _ipv6(value: Any) -> str | None:
