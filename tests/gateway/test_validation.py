@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from jobfleet.domain import protocol
-from jobfleet.domain.protocol import clean_text, read_frame
+from jobfleet.domain.protocol import clean_text
+from jobfleet.gateway.validation import read_frame
 
 TASK = "12:0:7"
 
