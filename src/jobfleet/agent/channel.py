@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
+from jobfleet.agent.fetch import request
 from jobfleet.domain import enrollment
 
 BOOTSTRAP_PATH = "/api/jobfleet/v1/agent-bootstrap"
@@ -87,8 +86,7 @@ def read_token(token: str | None) -> enrollment.EnrollToken | None:
 
 async def fetch_bootstrap(server: str, verify: ssl.SSLContext | bool) -> dict[str, Any]:
     """The server's public bootstrap document; trusted only once its CA is checked."""
-    async with httpx.AsyncClient(timeout=30, trust_env=False, verify=verify) as client:
-        resp = await client.get(server.rstrip("/") + BOOTSTRAP_PATH)
+    resp = await request("GET", server.rstrip("/") + BOOTSTRAP_PATH, verify=verify)
     try:
         answer = resp.json()
         data = answer["data"] if answer.get("result") else None
