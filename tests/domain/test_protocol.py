@@ -1,0 +1,80 @@
+"""Every message has a constructor, and it writes the bytes the hand-built dicts wrote."""
+
+from __future__ import annotations
+
+import typing
+
+import orjson
+
+from jobfleet.domain import protocol
+
+TASK = "12:0:7"
+RUN = {"lang": 1, "script": "echo hi", "args": ["a"], "account": "root", "timeout": 60,
+       "env": {"K": "v"}, "max_output": 1024}
+
+
+def test_agent_messages_keep_their_wire_form() -> None:
+    assert orjson.dumps(protocol.hello(
+        version="0.1.0", hostname="h", os="Linux", os_name="Debian", ipv6="",
+        labels={"env": "prod"}, known=[TASK])) == (
+        b'{"t":"hello","version":"0.1.0","hostname":"h","os":"Linux","os_name":"Debian",'
+        b'"ipv6":"","labels":{"env":"prod"},"known":["12:0:7"]}')
+    assert protocol.output(TASK, 1, "x") == {"t": "out", "id": TASK, "seq": 1, "data": "x"}
+    assert list(protocol.output(TASK, 2, "", [{"n": 0}])) == ["t", "id", "seq", "data", "files"]
+    done = protocol.done(TASK, 3, status=9, exit=0, start=1, end=2, data="ok\n",
+                         files=[{"n": 0, "status": 4}], vars="a=1\n")
+    assert orjson.dumps(done) == (
+        b'{"t":"done","id":"12:0:7","seq":3,"status":9,"exit":0,"start":1,"end":2,'
+        b'"data":"ok\\n","files":[{"n":0,"status":4}],"vars":"a=1\\n"}')
+    # no variables: no key (as before), and a note of the server's own has no files
+    assert "vars" not in protocol.done(TASK, 3, status=9, exit=0, start=1, end=2, data="",
+                                       vars="")
+    assert protocol.file_log(TASK, [{"n": 1}]) == {"t": "file_log", "id": TASK,
+                                                   "files": [{"n": 1}]}
+    assert list(protocol.reply("r", files=[], missing=[])) == ["t", "id", "files", "missing"]
+    assert list(protocol.reply("r", status=311, error="no")) == ["t", "id", "status", "error"]
+    assert protocol.reply("r", results=[]) == {"t": "reply", "id": "r", "results": []}
+
+
+def test_server_messages_keep_their_wire_form() -> None:
+    assert orjson.dumps(protocol.welcome("ag-1", 7, 10.0, "0.1.0")) == (
+        b'{"t":"welcome","agent_id":"ag-1","bk_host_id":7,"heartbeat":10.0,'
+        b'"server_version":"0.1.0"}')
+    # the engine wrote {"t": RUN, "id": ..., **template} (+ "sensitive", "collect_vars")
+    assert orjson.dumps(protocol.run(TASK, **RUN)) == orjson.dumps(
+        {"t": "run", "id": TASK, **RUN})
+    assert orjson.dumps(protocol.run(TASK, **RUN, sensitive=True, collect_vars=False)) == (
+        orjson.dumps({"t": "run", "id": TASK, **RUN, "sensitive": True,
+                      "collect_vars": False}))
+    item: protocol.DownloadItem = {"n": 0, "blob": "b1", "dest": "/tmp/x", "size": 1,
+                                   "sha256": "00", "mode": 0o644, "is_dir": False,
+                                   "src": "127.0.0.1:/x"}
+    assert list(protocol.download(TASK, items=[item], account="root", create_dirs=True,
+                                  speed_limit=None, timeout=60, max_size=None)) == [
+        "t", "id", "kind", "items", "account", "create_dirs", "speed_limit", "timeout",
+        "max_size"]
+    assert protocol.kill(TASK, "timeout") == {"t": "kill", "id": TASK, "reason": "timeout"}
+    assert orjson.dumps(protocol.ack([[TASK, 3]])) == b'{"t":"ack","acks":[["12:0:7",3]]}'
+    # a request's id went on last (the engine numbers it when it sends)
+    assert list(protocol.file_list("rq", ["/a"], "root")) == ["t", "patterns", "account", "id"]
+    assert list(protocol.file_upload("rq", [{"n": 0, "path": "/a", "blob": "b"}], "root",
+                                     None, 10)) == [
+        "t", "items", "account", "speed_limit", "max_size", "id"]
+
+
+def test_every_message_type_has_its_constructor() -> None:
+    kinds = {}
+    for union in (protocol.AgentMessage, protocol.ServerMessage):
+        for cls in typing.get_args(union):
+            kinds[cls.__name__] = typing.get_type_hints(cls)["t"]
+    built = [protocol.hello(version="", hostname="", os="", os_name="", ipv6="", labels={},
+                            known=[]),
+             protocol.output(TASK, 1, ""),
+             protocol.done(TASK, 1, status=0, exit=0, start=0, end=0, data=""),
+             protocol.file_log(TASK, []), protocol.reply("r"),
+             protocol.welcome("a", 1, 1.0, ""), protocol.run(TASK, **RUN),
+             protocol.download(TASK, items=[], account="", create_dirs=True, speed_limit=None,
+                               timeout=1, max_size=None),
+             protocol.kill(TASK, "x"), protocol.ack([]), protocol.file_list("r", [], ""),
+             protocol.file_upload("r", [], "", None, None)]
+    assert {m["t"] for m in built} == {typing.get_args(k)[0] for k in kinds.values()} | {"hello"}
