@@ -72,7 +72,11 @@ async def request(
         try:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
             await writer.drain()
-            return await _read_response(reader)
+            try:
+                return await _read_response(reader)
+            except (asyncio.IncompleteReadError, ValueError) as exc:
+                # cut short, or a line or length that is not HTTP
+                raise BadResponse(f"a broken HTTP answer: {exc}") from exc
         finally:
             writer.close()
             with contextlib.suppress(OSError, ssl.SSLError):
