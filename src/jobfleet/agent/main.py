@@ -126,7 +126,9 @@ def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Agent
     )
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "jobfleet agent") -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``argv`` without the program (None: this process's, as the ``jobfleet-agent`` script)."""
+    prog = prog or ("jobfleet-agent" if argv is None else "jobfleet agent")
     p = parser(prog)
     args = p.parse_args(_values_attached(p, sys.argv[1:] if argv is None else argv))
     settings = settings_from(args, p)
