@@ -52,7 +52,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "server": frozenset(
         {"domain", "store", "bus", "gateway", "engine", "api", "web", "agent", "sdk"}
     ),
-    "__main__": frozenset({"cli"}),
+    # ``python -m jobfleet agent`` goes straight to the agent's own command line, so
+    # that a host loads none of the CLI's packages
+    "__main__": frozenset({"cli", "agent"}),
     "logs": frozenset(),
     "loop": frozenset(),
 }

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
+from jobfleet.agent.fetch import request
 from jobfleet.domain import enrollment
 
 BOOTSTRAP_PATH = "/api/jobfleet/v1/agent-bootstrap"
@@ -90,13 +89,7 @@ def read_token(token: str | None) -> enrollment.EnrollToken | None:
 
 async def fetch_bootstrap(server: str, verify: ssl.SSLContext | bool) -> dict[str, Any]:
     """The server's public bootstrap document; trusted only once its CA is checked."""
-    # a plain URL needs no certificate store (loading one costs milliseconds of CPU, which
-    # thousands of agents moving to another node at once would all spend)
-    plain = not server.startswith("https://")
-    async with httpx.AsyncClient(
-        timeout=30, trust_env=False, verify=False if plain else verify
-    ) as client:
-        resp = await client.get(server.rstrip("/") + BOOTSTRAP_PATH)
+    resp = await request("GET", server.rstrip("/") + BOOTSTRAP_PATH, verify=verify)
     try:
         answer = resp.json()
         data = answer["data"] if answer.get("result") else None

@@ -17,14 +17,13 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
-import httpx
-import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from jobfleet import __version__
+from jobfleet.agent import jsonwire
 from jobfleet.agent.channel import Channel, ChannelError
 from jobfleet.agent.enrollment import (
     Credential,
@@ -50,6 +49,9 @@ from jobfleet.agent.task import (
 from jobfleet.agent.transfers import FileWork
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ class _Sender:
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[protocol.AgentMessage] = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -97,9 +99,9 @@ class _Sender:
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             if len(batch) == 1:
-                await self.ws.send(orjson.dumps(batch[0]))
+                await self.ws.send(jsonwire.dumps(batch[0]))
                 continue
-            for frame in pack_frames([orjson.dumps(m) for m in batch]):
+            for frame in pack_frames([jsonwire.dumps(m) for m in batch]):
                 await self.ws.send(frame)
 
 
@@ -145,7 +147,7 @@ class Agent:
         self._seen_order: deque[str] = deque()
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.on_welcome: Callable[[dict[str, Any]], None] | None = None
+        self.on_welcome: Callable[[protocol.Welcome], None] | None = None
         self.files = FileWork(self._base, self._auth_headers, self._tls, http)
 
     def _base(self) -> str:
@@ -189,7 +191,7 @@ class Agent:
         while self.credential is None:
             try:
                 self.credential = await enroll(self.settings, channel=await self._resolve_channel())
-            except (EnrollLater, httpx.TransportError) as exc:
+            except (EnrollLater, OSError) as exc:
                 # a server that is starting, busy or limiting this address's enrollments
                 # is asked again later, like a reconnect; a refusal of the token, or a
                 # server whose certificate does not verify, is final
@@ -219,17 +221,16 @@ class Agent:
             now = now_ms()
             self.spool.finish(
                 task_id,
-                {
-                    "t": protocol.DONE,
-                    "id": task_id,
-                    "seq": INTERRUPTED_SEQ,
-                    "status": int(HostStatus.GSE_AGENT_ERROR),
-                    "exit": None,
-                    "start": None,
-                    "end": now,
-                    "data": "jobfleet-agent: the agent restarted while this task ran; "
+                protocol.done(
+                    task_id,
+                    INTERRUPTED_SEQ,
+                    status=int(HostStatus.GSE_AGENT_ERROR),
+                    exit=None,
+                    start=None,
+                    end=now,
+                    data="jobfleet-agent: the agent restarted while this task ran; "
                     "its processes were stopped\n",
-                },
+                ),
             )
             log.warning("task_interrupted task=%s", task_id)
 
@@ -249,7 +250,6 @@ class Agent:
                 OSError,
                 websockets.exceptions.WebSocketException,
                 TimeoutError,
-                httpx.HTTPError,
             ) as exc:
                 if (
                     isinstance(exc, websockets.exceptions.InvalidStatus)
@@ -301,72 +301,77 @@ class Agent:
         ) as ws:
             sender = _Sender(ws)
             try:
-                hello = {
-                    "t": protocol.HELLO,
-                    "version": __version__,
-                    "hostname": self.settings.hostname or socket.gethostname(),
-                    "os": platform.system(),
-                    "os_name": os_name(),
-                    "ipv6": host_ipv6(self.settings),
-                    "labels": self.settings.labels,
-                    "known": self.spool.known(),
-                }
-                await ws.send(orjson.dumps(hello))
+                hello = protocol.hello(
+                    version=__version__,
+                    hostname=self.settings.hostname or socket.gethostname(),
+                    os=platform.system(),
+                    os_name=os_name(),
+                    ipv6=host_ipv6(self.settings),
+                    labels=self.settings.labels,
+                    known=self.spool.known(),
+                )
+                await ws.send(jsonwire.dumps(hello))
                 for message in self.spool.pending():
                     sender.queue.put_nowait(message)
                 self._sender = sender
                 self.connected.set()
                 async for frame in ws:
-                    decoded = orjson.loads(frame)
+                    decoded = jsonwire.loads(frame)
+                    # the server is trusted (pinned): its messages are read as their types
                     for message in decoded if isinstance(decoded, list) else (decoded,):
-                        self._handle(message)
+                        self._handle(cast(protocol.ServerMessage, message))
             finally:
                 self._sender = None
                 sender.task.cancel()
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: protocol.AgentMessage) -> None:
         if self._sender is not None:
             self._sender.queue.put_nowait(message)
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("t")
-        if kind == protocol.RUN:
+    def _handle(self, message: protocol.ServerMessage) -> None:
+        if message["t"] == "run":
             self._start(message)
-        elif kind == protocol.ACK:
+        elif message["t"] == "ack":
             for task_id, seq in message.get("acks") or []:
                 self.spool.ack(str(task_id), int(seq))
-        elif kind == protocol.KILL:
+        elif message["t"] == "kill":
             self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
-        elif kind in (protocol.FILE_LIST, protocol.FILE_UPLOAD):
+        elif message["t"] == "file_list" or message["t"] == "file_upload":
             self._answer(message)
-        elif kind == protocol.WELCOME and self.on_welcome is not None:
+        elif message["t"] == "welcome" and self.on_welcome is not None:
             self.on_welcome(message)
 
-    def _answer(self, message: dict[str, Any]) -> None:
+    def _answer(self, message: protocol.FileList | protocol.FileUpload) -> None:
+        request = str(message.get("id"))
+
         async def answer() -> None:
-            work = (
-                self.files.list_sources if message["t"] == protocol.FILE_LIST else self.files.upload
-            )
             try:
-                reply = await work(message)
+                if message["t"] == "file_list":
+                    reply = await self.files.list_sources(request, message)
+                else:
+                    reply = await self.files.upload(request, message)
             except Exception as exc:
                 log.exception("request_failed kind=%s", message.get("t"))
-                reply = {"status": int(HostStatus.GSE_TASK_ERROR), "error": str(exc)}
-            size = len(orjson.dumps(reply))
+                reply = protocol.reply(
+                    request, status=int(HostStatus.GSE_TASK_ERROR), error=str(exc)
+                )
+            # the answer's own size, without the type and id around it
+            size = len(jsonwire.dumps(reply)) - len(jsonwire.dumps(protocol.reply(request))) + 1
             if size > MAX_REPLY_BYTES:
                 # the server would close the connection on it, and it would be asked again
-                reply = {
-                    "status": int(HostStatus.GSE_FILE_ERROR),
-                    "error": f"the answer is too large to send ({size} bytes, over "
+                reply = protocol.reply(
+                    request,
+                    status=int(HostStatus.GSE_FILE_ERROR),
+                    error=f"the answer is too large to send ({size} bytes, over "
                     f"{MAX_REPLY_BYTES}): name fewer files",
-                }
-            self._send({"t": protocol.REPLY, "id": message.get("id"), **reply})
+                )
+            self._send(reply)
 
         task = asyncio.get_running_loop().create_task(answer())
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
-    def _start(self, message: dict[str, Any]) -> None:
+    def _start(self, message: protocol.Run) -> None:
         task_id = str(message["id"])
         if task_id in self._tasks or task_id in self.spool.known() or task_id in self._seen:
             # a repeat after a reconnect: the task runs, its result is on its way, or it
@@ -377,18 +382,20 @@ class Agent:
         if len(self._seen_order) > SEEN_TASKS:
             self._seen.discard(self._seen_order.popleft())
         self.spool.accept(task_id)
-        if message.get("kind") == "download":
-            run = self._download(task_id, message)
+        if message.get("kind") == protocol.DOWNLOAD:
+            run = self._download(task_id, cast(protocol.DownloadRun, message))
         else:
-            run = self._script(task_id, message)
+            run = self._script(task_id, cast(protocol.ScriptRun, message))
         task = asyncio.get_running_loop().create_task(self._execute(task_id, run))
         self._tasks[task_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(task_id, None))
 
-    def _script(self, task_id: str, message: dict[str, Any]) -> Work:
+    def _script(self, task_id: str, message: protocol.ScriptRun) -> Work:
         spec = script_spec(task_id, message, self.settings)
 
-        async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
+        async def run(
+            on_output: OutputCallback,
+        ) -> tuple[TaskResult, list[protocol.FileItem] | None]:
             def on_started(pgid: int) -> None:
                 self.spool.set_pgid(task_id, pgid)
 
@@ -396,11 +403,13 @@ class Agent:
 
         return run
 
-    def _download(self, task_id: str, message: dict[str, Any]) -> Work:
-        def report(items: list[dict[str, Any]]) -> None:
-            self._send({"t": protocol.FILE_LOG, "id": task_id, "files": items})
+    def _download(self, task_id: str, message: protocol.DownloadRun) -> Work:
+        def report(items: list[protocol.FileItem]) -> None:
+            self._send(protocol.file_log(task_id, items))
 
-        async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
+        async def run(
+            on_output: OutputCallback,
+        ) -> tuple[TaskResult, list[protocol.FileItem] | None]:
             return await self.files.download(message, on_output, report)
 
         return run

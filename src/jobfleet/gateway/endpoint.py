@@ -7,7 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import platform
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -21,6 +21,7 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.gateway.validation import read_frame
 from jobfleet.store.database import now_ms
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
@@ -244,15 +245,7 @@ class Gateway:
             labels = {k: clean_text(v) for k, v in labels.items()}
         if os_name is not None or labels is not None:
             self._facts.add(host_id, {"os_name": os_name, "labels": labels})
-        conn.send(
-            {
-                "t": protocol.WELCOME,
-                "agent_id": agent_id,
-                "bk_host_id": host_id,
-                "heartbeat": self.heartbeat,
-                "server_version": __version__,
-            }
-        )
+        conn.send(protocol.welcome(agent_id, host_id, self.heartbeat, __version__))
         log.info("agent_online agent=%s host=%s known=%d", agent_id, host_id, len(conn.known))
         if self.events:
             self.events.agent_online(conn)
@@ -276,13 +269,14 @@ class Gateway:
                 if exc.code == CLOSE_TOO_BIG:
                     refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
                 return
-            messages, refused = protocol.read_frame(raw)
+            messages, refused = read_frame(raw)
             for refusal in refused:
                 refusals.refuse(conn, refusal.reason, refusal.detail)
                 if refusal.task is not None and refusal.seq is not None:
                     # the agent keeps a message until it is acknowledged: a message
                     # that will never be taken would come back after every reconnect
-                    conn.send({"t": protocol.ACK, "acks": [[refusal.task, refusal.seq]]})
+                    conn.send(protocol.ack([[refusal.task, refusal.seq]]))
             if events is not None:
                 for message in messages:
-                    events.agent_message(conn, message)
+                    # validated above; the engine reads them as plain dicts
+                    events.agent_message(conn, cast("dict[str, Any]", message))
