@@ -249,8 +249,9 @@ class DownloadItem(TypedDict):
     n: int
     blob: str
     dest: str
-    size: int
-    sha256: str
+    # unknown for a file whose source has not said (the agent checks what it has)
+    size: int | None
+    sha256: str | None
     mode: int
     is_dir: bool
     # ``ip:path`` of the source, for the log

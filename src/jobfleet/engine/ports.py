@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
+from jobfleet.domain.protocol import ServerMessage
+
 
 class AgentLink(Protocol):
     # read-only: a link to an agent on another node knows less than a local one
@@ -20,7 +22,7 @@ class AgentLink(Protocol):
     @property
     def peer(self) -> str: ...
 
-    def send(self, message: dict[str, Any]) -> None: ...
+    def send(self, message: ServerMessage | dict[str, Any]) -> None: ...
 
 
 class AgentDirectory(Protocol):

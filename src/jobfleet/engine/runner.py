@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import Row
 
+from jobfleet.domain import protocol
 from jobfleet.domain.scripts import split_params
 from jobfleet.domain.states import STEP_PASSED, job_status_from_steps
 from jobfleet.domain.status import RunStatus, StepType
@@ -153,19 +154,21 @@ class JobRunner:
         sensitive = bool(step.is_param_sensitive and param)
         if sensitive:
             param = self.cipher.decrypt(param)
-        template: dict[str, Any] = {
-            "lang": step.script_language,
-            "script": step.script_content or "",
-            "args": split_params(param) if param else [],
-            "account": step.account_name,
-            "timeout": step.timeout,
-            "env": {},
-            "max_output": self.settings.max_output,
-        }
-        if sensitive:
-            # the agent keeps such args off the script's command line
-            template["sensitive"] = True
-        return template
+        # the task id is each host's own (``StepRun.message``); the agent keeps sensitive
+        # args off the script's command line
+        return dict(
+            protocol.run(
+                "",
+                lang=step.script_language,
+                script=step.script_content or "",
+                args=split_params(param) if param else [],
+                account=step.account_name,
+                timeout=step.timeout,
+                env={},
+                max_output=self.settings.max_output,
+                sensitive=sensitive,
+            )
+        )
 
     async def _confirm(self, job: Row[Any], step: Row[Any], stop: asyncio.Event) -> RunStatus:
         """A manual confirmation step: the job waits (status 7) for an operator."""
