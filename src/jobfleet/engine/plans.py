@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import (
+    LaunchMode,
     RunStatus,
     ScriptType,
     StepType,
@@ -92,8 +93,11 @@ class PlanLauncher:
         ``Engine.resume_job`` once it has committed.
         """
         plan = await self.plan_in_scope(plan_id, scope, ErrorCode.JOB_PLAN_NOT_EXIST_EXECUTE)
-        variables = apply_overrides(self.plans.variables(plan), overrides)
-        check_required(variables)
+        # bk-job's API path ignores values for variables the plan no longer has and
+        # lets a required non-host variable go empty
+        api = launch_mode == LaunchMode.API
+        variables = apply_overrides(self.plans.variables(plan), overrides, lenient=api)
+        check_required(variables, hosts_only=api)
         ctx = _Context(scope, variables, {})
         for var in variables:
             if var.type == VariableType.HOST_LIST and not server_is_empty(var.server):
