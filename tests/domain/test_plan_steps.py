@@ -82,7 +82,7 @@ def test_a_referenced_script_keeps_only_its_reference() -> None:
 @pytest.mark.parametrize(("change", "code", "words"), [
     ({"script_content": "  "}, ErrorCode.MISSING_PARAM_WITH_NAME, "script_content"),
     ({"script_language": None}, ErrorCode.MISSING_PARAM_WITH_NAME, "script_language"),
-    ({"script_language": 6}, ErrorCode.INVALID_PARAM_WITH_NAME, "script_language"),
+    ({"script_language": 7}, ErrorCode.INVALID_PARAM_WITH_NAME, "script_language"),
     ({"script_language": "shell"}, ErrorCode.INVALID_PARAM_WITH_REASON, "not an integer"),
     ({"script_type": 4}, ErrorCode.INVALID_PARAM_WITH_REASON, "script_type"),
     ({"timeout": 0}, ErrorCode.INVALID_PARAM_WITH_REASON, "259200"),

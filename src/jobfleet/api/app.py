@@ -25,6 +25,7 @@ from jobfleet.api import (
     query,
     rules,
     scripts,
+    sql,
     steps,
     templates,
     topology,
@@ -47,6 +48,7 @@ def create_app(services: Services) -> FastAPI:
     for module in (
         agent_channel,
         execute,
+        sql,
         query,
         legacy,
         gse,

@@ -135,7 +135,7 @@ def _script_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
         language = _int(raw.get("script_language"), f"{field}.script_language")
         if language is None:
             raise JobError.missing(f"{field}.script_language")
-        if language not in {int(x) for x in ScriptLanguage} or language == ScriptLanguage.SQL:
+        if language not in {int(x) for x in ScriptLanguage}:
             raise JobError(
                 ErrorCode.INVALID_PARAM_WITH_NAME, f"Invalid parameter [{field}.script_language]"
             )

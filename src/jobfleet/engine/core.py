@@ -31,7 +31,7 @@ from jobfleet.domain.states import (
     step_status_from_hosts,
 )
 from jobfleet.domain.status import HostStatus, RunStatus, StepType
-from jobfleet.engine import notify, quotas, variables
+from jobfleet.engine import notify, quotas, sql, variables
 from jobfleet.engine.ports import AgentDirectory, AgentLink, MessageRefusals
 from jobfleet.engine.results import DatabaseDown, Results, TaskKey, gse_error_code
 from jobfleet.engine.settings import EngineSettings
@@ -277,6 +277,9 @@ class Engine:
                 after = variables.collect(state, rows)
                 await self.store.update_step(step.id, variables=variables.seal(after, self.cipher))
             return status
+        if step.type == StepType.SQL:
+            template = sql.sql_message(self._template(step), step, self.cipher)
+            return await self._run_tasks(job, step, stop, recovering, template)
         if step.type == StepType.FILE and self.file_steps is not None:
             if state is not None and step.start_time is None:
                 config = variables.render_file_config(step.config or {}, state.values())

@@ -17,6 +17,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import (
     LaunchMode,
     RunStatus,
+    ScriptLanguage,
     ScriptType,
     StepType,
     TaskType,
@@ -26,6 +27,7 @@ from jobfleet.domain.targets import parse_target
 from jobfleet.domain.variables import Variable, apply_overrides, check_required, server_is_empty
 from jobfleet.engine import variables as runtime
 from jobfleet.engine.core import Engine
+from jobfleet.engine.sql_submit import resolve_db_account, sql_step_values
 from jobfleet.engine.submit import Account, Scope, Submitter, host_rows
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, now_ms
@@ -209,6 +211,8 @@ class PlanLauncher:
             content, language = resolved.content, resolved.language
             config.update(script_id=resolved.script_id, script_version_id=resolved.version_id)
         await self.rules.enforce(content, language, where=f"step {name!r}")
+        if language == ScriptLanguage.SQL:
+            return await self._sql_step(ctx, name, info, common, content, config)
         account = await self._account(ctx, info.get("account"))
         hosts = await self._hosts(ctx, info.get("server"), f"step {name!r}")
         param = str(info.get("script_param") or "")
@@ -230,6 +234,38 @@ class PlanLauncher:
                 "script_param": param or None,
                 "is_param_sensitive": sensitive,
                 "config": config,
+            },
+            hosts=host_rows(hosts),
+        )
+
+    async def _sql_step(
+        self,
+        ctx: _Context,
+        name: str,
+        info: dict[str, Any],
+        common: dict[str, Any],
+        sql: str,
+        config: dict[str, Any],
+    ) -> NewStep:
+        """A script step in SQL: run through its database account (bk-job step type 4)."""
+        ref = info.get("account") or {}
+        snapshot, system = await resolve_db_account(
+            self.submitter, ctx.scope, ref.get("id"), ref.get("alias")
+        )
+        hosts = await self._hosts(ctx, info.get("server"), f"step {name!r}")
+        values = sql_step_values(sql, snapshot)
+        return NewStep(
+            name=name,
+            type=int(StepType.SQL),
+            values={
+                **common,
+                "ignore_error": bool(info.get("is_ignore_error")),
+                "timeout": int(info.get("script_timeout") or 7200),
+                "account_id": system.id,
+                "account_alias": system.alias,
+                "account_name": system.account,
+                **values,
+                "config": {**config, **values["config"]},
             },
             hosts=host_rows(hosts),
         )
