@@ -93,12 +93,13 @@ def make_endpoint(
             return envelope.ok(data, request_id)
         except JobError as exc:
             await refusal(services.audit, request, exc, caller)
-            return envelope.error(exc, request_id)
+            return envelope.error(exc, request_id, envelope.request_language(request))
         except Exception:
             log.exception("request_failed path=%s request_id=%s", request.url.path, request_id)
             return envelope.error(
                 JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {request_id})"),
                 request_id,
+                envelope.request_language(request),
             )
 
     return endpoint
