@@ -34,6 +34,7 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.core import Engine
 from jobfleet.engine.cron import CronScheduler
+from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.notify import SmtpSettings
 from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
@@ -51,6 +52,7 @@ from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
+from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
@@ -214,6 +216,10 @@ class Server:
         self.job_plans = PlanStore(self.db, self.cipher)
         self.crons = CronStore(self.db)
         self.rules = RuleStore(self.db)
+        self.file_sources = FileSourceStore(self.db, self.cipher)
+        self.third_party = ThirdPartyFiles(
+            self.file_sources, self.blobs, outbound, settings.max_file_size
+        )
         self.plans = PlanLauncher(
             self.db,
             self.engine,
@@ -223,6 +229,7 @@ class Server:
             self.cipher,
             self.blobs,
             self.rules,
+            self.third_party,
         )
         self.audit = AuditLog(self.db)
         self.cron_scheduler = CronScheduler(
@@ -266,6 +273,8 @@ class Server:
             crons=self.crons,
             plans=self.plans,
             rules=self.rules,
+            file_sources=self.file_sources,
+            third_party=self.third_party,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
         )

@@ -27,6 +27,7 @@ from jobfleet.domain.targets import parse_target
 from jobfleet.domain.variables import Variable, apply_overrides, check_required, server_is_empty
 from jobfleet.engine import variables as runtime
 from jobfleet.engine.core import Engine
+from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.sql_submit import resolve_db_account, sql_step_values
 from jobfleet.engine.submit import Account, Scope, Submitter, host_rows
 from jobfleet.store.blobs import BlobStore
@@ -59,6 +60,7 @@ class PlanLauncher:
         cipher: Cipher,
         blobs: BlobStore,
         rules: RuleStore,
+        third_party: ThirdPartyFiles,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -68,6 +70,7 @@ class PlanLauncher:
         self.cipher = cipher
         self.blobs = blobs
         self.rules = rules
+        self.third_party = third_party
 
     async def plan_in_scope(self, plan_id: int, scope: Scope, code: int) -> Row[Any]:
         plan = await self.plans.plan(plan_id)
@@ -279,6 +282,12 @@ class PlanLauncher:
             files = [str(f) for f in src.get("file_list") or []]
             if int(src.get("file_type") or 1) == 2:
                 sources.extend(await self.blobs.uploaded_sources(files, ctx.scope.biz_ids))
+                file_count += len(files)
+                continue
+            if int(src.get("file_type") or 1) == 3:
+                where = f"step {name!r} source {i + 1}"
+                operator = str(common.get("operator") or "")
+                sources.extend(await self.third_party.fetch(ctx.scope, src, files, operator, where))
                 file_count += len(files)
                 continue
             account = await self._account(ctx, src.get("account"))
