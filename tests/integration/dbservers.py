@@ -57,11 +57,10 @@ def mariadb(password: str) -> Iterator[DbServer]:
             stdout=log, stderr=subprocess.STDOUT)
     try:
         admin = ["mysql", "--no-defaults", f"--socket={sock}", "-uroot"]
-        for _ in range(300):
-            if proc.poll() is not None:
+        deadline = time.monotonic() + 120
+        while subprocess.run([*admin, "-e", "SELECT 1"], capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((work / "server.log").read_text())
-            if subprocess.run([*admin, "-e", "SELECT 1"], capture_output=True).returncode == 0:
-                break
             time.sleep(0.1)
         _run([*admin], input=(
             f"CREATE DATABASE {DATABASE};\n"
