@@ -233,6 +233,12 @@ async def test_credentials_and_file_sources(tmp_path: Path, database_url: str,
         assert tpl["result"], tpl
         plan = await wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
                                {"name": "ship now"})
+        detail = await wire.v3("get_job_plan_detail", {"bk_biz_id": 2,
+                                                      "job_plan_id": plan["data"]["id"]},
+                               method="GET")
+        source = detail["data"]["step_list"][0]["file_info"]["file_source_list"][0]
+        assert source == {"file_list": ["app/app.conf"], "file_type": 3,
+                          "file_source_code": "artifacts"}, source
         started = await wire.v3("execute_job_plan", {"bk_biz_id": 2,
                                                      "job_plan_id": plan["data"]["id"]})
         assert started["result"], started

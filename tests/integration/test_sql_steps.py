@@ -189,6 +189,35 @@ async def test_sql_refusals(running: Running, mysql_server: DbServer) -> None:
         answer = await wire.v3("fast_execute_sql", {k: v for k, v in body.items()
                                                     if v is not None})
         assert answer["code"] == code, (body, answer)
+    # a stored SQL script runs by its id here, and nowhere else
+    made = await wire.v3("create_script", {"bk_biz_id": 2, "name": "ping", "script_language": 6,
+                                           "content": _b64("SELECT 'pong' AS ping;"),
+                                           "version": "1"})
+    assert made["result"], made
+    script_id = made["data"]["script_id"]
+    await wire.v3("publish_script_version", {"bk_biz_id": 2, "script_id": script_id,
+                                             "script_version_id": made["data"]["id"]})
+    by_id = await wire.v3("fast_execute_sql", {"bk_biz_id": 2, "db_account_id": account["id"],
+                                               "script_id": script_id, "target_server": target})
+    assert by_id["result"], by_id
+    done = await wire.wait(by_id["data"]["job_instance_id"])
+    assert done["job_instance"]["status"] == 3, done
+    logs = await wire.logs(by_id["data"]["job_instance_id"], by_id["data"]["step_instance_id"],
+                           IPS[:1])
+    assert logs == {IPS[0]: "ping\npong\n"}
+    as_shell = await wire.v3("fast_execute_script", {"bk_biz_id": 2, "script_id": script_id,
+                                                     "account_alias": "root",
+                                                     "target_server": target})
+    assert as_shell["code"] == 1241010, as_shell
+    shell = await wire.v3("create_script", {"bk_biz_id": 2, "name": "sh", "script_language": 1,
+                                            "content": _b64("echo"), "version": "1"})
+    await wire.v3("publish_script_version", {"bk_biz_id": 2,
+                                             "script_id": shell["data"]["script_id"],
+                                             "script_version_id": shell["data"]["id"]})
+    not_sql = await wire.v3("fast_execute_sql", {"bk_biz_id": 2, "db_account_id": account["id"],
+                                                 "script_id": shell["data"]["script_id"],
+                                                 "target_server": target})
+    assert not_sql["code"] == 1241010, not_sql
     oracle = await wire.v3("create_account", {
         "bk_biz_id": 2, "category": 2, "type": 10, "account": "scott", "db_password": "x",
         "db_system_account_id": root, "db_port": 1521})
@@ -221,5 +250,13 @@ async def test_sql_step_in_a_plan(running: Running, mysql_server: DbServer) -> N
 
     out = await asyncio.to_thread(launch)
     assert out["status"]["job_instance"]["status"] == 3, out
-    assert out["status"]["step_instance_list"][0]["type"] == 4
+    step = out["status"]["step_instance_list"][0]
+    assert step["type"] == 4
+    detail = await running.wire.v3("get_step_instance_detail", {
+        "bk_biz_id": 2, "job_instance_id": out["status"]["job_instance"]["job_instance_id"],
+        "step_instance_id": step["step_instance_id"]}, method="GET")
+    info = detail["data"]["script_info"]
+    assert info["script_language"] == 6
+    assert info["account"] == {"id": account["id"], "name": "sqlapp", "alias": "plan-db"}
+    assert PASSWORD not in json.dumps(detail)
     assert out["logs"] == {ip: "answer\n42\n" for ip in IPS}

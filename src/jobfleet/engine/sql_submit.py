@@ -26,6 +26,7 @@ def db_snapshot(row: Row[Any]) -> dict[str, Any]:
         )
     return {
         "db_account_id": row.id,
+        "alias": row.alias,
         "type": row.type,
         "host": row.db_host or "127.0.0.1",
         "port": row.db_port,
