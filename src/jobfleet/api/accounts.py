@@ -28,8 +28,7 @@ async def _record(call: Call, action: str, account_id: int) -> None:
         action,
         "account",
         account_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
+        scope=scope,
     )
 
 

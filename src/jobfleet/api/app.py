@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, FastAPI, WebSocket
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 
 from jobfleet import __version__
 from jobfleet.api import (
@@ -15,7 +10,7 @@ from jobfleet.api import (
     admin,
     agent_channel,
     cron,
-    envelope,
+    errors,
     execute,
     file_sources,
     files,
@@ -35,7 +30,6 @@ from jobfleet.api import (
 from jobfleet.api.edge import BodyLimit, RequestCap
 from jobfleet.api.openapi import DocumentedAPI
 from jobfleet.api.services import Services
-from jobfleet.domain.errors import ErrorCode, JobError
 
 
 def create_app(services: Services) -> FastAPI:
@@ -96,16 +90,5 @@ def create_app(services: Services) -> FastAPI:
     async def healthz() -> dict[str, object]:
         return {"status": "ok", "version": __version__}
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            message = f"Method {request.method} is not allowed on {request.url.path}"
-        elif exc.status_code == 404:
-            message = f"No API at {request.url.path}"
-        else:
-            message = str(exc.detail)
-        return envelope.error(
-            JobError(ErrorCode.BAD_REQUEST, message, http_status=exc.status_code), uuid.uuid4().hex
-        )
-
+    errors.install(app)
     return app

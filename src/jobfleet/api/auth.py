@@ -135,7 +135,10 @@ class Authenticator:
             username = ""
         if username and not app.may_name(username):
             raise app_refused(app, f"may not act for user {username!r}")
-        return Caller(app_code, await self._user(username), app)
+        caller = Caller(app_code, await self._user(username), app)
+        # whoever is refused later in this request is audited by name (api/errors.py)
+        request.state.caller = caller
+        return caller
 
     async def agent(self, agent_id: str, secret: str, source: str = "") -> int | None:
         """The host of an agent credential (cached briefly: agents make many requests)."""

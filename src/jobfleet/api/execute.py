@@ -101,8 +101,7 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         "fast_execute_script",
         "job_instance",
         job_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
+        scope=scope,
         detail={"hosts": len(hosts), "language": int(language), "account": account.alias, **stored},
     )
     return {"job_instance_id": job_id, "job_instance_name": job_name, "step_instance_id": step_id}
@@ -145,8 +144,7 @@ async def operate_job_instance(call: Call) -> dict[str, Any]:
         f"operate_job_instance:{code}",
         "job_instance",
         job.id,
-        scope_type=job.scope_type,
-        scope_id=job.scope_id,
+        scope=job,
     )
     return {"job_instance_id": job.id, "job_instance_name": None, "step_instance_id": None}
 

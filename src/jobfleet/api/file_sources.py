@@ -33,9 +33,7 @@ def _text(call: Call, name: str, limit: int) -> str | None:
 
 
 async def _record(call: Call, scope: Scope, action: str, kind: str, ident: Any) -> None:
-    await audit(
-        call, action, kind, ident, scope_type=scope.scope_type, scope_id=scope.scope_id
-    )
+    await audit(call, action, kind, ident, scope=scope)
 
 
 def _with_scope(view: dict[str, Any], scope: Scope) -> dict[str, Any]:

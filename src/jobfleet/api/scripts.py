@@ -84,8 +84,7 @@ async def _record(call: Call, owner: Owner, action: str, view: dict[str, Any]) -
         action,
         "script" if scope else "public_script",
         view.get("script_id") or view["id"],
-        scope_type=scope.scope_type if scope else None,
-        scope_id=scope.scope_id if scope else None,
+        scope=scope,
         detail={
             k: view[k] for k in ("name", "script_version_id", "version", "status") if k in view
         },

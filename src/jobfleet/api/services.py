@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.websockets import WebSocket
 
 from jobfleet.api.auth import Authenticator
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
-from jobfleet.engine.core import Engine
 from jobfleet.engine.file_sources import ThirdPartyFiles
+from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Submitter
-from jobfleet.gateway.endpoint import Gateway
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
@@ -29,6 +31,12 @@ from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 
 
+class AgentSockets(Protocol):
+    """What the API needs of the agent gateway: it serves the agents' WebSocket."""
+
+    async def serve(self, ws: WebSocket) -> None: ...
+
+
 @dataclass
 class Limits:
     max_file_size: int = 5 * 1024**3
@@ -44,9 +52,9 @@ class Services:
     identity: IdentityStore
     inventory: Inventory
     jobs: JobStore
-    engine: Engine
+    engine: Jobs
     submitter: Submitter
-    gateway: Gateway
+    gateway: AgentSockets
     auth: Authenticator
     audit: AuditLog
     accounts: AccountStore

@@ -68,8 +68,7 @@ async def fast_execute_sql(call: Call) -> dict[str, Any]:
         "fast_execute_sql",
         "job_instance",
         job_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
+        scope=scope,
         detail={"hosts": len(hosts), "db_account_id": db_account_id, **stored},
     )
     return {"job_instance_id": job_id, "job_instance_name": job_name, "step_instance_id": step_id}

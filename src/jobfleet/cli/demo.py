@@ -20,8 +20,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from jobfleet.domain.status import HOST_STATUS_DESC
-from jobfleet.sdk import AsyncJobClient
+from jobfleet.sdk import HOST_STATUS_DESC, AsyncJobClient
 from jobfleet.server import DEFAULT_BIZ, Server, ServerSettings, read_bootstrap
 
 DEMO_SCRIPT = """\

@@ -26,8 +26,8 @@ from jobfleet.domain.status import (
 from jobfleet.domain.targets import parse_target
 from jobfleet.domain.variables import Variable, apply_overrides, check_required, server_is_empty
 from jobfleet.engine import variables as runtime
-from jobfleet.engine.core import Engine
 from jobfleet.engine.file_sources import ThirdPartyFiles
+from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.sql_submit import resolve_db_account, sql_step_values
 from jobfleet.engine.submit import Account, Scope, Submitter, host_rows
 from jobfleet.store.blobs import BlobStore
@@ -53,7 +53,7 @@ class PlanLauncher:
     def __init__(
         self,
         db: Database,
-        engine: Engine,
+        engine: Jobs,
         submitter: Submitter,
         scripts: ScriptStore,
         plans: PlanStore,
@@ -95,7 +95,7 @@ class PlanLauncher:
         """Create (and unless ``conn`` is given, start) a job from a plan.
 
         With ``conn`` the job's rows join that transaction and the caller calls
-        ``Engine.resume_job`` once it has committed.
+        ``Jobs.resume_job`` once it has committed.
         """
         plan = await self.plan_in_scope(plan_id, scope, ErrorCode.JOB_PLAN_NOT_EXIST_EXECUTE)
         # bk-job's API path ignores values for variables the plan no longer has and

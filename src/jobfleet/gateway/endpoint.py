@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jobfleet import __version__
 from jobfleet.domain import protocol
+from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.host_filters import clean_labels
 from jobfleet.domain.protocol import clean_text
 from jobfleet.domain.throttle import Throttle
@@ -51,13 +52,6 @@ class AgentEvents(Protocol):
     def agent_offline(self, conn: AgentConnection) -> None: ...
 
     def agent_message(self, conn: AgentConnection, message: dict[str, Any]) -> None: ...
-
-
-def parse_credential(header: str | None) -> tuple[str, str] | None:
-    if not header or not header.startswith("Agent "):
-        return None
-    agent_id, _, secret = header[6:].strip().partition(":")
-    return (agent_id, secret) if agent_id and secret else None
 
 
 def _ipv6(value: Any) -> str | None:
@@ -135,6 +129,7 @@ class Gateway:
         heartbeat: float = 10.0,
         refusals: Refusals | None = None,
         failures: Throttle | None = None,
+        events: AgentEvents | None = None,
     ) -> None:
         self.identity = identity
         self.registry = registry
@@ -146,7 +141,7 @@ class Gateway:
         # agents that proved themselves here before: an address over its failure budget
         # (a NAT shared with an attacker) does not lock them out
         self._proven: set[str] = set()
-        self.events: AgentEvents | None = None
+        self.events = events
         self._checks = asyncio.Semaphore(8)
         self._facts = _HostFacts(Inventory(presence.db))
         self._revocations: asyncio.Task[None] | None = None

@@ -50,9 +50,12 @@ class AgentConnection:
             if first is None:
                 return
             batch = [first]
+            last = False
             while not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
+                    # closing: what came before still goes out, then the writer ends
+                    last = True
                     break
                 batch.append(item)
             try:
@@ -60,6 +63,8 @@ class AgentConnection:
             except Exception as exc:  # the reader side sees the close and cleans up
                 log.info("agent_send_failed agent=%s error=%s", self.agent_id, exc)
                 self.closed = True
+                return
+            if last:
                 return
 
     async def hang_up(self) -> None:

@@ -17,7 +17,7 @@ from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
 from jobfleet.sdk._topology import TopologyApi
-from jobfleet.sdk._transport import Method, transport_error
+from jobfleet.sdk._transport import transport_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -36,10 +36,10 @@ def _blocking(flow: FlowOf[P, T]) -> Operation[P, T]:
 class JobClient(
     ClientBase[httpx.BaseTransport],
     BkApi[dict[str, Any]],
-    AdminApi[dict[str, Any], list[dict[str, Any]]],
-    TemplateApi[dict[str, Any], str],
-    NotifyApi[dict[str, Any], list[dict[str, Any]]],
-    TopologyApi[dict[str, Any], list[dict[str, Any]]],
+    AdminApi[dict[str, Any], list[dict[str, Any]], str],
+    TemplateApi[dict[str, Any], list[dict[str, Any]], str],
+    NotifyApi[dict[str, Any], list[dict[str, Any]], str],
+    TopologyApi[dict[str, Any], list[dict[str, Any]], str],
 ):
     """A bk-job v3 client for jobfleet (or any bk-job API gateway).
 
@@ -70,23 +70,6 @@ class JobClient(
     upload_file = _blocking(Flows.upload_file)
     download_file = _blocking(Flows.download_file)
     transfer_and_wait = _blocking(Flows.transfer_and_wait)
-
-    def _bk(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
-        return self._run(self._flows._bk(name, params))
-
-    def _admin_dict(
-        self, method: Method, path: str, body: Any = None, params: Any = None
-    ) -> dict[str, Any]:
-        return self._run(self._flows.admin_dict(method, path, body, params))
-
-    def _admin_list(self, path: str, params: Any = None) -> list[dict[str, Any]]:
-        return self._run(self._flows.admin_list(path, params))
-
-    def _admin_text(self, path: str, params: dict[str, Any]) -> str:
-        return self._run(self._flows.admin_text(path, params))
-
-    def _admin_send_text(self, path: str, text: str, params: dict[str, Any]) -> dict[str, Any]:
-        return self._run(self._flows.admin_send_text(path, text, params))
 
     # --- walking a flow: do each step it yields and hand it the answer ----------------
 
