@@ -42,6 +42,7 @@ from jobfleet.engine.cron import CronScheduler
 from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.dispatch import AgentEvents as EngineEvents
 from jobfleet.engine.dispatch import Dispatcher
+from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.files import FileSteps
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.leases import LeaseKeeper
@@ -70,6 +71,7 @@ from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
+from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
@@ -320,6 +322,10 @@ class Server:
         self.job_plans = PlanStore(self.db, self.cipher)
         self.crons = CronStore(self.db)
         self.rules = RuleStore(self.db)
+        self.file_sources = FileSourceStore(self.db, self.cipher)
+        self.third_party = ThirdPartyFiles(
+            self.file_sources, self.blobs, outbound, settings.max_file_size
+        )
         self.plans = PlanLauncher(
             self.db,
             self.engine,
@@ -329,6 +335,7 @@ class Server:
             self.cipher,
             self.blobs,
             self.rules,
+            self.third_party,
         )
         self.audit = AuditLog(self.db)
         self.cron_scheduler = CronScheduler(
@@ -372,6 +379,8 @@ class Server:
             crons=self.crons,
             plans=self.plans,
             rules=self.rules,
+            file_sources=self.file_sources,
+            third_party=self.third_party,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
         )

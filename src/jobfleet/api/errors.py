@@ -53,7 +53,7 @@ async def answer(request: Request, exc: Exception) -> Response:
     if not getattr(request.state, "refusal_audited", False):
         services: Services = request.app.state.services
         await refusal(services.audit, request, exc, getattr(request.state, "caller", None))
-    return envelope.error(exc, request_id(request))
+    return envelope.error(exc, request_id(request), envelope.request_language(request))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -51,6 +51,8 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
             bk_biz_ids={scope.bk_biz_id}, script_id=script_id, script_version_id=version_id
         )
         script, language = found.content, ScriptLanguage(found.language)
+        if language == ScriptLanguage.SQL:
+            raise JobError.invalid("script_id", "an SQL script runs through fast_execute_sql")
         stored = {"script_id": found.script_id, "script_version_id": found.version_id}
     else:
         content = get_str(p, "script_content")

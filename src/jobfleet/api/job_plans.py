@@ -105,6 +105,9 @@ def _file_info(info: dict[str, Any], accounts: dict[int, Row[Any]]) -> dict[str,
             item["account"] = _account(src["account"], accounts)
         if "server" in src:
             item["server"] = src["server"]
+        for key in ("file_source_id", "file_source_code"):
+            if key in src:
+                item[key] = src[key]
         sources.append(item)
     dest = info.get("file_destination") or {}
     return {

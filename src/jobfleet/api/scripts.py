@@ -222,7 +222,7 @@ async def create_script(call: Call, public: bool) -> dict[str, Any]:
     p = call.params
     name = _name(p, required=True)
     assert name is not None
-    language = check_language(get_int(p, "script_language"))
+    language = check_language(get_int(p, "script_language"), sql=True)
     content = _content(p)
     view = await call.services.scripts.create_script(
         owner.bk_biz_id,

@@ -10,6 +10,7 @@ from starlette.websockets import WebSocket
 from jobfleet.api.auth import Authenticator
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
+from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Submitter
@@ -18,6 +19,7 @@ from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database
+from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
@@ -66,6 +68,8 @@ class Services:
     crons: CronStore
     plans: PlanLauncher
     rules: RuleStore
+    file_sources: FileSourceStore
+    third_party: ThirdPartyFiles
     # enrollment attempts per source address (default: no limit)
     enroll_throttle: Throttle = field(default_factory=lambda: Throttle("enrollments", 0, 1))
     # how agents reach this server (the plain-text default is for hand-built services)

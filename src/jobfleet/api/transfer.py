@@ -136,9 +136,17 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
                 )
             )
             file_count += len(files)
+        elif file_type == 3:
+            names = [str(f) for f in files]
+            sources.extend(
+                await call.services.third_party.fetch(
+                    scope, raw, names, call.caller.username, "file_source_list"
+                )
+            )
+            file_count += len(files)
         else:
-            raise JobError(
-                ErrorCode.NOT_SUPPORTED, "Third-party file sources (file_type 3) are not supported"
+            raise JobError.invalid(
+                "file_source_list.file_type", "1 (server) or 3 (third-party source)"
             )
     account, targets = await _targets(call, scope)
     if file_count * len(targets) > MAX_FILE_TASKS:

@@ -42,14 +42,28 @@ class DatabaseDown(Exception):
     """The database refused even a trivial query: retry the batch, drop nothing."""
 
 
+# statuses bk-job sets without a GSE answer: the host's error_code keeps its initial 0
+_NO_GSE_ANSWER = frozenset(
+    {
+        HostStatus.WAITING,
+        HostStatus.AGENT_ERROR,
+        HostStatus.HOST_NOT_EXIST,
+        HostStatus.AGENT_NOT_INSTALLED,
+        HostStatus.GSE_AGENT_ERROR,
+    }
+)
+
+
 def gse_error_code(status: int) -> int:
-    if status in (
+    """The GSE error code bk-job reports beside a host status: 115 only once the task
+    runs on the host (a waiting host, or one whose agent never took it, shows 0)."""
+    if status in _NO_GSE_ANSWER or status in (
         HostStatus.SUCCESS,
         HostStatus.SCRIPT_NOT_ZERO_EXIT_CODE,
         HostStatus.LAST_SUCCESS,
     ):
         return int(GseErrorCode.DONE)
-    if status in (HostStatus.WAITING, HostStatus.RUNNING):
+    if status == HostStatus.RUNNING:
         return int(GseErrorCode.RUNNING)
     if status == HostStatus.GSE_TASK_TERMINATE_SUCCESS:
         return int(GseErrorCode.TERMINATED)

@@ -15,7 +15,7 @@ from jobfleet.domain import protocol
 from jobfleet.domain.scripts import split_params
 from jobfleet.domain.states import STEP_PASSED, job_status_from_steps
 from jobfleet.domain.status import RunStatus, StepType
-from jobfleet.engine import notify, variables
+from jobfleet.engine import notify, sql, variables
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.settings import EngineSettings
@@ -134,6 +134,9 @@ class JobRunner:
                 after = variables.collect(state, rows)
                 await self.store.update_step(step.id, variables=variables.seal(after, self.cipher))
             return status
+        if step.type == StepType.SQL:
+            template = sql.sql_message(self._template(step), step, self.cipher)
+            return await self.tasks.run(job, step, stop, recovering, template)
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
                 config = variables.render_file_config(step.config or {}, state.values())

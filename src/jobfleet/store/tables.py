@@ -159,7 +159,48 @@ accounts = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
+    # database accounts (category 2): where the database is, seen from the target host,
+    # and the system account its client runs as
+    Column("db_host", String(255), nullable=True),
+    Column("db_port", Integer, nullable=True),
+    Column("db_name", String(255), nullable=True),
+    Column("db_system_account_id", BigInteger, nullable=True),
     UniqueConstraint("bk_biz_id", "alias"),
+)
+
+# third-party file source credentials; ``secret`` is the encrypted JSON of its values
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("description", String(1024), nullable=False, default=""),
+    Column("secret", Text, nullable=False),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+)
+
+file_sources = Table(
+    "file_sources",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False),
+    Column("code", String(128), nullable=False),
+    Column("alias", String(255), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("access_params", JSON, nullable=False),
+    Column("credential_id", String(32), nullable=False),
+    Column("file_prefix", String(255), nullable=False, default=""),
+    Column("enable", Boolean, nullable=False, default=True),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+    UniqueConstraint("bk_biz_id", "code"),
 )
 
 job_instances = Table(
