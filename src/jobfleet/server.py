@@ -289,7 +289,12 @@ class Server:
         )
         self.file_logs = FileLogStore(self.db)
         self.bus: Bus = (
-            RedisBus(settings.redis_url, self.node_id)
+            RedisBus(
+                settings.redis_url,
+                self.node_id,
+                seal=self.cipher.seal_bytes,
+                unseal=self.cipher.open_bytes,
+            )
             if settings.redis_url
             else LocalBus(self.node_id)
         )
