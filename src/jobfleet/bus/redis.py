@@ -17,8 +17,8 @@
 
 Messages to nodes carry scripts, sensitive parameters and database passwords:
 every stream entry is sealed with the cluster's shared key (``seal``/``unseal``), so
-Redis never holds them in clear text. Presence and live events carry ids and
-statuses only.
+Redis never holds them in clear text. Live events (output a viewer watches) are sealed
+too; presence carries host ids and node ids only.
 
 If Redis goes away, messages wait in memory and are sent once it is back; when
 it comes back as a new instance (a restart without persistence), this node
@@ -417,7 +417,7 @@ class RedisBus:
     # live views -------------------------------------------------------------
     async def publish(self, topic: str, event: dict[str, Any]) -> None:
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.publish(self._k("live", topic), orjson.dumps(event))
+            await self.redis.publish(self._k("live", topic), self._seal(orjson.dumps(event)))
 
     async def subscribe(self, topic: str) -> AsyncIterator[dict[str, Any]]:
         pubsub = self.redis.pubsub()
@@ -426,8 +426,8 @@ class RedisBus:
             while True:
                 item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if item is not None:
-                    with contextlib.suppress(orjson.JSONDecodeError):
-                        yield orjson.loads(item["data"])
+                    with contextlib.suppress(orjson.JSONDecodeError, ValueError):
+                        yield orjson.loads(self._unseal(item["data"]))
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
