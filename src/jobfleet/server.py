@@ -26,6 +26,7 @@ from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
+from jobfleet.bus.live import InProcessBus
 from jobfleet.domain.addresses import parse_networks
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -55,11 +56,12 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
 from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
-from jobfleet.store.secrets import Cipher
+from jobfleet.store.secrets import Cipher, new_secret
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 
@@ -131,9 +133,11 @@ async def bootstrap(
     url: str,
     channel: AgentChannel,
     token_ttl: float = 24 * 3600.0,
+    people: PeopleStore | None = None,
 ) -> None:
-    """On the first start: the default business, the admin app and user, an enrollment
-    token that expires after ``token_ttl`` seconds."""
+    """On the first start: the default business, the admin app and user (with a console
+    password when ``people`` is given), an enrollment token that expires after
+    ``token_ttl`` seconds."""
     path = data_dir / "bootstrap.json"
     if DEFAULT_BIZ not in await identity.business_ids():
         try:
@@ -154,11 +158,16 @@ async def bootstrap(
         )
         return
     await identity.ensure_user(ADMIN_USER, is_admin=True)
+    password = new_secret(12)
+    if people is not None:
+        await people.set_password(ADMIN_USER, password)
     token = await identity.create_enroll_token(note="bootstrap", ttl_seconds=token_ttl)
     content = {
         "bk_app_code": ADMIN_APP,
         "bk_app_secret": secret,
         "admin_user": ADMIN_USER,
+        # the console login (change it with `jobfleet admin user passwd admin`)
+        **({"admin_password": password} if people is not None else {}),
         "enroll_token": channel.token(token),
         "enroll_token_expires_at": int(time.time() + token_ttl),
         "url": url,
@@ -180,12 +189,20 @@ class Server:
         self.identity = IdentityStore(self.db)
         self.inventory = Inventory(self.db)
         self.jobs = JobStore(self.db)
+        self.people = PeopleStore(self.db)
+        # live views: wake-ups of job pages and streams (in-process; Redis when scaled out)
+        self.live = InProcessBus()
         self.registry = Registry()
         self.presence = Presence(self.db, self.node_id)
         engine_settings = EngineSettings(node_id=self.node_id, **settings.engine)
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
         self.engine = Engine(
-            self.jobs, self.registry, self.cipher, engine_settings, refusals=self.refusals
+            self.jobs,
+            self.registry,
+            self.cipher,
+            engine_settings,
+            refusals=self.refusals,
+            events=self.live,
         )
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
         self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
@@ -249,7 +266,10 @@ class Server:
             auth=Authenticator(
                 self.identity,
                 failures=self.auth_failures,
+                people=self.people,
             ),
+            people=self.people,
+            live=self.live,
             audit=self.audit,
             accounts=AccountStore(self.db, self.cipher),
             blobs=self.blobs,
@@ -297,6 +317,7 @@ class Server:
             self.settings.url,
             channel,
             self.settings.bootstrap_token_ttl,
+            self.people,
         )
         await self.inventory.reset_node(self.node_id)
         self.presence.start()

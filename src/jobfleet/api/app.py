@@ -20,7 +20,9 @@ from jobfleet.api import (
     files,
     gse,
     legacy,
+    live,
     notify,
+    people,
     plans,
     query,
     rules,
@@ -62,6 +64,8 @@ def create_app(services: Services) -> FastAPI:
         rules,
         notify,
         topology,
+        people,
+        live,
     ):
         module.register(router)
     app.include_router(router)

@@ -9,6 +9,7 @@ from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.core import Engine
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.ports import LiveEvents, NoLiveEvents
 from jobfleet.engine.submit import Submitter
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.store.accounts import AccountStore
@@ -20,6 +21,7 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
@@ -62,3 +64,7 @@ class Services:
     enroll_throttle: Throttle = field(default_factory=lambda: Throttle("enrollments", 0, 1))
     # how agents reach this server (the plain-text default is for hand-built services)
     agent_channel: AgentChannel = field(default_factory=lambda: AgentChannel(None, None))
+    # console passwords, sessions and personal tokens (none: people cannot log in)
+    people: PeopleStore | None = None
+    # wake-ups of live views (a job's event stream, the console's pages)
+    live: LiveEvents = field(default_factory=NoLiveEvents)

@@ -32,7 +32,13 @@ from jobfleet.domain.states import (
 )
 from jobfleet.domain.status import HostStatus, RunStatus, StepType
 from jobfleet.engine import notify, quotas, variables
-from jobfleet.engine.ports import AgentDirectory, AgentLink, MessageRefusals
+from jobfleet.engine.ports import (
+    AgentDirectory,
+    AgentLink,
+    LiveEvents,
+    MessageRefusals,
+    NoLiveEvents,
+)
 from jobfleet.engine.results import DatabaseDown, Results, TaskKey, gse_error_code
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.tracking import SENT, WAITING, StepRun
@@ -71,8 +77,10 @@ class Engine:
         cipher: Cipher,
         settings: EngineSettings,
         refusals: MessageRefusals | None = None,
+        events: LiveEvents | None = None,
     ) -> None:
         self.store = store
+        self._events: LiveEvents = events or NoLiveEvents()
         self.agents = agents
         self.cipher = cipher
         self.settings = settings
@@ -90,7 +98,9 @@ class Engine:
         # called with (job row, step row) when a confirmation step starts waiting
         self.on_confirm_waiting: list[Any] = []
         self.step_events: dict[int, asyncio.Event] = {}
-        self.results = Results(store, settings.max_output_bytes, refusals, self._is_live)
+        self.results = Results(
+            store, settings.max_output_bytes, refusals, self._is_live, self._events
+        )
 
     # lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -216,6 +226,7 @@ class Engine:
             await self._finish(job_id, RunStatus.TERMINATED, job.callback_url)
             return
         await self.store.update_job(job_id, status=int(RunStatus.STOPPING))
+        self._events.publish(f"job:{job_id}", {"type": "job", "status": int(RunStatus.STOPPING)})
         self.stop_requests.setdefault(job_id, asyncio.Event()).set()
 
     def _launch(self, job_id: int, recovering: bool) -> None:
@@ -320,6 +331,7 @@ class Engine:
                 start_time=step.start_time or now_ms(),
             )
             await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+            self._events.publish(f"job:{job.id}", {"type": "step", "step_instance_id": step.id})
             waiting = await self.store.step(step.id)
             for listener in self.on_confirm_waiting:
                 listener(job, waiting)
@@ -352,6 +364,9 @@ class Engine:
                 if current is not None and current.status != RunStatus.WAITING_USER:
                     if current.status in STEP_PASSED or current.status == RunStatus.RUNNING:
                         await self.store.update_job(job.id, status=int(RunStatus.RUNNING))
+                    self._events.publish(
+                        f"job:{job.id}", {"type": "step", "step_instance_id": step.id}
+                    )
                     return current
                 await self._stop_requested(job.id, stop)
                 if current is None or stop.is_set():
@@ -373,6 +388,9 @@ class Engine:
         started: int = step.start_time or now_ms()
         if step.status != RunStatus.RUNNING:
             await self.store.update_step(step.id, status=int(RunStatus.RUNNING), start_time=started)
+            self._events.publish(
+                f"job:{step.job_instance_id}", {"type": "step", "step_instance_id": step.id}
+            )
         return started
 
     async def end_step(self, step: Row[Any], started: int, stopped: bool) -> RunStatus:
@@ -384,6 +402,9 @@ class Engine:
         end = now_ms()
         await self.store.update_step(
             step.id, status=int(status), end_time=end, total_time=end - started
+        )
+        self._events.publish(
+            f"job:{step.job_instance_id}", {"type": "step", "step_instance_id": step.id}
         )
         return status
 
@@ -533,6 +554,7 @@ class Engine:
         """Park between batches (mode 3) until ``operate_step_instance`` 13; False if stopped."""
         await self.store.update_step(step.id, status=int(RunStatus.WAITING_USER))
         await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+        self._events.publish(f"job:{job.id}", {"type": "step", "step_instance_id": step.id})
         return await self._await_decision(job, step, stop) is not None
 
     async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
@@ -931,6 +953,7 @@ class Engine:
         )
         await self.store.finish_job(job_id, int(status), callback, notices, end)
         log.info("job_finished job=%s status=%d", job_id, status)
+        self._events.publish(f"job:{job_id}", {"type": "job", "status": int(status)})
         for listener in self.on_job_finished:
             listener(job_id, status)
 
