@@ -64,6 +64,7 @@ from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher, new_secret
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
+from jobfleet.web import console_router
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class Server:
             body_timeout=settings.body_timeout,
             max_pending=settings.max_pending_connections,
         )
-        self.app: FastAPI = create_app(self.services)
+        self.app: FastAPI = create_app(self.services, console_router(self.services))
         self.app.router.lifespan_context = self._lifespan
         self._agent_server: _SecondListener | None = None
         self._agent_serving: asyncio.Task[None] | None = None

@@ -15,6 +15,7 @@ from jobfleet.api import (
     admin,
     agent_channel,
     cron,
+    docs,
     envelope,
     execute,
     files,
@@ -38,8 +39,11 @@ from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
+    """The API, and the web console's routes when ``console`` is given."""
     app = DocumentedAPI(
+        docs_url=None,
+        redoc_url=None,
         title="jobfleet",
         version=__version__,
         description="Remote job execution, wire-compatible with bk-job v3",
@@ -69,6 +73,9 @@ def create_app(services: Services) -> FastAPI:
     ):
         module.register(router)
     app.include_router(router)
+    docs.register(app)
+    if console is not None:
+        app.include_router(console)
     limits = services.limits
     app.add_middleware(
         BodyLimit,
