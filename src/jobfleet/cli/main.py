@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from jobfleet.cli import _render, audit, cron, daemons, files, notify, templates, topo
+from jobfleet import __version__
+from jobfleet.cli import _render, audit, cron, daemons, files, jobs, notify, templates, topo
 from jobfleet.cli._context import (
     AccountOption,
     BizOption,
@@ -46,6 +47,7 @@ audit.register(app)
 notify.register(app)
 topo.register(app)
 daemons.register(app)
+jobs.register(app)
 
 # setting → (callback parameter, flag, environment variable)
 _GLOBAL_OPTIONS = {
@@ -55,6 +57,12 @@ _GLOBAL_OPTIONS = {
     "username": ("user", "--user", "JOBFLEET_USERNAME"),
     "biz": ("biz", "--biz", "JOBFLEET_BIZ"),
 }
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"jobfleet {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -102,6 +110,15 @@ def root(
             dir_okay=False,
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
 ) -> None:
     """Global options; each falls back to its environment variable, then the bootstrap
     file, then the config file, then the default."""

@@ -57,8 +57,10 @@ def _duration(start: Any, end: Any) -> str:
 
 _env.filters["ms"] = _ms
 _env.globals["duration"] = _duration
-_env.globals["run_status"] = lambda v: RunStatus(int(v)).name if v in RunStatus else str(v)
-_env.globals["host_status"] = lambda v: HostStatus(int(v)).name if v in HostStatus else str(v)
+_RUN = {int(s): s.name for s in RunStatus}
+_HOST = {int(s): s.name for s in HostStatus}
+_env.globals["run_status"] = lambda v: _RUN.get(int(v), str(v))
+_env.globals["host_status"] = lambda v: _HOST.get(int(v), str(v))
 
 
 class Page:
