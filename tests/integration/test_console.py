@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.integration.harness import Running, b64, eventually
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

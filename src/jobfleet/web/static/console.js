@@ -52,7 +52,7 @@ var jf = (function () {
         body.task_name = f.task_name.value; body.file_target_path = f.file_target_path.value;
         body.account_alias = f.account_alias.value;
         if (f.download_speed_limit.value) body.download_speed_limit = +f.download_speed_limit.value;
-        body.file_source_list = [{file_list: [up.data.file_id || up.data.id], file_type: 3}];
+        body.file_source_list = [{file_list: [up.data.path], file_type: 2}];
         body.target_server = {ip_list: ipList(f.ips.value)};
         api('fast_transfer_file', body).then(function (a) { done(form, a); });
       });
