@@ -471,7 +471,9 @@ def console_router(services: Services) -> APIRouter:
             plan = await services.job_plans.get_plan({biz} if biz else set(), int(plan_id))
         except (JobError, ValueError):
             return await current.render("missing.html", what=plan_id)
-        return await current.render("plan.html", plan=plan)
+        variables = [v.public() for v in services.job_plans.variables(plan)]
+        steps = [s for s in plan.steps if s.get("enabled", True)]
+        return await current.render("plan.html", plan=plan, variables=variables, steps=steps)
 
     @router.get("/hosts")
     async def hosts(request: Request) -> Response:
