@@ -98,6 +98,7 @@ class Page:
             biz=await self.biz(),
             version=__version__,
             path=self.request.url.path,
+            run_names={k: words.get(v, v) for k, v in _RUN.items()},
             **values,
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -87,7 +87,7 @@ var jf = (function () {
       fetch('/console/jobs/' + d.job + '/steps/' + d.step + '/ips?status=' + status, {credentials: 'same-origin'})
         .then(function (r) { return r.text(); }).then(self.copyText);
     },
-    logText: '', logSource: null, term: '',
+    runNames: {}, logText: '', logSource: null, term: '',
     render: function () {
       var pre = document.getElementById('log'), term = self.term;
       if (!term) { pre.textContent = self.logText; }
@@ -127,10 +127,10 @@ var jf = (function () {
       src.addEventListener('status', function (e) {
         var ev = JSON.parse(e.data), st = document.getElementById('job-status');
         st.className = 'st st' + ev.status; st.dataset.status = ev.status;
-        st.textContent = ev.status;
+        st.textContent = self.runNames[ev.status] || ev.status;
         ev.steps.forEach(function (s) {
           var cell = document.getElementById('step-status-' + s.step_instance_id);
-          if (cell) { cell.className = 'st st' + s.status; cell.textContent = s.status; }
+          if (cell) { cell.className = 'st st' + s.status; cell.textContent = self.runNames[s.status] || s.status; }
           if (s.step_instance_id !== +d.step) return;
           s.groups.forEach(function (g) {
             var b = document.querySelector('.count[data-status="' + g.status + '"]');
