@@ -247,5 +247,7 @@ def register(router: APIRouter) -> None:
         job_events,
         methods=["GET"],
         name="job_events",
-        summary="A job's live events (Server-Sent Events)",
+        # a stream, not an envelope: described in docs/rest-api.md, kept out of the
+        # OpenAPI document (whose every operation answers one envelope)
+        include_in_schema=False,
     )
