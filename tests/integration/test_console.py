@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from tests.integration.harness import Running, eventually, run_server
+from sqlalchemy import insert
+from tests.integration.harness import Running
 from tests.integration.test_plans import hosts, make_plan, script
+
+from jobfleet.store.tables import hosts as hosts_table
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -211,49 +215,46 @@ async def test_distribute_an_uploaded_file(running: Running, browser: Any,
     assert (target / "payload.txt").read_text() == "payload from the console\n"
 
 
-@pytest.mark.slow
-async def test_ten_thousand_host_job_page(tmp_path: Path, database_url: str,
-                                          browser: Any) -> None:
-    """A job of 10,000 hosts (an instant swarm): its page shows counts and the first page
-    of hosts within a second."""
-    from jobfleet.agent.swarm import swarm_ip
-
+async def test_ten_thousand_host_job_page(running: Running, browser: Any) -> None:
+    """A job of 10,000 hosts: its page shows the counts and the first page of hosts
+    within a second. The hosts are inventory rows without agents, so each finishes at
+    once (agent abnormal): what the page costs depends on the job's rows, not on how
+    the hosts ran, and a 10,000-agent swarm does not come up in a test's time on a
+    shared two-core machine."""
     count = 10_000
-    # a whole swarm enrolls from one address
-    async with run_server(tmp_path, database_url, server={"enroll_rate": 0.0}) as running:
-        token = tmp_path / "token"
-        token.write_text(running.boot["enroll_token"])
-        with open(tmp_path / "swarm.log", "wb") as log:
-            swarm = subprocess.Popen(
-                [sys.executable, "-m", "jobfleet.agent.swarm", "--server", running.url,
-                 "--enroll-token-file", str(token), "--count", str(count),
-                 "--executor", "instant", "--work-dir", str(tmp_path / "swarm")],
-                stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            async def alive() -> bool:
-                if swarm.poll() is not None:
-                    raise AssertionError((tmp_path / "swarm.log").read_text()[-2000:])
-                hosts = await running.server.inventory.list(alive=True)
-                return len(hosts) >= count
-            await eventually(alive, timeout=600, interval=2.0)
-            ips = [swarm_ip(i) for i in range(count)]
-            job = (await running.wire.run_script("echo hi", ips))["job_instance_id"]
-            await running.wire.wait(job, timeout=300)
-            page = await login(browser, running)
-            timings = []
-            for _ in range(3):
-                started = time.perf_counter()
-                await page.goto(f"{running.url}/api_execute/{job}",
-                                wait_until="domcontentloaded")
-                await page.wait_for_selector("#hosts tr.host")
-                timings.append(time.perf_counter() - started)
-            print(f"10000-host job page: {', '.join(f'{t:.3f}' for t in timings)} s")
-            assert min(timings) < 1.0, timings
-            assert await page.locator("#hosts tr.host").count() == 100
-            counts = await page.locator("#groups .count").all_inner_texts()
-            assert sum(int(c) for c in counts) == count
-            # the output groups come after, on their own request
-            await page.wait_for_selector(".ogroup", timeout=30000)
-        finally:
-            swarm.terminate()
-            swarm.wait(60)
+    ips = [str(ipaddress.IPv4Address("10.100.0.1") + i) for i in range(count)]
+    now = int(time.time() * 1000)
+    async with running.server.db.begin() as conn:
+        await conn.execute(insert(hosts_table), [
+            {"bk_biz_id": 2, "bk_cloud_id": 0, "ip": ip, "labels": {}, "alive": 0,
+             "create_time": now} for ip in ips])
+    job = (await running.wire.run_script("echo hi", ips))["job_instance_id"]
+    await running.wire.wait(job, timeout=300)
+    page = await login(browser, running)
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        await page.goto(f"{running.url}/api_execute/{job}", wait_until="domcontentloaded")
+        await page.wait_for_selector("#hosts tr.host")
+        timings.append(time.perf_counter() - started)
+        # what the page asks for after it shows (output groups) is done before the next
+        await page.wait_for_selector(".ogroup", timeout=30000)
+    print(f"10000-host job page: {', '.join(f'{t:.3f}' for t in timings)} s")
+    cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+    async with httpx.AsyncClient(base_url=running.url, cookies=cookies,
+                                 trust_env=False) as http:
+        server = []
+        for _ in range(3):
+            started = time.perf_counter()
+            assert (await http.get(f"/api_execute/{job}")).status_code == 200
+            server.append(time.perf_counter() - started)
+    print(f"10000-host job page, server side: {', '.join(f'{t:.3f}' for t in server)} s")
+    assert min(server) < 0.5, server
+    assert min(timings) < 1.0, timings
+    assert await page.locator("#hosts tr.host").count() == 100
+    counts = await page.locator("#groups .count").all_inner_texts()
+    assert sum(int(c) for c in counts) == count
+    # the next page of hosts, and the output groups on their own request
+    await page.click("#next-page")
+    await page.wait_for_selector("#hosts tr.host")
+    await page.wait_for_selector(".ogroup", timeout=30000)

@@ -5,6 +5,7 @@ authorized and audited exactly as an API call."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from importlib import resources
 from typing import Any
@@ -252,7 +253,6 @@ def console_router(services: Services) -> APIRouter:
         biz = await current.biz()
         running: list[Any] = []
         failed: list[Any] = []
-        alive: dict[int, tuple[int, int]] = {}
         if biz is not None:
             now = int(time.time() * 1000)
             _, running = await services.jobs.list_jobs(
@@ -273,10 +273,9 @@ def console_router(services: Services) -> APIRouter:
                 offset=0,
                 limit=20,
             )
-        for b in await current.businesses():
-            hosts = await services.inventory.list(bk_biz_id=int(b["bk_biz_id"]))
-            up = sum(1 for h in hosts if h.alive)
-            alive[int(b["bk_biz_id"])] = (up, len(hosts) - up)
+        alive = await services.inventory.alive_counts(
+            int(b["bk_biz_id"]) for b in await current.businesses()
+        )
         return await current.render("home.html", running=running, failed=failed, alive=alive)
 
     @router.get("/execute")
@@ -400,7 +399,8 @@ def console_router(services: Services) -> APIRouter:
         rows = await services.jobs.hosts(step.id, step.execute_count)
         logs = await services.jobs.logs(step.id, step.execute_count, [r.bk_host_id for r in rows])
         ips = {int(r.bk_host_id): str(r.ip) for r in rows}
-        grouped = clusters.group_outputs(logs.items())
+        # masking is CPU work: off the event loop, so that other pages stay quick
+        grouped = await asyncio.to_thread(clusters.group_outputs, list(logs.items()))
         shown = [
             {
                 "sample": logs[hosts[0]][:2000],
