@@ -19,13 +19,12 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from jobfleet import __version__
 from jobfleet.api.auditing import as_caller, refusal, source_of
 from jobfleet.api.auth import CONSOLE_APP, SESSION_COOKIE, Caller
+from jobfleet.api.console import job_views, plans_of
 from jobfleet.api.live import job_for
 from jobfleet.api.services import Services
 from jobfleet.domain import clusters
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus, ScopeType
-from jobfleet.store.job_views import JobViews
-from jobfleet.store.templates import ListFilter
 from jobfleet.web import i18n
 
 SESSION_TTL = 12 * 3600.0
@@ -354,7 +353,7 @@ def console_router(services: Services) -> APIRouter:
         if chosen is None:
             started = [s for s in steps if s.start_time or s.status != RunStatus.BLANK]
             chosen = started[-1] if started else steps[0]
-        views = JobViews(services.db)
+        views = job_views(services)
         groups = sorted(
             await views.groups(chosen.id, chosen.execute_count), key=lambda g: (g[2], g[0])
         )
@@ -459,7 +458,7 @@ def console_router(services: Services) -> APIRouter:
         biz = await current.biz()
         rows: list[Any] = []
         if biz is not None:
-            _, rows = await services.job_plans.list_plans({biz}, ListFilter(), limit=200)
+            rows = await plans_of(services, biz)
         return await current.render("plans.html", rows=rows)
 
     @router.get("/api_plan/{plan_id}")
