@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -26,26 +27,45 @@ from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
-from jobfleet.bus.live import InProcessBus
+from jobfleet.bus.base import Bus
+from jobfleet.bus.live import BusLive
+from jobfleet.bus.local import LocalBus
+from jobfleet.bus.redis import RedisBus
 from jobfleet.domain.addresses import parse_networks
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
+from jobfleet.domain.status import RunStatus
 from jobfleet.domain.throttle import Throttle
+from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.callbacks import CallbackSender
-from jobfleet.engine.core import Engine
+from jobfleet.engine.cluster import SignalHandler
 from jobfleet.engine.cron import CronScheduler
+from jobfleet.engine.decisions import Decisions
+from jobfleet.engine.dispatch import AgentEvents as EngineEvents
+from jobfleet.engine.dispatch import Dispatcher
+from jobfleet.engine.files import FileSteps
+from jobfleet.engine.jobs import Jobs
+from jobfleet.engine.leases import LeaseKeeper
 from jobfleet.engine.notify import SmtpSettings
 from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.ports import LiveEvents
+from jobfleet.engine.results import Results
 from jobfleet.engine.retention import Retention, RetentionSettings
-from jobfleet.engine.settings import EngineSettings
+from jobfleet.engine.rpc import AgentRpc
+from jobfleet.engine.runner import JobFinished, JobRunner
+from jobfleet.engine.settings import EngineSettings as EngineSettings  # for the CLI
+from jobfleet.engine.signals import Signals
 from jobfleet.engine.submit import Submitter
-from jobfleet.engine.transfer import FileSteps
-from jobfleet.gateway.endpoint import Gateway
+from jobfleet.engine.tracking import Tracker
+from jobfleet.engine.writer import ResultWriter
+from jobfleet.gateway.endpoint import AgentEvents, Gateway
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import Registry
+from jobfleet.gateway.routing import AGENT as ROUTE_AGENT
+from jobfleet.gateway.routing import AgentRouter, ClusterAgents, RoutedEvents
 from jobfleet.gateway.tls import AgentTLS, ensure_agent_tls
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
@@ -80,7 +100,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str | None = None
-    engine: dict[str, Any] = field(default_factory=dict)
+    # a node of a cluster: the bus between nodes (without it, one node on its own)
+    redis_url: str | None = None
+    engine: EngineSettings = field(default_factory=EngineSettings)
     heartbeat: float = 10.0
     log_level: str = "info"
     max_file_size: int = 5 * 1024**3
@@ -116,6 +138,82 @@ class ServerSettings:
     def url(self) -> str:
         scheme = "https" if self.tls_cert else "http"
         return f"{scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class FileParts:
+    """What file steps need beside the engine's own parts."""
+
+    blobs: BlobStore
+    file_logs: FileLogStore
+    inventory: Inventory
+    max_file_size: int
+
+
+def build_engine(
+    store: JobStore,
+    registry: Registry,
+    bus: Bus,
+    cipher: Cipher,
+    settings: EngineSettings,
+    refusals: Refusals,
+    files: FileParts,
+    on_job_finished: list[JobFinished],
+    live: LiveEvents | None = None,
+) -> tuple[Jobs, AgentEvents, NodeListener]:
+    """The engine's parts, each given what it uses: the façade, what the gateway
+    tells the engine, and what the bus tells this node."""
+    agents = ClusterAgents(registry, bus)
+    tracker = Tracker()
+    signals = Signals(bus, store.leases)
+    results = Results(store, settings.max_output_bytes, refusals, tracker.is_live, live)
+    writer = ResultWriter(results, tracker, signals)
+    dispatcher = Dispatcher(store, agents, tracker, results, writer, settings)
+    rpc = AgentRpc(agents, settings.agent_lost_grace)
+    decisions = Decisions(store, settings.reconcile_interval)
+    tasks = StepTasks(store, tracker, dispatcher, writer, decisions, settings)
+    file_steps = FileSteps(
+        tasks, dispatcher, rpc, files.blobs, files.file_logs, files.inventory, files.max_file_size
+    )
+    runner = JobRunner(
+        store, tasks, file_steps, decisions, cipher, settings, on_job_finished=on_job_finished
+    )
+    leases = LeaseKeeper(store.leases, runner, settings)
+    jobs = Jobs(
+        store, runner, tasks, decisions, dispatcher, writer, leases, signals, cipher, settings
+    )
+    router = AgentRouter(registry, bus)
+    events = RoutedEvents(EngineEvents(dispatcher, writer, rpc), router, bus)
+    handler = SignalHandler(tracker, results, decisions, rpc, dispatcher, agents)
+    return jobs, events, NodeListener(router, handler, files.inventory)
+
+
+class NodeListener:
+    """What the bus tells this node, to the part it concerns."""
+
+    def __init__(self, router: AgentRouter, handler: SignalHandler, inventory: Inventory) -> None:
+        self.router = router
+        self.handler = handler
+        self.inventory = inventory
+
+    async def message(self, message: dict[str, Any]) -> None:
+        kind = str(message.get("k"))
+        if kind == ROUTE_AGENT:
+            self.router.deliver(message)
+        elif self.handler.handles(kind):
+            self.handler.message(message)
+        else:
+            log.warning("bus_message_unknown kind=%s", kind[:32])
+
+    def presence(self, node: str, online: list[int], offline: list[int]) -> None:
+        self.handler.presence(online, offline)
+
+    async def node_gone(self, node: str, hosts: list[int]) -> None:
+        self.handler.hosts_gone(hosts)
+        await self.inventory.reset_node(node)
+
+    def reconnected(self) -> None:
+        self.handler.reconnected()
 
 
 def node_id(data_dir: Path) -> str:
@@ -191,23 +289,34 @@ class Server:
         self.inventory = Inventory(self.db)
         self.jobs = JobStore(self.db)
         self.people = PeopleStore(self.db)
-        # live views: wake-ups of job pages and streams (in-process; Redis when scaled out)
-        self.live = InProcessBus()
         self.registry = Registry()
         self.presence = Presence(self.db, self.node_id)
-        engine_settings = EngineSettings(node_id=self.node_id, **settings.engine)
+        engine_settings = dataclasses.replace(settings.engine, node_id=self.node_id)
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
-        self.engine = Engine(
-            self.jobs,
-            self.registry,
-            self.cipher,
-            engine_settings,
-            refusals=self.refusals,
-            events=self.live,
-        )
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
         self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
-        self.engine.on_job_finished.append(self.callbacks.wake)
+        self.blobs = BlobStore(
+            self.db, settings.data_dir / "blobs", shared=settings.redis_url is not None
+        )
+        self.file_logs = FileLogStore(self.db)
+        self.bus: Bus = (
+            RedisBus(settings.redis_url, self.node_id)
+            if settings.redis_url
+            else LocalBus(self.node_id)
+        )
+        # live views: wake-ups of job pages and event streams, on the node's bus
+        self.live = BusLive(self.bus)
+        self.engine, agent_events, self.bus_listener = build_engine(
+            self.jobs,
+            self.registry,
+            self.bus,
+            self.cipher,
+            engine_settings,
+            self.refusals,
+            FileParts(self.blobs, self.file_logs, self.inventory, settings.max_file_size),
+            on_job_finished=[self.callbacks.wake, self._job_finished],
+            live=self.live,
+        )
         # one count of failed authentications per address, for the API and agents alike
         self.auth_failures = Throttle(
             "failed authentications", settings.auth_failure_rate, settings.auth_failure_burst
@@ -219,12 +328,7 @@ class Server:
             settings.heartbeat,
             self.refusals,
             self.auth_failures,
-        )
-        self.gateway.events = self.engine
-        self.blobs = BlobStore(self.db, settings.data_dir / "blobs")
-        self.file_logs = FileLogStore(self.db)
-        self.engine.file_steps = FileSteps(
-            self.engine, self.blobs, self.file_logs, self.inventory, settings.max_file_size
+            events=agent_events,
         )
         self.submitter = Submitter(self.db, self.engine, self.inventory, self.cipher)
         self.scripts = ScriptStore(self.db)
@@ -308,6 +412,10 @@ class Server:
         finally:
             await self.stop()
 
+    def _job_finished(self, job_id: int, status: RunStatus) -> None:
+        """Live views of the job hear at once that it ended."""
+        self.live.publish(f"job:{job_id}", {"type": "job", "status": int(status)})
+
     async def start(self) -> None:
         await wait_for(self.db)
         await self.db.migrate()
@@ -322,6 +430,7 @@ class Server:
         )
         await self.inventory.reset_node(self.node_id)
         self.presence.start()
+        await self.bus.start(self.bus_listener)
         await self.engine.start()
         self.callbacks.start()
         self.cron_scheduler.start()
@@ -380,6 +489,7 @@ class Server:
             ("engine", self.engine.stop),
             ("callbacks", self.callbacks.stop),
             ("gateway", self.gateway.stop),
+            ("bus", self.bus.stop),
             ("presence", self.presence.stop),
             ("audit", self.audit.flush),
             ("database", self.db.close),

@@ -23,7 +23,7 @@ import uvicorn
 
 from jobfleet.agent.channel import pinned_context
 from jobfleet.agent.client import Agent, AgentSettings
-from jobfleet.server import Server, ServerSettings, read_bootstrap
+from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
 
 TEST_ENGINE = {"agent_lost_grace": 1.0, "recovery_window": 8.0, "callback_backoff": 0.2,
                "callback_backoff_max": 1.0, "reconcile_interval": 1.0, "terminate_wait": 5.0}
@@ -208,7 +208,8 @@ async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any
     says ``agent_plaintext``."""
     sock = bound_socket(port)
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
-                              database_url=database_url, engine={**TEST_ENGINE, **(engine or {})},
+                              database_url=database_url,
+                              engine=EngineSettings(**{**TEST_ENGINE, **(engine or {})}),
                               heartbeat=2.0, log_level="warning", **(server or {}))
     node = Server(settings)
     uv = uvicorn.Server(node.uvicorn_config())

@@ -94,12 +94,12 @@ async def test_callback_survives_a_server_restart(tmp_path: Path, database_url: 
     """The callback endpoint is down while the job ends; it is delivered by the next server."""
     from tests.integration.harness import Wire
 
-    from jobfleet.server import ServerSettings, read_bootstrap
+    from jobfleet.server import EngineSettings, ServerSettings, read_bootstrap
 
     rec = Receiver()
     sock = bound_socket()
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
-                              database_url=database_url, engine=dict(TEST_ENGINE),
+                              database_url=database_url, engine=EngineSettings(**TEST_ENGINE),
                               heartbeat=2.0, log_level="warning",
                               callback_allow=LOOPBACK)
     first = Server(settings)

@@ -36,7 +36,7 @@ from tests.integration.harness import (
 )
 
 from jobfleet.engine.notify import SmtpSettings
-from jobfleet.server import Server, ServerSettings, read_bootstrap
+from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
 from jobfleet.store.tables import notify_configs, outbox
 
 SECRET = "hook-key-0123456789"
@@ -210,7 +210,7 @@ async def server_with_mail(tmp_path: Path, database_url: str,
     """What ``running`` gives, with a mail server in the server's settings."""
     sock = bound_socket()
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
-                              database_url=database_url, engine=dict(TEST_ENGINE),
+                              database_url=database_url, engine=EngineSettings(**TEST_ENGINE),
                               heartbeat=2.0, log_level="warning", smtp=smtp,
                               callback_allow=LOOPBACK)
     server = Server(settings)

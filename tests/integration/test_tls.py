@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from tests.integration.harness import TEST_ENGINE, Wire, bound_socket, serve_on
 
 from jobfleet.agent.client import Agent, AgentSettings
-from jobfleet.server import Server, ServerSettings, read_bootstrap
+from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -44,7 +44,8 @@ async def test_agents_verify_the_server_certificate(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     sock = bound_socket()
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
-                              engine=dict(TEST_ENGINE), heartbeat=2.0, log_level="warning",
+                              engine=EngineSettings(**TEST_ENGINE), heartbeat=2.0,
+                              log_level="warning",
                               tls_cert=cert, tls_key=key)
     assert settings.url.startswith("https://")
     server = Server(settings)

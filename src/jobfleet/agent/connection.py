@@ -14,6 +14,7 @@ import platform
 import random
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 CONNECT_PATH = "/api/jobfleet/v1/agents/connect"
 # acknowledged chunks are gone from the spool, so a note on an interrupted task sorts last
 INTERRUPTED_SEQ = protocol.MAX_AGENT_SEQ
+# how many task ids an agent remembers having run (a repeat of one is ignored)
+SEEN_TASKS = 100_000
 # an answer to a request travels in one frame, inside the server's frame limit
 MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
 
@@ -110,11 +113,18 @@ class Agent:
         credential: Credential | None = None,
         http: httpx.AsyncClient | None = None,
         channel: Channel | None = None,
+        channels: dict[str, Channel] | None = None,
     ) -> None:
         self.settings = settings
         # resolved at start; dropped when the server cannot be reached, to be found again
         self.channel = channel
         self._pinned: str | None = None
+        # which of the servers to dial; another one after a failed connection
+        self._server = settings.server
+        # each server's channel once resolved (its agent port and pinned CA)
+        self._channels: dict[str, Channel] = dict(channels or {})
+        if channel is not None:
+            self._channels.setdefault(settings.server, channel)
         state = settings.state_dir
         if state is not None:
             state.mkdir(parents=True, exist_ok=True)
@@ -130,21 +140,42 @@ class Agent:
         self.connected = asyncio.Event()
         self._sender: _Sender | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # tasks this process accepted, so that a late repeat does not run one again
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.on_welcome: Callable[[dict[str, Any]], None] | None = None
         self.files = FileWork(self._base, self._auth_headers, self._tls, http)
 
     def _base(self) -> str:
-        return self.channel.base if self.channel is not None else self.settings.server
+        return self.channel.base if self.channel is not None else self._server
 
     def _tls(self) -> ssl.SSLContext | None:
-        return self.channel.tls if self.channel is not None else self.settings.tls()
+        return self.channel.tls if self.channel is not None else self.settings.tls(self._server)
 
     async def _resolve_channel(self) -> Channel:
         if self.channel is None:
-            self.channel, self._pinned = await self.settings.channel(self._pinned)
+            known = self._channels.get(self._server)
+            if known is not None:
+                self.channel = known
+            else:
+                self.channel, self._pinned = await self.settings.channel(
+                    self._pinned, self._server
+                )
+                self._channels[self._server] = self.channel
         return self.channel
+
+    def _next_server(self) -> bool:
+        """Move to another server of the cluster; False if there is only one."""
+        others = [s for s in self.settings.servers if s != self._server]
+        if not others:
+            return False
+        # a random one: agents of a node that died spread over the others
+        self._server = random.choice(others)
+        self.channel = None
+        log.info("agent_server_next server=%s", self._server)
+        return True
 
     def _auth_headers(self) -> dict[str, str]:
         cred = self.credential
@@ -212,7 +243,8 @@ class Agent:
                 await self._session(cred, await self._resolve_channel())
                 attempt = 0
             except ChannelError as exc:
-                log.error("agent_channel_refused error=%s", exc)
+                log.error("agent_channel_refused server=%s error=%s", self._server, exc)
+                self._next_server()
             except (
                 OSError,
                 websockets.exceptions.WebSocketException,
@@ -233,6 +265,10 @@ class Agent:
                 if isinstance(exc, OSError):
                     # a restarted server may listen on another agent port: ask again
                     self.channel = None
+                    self._channels.pop(self._server, None)
+                    if not self.connected.is_set():
+                        # refused before a session began: try another node
+                        self._next_server()
             self.connected.clear()
             self._sender = None
             if self._stopping:
@@ -332,8 +368,14 @@ class Agent:
 
     def _start(self, message: dict[str, Any]) -> None:
         task_id = str(message["id"])
-        if task_id in self._tasks or task_id in self.spool.known():
-            return  # a repeat after a reconnect: the task runs or its result is on its way
+        if task_id in self._tasks or task_id in self.spool.known() or task_id in self._seen:
+            # a repeat after a reconnect: the task runs, its result is on its way, or it
+            # was stored already (a task id names one attempt, so it never runs twice)
+            return
+        self._seen_order.append(task_id)
+        self._seen.add(task_id)
+        if len(self._seen_order) > SEEN_TASKS:
+            self._seen.discard(self._seen_order.popleft())
         self.spool.accept(task_id)
         if message.get("kind") == "download":
             run = self._download(task_id, message)

@@ -87,7 +87,7 @@ async def agent_get(request: Request) -> Response:
         if blob.state != COMPLETE:
             raise JobError(ErrorCode.BAD_REQUEST, "The file is not complete yet", http_status=409)
         return BlobResponse(
-            services.blobs.path(blob_id),
+            await services.blobs.local_path(blob_id),
             filename=blob.name,
             headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
         )

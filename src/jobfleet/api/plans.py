@@ -150,9 +150,7 @@ async def operate_step_instance(call: Call) -> dict[str, Any]:
         config["notified"] = int(config.get("notified") or 0) + 1
         changed = await jobs.update_step_if(step.id, waiting, config=config)
         if changed:
-            current = await jobs.step(step.id)
-            for listener in call.services.engine.on_confirm_waiting:
-                listener(job, current)
+            call.services.engine.confirm_waiting(job, await jobs.step(step.id))
     else:
         raise JobError(ErrorCode.INVALID_PARAM, f"Unknown operation_code {code}")
     if not changed:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from jobfleet.api.auth import Authenticator
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
-from jobfleet.engine.core import Engine
+from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.ports import LiveEvents, NoLiveEvents
 from jobfleet.engine.submit import Submitter
@@ -44,7 +44,7 @@ class Services:
     identity: IdentityStore
     inventory: Inventory
     jobs: JobStore
-    engine: Engine
+    engine: Jobs
     submitter: Submitter
     gateway: Gateway
     auth: Authenticator

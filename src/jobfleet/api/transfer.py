@@ -296,7 +296,7 @@ async def download_fetched(request: Request) -> Response:
                             detail={"host": host_dir, "path": path, "file_id": blob.id},
                         )
                         return BlobResponse(
-                            services.blobs.path(blob.id),
+                            await services.blobs.local_path(blob.id),
                             filename=blob.name,
                             headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
                         )
@@ -341,7 +341,7 @@ async def download_file(request: Request) -> Response:
             detail={"name": blob.name, "size": blob.size},
         )
         return BlobResponse(
-            services.blobs.path(blob_id),
+            await services.blobs.local_path(blob_id),
             filename=blob.name,
             headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
         )

@@ -1,17 +1,20 @@
 """Live fan-out: a publisher tells every subscriber of a topic that something changed.
 
-``LiveBus`` is the interface; ``InProcessBus`` serves one node. A Redis pub/sub
-implementation (the scale-out work) keeps the same two calls. Delivery is best
-effort on purpose: an event is a hint that a viewer should read the store again,
-so a subscriber that falls behind loses old hints (and is told so with one
-``{"type": "overflow"}`` event) instead of holding memory for them.
+``LiveBus`` is what live views use (the engine's ``ports.LiveEvents``); ``BusLive``
+implements it on the node's ``Bus`` (pub/sub: in-process on one node, Redis in a
+cluster). Delivery is best effort on purpose: an event is a hint that a viewer
+should read the store again, so publishing never waits and a slow or lost hint
+delays a view without corrupting it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
+
+from jobfleet.bus.base import Bus
 
 QUEUE_SIZE = 256
 OVERFLOW: dict[str, Any] = {"type": "overflow"}
@@ -23,53 +26,46 @@ class LiveBus(Protocol):
     def subscribe(self, topics: list[str]) -> AsyncIterator[dict[str, Any]]: ...
 
 
-class _Subscriber:
-    __slots__ = ("overflowed", "queue")
+class BusLive:
+    """Live events on a node's bus; one subscription may watch several topics."""
 
-    def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(size)
-        self.overflowed = False
-
-    def offer(self, event: dict[str, Any]) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            # keep the newest hints' meaning ("read again") with one marker
-            self.overflowed = True
-            self.queue.get_nowait()
-            self.queue.put_nowait(OVERFLOW)
-
-
-class InProcessBus:
-    """Subscribers of this process; publishing never blocks and costs nothing unwatched."""
-
-    def __init__(self, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(self, bus: Bus, queue_size: int = QUEUE_SIZE) -> None:
+        self.bus = bus
         self.queue_size = queue_size
-        self._topics: dict[str, set[_Subscriber]] = {}
-
-    def subscribers(self, topic: str) -> int:
-        return len(self._topics.get(topic, ()))
+        self._sending: set[asyncio.Task[None]] = set()
 
     def publish(self, topic: str, event: dict[str, Any]) -> None:
-        for sub in self._topics.get(topic, ()):
-            sub.offer(event)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: nobody can be watching
+        task = loop.create_task(self._publish(topic, event))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _publish(self, topic: str, event: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self.bus.publish(topic, event)
 
     async def subscribe(self, topics: list[str]) -> AsyncIterator[dict[str, Any]]:
-        sub = _Subscriber(self.queue_size)
-        for topic in topics:
-            self._topics.setdefault(topic, set()).add(sub)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.queue_size)
+
+        async def pump(topic: str) -> None:
+            async for event in self.bus.subscribe(topic):
+                try:
+                    queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    # the viewer is behind: one marker says "read everything again"
+                    queue.get_nowait()
+                    queue.put_nowait(OVERFLOW)
+
+        loop = asyncio.get_running_loop()
+        pumps = [loop.create_task(pump(t)) for t in topics]
         try:
+            await asyncio.sleep(0)  # the subscriptions exist before the caller goes on
             while True:
-                event = await sub.queue.get()
-                if event is OVERFLOW:
-                    sub.overflowed = False
-                yield event
+                yield await queue.get()
         finally:
-            for topic in topics:
-                subs = self._topics.get(topic)
-                if subs is not None:
-                    subs.discard(sub)
-                    if not subs:
-                        del self._topics[topic]
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)

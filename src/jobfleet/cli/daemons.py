@@ -25,6 +25,14 @@ def server(
             help="postgresql+asyncpg://… (default: SQLite in the data dir)",
         ),
     ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            envvar="JOBFLEET_REDIS_URL",
+            help="redis://… : run as a node of a cluster (with a shared PostgreSQL)",
+        ),
+    ] = None,
     agent_lost_grace: Annotated[
         float,
         typer.Option(
@@ -192,7 +200,7 @@ def server(
     from jobfleet.domain.addresses import parse_networks
     from jobfleet.engine.notify import SmtpSettings
     from jobfleet.engine.retention import RetentionSettings
-    from jobfleet.server import ServerSettings, run
+    from jobfleet.server import EngineSettings, ServerSettings, run
 
     try:
         parse_networks(callback_allow or [])
@@ -218,12 +226,13 @@ def server(
             host=host,
             port=port,
             database_url=database_url,
-            engine={
-                "agent_lost_grace": agent_lost_grace,
-                "recovery_window": recovery_window,
-                "max_output_bytes": max_output_bytes,
-                "cron_time_scale": cron_time_scale,
-            },
+            redis_url=redis_url,
+            engine=EngineSettings(
+                agent_lost_grace=agent_lost_grace,
+                recovery_window=recovery_window,
+                max_output_bytes=max_output_bytes,
+                cron_time_scale=cron_time_scale,
+            ),
             log_level=log_level,
             tls_cert=tls_cert,
             tls_key=tls_key,
@@ -256,7 +265,14 @@ def server(
 
 
 def agent(
-    server_url: Annotated[str, typer.Option("--server", help="The server's URL")],
+    server_url: Annotated[
+        list[str],
+        typer.Option(
+            "--server",
+            help="The server's URL; repeat it for each node of a cluster (the agent moves "
+            "to another when its node goes away)",
+        ),
+    ],
     state_dir: Annotated[
         Path,
         typer.Option("--state-dir", help="Where the agent keeps its credential and unsent results"),
@@ -329,7 +345,8 @@ def agent(
             ) from None
     logs.setup(log_level)
     settings = AgentSettings(
-        server=server_url,
+        server=server_url[0],
+        more_servers=server_url[1:],
         state_dir=state_dir,
         ip=ip,
         bk_cloud_id=bk_cloud_id,

@@ -6,7 +6,7 @@ Each pass finds running crons whose ``next_fire_at`` has come (on the cron clock
 goes on), records the slot in ``cron_firings`` (its primary key refuses a second
 row for a slot) and writes the job's rows through ``PlanLauncher.launch``. The job
 is born leased to this node, so if the node dies between the commit and
-``Engine.resume_job`` another node's lease recovery runs it. Nothing is lost and
+``Jobs.resume_job`` another node's lease recovery runs it. Nothing is lost and
 nothing runs twice, whatever the number of server processes on the database.
 
 A cron that missed slots while no server ran fires its most recent missed slot if
@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from jobfleet.domain.cron import CronClock, Decision, Schedule, decide
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import CronStatus, LaunchMode, ScopeType
-from jobfleet.engine.core import Engine
+from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.submit import Scope
@@ -57,7 +57,7 @@ class CronScheduler:
         self,
         crons: CronStore,
         plans: PlanLauncher,
-        engine: Engine,
+        engine: Jobs,
         identity: IdentityStore,
         cipher: Cipher,
         settings: EngineSettings,

@@ -24,7 +24,7 @@ from jobfleet.domain.status import (
 from jobfleet.domain.targets import parse_target
 from jobfleet.domain.variables import Variable, apply_overrides, check_required, server_is_empty
 from jobfleet.engine import variables as runtime
-from jobfleet.engine.core import Engine
+from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.submit import Account, Scope, Submitter, host_rows
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, now_ms
@@ -49,7 +49,7 @@ class PlanLauncher:
     def __init__(
         self,
         db: Database,
-        engine: Engine,
+        engine: Jobs,
         submitter: Submitter,
         scripts: ScriptStore,
         plans: PlanStore,
@@ -89,7 +89,7 @@ class PlanLauncher:
         """Create (and unless ``conn`` is given, start) a job from a plan.
 
         With ``conn`` the job's rows join that transaction and the caller calls
-        ``Engine.resume_job`` once it has committed.
+        ``Jobs.resume_job`` once it has committed.
         """
         plan = await self.plan_in_scope(plan_id, scope, ErrorCode.JOB_PLAN_NOT_EXIST_EXECUTE)
         variables = apply_overrides(self.plans.variables(plan), overrides)

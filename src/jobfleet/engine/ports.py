@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 
 class AgentLink(Protocol):
-    known: set[str]
-    bk_host_id: int
-    agent_id: str
-    peer: str
+    # read-only: a link to an agent on another node knows less than a local one
+    @property
+    def known(self) -> AbstractSet[str]: ...
+
+    @property
+    def bk_host_id(self) -> int: ...
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def peer(self) -> str: ...
 
     def send(self, message: dict[str, Any]) -> None: ...
 
@@ -24,6 +33,15 @@ class MessageRefusals(Protocol):
     """Where the engine reports an agent message it would not store."""
 
     def refuse(self, conn: Any, reason: str, detail: str, *, audit: bool = True) -> None: ...
+
+
+class NodeMessages(Protocol):
+    """The bus between server nodes, as the engine uses it."""
+
+    node_id: str
+    clustered: bool
+
+    def send(self, node: str, message: dict[str, Any]) -> None: ...
 
 
 class LiveEvents(Protocol):

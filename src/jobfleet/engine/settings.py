@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass
 class EngineSettings:
-    node_id: str
+    # set by the server from its data directory (``node_id``)
+    node_id: str = ""
     # how long a host whose agent dropped keeps its task before it ends with 310
     agent_lost_grace: float = 10.0
     # after a restart, how long to wait for agents to come back before giving up on them

@@ -10,7 +10,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.rolling import RollingConfig
 from jobfleet.domain.status import HostStatus, LaunchMode, RunStatus, StepType, TaskType
 from jobfleet.domain.targets import MAX_SCRIPT_TARGETS, TargetSpec
-from jobfleet.engine.core import Engine
+from jobfleet.engine.jobs import Jobs
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.host_whitelist import SCRIPT_EXECUTE, HostWhitelist
@@ -73,7 +73,7 @@ def default_name(kind: str) -> str:
 
 
 class Submitter:
-    def __init__(self, db: Database, engine: Engine, inventory: Inventory, cipher: Cipher) -> None:
+    def __init__(self, db: Database, engine: Jobs, inventory: Inventory, cipher: Cipher) -> None:
         self.db = db
         self.accounts = AccountStore(db)
         self.whitelist = HostWhitelist(db)

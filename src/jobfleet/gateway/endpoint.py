@@ -135,6 +135,7 @@ class Gateway:
         heartbeat: float = 10.0,
         refusals: Refusals | None = None,
         failures: Throttle | None = None,
+        events: AgentEvents | None = None,
     ) -> None:
         self.identity = identity
         self.registry = registry
@@ -146,7 +147,7 @@ class Gateway:
         # agents that proved themselves here before: an address over its failure budget
         # (a NAT shared with an attacker) does not lock them out
         self._proven: set[str] = set()
-        self.events: AgentEvents | None = None
+        self.events = events
         self._checks = asyncio.Semaphore(8)
         self._facts = _HostFacts(Inventory(presence.db))
         self._revocations: asyncio.Task[None] | None = None

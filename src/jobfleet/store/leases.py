@@ -13,7 +13,7 @@ from sqlalchemy import or_, select, update
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.store.database import Database
-from jobfleet.store.tables import job_instances
+from jobfleet.store.tables import job_instances, step_instances
 
 ACTIVE_JOB = tuple(
     int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES and s is not RunStatus.BLANK
@@ -66,3 +66,31 @@ class LeaseStore:
                 )
                 .values(lease_until=time.time() + ttl)
             )
+
+    async def owner_of_job(self, job_id: int) -> str | None:
+        """The node driving an active job now, if any."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(job_instances.c.owner_node).where(
+                        job_instances.c.id == job_id, job_instances.c.status.in_(ACTIVE_JOB)
+                    )
+                )
+            ).first()
+        return row[0] if row is not None else None
+
+    async def owners_of_steps(self, step_ids: list[int]) -> dict[int, str]:
+        """The nodes driving the active jobs of these steps, by step."""
+        if not step_ids:
+            return {}
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(step_instances.c.id, job_instances.c.owner_node)
+                .join(job_instances, job_instances.c.id == step_instances.c.job_instance_id)
+                .where(
+                    step_instances.c.id.in_(sorted(set(step_ids))),
+                    job_instances.c.status.in_(ACTIVE_JOB),
+                    job_instances.c.owner_node.is_not(None),
+                )
+            )
+            return {int(r[0]): str(r[1]) for r in rows}

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -297,6 +298,19 @@ blobs = Table(
     Column("sha256", String(64), nullable=True),
     Column("create_time", BigInteger, nullable=False, index=True),
     Column("done_time", BigInteger, nullable=True),
+    # the writer whose bytes ``blob_parts`` holds (nodes of a cluster share no disk)
+    Column("parts_token", String(32), nullable=True),
+)
+
+# a blob's bytes, a part at a time, written by the node that received them and read
+# by every other node that serves the blob
+blob_parts = Table(
+    "blob_parts",
+    metadata,
+    Column("blob_id", String(64), primary_key=True),
+    Column("token", String(32), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 
 # one row per file and host of a file step: mode 0 on the source host (upload),

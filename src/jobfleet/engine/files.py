@@ -26,7 +26,9 @@ from sqlalchemy import Row
 from jobfleet.domain import protocol
 from jobfleet.domain.paths import LOCAL_SOURCE, expand_path, source_label
 from jobfleet.domain.status import HostStatus, RunStatus
-from jobfleet.engine.core import AgentUnavailable, Engine
+from jobfleet.engine.batches import StepTasks
+from jobfleet.engine.dispatch import Dispatcher
+from jobfleet.engine.rpc import AgentRpc, AgentUnavailable
 from jobfleet.store.blobs import COMPLETE, BlobStore
 from jobfleet.store.database import now_ms
 from jobfleet.store.filelogs import (
@@ -100,13 +102,17 @@ def target_file(
 class FileSteps:
     def __init__(
         self,
-        engine: Engine,
+        tasks: StepTasks,
+        dispatcher: Dispatcher,
+        rpc: AgentRpc,
         blobs: BlobStore,
         file_logs: FileLogStore,
         inventory: Inventory,
         max_file_size: int,
     ) -> None:
-        self.engine = engine
+        self.tasks = tasks
+        self.dispatcher = dispatcher
+        self.rpc = rpc
         self.blobs = blobs
         self.file_logs = file_logs
         self.inventory = inventory
@@ -116,16 +122,16 @@ class FileSteps:
         self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
     ) -> RunStatus:
         cfg: dict[str, Any] = step.config or {}
-        started = await self.engine.start_step(step)
+        started = await self.tasks.start_step(step)
         deadline = time.monotonic() + step.timeout
         count = step.execute_count
-        rows = await self.engine.store.hosts(step.id, count)
+        rows = await self.dispatcher.store.hosts(step.id, count)
         pending = [r for r in rows if r.status in (HostStatus.WAITING, HostStatus.RUNNING)]
         if not pending:
-            return await self.engine.end_step(step, started, stop.is_set())
+            return await self.tasks.end_step(step, started, stop.is_set())
         if cfg.get("direction") == "fetch":
             await self._fetch(job, step, cfg, pending, deadline)
-            return await self.engine.end_step(step, started, stop.is_set())
+            return await self.tasks.end_step(step, started, stop.is_set())
         downloads_started = any(r.status == HostStatus.RUNNING for r in pending)
         try:
             if downloads_started:
@@ -141,19 +147,19 @@ class FileSteps:
                 await self._plan_downloads(step, cfg, files, [r.bk_host_id for r in pending])
         except SourceFailure as failure:
             await self._fail_all(step, pending, failure)
-            return await self.engine.end_step(step, started, stop.is_set())
+            return await self.tasks.end_step(step, started, stop.is_set())
         if stop.is_set():
             # terminated while the sources were gathered: send nothing to the targets
-            await self.engine.conclude_hosts(
+            await self.dispatcher.conclude_hosts(
                 step.id,
                 step.execute_count,
                 [r.bk_host_id for r in pending],
                 HostStatus.GSE_TASK_TERMINATE_SUCCESS,
                 "",
             )
-            return await self.engine.end_step(step, started, True)
+            return await self.tasks.end_step(step, started, True)
         template = self._download_template(step, cfg, files)
-        return await self.engine._run_tasks(
+        return await self.tasks.run(
             job, step, stop, recovering, template, timeout_status=HostStatus.GSE_TIMEOUT
         )
 
@@ -221,7 +227,7 @@ class FileSteps:
         host = hosts[0]
         where = f"{host.bk_cloud_id}:{host.ip}"
         try:
-            listing = await self.engine.rpc(
+            listing = await self.rpc.call(
                 host_id,
                 {
                     "t": protocol.FILE_LIST,
@@ -303,7 +309,7 @@ class FileSteps:
         if not uploads:
             return Gathered(host_id, files)
         try:
-            reply = await self.engine.rpc(
+            reply = await self.rpc.call(
                 host_id,
                 {
                     "t": protocol.FILE_UPLOAD,
@@ -494,7 +500,7 @@ class FileSteps:
                 for r in rows
             ]
         )
-        await self.engine.conclude_hosts(
+        await self.dispatcher.conclude_hosts(
             step.id,
             step.execute_count,
             [r.bk_host_id for r in rows],
@@ -534,7 +540,7 @@ class FileSteps:
             await self.file_logs.add(failed)
         for row, result in zip(rows, results, strict=True):
             note = f"jobfleet: {result.message}\n" if result.message else ""
-            await self.engine.conclude_hosts(
+            await self.dispatcher.conclude_hosts(
                 step.id,
                 step.execute_count,
                 [row.bk_host_id],

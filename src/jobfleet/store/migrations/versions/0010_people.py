@@ -1,7 +1,7 @@
 """people: console passwords, console sessions, personal API tokens
 
-Revision ID: 0009_people
-Revises: 0008_host
+Revision ID: 0010_people
+Revises: 0009_blob_parts
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_people"
-down_revision = "0008_host"
+revision = "0010_people"
+down_revision = "0009_blob_parts"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,438 @@
+"""The bus of a cluster, on Redis.
+
+- Each node reads its own stream, ``jf:inbox:<node>``, in a consumer group and
+  acknowledges an entry once it has handled it; after a restart it first handles
+  what it had read but not acknowledged. A message is a JSON list of messages
+  (what one flush had for that node), so a fan-out to thousands of hosts costs a
+  few Redis commands, not one per host.
+- A node proves it is alive with ``jf:node:<node>`` (expires after ``node_ttl``).
+  When that key is gone, one live node takes the dead node's stream (a claim key
+  decides which), hands over what was left in it, and forgets its agents.
+- ``jf:presence`` maps each host to the node holding its agent; every node keeps a
+  copy in memory, kept current by ``jf:agents`` (pub/sub) and read again in full
+  every ``resync`` seconds, so looking a host up costs nothing. Entries of a dead
+  node count as absent at once and are removed by the node that took it over.
+- Live views use pub/sub (``jf:live:<topic>``): what a viewer misses it reads
+  from the store.
+
+If Redis goes away, messages wait in memory and are sent once it is back; when
+it comes back as a new instance (a restart without persistence), this node
+writes its agents and consumer group again and tells its listener, which sends
+again what it still waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from jobfleet.bus.base import BusListener
+
+log = logging.getLogger(__name__)
+
+GROUP = "jf"
+# messages per stream entry, entries per read
+PACK = 2000
+READ_COUNT = 200
+# a stream that nobody reads (a node that never comes back) is capped
+INBOX_MAXLEN = 1_000_000
+# how many times a message for an agent may be passed on between nodes
+MAX_HOPS = 3
+
+_RELEASE = """
+local n = 0
+for i, host in ipairs(ARGV) do
+  if i > 1 and redis.call('HGET', KEYS[1], host) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], host)
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+class RedisBus:
+    clustered = True
+
+    def __init__(
+        self,
+        url: str,
+        node_id: str,
+        *,
+        node_ttl: float = 10.0,
+        beat: float = 2.0,
+        resync: float = 10.0,
+        prefix: str = "jf",
+    ) -> None:
+        self.url = url
+        self.node_id = node_id
+        self.node_ttl = node_ttl
+        self.beat = beat
+        self.resync = resync
+        self.prefix = prefix
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=5.0)
+        self._listener: BusListener | None = None
+        self._outbox: dict[str, list[dict[str, Any]]] = {}
+        self._hold: set[int] = set()
+        self._release: set[int] = set()
+        self._held: set[int] = set()
+        self._holders: dict[int, str] = {}
+        self._live: set[str] = {node_id}
+        self._wake = asyncio.Event()
+        self._sent = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._run_id: str | None = None
+        self._release_script = self.redis.register_script(_RELEASE)
+        # figures for /metrics
+        self.sent_messages = 0
+        self.received_messages = 0
+        self.send_failures = 0
+
+    # keys -------------------------------------------------------------------
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _inbox(self, node: str) -> str:
+        return self._k("inbox", node)
+
+    # lifecycle --------------------------------------------------------------
+    async def start(self, listener: BusListener) -> None:
+        self._listener = listener
+        await self._register()
+        await self._load_holders()
+        loop = asyncio.get_running_loop()
+        for job in (self._flush_loop, self._consume_loop, self._beat_loop, self._agents_loop):
+            self._tasks.append(loop.create_task(job()))
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), 2.0)
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            # a node that stops cleanly lets go of its agents at once
+            if self._held:
+                await self._release_script(
+                    keys=[self._k("presence")], args=[self.node_id, *sorted(self._held)]
+                )
+            await self.redis.delete(self._k("node", self.node_id))
+            # nothing waits for a node that left cleanly: what others send it meanwhile
+            # is sent again when they find its agents elsewhere
+            await self.redis.srem(self._k("nodes"), self.node_id)
+            await self.redis.delete(self._inbox(self.node_id))
+        await self.redis.aclose()
+
+    async def _register(self) -> None:
+        info = await self.redis.info("server")
+        self._run_id = str(info.get("run_id"))
+        await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
+        await self.redis.sadd(self._k("nodes"), self.node_id)
+        try:
+            await self.redis.xgroup_create(self._inbox(self.node_id), GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # sending ----------------------------------------------------------------
+    def send(self, node: str, message: dict[str, Any]) -> None:
+        self._outbox.setdefault(node, []).append(message)
+        self._sent.clear()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        while self._outbox or self._hold or self._release:
+            self._wake.set()
+            await self._sent.wait()
+
+    async def _flush_loop(self) -> None:
+        attempt = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            outbox, self._outbox = self._outbox, {}
+            hold, self._hold = self._hold, set()
+            release, self._release = self._release, set()
+            try:
+                await self._write(outbox, hold, release)
+                attempt = 0
+                if not self._outbox and not self._hold and not self._release:
+                    self._sent.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # keep everything, in order, for when Redis is back
+                for node, messages in outbox.items():
+                    self._outbox[node] = messages + self._outbox.get(node, [])
+                self._hold |= hold - self._release
+                self._release |= release - self._hold
+                self.send_failures += 1
+                attempt += 1
+                log.warning("bus_send_waiting attempt=%d error=%s", attempt, exc)
+                await asyncio.sleep(min(2.0, 0.1 * attempt))
+                self._wake.set()
+
+    async def _write(
+        self, outbox: dict[str, list[dict[str, Any]]], hold: set[int], release: set[int]
+    ) -> None:
+        if not (outbox or hold or release):
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for node, messages in outbox.items():
+            for i in range(0, len(messages), PACK):
+                pipe.xadd(
+                    self._inbox(node),
+                    {"m": orjson.dumps(messages[i : i + PACK])},
+                    maxlen=INBOX_MAXLEN,
+                    approximate=True,
+                )
+        if hold:
+            pipe.hset(self._k("presence"), mapping={h: self.node_id for h in hold})
+        if hold or release:
+            pipe.publish(
+                self._k("agents"),
+                orjson.dumps({"node": self.node_id, "on": sorted(hold), "off": sorted(release)}),
+            )
+        await pipe.execute()
+        if release:
+            await self._release_script(
+                keys=[self._k("presence")], args=[self.node_id, *sorted(release)]
+            )
+        self.sent_messages += sum(len(m) for m in outbox.values())
+
+    # receiving --------------------------------------------------------------
+    async def _consume_loop(self) -> None:
+        # what this node read but did not acknowledge before it stopped comes first
+        last = "0"
+        attempt = 0
+        while True:
+            try:
+                reply: Any = await self.redis.xreadgroup(
+                    GROUP,
+                    self.node_id,
+                    {self._inbox(self.node_id): last},
+                    count=READ_COUNT,
+                    block=1000 if last == ">" else None,
+                )
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._recover()
+                    last = "0"
+                    continue
+                raise
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                log.warning("bus_read_waiting attempt=%d error=%s", attempt, exc)
+                await asyncio.sleep(min(2.0, 0.1 * attempt))
+                continue
+            entries = reply[0][1] if reply else []
+            if last == "0" and not entries:
+                last = ">"
+                continue
+            for entry_id, fields in entries:
+                await self._handle(fields)
+                with contextlib.suppress(RedisError, OSError):
+                    await self.redis.xack(self._inbox(self.node_id), GROUP, entry_id)
+                    await self.redis.xdel(self._inbox(self.node_id), entry_id)
+
+    async def _handle(self, fields: dict[bytes, bytes] | None) -> None:
+        assert self._listener is not None
+        if not fields or b"m" not in fields:
+            return
+        try:
+            messages = orjson.loads(fields[b"m"])
+        except orjson.JSONDecodeError:
+            log.error("bus_entry_unreadable")
+            return
+        for message in messages:
+            self.received_messages += 1
+            try:
+                await self._listener.message(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("bus_message_failed kind=%s", message.get("k"))
+
+    # liveness, presence and dead nodes ---------------------------------------
+    async def _beat_loop(self) -> None:
+        last_resync = time.monotonic()
+        while True:
+            await asyncio.sleep(self.beat)
+            try:
+                info = await self.redis.info("server")
+                if str(info.get("run_id")) != self._run_id:
+                    await self._recover()
+                await self.redis.set(
+                    self._k("node", self.node_id), time.time(), ex=int(self.node_ttl)
+                )
+                await self._check_nodes()
+                if time.monotonic() - last_resync >= self.resync:
+                    await self._load_holders()
+                    last_resync = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("bus_beat_failed error=%s", exc)
+
+    async def _recover(self) -> None:
+        """Redis came back as a new instance: write what it lost about this node."""
+        log.warning("bus_redis_restarted node=%s", self.node_id)
+        await self._register()
+        if self._held:
+            await self.redis.hset(
+                self._k("presence"), mapping={h: self.node_id for h in self._held}
+            )
+        await self._load_holders()
+        if self._listener is not None:
+            self._listener.reconnected()
+
+    async def _check_nodes(self) -> None:
+        members: Any = await self.redis.smembers(self._k("nodes"))
+        nodes = sorted(_text(n) for n in members)
+        alive = await self.redis.mget([self._k("node", n) for n in nodes]) if nodes else []
+        live = {n for n, a in zip(nodes, alive, strict=True) if a is not None}
+        live.add(self.node_id)
+        self._live = live
+        for node in nodes:
+            if node not in live:
+                await self._take_over(node)
+
+    async def _take_over(self, node: str) -> None:
+        claim = self._k("claim", node)
+        if not await self.redis.set(claim, self.node_id, nx=True, ex=int(self.node_ttl * 3)):
+            return
+        log.warning("bus_node_gone node=%s taken_over_by=%s", node, self.node_id)
+        inbox = self._inbox(node)
+        left: list[dict[str, Any]] = []
+        entries: Any = await self.redis.xrange(inbox)
+        for _entry, fields in entries:
+            with contextlib.suppress(orjson.JSONDecodeError, KeyError):
+                left.extend(orjson.loads(fields[b"m"]))
+        presence: Any = await self.redis.hgetall(self._k("presence"))
+        hosts = [int(h) for h, n in presence.items() if _text(n) == node]
+        if self._listener is not None:
+            await self._listener.node_gone(node, hosts)
+            for message in left:
+                message["orphan"] = node
+                await self._listener.message(message)
+        if hosts:
+            await self._release_script(keys=[self._k("presence")], args=[node, *hosts])
+            await self.redis.publish(
+                self._k("agents"), orjson.dumps({"node": node, "on": [], "off": hosts})
+            )
+        await self.redis.delete(inbox)
+        await self.redis.srem(self._k("nodes"), node)
+        for host in hosts:
+            if self._holders.get(host) == node:
+                del self._holders[host]
+
+    async def _load_holders(self) -> None:
+        presence: Any = await self.redis.hgetall(self._k("presence"))
+        self._holders = {int(h): _text(n) for h, n in presence.items()}
+
+    async def _agents_loop(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self._k("agents"))
+                while True:
+                    item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if item is None:
+                        continue
+                    try:
+                        event = orjson.loads(item["data"])
+                    except orjson.JSONDecodeError:
+                        continue
+                    self._apply_presence(str(event["node"]), event["on"], event["off"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("bus_agents_feed_lost error=%s", exc)
+                await asyncio.sleep(0.5)
+                # what was missed meanwhile
+                with contextlib.suppress(Exception):
+                    await self._load_holders()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _apply_presence(self, node: str, online: list[int], offline: list[int]) -> None:
+        for host in online:
+            self._holders[int(host)] = node
+        for host in offline:
+            if self._holders.get(int(host)) == node:
+                del self._holders[int(host)]
+        if self._listener is not None and node != self.node_id:
+            self._listener.presence(node, [int(h) for h in online], [int(h) for h in offline])
+
+    # presence as callers see it ---------------------------------------------
+    def hold(self, hosts: list[int]) -> None:
+        self._held.update(hosts)
+        self._release.difference_update(hosts)
+        self._hold.update(hosts)
+        for host in hosts:
+            self._holders[host] = self.node_id
+        self._sent.clear()
+        self._wake.set()
+
+    def release(self, hosts: list[int]) -> None:
+        self._held.difference_update(hosts)
+        self._hold.difference_update(hosts)
+        self._release.update(hosts)
+        for host in hosts:
+            if self._holders.get(host) == self.node_id:
+                del self._holders[host]
+        self._sent.clear()
+        self._wake.set()
+
+    def holder(self, host: int) -> str | None:
+        node = self._holders.get(host)
+        return node if node is not None and node in self._live else None
+
+    def live_nodes(self) -> set[str]:
+        return set(self._live)
+
+    # live views -------------------------------------------------------------
+    async def publish(self, topic: str, event: dict[str, Any]) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.publish(self._k("live", topic), orjson.dumps(event))
+
+    async def subscribe(self, topic: str) -> AsyncIterator[dict[str, Any]]:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self._k("live", topic))
+        try:
+            while True:
+                item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if item is not None:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        yield orjson.loads(item["data"])
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def backlog(self) -> int:
+        """Entries in this node's stream not read yet (for /metrics)."""
+        try:
+            groups = await self.redis.xinfo_groups(self._inbox(self.node_id))
+        except (RedisError, OSError):
+            return -1
+        for group in groups:
+            if group.get("name") in (GROUP, GROUP.encode()):
+                return int(group.get("lag") or 0) + int(group.get("pending") or 0)
+        return 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,291 @@
+"""A step's host tasks, all at once or batch by batch (``rolling_config``): send
+them, wait for every result, and end hosts that pass their timeout or are
+terminated."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import Row
+
+from jobfleet.domain.rolling import MODE_CONFIRM, MODE_PAUSE, STAGGERED, RollingConfig
+from jobfleet.domain.states import normalize_host_status, step_status_from_hosts
+from jobfleet.domain.status import HostStatus, RunStatus
+from jobfleet.engine.decisions import Decisions
+from jobfleet.engine.dispatch import Dispatcher
+from jobfleet.engine.settings import EngineSettings
+from jobfleet.engine.tracking import SENT, WAITING, StepRun, Tracker
+from jobfleet.engine.writer import ResultWriter
+from jobfleet.store.database import now_ms
+from jobfleet.store.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+OPEN = (HostStatus.WAITING, HostStatus.RUNNING)
+
+
+class StepTasks:
+    def __init__(
+        self,
+        store: JobStore,
+        tracker: Tracker,
+        dispatcher: Dispatcher,
+        writer: ResultWriter,
+        decisions: Decisions,
+        settings: EngineSettings,
+    ) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.dispatcher = dispatcher
+        self.writer = writer
+        self.decisions = decisions
+        self.settings = settings
+
+    async def start_step(self, step: Row[Any]) -> int:
+        started: int = step.start_time or now_ms()
+        if step.status != RunStatus.RUNNING:
+            await self.store.update_step(step.id, status=int(RunStatus.RUNNING), start_time=started)
+        return started
+
+    async def end_step(self, step: Row[Any], started: int, stopped: bool) -> RunStatus:
+        if stopped:
+            status = RunStatus.STOP_SUCCESS
+        else:
+            counts = await self.store.status_counts(step.id, step.execute_count)
+            status = step_status_from_hosts(counts, ignore_error=step.ignore_error)
+        end = now_ms()
+        await self.store.update_step(
+            step.id, status=int(status), end_time=end, total_time=end - started
+        )
+        return status
+
+    async def run(
+        self,
+        job: Row[Any],
+        step: Row[Any],
+        stop: asyncio.Event,
+        recovering: bool,
+        template: dict[str, Any],
+        timeout_status: int = HostStatus.TASK_TIMEOUT,
+        per_host: dict[int, dict[str, Any]] | None = None,
+    ) -> RunStatus:
+        """Send one task per pending host of ``step`` and wait for all of them."""
+        if step.rolling_config and step.batch_count > 1:
+            return await self._run_rolling(
+                job, step, stop, recovering, template, timeout_status, per_host or {}
+            )
+        started = await self.start_step(step)
+        count = step.execute_count
+        rows = await self.store.hosts(step.id, count)
+        run = StepRun(
+            job.id, step.id, count, template, int(timeout_status), per_host=per_host or {}
+        )
+        no_agent = _take_open(run, rows)
+        if run.pending:
+            self.tracker.track(run)
+            try:
+                await self.dispatcher.dispatch(run, no_agent, recovering)
+                stopped = await self._wait(run, stop, started / 1000 + step.timeout)
+            finally:
+                self._untrack(run)
+        else:
+            stopped = stop.is_set()
+        return await self.end_step(step, started, stopped)
+
+    def force_stop(self, step_id: int) -> bool:
+        """End the termination wait of a step now: hosts still running end as 404."""
+        run = self.tracker.pending_for(step_id)
+        if run is None:
+            return False
+        self.writer.conclude(
+            run,
+            list(run.pending),
+            HostStatus.GSE_TASK_TERMINATE_FAILED,
+            "jobfleet: the termination was skipped by an operator\n",
+        )
+        return True
+
+    def _untrack(self, run: StepRun) -> None:
+        for host in self.tracker.untrack(run):
+            self.dispatcher.results.forget((run.step_id, run.execute_count, host))
+
+    async def _run_rolling(
+        self,
+        job: Row[Any],
+        step: Row[Any],
+        stop: asyncio.Event,
+        recovering: bool,
+        template: dict[str, Any],
+        timeout_status: int,
+        per_host: dict[int, dict[str, Any]],
+    ) -> RunStatus:
+        config = RollingConfig.from_dict(step.rolling_config)
+        if step.status == RunStatus.WAITING_USER:
+            # parked between batches when the runner last stopped
+            confirmed = await self._await_rolling_confirm(job, step, stop)
+            step = await self.store.step(step.id) or step
+            if not confirmed:
+                return await self.end_step(step, step.start_time or now_ms(), True)
+        started = await self.start_step(step)
+        count = step.execute_count
+        rows = await self.store.hosts(step.id, count)
+        total = len(rows)
+        batches = sorted({r.batch for r in rows if r.status in OPEN})
+        run = StepRun(job.id, step.id, count, template, int(timeout_status), per_host=per_host)
+        run.done.set()
+        self.tracker.track(run)
+        stopped = stop.is_set()
+        deadline = time.time() + step.timeout
+        try:
+            for i, batch in enumerate(batches):
+                if stop.is_set():
+                    stopped = True
+                    break
+                last = i == len(batches) - 1
+                await self.store.update_step(
+                    step.id, current_batch=batch, status=int(RunStatus.RUNNING)
+                )
+                await self._start_batch(run, [r for r in rows if r.batch == batch], recovering)
+                deadline = time.time() + step.timeout
+                if config.execution_mode == STAGGERED:
+                    if last:
+                        break
+                    if await self._pause(stop, config.start_delay()):
+                        stopped = True
+                        break
+                    if config.threshold_crossed(await self._failed(step.id, count), total):
+                        log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, batch)
+                        break
+                    continue
+                stopped = await self._wait(run, stop, deadline)
+                if stopped or last:
+                    break
+                failed = await self._failed(step.id, count)
+                if config.threshold_crossed(failed, total):
+                    log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, batch)
+                    break
+                if config.mode == MODE_PAUSE and await self._failed(step.id, count, batch):
+                    break
+                if config.mode == MODE_CONFIRM:
+                    if not await self._await_rolling_confirm(job, step, stop):
+                        stopped = stop.is_set()
+                        break
+                else:
+                    await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
+            if not stopped and run.pending:
+                stopped = await self._wait(run, stop, deadline)
+        finally:
+            self._untrack(run)
+        return await self.end_step(step, started, stopped)
+
+    async def _start_batch(self, run: StepRun, rows: list[Row[Any]], recovering: bool) -> None:
+        before = set(run.pending)
+        no_agent = _take_open(run, rows)
+        added = [h for h in run.pending if h not in before]
+        if not added:
+            return
+        run.done.clear()
+        self.tracker.add_hosts(run, added)
+        await self.dispatcher.dispatch(run, no_agent, recovering)
+
+    async def _failed(self, step_id: int, count: int, batch: int | None = None) -> int:
+        counts = await self.store.status_counts(step_id, count, batch=batch)
+        return sum(
+            n
+            for status, n in counts.items()
+            if normalize_host_status(status).finished
+            and not normalize_host_status(status).succeeded
+        )
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> bool:
+        """Sleep between staggered batches; True if the job was terminated meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        return stop.is_set()
+
+    async def _await_rolling_confirm(
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event
+    ) -> bool:
+        """Park between batches (mode 3) until ``operate_step_instance`` 13; False if stopped."""
+        await self.store.update_step(step.id, status=int(RunStatus.WAITING_USER))
+        await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+        return await self.decisions.await_decision(job, step, stop) is not None
+
+    async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
+        """Wait for every host of ``run``; True if the job was terminated meanwhile."""
+        deadline += self.settings.timeout_slack
+        while not run.done.is_set():
+            if stop.is_set():
+                await self._terminate(run)
+                return True
+            left = deadline - time.time()
+            if left <= 0:
+                self._time_out(run)
+                await run.done.wait()
+                break
+            waiter = asyncio.ensure_future(run.done.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait(
+                {waiter, stopper},
+                timeout=min(left, self.settings.reconcile_interval),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiter.cancel()
+            stopper.cancel()
+            if not run.done.is_set() and not stop.is_set():
+                await self._reconcile(run)
+                self.dispatcher.check_absent(run)
+                await self.decisions.check_stop(run.job_id, stop)
+        return stop.is_set()
+
+    async def _reconcile(self, run: StepRun) -> None:
+        """Drop hosts the store already shows finished (a result that raced the tracking)."""
+        rows = await self.store.hosts(run.step_id, run.execute_count, host_ids=list(run.pending))
+        for row in rows:
+            if row.status not in OPEN:
+                run.finish(row.bk_host_id)
+
+    def _time_out(self, run: StepRun) -> None:
+        hosts = list(run.pending)
+        for host in hosts:
+            self.dispatcher.kill(run, host, "timeout")
+        self.writer.conclude(
+            run,
+            hosts,
+            normalize_host_status(run.timeout_status),
+            "jobfleet: the task passed its timeout without a result from the agent\n",
+        )
+
+    async def _terminate(self, run: StepRun) -> None:
+        await self.store.update_step(run.step_id, status=int(RunStatus.STOPPING))
+        unsent = [
+            host
+            for host in list(run.pending)
+            if not self.dispatcher.kill(run, host, "terminate", sent_only=True)
+        ]
+        self.writer.conclude(run, unsent, HostStatus.GSE_TASK_TERMINATE_SUCCESS, "")
+        try:
+            await asyncio.wait_for(run.done.wait(), self.settings.terminate_wait)
+        except TimeoutError:
+            self.writer.conclude(
+                run,
+                list(run.pending),
+                HostStatus.GSE_TASK_TERMINATE_FAILED,
+                "jobfleet: the agent did not confirm the termination\n",
+            )
+            await run.done.wait()
+
+
+def _take_open(run: StepRun, rows: list[Row[Any]]) -> set[int]:
+    """Add the rows' open hosts to ``run``; those with no agent installed."""
+    no_agent: set[int] = set()
+    for row in rows:
+        if row.status in OPEN:
+            run.pending[row.bk_host_id] = WAITING if row.status == HostStatus.WAITING else SENT
+            if not row.agent_id:
+                no_agent.add(row.bk_host_id)
+    return no_agent

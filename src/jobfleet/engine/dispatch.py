@@ -1,0 +1,233 @@
+"""Sending host tasks to agents, and following agents that come and go while
+their hosts have tasks (``AgentEvents`` is what the gateway calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from jobfleet.domain import protocol
+from jobfleet.domain.status import HostStatus
+from jobfleet.engine.ports import AgentDirectory, AgentLink
+from jobfleet.engine.results import Results, gse_error_code
+from jobfleet.engine.rpc import AgentRpc
+from jobfleet.engine.settings import EngineSettings
+from jobfleet.engine.tracking import SENT, WAITING, StepRun, Tracker
+from jobfleet.engine.writer import NOTE_SEQ, ResultWriter
+from jobfleet.store.database import now_ms
+from jobfleet.store.jobs import HostResult, JobStore
+
+log = logging.getLogger(__name__)
+
+OPEN = (HostStatus.WAITING, HostStatus.RUNNING)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: JobStore,
+        agents: AgentDirectory,
+        tracker: Tracker,
+        results: Results,
+        writer: ResultWriter,
+        settings: EngineSettings,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.tracker = tracker
+        self.results = results
+        self.writer = writer
+        self.settings = settings
+        # hosts whose agent dropped while they had tasks: ended if it stays away
+        self._lost: dict[int, asyncio.TimerHandle] = {}
+        self._late: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        for handle in self._lost.values():
+            handle.cancel()
+        self._lost.clear()
+        late = list(self._late)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    async def dispatch(self, run: StepRun, no_agent: set[int], recovering: bool) -> None:
+        """Send the run's pending hosts their task; end those that have no agent."""
+        waiting = [h for h, s in run.pending.items() if s == WAITING]
+        online = {h for h in waiting if self.agents.for_host(h) is not None}
+        if online:
+            await self.store.mark_running(run.step_id, run.execute_count, list(online))
+        for host, state in list(run.pending.items()):
+            conn = self.agents.for_host(host)
+            if conn is None:
+                continue
+            if state == WAITING:
+                if host in online:
+                    self._send(run, host, conn)
+            elif run.task_id(host) not in conn.known:
+                conn.send(run.message(host))
+        offline = [h for h in run.pending if self.agents.for_host(h) is None]
+        if not offline:
+            return
+        missing = [h for h in offline if h in no_agent]
+        if missing:
+            self.writer.conclude(
+                run,
+                missing,
+                HostStatus.AGENT_NOT_INSTALLED,
+                "jobfleet: no agent is installed on this host\n",
+            )
+        absent = [h for h in offline if h not in no_agent]
+        if recovering:
+            for host in absent:
+                self._expect_agent(host, self.settings.recovery_window)
+        elif absent:
+            self.writer.conclude(
+                run,
+                absent,
+                HostStatus.GSE_AGENT_ERROR,
+                "jobfleet: the agent of this host is not connected\n",
+            )
+
+    def _send(self, run: StepRun, host: int, conn: AgentLink) -> None:
+        run.pending[host] = SENT
+        self.results.sent((run.step_id, run.execute_count, host))
+        conn.send(run.message(host))
+
+    def kill(self, run: StepRun, host: int, reason: str, *, sent_only: bool = False) -> bool:
+        """Ask a host's agent to kill its task; False if it could not be asked."""
+        conn = self.agents.for_host(host)
+        if conn is None or (sent_only and run.pending.get(host) != SENT):
+            return False
+        conn.send({"t": protocol.KILL, "id": run.task_id(host), "reason": reason})
+        return True
+
+    async def conclude_hosts(
+        self, step_id: int, execute_count: int, hosts: list[int], status: int, note: str
+    ) -> None:
+        """End hosts that no task was sent to (a file step whose sources failed)."""
+        end = now_ms()
+        chunks = [
+            {
+                "step_instance_id": step_id,
+                "execute_count": execute_count,
+                "bk_host_id": h,
+                "seq": NOTE_SEQ,
+                "content": note,
+            }
+            for h in hosts
+            if note
+        ]
+        finals = [
+            HostResult(
+                step_id,
+                execute_count,
+                h,
+                int(status),
+                end_time=end,
+                error_code=gse_error_code(status),
+            )
+            for h in hosts
+        ]
+        await self.store.ingest(chunks, finals)
+
+    # agents coming and going ------------------------------------------------
+    def agent_online(self, conn: AgentLink) -> None:
+        host = conn.bk_host_id
+        handle = self._lost.pop(host, None)
+        if handle is not None:
+            handle.cancel()
+        for run in self.tracker.for_host(host):
+            if run.task_id(host) in conn.known:
+                continue
+            if run.pending[host] == WAITING:
+                self._later(self._send_late(run, host))
+            else:
+                self._later(self._send_again(run, host))
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    async def _send_late(self, run: StepRun, host: int) -> None:
+        await self.store.mark_running(run.step_id, run.execute_count, [host])
+        conn = self.agents.for_host(host)
+        if conn is not None and run.pending.get(host) == WAITING:
+            self._send(run, host, conn)
+
+    async def _send_again(self, run: StepRun, host: int) -> None:
+        """A task sent before that the agent does not hold now: send it again, unless
+        its result is stored already (another node may have stored it)."""
+        rows = await self.store.hosts(run.step_id, run.execute_count, host_ids=[host])
+        if rows and rows[0].status not in OPEN:
+            run.finish(host)
+            self.tracker.forget(host, run.key())
+            return
+        conn = self.agents.for_host(host)
+        if conn is not None and run.pending.get(host) == SENT:
+            conn.send(run.message(host))
+
+    def resend_all(self) -> None:
+        """Messages between nodes may have been lost: send again what is still awaited."""
+        for run in list(self.tracker.runs.values()):
+            for host, state in list(run.pending.items()):
+                if state == SENT and self.agents.for_host(host) is not None:
+                    self._later(self._send_again(run, host))
+
+    def check_absent(self, run: StepRun) -> None:
+        """Hosts whose agent is nowhere now (its node died unseen) end after the grace."""
+        for host in run.pending:
+            if host not in self._lost and self.agents.for_host(host) is None:
+                self._expect_agent(host, self.settings.agent_lost_grace)
+
+    def agent_offline(self, conn: AgentLink) -> None:
+        self.host_offline(conn.bk_host_id)
+
+    def host_offline(self, host: int) -> None:
+        if self.tracker.by_host.get(host):
+            self._expect_agent(host, self.settings.agent_lost_grace)
+
+    def _expect_agent(self, host: int, within: float) -> None:
+        if host not in self._lost:
+            self._lost[host] = asyncio.get_running_loop().call_later(
+                within, self._agent_lost, host, within
+            )
+
+    def _agent_lost(self, host: int, waited: float) -> None:
+        self._lost.pop(host, None)
+        if self.agents.for_host(host) is not None:
+            return
+        for run in self.tracker.for_host(host):
+            log.warning("agent_lost host=%s step=%s", host, run.step_id)
+            self.writer.conclude(
+                run,
+                [host],
+                HostStatus.GSE_AGENT_ERROR,
+                f"jobfleet: the agent lost its connection and did not come back "
+                f"within {waited:g}s\n",
+            )
+
+
+class AgentEvents:
+    """What the gateway tells the engine: agents that come and go, and what they send."""
+
+    def __init__(self, dispatcher: Dispatcher, writer: ResultWriter, rpc: AgentRpc) -> None:
+        self.dispatcher = dispatcher
+        self.writer = writer
+        self.rpc = rpc
+
+    def agent_online(self, conn: AgentLink) -> None:
+        self.dispatcher.agent_online(conn)
+
+    def agent_offline(self, conn: AgentLink) -> None:
+        self.dispatcher.agent_offline(conn)
+
+    def agent_message(self, conn: AgentLink, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        if kind in (protocol.OUTPUT, protocol.DONE, protocol.FILE_LOG):
+            self.writer.put(conn, message)
+        elif kind == protocol.REPLY:
+            self.rpc.reply(conn, message)

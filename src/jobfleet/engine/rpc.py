@@ -1,0 +1,73 @@
+"""Asking a host's agent something and waiting for its reply (file listings,
+uploads of source files): requests that are not host tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+from jobfleet.engine.ports import AgentDirectory, AgentLink
+
+
+class AgentUnavailable(Exception):
+    def __init__(self, host: int) -> None:
+        super().__init__(f"the agent of host {host} is not connected")
+        self.host = host
+
+
+class AgentRpc:
+    def __init__(self, agents: AgentDirectory, agent_lost_grace: float) -> None:
+        self.agents = agents
+        self.agent_lost_grace = agent_lost_grace
+        self._replies: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
+
+    def reply(self, conn: AgentLink, message: dict[str, Any]) -> None:
+        """An agent answered: only the host that was asked may answer."""
+        waiter = self._replies.get(str(message.get("id")))
+        if waiter is not None and waiter[0] == conn.bk_host_id and not waiter[1].done():
+            waiter[1].set_result(message)
+
+    async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send ``message`` to a host's agent and wait for its reply.
+
+        A request survives the agent dropping and coming back within the grace
+        period: it is sent again on the new connection.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = self.agents.for_host(host)
+            if conn is None:
+                appeared = await self._await_agent(
+                    host, min(self.agent_lost_grace, deadline - time.monotonic())
+                )
+                if not appeared:
+                    raise AgentUnavailable(host)
+                continue
+            request_id = uuid.uuid4().hex
+            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._replies[request_id] = (host, waiter)
+            try:
+                conn.send({**message, "id": request_id})
+                while not waiter.done():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"host {host} did not answer in {timeout:g}s")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(waiter), min(left, 1.0))
+                    if not waiter.done() and self.agents.for_host(host) is not conn:
+                        break  # the connection changed: ask again
+                if waiter.done():
+                    return waiter.result()
+            finally:
+                self._replies.pop(request_id, None)
+
+    async def _await_agent(self, host: int, within: float) -> bool:
+        deadline = time.monotonic() + max(within, 0)
+        while time.monotonic() < deadline:
+            if self.agents.for_host(host) is not None:
+                return True
+            await asyncio.sleep(0.1)
+        return self.agents.for_host(host) is not None

@@ -1,0 +1,213 @@
+"""Driving a job: its steps in order, each by its kind (script, file, confirmation),
+to a final status, and what happens when a job ends (callback, notifications)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import Row
+
+from jobfleet.domain.scripts import split_params
+from jobfleet.domain.states import STEP_PASSED, job_status_from_steps
+from jobfleet.domain.status import RunStatus, StepType
+from jobfleet.engine import notify, variables
+from jobfleet.engine.batches import StepTasks
+from jobfleet.engine.decisions import Decisions
+from jobfleet.engine.settings import EngineSettings
+from jobfleet.store.database import now_ms
+from jobfleet.store.jobs import JobStore
+from jobfleet.store.secrets import Cipher
+
+log = logging.getLogger(__name__)
+
+# called with (job id, final status) once a job has ended
+JobFinished = Callable[[int, RunStatus], None]
+# called with (job row, step row) when a confirmation step starts waiting
+ConfirmWaiting = Callable[[Row[Any], Row[Any] | None], None]
+
+
+class FileStepRunner(Protocol):
+    async def run(
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
+    ) -> RunStatus: ...
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        tasks: StepTasks,
+        file_steps: FileStepRunner,
+        decisions: Decisions,
+        cipher: Cipher,
+        settings: EngineSettings,
+        on_job_finished: Sequence[JobFinished] = (),
+        on_confirm_waiting: Sequence[ConfirmWaiting] = (),
+    ) -> None:
+        self.store = store
+        self.tasks = tasks
+        self.file_steps = file_steps
+        self.decisions = decisions
+        self.cipher = cipher
+        self.settings = settings
+        self.on_job_finished = tuple(on_job_finished)
+        self.on_confirm_waiting = tuple(on_confirm_waiting)
+        self._runners: dict[int, asyncio.Task[None]] = {}
+
+    def running(self, job_id: int) -> bool:
+        """Is this node driving the job now?"""
+        return job_id in self._runners
+
+    def launch(self, job_id: int, recovering: bool) -> None:
+        if job_id in self._runners:
+            return
+        task = asyncio.get_running_loop().create_task(self._drive(job_id, recovering))
+        self._runners[job_id] = task
+        task.add_done_callback(lambda _t: self._runners.pop(job_id, None))
+
+    async def stop(self) -> None:
+        """Stop driving jobs without changing their state: another start resumes them."""
+        runners = list(self._runners.values())
+        for task in runners:
+            task.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        self._runners.clear()
+
+    def confirm_waiting(self, job: Row[Any], step: Row[Any] | None) -> None:
+        """Tell the listeners that a confirmation step waits for its approvers."""
+        for listener in self.on_confirm_waiting:
+            listener(job, step)
+
+    async def _drive(self, job_id: int, recovering: bool) -> None:
+        stop = self.decisions.stop_event(job_id)
+        try:
+            job = await self.store.job(job_id)
+            if job is None or RunStatus(job.status).finished:
+                return
+            if job.status == RunStatus.STOPPING:
+                stop.set()
+            for step in await self.store.steps(job_id):
+                status = RunStatus(step.status)
+                if status in STEP_PASSED:
+                    continue
+                if status.finished or stop.is_set():
+                    break
+                status = await self._run_step(job, step, stop, recovering)
+                if status not in STEP_PASSED:
+                    break
+            statuses = [s.status for s in await self.store.steps(job_id)]
+            final = job_status_from_steps(statuses)
+            if stop.is_set() and final is not RunStatus.SUCCESS:
+                final = RunStatus.STOP_SUCCESS
+            await self.finish(job_id, final, job.callback_url)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job_failed job=%s", job_id)
+            await self.finish(job_id, RunStatus.ABNORMAL_STATE, None)
+        finally:
+            self.decisions.forget_job(job_id)
+
+    async def _run_step(
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
+    ) -> RunStatus:
+        if step.type == StepType.MANUAL_CONFIRM:
+            return await self._confirm(job, step, stop)
+        state = None
+        if job.variables is not None:
+            steps = await self.store.steps(job.id)
+            state = variables.state_before(job, steps, step.step_order, self.cipher)
+        if step.type == StepType.SCRIPT:
+            template = self._template(step)
+            per_host: dict[int, dict[str, Any]] = {}
+            if state is not None:
+                hosts = [r.bk_host_id for r in await self.store.hosts(step.id, step.execute_count)]
+                template, per_host = variables.script_message(template, state, hosts)
+            status = await self.tasks.run(job, step, stop, recovering, template, per_host=per_host)
+            if state is not None:
+                rows = await self.store.hosts(step.id, step.execute_count)
+                after = variables.collect(state, rows)
+                await self.store.update_step(step.id, variables=variables.seal(after, self.cipher))
+            return status
+        if step.type == StepType.FILE:
+            if state is not None and step.start_time is None:
+                config = variables.render_file_config(step.config or {}, state.values())
+                await self.store.update_step(step.id, config=config)
+                step = await self.store.step(step.id) or step
+            status = await self.file_steps.run(job, step, stop, recovering)
+            if state is not None:
+                await self.store.update_step(step.id, variables=variables.seal(state, self.cipher))
+            return status
+        log.error("step_type_unsupported job=%s step=%s type=%s", job.id, step.id, step.type)
+        await self.store.update_step(
+            step.id, status=int(RunStatus.ABNORMAL_STATE), end_time=now_ms()
+        )
+        return RunStatus.ABNORMAL_STATE
+
+    def _template(self, step: Row[Any]) -> dict[str, Any]:
+        param = step.script_param or ""
+        sensitive = bool(step.is_param_sensitive and param)
+        if sensitive:
+            param = self.cipher.decrypt(param)
+        template: dict[str, Any] = {
+            "lang": step.script_language,
+            "script": step.script_content or "",
+            "args": split_params(param) if param else [],
+            "account": step.account_name,
+            "timeout": step.timeout,
+            "env": {},
+            "max_output": self.settings.max_output,
+        }
+        if sensitive:
+            # the agent keeps such args off the script's command line
+            template["sensitive"] = True
+        return template
+
+    async def _confirm(self, job: Row[Any], step: Row[Any], stop: asyncio.Event) -> RunStatus:
+        """A manual confirmation step: the job waits (status 7) for an operator."""
+        if step.status != RunStatus.WAITING_USER:
+            await self.store.update_step(
+                step.id,
+                status=int(RunStatus.WAITING_USER),
+                start_time=step.start_time or now_ms(),
+            )
+            await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+            self.confirm_waiting(job, await self.store.step(step.id))
+        current = await self.decisions.await_decision(job, step, stop)
+        if current is None:
+            end = now_ms()
+            latest = await self.store.step(step.id)
+            started = (latest.start_time if latest is not None else None) or end
+            await self.store.update_step(
+                step.id, status=int(RunStatus.STOP_SUCCESS), end_time=end, total_time=end - started
+            )
+            return RunStatus.STOP_SUCCESS
+        return RunStatus(current.status)
+
+    async def finish(self, job_id: int, status: RunStatus, callback_url: str | None) -> None:
+        """Store a job's final status with its callback and notifications (one transaction)."""
+        steps = await self.store.steps(job_id)
+        callback = None
+        if callback_url:
+            step_list = [{"step_instance_id": s.id, "status": s.status} for s in steps]
+            payload = orjson.dumps(
+                {
+                    "job_instance_id": job_id,
+                    "status": int(status),
+                    "step_instances": step_list,
+                    "step_instance_list": step_list,
+                }
+            ).decode()
+            callback = (callback_url, payload, self.settings.callback_attempts)
+        end = now_ms()
+        notices = await notify.outbox_rows(
+            self.store, self.cipher, job_id, status, steps, end, self.settings.callback_attempts
+        )
+        await self.store.finish_job(job_id, int(status), callback, notices, end)
+        log.info("job_finished job=%s status=%d", job_id, status)
+        for listener in self.on_job_finished:
+            listener(job_id, status)

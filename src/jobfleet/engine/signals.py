@@ -1,0 +1,61 @@
+"""What the nodes of a cluster tell each other about jobs.
+
+The node that drives a job (its lease owner) must hear at once of what happens
+elsewhere: results stored by the node an agent is connected to, a terminate or a
+confirmation taken by another node, agents that come to or leave other nodes.
+``Signals`` sends these to the owner; ``engine/cluster.py`` acts on them. A signal
+that is lost (its node died, Redis restarted) costs only time: the owner also
+reads the store every ``reconcile_interval``, and a new owner starts from it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from jobfleet.engine.ports import NodeMessages
+from jobfleet.engine.results import TaskKey
+from jobfleet.store.leases import LeaseStore
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results"
+STOP = "stop"
+WAKE = "wake"
+REPLY = "reply"
+
+
+class Signals:
+    def __init__(self, bus: NodeMessages, leases: LeaseStore) -> None:
+        self.bus = bus
+        self.leases = leases
+
+    @property
+    def clustered(self) -> bool:
+        return self.bus.clustered
+
+    async def results_stored(self, keys: list[TaskKey]) -> None:
+        """Final results this node stored for tasks another node waits for."""
+        if not self.bus.clustered or not keys:
+            return
+        owners = await self.leases.owners_of_steps([k[0] for k in keys])
+        by_node: dict[str, list[list[int]]] = {}
+        for step, count, host in keys:
+            node = owners.get(step)
+            if node is not None and node != self.bus.node_id:
+                by_node.setdefault(node, []).append([step, count, host])
+        for node, found in by_node.items():
+            self.bus.send(node, {"k": RESULTS, "keys": found})
+
+    async def stop(self, job_id: int) -> None:
+        if not self.bus.clustered:
+            return
+        node = await self.leases.owner_of_job(job_id)
+        if node is not None and node != self.bus.node_id:
+            self.bus.send(node, {"k": STOP, "job": job_id})
+
+    async def wake(self, step_id: int) -> None:
+        if not self.bus.clustered:
+            return
+        node = (await self.leases.owners_of_steps([step_id])).get(step_id)
+        if node is not None and node != self.bus.node_id:
+            self.bus.send(node, {"k": WAKE, "step": step_id})

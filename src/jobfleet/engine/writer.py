@@ -1,0 +1,155 @@
+"""The one writer of host results: agent messages and the engine's own notes are
+queued here and stored in batches (``results`` decides what of a batch is stored).
+
+A batch is acknowledged to the agents only once it is stored, and a stored final
+result wakes the step attempt that waits for it (``tracking``). While many results
+are still expected the writer lingers a little so that they share a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from jobfleet.domain import protocol
+from jobfleet.domain.status import HostStatus
+from jobfleet.engine.ports import AgentLink
+from jobfleet.engine.results import DatabaseDown, Results, TaskKey
+from jobfleet.engine.signals import Signals
+from jobfleet.engine.tracking import StepRun, Tracker
+from jobfleet.store.database import now_ms
+
+log = logging.getLogger(__name__)
+
+# a note the engine adds to a host's log sorts after anything the agent sent
+NOTE_SEQ = 1_000_000_000
+# While many results are still expected, the writer waits this long for more to
+# share one transaction (a commit per result costs ~1.5 ms of CPU); the last few
+# results of a job, and small jobs, are written at once.
+WRITE_LINGER = 0.02
+WRITE_LINGER_MIN_PENDING = 64
+MAX_BATCH = 20_000
+
+Item = tuple[AgentLink | None, dict[str, Any]]
+
+
+class ResultWriter:
+    def __init__(self, results: Results, tracker: Tracker, signals: Signals | None = None) -> None:
+        self.results = results
+        self.tracker = tracker
+        # tells the node that drives a job of results stored here (a cluster)
+        self.signals = signals
+        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+
+    def put(self, conn: AgentLink, message: dict[str, Any]) -> None:
+        """An agent's ``out``, ``done`` or ``file_log`` message, to be stored."""
+        self._queue.put_nowait((conn, message))
+
+    def conclude(self, run: StepRun, hosts: Iterable[int], status: HostStatus, note: str) -> None:
+        """End hosts on the engine's own authority, through the same path as agent results."""
+        end = now_ms()
+        for host in hosts:
+            self._queue.put_nowait(
+                (
+                    None,
+                    {
+                        "t": protocol.DONE,
+                        "id": run.task_id(host),
+                        "seq": NOTE_SEQ,
+                        "status": int(status),
+                        "exit": None,
+                        "start": None,
+                        "end": end,
+                        "data": note,
+                    },
+                )
+            )
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            if self._queue.qsize() < 256 and self.tracker.pending() > WRITE_LINGER_MIN_PENDING:
+                await asyncio.sleep(WRITE_LINGER)
+            while not self._queue.empty() and len(batch) < MAX_BATCH:
+                batch.append(self._queue.get_nowait())
+            attempt = 0
+            while True:
+                try:
+                    await self._write(batch)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # the database is down (a bad message is set aside by ``results``
+                    # itself): nothing was acknowledged, so agents still hold these
+                    # results; keep trying, nothing is dropped
+                    attempt += 1
+                    if isinstance(exc, DatabaseDown):
+                        log.error(
+                            "result_write_waiting_for_database attempt=%d size=%d error=%s",
+                            attempt,
+                            len(batch),
+                            exc,
+                        )
+                    else:
+                        log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))
+                        if attempt >= 3:
+                            await self._write_each(batch)
+                            break
+                    await asyncio.sleep(min(5.0, 0.2 * attempt))
+
+    async def _write_each(self, batch: list[Item]) -> None:
+        """A batch that fails for a reason other than the database, one message at a
+        time: what fails alone is dropped, so it cannot hold back the rest."""
+        for item in batch:
+            while True:
+                try:
+                    await self._write([item])
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except DatabaseDown:
+                    await asyncio.sleep(1.0)
+                except Exception:
+                    log.exception("result_dropped task=%s", item[1].get("id"))
+                    break
+
+    async def _write(self, batch: list[Item]) -> None:
+        plan = await self.results.plan(batch)
+        refused = await self.results.store_entries(plan.entries)
+        for conn, items in plan.acks.items():
+            # what the database refused is acknowledged too: the agent would send it
+            # again after every reconnect, and it would be refused again
+            conn.send({"t": protocol.ACK, "acks": items})
+        set_aside = {id(e) for e in refused}
+        elsewhere: list[TaskKey] = []
+        for key, tally in plan.tallies.items():
+            if key in self.results.tallies or self.tracker.is_live(key):
+                self.results.tallies[key] = tally
+        for entry in plan.entries:
+            result = entry.final
+            if result is None:
+                continue
+            run_key = (result.step_instance_id, result.execute_count)
+            if id(entry) in set_aside:
+                run = self.tracker.get(run_key)
+                if entry.conn is not None and run is not None and result.bk_host_id in run.pending:
+                    self.conclude(
+                        run,
+                        [result.bk_host_id],
+                        HostStatus.GSE_TASK_ERROR,
+                        "jobfleet: the agent's result for this host could not be stored\n",
+                    )
+                continue
+            self.results.forget(entry.key)
+            if self.tracker.get(run_key) is None:
+                elsewhere.append(entry.key)
+            self.tracker.finish(run_key, result.bk_host_id)
+        if elsewhere and self.signals is not None:
+            try:
+                await self.signals.results_stored(elsewhere)
+            except Exception:
+                # the driving node reads the store on its own within its reconcile interval
+                log.exception("result_signal_failed results=%d", len(elsewhere))

@@ -1,0 +1,136 @@
+"""Reaching an agent whichever node holds it.
+
+The engine looks agents up through ``ClusterAgents``: a host whose agent is
+connected here gets its live connection; one held by another node gets a
+``RemoteLink``, whose messages travel on the bus to that node, where
+``AgentRouter.deliver`` hands them to the agent (or passes them on, if the agent
+moved meanwhile). Replies to requests that came from another node go back to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+from jobfleet.bus.base import Bus
+from jobfleet.domain import protocol
+from jobfleet.gateway.registry import AgentConnection, Registry
+
+log = logging.getLogger(__name__)
+
+AGENT = "agent"
+REPLY = "reply"
+# how long a node remembers where to send the reply to a request it passed on
+REPLY_ROUTE_TTL = 3600.0
+MAX_HOPS = 3
+
+
+class AgentEvents(Protocol):
+    def agent_online(self, conn: Any) -> None: ...
+
+    def agent_offline(self, conn: Any) -> None: ...
+
+    def agent_message(self, conn: Any, message: dict[str, Any]) -> None: ...
+
+
+class RemoteLink:
+    """An agent connected to another node, as the engine sees it."""
+
+    # what the agent holds is known only where it is connected: that node filters
+    # repeats, and the agent ignores a task it already has
+    known: frozenset[str] = frozenset()
+    agent_id = ""
+
+    def __init__(self, bus: Bus, node: str, bk_host_id: int) -> None:
+        self.bus = bus
+        self.node = node
+        self.bk_host_id = bk_host_id
+        self.peer = f"node:{node}"
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.bus.send(
+            self.node,
+            {"k": AGENT, "host": self.bk_host_id, "from": self.bus.node_id, "msg": message},
+        )
+
+
+class ClusterAgents:
+    """The agent directory of a node: its own connections, then the bus's map."""
+
+    def __init__(self, registry: Registry, bus: Bus) -> None:
+        self.registry = registry
+        self.bus = bus
+
+    def for_host(self, bk_host_id: int) -> AgentConnection | RemoteLink | None:
+        conn = self.registry.for_host(bk_host_id)
+        if conn is not None or not self.bus.clustered:
+            return conn
+        node = self.bus.holder(bk_host_id)
+        if node is None or node == self.bus.node_id:
+            return None
+        return RemoteLink(self.bus, node, bk_host_id)
+
+
+class AgentRouter:
+    """The holding side: messages for agents connected here, and where replies go."""
+
+    def __init__(self, registry: Registry, bus: Bus) -> None:
+        self.registry = registry
+        self.bus = bus
+        self._reply_to: dict[str, tuple[str, float]] = {}
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        host = int(message["host"])
+        inner: dict[str, Any] = message["msg"]
+        conn = self.registry.for_host(host)
+        if conn is not None:
+            if inner.get("t") == protocol.RUN and inner.get("id") in conn.known:
+                return  # the agent has it already
+            if inner.get("t") in (protocol.FILE_LIST, protocol.FILE_UPLOAD):
+                self._remember(str(inner.get("id")), str(message["from"]))
+            conn.send(inner)
+            return
+        hops = int(message.get("hops") or 0)
+        node = self.bus.holder(host)
+        if node is not None and node != self.bus.node_id and hops < MAX_HOPS:
+            self.bus.send(node, {**message, "hops": hops + 1})
+        else:
+            log.info("bus_agent_absent host=%s kind=%s", host, inner.get("t"))
+
+    def _remember(self, request_id: str, node: str) -> None:
+        now = time.monotonic()
+        if len(self._reply_to) > 10_000:
+            self._reply_to = {k: v for k, v in self._reply_to.items() if v[1] > now}
+        self._reply_to[request_id] = (node, now + REPLY_ROUTE_TTL)
+
+    def route_reply(self, conn: AgentConnection, message: dict[str, Any]) -> bool:
+        """Send an agent's reply to the node that asked; False if this node asked."""
+        route = self._reply_to.pop(str(message.get("id")), None)
+        if route is None or route[0] == self.bus.node_id:
+            return False
+        self.bus.send(route[0], {"k": REPLY, "host": conn.bk_host_id, "msg": message})
+        return True
+
+
+class RoutedEvents:
+    """What the gateway tells the engine, with the agents' presence on the bus and
+    replies for other nodes sent there."""
+
+    def __init__(self, inner: AgentEvents, router: AgentRouter, bus: Bus) -> None:
+        self.inner = inner
+        self.router = router
+        self.bus = bus
+
+    def agent_online(self, conn: AgentConnection) -> None:
+        self.bus.hold([conn.bk_host_id])
+        self.inner.agent_online(conn)
+
+    def agent_offline(self, conn: AgentConnection) -> None:
+        self.bus.release([conn.bk_host_id])
+        self.inner.agent_offline(conn)
+
+    def agent_message(self, conn: AgentConnection, message: dict[str, Any]) -> None:
+        if message.get("t") == protocol.REPLY and self.router.route_reply(conn, message):
+            return
+        self.inner.agent_message(conn, message)

@@ -1,0 +1,145 @@
+"""The engine end to end on a real database, with in-process agents: how a job's
+hosts, steps and the job itself end in every way a host task can end."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.engine.conftest import Rig, script_job
+
+from jobfleet.domain import protocol
+from jobfleet.domain.status import HostStatus, RunStatus
+from jobfleet.store.database import now_ms
+
+
+async def host_statuses(rig: Rig, step_id: int) -> dict[int, int]:
+    return {r.bk_host_id: r.status for r in await rig.store.hosts(step_id, 0)}
+
+
+async def test_every_host_answers_and_the_job_succeeds(rig: Rig) -> None:
+    links = [rig.agents.connect(h) for h in (1, 2, 3)]
+    job_id, (step_id,) = await rig.engine.submit(script_job([1, 2, 3]), start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+    assert await host_statuses(rig, step_id) == dict.fromkeys((1, 2, 3), HostStatus.SUCCESS)
+    step = await rig.store.step(step_id)
+    assert step is not None and step.status == RunStatus.SUCCESS and step.end_time
+    for link in links:
+        (run,) = [m for m in link.sent if m["t"] == protocol.RUN]
+        assert run["id"] == protocol.task_id(step_id, 0, link.bk_host_id)
+        assert run["script"] == "echo hi" and run["account"] == "root"
+        # output and the final result were both acknowledged once stored
+        assert sorted(seq for _, seq in link.acked()) == [1, 2]
+
+
+async def test_a_failing_host_fails_the_step_and_stops_the_job(rig: Rig) -> None:
+    rig.agents.connect(1)
+    rig.agents.connect(2, behaviour=lambda m: 3)
+    job_id, (first, second) = await rig.engine.submit(script_job([1, 2], steps=2), start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.FAIL
+    statuses = await host_statuses(rig, first)
+    assert statuses == {1: HostStatus.SUCCESS, 2: HostStatus.SCRIPT_NOT_ZERO_EXIT_CODE}
+    # the second step never ran
+    later = await rig.store.step(second)
+    assert later is not None and later.status == RunStatus.BLANK
+
+
+async def test_hosts_without_a_live_agent_end_at_once(rig: Rig) -> None:
+    rig.agents.connect(1)
+    job = script_job([1, 2, 3], no_agent=(3,))
+    job_id, (step_id,) = await rig.engine.submit(job, start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.FAIL
+    assert await host_statuses(rig, step_id) == {
+        1: HostStatus.SUCCESS,
+        2: HostStatus.GSE_AGENT_ERROR,
+        3: HostStatus.AGENT_NOT_INSTALLED,
+    }
+
+
+async def test_terminate_kills_what_runs_and_stops_the_job(rig: Rig) -> None:
+    links = [rig.agents.connect(h) for h in (1, 2)]
+    job_id, (step_id,) = await rig.engine.submit(script_job([1, 2], "sleep 60"), start=True)
+    while not all(link.sent for link in links):
+        await asyncio.sleep(0.01)
+    await rig.engine.terminate(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    assert set((await host_statuses(rig, step_id)).values()) == {
+        HostStatus.GSE_TASK_TERMINATE_SUCCESS
+    }
+    for link in links:
+        assert [m["reason"] for m in link.sent if m["t"] == protocol.KILL] == ["terminate"]
+
+
+async def test_a_host_past_its_timeout_is_killed_and_ends_timed_out(rig: Rig) -> None:
+    link = rig.agents.connect(1)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1], "sleep 60", timeout=1),
+                                                 start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.FAIL
+    assert await host_statuses(rig, step_id) == {1: HostStatus.TASK_TIMEOUT}
+    assert [m["reason"] for m in link.sent if m["t"] == protocol.KILL] == ["timeout"]
+
+
+async def test_an_agent_that_drops_and_comes_back_gets_its_task_again(rig: Rig) -> None:
+    hang = rig.agents.connect(1, behaviour=lambda m: None)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1]), start=True)
+    while not hang.sent:
+        await asyncio.sleep(0.01)
+    rig.agents.drop(1)
+    # back within the grace period, on a new connection that does not know the task
+    back = rig.agents.connect(1)
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+    assert [m["t"] for m in back.sent if m["t"] == protocol.RUN] == [protocol.RUN]
+    assert await host_statuses(rig, step_id) == {1: HostStatus.SUCCESS}
+
+
+async def test_an_agent_that_stays_away_ends_its_host_after_the_grace(rig: Rig) -> None:
+    hang = rig.agents.connect(1, behaviour=lambda m: None)
+    rig.agents.connect(2)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1, 2]), start=True)
+    while not hang.sent:
+        await asyncio.sleep(0.01)
+    rig.agents.drop(1)
+    assert await rig.wait_finished(job_id) == RunStatus.FAIL
+    assert await host_statuses(rig, step_id) == {
+        1: HostStatus.GSE_AGENT_ERROR, 2: HostStatus.SUCCESS
+    }
+
+
+async def test_rolling_batches_run_in_order(rig: Rig) -> None:
+    order: list[int] = []
+
+    def record(message: dict[str, object]) -> int:
+        order.append(int(str(message["id"]).rsplit(":", 1)[1]))
+        return 0
+
+    for host in (1, 2, 3, 4):
+        rig.agents.connect(host, behaviour=record)
+    rolling = {"size": 2, "config": {"expression": "2", "mode": 2}}
+    job_id, (step_id,) = await rig.engine.submit(script_job([1, 2, 3, 4], rolling=rolling),
+                                                 start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+    assert sorted(order[:2]) == [1, 2] and sorted(order[2:]) == [3, 4]
+    step = await rig.store.step(step_id)
+    assert step is not None and step.current_batch == 2
+
+
+async def test_a_job_created_waiting_starts_once(rig: Rig) -> None:
+    rig.agents.connect(1)
+    job_id, _ = await rig.engine.submit(script_job([1]), start=False)
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.BLANK
+    assert await rig.engine.start_job(job_id)
+    assert not await rig.engine.start_job(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+
+
+async def test_another_node_takes_over_a_job_whose_owner_is_gone(rig: Rig) -> None:
+    rig.agents.connect(1)
+    job = script_job([1])
+    job.values.update(owner_node="dead", lease_until=0, status=int(RunStatus.RUNNING),
+                      create_time=now_ms())
+    job_id, _ = await rig.store.create(job)
+    await rig.engine.recover()
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+    # a finished job has no owner any more
+    owner = await rig.store.job(job_id)
+    assert owner is not None and owner.owner_node is None

@@ -1,0 +1,61 @@
+"""Requests to one agent: only that host may answer, and a reconnect asks again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tests.engine.test_results import Link
+
+from jobfleet.engine.rpc import AgentRpc, AgentUnavailable
+
+
+class Agents:
+    def __init__(self) -> None:
+        self.links: dict[int, Link] = {}
+
+    def for_host(self, host: int) -> Link | None:
+        return self.links.get(host)
+
+
+async def test_the_reply_of_the_asked_host_is_returned() -> None:
+    agents = Agents()
+    agents.links[1] = Link(1)
+    rpc = AgentRpc(agents, agent_lost_grace=0.5)
+    call = asyncio.ensure_future(rpc.call(1, {"t": "file_list", "patterns": ["/x"]}, 5))
+    while not agents.links[1].sent:
+        await asyncio.sleep(0.01)
+    request = agents.links[1].sent[0]
+    assert request["t"] == "file_list" and request["patterns"] == ["/x"]
+    # another host cannot answer for it, nor can an unknown id
+    rpc.reply(Link(2), {"t": "reply", "id": request["id"], "files": []})
+    rpc.reply(agents.links[1], {"t": "reply", "id": "other"})
+    await asyncio.sleep(0.05)
+    assert not call.done()
+    rpc.reply(agents.links[1], {"t": "reply", "id": request["id"], "files": ["ok"]})
+    assert (await call)["files"] == ["ok"]
+
+
+async def test_a_new_connection_is_asked_again() -> None:
+    agents = Agents()
+    first = agents.links[1] = Link(1)
+    rpc = AgentRpc(agents, agent_lost_grace=0.5)
+    call = asyncio.ensure_future(rpc.call(1, {"t": "file_list"}, 5))
+    while not first.sent:
+        await asyncio.sleep(0.01)
+    second = agents.links[1] = Link(1)
+    while not second.sent:
+        await asyncio.sleep(0.05)
+    assert second.sent[0]["id"] != first.sent[0]["id"]
+    rpc.reply(second, {"t": "reply", "id": second.sent[0]["id"]})
+    assert (await call)["t"] == "reply"
+
+
+async def test_an_absent_agent_and_a_silent_one_fail() -> None:
+    agents = Agents()
+    rpc = AgentRpc(agents, agent_lost_grace=0.2)
+    with pytest.raises(AgentUnavailable):
+        await rpc.call(1, {"t": "file_list"}, 5)
+    agents.links[1] = Link(1)
+    with pytest.raises(TimeoutError):
+        await rpc.call(1, {"t": "file_list"}, 0.2)
