@@ -48,7 +48,7 @@ pytest: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(BIN)/jobfleet demo
+	$(BIN)/jobfleet demo --keep
 
 bench: venv
 	$(BIN)/python bench/fanout.py

@@ -28,12 +28,14 @@ from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
 from jobfleet.bus.base import Bus
+from jobfleet.bus.live import BusLive
 from jobfleet.bus.local import LocalBus
 from jobfleet.bus.redis import RedisBus
 from jobfleet.domain.addresses import parse_networks as parse_networks  # for the CLI
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
+from jobfleet.domain.status import RunStatus
 from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.callbacks import CallbackSender
@@ -49,6 +51,7 @@ from jobfleet.engine.leases import LeaseKeeper
 from jobfleet.engine.notify import SmtpSettings as SmtpSettings  # for the CLI
 from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.ports import LiveEvents
 from jobfleet.engine.results import Results
 from jobfleet.engine.retention import Retention
 from jobfleet.engine.retention import RetentionSettings as RetentionSettings  # for the CLI
@@ -76,13 +79,15 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
 from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
-from jobfleet.store.secrets import Cipher
+from jobfleet.store.secrets import Cipher, new_secret
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
+from jobfleet.web import console_router
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +162,14 @@ def build_engine(
     refusals: Refusals,
     files: FileParts,
     on_job_finished: list[JobFinished],
+    live: LiveEvents | None = None,
 ) -> tuple[Jobs, AgentEvents, NodeListener]:
     """The engine's parts, each given what it uses: the façade, what the gateway
     tells the engine, and what the bus tells this node."""
     agents = ClusterAgents(registry, bus)
     tracker = Tracker()
     signals = Signals(bus, store.leases)
-    results = Results(store, settings.max_output_bytes, refusals, tracker.is_live)
+    results = Results(store, settings.max_output_bytes, refusals, tracker.is_live, live)
     writer = ResultWriter(results, tracker, signals)
     dispatcher = Dispatcher(store, agents, tracker, results, writer, settings)
     rpc = AgentRpc(agents, settings.agent_lost_grace)
@@ -229,9 +235,11 @@ async def bootstrap(
     url: str,
     channel: AgentChannel,
     token_ttl: float = 24 * 3600.0,
+    people: PeopleStore | None = None,
 ) -> None:
-    """On the first start: the default business, the admin app and user, an enrollment
-    token that expires after ``token_ttl`` seconds."""
+    """On the first start: the default business, the admin app and user (with a console
+    password when ``people`` is given), an enrollment token that expires after
+    ``token_ttl`` seconds."""
     path = data_dir / "bootstrap.json"
     if DEFAULT_BIZ not in await identity.business_ids():
         try:
@@ -252,11 +260,16 @@ async def bootstrap(
         )
         return
     await identity.ensure_user(ADMIN_USER, is_admin=True)
+    password = new_secret(12)
+    if people is not None:
+        await people.set_password(ADMIN_USER, password)
     token = await identity.create_enroll_token(note="bootstrap", ttl_seconds=token_ttl)
     content = {
         "bk_app_code": ADMIN_APP,
         "bk_app_secret": secret,
         "admin_user": ADMIN_USER,
+        # the console login (change it with `jobfleet admin user passwd admin`)
+        **({"admin_password": password} if people is not None else {}),
         "enroll_token": channel.token(token),
         "enroll_token_expires_at": int(time.time() + token_ttl),
         "url": url,
@@ -278,6 +291,7 @@ class Server:
         self.identity = IdentityStore(self.db)
         self.inventory = Inventory(self.db)
         self.jobs = JobStore(self.db)
+        self.people = PeopleStore(self.db)
         self.registry = Registry()
         self.presence = Presence(self.db, self.node_id)
         engine_settings = dataclasses.replace(settings.engine, node_id=self.node_id)
@@ -298,6 +312,8 @@ class Server:
             if settings.redis_url
             else LocalBus(self.node_id)
         )
+        # live views: wake-ups of job pages and event streams, on the node's bus
+        self.live = BusLive(self.bus)
         self.engine, agent_events, self.bus_listener = build_engine(
             self.jobs,
             self.registry,
@@ -306,7 +322,8 @@ class Server:
             engine_settings,
             self.refusals,
             FileParts(self.blobs, self.file_logs, self.inventory, settings.max_file_size),
-            on_job_finished=[self.callbacks.wake],
+            on_job_finished=[self.callbacks.wake, self._job_finished],
+            live=self.live,
         )
         # one count of failed authentications per address, for the API and agents alike
         self.auth_failures = Throttle(
@@ -367,7 +384,10 @@ class Server:
             auth=Authenticator(
                 self.identity,
                 failures=self.auth_failures,
+                people=self.people,
             ),
+            people=self.people,
+            live=self.live,
             audit=self.audit,
             accounts=AccountStore(self.db, self.cipher),
             blobs=self.blobs,
@@ -394,7 +414,7 @@ class Server:
             body_timeout=settings.body_timeout,
             max_pending=settings.max_pending_connections,
         )
-        self.app: FastAPI = create_app(self.services)
+        self.app: FastAPI = create_app(self.services, console_router(self.services))
         self.app.router.lifespan_context = self._lifespan
         self._agent_server: _SecondListener | None = None
         self._agent_serving: asyncio.Task[None] | None = None
@@ -407,6 +427,10 @@ class Server:
         finally:
             await self.stop()
 
+    def _job_finished(self, job_id: int, status: RunStatus) -> None:
+        """Live views of the job hear at once that it ended."""
+        self.live.publish(f"job:{job_id}", {"type": "job", "status": int(status)})
+
     async def start(self) -> None:
         await wait_for(self.db)
         await self.db.migrate()
@@ -417,6 +441,7 @@ class Server:
             self.settings.url,
             channel,
             self.settings.bootstrap_token_ttl,
+            self.people,
         )
         await self.inventory.reset_node(self.node_id)
         self.presence.start()

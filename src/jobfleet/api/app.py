@@ -10,13 +10,16 @@ from jobfleet.api import (
     admin,
     agent_channel,
     cron,
+    docs,
     errors,
     execute,
     file_sources,
     files,
     gse,
     legacy,
+    live,
     notify,
+    people,
     plans,
     query,
     rules,
@@ -32,8 +35,11 @@ from jobfleet.api.openapi import DocumentedAPI
 from jobfleet.api.services import Services
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
+    """The API, and the web console's routes when ``console`` is given."""
     app = DocumentedAPI(
+        docs_url=None,
+        redoc_url=None,
         title="jobfleet",
         version=__version__,
         description="Remote job execution, wire-compatible with bk-job v3",
@@ -60,9 +66,14 @@ def create_app(services: Services) -> FastAPI:
         rules,
         notify,
         topology,
+        people,
+        live,
     ):
         module.register(router)
     app.include_router(router)
+    docs.register(app)
+    if console is not None:
+        app.include_router(console)
     limits = services.limits
     app.add_middleware(
         BodyLimit,

@@ -13,6 +13,7 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.ports import LiveEvents, NoLiveEvents
 from jobfleet.engine.submit import Submitter
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
@@ -24,6 +25,7 @@ from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
@@ -74,3 +76,7 @@ class Services:
     enroll_throttle: Throttle = field(default_factory=lambda: Throttle("enrollments", 0, 1))
     # how agents reach this server (the plain-text default is for hand-built services)
     agent_channel: AgentChannel = field(default_factory=lambda: AgentChannel(None, None))
+    # console passwords, sessions and personal tokens (none: people cannot log in)
+    people: PeopleStore | None = None
+    # wake-ups of live views (a job's event stream, the console's pages)
+    live: LiveEvents = field(default_factory=NoLiveEvents)

@@ -609,3 +609,35 @@ notify_configs = Table(
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
 )
+
+# people: console passwords, console sessions and personal API tokens ----------
+passwords = Table(
+    "passwords",
+    metadata,
+    Column("username", String(128), primary_key=True),
+    # scrypt$n$r$p$salt$digest (store/people.py)
+    Column("hash", String(255), nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    # the sha256 of the cookie's value: a stolen database opens no session
+    Column("id_hash", String(128), primary_key=True),
+    Column("username", String(128), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+personal_tokens = Table(
+    "personal_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_hash", String(128), nullable=False, unique=True),
+    Column("username", String(128), nullable=False, index=True),
+    Column("note", String(255), nullable=False, default=""),
+    Column("expires_at", Float, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+)
