@@ -95,7 +95,9 @@ async def node(database_url: str) -> AsyncIterator[Node]:
 
     app = Starlette(routes=[WebSocketRoute("/agents/connect", socket)])
     sock = bound_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # open agent sockets must not hold the shutdown up
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                           timeout_graceful_shutdown=2))
     presence.start()
     gateway.start()
     task = await serve_on(server, sock)
@@ -103,6 +105,10 @@ async def node(database_url: str) -> AsyncIterator[Node]:
     try:
         yield Node(url, gateway, registry, identity, events, audit, agent_id, secret, host_id)
     finally:
+        for host in registry.host_ids():
+            conn = registry.for_host(host)
+            if conn is not None:
+                await conn.hang_up()
         server.should_exit = True
         await asyncio.wait_for(task, 15)
         await gateway.stop()
