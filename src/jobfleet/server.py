@@ -48,6 +48,7 @@ from jobfleet.engine.leases import LeaseKeeper
 from jobfleet.engine.notify import SmtpSettings as SmtpSettings  # for the CLI
 from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.procs import ProcManager
 from jobfleet.engine.results import Results
 from jobfleet.engine.retention import Retention
 from jobfleet.engine.retention import RetentionSettings as RetentionSettings  # for the CLI
@@ -75,6 +76,7 @@ from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
 from jobfleet.store.plans import PlanStore
+from jobfleet.store.procs import ProcStore
 from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
@@ -155,6 +157,7 @@ def build_engine(
     refusals: Refusals,
     files: FileParts,
     on_job_finished: list[JobFinished],
+    rpc: AgentRpc | None = None,
 ) -> tuple[Jobs, AgentEvents, NodeListener]:
     """The engine's parts, each given what it uses: the façade, what the gateway
     tells the engine, and what the bus tells this node."""
@@ -164,7 +167,8 @@ def build_engine(
     results = Results(store, settings.max_output_bytes, refusals, tracker.is_live)
     writer = ResultWriter(results, tracker, signals)
     dispatcher = Dispatcher(store, agents, tracker, results, writer, settings)
-    rpc = AgentRpc(agents, settings.agent_lost_grace)
+    # requests to agents; given when something beyond the engine asks too (GSE processes)
+    rpc = rpc or AgentRpc(agents, settings.agent_lost_grace)
     decisions = Decisions(store, settings.reconcile_interval)
     tasks = StepTasks(store, tracker, dispatcher, writer, decisions, settings)
     file_steps = FileSteps(
@@ -291,6 +295,9 @@ class Server:
             if settings.redis_url
             else LocalBus(self.node_id)
         )
+        self.agent_rpc = AgentRpc(
+            ClusterAgents(self.registry, self.bus), engine_settings.agent_lost_grace
+        )
         self.engine, agent_events, self.bus_listener = build_engine(
             self.jobs,
             self.registry,
@@ -300,6 +307,7 @@ class Server:
             self.refusals,
             FileParts(self.blobs, self.file_logs, self.inventory, settings.max_file_size),
             on_job_finished=[self.callbacks.wake],
+            rpc=self.agent_rpc,
         )
         # one count of failed authentications per address, for the API and agents alike
         self.auth_failures = Throttle(
@@ -374,6 +382,7 @@ class Server:
             rules=self.rules,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
+            procs=ProcManager(self.agent_rpc, ProcStore(self.db)),
         )
         self.connection_limits = ConnectionLimits(
             header_timeout=settings.header_timeout,

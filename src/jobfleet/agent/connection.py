@@ -36,6 +36,7 @@ from jobfleet.agent.enrollment import (
 )
 from jobfleet.agent.executor import ProcessExecutor
 from jobfleet.agent.processes import kill_process_tree, reap_without_threads
+from jobfleet.agent.procman import ProcessManager
 from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.task import (
@@ -147,6 +148,7 @@ class Agent:
         self._stopping = False
         self.on_welcome: Callable[[dict[str, Any]], None] | None = None
         self.files = FileWork(self._base, self._auth_headers, self._tls, http)
+        self.procs = ProcessManager(state)
 
     def _base(self) -> str:
         return self.channel.base if self.channel is not None else self._server
@@ -235,6 +237,7 @@ class Agent:
 
     async def run_forever(self) -> None:
         reap_without_threads(asyncio.get_running_loop())
+        self.procs.start()
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0
@@ -283,6 +286,7 @@ class Agent:
         for task in [*self._tasks.values(), *self._requests]:
             task.cancel()
         await self.files.close()
+        await self.procs.stop()
         if self._own_executor is not None:
             self._own_executor.close()
 
@@ -337,18 +341,15 @@ class Agent:
                 self.spool.ack(str(task_id), int(seq))
         elif kind == protocol.KILL:
             self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
-        elif kind in (protocol.FILE_LIST, protocol.FILE_UPLOAD):
+        elif kind in (protocol.FILE_LIST, protocol.FILE_UPLOAD, protocol.PROC, protocol.DISPATCH):
             self._answer(message)
         elif kind == protocol.WELCOME and self.on_welcome is not None:
             self.on_welcome(message)
 
     def _answer(self, message: dict[str, Any]) -> None:
         async def answer() -> None:
-            work = (
-                self.files.list_sources if message["t"] == protocol.FILE_LIST else self.files.upload
-            )
             try:
-                reply = await work(message)
+                reply = await self._work(message)
             except Exception as exc:
                 log.exception("request_failed kind=%s", message.get("t"))
                 reply = {"status": int(HostStatus.GSE_TASK_ERROR), "error": str(exc)}
@@ -365,6 +366,16 @@ class Agent:
         task = asyncio.get_running_loop().create_task(answer())
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
+
+    async def _work(self, message: dict[str, Any]) -> dict[str, Any]:
+        kind = message["t"]
+        if kind == protocol.FILE_LIST:
+            return await self.files.list_sources(message)
+        if kind == protocol.PROC:
+            return await self.procs.handle(message)
+        if kind == protocol.DISPATCH:
+            return self.procs.deliver(message)
+        return await self.files.upload(message)
 
     def _start(self, message: dict[str, Any]) -> None:
         task_id = str(message["id"])

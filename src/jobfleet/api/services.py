@@ -12,6 +12,7 @@ from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.procs import ProcManager
 from jobfleet.engine.submit import Submitter
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
@@ -70,3 +71,5 @@ class Services:
     enroll_throttle: Throttle = field(default_factory=lambda: Throttle("enrollments", 0, 1))
     # how agents reach this server (the plain-text default is for hand-built services)
     agent_channel: AgentChannel = field(default_factory=lambda: AgentChannel(None, None))
+    # GSE process management and messages to agents (None: not offered)
+    procs: ProcManager | None = None

@@ -37,6 +37,9 @@ FILE_UPLOAD = "file_upload"
 RUN = "run"
 KILL = "kill"
 ACK = "ack"
+# process management and messages for local plugins (GSE): answered with a ``reply``
+PROC = "proc"
+DISPATCH = "dispatch"
 
 # The largest WebSocket frame the server reads; larger ones close the connection.
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -189,6 +192,120 @@ class Reply(TypedDict):
     files: NotRequired[list[ListedFile]]
     missing: NotRequired[list[LongText]]
     results: NotRequired[list[UploadResult]]
+    # the answer to ``proc``: the state of the process after the operation
+    proc: NotRequired[ProcState]
+    # the answer to ``dispatch``: where the message was put
+    delivered: NotRequired[PathText]
+
+
+# process management (GSE) -------------------------------------------------------------
+
+# operation codes, as GSE numbers them (op_type)
+PROC_START = 0
+PROC_STOP = 1
+PROC_STATUS = 2
+PROC_DELEGATE = 3
+PROC_UNDELEGATE = 4
+PROC_RESTART = 7
+PROC_RELOAD = 8
+PROC_KILL = 9
+PROC_OPS = (
+    PROC_START,
+    PROC_STOP,
+    PROC_STATUS,
+    PROC_DELEGATE,
+    PROC_UNDELEGATE,
+    PROC_RESTART,
+    PROC_RELOAD,
+    PROC_KILL,
+)
+
+
+class ProcSpec(TypedDict):
+    """A process the agent manages: where it lives and how it is controlled."""
+
+    namespace: str
+    name: str
+    # the executable's name, for status; the pid file says which process it is
+    proc_name: str
+    setup_path: str
+    pid_file: str
+    account: str
+    start_cmd: str
+    stop_cmd: str
+    restart_cmd: str
+    reload_cmd: str
+    kill_cmd: str
+    # seconds after start (or restart) to look for the pid file
+    start_check_secs: int
+
+
+class Proc(TypedDict):
+    t: Literal["proc"]
+    id: str
+    op: int
+    spec: ProcSpec
+
+
+@with_config(_STRICT)
+class ProcState(TypedDict):
+    """What an agent says about one managed process."""
+
+    # 0: the operation succeeded; otherwise GSE's error code (828 already running, ...)
+    code: Int32
+    message: LongText
+    # 0 unregistered, 1 running, 2 stopped
+    status: Annotated[int, Field(ge=0, le=2)]
+    pid: Annotated[int, Field(ge=-1, le=INT32_MAX)]
+    delegated: bool
+    restarts: Count
+    # epoch milliseconds of the last start, or 0
+    start_time: Millis
+
+
+class Dispatch(TypedDict):
+    t: Literal["dispatch"]
+    id: str
+    message_id: str
+    slot_id: int
+    content: str
+
+
+def proc_request(op: int, spec: ProcSpec) -> Proc:
+    """Ask an agent to operate (or report on) a managed process; ``id`` is set on sending."""
+    return {"t": "proc", "id": "", "op": op, "spec": spec}
+
+
+def dispatch_request(message_id: str, slot_id: int, content: str) -> Dispatch:
+    """Hand a message to the local plugins that listen on ``slot_id``."""
+    return {
+        "t": "dispatch",
+        "id": "",
+        "message_id": message_id,
+        "slot_id": slot_id,
+        "content": content,
+    }
+
+
+def proc_state(
+    code: int,
+    message: str,
+    *,
+    status: int,
+    pid: int = -1,
+    delegated: bool = False,
+    restarts: int = 0,
+    start_time: int = 0,
+) -> ProcState:
+    return {
+        "code": code,
+        "message": message,
+        "status": status,
+        "pid": pid,
+        "delegated": delegated,
+        "restarts": restarts,
+        "start_time": start_time,
+    }
 
 
 class Ack(TypedDict):

@@ -40,3 +40,9 @@ class NodeMessages(Protocol):
     clustered: bool
 
     def send(self, node: str, message: dict[str, Any]) -> None: ...
+
+
+class AgentRequests(Protocol):
+    """Asking a host's agent something and waiting for its ``reply``."""
+
+    async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]: ...
