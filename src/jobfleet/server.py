@@ -43,6 +43,7 @@ from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.dispatch import AgentEvents as EngineEvents
 from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.files import FileSteps
+from jobfleet.engine.heal import Healer
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.leases import LeaseKeeper
 from jobfleet.engine.notify import SmtpSettings as SmtpSettings  # for the CLI
@@ -72,6 +73,7 @@ from jobfleet.store.blobs import BlobStore
 from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
 from jobfleet.store.filelogs import FileLogStore
+from jobfleet.store.heal import HealStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
@@ -383,6 +385,7 @@ class Server:
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
             procs=ProcManager(self.agent_rpc, ProcStore(self.db)),
+            healer=Healer(HealStore(self.db, self.cipher), self.plans, self.inventory, self.jobs),
         )
         self.connection_limits = ConnectionLimits(
             header_timeout=settings.header_timeout,

@@ -10,6 +10,7 @@ from starlette.websockets import WebSocket
 from jobfleet.api.auth import Authenticator
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
+from jobfleet.engine.heal import Healer
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.procs import ProcManager
@@ -73,3 +74,5 @@ class Services:
     agent_channel: AgentChannel = field(default_factory=lambda: AgentChannel(None, None))
     # GSE process management and messages to agents (None: not offered)
     procs: ProcManager | None = None
+    # alert-driven self-healing (None: not offered)
+    healer: Healer | None = None

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from jobfleet.cli import _render, audit, cron, daemons, files, notify, templates, topo
+from jobfleet.cli import _render, audit, cron, daemons, files, heal, notify, templates, topo
 from jobfleet.cli._context import (
     AccountOption,
     BizOption,
@@ -44,6 +44,7 @@ templates.register(app)
 cron.register(app)
 audit.register(app)
 notify.register(app)
+heal.register(app)
 topo.register(app)
 daemons.register(app)
 
