@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import Running, eventually
+from tests.integration.harness import Running, Wire, eventually
 
 V2 = "/api/bk-gse/prod/api/v2"
 V1 = "/api/c/compapi/v2/gse"
@@ -186,3 +186,40 @@ async def test_list_agent_info_and_dispatch_message(running: Running) -> None:
     too_long = await wire.post(f"{V2}/cluster/dispatch_message", {
         "message_id": "m" * 65, "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
     assert too_long["result"] is False, too_long
+
+
+async def test_processes_of_another_business_are_refused(running: Running,
+                                                         tmp_path: Path) -> None:
+    """Operations are authorized by the hosts' business: a user of business 3 (or an app
+    limited to it) neither operates nor sees the agents of business 2."""
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    admin = "/api/jobfleet/v1"
+    assert (await wire.post(f"{admin}/businesses", {"bk_biz_id": 3, "name": "three"}))["result"]
+    assert (await wire.post(f"{admin}/users", {"username": "bob"}))["result"]
+    granted = await wire.post(f"{admin}/users/bob/grants", {"scope_type": "biz", "scope_id": "3"})
+    assert granted["result"], granted
+    made = await wire.post(f"{admin}/apps", {"app_code": "three", "allowed_users": ["bob"],
+                                             "allowed_biz": [3]})
+    assert made["result"], made
+    other = Wire(running.url, "three", made["data"]["app_secret"], "bob")
+    try:
+        for body in (proc_request(tmp_path, 0, IPS[:1]), proc_request(tmp_path, 2, IPS[:1])):
+            refused = await other.post(f"{V2}/proc/operate_proc_multi",
+                                       {"proc_operate_req": [body]})
+            assert (refused["result"], refused["code"]) == (False, 1244002), refused
+        status = await other.post(f"{V2}/proc/get_proc_status_v2", {
+            "meta": {"namespace": "n", "name": "x"}, "agent_id_list": [f"0:{IPS[0]}"]})
+        assert status["result"] is False, status
+        sent = await other.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m", "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
+        assert sent["data"]["results"][0]["error_code"] == 117, sent
+        # a task of business 2 is not theirs to read
+        mine = await wire.post(f"{V2}/proc/operate_proc_multi",
+                               {"proc_operate_req": [proc_request(tmp_path, 2, IPS[:1])]})
+        task = {"task_id": mine["data"]["task_id"]}
+        assert (await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task))["result"]
+        theirs = await other.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert (theirs["result"], theirs["code"]) == (False, 1249404), theirs
+    finally:
+        await other.close()
