@@ -7,11 +7,14 @@ import asyncio
 import hashlib
 import hmac
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.integration.harness import Running, eventually
+from tests.integration.harness import Running, eventually, run_server
 from tests.integration.test_cli_and_sdk import cli
+from tests.integration.test_notifications import ALLOW_LOOPBACK, Hook, add_config, listening
+from tests.integration.test_notifications import SECRET as NOTIFY_SECRET
 
 from jobfleet.sdk import AsyncJobClient
 
@@ -166,3 +169,22 @@ async def test_two_posts_at_once_start_one_job(running: Running) -> None:
     listed = await running.wire.get(f"{OWN}/businesses/2/heal-rules", {})
     assert all("secret" not in r for r in listed["data"])
     await eventually(lambda: running.wire.wait(decisions[0]["job_instance_id"]))
+
+
+async def test_the_end_of_a_healing_job_is_notified(tmp_path: Path, database_url: str) -> None:
+    async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK) as running:
+        await running.start_agents(IPS[:1])
+        plan_id = await make_plan(running)
+        made = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+            "name": "told", "job_plan_id": plan_id, "secret": SECRET,
+            "host_variable": "target"})
+        assert made["result"], made
+        async with listening(Hook()) as hook:
+            await add_config(running.wire, channel="webhook", target=hook.url,
+                             secret=NOTIFY_SECRET, statuses=[3])
+            answer = await post(running, made["data"]["id"], alertmanager("firing", IPS[0]))
+            job_id = answer["data"]["decisions"][0]["job_instance_id"]
+            await running.wire.wait(job_id)
+            await eventually(lambda: asyncio.sleep(0, hook.accepted))
+            [event] = hook.bodies()
+            assert (event["job_instance_id"], event["status"]) == (job_id, 3)
