@@ -59,6 +59,8 @@ async def test_spawned_process_is_kept_alive_and_remembered(tmp_path: Path) -> N
 
 async def test_failed_start_and_delivery(tmp_path: Path) -> None:
     manager = ProcessManager(tmp_path)
+    manager.start()
+    assert manager._keeper is None  # nothing delegated: no periodic work
     bad = spec(tmp_path, start_cmd="exit 3", start_check_secs=1)  # type: ignore[arg-type]
     answer = (await manager.handle(request(protocol.PROC_START, bad)))["proc"]
     assert answer["code"] == 65535 and "exited with 3" in answer["message"]

@@ -114,12 +114,23 @@ class ProcessManager:
         self.check_interval = check_interval
         self._procs: dict[str, Managed] = {}
         self._keeper: asyncio.Task[None] | None = None
+        self._keeping = False
         self._load()
 
     # the keeper ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._keeper is None:
+        """Keep delegated processes alive from now on; the keeper runs only while there
+        are some (an agent that manages none does no periodic work)."""
+        self._keeping = True
+        self._ensure_keeper()
+
+    def _ensure_keeper(self) -> None:
+        if (
+            self._keeping
+            and self._keeper is None
+            and any(p.delegated for p in self._procs.values())
+        ):
             self._keeper = asyncio.get_running_loop().create_task(self._keep_alive())
 
     async def stop(self) -> None:
@@ -129,7 +140,7 @@ class ProcessManager:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _keep_alive(self) -> None:
-        while True:
+        while any(p.delegated for p in self._procs.values()):
             await asyncio.sleep(self.check_interval)
             for key, proc in list(self._procs.items()):
                 if not proc.delegated or proc.busy or proc.pid > 0:
@@ -144,6 +155,7 @@ class ProcessManager:
                 log.warning("proc_restarted proc=%s code=%s restarts=%d", key, code, proc.restarts)
                 if code not in (OK, PROC_RUNNING):
                     log.warning("proc_restart_failed proc=%s message=%s", key, message)
+        self._keeper = None
 
     # operations ------------------------------------------------------------------------
 
@@ -171,6 +183,7 @@ class ProcessManager:
         finally:
             proc.busy = False
         self._save()
+        self._ensure_keeper()
         log.info("proc_operated proc=%s op=%s code=%s", key, op, code)
         return {"proc": proc.state(code, text)}
 
