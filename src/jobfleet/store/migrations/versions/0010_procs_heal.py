@@ -1,7 +1,7 @@
 """GSE process operations and their per-host results; self-healing rules and decisions
 
-Revision ID: 0009_procs_heal
-Revises: 0008_host
+Revision ID: 0010_procs_heal
+Revises: 0009_blob_parts
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_procs_heal"
-down_revision = "0008_host"
+revision = "0010_procs_heal"
+down_revision = "0009_blob_parts"
 branch_labels = None
 depends_on = None
 
