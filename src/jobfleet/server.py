@@ -46,12 +46,14 @@ from jobfleet.engine.dispatch import AgentEvents as EngineEvents
 from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.files import FileSteps
+from jobfleet.engine.heal import Healer
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.leases import LeaseKeeper
 from jobfleet.engine.notify import SmtpSettings as SmtpSettings  # for the CLI
 from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.ports import LiveEvents
+from jobfleet.engine.procs import ProcManager
 from jobfleet.engine.results import Results
 from jobfleet.engine.retention import Retention
 from jobfleet.engine.retention import RetentionSettings as RetentionSettings  # for the CLI
@@ -76,11 +78,13 @@ from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
 from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FileLogStore
+from jobfleet.store.heal import HealStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
 from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
+from jobfleet.store.procs import ProcStore
 from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
@@ -163,6 +167,7 @@ def build_engine(
     files: FileParts,
     on_job_finished: list[JobFinished],
     live: LiveEvents | None = None,
+    rpc: AgentRpc | None = None,
 ) -> tuple[Jobs, AgentEvents, NodeListener]:
     """The engine's parts, each given what it uses: the façade, what the gateway
     tells the engine, and what the bus tells this node."""
@@ -172,7 +177,8 @@ def build_engine(
     results = Results(store, settings.max_output_bytes, refusals, tracker.is_live, live)
     writer = ResultWriter(results, tracker, signals)
     dispatcher = Dispatcher(store, agents, tracker, results, writer, settings)
-    rpc = AgentRpc(agents, settings.agent_lost_grace)
+    # requests to agents; given when something beyond the engine asks too (GSE processes)
+    rpc = rpc or AgentRpc(agents, settings.agent_lost_grace)
     decisions = Decisions(store, settings.reconcile_interval)
     tasks = StepTasks(store, tracker, dispatcher, writer, decisions, settings)
     file_steps = FileSteps(
@@ -314,6 +320,9 @@ class Server:
         )
         # live views: wake-ups of job pages and event streams, on the node's bus
         self.live = BusLive(self.bus)
+        self.agent_rpc = AgentRpc(
+            ClusterAgents(self.registry, self.bus), engine_settings.agent_lost_grace
+        )
         self.engine, agent_events, self.bus_listener = build_engine(
             self.jobs,
             self.registry,
@@ -324,6 +333,7 @@ class Server:
             FileParts(self.blobs, self.file_logs, self.inventory, settings.max_file_size),
             on_job_finished=[self.callbacks.wake, self._job_finished],
             live=self.live,
+            rpc=self.agent_rpc,
         )
         # one count of failed authentications per address, for the API and agents alike
         self.auth_failures = Throttle(
@@ -408,6 +418,8 @@ class Server:
             third_party=self.third_party,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
+            procs=ProcManager(self.agent_rpc, ProcStore(self.db)),
+            healer=Healer(HealStore(self.db, self.cipher), self.plans, self.inventory, self.jobs),
         )
         self.connection_limits = ConnectionLimits(
             header_timeout=settings.header_timeout,

@@ -141,3 +141,14 @@ def test_validation_cost_per_message() -> None:
     elapsed = time.perf_counter() - started
     assert len(messages) == 20_000
     assert elapsed / 20_000 < 50e-6
+
+
+def test_a_process_state_in_a_reply_is_checked() -> None:
+    state = protocol.proc_state(0, "success", status=1, pid=42, delegated=True, restarts=2)
+    good, bad = read_frame(orjson.dumps({"t": "reply", "id": "r1", "proc": state}))
+    assert good[0]["proc"] == state and bad == []
+    for field, value in (("status", 3), ("pid", -2), ("restarts", -1), ("delegated", "yes")):
+        wrong = {**state, field: value}
+        good, bad = read_frame(orjson.dumps({"t": "reply", "id": "r1", "proc": wrong}))
+        assert good == [] and len(bad) == 1, (field, bad)
+    assert protocol.proc_request(protocol.PROC_STOP, {})["op"] == 1  # type: ignore[typeddict-item]

@@ -35,6 +35,7 @@ from jobfleet.agent.enrollment import (
 )
 from jobfleet.agent.executor import ProcessExecutor
 from jobfleet.agent.processes import kill_process_tree, reap_without_threads
+from jobfleet.agent.procman import ProcessManager
 from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.task import (
@@ -49,6 +50,9 @@ from jobfleet.agent.task import (
 from jobfleet.agent.transfers import FileWork
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
+
+# what the server asks an agent and the agent answers with a ``reply``
+Request = protocol.FileList | protocol.FileUpload | protocol.Proc | protocol.Dispatch
 
 if TYPE_CHECKING:
     import httpx
@@ -149,6 +153,7 @@ class Agent:
         self._stopping = False
         self.on_welcome: Callable[[protocol.Welcome], None] | None = None
         self.files = FileWork(self._base, self._auth_headers, self._tls, http)
+        self.procs = ProcessManager(state)
 
     def _base(self) -> str:
         return self.channel.base if self.channel is not None else self._server
@@ -236,6 +241,7 @@ class Agent:
 
     async def run_forever(self) -> None:
         reap_without_threads(asyncio.get_running_loop())
+        self.procs.start()
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0
@@ -283,6 +289,7 @@ class Agent:
         for task in [*self._tasks.values(), *self._requests]:
             task.cancel()
         await self.files.close()
+        await self.procs.stop()
         if self._own_executor is not None:
             self._own_executor.close()
 
@@ -336,20 +343,17 @@ class Agent:
                 self.spool.ack(str(task_id), int(seq))
         elif message["t"] == "kill":
             self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
-        elif message["t"] == "file_list" or message["t"] == "file_upload":
+        elif message["t"] in ("file_list", "file_upload", "proc", "dispatch"):
             self._answer(message)
         elif message["t"] == "welcome" and self.on_welcome is not None:
             self.on_welcome(message)
 
-    def _answer(self, message: protocol.FileList | protocol.FileUpload) -> None:
+    def _answer(self, message: Request) -> None:
         request = str(message.get("id"))
 
         async def answer() -> None:
             try:
-                if message["t"] == "file_list":
-                    reply = await self.files.list_sources(request, message)
-                else:
-                    reply = await self.files.upload(request, message)
+                reply = await self._work(request, message)
             except Exception as exc:
                 log.exception("request_failed kind=%s", message.get("t"))
                 reply = protocol.reply(
@@ -370,6 +374,17 @@ class Agent:
         task = asyncio.get_running_loop().create_task(answer())
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
+
+    async def _work(self, request: str, message: Request) -> protocol.Reply:
+        if message["t"] == "file_list":
+            return await self.files.list_sources(request, message)
+        if message["t"] == "file_upload":
+            return await self.files.upload(request, message)
+        if message["t"] == "proc":
+            answer = await self.procs.handle(dict(message))
+        else:
+            answer = self.procs.deliver(dict(message))
+        return protocol.reply(request, **answer)
 
     def _start(self, message: protocol.Run) -> None:
         task_id = str(message["id"])

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 
 from jobfleet import __version__
-from jobfleet.api.params import get_list
+from jobfleet.api.auditing import audit
+from jobfleet.api.params import get_list, get_str, need_int
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
+from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
+from jobfleet.engine.procs import ProcManager, ProcOperation
+from jobfleet.store.database import now_ms
 from jobfleet.store.inventory import Host
+from jobfleet.store.procs import ProcStore
 
 RUNNING = 2
 NOT_RUNNING = 0
+AGENT_ABNORMAL = 117
+MAX_MESSAGE = 1024 * 1024
+MAX_PROC_HOSTS = 5000
+GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
+GSE_V2_PROC = ("/api/bk-gse/prod/api/v2/proc",)
 
 
 async def _hosts_by_address(
@@ -73,61 +85,407 @@ async def get_agent_info(call: Call) -> dict[str, Any]:
     }
 
 
-async def list_agent_state(call: Call) -> list[dict[str, Any]]:
-    ids = [str(i) for i in get_list(call.params, "agent_id_list")]
+async def _agents(call: Call, ids: list[str]) -> dict[str, Host]:
+    """The hosts the caller may see, by the agent ids (``"<cloud>:<ip>"`` or an agent id)."""
     pairs: list[tuple[int, str]] = []
-    agent_ids: list[str] = []
+    agent_ids: set[str] = set()
     for agent_id in ids:
-        cloud, sep, ip = agent_id.partition(":")
-        if sep and cloud.isdigit():
-            try:
-                pairs.append((int(cloud), normalize_ip(ip)))
-                continue
-            except JobError:
-                pass
-        agent_ids.append(agent_id)
+        pair = _pair(agent_id)
+        if pair is not None:
+            pairs.append(pair)
+        else:
+            agent_ids.add(agent_id)
     inventory = call.services.inventory
     hosts = await inventory.by_ips(pairs) if pairs else []
     if agent_ids:
-        hosts += [h for h in await inventory.list() if h.agent_id in set(agent_ids)]
+        hosts += [h for h in await inventory.list() if h.agent_id in agent_ids]
     hosts = visible(call, hosts)
-    out: list[dict[str, Any]] = []
     by_pair = {(h.bk_cloud_id, h.ip): h for h in hosts}
     by_agent = {h.agent_id: h for h in hosts if h.agent_id}
+    found: dict[str, Host] = {}
     for agent_id in ids:
-        cloud, _sep, ip = agent_id.partition(":")
         host = by_agent.get(agent_id)
-        if host is None and cloud.isdigit():
-            try:
-                host = by_pair.get((int(cloud), normalize_ip(ip)))
-            except JobError:
-                host = None
+        pair = _pair(agent_id)
+        if host is None and pair is not None:
+            host = by_pair.get(pair)
         if host is not None:
-            out.append(
-                {
-                    "bk_agent_id": agent_id,
-                    "bk_cloud_id": host.bk_cloud_id,
-                    "version": host.agent_version or __version__,
-                    "run_mode": 0,
-                    "status_code": RUNNING if host.alive else NOT_RUNNING,
-                }
-            )
-    if not out:
+            found[agent_id] = host
+    return found
+
+
+def _pair(agent_id: str) -> tuple[int, str] | None:
+    cloud, sep, ip = agent_id.partition(":")
+    if not sep or not cloud.isdigit():
+        return None
+    try:
+        return int(cloud), normalize_ip(ip)
+    except JobError:
+        return None
+
+
+def _agent_ids(call: Call, *, at_most: int = 5000) -> list[str]:
+    ids = [str(i) for i in get_list(call.params, "agent_id_list")]
+    if len(ids) > at_most:
+        raise JobError.invalid("agent_id_list", f"more than {at_most} agents")
+    return ids
+
+
+async def list_agent_state(call: Call) -> list[dict[str, Any]]:
+    found = await _agents(call, _agent_ids(call))
+    if not found:
         raise JobError(ErrorCode.GSE_AGENT_NOT_FOUND, "None of the agent ids were found")
+    return [
+        {
+            "bk_agent_id": agent_id,
+            "bk_cloud_id": host.bk_cloud_id,
+            "version": host.agent_version or __version__,
+            "run_mode": 0,
+            "status_code": RUNNING if host.alive else NOT_RUNNING,
+        }
+        for agent_id, host in found.items()
+    ]
+
+
+async def list_agent_info(call: Call) -> list[dict[str, Any]]:
+    """GSE 2.0 ``cluster/list_agent_info``: every field bk-nodeman reads."""
+    found = await _agents(call, _agent_ids(call))
+    if not found:
+        raise JobError(ErrorCode.GSE_AGENT_NOT_FOUND, "None of the agent ids were found")
+    now = now_ms()
+    out = []
+    for agent_id, host in found.items():
+        code = RUNNING if host.alive else NOT_RUNNING
+        out.append(
+            {
+                "code": 0,
+                "message": "OK",
+                "bk_agent_id": agent_id,
+                "bk_cloud_id": host.bk_cloud_id,
+                "bk_host_ip": host.ip,
+                "bk_os_type": (host.os_type or "linux").lower(),
+                "report_time": now if host.alive else 0,
+                "parent_ip": "",
+                "parent_port": 0,
+                "version": host.agent_version or __version__,
+                "cpu_rate": 0.0,
+                "mem_rate": 0.0,
+                "start_time": 0,
+                "run_mode": 0,
+                "status_code": code,
+                "status": "running" if host.alive else "stopped",
+                "last_status_code": code,
+                "last_status": "running" if host.alive else "stopped",
+                "remark": "",
+            }
+        )
     return out
 
 
+async def dispatch_message(call: Call) -> dict[str, Any]:
+    """GSE 2.0 ``cluster/dispatch_message`` (bk-monitor's shape): hand ``content`` to the
+    local plugins listening on ``slot_id`` on each agent."""
+    p = call.params
+    message_id = get_str(p, "message_id", max_length=64)
+    if not message_id:
+        raise JobError.missing("message_id")
+    ids = _agent_ids(call, at_most=1000)
+    if not ids:
+        raise JobError.invalid("agent_id_list", "name at least one agent")
+    slot_id = need_int(p, "slot_id", minimum=0)
+    content = p.get("content")
+    if content is None:
+        raise JobError.missing("content")
+    text = content if isinstance(content, str) else orjson.dumps(content).decode()
+    if len(text) > MAX_MESSAGE:
+        raise JobError.invalid("content", f"longer than {MAX_MESSAGE} characters")
+    found = await _agents(call, ids)
+    errors = await _procs(call).dispatch(
+        [h.bk_host_id for h in found.values()], message_id, slot_id, text
+    )
+    results = []
+    for agent_id in ids:
+        host = found.get(agent_id)
+        error = "the agent does not exist" if host is None else errors.get(host.bk_host_id)
+        results.append(
+            {
+                "bk_agent_id": agent_id,
+                "error_code": 0 if error is None else AGENT_ABNORMAL,
+                "error_msg": error or "success",
+            }
+        )
+    await audit(
+        call,
+        "gse_dispatch_message",
+        "gse_message",
+        message_id,
+        detail={"slot_id": slot_id, "agents": len(found)},
+    )
+    return {"message_id": message_id, "results": results}
+
+
+# process management ----------------------------------------------------------------------
+
+
+def _procs(call: Call) -> ProcManager:
+    procs = call.services.procs
+    if procs is None:
+        raise JobError(ErrorCode.NOT_SUPPORTED, "Process management is not available here")
+    return procs
+
+
+def _text(value: Any, name: str, limit: int = 1024) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise JobError.invalid(name)
+    text = str(value)
+    if len(text) > limit or "\x00" in text:
+        raise JobError.invalid(name, f"longer than {limit} characters or holds NUL")
+    return text
+
+
+def _meta(item: dict[str, Any], name: str) -> tuple[str, str]:
+    meta = item.get("meta")
+    if not isinstance(meta, dict):
+        raise JobError.missing(f"{name}.meta")
+    namespace = _text(meta.get("namespace"), f"{name}.meta.namespace", 255)
+    proc = _text(meta.get("name"), f"{name}.meta.name", 255)
+    if not namespace or not proc:
+        raise JobError.missing(f"{name}.meta.namespace and name")
+    return namespace, proc
+
+
+def _spec(item: dict[str, Any], name: str, *, need: bool) -> protocol.ProcSpec:
+    """GSE's ``meta`` + ``spec`` (identity, control, monitor policy) as the agent reads it."""
+    namespace, proc = _meta(item, name)
+    spec = item.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise JobError.invalid(f"{name}.spec")
+    identity = spec.get("identity") or {}
+    control = spec.get("control") or {}
+    policy = spec.get("alive_monitor_policy") or spec.get("monitor_policy") or {}
+    if not all(isinstance(x, dict) for x in (identity, control, policy)):
+        raise JobError.invalid(f"{name}.spec")
+
+    def ident(key: str, limit: int = 4096) -> str:
+        return _text(identity.get(key), f"{name}.spec.identity.{key}", limit)
+
+    def cmd(key: str) -> str:
+        return _text(control.get(key), f"{name}.spec.control.{key}", 8192)
+
+    setup_path = ident("setup_path")
+    pid_file = ident("pid_path")
+    if need and (not setup_path or not pid_file):
+        raise JobError.missing(f"{name}.spec.identity.setup_path and pid_path")
+    for path, key in ((setup_path, "setup_path"), (pid_file, "pid_path")):
+        if path and not path.startswith("/"):
+            raise JobError.invalid(f"{name}.spec.identity.{key}", "must be an absolute path")
+    check = policy.get("start_check_secs", 5)
+    if not isinstance(check, int) or isinstance(check, bool) or not 0 <= check <= 600:
+        raise JobError.invalid(f"{name}.spec.alive_monitor_policy.start_check_secs")
+    return {
+        "namespace": namespace,
+        "name": proc,
+        "proc_name": ident("proc_name", 255) or proc,
+        "setup_path": setup_path,
+        "pid_file": pid_file,
+        "account": ident("user", 255),
+        "start_cmd": cmd("start_cmd"),
+        "stop_cmd": cmd("stop_cmd"),
+        "restart_cmd": cmd("restart_cmd"),
+        "reload_cmd": cmd("reload_cmd"),
+        "kill_cmd": cmd("kill_cmd"),
+        "start_check_secs": check or 5,
+    }
+
+
+async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Host]:
+    """The hosts of one request item, by ``agent_id_list`` or by ``hosts`` [{ip, bk_cloud_id}];
+    every one must exist and be the caller's, or the whole request is refused."""
+    ids: list[str] = []
+    if item.get("agent_id_list") is not None:
+        ids = [str(i) for i in get_list(item, "agent_id_list")]
+    for host in get_list(item, "hosts") if item.get("hosts") is not None else []:
+        if not isinstance(host, dict) or not host.get("ip"):
+            raise JobError.invalid(f"{name}.hosts")
+        try:
+            cloud = int(host.get("bk_cloud_id") or 0)
+        except (TypeError, ValueError):
+            raise JobError.invalid(f"{name}.hosts.bk_cloud_id") from None
+        ids.append(f"{cloud}:{host['ip']}")
+    if not ids:
+        raise JobError.missing(f"{name}.agent_id_list")
+    if len(ids) > MAX_PROC_HOSTS:
+        raise JobError.invalid(f"{name}.agent_id_list", f"more than {MAX_PROC_HOSTS} hosts")
+    found = await _agents(call, ids)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise JobError(
+            ErrorCode.HOST_INVALID,
+            f"Unknown agents, or agents of businesses you may not use: {', '.join(missing[:10])}",
+        )
+    return found
+
+
+async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
+    if not items:
+        raise JobError.missing(name)
+    if len(items) > 100:
+        raise JobError.invalid(name, "more than 100 operations")
+    operations: list[ProcOperation] = []
+    biz_ids: set[int] = set()
+    for i, item in enumerate(items):
+        where = f"{name}[{i}]"
+        if not isinstance(item, dict):
+            raise JobError.invalid(where)
+        op = item.get("op_type")
+        if not isinstance(op, int) or isinstance(op, bool) or op not in protocol.PROC_OPS:
+            raise JobError.invalid(f"{where}.op_type", f"one of {list(protocol.PROC_OPS)}")
+        starts = op in (protocol.PROC_START, protocol.PROC_RESTART, protocol.PROC_DELEGATE)
+        spec = _spec(item, where, need=starts)
+        hosts = await _targets(call, item, where)
+        biz_ids.update(h.bk_biz_id for h in hosts.values())
+        operations.append(
+            ProcOperation(op, spec, [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()])
+        )
+    task_id = await _procs(call).operate(
+        operations,
+        biz_ids=sorted(biz_ids),
+        operator=call.caller.username,
+        app_code=call.caller.app_code,
+    )
+    await audit(
+        call,
+        "gse_operate_proc",
+        "gse_proc_task",
+        task_id,
+        detail={
+            "operations": [
+                {
+                    "op_type": o.op,
+                    "namespace": o.spec["namespace"],
+                    "name": o.spec["name"],
+                    "hosts": [h for h, _a in o.hosts],
+                }
+                for o in operations
+            ]
+        },
+    )
+    return {"task_id": task_id}
+
+
+async def operate_proc_multi(call: Call) -> dict[str, Any]:
+    return await _operate(call, get_list(call.params, "proc_operate_req"), "proc_operate_req")
+
+
+async def operate_proc(call: Call) -> dict[str, Any]:
+    """GSE 1.0: one operation, ``meta`` + ``hosts`` + ``op_type`` (+ ``spec``) at the top."""
+    return await _operate(call, [call.params], "request")
+
+
+async def get_proc_operate_result(call: Call) -> dict[str, Any]:
+    task_id = get_str(call.params, "task_id", max_length=64)
+    if not task_id:
+        raise JobError.missing("task_id")
+    store = ProcStore(call.services.db)
+    task = await store.operation(task_id)
+    if task is None or not call.caller.app.may_touch(set(task.biz_ids)):
+        raise JobError(ErrorCode.NOT_FOUND, f"Process operation task {task_id} does not exist")
+    user = call.caller
+    if user.username and not all(user.user.holds(ScopeType.BIZ, str(b)) for b in task.biz_ids):
+        raise JobError(ErrorCode.NOT_FOUND, f"Process operation task {task_id} does not exist")
+    return {
+        f"{r.agent_id}:{r.namespace}:{r.name}": {
+            "bk_agent_id": r.agent_id,
+            "error_code": r.error_code,
+            "error_msg": r.error_msg,
+            "content": r.content,
+        }
+        for r in await store.results(task_id)
+    }
+
+
+async def get_proc_status(call: Call) -> dict[str, Any]:
+    """``get_proc_status_v2`` (and 1.0's ``get_proc_status``): each host's process, asked live.
+    ``status``: 0 unregistered, 1 running, 2 stopped; ``isauto``: delegated (kept alive)."""
+    p = call.params
+    spec = _spec(p, "request", need=False)
+    hosts = await _targets(call, p, "request")
+    meta = p["meta"]
+    states = await _procs(call).status(
+        [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()], spec
+    )
+    by_host = {h.bk_host_id: h for h in hosts.values()}
+    infos = []
+    for host_id, agent_id, state in states:
+        host = by_host[host_id]
+        state = state or {}
+        infos.append(
+            {
+                "bk_agent_id": agent_id,
+                "host": {"ip": host.ip, "bk_cloud_id": host.bk_cloud_id, "bk_agent_id": agent_id},
+                "meta": {
+                    "namespace": spec["namespace"],
+                    "name": spec["name"],
+                    "labels": meta.get("labels") or {},
+                },
+                "status": int(state.get("status", 0)),
+                "isauto": bool(state.get("delegated")),
+                "version": "",
+                "pid": int(state.get("pid", -1)),
+                "restarts": int(state.get("restarts", 0)),
+                "last_start_time": int(state.get("start_time", 0)) // 1000,
+                # the agent did not answer: the status is not known
+                "message": "" if state else "the agent is not reachable",
+            }
+        )
+    return {"proc_infos": infos}
+
+
+async def proc_create_session(call: Call) -> dict[str, Any]:
+    """GSE 1.0 (bk-log's SDK): a session to run process commands in; sessions hold nothing."""
+    return {"session_id": uuid.uuid4().hex}
+
+
 def register(router: APIRouter) -> None:
+    v1 = GSE_V1_PREFIXES
     for name, handler in (
         ("get_agent_status", get_agent_status),
         ("get_agent_info", get_agent_info),
+        ("get_proc_status", get_proc_status),
+        ("get_proc_operate_result", get_proc_operate_result),
+        ("proc_get_task_result_by_id", get_proc_operate_result),
     ):
-        add_api(router, name, handler, query=True, prefixes=GSE_V1_PREFIXES, need_user=False)
+        add_api(router, name, handler, query=True, prefixes=v1, need_user=False)
+    for name, handler in (
+        ("operate_proc", operate_proc),
+        ("proc_run_command", operate_proc),
+        ("proc_create_session", proc_create_session),
+    ):
+        add_api(router, name, handler, query=False, prefixes=v1, need_user=False)
+    for name, listing in (
+        ("list_agent_state", list_agent_state),
+        ("list_agent_info", list_agent_info),
+    ):
+        add_api(router, name, listing, query=True, prefixes=GSE_V2_CLUSTER, need_user=False)
     add_api(
         router,
-        "list_agent_state",
-        list_agent_state,
-        query=True,
-        prefixes=("/api/bk-gse/prod/api/v2/cluster",),
+        "dispatch_message",
+        dispatch_message,
+        query=False,
+        prefixes=GSE_V2_CLUSTER,
+        need_user=False,
+    )
+    for name, handler in (
+        ("get_proc_status_v2", get_proc_status),
+        ("get_proc_operate_result_v2", get_proc_operate_result),
+    ):
+        add_api(router, name, handler, query=True, prefixes=GSE_V2_PROC, need_user=False)
+    add_api(
+        router,
+        "operate_proc_multi",
+        operate_proc_multi,
+        query=False,
+        prefixes=GSE_V2_PROC,
         need_user=False,
     )

@@ -11,9 +11,11 @@ from jobfleet.api.auth import Authenticator
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.file_sources import ThirdPartyFiles
+from jobfleet.engine.heal import Healer
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.ports import LiveEvents, NoLiveEvents
+from jobfleet.engine.procs import ProcManager
 from jobfleet.engine.submit import Submitter
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
@@ -80,3 +82,7 @@ class Services:
     people: PeopleStore | None = None
     # wake-ups of live views (a job's event stream, the console's pages)
     live: LiveEvents = field(default_factory=NoLiveEvents)
+    # GSE process management and messages to agents (None: not offered)
+    procs: ProcManager | None = None
+    # alert-driven self-healing (None: not offered)
+    healer: Healer | None = None

@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from jobfleet import __version__
-from jobfleet.cli import _render, audit, cron, daemons, files, jobs, notify, templates, topo
+from jobfleet.cli import _render, audit, cron, daemons, files, heal, jobs, notify, templates, topo
 from jobfleet.cli._context import (
     AccountOption,
     BizOption,
@@ -46,6 +46,7 @@ templates.register(app)
 cron.register(app)
 audit.register(app)
 notify.register(app)
+heal.register(app)
 topo.register(app)
 daemons.register(app)
 jobs.register(app)

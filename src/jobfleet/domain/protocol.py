@@ -53,6 +53,9 @@ KILL = "kill"
 ACK = "ack"
 # the ``kind`` of a run message that downloads files instead of running a script
 DOWNLOAD = "download"
+# process management and messages for local plugins (GSE): answered with a ``reply``
+PROC = "proc"
+DISPATCH = "dispatch"
 
 # The largest WebSocket frame the server reads; larger ones close the connection.
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -208,6 +211,119 @@ class Reply(TypedDict):
     files: NotRequired[list[ListedFile]]
     missing: NotRequired[list[LongText]]
     results: NotRequired[list[UploadResult]]
+    # the answer to ``proc``: the state of the process after the operation
+    proc: NotRequired[ProcState]
+    # the answer to ``dispatch``: where the message was put
+    delivered: NotRequired[PathText]
+
+
+# process management (GSE) -------------------------------------------------------------
+
+# operation codes, as GSE numbers them (op_type)
+PROC_START = 0
+PROC_STOP = 1
+PROC_STATUS = 2
+PROC_DELEGATE = 3
+PROC_UNDELEGATE = 4
+PROC_RESTART = 7
+PROC_RELOAD = 8
+PROC_KILL = 9
+PROC_OPS = (
+    PROC_START,
+    PROC_STOP,
+    PROC_STATUS,
+    PROC_DELEGATE,
+    PROC_UNDELEGATE,
+    PROC_RESTART,
+    PROC_RELOAD,
+    PROC_KILL,
+)
+
+
+class ProcSpec(TypedDict):
+    """A process the agent manages: where it lives and how it is controlled."""
+
+    namespace: str
+    name: str
+    # the executable's name, for status; the pid file says which process it is
+    proc_name: str
+    setup_path: str
+    pid_file: str
+    account: str
+    start_cmd: str
+    stop_cmd: str
+    restart_cmd: str
+    reload_cmd: str
+    kill_cmd: str
+    # seconds after start (or restart) to look for the pid file
+    start_check_secs: int
+
+
+class Proc(TypedDict):
+    t: Literal["proc"]
+    id: str
+    op: int
+    spec: ProcSpec
+
+
+class ProcState(TypedDict):
+    """What an agent says about one managed process."""
+
+    # 0: the operation succeeded; otherwise GSE's error code (828 already running, ...)
+    code: Int32
+    message: LongText
+    # 0 unregistered, 1 running, 2 stopped
+    status: Annotated[int, Ge(0), Le(2)]
+    pid: Annotated[int, Ge(-1), Le(INT32_MAX)]
+    delegated: bool
+    restarts: Count
+    # epoch milliseconds of the last start, or 0
+    start_time: Millis
+
+
+class Dispatch(TypedDict):
+    t: Literal["dispatch"]
+    id: str
+    message_id: str
+    slot_id: int
+    content: str
+
+
+def proc_request(op: int, spec: ProcSpec) -> Proc:
+    """Ask an agent to operate (or report on) a managed process; ``id`` is set on sending."""
+    return {"t": "proc", "id": "", "op": op, "spec": spec}
+
+
+def dispatch_request(message_id: str, slot_id: int, content: str) -> Dispatch:
+    """Hand a message to the local plugins that listen on ``slot_id``."""
+    return {
+        "t": "dispatch",
+        "id": "",
+        "message_id": message_id,
+        "slot_id": slot_id,
+        "content": content,
+    }
+
+
+def proc_state(
+    code: int,
+    message: str,
+    *,
+    status: int,
+    pid: int = -1,
+    delegated: bool = False,
+    restarts: int = 0,
+    start_time: int = 0,
+) -> ProcState:
+    return {
+        "code": code,
+        "message": message,
+        "status": status,
+        "pid": pid,
+        "delegated": delegated,
+        "restarts": restarts,
+        "start_time": start_time,
+    }
 
 
 # what the gateway validates (``Hello`` is read on its own, before these)
@@ -392,8 +508,14 @@ def reply(
     files: list[ListedFile] | None = None,
     missing: list[str] | None = None,
     results: list[UploadResult] | None = None,
+    proc: ProcState | None = None,
+    delivered: str | None = None,
 ) -> Reply:
     message: Reply = {"t": "reply", "id": id}
+    if proc is not None:
+        message["proc"] = proc
+    if delivered is not None:
+        message["delivered"] = delivered
     if status is not None:
         message["status"] = status
     if error is not None:

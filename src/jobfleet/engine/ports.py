@@ -69,3 +69,9 @@ class NoLiveEvents:
     async def subscribe(self, topics: list[str]) -> AsyncIterator[dict[str, Any]]:
         await asyncio.Event().wait()
         yield {}
+
+
+class AgentRequests(Protocol):
+    """Asking a host's agent something and waiting for its ``reply``."""
+
+    async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]: ...

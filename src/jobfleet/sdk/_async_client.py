@@ -16,6 +16,7 @@ from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
 from jobfleet.sdk._flow import CHUNK_SIZE
+from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
@@ -41,6 +42,7 @@ class AsyncJobClient(
     BkApi[Awaitable[dict[str, Any]]],
     AdminApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
     TemplateApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
+    HealApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
     NotifyApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
     TopologyApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
 ):

@@ -14,6 +14,7 @@ from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
 from jobfleet.sdk._events import EVENTS_PATH, env_settings, parse_sse
 from jobfleet.sdk._flow import CHUNK_SIZE
+from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
@@ -39,6 +40,7 @@ class JobClient(
     BkApi[dict[str, Any]],
     AdminApi[dict[str, Any], list[dict[str, Any]], str],
     TemplateApi[dict[str, Any], list[dict[str, Any]], str],
+    HealApi[dict[str, Any], list[dict[str, Any]], str],
     NotifyApi[dict[str, Any], list[dict[str, Any]], str],
     TopologyApi[dict[str, Any], list[dict[str, Any]], str],
 ):

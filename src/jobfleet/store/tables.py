@@ -641,3 +641,92 @@ personal_tokens = Table(
     Column("expires_at", Float, nullable=False),
     Column("create_time", BigInteger, nullable=False),
 )
+
+# GSE process operations: one row per operation (task), one per host and process
+proc_operations = Table(
+    "proc_operations",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    # the businesses of the hosts it touched
+    Column("biz_ids", JSON, nullable=False),
+    Column("operator", String(128), nullable=False, default=""),
+    Column("app_code", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False, index=True),
+)
+
+proc_results = Table(
+    "proc_results",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", String(64), nullable=False, index=True),
+    Column("bk_host_id", BigInteger, nullable=False),
+    # the agent id the caller named the host by ("<cloud>:<ip>" or bk_agent_id)
+    Column("agent_id", String(255), nullable=False),
+    Column("namespace", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("op", Integer, nullable=False),
+    # GSE's codes: 115 handling, 0 success, others failures
+    Column("error_code", Integer, nullable=False),
+    Column("error_msg", Text, nullable=False, default=""),
+    # the process state the agent reported (JSON text, as GSE answers it)
+    Column("content", Text, nullable=False, default=""),
+    Column("update_time", BigInteger, nullable=False),
+    UniqueConstraint("task_id", "bk_host_id", "namespace", "name"),
+)
+
+# alert-driven self-healing: what an inbound alert may start, and every decision taken
+heal_rules = Table(
+    "heal_rules",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    # the webhook secret (encrypted): a bearer token or an HMAC key
+    Column("secret", Text, nullable=False),
+    # {"alertname": [...], "severity": [...], "labels": {name: value}}
+    Column("match", JSON, nullable=False),
+    Column("job_plan_id", BigInteger, nullable=False),
+    # {variable name: template}
+    Column("variables", JSON, nullable=False),
+    # the plan's host variable, and the alert label naming the host (an IP or a host id)
+    Column("host_variable", String(255), nullable=False, default=""),
+    Column("host_label", String(255), nullable=False, default="instance"),
+    Column("host_kind", String(16), nullable=False, default="ip"),
+    Column("max_hosts", Integer, nullable=False, default=10),
+    # at most rate_limit jobs per rate_window seconds, for the rule and for each host
+    Column("rate_limit", Integer, nullable=False, default=10),
+    Column("host_rate_limit", Integer, nullable=False, default=3),
+    Column("rate_window", Integer, nullable=False, default=3600),
+    # seconds after a job starts during which the rule (or the host) starts no other
+    Column("cooldown", Integer, nullable=False, default=0),
+    Column("host_cooldown", Integer, nullable=False, default=300),
+    # who the jobs are started as
+    Column("operator", String(128), nullable=False),
+    Column("app_code", String(128), nullable=False, default=""),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+    UniqueConstraint("bk_biz_id", "name"),
+)
+
+heal_decisions = Table(
+    "heal_decisions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("rule_id", BigInteger, nullable=False, index=True),
+    Column("bk_biz_id", BigInteger, nullable=False),
+    Column("fingerprint", String(128), nullable=False, default=""),
+    Column("alertname", String(255), nullable=False, default=""),
+    # firing or resolved
+    Column("alert_status", String(16), nullable=False, default=""),
+    # started, converged, skipped, refused, dry_run
+    Column("decision", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("hosts", JSON, nullable=False),
+    Column("variables", JSON, nullable=False),
+    Column("job_instance_id", BigInteger, nullable=True),
+    Column("create_time", BigInteger, nullable=False, index=True),
+)

@@ -275,8 +275,57 @@ class Whitelist(Request):
     remark: str | None = Field(None, max_length=1024)
 
 
+class HealRuleUpdate(Request):
+    name: str | None = Field(None, max_length=255)
+    job_plan_id: int | None = Field(None, ge=1, le=INT64_MAX, description="the plan to start")
+    secret: str | None = Field(
+        None, min_length=16, max_length=1024, description="webhook bearer token / HMAC key"
+    )
+    match: dict[str, Any] | None = Field(None, description="alertname, severity, labels")
+    variables: dict[str, str] | None = Field(None, description="plan variable: template")
+    host_variable: str | None = Field(None, max_length=255)
+    host_label: str | None = Field(None, max_length=255)
+    host_kind: Literal["ip", "host_id"] | None = None
+    max_hosts: int | None = Field(None, ge=1, le=1000)
+    rate_limit: int | None = Field(None, ge=1, le=100_000)
+    host_rate_limit: int | None = Field(None, ge=1, le=10_000)
+    rate_window: int | None = Field(None, ge=1, le=30 * 86400)
+    cooldown: int | None = Field(None, ge=0, le=7 * 86400)
+    host_cooldown: int | None = Field(None, ge=0, le=7 * 86400)
+    dry_run: bool | None = None
+    enabled: bool | None = None
+
+
+class HealRule(HealRuleUpdate):
+    name: str = Field(max_length=255)
+    job_plan_id: int = Field(ge=1, le=INT64_MAX, description="the plan to start")
+    secret: str = Field(min_length=16, max_length=1024, description="bearer token / HMAC key")
+
+
+class HealDecisions(Request):
+    rule_id: int | None = Field(None, ge=1, le=INT64_MAX)
+    decision: Literal["started", "converged", "skipped", "refused", "dry_run"] | None = None
+    start: int = Field(0, ge=0)
+    length: int = Field(20, ge=1, le=1000)
+
+
+class Alerts(Request):
+    """Alertmanager's webhook payload, or one plain alert (authenticated by the rule's
+    secret: Authorization: Bearer, or X-Jobfleet-Signature: sha256=HMAC of the body)."""
+
+    version: str | None = None
+    status: Literal["firing", "resolved"] | None = None
+    alerts: list[dict[str, Any]] | None = None
+    alertname: str | None = None
+    severity: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    fingerprint: str | None = None
+
+
 T = "/templates"
 NOTIFY = "/businesses/{bk_biz_id}/notify-configs"
+HEAL = "/businesses/{bk_biz_id}/heal-rules"
 
 JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("GET", "/whoami"): Empty,
@@ -328,6 +377,13 @@ JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("GET", NOTIFY + "/{id}"): Pathed,
     ("PUT", NOTIFY + "/{id}"): NotifyConfigUpdate,
     ("DELETE", NOTIFY + "/{id}"): Pathed,
+    ("GET", HEAL): Pathed,
+    ("POST", HEAL): HealRule,
+    ("GET", HEAL + "/{id}"): Pathed,
+    ("PUT", HEAL + "/{id}"): HealRuleUpdate,
+    ("DELETE", HEAL + "/{id}"): Pathed,
+    ("GET", "/businesses/{bk_biz_id}/heal-decisions"): HealDecisions,
+    ("POST", "/heal/hooks/{rule_id}"): Alerts,
     ("GET", "/businesses/{bk_biz_id}/quota"): Pathed,
     ("PUT", "/businesses/{bk_biz_id}/quota"): Quota,
     ("DELETE", "/businesses/{bk_biz_id}/quota"): Pathed,

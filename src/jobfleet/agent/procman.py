@@ -1,0 +1,347 @@
+"""Processes the agent manages for the server (GSE process management).
+
+A process is known by ``namespace:name`` and described by a ``ProcSpec``: where it
+lives (setup path), which pid file names it, the account it runs as, and the
+commands that start, stop, restart and reload it. A *delegated* process is kept
+alive: when it dies, the agent starts it again within ``check_interval`` seconds
+and counts the restart. What is managed is kept in ``procs.json`` in the state
+directory, so a restarted agent keeps watching what it watched.
+
+Messages for local plugins (``dispatch``) are written, one file each, under
+``messages/<slot_id>/`` in the state directory, where the plugin of that slot
+picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobfleet.agent.accounts import AccountError, lookup_account
+from jobfleet.domain import protocol
+
+log = logging.getLogger(__name__)
+
+# GSE's error codes for process operations
+OK = 0
+PROC_RUNNING = 828
+PROC_NOT_RUNNING = 829
+UNKNOWN_OP = 832
+POST_CHECK_ERROR = 836
+OP_FAILED = 65535
+
+UNREGISTERED = 0
+RUNNING = 1
+STOPPED = 2
+
+COMMAND_TIMEOUT = 60.0
+STOP_WAIT = 5.0
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # the state follows the command name in parentheses
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def read_pid(path: str) -> int:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def write_pid(path: str, pid: int) -> None:
+    Path(path).write_text(f"{pid}\n")
+
+
+@dataclass
+class Managed:
+    spec: protocol.ProcSpec
+    delegated: bool = False
+    restarts: int = 0
+    start_time: int = 0
+    # an operation is under way: the keeper leaves the process alone
+    busy: bool = False
+
+    @property
+    def pid(self) -> int:
+        pid = read_pid(self.spec["pid_file"]) if self.spec["pid_file"] else -1
+        return pid if pid_alive(pid) else -1
+
+    def state(self, code: int = OK, message: str = "success") -> protocol.ProcState:
+        pid = self.pid
+        return protocol.proc_state(
+            code,
+            message[:4000],
+            status=RUNNING if pid > 0 else STOPPED,
+            pid=pid,
+            delegated=self.delegated,
+            restarts=self.restarts,
+            start_time=self.start_time,
+        )
+
+
+class ProcessManager:
+    def __init__(self, state_dir: Path | None, check_interval: float = 1.0) -> None:
+        self.state_dir = state_dir
+        self.check_interval = check_interval
+        self._procs: dict[str, Managed] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._keeping = False
+        self._load()
+
+    # the keeper ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Keep delegated processes alive from now on; the keeper runs only while there
+        are some (an agent that manages none does no periodic work)."""
+        self._keeping = True
+        self._ensure_keeper()
+
+    def _ensure_keeper(self) -> None:
+        if (
+            self._keeping
+            and self._keeper is None
+            and any(p.delegated for p in self._procs.values())
+        ):
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_alive())
+
+    async def stop(self) -> None:
+        task, self._keeper = self._keeper, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _keep_alive(self) -> None:
+        while any(p.delegated for p in self._procs.values()):
+            await asyncio.sleep(self.check_interval)
+            for key, proc in list(self._procs.items()):
+                if not proc.delegated or proc.busy or proc.pid > 0:
+                    continue
+                proc.busy = True
+                try:
+                    code, message = await self._start(proc)
+                finally:
+                    proc.busy = False
+                proc.restarts += 1
+                self._save()
+                log.warning("proc_restarted proc=%s code=%s restarts=%d", key, code, proc.restarts)
+                if code not in (OK, PROC_RUNNING):
+                    log.warning("proc_restart_failed proc=%s message=%s", key, message)
+        self._keeper = None
+
+    # operations ------------------------------------------------------------------------
+
+    async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The answer to a ``proc`` request: ``{"proc": ProcState}``."""
+        spec: protocol.ProcSpec = message["spec"]
+        op = int(message["op"])
+        key = f"{spec['namespace']}:{spec['name']}"
+        proc = self._procs.get(key)
+        if op == protocol.PROC_STATUS:
+            if proc is None:
+                return {"proc": protocol.proc_state(OK, "not registered", status=UNREGISTERED)}
+            return {"proc": proc.state()}
+        if op not in protocol.PROC_OPS:
+            return {"proc": protocol.proc_state(UNKNOWN_OP, f"unknown op {op}", status=0)}
+        if proc is None:
+            proc = self._procs[key] = Managed(spec)
+        else:
+            proc.spec = spec
+        proc.busy = True
+        try:
+            code, text = await self._operate(proc, op)
+        except (OSError, AccountError) as exc:
+            code, text = OP_FAILED, str(exc)
+        finally:
+            proc.busy = False
+        self._save()
+        self._ensure_keeper()
+        log.info("proc_operated proc=%s op=%s code=%s", key, op, code)
+        return {"proc": proc.state(code, text)}
+
+    async def _operate(self, proc: Managed, op: int) -> tuple[int, str]:
+        spec = proc.spec
+        if op == protocol.PROC_DELEGATE:
+            proc.delegated = True
+            return OK, "success"
+        if op == protocol.PROC_UNDELEGATE:
+            proc.delegated = False
+            return OK, "success"
+        if op == protocol.PROC_START:
+            code, text = await self._start(proc)
+            if code in (OK, PROC_RUNNING):
+                proc.delegated = True
+            return code, text
+        if op in (protocol.PROC_STOP, protocol.PROC_KILL):
+            proc.delegated = False
+            forced = op == protocol.PROC_KILL
+            return await self._stop(proc, spec["kill_cmd"] if forced else spec["stop_cmd"], forced)
+        if op == protocol.PROC_RESTART:
+            if spec["restart_cmd"]:
+                code, text = await self._command(proc, spec["restart_cmd"])
+                return (code, text) if code else await self._started(proc)
+            await self._stop(proc, spec["stop_cmd"], False)
+            return await self._start(proc)
+        # reload
+        pid = proc.pid
+        if pid <= 0:
+            return PROC_NOT_RUNNING, "the process is not running"
+        if spec["reload_cmd"]:
+            return await self._command(proc, spec["reload_cmd"])
+        os.kill(pid, signal.SIGHUP)
+        return OK, "success"
+
+    async def _start(self, proc: Managed) -> tuple[int, str]:
+        if proc.pid > 0:
+            return PROC_RUNNING, "the process is already running"
+        spec = proc.spec
+        if spec["start_cmd"]:
+            code, text = await self._command(proc, spec["start_cmd"])
+            if code:
+                return code, text
+        else:
+            await self._spawn(proc)
+        return await self._started(proc)
+
+    async def _started(self, proc: Managed) -> tuple[int, str]:
+        deadline = time.monotonic() + max(1, proc.spec["start_check_secs"])
+        while time.monotonic() < deadline:
+            if proc.pid > 0:
+                proc.start_time = now_ms()
+                return OK, "success"
+            await asyncio.sleep(0.1)
+        return POST_CHECK_ERROR, "the process is not running after start (post check)"
+
+    async def _stop(self, proc: Managed, command: str, forced: bool) -> tuple[int, str]:
+        pid = proc.pid
+        if pid <= 0:
+            return PROC_NOT_RUNNING, "the process is not running"
+        if command:
+            code, text = await self._command(proc, command)
+            if code:
+                return code, text
+        else:
+            os.kill(pid, signal.SIGKILL if forced else signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return OK, "success"
+            await asyncio.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+        return OK, "success (killed after the stop wait)"
+
+    def _popen_args(self, proc: Managed) -> dict[str, Any]:
+        spec = proc.spec
+        account = lookup_account(spec["account"]) if spec["account"] else None
+        cwd = spec["setup_path"] or (account.cwd if account else "/")
+        return {
+            "cwd": cwd,
+            "stdin": asyncio.subprocess.DEVNULL,
+            "stdout": asyncio.subprocess.DEVNULL,
+            "stderr": asyncio.subprocess.DEVNULL,
+            "start_new_session": True,
+            **(account.switch if account else {}),
+        }
+
+    async def _command(self, proc: Managed, command: str) -> tuple[int, str]:
+        """Run a control command; what it leaves in the background keeps running."""
+        child = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", command, **self._popen_args(proc)
+        )
+        try:
+            code = await asyncio.wait_for(child.wait(), COMMAND_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            return OP_FAILED, f"the command did not finish in {COMMAND_TIMEOUT:g}s"
+        return (OK, "success") if code == 0 else (OP_FAILED, f"the command exited with {code}")
+
+    async def _spawn(self, proc: Managed) -> None:
+        """No start command: run the executable itself and write its pid file."""
+        spec = proc.spec
+        path = os.path.join(spec["setup_path"], spec["proc_name"])
+        child = await asyncio.create_subprocess_exec(path, **self._popen_args(proc))
+        if spec["pid_file"]:
+            write_pid(spec["pid_file"], child.pid)
+
+    # messages for local plugins --------------------------------------------------------
+
+    def deliver(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.state_dir is None:
+            return {"status": OP_FAILED, "error": "the agent has no state directory"}
+        folder = self.state_dir / "messages" / str(int(message["slot_id"]))
+        folder.mkdir(parents=True, exist_ok=True)
+        name = _SAFE.sub("_", str(message["message_id"]))[:64] or "message"
+        target = folder / f"{name}.json"
+        partial = folder / f".{name}.part"
+        partial.write_text(
+            json.dumps({"message_id": message["message_id"], "content": message["content"]})
+        )
+        os.replace(partial, target)
+        return {"delivered": str(target)}
+
+    # persistence -----------------------------------------------------------------------
+
+    def _file(self) -> Path | None:
+        return self.state_dir / "procs.json" if self.state_dir is not None else None
+
+    def _load(self) -> None:
+        path = self._file()
+        if path is None or not path.exists():
+            return
+        try:
+            saved = json.loads(path.read_text())
+            for key, item in saved.items():
+                self._procs[key] = Managed(
+                    item["spec"],
+                    bool(item["delegated"]),
+                    int(item["restarts"]),
+                    int(item["start_time"]),
+                )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("procs_state_unreadable path=%s error=%s", path, exc)
+
+    def _save(self) -> None:
+        path = self._file()
+        if path is None:
+            return
+        data = {
+            key: {
+                "spec": p.spec,
+                "delegated": p.delegated,
+                "restarts": p.restarts,
+                "start_time": p.start_time,
+            }
+            for key, p in self._procs.items()
+        }
+        partial = path.with_suffix(".part")
+        partial.write_text(json.dumps(data))
+        os.replace(partial, path)

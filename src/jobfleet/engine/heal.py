@@ -1,0 +1,232 @@
+"""Alert-driven self-healing: an inbound alert, checked against its rule, starts the
+rule's plan on the hosts the alert names, or is converged, skipped or refused.
+
+Convergence, in order: a rule that is off, a resolved alert and an alert the rule
+does not match start nothing; an alert naming more hosts than the rule's cap is
+refused; while a job started for the same fingerprint runs, the alert converges
+into it; the rule's cool-down and rate limit, then each host's, hold back what
+would start too often. Every outcome is recorded as a decision. The job's end is
+reported like any job's, by the business's notification channels.
+
+Decisions of one rule are taken one at a time on a node (an alert posted twice at
+once starts one job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from sqlalchemy import Row
+
+from jobfleet.domain import heal
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, LaunchMode, ScopeType
+from jobfleet.domain.targets import normalize_ip
+from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.submit import Scope
+from jobfleet.store.database import now_ms
+from jobfleet.store.heal import HealStore, decision_view
+from jobfleet.store.inventory import Host, Inventory
+from jobfleet.store.job_reads import JobReads
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "x-jobfleet-signature"
+HEAL_APP = "jobfleet-heal"
+
+
+def authentic(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    """A bearer token equal to the secret, or an HMAC-SHA256 of the body keyed by it
+    (``X-Jobfleet-Signature: sha256=<hex>``)."""
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return hmac.compare_digest(auth[7:].strip().encode(), secret.encode())
+    signature = headers.get(SIGNATURE_HEADER, "")
+    if signature:
+        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature.strip().encode(), expected.encode())
+    return False
+
+
+class Healer:
+    def __init__(
+        self, store: HealStore, plans: PlanLauncher, inventory: Inventory, jobs: JobReads
+    ) -> None:
+        self.store = store
+        self.plans = plans
+        self.inventory = inventory
+        self.jobs = jobs
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def receive(
+        self, rule_id: int, body: bytes, headers: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """The decisions on the alerts of one webhook call."""
+        try:
+            rule = await self.store.rule(None, rule_id)
+        except JobError:
+            raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Unknown rule or bad credentials") from None
+        if not authentic(self.store.secret(rule), body, headers):
+            await self.store.record(
+                rule, decision=heal.REFUSED, reason="bad signature or token", hosts=[], variables={}
+            )
+            log.warning("heal_refused rule=%s reason=credentials", rule_id)
+            raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Unknown rule or bad credentials")
+        try:
+            alerts = heal.read_alerts(orjson.loads(body))
+        except (orjson.JSONDecodeError, heal.PayloadError) as exc:
+            await self.store.record(
+                rule, decision=heal.REFUSED, reason=f"bad payload: {exc}", hosts=[], variables={}
+            )
+            raise JobError.invalid("body", str(exc)) from None
+        lock = self._locks.setdefault(rule.id, asyncio.Lock())
+        out = []
+        async with lock:
+            for alert in alerts:
+                row = await self._decide(rule, alert)
+                log.info(
+                    "heal_decision rule=%s fingerprint=%s decision=%s job=%s",
+                    rule.id,
+                    alert.fingerprint,
+                    row.decision,
+                    row.job_instance_id,
+                )
+                out.append(row)
+        return [decision_view(r) for r in out]
+
+    async def _decide(self, rule: Row[Any], alert: heal.Alert) -> Row[Any]:
+        async def record(
+            decision: str,
+            reason: str,
+            hosts: list[int] | None = None,
+            variables: dict[str, str] | None = None,
+            job: int | None = None,
+        ) -> Row[Any]:
+            return await self.store.record(
+                rule,
+                fingerprint=alert.fingerprint,
+                alertname=alert.alertname[:255],
+                alert_status=alert.status,
+                decision=decision,
+                reason=reason,
+                hosts=hosts or [],
+                variables=variables or {},
+                job_instance_id=job,
+            )
+
+        if not rule.enabled:
+            return await record(heal.SKIPPED, "the rule is off")
+        if alert.status == heal.RESOLVED:
+            return await record(heal.SKIPPED, "a resolved alert starts nothing")
+        if not heal.matches(rule.match or {}, alert):
+            return await record(heal.SKIPPED, "the alert does not match the rule")
+        hosts = await self._hosts(rule, alert)
+        ids = [h.bk_host_id for h in hosts]
+        if not hosts:
+            return await record(
+                heal.SKIPPED, f"no host of business {rule.bk_biz_id} in label {rule.host_label!r}"
+            )
+        if len(hosts) > rule.max_hosts:
+            return await record(
+                heal.REFUSED, f"{len(hosts)} hosts, over the rule's cap of {rule.max_hosts}", ids
+            )
+        variables = {str(k): heal.render(str(v), alert) for k, v in (rule.variables or {}).items()}
+        last = await self.store.last_started(rule.id, alert.fingerprint)
+        if last is not None and last.job_instance_id is not None:
+            job = await self.jobs.job(last.job_instance_id)
+            if job is not None and job.status not in FINISHED_RUN_STATUSES:
+                return await record(
+                    heal.CONVERGED,
+                    "a job for this alert is still running",
+                    ids,
+                    variables,
+                    last.job_instance_id,
+                )
+        now = now_ms()
+        window = max(rule.rate_window, rule.cooldown, rule.host_cooldown) * 1000
+        started = await self.store.started_since(rule.id, now - window)
+        if rule.cooldown and started and started[0].create_time > now - rule.cooldown * 1000:
+            return await record(
+                heal.CONVERGED, f"the rule is cooling down ({rule.cooldown}s)", ids, variables
+            )
+        in_window = [d for d in started if d.create_time >= now - rule.rate_window * 1000]
+        if len(in_window) >= rule.rate_limit:
+            return await record(
+                heal.SKIPPED,
+                f"rate limit: {rule.rate_limit} jobs in {rule.rate_window}s",
+                ids,
+                variables,
+            )
+        held: list[int] = []
+        for host in ids:
+            runs = [d for d in in_window if host in (d.hosts or [])]
+            cooling = rule.host_cooldown and any(
+                d.create_time > now - rule.host_cooldown * 1000
+                for d in started
+                if host in (d.hosts or [])
+            )
+            if cooling or len(runs) >= rule.host_rate_limit:
+                held.append(host)
+        chosen = [h for h in ids if h not in held]
+        if not chosen:
+            return await record(
+                heal.CONVERGED,
+                f"every host is cooling down or at its rate limit: {held}",
+                ids,
+                variables,
+            )
+        note = f"; held back (cool-down or rate limit): {held}" if held else ""
+        if rule.dry_run:
+            return await record(
+                heal.DRY_RUN,
+                f"dry run: would start plan {rule.job_plan_id}{note}",
+                chosen,
+                variables,
+            )
+        overrides: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in variables.items()]
+        if rule.host_variable:
+            overrides.append({"name": rule.host_variable, "server": {"host_id_list": chosen}})
+        biz = int(rule.bk_biz_id)
+        scope = Scope(ScopeType.BIZ, str(biz), biz, {biz})
+        try:
+            job_id, _name = await self.plans.launch(
+                plan_id=rule.job_plan_id,
+                scope=scope,
+                overrides=overrides,
+                launch_mode=LaunchMode.API,
+                operator=rule.operator,
+                app_code=rule.app_code or HEAL_APP,
+            )
+        except JobError as exc:
+            return await record(
+                heal.REFUSED, f"the plan did not start: {exc.message}", chosen, variables
+            )
+        return await record(
+            heal.STARTED, f"started plan {rule.job_plan_id}{note}", chosen, variables, job_id
+        )
+
+    async def _hosts(self, rule: Row[Any], alert: heal.Alert) -> list[Host]:
+        refs = heal.host_refs(alert, rule.host_label, rule.host_kind)[: rule.max_hosts + 1]
+        if rule.host_kind == "host_id":
+            found = await self.inventory.by_ids([int(r) for r in refs if r.isdigit()])
+        else:
+            cloud_label = alert.labels.get("bk_cloud_id", "0")
+            cloud = int(cloud_label) if cloud_label.isdigit() else 0
+            pairs = []
+            for ref in refs:
+                try:
+                    pairs.append((cloud, normalize_ip(ref)))
+                except JobError:
+                    continue
+            found = await self.inventory.by_ips(pairs) if pairs else []
+        seen: dict[int, Host] = {}
+        for host in found:
+            if host.bk_biz_id == rule.bk_biz_id:
+                seen.setdefault(host.bk_host_id, host)
+        return list(seen.values())

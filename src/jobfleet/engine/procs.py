@@ -1,0 +1,152 @@
+"""GSE process management and messages to agents, over the agent channel.
+
+``operate`` records a task with one ``handling`` row per host and process, then
+asks each agent in the background (a few hosts at a time) and writes each answer
+as it comes; callers poll the task (``get_proc_operate_result_v2``). ``status``
+and ``dispatch`` ask the agents while the caller waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from jobfleet.domain import protocol
+from jobfleet.engine.ports import AgentRequests
+from jobfleet.engine.rpc import AgentUnavailable
+from jobfleet.store.procs import ProcStore, ProcTarget
+
+log = logging.getLogger(__name__)
+
+HANDLING = 115
+AGENT_ABNORMAL = 117
+OP_FAILED = 65535
+
+
+@dataclass(frozen=True)
+class ProcOperation:
+    """One entry of ``proc_operate_req``: an operation on a process on some hosts."""
+
+    op: int
+    spec: protocol.ProcSpec
+    # (bk_host_id, the agent id the caller named it by)
+    hosts: list[tuple[int, str]]
+
+
+def state_content(state: dict[str, Any], spec: protocol.ProcSpec, agent_id: str) -> str:
+    """A process state as GSE's operation result ``content`` (a JSON string)."""
+    instance = {
+        "pid": state.get("pid", -1),
+        "isAuto": bool(state.get("delegated")),
+        "restarts": state.get("restarts", 0),
+        "startTime": state.get("start_time", 0),
+        "status": state.get("status", 0),
+    }
+    value = {
+        "bk_agent_id": agent_id,
+        "process": [{"procName": spec["name"], "instance": [instance]}],
+    }
+    return orjson.dumps({"value": [value]}).decode()
+
+
+class ProcManager:
+    def __init__(
+        self,
+        agents: AgentRequests,
+        store: ProcStore,
+        *,
+        timeout: float = 90.0,
+        status_timeout: float = 10.0,
+        parallel: int = 64,
+    ) -> None:
+        self.agents = agents
+        self.store = store
+        self.timeout = timeout
+        self.status_timeout = status_timeout
+        self._parallel = asyncio.Semaphore(parallel)
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def operate(
+        self, operations: list[ProcOperation], *, biz_ids: list[int], operator: str, app_code: str
+    ) -> str:
+        task_id = "GSETASK:" + uuid.uuid4().hex
+        work = [
+            (ProcTarget(host, agent_id, o.spec["namespace"], o.spec["name"], o.op), o.spec)
+            for o in operations
+            for host, agent_id in o.hosts
+        ]
+        await self.store.create(
+            task_id,
+            [t for t, _spec in work],
+            biz_ids=biz_ids,
+            operator=operator,
+            app_code=app_code,
+            handling=HANDLING,
+        )
+        for target, spec in work:
+            task = asyncio.get_running_loop().create_task(self._one(task_id, target, spec))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return task_id
+
+    async def _one(self, task_id: str, target: ProcTarget, spec: protocol.ProcSpec) -> None:
+        async with self._parallel:
+            code, message, state = await self.ask(target.bk_host_id, target.op, spec, self.timeout)
+        content = state_content(state, spec, target.agent_id) if state else ""
+        try:
+            await self.store.finish(task_id, target, code, message, content)
+        except Exception:
+            log.exception("proc_result_write_failed task=%s host=%s", task_id, target.bk_host_id)
+
+    async def ask(
+        self, host: int, op: int, spec: protocol.ProcSpec, timeout: float
+    ) -> tuple[int, str, dict[str, Any] | None]:
+        """(GSE error code, message, the process state) of one operation on one host."""
+        try:
+            reply = await self.agents.call(host, dict(protocol.proc_request(op, spec)), timeout)
+        except (AgentUnavailable, TimeoutError) as exc:
+            return AGENT_ABNORMAL, f"the agent is not reachable: {exc}", None
+        state = reply.get("proc")
+        if not isinstance(state, dict):
+            return OP_FAILED, str(reply.get("error") or "the agent did not answer"), None
+        return int(state["code"]), str(state["message"]), state
+
+    async def status(
+        self, hosts: list[tuple[int, str]], spec: protocol.ProcSpec
+    ) -> list[tuple[int, str, dict[str, Any] | None]]:
+        """Each host's state of the process (None: the agent did not answer)."""
+
+        async def one(host: int, agent_id: str) -> tuple[int, str, dict[str, Any] | None]:
+            async with self._parallel:
+                _code, _message, state = await self.ask(
+                    host, protocol.PROC_STATUS, spec, self.status_timeout
+                )
+            return host, agent_id, state
+
+        return list(await asyncio.gather(*(one(h, a) for h, a in hosts)))
+
+    async def dispatch(
+        self, hosts: list[int], message_id: str, slot_id: int, content: str
+    ) -> dict[int, str | None]:
+        """Deliver a message to each host's agent; per host the error, or None."""
+        request = dict(protocol.dispatch_request(message_id, slot_id, content))
+
+        async def one(host: int) -> tuple[int, str | None]:
+            async with self._parallel:
+                try:
+                    reply = await self.agents.call(host, request, self.status_timeout)
+                except (AgentUnavailable, TimeoutError) as exc:
+                    return host, f"the agent is not reachable: {exc}"
+            return host, None if reply.get("delivered") else str(reply.get("error") or "failed")
+
+        return dict(await asyncio.gather(*(one(h) for h in hosts)))
+
+    async def stop(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)

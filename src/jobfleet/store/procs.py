@@ -1,0 +1,101 @@
+"""GSE process operations: the task a caller polls, and each host's result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+
+from jobfleet.store.database import Database, now_ms
+from jobfleet.store.tables import proc_operations, proc_results
+
+
+@dataclass(frozen=True)
+class ProcTarget:
+    """One host and process an operation touches."""
+
+    bk_host_id: int
+    agent_id: str
+    namespace: str
+    name: str
+    op: int
+
+
+class ProcStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self,
+        task_id: str,
+        targets: list[ProcTarget],
+        *,
+        biz_ids: list[int],
+        operator: str,
+        app_code: str,
+        handling: int,
+    ) -> None:
+        """The task and one ``handling`` row per target, in one transaction."""
+        now = now_ms()
+        async with self.db.begin() as conn:
+            await conn.execute(
+                insert(proc_operations).values(
+                    task_id=task_id,
+                    biz_ids=biz_ids,
+                    operator=operator,
+                    app_code=app_code,
+                    create_time=now,
+                )
+            )
+            if targets:
+                await conn.execute(
+                    insert(proc_results),
+                    [
+                        {
+                            "task_id": task_id,
+                            "bk_host_id": t.bk_host_id,
+                            "agent_id": t.agent_id,
+                            "namespace": t.namespace,
+                            "name": t.name,
+                            "op": t.op,
+                            "error_code": handling,
+                            "error_msg": "handling",
+                            "content": "",
+                            "update_time": now,
+                        }
+                        for t in targets
+                    ],
+                )
+
+    async def finish(
+        self, task_id: str, target: ProcTarget, code: int, message: str, content: str
+    ) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(proc_results)
+                .where(
+                    proc_results.c.task_id == task_id,
+                    proc_results.c.bk_host_id == target.bk_host_id,
+                    proc_results.c.namespace == target.namespace,
+                    proc_results.c.name == target.name,
+                )
+                .values(error_code=code, error_msg=message, content=content, update_time=now_ms())
+            )
+
+    async def operation(self, task_id: str) -> Row[Any] | None:
+        async with self.db.connect() as conn:
+            return (
+                await conn.execute(
+                    select(proc_operations).where(proc_operations.c.task_id == task_id)
+                )
+            ).first()
+
+    async def results(self, task_id: str) -> list[Row[Any]]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(proc_results)
+                .where(proc_results.c.task_id == task_id)
+                .order_by(proc_results.c.id)
+            )
+            return list(rows.all())

@@ -1,0 +1,75 @@
+"""The agent's process manager: start, keep alive, stop, and messages for plugins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+from jobfleet.agent.procman import ProcessManager, pid_alive
+from jobfleet.domain import protocol
+
+
+def spec(setup: Path, **extra: str) -> protocol.ProcSpec:
+    base: protocol.ProcSpec = {
+        "namespace": "ns", "name": "loop", "proc_name": "loop.sh", "setup_path": str(setup),
+        "pid_file": str(setup / "loop.pid"), "account": "", "start_cmd": "", "stop_cmd": "",
+        "restart_cmd": "", "reload_cmd": "", "kill_cmd": "", "start_check_secs": 3}
+    return {**base, **extra}  # type: ignore[typeddict-item]
+
+
+def request(op: int, s: protocol.ProcSpec) -> dict[str, object]:
+    return dict(protocol.proc_request(op, s))
+
+
+async def test_spawned_process_is_kept_alive_and_remembered(tmp_path: Path) -> None:
+    setup = tmp_path / "app"
+    setup.mkdir()
+    (setup / "loop.sh").write_text("#!/bin/sh\nwhile true; do sleep 0.2; done\n")
+    (setup / "loop.sh").chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    manager = ProcessManager(state, check_interval=0.2)
+    manager.start()
+    try:
+        started = (await manager.handle(request(protocol.PROC_START, spec(setup))))["proc"]
+        assert started["code"] == 0 and started["delegated"] and started["pid"] > 0
+        again = (await manager.handle(request(protocol.PROC_START, spec(setup))))["proc"]
+        assert again["code"] == 828
+        os.kill(started["pid"], signal.SIGKILL)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            now = (await manager.handle(request(protocol.PROC_STATUS, spec(setup))))["proc"]
+            if now["pid"] > 0 and now["pid"] != started["pid"]:
+                break
+        assert now["restarts"] == 1 and now["status"] == 1
+        assert json.loads((state / "procs.json").read_text())["ns:loop"]["restarts"] == 1
+        # a new manager (a restarted agent) knows the process
+        assert ProcessManager(state)._procs["ns:loop"].delegated
+        stopped = (await manager.handle(request(protocol.PROC_STOP, spec(setup))))["proc"]
+        assert stopped["code"] == 0 and stopped["status"] == 2 and not stopped["delegated"]
+        assert not pid_alive(now["pid"])
+        unknown = await manager.handle(request(protocol.PROC_STATUS, spec(setup, name="other")))
+        assert unknown["proc"]["status"] == 0
+    finally:
+        await manager.stop()
+
+
+async def test_failed_start_and_delivery(tmp_path: Path) -> None:
+    manager = ProcessManager(tmp_path)
+    manager.start()
+    assert manager._keeper is None  # nothing delegated: no periodic work
+    bad = spec(tmp_path, start_cmd="exit 3", start_check_secs=1)  # type: ignore[arg-type]
+    answer = (await manager.handle(request(protocol.PROC_START, bad)))["proc"]
+    assert answer["code"] == 65535 and "exited with 3" in answer["message"]
+    never = spec(tmp_path, start_cmd="true", start_check_secs=1)  # type: ignore[arg-type]
+    answer = (await manager.handle(request(protocol.PROC_START, never)))["proc"]
+    assert answer["code"] == 836
+    done = manager.deliver({"message_id": "../m 1", "slot_id": 3, "content": "hi"})
+    path = Path(str(done["delivered"]))
+    assert path.parent == tmp_path / "messages" / "3" and path.name == ".._m_1.json"
+    assert json.loads(path.read_text())["content"] == "hi"
+    assert ProcessManager(None).deliver({"message_id": "m", "slot_id": 1, "content": ""})[
+        "status"] == 65535

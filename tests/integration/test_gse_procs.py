@@ -1,0 +1,225 @@
+"""GSE process management, list_agent_info and dispatch_message on real agents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from tests.integration.harness import Running, Wire, eventually
+
+V2 = "/api/bk-gse/prod/api/v2"
+V1 = "/api/c/compapi/v2/gse"
+IPS = ["127.0.0.2", "127.0.0.3"]
+
+DAEMON = """#!/bin/sh
+while true; do sleep 0.2; done
+"""
+
+
+def proc_request(setup: Path, op_type: int, ips: list[str]) -> dict[str, Any]:
+    pid_file = setup / "daemon.pid"
+    return {
+        "meta": {"namespace": "nodeman", "name": "daemon", "labels": {"proc_name": "daemon"}},
+        "op_type": op_type,
+        "agent_id_list": [f"0:{ip}" for ip in ips],
+        "spec": {
+            "identity": {"proc_name": "daemon.sh", "setup_path": str(setup),
+                         "pid_path": str(pid_file), "user": ""},
+            "control": {"start_cmd": f"./daemon.sh >/dev/null 2>&1 & echo $! > {pid_file}",
+                        "stop_cmd": "", "restart_cmd": "", "reload_cmd": ""},
+            "alive_monitor_policy": {"auto_type": 1, "start_check_secs": 5},
+        },
+    }
+
+
+async def operate(running: Running, body: dict[str, Any]) -> dict[str, Any]:
+    answer = await running.wire.post(f"{V2}/proc/operate_proc_multi",
+                                     {"proc_operate_req": [body]})
+    assert answer["result"], answer
+    task_id = answer["data"]["task_id"]
+
+    async def done() -> dict[str, Any] | None:
+        result = await running.wire.post(f"{V2}/proc/get_proc_operate_result_v2",
+                                         {"task_id": task_id})
+        assert result["result"], result
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+
+    return dict(await eventually(done, timeout=30))
+
+
+async def status(running: Running, setup: Path, ips: list[str]) -> list[dict[str, Any]]:
+    body = proc_request(setup, 2, ips)
+    answer = await running.wire.post(f"{V2}/proc/get_proc_status_v2",
+                                     {k: body[k] for k in ("meta", "agent_id_list")})
+    assert answer["result"], answer
+    return list(answer["data"]["proc_infos"])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def test_a_delegated_daemon_is_kept_alive_and_stopped(running: Running,
+                                                            tmp_path: Path) -> None:
+    await running.start_agents(IPS[:1])
+    setup = tmp_path / "daemon"
+    setup.mkdir()
+    script = setup / "daemon.sh"
+    script.write_text(DAEMON)
+    script.chmod(0o755)
+
+    started = await operate(running, proc_request(setup, 0, IPS[:1]))
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    assert started[key]["error_code"] == 0, started
+    content = json.loads(started[key]["content"])
+    instance = content["value"][0]["process"][0]["instance"][0]
+    assert instance["pid"] > 0 and instance["isAuto"] is True
+    first = instance["pid"]
+
+    [info] = await status(running, setup, IPS[:1])
+    assert (info["status"], info["isauto"], info["pid"], info["restarts"]) == (1, True, first, 0)
+
+    # killed behind the agent's back: the agent starts it again and counts the restart
+    os.kill(first, signal.SIGKILL)
+
+    async def restarted() -> dict[str, Any] | None:
+        [info] = await status(running, setup, IPS[:1])
+        return info if info["status"] == 1 and info["pid"] != first else None
+
+    info = await eventually(restarted, timeout=15)
+    assert info["restarts"] == 1
+
+    stopped = await operate(running, proc_request(setup, 1, IPS[:1]))
+    assert stopped[key]["error_code"] == 0, stopped
+    await eventually(lambda: asyncio.sleep(0, not alive(info["pid"])), timeout=10)
+    [info] = await status(running, setup, IPS[:1])
+    assert (info["status"], info["isauto"]) == (2, False)
+    await asyncio.sleep(2)  # not delegated any more: nothing starts it again
+    [info] = await status(running, setup, IPS[:1])
+    assert info["status"] == 2
+
+    # stopping what is not running says so (GSE's 829)
+    again = await operate(running, proc_request(setup, 1, IPS[:1]))
+    assert again[key]["error_code"] == 829
+
+
+async def test_proc_requests_are_checked_and_audited(running: Running, tmp_path: Path) -> None:
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    bad = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        {**proc_request(tmp_path, 5, IPS[:1])}]})
+    assert (bad["result"], bad["code"]) == (False, 1241010), bad
+    unknown = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        proc_request(tmp_path, 0, ["10.9.9.9"])]})
+    assert unknown["result"] is False and unknown["code"] == 1244002, unknown
+    relative = proc_request(tmp_path, 0, IPS[:1])
+    relative["spec"]["identity"]["setup_path"] = "relative/dir"
+    refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [relative]})
+    assert refused["result"] is False and refused["code"] == 1241010, refused
+    missing = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", {"task_id": "GSETASK:x"})
+    assert missing["result"] is False
+    # GSE 1.0 (bk-log's SDK): a session, then a command, then its result by id
+    session = await wire.post(f"{V1}/proc_create_session/", {"bk_biz_id": 2})
+    assert session["result"] and session["data"]["session_id"]
+    setup = tmp_path / "d1"
+    setup.mkdir()
+    (setup / "daemon.sh").write_text(DAEMON)
+    (setup / "daemon.sh").chmod(0o755)
+    body = proc_request(setup, 2, IPS[:1])
+    body["hosts"] = [{"ip": IPS[0], "bk_cloud_id": 0}]
+    del body["agent_id_list"]
+    run = await wire.post(f"{V1}/proc_run_command/", {**body, "session_id": "x"})
+    assert run["result"], run
+
+    async def result() -> dict[str, Any] | None:
+        got = await wire.get(f"{V1}/proc_get_task_result_by_id/",
+                             {"task_id": run["data"]["task_id"]})
+        assert got["result"], got
+        items = list(got["data"].values())
+        return got["data"] if items and items[0]["error_code"] != 115 else None
+
+    data = await eventually(result)
+    assert next(iter(data.values()))["error_code"] == 0
+    entries = await wire.get("/api/jobfleet/v1/audit/entries", {"action": "gse_operate_proc"})
+    assert entries["result"] and entries["data"]["total"] >= 1, entries
+
+
+async def test_list_agent_info_and_dispatch_message(running: Running) -> None:
+    await running.start_agents(IPS)
+    wire = running.wire
+    info = await wire.post(f"{V2}/cluster/list_agent_info",
+                           {"agent_id_list": [f"0:{ip}" for ip in IPS] + ["0:10.1.1.1"]})
+    assert info["result"], info
+    items = {i["bk_agent_id"]: i for i in info["data"]}
+    assert set(items) == {f"0:{ip}" for ip in IPS}
+    for ip in IPS:
+        item = items[f"0:{ip}"]
+        assert item["bk_host_ip"] == ip and item["status_code"] == 2 and item["code"] == 0
+        assert {"bk_cloud_id", "bk_os_type", "report_time", "parent_ip", "parent_port",
+                "version", "cpu_rate", "mem_rate", "start_time", "run_mode", "status",
+                "last_status_code", "last_status", "remark", "message"} <= set(item)
+    none = await wire.post(f"{V2}/cluster/list_agent_info", {"agent_id_list": ["0:10.1.1.1"]})
+    assert (none["result"], none["code"]) == (False, 1011003)
+
+    sent = await wire.post(f"{V2}/cluster/dispatch_message", {
+        "message_id": "m-1", "agent_id_list": [f"0:{ip}" for ip in IPS] + ["0:10.1.1.1"],
+        "content": json.dumps({"action": "reload"}), "slot_id": 7, "token": "t"})
+    assert sent["result"], sent
+    codes = {r["bk_agent_id"]: r["error_code"] for r in sent["data"]["results"]}
+    assert codes == {f"0:{IPS[0]}": 0, f"0:{IPS[1]}": 0, "0:10.1.1.1": 117}
+    for ip in IPS:
+        delivered = running.data_dir / f"agent-{ip}" / "messages" / "7" / "m-1.json"
+        assert json.loads(json.loads(delivered.read_text())["content"]) == {"action": "reload"}
+    no_id = await wire.post(f"{V2}/cluster/dispatch_message", {
+        "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
+    assert no_id["result"] is False and no_id["code"] == 1241004, no_id
+    too_long = await wire.post(f"{V2}/cluster/dispatch_message", {
+        "message_id": "m" * 65, "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
+    assert too_long["result"] is False, too_long
+
+
+async def test_processes_of_another_business_are_refused(running: Running,
+                                                         tmp_path: Path) -> None:
+    """Operations are authorized by the hosts' business: a user of business 3 (or an app
+    limited to it) neither operates nor sees the agents of business 2."""
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    admin = "/api/jobfleet/v1"
+    assert (await wire.post(f"{admin}/businesses", {"bk_biz_id": 3, "name": "three"}))["result"]
+    assert (await wire.post(f"{admin}/users", {"username": "bob"}))["result"]
+    granted = await wire.post(f"{admin}/users/bob/grants", {"scope_type": "biz", "scope_id": "3"})
+    assert granted["result"], granted
+    made = await wire.post(f"{admin}/apps", {"app_code": "three", "allowed_users": ["bob"],
+                                             "allowed_biz": [3]})
+    assert made["result"], made
+    other = Wire(running.url, "three", made["data"]["app_secret"], "bob")
+    try:
+        for body in (proc_request(tmp_path, 0, IPS[:1]), proc_request(tmp_path, 2, IPS[:1])):
+            refused = await other.post(f"{V2}/proc/operate_proc_multi",
+                                       {"proc_operate_req": [body]})
+            assert (refused["result"], refused["code"]) == (False, 1244002), refused
+        status = await other.post(f"{V2}/proc/get_proc_status_v2", {
+            "meta": {"namespace": "n", "name": "x"}, "agent_id_list": [f"0:{IPS[0]}"]})
+        assert status["result"] is False, status
+        sent = await other.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m", "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
+        assert sent["data"]["results"][0]["error_code"] == 117, sent
+        # a task of business 2 is not theirs to read
+        mine = await wire.post(f"{V2}/proc/operate_proc_multi",
+                               {"proc_operate_req": [proc_request(tmp_path, 2, IPS[:1])]})
+        task = {"task_id": mine["data"]["task_id"]}
+        assert (await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task))["result"]
+        theirs = await other.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert (theirs["result"], theirs["code"]) == (False, 1249404), theirs
+    finally:
+        await other.close()
