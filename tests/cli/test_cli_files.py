@@ -13,7 +13,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from jobfleet.cli import _client, _render
+from jobfleet.cli import _client, _progress, _render
 from jobfleet.cli._settings import Settings
 from jobfleet.cli.files import fetch_rows, local_paths
 from jobfleet.sdk import ExecutionResult, FileLog, HostResult, JobClient, TransferProgress
@@ -538,7 +538,7 @@ def test_aggregate_speed_weighs_files_by_their_time() -> None:
 
 def test_transfer_bar_shows_upload_then_bytes_and_hosts() -> None:
     console = Console(force_terminal=True, width=140, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-    with _render.TransferBar(console) as bar:
+    with _progress.TransferBar(console) as bar:
         bar.upload(512, 1024)
         bar.update(
             TransferProgress(77, 2, 4, 1, 1, 1, 1.0, False, bytes_done=1024, bytes_total=4096)
@@ -549,7 +549,7 @@ def test_transfer_bar_shows_upload_then_bytes_and_hosts() -> None:
         assert (tasks[0].completed, tasks[0].total) == (1024, 4096)
         assert tasks[0].fields["hosts"] == "1/4 hosts [red]1 failed[/]"
     # off a terminal it does nothing at all
-    quiet = _render.TransferBar(Console(file=open("/dev/null", "w")))  # noqa: SIM115
+    quiet = _progress.TransferBar(Console(file=open("/dev/null", "w")))  # noqa: SIM115
     with quiet:
         quiet.update(TransferProgress(77, 2, 4, 1, 1, 1, 1.0, False))
     assert quiet._progress is None

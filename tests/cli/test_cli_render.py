@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from jobfleet.cli import _render
+from jobfleet.cli import _progress, _render
 from jobfleet.cli._scripts import language_for, parse_language
 from jobfleet.sdk import ExecutionResult, HostResult
 
@@ -92,13 +92,13 @@ def test_progress_bar_draws_on_a_terminal_and_is_silent_elsewhere() -> None:
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=100)
-    with _render.RunProgress(console) as bar:
+    with _progress.RunProgress(console) as bar:
         bar.update(JobProgress(77, 2, 10, 4, 1, 3, 0.5, False))
         bar.update(JobProgress(77, 4, 10, 10, 2, 0, 1.0, True))
     assert "job 77" in buffer.getvalue()
 
     quiet = io.StringIO()
-    with _render.RunProgress(Console(file=quiet)) as bar:
+    with _progress.RunProgress(Console(file=quiet)) as bar:
         bar.update(JobProgress(77, 2, 10, 4, 1, 3, 0.5, False))
     assert quiet.getvalue() == ""
 

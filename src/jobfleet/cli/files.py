@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from jobfleet.cli import _render
+from jobfleet.cli import _progress, _render
 from jobfleet.cli._context import (
     EXIT_USAGE,
     AccountOption,
@@ -87,7 +87,7 @@ def push(
         raise typer.BadParameter(f"{to!r} is not an absolute path", param_hint="--to")
     job: list[int] = []
     started = time.monotonic()
-    with cli.client() as client, _render.TransferBar(cli.err) as bar:
+    with cli.client() as client, _progress.TransferBar(cli.err) as bar:
 
         def on_progress(progress: TransferProgress) -> None:
             job[:] = [progress.job_instance_id]
@@ -157,7 +157,7 @@ def fetch(
     job_id: int | None = None
     with cli.client() as client:
         try:
-            with _render.RunProgress(cli.err) as bar:
+            with _progress.RunProgress(cli.err) as bar:
                 submitted = client.fetch_files(
                     paths,
                     hosts=host or None,
@@ -179,7 +179,7 @@ def fetch(
             result = client.get_result(job_id, step_id, biz=biz)
             fetched = client.fetched_files(job_id, biz=biz)
             rows = fetch_rows(result, fetched)
-            with _render.TransferBar(cli.err) as bytes_bar:
+            with _progress.TransferBar(cli.err) as bytes_bar:
                 _save_all(client, rows, to, bytes_bar)
         except KeyboardInterrupt:
             interrupted(cli, job_id)
@@ -295,7 +295,7 @@ def _inside(path: str) -> str:
 
 
 def _save_all(
-    client: JobClient, rows: list[dict[str, Any]], dest: Path, bar: _render.TransferBar
+    client: JobClient, rows: list[dict[str, Any]], dest: Path, bar: _progress.TransferBar
 ) -> None:
     targets = local_paths(rows)
     total = sum(int(r.get("size") or 0) for r, t in zip(rows, targets, strict=True) if t)

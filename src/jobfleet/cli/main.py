@@ -11,7 +11,19 @@ import typer
 from rich.text import Text
 
 from jobfleet import __version__
-from jobfleet.cli import _render, audit, cron, daemons, files, heal, jobs, notify, templates, topo
+from jobfleet.cli import (
+    _progress,
+    _render,
+    audit,
+    cron,
+    daemons,
+    files,
+    heal,
+    jobs,
+    notify,
+    templates,
+    topo,
+)
 from jobfleet.cli._context import (
     AccountOption,
     BizOption,
@@ -207,7 +219,7 @@ def run(
         raise typer.Exit(1 if status in jobs.FAILED else 0)
     seen: list[JobProgress] = []
     started = time.monotonic()
-    with cli.client() as client, _render.RunProgress(cli.err) as bar:
+    with cli.client() as client, _progress.RunProgress(cli.err) as bar:
 
         def on_progress(progress: JobProgress) -> None:
             seen[:] = [progress]
