@@ -19,6 +19,7 @@ from jobfleet.api import (
     execute,
     files,
     gse,
+    health,
     legacy,
     notify,
     plans,
@@ -64,6 +65,7 @@ def create_app(services: Services) -> FastAPI:
         topology,
     ):
         module.register(router)
+    health.register(router, services.probes)
     app.include_router(router)
     limits = services.limits
     app.add_middleware(
@@ -81,16 +83,12 @@ def create_app(services: Services) -> FastAPI:
         RequestCap,
         limit=limits.max_api_requests,
         # agents reconnecting after a restart ask for the bootstrap document first
-        exempt=("/healthz", files.PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
+        exempt=(*health.PATHS, files.PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
     )
 
     @app.websocket("/api/jobfleet/v1/agents/connect")
     async def agent_socket(ws: WebSocket) -> None:
         await services.gateway.serve(ws)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, object]:
-        return {"status": "ok", "version": __version__}
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

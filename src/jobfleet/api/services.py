@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jobfleet.api.auth import Authenticator
+from jobfleet.api.health import Probes
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.jobs import Jobs
@@ -62,3 +63,5 @@ class Services:
     enroll_throttle: Throttle = field(default_factory=lambda: Throttle("enrollments", 0, 1))
     # how agents reach this server (the plain-text default is for hand-built services)
     agent_channel: AgentChannel = field(default_factory=lambda: AgentChannel(None, None))
+    # /readyz and /metrics (none: only /healthz answers)
+    probes: Probes | None = None

@@ -102,6 +102,7 @@ def root(
             dir_okay=False,
         ),
     ] = None,
+    version: daemons.VersionOption = False,
 ) -> None:
     """Global options; each falls back to its environment variable, then the bootstrap
     file, then the config file, then the default."""
