@@ -169,7 +169,8 @@ def test_an_unknown_key_is_refused_with_its_name_and_file(
     ('callback_allow = ["10.0.0.300/8"]\n', r"callback_allow .*not an IP address or CIDR"),
     ("engine = 3\n", r"server\.toml: \[engine\] must be a table"),
     ("[engine]\nlease_ttl = 0\n", r"engine\.lease_ttl \(0\): must be at least"),
-    ("[retention]\njobs = -1\n", r"retention\.jobs \(-1\): .*more than 0"),
+    ("[retention]\njobs = -1\n", r"retention\.jobs \(-1\): -1 must be 0 or more"),
+    ('bootstrap_token_ttl = "0"\n', r"bootstrap_token_ttl \('0'\): '0' must be more than 0"),
     ("[smtp]\nport = 'x'\n", r"smtp\.port \('x'\): must be an integer"),
 ])
 def test_a_value_of_the_wrong_type_is_refused_with_its_name_and_file(

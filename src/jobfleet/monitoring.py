@@ -1,9 +1,10 @@
 """What ``/readyz`` and ``/metrics`` report of one node, gathered from its parts.
 
 Counts that cost a query (jobs, host tasks, hosts, the outbox) are read at most once
-every ``cache_seconds`` whatever the number of scrapers; the rest (agents connected,
-bus counters, process figures) are read at each scrape. Every figure is of this
-node, except those read from the shared database, which every node reports alike.
+every ``cache_seconds`` whatever the number of scrapers; the database and Redis
+probes at most once a second (``FRESH``); the rest (agents connected, bus counters,
+process figures) at each scrape. Every figure is of this node, except those read
+from the shared database, which every node reports alike.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from jobfleet.store.health import Counts, Health, head_revision
 
 # a check that returns its own latency in seconds
 Probe = Callable[[], Awaitable[float]]
+# answers younger than this are given again instead of asking the database again
+FRESH = 1.0
 # a probe that takes longer than this counts as a failure
 PROBE_TIMEOUT = 2.0
 
@@ -73,11 +76,22 @@ class Monitor:
         GCCollector(registry=self.registry)
         self.registry.register(_Figures(self))
         self.scrape = Scrape()
-        self._counts_at = -float("inf")
+        self._counts_at = self._scraped_at = self._ready_at = -float("inf")
         self._lock = asyncio.Lock()
+        self._ready_lock = asyncio.Lock()
+        self._ready: Readiness | None = None
 
     # /readyz ---------------------------------------------------------------
     async def readiness(self) -> Readiness:
+        """At most one round of checks per ``FRESH`` seconds, however many ask: the
+        probes answer anyone, and must not become a way to load the database."""
+        async with self._ready_lock:
+            if time.monotonic() - self._ready_at >= FRESH or self._ready is None:
+                self._ready = await self._check()
+                self._ready_at = time.monotonic()
+            return self._ready
+
+    async def _check(self) -> Readiness:
         checks: dict[str, dict[str, object]] = {}
         checks["database"] = await _timed(self.health.ping)
         if checks["database"]["ok"]:
@@ -102,6 +116,9 @@ class Monitor:
     # /metrics --------------------------------------------------------------
     async def metrics(self) -> tuple[bytes, str]:
         async with self._lock:
+            if time.monotonic() - self._scraped_at < FRESH:
+                return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            self._scraped_at = time.monotonic()
             scrape = Scrape(counts=self.scrape.counts)
             probe = await _timed(self.health.ping)
             if probe["ok"]:

@@ -64,7 +64,7 @@ def parse_duration(value: object, *, zero: bool = False) -> float:
     else:
         raise ValueError("is not a duration: write e.g. 3600, 30m, 24h or 7d")
     if seconds < 0 or (seconds == 0 and not zero):
-        raise ValueError(f"{value!r} must be more than 0")
+        raise ValueError(f"{value!r} must be {'0 or more' if zero else 'more than 0'}")
     if seconds > MAX_SECONDS:
         raise ValueError(f"{value!r} is longer than ten years")
     return seconds
