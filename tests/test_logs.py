@@ -47,7 +47,14 @@ def test_json_lines_carry_the_fields_of_the_message() -> None:
 
 
 def test_uvicorn_text_stays_whole_in_message() -> None:
-    entry = json.loads(emit("json", "uvicorn.error", "Started server process [%d]", 42))
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    level = uvicorn_error.level
+    uvicorn_error.setLevel(logging.WARNING)  # as an earlier uvicorn.Config left it
+    try:
+        line = emit("json", "uvicorn.error", "Started server process [%d]", 42)
+    finally:
+        uvicorn_error.setLevel(level)
+    entry = json.loads(line)
     assert entry == {**entry, "logger": "uvicorn.error",
                      "message": "Started server process [42]"}
 

@@ -101,3 +101,4 @@ def setup(level: str = "info", fmt: str = "text") -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)  # uvicorn sets its own when it starts
