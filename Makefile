@@ -8,7 +8,7 @@ PYTEST_ARGS ?= -n 2
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 
-.PHONY: venv lint typecheck test pytest demo bench clean
+.PHONY: venv lint typecheck test pytest demo bench agent-zipapp clean
 
 venv: $(STAMP)
 
@@ -48,10 +48,14 @@ pytest: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(BIN)/jobfleet demo
+	$(BIN)/jobfleet demo --keep
 
 bench: venv
 	$(BIN)/python bench/fanout.py
+
+# the agent as one file for hosts without pip: python3 dist/jobfleet-agent.pyz --help
+agent-zipapp: venv
+	$(BIN)/python scripts/build-agent-zipapp.py dist/jobfleet-agent.pyz
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

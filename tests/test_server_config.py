@@ -241,3 +241,17 @@ def test_the_server_command_refuses_a_bad_file_before_starting(tmp_path: Path) -
     result = CliRunner().invoke(app, ["server", "--config", str(path)])
     assert result.exit_code == 2
     assert "server.toml: port ('x'): must be an integer" in result.output
+
+
+def test_every_field_of_the_settings_has_a_key() -> None:
+    """A setting added to ServerSettings, EngineSettings or RetentionSettings must be
+    given a key here, or the configuration file cannot set it."""
+    import dataclasses
+
+    from jobfleet.engine.retention import RetentionSettings
+    from jobfleet.server import ServerSettings
+
+    nested = {"engine", "retention", "smtp"}
+    fields = {f.name for f in dataclasses.fields(ServerSettings)} - nested
+    fields |= {f"retention.{f.name}" for f in dataclasses.fields(RetentionSettings)}
+    assert fields <= set(SETTINGS)

@@ -28,12 +28,14 @@ from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
 from jobfleet.bus.base import Bus
+from jobfleet.bus.live import BusLive
 from jobfleet.bus.local import LocalBus
 from jobfleet.bus.redis import RedisBus
-from jobfleet.domain.addresses import parse_networks
+from jobfleet.domain.addresses import parse_networks as parse_networks  # for the CLI
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
+from jobfleet.domain.status import RunStatus
 from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.callbacks import CallbackSender
@@ -42,14 +44,17 @@ from jobfleet.engine.cron import CronScheduler
 from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.dispatch import AgentEvents as EngineEvents
 from jobfleet.engine.dispatch import Dispatcher
+from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.files import FileSteps
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.leases import LeaseKeeper
-from jobfleet.engine.notify import SmtpSettings
+from jobfleet.engine.notify import SmtpSettings as SmtpSettings  # for the CLI
 from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.ports import LiveEvents
 from jobfleet.engine.results import Results
-from jobfleet.engine.retention import Retention, RetentionSettings
+from jobfleet.engine.retention import Retention
+from jobfleet.engine.retention import RetentionSettings as RetentionSettings  # for the CLI
 from jobfleet.engine.rpc import AgentRpc
 from jobfleet.engine.runner import JobFinished, JobRunner
 from jobfleet.engine.settings import EngineSettings as EngineSettings  # for the CLI
@@ -70,18 +75,21 @@ from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database, sqlite_url, wait_for
+from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.health import Health
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
 from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
-from jobfleet.store.secrets import Cipher
+from jobfleet.store.secrets import Cipher, new_secret
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
+from jobfleet.web import console_router
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +168,14 @@ def build_engine(
     refusals: Refusals,
     files: FileParts,
     on_job_finished: list[JobFinished],
+    live: LiveEvents | None = None,
 ) -> tuple[Jobs, AgentEvents, NodeListener]:
     """The engine's parts, each given what it uses: the façade, what the gateway
     tells the engine, and what the bus tells this node."""
     agents = ClusterAgents(registry, bus)
     tracker = Tracker()
     signals = Signals(bus, store.leases)
-    results = Results(store, settings.max_output_bytes, refusals, tracker.is_live)
+    results = Results(store, settings.max_output_bytes, refusals, tracker.is_live, live)
     writer = ResultWriter(results, tracker, signals)
     dispatcher = Dispatcher(store, agents, tracker, results, writer, settings)
     rpc = AgentRpc(agents, settings.agent_lost_grace)
@@ -232,9 +241,11 @@ async def bootstrap(
     url: str,
     channel: AgentChannel,
     token_ttl: float = 24 * 3600.0,
+    people: PeopleStore | None = None,
 ) -> None:
-    """On the first start: the default business, the admin app and user, an enrollment
-    token that expires after ``token_ttl`` seconds."""
+    """On the first start: the default business, the admin app and user (with a console
+    password when ``people`` is given), an enrollment token that expires after
+    ``token_ttl`` seconds."""
     path = data_dir / "bootstrap.json"
     if DEFAULT_BIZ not in await identity.business_ids():
         try:
@@ -255,11 +266,16 @@ async def bootstrap(
         )
         return
     await identity.ensure_user(ADMIN_USER, is_admin=True)
+    password = new_secret(12)
+    if people is not None:
+        await people.set_password(ADMIN_USER, password)
     token = await identity.create_enroll_token(note="bootstrap", ttl_seconds=token_ttl)
     content = {
         "bk_app_code": ADMIN_APP,
         "bk_app_secret": secret,
         "admin_user": ADMIN_USER,
+        # the console login (change it with `jobfleet admin user passwd admin`)
+        **({"admin_password": password} if people is not None else {}),
         "enroll_token": channel.token(token),
         "enroll_token_expires_at": int(time.time() + token_ttl),
         "url": url,
@@ -281,19 +297,29 @@ class Server:
         self.identity = IdentityStore(self.db)
         self.inventory = Inventory(self.db)
         self.jobs = JobStore(self.db)
+        self.people = PeopleStore(self.db)
         self.registry = Registry()
         self.presence = Presence(self.db, self.node_id)
         engine_settings = dataclasses.replace(settings.engine, node_id=self.node_id)
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
         self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
-        self.blobs = BlobStore(self.db, settings.data_dir / "blobs")
+        self.blobs = BlobStore(
+            self.db, settings.data_dir / "blobs", shared=settings.redis_url is not None
+        )
         self.file_logs = FileLogStore(self.db)
         self.bus: Bus = (
-            RedisBus(settings.redis_url, self.node_id)
+            RedisBus(
+                settings.redis_url,
+                self.node_id,
+                seal=self.cipher.seal_bytes,
+                unseal=self.cipher.open_bytes,
+            )
             if settings.redis_url
             else LocalBus(self.node_id)
         )
+        # live views: wake-ups of job pages and event streams, on the node's bus
+        self.live = BusLive(self.bus)
         self.engine, agent_events, self.bus_listener = build_engine(
             self.jobs,
             self.registry,
@@ -302,7 +328,8 @@ class Server:
             engine_settings,
             self.refusals,
             FileParts(self.blobs, self.file_logs, self.inventory, settings.max_file_size),
-            on_job_finished=[self.callbacks.wake],
+            on_job_finished=[self.callbacks.wake, self._job_finished],
+            live=self.live,
         )
         # one count of failed authentications per address, for the API and agents alike
         self.auth_failures = Throttle(
@@ -323,6 +350,10 @@ class Server:
         self.job_plans = PlanStore(self.db, self.cipher)
         self.crons = CronStore(self.db)
         self.rules = RuleStore(self.db)
+        self.file_sources = FileSourceStore(self.db, self.cipher)
+        self.third_party = ThirdPartyFiles(
+            self.file_sources, self.blobs, outbound, settings.max_file_size
+        )
         self.plans = PlanLauncher(
             self.db,
             self.engine,
@@ -332,6 +363,7 @@ class Server:
             self.cipher,
             self.blobs,
             self.rules,
+            self.third_party,
         )
         self.audit = AuditLog(self.db)
         self.cron_scheduler = CronScheduler(
@@ -358,7 +390,10 @@ class Server:
             auth=Authenticator(
                 self.identity,
                 failures=self.auth_failures,
+                people=self.people,
             ),
+            people=self.people,
+            live=self.live,
             audit=self.audit,
             accounts=AccountStore(self.db, self.cipher),
             blobs=self.blobs,
@@ -375,6 +410,8 @@ class Server:
             crons=self.crons,
             plans=self.plans,
             rules=self.rules,
+            file_sources=self.file_sources,
+            third_party=self.third_party,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
             probes=Monitor(
@@ -391,7 +428,7 @@ class Server:
             body_timeout=settings.body_timeout,
             max_pending=settings.max_pending_connections,
         )
-        self.app: FastAPI = create_app(self.services)
+        self.app: FastAPI = create_app(self.services, console_router(self.services))
         self.app.router.lifespan_context = self._lifespan
         self._agent_server: _SecondListener | None = None
         self._agent_serving: asyncio.Task[None] | None = None
@@ -404,6 +441,10 @@ class Server:
         finally:
             await self.stop()
 
+    def _job_finished(self, job_id: int, status: RunStatus) -> None:
+        """Live views of the job hear at once that it ended."""
+        self.live.publish(f"job:{job_id}", {"type": "job", "status": int(status)})
+
     async def start(self) -> None:
         await wait_for(self.db)
         await self.db.migrate()
@@ -414,6 +455,7 @@ class Server:
             self.settings.url,
             channel,
             self.settings.bootstrap_token_ttl,
+            self.people,
         )
         await self.inventory.reset_node(self.node_id)
         self.presence.start()

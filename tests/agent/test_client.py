@@ -13,7 +13,7 @@ from jobfleet.agent.output import split_text
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.task import OutputCallback, TaskResult, TaskSpec
 from jobfleet.domain import protocol
-from jobfleet.domain.protocol import read_frame
+from jobfleet.gateway.validation import read_frame
 
 
 def test_split_text() -> None:

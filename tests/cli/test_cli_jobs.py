@@ -14,7 +14,8 @@ def test_status_shows_job_steps_and_hosts(cli: Cli, server: FakeServer) -> None:
     server.job_status = 4
     result = cli("status", "77")
 
-    assert result.exit_code == 0, result.output
+    # the job failed: status says so with its exit code too
+    assert result.exit_code == 1, result.output
     out = result.stdout
     assert "77  deploy web" in out
     assert "deploy step" in out

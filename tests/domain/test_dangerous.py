@@ -38,12 +38,12 @@ def test_lines_are_one_based_and_report_the_matched_text() -> None:
         {"line": 3, "line_content": "  rm -rf /var/tmp", "match_content": "rm -rf /",
          "level": 3, "description": "wipes the disk"},
         {"line": 4, "line_content": "reboot now", "match_content": "reboot",
-         "level": 1, "description": "reboots"},
+         "level": 3, "description": "reboots"},
     ]
 
 
 def test_scan_warns_and_intercept_is_fatal() -> None:
-    assert Finding(1, "x", "x", REBOOT).level == CheckLevel.WARNING
+    assert Finding(1, "x", "x", REBOOT).level == CheckLevel.FATAL  # as bk-job: every match
     assert Finding(1, "x", "x", RM).level == CheckLevel.FATAL
 
 

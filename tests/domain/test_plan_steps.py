@@ -82,7 +82,7 @@ def test_a_referenced_script_keeps_only_its_reference() -> None:
 @pytest.mark.parametrize(("change", "code", "words"), [
     ({"script_content": "  "}, ErrorCode.MISSING_PARAM_WITH_NAME, "script_content"),
     ({"script_language": None}, ErrorCode.MISSING_PARAM_WITH_NAME, "script_language"),
-    ({"script_language": 6}, ErrorCode.INVALID_PARAM_WITH_NAME, "script_language"),
+    ({"script_language": 7}, ErrorCode.INVALID_PARAM_WITH_NAME, "script_language"),
     ({"script_language": "shell"}, ErrorCode.INVALID_PARAM_WITH_REASON, "not an integer"),
     ({"script_type": 4}, ErrorCode.INVALID_PARAM_WITH_REASON, "script_type"),
     ({"timeout": 0}, ErrorCode.INVALID_PARAM_WITH_REASON, "259200"),
@@ -139,7 +139,10 @@ def test_a_file_step() -> None:
                             "server": HOSTS}]}, ErrorCode.INVALID_PARAM_WITH_REASON),
     ({"file_source_list": [{"file_list": [], "server": HOSTS}]},
      ErrorCode.MISSING_PARAM_WITH_NAME),
-    ({"file_source_list": [{"file_list": ["a"], "file_type": 3}]}, ErrorCode.NOT_SUPPORTED),
+    ({"file_source_list": [{"file_list": ["a"], "file_type": 3}]},
+     ErrorCode.MISSING_PARAM_WITH_NAME),  # no file_source_id or file_source_code
+    ({"file_source_list": [{"file_list": ["a"], "file_type": 4}]},
+     ErrorCode.INVALID_PARAM_WITH_REASON),
     ({"file_destination": None}, ErrorCode.MISSING_PARAM_WITH_NAME),
     ({"file_destination": {"path": "tmp", "account": "root", "server": HOSTS}},
      ErrorCode.INVALID_PARAM_WITH_REASON),

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
+from jobfleet.domain.status import HostStatus
 from jobfleet.engine.results import (
     TRUNCATED_SEQ,
     DatabaseDown,
     Entry,
     Results,
     TaskKey,
+    gse_error_code,
     size_label,
 )
 from jobfleet.store.jobs import HostResult
@@ -192,3 +194,15 @@ def test_size_label() -> None:
     assert size_label(16 << 20) == "16 MiB"
     assert size_label(64 << 10) == "64 KiB"
     assert size_label(1000) == "1000 bytes"
+
+
+def test_error_code_as_bk_job_reports_it() -> None:
+    """GSE's code: 115 only while the task runs on the host; 0 before the agent took it."""
+    assert gse_error_code(HostStatus.WAITING) == 0
+    assert gse_error_code(HostStatus.RUNNING) == 115
+    assert gse_error_code(HostStatus.SUCCESS) == 0
+    assert gse_error_code(HostStatus.SCRIPT_NOT_ZERO_EXIT_CODE) == 0
+    assert gse_error_code(HostStatus.GSE_AGENT_ERROR) == 0
+    assert gse_error_code(HostStatus.AGENT_NOT_INSTALLED) == 0
+    assert gse_error_code(HostStatus.GSE_TASK_TERMINATE_SUCCESS) == 126
+    assert gse_error_code(HostStatus.SCRIPT_TIMEOUT) == -1

@@ -31,6 +31,7 @@ def test_untrack_returns_what_was_still_pending() -> None:
 
 
 def test_a_host_message_carries_its_own_values() -> None:
-    run = StepRun(1, 10, 2, {"script": "x"}, per_host={5: {"env": {"A": "1"}}})
+    template = {"t": "run", "id": "", "script": "x"}
+    run = StepRun(1, 10, 2, template, per_host={5: {"env": {"A": "1"}}})
     assert run.message(5) == {"t": "run", "id": "10:2:5", "script": "x", "env": {"A": "1"}}
     assert run.message(6) == {"t": "run", "id": "10:2:6", "script": "x"}

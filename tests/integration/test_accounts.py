@@ -48,9 +48,20 @@ async def test_account_rules_and_secret_password(running: Running) -> None:
     assert windows["code"] == 1241004  # a Windows account needs its password
     bad_type = await wire.v3("create_account", {**base, "account": "x", "type": 9})
     assert bad_type["code"] == 1241010
-    db_account = await wire.v3("create_account", {"bk_biz_id": 2, "category": 2,
-                                                  "account": "dba", "type": 9})
-    assert db_account["code"] == 1241011
+    db_base = {"bk_biz_id": 2, "category": 2, "account": "dba", "type": 9}
+    no_password = await wire.v3("create_account", {**db_base, "db_system_account_id": 1})
+    assert no_password["code"] == 1241004
+    no_system = await wire.v3("create_account", {**db_base, "db_password": "x"})
+    assert no_system["code"] == 1241004
+    not_db = await wire.v3("create_account", {**db_base, "type": 1, "db_password": "x",
+                                              "db_system_account_id": 1})
+    assert not_db["code"] == 1241010
+    bad_host = await wire.v3("create_account", {**db_base, "db_password": "x",
+                                                "db_system_account_id": 1,
+                                                "db_host": "a b;rm"})
+    assert bad_host["code"] == 1241010
+    bad_category = await wire.v3("create_account", {**db_base, "category": 3})
+    assert bad_category["code"] == 1241010
     taken = await wire.v3("create_account", {**base, "account": "root", "type": 1})
     assert taken["code"] == 1241010
     secret = "Pa55-w0rd-that-must-not-leak"

@@ -41,7 +41,7 @@ async def test_cli_run_status_logs_hosts(running: Running) -> None:
     exits = {h["ip"]: h["exit_code"] for h in result["hosts"]}
     assert exits == {IPS[0]: 0, IPS[1]: 5}
     code, out = await cli(running, "status", str(job_id))
-    assert code == 0 and IPS[1] in out
+    assert code == 1 and IPS[1] in out  # the job failed
     code, out = await cli(running, "logs", str(job_id), "--host", IPS[0])
     assert code == 0 and out == ""
     code, out = await cli(running, "hosts")

@@ -112,7 +112,7 @@ async def test_check_script(running: Running) -> None:
         {"line": 5, "line_content": "rm -rf /opt/app; reboot", "match_content": "rm -rf /",
          "level": 3, "description": "wipes the disk"},
         {"line": 5, "line_content": "rm -rf /opt/app; reboot", "match_content": "reboot",
-         "level": 1, "description": "reboots"},
+         "level": 3, "description": "reboots"},
     ]
     python = await wire.v3("check_script", {"script_language": 4,
                                             "content": b64("import os\nos.system('rm -rf /')\n")})
@@ -125,7 +125,7 @@ async def test_check_script(running: Running) -> None:
     as_bob = await wire.post(f"{V3}/check_script", {"script_language": 4,
                                                      "content": b64("reboot()")},
                              headers=wire.headers(bk_username="bob"))
-    assert [i["level"] for i in as_bob["data"]] == [1]
+    assert [i["level"] for i in as_bob["data"]] == [3]
 
 
 async def test_enforced_on_fast_execute_script(running: Running, tmp_path: Path) -> None:

@@ -364,7 +364,7 @@ async def test_bad_input(running: Running) -> None:
     cases: list[tuple[dict[str, Any], int]] = [
         ({"content": "not base64!!"}, 1241005),
         ({"script_language": 9}, 1241005),
-        ({"script_language": 6}, 1241010),  # SQL runs through fast_execute_sql
+        ({"script_language": 7}, 1241005),
         ({"content": b64("   \n")}, 1241004),
         ({"content": b64("echo \x00")}, 1241010),
         ({"version": "1 0"}, 1241010),

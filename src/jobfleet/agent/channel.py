@@ -13,6 +13,7 @@ once never falls back to plain text.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 import ssl
@@ -21,8 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
+from jobfleet.agent.fetch import request
 from jobfleet.domain import enrollment
 
 BOOTSTRAP_PATH = "/api/jobfleet/v1/agent-bootstrap"
@@ -49,8 +49,10 @@ class Channel:
         return self.base
 
 
+@functools.lru_cache(maxsize=8)
 def pinned_context(ca_pem: str) -> ssl.SSLContext:
-    """Trusts the server's own CA and nothing else."""
+    """Trusts the server's own CA and nothing else (one context per CA: a swarm of
+    agents, or an agent moving between nodes, does not build it again)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False
@@ -87,8 +89,7 @@ def read_token(token: str | None) -> enrollment.EnrollToken | None:
 
 async def fetch_bootstrap(server: str, verify: ssl.SSLContext | bool) -> dict[str, Any]:
     """The server's public bootstrap document; trusted only once its CA is checked."""
-    async with httpx.AsyncClient(timeout=30, trust_env=False, verify=verify) as client:
-        resp = await client.get(server.rstrip("/") + BOOTSTRAP_PATH)
+    resp = await request("GET", server.rstrip("/") + BOOTSTRAP_PATH, verify=verify)
     try:
         answer = resp.json()
         data = answer["data"] if answer.get("result") else None

@@ -14,16 +14,16 @@ import platform
 import random
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
-import httpx
-import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from jobfleet import __version__
+from jobfleet.agent import jsonwire
 from jobfleet.agent.channel import Channel, ChannelError
 from jobfleet.agent.enrollment import (
     Credential,
@@ -50,11 +50,16 @@ from jobfleet.agent.transfers import FileWork
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger(__name__)
 
 CONNECT_PATH = "/api/jobfleet/v1/agents/connect"
 # acknowledged chunks are gone from the spool, so a note on an interrupted task sorts last
 INTERRUPTED_SEQ = protocol.MAX_AGENT_SEQ
+# how many task ids an agent remembers having run (a repeat of one is ignored)
+SEEN_TASKS = 100_000
 # an answer to a request travels in one frame, inside the server's frame limit
 MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
 
@@ -85,7 +90,7 @@ class _Sender:
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[protocol.AgentMessage] = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -94,9 +99,9 @@ class _Sender:
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             if len(batch) == 1:
-                await self.ws.send(orjson.dumps(batch[0]))
+                await self.ws.send(jsonwire.dumps(batch[0]))
                 continue
-            for frame in pack_frames([orjson.dumps(m) for m in batch]):
+            for frame in pack_frames([jsonwire.dumps(m) for m in batch]):
                 await self.ws.send(frame)
 
 
@@ -110,11 +115,18 @@ class Agent:
         credential: Credential | None = None,
         http: httpx.AsyncClient | None = None,
         channel: Channel | None = None,
+        channels: dict[str, Channel] | None = None,
     ) -> None:
         self.settings = settings
         # resolved at start; dropped when the server cannot be reached, to be found again
         self.channel = channel
         self._pinned: str | None = None
+        # which of the servers to dial; another one after a failed connection
+        self._server = settings.server
+        # each server's channel once resolved (its agent port and pinned CA)
+        self._channels: dict[str, Channel] = dict(channels or {})
+        if channel is not None:
+            self._channels.setdefault(settings.server, channel)
         state = settings.state_dir
         if state is not None:
             state.mkdir(parents=True, exist_ok=True)
@@ -130,21 +142,42 @@ class Agent:
         self.connected = asyncio.Event()
         self._sender: _Sender | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # tasks this process accepted, so that a late repeat does not run one again
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.on_welcome: Callable[[dict[str, Any]], None] | None = None
+        self.on_welcome: Callable[[protocol.Welcome], None] | None = None
         self.files = FileWork(self._base, self._auth_headers, self._tls, http)
 
     def _base(self) -> str:
-        return self.channel.base if self.channel is not None else self.settings.server
+        return self.channel.base if self.channel is not None else self._server
 
     def _tls(self) -> ssl.SSLContext | None:
-        return self.channel.tls if self.channel is not None else self.settings.tls()
+        return self.channel.tls if self.channel is not None else self.settings.tls(self._server)
 
     async def _resolve_channel(self) -> Channel:
         if self.channel is None:
-            self.channel, self._pinned = await self.settings.channel(self._pinned)
+            known = self._channels.get(self._server)
+            if known is not None:
+                self.channel = known
+            else:
+                self.channel, self._pinned = await self.settings.channel(
+                    self._pinned, self._server
+                )
+                self._channels[self._server] = self.channel
         return self.channel
+
+    def _next_server(self) -> bool:
+        """Move to another server of the cluster; False if there is only one."""
+        others = [s for s in self.settings.servers if s != self._server]
+        if not others:
+            return False
+        # a random one: agents of a node that died spread over the others
+        self._server = random.choice(others)
+        self.channel = None
+        log.info("agent_server_next server=%s", self._server)
+        return True
 
     def _auth_headers(self) -> dict[str, str]:
         cred = self.credential
@@ -158,7 +191,7 @@ class Agent:
         while self.credential is None:
             try:
                 self.credential = await enroll(self.settings, channel=await self._resolve_channel())
-            except (EnrollLater, httpx.TransportError) as exc:
+            except (EnrollLater, OSError) as exc:
                 # a server that is starting, busy or limiting this address's enrollments
                 # is asked again later, like a reconnect; a refusal of the token, or a
                 # server whose certificate does not verify, is final
@@ -188,17 +221,16 @@ class Agent:
             now = now_ms()
             self.spool.finish(
                 task_id,
-                {
-                    "t": protocol.DONE,
-                    "id": task_id,
-                    "seq": INTERRUPTED_SEQ,
-                    "status": int(HostStatus.GSE_AGENT_ERROR),
-                    "exit": None,
-                    "start": None,
-                    "end": now,
-                    "data": "jobfleet-agent: the agent restarted while this task ran; "
+                protocol.done(
+                    task_id,
+                    INTERRUPTED_SEQ,
+                    status=int(HostStatus.GSE_AGENT_ERROR),
+                    exit=None,
+                    start=None,
+                    end=now,
+                    data="jobfleet-agent: the agent restarted while this task ran; "
                     "its processes were stopped\n",
-                },
+                ),
             )
             log.warning("task_interrupted task=%s", task_id)
 
@@ -212,12 +244,12 @@ class Agent:
                 await self._session(cred, await self._resolve_channel())
                 attempt = 0
             except ChannelError as exc:
-                log.error("agent_channel_refused error=%s", exc)
+                log.error("agent_channel_refused server=%s error=%s", self._server, exc)
+                self._next_server()
             except (
                 OSError,
                 websockets.exceptions.WebSocketException,
                 TimeoutError,
-                httpx.HTTPError,
             ) as exc:
                 if (
                     isinstance(exc, websockets.exceptions.InvalidStatus)
@@ -233,6 +265,10 @@ class Agent:
                 if isinstance(exc, OSError):
                     # a restarted server may listen on another agent port: ask again
                     self.channel = None
+                    self._channels.pop(self._server, None)
+                    if not self.connected.is_set():
+                        # refused before a session began: try another node
+                        self._next_server()
             self.connected.clear()
             self._sender = None
             if self._stopping:
@@ -265,88 +301,101 @@ class Agent:
         ) as ws:
             sender = _Sender(ws)
             try:
-                hello = {
-                    "t": protocol.HELLO,
-                    "version": __version__,
-                    "hostname": self.settings.hostname or socket.gethostname(),
-                    "os": platform.system(),
-                    "os_name": os_name(),
-                    "ipv6": host_ipv6(self.settings),
-                    "labels": self.settings.labels,
-                    "known": self.spool.known(),
-                }
-                await ws.send(orjson.dumps(hello))
+                hello = protocol.hello(
+                    version=__version__,
+                    hostname=self.settings.hostname or socket.gethostname(),
+                    os=platform.system(),
+                    os_name=os_name(),
+                    ipv6=host_ipv6(self.settings),
+                    labels=self.settings.labels,
+                    known=self.spool.known(),
+                )
+                await ws.send(jsonwire.dumps(hello))
                 for message in self.spool.pending():
                     sender.queue.put_nowait(message)
                 self._sender = sender
                 self.connected.set()
                 async for frame in ws:
-                    decoded = orjson.loads(frame)
+                    decoded = jsonwire.loads(frame)
+                    # the server is trusted (pinned): its messages are read as their types
                     for message in decoded if isinstance(decoded, list) else (decoded,):
-                        self._handle(message)
+                        self._handle(cast(protocol.ServerMessage, message))
             finally:
                 self._sender = None
                 sender.task.cancel()
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: protocol.AgentMessage) -> None:
         if self._sender is not None:
             self._sender.queue.put_nowait(message)
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("t")
-        if kind == protocol.RUN:
+    def _handle(self, message: protocol.ServerMessage) -> None:
+        if message["t"] == "run":
             self._start(message)
-        elif kind == protocol.ACK:
+        elif message["t"] == "ack":
             for task_id, seq in message.get("acks") or []:
                 self.spool.ack(str(task_id), int(seq))
-        elif kind == protocol.KILL:
+        elif message["t"] == "kill":
             self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
-        elif kind in (protocol.FILE_LIST, protocol.FILE_UPLOAD):
+        elif message["t"] == "file_list" or message["t"] == "file_upload":
             self._answer(message)
-        elif kind == protocol.WELCOME and self.on_welcome is not None:
+        elif message["t"] == "welcome" and self.on_welcome is not None:
             self.on_welcome(message)
 
-    def _answer(self, message: dict[str, Any]) -> None:
+    def _answer(self, message: protocol.FileList | protocol.FileUpload) -> None:
+        request = str(message.get("id"))
+
         async def answer() -> None:
-            work = (
-                self.files.list_sources if message["t"] == protocol.FILE_LIST else self.files.upload
-            )
             try:
-                reply = await work(message)
+                if message["t"] == "file_list":
+                    reply = await self.files.list_sources(request, message)
+                else:
+                    reply = await self.files.upload(request, message)
             except Exception as exc:
                 log.exception("request_failed kind=%s", message.get("t"))
-                reply = {"status": int(HostStatus.GSE_TASK_ERROR), "error": str(exc)}
-            size = len(orjson.dumps(reply))
+                reply = protocol.reply(
+                    request, status=int(HostStatus.GSE_TASK_ERROR), error=str(exc)
+                )
+            # the answer's own size, without the type and id around it
+            size = len(jsonwire.dumps(reply)) - len(jsonwire.dumps(protocol.reply(request))) + 1
             if size > MAX_REPLY_BYTES:
                 # the server would close the connection on it, and it would be asked again
-                reply = {
-                    "status": int(HostStatus.GSE_FILE_ERROR),
-                    "error": f"the answer is too large to send ({size} bytes, over "
+                reply = protocol.reply(
+                    request,
+                    status=int(HostStatus.GSE_FILE_ERROR),
+                    error=f"the answer is too large to send ({size} bytes, over "
                     f"{MAX_REPLY_BYTES}): name fewer files",
-                }
-            self._send({"t": protocol.REPLY, "id": message.get("id"), **reply})
+                )
+            self._send(reply)
 
         task = asyncio.get_running_loop().create_task(answer())
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
-    def _start(self, message: dict[str, Any]) -> None:
+    def _start(self, message: protocol.Run) -> None:
         task_id = str(message["id"])
-        if task_id in self._tasks or task_id in self.spool.known():
-            return  # a repeat after a reconnect: the task runs or its result is on its way
+        if task_id in self._tasks or task_id in self.spool.known() or task_id in self._seen:
+            # a repeat after a reconnect: the task runs, its result is on its way, or it
+            # was stored already (a task id names one attempt, so it never runs twice)
+            return
+        self._seen_order.append(task_id)
+        self._seen.add(task_id)
+        if len(self._seen_order) > SEEN_TASKS:
+            self._seen.discard(self._seen_order.popleft())
         self.spool.accept(task_id)
-        if message.get("kind") == "download":
-            run = self._download(task_id, message)
+        if message.get("kind") == protocol.DOWNLOAD:
+            run = self._download(task_id, cast(protocol.DownloadRun, message))
         else:
-            run = self._script(task_id, message)
+            run = self._script(task_id, cast(protocol.ScriptRun, message))
         task = asyncio.get_running_loop().create_task(self._execute(task_id, run))
         self._tasks[task_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(task_id, None))
 
-    def _script(self, task_id: str, message: dict[str, Any]) -> Work:
+    def _script(self, task_id: str, message: protocol.ScriptRun) -> Work:
         spec = script_spec(task_id, message, self.settings)
 
-        async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
+        async def run(
+            on_output: OutputCallback,
+        ) -> tuple[TaskResult, list[protocol.FileItem] | None]:
             def on_started(pgid: int) -> None:
                 self.spool.set_pgid(task_id, pgid)
 
@@ -354,11 +403,13 @@ class Agent:
 
         return run
 
-    def _download(self, task_id: str, message: dict[str, Any]) -> Work:
-        def report(items: list[dict[str, Any]]) -> None:
-            self._send({"t": protocol.FILE_LOG, "id": task_id, "files": items})
+    def _download(self, task_id: str, message: protocol.DownloadRun) -> Work:
+        def report(items: list[protocol.FileItem]) -> None:
+            self._send(protocol.file_log(task_id, items))
 
-        async def run(on_output: OutputCallback) -> tuple[TaskResult, list[dict[str, Any]] | None]:
+        async def run(
+            on_output: OutputCallback,
+        ) -> tuple[TaskResult, list[protocol.FileItem] | None]:
             return await self.files.download(message, on_output, report)
 
         return run

@@ -9,11 +9,14 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from jobfleet.agent.channel import Channel, read_token
+from jobfleet.agent.fetch import Response, request
 from jobfleet.agent.settings import TOKEN_HELP, AgentSettings
+
+if TYPE_CHECKING:
+    import httpx
 
 ENROLL_PATH = "/api/jobfleet/v1/agents/enroll"
 
@@ -82,10 +85,10 @@ async def enroll(
         "hostname": settings.hostname or socket.gethostname(),
         "os_type": platform.system(),
     }
+    resp: Response | httpx.Response
     if http is None:
         verify: ssl.SSLContext | bool = channel.tls or True
-        async with httpx.AsyncClient(timeout=30, trust_env=False, verify=verify) as client:
-            resp = await client.post(channel.base + ENROLL_PATH, json=body)
+        resp = await request("POST", channel.base + ENROLL_PATH, body=body, verify=verify)
     else:
         resp = await http.post(channel.base + ENROLL_PATH, json=body)
     if resp.status_code == 429 or resp.status_code >= 500:

@@ -38,18 +38,25 @@ class AgentSettings:
     ipv6: str = ""
     # key=value pairs dynamic groups can select hosts by
     labels: dict[str, str] = field(default_factory=dict)
+    # other nodes of the same cluster, tried when ``server`` cannot be reached
+    more_servers: list[str] = field(default_factory=list)
 
-    def tls(self) -> ssl.SSLContext | None:
-        """How to check the ``server`` URL (the API port), not the agent channel."""
-        if not self.server.startswith("https://"):
+    @property
+    def servers(self) -> list[str]:
+        return [self.server, *(s for s in self.more_servers if s != self.server)]
+
+    def tls(self, server: str | None = None) -> ssl.SSLContext | None:
+        """How to check a server URL (the API port), not the agent channel."""
+        if not (server or self.server).startswith("https://"):
             return None
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
-    async def channel(self, pinned: str | None = None) -> tuple[Channel, str | None]:
+    async def channel(
+        self, pinned: str | None = None, server: str | None = None
+    ) -> tuple[Channel, str | None]:
         """The agent channel and the CA it pins (see ``jobfleet.agent.channel``)."""
-        return await resolve(
-            self.server, self.state_dir, self.enroll_token, self.tls() or True, pinned
-        )
+        url = server or self.server
+        return await resolve(url, self.state_dir, self.enroll_token, self.tls(url) or True, pinned)
 
 
 def os_name() -> str:

@@ -15,12 +15,12 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import orjson
-
+from jobfleet.agent import jsonwire
 from jobfleet.domain import protocol
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ _ACK = "ack"
 _FORGET = "forget"
 
 
+# what the spool keeps and sends again: a task's output and its end
+Spooled = protocol.Output | protocol.Done
+
+
 @dataclass
 class _Task:
     accepted_at: float
@@ -43,7 +47,7 @@ class _Task:
     acked: int = 0
     done_seq: int | None = None
     # unacknowledged messages, in the order they were written
-    messages: deque[dict[str, Any]] = field(default_factory=deque)
+    messages: deque[Spooled] = field(default_factory=deque)
 
 
 class Spool:
@@ -77,18 +81,16 @@ class Spool:
         self._append({"k": _PGID, "id": task_id, "pgid": pgid})
 
     def add_output(
-        self, task_id: str, seq: int, data: str, files: list[dict[str, Any]] | None = None
+        self, task_id: str, seq: int, data: str, files: list[protocol.FileItem] | None = None
     ) -> None:
-        message: dict[str, Any] = {"t": protocol.OUTPUT, "id": task_id, "seq": seq, "data": data}
-        if files is not None:
-            message["files"] = files
+        message = protocol.output(task_id, seq, data, files)
         self._task(task_id).messages.append(message)
         self._append(message)
 
-    def finish(self, task_id: str, done: dict[str, Any]) -> None:
-        """Record the task's final ``done`` message (``protocol.Done``)."""
+    def finish(self, task_id: str, done: protocol.Done) -> None:
+        """Record the task's final ``done`` message."""
         task = self._task(task_id)
-        message = {**done, "t": protocol.DONE, "id": task_id}
+        message: protocol.Done = {**done, "t": "done", "id": task_id}
         task.done_seq = int(message["seq"])
         task.messages.append(message)
         self._append(message, sync=self._fsync)
@@ -114,12 +116,14 @@ class Spool:
         """Tasks accepted and not fully acknowledged."""
         return list(self._tasks)
 
-    def pending(self) -> list[dict[str, Any]]:
+    def pending(self) -> list[Spooled]:
         """Every unacknowledged message, by task then seq, to send again after a reconnect."""
-        out: list[dict[str, Any]] = []
+        out: list[Spooled] = []
         for task in self._tasks.values():
             unacked = (m for m in task.messages if m["seq"] > task.acked)
-            out.extend(dict(m) for m in sorted(unacked, key=lambda m: int(m["seq"])))
+            out.extend(
+                cast(Spooled, dict(m)) for m in sorted(unacked, key=lambda m: int(m["seq"]))
+            )
         return out
 
     def interrupted(self) -> list[tuple[str, int | None]]:
@@ -148,10 +152,10 @@ class Spool:
         except KeyError:
             raise KeyError(f"task {task_id} was never accepted by the spool") from None
 
-    def _append(self, record: dict[str, Any], *, sync: bool = False) -> None:
+    def _append(self, record: Mapping[str, Any], *, sync: bool = False) -> None:
         if self._fd is None:
             return
-        line = orjson.dumps(record) + b"\n"
+        line = jsonwire.dumps(record) + b"\n"
         try:
             _write_all(self._fd, line)
             if sync:
@@ -215,7 +219,8 @@ class Spool:
             seq = int(record["seq"])
             if record["t"] == protocol.DONE:
                 task.done_seq = seq
-            task.messages.append({**record, "seq": seq})
+            # the journal holds what this agent wrote: read back as the type it had
+            task.messages.append(cast(Spooled, {**record, "seq": seq}))
 
     def _maybe_compact(self) -> None:
         if self._fd is None:
@@ -240,7 +245,7 @@ class Spool:
         """Replace the journal with the live records only (atomically, by rename)."""
         path = self._journal_path
         tmp = path.with_name(path.name + ".tmp")
-        data = b"".join(orjson.dumps(r) + b"\n" for r in self._live_records())
+        data = b"".join(jsonwire.dumps(r) + b"\n" for r in self._live_records())
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
@@ -275,8 +280,8 @@ class Spool:
         self._size = size
         self._compact_at = max(COMPACT_MIN_BYTES, 2 * size)
 
-    def _live_records(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
+    def _live_records(self) -> list[Mapping[str, Any]]:
+        records: list[Mapping[str, Any]] = []
         for task_id, task in self._tasks.items():
             records.append({"k": _ACCEPT, "id": task_id, "at": task.accepted_at})
             if task.pgid is not None:
@@ -300,8 +305,8 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
         if not line:
             continue
         try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            record = jsonwire.loads(line)
+        except jsonwire.JSONDecodeError:
             logger.warning("spool skipped a damaged record path=%s line=%d", path, number)
             continue
         if isinstance(record, dict):

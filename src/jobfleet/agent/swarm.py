@@ -41,7 +41,12 @@ log = logging.getLogger(__name__)
 
 
 class InstantExecutor:
-    """Answers every task at once without running anything (for benchmarks)."""
+    """Answers every task without running anything (for benchmarks): at once, or after
+    ``delay`` seconds, unless it is killed first."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self._running: dict[str, asyncio.Event] = {}
 
     async def run(
         self,
@@ -49,11 +54,24 @@ class InstantExecutor:
         on_output: OutputCallback,
         on_started: Callable[[int], None] | None = None,
     ) -> TaskResult:
-        now = now_ms()
-        return TaskResult(HostStatus.SUCCESS, 0, now, now)
+        start = now_ms()
+        if self.delay > 0:
+            killed = self._running[spec.id] = asyncio.Event()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(killed.wait(), self.delay)
+            finally:
+                self._running.pop(spec.id, None)
+            if killed.is_set():
+                return TaskResult(HostStatus.GSE_TASK_TERMINATE_SUCCESS, -1, start, now_ms())
+        return TaskResult(HostStatus.SUCCESS, 0, start, now_ms())
 
     def kill(self, task_id: str, reason: str = "terminate") -> bool:
-        return False
+        event = self._running.get(task_id)
+        if event is None:
+            return False
+        event.set()
+        return True
 
 
 FIRST_IP = ipaddress.IPv4Address("127.1.0.1")
@@ -100,7 +118,7 @@ def _build_agents(
     creds: list[Credential],
     executor: Executor,
     http: httpx.AsyncClient,
-    channel: Channel,
+    channels: dict[str, Channel],
 ) -> list[Agent]:
     """The swarm's agents: one shared executor and one HTTP client for file transfers."""
     built: list[Agent] = []
@@ -113,7 +131,8 @@ def _build_agents(
                 spool=spool,
                 credential=cred,
                 http=http,
-                channel=channel,
+                channel=channels[settings.server],
+                channels=channels,
             )
         )
     return built
@@ -144,7 +163,7 @@ async def _connect_all(agents: list[Agent], window: int) -> list[asyncio.Task[No
 
 
 async def run_swarm(
-    server: str,
+    server: str | list[str],
     token: str,
     count: int,
     *,
@@ -157,14 +176,20 @@ async def run_swarm(
     enrolled: asyncio.Event | None = None,
     connect_window: int = 64,
     work_dir: Path | None = None,
+    instant_delay: float = 0.0,
 ) -> None:
     work = work_dir or (state_dir or Path("/tmp")) / "swarm-work"  # noqa: S108 - scratch for scripts
-    inner: Executor = InstantExecutor() if executor == "instant" else ProcessExecutor(work)
+    inner: Executor = (
+        InstantExecutor(instant_delay) if executor == "instant" else ProcessExecutor(work)
+    )
     shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
     gate = asyncio.Semaphore(32)
+    # several nodes of a cluster: the hosts are spread over them, and each knows them all
+    servers = [server] if isinstance(server, str) else list(server)
     settings_list = [
         AgentSettings(
-            server=server,
+            server=servers[(first + i) % len(servers)],
+            more_servers=servers,
             ip=swarm_ip(first + i),
             biz=biz,
             enroll_token=token,
@@ -173,18 +198,24 @@ async def run_swarm(
         )
         for i in range(count)
     ]
-    # one server, one check of its CA and one TLS context for every host
-    channel, _ = await AgentSettings(
-        server=server, state_dir=None, ip="", enroll_token=token
-    ).channel()
+    # one check of each server's CA and one TLS context for every host (the nodes of a
+    # cluster share their CA)
+    channels = {}
+    for url in servers:
+        channels[url], _ = await AgentSettings(
+            server=url, state_dir=None, ip="", enroll_token=token
+        ).channel()
+    channel = channels[servers[0]]
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, verify=channel.tls or True
     )
     try:
-        creds = await asyncio.gather(*(_credential(s, gate, http, channel) for s in settings_list))
+        creds = await asyncio.gather(
+            *(_credential(s, gate, http, channels[s.server]) for s in settings_list)
+        )
         if enrolled is not None:
             enrolled.set()
-        agents = _build_agents(settings_list, creds, shared, http, channel)
+        agents = _build_agents(settings_list, creds, shared, http, channels)
         await _serve(agents, connect_window, ready, count)
     finally:
         await http.aclose()
@@ -212,11 +243,16 @@ async def _serve(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jobfleet.agent.swarm")
-    parser.add_argument("--server", required=True)
+    parser.add_argument(
+        "--server", required=True, action="append", help="a node's URL; repeat for a cluster"
+    )
     parser.add_argument("--enroll-token-file", type=Path, help="file holding the enrollment token")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--executor", choices=("real", "instant"), default="real")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--instant-delay", type=float, default=0.0, help="instant tasks end after this (s)"
+    )
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--biz", type=int, default=2)
     parser.add_argument("--first", type=int, default=0, help="index of the first host")
@@ -283,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
                 enrolled=enrolled,
                 connect_window=args.connect_window,
                 work_dir=args.work_dir,
+                instant_delay=args.instant_delay,
             )
         announcer.cancel()
 

@@ -7,10 +7,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import orjson
-
+from jobfleet.agent import jsonwire
 from jobfleet.agent.output import split_text
 from jobfleet.agent.settings import AgentSettings
 from jobfleet.agent.spool import Spool
@@ -61,14 +60,18 @@ class Executor(Protocol):
     def kill(self, task_id: str, reason: str = "terminate") -> bool: ...
 
 
-Work = Callable[[OutputCallback], Awaitable[tuple[TaskResult, list[dict[str, Any]] | None]]]
+Work = Callable[[OutputCallback], Awaitable[tuple[TaskResult, list[protocol.FileItem] | None]]]
+Send = Callable[[protocol.AgentMessage], None]
 
 # output is held this long so that a short task's output rides in its done message
 HOLD_SECONDS = 0.05
 
 
-def script_spec(task_id: str, message: dict[str, Any], settings: AgentSettings) -> TaskSpec:
-    """The script task a run message asks for, with what every script finds in its environment."""
+def script_spec(task_id: str, message: protocol.ScriptRun, settings: AgentSettings) -> TaskSpec:
+    """The script task a run message asks for, with what every script finds in its environment.
+
+    The executor's view of ``protocol.ScriptRun``: defaults filled in, the agent's own
+    variables in the environment, and the flags named for what the executor does."""
     return TaskSpec(
         id=task_id,
         lang=int(message["lang"]),
@@ -88,23 +91,17 @@ def script_spec(task_id: str, message: dict[str, Any], settings: AgentSettings) 
     )
 
 
-async def execute(
-    task_id: str, work: Work, spool: Spool, send: Callable[[dict[str, Any]], None]
-) -> None:
+async def execute(task_id: str, work: Work, spool: Spool, send: Send) -> None:
     """Run ``work``, stream its output and report its end, each through the spool first."""
     seq = 0
     held: list[str] = []
     timer: asyncio.TimerHandle | None = None
 
-    def emit(data: str, files: list[dict[str, Any]] | None = None) -> None:
+    def emit(data: str, files: list[protocol.FileItem] | None = None) -> None:
         nonlocal seq
         seq += 1
         spool.add_output(task_id, seq, data, files)
-        message: dict[str, Any] = {"t": protocol.OUTPUT, "id": task_id, "seq": seq}
-        message["data"] = data
-        if files is not None:
-            message["files"] = files
-        send(message)
+        send(protocol.output(task_id, seq, data, files))
 
     def flush() -> None:
         nonlocal timer
@@ -122,7 +119,7 @@ async def execute(
         if timer is None:
             timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, flush)
 
-    files: list[dict[str, Any]] | None = None
+    files: list[protocol.FileItem] | None = None
     try:
         result, files = await work(on_output)
     except Exception as exc:
@@ -152,24 +149,21 @@ async def execute(
             emit("", files[:step])
             files = files[step:]
     variables = result.variables
-    if variables and len(orjson.dumps(variables)) > protocol.AGENT_FRAME_BYTES:
+    if variables and len(jsonwire.dumps(variables)) > protocol.AGENT_FRAME_BYTES:
         logger.warning("task_variables_too_large task=%s", task_id)
         variables = None
         tail += "jobfleet-agent: the variables file was too large to report\n"
-    done = {
-        "t": protocol.DONE,
-        "id": task_id,
-        "seq": seq + 1,
-        "status": result.status,
-        "exit": result.exit_code,
-        "start": result.start_ms,
-        "end": result.end_ms,
-        "data": tail,
-    }
-    if files is not None:
-        done["files"] = files
-    if variables:
-        done["vars"] = variables
+    done = protocol.done(
+        task_id,
+        seq + 1,
+        status=result.status,
+        exit=result.exit_code,
+        start=result.start_ms,
+        end=result.end_ms,
+        data=tail,
+        files=files,
+        vars=variables,
+    )
     spool.finish(task_id, done)
     send(done)
 

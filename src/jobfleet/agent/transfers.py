@@ -14,9 +14,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any, cast
 
 from jobfleet.agent.accounts import AccountError
 from jobfleet.agent.files import (
@@ -28,7 +26,11 @@ from jobfleet.agent.files import (
     upload,
 )
 from jobfleet.agent.task import TaskResult
+from jobfleet.domain import protocol
 from jobfleet.domain.status import FileLogStatus, HostStatus
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ SUCCESS = int(FileLogStatus.SUCCESS)
 FAILED = int(FileLogStatus.FAILED)
 
 Emit = Callable[[str], Awaitable[None]]
-Report = Callable[[list[dict[str, Any]]], None]
+Report = Callable[[list[protocol.FileItem]], None]
 
 
 def _mb(bytes_per_second: float) -> float:
@@ -74,6 +76,9 @@ class FileWork:
         # built on first use: most agents never move a file, and a client with
         # its SSL context costs ~20 ms of CPU and ~0.7 MiB
         if self._client is None:
+            # imported here too: an idle agent never loads an HTTP client
+            import httpx
+
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(60.0, connect=10.0),
                 trust_env=False,
@@ -86,21 +91,22 @@ class FileWork:
             await self._client.aclose()
             self._client = None
 
-    async def list_sources(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def list_sources(self, request: str, message: protocol.FileList) -> protocol.Reply:
         patterns = [str(p) for p in message.get("patterns") or []]
         try:
             files, missing = await asyncio.to_thread(
                 expand_sources, patterns, str(message.get("account") or "")
             )
         except AccountError as exc:
-            return {"status": int(HostStatus.GSE_USER_ERROR), "error": str(exc)}
-        return {
-            "files": [asdict(f) for f in files],
-            "missing": [f"{m} ({getattr(m, 'reason', 'not found')})" for m in missing],
-        }
+            return protocol.reply(request, status=int(HostStatus.GSE_USER_ERROR), error=str(exc))
+        return protocol.reply(
+            request,
+            files=[cast(protocol.ListedFile, asdict(f)) for f in files],
+            missing=[f"{m} ({getattr(m, 'reason', 'not found')})" for m in missing],
+        )
 
-    async def upload(self, message: dict[str, Any]) -> dict[str, Any]:
-        results = []
+    async def upload(self, request: str, message: protocol.FileUpload) -> protocol.Reply:
+        results: list[protocol.UploadResult] = []
         limit = message.get("speed_limit")
         for item in message.get("items") or []:
             blob, path = str(item["blob"]), str(item["path"])
@@ -127,17 +133,17 @@ class FileWork:
             results.append(
                 {"blob": blob, "size": size, "sha256": digest, "speed": _mb(size / elapsed)}
             )
-        return {"results": results}
+        return protocol.reply(request, results=results)
 
     async def download(
-        self, task: dict[str, Any], emit: Emit, report: Report
-    ) -> tuple[TaskResult, list[dict[str, Any]]]:
+        self, task: protocol.DownloadRun, emit: Emit, report: Report
+    ) -> tuple[TaskResult, list[protocol.FileItem]]:
         """Fetch every item of a download task; the first failure decides the host status."""
         start = int(time.time() * 1000)
         account = str(task.get("account") or "")
         create = bool(task.get("create_dirs", True))
         limit = task.get("speed_limit") if isinstance(task.get("speed_limit"), int) else None
-        finals: list[dict[str, Any]] = []
+        finals: list[protocol.FileItem] = []
         failure: TransferError | None = None
         for item in task.get("items") or []:
             n, dest = int(item["n"]), str(item["dest"])

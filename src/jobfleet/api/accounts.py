@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter
@@ -9,11 +10,15 @@ from fastapi import APIRouter
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_int, get_str, need_int
 from jobfleet.api.routing import Call, add_api
-from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import AccountCategory
 from jobfleet.store.accounts import account_view
 
 MANAGE = "manage_account"
+# bk-job's limit on an account password
+MAX_PASSWORD = 117
+# what a database client accepts as its host: a name or an IPv4/IPv6 address, no options
+HOST_NAME = re.compile(r"[A-Za-z0-9_.:\[\]-]{1,255}")
 
 
 async def _record(call: Call, action: str, account_id: int) -> None:
@@ -23,8 +28,7 @@ async def _record(call: Call, action: str, account_id: int) -> None:
         action,
         "account",
         account_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
+        scope=scope,
     )
 
 
@@ -59,19 +63,51 @@ async def create_account(call: Call) -> dict[str, Any]:
     name = get_str(p, "account", required=True, max_length=255)
     assert name is not None
     category = need_int(p, "category")
-    if category != AccountCategory.SYSTEM:
-        raise JobError(ErrorCode.NOT_SUPPORTED, "Only system accounts (category 1) can be created")
-    account_id = await call.services.accounts.create(
-        scope.bk_biz_id,
-        name,
-        alias=get_str(p, "alias", max_length=255),
-        type_=need_int(p, "type"),
-        password=get_str(p, "password"),
-        description=get_str(p, "description", max_length=1024) or "",
-        creator=call.caller.username,
-    )
+    if category == AccountCategory.DB:
+        account_id = await _create_db_account(call, scope, name)
+    elif category != AccountCategory.SYSTEM:
+        raise JobError.invalid("category", "1 (system) or 2 (database)")
+    else:
+        account_id = await call.services.accounts.create(
+            scope.bk_biz_id,
+            name,
+            alias=get_str(p, "alias", max_length=255),
+            type_=need_int(p, "type"),
+            password=get_str(p, "password"),
+            description=get_str(p, "description", max_length=1024) or "",
+            creator=call.caller.username,
+        )
     await _record(call, "create_account", account_id)
     return _view(await call.services.accounts.get(scope.bk_biz_id, account_id), scope)
+
+
+async def _create_db_account(call: Call, scope: Any, name: str) -> int:
+    """A database account, named as bk-job's console names its fields (``db_password``,
+    ``db_port``, ``db_system_account_id``), plus ``db_host`` and ``db_name``."""
+    p = call.params
+    password = get_str(p, "db_password") or get_str(p, "password")
+    if not password:
+        raise JobError.missing("db_password")
+    if len(password) > MAX_PASSWORD:
+        raise JobError.invalid("db_password", f"longer than {MAX_PASSWORD} characters")
+    host = get_str(p, "db_host", max_length=255) or "127.0.0.1"
+    if not HOST_NAME.fullmatch(host):
+        raise JobError.invalid("db_host", "a host name or IP address")
+    return int(
+        await call.services.accounts.create_db(
+            scope.bk_biz_id,
+            name,
+            type_=need_int(p, "type"),
+            password=password,
+            system_account_id=need_int(p, "db_system_account_id", minimum=1),
+            host=host,
+            port=get_int(p, "db_port", minimum=1, maximum=65535),
+            name=get_str(p, "db_name", max_length=255),
+            alias=get_str(p, "alias", max_length=255),
+            description=get_str(p, "description", max_length=1024) or "",
+            creator=call.caller.username,
+        )
+    )
 
 
 async def update_account(call: Call) -> dict[str, Any]:

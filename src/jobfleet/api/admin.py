@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from starlette.responses import Response
 
 from jobfleet.api import envelope
 from jobfleet.api.auditing import audit
+from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import get_bool, get_int, get_str, need_int
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
 from jobfleet.api.scope import require_admin
@@ -234,7 +234,6 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
     """Enrollment carries a token instead of app credentials."""
 
     async def endpoint(request: Request) -> Response:
-        request_id = uuid.uuid4().hex
         services = services_of(request)
         source_ip = request.client.host if request.client else ""
         ip = ""
@@ -269,7 +268,8 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
                 source_ip=source_ip,
             )
             return envelope.ok(
-                {"agent_id": agent_id, "agent_secret": secret, "bk_host_id": host_id}, request_id
+                {"agent_id": agent_id, "agent_secret": secret, "bk_host_id": host_id},
+                request_id(request),
             )
         except JobError as exc:
             log.warning("agent_enroll_refused ip=%s peer=%s code=%s", ip, source_ip, exc.code)
@@ -284,7 +284,8 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
                 )
             except Exception:
                 log.exception("audit_failed action=agent_enroll_refused")
-            return envelope.error(exc, request_id)
+            audited(request)
+            raise
 
     return endpoint
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, FastAPI, WebSocket
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 
 from jobfleet import __version__
 from jobfleet.api import (
@@ -15,17 +10,22 @@ from jobfleet.api import (
     admin,
     agent_channel,
     cron,
-    envelope,
+    docs,
+    errors,
     execute,
+    file_sources,
     files,
     gse,
     health,
     legacy,
+    live,
     notify,
+    people,
     plans,
     query,
     rules,
     scripts,
+    sql,
     steps,
     templates,
     topology,
@@ -34,11 +34,13 @@ from jobfleet.api import (
 from jobfleet.api.edge import BodyLimit, RequestCap
 from jobfleet.api.openapi import DocumentedAPI
 from jobfleet.api.services import Services
-from jobfleet.domain.errors import ErrorCode, JobError
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
+    """The API, and the web console's routes when ``console`` is given."""
     app = DocumentedAPI(
+        docs_url=None,
+        redoc_url=None,
         title="jobfleet",
         version=__version__,
         description="Remote job execution, wire-compatible with bk-job v3",
@@ -48,6 +50,7 @@ def create_app(services: Services) -> FastAPI:
     for module in (
         agent_channel,
         execute,
+        sql,
         query,
         legacy,
         gse,
@@ -55,6 +58,7 @@ def create_app(services: Services) -> FastAPI:
         files,
         transfer,
         accounts,
+        file_sources,
         scripts,
         templates,
         plans,
@@ -63,10 +67,15 @@ def create_app(services: Services) -> FastAPI:
         rules,
         notify,
         topology,
+        people,
+        live,
     ):
         module.register(router)
     health.register(router, services.probes)
     app.include_router(router)
+    docs.register(app)
+    if console is not None:
+        app.include_router(console)
     limits = services.limits
     app.add_middleware(
         BodyLimit,
@@ -90,16 +99,5 @@ def create_app(services: Services) -> FastAPI:
     async def agent_socket(ws: WebSocket) -> None:
         await services.gateway.serve(ws)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            message = f"Method {request.method} is not allowed on {request.url.path}"
-        elif exc.status_code == 404:
-            message = f"No API at {request.url.path}"
-        else:
-            message = str(exc.detail)
-        return envelope.error(
-            JobError(ErrorCode.BAD_REQUEST, message, http_status=exc.status_code), uuid.uuid4().hex
-        )
-
+    errors.install(app)
     return app

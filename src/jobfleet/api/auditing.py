@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import HTTPConnection
 
 from jobfleet.api.auth import Caller
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.engine.submit import Scope
 from jobfleet.store.audit import AuditLog
 
 if TYPE_CHECKING:
@@ -32,18 +31,27 @@ def source_of(request: HTTPConnection) -> str:
     return request.client.host if request.client else ""
 
 
+class Scoped(Protocol):
+    """Anything that names a scope: an API ``Scope``, a job instance row."""
+
+    @property
+    def scope_type(self) -> str: ...
+
+    @property
+    def scope_id(self) -> str: ...
+
+
 async def audit(
     call: Call,
     action: str,
     resource_type: str,
     resource_id: Any = "",
     *,
-    scope: Scope | None = None,
-    scope_type: str | None = None,
-    scope_id: str | None = None,
+    scope: Scoped | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """One entry for a call: who (app, user, address), what, on which resource, in which scope."""
+    """One entry for a call: who (app, user, address), what, on which resource, in which scope
+    (none for what belongs to no business: rules, apps, public scripts)."""
     await as_caller(
         call.services.audit,
         call.caller,
@@ -51,8 +59,8 @@ async def audit(
         action,
         resource_type,
         resource_id,
-        scope_type=scope.scope_type if scope else scope_type,
-        scope_id=scope.scope_id if scope else scope_id,
+        scope_type=scope.scope_type if scope else None,
+        scope_id=scope.scope_id if scope else None,
         detail=detail,
     )
 

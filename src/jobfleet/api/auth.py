@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +14,17 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.throttle import Throttle
 from jobfleet.store.identity import App, IdentityStore, User
+from jobfleet.store.people import PeopleStore
 from jobfleet.store.secrets import hash_secret
 
 ESB_PREFIX = "/api/c/compapi/"
+# people: a console session cookie (with a CSRF header on every change) or a
+# personal token (``Authorization: Bearer jfp_…``); both act in the user's own scopes
+SESSION_COOKIE = "jobfleet_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CONSOLE_APP = App("jobfleet-console", is_admin=True)
+TOKEN_APP = App("jobfleet-token", is_admin=True)
 
 
 @dataclass
@@ -60,8 +69,10 @@ class Authenticator:
         app_ttl: float = 60.0,
         user_ttl: float = 3.0,
         failures: Throttle | None = None,
+        people: PeopleStore | None = None,
     ) -> None:
         self.identity = identity
+        self.people = people
         # wrong credentials per source address; credentials once verified still pass
         self.failures = failures or Throttle("failed authentications", 0, 1)
         self.app_ttl = app_ttl
@@ -79,6 +90,10 @@ class Authenticator:
         self, request: HTTPConnection, params: dict[str, Any], *, need_user: bool = True
     ) -> Caller:
         header = request.headers.get("x-bkapi-authorization")
+        if not header and self.people is not None:
+            person = await self.person(request)
+            if person is not None:
+                return person
         fields: dict[str, Any] = {}
         if header:
             try:
@@ -118,9 +133,7 @@ class Authenticator:
                 f"App {app_code!r}: missing app secret (bk_app_secret)",
                 http_status=401,
             )
-        app = await self._check_app(
-            app_code, secret, request.client.host if request.client else ""
-        )
+        app = await self._check_app(app_code, secret, request.client.host if request.client else "")
         username = (
             fields.get("bk_username")
             or request.headers.get("x-bk-username")
@@ -135,7 +148,47 @@ class Authenticator:
             username = ""
         if username and not app.may_name(username):
             raise app_refused(app, f"may not act for user {username!r}")
-        return Caller(app_code, await self._user(username), app)
+        caller = Caller(app_code, await self._user(username), app)
+        # whoever is refused later in this request is audited by name (api/errors.py)
+        request.state.caller = caller
+        return caller
+
+    async def person(self, request: HTTPConnection) -> Caller | None:
+        """The user of a personal token or a console session, None when neither is sent."""
+        assert self.people is not None
+        source = request.client.host if request.client else ""
+        bearer = request.headers.get("authorization", "")
+        if bearer[:7].lower() == "bearer ":
+            self.failures.check(source)
+            username = await self.people.token_user(bearer[7:].strip())
+            if username is None:
+                self.failures.take(source)
+                raise JobError(
+                    ErrorCode.SERVICE_AUTH_FAIL,
+                    "The personal token is wrong, revoked or expired",
+                    http_status=401,
+                )
+            return Caller(TOKEN_APP.app_code, await self._user(username), TOKEN_APP)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
+        session = await self.people.session(cookie)
+        if session is None:
+            raise JobError(
+                ErrorCode.SERVICE_AUTH_FAIL,
+                "The console session has ended: log in again",
+                http_status=401,
+            )
+        method = request.scope.get("method", "GET")
+        if method not in SAFE_METHODS and not hmac.compare_digest(
+            request.headers.get(CSRF_HEADER, ""), session.csrf
+        ):
+            raise JobError(
+                ErrorCode.PERMISSION_DENIED,
+                "Missing or wrong X-CSRF-Token for a change made with a console session",
+                http_status=403,
+            )
+        return Caller(CONSOLE_APP.app_code, await self._user(session.username), CONSOLE_APP)
 
     async def agent(self, agent_id: str, secret: str, source: str = "") -> int | None:
         """The host of an agent credential (cached briefly: agents make many requests)."""

@@ -101,8 +101,7 @@ async def _record(
         action,
         "cron",
         cron_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
+        scope=scope,
         detail=detail,
     )
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from jobfleet.domain.errors import JobError
+from jobfleet.domain.messages import localize
 
 
 class JSONBody(Response):
@@ -29,11 +31,18 @@ def ok(data: Any, request_id: str) -> Response:
     return JSONBody(body)
 
 
-def error(exc: JobError, request_id: str) -> Response:
+def request_language(request: HTTPConnection) -> str | None:
+    """The language a client asks for: BlueKing's ``blueking-language`` header, else
+    ``Accept-Language``."""
+    return request.headers.get("blueking-language") or request.headers.get("accept-language")
+
+
+def error(exc: JobError, request_id: str, language: str | None = None) -> Response:
+    """The failure envelope, its message in ``language`` (bk-job's Chinese for ``zh-*``)."""
     body: dict[str, Any] = {
         "result": False,
         "code": exc.code,
-        "message": exc.message,
+        "message": localize(exc.code, exc.message, language),
         "job_request_id": request_id,
     }
     if exc.data is not None:

@@ -51,6 +51,8 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
             bk_biz_ids={scope.bk_biz_id}, script_id=script_id, script_version_id=version_id
         )
         script, language = found.content, ScriptLanguage(found.language)
+        if language == ScriptLanguage.SQL:
+            raise JobError.invalid("script_id", "an SQL script runs through fast_execute_sql")
         stored = {"script_id": found.script_id, "script_version_id": found.version_id}
     else:
         content = get_str(p, "script_content")
@@ -99,8 +101,7 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         "fast_execute_script",
         "job_instance",
         job_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
+        scope=scope,
         detail={"hosts": len(hosts), "language": int(language), "account": account.alias, **stored},
     )
     return {"job_instance_id": job_id, "job_instance_name": job_name, "step_instance_id": step_id}
@@ -143,8 +144,7 @@ async def operate_job_instance(call: Call) -> dict[str, Any]:
         f"operate_job_instance:{code}",
         "job_instance",
         job.id,
-        scope_type=job.scope_type,
-        scope_id=job.scope_id,
+        scope=job,
     )
     return {"job_instance_id": job.id, "job_instance_name": None, "step_instance_id": None}
 

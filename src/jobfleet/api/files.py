@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from jobfleet.api import envelope
-from jobfleet.api.auditing import refusal
+from jobfleet.api.errors import request_id
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
+from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.gateway.endpoint import parse_credential
 from jobfleet.store.blobs import COMPLETE, USED_MESSAGE
 from jobfleet.store.secrets import new_secret
 
@@ -55,65 +54,51 @@ async def _receive(
 
 async def agent_put(request: Request) -> Response:
     """A source agent sends the bytes of a file the engine asked it for."""
-    request_id = uuid.uuid4().hex
     services = services_of(request)
-    try:
-        host = await agent_host(services, request)
-        blob_id = request.path_params["blob_id"]
-        blob = await services.blobs.get(blob_id)
-        if blob is None or blob.writer_host_id != host:
-            raise JobError(
-                ErrorCode.PERMISSION_DENIED, "This agent may not write that file", http_status=403
-            )
-        # a retry writes the file again; of two writes at once the later one is kept
-        return envelope.ok(await _receive(services, request, blob_id, replace=True), request_id)
-    except JobError as exc:
-        await refusal(services.audit, request, exc)
-        return envelope.error(exc, request_id)
+    host = await agent_host(services, request)
+    blob_id = request.path_params["blob_id"]
+    blob = await services.blobs.get(blob_id)
+    if blob is None or blob.writer_host_id != host:
+        raise JobError(
+            ErrorCode.PERMISSION_DENIED, "This agent may not write that file", http_status=403
+        )
+    # a retry writes the file again; of two writes at once the later one is kept
+    received = await _receive(services, request, blob_id, replace=True)
+    return envelope.ok(received, request_id(request))
 
 
 async def agent_get(request: Request) -> Response:
     """A target agent fetches a file it was sent; ``Range`` resumes a broken download."""
-    request_id = uuid.uuid4().hex
     services = services_of(request)
-    try:
-        host = await agent_host(services, request)
-        blob_id = request.path_params["blob_id"]
-        blob = await services.blobs.get(blob_id)
-        if blob is None or not await services.blobs.may_read(blob_id, host):
-            raise JobError(
-                ErrorCode.PERMISSION_DENIED, "This agent may not read that file", http_status=403
-            )
-        if blob.state != COMPLETE:
-            raise JobError(ErrorCode.BAD_REQUEST, "The file is not complete yet", http_status=409)
-        return BlobResponse(
-            services.blobs.path(blob_id),
-            filename=blob.name,
-            headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
+    host = await agent_host(services, request)
+    blob_id = request.path_params["blob_id"]
+    blob = await services.blobs.get(blob_id)
+    if blob is None or not await services.blobs.may_read(blob_id, host):
+        raise JobError(
+            ErrorCode.PERMISSION_DENIED, "This agent may not read that file", http_status=403
         )
-    except JobError as exc:
-        await refusal(services.audit, request, exc)
-        return envelope.error(exc, request_id)
+    if blob.state != COMPLETE:
+        raise JobError(ErrorCode.BAD_REQUEST, "The file is not complete yet", http_status=409)
+    return BlobResponse(
+        await services.blobs.local_path(blob_id),
+        filename=blob.name,
+        headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
+    )
 
 
 async def upload_with_token(request: Request) -> Response:
     """The URL handed out by ``generate_local_file_upload_url``: the token is the credential."""
-    request_id = uuid.uuid4().hex
     services = services_of(request)
-    try:
-        blob_id = request.path_params["blob_id"]
-        source = request.client.host if request.client else ""
-        services.auth.failures.check(source)
-        blob = await services.blobs.check_token(blob_id, request.query_params.get("token", ""))
-        if blob is None:
-            services.auth.failures.take(source)
-            raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Invalid upload token", http_status=401)
-        if blob.state == COMPLETE:
-            raise JobError(ErrorCode.BAD_REQUEST, USED_MESSAGE, http_status=409)
-        return envelope.ok(await _receive(services, request, blob_id), request_id)
-    except JobError as exc:
-        await refusal(services.audit, request, exc)
-        return envelope.error(exc, request_id)
+    blob_id = request.path_params["blob_id"]
+    source = request.client.host if request.client else ""
+    services.auth.failures.check(source)
+    blob = await services.blobs.check_token(blob_id, request.query_params.get("token", ""))
+    if blob is None:
+        services.auth.failures.take(source)
+        raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Invalid upload token", http_status=401)
+    if blob.state == COMPLETE:
+        raise JobError(ErrorCode.BAD_REQUEST, USED_MESSAGE, http_status=409)
+    return envelope.ok(await _receive(services, request, blob_id), request_id(request))
 
 
 async def upload(call: Call) -> dict[str, Any]:

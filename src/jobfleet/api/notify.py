@@ -15,7 +15,6 @@ from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
 from jobfleet.api.scope import require_admin
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
-from jobfleet.engine.submit import Scope
 from jobfleet.store.audit import AuditQuery
 from jobfleet.store.notify import CHANNELS, WEBHOOK, NotifyStore, config_view
 from jobfleet.store.quotas import QuotaStore
@@ -125,25 +124,6 @@ def _config_id(call: Call) -> int:
     return value
 
 
-async def _audit(
-    call: Call,
-    action: str,
-    resource_type: str,
-    resource_id: str,
-    scope: Scope | None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    await audit(
-        call,
-        action,
-        resource_type,
-        resource_id,
-        scope_type=scope.scope_type if scope else None,
-        scope_id=scope.scope_id if scope else None,
-        detail=detail,
-    )
-
-
 def _detail(view: dict[str, Any]) -> dict[str, Any]:
     return {k: view[k] for k in ("channel", "target", "statuses", "enabled")}
 
@@ -177,7 +157,14 @@ async def create_config(call: Call) -> dict[str, Any]:
         user=call.caller.username,
     )
     view = config_view(row)
-    await _audit(call, "create_notify_config", "notify_config", str(row.id), scope, _detail(view))
+    await audit(
+        call,
+        "create_notify_config",
+        "notify_config",
+        str(row.id),
+        scope=scope,
+        detail=_detail(view),
+    )
     return view
 
 
@@ -204,7 +191,9 @@ async def update_config(call: Call) -> dict[str, Any]:
         await store.update(scope.bk_biz_id, config_id, user=call.caller.username, **changes)
     )
     detail = _detail(view) | {"secret_changed": "secret" in changes}
-    await _audit(call, "update_notify_config", "notify_config", str(config_id), scope, detail)
+    await audit(
+        call, "update_notify_config", "notify_config", str(config_id), scope=scope, detail=detail
+    )
     return view
 
 
@@ -212,7 +201,14 @@ async def delete_config(call: Call) -> dict[str, Any]:
     scope = await call.scope(MANAGE_NOTIFY)
     row = await _notify_store(call).delete(scope.bk_biz_id, _config_id(call))
     view = config_view(row)
-    await _audit(call, "delete_notify_config", "notify_config", str(row.id), scope, _detail(view))
+    await audit(
+        call,
+        "delete_notify_config",
+        "notify_config",
+        str(row.id),
+        scope=scope,
+        detail=_detail(view),
+    )
     return view
 
 
@@ -239,13 +235,13 @@ async def set_business_quota(call: Call) -> dict[str, Any]:
     limit = _limit(call)
     store = QuotaStore(call.services.db)
     await store.set_business(scope.bk_biz_id, limit)
-    await _audit(
+    await audit(
         call,
         "set_business_quota",
         "business",
         str(scope.bk_biz_id),
-        scope,
-        {"max_running_jobs": limit},
+        scope=scope,
+        detail={"max_running_jobs": limit},
     )
     _, running = await store.business(scope.bk_biz_id)
     return {"bk_biz_id": scope.bk_biz_id, "max_running_jobs": limit, "running_jobs": running}
@@ -268,7 +264,7 @@ async def set_app_quota(call: Call) -> dict[str, Any]:
     limit = _limit(call)
     store = QuotaStore(call.services.db)
     await store.set_app(code, limit)
-    await _audit(call, "set_app_quota", "app", code, None, {"max_running_jobs": limit})
+    await audit(call, "set_app_quota", "app", code, detail={"max_running_jobs": limit})
     _, running = await store.app(code)
     return {"app_code": code, "max_running_jobs": limit, "running_jobs": running}
 

@@ -33,18 +33,6 @@ LATER_OPERATIONS = {
 }
 
 
-async def _audit(call: Call, action: str, job: Any, detail: dict[str, Any] | None = None) -> None:
-    await audit(
-        call,
-        action,
-        "job_instance",
-        job.id,
-        scope_type=job.scope_type,
-        scope_id=job.scope_id,
-        detail=detail,
-    )
-
-
 async def execute_job_plan(call: Call) -> dict[str, Any]:
     p = call.params
     scope = await call.scope("launch_job_plan")
@@ -64,8 +52,7 @@ async def execute_job_plan(call: Call) -> dict[str, Any]:
         "execute_job_plan",
         "job_instance",
         job_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
+        scope=scope,
         detail={"job_plan_id": plan_id},
     )
     # bk-job's answer names no step for a plan: its step_instance_id is null
@@ -103,7 +90,14 @@ async def operate_step_instance(call: Call) -> dict[str, Any]:
         raise JobError(ErrorCode.INVALID_PARAM, f"Unknown operation_code {code}") from None
     if operation in LATER_OPERATIONS:
         await _operate_execution(call, job, step, operation)
-        await _audit(call, f"operate_step_instance:{code}", job, {"step_instance_id": step.id})
+        await audit(
+            call,
+            f"operate_step_instance:{code}",
+            "job_instance",
+            job.id,
+            scope=job,
+            detail={"step_instance_id": step.id},
+        )
         return {"job_instance_id": job.id, "step_instance_id": step.id}
     if step.type != StepType.MANUAL_CONFIRM:
         raise JobError(
@@ -159,8 +153,13 @@ async def operate_step_instance(call: Call) -> dict[str, Any]:
             f"Step instance {step_id} is no longer waiting for confirmation",
         )
     call.services.engine.wake_step(step.id)
-    await _audit(
-        call, f"operate_step_instance:{code}", job, {"step_instance_id": step.id, "reason": reason}
+    await audit(
+        call,
+        f"operate_step_instance:{code}",
+        "job_instance",
+        job.id,
+        scope=job,
+        detail={"step_instance_id": step.id, "reason": reason},
     )
     return {"job_instance_id": job.id, "step_instance_id": step.id}
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,15 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet.api import envelope
-from jobfleet.api.auditing import refusal
 from jobfleet.api.auth import Caller
+from jobfleet.api.errors import internal, request_id
 from jobfleet.api.params import MAX_DEPTH, check_tree
 from jobfleet.api.scope import resolve_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.submit import Scope
-
-log = logging.getLogger(__name__)
 
 JOBV3_PREFIXES = (
     "/api/c/compapi/v2/jobv3",
@@ -76,30 +72,30 @@ def make_endpoint(
     handler: Handler,
     need_user: bool = True,
     raw_body: bool = False,
+    unchecked: bool = False,
 ) -> Callable[[Request], Awaitable[Response]]:
+    """``raw_body``: the handler streams the body (a file), parameters come in the query.
+    ``unchecked``: the query as it is, the handler checks what it reads (YAML export)."""
+
     async def endpoint(request: Request) -> Response:
-        request_id = uuid.uuid4().hex
         services = services_of(request)
-        caller: Caller | None = None
         try:
-            # a raw body (a file) is streamed by the handler; parameters come in the query
-            params = dict(request.query_params) if raw_body else await read_params(request)
-            if raw_body:
-                check_tree(params)
-            # path parameters join the others in the handlers: the same bounds hold
-            check_tree(dict(request.path_params))
+            if unchecked:
+                params: dict[str, Any] = dict(request.query_params)
+            else:
+                params = dict(request.query_params) if raw_body else await read_params(request)
+                if raw_body:
+                    check_tree(params)
+                # path parameters join the others in the handlers: the same bounds hold
+                check_tree(dict(request.path_params))
             caller = await services.auth.authenticate(request, params, need_user=need_user)
             data = await handler(Call(request, params, caller, services))
-            return envelope.ok(data, request_id)
-        except JobError as exc:
-            await refusal(services.audit, request, exc, caller)
-            return envelope.error(exc, request_id)
+            # a handler may answer something else than the envelope (a YAML document)
+            return data if isinstance(data, Response) else envelope.ok(data, request_id(request))
+        except JobError:
+            raise
         except Exception:
-            log.exception("request_failed path=%s request_id=%s", request.url.path, request_id)
-            return envelope.error(
-                JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {request_id})"),
-                request_id,
-            )
+            raise internal(request) from None
 
     return endpoint
 

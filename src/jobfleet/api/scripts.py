@@ -84,8 +84,7 @@ async def _record(call: Call, owner: Owner, action: str, view: dict[str, Any]) -
         action,
         "script" if scope else "public_script",
         view.get("script_id") or view["id"],
-        scope_type=scope.scope_type if scope else None,
-        scope_id=scope.scope_id if scope else None,
+        scope=scope,
         detail={
             k: view[k] for k in ("name", "script_version_id", "version", "status") if k in view
         },
@@ -223,7 +222,7 @@ async def create_script(call: Call, public: bool) -> dict[str, Any]:
     p = call.params
     name = _name(p, required=True)
     assert name is not None
-    language = check_language(get_int(p, "script_language"))
+    language = check_language(get_int(p, "script_language"), sql=True)
     content = _content(p)
     view = await call.services.scripts.create_script(
         owner.bk_biz_id,

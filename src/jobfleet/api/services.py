@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.websockets import WebSocket
 
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.health import Probes
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
+from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
+from jobfleet.engine.ports import LiveEvents, NoLiveEvents
 from jobfleet.engine.submit import Submitter
-from jobfleet.gateway.endpoint import Gateway
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.crons import CronStore
 from jobfleet.store.database import Database
+from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
+
+
+class AgentSockets(Protocol):
+    """What the API needs of the agent gateway: it serves the agents' WebSocket."""
+
+    async def serve(self, ws: WebSocket) -> None: ...
 
 
 @dataclass
@@ -45,7 +57,7 @@ class Services:
     jobs: JobStore
     engine: Jobs
     submitter: Submitter
-    gateway: Gateway
+    gateway: AgentSockets
     auth: Authenticator
     audit: AuditLog
     accounts: AccountStore
@@ -59,9 +71,15 @@ class Services:
     crons: CronStore
     plans: PlanLauncher
     rules: RuleStore
+    file_sources: FileSourceStore
+    third_party: ThirdPartyFiles
     # enrollment attempts per source address (default: no limit)
     enroll_throttle: Throttle = field(default_factory=lambda: Throttle("enrollments", 0, 1))
     # how agents reach this server (the plain-text default is for hand-built services)
     agent_channel: AgentChannel = field(default_factory=lambda: AgentChannel(None, None))
+    # console passwords, sessions and personal tokens (none: people cannot log in)
+    people: PeopleStore | None = None
+    # wake-ups of live views (a job's event stream, the console's pages)
+    live: LiveEvents = field(default_factory=NoLiveEvents)
     # /readyz and /metrics (none: only /healthz answers)
     probes: Probes | None = None

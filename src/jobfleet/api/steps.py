@@ -81,6 +81,11 @@ def _account(step: Row[Any]) -> dict[str, Any]:
     return {"id": step.account_id, "name": step.account_name, "alias": step.account_alias}
 
 
+def _db_account(config: dict[str, Any]) -> dict[str, Any]:
+    db = config.get("db") or {}
+    return {"id": db.get("db_account_id"), "name": db.get("user"), "alias": db.get("alias")}
+
+
 async def get_step_instance_detail(call: Call) -> dict[str, Any]:
     job = await job_in_scope(call, VIEW)
     step = await step_of(call, job)
@@ -105,7 +110,7 @@ async def get_step_instance_detail(call: Call) -> dict[str, Any]:
         )
     server = {"host_list": host_list}
     detail: dict[str, Any] = {"id": step.id, "name": step.name, "type": step.type}
-    if step.type == StepType.SCRIPT:
+    if step.type in (StepType.SCRIPT, StepType.SQL):
         param = step.script_param or ""
         detail["script_info"] = {
             "script_type": int(config.get("script_type") or 1),
@@ -115,7 +120,8 @@ async def get_step_instance_detail(call: Call) -> dict[str, Any]:
             "script_language": step.script_language,
             "script_param": MASK if step.is_param_sensitive and param else encode_base64(param),
             "script_timeout": step.timeout,
-            "account": _account(step),
+            # an SQL step's account is its database account (bk-job's script_info)
+            "account": _db_account(config) if step.type == StepType.SQL else _account(step),
             "server": server,
             "is_param_sensitive": int(step.is_param_sensitive),
             "is_ignore_error": int(step.ignore_error),

@@ -52,20 +52,6 @@ async def _biz(call: Call, action: str) -> Scope:
     return scope
 
 
-async def _audit(
-    call: Call, scope: Scope, action: str, resource_type: str, resource_id: Any, detail: Any
-) -> None:
-    await audit(
-        call,
-        action,
-        resource_type,
-        resource_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
-        detail=detail,
-    )
-
-
 def _ids(params: dict[str, Any], name: str) -> list[int]:
     return [need_int({name: raw}, name, minimum=1) for raw in get_list(params, name)]
 
@@ -81,7 +67,9 @@ async def get_topology(call: Call) -> dict[str, Any]:
 async def create_set(call: Call) -> dict[str, Any]:
     scope = await _biz(call, MANAGE_TOPOLOGY)
     node = await _store(call).create_set(scope.bk_biz_id, get_str(call.params, "name") or "")
-    await _audit(call, scope, "create_set", "topo_node", node["id"], {"name": node["name"]})
+    await audit(
+        call, "create_set", "topo_node", node["id"], scope=scope, detail={"name": node["name"]}
+    )
     return node
 
 
@@ -91,8 +79,13 @@ async def create_module(call: Call) -> dict[str, Any]:
     node = await _store(call).create_module(
         scope.bk_biz_id, set_id, get_str(call.params, "name") or ""
     )
-    await _audit(
-        call, scope, "create_module", "topo_node", node["id"], {"name": node["name"], "set": set_id}
+    await audit(
+        call,
+        "create_module",
+        "topo_node",
+        node["id"],
+        scope=scope,
+        detail={"name": node["name"], "set": set_id},
     )
     return node
 
@@ -104,8 +97,13 @@ def _rename(node_type: str) -> Handler:
         node = await _store(call).rename(
             scope.bk_biz_id, node_id, node_type, get_str(call.params, "name") or ""
         )
-        await _audit(
-            call, scope, f"update_{node_type}", "topo_node", node_id, {"name": node["name"]}
+        await audit(
+            call,
+            f"update_{node_type}",
+            "topo_node",
+            node_id,
+            scope=scope,
+            detail={"name": node["name"]},
         )
         return node
 
@@ -117,8 +115,13 @@ def _delete(node_type: str) -> Handler:
         scope = await _biz(call, MANAGE_TOPOLOGY)
         node_id = need_int(call.params, "id", minimum=1)
         node = await _store(call).delete_node(scope.bk_biz_id, node_id, node_type)
-        await _audit(
-            call, scope, f"delete_{node_type}", "topo_node", node_id, {"name": node["name"]}
+        await audit(
+            call,
+            f"delete_{node_type}",
+            "topo_node",
+            node_id,
+            scope=scope,
+            detail={"name": node["name"]},
         )
         return node
 
@@ -137,7 +140,7 @@ async def move_hosts(call: Call) -> dict[str, Any]:
         raise JobError.missing("module_ids")
     await _store(call).move_hosts(scope.bk_biz_id, host_ids, module_ids, increment)
     detail = {"hosts": host_ids, "modules": module_ids, "is_increment": increment}
-    await _audit(call, scope, "transfer_host_module", "host_module", "", detail)
+    await audit(call, "transfer_host_module", "host_module", "", scope=scope, detail=detail)
     return {"bk_host_ids": sorted(set(host_ids)), "module_ids": sorted(set(module_ids))}
 
 
@@ -162,7 +165,14 @@ async def create_group(call: Call) -> dict[str, Any]:
         creator=call.caller.username,
         group_id=get_str(p, "id", max_length=64),
     )
-    await _audit(call, scope, "create_dynamic_group", "dynamic_group", row.id, {"name": row.name})
+    await audit(
+        call,
+        "create_dynamic_group",
+        "dynamic_group",
+        row.id,
+        scope=scope,
+        detail={"name": row.name},
+    )
     return group_view(row)
 
 
@@ -185,14 +195,28 @@ async def update_group(call: Call) -> dict[str, Any]:
         if "description" in p
         else None,
     )
-    await _audit(call, scope, "update_dynamic_group", "dynamic_group", row.id, {"name": row.name})
+    await audit(
+        call,
+        "update_dynamic_group",
+        "dynamic_group",
+        row.id,
+        scope=scope,
+        detail={"name": row.name},
+    )
     return group_view(row)
 
 
 async def delete_group(call: Call) -> dict[str, Any]:
     scope = await _biz(call, MANAGE_GROUP)
     row = await _store(call).delete_group(scope.bk_biz_id, str(call.params["id"]))
-    await _audit(call, scope, "delete_dynamic_group", "dynamic_group", row.id, {"name": row.name})
+    await audit(
+        call,
+        "delete_dynamic_group",
+        "dynamic_group",
+        row.id,
+        scope=scope,
+        detail={"name": row.name},
+    )
     return group_view(row)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-import uuid
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,9 +10,7 @@ from sqlalchemy import Row
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobfleet.api import envelope
-from jobfleet.api.auditing import as_caller, audit, refusal
-from jobfleet.api.auth import Caller
+from jobfleet.api.auditing import as_caller, audit
 from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.files import BlobResponse
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
@@ -90,18 +87,6 @@ def _common(
     )
 
 
-async def _audit(call: Call, action: str, scope: Scope, job_id: int, hosts: int) -> None:
-    await audit(
-        call,
-        action,
-        "job_instance",
-        job_id,
-        scope_type=scope.scope_type,
-        scope_id=scope.scope_id,
-        detail={"hosts": hosts},
-    )
-
-
 async def fast_transfer_file(call: Call) -> dict[str, Any]:
     p = call.params
     scope = await call.scope("quick_transfer_file")
@@ -151,9 +136,17 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
                 )
             )
             file_count += len(files)
+        elif file_type == 3:
+            names = [str(f) for f in files]
+            sources.extend(
+                await call.services.third_party.fetch(
+                    scope, raw, names, call.caller.username, "file_source_list"
+                )
+            )
+            file_count += len(files)
         else:
-            raise JobError(
-                ErrorCode.NOT_SUPPORTED, "Third-party file sources (file_type 3) are not supported"
+            raise JobError.invalid(
+                "file_source_list.file_type", "1 (server) or 3 (third-party source)"
             )
     account, targets = await _targets(call, scope)
     if file_count * len(targets) > MAX_FILE_TASKS:
@@ -173,7 +166,14 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
         scope,
         _common(call, "File Distribution", TaskType.FAST_FILE, config, account, targets),
     )
-    await _audit(call, "fast_transfer_file", scope, job_id, len(targets))
+    await audit(
+        call,
+        "fast_transfer_file",
+        "job_instance",
+        job_id,
+        scope=scope,
+        detail={"hosts": len(targets)},
+    )
     return {"job_instance_id": job_id, "job_instance_name": name, "step_instance_id": step_id}
 
 
@@ -209,7 +209,14 @@ async def push_config_file(call: Call) -> dict[str, Any]:
         scope,
         _common(call, "Push Config File", TaskType.FAST_FILE, config, account, targets),
     )
-    await _audit(call, "push_config_file", scope, job_id, len(targets))
+    await audit(
+        call,
+        "push_config_file",
+        "job_instance",
+        job_id,
+        scope=scope,
+        detail={"hosts": len(targets)},
+    )
     return {"job_instance_id": job_id, "job_instance_name": name, "step_instance_id": step_id}
 
 
@@ -226,7 +233,7 @@ async def fetch(call: Call) -> dict[str, Any]:
         scope,
         _common(call, "File Fetch", TaskType.FAST_FILE, config, account, hosts),
     )
-    await _audit(call, "fetch", scope, job_id, len(hosts))
+    await audit(call, "fetch", "job_instance", job_id, scope=scope, detail={"hosts": len(hosts)})
     return {"job_instance_id": job_id, "job_instance_name": name, "step_instance_id": step_id}
 
 
@@ -263,9 +270,7 @@ def fetched_url(job_id: int, row: Row[Any]) -> str:
 
 async def download_fetched(request: Request) -> Response:
     """A fetched file by where it came from: ``/fetch/<job>/<cloud>_<ip>/<path on the host>``."""
-    request_id = uuid.uuid4().hex
     services = services_of(request)
-    caller: Caller | None = None
     try:
         caller = await services.auth.authenticate(request, dict(request.query_params))
         job_id = need_int(dict(request.path_params), "job_instance_id", minimum=1)
@@ -296,7 +301,7 @@ async def download_fetched(request: Request) -> Response:
                             detail={"host": host_dir, "path": path, "file_id": blob.id},
                         )
                         return BlobResponse(
-                            services.blobs.path(blob.id),
+                            await services.blobs.local_path(blob.id),
                             filename=blob.name,
                             headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
                         )
@@ -304,50 +309,39 @@ async def download_fetched(request: Request) -> Response:
             ErrorCode.NOT_FOUND, f"No file {path} from {host_dir} in job {job_id}", http_status=404
         )
     except (ValueError, KeyError):
-        return envelope.error(
-            JobError(ErrorCode.BAD_REQUEST, "Malformed path", http_status=400), request_id
-        )
-    except JobError as exc:
-        await refusal(services.audit, request, exc, caller)
-        return envelope.error(exc, request_id)
+        raise JobError(ErrorCode.BAD_REQUEST, "Malformed path", http_status=400) from None
 
 
 async def download_file(request: Request) -> Response:
     """An operator downloads a file the server holds (fetched from a host, or uploaded)."""
-    request_id = uuid.uuid4().hex
     services = services_of(request)
-    caller: Caller | None = None
-    try:
-        caller = await services.auth.authenticate(request, dict(request.query_params))
-        blob_id = request.path_params["file_id"]
-        blob = await services.blobs.get(blob_id)
-        if blob is None or blob.state != COMPLETE:
-            raise JobError(ErrorCode.NOT_FOUND, f"No file {blob_id}", http_status=404)
-        if blob.bk_biz_id is None or not caller.holds(ScopeType.BIZ, str(blob.bk_biz_id)):
-            raise JobError(
-                ErrorCode.PERMISSION_DENIED,
-                f"User {caller.username!r} through app {caller.app_code!r} may not read this file",
-                http_status=403,
-            )
-        await as_caller(
-            services.audit,
-            caller,
-            request,
-            "download_file",
-            "file",
-            blob_id,
-            scope_type=ScopeType.BIZ,
-            scope_id=str(blob.bk_biz_id),
-            detail={"name": blob.name, "size": blob.size},
+    caller = await services.auth.authenticate(request, dict(request.query_params))
+    blob_id = request.path_params["file_id"]
+    blob = await services.blobs.get(blob_id)
+    if blob is None or blob.state != COMPLETE:
+        raise JobError(ErrorCode.NOT_FOUND, f"No file {blob_id}", http_status=404)
+    if blob.bk_biz_id is None or not caller.holds(ScopeType.BIZ, str(blob.bk_biz_id)):
+        raise JobError(
+            ErrorCode.PERMISSION_DENIED,
+            f"User {caller.username!r} through app {caller.app_code!r} may not read this file",
+            http_status=403,
         )
-        return BlobResponse(
-            services.blobs.path(blob_id),
-            filename=blob.name,
-            headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
-        )
-    except JobError as exc:
-        await refusal(services.audit, request, exc, caller)
-        return envelope.error(exc, request_id)
+    await as_caller(
+        services.audit,
+        caller,
+        request,
+        "download_file",
+        "file",
+        blob_id,
+        scope_type=ScopeType.BIZ,
+        scope_id=str(blob.bk_biz_id),
+        detail={"name": blob.name, "size": blob.size},
+    )
+    return BlobResponse(
+        await services.blobs.local_path(blob_id),
+        filename=blob.name,
+        headers={"X-Jobfleet-Sha256": blob.sha256 or ""},
+    )
 
 
 # file logs ------------------------------------------------------------------

@@ -15,6 +15,11 @@
 - Live views use pub/sub (``jf:live:<topic>``): what a viewer misses it reads
   from the store.
 
+Messages to nodes carry scripts, sensitive parameters and database passwords:
+every stream entry is sealed with the cluster's shared key (``seal``/``unseal``), so
+Redis never holds them in clear text. Live events (output a viewer watches) are sealed
+too; presence carries host ids and node ids only.
+
 If Redis goes away, messages wait in memory and are sent once it is back; when
 it comes back as a new instance (a restart without persistence), this node
 writes its agents and consumer group again and tells its listener, which sends
@@ -27,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -71,6 +76,8 @@ class RedisBus:
         beat: float = 2.0,
         resync: float = 10.0,
         prefix: str = "jf",
+        seal: Callable[[bytes], bytes] = bytes,
+        unseal: Callable[[bytes], bytes] = bytes,
     ) -> None:
         self.url = url
         self.node_id = node_id
@@ -78,6 +85,8 @@ class RedisBus:
         self.beat = beat
         self.resync = resync
         self.prefix = prefix
+        self._seal = seal
+        self._unseal = unseal
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=5.0)
         self._listener: BusListener | None = None
         self._outbox: dict[str, list[dict[str, Any]]] = {}
@@ -126,6 +135,10 @@ class RedisBus:
                     keys=[self._k("presence")], args=[self.node_id, *sorted(self._held)]
                 )
             await self.redis.delete(self._k("node", self.node_id))
+            # nothing waits for a node that left cleanly: what others send it meanwhile
+            # is sent again when they find its agents elsewhere
+            await self.redis.srem(self._k("nodes"), self.node_id)
+            await self.redis.delete(self._inbox(self.node_id))
         await self.redis.aclose()
 
     async def _register(self) -> None:
@@ -187,7 +200,7 @@ class RedisBus:
             for i in range(0, len(messages), PACK):
                 pipe.xadd(
                     self._inbox(node),
-                    {"m": orjson.dumps(messages[i : i + PACK])},
+                    {"m": self._seal(orjson.dumps(messages[i : i + PACK]))},
                     maxlen=INBOX_MAXLEN,
                     approximate=True,
                 )
@@ -248,8 +261,9 @@ class RedisBus:
         if not fields or b"m" not in fields:
             return
         try:
-            messages = orjson.loads(fields[b"m"])
-        except orjson.JSONDecodeError:
+            messages = orjson.loads(self._unseal(fields[b"m"]))
+        except (orjson.JSONDecodeError, ValueError):
+            # another key (a node not of this cluster), or altered on the way
             log.error("bus_entry_unreadable")
             return
         for message in messages:
@@ -314,8 +328,8 @@ class RedisBus:
         left: list[dict[str, Any]] = []
         entries: Any = await self.redis.xrange(inbox)
         for _entry, fields in entries:
-            with contextlib.suppress(orjson.JSONDecodeError, KeyError):
-                left.extend(orjson.loads(fields[b"m"]))
+            with contextlib.suppress(orjson.JSONDecodeError, KeyError, ValueError):
+                left.extend(orjson.loads(self._unseal(fields[b"m"])))
         presence: Any = await self.redis.hgetall(self._k("presence"))
         hosts = [int(h) for h, n in presence.items() if _text(n) == node]
         if self._listener is not None:
@@ -403,7 +417,7 @@ class RedisBus:
     # live views -------------------------------------------------------------
     async def publish(self, topic: str, event: dict[str, Any]) -> None:
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.publish(self._k("live", topic), orjson.dumps(event))
+            await self.redis.publish(self._k("live", topic), self._seal(orjson.dumps(event)))
 
     async def subscribe(self, topic: str) -> AsyncIterator[dict[str, Any]]:
         pubsub = self.redis.pubsub()
@@ -412,8 +426,8 @@ class RedisBus:
             while True:
                 item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if item is not None:
-                    with contextlib.suppress(orjson.JSONDecodeError):
-                        yield orjson.loads(item["data"])
+                    with contextlib.suppress(orjson.JSONDecodeError, ValueError):
+                        yield orjson.loads(self._unseal(item["data"]))
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -24,14 +24,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from jobfleet.domain.status import HOST_STATUS_DESC, HostStatus, RunStatus, StepType
 from jobfleet.sdk import (
+    HOST_STATUS_DESC,
     ExecutionResult,
     FileLog,
     FileLogMode,
     FileLogStatus,
     HostResult,
+    HostStatus,
     JobProgress,
+    RunStatus,
+    StepType,
     TransferProgress,
     TransferResult,
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from jobfleet.domain.status import ScriptLanguage
+from jobfleet.sdk import ScriptLanguage
 
 LANGUAGE_NAMES: dict[str, ScriptLanguage] = {
     "shell": ScriptLanguage.SHELL,

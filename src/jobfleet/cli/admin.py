@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -272,3 +273,22 @@ def agent_revoke(
     with cli.client() as client:
         client.revoke_agent(agent_id)
     cli.out.print(f"revoked agent {agent_id}")
+
+
+@users.command("passwd")
+def user_passwd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Username.")],
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Set a user's console password (prompted, never taken from the command line)."""
+    cli = cli_context(ctx)
+    if stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with cli.client() as client:
+        client.admin_call("POST", f"/users/{name}/password", {"password": password})
+    cli.out.print(f"password set for {name}")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -260,98 +258,15 @@ def server(
     run(settings)
 
 
-def agent(
-    server_url: Annotated[str, typer.Option("--server", help="The server's URL")],
-    state_dir: Annotated[
-        Path,
-        typer.Option("--state-dir", help="Where the agent keeps its credential and unsent results"),
-    ],
-    ip: Annotated[str, typer.Option("--ip", help="This host's IP as jobfleet knows it")],
-    enroll_token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--enroll-token-file",
-            help="File holding the enrollment token for the first start "
-            "(or set JOBFLEET_ENROLL_TOKEN)",
-        ),
-    ] = None,
-    enroll_token_argv: Annotated[
-        str | None,
-        typer.Option("--enroll-token", hidden=True, help="Refused: it would show in ps"),
-    ] = None,
-    bk_cloud_id: Annotated[int, typer.Option("--bk-cloud-id", help="Cloud area id")] = 0,
-    biz: Annotated[int, typer.Option("--biz", help="Business the host joins")] = 2,
-    hostname: Annotated[str, typer.Option(help="Host name to report")] = "",
-    ca_file: Annotated[
-        Path | None,
-        typer.Option("--ca-file", help="CA bundle that signed the server's certificate"),
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
-    ipv6: Annotated[
-        str,
-        typer.Option(
-            "--ipv6",
-            help="This host's IPv6 address to report, or 'auto' to discover it "
-            "(default: none, or --ip when that is IPv6)",
-        ),
-    ] = "",
-    label: Annotated[
-        list[str] | None,
-        typer.Option("--label", help="A key=value label dynamic groups can select by; repeatable"),
-    ] = None,
-) -> None:
-    """Run the agent of one host.
+def agent(ctx: typer.Context) -> None:
+    """Run the agent of one host (options: jobfleet agent --help).
 
     The enrollment token is read from --enroll-token-file or JOBFLEET_ENROLL_TOKEN,
     never from the command line, where every user of the host could read it in ps."""
-    from jobfleet.agent.client import TOKEN_HELP, Agent, AgentSettings, parse_labels
+    # the agent's command line is its own (stdlib only), so a host runs it without this CLI
+    from jobfleet.agent.main import main as agent_main
 
-    if enroll_token_argv is not None:
-        raise typer.BadParameter(
-            f"the token would show in ps on a command line; give it with {TOKEN_HELP}",
-            param_hint="--enroll-token",
-        )
-    enroll_token = os.environ.get("JOBFLEET_ENROLL_TOKEN", "").strip() or None
-    if enroll_token_file is not None:
-        try:
-            enroll_token = enroll_token_file.read_text().strip() or None
-        except OSError as exc:
-            raise typer.BadParameter(
-                f"cannot read {enroll_token_file}: {exc.strerror}",
-                param_hint="--enroll-token-file",
-            ) from None
-
-    try:
-        labels = parse_labels(label or [])
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--label") from None
-    if ipv6 not in ("", "auto"):
-        try:
-            ipv6 = str(ipaddress.IPv6Address(ipv6))
-        except ValueError:
-            raise typer.BadParameter(
-                f"{ipv6!r} is not an IPv6 address", param_hint="--ipv6"
-            ) from None
-    logs.setup(log_level)
-    settings = AgentSettings(
-        server=server_url,
-        state_dir=state_dir,
-        ip=ip,
-        bk_cloud_id=bk_cloud_id,
-        biz=biz,
-        enroll_token=enroll_token,
-        hostname=hostname,
-        ca_file=ca_file,
-        ipv6=ipv6,
-        labels=labels,
-    )
-    try:
-        asyncio.run(Agent(settings).run_forever())
-    except RuntimeError as exc:
-        typer.echo(f"jobfleet agent: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        pass
+    raise typer.Exit(agent_main(ctx.args))
 
 
 def demo(
@@ -370,5 +285,11 @@ def demo(
 def register(app: typer.Typer) -> None:
     """Add the daemon commands to the ``jobfleet`` command."""
     app.command()(server)
-    app.command()(agent)
+    app.command(
+        context_settings={
+            "allow_extra_args": True,
+            "ignore_unknown_options": True,
+            "help_option_names": [],
+        }
+    )(agent)
     app.command()(demo)

@@ -20,8 +20,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from jobfleet.domain.status import HOST_STATUS_DESC
-from jobfleet.sdk import AsyncJobClient
+from jobfleet.sdk import HOST_STATUS_DESC, AsyncJobClient
 from jobfleet.server import DEFAULT_BIZ, Server, ServerSettings, read_bootstrap
 
 DEMO_SCRIPT = """\
@@ -133,7 +132,9 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
         console.print(table)
         if keep:
             console.print(
-                f"\nServer: {settings.url}\nApp code: {boot['bk_app_code']}\n"
+                f"\nConsole: {settings.url}/ (log in as {boot['admin_user']}, password "
+                f"{boot.get('admin_password', '(see bootstrap.json)')})\n"
+                f"Server: {settings.url}\nApp code: {boot['bk_app_code']}\n"
                 f"App secret: {boot['bk_app_secret']}\nUser: {boot['admin_user']}\n"
                 f"Bootstrap file: {settings.data_dir / 'bootstrap.json'}\n"
                 f"Try: jobfleet --server {settings.url} --bootstrap "

@@ -27,7 +27,6 @@ from jobfleet.cli._context import (
     cli_context,
     interrupted,
 )
-from jobfleet.domain.paths import source_label
 from jobfleet.sdk import (
     ExecutionResult,
     FileLogStatus,
@@ -35,6 +34,7 @@ from jobfleet.sdk import (
     JobApiError,
     JobClient,
     TransferProgress,
+    source_label,
 )
 
 

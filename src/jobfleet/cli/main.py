@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,7 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from jobfleet.cli import _render, audit, cron, daemons, files, notify, templates, topo
+from jobfleet import __version__
+from jobfleet.cli import _render, audit, cron, daemons, files, jobs, notify, templates, topo
 from jobfleet.cli._context import (
     AccountOption,
     BizOption,
@@ -46,6 +48,7 @@ audit.register(app)
 notify.register(app)
 topo.register(app)
 daemons.register(app)
+jobs.register(app)
 
 # setting → (callback parameter, flag, environment variable)
 _GLOBAL_OPTIONS = {
@@ -55,6 +58,12 @@ _GLOBAL_OPTIONS = {
     "username": ("user", "--user", "JOBFLEET_USERNAME"),
     "biz": ("biz", "--biz", "JOBFLEET_BIZ"),
 }
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"jobfleet {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -102,7 +111,15 @@ def root(
             dir_okay=False,
         ),
     ] = None,
-    version: daemons.VersionOption = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
 ) -> None:
     """Global options; each falls back to its environment variable, then the bootstrap
     file, then the config file, then the default."""
@@ -158,6 +175,9 @@ def run(
     biz: BizOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Task name.")] = None,
     poll_interval: PollOption = 0.5,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print the output live, host-prefixed.")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Run a script on hosts and wait for it; exit 0 if the job succeeded, 1 if not."""
@@ -165,6 +185,25 @@ def run(
     script, language = load_script(command, file, lang)
     if not host and not host_id:
         raise typer.BadParameter("give at least one --host or --host-id", param_hint="--host")
+    if stream:
+        target: dict[str, Any] = {}
+        if host:
+            target["ip_list"] = [parse_host(h, cloud) for h in host]
+        if host_id:
+            target["host_id_list"] = list(host_id)
+        with cli.client() as client:
+            data = client.fast_execute_script(
+                script_content=base64.b64encode(script.encode()).decode(),
+                script_language=int(language),
+                script_param=base64.b64encode(param.encode()).decode() if param else None,
+                account_alias=account,
+                timeout=timeout,
+                target_server=target,
+                task_name=name,
+                **_scope(biz if biz is not None else cli.settings.biz),
+            )
+            status = jobs.follow(client, int(data["job_instance_id"]), cli.out, json_out)
+        raise typer.Exit(1 if status in jobs.FAILED else 0)
     seen: list[JobProgress] = []
     started = time.monotonic()
     with cli.client() as client, _render.RunProgress(cli.err) as bar:
@@ -219,6 +258,7 @@ def status(
             cli.out.out(_render.to_json(data))
             return
         result = client.get_result(job, step, biz=biz)
+    failed = (data.get("job_instance") or {}).get("status") in jobs.FAILED
     cli.out.print(_render.job_overview(data))
     if len(data.get("step_instance_list") or []) > 1:
         cli.out.print(Text(f"\nhosts of step {result.step_instance_id}", style="bold"))
@@ -226,6 +266,8 @@ def status(
         cli.out.print()
     cli.out.print(_render.host_table(result.hosts))
     cli.out.print(_render.result_summary(result))
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -242,9 +284,17 @@ def logs(
         int | None, typer.Option("--step", help="Step instance id (default: the latest).")
     ] = None,
     biz: BizOption = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Print the output live until the job ends.")
+    ] = False,
 ) -> None:
-    """Print each host's full log of a job step (for file steps: one line per file)."""
+    """Print each host's full log of a job step (for file steps: one line per file);
+    exit 1 if the job failed."""
     cli = cli_context(ctx)
+    if follow:
+        with cli.client() as client:
+            status = jobs.follow(client, job, cli.out)
+        raise typer.Exit(1 if status in jobs.FAILED else 0)
     with cli.client() as client:
         result = client.get_result(job, step, ips=host, biz=biz)
     found = {h.ip for h in result.hosts}
@@ -261,6 +311,8 @@ def logs(
     for ip in missing:
         cli.err.print(Text(f"host {ip} is not a target of this step", style="yellow"))
     _render.print_host_logs(cli.out, result.hosts)
+    if not result.ok and result.finished:
+        raise typer.Exit(1)
 
 
 @app.command()

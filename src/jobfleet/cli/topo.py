@@ -13,8 +13,7 @@ from rich.tree import Tree
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
-from jobfleet.domain.host_filters import condition_from_text
-from jobfleet.sdk import JobClient
+from jobfleet.sdk import JobClient, condition_from_text
 
 topo_app = typer.Typer(
     help="Business topology (sets, modules, hosts), dynamic groups and the host whitelist.",

@@ -6,10 +6,10 @@ is checked line by line, 1-based; blank lines and whole-line comments of the scr
 language are skipped (a commented-out ``rm -rf /`` runs nothing), and a rule reports at
 most its first match on each line, as bk-job does.
 
-``check_script`` reports a level per finding. bk-job's Java reports every rule match as
-fatal (3), which leaves a caller unable to tell a warning from a block; here a scan
-rule's match is a warning (1) and an intercept rule's match is fatal (3), so level 3
-means exactly "this would be refused at execution". Level 2 (error) is not produced.
+``check_script`` reports a level per finding as bk-job does: its dangerous-rule checker
+reports every match as fatal (3), whether the rule only scans or intercepts. Levels 1
+(warning) and 2 (error) belong to bk-job's grammar and logic checkers, which jobfleet
+does not have.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class CheckLevel(IntEnum):
     FATAL = 3
 
 
-LEVEL_OF_ACTION = {RuleAction.SCAN: CheckLevel.WARNING, RuleAction.INTERCEPT: CheckLevel.FATAL}
+LEVEL_OF_ACTION = {RuleAction.SCAN: CheckLevel.FATAL, RuleAction.INTERCEPT: CheckLevel.FATAL}
 
 LANGUAGES = frozenset(int(x) for x in ScriptLanguage)
 

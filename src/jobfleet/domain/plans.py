@@ -119,6 +119,18 @@ def _server(raw: Any, field: str, host_vars: set[str], required: bool) -> dict[s
     return out
 
 
+def _file_source(raw: dict[str, Any], field: str) -> dict[str, Any]:
+    """The third-party source of a ``file_type`` 3 entry: ``file_source_id`` (wins) or
+    ``file_source_code``; checked against the business when the plan runs."""
+    source_id = _int(raw.get("file_source_id"), f"{field}.file_source_id")
+    if source_id is not None:
+        return {"file_source_id": source_id}
+    code = raw.get("file_source_code")
+    if not isinstance(code, str) or not code:
+        raise JobError.missing(f"{field}.file_source_id|{field}.file_source_code")
+    return {"file_source_code": code}
+
+
 def _script_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise JobError.missing(field)
@@ -135,7 +147,7 @@ def _script_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
         language = _int(raw.get("script_language"), f"{field}.script_language")
         if language is None:
             raise JobError.missing(f"{field}.script_language")
-        if language not in {int(x) for x in ScriptLanguage} or language == ScriptLanguage.SQL:
+        if language not in {int(x) for x in ScriptLanguage}:
             raise JobError(
                 ErrorCode.INVALID_PARAM_WITH_NAME, f"Invalid parameter [{field}.script_language]"
             )
@@ -207,10 +219,10 @@ def _file_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
             )
         elif file_type == 2:
             sources.append({"file_list": list(files), "file_type": 2})
+        elif file_type == 3:
+            sources.append({"file_list": list(files), "file_type": 3, **_file_source(src, name)})
         else:
-            raise JobError(
-                ErrorCode.NOT_SUPPORTED, "Third-party file sources (file_type 3) are not supported"
-            )
+            raise _bad(f"{name}.file_type", "1 (server), 2 (upload) or 3 (third-party source)")
     dest = raw.get("file_destination")
     if not isinstance(dest, dict):
         raise JobError.missing(f"{field}.file_destination")

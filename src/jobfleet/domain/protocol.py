@@ -7,20 +7,34 @@ whose ``seq`` follows the last chunk. The server acknowledges what it has stored
 the agent keeps everything unacknowledged on disk and sends it again after a
 reconnect, so the server ingests by (task, seq) and ignores repeats.
 
-Everything an agent sends is checked against the types below before the server
-acts on it (``read_frame``): a message that does not fit is refused on its own
-and the others of its frame go on.
+Every message has a type here and a constructor named for it (``hello``,
+``output``, ``done``, ``run``, ``kill``, ``ack``, ...): both sides build messages
+with the constructors and read them as these types. Everything an agent sends is
+checked against the types before the server acts on it
+(``jobfleet.gateway.validation.read_frame``): a message that does not fit is
+refused on its own and the others of its frame go on.
+
+The agent imports this module, so it holds no validator: the constraints are
+``annotated_types`` metadata (and two small markers below) that pydantic honours
+when the gateway builds its validators, and that cost the agent nothing.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NotRequired
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired
 
-import orjson
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
-from typing_extensions import TypedDict
+from annotated_types import Ge, Le, MaxLen
+
+if sys.version_info >= (3, 12):
+    from typing import TypedDict
+else:  # pydantic reads TypedDicts of typing_extensions only, before 3.12
+    from typing_extensions import TypedDict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PROTOCOL_VERSION = 1
 
@@ -37,6 +51,8 @@ FILE_UPLOAD = "file_upload"
 RUN = "run"
 KILL = "kill"
 ACK = "ack"
+# the ``kind`` of a run message that downloads files instead of running a script
+DOWNLOAD = "download"
 
 # The largest WebSocket frame the server reads; larger ones close the connection.
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -56,61 +72,66 @@ MAX_AGENT_SEQ = 999_999_999
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
-Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
-Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
-Millis = Annotated[int, Field(ge=0, le=INT64_MAX)]
-Size = Annotated[int, Field(ge=0, le=INT64_MAX)]
-Seq = Annotated[int, Field(ge=0, le=MAX_AGENT_SEQ)]
-# step (int64) : attempt (int32) : host (int64); digits bound so each fits its column
-TaskId = Annotated[str, Field(pattern=r"^[0-9]{1,18}:[0-9]{1,9}:[0-9]{1,18}$")]
-Chunk = Annotated[str, Field(max_length=MAX_CHUNK_CHARS)]
-ShortText = Annotated[str, Field(max_length=255)]
-PathText = Annotated[str, Field(max_length=4096)]
-LongText = Annotated[str, Field(max_length=65536)]
-Speed = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
-_STRICT = ConfigDict(strict=True)
+@dataclass(frozen=True)
+class Pattern:
+    """A string constraint ``annotated_types`` has no word for: the whole value matches."""
+
+    regex: str
+
+    # the hook pydantic calls with the schema of the annotated type; nothing here imports it
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        schema = handler(source)
+        schema["pattern"] = self.regex
+        return schema
+
+
+@dataclass(frozen=True)
+class Finite:
+    """A float that is neither infinite nor NaN (JSON as Python writes it may hold both)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        schema = handler(source)
+        schema["allow_inf_nan"] = False
+        return schema
+
+
+Int32 = Annotated[int, Ge(-(2**31)), Le(INT32_MAX)]
+Count = Annotated[int, Ge(0), Le(INT32_MAX)]
+Millis = Annotated[int, Ge(0), Le(INT64_MAX)]
+Size = Annotated[int, Ge(0), Le(INT64_MAX)]
+Seq = Annotated[int, Ge(0), Le(MAX_AGENT_SEQ)]
+# step (int64) : attempt (int32) : host (int64); digits bound so each fits its column
+TaskId = Annotated[str, Pattern(r"^[0-9]{1,18}:[0-9]{1,9}:[0-9]{1,18}$")]
+Chunk = Annotated[str, MaxLen(MAX_CHUNK_CHARS)]
+ShortText = Annotated[str, MaxLen(255)]
+PathText = Annotated[str, MaxLen(4096)]
+LongText = Annotated[str, MaxLen(65536)]
+Speed = Annotated[float, Ge(0), Finite()]
+Percent = Annotated[int, Ge(0), Le(100)]
+FileMode = Annotated[int, Ge(0), Le(0o7777)]
+Digest = Annotated[str, MaxLen(64)]
+RequestId = Annotated[str, MaxLen(64)]
+Vars = Annotated[str, MaxLen(MAX_VARS_CHARS)]
+
+
+# Agent -> server ------------------------------------------------------------------
 
 
 class Hello(TypedDict):
+    """The first message of every connection: who the host is and what it holds."""
+
     t: Literal["hello"]
     version: str
     hostname: str
     os: str
+    os_name: NotRequired[str]
+    ipv6: NotRequired[str]
+    labels: NotRequired[dict[str, str]]
     # tasks the agent holds: running now or finished with results not yet acknowledged
     known: list[str]
-    labels: NotRequired[dict[str, str]]
-    ipv6: NotRequired[str]
 
 
-class Welcome(TypedDict):
-    t: Literal["welcome"]
-    agent_id: str
-    bk_host_id: int
-    heartbeat: float
-
-
-class Run(TypedDict):
-    t: Literal["run"]
-    id: str
-    lang: int
-    script: str
-    args: list[str]
-    account: str
-    timeout: int
-    env: dict[str, str]
-    max_output: int
-    # args hold a sensitive parameter: the agent passes them some other way than argv
-    sensitive: NotRequired[bool]
-
-
-class Kill(TypedDict):
-    t: Literal["kill"]
-    id: str
-    reason: str
-
-
-@with_config(_STRICT)
 class FileItem(TypedDict):
     """One file of a download task: its progress or final state."""
 
@@ -118,15 +139,16 @@ class FileItem(TypedDict):
     status: NotRequired[Int32]
     size: NotRequired[Size | None]
     speed: NotRequired[Speed | None]
-    progress: NotRequired[Annotated[int, Field(ge=0, le=100)]]
+    progress: NotRequired[Percent]
     log: NotRequired[LongText]
 
 
-FileItems = Annotated[list[FileItem], Field(max_length=MAX_FILE_ITEMS)]
+FileItems = Annotated[list[FileItem], MaxLen(MAX_FILE_ITEMS)]
 
 
-@with_config(_STRICT)
 class Output(TypedDict):
+    """A chunk of a task's output, numbered from 1."""
+
     t: Literal["out"]
     id: TaskId
     seq: Seq
@@ -134,8 +156,9 @@ class Output(TypedDict):
     files: NotRequired[FileItems]
 
 
-@with_config(_STRICT)
 class Done(TypedDict):
+    """The end of a task; its ``seq`` follows the last chunk."""
+
     t: Literal["done"]
     id: TaskId
     seq: Seq
@@ -147,10 +170,9 @@ class Done(TypedDict):
     tag: NotRequired[ShortText]
     files: NotRequired[FileItems]
     # what the script wrote to $JOBFLEET_VARS_FILE
-    vars: NotRequired[Annotated[str, Field(max_length=MAX_VARS_CHARS)] | None]
+    vars: NotRequired[Vars | None]
 
 
-@with_config(_STRICT)
 class FileLog(TypedDict):
     """Progress of a download task: not spooled, not acknowledged."""
 
@@ -159,36 +181,104 @@ class FileLog(TypedDict):
     files: FileItems
 
 
-@with_config(_STRICT)
 class ListedFile(TypedDict):
     path: PathText
     rel: PathText
     size: NotRequired[Size | None]
-    mode: NotRequired[Annotated[int, Field(ge=0, le=0o7777)]]
+    mode: NotRequired[FileMode]
     is_dir: NotRequired[bool]
 
 
-@with_config(_STRICT)
 class UploadResult(TypedDict):
-    blob: Annotated[str, Field(max_length=64)]
+    blob: Digest
     status: NotRequired[Int32]
     error: NotRequired[LongText]
     size: NotRequired[Size]
-    sha256: NotRequired[Annotated[str, Field(max_length=64)]]
+    sha256: NotRequired[Digest]
     speed: NotRequired[Speed]
 
 
-@with_config(_STRICT)
 class Reply(TypedDict):
     """An agent's answer to a request (``file_list``, ``file_upload``)."""
 
     t: Literal["reply"]
-    id: Annotated[str, Field(max_length=64)]
+    id: RequestId
     status: NotRequired[Int32]
     error: NotRequired[LongText]
     files: NotRequired[list[ListedFile]]
     missing: NotRequired[list[LongText]]
     results: NotRequired[list[UploadResult]]
+
+
+# what the gateway validates (``Hello`` is read on its own, before these)
+AgentMessage = Output | Done | FileLog | Reply
+
+
+# Server -> agent ------------------------------------------------------------------
+
+
+class Welcome(TypedDict):
+    t: Literal["welcome"]
+    agent_id: str
+    bk_host_id: int
+    heartbeat: float
+    server_version: str
+
+
+class ScriptRun(TypedDict):
+    """Run a script; ``id`` is the task id."""
+
+    t: Literal["run"]
+    id: str
+    lang: int
+    script: str
+    args: list[str]
+    account: str
+    timeout: int
+    env: dict[str, str]
+    max_output: int
+    # args hold a sensitive parameter: the agent passes them some other way than argv
+    sensitive: NotRequired[bool]
+    # give the script a file for ``name=value`` lines (variables it sets)
+    collect_vars: NotRequired[bool]
+
+
+class DownloadItem(TypedDict):
+    """One file (or directory entry) a download task puts in place."""
+
+    n: int
+    blob: str
+    dest: str
+    # unknown for a file whose source has not said (the agent checks what it has)
+    size: int | None
+    sha256: str | None
+    mode: int
+    is_dir: bool
+    # ``ip:path`` of the source, for the log
+    src: str
+
+
+class DownloadRun(TypedDict):
+    """Fetch files from the server into place; ``id`` is the task id."""
+
+    t: Literal["run"]
+    id: str
+    kind: Literal["download"]
+    items: list[DownloadItem]
+    account: str
+    create_dirs: bool
+    speed_limit: int | None
+    timeout: int
+    max_size: int | None
+
+
+Run = ScriptRun | DownloadRun
+
+
+class Kill(TypedDict):
+    t: Literal["kill"]
+    id: str
+    reason: str
 
 
 class Ack(TypedDict):
@@ -197,69 +287,215 @@ class Ack(TypedDict):
     acks: list[list[Any]]
 
 
-AgentMessage = Annotated[Output | Done | FileLog | Reply, Field(discriminator="t")]
-_MESSAGE: TypeAdapter[Any] = TypeAdapter(AgentMessage)
-_FRAME: TypeAdapter[Any] = TypeAdapter(list[AgentMessage] | AgentMessage)
+class FileList(TypedDict):
+    """Ask a source agent which files ``patterns`` name; answered by a ``reply``."""
+
+    t: Literal["file_list"]
+    patterns: list[str]
+    account: str
+    id: str
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """A message (or a whole frame) that was not let through, and why."""
-
-    # ``bad_json``, ``bad_type`` or ``bad_<field>``
-    reason: str
-    # what went wrong, without the offending value (it may be huge or binary)
-    detail: str
-    # the task id and seq the message named, when usable: the server acknowledges
-    # them so the agent stops sending the message again
-    task: str | None = None
-    seq: int | None = None
+class UploadItem(TypedDict):
+    n: int
+    path: str
+    blob: str
 
 
-def read_frame(raw: bytes | str) -> tuple[list[dict[str, Any]], list[Refusal]]:
-    """The valid messages of one frame (a message or a list of them) and the refused ones.
+class FileUpload(TypedDict):
+    """Ask a source agent to stream files to the server's blobs; answered by a ``reply``."""
 
-    One pass over the bytes when everything is valid, which is what the hot path sees;
-    a frame with a bad message is parsed again to sort the good from the bad.
-    """
-    try:
-        value = _FRAME.validate_json(raw)
-    except ValidationError:
-        pass
-    else:
-        return (value if isinstance(value, list) else [value]), []
-    try:
-        loaded = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return [], [Refusal("bad_json", str(exc)[:200])]
-    good: list[dict[str, Any]] = []
-    bad: list[Refusal] = []
-    for item in loaded if isinstance(loaded, list) else [loaded]:
-        try:
-            good.append(_MESSAGE.validate_python(item))
-        except ValidationError as exc:
-            bad.append(_refusal(item, exc))
-    return good, bad
+    t: Literal["file_upload"]
+    items: list[UploadItem]
+    account: str
+    speed_limit: int | None
+    max_size: int | None
+    id: str
 
 
-def _refusal(item: Any, exc: ValidationError) -> Refusal:
-    error = exc.errors(include_url=False, include_input=False, include_context=False)[0]
-    loc = [str(p) for p in error["loc"]]
-    if not isinstance(item, dict) or error["type"].startswith("union_tag") or not loc:
-        reason = "bad_type"
-    else:
-        # the discriminator value leads the location: ("done", "status")
-        field = loc[1] if len(loc) > 1 else loc[0]
-        reason = "bad_" + re.sub(r"[^a-z_]", "", field.lower())[:32]
-    detail = f"{'.'.join(loc)}: {error['msg']}"[:200]
-    task = seq = None
-    if isinstance(item, dict):
-        raw_task, raw_seq = item.get("id"), item.get("seq")
-        if isinstance(raw_task, str) and len(raw_task) <= 64:
-            task = raw_task
-        if type(raw_seq) is int and 0 <= raw_seq <= INT32_MAX:
-            seq = raw_seq
-    return Refusal(reason, detail, task if seq is not None else None, seq)
+ServerMessage = Welcome | ScriptRun | DownloadRun | Kill | Ack | FileList | FileUpload
+
+
+# Constructors: the one place each message is built, keys in their wire order ----------
+
+
+def hello(
+    *,
+    version: str,
+    hostname: str,
+    os: str,
+    os_name: str,
+    ipv6: str,
+    labels: dict[str, str],
+    known: list[str],
+) -> Hello:
+    return {
+        "t": "hello",
+        "version": version,
+        "hostname": hostname,
+        "os": os,
+        "os_name": os_name,
+        "ipv6": ipv6,
+        "labels": labels,
+        "known": known,
+    }
+
+
+def output(id: str, seq: int, data: str, files: list[FileItem] | None = None) -> Output:
+    message: Output = {"t": "out", "id": id, "seq": seq, "data": data}
+    if files is not None:
+        message["files"] = files
+    return message
+
+
+def done(
+    id: str,
+    seq: int,
+    *,
+    status: int,
+    exit: int | None,
+    start: int | None,
+    end: int | None,
+    data: str,
+    tag: str | None = None,
+    files: list[FileItem] | None = None,
+    vars: str | None = None,
+) -> Done:
+    message: Done = {
+        "t": "done",
+        "id": id,
+        "seq": seq,
+        "status": status,
+        "exit": exit,
+        "start": start,
+        "end": end,
+        "data": data,
+    }
+    if tag is not None:
+        message["tag"] = tag
+    if files is not None:
+        message["files"] = files
+    if vars:
+        message["vars"] = vars
+    return message
+
+
+def file_log(id: str, files: list[FileItem]) -> FileLog:
+    return {"t": "file_log", "id": id, "files": files}
+
+
+def reply(
+    id: str,
+    *,
+    status: int | None = None,
+    error: str | None = None,
+    files: list[ListedFile] | None = None,
+    missing: list[str] | None = None,
+    results: list[UploadResult] | None = None,
+) -> Reply:
+    message: Reply = {"t": "reply", "id": id}
+    if status is not None:
+        message["status"] = status
+    if error is not None:
+        message["error"] = error
+    if files is not None:
+        message["files"] = files
+    if missing is not None:
+        message["missing"] = missing
+    if results is not None:
+        message["results"] = results
+    return message
+
+
+def welcome(agent_id: str, bk_host_id: int, heartbeat: float, server_version: str) -> Welcome:
+    return {
+        "t": "welcome",
+        "agent_id": agent_id,
+        "bk_host_id": bk_host_id,
+        "heartbeat": heartbeat,
+        "server_version": server_version,
+    }
+
+
+def run(
+    id: str,
+    *,
+    lang: int,
+    script: str,
+    args: list[str],
+    account: str,
+    timeout: int,
+    env: dict[str, str],
+    max_output: int,
+    sensitive: bool = False,
+    collect_vars: bool | None = None,
+) -> ScriptRun:
+    """A script task; ``sensitive`` goes on the wire only when true, ``collect_vars`` when given."""
+    message: ScriptRun = {
+        "t": "run",
+        "id": id,
+        "lang": lang,
+        "script": script,
+        "args": args,
+        "account": account,
+        "timeout": timeout,
+        "env": env,
+        "max_output": max_output,
+    }
+    if sensitive:
+        message["sensitive"] = True
+    if collect_vars is not None:
+        message["collect_vars"] = collect_vars
+    return message
+
+
+def download(
+    id: str,
+    *,
+    items: list[DownloadItem],
+    account: str,
+    create_dirs: bool,
+    speed_limit: int | None,
+    timeout: int,
+    max_size: int | None,
+) -> DownloadRun:
+    return {
+        "t": "run",
+        "id": id,
+        "kind": "download",
+        "items": items,
+        "account": account,
+        "create_dirs": create_dirs,
+        "speed_limit": speed_limit,
+        "timeout": timeout,
+        "max_size": max_size,
+    }
+
+
+def kill(id: str, reason: str) -> Kill:
+    return {"t": "kill", "id": id, "reason": reason}
+
+
+def ack(acks: list[list[Any]]) -> Ack:
+    return {"t": "ack", "acks": acks}
+
+
+def file_list(id: str, patterns: list[str], account: str) -> FileList:
+    """The request id goes last on the wire, as a request is numbered when it is sent."""
+    return {"t": "file_list", "patterns": patterns, "account": account, "id": id}
+
+
+def file_upload(
+    id: str, items: list[UploadItem], account: str, speed_limit: int | None, max_size: int | None
+) -> FileUpload:
+    return {
+        "t": "file_upload",
+        "items": items,
+        "account": account,
+        "speed_limit": speed_limit,
+        "max_size": max_size,
+        "id": id,
+    }
 
 
 # Output is kept as text. Bytes that are not UTF-8 become U+FFFD (the decoder's

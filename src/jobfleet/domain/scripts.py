@@ -64,14 +64,15 @@ def split_params(params: str) -> list[str]:
         ) from None
 
 
-def check_language(value: int | None) -> ScriptLanguage:
+def check_language(value: int | None, *, sql: bool = False) -> ScriptLanguage:
+    """A script language; SQL (6) only where ``sql`` (stored scripts, as bk-job keeps them)."""
     if value is None:
         raise JobError.missing("script_language")
     try:
         lang = ScriptLanguage(value)
     except ValueError:
         raise JobError.invalid("script_language") from None
-    if lang not in RUNNABLE_LANGUAGES:
+    if lang not in RUNNABLE_LANGUAGES and not (sql and lang == ScriptLanguage.SQL):
         raise JobError(
             ErrorCode.INVALID_PARAM_WITH_REASON,
             "Invalid parameter [script_language]: SQL scripts run through fast_execute_sql",

@@ -219,6 +219,8 @@ class AccountType(IntEnum):
     MYSQL = 9
     ORACLE = 10
     DB2 = 11
+    # not in bk-job, which numbers only the three above: jobfleet's own number
+    POSTGRESQL = 12
 
 
 class ScriptVersionStatus(IntEnum):

@@ -210,8 +210,13 @@ def parse_definitions(raw: Any, field_name: str = "global_var_list") -> list[Var
 
 
 def _identify(
-    entry: Mapping[str, Any], by_id: dict[int, Variable], by_name: dict[str, Variable]
-) -> Variable:
+    entry: Mapping[str, Any],
+    by_id: dict[int, Variable],
+    by_name: dict[str, Variable],
+    lenient: bool = False,
+) -> Variable | None:
+    """The variable an entry names; ``None`` for one the plan no longer has when
+    ``lenient`` (bk-job ignores such values when a plan is launched)."""
     raw_id = entry.get("id")
     if raw_id not in (None, ""):
         try:
@@ -219,14 +224,14 @@ def _identify(
         except (TypeError, ValueError):
             raise _invalid("global_var_list.id", f"{raw_id!r} is not an integer") from None
         var = by_id.get(var_id)
-        if var is None:
+        if var is None and not lenient:
             raise _invalid("global_var_list", f"the plan has no variable with id {var_id}")
         return var
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise JobError.missing("global_var_list.id|global_var_list.name")
     var = by_name.get(name)
-    if var is None:
+    if var is None and not lenient:
         raise _invalid("global_var_list", f"the plan has no variable named {name!r}")
     return var
 
@@ -240,12 +245,16 @@ def merge_servers(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def apply_overrides(variables: list[Variable], overrides: Any) -> list[Variable]:
+def apply_overrides(
+    variables: list[Variable], overrides: Any, *, lenient: bool = False
+) -> list[Variable]:
     """Values given at launch (``global_var_list``) over a plan's own.
 
     Variables are named by ``id`` or, when it is absent, ``name``. A host variable
     named more than once gets the union of the servers (bk-monitor sends one entry
-    per host); any other variable named twice takes the last value.
+    per host); any other variable named twice takes the last value. With
+    ``lenient``, values for variables the plan no longer has are ignored, as
+    bk-job does, so saved callers keep working after a plan changes.
     """
     if overrides in (None, ""):
         return [replace(v) for v in variables]
@@ -258,7 +267,9 @@ def apply_overrides(variables: list[Variable], overrides: Any) -> list[Variable]
     for entry in overrides:
         if not isinstance(entry, dict):
             raise _invalid("global_var_list", "each entry is an object")
-        var = _identify(entry, by_id, by_name)
+        var = _identify(entry, by_id, by_name, lenient)
+        if var is None:
+            continue
         if var.type == VariableType.HOST_LIST:
             if entry.get("server") is None:
                 if entry.get("value") not in (None, ""):
@@ -290,9 +301,11 @@ def server_is_empty(server: Mapping[str, Any] | None) -> bool:
     )
 
 
-def check_required(variables: Iterable[Variable]) -> None:
+def check_required(variables: Iterable[Variable], *, hosts_only: bool = False) -> None:
+    """Refuse a launch whose required variables are empty; with ``hosts_only``
+    (bk-job's API path) only host variables are checked."""
     for var in variables:
-        if not var.required:
+        if not var.required or (hosts_only and var.type != VariableType.HOST_LIST):
             continue
         if var.type == VariableType.HOST_LIST:
             if server_is_empty(var.server):

@@ -101,7 +101,7 @@ class Dispatcher:
         conn = self.agents.for_host(host)
         if conn is None or (sent_only and run.pending.get(host) != SENT):
             return False
-        conn.send({"t": protocol.KILL, "id": run.task_id(host), "reason": reason})
+        conn.send(protocol.kill(run.task_id(host), reason))
         return True
 
     async def conclude_hosts(

@@ -229,11 +229,11 @@ class FileSteps:
         try:
             listing = await self.rpc.call(
                 host_id,
-                {
-                    "t": protocol.FILE_LIST,
-                    "patterns": list(source.get("files") or []),
-                    "account": source.get("account") or "",
-                },
+                dict(
+                    protocol.file_list(
+                        "", list(source.get("files") or []), source.get("account") or ""
+                    )
+                ),
                 max(1.0, deadline - time.monotonic()),
             )
         except (AgentUnavailable, TimeoutError) as exc:
@@ -258,7 +258,7 @@ class FileSteps:
             )
         label = source_label(host.bk_cloud_id, host.ip)
         files: list[Prepared] = []
-        uploads: list[dict[str, Any]] = []
+        uploads: list[protocol.UploadItem] = []
         log_rows: list[dict[str, Any]] = []
         for entry in listing.get("files") or []:
             item = Prepared(
@@ -273,7 +273,7 @@ class FileSteps:
                 size=entry.get("size"),
             )
             if not item.is_dir:
-                uploads.append({"n": len(log_rows), "path": item.src_path})
+                uploads.append({"n": len(log_rows), "path": item.src_path, "blob": ""})
                 log_rows.append(
                     {
                         "step_instance_id": step.id,
@@ -311,13 +311,15 @@ class FileSteps:
         try:
             reply = await self.rpc.call(
                 host_id,
-                {
-                    "t": protocol.FILE_UPLOAD,
-                    "items": uploads,
-                    "account": source.get("account") or "",
-                    "speed_limit": speed_limit(cfg.get("upload_speed_limit")),
-                    "max_size": self.max_file_size,
-                },
+                dict(
+                    protocol.file_upload(
+                        "",
+                        uploads,
+                        source.get("account") or "",
+                        speed_limit(cfg.get("upload_speed_limit")),
+                        self.max_file_size,
+                    )
+                ),
                 max(1.0, deadline - time.monotonic()),
             )
         except (AgentUnavailable, TimeoutError) as exc:
@@ -359,7 +361,7 @@ class FileSteps:
         self,
         step: Row[Any],
         host_id: int,
-        uploads: list[dict[str, Any]],
+        uploads: list[protocol.UploadItem],
         results: dict[str, dict[str, Any]],
         note: str,
     ) -> None:
@@ -449,7 +451,7 @@ class FileSteps:
     ) -> dict[str, Any]:
         when = datetime.fromtimestamp((step.start_time or now_ms()) / 1000)
         single = len(files) == 1
-        items = []
+        items: list[protocol.DownloadItem] = []
         for n, item in enumerate(files):
             dest = (
                 item.rel
@@ -459,7 +461,8 @@ class FileSteps:
             items.append(
                 {
                     "n": n,
-                    "blob": item.blob_id,
+                    # every file to download was stored as a blob by now
+                    "blob": item.blob_id or "",
                     "dest": dest,
                     "size": item.size,
                     "sha256": item.sha256,
@@ -468,15 +471,18 @@ class FileSteps:
                     "src": f"{item.src_ip or '0.0.0.0'}:{item.src_path}",
                 }
             )
-        return {
-            "kind": "download",
-            "items": items,
-            "account": step.account_name,
-            "create_dirs": int(cfg.get("transfer_mode") or 2) == 2,
-            "speed_limit": speed_limit(cfg.get("download_speed_limit")),
-            "timeout": step.timeout,
-            "max_size": self.max_file_size,
-        }
+        # the task id is each host's own (``StepRun.message``)
+        return dict(
+            protocol.download(
+                "",
+                items=items,
+                account=step.account_name,
+                create_dirs=int(cfg.get("transfer_mode") or 2) == 2,
+                speed_limit=speed_limit(cfg.get("download_speed_limit")),
+                timeout=step.timeout,
+                max_size=self.max_file_size,
+            )
+        )
 
     async def _fail_all(self, step: Row[Any], rows: list[Row[Any]], failure: SourceFailure) -> None:
         """A source problem fails every target: nothing is sent half-way."""

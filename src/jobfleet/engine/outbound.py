@@ -16,8 +16,9 @@ import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -93,14 +94,9 @@ class Outbound:
             "(jobfleet server --callback-allow CIDR allows a range)"
         )
 
-    async def post(
-        self,
-        client: httpx.AsyncClient,
-        url: str,
-        *,
-        content: bytes,
-        headers: dict[str, str],
-    ) -> httpx.Response:
+    async def checked(self, url: str) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+        """Where to send a request for ``url``: the checked address, the ``Host`` header
+        and the TLS server name that keep the original name."""
         target = httpx.URL(url)
         if target.scheme not in ("http", "https") or not target.host:
             raise Refused(f"{target.scheme or 'no'} scheme: only http(s) URLs are sent")
@@ -109,13 +105,33 @@ class Outbound:
         except OSError as exc:
             # a name that does not resolve now may later: the caller retries
             raise httpx.ConnectError(f"cannot resolve {target.host}: {exc}") from None
-        extensions = {}
+        extensions: dict[str, Any] = {}
         if target.scheme == "https":
             # the certificate is checked against the name, not the address
             extensions["sni_hostname"] = target.host
+        host = {"Host": target.netloc.decode("ascii")}
+        return target.copy_with(host=str(address)), host, extensions
+
+    async def post(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        content: bytes,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        target, host, extensions = await self.checked(url)
         return await client.post(
-            target.copy_with(host=str(address)),
-            content=content,
-            headers={**headers, "Host": target.netloc.decode("ascii")},
-            extensions=extensions,
+            target, content=content, headers={**headers, **host}, extensions=extensions
         )
+
+    @contextlib.asynccontextmanager
+    async def get(
+        self, client: httpx.AsyncClient, url: str, *, headers: dict[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed GET of ``url`` at a checked address."""
+        target, host, extensions = await self.checked(url)
+        async with client.stream(
+            "GET", target, headers={**headers, **host}, extensions=extensions
+        ) as resp:
+            yield resp

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import (
+    LaunchMode,
     RunStatus,
+    ScriptLanguage,
     ScriptType,
     StepType,
     TaskType,
@@ -24,7 +26,9 @@ from jobfleet.domain.status import (
 from jobfleet.domain.targets import parse_target
 from jobfleet.domain.variables import Variable, apply_overrides, check_required, server_is_empty
 from jobfleet.engine import variables as runtime
+from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.jobs import Jobs
+from jobfleet.engine.sql_submit import resolve_db_account, sql_step_values
 from jobfleet.engine.submit import Account, Scope, Submitter, host_rows
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, now_ms
@@ -56,6 +60,7 @@ class PlanLauncher:
         cipher: Cipher,
         blobs: BlobStore,
         rules: RuleStore,
+        third_party: ThirdPartyFiles,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -65,6 +70,7 @@ class PlanLauncher:
         self.cipher = cipher
         self.blobs = blobs
         self.rules = rules
+        self.third_party = third_party
 
     async def plan_in_scope(self, plan_id: int, scope: Scope, code: int) -> Row[Any]:
         plan = await self.plans.plan(plan_id)
@@ -92,8 +98,11 @@ class PlanLauncher:
         ``Jobs.resume_job`` once it has committed.
         """
         plan = await self.plan_in_scope(plan_id, scope, ErrorCode.JOB_PLAN_NOT_EXIST_EXECUTE)
-        variables = apply_overrides(self.plans.variables(plan), overrides)
-        check_required(variables)
+        # bk-job's API path ignores values for variables the plan no longer has and
+        # lets a required non-host variable go empty
+        api = launch_mode == LaunchMode.API
+        variables = apply_overrides(self.plans.variables(plan), overrides, lenient=api)
+        check_required(variables, hosts_only=api)
         ctx = _Context(scope, variables, {})
         for var in variables:
             if var.type == VariableType.HOST_LIST and not server_is_empty(var.server):
@@ -205,6 +214,8 @@ class PlanLauncher:
             content, language = resolved.content, resolved.language
             config.update(script_id=resolved.script_id, script_version_id=resolved.version_id)
         await self.rules.enforce(content, language, where=f"step {name!r}")
+        if language == ScriptLanguage.SQL:
+            return await self._sql_step(ctx, name, info, common, content, config)
         account = await self._account(ctx, info.get("account"))
         hosts = await self._hosts(ctx, info.get("server"), f"step {name!r}")
         param = str(info.get("script_param") or "")
@@ -230,6 +241,38 @@ class PlanLauncher:
             hosts=host_rows(hosts),
         )
 
+    async def _sql_step(
+        self,
+        ctx: _Context,
+        name: str,
+        info: dict[str, Any],
+        common: dict[str, Any],
+        sql: str,
+        config: dict[str, Any],
+    ) -> NewStep:
+        """A script step in SQL: run through its database account (bk-job step type 4)."""
+        ref = info.get("account") or {}
+        snapshot, system = await resolve_db_account(
+            self.submitter, ctx.scope, ref.get("id"), ref.get("alias")
+        )
+        hosts = await self._hosts(ctx, info.get("server"), f"step {name!r}")
+        values = sql_step_values(sql, snapshot)
+        return NewStep(
+            name=name,
+            type=int(StepType.SQL),
+            values={
+                **common,
+                "ignore_error": bool(info.get("is_ignore_error")),
+                "timeout": int(info.get("script_timeout") or 7200),
+                "account_id": system.id,
+                "account_alias": system.alias,
+                "account_name": system.account,
+                **values,
+                "config": {**config, **values["config"]},
+            },
+            hosts=host_rows(hosts),
+        )
+
     async def _file_step(
         self, ctx: _Context, name: str, info: dict[str, Any], common: dict[str, Any]
     ) -> NewStep:
@@ -239,6 +282,12 @@ class PlanLauncher:
             files = [str(f) for f in src.get("file_list") or []]
             if int(src.get("file_type") or 1) == 2:
                 sources.extend(await self.blobs.uploaded_sources(files, ctx.scope.biz_ids))
+                file_count += len(files)
+                continue
+            if int(src.get("file_type") or 1) == 3:
+                where = f"step {name!r} source {i + 1}"
+                operator = str(common.get("operator") or "")
+                sources.extend(await self.third_party.fetch(ctx.scope, src, files, operator, where))
                 file_count += len(files)
                 continue
             account = await self._account(ctx, src.get("account"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
+
+from jobfleet.domain.protocol import ServerMessage
 
 
 class AgentLink(Protocol):
@@ -20,7 +24,7 @@ class AgentLink(Protocol):
     @property
     def peer(self) -> str: ...
 
-    def send(self, message: dict[str, Any]) -> None: ...
+    def send(self, message: ServerMessage | dict[str, Any]) -> None: ...
 
 
 class AgentDirectory(Protocol):
@@ -40,3 +44,28 @@ class NodeMessages(Protocol):
     clustered: bool
 
     def send(self, node: str, message: dict[str, Any]) -> None: ...
+
+
+class LiveEvents(Protocol):
+    """Where the engine tells live viewers that something of a job changed (bus/).
+
+    Topics are ``job:<job_instance_id>`` (job and step status) and
+    ``step:<step_instance_id>`` (host results and output of a step). An event is a
+    small hint, never the data itself: viewers read what changed from the store, so
+    an event lost between nodes delays a view and never corrupts it.
+    """
+
+    def publish(self, topic: str, event: dict[str, Any]) -> None: ...
+
+    def subscribe(self, topics: list[str]) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class NoLiveEvents:
+    """No live viewers: events go nowhere, subscriptions wait forever."""
+
+    def publish(self, topic: str, event: dict[str, Any]) -> None:
+        return None
+
+    async def subscribe(self, topics: list[str]) -> AsyncIterator[dict[str, Any]]:
+        await asyncio.Event().wait()
+        yield {}

@@ -26,7 +26,7 @@ from jobfleet.domain.protocol import clean_text
 from jobfleet.domain.states import normalize_host_status
 from jobfleet.domain.status import GseErrorCode, HostStatus
 from jobfleet.engine import variables
-from jobfleet.engine.ports import AgentLink, MessageRefusals
+from jobfleet.engine.ports import AgentLink, LiveEvents, MessageRefusals, NoLiveEvents
 from jobfleet.store.filelogs import DOWNLOAD, update_row
 from jobfleet.store.jobs import HostResult, JobStore
 
@@ -42,14 +42,28 @@ class DatabaseDown(Exception):
     """The database refused even a trivial query: retry the batch, drop nothing."""
 
 
+# statuses bk-job sets without a GSE answer: the host's error_code keeps its initial 0
+_NO_GSE_ANSWER = frozenset(
+    {
+        HostStatus.WAITING,
+        HostStatus.AGENT_ERROR,
+        HostStatus.HOST_NOT_EXIST,
+        HostStatus.AGENT_NOT_INSTALLED,
+        HostStatus.GSE_AGENT_ERROR,
+    }
+)
+
+
 def gse_error_code(status: int) -> int:
-    if status in (
+    """The GSE error code bk-job reports beside a host status: 115 only once the task
+    runs on the host (a waiting host, or one whose agent never took it, shows 0)."""
+    if status in _NO_GSE_ANSWER or status in (
         HostStatus.SUCCESS,
         HostStatus.SCRIPT_NOT_ZERO_EXIT_CODE,
         HostStatus.LAST_SUCCESS,
     ):
         return int(GseErrorCode.DONE)
-    if status in (HostStatus.WAITING, HostStatus.RUNNING):
+    if status == HostStatus.RUNNING:
         return int(GseErrorCode.RUNNING)
     if status == HostStatus.GSE_TASK_TERMINATE_SUCCESS:
         return int(GseErrorCode.TERMINATED)
@@ -124,8 +138,11 @@ class Results:
         max_output_bytes: int,
         refusals: MessageRefusals | None,
         is_live: Callable[[TaskKey], bool],
+        events: LiveEvents | None = None,
     ) -> None:
         self.store = store
+        # live viewers of a step hear that its hosts have new output or results
+        self.events: LiveEvents = events or NoLiveEvents()
         self.max_output_bytes = max_output_bytes
         self.refusals = refusals
         # is this task sent by this node and not finished yet?
@@ -332,6 +349,15 @@ class Results:
             [e.final for e in entries if e.final is not None],
             [f for e in entries for f in e.files],
         )
+        self._announce(entries)
+
+    def _announce(self, entries: list[Entry]) -> None:
+        """One hint per step of the batch, whatever its number of hosts."""
+        steps: dict[int, bool] = {}
+        for e in entries:
+            steps[e.key[0]] = steps.get(e.key[0], False) or e.final is not None
+        for step, finals in steps.items():
+            self.events.publish(f"step:{step}", {"type": "hosts", "final": finals})
 
     async def _check_database(self, exc: Exception) -> None:
         try:

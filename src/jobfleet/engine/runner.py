@@ -11,10 +11,11 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import Row
 
+from jobfleet.domain import protocol
 from jobfleet.domain.scripts import split_params
 from jobfleet.domain.states import STEP_PASSED, job_status_from_steps
 from jobfleet.domain.status import RunStatus, StepType
-from jobfleet.engine import notify, variables
+from jobfleet.engine import notify, sql, variables
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.settings import EngineSettings
@@ -133,6 +134,9 @@ class JobRunner:
                 after = variables.collect(state, rows)
                 await self.store.update_step(step.id, variables=variables.seal(after, self.cipher))
             return status
+        if step.type == StepType.SQL:
+            template = sql.sql_message(self._template(step), step, self.cipher)
+            return await self.tasks.run(job, step, stop, recovering, template)
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
                 config = variables.render_file_config(step.config or {}, state.values())
@@ -153,19 +157,21 @@ class JobRunner:
         sensitive = bool(step.is_param_sensitive and param)
         if sensitive:
             param = self.cipher.decrypt(param)
-        template: dict[str, Any] = {
-            "lang": step.script_language,
-            "script": step.script_content or "",
-            "args": split_params(param) if param else [],
-            "account": step.account_name,
-            "timeout": step.timeout,
-            "env": {},
-            "max_output": self.settings.max_output,
-        }
-        if sensitive:
-            # the agent keeps such args off the script's command line
-            template["sensitive"] = True
-        return template
+        # the task id is each host's own (``StepRun.message``); the agent keeps sensitive
+        # args off the script's command line
+        return dict(
+            protocol.run(
+                "",
+                lang=step.script_language,
+                script=step.script_content or "",
+                args=split_params(param) if param else [],
+                account=step.account_name,
+                timeout=step.timeout,
+                env={},
+                max_output=self.settings.max_output,
+                sensitive=sensitive,
+            )
+        )
 
     async def _confirm(self, job: Row[Any], step: Row[Any], stop: asyncio.Event) -> RunStatus:
         """A manual confirmation step: the job waits (status 7) for an operator."""

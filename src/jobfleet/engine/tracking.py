@@ -21,7 +21,8 @@ class StepRun:
     job_id: int
     step_id: int
     execute_count: int
-    # the run message minus its task id, identical for every host of the step
+    # the run message (``protocol.run`` or ``protocol.download``) with an empty task id,
+    # identical for every host of the step
     template: dict[str, Any]
     # what a host that outlives the step's timeout ends with
     timeout_status: int = 13
@@ -39,8 +40,8 @@ class StepRun:
     def message(self, host_id: int) -> dict[str, Any]:
         own = self.per_host.get(host_id)
         if own:
-            return {"t": protocol.RUN, "id": self.task_id(host_id), **self.template, **own}
-        return {"t": protocol.RUN, "id": self.task_id(host_id), **self.template}
+            return {**self.template, "id": self.task_id(host_id), **own}
+        return {**self.template, "id": self.task_id(host_id)}
 
     def finish(self, host_id: int) -> None:
         self.pending.pop(host_id, None)

@@ -54,16 +54,17 @@ class ResultWriter:
             self._queue.put_nowait(
                 (
                     None,
-                    {
-                        "t": protocol.DONE,
-                        "id": run.task_id(host),
-                        "seq": NOTE_SEQ,
-                        "status": int(status),
-                        "exit": None,
-                        "start": None,
-                        "end": end,
-                        "data": note,
-                    },
+                    dict(
+                        protocol.done(
+                            run.task_id(host),
+                            NOTE_SEQ,
+                            status=int(status),
+                            exit=None,
+                            start=None,
+                            end=end,
+                            data=note,
+                        )
+                    ),
                 )
             )
 
@@ -122,7 +123,7 @@ class ResultWriter:
         for conn, items in plan.acks.items():
             # what the database refused is acknowledged too: the agent would send it
             # again after every reconnect, and it would be refused again
-            conn.send({"t": protocol.ACK, "acks": items})
+            conn.send(protocol.ack(items))
         set_aside = {id(e) for e in refused}
         elsewhere: list[TaskKey] = []
         for key, tally in plan.tallies.items():

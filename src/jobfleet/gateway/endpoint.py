@@ -7,19 +7,21 @@ import contextlib
 import ipaddress
 import logging
 import platform
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jobfleet import __version__
 from jobfleet.domain import protocol
+from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.host_filters import clean_labels
 from jobfleet.domain.protocol import clean_text
 from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.gateway.validation import read_frame
 from jobfleet.store.database import now_ms
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
@@ -51,13 +53,6 @@ class AgentEvents(Protocol):
     def agent_offline(self, conn: AgentConnection) -> None: ...
 
     def agent_message(self, conn: AgentConnection, message: dict[str, Any]) -> None: ...
-
-
-def parse_credential(header: str | None) -> tuple[str, str] | None:
-    if not header or not header.startswith("Agent "):
-        return None
-    agent_id, _, secret = header[6:].strip().partition(":")
-    return (agent_id, secret) if agent_id and secret else None
 
 
 def _ipv6(value: Any) -> str | None:
@@ -250,15 +245,7 @@ class Gateway:
             labels = {k: clean_text(v) for k, v in labels.items()}
         if os_name is not None or labels is not None:
             self._facts.add(host_id, {"os_name": os_name, "labels": labels})
-        conn.send(
-            {
-                "t": protocol.WELCOME,
-                "agent_id": agent_id,
-                "bk_host_id": host_id,
-                "heartbeat": self.heartbeat,
-                "server_version": __version__,
-            }
-        )
+        conn.send(protocol.welcome(agent_id, host_id, self.heartbeat, __version__))
         log.info("agent_online agent=%s host=%s known=%d", agent_id, host_id, len(conn.known))
         if self.events:
             self.events.agent_online(conn)
@@ -282,13 +269,14 @@ class Gateway:
                 if exc.code == CLOSE_TOO_BIG:
                     refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
                 return
-            messages, refused = protocol.read_frame(raw)
+            messages, refused = read_frame(raw)
             for refusal in refused:
                 refusals.refuse(conn, refusal.reason, refusal.detail)
                 if refusal.task is not None and refusal.seq is not None:
                     # the agent keeps a message until it is acknowledged: a message
                     # that will never be taken would come back after every reconnect
-                    conn.send({"t": protocol.ACK, "acks": [[refusal.task, refusal.seq]]})
+                    conn.send(protocol.ack([[refusal.task, refusal.seq]]))
             if events is not None:
                 for message in messages:
-                    events.agent_message(conn, message)
+                    # validated above; the engine reads them as plain dicts
+                    events.agent_message(conn, cast("dict[str, Any]", message))

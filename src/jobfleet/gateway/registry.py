@@ -9,10 +9,15 @@ from typing import Any
 
 import orjson
 
+from jobfleet.domain import protocol
+
 log = logging.getLogger(__name__)
 
 SendFrame = Callable[[bytes], Awaitable[None]]
 Hangup = Callable[[], Awaitable[None]]
+# what goes down to an agent: a message built by the protocol's constructors (the plain
+# dict is for callers that build theirs by hand; the wire is the same)
+Outgoing = protocol.ServerMessage | dict[str, Any]
 
 
 class AgentConnection:
@@ -36,11 +41,11 @@ class AgentConnection:
         self.peer = peer
         self.known: set[str] = known or set()
         self._send_frame = send_frame
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write())
         self.closed = False
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Outgoing) -> None:
         if not self.closed:
             self._queue.put_nowait(message)
 
@@ -50,9 +55,12 @@ class AgentConnection:
             if first is None:
                 return
             batch = [first]
+            last = False
             while not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
+                    # closing: what came before still goes out, then the writer ends
+                    last = True
                     break
                 batch.append(item)
             try:
@@ -60,6 +68,8 @@ class AgentConnection:
             except Exception as exc:  # the reader side sees the close and cleans up
                 log.info("agent_send_failed agent=%s error=%s", self.agent_id, exc)
                 self.closed = True
+                return
+            if last:
                 return
 
     async def hang_up(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from jobfleet.bus.base import Bus
 from jobfleet.domain import protocol
+from jobfleet.domain.protocol import ServerMessage
 from jobfleet.gateway.registry import AgentConnection, Registry
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class RemoteLink:
         self.bk_host_id = bk_host_id
         self.peer = f"node:{node}"
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: ServerMessage | dict[str, Any]) -> None:
         self.bus.send(
             self.node,
             {"k": AGENT, "host": self.bk_host_id, "from": self.bus.node_id, "msg": message},

@@ -10,7 +10,17 @@
 
 from __future__ import annotations
 
-from jobfleet.domain.status import FileLogMode, FileLogStatus
+from jobfleet.domain.host_filters import condition_from_text
+from jobfleet.domain.paths import source_label
+from jobfleet.domain.status import (
+    HOST_STATUS_DESC,
+    FileLogMode,
+    FileLogStatus,
+    HostStatus,
+    RunStatus,
+    ScriptLanguage,
+    StepType,
+)
 from jobfleet.sdk._async_client import AsyncJobClient
 from jobfleet.sdk._client import JobClient
 from jobfleet.sdk._errors import JobApiError, JobWaitTimeout
@@ -26,6 +36,7 @@ from jobfleet.sdk._models import (
 )
 
 __all__ = [
+    "HOST_STATUS_DESC",
     "AsyncJobClient",
     "Credentials",
     "ExecutionResult",
@@ -33,11 +44,17 @@ __all__ = [
     "FileLogMode",
     "FileLogStatus",
     "HostResult",
+    "HostStatus",
     "JobApiError",
     "JobClient",
     "JobProgress",
     "JobWaitTimeout",
+    "RunStatus",
+    "ScriptLanguage",
+    "StepType",
     "TransferProgress",
     "TransferResult",
+    "condition_from_text",
     "parse_host",
+    "source_label",
 ]

@@ -16,11 +16,17 @@ from jobfleet.sdk._transport import Method
 
 D = TypeVar("D")
 L = TypeVar("L")
+S = TypeVar("S")
 
 
-class AdminCalls(Generic[D, L]):
+class AdminCalls(Generic[D, L, S]):
     """How the sync and async clients call jobfleet's own API (``/api/jobfleet/v1``);
-    the groups of calls below build on it."""
+    the groups of calls (admin, templates, notifications, topology) build on it.
+
+    ``D``, ``L`` and ``S`` are what a call answers for an object, a list and a text:
+    the data itself in the sync client, awaitables of it in the async one
+    (``ClientBase`` implements the four calls for both).
+    """
 
     biz: int | str | None = None
 
@@ -36,8 +42,26 @@ class AdminCalls(Generic[D, L]):
     def _admin_list(self, path: str, params: dict[str, Any] | None = None) -> L:
         raise NotImplementedError
 
+    def _admin_text(self, path: str, params: dict[str, Any]) -> S:
+        """A YAML document (template export)."""
+        raise NotImplementedError
 
-class AdminApi(AdminCalls[D, L]):
+    def _admin_send_text(self, path: str, text: str, params: dict[str, Any]) -> D:
+        """Send a YAML document (template import)."""
+        raise NotImplementedError
+
+    def _biz_or_default(self, biz: int | str | None) -> int | str | None:
+        return self.biz if biz is None else biz
+
+    def _named_biz(self, biz: int | str | None) -> int | str:
+        """The business a call names, or the client's; one there must be."""
+        chosen = self._biz_or_default(biz)
+        if chosen is None:
+            raise ValueError("name a business: biz=… here or on the client")
+        return chosen
+
+
+class AdminApi(AdminCalls[D, L, S]):
     """jobfleet's own API (``/api/jobfleet/v1``, docs/rest-api.md); most calls need an admin."""
 
     def whoami(self) -> D:
@@ -160,7 +184,7 @@ class AdminApi(AdminCalls[D, L]):
             bk_cloud_id=bk_cloud_id,
             account=account,
             timeout=timeout,
-            biz=self.biz if biz is None else biz,
+            biz=self._biz_or_default(biz),
         )
         return self._admin_dict("POST", "/fetch", body)
 
@@ -169,7 +193,7 @@ class AdminApi(AdminCalls[D, L]):
         ``{bk_host_id, ip, bk_cloud_id, path, file_id, size, sha256, status}``
         (``status`` 4 means the file arrived)."""
         return self._admin_list(
-            f"/fetch/{int(job_instance_id)}", {"bk_biz_id": self.biz if biz is None else biz}
+            f"/fetch/{int(job_instance_id)}", {"bk_biz_id": self._biz_or_default(biz)}
         )
 
 

@@ -20,7 +20,7 @@ from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
 from jobfleet.sdk._topology import TopologyApi
-from jobfleet.sdk._transport import Method, transport_error
+from jobfleet.sdk._transport import transport_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,10 +39,10 @@ def _awaited(flow: FlowOf[P, T]) -> Operation[P, Coroutine[Any, Any, T]]:
 class AsyncJobClient(
     ClientBase[httpx.AsyncBaseTransport],
     BkApi[Awaitable[dict[str, Any]]],
-    AdminApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]]],
-    TemplateApi[Awaitable[dict[str, Any]], Awaitable[str]],
-    NotifyApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]]],
-    TopologyApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]]],
+    AdminApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
+    TemplateApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
+    NotifyApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
+    TopologyApi[Awaitable[dict[str, Any]], Awaitable[list[dict[str, Any]]], Awaitable[str]],
 ):
     """A bk-job v3 client for jobfleet on asyncio; see ``JobClient``.
 
@@ -76,24 +76,6 @@ class AsyncJobClient(
     upload_file = _awaited(Flows.upload_file)
     download_file = _awaited(Flows.download_file)
     transfer_and_wait = _awaited(Flows.transfer_and_wait)
-
-    # the shared API classes take awaitables of their data
-    def _bk(self, name: str, params: dict[str, Any]) -> Awaitable[dict[str, Any]]:
-        return self._run(self._flows._bk(name, params))
-
-    def _admin_dict(
-        self, method: Method, path: str, body: Any = None, params: Any = None
-    ) -> Awaitable[dict[str, Any]]:
-        return self._run(self._flows.admin_dict(method, path, body, params))
-
-    def _admin_list(self, path: str, params: Any = None) -> Awaitable[list[dict[str, Any]]]:
-        return self._run(self._flows.admin_list(path, params))
-
-    def _admin_text(self, path: str, params: dict[str, Any]) -> Awaitable[str]:
-        return self._run(self._flows.admin_text(path, params))
-
-    def _admin_send_text(self, path: str, text: str, params: Any) -> Awaitable[dict[str, Any]]:
-        return self._run(self._flows.admin_send_text(path, text, params))
 
     # --- walking a flow: await each step it yields and hand it the answer -------------
 

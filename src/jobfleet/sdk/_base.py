@@ -10,7 +10,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 from jobfleet.sdk._models import Credentials
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._steps import Flow
-from jobfleet.sdk._transport import default_headers
+from jobfleet.sdk._transport import Method, default_headers
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,3 +84,30 @@ class ClientBase(Generic[X]):
     def _connect(self, options: dict[str, Any]) -> None:
         """Open the HTTP client with ``options``."""
         raise NotImplementedError
+
+    def _run(self, flow: Flow[Any]) -> Any:
+        """Walk ``flow``: its result (sync), or an awaitable of it (async)."""
+        raise NotImplementedError
+
+    # the call groups' requests (``_api``, ``_admin``), walked by the client's ``_run``
+
+    def _bk(self, name: str, params: dict[str, Any]) -> Any:
+        return self._run(self._flows._bk(name, params))
+
+    def _admin_dict(
+        self,
+        method: Method,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        return self._run(self._flows.admin_dict(method, path, body, params))
+
+    def _admin_list(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._run(self._flows.admin_list(path, params))
+
+    def _admin_text(self, path: str, params: dict[str, Any]) -> Any:
+        return self._run(self._flows.admin_text(path, params))
+
+    def _admin_send_text(self, path: str, text: str, params: dict[str, Any]) -> Any:
+        return self._run(self._flows.admin_send_text(path, text, params))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
@@ -12,12 +12,13 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
+from jobfleet.sdk._events import EVENTS_PATH, env_settings, parse_sse
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
 from jobfleet.sdk._topology import TopologyApi
-from jobfleet.sdk._transport import Method, transport_error
+from jobfleet.sdk._transport import Method, parse_envelope, transport_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -36,10 +37,10 @@ def _blocking(flow: FlowOf[P, T]) -> Operation[P, T]:
 class JobClient(
     ClientBase[httpx.BaseTransport],
     BkApi[dict[str, Any]],
-    AdminApi[dict[str, Any], list[dict[str, Any]]],
-    TemplateApi[dict[str, Any], str],
-    NotifyApi[dict[str, Any], list[dict[str, Any]]],
-    TopologyApi[dict[str, Any], list[dict[str, Any]]],
+    AdminApi[dict[str, Any], list[dict[str, Any]], str],
+    TemplateApi[dict[str, Any], list[dict[str, Any]], str],
+    NotifyApi[dict[str, Any], list[dict[str, Any]], str],
+    TopologyApi[dict[str, Any], list[dict[str, Any]], str],
 ):
     """A bk-job v3 client for jobfleet (or any bk-job API gateway).
 
@@ -70,6 +71,43 @@ class JobClient(
     upload_file = _blocking(Flows.upload_file)
     download_file = _blocking(Flows.download_file)
     transfer_and_wait = _blocking(Flows.transfer_and_wait)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> JobClient:
+        """A client with the CLI's settings: JOBFLEET_SERVER, JOBFLEET_APP_CODE,
+        JOBFLEET_APP_SECRET, JOBFLEET_USERNAME, JOBFLEET_BIZ (or JOBFLEET_BOOTSTRAP)."""
+        values = env_settings()
+        biz = values.pop("biz")
+        return cls(**values, biz=biz, **options)
+
+    def events(
+        self, job_instance_id: int, *, hosts: str | None = "all", cursor: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """A job's live events until it ends: ``{"event", "id", "data"}`` with events
+        ``status`` (the job, its steps, host counts per status), ``output`` (a host's
+        new log chunk) and ``end``. A dropped connection resumes from the last id."""
+        params = {"hosts": hosts} if hosts else {}
+        while True:
+            headers = {"Last-Event-ID": cursor} if cursor else {}
+            try:
+                with self._http.stream(
+                    "GET",
+                    EVENTS_PATH.format(job=job_instance_id),
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=None),
+                ) as response:
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        response.read()
+                        parse_envelope(response)
+                        return
+                    for event in parse_sse(response.iter_lines()):
+                        cursor = event["id"] or cursor
+                        yield event
+                        if event["event"] == "end":
+                            return
+            except httpx.TransportError:
+                time.sleep(1.0)
 
     def _bk(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         return self._run(self._flows._bk(name, params))

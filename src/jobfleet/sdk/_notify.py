@@ -14,20 +14,18 @@ from jobfleet.sdk._admin import AdminCalls
 
 D = TypeVar("D")
 L = TypeVar("L")
+S = TypeVar("S")
 
 
 def _seg(value: object) -> str:
     return quote(str(value), safe="")
 
 
-class NotifyApi(AdminCalls[D, L]):
+class NotifyApi(AdminCalls[D, L, S]):
     """``biz`` names the business (default: the client's)."""
 
     def _biz_path(self, biz: int | str | None) -> str:
-        chosen = self.biz if biz is None else biz
-        if chosen is None:
-            raise ValueError("name a business: biz=… here or on the client")
-        return f"/businesses/{_seg(chosen)}"
+        return f"/businesses/{_seg(self._named_biz(biz))}"
 
     # notification configs ------------------------------------------------------------
 

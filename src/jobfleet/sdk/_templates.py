@@ -7,15 +7,17 @@ instead of JSON, through ``_admin_text`` / ``_admin_send_text``.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
+from jobfleet.sdk._admin import AdminCalls
 from jobfleet.sdk._errors import JobApiError
 from jobfleet.sdk._steps import Send
 from jobfleet.sdk._transport import ADMIN_PREFIX, Method, drop_none, encode_query, parse_envelope
 
 D = TypeVar("D")
+L = TypeVar("L")
 S = TypeVar("S")
 
 YAML_TYPE = "application/yaml"
@@ -50,32 +52,15 @@ def parse_text(response: httpx.Response) -> str:
     raise JobApiError(-1, f"{response.request.url.path}: the answer is not YAML")
 
 
-class TemplateApi(Generic[D, S]):
+class TemplateApi(AdminCalls[D, L, S]):
     """Templates and plans: create, read, change, delete, sync, export and import.
 
     ``biz`` names the business (default: the client's). Steps and variables take
     the shapes of bk-job's ``get_job_plan_detail`` with scripts in plain text.
     """
 
-    biz: int | str | None = None
-
-    def _admin_dict(
-        self,
-        method: Method,
-        path: str,
-        body: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> D:
-        raise NotImplementedError
-
-    def _admin_text(self, path: str, params: dict[str, Any]) -> S:
-        raise NotImplementedError
-
-    def _admin_send_text(self, path: str, text: str, params: dict[str, Any]) -> D:
-        raise NotImplementedError
-
     def _scope(self, biz: int | str | None) -> dict[str, Any]:
-        chosen = self.biz if biz is None else biz
+        chosen = self._biz_or_default(biz)
         return {} if chosen is None else {"bk_biz_id": chosen}
 
     # templates ----------------------------------------------------------------

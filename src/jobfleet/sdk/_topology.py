@@ -15,6 +15,7 @@ from jobfleet.sdk._admin import AdminCalls
 
 D = TypeVar("D")
 L = TypeVar("L")
+S = TypeVar("S")
 
 # a dynamic-group filter: a list of {field, op, value}, or {"any": [such lists]}
 Filter = list[dict[str, Any]] | dict[str, Any]
@@ -24,7 +25,7 @@ def _seg(value: object) -> str:
     return quote(str(value), safe="")
 
 
-class TopologyApi(AdminCalls[D, L]):
+class TopologyApi(AdminCalls[D, L, S]):
     """``biz`` names the business (default: the client's).
 
     Sets and modules come back as ``{id, node_type, name, bk_biz_id, ...}``: put them in
@@ -33,10 +34,7 @@ class TopologyApi(AdminCalls[D, L]):
     """
 
     def _topo_biz(self, biz: int | str | None) -> dict[str, Any]:
-        chosen = self.biz if biz is None else biz
-        if chosen is None:
-            raise ValueError("name a business: biz=… here or on the client")
-        return {"bk_biz_id": chosen}
+        return {"bk_biz_id": self._named_biz(biz)}
 
     # sets and modules ------------------------------------------------------------------
 

@@ -11,11 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import AccountCategory, AccountType
-from jobfleet.store.database import Database, change_stamps, now_ms
+from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import accounts
 
 OS_OF_TYPE = {AccountType.LINUX: "Linux", AccountType.WINDOWS: "Windows"}
+DB_TYPES = frozenset(
+    {AccountType.MYSQL, AccountType.ORACLE, AccountType.DB2, AccountType.POSTGRESQL}
+)
+DB_DEFAULT_PORT = {AccountType.MYSQL: 3306, AccountType.POSTGRESQL: 5432}
 
 
 def account_view(row: Row[Any]) -> dict[str, Any]:
@@ -30,6 +34,18 @@ def account_view(row: Row[Any]) -> dict[str, Any]:
         "description": row.description,
         **change_stamps(row),
         "bk_biz_id": row.bk_biz_id,
+        **_db_view(row),
+    }
+
+
+def _db_view(row: Row[Any]) -> dict[str, Any]:
+    if row.category != AccountCategory.DB:
+        return {}
+    return {
+        "db_system_account_id": row.db_system_account_id,
+        "db_host": row.db_host,
+        "db_port": row.db_port,
+        "db_name": row.db_name,
     }
 
 
@@ -87,9 +103,24 @@ class AccountStore:
     ) -> Row[Any] | None:
         """The system account of these businesses with ``account_id`` (or, without one,
         ``alias``), read in ``conn``'s transaction when given."""
+        return await self.find(
+            biz_ids, AccountCategory.SYSTEM, account_id=account_id, alias=alias, conn=conn
+        )
+
+    async def find(
+        self,
+        biz_ids: Collection[int],
+        category: int,
+        *,
+        account_id: int | None,
+        alias: str | None,
+        conn: AsyncConnection | None = None,
+    ) -> Row[Any] | None:
+        """The account of ``category`` (system or database) of these businesses with
+        ``account_id`` (or, without one, ``alias``)."""
         query = select(accounts).where(
             accounts.c.bk_biz_id.in_(list(biz_ids)),
-            accounts.c.category == int(AccountCategory.SYSTEM),
+            accounts.c.category == int(category),
         )
         if account_id is not None:
             query = query.where(accounts.c.id == account_id)
@@ -140,6 +171,58 @@ class AccountStore:
                         create_time=now,
                         last_modify_user=creator,
                         last_modify_time=now,
+                    )
+                )
+        except IntegrityError:
+            raise JobError.invalid(
+                "alias", f"{alias or account!r} is taken in this business"
+            ) from None
+        return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    async def create_db(
+        self,
+        bk_biz_id: int,
+        account: str,
+        *,
+        type_: int,
+        password: str,
+        system_account_id: int,
+        host: str,
+        port: int | None,
+        name: str | None,
+        alias: str | None = None,
+        description: str = "",
+        creator: str = "system",
+    ) -> int:
+        """A database account: a user of the database at ``host:port``, whose client runs
+        on the target host as the system account ``system_account_id``."""
+        if type_ not in DB_TYPES:
+            raise JobError.invalid(
+                "type", "database accounts are 9 (MySQL), 10 (Oracle), 11 (DB2) or 12 (PostgreSQL)"
+            )
+        if await self.find_system([bk_biz_id], account_id=system_account_id, alias=None) is None:
+            raise JobError(
+                ErrorCode.ACCOUNT_NOT_EXIST,
+                f"System account {system_account_id} does not exist in business {bk_biz_id}",
+            )
+        now = now_ms()
+        try:
+            async with self.db.begin() as conn:
+                res = await conn.execute(
+                    insert(accounts).values(
+                        bk_biz_id=bk_biz_id,
+                        account=account,
+                        alias=alias or account,
+                        category=int(AccountCategory.DB),
+                        type=int(type_),
+                        os="Database",
+                        password=self._seal(password),
+                        description=description,
+                        db_host=host,
+                        db_port=port or DB_DEFAULT_PORT.get(AccountType(type_)),
+                        db_name=name or None,
+                        db_system_account_id=system_account_id,
+                        **new_stamps(creator, now),
                     )
                 )
         except IntegrityError:

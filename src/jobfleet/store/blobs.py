@@ -11,6 +11,13 @@ streams, the latest claim wins, and a writer finishes only if its claim still st
 checked, and the file renamed into place, inside one transaction that holds the row,
 so the stored checksum is always that of the stored bytes. The other writer gets a
 409 error.
+
+Nodes of a cluster share no disk: there (``shared``) the bytes also go to
+``blob_parts`` before the blob is complete, under the writer's token, and a node
+asked for a blob it does not hold copies it from there once, checks its checksum,
+and serves its own copy from then on. The database is the one place every node
+reaches and that outlives any node, so a file uploaded to a node that died is
+still delivered.
 """
 
 from __future__ import annotations
@@ -24,15 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import chunks
 from jobfleet.store.secrets import hash_secret, secret_matches
-from jobfleet.store.tables import blob_readers, blobs
+from jobfleet.store.tables import blob_parts, blob_readers, blobs
 
 WRITE_SIZE = 1024 * 1024
+# bytes per row of ``blob_parts``, and rows per transaction
+PART_SIZE = 1024 * 1024
+PARTS_PER_WRITE = 8
 USED_MESSAGE = "This upload URL was used already"
 SUPERSEDED_MESSAGE = (
     "Another upload to this file started after this one and replaces it; this one was not kept"
@@ -61,14 +71,108 @@ class Blob:
 
 
 class BlobStore:
-    def __init__(self, db: Database, root: Path) -> None:
+    def __init__(self, db: Database, root: Path, *, shared: bool = False) -> None:
         self.db = db
         self.root = root
+        self.shared = shared
+        self._fetching: dict[str, asyncio.Lock] = {}
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id
+
+    async def local_path(self, blob_id: str) -> Path:
+        """Where this node holds a complete blob, copied from the database first if
+        another node received it."""
+        path = self.path(blob_id)
+        if not self.shared or await asyncio.to_thread(path.exists):
+            return path
+        lock = self._fetching.setdefault(blob_id, asyncio.Lock())
+        try:
+            async with lock:
+                if not await asyncio.to_thread(path.exists):
+                    await self._fetch(blob_id, path)
+        finally:
+            if not lock.locked():
+                self._fetching.pop(blob_id, None)
+        return path
+
+    async def _fetch(self, blob_id: str, path: Path) -> None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(blobs.c.parts_token, blobs.c.sha256, blobs.c.size).where(
+                        blobs.c.id == blob_id, blobs.c.state == COMPLETE
+                    )
+                )
+            ).first()
+        if row is None or row.parts_token is None:
+            raise JobError(
+                ErrorCode.NOT_FOUND, "The file is not held by any node", http_status=404
+            )
+        part = self.root / f"{blob_id}.{uuid.uuid4().hex}.fetch"
+        digest = hashlib.sha256()
+        size = 0
+        fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            n = 0
+            while True:
+                async with self.db.connect() as conn:
+                    rows = (
+                        await conn.execute(
+                            select(blob_parts.c.data)
+                            .where(
+                                blob_parts.c.blob_id == blob_id,
+                                blob_parts.c.token == row.parts_token,
+                                blob_parts.c.n >= n,
+                                blob_parts.c.n < n + PARTS_PER_WRITE,
+                            )
+                            .order_by(blob_parts.c.n)
+                        )
+                    ).scalars().all()
+                for data in rows:
+                    digest.update(data)
+                    size += len(data)
+                    await asyncio.to_thread(_write_all, fd, bytes(data))
+                if len(rows) < PARTS_PER_WRITE:
+                    break
+                n += PARTS_PER_WRITE
+            await asyncio.to_thread(os.fsync, fd)
+            if digest.hexdigest() != row.sha256 or size != row.size:
+                raise JobError(
+                    ErrorCode.INTERNAL_ERROR,
+                    "The stored copy of the file does not match its checksum",
+                    http_status=500,
+                )
+            os.close(fd)
+            fd = -1
+            await asyncio.to_thread(os.replace, part, path)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            part.unlink(missing_ok=True)
+
+    async def _store_parts(self, blob_id: str, token: str, part: Path) -> None:
+        """Copy a received file into ``blob_parts`` under the writer's token."""
+        fd = await asyncio.to_thread(os.open, part, os.O_RDONLY)
+        try:
+            n = 0
+            while True:
+                batch = []
+                for _ in range(PARTS_PER_WRITE):
+                    data = await asyncio.to_thread(os.read, fd, PART_SIZE)
+                    if not data:
+                        break
+                    batch.append({"blob_id": blob_id, "token": token, "n": n, "data": data})
+                    n += 1
+                if batch:
+                    async with self.db.begin() as conn:
+                        await conn.execute(insert(blob_parts), batch)
+                if len(batch) < PARTS_PER_WRITE:
+                    return
+        finally:
+            os.close(fd)
 
     async def create(
         self,
@@ -238,6 +342,8 @@ class BlobStore:
             await asyncio.to_thread(os.fsync, fd)
             os.close(fd)
             fd = -1
+            if self.shared:
+                await self._store_parts(blob_id, token, part)
             await self._commit(blob_id, token, part, size, digest.hexdigest())
         except BaseException:
             if fd >= 0:
@@ -249,6 +355,12 @@ class BlobStore:
                     .where(blobs.c.id == blob_id, blobs.c.write_token == token)
                     .values(state=FAILED, write_token=None)
                 )
+                if self.shared:
+                    await conn.execute(
+                        delete(blob_parts).where(
+                            blob_parts.c.blob_id == blob_id, blob_parts.c.token == token
+                        )
+                    )
             raise
         blob = await self.get(blob_id)
         assert blob is not None
@@ -280,11 +392,22 @@ class BlobStore:
                     blobs.c.state == WRITING,
                 )
                 .values(
-                    state=COMPLETE, write_token=None, size=size, sha256=sha256, done_time=now_ms()
+                    state=COMPLETE,
+                    write_token=None,
+                    size=size,
+                    sha256=sha256,
+                    done_time=now_ms(),
+                    parts_token=token if self.shared else None,
                 )
             )
             if won.rowcount != 1:
                 raise JobError(ErrorCode.BAD_REQUEST, SUPERSEDED_MESSAGE, http_status=409)
+            # the bytes of an earlier writer of this blob (a replaced upload) go
+            await conn.execute(
+                delete(blob_parts).where(
+                    blob_parts.c.blob_id == blob_id, blob_parts.c.token != token
+                )
+            )
             await asyncio.to_thread(os.replace, part, self.path(blob_id))
 
     async def store_bytes(self, blob_id: str, data: bytes) -> Blob:

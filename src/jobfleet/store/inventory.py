@@ -139,6 +139,20 @@ class Inventory:
         async with self.db.connect() as conn:
             return [Host.of(r) for r in await conn.execute(query)]
 
+    async def alive_counts(self, biz_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """(alive, dead) hosts per business, in one grouped query."""
+        counts = {int(b): (0, 0) for b in biz_ids}
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(hosts.c.bk_biz_id, hosts.c.alive, func.count())
+                .where(hosts.c.bk_biz_id.in_(list(counts)))
+                .group_by(hosts.c.bk_biz_id, hosts.c.alive)
+            )
+            for biz, alive, n in rows:
+                up, down = counts[int(biz)]
+                counts[int(biz)] = (up + int(n), down) if alive else (up, down + int(n))
+        return counts
+
     async def add(self, bk_biz_id: int, ip: str, bk_cloud_id: int = 0, hostname: str = "") -> Host:
         try:
             async with self.db.begin() as conn:

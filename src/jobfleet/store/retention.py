@@ -13,6 +13,7 @@ from jobfleet.domain.status import FINISHED_RUN_STATUSES
 from jobfleet.store.database import Database
 from jobfleet.store.tables import (
     audit_log,
+    blob_parts,
     blob_readers,
     blobs,
     file_logs,
@@ -128,6 +129,7 @@ class RetentionStore:
             doomed = [i for i in ids if i not in keep]
             if doomed:
                 await conn.execute(delete(blob_readers).where(blob_readers.c.blob_id.in_(doomed)))
+                await conn.execute(delete(blob_parts).where(blob_parts.c.blob_id.in_(doomed)))
                 await conn.execute(delete(blobs).where(blobs.c.id.in_(doomed)))
         # rows first: a reader then finds no row rather than a row without its file
         await asyncio.to_thread(self._unlink, doomed)

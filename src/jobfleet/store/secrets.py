@@ -31,6 +31,16 @@ class Cipher:
                 fh.write(Fernet.generate_key())
         return cls(path.read_bytes().strip())
 
+    def seal_bytes(self, data: bytes) -> bytes:
+        """Bytes that leave the process (between nodes), readable only with the key."""
+        return self._fernet.encrypt(data)
+
+    def open_bytes(self, token: bytes) -> bytes:
+        try:
+            return self._fernet.decrypt(token)
+        except InvalidToken:
+            raise ValueError("sealed with another key, or altered") from None
+
     def encrypt(self, value: str) -> str:
         return PREFIX + self._fernet.encrypt(value.encode()).decode()
 

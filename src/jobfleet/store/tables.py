@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -158,7 +159,48 @@ accounts = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
+    # database accounts (category 2): where the database is, seen from the target host,
+    # and the system account its client runs as
+    Column("db_host", String(255), nullable=True),
+    Column("db_port", Integer, nullable=True),
+    Column("db_name", String(255), nullable=True),
+    Column("db_system_account_id", BigInteger, nullable=True),
     UniqueConstraint("bk_biz_id", "alias"),
+)
+
+# third-party file source credentials; ``secret`` is the encrypted JSON of its values
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("bk_biz_id", BigInteger, nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("description", String(1024), nullable=False, default=""),
+    Column("secret", Text, nullable=False),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+)
+
+file_sources = Table(
+    "file_sources",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bk_biz_id", BigInteger, nullable=False),
+    Column("code", String(128), nullable=False),
+    Column("alias", String(255), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("access_params", JSON, nullable=False),
+    Column("credential_id", String(32), nullable=False),
+    Column("file_prefix", String(255), nullable=False, default=""),
+    Column("enable", Boolean, nullable=False, default=True),
+    Column("creator", String(128), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_modify_user", String(128), nullable=False, default=""),
+    Column("last_modify_time", BigInteger, nullable=False),
+    UniqueConstraint("bk_biz_id", "code"),
 )
 
 job_instances = Table(
@@ -297,6 +339,19 @@ blobs = Table(
     Column("sha256", String(64), nullable=True),
     Column("create_time", BigInteger, nullable=False, index=True),
     Column("done_time", BigInteger, nullable=True),
+    # the writer whose bytes ``blob_parts`` holds (nodes of a cluster share no disk)
+    Column("parts_token", String(32), nullable=True),
+)
+
+# a blob's bytes, a part at a time, written by the node that received them and read
+# by every other node that serves the blob
+blob_parts = Table(
+    "blob_parts",
+    metadata,
+    Column("blob_id", String(64), primary_key=True),
+    Column("token", String(32), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 
 # one row per file and host of a file step: mode 0 on the source host (upload),
@@ -553,4 +608,36 @@ notify_configs = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
+)
+
+# people: console passwords, console sessions and personal API tokens ----------
+passwords = Table(
+    "passwords",
+    metadata,
+    Column("username", String(128), primary_key=True),
+    # scrypt$n$r$p$salt$digest (store/people.py)
+    Column("hash", String(255), nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    # the sha256 of the cookie's value: a stolen database opens no session
+    Column("id_hash", String(128), primary_key=True),
+    Column("username", String(128), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+personal_tokens = Table(
+    "personal_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_hash", String(128), nullable=False, unique=True),
+    Column("username", String(128), nullable=False, index=True),
+    Column("note", String(255), nullable=False, default=""),
+    Column("expires_at", Float, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
 )

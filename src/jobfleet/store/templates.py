@@ -23,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.plans import parse_steps
-from jobfleet.domain.status import ScriptType, ScriptVersionStatus, VariableType
+from jobfleet.domain.status import (
+    AccountCategory,
+    ScriptLanguage,
+    ScriptType,
+    ScriptVersionStatus,
+    VariableType,
+)
 from jobfleet.domain.templates import check_description, check_name, keep_masked, number
 from jobfleet.domain.variables import Variable, parse_definitions
 from jobfleet.store.accounts import AccountStore
@@ -361,9 +367,14 @@ class TemplateStore(SealedRows):
             where = f"step {step['name']!r}"
             info = step.get("script_info")
             if info is not None:
-                info["account"] = await self._account(conn, bk_biz_id, info["account"], where)
                 if info["script_type"] != ScriptType.LOCAL:
                     await self._script(conn, bk_biz_id, info, where)
+                # an SQL step runs through a database account
+                sql = info.get("script_language") == ScriptLanguage.SQL
+                category = AccountCategory.DB if sql else AccountCategory.SYSTEM
+                info["account"] = await self._account(
+                    conn, bk_biz_id, info["account"], where, category
+                )
             files = step.get("file_info")
             if files is not None:
                 for src in files["file_source_list"]:
@@ -373,11 +384,16 @@ class TemplateStore(SealedRows):
                 dest["account"] = await self._account(conn, bk_biz_id, dest["account"], where)
 
     async def _account(
-        self, conn: AsyncConnection, bk_biz_id: int, ref: dict[str, Any], where: str
+        self,
+        conn: AsyncConnection,
+        bk_biz_id: int,
+        ref: dict[str, Any],
+        where: str,
+        category: int = AccountCategory.SYSTEM,
     ) -> dict[str, Any]:
         named = f"id {ref['id']}" if ref.get("id") is not None else repr(ref.get("alias"))
-        row = await self.accounts.find_system(
-            [bk_biz_id], account_id=ref.get("id"), alias=ref.get("alias"), conn=conn
+        row = await self.accounts.find(
+            [bk_biz_id], category, account_id=ref.get("id"), alias=ref.get("alias"), conn=conn
         )
         if row is None:
             raise JobError(

@@ -19,8 +19,8 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable
-
-import httpx
+from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from jobfleet.agent import credentials
 from jobfleet.agent.files.pacing import FileThread, Meter, Pacer, Progress
@@ -36,6 +36,9 @@ from jobfleet.agent.files.rights import (
 )
 from jobfleet.agent.files.upload import describe_http_error
 from jobfleet.domain.status import HostStatus
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +260,9 @@ async def _fetch(
     on_progress: Callable[[Progress], None] | None,
     chunk_size: int,
 ) -> None:
+    # loaded by the first transfer, not by every idle agent
+    import httpx
+
     pacer = Pacer(speed_limit)
     meter = Meter(size, on_progress)
     chunk = pacer.chunk(max(1, chunk_size))
@@ -348,7 +354,7 @@ def _consume(future: asyncio.Future[None]) -> None:
 
 def _accept(response: httpx.Response, target: _Target, received: int) -> bool:
     """Check the response fits what was asked; True if it restarts from byte 0."""
-    if response.status_code == httpx.codes.PARTIAL_CONTENT and received:
+    if response.status_code == HTTPStatus.PARTIAL_CONTENT and received:
         first = _range_start(response.headers.get("Content-Range", ""))
         if first != received:
             raise TransferError(
@@ -357,7 +363,7 @@ def _accept(response: httpx.Response, target: _Target, received: int) -> bool:
                 f"got range {response.headers.get('Content-Range')!r}",
             )
         return False
-    if response.status_code == httpx.codes.OK:
+    if response.status_code == HTTPStatus.OK:
         # a server that ignores Range sends the whole file again
         return received > 0
     raise TransferError(

@@ -9,8 +9,8 @@ import os
 import stat
 import time
 from collections.abc import AsyncIterator, Callable
-
-import httpx
+from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from jobfleet.agent.accounts import (
     READ,
@@ -19,6 +19,9 @@ from jobfleet.agent.files.pacing import FileThread, Meter, Pacer, Progress
 from jobfleet.agent.files.rights import Rights, TransferError, account_for, assume
 from jobfleet.agent.files.sources import os_reason
 from jobfleet.domain.status import HostStatus
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +139,9 @@ async def _send(
     on_progress: Callable[[Progress], None] | None,
     chunk_size: int,
 ) -> tuple[int, str]:
+    # loaded by the first transfer, not by every idle agent
+    import httpx
+
     pacer = Pacer(speed_limit)
     meter = Meter(size, on_progress)
     chunk = pacer.chunk(max(1, chunk_size))
@@ -183,7 +189,7 @@ async def _send(
     if not response.is_success:
         status = (
             HostStatus.GSE_FILE_SIZE_EXCEED
-            if response.status_code == httpx.codes.REQUEST_ENTITY_TOO_LARGE
+            if response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
             else HostStatus.GSE_FILE_TASK_ERROR
         )
         raise TransferError(

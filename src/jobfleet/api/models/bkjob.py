@@ -43,6 +43,20 @@ class FastExecuteScript(Execution):
     windows_interpreter: str | None = Field(None, max_length=260)
 
 
+class FastExecuteSql(Scoped):
+    task_name: str | None = Field(None, max_length=512, description="name of the job instance")
+    timeout: int | None = Field(None, ge=1, le=259200, description="seconds (default 7200)")
+    db_account_id: int = Field(ge=1, le=INT64_MAX, description="a database account (category 2)")
+    script_version_id: int | None = Field(
+        None, ge=1, le=INT64_MAX, description="a stored SQL script version; wins over the rest"
+    )
+    script_id: str | None = Field(None, description="a stored SQL script whose online version runs")
+    script_content: str | None = Field(None, description="base64 of the SQL")
+    target_server: Server | None = Field(None, description="the hosts whose client runs it")
+    callback_url: str | None = Field(None, description="http(s) URL called when the job ends")
+    start_task: bool = Field(True, description="false: created waiting for operate_job_instance")
+
+
 class FileSource(BaseModel):
     file_list: list[str] = Field(description="absolute paths on the source hosts")
     file_type: int = Field(1, ge=1, le=3, description="1 server, 2 local upload, 3 file source")
@@ -232,12 +246,57 @@ class GetAccountList(Paged):
 
 
 class CreateAccount(Scoped):
-    account: str = Field(description="OS user name")
-    type: int = Field(ge=1, le=2, description="1 Linux, 2 Windows")
-    category: int = Field(1, ge=1, le=1, description="1 system")
-    password: str | None = Field(None, description="Windows accounts")
+    account: str = Field(description="OS user name, or the database user")
+    type: int = Field(
+        ge=1, le=12, description="1 Linux, 2 Windows; 9 MySQL, 10 Oracle, 11 DB2, 12 PostgreSQL"
+    )
+    category: int = Field(1, ge=1, le=2, description="1 system, 2 database")
+    password: str | None = Field(
+        None, max_length=117, description="Windows accounts; a database account's password"
+    )
     alias: str | None = Field(None, description="default: the account")
     description: str | None = None
+    db_password: str | None = Field(None, max_length=117, description="database accounts")
+    db_host: str | None = Field(None, description="database host as the targets see it")
+    db_port: int | None = Field(None, ge=1, le=65535, description="default 3306 / 5432")
+    db_name: str | None = Field(None, description="database to connect to")
+    db_system_account_id: int | None = Field(
+        None, ge=1, le=INT64_MAX, description="the system account a database client runs as"
+    )
+
+
+class Credential(Scoped):
+    name: str | None = Field(None, max_length=255)
+    type: str | None = Field(
+        None, description="APP_ID_SECRET_KEY, PASSWORD, USERNAME_PASSWORD or SECRET_KEY"
+    )
+    description: str | None = None
+    credential_access_key: str | None = None
+    credential_secret_key: str | None = None
+    credential_username: str | None = None
+    credential_password: str | None = None
+
+
+class UpdateCredential(Credential):
+    id: str = Field(description="the credential's id")
+
+
+class CredentialRef(Scoped):
+    id: str = Field(description="the credential's id")
+
+
+class FileSourceRef(Scoped):
+    code: str = Field(description="the file source's code")
+
+
+class SaveFileSource(FileSourceRef):
+    alias: str = Field(max_length=255)
+    type: str = Field(description="S3 or HTTP")
+    access_params: dict[str, str] = Field(
+        default_factory=dict, description="S3: endpoint_url, region; HTTP: base_url"
+    )
+    credential_id: str = Field(description="the credential that opens the source")
+    file_prefix: str | None = Field(None, description="put before every file named")
 
 
 class UpdateAccount(ById):
@@ -324,6 +383,7 @@ class ListAgentState(Request):
 
 BKJOB: dict[str, type[BaseModel]] = {
     "fast_execute_script": FastExecuteScript,
+    "fast_execute_sql": FastExecuteSql,
     "fast_transfer_file": FastTransferFile,
     "push_config_file": PushConfigFile,
     "execute_job_plan": ExecuteJobPlan,
@@ -366,6 +426,12 @@ BKJOB: dict[str, type[BaseModel]] = {
     "create_account": CreateAccount,
     "update_account": UpdateAccount,
     "delete_account": ById,
+    "create_credential": Credential,
+    "update_credential": UpdateCredential,
+    "get_credential_detail": CredentialRef,
+    "create_file_source": SaveFileSource,
+    "update_file_source": SaveFileSource,
+    "get_file_source_detail": FileSourceRef,
     "get_dangerous_rule_list": GetDangerousRuleList,
     "create_dangerous_rule": CreateDangerousRule,
     "update_dangerous_rule": UpdateDangerousRule,

@@ -36,6 +36,17 @@ class CreateUser(Request):
     is_admin: bool = False
 
 
+class SetPassword(Request):
+    password: str = Field(min_length=8, max_length=1024, description="the console password")
+
+
+class CreateToken(Request):
+    expires_in: int | None = Field(
+        None, ge=60, le=365 * 24 * 3600, description="seconds until it expires (30 days)"
+    )
+    note: str | None = Field(None, max_length=255)
+
+
 class Grant(Request):
     scope_type: Literal["biz", "biz_set"] = Field(description="kind of scope granted")
     scope_id: str = Field(description="business or business-set id")
@@ -275,6 +286,10 @@ JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("POST", "/users"): CreateUser,
     ("GET", "/users"): Empty,
     ("POST", "/users/{username}/grants"): Grant,
+    ("POST", "/users/{username}/password"): SetPassword,
+    ("POST", "/tokens"): CreateToken,
+    ("GET", "/tokens"): Empty,
+    ("DELETE", "/tokens/{id}"): Pathed,
     ("DELETE", "/users/{username}/grants/{scope_type}/{scope_id}"): Pathed,
     ("POST", "/businesses"): CreateBusiness,
     ("GET", "/businesses"): Empty,

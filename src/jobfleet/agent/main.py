@@ -1,0 +1,150 @@
+"""``jobfleet agent``: the agent's command line, in stdlib only.
+
+It is what ``python -m jobfleet agent``, ``jobfleet agent``, ``jobfleet-agent`` and
+the single-file ``jobfleet-agent.pyz`` run, and it loads nothing of the server or
+of the operator's CLI: an idle agent holds the standard library, ``websockets`` and
+its own modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobfleet import logs
+from jobfleet.agent.settings import TOKEN_HELP, AgentSettings, parse_labels
+
+USAGE_ERROR = 2
+
+
+def parser(prog: str = "jobfleet agent") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Run the agent of one host. The enrollment token is read from "
+        "--enroll-token-file or JOBFLEET_ENROLL_TOKEN, never from the command line, "
+        "where every user of the host could read it in ps.",
+    )
+    p.add_argument(
+        "--server",
+        required=True,
+        action="append",
+        help="The server's URL; repeat it for each node of a cluster (the agent moves "
+        "to another when its node goes away)",
+    )
+    p.add_argument(
+        "--state-dir",
+        required=True,
+        type=Path,
+        help="Where the agent keeps its credential and unsent results",
+    )
+    p.add_argument("--ip", required=True, help="This host's IP as jobfleet knows it")
+    p.add_argument(
+        "--enroll-token-file",
+        type=Path,
+        help="File holding the enrollment token for the first start "
+        "(or set JOBFLEET_ENROLL_TOKEN)",
+    )
+    # refused: it would show in ps
+    p.add_argument("--enroll-token", help=argparse.SUPPRESS)
+    p.add_argument("--bk-cloud-id", type=int, default=0, help="Cloud area id")
+    p.add_argument("--biz", type=int, default=2, help="Business the host joins")
+    p.add_argument("--hostname", default="", help="Host name to report")
+    p.add_argument("--ca-file", type=Path, help="CA bundle that signed the server's certificate")
+    p.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    p.add_argument(
+        "--ipv6",
+        default="",
+        help="This host's IPv6 address to report, or 'auto' to discover it "
+        "(default: none, or --ip when that is IPv6)",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        help="A key=value label dynamic groups can select by; repeatable",
+    )
+    return p
+
+
+def _values_attached(p: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--opt VALUE`` as ``--opt=VALUE``, so a value may start with a dash (``--label -x=1``
+    is then refused by the label rule, not taken for an option)."""
+    takes_value = {
+        s for a in p._actions if a.nargs is None and a.option_strings for s in a.option_strings
+    } - {"-h", "--help"}
+    out: list[str] = []
+    items = iter(argv)
+    for item in items:
+        if item in takes_value:
+            value = next(items, None)
+            out.append(item if value is None else f"{item}={value}")
+        else:
+            out.append(item)
+    return out
+
+
+def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> AgentSettings:
+    """The agent's settings from its options; a bad option ends the program (status 2)."""
+    if args.enroll_token is not None:
+        p.error(
+            f"--enroll-token: the token would show in ps on a command line; give it with "
+            f"{TOKEN_HELP}"
+        )
+    token = os.environ.get("JOBFLEET_ENROLL_TOKEN", "").strip() or None
+    if args.enroll_token_file is not None:
+        try:
+            token = args.enroll_token_file.read_text().strip() or None
+        except OSError as exc:
+            p.error(f"--enroll-token-file: cannot read {args.enroll_token_file}: {exc.strerror}")
+    try:
+        labels = parse_labels(args.label)
+    except ValueError as exc:
+        p.error(f"--label: {exc}")
+    ipv6 = args.ipv6
+    if ipv6 not in ("", "auto"):
+        try:
+            ipv6 = str(ipaddress.IPv6Address(ipv6))
+        except ValueError:
+            p.error(f"--ipv6: {ipv6!r} is not an IPv6 address")
+    return AgentSettings(
+        server=args.server[0],
+        more_servers=args.server[1:],
+        state_dir=args.state_dir,
+        ip=args.ip,
+        bk_cloud_id=args.bk_cloud_id,
+        biz=args.biz,
+        enroll_token=token,
+        hostname=args.hostname,
+        ca_file=args.ca_file,
+        ipv6=ipv6,
+        labels=labels,
+    )
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``argv`` without the program (None: this process's, as the ``jobfleet-agent`` script)."""
+    prog = prog or ("jobfleet-agent" if argv is None else "jobfleet agent")
+    p = parser(prog)
+    args = p.parse_args(_values_attached(p, sys.argv[1:] if argv is None else argv))
+    settings = settings_from(args, p)
+    logs.setup(args.log_level)
+    # imported after the options are checked: a usage error costs no event loop
+    from jobfleet.agent.connection import Agent
+
+    try:
+        asyncio.run(Agent(settings).run_forever())
+    except RuntimeError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The one place a ``JobError`` becomes the bk-job envelope, and an unexpected failure a
+logged internal error.
+
+Handlers raise; the application's exception handler (``install``) answers. A caller that
+was authenticated is on ``request.state.caller`` (``Authenticator.authenticate`` puts it
+there), so a refusal is audited with who was refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+
+from jobfleet.api import envelope
+from jobfleet.api.auditing import refusal
+from jobfleet.api.services import Services
+from jobfleet.domain.errors import ErrorCode, JobError
+
+log = logging.getLogger(__name__)
+
+
+def request_id(request: HTTPConnection) -> str:
+    """The request's ``job_request_id``: made on first use, the same for the whole request."""
+    rid: str | None = getattr(request.state, "request_id", None)
+    if rid is None:
+        rid = uuid.uuid4().hex
+        request.state.request_id = rid
+    return rid
+
+
+def internal(request: HTTPConnection) -> JobError:
+    """What the caller is told of a failure that is not theirs; the traceback is logged.
+
+    Call it in an ``except`` block."""
+    rid = request_id(request)
+    log.exception("request_failed path=%s request_id=%s", request.url.path, rid)
+    return JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {rid})")
+
+
+def audited(request: HTTPConnection) -> None:
+    """The handler wrote its own audit entry for this refusal: write no other."""
+    request.state.refusal_audited = True
+
+
+async def answer(request: Request, exc: Exception) -> Response:
+    """The exception handler: a ``JobError`` as the envelope, its refusal audited."""
+    assert isinstance(exc, JobError)
+    if not getattr(request.state, "refusal_audited", False):
+        services: Services = request.app.state.services
+        await refusal(services.audit, request, exc, getattr(request.state, "caller", None))
+    return envelope.error(exc, request_id(request), envelope.request_language(request))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no route, wrong method) in the envelope."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    elif exc.status_code == 404:
+        message = f"No API at {request.url.path}"
+    else:
+        message = str(exc.detail)
+    refused = JobError(ErrorCode.BAD_REQUEST, message, http_status=exc.status_code)
+    return await answer(request, refused)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(JobError, answer)
+    app.add_exception_handler(StarletteHTTPException, http_error)

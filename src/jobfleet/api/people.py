@@ -1,0 +1,77 @@
+"""People's own credentials: passwords (set by administrators) and personal API tokens.
+
+``POST /api/jobfleet/v1/users/{username}/password`` (administrators) sets a console
+password; ``/api/jobfleet/v1/tokens`` lets any user create, list and revoke their
+own tokens, each with an expiry (``Authorization: Bearer jfp_…``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from jobfleet.api.admin import PREFIX, with_path
+from jobfleet.api.auditing import audit
+from jobfleet.api.params import get_int, get_str
+from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
+from jobfleet.api.scope import require_admin
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.store.people import PeopleStore
+
+MAX_TOKEN_TTL = 365 * 24 * 3600
+DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+
+
+def people_of(call: Call) -> PeopleStore:
+    if call.services.people is None:
+        raise JobError(ErrorCode.UNSUPPORTED_OPERATION, "This server has no console users")
+    return call.services.people
+
+
+async def set_password(call: Call) -> dict[str, Any]:
+    require_admin(call.caller)
+    username = str(call.params["username"])
+    password = get_str(call.params, "password", required=True, max_length=1024)
+    assert password is not None
+    await people_of(call).set_password(username, password)
+    await audit(call, "set_password", "user", username)
+    return {"username": username}
+
+
+async def create_token(call: Call) -> dict[str, Any]:
+    ttl = get_int(
+        call.params, "expires_in", minimum=60, maximum=MAX_TOKEN_TTL, default=DEFAULT_TOKEN_TTL
+    )
+    note = get_str(call.params, "note", max_length=255) or ""
+    assert ttl is not None
+    token = await people_of(call).create_token(call.caller.username, float(ttl), note)
+    await audit(call, "create_personal_token", "personal_token", token["id"])
+    return token
+
+
+async def list_tokens(call: Call) -> list[dict[str, Any]]:
+    return await people_of(call).list_tokens(call.caller.username)
+
+
+async def revoke_token(call: Call) -> dict[str, Any]:
+    token_id = get_int(call.params, "id", required=True, minimum=1)
+    assert token_id is not None
+    await people_of(call).revoke_token(call.caller.username, token_id)
+    await audit(call, "revoke_personal_token", "personal_token", token_id)
+    return {"id": token_id}
+
+
+def register(router: APIRouter) -> None:
+    def add(method: str, path: str, handler: Handler) -> None:
+        router.add_api_route(
+            PREFIX + path,
+            make_endpoint(services_of, with_path(handler)),
+            methods=[method],
+            name=f"{method} {path}",
+        )
+
+    add("POST", "/users/{username}/password", set_password)
+    add("POST", "/tokens", create_token)
+    add("GET", "/tokens", list_tokens)
+    add("DELETE", "/tokens/{id}", revoke_token)

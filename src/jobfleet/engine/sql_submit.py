@@ -1,0 +1,97 @@
+"""Submitting SQL steps: the database account's snapshot and the system account its
+client runs as (the message each host gets is built by ``engine.sql``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import AccountCategory, AccountType, ScriptLanguage, StepType, TaskType
+from jobfleet.engine.submit import Account, Scope, Submitter, default_name, one_step_job
+from jobfleet.store.inventory import Host
+
+# the database systems whose client a host can run
+RUNNABLE_DB_TYPES = frozenset({AccountType.MYSQL, AccountType.POSTGRESQL})
+
+
+def db_snapshot(row: Row[Any]) -> dict[str, Any]:
+    """What a step keeps of its database account; the password stays encrypted."""
+    if row.type not in RUNNABLE_DB_TYPES:
+        raise JobError(
+            ErrorCode.NOT_SUPPORTED,
+            f"Database account {row.id} is of type {row.type}; "
+            "SQL runs on MySQL/MariaDB (9) and PostgreSQL (12) accounts",
+        )
+    return {
+        "db_account_id": row.id,
+        "alias": row.alias,
+        "type": row.type,
+        "host": row.db_host or "127.0.0.1",
+        "port": row.db_port,
+        "name": row.db_name or "",
+        "user": row.account,
+        "password": row.password or "",
+    }
+
+
+async def resolve_db_account(
+    submitter: Submitter, scope: Scope, db_account_id: int | None, alias: str | None = None
+) -> tuple[dict[str, Any], Account]:
+    """The database account's snapshot and the system account its client runs as."""
+    if db_account_id is None and not alias:
+        raise JobError.missing("db_account_id")
+    row = await submitter.accounts.find(
+        scope.biz_ids, AccountCategory.DB, account_id=db_account_id, alias=alias
+    )
+    if row is None:
+        named = db_account_id if db_account_id is not None else alias
+        raise JobError(
+            ErrorCode.ACCOUNT_NOT_EXIST,
+            f"Database account {named!r} does not exist in {scope.scope_type} {scope.scope_id}",
+        )
+    snapshot = db_snapshot(row)
+    system = await submitter.resolve_account(scope, row.db_system_account_id, None)
+    return snapshot, system
+
+
+async def fast_sql(
+    submitter: Submitter,
+    scope: Scope,
+    *,
+    name: str | None,
+    sql: str,
+    db_account_id: int,
+    timeout: int,
+    hosts: list[Host],
+    callback_url: str | None,
+    start: bool,
+    operator: str,
+    app_code: str,
+) -> tuple[int, str, int]:
+    snapshot, system = await resolve_db_account(submitter, scope, db_account_id)
+    name = name or default_name("SQL Execution")
+    job = one_step_job(
+        scope,
+        name,
+        TaskType.FAST_SCRIPT,
+        StepType.SQL,
+        system,
+        hosts,
+        timeout=timeout,
+        operator=operator,
+        app_code=app_code,
+        callback_url=callback_url,
+        step_values=sql_step_values(sql, snapshot),
+    )
+    job_id, step_ids = await submitter.engine.submit(job, start)
+    return job_id, name, step_ids[0]
+
+
+def sql_step_values(sql: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "script_language": int(ScriptLanguage.SQL),
+        "script_content": sql,
+        "config": {"db": snapshot},
+    }

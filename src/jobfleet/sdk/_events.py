@@ -1,0 +1,65 @@
+"""Server-Sent Events of a job (``GET /api/jobfleet/v1/jobs/{id}/events``), parsed."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """{"event", "id", "data"} per event; ``data`` decoded from JSON."""
+    event, event_id = "message", None
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield {"event": event, "id": event_id, "data": json.loads("\n".join(data))}
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+
+
+def env_settings() -> dict[str, Any]:
+    """The CLI's settings from the environment (and JOBFLEET_BOOTSTRAP's file)."""
+    values: dict[str, Any] = {}
+    boot = os.environ.get("JOBFLEET_BOOTSTRAP")
+    if boot:
+        data = json.loads(Path(boot).read_text())
+        values = {
+            "base_url": data.get("url"),
+            "app_code": data.get("bk_app_code"),
+            "app_secret": data.get("bk_app_secret"),
+            "username": data.get("admin_user"),
+        }
+    for key, env in (
+        ("base_url", "JOBFLEET_SERVER"),
+        ("app_code", "JOBFLEET_APP_CODE"),
+        ("app_secret", "JOBFLEET_APP_SECRET"),
+        ("username", "JOBFLEET_USERNAME"),
+        ("biz", "JOBFLEET_BIZ"),
+    ):
+        if os.environ.get(env):
+            values[key] = os.environ[env]
+    values.setdefault("base_url", "http://127.0.0.1:8080")
+    values.setdefault("username", "admin")
+    values.setdefault("biz", 2)
+    missing = [k for k in ("app_code", "app_secret") if not values.get(k)]
+    if missing:
+        raise ValueError(
+            "set JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET (or JOBFLEET_BOOTSTRAP) first"
+        )
+    return values

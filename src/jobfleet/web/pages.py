@@ -1,0 +1,497 @@
+"""The console's pages. Reads go to the store through the API's services, with the
+same business scopes as the API; every change is made by the page's script calling
+the JSON API with the session cookie and its CSRF token, so it is validated,
+authorized and audited exactly as an API call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from fastapi import APIRouter
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from jobfleet import __version__
+from jobfleet.api.auditing import as_caller, refusal, source_of
+from jobfleet.api.auth import CONSOLE_APP, SESSION_COOKIE, Caller
+from jobfleet.api.console import job_views, plans_of
+from jobfleet.api.live import job_for
+from jobfleet.api.services import Services
+from jobfleet.domain import clusters
+from jobfleet.domain.errors import JobError
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus, ScopeType
+from jobfleet.web import i18n
+
+SESSION_TTL = 12 * 3600.0
+PAGE = 100
+STATIC = {
+    "htmx.min.js": "text/javascript",
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+}
+OK_HOSTS = {int(HostStatus.SUCCESS), int(HostStatus.LAST_SUCCESS)}
+
+_env = Environment(
+    loader=PackageLoader("jobfleet.web", "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+def _ms(value: Any) -> str:
+    if not value:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(value) / 1000))
+
+
+def _duration(start: Any, end: Any) -> str:
+    if not start:
+        return ""
+    seconds = ((end or time.time() * 1000) - start) / 1000
+    return f"{seconds:.1f} s"
+
+
+_env.filters["ms"] = _ms
+_env.globals["duration"] = _duration
+_RUN = {int(s): s.name for s in RunStatus}
+_HOST = {int(s): s.name for s in HostStatus}
+_env.globals["run_status"] = lambda v: _RUN.get(int(v), str(v))
+_env.globals["host_status"] = lambda v: _HOST.get(int(v), str(v))
+
+
+class Page:
+    """What every page knows: the services, the user, the language, the business."""
+
+    def __init__(self, services: Services, request: Request, caller: Caller) -> None:
+        self.services = services
+        self.request = request
+        self.caller = caller
+        self.lang = i18n.pick(
+            request.cookies.get(i18n.LANG_COOKIE), request.headers.get("accept-language", "")
+        )
+        self.words = i18n.translator(self.lang)
+
+    async def businesses(self) -> list[dict[str, Any]]:
+        found = await self.services.identity.list_businesses()
+        return [b for b in found if self.caller.holds(ScopeType.BIZ, str(b["bk_biz_id"]))]
+
+    async def biz(self) -> int | None:
+        held = [int(b["bk_biz_id"]) for b in await self.businesses()]
+        wanted = self.request.query_params.get("biz") or self.request.cookies.get("jobfleet_biz")
+        if wanted and wanted.isdigit() and int(wanted) in held:
+            return int(wanted)
+        return held[0] if held else None
+
+    async def render(self, name: str, **values: Any) -> HTMLResponse:
+        session = self.request.state.session
+        words = self.words
+        html = _env.get_template(name).render(
+            t=lambda text: words.get(text, text),
+            lang=self.lang,
+            user=self.caller.user,
+            csrf=session.csrf if session is not None else "",
+            businesses=await self.businesses(),
+            biz=await self.biz(),
+            version=__version__,
+            path=self.request.url.path,
+            run_names={k: words.get(v, v) for k, v in _RUN.items()},
+            **values,
+        )
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (login, logout); the body size is bounded by the edge."""
+    body = (await request.body())[:16384].decode(errors="replace")
+    return {k: v[0] for k, v in parse_qs(body, max_num_fields=16).items()}
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return True
+    return urlparse(origin).netloc == request.headers.get("host", "")
+
+
+def console_router(services: Services) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    people = services.people
+
+    async def page(request: Request) -> Page | None:
+        request.state.session = None
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie or people is None:
+            return None
+        session = await people.session(cookie)
+        if session is None:
+            return None
+        request.state.session = session
+        user = await services.identity.get_user(session.username)
+        return Page(services, request, Caller(CONSOLE_APP.app_code, user, CONSOLE_APP))
+
+    # static assets and languages ---------------------------------------------------
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        if name not in STATIC:
+            return PlainTextResponse("not found", status_code=404)
+        data = resources.files("jobfleet.web").joinpath("static", name).read_bytes()
+        return Response(
+            data, media_type=STATIC[name], headers={"Cache-Control": "public, max-age=3600"}
+        )
+
+    @router.get("/lang/{lang}")
+    async def set_lang(request: Request, lang: str) -> Response:
+        back = request.headers.get("referer") or "/"
+        response = RedirectResponse(back if _same_origin(request) else "/", status_code=303)
+        if lang in i18n.LANGS:
+            response.set_cookie(i18n.LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
+        return response
+
+    # login ------------------------------------------------------------------------
+    @router.get("/login")
+    async def login_form(request: Request) -> Response:
+        lang = i18n.pick(
+            request.cookies.get(i18n.LANG_COOKIE), request.headers.get("accept-language", "")
+        )
+        words = i18n.translator(lang)
+        html = _env.get_template("login.html").render(
+            t=lambda text: words.get(text, text),
+            lang=lang,
+            error=request.query_params.get("error"),
+            next=request.query_params.get("next", "/"),
+            version=__version__,
+        )
+        return HTMLResponse(html)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await _form(request)
+        username = str(form.get("username") or "")[:128]
+        password = str(form.get("password") or "")[:1024]
+        target = str(form.get("next") or "/")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"
+        source = source_of(request)
+        failures = services.auth.failures
+        try:
+            if not _same_origin(request):
+                raise JobError.invalid("Origin", "a login from another site")
+            failures.check(source)
+            if people is None or not await people.check_password(username, password):
+                failures.take(source)
+                await services.audit.refused(
+                    source_ip=source,
+                    reason="console_login",
+                    app_code="jobfleet-console",
+                    username=username,
+                    detail={"path": "/login"},
+                )
+                return RedirectResponse(
+                    "/login?" + urlencode({"error": "1", "next": target}), status_code=303
+                )
+        except JobError as exc:
+            await refusal(services.audit, request, exc)
+            return PlainTextResponse(exc.message, status_code=exc.http_status or 400)
+        value, _session = await people.open_session(username, SESSION_TTL)
+        await services.audit.record(
+            app_code="jobfleet-console",
+            username=username,
+            action="console_login",
+            resource_type="user",
+            resource_id=username,
+            source_ip=source,
+        )
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            value,
+            max_age=int(SESSION_TTL),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        current = await page(request)
+        form = await _form(request)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session = request.state.session
+        if current is not None and cookie and people is not None and session is not None:
+            if str(form.get("csrf") or "") != session.csrf:
+                return PlainTextResponse("wrong CSRF token", status_code=403)
+            await people.close_session(cookie)
+            await as_caller(
+                services.audit,
+                current.caller,
+                request,
+                "console_logout",
+                "user",
+                current.caller.username,
+            )
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    # pages ------------------------------------------------------------------------
+    @router.get("/")
+    async def home(request: Request) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        biz = await current.biz()
+        running: list[Any] = []
+        failed: list[Any] = []
+        if biz is not None:
+            now = int(time.time() * 1000)
+            _, running = await services.jobs.list_jobs(
+                scope_type=ScopeType.BIZ,
+                scope_id=str(biz),
+                start_ms=now - 30 * 86400_000,
+                end_ms=now,
+                filters={"status": int(RunStatus.RUNNING)},
+                offset=0,
+                limit=20,
+            )
+            _, failed = await services.jobs.list_jobs(
+                scope_type=ScopeType.BIZ,
+                scope_id=str(biz),
+                start_ms=now - 7 * 86400_000,
+                end_ms=now,
+                filters={"status": int(RunStatus.FAIL)},
+                offset=0,
+                limit=20,
+            )
+        alive = await services.inventory.alive_counts(
+            int(b["bk_biz_id"]) for b in await current.businesses()
+        )
+        return await current.render("home.html", running=running, failed=failed, alive=alive)
+
+    @router.get("/execute")
+    async def execute(request: Request) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        biz = await current.biz()
+        accounts: list[Any] = []
+        if biz is not None:
+            accounts = [dict(a._mapping) for a in (await services.accounts.list(biz, limit=500))[1]]
+        return await current.render("execute.html", accounts=accounts)
+
+    @router.get("/files")
+    async def files(request: Request) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        biz = await current.biz()
+        accounts: list[Any] = []
+        if biz is not None:
+            accounts = [dict(a._mapping) for a in (await services.accounts.list(biz, limit=500))[1]]
+        return await current.render("files.html", accounts=accounts)
+
+    @router.get("/jobs")
+    async def jobs(request: Request) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        biz = await current.biz()
+        q = request.query_params
+        filters: dict[str, Any] = {}
+        for key in ("status", "launch_mode", "job_cron_id"):
+            if q.get(key, "").isdigit():
+                filters[key] = int(q[key])
+        if q.get("operator"):
+            filters["operator"] = q["operator"][:128]
+        if q.get("name"):
+            filters["name"] = q["name"][:512]
+        days = int(q["days"]) if q.get("days", "").isdigit() else 30
+        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+        total, rows = 0, list[Any]()
+        if biz is not None:
+            now = int(time.time() * 1000)
+            total, rows = await services.jobs.list_jobs(
+                scope_type=ScopeType.BIZ,
+                scope_id=str(biz),
+                start_ms=now - days * 86400_000,
+                end_ms=now,
+                filters=filters,
+                offset=offset,
+                limit=PAGE,
+            )
+        return await current.render(
+            "jobs.html",
+            rows=rows,
+            total=total,
+            offset=offset,
+            page=PAGE,
+            q=dict(q),
+            statuses=list(RunStatus),
+        )
+
+    @router.get("/api_execute/{job_instance_id}")
+    async def job_page(request: Request, job_instance_id: str) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        try:
+            job = await job_for(services, current.caller, int(job_instance_id))
+        except (JobError, ValueError):
+            return await current.render("missing.html", what=job_instance_id)
+        steps = await services.jobs.steps(job.id)
+        q = request.query_params
+        chosen = next((s for s in steps if str(s.id) == q.get("step")), None)
+        if chosen is None:
+            started = [s for s in steps if s.start_time or s.status != RunStatus.BLANK]
+            chosen = started[-1] if started else steps[0]
+        views = job_views(services)
+        groups = sorted(
+            await views.groups(chosen.id, chosen.execute_count), key=lambda g: (g[2], g[0])
+        )
+        status = int(q["status"]) if q.get("status", "").lstrip("-").isdigit() else None
+        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+        total, hosts = await views.host_page(
+            chosen.id,
+            chosen.execute_count,
+            status=status,
+            ip=q.get("ip", "")[:64],
+            offset=offset,
+            limit=PAGE,
+        )
+        return await current.render(
+            "job.html",
+            job=job,
+            steps=steps,
+            step=chosen,
+            groups=groups,
+            hosts=hosts,
+            total=total,
+            offset=offset,
+            page=PAGE,
+            status=status,
+            ip=q.get("ip", ""),
+            finished=job.status in FINISHED_RUN_STATUSES,
+            ok_hosts=OK_HOSTS,
+        )
+
+    @router.get("/console/jobs/{job_id}/steps/{step_id}/output-groups")
+    async def output_groups(request: Request, job_id: int, step_id: int) -> Response:
+        current = await page(request)
+        if current is None:
+            return PlainTextResponse("log in", status_code=401)
+        try:
+            job = await job_for(services, current.caller, job_id)
+        except JobError:
+            return PlainTextResponse("no such job", status_code=404)
+        step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
+        if step is None:
+            return PlainTextResponse("no such step", status_code=404)
+        rows = await services.jobs.hosts(step.id, step.execute_count)
+        logs = await services.jobs.logs(step.id, step.execute_count, [r.bk_host_id for r in rows])
+        ips = {int(r.bk_host_id): str(r.ip) for r in rows}
+        # masking is CPU work: off the event loop, so that other pages stay quick
+        grouped = await asyncio.to_thread(clusters.group_outputs, list(logs.items()))
+        shown = [
+            {
+                "sample": logs[hosts[0]][:2000],
+                "count": len(hosts),
+                "ips": [ips[h] for h in hosts],
+                "first": hosts[0],
+            }
+            for _key, hosts in grouped[:50]
+        ]
+        return await current.render(
+            "output_groups.html",
+            groups=shown,
+            more=max(0, len(grouped) - 50),
+            step=step,
+            job=job,
+        )
+
+    @router.get("/console/jobs/{job_id}/steps/{step_id}/ips")
+    async def group_ips(request: Request, job_id: int, step_id: int) -> Response:
+        current = await page(request)
+        if current is None:
+            return PlainTextResponse("log in", status_code=401)
+        try:
+            job = await job_for(services, current.caller, job_id)
+        except JobError:
+            return PlainTextResponse("no such job", status_code=404)
+        step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
+        if step is None:
+            return PlainTextResponse("no such step", status_code=404)
+        q = request.query_params
+        status = int(q["status"]) if q.get("status", "").isdigit() else None
+        statuses = [status] if status is not None else None
+        rows = await services.jobs.hosts(step.id, step.execute_count, statuses=statuses)
+        return PlainTextResponse("\n".join(str(r.ip) for r in rows))
+
+    @router.get("/console/jobs/{job_id}/steps/{step_id}/hosts/{host_id}/log")
+    async def host_log(request: Request, job_id: int, step_id: int, host_id: int) -> Response:
+        current = await page(request)
+        if current is None:
+            return PlainTextResponse("log in", status_code=401)
+        try:
+            job = await job_for(services, current.caller, job_id)
+        except JobError:
+            return PlainTextResponse("no such job", status_code=404)
+        step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
+        if step is None:
+            return PlainTextResponse("no such step", status_code=404)
+        logs = await services.jobs.logs(step.id, step.execute_count, [host_id])
+        return PlainTextResponse(logs.get(host_id, ""))
+
+    @router.get("/plans")
+    async def plans(request: Request) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        biz = await current.biz()
+        rows: list[Any] = []
+        if biz is not None:
+            rows = await plans_of(services, biz)
+        return await current.render("plans.html", rows=rows)
+
+    @router.get("/api_plan/{plan_id}")
+    async def plan_page(request: Request, plan_id: str) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        biz = await current.biz()
+        try:
+            plan = await services.job_plans.get_plan({biz} if biz else set(), int(plan_id))
+        except (JobError, ValueError):
+            return await current.render("missing.html", what=plan_id)
+        variables = [v.public() for v in services.job_plans.variables(plan)]
+        steps = [s for s in plan.steps if s.get("enabled", True)]
+        return await current.render("plan.html", plan=plan, variables=variables, steps=steps)
+
+    @router.get("/hosts")
+    async def hosts(request: Request) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        biz = await current.biz()
+        rows: list[Any] = []
+        if biz is not None:
+            rows = await services.inventory.list(bk_biz_id=biz)
+        return await current.render("hosts.html", rows=rows[:2000], total=len(rows))
+
+    @router.get("/audit")
+    async def audit_page(request: Request) -> Response:
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        rows = await services.audit.recent(200) if current.caller.is_admin else []
+        return await current.render("audit.html", rows=rows)
+
+    return router

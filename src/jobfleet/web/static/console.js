@@ -1,0 +1,149 @@
+/* The console's behaviour: calls to the JSON API (session cookie + CSRF header) and
+   the live event stream of a job. No build step, no external asset. */
+var jf = (function () {
+  function meta(name) { var m = document.querySelector('meta[name="' + name + '"]'); return m ? m.content : ''; }
+  function api(name, body) {
+    return fetch('/api/bk-job/prod/api/v3/' + name, {
+      method: 'POST', credentials: 'same-origin',
+      headers: {'Content-Type': 'application/json', 'X-CSRF-Token': meta('csrf-token')},
+      body: JSON.stringify(body)
+    }).then(function (r) { return r.json(); });
+  }
+  function scope() { return {bk_scope_type: 'biz', bk_scope_id: meta('biz')}; }
+  function ipList(text) {
+    return text.split(/[\s,;]+/).filter(Boolean).map(function (ip) {
+      var p = ip.split(':'); return p.length === 2 ? {bk_cloud_id: +p[0], ip: p[1]} : {bk_cloud_id: 0, ip: ip};
+    });
+  }
+  function b64(text) { return btoa(unescape(encodeURIComponent(text))); }
+  function done(form, answer) {
+    if (answer.result && answer.data && answer.data.job_instance_id) {
+      location.href = '/api_execute/' + answer.data.job_instance_id; return;
+    }
+    form.querySelector('#result').textContent = answer.message || 'failed';
+  }
+  function rolling(value) {
+    if (!value) return undefined;
+    return {expression: value, mode: 1};
+  }
+  var self = {
+    countIps: function (area) {
+      document.getElementById('ipcount').textContent = ipList(area.value).length + ' IP';
+    },
+    execute: function (form) {
+      var f = form.elements, body = scope();
+      body.task_name = f.task_name.value; body.script_language = +f.script_language.value;
+      body.script_content = b64(f.script.value); body.timeout = +f.timeout.value;
+      body.account_alias = f.account_alias.value;
+      if (f.script_param.value) { body.script_param = b64(f.script_param.value); body.is_param_sensitive = f.is_param_sensitive.checked ? 1 : 0; }
+      body.target_server = {ip_list: ipList(f.ips.value)};
+      var r = rolling(f.rolling.value); if (r) body.rolling_config = r;
+      api('fast_execute_script', body).then(function (a) { done(form, a); });
+      return false;
+    },
+    distribute: function (form) {
+      var f = form.elements, file = f.file.files[0];
+      fetch('/api/jobfleet/v1/files?bk_scope_type=biz&bk_scope_id=' + meta('biz') + '&name=' + encodeURIComponent(file.name), {
+        method: 'POST', credentials: 'same-origin', body: file,
+        headers: {'X-CSRF-Token': meta('csrf-token'), 'Content-Type': 'application/octet-stream'}
+      }).then(function (r) { return r.json(); }).then(function (up) {
+        if (!up.result) { form.querySelector('#result').textContent = up.message; return; }
+        var body = scope();
+        body.task_name = f.task_name.value; body.file_target_path = f.file_target_path.value;
+        body.account_alias = f.account_alias.value;
+        if (f.download_speed_limit.value) body.download_speed_limit = +f.download_speed_limit.value;
+        body.file_source_list = [{file_list: [up.data.path], file_type: 2}];
+        body.target_server = {ip_list: ipList(f.ips.value)};
+        api('fast_transfer_file', body).then(function (a) { done(form, a); });
+      });
+      return false;
+    },
+    runPlan: function (form) {
+      var body = scope(); body.job_plan_id = +form.dataset.plan; body.global_var_list = [];
+      form.querySelectorAll('.var').forEach(function (el) {
+        if (el.dataset.hosts) body.global_var_list.push({name: el.dataset.name, server: {ip_list: ipList(el.value)}});
+        else body.global_var_list.push({name: el.dataset.name, value: el.value});
+      });
+      api('execute_job_plan', body).then(function (a) { done(form, a); });
+      return false;
+    },
+    job: function () { return document.getElementById('job').dataset; },
+    jobOp: function (code) {
+      var d = self.job(), body = {bk_scope_type: d.scopeType, bk_scope_id: d.scopeId, job_instance_id: +d.job, operation_code: code};
+      api('operate_job_instance', body).then(function (a) { document.getElementById('op-result').textContent = a.result ? 'OK' : a.message; });
+    },
+    stepOp: function (code) {
+      var d = self.job(), body = {bk_scope_type: d.scopeType, bk_scope_id: d.scopeId, job_instance_id: +d.job, step_instance_id: +d.step, operation_code: code};
+      api('operate_step_instance', body).then(function (a) { document.getElementById('op-result').textContent = a.result ? 'OK' : a.message; });
+    },
+    copyText: function (text) {
+      if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text); }
+      var area = document.createElement('textarea'); area.value = text; area.id = 'copied';
+      document.body.appendChild(area); area.select(); try { document.execCommand('copy'); } catch (e) {}
+      setTimeout(function () { area.remove(); }, 2000);
+    },
+    copyIps: function (status) {
+      var d = self.job();
+      fetch('/console/jobs/' + d.job + '/steps/' + d.step + '/ips?status=' + status, {credentials: 'same-origin'})
+        .then(function (r) { return r.text(); }).then(self.copyText);
+    },
+    runNames: {}, logText: '', logSource: null, term: '',
+    render: function () {
+      var pre = document.getElementById('log'), term = self.term;
+      if (!term) { pre.textContent = self.logText; }
+      else {
+        pre.innerHTML = '';
+        self.logText.split('\n').forEach(function (line) {
+          if (line.indexOf(term) < 0) return;
+          var i = line.indexOf(term), row = document.createElement('div');
+          row.appendChild(document.createTextNode(line.slice(0, i)));
+          var m = document.createElement('mark'); m.textContent = term; row.appendChild(m);
+          row.appendChild(document.createTextNode(line.slice(i + term.length)));
+          pre.appendChild(row);
+        });
+      }
+      pre.scrollTop = pre.scrollHeight;
+    },
+    search: function (term) { self.term = term; self.render(); },
+    showLog: function (host, ip) {
+      var d = self.job();
+      document.getElementById('log-host').textContent = ip;
+      if (self.logSource) self.logSource.close();
+      self.logText = ''; self.render();
+      var src = new EventSource('/api/jobfleet/v1/jobs/' + d.job + '/events?hosts=' + host);
+      self.logSource = src;
+      src.addEventListener('output', function (e) {
+        var ev = JSON.parse(e.data);
+        if (ev.step_instance_id === +d.step) { self.logText += ev.content; self.render(); }
+      });
+      src.addEventListener('end', function () { src.close(); });
+    },
+    watchJob: function () {
+      var d = self.job();
+      var first = document.querySelector('tr.host');
+      if (first) first.click();
+      var src = new EventSource('/api/jobfleet/v1/jobs/' + d.job + '/events');
+      var seen = 0;
+      src.addEventListener('status', function (e) {
+        var ev = JSON.parse(e.data), st = document.getElementById('job-status');
+        st.className = 'st st' + ev.status; st.dataset.status = ev.status;
+        st.textContent = self.runNames[ev.status] || ev.status;
+        ev.steps.forEach(function (s) {
+          var cell = document.getElementById('step-status-' + s.step_instance_id);
+          if (cell) { cell.className = 'st st' + s.status; cell.textContent = self.runNames[s.status] || s.status; }
+          if (s.step_instance_id !== +d.step) return;
+          s.groups.forEach(function (g) {
+            var b = document.querySelector('.count[data-status="' + g.status + '"]');
+            if (b) b.textContent = g.count;
+          });
+        });
+        if (seen++) htmx.trigger(document.body, 'refresh-groups');
+      });
+      src.addEventListener('end', function (e) {
+        src.close(); document.getElementById('job-status').dataset.ended = '1';
+        htmx.trigger(document.body, 'refresh-groups');
+      });
+    }
+  };
+  return self;
+})();

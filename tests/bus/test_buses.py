@@ -1,0 +1,166 @@
+"""The buses between nodes: the in-process one, and the Redis one on a real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from tests.integration.cluster import REDIS_SERVER, Redis
+from tests.integration.harness import eventually
+
+from jobfleet.bus.local import LocalBus
+from jobfleet.bus.redis import RedisBus
+from jobfleet.store.secrets import Cipher
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.presence_events: list[tuple[str, list[int], list[int]]] = []
+        self.gone: list[tuple[str, list[int]]] = []
+        self.reconnects = 0
+
+    async def message(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def presence(self, node: str, online: list[int], offline: list[int]) -> None:
+        self.presence_events.append((node, online, offline))
+
+    async def node_gone(self, node: str, hosts: list[int]) -> None:
+        self.gone.append((node, hosts))
+
+    def reconnected(self) -> None:
+        self.reconnects += 1
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    server = Redis(tmp_path / "redis")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def bus(redis: Redis, node: str, cipher: Cipher, **kw: Any) -> RedisBus:
+    return RedisBus(redis.url, node, seal=cipher.seal_bytes, unseal=cipher.open_bytes,
+                    beat=0.2, node_ttl=1.0, resync=0.5, **kw)
+
+
+async def test_local_bus_delivers_to_itself_and_fans_out_live_events() -> None:
+    local = LocalBus("n1")
+    listener = Listener()
+    await local.start(listener)
+    try:
+        local.send("n1", {"k": "wake", "step": 1})
+        local.send("elsewhere", {"k": "wake", "step": 2})  # no other node: dropped
+        await eventually(lambda: asyncio.sleep(0, listener.messages))
+        assert listener.messages == [{"k": "wake", "step": 1}]
+        local.hold([5])
+        assert local.holder(5) == "n1" and local.holder(6) is None
+        events = local.subscribe("job:1")
+        first = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        await local.publish("job:1", {"seq": 1})
+        assert await asyncio.wait_for(first, 1) == {"seq": 1}
+    finally:
+        await local.stop()
+
+
+async def test_messages_cross_sealed_and_in_order(redis: Redis) -> None:
+    cipher = Cipher(Fernet.generate_key())
+    a, b = bus(redis, "a", cipher), bus(redis, "b", cipher)
+    la, lb = Listener(), Listener()
+    await a.start(la)
+    try:
+        for i in range(5):
+            a.send("b", {"k": "agent", "n": i, "msg": {"script": "echo s3cret-value"}})
+        await a.flush()
+        # b has not started: what waits for it in Redis is sealed
+        raw = await a.redis.xrange("jf:inbox:b")
+        assert raw and all(b"s3cret" not in fields[b"m"] for _id, fields in raw)
+        await b.start(lb)
+        await eventually(lambda: asyncio.sleep(0, len(lb.messages) == 5))
+        assert [m["n"] for m in lb.messages] == [0, 1, 2, 3, 4]
+        # handled entries are acknowledged and gone
+        async def drained() -> bool:
+            return int(await a.redis.xlen("jf:inbox:b")) == 0
+        await eventually(drained)
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_an_entry_sealed_with_another_key_is_dropped_alone(redis: Redis) -> None:
+    ours, theirs = Cipher(Fernet.generate_key()), Cipher(Fernet.generate_key())
+    stranger, a, b = bus(redis, "x", theirs), bus(redis, "a", ours), bus(redis, "b", ours)
+    lb = Listener()
+    await stranger.start(Listener())
+    await a.start(Listener())
+    try:
+        stranger.send("b", {"k": "agent", "n": "forged"})
+        await stranger.flush()
+        a.send("b", {"k": "agent", "n": "real"})
+        await a.flush()
+        await b.start(lb)
+        await eventually(lambda: asyncio.sleep(0, lb.messages))
+        await asyncio.sleep(0.3)
+        assert [m["n"] for m in lb.messages] == ["real"]
+    finally:
+        for node in (stranger, a, b):
+            await node.stop()
+
+
+async def test_presence_and_a_dead_node_taken_over(redis: Redis) -> None:
+    cipher = Cipher(Fernet.generate_key())
+    a, b = bus(redis, "a", cipher), bus(redis, "b", cipher)
+    la, lb = Listener(), Listener()
+    await a.start(la)
+    await b.start(lb)
+    try:
+        b.hold([1, 2])
+        await b.flush()
+        await eventually(lambda: asyncio.sleep(0, a.holder(1) == "b" and a.holder(2) == "b"))
+        assert ("b", [1, 2], []) in la.presence_events
+        # b dies without a word, with a message for it still unread
+        for task in b._tasks:
+            task.cancel()
+        await asyncio.gather(*b._tasks, return_exceptions=True)
+        a.send("b", {"k": "agent", "host": 1, "msg": {}})
+        await a.flush()
+        await eventually(lambda: asyncio.sleep(0, la.gone), timeout=10)
+        assert la.gone == [("b", [1, 2])]
+        # what was left for b reaches a, marked as such; b's agents count as absent
+        assert any(m.get("orphan") == "b" for m in la.messages)
+        assert a.holder(1) is None and "b" not in a.live_nodes()
+        assert await a.redis.hlen("jf:presence") == 0
+    finally:
+        await a.stop()
+        await b.redis.aclose()
+
+
+async def test_a_redis_restart_is_noticed_and_presence_written_again(redis: Redis) -> None:
+    cipher = Cipher(Fernet.generate_key())
+    a = bus(redis, "a", cipher)
+    la = Listener()
+    await a.start(la)
+    try:
+        a.hold([7])
+        await a.flush()
+        await redis.stop()
+        a.send("a", {"k": "wake", "step": 3})  # waits in memory while Redis is away
+        await asyncio.sleep(0.5)
+        await redis.start()
+        await eventually(lambda: asyncio.sleep(0, la.reconnects >= 1), timeout=15)
+        await eventually(lambda: asyncio.sleep(0, {"k": "wake", "step": 3} in la.messages),
+                         timeout=15)
+        assert (await a.redis.hget("jf:presence", "7")) == b"a"
+    finally:
+        await a.stop()

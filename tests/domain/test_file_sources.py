@@ -1,0 +1,50 @@
+"""Credentials and third-party file sources, checked without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.file_sources import (
+    check_access_params,
+    credential_fits,
+    credential_values,
+    object_url,
+)
+
+
+def test_credential_values_by_type() -> None:
+    assert credential_values("USERNAME_PASSWORD", {
+        "credential_username": "u", "credential_password": "p", "credential_secret_key": "x",
+    }) == {"credential_username": "u", "credential_password": "p"}
+    assert credential_values("SECRET_KEY", {"credential_secret_key": "s"}) == {
+        "credential_secret_key": "s"}
+    for type_, params, code in (
+        ("", {}, ErrorCode.INVALID_PARAM_WITH_REASON),
+        ("TOKEN", {}, ErrorCode.INVALID_PARAM_WITH_REASON),
+        ("APP_ID_SECRET_KEY", {"credential_access_key": "a"}, ErrorCode.MISSING_PARAM_WITH_NAME),
+        ("PASSWORD", {"credential_password": 5}, ErrorCode.MISSING_PARAM_WITH_NAME),
+    ):
+        with pytest.raises(JobError) as err:
+            credential_values(type_, params)
+        assert err.value.code == code
+
+
+def test_access_params_and_urls() -> None:
+    s3 = check_access_params("S3", {"endpoint_url": "http://127.0.0.1:9000/"})
+    assert s3 == {"endpoint_url": "http://127.0.0.1:9000", "region": "us-east-1"}
+    assert object_url("S3", s3, "", "releases/v1/a b.txt") == \
+        "http://127.0.0.1:9000/releases/v1/a%20b.txt"
+    http = check_access_params("HTTP", {"base_url": "https://repo.example/generic"})
+    assert object_url("HTTP", http, "app/", "x.tgz") == "https://repo.example/generic/app/x.tgz"
+    for bad in ("../etc/passwd", "a/../../b", "", "releases"):
+        with pytest.raises(JobError):
+            object_url("S3", s3, "", bad)
+    for raw in ({}, {"base_url": "ftp://x"}, {"base_url": "http://u:p@x"},
+                {"base_url": "http://x/?q=1"}):
+        with pytest.raises(JobError):
+            check_access_params("HTTP", raw)
+    assert credential_fits("S3", "APP_ID_SECRET_KEY")
+    assert not credential_fits("S3", "PASSWORD")
+    assert credential_fits("HTTP", "USERNAME_PASSWORD")
+    assert not credential_fits("HTTP", "APP_ID_SECRET_KEY")

@@ -1,0 +1,66 @@
+"""gateway/refusals.py: bad agent messages are counted always, logged and audited a
+bounded amount: one entry per agent, reason and window."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from jobfleet.gateway import refusals as refusals_module
+from jobfleet.gateway.refusals import AUDIT_ACTION, Refusals
+from jobfleet.store.audit import AuditLog
+from jobfleet.store.database import Database
+
+
+@dataclass
+class Conn:
+    agent_id: str
+    bk_host_id: int
+    peer: str
+
+
+@pytest.fixture
+async def audit(database_url: str) -> AsyncIterator[AuditLog]:
+    db = Database(database_url)
+    await db.migrate()
+    try:
+        yield AuditLog(db)
+    finally:
+        await db.close()
+
+
+async def test_one_entry_per_agent_and_reason_with_the_count(audit: AuditLog) -> None:
+    refusals = Refusals(audit, window=3600)
+    a, b = Conn("agent-a", 1, "10.0.0.1"), Conn("agent-b", 2, "10.0.0.2")
+    for _ in range(3):
+        refusals.refuse(a, "bad_seq", "out.seq: too large\x00")
+    refusals.refuse(a, "bad_json", "x")
+    refusals.refuse(b, "bad_seq", "y")
+    refusals.refuse(a, "duplicate", "a repeat", audit=False)
+    await refusals.stop()
+    assert refusals.counts == {"bad_seq": 4, "bad_json": 1, "duplicate": 1}
+    entries = {(e["resource_id"], e["detail"]["reason"]): e for e in await audit.recent(10)}
+    assert set(entries) == {("agent-a", "bad_seq"), ("agent-a", "bad_json"), ("agent-b", "bad_seq")}
+    first = entries[("agent-a", "bad_seq")]
+    assert first["action"] == AUDIT_ACTION and first["source_ip"] == "10.0.0.1"
+    assert first["detail"]["count"] == 3 and first["detail"]["bk_host_id"] == 1
+    assert "\x00" not in first["detail"]["first"]
+
+
+async def test_the_log_says_each_kind_once_and_pauses_under_a_flood(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(refusals_module, "LOG_LINES_PER_WINDOW", 3)
+    caplog.set_level(logging.WARNING, "jobfleet.gateway.refusals")
+    refusals = Refusals(None, window=3600)
+    for n in range(10):
+        for _ in range(5):
+            refusals.refuse(Conn(f"agent-{n}", n, ""), "bad_type", "t: unknown")
+    await refusals.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4
+    assert lines[-1].startswith("agent_message_refused_log_paused")
+    assert refusals.counts["bad_type"] == 50

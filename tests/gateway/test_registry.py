@@ -1,0 +1,88 @@
+"""gateway/registry.py: one live connection per host, and sends that never block."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from jobfleet.gateway.registry import AgentConnection, Registry
+
+
+class Wire:
+    """The frames a connection wrote, as a socket would carry them."""
+
+    def __init__(self) -> None:
+        self.frames: list[object] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send(self, frame: bytes) -> None:
+        await self.gate.wait()
+        self.frames.append(orjson.loads(frame))
+
+
+async def test_a_second_connection_of_a_host_replaces_the_first() -> None:
+    registry = Registry()
+    first = AgentConnection("a1", 7, Wire().send)
+    second = AgentConnection("a2", 7, Wire().send)
+    assert registry.add(first) is None
+    assert registry.add(second) is first
+    assert registry.for_host(7) is second
+    # the replaced connection going away does not take the new one with it
+    assert registry.remove(first) is False
+    assert registry.for_agent("a2") is second and registry.for_agent("a1") is None
+    assert registry.remove(second) is True
+    assert len(registry) == 0 and registry.host_ids() == []
+    await first.close()
+    await second.close()
+
+
+async def test_messages_that_pile_up_go_out_in_one_frame() -> None:
+    wire = Wire()
+    wire.gate.clear()
+    conn = AgentConnection("a1", 1, wire.send)
+    conn.send({"t": "run", "n": 0})
+    await asyncio.sleep(0)  # the writer takes the first and waits on the socket
+    for n in (1, 2, 3):
+        conn.send({"t": "run", "n": n})
+    wire.gate.set()
+    # closing sends what is queued, and does not wait out the writer's timeout
+    started = time.monotonic()
+    await conn.close()
+    assert time.monotonic() - started < 1
+    assert wire.frames == [
+        {"t": "run", "n": 0},
+        [{"t": "run", "n": 1}, {"t": "run", "n": 2}, {"t": "run", "n": 3}],
+    ]
+
+
+async def test_a_closed_connection_sends_nothing_and_a_failed_socket_closes_it() -> None:
+    wire = Wire()
+    conn = AgentConnection("a1", 1, wire.send)
+    await conn.close()
+    conn.send({"t": "kill"})
+    await asyncio.sleep(0)
+    assert wire.frames == []
+
+    async def broken(frame: bytes) -> None:
+        raise ConnectionResetError("gone")
+
+    failing = AgentConnection("a2", 2, broken)
+    failing.send({"t": "run"})
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert failing.closed
+    await failing.close()
+
+
+async def test_hang_up_closes_the_socket_too() -> None:
+    hung: list[bool] = []
+
+    async def hangup() -> None:
+        hung.append(True)
+
+    conn = AgentConnection("a1", 1, Wire().send, hangup=hangup)
+    await conn.hang_up()
+    assert conn.closed and hung == [True]

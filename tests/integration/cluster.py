@@ -1,0 +1,176 @@
+"""A real cluster for tests: a Redis server of its own, and server nodes as processes
+on one PostgreSQL database, sharing their secret key, agent CA and admin app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.integration.harness import Proc, Wire, eventually, free_port
+
+from jobfleet.server import read_bootstrap
+
+REDIS_SERVER = shutil.which("redis-server")
+# short leases and beats: a dead node's jobs are taken over within seconds
+CLUSTER_ENGINE = {"agent_lost_grace": 10.0, "recovery_window": 20.0, "reconcile_interval": 1.0,
+                  "terminate_wait": 5.0, "lease_ttl": 3.0, "lease_renew": 0.5,
+                  "timeout_slack": 5.0}
+
+
+def needs_cluster(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a cluster runs on PostgreSQL (this is the SQLite run)")
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server is not installed: the cluster tests need it "
+                    "(apt-get install redis-server; .ci/run does)")
+
+
+@dataclass
+class Redis:
+    directory: Path
+    port: int = field(default_factory=free_port)
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = await asyncio.create_subprocess_exec(
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.directory),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+        async def up() -> bool:
+            with contextlib.suppress(OSError):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"PING\r\n")
+                await writer.drain()
+                answer = await _reader.readline()
+                writer.close()
+                return answer.startswith(b"+PONG")
+            return False
+
+        await eventually(up, timeout=15)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@dataclass
+class Node:
+    name: str
+    data_dir: Path
+    database_url: str
+    redis_url: str
+    engine: dict[str, Any]
+    port: int = field(default_factory=free_port)
+    agent_port: int = field(default_factory=free_port)
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        cfg = {"data_dir": str(self.data_dir), "port": self.port, "agent_port": self.agent_port,
+               "database_url": self.database_url, "redis_url": self.redis_url,
+               "engine": self.engine}
+        self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], {})
+        await self.proc.start()
+        async with httpx.AsyncClient(trust_env=False) as http:
+            async def up() -> bool:
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await http.get(f"{self.url}/healthz")).status_code == 200
+                return False
+            await eventually(up, timeout=60)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            await self.proc.stop()
+
+    async def output(self) -> str:
+        """What a stopped node wrote (warnings and errors), for a failing test."""
+        if self.proc is None or self.proc.proc is None or self.proc.proc.stdout is None:
+            return ""
+        with contextlib.suppress(Exception):
+            return (await asyncio.wait_for(self.proc.proc.stdout.read(), 5)).decode()[-4000:]
+        return ""
+
+
+@dataclass
+class Cluster:
+    nodes: list[Node]
+    redis: Redis
+    boot: dict[str, Any]
+    wires: list[Wire]
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+
+@contextlib.asynccontextmanager
+async def cluster(tmp_path: Path, database_url: str, size: int = 3,
+                  engine: dict[str, Any] | None = None) -> AsyncIterator[Cluster]:
+    redis = Redis(tmp_path / "redis")
+    await redis.start()
+    settings = {**CLUSTER_ENGINE, **(engine or {})}
+    nodes = [Node(f"node{i}", tmp_path / f"node{i}", database_url, redis.url, settings)
+             for i in range(size)]
+    wires: list[Wire] = []
+    failed = True
+    try:
+        await nodes[0].start()
+        first = nodes[0].data_dir
+        for node in nodes[1:]:
+            # what every node of a cluster shares (docs/deploy.md)
+            node.data_dir.mkdir(parents=True)
+            for name in ("secret.key", "bootstrap.json"):
+                shutil.copy(first / name, node.data_dir / name)
+            shutil.copytree(first / "tls", node.data_dir / "tls")
+        await asyncio.gather(*(node.start() for node in nodes[1:]))
+        boot = read_bootstrap(first)
+        wires = [Wire(n.url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
+                 for n in nodes]
+        yield Cluster(nodes, redis, boot, wires)
+        failed = False
+    finally:
+        for wire in wires:
+            await wire.close()
+        await asyncio.gather(*(node.stop() for node in nodes), return_exceptions=True)
+        await redis.stop()
+        if failed:
+            for node in nodes:
+                sys.stderr.write(f"--- {node.name} ---\n{await node.output()}\n")
+
+
+def swarm(urls: list[str], token: str, count: int, state: Path, *extra: str) -> Proc:
+    """Real agents spread over the nodes, each knowing every node."""
+    servers = [arg for url in urls for arg in ("--server", url)]
+    return Proc(["jobfleet.agent.swarm", *servers, "--count", str(count), "--state-dir",
+                 str(state), "--concurrency", "64", *extra],
+                {"JOBFLEET_ENROLL_TOKEN": token})
+
+
+async def wait_ready(proc: Proc, count: int, timeout: float = 120.0) -> None:
+    assert proc.proc is not None and proc.proc.stdout is not None
+    line = await asyncio.wait_for(proc.proc.stdout.readline(), timeout)
+    assert line.decode().strip() == f"ready {count}", line

@@ -1,0 +1,25 @@
+"""One node of a test cluster, as its own process (so a test can kill -9 it).
+
+``python -m tests.integration.cluster_node '<json>'`` with data_dir, port,
+agent_port, database_url, redis_url and engine settings.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from jobfleet.server import EngineSettings, ServerSettings, run
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    run(ServerSettings(
+        data_dir=Path(cfg["data_dir"]), port=cfg["port"], agent_port=cfg["agent_port"],
+        database_url=cfg["database_url"], redis_url=cfg["redis_url"], heartbeat=2.0,
+        log_level="warning", engine=EngineSettings(**cfg["engine"])))
+
+
+if __name__ == "__main__":
+    main()

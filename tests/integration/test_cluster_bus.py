@@ -1,0 +1,229 @@
+"""Three server nodes on PostgreSQL and Redis, with real agents spread over them:
+any node takes any call, and a node that dies loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.cluster import Cluster, cluster, needs_cluster, swarm, wait_ready
+from tests.integration.harness import Proc, Wire, b64, eventually
+from tests.integration.test_cron import A, cron_jobs, firings, make_plan, saved, set_status
+
+from jobfleet.store.database import Database
+from jobfleet.store.secrets import Cipher
+
+
+async def hosts_by_node(wire: Wire) -> tuple[list[int], dict[int, str]]:
+    answer = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
+    data = answer.json()["data"]
+    return [h["bk_host_id"] for h in data], {h["bk_host_id"]: h["ip"] for h in data}
+
+
+async def run(wire: Wire, script: str, ids: list[int]) -> tuple[int, int]:
+    answer = await wire.v3("fast_execute_script", {
+        "bk_biz_id": 2, "script_language": 1, "account_alias": "root",
+        "script_content": b64(script), "target_server": {"host_id_list": ids}})
+    assert answer["result"], answer
+    return answer["data"]["job_instance_id"], answer["data"]["step_instance_id"]
+
+
+async def check_every_host_once(wire: Wire, job_id: int, step_id: int, ips: dict[int, str],
+                                expect: str) -> None:
+    """Every host ends with one result, status 9, and its whole output exactly once."""
+    data = await wire.wait(job_id, timeout=120)
+    results = data["step_instance_list"][0]["step_ip_result_list"]
+    assert len(results) == len(ips)
+    assert {r["status"] for r in results} == {9}, [r for r in results if r["status"] != 9][:5]
+    assert data["job_instance"]["status"] == 3
+    ids = sorted(ips)
+    for i in range(0, len(ids), 200):
+        logs = await wire.v3("batch_get_job_instance_ip_log", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+            "host_id_list": ids[i:i + 200]})
+        for item in logs["data"]["script_task_logs"]:
+            assert item["log_content"] == expect.format(ip=ips[item["bk_host_id"]]), item
+
+
+async def test_one_job_reaches_agents_on_every_node(tmp_path: Path, database_url: str) -> None:
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url) as c:
+        agents = swarm(c.urls, c.boot["enroll_token"], 30, tmp_path / "swarm")
+        await agents.start()
+        try:
+            await wait_ready(agents, 30)
+            ids, ips = await hosts_by_node(c.wires[1])
+            assert len(ids) == 30
+            job_id, step_id = await run(c.wires[0], 'echo "hi $JOBFLEET_HOST_IP"', ids)
+            await check_every_host_once(c.wires[2], job_id, step_id, ips, "hi {ip}\n")
+            # every node answers the same
+            answers = [await w.status(job_id) for w in c.wires]
+            assert all(a["job_instance"]["status"] == 3 for a in answers)
+        finally:
+            await agents.stop()
+
+
+async def test_terminate_through_a_node_that_neither_drives_nor_holds(
+        tmp_path: Path, database_url: str) -> None:
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url) as c:
+        # the agents know node 2 only; node 0 drives; node 1 takes the terminate
+        agents = swarm([c.urls[2]], c.boot["enroll_token"], 10, tmp_path / "swarm")
+        await agents.start()
+        try:
+            await wait_ready(agents, 10)
+            ids, _ips = await hosts_by_node(c.wires[0])
+            job_id, step_id = await run(c.wires[0], "echo started; sleep 300", ids)
+
+            async def started() -> bool:
+                logs = await c.wires[0].v3("batch_get_job_instance_ip_log", {
+                    "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+                    "host_id_list": ids})
+                return all(i["log_content"] == "started\n"
+                           for i in logs["data"]["script_task_logs"])
+            await eventually(started, timeout=30)
+            began = time.monotonic()
+            answer = await c.wires[1].v3("operate_job_instance", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+            assert answer["result"], answer
+
+            async def stopped() -> dict[str, Any] | None:
+                data = await c.wires[1].status(job_id)
+                return data if data["job_instance"]["status"] == 11 else None
+            data = await eventually(stopped, timeout=20, interval=0.05)
+            took = time.monotonic() - began
+            results = data["step_instance_list"][0]["step_ip_result_list"]
+            assert {r["status"] for r in results} == {403}, results
+            # the kill went from node 0 through Redis to node 2 and its agents
+            assert took < 5.0, took
+        finally:
+            await agents.stop()
+
+
+async def test_a_file_uploaded_to_one_node_reaches_agents_of_another(
+        tmp_path: Path, database_url: str) -> None:
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url) as c:
+        agents = swarm([c.urls[2]], c.boot["enroll_token"], 3, tmp_path / "swarm")
+        await agents.start()
+        try:
+            await wait_ready(agents, 3)
+            ids, _ips = await hosts_by_node(c.wires[0])
+            content = b"cluster file\n" * 100_000
+            # uploaded to node 0
+            url = await c.wires[0].v3("generate_local_file_upload_url", {
+                "bk_biz_id": 2, "file_name_list": ["payload.bin"]})
+            assert url["result"], url
+            item = url["data"]["url_map"]["payload.bin"]
+            put = await c.wires[0].http.put(item["upload_url"], content=content)
+            assert put.status_code == 200, put.text
+            # a job driven by node 1, to agents connected to node 2
+            target = tmp_path / "target"
+            answer = await c.wires[1].v3("fast_transfer_file", {
+                "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(target) + "/",
+                "file_source_list": [{"file_type": 2, "file_list": [item["path"]]}],
+                "target_server": {"host_id_list": ids}})
+            assert answer["result"], answer
+            data = await c.wires[1].wait(answer["data"]["job_instance_id"], timeout=60)
+            assert data["job_instance"]["status"] == 3, data
+            assert (target / "payload.bin").read_bytes() == content
+        finally:
+            await agents.stop()
+
+
+async def spread_job(c: Cluster, tmp_path: Path, count: int, script: str,
+                     driver: int) -> tuple[Proc, list[int], dict[int, str], int, int]:
+    agents = swarm(c.urls, c.boot["enroll_token"], count, tmp_path / "swarm")
+    await agents.start()
+    await wait_ready(agents, count)
+    ids, ips = await hosts_by_node(c.wires[driver])
+    assert len(ids) == count
+    job_id, step_id = await run(c.wires[driver], script, ids)
+    return agents, ids, ips, job_id, step_id
+
+
+async def some_running(wire: Wire, job_id: int, at_least: int) -> bool:
+    data = await wire.status(job_id)
+    statuses = [r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]]
+    return statuses.count(7) + statuses.count(9) >= at_least
+
+
+@pytest.mark.parametrize("role", ["driver", "holder"])
+async def test_kill_9_of_a_node_mid_job_loses_and_duplicates_nothing(
+        tmp_path: Path, database_url: str, role: str) -> None:
+    """Node 0 drives the job; the victim is node 0 (it drives and holds agents) or
+    node 1 (it only holds agents). Its agents move to the other nodes, the job is
+    taken over, and every host ends with one result and its whole output once."""
+    needs_cluster(database_url)
+    count = 300 if role == "driver" else 90
+    async with cluster(tmp_path, database_url) as c:
+        agents, _ids, ips, job_id, step_id = await spread_job(
+            c, tmp_path, count, 'echo "start $JOBFLEET_HOST_IP"; sleep 4; echo end', driver=0)
+        try:
+            await eventually(lambda: some_running(c.wires[2], job_id, count // 2), timeout=60,
+                             interval=0.05)
+            victim = c.nodes[0 if role == "driver" else 1]
+            victim.kill()
+            await check_every_host_once(c.wires[2], job_id, step_id, ips, "start {ip}\nend\n")
+        finally:
+            await agents.stop()
+
+
+async def test_a_redis_restart_mid_job_loses_nothing(tmp_path: Path, database_url: str) -> None:
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url) as c:
+        agents, _ids, ips, job_id, step_id = await spread_job(
+            c, tmp_path, 60, 'echo "a $JOBFLEET_HOST_IP"; sleep 3; echo b', driver=0)
+        try:
+            await eventually(lambda: some_running(c.wires[1], job_id, 30), timeout=60)
+            await c.redis.stop()
+            down = time.monotonic()
+            await asyncio.sleep(2.0)
+            # a new, empty Redis on the same port: streams, groups and presence are gone
+            await c.redis.start()
+            back = time.monotonic()
+            await check_every_host_once(c.wires[1], job_id, step_id, ips, "a {ip}\nb\n")
+            print(f"redis down {back - down:.1f}s; job finished {time.monotonic() - back:.1f}s "
+                  "after it came back")
+            # and the cluster works on: a second job reaches every node's agents
+            second, second_step = await run(c.wires[2], 'echo "again $JOBFLEET_HOST_IP"',
+                                            sorted(ips))
+            await check_every_host_once(c.wires[0], second, second_step, ips, "again {ip}\n")
+        finally:
+            await agents.stop()
+
+
+async def test_cron_slots_fire_once_while_a_node_dies(tmp_path: Path, database_url: str) -> None:
+    """A cron minute lasts a second here; three nodes race for every slot, one of them
+    is killed on the way, and each slot still becomes exactly one job."""
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, engine={"cron_time_scale": 60}) as c:
+        db = Database(database_url)
+        try:
+            added = await c.wires[0].post("/api/jobfleet/v1/hosts", {"bk_biz_id": 2, "ip": A},
+                                          headers=c.wires[0].headers())
+            assert added["result"], added
+            plan_id = await make_plan(db, Cipher.from_data_dir(c.nodes[0].data_dir))
+            cron = await saved(c.wires[1], name="each second", job_plan_id=plan_id,
+                               expression="* * * * *",
+                               global_var_list=[{"name": "token", "value": "k"}])
+            assert (await set_status(c.wires[2], cron["id"], 1))["result"]
+            await asyncio.sleep(4)
+            c.nodes[0].kill()
+            await asyncio.sleep(6)
+            assert (await set_status(c.wires[1], cron["id"], 2))["result"]
+            await asyncio.sleep(1)
+            rows = await firings(db, cron["id"])
+            fired = [r for r in rows if r.outcome == "fired"]
+            assert len(fired) >= 6, rows
+            assert [r for r in rows if r.outcome == "failed"] == [], rows
+            assert len({r.slot for r in rows}) == len(rows)
+            jobs = await cron_jobs(c.wires[2], cron["id"])
+            assert sorted(j["job_instance_id"] for j in jobs) == sorted(
+                r.job_instance_id for r in fired
+            )
+        finally:
+            await db.close()

@@ -1,0 +1,262 @@
+"""SQL steps through the published client, against a real MariaDB and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bkapi_component.open.client import Client
+from sqlalchemy import select
+from tests.integration.dbservers import DbServer, mariadb, postgresql
+from tests.integration.harness import Running
+
+from jobfleet.store.tables import accounts, step_instances
+
+IPS = ["127.0.0.2", "127.0.0.3"]
+PASSWORD = "Sql-pa55-never-on-argv"
+TYPES = {"mysql": 9, "postgresql": 12}
+SLEEP = {"mysql": "SELECT SLEEP(5);", "postgresql": "SELECT pg_sleep(5);"}
+GREET = {"mysql": "SELECT CONCAT('hi ', CURRENT_USER()) AS greeting;",
+         "postgresql": "SELECT 'hi ' || current_user AS greeting;"}
+
+
+@pytest.fixture(scope="module")
+def mysql_server() -> Iterator[DbServer]:
+    with mariadb(PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def postgresql_server() -> Iterator[DbServer]:
+    with postgresql(PASSWORD) as server:
+        yield server
+
+
+def _client(running: Running) -> Client:
+    client = Client(endpoint=running.url, bk_api_ver="v2")
+    client.update_bkapi_authorization(bk_app_code=running.boot["bk_app_code"],
+                                      bk_app_secret=running.boot["bk_app_secret"],
+                                      bk_username="admin")
+    return client
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def create_db_account(client: Client, kind: str, server: DbServer, alias: str,
+                      password: str = PASSWORD) -> dict[str, Any]:
+    listed = client.jobv3.get_account_list({"bk_biz_id": 2, "category": 1})
+    root = next(a["id"] for a in listed["data"]["data"] if a["alias"] == "root")
+    made = client.jobv3.create_account({
+        "bk_biz_id": 2, "category": 2, "type": TYPES[kind], "account": server.user,
+        "alias": alias, "db_password": password, "db_port": server.port,
+        "db_name": server.database, "db_system_account_id": root})
+    assert made["result"], made
+    assert password not in json.dumps(made)
+    return dict(made["data"])
+
+
+def run_sql(client: Client, account_id: int, sql: str) -> dict[str, Any]:
+    sub = client.jobv3.fast_execute_sql({
+        "bk_biz_id": 2, "db_account_id": account_id, "script_content": _b64(sql),
+        "target_server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]}})
+    assert sub["result"], sub
+    return wait_job(client, sub["data"]["job_instance_id"])
+
+
+def wait_job(client: Client, job_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 90
+    while True:
+        status = client.jobv3.get_job_instance_status(
+            {"bk_biz_id": 2, "job_instance_id": job_id, "return_ip_result": True})
+        if status["data"]["finished"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    data = status["data"]
+    step = data["step_instance_list"][0]
+    logs = client.jobv3.batch_get_job_instance_ip_log({
+        "bk_biz_id": 2, "job_instance_id": job_id,
+        "step_instance_id": step["step_instance_id"],
+        "ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]})
+    return {"status": data, "logs": {i["ip"]: i["log_content"]
+                                     for i in logs["data"]["script_task_logs"]}}
+
+
+def command_lines() -> list[str]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                out.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace"))
+            except OSError:
+                continue
+    return out
+
+
+def sql_flow(running: Running, kind: str, server: DbServer) -> dict[str, Any]:
+    client = _client(running)
+    account = create_db_account(client, kind, server, f"{kind}-app")
+    assert account["category"] == 2 and account["type"] == TYPES[kind]
+    assert account["db_port"] == server.port
+    wrong = create_db_account(client, kind, server, f"{kind}-wrong", password="not-it")
+    out: dict[str, Any] = {"account": account}
+    out["greet"] = run_sql(client, account["id"], GREET[kind])
+    out["broken"] = run_sql(client, account["id"], "SELECT * FROM no_such_table;")
+    out["wrong"] = run_sql(client, wrong["id"], GREET[kind])
+    # while the client runs, no process on this machine shows the password
+    sub = client.jobv3.fast_execute_sql({
+        "bk_biz_id": 2, "db_account_id": account["id"], "script_content": _b64(SLEEP[kind]),
+        "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    assert sub["result"], sub
+    seen_client = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = command_lines()
+        assert not any(PASSWORD in line for line in lines)
+        if any(f"={server.user}" in line and str(server.port) in line for line in lines):
+            seen_client = True
+            break
+        time.sleep(0.05)
+    out["seen_client"] = seen_client
+    out["slept"] = wait_job(client, sub["data"]["job_instance_id"])["status"]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+async def test_fast_execute_sql(running: Running, kind: str,
+                                request: pytest.FixtureRequest) -> None:
+    server: DbServer = request.getfixturevalue(f"{kind}_server")
+    await running.start_agents(IPS)
+    out = await asyncio.to_thread(sql_flow, running, kind, server)
+    greet = out["greet"]
+    assert greet["status"]["job_instance"]["status"] == 3, greet
+    step = greet["status"]["step_instance_list"][0]
+    assert step["type"] == 4
+    assert sorted((r["ip"], r["status"], r["exit_code"]) for r in step["step_ip_result_list"]) \
+        == [(ip, 9, 0) for ip in IPS]
+    for ip in IPS:
+        assert "hi sqlapp" in greet["logs"][ip], greet["logs"]
+    broken = out["broken"]
+    assert broken["status"]["job_instance"]["status"] == 4
+    codes = {r["exit_code"] for r in
+             broken["status"]["step_instance_list"][0]["step_ip_result_list"]}
+    statuses = {r["status"] for r in
+                broken["status"]["step_instance_list"][0]["step_ip_result_list"]}
+    assert statuses == {104} and codes == {1 if kind == "mysql" else 3}
+    assert all("no_such_table" in log for log in broken["logs"].values()), broken["logs"]
+    wrong = out["wrong"]
+    assert wrong["status"]["job_instance"]["status"] == 4
+    assert all("sqlapp" in log for log in wrong["logs"].values())
+    assert out["seen_client"]
+    assert out["slept"]["job_instance"]["status"] == 3
+    # at rest the password is sealed, in the account and in each step's snapshot
+    async with running.server.db.connect() as conn:
+        sealed = (await conn.execute(select(accounts.c.password).where(
+            accounts.c.id == out["account"]["id"]))).scalar_one()
+        configs = (await conn.execute(select(step_instances.c.config).where(
+            step_instances.c.type == 4))).scalars().all()
+    assert sealed.startswith("enc:v1:") and PASSWORD not in sealed
+    assert configs and all(PASSWORD not in json.dumps(c) for c in configs)
+
+
+async def test_sql_refusals(running: Running, mysql_server: DbServer) -> None:
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    target = {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}
+    base = {"bk_biz_id": 2, "script_content": _b64("SELECT 1;"), "target_server": target}
+    client = _client(running)
+    account = await asyncio.to_thread(create_db_account, client, "mysql", mysql_server, "dba")
+    root = (await wire.v3("get_account_list", {"bk_biz_id": 2, "category": 1},
+                          method="GET"))["data"]["data"][0]["id"]
+    cases = [
+        ({**base}, 1241004),  # no db_account_id
+        ({**base, "db_account_id": 999_999}, 1244003),
+        ({**base, "db_account_id": root}, 1244003),  # a system account is no database account
+        ({**base, "db_account_id": account["id"], "script_content": None}, 1241004),
+        ({**base, "db_account_id": account["id"], "script_content": "%%%"}, 1241005),
+        ({**base, "db_account_id": account["id"], "target_server": None}, 1241004),
+        ({**base, "db_account_id": "x"}, 1241010),
+    ]
+    for body, code in cases:
+        answer = await wire.v3("fast_execute_sql", {k: v for k, v in body.items()
+                                                    if v is not None})
+        assert answer["code"] == code, (body, answer)
+    # a stored SQL script runs by its id here, and nowhere else
+    made = await wire.v3("create_script", {"bk_biz_id": 2, "name": "ping", "script_language": 6,
+                                           "content": _b64("SELECT 'pong' AS ping;"),
+                                           "version": "1"})
+    assert made["result"], made
+    script_id = made["data"]["script_id"]
+    await wire.v3("publish_script_version", {"bk_biz_id": 2, "script_id": script_id,
+                                             "script_version_id": made["data"]["id"]})
+    by_id = await wire.v3("fast_execute_sql", {"bk_biz_id": 2, "db_account_id": account["id"],
+                                               "script_id": script_id, "target_server": target})
+    assert by_id["result"], by_id
+    done = await wire.wait(by_id["data"]["job_instance_id"])
+    assert done["job_instance"]["status"] == 3, done
+    logs = await wire.logs(by_id["data"]["job_instance_id"], by_id["data"]["step_instance_id"],
+                           IPS[:1])
+    assert logs == {IPS[0]: "ping\npong\n"}
+    as_shell = await wire.v3("fast_execute_script", {"bk_biz_id": 2, "script_id": script_id,
+                                                     "account_alias": "root",
+                                                     "target_server": target})
+    assert as_shell["code"] == 1241010, as_shell
+    shell = await wire.v3("create_script", {"bk_biz_id": 2, "name": "sh", "script_language": 1,
+                                            "content": _b64("echo"), "version": "1"})
+    await wire.v3("publish_script_version", {"bk_biz_id": 2,
+                                             "script_id": shell["data"]["script_id"],
+                                             "script_version_id": shell["data"]["id"]})
+    not_sql = await wire.v3("fast_execute_sql", {"bk_biz_id": 2, "db_account_id": account["id"],
+                                                 "script_id": shell["data"]["script_id"],
+                                                 "target_server": target})
+    assert not_sql["code"] == 1241010, not_sql
+    oracle = await wire.v3("create_account", {
+        "bk_biz_id": 2, "category": 2, "type": 10, "account": "scott", "db_password": "x",
+        "db_system_account_id": root, "db_port": 1521})
+    assert oracle["result"], oracle
+    answer = await wire.v3("fast_execute_sql", {**base, "db_account_id": oracle["data"]["id"]})
+    assert answer["code"] == 1241011, answer
+
+
+async def test_sql_step_in_a_plan(running: Running, mysql_server: DbServer) -> None:
+    await running.start_agents(IPS)
+    client = _client(running)
+    account = await asyncio.to_thread(create_db_account, client, "mysql", mysql_server,
+                                      "plan-db")
+    own = "/api/jobfleet/v1"
+    tpl = await running.wire.post(f"{own}/templates?bk_biz_id=2", {
+        "name": "db check", "step_list": [{"name": "count", "type": 1, "script_info": {
+            "script_content": "SELECT 40 + 2 AS answer;", "script_language": 6,
+            "account": {"id": account["id"]},
+            "server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]}}}]})
+    assert tpl["result"], tpl
+    plan = await running.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
+                                   {"name": "db check now"})
+    assert plan["result"], plan
+
+    def launch() -> dict[str, Any]:
+        started = client.jobv3.execute_job_plan({"bk_biz_id": 2,
+                                                 "job_plan_id": plan["data"]["id"]})
+        assert started["result"], started
+        return wait_job(client, started["data"]["job_instance_id"])
+
+    out = await asyncio.to_thread(launch)
+    assert out["status"]["job_instance"]["status"] == 3, out
+    step = out["status"]["step_instance_list"][0]
+    assert step["type"] == 4
+    detail = await running.wire.v3("get_step_instance_detail", {
+        "bk_biz_id": 2, "job_instance_id": out["status"]["job_instance"]["job_instance_id"],
+        "step_instance_id": step["step_instance_id"]}, method="GET")
+    info = detail["data"]["script_info"]
+    assert info["script_language"] == 6
+    assert info["account"] == {"id": account["id"], "name": "sqlapp", "alias": "plan-db"}
+    assert PASSWORD not in json.dumps(detail)
+    assert out["logs"] == {ip: "answer\n42\n" for ip in IPS}
