@@ -13,8 +13,11 @@
 # agent holds its own credential in /var/lib/jobfleet-agent and the token file
 # may be removed.
 #
-# Without --zipapp, the agent is installed with pip into a virtual environment
-# in /opt/jobfleet-agent/venv (python3 >= 3.11 and its venv module needed).
+# --zipapp takes the one-file agent (`make agent-zipapp` builds
+# dist/jobfleet-agent.pyz; any python3 >= 3.11 runs it, no pip needed). Without it,
+# the agent is installed with pip into a virtual environment in
+# /opt/jobfleet-agent/venv (python3 >= 3.11 and its venv module needed).
+# Either way /opt/jobfleet-agent/bin/jobfleet-agent runs the agent.
 set -eu
 
 PREFIX=/opt/jobfleet-agent
@@ -74,7 +77,7 @@ else
         || die "python3 is older than 3.11; use --zipapp with a newer python3"
     [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
     "$PREFIX/venv/bin/python" -m pip install -q --upgrade "$package"
-    run='exec /opt/jobfleet-agent/venv/bin/jobfleet "$@"'
+    run='exec /opt/jobfleet-agent/venv/bin/python -m jobfleet agent "$@"'
 fi
 printf '#!/bin/sh\n%s\n' "$run" > "$PREFIX/bin/jobfleet-agent"
 chmod 0755 "$PREFIX/bin/jobfleet-agent"
@@ -98,6 +101,6 @@ if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     fi
 else
     echo "no systemd here: start it with"
-    echo "  $PREFIX/bin/jobfleet-agent agent --state-dir /var/lib/jobfleet-agent" \
+    echo "  $PREFIX/bin/jobfleet-agent --state-dir /var/lib/jobfleet-agent" \
          "--enroll-token-file $CONF/enroll.token$servers --ip $ip$extra"
 fi
