@@ -17,7 +17,10 @@ The table, as code:
 |           | their packages                                                      |
 
 ``server.py`` is the composition root (it may import every package; only the CLI's
-``server`` and ``demo`` commands import it) and ``__main__`` runs the CLI. ``logs.py``
+``server`` and ``demo`` commands import it), with two companions: ``server_config``
+(the configuration file and flags into typed settings; the ``server`` command imports
+it) and ``monitoring`` (what /readyz and /metrics report, from the node's parts).
+``__main__`` runs the CLI. ``logs.py``
 and ``loop.py`` are helpers every process shares; they import nothing of jobfleet.
 ``jobfleet`` itself holds only ``__version__``. No package but ``store/`` imports
 ``store.tables``.
@@ -50,8 +53,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sdk": frozenset({"domain"}),
     "cli": frozenset({"sdk"}),
     "server": frozenset(
-        {"domain", "store", "bus", "gateway", "engine", "api", "web", "agent", "sdk"}
+        {"domain", "store", "bus", "gateway", "engine", "api", "web", "agent", "sdk",
+         "monitoring"}
     ),
+    "server_config": frozenset({"domain", "engine", "server"}),
+    "monitoring": frozenset({"domain", "store", "bus", "gateway", "engine", "api"}),
     # ``python -m jobfleet agent`` goes straight to the agent's own command line, so
     # that a host loads none of the CLI's packages
     "__main__": frozenset({"cli", "agent"}),
@@ -66,7 +72,7 @@ ENGINE_PORTS = "jobfleet.engine.ports"
 AGENT_DOMAIN = frozenset({"jobfleet.domain.protocol"})
 # CLI commands that start a process import that process's package
 CLI_COMMANDS: dict[str, frozenset[str]] = {
-    "jobfleet.cli.daemons": frozenset({"server", "agent"}),
+    "jobfleet.cli.daemons": frozenset({"server", "server_config", "agent"}),
     "jobfleet.cli.demo": frozenset({"server", "agent"}),
 }
 

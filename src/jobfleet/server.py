@@ -71,6 +71,7 @@ from jobfleet.gateway.registry import Registry
 from jobfleet.gateway.routing import AGENT as ROUTE_AGENT
 from jobfleet.gateway.routing import AgentRouter, ClusterAgents, RoutedEvents
 from jobfleet.gateway.tls import AgentTLS, ensure_agent_tls
+from jobfleet.monitoring import Monitor
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
@@ -79,6 +80,7 @@ from jobfleet.store.database import Database, sqlite_url, wait_for
 from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.heal import HealStore
+from jobfleet.store.health import Health
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
@@ -112,6 +114,10 @@ class ServerSettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     heartbeat: float = 10.0
     log_level: str = "info"
+    # "text" (key=value) or "json" (one object per line), for jobfleet and uvicorn alike
+    log_format: str = "text"
+    # a bearer token /metrics asks for (none: /metrics answers anyone who reaches it)
+    metrics_token: str | None = field(default=None, repr=False)
     max_file_size: int = 5 * 1024**3
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -420,6 +426,14 @@ class Server:
             agent_channel=channel,
             procs=ProcManager(self.agent_rpc, ProcStore(self.db)),
             healer=Healer(HealStore(self.db, self.cipher), self.plans, self.inventory, self.jobs),
+            probes=Monitor(
+                Health(self.db),
+                self.bus,
+                self.registry,
+                self.callbacks,
+                self.node_id,
+                settings.metrics_token,
+            ),
         )
         self.connection_limits = ConnectionLimits(
             header_timeout=settings.header_timeout,
@@ -551,6 +565,8 @@ class Server:
             host=self.settings.host,
             port=port,
             log_level=self.settings.log_level,
+            # uvicorn's records go through jobfleet's formatter (logs.setup)
+            log_config=None,
             access_log=False,
             http=protocol_class(self.connection_limits),
             timeout_keep_alive=max(1, round(self.settings.idle_timeout)),

@@ -1,3 +1,4 @@
 from tests.integration.harness import running
+from tests.integration.redis_server import redis_server, redis_url
 
-__all__ = ["running"]
+__all__ = ["redis_server", "redis_url", "running"]

@@ -73,7 +73,7 @@ class ListenerGate:
         scope[LISTENER] = self.listener
         path: str = scope.get("path", "")
         agent_route = path in (ENROLL_PATH, CONNECT_PATH) or path.startswith(BLOBS_PREFIX)
-        if self.listener == "agent" and not (agent_route or path == "/healthz"):
+        if self.listener == "agent" and not (agent_route or path in ("/healthz", "/readyz")):
             await _refuse(
                 scope,
                 receive,

@@ -17,6 +17,7 @@ from jobfleet.api import (
     files,
     gse,
     heal,
+    health,
     legacy,
     live,
     notify,
@@ -72,6 +73,7 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         live,
     ):
         module.register(router)
+    health.register(router, services.probes)
     app.include_router(router)
     docs.register(app)
     if console is not None:
@@ -92,16 +94,12 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         RequestCap,
         limit=limits.max_api_requests,
         # agents reconnecting after a restart ask for the bootstrap document first
-        exempt=("/healthz", files.PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
+        exempt=(*health.PATHS, files.PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
     )
 
     @app.websocket("/api/jobfleet/v1/agents/connect")
     async def agent_socket(ws: WebSocket) -> None:
         await services.gateway.serve(ws)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, object]:
-        return {"status": "ok", "version": __version__}
 
     errors.install(app)
     return app

@@ -8,6 +8,7 @@ from typing import Protocol
 from starlette.websockets import WebSocket
 
 from jobfleet.api.auth import Authenticator
+from jobfleet.api.health import Probes
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.file_sources import ThirdPartyFiles
@@ -86,3 +87,5 @@ class Services:
     procs: ProcManager | None = None
     # alert-driven self-healing (None: not offered)
     healer: Healer | None = None
+    # /readyz and /metrics (none: only /healthz answers)
+    probes: Probes | None = None

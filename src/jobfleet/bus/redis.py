@@ -443,6 +443,26 @@ class RedisBus:
                 return int(group.get("lag") or 0) + int(group.get("pending") or 0)
         return 0
 
+    async def lag(self) -> float:
+        """Seconds the oldest entry of this node's stream not yet handled has waited (0:
+        none waits, -1: Redis did not answer); for /metrics."""
+        stream = self._inbox(self.node_id)
+        try:
+            pending = await self.redis.xpending(stream, GROUP)
+            oldest = pending.get("min") if pending.get("pending") else None
+            if oldest is None:
+                for group in await self.redis.xinfo_groups(stream):
+                    if group.get("name") in (GROUP, GROUP.encode()):
+                        after = _text(group.get("last-delivered-id") or "0-0")
+                        entries = await self.redis.xrange(stream, f"({after}", "+", count=1)
+                        oldest = entries[0][0] if entries else None
+        except (RedisError, OSError):
+            return -1.0
+        if oldest is None:
+            return 0.0
+        millis = int(_text(oldest).split("-", 1)[0])
+        return max(0.0, time.time() - millis / 1000)
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -11,13 +11,45 @@ import typer
 from jobfleet import logs
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from jobfleet import __version__
+
+        typer.echo(f"jobfleet {__version__}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Print the version and exit"
+    ),
+]
+
+# Every setting below defaults to None: a flag the operator did not give leaves the
+# configuration file's value (or the server's default) alone.
+Opt = typer.Option
+
+
 def server(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the server keeps its state")],
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        Opt(
+            "--config",
+            envvar="JOBFLEET_SERVER_CONFIG",
+            dir_okay=False,
+            help="TOML file with the server's settings (docs/deploy.md); flags override it",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, Opt("--data-dir", help="Where the server keeps its state")
+    ] = None,
+    host: Annotated[str | None, Opt(help="Address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, Opt(help="Port to listen on (default 8080)")] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(
+        Opt(
             "--database-url",
             envvar="JOBFLEET_DATABASE_URL",
             help="postgresql+asyncpg://… (default: SQLite in the data dir)",
@@ -25,245 +57,205 @@ def server(
     ] = None,
     redis_url: Annotated[
         str | None,
-        typer.Option(
+        Opt(
             "--redis-url",
             envvar="JOBFLEET_REDIS_URL",
-            help="redis://… : run as a node of a cluster (with a shared PostgreSQL)",
+            help="redis://… : run as one node of a cluster (with a PostgreSQL --database-url)",
         ),
     ] = None,
     agent_lost_grace: Annotated[
-        float,
-        typer.Option(
-            help="Seconds a disconnected agent has to come back before its tasks end with 310"
-        ),
-    ] = 10.0,
+        float | None,
+        Opt(help="Seconds a disconnected agent has to come back before its tasks end with 310"),
+    ] = None,
     recovery_window: Annotated[
-        float,
-        typer.Option(
+        float | None,
+        Opt(
             help="After a restart, seconds to wait for agents to reconnect before giving up on "
             "their tasks"
         ),
-    ] = 30.0,
+    ] = None,
     max_output_bytes: Annotated[
-        int,
-        typer.Option(
+        int | None,
+        Opt(
             "--max-output-bytes",
-            min=1024,
             help="Output stored per host task; past it the log ends with a truncation line",
         ),
-    ] = 16 * 1024 * 1024,
-    tls_cert: Annotated[
-        Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS and WSS")
     ] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key")] = None,
+    tls_cert: Annotated[
+        Path | None, Opt("--tls-cert", help="PEM certificate: serve HTTPS and WSS")
+    ] = None,
+    tls_key: Annotated[Path | None, Opt("--tls-key", help="PEM private key")] = None,
     agent_port: Annotated[
-        int,
-        typer.Option(
+        int | None,
+        Opt(
             "--agent-port",
-            min=0,
-            max=65535,
-            help="Port agents connect to over TLS with the server's own CA (0: any free port)",
+            help="Port agents connect to over TLS with the server's own CA "
+            "(default 8443; 0: any free port)",
         ),
-    ] = 8443,
+    ] = None,
     agent_plaintext: Annotated[
         bool,
-        typer.Option(
+        Opt(
             "--agent-plaintext",
             help="Let agents talk plain HTTP on the API port instead of the encrypted "
             "agent port (unsafe outside a trusted network)",
         ),
     ] = False,
-    bootstrap_lifetime: Annotated[
-        str,
-        typer.Option(
+    bootstrap_token_ttl: Annotated[
+        str | None,
+        Opt(
             "--bootstrap-token-ttl",
             help="Lifetime of the enrollment token written to bootstrap.json on the first "
-            "start (e.g. 30m, 24h, 7d)",
+            "start (e.g. 30m, 24h, 7d; default 24h)",
         ),
-    ] = "24h",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    ] = None,
+    log_level: Annotated[
+        str | None, Opt(help="debug, info, warning or error (default info)")
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        Opt(
+            "--log-format",
+            envvar="JOBFLEET_LOG_FORMAT",
+            help="text (key=value) or json (one object per line); uvicorn's lines too",
+        ),
+    ] = None,
+    heartbeat: Annotated[
+        float | None, Opt(help="Seconds between pings of an agent connection (default 10)")
+    ] = None,
+    max_file_size: Annotated[
+        int | None, Opt("--max-file-size", help="Largest uploaded or transferred file, bytes")
+    ] = None,
     retain_jobs: Annotated[
-        str,
-        typer.Option(
+        str | None,
+        Opt(
             "--retain-jobs",
             envvar="JOBFLEET_RETAIN_JOBS",
             help="Keep finished jobs (steps, hosts, logs, file logs, variables) this long "
-            "(90d, 12h, 0 = forever)",
+            "(default 90d; 12h; 0 = forever)",
         ),
-    ] = "90d",
+    ] = None,
     retain_audit: Annotated[
-        str,
-        typer.Option(
-            "--retain-audit", envvar="JOBFLEET_RETAIN_AUDIT", help="Keep audit entries this long"
+        str | None,
+        Opt(
+            "--retain-audit",
+            envvar="JOBFLEET_RETAIN_AUDIT",
+            help="Keep audit entries this long (default 365d)",
         ),
-    ] = "365d",
+    ] = None,
     retain_blobs: Annotated[
-        str,
-        typer.Option(
+        str | None,
+        Opt(
             "--retain-blobs",
             envvar="JOBFLEET_RETAIN_BLOBS",
             help="Keep uploaded and transferred files this long (unless a plan or a running "
-            "job uses them)",
+            "job uses them; default 30d)",
         ),
-    ] = "30d",
+    ] = None,
     cron_time_scale: Annotated[
-        float,
-        typer.Option(
+        float | None,
+        Opt(
             "--cron-time-scale",
             hidden=True,
-            min=1.0,
             max=1000.0,
             help="Run cron schedules this many times faster than the wall clock (tests, demos)",
         ),
-    ] = 1.0,
+    ] = None,
     smtp_host: Annotated[
         str | None,
-        typer.Option(
-            "--smtp-host", envvar="JOBFLEET_SMTP_HOST", help="Mail server of email notifications"
-        ),
+        Opt("--smtp-host", envvar="JOBFLEET_SMTP_HOST", help="Mail server of email notifications"),
     ] = None,
-    smtp_port: Annotated[int, typer.Option("--smtp-port", envvar="JOBFLEET_SMTP_PORT")] = 25,
+    smtp_port: Annotated[
+        int | None, Opt("--smtp-port", envvar="JOBFLEET_SMTP_PORT", help="(default 25)")
+    ] = None,
     smtp_from: Annotated[
-        str, typer.Option("--smtp-from", envvar="JOBFLEET_SMTP_FROM", help="Sender address")
-    ] = "jobfleet@localhost",
+        str | None, Opt("--smtp-from", envvar="JOBFLEET_SMTP_FROM", help="Sender address")
+    ] = None,
     smtp_starttls: Annotated[
-        bool, typer.Option("--smtp-starttls", help="Upgrade the mail connection with STARTTLS")
+        bool, Opt("--smtp-starttls", help="Upgrade the mail connection with STARTTLS")
     ] = False,
     smtp_user: Annotated[
-        str | None, typer.Option("--smtp-user", envvar="JOBFLEET_SMTP_USER", help="SMTP login")
+        str | None, Opt("--smtp-user", envvar="JOBFLEET_SMTP_USER", help="SMTP login")
     ] = None,
     smtp_password: Annotated[
         str | None,
-        typer.Option(
+        Opt(
             "--smtp-password",
             envvar="JOBFLEET_SMTP_PASSWORD",
-            help="SMTP password (prefer the environment variable)",
+            help="SMTP password (prefer the environment variable or smtp.password_file)",
             show_default=False,
+        ),
+    ] = None,
+    metrics_token_file: Annotated[
+        Path | None,
+        Opt(
+            "--metrics-token-file",
+            dir_okay=False,
+            help="File holding the bearer token /metrics asks for (default: none asked)",
         ),
     ] = None,
     callback_allow: Annotated[
         list[str] | None,
-        typer.Option(
+        Opt(
             "--callback-allow",
             help="A CIDR range callbacks and webhooks may reach although it is refused by "
             "default (loopback, link-local, this server's addresses); repeatable",
         ),
     ] = None,
     max_body: Annotated[
-        int,
-        typer.Option(help="Largest request body in bytes, except file uploads", min=1024),
-    ] = 32 * 1024 * 1024,
+        int | None, Opt(help="Largest request body in bytes, except file uploads")
+    ] = None,
     header_timeout: Annotated[
-        float, typer.Option(help="Seconds a client has to send its request headers", min=0.1)
-    ] = 10.0,
+        float | None, Opt(help="Seconds a client has to send its request headers")
+    ] = None,
     body_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds without a byte of a request body before it is cut", min=0.1),
-    ] = 30.0,
+        float | None, Opt(help="Seconds without a byte of a request body before it is cut")
+    ] = None,
     idle_timeout: Annotated[
-        float, typer.Option(help="Seconds an idle keep-alive connection stays open", min=1.0)
-    ] = 15.0,
+        float | None, Opt(help="Seconds an idle keep-alive connection stays open")
+    ] = None,
     max_pending_connections: Annotated[
-        int,
-        typer.Option(
-            help="Connections still sending headers at once; past it the oldest is closed", min=1
-        ),
-    ] = 1000,
+        int | None,
+        Opt(help="Connections still sending headers at once; past it the oldest is closed"),
+    ] = None,
     max_api_requests: Annotated[
-        int,
-        typer.Option(
-            help="API requests in flight at once (agents and /healthz not counted; 0: no cap)",
-            min=0,
-        ),
-    ] = 512,
+        int | None,
+        Opt(help="API requests in flight at once (agents and probes not counted; 0: no cap)"),
+    ] = None,
     enroll_rate: Annotated[
-        float,
-        typer.Option(help="Enrollments per second per source address (0: no limit)", min=0),
-    ] = 20.0,
+        float | None, Opt(help="Enrollments per second per source address (0: no limit)")
+    ] = None,
     enroll_burst: Annotated[
-        int, typer.Option(help="Enrollments at once per source address", min=1)
-    ] = 200,
+        int | None, Opt(help="Enrollments at once per source address")
+    ] = None,
     auth_failure_rate: Annotated[
-        float,
-        typer.Option(
-            help="Failed authentications per second per source address (0: no limit)", min=0
-        ),
-    ] = 1.0,
+        float | None,
+        Opt(help="Failed authentications per second per source address (0: no limit)"),
+    ] = None,
     auth_failure_burst: Annotated[
-        int, typer.Option(help="Failed authentications at once per source address", min=1)
-    ] = 50,
+        int | None, Opt(help="Failed authentications at once per source address")
+    ] = None,
+    version: VersionOption = False,
 ) -> None:
-    """Run a jobfleet server: HTTP API, agent gateway and job engine."""
-    from jobfleet.cli._durations import parse_ttl
-    from jobfleet.server import (
-        EngineSettings,
-        RetentionSettings,
-        ServerSettings,
-        SmtpSettings,
-        parse_networks,
-        run,
-    )
+    """Run a jobfleet server: HTTP API, agent gateway and job engine.
 
+    Settings come from --config (a TOML file), then from the flags given here."""
+    from jobfleet import server_config
+    from jobfleet.server import run
+
+    given = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name or "")
+        if param.name in ("config", "version") or source is None or source.name == "DEFAULT":
+            continue
+        given[param.opts[0]] = ctx.params[param.name or ""]
     try:
-        parse_networks(callback_allow or [])
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--callback-allow") from None
-    try:
-        token_ttl = parse_ttl(bootstrap_lifetime)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--bootstrap-token-ttl") from None
-    logs.setup(log_level)
-    try:
-        retention = RetentionSettings(
-            jobs=parse_ttl(retain_jobs, zero=True),
-            audit=parse_ttl(retain_audit, zero=True),
-            blobs=parse_ttl(retain_blobs, zero=True),
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    run(
-        ServerSettings(
-            retention=retention,
-            data_dir=data_dir,
-            host=host,
-            port=port,
-            database_url=database_url,
-            redis_url=redis_url,
-            engine=EngineSettings(
-                agent_lost_grace=agent_lost_grace,
-                recovery_window=recovery_window,
-                max_output_bytes=max_output_bytes,
-                cron_time_scale=cron_time_scale,
-            ),
-            log_level=log_level,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            agent_port=agent_port,
-            agent_plaintext=agent_plaintext,
-            bootstrap_token_ttl=token_ttl,
-            smtp=SmtpSettings(
-                host=smtp_host,
-                port=smtp_port,
-                sender=smtp_from,
-                starttls=smtp_starttls,
-                username=smtp_user,
-                password=smtp_password,
-            )
-            if smtp_host
-            else None,
-            callback_allow=list(callback_allow or []),
-            max_body=max_body,
-            header_timeout=header_timeout,
-            body_timeout=body_timeout,
-            idle_timeout=idle_timeout,
-            max_pending_connections=max_pending_connections,
-            max_api_requests=max_api_requests,
-            enroll_rate=enroll_rate,
-            enroll_burst=enroll_burst,
-            auth_failure_rate=auth_failure_rate,
-            auth_failure_burst=auth_failure_burst,
-        )
-    )
+        settings = server_config.load(config, given)
+    except server_config.ConfigError as exc:
+        typer.echo(f"jobfleet server: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logs.setup(settings.log_level, settings.log_format)
+    run(settings)
 
 
 def agent(ctx: typer.Context) -> None:

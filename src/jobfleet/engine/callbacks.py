@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -47,6 +48,9 @@ class CallbackSender:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        # figures for /metrics, by outbox kind: attempts that failed, rows given up on
+        self.failed_attempts: Counter[str] = Counter()
+        self.gave_up: Counter[str] = Counter()
 
     def wake(self, *_args: object) -> None:
         self._wake.set()
@@ -131,10 +135,13 @@ class CallbackSender:
         error = error[:1000]
         attempts = row.attempts + 1
         values: dict[str, object] = {"attempts": attempts, "last_error": error}
+        if not ok:
+            self.failed_attempts[row.kind] += 1
         if ok:
             values.update(state="done", done_time=now_ms())
         elif final or attempts >= row.max_attempts:
             values.update(state="failed", done_time=now_ms())
+            self.gave_up[row.kind] += 1
             log.warning(
                 "outbox_gave_up kind=%s id=%s attempts=%d error=%s",
                 row.kind,
