@@ -54,9 +54,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cli": frozenset({"sdk"}),
     "server": frozenset(
         {"domain", "store", "bus", "gateway", "engine", "api", "web", "agent", "sdk",
-         "monitoring"}
+         "monitoring", "assembly", "bootstrap"}
     ),
     "server_config": frozenset({"domain", "engine", "server"}),
+    # the composition root's parts: the engine built from its parts, and the first start
+    "assembly": frozenset({"domain", "store", "bus", "gateway", "engine"}),
+    "bootstrap": frozenset({"domain", "store"}),
     "monitoring": frozenset({"domain", "store", "bus", "gateway", "engine", "api"}),
     # ``python -m jobfleet agent`` goes straight to the agent's own command line, so
     # that a host loads none of the CLI's packages

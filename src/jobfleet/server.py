@@ -6,17 +6,14 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import json
 import logging
 import os
 import socket
-import time
-import uuid
 from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import uvicorn
 from fastapi import FastAPI
@@ -27,49 +24,38 @@ from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
+from jobfleet.assembly import FileParts, build_engine
+from jobfleet.bootstrap import ADMIN_USER as ADMIN_USER
+from jobfleet.bootstrap import DEFAULT_BIZ as DEFAULT_BIZ
+from jobfleet.bootstrap import bootstrap, node_id
+from jobfleet.bootstrap import read_bootstrap as read_bootstrap  # for tests and tools
 from jobfleet.bus.base import Bus
 from jobfleet.bus.live import BusLive
 from jobfleet.bus.local import LocalBus
 from jobfleet.bus.redis import RedisBus
 from jobfleet.domain.addresses import parse_networks as parse_networks  # for the CLI
 from jobfleet.domain.enrollment import AgentChannel
-from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
 from jobfleet.domain.status import RunStatus
 from jobfleet.domain.throttle import Throttle
-from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.callbacks import CallbackSender
-from jobfleet.engine.cluster import SignalHandler
 from jobfleet.engine.cron import CronScheduler
-from jobfleet.engine.decisions import Decisions
-from jobfleet.engine.dispatch import AgentEvents as EngineEvents
-from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.file_sources import ThirdPartyFiles
-from jobfleet.engine.files import FileSteps
 from jobfleet.engine.heal import Healer
-from jobfleet.engine.jobs import Jobs
-from jobfleet.engine.leases import LeaseKeeper
 from jobfleet.engine.notify import SmtpSettings as SmtpSettings  # for the CLI
 from jobfleet.engine.outbound import Outbound, own_addresses
 from jobfleet.engine.plans import PlanLauncher
-from jobfleet.engine.ports import LiveEvents
 from jobfleet.engine.procs import ProcManager
-from jobfleet.engine.results import Results
 from jobfleet.engine.retention import Retention
 from jobfleet.engine.retention import RetentionSettings as RetentionSettings  # for the CLI
 from jobfleet.engine.rpc import AgentRpc
-from jobfleet.engine.runner import JobFinished, JobRunner
 from jobfleet.engine.settings import EngineSettings as EngineSettings  # for the CLI
-from jobfleet.engine.signals import Signals
 from jobfleet.engine.submit import Submitter
-from jobfleet.engine.tracking import Tracker
-from jobfleet.engine.writer import ResultWriter
-from jobfleet.gateway.endpoint import AgentEvents, Gateway
+from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import Registry
-from jobfleet.gateway.routing import AGENT as ROUTE_AGENT
-from jobfleet.gateway.routing import AgentRouter, ClusterAgents, RoutedEvents
+from jobfleet.gateway.routing import ClusterAgents
 from jobfleet.gateway.tls import AgentTLS, ensure_agent_tls
 from jobfleet.monitoring import Monitor
 from jobfleet.store.accounts import AccountStore
@@ -90,17 +76,14 @@ from jobfleet.store.procs import ProcStore
 from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
-from jobfleet.store.secrets import Cipher, new_secret
+from jobfleet.store.secrets import Cipher
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 from jobfleet.web import console_router
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BIZ = 2
 STOP_TIMEOUT = 10.0
-ADMIN_APP = "jobfleet"
-ADMIN_USER = "admin"
 
 
 @dataclass
@@ -151,145 +134,6 @@ class ServerSettings:
     def url(self) -> str:
         scheme = "https" if self.tls_cert else "http"
         return f"{scheme}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class FileParts:
-    """What file steps need beside the engine's own parts."""
-
-    blobs: BlobStore
-    file_logs: FileLogStore
-    inventory: Inventory
-    max_file_size: int
-
-
-def build_engine(
-    store: JobStore,
-    registry: Registry,
-    bus: Bus,
-    cipher: Cipher,
-    settings: EngineSettings,
-    refusals: Refusals,
-    files: FileParts,
-    on_job_finished: list[JobFinished],
-    live: LiveEvents | None = None,
-    rpc: AgentRpc | None = None,
-) -> tuple[Jobs, AgentEvents, NodeListener]:
-    """The engine's parts, each given what it uses: the façade, what the gateway
-    tells the engine, and what the bus tells this node."""
-    agents = ClusterAgents(registry, bus)
-    tracker = Tracker()
-    signals = Signals(bus, store.leases)
-    results = Results(store, settings.max_output_bytes, refusals, tracker.is_live, live)
-    writer = ResultWriter(results, tracker, signals)
-    dispatcher = Dispatcher(store, agents, tracker, results, writer, settings)
-    # requests to agents; given when something beyond the engine asks too (GSE processes)
-    rpc = rpc or AgentRpc(agents, settings.agent_lost_grace)
-    decisions = Decisions(store, settings.reconcile_interval)
-    tasks = StepTasks(store, tracker, dispatcher, writer, decisions, settings)
-    file_steps = FileSteps(
-        tasks, dispatcher, rpc, files.blobs, files.file_logs, files.inventory, files.max_file_size
-    )
-    runner = JobRunner(
-        store, tasks, file_steps, decisions, cipher, settings, on_job_finished=on_job_finished
-    )
-    leases = LeaseKeeper(store.leases, runner, settings)
-    jobs = Jobs(
-        store, runner, tasks, decisions, dispatcher, writer, leases, signals, cipher, settings
-    )
-    router = AgentRouter(registry, bus)
-    events = RoutedEvents(EngineEvents(dispatcher, writer, rpc), router, bus)
-    handler = SignalHandler(tracker, results, decisions, rpc, dispatcher, agents)
-    return jobs, events, NodeListener(router, handler, files.inventory)
-
-
-class NodeListener:
-    """What the bus tells this node, to the part it concerns."""
-
-    def __init__(self, router: AgentRouter, handler: SignalHandler, inventory: Inventory) -> None:
-        self.router = router
-        self.handler = handler
-        self.inventory = inventory
-
-    async def message(self, message: dict[str, Any]) -> None:
-        kind = str(message.get("k"))
-        if kind == ROUTE_AGENT:
-            self.router.deliver(message)
-        elif self.handler.handles(kind):
-            self.handler.message(message)
-        else:
-            log.warning("bus_message_unknown kind=%s", kind[:32])
-
-    def presence(self, node: str, online: list[int], offline: list[int]) -> None:
-        self.handler.presence(online, offline)
-
-    async def node_gone(self, node: str, hosts: list[int]) -> None:
-        self.handler.hosts_gone(hosts)
-        await self.inventory.reset_node(node)
-
-    def reconnected(self) -> None:
-        self.handler.reconnected()
-
-
-def node_id(data_dir: Path) -> str:
-    """A stable identity, so a restarted node takes its own jobs back at once."""
-    path = data_dir / "node_id"
-    if path.exists():
-        return path.read_text().strip()
-    value = uuid.uuid4().hex[:16]
-    path.write_text(value)
-    return value
-
-
-async def bootstrap(
-    identity: IdentityStore,
-    data_dir: Path,
-    url: str,
-    channel: AgentChannel,
-    token_ttl: float = 24 * 3600.0,
-    people: PeopleStore | None = None,
-) -> None:
-    """On the first start: the default business, the admin app and user (with a console
-    password when ``people`` is given), an enrollment token that expires after
-    ``token_ttl`` seconds."""
-    path = data_dir / "bootstrap.json"
-    if DEFAULT_BIZ not in await identity.business_ids():
-        try:
-            await identity.create_business(DEFAULT_BIZ, "Default business")
-        except JobError as exc:
-            if exc.code != ErrorCode.CONFLICT:
-                raise  # else another node starting beside this one made it
-    if path.exists():
-        return
-    try:
-        secret = await identity.create_app(ADMIN_APP, "administration app", is_admin=True)
-    except JobError as exc:
-        if exc.code != ErrorCode.CONFLICT:
-            raise
-        log.warning(
-            "bootstrap_skipped reason=another node initialised this database; "
-            "its bootstrap.json holds the admin credentials"
-        )
-        return
-    await identity.ensure_user(ADMIN_USER, is_admin=True)
-    password = new_secret(12)
-    if people is not None:
-        await people.set_password(ADMIN_USER, password)
-    token = await identity.create_enroll_token(note="bootstrap", ttl_seconds=token_ttl)
-    content = {
-        "bk_app_code": ADMIN_APP,
-        "bk_app_secret": secret,
-        "admin_user": ADMIN_USER,
-        # the console login (change it with `jobfleet admin user passwd admin`)
-        **({"admin_password": password} if people is not None else {}),
-        "enroll_token": channel.token(token),
-        "enroll_token_expires_at": int(time.time() + token_ttl),
-        "url": url,
-    }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(content, fh, indent=2)
-    log.info("bootstrap_written path=%s", path)
 
 
 class Server:
@@ -639,8 +483,3 @@ def run(settings: ServerSettings) -> None:
     # the oldest generation.
     gc.set_threshold(100_000, 50, 100)
     loop.run(Server(settings).serve())
-
-
-def read_bootstrap(data_dir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((data_dir / "bootstrap.json").read_text())
-    return data

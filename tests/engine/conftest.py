@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from jobfleet.assembly import FileParts, build_engine
 from jobfleet.bus.local import LocalBus
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine.dispatch import AgentEvents
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.settings import EngineSettings
-from jobfleet.server import FileParts, build_engine
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import FileLogStore

@@ -1,0 +1,116 @@
+"""The engine's parts, built from what the server holds: each is given what it uses
+through its constructor (``server.py`` calls ``build_engine``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from jobfleet.bus.base import Bus
+from jobfleet.engine.batches import StepTasks
+from jobfleet.engine.cluster import SignalHandler
+from jobfleet.engine.decisions import Decisions
+from jobfleet.engine.dispatch import AgentEvents as EngineEvents
+from jobfleet.engine.dispatch import Dispatcher
+from jobfleet.engine.files import FileSteps
+from jobfleet.engine.jobs import Jobs
+from jobfleet.engine.leases import LeaseKeeper
+from jobfleet.engine.ports import LiveEvents
+from jobfleet.engine.results import Results
+from jobfleet.engine.rpc import AgentRpc
+from jobfleet.engine.runner import JobFinished, JobRunner
+from jobfleet.engine.settings import EngineSettings
+from jobfleet.engine.signals import Signals
+from jobfleet.engine.tracking import Tracker
+from jobfleet.engine.writer import ResultWriter
+from jobfleet.gateway.endpoint import AgentEvents
+from jobfleet.gateway.refusals import Refusals
+from jobfleet.gateway.registry import Registry
+from jobfleet.gateway.routing import AGENT as ROUTE_AGENT
+from jobfleet.gateway.routing import AgentRouter, ClusterAgents, RoutedEvents
+from jobfleet.store.blobs import BlobStore
+from jobfleet.store.filelogs import FileLogStore
+from jobfleet.store.inventory import Inventory
+from jobfleet.store.jobs import JobStore
+from jobfleet.store.secrets import Cipher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileParts:
+    """What file steps need beside the engine's own parts."""
+
+    blobs: BlobStore
+    file_logs: FileLogStore
+    inventory: Inventory
+    max_file_size: int
+
+
+def build_engine(
+    store: JobStore,
+    registry: Registry,
+    bus: Bus,
+    cipher: Cipher,
+    settings: EngineSettings,
+    refusals: Refusals,
+    files: FileParts,
+    on_job_finished: list[JobFinished],
+    live: LiveEvents | None = None,
+    rpc: AgentRpc | None = None,
+) -> tuple[Jobs, AgentEvents, NodeListener]:
+    """The engine's parts, each given what it uses: the façade, what the gateway
+    tells the engine, and what the bus tells this node."""
+    agents = ClusterAgents(registry, bus)
+    tracker = Tracker()
+    signals = Signals(bus, store.leases)
+    results = Results(store, settings.max_output_bytes, refusals, tracker.is_live, live)
+    writer = ResultWriter(results, tracker, signals)
+    dispatcher = Dispatcher(store, agents, tracker, results, writer, settings)
+    # requests to agents; given when something beyond the engine asks too (GSE processes)
+    rpc = rpc or AgentRpc(agents, settings.agent_lost_grace)
+    decisions = Decisions(store, settings.reconcile_interval)
+    tasks = StepTasks(store, tracker, dispatcher, writer, decisions, settings)
+    file_steps = FileSteps(
+        tasks, dispatcher, rpc, files.blobs, files.file_logs, files.inventory, files.max_file_size
+    )
+    runner = JobRunner(
+        store, tasks, file_steps, decisions, cipher, settings, on_job_finished=on_job_finished
+    )
+    leases = LeaseKeeper(store.leases, runner, settings)
+    jobs = Jobs(
+        store, runner, tasks, decisions, dispatcher, writer, leases, signals, cipher, settings
+    )
+    router = AgentRouter(registry, bus)
+    events = RoutedEvents(EngineEvents(dispatcher, writer, rpc), router, bus)
+    handler = SignalHandler(tracker, results, decisions, rpc, dispatcher, agents)
+    return jobs, events, NodeListener(router, handler, files.inventory)
+
+
+class NodeListener:
+    """What the bus tells this node, to the part it concerns."""
+
+    def __init__(self, router: AgentRouter, handler: SignalHandler, inventory: Inventory) -> None:
+        self.router = router
+        self.handler = handler
+        self.inventory = inventory
+
+    async def message(self, message: dict[str, Any]) -> None:
+        kind = str(message.get("k"))
+        if kind == ROUTE_AGENT:
+            self.router.deliver(message)
+        elif self.handler.handles(kind):
+            self.handler.message(message)
+        else:
+            log.warning("bus_message_unknown kind=%s", kind[:32])
+
+    def presence(self, node: str, online: list[int], offline: list[int]) -> None:
+        self.handler.presence(online, offline)
+
+    async def node_gone(self, node: str, hosts: list[int]) -> None:
+        self.handler.hosts_gone(hosts)
+        await self.inventory.reset_node(node)
+
+    def reconnected(self) -> None:
+        self.handler.reconnected()

@@ -1,0 +1,92 @@
+"""A node's first start: its identity, and the installation's first business, admin
+app and user, console password and enrollment token (``bootstrap.json``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from jobfleet.domain.enrollment import AgentChannel
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.store.identity import IdentityStore
+from jobfleet.store.people import PeopleStore
+from jobfleet.store.secrets import new_secret
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BIZ = 2
+ADMIN_APP = "jobfleet"
+ADMIN_USER = "admin"
+
+
+def node_id(data_dir: Path) -> str:
+    """A stable identity, so a restarted node takes its own jobs back at once."""
+    path = data_dir / "node_id"
+    if path.exists():
+        return path.read_text().strip()
+    value = uuid.uuid4().hex[:16]
+    path.write_text(value)
+    return value
+
+
+async def bootstrap(
+    identity: IdentityStore,
+    data_dir: Path,
+    url: str,
+    channel: AgentChannel,
+    token_ttl: float = 24 * 3600.0,
+    people: PeopleStore | None = None,
+) -> None:
+    """On the first start: the default business, the admin app and user (with a console
+    password when ``people`` is given), an enrollment token that expires after
+    ``token_ttl`` seconds."""
+    path = data_dir / "bootstrap.json"
+    if DEFAULT_BIZ not in await identity.business_ids():
+        try:
+            await identity.create_business(DEFAULT_BIZ, "Default business")
+        except JobError as exc:
+            if exc.code != ErrorCode.CONFLICT:
+                raise  # else another node starting beside this one made it
+    if path.exists():
+        return
+    try:
+        secret = await identity.create_app(ADMIN_APP, "administration app", is_admin=True)
+    except JobError as exc:
+        if exc.code != ErrorCode.CONFLICT:
+            raise
+        log.warning(
+            "bootstrap_skipped reason=another node initialised this database; "
+            "its bootstrap.json holds the admin credentials"
+        )
+        return
+    await identity.ensure_user(ADMIN_USER, is_admin=True)
+    password = new_secret(12)
+    if people is not None:
+        await people.set_password(ADMIN_USER, password)
+    token = await identity.create_enroll_token(note="bootstrap", ttl_seconds=token_ttl)
+    content = {
+        "bk_app_code": ADMIN_APP,
+        "bk_app_secret": secret,
+        "admin_user": ADMIN_USER,
+        # the console login (change it with `jobfleet admin user passwd admin`)
+        **({"admin_password": password} if people is not None else {}),
+        "enroll_token": channel.token(token),
+        "enroll_token_expires_at": int(time.time() + token_ttl),
+        "url": url,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(content, fh, indent=2)
+    log.info("bootstrap_written path=%s", path)
+
+
+
+
+def read_bootstrap(data_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((data_dir / "bootstrap.json").read_text())
+    return data
