@@ -134,9 +134,12 @@ async def test_a_file_uploaded_to_one_node_reaches_agents_of_another(
             await agents.stop()
 
 
-async def spread_job(c: Cluster, tmp_path: Path, count: int, script: str,
-                     driver: int) -> tuple[Proc, list[int], dict[int, str], int, int]:
-    agents = swarm(c.urls, c.boot["enroll_token"], count, tmp_path / "swarm")
+async def spread_job(c: Cluster, tmp_path: Path, count: int, script: str, driver: int,
+                     on: list[int] | None = None,
+                     ) -> tuple[Proc, list[int], dict[int, str], int, int]:
+    """A job driven by node ``driver`` on hosts spread over the nodes ``on`` (all)."""
+    urls = c.urls if on is None else [c.urls[i] for i in on]
+    agents = swarm(urls, c.boot["enroll_token"], count, tmp_path / "swarm")
     await agents.start()
     await wait_ready(agents, count)
     ids, ips = await hosts_by_node(c.wires[driver])
@@ -151,21 +154,23 @@ async def some_running(wire: Wire, job_id: int, at_least: int) -> bool:
     return statuses.count(7) + statuses.count(9) >= at_least
 
 
-@pytest.mark.parametrize("role", ["driver", "holder"])
+@pytest.mark.parametrize("role", ["driver and holder", "holder", "driver only"])
 async def test_kill_9_of_a_node_mid_job_loses_and_duplicates_nothing(
         tmp_path: Path, database_url: str, role: str) -> None:
-    """Node 0 drives the job; the victim is node 0 (it drives and holds agents) or
-    node 1 (it only holds agents). Its agents move to the other nodes, the job is
-    taken over, and every host ends with one result and its whole output once."""
+    """Node 0 drives the job; the victim is node 0 holding agents too (300 hosts over
+    three nodes), node 1 holding agents only, or node 0 holding none. Its agents move
+    to the other nodes, its job is taken over, and every host ends with one result
+    and its whole output once."""
     needs_cluster(database_url)
-    count = 300 if role == "driver" else 90
+    count = 300 if role == "driver and holder" else 90
     async with cluster(tmp_path, database_url) as c:
         agents, _ids, ips, job_id, step_id = await spread_job(
-            c, tmp_path, count, 'echo "start $JOBFLEET_HOST_IP"; sleep 4; echo end', driver=0)
+            c, tmp_path, count, 'echo "start $JOBFLEET_HOST_IP"; sleep 4; echo end', driver=0,
+            on=[1, 2] if role == "driver only" else None)
         try:
             await eventually(lambda: some_running(c.wires[2], job_id, count // 2), timeout=60,
                              interval=0.05)
-            victim = c.nodes[0 if role == "driver" else 1]
+            victim = c.nodes[1 if role == "holder" else 0]
             victim.kill()
             await check_every_host_once(c.wires[2], job_id, step_id, ips, "start {ip}\nend\n")
         finally:
