@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,9 +37,12 @@ def needs_cluster(database_url: str) -> None:
 
 @dataclass
 class Redis:
+    """A Redis server of the test's own (a plain Popen: in-process agents of earlier
+    tests install a child watcher that asyncio subprocesses would then wait on)."""
+
     directory: Path
     port: int = field(default_factory=free_port)
-    proc: asyncio.subprocess.Process | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -47,17 +51,17 @@ class Redis:
     async def start(self) -> None:
         assert REDIS_SERVER is not None
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.proc = await asyncio.create_subprocess_exec(
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.directory),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         async def up() -> bool:
             with contextlib.suppress(OSError):
-                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 writer.write(b"PING\r\n")
                 await writer.drain()
-                answer = await _reader.readline()
+                answer = await reader.readline()
                 writer.close()
                 return answer.startswith(b"+PONG")
             return False
@@ -65,9 +69,13 @@ class Redis:
         await eventually(up, timeout=15)
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            for _ in range(100):
+                if proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
 
 
 @dataclass

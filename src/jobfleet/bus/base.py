@@ -55,4 +55,8 @@ class Bus(Protocol):
     def holder(self, host: int) -> str | None:
         """The live node that holds the host's agent, as this node last heard."""
 
+    async def refresh(self, hosts: list[int]) -> None:
+        """Read where these hosts' agents are from the shared map now (for hosts a job
+        is about to fail as absent: news of their arrival may still be on its way)."""
+
     def live_nodes(self) -> set[str]: ...

@@ -82,6 +82,9 @@ class LocalBus:
     def release(self, hosts: list[int]) -> None:
         self._held.difference_update(hosts)
 
+    async def refresh(self, hosts: list[int]) -> None:
+        return None
+
     def holder(self, host: int) -> str | None:
         return self.node_id if host in self._held else None
 

@@ -407,6 +407,18 @@ class RedisBus:
         self._sent.clear()
         self._wake.set()
 
+    async def refresh(self, hosts: list[int]) -> None:
+        try:
+            found: Any = await self.redis.hmget(self._k("presence"), hosts)
+            nodes = sorted({_text(n) for n in found if n is not None} - self._live)
+            alive: Any = await self.redis.mget([self._k("node", n) for n in nodes]) if nodes else []
+        except (RedisError, OSError):
+            return
+        self._live |= {n for n, a in zip(nodes, alive, strict=True) if a is not None}
+        for host, node in zip(hosts, found, strict=True):
+            if node is not None:
+                self._holders[host] = _text(node)
+
     def holder(self, host: int) -> str | None:
         node = self._holders.get(host)
         return node if node is not None and node in self._live else None

@@ -55,6 +55,10 @@ class Dispatcher:
 
     async def dispatch(self, run: StepRun, no_agent: set[int], recovering: bool) -> None:
         """Send the run's pending hosts their task; end those that have no agent."""
+        unseen = [h for h in run.pending if self.agents.for_host(h) is None]
+        if unseen:
+            # an agent that just came to another node may not be in this node's map yet
+            await self.agents.refresh(unseen)
         waiting = [h for h, s in run.pending.items() if s == WAITING]
         online = {h for h in waiting if self.agents.for_host(h) is not None}
         if online:
@@ -198,7 +202,10 @@ class Dispatcher:
 
     def _agent_lost(self, host: int, waited: float) -> None:
         self._lost.pop(host, None)
-        if self.agents.for_host(host) is not None:
+        conn = self.agents.for_host(host)
+        if conn is not None:
+            # it is back (perhaps on another node, with no news of it reaching here)
+            self.agent_online(conn)
             return
         for run in self.tracker.for_host(host):
             log.warning("agent_lost host=%s step=%s", host, run.step_id)

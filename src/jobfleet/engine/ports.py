@@ -30,6 +30,9 @@ class AgentLink(Protocol):
 class AgentDirectory(Protocol):
     def for_host(self, bk_host_id: int) -> AgentLink | None: ...
 
+    async def refresh(self, hosts: list[int]) -> None:
+        """Look again where these hosts' agents are (a cluster's shared map)."""
+
 
 class MessageRefusals(Protocol):
     """Where the engine reports an agent message it would not store."""

@@ -72,6 +72,10 @@ class ClusterAgents:
             return None
         return RemoteLink(self.bus, node, bk_host_id)
 
+    async def refresh(self, hosts: list[int]) -> None:
+        if self.bus.clustered and hosts:
+            await self.bus.refresh(hosts)
+
 
 class AgentRouter:
     """The holding side: messages for agents connected here, and where replies go."""
