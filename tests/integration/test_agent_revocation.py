@@ -64,7 +64,7 @@ async def test_a_revocation_taken_by_another_node_cuts_the_agent_too(
         assert node_b.server.registry.for_host(
             running.agents[IP][0].credential.bk_host_id) is None  # type: ignore[union-attr]
         elapsed = await revoke_and_time_the_cut(running, node_b.wire)
-        # the other node notices within its revocation poll (0.3 s, measured 0.2–0.64 s
+        # the other node notices within its revocation poll (0.3 s, measured 0.2 to 0.64 s
         # alone); a loaded CI machine has stretched it to 1.7 s, so the bound is loose
         assert elapsed < 3.0, elapsed
         await assert_never_runs_again(running, node_b.wire, tmp_path)
