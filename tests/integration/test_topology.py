@@ -325,7 +325,9 @@ async def test_large_targets_resolve_fast(running: Running) -> None:
         resolved = await submitter.resolve_hosts(parse_target(target), scope)
         elapsed = time.process_time() - started
         assert len(resolved) == expected
-        assert elapsed < 1.0, (list(target), elapsed, time.monotonic() - wall)
+        # a guard against a quadratic resolution, not a speed claim (the server's own
+        # background work shares the process; 1.9 s seen on a loaded run)
+        assert elapsed < 4.0, (list(target), elapsed, time.monotonic() - wall)
     too_many = await submit(running, {"topo_node_list": [{"id": topo_set, "node_type": "set"}]})
     assert too_many["result"] is True  # 10,000 is within bk-job's 50,000
     with pytest.raises(JobError) as over:
