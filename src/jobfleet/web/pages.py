@@ -277,15 +277,18 @@ def console_router(services: Services) -> APIRouter:
         )
         return await current.render("home.html", running=running, failed=failed, alive=alive)
 
+    async def accounts_of(biz: int | None) -> list[Any]:
+        """The execution accounts a launch form offers for the current business."""
+        if biz is None:
+            return []
+        return [dict(a._mapping) for a in (await services.accounts.list(biz, limit=500))[1]]
+
     @router.get("/execute")
     async def execute(request: Request) -> Response:
         current = await page(request)
         if current is None:
             return _to_login(request)
-        biz = await current.biz()
-        accounts: list[Any] = []
-        if biz is not None:
-            accounts = [dict(a._mapping) for a in (await services.accounts.list(biz, limit=500))[1]]
+        accounts = await accounts_of(await current.biz())
         return await current.render("execute.html", accounts=accounts)
 
     @router.get("/files")
@@ -293,10 +296,7 @@ def console_router(services: Services) -> APIRouter:
         current = await page(request)
         if current is None:
             return _to_login(request)
-        biz = await current.biz()
-        accounts: list[Any] = []
-        if biz is not None:
-            accounts = [dict(a._mapping) for a in (await services.accounts.list(biz, limit=500))[1]]
+        accounts = await accounts_of(await current.biz())
         return await current.render("files.html", accounts=accounts)
 
     @router.get("/jobs")
