@@ -30,6 +30,8 @@ def test_a_running_agent_imports_no_server_package() -> None:
     loaded = loaded_by("-c", "import jobfleet.agent.main, jobfleet.agent.connection")
     assert "websockets" in loaded and "jobfleet" in loaded
     assert not loaded & set(SERVER_SIDE), loaded & set(SERVER_SIDE)
+    # loaded with the first job that acts for another account, not by an idle agent
+    assert "ctypes" not in loaded
 
 
 def test_the_protocol_module_needs_no_validator() -> None:

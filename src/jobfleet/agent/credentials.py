@@ -17,15 +17,18 @@ A thread that took an account keeps it: only threads made for one job may take o
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import logging
 import platform
 import queue
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from jobfleet.agent.accounts import Account
+
+if TYPE_CHECKING:
+    import ctypes
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +45,25 @@ class CredentialError(OSError):
     """The thread could not take the account's identity."""
 
 
+# ctypes is loaded with the first job that acts for another account: an idle agent
+# does not pay for it
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    import ctypes
+
     try:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
 
-_LIBC = _libc()
-
-
 def supported() -> bool:
+    libc = _libc()
     return (
-        _LIBC is not None
+        libc is not None
         and platform.machine().lower() in _SETGROUPS
-        and hasattr(_LIBC, "setfsuid")
-        and hasattr(_LIBC, "syscall")
+        and hasattr(libc, "setfsuid")
+        and hasattr(libc, "syscall")
     )
 
 
@@ -78,17 +84,20 @@ def assume(account: Account) -> bool:
         return True
     if acting():
         raise CredentialError("this thread already acts for another account")
-    assert _LIBC is not None
+    import ctypes
+
+    libc = _libc()
+    assert libc is not None
     groups = sorted(account.groups) or [account.gid]
     array = (ctypes.c_uint * len(groups))(*groups)
     number = _SETGROUPS[platform.machine().lower()]
-    if _LIBC.syscall(ctypes.c_long(number), ctypes.c_long(len(groups)), array) != 0:
+    if libc.syscall(ctypes.c_long(number), ctypes.c_long(len(groups)), array) != 0:
         raise CredentialError(ctypes.get_errno(), "setgroups failed")
-    _LIBC.setfsgid(ctypes.c_uint(account.gid))
-    _LIBC.setfsuid(ctypes.c_uint(account.uid))
+    libc.setfsgid(ctypes.c_uint(account.gid))
+    libc.setfsuid(ctypes.c_uint(account.uid))
     # both calls answer the previous id and report no error: read them back
-    fsgid = _LIBC.setfsgid(ctypes.c_uint(_UNCHANGED))
-    fsuid = _LIBC.setfsuid(ctypes.c_uint(_UNCHANGED))
+    fsgid = libc.setfsgid(ctypes.c_uint(_UNCHANGED))
+    fsuid = libc.setfsuid(ctypes.c_uint(_UNCHANGED))
     if (fsuid, fsgid) != (account.uid, account.gid):
         raise CredentialError(f"could not take the identity of {account.name}")
     _local.uid = account.uid
