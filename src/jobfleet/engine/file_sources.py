@@ -191,6 +191,10 @@ class ThirdPartyFiles:
             _Download(step.id, step.execute_count, host_ids, first_seq + n, path)
             for n, path in enumerate(files)
         ]
+        # a server that restarted during the downloads starts them again
+        await self.file_logs.remove(
+            step.id, step.execute_count, UPLOAD, range(first_seq, first_seq + len(files))
+        )
         await self.file_logs.add(
             [
                 {
@@ -226,6 +230,9 @@ class ThirdPartyFiles:
             return await self._failed(
                 downloads, current, name, "the step timed out", HostStatus.GSE_TIMEOUT
             )
+        except OSError as exc:
+            reason = f"the server's file store: {exc.strerror or type(exc).__name__}"
+            return await self._failed(downloads, current, name, reason, HostStatus.GSE_FILE_ERROR)
         except asyncio.CancelledError:
             await self._failed(downloads, current, name, "the step was terminated")
             raise
