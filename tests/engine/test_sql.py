@@ -39,7 +39,7 @@ def test_the_message_unseals_the_password_into_the_environment() -> None:
     assert message["env"] == {"A": "1", "MYSQL_PWD": "s3cret"}
     assert "s3cret" not in message["script"]
     check, first, *body = message["script"].splitlines()
-    assert check.startswith("command -v mysql ") and "exit 127" in check
+    assert check.startswith("command -v mysql ") and "exit 1;" in check
     end = first.rsplit("<<'", 1)[1].rstrip("'")
     assert body == ["SELECT 1;", "JOBFLEET_SQL_x", end]
 
@@ -58,7 +58,12 @@ def test_oracle_and_db2_read_the_connection_on_stdin() -> None:
         db = {**DB, "type": int(kind), "port": None, "password": "pw"}
         script, env = client_script(db, "SELECT 1 FROM dual;")
         assert env["JOBFLEET_DB_PASSWORD"] == "pw" and env["JOBFLEET_DB_USER"] == "svc"
-        assert env["JOBFLEET_DB_PORT"] == ("1521" if kind == AccountType.ORACLE else "50000")
+        if kind == AccountType.ORACLE:
+            assert env["JOBFLEET_DB_TARGET"] == "@//127.0.0.1:1521/app"
+            _, local = client_command({**db, "name": ""})
+            assert local["JOBFLEET_DB_TARGET"] == ""
+        else:
+            assert env["JOBFLEET_DB_NAME"] == "app"
         assert "pw" not in script.replace("printf", "")
         assert f"command -v {program} " in script
         # the connect statement is written by printf (a builtin) into the client's stdin
@@ -88,5 +93,5 @@ def test_the_client_reads_connect_and_sql_from_stdin(tmp_path: Path) -> None:
     missing = subprocess.run([BASH, "-c", client_script(
         {**DB, "type": int(AccountType.ORACLE)}, "SELECT 1;")[0]],
         env={"PATH": str(tmp_path)}, capture_output=True, timeout=30)
-    assert missing.returncode == 127
+    assert missing.returncode == 1
     assert b"the Oracle client 'sqlplus' is not installed" in missing.stderr

@@ -396,7 +396,7 @@ async def test_oracle_and_db2_without_client(running: Running, tmp_path: Path) -
         done = await wire.wait(sub["data"]["job_instance_id"])
         assert done["job_instance"]["status"] == 4, done
         host = done["step_instance_list"][0]["step_ip_result_list"][0]
-        assert (host["status"], host["exit_code"]) == (104, 127), host
+        assert (host["status"], host["exit_code"]) == (104, 1), host
         logs = await wire.logs(sub["data"]["job_instance_id"], sub["data"]["step_instance_id"],
                                IPS[:1])
         assert f"client '{program}' is not installed" in logs[IPS[0]], logs

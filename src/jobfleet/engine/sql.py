@@ -25,8 +25,9 @@ from jobfleet.domain.variables import render
 from jobfleet.store.secrets import Cipher
 
 CONNECT_TIMEOUT = 10
-# the exit status of a shell whose command is not found
-CLIENT_MISSING_EXIT = 127
+# bk-job's SQL task templates end a host whose client is missing with ``job_fail``
+# (exit status 1, host status 104)
+CLIENT_MISSING_EXIT = 1
 CLIENTS = {
     AccountType.MYSQL: ("mysql", "MySQL"),
     AccountType.POSTGRESQL: ("psql", "PostgreSQL"),
@@ -36,9 +37,8 @@ CLIENTS = {
 # Oracle and DB2 read the connection from the environment in the task's shell
 ORACLE_CONNECT = (
     "printf 'WHENEVER SQLERROR EXIT FAILURE\\nWHENEVER OSERROR EXIT FAILURE\\n"
-    "CONNECT \"%s\"/\"%s\"@//%s:%s/%s\\n' "
-    '"$JOBFLEET_DB_USER" "$JOBFLEET_DB_PASSWORD" "$JOBFLEET_DB_HOST" "$JOBFLEET_DB_PORT" '
-    '"$JOBFLEET_DB_NAME"'
+    "CONNECT \"%s\"/\"%s\"%s\\n' "
+    '"$JOBFLEET_DB_USER" "$JOBFLEET_DB_PASSWORD" "$JOBFLEET_DB_TARGET"'
 )
 DB2_CONNECT = (
     "printf 'CONNECT TO %s USER %s USING %s;\\n' "
@@ -75,15 +75,15 @@ def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
         return argv, env
     if kind in (AccountType.ORACLE, AccountType.DB2):
-        env = {
-            "JOBFLEET_DB_USER": str(db["user"]),
-            "JOBFLEET_DB_PASSWORD": password,
-            "JOBFLEET_DB_HOST": str(db["host"]),
-            "JOBFLEET_DB_PORT": str(db["port"] or (1521 if kind == AccountType.ORACLE else 50000)),
-            "JOBFLEET_DB_NAME": str(db.get("name") or ""),
-        }
+        name = str(db.get("name") or "")
+        env = {"JOBFLEET_DB_USER": str(db["user"]), "JOBFLEET_DB_PASSWORD": password}
         if kind == AccountType.ORACLE:
+            # with a service name, the listener at host:port; without, the host's own
+            # instance (ORACLE_SID), as bk-job connects
+            port = db["port"] or 1521
+            env["JOBFLEET_DB_TARGET"] = f"@//{db['host']}:{port}/{name}" if name else ""
             return ["sqlplus", "-S", "-L", "/nolog"], env
+        env["JOBFLEET_DB_NAME"] = name
         return ["db2", "-t", "+p", "-s"], env
     argv = [
         "mysql",
@@ -121,8 +121,10 @@ def client_script(db: dict[str, Any], sql: str) -> tuple[str, dict[str, str]]:
             f"{{ {ORACLE_CONNECT}; cat {body}printf '\\nEXIT\\n'; }} | {shlex.join(argv)}\n"
         )
     elif kind == AccountType.DB2:
+        # without a database alias the SQL connects itself, as in bk-job
+        connect = f"{DB2_CONNECT}; " if db.get("name") else ""
         script = (
-            f"{{ {DB2_CONNECT}; cat {body}printf '\\nCONNECT RESET;\\nTERMINATE;\\n'; }}"
+            f"{{ {connect}cat {body}printf '\\nCONNECT RESET;\\nTERMINATE;\\n'; }}"
             f" | {shlex.join(argv)}\n"
         )
     else:
