@@ -13,6 +13,7 @@ from jobfleet.engine.cluster import SignalHandler
 from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.dispatch import AgentEvents as EngineEvents
 from jobfleet.engine.dispatch import Dispatcher
+from jobfleet.engine.file_gathering import ThirdPartyDownloads
 from jobfleet.engine.files import FileSteps
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.leases import LeaseKeeper
@@ -46,6 +47,8 @@ class FileParts:
     file_logs: FileLogStore
     inventory: Inventory
     max_file_size: int
+    # downloads from third-party file sources (file_type 3)
+    third_party: ThirdPartyDownloads | None = None
 
 
 def build_engine(
@@ -73,7 +76,14 @@ def build_engine(
     decisions = Decisions(store, settings.reconcile_interval)
     tasks = StepTasks(store, tracker, dispatcher, writer, decisions, settings)
     file_steps = FileSteps(
-        tasks, dispatcher, rpc, files.blobs, files.file_logs, files.inventory, files.max_file_size
+        tasks,
+        dispatcher,
+        rpc,
+        files.blobs,
+        files.file_logs,
+        files.inventory,
+        files.max_file_size,
+        files.third_party,
     )
     runner = JobRunner(
         store, tasks, file_steps, decisions, cipher, settings, on_job_finished=on_job_finished

@@ -158,6 +158,10 @@ class Server:
             self.db, settings.data_dir / "blobs", shared=settings.redis_url is not None
         )
         self.file_logs = FileLogStore(self.db)
+        self.file_sources = FileSourceStore(self.db, self.cipher)
+        self.third_party = ThirdPartyFiles(
+            self.file_sources, self.blobs, outbound, settings.max_file_size, self.file_logs
+        )
         self.bus: Bus = (
             RedisBus(
                 settings.redis_url,
@@ -180,7 +184,13 @@ class Server:
             self.cipher,
             engine_settings,
             self.refusals,
-            FileParts(self.blobs, self.file_logs, self.inventory, settings.max_file_size),
+            FileParts(
+                self.blobs,
+                self.file_logs,
+                self.inventory,
+                settings.max_file_size,
+                third_party=self.third_party,
+            ),
             on_job_finished=[self.callbacks.wake, self._job_finished],
             live=self.live,
             rpc=self.agent_rpc,
@@ -204,10 +214,6 @@ class Server:
         self.job_plans = PlanStore(self.db, self.cipher)
         self.crons = CronStore(self.db)
         self.rules = RuleStore(self.db)
-        self.file_sources = FileSourceStore(self.db, self.cipher)
-        self.third_party = ThirdPartyFiles(
-            self.file_sources, self.blobs, outbound, settings.max_file_size
-        )
         self.plans = PlanLauncher(
             self.db,
             self.engine,

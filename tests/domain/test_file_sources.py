@@ -48,3 +48,22 @@ def test_access_params_and_urls() -> None:
     assert not credential_fits("S3", "PASSWORD")
     assert credential_fits("HTTP", "USERNAME_PASSWORD")
     assert not credential_fits("HTTP", "APP_ID_SECRET_KEY")
+
+
+def test_bk_job_source_type_codes() -> None:
+    cos = check_access_params("TENCENT_CLOUD_COS", {"region": "ap-guangzhou"})
+    assert cos == {"endpoint_url": "https://cos.ap-guangzhou.myqcloud.com",
+                   "region": "ap-guangzhou"}
+    assert object_url("TENCENT_CLOUD_COS", cos, "", "pkgs-1250000000/v1/a.tgz") == \
+        "https://cos.ap-guangzhou.myqcloud.com/pkgs-1250000000/v1/a.tgz"
+    with pytest.raises(JobError):
+        check_access_params("TENCENT_CLOUD_COS", {})
+    assert credential_fits("TENCENT_CLOUD_COS", "APP_ID_SECRET_KEY")
+    assert not credential_fits("TENCENT_CLOUD_COS", "USERNAME_PASSWORD")
+    repo = check_access_params("BLUEKING_ARTIFACTORY", {"base_url": "https://bkrepo.example/"})
+    assert object_url("BLUEKING_ARTIFACTORY", repo, "", "proj/generic-local/v1/a b.tgz") == \
+        "https://bkrepo.example/generic/proj/generic-local/v1/a%20b.tgz"
+    with pytest.raises(JobError):
+        object_url("BLUEKING_ARTIFACTORY", repo, "", "proj/only")
+    assert credential_fits("BLUEKING_ARTIFACTORY", "USERNAME_PASSWORD")
+    assert credential_fits("BLUEKING_ARTIFACTORY", "SECRET_KEY")

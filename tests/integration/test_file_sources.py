@@ -29,18 +29,36 @@ from jobfleet.store.tables import credentials
 IPS = ["127.0.0.2", "127.0.0.3"]
 LOOPBACK = {"callback_allow": ["127.0.0.0/8"]}
 SECRET = "artifact-pa55-kept-sealed"
-FILES = {"/repo/app/app.conf": b"port = 8080\n", "/repo/app/run.sh": b"echo run\n"}
+TOKEN = "bkrepo-token-kept-sealed"
+FILES = {"/repo/app/app.conf": b"port = 8080\n", "/repo/app/run.sh": b"echo run\n",
+         "/generic/proj/generic-local/v1/tool.sh": b"echo tool\n"}
+# a file sent slowly: 64 KiB every tenth of a second
+SLOW_PATH, SLOW_CHUNK, SLOW_CHUNKS = "/repo/app/slow.bin", 65536, 300
 
 
 class Artifacts(BaseHTTPRequestHandler):
-    """An artifact server: GET under /repo with basic authentication (user ``ci``)."""
+    """An artifact server: GET under /repo with basic authentication (user ``ci``), and
+    bk-repo's generic download path with a bearer token too."""
 
     def do_GET(self) -> None:
-        expected = "Basic " + base64.b64encode(f"ci:{SECRET}".encode()).decode()
-        if self.headers.get("Authorization") != expected:
+        basic = "Basic " + base64.b64encode(f"ci:{SECRET}".encode()).decode()
+        allowed = {basic, f"Bearer {TOKEN}"} if self.path.startswith("/generic/") else {basic}
+        if self.headers.get("Authorization") not in allowed:
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="artifacts"')
             self.end_headers()
+            return
+        if self.path == SLOW_PATH:
+            self.send_response(200)
+            self.send_header("Content-Length", str(SLOW_CHUNK * SLOW_CHUNKS))
+            self.end_headers()
+            try:
+                for _ in range(SLOW_CHUNKS):
+                    self.wfile.write(b"x" * SLOW_CHUNK)
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
             return
         body = FILES.get(self.path)
         if body is None:
@@ -105,6 +123,17 @@ def s3_server() -> Iterator[dict[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def ip_logs(running: Running, status: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each target's file log rows, through batch_get_job_instance_ip_log."""
+    data = status["data"]
+    logs = _client(running).jobv3.batch_get_job_instance_ip_log({
+        "bk_biz_id": 2, "job_instance_id": data["job_instance"]["job_instance_id"],
+        "step_instance_id": data["step_instance_list"][0]["step_instance_id"],
+        "ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]})
+    assert logs["result"], logs
+    return {item["ip"]: item["file_logs"] for item in logs["data"]["file_task_logs"]}
 
 
 def _client(running: Running) -> Client:
@@ -203,10 +232,28 @@ async def test_credentials_and_file_sources(tmp_path: Path, database_url: str,
         assert out["data"]["job_instance"]["status"] == 3, out
         assert (dest / "s3" / "payload.bin").read_bytes() == b"s3 bytes\n"
 
-        # what goes wrong is said in the envelope
+        # each target's file log shows the download, by the source's name, then the copy
+        logs = await asyncio.to_thread(ip_logs, running, out)
+        for ip in IPS:
+            rows = logs[ip]
+            pulled = [r for r in rows if r["mode"] == 0]
+            assert [(r["src_path"], r["status"], r["process"]) for r in pulled] == [
+                ("releases/v1/payload.bin", 4, "100%")], rows
+            assert "releases (releases)" in pulled[0]["log_content"], pulled
+            assert [r["status"] for r in rows if r["mode"] == 1] == [4], rows
+
+        # what goes wrong is said in the step: the job is made, the download fails it
         missing = await asyncio.to_thread(transfer, running, {"file_source_code": "artifacts"},
-                                          ["app/nope"], str(dest / "x"))
-        assert missing["code"] == 1262006 and "HTTP 404" in missing["message"], missing
+                                          ["app/app.conf", "app/nope"], str(dest / "x"))
+        assert missing["result"] and missing["data"]["job_instance"]["status"] == 4, missing
+        hosts = missing["data"]["step_instance_list"][0]["step_ip_result_list"]
+        assert {h["status"] for h in hosts} == {203}, hosts
+        logs = await asyncio.to_thread(ip_logs, running, missing)
+        failed = [r for r in logs[IPS[0]] if r["mode"] == 0]
+        assert [r["status"] for r in failed] == [4, 5], failed
+        assert "HTTP 404" in failed[1]["log_content"], failed
+        assert "artifacts (ci) (artifacts)" in failed[1]["log_content"], failed
+        assert not (dest / "x").exists()
         unknown = await asyncio.to_thread(transfer, running, {"file_source_code": "nope"},
                                           ["a"], str(dest / "x"))
         assert unknown["code"] == 1260012, unknown
@@ -219,7 +266,9 @@ async def test_credentials_and_file_sources(tmp_path: Path, database_url: str,
             "credential_id": wrong_key["data"]["id"]})
         refused = await asyncio.to_thread(transfer, running, {"file_source_code": "releases"},
                                           ["releases/v1/payload.bin"], str(dest / "x"))
-        assert refused["code"] == 1262006 and "HTTP 403" in refused["message"], refused
+        assert refused["data"]["job_instance"]["status"] == 4, refused
+        logs = await asyncio.to_thread(ip_logs, running, refused)
+        assert "HTTP 403" in logs[IPS[1]][0]["log_content"], logs
 
         # a plan's file step fetches at launch
         own = "/api/jobfleet/v1"
@@ -293,3 +342,109 @@ async def test_bad_credential_and_source_input(running: Running) -> None:
         "file_source_list": [{"file_type": 3, "file_source_code": "lo", "file_list": ["a"]}],
         "target_server": {"ip_list": [{"ip": "127.0.0.2", "bk_cloud_id": 0}]}})
     assert answer["code"] == 1241010 and "not an allowed destination" in answer["message"]
+
+
+async def test_downloads_are_a_phase_of_the_step(tmp_path: Path, database_url: str,
+                                                 artifact_server: str,
+                                                 s3_server: dict[str, str]) -> None:
+    """The job is made at once; the step runs while the server downloads, showing the
+    progress in the targets' file logs; terminate stops the download. bk-job's own type
+    codes: Tencent Cloud COS (S3 protocol) and BlueKing Artifactory (HTTP)."""
+    async with run_server(tmp_path, database_url, server=LOOPBACK) as running:
+        await running.start_agents(IPS)
+        wire = running.wire
+        cred = await wire.v3("create_credential", {
+            "bk_biz_id": 2, "name": "ci", "type": "USERNAME_PASSWORD",
+            "credential_username": "ci", "credential_password": SECRET})
+        await wire.v3("create_file_source", {
+            "bk_biz_id": 2, "code": "slow", "alias": "slow mirror", "type": "HTTP",
+            "access_params": {"base_url": artifact_server}, "credential_id": cred["data"]["id"],
+            "file_prefix": "repo/"})
+        client = _client(running)
+        began = time.monotonic()
+        sub = await asyncio.to_thread(client.jobv3.fast_transfer_file, {
+            "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(tmp_path / "slow"),
+            "file_source_list": [{"file_type": 3, "file_source_code": "slow",
+                                  "file_list": ["app/slow.bin"]}],
+            "target_server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]}})
+        assert sub["result"], sub
+        # the 19 MiB file takes half a minute to send; the job was made before that
+        assert time.monotonic() - began < 20
+        job_id, step_id = sub["data"]["job_instance_id"], sub["data"]["step_instance_id"]
+
+        def progress() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            status = client.jobv3.get_job_instance_status(
+                {"bk_biz_id": 2, "job_instance_id": job_id})
+            log = client.jobv3.get_job_instance_ip_log({
+                "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+                "ip": IPS[0], "bk_cloud_id": 0})
+            return status["data"], log["data"]["file_logs"]
+
+        seen = None
+        for _ in range(300):
+            status, rows = await asyncio.to_thread(progress)
+            pulling = [r for r in rows if r["mode"] == 0 and r["status"] == 0
+                       and r["process"] not in ("0%", "100%")]
+            if pulling:
+                seen = (status, pulling[0])
+                break
+            await asyncio.sleep(0.1)
+        assert seen is not None, rows
+        status, row = seen
+        assert status["job_instance"]["status"] == 2
+        assert status["step_instance_list"][0]["status"] == 2
+        assert row["src_path"] == "app/slow.bin" and "slow mirror (slow)" in row["log_content"]
+        stopped = await wire.v3("operate_job_instance", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+        assert stopped["result"], stopped
+        done = await wire.wait(job_id, timeout=60)
+        assert done["job_instance"]["status"] == 11, done
+        assert {h["status"] for h in done["step_instance_list"][0]["step_ip_result_list"]} \
+            == {403}, done
+        status, rows = await asyncio.to_thread(progress)
+        ended = [r for r in rows if r["mode"] == 0]
+        assert ended[0]["status"] == 5 and "terminated" in ended[0]["log_content"], ended
+        assert not (tmp_path / "slow").exists()
+
+        # bk-job's type codes, on the same servers
+        token = await wire.v3("create_credential", {
+            "bk_biz_id": 2, "name": "bkrepo", "type": "SECRET_KEY",
+            "credential_secret_key": TOKEN})
+        repo = await wire.v3("create_file_source", {
+            "bk_biz_id": 2, "code": "bkrepo", "alias": "bk-repo", "type": "BLUEKING_ARTIFACTORY",
+            "access_params": {"base_url": artifact_server},
+            "credential_id": token["data"]["id"]})
+        assert repo["result"], repo
+        s3_cred = await wire.v3("create_credential", {
+            "bk_biz_id": 2, "name": "cos", "type": "APP_ID_SECRET_KEY",
+            "credential_access_key": s3_server["access"],
+            "credential_secret_key": s3_server["secret"]})
+        cos = await wire.v3("create_file_source", {
+            "bk_biz_id": 2, "code": "cos", "alias": "cos", "type": "TENCENT_CLOUD_COS",
+            "access_params": {"region": "us-east-1", "endpoint_url": s3_server["endpoint"]},
+            "credential_id": s3_cred["data"]["id"]})
+        assert cos["result"], cos
+        shown = await wire.v3("get_file_source_detail", {"bk_biz_id": 2, "code": "cos"},
+                              method="GET")
+        assert shown["data"]["file_source_type_code"] == "TENCENT_CLOUD_COS", shown
+        dest = tmp_path / "dest"
+        out = await asyncio.to_thread(transfer, running, {"file_source_code": "bkrepo"},
+                                      ["proj/generic-local/v1/tool.sh"], str(dest / "repo"))
+        assert out["data"]["job_instance"]["status"] == 3, out
+        assert (dest / "repo" / "tool.sh").read_bytes() == b"echo tool\n"
+        out = await asyncio.to_thread(transfer, running, {"file_source_code": "cos"},
+                                      ["releases/v1/payload.bin"], str(dest / "cos"))
+        assert out["data"]["job_instance"]["status"] == 3, out
+        assert (dest / "cos" / "payload.bin").read_bytes() == b"s3 bytes\n"
+        # a COS source wants an access key; an Artifactory file is project/repo/path
+        bad = await wire.v3("create_file_source", {
+            "bk_biz_id": 2, "code": "cos2", "alias": "cos2", "type": "TENCENT_CLOUD_COS",
+            "access_params": {"region": "us-east-1", "endpoint_url": s3_server["endpoint"]},
+            "credential_id": token["data"]["id"]})
+        assert bad["code"] == 1241010, bad
+        short = await wire.v3("fast_transfer_file", {
+            "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(dest / "x"),
+            "file_source_list": [{"file_type": 3, "file_source_code": "bkrepo",
+                                  "file_list": ["v1/tool.sh"]}],
+            "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+        assert short["code"] == 1241010 and "project/repo/path" in short["message"], short

@@ -218,12 +218,12 @@ async def test_sql_refusals(running: Running, mysql_server: DbServer) -> None:
                                                  "script_id": shell["data"]["script_id"],
                                                  "target_server": target})
     assert not_sql["code"] == 1241010, not_sql
-    oracle = await wire.v3("create_account", {
-        "bk_biz_id": 2, "category": 2, "type": 10, "account": "scott", "db_password": "x",
-        "db_system_account_id": root, "db_port": 1521})
-    assert oracle["result"], oracle
-    answer = await wire.v3("fast_execute_sql", {**base, "db_account_id": oracle["data"]["id"]})
-    assert answer["code"] == 1241011, answer
+    for field, value, code in (("db_port", 70000, 1241010), ("db_host", "a b", 1241010),
+                               ("db_system_account_id", 999_999, 1244003),
+                               ("type", 1, 1241010), ("id", 999_999, 1244003)):
+        bad = await wire.v3("update_account", {"bk_biz_id": 2, "id": account["id"],
+                                               field: value})
+        assert bad["code"] == code, (field, bad)
 
 
 async def test_sql_step_in_a_plan(running: Running, mysql_server: DbServer) -> None:
@@ -260,3 +260,144 @@ async def test_sql_step_in_a_plan(running: Running, mysql_server: DbServer) -> N
     assert info["account"] == {"id": account["id"], "name": "sqlapp", "alias": "plan-db"}
     assert PASSWORD not in json.dumps(detail)
     assert out["logs"] == {ip: "answer\n42\n" for ip in IPS}
+
+
+async def update_db_account(running: Running, account_id: int,
+                            **fields: Any) -> dict[str, Any]:
+    """update_account is a gateway-only operation the published client does not declare:
+    sent as the gateway path it has."""
+    changed = await running.wire.v3("update_account", {"bk_biz_id": 2, "id": account_id,
+                                                       **fields})
+    assert changed["result"], changed
+    assert PASSWORD not in json.dumps(changed)
+    return dict(changed["data"])
+
+
+async def test_update_db_account(running: Running, mysql_server: DbServer,
+                                 postgresql_server: DbServer) -> None:
+    """A database account moved to another server, port, database and password runs there."""
+    await running.start_agents(IPS)
+    client = _client(running)
+    # made for the MariaDB server with a wrong password, then pointed at PostgreSQL
+    made = await asyncio.to_thread(create_db_account, client, "mysql", mysql_server, "moving",
+                                   password="stale")
+    first = await asyncio.to_thread(run_sql, client, made["id"], GREET["mysql"])
+    assert first["status"]["job_instance"]["status"] == 4
+    moved = await update_db_account(
+        running, made["id"], type=12, db_port=postgresql_server.port,
+        db_name=postgresql_server.database, db_password=PASSWORD, db_host="127.0.0.1",
+        description="now on PostgreSQL")
+    assert (moved["type"], moved["db_port"], moved["db_name"], moved["description"]) == (
+        12, postgresql_server.port, postgresql_server.database, "now on PostgreSQL")
+    assert "password" not in moved and "db_password" not in moved
+    second = await asyncio.to_thread(run_sql, client, made["id"], GREET["postgresql"])
+    assert second["status"]["job_instance"]["status"] == 3, second
+    assert all("hi sqlapp" in log for log in second["logs"].values())
+    # back to MariaDB with only the fields that differ; the password stays
+    back = await update_db_account(running, made["id"], type=9, db_port=mysql_server.port,
+                                   db_name=mysql_server.database)
+    assert back["db_port"] == mysql_server.port
+    listed = await asyncio.to_thread(client.jobv3.get_account_list,
+                                     {"bk_biz_id": 2, "category": 2})
+    assert [a["db_port"] for a in listed["data"]["data"] if a["id"] == made["id"]] == [
+        mysql_server.port]
+    third = await asyncio.to_thread(run_sql, client, made["id"], GREET["mysql"])
+    assert third["status"]["job_instance"]["status"] == 3, third
+    async with running.server.db.connect() as conn:
+        sealed = (await conn.execute(select(accounts.c.password).where(
+            accounts.c.id == made["id"]))).scalar_one()
+    assert sealed.startswith("enc:v1:") and PASSWORD not in sealed
+
+
+async def test_sql_step_variables_and_retry(running: Running, mysql_server: DbServer) -> None:
+    """A plan's SQL step selects a global variable's value; a failed SQL step is retried
+    (failed hosts, then all hosts) through operate_step_instance."""
+    await running.start_agents(IPS)
+    client = _client(running)
+    account = await asyncio.to_thread(create_db_account, client, "mysql", mysql_server,
+                                      "vars-db")
+    own = "/api/jobfleet/v1"
+    table = f"retry_{int(time.time() * 1000)}"
+    tpl = await running.wire.post(f"{own}/templates?bk_biz_id=2", {
+        "name": "db vars", "global_var_list": [
+            {"name": "release", "type": 1, "value": "r-default"},
+            {"name": "table", "type": 1, "value": table}],
+        "step_list": [{"name": "read", "type": 1, "script_info": {
+            "script_content": "SELECT '${release}' AS rel, COUNT(*) AS n FROM ${table};",
+            "script_language": 6, "account": {"id": account["id"]},
+            "server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]}}}]})
+    assert tpl["result"], tpl
+    plan = await running.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
+                                   {"name": "db vars now"})
+    assert plan["result"], plan
+
+    def operate(job_id: int, step_id: int, code: int) -> dict[str, Any]:
+        return dict(client.jobv3.operate_step_instance({
+            "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+            "operation_code": code}))
+
+    def flow() -> dict[str, Any]:
+        started = client.jobv3.execute_job_plan({
+            "bk_biz_id": 2, "job_plan_id": plan["data"]["id"],
+            "global_var_list": [{"name": "release", "value": "r-42"}]})
+        assert started["result"], started
+        job_id = started["data"]["job_instance_id"]
+        failed = wait_job(client, job_id)
+        step_id = failed["status"]["step_instance_list"][0]["step_instance_id"]
+        # all hosts again: the table is still missing
+        retried_all = operate(job_id, step_id, 8)
+        failed_again = wait_job(client, job_id)
+        # the table comes to exist; retrying the failed hosts passes
+        made = run_sql(client, account["id"], f"CREATE TABLE IF NOT EXISTS {table} (id INT);")
+        retried = operate(job_id, step_id, 2)
+        again = wait_job(client, job_id)
+        # a step that passed has nothing to retry
+        refused = operate(job_id, step_id, 2)
+        run_sql(client, account["id"], f"DROP TABLE IF EXISTS {table};")
+        return {"failed": failed, "retried_all": retried_all, "failed_again": failed_again,
+                "made": made, "retried": retried, "again": again, "refused": refused,
+                "job_id": job_id, "step_id": step_id}
+
+    out = await asyncio.to_thread(flow)
+    assert out["failed"]["status"]["job_instance"]["status"] == 4, out["failed"]
+    assert all(table in log for log in out["failed"]["logs"].values()), out["failed"]["logs"]
+    assert out["retried_all"]["result"], out["retried_all"]
+    assert out["failed_again"]["status"]["job_instance"]["status"] == 4, out["failed_again"]
+    assert out["made"]["status"]["job_instance"]["status"] == 3, out["made"]
+    assert out["retried"]["result"], out["retried"]
+    assert out["again"]["status"]["job_instance"]["status"] == 3, out["again"]
+    assert out["again"]["logs"] == {ip: "rel\tn\nr-42\t0\n" for ip in IPS}, out["again"]
+    assert out["refused"]["code"] == 1241003, out["refused"]
+    detail = await running.wire.v3("get_step_instance_status", {
+        "bk_biz_id": 2, "job_instance_id": out["job_id"],
+        "step_instance_id": out["step_id"]}, method="GET")
+    assert detail["data"]["execute_count"] == 2, detail
+
+
+async def test_oracle_and_db2_without_client(running: Running, tmp_path: Path) -> None:
+    """Oracle and DB2 accounts are accepted; a host without sqlplus / db2 fails with a
+    line that names the missing client, and the password is on no command line."""
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    root = (await wire.v3("get_account_list", {"bk_biz_id": 2, "category": 1},
+                          method="GET"))["data"]["data"][0]["id"]
+    target = {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}
+    for type_, program in ((10, "sqlplus"), (11, "db2")):
+        made = await wire.v3("create_account", {
+            "bk_biz_id": 2, "category": 2, "type": type_, "account": "scott",
+            "alias": f"db-{type_}", "db_password": PASSWORD, "db_system_account_id": root,
+            "db_host": "127.0.0.1", "db_name": "ORCL"})
+        assert made["result"], made
+        assert made["data"]["db_port"] == (1521 if type_ == 10 else 50000)
+        sub = await wire.v3("fast_execute_sql", {
+            "bk_biz_id": 2, "db_account_id": made["data"]["id"],
+            "script_content": _b64("SELECT 1 FROM dual;"), "target_server": target})
+        assert sub["result"], sub
+        done = await wire.wait(sub["data"]["job_instance_id"])
+        assert done["job_instance"]["status"] == 4, done
+        host = done["step_instance_list"][0]["step_ip_result_list"][0]
+        assert (host["status"], host["exit_code"]) == (104, 1), host
+        logs = await wire.logs(sub["data"]["job_instance_id"], sub["data"]["step_instance_id"],
+                               IPS[:1])
+        assert f"client '{program}' is not installed" in logs[IPS[0]], logs
+        assert PASSWORD not in logs[IPS[0]]

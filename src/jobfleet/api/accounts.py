@@ -12,7 +12,7 @@ from jobfleet.api.params import get_int, get_str, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import AccountCategory
-from jobfleet.store.accounts import account_view
+from jobfleet.store.accounts import DbChange, account_view
 
 MANAGE = "manage_account"
 # bk-job's limit on an account password
@@ -85,14 +85,9 @@ async def _create_db_account(call: Call, scope: Any, name: str) -> int:
     """A database account, named as bk-job's console names its fields (``db_password``,
     ``db_port``, ``db_system_account_id``), plus ``db_host`` and ``db_name``."""
     p = call.params
-    password = get_str(p, "db_password") or get_str(p, "password")
-    if not password:
-        raise JobError.missing("db_password")
-    if len(password) > MAX_PASSWORD:
-        raise JobError.invalid("db_password", f"longer than {MAX_PASSWORD} characters")
-    host = get_str(p, "db_host", max_length=255) or "127.0.0.1"
-    if not HOST_NAME.fullmatch(host):
-        raise JobError.invalid("db_host", "a host name or IP address")
+    password = _db_password(p, required=True)
+    assert password is not None
+    host = _db_host(p) or "127.0.0.1"
     return int(
         await call.services.accounts.create_db(
             scope.bk_biz_id,
@@ -114,16 +109,59 @@ async def update_account(call: Call) -> dict[str, Any]:
     scope = await call.scope(MANAGE)
     p = call.params
     account_id = need_int(p, "id", minimum=1)
-    row = await call.services.accounts.update(
+    current = await call.services.accounts.get(scope.bk_biz_id, account_id)
+    if current.category == AccountCategory.DB:
+        row = await _update_db_account(call, scope, account_id)
+    else:
+        row = await call.services.accounts.update(
+            scope.bk_biz_id,
+            account_id,
+            user=call.caller.username,
+            alias=get_str(p, "alias", max_length=255),
+            password=get_str(p, "password"),
+            description=get_str(p, "description", max_length=1024),
+        )
+    await _record(call, "update_account", account_id)
+    return _view(row, scope)
+
+
+def _db_password(p: dict[str, Any], *, required: bool) -> str | None:
+    password = get_str(p, "db_password") or get_str(p, "password")
+    if not password:
+        if required:
+            raise JobError.missing("db_password")
+        return None
+    if len(password) > MAX_PASSWORD:
+        raise JobError.invalid("db_password", f"longer than {MAX_PASSWORD} characters")
+    return password
+
+
+def _db_host(p: dict[str, Any]) -> str | None:
+    host = get_str(p, "db_host", max_length=255)
+    if host is not None and not HOST_NAME.fullmatch(host):
+        raise JobError.invalid("db_host", "a host name or IP address")
+    return host
+
+
+async def _update_db_account(call: Call, scope: Any, account_id: int) -> Any:
+    """A database account's connection: any of host, port, database name, password and
+    the system account its client runs as; what is not given is kept."""
+    p = call.params
+    return await call.services.accounts.update(
         scope.bk_biz_id,
         account_id,
         user=call.caller.username,
         alias=get_str(p, "alias", max_length=255),
-        password=get_str(p, "password"),
+        password=_db_password(p, required=False),
         description=get_str(p, "description", max_length=1024),
+        db=DbChange(
+            host=_db_host(p),
+            port=get_int(p, "db_port", minimum=1, maximum=65535),
+            name=get_str(p, "db_name", max_length=255),
+            system_account_id=get_int(p, "db_system_account_id", minimum=1),
+            type=get_int(p, "type"),
+        ),
     )
-    await _record(call, "update_account", account_id)
-    return _view(row, scope)
 
 
 async def delete_account(call: Call) -> dict[str, Any]:

@@ -172,12 +172,12 @@ def _refuse(step: Any, what: str) -> JobError:
 
 
 async def _operate_execution(call: Call, job: Any, step: Any, operation: StepOperation) -> None:
-    """Retries, skips and rolling of script and file steps."""
+    """Retries, skips and rolling of script, file and SQL steps."""
     engine = call.services.engine
-    if step.type not in (StepType.SCRIPT, StepType.FILE):
+    if step.type not in (StepType.SCRIPT, StepType.FILE, StepType.SQL):
         raise JobError(
             ErrorCode.UNSUPPORTED_OPERATION,
-            f"operation_code {int(operation)} applies to script and file steps only",
+            f"operation_code {int(operation)} applies to script, file and SQL steps only",
         )
     status = RunStatus(step.status)
     if operation == StepOperation.ROLLING_CONTINUE:

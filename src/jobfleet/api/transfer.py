@@ -138,10 +138,8 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
             file_count += len(files)
         elif file_type == 3:
             names = [str(f) for f in files]
-            sources.extend(
-                await call.services.third_party.fetch(
-                    scope, raw, names, call.caller.username, "file_source_list"
-                )
+            sources.append(
+                await call.services.third_party.plan(scope, raw, names, "file_source_list")
             )
             file_count += len(files)
         else:

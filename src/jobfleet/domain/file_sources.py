@@ -11,6 +11,16 @@ the credential that opens it. jobfleet reads two kinds:
   is a path under it. Credential: user name and password (basic authentication), or a
   single secret or password (sent as a bearer token).
 
+bk-job's own type codes (``FileSourceTypeEnum``) are read too, each as the kind it is:
+
+- ``TENCENT_CLOUD_COS``: Tencent Cloud COS, S3-compatible. ``access_params``: ``region``
+  (required) and ``endpoint_url`` (default ``https://cos.<region>.myqcloud.com``). A file
+  is ``bucket/key``, fetched as from ``S3``.
+- ``BLUEKING_ARTIFACTORY``: BlueKing Artifactory (bk-repo). ``access_params``:
+  ``base_url``. A file is ``project/repo/path``, fetched over HTTP from bk-repo's generic
+  download URL ``<base_url>/generic/<project>/<repo>/<path>``, with the same credentials
+  as ``HTTP``.
+
 ``file_prefix`` (bk-job's) is put in front of every file named through the source.
 """
 
@@ -32,7 +42,12 @@ CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
 }
 S3 = "S3"
 HTTP = "HTTP"
-SOURCE_TYPES = (S3, HTTP)
+COS = "TENCENT_CLOUD_COS"
+ARTIFACTORY = "BLUEKING_ARTIFACTORY"
+SOURCE_TYPES = (S3, HTTP, COS, ARTIFACTORY)
+# the kinds of source that speak the S3 protocol
+S3_KINDS = frozenset({S3, COS})
+COS_REGION = re.compile(r"[a-z0-9-]{1,64}")
 MAX_VALUE = 4096
 MAX_NAME = 255
 CODE = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -96,18 +111,22 @@ def check_access_params(type_: str, raw: Any) -> dict[str, str]:
         raw = {}
     if not isinstance(raw, dict):
         raise JobError.invalid("access_params", "must be an object")
-    if type_ == S3:
-        region = raw.get("region") or "us-east-1"
-        if not isinstance(region, str) or not re.fullmatch(r"[a-z0-9-]{1,64}", region):
+    if type_ in S3_KINDS:
+        region = raw.get("region") or ("us-east-1" if type_ == S3 else None)
+        if region is None:
+            raise JobError.missing("access_params.region")
+        if not isinstance(region, str) or not COS_REGION.fullmatch(region):
             raise JobError.invalid("access_params.region")
-        return {"endpoint_url": _base_url(raw.get("endpoint_url"), "endpoint_url"),
-                "region": region}
+        endpoint = raw.get("endpoint_url")
+        if type_ == COS and not endpoint:
+            endpoint = f"https://cos.{region}.myqcloud.com"
+        return {"endpoint_url": _base_url(endpoint, "endpoint_url"), "region": region}
     return {"base_url": _base_url(raw.get("base_url"), "base_url")}
 
 
 def credential_fits(source_type: str, credential_type: str) -> bool:
     """Whether a source of ``source_type`` can use a credential of ``credential_type``."""
-    if source_type == S3:
+    if source_type in S3_KINDS:
         return credential_type == "APP_ID_SECRET_KEY"
     return credential_type in ("USERNAME_PASSWORD", "PASSWORD", "SECRET_KEY")
 
@@ -117,13 +136,19 @@ def object_url(source_type: str, access: Mapping[str, str], prefix: str, path: s
     full = f"{prefix}{path}".lstrip("/")
     if not full or any(part in ("", ".", "..") for part in full.split("/")):
         raise JobError.invalid("file_source_list.file_list", f"{path!r} is not a file path")
-    if source_type == S3:
+    if source_type in S3_KINDS:
         bucket, _, key = full.partition("/")
         if not BUCKET.fullmatch(bucket) or not key:
             raise JobError.invalid(
                 "file_source_list.file_list", f"{path!r} is not bucket/key"
             )
         return f"{access['endpoint_url']}/{bucket}/{quote(key)}"
+    if source_type == ARTIFACTORY:
+        if full.count("/") < 2:
+            raise JobError.invalid(
+                "file_source_list.file_list", f"{path!r} is not project/repo/path"
+            )
+        return f"{access['base_url']}/generic/{quote(full)}"
     return f"{access['base_url']}/{quote(full)}"
 
 

@@ -14,7 +14,7 @@ import logging
 import posixpath
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Row
 
@@ -58,6 +58,23 @@ class Gathered:
     message: str = ""
 
 
+class ThirdPartyDownloads(Protocol):
+    """Fetches the files of a third-party source (``engine.file_sources``)."""
+
+    async def download(
+        self,
+        step: Row[Any],
+        source: dict[str, Any],
+        host_ids: list[int],
+        first_seq: int,
+        deadline: float,
+    ) -> Gathered: ...
+
+
+# the file log rows of third-party downloads, on each target, come after a host's own
+THIRD_PARTY_SEQ = 500_000
+
+
 class SourceFailure(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -79,20 +96,33 @@ class SourceGathering:
         file_logs: FileLogStore,
         inventory: Inventory,
         max_file_size: int,
+        third_party: ThirdPartyDownloads | None = None,
     ) -> None:
         self.rpc = rpc
         self.blobs = blobs
         self.file_logs = file_logs
         self.inventory = inventory
         self.max_file_size = max_file_size
+        self.third_party = third_party
 
     async def gather(
-        self, job: Row[Any], step: Row[Any], cfg: dict[str, Any], deadline: float
+        self,
+        job: Row[Any],
+        step: Row[Any],
+        cfg: dict[str, Any],
+        deadline: float,
+        targets: list[int] | None = None,
     ) -> list[Prepared]:
+        """The step's source files on the server; third-party downloads show in the file
+        logs of ``targets``."""
         jobs = []
+        seq = THIRD_PARTY_SEQ
         for source in cfg.get("sources") or []:
             if source.get("kind") == "blob":
                 jobs.append(self._blob_source(source))
+            elif source.get("kind") == "third_party":
+                jobs.append(self._third_party(step, source, targets or [], seq, deadline))
+                seq += len(source.get("files") or [])
             else:
                 for host_id in source.get("host_ids") or []:
                     jobs.append(self.host_source(job, step, host_id, source, cfg, deadline))
@@ -101,6 +131,22 @@ class SourceGathering:
             if item.status is not None:
                 raise SourceFailure(item.status, item.message)
         return [f for item in gathered for f in item.files]
+
+    async def _third_party(
+        self,
+        step: Row[Any],
+        source: dict[str, Any],
+        targets: list[int],
+        seq: int,
+        deadline: float,
+    ) -> Gathered:
+        if self.third_party is None:
+            return Gathered(
+                None,
+                status=int(HostStatus.GSE_FILE_ERROR),
+                message="third-party file sources are not set up on this server",
+            )
+        return await self.third_party.download(step, source, targets, seq, deadline)
 
     async def _blob_source(self, source: dict[str, Any]) -> Gathered:
         blob = await self.blobs.get(str(source.get("blob_id")))

@@ -12,6 +12,7 @@ sources, and each host's status is the outcome of its own uploads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import posixpath
 import time
@@ -29,6 +30,7 @@ from jobfleet.engine.file_gathering import (
     Prepared,
     SourceFailure,
     SourceGathering,
+    ThirdPartyDownloads,
     speed_limit,
 )
 from jobfleet.engine.rpc import AgentRpc
@@ -68,6 +70,7 @@ class FileSteps:
         file_logs: FileLogStore,
         inventory: Inventory,
         max_file_size: int,
+        third_party: ThirdPartyDownloads | None = None,
     ) -> None:
         self.tasks = tasks
         self.dispatcher = dispatcher
@@ -76,7 +79,9 @@ class FileSteps:
         self.file_logs = file_logs
         self.inventory = inventory
         self.max_file_size = max_file_size
-        self.sources = SourceGathering(rpc, blobs, file_logs, inventory, max_file_size)
+        self.sources = SourceGathering(
+            rpc, blobs, file_logs, inventory, max_file_size, third_party
+        )
 
     async def run(
         self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
@@ -97,14 +102,16 @@ class FileSteps:
             if downloads_started:
                 files = await self._prepared_from_logs(step, pending[0].bk_host_id)
             else:
-                files = await self.sources.gather(job, step, cfg, deadline)
-                if len(files) * len(rows) > MAX_FILE_TASKS:
-                    raise SourceFailure(
-                        int(HostStatus.GSE_FILE_TASK_ERROR),
-                        f"{len(files)} files to {len(rows)} hosts exceed the "
-                        f"limit of {MAX_FILE_TASKS} file tasks",
-                    )
-                await self._plan_downloads(step, cfg, files, [r.bk_host_id for r in pending])
+                gathered = await self._gather_until_stopped(job, step, cfg, deadline, stop, pending)
+                files = gathered or []
+                if gathered is not None:
+                    if len(files) * len(rows) > MAX_FILE_TASKS:
+                        raise SourceFailure(
+                            int(HostStatus.GSE_FILE_TASK_ERROR),
+                            f"{len(files)} files to {len(rows)} hosts exceed the "
+                            f"limit of {MAX_FILE_TASKS} file tasks",
+                        )
+                    await self._plan_downloads(step, cfg, files, [r.bk_host_id for r in pending])
         except SourceFailure as failure:
             await self._fail_all(step, pending, failure)
             return await self.tasks.end_step(step, started, stop.is_set())
@@ -122,6 +129,33 @@ class FileSteps:
         return await self.tasks.run(
             job, step, stop, recovering, template, timeout_status=HostStatus.GSE_TIMEOUT
         )
+
+    async def _gather_until_stopped(
+        self,
+        job: Row[Any],
+        step: Row[Any],
+        cfg: dict[str, Any],
+        deadline: float,
+        stop: asyncio.Event,
+        pending: list[Row[Any]],
+    ) -> list[Prepared] | None:
+        """The source files, or None when the step is terminated first (what was being
+        gathered, such as a download from a file source, is stopped)."""
+        gathering = asyncio.ensure_future(
+            self.sources.gather(job, step, cfg, deadline, [r.bk_host_id for r in pending])
+        )
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({gathering, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not gathering.done():
+                gathering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gathering
+        if gathering.cancelled():
+            return None
+        return gathering.result()
 
     async def _plan_downloads(
         self, step: Row[Any], cfg: dict[str, Any], files: list[Prepared], host_ids: list[int]

@@ -286,8 +286,7 @@ class PlanLauncher:
                 continue
             if int(src.get("file_type") or 1) == 3:
                 where = f"step {name!r} source {i + 1}"
-                operator = str(common.get("operator") or "")
-                sources.extend(await self.third_party.fetch(ctx.scope, src, files, operator, where))
+                sources.append(await self.third_party.plan(ctx.scope, src, files, where))
                 file_count += len(files)
                 continue
             account = await self._account(ctx, src.get("account"))

@@ -135,8 +135,16 @@ class JobRunner:
                 await self.store.update_step(step.id, variables=variables.seal(after, self.cipher))
             return status
         if step.type == StepType.SQL:
-            template = sql.sql_message(self._template(step), step, self.cipher)
-            return await self.tasks.run(job, step, stop, recovering, template)
+            base = self._template(step)
+            shared = state.values() if state is not None else None
+            template = sql.sql_message(base, step, self.cipher, shared)
+            sql_hosts: dict[int, dict[str, Any]] = {}
+            if state is not None and state.per_host:
+                for row in await self.store.hosts(step.id, step.execute_count):
+                    own = state.values(row.bk_host_id)
+                    if own != shared:
+                        sql_hosts[row.bk_host_id] = sql.sql_message(base, step, self.cipher, own)
+            return await self.tasks.run(job, step, stop, recovering, template, per_host=sql_hosts)
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
                 config = variables.render_file_config(step.config or {}, state.values())

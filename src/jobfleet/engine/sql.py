@@ -3,9 +3,13 @@
 The step keeps a snapshot of its database account (type, host, port, database, user and
 the still encrypted password), as bk-job's step instances do, so a later change to the
 account does not change a job already made. At dispatch the step becomes a shell task
-that feeds the SQL to ``mysql`` or ``psql`` on standard input; the password travels in
-the task's environment (``MYSQL_PWD`` / ``PGPASSWORD``), never on a command line, and
-the client's exit status is the host's exit code.
+that feeds the SQL to the database's client on standard input: ``mysql`` (MySQL and
+MariaDB), ``psql`` (PostgreSQL), ``sqlplus`` (Oracle) or the ``db2`` command line
+processor (DB2). The password travels in the task's environment, never on a command
+line: ``MYSQL_PWD`` / ``PGPASSWORD`` for the first two; for Oracle and DB2 a shell
+builtin (``printf``) writes the connect statement into the client's standard input. The
+client's exit status is the host's exit code; a host without the client fails at once
+with a line that names the missing program.
 """
 
 from __future__ import annotations
@@ -17,9 +21,29 @@ from typing import Any
 from sqlalchemy import Row
 
 from jobfleet.domain.status import AccountType, ScriptLanguage
+from jobfleet.domain.variables import render
 from jobfleet.store.secrets import Cipher
 
 CONNECT_TIMEOUT = 10
+# bk-job's SQL task templates end a host whose client is missing with ``job_fail``
+# (exit status 1, host status 104)
+CLIENT_MISSING_EXIT = 1
+CLIENTS = {
+    AccountType.MYSQL: ("mysql", "MySQL"),
+    AccountType.POSTGRESQL: ("psql", "PostgreSQL"),
+    AccountType.ORACLE: ("sqlplus", "Oracle"),
+    AccountType.DB2: ("db2", "DB2"),
+}
+# Oracle and DB2 read the connection from the environment in the task's shell
+ORACLE_CONNECT = (
+    "printf 'WHENEVER SQLERROR EXIT FAILURE\\nWHENEVER OSERROR EXIT FAILURE\\n"
+    "CONNECT \"%s\"/\"%s\"%s\\n' "
+    '"$JOBFLEET_DB_USER" "$JOBFLEET_DB_PASSWORD" "$JOBFLEET_DB_TARGET"'
+)
+DB2_CONNECT = (
+    "printf 'CONNECT TO %s USER %s USING %s;\\n' "
+    '"$JOBFLEET_DB_NAME" "$JOBFLEET_DB_USER" "$JOBFLEET_DB_PASSWORD"'
+)
 
 
 def _delimiter(sql: str) -> str:
@@ -33,7 +57,8 @@ def _delimiter(sql: str) -> str:
 def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     """The client's argv (no secret in it) and the environment that carries the password."""
     password = str(db.get("password") or "")
-    if int(db["type"]) == AccountType.POSTGRESQL:
+    kind = int(db["type"])
+    if kind == AccountType.POSTGRESQL:
         argv = [
             "psql",
             "-X",
@@ -49,6 +74,17 @@ def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
             argv.append(f"--dbname={db['name']}")
         env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
         return argv, env
+    if kind in (AccountType.ORACLE, AccountType.DB2):
+        name = str(db.get("name") or "")
+        env = {"JOBFLEET_DB_USER": str(db["user"]), "JOBFLEET_DB_PASSWORD": password}
+        if kind == AccountType.ORACLE:
+            # with a service name, the listener at host:port; without, the host's own
+            # instance (ORACLE_SID), as bk-job connects
+            port = db["port"] or 1521
+            env["JOBFLEET_DB_TARGET"] = f"@//{db['host']}:{port}/{name}" if name else ""
+            return ["sqlplus", "-S", "-L", "/nolog"], env
+        env["JOBFLEET_DB_NAME"] = name
+        return ["db2", "-t", "+p", "-s"], env
     argv = [
         "mysql",
         "--no-defaults",
@@ -62,17 +98,55 @@ def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     return argv, {"MYSQL_PWD": password}
 
 
-def sql_message(template: dict[str, Any], step: Row[Any], cipher: Cipher) -> dict[str, Any]:
-    """The run message of an SQL step: a shell task feeding the SQL to the client."""
-    db = dict((step.config or {}).get("db") or {})
-    if db.get("password"):
-        db["password"] = cipher.decrypt(str(db["password"]))
+def client_check(kind: int) -> str:
+    """A shell line that fails the host when the database's client is not installed."""
+    program, system = CLIENTS.get(AccountType(kind), ("mysql", "MySQL"))
+    message = f"jobfleet: the {system} client '{program}' is not installed on this host (PATH)"
+    return (
+        f"command -v {program} >/dev/null 2>&1 || "
+        f"{{ echo {shlex.quote(message)} >&2; exit {CLIENT_MISSING_EXIT}; }}\n"
+    )
+
+
+def client_script(db: dict[str, Any], sql: str) -> tuple[str, dict[str, str]]:
+    """The shell script that runs ``sql`` through the client, and its environment."""
     argv, env = client_command(db)
-    sql = step.script_content or ""
     if not sql.endswith("\n"):
         sql += "\n"
     end = _delimiter(sql)
-    script = f"{shlex.join(argv)} <<'{end}'\n{sql}{end}\n"
+    kind = int(db["type"])
+    body = f"<<'{end}'\n{sql}{end}\n"
+    if kind == AccountType.ORACLE:
+        script = (
+            f"{{ {ORACLE_CONNECT}; cat {body}printf '\\nEXIT\\n'; }} | {shlex.join(argv)}\n"
+        )
+    elif kind == AccountType.DB2:
+        # without a database alias the SQL connects itself, as in bk-job
+        connect = f"{DB2_CONNECT}; " if db.get("name") else ""
+        script = (
+            f"{{ {connect}cat {body}printf '\\nCONNECT RESET;\\nTERMINATE;\\n'; }}"
+            f" | {shlex.join(argv)}\n"
+        )
+    else:
+        script = f"{shlex.join(argv)} {body}"
+    return client_check(kind) + script, env
+
+
+def sql_message(
+    template: dict[str, Any],
+    step: Row[Any],
+    cipher: Cipher,
+    values: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The run message of an SQL step: a shell task feeding the SQL to the client, with
+    ``${name}`` replaced by the values of the job's variables (when it has any)."""
+    db = dict((step.config or {}).get("db") or {})
+    if db.get("password"):
+        db["password"] = cipher.decrypt(str(db["password"]))
+    sql = step.script_content or ""
+    if values:
+        sql = render(sql, values)
+    script, env = client_script(db, sql)
     return {
         **template,
         "lang": int(ScriptLanguage.SHELL),

@@ -8,22 +8,13 @@ from typing import Any
 from sqlalchemy import Row
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import AccountCategory, AccountType, ScriptLanguage, StepType, TaskType
+from jobfleet.domain.status import AccountCategory, ScriptLanguage, StepType, TaskType
 from jobfleet.engine.submit import Account, Scope, Submitter, default_name, one_step_job
 from jobfleet.store.inventory import Host
-
-# the database systems whose client a host can run
-RUNNABLE_DB_TYPES = frozenset({AccountType.MYSQL, AccountType.POSTGRESQL})
 
 
 def db_snapshot(row: Row[Any]) -> dict[str, Any]:
     """What a step keeps of its database account; the password stays encrypted."""
-    if row.type not in RUNNABLE_DB_TYPES:
-        raise JobError(
-            ErrorCode.NOT_SUPPORTED,
-            f"Database account {row.id} is of type {row.type}; "
-            "SQL runs on MySQL/MariaDB (9) and PostgreSQL (12) accounts",
-        )
     return {
         "db_account_id": row.id,
         "alias": row.alias,

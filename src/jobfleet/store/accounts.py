@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
@@ -19,7 +20,24 @@ OS_OF_TYPE = {AccountType.LINUX: "Linux", AccountType.WINDOWS: "Windows"}
 DB_TYPES = frozenset(
     {AccountType.MYSQL, AccountType.ORACLE, AccountType.DB2, AccountType.POSTGRESQL}
 )
-DB_DEFAULT_PORT = {AccountType.MYSQL: 3306, AccountType.POSTGRESQL: 5432}
+DB_TYPES_TEXT = "database accounts are 9 (MySQL), 10 (Oracle), 11 (DB2) or 12 (PostgreSQL)"
+DB_DEFAULT_PORT = {
+    AccountType.MYSQL: 3306,
+    AccountType.ORACLE: 1521,
+    AccountType.DB2: 50000,
+    AccountType.POSTGRESQL: 5432,
+}
+
+
+@dataclass(frozen=True)
+class DbChange:
+    """What an update changes of a database account's connection (None: kept)."""
+
+    host: str | None = None
+    port: int | None = None
+    name: str | None = None
+    system_account_id: int | None = None
+    type: int | None = None
 
 
 def account_view(row: Row[Any]) -> dict[str, Any]:
@@ -197,9 +215,7 @@ class AccountStore:
         """A database account: a user of the database at ``host:port``, whose client runs
         on the target host as the system account ``system_account_id``."""
         if type_ not in DB_TYPES:
-            raise JobError.invalid(
-                "type", "database accounts are 9 (MySQL), 10 (Oracle), 11 (DB2) or 12 (PostgreSQL)"
-            )
+            raise JobError.invalid("type", DB_TYPES_TEXT)
         if await self.find_system([bk_biz_id], account_id=system_account_id, alias=None) is None:
             raise JobError(
                 ErrorCode.ACCOUNT_NOT_EXIST,
@@ -240,9 +256,12 @@ class AccountStore:
         alias: str | None = None,
         password: str | None = None,
         description: str | None = None,
+        db: DbChange | None = None,
     ) -> Row[Any]:
-        await self.get(bk_biz_id, account_id)
+        current = await self.get(bk_biz_id, account_id)
         values: dict[str, Any] = {"last_modify_user": user, "last_modify_time": now_ms()}
+        if db is not None and current.category == AccountCategory.DB:
+            values.update(await self._db_values(bk_biz_id, db))
         if alias:
             values["alias"] = alias
         if password:
@@ -257,6 +276,31 @@ class AccountStore:
         except IntegrityError:
             raise JobError.invalid("alias", f"{alias!r} is taken in this business") from None
         return await self.get(bk_biz_id, account_id)
+
+    async def _db_values(self, bk_biz_id: int, db: DbChange) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if db.type is not None:
+            if db.type not in DB_TYPES:
+                raise JobError.invalid("type", DB_TYPES_TEXT)
+            values["type"] = db.type
+        if db.host:
+            values["db_host"] = db.host
+        if db.port is not None:
+            values["db_port"] = db.port
+        if db.name is not None:
+            values["db_name"] = db.name or None
+        if db.system_account_id is not None:
+            found = await self.find_system(
+                [bk_biz_id], account_id=db.system_account_id, alias=None
+            )
+            if found is None:
+                raise JobError(
+                    ErrorCode.ACCOUNT_NOT_EXIST,
+                    f"System account {db.system_account_id} does not exist in business "
+                    f"{bk_biz_id}",
+                )
+            values["db_system_account_id"] = db.system_account_id
+        return values
 
     async def delete(self, bk_biz_id: int, account_id: int) -> Row[Any]:
         row = await self.get(bk_biz_id, account_id)

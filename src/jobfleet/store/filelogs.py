@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, update
 
 from jobfleet.domain.status import FileLogMode, FileLogStatus
 from jobfleet.store.database import Database
@@ -104,3 +104,16 @@ class FileLogStore:
         if updates:
             async with self.db.begin() as conn:
                 await conn.execute(file_log_update(), updates)
+
+    async def remove(self, step_id: int, execute_count: int, mode: int, seqs: range) -> None:
+        """Drop the rows of ``seqs`` (a phase started again after a restart writes them anew)."""
+        async with self.db.begin() as conn:
+            await conn.execute(
+                delete(file_logs).where(
+                    file_logs.c.step_instance_id == step_id,
+                    file_logs.c.execute_count == execute_count,
+                    file_logs.c.mode == mode,
+                    file_logs.c.seq >= seqs.start,
+                    file_logs.c.seq < seqs.stop,
+                )
+            )

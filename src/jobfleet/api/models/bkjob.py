@@ -269,7 +269,9 @@ class CreateAccount(Scoped):
     description: str | None = None
     db_password: str | None = Field(None, max_length=117, description="database accounts")
     db_host: str | None = Field(None, description="database host as the targets see it")
-    db_port: int | None = Field(None, ge=1, le=65535, description="default 3306 / 5432")
+    db_port: int | None = Field(
+        None, ge=1, le=65535, description="default 3306 / 1521 / 50000 / 5432"
+    )
     db_name: str | None = Field(None, description="database to connect to")
     db_system_account_id: int | None = Field(
         None, ge=1, le=INT64_MAX, description="the system account a database client runs as"
@@ -302,9 +304,11 @@ class FileSourceRef(Scoped):
 
 class SaveFileSource(FileSourceRef):
     alias: str = Field(max_length=255)
-    type: str = Field(description="S3 or HTTP")
+    type: str = Field(description="S3, HTTP, TENCENT_CLOUD_COS or BLUEKING_ARTIFACTORY")
     access_params: dict[str, str] = Field(
-        default_factory=dict, description="S3: endpoint_url, region; HTTP: base_url"
+        default_factory=dict,
+        description="S3: endpoint_url, region; TENCENT_CLOUD_COS: region, endpoint_url; "
+        "HTTP, BLUEKING_ARTIFACTORY: base_url",
     )
     credential_id: str = Field(description="the credential that opens the source")
     file_prefix: str | None = Field(None, description="put before every file named")
@@ -314,6 +318,16 @@ class UpdateAccount(ById):
     password: str | None = None
     alias: str | None = None
     description: str | None = None
+    type: int | None = Field(
+        None, ge=9, le=12, description="database accounts: 9 MySQL, 10 Oracle, 11 DB2, 12 PG"
+    )
+    db_password: str | None = Field(None, max_length=117, description="database accounts")
+    db_host: str | None = Field(None, description="database accounts: host")
+    db_port: int | None = Field(None, ge=1, le=65535, description="database accounts: port")
+    db_name: str | None = Field(None, description="database accounts: database")
+    db_system_account_id: int | None = Field(
+        None, ge=1, le=INT64_MAX, description="database accounts: the client's system account"
+    )
 
 
 # dangerous-statement rules ------------------------------------------------------------------
