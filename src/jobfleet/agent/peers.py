@@ -258,7 +258,10 @@ def encode_request(request: dict[str, Any]) -> bytes:
 
 
 class PeerLink:
-    """One connection to a peer, one request at a time; reads pieces straight into a buffer."""
+    """One connection to a peer, one request at a time, in blocking calls.
+
+    Run them on a thread: a piece is read with one ``recv_into`` straight into the
+    caller's buffer (``MSG_WAITALL``), so no Python runs per network packet."""
 
     def __init__(self, address: str, transfer: str, token: str, timeout: float = 30.0) -> None:
         self.address = address
@@ -267,53 +270,43 @@ class PeerLink:
         self.timeout = timeout
         self._sock: socket.socket | None = None
 
-    async def _connect(self) -> socket.socket:
+    def _connect(self) -> socket.socket:
         if self._sock is not None:
             return self._sock
         host, _, port = self.address.rpartition(":")
-        host = host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(5.0):
-                await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        except BaseException:
-            sock.close()
-            raise
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5.0)
+        sock.settimeout(self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         return sock
 
     def close(self) -> None:
         if self._sock is not None:
-            self._sock.close()
+            with contextlib.suppress(OSError):
+                self._sock.close()
             self._sock = None
 
-    async def have(self, n: int) -> bytes:
-        status, body = await self._ask({"op": "have", "n": n}, None)
+    def have(self, n: int) -> bytes:
+        status, body = self._ask({"op": "have", "n": n}, None)
         return bytes(body) if status == OK else b""
 
-    async def get(self, n: int, index: int, into: bytearray) -> memoryview | None:
+    def get(self, n: int, index: int, into: bytearray) -> memoryview | None:
         """The piece read into ``into``; None if the peer does not have it (yet)."""
-        status, body = await self._ask({"op": "get", "n": n, "i": index}, into)
+        status, body = self._ask({"op": "get", "n": n, "i": index}, into)
         return body if status == OK else None
 
-    async def _ask(self, request: dict[str, Any], into: bytearray | None) -> tuple[int, memoryview]:
-        loop = asyncio.get_running_loop()
+    def _ask(self, request: dict[str, Any], into: bytearray | None) -> tuple[int, memoryview]:
         try:
-            async with asyncio.timeout(self.timeout):
-                sock = await self._connect()
-                frame = encode_request({**request, "x": self.transfer, "t": self.token})
-                await loop.sock_sendall(sock, frame)
-                head = bytearray(ANSWER.size)
-                await _recv_exactly(sock, memoryview(head))
-                status, length = ANSWER.unpack(head)
-                limit = len(into) if into is not None else 1 << 20
-                if length > limit:
-                    raise PeerError(f"an answer of {length} bytes is over {limit}")
-                buffer = into if into is not None else bytearray(length)
-                view = memoryview(buffer)[:length]
-                await _recv_exactly(sock, view)
+            sock = self._connect()
+            sock.sendall(encode_request({**request, "x": self.transfer, "t": self.token}))
+            head = bytearray(ANSWER.size)
+            _recv_exactly(sock, memoryview(head))
+            status, length = ANSWER.unpack(head)
+            limit = len(into) if into is not None else 1 << 20
+            if length > limit:
+                raise PeerError(f"an answer of {length} bytes is over {limit}")
+            view = memoryview(into if into is not None else bytearray(length))[:length]
+            _recv_exactly(sock, view)
         except BaseException:
             self.close()
             raise
@@ -323,10 +316,9 @@ class PeerLink:
         return status, view
 
 
-async def _recv_exactly(sock: socket.socket, view: memoryview) -> None:
-    loop = asyncio.get_running_loop()
+def _recv_exactly(sock: socket.socket, view: memoryview) -> None:
     while view:
-        got = await loop.sock_recv_into(sock, view)
+        got = sock.recv_into(view, len(view), socket.MSG_WAITALL)
         if not got:
             raise ConnectionResetError("the peer closed the connection")
         view = view[got:]

@@ -40,7 +40,7 @@ from jobfleet.store.inventory import chunks
 from jobfleet.store.secrets import hash_secret, secret_matches
 from jobfleet.store.tables import blob_parts, blob_readers, blobs
 
-WRITE_SIZE = 1024 * 1024
+WRITE_SIZE = 4 * 1024 * 1024
 # bytes per row of ``blob_parts``, and rows per transaction
 PART_SIZE = 1024 * 1024
 PARTS_PER_WRITE = 8
@@ -339,8 +339,10 @@ class BlobStore:
         # the digests of the file's pieces (peer-to-peer distribution), computed once here
         hasher = PieceHasher()
         size = 0
-        # requests arrive in small pieces; one thread hop per MiB, not per piece
+        # requests arrive in small pieces; one thread hop per few MiB, not per piece,
+        # with the hashing and writing of one batch overlapping the next's arrival
         pending = bytearray()
+        writing: asyncio.Future[None] | None = None
         fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             async for chunk in chunks:
@@ -351,13 +353,19 @@ class BlobStore:
                         f"File larger than the limit of {max_size} bytes",
                         http_status=413,
                     )
-                digest.update(chunk)
                 pending += chunk
                 if len(pending) >= WRITE_SIZE:
-                    await asyncio.to_thread(_write_hashed, fd, bytes(pending), hasher)
-                    pending.clear()
+                    if writing is not None:
+                        await writing
+                    batch, pending = pending, bytearray()
+                    writing = asyncio.ensure_future(
+                        asyncio.to_thread(_write_hashed, fd, batch, digest, hasher)
+                    )
+            if writing is not None:
+                await writing
+                writing = None
             if pending:
-                await asyncio.to_thread(_write_hashed, fd, bytes(pending), hasher)
+                await asyncio.to_thread(_write_hashed, fd, pending, digest, hasher)
             await asyncio.to_thread(os.fsync, fd)
             os.close(fd)
             fd = -1
@@ -368,6 +376,8 @@ class BlobStore:
                 await self._store_parts(blob_id, token, part)
             await self._commit(blob_id, token, part, size, digest.hexdigest())
         except BaseException:
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)
             if fd >= 0:
                 os.close(fd)
             part.unlink(missing_ok=True)
@@ -471,12 +481,13 @@ def hash_pieces(path: Path) -> list[bytes]:
     return hasher.finish()
 
 
-def _write_hashed(fd: int, data: bytes, hasher: PieceHasher) -> None:
+def _write_hashed(fd: int, data: bytearray, digest: Any, hasher: PieceHasher) -> None:
     _write_all(fd, data)
+    digest.update(data)
     hasher.update(data)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

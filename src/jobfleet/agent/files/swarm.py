@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -114,6 +115,11 @@ class SwarmItem:
         self.by_index = {p.index: p for p in self.peers}
         self.from_server = 0
         self.from_peers = 0
+        # peers are read on threads of their own: receiving, hashing and writing a
+        # piece is one call that releases the GIL, not a loop turn per packet
+        self.threads = concurrent.futures.ThreadPoolExecutor(
+            max(1, min(PEER_WORKERS, len(self.peers))), thread_name_prefix="jobfleet-peer"
+        )
         self.server_bytes = 0
         self.peer_bytes = 0
 
@@ -153,6 +159,7 @@ class SwarmItem:
             await asyncio.gather(*workers, return_exceptions=True)
             for p in self.peers:
                 p.link.close()
+            self.threads.shutdown(wait=False, cancel_futures=True)
         if self.missing:
             raise TransferError(
                 HostStatus.GSE_FILE_TASK_ERROR,
@@ -239,11 +246,12 @@ class SwarmItem:
         return any(has[i] and not self.have[i] and i not in self.inflight for i in range(len(has)))
 
     async def _from_peer(self, peer: _Peer, buffer: bytearray) -> None:
+        loop = asyncio.get_running_loop()
         now = time.monotonic()
         if not self._wanted(peer):
             if now - peer.asked < HAVE_AGE:
                 await asyncio.sleep(HAVE_AGE - (now - peer.asked))
-            peer.has = await peer.link.have(self.n)
+            peer.has = await loop.run_in_executor(self.threads, peer.link.have, self.n)
             peer.asked = time.monotonic()
             if peer.has and len(peer.has) != self.count:
                 raise PeerError(f"a bitfield of {len(peer.has)} pieces for {self.count}")
@@ -257,15 +265,30 @@ class SwarmItem:
         index = self._rarest(choices)
         self.inflight.add(index)
         try:
-            length = self.span(index)[1]
-            data = await peer.link.get(self.n, index, buffer)
-            if data is None:
+            fd = self.target.fd
+            assert fd is not None
+            offset, length = self.span(index)
+            expected = self.digests[index]
+
+            def fetch() -> str:
+                data = peer.link.get(self.n, index, buffer)
+                if data is None:
+                    return "missing"
+                if len(data) != length:
+                    raise PeerError(f"piece {index}: {len(data)} bytes for {length}")
+                if hashlib.sha256(data).digest() != expected:
+                    raise PeerError(f"piece {index} does not match its checksum")
+                try:
+                    _pwrite_all(fd, data, offset)
+                except OSError as exc:
+                    raise target_error(self.target.dest, exc) from None
+                return "ok"
+
+            outcome = await loop.run_in_executor(self.threads, fetch)
+            if outcome == "missing":
                 peer.has = b""
                 return
-            if len(data) != length:
-                raise PeerError(f"piece {index}: {len(data)} bytes for {length}")
-            if not await self._store(index, data):
-                raise PeerError(f"piece {index} does not match its checksum")
+            self._got(index, length)
             self.from_peers += 1
             self.peer_bytes += length
             self.last_peer_gain = time.monotonic()
@@ -296,24 +319,30 @@ class SwarmItem:
         def check_and_write() -> bool:
             if hashlib.sha256(data).digest() != expected:
                 return False
-            view = data
-            at = offset
-            while view:
-                written = os.pwrite(fd, view, at)
-                view, at = view[written:], at + written
+            _pwrite_all(fd, data, offset)
             return True
 
         try:
             ok = await self.io.run(check_and_write)
         except OSError as exc:
             raise target_error(self.target.dest, exc) from None
-        if ok and not self.have[index]:
+        if ok:
+            self._got(index, len(data))
+        return ok
+
+    def _got(self, index: int, length: int) -> None:
+        if not self.have[index]:
             self.have[index] = 1
             self.missing -= 1
-            self.done_bytes += len(data)
+            self.done_bytes += length
             self.meter.update(self.done_bytes)
             self.changed.set()
-        return ok
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 async def swarm_download(
