@@ -249,7 +249,12 @@ class Agent:
         reap_without_threads(asyncio.get_running_loop())
         self.procs.start()
         if self.peers is not None:
-            await self.peers.start()
+            try:
+                await self.peers.start()
+            except OSError as exc:
+                # files then come from the server, as without the option
+                log.error("peer_port_unavailable port=%s error=%s", self.peers.port, exc)
+                self.peers = self.files.peers = None
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0

@@ -126,6 +126,7 @@ class FileSteps:
             template["items"],
             [r.bk_host_id for r in pending],
             int(step.timeout),
+            {r.bk_host_id: r.batch for r in pending} if step.rolling_config else None,
         )
         return await self.tasks.run(
             job,

@@ -58,11 +58,14 @@ class Swarms:
         items: list[protocol.DownloadItem],
         host_ids: list[int],
         timeout: int,
+        batches: dict[int, int] | None = None,
     ) -> dict[int, dict[str, Any]]:
         """Each host's ``swarm`` (as ``StepRun.per_host``); adds ``pieces`` to ``items``.
 
         Hosts whose agent serves no pieces, or that are alone in their cloud
-        area, get nothing: they download from the server as before."""
+        area, get nothing: they download from the server as before. With rolling
+        ``batches`` (host -> batch), a swarm is formed within a batch: hosts of a
+        later batch are not downloading yet."""
         addresses: dict[int, str] = {}
         for host_id in host_ids:
             link = self.agents.for_host(host_id)
@@ -74,9 +77,10 @@ class Swarms:
         files = [i for i in items if i["blob"] and not i["is_dir"] and (i["size"] or 0) > 0]
         if not files:
             return {}
-        clouds: dict[int, list[int]] = defaultdict(list)
+        clouds: dict[tuple[int, int], list[int]] = defaultdict(list)
         for host in await self.inventory.by_ids(sorted(addresses)):
-            clouds[host.bk_cloud_id].append(host.bk_host_id)
+            batch = (batches or {}).get(host.bk_host_id, 0)
+            clouds[(host.bk_cloud_id, batch)].append(host.bk_host_id)
         if all(len(members) < 2 for members in clouds.values()):
             return {}
         for item in files:
@@ -99,5 +103,11 @@ class Swarms:
                     "me": me,
                 }
                 per_host[host_id] = {"swarm": swarm}
-            log.info("swarm transfer=%s cloud=%s members=%d", transfer, cloud, len(members))
+            log.info(
+                "swarm transfer=%s cloud=%s batch=%s members=%d",
+                transfer,
+                cloud[0],
+                cloud[1],
+                len(members),
+            )
         return per_host
