@@ -169,3 +169,17 @@ async def test_a_share_is_released_after_the_linger(tmp_path: Path) -> None:
         assert "1.1" not in srv.shares
     finally:
         await srv.close()
+
+
+async def test_a_connection_the_peer_closed_while_idle_is_dialled_again(
+        server: tuple[PeerServer, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    srv, data = server
+    monkeypatch.setattr(peers, "REQUEST_TIMEOUT", 0.2)
+    peer = link(srv)
+    try:
+        assert await asyncio.to_thread(peer.have, 0) == b"\x01\x00\x01"
+        await asyncio.sleep(0.5)  # the server hangs up the idle connection
+        got = await asyncio.to_thread(peer.get, 0, 0, bytearray(PIECE))
+        assert got is not None and bytes(got) == data[:PIECE]
+    finally:
+        peer.close()

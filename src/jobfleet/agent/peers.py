@@ -296,11 +296,22 @@ class PeerLink:
         return body if status == OK else None
 
     def _ask(self, request: dict[str, Any], into: bytearray | None) -> tuple[int, memoryview]:
+        frame = encode_request({**request, "x": self.transfer, "t": self.token})
+        head = bytearray(ANSWER.size)
         try:
+            reused = self._sock is not None
             sock = self._connect()
-            sock.sendall(encode_request({**request, "x": self.transfer, "t": self.token}))
-            head = bytearray(ANSWER.size)
-            _recv_exactly(sock, memoryview(head))
+            try:
+                sock.sendall(frame)
+                _recv_exactly(sock, memoryview(head))
+            except (ConnectionError, BrokenPipeError):
+                if not reused:
+                    raise
+                # the peer closed a connection left idle (``REQUEST_TIMEOUT``): dial again
+                self.close()
+                sock = self._connect()
+                sock.sendall(frame)
+                _recv_exactly(sock, memoryview(head))
             status, length = ANSWER.unpack(head)
             limit = len(into) if into is not None else 1 << 20
             if length > limit:
