@@ -3,15 +3,26 @@ the server as the fallback."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import Running
 from tests.integration.test_file_transfer import run_transfer, transfer_body
 
-from jobfleet.agent.peers import ANSWER, OK, PeerServer
+from jobfleet.agent.peers import (
+    ANSWER,
+    MAGIC,
+    OK,
+    REFUSED,
+    REQUEST,
+    PeerLink,
+    PeerServer,
+    encode_request,
+)
 from jobfleet.domain.protocol import PIECE_SIZE
 
 SOURCE = "127.0.0.2"
@@ -105,3 +116,38 @@ async def test_without_peer_ports_everything_comes_from_the_server(
     await send(running, tmp_path, TARGETS[:2])
     # a swarm needs two members: nobody fetched a piece
     assert swarm_bytes(running, TARGETS[:2]) == (0, 0)
+
+
+async def test_hostile_requests_to_an_agents_peer_port_change_nothing(
+        running: Running, tmp_path: Path) -> None:
+    await running.start_agents([SOURCE, *TARGETS[:2]], settings_of=PEERS)
+    await send(running, tmp_path, TARGETS[:2])
+    served = running.agents[TARGETS[0]][0].peers
+    assert served is not None
+    # the finished transfer is still offered for a while, to peers still fetching
+    (transfer, share), = served.shares.items()
+    port = served.port
+
+    def hostile() -> list[bytes]:
+        answers = []
+        for frame in (
+            encode_request({"op": "get", "x": transfer, "t": "0" * 64, "n": 0, "i": 0}),
+            encode_request({"op": "get", "x": transfer, "t": share.token, "n": 0, "i": 99}),
+            encode_request({"op": "get", "x": transfer, "t": share.token, "n": 5, "i": 0}),
+            REQUEST.pack(MAGIC, 1 << 30),
+        ):
+            with socket.create_connection((TARGETS[0], port), timeout=10) as sock:
+                sock.sendall(frame)
+                head = sock.recv(ANSWER.size, socket.MSG_WAITALL)
+                answers.append(head[:1])
+        return answers
+
+    assert await asyncio.to_thread(hostile) == [bytes([REFUSED])] * 4
+    good = PeerLink(f"{TARGETS[0]}:{port}", transfer, share.token)
+    try:
+        piece = await asyncio.to_thread(good.get, 0, 0, bytearray(PIECE_SIZE))
+    finally:
+        good.close()
+    assert piece is not None and len(piece) == PIECE_SIZE
+    # and the agent goes on working
+    await send(running, tmp_path, TARGETS[:2])
