@@ -281,10 +281,13 @@ class PeerLink:
         return sock
 
     def close(self) -> None:
-        if self._sock is not None:
+        """Safe from another thread: a ``recv`` blocked on the socket returns at once."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
             with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def have(self, n: int) -> bytes:
         status, body = self._ask({"op": "have", "n": n}, None)

@@ -159,7 +159,9 @@ class SwarmItem:
             await asyncio.gather(*workers, return_exceptions=True)
             for p in self.peers:
                 p.link.close()
-            self.threads.shutdown(wait=False, cancel_futures=True)
+            # no thread may write to the target once it is closed (its descriptor
+            # number could be another file's by then)
+            await asyncio.to_thread(self.threads.shutdown, wait=True, cancel_futures=True)
         if self.missing:
             raise TransferError(
                 HostStatus.GSE_FILE_TASK_ERROR,
