@@ -6,9 +6,10 @@ rarest first, at random among equals — and offers every piece it has checked t
 the others (``agent.peers``). A piece whose hash does not match drops the peer
 that sent it; a peer that cannot be reached, refuses or breaks the protocol is
 dropped too. The pieces seeded to a dropped peer, and everything still missing
-once no piece has come from any peer for ``stall`` seconds, are fetched from the
-server. Hashing and writing run on the file thread, one piece at a time; pieces
-are written where they belong (``pwrite``), so the file is complete when the last
+once no piece has come for ``stall`` seconds while this agent had nothing to fetch
+from the server, are fetched from the server. Pieces from peers are received,
+hashed and written on threads (one call each), pieces from the server on the file
+thread; pieces are written where they belong (``pwrite``), so the file is complete when the last
 one lands, and its pieces' digests (computed by the server from the stored file)
 stand for its checksum.
 """
@@ -100,7 +101,11 @@ class SwarmItem:
         self.inflight: set[int] = set()
         self.meter = Meter(size, on_progress)
         self.done_bytes = 0
-        self.last_peer_gain = time.monotonic()
+        # the stall clock: the last piece stored, and since when the server loop has
+        # had nothing to fetch (a slow server link delaying this member's own seed
+        # pieces is no stall)
+        self.last_gain = time.monotonic()
+        self.idle_since: float | None = None
         self.server_all = False
         self.changed = asyncio.Event()
         members = list(swarm["members"])
@@ -187,7 +192,12 @@ class SwarmItem:
     async def _server_loop(self) -> None:
         buffer = bytearray(self.piece_size)
         while self.missing:
-            if not self.server_all and time.monotonic() - self.last_peer_gain > self.stall:
+            now = time.monotonic()
+            if (
+                not self.server_all
+                and self.idle_since is not None
+                and now - max(self.last_gain, self.idle_since) > self.stall
+            ):
                 log.info("swarm_stalled dest=%s missing=%d", self.target.dest, self.missing)
                 self.server_all = True
             if not self.server_all and all(p.dropped for p in self.peers):
@@ -201,11 +211,13 @@ class SwarmItem:
                 None,
             )
             if index is None:
+                self.idle_since = self.idle_since or now
                 self.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.5):
                         await self.changed.wait()
                 continue
+            self.idle_since = None
             self.inflight.add(index)
             try:
                 offset, length = self.span(index)
@@ -293,7 +305,6 @@ class SwarmItem:
             self._got(index, length)
             self.from_peers += 1
             self.peer_bytes += length
-            self.last_peer_gain = time.monotonic()
         finally:
             self.inflight.discard(index)
 
@@ -336,6 +347,7 @@ class SwarmItem:
         if not self.have[index]:
             self.have[index] = 1
             self.missing -= 1
+            self.last_gain = time.monotonic()
             self.done_bytes += length
             self.meter.update(self.done_bytes)
             self.changed.set()
