@@ -8,10 +8,10 @@ that sent it; a peer that cannot be reached, refuses or breaks the protocol is
 dropped too. The pieces seeded to a dropped peer, and everything still missing
 once no piece has come for ``stall`` seconds while this agent had nothing to fetch
 from the server, are fetched from the server. Pieces from peers are received,
-hashed and written on threads (one call each), pieces from the server on the file
-thread; pieces are written where they belong (``pwrite``), so the file is complete when the last
-one lands, and its pieces' digests (computed by the server from the stored file)
-stand for its checksum.
+hashed and written on threads (one call each), pieces from the server on the
+file thread; each is written where it belongs (``pwrite``), so the file is
+complete when the last one lands, and its pieces' digests (computed by the
+server from the stored file) stand for its checksum.
 """
 
 from __future__ import annotations
