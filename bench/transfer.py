@@ -1,6 +1,7 @@
 """Distribute one file to N hosts with fast_transfer_file, next to the cost of plain cp.
 
     python bench/transfer.py [--size-mib 1024] [--hosts 10] [--repeat 2] [--small-mib 128]
+                             [--peers]
 
 A server and N + 1 agent processes (one source, N targets) run on this machine,
 each a host on its own loopback address. Timing runs from the fast_transfer_file
@@ -9,6 +10,10 @@ destinations on the same disk, N at a time. Aggregate throughput = N x size /
 time. Peak RSS (VmHWM) of the server and the agents is read from /proc, and the
 run is repeated with a smaller file to show that the server's memory does not
 grow with the file size. Everything listens on and talks to 127.0.0.1 only.
+
+``--peers`` gives every agent a peer port (``--peer-port``): the targets then take
+the file's pieces from each other (peer-to-peer) and the server sends each piece
+about once; the table says how many bytes left the server.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def drop_targets(root: Path) -> None:
 
 
 class Fleet:
-    def __init__(self, work: Path, hosts: int) -> None:
+    def __init__(self, work: Path, hosts: int, peers: bool = False) -> None:
         self.work = work
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,7 +83,9 @@ class Fleet:
         self.ips = [f"127.0.3.{i}" for i in range(1, hosts + 2)]
         token_env = {"JOBFLEET_ENROLL_TOKEN": boot["enroll_token"]}
         self.agents = [self._spawn(["agent", "--server", self.url, "--state-dir", str(work / ip),
-                                    "--ip", ip, "--log-level", "warning"], token_env)
+                                    "--ip", ip, "--log-level", "warning",
+                                    *(["--peer-port", "0", "--peer-listen", ip,
+                                       "--peer-address", ip] if peers else [])], token_env)
                        for ip in self.ips]
         self.http = httpx.Client(base_url=self.url, headers=self.auth, timeout=60,
                                  trust_env=False)
@@ -165,9 +172,10 @@ def main() -> None:
     parser.add_argument("--small-mib", type=int, default=128)
     parser.add_argument("--hosts", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--peers", action="store_true", help="agents share pieces (p2p)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="jobfleet-transfer-", dir="/var/tmp"))
-    fleet = Fleet(work, args.hosts)
+    fleet = Fleet(work, args.hosts, args.peers)
     results: dict[str, Any] = {}
     try:
         for label, mib in (("small", args.small_mib), ("large", args.size_mib)):

@@ -34,6 +34,7 @@ from jobfleet.agent.enrollment import (
     transient,
 )
 from jobfleet.agent.executor import ProcessExecutor
+from jobfleet.agent.peers import PeerServer
 from jobfleet.agent.processes import kill_process_tree, reap_without_threads
 from jobfleet.agent.procman import ProcessManager
 from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
@@ -152,7 +153,12 @@ class Agent:
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.on_welcome: Callable[[protocol.Welcome], None] | None = None
-        self.files = FileWork(self._base, self._auth_headers, self._tls, http)
+        self.peers = (
+            PeerServer(settings.peer_listen, settings.peer_port, settings.peer_address)
+            if settings.peer_port is not None
+            else None
+        )
+        self.files = FileWork(self._base, self._auth_headers, self._tls, http, self.peers)
         self.procs = ProcessManager(state)
 
     def _base(self) -> str:
@@ -242,6 +248,13 @@ class Agent:
     async def run_forever(self) -> None:
         reap_without_threads(asyncio.get_running_loop())
         self.procs.start()
+        if self.peers is not None:
+            try:
+                await self.peers.start()
+            except OSError as exc:
+                # files then come from the server, as without the option
+                log.error("peer_port_unavailable port=%s error=%s", self.peers.port, exc)
+                self.peers = self.files.peers = None
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0
@@ -289,6 +302,8 @@ class Agent:
         for task in [*self._tasks.values(), *self._requests]:
             task.cancel()
         await self.files.close()
+        if self.peers is not None:
+            await self.peers.close()
         await self.procs.stop()
         if self._own_executor is not None:
             self._own_executor.close()
@@ -316,6 +331,7 @@ class Agent:
                     ipv6=host_ipv6(self.settings),
                     labels=self.settings.labels,
                     known=self.spool.known(),
+                    peer=self.peers.address if self.peers is not None else "",
                 )
                 await ws.send(jsonwire.dumps(hello))
                 for message in self.spool.pending():

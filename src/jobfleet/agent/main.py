@@ -63,6 +63,25 @@ def parser(prog: str = "jobfleet agent") -> argparse.ArgumentParser:
         "(default: none, or --ip when that is IPv6)",
     )
     p.add_argument(
+        "--peer-port",
+        type=int,
+        default=None,
+        help="Serve file pieces to the other targets of a transfer on this TCP port "
+        "(peer-to-peer distribution, opt-in; 0 picks a free port). Without it every "
+        "file comes from the server",
+    )
+    p.add_argument(
+        "--peer-listen",
+        default="0.0.0.0",
+        help="Address the peer port listens on (default: all)",
+    )
+    p.add_argument(
+        "--peer-address",
+        default="",
+        help="Address other agents dial for the peer port (default: the address this "
+        "agent's connection to the server comes from)",
+    )
+    p.add_argument(
         "--label",
         action="append",
         default=[],
@@ -105,6 +124,8 @@ def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Agent
         labels = parse_labels(args.label)
     except ValueError as exc:
         p.error(f"--label: {exc}")
+    if args.peer_port is not None and not 0 <= args.peer_port < 65536:
+        p.error(f"--peer-port: {args.peer_port} is not a TCP port")
     ipv6 = args.ipv6
     if ipv6 not in ("", "auto"):
         try:
@@ -123,6 +144,9 @@ def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Agent
         ca_file=args.ca_file,
         ipv6=ipv6,
         labels=labels,
+        peer_port=args.peer_port,
+        peer_listen=args.peer_listen,
+        peer_address=args.peer_address,
     )
 
 

@@ -40,6 +40,12 @@ class AgentSettings:
     labels: dict[str, str] = field(default_factory=dict)
     # other nodes of the same cluster, tried when ``server`` cannot be reached
     more_servers: list[str] = field(default_factory=list)
+    # peer-to-peer files (opt-in): the port serving pieces to other targets (0: any
+    # free port), the address it listens on, and the address peers dial ("" = the
+    # address this agent's connection to the server comes from)
+    peer_port: int | None = None
+    peer_listen: str = "0.0.0.0"
+    peer_address: str = ""
 
     @property
     def servers(self) -> list[str]:

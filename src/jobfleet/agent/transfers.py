@@ -25,6 +25,8 @@ from jobfleet.agent.files import (
     make_dir,
     upload,
 )
+from jobfleet.agent.files.swarm import server_range, swarm_download
+from jobfleet.agent.peers import PeerServer
 from jobfleet.agent.task import TaskResult
 from jobfleet.domain import protocol
 from jobfleet.domain.status import FileLogStatus, HostStatus
@@ -59,8 +61,13 @@ class FileWork:
         headers: Callable[[], dict[str, str]],
         tls: Callable[[], ssl.SSLContext | None],
         client: httpx.AsyncClient | None = None,
+        peers: PeerServer | None = None,
     ) -> None:
         self._server = server
+        # the inbound peer port (opt-in): with it, downloads may come from a swarm
+        self.peers = peers
+        # bytes of swarm downloads, by where they came from
+        self.swarm_bytes = {"server": 0, "peers": 0}
         self.headers = headers
         self._tls = tls
         self._client = client
@@ -145,72 +152,137 @@ class FileWork:
         limit = task.get("speed_limit") if isinstance(task.get("speed_limit"), int) else None
         finals: list[protocol.FileItem] = []
         failure: TransferError | None = None
-        for item in task.get("items") or []:
-            n, dest = int(item["n"]), str(item["dest"])
-            began = time.monotonic()
-            try:
-                if item.get("is_dir"):
-                    await asyncio.to_thread(
-                        make_dir,
+        swarm = task.get("swarm") if self.peers is not None and limit is None else None
+        first_piece = 0
+        try:
+            for item in task.get("items") or []:
+                failure = await self._download_item(
+                    item,
+                    swarm,
+                    first_piece,
+                    account,
+                    create,
+                    limit,
+                    task,
+                    (emit, report),
+                    finals,
+                    failure,
+                )
+                if swarm is not None and item.get("pieces"):
+                    first_piece += protocol.piece_count(
+                        int(item.get("size") or 0), swarm["piece_size"]
+                    )
+        finally:
+            if swarm is not None and self.peers is not None:
+                self.peers.finished(swarm["transfer"])
+        end = int(time.time() * 1000)
+        if failure is None:
+            return TaskResult(int(HostStatus.SUCCESS), 0, start, end), finals
+        return TaskResult(failure.status, 1, start, end), finals
+
+    async def _download_item(
+        self,
+        item: protocol.DownloadItem,
+        swarm: protocol.Swarm | None,
+        first_piece: int,
+        account: str,
+        create: bool,
+        limit: int | None,
+        task: protocol.DownloadRun,
+        out: tuple[Emit, Report],
+        finals: list[protocol.FileItem],
+        failure: TransferError | None,
+    ) -> TransferError | None:
+        """One item of a download task; returns the task's first failure so far."""
+        emit, report = out
+        n, dest = int(item["n"]), str(item["dest"])
+        began = time.monotonic()
+        size = int(item.get("size") or 0)
+        try:
+            if item.get("is_dir"):
+                await asyncio.to_thread(
+                    make_dir,
+                    dest,
+                    mode=int(item.get("mode") or 0o755),
+                    account=account,
+                    create_dirs=create,
+                )
+                finals.append({"n": n, "status": SUCCESS, "size": 0, "progress": 100})
+                return failure
+            last = [0.0]
+
+            def progress(p: Progress) -> None:
+                now = time.monotonic()
+                if now - last[0] >= 1.0:
+                    last[0] = now
+                    pct = int(100 * p.done / p.total) if p.total else 100
+                    report(
+                        [
+                            {
+                                "n": n,
+                                "status": DOWNLOADING,
+                                "size": p.total,
+                                "speed": _mb(p.bytes_per_second),
+                                "progress": pct,
+                            }
+                        ]
+                    )
+
+            url = self.base + str(item["blob"])
+            pieces = str(item.get("pieces") or "")
+            max_size = task.get("max_size")
+            if swarm is not None and self.peers is not None and pieces and size > 0:
+                if max_size is not None and size > max_size:
+                    raise TransferError(
+                        HostStatus.GSE_FILE_SIZE_EXCEED,
+                        f"{dest}: {size} bytes is over the limit of {max_size}",
+                    )
+                from_server, from_peers = await self._retrying(
+                    functools.partial(
+                        swarm_download,
+                        swarm,
+                        n,
+                        first_piece,
                         dest,
-                        mode=int(item.get("mode") or 0o755),
+                        size=size,
+                        pieces=pieces,
+                        mode=int(item.get("mode") or 0o644),
                         account=account,
                         create_dirs=create,
+                        server=functools.partial(server_range, self.client, url, self.headers()),
+                        peers=self.peers,
+                        on_progress=progress,
                     )
-                    finals.append({"n": n, "status": SUCCESS, "size": 0, "progress": 100})
-                    continue
-                last = [0.0]
-
-                def progress(p: Progress, n: int = n, last: list[float] = last) -> None:
-                    now = time.monotonic()
-                    if now - last[0] >= 1.0:
-                        last[0] = now
-                        pct = int(100 * p.done / p.total) if p.total else 100
-                        report(
-                            [
-                                {
-                                    "n": n,
-                                    "status": DOWNLOADING,
-                                    "size": p.total,
-                                    "speed": _mb(p.bytes_per_second),
-                                    "progress": pct,
-                                }
-                            ]
-                        )
-
+                )
+                self.swarm_bytes["server"] += from_server
+                self.swarm_bytes["peers"] += from_peers
+            else:
                 await self._retrying(
                     functools.partial(
                         download,
                         self.client,
-                        self.base + str(item["blob"]),
+                        url,
                         self.headers(),
                         dest,
-                        size=int(item.get("size") or 0),
+                        size=size,
                         sha256=str(item.get("sha256") or ""),
                         mode=int(item.get("mode") or 0o644),
                         account=account,
                         create_dirs=create,
                         speed_limit=limit,
                         on_progress=progress,
-                        max_size=task.get("max_size"),
+                        max_size=max_size,
                     )
                 )
-            except (TransferError, AccountError) as exc:
-                error = exc if isinstance(exc, TransferError) else TransferError(311, str(exc))
-                failure = failure or error
-                finals.append({"n": n, "status": FAILED, "progress": 0, "log": error.message})
-                await emit(f"[{item.get('src')}] -> {dest}: failed: {error.message}\n")
-                continue
-            size = int(item.get("size") or 0)
-            speed = _mb(size / max(time.monotonic() - began, 1e-6))
-            finals.append(
-                {"n": n, "status": SUCCESS, "size": size, "speed": speed, "progress": 100}
-            )
-            await emit(f"[{item.get('src')}] -> {dest}: {size} bytes, {speed} MB/s\n")
-        end = int(time.time() * 1000)
-        if failure is None:
-            return TaskResult(int(HostStatus.SUCCESS), 0, start, end), finals
-        return TaskResult(failure.status, 1, start, end), finals
+        except (TransferError, AccountError) as exc:
+            error = exc if isinstance(exc, TransferError) else TransferError(311, str(exc))
+            finals.append({"n": n, "status": FAILED, "progress": 0, "log": error.message})
+            await emit(f"[{item.get('src')}] -> {dest}: failed: {error.message}\n")
+            return failure or error
+        speed = _mb(size / max(time.monotonic() - began, 1e-6))
+        finals.append({"n": n, "status": SUCCESS, "size": size, "speed": speed, "progress": 100})
+        await emit(f"[{item.get('src')}] -> {dest}: {size} bytes, {speed} MB/s\n")
+        return failure
 
     async def _retrying(
         self, attempt: Callable[[], Awaitable[Any]], statuses: frozenset[int] = FETCH_FAILED

@@ -131,6 +131,9 @@ class Hello(TypedDict):
     os_name: NotRequired[str]
     ipv6: NotRequired[str]
     labels: NotRequired[dict[str, str]]
+    # ``host:port`` where the agent serves file pieces to peers (opt-in; an empty
+    # host means the address it connects from)
+    peer: NotRequired[str]
     # tasks the agent holds: running now or finished with results not yet acknowledged
     known: list[str]
 
@@ -372,6 +375,8 @@ class DownloadItem(TypedDict):
     is_dir: bool
     # ``ip:path`` of the source, for the log
     src: str
+    # base64 of the SHA-256 of each piece (``domain.pieces``), for a swarm download
+    pieces: NotRequired[str]
 
 
 class DownloadRun(TypedDict):
@@ -386,6 +391,32 @@ class DownloadRun(TypedDict):
     speed_limit: int | None
     timeout: int
     max_size: int | None
+    # peer-to-peer: the transfer's swarm within this host's cloud area
+    swarm: NotRequired[Swarm]
+
+
+# peer-to-peer files: a file is cut in pieces of this size, each with its SHA-256
+PIECE_SIZE = 4 * 1024 * 1024
+DIGEST_SIZE = 32
+
+
+def piece_count(size: int, piece_size: int = PIECE_SIZE) -> int:
+    return (size + piece_size - 1) // piece_size if size > 0 else 0
+
+
+class Swarm(TypedDict):
+    """Which peers share a download's pieces, and the token they show each other."""
+
+    transfer: str
+    token: str
+    # unix time after which peers refuse the token
+    expires: int
+    piece_size: int
+    # ``host:port`` of every member; piece g (counted over all items) is sent by
+    # the server to member g mod len(members) first
+    members: list[str]
+    # this host's index in ``members``
+    me: int
 
 
 Run = ScriptRun | DownloadRun
@@ -444,8 +475,9 @@ def hello(
     ipv6: str,
     labels: dict[str, str],
     known: list[str],
+    peer: str = "",
 ) -> Hello:
-    return {
+    message: Hello = {
         "t": "hello",
         "version": version,
         "hostname": hostname,
@@ -455,6 +487,9 @@ def hello(
         "labels": labels,
         "known": known,
     }
+    if peer:
+        message["peer"] = peer
+    return message
 
 
 def output(id: str, seq: int, data: str, files: list[FileItem] | None = None) -> Output:

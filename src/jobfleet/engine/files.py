@@ -34,6 +34,7 @@ from jobfleet.engine.file_gathering import (
     speed_limit,
 )
 from jobfleet.engine.rpc import AgentRpc
+from jobfleet.engine.swarms import Swarms
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import now_ms
 from jobfleet.store.filelogs import (
@@ -82,6 +83,7 @@ class FileSteps:
         self.sources = SourceGathering(
             rpc, blobs, file_logs, inventory, max_file_size, third_party
         )
+        self.swarms = Swarms(dispatcher.agents, blobs, inventory)
 
     async def run(
         self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
@@ -126,8 +128,21 @@ class FileSteps:
             )
             return await self.tasks.end_step(step, started, True)
         template = self._download_template(step, cfg, files)
+        per_host = await self.swarms.plan(
+            f"{step.id}.{step.execute_count}",
+            template["items"],
+            [r.bk_host_id for r in pending],
+            int(step.timeout),
+            {r.bk_host_id: r.batch for r in pending} if step.rolling_config else None,
+        )
         return await self.tasks.run(
-            job, step, stop, recovering, template, timeout_status=HostStatus.GSE_TIMEOUT
+            job,
+            step,
+            stop,
+            recovering,
+            template,
+            timeout_status=HostStatus.GSE_TIMEOUT,
+            per_host=per_host,
         )
 
     async def _gather_until_stopped(

@@ -55,6 +55,24 @@ class AgentEvents(Protocol):
     def agent_message(self, conn: AgentConnection, message: dict[str, Any]) -> None: ...
 
 
+def swarm_address(value: Any, source: str) -> str:
+    """Where an agent serves file pieces (``host:port``), from its hello.
+
+    An empty host means the address the agent connected from. Anything that is not
+    an IP address and a port is ignored: the agent then takes no part in swarms."""
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return ""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]") or source
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
 def _ipv6(value: Any) -> str | None:
     """The IPv6 address a hello reports, in normal form; None (keep the stored one) if bad."""
     try:
@@ -226,6 +244,7 @@ class Gateway:
             {t for t in known if isinstance(t, str)} if isinstance(known, list) else set(),
             peer=ws.client.host if ws.client else "",
             hangup=hangup,
+            swarm=swarm_address(hello.get("peer"), ws.client.host if ws.client else ""),
         )
         old = self.registry.add(conn)
         if old is not None:

@@ -33,8 +33,11 @@ class AgentConnection:
         known: set[str] | None = None,
         peer: str = "",
         hangup: Hangup | None = None,
+        swarm: str = "",
     ) -> None:
         self.agent_id = agent_id
+        # ``address:port`` where this agent serves file pieces to its peers ("" = not)
+        self.swarm = swarm
         self._hangup = hangup
         self.bk_host_id = bk_host_id
         # the address the connection came from, for the audit log

@@ -34,12 +34,13 @@ from typing import Any
 from sqlalchemy import Row, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.pieces import DIGEST_SIZE, PIECE_SIZE, PieceHasher
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import chunks
 from jobfleet.store.secrets import hash_secret, secret_matches
 from jobfleet.store.tables import blob_parts, blob_readers, blobs
 
-WRITE_SIZE = 1024 * 1024
+WRITE_SIZE = 4 * 1024 * 1024
 # bytes per row of ``blob_parts``, and rows per transaction
 PART_SIZE = 1024 * 1024
 PARTS_PER_WRITE = 8
@@ -81,6 +82,22 @@ class BlobStore:
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id
+
+    def pieces_path(self, blob_id: str) -> Path:
+        return self.root / f"{blob_id}.pieces"
+
+    async def pieces(self, blob_id: str) -> list[bytes]:
+        """The SHA-256 of each piece of a complete blob (``domain.pieces``).
+
+        Computed as the blob was received and kept beside it; a blob stored
+        before that, or copied from another node, is hashed here once."""
+        kept = await asyncio.to_thread(pieces_file, self.pieces_path(blob_id))
+        if kept is not None:
+            return kept
+        path = await self.local_path(blob_id)
+        digests = await asyncio.to_thread(hash_pieces, path)
+        await asyncio.to_thread(write_pieces, self.pieces_path(blob_id), digests)
+        return digests
 
     async def local_path(self, blob_id: str) -> Path:
         """Where this node holds a complete blob, copied from the database first if
@@ -319,9 +336,13 @@ class BlobStore:
         token = await self._claim(blob_id, replace=replace)
         part = self.root / f"{blob_id}.{token}.part"
         digest = hashlib.sha256()
+        # the digests of the file's pieces (peer-to-peer distribution), computed once here
+        hasher = PieceHasher()
         size = 0
-        # requests arrive in small pieces; one thread hop per MiB, not per piece
+        # requests arrive in small pieces; one thread hop per few MiB, not per piece,
+        # with the hashing and writing of one batch overlapping the next's arrival
         pending = bytearray()
+        writing: asyncio.Future[None] | None = None
         fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             async for chunk in chunks:
@@ -332,23 +353,35 @@ class BlobStore:
                         f"File larger than the limit of {max_size} bytes",
                         http_status=413,
                     )
-                digest.update(chunk)
                 pending += chunk
                 if len(pending) >= WRITE_SIZE:
-                    await asyncio.to_thread(_write_all, fd, bytes(pending))
-                    pending.clear()
+                    if writing is not None:
+                        await writing
+                    batch, pending = pending, bytearray()
+                    writing = asyncio.ensure_future(
+                        asyncio.to_thread(_write_hashed, fd, batch, digest, hasher)
+                    )
+            if writing is not None:
+                await writing
+                writing = None
             if pending:
-                await asyncio.to_thread(_write_all, fd, bytes(pending))
+                await asyncio.to_thread(_write_hashed, fd, pending, digest, hasher)
             await asyncio.to_thread(os.fsync, fd)
             os.close(fd)
             fd = -1
+            await asyncio.to_thread(
+                write_pieces, self.root / f"{blob_id}.{token}.pieces", hasher.finish()
+            )
             if self.shared:
                 await self._store_parts(blob_id, token, part)
             await self._commit(blob_id, token, part, size, digest.hexdigest())
         except BaseException:
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)
             if fd >= 0:
                 os.close(fd)
             part.unlink(missing_ok=True)
+            (self.root / f"{blob_id}.{token}.pieces").unlink(missing_ok=True)
             async with self.db.begin() as conn:
                 await conn.execute(
                     update(blobs)
@@ -408,6 +441,9 @@ class BlobStore:
                     blob_parts.c.blob_id == blob_id, blob_parts.c.token != token
                 )
             )
+            pieces = self.root / f"{blob_id}.{token}.pieces"
+            if await asyncio.to_thread(pieces.exists):
+                await asyncio.to_thread(os.replace, pieces, self.pieces_path(blob_id))
             await asyncio.to_thread(os.replace, part, self.path(blob_id))
 
     async def store_bytes(self, blob_id: str, data: bytes) -> Blob:
@@ -417,7 +453,41 @@ class BlobStore:
         return await self.receive(blob_id, one(), max_size=None)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def pieces_file(path: Path) -> list[bytes] | None:
+    """The piece digests kept beside a blob, or None if there are none (or not whole)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(raw) < 8 or int.from_bytes(raw[:8], "big") != PIECE_SIZE:
+        return None
+    body = raw[8:]
+    if len(body) % DIGEST_SIZE:
+        return None
+    return [body[i : i + DIGEST_SIZE] for i in range(0, len(body), DIGEST_SIZE)]
+
+
+def write_pieces(path: Path, digests: list[bytes]) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_bytes(PIECE_SIZE.to_bytes(8, "big") + b"".join(digests))
+    os.replace(temp, path)
+
+
+def hash_pieces(path: Path) -> list[bytes]:
+    hasher = PieceHasher()
+    with path.open("rb", buffering=0) as fh:
+        while data := fh.read(PIECE_SIZE):
+            hasher.update(data)
+    return hasher.finish()
+
+
+def _write_hashed(fd: int, data: bytearray, digest: Any, hasher: PieceHasher) -> None:
+    _write_all(fd, data)
+    digest.update(data)
+    hasher.update(data)
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

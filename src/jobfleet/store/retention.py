@@ -137,7 +137,11 @@ class RetentionStore:
 
     def _unlink(self, ids: list[str]) -> None:
         for blob_id in ids:
-            for path in (self.blob_root / blob_id, self.blob_root / f"{blob_id}.part"):
+            for path in (
+                self.blob_root / blob_id,
+                self.blob_root / f"{blob_id}.part",
+                self.blob_root / f"{blob_id}.pieces",
+            ):
                 path.unlink(missing_ok=True)
 
 

@@ -151,7 +151,8 @@ def _open_target(dest: str, account: str, create_dirs: bool) -> _Target:
             raise TransferError(HostStatus.COPYFILE_FAILED, f"target {dest} is a directory")
         parent.check_writable(rights, parent.entry(name, follow=False))
         temp = _temp_name(name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        # read too: a swarm download serves the pieces it has to its peers
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(temp, flags, 0o600, dir_fd=parent.fd)
         except OSError as exc:
