@@ -63,7 +63,7 @@ async def send_test(call: Call) -> dict[str, Any]:
     target = _target(config)
     if config.channel == WEBHOOK:
         secret = services.engine.cipher.decrypt(config.secret) if config.secret else None
-        payload = webhook_payload(orjson.dumps(message), secret)
+        payload = webhook_payload(orjson.dumps(message), secret, EVENT)
     elif config.channel == EMAIL:
         to = [str(a) for a in config.target or []]
         subject = f"[jobfleet] Test message for business {scope.bk_biz_id}"
