@@ -297,7 +297,9 @@ async def test_test_message_errors(running: Running) -> None:
     made = await wire.post(base, {"channel": "webhook", "target": "http://127.0.0.1:9/x",
                                   "secret": "hook-key-0123456789", "statuses": [4]})
     config = made["data"]["id"]
-    sent = await wire.post(f"{base}/{config}/tests", {})
+    too_long = await wire.post(f"{base}/{config}/tests", {"note": "x" * 501})
+    assert too_long["code"] != 0 and "note" in too_long["message"], too_long
+    sent = await wire.post(f"{base}/{config}/tests", {"note": "from the runbook"})
     assert sent["result"], sent
     delivery = sent["data"]["delivery_id"]
     # nothing listens on port 9: the delivery fails and says why

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
 from jobfleet.api.notify import MANAGE_NOTIFY, PREFIX, VIEW_NOTIFY, _with_path
-from jobfleet.api.params import get_int
+from jobfleet.api.params import get_int, get_str
 from jobfleet.api.routing import Call, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.notify import webhook_payload
@@ -38,11 +38,14 @@ def _target(config: Any) -> str:
     return str(config.target)
 
 
-def message_of(config: Any, biz: int, user: str) -> dict[str, Any]:
+def message_of(config: Any, biz: int, user: str, note: str | None) -> dict[str, Any]:
     text = (
         f"Test message from jobfleet for business {biz}, notification config "
         f"{config.id} ({config.channel}), sent by {user}."
     )
+    if note:
+        # the text ends up in a mail: one line
+        text += "\n" + " ".join(note.split())
     return {
         "event": EVENT,
         "bk_biz_id": biz,
@@ -59,7 +62,12 @@ async def send_test(call: Call) -> dict[str, Any]:
     config = await NotifyStore(services.db, services.engine.cipher).get(
         scope.bk_biz_id, _id(call, "id")
     )
-    message = message_of(config, scope.bk_biz_id, call.caller.username)
+    message = message_of(
+        config,
+        scope.bk_biz_id,
+        call.caller.username,
+        get_str(call.params, "note", max_length=500),
+    )
     target = _target(config)
     if config.channel == WEBHOOK:
         secret = services.engine.cipher.decrypt(config.secret) if config.secret else None
