@@ -9,18 +9,22 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 from tests.integration.harness import Running, eventually, run_server, serve_on
 from tests.integration.test_console import browser, login
 from tests.integration.test_console import pytestmark as console_mark
 from tests.integration.test_notifications import ALLOW_LOOPBACK, Hook
 
 from jobfleet import __version__
+from jobfleet.store.tables import hosts as hosts_table
 
 __all__ = ["browser"]
 pytestmark = console_mark
@@ -315,3 +319,35 @@ async def test_test_message_errors(running: Running) -> None:
     check = await wire.post(ADMIN + "/dangerous-rules/check",
                             {"script_language": 9, "content": "ZWNobw=="})
     assert check["code"] != 0 and "script_language" in check["message"]
+
+
+async def test_ten_thousand_hosts_page(running: Running, browser: Any) -> None:
+    """The counts and the first page of a business of 10,000 hosts, paged on the
+    server; the timing printed here is measured in bench/host_pages.py."""
+    count = 10_000
+    now = int(time.time() * 1000)
+    rows = [{"bk_biz_id": 2, "bk_cloud_id": 0, "ip": str(ipaddress.IPv4Address("10.50.0.1") + i),
+             "agent_id": f"swarm-{i}" if i % 4 else None, "alive": 1 if i % 2 else 0,
+             "labels": {"shard": str(i % 10)}, "agent_version": "1.0", "os_name": "Linux",
+             "hostname": f"h{i}", "last_seen": now, "create_time": now} for i in range(count)]
+    async with running.server.db.begin() as conn:
+        await conn.execute(insert(hosts_table), rows)
+    page = await login(browser, running)
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        await page.goto(running.url + "/hosts", wait_until="domcontentloaded")
+        await page.wait_for_selector("#hosts tr.hostrow")
+        timings.append(time.perf_counter() - started)
+    print(f"10000-host hosts page: {', '.join(f'{t:.3f}' for t in timings)} s")
+    assert min(timings) < 10, timings
+    assert await page.inner_text("#total") == str(count)
+    assert await page.locator("tr.hostrow").count() == 100
+    counts = {s: await page.inner_text(f"#state-counts [data-state={s}] .count")
+              for s in ("alive", "dead", "none")}
+    assert counts == {"alive": "5000", "dead": "2500", "none": "2500"}, counts
+    await page.click("#next")
+    await page.wait_for_url("**offset=100*")
+    assert await page.locator("tr.hostrow").first.get_attribute("data-ip") == "10.50.0.101"
+    await page.goto(running.url + "/hosts?label=shard%3D3&state=alive")
+    assert await page.inner_text("#total") == "1000"

@@ -72,6 +72,8 @@ async def test_text_label_topology_and_members(db: Database) -> None:
         ALIVE: 5, DEAD: 5, NO_AGENT: 2}
     assert (await pages.page(HostQuery(bk_biz_id=2, label="role"), 0, 100))[0] == 25
     assert (await pages.page(HostQuery(bk_biz_id=2, label="zone"), 0, 100))[0] == 0
+    for odd in ('we"ird=1', "it's", "=", "$.role", "role=web' OR 1=1 --"):
+        assert (await pages.page(HostQuery(bk_biz_id=2, label=odd), 0, 100))[0] == 0, odd
     total, rows = await pages.page(HostQuery(bk_biz_id=2, label="role=db", state=ALIVE), 2, 2)
     assert total == 5 and len(rows) == 2
     # topology: a module, or every module of a set

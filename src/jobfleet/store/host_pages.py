@@ -50,16 +50,6 @@ def state_of(agent_id: str | None, alive: int) -> str:
     return ALIVE if alive else DEAD
 
 
-def _label_matches(labels: Any, wanted: str) -> bool:
-    if not isinstance(labels, dict):
-        return False
-    key, sep, value = wanted.partition("=")
-    key = key.strip()
-    if key not in labels:
-        return False
-    return not sep or str(labels[key]) == value.strip()
-
-
 def host_row(row: Any) -> dict[str, Any]:
     return {
         "bk_host_id": row.bk_host_id,
@@ -107,22 +97,12 @@ class HostPages:
                     hosts.c.hostname.contains(text, autoescape=True),
                 )
             )
+        if q.label.strip():
+            key, sep, value = q.label.partition("=")
+            # labels hold strings: the value at a key, as text, on SQLite and PostgreSQL
+            at_key = hosts.c.labels[key.strip()].as_string()
+            found.append(at_key == value.strip() if sep else at_key.is_not(None))
         return found
-
-    async def _ids_with_label(self, q: HostQuery) -> list[tuple[int, str]]:
-        """(host, state) of the hosts a label filter keeps: labels are JSON, read here
-        the same way on every database."""
-        query = select(hosts.c.bk_host_id, hosts.c.agent_id, hosts.c.alive, hosts.c.labels).where(
-            *self._where(q)
-        )
-        wanted = set(q.host_ids) if q.host_ids is not None else None
-        async with self.db.connect() as conn:
-            rows = (await conn.execute(query.order_by(hosts.c.bk_host_id))).all()
-        return [
-            (int(r.bk_host_id), state_of(r.agent_id, r.alive))
-            for r in rows
-            if _label_matches(r.labels, q.label) and (wanted is None or int(r.bk_host_id) in wanted)
-        ]
 
     async def _ids_of_group(self, q: HostQuery) -> list[tuple[int, str]]:
         assert q.host_ids is not None
@@ -141,8 +121,8 @@ class HostPages:
     async def counts(self, q: HostQuery) -> dict[str, int]:
         """Hosts per agent state, whatever ``q.state`` says."""
         counts = dict.fromkeys(STATES, 0)
-        if q.label or q.host_ids is not None:
-            for _host, state in await self._picked(q):
+        if q.host_ids is not None:
+            for _host, state in await self._ids_of_group(q):
                 counts[state] += 1
             return counts
         async with self.db.connect() as conn:
@@ -155,15 +135,10 @@ class HostPages:
                 counts[str(state)] = int(n)
         return counts
 
-    async def _picked(self, q: HostQuery) -> list[tuple[int, str]]:
-        if q.label:
-            return await self._ids_with_label(q)
-        return await self._ids_of_group(q)
-
     async def page(self, q: HostQuery, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """(hosts that match, the page of them from ``offset``), by host id."""
-        if q.label or q.host_ids is not None:
-            ids = [h for h, state in await self._picked(q) if q.state in (None, state)]
+        if q.host_ids is not None:
+            ids = [h for h, state in await self._ids_of_group(q) if q.state in (None, state)]
             chosen = ids[offset : offset + limit]
             if not chosen:
                 return len(ids), []
