@@ -351,3 +351,28 @@ async def test_ten_thousand_hosts_page(running: Running, browser: Any) -> None:
     assert await page.locator("tr.hostrow").first.get_attribute("data-ip") == "10.50.0.101"
     await page.goto(running.url + "/hosts?label=shard%3D3&state=alive")
     assert await page.inner_text("#total") == "1000"
+
+
+async def test_pages_in_chinese_and_for_a_user_without_the_business(
+        running: Running, browser: Any) -> None:
+    await agents_with_facts(running)
+    assert (await running.wire.post(ADMIN + "/users", {"username": "outsider"}))["result"]
+    assert (await running.wire.post(ADMIN + "/users/outsider/password",
+                                    {"password": "outsider-pass-1"}))["result"]
+    admin = await login(browser, running)
+    outsider = await login(browser, running, "outsider", "outsider-pass-1")
+    for page in (admin, outsider):
+        await page.goto(running.url + "/lang/zh")
+    words = {"/hosts": "业务拓扑", "/accounts": "新建或编辑账号",
+             "/dangerous-rules": "试一试", "/notifications": "新增或编辑通知渠道"}
+    for path, word in words.items():
+        answer = await admin.goto(running.url + path)
+        assert answer is not None and answer.status == 200, path
+        assert word in await admin.content(), path
+        answer = await outsider.goto(running.url + path)
+        assert answer is not None and answer.status == 200, path
+    # the outsider sees nothing of business 2
+    await outsider.goto(running.url + "/hosts")
+    assert await outsider.locator("tr.hostrow").count() == 0
+    await outsider.goto(running.url + "/accounts")
+    assert await outsider.locator("tr.account").count() == 0
