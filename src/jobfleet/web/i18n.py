@@ -115,6 +115,7 @@ ZH.update(
         "Database name": "数据库名",
         "unchanged when empty": "留空则不修改",
         "Save": "保存",
+        "Cancel": "取消",
         "Expression": "语法检测表达式",
         "Languages": "脚本类型",
         "Block": "拦截",
