@@ -176,8 +176,16 @@ class HostPages:
                 .group_by(host_modules.c.module_id)
             )
             per_module = {int(m): int(n) for m, n in counted}
+            # a host in two modules of a set counts once for the set
+            counted = await conn.execute(
+                select(topo_nodes.c.parent_id, func.count(host_modules.c.bk_host_id.distinct()))
+                .join(topo_nodes, topo_nodes.c.id == host_modules.c.module_id)
+                .where(topo_nodes.c.bk_biz_id == bk_biz_id)
+                .group_by(topo_nodes.c.parent_id)
+            )
+            per_set = {int(p): int(n) for p, n in counted if p is not None}
         sets = {
-            n.id: {"id": n.id, "name": n.name, "modules": [], "hosts": 0}
+            n.id: {"id": n.id, "name": n.name, "modules": [], "hosts": per_set.get(int(n.id), 0)}
             for n in nodes
             if n.node_type == SET
         }
@@ -185,5 +193,4 @@ class HostPages:
             if n.node_type == MODULE and n.parent_id in sets:
                 count = per_module.get(int(n.id), 0)
                 sets[n.parent_id]["modules"].append({"id": n.id, "name": n.name, "hosts": count})
-                sets[n.parent_id]["hosts"] += count
         return list(sets.values())
