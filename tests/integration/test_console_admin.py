@@ -153,8 +153,11 @@ async def test_an_admin_revokes_an_agent_and_an_operator_cannot(
     await eventually(cut, timeout=15)
     assert asked and WEB in asked[0]
     await page.goto(running.url + "/hosts")
-    assert await page.locator(f"tr.hostrow[data-ip='{WEB}']").get_attribute(
-        "data-state") == "dead"
+    revoked = page.locator(f"tr.hostrow[data-ip='{WEB}']")
+    assert await revoked.get_attribute("data-state") == "dead"
+    assert await revoked.locator(".revoked").count() == 1
+    assert await revoked.locator("button.revoke").count() == 0
+    assert await page.locator(f"tr.hostrow[data-ip='{DB}'] button.revoke").count() == 1
     entries = await running.server.audit.recent(100)
     assert any(e["action"] == "revoke_agent" and e["username"] == "admin" for e in entries)
 

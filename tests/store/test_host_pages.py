@@ -11,7 +11,7 @@ from jobfleet.store.database import Database
 from jobfleet.store.host_pages import ALIVE, DEAD, NO_AGENT, HostPages, HostQuery
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.outbox import OutboxStore
-from jobfleet.store.tables import hosts
+from jobfleet.store.tables import agents, hosts
 from jobfleet.store.topology import TopologyStore
 
 
@@ -55,6 +55,17 @@ async def test_counts_and_pages_by_state(db: Database) -> None:
     total, rows = await pages.page(HostQuery(bk_biz_id=2, state=DEAD), 0, 100)
     assert total == 10 and {r["state"] for r in rows} == {DEAD}
     assert rows[0]["agent_version"] == "1.2.3" and rows[0]["os_name"] == "Debian"
+    # a revoked credential shows
+    async with db.begin() as conn:
+        await conn.execute(insert(agents), [
+            {"agent_id": "agent-10", "secret_hash": "x", "bk_host_id": ids[10], "revoked": True,
+             "create_time": 0, "revoked_at": 0},
+            {"agent_id": "agent-11", "secret_hash": "x", "bk_host_id": ids[11], "revoked": False,
+             "create_time": 0, "revoked_at": None}])
+    _total, rows = await pages.page(HostQuery(bk_biz_id=2, state=DEAD), 0, 2)
+    assert [r["revoked"] for r in rows] == [True, False]
+    _total, rows = await pages.page(HostQuery(bk_biz_id=2, host_ids=ids[10:11]), 0, 2)
+    assert rows[0]["revoked"] is True
     # the state filter narrows the page, not the counts
     assert await pages.counts(HostQuery(bk_biz_id=2, state=DEAD)) == await pages.counts(everything)
 

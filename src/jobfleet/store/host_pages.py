@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Select, case, func, or_, select
 
 from jobfleet.store.database import Database
 from jobfleet.store.inventory import chunks
-from jobfleet.store.tables import host_modules, hosts, topo_nodes
+from jobfleet.store.tables import agents, host_modules, hosts, topo_nodes
 
 ALIVE = "alive"
 DEAD = "dead"
@@ -50,6 +50,11 @@ def state_of(agent_id: str | None, alive: int) -> str:
     return ALIVE if alive else DEAD
 
 
+def _with_revoked() -> Select[Any]:
+    """Hosts with whether their agent's credential was revoked."""
+    return select(hosts, agents.c.revoked).outerjoin(agents, agents.c.agent_id == hosts.c.agent_id)
+
+
 def host_row(row: Any) -> dict[str, Any]:
     return {
         "bk_host_id": row.bk_host_id,
@@ -59,6 +64,7 @@ def host_row(row: Any) -> dict[str, Any]:
         "hostname": row.hostname,
         "agent_id": row.agent_id,
         "state": state_of(row.agent_id, row.alive),
+        "revoked": bool(row.revoked),
         "last_seen": row.last_seen,
         "agent_version": row.agent_version,
         "os_type": row.os_type,
@@ -144,13 +150,15 @@ class HostPages:
                 return len(ids), []
             async with self.db.connect() as conn:
                 rows = await conn.execute(
-                    select(hosts).where(hosts.c.bk_host_id.in_(chosen)).order_by(hosts.c.bk_host_id)
+                    _with_revoked()
+                    .where(hosts.c.bk_host_id.in_(chosen))
+                    .order_by(hosts.c.bk_host_id)
                 )
                 return len(ids), [host_row(r) for r in rows]
         where = self._where(q)
         if q.state is not None:
             where.append(_row_state == q.state)
-        query: Select[Any] = select(hosts).where(*where).order_by(hosts.c.bk_host_id)
+        query = _with_revoked().where(*where).order_by(hosts.c.bk_host_id)
         async with self.db.connect() as conn:
             total = int(
                 (await conn.execute(select(func.count()).select_from(hosts).where(*where))).scalar()

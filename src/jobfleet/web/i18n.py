@@ -92,6 +92,7 @@ ZH.update(
         "Labels": "标签",
         "Not installed": "未安装",
         "Revoke": "吊销",
+        "Revoked": "已吊销",
         "Revoke the agent of": "吊销此主机的 Agent:",
         "It can no longer connect until it enrolls again.": "吊销后它将无法连接,直到重新注册。",
         "No hosts": "暂无主机",
