@@ -181,8 +181,8 @@ async def disable_dangerous_rule(call: Call) -> dict[str, Any]:
     return await _set_status(call, RuleStatus.DISABLED, "disable_dangerous_rule")
 
 
-async def check_script(call: Call) -> list[dict[str, Any]]:
-    p = call.params
+def check_language_and_content(p: dict[str, Any]) -> tuple[int, str]:
+    """``script_language`` and the script of a check, from its base64 ``content``."""
     language = get_int(p, "script_language", required=True)
     if language not in LANGUAGES:
         raise JobError.invalid(
@@ -191,7 +191,11 @@ async def check_script(call: Call) -> list[dict[str, Any]]:
     assert language is not None
     raw = get_str(p, "content", required=True)
     assert raw is not None
-    content = decode_base64(raw, "content", MAX_SCRIPT_BYTES)
+    return language, decode_base64(raw, "content", MAX_SCRIPT_BYTES)
+
+
+async def check_script(call: Call) -> list[dict[str, Any]]:
+    language, content = check_language_and_content(call.params)
     findings = await call.services.rules.check(content, language)
     return [f.view() for f in findings]
 

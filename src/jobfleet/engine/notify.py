@@ -164,11 +164,13 @@ def summary(event: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def webhook_payload(body: bytes, secret: str | None) -> str:
-    """What the outbox keeps for a webhook: the exact bytes to send and their signature."""
-    return orjson.dumps(
-        {"body": body.decode(), "signature": sign(secret, body) if secret else None}
-    ).decode()
+def webhook_payload(body: bytes, secret: str | None, event: str = EVENT) -> str:
+    """What the outbox keeps for a webhook: the exact bytes to send, their signature,
+    and the event they tell of."""
+    stored = {"body": body.decode(), "signature": sign(secret, body) if secret else None}
+    if event != EVENT:
+        stored["event"] = event
+    return orjson.dumps(stored).decode()
 
 
 def email_payload(to: list[str], event: dict[str, Any]) -> str:
@@ -234,7 +236,7 @@ async def post_webhook(
     headers = {
         "Content-Type": "application/json",
         "User-Agent": f"jobfleet/{__version__}",
-        EVENT_HEADER: EVENT,
+        EVENT_HEADER: str(stored.get("event") or EVENT),
         DELIVERY_HEADER: str(row_id),
     }
     if stored.get("signature"):

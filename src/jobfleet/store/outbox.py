@@ -99,3 +99,26 @@ class OutboxStore:
         """An attempt's outcome: attempts, last error, and the state or next attempt."""
         async with self.db.begin() as conn:
             await conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+
+    async def add(self, kind: str, target: str, payload: str, max_attempts: int) -> int:
+        """One row of no job (a notification config's test message), due now."""
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                insert(outbox).values(
+                    kind=kind,
+                    job_instance_id=None,
+                    target=target,
+                    payload=payload,
+                    attempts=0,
+                    max_attempts=max_attempts,
+                    next_attempt_at=time.time(),
+                    state="pending",
+                    last_error="",
+                    create_time=int(time.time() * 1000),
+                )
+            )
+            return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    async def get(self, row_id: int) -> Row[Any] | None:
+        async with self.db.connect() as conn:
+            return (await conn.execute(select(outbox).where(outbox.c.id == row_id))).first()

@@ -25,13 +25,14 @@ from jobfleet.api.services import Services
 from jobfleet.domain import clusters
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus, ScopeType
-from jobfleet.web import i18n
+from jobfleet.web import admin_pages, i18n
 
 SESSION_TTL = 12 * 3600.0
 PAGE = 100
 STATIC = {
     "htmx.min.js": "text/javascript",
     "console.js": "text/javascript",
+    "admin.js": "text/javascript",
     "console.css": "text/css",
 }
 OK_HOSTS = {int(HostStatus.SUCCESS), int(HostStatus.LAST_SUCCESS)}
@@ -475,17 +476,6 @@ def console_router(services: Services) -> APIRouter:
         steps = [s for s in plan.steps if s.get("enabled", True)]
         return await current.render("plan.html", plan=plan, variables=variables, steps=steps)
 
-    @router.get("/hosts")
-    async def hosts(request: Request) -> Response:
-        current = await page(request)
-        if current is None:
-            return _to_login(request)
-        biz = await current.biz()
-        rows: list[Any] = []
-        if biz is not None:
-            rows = await services.inventory.list(bk_biz_id=biz)
-        return await current.render("hosts.html", rows=rows[:2000], total=len(rows))
-
     @router.get("/audit")
     async def audit_page(request: Request) -> Response:
         current = await page(request)
@@ -494,4 +484,5 @@ def console_router(services: Services) -> APIRouter:
         rows = await services.audit.recent(200) if current.caller.is_admin else []
         return await current.render("audit.html", rows=rows)
 
+    admin_pages.register(router, services, page, _to_login)
     return router

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from jobfleet.api.models.bkjob import CheckScript
 from jobfleet.api.models.common import (
     INT32_MAX,
     INT64_MAX,
@@ -223,6 +224,10 @@ class NotifyConfigUpdate(Request):
     enabled: bool | None = None
 
 
+class NotifyTest(Request):
+    note: str | None = Field(None, max_length=500, description="a line the test message adds")
+
+
 class Quota(Request):
     max_running_jobs: int | None = Field(
         None, ge=0, le=1_000_000, description="null lifts the limit"
@@ -377,6 +382,9 @@ JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("GET", NOTIFY + "/{id}"): Pathed,
     ("PUT", NOTIFY + "/{id}"): NotifyConfigUpdate,
     ("DELETE", NOTIFY + "/{id}"): Pathed,
+    ("POST", NOTIFY + "/{id}/tests"): NotifyTest,
+    ("GET", NOTIFY + "/{id}/tests/{delivery_id}"): Pathed,
+    ("POST", "/dangerous-rules/check"): CheckScript,
     ("GET", HEAL): Pathed,
     ("POST", HEAL): HealRule,
     ("GET", HEAL + "/{id}"): Pathed,
