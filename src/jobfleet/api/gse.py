@@ -16,7 +16,7 @@ from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
-from jobfleet.engine.procs import ProcManager, ProcOperation
+from jobfleet.engine.procs import ProcManager, ProcOperation, check_account
 from jobfleet.store.database import now_ms
 from jobfleet.store.inventory import Host
 from jobfleet.store.procs import ProcStore
@@ -344,7 +344,9 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
         starts = op in (protocol.PROC_START, protocol.PROC_RESTART, protocol.PROC_DELEGATE)
         spec = _spec(item, where, need=starts)
         hosts = await _targets(call, item, where)
-        biz_ids.update(h.bk_biz_id for h in hosts.values())
+        businesses = {h.bk_biz_id for h in hosts.values()}
+        await check_account(call.services.accounts, op, spec, businesses, where)
+        biz_ids.update(businesses)
         operations.append(
             ProcOperation(op, spec, [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()])
         )
