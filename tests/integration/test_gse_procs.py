@@ -9,11 +9,13 @@ import pwd
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.integration.harness import Running, Wire, eventually
+from tests.integration.test_agent_messages import raw_agent
 
 V2 = "/api/bk-gse/prod/api/v2"
 V1 = "/api/c/compapi/v2/gse"
@@ -288,3 +290,53 @@ async def test_a_process_runs_only_as_an_account_of_the_business(running: Runnin
         assert entries["result"] and entries["data"]["total"] == 2, entries
     finally:
         shutil.rmtree(setup, ignore_errors=True)
+
+
+def memory_in_use() -> float:
+    info = {line.split(":")[0]: int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()}
+    return 100.0 * (info["MemTotal"] - info["MemAvailable"]) / info["MemTotal"]
+
+
+async def agent_info(running: Running, ip: str) -> dict[str, Any]:
+    info = await running.wire.post(f"{V2}/cluster/list_agent_info",
+                                   {"agent_id_list": [f"0:{ip}"]})
+    assert info["result"], info
+    return dict(info["data"][0])
+
+
+async def test_list_agent_info_reports_the_hosts_load(running: Running) -> None:
+    """CPU, memory and the agent's start come from what the agent read in /proc; an older
+    agent (no load in its hello) is answered with zeros and may report later; a load
+    that does not fit the protocol is refused and changes nothing."""
+    await running.start_agents(IPS[:1])
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+
+    async def reported() -> dict[str, Any] | None:
+        item = await agent_info(running, IPS[0])
+        return item if item["mem_rate"] > 0 else None
+
+    item = await eventually(reported, timeout=15)
+    assert abs(item["mem_rate"] - memory_in_use()) < 15, item
+    assert 0 <= item["cpu_rate"] <= 100
+    now = time.time()
+    # seconds, as GSE: when this process (the in-process agent) started
+    assert boot <= item["start_time"] <= now, item
+    assert item["report_time"] <= now * 1000 + 1000
+
+    async with raw_agent(running, IPS[1], load={"cpu": "a lot"}) as old:
+        await asyncio.sleep(1.5)
+        item = await agent_info(running, IPS[1])
+        assert (item["cpu_rate"], item["mem_rate"], item["start_time"]) == (0, 0, 0), item
+        await old.send({"t": "stats", "load": {"cpu": 300, "mem": 10, "started": 5000}})
+        await old.send({"t": "stats", "load": {"cpu": 12.5, "mem": 34.25,
+                                               "started": 1_700_000_000_000}})
+
+        async def stats() -> dict[str, Any] | None:
+            item = await agent_info(running, IPS[1])
+            return item if item["cpu_rate"] else None
+
+        item = await eventually(stats, timeout=15)
+        assert (item["cpu_rate"], item["mem_rate"], item["start_time"]) == (
+            12.5, 34.25, 1_700_000_000), item
