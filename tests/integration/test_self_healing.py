@@ -38,7 +38,7 @@ def alertmanager(status: str, instance: str, name: str = "HighDisk") -> dict[str
 
 
 async def post(url: str, rule_id: int, payload: dict[str, Any], *,
-               signed: bool = True, secret: str = SECRET) -> dict[str, Any]:
+               signed: bool = True, secret: str = SECRET, language: str = "") -> dict[str, Any]:
     """Post an alert payload to the rule's webhook on the server at ``url``."""
     body = json.dumps(payload).encode()
     if signed:
@@ -46,6 +46,8 @@ async def post(url: str, rule_id: int, payload: dict[str, Any], *,
         headers = {"X-Jobfleet-Signature": f"sha256={digest}"}
     else:
         headers = {"Authorization": f"Bearer {secret}"}
+    if language:
+        headers["blueking-language"] = language
     async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
         resp = await http.post(f"{OWN}/heal/hooks/{rule_id}", content=body,
                                headers={**headers, "Content-Type": "application/json"})
@@ -108,6 +110,9 @@ async def test_alerts_heal_with_convergence(running: Running) -> None:
         assert (token["result"], token["code"]) == (False, 1240005), token
         unknown = await post(running.url, 999999, alertmanager("firing", IPS[1]))
         assert (unknown["result"], unknown["code"]) == (False, 1240005), unknown
+        chinese = await post(running.url, 999999, alertmanager("firing", IPS[1]),
+                             language="zh-cn")
+        assert (chinese["code"], chinese["message"]) == (1240005, "服务认证失败"), chinese
         garbage = await post(running.url, rule_id, {"alerts": "nope"})
         assert garbage["result"] is False and garbage["code"] == 1241010, garbage
 

@@ -225,12 +225,13 @@ async def receive(request: Request) -> Response:
         decisions = await healer.receive(int(raw_id), body, request.headers)
         return envelope.ok({"decisions": decisions}, request_id)
     except JobError as exc:
-        return envelope.error(exc, request_id)
+        return envelope.error(exc, request_id, envelope.request_language(request))
     except Exception:
         log.exception("heal_webhook_failed request_id=%s", request_id)
         return envelope.error(
             JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {request_id})"),
             request_id,
+            envelope.request_language(request),
         )
 
 
