@@ -172,6 +172,14 @@ async def test_two_posts_at_once_start_one_job(running: Running) -> None:
     bad = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
         "name": "short", "job_plan_id": plan_id, "secret": "short"})
     assert bad["result"] is False and bad["code"] == 1241010, bad
+    # a rule names a plan of its business
+    no_plan = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "nowhere", "job_plan_id": 999999, "secret": SECRET})
+    assert (no_plan["result"], no_plan["code"]) == (False, 1243009), no_plan
+    resp = await running.wire.http.put(f"{OWN}/businesses/2/heal-rules/{made['data']['id']}",
+                                       json={"job_plan_id": 999999},
+                                       headers=running.wire.headers())
+    assert (resp.json()["result"], resp.json()["code"]) == (False, 1243009), resp.text
     listed = await running.wire.get(f"{OWN}/businesses/2/heal-rules", {})
     assert all("secret" not in r for r in listed["data"])
     await eventually(lambda: running.wire.wait(decisions[0]["job_instance_id"]))
