@@ -151,6 +151,9 @@ class ProcessManager:
             for key, proc in list(self._procs.items()):
                 if not proc.delegated or proc.busy or proc.pid > 0:
                     continue
+                # counted as it begins: a status asked while the new process starts
+                # (its pid file already names it) sees the restart
+                proc.restarts += 1
                 proc.busy = True
                 try:
                     code, message = await self._start(proc)
@@ -158,7 +161,6 @@ class ProcessManager:
                     code, message = OP_FAILED, str(exc)
                 finally:
                     proc.busy = False
-                proc.restarts += 1
                 self._save()
                 log.warning("proc_restarted proc=%s code=%s restarts=%d", key, code, proc.restarts)
                 if code not in (OK, PROC_RUNNING):
