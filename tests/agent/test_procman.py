@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import signal
 from pathlib import Path
+
+import pytest
 
 from jobfleet.agent.procman import ProcessManager, pid_alive
 from jobfleet.domain import protocol
@@ -73,3 +76,27 @@ async def test_failed_start_and_delivery(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["content"] == "hi"
     assert ProcessManager(None).deliver({"message_id": "m", "slot_id": 1, "content": ""})[
         "status"] == 65535
+
+
+async def test_a_process_sees_its_account_not_the_agents_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's environment (its enrollment token) stays the agent's: a managed process
+    gets PATH, the locale and its account's login variables, as a script does."""
+    monkeypatch.setenv("JOBFLEET_ENROLL_TOKEN", "not-for-plugins")
+    setup = tmp_path / "app"
+    setup.mkdir()
+    seen = setup / "env.txt"
+    command = f"env > {seen}; sleep 30 & echo $! > {setup / 'loop.pid'}"
+    manager = ProcessManager(None)
+    try:
+        started = await manager.handle(
+            request(protocol.PROC_START, spec(setup, start_cmd=command)))
+        assert started["proc"]["code"] == 0, started
+        env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+        me = pwd.getpwuid(os.geteuid())
+        assert "JOBFLEET_ENROLL_TOKEN" not in env
+        assert (env["USER"], env["HOME"], env["LOGNAME"]) == (me.pw_name, me.pw_dir, me.pw_name)
+        assert env["PATH"]
+        await manager.handle(request(protocol.PROC_KILL, spec(setup)))
+    finally:
+        await manager.stop()

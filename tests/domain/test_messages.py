@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
-from jobfleet.domain.errors import ErrorCode
+from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.messages import is_chinese, localize
 from jobfleet.domain.messages_zh import MESSAGES_ZH
 
@@ -34,3 +37,48 @@ def test_bk_jobs_text_with_the_arguments_filled() -> None:
     assert localize(1244003, "Account 12 does not exist", None) == "Account 12 does not exist"
     # a code with no Chinese text keeps its message
     assert localize(42, "odd", "zh-cn") == "odd"
+
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "jobfleet"
+
+
+def codes_in_source() -> dict[int, str]:
+    """Every error code the server's code names, with where: ``ErrorCode.X`` anywhere,
+    and an int given to ``JobError(...)`` (first argument or ``code=``) directly."""
+    found: dict[int, str] = {}
+    members = ErrorCode.__members__
+    for path in sorted(SRC.rglob("*.py")):
+        where = str(path.relative_to(SRC))
+        for node in ast.walk(ast.parse(path.read_text(), where)):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id == "ErrorCode"):
+                assert node.attr in members, f"{where}: ErrorCode.{node.attr} does not exist"
+                found.setdefault(int(members[node.attr]), where)
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "JobError"):
+                given = [*node.args[:1], *(k.value for k in node.keywords if k.arg == "code")]
+                for arg in given:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, int):
+                        found.setdefault(arg.value, where)
+    # what JobError's own helpers raise
+    for helper in (JobError.missing("x"), JobError.invalid("x"), JobError.invalid("x", "y")):
+        found.setdefault(helper.code, "domain/errors.py")
+    return found
+
+
+def test_every_code_the_source_uses_has_a_chinese_message() -> None:
+    found = codes_in_source()
+    assert len(found) > 50  # the walk sees the code base
+    missing = {code: where for code, where in found.items()
+               if code != ErrorCode.OK and code not in MESSAGES_ZH}
+    assert not missing, f"codes with no Chinese message (add them to messages_zh.py): {missing}"
+
+
+@pytest.mark.parametrize("code", sorted(int(c) for c in ErrorCode if c != ErrorCode.OK))
+def test_each_chinese_message_renders_whole(code: int) -> None:
+    """Filled from a message of any shape, no placeholder or half a bracket is left."""
+    for message in ("Plain words", "Missing parameter [name]",
+                    "Invalid parameter [a]: because", "Thing [1] of [2] and [3]: why"):
+        text = localize(code, message, "zh-cn")
+        assert text and "{" not in text and "}" not in text, (code, message, text)
+        assert text.count("[") == text.count("]"), (code, message, text)

@@ -76,5 +76,6 @@ def test_every_message_type_has_its_constructor() -> None:
              protocol.download(TASK, items=[], account="", create_dirs=True, speed_limit=None,
                                timeout=1, max_size=None),
              protocol.kill(TASK, "x"), protocol.ack([]), protocol.file_list("r", [], ""),
-             protocol.file_upload("r", [], "", None, None)]
+             protocol.file_upload("r", [], "", None, None),
+             protocol.stats(protocol.host_load(1.0, 2.0, 3))]
     assert {m["t"] for m in built} == {typing.get_args(k)[0] for k in kinds.values()} | {"hello"}

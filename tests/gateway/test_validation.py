@@ -11,7 +11,7 @@ import pytest
 
 from jobfleet.domain import protocol
 from jobfleet.domain.protocol import clean_text
-from jobfleet.gateway.validation import read_frame
+from jobfleet.gateway.validation import read_frame, read_load
 
 TASK = "12:0:7"
 
@@ -152,3 +152,20 @@ def test_a_process_state_in_a_reply_is_checked() -> None:
         good, bad = read_frame(orjson.dumps({"t": "reply", "id": "r1", "proc": wrong}))
         assert good == [] and len(bad) == 1, (field, bad)
     assert protocol.proc_request(protocol.PROC_STOP, {})["op"] == 1  # type: ignore[typeddict-item]
+
+
+def test_a_host_load_is_checked_in_a_hello_and_a_stats_message() -> None:
+    load = protocol.host_load(12.5, 40.0, 1_700_000_000_000)
+    assert read_load(load) == load
+    assert read_load({"cpu": 1, "mem": 2, "started": 3}) == {"cpu": 1.0, "mem": 2.0, "started": 3}
+    # an older agent reports none; a load that does not fit is dropped
+    for bad in (None, {"cpu": 101, "mem": 1, "started": 1}, {"cpu": "1", "mem": 1, "started": 1},
+                {"cpu": 1, "mem": -1, "started": 1}, {"cpu": 1, "mem": 1}, [1, 2, 3], "x"):
+        assert read_load(bad) is None, bad
+    good, bad_ones = read_frame(orjson.dumps([protocol.stats(load)]))
+    assert good == [protocol.stats(load)] and not bad_ones
+    _good, [refused] = read_frame(b'{"t": "stats", "load": {"cpu": NaN, "mem": 1, "started": 1}}')
+    assert refused.reason in ("bad_json", "bad_load")
+    _good, [refused] = read_frame(orjson.dumps({"t": "stats", "load": {"cpu": 200, "mem": 1,
+                                                                       "started": 1}}))
+    assert refused.reason == "bad_load"

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import signal
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.integration.harness import Running, Wire, eventually
+from tests.integration.test_agent_messages import raw_agent
 
 V2 = "/api/bk-gse/prod/api/v2"
 V1 = "/api/c/compapi/v2/gse"
@@ -20,7 +26,8 @@ while true; do sleep 0.2; done
 """
 
 
-def proc_request(setup: Path, op_type: int, ips: list[str]) -> dict[str, Any]:
+def proc_request(setup: Path, op_type: int, ips: list[str],
+                 user: str = "root") -> dict[str, Any]:
     pid_file = setup / "daemon.pid"
     return {
         "meta": {"namespace": "nodeman", "name": "daemon", "labels": {"proc_name": "daemon"}},
@@ -28,7 +35,7 @@ def proc_request(setup: Path, op_type: int, ips: list[str]) -> dict[str, Any]:
         "agent_id_list": [f"0:{ip}" for ip in ips],
         "spec": {
             "identity": {"proc_name": "daemon.sh", "setup_path": str(setup),
-                         "pid_path": str(pid_file), "user": ""},
+                         "pid_path": str(pid_file), "user": user},
             "control": {"start_cmd": f"./daemon.sh >/dev/null 2>&1 & echo $! > {pid_file}",
                         "stop_cmd": "", "restart_cmd": "", "reload_cmd": ""},
             "alive_monitor_policy": {"auto_type": 1, "start_check_secs": 5},
@@ -223,3 +230,113 @@ async def test_processes_of_another_business_are_refused(running: Running,
         assert (theirs["result"], theirs["code"]) == (False, 1249404), theirs
     finally:
         await other.close()
+
+
+def daemon_dir() -> Path:
+    """A daemon's setup directory another account can reach (pytest's are root's own)."""
+    setup = Path(tempfile.mkdtemp(prefix="jobfleet-proc-"))
+    setup.chmod(0o777)
+    script = setup / "daemon.sh"
+    script.write_text(DAEMON)
+    script.chmod(0o755)
+    return setup
+
+
+def uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+async def test_a_process_runs_only_as_an_account_of_the_business(running: Running) -> None:
+    """``spec.identity.user`` must be an execution account of the hosts' business: others
+    are refused (1244003) before any agent is asked; an account runs the process as it."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to another account needs a root agent")
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    setup = daemon_dir()
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    try:
+        # nobody is no account of business 2; nor is root once its account is deleted
+        refused = await wire.post(f"{V2}/proc/operate_proc_multi", {
+            "proc_operate_req": [proc_request(setup, 0, IPS[:1], "nobody")]})
+        assert (refused["result"], refused["code"]) == (False, 1244003), refused
+        assert "nobody" in refused["message"] and "business [2]" in refused["message"]
+        nameless = await wire.post(f"{V2}/proc/operate_proc_multi", {
+            "proc_operate_req": [proc_request(setup, 0, IPS[:1], "")]})
+        assert (nameless["result"], nameless["code"]) == (False, 1241004), nameless
+        listed = await wire.v3("get_account_list", {"bk_biz_id": 2, "category": 1},
+                               method="GET")
+        [root] = [a for a in listed["data"]["data"] if a["account"] == "root"]
+        gone = await wire.v3("delete_account", {"bk_biz_id": 2, "id": root["id"]})
+        assert gone["result"], gone
+        as_root = await wire.post(f"{V2}/proc/operate_proc_multi", {
+            "proc_operate_req": [proc_request(setup, 0, IPS[:1], "root")]})
+        assert (as_root["result"], as_root["code"]) == (False, 1244003), as_root
+        assert not (setup / "daemon.pid").exists()  # no agent was asked
+
+        made = await wire.v3("create_account", {"bk_biz_id": 2, "account": "nobody",
+                                                "alias": "nobody", "category": 1, "type": 1})
+        assert made["result"], made
+        started = await operate(running, proc_request(setup, 0, IPS[:1], "nobody"))
+        assert started[key]["error_code"] == 0, started
+        instance = json.loads(started[key]["content"])["value"][0]["process"][0]["instance"][0]
+        assert uid_of(instance["pid"]) == pwd.getpwnam("nobody").pw_uid
+        stopped = await operate(running, proc_request(setup, 1, IPS[:1], "nobody"))
+        assert stopped[key]["error_code"] == 0, stopped
+        entries = await wire.get("/api/jobfleet/v1/audit/entries", {"action": "gse_operate_proc"})
+        assert entries["result"] and entries["data"]["total"] == 2, entries
+    finally:
+        shutil.rmtree(setup, ignore_errors=True)
+
+
+def memory_in_use() -> float:
+    info = {line.split(":")[0]: int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()}
+    return 100.0 * (info["MemTotal"] - info["MemAvailable"]) / info["MemTotal"]
+
+
+async def agent_info(running: Running, ip: str) -> dict[str, Any]:
+    info = await running.wire.post(f"{V2}/cluster/list_agent_info",
+                                   {"agent_id_list": [f"0:{ip}"]})
+    assert info["result"], info
+    return dict(info["data"][0])
+
+
+async def test_list_agent_info_reports_the_hosts_load(running: Running) -> None:
+    """CPU, memory and the agent's start come from what the agent read in /proc; an older
+    agent (no load in its hello) is answered with zeros and may report later; a load
+    that does not fit the protocol is refused and changes nothing."""
+    await running.start_agents(IPS[:1])
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+
+    async def reported() -> dict[str, Any] | None:
+        item = await agent_info(running, IPS[0])
+        return item if item["mem_rate"] > 0 else None
+
+    item = await eventually(reported, timeout=15)
+    assert abs(item["mem_rate"] - memory_in_use()) < 15, item
+    assert 0 <= item["cpu_rate"] <= 100
+    now = time.time()
+    # seconds, as GSE: when this process (the in-process agent) started
+    assert boot <= item["start_time"] <= now, item
+    assert item["report_time"] <= now * 1000 + 1000
+
+    async with raw_agent(running, IPS[1], load={"cpu": "a lot"}) as old:
+        await asyncio.sleep(1.5)
+        item = await agent_info(running, IPS[1])
+        assert (item["cpu_rate"], item["mem_rate"], item["start_time"]) == (0, 0, 0), item
+        await old.send({"t": "stats", "load": {"cpu": 300, "mem": 10, "started": 5000}})
+        await old.send({"t": "stats", "load": {"cpu": 12.5, "mem": 34.25,
+                                               "started": 1_700_000_000_000}})
+
+        async def stats() -> dict[str, Any] | None:
+            item = await agent_info(running, IPS[1])
+            return item if item["cpu_rate"] else None
+
+        item = await eventually(stats, timeout=15)
+        assert (item["cpu_rate"], item["mem_rate"], item["start_time"]) == (
+            12.5, 34.25, 1_700_000_000), item

@@ -91,6 +91,10 @@ async def test_a_streamed_body_is_cut_at_the_routes_limit(
         # the enrollment route reads its own body: the same limit holds
         resp = await http.post(ENROLL, content=chunks(8 * MiB))
         assert resp.status_code == 413 and resp.json()["code"] == 1240003
+        # refused by its Content-Length, before a byte is read: in the caller's language
+        resp = await http.post(f"{V3}/fast_execute_script", content=b"x" * (2 * MiB),
+                               headers={**run.wire.headers(), "blueking-language": "zh-cn"})
+        assert resp.status_code == 413 and resp.json()["message"] == "错误的请求", resp.text
         # a file upload takes more than a JSON call, up to max_file_size
         resp = await http.post(
             "/api/jobfleet/v1/files",

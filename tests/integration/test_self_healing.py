@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.integration.harness import Running, eventually, run_server
+from tests.integration.harness import Running, Wire, eventually, run_server
 from tests.integration.test_cli_and_sdk import cli
 from tests.integration.test_notifications import ALLOW_LOOPBACK, Hook, add_config, listening
 from tests.integration.test_notifications import SECRET as NOTIFY_SECRET
@@ -37,30 +37,33 @@ def alertmanager(status: str, instance: str, name: str = "HighDisk") -> dict[str
     }
 
 
-async def post(running: Running, rule_id: int, payload: dict[str, Any], *,
-               signed: bool = True, secret: str = SECRET) -> dict[str, Any]:
+async def post(url: str, rule_id: int, payload: dict[str, Any], *,
+               signed: bool = True, secret: str = SECRET, language: str = "") -> dict[str, Any]:
+    """Post an alert payload to the rule's webhook on the server at ``url``."""
     body = json.dumps(payload).encode()
     if signed:
         digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         headers = {"X-Jobfleet-Signature": f"sha256={digest}"}
     else:
         headers = {"Authorization": f"Bearer {secret}"}
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    if language:
+        headers["blueking-language"] = language
+    async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
         resp = await http.post(f"{OWN}/heal/hooks/{rule_id}", content=body,
                                headers={**headers, "Content-Type": "application/json"})
     return dict(resp.json())
 
 
-async def make_plan(running: Running) -> int:
-    tpl = await running.wire.post(f"{OWN}/templates?bk_biz_id=2", {
+async def make_plan(wire: Wire, script: str = 'echo "healing: $alarm"; sleep 2') -> int:
+    tpl = await wire.post(f"{OWN}/templates?bk_biz_id=2", {
         "name": "heal disk", "global_var_list": [
             {"name": "target", "type": 3, "required": 1},
             {"name": "alarm", "type": 1, "value": "none", "changeable": 1}],
         "step_list": [{"name": "clean", "type": 1, "script_info": {
-            "script_content": 'echo "healing: $alarm"; sleep 2',
+            "script_content": script,
             "script_language": 1, "account": "root", "server": {"variable": "target"}}}]})
     assert tpl["result"], tpl
-    plan = await running.wire.post(f"{OWN}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
+    plan = await wire.post(f"{OWN}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
                                    {"name": "heal disk now"})
     assert plan["result"], plan
     return int(plan["data"]["id"])
@@ -68,7 +71,7 @@ async def make_plan(running: Running) -> int:
 
 async def test_alerts_heal_with_convergence(running: Running) -> None:
     await running.start_agents(IPS)
-    plan_id = await make_plan(running)
+    plan_id = await make_plan(running.wire)
     async with AsyncJobClient(running.url, running.boot["bk_app_code"],
                               running.boot["bk_app_secret"], "admin", biz=2) as client:
         rule = await client.create_heal_rule(
@@ -79,49 +82,52 @@ async def test_alerts_heal_with_convergence(running: Running) -> None:
         rule_id = rule["id"]
 
         # posted twice while the first job runs: one job
-        first = await post(running, rule_id, alertmanager("firing", f"{IPS[0]}:9100"))
+        first = await post(running.url, rule_id, alertmanager("firing", f"{IPS[0]}:9100"))
         assert first["result"], first
         [started] = first["data"]["decisions"]
         assert started["decision"] == "started" and started["job_instance_id"], started
         job_id = started["job_instance_id"]
-        again = await post(running, rule_id, alertmanager("firing", f"{IPS[0]}:9100"),
+        again = await post(running.url, rule_id, alertmanager("firing", f"{IPS[0]}:9100"),
                            signed=False)
         [converged] = again["data"]["decisions"]
         assert (converged["decision"], converged["job_instance_id"]) == ("converged", job_id)
 
         # resolved: nothing starts
-        resolved = await post(running, rule_id, alertmanager("resolved", f"{IPS[0]}:9100"))
+        resolved = await post(running.url, rule_id, alertmanager("resolved", f"{IPS[0]}:9100"))
         assert resolved["data"]["decisions"][0]["decision"] == "skipped"
         # another alert name: no match
-        other = await post(running, rule_id, alertmanager("firing", IPS[0], "CpuHigh"))
+        other = await post(running.url, rule_id, alertmanager("firing", IPS[0], "CpuHigh"))
         assert other["data"]["decisions"][0]["decision"] == "skipped"
         # more hosts than the cap: refused
-        many = await post(running, rule_id, alertmanager("firing", ",".join(IPS)))
+        many = await post(running.url, rule_id, alertmanager("firing", ",".join(IPS)))
         assert many["data"]["decisions"][0]["decision"] == "refused"
 
         # a bad signature, a wrong token, an unknown rule: refused with the envelope
-        bad = await post(running, rule_id, alertmanager("firing", IPS[1]), secret="x" * 20)
+        bad = await post(running.url, rule_id, alertmanager("firing", IPS[1]), secret="x" * 20)
         assert (bad["result"], bad["code"]) == (False, 1240005), bad
-        token = await post(running, rule_id, alertmanager("firing", IPS[1]), signed=False,
+        token = await post(running.url, rule_id, alertmanager("firing", IPS[1]), signed=False,
                            secret="y" * 20)
         assert (token["result"], token["code"]) == (False, 1240005), token
-        unknown = await post(running, 999999, alertmanager("firing", IPS[1]))
+        unknown = await post(running.url, 999999, alertmanager("firing", IPS[1]))
         assert (unknown["result"], unknown["code"]) == (False, 1240005), unknown
-        garbage = await post(running, rule_id, {"alerts": "nope"})
+        chinese = await post(running.url, 999999, alertmanager("firing", IPS[1]),
+                             language="zh-cn")
+        assert (chinese["code"], chinese["message"]) == (1240005, "服务认证失败"), chinese
+        garbage = await post(running.url, rule_id, {"alerts": "nope"})
         assert garbage["result"] is False and garbage["code"] == 1241010, garbage
 
         # dry run, with the plain JSON payload
         await client.update_heal_rule(rule_id, dry_run=True)
         plain = {"alertname": "HighDisk", "severity": "critical", "status": "firing",
                  "labels": {"instance": IPS[1]}, "annotations": {"summary": "disk full"}}
-        dry = await post(running, rule_id, plain)
+        dry = await post(running.url, rule_id, plain)
         [would] = dry["data"]["decisions"]
         assert would["decision"] == "dry_run" and would["job_instance_id"] is None, would
         assert would["variables"] == {"alarm": f"HighDisk on {IPS[1]}: disk full"}
 
         # the off switch
         await client.update_heal_rule(rule_id, dry_run=False, enabled=False)
-        off = await post(running, rule_id, plain)
+        off = await post(running.url, rule_id, plain)
         assert off["data"]["decisions"][0]["reason"] == "the rule is off"
         await client.update_heal_rule(rule_id, enabled=True)
 
@@ -132,7 +138,7 @@ async def test_alerts_heal_with_convergence(running: Running) -> None:
         assert logs == {IPS[0]: f"healing: HighDisk on {IPS[0]}:9100: disk full\n"}
 
         # the job ended: the same alert heals again
-        later = await post(running, rule_id, alertmanager("firing", f"{IPS[0]}:9100"))
+        later = await post(running.url, rule_id, alertmanager("firing", f"{IPS[0]}:9100"))
         assert later["data"]["decisions"][0]["decision"] == "started"
         page = await client.list_heal_decisions(rule_id=rule_id, decision="started")
         assert page["total"] == 2
@@ -153,19 +159,27 @@ async def test_alerts_heal_with_convergence(running: Running) -> None:
 
 async def test_two_posts_at_once_start_one_job(running: Running) -> None:
     await running.start_agents(IPS[:1])
-    plan_id = await make_plan(running)
+    plan_id = await make_plan(running.wire)
     made = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
         "name": "race", "job_plan_id": plan_id, "secret": SECRET, "host_variable": "target",
         "variables": {"alarm": "{{fingerprint}}"}})
     assert made["result"], made
     answers = await asyncio.gather(*(
-        post(running, made["data"]["id"], alertmanager("firing", IPS[0])) for _ in range(4)))
+        post(running.url, made["data"]["id"], alertmanager("firing", IPS[0])) for _ in range(4)))
     decisions = [a["data"]["decisions"][0] for a in answers]
     assert sorted(d["decision"] for d in decisions) == ["converged"] * 3 + ["started"]
     assert len({d["job_instance_id"] for d in decisions}) == 1
     bad = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
         "name": "short", "job_plan_id": plan_id, "secret": "short"})
     assert bad["result"] is False and bad["code"] == 1241010, bad
+    # a rule names a plan of its business
+    no_plan = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "nowhere", "job_plan_id": 999999, "secret": SECRET})
+    assert (no_plan["result"], no_plan["code"]) == (False, 1243009), no_plan
+    resp = await running.wire.http.put(f"{OWN}/businesses/2/heal-rules/{made['data']['id']}",
+                                       json={"job_plan_id": 999999},
+                                       headers=running.wire.headers())
+    assert (resp.json()["result"], resp.json()["code"]) == (False, 1243009), resp.text
     listed = await running.wire.get(f"{OWN}/businesses/2/heal-rules", {})
     assert all("secret" not in r for r in listed["data"])
     await eventually(lambda: running.wire.wait(decisions[0]["job_instance_id"]))
@@ -174,7 +188,7 @@ async def test_two_posts_at_once_start_one_job(running: Running) -> None:
 async def test_the_end_of_a_healing_job_is_notified(tmp_path: Path, database_url: str) -> None:
     async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK) as running:
         await running.start_agents(IPS[:1])
-        plan_id = await make_plan(running)
+        plan_id = await make_plan(running.wire)
         made = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
             "name": "told", "job_plan_id": plan_id, "secret": SECRET,
             "host_variable": "target"})
@@ -182,7 +196,7 @@ async def test_the_end_of_a_healing_job_is_notified(tmp_path: Path, database_url
         async with listening(Hook()) as hook:
             await add_config(running.wire, channel="webhook", target=hook.url,
                              secret=NOTIFY_SECRET, statuses=[3])
-            answer = await post(running, made["data"]["id"], alertmanager("firing", IPS[0]))
+            answer = await post(running.url, made["data"]["id"], alertmanager("firing", IPS[0]))
             job_id = answer["data"]["decisions"][0]["job_instance_id"]
             await running.wire.wait(job_id)
             await eventually(lambda: asyncio.sleep(0, hook.accepted))

@@ -13,6 +13,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobfleet.agent.interpreters import DEFAULT_PATH
 from jobfleet.domain.status import HostStatus
 
 _FALLBACK_CWD = "/tmp"  # noqa: S108 - only a working directory, nothing is created there
@@ -20,6 +21,8 @@ _FALLBACK_CWD = "/tmp"  # noqa: S108 - only a working directory, nothing is crea
 READ = 4
 WRITE = 2
 SEARCH = 1
+# what of the agent's own environment a task sees (never the rest: its enrollment token)
+PASSED_ENV = ("LANG", "LC_ALL", "TMPDIR")
 
 
 class AccountError(Exception):
@@ -102,3 +105,20 @@ def permits(account: Account, st: os.stat_result, want: int) -> bool:
     else:
         bits = mode & 7
     return bits & want == want
+
+
+def base_environment() -> dict[str, str]:
+    """The agent's ``PATH`` and locale: all of its environment a task starts with."""
+    env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
+    env.update({k: os.environ[k] for k in PASSED_ENV if k in os.environ})
+    return env
+
+
+def account_environment(account: Account) -> dict[str, str]:
+    """The login variables of ``account``, as a session of that user has them."""
+    return {
+        "HOME": account.home,
+        "USER": account.name,
+        "LOGNAME": account.name,
+        "SHELL": account.shell,
+    }

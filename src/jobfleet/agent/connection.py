@@ -34,6 +34,7 @@ from jobfleet.agent.enrollment import (
     transient,
 )
 from jobfleet.agent.executor import ProcessExecutor
+from jobfleet.agent.host_load import LoadGauge
 from jobfleet.agent.peers import PeerServer
 from jobfleet.agent.processes import kill_process_tree, reap_without_threads
 from jobfleet.agent.procman import ProcessManager
@@ -160,6 +161,9 @@ class Agent:
         )
         self.files = FileWork(self._base, self._auth_headers, self._tls, http, self.peers)
         self.procs = ProcessManager(state)
+        self.load = LoadGauge()
+        # reports the host's load while connected, when the server asks (its welcome)
+        self._stats: asyncio.Task[None] | None = None
 
     def _base(self) -> str:
         return self.channel.base if self.channel is not None else self._server
@@ -332,6 +336,7 @@ class Agent:
                     labels=self.settings.labels,
                     known=self.spool.known(),
                     peer=self.peers.address if self.peers is not None else "",
+                    load=self.load.read(),
                 )
                 await ws.send(jsonwire.dumps(hello))
                 for message in self.spool.pending():
@@ -346,6 +351,9 @@ class Agent:
             finally:
                 self._sender = None
                 sender.task.cancel()
+                stats, self._stats = self._stats, None
+                if stats is not None:
+                    stats.cancel()
 
     def _send(self, message: protocol.AgentMessage) -> None:
         if self._sender is not None:
@@ -361,8 +369,20 @@ class Agent:
             self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
         elif message["t"] in ("file_list", "file_upload", "proc", "dispatch"):
             self._answer(message)
-        elif message["t"] == "welcome" and self.on_welcome is not None:
-            self.on_welcome(message)
+        elif message["t"] == "welcome":
+            every = message.get("stats_every")
+            if every and self._stats is None:
+                self._stats = asyncio.get_running_loop().create_task(self._report_load(every))
+            if self.on_welcome is not None:
+                self.on_welcome(message)
+
+    async def _report_load(self, every: float) -> None:
+        """The host's load every ``every`` seconds (at least 1), while connected."""
+        while True:
+            await asyncio.sleep(max(1.0, float(every)))
+            load = self.load.read()
+            if load is not None:
+                self._send(protocol.stats(load))
 
     def _answer(self, message: Request) -> None:
         request = str(message.get("id"))

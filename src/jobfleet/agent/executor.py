@@ -21,9 +21,9 @@ from pathlib import Path
 from jobfleet.agent import processes as _processes
 from jobfleet.agent.accounts import Account as _Account
 from jobfleet.agent.accounts import AccountError as _AccountError
+from jobfleet.agent.accounts import account_environment, base_environment
 from jobfleet.agent.accounts import lookup_account as _lookup_account
 from jobfleet.agent.interpreters import (
-    DEFAULT_PATH,
     LANGUAGES,
     find_interpreter,
     missing_interpreter_message,
@@ -53,9 +53,6 @@ KILLED_EXIT_CODE = 128 + signal.SIGKILL
 NOT_FOUND_EXIT_CODE = 127
 CANNOT_EXECUTE_EXIT_CODE = 126
 NO_EXIT_CODE = -1
-
-
-_PASSED_ENV = ("LANG", "LC_ALL", "TMPDIR")
 
 
 _ACCOUNT_TTL = 60.0
@@ -182,8 +179,7 @@ class ProcessExecutor:
         self._chunk_bytes = max(1, chunk_bytes)
         self._running: dict[str, _TaskRun] = {}
         self._accounts: dict[str, tuple[float, _Account]] = {}
-        self._base_env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
-        self._base_env.update({k: os.environ[k] for k in _PASSED_ENV if k in os.environ})
+        self._base_env = base_environment()
         self._prepare_work_dir()
         self._containment = _processes.choose(containment, self._work_dir)
         logger.info("task containment mode=%s", self._containment.mode)
@@ -319,7 +315,7 @@ class ProcessExecutor:
         self, spec: TaskSpec, account: _Account, vars_file: VarsFile | None = None
     ) -> dict[str, str]:
         env = dict(self._base_env)
-        env.update(HOME=account.home, USER=account.name, LOGNAME=account.name, SHELL=account.shell)
+        env.update(account_environment(account))
         env.update(spec.env)
         if spec.sensitive_args and spec.lang != ScriptLanguage.SHELL:
             env[PARAMS_ENV] = shlex.join(spec.args)

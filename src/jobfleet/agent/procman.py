@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import re
 import signal
 import time
@@ -26,7 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobfleet.agent.accounts import AccountError, lookup_account
+from jobfleet.agent.accounts import (
+    AccountError,
+    account_environment,
+    base_environment,
+    lookup_account,
+)
 from jobfleet.domain import protocol
 
 log = logging.getLogger(__name__)
@@ -145,12 +151,16 @@ class ProcessManager:
             for key, proc in list(self._procs.items()):
                 if not proc.delegated or proc.busy or proc.pid > 0:
                     continue
+                # counted as it begins: a status asked while the new process starts
+                # (its pid file already names it) sees the restart
+                proc.restarts += 1
                 proc.busy = True
                 try:
                     code, message = await self._start(proc)
+                except (OSError, AccountError) as exc:
+                    code, message = OP_FAILED, str(exc)
                 finally:
                     proc.busy = False
-                proc.restarts += 1
                 self._save()
                 log.warning("proc_restarted proc=%s code=%s restarts=%d", key, code, proc.restarts)
                 if code not in (OK, PROC_RUNNING):
@@ -259,16 +269,19 @@ class ProcessManager:
         return OK, "success (killed after the stop wait)"
 
     def _popen_args(self, proc: Managed) -> dict[str, Any]:
+        """Run as the spec's account (the server allows only the business's execution
+        accounts), with its login variables and none of the agent's own environment; no
+        account (an older server): as the agent's own user."""
         spec = proc.spec
-        account = lookup_account(spec["account"]) if spec["account"] else None
-        cwd = spec["setup_path"] or (account.cwd if account else "/")
+        account = lookup_account(spec["account"] or pwd.getpwuid(os.geteuid()).pw_name)
         return {
-            "cwd": cwd,
+            "cwd": spec["setup_path"] or account.cwd,
+            "env": {**base_environment(), **account_environment(account)},
             "stdin": asyncio.subprocess.DEVNULL,
             "stdout": asyncio.subprocess.DEVNULL,
             "stderr": asyncio.subprocess.DEVNULL,
             "start_new_session": True,
-            **(account.switch if account else {}),
+            **account.switch,
         }
 
     async def _command(self, proc: Managed, command: str) -> tuple[int, str]:

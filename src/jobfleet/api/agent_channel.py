@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -128,5 +128,6 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, exc: JobError) -> 
         # closing before accepting answers the handshake with HTTP 403
         await send({"type": "websocket.close", "code": CLOSE_PLAINTEXT, "reason": exc.message})
         return
-    response = envelope.error(exc, uuid.uuid4().hex)
+    language = envelope.request_language(HTTPConnection(scope))
+    response = envelope.error(exc, uuid.uuid4().hex, language)
     await response(scope, receive, send)

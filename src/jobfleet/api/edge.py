@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobfleet.api import envelope
@@ -32,7 +33,8 @@ class BodyTooLarge(JobError):
 async def _answer(
     scope: Scope, send: Send, exc: JobError, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    response = envelope.error(exc, uuid.uuid4().hex)
+    language = envelope.request_language(HTTPConnection(scope))
+    response = envelope.error(exc, uuid.uuid4().hex, language)
     response.raw_headers.extend(headers)
     await response(scope, _never_receive, send)
 

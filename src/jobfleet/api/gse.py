@@ -16,7 +16,8 @@ from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
-from jobfleet.engine.procs import ProcManager, ProcOperation
+from jobfleet.engine.procs import ProcManager, ProcOperation, check_account
+from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
 from jobfleet.store.inventory import Host
 from jobfleet.store.procs import ProcStore
@@ -28,6 +29,7 @@ MAX_MESSAGE = 1024 * 1024
 MAX_PROC_HOSTS = 5000
 GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
 GSE_V2_PROC = ("/api/bk-gse/prod/api/v2/proc",)
+NO_LOAD = AgentLoad(0.0, 0.0, 0, 0)
 
 
 async def _hosts_by_address(
@@ -152,9 +154,12 @@ async def list_agent_info(call: Call) -> list[dict[str, Any]]:
     if not found:
         raise JobError(ErrorCode.GSE_AGENT_NOT_FOUND, "None of the agent ids were found")
     now = now_ms()
+    loads = await AgentLoads(call.services.db).of({h.bk_host_id for h in found.values()})
     out = []
     for agent_id, host in found.items():
         code = RUNNING if host.alive else NOT_RUNNING
+        # what the agent last reported (an agent before it reports nothing: zeros)
+        load = loads.get(host.bk_host_id) or NO_LOAD
         out.append(
             {
                 "code": 0,
@@ -163,13 +168,14 @@ async def list_agent_info(call: Call) -> list[dict[str, Any]]:
                 "bk_cloud_id": host.bk_cloud_id,
                 "bk_host_ip": host.ip,
                 "bk_os_type": (host.os_type or "linux").lower(),
-                "report_time": now if host.alive else 0,
+                "report_time": (load.report_time or now) if host.alive else 0,
                 "parent_ip": "",
                 "parent_port": 0,
                 "version": host.agent_version or __version__,
-                "cpu_rate": 0.0,
-                "mem_rate": 0.0,
-                "start_time": 0,
+                "cpu_rate": load.cpu,
+                "mem_rate": load.mem,
+                # seconds, as GSE reports it
+                "start_time": load.started // 1000,
                 "run_mode": 0,
                 "status_code": code,
                 "status": "running" if host.alive else "stopped",
@@ -344,7 +350,9 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
         starts = op in (protocol.PROC_START, protocol.PROC_RESTART, protocol.PROC_DELEGATE)
         spec = _spec(item, where, need=starts)
         hosts = await _targets(call, item, where)
-        biz_ids.update(h.bk_biz_id for h in hosts.values())
+        businesses = {h.bk_biz_id for h in hosts.values()}
+        await check_account(call.services.accounts, op, spec, businesses, where)
+        biz_ids.update(businesses)
         operations.append(
             ProcOperation(op, spec, [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()])
         )

@@ -19,6 +19,7 @@ from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
 from jobfleet.domain import heal
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.heal import Healer
+from jobfleet.engine.submit import Scope
 from jobfleet.store.heal import HealStore, decision_view, rule_view
 
 log = logging.getLogger(__name__)
@@ -142,15 +143,26 @@ async def get_rule(call: Call) -> dict[str, Any]:
     return rule_view(await _store(call).rule(scope.bk_biz_id, _rule_id(call)))
 
 
+async def _plan_exists(call: Call, scope: Scope, fields: dict[str, Any]) -> None:
+    """A rule names a plan of its business (a plan deleted later refuses the alerts)."""
+    if "job_plan_id" in fields:
+        await call.services.plans.plan_in_scope(
+            fields["job_plan_id"], scope, ErrorCode.JOB_PLAN_NOT_EXIST
+        )
+
+
 async def create_rule(call: Call) -> dict[str, Any]:
     scope = await call.scope(MANAGE)
     p = call.params
+    fields = _fields(p, creating=True)
+    secret = _secret(p.get("secret"))
+    await _plan_exists(call, scope, fields)
     row = await _store(call).create_rule(
         scope.bk_biz_id,
-        secret=_secret(p.get("secret")),
+        secret=secret,
         user=call.caller.username,
         app_code=call.caller.app_code,
-        **_fields(p, creating=True),
+        **fields,
     )
     view = rule_view(row)
     await audit(call, "create_heal_rule", "heal_rule", str(row.id), scope=scope, detail=view)
@@ -165,6 +177,7 @@ async def update_rule(call: Call) -> dict[str, Any]:
         changes["secret"] = _secret(p["secret"])
     if not changes:
         raise JobError(ErrorCode.MISSING_PARAM, "Nothing to change")
+    await _plan_exists(call, scope, changes)
     row = await _store(call).update_rule(
         scope.bk_biz_id, _rule_id(call), user=call.caller.username, **changes
     )
@@ -225,12 +238,13 @@ async def receive(request: Request) -> Response:
         decisions = await healer.receive(int(raw_id), body, request.headers)
         return envelope.ok({"decisions": decisions}, request_id)
     except JobError as exc:
-        return envelope.error(exc, request_id)
+        return envelope.error(exc, request_id, envelope.request_language(request))
     except Exception:
         log.exception("heal_webhook_failed request_id=%s", request_id)
         return envelope.error(
             JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {request_id})"),
             request_id,
+            envelope.request_language(request),
         )
 
 

@@ -232,7 +232,7 @@ async def job_events(request: Request) -> Response:
         await audit_log_read(Call(request, params, caller, services), job, None, len(hosts or ()))
     except JobError as exc:
         await refusal(services.audit, request, exc, caller)
-        return envelope.error(exc, request_id)
+        return envelope.error(exc, request_id, envelope.request_language(request))
     stream = JobStream(services, job.id, hosts, cursor)
     return StreamingResponse(
         stream.events(request),

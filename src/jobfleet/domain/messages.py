@@ -16,8 +16,10 @@ from jobfleet.domain.messages_zh import MESSAGES_ZH
 _BRACKETED = re.compile(r"\[([^\[\]]*)\]")
 # a placeholder with the brackets or separator that frame it (dropped with it when unfilled)
 # (full-width brackets and colon written as escapes: U+FF08, U+FF09, U+FF1A)
+# (``[id={0}]`` goes whole too)
 _PLACEHOLDER = re.compile(
-    "(?P<before>[\\[\uff08(]|[\uff1a:]\\s*)?\\{(?P<n>\\d+)\\}(?P<after>[\\]\uff09)])?"
+    "(?P<before>\\[(?:[A-Za-z_]+=)?|[\uff08(]|[\uff1a:]\\s*)?"
+    "\\{(?P<n>\\d+)\\}(?P<after>[\\]\uff09)])?"
 )
 
 

@@ -112,6 +112,7 @@ PathText = Annotated[str, MaxLen(4096)]
 LongText = Annotated[str, MaxLen(65536)]
 Speed = Annotated[float, Ge(0), Finite()]
 Percent = Annotated[int, Ge(0), Le(100)]
+Rate = Annotated[float, Ge(0), Le(100), Finite()]
 FileMode = Annotated[int, Ge(0), Le(0o7777)]
 Digest = Annotated[str, MaxLen(64)]
 RequestId = Annotated[str, MaxLen(64)]
@@ -119,6 +120,21 @@ Vars = Annotated[str, MaxLen(MAX_VARS_CHARS)]
 
 
 # Agent -> server ------------------------------------------------------------------
+
+
+class HostLoad(TypedDict):
+    """How loaded the host is and since when the agent runs, as GSE's ``list_agent_info``
+    reports them: CPU and memory in use (percent of the host's) and the agent's start
+    (epoch ms). Sent in the hello and, when the welcome asks, every ``stats_every`` s."""
+
+    cpu: Rate
+    mem: Rate
+    started: Millis
+
+
+class Stats(TypedDict):
+    t: Literal["stats"]
+    load: HostLoad
 
 
 class Hello(TypedDict):
@@ -136,6 +152,8 @@ class Hello(TypedDict):
     peer: NotRequired[str]
     # tasks the agent holds: running now or finished with results not yet acknowledged
     known: list[str]
+    # the host's load (agents before it sent none)
+    load: NotRequired[HostLoad]
 
 
 class FileItem(TypedDict):
@@ -330,7 +348,7 @@ def proc_state(
 
 
 # what the gateway validates (``Hello`` is read on its own, before these)
-AgentMessage = Output | Done | FileLog | Reply
+AgentMessage = Output | Done | FileLog | Reply | Stats
 
 
 # Server -> agent ------------------------------------------------------------------
@@ -342,6 +360,8 @@ class Welcome(TypedDict):
     bk_host_id: int
     heartbeat: float
     server_version: str
+    # send ``stats`` this often (s); servers before it did not ask
+    stats_every: NotRequired[float]
 
 
 class ScriptRun(TypedDict):
@@ -476,6 +496,7 @@ def hello(
     labels: dict[str, str],
     known: list[str],
     peer: str = "",
+    load: HostLoad | None = None,
 ) -> Hello:
     message: Hello = {
         "t": "hello",
@@ -489,6 +510,8 @@ def hello(
     }
     if peer:
         message["peer"] = peer
+    if load is not None:
+        message["load"] = load
     return message
 
 
@@ -564,14 +587,31 @@ def reply(
     return message
 
 
-def welcome(agent_id: str, bk_host_id: int, heartbeat: float, server_version: str) -> Welcome:
-    return {
+def welcome(
+    agent_id: str,
+    bk_host_id: int,
+    heartbeat: float,
+    server_version: str,
+    stats_every: float | None = None,
+) -> Welcome:
+    message: Welcome = {
         "t": "welcome",
         "agent_id": agent_id,
         "bk_host_id": bk_host_id,
         "heartbeat": heartbeat,
         "server_version": server_version,
     }
+    if stats_every is not None:
+        message["stats_every"] = stats_every
+    return message
+
+
+def host_load(cpu: float, mem: float, started: int) -> HostLoad:
+    return {"cpu": cpu, "mem": mem, "started": started}
+
+
+def stats(load: HostLoad) -> Stats:
+    return {"t": "stats", "load": load}
 
 
 def run(

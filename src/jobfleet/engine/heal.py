@@ -8,8 +8,10 @@ into it; the rule's cool-down and rate limit, then each host's, hold back what
 would start too often. Every outcome is recorded as a decision. The job's end is
 reported like any job's, by the business's notification channels.
 
-Decisions of one rule are taken one at a time on a node (an alert posted twice at
-once starts one job).
+Decisions of one rule are taken one at a time, across every node of a cluster: the
+rule's row is locked in the shared database while one is taken (``HealStore.deciding``),
+so an alert posted twice at once, to one node or to two, starts one job, and the rate
+limits and cool-downs count every node's jobs.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "x-jobfleet-signature"
 HEAL_APP = "jobfleet-heal"
+# rules whose alerts one node decides on at the same time
+DECIDING_AT_ONCE = 4
 
 
 def authentic(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
@@ -63,6 +67,7 @@ class Healer:
         self.inventory = inventory
         self.jobs = jobs
         self._locks: dict[int, asyncio.Lock] = {}
+        self._slots = asyncio.Semaphore(DECIDING_AT_ONCE)
 
     async def receive(
         self, rule_id: int, body: bytes, headers: Mapping[str, str]
@@ -87,9 +92,11 @@ class Healer:
             raise JobError.invalid("body", str(exc)) from None
         lock = self._locks.setdefault(rule.id, asyncio.Lock())
         out = []
-        async with lock:
+        # this node's lock first (a waiter holds nothing), then a slot (each holds a
+        # database connection while it decides), then the rule across the cluster
+        async with lock, self._slots, self.store.deciding(rule.id) as current:
             for alert in alerts:
-                row = await self._decide(rule, alert)
+                row = await self._decide(current, alert)
                 log.info(
                     "heal_decision rule=%s fingerprint=%s decision=%s job=%s",
                     rule.id,

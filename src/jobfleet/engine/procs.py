@@ -17,8 +17,11 @@ from typing import Any
 import orjson
 
 from jobfleet.domain import protocol
+from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.status import AccountCategory
 from jobfleet.engine.ports import AgentRequests
 from jobfleet.engine.rpc import AgentUnavailable
+from jobfleet.store.accounts import AccountStore
 from jobfleet.store.procs import ProcStore, ProcTarget
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,30 @@ class ProcOperation:
     spec: protocol.ProcSpec
     # (bk_host_id, the agent id the caller named it by)
     hosts: list[tuple[int, str]]
+
+
+async def check_account(
+    accounts: AccountStore, op: int, spec: protocol.ProcSpec, biz_ids: set[int], where: str
+) -> None:
+    """A process runs as one of its hosts' businesses' execution accounts, as a script
+    does: ``spec.identity.user`` must be the OS account of a system account of every one
+    of those businesses. Asking for the status runs nothing and names no account; an
+    operation that may run a command must name one."""
+    name = spec["account"]
+    if op == protocol.PROC_STATUS or (not name and op == protocol.PROC_UNDELEGATE):
+        return
+    if not name:
+        raise JobError.missing(f"{where}.spec.identity.user")
+    for biz in sorted(biz_ids):
+        found, _rows = await accounts.list(
+            biz, category=AccountCategory.SYSTEM, account=name, limit=1
+        )
+        if not found:
+            raise JobError(
+                ErrorCode.ACCOUNT_NOT_EXIST,
+                f"Account [{name}] is not an execution account of business [{biz}]: "
+                "a process runs only as one of its business's accounts (create_account)",
+            )
 
 
 def state_content(state: dict[str, Any], spec: protocol.ProcSpec, agent_id: str) -> str:

@@ -7,7 +7,8 @@ import contextlib
 import ipaddress
 import logging
 import platform
-from typing import Any, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -21,7 +22,8 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
-from jobfleet.gateway.validation import read_frame
+from jobfleet.gateway.validation import read_frame, read_load
+from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
@@ -43,6 +45,10 @@ REVOCATION_POLL = 0.3
 # a wide window: nodes' clocks may differ, and a connection that authenticated just
 # before its revocation was written is caught by a later look
 REVOCATION_LOOKBACK_MS = 60_000
+# how often agents report their host's load (GSE's list_agent_info)
+STATS_EVERY = 60.0
+
+_Fact = TypeVar("_Fact")
 
 
 class AgentEvents(Protocol):
@@ -82,20 +88,27 @@ def _ipv6(value: Any) -> str | None:
     return str(address) if address.version == 6 else None
 
 
-class _HostFacts:
-    """Writes what hellos say beyond presence (OS name, labels) a batch at a time.
+class _HostFacts(Generic[_Fact]):
+    """Writes what agents say beyond presence (OS name and labels in the hello, the
+    host's load) a batch at a time, the last word of each host.
 
     Thousands of agents say hello at once after a restart; one write each would
     queue them all on the database.
     """
 
-    def __init__(self, inventory: Inventory, interval: float = 0.2) -> None:
-        self.inventory = inventory
+    def __init__(
+        self,
+        write: Callable[[dict[int, _Fact]], Awaitable[None]],
+        what: str,
+        interval: float = 0.2,
+    ) -> None:
+        self.write = write
+        self.what = what
         self.interval = interval
-        self._pending: dict[int, dict[str, Any]] = {}
+        self._pending: dict[int, _Fact] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, bk_host_id: int, facts: dict[str, Any]) -> None:
+    def add(self, bk_host_id: int, facts: _Fact) -> None:
         self._pending[bk_host_id] = facts
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush_soon())
@@ -105,9 +118,9 @@ class _HostFacts:
             await asyncio.sleep(self.interval)
             batch, self._pending = self._pending, {}
             try:
-                await self.inventory.record_facts(batch)
+                await self.write(batch)
             except Exception:
-                log.exception("host_facts_write_failed hosts=%d", len(batch))
+                log.exception("host_facts_write_failed what=%s hosts=%d", self.what, len(batch))
             if not self._pending:
                 self._task = None
                 return
@@ -120,7 +133,7 @@ class _HostFacts:
             await asyncio.gather(task, return_exceptions=True)
         if self._pending:
             batch, self._pending = self._pending, {}
-            await self.inventory.record_facts(batch)
+            await self.write(batch)
 
 
 async def _receive_raw(ws: WebSocket) -> bytes | str:
@@ -149,6 +162,7 @@ class Gateway:
         refusals: Refusals | None = None,
         failures: Throttle | None = None,
         events: AgentEvents | None = None,
+        stats_every: float = STATS_EVERY,
     ) -> None:
         self.identity = identity
         self.registry = registry
@@ -162,7 +176,13 @@ class Gateway:
         self._proven: set[str] = set()
         self.events = events
         self._checks = asyncio.Semaphore(8)
-        self._facts = _HostFacts(Inventory(presence.db))
+        self._facts: _HostFacts[dict[str, Any]] = _HostFacts(
+            Inventory(presence.db).record_facts, "facts"
+        )
+        self._loads: _HostFacts[AgentLoad] = _HostFacts(
+            AgentLoads(presence.db).record, "load", interval=1.0
+        )
+        self.stats_every = stats_every
         self._revocations: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -175,6 +195,7 @@ class Gateway:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self._facts.stop()
+        await self._loads.stop()
 
     async def _watch_revocations(self) -> None:
         """Cut the connections of revoked credentials, wherever they were revoked."""
@@ -264,7 +285,10 @@ class Gateway:
             labels = {k: clean_text(v) for k, v in labels.items()}
         if os_name is not None or labels is not None:
             self._facts.add(host_id, {"os_name": os_name, "labels": labels})
-        conn.send(protocol.welcome(agent_id, host_id, self.heartbeat, __version__))
+        self._load(host_id, read_load(hello.get("load")))
+        conn.send(
+            protocol.welcome(agent_id, host_id, self.heartbeat, __version__, self.stats_every)
+        )
         log.info("agent_online agent=%s host=%s known=%d", agent_id, host_id, len(conn.known))
         if self.events:
             self.events.agent_online(conn)
@@ -277,6 +301,14 @@ class Gateway:
                 log.info("agent_offline agent=%s host=%s", agent_id, host_id)
                 if self.events:
                     self.events.agent_offline(conn)
+
+    def _load(self, host_id: int, load: protocol.HostLoad | None) -> None:
+        """Keep the host load an agent reported (checked: a hello's with ``read_load``,
+        a ``stats`` message's with its frame)."""
+        if load is not None:
+            self._loads.add(
+                host_id, AgentLoad(load["cpu"], load["mem"], load["started"], now_ms())
+            )
 
     async def _read(self, ws: WebSocket, conn: AgentConnection) -> None:
         events = self.events
@@ -295,6 +327,11 @@ class Gateway:
                     # the agent keeps a message until it is acknowledged: a message
                     # that will never be taken would come back after every reconnect
                     conn.send(protocol.ack([[refusal.task, refusal.seq]]))
+            if any(m["t"] == "stats" for m in messages):
+                for message in messages:
+                    if message["t"] == "stats":
+                        self._load(conn.bk_host_id, message["load"])
+                messages = [m for m in messages if m["t"] != "stats"]
             if events is not None:
                 for message in messages:
                     # validated above; the engine reads them as plain dicts

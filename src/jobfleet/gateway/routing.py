@@ -25,6 +25,8 @@ REPLY = "reply"
 # how long a node remembers where to send the reply to a request it passed on
 REPLY_ROUTE_TTL = 3600.0
 MAX_HOPS = 3
+# what an agent answers with a ``reply``, to go back to the node that asked
+REQUESTS = (protocol.FILE_LIST, protocol.FILE_UPLOAD, protocol.PROC, protocol.DISPATCH)
 
 
 class AgentEvents(Protocol):
@@ -92,7 +94,7 @@ class AgentRouter:
         if conn is not None:
             if inner.get("t") == protocol.RUN and inner.get("id") in conn.known:
                 return  # the agent has it already
-            if inner.get("t") in (protocol.FILE_LIST, protocol.FILE_UPLOAD):
+            if inner.get("t") in REQUESTS:
                 self._remember(str(inner.get("id")), str(message["from"]))
             conn.send(inner)
             return

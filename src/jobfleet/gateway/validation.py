@@ -81,3 +81,19 @@ def _refusal(item: Any, exc: ValidationError) -> Refusal:
         if type(raw_seq) is int and 0 <= raw_seq <= protocol.INT32_MAX:
             seq = raw_seq
     return Refusal(reason, detail, task if seq is not None else None, seq)
+
+
+# (a union: a TypedDict alone may not take the strict config)
+_LOAD: TypeAdapter[Any] = TypeAdapter(protocol.HostLoad | None, config=_STRICT)
+
+
+def read_load(value: Any) -> protocol.HostLoad | None:
+    """The host load a hello reports, checked like any message; None when it reports
+    none (an older agent) or one that does not fit (then nothing is stored)."""
+    if value is None:
+        return None
+    try:
+        load: protocol.HostLoad | None = _LOAD.validate_python(value)
+    except ValidationError:
+        return None
+    return load

@@ -6,6 +6,8 @@ say only that there is one.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
@@ -138,6 +140,29 @@ class HealStore:
         return row
 
     # decisions -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def deciding(self, rule_id: int) -> AsyncIterator[Row[Any]]:
+        """The rule as it is now, held so that no other node decides on its alerts until
+        the block ends: on PostgreSQL the rule's row is locked (``FOR NO KEY UPDATE``) for the
+        block, so every node's decisions on one rule are taken one at a time, each seeing
+        the ones before. SQLite serves one node, whose own lock is enough.
+
+        Decisions written in the block (``record``) commit before the lock is let go."""
+        if self.db.is_sqlite:
+            yield await self.rule(None, rule_id)
+            return
+        async with self.db.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(heal_rules)
+                    .where(heal_rules.c.id == rule_id)
+                    .with_for_update(key_share=True)
+                )
+            ).first()
+            if row is None:
+                raise JobError(ErrorCode.NOT_FOUND, f"Self-healing rule {rule_id} does not exist")
+            yield row
 
     async def record(self, rule: Row[Any], **fields: Any) -> Row[Any]:
         async with self.db.begin() as conn:

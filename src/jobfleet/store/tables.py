@@ -730,3 +730,16 @@ heal_decisions = Table(
     Column("job_instance_id", BigInteger, nullable=True),
     Column("create_time", BigInteger, nullable=False, index=True),
 )
+
+# the last load each host's agent reported (GSE's list_agent_info): one row per host
+agent_loads = Table(
+    "agent_loads",
+    metadata,
+    Column("bk_host_id", BigInteger, primary_key=True, autoincrement=False),
+    # percent of the host's CPU and memory in use
+    Column("cpu", Float, nullable=False),
+    Column("mem", Float, nullable=False),
+    # when the agent started, and when it reported this (epoch ms)
+    Column("started", BigInteger, nullable=False),
+    Column("report_time", BigInteger, nullable=False),
+)

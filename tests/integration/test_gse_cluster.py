@@ -1,0 +1,92 @@
+"""GSE calls on a cluster: the agent holds a connection to one node, the calls reach
+another, and still operate its processes, deliver its messages and report its load."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from tests.integration.cluster import cluster, needs_cluster, swarm, wait_ready
+from tests.integration.harness import Wire, eventually
+from tests.integration.test_cluster_bus import hosts_by_node
+from tests.integration.test_gse_procs import V2, daemon_dir, proc_request
+
+
+async def operate(wire: Wire, body: dict[str, Any]) -> dict[str, Any]:
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
+    assert answer["result"], answer
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2",
+                                 {"task_id": answer["data"]["task_id"]})
+        assert result["result"], result
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+
+    return dict(await eventually(done, timeout=60))
+
+
+async def test_gse_calls_reach_an_agent_held_by_another_node(
+        tmp_path: Path, database_url: str) -> None:
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, size=2) as c:
+        state = tmp_path / "swarm"
+        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, state)
+        await agents.start()
+        setup = daemon_dir()
+        try:
+            await wait_ready(agents, 1)
+            _ids, ips = await hosts_by_node(c.wires[1])
+            [ip] = ips.values()
+            wire = c.wires[1]  # the node that does not hold the agent
+
+            # the load the agent reported to node 0, read through node 1
+            async def load() -> dict[str, Any] | None:
+                info = await wire.post(f"{V2}/cluster/list_agent_info",
+                                       {"agent_id_list": [f"0:{ip}"]})
+                assert info["result"], info
+                item = info["data"][0]
+                return item if item["mem_rate"] > 0 and item["start_time"] > 0 else None
+
+            item = await eventually(load, timeout=30)
+            assert item["status_code"] == 2, item
+
+            # a daemon started, kept alive and stopped through node 1
+            key = f"0:{ip}:nodeman:daemon"
+            started = await operate(wire, proc_request(setup, 0, [ip]))
+            assert started[key]["error_code"] == 0, started
+            instance = json.loads(started[key]["content"])["value"][0]["process"][0][
+                "instance"][0]
+            os.kill(instance["pid"], signal.SIGKILL)
+
+            async def restarted() -> dict[str, Any] | None:
+                status = await wire.post(f"{V2}/proc/get_proc_status_v2", {
+                    "meta": {"namespace": "nodeman", "name": "daemon"},
+                    "agent_id_list": [f"0:{ip}"]})
+                assert status["result"], status
+                [info] = status["data"]["proc_infos"]
+                return info if info["status"] == 1 and info["pid"] != instance["pid"] else None
+
+            info = await eventually(restarted, timeout=30)
+            assert info["restarts"] >= 1, info
+            stopped = await operate(wire, proc_request(setup, 1, [ip]))
+            assert stopped[key]["error_code"] == 0, stopped
+
+            sent = await wire.post(f"{V2}/cluster/dispatch_message", {
+                "message_id": "m-1", "agent_id_list": [f"0:{ip}"], "slot_id": 3,
+                "content": "reload"})
+            assert sent["result"] and sent["data"]["results"][0]["error_code"] == 0, sent
+            delivered = state / ip / "messages" / "3" / "m-1.json"
+            assert json.loads(delivered.read_text())["content"] == "reload"
+        finally:
+            await agents.stop()
+            pid = setup / "daemon.pid"
+            if pid.exists():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid.read_text().split()[0]), signal.SIGKILL)
+            shutil.rmtree(setup, ignore_errors=True)
