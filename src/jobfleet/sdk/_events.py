@@ -11,26 +11,48 @@ from typing import Any
 EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
 
 
-def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """{"event", "id", "data"} per event; ``data`` decoded from JSON."""
-    event, event_id = "message", None
-    data: list[str] = []
-    for line in lines:
+class SseParser:
+    """Server-Sent Events line by line: ``feed`` answers {"event", "id", "data"} at the
+    blank line that ends an event (``data`` decoded from JSON), else None."""
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.event_id: str | None = None
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> dict[str, Any] | None:
         if not line:
-            if data:
-                yield {"event": event, "id": event_id, "data": json.loads("\n".join(data))}
-            event, data = "message", []
-            continue
+            done = None
+            if self.data:
+                data = json.loads("\n".join(self.data))
+                done = {"event": self.event, "id": self.event_id, "data": data}
+            self.event, self.data = "message", []
+            return done
         if line.startswith(":"):
-            continue
+            return None
         field, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if field == "event":
-            event = value
+            self.event = value
         elif field == "data":
-            data.append(value)
+            self.data.append(value)
         elif field == "id":
-            event_id = value
+            self.event_id = value
+        return None
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """{"event", "id", "data"} per event; ``data`` decoded from JSON."""
+    parser = SseParser()
+    for line in lines:
+        event = parser.feed(line)
+        if event is not None:
+            yield event
+
+
+def event_query(hosts: str | None, cursor: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The query and headers of an events request resuming after ``cursor``."""
+    return ({"hosts": hosts} if hosts else {}), ({"Last-Event-ID": cursor} if cursor else {})
 
 
 def env_settings() -> dict[str, Any]:
