@@ -168,6 +168,15 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
+def show(console: Console, json_out: bool, data: Any, *lines: RenderableType) -> None:
+    """``data`` as JSON with ``--json``, else ``lines`` for people."""
+    if json_out:
+        console.out(to_json(data))
+        return
+    for line in lines:
+        console.print(line)
+
+
 # --- job results ----------------------------------------------------------------
 
 
