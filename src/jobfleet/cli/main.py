@@ -251,7 +251,7 @@ def run(
     if json_out:
         cli.out.out(_render.to_json(result.to_dict() | {"elapsed": round(elapsed, 3)}))
     else:
-        cli.out.print(_render.host_table(result.hosts))
+        cli.out.print(_render.host_table(result.hosts, width=_render.excerpt_width(cli.out)))
         cli.out.print(_render.result_summary(result, elapsed))
     raise typer.Exit(0 if result.ok else 1)
 
@@ -283,7 +283,7 @@ def status(
         cli.out.print(Text(f"\nhosts of step {result.step_instance_id}", style="bold"))
     else:
         cli.out.print()
-    cli.out.print(_render.host_table(result.hosts))
+    cli.out.print(_render.host_table(result.hosts, width=_render.excerpt_width(cli.out)))
     cli.out.print(_render.result_summary(result))
     if failed:
         raise typer.Exit(1)
