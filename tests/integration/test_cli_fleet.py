@@ -27,11 +27,13 @@ LABELS = {
 LONG = "x" * 150 + "y" * 150
 
 
-async def cli(running: Running, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+async def cli(
+    running: Running, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """``jobfleet …`` as a child process whose stdout is a pipe, in an 80-column shell."""
     boot = running.data_dir / "server" / "bootstrap.json"
     command = [sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap", str(boot)]
-    env = {**os.environ, "COLUMNS": "80"}
+    env = {**os.environ, "COLUMNS": "80", **(env or {})}
     done = await asyncio.to_thread(
         subprocess.run,
         [*command, *args],
@@ -136,6 +138,25 @@ async def test_piped_output_is_never_cut(running: Running) -> None:
 
 
 async def test_personal_tokens_from_the_cli(running: Running) -> None:
+    await running.start_agents([WEB])
+    assert (await running.wire.post("/api/jobfleet/v1/users", {"username": "dev"}))["result"]
+    grant = {"scope_type": "biz", "scope_id": "2"}
+    assert (await running.wire.post("/api/jobfleet/v1/users/dev/grants", grant))["result"]
+    code, secret, err = await cli(
+        running, "--user", "dev", "token", "create", "--ttl", "2h", "--name", "laptop"
+    )
+    assert code == 0, err
+    secret = secret.strip()
+    # the token stands in for app credentials, in the CLI and in the SDK
+    as_dev = {"JOBFLEET_TOKEN": secret}
+    code, out, err = await cli(running, "whoami", "--json", env=as_dev)
+    assert code == 0 and json.loads(out)["username"] == "dev", (out, err)
+    code, out, err = await cli(running, "run", "-H", WEB, "-c", "echo via-token", env=as_dev)
+    assert code == 0 and "via-token" in out, (out, err)
+    async with AsyncJobClient.with_token(running.url, secret, biz=2) as c:
+        assert (await c.whoami())["username"] == "dev"
+        assert [t["note"] for t in await c.list_personal_tokens()] == ["laptop"]
+
     code, secret, err = await cli(running, "token", "create", "--ttl", "2h", "--name", "ci")
     assert code == 0, err
     secret = secret.strip()

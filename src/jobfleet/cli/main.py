@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -152,6 +153,9 @@ def root(
         source = ctx.get_parameter_source(param)
         from_env = source is not None and source.name == "ENVIRONMENT"
         given[name] = None if value is None else (value, envvar if from_env else flag)
+    # a secret: from the environment (or the config file) only, never from the command line
+    token = os.environ.get("JOBFLEET_TOKEN")
+    given["token"] = (token, "JOBFLEET_TOKEN") if token else None
     ctx.obj = CliContext(
         given=given,
         config=config if config is not None else DEFAULT_CONFIG,
@@ -384,6 +388,11 @@ def whoami(ctx: typer.Context, json_out: JsonOption = False) -> None:
                 "setting": "app secret",
                 "value": "(hidden)",
                 "from": settings.sources["app_secret"],
+            },
+            {
+                "setting": "personal token",
+                "value": "(hidden, in use)" if settings.token else "-",
+                "from": settings.sources["token"],
             },
             {"setting": "user", "value": me.get("username"), "from": settings.sources["username"]},
             {"setting": "admin", "value": bool(me.get("is_admin")), "from": "server"},

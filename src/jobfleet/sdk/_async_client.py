@@ -15,7 +15,7 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, SseParser, env_settings, event_query
+from jobfleet.sdk._events import EVENTS_PATH, SseParser, event_query
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
@@ -79,13 +79,6 @@ class AsyncJobClient(
     upload_file = _awaited(Flows.upload_file)
     download_file = _awaited(Flows.download_file)
     transfer_and_wait = _awaited(Flows.transfer_and_wait)
-
-    @classmethod
-    def from_env(cls, **options: Any) -> AsyncJobClient:
-        """A client with the CLI's settings (see ``JobClient.from_env``)."""
-        values = env_settings()
-        biz = values.pop("biz")
-        return cls(**values, biz=biz, **options)
 
     async def events(
         self,

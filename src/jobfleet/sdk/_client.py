@@ -12,7 +12,7 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, env_settings, event_query, parse_sse
+from jobfleet.sdk._events import EVENTS_PATH, event_query, parse_sse
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
@@ -73,14 +73,6 @@ class JobClient(
     upload_file = _blocking(Flows.upload_file)
     download_file = _blocking(Flows.download_file)
     transfer_and_wait = _blocking(Flows.transfer_and_wait)
-
-    @classmethod
-    def from_env(cls, **options: Any) -> JobClient:
-        """A client with the CLI's settings: JOBFLEET_SERVER, JOBFLEET_APP_CODE,
-        JOBFLEET_APP_SECRET, JOBFLEET_USERNAME, JOBFLEET_BIZ (or JOBFLEET_BOOTSTRAP)."""
-        values = env_settings()
-        biz = values.pop("biz")
-        return cls(**values, biz=biz, **options)
 
     def events(
         self,

@@ -73,6 +73,7 @@ def env_settings() -> dict[str, Any]:
         ("app_secret", "JOBFLEET_APP_SECRET"),
         ("username", "JOBFLEET_USERNAME"),
         ("biz", "JOBFLEET_BIZ"),
+        ("token", "JOBFLEET_TOKEN"),
     ):
         if os.environ.get(env):
             values[key] = os.environ[env]
@@ -80,8 +81,9 @@ def env_settings() -> dict[str, Any]:
     values.setdefault("username", "admin")
     values.setdefault("biz", 2)
     missing = [k for k in ("app_code", "app_secret") if not values.get(k)]
-    if missing:
+    if missing and not values.get("token"):
         raise ValueError(
-            "set JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET (or JOBFLEET_BOOTSTRAP) first"
+            "set JOBFLEET_TOKEN, or JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET "
+            "(or JOBFLEET_BOOTSTRAP), first"
         )
     return values
