@@ -189,6 +189,35 @@ async def job_status(running: Running, job: int, wanted: int) -> dict[str, Any]:
     return dict(await eventually(check, timeout=60, interval=0.2))
 
 
+async def settled(running: Running, job: int, wanted: int, *, execute_count: int) -> None:
+    """The job is in ``wanted`` after its first step ran ``execute_count`` more times."""
+
+    async def check() -> bool:
+        data = await running.wire.status(job)
+        first = data["step_instance_list"][0]
+        return bool(
+            data["job_instance"]["status"] == wanted
+            and first.get("execute_count") == execute_count
+            and data["step_instance_list"][0]["status"] != 2
+        )
+
+    await eventually(check, timeout=60, interval=0.2)
+
+
+async def started(running: Running, job: int) -> None:
+    """The first step's script has printed: its processes are up. (The agents run in
+    this process: a child started while one forks a script could land in that
+    script's cgroup and be killed with it.)"""
+    data = await running.wire.status(job)
+    step = int(data["step_instance_list"][0]["step_instance_id"])
+
+    async def check() -> bool:
+        logs = await running.wire.logs(job, step, [WEB])
+        return "started" in (logs.get(WEB) or "")
+
+    await eventually(check, timeout=60, interval=0.2)
+
+
 async def test_step_operations_end_to_end(running: Running, tmp_path: Path) -> None:
     await running.start_agents([WEB])
     target = {"ip_list": [{"bk_cloud_id": 0, "ip": WEB}]}
@@ -211,7 +240,7 @@ async def test_step_operations_end_to_end(running: Running, tmp_path: Path) -> N
     assert code == 1
     code, out, err = await cli(running, "step", "retry", str(job))
     assert code == 0, (out, err)
-    await job_status(running, job, 7)
+    await settled(running, job, 7, execute_count=1)
     code, out, err = await cli(running, "step", "confirm", str(job), "--json")
     assert code == 0, (out, err)
     done = await job_status(running, job, 3)
@@ -228,7 +257,7 @@ async def test_step_operations_end_to_end(running: Running, tmp_path: Path) -> N
     await job_status(running, job, 4)
     code, out, err = await cli(running, "step", "retry-all", str(job))
     assert code == 0, (out, err)
-    await job_status(running, job, 4)
+    await settled(running, job, 4, execute_count=1)
     code, out, err = await cli(running, "step", "ignore", str(job))
     assert code == 0, (out, err)
     done = await job_status(running, job, 3)
@@ -239,11 +268,13 @@ async def test_step_operations_end_to_end(running: Running, tmp_path: Path) -> N
 
     # terminate a running step, then go on to the next one
     plan, _ = await make_plan(
-        running, [script("slow", "sleep 60\n", target), script("two", "echo two\n", target)],
+        running,
+        [script("slow", "echo started; sleep 60\n", target), script("two", "echo two\n", target)],
         [], name="slow",
     )  # fmt: skip
     job = int((await execute(running, plan))["data"]["job_instance_id"])
     await job_status(running, job, 2)
+    await started(running, job)
     code, out, err = await cli(running, "terminate", str(job))
     assert code == 0, (out, err)
     stopped = await eventually(lambda: _finished(running, job), timeout=60, interval=0.2)
