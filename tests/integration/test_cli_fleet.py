@@ -314,3 +314,30 @@ async def test_async_events_resume_since(running: Running) -> None:
     code, out, _ = await cli(running, "logs", "-f", str(job), "--json")
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and lines[-1]["event"] == "end"
+
+
+async def test_jobs_filters_on_a_real_history(running: Running) -> None:
+    await running.start_agents([WEB])
+    code, _, _ = await cli(running, "run", "-H", WEB, "-c", "true", "--name", "good-one")
+    assert code == 0
+    code, _, _ = await cli(running, "run", "-H", WEB, "-c", "exit 4", "--name", "bad-one")
+    assert code == 1
+
+    async def names(*filters: str) -> list[str]:
+        code, out, err = await cli(running, "jobs", "--json", *filters)
+        assert code == 0, (out, err)
+        return sorted(r["name"] for r in json.loads(out))
+
+    assert await names() == ["bad-one", "good-one"]
+    assert await names("--status", "failed") == ["bad-one"]
+    assert await names("--status", "3") == ["good-one"]
+    assert await names("--name", "good") == ["good-one"]
+    assert await names("--user", "admin", "--launch-mode", "api") == ["bad-one", "good-one"]
+    assert await names("--user", "nobody") == []
+    assert await names("--launch-mode", "cron") == []
+    assert await names("--ip", WEB, "--since", "1h") == ["bad-one", "good-one"]
+    assert await names("--until", "2h") == []
+    code, out, err = await cli(running, "jobs", "--since", "40d")
+    assert code == 2 and "30 days" in err, (out, err)
+    code, out, _ = await cli(running, "jobs", "--status", "failed")
+    assert code == 0 and "bad-one" in out and "failed" in out and "good-one" not in out
