@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,18 +56,37 @@ def event_query(hosts: str | None, cursor: str | None) -> tuple[dict[str, str], 
     return ({"hosts": hosts} if hosts else {}), ({"Last-Event-ID": cursor} if cursor else {})
 
 
+# config file key (as the CLI's config.toml writes it) → client setting
+_CONFIG_KEYS = {
+    "server": "base_url",
+    "app_code": "app_code",
+    "app_secret": "app_secret",
+    "username": "username",
+    "biz": "biz",
+    "token": "token",
+}
+DEFAULT_CONFIG = "~/.config/jobfleet/config.toml"
+
+
 def env_settings() -> dict[str, Any]:
-    """The CLI's settings from the environment (and JOBFLEET_BOOTSTRAP's file)."""
+    """The CLI's settings: the environment over JOBFLEET_BOOTSTRAP's file over the
+    config file (JOBFLEET_CONFIG, else ~/.config/jobfleet/config.toml) over defaults."""
     values: dict[str, Any] = {}
+    config = Path(os.environ.get("JOBFLEET_CONFIG") or DEFAULT_CONFIG).expanduser()
+    if config.is_file():
+        with config.open("rb") as fh:
+            data = tomllib.load(fh)
+        values |= {k: data[c] for c, k in _CONFIG_KEYS.items() if data.get(c) not in (None, "")}
     boot = os.environ.get("JOBFLEET_BOOTSTRAP")
     if boot:
         data = json.loads(Path(boot).read_text())
-        values = {
+        from_boot = {
             "base_url": data.get("url"),
             "app_code": data.get("bk_app_code"),
             "app_secret": data.get("bk_app_secret"),
             "username": data.get("admin_user"),
         }
+        values |= {k: v for k, v in from_boot.items() if v}
     for key, env in (
         ("base_url", "JOBFLEET_SERVER"),
         ("app_code", "JOBFLEET_APP_CODE"),
@@ -84,6 +104,6 @@ def env_settings() -> dict[str, Any]:
     if missing and not values.get("token"):
         raise ValueError(
             "set JOBFLEET_TOKEN, or JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET "
-            "(or JOBFLEET_BOOTSTRAP), first"
+            "(or JOBFLEET_BOOTSTRAP, or a config file), first"
         )
     return values
