@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -341,3 +342,60 @@ async def test_jobs_filters_on_a_real_history(running: Running) -> None:
     assert code == 2 and "30 days" in err, (out, err)
     code, out, _ = await cli(running, "jobs", "--status", "failed")
     assert code == 0 and "bad-one" in out and "failed" in out and "good-one" not in out
+
+
+async def test_step_skip_ends_a_termination_an_agent_cannot_answer(
+    running: Running, tmp_path: Path
+) -> None:
+    """An agent frozen (SIGSTOP) while its script runs cannot stop it: ``terminate``
+    leaves the step stopping, and ``step skip`` stops waiting for it."""
+    ip = "127.0.12.9"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "jobfleet", "agent", "--server", running.url, "--state-dir",
+         str(tmp_path / "agent"), "--ip", ip, "--log-level", "warning"],
+        env={**os.environ, "JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        async def alive() -> bool:
+            return any(h.ip == ip and h.alive for h in await running.server.inventory.list())
+
+        await eventually(alive, timeout=60)
+        target = {"ip_list": [{"bk_cloud_id": 0, "ip": ip}]}
+        plan, _ = await make_plan(
+            running,
+            [script("slow", "echo started; sleep 60\n", target), script("two", "true\n", target)],
+            [], name="frozen",
+        )  # fmt: skip
+        job = int((await execute(running, plan))["data"]["job_instance_id"])
+        await job_status(running, job, 2)
+        step = int((await running.wire.status(job))["step_instance_list"][0]["step_instance_id"])
+
+        async def printed() -> bool:
+            return "started" in ((await running.wire.logs(job, step, [ip])).get(ip) or "")
+
+        await eventually(printed, timeout=60, interval=0.2)
+        agent.send_signal(signal.SIGSTOP)
+        code, out, err = await cli(running, "terminate", str(job))
+        assert code == 0, (out, err)
+
+        async def stopping() -> bool:
+            data = await running.wire.status(job)
+            return bool(data["step_instance_list"][0]["status"] == 10)
+
+        await eventually(stopping, timeout=30, interval=0.2)
+        code, out, err = await cli(running, "step", "skip", str(job))
+        assert code == 0, (out, err)
+        done = await eventually(lambda: _finished(running, job), timeout=60, interval=0.2)
+        assert done["step_instance_list"][0]["status"] == 11, done
+        hosts = done["step_instance_list"][0]["step_ip_result_list"]
+        assert [h["status"] for h in hosts] == [404], hosts
+    finally:
+        agent.send_signal(signal.SIGCONT)
+        agent.terminate()
+        try:
+            await asyncio.to_thread(agent.wait, 20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            await asyncio.to_thread(agent.wait)
