@@ -553,3 +553,21 @@ def test_transfer_bar_shows_upload_then_bytes_and_hosts() -> None:
     with quiet:
         quiet.update(TransferProgress(77, 2, 4, 1, 1, 1, 1.0, False))
     assert quiet._progress is None
+
+
+def test_push_takes_a_module(cli: Cli, files_server: FakeFiles, tmp_path: Path) -> None:
+    topology = {"sets": [{"id": 10, "name": "web", "modules": [{"id": 11, "name": "nginx"}]}]}
+    handle = files_server.handle
+
+    def with_topology(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"{ADMIN}/topology":
+            return httpx.Response(200, json={"result": True, "code": 0, "data": topology})
+        return handle(request)
+
+    files_server.handle = with_topology  # type: ignore[method-assign]
+    a = local(tmp_path, "a", b"x")
+    result = cli("push", a, "--to", "/t", "--module", "web/nginx", "--biz", "2")
+    assert result.exit_code == 0, result.output
+    assert files_server.submitted["target_server"] == {
+        "topo_node_list": [{"node_type": "module", "id": 11}]
+    }

@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
+from typer.testing import CliRunner
 
+from jobfleet.cli import _client
 from jobfleet.cli._settings import Settings, SettingsError, resolve_settings
+from jobfleet.cli.main import app
+from jobfleet.sdk import JobClient
 
 if TYPE_CHECKING:
     from conftest import Cli, FakeServer
@@ -78,6 +83,7 @@ def test_each_layer_wins_over_the_ones_below(cli: Cli, server: FakeServer, tmp_p
         "app_secret": str(bootstrap),
         "username": "--user",
         "biz": str(config),
+        "token": "unset",
     }
 
 
@@ -150,7 +156,7 @@ def test_missing_credentials_exit_2_before_any_request(cli: Cli) -> None:
     # the real make_client: it refuses before building a client
     result = cli.bare("run", "-H", "10.0.0.1", "-c", "true")
     assert result.exit_code == 2
-    assert "no app credentials" in result.stderr
+    assert "no credentials" in result.stderr
     assert "Traceback" not in result.output
 
 
@@ -202,3 +208,29 @@ def test_resolve_settings_layers_directly(tmp_path: Path) -> None:
         ).biz
         == 2
     )
+
+
+def test_a_personal_token_from_the_environment_replaces_app_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOBFLEET_TOKEN", "jfp_secret")
+    seen: list[httpx.Request] = []
+
+    def whoami(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        data = {"app_code": "personal-token", "username": "dev", "is_admin": False, "scopes": []}
+        return httpx.Response(200, json={"result": True, "code": 0, "data": data})
+
+    real = _client.make_client
+
+    def make_client(settings: Settings) -> JobClient:
+        client = real(settings)
+        client._http._transport = httpx.MockTransport(whoami)
+        return client
+
+    monkeypatch.setattr(_client, "make_client", make_client)
+    result = CliRunner().invoke(app, ["whoami"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].headers["authorization"] == "Bearer jfp_secret"
+    assert "x-bkapi-authorization" not in seen[0].headers
+    assert "JOBFLEET_TOKEN" in result.stdout and "jfp_secret" not in result.stdout

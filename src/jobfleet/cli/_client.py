@@ -7,11 +7,14 @@ from jobfleet.sdk import JobClient
 
 
 def make_client(settings: Settings) -> JobClient:
+    if settings.token:
+        return JobClient.with_token(settings.server, settings.token, biz=settings.biz)
     if not settings.app_code or not settings.app_secret:
         raise SettingsError(
-            "no app credentials: pass --app-code and --app-secret, set JOBFLEET_APP_CODE and "
-            "JOBFLEET_APP_SECRET, point --bootstrap at the server's bootstrap.json, "
-            "or put app_code and app_secret in the config file"
+            "no credentials: set JOBFLEET_TOKEN (a personal token), pass --app-code and "
+            "--app-secret, set JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET, point --bootstrap "
+            "at the server's bootstrap.json, or put app_code and app_secret (or token) in "
+            "the config file"
         )
     return JobClient(
         settings.server,

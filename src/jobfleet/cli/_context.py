@@ -40,6 +40,18 @@ BizOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
+# when output goes to a pipe or file, no line is cut or wrapped: IPs, paths and log lines
+# stay whole for grep and awk (Rich would otherwise assume 80 columns, or $COLUMNS)
+PIPE_WIDTH = 1 << 16
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for stdout or stderr: the terminal's width on a terminal, else unbounded."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
+
 
 @dataclass
 class CliContext:
@@ -50,8 +62,8 @@ class CliContext:
     config: Path | None
     config_required: bool
     bootstrap: Path | None
-    out: Console = field(default_factory=lambda: Console(highlight=False))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    out: Console = field(default_factory=make_console)
+    err: Console = field(default_factory=lambda: make_console(stderr=True))
     _settings: Settings | None = None
 
     @property
@@ -120,6 +132,6 @@ class ReportingGroup(TyperGroup):
 
 def _report(ctx: Any, message: str) -> NoReturn:
     obj = ctx.find_object(CliContext)
-    err = obj.err if obj is not None else Console(stderr=True, highlight=False)
+    err = obj.err if obj is not None else make_console(stderr=True)
     err.print(Text(message, style="bold red"))
     raise typer.Exit(EXIT_USAGE)

@@ -94,9 +94,12 @@ def exit_code_text(code: int | None) -> str:
     return "-" if code is None else str(code)
 
 
-def log_excerpt(log: str, lines: int = EXCERPT_LINES, width: int = EXCERPT_WIDTH) -> str:
-    """The last ``lines`` non-empty lines of a log, each cut to ``width`` characters."""
+def log_excerpt(log: str, lines: int = EXCERPT_LINES, width: int | None = EXCERPT_WIDTH) -> str:
+    """The last ``lines`` non-empty lines of a log, each cut to ``width`` characters
+    (None: whole, for pipes)."""
     kept = [line.rstrip() for line in log.splitlines() if line.strip()][-lines:]
+    if width is None:
+        return "\n".join(kept)
     return "\n".join(line if len(line) <= width else line[: width - 1] + "…" for line in kept)
 
 
@@ -168,6 +171,15 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
+def show(console: Console, json_out: bool, data: Any, *lines: RenderableType) -> None:
+    """``data`` as JSON with ``--json``, else ``lines`` for people."""
+    if json_out:
+        console.out(to_json(data))
+        return
+    for line in lines:
+        console.print(line)
+
+
 # --- job results ----------------------------------------------------------------
 
 
@@ -180,7 +192,15 @@ def _group_order(status: int) -> tuple[int, int]:
     return (2, status)
 
 
-def host_table(hosts: Sequence[HostResult], *, logs: bool = True) -> Table:
+def excerpt_width(console: Console) -> int | None:
+    """How much of each log line a table shows: all of it when nobody reads it on a
+    terminal (a pipe or a file)."""
+    return EXCERPT_WIDTH if console.is_terminal else None
+
+
+def host_table(
+    hosts: Sequence[HostResult], *, logs: bool = True, width: int | None = EXCERPT_WIDTH
+) -> Table:
     """Hosts grouped by status, each with its exit code and the tail of its log."""
     table = Table(show_edge=False, pad_edge=False, expand=False)
     table.add_column("status", no_wrap=True)
@@ -210,7 +230,7 @@ def host_table(hosts: Sequence[HostResult], *, logs: bool = True) -> Table:
                 Text(exit_code_text(host.exit_code)),
             ]
             if logs:
-                cells.append(Text(log_excerpt(host.log), style="dim"))
+                cells.append(Text(log_excerpt(host.log, width=width), style="dim"))
             table.add_row(*cells)
     return table
 

@@ -24,6 +24,8 @@ _FIELDS: dict[str, type] = {
     "app_secret": str,
     "username": str,
     "biz": int,
+    # a personal token (``jobfleet token create``): used instead of the app credentials
+    "token": str,
 }
 _DEFAULTS: dict[str, Any] = {
     "server": DEFAULT_SERVER,
@@ -31,6 +33,7 @@ _DEFAULTS: dict[str, Any] = {
     "app_secret": None,
     "username": DEFAULT_USERNAME,
     "biz": DEFAULT_BIZ,
+    "token": None,
 }
 # bootstrap.json key → setting
 _BOOTSTRAP_KEYS = {
@@ -54,6 +57,7 @@ class Settings:
     biz: int
     # setting → where its value came from ("--server", "JOBFLEET_SERVER", a file, "default")
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    token: str | None = field(default=None, repr=False)
 
 
 def resolve_settings(
@@ -93,11 +97,13 @@ def resolve_settings(
         username=str(values["username"]),
         biz=int(values["biz"]),
         sources=sources,
+        token=values["token"],
     )
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """The settings in a TOML config file (keys server, app_code, app_secret, username, biz)."""
+    """The settings in a TOML config file (keys server, app_code, app_secret, username, biz,
+    token)."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

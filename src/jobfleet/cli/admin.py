@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from jobfleet.cli import _render
-from jobfleet.cli._context import cli_context
+from jobfleet.cli._context import JsonOption, cli_context
 from jobfleet.cli._durations import parse_ttl
 
 admin_app = typer.Typer(
@@ -53,6 +53,7 @@ def app_create(
         bool,
         typer.Option("--admin", help="Let the app reach the administration routes."),
     ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Create an app and print its secret (shown this once only)."""
     cli = cli_context(ctx)
@@ -66,7 +67,10 @@ def app_create(
         data = client.create_app(
             code, description=description, users=allowed_users, biz=biz_ids, admin=admin
         )
-    cli.out.out(f"app_code: {data.get('app_code', code)}\napp_secret: {data.get('app_secret')}")
+    if json_out:
+        cli.out.out(_render.to_json(data))
+    else:
+        cli.out.out(f"app_code: {data.get('app_code', code)}\napp_secret: {data.get('app_secret')}")
     cli.err.print(Text("store the secret now: it cannot be shown again", style="yellow"))
 
 
@@ -81,12 +85,15 @@ def _names(value: str, hint: str) -> list[str] | None:
 
 
 @apps.command("list")
-def app_list(ctx: typer.Context) -> None:
+def app_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """List apps."""
     cli = cli_context(ctx)
     with cli.client() as client:
         rows = client.list_apps()
-    cli.out.print(
+    _render.show(
+        cli.out,
+        json_out,
+        rows,
         _render.records_table(
             rows,
             [
@@ -98,17 +105,19 @@ def app_list(ctx: typer.Context) -> None:
                 "disabled",
                 "create_time",
             ],
-        )
+        ),
     )
 
 
 @apps.command("delete")
-def app_delete(ctx: typer.Context, code: Annotated[str, typer.Argument()]) -> None:
+def app_delete(
+    ctx: typer.Context, code: Annotated[str, typer.Argument()], json_out: JsonOption = False
+) -> None:
     """Delete an app; clients using it are refused from then on."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.delete_app(code)
-    cli.out.print(f"deleted app {code}")
+        data = client.delete_app(code)
+    _render.show(cli.out, json_out, data, f"deleted app {code}")
 
 
 # --- users and grants ---------------------------------------------------------------
@@ -119,22 +128,25 @@ def user_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Username.")],
     admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Create a user."""
     cli = cli_context(ctx)
     with cli.client() as client:
         data = client.create_user(name, is_admin=admin)
     role = "administrator" if data.get("is_admin", admin) else "user"
-    cli.out.print(f"created {role} {data.get('username', name)}")
+    _render.show(cli.out, json_out, data, f"created {role} {data.get('username', name)}")
 
 
 @users.command("list")
-def user_list(ctx: typer.Context) -> None:
+def user_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """List users and their scopes."""
     cli = cli_context(ctx)
     with cli.client() as client:
         rows = client.list_users()
-    cli.out.print(_render.records_table(rows, ["username", "is_admin", "scopes"]))
+    _render.show(
+        cli.out, json_out, rows, _render.records_table(rows, ["username", "is_admin", "scopes"])
+    )
 
 
 def _scope_args(biz: int | None, scope_type: str | None, scope_id: str | None) -> tuple[str, str]:
@@ -161,13 +173,14 @@ def user_grant(
     biz: ScopeBiz = None,
     scope_type: ScopeType = None,
     scope_id: ScopeId = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Let a user act in a business (or business set)."""
     kind, ident = _scope_args(biz, scope_type, scope_id)
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.grant_scope(name, ident, scope_type=kind)
-    cli.out.print(f"granted {name} {kind} {ident}")
+        data = client.grant_scope(name, ident, scope_type=kind)
+    _render.show(cli.out, json_out, data, f"granted {name} {kind} {ident}")
 
 
 @users.command("revoke")
@@ -177,13 +190,14 @@ def user_revoke(
     biz: ScopeBiz = None,
     scope_type: ScopeType = None,
     scope_id: ScopeId = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Take a business (or business set) away from a user."""
     kind, ident = _scope_args(biz, scope_type, scope_id)
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.revoke_scope(name, ident, scope_type=kind)
-    cli.out.print(f"revoked {kind} {ident} from {name}")
+        data = client.revoke_scope(name, ident, scope_type=kind)
+    _render.show(cli.out, json_out, data, f"revoked {kind} {ident} from {name}")
 
 
 # --- businesses ---------------------------------------------------------------------
@@ -194,21 +208,23 @@ def biz_create(
     ctx: typer.Context,
     biz_id: Annotated[int, typer.Argument(metavar="ID", help="bk_biz_id.")],
     name: Annotated[str, typer.Argument(help="Display name.")],
+    json_out: JsonOption = False,
 ) -> None:
     """Create a business."""
     cli = cli_context(ctx)
     with cli.client() as client:
         data = client.create_business(biz_id, name)
-    cli.out.print(f"created business {data.get('bk_biz_id', biz_id)} ({data.get('name', name)})")
+    made = f"created business {data.get('bk_biz_id', biz_id)} ({data.get('name', name)})"
+    _render.show(cli.out, json_out, data, made)
 
 
 @businesses.command("list")
-def biz_list(ctx: typer.Context) -> None:
+def biz_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """List businesses."""
     cli = cli_context(ctx)
     with cli.client() as client:
         rows = client.list_businesses()
-    cli.out.print(_render.records_table(rows, ["bk_biz_id", "name"]))
+    _render.show(cli.out, json_out, rows, _render.records_table(rows, ["bk_biz_id", "name"]))
 
 
 # --- enroll tokens, hosts, agents -----------------------------------------------------
@@ -228,6 +244,7 @@ def token_create(
         typer.Option("--ttl", help="Lifetime: seconds, or e.g. 30m, 24h, 7d (default: none)."),
     ] = None,
     note: Annotated[str | None, typer.Option("--note", help="Free text to remember it by.")] = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Create an enroll token; only the token goes to stdout, for scripts."""
     try:
@@ -237,6 +254,9 @@ def token_create(
     cli = cli_context(ctx)
     with cli.client() as client:
         data = client.create_enroll_token(bk_biz_id=biz, uses=uses, ttl_seconds=seconds, note=note)
+    if json_out:
+        cli.out.out(_render.to_json(data))
+        return
     cli.out.out(str(data.get("token")))
     limits = [f"biz {biz}" if biz is not None else "", f"{uses} uses" if uses else ""]
     limits.append(f"expires in {seconds}s" if seconds else "")
@@ -253,26 +273,32 @@ def host_add(
     ] = None,
     cloud: Annotated[int, typer.Option("--cloud", min=0, help="Cloud area id.")] = 0,
     hostname: Annotated[str | None, typer.Option("--hostname")] = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Register a host before its agent enrolls."""
     cli = cli_context(ctx)
     bk_biz_id = biz if biz is not None else cli.settings.biz
     with cli.client() as client:
         data = client.add_host(ip, bk_biz_id=bk_biz_id, bk_cloud_id=cloud, hostname=hostname)
-    cli.out.print(
-        f"added host {data.get('bk_host_id', '?')}: {ip} (biz {bk_biz_id}, cloud {cloud})"
+    _render.show(
+        cli.out,
+        json_out,
+        data,
+        f"added host {data.get('bk_host_id', '?')}: {ip} (biz {bk_biz_id}, cloud {cloud})",
     )
 
 
 @agents.command("revoke")
 def agent_revoke(
-    ctx: typer.Context, agent_id: Annotated[str, typer.Argument(metavar="AGENT_ID")]
+    ctx: typer.Context,
+    agent_id: Annotated[str, typer.Argument(metavar="AGENT_ID")],
+    json_out: JsonOption = False,
 ) -> None:
     """Revoke an agent's credential; it can no longer connect."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.revoke_agent(agent_id)
-    cli.out.print(f"revoked agent {agent_id}")
+        data = client.revoke_agent(agent_id)
+    _render.show(cli.out, json_out, data, f"revoked agent {agent_id}")
 
 
 @users.command("passwd")
@@ -282,6 +308,7 @@ def user_passwd(
     stdin: Annotated[
         bool, typer.Option("--stdin", help="Read the password from standard input.")
     ] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Set a user's console password (prompted, never taken from the command line)."""
     cli = cli_context(ctx)
@@ -290,5 +317,5 @@ def user_passwd(
     else:
         password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
     with cli.client() as client:
-        client.admin_call("POST", f"/users/{name}/password", {"password": password})
-    cli.out.print(f"password set for {name}")
+        data = client.admin_call("POST", f"/users/{name}/password", {"password": password})
+    _render.show(cli.out, json_out, data, f"password set for {name}")

@@ -119,13 +119,15 @@ def cron_add(
     cli.out.print(_render.records_table([_row(cron)], COLUMNS))
 
 
-def _set_status(ctx: typer.Context, cron_id: int, status: int, biz: int | None) -> None:
+def _set_status(
+    ctx: typer.Context, cron_id: int, status: int, biz: int | None, json_out: bool
+) -> None:
     cli = cli_context(ctx)
     scope = _scope(cli, biz)
     with cli.client() as client:
         client.update_cron_status(cron_id, status, **scope)
         cron = client.get_cron_detail(cron_id, **scope)
-    cli.out.print(_render.records_table([_row(cron)], COLUMNS))
+    _render.show(cli.out, json_out, cron, _render.records_table([_row(cron)], COLUMNS))
 
 
 @cron_app.command("start")
@@ -133,9 +135,10 @@ def cron_start(
     ctx: typer.Context,
     cron_id: Annotated[int, typer.Argument(help="Cron id.")],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Start a paused cron."""
-    _set_status(ctx, cron_id, RUNNING, biz)
+    _set_status(ctx, cron_id, RUNNING, biz, json_out)
 
 
 @cron_app.command("pause")
@@ -143,9 +146,10 @@ def cron_pause(
     ctx: typer.Context,
     cron_id: Annotated[int, typer.Argument(help="Cron id.")],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Pause a cron: it fires nothing until started again."""
-    _set_status(ctx, cron_id, PAUSED, biz)
+    _set_status(ctx, cron_id, PAUSED, biz, json_out)
 
 
 @cron_app.command("delete")
@@ -153,9 +157,10 @@ def cron_delete(
     ctx: typer.Context,
     cron_id: Annotated[int, typer.Argument(help="Cron id.")],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Delete a cron; the jobs it made stay."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.delete_cron(cron_id, **_scope(cli, biz))
-    cli.out.print(f"cron {cron_id} deleted")
+        data = client.delete_cron(cron_id, **_scope(cli, biz))
+    _render.show(cli.out, json_out, data, f"cron {cron_id} deleted")

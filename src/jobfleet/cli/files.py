@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from jobfleet.cli import _progress, _render
+from jobfleet.cli import _progress, _render, _targets
 from jobfleet.cli._context import (
     EXIT_USAGE,
     AccountOption,
@@ -63,6 +63,10 @@ def push(
     to: Annotated[str, typer.Option("--to", help="Absolute directory on the hosts to write into.")],
     host: HostOption = None,
     host_id: HostIdOption = None,
+    group: _targets.GroupOption = None,
+    module: _targets.ModuleOption = None,
+    set_: _targets.SetOption = None,
+    label: _targets.LabelOption = None,
     account: AccountOption = "root",
     mode: Annotated[
         Mode,
@@ -82,12 +86,14 @@ def push(
 ) -> None:
     """Copy local files to a directory on hosts; exit 0 if every host got them, 1 if not."""
     cli = cli_context(ctx)
-    _need_hosts(host, host_id)
+    chosen = _targets.selection(group, module, set_, label)
+    _targets.require_some(host, host_id, chosen)
     if not to.startswith("/"):
         raise typer.BadParameter(f"{to!r} is not an absolute path", param_hint="--to")
     job: list[int] = []
     started = time.monotonic()
     with cli.client() as client, _progress.TransferBar(cli.err) as bar:
+        target = _targets.resolve_or_fail(cli, client, chosen, biz)
 
         def on_progress(progress: TransferProgress) -> None:
             job[:] = [progress.job_instance_id]
@@ -98,6 +104,7 @@ def push(
                 files,
                 hosts=host or None,
                 host_ids=host_id or None,
+                target=target,
                 bk_cloud_id=cloud,
                 target_path=to,
                 account=account,
@@ -133,6 +140,10 @@ def fetch(
     ],
     host: HostOption = None,
     host_id: HostIdOption = None,
+    group: _targets.GroupOption = None,
+    module: _targets.ModuleOption = None,
+    set_: _targets.SetOption = None,
+    label: _targets.LabelOption = None,
     to: Annotated[
         Path,
         typer.Option(
@@ -149,19 +160,22 @@ def fetch(
     """Bring files from hosts into DIR/<cloud>_<ip>/; exit 0 if every file arrived, 1 if a
     host failed, 2 if a file could not be saved."""
     cli = cli_context(ctx)
-    _need_hosts(host, host_id)
+    chosen = _targets.selection(group, module, set_, label)
+    _targets.require_some(host, host_id, chosen)
     for path in paths:
         if not path.startswith("/"):
             raise typer.BadParameter(f"{path!r} is not an absolute path", param_hint="PATHS")
     started = time.monotonic()
     job_id: int | None = None
     with cli.client() as client:
+        target = _targets.resolve_or_fail(cli, client, chosen, biz)
         try:
             with _progress.RunProgress(cli.err) as bar:
                 submitted = client.fetch_files(
                     paths,
                     hosts=host or None,
                     host_ids=host_id or None,
+                    target=target,
                     bk_cloud_id=cloud,
                     account=account,
                     timeout=timeout,
@@ -203,11 +217,6 @@ def fetch(
         cli.err.print(Text(f"{unsaved} fetched files could not be saved", style="bold red"))
         raise typer.Exit(EXIT_USAGE)
     raise typer.Exit(0 if result.ok else 1)
-
-
-def _need_hosts(host: list[str] | None, host_id: list[int] | None) -> None:
-    if not host and not host_id:
-        raise typer.BadParameter("give at least one --host or --host-id", param_hint="--host")
 
 
 def fetch_rows(result: ExecutionResult, fetched: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -90,6 +90,7 @@ def heal_create(
     host_label: Annotated[str, typer.Option(help="Alert label naming the host.")] = "instance",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Record, start nothing.")] = False,
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Add a rule; prints the webhook path to give the monitoring system."""
     cli = cli_context(ctx)
@@ -105,26 +106,34 @@ def heal_create(
             dry_run=dry_run,
             biz=_biz(cli, biz),
         )
-    cli.out.print(f"added rule {row.get('id')}: POST alerts to {row.get('webhook_path')}")
+    where = row.get("webhook_path")
+    _render.show(cli.out, json_out, row, f"added rule {row.get('id')}: POST alerts to {where}")
 
 
-def _switch(ctx: typer.Context, rule_id: int, biz: int | None, **change: bool) -> None:
+def _switch(
+    ctx: typer.Context, rule_id: int, biz: int | None, json_out: bool, **change: bool
+) -> None:
     cli = cli_context(ctx)
     with cli.client() as client:
         row = client.update_heal_rule(rule_id, biz=_biz(cli, biz), **change)
-    cli.out.print(f"rule {rule_id}: enabled={row.get('enabled')} dry_run={row.get('dry_run')}")
+    state = f"enabled={row.get('enabled')} dry_run={row.get('dry_run')}"
+    _render.show(cli.out, json_out, row, f"rule {rule_id}: {state}")
 
 
 @heal_app.command("on")
-def heal_on(ctx: typer.Context, rule_id: RuleId, biz: BizOption = None) -> None:
+def heal_on(
+    ctx: typer.Context, rule_id: RuleId, biz: BizOption = None, json_out: JsonOption = False
+) -> None:
     """Turn a rule on."""
-    _switch(ctx, rule_id, biz, enabled=True)
+    _switch(ctx, rule_id, biz, json_out, enabled=True)
 
 
 @heal_app.command("off")
-def heal_off(ctx: typer.Context, rule_id: RuleId, biz: BizOption = None) -> None:
+def heal_off(
+    ctx: typer.Context, rule_id: RuleId, biz: BizOption = None, json_out: JsonOption = False
+) -> None:
     """The off switch: alerts are recorded as skipped, nothing starts."""
-    _switch(ctx, rule_id, biz, enabled=False)
+    _switch(ctx, rule_id, biz, json_out, enabled=False)
 
 
 @heal_app.command("dry-run")
@@ -133,18 +142,21 @@ def heal_dry_run(
     rule_id: RuleId,
     off: Annotated[bool, typer.Option("--off", help="Leave dry-run mode.")] = False,
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Record what the rule would start, without starting it."""
-    _switch(ctx, rule_id, biz, dry_run=not off)
+    _switch(ctx, rule_id, biz, json_out, dry_run=not off)
 
 
 @heal_app.command("delete")
-def heal_delete(ctx: typer.Context, rule_id: RuleId, biz: BizOption = None) -> None:
+def heal_delete(
+    ctx: typer.Context, rule_id: RuleId, biz: BizOption = None, json_out: JsonOption = False
+) -> None:
     """Delete a rule (its decisions stay)."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.delete_heal_rule(rule_id, biz=_biz(cli, biz))
-    cli.out.print(f"deleted rule {rule_id}")
+        data = client.delete_heal_rule(rule_id, biz=_biz(cli, biz))
+    _render.show(cli.out, json_out, data, f"deleted rule {rule_id}")
 
 
 @heal_app.command("decisions")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+import json
 import time
 from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
+from jobfleet.cli import _history as history
 from jobfleet.cli import _render
 from jobfleet.cli._context import BizOption, JsonOption, cli_context
 
@@ -30,23 +31,30 @@ def _scope(biz: int | None) -> dict[str, Any]:
 
 
 def follow(client: Any, job: int, out: Any, json_out: bool = False) -> int:
-    """Print a job's output live, each line prefixed with its host; the job's status."""
+    """Print a job's output live, each line prefixed with its host (with ``json_out``:
+    each event as a JSON line); the job's last status."""
     status = 0
-    partial: dict[int, str] = {}
+    partial: dict[int, tuple[str, str]] = {}
     for event in client.events(job, hosts="all"):
         data = event["data"]
+        if event["event"] in ("status", "end"):
+            status = int(data["status"])
         if json_out:
-            out.out(_render.to_json(event))
-        if event["event"] == "output" and not json_out:
-            text = partial.pop(data["bk_host_id"], "") + data["content"]
+            # one event per line (JSON Lines), for jq and friends
+            out.file.write(json.dumps(event, ensure_ascii=False) + "\n")
+        elif event["event"] == "output":
+            host = int(data["bk_host_id"])
+            text = partial.pop(host, ("", ""))[1] + data["content"]
             lines = text.split("\n")
             if lines[-1]:
-                partial[data["bk_host_id"]] = lines[-1]
+                partial[host] = (str(data["ip"]), lines[-1])
             for line in lines[:-1]:
                 out.file.write(f"{data['ip']}: {line}\n")
-            out.file.flush()
-        elif event["event"] in ("status", "end"):
-            status = int(data["status"])
+        out.file.flush()
+    # a last line without a newline
+    for ip, line in partial.values():
+        out.file.write(f"{ip}: {line}\n")
+    out.file.flush()
     return status
 
 
@@ -55,57 +63,66 @@ def register(app: typer.Typer) -> None:
     def jobs(
         ctx: typer.Context,
         biz: BizOption = None,
-        status: Annotated[int | None, typer.Option("--status", help="Run status code.")] = None,
+        status: Annotated[
+            str | None,
+            typer.Option(
+                "--status", help="running, success, failed, terminated, waiting… or a code."
+            ),
+        ] = None,
         operator: Annotated[str | None, typer.Option("--user", help="Who started it.")] = None,
         name: Annotated[str | None, typer.Option("--name", help="Part of the name.")] = None,
         launch_mode: Annotated[
-            int | None, typer.Option("--launch-mode", help="1 web, 2 API, 3 cron.")
+            str | None, typer.Option("--launch-mode", help="web, api or cron (or 1, 2, 3).")
         ] = None,
-        cron: Annotated[int | None, typer.Option("--cron", help="Fired by this cron.")] = None,
-        days: Annotated[int, typer.Option("--days", help="How far back.")] = 7,
-        limit: Annotated[int, typer.Option("--limit")] = 50,
+        cron: Annotated[int | None, typer.Option("--cron", help="Fired by this cron id.")] = None,
+        ip: Annotated[str | None, typer.Option("--ip", help="Had this host as a target.")] = None,
+        days: Annotated[
+            int, typer.Option("--days", min=1, max=30, help="How far back (at most 30).")
+        ] = 7,
+        since: Annotated[
+            str | None,
+            typer.Option("--since", help="Started at or after: 2026-12-01[T10:00], or 2h, 3d ago."),
+        ] = None,
+        until: Annotated[
+            str | None, typer.Option("--until", help="Started before (same forms; default now).")
+        ] = None,
+        limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+        offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
         json_out: JsonOption = False,
     ) -> None:
-        """List jobs, newest first (the history page's filters)."""
+        """List jobs, newest first, with the history page's filters."""
         cli = cli_context(ctx)
         now = int(time.time() * 1000)
+        try:
+            end = history.when(until, now) if until else now
+            begin = history.when(since, now) if since else end - days * 86400_000
+            filters = history.filters(
+                status=status,
+                launch_mode=launch_mode,
+                operator=operator,
+                name=name,
+                cron=cron,
+                ip=ip,
+            )
+        except ValueError as exc:
+            cli.fail(f"error: {exc}")
         params: dict[str, Any] = {
             **_scope(biz),
-            "create_time_start": now - days * 86400_000,
-            "create_time_end": now,
-            "start": 0,
+            "create_time_start": begin,
+            "create_time_end": end,
+            "start": offset,
             "length": limit,
+            **filters,
         }
-        for key, value in (
-            ("status", status),
-            ("operator", operator),
-            ("job_instance_name", name),
-            ("launch_mode", launch_mode),
-            ("job_cron_id", cron),
-        ):
-            if value is not None:
-                params[key] = value
         with cli.client() as client:
-            data = client.call("get_job_instance_list", params)
-        rows = data.get("data") or [] if isinstance(data, dict) else data
+            data = client.get_job_instance_list(**params)
+        rows = data.get("data") or []
         if json_out:
             cli.out.out(_render.to_json(rows))
             return
-        cli.out.print(
-            _render.records_table(
-                [
-                    {
-                        "id": r.get("id") or r.get("job_instance_id"),
-                        "name": r.get("name"),
-                        "status": r.get("status"),
-                        "operator": r.get("operator"),
-                        "created": r.get("create_time"),
-                    }
-                    for r in rows
-                ],
-                ["id", "name", "status", "operator", "created"],
-            )
-        )
+        cli.out.print(history.table(rows))
+        total = int(data.get("total") or len(rows))
+        cli.out.print(Text(f"{len(rows)} of {total} jobs", style="dim"))
 
     @app.command("terminate")
     def terminate(
@@ -171,5 +188,4 @@ def register(app: typer.Typer) -> None:
         cli = cli_context(ctx)
         with cli.client() as client:
             status = follow(client, job, cli.out, json_out)
-        if status in FAILED:
-            sys.exit(1)
+        raise typer.Exit(1 if status in FAILED else 0)

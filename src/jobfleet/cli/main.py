@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from jobfleet import __version__
 from jobfleet.cli import (
     _progress,
     _render,
+    _targets,
     audit,
     cron,
     daemons,
@@ -22,6 +24,7 @@ from jobfleet.cli import (
     jobs,
     notify,
     templates,
+    tokens,
     topo,
 )
 from jobfleet.cli._context import (
@@ -41,7 +44,7 @@ from jobfleet.cli._context import (
 from jobfleet.cli._scripts import load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
 from jobfleet.cli.admin import admin_app
-from jobfleet.sdk import JobProgress, parse_host
+from jobfleet.sdk import JobProgress, parse_host, target_server
 
 app = typer.Typer(
     name="jobfleet",
@@ -62,6 +65,7 @@ heal.register(app)
 topo.register(app)
 daemons.register(app)
 jobs.register(app)
+tokens.register(app)
 
 # setting → (callback parameter, flag, environment variable)
 _GLOBAL_OPTIONS = {
@@ -149,6 +153,9 @@ def root(
         source = ctx.get_parameter_source(param)
         from_env = source is not None and source.name == "ENVIRONMENT"
         given[name] = None if value is None else (value, envvar if from_env else flag)
+    # a secret: from the environment (or the config file) only, never from the command line
+    token = os.environ.get("JOBFLEET_TOKEN")
+    given["token"] = (token, "JOBFLEET_TOKEN") if token else None
     ctx.obj = CliContext(
         given=given,
         config=config if config is not None else DEFAULT_CONFIG,
@@ -166,6 +173,10 @@ def run(
     ctx: typer.Context,
     host: HostOption = None,
     host_id: HostIdOption = None,
+    group: _targets.GroupOption = None,
+    module: _targets.ModuleOption = None,
+    set_: _targets.SetOption = None,
+    label: _targets.LabelOption = None,
     command: Annotated[
         str | None, typer.Option("--command", "-c", help="Script text to run.")
     ] = None,
@@ -196,22 +207,18 @@ def run(
     """Run a script on hosts and wait for it; exit 0 if the job succeeded, 1 if not."""
     cli = cli_context(ctx)
     script, language = load_script(command, file, lang)
-    if not host and not host_id:
-        raise typer.BadParameter("give at least one --host or --host-id", param_hint="--host")
+    chosen = _targets.selection(group, module, set_, label)
+    _targets.require_some(host, host_id, chosen)
     if stream:
-        target: dict[str, Any] = {}
-        if host:
-            target["ip_list"] = [parse_host(h, cloud) for h in host]
-        if host_id:
-            target["host_id_list"] = list(host_id)
         with cli.client() as client:
+            target = _targets.resolve_or_fail(cli, client, chosen, biz)
             data = client.fast_execute_script(
                 script_content=base64.b64encode(script.encode()).decode(),
                 script_language=int(language),
                 script_param=base64.b64encode(param.encode()).decode() if param else None,
                 account_alias=account,
                 timeout=timeout,
-                target_server=target,
+                target_server=target_server(host, host_id, cloud, target),
                 task_name=name,
                 **_scope(biz if biz is not None else cli.settings.biz),
             )
@@ -225,11 +232,13 @@ def run(
             seen[:] = [progress]
             bar.update(progress)
 
+        target = _targets.resolve_or_fail(cli, client, chosen, biz)
         try:
             result = client.execute_and_wait(
                 script,
                 hosts=host or None,
                 host_ids=host_id or None,
+                target=target,
                 bk_cloud_id=cloud,
                 language=int(language),
                 params=param,
@@ -246,7 +255,7 @@ def run(
     if json_out:
         cli.out.out(_render.to_json(result.to_dict() | {"elapsed": round(elapsed, 3)}))
     else:
-        cli.out.print(_render.host_table(result.hosts))
+        cli.out.print(_render.host_table(result.hosts, width=_render.excerpt_width(cli.out)))
         cli.out.print(_render.result_summary(result, elapsed))
     raise typer.Exit(0 if result.ok else 1)
 
@@ -263,21 +272,22 @@ def status(
         bool, typer.Option("--json", help="Print get_job_instance_status data as JSON.")
     ] = False,
 ) -> None:
-    """Show a job, its steps and the hosts of one step with the tail of their logs."""
+    """Show a job, its steps and the hosts of one step with the tail of their logs;
+    exit 1 if the job failed."""
     cli = cli_context(ctx)
     with cli.client() as client:
         data = client.get_job_instance_status(job, return_ip_result=True, **_scope(biz))
+        failed = (data.get("job_instance") or {}).get("status") in jobs.FAILED
         if json_out:
             cli.out.out(_render.to_json(data))
-            return
+            raise typer.Exit(1 if failed else 0)
         result = client.get_result(job, step, biz=biz)
-    failed = (data.get("job_instance") or {}).get("status") in jobs.FAILED
     cli.out.print(_render.job_overview(data))
     if len(data.get("step_instance_list") or []) > 1:
         cli.out.print(Text(f"\nhosts of step {result.step_instance_id}", style="bold"))
     else:
         cli.out.print()
-    cli.out.print(_render.host_table(result.hosts))
+    cli.out.print(_render.host_table(result.hosts, width=_render.excerpt_width(cli.out)))
     cli.out.print(_render.result_summary(result))
     if failed:
         raise typer.Exit(1)
@@ -300,16 +310,25 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Print the output live until the job ends.")
     ] = False,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the result as JSON (with -f: each live event, one per line)."
+        ),
+    ] = False,
 ) -> None:
     """Print each host's full log of a job step (for file steps: one line per file);
     exit 1 if the job failed."""
     cli = cli_context(ctx)
     if follow:
         with cli.client() as client:
-            status = jobs.follow(client, job, cli.out)
+            status = jobs.follow(client, job, cli.out, json_out)
         raise typer.Exit(1 if status in jobs.FAILED else 0)
     with cli.client() as client:
         result = client.get_result(job, step, ips=host, biz=biz)
+    if json_out:
+        cli.out.out(_render.to_json(result.to_dict()))
+        raise typer.Exit(1 if not result.ok and result.finished else 0)
     found = {h.ip for h in result.hosts}
     missing = [ip for ip in host or [] if parse_host(ip)["ip"] not in found]
     if host and len(host) == 1:
@@ -352,12 +371,15 @@ def hosts(
 
 
 @app.command()
-def whoami(ctx: typer.Context) -> None:
+def whoami(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Show the server, the credentials in use and what the server knows of them."""
     cli = cli_context(ctx)
     settings = cli.settings
     with cli.client() as client:
         me = client.whoami()
+    if json_out:
+        cli.out.out(_render.to_json({"server": settings.server, "biz": settings.biz, **me}))
+        return
     grid = _render.records_table(
         [
             {"setting": "server", "value": settings.server, "from": settings.sources["server"]},
@@ -366,6 +388,11 @@ def whoami(ctx: typer.Context) -> None:
                 "setting": "app secret",
                 "value": "(hidden)",
                 "from": settings.sources["app_secret"],
+            },
+            {
+                "setting": "personal token",
+                "value": "(hidden, in use)" if settings.token else "-",
+                "from": settings.sources["token"],
             },
             {"setting": "user", "value": me.get("username"), "from": settings.sources["username"]},
             {"setting": "admin", "value": bool(me.get("is_admin")), "from": "server"},

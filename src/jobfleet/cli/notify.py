@@ -65,6 +65,7 @@ def notify_webhook(
         ),
     ],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Add a webhook: a signed JSON POST when a job ends in one of the --on statuses."""
     cli = cli_context(ctx)
@@ -72,7 +73,9 @@ def notify_webhook(
         row = client.create_notify_config(
             "webhook", url, _statuses(on), secret=secret, biz=_biz(cli, biz)
         )
-    cli.out.print(f"added webhook {row.get('id')} -> {url} on {row.get('statuses')}")
+    _render.show(
+        cli.out, json_out, row, f"added webhook {row.get('id')} -> {url} on {row.get('statuses')}"
+    )
 
 
 @notify_app.command("email")
@@ -81,40 +84,53 @@ def notify_email(
     addresses: Annotated[list[str], typer.Argument(help="Recipients.")],
     on: OnOption,
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Add an email notification (the server needs --smtp-host)."""
     cli = cli_context(ctx)
     with cli.client() as client:
         row = client.create_notify_config("email", addresses, _statuses(on), biz=_biz(cli, biz))
-    cli.out.print(f"added email {row.get('id')} -> {', '.join(addresses)} on {row.get('statuses')}")
+    to = ", ".join(addresses)
+    _render.show(
+        cli.out, json_out, row, f"added email {row.get('id')} -> {to} on {row.get('statuses')}"
+    )
 
 
-def _switch(ctx: typer.Context, config_id: int, biz: int | None, enabled: bool) -> None:
+def _switch(
+    ctx: typer.Context, config_id: int, biz: int | None, enabled: bool, json_out: bool
+) -> None:
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.update_notify_config(config_id, enabled=enabled, biz=_biz(cli, biz))
-    cli.out.print(f"{'enabled' if enabled else 'disabled'} notification config {config_id}")
+        data = client.update_notify_config(config_id, enabled=enabled, biz=_biz(cli, biz))
+    done = "enabled" if enabled else "disabled"
+    _render.show(cli.out, json_out, data, f"{done} notification config {config_id}")
 
 
 ConfigId = Annotated[int, typer.Argument(metavar="ID", help="Config id.")]
 
 
 @notify_app.command("enable")
-def notify_enable(ctx: typer.Context, config_id: ConfigId, biz: BizOption = None) -> None:
+def notify_enable(
+    ctx: typer.Context, config_id: ConfigId, biz: BizOption = None, json_out: JsonOption = False
+) -> None:
     """Turn a config back on."""
-    _switch(ctx, config_id, biz, True)
+    _switch(ctx, config_id, biz, True, json_out)
 
 
 @notify_app.command("disable")
-def notify_disable(ctx: typer.Context, config_id: ConfigId, biz: BizOption = None) -> None:
+def notify_disable(
+    ctx: typer.Context, config_id: ConfigId, biz: BizOption = None, json_out: JsonOption = False
+) -> None:
     """Turn a config off without deleting it."""
-    _switch(ctx, config_id, biz, False)
+    _switch(ctx, config_id, biz, False, json_out)
 
 
 @notify_app.command("delete")
-def notify_delete(ctx: typer.Context, config_id: ConfigId, biz: BizOption = None) -> None:
+def notify_delete(
+    ctx: typer.Context, config_id: ConfigId, biz: BizOption = None, json_out: JsonOption = False
+) -> None:
     """Delete a config; notifications already due are still delivered."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.delete_notify_config(config_id, biz=_biz(cli, biz))
-    cli.out.print(Text(f"deleted notification config {config_id}"))
+        data = client.delete_notify_config(config_id, biz=_biz(cli, biz))
+    _render.show(cli.out, json_out, data, Text(f"deleted notification config {config_id}"))

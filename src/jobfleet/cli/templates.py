@@ -101,6 +101,7 @@ def template_import(
         typer.Option("--update", help="Replace the template of the same name if there is one."),
     ] = False,
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Create a template and its plans from a YAML file (all or nothing)."""
     cli = cli_context(ctx)
@@ -113,6 +114,9 @@ def template_import(
         text = path.read_text(encoding="utf-8")
     with cli.client() as client:
         data = client.import_template(text, update=update, biz=_biz(cli, biz))
+    if json_out:
+        cli.out.out(_render.to_json(data))
+        return
     template = data.get("template") or {}
     verb = "created" if data.get("created") else "updated"
     cli.out.print(f"{verb} template {template.get('id')} ({template.get('name')})")

@@ -109,12 +109,13 @@ def add_set(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Set name.")],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Create a set."""
     cli = cli_context(ctx)
     with cli.client() as client:
         node = client.create_set(name, biz=_biz(cli, biz))
-    cli.out.print(f"created set {node.get('id')} ({node.get('name')})")
+    _render.show(cli.out, json_out, node, f"created set {node.get('id')} ({node.get('name')})")
 
 
 @topo_app.command("add-module")
@@ -123,12 +124,14 @@ def add_module(
     set_id: Annotated[int, typer.Argument(metavar="SET_ID", help="The set's id.")],
     name: Annotated[str, typer.Argument(help="Module name.")],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Create a module in a set."""
     cli = cli_context(ctx)
     with cli.client() as client:
         node = client.create_module(set_id, name, biz=_biz(cli, biz))
-    cli.out.print(f"created module {node.get('id')} ({node.get('name')}) in set {set_id}")
+    made = f"created module {node.get('id')} ({node.get('name')}) in set {set_id}"
+    _render.show(cli.out, json_out, node, made)
 
 
 @topo_app.command("delete-set")
@@ -136,12 +139,13 @@ def delete_set(
     ctx: typer.Context,
     set_id: Annotated[int, typer.Argument(metavar="SET_ID")],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Delete a set and its modules (refused while a host sits in one)."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.delete_set(set_id, biz=_biz(cli, biz))
-    cli.out.print(f"deleted set {set_id}")
+        data = client.delete_set(set_id, biz=_biz(cli, biz))
+    _render.show(cli.out, json_out, data, f"deleted set {set_id}")
 
 
 @topo_app.command("delete-module")
@@ -149,12 +153,13 @@ def delete_module(
     ctx: typer.Context,
     module_id: Annotated[int, typer.Argument(metavar="MODULE_ID")],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Delete a module (refused while a host sits in it)."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.delete_module(module_id, biz=_biz(cli, biz))
-    cli.out.print(f"deleted module {module_id}")
+        data = client.delete_module(module_id, biz=_biz(cli, biz))
+    _render.show(cli.out, json_out, data, f"deleted module {module_id}")
 
 
 def _host_ids(cli: CliContext, client: JobClient, hosts: list[str], biz: int) -> list[int]:
@@ -187,6 +192,7 @@ def move(
         bool, typer.Option("--add", help="Keep the hosts' other modules (default: replace them).")
     ] = False,
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Put hosts in modules; with no --module they leave every module (idle)."""
     cli = cli_context(ctx)
@@ -198,7 +204,9 @@ def move(
         data = client.move_hosts(ids, module or [], increment=add, biz=bk_biz_id)
     moved = ", ".join(str(i) for i in data.get("bk_host_ids") or ids)
     where = ", ".join(str(m) for m in module or []) or "no module (idle)"
-    cli.out.print(f"hosts {moved} {'added to' if add else 'now in'} module {where}")
+    _render.show(
+        cli.out, json_out, data, f"hosts {moved} {'added to' if add else 'now in'} module {where}"
+    )
 
 
 # --- dynamic groups -----------------------------------------------------------------
@@ -272,6 +280,7 @@ def group_add(
         str | None, typer.Option("--id", help="The group's id (default: made up).")
     ] = None,
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Save a filter as a dynamic group; targets name it by its id."""
     cli = cli_context(ctx)
@@ -280,7 +289,8 @@ def group_add(
         group = client.create_dynamic_group(
             name, host_filter, description=description, group_id=group_id, biz=_biz(cli, biz)
         )
-    cli.out.print(f"created dynamic group {group.get('id')} ({group.get('name')})")
+    made = f"created dynamic group {group.get('id')} ({group.get('name')})"
+    _render.show(cli.out, json_out, group, made)
 
 
 @group_app.command("update")
@@ -292,6 +302,7 @@ def group_update(
     filter_json: FilterOption = None,
     description: Annotated[str | None, typer.Option("--description", "-d")] = None,
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Change a dynamic group's name, filter or description."""
     cli = cli_context(ctx)
@@ -304,7 +315,8 @@ def group_update(
             description=description,
             biz=_biz(cli, biz),
         )
-    cli.out.print(f"updated dynamic group {group.get('id')} ({group.get('name')})")
+    changed = f"updated dynamic group {group.get('id')} ({group.get('name')})"
+    _render.show(cli.out, json_out, group, changed)
 
 
 @group_app.command("show")
@@ -352,12 +364,13 @@ def group_delete(
     ctx: typer.Context,
     group_id: Annotated[str, typer.Argument(metavar="ID")],
     biz: BizOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Delete a dynamic group."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.delete_dynamic_group(group_id, biz=_biz(cli, biz))
-    cli.out.print(f"deleted dynamic group {group_id}")
+        data = client.delete_dynamic_group(group_id, biz=_biz(cli, biz))
+    _render.show(cli.out, json_out, data, f"deleted dynamic group {group_id}")
 
 
 # --- host whitelist -------------------------------------------------------------------
@@ -392,6 +405,7 @@ def whitelist_add(
     ] = None,
     cloud: Annotated[int, typer.Option("--cloud", min=0, help="Cloud area of an IP.")] = 0,
     remark: Annotated[str | None, typer.Option("--remark")] = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Let businesses use a host that belongs to another one."""
     cli = cli_context(ctx)
@@ -407,18 +421,23 @@ def whitelist_add(
         )
     scopes = ", ".join(entry.get("action_scopes") or [])
     bizs = ", ".join(str(b) for b in entry.get("biz_ids") or [])
-    cli.out.print(
+    _render.show(
+        cli.out,
+        json_out,
+        entry,
         f"whitelist entry {entry.get('id')}: host {entry.get('bk_host_id')} ({entry.get('ip')}) "
-        f"for business {bizs}: {scopes}"
+        f"for business {bizs}: {scopes}",
     )
 
 
 @whitelist_app.command("delete")
 def whitelist_delete(
-    ctx: typer.Context, entry_id: Annotated[int, typer.Argument(metavar="ENTRY_ID")]
+    ctx: typer.Context,
+    entry_id: Annotated[int, typer.Argument(metavar="ENTRY_ID")],
+    json_out: JsonOption = False,
 ) -> None:
     """Delete a whitelist entry."""
     cli = cli_context(ctx)
     with cli.client() as client:
-        client.delete_host_whitelist(entry_id)
-    cli.out.print(f"deleted whitelist entry {entry_id}")
+        data = client.delete_host_whitelist(entry_id)
+    _render.show(cli.out, json_out, data, f"deleted whitelist entry {entry_id}")

@@ -24,13 +24,14 @@ from jobfleet.domain.status import (
 from jobfleet.sdk._async_client import AsyncJobClient
 from jobfleet.sdk._client import JobClient
 from jobfleet.sdk._errors import JobApiError, JobWaitTimeout
-from jobfleet.sdk._flow import parse_host
+from jobfleet.sdk._flow import parse_host, target_server
 from jobfleet.sdk._models import (
     Credentials,
     ExecutionResult,
     FileLog,
     HostResult,
     JobProgress,
+    Target,
     TransferProgress,
     TransferResult,
 )
@@ -52,9 +53,11 @@ __all__ = [
     "RunStatus",
     "ScriptLanguage",
     "StepType",
+    "Target",
     "TransferProgress",
     "TransferResult",
     "condition_from_text",
     "parse_host",
     "source_label",
+    "target_server",
 ]

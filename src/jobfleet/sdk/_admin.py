@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from jobfleet.sdk import _file_flow
+from jobfleet.sdk._models import Target
 from jobfleet.sdk._transport import Method
 
 D = TypeVar("D")
@@ -167,6 +168,7 @@ class AdminApi(AdminCalls[D, L, S]):
         *,
         hosts: Sequence[str] | None = None,
         host_ids: Sequence[int] | None = None,
+        target: Target | None = None,
         bk_cloud_id: int = 0,
         account: str = "root",
         timeout: int | None = None,
@@ -185,6 +187,7 @@ class AdminApi(AdminCalls[D, L, S]):
             account=account,
             timeout=timeout,
             biz=self._biz_or_default(biz),
+            target=target,
         )
         return self._admin_dict("POST", "/fetch", body)
 
@@ -195,6 +198,25 @@ class AdminApi(AdminCalls[D, L, S]):
         return self._admin_list(
             f"/fetch/{int(job_instance_id)}", {"bk_biz_id": self._biz_or_default(biz)}
         )
+
+    # personal API tokens of the calling user ------------------------------------------
+
+    def create_personal_token(self, *, ttl_seconds: int | None = None, note: str = "") -> D:
+        """``{id, token, expires_at, note}``: a bearer token (``Authorization: Bearer …``)
+        acting as the calling user until ``ttl_seconds`` from now (server default: 30
+        days). The secret ``token`` is shown this once; the server keeps only a hash."""
+        body: dict[str, Any] = {"note": note}
+        if ttl_seconds is not None:
+            body["expires_in"] = int(ttl_seconds)
+        return self._admin_dict("POST", "/tokens", body)
+
+    def list_personal_tokens(self) -> L:
+        """The calling user's tokens: ``{id, note, expires_at, create_time}`` (no secrets)."""
+        return self._admin_list("/tokens")
+
+    def revoke_personal_token(self, token_id: int) -> D:
+        """Delete one of the calling user's tokens; ``{id}``."""
+        return self._admin_dict("DELETE", f"/tokens/{int(token_id)}")
 
 
 def _seg(value: str) -> str:

@@ -6,7 +6,7 @@ Disk reads, writes and hashing run in worker threads: never on the event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
@@ -15,13 +15,14 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
+from jobfleet.sdk._events import EVENTS_PATH, SseParser, event_query
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
 from jobfleet.sdk._topology import TopologyApi
-from jobfleet.sdk._transport import transport_error
+from jobfleet.sdk._transport import parse_envelope, transport_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -78,6 +79,45 @@ class AsyncJobClient(
     upload_file = _awaited(Flows.upload_file)
     download_file = _awaited(Flows.download_file)
     transfer_and_wait = _awaited(Flows.transfer_and_wait)
+
+    async def events(
+        self,
+        job_instance_id: int,
+        *,
+        hosts: str | None = "all",
+        since: str | None = None,
+        retry_delay: float = 1.0,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A job's live events until it ends, as ``JobClient.events``: ``{"event", "id",
+        "data"}``. ``since`` is an event id (a cursor of each host's last log sequence)
+        to resume after; a dropped connection reconnects and resumes from the last id."""
+        cursor = since
+        while True:
+            params, headers = event_query(hosts, cursor)
+            try:
+                async with self._http.stream(
+                    "GET",
+                    EVENTS_PATH.format(job=int(job_instance_id)),
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=None),
+                ) as response:
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        await response.aread()
+                        parse_envelope(response)
+                        return
+                    parser = SseParser()
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        cursor = event["id"] or cursor
+                        yield event
+                        if event["event"] == "end":
+                            return
+            except httpx.TransportError:
+                pass  # a dropped stream: reconnect from the last id
+            await asyncio.sleep(retry_delay)
 
     # --- walking a flow: await each step it yields and hand it the answer -------------
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
+from jobfleet.sdk._events import env_settings
 from jobfleet.sdk._models import Credentials
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._steps import Flow
@@ -66,6 +67,7 @@ class ClientBase(Generic[X]):
         timeout: float = 30.0,
         verify: bool = True,
         transport: X | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = Credentials(app_code, app_secret, username)
@@ -74,12 +76,30 @@ class ClientBase(Generic[X]):
         self._connect(
             {
                 "base_url": self.base_url,
-                "headers": default_headers(self.credentials),
+                "headers": default_headers(self.credentials, token),
                 "timeout": timeout,
                 "verify": verify,
                 "transport": transport,
             }
         )
+
+    @classmethod
+    def with_token(cls, base_url: str, token: str, **options: Any) -> Self:
+        """A client that authenticates with a personal token (``jobfleet token create``)
+        instead of app credentials, acting as the token's user."""
+        return cls(base_url, "", "", "", token=token, **options)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Self:
+        """A client with the CLI's settings: JOBFLEET_SERVER, JOBFLEET_TOKEN (a personal
+        token) or JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET (or JOBFLEET_BOOTSTRAP),
+        JOBFLEET_USERNAME, JOBFLEET_BIZ."""
+        values = env_settings()
+        biz = values.pop("biz")
+        token = values.pop("token", None)
+        if token:
+            return cls.with_token(values["base_url"], token, biz=biz, **options)
+        return cls(**values, biz=biz, **options)
 
     def _connect(self, options: dict[str, Any]) -> None:
         """Open the HTTP client with ``options``."""

@@ -12,7 +12,7 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, env_settings, parse_sse
+from jobfleet.sdk._events import EVENTS_PATH, event_query, parse_sse
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
@@ -74,27 +74,26 @@ class JobClient(
     download_file = _blocking(Flows.download_file)
     transfer_and_wait = _blocking(Flows.transfer_and_wait)
 
-    @classmethod
-    def from_env(cls, **options: Any) -> JobClient:
-        """A client with the CLI's settings: JOBFLEET_SERVER, JOBFLEET_APP_CODE,
-        JOBFLEET_APP_SECRET, JOBFLEET_USERNAME, JOBFLEET_BIZ (or JOBFLEET_BOOTSTRAP)."""
-        values = env_settings()
-        biz = values.pop("biz")
-        return cls(**values, biz=biz, **options)
-
     def events(
-        self, job_instance_id: int, *, hosts: str | None = "all", cursor: str | None = None
+        self,
+        job_instance_id: int,
+        *,
+        hosts: str | None = "all",
+        since: str | None = None,
+        cursor: str | None = None,
+        retry_delay: float = 1.0,
     ) -> Iterator[dict[str, Any]]:
         """A job's live events until it ends: ``{"event", "id", "data"}`` with events
         ``status`` (the job, its steps, host counts per status), ``output`` (a host's
-        new log chunk) and ``end``. A dropped connection resumes from the last id."""
-        params = {"hosts": hosts} if hosts else {}
+        new log chunk) and ``end``. ``since`` (or its older name ``cursor``) is an event
+        id to resume after; a dropped connection reconnects and resumes from the last id."""
+        cursor = since or cursor
         while True:
-            headers = {"Last-Event-ID": cursor} if cursor else {}
+            params, headers = event_query(hosts, cursor)
             try:
                 with self._http.stream(
                     "GET",
-                    EVENTS_PATH.format(job=job_instance_id),
+                    EVENTS_PATH.format(job=int(job_instance_id)),
                     params=params,
                     headers=headers,
                     timeout=httpx.Timeout(30.0, read=None),
@@ -109,7 +108,8 @@ class JobClient(
                         if event["event"] == "end":
                             return
             except httpx.TransportError:
-                time.sleep(1.0)
+                pass  # a dropped stream: reconnect from the last id
+            time.sleep(retry_delay)
 
     def _bk(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         return self._run(self._flows._bk(name, params))

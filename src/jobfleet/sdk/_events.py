@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,46 +12,88 @@ from typing import Any
 EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
 
 
-def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """{"event", "id", "data"} per event; ``data`` decoded from JSON."""
-    event, event_id = "message", None
-    data: list[str] = []
-    for line in lines:
+class SseParser:
+    """Server-Sent Events line by line: ``feed`` answers {"event", "id", "data"} at the
+    blank line that ends an event (``data`` decoded from JSON), else None."""
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.event_id: str | None = None
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> dict[str, Any] | None:
         if not line:
-            if data:
-                yield {"event": event, "id": event_id, "data": json.loads("\n".join(data))}
-            event, data = "message", []
-            continue
+            done = None
+            if self.data:
+                data = json.loads("\n".join(self.data))
+                done = {"event": self.event, "id": self.event_id, "data": data}
+            self.event, self.data = "message", []
+            return done
         if line.startswith(":"):
-            continue
+            return None
         field, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if field == "event":
-            event = value
+            self.event = value
         elif field == "data":
-            data.append(value)
+            self.data.append(value)
         elif field == "id":
-            event_id = value
+            self.event_id = value
+        return None
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """{"event", "id", "data"} per event; ``data`` decoded from JSON."""
+    parser = SseParser()
+    for line in lines:
+        event = parser.feed(line)
+        if event is not None:
+            yield event
+
+
+def event_query(hosts: str | None, cursor: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The query and headers of an events request resuming after ``cursor``."""
+    return ({"hosts": hosts} if hosts else {}), ({"Last-Event-ID": cursor} if cursor else {})
+
+
+# config file key (as the CLI's config.toml writes it) → client setting
+_CONFIG_KEYS = {
+    "server": "base_url",
+    "app_code": "app_code",
+    "app_secret": "app_secret",
+    "username": "username",
+    "biz": "biz",
+    "token": "token",
+}
+DEFAULT_CONFIG = "~/.config/jobfleet/config.toml"
 
 
 def env_settings() -> dict[str, Any]:
-    """The CLI's settings from the environment (and JOBFLEET_BOOTSTRAP's file)."""
+    """The CLI's settings: the environment over JOBFLEET_BOOTSTRAP's file over the
+    config file (JOBFLEET_CONFIG, else ~/.config/jobfleet/config.toml) over defaults."""
     values: dict[str, Any] = {}
+    config = Path(os.environ.get("JOBFLEET_CONFIG") or DEFAULT_CONFIG).expanduser()
+    if config.is_file():
+        with config.open("rb") as fh:
+            data = tomllib.load(fh)
+        values |= {k: data[c] for c, k in _CONFIG_KEYS.items() if data.get(c) not in (None, "")}
     boot = os.environ.get("JOBFLEET_BOOTSTRAP")
     if boot:
         data = json.loads(Path(boot).read_text())
-        values = {
+        from_boot = {
             "base_url": data.get("url"),
             "app_code": data.get("bk_app_code"),
             "app_secret": data.get("bk_app_secret"),
             "username": data.get("admin_user"),
         }
+        values |= {k: v for k, v in from_boot.items() if v}
     for key, env in (
         ("base_url", "JOBFLEET_SERVER"),
         ("app_code", "JOBFLEET_APP_CODE"),
         ("app_secret", "JOBFLEET_APP_SECRET"),
         ("username", "JOBFLEET_USERNAME"),
         ("biz", "JOBFLEET_BIZ"),
+        ("token", "JOBFLEET_TOKEN"),
     ):
         if os.environ.get(env):
             values[key] = os.environ[env]
@@ -58,8 +101,9 @@ def env_settings() -> dict[str, Any]:
     values.setdefault("username", "admin")
     values.setdefault("biz", 2)
     missing = [k for k in ("app_code", "app_secret") if not values.get(k)]
-    if missing:
+    if missing and not values.get("token"):
         raise ValueError(
-            "set JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET (or JOBFLEET_BOOTSTRAP) first"
+            "set JOBFLEET_TOKEN, or JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET "
+            "(or JOBFLEET_BOOTSTRAP, or a config file), first"
         )
     return values

@@ -18,6 +18,7 @@ from jobfleet.sdk._models import (
     FileLog,
     HostResult,
     JobProgress,
+    Target,
     TransferProgress,
     TransferResult,
 )
@@ -108,6 +109,7 @@ def transfer_request(
     download_speed_limit: int | None,
     timeout: int,
     task_name: str | None,
+    target: Target | None = None,
 ) -> dict[str, Any]:
     """``fast_transfer_file`` parameters with the host sources; the uploaded files are
     added by ``with_uploads`` once they are on the server."""
@@ -131,7 +133,7 @@ def transfer_request(
         "file_source_list": sources,
         "file_target_path": target_path,
         "account_alias": account,
-        "target_server": target_server(hosts, host_ids, bk_cloud_id),
+        "target_server": target_server(hosts, host_ids, bk_cloud_id, target),
         "transfer_mode": transfer_mode,
         "upload_speed_limit": upload_speed_limit,
         "download_speed_limit": download_speed_limit,
@@ -216,13 +218,14 @@ def fetch_request(
     account: str,
     timeout: int | None,
     biz: int | str | None,
+    target: Target | None = None,
 ) -> dict[str, Any]:
     if isinstance(paths, str) or not paths:
         raise ValueError("give a list of absolute file paths to fetch")
     return {
         "file_list": list(paths),
         "account_alias": account,
-        "target_server": target_server(hosts, host_ids, bk_cloud_id),
+        "target_server": target_server(hosts, host_ids, bk_cloud_id, target),
         "timeout": timeout,
         "bk_biz_id": biz,
     }

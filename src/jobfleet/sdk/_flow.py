@@ -21,6 +21,7 @@ from jobfleet.sdk._models import (
     FileLog,
     HostResult,
     JobProgress,
+    Target,
 )
 
 # bk-job refuses more hosts than this in one batch_get_job_instance_ip_log
@@ -58,13 +59,20 @@ def _is_ip(text: str) -> bool:
 
 
 def target_server(
-    hosts: Sequence[str] | None, host_ids: Sequence[int] | None, bk_cloud_id: int
+    hosts: Sequence[str] | None,
+    host_ids: Sequence[int] | None,
+    bk_cloud_id: int,
+    target: Target | None = None,
 ) -> dict[str, Any]:
-    if not hosts and not host_ids:
-        raise ValueError("no target: give hosts (IPs) or host_ids")
-    server: dict[str, Any] = {}
-    if host_ids:
-        server["host_id_list"] = [int(h) for h in host_ids]
+    """A bk-job ``target_server`` of IPs, host ids and ``target``'s groups and nodes."""
+    if not hosts and not host_ids and not target:
+        raise ValueError("no target: give hosts (IPs), host_ids or a target")
+    whole = Target(
+        dynamic_groups=target.dynamic_groups if target else (),
+        topo_nodes=target.topo_nodes if target else (),
+        host_ids=(*(host_ids or ()), *(target.host_ids if target else ())),
+    )
+    server = whole.target_server()
     if hosts:
         server["ip_list"] = [parse_host(h, bk_cloud_id) for h in hosts]
     return server
@@ -81,6 +89,7 @@ def script_request(
     account: str,
     timeout: int,
     task_name: str | None,
+    target: Target | None = None,
 ) -> dict[str, Any]:
     """``fast_execute_script`` parameters for running ``script`` as-is."""
     request: dict[str, Any] = {
@@ -88,7 +97,7 @@ def script_request(
         "script_language": int(language),
         "account_alias": account,
         "timeout": timeout,
-        "target_server": target_server(hosts, host_ids, bk_cloud_id),
+        "target_server": target_server(hosts, host_ids, bk_cloud_id, target),
         "task_name": task_name,
     }
     if params:

@@ -34,6 +34,32 @@ class Credentials:
         )
 
 
+@dataclass(frozen=True)
+class Target:
+    """Hosts named other than by IP or id, for a bk-job ``target_server``: dynamic
+    groups by id, and topology nodes as ``(node_type, id)`` with node_type ``module``,
+    ``set`` or ``biz``. Give it as ``target=`` next to (or instead of) hosts/host_ids."""
+
+    dynamic_groups: tuple[str, ...] = ()
+    topo_nodes: tuple[tuple[str, int], ...] = ()
+    host_ids: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.dynamic_groups or self.topo_nodes or self.host_ids)
+
+    def target_server(self) -> dict[str, Any]:
+        server: dict[str, Any] = {}
+        if self.host_ids:
+            server["host_id_list"] = list(dict.fromkeys(int(h) for h in self.host_ids))
+        if self.dynamic_groups:
+            server["dynamic_group_list"] = [{"id": g} for g in dict.fromkeys(self.dynamic_groups)]
+        if self.topo_nodes:
+            server["topo_node_list"] = [
+                {"node_type": t, "id": int(i)} for t, i in dict.fromkeys(self.topo_nodes)
+            ]
+        return server
+
+
 @dataclass
 class FileLog:
     """One file of a file step on one host (a ``file_logs`` entry).

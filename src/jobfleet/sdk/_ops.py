@@ -21,6 +21,7 @@ from jobfleet.sdk._models import (
     ExecutionResult,
     FileLog,
     JobProgress,
+    Target,
     TransferProgress,
     TransferResult,
 )
@@ -116,6 +117,7 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         *,
         hosts: list[str] | None = None,
         host_ids: list[int] | None = None,
+        target: Target | None = None,
         bk_cloud_id: int = 0,
         language: int = 1,
         params: str = "",
@@ -130,7 +132,8 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         """Run ``script`` on hosts, wait for the end, and return every host's result and log.
 
         ``hosts`` are IPs (``"ip"`` or ``"cloud:ip"``) in cloud area ``bk_cloud_id``;
-        ``host_ids`` are bk host ids. Raises ``JobWaitTimeout`` after ``wait_timeout``
+        ``host_ids`` are bk host ids; ``target`` adds dynamic groups and topology nodes
+        (``Target``). Raises ``JobWaitTimeout`` after ``wait_timeout``
         seconds (the job itself keeps running).
         """
         request = _flow.script_request(
@@ -143,6 +146,7 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
             account=account,
             timeout=timeout,
             task_name=task_name,
+            target=target,
         )
         submitted = yield from self.fast_execute_script(**request, **biz_scope(biz))
         job_id, step_id = _flow.submitted_ids(submitted)
@@ -375,6 +379,7 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         remote_files: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
         hosts: Sequence[str] | None = None,
         host_ids: Sequence[int] | None = None,
+        target: Target | None = None,
         bk_cloud_id: int = 0,
         target_path: str,
         account: str = "root",
@@ -414,6 +419,7 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
             download_speed_limit=download_speed_limit,
             timeout=timeout,
             task_name=task_name,
+            target=target,
         )
         uploads = yield from self._upload_all(local, biz, on_upload)
         submitted = yield from self.fast_transfer_file(

@@ -43,12 +43,14 @@ class RequestSpec:
     body: dict[str, Any] | None = None
 
 
-def default_headers(credentials: Credentials) -> dict[str, str]:
-    return {
-        "X-Bkapi-Authorization": credentials.header_value(),
-        "Accept": "application/json",
-        "User-Agent": USER_AGENT,
-    }
+def default_headers(credentials: Credentials, token: str | None = None) -> dict[str, str]:
+    """App credentials, or with ``token`` a personal token (which names its own user)."""
+    auth = (
+        {"Authorization": f"Bearer {token}"}
+        if token
+        else {"X-Bkapi-Authorization": credentials.header_value()}
+    )
+    return {**auth, "Accept": "application/json", "User-Agent": USER_AGENT}
 
 
 def api_method(name: str) -> Method:

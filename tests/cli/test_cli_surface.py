@@ -1,0 +1,43 @@
+"""The whole command tree: every command that prints data can print it as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+
+from jobfleet.cli.main import app
+
+# commands that print no data of their own: daemons run until stopped, ``demo`` drives
+# a whole fleet, ``template export`` prints the template's own YAML document
+NO_JSON = {"server", "agent", "demo", "template export"}
+
+
+def leaves(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    subcommands = getattr(command, "commands", None)
+    if subcommands is None:
+        yield " ".join(path), command
+        return
+    for name, sub in subcommands.items():
+        yield from leaves(sub, (*path, name))
+
+
+def test_every_command_that_prints_data_takes_json() -> None:
+    commands = dict(leaves(typer.main.get_command(app)))
+    assert len(commands) > 60
+    missing = [
+        name
+        for name, command in commands.items()
+        if name not in NO_JSON and not any("--json" in p.opts for p in command.params)
+    ]
+    assert missing == []
+    # the allow-list names real commands, so it cannot hide a renamed one
+    assert set(commands) >= NO_JSON
+
+
+def test_targeting_options_wherever_hosts_are_named() -> None:
+    commands = dict(leaves(typer.main.get_command(app)))
+    for name in ("run", "push", "fetch"):
+        opts = {o for p in commands[name].params for o in p.opts}
+        assert {"--host", "--host-id", "--group", "--module", "--set", "--label"} <= opts, name

@@ -1,0 +1,117 @@
+"""A job's live events from both clients: parsing, resuming after ``since``, and
+reconnecting after a dropped stream from the last event id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from jobfleet.sdk import AsyncJobClient, JobApiError, JobClient
+from jobfleet.sdk._events import SseParser, parse_sse
+
+URL = "http://jobfleet.test"
+
+
+def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+STATUS = sse("status", {"job_instance_id": 7, "status": 2, "steps": []}, "0")
+FIRST = sse("output", {"bk_host_id": 1, "ip": "10.0.0.1", "content": "one\n"}, "8.0.1:1")
+SECOND = sse("output", {"bk_host_id": 1, "ip": "10.0.0.1", "content": "two\n"}, "8.0.1:2")
+END = sse("end", {"job_instance_id": 7, "status": 3}, "8.0.1:2")
+
+
+class Dropped(httpx.AsyncByteStream, httpx.SyncByteStream):
+    """Some events, then the connection breaks (or, with ``drop`` False, ends)."""
+
+    def __init__(self, chunks: list[bytes], drop: bool = True) -> None:
+        self.chunks = chunks
+        self.drop = drop
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+        if self.drop:
+            raise httpx.ReadError("connection reset")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        if self.drop:
+            raise httpx.ReadError("connection reset")
+
+
+class Server:
+    """The first connection drops after one output; the next ones finish the job."""
+
+    def __init__(self) -> None:
+        self.cursors: list[str | None] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/jobfleet/v1/jobs/7/events"
+        assert request.url.params["hosts"] == "all"
+        cursor = request.headers.get("last-event-id")
+        self.cursors.append(cursor)
+        headers = {"content-type": "text/event-stream"}
+        if len(self.cursors) == 1 and cursor is None:
+            return httpx.Response(200, headers=headers, stream=Dropped([STATUS, FIRST]))
+        chunks = [STATUS, SECOND, END] if cursor == "8.0.1:1" else [STATUS, END]
+        return httpx.Response(200, headers=headers, stream=Dropped(chunks, drop=False))
+
+
+def contents(events: list[dict[str, Any]]) -> str:
+    return "".join(e["data"]["content"] for e in events if e["event"] == "output")
+
+
+def test_sync_events_reconnect_from_the_last_id() -> None:
+    server = Server()
+    transport = httpx.MockTransport(server.handle)
+    with JobClient(URL, "app", "secret", "admin", transport=transport) as client:
+        events = list(client.events(7, retry_delay=0))
+    assert contents(events) == "one\ntwo\n"
+    assert events[-1]["event"] == "end"
+    assert server.cursors == [None, "8.0.1:1"]
+
+
+async def test_async_events_reconnect_and_resume_since() -> None:
+    server = Server()
+    transport = httpx.MockTransport(server.handle)
+    async with AsyncJobClient(URL, "app", "secret", "admin", transport=transport) as client:
+        events = [e async for e in client.events(7, retry_delay=0)]
+        assert contents(events) == "one\ntwo\n"
+        assert server.cursors == [None, "8.0.1:1"]
+        again = [e async for e in client.events(7, since="8.0.1:2")]
+    assert [e["event"] for e in again] == ["status", "end"]
+    assert server.cursors[-1] == "8.0.1:2"
+
+
+async def test_async_events_of_an_unknown_job_raise_the_api_error() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"result": False, "code": 1244006, "message": "Job instance 7 does not exist"}
+        )
+
+    transport = httpx.MockTransport(refuse)
+    async with AsyncJobClient(URL, "app", "secret", "admin", transport=transport) as client:
+        with pytest.raises(JobApiError) as caught:
+            await asyncio.wait_for(anext(aiter(client.events(7))), 10)
+    assert caught.value.code == 1244006
+
+
+def test_parser_takes_lines_one_at_a_time() -> None:
+    parser = SseParser()
+    fed = [
+        parser.feed(line) for line in (": keepalive", "id: 3", "event: end", 'data: {"a": 1}', "")
+    ]
+    assert fed[:-1] == [None] * 4
+    assert fed[-1] == {"event": "end", "id": "3", "data": {"a": 1}}
+    assert list(parse_sse(["data: 1", "", "data: 2", ""])) == [
+        {"event": "message", "id": None, "data": 1},
+        {"event": "message", "id": None, "data": 2},
+    ]

@@ -1,0 +1,54 @@
+"""``from_env``: the CLI's settings, layer over layer, for both clients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobfleet.sdk import AsyncJobClient, JobClient
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("JOBFLEET_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def test_environment_over_bootstrap_over_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('server = "http://config:1"\nusername = "carol"\nbiz = 7\n'
+                      'app_code = "cfg"\napp_secret = "cfg-secret"\n')  # fmt: skip
+    boot = tmp_path / "bootstrap.json"
+    boot.write_text(json.dumps({"url": "http://boot:2", "bk_app_code": "boot",
+                                "bk_app_secret": "boot-secret", "admin_user": ""}))  # fmt: skip
+    monkeypatch.setenv("JOBFLEET_CONFIG", str(config))
+    monkeypatch.setenv("JOBFLEET_BOOTSTRAP", str(boot))
+    monkeypatch.setenv("JOBFLEET_APP_CODE", "env")
+    with JobClient.from_env() as client:
+        assert client.base_url == "http://boot:2"
+        assert client.credentials.app_code == "env"
+        assert client.credentials.app_secret == "boot-secret"
+        assert client.credentials.username == "carol"
+        assert client.biz == 7
+
+
+async def test_a_token_needs_no_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBFLEET_TOKEN", "jfp_x")
+    monkeypatch.setenv("JOBFLEET_SERVER", "http://env:3")
+    async with AsyncJobClient.from_env() as client:
+        assert client.base_url == "http://env:3"
+        assert client._http.headers["authorization"] == "Bearer jfp_x"
+        assert "x-bkapi-authorization" not in client._http.headers
+
+
+def test_nothing_to_authenticate_with_says_what_to_set() -> None:
+    with pytest.raises(ValueError, match="JOBFLEET_TOKEN"):
+        JobClient.from_env()
