@@ -153,6 +153,7 @@ def _settings() -> dict[str, Setting]:
         Setting("agent_plaintext", _typed(bool), "--agent-plaintext"),
         Setting("bootstrap_token_ttl", parse_duration, "--bootstrap-token-ttl"),
         Setting("callback_allow", _networks, "--callback-allow"),
+        Setting("public_url", _optional_str, None),
         Setting("max_body", _typed(int, low=1024), "--max-body"),
         Setting("header_timeout", _typed(float, low=0.1), "--header-timeout"),
         Setting("body_timeout", _typed(float, low=0.1), "--body-timeout"),
