@@ -28,6 +28,7 @@ from jobfleet.api import (
     scripts,
     sql,
     steps,
+    targets,
     templates,
     topology,
     transfer,
@@ -69,6 +70,7 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         rules,
         notify,
         topology,
+        targets,
         people,
         live,
     ):
