@@ -206,6 +206,7 @@ async def test_approvers_notified_and_shown_on_home(public_server: Running,
         assert "go ahead?" in await carol.inner_text("#waiting")
         await carol.click(f"#waiting a[href^='/api_execute/{job}']")
         await carol.wait_for_url(f"**/api_execute/{job}*")
+        assert await carol.inner_text("#approvers") == "Approvers: carol"
         dave = await login(browser, running, "dave", "dave-pass-123")
         assert await dave.locator("#waiting").count() == 0
 

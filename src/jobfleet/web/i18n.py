@@ -85,6 +85,7 @@ ZH: dict[str, str] = {
     "Value": "值",
     "Type": "类型",
     "Step": "步骤",
+    "Approvers": "确认人",
 }
 
 

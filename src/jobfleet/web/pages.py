@@ -22,8 +22,15 @@ from jobfleet.api.console import job_views, plans_of, step_variables
 from jobfleet.api.live import job_for
 from jobfleet.api.services import Services
 from jobfleet.api.targets import target_choices
+from jobfleet.domain.approvals import approvers
 from jobfleet.domain.errors import JobError
-from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus, ScopeType
+from jobfleet.domain.status import (
+    FINISHED_RUN_STATUSES,
+    HostStatus,
+    RunStatus,
+    ScopeType,
+    StepType,
+)
 from jobfleet.web import approvals, i18n
 from jobfleet.web import output_groups as outputs
 
@@ -380,6 +387,11 @@ def console_router(services: Services) -> APIRouter:
             steps=steps,
             step=chosen,
             variables=step_variables(job, steps, chosen),
+            approvers=(
+                approvers(job.operator, chosen.config)
+                if chosen.type == StepType.MANUAL_CONFIRM
+                else []
+            ),
             groups=groups,
             hosts=hosts,
             total=total,
