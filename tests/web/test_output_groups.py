@@ -41,6 +41,7 @@ async def test_a_finished_step_is_grouped_once() -> None:
     for _ in range(5):
         assert await cache.get((1, 0), True, counting([], calls)) is first
     assert len(calls) == 1 and cache.computed == 1
+    assert cache.peek((1, 0)) is first and cache.peek((2, 0)) is None
     # another attempt of the step is another entry
     await cache.get((1, 1), True, counting(GROUPS, calls))
     assert len(calls) == 2

@@ -66,6 +66,10 @@ class GroupCache:
             return entry
         return None
 
+    def peek(self, key: Key) -> Grouping | None:
+        """The groups of ``key`` if they are held and fresh, without computing them."""
+        return self._fresh(key)
+
     async def get(
         self, key: Key, finished: bool, compute: Callable[[], Awaitable[list[Group]]]
     ) -> Grouping:

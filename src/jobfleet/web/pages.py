@@ -136,6 +136,7 @@ def _same_origin(request: Request) -> bool:
 def console_router(services: Services) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     people = services.people
+    group_cache = outputs.GroupCache()
 
     async def page(request: Request) -> Page | None:
         request.state.session = None
@@ -381,8 +382,12 @@ def console_router(services: Services) -> APIRouter:
             offset=offset,
             limit=PAGE,
         )
+        # output groups already computed come with the page; others follow by htmx
+        held = group_cache.peek((int(chosen.id), int(chosen.execute_count)))
         return await current.render(
             "job.html",
+            output=None if held is None else outputs.shown(held, 50),
+            output_more=0 if held is None else max(0, len(held.groups) - 50),
             job=job,
             steps=steps,
             step=chosen,
@@ -402,8 +407,6 @@ def console_router(services: Services) -> APIRouter:
             finished=job.status in FINISHED_RUN_STATUSES,
             ok_hosts=OK_HOSTS,
         )
-
-    group_cache = outputs.GroupCache()
 
     async def grouped(step: Any) -> outputs.Grouping:
         """A step's output groups, from the cache when it holds them."""
