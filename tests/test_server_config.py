@@ -31,6 +31,7 @@ agent_port = 9443
 agent_plaintext = true
 bootstrap_token_ttl = "2h"
 callback_allow = ["10.0.0.0/8", "::1"]
+public_url = "https://job.example.com/"
 metrics_token = "m-token"
 max_body = 4096
 header_timeout = 3.0
@@ -100,6 +101,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     assert (s.tls_cert, s.tls_key) == (tmp_path / "cert.pem", tmp_path / "key.pem")
     assert (s.agent_port, s.agent_plaintext, s.bootstrap_token_ttl) == (9443, True, 7200)
     assert s.callback_allow == ["10.0.0.0/8", "::1"]
+    assert s.public_url == "https://job.example.com"
     assert s.metrics_token == "m-token"
     assert (s.max_body, s.header_timeout, s.body_timeout, s.idle_timeout) == (4096, 3, 4, 5)
     assert (s.max_pending_connections, s.max_api_requests) == (6, 7)
@@ -167,6 +169,7 @@ def test_an_unknown_key_is_refused_with_its_name_and_file(
     ('bootstrap_token_ttl = "soon"\n', r"bootstrap_token_ttl .* is not a duration"),
     ('callback_allow = "10.0.0.0/8"\n', r"callback_allow .*must be a list of CIDR"),
     ('callback_allow = ["10.0.0.300/8"]\n', r"callback_allow .*not an IP address or CIDR"),
+    ('public_url = "job.example.com"\n', r"public_url .*must be an http\(s\) URL"),
     ("engine = 3\n", r"server\.toml: \[engine\] must be a table"),
     ("[engine]\nlease_ttl = 0\n", r"engine\.lease_ttl \(0\): must be at least"),
     ("[retention]\njobs = -1\n", r"retention\.jobs \(-1\): -1 must be 0 or more"),

@@ -20,7 +20,7 @@ from jobfleet.engine.leases import LeaseKeeper
 from jobfleet.engine.ports import LiveEvents
 from jobfleet.engine.results import Results
 from jobfleet.engine.rpc import AgentRpc
-from jobfleet.engine.runner import JobFinished, JobRunner
+from jobfleet.engine.runner import ConfirmWaiting, JobFinished, JobRunner
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.signals import Signals
 from jobfleet.engine.tracking import Tracker
@@ -62,6 +62,7 @@ def build_engine(
     on_job_finished: list[JobFinished],
     live: LiveEvents | None = None,
     rpc: AgentRpc | None = None,
+    on_confirm_waiting: list[ConfirmWaiting] | None = None,
 ) -> tuple[Jobs, AgentEvents, NodeListener]:
     """The engine's parts, each given what it uses: the façade, what the gateway
     tells the engine, and what the bus tells this node."""
@@ -86,7 +87,14 @@ def build_engine(
         files.third_party,
     )
     runner = JobRunner(
-        store, tasks, file_steps, decisions, cipher, settings, on_job_finished=on_job_finished
+        store,
+        tasks,
+        file_steps,
+        decisions,
+        cipher,
+        settings,
+        on_job_finished=on_job_finished,
+        on_confirm_waiting=on_confirm_waiting or (),
     )
     leases = LeaseKeeper(store.leases, runner, settings)
     jobs = Jobs(

@@ -38,6 +38,7 @@ from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
 from jobfleet.domain.status import RunStatus
 from jobfleet.domain.throttle import Throttle
+from jobfleet.engine.approvals import ApprovalNotifier
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.engine.cron import CronScheduler
 from jobfleet.engine.file_sources import ThirdPartyFiles
@@ -129,6 +130,9 @@ class ServerSettings:
     # ranges callbacks and webhooks may reach although they are refused by default
     # (loopback, link-local, the server's own addresses), e.g. ["127.0.0.0/8"]
     callback_allow: list[str] = field(default_factory=list)
+    # the address people reach the console at (links in notifications), e.g.
+    # "https://job.example.com"; none: links are paths on this server
+    public_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -154,6 +158,14 @@ class Server:
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
         self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
+        # approvers hear of a confirmation step that waits for them (engine/approvals.py)
+        self.approvals = ApprovalNotifier(
+            self.db,
+            self.cipher,
+            settings.public_url,
+            engine_settings.callback_attempts,
+            self.callbacks.wake,
+        )
         self.blobs = BlobStore(
             self.db, settings.data_dir / "blobs", shared=settings.redis_url is not None
         )
@@ -194,6 +206,7 @@ class Server:
             on_job_finished=[self.callbacks.wake, self._job_finished],
             live=self.live,
             rpc=self.agent_rpc,
+            on_confirm_waiting=[self.approvals.waiting],
         )
         # one count of failed authentications per address, for the API and agents alike
         self.auth_failures = Throttle(
@@ -378,6 +391,7 @@ class Server:
             ("cron", self.cron_scheduler.stop),
             ("retention", self.retention.stop),
             ("engine", self.engine.stop),
+            ("approvals", self.approvals.stop),
             ("callbacks", self.callbacks.stop),
             ("gateway", self.gateway.stop),
             ("bus", self.bus.stop),

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jobfleet.domain.addresses import parse_networks
 from jobfleet.engine.notify import SmtpSettings
@@ -118,6 +119,16 @@ def _optional_str(value: object) -> str | None:
     return value or None
 
 
+def _public_url(value: object) -> str | None:
+    text = _optional_str(value)
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ValueError("must be an http(s) URL, e.g. https://job.example.com")
+    return text.rstrip("/")
+
+
 _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -153,6 +164,7 @@ def _settings() -> dict[str, Setting]:
         Setting("agent_plaintext", _typed(bool), "--agent-plaintext"),
         Setting("bootstrap_token_ttl", parse_duration, "--bootstrap-token-ttl"),
         Setting("callback_allow", _networks, "--callback-allow"),
+        Setting("public_url", _public_url, None),
         Setting("max_body", _typed(int, low=1024), "--max-body"),
         Setting("header_timeout", _typed(float, low=0.1), "--header-timeout"),
         Setting("body_timeout", _typed(float, low=0.1), "--body-timeout"),

@@ -30,6 +30,7 @@ from jobfleet.api import (
     scripts,
     sql,
     steps,
+    targets,
     templates,
     topology,
     transfer,
@@ -73,6 +74,7 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         notify,
         notify_test,
         topology,
+        targets,
         people,
         live,
     ):

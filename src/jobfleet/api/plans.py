@@ -10,6 +10,7 @@ from jobfleet.api.auditing import audit
 from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.params import get_bool, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api
+from jobfleet.domain.approvals import approvers
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.plans import APPROVE_ALL, ROLE_LAUNCHER
 from jobfleet.domain.status import (
@@ -68,11 +69,7 @@ def _may_confirm(call: Call, job: Any, info: dict[str, Any]) -> bool:
 
 
 def _approvers(job: Any, info: dict[str, Any]) -> set[str]:
-    users = info.get("approval_user") or {}
-    wanted = set(users.get("user_list") or [])
-    if ROLE_LAUNCHER in (users.get("role_list") or []):
-        wanted.add(job.operator)
-    return wanted
+    return set(approvers(job.operator, {"approval_info": info}))
 
 
 async def operate_step_instance(call: Call) -> dict[str, Any]:

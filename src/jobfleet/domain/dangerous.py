@@ -95,6 +95,8 @@ class Finding:
             "match_content": self.match_content,
             "level": int(self.level),
             "description": self.rule.description,
+            # jobfleet's addition: 1 scan (warn), 2 intercept (a launch is refused)
+            "action": int(self.rule.action),
         }
 
 

@@ -165,29 +165,31 @@ def summary(event: dict[str, Any]) -> str:
 
 
 def webhook_payload(body: bytes, secret: str | None, event: str = EVENT) -> str:
-    """What the outbox keeps for a webhook: the exact bytes to send, their signature,
-    and the event they tell of."""
-    stored = {"body": body.decode(), "signature": sign(secret, body) if secret else None}
-    if event != EVENT:
-        stored["event"] = event
-    return orjson.dumps(stored).decode()
+    """What the outbox keeps for a webhook: the exact bytes to send, their signature and
+    the event's name (its header)."""
+    return orjson.dumps(
+        {"body": body.decode(), "signature": sign(secret, body) if secret else None, "event": event}
+    ).decode()
 
 
 def email_payload(to: list[str], event: dict[str, Any]) -> str:
-    status = RunStatus(event["status"])
-    subject = (
-        f"[jobfleet] Job {_one_line(event['name'])} (#{event['job_instance_id']}) "
-        f"{OUTCOME.get(status, status.name)}"
-    )
+    head = f"[jobfleet] Job {_one_line(event['name'])} (#{event['job_instance_id']})"
+    if event.get("event", EVENT) == EVENT:
+        status = RunStatus(event["status"])
+        subject = f"{head} {OUTCOME.get(status, status.name)}"
+    else:
+        subject = f"{head} waits for your confirmation at {_one_line(event['step_name'])}"
     return orjson.dumps({"to": to, "subject": subject[:900], "text": event["summary"]}).decode()
 
 
-def row_for(config: NotifyTarget, event: dict[str, Any], body: bytes) -> dict[str, Any] | None:
+def row_for(
+    config: NotifyTarget, event: dict[str, Any], body: bytes, *, name: str = EVENT
+) -> dict[str, Any] | None:
     if config.channel == WEBHOOK and isinstance(config.target, str):
         return {
             "kind": WEBHOOK,
             "target": config.target,
-            "payload": webhook_payload(body, config.secret),
+            "payload": webhook_payload(body, config.secret, name),
         }
     if config.channel == EMAIL and isinstance(config.target, list) and config.target:
         to = [str(a) for a in config.target]

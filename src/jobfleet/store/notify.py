@@ -130,6 +130,10 @@ class NotifyStore:
 
     async def matching(self, bk_biz_id: int, status: int) -> list[NotifyTarget]:
         """The enabled configs of a business that listen for ``status``."""
+        return await self.enabled(bk_biz_id, status)
+
+    async def enabled(self, bk_biz_id: int, status: int | None = None) -> list[NotifyTarget]:
+        """The enabled configs of a business (those that listen for ``status`` if given)."""
         async with self.db.connect() as conn:
             rows = await conn.execute(
                 select(notify_configs)
@@ -142,7 +146,7 @@ class NotifyStore:
             found = []
             for row in rows:
                 # statuses is JSON: filtered here, the same way on every database
-                if status not in (row.statuses or []):
+                if status is not None and status not in (row.statuses or []):
                     continue
                 secret = self.cipher.decrypt(row.secret) if row.secret else None
                 found.append(NotifyTarget(row.id, row.channel, row.target, secret))

@@ -317,6 +317,16 @@ class TopologyStore:
             for part in chunks(pairs):
                 await conn.execute(insert(host_modules), list(part))
 
+    async def nodes_of(self, bk_biz_id: int) -> list[Row[Any]]:
+        """A business's sets and modules, without their hosts (sets first, by name)."""
+        async with self.db.connect() as conn:
+            query = (
+                select(topo_nodes)
+                .where(topo_nodes.c.bk_biz_id == bk_biz_id)
+                .order_by(topo_nodes.c.node_type.desc(), topo_nodes.c.name, topo_nodes.c.id)
+            )
+            return list((await conn.execute(query)).all())
+
     async def nodes(self, node_ids: Iterable[int]) -> list[Row[Any]]:
         ids = sorted(set(node_ids))
         if not ids:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 LANG_COOKIE = "jobfleet_lang"
 LANGS = ("en", "zh")
 
@@ -68,6 +71,31 @@ ZH: dict[str, str] = {
     "Time": "时间",
     "Action": "操作",
     "Resource": "资源",
+    "Waiting for your confirmation": "待我确认",
+    "Targets": "目标服务器",
+    "Topology": "业务拓扑",
+    "Dynamic groups": "动态分组",
+    "Dangerous statements": "高危语句",
+    "Run it anyway": "仍然执行",
+    "alive": "正常",
+    "dead": "异常",
+    "A dangerous statement blocks this script": "脚本包含被拦截的高危语句,不能执行",
+    "Dangerous statements found: tick the box to run it anyway": "检测到高危语句:勾选后仍可执行",
+    "No variables": "无变量",
+    "Value": "值",
+    "Type": "类型",
+    "Step": "步骤",
+    "Approvers": "确认人",
+}
+
+
+# the words the page script shows, by its key
+SCRIPT_WORDS = {
+    "hosts": "hosts",
+    "alive": "alive",
+    "dead": "dead",
+    "blocked": "A dangerous statement blocks this script",
+    "confirm": "Dangerous statements found: tick the box to run it anyway",
 }
 
 
@@ -171,3 +199,70 @@ def pick(cookie: str | None, accept: str) -> str:
 
 def translator(lang: str) -> dict[str, str]:
     return ZH if lang == "zh" else {}
+
+
+# status names as bk-job's console shows them (RunStatusEnum, ExecuteObjectTaskStatusEnum)
+RUN_STATUS_ZH: dict[int, str] = {
+    1: "等待执行",
+    2: "正在执行",
+    3: "执行成功",
+    4: "执行失败",
+    5: "跳过",
+    6: "忽略错误",
+    7: "等待用户",
+    8: "手动结束",
+    9: "状态异常",
+    10: "强制终止中",
+    11: "强制终止成功",
+    13: "确认终止",
+    14: "被丢弃",
+    15: "滚动等待",
+}
+HOST_STATUS_ZH: dict[int, str] = {
+    0: "未知错误",
+    1: "Agent 异常",
+    2: "无效主机",
+    3: "上次已成功",
+    5: "等待执行",
+    7: "正在执行",
+    9: "执行成功",
+    11: "执行失败",
+    12: "任务下发失败",
+    13: "任务超时",
+    15: "任务日志错误",
+    16: "GSE 脚本日志超时",
+    17: "GSE 文件日志超时",
+    18: "Agent 未安装",
+    101: "脚本执行失败",
+    102: "脚本执行超时",
+    103: "脚本执行被终止",
+    104: "脚本返回码非零",
+    202: "文件传输失败",
+    203: "源文件不存在",
+    301: "文件任务系统错误",
+    303: "文件任务超时",
+    310: "Agent 异常",
+    311: "用户名不存在",
+    312: "用户密码错误",
+    320: "文件获取失败",
+    321: "文件超出限制",
+    329: "文件传输错误",
+    399: "任务执行出错",
+    403: "任务强制终止成功",
+    404: "任务强制终止失败",
+    500: "未知状态",
+}
+
+
+def status_namer(lang: str, names: dict[int, str], zh: dict[int, str]) -> Callable[[Any], str]:
+    """A status number's name in ``lang``: Chinese from ``zh``, else the enum's name."""
+    table = zh if lang == "zh" else names
+
+    def name(value: Any) -> str:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            return str(value)
+        return table.get(number) or names.get(number) or str(number)
+
+    return name

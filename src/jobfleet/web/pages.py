@@ -5,7 +5,6 @@ authorized and audited exactly as an API call."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from importlib import resources
 from typing import Any
@@ -19,13 +18,21 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from jobfleet import __version__
 from jobfleet.api.auditing import as_caller, refusal, source_of
 from jobfleet.api.auth import CONSOLE_APP, SESSION_COOKIE, Caller
-from jobfleet.api.console import job_views, plans_of
+from jobfleet.api.console import job_views, plans_of, step_variables
 from jobfleet.api.live import job_for
 from jobfleet.api.services import Services
-from jobfleet.domain import clusters
+from jobfleet.api.targets import target_choices
+from jobfleet.domain.approvals import approvers
 from jobfleet.domain.errors import JobError
-from jobfleet.domain.status import FINISHED_RUN_STATUSES, HostStatus, RunStatus, ScopeType
-from jobfleet.web import admin_pages, i18n
+from jobfleet.domain.status import (
+    FINISHED_RUN_STATUSES,
+    HostStatus,
+    RunStatus,
+    ScopeType,
+    StepType,
+)
+from jobfleet.web import admin_pages, approvals, i18n
+from jobfleet.web import output_groups as outputs
 
 SESSION_TTL = 12 * 3600.0
 PAGE = 100
@@ -90,6 +97,7 @@ class Page:
     async def render(self, name: str, **values: Any) -> HTMLResponse:
         session = self.request.state.session
         words = self.words
+        run_status = i18n.status_namer(self.lang, _RUN, i18n.RUN_STATUS_ZH)
         html = _env.get_template(name).render(
             t=lambda text: words.get(text, text),
             lang=self.lang,
@@ -99,7 +107,10 @@ class Page:
             biz=await self.biz(),
             version=__version__,
             path=self.request.url.path,
-            run_names={k: words.get(v, v) for k, v in _RUN.items()},
+            run_names={k: run_status(k) for k in _RUN},
+            js_words={k: words.get(v, v) for k, v in i18n.SCRIPT_WORDS.items()},
+            run_status=run_status,
+            host_status=i18n.status_namer(self.lang, _HOST, i18n.HOST_STATUS_ZH),
             **values,
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -126,6 +137,7 @@ def _same_origin(request: Request) -> bool:
 def console_router(services: Services) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     people = services.people
+    group_cache = outputs.GroupCache()
 
     async def page(request: Request) -> Page | None:
         request.state.session = None
@@ -273,10 +285,12 @@ def console_router(services: Services) -> APIRouter:
                 offset=0,
                 limit=20,
             )
-        alive = await services.inventory.alive_counts(
-            int(b["bk_biz_id"]) for b in await current.businesses()
+        held = [int(b["bk_biz_id"]) for b in await current.businesses()]
+        alive = await services.inventory.alive_counts(held)
+        waiting = await approvals.waiting_for(services, current.caller.username, held)
+        return await current.render(
+            "home.html", running=running, failed=failed, alive=alive, waiting=waiting
         )
-        return await current.render("home.html", running=running, failed=failed, alive=alive)
 
     async def accounts_of(biz: int | None) -> list[Any]:
         """The execution accounts a launch form offers for the current business."""
@@ -284,21 +298,22 @@ def console_router(services: Services) -> APIRouter:
             return []
         return [dict(a._mapping) for a in (await services.accounts.list(biz, limit=500))[1]]
 
-    @router.get("/execute")
-    async def execute(request: Request) -> Response:
+    async def launch_form(request: Request, template: str) -> Response:
+        """A launch form: the business's accounts and what its targets may name."""
         current = await page(request)
         if current is None:
             return _to_login(request)
-        accounts = await accounts_of(await current.biz())
-        return await current.render("execute.html", accounts=accounts)
+        biz = await current.biz()
+        choices = await target_choices(services, biz) if biz is not None else {}
+        return await current.render(template, accounts=await accounts_of(biz), choices=choices)
+
+    @router.get("/execute")
+    async def execute(request: Request) -> Response:
+        return await launch_form(request, "execute.html")
 
     @router.get("/files")
     async def files(request: Request) -> Response:
-        current = await page(request)
-        if current is None:
-            return _to_login(request)
-        accounts = await accounts_of(await current.biz())
-        return await current.render("files.html", accounts=accounts)
+        return await launch_form(request, "files.html")
 
     @router.get("/jobs")
     async def jobs(request: Request) -> Response:
@@ -368,11 +383,21 @@ def console_router(services: Services) -> APIRouter:
             offset=offset,
             limit=PAGE,
         )
+        # output groups already computed come with the page; others follow by htmx
+        held = group_cache.peek((int(chosen.id), int(chosen.execute_count)))
         return await current.render(
             "job.html",
+            output=None if held is None else outputs.shown(held, 50),
+            output_more=0 if held is None else max(0, len(held.groups) - 50),
             job=job,
             steps=steps,
             step=chosen,
+            variables=step_variables(job, steps, chosen),
+            approvers=(
+                approvers(job.operator, chosen.config)
+                if chosen.type == StepType.MANUAL_CONFIRM
+                else []
+            ),
             groups=groups,
             hosts=hosts,
             total=total,
@@ -382,6 +407,14 @@ def console_router(services: Services) -> APIRouter:
             ip=q.get("ip", ""),
             finished=job.status in FINISHED_RUN_STATUSES,
             ok_hosts=OK_HOSTS,
+        )
+
+    async def grouped(step: Any) -> outputs.Grouping:
+        """A step's output groups, from the cache when it holds them."""
+        return await group_cache.get(
+            (int(step.id), int(step.execute_count)),
+            RunStatus(step.status).finished,
+            lambda: outputs.group_step(services, int(step.id), int(step.execute_count)),
         )
 
     @router.get("/console/jobs/{job_id}/steps/{step_id}/output-groups")
@@ -396,27 +429,31 @@ def console_router(services: Services) -> APIRouter:
         step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
         if step is None:
             return PlainTextResponse("no such step", status_code=404)
-        rows = await services.jobs.hosts(step.id, step.execute_count)
-        logs = await services.jobs.logs(step.id, step.execute_count, [r.bk_host_id for r in rows])
-        ips = {int(r.bk_host_id): str(r.ip) for r in rows}
-        # masking is CPU work: off the event loop, so that other pages stay quick
-        grouped = await asyncio.to_thread(clusters.group_outputs, list(logs.items()))
-        shown = [
-            {
-                "sample": logs[hosts[0]][:2000],
-                "count": len(hosts),
-                "ips": [ips[h] for h in hosts],
-                "first": hosts[0],
-            }
-            for _key, hosts in grouped[:50]
-        ]
+        grouping = await grouped(step)
         return await current.render(
             "output_groups.html",
-            groups=shown,
-            more=max(0, len(grouped) - 50),
+            groups=outputs.shown(grouping, 50),
+            more=max(0, len(grouping.groups) - 50),
             step=step,
             job=job,
         )
+
+    @router.get("/console/jobs/{job_id}/steps/{step_id}/output-groups/{index}/ips")
+    async def output_group_ips(request: Request, job_id: int, step_id: int, index: int) -> Response:
+        current = await page(request)
+        if current is None:
+            return PlainTextResponse("log in", status_code=401)
+        try:
+            job = await job_for(services, current.caller, job_id)
+        except JobError:
+            return PlainTextResponse("no such job", status_code=404)
+        step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
+        if step is None:
+            return PlainTextResponse("no such step", status_code=404)
+        grouping = await grouped(step)
+        if not 0 <= index < len(grouping.groups):
+            return PlainTextResponse("no such group", status_code=404)
+        return PlainTextResponse("\n".join(grouping.groups[index].ips))
 
     @router.get("/console/jobs/{job_id}/steps/{step_id}/ips")
     async def group_ips(request: Request, job_id: int, step_id: int) -> Response:

@@ -30,15 +30,80 @@ var jf = (function () {
     countIps: function (area) {
       document.getElementById('ipcount').textContent = ipList(area.value).length + ' IP';
     },
+    targetServer: function (form) {
+      var server = {}, ips = ipList(form.elements.ips.value);
+      var nodes = [], groups = [];
+      form.querySelectorAll('input.topo:checked').forEach(function (el) { nodes.push({id: +el.value, node_type: el.dataset.type}); });
+      form.querySelectorAll('input.dgroup:checked').forEach(function (el) { groups.push({id: el.value}); });
+      if (ips.length) server.ip_list = ips;
+      if (nodes.length) server.topo_node_list = nodes;
+      if (groups.length) server.dynamic_group_list = groups;
+      return server;
+    },
+    countTimer: null, countAsked: 0,
+    targetsChanged: function () {
+      clearTimeout(self.countTimer);
+      self.countTimer = setTimeout(self.countTargets, 300);
+    },
+    countTargets: function () {
+      var box = document.getElementById('targets'), out = document.getElementById('target-count');
+      var server = self.targetServer(box.closest('form')), asked = ++self.countAsked;
+      if (!Object.keys(server).length) { out.textContent = ''; out.dataset.total = ''; return; }
+      var body = scope(); body.target_server = server;
+      fetch('/api/jobfleet/v1/targets/count', {
+        method: 'POST', credentials: 'same-origin',
+        headers: {'Content-Type': 'application/json', 'X-CSRF-Token': meta('csrf-token')},
+        body: JSON.stringify(body)
+      }).then(function (r) { return r.json(); }).then(function (a) {
+        if (asked !== self.countAsked) return;
+        if (!a.result) { out.textContent = a.message; out.className = 'small bad'; out.dataset.total = 'error'; return; }
+        var d = a.data, words = self.words;
+        out.className = 'small';
+        out.dataset.total = d.total; out.dataset.alive = d.alive; out.dataset.dead = d.dead;
+        out.textContent = d.total + ' ' + (words.hosts || 'hosts') + ' · ' + (words.alive || 'alive') + ' ' + d.alive + ' · ' + (words.dead || 'dead') + ' ' + d.dead;
+        out.title = d.dead_sample.join(' ');
+      });
+    },
+    words: {},
+    dangerShown: function (findings) {
+      var box = document.getElementById('danger'), list = document.getElementById('danger-lines');
+      list.innerHTML = '';
+      var blocked = false;
+      findings.forEach(function (f) {
+        var li = document.createElement('li');
+        li.className = 'danger-line' + (f.action === 2 ? ' bad' : '');
+        li.dataset.line = f.line;
+        li.textContent = (f.action === 2 ? '⛔ ' : '⚠ ') + f.line + ': ' + f.line_content + (f.description ? ' (' + f.description + ')' : '');
+        list.appendChild(li);
+        if (f.action === 2) blocked = true;
+      });
+      box.hidden = !findings.length;
+      box.dataset.blocked = blocked ? '1' : '0';
+      document.getElementById('danger-confirm-row').hidden = blocked || !findings.length;
+      return blocked;
+    },
+    scriptChanged: function () {
+      var c = document.getElementById('danger-confirm'); if (c) c.checked = false;
+    },
     execute: function (form) {
-      var f = form.elements, body = scope();
+      var f = form.elements, body = scope(), result = form.querySelector('#result');
       body.task_name = f.task_name.value; body.script_language = +f.script_language.value;
       body.script_content = b64(f.script.value); body.timeout = +f.timeout.value;
       body.account_alias = f.account_alias.value;
       if (f.script_param.value) { body.script_param = b64(f.script_param.value); body.is_param_sensitive = f.is_param_sensitive.checked ? 1 : 0; }
-      body.target_server = {ip_list: ipList(f.ips.value)};
+      body.target_server = self.targetServer(form);
       var r = rolling(f.rolling.value); if (r) body.rolling_config = r;
-      api('fast_execute_script', body).then(function (a) { done(form, a); });
+      var check = scope(); check.script_language = body.script_language; check.content = body.script_content;
+      result.textContent = '';
+      api('check_script', check).then(function (c) {
+        if (!c.result) { result.textContent = c.message; return; }
+        var findings = c.data || [];
+        if (self.dangerShown(findings)) { result.textContent = self.words.blocked || 'A dangerous statement blocks this script'; return; }
+        if (findings.length && !document.getElementById('danger-confirm').checked) {
+          result.textContent = self.words.confirm || 'Dangerous statements found: tick the box to run it anyway'; return;
+        }
+        api('fast_execute_script', body).then(function (a) { done(form, a); });
+      });
       return false;
     },
     distribute: function (form) {
@@ -53,7 +118,7 @@ var jf = (function () {
         body.account_alias = f.account_alias.value;
         if (f.download_speed_limit.value) body.download_speed_limit = +f.download_speed_limit.value;
         body.file_source_list = [{file_list: [up.data.path], file_type: 2}];
-        body.target_server = {ip_list: ipList(f.ips.value)};
+        body.target_server = self.targetServer(form);
         api('fast_transfer_file', body).then(function (a) { done(form, a); });
       });
       return false;
@@ -81,6 +146,11 @@ var jf = (function () {
       var area = document.createElement('textarea'); area.value = text; area.id = 'copied';
       document.body.appendChild(area); area.select(); try { document.execCommand('copy'); } catch (e) {}
       setTimeout(function () { area.remove(); }, 2000);
+    },
+    copyGroup: function (index) {
+      var d = self.job();
+      fetch('/console/jobs/' + d.job + '/steps/' + d.step + '/output-groups/' + index + '/ips', {credentials: 'same-origin'})
+        .then(function (r) { return r.text(); }).then(self.copyText);
     },
     copyIps: function (status) {
       var d = self.job();
