@@ -32,6 +32,7 @@ PAGE = 100
 STATIC = {
     "htmx.min.js": "text/javascript",
     "console.js": "text/javascript",
+    "catalog.js": "text/javascript",
     "console.css": "text/css",
 }
 OK_HOSTS = {int(HostStatus.SUCCESS), int(HostStatus.LAST_SUCCESS)}
@@ -494,4 +495,10 @@ def console_router(services: Services) -> APIRouter:
         rows = await services.audit.recent(200) if current.caller.is_admin else []
         return await current.render("audit.html", rows=rows)
 
+    # scripts, templates and crons: their own modules (they import this one)
+    from jobfleet.web import catalog, crons, scripts
+
+    router.include_router(scripts.routes(services, page))
+    router.include_router(catalog.routes(services, page))
+    router.include_router(crons.routes(services, page))
     return router
