@@ -464,6 +464,18 @@ class ScriptStore(ScriptLookups):
         )
         return {r.script_id: int(r.id) for r in rows}
 
+    async def version_names(self, version_ids: list[int]) -> dict[int, str]:
+        """The version strings (``1.0.2``) of these version ids, for a list to show."""
+        if not version_ids:
+            return {}
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(script_versions.c.id, script_versions.c.version).where(
+                    script_versions.c.id.in_(version_ids)
+                )
+            )
+            return {int(r.id): str(r.version) for r in rows}
+
     async def _touch(self, conn: AsyncConnection, script_id: str, user: str, now: int) -> None:
         await conn.execute(
             update(scripts)

@@ -67,11 +67,10 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             total, rows = await store.list_scripts(
                 owner, name=(q.get("name") or "")[:60] or None, offset=offset, limit=PAGE
             )
-        online: dict[str, str] = {}
-        for row in rows:
-            if row["online_script_version_id"]:
-                view = await store.get_version(owner, version_id=row["online_script_version_id"])
-                online[row["id"]] = view["version"]
+        names = await store.version_names(
+            [r["online_script_version_id"] for r in rows if r["online_script_version_id"]]
+        )
+        online = {r["id"]: names.get(r["online_script_version_id"] or 0, "") for r in rows}
         return await current.render(
             "scripts.html",
             kind=kind,
