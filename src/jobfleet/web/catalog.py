@@ -23,9 +23,9 @@ from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScriptLanguage, StepType, VariableType
 from jobfleet.domain.templates import public_steps
 from jobfleet.web.pages import Page, _to_login
+from jobfleet.web.paging import PAGE, offset_of
 
 PageOf = Callable[[Request], Awaitable[Page | None]]
-PAGE = 100
 STEP_TYPES = {int(x): x.name.lower() for x in StepType}
 VARIABLE_TYPES = {int(x): x.name.lower() for x in VariableType}
 LANGUAGES = {int(x): x.name.lower() for x in ScriptLanguage}
@@ -74,10 +74,11 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             return _to_login(request)
         biz = await current.biz()
         q = request.query_params
-        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+        offset = offset_of(q)
         total, rows = 0, list[Any]()
         if biz is not None:
-            filters = list_filter({"name": (q.get("name") or "")[:512] or None})
+            wanted = (q.get("name") or "")[:512].replace("\x00", "")
+            filters = list_filter({"name": wanted or None})
             total, rows = await services.templates.list_templates(
                 {biz}, filters, offset, PAGE
             )

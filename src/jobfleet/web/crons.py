@@ -23,9 +23,9 @@ from jobfleet.api.services import Services
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.web.pages import Page, _to_login
+from jobfleet.web.paging import PAGE, offset_of
 
 PageOf = Callable[[Request], Awaitable[Page | None]]
-PAGE = 100
 
 
 def routes(services: Services, page: PageOf) -> APIRouter:
@@ -43,7 +43,7 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             return _to_login(request)
         biz = await current.biz()
         q = request.query_params
-        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+        offset = offset_of(q)
         total, rows, plans = 0, list[Any](), list[Any]()
         last: dict[int, Any] = {}
         if biz is not None:
@@ -72,7 +72,7 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             return _to_login(request)
         biz = await current.biz()
         q = request.query_params
-        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+        offset = offset_of(q)
         try:
             if biz is None or not cron_id.isdigit() or len(cron_id) > 18:
                 raise JobError.invalid("id")

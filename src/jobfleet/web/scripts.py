@@ -21,15 +21,21 @@ from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScriptLanguage, ScriptVersionStatus
 from jobfleet.web import diffs
 from jobfleet.web.pages import Page, _to_login
+from jobfleet.web.paging import PAGE, offset_of
 
 PageOf = Callable[[Request], Awaitable[Page | None]]
 LANGUAGES = {int(x): x.name.lower() for x in ScriptLanguage}
 STATUSES = {int(x): x.name.lower() for x in ScriptVersionStatus}
-PAGE = 100
 
 
 def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() and len(value) < 19 else None
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """A filter or id from the address: bounded, and without NUL (no database holds it)."""
+    text = (value or "")[:limit]
+    return None if not text or "\x00" in text else text
 
 
 class Kind:
@@ -61,11 +67,11 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             return _to_login(request)
         allowed, owner = await kind.owner(current)
         q = request.query_params
-        offset = _int(q.get("offset")) or 0
+        offset = offset_of(q)
         total, rows = 0, list[dict[str, Any]]()
         if allowed:
             total, rows = await store.list_scripts(
-                owner, name=(q.get("name") or "")[:60] or None, offset=offset, limit=PAGE
+                owner, name=_text(q.get("name"), 60), offset=offset, limit=PAGE
             )
         names = await store.version_names(
             [r["online_script_version_id"] for r in rows if r["online_script_version_id"]]
@@ -90,9 +96,10 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             return _to_login(request)
         allowed, owner = await kind.owner(current)
         try:
-            if not allowed:
+            wanted = _text(script_id, 1024)
+            if not allowed or wanted is None:
                 raise JobError.invalid("script_id")
-            script = await store.get_script(owner, script_id[:1024])
+            script = await store.get_script(owner, wanted)
             _total, versions = await store.list_versions(
                 owner, script["id"], content=True, limit=1000
             )
