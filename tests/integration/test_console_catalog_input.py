@@ -45,3 +45,22 @@ async def test_odd_addresses_answer_pages(running: Running) -> None:
             for path in ("/scripts", "/public-scripts/x", "/templates/1", "/crons/1"):
                 resp = await anonymous.get(path, follow_redirects=False)
                 assert resp.status_code == 303 and "/login" in resp.headers["location"]
+
+
+async def test_the_pages_in_both_languages(running: Running) -> None:
+    made = ok(await running.wire.v3("create_script", {
+        **BIZ, "name": "s", "script_language": 1, "content": b64(OLD), "version": "1"}))
+    words = {
+        "/scripts": ("Scripts", "脚本管理"),
+        "/public-scripts": ("Public scripts", "公共脚本"),
+        f"/scripts/{made['script_id']}": ("Compare versions", "版本对比"),
+        "/templates": ("Import a template (YAML)", "导入作业模板(YAML)"),
+        "/crons": ("Next run", "下次执行"),
+    }
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+        await http.post("/login", data={
+            "username": "admin", "password": running.boot["admin_password"], "next": "/"})
+        for path, (english, chinese) in words.items():
+            assert english in (await http.get(path, headers={"accept-language": "en"})).text
+            page = (await http.get(path, headers={"accept-language": "zh-CN,zh"})).text
+            assert chinese in page and english not in page, path
