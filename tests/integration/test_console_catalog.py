@@ -190,12 +190,18 @@ async def test_create_a_cron_and_see_it_fire(tmp_path: Path, database_url: str,
         await running.start_agents(IPS[:1])
         tpl = ok(await running.wire.post(f"{V1}/templates?bk_biz_id=2", {
             "name": "tick", "step_list": [script("tick", "echo tick\n", hosts(IPS[0]))]}))
-        plan = ok(await running.wire.post(f"{V1}/templates/{tpl['id']}/plans?bk_biz_id=2",
-                                          {"name": "tick plan"}))
+        for name in ("another plan", "tick plan"):
+            plan = ok(await running.wire.post(
+                f"{V1}/templates/{tpl['id']}/plans?bk_biz_id=2", {"name": name}))
         page = await login(browser, running)
-        await page.goto(running.url + "/crons")
+        # from the plan's row of its template: the new-cron form with the plan chosen
+        await page.goto(f"{running.url}/templates/{tpl['id']}")
+        await page.click(f"tr.plan[data-plan='{plan['id']}'] a.new-cron")
+        await page.wait_for_url("**/crons?plan=*")
+        chosen = await page.eval_on_selector("#new-cron select[name=job_plan_id]",
+                                             "el => el.value")
+        assert chosen == str(plan["id"])
         await page.fill("#new-cron input[name=name]", "every minute")
-        await page.select_option("#new-cron select[name=job_plan_id]", str(plan["id"]))
         await page.fill("#new-cron input[name=expression]", "* * * * *")
         await page.click("#create-cron")
         await page.wait_for_url("**/crons/*")

@@ -23,7 +23,7 @@ from jobfleet.api.services import Services
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.web.pages import Page, _to_login
-from jobfleet.web.paging import PAGE, offset_of
+from jobfleet.web.paging import PAGE, number, offset_of
 
 PageOf = Callable[[Request], Awaitable[Page | None]]
 
@@ -62,6 +62,8 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             last={k: firing_view(v, wall) for k, v in last.items()},
             plans=plans,
             plan_names={p.id: p.name for p in plans},
+            # "new cron" from a plan's row preselects that plan
+            chosen_plan=number(q.get("plan")),
             wall_ms=wall_ms,
         )
 

@@ -9,6 +9,10 @@ PAGE = 100
 MAX_OFFSET = 2**31 - 1
 
 
+def number(value: str | None) -> int | None:
+    """An id from the address: digits that fit in 64 bits, else None."""
+    return int(value) if value and value.isdigit() and len(value) < 19 else None
+
+
 def offset_of(query: Mapping[str, str]) -> int:
-    raw = query.get("offset", "")
-    return min(int(raw), MAX_OFFSET) if raw.isdigit() and len(raw) < 19 else 0
+    return min(number(query.get("offset")) or 0, MAX_OFFSET)

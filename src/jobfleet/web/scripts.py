@@ -21,15 +21,11 @@ from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScriptLanguage, ScriptVersionStatus
 from jobfleet.web import diffs
 from jobfleet.web.pages import Page, _to_login
-from jobfleet.web.paging import PAGE, offset_of
+from jobfleet.web.paging import PAGE, number, offset_of
 
 PageOf = Callable[[Request], Awaitable[Page | None]]
 LANGUAGES = {int(x): x.name.lower() for x in ScriptLanguage}
 STATUSES = {int(x): x.name.lower() for x in ScriptVersionStatus}
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 19 else None
 
 
 def _text(value: str | None, limit: int) -> str | None:
@@ -107,12 +103,12 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             return await current.render("missing.html", what=script_id)
         q = request.query_params
         by_id = {v["id"]: v for v in versions}
-        chosen = by_id.get(_int(q.get("version")) or 0)
+        chosen = by_id.get(number(q.get("version")) or 0)
         if chosen is None and versions:
             drafts = [v for v in versions if v["status"] == ScriptVersionStatus.DRAFT]
             online = [v for v in versions if v["status"] == ScriptVersionStatus.ONLINE]
             chosen = (drafts or online or versions)[0]
-        old, new = by_id.get(_int(q.get("a")) or 0), by_id.get(_int(q.get("b")) or 0)
+        old, new = by_id.get(number(q.get("a")) or 0), by_id.get(number(q.get("b")) or 0)
         mode = "unified" if q.get("mode") == "unified" else "side"
         diff: dict[str, Any] | None = None
         if old is not None and new is not None:
