@@ -94,9 +94,18 @@ async def test_edit_publish_disable_and_compare_script_versions(
     await page.click("#compare")
     await page.wait_for_selector("pre#diff")
     assert "-echo version one" in await page.locator("pre#diff .d-delete").all_inner_texts()
+    # tags: set on the script's page, shown in the list and a filter of it
+    await page.fill("#tag-form input[name=tags]", "ops, nightly")
+    await page.click("#save-tags")
+    await page.wait_for_selector("#tags a.tag:has-text('nightly')")
+    await page.goto(running.url + "/scripts?tag=ops")
+    assert await page.locator("tr.script", has_text="rotate logs").count() == 1
+    assert "nightly" in await page.locator("tr.script td.tags").inner_text()
+    await page.goto(running.url + "/scripts?tag=none")
+    assert await page.locator("tr.script").count() == 0
     # every change went through the API and is in the audit log
     actions = [e["action"] for e in await running.server.audit.recent(100)]
-    for action in ("create_script_version", "update_script_version",
+    for action in ("update_script_basic", "create_script_version", "update_script_version",
                    "publish_script_version", "disable_script_version"):
         assert action in actions, actions
     # the page in Chinese

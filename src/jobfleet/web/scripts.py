@@ -67,7 +67,11 @@ def routes(services: Services, page: PageOf) -> APIRouter:
         total, rows = 0, list[dict[str, Any]]()
         if allowed:
             total, rows = await store.list_scripts(
-                owner, name=_text(q.get("name"), 60), offset=offset, limit=PAGE
+                owner,
+                name=_text(q.get("name"), 60),
+                tag=_text(q.get("tag"), 32),
+                offset=offset,
+                limit=PAGE,
             )
         names = await store.version_names(
             [r["online_script_version_id"] for r in rows if r["online_script_version_id"]]
@@ -82,6 +86,7 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             offset=offset,
             page=PAGE,
             wanted=q.get("name", ""),
+            tag=q.get("tag", ""),
             languages=LANGUAGES,
             editable=allowed and kind.editable(current),
         )

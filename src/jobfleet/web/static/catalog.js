@@ -17,6 +17,7 @@ var jfc = (function () {
       body: body === undefined ? undefined : JSON.stringify(body)
     }).then(function (r) { return r.json(); });
   }
+  function tagList(text) { return text.split(',').map(function (t) { return t.trim(); }).filter(Boolean); }
   function scriptBox() { return document.getElementById('script').dataset; }
   function scriptApi(name, body) {
     var d = scriptBox(), pub = d.public === '1';
@@ -32,6 +33,7 @@ var jfc = (function () {
       var body = pub ? {} : jf.scope();
       body.name = f.name.value; body.script_language = +f.script_language.value;
       body.version = f.version.value; body.content = jf.b64(f.content.value);
+      body.tags = tagList(f.tags.value);
       jf.api(pub ? 'create_public_script' : 'create_script', body).then(then(function (d) {
         location.href = (pub ? '/public-scripts/' : '/scripts/') + encodeURIComponent(d.script_id);
       }));
@@ -49,6 +51,10 @@ var jfc = (function () {
       scriptApi('create_script_version', {version: f.version.value,
         content: jf.b64(f.content.value), version_desc: f.version_desc.value})
         .then(then(function (d) { location.search = '?version=' + d.id; }));
+      return false;
+    },
+    saveTags: function (form) {
+      scriptApi('update_script_basic', {tags: tagList(form.elements.tags.value)}).then(then(reload));
       return false;
     },
     publish: function (id) { scriptApi('publish_script_version', {script_version_id: id}).then(then(reload)); },
