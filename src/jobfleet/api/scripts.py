@@ -19,6 +19,7 @@ from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str
 from jobfleet.api.routing import Call, Handler, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.script_tags import check_tag, check_tags
 from jobfleet.domain.scripts import MAX_SCRIPT_BYTES, check_language, decode_base64
 from jobfleet.domain.status import ScriptLanguage
 from jobfleet.engine.submit import Scope
@@ -86,7 +87,8 @@ async def _record(call: Call, owner: Owner, action: str, view: dict[str, Any]) -
         view.get("script_id") or view["id"],
         scope=scope,
         detail={
-            k: view[k] for k in ("name", "script_version_id", "version", "status") if k in view
+            k: view[k] for k in ("name", "script_version_id", "version", "status", "tags")
+            if k in view
         },
     )
 
@@ -162,6 +164,11 @@ def _language_filter(p: dict[str, Any]) -> int | None:
     return value
 
 
+def _tags(p: dict[str, Any]) -> list[str] | None:
+    """jobfleet's own ``tags``: a list of short labels (absent: unchanged)."""
+    return None if p.get("tags") is None else check_tags(p["tags"])
+
+
 def _status(view: dict[str, Any]) -> dict[str, Any]:
     return {
         "script_id": view["script_id"],
@@ -180,6 +187,7 @@ async def get_script_list(call: Call, public: bool) -> dict[str, Any]:
         owner.bk_biz_id,
         name=_text(p, "name", limit=1024),
         language=_language_filter(p),
+        tag=None if p.get("tag") in (None, "") else check_tag(p["tag"]),
         offset=start,
         limit=length,
     )
@@ -233,6 +241,7 @@ async def create_script(call: Call, public: bool) -> dict[str, Any]:
         version=_version(p),
         version_desc=_text(p, "version_desc", limit=MAX_DESCRIPTION) or "",
         user=call.caller.username,
+        tags=_tags(p),
     )
     await _record(call, owner, _api("create_script", public), view)
     return owner.show(view)
@@ -246,10 +255,16 @@ async def update_script_basic(call: Call, public: bool) -> dict[str, Any]:
     description = _text(p, "description", limit=MAX_DESCRIPTION)
     if description is None and p.get("description") == "":
         description = ""  # an empty description clears it
-    if name is None and description is None:
-        raise JobError.missing("name|description")
+    tags = _tags(p)
+    if name is None and description is None and tags is None:
+        raise JobError.missing("name|description|tags")
     view = await call.services.scripts.update_script_basic(
-        owner.bk_biz_id, script_id, user=call.caller.username, name=name, description=description
+        owner.bk_biz_id,
+        script_id,
+        user=call.caller.username,
+        name=name,
+        description=description,
+        tags=tags,
     )
     await _record(call, owner, _api("update_script_basic", public), view)
     return owner.show(view)

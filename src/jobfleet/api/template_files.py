@@ -3,12 +3,13 @@ template or over the one of the same name (docs/templates.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from starlette.responses import Response
 
 from jobfleet.api.auditing import audit
-from jobfleet.api.params import get_bool
+from jobfleet.api.params import get_bool, get_str
 from jobfleet.api.routing import MAX_BODY, Call
 from jobfleet.api.template_views import (
     CREATE_TEMPLATE,
@@ -34,8 +35,12 @@ async def export_template(call: Call) -> Response:
     document = template_files.build(
         row.name, row.description, store.steps(row), store.variables(row), plans
     )
-    # the YAML text itself; an error still answers the envelope
-    return Response(template_files.dump(document), media_type=YAML_TYPE)
+    # the YAML text itself, as a file to save; an error still answers the envelope
+    return Response(
+        template_files.dump(document),
+        media_type=YAML_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="template-{row.id}.yaml"'},
+    )
 
 
 async def import_template(call: Call) -> dict[str, Any]:
@@ -49,6 +54,10 @@ async def import_template(call: Call) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise JobError(ErrorCode.BAD_REQUEST, "The template document is not UTF-8") from None
     doc = template_files.load(text)
+    renamed = get_str(call.params, "name", max_length=1024)
+    if renamed is not None and renamed.strip():
+        # import a copy under another name than the document's
+        doc = dataclasses.replace(doc, name=renamed.strip())
     update = get_bool(call.params, "update")
     result = await call.services.template_import.import_template(
         scope.bk_biz_id, doc, update_existing=update, user=call.caller.username

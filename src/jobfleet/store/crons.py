@@ -20,7 +20,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import CronStatus, VariableType
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.secrets import Cipher
-from jobfleet.store.tables import businesses, cron_firings, crons
+from jobfleet.store.tables import businesses, cron_firings, crons, job_instances
 
 FIRED = "fired"
 SKIPPED = "skipped"
@@ -263,3 +263,47 @@ class CronStore:
                 .order_by(cron_firings.c.slot)
             )
             return list(rows.all())
+
+    # the history of firings, as people read it ----------------------------------
+    @staticmethod
+    def _firing_select() -> Any:
+        """Firings with the status of the job each started (null: no job)."""
+        return select(cron_firings, job_instances.c.status.label("job_status")).outerjoin(
+            job_instances, job_instances.c.id == cron_firings.c.job_instance_id
+        )
+
+    async def history(
+        self, cron_id: int, *, offset: int = 0, limit: int = 20
+    ) -> tuple[int, list[Row[Any]]]:
+        """A page of a cron's firings, the newest slot first."""
+        where = cron_firings.c.cron_id == cron_id
+        async with self.db.connect() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(cron_firings).where(where))
+            ).scalar_one()
+            rows = await conn.execute(
+                self._firing_select()
+                .where(where)
+                .order_by(cron_firings.c.slot.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return int(total), list(rows.all())
+
+    async def last_firings(self, cron_ids: list[int]) -> dict[int, Row[Any]]:
+        """The latest firing of each of these crons (crons that never fired are absent)."""
+        if not cron_ids:
+            return {}
+        latest = (
+            select(cron_firings.c.cron_id, func.max(cron_firings.c.slot).label("slot"))
+            .where(cron_firings.c.cron_id.in_(cron_ids))
+            .group_by(cron_firings.c.cron_id)
+            .subquery()
+        )
+        query = self._firing_select().join(
+            latest,
+            (latest.c.cron_id == cron_firings.c.cron_id) & (latest.c.slot == cron_firings.c.slot),
+        )
+        async with self.db.connect() as conn:
+            rows = await conn.execute(query)
+            return {int(r.cron_id): r for r in rows.all()}

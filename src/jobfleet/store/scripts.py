@@ -19,6 +19,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jobfleet.domain import script_tags
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScriptVersionStatus
 from jobfleet.store.database import change_stamps, new_stamps, now_ms
@@ -43,6 +44,7 @@ def script_view(row: Row[Any], online_version_id: int | None) -> dict[str, Any]:
         "online_script_version_id": online_version_id,
         "public_script": bool(row.public),
         "description": row.description,
+        "tags": script_tags.split(row.tags),
         **change_stamps(row),
     }
 
@@ -93,12 +95,15 @@ class ScriptStore(ScriptLookups):
         *,
         name: str | None = None,
         language: int | None = None,
+        tag: str | None = None,
         offset: int = 0,
         limit: int = 20,
     ) -> tuple[int, list[dict[str, Any]]]:
         cond = owned_by(bk_biz_id)
         if name:
             cond.append(scripts.c.name.icontains(name, autoescape=True))
+        if tag:
+            cond.append(scripts.c.tags.contains(f",{tag},", autoescape=True))
         if language:
             cond.append(scripts.c.script_language == language)
         async with self.db.connect() as conn:
@@ -134,6 +139,7 @@ class ScriptStore(ScriptLookups):
         version: str,
         version_desc: str,
         user: str,
+        tags: list[str] | None = None,
     ) -> dict[str, Any]:
         """A new script with its first version, a draft; answers the version's view."""
         script_id = uuid.uuid4().hex
@@ -154,6 +160,7 @@ class ScriptStore(ScriptLookups):
                     name=name,
                     script_language=language,
                     description=description,
+                    tags=script_tags.joined(tags or []),
                     **stamp,
                 )
             )
@@ -179,12 +186,15 @@ class ScriptStore(ScriptLookups):
         user: str,
         name: str | None = None,
         description: str | None = None,
+        tags: list[str] | None = None,
     ) -> dict[str, Any]:
         values: dict[str, Any] = {"last_modify_user": user, "last_modify_time": now_ms()}
         if name is not None:
             values["name"] = name
         if description is not None:
             values["description"] = description
+        if tags is not None:
+            values["tags"] = script_tags.joined(tags)
         async with self.db.begin() as conn:
             if name is not None:
                 await self._lock_names(conn, bk_biz_id)
@@ -463,6 +473,18 @@ class ScriptStore(ScriptLookups):
             )
         )
         return {r.script_id: int(r.id) for r in rows}
+
+    async def version_names(self, version_ids: list[int]) -> dict[int, str]:
+        """The version strings (``1.0.2``) of these version ids, for a list to show."""
+        if not version_ids:
+            return {}
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(script_versions.c.id, script_versions.c.version).where(
+                    script_versions.c.id.in_(version_ids)
+                )
+            )
+            return {int(r.id): str(r.version) for r in rows}
 
     async def _touch(self, conn: AsyncConnection, script_id: str, user: str, now: int) -> None:
         await conn.execute(

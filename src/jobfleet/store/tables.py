@@ -419,6 +419,9 @@ scripts = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
+    # labels people sort scripts by, kept as ",ops,backup," (empty: none) so that a
+    # filter by one is a LIKE on any database
+    Column("tags", String(512), nullable=False, default="", server_default=""),
 )
 
 script_versions = Table(

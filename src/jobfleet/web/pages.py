@@ -40,6 +40,7 @@ STATIC = {
     "htmx.min.js": "text/javascript",
     "console.js": "text/javascript",
     "admin.js": "text/javascript",
+    "catalog.js": "text/javascript",
     "console.css": "text/css",
 }
 OK_HOSTS = {int(HostStatus.SUCCESS), int(HostStatus.LAST_SUCCESS)}
@@ -522,4 +523,10 @@ def console_router(services: Services) -> APIRouter:
         return await current.render("audit.html", rows=rows)
 
     admin_pages.register(router, services, page, _to_login)
+    # scripts, templates and crons: their own modules (they import this one)
+    from jobfleet.web import catalog, crons, scripts
+
+    router.include_router(scripts.routes(services, page))
+    router.include_router(catalog.routes(services, page))
+    router.include_router(crons.routes(services, page))
     return router

@@ -201,6 +201,9 @@ class GetJobPlanDetail(Scoped):
 class GetScriptList(Paged):
     name: str | None = Field(None, description="part of the name")
     script_language: int = Field(0, ge=0, le=6, description="0 all; " + LANGUAGE)
+    tag: str | None = Field(
+        None, max_length=32, description="jobfleet's own: the scripts with this tag"
+    )
 
 
 class ScriptRef(Scoped):
@@ -225,6 +228,9 @@ class CreateScript(Scoped):
     version: str = Field(max_length=60)
     description: str | None = None
     version_desc: str | None = None
+    tags: list[str] | None = Field(
+        None, max_length=10, description="jobfleet's own: up to 10 labels, no comma"
+    )
 
 
 class CreateScriptVersion(ScriptRef):
@@ -245,6 +251,9 @@ class UpdateScriptVersion(VersionRef):
 class UpdateScriptBasic(ScriptRef):
     name: str | None = Field(None, max_length=60)
     description: str | None = None
+    tags: list[str] | None = Field(
+        None, max_length=10, description="jobfleet's own: up to 10 labels, no comma"
+    )
 
 
 # accounts --------------------------------------------------------------------------------

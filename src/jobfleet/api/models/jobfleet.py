@@ -200,6 +200,9 @@ class DeleteTemplate(Scoped):
 
 class ImportTemplate(Scoped):
     update: bool = Field(False, description="replace a template of the same name")
+    name: str | None = Field(
+        None, max_length=512, description="import under this name instead of the document's"
+    )
 
 
 class PlanBody(Scoped):
@@ -377,6 +380,7 @@ JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("PUT", "/plans/{id}"): PlanBody,
     ("DELETE", "/plans/{id}"): Scoped,
     ("POST", "/plans/{id}/sync"): Scoped,
+    ("GET", "/crons/{id}/firings"): Paged,
     ("GET", NOTIFY): Pathed,
     ("POST", NOTIFY): NotifyConfig,
     ("GET", NOTIFY + "/{id}"): Pathed,

@@ -27,6 +27,8 @@ var jf = (function () {
     return {expression: value, mode: 1};
   }
   var self = {
+    // shared with the catalog's pages (catalog.js)
+    api: api, meta: meta, scope: scope, b64: b64,
     countIps: function (area) {
       document.getElementById('ipcount').textContent = ipList(area.value).length + ' IP';
     },

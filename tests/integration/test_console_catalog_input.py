@@ -1,0 +1,66 @@
+"""The console's script, template and cron pages given odd addresses: every answer is a
+page (or "not found"), never a server error, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import httpx
+from tests.integration.harness import Running
+from tests.integration.test_console_catalog import BIZ, OLD, V1, b64, ok
+from tests.integration.test_plans import hosts, script
+
+ODD = ["0", "-1", "abc", "9" * 40, "%00", "a%00b", "%E2%80%AE", "..%2F..", "x" * 2000]
+QUERIES = ["?offset=-5", "?offset=99999999999999999999", "?name=%00", "?name=" + "n" * 5000,
+           "?version=%00&a=x&b=-1&mode=%3Cscript%3E", "?a=1&b=2&mode=unified", "?biz=999"]
+
+
+async def test_odd_addresses_answer_pages(running: Running) -> None:
+    wire = running.wire
+    made = ok(await wire.v3("create_script", {
+        **BIZ, "name": "s", "script_language": 1, "content": b64(OLD), "version": "1"}))
+    public = ok(await wire.v3("create_public_script", {
+        "name": "p", "script_language": 1, "content": b64(OLD), "version": "1"}))
+    tpl = ok(await wire.post(f"{V1}/templates?bk_biz_id=2", {
+        "name": "t", "step_list": [script("s", "echo s\n", hosts("127.0.0.9"))]}))
+    plan = ok(await wire.post(f"{V1}/templates/{tpl['id']}/plans?bk_biz_id=2", {"name": "p"}))
+    cron = ok(await wire.v3("save_cron", {
+        **BIZ, "name": "c", "job_plan_id": plan["id"], "expression": "0 3 * * *"}))
+    real = {"/scripts": made["script_id"], "/public-scripts": public["script_id"],
+            "/templates": tpl["id"], "/crons": cron["id"]}
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False,
+                                 follow_redirects=False) as http:
+        login = await http.post("/login", data={
+            "username": "admin", "password": running.boot["admin_password"], "next": "/"})
+        assert login.status_code == 303 and "jobfleet_session" in http.cookies
+        for base in ("/scripts", "/public-scripts", "/templates", "/crons"):
+            for query in ["", *QUERIES]:
+                resp = await http.get(base + query)
+                assert resp.status_code == 200, (base, query, resp.status_code)
+            for odd in [*ODD, real[base]]:
+                for query in ["", *QUERIES]:
+                    resp = await http.get(f"{base}/{odd}{query}")
+                    assert resp.status_code in (200, 404), (base, odd, query, resp.text[:200])
+                    assert "Traceback" not in resp.text
+        # not logged in: to the login page
+        async with httpx.AsyncClient(base_url=running.url, trust_env=False) as anonymous:
+            for path in ("/scripts", "/public-scripts/x", "/templates/1", "/crons/1"):
+                resp = await anonymous.get(path, follow_redirects=False)
+                assert resp.status_code == 303 and "/login" in resp.headers["location"]
+
+
+async def test_the_pages_in_both_languages(running: Running) -> None:
+    made = ok(await running.wire.v3("create_script", {
+        **BIZ, "name": "s", "script_language": 1, "content": b64(OLD), "version": "1"}))
+    words = {
+        "/scripts": ("Scripts", "脚本管理"),
+        "/public-scripts": ("Public scripts", "公共脚本"),
+        f"/scripts/{made['script_id']}": ("Compare versions", "版本对比"),
+        "/templates": ("Import a template (YAML)", "导入作业模板(YAML)"),
+        "/crons": ("Next run", "下次执行"),
+    }
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+        await http.post("/login", data={
+            "username": "admin", "password": running.boot["admin_password"], "next": "/"})
+        for path, (english, chinese) in words.items():
+            assert english in (await http.get(path, headers={"accept-language": "en"})).text
+            page = (await http.get(path, headers={"accept-language": "zh-CN,zh"})).text
+            assert chinese in page and english not in page, path
