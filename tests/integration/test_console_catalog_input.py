@@ -64,3 +64,39 @@ async def test_the_pages_in_both_languages(running: Running) -> None:
             assert english in (await http.get(path, headers={"accept-language": "en"})).text
             page = (await http.get(path, headers={"accept-language": "zh-CN,zh"})).text
             assert chinese in page and english not in page, path
+
+
+PAGES = ["/", "/execute", "/files", "/jobs", "/plans", "/hosts", "/accounts",
+         "/dangerous-rules", "/notifications", "/audit"]
+# numbers past every column's range, digits int() refuses, NUL, negative, markup
+PAGE_QUERIES = [
+    "?offset=99999999999999999999", "?offset=%C2%B2", "?status=99999999999",
+    "?status=%C2%B2&launch_mode=%C2%B3", "?days=99999999999999&job_cron_id=9999999999999999999",
+    "?days=0", "?name=a%00b&operator=%00", "?biz=%C2%B2", "?state=%00&label=%00&q=%00",
+    "?node=%C2%B2&group=99999999999999999999&offset=-1", "?status=-1&days=-3",
+]
+
+
+async def test_every_console_page_answers_odd_queries(running: Running) -> None:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False,
+                                 follow_redirects=False) as http:
+        await http.post("/login", data={
+            "username": "admin", "password": running.boot["admin_password"], "next": "/"})
+        for path in PAGES:
+            for query in ["", *PAGE_QUERIES]:
+                resp = await http.get(path + query)
+                assert resp.status_code == 200, (path, query, resp.status_code, resp.text[:300])
+                assert "Traceback" not in resp.text
+        for odd in ODD:
+            for path in ("/api_execute/", "/api_plan/"):
+                resp = await http.get(path + odd)
+                assert resp.status_code in (200, 404), (path, odd, resp.status_code)
+        big = "9" * 30
+        for path in (f"/console/jobs/{big}/steps/1/output-groups",
+                     f"/console/jobs/1/steps/{big}/ips", f"/console/jobs/1/steps/1/hosts/{big}/log",
+                     f"/console/jobs/{big}/steps/1/output-groups/0/ips"):
+            resp = await http.get(path)
+            assert resp.status_code in (404, 422), (path, resp.status_code, resp.text[:200])
+        # a business cookie past every id
+        http.cookies.set("jobfleet_biz", "9" * 40)
+        assert (await http.get("/jobs")).status_code == 200

@@ -86,7 +86,7 @@ async def request(
 async def _read_response(reader: asyncio.StreamReader) -> Response:
     status_line = (await reader.readline()).decode("latin-1")
     fields = status_line.split(" ", 2)
-    if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or not fields[1].isdigit():
+    if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or not fields[1].isdecimal():
         raise BadResponse(f"not an HTTP answer: {status_line[:80]!r}")
     headers: dict[str, str] = {}
     while True:

@@ -402,7 +402,7 @@ def proc_table() -> list[tuple[int, int, int, int]]:
         return []
     table = []
     for name in names:
-        if not name.isdigit():
+        if not name.isdecimal():
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as stat:

@@ -117,7 +117,7 @@ async def _agents(call: Call, ids: list[str]) -> dict[str, Host]:
 
 def _pair(agent_id: str) -> tuple[int, str] | None:
     cloud, sep, ip = agent_id.partition(":")
-    if not sep or not cloud.isdigit():
+    if not sep or not cloud.isdecimal():
         return None
     try:
         return int(cloud), normalize_ip(ip)

@@ -229,7 +229,7 @@ async def receive(request: Request) -> Response:
     services = services_of(request)
     try:
         raw_id = str(request.path_params.get("rule_id", ""))
-        if not raw_id.isdigit() or len(raw_id) > 18:
+        if not raw_id.isdecimal() or len(raw_id) > 18:
             raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Unknown rule or bad credentials")
         healer = services.healer
         if healer is None:

@@ -72,7 +72,7 @@ def _run_status(item: Any) -> RunStatus | None:
     """A status by number (3, "3") or name ("FAIL", "fail")."""
     if isinstance(item, str):
         text = item.strip()
-        if not text.isdigit():
+        if not text.isdecimal():
             return RunStatus.__members__.get(text.upper())
         item = int(text)
     if not isinstance(item, int) or isinstance(item, bool):

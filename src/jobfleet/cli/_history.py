@@ -54,7 +54,7 @@ def _code(value: str | None, names: dict[str, int], what: str) -> int | None:
     if value is None:
         return None
     text = value.strip().lower()
-    if text.isdigit():
+    if text.isdecimal():
         return int(text)
     if text not in names:
         raise ValueError(f"unknown {what} {value!r}: {', '.join(names)} or a number")

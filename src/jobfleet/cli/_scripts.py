@@ -37,7 +37,7 @@ RUNNABLE = (
 def parse_language(value: str) -> ScriptLanguage:
     """A language by name (``shell``, ``python``…) or bk-job number (1-5)."""
     text = value.strip().lower()
-    if text.isdigit() and int(text) in {int(lang) for lang in RUNNABLE}:
+    if text.isdecimal() and int(text) in {int(lang) for lang in RUNNABLE}:
         return ScriptLanguage(int(text))
     if text in LANGUAGE_NAMES:
         return LANGUAGE_NAMES[text]

@@ -134,14 +134,14 @@ def _pick_group(groups: list[dict[str, Any]], name: str, biz: int) -> str:
 
 def _pick_set(topology: dict[str, Any], name: str, biz: int) -> int:
     sets = topology.get("sets") or []
-    by_id = [s for s in sets if name.isdigit() and int(s["id"]) == int(name)]
+    by_id = [s for s in sets if name.isdecimal() and int(s["id"]) == int(name)]
     found = by_id or [s for s in sets if s.get("name") == name]
     return int(_one(found, "set", name, biz, lambda s: f"{s['id']} ({s.get('name')})")["id"])
 
 
 def _pick_module(topology: dict[str, Any], name: str, biz: int) -> int:
     modules = [(s, m) for s in topology.get("sets") or [] for m in s.get("modules") or []]
-    by_id = [(s, m) for s, m in modules if name.isdigit() and int(m["id"]) == int(name)]
+    by_id = [(s, m) for s, m in modules if name.isdecimal() and int(m["id"]) == int(name)]
     set_name, slash, module_name = name.rpartition("/")
     if by_id:
         found = by_id

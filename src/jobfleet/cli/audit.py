@@ -27,7 +27,7 @@ def parse_time(value: str, now: float | None = None) -> int:
     if ago:
         seconds = float(ago.group(1)) * UNIT_SECONDS[ago.group(2)]
         return int(((time.time() if now is None else now) - seconds) * 1000)
-    if text.isdigit():
+    if text.isdecimal():
         return int(text)
     try:
         return int(datetime.fromisoformat(text).timestamp() * 1000)

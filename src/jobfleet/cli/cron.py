@@ -36,7 +36,7 @@ def _scope(cli: CliContext, biz: int | None) -> dict[str, Any]:
 
 def _when(text: str) -> int:
     """Epoch seconds, or an ISO date and time (with its offset, else local time)."""
-    if text.isdigit():
+    if text.isdecimal():
         return int(text)
     try:
         return int(datetime.fromisoformat(text).timestamp())

@@ -34,7 +34,7 @@ def _biz(cli: CliContext, biz: int | None) -> int:
 
 
 def _statuses(values: list[str]) -> list[int | str]:
-    return [int(v) if v.strip().isdigit() else v.strip() for v in values]
+    return [int(v) if v.strip().isdecimal() else v.strip() for v in values]
 
 
 @notify_app.command("list")

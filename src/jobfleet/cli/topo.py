@@ -164,8 +164,8 @@ def delete_module(
 
 def _host_ids(cli: CliContext, client: JobClient, hosts: list[str], biz: int) -> list[int]:
     """Host ids for arguments that are ids or IP addresses of the business's hosts."""
-    ids = [int(h) for h in hosts if h.isdigit()]
-    wanted = [h for h in hosts if not h.isdigit()]
+    ids = [int(h) for h in hosts if h.isdecimal()]
+    wanted = [h for h in hosts if not h.isdecimal()]
     if wanted:
         known: dict[str, int] = {}
         for host in client.list_hosts(bk_biz_id=biz):
@@ -409,7 +409,7 @@ def whitelist_add(
 ) -> None:
     """Let businesses use a host that belongs to another one."""
     cli = cli_context(ctx)
-    by_id = host.isdigit()
+    by_id = host.isdecimal()
     with cli.client() as client:
         entry = client.add_host_whitelist(
             for_biz,

@@ -51,7 +51,7 @@ def _value(text: str, field: int) -> int:
         return MONTH_NAMES.index(text) + 1
     if field == 4 and text in DAY_NAMES:
         return DAY_NAMES.index(text)
-    if not text.isdigit():
+    if not text.isdecimal():
         if QUARTZ_RE.match(text):
             raise _bad(f"Quartz's {text!r} is not supported (in the {name} field)")
         raise _bad(f"{text!r} is not a number in the {name} field")
@@ -78,7 +78,7 @@ def _check_field(text: str, field: int) -> None:
                 if end < start:
                     raise _bad(f"the {name} range {base} runs backwards")
         if step is not None:
-            if not step.isdigit() or int(step) == 0:
+            if not step.isdecimal() or int(step) == 0:
                 raise _bad(f"the step in {item!r} ({name} field) must be a positive number")
             if int(step) > high - low + 1:
                 raise _bad(f"the step in {item!r} is larger than the {name} range {low}-{high}")

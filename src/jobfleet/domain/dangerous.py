@@ -126,7 +126,7 @@ def check_languages(values: Iterable[Any], name: str = "script_language_list") -
         number = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and value.strip().isdigit():
+        elif isinstance(value, str) and value.strip().isdecimal():
             number = int(value)
         if number is None or number not in LANGUAGES:
             raise JobError.invalid(

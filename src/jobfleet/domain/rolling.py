@@ -69,7 +69,7 @@ def parse_expression(expression: str) -> list[_Part]:
             kind, body = "plus", token[1:]
         elif token.startswith("*"):
             kind, body = "times", token[1:]
-        if not body.isdigit():
+        if not body.isdecimal():
             raise _bad_expression(expression, f"{token!r} is not n, n%, +n or *n")
         value = int(body)
         if value <= 0:

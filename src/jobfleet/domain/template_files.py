@@ -253,7 +253,7 @@ def _list(raw: Any, where: str) -> list[Any]:
 
 def _number(raw: Any, table: Mapping[str, int], where: str) -> Any:
     """A name from ``table`` as its number; anything else is left to the domain checks."""
-    if isinstance(raw, str) and not raw.strip().isdigit():
+    if isinstance(raw, str) and not raw.strip().isdecimal():
         number = table.get(raw.strip().lower())
         if number is None:
             raise _bad(where, f"{raw!r} is not one of {', '.join(table)}")

@@ -221,10 +221,10 @@ class Healer:
     async def _hosts(self, rule: Row[Any], alert: heal.Alert) -> list[Host]:
         refs = heal.host_refs(alert, rule.host_label, rule.host_kind)[: rule.max_hosts + 1]
         if rule.host_kind == "host_id":
-            found = await self.inventory.by_ids([int(r) for r in refs if r.isdigit()])
+            found = await self.inventory.by_ids([int(r) for r in refs if r.isdecimal()])
         else:
             cloud_label = alert.labels.get("bk_cloud_id", "0")
-            cloud = int(cloud_label) if cloud_label.isdigit() else 0
+            cloud = int(cloud_label) if cloud_label.isdecimal() else 0
             pairs = []
             for ref in refs:
                 try:

@@ -70,7 +70,7 @@ def swarm_address(value: Any, source: str) -> str:
         return ""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]") or source
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdecimal() or not 0 < int(port) < 65536:
         return ""
     try:
         address = ipaddress.ip_address(host)

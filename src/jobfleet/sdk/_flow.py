@@ -45,7 +45,7 @@ def parse_host(spec: str, default_cloud: int = 0) -> dict[str, Any]:
         return {"bk_cloud_id": default_cloud, "ip": text}
     cloud, sep, ip = text.partition(":")
     ip = ip[1:-1] if ip.startswith("[") and ip.endswith("]") else ip
-    if sep and cloud.isdigit() and _is_ip(ip):
+    if sep and cloud.isdecimal() and _is_ip(ip):
         return {"bk_cloud_id": int(cloud), "ip": ip}
     return {"bk_cloud_id": default_cloud, "ip": text}
 

@@ -37,7 +37,12 @@ ToLogin = Callable[[Request], Response]
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 19 else None
+    return int(value) if value and value.isdecimal() and len(value) < 19 else None
+
+
+def _text(value: str | None) -> str:
+    # PostgreSQL refuses NUL in text: a filter cannot hold one
+    return (value or "").replace("\x00", "")[:MAX_TEXT]
 
 
 def host_query(biz: int, q: Any, members: list[int] | None) -> HostQuery:
@@ -46,8 +51,8 @@ def host_query(biz: int, q: Any, members: list[int] | None) -> HostQuery:
         bk_biz_id=biz,
         set_id=_int(q.get("set")),
         module_id=_int(q.get("module")),
-        text=q.get("q", "")[:MAX_TEXT],
-        label=q.get("label", "")[:MAX_TEXT],
+        text=_text(q.get("q")),
+        label=_text(q.get("label")),
         state=state if state in STATES else None,
         host_ids=members,
     )

@@ -99,7 +99,7 @@ def routes(services: Services, page: PageOf) -> APIRouter:
         biz = await current.biz()
         store, plan_store = services.templates, services.job_plans
         try:
-            if biz is None or not template_id.isdigit() or len(template_id) > 18:
+            if biz is None or not template_id.isdecimal() or len(template_id) > 18:
                 raise JobError.invalid("template_id")
             row = await store.get_template({biz}, int(template_id))
             _total, plans = await plan_store.list_plans(

@@ -76,7 +76,7 @@ def routes(services: Services, page: PageOf) -> APIRouter:
         q = request.query_params
         offset = offset_of(q)
         try:
-            if biz is None or not cron_id.isdigit() or len(cron_id) > 18:
+            if biz is None or not cron_id.isdecimal() or len(cron_id) > 18:
                 raise JobError.invalid("id")
             row = await store.get(ScopeType.BIZ, str(biz), int(cron_id))
             total, firings = await store.history(row.id, offset=offset, limit=PAGE)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -31,10 +31,14 @@ from jobfleet.domain.status import (
     ScopeType,
     StepType,
 )
-from jobfleet.web import admin_pages, approvals, i18n
+from jobfleet.web import admin_pages, approvals, i18n, paging
 from jobfleet.web import output_groups as outputs
 
 SESSION_TTL = 12 * 3600.0
+# an id in a console address: what a database column holds, no more
+RowId = Annotated[int, Path(ge=0, le=2**63 - 1)]
+# the history page looks back at most this many days
+MAX_DAYS = 3650
 PAGE = 100
 STATIC = {
     "htmx.min.js": "text/javascript",
@@ -91,7 +95,7 @@ class Page:
     async def biz(self) -> int | None:
         held = [int(b["bk_biz_id"]) for b in await self.businesses()]
         wanted = self.request.query_params.get("biz") or self.request.cookies.get("jobfleet_biz")
-        if wanted and wanted.isdigit() and int(wanted) in held:
+        if wanted and wanted.isdecimal() and int(wanted) in held:
             return int(wanted)
         return held[0] if held else None
 
@@ -324,15 +328,18 @@ def console_router(services: Services) -> APIRouter:
         biz = await current.biz()
         q = request.query_params
         filters: dict[str, Any] = {}
+        # the address is the user's to edit: numbers past a column's range and NUL
+        # characters (which PostgreSQL refuses in text) give an empty page, not an error
         for key in ("status", "launch_mode", "job_cron_id"):
-            if q.get(key, "").isdigit():
-                filters[key] = int(q[key])
-        if q.get("operator"):
-            filters["operator"] = q["operator"][:128]
-        if q.get("name"):
-            filters["name"] = q["name"][:512]
-        days = int(q["days"]) if q.get("days", "").isdigit() else 30
-        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+            value = paging.number(q.get(key))
+            if value is not None and (key == "job_cron_id" or value <= paging.MAX_OFFSET):
+                filters[key] = value
+        for key, longest in (("operator", 128), ("name", 512)):
+            text = q.get(key, "").replace("\x00", "")[:longest]
+            if text:
+                filters[key] = text
+        days = min(max(paging.number(q.get("days")) or 30, 1), MAX_DAYS)
+        offset = paging.offset_of(q)
         total, rows = 0, list[Any]()
         if biz is not None:
             now = int(time.time() * 1000)
@@ -360,9 +367,12 @@ def console_router(services: Services) -> APIRouter:
         current = await page(request)
         if current is None:
             return _to_login(request)
+        wanted = paging.number(job_instance_id)
+        if wanted is None:
+            return await current.render("missing.html", what=job_instance_id)
         try:
-            job = await job_for(services, current.caller, int(job_instance_id))
-        except (JobError, ValueError):
+            job = await job_for(services, current.caller, wanted)
+        except JobError:
             return await current.render("missing.html", what=job_instance_id)
         steps = await services.jobs.steps(job.id)
         q = request.query_params
@@ -374,13 +384,14 @@ def console_router(services: Services) -> APIRouter:
         groups = sorted(
             await views.groups(chosen.id, chosen.execute_count), key=lambda g: (g[2], g[0])
         )
-        status = int(q["status"]) if q.get("status", "").lstrip("-").isdigit() else None
-        offset = int(q["offset"]) if q.get("offset", "").isdigit() else 0
+        status = paging.number(q.get("status"))
+        status = status if status is not None and status <= paging.MAX_OFFSET else None
+        offset = paging.offset_of(q)
         total, hosts = await views.host_page(
             chosen.id,
             chosen.execute_count,
             status=status,
-            ip=q.get("ip", "")[:64],
+            ip=q.get("ip", "").replace("\x00", "")[:64],
             offset=offset,
             limit=PAGE,
         )
@@ -419,7 +430,7 @@ def console_router(services: Services) -> APIRouter:
         )
 
     @router.get("/console/jobs/{job_id}/steps/{step_id}/output-groups")
-    async def output_groups(request: Request, job_id: int, step_id: int) -> Response:
+    async def output_groups(request: Request, job_id: RowId, step_id: RowId) -> Response:
         current = await page(request)
         if current is None:
             return PlainTextResponse("log in", status_code=401)
@@ -440,7 +451,9 @@ def console_router(services: Services) -> APIRouter:
         )
 
     @router.get("/console/jobs/{job_id}/steps/{step_id}/output-groups/{index}/ips")
-    async def output_group_ips(request: Request, job_id: int, step_id: int, index: int) -> Response:
+    async def output_group_ips(
+        request: Request, job_id: RowId, step_id: RowId, index: RowId
+    ) -> Response:
         current = await page(request)
         if current is None:
             return PlainTextResponse("log in", status_code=401)
@@ -457,7 +470,7 @@ def console_router(services: Services) -> APIRouter:
         return PlainTextResponse("\n".join(grouping.groups[index].ips))
 
     @router.get("/console/jobs/{job_id}/steps/{step_id}/ips")
-    async def group_ips(request: Request, job_id: int, step_id: int) -> Response:
+    async def group_ips(request: Request, job_id: RowId, step_id: RowId) -> Response:
         current = await page(request)
         if current is None:
             return PlainTextResponse("log in", status_code=401)
@@ -469,13 +482,13 @@ def console_router(services: Services) -> APIRouter:
         if step is None:
             return PlainTextResponse("no such step", status_code=404)
         q = request.query_params
-        status = int(q["status"]) if q.get("status", "").isdigit() else None
-        statuses = [status] if status is not None else None
+        status = paging.number(q.get("status"))
+        statuses = [status] if status is not None and status <= paging.MAX_OFFSET else None
         rows = await services.jobs.hosts(step.id, step.execute_count, statuses=statuses)
         return PlainTextResponse("\n".join(str(r.ip) for r in rows))
 
     @router.get("/console/jobs/{job_id}/steps/{step_id}/hosts/{host_id}/log")
-    async def host_log(request: Request, job_id: int, step_id: int, host_id: int) -> Response:
+    async def host_log(request: Request, job_id: RowId, step_id: RowId, host_id: RowId) -> Response:
         current = await page(request)
         if current is None:
             return PlainTextResponse("log in", status_code=401)
@@ -506,9 +519,12 @@ def console_router(services: Services) -> APIRouter:
         if current is None:
             return _to_login(request)
         biz = await current.biz()
+        wanted = paging.number(plan_id)
+        if wanted is None:
+            return await current.render("missing.html", what=plan_id)
         try:
-            plan = await services.job_plans.get_plan({biz} if biz else set(), int(plan_id))
-        except (JobError, ValueError):
+            plan = await services.job_plans.get_plan({biz} if biz else set(), wanted)
+        except JobError:
             return await current.render("missing.html", what=plan_id)
         variables = [v.public() for v in services.job_plans.variables(plan)]
         steps = [s for s in plan.steps if s.get("enabled", True)]

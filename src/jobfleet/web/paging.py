@@ -11,7 +11,7 @@ MAX_OFFSET = 2**31 - 1
 
 def number(value: str | None) -> int | None:
     """An id from the address: digits that fit in 64 bits, else None."""
-    return int(value) if value and value.isdigit() and len(value) < 19 else None
+    return int(value) if value and value.isdecimal() and len(value) < 19 else None
 
 
 def offset_of(query: Mapping[str, str]) -> int:
