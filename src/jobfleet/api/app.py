@@ -18,6 +18,7 @@ from jobfleet.api import (
     gse,
     heal,
     health,
+    host_logs,
     legacy,
     live,
     notify,
@@ -32,6 +33,7 @@ from jobfleet.api import (
     topology,
     transfer,
 )
+from jobfleet.api.compression import CompressAnswers
 from jobfleet.api.edge import BodyLimit, RequestCap
 from jobfleet.api.openapi import DocumentedAPI
 from jobfleet.api.services import Services
@@ -53,6 +55,7 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         execute,
         sql,
         query,
+        host_logs,
         legacy,
         gse,
         heal,
@@ -79,6 +82,11 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
     if console is not None:
         app.include_router(console)
     limits = services.limits
+    # large answers (a 10,000-host status) in gzip for clients that accept it
+    app.add_middleware(
+        CompressAnswers,
+        skip_prefixes=(files.PREFIX + "/agents/", files.PREFIX + "/files"),
+    )
     app.add_middleware(
         BodyLimit,
         default=limits.max_body,
