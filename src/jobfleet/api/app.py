@@ -36,6 +36,7 @@ from jobfleet.api import (
 from jobfleet.api.compression import CompressAnswers
 from jobfleet.api.edge import BodyLimit, RequestCap
 from jobfleet.api.openapi import DocumentedAPI
+from jobfleet.api.route_index import RouteIndex
 from jobfleet.api.services import Services
 
 
@@ -82,6 +83,8 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
     if console is not None:
         app.include_router(console)
     limits = services.limits
+    # innermost: exact paths by a look-up, not the router's scan of every route
+    app.add_middleware(RouteIndex, routes=router.routes)
     # large answers (a 10,000-host status) in gzip for clients that accept it
     app.add_middleware(
         CompressAnswers,
