@@ -38,7 +38,7 @@ async def get_job_instance_status(call: Call) -> dict[str, Any]:
     steps = await call.services.jobs.steps(job.id)
     step_list = [step_view(s) for s in steps]
     if get_bool(call.params, "return_ip_result", False):
-        hosts = await call.services.jobs.hosts_of_steps(steps)
+        hosts = await call.services.jobs.hosts_of_steps(steps, results_only=True)
         for item, step in zip(step_list, steps, strict=True):
             item["step_ip_result_list"] = [host_result_view(h) for h in hosts[step.id]]
     return {

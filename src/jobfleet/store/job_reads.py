@@ -12,6 +12,9 @@ from jobfleet.store.database import Database
 from jobfleet.store.inventory import chunks
 from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
 
+# a host's result as queries show it: every column but the variables it set
+RESULT_COLUMNS = [c for c in step_hosts.c if c.name != "variables"]
+
 
 class JobReads:
     def __init__(self, db: Database) -> None:
@@ -108,8 +111,11 @@ class JobReads:
                         found[row.bk_host_id] = row
         return [found[h] for h in sorted(found)]
 
-    async def hosts_of_steps(self, steps: Sequence[Row[Any]]) -> dict[int, list[Row[Any]]]:
-        """The latest attempt's host rows of each step, in one query."""
+    async def hosts_of_steps(
+        self, steps: Sequence[Row[Any]], *, results_only: bool = False
+    ) -> dict[int, list[Row[Any]]]:
+        """The latest attempt's host rows of each step, in one query. ``results_only``:
+        without the variables each host set (a JSON document to decode per row)."""
         if not steps:
             return {}
         cond = or_(
@@ -123,8 +129,9 @@ class JobReads:
         )
         found: dict[int, list[Row[Any]]] = {s.id: [] for s in steps}
         async with self.db.connect() as conn:
+            columns = RESULT_COLUMNS if results_only else list(step_hosts.c)
             for row in await conn.execute(
-                select(step_hosts).where(cond).order_by(step_hosts.c.bk_host_id)
+                select(*columns).where(cond).order_by(step_hosts.c.bk_host_id)
             ):
                 found[row.step_instance_id].append(row)
         return found
