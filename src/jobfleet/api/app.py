@@ -84,7 +84,7 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         app.include_router(console)
     limits = services.limits
     # innermost: exact paths by a look-up, not the router's scan of every route
-    app.add_middleware(RouteIndex, routes=router.routes)
+    app.add_middleware(RouteIndex, routes=router.routes, on_error=errors.answer)
     # large answers (a 10,000-host status) in gzip for clients that accept it
     app.add_middleware(
         CompressAnswers,

@@ -20,13 +20,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jobfleet.api.errors import answer
 from jobfleet.domain.errors import JobError
 
 # the attribute that marks an endpoint as taking only the request
 PLAIN_REQUEST = "jobfleet_plain_request"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+ErrorAnswer = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def mark_plain(endpoint: Endpoint) -> Endpoint:
@@ -49,11 +49,15 @@ def plain_routes(routes: Sequence[BaseRoute]) -> dict[tuple[str, str], Endpoint]
 
 
 class RouteIndex:
-    """Answers the indexed routes itself; errors go to the API's exception handler."""
+    """Answers the indexed routes itself; a ``JobError`` goes to ``on_error`` (the
+    API's exception handler)."""
 
-    def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, routes: Sequence[BaseRoute], on_error: ErrorAnswer
+    ) -> None:
         self.app = app
         self.table = plain_routes(routes)
+        self.on_error = on_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = (
@@ -67,5 +71,5 @@ class RouteIndex:
         try:
             response = await endpoint(request)
         except JobError as exc:
-            response = await answer(request, exc)
+            response = await self.on_error(request, exc)
         await response(scope, receive, send)
