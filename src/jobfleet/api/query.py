@@ -13,7 +13,7 @@ from jobfleet.api.execute import job_in_scope
 from jobfleet.api.params import get_bool, get_int, get_list, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.api.transfer import file_logs_for
-from jobfleet.api.views import host_result_view, job_view, list_item, step_view
+from jobfleet.api.views import host_result_views, job_view, list_item, step_view
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType, StepType
 from jobfleet.domain.targets import normalize_ip
@@ -40,7 +40,7 @@ async def get_job_instance_status(call: Call) -> dict[str, Any]:
     if get_bool(call.params, "return_ip_result", False):
         hosts = await call.services.jobs.hosts_of_steps(steps, results_only=True)
         for item, step in zip(step_list, steps, strict=True):
-            item["step_ip_result_list"] = [host_result_view(h) for h in hosts[step.id]]
+            item["step_ip_result_list"] = host_result_views(hosts[step.id])
     return {
         "finished": job.status in FINISHED_RUN_STATUSES,
         "job_instance": job_view(job),
