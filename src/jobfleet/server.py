@@ -352,7 +352,13 @@ class Server:
         if self.agent_socket is None or self.agent_tls is None:
             return
         config = self._config(
-            ListenerGate(self.app, "agent", self.services.agent_channel, self.services.audit),
+            ListenerGate(
+                self.app,
+                "agent",
+                self.services.agent_channel,
+                self.services.audit,
+                agent_socket=self.services.gateway.serve,
+            ),
             port=self.services.agent_channel.port or 0,
             cert=self.agent_tls.cert_file,
             key=self.agent_tls.key_file,
@@ -408,7 +414,13 @@ class Server:
         """The API listener (it runs the lifespan, which starts the agent listener)."""
         listener = "api-tls" if self.settings.tls_cert else "api"
         return self._config(
-            ListenerGate(self.app, listener, self.services.agent_channel, self.services.audit),
+            ListenerGate(
+                self.app,
+                listener,
+                self.services.agent_channel,
+                self.services.audit,
+                agent_socket=self.services.gateway.serve,
+            ),
             port=self.settings.port,
             cert=self.settings.tls_cert,
             key=self.settings.tls_key,

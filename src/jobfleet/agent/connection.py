@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from jobfleet import __version__
 from jobfleet.agent import jsonwire
+from jobfleet.agent.backoff import reconnect_delay
 from jobfleet.agent.channel import Channel, ChannelError
 from jobfleet.agent.enrollment import (
     Credential,
@@ -213,9 +214,7 @@ class Agent:
                 if not transient(exc):
                     raise
                 attempt += 1
-                delay = random.uniform(
-                    0.1, min(self.settings.max_backoff, 0.5 * 2 ** min(attempt, 8))
-                )
+                delay = reconnect_delay(attempt, self.settings.max_backoff)
                 log.warning("agent_enroll_retry in=%.1fs error=%s", delay, exc)
                 await asyncio.sleep(delay)
                 continue
@@ -298,7 +297,7 @@ class Agent:
                 break
             attempt += 1
             # full jitter keeps thousands of agents from reconnecting in step
-            delay = random.uniform(0.1, min(self.settings.max_backoff, 0.5 * 2 ** min(attempt, 8)))
+            delay = reconnect_delay(attempt, self.settings.max_backoff)
             await asyncio.sleep(delay)
 
     async def stop(self) -> None:

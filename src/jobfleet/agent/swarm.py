@@ -42,10 +42,11 @@ log = logging.getLogger(__name__)
 
 class InstantExecutor:
     """Answers every task without running anything (for benchmarks): at once, or after
-    ``delay`` seconds, unless it is killed first."""
+    ``delay`` seconds, unless it is killed first; with ``output``, that text first."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, output: str = "") -> None:
         self.delay = delay
+        self.output = output
         self._running: dict[str, asyncio.Event] = {}
 
     async def run(
@@ -55,6 +56,8 @@ class InstantExecutor:
         on_started: Callable[[int], None] | None = None,
     ) -> TaskResult:
         start = now_ms()
+        if self.output:
+            await on_output(self.output)
         if self.delay > 0:
             killed = self._running[spec.id] = asyncio.Event()
             try:
@@ -177,10 +180,13 @@ async def run_swarm(
     connect_window: int = 64,
     work_dir: Path | None = None,
     instant_delay: float = 0.0,
+    instant_output: str = "",
 ) -> None:
     work = work_dir or (state_dir or Path("/tmp")) / "swarm-work"  # noqa: S108 - scratch for scripts
     inner: Executor = (
-        InstantExecutor(instant_delay) if executor == "instant" else ProcessExecutor(work)
+        InstantExecutor(instant_delay, instant_output)
+        if executor == "instant"
+        else ProcessExecutor(work)
     )
     shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
     gate = asyncio.Semaphore(32)
@@ -253,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--instant-delay", type=float, default=0.0, help="instant tasks end after this (s)"
     )
+    parser.add_argument("--instant-output", default="", help="instant tasks print this first")
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--biz", type=int, default=2)
     parser.add_argument("--first", type=int, default=0, help="index of the first host")
@@ -320,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
                 connect_window=args.connect_window,
                 work_dir=args.work_dir,
                 instant_delay=args.instant_delay,
+                instant_output=args.instant_output,
             )
         announcer.cancel()
 

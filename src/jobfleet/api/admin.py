@@ -14,6 +14,7 @@ from jobfleet.api import envelope
 from jobfleet.api.auditing import audit
 from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import get_bool, get_int, get_str, need_int
+from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
 from jobfleet.api.scope import require_admin
 from jobfleet.domain import enrollment
@@ -287,7 +288,7 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
             audited(request)
             raise
 
-    return endpoint
+    return mark_plain(endpoint)
 
 
 def register(router: APIRouter) -> None:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from jobfleet.api import envelope
+from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import services_of
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -47,6 +50,7 @@ def bootstrap_document(channel: AgentChannel) -> dict[str, Any]:
     }
 
 
+@mark_plain
 async def agent_bootstrap(request: Request) -> Response:
     """Public: nothing in it is secret, and an agent trusts it only after its CA
     matches the fingerprint in the agent's token."""
@@ -58,13 +62,26 @@ def register(router: APIRouter) -> None:
 
 
 class ListenerGate:
-    """Wraps the app for one listener."""
+    """Wraps the app for one listener.
 
-    def __init__(self, app: ASGIApp, listener: str, channel: AgentChannel, audit: AuditLog) -> None:
+    With ``agent_socket``, an agent's WebSocket that passes the gate goes straight
+    to it, not through the HTTP middleware and the router: each of those layers is
+    a coroutine frame that thousands of connections would hold for their whole life.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        listener: str,
+        channel: AgentChannel,
+        audit: AuditLog,
+        agent_socket: Callable[[WebSocket], Awaitable[None]] | None = None,
+    ) -> None:
         self.app = app
         self.listener = listener
         self.channel = channel
         self.audit = audit
+        self.agent_socket = agent_socket
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -101,6 +118,9 @@ class ListenerGate:
                     http_status=403,
                 ),
             )
+            return
+        if scope["type"] == "websocket" and path == CONNECT_PATH and self.agent_socket:
+            await self.agent_socket(WebSocket(scope, receive, send))
             return
         await self.app(scope, receive, send)
 

@@ -19,6 +19,7 @@ from jobfleet.api import (
     gse,
     heal,
     health,
+    host_logs,
     legacy,
     live,
     notify,
@@ -36,8 +37,10 @@ from jobfleet.api import (
     topology,
     transfer,
 )
+from jobfleet.api.compression import CompressAnswers
 from jobfleet.api.edge import BodyLimit, RequestCap
 from jobfleet.api.openapi import DocumentedAPI
+from jobfleet.api.route_index import RouteIndex
 from jobfleet.api.services import Services
 
 
@@ -57,6 +60,7 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         execute,
         sql,
         query,
+        host_logs,
         legacy,
         gse,
         heal,
@@ -87,6 +91,13 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
     if console is not None:
         app.include_router(console)
     limits = services.limits
+    # innermost: exact paths by a look-up, not the router's scan of every route
+    app.add_middleware(RouteIndex, routes=router.routes, on_error=errors.answer)
+    # large answers (a 10,000-host status) in gzip for clients that accept it
+    app.add_middleware(
+        CompressAnswers,
+        skip_prefixes=(files.PREFIX + "/agents/", files.PREFIX + "/files"),
+    )
     app.add_middleware(
         BodyLimit,
         default=limits.max_body,

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from jobfleet import __version__
 from jobfleet.api import envelope
+from jobfleet.api.route_index import mark_plain
 from jobfleet.domain.errors import ErrorCode, JobError
 
 PATHS = ("/healthz", "/readyz", "/metrics")
@@ -42,9 +43,12 @@ class Probes(Protocol):
 
 
 def register(router: APIRouter, probes: Probes | None) -> None:
-    @router.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, object]:
-        return {"status": "ok", "version": __version__}
+    # load balancers ask often: answered from the route index (api/route_index.py)
+    @mark_plain
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    router.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
 
     if probes is None:
         return

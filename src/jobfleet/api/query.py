@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,7 +13,7 @@ from jobfleet.api.execute import job_in_scope
 from jobfleet.api.params import get_bool, get_int, get_list, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.api.transfer import file_logs_for
-from jobfleet.api.views import host_result_view, job_view, list_item, step_view
+from jobfleet.api.views import host_result_views, job_view, list_item, step_view
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType, StepType
 from jobfleet.domain.targets import normalize_ip
@@ -37,9 +38,9 @@ async def get_job_instance_status(call: Call) -> dict[str, Any]:
     steps = await call.services.jobs.steps(job.id)
     step_list = [step_view(s) for s in steps]
     if get_bool(call.params, "return_ip_result", False):
-        hosts = await call.services.jobs.hosts_of_steps(steps)
+        hosts = await call.services.jobs.hosts_of_steps(steps, results_only=True)
         for item, step in zip(step_list, steps, strict=True):
-            item["step_ip_result_list"] = [host_result_view(h) for h in hosts[step.id]]
+            item["step_ip_result_list"] = host_result_views(hosts[step.id])
     return {
         "finished": job.status in FINISHED_RUN_STATUSES,
         "job_instance": job_view(job),
@@ -63,12 +64,17 @@ def execute_count_of(call: Call, step: Row[Any]) -> int:
     return step.execute_count if count is None else count
 
 
-async def file_step_hosts(call: Call, step: Row[Any], count: int) -> set[int]:
-    """The hosts a file step touched: its targets and its source hosts, nothing else."""
-    ids = {r.bk_host_id for r in await call.services.jobs.hosts(step.id, count)}
+async def file_step_hosts(
+    call: Call, step: Row[Any], count: int, candidates: Iterable[int]
+) -> set[int]:
+    """Of ``candidates``, the hosts a file step touched: its targets and its source
+    hosts, nothing else (only the candidates' rows are read)."""
+    wanted = set(candidates)
+    jobs = call.services.jobs
+    ids = {r.bk_host_id for r in await jobs.hosts(step.id, count, host_ids=list(wanted))}
     for source in (step.config or {}).get("sources") or []:
         if isinstance(source, dict) and source.get("kind") == "host":
-            ids.update(int(h) for h in source.get("host_ids") or [])
+            ids.update(int(h) for h in source.get("host_ids") or [] if int(h) in wanted)
     return ids
 
 
@@ -89,7 +95,7 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
         else:
             raise JobError.missing("bk_host_id|ip")
         # the inventory knows every business's hosts: answer only for this step's
-        allowed = await file_step_hosts(call, step, count)
+        allowed = await file_step_hosts(call, step, count, (h.bk_host_id for h in found))
         found = [h for h in found if h.bk_host_id in allowed]
         if not found:
             raise JobError(ErrorCode.HOST_INVALID, "The host is not a host of this step")
@@ -102,13 +108,8 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
         ip = p.get("ip")
         if not ip:
             raise JobError.missing("bk_host_id|ip")
-        cloud = get_int(p, "bk_cloud_id", default=0)
-        address = normalize_ip(ip)
-        rows = [
-            r
-            for r in await jobs.hosts(step.id, count)
-            if r.bk_cloud_id == cloud and address in (r.ip, r.ipv6)
-        ]
+        cloud = get_int(p, "bk_cloud_id", default=0) or 0
+        rows = await jobs.hosts_at(step.id, count, [(cloud, normalize_ip(ip))])
     if not rows:
         raise JobError(ErrorCode.HOST_INVALID, "The host is not a target of this step")
     row = rows[0]
@@ -125,6 +126,13 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
 
 
 async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
+    """bk-job's batch log query, with bk-job's limit of hosts per call."""
+    return await batch_logs(call, MAX_LOG_HOSTS)
+
+
+async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
+    """The logs of the hosts in ``host_id_list`` and ``ip_list`` (at most ``max_hosts``);
+    only those hosts' rows are read."""
     job = await job_in_scope(call, VIEW)
     step = await step_of(call, job)
     count = execute_count_of(call, step)
@@ -144,18 +152,18 @@ async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise JobError.invalid("ip_list.bk_cloud_id") from None
         wanted_ips.append((cloud, normalize_ip(item["ip"])))
-    if len(set(wanted_ids)) + len(set(wanted_ips)) > MAX_LOG_HOSTS:
+    if len(set(wanted_ids)) + len(set(wanted_ips)) > max_hosts:
         raise JobError(
             ErrorCode.MISSING_OR_INVALID_PARAM,
-            f"At most {MAX_LOG_HOSTS} hosts per query (host_id_list + ip_list)",
+            f"At most {max_hosts} hosts per query (host_id_list + ip_list)",
         )
     if step.type == StepType.FILE:
         # source hosts are not targets of the step, so hosts come from the inventory
         inventory = call.services.inventory
-        allowed = await file_step_hosts(call, step, count)
         found = {h.bk_host_id: h for h in await inventory.by_ids(wanted_ids)}
         for h in await inventory.by_ips(wanted_ips):
             found.setdefault(h.bk_host_id, h)
+        allowed = await file_step_hosts(call, step, count, found)
         found = {i: h for i, h in found.items() if i in allowed}
         file_logs = await file_logs_for(call, step, count, [host_view(h) for h in found.values()])
         await audit_log_read(call, job, step.id, len(found))
@@ -165,10 +173,10 @@ async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
             "log_type": int(LogType.FILE),
             "file_task_logs": file_logs,
         }
-    rows = await call.services.jobs.hosts(step.id, count)
-    by_id = {r.bk_host_id: r for r in rows}
+    jobs = call.services.jobs
+    by_id = {r.bk_host_id: r for r in await jobs.hosts(step.id, count, host_ids=wanted_ids)}
     by_ip: dict[tuple[int, str], Row[Any]] = {}
-    for r in rows:
+    for r in await jobs.hosts_at(step.id, count, wanted_ips) if wanted_ips else []:
         by_ip[(r.bk_cloud_id, r.ip)] = r
         if r.ipv6:
             by_ip[(r.bk_cloud_id, r.ipv6)] = r
@@ -203,7 +211,7 @@ async def batch_get_job_instance_ip_log(call: Call) -> dict[str, Any]:
                     "log_content": "",
                 }
             )
-    logs = await call.services.jobs.logs(step.id, count, list(picked))
+    logs = await jobs.logs(step.id, count, list(picked))
     await audit_log_read(call, job, step.id, len(picked))
     items = [
         {

@@ -15,6 +15,7 @@ from jobfleet.api import envelope
 from jobfleet.api.auth import Caller
 from jobfleet.api.errors import internal, request_id
 from jobfleet.api.params import MAX_DEPTH, check_tree
+from jobfleet.api.route_index import mark_plain
 from jobfleet.api.scope import resolve_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -97,7 +98,7 @@ def make_endpoint(
         except Exception:
             raise internal(request) from None
 
-    return endpoint
+    return mark_plain(endpoint)
 
 
 def services_of(request: Request) -> Services:

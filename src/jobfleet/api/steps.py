@@ -19,11 +19,6 @@ from jobfleet.store.secrets import MASK
 MAX_GROUP_HOSTS = 5000
 
 
-async def _hosts_matching(call: Call, step: Row[Any], count: int, keyword: str) -> set[int]:
-    """Hosts whose output holds ``keyword`` (within one stored chunk of output)."""
-    return await call.services.jobs.hosts_with_output(step.id, count, keyword)
-
-
 async def get_step_instance_status(call: Call) -> dict[str, Any]:
     p = call.params
     job = await job_in_scope(call, VIEW)
@@ -35,17 +30,16 @@ async def get_step_instance_status(call: Call) -> dict[str, Any]:
     search_ip = get_str(p, "search_ip")
     keyword = get_str(p, "keyword", max_length=256)
     per_group = get_int(p, "max_host_num_per_group", minimum=1) or MAX_GROUP_HOSTS
+    # every filter is SQL: a query for some hosts costs what those hosts cost
     rows = await call.services.jobs.hosts(
-        step.id, count, batch=batch or None, statuses=[status] if status is not None else None
+        step.id,
+        count,
+        batch=batch or None,
+        statuses=[status] if status is not None else None,
+        tag=tag,
+        ip_contains=search_ip.strip() if search_ip else None,
+        output_contains=keyword if keyword and step.type == StepType.SCRIPT else None,
     )
-    if tag is not None:
-        rows = [r for r in rows if r.tag == tag]
-    if search_ip:
-        needle = search_ip.strip()
-        rows = [r for r in rows if needle in r.ip or needle in (r.ipv6 or "")]
-    if keyword and step.type == StepType.SCRIPT:
-        hits = await _hosts_matching(call, step, count, keyword)
-        rows = [r for r in rows if r.bk_host_id in hits]
     groups: dict[tuple[int, str], list[Row[Any]]] = {}
     for row in rows:
         groups.setdefault((row.status, row.tag), []).append(row)

@@ -21,9 +21,25 @@ Outgoing = protocol.ServerMessage | dict[str, Any]
 
 
 class AgentConnection:
-    """One agent's socket. ``send`` never blocks: a writer task drains a queue and
+    """One agent's socket. ``send`` never blocks: messages wait in a list, and a
+    flush task, started by the first message and ended when the list is empty,
     packs whatever has piled up into one frame (a JSON list), so a fan-out of many
-    small messages costs one socket write per agent, not one per message."""
+    small messages costs one socket write per agent, not one per message.
+
+    Ten thousand of these live for as long as their agents are connected, so an
+    idle one holds no task, queue or event: only its slots."""
+
+    __slots__ = (
+        "_flushing",
+        "_hangup",
+        "_pending",
+        "_send_frame",
+        "agent_id",
+        "bk_host_id",
+        "closed",
+        "known",
+        "peer",
+    )
 
     def __init__(
         self,
@@ -44,36 +60,30 @@ class AgentConnection:
         self.peer = peer
         self.known: set[str] = known or set()
         self._send_frame = send_frame
-        self._queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._pending: list[Outgoing] = []
+        self._flushing: asyncio.Task[None] | None = None
         self.closed = False
 
     def send(self, message: Outgoing) -> None:
-        if not self.closed:
-            self._queue.put_nowait(message)
+        if self.closed:
+            return
+        self._pending.append(message)
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
-    async def _write(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            last = False
-            while not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    # closing: what came before still goes out, then the writer ends
-                    last = True
-                    break
-                batch.append(item)
-            try:
-                await self._send_frame(orjson.dumps(batch[0] if len(batch) == 1 else batch))
-            except Exception as exc:  # the reader side sees the close and cleans up
-                log.info("agent_send_failed agent=%s error=%s", self.agent_id, exc)
-                self.closed = True
-                return
-            if last:
-                return
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._send_frame(orjson.dumps(batch[0] if len(batch) == 1 else batch))
+                except Exception as exc:  # the reader side sees the close and cleans up
+                    log.info("agent_send_failed agent=%s error=%s", self.agent_id, exc)
+                    self.closed = True
+                    self._pending = []
+                    return
+        finally:
+            self._flushing = None
 
     async def hang_up(self) -> None:
         """Stop sending and close the socket itself (a revoked credential)."""
@@ -82,12 +92,15 @@ class AgentConnection:
             await self._hangup()
 
     async def close(self) -> None:
+        """No more sends; what was sent before still goes out (for at most 2 s)."""
         self.closed = True
-        self._queue.put_nowait(None)
+        task = self._flushing
+        if task is None:
+            return
         try:
-            await asyncio.wait_for(self._writer, 2)
+            await asyncio.wait_for(asyncio.shield(task), 2)
         except (TimeoutError, asyncio.CancelledError):
-            self._writer.cancel()
+            task.cancel()
 
 
 class Registry:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import LargeBinary, Row, and_, cast, func, or_, select, tuple_
+from sqlalchemy import LargeBinary, Row, Select, and_, cast, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.store.database import Database
 from jobfleet.store.inventory import chunks
 from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
+
+# a host's result as queries show it: every column but the variables it set
+RESULT_COLUMNS = [c for c in step_hosts.c if c.name != "variables"]
 
 
 class JobReads:
@@ -48,25 +51,71 @@ class JobReads:
         host_ids: Sequence[int] | None = None,
         statuses: Sequence[int] | None = None,
         batch: int | None = None,
+        tag: str | None = None,
+        ip_contains: str | None = None,
+        output_contains: str | None = None,
     ) -> list[Row[Any]]:
+        """The step's host rows of one attempt, filtered in SQL: by host ids, statuses,
+        rolling batch, tag, part of an address (IPv4 or IPv6), and ``output_contains``
+        (hosts whose output holds it within one stored chunk)."""
+        sh = step_hosts.c
         query = select(step_hosts).where(
-            step_hosts.c.step_instance_id == step_id, step_hosts.c.execute_count == execute_count
+            sh.step_instance_id == step_id, sh.execute_count == execute_count
         )
         if statuses is not None:
-            query = query.where(step_hosts.c.status.in_(list(statuses)))
+            query = query.where(sh.status.in_(list(statuses)))
         if batch is not None:
-            query = query.where(step_hosts.c.batch == batch)
-        query = query.order_by(step_hosts.c.bk_host_id)
+            query = query.where(sh.batch == batch)
+        if tag is not None:
+            query = query.where(sh.tag == tag)
+        if ip_contains:
+            query = query.where(
+                or_(
+                    sh.ip.contains(ip_contains, autoescape=True),
+                    sh.ipv6.contains(ip_contains, autoescape=True),
+                )
+            )
+        if output_contains:
+            query = query.where(
+                sh.bk_host_id.in_(self._with_output(step_id, execute_count, output_contains))
+            )
+        query = query.order_by(sh.bk_host_id)
         async with self.db.connect() as conn:
             if host_ids is None:
                 return list((await conn.execute(query)).all())
             found: list[Row[Any]] = []
-            for part in chunks(list(host_ids)):
-                found.extend(await conn.execute(query.where(step_hosts.c.bk_host_id.in_(part))))
+            for part in chunks(sorted(set(host_ids))):
+                found.extend(await conn.execute(query.where(sh.bk_host_id.in_(part))))
             return found
 
-    async def hosts_of_steps(self, steps: Sequence[Row[Any]]) -> dict[int, list[Row[Any]]]:
-        """The latest attempt's host rows of each step, in one query."""
+    async def hosts_at(
+        self, step_id: int, execute_count: int, addresses: Sequence[tuple[int, str]]
+    ) -> list[Row[Any]]:
+        """The step's host rows whose (cloud, IPv4) or (cloud, IPv6) is one of
+        ``addresses``; what is looked up costs what it asks for, not the whole step."""
+        sh = step_hosts.c
+        found: dict[int, Row[Any]] = {}
+        async with self.db.connect() as conn:
+            for part in chunks(sorted(set(addresses)), 2000):
+                wanted = [(int(cloud), ip) for cloud, ip in part]
+                rows = await conn.execute(
+                    select(step_hosts).where(
+                        sh.step_instance_id == step_id,
+                        sh.execute_count == execute_count,
+                        sh.ip.in_({ip for _, ip in wanted}) | sh.ipv6.in_({ip for _, ip in wanted}),
+                    )
+                )
+                pairs = set(wanted)
+                for row in rows:
+                    if (row.bk_cloud_id, row.ip) in pairs or (row.bk_cloud_id, row.ipv6) in pairs:
+                        found[row.bk_host_id] = row
+        return [found[h] for h in sorted(found)]
+
+    async def hosts_of_steps(
+        self, steps: Sequence[Row[Any]], *, results_only: bool = False
+    ) -> dict[int, list[Row[Any]]]:
+        """The latest attempt's host rows of each step, in one query. ``results_only``:
+        without the variables each host set (a JSON document to decode per row)."""
         if not steps:
             return {}
         cond = or_(
@@ -80,8 +129,9 @@ class JobReads:
         )
         found: dict[int, list[Row[Any]]] = {s.id: [] for s in steps}
         async with self.db.connect() as conn:
+            columns = RESULT_COLUMNS if results_only else list(step_hosts.c)
             for row in await conn.execute(
-                select(step_hosts).where(cond).order_by(step_hosts.c.bk_host_id)
+                select(*columns).where(cond).order_by(step_hosts.c.bk_host_id)
             ):
                 found[row.step_instance_id].append(row)
         return found
@@ -118,18 +168,22 @@ class JobReads:
                     parts[host_id].append(content)
         return {h: "".join(p) for h, p in parts.items()}
 
+    @staticmethod
+    def _with_output(step_id: int, execute_count: int, keyword: str) -> Select[Any]:
+        return (
+            select(log_chunks.c.bk_host_id)
+            .where(
+                log_chunks.c.step_instance_id == step_id,
+                log_chunks.c.execute_count == execute_count,
+                log_chunks.c.content.contains(keyword, autoescape=True),
+            )
+            .distinct()
+        )
+
     async def hosts_with_output(self, step_id: int, execute_count: int, keyword: str) -> set[int]:
         """Hosts whose output holds ``keyword`` (within one stored chunk of output)."""
         async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(log_chunks.c.bk_host_id)
-                .where(
-                    log_chunks.c.step_instance_id == step_id,
-                    log_chunks.c.execute_count == execute_count,
-                    log_chunks.c.content.contains(keyword, autoescape=True),
-                )
-                .distinct()
-            )
+            rows = await conn.execute(self._with_output(step_id, execute_count, keyword))
             return {int(r[0]) for r in rows}
 
     async def list_jobs(

@@ -1,0 +1,303 @@
+"""Enrollment of N hosts, the server's memory with N agents, and the reconnect storm
+after a server restart, each set against a floor measured in the same run.
+
+A jobfleet server runs as its own process (SQLite in a temporary data dir, TLS agent
+channel, loopback). One swarm process (``jobfleet.agent.swarm``, the instant executor)
+holds the N hosts: it enrolls every one through the real enroll API, then connects
+them all. The server is then stopped (SIGTERM) and started again on the same data
+dir and ports; the swarm's agents reconnect on their own, with their backoff.
+
+Figures:
+
+- enrollment: seconds until every host holds its credential, and the server's CPU;
+  floor: the same number of HTTP requests (``GET /healthz``) through one httpx client,
+  32 at a time (what the swarm uses), against the same server;
+- connect: seconds from credentials to every agent connected;
+- server RSS (VmRSS, after a collection) with N agents connected, and per agent;
+- restart: seconds from the new server's first answer to N agents connected again
+  (and alive in the inventory), the server's CPU during the storm, and the largest
+  number of connections it took in one second (the herd); floor: N raw TLS + WebSocket
+  connections (websockets client to a websockets server with the same certificate, in
+  their own process), with the same handshake window as the swarm.
+
+    .venv/bin/python bench/enroll.py [--count 10000] [--window 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fanout import PY, Children, ServerProc, free_port, usage, wait_alive
+
+GATE = 32  # the swarm's enrollments in flight (jobfleet.agent.swarm)
+
+
+async def start_server(children: Children, data: Path, port: int, agent_port: int,
+                       name: str, database_url: str | None = None) -> ServerProc:
+    argv = [PY, "-m", "jobfleet", "server", "--data-dir", str(data), "--host", "127.0.0.1",
+            "--port", str(port), "--agent-port", str(agent_port), "--log-level", "warning",
+            # a whole swarm enrolls from one address
+            "--enroll-rate", "0",
+            *(["--database-url", database_url] if database_url else [])]
+    child = await children.spawn(name, argv)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport()) as http:
+        deadline = time.monotonic() + 90
+        while True:
+            if not child.alive:
+                raise RuntimeError(f"{name} exited; see {children.log_dir}/{name}.log")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url + "/healthz")).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not answer within 90 s")
+            await asyncio.sleep(0.05)
+    boot = json.loads((data / "bootstrap.json").read_text())
+    return ServerProc(child, url, boot)
+
+
+async def connected(http: httpx.AsyncClient, url: str) -> int:
+    text = (await http.get(url + "/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("jobfleet_agents_connected"):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+async def watch_connected(url: str, count: int, timeout: float) -> tuple[float, list[int]]:
+    """Seconds until ``count`` agents are connected; the count at each 0.25 s tick."""
+    started = time.perf_counter()
+    ticks: list[int] = []
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(), timeout=30) as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                ticks.append(await connected(http, url))
+                if ticks[-1] >= count:
+                    return time.perf_counter() - started, ticks
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"only {ticks[-1] if ticks else 0} of {count} connected")
+            await asyncio.sleep(0.25)
+
+
+def herd(ticks: list[int]) -> int:
+    """The most connections taken in one second (4 ticks of 0.25 s)."""
+    return max((ticks[i + 4] - ticks[i] for i in range(len(ticks) - 4)), default=ticks[-1])
+
+
+async def http_floor(url: str, count: int) -> float:
+    """``count`` requests through one client, ``GATE`` at a time."""
+    gate = asyncio.Semaphore(GATE)
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(), timeout=60) as http:
+
+        async def one() -> None:
+            async with gate:
+                (await http.get(url + "/healthz")).raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return time.perf_counter() - started
+
+
+# --- the raw TLS + WebSocket floor ------------------------------------------------------
+
+
+async def _floor_server(port: int, cert: Path, key: Path) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    async def hold(ws: ServerConnection) -> None:
+        await ws.recv()  # a hello, as an agent sends
+        await ws.send(b'{"t":"welcome"}')
+        await ws.wait_closed()
+
+    async with serve(hold, "127.0.0.1", port, ssl=context, compression=None,
+                     ping_interval=10, ping_timeout=10):
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        await asyncio.Future()
+
+
+async def _floor_clients(port: int, ca: Path, count: int, window: int) -> None:
+    from websockets.asyncio.client import ClientConnection, connect
+
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False
+    slots = asyncio.Semaphore(window)
+    held: list[ClientConnection] = []
+
+    async def one() -> None:
+        async with slots:
+            ws = await connect(f"wss://127.0.0.1:{port}/", ssl=context, compression=None,
+                               ping_interval=10, ping_timeout=10, open_timeout=60)
+            await ws.send(b'{"t":"hello"}')
+            await ws.recv()
+            held.append(ws)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(count)))
+    sys.stdout.write(f"{time.perf_counter() - started:.3f}\n")
+    sys.stdout.flush()
+    await asyncio.gather(*(ws.close() for ws in held))
+
+
+async def ws_floor(children: Children, tls: Path, count: int, window: int) -> dict[str, float]:
+    port = free_port()
+    server = await children.spawn(
+        "floor-server", [PY, __file__, "--floor-server", str(port), str(tls)], pipe_stdout=True)
+    assert server.proc.stdout is not None
+    await asyncio.wait_for(server.proc.stdout.readline(), 60)
+    cpu0 = usage(server.pid).cpu
+    clients = await children.spawn(
+        "floor-clients",
+        [PY, __file__, "--floor-clients", str(port), str(tls), str(count), str(window)],
+        pipe_stdout=True)
+    assert clients.proc.stdout is not None
+    line = await asyncio.wait_for(clients.proc.stdout.readline(), 600)
+    cpu = usage(server.pid).cpu - cpu0
+    rss = usage(server.pid).rss_mib
+    await children.stop(clients)
+    await children.stop(server)
+    return {"seconds": float(line), "server_cpu": cpu, "server_rss_mib": rss}
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"count": args.count, "window": args.window, "load_start": _load()}
+    work = Path(tempfile.mkdtemp(prefix="jobfleet-enroll-"))
+    children = Children(work)
+    data = work / "server"
+    port, agent_port = free_port(), free_port()
+    try:
+        server = await start_server(children, data, port, agent_port, "server")
+        out["http_floor_s"] = await http_floor(server.url, args.count)
+        cpu0 = usage(server.child.pid).cpu
+        argv = [PY, "-m", "jobfleet.agent.swarm", "--server", server.url,
+                "--count", str(args.count), "--executor", "instant", "--stages",
+                "--connect-window", str(args.window), "--work-dir", str(work / "swarm-work")]
+        started = time.perf_counter()
+        swarm = await children.spawn("swarm", argv, pipe_stdout=True,
+                                     env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]})
+        assert swarm.proc.stdout is not None
+        stages: dict[str, float] = {}
+        cpu_at: dict[str, float] = {}
+        while "ready" not in stages:
+            line = await asyncio.wait_for(swarm.proc.stdout.readline(), 1800)
+            if not line:
+                raise RuntimeError(f"the swarm exited; see {work}/swarm.log")
+            word = line.decode().split()[0]
+            stages[word] = time.perf_counter() - started
+            cpu_at[word] = usage(server.child.pid).cpu - cpu0
+        out["enroll_s"] = stages["enrolled"]
+        out["enroll_server_cpu_s"] = cpu_at["enrolled"]
+        out["connect_s"] = stages["ready"] - stages["enrolled"]
+        out["connect_server_cpu_s"] = cpu_at["ready"] - cpu_at["enrolled"]
+        from jobfleet.agent.swarm import swarm_ip
+
+        ips = [swarm_ip(i) for i in range(args.count)]
+        await wait_alive(server, ips, [swarm], timeout=600)
+        await asyncio.sleep(args.settle)
+        u = usage(server.child.pid)
+        out["server_rss_mib"] = u.rss_mib
+        out["server_hwm_mib"] = u.hwm_mib
+        out["swarm_rss_mib"] = usage(swarm.pid).rss_mib
+
+        # the restart: the swarm stays, its agents find the new server on their own
+        await children.stop(server.child)
+        stopped = time.perf_counter()
+        server = await start_server(children, data, port, agent_port, "server2")
+        out["restart_answer_s"] = time.perf_counter() - stopped
+        cpu0 = usage(server.child.pid).cpu
+        seconds, ticks = await watch_connected(server.url, args.count, 600)
+        out["reconnect_s"] = seconds
+        out["reconnect_server_cpu_s"] = usage(server.child.pid).cpu - cpu0
+        out["reconnect_herd_per_s"] = herd(ticks)
+        await wait_alive(server, ips, [swarm], timeout=600)
+        out["reconnect_alive_s"] = time.perf_counter() - stopped - out["restart_answer_s"]
+        out["server_rss_after_restart_mib"] = usage(server.child.pid).rss_mib
+        await children.stop(swarm)
+        await children.stop(server.child)
+
+        floor = await ws_floor(children, data / "tls", args.count, args.window)
+        out["ws_floor_s"] = floor["seconds"]
+        out["ws_floor_server_cpu_s"] = floor["server_cpu"]
+        out["ws_floor_server_rss_mib"] = floor["server_rss_mib"]
+    finally:
+        await children.stop_all()
+        out["load_end"] = _load()
+    return out
+
+
+def report(out: dict[str, Any]) -> str:
+    n = out["count"]
+    lines = [
+        f"N={n} hosts, handshake window {out['window']}; load {out['load_start']} -> "
+        f"{out['load_end']}",
+        f"enrollment        {out['enroll_s']:7.2f} s  server CPU {out['enroll_server_cpu_s']:.2f} s"
+        f"  floor (N x GET /healthz, {GATE} at a time) {out['http_floor_s']:.2f} s"
+        f"  ratio {out['enroll_s'] / out['http_floor_s']:.2f}x",
+        f"connect           {out['connect_s']:7.2f} s  server CPU "
+        f"{out['connect_server_cpu_s']:.2f} s",
+        f"server RSS        {out['server_rss_mib']:7.1f} MiB (peak {out['server_hwm_mib']:.1f}),"
+        f" {out['server_rss_mib'] * 1024 / n:.1f} KiB per agent; swarm "
+        f"{out['swarm_rss_mib']:.1f} MiB",
+        f"restart: answered {out['restart_answer_s']:.2f} s after the stop; all connected "
+        f"{out['reconnect_s']:.2f} s later, alive in the inventory "
+        f"{out['reconnect_alive_s']:.2f} s;"
+        f" server CPU {out['reconnect_server_cpu_s']:.2f} s;"
+        f" most connections in one second {out['reconnect_herd_per_s']}",
+        f"floor: raw TLS+WebSocket connect of N {out['ws_floor_s']:.2f} s, its server CPU "
+        f"{out['ws_floor_server_cpu_s']:.2f} s, RSS {out['ws_floor_server_rss_mib']:.1f} MiB;"
+        f" ratio {out['reconnect_s'] / out['ws_floor_s']:.2f}x (time),"
+        f" {out['reconnect_server_cpu_s'] / max(out['ws_floor_server_cpu_s'], 0.01):.2f}x (CPU)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/enroll.py")
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--window", type=int, default=64, help="the swarm's handshakes at once")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds idle before the RSS is read")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--floor-server", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-clients", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.floor_server:
+        port, tls = int(args.floor_server[0]), Path(args.floor_server[1])
+        asyncio.run(_floor_server(port, tls / "agent-cert.pem", tls / "agent-key.pem"))
+        return 0
+    if args.floor_clients:
+        port, tls, count, window = args.floor_clients
+        asyncio.run(_floor_clients(int(port), Path(tls) / "ca.pem", int(count), int(window)))
+        return 0
+    out = asyncio.run(bench(args))
+    print(report(out))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
