@@ -39,6 +39,7 @@ class AgentConnection:
         "closed",
         "known",
         "peer",
+        "swarm",
     )
 
     def __init__(
