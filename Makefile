@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # every database_url is its own file or database, so tests may run in parallel
-PYTEST_ARGS ?= -n 2 --durations=25
+PYTEST_ARGS ?= -n 4 --durations=25
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c

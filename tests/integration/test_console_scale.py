@@ -33,7 +33,7 @@ __all__ = ["CHROMIUM", "browser", "pytestmark"]
 
 COUNT = 10_000
 # each host answers this long after its task arrives, so the job is seen running
-TASK_SECONDS = 20.0
+TASK_SECONDS = 10.0
 # generous: a shared two-core machine; the aim is under one second
 USABLE_BOUND = 5.0
 
@@ -86,6 +86,10 @@ async def page_usable(page: Any, url: str) -> float:
 @pytest.mark.timeout(2400)
 async def test_ten_thousand_host_job_page(tmp_path: Path, database_url: str,
                                           browser: Any) -> None:
+    if not database_url.startswith("sqlite"):
+        # three minutes of a 10,000-agent swarm, once: the page's queries on PostgreSQL
+        # are measured by bench/host_pages.py and bench/queries.py
+        pytest.skip("the 10,000-host page runs on SQLite; PostgreSQL's figures are in bench/")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data = tmp_path / "server"

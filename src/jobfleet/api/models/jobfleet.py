@@ -12,10 +12,12 @@ from jobfleet.api.models.common import (
     INT64_MAX,
     Account,
     GlobalVar,
+    HostAddress,
     Paged,
     Request,
     Scoped,
     Server,
+    StepRef,
 )
 
 
@@ -335,6 +337,19 @@ T = "/templates"
 NOTIFY = "/businesses/{bk_biz_id}/notify-configs"
 HEAL = "/businesses/{bk_biz_id}/heal-rules"
 
+class BatchHostLogs(StepRef):
+    """bk-job's batch log query with room for 2,000 hosts (bk-job's route keeps 500)."""
+
+    host_id_list: list[int] | None = Field(None, max_length=2000, description="wins over ip_list")
+    ip_list: list[HostAddress] | None = Field(None, max_length=2000)
+
+
+class CountTargets(Scoped):
+    """How many hosts a target selection resolves to, and how many have an agent alive."""
+
+    target_server: Server
+
+
 JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("GET", "/whoami"): Empty,
     ("POST", "/apps"): CreateApp,
@@ -381,6 +396,9 @@ JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("DELETE", "/plans/{id}"): Scoped,
     ("POST", "/plans/{id}/sync"): Scoped,
     ("GET", "/crons/{id}/firings"): Paged,
+    ("GET", "/batch_get_job_instance_ip_log"): BatchHostLogs,
+    ("POST", "/batch_get_job_instance_ip_log"): BatchHostLogs,
+    ("POST", "/targets/count"): CountTargets,
     ("GET", NOTIFY): Pathed,
     ("POST", NOTIFY): NotifyConfig,
     ("GET", NOTIFY + "/{id}"): Pathed,
