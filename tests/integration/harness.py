@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import socket
 import sys
 import time
@@ -29,7 +30,25 @@ TEST_ENGINE = {"agent_lost_grace": 1.0, "recovery_window": 8.0, "callback_backof
                "callback_backoff_max": 1.0, "reconcile_interval": 1.0, "terminate_wait": 5.0}
 
 
+# Ports for servers a test starts later: below the kernel's ephemeral range (which
+# outgoing connections and bind(0) draw from, tens of thousands at once while a swarm
+# runs), and a slice of its own for each parallel test worker.
+PORTS_LOW, PORTS_HIGH = 20000, 32000
+
+
 def free_port() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    slices = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    width = (PORTS_HIGH - PORTS_LOW) // slices
+    low = PORTS_LOW + (int(worker) % slices if worker.isdecimal() else 0) * width
+    for _ in range(200):
+        port = random.randrange(low, low + width)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
