@@ -42,6 +42,8 @@ from redis.exceptions import RedisError, ResponseError
 from jobfleet.bus.base import BusListener
 
 log = logging.getLogger(__name__)
+# the longest a node's bus takes to stop, per stage (s)
+STOP_SECONDS = 5.0
 
 GROUP = "jf"
 # messages per stream entry, entries per read
@@ -127,19 +129,28 @@ class RedisBus:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # a stop is bounded: a loop caught inside the Redis client must not hold the
+        # node's shutdown (what it would have done is redone by the others' takeover)
+        if tasks:
+            _done, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+            if stuck:
+                log.warning("bus_stop_tasks_left count=%d", len(stuck))
         with contextlib.suppress(Exception):
-            # a node that stops cleanly lets go of its agents at once
-            if self._held:
-                await self._release_script(
-                    keys=[self._k("presence")], args=[self.node_id, *sorted(self._held)]
-                )
-            await self.redis.delete(self._k("node", self.node_id))
-            # nothing waits for a node that left cleanly: what others send it meanwhile
-            # is sent again when they find its agents elsewhere
-            await self.redis.srem(self._k("nodes"), self.node_id)
-            await self.redis.delete(self._inbox(self.node_id))
-        await self.redis.aclose()
+            await asyncio.wait_for(self._leave(), STOP_SECONDS)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.redis.aclose(), STOP_SECONDS)
+
+    async def _leave(self) -> None:
+        # a node that stops cleanly lets go of its agents at once
+        if self._held:
+            await self._release_script(
+                keys=[self._k("presence")], args=[self.node_id, *sorted(self._held)]
+            )
+        await self.redis.delete(self._k("node", self.node_id))
+        # nothing waits for a node that left cleanly: what others send it meanwhile
+        # is sent again when they find its agents elsewhere
+        await self.redis.srem(self._k("nodes"), self.node_id)
+        await self.redis.delete(self._inbox(self.node_id))
 
     async def _register(self) -> None:
         info = await self.redis.info("server")
