@@ -42,6 +42,16 @@ from redis.exceptions import RedisError, ResponseError
 from jobfleet.bus.base import BusListener
 
 log = logging.getLogger(__name__)
+
+
+def _raise_if_cancelled() -> None:
+    """The Redis client can turn a cancellation that lands mid-read into a connection
+    error; a loop that caught one goes on only if its task is not being cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 # the longest a node's bus takes to stop, per stage (s)
 STOP_SECONDS = 5.0
 
@@ -190,6 +200,7 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _raise_if_cancelled()
                 # keep everything, in order, for when Redis is back
                 for node, messages in outbox.items():
                     self._outbox[node] = messages + self._outbox.get(node, [])
@@ -253,6 +264,7 @@ class RedisBus:
                     continue
                 raise
             except (RedisError, OSError) as exc:
+                _raise_if_cancelled()
                 attempt += 1
                 log.warning("bus_read_waiting attempt=%d error=%s", attempt, exc)
                 await asyncio.sleep(min(2.0, 0.1 * attempt))
@@ -305,6 +317,7 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _raise_if_cancelled()
                 log.warning("bus_beat_failed error=%s", exc)
 
     async def _recover(self) -> None:
@@ -380,6 +393,7 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _raise_if_cancelled()
                 log.warning("bus_agents_feed_lost error=%s", exc)
                 await asyncio.sleep(0.5)
                 # what was missed meanwhile
