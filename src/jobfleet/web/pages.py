@@ -429,8 +429,10 @@ def console_router(services: Services) -> APIRouter:
             lambda: outputs.group_step(services, int(step.id), int(step.execute_count)),
         )
 
-    @router.get("/console/jobs/{job_id}/steps/{step_id}/output-groups")
-    async def output_groups(request: Request, job_id: RowId, step_id: RowId) -> Response:
+    async def job_step(
+        request: Request, job_id: int, step_id: int
+    ) -> tuple[Page, Any, Any] | Response:
+        """The page, job and step a console job route names, or the answer that it can't."""
         current = await page(request)
         if current is None:
             return PlainTextResponse("log in", status_code=401)
@@ -441,6 +443,14 @@ def console_router(services: Services) -> APIRouter:
         step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
         if step is None:
             return PlainTextResponse("no such step", status_code=404)
+        return current, job, step
+
+    @router.get("/console/jobs/{job_id}/steps/{step_id}/output-groups")
+    async def output_groups(request: Request, job_id: RowId, step_id: RowId) -> Response:
+        found = await job_step(request, job_id, step_id)
+        if isinstance(found, Response):
+            return found
+        current, job, step = found
         grouping = await grouped(step)
         return await current.render(
             "output_groups.html",
@@ -454,16 +464,10 @@ def console_router(services: Services) -> APIRouter:
     async def output_group_ips(
         request: Request, job_id: RowId, step_id: RowId, index: RowId
     ) -> Response:
-        current = await page(request)
-        if current is None:
-            return PlainTextResponse("log in", status_code=401)
-        try:
-            job = await job_for(services, current.caller, job_id)
-        except JobError:
-            return PlainTextResponse("no such job", status_code=404)
-        step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
-        if step is None:
-            return PlainTextResponse("no such step", status_code=404)
+        found = await job_step(request, job_id, step_id)
+        if isinstance(found, Response):
+            return found
+        _current, _job, step = found
         grouping = await grouped(step)
         if not 0 <= index < len(grouping.groups):
             return PlainTextResponse("no such group", status_code=404)
@@ -471,16 +475,10 @@ def console_router(services: Services) -> APIRouter:
 
     @router.get("/console/jobs/{job_id}/steps/{step_id}/ips")
     async def group_ips(request: Request, job_id: RowId, step_id: RowId) -> Response:
-        current = await page(request)
-        if current is None:
-            return PlainTextResponse("log in", status_code=401)
-        try:
-            job = await job_for(services, current.caller, job_id)
-        except JobError:
-            return PlainTextResponse("no such job", status_code=404)
-        step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
-        if step is None:
-            return PlainTextResponse("no such step", status_code=404)
+        found = await job_step(request, job_id, step_id)
+        if isinstance(found, Response):
+            return found
+        _current, _job, step = found
         q = request.query_params
         status = paging.number(q.get("status"))
         statuses = [status] if status is not None and status <= paging.MAX_OFFSET else None
@@ -489,16 +487,10 @@ def console_router(services: Services) -> APIRouter:
 
     @router.get("/console/jobs/{job_id}/steps/{step_id}/hosts/{host_id}/log")
     async def host_log(request: Request, job_id: RowId, step_id: RowId, host_id: RowId) -> Response:
-        current = await page(request)
-        if current is None:
-            return PlainTextResponse("log in", status_code=401)
-        try:
-            job = await job_for(services, current.caller, job_id)
-        except JobError:
-            return PlainTextResponse("no such job", status_code=404)
-        step = next((s for s in await services.jobs.steps(job.id) if s.id == step_id), None)
-        if step is None:
-            return PlainTextResponse("no such step", status_code=404)
+        found = await job_step(request, job_id, step_id)
+        if isinstance(found, Response):
+            return found
+        _current, _job, step = found
         logs = await services.jobs.logs(step.id, step.execute_count, [host_id])
         return PlainTextResponse(logs.get(host_id, ""))
 
