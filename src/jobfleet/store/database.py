@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util.concurrency import in_greenlet
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -36,6 +37,26 @@ def new_stamps(user: str, now: int) -> dict[str, Any]:
     return {"creator": user, "create_time": now, "last_modify_user": user, "last_modify_time": now}
 
 
+def _close_cancelled_sqlite_connections_plainly(engine: AsyncEngine) -> None:
+    """A statement cancelled twice (a stop that times out cancels again) must not
+    hang the loop. SQLAlchemy's aiosqlite ``terminate`` starts a shielded graceful
+    close and, on the second cancellation, also stops the connection's thread; the
+    graceful close then waits on a thread that has gone, forever, and so does any
+    shutdown that waits for its tasks. A plain close in the cancelled task stops
+    the thread exactly once. Outside a task (garbage collection) ``terminate``
+    only stops the thread, which is safe."""
+    dialect = engine.dialect
+    terminate = dialect.do_terminate
+
+    def do_terminate(dbapi_connection: Any) -> None:
+        if in_greenlet():
+            dialect.do_close(dbapi_connection)
+        else:
+            terminate(dbapi_connection)
+
+    dialect.do_terminate = do_terminate  # type: ignore[method-assign]
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'jobfleet.db'}"
 
@@ -54,6 +75,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            _close_cancelled_sqlite_connections_plainly(self.engine)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
