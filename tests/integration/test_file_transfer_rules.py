@@ -45,15 +45,17 @@ async def test_speed_limit_measurably_slows_the_transfer(running: Running,
     await running.start_agents([SRC, DST])
     (tmp_path / "blob.bin").write_bytes(os.urandom(6 * 1024 * 1024))
     timings = {}
-    for limit in (None, 2):
+    for limit in (None, 1):
         extra = {"download_speed_limit": limit} if limit else {}
         started = time.monotonic()
         _sub, data = await run_transfer(running, transfer_body(
             [f"{tmp_path}/blob.bin"], [SRC], [DST], f"{tmp_path}/out-{limit}/", **extra))
         timings[limit] = time.monotonic() - started
         assert data["job_instance"]["status"] == 3
-    assert timings[2] >= 2.5, timings
-    assert timings[2] > 2 * timings[None], timings
+    # 6 MiB at 1 MB/s is 6.3 s of throttling; the job's own overhead is in both runs
+    # and varies by a second or two on a loaded machine
+    assert timings[1] >= 5.5, timings
+    assert timings[1] - timings[None] >= 3.5, timings
 
 
 async def test_checksum_mismatch_never_reports_success(running: Running, tmp_path: Path) -> None:

@@ -240,7 +240,12 @@ async def test_memory_stays_flat_under_parallel_huge_bodies(
         assert outcome["upload under the limit"] == 200, outcome
         for name, result in outcome.items():
             assert result in (200, 413) or isinstance(result, str), (name, result)
-        assert outcome["json, declared"] == 413 and outcome["upload, declared"] == 413, outcome
+        # a declared length over the limit is answered 413 before a byte is read
+        # (test_a_declared_body_over_the_limit_is_refused_before_it_is_read, on a raw socket); here
+        # the client is still sending when the server closes, and on a loaded machine the
+        # reset can reach it before the answer does
+        for name in ("json, declared", "upload, declared"):
+            assert outcome[name] in (413, "ReadError", "WriteError"), outcome
         print(f"parallel bodies: RSS grew by {growth / MiB:.0f} MiB; {outcome}")
 
 
