@@ -25,6 +25,7 @@ from pathlib import Path
 # what the agent's code imports, the file movers included
 ENTRY_MODULES = [
     "jobfleet.agent.main",
+    "jobfleet.agent.lazy",
     "jobfleet.agent.connection",
     "jobfleet.agent.files.download",
     "jobfleet.agent.files.upload",

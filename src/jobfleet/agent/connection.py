@@ -19,8 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from jobfleet import __version__
 from jobfleet.agent import jsonwire
@@ -51,6 +50,7 @@ from jobfleet.agent.task import (
     script_spec,
 )
 from jobfleet.agent.transfers import FileWork
+from jobfleet.agent.wsclient import WebSocket, connect
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
 
@@ -95,7 +95,7 @@ class _Sender:
     """Coalesces outgoing messages into as few frames per loop turn as the server's
     frame limit allows."""
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[protocol.AgentMessage] = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -270,11 +270,11 @@ class Agent:
                 self._next_server()
             except (
                 OSError,
-                websockets.exceptions.WebSocketException,
+                WebSocketException,
                 TimeoutError,
             ) as exc:
                 if (
-                    isinstance(exc, websockets.exceptions.InvalidStatus)
+                    isinstance(exc, InvalidStatus)
                     and exc.response.status_code == 403
                 ):
                     log.warning(
@@ -313,7 +313,7 @@ class Agent:
 
     async def _session(self, cred: Credential, channel: Channel) -> None:
         headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
-        async with connect(
+        async with await connect(
             channel.ws_url + CONNECT_PATH,
             additional_headers=headers,
             ping_interval=self.settings.heartbeat,

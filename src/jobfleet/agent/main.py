@@ -158,6 +158,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     settings = settings_from(args, p)
     logs.setup(args.log_level)
     # imported after the options are checked: a usage error costs no event loop
+    from jobfleet.agent.lazy import defer_unused
+
+    defer_unused()
     from jobfleet.agent.connection import Agent
 
     try:
