@@ -22,9 +22,22 @@ from jobfleet.agent.settings import TOKEN_HELP, AgentSettings, parse_labels
 USAGE_ERROR = 2
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, given the terminal's width as ``shutil`` would find it, so that an
+    agent does not import ``shutil`` (with ``bz2`` and ``lzma``: 0.5 MiB) to parse options."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
+        except (ValueError, OSError):
+            width = 80
+        super().__init__(prog, width=width - 2)
+
+
 def parser(prog: str = "jobfleet agent") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
+        formatter_class=_HelpFormatter,
         description="Run the agent of one host. The enrollment token is read from "
         "--enroll-token-file or JOBFLEET_ENROLL_TOKEN, never from the command line, "
         "where every user of the host could read it in ps.",
