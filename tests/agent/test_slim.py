@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -37,3 +38,52 @@ def test_a_running_agent_imports_no_server_package() -> None:
 def test_the_protocol_module_needs_no_validator() -> None:
     loaded = loaded_by("-c", "import jobfleet.domain.protocol")
     assert "pydantic" not in loaded and "pydantic_core" not in loaded
+
+
+# what an idle agent does not hold: proxies and HTTP of the library's own client, what
+# importlib.metadata brings, the protocol's validator metadata, archive and IDNA codecs
+IDLE_HEAVY = ("email", "urllib.request", "http.client", "zipfile", "csv", "annotated_types",
+              "shutil", "encodings.idna", "websockets.asyncio", "websockets.proxy", "ctypes")
+IDLE_PATH = """
+import json, sys
+from jobfleet.agent.lazy import defer_unused
+defer_unused()
+import jobfleet.agent.main, jobfleet.agent.connection
+jobfleet.agent.main.parser()
+metadata = type(sys.modules["importlib.metadata"]).__name__
+print(json.dumps({"modules": sorted(sys.modules), "metadata": metadata}))
+"""
+
+
+def test_the_idle_path_imports_none_of_the_heavy_modules() -> None:
+    run = subprocess.run([sys.executable, "-I", "-c", IDLE_PATH], capture_output=True,
+                         text=True, timeout=60, check=True)
+    answer = json.loads(run.stdout)
+    loaded = set(answer["modules"])
+    assert "jobfleet.agent.wsclient" in loaded
+    heavy = {m for m in loaded if m in IDLE_HEAVY or m.split(".")[0] in IDLE_HEAVY}
+    assert not heavy, heavy
+    # imported by websockets, not run until something reads it
+    assert answer["metadata"] == "Deferred"
+
+
+DEFERRED_USE = """
+import sys
+from jobfleet.agent.lazy import defer_unused
+defer_unused()
+import websockets.client
+assert "email" not in sys.modules
+import importlib.metadata
+from importlib import metadata
+from importlib.metadata import version
+assert importlib.metadata.version("websockets") == version("websockets")
+assert metadata.version("websockets") == websockets.__version__
+assert type(sys.modules["importlib.metadata"]).__name__ == "module"
+print("ok")
+"""
+
+
+def test_a_deferred_module_works_when_it_is_used() -> None:
+    run = subprocess.run([sys.executable, "-I", "-c", DEFERRED_USE], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert run.stdout.strip() == "ok", run.stderr
