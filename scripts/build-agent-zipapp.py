@@ -29,6 +29,8 @@ ENTRY_MODULES = [
     "jobfleet.agent.connection",
     "jobfleet.agent.files.download",
     "jobfleet.agent.files.upload",
+    "jobfleet.agent.files.swarm",
+    "jobfleet.agent.peers",
     # the HTTP client of file transfers, with what it loads only once it connects
     "httpx",
     "httpcore",

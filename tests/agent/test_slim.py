@@ -43,7 +43,9 @@ def test_the_protocol_module_needs_no_validator() -> None:
 # what an idle agent does not hold: proxies and HTTP of the library's own client, what
 # importlib.metadata brings, the protocol's validator metadata, archive and IDNA codecs
 IDLE_HEAVY = ("email", "urllib.request", "http.client", "zipfile", "csv", "annotated_types",
-              "shutil", "encodings.idna", "websockets.asyncio", "websockets.proxy", "ctypes")
+              "shutil", "encodings.idna", "websockets.asyncio", "websockets.proxy", "ctypes",
+              # the file movers and the opt-in peer port load with their first use
+              "jobfleet.agent.files", "jobfleet.agent.peers", "concurrent.futures.thread")
 IDLE_PATH = """
 import json, sys
 from jobfleet.agent.lazy import defer_unused
@@ -61,7 +63,7 @@ def test_the_idle_path_imports_none_of_the_heavy_modules() -> None:
     answer = json.loads(run.stdout)
     loaded = set(answer["modules"])
     assert "jobfleet.agent.wsclient" in loaded
-    heavy = {m for m in loaded if m in IDLE_HEAVY or m.split(".")[0] in IDLE_HEAVY}
+    heavy = {m for m in loaded if any(m == h or m.startswith(h + ".") for h in IDLE_HEAVY)}
     assert not heavy, heavy
     # imported by websockets, not run until something reads it
     assert answer["metadata"] == "Deferred"

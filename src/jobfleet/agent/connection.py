@@ -35,7 +35,6 @@ from jobfleet.agent.enrollment import (
 )
 from jobfleet.agent.executor import ProcessExecutor
 from jobfleet.agent.host_load import LoadGauge
-from jobfleet.agent.peers import PeerServer
 from jobfleet.agent.processes import kill_process_tree, reap_without_threads
 from jobfleet.agent.procman import ProcessManager
 from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
@@ -59,6 +58,8 @@ Request = protocol.FileList | protocol.FileUpload | protocol.Proc | protocol.Dis
 
 if TYPE_CHECKING:
     import httpx
+
+    from jobfleet.agent.peers import PeerServer
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +156,12 @@ class Agent:
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.on_welcome: Callable[[protocol.Welcome], None] | None = None
-        self.peers = (
-            PeerServer(settings.peer_listen, settings.peer_port, settings.peer_address)
-            if settings.peer_port is not None
-            else None
-        )
+        # the inbound peer port is opt-in: without it its module is not loaded
+        self.peers: PeerServer | None = None
+        if settings.peer_port is not None:
+            from jobfleet.agent.peers import PeerServer
+
+            self.peers = PeerServer(settings.peer_listen, settings.peer_port, settings.peer_address)
         self.files = FileWork(self._base, self._auth_headers, self._tls, http, self.peers)
         self.procs = ProcessManager(state)
         self.load = LoadGauge()
