@@ -43,13 +43,16 @@ def test_the_protocol_module_needs_no_validator() -> None:
 # what an idle agent does not hold: proxies and HTTP of the library's own client, what
 # importlib.metadata brings, the protocol's validator metadata, archive and IDNA codecs
 IDLE_HEAVY = ("email", "urllib.request", "http.client", "zipfile", "csv", "annotated_types",
+              "typing_extensions",
               "shutil", "encodings.idna", "websockets.asyncio", "websockets.proxy", "ctypes",
               # the file movers and the opt-in peer port load with their first use
               "jobfleet.agent.files", "jobfleet.agent.peers", "concurrent.futures.thread")
 IDLE_PATH = """
 import json, sys
 from jobfleet.agent.lazy import defer_unused
+from jobfleet.domain.typeddict import without_validation
 defer_unused()
+without_validation()
 import jobfleet.agent.main, jobfleet.agent.connection
 jobfleet.agent.main.parser()
 metadata = type(sys.modules["importlib.metadata"]).__name__
@@ -83,6 +86,17 @@ assert metadata.version("websockets") == websockets.__version__
 assert type(sys.modules["importlib.metadata"]).__name__ == "module"
 print("ok")
 """
+
+
+def test_protocol_types_are_plain_typed_dicts_in_an_agent() -> None:
+    code = ("import sys; from jobfleet.domain.typeddict import without_validation; "
+            "without_validation(); from jobfleet.domain import protocol; "
+            "assert protocol.hello(version='1', hostname='h', os='Linux', os_name='', ipv6='', "
+            "labels={}, known=[], peer='', load=None)['t'] == 'hello'; "
+            "print(type(protocol.Hello).__module__, 'typing_extensions' in sys.modules)")
+    run = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert run.stdout.split() == ["typing", "False"], run.stderr
 
 
 def test_a_deferred_module_works_when_it_is_used() -> None:

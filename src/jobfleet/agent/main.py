@@ -172,8 +172,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     logs.setup(args.log_level)
     # imported after the options are checked: a usage error costs no event loop
     from jobfleet.agent.lazy import defer_unused
+    from jobfleet.domain.typeddict import without_validation
 
     defer_unused()
+    without_validation()
     from jobfleet.agent.connection import Agent
 
     try:

@@ -22,17 +22,16 @@ honours when the gateway builds its validators, and that cost the agent nothing.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NotRequired
 
-if sys.version_info >= (3, 12):
-    from typing import TypedDict
-else:  # pydantic reads TypedDicts of typing_extensions only, before 3.12
-    from typing_extensions import TypedDict
+from jobfleet.domain import typeddict
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypedDict
+else:  # pydantic reads TypedDicts of typing_extensions only, before 3.12 (agents need not)
+    TypedDict = typeddict.base()
 
 PROTOCOL_VERSION = 1
 
