@@ -43,7 +43,7 @@ def test_the_protocol_module_needs_no_validator() -> None:
 # what an idle agent does not hold: proxies and HTTP of the library's own client, what
 # importlib.metadata brings, the protocol's validator metadata, archive and IDNA codecs
 IDLE_HEAVY = ("email", "urllib.request", "http.client", "zipfile", "csv", "annotated_types",
-              "typing_extensions",
+              "typing_extensions", "argparse", "gettext",
               "shutil", "encodings.idna", "websockets.asyncio", "websockets.proxy", "ctypes",
               # the file movers and the opt-in peer port load with their first use
               "jobfleet.agent.files", "jobfleet.agent.peers", "concurrent.futures.thread")
@@ -54,7 +54,7 @@ from jobfleet.domain.typeddict import without_validation
 defer_unused()
 without_validation()
 import jobfleet.agent.main, jobfleet.agent.connection
-jobfleet.agent.main.parser()
+assert jobfleet.agent.main.plain_args(["--server", "http://a", "--state-dir", "/s", "--ip", "1"])
 metadata = type(sys.modules["importlib.metadata"]).__name__
 print(json.dumps({"modules": sorted(sys.modules), "metadata": metadata}))
 """

@@ -26,6 +26,7 @@ def _rmtree(path: str) -> None:
 
     shutil.rmtree(path, ignore_errors=True)
 
+
 MAX_VARS_BYTES = 1024 * 1024
 
 
