@@ -6,7 +6,8 @@
 Starts ``jobfleet server`` on loopback (TLS agent channel, as deployed), then each
 group of agents in turn: ``python -m jobfleet agent`` of this tree, optionally the
 single-file agent (run with ``-I -S``: nothing installed) and optionally another
-tree's agent (``--before-python``: the Python of that tree's venv, e.g. main's).
+tree's agent (``--before-python``: the Python of that tree's venv, e.g. main's); with
+``--zipapp`` also as ``deploy/install-agent.sh`` starts it (``-I -S -OO``).
 Each group enrolls, connects, shows alive in the inventory, idles ``--settle``
 seconds, and then every process's VmRSS (``/proc/PID/status``) and PSS
 (``/proc/PID/smaps_rollup``: shared pages divided among their users) is read.
@@ -174,6 +175,9 @@ async def main() -> None:
     groups: list[tuple[str, list[str]]] = [("this tree", [PY, "-m", "jobfleet", "agent"])]
     if args.zipapp is not None:
         groups.append(("zipapp (-I -S)", [PY, "-I", "-S", str(args.zipapp.resolve())]))
+        # as deploy/install-agent.sh starts it
+        groups.append(("zipapp as installed (-I -S -OO)",
+                       [PY, "-I", "-S", "-OO", str(args.zipapp.resolve())]))
     if args.before_python:
         groups.append(("before", [args.before_python, "-m", "jobfleet", "agent"]))
     rows: list[str] = []
