@@ -6,14 +6,17 @@
 Starts ``jobfleet server`` on loopback (TLS agent channel, as deployed), then each
 group of agents in turn: ``python -m jobfleet agent`` of this tree, optionally the
 single-file agent (run with ``-I -S``: nothing installed) and optionally another
-tree's agent (``--before-python``: the Python of that tree's venv, e.g. main's).
+tree's agent (``--before-python``: the Python of that tree's venv, e.g. main's); with
+``--zipapp`` also as ``deploy/install-agent.sh`` starts it (``-I -S -OO``).
 Each group enrolls, connects, shows alive in the inventory, idles ``--settle``
 seconds, and then every process's VmRSS (``/proc/PID/status``) and PSS
 (``/proc/PID/smaps_rollup``: shared pages divided among their users) is read.
 
-The floor, measured in the same run: as many bare ``python3`` processes that import
+The floors, measured in the same run: as many bare ``python3`` processes that import
 ``websockets`` and hold one idle WebSocket connection each (to a server in this
-process). An agent cannot cost less than that. Everything is stopped by PID.
+process); and, lower, as many bare ``python3 -I -S`` processes with asyncio and ssl
+that hold one idle TLS connection each (pinned CA, to a TLS server in this process):
+the interpreter itself with what any agent needs. Everything is stopped by PID.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import tempfile
@@ -39,6 +43,21 @@ async def main():
     async with websockets.connect(sys.argv[1]) as ws:
         print("connected", flush=True)
         await ws.wait_closed()
+asyncio.run(main())
+"""
+
+
+# asyncio + ssl, one idle TLS connection trusting one CA, nothing else
+TLS_FLOOR_CLIENT = """
+import asyncio, ssl, sys
+async def main():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata=sys.stdin.read())
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(sys.argv[1]), ssl=ctx,
+                                                   server_hostname="")
+    print("connected", flush=True)
+    await reader.read()
 asyncio.run(main())
 """
 
@@ -89,6 +108,43 @@ async def floor(children: Children, count: int, settle: float) -> list[Memory]:
     return figures
 
 
+async def tls_floor(children: Children, work: Path, count: int, settle: float) -> list[Memory]:
+    """Bare python3 -I -S with asyncio and ssl, each idling on one TLS connection."""
+    from jobfleet.gateway.tls import ensure_agent_tls
+
+    (work / "floor-tls").mkdir()
+    tls = ensure_agent_tls(work / "floor-tls", ["127.0.0.1"])
+    ca = work / "floor-tls" / "tls" / "ca.pem"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    procs = []
+    for i in range(count):
+        child = await children.spawn(
+            f"tls-floor-{i}", ["/bin/sh", "-c", f'exec "$0" -I -S -c "$1" {port} < {ca}',
+                               PY, TLS_FLOOR_CLIENT], pipe_stdout=True)
+        procs.append(child)
+    for child in procs:
+        assert child.proc.stdout is not None
+        line = await asyncio.wait_for(child.proc.stdout.readline(), 30)
+        if line.strip() != b"connected":
+            raise RuntimeError(f"{child.name} did not connect")
+    await asyncio.sleep(settle)
+    figures = [memory(c.pid) for c in procs]
+    for child in procs:
+        await children.stop(child)
+    for writer in held:
+        writer.close()
+    server.close()
+    return figures
+
+
 async def agents(children: Children, server: ServerProc, work: Path, group: str,
                  prefix: list[str], subnet: int, count: int, settle: float) -> list[Memory]:
     ips = [f"127.0.{subnet}.{i + 2}" for i in range(count)]
@@ -119,6 +175,9 @@ async def main() -> None:
     groups: list[tuple[str, list[str]]] = [("this tree", [PY, "-m", "jobfleet", "agent"])]
     if args.zipapp is not None:
         groups.append(("zipapp (-I -S)", [PY, "-I", "-S", str(args.zipapp.resolve())]))
+        # as deploy/install-agent.sh starts it
+        groups.append(("zipapp as installed (-I -S -OO)",
+                       [PY, "-I", "-S", "-OO", str(args.zipapp.resolve())]))
     if args.before_python:
         groups.append(("before", [args.before_python, "-m", "jobfleet", "agent"]))
     rows: list[str] = []
@@ -128,6 +187,9 @@ async def main() -> None:
         started = time.perf_counter()
         base = await floor(children, args.agents, args.settle)
         rows.append(summary("floor: python3 + websockets, one idle connection", base))
+        low = await tls_floor(children, work, args.agents, args.settle)
+        rows.append(summary("floor: python3 -I -S + asyncio + ssl, one idle TLS connection",
+                            low))
         server = await start_server(children, work, "server")
         for n, (name, prefix) in enumerate(groups):
             figures = await agents(children, server, work, f"g{n}", prefix, 60 + n,
@@ -145,7 +207,8 @@ async def main() -> None:
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in rows:
             print(row)
-        print(f"\nfloor RSS mean: {floor_rss:.1f} MiB")
+        print(f"\nfloor RSS mean: {floor_rss:.1f} MiB; TLS floor RSS mean: "
+              f"{statistics.mean(m.rss_mib for m in low):.1f} MiB")
     finally:
         await children.stop_all()
         shutil.rmtree(work, ignore_errors=True)

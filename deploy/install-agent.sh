@@ -70,7 +70,9 @@ chmod 0700 "$CONF"
 if [ -n "$zipapp" ]; then
     [ -r "$zipapp" ] || die "cannot read $zipapp"
     install -m 0644 "$zipapp" "$PREFIX/jobfleet-agent.pyz"
-    run='exec python3 /opt/jobfleet-agent/jobfleet-agent.pyz "$@"'
+    # -I -S: nothing of the host's Python environment (the archive holds what it needs);
+    # -OO: no docstrings in memory (0.5 MiB of an idle agent)
+    run='exec python3 -I -S -OO /opt/jobfleet-agent/jobfleet-agent.pyz "$@"'
 else
     command -v python3 >/dev/null || die "python3 (3.11 or later) is needed"
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

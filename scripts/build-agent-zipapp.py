@@ -25,9 +25,12 @@ from pathlib import Path
 # what the agent's code imports, the file movers included
 ENTRY_MODULES = [
     "jobfleet.agent.main",
+    "jobfleet.agent.lazy",
     "jobfleet.agent.connection",
     "jobfleet.agent.files.download",
     "jobfleet.agent.files.upload",
+    "jobfleet.agent.files.swarm",
+    "jobfleet.agent.peers",
     # the HTTP client of file transfers, with what it loads only once it connects
     "httpx",
     "httpcore",

@@ -71,8 +71,9 @@ ALLOWED: dict[str, frozenset[str]] = {
 SHARED = frozenset({"jobfleet", "jobfleet.logs", "jobfleet.loop"})
 # the one module of engine that may name gateway and bus: the interfaces engine needs
 ENGINE_PORTS = "jobfleet.engine.ports"
-# the agent takes from domain the protocol types only
-AGENT_DOMAIN = frozenset({"jobfleet.domain.protocol"})
+# the agent takes from domain the protocol types only (and which TypedDict they are made
+# with: an agent, which never validates them, tells ``typeddict`` so before they load)
+AGENT_DOMAIN = frozenset({"jobfleet.domain.protocol", "jobfleet.domain.typeddict"})
 # CLI commands that start a process import that process's package
 CLI_COMMANDS: dict[str, frozenset[str]] = {
     "jobfleet.cli.daemons": frozenset({"server", "server_config", "agent"}),

@@ -6,18 +6,26 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
 from tests.integration.harness import Running, eventually
 from tests.integration.test_agent_enrollment import new_token
 
 ROOT = Path(__file__).resolve().parents[2]
 IP = "127.0.31.1"
+IP_OO = "127.0.31.2"
 
 
 async def host_alive(running: Running, ip: str) -> bool:
     return any(h.ip == ip and h.alive for h in await running.server.inventory.list())
 
 
-async def test_the_zipapp_agent_runs_a_job(running: Running, tmp_path: Path) -> None:
+# -I -S: no site-packages at all, so everything the agent needs is in the archive; -OO as
+# deploy/install-agent.sh starts it (no docstrings, no asserts)
+@pytest.mark.parametrize(("flags", "ip"), [(("-I", "-S"), IP), (("-I", "-S", "-OO"), IP_OO)],
+                         ids=["plain", "installed"])
+async def test_the_zipapp_agent_runs_a_job(
+    running: Running, tmp_path: Path, flags: tuple[str, ...], ip: str
+) -> None:
     pyz = tmp_path / "jobfleet-agent.pyz"
     build = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "scripts" / "build-agent-zipapp.py"), str(pyz),
@@ -27,21 +35,20 @@ async def test_the_zipapp_agent_runs_a_job(running: Running, tmp_path: Path) -> 
     token_file = tmp_path / "token"
     token_file.write_text(await new_token(running.wire, uses=1) + "\n")
     token_file.chmod(0o600)
-    # -I -S: no site-packages at all, so everything the agent needs is in the archive
     agent = await asyncio.create_subprocess_exec(
-        sys.executable, "-I", "-S", str(pyz), "--server", running.url,
+        sys.executable, *flags, str(pyz), "--server", running.url,
         "--enroll-token-file", str(token_file), "--state-dir", str(tmp_path / "state"),
-        "--ip", IP, "--log-level", "warning",
+        "--ip", ip, "--log-level", "warning",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)
     try:
-        await eventually(lambda: host_alive(running, IP), timeout=30)
-        sub = await running.wire.run_script('echo "hello from $JOBFLEET_HOST_IP"; exit 0', [IP])
+        await eventually(lambda: host_alive(running, ip), timeout=30)
+        sub = await running.wire.run_script('echo "hello from $JOBFLEET_HOST_IP"; exit 0', [ip])
         data = await running.wire.wait(sub["job_instance_id"])
         assert data["job_instance"]["status"] == 3, data
         step = data["step_instance_list"][0]["step_instance_id"]
-        logs = await running.wire.logs(sub["job_instance_id"], step, [IP])
-        assert logs[IP] == f"hello from {IP}\n"
+        logs = await running.wire.logs(sub["job_instance_id"], step, [ip])
+        assert logs[ip] == f"hello from {ip}\n"
         assert agent.returncode is None
     finally:
         agent.terminate()

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from jobfleet import __version__
 from jobfleet.agent import jsonwire
@@ -36,7 +35,6 @@ from jobfleet.agent.enrollment import (
 )
 from jobfleet.agent.executor import ProcessExecutor
 from jobfleet.agent.host_load import LoadGauge
-from jobfleet.agent.peers import PeerServer
 from jobfleet.agent.processes import kill_process_tree, reap_without_threads
 from jobfleet.agent.procman import ProcessManager
 from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
@@ -51,6 +49,7 @@ from jobfleet.agent.task import (
     script_spec,
 )
 from jobfleet.agent.transfers import FileWork
+from jobfleet.agent.wsclient import WebSocket, connect
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
 
@@ -59,6 +58,8 @@ Request = protocol.FileList | protocol.FileUpload | protocol.Proc | protocol.Dis
 
 if TYPE_CHECKING:
     import httpx
+
+    from jobfleet.agent.peers import PeerServer
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class _Sender:
     """Coalesces outgoing messages into as few frames per loop turn as the server's
     frame limit allows."""
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[protocol.AgentMessage] = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -155,11 +156,12 @@ class Agent:
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.on_welcome: Callable[[protocol.Welcome], None] | None = None
-        self.peers = (
-            PeerServer(settings.peer_listen, settings.peer_port, settings.peer_address)
-            if settings.peer_port is not None
-            else None
-        )
+        # the inbound peer port is opt-in: without it its module is not loaded
+        self.peers: PeerServer | None = None
+        if settings.peer_port is not None:
+            from jobfleet.agent.peers import PeerServer
+
+            self.peers = PeerServer(settings.peer_listen, settings.peer_port, settings.peer_address)
         self.files = FileWork(self._base, self._auth_headers, self._tls, http, self.peers)
         self.procs = ProcessManager(state)
         self.load = LoadGauge()
@@ -270,11 +272,11 @@ class Agent:
                 self._next_server()
             except (
                 OSError,
-                websockets.exceptions.WebSocketException,
+                WebSocketException,
                 TimeoutError,
             ) as exc:
                 if (
-                    isinstance(exc, websockets.exceptions.InvalidStatus)
+                    isinstance(exc, InvalidStatus)
                     and exc.response.status_code == 403
                 ):
                     log.warning(
@@ -313,7 +315,7 @@ class Agent:
 
     async def _session(self, cred: Credential, channel: Channel) -> None:
         headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
-        async with connect(
+        async with await connect(
             channel.ws_url + CONNECT_PATH,
             additional_headers=headers,
             ping_interval=self.settings.heartbeat,

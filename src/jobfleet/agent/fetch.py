@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import ssl
 from dataclasses import dataclass
@@ -19,6 +20,21 @@ from urllib.parse import urlsplit
 
 # the documents asked for here are a few KiB
 MAX_ANSWER_BYTES = 1024 * 1024
+
+
+def server_name(host: str, tls: ssl.SSLContext | None) -> str | None:
+    """The name TLS sends (SNI) and checks: ``None`` for plain text; empty for an IP
+    address when the context checks no host name (the pinned CA): TLS never sends an
+    IP address as SNI, and ``ssl`` would load the IDNA codec (0.4 MiB) to encode it."""
+    if tls is None:
+        return None
+    if not tls.check_hostname:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return host
+        return ""
+    return host
 
 
 class BadResponse(ConnectionError):
@@ -67,7 +83,7 @@ async def request(
         head.append("Content-Type: application/json")
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(
-            host, port, ssl=tls, server_hostname=host if tls else None
+            host, port, ssl=tls, server_hostname=server_name(host, tls)
         )
         try:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)

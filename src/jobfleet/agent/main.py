@@ -8,86 +8,171 @@ its own modules.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from copy import copy
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from jobfleet import logs
 from jobfleet.agent.settings import TOKEN_HELP, AgentSettings, parse_labels
 
+if TYPE_CHECKING:
+    import argparse
+
 USAGE_ERROR = 2
 
 
-def parser(prog: str = "jobfleet agent") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Run the agent of one host. The enrollment token is read from "
-        "--enroll-token-file or JOBFLEET_ENROLL_TOKEN, never from the command line, "
-        "where every user of the host could read it in ps.",
-    )
-    p.add_argument(
+DESCRIPTION = (
+    "Run the agent of one host. The enrollment token is read from --enroll-token-file or "
+    "JOBFLEET_ENROLL_TOKEN, never from the command line, where every user of the host "
+    "could read it in ps."
+)
+# an option argparse lists in no help
+HIDDEN = "hidden"
+
+# Every option: its name and what argparse is told about it. The same table reads a
+# plain command line without argparse (:func:`plain_args`).
+OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    (
         "--server",
-        required=True,
-        action="append",
-        help="The server's URL; repeat it for each node of a cluster (the agent moves "
-        "to another when its node goes away)",
-    )
-    p.add_argument(
+        {
+            "required": True,
+            "action": "append",
+            "help": "The server's URL; repeat it for each node of a cluster (the agent "
+            "moves to another when its node goes away)",
+        },
+    ),
+    (
         "--state-dir",
-        required=True,
-        type=Path,
-        help="Where the agent keeps its credential and unsent results",
-    )
-    p.add_argument("--ip", required=True, help="This host's IP as jobfleet knows it")
-    p.add_argument(
+        {
+            "required": True,
+            "type": Path,
+            "help": "Where the agent keeps its credential and unsent results",
+        },
+    ),
+    ("--ip", {"required": True, "help": "This host's IP as jobfleet knows it"}),
+    (
         "--enroll-token-file",
-        type=Path,
-        help="File holding the enrollment token for the first start "
-        "(or set JOBFLEET_ENROLL_TOKEN)",
-    )
+        {
+            "type": Path,
+            "help": "File holding the enrollment token for the first start "
+            "(or set JOBFLEET_ENROLL_TOKEN)",
+        },
+    ),
     # refused: it would show in ps
-    p.add_argument("--enroll-token", help=argparse.SUPPRESS)
-    p.add_argument("--bk-cloud-id", type=int, default=0, help="Cloud area id")
-    p.add_argument("--biz", type=int, default=2, help="Business the host joins")
-    p.add_argument("--hostname", default="", help="Host name to report")
-    p.add_argument("--ca-file", type=Path, help="CA bundle that signed the server's certificate")
-    p.add_argument("--log-level", default="info", help="debug, info, warning or error")
-    p.add_argument(
+    ("--enroll-token", {"help": HIDDEN}),
+    ("--bk-cloud-id", {"type": int, "default": 0, "help": "Cloud area id"}),
+    ("--biz", {"type": int, "default": 2, "help": "Business the host joins"}),
+    ("--hostname", {"default": "", "help": "Host name to report"}),
+    ("--ca-file", {"type": Path, "help": "CA bundle that signed the server's certificate"}),
+    ("--log-level", {"default": "info", "help": "debug, info, warning or error"}),
+    (
         "--ipv6",
-        default="",
-        help="This host's IPv6 address to report, or 'auto' to discover it "
-        "(default: none, or --ip when that is IPv6)",
-    )
-    p.add_argument(
+        {
+            "default": "",
+            "help": "This host's IPv6 address to report, or 'auto' to discover it "
+            "(default: none, or --ip when that is IPv6)",
+        },
+    ),
+    (
         "--peer-port",
-        type=int,
-        default=None,
-        help="Serve file pieces to the other targets of a transfer on this TCP port "
-        "(peer-to-peer distribution, opt-in; 0 picks a free port). Without it every "
-        "file comes from the server",
-    )
-    p.add_argument(
+        {
+            "type": int,
+            "default": None,
+            "help": "Serve file pieces to the other targets of a transfer on this TCP port "
+            "(peer-to-peer distribution, opt-in; 0 picks a free port). Without it every "
+            "file comes from the server",
+        },
+    ),
+    (
         "--peer-listen",
-        default="0.0.0.0",
-        help="Address the peer port listens on (default: all)",
-    )
-    p.add_argument(
+        {"default": "0.0.0.0", "help": "Address the peer port listens on (default: all)"},
+    ),
+    (
         "--peer-address",
-        default="",
-        help="Address other agents dial for the peer port (default: the address this "
-        "agent's connection to the server comes from)",
-    )
-    p.add_argument(
+        {
+            "default": "",
+            "help": "Address other agents dial for the peer port (default: the address "
+            "this agent's connection to the server comes from)",
+        },
+    ),
+    (
         "--label",
-        action="append",
-        default=[],
-        help="A key=value label dynamic groups can select by; repeatable",
-    )
+        {
+            "action": "append",
+            "default": [],
+            "help": "A key=value label dynamic groups can select by; repeatable",
+        },
+    ),
+]
+
+
+def parser(prog: str = "jobfleet agent") -> argparse.ArgumentParser:
+    """The full parser, with help and usage errors (imported only when needed)."""
+    import argparse
+
+    class HelpFormatter(argparse.HelpFormatter):
+        """argparse's own, given the terminal's width as ``shutil`` would find it, so
+        that argparse does not import ``shutil`` (with ``bz2`` and ``lzma``: 0.5 MiB)."""
+
+        def __init__(self, prog: str) -> None:
+            try:
+                width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
+            except (ValueError, OSError):
+                width = 80
+            super().__init__(prog, width=width - 2)
+
+    p = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter, description=DESCRIPTION)
+    for name, spec in OPTIONS:
+        kwargs = dict(spec)
+        if kwargs.get("help") == HIDDEN:
+            kwargs["help"] = argparse.SUPPRESS
+        p.add_argument(name, **kwargs)
     return p
+
+
+def plain_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """The options of a command line argparse would read without a word to say: every
+    option by its full name with its value (``--opt VALUE`` or ``--opt=VALUE``), every
+    required one given. Read here without argparse, which an agent would otherwise
+    hold for good (0.5 MiB); None for anything else (help, an unknown or abbreviated
+    option, a missing or bad value, a missing required option): argparse then reads
+    the command line and answers as ever."""
+    specs = dict(OPTIONS)
+    # argparse's defaults (a list default is a fresh copy)
+    values: dict[str, Any] = {_dest(name): copy(spec.get("default")) for name, spec in OPTIONS}
+    items = iter(argv)
+    for item in items:
+        name, attached, value = item.partition("=")
+        spec = specs.get(name)
+        if spec is None:
+            return None
+        if not attached:
+            following = next(items, None)
+            if following is None:
+                return None
+            value = following
+        try:
+            converted = spec.get("type", str)(value)
+        except ValueError:
+            return None
+        dest = _dest(name)
+        if spec.get("action") == "append":
+            values[dest] = [*(values[dest] or []), converted]
+        else:
+            values[dest] = converted
+    if any(spec.get("required") and values[_dest(name)] is None for name, spec in OPTIONS):
+        return None
+    return SimpleNamespace(**values)
+
+
+def _dest(name: str) -> str:
+    return name.lstrip("-").replace("-", "_")
 
 
 def _values_attached(p: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
@@ -107,10 +192,13 @@ def _values_attached(p: argparse.ArgumentParser, argv: Sequence[str]) -> list[st
     return out
 
 
-def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> AgentSettings:
-    """The agent's settings from its options; a bad option ends the program (status 2)."""
+def settings_from(
+    args: argparse.Namespace | SimpleNamespace, fail: Callable[[str], NoReturn]
+) -> AgentSettings:
+    """The agent's settings from its options; a bad option ends the program (``fail``
+    prints the usage and the message, status 2)."""
     if args.enroll_token is not None:
-        p.error(
+        fail(
             f"--enroll-token: the token would show in ps on a command line; give it with "
             f"{TOKEN_HELP}"
         )
@@ -119,19 +207,19 @@ def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Agent
         try:
             token = args.enroll_token_file.read_text().strip() or None
         except OSError as exc:
-            p.error(f"--enroll-token-file: cannot read {args.enroll_token_file}: {exc.strerror}")
+            fail(f"--enroll-token-file: cannot read {args.enroll_token_file}: {exc.strerror}")
     try:
         labels = parse_labels(args.label)
     except ValueError as exc:
-        p.error(f"--label: {exc}")
+        fail(f"--label: {exc}")
     if args.peer_port is not None and not 0 <= args.peer_port < 65536:
-        p.error(f"--peer-port: {args.peer_port} is not a TCP port")
+        fail(f"--peer-port: {args.peer_port} is not a TCP port")
     ipv6 = args.ipv6
     if ipv6 not in ("", "auto"):
         try:
             ipv6 = str(ipaddress.IPv6Address(ipv6))
         except ValueError:
-            p.error(f"--ipv6: {ipv6!r} is not an IPv6 address")
+            fail(f"--ipv6: {ipv6!r} is not an IPv6 address")
     return AgentSettings(
         server=args.server[0],
         more_servers=args.server[1:],
@@ -153,11 +241,23 @@ def settings_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> Agent
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """``argv`` without the program (None: this process's, as the ``jobfleet-agent`` script)."""
     prog = prog or ("jobfleet-agent" if argv is None else "jobfleet agent")
-    p = parser(prog)
-    args = p.parse_args(_values_attached(p, sys.argv[1:] if argv is None else argv))
-    settings = settings_from(args, p)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args: argparse.Namespace | SimpleNamespace | None = plain_args(words)
+    if args is None:
+        p = parser(prog)
+        args = p.parse_args(_values_attached(p, words))
+
+    def fail(message: str) -> NoReturn:
+        parser(prog).error(message)
+
+    settings = settings_from(args, fail)
     logs.setup(args.log_level)
     # imported after the options are checked: a usage error costs no event loop
+    from jobfleet.agent.lazy import defer_unused
+    from jobfleet.domain.typeddict import without_validation
+
+    defer_unused()
+    without_validation()
     from jobfleet.agent.connection import Agent
 
     try:

@@ -5,14 +5,27 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
-import tempfile
 from pathlib import Path
 
 from jobfleet.agent.accounts import Account as _Account
 from jobfleet.agent.processes import safe_name
 from jobfleet.agent.task import TaskSpec
 from jobfleet.domain.status import ScriptLanguage
+
+
+# shutil and tempfile (0.5 MiB with bz2 and lzma) load with the first task that needs a
+# directory, not in every idle agent
+def _mkdtemp(prefix: str, work_dir: Path) -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=prefix, dir=work_dir)
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
 
 MAX_VARS_BYTES = 1024 * 1024
 
@@ -86,7 +99,7 @@ def script_in_memory(spec: TaskSpec, ext: str, fd_dir: str) -> Script:
 
 
 def script_file(spec: TaskSpec, account: _Account, ext: str, work_dir: Path) -> Script:
-    task_dir = tempfile.mkdtemp(prefix=safe_name(spec.id) + ".", dir=work_dir)
+    task_dir = _mkdtemp(safe_name(spec.id) + ".", work_dir)
     path = os.path.join(task_dir, "script" + ext)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -114,7 +127,7 @@ class VarsFile:
 
     @classmethod
     def create(cls, spec: TaskSpec, account: _Account, work_dir: Path) -> VarsFile:
-        task_dir = tempfile.mkdtemp(prefix=safe_name(spec.id) + ".vars.", dir=work_dir)
+        task_dir = _mkdtemp(safe_name(spec.id) + ".vars.", work_dir)
         path = os.path.join(task_dir, "vars")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -126,7 +139,7 @@ class VarsFile:
             if account.owner is not None:
                 os.chown(task_dir, *account.owner)
         except OSError:
-            shutil.rmtree(task_dir, ignore_errors=True)
+            _rmtree(task_dir)
             raise
         return cls(path, task_dir)
 
@@ -142,7 +155,7 @@ class VarsFile:
         return data.decode(errors="replace")
 
     def discard(self) -> None:
-        shutil.rmtree(self._task_dir, ignore_errors=True)
+        _rmtree(self._task_dir)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -160,4 +173,4 @@ def _remove_task_dir(task_dir: str, script: str) -> None:
         pass
     except OSError:
         # the script left files beside itself
-        shutil.rmtree(task_dir, ignore_errors=True)
+        _rmtree(task_dir)

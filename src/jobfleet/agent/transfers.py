@@ -17,22 +17,18 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, cast
 
 from jobfleet.agent.accounts import AccountError
-from jobfleet.agent.files import (
-    Progress,
-    TransferError,
-    download,
-    expand_sources,
-    make_dir,
-    upload,
-)
-from jobfleet.agent.files.swarm import server_range, swarm_download
-from jobfleet.agent.peers import PeerServer
 from jobfleet.agent.task import TaskResult
 from jobfleet.domain import protocol
 from jobfleet.domain.status import FileLogStatus, HostStatus
 
 if TYPE_CHECKING:
     import httpx
+
+    from jobfleet.agent.files import Progress, TransferError
+    from jobfleet.agent.peers import PeerServer
+
+# The file movers (jobfleet.agent.files: hashing, rights, pacing threads, the swarm)
+# are imported by the methods that move files: an idle agent does not hold them.
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +95,8 @@ class FileWork:
             self._client = None
 
     async def list_sources(self, request: str, message: protocol.FileList) -> protocol.Reply:
+        from jobfleet.agent.files import expand_sources
+
         patterns = [str(p) for p in message.get("patterns") or []]
         try:
             files, missing = await asyncio.to_thread(
@@ -113,6 +111,8 @@ class FileWork:
         )
 
     async def upload(self, request: str, message: protocol.FileUpload) -> protocol.Reply:
+        from jobfleet.agent.files import TransferError, upload
+
         results: list[protocol.UploadResult] = []
         limit = message.get("speed_limit")
         for item in message.get("items") or []:
@@ -194,6 +194,9 @@ class FileWork:
         failure: TransferError | None,
     ) -> TransferError | None:
         """One item of a download task; returns the task's first failure so far."""
+        from jobfleet.agent.files import TransferError, download, make_dir
+        from jobfleet.agent.files.swarm import server_range, swarm_download
+
         emit, report = out
         n, dest = int(item["n"]), str(item["dest"])
         began = time.monotonic()
@@ -287,6 +290,8 @@ class FileWork:
     async def _retrying(
         self, attempt: Callable[[], Awaitable[Any]], statuses: frozenset[int] = FETCH_FAILED
     ) -> Any:
+        from jobfleet.agent.files import TransferError
+
         deadline = time.monotonic() + RETRY_FOR
         delay = 0.5
         while True:

@@ -1,0 +1,298 @@
+"""The agent's WebSocket: websockets' Sans-I/O client protocol on an asyncio transport.
+
+``websockets.asyncio.client`` brings what an agent never uses: HTTP proxies (with
+``urllib.request``, ``http.client`` and ``email``), redirects and its own reconnect
+loop. The framing, the opening handshake, the closing handshake, size limits and
+answers to pings stay websockets' own (:class:`websockets.client.ClientProtocol`);
+this module moves its bytes over one asyncio connection (TCP, or TLS with the
+pinned context), sends keepalive pings, and gives whole messages to the agent.
+
+Errors are those of websockets and of the socket: ``InvalidStatus`` when the server
+refuses the handshake, ``ConnectionClosedError`` when the connection breaks or a
+keepalive ping goes unanswered, ``OSError`` and ``TimeoutError`` when connecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl as ssl_module
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosedOK
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from jobfleet.agent.fetch import server_name
+
+# how many received messages wait for the agent before the socket stops being read
+MAX_QUEUE = 16
+
+
+class WebSocket(asyncio.Protocol):
+    """One client connection: ``await send(...)``, ``async for message in ws``."""
+
+    def __init__(
+        self,
+        protocol: ClientProtocol,
+        *,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        close_timeout: float,
+    ) -> None:
+        self.protocol = protocol
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.handshake: asyncio.Future[None] = self.loop.create_future()
+        self.lost: asyncio.Future[None] = self.loop.create_future()
+        self._messages: deque[str | bytes] = deque()
+        self._fragments: list[bytes] = []
+        self._fragment_text = False
+        self._wakeup: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._pings: dict[bytes, asyncio.Future[None]] = {}
+        self._reading_paused = False
+        self._keepalive: asyncio.Task[None] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> None:
+        self.protocol.receive_eof()
+        self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()  # idempotent: the protocol is CLOSED from here on
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        if not self.handshake.done():
+            self.handshake.set_exception(
+                exc or ConnectionError("the server closed the connection during the handshake")
+            )
+        if not self.lost.done():
+            self.lost.set_result(None)
+        for waiter in (self._wakeup, self._writable, *self._pings.values()):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self._pings.clear()
+
+    def pause_writing(self) -> None:
+        self._writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # the protocol's events and bytes
+
+    def _process(self) -> None:
+        events = self.protocol.events_received()
+        self._flush()
+        for event in events:
+            if isinstance(event, Response):
+                self._handshake_done()
+            elif isinstance(event, Frame):
+                self._frame(event)
+        if self.protocol.close_expected() and self._close_timer is None:
+            # the server closes the TCP connection after the closing handshake; one that
+            # does not is cut off
+            self._close_timer = self.loop.call_later(self.close_timeout, self._abort)
+
+    def _handshake_done(self) -> None:
+        if self.handshake.done():
+            return
+        if self.protocol.handshake_exc is not None:
+            self.handshake.set_exception(self.protocol.handshake_exc)
+        else:
+            self.handshake.set_result(None)
+
+    def _frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PONG:
+            waiter = self._pings.pop(bytes(frame.data), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        if frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
+            self._fragments = [bytes(frame.data)]
+            self._fragment_text = frame.opcode is Opcode.TEXT
+        elif frame.opcode is Opcode.CONT:
+            self._fragments.append(bytes(frame.data))
+        else:
+            return  # pings are answered by the protocol; a close ends the iteration
+        if not frame.fin:
+            return
+        data = b"".join(self._fragments)
+        self._fragments = []
+        self._messages.append(data.decode() if self._fragment_text else data)
+        if len(self._messages) >= MAX_QUEUE and not self._reading_paused and self.transport:
+            self.transport.pause_reading()
+            self._reading_paused = True
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:  # TLS cannot half-close
+                transport.close()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # what the agent uses
+
+    async def send(self, message: bytes | str) -> None:
+        if self.protocol.state is not State.OPEN:
+            raise self.protocol.close_exc
+        if isinstance(message, str):
+            self.protocol.send_text(message.encode())
+        else:
+            self.protocol.send_binary(message)
+        self._flush()
+        if self._writable is not None:
+            await self._writable
+
+    async def recv(self) -> str | bytes:
+        while not self._messages:
+            if self.protocol.state is State.CLOSED or self.lost.done():
+                raise self.protocol.close_exc
+            self._wakeup = self.loop.create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        message = self._messages.popleft()
+        if self._reading_paused and len(self._messages) <= MAX_QUEUE // 4 and self.transport:
+            self.transport.resume_reading()
+            self._reading_paused = False
+        return message
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        """Every message until the server closes normally (an error raises)."""
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedOK:
+                return
+
+    async def close(self) -> None:
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(CloseCode.NORMAL_CLOSURE)
+            self._flush()
+        if self.transport is not None and not self.lost.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.lost), self.close_timeout)
+            except TimeoutError:
+                self._abort()
+                await self.lost
+
+    async def _keepalive_loop(self) -> None:
+        """A ping every ``ping_interval``; no pong within ``ping_timeout`` ends the
+        connection, as a dead peer or a half-open TCP connection must."""
+        assert self.ping_interval is not None
+        while self.protocol.state is State.OPEN:
+            await asyncio.sleep(self.ping_interval)
+            if self.protocol.state is not State.OPEN:
+                return
+            payload = os.urandom(4)
+            pong = self._pings[payload] = self.loop.create_future()
+            self.protocol.send_ping(payload)
+            self._flush()
+            if self.ping_timeout is None:
+                continue
+            try:
+                await asyncio.wait_for(pong, self.ping_timeout)
+            except TimeoutError:
+                if self.protocol.state is State.OPEN:
+                    self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    self._flush()
+                self._abort()
+                return
+
+    async def __aenter__(self) -> WebSocket:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def connect(
+    url: str,
+    *,
+    additional_headers: Mapping[str, str] | None = None,
+    ping_interval: float | None = 20,
+    ping_timeout: float | None = 20,
+    max_size: int | None = 1024 * 1024,
+    open_timeout: float = 10,
+    close_timeout: float = 10,
+    ssl: ssl_module.SSLContext | None = None,
+) -> WebSocket:
+    """An open WebSocket to ``url`` (``ws://`` or ``wss://``); use it with ``async with``.
+
+    ``ssl`` is the context for ``wss://`` (the system's default trust without one)."""
+    uri = parse_uri(url)
+    protocol = ClientProtocol(uri, max_size=max_size)
+    ws = WebSocket(
+        protocol,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+    )
+    tls: ssl_module.SSLContext | None = None
+    if uri.secure:
+        tls = ssl if ssl is not None else ssl_module.create_default_context()
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(open_timeout):
+            await loop.create_connection(
+                lambda: ws,
+                uri.host,
+                uri.port,
+                ssl=tls,
+                server_hostname=server_name(uri.host, tls),
+            )
+            request = protocol.connect()
+            for name, value in (additional_headers or {}).items():
+                request.headers[name] = value
+            protocol.send_request(request)
+            ws._flush()
+            await ws.handshake
+    except BaseException:
+        # refused (InvalidStatus and the like), timed out or cancelled: nothing stays open
+        if ws.transport is not None:
+            ws.transport.abort()
+        raise
+    if ping_interval is not None:
+        ws._keepalive = loop.create_task(ws._keepalive_loop())
+    return ws

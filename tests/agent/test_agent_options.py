@@ -1,0 +1,76 @@
+"""The agent's command line: read without argparse when plain, by argparse otherwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobfleet.agent.main import _values_attached, parser, plain_args
+
+BASE = ["--server", "http://a:8080", "--state-dir", "/var/lib/a", "--ip", "10.0.0.1"]
+PLAIN = [
+    BASE,
+    [*BASE, "--server", "http://b:8080", "--label", "env=prod", "--label=role=web"],
+    ["--ip=10.0.0.1", "--state-dir=/s", "--server=http://a", "--biz", "7", "--bk-cloud-id=3"],
+    [*BASE, "--peer-port", "0", "--peer-listen", "::", "--peer-address", "10.0.0.1:7000"],
+    [*BASE, "--ipv6", "auto", "--hostname", "", "--ca-file", "/etc/ca.pem", "--log-level=debug"],
+    [*BASE, "--enroll-token-file", "/t", "--enroll-token", "secret"],
+    # a value may start with a dash, as argparse reads it here
+    [*BASE, "--label", "-x=1", "--hostname", "--biz"],
+]
+NOT_PLAIN = [
+    ["--help"],
+    ["-h"],
+    [*BASE, "--serv", "http://b"],  # argparse allows abbreviations; it says what they mean
+    [*BASE, "--biz", "two"],
+    [*BASE, "--peer-port"],
+    ["--server", "http://a", "--ip", "10.0.0.1"],  # no --state-dir
+    [*BASE, "extra"],
+    [*BASE, "--unknown", "1"],
+]
+
+
+@pytest.mark.parametrize("argv", PLAIN)
+def test_a_plain_command_line_reads_as_argparse_reads_it(argv: list[str]) -> None:
+    p = parser()
+    expected = vars(p.parse_args(_values_attached(p, argv)))
+    got = plain_args(argv)
+    assert got is not None
+    assert vars(got) == expected
+
+
+@pytest.mark.parametrize("argv", NOT_PLAIN)
+def test_anything_else_goes_to_argparse(argv: list[str]) -> None:
+    assert plain_args(argv) is None
+
+
+def test_defaults_are_not_shared_between_reads() -> None:
+    first = plain_args([*BASE, "--label", "a=1"])
+    second = plain_args(BASE)
+    assert first is not None and second is not None
+    assert first.label == ["a=1"] and second.label == []
+
+
+def agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jobfleet", "agent", *args],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "100"})
+
+
+def test_help_and_usage_errors_come_from_argparse(tmp_path: Path) -> None:
+    shown = agent("--help")
+    assert shown.returncode == 0 and "--peer-port" in shown.stdout
+    assert "--enroll-token " not in shown.stdout  # the refused option is not offered
+    missing = agent("--server", "http://127.0.0.1:1")
+    assert missing.returncode == 2
+    assert "the following arguments are required: --state-dir, --ip" in missing.stderr
+    # a plain command line with a bad value: argparse's usage and the agent's message
+    bad = agent(*BASE[:3], str(tmp_path / "s"), "--ip", "10.0.0.1", "--peer-port", "70000")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("usage: jobfleet agent")
+    assert "--peer-port: 70000 is not a TCP port" in bad.stderr
+    token = agent(*BASE[:3], str(tmp_path / "s"), "--ip", "10.0.0.1", "--enroll-token", "x")
+    assert token.returncode == 2 and "would show in ps" in token.stderr

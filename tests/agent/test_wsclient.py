@@ -1,0 +1,132 @@
+"""The agent's WebSocket client against a real websockets server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.http11 import Request, Response
+
+from jobfleet.agent.channel import pinned_context
+from jobfleet.agent.fetch import server_name
+from jobfleet.agent.wsclient import connect
+from jobfleet.gateway.tls import ensure_agent_tls
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+async def serving(handler: Handler, **kwargs: Any) -> AsyncIterator[str]:
+    async with serve(handler, "127.0.0.1", 0, **kwargs) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        scheme = "wss" if kwargs.get("ssl") else "ws"
+        yield f"{scheme}://127.0.0.1:{port}/connect"
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[str]:
+    async def handle(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        await ws.send("auth " + ws.request.headers.get("Authorization", ""))
+        async for message in ws:
+            if message == "fragments":
+                await ws.send(iter(["one ", "two ", "three"]))
+            elif message == "bye":
+                await ws.close()
+            else:
+                await ws.send(message)
+
+    async for url in serving(handle):
+        yield url
+
+
+async def test_messages_go_both_ways_and_end_with_a_normal_close(echo: str) -> None:
+    async with await connect(echo, additional_headers={"Authorization": "Agent 1:s"}) as ws:
+        assert await ws.recv() == "auth Agent 1:s"
+        await ws.send(b"\x00binary")
+        assert await ws.recv() == b"\x00binary"
+        await ws.send("text")
+        assert await ws.recv() == "text"
+        await ws.send("fragments")
+        assert await ws.recv() == "one two three"
+        await ws.send("bye")
+        # the server's close ends the iteration without an error
+        assert [m async for m in ws] == []
+
+
+async def test_a_refused_handshake_raises_invalid_status() -> None:
+    def refuse(_ws: ServerConnection, _request: Request) -> Response:
+        return Response(403, "Forbidden", Headers(), b"no")
+
+    async def never(_ws: ServerConnection) -> None:
+        raise AssertionError("refused connections are not handled")
+
+    async for url in serving(never, process_request=refuse):
+        with pytest.raises(InvalidStatus) as caught:
+            await connect(url)
+        assert caught.value.response.status_code == 403
+
+
+async def test_a_peer_that_stops_answering_pings_ends_the_connection() -> None:
+    async def silent(ws: ServerConnection) -> None:
+        # reads nothing more: pings stay unanswered, as with a dead host
+        ws.transport.pause_reading()
+        await asyncio.sleep(1)
+
+    async for url in serving(silent, close_timeout=0.5):
+        ws = await connect(url, ping_interval=0.1, ping_timeout=0.1, close_timeout=0.5)
+        with pytest.raises(ConnectionClosedError):
+            await asyncio.wait_for(ws.recv(), 20)
+        await ws.close()
+
+
+async def test_a_message_over_max_size_closes_with_an_error() -> None:
+    async def big(ws: ServerConnection) -> None:
+        await ws.send(b"x" * 2048)
+        await ws.wait_closed()
+
+    async for url in serving(big):
+        async with await connect(url, max_size=1024, close_timeout=1) as ws:
+            with pytest.raises(ConnectionClosedError) as caught:
+                await asyncio.wait_for(ws.recv(), 20)
+            assert caught.value.rcvd is None or caught.value.sent is not None
+
+
+async def test_connecting_to_nothing_is_an_os_error() -> None:
+    urls = [url async for url in serving(lambda ws: ws.wait_closed())]
+    # the server is gone: its port refuses
+    with pytest.raises(OSError):
+        await connect(urls[0], open_timeout=5)
+
+
+async def test_tls_trusts_the_pinned_ca_only(tmp_path: Path) -> None:
+    tls = ensure_agent_tls(tmp_path, ["127.0.0.1"])
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tls.cert_file, tls.key_file)
+
+    async def hello(ws: ServerConnection) -> None:
+        await ws.send("over tls")
+        await ws.wait_closed()
+
+    async for url in serving(hello, ssl=server_ctx):
+        async with await connect(url, ssl=pinned_context(tls.ca_pem)) as ws:
+            assert await ws.recv() == "over tls"
+        # the system's CAs do not know the server's own CA
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await connect(url, open_timeout=10)
+
+
+def test_an_ip_address_is_not_sent_as_a_tls_name() -> None:
+    pinned = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    pinned.check_hostname = False
+    assert server_name("127.0.0.1", pinned) == ""
+    assert server_name("[::1]", pinned) == ""
+    assert server_name("agents.example", pinned) == "agents.example"
+    assert server_name("127.0.0.1", ssl.create_default_context()) == "127.0.0.1"
+    assert server_name("127.0.0.1", None) is None
