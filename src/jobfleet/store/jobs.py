@@ -45,6 +45,7 @@ HOST_ROW_DEFAULTS: dict[str, Any] = {
     "log_size": 0,
 }
 _HOST_ROW_FIELDS = ("step_instance_id", *HOST_ROW_DEFAULTS)
+_CHUNK_FIELDS = ("step_instance_id", "execute_count", "bk_host_id", "seq", "content")
 _FINISH_FIELDS = ("_step", "_count", "_host", "_status", "_exit", "_err", "_tag", "_start", "_end")
 
 
@@ -87,7 +88,12 @@ class JobStore(JobReads):
         # which node drives each active job (columns of the job's row)
         self.leases = LeaseStore(db)
         dialect = sqlite if db.is_sqlite else postgresql
-        self._insert_chunk = dialect.insert(log_chunks).on_conflict_do_nothing()
+        self._insert_chunks = BulkStatement(
+            dialect.insert(log_chunks)
+            .values({name: bindparam(name) for name in _CHUNK_FIELDS})
+            .on_conflict_do_nothing(),
+            _CHUNK_FIELDS,
+        )
         self._finish_host = (
             update(step_hosts)
             .where(
@@ -207,8 +213,7 @@ class JobStore(JobReads):
     async def _ingest(
         self, conn: AsyncConnection, chunks_: list[dict[str, Any]], finals: list[HostResult]
     ) -> None:
-        if chunks_:
-            await conn.execute(self._insert_chunk, chunks_)
+        await self._insert_chunks.run(conn, [tuple(c[k] for k in _CHUNK_FIELDS) for c in chunks_])
         await self._finish_hosts.run(
             conn, [_finish_row(r) for r in finals if r.variables is None]
         )
