@@ -32,10 +32,9 @@ from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_in
 
 UNFINISHED_HOST = (int(HostStatus.WAITING), int(HostStatus.RUNNING))
 # a new host row's columns: those it must name, and what the others are when it does not
-HOST_ROW_REQUIRED = ("bk_host_id", "bk_cloud_id", "ip", "status")
+HOST_ROW_REQUIRED = ("execute_count", "bk_host_id", "bk_cloud_id", "ip", "status")
 HOST_ROW_DEFAULTS: dict[str, Any] = {
     **dict.fromkeys(HOST_ROW_REQUIRED),
-    "execute_count": 0,
     "batch": 0,
     "ipv6": "",
     "agent_id": None,
