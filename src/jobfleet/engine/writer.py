@@ -120,10 +120,6 @@ class ResultWriter:
     async def _write(self, batch: list[Item]) -> None:
         plan = await self.results.plan(batch)
         refused = await self.results.store_entries(plan.entries)
-        for conn, items in plan.acks.items():
-            # what the database refused is acknowledged too: the agent would send it
-            # again after every reconnect, and it would be refused again
-            conn.send(protocol.ack(items))
         set_aside = {id(e) for e in refused}
         elsewhere: list[TaskKey] = []
         for key, tally in plan.tallies.items():
@@ -148,6 +144,12 @@ class ResultWriter:
             if self.tracker.get(run_key) is None:
                 elsewhere.append(entry.key)
             self.tracker.finish(run_key, result.bk_host_id)
+        # after the step attempts woke: a job's end waits for its results to be
+        # stored, not for thousands of acknowledgements to be on their way
+        for conn, items in plan.acks.items():
+            # what the database refused is acknowledged too: the agent would send it
+            # again after every reconnect, and it would be refused again
+            conn.send(protocol.ack(items))
         if elsewhere and self.signals is not None:
             try:
                 await self.signals.results_stored(elsewhere)

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.status import HostStatus, RunStatus
+from jobfleet.store.bulk import BulkStatement
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import file_log_update
 from jobfleet.store.inventory import chunks
@@ -30,6 +31,21 @@ from jobfleet.store.outbox import enqueue
 from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
 
 UNFINISHED_HOST = (int(HostStatus.WAITING), int(HostStatus.RUNNING))
+# a new host row's columns: those it must name, and what the others are when it does not
+HOST_ROW_REQUIRED = ("execute_count", "bk_host_id", "bk_cloud_id", "ip", "status")
+HOST_ROW_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(HOST_ROW_REQUIRED),
+    "batch": 0,
+    "ipv6": "",
+    "agent_id": None,
+    "exit_code": None,
+    "error_code": 0,
+    "tag": "",
+    "log_size": 0,
+}
+_HOST_ROW_FIELDS = ("step_instance_id", *HOST_ROW_DEFAULTS)
+_CHUNK_FIELDS = ("step_instance_id", "execute_count", "bk_host_id", "seq", "content")
+_FINISH_FIELDS = ("_step", "_count", "_host", "_status", "_exit", "_err", "_tag", "_start", "_end")
 
 
 @dataclass
@@ -71,7 +87,12 @@ class JobStore(JobReads):
         # which node drives each active job (columns of the job's row)
         self.leases = LeaseStore(db)
         dialect = sqlite if db.is_sqlite else postgresql
-        self._insert_chunk = dialect.insert(log_chunks).on_conflict_do_nothing()
+        self._insert_chunks = BulkStatement(
+            dialect.insert(log_chunks)
+            .values({name: bindparam(name) for name in _CHUNK_FIELDS})
+            .on_conflict_do_nothing(),
+            _CHUNK_FIELDS,
+        )
         self._finish_host = (
             update(step_hosts)
             .where(
@@ -98,6 +119,11 @@ class JobStore(JobReads):
 
         # only the few results that carry variables pay for the JSON column
         self._finish_host_vars = self._finish_host.values(variables=bindparam("_vars", type_=JSON))
+        self._finish_hosts = BulkStatement(self._finish_host, _FINISH_FIELDS)
+        self._insert_hosts = BulkStatement(
+            insert(step_hosts).values({name: bindparam(name) for name in _HOST_ROW_FIELDS}),
+            _HOST_ROW_FIELDS,
+        )
 
     # creation ---------------------------------------------------------------
     async def create(
@@ -126,10 +152,24 @@ class JobStore(JobReads):
             )
             step_id = int(res.inserted_primary_key[0])  # type: ignore[index]
             step_ids.append(step_id)
-            rows = [{**h, "step_instance_id": step_id} for h in step.hosts]
+            await self._insert_host_rows(conn, step_id, step.hosts)
+        return job_id, step_ids
+
+    async def _insert_host_rows(
+        self, conn: AsyncConnection, step_id: int, hosts: list[dict[str, Any]]
+    ) -> None:
+        """A step's host rows in one driver call (each a tuple, not a parameter dict)."""
+        known = HOST_ROW_DEFAULTS.keys()
+        if any(h.keys() - known or any(k not in h for k in HOST_ROW_REQUIRED) for h in hosts):
+            # a column the fast path does not carry, or one missing: SQLAlchemy's way
+            rows = [{**h, "step_instance_id": step_id} for h in hosts]
             for part in chunks(rows):
                 await conn.execute(insert(step_hosts), list(part))
-        return job_id, step_ids
+            return
+        defaults = tuple(HOST_ROW_DEFAULTS.items())
+        await self._insert_hosts.run(
+            conn, [(step_id, *[h.get(k, d) for k, d in defaults]) for h in hosts]
+        )
 
     # writes -----------------------------------------------------------------
     async def mark_running(
@@ -172,11 +212,10 @@ class JobStore(JobReads):
     async def _ingest(
         self, conn: AsyncConnection, chunks_: list[dict[str, Any]], finals: list[HostResult]
     ) -> None:
-        if chunks_:
-            await conn.execute(self._insert_chunk, chunks_)
-        plain = [_finish_params(r) for r in finals if r.variables is None]
-        if plain:
-            await conn.execute(self._finish_host, plain)
+        await self._insert_chunks.run(conn, [tuple(c[k] for k in _CHUNK_FIELDS) for c in chunks_])
+        await self._finish_hosts.run(
+            conn, [_finish_row(r) for r in finals if r.variables is None]
+        )
         with_vars = [
             {**_finish_params(r), "_vars": r.variables} for r in finals if r.variables is not None
         ]
@@ -239,7 +278,6 @@ class JobStore(JobReads):
             kept = failed_only and HostStatus(row.status).succeeded
             rows.append(
                 {
-                    "step_instance_id": step.id,
                     "execute_count": count + 1,
                     "bk_host_id": row.bk_host_id,
                     "batch": row.batch,
@@ -254,8 +292,7 @@ class JobStore(JobReads):
                     "log_size": 0,
                 }
             )
-        for part in chunks(rows):
-            await conn.execute(insert(step_hosts), list(part))
+        await self._insert_host_rows(conn, step.id, rows)
         await self._reopen(conn, step.job_instance_id, node_id, ttl)
         return True
 
@@ -335,6 +372,21 @@ class JobStore(JobReads):
                 )
             )
             await enqueue(conn, job_id, callback, extra, now)
+
+
+def _finish_row(r: HostResult) -> tuple[Any, ...]:
+    """``_FINISH_FIELDS`` of a result."""
+    return (
+        r.step_instance_id,
+        r.execute_count,
+        r.bk_host_id,
+        r.status,
+        r.exit_code,
+        r.error_code,
+        r.tag,
+        r.start_time,
+        r.end_time or now_ms(),
+    )
 
 
 def _finish_params(r: HostResult) -> dict[str, Any]:
