@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import posixpath
 import time
@@ -53,7 +54,7 @@ class Prepared:
     # digests (base64), where to take them, and the upload still under way
     pieces: str | None = None
     seed: protocol.ItemSeed | None = None
-    upload: asyncio.Future[Gathered] | None = None
+    upload: SeededUpload | None = None
 
 
 @dataclass
@@ -97,11 +98,21 @@ class Sending:
     deadline: float
 
 
+@dataclass
+class SeededUpload:
+    """A seeding source's files: uploaded only if a target asks the server for one."""
+
+    sending: Sending
+    seed: SeedTicket
+    task: asyncio.Future[Gathered] | None = None
+    started: bool = False
+
+
 def cancel_uploads(files: list[Prepared]) -> None:
     """Stop waiting for uploads under way (the step ends without them)."""
     for item in files:
-        if item.upload is not None:
-            item.upload.cancel()
+        if item.upload is not None and item.upload.task is not None:
+            item.upload.task.cancel()
 
 
 class SourceFailure(Exception):
@@ -313,9 +324,10 @@ class SourceGathering:
             return Gathered(host_id, files)
         sending = Sending(step, host_id, where, files, uploads, source, cfg, deadline)
         if seed is not None and await self._seed(sending, seed):
-            pending = asyncio.ensure_future(self._upload_seeded(sending, seed))
+            seeded = SeededUpload(sending, seed)
+            seeded.task = asyncio.ensure_future(self._upload_on_demand(seeded))
             for item in files:
-                item.upload = pending if item.seed is not None else None
+                item.upload = seeded if item.seed is not None else None
             return Gathered(host_id, files)
         # an agent that offered some files before one failed stops serving them after this
         return await self._upload(sending, seed.transfer if seed is not None else None)
@@ -364,9 +376,71 @@ class SourceGathering:
             }
         return True
 
+    async def _upload_on_demand(self, seeded: SeededUpload) -> Gathered:
+        """The files on the server once a target asks it for one (its source link failed)."""
+        ids = [f.blob_id for f in seeded.sending.files if f.seed is not None and f.blob_id]
+        waits = [asyncio.ensure_future(self.blobs.demand(b).wait()) for b in ids]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            for b in ids:
+                self.blobs.forget_demand(b)
+        seeded.started = True
+        log.info("seeded_upload_wanted host=%s", seeded.sending.host_id)
+        return await self._upload_seeded(seeded.sending, seeded.seed)
+
+    async def settle(self, seeded: SeededUpload) -> Gathered | None:
+        """At the step's end: the upload a fallback started, in; or, when no target asked
+        the server, the upload rows say where the files came from and the source stops
+        serving them."""
+        sending = seeded.sending
+        if seeded.task is None:
+            return None
+        if seeded.started:
+            done = await asyncio.gather(seeded.task, return_exceptions=True)
+            return done[0] if isinstance(done[0], Gathered) else None
+        seeded.task.cancel()
+        await asyncio.gather(seeded.task, return_exceptions=True)
+        by_blob = {f.blob_id: f for f in sending.files if f.blob_id}
+        await self.file_logs.update(
+            [
+                update_row(
+                    sending.step.id,
+                    sending.step.execute_count,
+                    sending.host_id,
+                    UPLOAD,
+                    u["n"],
+                    status=SUCCESS,
+                    size=by_blob[u["blob"]].size,
+                    progress=100,
+                    log="served to the targets from the source's peer port",
+                )
+                for u in sending.uploads
+            ]
+        )
+        with contextlib.suppress(AgentUnavailable, TimeoutError):
+            # nothing to upload: the source only stops offering the files
+            await self.rpc.call(
+                sending.host_id,
+                dict(
+                    protocol.file_upload(
+                        "",
+                        [],
+                        sending.source.get("account") or "",
+                        None,
+                        None,
+                        seeded.seed.transfer,
+                    )
+                ),
+                10.0,
+            )
+        return None
+
     async def _upload_seeded(self, sending: Sending, seed: SeedTicket) -> Gathered:
-        """The upload alongside the targets' downloads; the server's copy must hold the
-        pieces the targets were given."""
+        """The upload for a fallback; the server's copy must hold the pieces the targets
+        were given."""
         gathered = await self._upload(sending, seed.transfer)
         if gathered.status is not None:
             log.warning("seeded_upload_failed host=%s reason=%s", sending.host_id, gathered.message)

@@ -28,8 +28,8 @@ from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.file_gathering import (
-    Gathered,
     Prepared,
+    SeededUpload,
     SourceFailure,
     SourceGathering,
     ThirdPartyDownloads,
@@ -39,7 +39,7 @@ from jobfleet.engine.file_gathering import (
 from jobfleet.engine.rpc import AgentRpc
 from jobfleet.engine.seeding import Seeding
 from jobfleet.engine.swarms import Swarms
-from jobfleet.store.blobs import BlobStore
+from jobfleet.store.blobs import COMPLETE, BlobStore
 from jobfleet.store.database import now_ms
 from jobfleet.store.filelogs import (
     DOWNLOAD,
@@ -143,7 +143,7 @@ class FileSteps:
             int(step.timeout),
             {r.bk_host_id: r.batch for r in pending} if step.rolling_config else None,
         )
-        uploads = {f.upload for f in files if f.upload is not None}
+        uploads = list({id(f.upload): f.upload for f in files if f.upload is not None}.values())
         try:
             return await self.tasks.run(
                 job,
@@ -158,11 +158,12 @@ class FileSteps:
         finally:
             cancel_uploads(files)
 
-    async def _uploads_in(self, uploads: set[asyncio.Future[Gathered]]) -> None:
-        """The uploads of seeding sources (``engine.seeding``), in before the step ends; a
-        failed one is in its upload rows (the targets checked every piece they took)."""
-        for done in await asyncio.gather(*uploads, return_exceptions=True):
-            if isinstance(done, Gathered) and done.status is not None:
+    async def _uploads_in(self, uploads: list[SeededUpload]) -> None:
+        """The seeding sources' uploads (``engine.seeding``) settled before the step ends;
+        a failed one is in its upload rows (the targets checked every piece they took)."""
+        for seeded in uploads:
+            done = await self.sources.settle(seeded)
+            if done is not None and done.status is not None:
                 log.warning(
                     "seeded_source_not_stored host=%s reason=%s", done.host_id, done.message
                 )
@@ -239,6 +240,14 @@ class FileSteps:
         stored = await self.blobs.get_many([r.blob_id for r in rows if r.blob_id])
         for row in rows:
             blob = stored.get(row.blob_id) if row.blob_id else None
+            if blob is not None and blob.state != COMPLETE and not row.is_dir:
+                # its source served it to the targets (``engine.seeding``); the server
+                # never stored it, and the swarm's token did not outlive the restart
+                raise SourceFailure(
+                    int(HostStatus.GSE_FILE_ERROR),
+                    f"{row.src_path} was being served by its source when the server "
+                    "restarted; run the step again",
+                )
             out.append(
                 Prepared(
                     "",
