@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from jobfleet.agent.files.pacing import FileThread
 from jobfleet.agent.files.rights import TransferError
@@ -20,7 +21,7 @@ from jobfleet.agent.files.sources import os_reason
 from jobfleet.agent.files.upload import open_source
 from jobfleet.domain.status import HostStatus
 
-READ_SIZE = 1 << 20
+HASH_WORKERS = 4
 
 
 async def seed_file(
@@ -46,27 +47,37 @@ def _hash_pieces(
                 HostStatus.GSE_FILE_SIZE_EXCEED,
                 f"{path} is {size} bytes, over the limit of {max_size}",
             )
-        digests = []
-        buffer = bytearray(piece_size)
-        view = memoryview(buffer)
-        offset = 0
-        while offset < size:
-            length = min(piece_size, size - offset)
-            got = 0
-            while got < length:
-                step = _read(fd, view[got : min(got + READ_SIZE, length)], offset + got, path)
-                if not step:
-                    raise TransferError(
-                        HostStatus.GSE_FILE_TASK_ERROR,
-                        f"{path} shrank to {offset + got} bytes while being read ({size} expected)",
-                    )
-                got += step
-            digests.append(hashlib.sha256(view[:length]).digest())
-            offset += length
+        count = (size + piece_size - 1) // piece_size
+        # hashlib lets go of the GIL: the pieces are hashed on every core at once
+        workers = max(1, min(HASH_WORKERS, os.cpu_count() or 1, count))
+        with ThreadPoolExecutor(workers, thread_name_prefix="jobfleet-seed") as pool:
+            digests = list(
+                pool.map(
+                    lambda i: _hash_piece(
+                        fd, i * piece_size, min(piece_size, size - i * piece_size), path
+                    ),
+                    range(count),
+                )
+            )
         return fd, size, digests
     except BaseException:
         os.close(fd)
         raise
+
+
+def _hash_piece(fd: int, offset: int, length: int, path: str) -> bytes:
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    got = 0
+    while got < length:
+        step = _read(fd, view[got:], offset + got, path)
+        if not step:
+            raise TransferError(
+                HostStatus.GSE_FILE_TASK_ERROR,
+                f"{path} shrank to {offset + got} bytes while being read",
+            )
+        got += step
+    return hashlib.sha256(view).digest()
 
 
 def _read(fd: int, into: memoryview, offset: int, path: str) -> int:
