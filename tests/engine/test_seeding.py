@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from tests.engine.test_swarms import Directory, Link, Parts
 
+from jobfleet.engine.file_gathering import Prepared, seed_timeout
 from jobfleet.engine.seeding import Seeding
 from jobfleet.engine.swarms import Swarms
 from jobfleet.store.blobs import BlobStore
@@ -86,3 +87,10 @@ async def test_no_seeding_across_cloud_areas(store: Parts) -> None:
     links = {h: Link(f"10.1.0.{h}:7070") for h in [source, *targets]}
     assert await seeding(store, links).plan(
         *step(sources=[{"kind": "host", "host_ids": [source]}]), targets) == {}
+
+
+def test_a_source_has_time_to_hash_what_it_listed() -> None:
+    big = Prepared("", 1, "10.1.0.1", 0, "/f", "f", False, 0o644, size=500 * 1024 * 1024)
+    folder = Prepared("", 1, "10.1.0.1", 0, "/d", "d", True, 0o755, size=10**12)
+    assert seed_timeout([]) == 30.0
+    assert seed_timeout([big, folder]) == 40.0

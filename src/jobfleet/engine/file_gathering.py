@@ -108,6 +108,16 @@ class SeededUpload:
     started: bool = False
 
 
+SEED_BASE_SECONDS = 30.0
+SEED_BYTES_PER_SECOND = 50 * MB
+
+
+def seed_timeout(files: list[Prepared]) -> float:
+    """How long a source may take to hash ``files`` (sizes as listed)."""
+    total = sum(f.size or 0 for f in files if not f.is_dir)
+    return SEED_BASE_SECONDS + total / SEED_BYTES_PER_SECOND
+
+
 def cancel_uploads(files: list[Prepared]) -> None:
     """Stop waiting for uploads under way (the step ends without them)."""
     for item in files:
@@ -353,7 +363,9 @@ class SourceGathering:
                         offer,
                     )
                 ),
-                max(1.0, sending.deadline - time.monotonic()),
+                # hashing reads each file once; an agent that does not answer (one of
+                # an older version ignores the request) costs this long, then uploads
+                max(1.0, min(sending.deadline - time.monotonic(), seed_timeout(sending.files))),
             )
         except (AgentUnavailable, TimeoutError) as exc:
             log.info("seed_refused host=%s reason=%s", sending.host_id, exc)
