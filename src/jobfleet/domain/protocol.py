@@ -736,10 +736,10 @@ def file_upload(
         "account": account,
         "speed_limit": speed_limit,
         "max_size": max_size,
-        "id": id,
-    }
+    }  # type: ignore[typeddict-item]
     if seed_transfer:
         message["seed_transfer"] = seed_transfer
+    message["id"] = id
     return message
 
 
