@@ -60,6 +60,12 @@ def test_server_messages_keep_their_wire_form() -> None:
     assert list(protocol.file_upload("rq", [{"n": 0, "path": "/a", "blob": "b"}], "root",
                                      None, 10)) == [
         "t", "items", "account", "speed_limit", "max_size", "id"]
+    assert list(protocol.file_upload("rq", [], "root", None, 10, "3.1.s9")) == [
+        "t", "items", "account", "speed_limit", "max_size", "seed_transfer", "id"]
+    offer: protocol.SeedOffer = {"transfer": "3.1.s9", "token": "t", "expires": 1,
+                                 "piece_size": protocol.PIECE_SIZE}
+    assert list(protocol.file_seed("rq", [], "root", None, offer)) == [
+        "t", "items", "account", "max_size", "seed", "id"]
 
 
 def test_every_message_type_has_its_constructor() -> None:
@@ -77,5 +83,7 @@ def test_every_message_type_has_its_constructor() -> None:
                                timeout=1, max_size=None),
              protocol.kill(TASK, "x"), protocol.ack([]), protocol.file_list("r", [], ""),
              protocol.file_upload("r", [], "", None, None),
+             protocol.file_seed("r", [], "", None, {"transfer": "x", "token": "t", "expires": 1,
+                                                    "piece_size": 1}),
              protocol.stats(protocol.host_load(1.0, 2.0, 3))]
     assert {m["t"] for m in built} == {typing.get_args(k)[0] for k in kinds.values()} | {"hello"}

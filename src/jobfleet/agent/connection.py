@@ -54,7 +54,9 @@ from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
 
 # what the server asks an agent and the agent answers with a ``reply``
-Request = protocol.FileList | protocol.FileUpload | protocol.Proc | protocol.Dispatch
+Request = (
+    protocol.FileList | protocol.FileUpload | protocol.FileSeed | protocol.Proc | protocol.Dispatch
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -368,7 +370,7 @@ class Agent:
                 self.spool.ack(str(task_id), int(seq))
         elif message["t"] == "kill":
             self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
-        elif message["t"] in ("file_list", "file_upload", "proc", "dispatch"):
+        elif message["t"] in ("file_list", "file_upload", "file_seed", "proc", "dispatch"):
             self._answer(message)
         elif message["t"] == "welcome":
             every = message.get("stats_every")
@@ -417,6 +419,8 @@ class Agent:
             return await self.files.list_sources(request, message)
         if message["t"] == "file_upload":
             return await self.files.upload(request, message)
+        if message["t"] == "file_seed":
+            return await self.files.seed(request, message)
         if message["t"] == "proc":
             answer = await self.procs.handle(dict(message))
         else:

@@ -8,6 +8,7 @@ updates and a task's final ``done``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import ssl
@@ -140,6 +141,46 @@ class FileWork:
             results.append(
                 {"blob": blob, "size": size, "sha256": digest, "speed": _mb(size / elapsed)}
             )
+        seeded = message.get("seed_transfer")
+        if seeded and self.peers is not None:
+            # the server holds the files now: targets that still want pieces get them
+            # from it once this agent stops serving them
+            self.peers.finished(str(seeded))
+        return protocol.reply(request, results=results)
+
+    async def seed(self, request: str, message: protocol.FileSeed) -> protocol.Reply:
+        """Hash each file's pieces and serve them on the peer port (``agent.files.seeding``)."""
+        if self.peers is None:
+            return protocol.reply(
+                request, status=int(HostStatus.GSE_FILE_ERROR), error="no peer port to serve on"
+            )
+        from jobfleet.agent.files.seeding import seed_file
+        from jobfleet.agent.peers import ItemShare
+
+        offer = message["seed"]
+        piece_size = int(offer["piece_size"])
+        results: list[protocol.UploadResult] = []
+        for item in message.get("items") or []:
+            blob, path = str(item["blob"]), str(item["path"])
+            try:
+                fd, size, digests = await seed_file(
+                    path, str(message.get("account") or ""), message.get("max_size"), piece_size
+                )
+            except (TransferError, AccountError) as exc:
+                status = exc.status if isinstance(exc, TransferError) else 311
+                results.append({"blob": blob, "status": status, "error": str(exc)})
+                continue
+            have = bytearray(b"\x01" * len(digests))
+            self.peers.offer(
+                str(offer["transfer"]),
+                str(offer["token"]),
+                float(offer["expires"]),
+                int(item["n"]),
+                ItemShare(fd, size, piece_size, have),
+            )
+            results.append(
+                {"blob": blob, "size": size, "pieces": base64.b64encode(b"".join(digests)).decode()}
+            )
         return protocol.reply(request, results=results)
 
     async def download(
@@ -255,6 +296,7 @@ class FileWork:
                         server=functools.partial(server_range, self.client, url, self.headers()),
                         peers=self.peers,
                         on_progress=progress,
+                        seed=item.get("seed"),
                     )
                 )
                 self.swarm_bytes["server"] += from_server

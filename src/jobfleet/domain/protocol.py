@@ -146,6 +146,8 @@ FileMode = Annotated[int, Ge(0), Le(0o7777)]
 Digest = Annotated[str, MaxLen(64)]
 RequestId = Annotated[str, MaxLen(64)]
 Vars = Annotated[str, MaxLen(MAX_VARS_CHARS)]
+# base64 of the pieces' digests: 1 MiB holds those of a file of about 96 GiB
+PieceDigests = Annotated[str, MaxLen(1 << 20)]
 
 
 # Agent -> server ------------------------------------------------------------------
@@ -249,6 +251,8 @@ class UploadResult(TypedDict):
     size: NotRequired[Size]
     sha256: NotRequired[Digest]
     speed: NotRequired[Speed]
+    # the answer to ``file_seed``: base64 of the SHA-256 of each piece
+    pieces: NotRequired[PieceDigests]
 
 
 class Reply(TypedDict):
@@ -426,6 +430,18 @@ class DownloadItem(TypedDict):
     src: str
     # base64 of the SHA-256 of each piece (``domain.pieces``), for a swarm download
     pieces: NotRequired[str]
+    # the source agent serving this file's pieces itself (``file_seed``)
+    seed: NotRequired[ItemSeed]
+
+
+class ItemSeed(TypedDict):
+    """Where a swarm takes a file's pieces first: its source agent's peer port."""
+
+    peer: str
+    transfer: str
+    token: str
+    # the file's index in the source's share
+    n: int
 
 
 class DownloadRun(TypedDict):
@@ -507,9 +523,33 @@ class FileUpload(TypedDict):
     speed_limit: int | None
     max_size: int | None
     id: str
+    # the files were offered on the peer port under this transfer (``file_seed``):
+    # stop offering them a while after the upload
+    seed_transfer: NotRequired[str]
 
 
-ServerMessage = Welcome | ScriptRun | DownloadRun | Kill | Ack | FileList | FileUpload
+class SeedOffer(TypedDict):
+    transfer: str
+    token: str
+    # unix time after which the token is refused
+    expires: int
+    piece_size: int
+
+
+class FileSeed(TypedDict):
+    """Ask a source agent with a peer port to hash its files' pieces and serve them to
+    the step's targets; answered by a ``reply`` whose ``results`` carry ``pieces``
+    (``blob`` holding the item's ``n``)."""
+
+    t: Literal["file_seed"]
+    items: list[UploadItem]
+    account: str
+    max_size: int | None
+    seed: SeedOffer
+    id: str
+
+
+ServerMessage = Welcome | ScriptRun | DownloadRun | Kill | Ack | FileList | FileUpload | FileSeed
 
 
 # Constructors: the one place each message is built, keys in their wire order ----------
@@ -712,14 +752,35 @@ def file_list(id: str, patterns: list[str], account: str) -> FileList:
 
 
 def file_upload(
-    id: str, items: list[UploadItem], account: str, speed_limit: int | None, max_size: int | None
+    id: str,
+    items: list[UploadItem],
+    account: str,
+    speed_limit: int | None,
+    max_size: int | None,
+    seed_transfer: str | None = None,
 ) -> FileUpload:
-    return {
+    message: FileUpload = {
         "t": "file_upload",
         "items": items,
         "account": account,
         "speed_limit": speed_limit,
         "max_size": max_size,
+    }  # type: ignore[typeddict-item]
+    if seed_transfer:
+        message["seed_transfer"] = seed_transfer
+    message["id"] = id
+    return message
+
+
+def file_seed(
+    id: str, items: list[UploadItem], account: str, max_size: int | None, seed: SeedOffer
+) -> FileSeed:
+    return {
+        "t": "file_seed",
+        "items": items,
+        "account": account,
+        "max_size": max_size,
+        "seed": seed,
         "id": id,
     }
 

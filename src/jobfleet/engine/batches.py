@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import Row
@@ -72,8 +73,10 @@ class StepTasks:
         template: dict[str, Any],
         timeout_status: int = HostStatus.TASK_TIMEOUT,
         per_host: dict[int, dict[str, Any]] | None = None,
+        before_end: Callable[[], Awaitable[None]] | None = None,
     ) -> RunStatus:
-        """Send one task per pending host of ``step`` and wait for all of them."""
+        """Send one task per pending host of ``step`` and wait for all of them (and for
+        ``before_end``, work of the step that is not a host's, before the step ends)."""
         if step.rolling_config and step.batch_count > 1:
             return await self._run_rolling(
                 job, step, stop, recovering, template, timeout_status, per_host or {}
@@ -94,6 +97,8 @@ class StepTasks:
                 self._untrack(run)
         else:
             stopped = stop.is_set()
+        if before_end is not None:
+            await before_end()
         return await self.end_step(step, started, stopped)
 
     def force_stop(self, step_id: int) -> bool:

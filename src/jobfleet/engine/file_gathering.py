@@ -10,6 +10,8 @@ gets an upload row in the step's file log. One source that fails fails the step
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
 import posixpath
 import time
@@ -20,8 +22,10 @@ from sqlalchemy import Row
 
 from jobfleet.domain import protocol
 from jobfleet.domain.paths import LOCAL_SOURCE, source_label
+from jobfleet.domain.pieces import PIECE_SIZE
 from jobfleet.domain.status import HostStatus
 from jobfleet.engine.rpc import AgentRpc, AgentUnavailable
+from jobfleet.engine.seeding import SeedTicket
 from jobfleet.store.blobs import COMPLETE, BlobStore
 from jobfleet.store.filelogs import FAILED, SUCCESS, UPLOAD, UPLOADING, FileLogStore, update_row
 from jobfleet.store.inventory import Inventory
@@ -46,6 +50,11 @@ class Prepared:
     blob_id: str | None = None
     size: int | None = None
     sha256: str | None = None
+    # served by its source agent while it is uploaded (``engine.seeding``): the pieces'
+    # digests (base64), where to take them, and the upload still under way
+    pieces: str | None = None
+    seed: protocol.ItemSeed | None = None
+    upload: SeededUpload | None = None
 
 
 @dataclass
@@ -73,6 +82,47 @@ class ThirdPartyDownloads(Protocol):
 
 # the file log rows of third-party downloads, on each target, come after a host's own
 THIRD_PARTY_SEQ = 500_000
+
+
+@dataclass
+class Sending:
+    """One source host's files on their way to the server."""
+
+    step: Row[Any]
+    host_id: int
+    where: str
+    files: list[Prepared]
+    uploads: list[protocol.UploadItem]
+    source: dict[str, Any]
+    cfg: dict[str, Any]
+    deadline: float
+
+
+@dataclass
+class SeededUpload:
+    """A seeding source's files: uploaded only if a target asks the server for one."""
+
+    sending: Sending
+    seed: SeedTicket
+    task: asyncio.Future[Gathered] | None = None
+    started: bool = False
+
+
+SEED_BASE_SECONDS = 30.0
+SEED_BYTES_PER_SECOND = 50 * MB
+
+
+def seed_timeout(files: list[Prepared]) -> float:
+    """How long a source may take to hash ``files`` (sizes as listed)."""
+    total = sum(f.size or 0 for f in files if not f.is_dir)
+    return SEED_BASE_SECONDS + total / SEED_BYTES_PER_SECOND
+
+
+def cancel_uploads(files: list[Prepared]) -> None:
+    """Stop waiting for uploads under way (the step ends without them)."""
+    for item in files:
+        if item.upload is not None and item.upload.task is not None:
+            item.upload.task.cancel()
 
 
 class SourceFailure(Exception):
@@ -112,9 +162,11 @@ class SourceGathering:
         cfg: dict[str, Any],
         deadline: float,
         targets: list[int] | None = None,
+        seeds: dict[int, SeedTicket] | None = None,
     ) -> list[Prepared]:
         """The step's source files on the server; third-party downloads show in the file
-        logs of ``targets``."""
+        logs of ``targets``. Files of the sources in ``seeds`` are served by their agents
+        and may still be on their way to the server (``Prepared.upload``)."""
         jobs = []
         seq = THIRD_PARTY_SEQ
         for source in cfg.get("sources") or []:
@@ -125,12 +177,15 @@ class SourceGathering:
                 seq += len(source.get("files") or [])
             else:
                 for host_id in source.get("host_ids") or []:
-                    jobs.append(self.host_source(job, step, host_id, source, cfg, deadline))
+                    seed = (seeds or {}).get(int(host_id))
+                    jobs.append(self.host_source(job, step, host_id, source, cfg, deadline, seed))
         gathered = await asyncio.gather(*jobs)
+        files = [f for item in gathered for f in item.files]
         for item in gathered:
             if item.status is not None:
+                cancel_uploads(files)
                 raise SourceFailure(item.status, item.message)
-        return [f for item in gathered for f in item.files]
+        return files
 
     async def _third_party(
         self,
@@ -184,6 +239,7 @@ class SourceGathering:
         source: dict[str, Any],
         cfg: dict[str, Any],
         deadline: float,
+        seed: SeedTicket | None = None,
     ) -> Gathered:
         hosts = await self.inventory.by_ids([host_id])
         if not hosts:
@@ -276,6 +332,147 @@ class SourceGathering:
         await self.file_logs.add(log_rows)
         if not uploads:
             return Gathered(host_id, files)
+        sending = Sending(step, host_id, where, files, uploads, source, cfg, deadline)
+        if seed is not None and await self._seed(sending, seed):
+            seeded = SeededUpload(sending, seed)
+            seeded.task = asyncio.ensure_future(self._upload_on_demand(seeded))
+            for item in files:
+                item.upload = seeded if item.seed is not None else None
+            return Gathered(host_id, files)
+        # an agent that offered some files before one failed stops serving them after this
+        return await self._upload(sending, seed.transfer if seed is not None else None)
+
+    async def _seed(self, sending: Sending, seed: SeedTicket) -> bool:
+        """Ask the source to serve its files' pieces; False: upload them first instead
+        (its answer names no failure here: the upload gives each its own)."""
+        offer: protocol.SeedOffer = {
+            "transfer": seed.transfer,
+            "token": seed.token,
+            "expires": seed.expires,
+            "piece_size": PIECE_SIZE,
+        }
+        try:
+            reply = await self.rpc.call(
+                sending.host_id,
+                dict(
+                    protocol.file_seed(
+                        "",
+                        sending.uploads,
+                        sending.source.get("account") or "",
+                        self.max_file_size,
+                        offer,
+                    )
+                ),
+                # hashing reads each file once; an agent that does not answer (one of
+                # an older version ignores the request) costs this long, then uploads
+                max(1.0, min(sending.deadline - time.monotonic(), seed_timeout(sending.files))),
+            )
+        except (AgentUnavailable, TimeoutError) as exc:
+            log.info("seed_refused host=%s reason=%s", sending.host_id, exc)
+            return False
+        results = {str(r.get("blob")): r for r in reply.get("results") or []}
+        by_blob = {f.blob_id: f for f in sending.files if f.blob_id}
+        answered = [results.get(str(b)) or {} for b in by_blob]
+        if reply.get("status") or any(r.get("status") or not r.get("pieces") for r in answered):
+            log.info("seed_refused host=%s reason=%s", sending.host_id, reply.get("error") or "")
+            return False
+        for upload in sending.uploads:
+            item = by_blob[upload["blob"]]
+            result = results[upload["blob"]]
+            item.size, item.pieces = int(result.get("size") or 0), str(result["pieces"])
+            item.seed = {
+                "peer": seed.peer,
+                "transfer": seed.transfer,
+                "token": seed.token,
+                "n": upload["n"],
+            }
+        return True
+
+    async def _upload_on_demand(self, seeded: SeededUpload) -> Gathered:
+        """The files on the server once a target asks it for one (its source link failed)."""
+        ids = [f.blob_id for f in seeded.sending.files if f.seed is not None and f.blob_id]
+        waits = [asyncio.ensure_future(self.blobs.demand(b).wait()) for b in ids]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            for b in ids:
+                self.blobs.forget_demand(b)
+        seeded.started = True
+        log.info("seeded_upload_wanted host=%s", seeded.sending.host_id)
+        return await self._upload_seeded(seeded.sending, seeded.seed)
+
+    async def settle(self, seeded: SeededUpload) -> Gathered | None:
+        """At the step's end: the upload a fallback started, in; or, when no target asked
+        the server, the upload rows say where the files came from and the source stops
+        serving them."""
+        sending = seeded.sending
+        if seeded.task is None:
+            return None
+        if seeded.started:
+            done = await asyncio.gather(seeded.task, return_exceptions=True)
+            return done[0] if isinstance(done[0], Gathered) else None
+        seeded.task.cancel()
+        await asyncio.gather(seeded.task, return_exceptions=True)
+        by_blob = {f.blob_id: f for f in sending.files if f.blob_id}
+        await self.file_logs.update(
+            [
+                update_row(
+                    sending.step.id,
+                    sending.step.execute_count,
+                    sending.host_id,
+                    UPLOAD,
+                    u["n"],
+                    status=SUCCESS,
+                    size=by_blob[u["blob"]].size,
+                    progress=100,
+                    log="served to the targets from the source's peer port",
+                )
+                for u in sending.uploads
+            ]
+        )
+        with contextlib.suppress(AgentUnavailable, TimeoutError):
+            # nothing to upload: the source only stops offering the files
+            await self.rpc.call(
+                sending.host_id,
+                dict(
+                    protocol.file_upload(
+                        "",
+                        [],
+                        sending.source.get("account") or "",
+                        None,
+                        None,
+                        seeded.seed.transfer,
+                    )
+                ),
+                10.0,
+            )
+        return None
+
+    async def _upload_seeded(self, sending: Sending, seed: SeedTicket) -> Gathered:
+        """The upload for a fallback; the server's copy must hold the pieces the targets
+        were given."""
+        gathered = await self._upload(sending, seed.transfer)
+        if gathered.status is not None:
+            log.warning("seeded_upload_failed host=%s reason=%s", sending.host_id, gathered.message)
+            return gathered
+        for item in gathered.files:
+            if item.seed is None or not item.blob_id:
+                continue
+            stored = base64.b64encode(b"".join(await self.blobs.pieces(item.blob_id))).decode()
+            if stored != item.pieces:
+                log.warning("seeded_upload_differs host=%s path=%s", sending.host_id, item.src_path)
+                return Gathered(
+                    sending.host_id,
+                    status=int(HostStatus.GSE_FILE_TASK_ERROR),
+                    message=f"{item.src_path} changed on {sending.where} while it was sent",
+                )
+        return gathered
+
+    async def _upload(self, sending: Sending, seed_transfer: str | None = None) -> Gathered:
+        step, host_id, where = sending.step, sending.host_id, sending.where
+        files, uploads, source = sending.files, sending.uploads, sending.source
         try:
             reply = await self.rpc.call(
                 host_id,
@@ -284,11 +481,12 @@ class SourceGathering:
                         "",
                         uploads,
                         source.get("account") or "",
-                        speed_limit(cfg.get("upload_speed_limit")),
+                        speed_limit(sending.cfg.get("upload_speed_limit")),
                         self.max_file_size,
+                        seed_transfer,
                     )
                 ),
-                max(1.0, deadline - time.monotonic()),
+                max(1.0, sending.deadline - time.monotonic()),
             )
         except (AgentUnavailable, TimeoutError) as exc:
             await self._upload_logs(step, host_id, uploads, {}, f"upload interrupted: {exc}")

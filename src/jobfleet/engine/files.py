@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import posixpath
 import time
@@ -28,14 +29,17 @@ from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.file_gathering import (
     Prepared,
+    SeededUpload,
     SourceFailure,
     SourceGathering,
     ThirdPartyDownloads,
+    cancel_uploads,
     speed_limit,
 )
 from jobfleet.engine.rpc import AgentRpc
+from jobfleet.engine.seeding import Seeding
 from jobfleet.engine.swarms import Swarms
-from jobfleet.store.blobs import BlobStore
+from jobfleet.store.blobs import COMPLETE, BlobStore
 from jobfleet.store.database import now_ms
 from jobfleet.store.filelogs import (
     DOWNLOAD,
@@ -84,6 +88,7 @@ class FileSteps:
             rpc, blobs, file_logs, inventory, max_file_size, third_party
         )
         self.swarms = Swarms(dispatcher.agents, blobs, inventory)
+        self.seeding = Seeding(dispatcher.agents, inventory, self.swarms)
 
     async def run(
         self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
@@ -100,6 +105,7 @@ class FileSteps:
             await self._fetch(job, step, cfg, pending, deadline)
             return await self.tasks.end_step(step, started, stop.is_set())
         downloads_started = any(r.status == HostStatus.RUNNING for r in pending)
+        files: list[Prepared] = []
         try:
             if downloads_started:
                 files = await self._prepared_from_logs(step, pending[0].bk_host_id)
@@ -108,6 +114,7 @@ class FileSteps:
                 files = gathered or []
                 if gathered is not None:
                     if len(files) * len(rows) > MAX_FILE_TASKS:
+                        cancel_uploads(files)
                         raise SourceFailure(
                             int(HostStatus.GSE_FILE_TASK_ERROR),
                             f"{len(files)} files to {len(rows)} hosts exceed the "
@@ -119,6 +126,7 @@ class FileSteps:
             return await self.tasks.end_step(step, started, stop.is_set())
         if stop.is_set():
             # terminated while the sources were gathered: send nothing to the targets
+            cancel_uploads(files)
             await self.dispatcher.conclude_hosts(
                 step.id,
                 step.execute_count,
@@ -135,15 +143,30 @@ class FileSteps:
             int(step.timeout),
             {r.bk_host_id: r.batch for r in pending} if step.rolling_config else None,
         )
-        return await self.tasks.run(
-            job,
-            step,
-            stop,
-            recovering,
-            template,
-            timeout_status=HostStatus.GSE_TIMEOUT,
-            per_host=per_host,
-        )
+        uploads = list({id(f.upload): f.upload for f in files if f.upload is not None}.values())
+        try:
+            return await self.tasks.run(
+                job,
+                step,
+                stop,
+                recovering,
+                template,
+                timeout_status=HostStatus.GSE_TIMEOUT,
+                per_host=per_host,
+                before_end=functools.partial(self._uploads_in, uploads) if uploads else None,
+            )
+        finally:
+            cancel_uploads(files)
+
+    async def _uploads_in(self, uploads: list[SeededUpload]) -> None:
+        """The seeding sources' uploads (``engine.seeding``) settled before the step ends;
+        a failed one is in its upload rows (the targets checked every piece they took)."""
+        for seeded in uploads:
+            done = await self.sources.settle(seeded)
+            if done is not None and done.status is not None:
+                log.warning(
+                    "seeded_source_not_stored host=%s reason=%s", done.host_id, done.message
+                )
 
     async def _gather_until_stopped(
         self,
@@ -156,8 +179,10 @@ class FileSteps:
     ) -> list[Prepared] | None:
         """The source files, or None when the step is terminated first (what was being
         gathered, such as a download from a file source, is stopped)."""
+        targets = [r.bk_host_id for r in pending]
+        seeds = await self.seeding.plan(step, cfg, targets)
         gathering = asyncio.ensure_future(
-            self.sources.gather(job, step, cfg, deadline, [r.bk_host_id for r in pending])
+            self.sources.gather(job, step, cfg, deadline, targets, seeds)
         )
         stopped = asyncio.ensure_future(stop.wait())
         try:
@@ -215,6 +240,14 @@ class FileSteps:
         stored = await self.blobs.get_many([r.blob_id for r in rows if r.blob_id])
         for row in rows:
             blob = stored.get(row.blob_id) if row.blob_id else None
+            if blob is not None and blob.state != COMPLETE and not row.is_dir:
+                # its source served it to the targets (``engine.seeding``); the server
+                # never stored it, and the swarm's token did not outlive the restart
+                raise SourceFailure(
+                    int(HostStatus.GSE_FILE_ERROR),
+                    f"{row.src_path} was being served by its source when the server "
+                    "restarted; run the step again",
+                )
             out.append(
                 Prepared(
                     "",
@@ -257,6 +290,9 @@ class FileSteps:
                     "src": f"{item.src_ip or '0.0.0.0'}:{item.src_path}",
                 }
             )
+            if item.seed is not None and item.pieces:
+                items[-1]["pieces"] = item.pieces
+                items[-1]["seed"] = item.seed
         # the task id is each host's own (``StepRun.message``)
         return dict(
             protocol.download(

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 TOKEN_SLACK = 300
 
 
+def swarm_address(agents: AgentDirectory, host_id: int) -> str:
+    """``host:port`` of the host's peer port, or "" (no agent, or none opened)."""
+    link = agents.for_host(host_id)
+    return str(getattr(link, "swarm", "") or "") if link is not None else ""
+
+
 class Swarms:
     def __init__(
         self,
@@ -68,8 +74,7 @@ class Swarms:
         later batch are not downloading yet."""
         addresses: dict[int, str] = {}
         for host_id in host_ids:
-            link = self.agents.for_host(host_id)
-            address = str(getattr(link, "swarm", "") or "") if link is not None else ""
+            address = swarm_address(self.agents, host_id)
             if address:
                 addresses[host_id] = address
         if len(addresses) < 2:
@@ -84,6 +89,8 @@ class Swarms:
         if all(len(members) < 2 for members in clouds.values()):
             return {}
         for item in files:
+            if item.get("pieces"):
+                continue  # hashed by its source agent, which serves it (``engine.seeding``)
             digests = await self.blobs.pieces(item["blob"])
             item["pieces"] = base64.b64encode(b"".join(digests)).decode()
         expires = int(time.time()) + timeout + TOKEN_SLACK

@@ -77,8 +77,23 @@ class BlobStore:
         self.root = root
         self.shared = shared
         self._fetching: dict[str, asyncio.Lock] = {}
+        self._demand: dict[str, asyncio.Event] = {}
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
+
+    # A file a seeding source serves to the targets itself (``engine.seeding``) is
+    # stored only when a target asks the server for it: whoever holds its event
+    # fetches it then.
+    def demand(self, blob_id: str) -> asyncio.Event:
+        return self._demand.setdefault(blob_id, asyncio.Event())
+
+    def forget_demand(self, blob_id: str) -> None:
+        self._demand.pop(blob_id, None)
+
+    def asked_for(self, blob_id: str) -> None:
+        event = self._demand.get(blob_id)
+        if event is not None:
+            event.set()
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id

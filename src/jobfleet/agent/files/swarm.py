@@ -83,6 +83,7 @@ class SwarmItem:
         peers: PeerServer,
         on_progress: Callable[[Progress], None] | None,
         stall: float = STALL,
+        seed: protocol.ItemSeed | None = None,
     ) -> None:
         self.swarm = swarm
         self.n = n
@@ -127,6 +128,15 @@ class SwarmItem:
         )
         self.server_bytes = 0
         self.peer_bytes = 0
+        # the source agent serving the file itself (``file_seed``): what would come
+        # from the server comes from it while it lives, and the server's copy may
+        # still be arriving (wait for it until the token expires)
+        self.seed = (
+            PeerLink(seed["peer"], seed["transfer"], seed["token"]) if seed is not None else None
+        )
+        self.seed_n = int(seed["n"]) if seed is not None else n
+        self.seed_dropped = ""
+        self.from_seed = 0
 
     def seeder(self, index: int) -> int:
         return (self.first + index) % self.members
@@ -164,6 +174,8 @@ class SwarmItem:
             await asyncio.gather(*workers, return_exceptions=True)
             for p in self.peers:
                 p.link.close()
+            if self.seed is not None:
+                self.seed.close()
             # no thread may write to the target once it is closed (its descriptor
             # number could be another file's by then)
             await asyncio.to_thread(self.threads.shutdown, wait=True, cancel_futures=True)
@@ -174,10 +186,11 @@ class SwarmItem:
             )
         self.meter.finish(self.size)
         log.info(
-            "swarm_download dest=%s size=%d from_server=%d from_peers=%d dropped=%s",
+            "swarm_download dest=%s size=%d from_server=%d from_seed=%d from_peers=%d dropped=%s",
             self.target.dest,
             self.size,
             self.from_server,
+            self.from_seed,
             self.from_peers,
             ",".join(p.link.address for p in self.peers if p.dropped) or "-",
         )
@@ -220,8 +233,10 @@ class SwarmItem:
             self.idle_since = None
             self.inflight.add(index)
             try:
+                if await self._from_seed(index, buffer):
+                    continue
                 offset, length = self.span(index)
-                data = await self.server(offset, length, buffer)
+                data = await self._server_piece(offset, length, buffer)
                 if not await self._store(index, data):
                     raise TransferError(
                         HostStatus.GSE_FILE_TASK_ERROR,
@@ -232,6 +247,47 @@ class SwarmItem:
                 self.server_bytes += length
             finally:
                 self.inflight.discard(index)
+
+    async def _from_seed(self, index: int, buffer: bytearray) -> bool:
+        """Piece ``index`` from the source agent, if it serves the file; False: ask the server."""
+        seed = self.seed
+        if seed is None or self.seed_dropped:
+            return False
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(
+                self.threads, self._receive, seed, self.seed_n, index, buffer
+            )
+        except (OSError, TimeoutError, PeerError, ValueError) as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        if outcome != "ok":
+            # it stopped serving the file, lies or is gone: the server has (or will
+            # have) every piece
+            self.seed_dropped = outcome
+            seed.close()
+            log.warning("swarm_seed_dropped peer=%s reason=%s", seed.address, outcome)
+            return False
+        _, length = self.span(index)
+        self._got(index, length)
+        self.from_seed += 1
+        self.peer_bytes += length
+        return True
+
+    async def _server_piece(self, offset: int, length: int, buffer: bytearray) -> memoryview:
+        delay = 0.2
+        while True:
+            try:
+                return await self.server(offset, length, buffer)
+            except TransferError as exc:
+                # with a seed, the source's upload may still be on its way to the server
+                if (
+                    self.seed is None
+                    or exc.status != HostStatus.GSE_FILE_ERROR
+                    or time.time() + delay > float(self.swarm["expires"])
+                ):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _peer_loop(self) -> None:
         buffer = bytearray(self.piece_size)
@@ -279,26 +335,10 @@ class SwarmItem:
         index = self._rarest(choices)
         self.inflight.add(index)
         try:
-            fd = self.target.fd
-            assert fd is not None
-            offset, length = self.span(index)
-            expected = self.digests[index]
-
-            def fetch() -> str:
-                data = peer.link.get(self.n, index, buffer)
-                if data is None:
-                    return "missing"
-                if len(data) != length:
-                    raise PeerError(f"piece {index}: {len(data)} bytes for {length}")
-                if hashlib.sha256(data).digest() != expected:
-                    raise PeerError(f"piece {index} does not match its checksum")
-                try:
-                    _pwrite_all(fd, data, offset)
-                except OSError as exc:
-                    raise target_error(self.target.dest, exc) from None
-                return "ok"
-
-            outcome = await loop.run_in_executor(self.threads, fetch)
+            _, length = self.span(index)
+            outcome = await loop.run_in_executor(
+                self.threads, self._receive, peer.link, self.n, index, buffer
+            )
             if outcome == "missing":
                 peer.has = b""
                 return
@@ -307,6 +347,27 @@ class SwarmItem:
             self.peer_bytes += length
         finally:
             self.inflight.discard(index)
+
+    def _receive(self, link: PeerLink, n: int, index: int, buffer: bytearray) -> str:
+        """On a thread: piece ``index`` from ``link``, checked and written in place.
+
+        "ok", or "missing" when the peer does not hold it; raises ``PeerError`` for a
+        piece that is not what its digest says."""
+        fd = self.target.fd
+        assert fd is not None
+        offset, length = self.span(index)
+        data = link.get(n, index, buffer)
+        if data is None:
+            return "missing"
+        if len(data) != length:
+            raise PeerError(f"piece {index}: {len(data)} bytes for {length}")
+        if hashlib.sha256(data).digest() != self.digests[index]:
+            raise PeerError(f"piece {index} does not match its checksum")
+        try:
+            _pwrite_all(fd, data, offset)
+        except OSError as exc:
+            raise target_error(self.target.dest, exc) from None
+        return "ok"
 
     def _rarest(self, choices: list[int]) -> int:
         counts = {
@@ -374,6 +435,7 @@ async def swarm_download(
     peers: PeerServer,
     on_progress: Callable[[Progress], None] | None = None,
     stall: float = STALL,
+    seed: protocol.ItemSeed | None = None,
 ) -> tuple[int, int]:
     """Like ``download``, with the pieces taken from the swarm and the server.
 
@@ -387,7 +449,18 @@ async def swarm_download(
     try:
         target = await io.run(lambda: _open_target(dest, account, create_dirs))
         item = SwarmItem(
-            swarm, n, first_piece, size, digests, target, io, server, peers, on_progress, stall
+            swarm,
+            n,
+            first_piece,
+            size,
+            digests,
+            target,
+            io,
+            server,
+            peers,
+            on_progress,
+            stall,
+            seed,
         )
         await item.run()
         committed = target

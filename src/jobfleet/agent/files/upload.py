@@ -72,6 +72,12 @@ async def upload(
 
 
 def _open_source(path: str, account: str | None) -> tuple[_Reader, int]:
+    fd, size = open_source(path, account)
+    return _Reader(fd), size
+
+
+def open_source(path: str, account: str | None) -> tuple[int, int]:
+    """A descriptor on the regular file at ``path`` as ``account`` may read it, and its size."""
     rights = Rights(account_for(account)) if account is not None else None
     if rights is not None:
         assume(rights.account)
@@ -104,7 +110,7 @@ def _open_source(path: str, account: str | None) -> tuple[_Reader, int]:
     except BaseException:
         os.close(fd)
         raise
-    return _Reader(fd), st.st_size
+    return fd, st.st_size
 
 
 class _Reader:
