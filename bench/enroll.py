@@ -9,9 +9,12 @@ dir and ports; the swarm's agents reconnect on their own, with their backoff.
 
 Figures:
 
-- enrollment: seconds until every host holds its credential, and the server's CPU;
-  floor: the same number of HTTP requests (``GET /healthz``) through one httpx client,
-  32 at a time (what the swarm uses), against the same server;
+- enrollment: seconds until every host holds its credential, and the server's CPU (in
+  all and per enrollment). Each host enrolls as a real agent does, with the agent's own
+  client (a TLS connection of its own to the agent port, one request); the hosts are
+  spread over ``--enroll-processes`` client processes, ``--enroll-window`` in flight in
+  each. Floor: the same number of requests (``GET /healthz``) through the same client,
+  processes and window, on the same channel of the same server, and its server CPU;
 - connect: seconds from credentials to every agent connected;
 - server RSS (VmRSS, after a collection) with N agents connected, and per agent;
 - restart: seconds from the new server's first answer to N agents connected again
@@ -21,6 +24,7 @@ Figures:
   their own process), with the same handshake window as the swarm.
 
     .venv/bin/python bench/enroll.py [--count 10000] [--window 64]
+        [--enroll-processes 2] [--enroll-window 32]
 """
 
 from __future__ import annotations
@@ -40,8 +44,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fanout import PY, Children, ServerProc, free_port, usage, wait_alive
-
-GATE = 32  # the swarm's enrollments in flight (jobfleet.agent.swarm)
 
 
 async def start_server(children: Children, data: Path, port: int, agent_port: int,
@@ -96,18 +98,29 @@ def herd(ticks: list[int]) -> int:
     return max((ticks[i + 4] - ticks[i] for i in range(len(ticks) - 4)), default=ticks[-1])
 
 
-async def http_floor(url: str, count: int) -> float:
-    """``count`` requests through one client, ``GATE`` at a time."""
-    gate = asyncio.Semaphore(GATE)
-    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(), timeout=60) as http:
+def enroll_options(args: argparse.Namespace) -> list[str]:
+    """How the swarm enrolls its hosts: the same for the enrollment and its floor."""
+    return ["--enroll-window", str(args.enroll_window),
+            "--enroll-processes", str(args.enroll_processes)]
 
-        async def one() -> None:
-            async with gate:
-                (await http.get(url + "/healthz")).raise_for_status()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(count)))
-        return time.perf_counter() - started
+async def http_floor(children: Children, server: ServerProc,
+                     args: argparse.Namespace) -> tuple[float, float]:
+    """``count`` times ``GET /healthz`` the way the swarm's hosts enroll (the agent's client,
+    the same processes and window, the agent channel); seconds and the server's CPU."""
+    cpu0 = usage(server.child.pid).cpu
+    floor = await children.spawn(
+        "healthz-floor",
+        [PY, "-m", "jobfleet.agent.swarm", "--server", server.url, "--count", str(args.count),
+         "--healthz-floor", *enroll_options(args)],
+        pipe_stdout=True, env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]})
+    assert floor.proc.stdout is not None
+    line = await asyncio.wait_for(floor.proc.stdout.readline(), 1800)
+    if not line.startswith(b"healthz "):
+        raise RuntimeError(f"the floor did not finish; see {children.log_dir}/healthz-floor.log")
+    cpu = usage(server.child.pid).cpu - cpu0
+    await children.stop(floor)
+    return float(line.split()[1]), cpu
 
 
 # --- the raw TLS + WebSocket floor ------------------------------------------------------
@@ -182,18 +195,22 @@ def _load() -> str:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"count": args.count, "window": args.window, "load_start": _load()}
+    out: dict[str, Any] = {"count": args.count, "window": args.window, "load_start": _load(),
+                           "enroll_window": args.enroll_window,
+                           "enroll_processes": args.enroll_processes}
     work = Path(tempfile.mkdtemp(prefix="jobfleet-enroll-"))
     children = Children(work)
     data = work / "server"
     port, agent_port = free_port(), free_port()
     try:
         server = await start_server(children, data, port, agent_port, "server")
-        out["http_floor_s"] = await http_floor(server.url, args.count)
+        out["http_floor_s"], out["http_floor_server_cpu_s"] = await http_floor(
+            children, server, args)
         cpu0 = usage(server.child.pid).cpu
         argv = [PY, "-m", "jobfleet.agent.swarm", "--server", server.url,
                 "--count", str(args.count), "--executor", "instant", "--stages",
-                "--connect-window", str(args.window), "--work-dir", str(work / "swarm-work")]
+                "--connect-window", str(args.window), "--work-dir", str(work / "swarm-work"),
+                *enroll_options(args)]
         started = time.perf_counter()
         swarm = await children.spawn("swarm", argv, pipe_stdout=True,
                                      env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]})
@@ -253,8 +270,12 @@ def report(out: dict[str, Any]) -> str:
         f"N={n} hosts, handshake window {out['window']}; load {out['load_start']} -> "
         f"{out['load_end']}",
         f"enrollment        {out['enroll_s']:7.2f} s  server CPU {out['enroll_server_cpu_s']:.2f} s"
-        f"  floor (N x GET /healthz, {GATE} at a time) {out['http_floor_s']:.2f} s"
-        f"  ratio {out['enroll_s'] / out['http_floor_s']:.2f}x",
+        f" ({out['enroll_server_cpu_s'] * 1000 / n:.2f} ms each); agent client,"
+        f" {out['enroll_processes']} process(es) x {out['enroll_window']} in flight",
+        f"  floor: N x GET /healthz the same way {out['http_floor_s']:.2f} s, server CPU"
+        f" {out['http_floor_server_cpu_s']:.2f} s ({out['http_floor_server_cpu_s'] * 1000 / n:.2f}"
+        f" ms each); ratio {out['enroll_s'] / out['http_floor_s']:.2f}x (time),"
+        f" {out['enroll_server_cpu_s'] / max(out['http_floor_server_cpu_s'], 0.01):.2f}x (CPU)",
         f"connect           {out['connect_s']:7.2f} s  server CPU "
         f"{out['connect_server_cpu_s']:.2f} s",
         f"server RSS        {out['server_rss_mib']:7.1f} MiB (peak {out['server_hwm_mib']:.1f}),"
@@ -277,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/enroll.py")
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--window", type=int, default=64, help="the swarm's handshakes at once")
+    parser.add_argument("--enroll-processes", type=int, default=1,
+                        help="client processes the hosts enroll from")
+    parser.add_argument("--enroll-window", type=int, default=32,
+                        help="enrollments in flight in each client process")
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds idle before the RSS is read")
     parser.add_argument("--json", type=Path, help="also write the figures here")

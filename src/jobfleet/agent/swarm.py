@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from jobfleet.agent.enrollment import Credential, enroll, save_credential
 from jobfleet.agent.executor import ProcessExecutor, now_ms
 from jobfleet.agent.settings import TOKEN_HELP, AgentSettings
 from jobfleet.agent.spool import Spool
+from jobfleet.agent.swarm_enroll import channels_of, enroll_all, healthz_all
 from jobfleet.agent.task import Executor, OutputCallback, TaskResult, TaskSpec
 from jobfleet.domain.status import HostStatus
 
@@ -102,14 +104,15 @@ class LimitedExecutor:
 
 
 async def _credential(
-    settings: AgentSettings, gate: asyncio.Semaphore, http: httpx.AsyncClient, channel: Channel
+    settings: AgentSettings, gate: asyncio.Semaphore, channel: Channel
 ) -> Credential:
     state = settings.state_dir
     if state is not None and (state / "credential.json").exists():
         data = json.loads((state / "credential.json").read_text())
         return Credential(data["agent_id"], data["agent_secret"], int(data["bk_host_id"]))
     async with gate:
-        cred = await enroll(settings, http, channel)
+        # the agent's own client: a connection per host, as real hosts enroll
+        cred = await enroll(settings, None, channel)
     if state is not None:
         state.mkdir(parents=True, exist_ok=True)
         save_credential(state, cred)
@@ -165,6 +168,31 @@ async def _connect_all(agents: list[Agent], window: int) -> list[asyncio.Task[No
     return tasks
 
 
+def swarm_settings(
+    servers: list[str],
+    token: str,
+    count: int,
+    *,
+    first: int = 0,
+    biz: int = 2,
+    state_dir: Path | None = None,
+) -> list[AgentSettings]:
+    """Hosts ``first``.. of a swarm: several nodes of a cluster share the hosts, and
+    each host knows them all."""
+    return [
+        AgentSettings(
+            server=servers[(first + i) % len(servers)],
+            more_servers=servers,
+            ip=swarm_ip(first + i),
+            biz=biz,
+            enroll_token=token,
+            hostname=f"swarm-{first + i}",
+            state_dir=state_dir / swarm_ip(first + i) if state_dir else None,
+        )
+        for i in range(count)
+    ]
+
+
 async def run_swarm(
     server: str | list[str],
     token: str,
@@ -181,6 +209,8 @@ async def run_swarm(
     work_dir: Path | None = None,
     instant_delay: float = 0.0,
     instant_output: str = "",
+    enroll_window: int = 32,
+    enroll_processes: int = 1,
 ) -> None:
     work = work_dir or (state_dir or Path("/tmp")) / "swarm-work"  # noqa: S108 - scratch for scripts
     inner: Executor = (
@@ -189,36 +219,30 @@ async def run_swarm(
         else ProcessExecutor(work)
     )
     shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
-    gate = asyncio.Semaphore(32)
-    # several nodes of a cluster: the hosts are spread over them, and each knows them all
     servers = [server] if isinstance(server, str) else list(server)
-    settings_list = [
-        AgentSettings(
-            server=servers[(first + i) % len(servers)],
-            more_servers=servers,
-            ip=swarm_ip(first + i),
-            biz=biz,
-            enroll_token=token,
-            hostname=f"swarm-{first + i}",
-            state_dir=state_dir / swarm_ip(first + i) if state_dir else None,
-        )
-        for i in range(count)
-    ]
-    # one check of each server's CA and one TLS context for every host (the nodes of a
-    # cluster share their CA)
-    channels = {}
-    for url in servers:
-        channels[url], _ = await AgentSettings(
-            server=url, state_dir=None, ip="", enroll_token=token
-        ).channel()
+    settings_list = swarm_settings(servers, token, count, first=first, biz=biz, state_dir=state_dir)
+    channels = await channels_of(servers, token)
     channel = channels[servers[0]]
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(60.0, connect=10.0), trust_env=False, verify=channel.tls or True
     )
     try:
-        creds = await asyncio.gather(
-            *(_credential(s, gate, http, channels[s.server]) for s in settings_list)
-        )
+        if state_dir is None:
+            creds = await enroll_all(
+                settings_list,
+                servers,
+                token,
+                channels,
+                window=enroll_window,
+                processes=enroll_processes,
+                first=first,
+                biz=biz,
+            )
+        else:  # hosts that kept a credential use it
+            gate = asyncio.Semaphore(enroll_window)
+            creds = await asyncio.gather(
+                *(_credential(s, gate, channels[s.server]) for s in settings_list)
+            )
         if enrolled is not None:
             enrolled.set()
         agents = _build_agents(settings_list, creds, shared, http, channels)
@@ -286,6 +310,21 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also print 'enrolled N' once every host has its credential",
     )
+    parser.add_argument(
+        "--enroll-window", type=int, default=32, help="enrollments in flight in each process"
+    )
+    parser.add_argument(
+        "--enroll-processes",
+        type=int,
+        default=1,
+        help="processes the hosts enroll from (without --state-dir)",
+    )
+    parser.add_argument(
+        "--healthz-floor",
+        action="store_true",
+        help="make COUNT GET /healthz requests the way the hosts would enroll, print "
+        "'healthz SECONDS' and exit (the floor of enrollment)",
+    )
     parser.add_argument("--enroll-token", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loop == "uvloop" and args.executor != "instant":
@@ -320,6 +359,21 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(f"ready {args.count}\n")
             sys.stdout.flush()
 
+        if args.healthz_floor:
+            servers = list(args.server)
+            channels = await channels_of(servers, token)
+            started = time.perf_counter()
+            await healthz_all(
+                args.count,
+                servers,
+                token,
+                channels,
+                window=args.enroll_window,
+                processes=args.enroll_processes,
+            )
+            sys.stdout.write(f"healthz {time.perf_counter() - started:.3f}\n")
+            sys.stdout.flush()
+            return
         announcer = asyncio.create_task(announce())
         with contextlib.suppress(asyncio.CancelledError):
             await run_swarm(
@@ -337,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
                 work_dir=args.work_dir,
                 instant_delay=args.instant_delay,
                 instant_output=args.instant_output,
+                enroll_window=args.enroll_window,
+                enroll_processes=args.enroll_processes,
             )
         announcer.cancel()
 

@@ -239,9 +239,8 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
         source_ip = request.client.host if request.client else ""
         ip = ""
         try:
-            source = request.client.host if request.client else ""
-            if not services_of(request).enroll_throttle.take(source):
-                raise services_of(request).enroll_throttle.refusal(source)
+            if not services.enroll_throttle.take(source_ip):
+                raise services.enroll_throttle.refusal(source_ip)
             params = await read_params(request)
             token = get_str(params, "token", required=True, max_length=512)
             ip = normalize_ip(get_str(params, "ip", required=True))
@@ -258,15 +257,7 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
                 bk_biz_id=get_int(params, "bk_biz_id", default=2, minimum=1, maximum=MAX_ID) or 2,
                 hostname=(get_str(params, "hostname", max_length=255) or ""),
                 os_type=(get_str(params, "os_type", max_length=32) or ""),
-            )
-            await services.audit.record(
-                app_code="",
-                username="",
-                action="agent_enroll",
-                resource_type="host",
-                resource_id=str(host_id),
-                detail={"ip": ip, "agent_id": agent_id},
-                source_ip=source_ip,
+                source_ip=source_ip,  # audited in the enrollment's own transaction
             )
             return envelope.ok(
                 {"agent_id": agent_id, "agent_secret": secret, "bk_host_id": host_id},

@@ -99,6 +99,38 @@ def _cut(value: str | None, width: int) -> str | None:
     return value[: width - 3] + "..."
 
 
+def entry(
+    *,
+    app_code: str,
+    username: str,
+    action: str,
+    resource_type: str,
+    resource_id: str = "",
+    scope_type: str | None = None,
+    scope_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    source_ip: str = "",
+    now: int | None = None,
+) -> dict[str, Any]:
+    """An audit row as stored (values cut to their columns, the detail bounded), for
+    ``AuditLog.record`` and for stores that write their entry in their own transaction."""
+    values = {
+        "app_code": app_code,
+        "username": username,
+        "action": action,
+        "scope_type": scope_type,
+        "scope_id": scope_id,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "source_ip": source_ip,
+    }
+    return {
+        **{k: _cut(v, WIDTHS[k]) for k, v in values.items()},
+        "create_time": now_ms() if now is None else now,
+        "detail": bound_detail(detail),
+    }
+
+
 @dataclass
 class _Refusal:
     window: int
@@ -127,21 +159,19 @@ class AuditLog:
         detail: dict[str, Any] | None = None,
         source_ip: str = "",
     ) -> int:
-        values = {
-            "app_code": app_code,
-            "username": username,
-            "action": action,
-            "scope_type": scope_type,
-            "scope_id": scope_id,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "source_ip": source_ip,
-        }
-        cut = {k: _cut(v, WIDTHS[k]) for k, v in values.items()}
+        values = entry(
+            app_code=app_code,
+            username=username,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            scope_type=scope_type,
+            scope_id=scope_id,
+            detail=detail,
+            source_ip=source_ip,
+        )
         async with self.db.begin() as conn:
-            res = await conn.execute(
-                insert(audit_log).values(create_time=now_ms(), detail=bound_detail(detail), **cut)
-            )
+            res = await conn.execute(insert(audit_log).values(**values))
         return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     async def refused(

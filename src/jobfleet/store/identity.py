@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.database import Database, now_ms
+from jobfleet.store.enrollments import Enrollment, EnrollmentWriter
 from jobfleet.store.secrets import hash_secret, new_secret, secret_matches
 from jobfleet.store.tables import (
     accounts,
@@ -26,7 +25,6 @@ from jobfleet.store.tables import (
     businesses,
     enroll_tokens,
     grants,
-    hosts,
     users,
 )
 
@@ -80,6 +78,7 @@ class IdentityStore:
         # set when this node revokes a credential, so that its own connections go at
         # once; other nodes' revocations are found by polling ``revoked_since``
         self.revoked = asyncio.Event()
+        self.enrollments = EnrollmentWriter(db)
 
     # apps -------------------------------------------------------------------
     async def create_app(
@@ -302,143 +301,30 @@ class IdentityStore:
         return token
 
     async def enroll(
-        self, token: str, *, ip: str, bk_cloud_id: int, bk_biz_id: int, hostname: str, os_type: str
-    ) -> tuple[str, str, int]:
-        """Trade an enrollment token for a per-agent credential bound to one host.
-
-        Everything happens in one transaction that starts by taking one use of the
-        token with a conditional UPDATE: the row lock (PostgreSQL) or the write lock
-        (SQLite) serialises enrollments on one token, and any refusal after it rolls
-        the use back. The partial unique index on live credentials settles two
-        tokens racing for one host.
-        """
-        digest = hash_secret(token)
-        agent_id = uuid.uuid4().hex
-        secret = new_secret(32)
-        now = now_ms()
-        try:
-            async with self.db.begin() as conn:
-                bk_biz_id, scoped = await self._take_use(conn, digest, bk_biz_id)
-                bk_host_id = await self._claim_host(
-                    conn,
-                    scoped=scoped,
-                    agent_id=agent_id,
-                    ip=ip,
-                    bk_cloud_id=bk_cloud_id,
-                    bk_biz_id=bk_biz_id,
-                    hostname=hostname,
-                    os_type=os_type,
-                    now=now,
-                )
-                await conn.execute(
-                    insert(agents).values(
-                        agent_id=agent_id,
-                        secret_hash=hash_secret(secret),
-                        bk_host_id=bk_host_id,
-                        revoked=False,
-                        create_time=now,
-                    )
-                )
-        except IntegrityError:
-            # another enrollment of the same host committed first
-            raise _already_enrolled(bk_cloud_id, ip) from None
-        return agent_id, secret, bk_host_id
-
-    async def _take_use(
-        self, conn: AsyncConnection, digest: str, bk_biz_id: int
-    ) -> tuple[int, bool]:
-        """One use of the token, or a refusal; the business the host joins and
-        whether the token is scoped to it."""
-        tok = enroll_tokens.c
-        taken = await conn.execute(
-            update(enroll_tokens)
-            .where(
-                tok.token_hash == digest,
-                or_(tok.uses_left.is_(None), tok.uses_left > 0),
-                or_(tok.expires_at.is_(None), tok.expires_at > time.time()),
-            )
-            .values(uses_left=tok.uses_left - 1)
-        )
-        if taken.rowcount != 1:
-            raise JobError(
-                ErrorCode.SERVICE_AUTH_FAIL,
-                "Invalid, used up or expired enrollment token",
-                http_status=401,
-            )
-        scoped = (
-            await conn.execute(select(tok.bk_biz_id).where(tok.token_hash == digest))
-        ).scalar_one()
-        if scoped is not None:
-            bk_biz_id = int(scoped)
-        if not (
-            await conn.execute(
-                select(businesses.c.bk_biz_id).where(businesses.c.bk_biz_id == bk_biz_id)
-            )
-        ).first():
-            raise JobError(ErrorCode.BIZ_NOT_EXIST, f"Business {bk_biz_id} does not exist")
-        return bk_biz_id, scoped is not None
-
-    async def _claim_host(
         self,
-        conn: AsyncConnection,
+        token: str,
         *,
-        scoped: bool,
-        agent_id: str,
         ip: str,
         bk_cloud_id: int,
         bk_biz_id: int,
         hostname: str,
         os_type: str,
-        now: int,
-    ) -> int:
-        """The host the new credential binds to, made or taken over."""
-        host = (
-            await conn.execute(
-                select(hosts.c.bk_host_id, hosts.c.bk_biz_id).where(
-                    hosts.c.bk_cloud_id == bk_cloud_id, hosts.c.ip == ip
-                )
+        source_ip: str = "",
+    ) -> tuple[str, str, int]:
+        """Trade an enrollment token for a per-agent credential bound to one host, and
+        audit it; concurrent enrollments share a transaction (``store/enrollments.py``)."""
+        done = await self.enrollments.enroll(
+            Enrollment(
+                hash_secret(token),
+                ip=ip,
+                bk_cloud_id=bk_cloud_id,
+                bk_biz_id=bk_biz_id,
+                hostname=hostname,
+                os_type=os_type,
+                source_ip=source_ip,
             )
-        ).first()
-        if host is None:
-            res = await conn.execute(
-                insert(hosts).values(
-                    bk_biz_id=bk_biz_id,
-                    bk_cloud_id=bk_cloud_id,
-                    ip=ip,
-                    ipv6="",
-                    agent_id=agent_id,
-                    hostname=hostname,
-                    os_type=os_type,
-                    os_name="",
-                    agent_version="",
-                    labels={},
-                    alive=0,
-                    create_time=now,
-                )
-            )
-            return int(res.inserted_primary_key[0])  # type: ignore[index]
-        if scoped and int(host.bk_biz_id) != bk_biz_id:
-            raise JobError(
-                ErrorCode.PERMISSION_DENIED,
-                f"Host {bk_cloud_id}:{ip} belongs to business {host.bk_biz_id}; "
-                f"this enrollment token may only enroll hosts of business {bk_biz_id}",
-                http_status=403,
-            )
-        live = (
-            await conn.execute(
-                select(agents.c.agent_id).where(
-                    agents.c.bk_host_id == host.bk_host_id, agents.c.revoked.is_(False)
-                )
-            )
-        ).first()
-        if live is not None:
-            raise _already_enrolled(bk_cloud_id, ip)
-        await conn.execute(
-            update(hosts)
-            .where(hosts.c.bk_host_id == host.bk_host_id)
-            .values(agent_id=agent_id, hostname=hostname, os_type=os_type)
         )
-        return int(host.bk_host_id)
+        return done.agent_id, done.agent_secret, done.bk_host_id
 
     async def check_agent(self, agent_id: str, secret: str) -> int | None:
         """The host an agent credential is bound to, or None."""
@@ -466,12 +352,3 @@ class IdentityStore:
                 select(agents.c.agent_id).where(agents.c.revoked_at >= since_ms)
             )
             return [str(r.agent_id) for r in rows]
-
-
-def _already_enrolled(bk_cloud_id: int, ip: str) -> JobError:
-    return JobError(
-        ErrorCode.CONFLICT,
-        f"Host {bk_cloud_id}:{ip} already has an enrolled agent; "
-        "revoke its credential first (jobfleet admin agent revoke AGENT_ID)",
-        http_status=409,
-    )
