@@ -90,3 +90,18 @@ async def test_a_waiter_that_gives_up_does_not_disturb_the_others() -> None:
     assert await stays == 2
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_waiters_end_when_the_checks_are_cancelled() -> None:
+    store = FakeStore({("a", "s"): 1, ("b", "s"): 2})
+    checks = CredentialChecks(store.check)
+    store.release.clear()
+    in_query = asyncio.ensure_future(checks.check("a", "s"))
+    await asyncio.sleep(0.01)
+    queued = asyncio.ensure_future(checks.check("b", "s"))
+    await asyncio.sleep(0.01)
+    assert checks._task is not None
+    checks._task.cancel()
+    for waiter in (in_query, queued):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiter, 2)

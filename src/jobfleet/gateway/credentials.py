@@ -48,6 +48,12 @@ class CredentialChecks:
                             if not future.done():
                                 future.set_exception(exc)
                     continue
+                except BaseException:
+                    # cancelled in the middle of a query: its waiters end too
+                    for futures in batch.values():
+                        for future in futures:
+                            future.cancel()
+                    raise
                 for key, futures in batch.items():
                     for future in futures:
                         if not future.done():
