@@ -23,7 +23,13 @@ Figures:
   connections (websockets client to a websockets server with the same certificate, in
   their own process), with the same handshake window as the swarm.
 
-    .venv/bin/python bench/enroll.py [--count 10000] [--window 64]
+With ``--procs P`` the hosts are split over P swarm processes (host slices by
+``--first``), each with its own handshake window, and the raw floor's clients over P
+processes too: one Python process opening thousands of TLS connections is its own
+bottleneck, so with P > 1 the reconnect figure measures the server, not the client.
+The enrollment row then has P swarms enrolling against a floor of one (not comparable).
+
+    .venv/bin/python bench/enroll.py [--count 10000] [--window 64] [--procs 1]
         [--enroll-processes 2] [--enroll-window 32]
 """
 
@@ -43,7 +49,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fanout import PY, Children, ServerProc, free_port, usage, wait_alive
+from fanout import PY, Child, Children, ServerProc, free_port, usage, wait_alive
 
 
 async def start_server(children: Children, data: Path, port: int, agent_port: int,
@@ -144,6 +150,18 @@ async def _floor_server(port: int, cert: Path, key: Path) -> None:
         await asyncio.Future()
 
 
+def slices(count: int, procs: int) -> list[tuple[int, int]]:
+    """(first, count) of each of ``procs`` processes holding ``count`` hosts."""
+    procs = max(1, min(procs, count))
+    base, extra = divmod(count, procs)
+    out, first = [], 0
+    for i in range(procs):
+        size = base + (1 if i < extra else 0)
+        out.append((first, size))
+        first += size
+    return out
+
+
 async def _floor_clients(port: int, ca: Path, count: int, window: int) -> None:
     from websockets.asyncio.client import ClientConnection, connect
 
@@ -167,24 +185,34 @@ async def _floor_clients(port: int, ca: Path, count: int, window: int) -> None:
     await asyncio.gather(*(ws.close() for ws in held))
 
 
-async def ws_floor(children: Children, tls: Path, count: int, window: int) -> dict[str, float]:
+async def ws_floor(children: Children, tls: Path, count: int, window: int,
+                   procs: int = 1) -> dict[str, float]:
     port = free_port()
     server = await children.spawn(
         "floor-server", [PY, __file__, "--floor-server", str(port), str(tls)], pipe_stdout=True)
     assert server.proc.stdout is not None
     await asyncio.wait_for(server.proc.stdout.readline(), 60)
     cpu0 = usage(server.pid).cpu
-    clients = await children.spawn(
-        "floor-clients",
-        [PY, __file__, "--floor-clients", str(port), str(tls), str(count), str(window)],
-        pipe_stdout=True)
-    assert clients.proc.stdout is not None
-    line = await asyncio.wait_for(clients.proc.stdout.readline(), 600)
+    clients = [
+        await children.spawn(
+            f"floor-clients-{i}",
+            [PY, __file__, "--floor-clients", str(port), str(tls), str(size), str(window)],
+            pipe_stdout=True)
+        for i, (_first, size) in enumerate(slices(count, procs))
+    ]
+
+    async def done(client: Child) -> float:
+        assert client.proc.stdout is not None
+        # each times itself, from its first connection to its last (its start-up excluded)
+        return float(await asyncio.wait_for(client.proc.stdout.readline(), 600))
+
+    seconds = max(await asyncio.gather(*(done(c) for c in clients)))
     cpu = usage(server.pid).cpu - cpu0
     rss = usage(server.pid).rss_mib
-    await children.stop(clients)
+    for client in clients:
+        await children.stop(client)
     await children.stop(server)
-    return {"seconds": float(line), "server_cpu": cpu, "server_rss_mib": rss}
+    return {"seconds": seconds, "server_cpu": cpu, "server_rss_mib": rss}
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -195,8 +223,8 @@ def _load() -> str:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"count": args.count, "window": args.window, "load_start": _load(),
-                           "enroll_window": args.enroll_window,
+    out: dict[str, Any] = {"count": args.count, "window": args.window, "procs": args.procs,
+                           "load_start": _load(), "enroll_window": args.enroll_window,
                            "enroll_processes": args.enroll_processes}
     work = Path(tempfile.mkdtemp(prefix="jobfleet-enroll-"))
     children = Children(work)
@@ -207,23 +235,37 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         out["http_floor_s"], out["http_floor_server_cpu_s"] = await http_floor(
             children, server, args)
         cpu0 = usage(server.child.pid).cpu
-        argv = [PY, "-m", "jobfleet.agent.swarm", "--server", server.url,
-                "--count", str(args.count), "--executor", "instant", "--stages",
-                "--connect-window", str(args.window), "--work-dir", str(work / "swarm-work"),
-                *enroll_options(args)]
         started = time.perf_counter()
-        swarm = await children.spawn("swarm", argv, pipe_stdout=True,
-                                     env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]})
-        assert swarm.proc.stdout is not None
+        swarms = [
+            await children.spawn(
+                "swarm" if args.procs == 1 else f"swarm-{i}",
+                [PY, "-m", "jobfleet.agent.swarm", "--server", server.url,
+                 "--count", str(size), "--first", str(first), "--executor", "instant",
+                 "--stages", "--connect-window", str(args.window),
+                 "--work-dir", str(work / "swarm-work"), *enroll_options(args)],
+                pipe_stdout=True, env={"JOBFLEET_ENROLL_TOKEN": server.boot["enroll_token"]})
+            for i, (first, size) in enumerate(slices(args.count, args.procs))
+        ]
+        # a stage is reached when the last of the swarm processes reports it
         stages: dict[str, float] = {}
         cpu_at: dict[str, float] = {}
-        while "ready" not in stages:
-            line = await asyncio.wait_for(swarm.proc.stdout.readline(), 1800)
-            if not line:
-                raise RuntimeError(f"the swarm exited; see {work}/swarm.log")
-            word = line.decode().split()[0]
-            stages[word] = time.perf_counter() - started
-            cpu_at[word] = usage(server.child.pid).cpu - cpu0
+        reported: dict[str, int] = {}
+
+        async def follow(swarm: Child) -> None:
+            assert swarm.proc.stdout is not None
+            while True:
+                line = await asyncio.wait_for(swarm.proc.stdout.readline(), 1800)
+                if not line:
+                    raise RuntimeError(f"a swarm exited; see {work}/{swarm.name}.log")
+                word = line.decode().split()[0]
+                reported[word] = reported.get(word, 0) + 1
+                if reported[word] == len(swarms):
+                    stages[word] = time.perf_counter() - started
+                    cpu_at[word] = usage(server.child.pid).cpu - cpu0
+                if word == "ready":
+                    return
+
+        await asyncio.gather(*(follow(s) for s in swarms))
         out["enroll_s"] = stages["enrolled"]
         out["enroll_server_cpu_s"] = cpu_at["enrolled"]
         out["connect_s"] = stages["ready"] - stages["enrolled"]
@@ -231,12 +273,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         from jobfleet.agent.swarm import swarm_ip
 
         ips = [swarm_ip(i) for i in range(args.count)]
-        await wait_alive(server, ips, [swarm], timeout=600)
+        await wait_alive(server, ips, swarms, timeout=600)
         await asyncio.sleep(args.settle)
         u = usage(server.child.pid)
         out["server_rss_mib"] = u.rss_mib
         out["server_hwm_mib"] = u.hwm_mib
-        out["swarm_rss_mib"] = usage(swarm.pid).rss_mib
+        out["swarm_rss_mib"] = sum(usage(s.pid).rss_mib for s in swarms)
 
         # the restart: the swarm stays, its agents find the new server on their own
         await children.stop(server.child)
@@ -248,13 +290,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         out["reconnect_s"] = seconds
         out["reconnect_server_cpu_s"] = usage(server.child.pid).cpu - cpu0
         out["reconnect_herd_per_s"] = herd(ticks)
-        await wait_alive(server, ips, [swarm], timeout=600)
+        await wait_alive(server, ips, swarms, timeout=600)
         out["reconnect_alive_s"] = time.perf_counter() - stopped - out["restart_answer_s"]
         out["server_rss_after_restart_mib"] = usage(server.child.pid).rss_mib
-        await children.stop(swarm)
+        for swarm in swarms:
+            await children.stop(swarm)
         await children.stop(server.child)
 
-        floor = await ws_floor(children, data / "tls", args.count, args.window)
+        floor = await ws_floor(children, data / "tls", args.count, args.window, args.procs)
         out["ws_floor_s"] = floor["seconds"]
         out["ws_floor_server_cpu_s"] = floor["server_cpu"]
         out["ws_floor_server_rss_mib"] = floor["server_rss_mib"]
@@ -267,7 +310,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 def report(out: dict[str, Any]) -> str:
     n = out["count"]
     lines = [
-        f"N={n} hosts, handshake window {out['window']}; load {out['load_start']} -> "
+        f"N={n} hosts in {out['procs']} swarm process(es), handshake window {out['window']} "
+        f"each; load {out['load_start']} -> "
         f"{out['load_end']}",
         f"enrollment        {out['enroll_s']:7.2f} s  server CPU {out['enroll_server_cpu_s']:.2f} s"
         f" ({out['enroll_server_cpu_s'] * 1000 / n:.2f} ms each); agent client,"
@@ -302,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="client processes the hosts enroll from")
     parser.add_argument("--enroll-window", type=int, default=32,
                         help="enrollments in flight in each client process")
+    parser.add_argument("--procs", type=int, default=1,
+                        help="swarm processes holding the hosts (and raw floor client processes)")
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds idle before the RSS is read")
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -19,6 +19,7 @@ from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.host_filters import clean_labels
 from jobfleet.domain.protocol import clean_text
 from jobfleet.domain.throttle import Throttle
+from jobfleet.gateway.credentials import CredentialChecks
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
@@ -175,7 +176,7 @@ class Gateway:
         # (a NAT shared with an attacker) does not lock them out
         self._proven: set[str] = set()
         self.events = events
-        self._checks = asyncio.Semaphore(8)
+        self._credentials = CredentialChecks(identity.check_agents)
         self._facts: _HostFacts[dict[str, Any]] = _HostFacts(
             Inventory(presence.db).record_facts, "facts"
         )
@@ -224,10 +225,9 @@ class Gateway:
             await ws.close(code=CLOSE_THROTTLED)
             return
         try:
-            # thousands of agents reconnect at once after a restart: check a few at a
-            # time instead of queueing them all on the database pool
-            async with self._checks:
-                host_id = await self.identity.check_agent(*cred) if cred else None
+            # thousands of agents reconnect at once after a restart: their credentials
+            # are checked a batch at a time, not one query each
+            host_id = await self._credentials.check(*cred) if cred else None
         except Exception:
             log.exception("agent_auth_error")
             await ws.close(code=CLOSE_TRY_AGAIN)

@@ -334,6 +334,24 @@ class IdentityStore:
             return None
         return int(row.bk_host_id)
 
+    async def check_agents(self, creds: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The hosts of those of ``creds`` (agent id, secret) that are valid, in one query;
+        a credential missing from the answer is unknown, revoked or wrong."""
+        wanted = set(creds)
+        if not wanted:
+            return {}
+        columns = (agents.c.agent_id, agents.c.secret_hash, agents.c.revoked, agents.c.bk_host_id)
+        ids = {agent_id for agent_id, _ in wanted}
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(select(*columns).where(agents.c.agent_id.in_(ids)))).all()
+        found = {str(r[0]): r for r in rows}
+        valid: dict[tuple[str, str], int] = {}
+        for agent_id, secret in wanted:
+            row = found.get(agent_id)
+            if row is not None and not row[2] and secret_matches(secret, row[1]):
+                valid[agent_id, secret] = int(row[3])
+        return valid
+
     async def revoke_agent(self, agent_id: str) -> None:
         async with self.db.begin() as conn:
             res = await conn.execute(
