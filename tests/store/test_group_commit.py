@@ -139,3 +139,17 @@ def test_bad_settings_are_refused() -> None:
         GroupCommit("t", Recorder().write, max_batch=0)
     with pytest.raises(ValueError):
         GroupCommit("t", Recorder().write, linger=-1)
+
+
+async def test_a_writer_stopped_while_retrying_item_by_item_leaves_nobody_waiting() -> None:
+    rec = Recorder(pause=0.05)
+    commits = GroupCommit("t", rec.write)
+    callers = [asyncio.create_task(commits.submit(i)) for i in ("x", "bad", "y")]
+    while len(rec.batches) < 2:  # the batch failed; its first item is being retried
+        await asyncio.sleep(0.01)
+    assert commits._writer is not None
+    commits._writer.cancel()
+    done, pending = await asyncio.wait(callers, timeout=2)
+    assert not pending, "callers of the batch still wait after the writer stopped"
+    for caller in done:
+        assert caller.cancelled()

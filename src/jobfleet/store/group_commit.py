@@ -100,8 +100,14 @@ class GroupCommit(Generic[Item, Result]):
                 len(batch),
                 type(exc).__name__,
             )
-            for one in batch:
-                await self._commit([one])
+            for k, one in enumerate(batch):
+                try:
+                    await self._commit([one])
+                except asyncio.CancelledError:
+                    # stopped mid-retry: the items not yet written end with it
+                    for _, future in batch[k + 1 :]:
+                        future.cancel()
+                    raise
             return
         self.batches += 1
         self.items += len(batch)
