@@ -6,11 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import Running
-from tests.integration.test_peer_files import PEERS, SIZE, SOURCE, TARGETS, send, swarm_bytes
+from tests.integration.test_file_transfer import transfer_body
+from tests.integration.test_peer_files import (
+    PEERS,
+    SIZE,
+    SOURCE,
+    TARGETS,
+    payload,
+    send,
+    swarm_bytes,
+)
 
 from jobfleet.agent.peers import ANSWER, OK, PeerServer
 
@@ -109,3 +119,33 @@ async def test_a_target_without_a_peer_port_means_the_upload_comes_first(
     assert source_peers(running).served_bytes == 0
     from_server, from_peers = swarm_bytes(running, TARGETS[1:])
     assert from_server + from_peers == SIZE * 3 and from_server > 0
+
+
+async def test_a_source_whose_upload_fails_when_asked_for_fails_its_targets_soon(
+        running: Running, tmp_path: Path) -> None:
+    """The targets cannot reach the source and the server's fallback upload fails (the
+    file went away): they are told so, instead of asking the server for a file that will
+    never come until the step's timeout."""
+    await running.start_agents([SOURCE, *TARGETS], settings_of=SEEDING)
+    await source_peers(running).close()
+    files = running.agents[SOURCE][0].files
+
+    async def vanished(request: str, message: Any) -> Any:
+        from jobfleet.domain import protocol
+        return protocol.reply(request, results=[
+            {"blob": str(i["blob"]), "status": 3, "error": "No such file"}
+            for i in message.get("items") or []])
+
+    files.upload = vanished  # type: ignore[method-assign]
+    source = tmp_path / "payload.bin"
+    payload(source)
+    started = time.monotonic()
+    answer = await running.wire.v3("fast_transfer_file", transfer_body(
+        [str(source)], [SOURCE], TARGETS, f"{tmp_path}/dest/", timeout=90))
+    assert answer["result"], answer
+    data = await running.wire.wait(answer["data"]["job_instance_id"], timeout=150)
+    assert data["job_instance"]["status"] != 3, data
+    results = data["step_instance_list"][0]["step_ip_result_list"]
+    assert {r["ip"] for r in results} == set(TARGETS)
+    assert all(r["status"] not in (9, 0) for r in results), results
+    assert time.monotonic() - started < 45, "the targets waited out the step's timeout"

@@ -333,6 +333,7 @@ class FileWork:
         self, attempt: Callable[[], Awaitable[Any]], statuses: frozenset[int] = FETCH_FAILED
     ) -> Any:
         from jobfleet.agent.files import TransferError
+        from jobfleet.agent.files.rights import ServerRefused
 
         deadline = time.monotonic() + RETRY_FOR
         delay = 0.5
@@ -340,7 +341,11 @@ class FileWork:
             try:
                 return await attempt()
             except TransferError as exc:
-                if exc.status not in statuses or time.monotonic() + delay > deadline:
+                if (
+                    exc.status not in statuses
+                    or (isinstance(exc, ServerRefused) and exc.gone)
+                    or time.monotonic() + delay > deadline
+                ):
                     raise
                 log.info("transfer_retry status=%s in=%.1fs", exc.status, delay)
                 await asyncio.sleep(delay)

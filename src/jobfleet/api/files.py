@@ -78,6 +78,11 @@ async def agent_get(request: Request) -> Response:
             ErrorCode.PERMISSION_DENIED, "This agent may not read that file", http_status=403
         )
     if blob.state != COMPLETE:
+        lost = services.blobs.why_lost(blob_id)
+        if lost is not None:
+            raise JobError(
+                ErrorCode.BAD_REQUEST, f"The file will not be stored: {lost}", http_status=410
+            )
         # a file its source serves to the targets is fetched now, for this fallback
         services.blobs.asked_for(blob_id)
         raise JobError(ErrorCode.BAD_REQUEST, "The file is not complete yet", http_status=409)

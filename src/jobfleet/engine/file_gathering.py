@@ -412,6 +412,9 @@ class SourceGathering:
             return None
         if seeded.started:
             done = await asyncio.gather(seeded.task, return_exceptions=True)
+            for item in sending.files:
+                if item.blob_id:
+                    self.blobs.forget_lost(item.blob_id)
             return done[0] if isinstance(done[0], Gathered) else None
         seeded.task.cancel()
         await asyncio.gather(seeded.task, return_exceptions=True)
@@ -456,6 +459,10 @@ class SourceGathering:
         gathered = await self._upload(sending, seed.transfer)
         if gathered.status is not None:
             log.warning("seeded_upload_failed host=%s reason=%s", sending.host_id, gathered.message)
+            # targets that lost the source would otherwise ask until their token expires
+            for item in sending.files:
+                if item.seed is not None and item.blob_id:
+                    self.blobs.lost(item.blob_id, gathered.message)
             return gathered
         for item in gathered.files:
             if item.seed is None or not item.blob_id:

@@ -78,6 +78,8 @@ class BlobStore:
         self.shared = shared
         self._fetching: dict[str, asyncio.Lock] = {}
         self._demand: dict[str, asyncio.Event] = {}
+        # files whose fallback upload failed: why, for the targets that ask for them
+        self._lost: dict[str, str] = {}
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
 
@@ -94,6 +96,16 @@ class BlobStore:
         event = self._demand.get(blob_id)
         if event is not None:
             event.set()
+
+    def lost(self, blob_id: str, why: str) -> None:
+        """The file will not come (its fallback upload failed): targets are told so."""
+        self._lost[blob_id] = why
+
+    def why_lost(self, blob_id: str) -> str | None:
+        return self._lost.get(blob_id)
+
+    def forget_lost(self, blob_id: str) -> None:
+        self._lost.pop(blob_id, None)
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id

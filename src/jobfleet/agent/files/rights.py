@@ -36,6 +36,20 @@ class TransferError(Exception):
         self.message = message
 
 
+class ServerRefused(TransferError):
+    """The server answered a piece request with ``http_status`` instead of the bytes."""
+
+    def __init__(self, http_status: int) -> None:
+        super().__init__(HostStatus.GSE_FILE_ERROR, f"fetch failed: HTTP {http_status}")
+        self.http_status = http_status
+
+    @property
+    def gone(self) -> bool:
+        """The server says the file will not come (its source failed to send it): asking
+        again is of no use."""
+        return self.http_status == 410
+
+
 class Rights:
     """What one account may do here, with the answers about directories remembered."""
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from jobfleet.agent.files.download import _open_target, _Target
 from jobfleet.agent.files.pacing import FileThread, Meter, Progress
-from jobfleet.agent.files.rights import TransferError, target_error
+from jobfleet.agent.files.rights import ServerRefused, TransferError, target_error
 from jobfleet.agent.files.upload import describe_http_error
 from jobfleet.agent.peers import ItemShare, PeerError, PeerLink, PeerServer
 from jobfleet.domain import protocol
@@ -280,9 +280,11 @@ class SwarmItem:
                 return await self.server(offset, length, buffer)
             except TransferError as exc:
                 # with a seed, the source's upload may still be on its way to the server
+                # (409); a file the server says it will not have (410) is not waited for
                 if (
                     self.seed is None
                     or exc.status != HostStatus.GSE_FILE_ERROR
+                    or (isinstance(exc, ServerRefused) and exc.gone)
                     or time.time() + delay > float(self.swarm["expires"])
                 ):
                     raise
@@ -492,9 +494,7 @@ async def server_range(
     try:
         async with client.stream("GET", url, headers=request) as response:
             if response.status_code != HTTPStatus.PARTIAL_CONTENT:
-                raise TransferError(
-                    HostStatus.GSE_FILE_ERROR, f"fetch failed: HTTP {response.status_code}"
-                )
+                raise ServerRefused(response.status_code)
             async for data in response.aiter_raw(1 << 20):
                 if got + len(data) > length:
                     raise TransferError(
