@@ -4,6 +4,7 @@ copy, and a step with a target outside the swarm uploads first as before."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -149,3 +150,33 @@ async def test_a_source_whose_upload_fails_when_asked_for_fails_its_targets_soon
     assert {r["ip"] for r in results} == set(TARGETS)
     assert all(r["status"] not in (9, 0) for r in results), results
     assert time.monotonic() - started < 45, "the targets waited out the step's timeout"
+
+
+async def test_a_step_terminated_while_its_fallback_upload_runs_ends_without_it(
+        running: Running, tmp_path: Path) -> None:
+    """Terminating the job does not wait for the source's upload to the server."""
+    await running.start_agents([SOURCE, *TARGETS], settings_of=SEEDING)
+    await source_peers(running).close()
+    files = running.agents[SOURCE][0].files
+    uploading = asyncio.Event()
+
+    async def slow(request: str, message: Any) -> Any:
+        uploading.set()
+        await asyncio.sleep(600)  # a very large file
+        raise AssertionError("not reached")
+
+    files.upload = slow  # type: ignore[method-assign]
+    source = tmp_path / "payload.bin"
+    payload(source)
+    answer = await running.wire.v3("fast_transfer_file", transfer_body(
+        [str(source)], [SOURCE], TARGETS, f"{tmp_path}/dest/", timeout=300))
+    assert answer["result"], answer
+    job = answer["data"]["job_instance_id"]
+    await asyncio.wait_for(uploading.wait(), 30)
+    stopped = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job, "operation_code": 1})
+    assert stopped["result"], stopped
+    started = time.monotonic()
+    data = await running.wire.wait(job, timeout=120)
+    assert data["job_instance"]["status"] == 11, data
+    assert time.monotonic() - started < 30, "the terminated step waited for the upload"

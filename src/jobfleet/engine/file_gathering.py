@@ -403,14 +403,16 @@ class SourceGathering:
         log.info("seeded_upload_wanted host=%s", seeded.sending.host_id)
         return await self._upload_seeded(seeded.sending, seeded.seed)
 
-    async def settle(self, seeded: SeededUpload) -> Gathered | None:
-        """At the step's end: the upload a fallback started, in; or, when no target asked
-        the server, the upload rows say where the files came from and the source stops
-        serving them."""
+    async def settle(self, seeded: SeededUpload, stopped: bool = False) -> Gathered | None:
+        """At the step's end: the upload a fallback started, in (not waited for when the
+        step was terminated); or, when no target asked the server, the upload rows say
+        where the files came from and the source stops serving them."""
         sending = seeded.sending
         if seeded.task is None:
             return None
         if seeded.started:
+            if stopped:
+                seeded.task.cancel()
             done = await asyncio.gather(seeded.task, return_exceptions=True)
             for item in sending.files:
                 if item.blob_id:

@@ -153,16 +153,17 @@ class FileSteps:
                 template,
                 timeout_status=HostStatus.GSE_TIMEOUT,
                 per_host=per_host,
-                before_end=functools.partial(self._uploads_in, uploads) if uploads else None,
+                before_end=functools.partial(self._uploads_in, uploads, stop) if uploads else None,
             )
         finally:
             cancel_uploads(files)
 
-    async def _uploads_in(self, uploads: list[SeededUpload]) -> None:
+    async def _uploads_in(self, uploads: list[SeededUpload], stop: asyncio.Event) -> None:
         """The seeding sources' uploads (``engine.seeding``) settled before the step ends;
-        a failed one is in its upload rows (the targets checked every piece they took)."""
+        a failed one is in its upload rows (the targets checked every piece they took). A
+        terminated step does not wait for an upload under way."""
         for seeded in uploads:
-            done = await self.sources.settle(seeded)
+            done = await self.sources.settle(seeded, stop.is_set())
             if done is not None and done.status is not None:
                 log.warning(
                     "seeded_source_not_stored host=%s reason=%s", done.host_id, done.message
