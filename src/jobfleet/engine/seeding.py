@@ -6,11 +6,11 @@ step is in a swarm of the source's cloud area, and no speed limit applies, the
 server first asks the source to hash its files' pieces and offer them on its
 peer port (``file_seed``, one read of each file); the targets' download tasks
 then carry those digests and the source's address, and take from the source what
-they would have taken from the server, while the same files are uploaded to the
-server alongside. The server still holds every file in the end (for targets
-whose source link fails, which wait for it, and for later attempts), checks that
-what it received has the digests the targets were given, and ends the step only
-once the upload is in.
+they would have taken from the server. The file crosses to the server only when
+a target falls back to it (a lying, refusing or unreachable source): the server
+then has the source upload it, checks that what it received has the digests the
+targets were given, and serves it (docs/peer-to-peer.md, "A source with a peer
+port").
 """
 
 from __future__ import annotations
