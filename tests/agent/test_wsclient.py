@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.http11 import Request, Response
+from websockets.utils import accept_key
 
 from jobfleet.agent.channel import pinned_context
 from jobfleet.agent.fetch import server_name
@@ -130,3 +132,61 @@ def test_an_ip_address_is_not_sent_as_a_tls_name() -> None:
     assert server_name("agents.example", pinned) == "agents.example"
     assert server_name("127.0.0.1", ssl.create_default_context()) == "127.0.0.1"
     assert server_name("127.0.0.1", None) is None
+
+
+async def raw_server(after_handshake: bytes) -> tuple[asyncio.Server, str]:
+    """A server that accepts the handshake, writes ``after_handshake`` with the 101 and
+    then keeps the connection open without another byte (a hostile or stuck server)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + accept_key(key).encode()
+            + b"\r\n\r\n"
+            + after_handshake
+        )
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"ws://127.0.0.1:{port}/connect"
+
+
+async def test_sending_after_the_server_closed_raises_connection_closed() -> None:
+    # a close frame (1001, going away) right behind the handshake's answer
+    server, url = await raw_server(b"\x88\x02\x03\xe9")
+    async with server:
+        ws = await connect(url, close_timeout=0.5)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.send("hello"), 5)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 20)
+        await ws.close()
+
+
+async def test_a_text_frame_that_is_not_utf8_fails_the_connection() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        server, url = await raw_server(b"\x81\x02\xff\xfe")
+        async with server:
+            ws = await connect(url, close_timeout=0.5)
+            with pytest.raises(ConnectionClosedError) as caught:
+                await asyncio.wait_for(ws.recv(), 20)
+            await ws.close()
+        # closed as the protocol says (1007), not by a crash in the transport's callback
+        assert caught.value.sent is not None and caught.value.sent.code == 1007
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
@@ -112,6 +112,9 @@ class WebSocket(asyncio.Protocol):
                 self._handshake_done()
             elif isinstance(event, Frame):
                 self._frame(event)
+        self._process_close()
+
+    def _process_close(self) -> None:
         if self.protocol.close_expected() and self._close_timer is None:
             # the server closes the TCP connection after the closing handshake; one that
             # does not is cut off
@@ -131,6 +134,8 @@ class WebSocket(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             return
+        if self.protocol.state is not State.OPEN:
+            return  # a frame behind one that failed the connection
         if frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
             self._fragments = [bytes(frame.data)]
             self._fragment_text = frame.opcode is Opcode.TEXT
@@ -142,7 +147,18 @@ class WebSocket(asyncio.Protocol):
             return
         data = b"".join(self._fragments)
         self._fragments = []
-        self._messages.append(data.decode() if self._fragment_text else data)
+        message: str | bytes = data
+        if self._fragment_text:
+            try:
+                message = data.decode()
+            except UnicodeDecodeError as exc:
+                # the protocol does not check a text message's encoding: fail the
+                # connection as RFC 6455 says (1007) rather than in the transport
+                self.protocol.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+                self._flush()
+                self._process_close()
+                return
+        self._messages.append(message)
         if len(self._messages) >= MAX_QUEUE and not self._reading_paused and self.transport:
             self.transport.pause_reading()
             self._reading_paused = True
@@ -167,9 +183,22 @@ class WebSocket(asyncio.Protocol):
 
     # what the agent uses
 
+    def _closed(self) -> ConnectionClosed:
+        """What sending or receiving on a connection that is no longer open raises.
+
+        ``close_exc`` only exists once the connection is CLOSED; while the closing
+        handshake is under way (the server's close frame came, its TCP close has not)
+        the frames exchanged so far say it."""
+        protocol = self.protocol
+        if protocol.state is State.CLOSED:
+            return protocol.close_exc
+        return ConnectionClosedError(
+            protocol.close_rcvd, protocol.close_sent, protocol.close_rcvd_then_sent
+        )
+
     async def send(self, message: bytes | str) -> None:
         if self.protocol.state is not State.OPEN:
-            raise self.protocol.close_exc
+            raise self._closed()
         if isinstance(message, str):
             self.protocol.send_text(message.encode())
         else:
@@ -181,7 +210,7 @@ class WebSocket(asyncio.Protocol):
     async def recv(self) -> str | bytes:
         while not self._messages:
             if self.protocol.state is State.CLOSED or self.lost.done():
-                raise self.protocol.close_exc
+                raise self._closed()
             self._wakeup = self.loop.create_future()
             try:
                 await self._wakeup
