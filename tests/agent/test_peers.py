@@ -183,3 +183,23 @@ async def test_a_connection_the_peer_closed_while_idle_is_dialled_again(
         assert got is not None and bytes(got) == data[:PIECE]
     finally:
         peer.close()
+
+
+async def test_a_share_nobody_finishes_is_dropped_when_its_token_expires(
+        tmp_path: Path) -> None:
+    # a seeding source whose step ended while it was away: no upload ever tells it
+    # to stop, and the token no longer opens anything
+    srv = PeerServer("127.0.0.1", 0, "127.0.0.1")
+    await srv.start()
+    try:
+        path = tmp_path / "f"
+        path.write_bytes(b"x" * 10)
+        fd = os.open(path, os.O_RDONLY)
+        srv.offer("1.1", TOKEN, time.time() + 0.2, 0, ItemShare(fd, 10, PIECE, bytearray([1])))
+        assert "1.1" in srv.shares
+        await asyncio.sleep(1.6)
+        assert "1.1" not in srv.shares
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    finally:
+        await srv.close()

@@ -114,6 +114,12 @@ class PeerServer:
             if share is not None:
                 self._drop(transfer)
             share = self.shares[transfer] = Share(token, expires)
+            # past its token's expiry a share opens nothing: its files are closed then
+            # even when no ``finished`` comes (a seeding source whose step ended while
+            # it was disconnected is never told to stop)
+            asyncio.get_running_loop().call_later(
+                max(0.0, expires - time.time()) + 1.0, self._expire, transfer, share
+            )
         old = share.items.get(n)
         if old is not None:
             _close(old.fd)
@@ -133,6 +139,10 @@ class PeerServer:
         share = self.shares.get(transfer)
         release_at = share.release_at if share is not None else None
         if release_at is not None and asyncio.get_running_loop().time() >= release_at:
+            self._drop(transfer)
+
+    def _expire(self, transfer: str, share: Share) -> None:
+        if self.shares.get(transfer) is share:
             self._drop(transfer)
 
     def _drop(self, transfer: str) -> None:
