@@ -190,3 +190,15 @@ async def test_a_text_frame_that_is_not_utf8_fails_the_connection() -> None:
         assert errors == []
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_messages_ahead_of_the_close_frame_in_one_segment_are_kept() -> None:
+    # two messages and the close frame (1000) behind the handshake, in one write
+    server, url = await raw_server(b"\x81\x03one\x81\x03two\x88\x02\x03\xe8")
+    async with server:
+        ws = await connect(url, close_timeout=0.5)
+        assert await asyncio.wait_for(ws.recv(), 5) == "one"
+        assert await asyncio.wait_for(ws.recv(), 5) == "two"
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 20)
+        await ws.close()

@@ -56,6 +56,7 @@ class WebSocket(asyncio.Protocol):
         self._messages: deque[str | bytes] = deque()
         self._fragments: list[bytes] = []
         self._fragment_text = False
+        self._invalid = False
         self._wakeup: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._pings: dict[bytes, asyncio.Future[None]] = {}
@@ -134,8 +135,8 @@ class WebSocket(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             return
-        if self.protocol.state is not State.OPEN:
-            return  # a frame behind one that failed the connection
+        if self._invalid:
+            return  # a frame behind a message that failed the connection
         if frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
             self._fragments = [bytes(frame.data)]
             self._fragment_text = frame.opcode is Opcode.TEXT
@@ -154,6 +155,7 @@ class WebSocket(asyncio.Protocol):
             except UnicodeDecodeError as exc:
                 # the protocol does not check a text message's encoding: fail the
                 # connection as RFC 6455 says (1007) rather than in the transport
+                self._invalid = True
                 self.protocol.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
                 self._flush()
                 self._process_close()
