@@ -203,3 +203,12 @@ async def test_a_share_nobody_finishes_is_dropped_when_its_token_expires(
             os.fstat(fd)
     finally:
         await srv.close()
+
+
+async def test_a_deeply_nested_request_is_refused_as_not_json(
+        server: tuple[PeerServer, bytes]) -> None:
+    srv, _ = server
+    nested = b"[" * 1020 + b"]" * 1020
+    status, body, rest = await asyncio.to_thread(
+        raw_answer, srv.port, REQUEST.pack(MAGIC, len(nested)) + nested)
+    assert status == REFUSED and b"not JSON" in body and rest == b""

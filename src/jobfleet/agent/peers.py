@@ -238,7 +238,8 @@ async def _read_request(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     body = await reader.readexactly(length)
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: arrays nested a thousand deep fit in MAX_REQUEST
         raise PeerError("a request that is not JSON") from None
     if not isinstance(request, dict):
         raise PeerError("a request that is not an object")
