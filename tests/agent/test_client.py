@@ -99,3 +99,21 @@ async def test_file_statuses_of_a_large_download_are_spread_over_messages() -> N
     good, refused = read_frame(orjson.dumps(messages))
     assert refused == [] and len(good) == 3
     assert all(len(orjson.dumps(m)) <= protocol.AGENT_FRAME_BYTES for m in messages)
+
+
+def test_a_frame_the_agent_cannot_read_is_refused_alone() -> None:
+    agent = Agent(AgentSettings(server="http://127.0.0.1:9", state_dir=None, ip="127.0.0.1"),
+                  spool=Spool(None))
+    welcomed: list[object] = []
+    agent.on_welcome = welcomed.append
+    for frame in (b"not json", b"[" * 100_000, b'"a string"', b"17", b"null", b"{}"):
+        agent._frame(frame)
+    # bad messages beside a good one: each is refused on its own, the good one is read
+    agent._frame(orjson.dumps([
+        1, None, [], {"t": 5}, {"no": "type"},
+        {"t": "ack", "acks": [["1:0:1", "not a number"]]},
+        {"t": "ack", "acks": 7},
+        {"t": "kill"},
+        {"t": "welcome"},
+    ]))
+    assert welcomed == [{"t": "welcome"}]

@@ -295,6 +295,9 @@ class Agent:
                     if not self.connected.is_set():
                         # refused before a session began: try another node
                         self._next_server()
+            except Exception:
+                # whatever ended the session, the agent reconnects with its backoff
+                log.exception("agent_session_failed")
             self.connected.clear()
             self._sender = None
             if self._stopping:
@@ -347,16 +350,35 @@ class Agent:
                 self._sender = sender
                 self.connected.set()
                 async for frame in ws:
-                    decoded = jsonwire.loads(frame)
-                    # the server is trusted (pinned): its messages are read as their types
-                    for message in decoded if isinstance(decoded, list) else (decoded,):
-                        self._handle(cast(protocol.ServerMessage, message))
+                    self._frame(frame)
             finally:
                 self._sender = None
                 sender.task.cancel()
                 stats, self._stats = self._stats, None
                 if stats is not None:
                     stats.cancel()
+
+    def _frame(self, frame: str | bytes) -> None:
+        """One frame from the server: a message or a list of them. The server is pinned
+        and its messages are read as their types, but one this agent cannot read is
+        refused on its own (logged), never the end of the others or of the agent."""
+        try:
+            decoded = jsonwire.loads(frame)
+        except (ValueError, RecursionError) as exc:
+            log.warning("server_frame_refused error=not JSON (%s)", type(exc).__name__)
+            return
+        for message in decoded if isinstance(decoded, list) else (decoded,):
+            kind = message.get("t") if isinstance(message, dict) else None
+            if not isinstance(kind, str):
+                log.warning("server_message_refused error=not a message with a type")
+                continue
+            try:
+                self._handle(cast(protocol.ServerMessage, message))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning(
+                    "server_message_refused kind=%s error=%s: %s",
+                    kind[:40], type(exc).__name__, str(exc)[:200],
+                )
 
     def _send(self, message: protocol.AgentMessage) -> None:
         if self._sender is not None:
