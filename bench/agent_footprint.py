@@ -96,15 +96,22 @@ async def floor(children: Children, count: int, settle: float) -> list[Memory]:
         procs = [await children.spawn(f"floor-{i}", [PY, "-I", "-c", FLOOR_CLIENT,
                                                      f"ws://127.0.0.1:{port}"], pipe_stdout=True)
                  for i in range(count)]
-        for child in procs:
-            assert child.proc.stdout is not None
-            line = await asyncio.wait_for(child.proc.stdout.readline(), 30)
-            if line.strip() != b"connected":
-                raise RuntimeError(f"{child.name} did not connect")
-        await asyncio.sleep(settle)
-        figures = [memory(c.pid) for c in procs]
-        for child in procs:
-            await children.stop(child)
+        figures = await idle_memory(children, procs, settle)
+    return figures
+
+
+async def idle_memory(children: Children, procs: list[Child], settle: float) -> list[Memory]:
+    """Once every floor process says it is connected and has idled ``settle`` seconds, the
+    memory of each; then they are stopped."""
+    for child in procs:
+        assert child.proc.stdout is not None
+        line = await asyncio.wait_for(child.proc.stdout.readline(), 30)
+        if line.strip() != b"connected":
+            raise RuntimeError(f"{child.name} did not connect")
+    await asyncio.sleep(settle)
+    figures = [memory(c.pid) for c in procs]
+    for child in procs:
+        await children.stop(child)
     return figures
 
 
@@ -130,15 +137,7 @@ async def tls_floor(children: Children, work: Path, count: int, settle: float) -
             f"tls-floor-{i}", ["/bin/sh", "-c", f'exec "$0" -I -S -c "$1" {port} < {ca}',
                                PY, TLS_FLOOR_CLIENT], pipe_stdout=True)
         procs.append(child)
-    for child in procs:
-        assert child.proc.stdout is not None
-        line = await asyncio.wait_for(child.proc.stdout.readline(), 30)
-        if line.strip() != b"connected":
-            raise RuntimeError(f"{child.name} did not connect")
-    await asyncio.sleep(settle)
-    figures = [memory(c.pid) for c in procs]
-    for child in procs:
-        await children.stop(child)
+    figures = await idle_memory(children, procs, settle)
     for writer in held:
         writer.close()
     server.close()
