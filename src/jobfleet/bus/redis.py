@@ -40,16 +40,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from jobfleet.bus.base import BusListener
+from jobfleet.loop import raise_if_cancelled
 
 log = logging.getLogger(__name__)
-
-
-def _raise_if_cancelled() -> None:
-    """The Redis client can turn a cancellation that lands mid-read into a connection
-    error; a loop that caught one goes on only if its task is not being cancelled."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 # the longest a node's bus takes to stop, per stage (s)
@@ -187,6 +180,7 @@ class RedisBus:
     async def _flush_loop(self) -> None:
         attempt = 0
         while True:
+            raise_if_cancelled()
             await self._wake.wait()
             self._wake.clear()
             outbox, self._outbox = self._outbox, {}
@@ -200,7 +194,7 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 # keep everything, in order, for when Redis is back
                 for node, messages in outbox.items():
                     self._outbox[node] = messages + self._outbox.get(node, [])
@@ -246,6 +240,7 @@ class RedisBus:
         last = "0"
         attempt = 0
         while True:
+            raise_if_cancelled()
             try:
                 reply: Any = await self.redis.xreadgroup(
                     GROUP,
@@ -264,7 +259,7 @@ class RedisBus:
                     continue
                 raise
             except (RedisError, OSError) as exc:
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 attempt += 1
                 log.warning("bus_read_waiting attempt=%d error=%s", attempt, exc)
                 await asyncio.sleep(min(2.0, 0.1 * attempt))
@@ -302,6 +297,7 @@ class RedisBus:
     async def _beat_loop(self) -> None:
         last_resync = time.monotonic()
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self.beat)
             try:
                 info = await self.redis.info("server")
@@ -317,7 +313,7 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 log.warning("bus_beat_failed error=%s", exc)
 
     async def _recover(self) -> None:
@@ -378,10 +374,12 @@ class RedisBus:
 
     async def _agents_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self._k("agents"))
                 while True:
+                    raise_if_cancelled()
                     item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if item is None:
                         continue
@@ -393,7 +391,7 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 log.warning("bus_agents_feed_lost error=%s", exc)
                 await asyncio.sleep(0.5)
                 # what was missed meanwhile
@@ -461,6 +459,7 @@ class RedisBus:
         await pubsub.subscribe(self._k("live", topic))
         try:
             while True:
+                raise_if_cancelled()
                 item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if item is not None:
                     with contextlib.suppress(orjson.JSONDecodeError, ValueError):

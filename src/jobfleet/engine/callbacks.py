@@ -22,6 +22,7 @@ from sqlalchemy import Row
 from jobfleet.engine import notify
 from jobfleet.engine.outbound import Outbound, Refused
 from jobfleet.engine.settings import EngineSettings
+from jobfleet.loop import raise_if_cancelled
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.notify import EMAIL, WEBHOOK
 from jobfleet.store.outbox import OutboxStore
@@ -70,6 +71,7 @@ class CallbackSender:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 sent = await self.deliver_due()
             except asyncio.CancelledError:

@@ -24,6 +24,7 @@ from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
 from jobfleet.gateway.validation import read_frame, read_load
+from jobfleet.loop import raise_if_cancelled
 from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
 from jobfleet.store.identity import IdentityStore
@@ -194,13 +195,14 @@ class Gateway:
         task, self._revocations = self._revocations, None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait([task], timeout=5.0)
         await self._facts.stop()
         await self._loads.stop()
 
     async def _watch_revocations(self) -> None:
         """Cut the connections of revoked credentials, wherever they were revoked."""
         while True:
+            raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.identity.revoked.wait(), REVOCATION_POLL)
             self.identity.revoked.clear()
