@@ -39,6 +39,7 @@ from jobfleet.agent.files import (
     make_dir,
     upload,
 )
+from jobfleet.agent.files.upload import open_source
 from jobfleet.domain.status import HostStatus
 
 SELF = pwd.getpwuid(os.geteuid()).pw_name
@@ -346,6 +347,34 @@ def test_special_file_named_explicitly_is_missing(tmp_path: Path) -> None:
     assert found == []
     assert isinstance(missing[0], MissingSource)
     assert "not a regular file" in missing[0].reason
+
+
+def test_a_fifo_swapped_in_after_listing_is_refused_without_waiting(tmp_path: Path) -> None:
+    source = write(tmp_path / "f.bin", b"listed as a file")
+    found, _missing = expand_sources([str(source)], SELF)
+    assert [f.rel for f in found] == ["f.bin"]
+    source.unlink()
+    os.mkfifo(source)  # no writer will ever come
+
+    outcome: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            open_source(str(source), None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    opener = threading.Thread(target=open_it, daemon=True)
+    opener.start()
+    opener.join(10)
+    if opener.is_alive():
+        # release the thread the test would otherwise leave behind
+        os.close(os.open(source, os.O_WRONLY | os.O_NONBLOCK))
+        opener.join(5)
+        pytest.fail("opening a FIFO source held its thread until a writer came")
+    assert isinstance(outcome[0], TransferError)
+    assert outcome[0].status == HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST
+    assert "not a regular file" in outcome[0].message
 
 
 @needs_nobody

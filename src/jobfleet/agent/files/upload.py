@@ -82,7 +82,10 @@ def open_source(path: str, account: str | None) -> tuple[int, int]:
     if rights is not None:
         assume(rights.account)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        # O_NONBLOCK: a FIFO put where the file was listed opens at once (and is then
+        # refused as not a regular file) instead of holding the thread until a writer
+        # comes; on a regular file it changes nothing
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise TransferError(
             HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST, f"source file {path} does not exist"
