@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from jobfleet.agent.backoff import FLOOR, reconnect_delay
+from jobfleet.agent.backoff import FLOOR, STABLE_SESSION, attempts_after, reconnect_delay
 
 
 def test_the_window_doubles_then_stops_at_the_cap() -> None:
@@ -24,3 +24,11 @@ def test_delays_spread_over_the_whole_window() -> None:
     # full jitter: agents that lost the server together do not come back together
     per_second = [sum(1 for d in delays if s <= d < s + 1) for s in range(10)]
     assert min(per_second[1:]) > 800 and max(per_second) < 1200
+
+
+def test_a_session_that_held_starts_the_count_again_however_it_ended() -> None:
+    # five failed tries while the server was down, then a session that held, then a crash
+    assert attempts_after(5, established=True, lasted=STABLE_SESSION + 1) == 0
+    # dropped right after it began, or never established: the window keeps growing
+    assert attempts_after(5, established=True, lasted=0.2) == 5
+    assert attempts_after(5, established=False, lasted=STABLE_SESSION * 10) == 5

@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 from jobfleet import __version__
 from jobfleet.agent import jsonwire
-from jobfleet.agent.backoff import reconnect_delay
+from jobfleet.agent.backoff import attempts_after, reconnect_delay
 from jobfleet.agent.channel import Channel, ChannelError
 from jobfleet.agent.enrollment import (
     Credential,
@@ -265,7 +265,9 @@ class Agent:
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0
+        loop = asyncio.get_running_loop()
         while not self._stopping:
+            began = loop.time()
             try:
                 await self._session(cred, await self._resolve_channel())
                 attempt = 0
@@ -298,6 +300,9 @@ class Agent:
             except Exception:
                 # whatever ended the session, the agent reconnects with its backoff
                 log.exception("agent_session_failed")
+            attempt = attempts_after(
+                attempt, established=self.connected.is_set(), lasted=loop.time() - began
+            )
             self.connected.clear()
             self._sender = None
             if self._stopping:
