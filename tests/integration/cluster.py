@@ -99,7 +99,7 @@ class Node:
                "engine": self.engine}
         self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], {})
         await self.proc.start()
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
             async def up() -> bool:
                 with contextlib.suppress(httpx.HTTPError):
                     return (await http.get(f"{self.url}/healthz")).status_code == 200

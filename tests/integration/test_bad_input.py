@@ -156,7 +156,7 @@ async def test_history_query_range_rules(running: Running) -> None:
 
 
 async def test_server_survives_garbage(running: Running) -> None:
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
         for path in ("/api/c/compapi/v2/jobv3/fast_execute_script/",
                      "/api/bk-gse/prod/api/v2/cluster/list_agent_state"):
             resp = await http.post(path, content=b"\x00\xff" * 100)

@@ -162,7 +162,7 @@ async def test_personal_tokens_from_the_cli(running: Running) -> None:
     assert code == 0, err
     secret = secret.strip()
     assert secret.startswith("jfp_") and "shown only now" in err
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
         bearer = {"Authorization": f"Bearer {secret}"}
         me = (await http.get("/api/jobfleet/v1/whoami", headers=bearer)).json()
         assert me["data"]["username"] == "admin"

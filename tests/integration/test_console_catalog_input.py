@@ -27,7 +27,7 @@ async def test_odd_addresses_answer_pages(running: Running) -> None:
     real = {"/scripts": made["script_id"], "/public-scripts": public["script_id"],
             "/templates": tpl["id"], "/crons": cron["id"]}
     async with httpx.AsyncClient(base_url=running.url, trust_env=False,
-                                 follow_redirects=False) as http:
+                                 follow_redirects=False, timeout=60) as http:
         login = await http.post("/login", data={
             "username": "admin", "password": running.boot["admin_password"], "next": "/"})
         assert login.status_code == 303 and "jobfleet_session" in http.cookies
@@ -41,7 +41,8 @@ async def test_odd_addresses_answer_pages(running: Running) -> None:
                     assert resp.status_code in (200, 404), (base, odd, query, resp.text[:200])
                     assert "Traceback" not in resp.text
         # not logged in: to the login page
-        async with httpx.AsyncClient(base_url=running.url, trust_env=False) as anonymous:
+        async with httpx.AsyncClient(base_url=running.url, trust_env=False,
+                                     timeout=60) as anonymous:
             for path in ("/scripts", "/public-scripts/x", "/templates/1", "/crons/1"):
                 resp = await anonymous.get(path, follow_redirects=False)
                 assert resp.status_code == 303 and "/login" in resp.headers["location"]
@@ -57,7 +58,7 @@ async def test_the_pages_in_both_languages(running: Running) -> None:
         "/templates": ("Import a template (YAML)", "导入作业模板(YAML)"),
         "/crons": ("Next run", "下次执行"),
     }
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
         await http.post("/login", data={
             "username": "admin", "password": running.boot["admin_password"], "next": "/"})
         for path, (english, chinese) in words.items():
@@ -79,7 +80,7 @@ PAGE_QUERIES = [
 
 async def test_every_console_page_answers_odd_queries(running: Running) -> None:
     async with httpx.AsyncClient(base_url=running.url, trust_env=False,
-                                 follow_redirects=False) as http:
+                                 follow_redirects=False, timeout=60) as http:
         await http.post("/login", data={
             "username": "admin", "password": running.boot["admin_password"], "next": "/"})
         for path in PAGES:

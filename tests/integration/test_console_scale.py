@@ -57,7 +57,7 @@ def process(argv: list[str], log: Path, env: dict[str, str] | None = None,
 
 
 async def wait_healthy(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
-    async with httpx.AsyncClient(trust_env=False) as http:
+    async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
         async def up() -> bool:
             assert child.poll() is None, log.read_text()[-3000:]
             with contextlib.suppress(httpx.HTTPError):

@@ -376,7 +376,7 @@ async def start_proc(data_dir: Path, port: int, database_url: str,
                  "--database-url", database_url, "--cron-time-scale", "60",
                  "--log-level", "warning"], env)
     await proc.start()
-    async with httpx.AsyncClient(trust_env=False) as http:
+    async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
         async def up() -> bool:
             if proc.proc is not None and proc.proc.returncode is not None:
                 out = await proc.proc.stdout.read() if proc.proc.stdout else b""

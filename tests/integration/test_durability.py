@@ -26,7 +26,7 @@ async def start_server(data_dir: Path, port: int, database_url: str,
                    "--database-url", database_url, "--agent-lost-grace", "3",
                    "--recovery-window", "30", "--log-level", "warning"], {})
     await server.start()
-    async with httpx.AsyncClient(trust_env=False) as http:
+    async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
         async def up() -> bool:
             with contextlib.suppress(httpx.HTTPError):
                 return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200

@@ -66,7 +66,7 @@ async def test_personal_token_and_sdk_events_resume(running: Running) -> None:
     assert proc.returncode == 0, out
     assert await running.server.people.check_password("dev", "dev-password-1")
 
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
         made = (await http.post("/api/jobfleet/v1/tokens", json={"expires_in": 600},
                                 headers=wire.headers(bk_username="dev"))).json()
         assert made["result"], made

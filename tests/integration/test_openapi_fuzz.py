@@ -164,7 +164,7 @@ def fuzz(spec: dict[str, Any], base: str, headers: dict[str, str]) -> Run:
 async def test_every_operation_answers_the_envelope_under_generated_input(
     running: Running,
 ) -> None:
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
         spec = (await http.get("/openapi.json")).json()
     assert running.url.startswith("http://127.0.0.1:"), running.url
     started = time.monotonic()
@@ -181,7 +181,7 @@ async def test_every_operation_answers_the_envelope_under_generated_input(
 
 
 async def test_openapi_documents_every_request(running: Running) -> None:
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
         spec = (await http.get("/openapi.json")).json()
     models = spec["components"]["schemas"]
     assert set(models["Envelope"]["required"]) == {"result", "code", "message"}

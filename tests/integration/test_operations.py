@@ -38,7 +38,7 @@ async def scrape(http: httpx.AsyncClient, **headers: str) -> str:
 
 
 async def test_probes_and_metrics_of_one_node(running: Running) -> None:
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
         alive = await http.get("/healthz")
         assert alive.json() == {"status": "ok", "version": __version__}
         ready = await http.get("/readyz")
@@ -81,7 +81,7 @@ async def test_probes_and_metrics_of_one_node(running: Running) -> None:
 async def test_readyz_fails_while_the_schema_is_behind(running: Running) -> None:
     async with running.server.db.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
         resp = await http.get("/readyz")
         assert resp.status_code == 503
         assert resp.json()["status"] == "not ready"
@@ -96,7 +96,7 @@ async def test_readyz_fails_while_the_schema_is_behind(running: Running) -> None
 async def test_metrics_token(tmp_path: Path, database_url: str) -> None:
     settings = {"metrics_token": "scrape-token"}
     async with run_server(tmp_path, database_url, server=settings) as node, \
-            httpx.AsyncClient(base_url=node.url, trust_env=False) as http:
+            httpx.AsyncClient(base_url=node.url, trust_env=False, timeout=60) as http:
         for headers in ({}, {"Authorization": "Bearer wrong"},
                         {"Authorization": "Basic scrape-token"}):
             resp = await http.get("/metrics", headers=headers)
@@ -113,7 +113,7 @@ async def test_readyz_and_metrics_of_a_node_on_redis(
         tmp_path: Path, database_url: str, redis_server: RedisServer) -> None:
     settings = {"redis_url": redis_server.url}
     async with run_server(tmp_path, database_url, server=settings) as node, \
-            httpx.AsyncClient(base_url=node.url, trust_env=False) as http:
+            httpx.AsyncClient(base_url=node.url, trust_env=False, timeout=60) as http:
         ready = await http.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["redis"]["ok"] is True
@@ -163,7 +163,7 @@ async def test_server_logs_as_json_with_the_config_file_under_the_flags(
     await proc.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
-                                     trust_env=False) as http:
+                                     trust_env=False, timeout=60) as http:
             async def up() -> bool:
                 with contextlib.suppress(httpx.HTTPError):
                     return (await http.get("/readyz")).status_code == 200

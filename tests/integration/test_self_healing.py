@@ -48,7 +48,7 @@ async def post(url: str, rule_id: int, payload: dict[str, Any], *,
         headers = {"Authorization": f"Bearer {secret}"}
     if language:
         headers["blueking-language"] = language
-    async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as http:
         resp = await http.post(f"{OWN}/heal/hooks/{rule_id}", content=body,
                                headers={**headers, "Content-Type": "application/json"})
     return dict(resp.json())

@@ -60,7 +60,8 @@ async def test_agents_verify_the_server_certificate(tmp_path: Path) -> None:
     wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"])
     await wire.http.aclose()
     trusted = ssl.create_default_context(cafile=str(cert))
-    wire.http = httpx.AsyncClient(base_url=settings.url, verify=trusted, trust_env=False)
+    wire.http = httpx.AsyncClient(base_url=settings.url, verify=trusted, trust_env=False,
+                                  timeout=60)
     try:
         try:
             await untrusting.run_forever()
