@@ -202,3 +202,28 @@ async def test_messages_ahead_of_the_close_frame_in_one_segment_are_kept() -> No
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 20)
         await ws.close()
+
+
+def test_tls_on_uvloop(tmp_path: Path) -> None:
+    """The swarm runs its simulated hosts on uvloop, whose TLS transport is not a
+    subclass of asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+    tls = ensure_agent_tls(tmp_path, ["127.0.0.1"])
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tls.cert_file, tls.key_file)
+
+    async def hello(ws: ServerConnection) -> None:
+        await ws.send("over tls on uvloop")
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> list[str | bytes]:
+        async for url in serving(hello, ssl=server_ctx):
+            async with await connect(url, ssl=pinned_context(tls.ca_pem)) as ws:
+                first = await ws.recv()
+                await ws.send("echo")
+                return [first, await ws.recv()]
+        raise AssertionError("not served")
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(asyncio.wait_for(main(), 30)) == ["over tls on uvloop", "echo"]

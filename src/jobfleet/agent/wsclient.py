@@ -20,6 +20,7 @@ import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
+from typing import cast
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
@@ -67,8 +68,8 @@ class WebSocket(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport; uvloop's TLS transport is one without subclassing asyncio's
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.protocol.receive_data(data)
