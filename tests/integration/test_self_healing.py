@@ -202,3 +202,32 @@ async def test_the_end_of_a_healing_job_is_notified(tmp_path: Path, database_url
             await eventually(lambda: asyncio.sleep(0, hook.accepted))
             [event] = hook.bodies()
             assert (event["job_instance_id"], event["status"]) == (job_id, 3)
+
+
+async def test_alert_labels_that_name_no_host_are_skipped(running: Running) -> None:
+    """Label values out of any id's range (a host id, a cloud id) name no host: the
+    alert is skipped with a decision, never an internal error."""
+    await running.start_agents(IPS[:1])
+    plan_id = await make_plan(running.wire)
+    ids = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "by id", "job_plan_id": plan_id, "secret": SECRET, "host_variable": "target",
+        "host_kind": "host_id", "dry_run": True})
+    assert ids["result"], ids
+    ips = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "by ip", "job_plan_id": plan_id, "secret": SECRET, "host_variable": "target",
+        "dry_run": True})
+    assert ips["result"], ips
+    host = {h.ip: h.bk_host_id for h in await running.server.inventory.list()}[IPS[0]]
+    huge = "9" * 30
+    for rule, labels, expected in (
+        (ids, {"instance": huge}, "skipped"),
+        (ids, {"instance": f"{host},{huge}"}, "dry_run"),
+        (ips, {"instance": IPS[0], "bk_cloud_id": huge}, "skipped"),
+    ):
+        answer = await post(running.url, rule["data"]["id"],
+                            {"alertname": "HighDisk", "labels": labels})
+        assert answer["result"], answer
+        [decision] = answer["data"]["decisions"]
+        assert decision["decision"] == expected, decision
+        if expected == "dry_run":
+            assert decision["hosts"] == [host], decision

@@ -43,6 +43,8 @@ SIGNATURE_HEADER = "x-jobfleet-signature"
 HEAL_APP = "jobfleet-heal"
 # rules whose alerts one node decides on at the same time
 DECIDING_AT_ONCE = 4
+# the largest id a database row has (a label past it names no host)
+MAX_ID = 2**63 - 1
 
 
 def authentic(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
@@ -56,6 +58,14 @@ def authentic(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
         expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(signature.strip().encode(), expected.encode())
     return False
+
+
+def _id(text: str) -> int | None:
+    """A label's id: ASCII digits within a row id's range, or None."""
+    if not (text.isascii() and text.isdecimal()) or len(text.lstrip("0")) > 19:
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
 
 
 class Healer:
@@ -221,10 +231,12 @@ class Healer:
     async def _hosts(self, rule: Row[Any], alert: heal.Alert) -> list[Host]:
         refs = heal.host_refs(alert, rule.host_label, rule.host_kind)[: rule.max_hosts + 1]
         if rule.host_kind == "host_id":
-            found = await self.inventory.by_ids([int(r) for r in refs if r.isdecimal()])
+            found = await self.inventory.by_ids([i for i in map(_id, refs) if i is not None])
         else:
             cloud_label = alert.labels.get("bk_cloud_id", "0")
-            cloud = int(cloud_label) if cloud_label.isdecimal() else 0
+            cloud = _id(cloud_label) if cloud_label.isdecimal() else 0
+            if cloud is None:  # a cloud id past any row's
+                return []
             pairs = []
             for ref in refs:
                 try:
