@@ -195,6 +195,27 @@ async def test_list_agent_info_and_dispatch_message(running: Running) -> None:
     assert too_long["result"] is False, too_long
 
 
+async def test_agent_ids_past_any_cloud_id_are_unknown(running: Running,
+                                                      tmp_path: Path) -> None:
+    """An agent id ``<cloud>:<ip>`` whose cloud is past any row's id names no agent: each
+    call answers as for an unknown agent, never with an internal error."""
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    huge = f"{'9' * 30}:{IPS[0]}"
+    longest = f"{'9' * 5000}:{IPS[0]}"
+    for name in ("list_agent_info", "list_agent_state"):
+        for agent_id in (huge, longest):
+            answer = await wire.post(f"{V2}/cluster/{name}", {"agent_id_list": [agent_id]})
+            assert (answer["result"], answer["code"]) == (False, 1011003), answer
+    sent = await wire.post(f"{V2}/cluster/dispatch_message", {
+        "message_id": "m-2", "agent_id_list": [huge], "content": "x", "slot_id": 1})
+    assert sent["result"], sent
+    assert [r["error_code"] for r in sent["data"]["results"]] == [117]
+    body = {**proc_request(tmp_path, 0, []), "agent_id_list": [huge]}
+    refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
+    assert (refused["result"], refused["code"]) == (False, 1244002), refused
+
+
 async def test_processes_of_another_business_are_refused(running: Running,
                                                          tmp_path: Path) -> None:
     """Operations are authorized by the hosts' business: a user of business 3 (or an app
