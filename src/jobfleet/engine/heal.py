@@ -30,6 +30,7 @@ from jobfleet.domain import heal
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LaunchMode, ScopeType
 from jobfleet.domain.targets import normalize_ip
+from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Scope
 from jobfleet.store.database import now_ms
@@ -70,24 +71,37 @@ def _id(text: str) -> int | None:
 
 class Healer:
     def __init__(
-        self, store: HealStore, plans: PlanLauncher, inventory: Inventory, jobs: JobReads
+        self,
+        store: HealStore,
+        plans: PlanLauncher,
+        inventory: Inventory,
+        jobs: JobReads,
+        failures: Throttle | None = None,
     ) -> None:
         self.store = store
         self.plans = plans
         self.inventory = inventory
         self.jobs = jobs
+        # wrong credentials per source address, counted with every other kind
+        self.failures = failures or Throttle("failed authentications", 0, 1)
         self._locks: dict[int, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(DECIDING_AT_ONCE)
 
     async def receive(
-        self, rule_id: int, body: bytes, headers: Mapping[str, str]
+        self, rule_id: int, body: bytes, headers: Mapping[str, str], source: str = ""
     ) -> list[dict[str, Any]]:
-        """The decisions on the alerts of one webhook call."""
+        """The decisions on the alerts of one webhook call from the address ``source``.
+
+        Wrong credentials count against the address's budget of failed authentications;
+        past it they are refused unchecked and unrecorded, while a right secret still
+        passes."""
         try:
             rule = await self.store.rule(None, rule_id)
         except JobError:
+            self._failed(source)
             raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Unknown rule or bad credentials") from None
         if not authentic(self.store.secret(rule), body, headers):
+            self._failed(source)
             await self.store.record(
                 rule, decision=heal.REFUSED, reason="bad signature or token", hosts=[], variables={}
             )
@@ -116,6 +130,11 @@ class Healer:
                 )
                 out.append(row)
         return [decision_view(r) for r in out]
+
+    def _failed(self, source: str) -> None:
+        """Count a wrong credential from ``source``; JobError (429) past the budget."""
+        if not self.failures.take(source):
+            raise self.failures.refusal(source)
 
     async def _decide(self, rule: Row[Any], alert: heal.Alert) -> Row[Any]:
         async def record(
