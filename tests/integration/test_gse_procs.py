@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -361,3 +362,56 @@ async def test_list_agent_info_reports_the_hosts_load(running: Running) -> None:
         item = await eventually(stats, timeout=15)
         assert (item["cpu_rate"], item["mem_rate"], item["start_time"]) == (
             12.5, 34.25, 1_700_000_000), item
+
+
+async def test_an_account_signals_and_writes_only_what_it_may(running: Running) -> None:
+    """The agent may run as root while a process runs as a lesser account: a pid file
+    naming another user's process does not make the agent stop, kill or reload it, and
+    the pid file of a process started without a start command is written as the account
+    (a file only root may write is left alone)."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to another account needs a root agent")
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    made = await wire.v3("create_account", {"bk_biz_id": 2, "account": "nobody",
+                                            "alias": "nobody", "category": 1, "type": 1})
+    assert made["result"], made
+    setup = daemon_dir()
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    victim = await asyncio.create_subprocess_exec("sleep", "120")
+    try:
+        # root's process, named by a pid file the account could have written
+        pid_file = setup / "daemon.pid"
+        pid_file.write_text(f"{victim.pid}\n")
+        for op in (1, 9, 8):  # stop, kill, reload: no command of their own
+            body = proc_request(setup, op, IPS[:1], "nobody")
+            body["spec"]["control"] = {"start_cmd": "", "stop_cmd": "", "reload_cmd": ""}
+            answer = await operate(running, body)
+            assert answer[key]["error_code"] != 0, (op, answer)
+            assert alive(victim.pid), op
+        # no start command: the executable is run and its pid file written, as nobody
+        precious = setup / "precious"
+        precious.write_text("root's own\n")
+        precious.chmod(0o644)
+        body = proc_request(setup, 0, IPS[:1], "nobody")
+        body["spec"]["identity"].update(proc_name="daemon.sh", pid_path=str(precious))
+        body["spec"]["control"] = {"start_cmd": ""}
+        answer = await operate(running, body)
+        assert answer[key]["error_code"] != 0, answer
+        assert precious.read_text() == "root's own\n"
+        # where the account may write, it works as before
+        body["spec"]["identity"]["pid_path"] = str(setup / "own.pid")
+        started = await operate(running, body)
+        assert started[key]["error_code"] == 0, started
+        pid = int((setup / "own.pid").read_text())
+        assert uid_of(pid) == pwd.getpwnam("nobody").pw_uid
+        assert (setup / "own.pid").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        body["op_type"] = 1
+        stopped = await operate(running, body)
+        assert stopped[key]["error_code"] == 0, stopped
+        await eventually(lambda: asyncio.sleep(0, not alive(pid) or None))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            victim.kill()
+        await victim.wait()
+        shutil.rmtree(setup, ignore_errors=True)
