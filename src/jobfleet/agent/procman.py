@@ -22,6 +22,7 @@ import os
 import pwd
 import re
 import signal
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ COMMAND_TIMEOUT = 60.0
 STOP_WAIT = 5.0
 # how long a started executable takes to write its pid file, at most
 PID_FILE_WAIT = 2.0
+# what of a pid file is read: a pid and then some
+PID_FILE_HEAD = 64
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -71,16 +74,25 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
     # the state follows the command name in parentheses
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    return fields.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def read_pid(path: str) -> int:
+    """The number a pid file starts with, or -1. The path is the caller's: only a regular
+    file is read, never past its first bytes, and a FIFO cannot hold the agent up."""
     try:
-        return int(Path(path).read_text().split()[0])
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return -1
+            head = os.read(fd, PID_FILE_HEAD)
+        finally:
+            os.close(fd)
+        return int(head.split()[0])
     except (OSError, ValueError, IndexError):
         return -1
 
