@@ -288,7 +288,13 @@ class Server:
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
             procs=ProcManager(self.agent_rpc, ProcStore(self.db)),
-            healer=Healer(HealStore(self.db, self.cipher), self.plans, self.inventory, self.jobs),
+            healer=Healer(
+                HealStore(self.db, self.cipher),
+                self.plans,
+                self.inventory,
+                self.jobs,
+                self.auth_failures,
+            ),
             probes=Monitor(
                 Health(self.db),
                 self.bus,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobfleet.agent.procman import ProcessManager, pid_alive
+from jobfleet.agent.procman import ProcessManager, pid_alive, read_pid
 from jobfleet.domain import protocol
 
 
@@ -100,3 +100,19 @@ async def test_a_process_sees_its_account_not_the_agents_environment(
         await manager.handle(request(protocol.PROC_KILL, spec(setup)))
     finally:
         await manager.stop()
+
+
+def test_a_pid_file_is_read_no_further_than_a_pid(tmp_path: Path) -> None:
+    """The pid path is the caller's: a device that never ends, a FIFO no one writes or a
+    huge file give their first number or none, at once and without reading them all."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big"
+    with big.open("wb") as out:
+        out.write(b"4242\n")
+        out.truncate(1 << 40)  # sparse: a terabyte that nothing may read whole
+    assert read_pid("/dev/zero") == -1
+    assert read_pid(str(fifo)) == -1
+    assert read_pid(str(big)) == 4242
+    assert read_pid(str(tmp_path)) == -1
+    assert read_pid(str(tmp_path / "missing")) == -1

@@ -89,6 +89,11 @@ def test_expression_is_normalized() -> None:
     ("1,,2 * * * *", "empty list item"),
     ("one * * * *", "is not a number in the minute field"),
     ("0 0 30 2 *", "names a day that no month has"),
+    # more digits than a number is read from
+    ("9" * 5000 + " * * * *", "is out of range 0-59"),
+    ("1-" + "9" * 5000 + " * * * *", "is out of range 0-59"),
+    ("*/" + "9" * 5000 + " * * * *", "is larger than the minute range"),
+    ("*/" + "0" * 5000 + " * * * *", "must be a positive number"),
 ])
 def test_invalid_expressions_say_why(expression: str, says: str) -> None:
     with pytest.raises(JobError) as err:

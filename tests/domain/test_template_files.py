@@ -199,3 +199,38 @@ def test_bad_documents(text: Any, code: int, words: str) -> None:
         load(text)
     assert err.value.code == code, err.value.message
     assert words in err.value.message
+
+
+def _laughs(levels: int) -> str:
+    """Nine of the level below at each level, written once each: a few hundred bytes
+    that are 9**levels values once read."""
+    names = "abcdefghijklmnop"
+    parts = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels):
+        parts.append(f"&{names[i]} [" + ", ".join([f"*{names[i - 1]}"] * 9) + "]")
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.parametrize("where", ["kind", "plans", "template"])
+def test_aliases_that_multiply_a_document_are_refused(where: str) -> None:
+    """An alias is read as often as it is used: a short document of nested aliases is
+    refused before anything walks, prints or stores what it expands to."""
+    text = f"kind: {KIND}\nversion: 1\n{where}: {_laughs(9)}\n"
+    with pytest.raises(JobError) as err:
+        load(text)
+    assert "aliases" in err.value.message, err.value.message
+    # a document that refers to itself, too
+    with pytest.raises(JobError):
+        load(f"kind: {KIND}\nversion: 1\ntemplate: &t {{name: t, steps: [*t]}}\n")
+
+
+def test_an_alias_that_repeats_a_block_is_read() -> None:
+    """What a hand-written document (or PyYAML writing one object twice) does."""
+    text = exported()
+    block = "      server:\n        host_id_list:\n        - 3\n        - 4\n"
+    assert text.count(block) == 2
+    first = text.index(block)
+    text = (text[:first] + "      server: &hosts\n        host_id_list:\n        - 3\n        - 4\n"
+            + text[first + len(block):].replace(block, "      server: *hosts\n"))
+    assert "*hosts" in text
+    assert load(text) == load(exported())

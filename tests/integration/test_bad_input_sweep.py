@@ -145,6 +145,14 @@ async def test_deep_and_huge_documents_get_1241010(running: Running) -> None:
         "/api/jobfleet/v1/templates/import", params={"bk_biz_id": 2},
         content=b"[" * 5000 + b"]" * 5000, headers=running.wire.headers())
     assert resp.json()["code"] == 1241010, resp.text
+    # a few hundred bytes of nested aliases, a billion values once read
+    laughs = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
+        f"&{c} [" + ", ".join([f"*{p}"] * 9) + "]"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
+    resp = await running.wire.http.post(
+        "/api/jobfleet/v1/templates/import", params={"bk_biz_id": 2},
+        content=f"kind: [{', '.join(laughs)}]\n".encode(), headers=running.wire.headers())
+    assert resp.json()["code"] == 1240003 and "aliases" in resp.json()["message"], resp.text
     answer = await running.wire.get("/api/jobfleet/v1/audit", {})
     assert answer["result"] is True, answer
 

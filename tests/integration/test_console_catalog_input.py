@@ -101,3 +101,38 @@ async def test_every_console_page_answers_odd_queries(running: Running) -> None:
         # a business cookie past every id
         http.cookies.set("jobfleet_biz", "9" * 40)
         assert (await http.get("/jobs")).status_code == 200
+
+
+async def test_a_business_past_any_number_is_no_business(running: Running) -> None:
+    """``?biz=`` and the business cookie are the user's to edit: digits too many to read
+    as a number pick the first business, as any business the user lacks does."""
+    huge = "9" * 5000
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False,
+                                 follow_redirects=False) as http:
+        login = await http.post("/login", data={
+            "username": "admin", "password": running.boot["admin_password"], "next": "/"})
+        assert login.status_code == 303 and "jobfleet_session" in http.cookies
+        paths = ("/", "/jobs", "/execute", "/plans", "/scripts", "/crons")
+        for path in paths:
+            resp = await http.get(f"{path}?biz={huge}")
+            assert resp.status_code == 200, (path, resp.status_code, resp.text[:200])
+        http.cookies.set("jobfleet_biz", huge)
+        for path in paths:
+            resp = await http.get(path)
+            assert resp.status_code == 200, (path, resp.status_code, resp.text[:200])
+
+
+async def test_a_csrf_token_of_any_bytes_is_refused_with_the_envelope(running: Running) -> None:
+    """The CSRF header is the client's: one holding bytes past ASCII is a wrong token
+    (403 in the envelope), not a server error."""
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False,
+                                 follow_redirects=False) as http:
+        login = await http.post("/login", data={
+            "username": "admin", "password": running.boot["admin_password"], "next": "/"})
+        assert login.status_code == 303 and "jobfleet_session" in http.cookies
+        for token in ("wrong", "caf\xe9", "\xff" * 40):
+            resp = await http.post(
+                "/api/jobfleet/v1/users", json={"username": "csrf-probe"},
+                headers={"X-CSRF-Token": token.encode("latin-1")})
+            assert resp.status_code == 403, (token, resp.status_code, resp.text[:200])
+            assert "CSRF" in resp.json()["message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -195,6 +196,27 @@ async def test_list_agent_info_and_dispatch_message(running: Running) -> None:
     assert too_long["result"] is False, too_long
 
 
+async def test_agent_ids_past_any_cloud_id_are_unknown(running: Running,
+                                                      tmp_path: Path) -> None:
+    """An agent id ``<cloud>:<ip>`` whose cloud is past any row's id names no agent: each
+    call answers as for an unknown agent, never with an internal error."""
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    huge = f"{'9' * 30}:{IPS[0]}"
+    longest = f"{'9' * 5000}:{IPS[0]}"
+    for name in ("list_agent_info", "list_agent_state"):
+        for agent_id in (huge, longest):
+            answer = await wire.post(f"{V2}/cluster/{name}", {"agent_id_list": [agent_id]})
+            assert (answer["result"], answer["code"]) == (False, 1011003), answer
+    sent = await wire.post(f"{V2}/cluster/dispatch_message", {
+        "message_id": "m-2", "agent_id_list": [huge], "content": "x", "slot_id": 1})
+    assert sent["result"], sent
+    assert [r["error_code"] for r in sent["data"]["results"]] == [117]
+    body = {**proc_request(tmp_path, 0, []), "agent_id_list": [huge]}
+    refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
+    assert (refused["result"], refused["code"]) == (False, 1244002), refused
+
+
 async def test_processes_of_another_business_are_refused(running: Running,
                                                          tmp_path: Path) -> None:
     """Operations are authorized by the hosts' business: a user of business 3 (or an app
@@ -340,3 +362,56 @@ async def test_list_agent_info_reports_the_hosts_load(running: Running) -> None:
         item = await eventually(stats, timeout=15)
         assert (item["cpu_rate"], item["mem_rate"], item["start_time"]) == (
             12.5, 34.25, 1_700_000_000), item
+
+
+async def test_an_account_signals_and_writes_only_what_it_may(running: Running) -> None:
+    """The agent may run as root while a process runs as a lesser account: a pid file
+    naming another user's process does not make the agent stop, kill or reload it, and
+    the pid file of a process started without a start command is written as the account
+    (a file only root may write is left alone)."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to another account needs a root agent")
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    made = await wire.v3("create_account", {"bk_biz_id": 2, "account": "nobody",
+                                            "alias": "nobody", "category": 1, "type": 1})
+    assert made["result"], made
+    setup = daemon_dir()
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    victim = await asyncio.create_subprocess_exec("sleep", "120")
+    try:
+        # root's process, named by a pid file the account could have written
+        pid_file = setup / "daemon.pid"
+        pid_file.write_text(f"{victim.pid}\n")
+        for op in (1, 9, 8):  # stop, kill, reload: no command of their own
+            body = proc_request(setup, op, IPS[:1], "nobody")
+            body["spec"]["control"] = {"start_cmd": "", "stop_cmd": "", "reload_cmd": ""}
+            answer = await operate(running, body)
+            assert answer[key]["error_code"] != 0, (op, answer)
+            assert alive(victim.pid), op
+        # no start command: the executable is run and its pid file written, as nobody
+        precious = setup / "precious"
+        precious.write_text("root's own\n")
+        precious.chmod(0o644)
+        body = proc_request(setup, 0, IPS[:1], "nobody")
+        body["spec"]["identity"].update(proc_name="daemon.sh", pid_path=str(precious))
+        body["spec"]["control"] = {"start_cmd": ""}
+        answer = await operate(running, body)
+        assert answer[key]["error_code"] != 0, answer
+        assert precious.read_text() == "root's own\n"
+        # where the account may write, it works as before
+        body["spec"]["identity"]["pid_path"] = str(setup / "own.pid")
+        started = await operate(running, body)
+        assert started[key]["error_code"] == 0, started
+        pid = int((setup / "own.pid").read_text())
+        assert uid_of(pid) == pwd.getpwnam("nobody").pw_uid
+        assert (setup / "own.pid").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        body["op_type"] = 1
+        stopped = await operate(running, body)
+        assert stopped[key]["error_code"] == 0, stopped
+        await eventually(lambda: asyncio.sleep(0, not alive(pid) or None))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            victim.kill()
+        await victim.wait()
+        shutil.rmtree(setup, ignore_errors=True)

@@ -111,3 +111,29 @@ async def test_personal_token_and_sdk_events_resume(running: Running) -> None:
         for key in ("JOBFLEET_SERVER", "JOBFLEET_APP_CODE", "JOBFLEET_APP_SECRET"):
             os.environ.pop(key, None)
     await eventually(lambda: asyncio.sleep(0, True))
+
+
+async def test_event_stream_ids_past_the_store_are_refused(running: Running) -> None:
+    """A job id or a resume cursor past what the store holds is refused with the envelope
+    before the stream starts, never a bare 500 nor a stream cut short."""
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    job = (await wire.run_script("echo hi", IPS[:1]))["job_instance_id"]
+    final = await wire.wait(job)
+    step = final["step_instance_list"][0]["step_instance_id"]
+    host = {h.ip: h.bk_host_id for h in await running.server.inventory.list()}[IPS[0]]
+    events = "/api/jobfleet/v1/jobs/{}/events"
+    huge = "9" * 23
+    for path, params in (
+        (events.format(huge), {}),
+        (events.format(job), {"hosts": "all", "cursor": f"{step}.0.{host}:{huge}"}),
+        (events.format(job), {"hosts": "all", "cursor": f"{step}.0.{host}:-{huge}"}),
+    ):
+        resp = await wire.http.get(path, params=params, headers=wire.headers())
+        answer = resp.json()
+        assert (answer["result"], answer["code"]) == (False, 1241010), (path, params, answer)
+    # the largest cursor the store holds still streams to the end
+    resp = await wire.http.get(events.format(job), headers=wire.headers(), params={
+        "hosts": "all", "cursor": f"{step}.0.{host}:{2**31 - 1}"})
+    assert resp.status_code == 200 and "event: end" in resp.text, resp.text
+    assert "event: output" not in resp.text

@@ -320,6 +320,11 @@ async def test_config_api_validates_and_never_shows_the_secret(running: Running)
          1241010),
         ({"channel": "webhook", "target": "http://h/x", "secret": SECRET, "statuses": []},
          1241010),
+        # more digits than a number is read from, in a list or a comma-separated text
+        ({"channel": "webhook", "target": "http://h/x", "secret": SECRET,
+          "statuses": ["9" * 5000]}, 1241010),
+        ({"channel": "webhook", "target": "http://h/x", "secret": SECRET,
+          "statuses": "4," + "9" * 5000}, 1241010),
         ({"channel": "email", "target": ["a@b.c\r\nBcc: x@y.z"], "statuses": [4]}, 1241010),
         ({"channel": "email", "target": ["ops@example.org"], "secret": SECRET,
           "statuses": [4]}, 1241010),

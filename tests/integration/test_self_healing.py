@@ -202,3 +202,67 @@ async def test_the_end_of_a_healing_job_is_notified(tmp_path: Path, database_url
             await eventually(lambda: asyncio.sleep(0, hook.accepted))
             [event] = hook.bodies()
             assert (event["job_instance_id"], event["status"]) == (job_id, 3)
+
+
+async def test_alert_labels_that_name_no_host_are_skipped(running: Running) -> None:
+    """Label values out of any id's range (a host id, a cloud id) name no host: the
+    alert is skipped with a decision, never an internal error."""
+    await running.start_agents(IPS[:1])
+    plan_id = await make_plan(running.wire)
+    ids = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "by id", "job_plan_id": plan_id, "secret": SECRET, "host_variable": "target",
+        "host_kind": "host_id", "dry_run": True})
+    assert ids["result"], ids
+    ips = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "by ip", "job_plan_id": plan_id, "secret": SECRET, "host_variable": "target",
+        "dry_run": True})
+    assert ips["result"], ips
+    host = {h.ip: h.bk_host_id for h in await running.server.inventory.list()}[IPS[0]]
+    huge = "9" * 30
+    for rule, labels, expected in (
+        (ids, {"instance": huge}, "skipped"),
+        (ids, {"instance": f"{host},{huge}"}, "dry_run"),
+        (ips, {"instance": IPS[0], "bk_cloud_id": huge}, "skipped"),
+    ):
+        answer = await post(running.url, rule["data"]["id"],
+                            {"alertname": "HighDisk", "labels": labels})
+        assert answer["result"], answer
+        [decision] = answer["data"]["decisions"]
+        assert decision["decision"] == expected, decision
+        if expected == "dry_run":
+            assert decision["hosts"] == [host], decision
+
+
+async def test_wrong_credentials_share_the_address_budget(tmp_path: Path,
+                                                          database_url: str) -> None:
+    """A wrong secret or an unknown rule counts as a failed authentication of the
+    address: past the budget the webhook answers 429 and records nothing more, while
+    the rule's own secret still passes."""
+    async with run_server(tmp_path, database_url,
+                          server={"auth_failure_rate": 0.01, "auth_failure_burst": 3}) as running:
+        await running.start_agents(IPS[:1])
+        plan_id = await make_plan(running.wire)
+        made = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+            "name": "guarded", "job_plan_id": plan_id, "secret": SECRET,
+            "host_variable": "target", "dry_run": True})
+        assert made["result"], made
+        rule_id = made["data"]["id"]
+        plain = {"alertname": "HighDisk", "labels": {"instance": IPS[0]}}
+        for secret, rule in (("x" * 20, rule_id), ("y" * 20, rule_id), (SECRET, 999999)):
+            answer = await post(running.url, rule, plain, secret=secret)
+            assert (answer["result"], answer["code"]) == (False, 1240005), answer
+        for signed in (True, False):
+            answer = await post(running.url, rule_id, plain, secret="z" * 20, signed=signed)
+            assert (answer["result"], answer["code"]) == (False, 1249429), answer
+        good = await post(running.url, rule_id, plain)
+        assert good["result"] and good["data"]["decisions"][0]["decision"] == "dry_run", good
+        # the API's other credentials see the same count
+        wrong = Wire(running.url, running.boot["bk_app_code"], "wrong-secret")
+        try:
+            resp = await wrong.http.get(f"{OWN}/whoami", headers=wrong.headers())
+            assert resp.json()["code"] == 1249429, resp.json()
+        finally:
+            await wrong.close()
+        page = await running.wire.get(f"{OWN}/businesses/2/heal-decisions",
+                                      {"decision": "refused"})
+        assert page["data"]["total"] == 2, page

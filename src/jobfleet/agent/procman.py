@@ -22,6 +22,7 @@ import os
 import pwd
 import re
 import signal
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,10 @@ STOPPED = 2
 
 COMMAND_TIMEOUT = 60.0
 STOP_WAIT = 5.0
+# how long a started executable takes to write its pid file, at most
+PID_FILE_WAIT = 2.0
+# what of a pid file is read: a pid and then some
+PID_FILE_HEAD = 64
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -69,22 +74,27 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
     # the state follows the command name in parentheses
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    return fields.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def read_pid(path: str) -> int:
+    """The number a pid file starts with, or -1. The path is the caller's: only a regular
+    file is read, never past its first bytes, and a FIFO cannot hold the agent up."""
     try:
-        return int(Path(path).read_text().split()[0])
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return -1
+            head = os.read(fd, PID_FILE_HEAD)
+        finally:
+            os.close(fd)
+        return int(head.split()[0])
     except (OSError, ValueError, IndexError):
         return -1
-
-
-def write_pid(path: str, pid: int) -> None:
-    Path(path).write_text(f"{pid}\n")
 
 
 @dataclass
@@ -154,6 +164,8 @@ class ProcessManager:
                 # counted as it begins: a status asked while the new process starts
                 # (its pid file already names it) sees the restart
                 proc.restarts += 1
+                # and kept as it begins: the pid file is written while it starts
+                self._save()
                 proc.busy = True
                 try:
                     code, message = await self._start(proc)
@@ -226,7 +238,7 @@ class ProcessManager:
             return PROC_NOT_RUNNING, "the process is not running"
         if spec["reload_cmd"]:
             return await self._command(proc, spec["reload_cmd"])
-        os.kill(pid, signal.SIGHUP)
+        await self._signal(proc, pid, signal.SIGHUP)
         return OK, "success"
 
     async def _start(self, proc: Managed) -> tuple[int, str]:
@@ -259,13 +271,13 @@ class ProcessManager:
             if code:
                 return code, text
         else:
-            os.kill(pid, signal.SIGKILL if forced else signal.SIGTERM)
+            await self._signal(proc, pid, signal.SIGKILL if forced else signal.SIGTERM)
         deadline = time.monotonic() + STOP_WAIT
         while time.monotonic() < deadline:
             if not pid_alive(pid):
                 return OK, "success"
             await asyncio.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
+        await self._signal(proc, pid, signal.SIGKILL)
         return OK, "success (killed after the stop wait)"
 
     def _popen_args(self, proc: Managed) -> dict[str, Any]:
@@ -298,12 +310,39 @@ class ProcessManager:
         return (OK, "success") if code == 0 else (OP_FAILED, f"the command exited with {code}")
 
     async def _spawn(self, proc: Managed) -> None:
-        """No start command: run the executable itself and write its pid file."""
+        """No start command: run the executable itself, its pid file written by the
+        account (a shell that writes its own pid, then becomes the executable), never
+        by the agent's own user, who may be root."""
         spec = proc.spec
         path = os.path.join(spec["setup_path"], spec["proc_name"])
-        child = await asyncio.create_subprocess_exec(path, **self._popen_args(proc))
-        if spec["pid_file"]:
-            write_pid(spec["pid_file"], child.pid)
+        args = self._popen_args(proc)
+        if not spec["pid_file"]:
+            await asyncio.create_subprocess_exec(path, **args)
+            return
+        child = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", 'echo "$$" > "$1" && exec "$0"', path, spec["pid_file"], **args
+        )
+        # the pid file names the process once this returns, as when the agent wrote it
+        deadline = time.monotonic() + PID_FILE_WAIT
+        while read_pid(spec["pid_file"]) != child.pid and child.returncode is None:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
+
+    async def _signal(self, proc: Managed, pid: int, sig: signal.Signals) -> None:
+        """Send ``sig`` to ``pid`` as the spec's account: a pid file naming a process of
+        another user does not make the agent (perhaps root) signal it."""
+        args = self._popen_args(proc)
+        if "user" not in args:  # the agent is that account
+            os.kill(pid, sig)
+            return
+        child = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", 'kill -s "$0" "$1"', sig.name.removeprefix("SIG"), str(pid), **args
+        )
+        if await child.wait():
+            raise PermissionError(
+                f"process {pid} (from the pid file) may not be signalled as {proc.spec['account']}"
+            )
 
     # messages for local plugins --------------------------------------------------------
 

@@ -180,8 +180,10 @@ class Authenticator:
                 http_status=401,
             )
         method = request.scope.get("method", "GET")
+        # compared as bytes: a header may hold any (latin-1) character, and comparing
+        # text past ASCII is a TypeError
         if method not in SAFE_METHODS and not hmac.compare_digest(
-            request.headers.get(CSRF_HEADER, ""), session.csrf
+            request.headers.get(CSRF_HEADER, "").encode(), session.csrf.encode()
         ):
             raise JobError(
                 ErrorCode.PERMISSION_DENIED,

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 
 from jobfleet import __version__
 from jobfleet.api.auditing import audit
-from jobfleet.api.params import get_list, get_str, need_int
+from jobfleet.api.params import INT64, get_list, get_str, need_int
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -117,7 +117,11 @@ async def _agents(call: Call, ids: list[str]) -> dict[str, Host]:
 
 def _pair(agent_id: str) -> tuple[int, str] | None:
     cloud, sep, ip = agent_id.partition(":")
-    if not sep or not cloud.isdecimal():
+    # ASCII digits within a row id's range (a cloud past it is no cloud's)
+    digits = cloud.lstrip("0")
+    if not sep or not (cloud.isascii() and cloud.isdecimal()) or len(digits) > 19:
+        return None
+    if int(cloud) > INT64[1]:
         return None
     try:
         return int(cloud), normalize_ip(ip)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet.api import envelope
-from jobfleet.api.auditing import audit
+from jobfleet.api.auditing import audit, source_of
 from jobfleet.api.notify import PREFIX, _with_path
 from jobfleet.api.params import get_bool, get_int, get_str
 from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
@@ -235,7 +235,7 @@ async def receive(request: Request) -> Response:
         if healer is None:
             raise JobError(ErrorCode.NOT_SUPPORTED, "Self-healing is not available here")
         body = await request.body()
-        decisions = await healer.receive(int(raw_id), body, request.headers)
+        decisions = await healer.receive(int(raw_id), body, request.headers, source_of(request))
         return envelope.ok({"decisions": decisions}, request_id)
     except JobError as exc:
         return envelope.error(exc, request_id, envelope.request_language(request))

@@ -30,6 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from jobfleet.api import envelope
 from jobfleet.api.auditing import audit_log_read, refusal
 from jobfleet.api.auth import Caller
+from jobfleet.api.params import INT32, INT64, check_range
 from jobfleet.api.routing import Call, services_of
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -58,9 +59,14 @@ def parse_cursor(text: str) -> Cursor:
         if len(parts) != 3 or not seq:
             continue
         try:
-            cursor[(int(parts[0]), int(parts[1]), int(parts[2]))] = int(seq)
+            # step and host ids in 64 bits, the execution count and sequence in 32
+            numbers = [int(p) for p in parts] + [int(seq)]
+            for number, (low, high) in zip(numbers, (INT64, INT32, INT64, INT32), strict=True):
+                if not low <= number <= high:
+                    raise ValueError(number)
         except ValueError:
             raise JobError.invalid("Last-Event-ID", "not a cursor of this stream") from None
+        cursor[(numbers[0], numbers[1], numbers[2])] = numbers[3]
     return cursor
 
 
@@ -226,6 +232,7 @@ async def job_events(request: Request) -> Response:
             job_id = int(request.path_params["job_instance_id"])
         except ValueError:
             raise JobError.invalid("job_instance_id") from None
+        check_range("job_instance_id", job_id)
         job = await job_for(services, caller, job_id)
         hosts = parse_hosts(params.get("hosts", ""))
         cursor = parse_cursor(params.get("cursor") or request.headers.get("last-event-id", ""))

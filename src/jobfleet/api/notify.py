@@ -74,6 +74,8 @@ def _run_status(item: Any) -> RunStatus | None:
         text = item.strip()
         if not text.isdecimal():
             return RunStatus.__members__.get(text.upper())
+        if len(text) > 9:  # no status has so many digits (nor is read from them at once)
+            return None
         item = int(text)
     if not isinstance(item, int) or isinstance(item, bool):
         return None

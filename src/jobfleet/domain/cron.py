@@ -55,6 +55,8 @@ def _value(text: str, field: int) -> int:
         if QUARTZ_RE.match(text):
             raise _bad(f"Quartz's {text!r} is not supported (in the {name} field)")
         raise _bad(f"{text!r} is not a number in the {name} field")
+    if len(text.lstrip("0")) > 9:  # past every field's range (and read at once)
+        raise _bad(f"{name} {text[:12]}... is out of range {low}-{high}")
     number = int(text)
     if not low <= number <= high:
         raise _bad(f"{name} {number} is out of range {low}-{high}")
@@ -78,9 +80,10 @@ def _check_field(text: str, field: int) -> None:
                 if end < start:
                     raise _bad(f"the {name} range {base} runs backwards")
         if step is not None:
-            if not step.isdecimal() or int(step) == 0:
+            digits = step.lstrip("0")
+            if not step.isdecimal() or not digits:
                 raise _bad(f"the step in {item!r} ({name} field) must be a positive number")
-            if int(step) > high - low + 1:
+            if len(digits) > 9 or int(digits) > high - low + 1:
                 raise _bad(f"the step in {item!r} is larger than the {name} range {low}-{high}")
 
 

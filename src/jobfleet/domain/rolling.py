@@ -29,6 +29,8 @@ from jobfleet.domain.errors import ErrorCode, JobError
 MAX_SERIAL_BATCHES = 500
 MAX_STAGGERED_BATCHES = 200
 MAX_WAIT_MS = 3_600_000
+# a number in an expression: far past any host list, and short enough to read at once
+MAX_DIGITS = 18
 
 # rolling type / mode / execution_mode (reference §11.2)
 TYPE_HOSTS = 1
@@ -71,6 +73,8 @@ def parse_expression(expression: str) -> list[_Part]:
             kind, body = "times", token[1:]
         if not body.isdecimal():
             raise _bad_expression(expression, f"{token!r} is not n, n%, +n or *n")
+        if len(body.lstrip("0")) > MAX_DIGITS:
+            raise _bad_expression(expression, f"{token[:24]!r}... is larger than any host list")
         value = int(body)
         if value <= 0:
             raise _bad_expression(expression, f"{token!r}: 0 is not allowed")

@@ -60,6 +60,8 @@ VARIABLE_TYPES = {
     "assoc_array": VariableType.ASSOC_ARRAY,
     "index_array": VariableType.INDEX_ARRAY,
 }
+# values in a document, counted as read (as many as a request's JSON may hold)
+MAX_VALUES = 1_000_000
 LANGUAGES = {"shell": 1, "bat": 2, "perl": 3, "python": 4, "powershell": 5}
 
 _TOP_KEYS = {"kind", "version", "template", "plans"}
@@ -230,6 +232,24 @@ def dump(document: Mapping[str, Any]) -> str:
 # --- reading ---------------------------------------------------------------------
 
 
+def _check_size(raw: Any) -> None:
+    """At most ``MAX_VALUES`` values once aliases are expanded: YAML reads an alias as the
+    anchored object itself, so a few hundred bytes of nested aliases (or an alias to its
+    own anchor) are a document that anything walking, printing or storing it never ends."""
+    stack = [raw]
+    count = 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise _bad("the document", f"more than {MAX_VALUES} values once its aliases are read")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def _bad(where: str, reason: str) -> JobError:
     return JobError(ErrorCode.BAD_REQUEST, f"Invalid template document: {where}: {reason}")
 
@@ -334,6 +354,7 @@ def load(text: str) -> TemplateDocument:
             ErrorCode.INVALID_PARAM_WITH_REASON,
             "Invalid parameter [template document]: nested too deeply",
         ) from None
+    _check_size(raw)
     top = _mapping(raw, "the document", _TOP_KEYS)
     if top.get("kind") != KIND:
         raise _bad("kind", f"expected {KIND!r}, got {top.get('kind')!r}")

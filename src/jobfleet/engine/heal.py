@@ -30,6 +30,7 @@ from jobfleet.domain import heal
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LaunchMode, ScopeType
 from jobfleet.domain.targets import normalize_ip
+from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Scope
 from jobfleet.store.database import now_ms
@@ -43,6 +44,8 @@ SIGNATURE_HEADER = "x-jobfleet-signature"
 HEAL_APP = "jobfleet-heal"
 # rules whose alerts one node decides on at the same time
 DECIDING_AT_ONCE = 4
+# the largest id a database row has (a label past it names no host)
+MAX_ID = 2**63 - 1
 
 
 def authentic(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
@@ -58,26 +61,47 @@ def authentic(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
     return False
 
 
+def _id(text: str) -> int | None:
+    """A label's id: ASCII digits within a row id's range, or None."""
+    if not (text.isascii() and text.isdecimal()) or len(text.lstrip("0")) > 19:
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
+
+
 class Healer:
     def __init__(
-        self, store: HealStore, plans: PlanLauncher, inventory: Inventory, jobs: JobReads
+        self,
+        store: HealStore,
+        plans: PlanLauncher,
+        inventory: Inventory,
+        jobs: JobReads,
+        failures: Throttle | None = None,
     ) -> None:
         self.store = store
         self.plans = plans
         self.inventory = inventory
         self.jobs = jobs
+        # wrong credentials per source address, counted with every other kind
+        self.failures = failures or Throttle("failed authentications", 0, 1)
         self._locks: dict[int, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(DECIDING_AT_ONCE)
 
     async def receive(
-        self, rule_id: int, body: bytes, headers: Mapping[str, str]
+        self, rule_id: int, body: bytes, headers: Mapping[str, str], source: str = ""
     ) -> list[dict[str, Any]]:
-        """The decisions on the alerts of one webhook call."""
+        """The decisions on the alerts of one webhook call from the address ``source``.
+
+        Wrong credentials count against the address's budget of failed authentications;
+        past it they are refused unchecked and unrecorded, while a right secret still
+        passes."""
         try:
             rule = await self.store.rule(None, rule_id)
         except JobError:
+            self._failed(source)
             raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Unknown rule or bad credentials") from None
         if not authentic(self.store.secret(rule), body, headers):
+            self._failed(source)
             await self.store.record(
                 rule, decision=heal.REFUSED, reason="bad signature or token", hosts=[], variables={}
             )
@@ -106,6 +130,11 @@ class Healer:
                 )
                 out.append(row)
         return [decision_view(r) for r in out]
+
+    def _failed(self, source: str) -> None:
+        """Count a wrong credential from ``source``; JobError (429) past the budget."""
+        if not self.failures.take(source):
+            raise self.failures.refusal(source)
 
     async def _decide(self, rule: Row[Any], alert: heal.Alert) -> Row[Any]:
         async def record(
@@ -221,10 +250,12 @@ class Healer:
     async def _hosts(self, rule: Row[Any], alert: heal.Alert) -> list[Host]:
         refs = heal.host_refs(alert, rule.host_label, rule.host_kind)[: rule.max_hosts + 1]
         if rule.host_kind == "host_id":
-            found = await self.inventory.by_ids([int(r) for r in refs if r.isdecimal()])
+            found = await self.inventory.by_ids([i for i in map(_id, refs) if i is not None])
         else:
             cloud_label = alert.labels.get("bk_cloud_id", "0")
-            cloud = int(cloud_label) if cloud_label.isdecimal() else 0
+            cloud = _id(cloud_label) if cloud_label.isdecimal() else 0
+            if cloud is None:  # a cloud id past any row's
+                return []
             pairs = []
             for ref in refs:
                 try:

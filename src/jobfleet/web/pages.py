@@ -95,9 +95,9 @@ class Page:
     async def biz(self) -> int | None:
         held = [int(b["bk_biz_id"]) for b in await self.businesses()]
         wanted = self.request.query_params.get("biz") or self.request.cookies.get("jobfleet_biz")
-        if wanted and wanted.isdecimal() and int(wanted) in held:
-            return int(wanted)
-        return held[0] if held else None
+        # compared as text: the address may hold more digits than a number is read from
+        chosen = [b for b in held if str(b) == wanted]
+        return chosen[0] if chosen else held[0] if held else None
 
     async def render(self, name: str, **values: Any) -> HTMLResponse:
         session = self.request.state.session
