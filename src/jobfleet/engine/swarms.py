@@ -91,6 +91,10 @@ class Swarms:
         for item in files:
             if item.get("pieces"):
                 continue  # hashed by its source agent, which serves it (``engine.seeding``)
+            if not item.get("sha256"):
+                # not stored: a served file its source could not upload after a restart
+                # (the targets that need it are told so by the server)
+                continue
             digests = await self.blobs.pieces(item["blob"])
             item["pieces"] = base64.b64encode(b"".join(digests)).decode()
         expires = int(time.time()) + timeout + TOKEN_SLACK
