@@ -9,64 +9,42 @@ import contextlib
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tests.integration.cluster import CLUSTER_ENGINE, Redis, needs_cluster
-from tests.integration.harness import Wire, eventually, free_port
+from tests.integration.harness import Wire, free_port
 from tests.integration.test_file_transfer import transfer_body
 from tests.integration.test_peer_files import SIZE, SOURCE, payload
+from tests.integration.test_seeding_restart import (
+    TARGETS,
+    ServerProcess,
+    seeding_agents,
+    vanished,
+)
 
-from jobfleet.agent.client import Agent, AgentSettings
-from jobfleet.domain import protocol
+from jobfleet.agent.client import Agent
 from jobfleet.server import read_bootstrap
 
-TARGETS = ["127.0.0.4", "127.0.0.5"]
 
-
-class NodeProcess:
-    """A node of the test cluster as its own process; a plain Popen (the in-process
-    agents install their own child watcher)."""
+class NodeProcess(ServerProcess):
+    """A node of the test cluster as its own process."""
 
     def __init__(self, data_dir: Path, database_url: str, redis_url: str) -> None:
+        super().__init__(data_dir, free_port(), free_port(), database_url)
         self.data_dir = data_dir
-        self.port, self.agent_port = free_port(), free_port()
-        self.cfg = {"data_dir": str(data_dir), "port": self.port, "agent_port": self.agent_port,
-                    "database_url": database_url, "redis_url": redis_url,
-                    "engine": CLUSTER_ENGINE}
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.agent_port = int(self.args[self.args.index("--agent-port") + 1])
+        cfg = {"data_dir": str(data_dir), "port": self.port, "agent_port": self.agent_port,
+               "database_url": database_url, "redis_url": redis_url,
+               "engine": CLUSTER_ENGINE}
+        self.args = [sys.executable, "-m", "tests.integration.cluster_node", json.dumps(cfg)]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.cluster_node", json.dumps(self.cfg)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        async with httpx.AsyncClient(trust_env=False) as http:
-            async def up() -> bool:
-                assert self.proc is not None and self.proc.poll() is None, "the node exited"
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await http.get(f"{self.url}/healthz")).status_code == 200
-                return False
-            await eventually(up, timeout=60)
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
 
 
 @contextlib.asynccontextmanager
@@ -88,31 +66,8 @@ async def two_nodes(tmp_path: Path, database_url: str) -> AsyncIterator[list[Nod
         await redis.stop()
 
 
-@contextlib.asynccontextmanager
-async def agents_on(node: NodeProcess, tmp_path: Path) -> AsyncIterator[dict[str, Agent]]:
-    """The source and the targets, all connected to ``node``, each with a peer port."""
-    token = read_bootstrap(node.data_dir)["enroll_token"]
-    running: dict[str, tuple[Agent, asyncio.Task[None]]] = {}
-    try:
-        for ip in [SOURCE, *TARGETS]:
-            agent = Agent(AgentSettings(
-                server=node.url, state_dir=tmp_path / f"agent-{ip}", ip=ip, biz=2,
-                enroll_token=token, heartbeat=2.0, max_backoff=1.0,
-                peer_port=0, peer_listen=ip, peer_address=ip))
-            running[ip] = (agent, asyncio.create_task(agent.run_forever()))
-
-        async def connected() -> bool:
-            for _agent, task in running.values():
-                if task.done():
-                    task.result()
-            return all(a.connected.is_set() for a, _task in running.values())
-        await eventually(connected, timeout=30)
-        yield {ip: agent for ip, (agent, _task) in running.items()}
-    finally:
-        for agent, task in running.values():
-            await agent.stop()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+def token(node: NodeProcess) -> str:
+    return str(read_bootstrap(node.data_dir)["enroll_token"])
 
 
 def ask_other_node(agents: dict[str, Agent], other: NodeProcess) -> None:
@@ -137,7 +92,7 @@ async def test_a_target_asking_another_node_gets_the_file_from_its_source(
         boot = read_bootstrap(nodes[0].data_dir)
         wire = Wire(nodes[0].url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
         try:
-            async with agents_on(nodes[0], tmp_path) as agents:
+            async with seeding_agents(nodes[0].url, token(nodes[0]), tmp_path) as agents:
                 peers = agents[SOURCE].peers
                 assert peers is not None
                 await peers.close()  # the targets cannot reach the source: they ask node1
@@ -160,15 +115,10 @@ async def test_a_file_lost_on_the_driving_node_is_refused_by_the_other_node(
         boot = read_bootstrap(nodes[0].data_dir)
         wire = Wire(nodes[0].url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
         try:
-            async with agents_on(nodes[0], tmp_path) as agents:
+            async with seeding_agents(nodes[0].url, token(nodes[0]), tmp_path) as agents:
                 peers = agents[SOURCE].peers
                 assert peers is not None
                 await peers.close()
-
-                async def vanished(request: str, message: Any) -> Any:
-                    return protocol.reply(request, results=[
-                        {"blob": str(i["blob"]), "status": 3, "error": "No such file"}
-                        for i in message.get("items") or []])
 
                 agents[SOURCE].files.upload = vanished  # type: ignore[method-assign]
                 ask_other_node(agents, nodes[1])
