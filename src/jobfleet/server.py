@@ -52,6 +52,7 @@ from jobfleet.engine.retention import RetentionSettings as RetentionSettings  # 
 from jobfleet.engine.rpc import AgentRpc
 from jobfleet.engine.settings import EngineSettings as EngineSettings  # for the CLI
 from jobfleet.engine.submit import Submitter
+from jobfleet.gateway.blob_news import BlobNews
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
@@ -186,6 +187,7 @@ class Server:
         )
         # live views: wake-ups of job pages and event streams, on the node's bus
         self.live = BusLive(self.bus)
+        self.blob_news = BlobNews(self.bus, self.blobs)
         self.agent_rpc = AgentRpc(
             ClusterAgents(self.registry, self.bus), engine_settings.agent_lost_grace
         )
@@ -341,6 +343,8 @@ class Server:
         await self.inventory.reset_node(self.node_id)
         self.presence.start()
         await self.bus.start(self.bus_listener)
+        # a seeded file wanted or lost on one node is known on every node
+        self.blob_news.start()
         await self.engine.start()
         self.callbacks.start()
         self.cron_scheduler.start()
@@ -406,6 +410,7 @@ class Server:
             ("approvals", self.approvals.stop),
             ("callbacks", self.callbacks.stop),
             ("gateway", self.gateway.stop),
+            ("blob news", self.blob_news.stop),
             ("bus", self.bus.stop),
             ("presence", self.presence.stop),
             ("audit", self.audit.flush),

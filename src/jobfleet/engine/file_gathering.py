@@ -25,7 +25,7 @@ from jobfleet.domain.paths import LOCAL_SOURCE, source_label
 from jobfleet.domain.pieces import PIECE_SIZE
 from jobfleet.domain.status import HostStatus
 from jobfleet.engine.rpc import AgentRpc, AgentUnavailable
-from jobfleet.engine.seeding import SeedTicket
+from jobfleet.engine.seeding import SeedTicket, seed_transfer
 from jobfleet.store.blobs import COMPLETE, BlobStore
 from jobfleet.store.filelogs import FAILED, SUCCESS, UPLOAD, UPLOADING, FileLogStore, update_row
 from jobfleet.store.inventory import Inventory
@@ -478,6 +478,79 @@ class SourceGathering:
                     message=f"{item.src_path} changed on {sending.where} while it was sent",
                 )
         return gathered
+
+    async def upload_after_restart(
+        self, step: Row[Any], cfg: dict[str, Any], deadline: float, within: float
+    ) -> None:
+        """After a restart mid-download: the files that seeding sources served and the
+        server never stored are uploaded by their sources now (the server that handed
+        out the swarm's token is gone, so targets that fall back find them here). A
+        source still serving goes on doing so until its upload is in; a source that
+        cannot upload marks its files lost, so the targets that need them are told so.
+        ``within``: how long a source's agent may take to come back."""
+        rows = await self.file_logs.rows(step.id, step.execute_count, mode=UPLOAD)
+        rows = [r for r in rows if r.blob_id and not r.is_dir and r.bk_host_id is not None]
+        stored = await self.blobs.get_many([r.blob_id for r in rows])
+        by_source: dict[int, list[Row[Any]]] = {}
+        for row in rows:
+            blob = stored.get(row.blob_id)
+            if blob is not None and blob.state != COMPLETE:
+                by_source.setdefault(int(row.bk_host_id), []).append(row)
+        if by_source:
+            log.info("seeded_upload_after_restart step=%s sources=%d", step.id, len(by_source))
+        await asyncio.gather(
+            *(
+                self._upload_source_again(step, cfg, host_id, held, deadline, within)
+                for host_id, held in by_source.items()
+            )
+        )
+
+    async def _upload_source_again(
+        self,
+        step: Row[Any],
+        cfg: dict[str, Any],
+        host_id: int,
+        rows: list[Row[Any]],
+        deadline: float,
+        within: float,
+    ) -> None:
+        source: dict[str, Any] = next(
+            (
+                s
+                for s in cfg.get("sources") or []
+                if host_id in {int(h) for h in s.get("host_ids") or []}
+            ),
+            {},
+        )
+        files = [
+            Prepared(
+                "",
+                host_id,
+                r.src_ip,
+                r.src_cloud_id,
+                r.src_path,
+                r.src_path,
+                False,
+                r.file_mode or 0o644,
+                r.blob_id,
+                r.size,
+            )
+            for r in rows
+        ]
+        uploads: list[protocol.UploadItem] = [
+            {"n": int(r.seq), "path": r.src_path, "blob": r.blob_id} for r in rows
+        ]
+        where = f"{rows[0].src_cloud_id}:{rows[0].src_ip}"
+        sending = Sending(step, host_id, where, files, uploads, source, cfg, deadline)
+        waited = time.monotonic() + within
+        while self.rpc.agents.for_host(host_id) is None and time.monotonic() < waited:
+            await asyncio.sleep(0.2)
+        gathered = await self._upload(sending, seed_transfer(step, host_id))
+        if gathered.status is not None:
+            log.warning("seeded_upload_failed host=%s reason=%s", host_id, gathered.message)
+            for item in files:
+                if item.blob_id:
+                    self.blobs.lost(item.blob_id, gathered.message)
 
     async def _upload(self, sending: Sending, seed_transfer: str | None = None) -> Gathered:
         step, host_id, where = sending.step, sending.host_id, sending.where

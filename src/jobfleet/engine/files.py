@@ -39,7 +39,7 @@ from jobfleet.engine.file_gathering import (
 from jobfleet.engine.rpc import AgentRpc
 from jobfleet.engine.seeding import Seeding
 from jobfleet.engine.swarms import Swarms
-from jobfleet.store.blobs import COMPLETE, BlobStore
+from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import now_ms
 from jobfleet.store.filelogs import (
     DOWNLOAD,
@@ -108,6 +108,10 @@ class FileSteps:
         files: list[Prepared] = []
         try:
             if downloads_started:
+                # files their sources served (``engine.seeding``) are on the server first
+                await self.sources.upload_after_restart(
+                    step, cfg, deadline, self.dispatcher.settings.recovery_window
+                )
                 files = await self._prepared_from_logs(step, pending[0].bk_host_id)
             else:
                 gathered = await self._gather_until_stopped(job, step, cfg, deadline, stop, pending)
@@ -241,14 +245,6 @@ class FileSteps:
         stored = await self.blobs.get_many([r.blob_id for r in rows if r.blob_id])
         for row in rows:
             blob = stored.get(row.blob_id) if row.blob_id else None
-            if blob is not None and blob.state != COMPLETE and not row.is_dir:
-                # its source served it to the targets (``engine.seeding``); the server
-                # never stored it, and the swarm's token did not outlive the restart
-                raise SourceFailure(
-                    int(HostStatus.GSE_FILE_ERROR),
-                    f"{row.src_path} was being served by its source when the server "
-                    "restarted; run the step again",
-                )
             out.append(
                 Prepared(
                     "",

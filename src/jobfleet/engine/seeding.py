@@ -39,6 +39,11 @@ class SeedTicket:
     peer: str
 
 
+def seed_transfer(step: Row[Any], host_id: int) -> str:
+    """The transfer under which a seeding source serves its files of ``step``."""
+    return f"{step.id}.{step.execute_count}.s{host_id}"
+
+
 class Seeding:
     def __init__(self, agents: AgentDirectory, inventory: Inventory, swarms: Swarms) -> None:
         self.agents = agents
@@ -82,7 +87,7 @@ class Seeding:
         for host_id, address in seeders.items():
             if clouds.get(host_id) not in target_clouds:
                 continue
-            transfer = f"{step.id}.{step.execute_count}.s{host_id}"
+            transfer = seed_transfer(step, host_id)
             tickets[host_id] = SeedTicket(
                 transfer, self.swarms.token(transfer, expires), expires, address
             )

@@ -27,7 +27,7 @@ from typing import Any
 from jobfleet.domain import protocol
 from jobfleet.domain.pieces import PIECE_SIZE
 from jobfleet.engine.ports import AgentDirectory
-from jobfleet.store.blobs import BlobStore
+from jobfleet.store.blobs import COMPLETE, BlobStore
 from jobfleet.store.inventory import Inventory
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,15 @@ class Swarms:
             clouds[(host.bk_cloud_id, batch)].append(host.bk_host_id)
         if all(len(members) < 2 for members in clouds.values()):
             return {}
+        stored = await self.blobs.get_many([i["blob"] for i in files if not i.get("pieces")])
         for item in files:
             if item.get("pieces"):
                 continue  # hashed by its source agent, which serves it (``engine.seeding``)
+            held = stored.get(item["blob"])
+            if held is None or held.state != COMPLETE:
+                # a served file its source could not upload after a restart: the
+                # targets that need it are told by the server that it will not come
+                continue
             digests = await self.blobs.pieces(item["blob"])
             item["pieces"] = base64.b64encode(b"".join(digests)).decode()
         expires = int(time.time()) + timeout + TOKEN_SLACK

@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,9 @@ OPEN = "open"
 WRITING = "writing"
 COMPLETE = "complete"
 FAILED = "failed"
+# news of a seeded file for the other nodes of a cluster (``BlobStore.others``)
+DEMANDED = "demanded"
+LOST = "lost"
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,15 @@ class BlobStore:
         self._demand: dict[str, asyncio.Event] = {}
         # files whose fallback upload failed: why, for the targets that ask for them
         self._lost: dict[str, str] = {}
+        self.others: Callable[[str, str, str], None] | None = None
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
 
     # A file a seeding source serves to the targets itself (``engine.seeding``) is
     # stored only when a target asks the server for it: whoever holds its event
-    # fetches it then.
+    # fetches it then. In a cluster the target may ask another node than the one that
+    # drives the step: ``others`` (``gateway.blob_news``) tells the other nodes of a
+    # demand and of a lost file, and ``heard_demand``/``heard_lost`` take their news.
     def demand(self, blob_id: str) -> asyncio.Event:
         return self._demand.setdefault(blob_id, asyncio.Event())
 
@@ -96,9 +102,26 @@ class BlobStore:
         event = self._demand.get(blob_id)
         if event is not None:
             event.set()
+        elif self.others is not None:
+            self.others(DEMANDED, blob_id, "")
+
+    def heard_demand(self, blob_id: str) -> None:
+        """Another node was asked for the file: fetch it if this node waits for that; a
+        file lost here is told again (a node that missed the news asks on)."""
+        event = self._demand.get(blob_id)
+        if event is not None:
+            event.set()
+        why = self._lost.get(blob_id)
+        if why is not None and self.others is not None:
+            self.others(LOST, blob_id, why)
 
     def lost(self, blob_id: str, why: str) -> None:
         """The file will not come (its fallback upload failed): targets are told so."""
+        self._lost[blob_id] = why
+        if self.others is not None:
+            self.others(LOST, blob_id, why)
+
+    def heard_lost(self, blob_id: str, why: str) -> None:
         self._lost[blob_id] = why
 
     def why_lost(self, blob_id: str) -> str | None:
