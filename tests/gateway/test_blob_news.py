@@ -90,3 +90,16 @@ async def test_a_node_on_its_own_keeps_its_marks_to_itself(db: Database, tmp_pat
     finally:
         await news.stop()
         await local.stop()
+
+
+def test_lost_files_heard_from_others_are_kept_for_the_newest_only(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("jobfleet.store.blobs.HEARD_LOST_KEPT", 3)
+    blobs = BlobStore(db, tmp_path / "heard")
+    for n in range(5):
+        blobs.heard_lost(f"blob{n}", f"upload {n} failed")
+    blobs.heard_lost("blob2", "heard again")  # news heard again counts as new
+    assert [b for b in (f"blob{n}" for n in range(5)) if blobs.why_lost(b)] == [
+        "blob2", "blob3", "blob4"]
+    assert blobs.why_lost("blob2") == "heard again"

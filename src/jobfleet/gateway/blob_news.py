@@ -44,7 +44,8 @@ class BlobNews:
         tasks = [t for t in (self._listening, *self._sending) if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
 
     def tell(self, kind: str, blob_id: str, why: str) -> None:
         task = asyncio.get_running_loop().create_task(self._publish(kind, blob_id, why))

@@ -55,6 +55,8 @@ FAILED = "failed"
 # news of a seeded file for the other nodes of a cluster (``BlobStore.others``)
 DEMANDED = "demanded"
 LOST = "lost"
+# how many lost files heard from other nodes a node remembers (the oldest go first)
+HEARD_LOST_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,12 @@ class BlobStore:
             self.others(LOST, blob_id, why)
 
     def heard_lost(self, blob_id: str, why: str) -> None:
+        # only the driving node forgets its marks (at the step's end); news heard from
+        # others is kept for the newest files only, so it cannot grow without end
+        self._lost.pop(blob_id, None)
         self._lost[blob_id] = why
+        while len(self._lost) > HEARD_LOST_KEPT:
+            del self._lost[next(iter(self._lost))]
 
     def why_lost(self, blob_id: str) -> str | None:
         return self._lost.get(blob_id)
