@@ -68,6 +68,7 @@ cron_time_scale = 60.0
 jobs = "12h"
 audit = 0
 blobs = "1d"
+heal = "2d"
 interval = "10m"
 batch = 50
 pause = 0.5
@@ -117,6 +118,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     r = s.retention
     assert (r.jobs, r.audit, r.blobs, r.interval, r.batch, r.pause) == (
         43200, 0, 86400, 600, 50, 0.5)
+    assert r.heal == 2 * 86400
     assert s.smtp is not None
     assert (s.smtp.host, s.smtp.port, s.smtp.sender) == ("mail.example", 587, "jf@example.org")
     assert (s.smtp.starttls, s.smtp.username, s.smtp.password) == (True, "jf", "mail-secret")

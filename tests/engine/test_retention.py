@@ -13,7 +13,7 @@ class FakeStore(RetentionStore):
     """Rows by kind; every call takes at most ``limit`` of them."""
 
     def __init__(self, jobs: int, audit: int, blob_ids: list[str], in_use: set[str]) -> None:
-        self.left = {"jobs": jobs, "audit": audit}
+        self.left = {"jobs": jobs, "audit": audit, "heal": 0}
         self.blob_ids = sorted(blob_ids)
         self.in_use = in_use
         self.calls: list[tuple[str, int]] = []
@@ -24,6 +24,9 @@ class FakeStore(RetentionStore):
 
     async def purge_audit(self, before_ms: int, limit: int) -> int:
         return self._take("audit", before_ms, limit)
+
+    async def purge_heal_decisions(self, before_ms: int, limit: int) -> int:
+        return self._take("heal", before_ms, limit)
 
     def _take(self, kind: str, before_ms: int, limit: int) -> int:
         self.cutoffs.append(before_ms)
@@ -46,10 +49,10 @@ class FakeStore(RetentionStore):
 
 async def test_a_pass_works_in_batches_until_one_comes_back_short() -> None:
     store = FakeStore(7, 3, [f"{i:032x}" for i in range(5)], {f"{1:032x}"})
-    retention = Retention(store, RetentionSettings(jobs=DAY, audit=2 * DAY, blobs=DAY,
+    retention = Retention(store, RetentionSettings(jobs=DAY, audit=2 * DAY, blobs=DAY, heal=0,
                                                    batch=3, pause=0.0))
     done = await retention.run_once()
-    assert done == {"jobs": 7, "audit": 3, "blobs": 4}
+    assert done == {"jobs": 7, "audit": 3, "blobs": 4, "heal": 0}
     assert store.calls == [("jobs", 3), ("jobs", 3), ("jobs", 1), ("audit", 3), ("audit", 0),
                            ("blobs", 2), ("blobs", 2)]
     assert store.blob_ids == [f"{1:032x}"]
@@ -60,10 +63,10 @@ async def test_a_pass_works_in_batches_until_one_comes_back_short() -> None:
 
 async def test_zero_keeps_forever_and_no_task_runs_when_all_are_zero() -> None:
     store = FakeStore(4, 4, ["a" * 32], set())
-    retention = Retention(store, RetentionSettings(jobs=0, audit=DAY, blobs=0, batch=10))
-    assert await retention.run_once() == {"jobs": 0, "audit": 4, "blobs": 0}
+    retention = Retention(store, RetentionSettings(jobs=0, audit=DAY, blobs=0, heal=0, batch=10))
+    assert await retention.run_once() == {"jobs": 0, "audit": 4, "blobs": 0, "heal": 0}
     assert store.left["jobs"] == 4
-    idle = Retention(store, RetentionSettings(jobs=0, audit=0, blobs=0))
+    idle = Retention(store, RetentionSettings(jobs=0, audit=0, blobs=0, heal=0))
     idle.start()
     assert idle._task is None
     await idle.stop()
@@ -71,7 +74,7 @@ async def test_zero_keeps_forever_and_no_task_runs_when_all_are_zero() -> None:
 
 async def test_the_background_task_pauses_between_batches_and_stops() -> None:
     store = FakeStore(1000, 0, [], set())
-    retention = Retention(store, RetentionSettings(jobs=DAY, audit=0, blobs=0, batch=10,
+    retention = Retention(store, RetentionSettings(jobs=DAY, audit=0, blobs=0, heal=0, batch=10,
                                                    pause=0.05, interval=60))
     retention.start()
     await asyncio.sleep(0.3)

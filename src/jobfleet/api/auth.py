@@ -32,6 +32,8 @@ class Caller:
     app_code: str
     user: User
     app: App
+    # when the request came with a personal token: the token's expiry (epoch seconds)
+    token_expires_at: float | None = None
 
     @property
     def username(self) -> str:
@@ -160,15 +162,17 @@ class Authenticator:
         bearer = request.headers.get("authorization", "")
         if bearer[:7].lower() == "bearer ":
             self.failures.check(source)
-            username = await self.people.token_user(bearer[7:].strip())
-            if username is None:
+            held = await self.people.token_holder(bearer[7:].strip())
+            if held is None:
                 self.failures.take(source)
                 raise JobError(
                     ErrorCode.SERVICE_AUTH_FAIL,
                     "The personal token is wrong, revoked or expired",
                     http_status=401,
                 )
-            return Caller(TOKEN_APP.app_code, await self._user(username), TOKEN_APP)
+            username, expires_at = held
+            user = await self._user(username)
+            return Caller(TOKEN_APP.app_code, user, TOKEN_APP, token_expires_at=expires_at)
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             return None

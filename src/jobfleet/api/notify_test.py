@@ -23,6 +23,8 @@ from jobfleet.store.outbox import OutboxStore
 EVENT = "test"
 # a test that cannot get through says so soon rather than after a job's retries
 TEST_ATTEMPTS = 3
+# the key of a test's stored payload that names its business and config
+TEST_OF = "test_of"
 
 
 def _id(call: Call, name: str) -> int:
@@ -36,6 +38,22 @@ def _target(config: Any) -> str:
     if config.channel == EMAIL:
         return ", ".join(str(a) for a in config.target or [])[:1024]
     return str(config.target)
+
+
+def _tagged(payload: str, biz: int, config_id: int) -> str:
+    """The stored payload with the business and config whose test it is (the senders read
+    only their own keys), so that only that config reads its state back."""
+    stored = orjson.loads(payload)
+    stored[TEST_OF] = {"bk_biz_id": biz, "config_id": config_id}
+    return orjson.dumps(stored).decode()
+
+
+def _test_of(payload: str) -> Any:
+    try:
+        stored = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return stored.get(TEST_OF) if isinstance(stored, dict) else None
 
 
 def message_of(config: Any, biz: int, user: str, note: str | None) -> dict[str, Any]:
@@ -78,6 +96,7 @@ async def send_test(call: Call) -> dict[str, Any]:
         payload = orjson.dumps({"to": to, "subject": subject, "text": message["summary"]}).decode()
     else:
         raise JobError(ErrorCode.NOT_SUPPORTED, f"Channel {config.channel!r} cannot be tested")
+    payload = _tagged(payload, scope.bk_biz_id, config.id)
     delivery = await OutboxStore(services.db).add(config.channel, target, payload, TEST_ATTEMPTS)
     await audit(
         call,
@@ -98,12 +117,14 @@ async def delivery_state(call: Call) -> dict[str, Any]:
     )
     delivery = _id(call, "delivery_id")
     row = await OutboxStore(call.services.db).get(delivery)
-    # only a test of this config: job notifications are not read through here
+    # only a test of this config in this business: job notifications, and the tests of
+    # other configs (of any business) with the same channel and target, are not read here
     if (
         row is None
         or row.job_instance_id is not None
         or row.kind != config.channel
         or row.target != _target(config)
+        or _test_of(row.payload) != {"bk_biz_id": scope.bk_biz_id, "config_id": config.id}
     ):
         raise JobError(ErrorCode.NOT_FOUND, f"Test message {delivery} does not exist")
     return {

@@ -7,6 +7,7 @@ own tokens, each with an expiry (``Authorization: Bearer jfp_…``).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -45,6 +46,15 @@ async def create_token(call: Call) -> dict[str, Any]:
     )
     note = get_str(call.params, "note", max_length=255) or ""
     assert ttl is not None
+    bound = call.caller.token_expires_at
+    if bound is not None and time.time() + ttl > bound:
+        # a token cannot extend itself by minting a longer-lived one
+        left = max(int(bound - time.time()), 0)
+        raise JobError.invalid(
+            "expires_in",
+            f"a token created with a personal token may not outlive it "
+            f"(at most {left} seconds here); log in or use app credentials for a longer one",
+        )
     token = await people_of(call).create_token(call.caller.username, float(ttl), note)
     await audit(call, "create_personal_token", "personal_token", token["id"])
     return token

@@ -31,6 +31,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LaunchMode, ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.domain.throttle import Throttle
+from jobfleet.domain.variables import MAX_VALUE
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Scope
 from jobfleet.store.database import now_ms
@@ -173,6 +174,15 @@ class Healer:
                 heal.REFUSED, f"{len(hosts)} hosts, over the rule's cap of {rule.max_hosts}", ids
             )
         variables = {str(k): heal.render(str(v), alert) for k, v in (rule.variables or {}).items()}
+        oversized = [k for k, v in variables.items() if len(v.encode()) > MAX_VALUE]
+        if oversized:
+            # a plan refuses such a value anyway; the decision keeps only the names
+            return await record(
+                heal.REFUSED,
+                f"variables {', '.join(sorted(oversized))[:500]} rendered longer than "
+                f"{MAX_VALUE} bytes (a plan variable's limit)",
+                ids,
+            )
         last = await self.store.last_started(rule.id, alert.fingerprint)
         if last is not None and last.job_instance_id is not None:
             job = await self.jobs.job(last.job_instance_id)

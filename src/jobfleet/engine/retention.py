@@ -1,4 +1,5 @@
-"""Purging old history in the background: finished jobs, audit entries, blobs.
+"""Purging old history in the background: finished jobs, audit entries, blobs and
+self-healing decisions.
 
 Each pass deletes in batches of ``batch`` rows, one transaction each, with a
 pause between batches, so that the engine's own writes are never held back for
@@ -27,6 +28,7 @@ class RetentionSettings:
     jobs: float = 90 * DAY
     audit: float = 365 * DAY
     blobs: float = 30 * DAY
+    heal: float = 90 * DAY
     # seconds between passes
     interval: float = 3600.0
     batch: int = 500
@@ -42,7 +44,7 @@ class Retention:
 
     def start(self) -> None:
         s = self.settings
-        if s.jobs or s.audit or s.blobs:
+        if s.jobs or s.audit or s.blobs or s.heal:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -64,7 +66,7 @@ class Retention:
         """One pass over every kind; how many of each were purged."""
         s = self.settings
         now = time.time()
-        done = {"jobs": 0, "audit": 0, "blobs": 0}
+        done = {"jobs": 0, "audit": 0, "blobs": 0, "heal": 0}
         if s.jobs:
             cutoff = int((now - s.jobs) * 1000)
             done["jobs"] = await self._batches(lambda: self.store.purge_jobs(cutoff, s.batch))
@@ -73,12 +75,18 @@ class Retention:
             done["audit"] = await self._batches(lambda: self.store.purge_audit(cutoff, s.batch))
         if s.blobs:
             done["blobs"] = await self._purge_blobs(int((now - s.blobs) * 1000))
+        if s.heal:
+            cutoff = int((now - s.heal) * 1000)
+            done["heal"] = await self._batches(
+                lambda: self.store.purge_heal_decisions(cutoff, s.batch)
+            )
         if any(done.values()):
             log.info(
-                "retention_purged jobs=%d audit=%d blobs=%d",
+                "retention_purged jobs=%d audit=%d blobs=%d heal=%d",
                 done["jobs"],
                 done["audit"],
                 done["blobs"],
+                done["heal"],
             )
         return done
 

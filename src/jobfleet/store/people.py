@@ -164,6 +164,11 @@ class PeopleStore:
         return {"id": token_id, "token": value, "expires_at": int(expires_at), "note": note}
 
     async def token_user(self, value: str) -> str | None:
+        held = await self.token_holder(value)
+        return None if held is None else held[0]
+
+    async def token_holder(self, value: str) -> tuple[str, float] | None:
+        """The user and expiry (epoch seconds) of a live token, None when it is not."""
         async with self.db.connect() as conn:
             row = (
                 await conn.execute(
@@ -174,7 +179,7 @@ class PeopleStore:
             ).first()
         if row is None or row.expires_at < time.time():
             return None
-        return str(row.username)
+        return str(row.username), float(row.expires_at)
 
     async def list_tokens(self, username: str) -> list[dict[str, Any]]:
         async with self.db.connect() as conn:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
 from jobfleet.store.database import Database
@@ -17,6 +17,7 @@ from jobfleet.store.tables import (
     blob_readers,
     blobs,
     file_logs,
+    heal_decisions,
     job_instances,
     job_plans,
     job_templates,
@@ -70,19 +71,26 @@ class RetentionStore:
         return len(ids)
 
     async def purge_audit(self, before_ms: int, limit: int) -> int:
+        return await self._purge_older(audit_log, before_ms, limit)
+
+    async def purge_heal_decisions(self, before_ms: int, limit: int) -> int:
+        return await self._purge_older(heal_decisions, before_ms, limit)
+
+    async def _purge_older(self, table: Table, before_ms: int, limit: int) -> int:
+        """At most ``limit`` rows of ``table`` created before ``before_ms``, oldest first."""
         async with self.db.begin() as conn:
             ids = list(
                 (
                     await conn.execute(
-                        select(audit_log.c.id)
-                        .where(audit_log.c.create_time < before_ms)
-                        .order_by(audit_log.c.id)
+                        select(table.c.id)
+                        .where(table.c.create_time < before_ms)
+                        .order_by(table.c.id)
                         .limit(limit)
                     )
                 ).scalars()
             )
             if ids:
-                await conn.execute(delete(audit_log).where(audit_log.c.id.in_(ids)))
+                await conn.execute(delete(table).where(table.c.id.in_(ids)))
         return len(ids)
 
     async def blobs_in_use(self) -> set[str]:

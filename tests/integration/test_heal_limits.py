@@ -1,0 +1,36 @@
+"""Self-healing bounds: a variable rendered past a plan variable's limit refuses the
+alert with a decision that says why, and the decision keeps no oversized value."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.harness import Running
+from tests.integration.test_self_healing import IPS, OWN, SECRET, make_plan, post
+
+from jobfleet.domain.variables import MAX_VALUE
+
+
+async def test_an_oversized_rendered_variable_is_refused(running: Running) -> None:
+    await running.start_agents(IPS[:1])
+    plan_id = await make_plan(running.wire)
+    made = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "echo", "job_plan_id": plan_id, "secret": SECRET, "host_variable": "target",
+        "variables": {"alarm": "{{labels.big}}" * 290, "small": "{{alertname}}"},
+        "dry_run": True})
+    assert made["result"], made
+    labels = {"instance": IPS[0], "big": "x" * 1000}
+    answer = await post(running.url, made["data"]["id"], {"alertname": "HighDisk",
+                                                          "labels": labels})
+    assert answer["result"], answer
+    [decision] = answer["data"]["decisions"]
+    assert decision["decision"] == "refused", decision
+    assert "alarm" in decision["reason"] and str(MAX_VALUE) in decision["reason"], decision
+    assert len(json.dumps(decision)) < MAX_VALUE, len(json.dumps(decision))
+    # within the limit the same rule still decides as before
+    labels["big"] = "x"
+    answer = await post(running.url, made["data"]["id"], {"alertname": "HighDisk",
+                                                          "labels": labels})
+    [decision] = answer["data"]["decisions"]
+    assert decision["decision"] == "dry_run", decision
+    assert decision["variables"]["alarm"] == "x" * 290, decision
