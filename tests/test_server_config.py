@@ -129,9 +129,11 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, EVERY_SETTING.format(data=tmp_path))
     s = load(path, {"--port": 9100, "--retain-jobs": "3d", "--agent-lost-grace": 7.0,
                     "--smtp-host": "other.mail", "--callback-allow": ["192.168.0.0/16"],
-                    "--agent-plaintext": False, "--redis-url": "redis://other:6380/0"})
+                    "--agent-plaintext": False, "--redis-url": "redis://other:6380/0",
+                    "--retain-heal": "12h"})
     assert s.port == 9100
     assert s.retention.jobs == 3 * 86400
+    assert s.retention.heal == 12 * 3600
     assert s.retention.audit == 0  # from the file still
     assert s.engine.agent_lost_grace == 7.0
     assert s.engine.recovery_window == 2.5

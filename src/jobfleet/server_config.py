@@ -200,7 +200,7 @@ def _settings() -> dict[str, Setting]:
         Setting("retention.jobs", lambda v: parse_duration(v, zero=True), "--retain-jobs"),
         Setting("retention.audit", lambda v: parse_duration(v, zero=True), "--retain-audit"),
         Setting("retention.blobs", lambda v: parse_duration(v, zero=True), "--retain-blobs"),
-        Setting("retention.heal", lambda v: parse_duration(v, zero=True)),
+        Setting("retention.heal", lambda v: parse_duration(v, zero=True), "--retain-heal"),
         Setting("retention.interval", parse_duration),
         Setting("retention.batch", _typed(int, low=1)),
         Setting("retention.pause", _typed(float, low=0)),

@@ -152,6 +152,14 @@ def server(
             "job uses them; default 30d)",
         ),
     ] = None,
+    retain_heal: Annotated[
+        str | None,
+        Opt(
+            "--retain-heal",
+            envvar="JOBFLEET_RETAIN_HEAL",
+            help="Keep self-healing decisions this long (default 90d; 0 = forever)",
+        ),
+    ] = None,
     cron_time_scale: Annotated[
         float | None,
         Opt(
