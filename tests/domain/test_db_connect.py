@@ -36,7 +36,9 @@ def test_passwords_per_type() -> None:
 
 
 def test_database_names_per_client() -> None:
-    assert _problem(AccountType.ORACLE, name="pdb1.example.com") is None
+    assert _problem(AccountType.ORACLE, name="pdb-1.example.com") is None
+    # a "-" ending the CONNECT line would continue it onto the next
+    assert "[db_name]" in (_problem(AccountType.ORACLE, name="pdb-") or "")
     assert "[db_name]" in (_problem(AccountType.ORACLE, name="a b") or "")
     assert "[db_name]" in (_problem(AccountType.ORACLE, name="a/b@c") or "")
     assert _problem(AccountType.DB2, name="SAMPLE#1") is None

@@ -18,8 +18,9 @@ from jobfleet.domain.status import AccountType
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 NO_CONTROL = "must not contain control characters (newline, carriage return, tab, NUL, ...)"
-# an Oracle Net service name and a DB2 database alias, as their clients take them unquoted
-ORACLE_SERVICE = re.compile(r"[A-Za-z0-9_.$#-]+")
+# an Oracle Net service name and a DB2 database alias, as their clients take them unquoted;
+# the service name ends the CONNECT line, where SQL*Plus reads a "-" as "continued"
+ORACLE_SERVICE = re.compile(r"[A-Za-z0-9_.$#-]*[A-Za-z0-9_.$#]")
 DB2_ALIAS = re.compile(r"[A-Za-z0-9_@#$]+")
 # the fields of create_account / update_account each value comes from
 FIELDS = {"user": "account", "password": "db_password", "name": "db_name", "host": "db_host"}
@@ -43,7 +44,8 @@ def connect_problem(
                 )
         if values["name"] and not ORACLE_SERVICE.fullmatch(values["name"]):
             return JobError.invalid(
-                "db_name", "an Oracle service name: letters, digits and _ . $ # -"
+                "db_name",
+                "an Oracle service name: letters, digits and _ . $ # - (not ending with -)",
             )
     if kind == AccountType.DB2 and values["name"] and not DB2_ALIAS.fullmatch(values["name"]):
         return JobError.invalid("db_name", "a DB2 database alias: letters, digits and _ @ # $")
