@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,41 +56,119 @@ def test_oracle_and_db2_read_the_connection_on_stdin() -> None:
     for kind, program in ((AccountType.ORACLE, "sqlplus"), (AccountType.DB2, "db2")):
         db = {**DB, "type": int(kind), "port": None, "password": "pw"}
         script, env = client_script(db, "SELECT 1 FROM dual;")
-        assert env["JOBFLEET_DB_PASSWORD"] == "pw" and env["JOBFLEET_DB_USER"] == "svc"
+        connect = env["JOBFLEET_DB_CONNECT"]
         if kind == AccountType.ORACLE:
-            assert env["JOBFLEET_DB_TARGET"] == "@//127.0.0.1:1521/app"
+            assert 'CONNECT "svc"/"pw"@//127.0.0.1:1521/app\n' in connect
             _, local = client_command({**db, "name": ""})
-            assert local["JOBFLEET_DB_TARGET"] == ""
+            assert 'CONNECT "svc"/"pw"\n' in local["JOBFLEET_DB_CONNECT"]
         else:
-            assert env["JOBFLEET_DB_NAME"] == "app"
+            assert connect == "CONNECT TO app USER 'svc' USING 'pw';\n"
+            _, bare = client_command({**db, "name": ""})
+            assert bare["JOBFLEET_DB_CONNECT"] == ""
         assert "pw" not in script.replace("printf", "")
         assert f"command -v {program} " in script
-        # the connect statement is written by printf (a builtin) into the client's stdin
-        assert '"$JOBFLEET_DB_PASSWORD"' in script and f"| {program}" in script
+        # the connect statement is written by printf (a builtin) into the client's stdin,
+        # as an argument, never as the format
+        assert "printf '%s' \"$JOBFLEET_DB_CONNECT\"" in script and f"| {program}" in script
 
 
-BASH = shutil.which("bash") or "/bin/bash"
+
+
+def _stub(tmp_path: Path, program: str) -> Path:
+    """A stand-in client that records its argv and standard input."""
+    record = tmp_path / f"{program}.txt"
+    fake = tmp_path / "bin" / program
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(f'#!/bin/sh\necho "argv: $*" > {record}\ncat >> {record}\n')
+    fake.chmod(0o755)
+    return record
+
+
+def _run(script: str, env: dict[str, str], bin_dir: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["/bin/sh", "-c", script], env={
+        **env, "PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, timeout=30)
 
 
 def test_the_client_reads_connect_and_sql_from_stdin(tmp_path: Path) -> None:
-    """The script run by bash, with a stand-in client that records its argv and stdin."""
+    """The script run by /bin/sh, with a stand-in client that records its argv and stdin."""
     for kind, program in ((AccountType.ORACLE, "sqlplus"), (AccountType.DB2, "db2")):
-        record = tmp_path / f"{program}.txt"
-        fake = tmp_path / "bin" / program
-        fake.parent.mkdir(exist_ok=True)
-        fake.write_text(f'#!/bin/sh\necho "argv: $*" > {record}\ncat >> {record}\n')
-        fake.chmod(0o755)
-        db = {**DB, "type": int(kind), "password": "p'w\"x", "name": "ORCL"}
+        record = _stub(tmp_path, program)
+        db = {**DB, "type": int(kind), "password": "p'w x", "name": "ORCL"}
         script, env = client_script(db, "SELECT 1 FROM dual;")
-        done = subprocess.run([BASH, "-c", script], env={
-            **env, "PATH": f"{fake.parent}:/usr/bin:/bin"}, capture_output=True, timeout=30)
+        done = _run(script, env, tmp_path / "bin")
         assert done.returncode == 0, done.stderr
         argv, *stdin = record.read_text().splitlines()
         assert "p'w" not in argv
-        assert any("p'w\"x" in line and "svc" in line for line in stdin), stdin
+        assert any("w x" in line and "svc" in line for line in stdin), stdin
         assert "SELECT 1 FROM dual;" in stdin
-    missing = subprocess.run([BASH, "-c", client_script(
+    missing = subprocess.run(["/bin/sh", "-c", client_script(
         {**DB, "type": int(AccountType.ORACLE)}, "SELECT 1;")[0]],
         env={"PATH": str(tmp_path)}, capture_output=True, timeout=30)
     assert missing.returncode == 1
     assert b"the Oracle client 'sqlplus' is not installed" in missing.stderr
+
+
+HARD = "a'b c;d%s%%e$HOME\\f\\n`x`$(id)!&g"
+
+
+def test_oracle_gets_every_hard_password_verbatim(tmp_path: Path) -> None:
+    record = _stub(tmp_path, "sqlplus")
+    db = {**DB, "type": int(AccountType.ORACLE), "user": "ap%sp", "password": HARD,
+          "name": "svc.example", "port": 1522}
+    script, env = client_script(db, "SELECT 1 FROM dual;")
+    assert HARD not in script
+    done = _run(script, env, tmp_path / "bin")
+    assert done.returncode == 0, done.stderr
+    argv, *stdin = record.read_text().splitlines()
+    assert argv == "argv: -S -L /nolog"
+    assert stdin[:6] == [
+        "WHENEVER SQLERROR EXIT FAILURE",
+        "WHENEVER OSERROR EXIT FAILURE",
+        "SET DEFINE OFF",
+        f'CONNECT "ap%sp"/"{HARD}"@//127.0.0.1:1522/svc.example',
+        "SET DEFINE ON",
+        "SELECT 1 FROM dual;",
+    ]
+    assert stdin[-1] == "EXIT"
+
+
+def test_db2_gets_every_hard_password_quoted(tmp_path: Path) -> None:
+    record = _stub(tmp_path, "db2")
+    password = HARD + '"q'
+    db = {**DB, "type": int(AccountType.DB2), "user": "o'k%d", "password": password,
+          "name": "SAMPLE"}
+    script, env = client_script(db, "SELECT 1 FROM sysibm.sysdummy1;")
+    done = _run(script, env, tmp_path / "bin")
+    assert done.returncode == 0, done.stderr
+    argv, *stdin = record.read_text().splitlines()
+    assert argv == "argv: -t +p -s" and HARD not in argv
+    quoted = password.replace("'", "''")
+    assert stdin[0] == f"CONNECT TO SAMPLE USER 'o''k%d' USING '{quoted}';"
+    assert stdin[1] == "SELECT 1 FROM sysibm.sysdummy1;"
+    assert stdin[-2:] == ["CONNECT RESET;", "TERMINATE;"]
+
+
+def test_an_account_the_client_cannot_take_fails_the_host(tmp_path: Path) -> None:
+    """A row made before the checks: the host fails with the reason, the client never runs."""
+    bad = [
+        (AccountType.ORACLE, {"password": 'pw"x'}, "[db_password]"),
+        (AccountType.ORACLE, {"name": "svc\nHOST id"}, "[db_name]"),
+        (AccountType.DB2, {"user": "u\rQUIT"}, "[account]"),
+        (AccountType.DB2, {"password": "p\nx"}, "[db_password]"),
+        (AccountType.DB2, {"name": "SAMPLE USER x"}, "[db_name]"),
+        (AccountType.MYSQL, {"name": "app\x00"}, "[db_name]"),
+        (AccountType.POSTGRESQL, {"host": "h\nx"}, "[db_host]"),
+    ]
+    for kind, change, field in bad:
+        program = {AccountType.ORACLE: "sqlplus", AccountType.DB2: "db2",
+                   AccountType.MYSQL: "mysql", AccountType.POSTGRESQL: "psql"}[kind]
+        record = _stub(tmp_path, program)
+        record.unlink(missing_ok=True)
+        db = {**DB, "type": int(kind), "password": "pw", **change}
+        script, env = client_script(db, "SELECT 1;")
+        assert env == {}
+        done = _run(script, env, tmp_path / "bin")
+        assert done.returncode == 1
+        assert b"cannot be used" in done.stderr and field.encode() in done.stderr
+        assert b"pw" not in done.stderr
+        assert not record.exists()

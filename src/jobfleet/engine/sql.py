@@ -6,10 +6,13 @@ account does not change a job already made. At dispatch the step becomes a shell
 that feeds the SQL to the database's client on standard input: ``mysql`` (MySQL and
 MariaDB), ``psql`` (PostgreSQL), ``sqlplus`` (Oracle) or the ``db2`` command line
 processor (DB2). The password travels in the task's environment, never on a command
-line: ``MYSQL_PWD`` / ``PGPASSWORD`` for the first two; for Oracle and DB2 a shell
-builtin (``printf``) writes the connect statement into the client's standard input. The
-client's exit status is the host's exit code; a host without the client fails at once
-with a line that names the missing program.
+line: ``MYSQL_PWD`` / ``PGPASSWORD`` for the first two; for Oracle and DB2 the whole
+connect statement, its values quoted as the client requires (``domain.db_connect``),
+travels in ``JOBFLEET_DB_CONNECT`` and a shell builtin (``printf '%s'``, never the value
+as a format) writes it into the client's standard input. The client's exit status is the
+host's exit code; a host without the client fails at once with a line that names the
+missing program, and an account whose values the client cannot take (one made before
+they were checked) fails with a line that says why.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from jobfleet.domain.db_connect import connect_problem, db2_connect, oracle_connect
 from jobfleet.domain.status import AccountType, ScriptLanguage
 from jobfleet.domain.variables import render
 from jobfleet.store.secrets import Cipher
@@ -34,16 +38,8 @@ CLIENTS = {
     AccountType.ORACLE: ("sqlplus", "Oracle"),
     AccountType.DB2: ("db2", "DB2"),
 }
-# Oracle and DB2 read the connection from the environment in the task's shell
-ORACLE_CONNECT = (
-    "printf 'WHENEVER SQLERROR EXIT FAILURE\\nWHENEVER OSERROR EXIT FAILURE\\n"
-    "CONNECT \"%s\"/\"%s\"%s\\n' "
-    '"$JOBFLEET_DB_USER" "$JOBFLEET_DB_PASSWORD" "$JOBFLEET_DB_TARGET"'
-)
-DB2_CONNECT = (
-    "printf 'CONNECT TO %s USER %s USING %s;\\n' "
-    '"$JOBFLEET_DB_NAME" "$JOBFLEET_DB_USER" "$JOBFLEET_DB_PASSWORD"'
-)
+# Oracle and DB2 read their connect statement from the environment in the task's shell
+PRINT_CONNECT = "printf '%s' \"$JOBFLEET_DB_CONNECT\""
 
 
 def _delimiter(sql: str) -> str:
@@ -76,14 +72,16 @@ def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         return argv, env
     if kind in (AccountType.ORACLE, AccountType.DB2):
         name = str(db.get("name") or "")
-        env = {"JOBFLEET_DB_USER": str(db["user"]), "JOBFLEET_DB_PASSWORD": password}
+        user = str(db["user"])
         if kind == AccountType.ORACLE:
             # with a service name, the listener at host:port; without, the host's own
             # instance (ORACLE_SID), as bk-job connects
             port = db["port"] or 1521
-            env["JOBFLEET_DB_TARGET"] = f"@//{db['host']}:{port}/{name}" if name else ""
+            target = f"@//{db['host']}:{port}/{name}" if name else ""
+            env = {"JOBFLEET_DB_CONNECT": oracle_connect(user, password, target)}
             return ["sqlplus", "-S", "-L", "/nolog"], env
-        env["JOBFLEET_DB_NAME"] = name
+        # without a database alias the SQL connects itself, as in bk-job
+        env = {"JOBFLEET_DB_CONNECT": db2_connect(name, user, password) if name else ""}
         return ["db2", "-t", "+p", "-s"], env
     argv = [
         "mysql",
@@ -110,21 +108,29 @@ def client_check(kind: int) -> str:
 
 def client_script(db: dict[str, Any], sql: str) -> tuple[str, dict[str, str]]:
     """The shell script that runs ``sql`` through the client, and its environment."""
+    kind = int(db["type"])
+    problem = connect_problem(
+        kind,
+        user=str(db.get("user") or ""),
+        password=str(db.get("password") or ""),
+        name=str(db.get("name") or ""),
+        host=str(db.get("host") or ""),
+    )
+    if problem is not None:
+        message = f"jobfleet: the database account cannot be used: {problem.message}"
+        return f"echo {shlex.quote(message)} >&2; exit {CLIENT_MISSING_EXIT}\n", {}
     argv, env = client_command(db)
     if not sql.endswith("\n"):
         sql += "\n"
     end = _delimiter(sql)
-    kind = int(db["type"])
     body = f"<<'{end}'\n{sql}{end}\n"
     if kind == AccountType.ORACLE:
         script = (
-            f"{{ {ORACLE_CONNECT}; cat {body}printf '\\nEXIT\\n'; }} | {shlex.join(argv)}\n"
+            f"{{ {PRINT_CONNECT}; cat {body}printf '\\nEXIT\\n'; }} | {shlex.join(argv)}\n"
         )
     elif kind == AccountType.DB2:
-        # without a database alias the SQL connects itself, as in bk-job
-        connect = f"{DB2_CONNECT}; " if db.get("name") else ""
         script = (
-            f"{{ {connect}cat {body}printf '\\nCONNECT RESET;\\nTERMINATE;\\n'; }}"
+            f"{{ {PRINT_CONNECT}; cat {body}printf '\\nCONNECT RESET;\\nTERMINATE;\\n'; }}"
             f" | {shlex.join(argv)}\n"
         )
     else:

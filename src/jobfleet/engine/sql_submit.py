@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from jobfleet.domain.db_connect import check_connect
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import AccountCategory, ScriptLanguage, StepType, TaskType
 from jobfleet.engine.submit import Account, Scope, Submitter, default_name, one_step_job
@@ -43,6 +44,15 @@ async def resolve_db_account(
             f"Database account {named!r} does not exist in {scope.scope_type} {scope.scope_id}",
         )
     snapshot = db_snapshot(row)
+    # an account made before its values were checked (the password is checked, unsealed,
+    # when the host's script is built)
+    check_connect(
+        int(row.type),
+        user=snapshot["user"],
+        password=None,
+        name=snapshot["name"],
+        host=snapshot["host"],
+    )
     system = await submitter.resolve_account(scope, row.db_system_account_id, None)
     return snapshot, system
 

@@ -10,6 +10,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jobfleet.domain.db_connect import check_connect
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import AccountCategory, AccountType
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
@@ -216,6 +217,7 @@ class AccountStore:
         on the target host as the system account ``system_account_id``."""
         if type_ not in DB_TYPES:
             raise JobError.invalid("type", DB_TYPES_TEXT)
+        check_connect(type_, user=account, password=password, name=name, host=host)
         if await self.find_system([bk_biz_id], account_id=system_account_id, alias=None) is None:
             raise JobError(
                 ErrorCode.ACCOUNT_NOT_EXIST,
@@ -262,6 +264,7 @@ class AccountStore:
         values: dict[str, Any] = {"last_modify_user": user, "last_modify_time": now_ms()}
         if db is not None and current.category == AccountCategory.DB:
             values.update(await self._db_values(bk_biz_id, db))
+            self._check_db_change(current, values, password)
         if alias:
             values["alias"] = alias
         if password:
@@ -301,6 +304,20 @@ class AccountStore:
                 )
             values["db_system_account_id"] = db.system_account_id
         return values
+
+    def _check_db_change(
+        self, current: Row[Any], values: dict[str, Any], password: str | None
+    ) -> None:
+        """The account as it will be after the change, checked as ``create_db`` checks."""
+        if password is None and current.password and self.cipher is not None:
+            password = self.cipher.decrypt(current.password)
+        check_connect(
+            int(values.get("type", current.type)),
+            user=current.account,
+            password=password,
+            name=values.get("db_name", current.db_name),
+            host=values.get("db_host", current.db_host),
+        )
 
     async def delete(self, bk_biz_id: int, account_id: int) -> Row[Any]:
         row = await self.get(bk_biz_id, account_id)
