@@ -255,3 +255,27 @@ async def test_a_new_agent_kills_what_a_dead_one_left_in_its_cgroups(
     await wait_for(marker, 1)
     ProcessExecutor(work_dir, containment=processes.CGROUP).close()
     assert await wait_gone(marker) == []
+
+
+def test_killing_a_task_being_started_spares_the_agent(tmp_path: Path) -> None:
+    """From the move into a task's cgroup until its spawn returns, the agent is in that
+    cgroup; a kill of the task then (a terminate, the agent's stop) must not kill the
+    agent. Run in a process of its own, so that a failure kills that process only."""
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    program = textwrap.dedent(f"""
+        import os, subprocess
+        from pathlib import Path
+        from jobfleet.agent import processes
+        containment = processes.choose(processes.CGROUP, Path({str(tmp_path)!r}))
+        containment.enter("t1")
+        child = subprocess.Popen(["sleep", "60"])  # forked in the task's cgroup
+        containment.kill("t1", None)
+        print("agent alive", child.wait() == -9,
+              os.getpid() not in processes.cgroup_pids(containment.path("t1")))
+        containment.close()
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["agent", "alive", "True", "True"], (
+        done.returncode, done.stdout, done.stderr)

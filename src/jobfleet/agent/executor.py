@@ -193,6 +193,12 @@ class ProcessExecutor:
 
     def close(self) -> None:
         """Let the watchdog go; tasks still running are killed by it."""
+        # a task being started holds the agent in its cgroup until its spawn returns;
+        # the watchdog kills that cgroup, so the agent leaves it first
+        try:
+            self._containment.home()
+        except OSError as exc:
+            logger.warning("could not move the agent out of a task's cgroup error=%s", exc)
         self._watchdog.close()
         self._containment.close()
 

@@ -209,6 +209,10 @@ class CgroupContainment(Containment):
 
     def kill(self, task_id: str, pgid: int | None, *, stale: bool = False) -> None:
         path = self.path(task_id)
+        if os.getpid() in cgroup_pids(path):
+            # the agent is in the task's cgroup while that task is being started (from
+            # the move in until its spawn returns): it must not kill itself with it
+            self.home()
         kill_cgroup(path)
         remove_cgroup(path)
 
@@ -231,6 +235,8 @@ class CgroupContainment(Containment):
             return
         for path in names:
             logger.warning("killing processes an earlier agent left cgroup=%s", path)
+            if os.getpid() in cgroup_pids(path):
+                self.home()
             kill_cgroup(path)
             remove_cgroup(path)
 
