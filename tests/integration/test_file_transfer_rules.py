@@ -52,10 +52,11 @@ async def test_speed_limit_measurably_slows_the_transfer(running: Running,
             [f"{tmp_path}/blob.bin"], [SRC], [DST], f"{tmp_path}/out-{limit}/", **extra))
         timings[limit] = time.monotonic() - started
         assert data["job_instance"]["status"] == 3
-    # 6 MiB at 1 MB/s is 6.3 s of throttling; the job's own overhead is in both runs
-    # and varies by a second or two on a loaded machine
+    # 6 MiB at 1 MB/s is at least 6 s of throttling, which no load can shorten; the
+    # unthrottled run is the same job without it. How much faster that one is depends on
+    # the machine: a disk busy with another test's fsyncs made it take 5.6 s once
     assert timings[1] >= 5.5, timings
-    assert timings[1] - timings[None] >= 3.5, timings
+    assert timings[None] < timings[1], timings
 
 
 async def test_checksum_mismatch_never_reports_success(running: Running, tmp_path: Path) -> None:
