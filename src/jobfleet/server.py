@@ -496,9 +496,7 @@ def _bind_agent_port(settings: ServerSettings) -> socket.socket:
         with contextlib.suppress(ValueError):
             ports.insert(0, int(remembered.read_text()))
     for port in ports:
-        # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that name it, and
-        # without it small frames wait for the peer's delayed ACK (40 ms)
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock = socket.socket(family)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((settings.host, port))

@@ -57,9 +57,8 @@ def free_port() -> int:
 def bound_socket(port: int = 0) -> socket.socket:
     """A listening address that stays ours: parallel test workers cannot race for it.
 
-    Pass the port of a server that stopped to start its successor on the same address.
-    IPPROTO_TCP named, as a server binds it: asyncio sets TCP_NODELAY only then."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    Pass the port of a server that stopped to start its successor on the same address."""
+    sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     return sock
