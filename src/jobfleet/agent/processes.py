@@ -209,12 +209,15 @@ class CgroupContainment(Containment):
 
     def kill(self, task_id: str, pgid: int | None, *, stale: bool = False) -> None:
         path = self.path(task_id)
-        if os.getpid() in cgroup_pids(path):
-            # the agent is in the task's cgroup while that task is being started (from
-            # the move in until its spawn returns): it must not kill itself with it
-            self.home()
+        self._step_out_of(path)
         kill_cgroup(path)
         remove_cgroup(path)
+
+    def _step_out_of(self, path: Path) -> None:
+        # the agent is in a task's cgroup while that task is being started (from the
+        # move in until its spawn returns): it must not kill itself with it
+        if os.getpid() in cgroup_pids(path):
+            self.home()
 
     def release(self, task_id: str) -> None:
         path = self.path(task_id)
@@ -235,8 +238,7 @@ class CgroupContainment(Containment):
             return
         for path in names:
             logger.warning("killing processes an earlier agent left cgroup=%s", path)
-            if os.getpid() in cgroup_pids(path):
-                self.home()
+            self._step_out_of(path)
             kill_cgroup(path)
             remove_cgroup(path)
 
