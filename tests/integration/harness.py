@@ -10,6 +10,7 @@ import json
 import os
 import random
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -73,6 +74,18 @@ async def serve_on(server: uvicorn.Server, sock: socket.socket) -> asyncio.Task[
         return bool(server.started)
     await eventually(started, timeout=30)
     return task
+
+
+async def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a test's server process and wait for it; SIGKILL it after 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.to_thread(proc.wait, 10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
 
 
 def b64(text: str) -> str:

@@ -7,7 +7,6 @@ are skipped (``.ci/run`` installs it)."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from tests.integration.harness import eventually, free_port
+from tests.integration.harness import eventually, free_port, stop_process
 
 BINARY = shutil.which("redis-server")
 
@@ -55,14 +54,7 @@ class RedisServer:
 
     async def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
+        await stop_process(proc)
 
 
 @pytest.fixture

@@ -85,31 +85,11 @@ async def transfer(wire: Wire, tmp_path: Path) -> tuple[str, dict[str, Any]]:
     return digest, await wire.wait(answer["data"]["job_instance_id"], timeout=90)
 
 
-async def test_a_target_asking_another_node_gets_the_file_from_its_source(
-        tmp_path: Path, database_url: str) -> None:
-    needs_cluster(database_url)
-    async with two_nodes(tmp_path, database_url) as nodes:
-        boot = read_bootstrap(nodes[0].data_dir)
-        wire = Wire(nodes[0].url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
-        try:
-            async with seeding_agents(nodes[0].url, token(nodes[0]), tmp_path) as agents:
-                peers = agents[SOURCE].peers
-                assert peers is not None
-                await peers.close()  # the targets cannot reach the source: they ask node1
-                ask_other_node(agents, nodes[1])
-                digest, data = await transfer(wire, tmp_path)
-                assert data["job_instance"]["status"] == 3, data
-                assert peers.shares, "the source was not asked to serve its file"
-                received = tmp_path / "dest" / "payload.bin"
-                assert hashlib.sha256(received.read_bytes()).hexdigest() == digest
-                from_server = sum(agents[ip].files.swarm_bytes["server"] for ip in TARGETS)
-                assert from_server >= SIZE  # the server's copy, uploaded when node1 was asked
-        finally:
-            await wire.close()
-
-
-async def test_a_file_lost_on_the_driving_node_is_refused_by_the_other_node(
-        tmp_path: Path, database_url: str) -> None:
+@contextlib.asynccontextmanager
+async def unreachable_source(
+        tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Wire, dict[str, Agent], Any]]:
+    """Two nodes, every agent on node0, the source's peer port closed (the targets
+    cannot reach it) and the targets' blob requests sent to node1."""
     needs_cluster(database_url)
     async with two_nodes(tmp_path, database_url) as nodes:
         boot = read_bootstrap(nodes[0].data_dir)
@@ -119,17 +99,34 @@ async def test_a_file_lost_on_the_driving_node_is_refused_by_the_other_node(
                 peers = agents[SOURCE].peers
                 assert peers is not None
                 await peers.close()
-
-                agents[SOURCE].files.upload = vanished  # type: ignore[method-assign]
                 ask_other_node(agents, nodes[1])
-                started = time.monotonic()
-                _digest, data = await transfer(wire, tmp_path)
-                assert data["job_instance"]["status"] != 3, data
-                assert peers.shares, "the source was not asked to serve its file"
-                results = data["step_instance_list"][0]["step_ip_result_list"]
-                assert {r["ip"] for r in results} == set(TARGETS)
-                assert all(r["status"] not in (9, 0) for r in results), results
-                # told 410 by node1, not left asking until the step's timeout
-                assert time.monotonic() - started < 50
+                yield wire, agents, peers
         finally:
             await wire.close()
+
+
+async def test_a_target_asking_another_node_gets_the_file_from_its_source(
+        tmp_path: Path, database_url: str) -> None:
+    async with unreachable_source(tmp_path, database_url) as (wire, agents, peers):
+        digest, data = await transfer(wire, tmp_path)
+        assert data["job_instance"]["status"] == 3, data
+        assert peers.shares, "the source was not asked to serve its file"
+        received = tmp_path / "dest" / "payload.bin"
+        assert hashlib.sha256(received.read_bytes()).hexdigest() == digest
+        from_server = sum(agents[ip].files.swarm_bytes["server"] for ip in TARGETS)
+        assert from_server >= SIZE  # the server's copy, uploaded when node1 was asked
+
+
+async def test_a_file_lost_on_the_driving_node_is_refused_by_the_other_node(
+        tmp_path: Path, database_url: str) -> None:
+    async with unreachable_source(tmp_path, database_url) as (wire, agents, peers):
+        agents[SOURCE].files.upload = vanished  # type: ignore[method-assign]
+        started = time.monotonic()
+        _digest, data = await transfer(wire, tmp_path)
+        assert data["job_instance"]["status"] != 3, data
+        assert peers.shares, "the source was not asked to serve its file"
+        results = data["step_instance_list"][0]["step_ip_result_list"]
+        assert {r["ip"] for r in results} == set(TARGETS)
+        assert all(r["status"] not in (9, 0) for r in results), results
+        # told 410 by node1, not left asking until the step's timeout
+        assert time.monotonic() - started < 50

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.harness import Wire, eventually, free_port
+from tests.integration.harness import Wire, eventually, free_port, stop_process
 from tests.integration.test_file_transfer import transfer_body
 from tests.integration.test_peer_files import SOURCE, payload
 
@@ -60,14 +60,7 @@ class ServerProcess:
 
     async def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
+        await stop_process(proc)
 
 
 def held_back(peers: PeerServer, gate: asyncio.Event, asked: asyncio.Event) -> None:
