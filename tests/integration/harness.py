@@ -55,11 +55,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bound_socket(port: int = 0) -> socket.socket:
+def bound_socket(port: int = 0, *, nodelay: bool = False) -> socket.socket:
     """A listening address that stays ours: parallel test workers cannot race for it.
 
-    Pass the port of a server that stopped to start its successor on the same address."""
-    sock = socket.socket()
+    Pass the port of a server that stopped to start its successor on the same address.
+    ``nodelay``: name the protocol, so that asyncio sets TCP_NODELAY on the accepted
+    connections as uvloop does in production (without it each kept-alive request waits
+    ~40 ms for the client's delayed ACK, which only a test sending thousands of requests
+    one after another notices; the others keep the slower pace that their polling
+    loops were tuned on)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP if nodelay else 0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     return sock
@@ -223,22 +229,25 @@ class Running:
 
 
 @pytest.fixture
-async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
-    async with run_server(tmp_path, database_url) as run:
+async def running(tmp_path: Path, database_url: str,
+                  request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    nodelay = request.node.get_closest_marker("nodelay") is not None
+    async with run_server(tmp_path, database_url, nodelay=nodelay) as run:
         yield run
 
 
 @asynccontextmanager
 async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any] | None = None,
                      port: int = 0, boot: dict[str, Any] | None = None,
-                     server: dict[str, Any] | None = None) -> AsyncIterator[Running]:
+                     server: dict[str, Any] | None = None,
+                     nodelay: bool = False) -> AsyncIterator[Running]:
     """What ``running`` gives, with engine settings over TEST_ENGINE's.
 
     Run it again with the same ``tmp_path`` (and ``port``) to restart the same server.
     ``boot``: the admin credentials of a database another node set up. ``server``: more
     ``ServerSettings`` fields. Agents talk TLS on a free agent port unless ``server``
     says ``agent_plaintext``."""
-    sock = bound_socket(port)
+    sock = bound_socket(port, nodelay=nodelay)
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
                               database_url=database_url,
                               engine=EngineSettings(**{**TEST_ENGINE, **(engine or {})}),

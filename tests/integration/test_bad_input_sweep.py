@@ -5,7 +5,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import pytest
 from tests.integration.harness import Running
+
+# thousands of requests one after another
+pytestmark = pytest.mark.nodelay
 
 V3 = "/api/bk-job/prod/api/v3/"
 # fields the APIs read, each given a value of a type it does not take

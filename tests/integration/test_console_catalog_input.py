@@ -4,6 +4,7 @@ page (or "not found"), never a server error, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from tests.integration.harness import Running
 from tests.integration.test_console_catalog import BIZ, OLD, V1, b64, ok
 from tests.integration.test_plans import hosts, script
@@ -13,6 +14,7 @@ QUERIES = ["?offset=-5", "?offset=99999999999999999999", "?name=%00", "?name=" +
            "?version=%00&a=x&b=-1&mode=%3Cscript%3E", "?a=1&b=2&mode=unified", "?biz=999"]
 
 
+@pytest.mark.nodelay
 async def test_odd_addresses_answer_pages(running: Running) -> None:
     wire = running.wire
     made = ok(await wire.v3("create_script", {

@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from tests.integration.harness import Running
+
+# thousands of requests one after another
+pytestmark = pytest.mark.nodelay
 
 # the requests a server may answer with an error in the envelope
 ERROR_STATUSES = {200, 400, 401, 403, 404, 405, 409, 413, 429}
