@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from jobfleet.domain.db_connect import connect_problem, db2_connect, db2_quote, oracle_connect
+from jobfleet.domain.db_connect import (
+    connect_problem,
+    db2_connect,
+    db2_quote,
+    oracle_connect,
+    oracle_user,
+)
 from jobfleet.domain.status import AccountType
 
 ALL = (AccountType.MYSQL, AccountType.ORACLE, AccountType.DB2, AccountType.POSTGRESQL)
@@ -50,4 +56,15 @@ def test_connect_lines() -> None:
     assert db2_quote("o'k") == "'o''k'"
     assert db2_connect("S", "u", "p q;'") == "CONNECT TO S USER 'u' USING 'p q;''';\n"
     lines = oracle_connect("u", "p'%s", "@//h:1521/s").splitlines()
-    assert lines[2:] == ["SET DEFINE OFF", 'CONNECT "u"/"p\'%s"@//h:1521/s', "SET DEFINE ON"]
+    assert lines[2:] == ["SET DEFINE OFF", 'CONNECT u/"p\'%s"@//h:1521/s', "SET DEFINE ON"]
+
+
+def test_an_oracle_user_is_written_as_sqlplus_takes_it() -> None:
+    # a user made without quotes is stored in upper case: a plain name must reach Oracle
+    # unquoted, so that ``scott`` logs in as SCOTT
+    assert oracle_user("scott") == "scott"
+    assert oracle_user("App_1$#") == "App_1$#"
+    # anything Oracle would not take unquoted keeps its exact case and characters
+    for name in ("app-user", "1app", "_app", "a b", "ap%sp", "süß", "app;drop"):
+        assert oracle_user(name) == f'"{name}"'
+    assert oracle_connect("scott", "t", "").splitlines()[3] == 'CONNECT scott/"t"'

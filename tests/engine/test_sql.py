@@ -58,9 +58,9 @@ def test_oracle_and_db2_read_the_connection_on_stdin() -> None:
         script, env = client_script(db, "SELECT 1 FROM dual;")
         connect = env["JOBFLEET_DB_CONNECT"]
         if kind == AccountType.ORACLE:
-            assert 'CONNECT "svc"/"pw"@//127.0.0.1:1521/app\n' in connect
+            assert 'CONNECT svc/"pw"@//127.0.0.1:1521/app\n' in connect
             _, local = client_command({**db, "name": ""})
-            assert 'CONNECT "svc"/"pw"\n' in local["JOBFLEET_DB_CONNECT"]
+            assert 'CONNECT svc/"pw"\n' in local["JOBFLEET_DB_CONNECT"]
         else:
             assert connect == "CONNECT TO app USER 'svc' USING 'pw';\n"
             _, bare = client_command({**db, "name": ""})

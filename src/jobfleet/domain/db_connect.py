@@ -22,6 +22,9 @@ NO_CONTROL = "must not contain control characters (newline, carriage return, tab
 # the service name ends the CONNECT line, where SQL*Plus reads a "-" as "continued"
 ORACLE_SERVICE = re.compile(r"[A-Za-z0-9_.$#-]*[A-Za-z0-9_.$#]")
 DB2_ALIAS = re.compile(r"[A-Za-z0-9_@#$]+")
+# an Oracle nonquoted identifier: Oracle folds it to upper case, as it did when the user
+# was created without quotes (the usual way), so it is written as typed
+ORACLE_PLAIN_USER = re.compile(r"[A-Za-z][A-Za-z0-9_$#]*")
 # the fields of create_account / update_account each value comes from
 FIELDS = {"user": "account", "password": "db_password", "name": "db_name", "host": "db_host"}
 
@@ -61,13 +64,21 @@ def check_connect(
         raise problem
 
 
+def oracle_user(user: str) -> str:
+    """The user as ``sqlplus scott/...`` takes it: a plain name as typed, which Oracle
+    folds to upper case (``scott`` is the user ``SCOTT`` made without quotes); any other
+    name quoted, its case kept (a user made as ``"app-user"``)."""
+    return user if ORACLE_PLAIN_USER.fullmatch(user) else f'"{user}"'
+
+
 def oracle_connect(user: str, password: str, target: str) -> str:
-    """SQL*Plus's connect lines: user and password as quoted identifiers (Oracle allows no
-    ``"`` in either), substitution off so that ``&`` stays a character, then back on for
-    the step's own SQL; ``target`` is ``@//host:port/service`` or empty."""
+    """SQL*Plus's connect lines: the user as :func:`oracle_user` writes it, the password
+    quoted (Oracle allows no ``"`` in either), substitution off so that ``&`` stays a
+    character, then back on for the step's own SQL; ``target`` is
+    ``@//host:port/service`` or empty."""
     return (
         "WHENEVER SQLERROR EXIT FAILURE\nWHENEVER OSERROR EXIT FAILURE\nSET DEFINE OFF\n"
-        f'CONNECT "{user}"/"{password}"{target}\nSET DEFINE ON\n'
+        f'CONNECT {oracle_user(user)}/"{password}"{target}\nSET DEFINE ON\n'
     )
 
 
