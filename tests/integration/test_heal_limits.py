@@ -9,6 +9,7 @@ from tests.integration.harness import Running
 from tests.integration.test_self_healing import IPS, OWN, SECRET, make_plan, post
 
 from jobfleet.domain.variables import MAX_VALUE
+from jobfleet.engine.heal import MAX_RENDERED
 
 
 async def test_an_oversized_rendered_variable_is_refused(running: Running) -> None:
@@ -34,3 +35,27 @@ async def test_an_oversized_rendered_variable_is_refused(running: Running) -> No
     [decision] = answer["data"]["decisions"]
     assert decision["decision"] == "dry_run", decision
     assert decision["variables"]["alarm"] == "x" * 290, decision
+
+
+async def test_variables_past_the_total_are_refused(running: Running) -> None:
+    """Each within a plan variable's limit, together past the total a decision keeps."""
+    await running.start_agents(IPS[:1])
+    plan_id = await make_plan(running.wire)
+    many = {f"v{i}": "{{labels.big}}" * 15 for i in range(100)}
+    made = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "echo", "job_plan_id": plan_id, "secret": SECRET, "host_variable": "target",
+        "variables": many, "dry_run": True})
+    assert made["result"], made
+    labels = {"instance": IPS[0], "big": "x" * 4000}  # 60,000 bytes a variable
+    answer = await post(running.url, made["data"]["id"], {"alertname": "HighDisk",
+                                                          "labels": labels})
+    [decision] = answer["data"]["decisions"]
+    assert decision["decision"] == "refused", decision
+    assert str(MAX_RENDERED) in decision["reason"], decision
+    assert len(json.dumps(decision)) < MAX_VALUE, len(json.dumps(decision))
+    labels["big"] = "x" * 100
+    answer = await post(running.url, made["data"]["id"], {"alertname": "HighDisk",
+                                                          "labels": labels})
+    [decision] = answer["data"]["decisions"]
+    assert decision["decision"] == "dry_run", decision
+    assert decision["variables"]["v99"] == "x" * 1500, decision

@@ -41,6 +41,9 @@ from jobfleet.store.job_reads import JobReads
 
 log = logging.getLogger(__name__)
 
+# all of one alert's rendered variables together (each is also within MAX_VALUE)
+MAX_RENDERED = 4 * MAX_VALUE
+
 SIGNATURE_HEADER = "x-jobfleet-signature"
 HEAL_APP = "jobfleet-heal"
 # rules whose alerts one node decides on at the same time
@@ -181,6 +184,15 @@ class Healer:
                 heal.REFUSED,
                 f"variables {', '.join(sorted(oversized))[:500]} rendered longer than "
                 f"{MAX_VALUE} bytes (a plan variable's limit)",
+                ids,
+            )
+        rendered = sum(len(v.encode()) for v in variables.values())
+        if rendered > MAX_RENDERED:
+            # each decision stores its variables: a rule must not turn one alert into
+            # megabytes of decisions
+            return await record(
+                heal.REFUSED,
+                f"the variables rendered {rendered} bytes in all, over {MAX_RENDERED}",
                 ids,
             )
         last = await self.store.last_started(rule.id, alert.fingerprint)
