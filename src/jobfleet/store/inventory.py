@@ -15,6 +15,12 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import hosts
 
 CHUNK = 5000
+# the columns of a Host, in its fields' order (see Host.of_columns)
+HOST_COLUMNS = tuple(
+    hosts.c[name]
+    for name in ("bk_host_id", "bk_biz_id", "bk_cloud_id", "ip", "ipv6", "agent_id", "hostname",
+                 "os_type", "alive", "agent_version", "os_name", "labels")
+)
 # facts an agent reports at connect; one it did not report (None) keeps the stored value
 PRESENCE_FACTS = ("hostname", "os_type", "agent_version", "ipv6")
 
@@ -51,6 +57,16 @@ class Host:
             dict(row.labels or {}),
         )
 
+    @classmethod
+    def of_columns(cls, row: Iterable[Any]) -> Host:
+        """A host from a row of :data:`HOST_COLUMNS`, read once as a tuple (each named
+        attribute of a SQLAlchemy row costs microseconds: a 10,000-host job reads
+        120,000 of them)."""
+        (host_id, biz, cloud, ip, ipv6, agent_id, hostname, os_type, alive, version, os_name,
+         labels) = row
+        return cls(host_id, biz, cloud, ip, ipv6, agent_id, hostname, os_type, alive, version,
+                   os_name, dict(labels or {}))
+
     def public(self) -> dict[str, Any]:
         return {
             "bk_host_id": self.bk_host_id,
@@ -81,8 +97,10 @@ class Inventory:
         found: list[Host] = []
         async with self.db.connect() as conn:
             for part in chunks(host_ids):
-                rows = await conn.execute(select(hosts).where(hosts.c.bk_host_id.in_(part)))
-                found.extend(Host.of(r) for r in rows)
+                rows = await conn.execute(
+                    select(*HOST_COLUMNS).where(hosts.c.bk_host_id.in_(part))
+                )
+                found.extend(map(Host.of_columns, rows))
         return found
 
     async def by_ips(self, pairs: Sequence[tuple[int, str]]) -> list[Host]:
@@ -96,15 +114,19 @@ class Inventory:
                 # one cloud and a plain IN list: the (bk_cloud_id, ip) key answers it
                 for part in chunks(ips):
                     rows = await conn.execute(
-                        select(hosts).where(hosts.c.bk_cloud_id == cloud, hosts.c.ip.in_(part))
+                        select(*HOST_COLUMNS).where(
+                            hosts.c.bk_cloud_id == cloud, hosts.c.ip.in_(part)
+                        )
                     )
-                    found.extend(Host.of(r) for r in rows)
+                    found.extend(map(Host.of_columns, rows))
                     v6 = [ip for ip in part if ":" in ip]
                     if v6:
                         rows = await conn.execute(
-                            select(hosts).where(hosts.c.bk_cloud_id == cloud, hosts.c.ipv6.in_(v6))
+                            select(*HOST_COLUMNS).where(
+                                hosts.c.bk_cloud_id == cloud, hosts.c.ipv6.in_(v6)
+                            )
                         )
-                        found.extend(Host.of(r) for r in rows)
+                        found.extend(map(Host.of_columns, rows))
         return found
 
     async def matching(self, filters: Sequence[tuple[int, HostFilter]]) -> list[list[Host]]:
