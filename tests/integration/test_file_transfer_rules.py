@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
-from tests.integration.harness import Running, b64
+from tests.integration.harness import Running, b64, eventually
 from tests.integration.test_file_transfer import run_transfer, transfer_body
 
 SRC, DST = "127.0.0.2", "127.0.0.4"
@@ -131,3 +132,34 @@ async def test_terminate_during_the_upload_sends_nothing(running: Running,
     assert data["job_instance"]["status"] == 11
     assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] == 403
     assert not (tmp_path / "out").exists()
+
+
+async def test_terminate_stops_a_download_under_way(running: Running, tmp_path: Path) -> None:
+    """A terminate reaches the agent's download: it stops at once, its unfinished file
+    is removed, and the host ends terminated (403), not "terminate failed" after the
+    server's wait for a confirmation."""
+    await running.start_agents([SRC, DST])
+    (tmp_path / "blob.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    out = tmp_path / "out"
+    answer = await running.wire.v3("fast_transfer_file", transfer_body(
+        [f"{tmp_path}/blob.bin"], [SRC], [DST], f"{out}/", download_speed_limit=1))
+    assert answer["result"], answer
+    job_id = answer["data"]["job_instance_id"]
+
+    async def downloading() -> bool:  # its unfinished file is in the target directory
+        return out.is_dir() and any(out.iterdir())
+    await eventually(downloading, timeout=30)
+    stopped = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+    assert stopped["result"], stopped
+    data = await running.wire.wait(job_id, timeout=60)
+    assert data["job_instance"]["status"] == 11, data
+    [host] = data["step_instance_list"][0]["step_ip_result_list"]
+    assert host["status"] == 403, host
+    log = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": job_id, "ip": DST, "bk_cloud_id": 0,
+        "step_instance_id": data["step_instance_list"][0]["step_instance_id"]})
+    assert "download terminated" in json.dumps(log["data"]), log
+    assert list(out.iterdir()) == []
+    await asyncio.sleep(1.5)  # the download stopped: nothing is written later either
+    assert list(out.iterdir()) == []

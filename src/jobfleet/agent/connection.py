@@ -40,11 +40,13 @@ from jobfleet.agent.procman import ProcessManager
 from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.task import (
+    DownloadOutcome,
     Executor,
     OutputCallback,
     TaskResult,
     Work,
     execute,
+    killed_download,
     now_ms,
     script_spec,
 )
@@ -152,6 +154,9 @@ class Agent:
         self.connected = asyncio.Event()
         self._sender: _Sender | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # download tasks (None until started), and why the server killed one of them
+        self._downloads: dict[str, asyncio.Future[DownloadOutcome] | None] = {}
+        self._killed: dict[str, str] = {}
         # tasks this process accepted, so that a late repeat does not run one again
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
@@ -396,7 +401,12 @@ class Agent:
             for task_id, seq in message.get("acks") or []:
                 self.spool.ack(str(task_id), int(seq))
         elif message["t"] == "kill":
-            self.executor.kill(str(message.get("id")), str(message.get("reason") or "terminate"))
+            task_id = str(message.get("id"))
+            reason = str(message.get("reason") or "terminate")
+            if task_id in self._downloads:
+                self._kill_download(task_id, reason)
+            else:
+                self.executor.kill(task_id, reason)
         elif message["t"] in ("file_list", "file_upload", "file_seed", "proc", "dispatch"):
             self._answer(message)
         elif message["t"] == "welcome":
@@ -471,7 +481,19 @@ class Agent:
             run = self._script(task_id, cast(protocol.ScriptRun, message))
         task = asyncio.get_running_loop().create_task(self._execute(task_id, run))
         self._tasks[task_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(task_id, None))
+        task.add_done_callback(lambda _t: self._forget(task_id))
+
+    def _forget(self, task_id: str) -> None:
+        self._tasks.pop(task_id, None)
+        self._downloads.pop(task_id, None)
+        self._killed.pop(task_id, None)
+
+    def _kill_download(self, task_id: str, reason: str) -> None:
+        """Stop a download: its partial file is removed and its result says why."""
+        self._killed.setdefault(task_id, reason)
+        running = self._downloads.get(task_id)
+        if running is not None:
+            running.cancel()
 
     def _script(self, task_id: str, message: protocol.ScriptRun) -> Work:
         spec = script_spec(task_id, message, self.settings)
@@ -490,10 +512,25 @@ class Agent:
         def report(items: list[protocol.FileItem]) -> None:
             self._send(protocol.file_log(task_id, items))
 
-        async def run(
-            on_output: OutputCallback,
-        ) -> tuple[TaskResult, list[protocol.FileItem] | None]:
-            return await self.files.download(message, on_output, report)
+        start_ms = now_ms()
+        self._downloads[task_id] = None
+
+        async def run(on_output: OutputCallback) -> DownloadOutcome:
+            finals: list[protocol.FileItem] = []
+            if task_id not in self._killed:
+                running: asyncio.Future[DownloadOutcome] = asyncio.ensure_future(
+                    self.files.download(message, on_output, report, finals)
+                )
+                self._downloads[task_id] = running
+                try:
+                    return await running
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if task_id not in self._killed or (current and current.cancelling()):
+                        raise  # the agent is stopping: the task is not over
+                finally:
+                    running.cancel()
+            return killed_download(self._killed[task_id], start_ms, message, finals)
 
         return run
 

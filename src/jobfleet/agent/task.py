@@ -14,7 +14,7 @@ from jobfleet.agent.output import split_text
 from jobfleet.agent.settings import AgentSettings
 from jobfleet.agent.spool import Spool
 from jobfleet.domain import protocol
-from jobfleet.domain.status import HostStatus
+from jobfleet.domain.status import FileLogStatus, HostStatus
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,29 @@ def script_spec(task_id: str, message: protocol.ScriptRun, settings: AgentSettin
         collect_vars=bool(message.get("collect_vars")),
         sensitive_args=bool(message.get("sensitive")),
     )
+
+
+DownloadOutcome = tuple[TaskResult, list[protocol.FileItem] | None]
+FILE_FAILED = int(FileLogStatus.FAILED)
+
+
+def killed_download(
+    reason: str, start_ms: int, task: protocol.DownloadRun, finals: list[protocol.FileItem]
+) -> DownloadOutcome:
+    """The result of a download the server killed (a terminate, or the step's timeout):
+    the items that ended before keep their state, the others failed with the reason."""
+    if reason == "timeout":
+        status, what = HostStatus.GSE_TIMEOUT, "timed out"
+    else:
+        status, what = HostStatus.GSE_TASK_TERMINATE_SUCCESS, f"terminated ({reason})"
+    message = f"jobfleet-agent: download {what}; its unfinished file was removed"
+    ended = {item["n"] for item in finals}
+    items = [*finals]
+    for item in task.get("items") or []:
+        if int(item["n"]) not in ended:
+            items.append({"n": int(item["n"]), "status": FILE_FAILED, "progress": 0,
+                          "log": message})
+    return TaskResult(int(status), 1, start_ms, now_ms(), message), items
 
 
 async def execute(task_id: str, work: Work, spool: Spool, send: Send) -> None:

@@ -184,14 +184,20 @@ class FileWork:
         return protocol.reply(request, results=results)
 
     async def download(
-        self, task: protocol.DownloadRun, emit: Emit, report: Report
+        self,
+        task: protocol.DownloadRun,
+        emit: Emit,
+        report: Report,
+        finals: list[protocol.FileItem] | None = None,
     ) -> tuple[TaskResult, list[protocol.FileItem]]:
-        """Fetch every item of a download task; the first failure decides the host status."""
+        """Fetch every item of a download task; the first failure decides the host status.
+        ``finals`` collects each item's final state as it ends (what a caller that
+        cancels the download reports for the items already done)."""
         start = int(time.time() * 1000)
         account = str(task.get("account") or "")
         create = bool(task.get("create_dirs", True))
         limit = task.get("speed_limit") if isinstance(task.get("speed_limit"), int) else None
-        finals: list[protocol.FileItem] = []
+        finals = [] if finals is None else finals
         failure: TransferError | None = None
         swarm = task.get("swarm") if self.peers is not None and limit is None else None
         first_piece = 0
