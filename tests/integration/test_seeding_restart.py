@@ -141,6 +141,56 @@ async def resumes(server: ServerProcess, wire: Wire, agents: dict[str, Agent], t
     assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in blobs] == [digest]
 
 
+async def test_a_terminate_after_a_restart_does_not_wait_for_the_source(
+        tmp_path: Path, database_url: str) -> None:
+    """After the restart the source is away, so the server would wait the recovery window
+    (30 s) for it to come back and upload: a terminate ends the step at once instead,
+    and the targets' downloads are killed."""
+    port, agent_port = free_port(), free_port()
+    data_dir = tmp_path / "server"
+    server = ServerProcess(data_dir, port, agent_port, database_url)
+    await server.start()
+    boot = read_bootstrap(data_dir)
+    url = f"http://127.0.0.1:{port}"
+    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
+    gate, asked = asyncio.Event(), asyncio.Event()
+    try:
+        async with seeding_agents(url, boot["enroll_token"], tmp_path) as agents:
+            peers = agents[SOURCE].peers
+            assert peers is not None
+            held_back(peers, gate, asked)
+            path = tmp_path / "payload.bin"
+            payload(path)
+            answer = await wire.v3("fast_transfer_file", transfer_body(
+                [str(path)], [SOURCE], TARGETS, f"{tmp_path}/dest/[FILESRCIP]/", timeout=120))
+            assert answer["result"], answer
+            job = answer["data"]["job_instance_id"]
+            await asyncio.wait_for(asked.wait(), 30)
+            await server.kill()
+            await peers.close()
+            await agents[SOURCE].stop()
+
+            async def targets_connected(wanted: bool) -> bool:
+                return all(agents[ip].connected.is_set() == wanted for ip in TARGETS)
+            # the targets are back before the terminate, so that they can confirm it
+            await eventually(lambda: targets_connected(False), timeout=30)
+            await server.start()
+            await eventually(lambda: targets_connected(True), timeout=30)
+            started = time.monotonic()
+            answer = await wire.v3("operate_job_instance", {
+                "bk_biz_id": 2, "job_instance_id": job, "operation_code": 1})
+            assert answer["result"], answer
+            data = await wire.wait(job, timeout=90)
+            assert time.monotonic() - started < 25  # not the 30 s recovery window
+            assert data["job_instance"]["status"] == 11, data
+            results = data["step_instance_list"][0]["step_ip_result_list"]
+            assert {r["ip"]: r["status"] for r in results} == dict.fromkeys(TARGETS, 403), results
+    finally:
+        gate.set()
+        await wire.close()
+        await server.stop()
+
+
 async def vanished(request: str, message: Any) -> Any:
     """A source whose file went away: every upload fails."""
     return protocol.reply(request, results=[

@@ -17,6 +17,7 @@ import functools
 import logging
 import posixpath
 import time
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -108,9 +109,13 @@ class FileSteps:
         files: list[Prepared] = []
         try:
             if downloads_started:
-                # files their sources served (``engine.seeding``) are on the server first
-                await self.sources.upload_after_restart(
-                    step, cfg, deadline, self.dispatcher.settings.recovery_window
+                # files their sources served (``engine.seeding``) are on the server first;
+                # a terminate does not wait for a source to come back and upload
+                await _unless_stopped(
+                    self.sources.upload_after_restart(
+                        step, cfg, deadline, self.dispatcher.settings.recovery_window
+                    ),
+                    stop,
                 )
                 files = await self._prepared_from_logs(step, pending[0].bk_host_id)
             else:
@@ -128,8 +133,9 @@ class FileSteps:
         except SourceFailure as failure:
             await self._fail_all(step, pending, failure)
             return await self.tasks.end_step(step, started, stop.is_set())
-        if stop.is_set():
+        if stop.is_set() and not downloads_started:
             # terminated while the sources were gathered: send nothing to the targets
+            # (downloads under way before a restart are killed by the step's run below)
             cancel_uploads(files)
             await self.dispatcher.conclude_hosts(
                 step.id,
@@ -375,3 +381,17 @@ class FileSteps:
                 result.status or int(HostStatus.SUCCESS),
                 note,
             )
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``work`` until it ends or ``stop`` is set, whichever comes first."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
