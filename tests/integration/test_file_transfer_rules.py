@@ -163,3 +163,19 @@ async def test_terminate_stops_a_download_under_way(running: Running, tmp_path: 
     assert list(out.iterdir()) == []
     await asyncio.sleep(1.5)  # the download stopped: nothing is written later either
     assert list(out.iterdir()) == []
+
+
+async def test_the_step_timeout_stops_a_download_under_way(running: Running,
+                                                          tmp_path: Path) -> None:
+    """A download still running at the step's timeout is stopped the same way: the host
+    ends timed out (303) and its unfinished file is removed."""
+    await running.start_agents([SRC, DST])
+    (tmp_path / "blob.bin").write_bytes(os.urandom(16 * 1024 * 1024))
+    out = tmp_path / "out"
+    answer = await running.wire.v3("fast_transfer_file", transfer_body(
+        [f"{tmp_path}/blob.bin"], [SRC], [DST], f"{out}/", download_speed_limit=1, timeout=4))
+    assert answer["result"], answer
+    data = await running.wire.wait(answer["data"]["job_instance_id"], timeout=60)
+    [host] = data["step_instance_list"][0]["step_ip_result_list"]
+    assert host["status"] == 303, host
+    assert not out.exists() or list(out.iterdir()) == []

@@ -522,6 +522,15 @@ class Agent:
                     self.files.download(message, on_output, report, finals)
                 )
                 self._downloads[task_id] = running
+                # the agent keeps the step's timeout itself, as it does for a script
+                timeout = message.get("timeout")
+                timer = (
+                    asyncio.get_running_loop().call_later(
+                        timeout, self._kill_download, task_id, "timeout"
+                    )
+                    if isinstance(timeout, int) and timeout > 0
+                    else None
+                )
                 try:
                     return await running
                 except asyncio.CancelledError:
@@ -530,6 +539,8 @@ class Agent:
                         raise  # the agent is stopping: the task is not over
                 finally:
                     running.cancel()
+                    if timer is not None:
+                        timer.cancel()
             return killed_download(self._killed[task_id], start_ms, message, finals)
 
         return run
