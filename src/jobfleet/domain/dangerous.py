@@ -285,19 +285,24 @@ def scan(
         if not line.strip() or is_comment(line, language):
             continue
         late: list[Rule] = []
+        now = clock()
         for rule in rules:
-            begun = clock()
-            left = min(per_rule - spent[rule.id], deadline - begun)
-            if inline is not None and begun - start > inline:
+            if inline is not None and now - start > inline:
                 raise NeedsThread
+            begun = now
             try:
-                match = _search(rule.pattern, line, left, inline is not None)
+                match = _search(
+                    rule.pattern,
+                    line,
+                    min(per_rule - spent[rule.id], deadline - begun),
+                    inline is not None,
+                )
             except TimeoutError:
                 findings.append(Finding(number, line, "", rule, timed_out=True))
                 late.append(rule)
-                continue
-            finally:
-                spent[rule.id] += clock() - begun
+                match = None
+            now = clock()
+            spent[rule.id] += now - begun
             if match is not None:
                 findings.append(Finding(number, line, match.group(0), rule))
         if late:
@@ -309,16 +314,18 @@ def _search(pattern: regex.Pattern[str], line: str, left: float, inline: bool) -
     """``pattern.search(line)`` within ``left`` seconds, else TimeoutError."""
     if left <= 0:
         raise TimeoutError
+    # (string, pos, endpos, concurrent, partial, timeout): positional, as keywords cost
+    # as much again as the search of a usual line
     try:
         # the usual search: too short to be worth releasing the interpreter lock
-        return pattern.search(line, timeout=min(left, FIRST_TRY))
+        return pattern.search(line, None, None, False, False, min(left, FIRST_TRY))
     except TimeoutError:
         if inline:
             raise NeedsThread from None
         if left <= FIRST_TRY:
             raise
     # a slow one: other threads (the event loop) run while it backtracks
-    return pattern.search(line, timeout=left - FIRST_TRY, concurrent=True)
+    return pattern.search(line, None, None, True, False, left - FIRST_TRY)
 
 
 def blocking(findings: Iterable[Finding]) -> Finding | None:
