@@ -17,6 +17,7 @@ from jobfleet.domain.dangerous import (
     blocking,
     compile_expression,
     compile_rule,
+    needle_of,
     probe_expression,
     refusal,
     scan,
@@ -83,10 +84,26 @@ def test_out_of_time_as_a_whole_every_rule_left_times_out() -> None:
     """With a clock that jumps a second per reading, the check runs out on line 2."""
     ticks = itertools.count(0.0, 1.0)
     rules = [RM, compile_rule(2, "echo", [L.SHELL], RuleAction.SCAN, "")]
-    found = scan("echo a\necho b\nrm -rf /\n", L.SHELL, rules,
+    found = scan("echo a -rf\necho b -rf\necho rm -rf /\n", L.SHELL, rules,
                  ScanLimits(rule=100.0, total=3.5), clock=lambda: next(ticks))
     assert [(f.line, f.rule.id, f.timed_out) for f in found] == [
         (1, 2, False), (2, 1, True), (2, 2, True)]
+
+
+def test_a_line_without_the_rules_needle_is_not_searched() -> None:
+    assert [needle_of(e) for e in (r"rm\s+-rf\s+/", r"\breboot\b", CATASTROPHIC, r"(?x) r m",
+                                   r"(?i)drop\s+table", r"a|b", r"(?i:rm) -rf", r"[r]m")] == [
+        "-rf", "reboot", "rm ", "rm", "", "", " -rf", "rm"]
+    # the crafted run without "rm ": the careless rule has nothing to search
+    found, took = timed_scan("a" * 60 + "!\n" + "echo rm\n", [slow(1, RuleAction.INTERCEPT)])
+    assert found == [] and took < 0.1 * LOOSE
+    # a needle is only a shortcut: matches are those of the expression itself
+    rules = [compile_rule(i, e, [L.SHELL], RuleAction.SCAN, "")
+             for i, e in enumerate((r"rm\s+-rf\s+/", r"\brm\b", r"(?i)RM -RF"), start=1)]
+    text = "rm -rf /\nRM -RF /\nrmdir x\nfoo -rf /\nxrm -rf /x\n"
+    assert [(f.line, f.rule.id, f.match_content) for f in scan(text, L.SHELL, rules)] == [
+        (1, 1, "rm -rf /"), (1, 2, "rm"), (1, 3, "rm -rf"), (2, 3, "RM -RF"),
+        (5, 1, "rm -rf /"), (5, 3, "rm -rf")]
 
 
 def test_limits_grow_with_the_script() -> None:

@@ -25,7 +25,7 @@ ADMIN = "/api/jobfleet/v1"
 CATASTROPHIC = r"^rm (a|aa)+$"
 CRAFTED = "rm " + "a" * 60 + "!"
 SCRIPT = f"#!/bin/bash\necho start\n{CRAFTED}\necho end\n"
-# one intercept rule and eleven scan rules: 12 x 0.25 s per rule is past the 2 s a
+# one intercept rule and eleven scan rules: 12 x 0.5 s per rule is past the 3 s a
 # whole check may take, so the check lasts long enough to see the server answer others
 RULES = 12
 # the machine is shared: loose bounds (the unbounded check never ends)

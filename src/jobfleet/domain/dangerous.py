@@ -25,6 +25,7 @@ had), then compiled by ``regex``.
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import time
@@ -88,6 +89,8 @@ class Rule:
     languages: frozenset[int]
     action: RuleAction
     description: str
+    # text every match contains ("" if none is known): a line without it is not searched
+    needle: str = ""
 
     @property
     def label(self) -> str:
@@ -99,9 +102,9 @@ class ScanLimits:
     """Seconds of matching per MiB of script (a smaller script counts as one MiB)."""
 
     # one rule, over every line of one script
-    rule: float = 0.25
+    rule: float = 0.5
     # every rule of one check together
-    total: float = 2.0
+    total: float = 3.0
 
     def scaled(self, chars: int) -> tuple[float, float]:
         """(per rule, in all) for a script of ``chars`` characters."""
@@ -236,7 +239,32 @@ def compile_rule(
         languages=frozenset(int(x) for x in languages),
         action=RuleAction(action),
         description=description,
+        needle=needle_of(expression),
     )
+
+
+def needle_of(expression: str) -> str:
+    """The longest run of plain characters in the expression's top-level sequence: every
+    match contains it, so a line without it cannot match (``rm\\s+-rf`` gives ``-rf``).
+
+    "" when there is none or it is not plain text (a case-insensitive expression). Read
+    from ``re``'s parser (the syntax rules are validated with), not part of its public
+    API: any surprise there just means no needle.
+    """
+    try:
+        parser = importlib.import_module("re._parser")
+        parsed = parser.parse(expression)
+        if parsed.state.flags & re.IGNORECASE:
+            return ""
+        literal = importlib.import_module("re._constants").LITERAL
+        best, run = "", ""
+        for op, arg in parsed:
+            run = run + chr(arg) if op is literal else ""
+            if len(run) > len(best):
+                best = run
+        return best
+    except Exception:  # an optimisation: never a reason to refuse a rule
+        return ""
 
 
 # scanning ------------------------------------------------------------------------
@@ -270,7 +298,8 @@ def scan(
     needing more than ``FIRST_TRY`` or a scan needing more than ``inline`` seconds raises
     ``NeedsThread`` rather than go on.
     """
-    rules = applicable(rules, language)
+    # a rule whose needle the script lacks has nothing to search
+    rules = [r for r in applicable(rules, language) if r.needle in text]
     if not rules:
         return []
     per_rule, total = limits.scaled(len(text))
@@ -287,6 +316,8 @@ def scan(
         late: list[Rule] = []
         now = clock()
         for rule in rules:
+            if rule.needle not in line:
+                continue
             if inline is not None and now - start > inline:
                 raise NeedsThread
             begun = now
