@@ -182,9 +182,9 @@ def probe_expression(
 ) -> None:
     """Refuse (1241010) an expression that backtracks for ever on a simple crafted line.
 
-    Cheap (every probe of a usual expression ends in microseconds) and not wrong about
-    an expression it refuses (a probe of 65 characters took 200 ms, or all of them a
-    second), but not complete: matching a script is bounded in time whatever this lets
+    Cheap (every probe of a usual expression ends in microseconds), and it refuses only
+    an expression that spent 200 ms on one line of 65 characters (or a second on all of
+    them), but not complete: matching a script is bounded in time whatever this lets
     through. Searches release the interpreter lock: run it on a thread.
     """
     deadline = clock() + _PROBES_TIME
