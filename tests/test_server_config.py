@@ -43,6 +43,8 @@ enroll_rate = 8.5
 enroll_burst = 9
 auth_failure_rate = 0.5
 auth_failure_burst = 11
+dangerous_rule_time = 0.5
+dangerous_check_time = 3
 
 [engine]
 agent_lost_grace = 1.5
@@ -108,6 +110,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     assert (s.max_pending_connections, s.max_api_requests) == (6, 7)
     assert (s.enroll_rate, s.enroll_burst) == (8.5, 9)
     assert (s.auth_failure_rate, s.auth_failure_burst) == (0.5, 11)
+    assert (s.dangerous_rule_time, s.dangerous_check_time) == (0.5, 3)
     e = s.engine
     assert (e.agent_lost_grace, e.recovery_window, e.timeout_slack) == (1.5, 2.5, 3.5)
     assert (e.lease_ttl, e.lease_renew, e.reconcile_interval) == (4.5, 1.25, 0.5)

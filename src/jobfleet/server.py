@@ -34,6 +34,7 @@ from jobfleet.bus.live import BusLive
 from jobfleet.bus.local import LocalBus
 from jobfleet.bus.redis import RedisBus
 from jobfleet.domain.addresses import parse_networks as parse_networks  # for the CLI
+from jobfleet.domain.dangerous import ScanLimits
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.protocol import MAX_FRAME_BYTES
 from jobfleet.domain.status import RunStatus
@@ -134,6 +135,9 @@ class ServerSettings:
     # the address people reach the console at (links in notifications), e.g.
     # "https://job.example.com"; none: links are paths on this server
     public_url: str | None = None
+    # seconds of dangerous-rule matching per MiB of script: one rule, and one whole check
+    dangerous_rule_time: float = ScanLimits.rule
+    dangerous_check_time: float = ScanLimits.total
 
     @property
     def url(self) -> str:
@@ -228,7 +232,10 @@ class Server:
         self.templates = TemplateStore(self.db, self.cipher)
         self.job_plans = PlanStore(self.db, self.cipher)
         self.crons = CronStore(self.db)
-        self.rules = RuleStore(self.db)
+        self.rules = RuleStore(
+            self.db,
+            limits=ScanLimits(settings.dangerous_rule_time, settings.dangerous_check_time),
+        )
         self.plans = PlanLauncher(
             self.db,
             self.engine,

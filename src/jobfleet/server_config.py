@@ -177,6 +177,8 @@ def _settings() -> dict[str, Setting]:
         Setting("auth_failure_burst", _typed(int, low=1), "--auth-failure-burst"),
         Setting("metrics_token", _optional_str, None),
         Setting("metrics_token_file", _path, "--metrics-token-file"),
+        Setting("dangerous_rule_time", positive, None),
+        Setting("dangerous_check_time", positive, None),
     ]
     flags = {
         "agent_lost_grace": "--agent-lost-grace",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 SERVER_SIDE = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "pydantic", "typer",
-               "rich", "click", "httpx", "cryptography", "yaml")
+               "rich", "click", "httpx", "cryptography", "yaml", "regex")
 
 
 def loaded_by(*args: str) -> set[str]:

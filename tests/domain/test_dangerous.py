@@ -36,9 +36,9 @@ def test_lines_are_one_based_and_report_the_matched_text() -> None:
     found = scan(script, L.SHELL, [RM, REBOOT])
     assert [f.view() for f in found] == [
         {"line": 3, "line_content": "  rm -rf /var/tmp", "match_content": "rm -rf /",
-         "level": 3, "description": "wipes the disk", "action": 2},
+         "level": 3, "description": "wipes the disk", "action": 2, "timed_out": False},
         {"line": 4, "line_content": "reboot now", "match_content": "reboot",
-         "level": 3, "description": "reboots", "action": 1},
+         "level": 3, "description": "reboots", "action": 1, "timed_out": False},
     ]
 
 

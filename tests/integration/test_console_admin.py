@@ -252,6 +252,27 @@ async def test_dangerous_rule_and_try_it(running: Running, browser: Any) -> None
     await page.wait_for_selector("#verdict[data-blocked='1']")
 
 
+async def test_rule_that_backtracks_in_the_console(running: Running, browser: Any) -> None:
+    """The form refuses an expression the probes catch; the try-it box shows a rule that
+    ran out of time on a crafted line (and that the script would be refused)."""
+    page = await login(browser, running)
+    await page.goto(running.url + "/dangerous-rules")
+    await page.fill("#rule-form input[name=expression]", r"^(a|aa)+$")
+    await page.click("#save")
+    await page.wait_for_function("document.getElementById('result').textContent.length > 0")
+    assert "backtracks" in await page.inner_text("#result")
+    assert await page.locator("tr.rule").count() == 0
+    await page.fill("#rule-form input[name=expression]", r"^rm (a|aa)+$")
+    await page.select_option("#rule-form select[name=action]", "2")
+    await page.click("#save")
+    await page.wait_for_selector("tr.rule")
+    await page.fill("#try-form textarea[name=script]", "echo a\nrm " + "a" * 60 + "!\n")
+    await page.click("#try")
+    await page.wait_for_selector("#verdict[data-blocked='1']", timeout=30_000)
+    finding = await page.locator("tr.finding").inner_text()
+    assert "took too long to check" in finding and "Block" in finding
+
+
 async def test_notification_channel_and_test_message(running: Running, browser: Any) -> None:
     hook = Hook()
     server = hook.server()

@@ -110,9 +110,9 @@ async def test_check_script(running: Running) -> None:
     assert answer["result"], answer
     assert answer["data"] == [
         {"line": 5, "line_content": "rm -rf /opt/app; reboot", "match_content": "rm -rf /",
-         "level": 3, "description": "wipes the disk", "action": 2},
+         "level": 3, "description": "wipes the disk", "action": 2, "timed_out": False},
         {"line": 5, "line_content": "rm -rf /opt/app; reboot", "match_content": "reboot",
-         "level": 3, "description": "reboots", "action": 1},
+         "level": 3, "description": "reboots", "action": 1, "timed_out": False},
     ]
     python = await wire.v3("check_script", {"script_language": 4,
                                             "content": b64("import os\nos.system('rm -rf /')\n")})

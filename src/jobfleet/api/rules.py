@@ -7,6 +7,7 @@ without its ``high_risk_detect_rule`` permission).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -21,6 +22,7 @@ from jobfleet.domain.dangerous import (
     check_action,
     check_languages,
     compile_expression,
+    probe_expression,
 )
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.scripts import MAX_SCRIPT_BYTES, decode_base64
@@ -67,7 +69,7 @@ def _id(p: dict[str, Any]) -> int:
     return need_int(p, "id", minimum=1, maximum=MAX_ID)
 
 
-def _expression(p: dict[str, Any], *, required: bool) -> str | None:
+async def _expression(p: dict[str, Any], *, required: bool) -> str | None:
     value = p.get("expression")
     if value is None or value == "":
         if required:
@@ -75,7 +77,8 @@ def _expression(p: dict[str, Any], *, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise JobError.invalid("expression", "must be a string")
-    compile_expression(value)
+    # a rule every script will meet must not backtrack for ever on a crafted line
+    await asyncio.to_thread(probe_expression, compile_expression(value))
     return value
 
 
@@ -122,7 +125,7 @@ async def get_dangerous_rule_list(call: Call) -> list[dict[str, Any]]:
 async def create_dangerous_rule(call: Call) -> dict[str, Any]:
     _require_admin(call)
     p = call.params
-    expression = _expression(p, required=True)
+    expression = await _expression(p, required=True)
     languages = _languages(p, required=True)
     action = _action(p, required=True)
     assert expression is not None and languages is not None and action is not None
@@ -149,7 +152,7 @@ async def update_dangerous_rule(call: Call) -> dict[str, Any]:
     view = await call.services.rules.update(
         rule_id,
         user=call.caller.username,
-        expression=_expression(p, required=False),
+        expression=await _expression(p, required=False),
         languages=_languages(p, required=False),
         action=_action(p, required=False),
         description=_description(p),

@@ -10,15 +10,31 @@ most its first match on each line, as bk-job does.
 reports every match as fatal (3), whether the rule only scans or intercepts. Levels 1
 (warning) and 2 (error) belong to bk-job's grammar and logic checkers, which jobfleet
 does not have.
+
+Matching is bounded in time. Any user's script meets an administrator's expressions, and
+a careless one (``^(a|aa)+$``) backtracks for hours on a crafted line; Python's ``re``
+holds the interpreter lock all that while, which would freeze the whole server. So rules
+are matched with the ``regex`` module, whose searches take a timeout: a rule gets
+``ScanLimits.rule`` seconds per script, a whole check ``ScanLimits.total`` (both per
+MiB of script, at least once). A rule that runs out of time yields a ``timed_out``
+finding at the line it stopped on: an intercept rule so cut short refuses the launch
+(a script that cannot be checked is not run), a scan rule's is reported as a warning.
+Expressions are still validated by ``re`` (the syntax and messages rules have always
+had), then compiled by ``regex``.
 """
 
 from __future__ import annotations
 
+import importlib
+import math
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
+
+import regex
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScriptLanguage
@@ -27,6 +43,9 @@ MAX_EXPRESSION = 1024
 MAX_DESCRIPTION = 1024
 # a refusal quotes the offending line; a minified one-liner must not flood the message
 MAX_QUOTED_LINE = 200
+# a search first holds the interpreter lock at most this long (every normal search ends
+# in microseconds); one that needs more goes on with the lock released
+FIRST_TRY = 0.005
 
 
 class RuleAction(IntEnum):
@@ -66,14 +85,31 @@ class Rule:
     """An enabled rule, compiled once and matched against many scripts."""
 
     id: int
-    pattern: re.Pattern[str]
+    pattern: regex.Pattern[str]
     languages: frozenset[int]
     action: RuleAction
     description: str
+    # text every match contains ("" if none is known): a line without it is not searched
+    needle: str = ""
 
     @property
     def label(self) -> str:
         return self.description or self.pattern.pattern
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Seconds of matching per MiB of script (a smaller script counts as one MiB)."""
+
+    # one rule, over every line of one script
+    rule: float = 0.5
+    # every rule of one check together
+    total: float = 3.0
+
+    def scaled(self, chars: int) -> tuple[float, float]:
+        """(per rule, in all) for a script of ``chars`` characters."""
+        mib = max(1, math.ceil(chars / (1024 * 1024)))
+        return self.rule * mib, self.total * mib
 
 
 @dataclass(frozen=True)
@@ -82,6 +118,8 @@ class Finding:
     line_content: str
     match_content: str
     rule: Rule
+    # the rule ran out of time at this line: nothing is known of this line and the rest
+    timed_out: bool = False
 
     @property
     def level(self) -> CheckLevel:
@@ -97,19 +135,73 @@ class Finding:
             "description": self.rule.description,
             # jobfleet's addition: 1 scan (warn), 2 intercept (a launch is refused)
             "action": int(self.rule.action),
+            # jobfleet's addition: the rule ran out of time here (match_content is empty)
+            "timed_out": self.timed_out,
         }
 
 
 # validation ----------------------------------------------------------------------
-def compile_expression(expression: str, name: str = "expression") -> re.Pattern[str]:
+def compile_expression(expression: str, name: str = "expression") -> regex.Pattern[str]:
+    """The pattern rules match with; the syntax is ``re``'s (and its error messages)."""
     if not expression.strip():
         raise JobError.missing(name)
     if len(expression) > MAX_EXPRESSION:
         raise JobError.invalid(name, f"longer than {MAX_EXPRESSION} characters")
     try:
-        return re.compile(expression)
+        re.compile(expression)
     except (re.error, RecursionError, OverflowError) as exc:
         raise JobError.invalid(name, f"not a valid regular expression: {exc}") from None
+    try:
+        # VERSION0: ``re``'s semantics, where the two modules differ
+        return regex.compile(expression, regex.VERSION0)
+    except (regex.error, RecursionError, OverflowError, ValueError) as exc:
+        raise JobError.invalid(
+            name, f"not a regular expression jobfleet can match: {exc}"
+        ) from None
+
+
+# lines a careless expression backtracks on for ever: runs of one character, then a
+# character that makes the run fail to match
+_PROBE_RUN = 64
+_PROBE_TIME = 0.2
+_PROBES_TIME = 1.0
+
+
+def _probes(expression: str) -> list[str]:
+    chars = dict.fromkeys("a1 x-/.=_\t")
+    chars.update(dict.fromkeys(c for c in expression if c.isalnum()))
+    runs = [c * _PROBE_RUN for c in list(chars)[:24]]
+    runs += ["a " * (_PROBE_RUN // 2), "a1" * (_PROBE_RUN // 2)]
+    return [run + end for run in runs for end in ("!", "\x00")]
+
+
+def probe_expression(
+    pattern: regex.Pattern[str],
+    name: str = "expression",
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Refuse (1241010) an expression that backtracks for ever on a simple crafted line.
+
+    Cheap (every probe of a usual expression ends in microseconds), and it refuses only
+    an expression that spent 200 ms on one line of 65 characters (or a second on all of
+    them), but not complete: matching a script is bounded in time whatever this lets
+    through. Searches release the interpreter lock: run it on a thread.
+    """
+    deadline = clock() + _PROBES_TIME
+    for probe in _probes(pattern.pattern):
+        try:
+            left = min(_PROBE_TIME, deadline - clock())
+            if left <= 0:
+                raise TimeoutError
+            pattern.search(probe, timeout=left, concurrent=True)
+        except TimeoutError:
+            shown = probe[:8] + "…" + probe[-1:].encode("unicode_escape").decode()
+            raise JobError.invalid(
+                name,
+                f"backtracks without end: matching it against a line of {len(probe)}"
+                f" characters ({shown!r}) took more than {_PROBE_TIME} s; bound its"
+                " nested repetitions (e.g. (a+)+ is a+)",
+            ) from None
 
 
 def check_action(value: int, name: str = "action") -> RuleAction:
@@ -147,7 +239,32 @@ def compile_rule(
         languages=frozenset(int(x) for x in languages),
         action=RuleAction(action),
         description=description,
+        needle=needle_of(expression),
     )
+
+
+def needle_of(expression: str) -> str:
+    """The longest run of plain characters in the expression's top-level sequence: every
+    match contains it, so a line without it cannot match (``rm\\s+-rf`` gives ``-rf``).
+
+    "" when there is none or it is not plain text (a case-insensitive expression). Read
+    from ``re``'s parser (the syntax rules are validated with), not part of its public
+    API: any surprise there just means no needle.
+    """
+    try:
+        parser = importlib.import_module("re._parser")
+        parsed = parser.parse(expression)
+        if parsed.state.flags & re.IGNORECASE:
+            return ""
+        literal = importlib.import_module("re._constants").LITERAL
+        best, run = "", ""
+        for op, arg in parsed:
+            run = run + chr(arg) if op is literal else ""
+            if len(run) > len(best):
+                best = run
+        return best
+    except Exception:  # an optimisation: never a reason to refuse a rule
+        return ""
 
 
 # scanning ------------------------------------------------------------------------
@@ -160,21 +277,86 @@ def is_comment(line: str, language: int) -> bool:
     return marker is not None and marker.match(line.lstrip()) is not None
 
 
-def scan(text: str, language: int, rules: Sequence[Rule]) -> list[Finding]:
-    """Every rule's first match on each checked line, in line order then rule order."""
-    rules = applicable(rules, language)
+class NeedsThread(Exception):
+    """An inline scan met a slow search: it is done again off the event loop."""
+
+
+def scan(
+    text: str,
+    language: int,
+    rules: Sequence[Rule],
+    limits: ScanLimits = ScanLimits(),
+    *,
+    inline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Finding]:
+    """Every rule's first match on each checked line, in line order then rule order.
+
+    A rule that runs out of time (``limits``) gets a ``timed_out`` finding at the line it
+    stopped on and is not tried on later lines; when the check as a whole runs out, every
+    rule still going gets one. ``inline``: the caller holds the event loop, so a search
+    needing more than ``FIRST_TRY`` or a scan needing more than ``inline`` seconds raises
+    ``NeedsThread`` rather than go on.
+    """
+    # a rule whose needle the script lacks has nothing to search
+    rules = [r for r in applicable(rules, language) if r.needle in text]
     if not rules:
         return []
+    per_rule, total = limits.scaled(len(text))
+    start = clock()
+    deadline = start + total
+    spent = dict.fromkeys((r.id for r in rules), 0.0)
     findings: list[Finding] = []
     for number, raw in enumerate(text.split("\n"), start=1):
+        if not rules:
+            break
         line = raw.removesuffix("\r")
         if not line.strip() or is_comment(line, language):
             continue
+        late: list[Rule] = []
+        now = clock()
         for rule in rules:
-            match = rule.pattern.search(line)
+            if rule.needle not in line:
+                continue
+            if inline is not None and now - start > inline:
+                raise NeedsThread
+            begun = now
+            try:
+                match = _search(
+                    rule.pattern,
+                    line,
+                    min(per_rule - spent[rule.id], deadline - begun),
+                    inline is not None,
+                )
+            except TimeoutError:
+                findings.append(Finding(number, line, "", rule, timed_out=True))
+                late.append(rule)
+                match = None
+            now = clock()
+            spent[rule.id] += now - begun
             if match is not None:
                 findings.append(Finding(number, line, match.group(0), rule))
+        if late:
+            rules = [r for r in rules if r not in late]
     return findings
+
+
+def _search(pattern: regex.Pattern[str], line: str, left: float, inline: bool) -> Any:
+    """``pattern.search(line)`` within ``left`` seconds, else TimeoutError."""
+    if left <= 0:
+        raise TimeoutError
+    # (string, pos, endpos, concurrent, partial, timeout): positional, as keywords cost
+    # as much again as the search of a usual line
+    try:
+        # the usual search: too short to be worth releasing the interpreter lock
+        return pattern.search(line, None, None, False, False, min(left, FIRST_TRY))
+    except TimeoutError:
+        if inline:
+            raise NeedsThread from None
+        if left <= FIRST_TRY:
+            raise
+    # a slow one: other threads (the event loop) run while it backtracks
+    return pattern.search(line, None, None, True, False, left - FIRST_TRY)
 
 
 def blocking(findings: Iterable[Finding]) -> Finding | None:
@@ -187,6 +369,13 @@ def refusal(finding: Finding, where: str = "") -> JobError:
     if len(line) > MAX_QUOTED_LINE:
         line = line[:MAX_QUOTED_LINE] + "…"
     prefix = f"{where}: the script" if where else "The script"
+    if finding.timed_out:
+        return JobError(
+            ErrorCode.DANGEROUS_SCRIPT_BLOCKED,
+            f"{prefix} is refused: the dangerous-statement rule {finding.rule.label!r}"
+            f" (id {finding.rule.id}) took too long to check it and gave up at line"
+            f" {finding.line}, so the script could not be checked: {line}",
+        )
     return JobError(
         ErrorCode.DANGEROUS_SCRIPT_BLOCKED,
         f"{prefix} is blocked by the dangerous-statement rule {finding.rule.label!r}"

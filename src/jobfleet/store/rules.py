@@ -4,22 +4,33 @@ Scripts are checked on every ``fast_execute_script`` and every plan launch, so t
 enabled rules are kept compiled in memory for ``ttl`` seconds: under load a node reads
 the table at most once per ``ttl``. A change made through this store drops the copy at
 once, so it holds on this node from the next request; other nodes see it within ``ttl``.
+
+A check is bounded in time (``ScanLimits``, domain/dangerous.py). It starts on the event
+loop; when a search there takes more than a few milliseconds, or the script is large,
+the check runs on the store's own threads instead, whose searches release the
+interpreter lock: a rule backtracking on a crafted line neither stalls other requests
+nor takes the threads other work is offloaded to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Row, delete, insert, select, update
 
 from jobfleet.domain.dangerous import (
     Finding,
+    NeedsThread,
     Rule,
     RuleStatus,
+    ScanLimits,
     applicable,
     blocking,
     compile_rule,
@@ -35,6 +46,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL = 3.0
 # scanning a large script takes a while: do it off the event loop
 OFFLOAD_CHARS = 256 * 1024
+# the longest a check runs on the event loop before it moves to a thread
+INLINE_SECONDS = 0.02
+# checks at once off the event loop (more wait their turn)
+CHECK_THREADS = 2
 
 
 def rule_view(row: Row[Any]) -> dict[str, Any]:
@@ -56,10 +71,13 @@ class RuleStore:
         *,
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.monotonic,
+        limits: ScanLimits | None = None,
     ) -> None:
         self.db = db
         self.ttl = ttl
         self.clock = clock
+        self.limits = limits or ScanLimits()
+        self._threads: ThreadPoolExecutor | None = None
         self._rules: tuple[Rule, ...] | None = None
         self._loaded_at = 0.0
         # bumped by every change: a load that raced a change must not be kept
@@ -221,12 +239,30 @@ class RuleStore:
         return tuple(rules)
 
     async def check(self, text: str, language: int) -> list[Finding]:
+        """The findings of the enabled rules; a rule out of time is logged and reported."""
         rules = applicable(await self.enabled(), language)
         if not rules:
             return []
-        if len(text) > OFFLOAD_CHARS:
-            return await asyncio.to_thread(scan, text, language, rules)
-        return scan(text, language, rules)
+        findings = None
+        if len(text) <= OFFLOAD_CHARS:
+            with contextlib.suppress(NeedsThread):
+                findings = scan(text, language, rules, self.limits, inline=INLINE_SECONDS)
+        if findings is None:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(CHECK_THREADS, "dangerous-rules")
+            findings = await asyncio.get_running_loop().run_in_executor(
+                self._threads, functools.partial(scan, text, language, rules, self.limits)
+            )
+        for finding in findings:
+            if finding.timed_out:
+                log.warning(
+                    "dangerous_rule_timeout rule=%s action=%s line=%s chars=%d",
+                    finding.rule.id,
+                    finding.rule.action.name,
+                    finding.line,
+                    len(text),
+                )
+        return findings
 
     async def enforce(self, text: str, language: int, *, where: str = "") -> list[Finding]:
         """Refuse (1244019) a script an intercept rule matches; log what scan rules find."""
@@ -234,10 +270,11 @@ class RuleStore:
         hit = blocking(findings)
         if hit is not None:
             log.warning(
-                "dangerous_script_blocked rule=%s line=%s where=%r",
+                "dangerous_script_blocked rule=%s line=%s where=%r timed_out=%s",
                 hit.rule.id,
                 hit.line,
                 where,
+                hit.timed_out,
             )
             raise refusal(hit, where)
         if findings:

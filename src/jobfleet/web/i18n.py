@@ -236,6 +236,7 @@ ZH.update(
         "This script would be blocked": "该脚本将被拦截",
         "This script would run with a warning": "该脚本可以执行,但有告警",
         "No rule matches": "没有命中任何规则",
+        "(took too long to check)": "(检查超时)",
         "A channel hears when a job of this business ends in one of its statuses.": (
             "作业以所选状态结束时,通知渠道会收到消息。"
         ),

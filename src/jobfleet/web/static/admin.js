@@ -109,7 +109,7 @@ var jfa = (function () {
           verdict.className = a.data.blocked ? 'bad' : 'ok';
           a.data.findings.forEach(function (f) {
             var row = document.createElement('tr'); row.className = 'finding';
-            [f.line, f.line_content, f.match_content, f.action === 2 ? words.block : words.warn, f.description]
+            [f.line, f.line_content, f.timed_out ? words.timedOut : f.match_content, f.action === 2 ? words.block : words.warn, f.description]
               .forEach(function (v) { var td = document.createElement('td'); td.textContent = v; row.appendChild(td); });
             out.appendChild(row);
           });
