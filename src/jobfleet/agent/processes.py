@@ -322,10 +322,18 @@ def _move(pid: int, cgroup: Path) -> None:
 
 def cgroup_pids(path: Path) -> list[int]:
     try:
-        with open(path / "cgroup.procs") as procs:
-            return [int(line) for line in procs if line.strip()]
+        fd = os.open(path / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return [int(pid) for pid in b"".join(chunks).split()]
 
 
 def kill_cgroup(path: Path) -> None:
