@@ -259,6 +259,33 @@ async def test_a_new_agent_kills_what_a_dead_one_left_in_its_cgroups(
     assert await wait_gone(marker) == []
 
 
+def test_an_emptied_task_cgroup_serves_a_later_task(work_dir: Path) -> None:
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    containment = processes.choose(processes.CGROUP, work_dir)
+    assert isinstance(containment, processes.CgroupContainment)
+    try:
+        containment.enter("a")
+        containment.home()
+        first = containment.path("a")
+        containment.release("a")
+        assert first.is_dir()  # empty, kept for the next task
+        containment.enter("b")
+        containment.home()
+        assert containment.path("b") == first
+        containment.release("b")
+        first.rmdir()  # as another agent, starting, removes cgroups that hold nothing
+        containment.enter("c")
+        try:
+            assert os.getpid() in processes.cgroup_pids(containment.path("c"))
+        finally:
+            containment.home()
+        containment.release("c")
+    finally:
+        containment.close()
+    assert not containment.base.exists()
+
+
 def test_killing_a_task_being_started_spares_the_agent(tmp_path: Path) -> None:
     """From the move into a task's cgroup until its spawn returns, the agent is in that
     cgroup; a kill of the task then (a terminate, the agent's stop) must not kill the
