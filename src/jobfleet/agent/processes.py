@@ -283,10 +283,11 @@ class CgroupContainment(Containment):
         return [CGROUP, str(self.base)]
 
     def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for path in idle:
+        made = [*self._idle, *self._tasks.values()]
+        self._idle = []
+        for path in made:
             with contextlib.suppress(OSError):
-                path.rmdir()
+                path.rmdir()  # the kernel refuses while a process is in it
         with contextlib.suppress(OSError):
             self.base.rmdir()
 
