@@ -174,14 +174,16 @@ async def test_cgroup_catches_a_daemon_that_drops_its_environment(
         result = await executor.run(spec(script, timeout=1), ignore)
         assert result.status == HostStatus.SCRIPT_TIMEOUT
         assert await wait_gone(marker) == []
-        assert [p.name for p in executor_cgroups(executor)] == []
+        assert executor_cgroups(executor) == []
     finally:
         executor.close()
 
 
 def executor_cgroups(executor: ProcessExecutor) -> list[Path]:
+    """The executor's task cgroups that hold a process (empty ones wait for a task)."""
     base = executor._containment.base  # type: ignore[attr-defined]
-    return [p for p in base.iterdir() if p.is_dir()] if base.exists() else []
+    found = [p for p in base.iterdir() if p.is_dir()] if base.exists() else []
+    return [p for p in found if processes.cgroup_pids(p)]
 
 
 async def test_deliberate_background_process_survives_a_normal_end(
@@ -193,7 +195,7 @@ async def test_deliberate_background_process_survives_a_normal_end(
         assert result.status == HostStatus.SUCCESS
         await wait_for(marker, 1)
         if mode == processes.CGROUP:
-            # out of the task's cgroup, which is gone: the agent's death spares it
+            # out of the agent's cgroups: the agent's death spares it
             assert executor_cgroups(executor) == []
     finally:
         executor.close()
@@ -255,6 +257,33 @@ async def test_a_new_agent_kills_what_a_dead_one_left_in_its_cgroups(
     await wait_for(marker, 1)
     ProcessExecutor(work_dir, containment=processes.CGROUP).close()
     assert await wait_gone(marker) == []
+
+
+def test_an_emptied_task_cgroup_serves_a_later_task(work_dir: Path) -> None:
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    containment = processes.choose(processes.CGROUP, work_dir)
+    assert isinstance(containment, processes.CgroupContainment)
+    try:
+        containment.enter("a")
+        containment.home()
+        first = containment.path("a")
+        containment.release("a")
+        assert first.is_dir()  # empty, kept for the next task
+        containment.enter("b")
+        containment.home()
+        assert containment.path("b") == first
+        containment.release("b")
+        first.rmdir()  # as another agent, starting, removes cgroups that hold nothing
+        containment.enter("c")
+        try:
+            assert os.getpid() in processes.cgroup_pids(containment.path("c"))
+        finally:
+            containment.home()
+        containment.release("c")
+    finally:
+        containment.close()
+    assert not containment.base.exists()
 
 
 def test_killing_a_task_being_started_spares_the_agent(tmp_path: Path) -> None:

@@ -5,10 +5,11 @@ the default, ``cgroup`` or ``proc``):
 
 - ``cgroup``, where the host has cgroup v2 and the agent may make cgroups (root):
   each task runs in a cgroup of its own, ``<cgroup2 mount>/jobfleet/<agent key>/
-  task-<task>``. The agent steps into that cgroup for the instant of the fork, so the
-  script is born inside it and nothing it starts can leave — not ``setsid``, not a
-  double fork. Killing is one write to ``cgroup.kill`` (or, before Linux 5.14,
-  freezing the cgroup and killing what it lists).
+  task-<n>`` (kept, once empty, for a later task). The agent steps into that cgroup
+  for the instant of the fork, so the script is born inside it and nothing it starts
+  can leave — not ``setsid``, not a double fork. Killing is one write to
+  ``cgroup.kill`` (or, before Linux 5.14, freezing the cgroup and killing what it
+  lists).
 - ``proc`` elsewhere: the task's process group, its session, every descendant, and
   every process whose environment carries the task's tag (``JOBFLEET_TASK_TAG``, the
   agent key and the task id, set for every task and inherited by all it starts, which
@@ -57,6 +58,8 @@ _TOP = "jobfleet"
 # out of the task's cgroup, so that killing the agent's tasks spares them
 _LEFT = "left"
 _TASK_PREFIX = "task-"
+# empty task cgroups an agent keeps for its next tasks, at most
+_IDLE_CGROUPS = 64
 _EMPTY_WAIT = 5.0
 
 
@@ -173,6 +176,12 @@ class ProcContainment(Containment):
 
 
 class CgroupContainment(Containment):
+    """A cgroup per running task, under the agent's own.
+
+    A task's cgroup is taken from a pool of empty ones the agent made before and
+    goes back to it once the task has ended and nothing is left in it: making and
+    removing a cgroup for every task cost more than its script's spawn."""
+
     mode = CGROUP
 
     def __init__(self, base: Path, home_dir: Path) -> None:
@@ -180,6 +189,9 @@ class CgroupContainment(Containment):
         self.base = base
         self._home = home_dir
         self._left = base.parent / _LEFT
+        self._tasks: dict[str, Path] = {}
+        self._idle: list[Path] = []
+        self._made = 0
 
     @classmethod
     def create(cls, key: str) -> CgroupContainment:
@@ -197,12 +209,30 @@ class CgroupContainment(Containment):
         return cls(base, own_cgroup(mount))
 
     def path(self, task_id: str) -> Path:
-        return self.base / cgroup_name(task_id)
+        """The task's cgroup: the one it was given, else (a task of an earlier agent,
+        as the watchdog knows it) one named for it."""
+        return self._tasks.get(task_id) or self.base / cgroup_name(task_id)
 
     def enter(self, task_id: str) -> None:
-        path = self.path(task_id)
-        path.mkdir(parents=True, exist_ok=True)
-        _move(os.getpid(), path)
+        path = self._tasks.get(task_id)
+        if path is None:
+            path = self._tasks[task_id] = self._idle.pop() if self._idle else self._make()
+        try:
+            _move(os.getpid(), path)
+        except FileNotFoundError:
+            # another agent, starting, removed it (and perhaps ours) as idle
+            path.mkdir(parents=True, exist_ok=True)
+            _move(os.getpid(), path)
+
+    def _make(self) -> Path:
+        while True:
+            path = self.base / f"{_TASK_PREFIX}{self._made}"
+            self._made += 1
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                continue  # left by an earlier agent: not to be shared
 
     def home(self) -> None:
         _move(os.getpid(), self._home)
@@ -211,7 +241,8 @@ class CgroupContainment(Containment):
         path = self.path(task_id)
         self._step_out_of(path)
         kill_cgroup(path)
-        remove_cgroup(path)
+        if task_id not in self._tasks:
+            remove_cgroup(path)  # the task's own: no other task will use it
 
     def _step_out_of(self, path: Path) -> None:
         # the agent is in a task's cgroup while that task is being started (from the
@@ -220,7 +251,9 @@ class CgroupContainment(Containment):
             self.home()
 
     def release(self, task_id: str) -> None:
-        path = self.path(task_id)
+        given = self._tasks.pop(task_id, None)
+        path = given or self.path(task_id)
+        pids: list[int] = []
         for _ in range(_FREEZE_ROUNDS):
             pids = cgroup_pids(path)
             if not pids:
@@ -228,6 +261,9 @@ class CgroupContainment(Containment):
             for pid in pids:
                 with contextlib.suppress(OSError):
                     _move(pid, self._left)
+        if given is not None and not pids and len(self._idle) < _IDLE_CGROUPS:
+            self._idle.append(path)  # empty: the next task's
+            return
         with contextlib.suppress(OSError):
             path.rmdir()
 
@@ -237,7 +273,8 @@ class CgroupContainment(Containment):
         except OSError:
             return
         for path in names:
-            logger.warning("killing processes an earlier agent left cgroup=%s", path)
+            if cgroup_pids(path):
+                logger.warning("killing processes an earlier agent left cgroup=%s", path)
             self._step_out_of(path)
             kill_cgroup(path)
             remove_cgroup(path)
@@ -246,6 +283,11 @@ class CgroupContainment(Containment):
         return [CGROUP, str(self.base)]
 
     def close(self) -> None:
+        made = [*self._idle, *self._tasks.values()]
+        self._idle = []
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # the kernel refuses while a process is in it
         with contextlib.suppress(OSError):
             self.base.rmdir()
 
@@ -254,8 +296,9 @@ class CgroupContainment(Containment):
 
 
 def _remove_idle_agents(top: Path) -> None:
-    """Remove agents' cgroups that hold nothing: the kernel refuses to remove one with
-    processes or task cgroups in it, and an agent remakes its own before each task."""
+    """Remove agents' cgroups that hold nothing, with the empty task cgroups they kept:
+    the kernel refuses to remove a cgroup with processes or cgroups in it, and an agent
+    remakes its own when it starts."""
     try:
         entries = list(top.iterdir())
     except OSError:
@@ -263,20 +306,35 @@ def _remove_idle_agents(top: Path) -> None:
     for entry in entries:
         if entry.name.startswith("agent-") and entry.is_dir():
             with contextlib.suppress(OSError):
+                for task in entry.iterdir():
+                    if task.name.startswith(_TASK_PREFIX):
+                        with contextlib.suppress(OSError):
+                            task.rmdir()
                 entry.rmdir()
 
 
 def _move(pid: int, cgroup: Path) -> None:
-    with open(cgroup / "cgroup.procs", "w") as procs:
-        procs.write(str(pid))
+    fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"%d" % pid)
+    finally:
+        os.close(fd)
 
 
 def cgroup_pids(path: Path) -> list[int]:
     try:
-        with open(path / "cgroup.procs") as procs:
-            return [int(line) for line in procs if line.strip()]
+        fd = os.open(path / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return [int(pid) for pid in b"".join(chunks).split()]
 
 
 def kill_cgroup(path: Path) -> None:

@@ -1,9 +1,11 @@
 """The agent's watchdog: kills the agent's running tasks when the agent dies.
 
 One small process per agent (not per task), started by the executor with the read
-end of a pipe whose write end only the agent holds. The agent writes a line when a
-task starts and when it ends; when the pipe reaches end of file — the agent exited,
-crashed or was SIGKILLed — the watchdog kills every task still running, then exits.
+end of a pipe whose write end only the agent holds. When the pipe reaches end of
+file — the agent exited, crashed or was SIGKILLed — the watchdog kills every task
+still running, then exits. With a cgroup per task it finds them all under the
+agent's cgroup; with process tracking the agent writes it a line when a task starts
+and when it ends.
 It ignores the signals a terminal or a service manager sends to the agent's group,
 so that stopping the agent does not stop it first.
 
@@ -36,17 +38,25 @@ logger = logging.getLogger("jobfleet.agent.watchdog")
 class Watchdog:
     """The agent's one watchdog process (see :mod:`jobfleet.agent.watchdog`).
 
-    Started with the first task; told of each task's start and end over a pipe.
-    If it dies it is started again, and told what runs."""
+    Started with the first task. If it dies it is started again. With process
+    tracking it is told of each task's start and end over the pipe, and a new one is
+    told what runs; a cgroup per task needs no news: at the agent's death every task
+    cgroup of the agent is killed (three pipe writes per task, each waking the
+    watchdog, cost more of the agent's time than the move into the cgroup)."""
 
     def __init__(self, containment: Containment) -> None:
         self._containment = containment
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
         self._running: dict[str, int | None] = {}
+        self._told = containment.mode != CGROUP
 
     def started(self, task_id: str, pgid: int | None, *, may_start: bool = False) -> None:
         """``may_start``: the caller is about to spawn (the agent may fork now)."""
+        if not self._told:
+            if may_start and not self._alive():
+                self._start()
+            return
         self._running[task_id] = pgid
         self._send({"op": "+", "id": task_id, "pgid": pgid}, may_start)
 
@@ -64,8 +74,11 @@ class Watchdog:
                 self._proc.wait(timeout=KILL_WAIT)
             self._proc = None
 
+    def _alive(self) -> bool:
+        return self._fd >= 0 and self._proc is not None and self._proc.poll() is None
+
     def _send(self, event: dict[str, object], may_start: bool) -> None:
-        if self._fd >= 0 and self._proc is not None and self._proc.poll() is None:
+        if self._alive():
             try:
                 write_all(self._fd, json.dumps(event).encode() + b"\n")
                 return
@@ -149,7 +162,8 @@ def watch(fd: int, containment: Containment) -> int:
                 logger.warning("watchdog ignored a bad line")
     for task_id, pgid in running.items():
         containment.kill(task_id, pgid)
-    # in a cgroup, a task that was being started when the agent died is there too
+    # in a cgroup, every task is there (also one that was being started when the
+    # agent died): the agent tells of none
     containment.sweep()
     containment.close()
     if running:
