@@ -162,3 +162,17 @@ async def test_server_survives_garbage(running: Running) -> None:
             resp = await http.post(path, content=b"\x00\xff" * 100)
             assert resp.json()["result"] is False
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_history_filters_of_the_wrong_type_are_refused(running: Running) -> None:
+    """``operator`` and ``name`` are text: anything else is 1241005, never an internal error."""
+    window = {"bk_biz_id": 2, "create_time_start": 1, "create_time_end": 2}
+    for field in ("operator", "name"):
+        for value in ({"a": 1}, [1, 2], 1.5):
+            answer = await running.wire.v3("get_job_instance_list", {**window, field: value})
+            assert (answer["result"], answer["code"]) == (False, 1241005), (field, value, answer)
+            assert field in answer["message"], answer
+    # a number is the text of its digits, as in the query string
+    for field in ("operator", "name"):
+        answer = await running.wire.v3("get_job_instance_list", {**window, field: 5})
+        assert answer["result"] is True and answer["data"]["total"] == 0, answer
