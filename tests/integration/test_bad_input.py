@@ -176,3 +176,32 @@ async def test_history_filters_of_the_wrong_type_are_refused(running: Running) -
     for field in ("operator", "name"):
         answer = await running.wire.v3("get_job_instance_list", {**window, field: 5})
         assert answer["result"] is True and answer["data"]["total"] == 0, answer
+
+
+async def test_a_scope_id_is_read_in_normal_form(running: Running) -> None:
+    """``bk_scope_id`` "02" is business 2: a job started so is found under business 2
+    (and a user of business 2 may start it); ids int() would read but bk-job would not
+    (other scripts' digits, "2_0", true, 2.5) are refused."""
+    await running.start_agents(["127.0.0.2"])
+    started = await running.wire.v3("fast_execute_script", {
+        **body(bk_biz_id=None), "bk_scope_type": "biz", "bk_scope_id": "02"})
+    assert started["result"], started
+    job_id = started["data"]["job_instance_id"]
+    data = await running.wire.wait(job_id)
+    assert (data["job_instance"]["bk_scope_id"], data["job_instance"]["status"]) == ("2", 3)
+    listing = await running.wire.v3("get_job_instance_list", {
+        "bk_biz_id": 2, "create_time_start": 1, "create_time_end": 2, "job_instance_id": job_id},
+        method="GET")
+    assert [j["job_instance_id"] for j in listing["data"]["data"]] == [job_id], listing
+    await running.server.identity.ensure_user("bob")
+    await running.server.identity.grant("bob", "biz", "2")
+    as_bob = await running.wire.post("/api/bk-job/prod/api/v3/get_job_instance_status", {
+        "bk_scope_type": "biz", "bk_scope_id": " +02 ", "job_instance_id": job_id},
+        headers=running.wire.headers(bk_username="bob"))
+    assert as_bob["result"], as_bob
+    for scope in ({"bk_scope_type": "biz", "bk_scope_id": "\u0662"},
+                  {"bk_scope_type": "biz", "bk_scope_id": "2_0"},
+                  {"bk_biz_id": True}, {"bk_biz_id": 2.5}, {"bk_biz_id": "\u0662"}):
+        answer = await running.wire.v3("get_job_instance_status",
+                                       {**scope, "job_instance_id": job_id})
+        assert (answer["result"], answer["code"]) == (False, 1241005), (scope, answer)
