@@ -131,3 +131,25 @@ async def test_terminate_during_the_upload_sends_nothing(running: Running,
     assert data["job_instance"]["status"] == 11
     assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] == 403
     assert not (tmp_path / "out").exists()
+
+
+async def test_speed_limits_past_the_bound_are_refused_and_the_largest_works(
+        running: Running, tmp_path: Path) -> None:
+    """A limit in MB/s whose bytes a second pass 64 bits could not be sent to the agent,
+    and the agent's connection stopped carrying anything at all: such a limit is refused;
+    the largest one allowed moves the file, and so does a job after it."""
+    await running.start_agents([SRC, DST])
+    (tmp_path / "f.txt").write_text("payload")
+    for field in ("upload_speed_limit", "download_speed_limit"):
+        answer = await running.wire.v3("fast_transfer_file", transfer_body(
+            [f"{tmp_path}/f.txt"], [SRC], [DST], f"{tmp_path}/no/", **{field: 2**62}))
+        assert (answer["result"], answer["code"]) == (False, 1241010), answer
+        assert field in answer["message"], answer
+    largest = 2**31 - 1
+    for out, extra in (("big", {"upload_speed_limit": largest,
+                                "download_speed_limit": largest}), ("after", {})):
+        _sub, data = await run_transfer(running, transfer_body(
+            [f"{tmp_path}/f.txt"], [SRC], [DST], f"{tmp_path}/{out}/", **extra))
+        assert data["job_instance"]["status"] == 3, data
+        assert (tmp_path / out / "f.txt").read_text() == "payload"
+    assert not (tmp_path / "no").exists()
