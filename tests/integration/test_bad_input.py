@@ -205,3 +205,15 @@ async def test_a_scope_id_is_read_in_normal_form(running: Running) -> None:
         answer = await running.wire.v3("get_job_instance_status",
                                        {**scope, "job_instance_id": job_id})
         assert (answer["result"], answer["code"]) == (False, 1241005), (scope, answer)
+
+
+async def test_a_nul_in_the_credentials_header_is_a_wrong_credential(running: Running) -> None:
+    """The header's JSON can spell a NUL, which PostgreSQL cannot compare: 401 on both
+    backends, never an internal error."""
+    path = "/api/bk-job/prod/api/v3/get_job_instance_list"
+    for field in ("bk_app_code", "bk_username"):
+        resp = await running.wire.http.get(
+            path, params={"bk_biz_id": 2, "create_time_start": 1, "create_time_end": 2},
+            headers=running.wire.headers(**{field: "ad\x00min"}))
+        assert resp.status_code == 401 and resp.json()["code"] == 1240005, (field, resp.text)
+        assert field in resp.json()["message"], resp.text
