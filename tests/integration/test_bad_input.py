@@ -217,3 +217,22 @@ async def test_a_nul_in_the_credentials_header_is_a_wrong_credential(running: Ru
             headers=running.wire.headers(**{field: "ad\x00min"}))
         assert resp.status_code == 401 and resp.json()["code"] == 1240005, (field, resp.text)
         assert field in resp.json()["message"], resp.text
+
+
+async def test_a_callback_url_longer_than_its_column_is_refused(running: Running) -> None:
+    """PostgreSQL keeps callback_url in 1,024 characters: a longer one was an internal
+    error there; on both backends it is refused like any bad callback_url."""
+    await running.server.inventory.add(2, "127.0.0.2")
+    longest = "http://127.0.0.1:9/" + "a" * (1024 - 19)
+    for url, code in ((longest + "a", 1240003), (longest, 0)):
+        answer = await running.wire.v3("fast_execute_script", body(callback_url=url,
+                                                                   start_task=False))
+        assert answer["code"] == code, answer
+        pushed = await running.wire.v3("push_config_file", {
+            "bk_biz_id": 2, "file_target_path": "/tmp/x", "account_alias": "root",
+            "target_server": {"ip_list": [{"ip": "127.0.0.2", "bk_cloud_id": 0}]},
+            "file_list": [{"file_name": "a", "content": b64("x")}], "callback_url": url,
+            "start_task": False})
+        assert pushed["code"] == code, pushed
+    assert "callback_url" in (await running.wire.v3(
+        "fast_execute_script", body(callback_url=longest + "a")))["message"]
