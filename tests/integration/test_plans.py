@@ -246,6 +246,37 @@ async def test_manual_confirmation(running: Running) -> None:
     assert [s["status"] for s in done["step_instance_list"]] == [3, 13, 1]
 
 
+async def test_two_approvers_confirming_at_once_are_both_counted(running: Running) -> None:
+    """Every approver must confirm (approval_type 2): two confirmations that arrive
+    together both count, and the job goes on; neither is lost to the other's write."""
+    await running.start_agents([A])
+    wire = running.wire
+    await wire.post("/api/jobfleet/v1/users", {"username": "bob"})
+    await wire.post("/api/jobfleet/v1/users/bob/grants", {"scope_type": "biz", "scope_id": "2"})
+    plan_id, _ = await make_plan(running, [
+        {"name": "both of you?", "type": 3, "approval_info": {
+            "approval_type": 2, "approval_user": {"user_list": ["admin", "bob"]}}},
+        script("after", "echo after\n", hosts(A)),
+    ], [])
+    for _ in range(8):
+        job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+
+        async def waiting(job_id: int = job_id) -> dict[str, Any] | None:
+            data = await wire.status(job_id)
+            return data if data["job_instance"]["status"] == 7 else None
+
+        data = await eventually(waiting, timeout=30)
+        op = {"bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 6,
+              "step_instance_id": data["step_instance_list"][0]["step_instance_id"]}
+        answers = await asyncio.gather(
+            wire.post("/api/bk-job/prod/api/v3/operate_step_instance", op),
+            wire.post("/api/bk-job/prod/api/v3/operate_step_instance", op,
+                      headers=wire.headers(bk_username="bob")))
+        assert all(a["result"] for a in answers), answers
+        done = await wire.wait(job_id, timeout=15)
+        assert [s["status"] for s in done["step_instance_list"]] == [3, 3], done
+
+
 async def test_confirmation_survives_a_restart_of_the_runner(running: Running) -> None:
     """The decision lives in the store: a runner that starts over finds the step waiting."""
     await running.start_agents([A])
