@@ -134,19 +134,27 @@ async def operate_step_instance(call: Call) -> dict[str, Any]:
 
         changed = await jobs.change_step_if(step.id, waiting, confirm)
     elif operation == StepOperation.CONFIRM_TERMINATE:
-        config["terminated_by"] = call.caller.username
-        config["confirm_reason"] = reason
-        changed = await jobs.update_step_if(
-            step.id,
-            waiting,
-            status=int(RunStatus.CONFIRM_TERMINATED),
-            end_time=now,
-            total_time=now - started,
-            config=config,
-        )
+
+        def terminate(current: Any) -> dict[str, Any]:
+            fresh = dict(current.config or {})
+            fresh["terminated_by"] = call.caller.username
+            fresh["confirm_reason"] = reason
+            return {
+                "status": int(RunStatus.CONFIRM_TERMINATED),
+                "end_time": now,
+                "total_time": now - started,
+                "config": fresh,
+            }
+
+        changed = await jobs.change_step_if(step.id, waiting, terminate)
     elif operation == StepOperation.CONFIRM_RESTART:
-        config["notified"] = int(config.get("notified") or 0) + 1
-        changed = await jobs.update_step_if(step.id, waiting, config=config)
+
+        def renotify(current: Any) -> dict[str, Any]:
+            fresh = dict(current.config or {})
+            fresh["notified"] = int(fresh.get("notified") or 0) + 1
+            return {"config": fresh}
+
+        changed = await jobs.change_step_if(step.id, waiting, renotify)
         if changed:
             call.services.engine.confirm_waiting(job, await jobs.step(step.id))
     else:
