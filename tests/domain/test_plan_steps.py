@@ -121,6 +121,11 @@ def test_a_file_step() -> None:
                                    timeout=30)], [])
     info = step["file_info"]
     assert info["source_speed_limit"] == 5 and info["destination_speed_limit"] == 7
+    # in bytes a second a limit must fit 64 bits, as every message to an agent must
+    for field in ("source_speed_limit", "destination_speed_limit"):
+        assert code_of([transfer(**{field: 2**31})], []) == ErrorCode.INVALID_PARAM_WITH_REASON
+        [fast] = parse_steps([transfer(**{field: 2**31 - 1})], [])
+        assert fast["file_info"][field] == 2**31 - 1
     assert info["transfer_mode"] == 2 and info["timeout"] == 30
     assert info["file_destination"] == {"path": "/tmp/in", "account": {"alias": "root"},
                                         "server": HOSTS}

@@ -77,6 +77,27 @@ async def test_a_closed_connection_sends_nothing_and_a_failed_socket_closes_it()
     await failing.close()
 
 
+async def test_a_message_that_does_not_encode_leaves_the_connection_open() -> None:
+    """An integer past 64 bits (a file step's speed limit in bytes) cannot be sent: that
+    message is dropped, and the agent still gets every other one."""
+    wire = Wire()
+    conn = AgentConnection("a1", 1, wire.send)
+    conn.send({"t": "files", "speed_limit": 2**82})
+    await asyncio.sleep(0)
+    wire.gate.clear()
+    conn.send({"t": "run", "n": 1})
+    await asyncio.sleep(0)
+    conn.send({"t": "files", "speed_limit": 2**82})
+    conn.send({"t": "run", "n": 2})
+    wire.gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not conn.closed
+    conn.send({"t": "run", "n": 3})
+    await conn.close()
+    assert wire.frames == [{"t": "run", "n": 1}, {"t": "run", "n": 2}, {"t": "run", "n": 3}]
+
+
 async def test_hang_up_closes_the_socket_too() -> None:
     hung: list[bool] = []
 

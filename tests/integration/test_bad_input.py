@@ -162,3 +162,77 @@ async def test_server_survives_garbage(running: Running) -> None:
             resp = await http.post(path, content=b"\x00\xff" * 100)
             assert resp.json()["result"] is False
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_history_filters_of_the_wrong_type_are_refused(running: Running) -> None:
+    """``operator`` and ``name`` are text: anything else is 1241005, never an internal error."""
+    window = {"bk_biz_id": 2, "create_time_start": 1, "create_time_end": 2}
+    for field in ("operator", "name"):
+        for value in ({"a": 1}, [1, 2], 1.5):
+            answer = await running.wire.v3("get_job_instance_list", {**window, field: value})
+            assert (answer["result"], answer["code"]) == (False, 1241005), (field, value, answer)
+            assert field in answer["message"], answer
+    # a number is the text of its digits, as in the query string
+    for field in ("operator", "name"):
+        answer = await running.wire.v3("get_job_instance_list", {**window, field: 5})
+        assert answer["result"] is True and answer["data"]["total"] == 0, answer
+
+
+async def test_a_scope_id_is_read_in_normal_form(running: Running) -> None:
+    """``bk_scope_id`` "02" is business 2: a job started so is found under business 2
+    (and a user of business 2 may start it); ids int() would read but bk-job would not
+    (other scripts' digits, "2_0", true, 2.5) are refused."""
+    await running.start_agents(["127.0.0.2"])
+    started = await running.wire.v3("fast_execute_script", {
+        **body(bk_biz_id=None), "bk_scope_type": "biz", "bk_scope_id": "02"})
+    assert started["result"], started
+    job_id = started["data"]["job_instance_id"]
+    data = await running.wire.wait(job_id)
+    assert (data["job_instance"]["bk_scope_id"], data["job_instance"]["status"]) == ("2", 3)
+    listing = await running.wire.v3("get_job_instance_list", {
+        "bk_biz_id": 2, "create_time_start": 1, "create_time_end": 2, "job_instance_id": job_id},
+        method="GET")
+    assert [j["job_instance_id"] for j in listing["data"]["data"]] == [job_id], listing
+    await running.server.identity.ensure_user("bob")
+    await running.server.identity.grant("bob", "biz", "2")
+    as_bob = await running.wire.post("/api/bk-job/prod/api/v3/get_job_instance_status", {
+        "bk_scope_type": "biz", "bk_scope_id": " +02 ", "job_instance_id": job_id},
+        headers=running.wire.headers(bk_username="bob"))
+    assert as_bob["result"], as_bob
+    for scope in ({"bk_scope_type": "biz", "bk_scope_id": "\u0662"},
+                  {"bk_scope_type": "biz", "bk_scope_id": "2_0"},
+                  {"bk_biz_id": True}, {"bk_biz_id": 2.5}, {"bk_biz_id": "\u0662"}):
+        answer = await running.wire.v3("get_job_instance_status",
+                                       {**scope, "job_instance_id": job_id})
+        assert (answer["result"], answer["code"]) == (False, 1241005), (scope, answer)
+
+
+async def test_a_nul_in_the_credentials_header_is_a_wrong_credential(running: Running) -> None:
+    """The header's JSON can spell a NUL, which PostgreSQL cannot compare: 401 on both
+    backends, never an internal error."""
+    path = "/api/bk-job/prod/api/v3/get_job_instance_list"
+    for field in ("bk_app_code", "bk_username"):
+        resp = await running.wire.http.get(
+            path, params={"bk_biz_id": 2, "create_time_start": 1, "create_time_end": 2},
+            headers=running.wire.headers(**{field: "ad\x00min"}))
+        assert resp.status_code == 401 and resp.json()["code"] == 1240005, (field, resp.text)
+        assert field in resp.json()["message"], resp.text
+
+
+async def test_a_callback_url_longer_than_its_column_is_refused(running: Running) -> None:
+    """PostgreSQL keeps callback_url in 1,024 characters: a longer one was an internal
+    error there; on both backends it is refused like any bad callback_url."""
+    await running.server.inventory.add(2, "127.0.0.2")
+    longest = "http://127.0.0.1:9/" + "a" * (1024 - 19)
+    for url, code in ((longest + "a", 1240003), (longest, 0)):
+        answer = await running.wire.v3("fast_execute_script", body(callback_url=url,
+                                                                   start_task=False))
+        assert answer["code"] == code, answer
+        pushed = await running.wire.v3("push_config_file", {
+            "bk_biz_id": 2, "file_target_path": "/tmp/x", "account_alias": "root",
+            "target_server": {"ip_list": [{"ip": "127.0.0.2", "bk_cloud_id": 0}]},
+            "file_list": [{"file_name": "a", "content": b64("x")}], "callback_url": url,
+            "start_task": False})
+        assert pushed["code"] == code, pushed
+    assert "callback_url" in (await running.wire.v3(
+        "fast_execute_script", body(callback_url=longest + "a")))["message"]

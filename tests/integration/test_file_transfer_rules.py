@@ -179,3 +179,25 @@ async def test_the_step_timeout_stops_a_download_under_way(running: Running,
     [host] = data["step_instance_list"][0]["step_ip_result_list"]
     assert host["status"] == 303, host
     assert not out.exists() or list(out.iterdir()) == []
+
+
+async def test_speed_limits_past_the_bound_are_refused_and_the_largest_works(
+        running: Running, tmp_path: Path) -> None:
+    """A limit in MB/s whose bytes a second pass 64 bits could not be sent to the agent,
+    and the agent's connection stopped carrying anything at all: such a limit is refused;
+    the largest one allowed moves the file, and so does a job after it."""
+    await running.start_agents([SRC, DST])
+    (tmp_path / "f.txt").write_text("payload")
+    for field in ("upload_speed_limit", "download_speed_limit"):
+        answer = await running.wire.v3("fast_transfer_file", transfer_body(
+            [f"{tmp_path}/f.txt"], [SRC], [DST], f"{tmp_path}/no/", **{field: 2**62}))
+        assert (answer["result"], answer["code"]) == (False, 1241010), answer
+        assert field in answer["message"], answer
+    largest = 2**31 - 1
+    for out, extra in (("big", {"upload_speed_limit": largest,
+                                "download_speed_limit": largest}), ("after", {})):
+        _sub, data = await run_transfer(running, transfer_body(
+            [f"{tmp_path}/f.txt"], [SRC], [DST], f"{tmp_path}/{out}/", **extra))
+        assert data["job_instance"]["status"] == 3, data
+        assert (tmp_path / out / "f.txt").read_text() == "payload"
+    assert not (tmp_path / "no").exists()

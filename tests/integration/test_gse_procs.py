@@ -415,3 +415,21 @@ async def test_an_account_signals_and_writes_only_what_it_may(running: Running) 
             victim.kill()
         await victim.wait()
         shutil.rmtree(setup, ignore_errors=True)
+
+
+async def test_a_host_named_twice_is_operated_on_once(running: Running, tmp_path: Path) -> None:
+    """Two agent ids of one host ("0:ip", "00:ip") are one target; the same process on one
+    host in two operations of a request is refused, never an internal error."""
+    await running.start_agents(IPS[:1])
+    twice = proc_request(tmp_path, 2, IPS[:1])
+    twice["agent_id_list"] = [f"0:{IPS[0]}", f"00:{IPS[0]}"]
+    results = await operate(running, twice)
+    assert list(results) == [f"0:{IPS[0]}:nodeman:daemon"], results
+    assert next(iter(results.values()))["error_code"] == 0, results
+    again = await running.wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        proc_request(tmp_path, 2, IPS[:1]), proc_request(tmp_path, 1, IPS[:1])]})
+    assert (again["result"], again["code"]) == (False, 1241010), again
+    assert "proc_operate_req[1]" in again["message"], again
+    status = await running.wire.post(f"{V2}/proc/get_proc_status_v2", {
+        "meta": twice["meta"], "agent_id_list": twice["agent_id_list"]})
+    assert [i["bk_agent_id"] for i in status["data"]["proc_infos"]] == [f"0:{IPS[0]}"], status

@@ -246,6 +246,58 @@ async def test_manual_confirmation(running: Running) -> None:
     assert [s["status"] for s in done["step_instance_list"]] == [3, 13, 1]
 
 
+async def test_decisions_on_a_confirmation_at_once_are_all_kept(running: Running) -> None:
+    """Every approver must confirm (approval_type 2): two confirmations that arrive
+    together both count, and the job goes on; a confirmation and a termination together
+    both stay on record. None is lost to another's write of the step."""
+    await running.start_agents([A])
+    wire = running.wire
+    await wire.post("/api/jobfleet/v1/users", {"username": "bob"})
+    await wire.post("/api/jobfleet/v1/users/bob/grants", {"scope_type": "biz", "scope_id": "2"})
+    plan_id, _ = await make_plan(running, [
+        {"name": "both of you?", "type": 3, "approval_info": {
+            "approval_type": 2, "approval_user": {"user_list": ["admin", "bob"]}}},
+        script("after", "echo after\n", hosts(A)),
+    ], [])
+    job_id = 0
+
+    async def waiting() -> dict[str, Any] | None:
+        data = await wire.status(job_id)
+        return data if data["job_instance"]["status"] == 7 else None
+
+    for _ in range(8):
+        job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+        data = await eventually(waiting, timeout=30)
+        op = {"bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 6,
+              "step_instance_id": data["step_instance_list"][0]["step_instance_id"]}
+        answers = await asyncio.gather(
+            wire.post("/api/bk-job/prod/api/v3/operate_step_instance", op),
+            wire.post("/api/bk-job/prod/api/v3/operate_step_instance", op,
+                      headers=wire.headers(bk_username="bob")))
+        assert all(a["result"] for a in answers), answers
+        done = await wire.wait(job_id, timeout=15)
+        assert [s["status"] for s in done["step_instance_list"]] == [3, 3], done
+    # a confirmation and a termination at once: the one that came first stays on record
+    for _ in range(8):
+        job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+        data = await eventually(waiting, timeout=30)
+        step_id = data["step_instance_list"][0]["step_instance_id"]
+        op = {"bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id}
+        confirmed, stopped = await asyncio.gather(
+            wire.post("/api/bk-job/prod/api/v3/operate_step_instance",
+                      {**op, "operation_code": 6}),
+            wire.post("/api/bk-job/prod/api/v3/operate_step_instance",
+                      {**op, "operation_code": 9}, headers=wire.headers(bk_username="bob")))
+        assert stopped["result"], stopped
+        await wire.wait(job_id, timeout=15)
+        async with running.server.db.connect() as conn:
+            config = (await conn.execute(select(step_instances.c.config).where(
+                step_instances.c.id == step_id))).scalar_one()
+        assert config["terminated_by"] == "bob", config
+        assert (config.get("confirmed_by") == ["admin"]) == confirmed["result"], (confirmed,
+                                                                                  config)
+
+
 async def test_confirmation_survives_a_restart_of_the_runner(running: Running) -> None:
     """The decision lives in the store: a runner that starts over finds the step waiting."""
     await running.start_agents([A])

@@ -58,6 +58,15 @@ class Caller:
         return biz_ids is not None and self.app.may_touch(biz_ids)
 
 
+def _refuse_nul(value: str, name: str) -> None:
+    """The header's JSON may spell a NUL (``\\u0000``), which no user or app name holds
+    and PostgreSQL cannot even compare: refused as a wrong credential."""
+    if "\x00" in value:
+        raise JobError(
+            ErrorCode.SERVICE_AUTH_FAIL, f"{name} holds a NUL character", http_status=401
+        )
+
+
 def app_refused(app: App, what: str) -> JobError:
     return JobError(ErrorCode.PERMISSION_DENIED, f"App {app.app_code!r} {what}")
 
@@ -135,6 +144,7 @@ class Authenticator:
                 f"App {app_code!r}: missing app secret (bk_app_secret)",
                 http_status=401,
             )
+        _refuse_nul(app_code, "bk_app_code")
         app = await self._check_app(app_code, secret, request.client.host if request.client else "")
         username = (
             fields.get("bk_username")
@@ -148,6 +158,7 @@ class Authenticator:
                     "Missing user: send bk_username in X-Bkapi-Authorization",
                 )
             username = ""
+        _refuse_nul(username, "bk_username")
         if username and not app.may_name(username):
             raise app_refused(app, f"may not act for user {username!r}")
         caller = Caller(app_code, await self._user(username), app)

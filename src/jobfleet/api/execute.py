@@ -26,10 +26,18 @@ from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatu
 from jobfleet.domain.targets import parse_target
 from jobfleet.engine.submit import ScriptRequest
 
+# the column that keeps it (and the outbox's target) holds this many characters
+MAX_CALLBACK_URL = 1024
+
 
 def check_callback_url(value: str | None) -> str | None:
     if not value:
         return None
+    if len(value) > MAX_CALLBACK_URL:
+        raise JobError(
+            ErrorCode.BAD_REQUEST,
+            f"callback_url is longer than {MAX_CALLBACK_URL} characters",
+        )
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         raise JobError(

@@ -334,7 +334,14 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
             ErrorCode.HOST_INVALID,
             f"Unknown agents, or agents of businesses you may not use: {', '.join(missing[:10])}",
         )
-    return found
+    # a host named twice ("0:10.0.0.1" and its bk_agent_id, or "00:10.0.0.1") is one host
+    seen: set[int] = set()
+    unique: dict[str, Host] = {}
+    for agent_id, host in found.items():
+        if host.bk_host_id not in seen:
+            seen.add(host.bk_host_id)
+            unique[agent_id] = host
+    return unique
 
 
 async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
@@ -344,6 +351,8 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
         raise JobError.invalid(name, "more than 100 operations")
     operations: list[ProcOperation] = []
     biz_ids: set[int] = set()
+    # one operation per process per host: a task stores one result for each
+    taken: set[tuple[int, str, str]] = set()
     for i, item in enumerate(items):
         where = f"{name}[{i}]"
         if not isinstance(item, dict):
@@ -354,6 +363,15 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
         starts = op in (protocol.PROC_START, protocol.PROC_RESTART, protocol.PROC_DELEGATE)
         spec = _spec(item, where, need=starts)
         hosts = await _targets(call, item, where)
+        for agent_id, host in hosts.items():
+            key = (host.bk_host_id, spec["namespace"], spec["name"])
+            if key in taken:
+                raise JobError.invalid(
+                    where,
+                    f"process {spec['namespace']}/{spec['name']} on agent {agent_id} is "
+                    "already operated on in this request",
+                )
+            taken.add(key)
         businesses = {h.bk_biz_id for h in hosts.values()}
         await check_account(call.services.accounts, op, spec, businesses, where)
         biz_ids.update(businesses)

@@ -118,28 +118,43 @@ async def operate_step_instance(call: Call) -> dict[str, Any]:
     started = step.start_time or now
     waiting = int(RunStatus.WAITING_USER)
     if operation == StepOperation.CONFIRM_CONTINUE:
-        confirmed = list(dict.fromkeys([*(config.get("confirmed_by") or []), call.caller.username]))
-        config["confirmed_by"] = confirmed
-        config["confirm_reason"] = reason
-        done = info.get("approval_type") != APPROVE_ALL or _approvers(job, info) <= set(confirmed)
-        values: dict[str, Any] = {"config": config}
-        if done:
-            values.update(status=int(RunStatus.SUCCESS), end_time=now, total_time=now - started)
-        changed = await jobs.update_step_if(step.id, waiting, **values)
+
+        def confirm(current: Any) -> dict[str, Any]:
+            # from the step as it is now: another approver may have confirmed meanwhile
+            fresh = dict(current.config or {})
+            confirmed = [*(fresh.get("confirmed_by") or []), call.caller.username]
+            fresh["confirmed_by"] = list(dict.fromkeys(confirmed))
+            fresh["confirm_reason"] = reason
+            values: dict[str, Any] = {"config": fresh}
+            if info.get("approval_type") != APPROVE_ALL or _approvers(job, info) <= set(
+                fresh["confirmed_by"]
+            ):
+                values.update(status=int(RunStatus.SUCCESS), end_time=now, total_time=now - started)
+            return values
+
+        changed = await jobs.change_step_if(step.id, waiting, confirm)
     elif operation == StepOperation.CONFIRM_TERMINATE:
-        config["terminated_by"] = call.caller.username
-        config["confirm_reason"] = reason
-        changed = await jobs.update_step_if(
-            step.id,
-            waiting,
-            status=int(RunStatus.CONFIRM_TERMINATED),
-            end_time=now,
-            total_time=now - started,
-            config=config,
-        )
+
+        def terminate(current: Any) -> dict[str, Any]:
+            fresh = dict(current.config or {})
+            fresh["terminated_by"] = call.caller.username
+            fresh["confirm_reason"] = reason
+            return {
+                "status": int(RunStatus.CONFIRM_TERMINATED),
+                "end_time": now,
+                "total_time": now - started,
+                "config": fresh,
+            }
+
+        changed = await jobs.change_step_if(step.id, waiting, terminate)
     elif operation == StepOperation.CONFIRM_RESTART:
-        config["notified"] = int(config.get("notified") or 0) + 1
-        changed = await jobs.update_step_if(step.id, waiting, config=config)
+
+        def renotify(current: Any) -> dict[str, Any]:
+            fresh = dict(current.config or {})
+            fresh["notified"] = int(fresh.get("notified") or 0) + 1
+            return {"config": fresh}
+
+        changed = await jobs.change_step_if(step.id, waiting, renotify)
         if changed:
             call.services.engine.confirm_waiting(job, await jobs.step(step.id))
     else:

@@ -10,7 +10,7 @@ from sqlalchemy import Row
 
 from jobfleet.api.auditing import audit_log_read
 from jobfleet.api.execute import job_in_scope
-from jobfleet.api.params import get_bool, get_int, get_list, need_int
+from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api
 from jobfleet.api.transfer import file_logs_for
 from jobfleet.api.views import host_result_views, job_view, list_item, step_view
@@ -246,8 +246,8 @@ async def get_job_instance_list(call: Call) -> dict[str, Any]:
     filters = {
         "job_instance_id": get_int(p, "job_instance_id"),
         "job_cron_id": get_int(p, "job_cron_id"),
-        "operator": p.get("operator") or None,
-        "name": p.get("name") or None,
+        "operator": get_str(p, "operator"),
+        "name": get_str(p, "name"),
         "launch_mode": get_int(p, "launch_mode"),
         "type": get_int(p, "type"),
         "status": get_int(p, "status"),

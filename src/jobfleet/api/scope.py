@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from jobfleet.api.auth import Caller, app_refused
@@ -11,22 +12,34 @@ from jobfleet.engine.submit import Scope
 from jobfleet.store.identity import IdentityStore
 
 BIZ_SET_RANGE = range(8_000_000, 10_000_000)
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+
+
+def _scope_number(value: Any, name: str) -> int:
+    """An id as bk-job reads it (a JSON integer, or its decimal text): not ``true``, not
+    ``2.5``, not other scripts' digits nor ``2_0``, which Python's ``int()`` would take."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        return int(value)
+    raise JobError.invalid(name)
 
 
 def scope_of(params: dict[str, Any]) -> tuple[str, str]:
+    """The scope a request names, its id in normal form (``"02"`` is business ``"2"``), so
+    that what it creates is found again under the scope as any other request names it."""
     scope_type = params.get("bk_scope_type")
     scope_id = params.get("bk_scope_id")
     if scope_type and scope_id not in (None, ""):
         if scope_type not in ScopeType.ALL:
             raise JobError.invalid("bk_scope_type")
-        return str(scope_type), str(scope_id).strip()
+        return str(scope_type), str(_scope_number(scope_id, "bk_scope_id"))
     biz = params.get("bk_biz_id")
     if biz in (None, ""):
         raise JobError.missing("bk_scope_type|bk_scope_id")
-    try:
-        biz_id = int(biz)
-    except (TypeError, ValueError):
-        raise JobError.invalid("bk_biz_id") from None
+    biz_id = _scope_number(biz, "bk_biz_id")
     return (ScopeType.BIZ_SET if biz_id in BIZ_SET_RANGE else ScopeType.BIZ), str(biz_id)
 
 
@@ -69,10 +82,7 @@ async def resolve_scope(
     identity: IdentityStore, caller: Caller, params: dict[str, Any], action: str
 ) -> Scope:
     scope_type, scope_id = scope_of(params)
-    try:
-        number = int(scope_id)
-    except ValueError:
-        raise JobError.invalid("bk_scope_id") from None
+    number = int(scope_id)
     if scope_type == ScopeType.BIZ:
         if number not in await identity.business_ids():
             raise JobError(ErrorCode.BIZ_NOT_EXIST, f"Business {number} does not exist")

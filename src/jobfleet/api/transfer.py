@@ -17,6 +17,7 @@ from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.paths import source_label
+from jobfleet.domain.plans import MAX_SPEED_LIMIT
 from jobfleet.domain.rolling import parse_rolling
 from jobfleet.domain.scripts import MAX_TASK_NAME, check_timeout, decode_base64
 from jobfleet.domain.status import ScopeType, TaskType
@@ -156,8 +157,8 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
         "target_path": target_path,
         "target_name": target_name,
         "transfer_mode": mode,
-        "upload_speed_limit": get_int(p, "upload_speed_limit"),
-        "download_speed_limit": get_int(p, "download_speed_limit"),
+        "upload_speed_limit": get_int(p, "upload_speed_limit", maximum=MAX_SPEED_LIMIT),
+        "download_speed_limit": get_int(p, "download_speed_limit", maximum=MAX_SPEED_LIMIT),
     }
     job_id, name, step_id = await submit_file(
         call.services.submitter,

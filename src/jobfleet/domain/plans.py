@@ -37,6 +37,9 @@ from jobfleet.domain.variables import MASK, Variable, apply_overrides
 
 MAX_STEPS = 100
 DEFAULT_TIMEOUT = 7200
+# a file step's speed limits, in MB/s: in bytes a second the largest still fits 64 bits
+# (and every message to an agent must)
+MAX_SPEED_LIMIT = 2**31 - 1
 # approval_type: 1 any one approver confirms, 2 all of them must
 APPROVE_ANY = 1
 APPROVE_ALL = 2
@@ -184,6 +187,13 @@ def _timeout(raw: Any, field: str) -> int:
     return value
 
 
+def _speed(raw: Any, field: str) -> int | None:
+    value = _int(raw, field)
+    if value is not None and value > MAX_SPEED_LIMIT:
+        raise _bad(field, f"at most {MAX_SPEED_LIMIT} MB/s")
+    return value
+
+
 def _file_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise JobError.missing(field)
@@ -245,11 +255,11 @@ def _file_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
             ),
         },
         "timeout": _timeout(raw.get("timeout"), field),
-        "source_speed_limit": _int(
+        "source_speed_limit": _speed(
             raw.get("source_speed_limit", raw.get("upload_speed_limit")),
             f"{field}.source_speed_limit",
         ),
-        "destination_speed_limit": _int(
+        "destination_speed_limit": _speed(
             raw.get("destination_speed_limit", raw.get("download_speed_limit")),
             f"{field}.destination_speed_limit",
         ),

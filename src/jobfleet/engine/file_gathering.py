@@ -23,6 +23,7 @@ from sqlalchemy import Row
 from jobfleet.domain import protocol
 from jobfleet.domain.paths import LOCAL_SOURCE, source_label
 from jobfleet.domain.pieces import PIECE_SIZE
+from jobfleet.domain.plans import MAX_SPEED_LIMIT
 from jobfleet.domain.status import HostStatus
 from jobfleet.engine.rpc import AgentRpc, AgentUnavailable
 from jobfleet.engine.seeding import SeedTicket, seed_transfer
@@ -133,8 +134,10 @@ class SourceFailure(Exception):
 
 
 def speed_limit(mb_per_second: Any) -> int | None:
+    """Bytes a second; a limit stored before limits were bounded is held to the bound,
+    so that the agent's message still encodes."""
     if isinstance(mb_per_second, int | float) and mb_per_second > 0:
-        return int(mb_per_second * MB)
+        return int(min(mb_per_second, MAX_SPEED_LIMIT) * MB)
     return None
 
 

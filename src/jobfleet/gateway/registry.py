@@ -76,8 +76,11 @@ class AgentConnection:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                frame = self._encode(batch)
+                if frame is None:
+                    continue
                 try:
-                    await self._send_frame(orjson.dumps(batch[0] if len(batch) == 1 else batch))
+                    await self._send_frame(frame)
                 except Exception as exc:  # the reader side sees the close and cleans up
                     log.info("agent_send_failed agent=%s error=%s", self.agent_id, exc)
                     self.closed = True
@@ -85,6 +88,31 @@ class AgentConnection:
                     return
         finally:
             self._flushing = None
+
+    def _encode(self, batch: list[Outgoing]) -> bytes | None:
+        """One frame of the batch. A message that does not encode (an integer past 64
+        bits) is dropped on its own: the socket is fine, and the agent's other messages
+        still go out on it."""
+        try:
+            return orjson.dumps(batch[0] if len(batch) == 1 else batch)
+        except orjson.JSONEncodeError:
+            pass
+        good = []
+        for message in batch:
+            try:
+                orjson.dumps(message)
+            except orjson.JSONEncodeError as exc:
+                log.error(
+                    "agent_message_unencodable agent=%s type=%s error=%s",
+                    self.agent_id,
+                    message.get("t") if isinstance(message, dict) else None,
+                    exc,
+                )
+            else:
+                good.append(message)
+        if not good:
+            return None
+        return orjson.dumps(good[0] if len(good) == 1 else good)
 
     async def hang_up(self) -> None:
         """Stop sending and close the socket itself (a revoked credential)."""

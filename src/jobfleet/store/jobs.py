@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,6 +333,27 @@ class JobStore(JobReads):
                 .values(**values)
             )
             return bool(res.rowcount)
+
+    async def change_step_if(
+        self, step_id: int, expected: int, change: Callable[[Row[Any]], dict[str, Any]]
+    ) -> bool:
+        """Write what ``change`` makes of the step as it is now, while its status is
+        ``expected``; False if it was not. The row is locked from the read to the write,
+        so that two requests that both change its config (two approvers confirming at
+        once) each see the other's change instead of overwriting it."""
+        where = step_instances.c.id == step_id
+        async with self.db.begin() as conn:
+            query = select(step_instances).where(where)
+            if self.db.is_sqlite:
+                # SQLite has no row locks: an update takes its one write lock now
+                await conn.execute(update(step_instances).where(where).values(id=step_id))
+            else:
+                query = query.with_for_update()
+            row = (await conn.execute(query)).first()
+            if row is None or row.status != expected:
+                return False
+            await conn.execute(update(step_instances).where(where).values(**change(row)))
+            return True
 
     async def update_job(self, job_id: int, **values: Any) -> None:
         async with self.db.begin() as conn:

@@ -64,7 +64,9 @@ class FastExecuteSql(Scoped):
     script_id: str | None = Field(None, description="a stored SQL script whose online version runs")
     script_content: str | None = Field(None, description="base64 of the SQL")
     target_server: Server | None = Field(None, description="the hosts whose client runs it")
-    callback_url: str | None = Field(None, description="http(s) URL called when the job ends")
+    callback_url: str | None = Field(
+        None, max_length=1024, description="http(s) URL called when the job ends"
+    )
     start_task: bool = Field(True, description="false: created waiting for operate_job_instance")
 
 
@@ -99,7 +101,9 @@ class PushConfigFile(Execution):
 class ExecuteJobPlan(Scoped):
     job_plan_id: int = Field(ge=1, le=INT64_MAX, description="the plan to run")
     global_var_list: list[GlobalVar] | None = Field(None, description="values over the plan's")
-    callback_url: str | None = Field(None, description="http(s) URL called when the job ends")
+    callback_url: str | None = Field(
+        None, max_length=1024, description="http(s) URL called when the job ends"
+    )
     start_task: bool = True
 
 

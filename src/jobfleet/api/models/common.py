@@ -83,7 +83,9 @@ class Execution(Scoped):
     account_id: int | None = Field(None, ge=1, le=INT64_MAX, description="execution account id")
     account_alias: str | None = Field(None, description="execution account alias")
     target_server: Server | None = Field(None, description="where the step runs")
-    callback_url: str | None = Field(None, description="http(s) URL called when the job ends")
+    callback_url: str | None = Field(
+        None, max_length=1024, description="http(s) URL called when the job ends"
+    )
     rolling_config: RollingConfig | None = None
     start_task: bool = Field(True, description="false: created waiting for operate_job_instance")
 
