@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
 from jobfleet.agent.client import Agent, AgentSettings
 from jobfleet.agent.connection import pack_frames
@@ -117,3 +118,30 @@ def test_a_frame_the_agent_cannot_read_is_refused_alone() -> None:
         {"t": "welcome"},
     ]))
     assert welcomed == [{"t": "welcome"}]
+
+
+async def test_a_second_kill_of_a_download_does_not_cut_the_first_ones_cleanup() -> None:
+    """A terminate, then the step's timeout (the agent's own timer or the server's): the
+    download stopping (a swarm waiting for its peer threads before the file is closed)
+    is not cancelled again half-way."""
+    agent = Agent(AgentSettings(server="http://127.0.0.1:9", state_dir=None, ip="127.0.0.1"),
+                  executor=_Loud(""), spool=Spool(None))
+    cleaned = asyncio.Event()
+
+    async def download() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0.2)  # the peer threads ending, the file removed
+            cleaned.set()
+
+    running = asyncio.ensure_future(download())
+    agent._downloads["1:0:1"] = running  # type: ignore[assignment]
+    await asyncio.sleep(0.01)
+    agent._handle({"t": "kill", "id": "1:0:1", "reason": "terminate"})
+    await asyncio.sleep(0.05)
+    agent._handle({"t": "kill", "id": "1:0:1", "reason": "timeout"})
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert cleaned.is_set()
+    assert agent._killed["1:0:1"] == "terminate"

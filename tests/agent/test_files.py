@@ -11,6 +11,7 @@ import resource
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -639,6 +640,43 @@ async def test_cancelled_download_leaves_no_temp_file(
 
     assert temp_files(tmp_path) == []
     assert dest.read_bytes() == b"old"
+
+
+async def test_a_download_cancelled_while_its_file_is_opened_leaves_nothing(
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill that lands while the temporary file is being made (a slow file system):
+    the file is removed and its descriptor closed once the file thread is done with it."""
+    module = sys.modules["jobfleet.agent.files.download"]
+
+    data = os.urandom(1024)
+    blob = blob_id()
+    blob_server.put_blob(blob, data)
+    opening, opened = threading.Event(), threading.Event()
+    real = module._open_target
+
+    def slow_open(dest: str, account: str, create_dirs: bool) -> object:
+        opening.set()
+        time.sleep(0.3)
+        try:
+            return real(dest, account, create_dirs)
+        finally:
+            opened.set()
+
+    monkeypatch.setattr(module, "_open_target", slow_open)
+    fds = len(os.listdir("/proc/self/fd"))
+    task = asyncio.create_task(fetch(blob, tmp_path / "new.bin", data))
+    while not opening.is_set():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(opened.wait, 5)
+    await asyncio.sleep(0.2)
+
+    assert temp_files(tmp_path) == []
+    assert not (tmp_path / "new.bin").exists()
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 async def test_source_that_shrinks_while_sent_fails_the_upload(

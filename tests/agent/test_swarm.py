@@ -3,11 +3,14 @@ server as the fallback."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
 import pwd
 import socket
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,3 +148,34 @@ def test_a_piece_list_must_fit_the_size() -> None:
     assert len(digests_of(pieces_of(DATA), len(DATA), PIECE)) == 7
     with pytest.raises(ValueError, match="6 piece digests for 7"):
         digests_of(pieces_of(DATA[:6 * PIECE]), len(DATA), PIECE)
+
+
+async def test_a_swarm_download_cancelled_while_its_file_is_opened_leaves_nothing(
+        tmp_path: Path, mine: PeerServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = sys.modules["jobfleet.agent.files.download"]
+    opening, opened = threading.Event(), threading.Event()
+    real = module._open_target
+
+    def slow_open(dest: str, account: str, create_dirs: bool) -> object:
+        opening.set()
+        time.sleep(0.3)
+        try:
+            return real(dest, account, create_dirs)
+        finally:
+            opened.set()
+
+    monkeypatch.setattr(module, "_open_target", slow_open)
+    fds = len(os.listdir("/proc/self/fd"))
+    task = asyncio.create_task(swarm_download(
+        swarm([address(mine)], 0), 0, 0, str(tmp_path / "f"), size=len(DATA),
+        pieces=pieces_of(DATA), mode=0o644, account=SELF, create_dirs=True,
+        server=Origin(DATA), peers=mine))
+    while not opening.is_set():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(opened.wait, 5)
+    await asyncio.sleep(0.2)
+    assert not list(tmp_path.iterdir())
+    assert len(os.listdir("/proc/self/fd")) == fds

@@ -159,3 +159,22 @@ def test_probes_refuse_an_expression_that_backtracks_for_ever() -> None:
     for usual in (r"rm\s+-rf\s+/", r"\breboot\b", r"(\w+) \1", r"^\s*(sudo\s+)?shutdown",
                   r"(?i)drop\s+(table|database)", r"dd\s+if=.*of=/dev/sd[a-z]"):
         probe_expression(compile_expression(usual))
+
+
+@pytest.mark.parametrize(
+    ("expression", "line"),
+    [
+        # a POSIX class, which the matcher honours: "]" is no literal of the match
+        (r"rm[[:space:]]-rf", "rm -rf /"),
+        (r"[[:space:]]shutdown", "  shutdown -h now"),
+        # a fuzzy bound or, in verbose mode, a repeat with spaces: "{...}" is no text
+        (r"(?:rm -rf){e<=1}/", "rm -rx/"),
+        (r"mkfs{e<=1}", "mkf"),
+        (r"(?x) reboot{ 0,1}", "reboo"),
+    ],
+)
+def test_a_needle_never_skips_a_line_the_rule_matches(expression: str, line: str) -> None:
+    rule = compile_rule(1, expression, [L.SHELL], RuleAction.INTERCEPT, "")
+    assert rule.pattern.search(line) is not None
+    assert rule.needle in line
+    assert [f.line for f in scan(line + "\n", L.SHELL, [rule])] == [1]

@@ -490,7 +490,12 @@ class Agent:
 
     def _kill_download(self, task_id: str, reason: str) -> None:
         """Stop a download: its partial file is removed and its result says why."""
-        self._killed.setdefault(task_id, reason)
+        if task_id in self._killed:
+            # a repeat, or the timeout after a terminate: a second cancellation would cut
+            # the download's cleanup short (a swarm waits for its peer threads to end
+            # before its file is closed)
+            return
+        self._killed[task_id] = reason
         running = self._downloads.get(task_id)
         if running is not None:
             running.cancel()

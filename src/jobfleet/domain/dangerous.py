@@ -249,14 +249,20 @@ def needle_of(expression: str) -> str:
 
     "" when there is none or it is not plain text (a case-insensitive expression). Read
     from ``re``'s parser (the syntax rules are validated with), not part of its public
-    API: any surprise there just means no needle.
+    API: any surprise there just means no needle. ``regex``, which matches, reads some
+    of ``re``'s literal brackets and braces otherwise (``[[:space:]]`` is a POSIX class
+    to it, ``{e<=1}`` a fuzzy match, ``(?x)a{ 1,2}`` a repeat): an expression with one
+    anywhere has no needle either.
     """
     try:
         parser = importlib.import_module("re._parser")
+        constants = importlib.import_module("re._constants")
         parsed = parser.parse(expression)
         if parsed.state.flags & re.IGNORECASE:
             return ""
-        literal = importlib.import_module("re._constants").LITERAL
+        literal = constants.LITERAL
+        if _has_literal(parsed, {literal, constants.NOT_LITERAL}, _READ_OTHERWISE):
+            return ""
         best, run = "", ""
         for op, arg in parsed:
             run = run + chr(arg) if op is literal else ""
@@ -265,6 +271,19 @@ def needle_of(expression: str) -> str:
         return best
     except Exception:  # an optimisation: never a reason to refuse a rule
         return ""
+
+
+_READ_OTHERWISE = frozenset(map(ord, "[]{}"))
+
+
+def _has_literal(node: Any, ops: set[Any], codes: frozenset[int]) -> bool:
+    """Whether ``re``'s parse tree ``node`` holds one of ``codes`` as a literal."""
+    if isinstance(node, tuple) and len(node) == 2 and node[0] in ops:
+        return isinstance(node[1], int) and node[1] in codes
+    if isinstance(node, (tuple, list)) or hasattr(node, "data"):
+        items = node.data if hasattr(node, "data") else node
+        return any(_has_literal(item, ops, codes) for item in items)
+    return False
 
 
 # scanning ------------------------------------------------------------------------

@@ -78,9 +78,9 @@ async def download(
             HostStatus.GSE_FILE_SIZE_EXCEED, f"{dest}: {size} bytes is over the limit of {max_size}"
         )
     io = FileThread()
-    target: _Target | None = None
+    opened = _Opened()
     try:
-        target = await io.run(lambda: _open_target(dest, account, create_dirs))
+        target = await io.run(lambda: opened.open(dest, account, create_dirs))
         started = time.monotonic()
         await _fetch(client, url, headers, target, size, io, speed_limit, on_progress, chunk_size)
         digest = target.sha.hexdigest()
@@ -102,9 +102,25 @@ async def download(
     except BaseException as exc:
         if isinstance(exc, TransferError):
             logger.warning("download failed dest=%s status=%d error=%s", dest, exc.status, exc)
-        await io.close(target.discard if target is not None else None)
+        await io.close(opened.discard)
         raise
     await io.close()
+
+
+class _Opened:
+    """The target a file thread opened, known to the cleanup queued after it even when
+    the download was cancelled while the thread was still making the file."""
+
+    def __init__(self) -> None:
+        self.target: _Target | None = None
+
+    def open(self, dest: str, account: str, create_dirs: bool) -> _Target:
+        self.target = _open_target(dest, account, create_dirs)
+        return self.target
+
+    def discard(self) -> None:
+        if self.target is not None:
+            self.target.discard()
 
 
 def make_dir(dest: str, *, mode: int, account: str, create_dirs: bool) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from jobfleet.agent.files.download import _open_target, _Target
+from jobfleet.agent.files.download import _Opened, _Target
 from jobfleet.agent.files.pacing import FileThread, Meter, Progress
 from jobfleet.agent.files.rights import ServerRefused, TransferError, target_error
 from jobfleet.agent.files.upload import describe_http_error
@@ -447,9 +447,9 @@ async def swarm_download(
     except ValueError as exc:
         raise TransferError(HostStatus.GSE_FILE_TASK_ERROR, f"bad piece list: {exc}") from None
     io = FileThread()
-    target: _Target | None = None
+    opened = _Opened()
     try:
-        target = await io.run(lambda: _open_target(dest, account, create_dirs))
+        target = await io.run(lambda: opened.open(dest, account, create_dirs))
         item = SwarmItem(
             swarm,
             n,
@@ -468,7 +468,7 @@ async def swarm_download(
         committed = target
         await io.run(lambda: committed.commit(mode))
     except BaseException:
-        await io.close(target.discard if target is not None else None)
+        await io.close(opened.discard)
         raise
     await io.close()
     return item.server_bytes, item.peer_bytes
