@@ -29,7 +29,9 @@ from jobfleet.domain.status import ScriptLanguage as L
 CATASTROPHIC = r"^rm (a|aa)+$"
 CRAFTED = "rm " + "a" * 60 + "!"
 RM = compile_rule(1, r"rm\s+-rf\s+/", [L.SHELL], RuleAction.INTERCEPT, "wipes the disk")
-FAST = ScanLimits(rule=0.1, total=0.5)
+# a rule gets 0.1 s; the whole check room enough that a loaded machine, which can
+# overshoot a timed-out search, does not run it out before the later rules
+FAST = ScanLimits(rule=0.1, total=5.0)
 # the machine is shared: bounds are loose, the unbounded match takes hours
 LOOSE = 10.0
 

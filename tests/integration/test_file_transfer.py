@@ -33,11 +33,11 @@ def transfer_body(files: list[str], sources: list[str], targets: list[str], targ
             **extra}
 
 
-async def run_transfer(running: Running, body: dict[str, Any]) -> tuple[dict[str, Any],
-                                                                        dict[str, Any]]:
+async def run_transfer(running: Running, body: dict[str, Any], *,
+                       timeout: float = 120) -> tuple[dict[str, Any], dict[str, Any]]:
     answer = await running.wire.v3("fast_transfer_file", body)
     assert answer["result"], answer
-    data = await running.wire.wait(answer["data"]["job_instance_id"], timeout=120)
+    data = await running.wire.wait(answer["data"]["job_instance_id"], timeout=timeout)
     return answer["data"], data
 
 

@@ -96,8 +96,10 @@ async def test_one_gib_file_to_several_hosts(running: Running, tmp_path: Path) -
             chunk = block[i % 7:] + block[:i % 7]  # every MiB differs
             digest.update(chunk)
             fh.write(chunk)
+    # four copies of 1 GiB, each hashed and fsynced, on a disk and two cores the other
+    # tests share: minutes on a loaded machine
     sub, data = await run_transfer(running, transfer_body(
-        [str(big)], [SRC], targets, f"{tmp_path}/dist/[FILESRCIP]/"))
+        [str(big)], [SRC], targets, f"{tmp_path}/dist/[FILESRCIP]/"), timeout=240)
     assert data["job_instance"]["status"] == 3, data
     # the targets share this machine's disk: each agent checked its own copy's sha256
     # before renaming it into place, and host status 9 says it matched
