@@ -172,10 +172,14 @@ async def test_the_step_timeout_stops_a_download_under_way(running: Running,
     """A download still running at the step's timeout is stopped the same way: the host
     ends timed out (303) and its unfinished file is removed."""
     await running.start_agents([SRC, DST])
-    (tmp_path / "blob.bin").write_bytes(os.urandom(16 * 1024 * 1024))
+    # the timeout covers the source's upload to the server too, which is not throttled
+    # and must end within it however loaded the machine; the download of 24 MiB at
+    # 1 MB/s takes twice the timeout
+    (tmp_path / "blob.bin").write_bytes(os.urandom(24 * 1024 * 1024))
     out = tmp_path / "out"
     answer = await running.wire.v3("fast_transfer_file", transfer_body(
-        [f"{tmp_path}/blob.bin"], [SRC], [DST], f"{out}/", download_speed_limit=1, timeout=4))
+        [f"{tmp_path}/blob.bin"], [SRC], [DST], f"{out}/", download_speed_limit=1,
+        timeout=12))
     assert answer["result"], answer
     data = await running.wire.wait(answer["data"]["job_instance_id"], timeout=60)
     [host] = data["step_instance_list"][0]["step_ip_result_list"]
