@@ -55,6 +55,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# how long a test waits for an in-process server to stop
+STOP_WAIT = 90
+
+
 def bound_socket(port: int = 0, *, nodelay: bool = False) -> socket.socket:
     """A listening address that stays ours: parallel test workers cannot race for it.
 
@@ -265,11 +269,14 @@ async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any
             await run.stop_agent(ip)
         await wire.close()
         uv.should_exit = True
-        done, _ = await asyncio.wait({task}, timeout=30)
+        # each part of the server's stop may take its STOP_TIMEOUT (10 s): on a disk that
+        # another test fills with fsynced gigabytes, every part that writes to SQLite
+        # can wait that long
+        done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
         if not done:
             task.cancel()
             await asyncio.wait({task}, timeout=10)
-            raise AssertionError("the server did not stop within 30 s")
+            raise AssertionError(f"the server did not stop within {STOP_WAIT} s")
 
 
 def agent_proc(url: str, token: str, state: Path, ip: str, *extra: str,
