@@ -642,16 +642,10 @@ async def test_cancelled_download_leaves_no_temp_file(
     assert dest.read_bytes() == b"old"
 
 
-async def test_a_download_cancelled_while_its_file_is_opened_leaves_nothing(
-    blob_server: BlobServer, fetch: Fetch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A kill that lands while the temporary file is being made (a slow file system):
-    the file is removed and its descriptor closed once the file thread is done with it."""
+def slow_target_opens(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make creating a download's temporary file take 0.3 s; the events say when it
+    began and when it ended."""
     module = sys.modules["jobfleet.agent.files.download"]
-
-    data = os.urandom(1024)
-    blob = blob_id()
-    blob_server.put_blob(blob, data)
     opening, opened = threading.Event(), threading.Event()
     real = module._open_target
 
@@ -664,8 +658,13 @@ async def test_a_download_cancelled_while_its_file_is_opened_leaves_nothing(
             opened.set()
 
     monkeypatch.setattr(module, "_open_target", slow_open)
-    fds = len(os.listdir("/proc/self/fd"))
-    task = asyncio.create_task(fetch(blob, tmp_path / "new.bin", data))
+    return opening, opened
+
+
+async def cancel_while_opening(
+    task: asyncio.Task[object], opening: threading.Event, opened: threading.Event
+) -> None:
+    """Cancel ``task`` while its file is being created, then let the file thread finish."""
     while not opening.is_set():
         await asyncio.sleep(0.01)
     task.cancel()
@@ -673,6 +672,20 @@ async def test_a_download_cancelled_while_its_file_is_opened_leaves_nothing(
         await task
     await asyncio.to_thread(opened.wait, 5)
     await asyncio.sleep(0.2)
+
+
+async def test_a_download_cancelled_while_its_file_is_opened_leaves_nothing(
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill that lands while the temporary file is being made (a slow file system):
+    the file is removed and its descriptor closed once the file thread is done with it."""
+    data = os.urandom(1024)
+    blob = blob_id()
+    blob_server.put_blob(blob, data)
+    opening, opened = slow_target_opens(monkeypatch)
+    fds = len(os.listdir("/proc/self/fd"))
+    task = asyncio.create_task(fetch(blob, tmp_path / "new.bin", data))
+    await cancel_while_opening(task, opening, opened)
 
     assert temp_files(tmp_path) == []
     assert not (tmp_path / "new.bin").exists()

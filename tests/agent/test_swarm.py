@@ -9,13 +9,12 @@ import hashlib
 import os
 import pwd
 import socket
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.agent.test_files import cancel_while_opening, slow_target_opens
 
 from jobfleet.agent.files import TransferError
 from jobfleet.agent.files.swarm import digests_of, swarm_download
@@ -152,30 +151,12 @@ def test_a_piece_list_must_fit_the_size() -> None:
 
 async def test_a_swarm_download_cancelled_while_its_file_is_opened_leaves_nothing(
         tmp_path: Path, mine: PeerServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    module = sys.modules["jobfleet.agent.files.download"]
-    opening, opened = threading.Event(), threading.Event()
-    real = module._open_target
-
-    def slow_open(dest: str, account: str, create_dirs: bool) -> object:
-        opening.set()
-        time.sleep(0.3)
-        try:
-            return real(dest, account, create_dirs)
-        finally:
-            opened.set()
-
-    monkeypatch.setattr(module, "_open_target", slow_open)
+    opening, opened = slow_target_opens(monkeypatch)
     fds = len(os.listdir("/proc/self/fd"))
     task = asyncio.create_task(swarm_download(
         swarm([address(mine)], 0), 0, 0, str(tmp_path / "f"), size=len(DATA),
         pieces=pieces_of(DATA), mode=0o644, account=SELF, create_dirs=True,
         server=Origin(DATA), peers=mine))
-    while not opening.is_set():
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.to_thread(opened.wait, 5)
-    await asyncio.sleep(0.2)
+    await cancel_while_opening(task, opening, opened)
     assert not list(tmp_path.iterdir())
     assert len(os.listdir("/proc/self/fd")) == fds
