@@ -82,6 +82,15 @@ async def test_a_seeded_step_resumes_after_a_server_sigkill(
     """``serves``: the source still serves after the restart; ``gone``: its peer port
     closed meanwhile (the targets take the server's copy); ``cannot-upload``: nor can it
     upload the file (it went away): the targets are told so and fail soon."""
+    async with seeding_run(tmp_path, database_url) as (server, wire, agents, data_dir):
+        await resumes(server, wire, agents, tmp_path, data_dir, source)
+
+
+@contextlib.asynccontextmanager
+async def seeding_run(
+    tmp_path: Path, database_url: str
+) -> AsyncIterator[tuple[ServerProcess, Wire, dict[str, Agent], Path]]:
+    """A ``jobfleet server`` process and the seeding agents; all stopped afterwards."""
     port, agent_port = free_port(), free_port()
     data_dir = tmp_path / "server"
     server = ServerProcess(data_dir, port, agent_port, database_url)
@@ -91,7 +100,7 @@ async def test_a_seeded_step_resumes_after_a_server_sigkill(
     wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
     try:
         async with seeding_agents(url, boot["enroll_token"], tmp_path) as agents:
-            await resumes(server, wire, agents, tmp_path, data_dir, source)
+            yield server, wire, agents, data_dir
     finally:
         await wire.close()
         await server.stop()
@@ -146,16 +155,9 @@ async def test_a_terminate_after_a_restart_does_not_wait_for_the_source(
     """After the restart the source is away, so the server would wait the recovery window
     (30 s) for it to come back and upload: a terminate ends the step at once instead,
     and the targets' downloads are killed."""
-    port, agent_port = free_port(), free_port()
-    data_dir = tmp_path / "server"
-    server = ServerProcess(data_dir, port, agent_port, database_url)
-    await server.start()
-    boot = read_bootstrap(data_dir)
-    url = f"http://127.0.0.1:{port}"
-    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
     gate, asked = asyncio.Event(), asyncio.Event()
     try:
-        async with seeding_agents(url, boot["enroll_token"], tmp_path) as agents:
+        async with seeding_run(tmp_path, database_url) as (server, wire, agents, _data):
             peers = agents[SOURCE].peers
             assert peers is not None
             held_back(peers, gate, asked)
@@ -187,8 +189,6 @@ async def test_a_terminate_after_a_restart_does_not_wait_for_the_source(
             assert {r["ip"]: r["status"] for r in results} == dict.fromkeys(TARGETS, 403), results
     finally:
         gate.set()
-        await wire.close()
-        await server.stop()
 
 
 async def vanished(request: str, message: Any) -> Any:
