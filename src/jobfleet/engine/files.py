@@ -19,7 +19,7 @@ import posixpath
 import time
 from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row
 
@@ -52,6 +52,7 @@ from jobfleet.store.filelogs import (
 from jobfleet.store.inventory import Inventory
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_FILE_TASKS = 100_000
 # a failure row sorts after the file rows of a host
@@ -192,21 +193,9 @@ class FileSteps:
         gathered, such as a download from a file source, is stopped)."""
         targets = [r.bk_host_id for r in pending]
         seeds = await self.seeding.plan(step, cfg, targets)
-        gathering = asyncio.ensure_future(
-            self.sources.gather(job, step, cfg, deadline, targets, seeds)
+        return await _unless_stopped(
+            self.sources.gather(job, step, cfg, deadline, targets, seeds), stop
         )
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({gathering, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            if not gathering.done():
-                gathering.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gathering
-        if gathering.cancelled():
-            return None
-        return gathering.result()
 
     async def _plan_downloads(
         self, step: Row[Any], cfg: dict[str, Any], files: list[Prepared], host_ids: list[int]
@@ -383,8 +372,9 @@ class FileSteps:
             )
 
 
-async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
-    """Run ``work`` until it ends or ``stop`` is set, whichever comes first."""
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None when ``stop`` is set first (``work`` is then cancelled
+    and has ended)."""
     task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -393,5 +383,8 @@ async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) 
         stopped.cancel()
         if not task.done():
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return None
+    return task.result()
