@@ -4,19 +4,29 @@
 (default ``sqlite``); ``postgresql`` needs ``JOBFLEET_TEST_PG_URL``, the SQLAlchemy URL of
 a superuser on a server the suite may create and drop databases on. ``make test`` sets
 both up.
+
+Most tests want the schema at head and nothing in it: ``database_url`` copies a database
+migrated once per test process (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE``
+on PostgreSQL), which costs a fraction of running every migration again for each of
+the suite's many servers. Tests of the migrations themselves take ``empty_database_url``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+
+from jobfleet.store.database import Database
 
 KNOWN_BACKENDS = ("sqlite", "postgresql")
 BACKENDS = tuple(
@@ -41,24 +51,106 @@ def pytest_report_header() -> str:
     return f"jobfleet database backends: {', '.join(BACKENDS)}"
 
 
-@asynccontextmanager
-async def fresh_database(backend: str, tmp_dir: Path) -> AsyncIterator[str]:
-    """An empty database on ``backend`` for as long as the context lasts; yields its URL.
-
-    Fixtures of a wider scope than ``database_url`` build on this.
-    """
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_dir / 'jobfleet.db'}"
-        return
+def _admin_dsn() -> str:
     admin = make_url(os.environ["JOBFLEET_TEST_PG_URL"])
-    name = f"jf_{secrets.token_hex(6)}"
     # asyncpg takes a plain libpq-style DSN, without SQLAlchemy's driver suffix
-    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn)
+    return admin.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _pg_url(name: str) -> str:
+    admin = make_url(os.environ["JOBFLEET_TEST_PG_URL"])
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+class Templates:
+    """Databases migrated to head once per test process, one per backend, made when a
+    test first asks for one (a process runs its tests one at a time)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sqlite: Path | None = None
+        self.postgresql: str | None = None
+
+    async def sqlite_file(self) -> Path:
+        if self.sqlite is None:
+            path = self.root / "template.db"
+            db = Database(f"sqlite+aiosqlite:///{path}")
+            try:
+                await db.migrate()
+            finally:
+                await db.close()
+            # one self-contained file: the copies must not depend on a -wal beside it
+            conn = sqlite3.connect(path)
+            try:
+                conn.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                conn.close()
+            self.sqlite = path
+        return self.sqlite
+
+    async def postgresql_name(self) -> str:
+        if self.postgresql is None:
+            name = f"jf_template_{secrets.token_hex(6)}"
+            conn = await asyncpg.connect(_admin_dsn())
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+            db = Database(_pg_url(name))
+            try:
+                await db.migrate()
+            finally:
+                # the template must have no session left when it is copied
+                await db.close()
+            self.postgresql = name
+        return self.postgresql
+
+    def drop(self) -> None:
+        if self.postgresql is None:
+            return
+        name = self.postgresql
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(_admin_dsn())
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    templates = Templates(tmp_path_factory.mktemp("database-templates"))
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        yield templates
+    finally:
+        templates.drop()
+
+
+@asynccontextmanager
+async def fresh_database(
+    backend: str, tmp_dir: Path, templates: Templates | None = None
+) -> AsyncIterator[str]:
+    """A database on ``backend`` for as long as the context lasts; yields its URL. Empty,
+    or a copy of ``templates``' database at head when given."""
+    if backend == "sqlite":
+        path = tmp_dir / "jobfleet.db"
+        if templates is not None:
+            shutil.copyfile(await templates.sqlite_file(), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    template = await templates.postgresql_name() if templates is not None else None
+    name = f"jf_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(_admin_dsn())
+    try:
+        if template is None:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        else:
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         try:
-            yield admin.set(database=name).render_as_string(hide_password=False)
+            yield _pg_url(name)
         finally:
             # FORCE: a test that leaks a connection must not leak its database too
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -67,7 +159,17 @@ async def fresh_database(backend: str, tmp_dir: Path) -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """SQLAlchemy URL of an empty database, once per configured backend."""
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, database_templates: Templates
+) -> AsyncIterator[str]:
+    """SQLAlchemy URL of a database migrated to head with no rows of its own, once per
+    configured backend."""
+    async with fresh_database(request.param, tmp_path, database_templates) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """SQLAlchemy URL of an empty database (no tables), once per configured backend."""
     async with fresh_database(request.param, tmp_path) as url:
         yield url

@@ -1,4 +1,5 @@
-"""The database fixture hands out a working, empty, migratable database on each backend."""
+"""The database fixtures hand out working databases on each backend: one migrated to head,
+and an empty one that migrates."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from jobfleet.store.database import Database
+
+VERSION = "SELECT version_num FROM alembic_version"
 
 
 def _table_names(conn: Connection) -> list[str]:
@@ -21,13 +24,28 @@ async def test_select_one(database_url: str) -> None:
         await engine.dispose()
 
 
-async def test_migrate_creates_hosts(database_url: str) -> None:
-    db = Database(database_url)
+async def test_migrate_creates_hosts(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         async with db.connect() as conn:
             assert await conn.run_sync(_table_names) == []
         await db.migrate()
         async with db.connect() as conn:
             assert "hosts" in await conn.run_sync(_table_names)
+    finally:
+        await db.close()
+
+
+async def test_database_url_is_at_head_and_has_no_jobs(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        async with db.connect() as conn:
+            assert "hosts" in await conn.run_sync(_table_names)
+            jobs = await conn.execute(text("SELECT count(*) FROM job_instances"))
+            assert jobs.scalar_one() == 0
+            before = (await conn.execute(text(VERSION))).scalar_one()
+        await db.migrate()
+        async with db.connect() as conn:
+            assert (await conn.execute(text(VERSION))).scalar_one() == before
     finally:
         await db.close()

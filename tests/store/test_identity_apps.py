@@ -14,8 +14,8 @@ from jobfleet.store.identity import App, IdentityStore
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
+async def db(empty_database_url: str) -> AsyncIterator[Database]:
+    database = Database(empty_database_url)
     try:
         yield database
     finally:
