@@ -9,7 +9,9 @@ import pytest
 from fastapi import APIRouter
 from tests.api.support import Parts, build_app, client
 
+from jobfleet.api import errors
 from jobfleet.api.params import MAX_DEPTH
+from jobfleet.api.route_index import RouteIndex
 from jobfleet.api.routing import JOBV3_PREFIXES, Call, add_api
 from jobfleet.domain.errors import ErrorCode
 
@@ -83,3 +85,37 @@ async def test_an_api_answers_under_every_prefix_with_and_without_the_slash(
     # documented once, under the first prefix
     documented = [p for p in app.openapi()["paths"] if p.endswith("get_echo")]
     assert documented == [f"{JOBV3_PREFIXES[0]}/get_echo"]
+
+
+@pytest.mark.parametrize("through", ["app", "index"])
+async def test_every_path_form_of_an_api_on_the_apps_router(parts: Parts, through: str) -> None:
+    """The forms the API registers on the app's own router: each answers its methods,
+    whether the route index or the router finds it, and refuses others with the envelope."""
+    app = build_app(parts, {})
+    add_api(app.router, "get_echo", echo, query=True)
+    add_api(app.router, "do_echo", echo, query=False)
+    if through == "index":
+        app.add_middleware(RouteIndex, routes=app.router.routes, on_error=errors.answer)
+    async with client(app) as http:
+        for prefix in JOBV3_PREFIXES:
+            for suffix in ("", "/"):
+                for method in ("GET", "POST"):
+                    answer = await http.request(
+                        method, f"{prefix}/get_echo{suffix}", params={"x": "1"},
+                        headers=parts.headers(),
+                    )
+                    assert answer.json()["data"] == {"x": "1"}, (prefix, suffix, method)
+                posted = await http.post(
+                    f"{prefix}/do_echo{suffix}", json={"y": 2}, headers=parts.headers()
+                )
+                assert posted.json()["data"] == {"y": 2}
+                for method, path in (("GET", "do_echo"), ("HEAD", "do_echo"),
+                                     ("PUT", "get_echo")):
+                    refused = await http.request(
+                        method, f"{prefix}/{path}{suffix}", headers=parts.headers()
+                    )
+                    assert refused.status_code == 405, (method, prefix, path, suffix)
+                    if method != "HEAD":
+                        assert refused.json()["result"] is False
+    documented = sorted(p for p in app.openapi()["paths"] if "_echo" in p)
+    assert documented == [f"{JOBV3_PREFIXES[0]}/do_echo", f"{JOBV3_PREFIXES[0]}/get_echo"]

@@ -54,7 +54,8 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         description="Remote job execution, wire-compatible with bk-job v3",
     )
     app.state.services = services
-    router = APIRouter()
+    # straight onto the app's router: an included router would build every route twice
+    router = app.router
     for module in (
         agent_channel,
         execute,
@@ -86,7 +87,6 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
     ):
         module.register(router)
     health.register(router, services.probes)
-    app.include_router(router)
     docs.register(app)
     if console is not None:
         app.include_router(console)

@@ -15,7 +15,7 @@ from jobfleet.api import envelope
 from jobfleet.api.auth import Caller
 from jobfleet.api.errors import internal, request_id
 from jobfleet.api.params import MAX_DEPTH, check_tree
-from jobfleet.api.route_index import mark_plain
+from jobfleet.api.route_index import ExactRoute, mark_plain
 from jobfleet.api.scope import resolve_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -115,18 +115,21 @@ def add_api(
     prefixes: Sequence[str] = JOBV3_PREFIXES,
     need_user: bool = True,
 ) -> None:
-    """Serve ``name`` under every prefix, with and without the trailing slash."""
+    """Serve ``name`` under every prefix, with and without the trailing slash. The first
+    prefix's form without the slash is the documented operation; the others are
+    ``ExactRoute``s."""
     endpoint = make_endpoint(services_of, handler, need_user)
     methods = ["GET", "POST"] if query else ["POST"]
     for i, prefix in enumerate(prefixes):
         for path in (f"{prefix}/{name}", f"{prefix}/{name}/"):
-            documented = i == 0 and not path.endswith("/")
+            if i != 0 or path.endswith("/"):
+                router.routes.append(ExactRoute(path, endpoint, methods, f"{name}:{path}"))
+                continue
             for method in methods:
                 router.add_api_route(
                     path,
                     endpoint,
                     methods=[method],
-                    include_in_schema=documented,
                     name=f"{name}:{method}:{path}",
                     summary=name,
                     # one id per documented operation: OpenAPI wants them unique
