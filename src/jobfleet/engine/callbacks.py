@@ -57,9 +57,6 @@ class CallbackSender:
         self._wake.set()
 
     def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=self.settings.callback_timeout, follow_redirects=False, trust_env=False
-        )
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -102,12 +99,21 @@ class CallbackSender:
             log.warning("outbox_refused kind=%s id=%s reason=%s", row.kind, row.id, exc.reason)
             return False, f"refused: {exc.reason}", True
 
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # made when first needed: its TLS context reads the CA bundle, tens of ms of
+            # every start of a node that may never send a callback
+            self._client = httpx.AsyncClient(
+                timeout=self.settings.callback_timeout, follow_redirects=False, trust_env=False
+            )
+        return self._client
+
     async def _post(self, row: Row[Any]) -> tuple[bool, str, bool]:
-        assert self._client is not None
+        client = self._http()
         if row.kind == "callback":
             try:
                 resp = await self.outbound.post(
-                    self._client,
+                    client,
                     row.target,
                     content=row.payload.encode(),
                     headers={"Content-Type": "application/json"},
@@ -119,7 +125,7 @@ class CallbackSender:
         if row.kind == WEBHOOK:
             return (
                 *await notify.post_webhook(
-                    self._client, row.id, row.target, row.payload, self.outbound
+                    client, row.id, row.target, row.payload, self.outbound
                 ),
                 False,
             )
