@@ -488,3 +488,42 @@ async def test_variable_values_of_a_job_without_variables(running: Running) -> N
     missing = await running.wire.v3("get_job_instance_global_var_value", {
         "bk_biz_id": 2, "job_instance_id": 987654}, method="GET")
     assert missing["code"] == 1244006
+
+
+async def test_terminating_a_job_that_was_never_started_ends_its_steps(
+        running: Running) -> None:
+    """A job created with start_task=false and terminated: the job, each step and each
+    host say terminated; nothing is left waiting, and a late start is refused."""
+    await running.start_agents([A, B])
+    wire = running.wire
+    plan_id, _ = await make_plan(running, [
+        script("one", "echo one\n", hosts(A, B)),
+        script("two", "echo two\n", hosts(A)),
+    ], [])
+    plan_job = (await execute(running, plan_id, start_task=False))["data"]["job_instance_id"]
+    script_job = (await wire.run_script("echo later", [A], start_task=False))["job_instance_id"]
+    for job_id in (plan_job, script_job):
+        before = await wire.status(job_id)
+        assert before["job_instance"]["status"] == 1, before
+        stop = await wire.v3("operate_job_instance", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+        assert stop["result"], stop
+        data = await wire.wait(job_id, timeout=20)
+        assert data["job_instance"]["status"] == 8, data
+        assert data["job_instance"]["end_time"], data
+        for step in data["step_instance_list"]:
+            assert step["status"] == 8, step
+            assert step["end_time"], step
+            assert {r["status"] for r in step["step_ip_result_list"]} == {403}, step
+            detail = await wire.v3("get_step_instance_status", {
+                "bk_biz_id": 2, "job_instance_id": job_id,
+                "step_instance_id": step["step_instance_id"]}, method="GET")
+            assert detail["result"], detail
+            assert detail["data"]["status"] == 8, detail
+            groups = detail["data"]["step_result_group_list"]
+            assert [g["result_type"] for g in groups] == [403], groups
+        start = await wire.v3("operate_job_instance", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 2})
+        assert start["code"] == 1241015, start
+    await asyncio.sleep(0.3)
+    assert (await wire.status(script_job))["job_instance"]["status"] == 8
