@@ -14,6 +14,7 @@ from jobfleet.domain.dangerous import (
     compile_expression,
     compile_rule,
     is_comment,
+    posix_class_of,
     refusal,
     scan,
 )
@@ -107,3 +108,18 @@ def test_crlf_and_no_trailing_newline() -> None:
     found = scan("echo\r\nreboot\r\n", L.SHELL, [REBOOT])
     assert [(f.line, f.line_content) for f in found] == [(2, "reboot")]
     assert scan("", L.SHELL, [REBOOT]) == []
+
+
+@pytest.mark.parametrize(("expression", "construct"), [
+    (r"rm[[:space:]]+-rf", "[:space:]"),
+    (r"x[a[:digit:]]", "[:digit:]"),
+    (r"[^[:^alpha:]_]", "[:^alpha:]"),
+    (r"[]x[:word:]]", "[:word:]"),
+    (r"\[[:space:]\]", None),
+    (r"[:space:]", None),
+    (r"[\[:space:]]", None),
+    (r"[]:alpha:]", None),
+    ("trailing\\", None),
+])
+def test_posix_class_of(expression: str, construct: str | None) -> None:
+    assert posix_class_of(expression) == construct

@@ -288,3 +288,40 @@ async def test_enabled_rules_are_cached_and_changes_apply_at_once(running: Runni
         assert allowed["result"], allowed
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+async def test_a_posix_bracket_class_is_refused_and_a_stored_one_keeps_working(
+        running: Running) -> None:
+    """``[[:space:]]`` is a class to the matcher (``regex``) but six characters to ``re``:
+    a new or changed rule with one is refused, naming it; one already stored still
+    matches as a class, and its other fields can still be changed."""
+    wire = running.wire
+    base = {"script_language_list": [1], "action": 2}
+    for expression, construct in ((r"rm[[:space:]]+-rf", "[:space:]"),
+                                  (r"x[a[:digit:]]", "[:digit:]"),
+                                  (r"[^[:^alpha:]_]", "[:^alpha:]")):
+        answer = await wire.v3("create_dangerous_rule", {**base, "expression": expression})
+        assert answer["code"] == 1241010, answer
+        assert construct in answer["message"] and "POSIX" in answer["message"], answer
+    rule = await create_rule(running, "mkfs", [1], 2)
+    answer = await wire.v3("update_dangerous_rule",
+                           {"id": rule["id"], "expression": r"mkfs[[:blank:]]"})
+    assert answer["code"] == 1241010 and "[:blank:]" in answer["message"], answer
+    # what only looks alike is taken: an escaped bracket, a class of ':' and letters
+    for expression in (r"\[[:space:]\]", r"[:space:]x", r"[]:alpha:]y"):
+        made = await wire.v3("create_dangerous_rule",
+                             {**base, "expression": expression, "status": 0})
+        assert made["result"], (expression, made)
+    # a rule stored before this check: matched as regex reads it
+    stored = await running.server.rules.create(
+        expression=r"wipe[[:space:]]+now", languages=[1], action=2, description="stored",
+        user="admin", status=1)
+    text = "echo hi\nwipe \t now\n"
+    answer = await wire.v3("check_script", {"script_language": 1, "content": b64(text)})
+    assert [(f["line"], f["match_content"]) for f in answer["data"]] == [(2, "wipe \t now")]
+    refused = await wire.v3("fast_execute_script", run_body(text))
+    assert refused["code"] == 1244019, refused
+    changed = await wire.v3("update_dangerous_rule",
+                            {"id": stored["id"], "description": "kept", "action": 1})
+    assert changed["result"], changed
+    assert changed["data"]["expression"] == r"wipe[[:space:]]+now"

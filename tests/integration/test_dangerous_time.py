@@ -14,10 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 from tests.integration.harness import Running, Wire, b64, eventually, free_port, stop_process
 from tests.integration.test_dangerous_rules import run_body
 
 from jobfleet.server import read_bootstrap
+from jobfleet.store.tables import job_instances
 
 ADMIN = "/api/jobfleet/v1"
 # exponential in Python's re: the old matcher spends days on CRAFTED; the "rm " prefix
@@ -167,3 +169,33 @@ async def test_creating_an_expression_that_backtracks_for_ever_is_refused(
     broken = await wire.v3("create_dangerous_rule", {
         "expression": "rm (", "script_language_list": [1], "action": 2})
     assert broken["code"] == 1241010 and "not a valid regular expression" in broken["message"]
+
+
+async def test_a_flood_of_slow_checks_is_answered_busy_not_queued(running: Running) -> None:
+    """Checks that need the store's two threads wait there at most eight at a time: a
+    flood of crafted launches beyond that is answered busy (1249429) at once, the rest
+    are refused by the rule, nothing is a 500, and the slots come back afterwards."""
+    wire = running.wire
+    made = await wire.v3("create_dangerous_rule", {
+        "expression": CATASTROPHIC, "script_language_list": [1], "action": 2})
+    assert made["result"], made
+    flood = 40
+
+    async def launch() -> tuple[int, dict[str, Any]]:
+        resp = await wire.http.post("/api/bk-job/prod/api/v3/fast_execute_script",
+                                    json=run_body(SCRIPT), headers=wire.headers(),
+                                    timeout=120)
+        return resp.status_code, dict(resp.json())
+
+    answers = await asyncio.gather(*(launch() for _ in range(flood)))
+    busy = [a for status, a in answers if a["code"] == 1249429 and status == 429]
+    refused = [a for status, a in answers if a["code"] == 1244019 and status == 200]
+    assert len(busy) + len(refused) == flood, [(s, a["code"]) for s, a in answers]
+    assert busy and len(refused) >= 8, (len(busy), len(refused))
+    assert all(a["result"] is False and "busy" in a["message"] for a in busy), busy[0]
+    async with running.server.db.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(job_instances)))\
+            .scalar_one() == 0
+    # the slots are free again: the next crafted launch is checked, not turned away
+    again = await wire.v3("fast_execute_script", run_body(SCRIPT))
+    assert again["code"] == 1244019, again

@@ -6,7 +6,10 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
 from tests.integration.harness import Running
+
+from jobfleet.api import legacy
 
 IPS = ["127.0.0.2", "127.0.0.3"]
 # inventory hosts without an agent: they end at once
@@ -81,3 +84,38 @@ async def _raw(wire: object, body: dict[str, object]) -> bytes:
     async with http.stream("POST", f"{V3}/get_job_instance_status", json=body,
                            headers=headers) as resp:
         return b"".join([chunk async for chunk in resp.aiter_raw()])
+
+
+async def test_v2_job_log_answer_is_bounded(running: Running,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """bk-job v2's get_job_instance_log holds at most 16 MiB and 500 hosts of log
+    content: a host past either cap keeps its place and result in the answer, its log
+    replaced by a line that says so and where to read it."""
+    ips = ["127.0.0.5", "127.0.0.6", "127.0.0.7"]
+    await running.start_agents(ips)
+    size = 7 * 1024 * 1024
+    sub = await running.wire.run_script(f"head -c {size} /dev/zero | tr '\\0' x", ips)
+    done = await running.wire.wait(sub["job_instance_id"], timeout=120)
+    assert done["job_instance"]["status"] == 3, done
+    query = {"bk_biz_id": 2, "job_instance_id": sub["job_instance_id"]}
+
+    async def logs() -> dict[str, str]:
+        answer = await running.wire.get("/api/c/compapi/v2/job/get_job_instance_log/", query)
+        assert answer["result"] is True, {k: v for k, v in answer.items() if k != "data"}
+        [step] = answer["data"]
+        assert step["step_instance_id"] == sub["step_instance_id"]
+        [group] = step["step_results"]
+        assert group["ip_status"] == 9
+        return {i["ip"]: i["log_content"] for i in group["ip_logs"]}
+
+    # three hosts of 7 MiB: the third would pass 16 MiB
+    got = await logs()
+    assert [len(got[ip]) for ip in ips[:2]] == [size, size]
+    assert got[ips[2]].startswith("[jobfleet: log left out of this answer"), got[ips[2]][:200]
+    assert "16 MiB" in got[ips[2]] and "get_job_instance_ip_log" in got[ips[2]]
+    # the host cap, made small here, cuts the same way
+    monkeypatch.setattr(legacy, "MAX_LOG_HOSTS", 1)
+    got = await logs()
+    assert len(got[ips[0]]) == size
+    assert all(got[ip].startswith("[jobfleet: log left out") and "1 host" in got[ip]
+               for ip in ips[1:]), [got[ip][:200] for ip in ips[1:]]

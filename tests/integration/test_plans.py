@@ -389,6 +389,48 @@ async def test_plan_launch_ignores_what_the_plan_no_longer_has(running: Running)
     assert answer["code"] == 1244009, answer
 
 
+async def test_a_variable_is_named_by_an_integer_id_or_a_text_name(running: Running) -> None:
+    """JSON true or 1.5 is not the variable with id 1, nor is a number a name: launch,
+    save_cron and a cron update refuse them alike, and nothing is created."""
+    await running.start_agents([A])
+    plan_id, ids = await make_plan(running, [
+        script("one", "echo ${name}\n", hosts(A)),
+    ], [{"name": "name", "type": 1, "value": "plain"}])
+    assert ids["name"] == 1
+    made = await running.wire.v3("save_cron", {
+        "bk_biz_id": 2, "job_plan_id": plan_id, "name": "kept", "expression": "0 0 * * *"})
+    assert made["result"], made
+    bad_entries = [
+        {"id": True, "value": "x"},
+        {"id": 1.5, "value": "x"},
+        {"id": "1.5", "value": "x"},
+        {"id": [1], "value": "x"},
+        {"name": 1, "value": "x"},
+        {"name": True, "value": "x"},
+        {"name": ["name"], "value": "x"},
+    ]
+    calls = [
+        ("execute_job_plan", {}),
+        ("save_cron", {"name": "c", "expression": "0 0 * * *"}),
+        ("save_cron", {"id": made["data"]["id"]}),
+    ]
+    for entry in bad_entries:
+        for name, extra in calls:
+            answer = await running.wire.v3(name, {
+                "bk_biz_id": 2, "job_plan_id": plan_id, "global_var_list": [entry], **extra})
+            assert answer["code"] == 1241010, (name, entry, answer)
+            assert "global_var_list" in answer["message"], answer
+    async with running.server.db.connect() as conn:
+        assert (await conn.execute(select(job_instances.c.id))).all() == []
+    # 1.0 is the integer 1, as a JSON number may write it
+    answer = await execute(running, plan_id, global_var_list=[{"id": 1.0, "value": "one"}])
+    assert answer["result"], answer
+    job_id = answer["data"]["job_instance_id"]
+    await running.wire.wait(job_id)
+    step = (await step_ids(running, job_id))[0]
+    assert await running.wire.logs(job_id, step, [A]) == {A: "one\n"}
+
+
 async def test_steps_that_run_stored_scripts(running: Running) -> None:
     """Business and public script references resolve at launch; disabled and deleted refuse."""
     await running.start_agents([A])
@@ -446,3 +488,42 @@ async def test_variable_values_of_a_job_without_variables(running: Running) -> N
     missing = await running.wire.v3("get_job_instance_global_var_value", {
         "bk_biz_id": 2, "job_instance_id": 987654}, method="GET")
     assert missing["code"] == 1244006
+
+
+async def test_terminating_a_job_that_was_never_started_ends_its_steps(
+        running: Running) -> None:
+    """A job created with start_task=false and terminated: the job, each step and each
+    host say terminated; nothing is left waiting, and a late start is refused."""
+    await running.start_agents([A, B])
+    wire = running.wire
+    plan_id, _ = await make_plan(running, [
+        script("one", "echo one\n", hosts(A, B)),
+        script("two", "echo two\n", hosts(A)),
+    ], [])
+    plan_job = (await execute(running, plan_id, start_task=False))["data"]["job_instance_id"]
+    script_job = (await wire.run_script("echo later", [A], start_task=False))["job_instance_id"]
+    for job_id in (plan_job, script_job):
+        before = await wire.status(job_id)
+        assert before["job_instance"]["status"] == 1, before
+        stop = await wire.v3("operate_job_instance", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+        assert stop["result"], stop
+        data = await wire.wait(job_id, timeout=20)
+        assert data["job_instance"]["status"] == 8, data
+        assert data["job_instance"]["end_time"], data
+        for step in data["step_instance_list"]:
+            assert step["status"] == 8, step
+            assert step["end_time"], step
+            assert {r["status"] for r in step["step_ip_result_list"]} == {403}, step
+            detail = await wire.v3("get_step_instance_status", {
+                "bk_biz_id": 2, "job_instance_id": job_id,
+                "step_instance_id": step["step_instance_id"]}, method="GET")
+            assert detail["result"], detail
+            assert detail["data"]["status"] == 8, detail
+            groups = detail["data"]["step_result_group_list"]
+            assert [g["result_type"] for g in groups] == [403], groups
+        start = await wire.v3("operate_job_instance", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 2})
+        assert start["code"] == 1241015, start
+    await asyncio.sleep(0.3)
+    assert (await wire.status(script_job))["job_instance"]["status"] == 8

@@ -27,7 +27,13 @@ from jobfleet.domain.cron import (
 )
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import CronStatus, ScopeType, VariableType
-from jobfleet.domain.variables import MASK, Variable, apply_overrides, check_required
+from jobfleet.domain.variables import (
+    MASK,
+    Variable,
+    apply_overrides,
+    check_required,
+    entry_key,
+)
 from jobfleet.engine.submit import Scope
 from jobfleet.store.crons import open_values, seal_values
 from jobfleet.store.database import now_ms
@@ -117,14 +123,9 @@ async def _plan(call: Call, scope: Scope, plan_id: int) -> Any:
 
 
 def _find(entry: dict[str, Any], variables: list[Variable]) -> Variable | None:
-    raw_id = entry.get("id")
-    if raw_id not in (None, ""):
-        try:
-            var_id = int(raw_id)
-        except (TypeError, ValueError):
-            return None
+    var_id, name = entry_key(entry)
+    if var_id is not None:
         return next((v for v in variables if v.id == var_id), None)
-    name = entry.get("name")
     return next((v for v in variables if v.name == name), None)
 
 

@@ -21,6 +21,7 @@ from jobfleet.domain.dangerous import (
     RuleStatus,
     check_action,
     check_languages,
+    check_posix_classes,
     compile_expression,
     probe_expression,
 )
@@ -77,6 +78,8 @@ async def _expression(p: dict[str, Any], *, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise JobError.invalid("expression", "must be a string")
+    # one meaning for the checker and the matcher; stored rules are not checked again
+    check_posix_classes(value)
     # a rule every script will meet must not backtrack for ever on a crafted line
     await asyncio.to_thread(probe_expression, compile_expression(value))
     return value

@@ -20,7 +20,8 @@ MiB of script, at least once). A rule that runs out of time yields a ``timed_out
 finding at the line it stopped on: an intercept rule so cut short refuses the launch
 (a script that cannot be checked is not run), a scan rule's is reported as a warning.
 Expressions are still validated by ``re`` (the syntax and messages rules have always
-had), then compiled by ``regex``.
+had), then compiled by ``regex``. A new expression may not hold a POSIX class in a
+bracket expression (``[[:space:]]``), which the two modules read differently.
 """
 
 from __future__ import annotations
@@ -158,6 +159,73 @@ def compile_expression(expression: str, name: str = "expression") -> regex.Patte
         raise JobError.invalid(
             name, f"not a regular expression jobfleet can match: {exc}"
         ) from None
+
+
+# a POSIX class inside a bracket expression, as ``regex`` reads it: ``[:space:]``
+_POSIX_CLASS = re.compile(r"\[:\^?\w+:\]")
+# what to write instead, where ``re`` and ``regex`` agree
+_POSIX_SPELLING = {
+    "alnum": "[A-Za-z0-9]",
+    "alpha": "[A-Za-z]",
+    "blank": "[ \\t]",
+    "digit": "\\d",
+    "lower": "[a-z]",
+    "space": "\\s",
+    "upper": "[A-Z]",
+    "word": "\\w",
+    "xdigit": "[0-9A-Fa-f]",
+}
+
+
+def posix_class_of(expression: str) -> str | None:
+    """The first POSIX class (``[:space:]``) inside a bracket expression, or None.
+
+    ``regex``, which matches rules, reads ``[[:space:]]`` as the class of blanks; ``re``,
+    whose syntax rules are checked with, as the characters ``[:space`` then ``]``: the
+    same rule would mean two things. Escapes are skipped, and a bracket expression runs
+    as ``re`` reads it (a ``]`` first in it is a character).
+    """
+    i, n = 0, len(expression)
+    while i < n:
+        char = expression[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char != "[":
+            i += 1
+            continue
+        i += 1
+        if i < n and expression[i] == "^":
+            i += 1
+        if i < n and expression[i] == "]":
+            i += 1
+        while i < n and expression[i] != "]":
+            if expression[i] == "\\":
+                i += 2
+                continue
+            found = _POSIX_CLASS.match(expression, i)
+            if found:
+                return found.group(0)
+            i += 1
+        i += 1
+    return None
+
+
+def check_posix_classes(expression: str, name: str = "expression") -> None:
+    """Refuse (1241010) a new expression with a POSIX class in a bracket expression.
+
+    Rules already stored with one are kept and matched as ``regex`` reads them."""
+    construct = posix_class_of(expression)
+    if construct is None:
+        return
+    instead = _POSIX_SPELLING.get(construct.strip("[:]").lstrip("^"))
+    hint = f" (for {construct} write {instead})" if instead else ""
+    raise JobError.invalid(
+        name,
+        f"the POSIX class {construct} inside a bracket expression is not supported: the "
+        "rule checker reads it as plain characters while scripts are matched with it as "
+        f"a class; write the characters or an escape such as \\s, \\d, \\w instead{hint}",
+    )
 
 
 # lines a careless expression backtracks on for ever: runs of one character, then a

@@ -155,15 +155,23 @@ def _flag(raw: Any) -> bool:
     return bool(raw)
 
 
+def _strict_int(raw: Any, field_name: str) -> int:
+    """An integer sent as a JSON integer, an integral float or integer text; JSON
+    ``true`` and ``1.5`` are refused rather than read as 1."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise _invalid(field_name, f"{raw!r} is not an integer")
+    if isinstance(raw, float) and not raw.is_integer():
+        raise _invalid(field_name, f"{raw!r} is not an integer")
+    try:
+        return int(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise _invalid(field_name, f"{raw!r} is not an integer") from None
+
+
 def _definition_id(raw: Any, field_name: str) -> int:
     if raw in (None, ""):
         return 0
-    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-        raise _invalid(field_name, f"{raw!r} is not an integer")
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise _invalid(field_name, f"{raw!r} is not an integer") from None
+    value = _strict_int(raw, field_name)
     if value < 0:
         raise _invalid(field_name, "must not be negative")
     return value
@@ -209,6 +217,20 @@ def parse_definitions(raw: Any, field_name: str = "global_var_list") -> list[Var
     return out
 
 
+def entry_key(entry: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """How a ``global_var_list`` entry names its variable: an integer ``id`` or, when
+    the id is absent, a text ``name``. JSON ``true`` or ``1.5`` is not the id 1."""
+    raw_id = entry.get("id")
+    if raw_id not in (None, ""):
+        return _strict_int(raw_id, "global_var_list.id"), None
+    name = entry.get("name")
+    if name in (None, ""):
+        return None, None
+    if not isinstance(name, str):
+        raise _invalid("global_var_list.name", f"{name!r} is not a variable name")
+    return None, name
+
+
 def _identify(
     entry: Mapping[str, Any],
     by_id: dict[int, Variable],
@@ -217,18 +239,13 @@ def _identify(
 ) -> Variable | None:
     """The variable an entry names; ``None`` for one the plan no longer has when
     ``lenient`` (bk-job ignores such values when a plan is launched)."""
-    raw_id = entry.get("id")
-    if raw_id not in (None, ""):
-        try:
-            var_id = int(raw_id)
-        except (TypeError, ValueError):
-            raise _invalid("global_var_list.id", f"{raw_id!r} is not an integer") from None
+    var_id, name = entry_key(entry)
+    if var_id is not None:
         var = by_id.get(var_id)
         if var is None and not lenient:
             raise _invalid("global_var_list", f"the plan has no variable with id {var_id}")
         return var
-    name = entry.get("name")
-    if not isinstance(name, str) or not name:
+    if name is None:
         raise JobError.missing("global_var_list.id|global_var_list.name")
     var = by_name.get(name)
     if var is None and not lenient:

@@ -126,8 +126,14 @@ class Jobs:
         if job is None:
             return
         if job.status == RunStatus.BLANK:
-            await self.runner.finish(job_id, RunStatus.TERMINATED, job.callback_url)
-            return
+            if await self.store.terminate_waiting(job_id):
+                # never started: its steps and hosts end terminated with it
+                await self.runner.finish(job_id, RunStatus.TERMINATED, job.callback_url)
+                return
+            # a start (or another terminate) came first
+            job = await self.store.job(job_id)
+            if job is None or RunStatus(job.status).finished:
+                return
         await self.store.update_job(job_id, status=int(RunStatus.STOPPING))
         self.decisions.request_stop(job_id)
         # the node that drives the job may be another one

@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import LargeBinary, Row, Select, and_, cast, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Row,
+    Select,
+    and_,
+    cast,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.store.database import Database
@@ -232,20 +243,34 @@ class JobReads:
             )
             return int(total), list(rows.all())
 
+    def _bytes(self) -> ColumnElement[int]:
+        """A log chunk's length in bytes, not characters, on both backends."""
+        content = log_chunks.c.content
+        if self.db.is_sqlite:
+            return func.length(cast(content, LargeBinary))
+        return func.octet_length(content)
+
+    async def log_bytes(self, step_id: int, execute_count: int) -> dict[int, int]:
+        """The bytes of output stored for each host of one attempt of a step that has
+        any (the sizes only: no log is read)."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(log_chunks.c.bk_host_id, func.sum(self._bytes()))
+                .where(
+                    log_chunks.c.step_instance_id == step_id,
+                    log_chunks.c.execute_count == execute_count,
+                )
+                .group_by(log_chunks.c.bk_host_id)
+            )
+            return {int(host): int(size or 0) for host, size in rows}
+
     async def open_tasks(
         self, keys: Sequence[tuple[int, int, int]]
     ) -> dict[tuple[int, int, int], tuple[int, int]]:
         """Of these (step, attempt, host) tasks, those that exist: the host's status and
         the bytes of output stored for it. One query per thousand tasks."""
-        content = log_chunks.c.content
-        # bytes, not characters, on both backends
-        length = (
-            func.length(cast(content, LargeBinary))
-            if self.db.is_sqlite
-            else func.octet_length(content)
-        )
         stored = (
-            select(func.coalesce(func.sum(length), 0))
+            select(func.coalesce(func.sum(self._bytes()), 0))
             .where(
                 log_chunks.c.step_instance_id == step_hosts.c.step_instance_id,
                 log_chunks.c.execute_count == step_hosts.c.execute_count,

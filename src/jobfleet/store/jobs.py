@@ -355,6 +355,46 @@ class JobStore(JobReads):
             await conn.execute(update(step_instances).where(where).values(**change(row)))
             return True
 
+    async def terminate_waiting(self, job_id: int) -> bool:
+        """End a job created with ``start_task=false`` before it starts: the job, each
+        step and each waiting host terminated (hosts as 403), in one transaction (the
+        caller then finishes the job); False if it was no longer waiting."""
+        now = now_ms()
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(job_instances)
+                .where(job_instances.c.id == job_id, job_instances.c.status == RunStatus.BLANK)
+                .values(status=int(RunStatus.TERMINATED))
+            )
+            if not res.rowcount:
+                return False
+            step_ids = (
+                (
+                    await conn.execute(
+                        select(step_instances.c.id).where(
+                            step_instances.c.job_instance_id == job_id
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            await conn.execute(
+                update(step_instances)
+                .where(step_instances.c.job_instance_id == job_id)
+                .values(status=int(RunStatus.TERMINATED), end_time=now, total_time=0)
+            )
+            for part in chunks(list(step_ids)):
+                await conn.execute(
+                    update(step_hosts)
+                    .where(
+                        step_hosts.c.step_instance_id.in_(part),
+                        step_hosts.c.status.in_(UNFINISHED_HOST),
+                    )
+                    .values(status=int(HostStatus.GSE_TASK_TERMINATE_SUCCESS), end_time=now)
+                )
+            return True
+
     async def update_job(self, job_id: int, **values: Any) -> None:
         async with self.db.begin() as conn:
             await conn.execute(

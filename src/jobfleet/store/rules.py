@@ -9,7 +9,8 @@ A check is bounded in time (``ScanLimits``, domain/dangerous.py). It starts on t
 loop; when a search there takes more than a few milliseconds, or the script is large,
 the check runs on the store's own threads instead, whose searches release the
 interpreter lock: a rule backtracking on a crafted line neither stalls other requests
-nor takes the threads other work is offloaded to.
+nor takes the threads other work is offloaded to. At most ``MAX_THREAD_CHECKS`` checks
+run or wait for those threads; past that a launch is answered busy (1249429, HTTP 429).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ OFFLOAD_CHARS = 256 * 1024
 INLINE_SECONDS = 0.02
 # checks at once off the event loop (more wait their turn)
 CHECK_THREADS = 2
+# checks off the event loop at once, running or waiting for a thread: past this a
+# launch is answered busy (1249429) at once rather than queued without end
+MAX_THREAD_CHECKS = CHECK_THREADS * 4
 
 
 def rule_view(row: Row[Any]) -> dict[str, Any]:
@@ -78,6 +82,7 @@ class RuleStore:
         self.clock = clock
         self.limits = limits or ScanLimits()
         self._threads: ThreadPoolExecutor | None = None
+        self._thread_slots = asyncio.Semaphore(MAX_THREAD_CHECKS)
         self._rules: tuple[Rule, ...] | None = None
         self._loaded_at = 0.0
         # bumped by every change: a load that raced a change must not be kept
@@ -248,11 +253,7 @@ class RuleStore:
             with contextlib.suppress(NeedsThread):
                 findings = scan(text, language, rules, self.limits, inline=INLINE_SECONDS)
         if findings is None:
-            if self._threads is None:
-                self._threads = ThreadPoolExecutor(CHECK_THREADS, "dangerous-rules")
-            findings = await asyncio.get_running_loop().run_in_executor(
-                self._threads, functools.partial(scan, text, language, rules, self.limits)
-            )
+            findings = await self._check_on_thread(text, language, rules)
         for finding in findings:
             if finding.timed_out:
                 log.warning(
@@ -263,6 +264,26 @@ class RuleStore:
                     len(text),
                 )
         return findings
+
+    async def _check_on_thread(
+        self, text: str, language: int, rules: list[Rule]
+    ) -> list[Finding]:
+        """``scan`` on the store's threads; busy (1249429) when ``MAX_THREAD_CHECKS``
+        checks already run or wait there."""
+        if self._thread_slots.locked():
+            log.warning("dangerous_check_busy waiting=%d chars=%d", MAX_THREAD_CHECKS, len(text))
+            raise JobError(
+                ErrorCode.TOO_MANY_REQUESTS,
+                f"The dangerous-statement check is busy: {MAX_THREAD_CHECKS} long checks are"
+                " under way or waiting; try again in a few seconds",
+                http_status=429,
+            )
+        async with self._thread_slots:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(CHECK_THREADS, "dangerous-rules")
+            return await asyncio.get_running_loop().run_in_executor(
+                self._threads, functools.partial(scan, text, language, rules, self.limits)
+            )
 
     async def enforce(self, text: str, language: int, *, where: str = "") -> list[Finding]:
         """Refuse (1244019) a script an intercept rule matches; log what scan rules find."""
