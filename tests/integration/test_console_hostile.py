@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tests.integration.harness import Running
-from tests.integration.test_console import CHROMIUM, browser, login, pytestmark
+from tests.integration.test_console import CHROMIUM, browser, job_id_of, login, pytestmark
+from tests.integration.test_plans import hosts, make_plan, script
 
 __all__ = ["CHROMIUM", "browser", "pytestmark"]
 
@@ -95,3 +96,26 @@ async def test_another_site_cannot_frame_a_page(running: Running, browser: Any) 
         assert await frame.locator("#terminate").count() == 0, frame.url
     await running.wire.v3("operate_job_instance", {"bk_scope_type": "biz", "bk_scope_id": "2",
                                                    "job_instance_id": job, "operation_code": 1})
+
+
+async def test_plan_run_keeps_the_secret_and_hosts_it_was_not_given(
+        running: Running, browser: Any) -> None:
+    """The plan page shows a password variable as an empty password box and never its
+    value; run without typing one, the plan runs with its own password and hosts."""
+    await running.start_agents(IPS)
+    plan_id, _ids = await make_plan(
+        running,
+        [script("use", 'echo "pw=$secret"\n', {"variable": "targets"})],
+        [{"name": "targets", "type": 3, "server": hosts(*IPS)},
+         {"name": "secret", "type": 4, "value": "s3cr3t-value"}],
+        name="secret plan",
+    )
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_plan/{plan_id}")
+    assert "s3cr3t-value" not in await page.content()
+    await page.click("#run")
+    job = await job_id_of(page)
+    final = await running.wire.wait(job)
+    assert final["job_instance"]["status"] == 3, final
+    step = final["step_instance_list"][0]["step_instance_id"]
+    assert (await running.wire.logs(job, step, IPS)) == {IPS[0]: "pw=s3cr3t-value\n"}
