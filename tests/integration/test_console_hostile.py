@@ -13,6 +13,8 @@ from tests.integration.harness import Running
 from tests.integration.test_console import CHROMIUM, browser, job_id_of, login, pytestmark
 from tests.integration.test_plans import hosts, make_plan, script
 
+from jobfleet.api import live
+
 __all__ = ["CHROMIUM", "browser", "pytestmark"]
 
 IPS = ["127.0.10.1"]
@@ -119,3 +121,40 @@ async def test_plan_run_keeps_the_secret_and_hosts_it_was_not_given(
     assert final["job_instance"]["status"] == 3, final
     step = final["step_instance_list"][0]["step_instance_id"]
     assert (await running.wire.logs(job, step, IPS)) == {IPS[0]: "pw=s3cr3t-value\n"}
+
+
+async def test_logging_out_ends_the_live_output(running: Running, browser: Any) -> None:
+    """A job page left open in one tab stops receiving output once the session is
+    closed from another (or ends): the stream was opened with it."""
+    await running.start_agents(IPS)
+    job = (await running.wire.run_script(
+        "for i in $(seq 1 200); do echo tick $i; sleep 0.2; done", IPS))["job_instance_id"]
+    watching = await login(browser, running)
+    await watching.goto(f"{running.url}/api_execute/{job}")
+    await watching.wait_for_function(
+        "() => document.getElementById('log').textContent.includes('tick 3')")
+    # the session closes (as a logout from another tab does) while the page stays open
+    closed = await watching.evaluate("""() => fetch('/logout', {method: 'POST',
+        headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+        body: 'csrf=' + encodeURIComponent(jf.meta('csrf-token'))}).then(r => r.url)""")
+    assert closed.endswith("/login"), closed
+    assert (await watching.context.request.get(running.url + "/jobs")).url.endswith(
+        "/login?next=%2Fjobs")
+    length = "document.getElementById('log').textContent.length"
+    await watching.wait_for_timeout((live.RECHECK + 1.5) * 1000)
+    before = await watching.evaluate(length)
+    await watching.wait_for_timeout(2000)
+    assert await watching.evaluate(length) == before, "output still arrives after logout"
+    # an app's stream, whose credential stands, goes on past the checks
+    wire = running.wire
+    async with wire.http.stream("GET", f"/api/jobfleet/v1/jobs/{job}/events?hosts=all",
+                                headers=wire.headers()) as stream:
+        started = asyncio.get_running_loop().time()
+        ticks = 0
+        async for line in stream.aiter_lines():
+            ticks += line.startswith("event: output")
+            if asyncio.get_running_loop().time() - started > live.RECHECK * 2 + 1:
+                break
+        assert ticks > 0 and asyncio.get_running_loop().time() - started > live.RECHECK * 2
+    await running.wire.v3("operate_job_instance", {"bk_scope_type": "biz", "bk_scope_id": "2",
+                                                   "job_instance_id": job, "operation_code": 1})
