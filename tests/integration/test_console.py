@@ -103,8 +103,8 @@ async def test_live_output_groups_and_screenshot(running: Running, browser: Any)
     script = "echo start on $JOBFLEET_HOST_IP\nsleep 4\necho done $RANDOM\n"
     job = await quick_execute(page, running, script, IPS)
     # output arrives while the job still runs
-    await page.wait_for_function("document.getElementById('log').textContent.includes('start')",
-                                 timeout=4000)
+    await page.wait_for_function(
+        "() => document.getElementById('log').textContent.includes('start')", timeout=4000)
     status = await running.wire.status(job)
     assert status["job_instance"]["status"] == 2, "the output came only after the job"
     await page.wait_for_selector("#job-status[data-ended='1']", timeout=30000)
@@ -144,7 +144,8 @@ async def test_terminate_from_the_page(running: Running, browser: Any) -> None:
     await running.start_agents(IPS[:2])
     page = await login(browser, running)
     job = await quick_execute(page, running, "echo begun; sleep 60", IPS[:2])
-    await page.wait_for_function("document.getElementById('log').textContent.includes('begun')")
+    await page.wait_for_function(
+        "() => document.getElementById('log').textContent.includes('begun')")
     await page.click("#terminate")
     final = await running.wire.wait(job, timeout=30)
     assert final["job_instance"]["status"] in (8, 11, 4), final
@@ -191,7 +192,7 @@ async def test_run_plan_with_variables(running: Running, browser: Any) -> None:
     final = await running.wire.wait(job)
     assert final["job_instance"]["status"] == 3, final
     await page.wait_for_function(
-        "document.getElementById('log').textContent.includes('hello console')")
+        "() => document.getElementById('log').textContent.includes('hello console')")
 
 
 async def test_distribute_an_uploaded_file(running: Running, browser: Any,

@@ -205,7 +205,7 @@ async def test_create_edit_and_delete_accounts(running: Running, browser: Any) -
     await page.fill("#account-form input[name=account]", "nopass")
     await page.fill("#account-form input[name=password]", "")
     await page.click("#save")
-    await page.wait_for_function("document.getElementById('result').textContent.length > 0")
+    await page.wait_for_function("() => document.getElementById('result').textContent.length > 0")
     assert "db_password" in await page.inner_text("#result")
 
 
@@ -259,7 +259,7 @@ async def test_rule_that_backtracks_in_the_console(running: Running, browser: An
     await page.goto(running.url + "/dangerous-rules")
     await page.fill("#rule-form input[name=expression]", r"^(a|aa)+$")
     await page.click("#save")
-    await page.wait_for_function("document.getElementById('result').textContent.length > 0")
+    await page.wait_for_function("() => document.getElementById('result').textContent.length > 0")
     assert "backtracks" in await page.inner_text("#result")
     assert await page.locator("tr.rule").count() == 0
     await page.fill("#rule-form input[name=expression]", r"^rm (a|aa)+$")

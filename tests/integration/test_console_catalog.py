@@ -69,7 +69,7 @@ async def test_edit_publish_disable_and_compare_script_versions(
     await page.fill("#draft input[name=version_desc]", "escaped <b>text</b>")
     await page.click("#save")
     await page.wait_for_function(
-        "document.querySelector('#draft textarea').value.includes('echo added')")
+        "() => document.querySelector('#draft textarea').value.includes('echo added')")
     # publish the draft: the old version goes offline; then disable the old one
     await page.click("tr.version[data-version='1.1'] button.publish")
     await page.wait_for_selector("tr.version[data-version='1.1'][data-status='online']")
@@ -170,7 +170,7 @@ async def test_export_a_template_import_it_under_a_new_name_and_sync_a_plan(
     await page.fill("#import input[name=name]", "greeting copy")
     await page.click("#import-run")
     await page.wait_for_function(
-        "document.getElementById('template-name') && "
+        "() => document.getElementById('template-name') && "
         "document.getElementById('template-name').textContent === 'greeting copy'")
     assert "greet all" in await page.inner_text("#plans")
     copy_id = int(page.url.rsplit("/", 1)[-1])
@@ -240,7 +240,7 @@ async def test_create_a_cron_and_see_it_fire(tmp_path: Path, database_url: str,
         page.on("dialog", lambda dialog: dialog.accept())
         await row.locator("button.delete").click()
         await page.wait_for_function(
-            f"!document.querySelector(\"tr.cron[data-cron='{cron_id}']\")")
+            f"() => !document.querySelector(\"tr.cron[data-cron='{cron_id}']\")")
         actions = [e["action"] for e in await running.server.audit.recent(200)]
         for action in ("create_cron", "start_cron", "pause_cron", "delete_cron"):
             assert action in actions, actions

@@ -31,7 +31,7 @@ PUBLIC = "https://console.example.test"
 async def count_shown(page: Any) -> dict[str, str]:
     """The count the form shows once it answered for the current selection."""
     await page.wait_for_function(
-        "(() => { const d = document.getElementById('target-count').dataset;"
+        "() => (() => { const d = document.getElementById('target-count').dataset;"
         " return d.total !== '' && d.total !== undefined; })()"
     )
     shown = "Object.assign({}, document.getElementById('target-count').dataset)"
@@ -65,21 +65,21 @@ async def test_targets_by_topology_and_dynamic_group_with_counts(
     assert "10.77.0.1" in (await page.get_attribute("#target-count", "title") or "")
     await page.check(f"input.dgroup[value='{group['id']}']")
     await page.wait_for_function(
-        "document.getElementById('target-count').dataset.total === '5'")
+        "() => document.getElementById('target-count').dataset.total === '5'")
     assert await count_shown(page) == {"total": "5", "alive": "4", "dead": "1"}
     # pasted addresses count too, each host once; an unknown one is named
     await page.fill("textarea[name=ips]", f"{IPS[0]}\n10.77.0.99")
     await page.wait_for_function(
-        "document.getElementById('target-count').dataset.total === 'error'")
+        "() => document.getElementById('target-count').dataset.total === 'error'")
     assert "10.77.0.99" in await page.inner_text("#target-count")
     await page.fill("textarea[name=ips]", IPS[0])
     await page.wait_for_function(
-        "document.getElementById('target-count').dataset.total === '5'")
+        "() => document.getElementById('target-count').dataset.total === '5'")
     # the host without an agent fails at once; the job targets the set and the group
     await page.uncheck(f"input.topo[data-type=module][value='{nginx['id']}']")
     await page.check(f"input.topo[data-type=set][value='{web['id']}']")
     await page.wait_for_function(
-        "document.getElementById('target-count').dataset.total === '5'")
+        "() => document.getElementById('target-count').dataset.total === '5'")
     await page.fill("textarea[name=script]", "echo hi from $JOBFLEET_HOST_IP")
     await page.click("#run")
     job = await job_id_of(page)
@@ -120,7 +120,7 @@ async def test_dangerous_check_blocks_and_warns(running: Running, browser: Any) 
 
     await page.fill("textarea[name=script]", "echo bye\nshutdown -h +60 || true\n")
     await page.click("#run")
-    await page.wait_for_function("document.getElementById('danger').dataset.blocked === '0'")
+    await page.wait_for_function("() => document.getElementById('danger').dataset.blocked === '0'")
     assert (await page.inner_text("li.danger-line")).startswith("⚠ 2:")
     assert await page.is_visible("#danger-confirm-row")
     await asyncio.sleep(0.5)

@@ -8,6 +8,9 @@ host's last log sequence. A client that reconnects with ``Last-Event-ID`` (or
 cursor, from whichever node it reaches. The bus only wakes the stream up, so a
 lost event delays a view by at most ``REFRESH`` seconds and never loses output.
 
+A stream outlives neither its caller's credential nor the caller's scope: both are
+checked again every ``RECHECK`` seconds, and the stream ends when either is gone.
+
 What a stream costs grows with the groups of the job and the hosts whose output
 the client asks for (``hosts=1,2,3`` or ``hosts=all``, at most
 ``MAX_WATCHED`` per step), not with the number of hosts in the job.
@@ -19,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -44,6 +47,8 @@ REFRESH = 2.0
 # events close together are read once
 COALESCE = 0.1
 KEEPALIVE = 15.0
+# the caller's credential (a console session, a personal token) is checked again this often
+RECHECK = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +115,17 @@ class JobStream:
     """The events of one job for one client."""
 
     def __init__(
-        self, services: Services, job_id: int, hosts: set[int] | None, cursor: Cursor
+        self,
+        services: Services,
+        job_id: int,
+        hosts: set[int] | None,
+        cursor: Cursor,
+        allowed: Callable[[], Awaitable[bool]],
     ) -> None:
+        """``allowed`` says whether the caller may still see the job: a stream outlives
+        neither the session or token it was opened with nor the caller's scope."""
         self.services = services
+        self.allowed = allowed
         self.views = JobViews(services.db)
         self.job_id = job_id
         self.hosts = hosts
@@ -185,12 +198,18 @@ class JobStream:
             async for _event in subscription:
                 wake.set()
 
-        pumping = asyncio.get_running_loop().create_task(pump())
+        loop = asyncio.get_running_loop()
+        pumping = loop.create_task(pump())
         idle = 0.0
+        checked = loop.time()
         try:
             yield f"retry: 2000\nid: {format_cursor(self.cursor)}\n\n".encode()
             while True:
                 wake.clear()
+                if loop.time() - checked >= RECHECK:
+                    if not await self.allowed():
+                        return
+                    checked = loop.time()
                 status, steps = await self.snapshot()
                 encoded = orjson.dumps(status)
                 if encoded != self.last_status:
@@ -240,7 +259,14 @@ async def job_events(request: Request) -> Response:
     except JobError as exc:
         await refusal(services.audit, request, exc, caller)
         return envelope.error(exc, request_id, envelope.request_language(request))
-    stream = JobStream(services, job.id, hosts, cursor)
+    async def allowed() -> bool:
+        try:
+            await job_for(services, await services.auth.authenticate(request, params), job.id)
+        except JobError:
+            return False
+        return True
+
+    stream = JobStream(services, job.id, hosts, cursor, allowed)
     return StreamingResponse(
         stream.events(request),
         media_type="text/event-stream",

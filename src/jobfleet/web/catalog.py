@@ -22,6 +22,7 @@ from jobfleet.api.template_views import list_filter
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScriptLanguage, StepType, VariableType
 from jobfleet.domain.templates import public_steps
+from jobfleet.web.headers import SecuredRoute
 from jobfleet.web.pages import Page, _to_login
 from jobfleet.web.paging import PAGE, offset_of
 
@@ -65,7 +66,7 @@ def step_summary(step: dict[str, Any]) -> dict[str, str]:
 
 
 def routes(services: Services, page: PageOf) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, route_class=SecuredRoute)
 
     @router.get("/templates")
     async def templates(request: Request) -> Response:

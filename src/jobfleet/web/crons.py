@@ -22,6 +22,7 @@ from jobfleet.api.cron_firings import firing_view
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScopeType
+from jobfleet.web.headers import SecuredRoute
 from jobfleet.web.pages import Page, _to_login
 from jobfleet.web.paging import PAGE, number, offset_of
 
@@ -29,7 +30,7 @@ PageOf = Callable[[Request], Awaitable[Page | None]]
 
 
 def routes(services: Services, page: PageOf) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, route_class=SecuredRoute)
     store = services.crons
 
     def wall_ms(slot: int | None) -> int | None:

@@ -33,6 +33,7 @@ from jobfleet.domain.status import (
 )
 from jobfleet.web import admin_pages, approvals, i18n, paging
 from jobfleet.web import output_groups as outputs
+from jobfleet.web.headers import SecuredRoute
 
 SESSION_TTL = 12 * 3600.0
 # an id in a console address: what a database column holds, no more
@@ -140,7 +141,7 @@ def _same_origin(request: Request) -> bool:
 
 
 def console_router(services: Services) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, route_class=SecuredRoute)
     people = services.people
     group_cache = outputs.GroupCache()
 

@@ -20,6 +20,7 @@ from jobfleet.api.services import Services
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import ScriptLanguage, ScriptVersionStatus
 from jobfleet.web import diffs
+from jobfleet.web.headers import SecuredRoute
 from jobfleet.web.pages import Page, _to_login
 from jobfleet.web.paging import PAGE, number, offset_of
 
@@ -54,7 +55,7 @@ class Kind:
 
 
 def routes(services: Services, page: PageOf) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, route_class=SecuredRoute)
     store = services.scripts
 
     async def script_list(request: Request, kind: Kind) -> Response:

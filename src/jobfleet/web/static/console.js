@@ -127,9 +127,15 @@ var jf = (function () {
     },
     runPlan: function (form) {
       var body = scope(); body.job_plan_id = +form.dataset.plan; body.global_var_list = [];
+      // the page never holds a password's value nor a host variable's hosts: a box
+      // left empty keeps the plan's own
       form.querySelectorAll('.var').forEach(function (el) {
-        if (el.dataset.hosts) body.global_var_list.push({name: el.dataset.name, server: {ip_list: ipList(el.value)}});
-        else body.global_var_list.push({name: el.dataset.name, value: el.value});
+        if (el.dataset.hosts) {
+          var ips = ipList(el.value);
+          if (ips.length) body.global_var_list.push({name: el.dataset.name, server: {ip_list: ips}});
+        } else if (el.type !== 'password' || el.value) {
+          body.global_var_list.push({name: el.dataset.name, value: el.value});
+        }
       });
       api('execute_job_plan', body).then(function (a) { done(form, a); });
       return false;
