@@ -83,7 +83,8 @@ async def serve_on(server: uvicorn.Server, sock: socket.socket) -> asyncio.Task[
         if task.done():
             task.result()
         return bool(server.started)
-    await eventually(started, timeout=30)
+    # as long as a stop may take: a start's first writes wait as long on a loaded disk
+    await eventually(started, timeout=STOP_WAIT)
     return task
 
 

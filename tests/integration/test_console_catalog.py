@@ -67,9 +67,10 @@ async def test_edit_publish_disable_and_compare_script_versions(
     edited = OLD.replace("version one", "version <two> & more") + "echo added\n"
     await page.fill("#draft textarea[name=content]", edited)
     await page.fill("#draft input[name=version_desc]", "escaped <b>text</b>")
-    await page.click("#save")
-    await page.wait_for_function(
-        "() => document.querySelector('#draft textarea').value.includes('echo added')")
+    # the save reloads the page once the draft is stored: the box shows what was stored
+    async with page.expect_navigation():
+        await page.click("#save")
+    assert "echo added" in await page.input_value("#draft textarea")
     # publish the draft: the old version goes offline; then disable the old one
     await page.click("tr.version[data-version='1.1'] button.publish")
     await page.wait_for_selector("tr.version[data-version='1.1'][data-status='online']")
