@@ -10,7 +10,7 @@ from fastapi import APIRouter
 
 from jobfleet import __version__
 from jobfleet.api.auditing import audit
-from jobfleet.api.params import INT64, get_list, get_str, need_int
+from jobfleet.api.params import INT64, check_range, get_list, get_str, need_int
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -39,13 +39,35 @@ async def _hosts_by_address(
     for item in get_list(call.params, "hosts"):
         if not isinstance(item, dict) or not item.get("ip"):
             raise JobError.invalid("hosts")
-        try:
-            wanted.append((int(item.get("bk_cloud_id") or 0), normalize_ip(item["ip"])))
-        except (TypeError, ValueError):
-            raise JobError.invalid("hosts.bk_cloud_id") from None
+        wanted.append((_cloud(item, "hosts.bk_cloud_id"), normalize_ip(item["ip"])))
     hosts = visible(call, await call.services.inventory.by_ips(wanted))
     found = {(h.bk_cloud_id, h.ip): h for h in hosts}
     return wanted, found
+
+
+def _cloud(host: dict[str, Any], name: str) -> int:
+    """A host's ``bk_cloud_id``: an integer, an integral number or ASCII decimal text (0 when
+    absent). 0.9, true or other digits name no cloud: read as 0 or 1 they would name
+    another host."""
+    value = host.get("bk_cloud_id")
+    if value is None or value == "":
+        return 0
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        sign = text[:1] if text[:1] in "+-" else ""
+        digits = text[len(sign) :]
+        if digits.isascii() and digits.isdecimal() and len(digits) <= 19:
+            number = int(text)
+    if number is None:
+        raise JobError.invalid(name, f"{str(value)[:64]!r} is not an integer")
+    return check_range(name, number, "bk_cloud_id")
 
 
 def visible(call: Call, hosts: list[Host]) -> list[Host]:
@@ -318,11 +340,7 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
     for host in get_list(item, "hosts") if item.get("hosts") is not None else []:
         if not isinstance(host, dict) or not host.get("ip"):
             raise JobError.invalid(f"{name}.hosts")
-        try:
-            cloud = int(host.get("bk_cloud_id") or 0)
-        except (TypeError, ValueError):
-            raise JobError.invalid(f"{name}.hosts.bk_cloud_id") from None
-        ids.append(f"{cloud}:{host['ip']}")
+        ids.append(f"{_cloud(host, f'{name}.hosts.bk_cloud_id')}:{host['ip']}")
     if not ids:
         raise JobError.missing(f"{name}.agent_id_list")
     if len(ids) > MAX_PROC_HOSTS:

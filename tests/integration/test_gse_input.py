@@ -1,0 +1,37 @@
+"""GSE calls given values of the wrong type or form: refused with the bk-job envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.harness import Running
+
+V2 = "/api/bk-gse/prod/api/v2"
+V1 = "/api/c/compapi/v2/gse"
+IP = "127.0.0.2"
+META = {"namespace": "nodeman", "name": "daemon"}
+
+
+async def test_a_cloud_id_that_is_no_integer_is_refused(running: Running) -> None:
+    """``bk_cloud_id`` 0.9, true or non-ASCII digits names no cloud: it is refused, never
+    read as cloud 0 or 1 (which would answer for, or operate on, another host)."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for cloud in (0.9, 0.5, True, False, "\u0660", "1e0", [0], {"a": 0}):
+        hosts = [{"ip": IP, "bk_cloud_id": cloud}]
+        for path, body in (
+            (f"{V1}/get_agent_status", {"hosts": hosts}),
+            (f"{V1}/get_agent_info", {"hosts": hosts}),
+            (f"{V2}/proc/get_proc_status_v2", {"meta": META, "hosts": hosts}),
+            (f"{V1}/get_proc_status", {"meta": META, "hosts": hosts}),
+            (f"{V1}/operate_proc", {"meta": META, "op_type": 2, "hosts": hosts}),
+        ):
+            answer: dict[str, Any] = await wire.post(path, body)
+            assert (answer["result"], answer["code"]) == (False, 1241010), (cloud, path, answer)
+            assert "bk_cloud_id" in answer["message"], answer
+    # integers, integral numbers and decimal text are clouds as before
+    for cloud in (0, 0.0, "0", " 0 ", None):
+        answer = await wire.post(f"{V1}/get_agent_status",
+                                 {"hosts": [{"ip": IP, "bk_cloud_id": cloud}]})
+        assert answer["result"], (cloud, answer)
+        assert answer["data"][f"0:{IP}"]["bk_agent_alive"] == 1, answer
