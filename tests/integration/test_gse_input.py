@@ -35,3 +35,28 @@ async def test_a_cloud_id_that_is_no_integer_is_refused(running: Running) -> Non
                                  {"hosts": [{"ip": IP, "bk_cloud_id": cloud}]})
         assert answer["result"], (cloud, answer)
         assert answer["data"][f"0:{IP}"]["bk_agent_alive"] == 1, answer
+
+
+async def test_process_labels_are_a_small_object(running: Running) -> None:
+    """``meta.labels`` is echoed for every host a status query names: anything but a small
+    object of text is refused, so that the answer cannot grow with it host after host."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for labels in ("y" * 100_000, [1, 2], {"k": "v" * 100_000}, {"k": {"deep": 1}},
+                   {f"k{i}": "v" for i in range(1000)}, {"k" * 1000: "v"}):
+        for path, body in (
+            (f"{V2}/proc/get_proc_status_v2",
+             {"meta": {**META, "labels": labels}, "agent_id_list": [f"0:{IP}"]}),
+            (f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+                {"meta": {**META, "labels": labels}, "op_type": 2,
+                 "agent_id_list": [f"0:{IP}"]}]}),
+        ):
+            answer = await wire.post(path, body)
+            assert answer["result"] is False, (path, answer)
+            assert answer["code"] in (1241005, 1241010), (path, answer)
+            assert "labels" in answer["message"], answer
+    labels = {"proc_name": "daemon", "bk_biz_id": "2"}
+    answer = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                             {"meta": {**META, "labels": labels}, "agent_id_list": [f"0:{IP}"]})
+    assert answer["result"], answer
+    assert answer["data"]["proc_infos"][0]["meta"]["labels"] == labels, answer

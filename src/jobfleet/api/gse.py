@@ -27,6 +27,7 @@ NOT_RUNNING = 0
 AGENT_ABNORMAL = 117
 MAX_MESSAGE = 1024 * 1024
 MAX_PROC_HOSTS = 5000
+MAX_LABELS = 64
 GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
 GSE_V2_PROC = ("/api/bk-gse/prod/api/v2/proc",)
 NO_LOAD = AgentLoad(0.0, 0.0, 0, 0)
@@ -284,7 +285,19 @@ def _meta(item: dict[str, Any], name: str) -> tuple[str, str]:
     proc = _text(meta.get("name"), f"{name}.meta.name", 255)
     if not namespace or not proc:
         raise JobError.missing(f"{name}.meta.namespace and name")
+    _labels(meta, name)
     return namespace, proc
+
+
+def _labels(meta: dict[str, Any], name: str) -> dict[str, str]:
+    """``meta.labels``: a small object of text (a status answer echoes it for every host)."""
+    labels = meta.get("labels") or {}
+    where = f"{name}.meta.labels"
+    if not isinstance(labels, dict):
+        raise JobError.invalid(where, "must be an object")
+    if len(labels) > MAX_LABELS:
+        raise JobError.invalid(where, f"more than {MAX_LABELS} labels")
+    return {_text(k, where, 255): _text(v, where, 1024) for k, v in labels.items()}
 
 
 def _spec(item: dict[str, Any], name: str, *, need: bool) -> protocol.ProcSpec:
@@ -459,7 +472,7 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
     p = call.params
     spec = _spec(p, "request", need=False)
     hosts = await _targets(call, p, "request")
-    meta = p["meta"]
+    labels = _labels(p["meta"], "request")
     states = await _procs(call).status(
         [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()], spec
     )
@@ -475,7 +488,7 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
                 "meta": {
                     "namespace": spec["namespace"],
                     "name": spec["name"],
-                    "labels": meta.get("labels") or {},
+                    "labels": labels,
                 },
                 "status": int(state.get("status", 0)),
                 "isauto": bool(state.get("delegated")),
