@@ -60,3 +60,26 @@ async def test_process_labels_are_a_small_object(running: Running) -> None:
                              {"meta": {**META, "labels": labels}, "agent_id_list": [f"0:{IP}"]})
     assert answer["result"], answer
     assert answer["data"]["proc_infos"][0]["meta"]["labels"] == labels, answer
+
+
+async def test_an_agent_id_longer_than_a_stored_one_is_refused(running: Running) -> None:
+    """An operation stores the agent id each host was named by, in 255 characters: a
+    longer one (``"000…0:<ip>"``, an ip padded with spaces) is refused before any work,
+    as on PostgreSQL the task could not be stored."""
+    await running.start_agents([IP])
+    wire = running.wire
+    padded = "0" * 300 + f":{IP}"
+    for path, body in (
+        (f"{V2}/proc/operate_proc_multi",
+         {"proc_operate_req": [{"meta": META, "op_type": 2, "agent_id_list": [padded]}]}),
+        (f"{V1}/operate_proc",
+         {"meta": META, "op_type": 2, "hosts": [{"ip": " " * 300 + IP, "bk_cloud_id": 0}]}),
+        (f"{V2}/proc/get_proc_status_v2", {"meta": META, "agent_id_list": [padded]}),
+    ):
+        answer = await wire.post(path, body)
+        assert (answer["result"], answer["code"]) == (False, 1241010), (path, answer)
+        assert "agent_id_list" in answer["message"], answer
+    # a short one with a leading zero still names the host
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        {"meta": META, "op_type": 2, "agent_id_list": [f"00:{IP}"]}]})
+    assert answer["result"], answer

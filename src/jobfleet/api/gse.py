@@ -28,6 +28,7 @@ AGENT_ABNORMAL = 117
 MAX_MESSAGE = 1024 * 1024
 MAX_PROC_HOSTS = 5000
 MAX_LABELS = 64
+MAX_AGENT_ID = 255
 GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
 GSE_V2_PROC = ("/api/bk-gse/prod/api/v2/proc",)
 NO_LOAD = AgentLoad(0.0, 0.0, 0, 0)
@@ -358,6 +359,11 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
         raise JobError.missing(f"{name}.agent_id_list")
     if len(ids) > MAX_PROC_HOSTS:
         raise JobError.invalid(f"{name}.agent_id_list", f"more than {MAX_PROC_HOSTS} hosts")
+    # each result keeps the id its host was named by, in a column this wide
+    if any(len(i) > MAX_AGENT_ID for i in ids):
+        raise JobError.invalid(
+            f"{name}.agent_id_list", f"an agent id is longer than {MAX_AGENT_ID} characters"
+        )
     found = await _agents(call, ids)
     missing = [i for i in ids if i not in found]
     if missing:
