@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import event
 from tests.integration.harness import Running
 
 V2 = "/api/bk-gse/prod/api/v2"
@@ -83,3 +84,35 @@ async def test_an_agent_id_longer_than_a_stored_one_is_refused(running: Running)
     answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
         {"meta": META, "op_type": 2, "agent_id_list": [f"00:{IP}"]}]})
     assert answer["result"], answer
+
+
+async def test_agents_named_by_their_id_are_read_by_that_id(running: Running) -> None:
+    """Agent ids that are no ``"<cloud>:<ip>"`` are looked up by the hosts' indexed agent id:
+    a query naming a few agents never reads the whole inventory."""
+    await running.start_agents([IP])
+    for i in range(3):
+        await running.server.inventory.add(2, f"10.9.0.{i}")
+    [host] = [h for h in await running.server.inventory.list() if h.ip == IP]
+    assert host.agent_id
+    whole: list[str] = []
+
+    def unfiltered(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        text = " ".join(statement.split()).upper()
+        if text.startswith("SELECT") and "FROM HOSTS" in text and "WHERE" not in text:
+            whole.append(statement)
+
+    engine = running.server.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", unfiltered)
+    try:
+        for name in ("list_agent_state", "list_agent_info"):
+            answer = await running.wire.post(f"{V2}/cluster/{name}", {
+                "agent_id_list": [host.agent_id, "no-such-agent", f"0:{IP}"]})
+            assert answer["result"], answer
+            assert [a["bk_agent_id"] for a in answer["data"]] == [host.agent_id, f"0:{IP}"]
+        status = await running.wire.post(f"{V2}/proc/get_proc_status_v2", {
+            "meta": META, "agent_id_list": [host.agent_id]})
+        assert status["result"], status
+        assert status["data"]["proc_infos"][0]["host"]["ip"] == IP, status
+    finally:
+        event.remove(engine, "before_cursor_execute", unfiltered)
+    assert whole == []

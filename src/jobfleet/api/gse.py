@@ -124,7 +124,7 @@ async def _agents(call: Call, ids: list[str]) -> dict[str, Host]:
     inventory = call.services.inventory
     hosts = await inventory.by_ips(pairs) if pairs else []
     if agent_ids:
-        hosts += [h for h in await inventory.list() if h.agent_id in agent_ids]
+        hosts += await inventory.by_agent_ids(agent_ids)
     hosts = visible(call, hosts)
     by_pair = {(h.bk_cloud_id, h.ip): h for h in hosts}
     by_agent = {h.agent_id: h for h in hosts if h.agent_id}

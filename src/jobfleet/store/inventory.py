@@ -15,6 +15,8 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import hosts
 
 CHUNK = 5000
+# the width of hosts.agent_id
+AGENT_ID_LENGTH = 64
 # the columns of a Host, in its fields' order (see Host.of_columns)
 HOST_COLUMNS = tuple(
     hosts.c[name]
@@ -127,6 +129,19 @@ class Inventory:
                             )
                         )
                         found.extend(map(Host.of_columns, rows))
+        return found
+
+    async def by_agent_ids(self, agent_ids: Iterable[str]) -> list[Host]:
+        """Hosts by their agents' ids (the indexed ``agent_id``), a chunk at a time."""
+        found: list[Host] = []
+        # no stored id is longer than the column: a longer one names no host
+        wanted = sorted({a for a in agent_ids if len(a) <= AGENT_ID_LENGTH})
+        async with self.db.connect() as conn:
+            for part in chunks(wanted):
+                rows = await conn.execute(
+                    select(*HOST_COLUMNS).where(hosts.c.agent_id.in_(part))
+                )
+                found.extend(map(Host.of_columns, rows))
         return found
 
     async def matching(self, filters: Sequence[tuple[int, HostFilter]]) -> list[list[Host]]:
