@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from tests.integration.harness import Running
+from tests.integration.harness import Running, eventually
 
 V2 = "/api/bk-gse/prod/api/v2"
 V1 = "/api/c/compapi/v2/gse"
@@ -145,3 +145,37 @@ async def test_many_cloud_areas_cost_a_few_queries(running: Running) -> None:
     assert state["result"], state
     assert [a["bk_agent_id"] for a in state["data"]] == [f"0:{IP}"]
     assert len(reads) <= 20, len(reads)
+
+
+async def test_a_dual_stack_host_is_named_by_its_ipv6_address(running: Running) -> None:
+    """A host that reports an IPv6 address besides its ip is named by either, as in a job's
+    ``ip_list``; an IPv6 address two hosts report names neither."""
+    agents = {"127.0.0.21": {"ipv6": "fd00::21"}, "127.0.0.23": {"ipv6": "fd00::99"},
+              "127.0.0.24": {"ipv6": "fd00::99"}}
+    await running.start_agents(list(agents), settings_of=agents)
+
+    async def reported() -> bool:
+        v6 = {h.ip: h.ipv6 for h in await running.server.inventory.list()}
+        return v6 == {"127.0.0.21": "fd00::21", "127.0.0.23": "fd00::99",
+                      "127.0.0.24": "fd00::99"}
+    await eventually(reported)
+    wire = running.wire
+    hosts = [{"ip": "fd00::21", "bk_cloud_id": 0}, {"ip": "fd00::99", "bk_cloud_id": 0},
+             {"ip": "127.0.0.21", "bk_cloud_id": 0}]
+    status = await wire.post(f"{V1}/get_agent_status", {"hosts": hosts})
+    assert status["result"], status
+    assert {k: v["bk_agent_alive"] for k, v in status["data"].items()} == {
+        "0:fd00::21": 1, "0:fd00::99": 0, "0:127.0.0.21": 1}
+    info = await wire.post(f"{V1}/get_agent_info", {"hosts": hosts})
+    assert sorted(info["data"]) == ["0:127.0.0.21", "0:fd00::21"], info
+    state = await wire.post(f"{V2}/cluster/list_agent_state",
+                            {"agent_id_list": ["0:fd00::21", "0:fd00::99"]})
+    assert state["result"], state
+    assert [(a["bk_agent_id"], a["status_code"]) for a in state["data"]] == [("0:fd00::21", 2)]
+    procs = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                            {"meta": META, "agent_id_list": ["0:fd00::21"]})
+    assert procs["result"], procs
+    assert procs["data"]["proc_infos"][0]["host"]["ip"] == "127.0.0.21", procs
+    ambiguous = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                                {"meta": META, "agent_id_list": ["0:fd00::99"]})
+    assert (ambiguous["result"], ambiguous["code"]) == (False, 1244002), ambiguous

@@ -43,8 +43,22 @@ async def _hosts_by_address(
             raise JobError.invalid("hosts")
         wanted.append((_cloud(item, "hosts.bk_cloud_id"), normalize_ip(item["ip"])))
     hosts = visible(call, await call.services.inventory.by_ips(wanted))
+    return wanted, by_address(hosts)
+
+
+def by_address(hosts: list[Host]) -> dict[tuple[int, str], Host]:
+    """The hosts by (cloud, ip) and, where no host holds it as its ip, by (cloud, ipv6): as a
+    job's ``ip_list`` names them. An IPv6 address several hosts report names none."""
     found = {(h.bk_cloud_id, h.ip): h for h in hosts}
-    return wanted, found
+    v6: dict[tuple[int, str], set[int]] = {}
+    for h in hosts:
+        if h.ipv6 and (h.bk_cloud_id, h.ipv6) not in found:
+            v6.setdefault((h.bk_cloud_id, h.ipv6), set()).add(h.bk_host_id)
+    by_id = {h.bk_host_id: h for h in hosts}
+    for key, ids in v6.items():
+        if len(ids) == 1:
+            found[key] = by_id[next(iter(ids))]
+    return found
 
 
 def _cloud(host: dict[str, Any], name: str) -> int:
@@ -97,7 +111,8 @@ async def get_agent_status(call: Call) -> dict[str, Any]:
 
 
 async def get_agent_info(call: Call) -> dict[str, Any]:
-    _wanted, found = await _hosts_by_address(call)
+    wanted, found = await _hosts_by_address(call)
+    # the known hosts among those asked for (a host found by another address is not)
     return {
         f"{cloud}:{ip}": {
             "ip": ip,
@@ -107,7 +122,8 @@ async def get_agent_info(call: Call) -> dict[str, Any]:
             "parent_ip": "",
             "parent_port": 0,
         }
-        for (cloud, ip), h in found.items()
+        for cloud, ip in wanted
+        if (h := found.get((cloud, ip))) is not None
     }
 
 
@@ -126,7 +142,7 @@ async def _agents(call: Call, ids: list[str]) -> dict[str, Host]:
     if agent_ids:
         hosts += await inventory.by_agent_ids(agent_ids)
     hosts = visible(call, hosts)
-    by_pair = {(h.bk_cloud_id, h.ip): h for h in hosts}
+    by_pair = by_address(hosts)
     by_agent = {h.agent_id: h for h in hosts if h.agent_id}
     found: dict[str, Host] = {}
     for agent_id in ids:
