@@ -179,3 +179,32 @@ async def test_a_dual_stack_host_is_named_by_its_ipv6_address(running: Running) 
     ambiguous = await wire.post(f"{V2}/proc/get_proc_status_v2",
                                 {"meta": META, "agent_id_list": ["0:fd00::99"]})
     assert (ambiguous["result"], ambiguous["code"]) == (False, 1244002), ambiguous
+
+
+async def test_one_operation_a_host_is_taken_for_thousands_of_hosts(running: Running) -> None:
+    """bk-nodeman sends one ``proc_operate_req`` entry for each host and plugin (``hosts``
+    naming one host): a request of 150 entries is taken; what bounds a request is the
+    5,000 host operations it asks for in all, however they are spread over its entries."""
+    await running.start_agents([IP])
+    wire = running.wire
+    entries = [{"meta": {"namespace": "nodeman", "name": f"p{i}"}, "op_type": 2,
+                "hosts": [{"ip": IP, "bk_cloud_id": 0}], "nodeman_spec": {"id": i}}
+               for i in range(150)]
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": entries})
+    assert answer["result"], answer
+    task = {"task_id": answer["data"]["task_id"]}
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+    results = await eventually(done, timeout=60)
+    assert sorted(results) == sorted(f"0:{IP}:nodeman:p{i}" for i in range(150))
+    # 2,501 entries of 2 hosts each: 5,002 host operations
+    await running.server.inventory.add(2, "10.8.0.1")
+    too_many = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        {"meta": {"namespace": "nodeman", "name": f"q{i}"}, "op_type": 2,
+         "agent_id_list": [f"0:{IP}", "0:10.8.0.1"]} for i in range(2501)]})
+    assert (too_many["result"], too_many["code"]) == (False, 1241010), too_many
+    assert "5000" in too_many["message"], too_many

@@ -400,8 +400,11 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
 async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
     if not items:
         raise JobError.missing(name)
-    if len(items) > 100:
-        raise JobError.invalid(name, "more than 100 operations")
+    # bk-nodeman sends an entry for each host and plugin: what bounds a request is the
+    # host operations it asks for in all
+    if len(items) > MAX_PROC_HOSTS:
+        raise JobError.invalid(name, f"more than {MAX_PROC_HOSTS} host operations")
+    total = 0
     operations: list[ProcOperation] = []
     biz_ids: set[int] = set()
     # one operation per process per host: a task stores one result for each
@@ -416,6 +419,9 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
         starts = op in (protocol.PROC_START, protocol.PROC_RESTART, protocol.PROC_DELEGATE)
         spec = _spec(item, where, need=starts)
         hosts = await _targets(call, item, where)
+        total += len(hosts)
+        if total > MAX_PROC_HOSTS:
+            raise JobError.invalid(name, f"more than {MAX_PROC_HOSTS} host operations")
         for agent_id, host in hosts.items():
             key = (host.bk_host_id, spec["namespace"], spec["name"])
             if key in taken:
