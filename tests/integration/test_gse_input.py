@@ -208,3 +208,29 @@ async def test_one_operation_a_host_is_taken_for_thousands_of_hosts(running: Run
          "agent_id_list": [f"0:{IP}", "0:10.8.0.1"]} for i in range(2501)]})
     assert (too_many["result"], too_many["code"]) == (False, 1241010), too_many
     assert "5000" in too_many["message"], too_many
+
+
+async def test_bk_nodeman_gse1_process_calls_are_served(running: Running) -> None:
+    """bk-nodeman's GSE 1.0 adapter makes the process calls over ESB by their 2.0 names:
+    ``/api/c/compapi/v2/gse/{operate_proc_multi,operate_proc_v2,get_proc_operate_result_v2,
+    get_proc_status_v2}/``, naming hosts by ``hosts``."""
+    await running.start_agents([IP])
+    wire = running.wire
+    hosts = [{"ip": IP, "bk_cloud_id": 0}]
+    started = await wire.post(f"{V1}/operate_proc_multi/", {"proc_operate_req": [
+        {"meta": META, "op_type": 2, "hosts": hosts}]})
+    assert started["result"], started
+    single = await wire.post(f"{V1}/operate_proc_v2/", {"meta": META, "op_type": 2,
+                                                       "hosts": hosts})
+    assert single["result"], single
+    for task in (started, single):
+        async def done(task: dict[str, Any] = task) -> dict[str, Any] | None:
+            result = await wire.post(f"{V1}/get_proc_operate_result_v2/",
+                                     {"task_id": task["data"]["task_id"]})
+            assert result["result"], result
+            data = dict(result["data"])
+            return data if all(v["error_code"] != 115 for v in data.values()) else None
+        assert list(await eventually(done, timeout=30)) == [f"0:{IP}:nodeman:daemon"]
+    status = await wire.post(f"{V1}/get_proc_status_v2/", {"meta": META, "hosts": hosts})
+    assert status["result"], status
+    assert status["data"]["proc_infos"][0]["host"]["ip"] == IP, status

@@ -538,16 +538,21 @@ async def proc_create_session(call: Call) -> dict[str, Any]:
 
 def register(router: APIRouter) -> None:
     v1 = GSE_V1_PREFIXES
+    # bk-nodeman's GSE 1.0 adapter makes its process calls over ESB by the 2.0 names
     for name, handler in (
         ("get_agent_status", get_agent_status),
         ("get_agent_info", get_agent_info),
         ("get_proc_status", get_proc_status),
+        ("get_proc_status_v2", get_proc_status),
         ("get_proc_operate_result", get_proc_operate_result),
+        ("get_proc_operate_result_v2", get_proc_operate_result),
         ("proc_get_task_result_by_id", get_proc_operate_result),
     ):
         add_api(router, name, handler, query=True, prefixes=v1, need_user=False)
     for name, handler in (
         ("operate_proc", operate_proc),
+        ("operate_proc_v2", operate_proc),
+        ("operate_proc_multi", operate_proc_multi),
         ("proc_run_command", operate_proc),
         ("proc_create_session", proc_create_session),
     ):
