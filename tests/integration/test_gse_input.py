@@ -234,3 +234,27 @@ async def test_bk_nodeman_gse1_process_calls_are_served(running: Running) -> Non
     status = await wire.post(f"{V1}/get_proc_status_v2/", {"meta": META, "hosts": hosts})
     assert status["result"], status
     assert status["data"]["proc_infos"][0]["host"]["ip"] == IP, status
+
+
+async def test_bk_nodemans_process_check_is_taken(running: Running) -> None:
+    """bk-nodeman's process sync checks CMDB processes with the CMDB's fields as they are:
+    ``start_check_secs`` and ``op_timeout`` null when the process sets none, an integer
+    label, empty commands and paths. Null is the default, not an invalid value."""
+    await running.start_agents([IP])
+    entry = {
+        "meta": {"namespace": "bknodeman_2", "name": "nginx_1",
+                 "labels": {"bk_process_name": "nginx", "bk_process_id": 42}},
+        "op_type": 2,
+        "hosts": [{"ip": IP, "bk_cloud_id": 0}],
+        "spec": {
+            "identity": {"index_key": "", "proc_name": "nginx", "setup_path": "",
+                         "pid_path": "", "user": None},
+            "control": {"start_cmd": "", "stop_cmd": "", "restart_cmd": "",
+                        "reload_cmd": "", "kill_cmd": ""},
+            "alive_monitor_policy": {"auto_type": 1, "start_check_secs": None,
+                                     "op_timeout": None},
+        },
+    }
+    answer = await running.wire.post(f"{V2}/proc/operate_proc_multi",
+                                     {"proc_operate_req": [entry]})
+    assert answer["result"], answer

@@ -342,7 +342,10 @@ def _spec(item: dict[str, Any], name: str, *, need: bool) -> protocol.ProcSpec:
     for path, key in ((setup_path, "setup_path"), (pid_file, "pid_path")):
         if path and not path.startswith("/"):
             raise JobError.invalid(f"{name}.spec.identity.{key}", "must be an absolute path")
-    check = policy.get("start_check_secs", 5)
+    # null (a CMDB process that sets none, as bk-nodeman passes it on) is the default
+    check = policy.get("start_check_secs")
+    if check is None:
+        check = 5
     if not isinstance(check, int) or isinstance(check, bool) or not 0 <= check <= 600:
         raise JobError.invalid(f"{name}.spec.alive_monitor_policy.start_check_secs")
     return {
