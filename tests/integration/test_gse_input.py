@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import event
@@ -258,3 +259,26 @@ async def test_bk_nodemans_process_check_is_taken(running: Running) -> None:
     answer = await running.wire.post(f"{V2}/proc/operate_proc_multi",
                                      {"proc_operate_req": [entry]})
     assert answer["result"], answer
+
+
+async def test_an_operation_result_content_reads_as_bk_nodeman_reads_it(running: Running) -> None:
+    """bk-nodeman's process check reads ``json.loads(content)["process"][0]["instance"][0]``
+    (``pid``, ``isAuto``); a KeyError there counts the process as terminated."""
+    await running.start_agents([IP])
+    wire = running.wire
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        {"meta": META, "op_type": 2, "agent_id_list": [f"0:{IP}"]}]})
+    assert answer["result"], answer
+    task = {"task_id": answer["data"]["task_id"]}
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+    results = await eventually(done, timeout=30)
+    content = json.loads(results[f"0:{IP}:nodeman:daemon"]["content"])
+    instance = content["process"][0]["instance"][0]
+    assert instance["pid"] == -1 and instance["isAuto"] is False, content
+    # and as before, under "value" with the agent's id
+    assert content["value"][0]["bk_agent_id"] == f"0:{IP}", content
+    assert content["value"][0]["process"] == content["process"], content
