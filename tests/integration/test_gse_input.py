@@ -282,3 +282,17 @@ async def test_an_operation_result_content_reads_as_bk_nodeman_reads_it(running:
     # and as before, under "value" with the agent's id
     assert content["value"][0]["bk_agent_id"] == f"0:{IP}", content
     assert content["value"][0]["process"] == content["process"], content
+
+
+async def test_a_long_address_is_not_echoed_whole(running: Running) -> None:
+    """A megabyte ``ip`` is refused with a message that quotes a bounded part of it."""
+    wire = running.wire
+    ip = "1" * 1_000_000
+    for path, body in (
+        (f"{V1}/get_agent_status", {"hosts": [{"ip": ip, "bk_cloud_id": 0}]}),
+        (f"{V1}/get_agent_info", {"hosts": [{"ip": ip, "bk_cloud_id": 0}]}),
+    ):
+        answer = await wire.post(path, body)
+        assert (answer["result"], answer["code"]) == (False, 1241010), path
+        assert "is not an IP address" in answer["message"]
+        assert len(answer["message"]) < 300, len(answer["message"])
