@@ -296,3 +296,25 @@ async def test_a_long_address_is_not_echoed_whole(running: Running) -> None:
         assert (answer["result"], answer["code"]) == (False, 1241010), path
         assert "is not an IP address" in answer["message"]
         assert len(answer["message"]) < 300, len(answer["message"])
+
+
+async def test_an_agent_id_that_is_no_text_is_refused(running: Running) -> None:
+    """An ``agent_id_list`` item is text, as GSE reads it: an object, a list, a number,
+    true or null is refused, not turned into its Python text and answered as unknown."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for item in ({"a": 1}, ["0:" + IP], 1.5, 7, True, None):
+        for path, body in (
+            (f"{V2}/cluster/list_agent_state", {"agent_id_list": [f"0:{IP}", item]}),
+            (f"{V2}/cluster/list_agent_info", {"agent_id_list": [f"0:{IP}", item]}),
+            (f"{V2}/cluster/dispatch_message", {"message_id": "m", "content": "x",
+                                                "slot_id": 1,
+                                                "agent_id_list": [f"0:{IP}", item]}),
+            (f"{V2}/proc/get_proc_status_v2", {"meta": META,
+                                               "agent_id_list": [f"0:{IP}", item]}),
+            (f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+                {"meta": META, "op_type": 2, "agent_id_list": [f"0:{IP}", item]}]}),
+        ):
+            answer = await wire.post(path, body)
+            assert (answer["result"], answer["code"]) == (False, 1241010), (item, path, answer)
+            assert "agent_id_list" in answer["message"], answer

@@ -170,9 +170,17 @@ def _pair(agent_id: str) -> tuple[int, str] | None:
 
 
 def _agent_ids(call: Call, *, at_most: int = 5000) -> list[str]:
-    ids = [str(i) for i in get_list(call.params, "agent_id_list")]
+    ids = get_list(call.params, "agent_id_list")
     if len(ids) > at_most:
         raise JobError.invalid("agent_id_list", f"more than {at_most} agents")
+    return _texts(ids, "agent_id_list")
+
+
+def _texts(ids: list[Any], name: str) -> list[str]:
+    """Agent ids are text, as GSE reads them: anything else is refused."""
+    for i, agent_id in enumerate(ids):
+        if not isinstance(agent_id, str):
+            raise JobError.invalid(f"{name}[{i}]", "an agent id is text")
     return ids
 
 
@@ -369,7 +377,7 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
     every one must exist and be the caller's, or the whole request is refused."""
     ids: list[str] = []
     if item.get("agent_id_list") is not None:
-        ids = [str(i) for i in get_list(item, "agent_id_list")]
+        ids = _texts(get_list(item, "agent_id_list"), f"{name}.agent_id_list")
     for host in get_list(item, "hosts") if item.get("hosts") is not None else []:
         if not isinstance(host, dict) or not host.get("ip"):
             raise JobError.invalid(f"{name}.hosts")
