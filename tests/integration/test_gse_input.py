@@ -318,3 +318,30 @@ async def test_an_agent_id_that_is_no_text_is_refused(running: Running) -> None:
             answer = await wire.post(path, body)
             assert (answer["result"], answer["code"]) == (False, 1241010), (item, path, answer)
             assert "agent_id_list" in answer["message"], answer
+
+
+async def test_a_message_goes_once_to_a_host_named_many_times(running: Running) -> None:
+    """``dispatch_message`` naming one agent 1,000 ways (``"0:<ip>"``, ``"00:<ip>"``, …)
+    hands the megabyte once to that agent, not 1,000 times; each id is still answered."""
+    await running.start_agents([IP])
+    procs = running.server.services.procs
+    assert procs is not None
+    calls: list[int] = []
+    real = procs.agents.call
+
+    async def counted(host: int, request: dict[str, Any], timeout: float) -> Any:
+        if request.get("t") == "dispatch":
+            calls.append(host)
+        return await real(host, request, timeout)
+
+    procs.agents.call = counted  # type: ignore[method-assign]
+    try:
+        ids = [f"{'0' * n}:{IP}" for n in range(1, 1001)]
+        sent = await running.wire.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m-many", "agent_id_list": ids, "content": "x" * 1_000_000,
+            "slot_id": 3})
+    finally:
+        procs.agents.call = real  # type: ignore[method-assign]
+    assert sent["result"], sent
+    assert [r["error_code"] for r in sent["data"]["results"]] == [0] * 1000
+    assert len(calls) == 1, len(calls)

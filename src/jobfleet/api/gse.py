@@ -257,8 +257,9 @@ async def dispatch_message(call: Call) -> dict[str, Any]:
     if len(text) > MAX_MESSAGE:
         raise JobError.invalid("content", f"longer than {MAX_MESSAGE} characters")
     found = await _agents(call, ids)
+    # a host named by several ids gets the message once
     errors = await _procs(call).dispatch(
-        [h.bk_host_id for h in found.values()], message_id, slot_id, text
+        sorted({h.bk_host_id for h in found.values()}), message_id, slot_id, text
     )
     results = []
     for agent_id in ids:
