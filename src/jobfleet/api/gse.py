@@ -10,7 +10,7 @@ from fastapi import APIRouter
 
 from jobfleet import __version__
 from jobfleet.api.auditing import audit
-from jobfleet.api.params import INT64, get_list, get_str, need_int
+from jobfleet.api.params import INT64, check_range, get_list, get_str, need_int
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -27,6 +27,8 @@ NOT_RUNNING = 0
 AGENT_ABNORMAL = 117
 MAX_MESSAGE = 1024 * 1024
 MAX_PROC_HOSTS = 5000
+MAX_LABELS = 64
+MAX_AGENT_ID = 255
 GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
 GSE_V2_PROC = ("/api/bk-gse/prod/api/v2/proc",)
 NO_LOAD = AgentLoad(0.0, 0.0, 0, 0)
@@ -39,13 +41,49 @@ async def _hosts_by_address(
     for item in get_list(call.params, "hosts"):
         if not isinstance(item, dict) or not item.get("ip"):
             raise JobError.invalid("hosts")
-        try:
-            wanted.append((int(item.get("bk_cloud_id") or 0), normalize_ip(item["ip"])))
-        except (TypeError, ValueError):
-            raise JobError.invalid("hosts.bk_cloud_id") from None
+        wanted.append((_cloud(item, "hosts.bk_cloud_id"), normalize_ip(item["ip"])))
     hosts = visible(call, await call.services.inventory.by_ips(wanted))
+    return wanted, by_address(hosts)
+
+
+def by_address(hosts: list[Host]) -> dict[tuple[int, str], Host]:
+    """The hosts by (cloud, ip) and, where no host holds it as its ip, by (cloud, ipv6): as a
+    job's ``ip_list`` names them. An IPv6 address several hosts report names none."""
     found = {(h.bk_cloud_id, h.ip): h for h in hosts}
-    return wanted, found
+    v6: dict[tuple[int, str], set[int]] = {}
+    for h in hosts:
+        if h.ipv6 and (h.bk_cloud_id, h.ipv6) not in found:
+            v6.setdefault((h.bk_cloud_id, h.ipv6), set()).add(h.bk_host_id)
+    by_id = {h.bk_host_id: h for h in hosts}
+    for key, ids in v6.items():
+        if len(ids) == 1:
+            found[key] = by_id[next(iter(ids))]
+    return found
+
+
+def _cloud(host: dict[str, Any], name: str) -> int:
+    """A host's ``bk_cloud_id``: an integer, an integral number or ASCII decimal text (0 when
+    absent). 0.9, true or other digits name no cloud: read as 0 or 1 they would name
+    another host."""
+    value = host.get("bk_cloud_id")
+    if value is None or value == "":
+        return 0
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        sign = text[:1] if text[:1] in "+-" else ""
+        digits = text[len(sign) :]
+        if digits.isascii() and digits.isdecimal() and len(digits) <= 19:
+            number = int(text)
+    if number is None:
+        raise JobError.invalid(name, f"{str(value)[:64]!r} is not an integer")
+    return check_range(name, number, "bk_cloud_id")
 
 
 def visible(call: Call, hosts: list[Host]) -> list[Host]:
@@ -73,7 +111,8 @@ async def get_agent_status(call: Call) -> dict[str, Any]:
 
 
 async def get_agent_info(call: Call) -> dict[str, Any]:
-    _wanted, found = await _hosts_by_address(call)
+    wanted, found = await _hosts_by_address(call)
+    # the known hosts among those asked for (a host found by another address is not)
     return {
         f"{cloud}:{ip}": {
             "ip": ip,
@@ -83,7 +122,8 @@ async def get_agent_info(call: Call) -> dict[str, Any]:
             "parent_ip": "",
             "parent_port": 0,
         }
-        for (cloud, ip), h in found.items()
+        for cloud, ip in wanted
+        if (h := found.get((cloud, ip))) is not None
     }
 
 
@@ -100,9 +140,9 @@ async def _agents(call: Call, ids: list[str]) -> dict[str, Host]:
     inventory = call.services.inventory
     hosts = await inventory.by_ips(pairs) if pairs else []
     if agent_ids:
-        hosts += [h for h in await inventory.list() if h.agent_id in agent_ids]
+        hosts += await inventory.by_agent_ids(agent_ids)
     hosts = visible(call, hosts)
-    by_pair = {(h.bk_cloud_id, h.ip): h for h in hosts}
+    by_pair = by_address(hosts)
     by_agent = {h.agent_id: h for h in hosts if h.agent_id}
     found: dict[str, Host] = {}
     for agent_id in ids:
@@ -130,9 +170,17 @@ def _pair(agent_id: str) -> tuple[int, str] | None:
 
 
 def _agent_ids(call: Call, *, at_most: int = 5000) -> list[str]:
-    ids = [str(i) for i in get_list(call.params, "agent_id_list")]
+    ids = get_list(call.params, "agent_id_list")
     if len(ids) > at_most:
         raise JobError.invalid("agent_id_list", f"more than {at_most} agents")
+    return _texts(ids, "agent_id_list")
+
+
+def _texts(ids: list[Any], name: str) -> list[str]:
+    """Agent ids are text, as GSE reads them: anything else is refused."""
+    for i, agent_id in enumerate(ids):
+        if not isinstance(agent_id, str):
+            raise JobError.invalid(f"{name}[{i}]", "an agent id is text")
     return ids
 
 
@@ -209,8 +257,9 @@ async def dispatch_message(call: Call) -> dict[str, Any]:
     if len(text) > MAX_MESSAGE:
         raise JobError.invalid("content", f"longer than {MAX_MESSAGE} characters")
     found = await _agents(call, ids)
+    # a host named by several ids gets the message once
     errors = await _procs(call).dispatch(
-        [h.bk_host_id for h in found.values()], message_id, slot_id, text
+        sorted({h.bk_host_id for h in found.values()}), message_id, slot_id, text
     )
     results = []
     for agent_id in ids:
@@ -262,7 +311,19 @@ def _meta(item: dict[str, Any], name: str) -> tuple[str, str]:
     proc = _text(meta.get("name"), f"{name}.meta.name", 255)
     if not namespace or not proc:
         raise JobError.missing(f"{name}.meta.namespace and name")
+    _labels(meta, name)
     return namespace, proc
+
+
+def _labels(meta: dict[str, Any], name: str) -> dict[str, str]:
+    """``meta.labels``: a small object of text (a status answer echoes it for every host)."""
+    labels = meta.get("labels") or {}
+    where = f"{name}.meta.labels"
+    if not isinstance(labels, dict):
+        raise JobError.invalid(where, "must be an object")
+    if len(labels) > MAX_LABELS:
+        raise JobError.invalid(where, f"more than {MAX_LABELS} labels")
+    return {_text(k, where, 255): _text(v, where, 1024) for k, v in labels.items()}
 
 
 def _spec(item: dict[str, Any], name: str, *, need: bool) -> protocol.ProcSpec:
@@ -290,7 +351,10 @@ def _spec(item: dict[str, Any], name: str, *, need: bool) -> protocol.ProcSpec:
     for path, key in ((setup_path, "setup_path"), (pid_file, "pid_path")):
         if path and not path.startswith("/"):
             raise JobError.invalid(f"{name}.spec.identity.{key}", "must be an absolute path")
-    check = policy.get("start_check_secs", 5)
+    # null (a CMDB process that sets none, as bk-nodeman passes it on) is the default
+    check = policy.get("start_check_secs")
+    if check is None:
+        check = 5
     if not isinstance(check, int) or isinstance(check, bool) or not 0 <= check <= 600:
         raise JobError.invalid(f"{name}.spec.alive_monitor_policy.start_check_secs")
     return {
@@ -314,19 +378,20 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
     every one must exist and be the caller's, or the whole request is refused."""
     ids: list[str] = []
     if item.get("agent_id_list") is not None:
-        ids = [str(i) for i in get_list(item, "agent_id_list")]
+        ids = _texts(get_list(item, "agent_id_list"), f"{name}.agent_id_list")
     for host in get_list(item, "hosts") if item.get("hosts") is not None else []:
         if not isinstance(host, dict) or not host.get("ip"):
             raise JobError.invalid(f"{name}.hosts")
-        try:
-            cloud = int(host.get("bk_cloud_id") or 0)
-        except (TypeError, ValueError):
-            raise JobError.invalid(f"{name}.hosts.bk_cloud_id") from None
-        ids.append(f"{cloud}:{host['ip']}")
+        ids.append(f"{_cloud(host, f'{name}.hosts.bk_cloud_id')}:{host['ip']}")
     if not ids:
         raise JobError.missing(f"{name}.agent_id_list")
     if len(ids) > MAX_PROC_HOSTS:
         raise JobError.invalid(f"{name}.agent_id_list", f"more than {MAX_PROC_HOSTS} hosts")
+    # each result keeps the id its host was named by, in a column this wide
+    if any(len(i) > MAX_AGENT_ID for i in ids):
+        raise JobError.invalid(
+            f"{name}.agent_id_list", f"an agent id is longer than {MAX_AGENT_ID} characters"
+        )
     found = await _agents(call, ids)
     missing = [i for i in ids if i not in found]
     if missing:
@@ -347,8 +412,11 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
 async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
     if not items:
         raise JobError.missing(name)
-    if len(items) > 100:
-        raise JobError.invalid(name, "more than 100 operations")
+    # bk-nodeman sends an entry for each host and plugin: what bounds a request is the
+    # host operations it asks for in all
+    if len(items) > MAX_PROC_HOSTS:
+        raise JobError.invalid(name, f"more than {MAX_PROC_HOSTS} host operations")
+    total = 0
     operations: list[ProcOperation] = []
     biz_ids: set[int] = set()
     # one operation per process per host: a task stores one result for each
@@ -363,6 +431,9 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
         starts = op in (protocol.PROC_START, protocol.PROC_RESTART, protocol.PROC_DELEGATE)
         spec = _spec(item, where, need=starts)
         hosts = await _targets(call, item, where)
+        total += len(hosts)
+        if total > MAX_PROC_HOSTS:
+            raise JobError.invalid(name, f"more than {MAX_PROC_HOSTS} host operations")
         for agent_id, host in hosts.items():
             key = (host.bk_host_id, spec["namespace"], spec["name"])
             if key in taken:
@@ -441,7 +512,7 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
     p = call.params
     spec = _spec(p, "request", need=False)
     hosts = await _targets(call, p, "request")
-    meta = p["meta"]
+    labels = _labels(p["meta"], "request")
     states = await _procs(call).status(
         [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()], spec
     )
@@ -457,7 +528,7 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
                 "meta": {
                     "namespace": spec["namespace"],
                     "name": spec["name"],
-                    "labels": meta.get("labels") or {},
+                    "labels": labels,
                 },
                 "status": int(state.get("status", 0)),
                 "isauto": bool(state.get("delegated")),
@@ -479,16 +550,21 @@ async def proc_create_session(call: Call) -> dict[str, Any]:
 
 def register(router: APIRouter) -> None:
     v1 = GSE_V1_PREFIXES
+    # bk-nodeman's GSE 1.0 adapter makes its process calls over ESB by the 2.0 names
     for name, handler in (
         ("get_agent_status", get_agent_status),
         ("get_agent_info", get_agent_info),
         ("get_proc_status", get_proc_status),
+        ("get_proc_status_v2", get_proc_status),
         ("get_proc_operate_result", get_proc_operate_result),
+        ("get_proc_operate_result_v2", get_proc_operate_result),
         ("proc_get_task_result_by_id", get_proc_operate_result),
     ):
         add_api(router, name, handler, query=True, prefixes=v1, need_user=False)
     for name, handler in (
         ("operate_proc", operate_proc),
+        ("operate_proc_v2", operate_proc),
+        ("operate_proc_multi", operate_proc_multi),
         ("proc_run_command", operate_proc),
         ("proc_create_session", proc_create_session),
     ):

@@ -51,7 +51,8 @@ def normalize_ip(value: Any) -> str:
     except ValueError:
         raise JobError(
             ErrorCode.INVALID_PARAM_WITH_REASON,
-            f"Invalid parameter [ip]: {value!r} is not an IP address",
+            # a part of it: the answer (and the log) never grows with what was sent
+            f"Invalid parameter [ip]: {value[:64]!r} is not an IP address",
         ) from None
 
 

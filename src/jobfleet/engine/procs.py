@@ -74,11 +74,10 @@ def state_content(state: dict[str, Any], spec: protocol.ProcSpec, agent_id: str)
         "startTime": state.get("start_time", 0),
         "status": state.get("status", 0),
     }
-    value = {
-        "bk_agent_id": agent_id,
-        "process": [{"procName": spec["name"], "instance": [instance]}],
-    }
-    return orjson.dumps({"value": [value]}).decode()
+    process = [{"procName": spec["name"], "instance": [instance]}]
+    value = {"bk_agent_id": agent_id, "process": process}
+    # bk-nodeman's process checks read ``process[0].instance[0]`` at the top
+    return orjson.dumps({"value": [value], "process": process}).decode()
 
 
 class ProcManager:

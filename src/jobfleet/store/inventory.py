@@ -15,6 +15,10 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import hosts
 
 CHUNK = 5000
+# up to this many cloud areas, hosts are looked up one cloud area after another
+FEW_CLOUDS = 16
+# the width of hosts.agent_id
+AGENT_ID_LENGTH = 64
 # the columns of a Host, in its fields' order (see Host.of_columns)
 HOST_COLUMNS = tuple(
     hosts.c[name]
@@ -110,7 +114,21 @@ class Inventory:
             by_cloud.setdefault(cloud, []).append(ip)
         found: list[Host] = []
         async with self.db.connect() as conn:
+            held = set(by_cloud)
+            if len(by_cloud) > FEW_CLOUDS:
+                # a request naming many cloud areas asks only those that hold a host (one
+                # scan of the (bk_cloud_id, ip) key), not each of them in turn
+                held = set()
+                for clouds in chunks(sorted(by_cloud)):
+                    rows = await conn.execute(
+                        select(hosts.c.bk_cloud_id)
+                        .where(hosts.c.bk_cloud_id.in_(clouds))
+                        .distinct()
+                    )
+                    held.update(int(cloud) for (cloud,) in rows)
             for cloud, ips in by_cloud.items():
+                if cloud not in held:
+                    continue
                 # one cloud and a plain IN list: the (bk_cloud_id, ip) key answers it
                 for part in chunks(ips):
                     rows = await conn.execute(
@@ -127,6 +145,19 @@ class Inventory:
                             )
                         )
                         found.extend(map(Host.of_columns, rows))
+        return found
+
+    async def by_agent_ids(self, agent_ids: Iterable[str]) -> list[Host]:
+        """Hosts by their agents' ids (the indexed ``agent_id``), a chunk at a time."""
+        found: list[Host] = []
+        # no stored id is longer than the column: a longer one names no host
+        wanted = sorted({a for a in agent_ids if len(a) <= AGENT_ID_LENGTH})
+        async with self.db.connect() as conn:
+            for part in chunks(wanted):
+                rows = await conn.execute(
+                    select(*HOST_COLUMNS).where(hosts.c.agent_id.in_(part))
+                )
+                found.extend(map(Host.of_columns, rows))
         return found
 
     async def matching(self, filters: Sequence[tuple[int, HostFilter]]) -> list[list[Host]]:

@@ -481,6 +481,7 @@ BKJOB: dict[str, type[BaseModel]] = {
     "dispatch_message": DispatchMessage,
     "operate_proc_multi": OperateProcMulti,
     "operate_proc": ProcOperation,
+    "operate_proc_v2": ProcOperation,
     "proc_run_command": ProcOperation,
     "proc_create_session": ProcSession,
     "get_proc_operate_result_v2": ProcTask,

@@ -52,7 +52,9 @@ class ProcOperation(ProcTargets):
 
 
 class OperateProcMulti(Request):
-    proc_operate_req: list[ProcOperation] = Field(description="operations (up to 100)")
+    proc_operate_req: list[ProcOperation] = Field(
+        description="operations (up to 5000 host operations in all)"
+    )
 
 
 class ProcSession(Request):

@@ -1,0 +1,347 @@
+"""GSE calls given values of the wrong type or form: refused with the bk-job envelope."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import event
+from tests.integration.harness import Running, eventually
+
+V2 = "/api/bk-gse/prod/api/v2"
+V1 = "/api/c/compapi/v2/gse"
+IP = "127.0.0.2"
+META = {"namespace": "nodeman", "name": "daemon"}
+
+
+async def test_a_cloud_id_that_is_no_integer_is_refused(running: Running) -> None:
+    """``bk_cloud_id`` 0.9, true or non-ASCII digits names no cloud: it is refused, never
+    read as cloud 0 or 1 (which would answer for, or operate on, another host)."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for cloud in (0.9, 0.5, True, False, "\u0660", "1e0", [0], {"a": 0}):
+        hosts = [{"ip": IP, "bk_cloud_id": cloud}]
+        for path, body in (
+            (f"{V1}/get_agent_status", {"hosts": hosts}),
+            (f"{V1}/get_agent_info", {"hosts": hosts}),
+            (f"{V2}/proc/get_proc_status_v2", {"meta": META, "hosts": hosts}),
+            (f"{V1}/get_proc_status", {"meta": META, "hosts": hosts}),
+            (f"{V1}/operate_proc", {"meta": META, "op_type": 2, "hosts": hosts}),
+        ):
+            answer: dict[str, Any] = await wire.post(path, body)
+            assert (answer["result"], answer["code"]) == (False, 1241010), (cloud, path, answer)
+            assert "bk_cloud_id" in answer["message"], answer
+    # integers, integral numbers and decimal text are clouds as before
+    for cloud in (0, 0.0, "0", " 0 ", None):
+        answer = await wire.post(f"{V1}/get_agent_status",
+                                 {"hosts": [{"ip": IP, "bk_cloud_id": cloud}]})
+        assert answer["result"], (cloud, answer)
+        assert answer["data"][f"0:{IP}"]["bk_agent_alive"] == 1, answer
+
+
+async def test_process_labels_are_a_small_object(running: Running) -> None:
+    """``meta.labels`` is echoed for every host a status query names: anything but a small
+    object of text is refused, so that the answer cannot grow with it host after host."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for labels in ("y" * 100_000, [1, 2], {"k": "v" * 100_000}, {"k": {"deep": 1}},
+                   {f"k{i}": "v" for i in range(1000)}, {"k" * 1000: "v"}):
+        for path, body in (
+            (f"{V2}/proc/get_proc_status_v2",
+             {"meta": {**META, "labels": labels}, "agent_id_list": [f"0:{IP}"]}),
+            (f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+                {"meta": {**META, "labels": labels}, "op_type": 2,
+                 "agent_id_list": [f"0:{IP}"]}]}),
+        ):
+            answer = await wire.post(path, body)
+            assert answer["result"] is False, (path, answer)
+            assert answer["code"] in (1241005, 1241010), (path, answer)
+            assert "labels" in answer["message"], answer
+    labels = {"proc_name": "daemon", "bk_biz_id": "2"}
+    answer = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                             {"meta": {**META, "labels": labels}, "agent_id_list": [f"0:{IP}"]})
+    assert answer["result"], answer
+    assert answer["data"]["proc_infos"][0]["meta"]["labels"] == labels, answer
+
+
+async def test_an_agent_id_longer_than_a_stored_one_is_refused(running: Running) -> None:
+    """An operation stores the agent id each host was named by, in 255 characters: a
+    longer one (``"000…0:<ip>"``, an ip padded with spaces) is refused before any work,
+    as on PostgreSQL the task could not be stored."""
+    await running.start_agents([IP])
+    wire = running.wire
+    padded = "0" * 300 + f":{IP}"
+    for path, body in (
+        (f"{V2}/proc/operate_proc_multi",
+         {"proc_operate_req": [{"meta": META, "op_type": 2, "agent_id_list": [padded]}]}),
+        (f"{V1}/operate_proc",
+         {"meta": META, "op_type": 2, "hosts": [{"ip": " " * 300 + IP, "bk_cloud_id": 0}]}),
+        (f"{V2}/proc/get_proc_status_v2", {"meta": META, "agent_id_list": [padded]}),
+    ):
+        answer = await wire.post(path, body)
+        assert (answer["result"], answer["code"]) == (False, 1241010), (path, answer)
+        assert "agent_id_list" in answer["message"], answer
+    # a short one with a leading zero still names the host
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        {"meta": META, "op_type": 2, "agent_id_list": [f"00:{IP}"]}]})
+    assert answer["result"], answer
+
+
+async def test_agents_named_by_their_id_are_read_by_that_id(running: Running) -> None:
+    """Agent ids that are no ``"<cloud>:<ip>"`` are looked up by the hosts' indexed agent id:
+    a query naming a few agents never reads the whole inventory."""
+    await running.start_agents([IP])
+    for i in range(3):
+        await running.server.inventory.add(2, f"10.9.0.{i}")
+    [host] = [h for h in await running.server.inventory.list() if h.ip == IP]
+    assert host.agent_id
+    whole: list[str] = []
+
+    def unfiltered(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        text = " ".join(statement.split()).upper()
+        if text.startswith("SELECT") and "FROM HOSTS" in text and "WHERE" not in text:
+            whole.append(statement)
+
+    engine = running.server.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", unfiltered)
+    try:
+        for name in ("list_agent_state", "list_agent_info"):
+            answer = await running.wire.post(f"{V2}/cluster/{name}", {
+                "agent_id_list": [host.agent_id, "no-such-agent", f"0:{IP}"]})
+            assert answer["result"], answer
+            assert [a["bk_agent_id"] for a in answer["data"]] == [host.agent_id, f"0:{IP}"]
+        status = await running.wire.post(f"{V2}/proc/get_proc_status_v2", {
+            "meta": META, "agent_id_list": [host.agent_id]})
+        assert status["result"], status
+        assert status["data"]["proc_infos"][0]["host"]["ip"] == IP, status
+    finally:
+        event.remove(engine, "before_cursor_execute", unfiltered)
+    assert whole == []
+
+
+async def test_many_cloud_areas_cost_a_few_queries(running: Running) -> None:
+    """Hosts named in 10,000 cloud areas, none but one holding a host, are looked up in a
+    few statements, not one statement a cloud area (a minute of work for 100,000)."""
+    await running.start_agents([IP])
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        text = " ".join(statement.split()).upper()
+        if text.startswith("SELECT") and "FROM HOSTS" in text:
+            reads.append(statement)
+
+    hosts = [{"ip": IP, "bk_cloud_id": cloud} for cloud in range(10_000)]
+    engine = running.server.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        answer = await running.wire.post(f"{V1}/get_agent_status", {"hosts": hosts})
+        state = await running.wire.post(f"{V2}/cluster/list_agent_state", {
+            "agent_id_list": [f"{cloud}:{IP}" for cloud in range(5000)]})
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert answer["result"], answer
+    assert len(answer["data"]) == 10_000
+    assert answer["data"][f"0:{IP}"]["bk_agent_alive"] == 1
+    assert answer["data"][f"1:{IP}"]["bk_agent_alive"] == 0
+    assert state["result"], state
+    assert [a["bk_agent_id"] for a in state["data"]] == [f"0:{IP}"]
+    assert len(reads) <= 20, len(reads)
+
+
+async def test_a_dual_stack_host_is_named_by_its_ipv6_address(running: Running) -> None:
+    """A host that reports an IPv6 address besides its ip is named by either, as in a job's
+    ``ip_list``; an IPv6 address two hosts report names neither."""
+    agents = {"127.0.0.21": {"ipv6": "fd00::21"}, "127.0.0.23": {"ipv6": "fd00::99"},
+              "127.0.0.24": {"ipv6": "fd00::99"}}
+    await running.start_agents(list(agents), settings_of=agents)
+
+    async def reported() -> bool:
+        v6 = {h.ip: h.ipv6 for h in await running.server.inventory.list()}
+        return v6 == {"127.0.0.21": "fd00::21", "127.0.0.23": "fd00::99",
+                      "127.0.0.24": "fd00::99"}
+    await eventually(reported)
+    wire = running.wire
+    hosts = [{"ip": "fd00::21", "bk_cloud_id": 0}, {"ip": "fd00::99", "bk_cloud_id": 0},
+             {"ip": "127.0.0.21", "bk_cloud_id": 0}]
+    status = await wire.post(f"{V1}/get_agent_status", {"hosts": hosts})
+    assert status["result"], status
+    assert {k: v["bk_agent_alive"] for k, v in status["data"].items()} == {
+        "0:fd00::21": 1, "0:fd00::99": 0, "0:127.0.0.21": 1}
+    info = await wire.post(f"{V1}/get_agent_info", {"hosts": hosts})
+    assert sorted(info["data"]) == ["0:127.0.0.21", "0:fd00::21"], info
+    state = await wire.post(f"{V2}/cluster/list_agent_state",
+                            {"agent_id_list": ["0:fd00::21", "0:fd00::99"]})
+    assert state["result"], state
+    assert [(a["bk_agent_id"], a["status_code"]) for a in state["data"]] == [("0:fd00::21", 2)]
+    procs = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                            {"meta": META, "agent_id_list": ["0:fd00::21"]})
+    assert procs["result"], procs
+    assert procs["data"]["proc_infos"][0]["host"]["ip"] == "127.0.0.21", procs
+    ambiguous = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                                {"meta": META, "agent_id_list": ["0:fd00::99"]})
+    assert (ambiguous["result"], ambiguous["code"]) == (False, 1244002), ambiguous
+
+
+async def test_one_operation_a_host_is_taken_for_thousands_of_hosts(running: Running) -> None:
+    """bk-nodeman sends one ``proc_operate_req`` entry for each host and plugin (``hosts``
+    naming one host): a request of 150 entries is taken; what bounds a request is the
+    5,000 host operations it asks for in all, however they are spread over its entries."""
+    await running.start_agents([IP])
+    wire = running.wire
+    entries = [{"meta": {"namespace": "nodeman", "name": f"p{i}"}, "op_type": 2,
+                "hosts": [{"ip": IP, "bk_cloud_id": 0}], "nodeman_spec": {"id": i}}
+               for i in range(150)]
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": entries})
+    assert answer["result"], answer
+    task = {"task_id": answer["data"]["task_id"]}
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+    results = await eventually(done, timeout=60)
+    assert sorted(results) == sorted(f"0:{IP}:nodeman:p{i}" for i in range(150))
+    # 2,501 entries of 2 hosts each: 5,002 host operations
+    await running.server.inventory.add(2, "10.8.0.1")
+    too_many = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        {"meta": {"namespace": "nodeman", "name": f"q{i}"}, "op_type": 2,
+         "agent_id_list": [f"0:{IP}", "0:10.8.0.1"]} for i in range(2501)]})
+    assert (too_many["result"], too_many["code"]) == (False, 1241010), too_many
+    assert "5000" in too_many["message"], too_many
+
+
+async def test_bk_nodeman_gse1_process_calls_are_served(running: Running) -> None:
+    """bk-nodeman's GSE 1.0 adapter makes the process calls over ESB by their 2.0 names:
+    ``/api/c/compapi/v2/gse/{operate_proc_multi,operate_proc_v2,get_proc_operate_result_v2,
+    get_proc_status_v2}/``, naming hosts by ``hosts``."""
+    await running.start_agents([IP])
+    wire = running.wire
+    hosts = [{"ip": IP, "bk_cloud_id": 0}]
+    started = await wire.post(f"{V1}/operate_proc_multi/", {"proc_operate_req": [
+        {"meta": META, "op_type": 2, "hosts": hosts}]})
+    assert started["result"], started
+    single = await wire.post(f"{V1}/operate_proc_v2/", {"meta": META, "op_type": 2,
+                                                       "hosts": hosts})
+    assert single["result"], single
+    for task in (started, single):
+        async def done(task: dict[str, Any] = task) -> dict[str, Any] | None:
+            result = await wire.post(f"{V1}/get_proc_operate_result_v2/",
+                                     {"task_id": task["data"]["task_id"]})
+            assert result["result"], result
+            data = dict(result["data"])
+            return data if all(v["error_code"] != 115 for v in data.values()) else None
+        assert list(await eventually(done, timeout=30)) == [f"0:{IP}:nodeman:daemon"]
+    status = await wire.post(f"{V1}/get_proc_status_v2/", {"meta": META, "hosts": hosts})
+    assert status["result"], status
+    assert status["data"]["proc_infos"][0]["host"]["ip"] == IP, status
+
+
+async def test_bk_nodemans_process_check_is_taken(running: Running) -> None:
+    """bk-nodeman's process sync checks CMDB processes with the CMDB's fields as they are:
+    ``start_check_secs`` and ``op_timeout`` null when the process sets none, an integer
+    label, empty commands and paths. Null is the default, not an invalid value."""
+    await running.start_agents([IP])
+    entry = {
+        "meta": {"namespace": "bknodeman_2", "name": "nginx_1",
+                 "labels": {"bk_process_name": "nginx", "bk_process_id": 42}},
+        "op_type": 2,
+        "hosts": [{"ip": IP, "bk_cloud_id": 0}],
+        "spec": {
+            "identity": {"index_key": "", "proc_name": "nginx", "setup_path": "",
+                         "pid_path": "", "user": None},
+            "control": {"start_cmd": "", "stop_cmd": "", "restart_cmd": "",
+                        "reload_cmd": "", "kill_cmd": ""},
+            "alive_monitor_policy": {"auto_type": 1, "start_check_secs": None,
+                                     "op_timeout": None},
+        },
+    }
+    answer = await running.wire.post(f"{V2}/proc/operate_proc_multi",
+                                     {"proc_operate_req": [entry]})
+    assert answer["result"], answer
+
+
+async def test_an_operation_result_content_reads_as_bk_nodeman_reads_it(running: Running) -> None:
+    """bk-nodeman's process check reads ``json.loads(content)["process"][0]["instance"][0]``
+    (``pid``, ``isAuto``); a KeyError there counts the process as terminated."""
+    await running.start_agents([IP])
+    wire = running.wire
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+        {"meta": META, "op_type": 2, "agent_id_list": [f"0:{IP}"]}]})
+    assert answer["result"], answer
+    task = {"task_id": answer["data"]["task_id"]}
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+    results = await eventually(done, timeout=30)
+    content = json.loads(results[f"0:{IP}:nodeman:daemon"]["content"])
+    instance = content["process"][0]["instance"][0]
+    assert instance["pid"] == -1 and instance["isAuto"] is False, content
+    # and as before, under "value" with the agent's id
+    assert content["value"][0]["bk_agent_id"] == f"0:{IP}", content
+    assert content["value"][0]["process"] == content["process"], content
+
+
+async def test_a_long_address_is_not_echoed_whole(running: Running) -> None:
+    """A megabyte ``ip`` is refused with a message that quotes a bounded part of it."""
+    wire = running.wire
+    ip = "1" * 1_000_000
+    for path, body in (
+        (f"{V1}/get_agent_status", {"hosts": [{"ip": ip, "bk_cloud_id": 0}]}),
+        (f"{V1}/get_agent_info", {"hosts": [{"ip": ip, "bk_cloud_id": 0}]}),
+    ):
+        answer = await wire.post(path, body)
+        assert (answer["result"], answer["code"]) == (False, 1241010), path
+        assert "is not an IP address" in answer["message"]
+        assert len(answer["message"]) < 300, len(answer["message"])
+
+
+async def test_an_agent_id_that_is_no_text_is_refused(running: Running) -> None:
+    """An ``agent_id_list`` item is text, as GSE reads it: an object, a list, a number,
+    true or null is refused, not turned into its Python text and answered as unknown."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for item in ({"a": 1}, ["0:" + IP], 1.5, 7, True, None):
+        for path, body in (
+            (f"{V2}/cluster/list_agent_state", {"agent_id_list": [f"0:{IP}", item]}),
+            (f"{V2}/cluster/list_agent_info", {"agent_id_list": [f"0:{IP}", item]}),
+            (f"{V2}/cluster/dispatch_message", {"message_id": "m", "content": "x",
+                                                "slot_id": 1,
+                                                "agent_id_list": [f"0:{IP}", item]}),
+            (f"{V2}/proc/get_proc_status_v2", {"meta": META,
+                                               "agent_id_list": [f"0:{IP}", item]}),
+            (f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+                {"meta": META, "op_type": 2, "agent_id_list": [f"0:{IP}", item]}]}),
+        ):
+            answer = await wire.post(path, body)
+            assert (answer["result"], answer["code"]) == (False, 1241010), (item, path, answer)
+            assert "agent_id_list" in answer["message"], answer
+
+
+async def test_a_message_goes_once_to_a_host_named_many_times(running: Running) -> None:
+    """``dispatch_message`` naming one agent 1,000 ways (``"0:<ip>"``, ``"00:<ip>"``, …)
+    hands the megabyte once to that agent, not 1,000 times; each id is still answered."""
+    await running.start_agents([IP])
+    procs = running.server.services.procs
+    assert procs is not None
+    calls: list[int] = []
+    real = procs.agents.call
+
+    async def counted(host: int, request: dict[str, Any], timeout: float) -> Any:
+        if request.get("t") == "dispatch":
+            calls.append(host)
+        return await real(host, request, timeout)
+
+    procs.agents.call = counted  # type: ignore[method-assign]
+    try:
+        ids = [f"{'0' * n}:{IP}" for n in range(1, 1001)]
+        sent = await running.wire.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m-many", "agent_id_list": ids, "content": "x" * 1_000_000,
+            "slot_id": 3})
+    finally:
+        procs.agents.call = real  # type: ignore[method-assign]
+    assert sent["result"], sent
+    assert [r["error_code"] for r in sent["data"]["results"]] == [0] * 1000
+    assert len(calls) == 1, len(calls)
