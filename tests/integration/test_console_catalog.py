@@ -278,3 +278,27 @@ async def test_a_user_without_the_business_sees_none_of_it(
         "jf.api('publish_script_version', {bk_scope_type: 'biz', bk_scope_id: '2', "
         f"script_id: '{created['script_id']}', script_version_id: {created['id']}}})")
     assert answer["code"] != 0
+
+
+async def test_a_script_that_starts_with_a_newline_keeps_it(
+    running: Running, browser: Any
+) -> None:
+    """HTML drops one newline right after ``<textarea>`` and ``<pre>``: a script whose
+    content starts with one is shown, and saved from its draft, as it is."""
+    content = "\n\necho after two blank lines\n"
+    draft = ok(await running.wire.v3("create_script", {
+        **BIZ, "name": "leading newline", "script_language": 1, "content": b64(content),
+        "version": "1.0"}))
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/scripts/{draft['script_id']}?version={draft['id']}")
+    assert await page.input_value("#draft textarea") == content
+    assert await page.input_value("#new-version textarea") == content
+    async with page.expect_navigation():
+        await page.click("#save")
+    stored = ok(await running.wire.v3("get_script_version_detail", {
+        **BIZ, "id": draft["id"]}, method="GET"))
+    assert stored["content"] == content
+    ok(await running.wire.v3("publish_script_version", {
+        **BIZ, "script_id": draft["script_id"], "script_version_id": draft["id"]}))
+    await page.reload()
+    assert await page.text_content("pre#content") == content
