@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -345,3 +346,67 @@ async def test_a_message_goes_once_to_a_host_named_many_times(running: Running) 
     assert sent["result"], sent
     assert [r["error_code"] for r in sent["data"]["results"]] == [0] * 1000
     assert len(calls) == 1, len(calls)
+
+
+def undelegate(names: list[str], agent_id: str) -> list[dict[str, Any]]:
+    return [{"meta": {"namespace": "nodeman", "name": name}, "op_type": 4,
+             "agent_id_list": [agent_id], "spec": {"identity": {"user": "root"}}}
+            for name in names]
+
+
+async def test_many_process_operations_cost_a_few_queries(running: Running) -> None:
+    """bk-nodeman sends an operate_proc_multi entry for each host and plugin: the hosts and
+    accounts of 1,000 entries are looked up in as many statements as those of 10, and an
+    entry's refusal still waits for every entry before it to pass."""
+    await running.start_agents([IP])
+    agent = f"0:{IP}"
+    engine = running.server.db.engine.sync_engine
+
+    async def statements(entries: int) -> tuple[list[str], dict[str, Any]]:
+        seen: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            text = " ".join(statement.split()).upper()
+            # the operation's results are written as the agent answers, meanwhile
+            if not text.startswith("UPDATE PROC_RESULTS"):
+                seen.append(text)
+
+        names = [f"plugin-{entries}-{i}" for i in range(entries)]
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            started = time.monotonic()
+            answer = await running.wire.post(f"{V2}/proc/operate_proc_multi",
+                                             {"proc_operate_req": undelegate(names, agent)})
+            print(f"operate_proc_multi, {entries} entries: {time.monotonic() - started:.2f} s, "
+                  f"{len(seen)} statements")
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return seen, answer
+
+    few, answer = await statements(10)
+    assert answer["result"], answer
+    many, answer = await statements(1000)
+    assert answer["result"], answer
+
+    def lookups(seen: list[str]) -> int:
+        return sum(1 for s in seen if "FROM HOSTS" in s or "FROM ACCOUNTS" in s)
+
+    assert lookups(many) == lookups(few) <= 6, (lookups(few), lookups(many))
+    assert len(many) <= len(few) + 10, (len(few), len(many))
+
+    # the first entry's unknown host is answered before the second's bad op_type
+    wire = running.wire
+    bad = undelegate(["a", "b"], agent)
+    bad[0]["agent_id_list"] = ["0:127.9.9.9"]
+    bad[1]["op_type"] = 99
+    refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": bad})
+    assert (refused["result"], refused["code"]) == (False, 1244002), refused
+    # and the first entry's account before the second's unknown host
+    bad = undelegate(["a", "b"], agent)
+    bad[0]["spec"]["identity"]["user"] = "nobody-here"
+    bad[1]["agent_id_list"] = ["0:127.9.9.9"]
+    refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": bad})
+    assert (refused["result"], refused["code"]) == (False, 1244003), refused
+    assert "proc_operate_req[0]" not in refused["message"], refused
+    assert "nobody-here" in refused["message"], refused
+
