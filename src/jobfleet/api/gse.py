@@ -35,6 +35,9 @@ NOT_RUNNING = 0
 AGENT_ABNORMAL = 117
 MAX_MESSAGE = 1024 * 1024
 MAX_PROC_HOSTS = 5000
+# hosts one agent query names: bk-nodeman asks 500 to 2,000 at a time (list_agent_state,
+# get_agent_status, get_agent_info), as GSE 2.0 bounds list_agent_state
+MAX_QUERY_HOSTS = 5000
 MAX_LABELS = 64
 MAX_AGENT_ID = 255
 GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
@@ -46,7 +49,12 @@ async def _hosts_by_address(
     call: Call,
 ) -> tuple[list[tuple[int, str]], dict[tuple[int, str], Host]]:
     wanted: list[tuple[int, str]] = []
-    for item in get_list(call.params, "hosts"):
+    items = get_list(call.params, "hosts")
+    if len(items) > MAX_QUERY_HOSTS:
+        raise JobError.invalid(
+            "hosts", f"more than {MAX_QUERY_HOSTS} hosts: ask for them a part at a time"
+        )
+    for item in items:
         if not isinstance(item, dict) or not item.get("ip"):
             raise JobError.invalid("hosts")
         wanted.append((_cloud(item, "hosts.bk_cloud_id"), normalize_ip(item["ip"])))
@@ -219,7 +227,7 @@ def _pair(agent_id: str) -> tuple[int, str] | None:
         return None
 
 
-def _agent_ids(call: Call, *, at_most: int = 5000) -> list[str]:
+def _agent_ids(call: Call, *, at_most: int = MAX_QUERY_HOSTS) -> list[str]:
     ids = get_list(call.params, "agent_id_list")
     if len(ids) > at_most:
         raise JobError.invalid("agent_id_list", f"more than {at_most} agents")
