@@ -32,6 +32,7 @@ agent_plaintext = true
 bootstrap_token_ttl = "2h"
 callback_allow = ["10.0.0.0/8", "::1"]
 public_url = "https://job.example.com/"
+cookie_secure = "always"
 metrics_token = "m-token"
 max_body = 4096
 header_timeout = 3.0
@@ -105,6 +106,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     assert (s.agent_port, s.agent_plaintext, s.bootstrap_token_ttl) == (9443, True, 7200)
     assert s.callback_allow == ["10.0.0.0/8", "::1"]
     assert s.public_url == "https://job.example.com"
+    assert s.cookie_secure == "always"
     assert s.metrics_token == "m-token"
     assert (s.max_body, s.header_timeout, s.body_timeout, s.idle_timeout) == (4096, 3, 4, 5)
     assert (s.max_pending_connections, s.max_api_requests) == (6, 7)
@@ -265,3 +267,14 @@ def test_every_field_of_the_settings_has_a_key() -> None:
     fields = {f.name for f in dataclasses.fields(ServerSettings)} - nested
     fields |= {f"retention.{f.name}" for f in dataclasses.fields(RetentionSettings)}
     assert fields <= set(SETTINGS)
+
+
+def test_cookie_secure_is_auto_always_or_never(tmp_path: Path) -> None:
+    """Behind a proxy that ends TLS the server sees plain HTTP: the operator says whether
+    the console's session cookie is marked Secure."""
+    assert load(None, {"--data-dir": str(tmp_path)}).cookie_secure == "auto"
+    for value in ("auto", "always", "NEVER"):
+        given = load(None, {"--data-dir": str(tmp_path), "--cookie-secure": value})
+        assert given.cookie_secure == value.lower()
+    with pytest.raises(ConfigError, match=r"--cookie-secure .*one of auto, always, never"):
+        load(None, {"--data-dir": str(tmp_path), "--cookie-secure": "yes"})

@@ -83,6 +83,7 @@ from jobfleet.store.secrets import Cipher
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 from jobfleet.web import console_router
+from jobfleet.web.cookies import COOKIE_SECURE_MODES as COOKIE_SECURE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ class ServerSettings:
     # the address people reach the console at (links in notifications), e.g.
     # "https://job.example.com"; none: links are paths on this server
     public_url: str | None = None
+    # when the console's session cookie is marked Secure: "auto" (when this server sees
+    # HTTPS), "always" (behind a proxy that ends TLS), "never"
+    cookie_secure: str = "auto"
     # seconds of dangerous-rule matching per MiB of script: one rule, and one whole check
     dangerous_rule_time: float = ScanLimits.rule
     dangerous_check_time: float = ScanLimits.total
@@ -147,6 +151,8 @@ class ServerSettings:
 
 class Server:
     def __init__(self, settings: ServerSettings) -> None:
+        if settings.cookie_secure not in COOKIE_SECURE_MODES:
+            raise ValueError(f"cookie_secure must be one of {', '.join(COOKIE_SECURE_MODES)}")
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
@@ -318,7 +324,10 @@ class Server:
             body_timeout=settings.body_timeout,
             max_pending=settings.max_pending_connections,
         )
-        self.app: FastAPI = create_app(self.services, console_router(self.services))
+        self.app: FastAPI = create_app(
+            self.services,
+            console_router(self.services, cookie_secure=settings.cookie_secure),
+        )
         self.app.router.lifespan_context = self._lifespan
         self._agent_server: _SecondListener | None = None
         self._agent_serving: asyncio.Task[None] | None = None

@@ -29,7 +29,7 @@ from jobfleet.domain.addresses import parse_networks
 from jobfleet.engine.notify import SmtpSettings
 from jobfleet.engine.retention import RetentionSettings
 from jobfleet.engine.settings import EngineSettings
-from jobfleet.server import ServerSettings
+from jobfleet.server import COOKIE_SECURE_MODES, ServerSettings
 
 DEFAULT_PATH = Path("/etc/jobfleet/server.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -165,6 +165,7 @@ def _settings() -> dict[str, Setting]:
         Setting("bootstrap_token_ttl", parse_duration, "--bootstrap-token-ttl"),
         Setting("callback_allow", _networks, "--callback-allow"),
         Setting("public_url", _public_url, None),
+        Setting("cookie_secure", _choice(*COOKIE_SECURE_MODES), "--cookie-secure"),
         Setting("max_body", _typed(int, low=1024), "--max-body"),
         Setting("header_timeout", _typed(float, low=0.1), "--header-timeout"),
         Setting("body_timeout", _typed(float, low=0.1), "--body-timeout"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -16,7 +18,13 @@ from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
-from jobfleet.engine.procs import ProcManager, ProcOperation, check_account
+from jobfleet.engine.procs import (
+    ProcManager,
+    ProcOperation,
+    account_holders,
+    account_of,
+    check_account,
+)
 from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
 from jobfleet.store.inventory import Host
@@ -27,6 +35,9 @@ NOT_RUNNING = 0
 AGENT_ABNORMAL = 117
 MAX_MESSAGE = 1024 * 1024
 MAX_PROC_HOSTS = 5000
+# hosts one agent query names: bk-nodeman asks 500 to 2,000 at a time (list_agent_state,
+# get_agent_status, get_agent_info), as GSE 2.0 bounds list_agent_state
+MAX_QUERY_HOSTS = 5000
 MAX_LABELS = 64
 MAX_AGENT_ID = 255
 GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
@@ -38,7 +49,12 @@ async def _hosts_by_address(
     call: Call,
 ) -> tuple[list[tuple[int, str]], dict[tuple[int, str], Host]]:
     wanted: list[tuple[int, str]] = []
-    for item in get_list(call.params, "hosts"):
+    items = get_list(call.params, "hosts")
+    if len(items) > MAX_QUERY_HOSTS:
+        raise JobError.invalid(
+            "hosts", f"more than {MAX_QUERY_HOSTS} hosts: ask for them a part at a time"
+        )
+    for item in items:
         if not isinstance(item, dict) or not item.get("ip"):
             raise JobError.invalid("hosts")
         wanted.append((_cloud(item, "hosts.bk_cloud_id"), normalize_ip(item["ip"])))
@@ -129,6 +145,11 @@ async def get_agent_info(call: Call) -> dict[str, Any]:
 
 async def _agents(call: Call, ids: list[str]) -> dict[str, Host]:
     """The hosts the caller may see, by the agent ids (``"<cloud>:<ip>"`` or an agent id)."""
+    return (await KnownHosts.fetch(call, ids)).resolve(ids)
+
+
+def _split(ids: Iterable[str]) -> tuple[list[tuple[int, str]], set[str]]:
+    """(cloud, ip) pairs and the other agent ids."""
     pairs: list[tuple[int, str]] = []
     agent_ids: set[str] = set()
     for agent_id in ids:
@@ -137,22 +158,59 @@ async def _agents(call: Call, ids: list[str]) -> dict[str, Host]:
             pairs.append(pair)
         else:
             agent_ids.add(agent_id)
-    inventory = call.services.inventory
-    hosts = await inventory.by_ips(pairs) if pairs else []
-    if agent_ids:
-        hosts += await inventory.by_agent_ids(agent_ids)
-    hosts = visible(call, hosts)
-    by_pair = by_address(hosts)
-    by_agent = {h.agent_id: h for h in hosts if h.agent_id}
-    found: dict[str, Host] = {}
-    for agent_id in ids:
-        host = by_agent.get(agent_id)
-        pair = _pair(agent_id)
-        if host is None and pair is not None:
-            host = by_pair.get(pair)
-        if host is not None:
-            found[agent_id] = host
-    return found
+    return pairs, agent_ids
+
+
+class KnownHosts:
+    """The hosts the caller may see among those many lists of agent ids name, looked up
+    once; each list is answered from the hosts its own lookup would have found (by ip,
+    by IPv6 address, by agent id), so that one list's hosts never change another's."""
+
+    def __init__(self, hosts: list[Host]) -> None:
+        self.by_ip: dict[tuple[int, str], list[Host]] = {}
+        self.by_ipv6: dict[tuple[int, str], list[Host]] = {}
+        self.by_agent_id: dict[str, list[Host]] = {}
+        seen: set[int] = set()
+        for h in hosts:
+            if h.bk_host_id in seen:
+                continue
+            seen.add(h.bk_host_id)
+            self.by_ip.setdefault((h.bk_cloud_id, h.ip), []).append(h)
+            if h.ipv6:
+                self.by_ipv6.setdefault((h.bk_cloud_id, h.ipv6), []).append(h)
+            if h.agent_id:
+                self.by_agent_id.setdefault(h.agent_id, []).append(h)
+
+    @classmethod
+    async def fetch(cls, call: Call, ids: Iterable[str]) -> KnownHosts:
+        pairs, agent_ids = _split(ids)
+        inventory = call.services.inventory
+        hosts = await inventory.by_ips(pairs) if pairs else []
+        if agent_ids:
+            hosts += await inventory.by_agent_ids(agent_ids)
+        return cls(visible(call, hosts))
+
+    def resolve(self, ids: list[str]) -> dict[str, Host]:
+        """The host each of ``ids`` names (ids naming none are left out)."""
+        pairs, agent_ids = _split(ids)
+        hosts: list[Host] = []
+        for address in pairs:
+            hosts += self.by_ip.get(address, [])
+            if ":" in address[1]:
+                hosts += self.by_ipv6.get(address, [])
+        for agent_id in agent_ids:
+            hosts += self.by_agent_id.get(agent_id, [])
+        by_pair = by_address(hosts)
+        by_agent = {h.agent_id: h for h in hosts if h.agent_id}
+        found: dict[str, Host] = {}
+        for agent_id in ids:
+            host = by_agent.get(agent_id)
+            pair = _pair(agent_id)
+            if host is None and pair is not None:
+                host = by_pair.get(pair)
+            if host is not None:
+                found[agent_id] = host
+        return found
 
 
 def _pair(agent_id: str) -> tuple[int, str] | None:
@@ -169,7 +227,7 @@ def _pair(agent_id: str) -> tuple[int, str] | None:
         return None
 
 
-def _agent_ids(call: Call, *, at_most: int = 5000) -> list[str]:
+def _agent_ids(call: Call, *, at_most: int = MAX_QUERY_HOSTS) -> list[str]:
     ids = get_list(call.params, "agent_id_list")
     if len(ids) > at_most:
         raise JobError.invalid("agent_id_list", f"more than {at_most} agents")
@@ -376,6 +434,12 @@ def _spec(item: dict[str, Any], name: str, *, need: bool) -> protocol.ProcSpec:
 async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Host]:
     """The hosts of one request item, by ``agent_id_list`` or by ``hosts`` [{ip, bk_cloud_id}];
     every one must exist and be the caller's, or the whole request is refused."""
+    ids = _target_ids(item, name)
+    return _named_hosts(ids, await _agents(call, ids))
+
+
+def _target_ids(item: dict[str, Any], name: str) -> list[str]:
+    """The agent ids one request item names (``"<cloud>:<ip>"`` for its ``hosts``)."""
     ids: list[str] = []
     if item.get("agent_id_list") is not None:
         ids = _texts(get_list(item, "agent_id_list"), f"{name}.agent_id_list")
@@ -392,7 +456,11 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
         raise JobError.invalid(
             f"{name}.agent_id_list", f"an agent id is longer than {MAX_AGENT_ID} characters"
         )
-    found = await _agents(call, ids)
+    return ids
+
+
+def _named_hosts(ids: list[str], found: dict[str, Host]) -> dict[str, Host]:
+    """Each host ``ids`` name once, by the first id naming it; an unknown id refuses all."""
     missing = [i for i in ids if i not in found]
     if missing:
         raise JobError(
@@ -409,6 +477,18 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
     return unique
 
 
+def _entry(item: Any, where: str) -> tuple[int, protocol.ProcSpec, list[str]]:
+    """What one entry asks, checked as far as it can be without the database."""
+    if not isinstance(item, dict):
+        raise JobError.invalid(where)
+    op = item.get("op_type")
+    if not isinstance(op, int) or isinstance(op, bool) or op not in protocol.PROC_OPS:
+        raise JobError.invalid(f"{where}.op_type", f"one of {list(protocol.PROC_OPS)}")
+    starts = op in (protocol.PROC_START, protocol.PROC_RESTART, protocol.PROC_DELEGATE)
+    spec = _spec(item, where, need=starts)
+    return op, spec, _target_ids(item, where)
+
+
 async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
     if not items:
         raise JobError.missing(name)
@@ -416,21 +496,41 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
     # host operations it asks for in all
     if len(items) > MAX_PROC_HOSTS:
         raise JobError.invalid(name, f"more than {MAX_PROC_HOSTS} host operations")
+    # the entries in order, up to the first one refused before the database is asked: its
+    # answer comes once every entry before it has passed every check
+    entries: list[tuple[str, int, protocol.ProcSpec, list[str]]] = []
+    refused: JobError | None = None
+    for i, item in enumerate(items):
+        where = f"{name}[{i}]"
+        try:
+            entries.append((where, *_entry(item, where)))
+        except JobError as exc:
+            refused = exc
+            break
+    # every entry's hosts, and every account on every business it names, in a few queries
+    known = await KnownHosts.fetch(call, [i for *_, ids in entries for i in ids])
+    targets: list[dict[str, Host] | JobError] = []
+    wanted: dict[str, set[int]] = {}
+    for where, op, spec, ids in entries:
+        try:
+            hosts = _named_hosts(ids, known.resolve(ids))
+        except JobError as exc:
+            targets.append(exc)
+            continue
+        targets.append(hosts)
+        with contextlib.suppress(JobError):
+            if (account := account_of(op, spec, where)) is not None:
+                wanted.setdefault(account, set()).update(h.bk_biz_id for h in hosts.values())
+    holders = await account_holders(call.services.accounts, wanted)
     total = 0
     operations: list[ProcOperation] = []
     biz_ids: set[int] = set()
     # one operation per process per host: a task stores one result for each
     taken: set[tuple[int, str, str]] = set()
-    for i, item in enumerate(items):
-        where = f"{name}[{i}]"
-        if not isinstance(item, dict):
-            raise JobError.invalid(where)
-        op = item.get("op_type")
-        if not isinstance(op, int) or isinstance(op, bool) or op not in protocol.PROC_OPS:
-            raise JobError.invalid(f"{where}.op_type", f"one of {list(protocol.PROC_OPS)}")
-        starts = op in (protocol.PROC_START, protocol.PROC_RESTART, protocol.PROC_DELEGATE)
-        spec = _spec(item, where, need=starts)
-        hosts = await _targets(call, item, where)
+    for (where, op, spec, _ids), target in zip(entries, targets, strict=True):
+        if isinstance(target, JobError):
+            raise target
+        hosts = target
         total += len(hosts)
         if total > MAX_PROC_HOSTS:
             raise JobError.invalid(name, f"more than {MAX_PROC_HOSTS} host operations")
@@ -444,11 +544,13 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
                 )
             taken.add(key)
         businesses = {h.bk_biz_id for h in hosts.values()}
-        await check_account(call.services.accounts, op, spec, businesses, where)
+        check_account(op, spec, businesses, where, holders)
         biz_ids.update(businesses)
         operations.append(
             ProcOperation(op, spec, [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()])
         )
+    if refused is not None:
+        raise refused
     task_id = await _procs(call).operate(
         operations,
         biz_ids=sorted(biz_ids),

@@ -213,6 +213,14 @@ def server(
     max_body: Annotated[
         int | None, Opt(help="Largest request body in bytes, except file uploads")
     ] = None,
+    cookie_secure: Annotated[
+        str | None,
+        Opt(
+            "--cookie-secure",
+            help="When the console's session cookie is marked Secure: auto (when this "
+            "server sees HTTPS), always (behind a proxy that ends TLS), never",
+        ),
+    ] = None,
     header_timeout: Annotated[
         float | None, Opt(help="Seconds a client has to send its request headers")
     ] = None,

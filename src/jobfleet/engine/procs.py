@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,23 +42,45 @@ class ProcOperation:
     hosts: list[tuple[int, str]]
 
 
-async def check_account(
-    accounts: AccountStore, op: int, spec: protocol.ProcSpec, biz_ids: set[int], where: str
-) -> None:
-    """A process runs as one of its hosts' businesses' execution accounts, as a script
-    does: ``spec.identity.user`` must be the OS account of a system account of every one
-    of those businesses. Asking for the status runs nothing and names no account; an
-    operation that may run a command must name one."""
+def account_of(op: int, spec: protocol.ProcSpec, where: str) -> str | None:
+    """The execution account an operation runs as (None: it runs nothing). A process runs
+    as one of its hosts' businesses' execution accounts, as a script does. Asking for the
+    status runs nothing and names no account; an operation that may run a command must
+    name one (``spec.identity.user``)."""
     name = spec["account"]
     if op == protocol.PROC_STATUS or (not name and op == protocol.PROC_UNDELEGATE):
-        return
+        return None
     if not name:
         raise JobError.missing(f"{where}.spec.identity.user")
+    return name
+
+
+async def account_holders(
+    accounts: AccountStore, wanted: Mapping[str, set[int]]
+) -> dict[str, set[int]]:
+    """For each account name, which of its businesses hold it as a system account: one
+    query a name, however many operations and hosts name it."""
+    return {
+        name: await accounts.holders(name, biz_ids, AccountCategory.SYSTEM)
+        for name, biz_ids in wanted.items()
+    }
+
+
+def check_account(
+    op: int,
+    spec: protocol.ProcSpec,
+    biz_ids: set[int],
+    where: str,
+    holders: Mapping[str, set[int]],
+) -> None:
+    """``spec.identity.user`` must be the OS account of a system account of every one of
+    the hosts' businesses (``holders``: what ``account_holders`` found)."""
+    name = account_of(op, spec, where)
+    if name is None:
+        return
+    held = holders.get(name, set())
     for biz in sorted(biz_ids):
-        found, _rows = await accounts.list(
-            biz, category=AccountCategory.SYSTEM, account=name, limit=1
-        )
-        if not found:
+        if biz not in held:
             raise JobError(
                 ErrorCode.ACCOUNT_NOT_EXIST,
                 f"Account [{name}] is not an execution account of business [{biz}]: "

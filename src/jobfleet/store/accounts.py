@@ -21,6 +21,8 @@ OS_OF_TYPE = {AccountType.LINUX: "Linux", AccountType.WINDOWS: "Windows"}
 DB_TYPES = frozenset(
     {AccountType.MYSQL, AccountType.ORACLE, AccountType.DB2, AccountType.POSTGRESQL}
 )
+# businesses asked at once by ``holders``
+HOLDERS_CHUNK = 500
 DB_TYPES_TEXT = "database accounts are 9 (MySQL), 10 (Oracle), 11 (DB2) or 12 (PostgreSQL)"
 DB_DEFAULT_PORT = {
     AccountType.MYSQL: 3306,
@@ -98,6 +100,25 @@ class AccountStore:
                 select(accounts).where(*cond).order_by(accounts.c.id).offset(offset).limit(limit)
             )
             return int(total), list(rows.all())
+
+    async def holders(self, account: str, biz_ids: Collection[int], category: int) -> set[int]:
+        """Which of these businesses hold an account named ``account`` of ``category``
+        (the name compared as ``list`` compares it), a chunk of businesses at a time."""
+        wanted = sorted(biz_ids)
+        found: set[int] = set()
+        async with self.db.connect() as conn:
+            for start in range(0, len(wanted), HOLDERS_CHUNK):
+                rows = await conn.execute(
+                    select(accounts.c.bk_biz_id)
+                    .where(
+                        accounts.c.bk_biz_id.in_(wanted[start : start + HOLDERS_CHUNK]),
+                        accounts.c.category == category,
+                        accounts.c.account == account,
+                    )
+                    .distinct()
+                )
+                found.update(int(biz) for (biz,) in rows)
+        return found
 
     async def get(self, bk_biz_id: int, account_id: int) -> Row[Any]:
         async with self.db.connect() as conn:

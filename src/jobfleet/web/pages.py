@@ -33,6 +33,7 @@ from jobfleet.domain.status import (
 )
 from jobfleet.web import admin_pages, approvals, i18n, paging
 from jobfleet.web import output_groups as outputs
+from jobfleet.web.cookies import secure_cookie
 from jobfleet.web.headers import SecuredRoute
 
 SESSION_TTL = 12 * 3600.0
@@ -140,7 +141,8 @@ def _same_origin(request: Request) -> bool:
     return urlparse(origin).netloc == request.headers.get("host", "")
 
 
-def console_router(services: Services) -> APIRouter:
+def console_router(services: Services, *, cookie_secure: str = "auto") -> APIRouter:
+    """The console; ``cookie_secure``: when its session cookie is marked Secure (cookies.py)."""
     router = APIRouter(include_in_schema=False, route_class=SecuredRoute)
     people = services.people
     group_cache = outputs.GroupCache()
@@ -236,7 +238,7 @@ def console_router(services: Services) -> APIRouter:
             max_age=int(SESSION_TTL),
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=secure_cookie(cookie_secure, request),
         )
         return response
 

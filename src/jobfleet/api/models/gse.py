@@ -11,7 +11,7 @@ from jobfleet.api.models.common import HostAddress, Request
 
 class GseHosts(Request):
     bk_supplier_account: str | None = None
-    hosts: list[HostAddress] = Field(description="hosts by cloud area and ip")
+    hosts: list[HostAddress] = Field(description="hosts by cloud area and ip (at most 5,000)")
 
 
 class ListAgentState(Request):
