@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, Row, String, bindparam, func, insert, select, update
+from sqlalchemy import JSON, Column, Row, String, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -98,12 +98,14 @@ class Inventory:
         self.db = db
 
     async def by_ids(self, host_ids: Sequence[int]) -> list[Host]:
+        return await self._where_in(hosts.c.bk_host_id, host_ids)
+
+    async def _where_in(self, column: Column[Any], values: Sequence[Any]) -> list[Host]:
+        """Hosts whose indexed ``column`` is one of ``values``, a chunk at a time."""
         found: list[Host] = []
         async with self.db.connect() as conn:
-            for part in chunks(host_ids):
-                rows = await conn.execute(
-                    select(*HOST_COLUMNS).where(hosts.c.bk_host_id.in_(part))
-                )
+            for part in chunks(values):
+                rows = await conn.execute(select(*HOST_COLUMNS).where(column.in_(part)))
                 found.extend(map(Host.of_columns, rows))
         return found
 
@@ -149,16 +151,9 @@ class Inventory:
 
     async def by_agent_ids(self, agent_ids: Iterable[str]) -> list[Host]:
         """Hosts by their agents' ids (the indexed ``agent_id``), a chunk at a time."""
-        found: list[Host] = []
         # no stored id is longer than the column: a longer one names no host
         wanted = sorted({a for a in agent_ids if len(a) <= AGENT_ID_LENGTH})
-        async with self.db.connect() as conn:
-            for part in chunks(wanted):
-                rows = await conn.execute(
-                    select(*HOST_COLUMNS).where(hosts.c.agent_id.in_(part))
-                )
-                found.extend(map(Host.of_columns, rows))
-        return found
+        return await self._where_in(hosts.c.agent_id, wanted)
 
     async def matching(self, filters: Sequence[tuple[int, HostFilter]]) -> list[list[Host]]:
         """For each (business, filter), the hosts of that business it matches, by id."""
