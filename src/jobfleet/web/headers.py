@@ -3,10 +3,16 @@ site (a framed job page lets that site steer a click on Terminate), scripts,
 styles, connections and form targets are this server's own, and no answer is
 sniffed as another type or names its address to another site.
 
-The pages' scripts are in the package, but the pages still hold inline handlers
-(``onclick``) and small inline scripts, so ``script-src`` keeps ``'unsafe-inline'``;
-what the policy takes away is a script, plugin, base address or form target from
-anywhere else, and every connection to another origin."""
+Scripts run only from the package's own files: ``script-src 'self'`` has no
+``'unsafe-inline'`` and no ``'unsafe-eval'``, so a script or event handler injected
+into a page never runs. The pages hold no inline handler (a control names its action
+in ``data-on-click``/``-submit``/``-change``/``-input``, which console.js dispatches)
+and no executed inline script (the page's data sits in a
+``<script type="application/json">`` element, which is read, not run); htmx runs
+with ``allowEval`` off. ``style-src`` keeps ``'unsafe-inline'`` because htmx adds
+its indicator styles as a ``<style>`` element. The policy also refuses a plugin,
+base address or form target from anywhere else, and every connection to another
+origin."""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from starlette.responses import Response
 POLICY = "; ".join(
     (
         "default-src 'self'",
-        "script-src 'self' 'unsafe-inline'",
+        "script-src 'self'",
         # htmx adds its indicator styles as a <style> element
         "style-src 'self' 'unsafe-inline'",
         "img-src 'self' data:",

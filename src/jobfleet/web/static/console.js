@@ -1,5 +1,10 @@
 /* The console's behaviour: calls to the JSON API (session cookie + CSRF header) and
-   the live event stream of a job. No build step, no external asset. */
+   the live event stream of a job. No build step, no external asset.
+   The pages hold no inline script: a control names its action in data-on-click,
+   data-on-submit, data-on-change or data-on-input, and one listener per event type
+   on document calls that action from jf.actions with the element and the event; an
+   action that returns false cancels the event's default (a form's submit), as an
+   inline handler's "return false" did. */
 var jf = (function () {
   function meta(name) { var m = document.querySelector('meta[name="' + name + '"]'); return m ? m.content : ''; }
   function api(name, body) {
@@ -225,3 +230,73 @@ var jf = (function () {
   };
   return self;
 })();
+
+/* htmx: nothing in the pages uses hx-on, js: values or event filters, so htmx never
+   needs eval (refused by the policy), and a swapped-in <script> is never run */
+if (window.htmx) { htmx.config.allowEval = false; htmx.config.allowScriptTags = false; }
+
+jf.actions = {
+  // base.html
+  'choose-biz': function (el) {
+    document.cookie = 'jobfleet_biz=' + el.value + ';path=/;samesite=lax'; el.form.submit();
+  },
+  'reload': function () { location.reload(); },
+  // _targets.html, execute.html, files.html, plan.html
+  'count-ips': function (el) { jf.countIps(el); jf.targetsChanged(); },
+  'targets-changed': function () { jf.targetsChanged(); },
+  'script-changed': function () { jf.scriptChanged(); },
+  'execute': function (el) { return jf.execute(el); },
+  'distribute': function (el) { return jf.distribute(el); },
+  'run-plan': function (el) { return jf.runPlan(el); },
+  // job.html, output_groups.html
+  'job-op': function (el) { jf.jobOp(+el.dataset.code); },
+  'step-op': function (el) { jf.stepOp(+el.dataset.code); },
+  'copy-ips': function (el) { jf.copyIps(+el.dataset.status); },
+  'copy-group': function (el) { jf.copyGroup(+el.dataset.index); },
+  'show-log': function (el) { jf.showLog(+el.dataset.host, el.dataset.ip); return false; },
+  'search-log': function (el) { jf.search(el.value); },
+  // catalog.js: scripts, templates, plans, crons
+  'create-script': function (el) { return jfc.createScript(el); },
+  'save-tags': function (el) { return jfc.saveTags(el); },
+  'publish': function (el) { jfc.publish(+el.dataset.version); },
+  'disable-version': function (el) { jfc.disable(+el.dataset.version); },
+  'save-draft': function (el) { return jfc.saveDraft(el); },
+  'new-version': function (el) { return jfc.newVersion(el); },
+  'import-template': function (el) { return jfc.importTemplate(el); },
+  'sync-plan': function (el) { jfc.syncPlan(+el.dataset.plan); },
+  'cron-status': function (el) { jfc.cronStatus(+el.dataset.cron, +el.dataset.status); },
+  'delete-cron': function (el) { if (confirm(el.dataset.confirm)) jfc.deleteCron(+el.dataset.cron); },
+  'create-cron': function (el) { return jfc.createCron(el); },
+  // admin.js: hosts, accounts, dangerous rules, notifications
+  'revoke': function (el) { jfa.revoke(el); },
+  'edit-account': function (el) { jfa.editAccount(el); },
+  'delete-account': function (el) { jfa.deleteAccount(el); },
+  'save-account': function (el) { return jfa.saveAccount(el); },
+  'account-category': function (el) { jfa.category(el); },
+  'edit-rule': function (el) { jfa.editRule(el); },
+  'rule-op': function (el) { jfa.ruleOp(el, el.dataset.op); },
+  'save-rule': function (el) { return jfa.saveRule(el); },
+  'try-script': function (el) { return jfa.tryScript(el); },
+  'edit-notify': function (el) { jfa.editNotify(el); },
+  'delete-notify': function (el) { jfa.deleteNotify(el); },
+  'test-notify': function (el) { jfa.testNotify(el); },
+  'save-notify': function (el) { return jfa.saveNotify(el); }
+};
+
+['click', 'submit', 'change', 'input'].forEach(function (type) {
+  var attr = 'data-on-' + type;
+  document.addEventListener(type, function (event) {
+    var el = event.target.closest && event.target.closest('[' + attr + ']');
+    if (!el) return;
+    var action = Object.prototype.hasOwnProperty.call(jf.actions, el.getAttribute(attr)) ? jf.actions[el.getAttribute(attr)] : null;
+    if (!action) { event.preventDefault(); throw new Error('no console action ' + el.getAttribute(attr)); }
+    if (action(el, event) === false) event.preventDefault();
+  });
+});
+
+document.addEventListener('DOMContentLoaded', function () {
+  var data = document.getElementById('jf-data');
+  if (data) { var d = JSON.parse(data.textContent); jf.runNames = d.runNames; jf.words = d.words; }
+  var job = document.getElementById('job');
+  if (job && job.dataset.watch) jf.watchJob();
+});
