@@ -34,6 +34,40 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+class Guarded:
+    """The browser, whose every page reports what the Content-Security-Policy refused
+    and every script error: the policy allows no inline script, so a control whose
+    handler were still inline would be refused when its event fires."""
+
+    def __init__(self, browser: Any) -> None:
+        self.browser = browser
+        self.refused: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.browser, name)
+
+    def watch(self, page: Any) -> None:
+        page.on("console", lambda m: self.refused.append(f"{page.url}: {m.text}")
+                if "Content Security Policy" in m.text else None)
+        page.on("pageerror", lambda e: self.refused.append(f"{page.url}: {e}"))
+
+    def take(self, part: str) -> list[str]:
+        """Takes off the list, as expected, what names ``part``."""
+        taken = [r for r in self.refused if part in r]
+        self.refused[:] = [r for r in self.refused if part not in r]
+        return taken
+
+    async def new_page(self, **options: Any) -> Any:
+        page = await self.browser.new_page(**options)
+        self.watch(page)
+        return page
+
+    async def new_context(self, **options: Any) -> Any:
+        context = await self.browser.new_context(**options)
+        context.on("page", self.watch)
+        return context
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
@@ -41,10 +75,12 @@ async def browser() -> AsyncIterator[Any]:
     pw = await async_playwright().start()
     try:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        guarded = Guarded(b)
         try:
-            yield b
+            yield guarded
         finally:
             await b.close()
+        assert guarded.refused == [], guarded.refused
     finally:
         # stopping the driver can wait forever for its exit under a second event loop
         # of the same process; the driver ends with its pipes once the loop closes

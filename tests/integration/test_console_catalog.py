@@ -184,6 +184,14 @@ async def test_export_a_template_import_it_under_a_new_name_and_sync_a_plan(
     ok(changed.json())
     await page.goto(f"{running.url}/api_plan/{plan['id']}")
     assert await page.locator("#plan-template .needs-sync").count() == 1
+    # the plan's page syncs it too
+    await page.click("#plan-template button.sync")
+    await page.wait_for_function("() => !document.querySelector('#plan-template .needs-sync')")
+    changed = await wire.http.put(
+        f"{V1}/templates/{tpl['id']}", params={"bk_biz_id": 2}, headers=wire.headers(),
+        json={"name": "greeting", "global_var_list": variables,
+              "step_list": [script("greet", "echo hey ${who}\n", hosts(IPS[0]))]})
+    ok(changed.json())
     await page.goto(f"{running.url}/templates/{tpl['id']}")
     await page.click(f"tr.plan[data-plan='{plan['id']}'] button.sync")
     await page.wait_for_selector(f"tr.plan[data-plan='{plan['id']}'] .ok")
@@ -217,6 +225,23 @@ async def test_create_a_cron_and_see_it_fire(tmp_path: Path, database_url: str,
         await page.wait_for_url("**/crons/*")
         cron_id = int(page.url.rsplit("/", 1)[-1])
         assert await page.inner_text("#next-run") != ""
+        # the cron's page disables and enables it; its delete asks first (declined here)
+        await page.click("#cron button.pause")
+        await page.wait_for_selector("#cron button.start")
+        await page.click("#cron button.start")
+        await page.wait_for_selector("#cron button.pause")
+        asked: list[str] = []
+
+        async def decline(dialog: Any) -> None:
+            asked.append(dialog.message)
+            await dialog.dismiss()
+        page.once("dialog", decline)
+        await page.click("#cron button.delete")
+
+        async def was_asked() -> bool:
+            return bool(asked)
+        await eventually(was_asked, timeout=10)
+        assert await page.locator("#cron").count() == 1
 
         async def fired() -> bool:
             await page.reload()

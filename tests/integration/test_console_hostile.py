@@ -96,6 +96,7 @@ async def test_another_site_cannot_frame_a_page(running: Running, browser: Any) 
     assert framed, "the frame was not made"
     for frame in framed:
         assert await frame.locator("#terminate").count() == 0, frame.url
+    browser.take("frame-ancestors")  # the refused frame is what this test wants
     await running.wire.v3("operate_job_instance", {"bk_scope_type": "biz", "bk_scope_id": "2",
                                                    "job_instance_id": job, "operation_code": 1})
 
