@@ -53,8 +53,9 @@ async def test_an_injected_script_or_handler_is_refused(running: Running, browse
 
 async def test_controls_the_other_tests_leave_out(running: Running, browser: Any) -> None:
     """Per page, the control kinds no other console test fires: the business chooser,
-    the Cancel buttons of the admin forms, and on the job page the step and job
-    operations, the output group's host link and the Copy IPs buttons."""
+    the Cancel buttons of the admin forms, a dangerous rule's Edit and Delete, and on
+    the job page the step and job operations, the output group's host link and the
+    Copy IPs buttons."""
     await running.start_agents(IPS)
     job = (await running.wire.run_script("echo hello", IPS))["job_instance_id"]
     await running.wire.wait(job)
@@ -73,6 +74,20 @@ async def test_controls_the_other_tests_leave_out(running: Running, browser: Any
         async with page.expect_navigation():
             await page.click("button.cancel")
         assert await page.evaluate("window.before") is None, path
+    # dangerous_rules.html: Edit fills the form, Delete asks first
+    await page.goto(running.url + "/dangerous-rules")
+    await page.fill("#rule-form input[name=expression]", "reboot-now")
+    await page.click("#save")
+    await page.wait_for_selector("tr.rule button.edit")
+    await page.fill("#rule-form input[name=expression]", "")
+    await page.click("tr.rule button.edit")
+    assert await page.input_value("#rule-form input[name=expression]") == "reboot-now"
+
+    async def accept(dialog: Any) -> None:
+        await dialog.accept()
+    page.once("dialog", accept)
+    await page.click("tr.rule button.delete")
+    await page.wait_for_function("() => !document.querySelector('tr.rule')")
     # job.html and output_groups.html
     await page.goto(f"{running.url}/api_execute/{job}")
     await page.wait_for_selector(".ogroup")
