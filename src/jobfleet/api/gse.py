@@ -12,7 +12,7 @@ from fastapi import APIRouter
 
 from jobfleet import __version__
 from jobfleet.api.auditing import audit
-from jobfleet.api.params import INT64, check_range, get_list, get_str, need_int
+from jobfleet.api.params import INT64, check_range, decimal_int, get_list, get_str, need_int
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -84,19 +84,7 @@ def _cloud(host: dict[str, Any], name: str) -> int:
     value = host.get("bk_cloud_id")
     if value is None or value == "":
         return 0
-    number: int | None = None
-    if isinstance(value, bool):
-        number = None
-    elif isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        sign = text[:1] if text[:1] in "+-" else ""
-        digits = text[len(sign) :]
-        if digits.isascii() and digits.isdecimal() and len(digits) <= 19:
-            number = int(text)
+    number = decimal_int(value)
     if number is None:
         raise JobError.invalid(name, f"{str(value)[:64]!r} is not an integer")
     return check_range(name, number, "bk_cloud_id")

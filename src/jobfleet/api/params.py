@@ -43,6 +43,27 @@ TEXT_ID_OBJECTS = frozenset({"dynamic_group"})
 _INT_SUFFIXES = ("_id", "_ids", "_time", "_time_start", "_time_end", "_ms", "_speed_limit")
 
 
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+
+
+def decimal_int(value: Any) -> int | None:
+    """An id as bk-job reads it: a JSON integer, an integral number or ASCII decimal
+    text; None for ``true``, ``2.5``, other scripts' digits or ``2_0``, which Python's
+    ``int()`` would take (and, for a cloud, read as another host's)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _DECIMAL.fullmatch(text := value.strip()):
+        try:
+            return int(text)
+        except ValueError:  # past Python's digit limit for int()
+            return None
+    return None
+
+
 def bounds_of(name: str) -> tuple[int, int]:
     """The range an integer parameter called ``name`` (its last path component) may take."""
     if name in NON_NEGATIVE32:

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from jobfleet.api.auth import Caller, app_refused
+from jobfleet.api.params import decimal_int
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.engine.submit import Scope
 from jobfleet.store.identity import IdentityStore
 
 BIZ_SET_RANGE = range(8_000_000, 10_000_000)
-_DECIMAL = re.compile(r"[+-]?[0-9]+")
 
 
 def _scope_number(value: Any, name: str) -> int:
-    """An id as bk-job reads it (a JSON integer, or its decimal text): not ``true``, not
-    ``2.5``, not other scripts' digits nor ``2_0``, which Python's ``int()`` would take."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
-        return int(value)
-    raise JobError.invalid(name)
+    number = decimal_int(value)
+    if number is None:
+        raise JobError.invalid(name)
+    return number
 
 
 def scope_of(params: dict[str, Any]) -> tuple[str, str]:
