@@ -14,6 +14,7 @@ from jobfleet.domain.db_connect import check_connect
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import AccountCategory, AccountType
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
+from jobfleet.store.inventory import chunks
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import accounts
 
@@ -104,14 +105,13 @@ class AccountStore:
     async def holders(self, account: str, biz_ids: Collection[int], category: int) -> set[int]:
         """Which of these businesses hold an account named ``account`` of ``category``
         (the name compared as ``list`` compares it), a chunk of businesses at a time."""
-        wanted = sorted(biz_ids)
         found: set[int] = set()
         async with self.db.connect() as conn:
-            for start in range(0, len(wanted), HOLDERS_CHUNK):
+            for part in chunks(sorted(biz_ids), HOLDERS_CHUNK):
                 rows = await conn.execute(
                     select(accounts.c.bk_biz_id)
                     .where(
-                        accounts.c.bk_biz_id.in_(wanted[start : start + HOLDERS_CHUNK]),
+                        accounts.c.bk_biz_id.in_(part),
                         accounts.c.category == category,
                         accounts.c.account == account,
                     )
