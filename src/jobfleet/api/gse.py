@@ -180,20 +180,21 @@ class KnownHosts:
 
     def resolve(self, ids: list[str]) -> dict[str, Host]:
         """The host each of ``ids`` names (ids naming none are left out)."""
-        pairs, agent_ids = _split(ids)
+        # each id parsed once: a request may name thousands
+        named = [(agent_id, _pair(agent_id)) for agent_id in ids]
         hosts: list[Host] = []
-        for address in pairs:
+        for agent_id, address in named:
+            if address is None:
+                hosts += self.by_agent_id.get(agent_id, [])
+                continue
             hosts += self.by_ip.get(address, [])
             if ":" in address[1]:
                 hosts += self.by_ipv6.get(address, [])
-        for agent_id in agent_ids:
-            hosts += self.by_agent_id.get(agent_id, [])
         by_pair = by_address(hosts)
         by_agent = {h.agent_id: h for h in hosts if h.agent_id}
         found: dict[str, Host] = {}
-        for agent_id in ids:
+        for agent_id, pair in named:
             host = by_agent.get(agent_id)
-            pair = _pair(agent_id)
             if host is None and pair is not None:
                 host = by_pair.get(pair)
             if host is not None:
