@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # how long a close we sent waits for the peer's reply before the connection is cut
 CLOSE_TIMEOUT = 10.0
+# how long a stopping server lets a connection send what it has before cutting it
+SHUTDOWN_GRACE = 3.0
 # reading stops while this many received frames, or bytes, wait for the gateway
 INBOX_FRAMES = 64
 INBOX_BYTES = 1 << 20
@@ -194,11 +196,14 @@ class WireProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self._drain is None:
             self._drain = asyncio.get_running_loop().create_future()
+        # a peer that does not read must not make us buffer its pongs without end
+        self._set_reading()
 
     def resume_writing(self) -> None:
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
+        self._set_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._state == self._GONE:
@@ -238,6 +243,8 @@ class WireProtocol(asyncio.Protocol):
         self._state = self._CLOSING
         self._flush()
         transport.close()
+        # a peer that does not read keeps a closing transport open: the server must stop
+        self._timer = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, self._abort)
 
     # the handshake ---------------------------------------------------------------------
 
@@ -343,8 +350,8 @@ class WireProtocol(asyncio.Protocol):
         if inbox:
             payload = inbox.pop(0)
             self._queued -= len(payload)
-            if not inbox and self._read_paused:
-                self._resume_reading()
+            if self._read_paused:
+                self._set_reading()
         elif self._ended is not None:
             payload = self._ended
         else:
@@ -388,9 +395,8 @@ class WireProtocol(asyncio.Protocol):
         self._end(code)
         self._state = self._CLOSING
         self._flush()
-        if self._read_paused:
-            self._resume_reading()  # to read the peer's reply
-        self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._close_transport)
+        self._set_reading()  # the peer's reply must get in
+        self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     # frames --------------------------------------------------------------------------------
 
@@ -444,9 +450,7 @@ class WireProtocol(asyncio.Protocol):
         inbox.append(payload)
         self._queued += len(payload)
         if not self._read_paused and (len(inbox) >= INBOX_FRAMES or self._queued >= INBOX_BYTES):
-            self._read_paused = True
-            if self._transport is not None:
-                self._transport.pause_reading()
+            self._set_reading()
 
     def _end(self, code: int) -> None:
         """The connection is over for the gateway: after the inbox, it hears ``code``."""
@@ -469,7 +473,8 @@ class WireProtocol(asyncio.Protocol):
             self._end(1011)
             self._state = self._CLOSING
             self._flush()
-            self._close_transport()
+            # a peer that does not answer may not read either: its unread buffer goes too
+            self._abort()
             return
         self._ping = struct.pack("!I", random.getrandbits(32))
         self._conn.send_ping(self._ping)
@@ -492,16 +497,34 @@ class WireProtocol(asyncio.Protocol):
         if b"" in output:
             self._close_transport()
 
-    def _resume_reading(self) -> None:
-        self._read_paused = False
-        if self._transport is not None and self._state != self._GONE:
-            self._transport.resume_reading()
+    def _set_reading(self) -> None:
+        """Read only while the peer reads what we write and the gateway keeps up with
+        what it sends (past our close, only the first holds: the reply must get in)."""
+        inbox = self._inbox
+        pause = self._drain is not None or (
+            self._state != self._CLOSING
+            and inbox is not None
+            and (len(inbox) >= INBOX_FRAMES or self._queued >= INBOX_BYTES)
+        )
+        transport = self._transport
+        if pause == self._read_paused or transport is None or self._state == self._GONE:
+            return
+        self._read_paused = pause
+        if pause:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _cancel_timer(self) -> None:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
         self._ping = None
+
+    def _abort(self) -> None:
+        self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
 
     def _close_transport(self) -> None:
         timer, self._timer = self._timer, None
