@@ -380,13 +380,7 @@ class Server:
         if self.agent_socket is None or self.agent_tls is None:
             return
         config = self._config(
-            ListenerGate(
-                self.app,
-                "agent",
-                self.services.agent_channel,
-                self.services.audit,
-                agent_socket=self.services.gateway.serve,
-            ),
+            ListenerGate(self.app, "agent", self.services.agent_channel, self.services.audit),
             port=self.services.agent_channel.port or 0,
             cert=self.agent_tls.cert_file,
             key=self.agent_tls.key_file,
