@@ -312,16 +312,17 @@ async def test_fragments_text_and_bad_text() -> None:
             assert await close_code(reader) == 1009
 
 
-@pytest.mark.parametrize(
-    ("junk", "code"),
-    [
-        (frame(0x2, b"no mask", mask=False), 1002),
-        (b"\x00" * 64, 1002),  # a continuation with no message
-        (b"GET / HTTP/1.1\r\n\r\n" * 4, 1002),  # reserved bits and opcodes
-        (frame(0x0, b"x"), 1002),
-    ],
-)
-async def test_garbage_costs_only_its_own_connection(junk: bytes, code: int) -> None:
+GARBAGE = {
+    "unmasked": lambda: frame(0x2, b"no mask", mask=False),
+    "zeros": lambda: b"\x00" * 64,  # a continuation with no message
+    "http": lambda: b"GET / HTTP/1.1\r\n\r\n" * 4,  # reserved bits and opcodes
+    "continuation": lambda: frame(0x0, b"x"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+async def test_garbage_costs_only_its_own_connection(kind: str) -> None:
+    junk, code = GARBAGE[kind](), 1002
     async with listening() as listener, await client(listener) as honest:
         await listener.sockets.get()
         async with raw_peer(listener) as (reader, writer, _):
