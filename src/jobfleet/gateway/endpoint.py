@@ -329,6 +329,9 @@ class Gateway:
         log.info("agent_online agent=%s host=%s known=%d", agent_id, host_id, len(conn.known))
         if self.events:
             self.events.agent_online(conn)
+        # this frame lives as long as the connection, for hours: it keeps neither the
+        # hello, a replaced connection, nor the credential (the secret) all that time
+        del hello, known, old, os_name, labels, cred
         try:
             await self._read(ws, conn)
         finally:
