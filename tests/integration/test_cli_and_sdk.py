@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
+import shutil
+import signal
 import sys
 from pathlib import Path
 
+import httpx
 from tests.integration.harness import Running
 
 from jobfleet.sdk import AsyncJobClient, JobClient
@@ -99,3 +104,45 @@ async def test_demo_runs_end_to_end() -> None:
     assert proc.returncode == 0, text
     for i in range(2, 7):
         assert f"hello from 127.0.0.{i}" in text
+
+
+async def test_demo_keep_prints_a_command_and_a_login_that_work() -> None:
+    """What `make demo` prints is what the user copies: the command on one line, at the
+    width of a usual terminal, runs as printed; the console login it shows logs in."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jobfleet", "demo", "--keep", "--agents", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "80"})
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        while not lines or not lines[-1].startswith("Press Ctrl-C"):
+            line = await asyncio.wait_for(proc.stdout.readline(), 180)
+            assert line, "".join(lines)
+            lines.append(line.decode().rstrip("\n"))
+        text = "\n".join(lines)
+        [command] = [line[len("Try: "):] for line in lines if line.startswith("Try: ")]
+        words = shlex.split(command)
+        assert "run" in words and words[-2:] == ["-c", "uptime"], text
+        run = await asyncio.create_subprocess_exec(
+            *words, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(run.communicate(), 120)
+        assert run.returncode == 0, out.decode()
+        [console] = [line for line in lines if line.startswith("Console: ")]
+        match = re.fullmatch(r"Console: (\S+)/ \(log in as (\S+), password (\S+)\)", console)
+        assert match, text
+        url, user, password = match.groups()
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+            answer = await http.post("/login", data={
+                "username": user, "password": password, "next": "/api_execute/1"})
+            assert answer.status_code == 303, answer.text
+            assert answer.headers["location"].endswith("/api_execute/1")
+            page = await http.get("/api_execute/1")
+            assert page.status_code == 200 and "jobfleet demo" in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 60)
+        # --keep leaves the data directory to look at; this test has no use for it
+        for line in lines:
+            if found := re.search(r"\(data in (/\S+)\)", line):
+                shutil.rmtree(found.group(1), ignore_errors=True)
