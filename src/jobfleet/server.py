@@ -84,6 +84,7 @@ from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 from jobfleet.web import console_router
 from jobfleet.web.cookies import COOKIE_SECURE_MODES as COOKIE_SECURE_MODES
+from jobfleet.web.headers import HEADERS as CONSOLE_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +328,7 @@ class Server:
         self.app: FastAPI = create_app(
             self.services,
             console_router(self.services, cookie_secure=settings.cookie_secure),
+            headers=CONSOLE_HEADERS,
         )
         self.app.router.lifespan_context = self._lifespan
         self._agent_server: _SecondListener | None = None
