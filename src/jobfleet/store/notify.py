@@ -1,19 +1,22 @@
 """Where a business hears about finished jobs: webhook and email notification configs.
 
 A webhook's HMAC key is stored encrypted with the server's cipher and never leaves
-the server: views say only whether there is one.
+the server: views say only whether there is one. A webhook's URL often carries a token
+of its own (Slack's ``/services/T/B/TOKEN``, a ``?key=``): views show it whole only
+when asked to (to administrators), else to its first path segment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Row, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
-from jobfleet.store.secrets import Cipher
+from jobfleet.store.secrets import MASK, Cipher
 from jobfleet.store.tables import notify_configs
 
 WEBHOOK = "webhook"
@@ -31,12 +34,26 @@ class NotifyTarget:
     secret: str | None
 
 
-def config_view(row: Row[Any]) -> dict[str, Any]:
+def shown_url(url: str) -> str:
+    """``url`` to its first path segment, what follows it (and any query) masked."""
+    parts = urlsplit(url)
+    first = "/".join(parts.path.split("/")[:2]).rstrip("/")
+    if parts.path[len(first) :].strip("/") or parts.query or parts.fragment:
+        return f"{parts.scheme}://{parts.netloc}{first}/{MASK}"
+    return url
+
+
+def shown_target(channel: str, target: Any) -> Any:
+    return shown_url(target) if channel == WEBHOOK and isinstance(target, str) else target
+
+
+def config_view(row: Row[Any], *, whole_url: bool = False) -> dict[str, Any]:
+    """``whole_url``: a webhook's URL as it is, not as ``shown_url`` shows it."""
     return {
         "id": row.id,
         "bk_biz_id": row.bk_biz_id,
         "channel": row.channel,
-        "target": row.target,
+        "target": row.target if whole_url else shown_target(row.channel, row.target),
         "statuses": row.statuses,
         "enabled": bool(row.enabled),
         "has_secret": bool(row.secret),
