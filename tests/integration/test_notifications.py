@@ -397,8 +397,10 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
         changed = await admin(bob, "PUT", f"{base}/{cid}",
                               {"target": shown, "statuses": [4, 11]})
         assert changed["result"] and changed["data"]["statuses"] == [4, 11], changed
+        tested = await admin(bob, "POST", f"{base}/{cid}/tests", {})
+        assert tested["result"], tested
         entries = await admin(bob, "GET", "/audit/entries", bk_biz_id=2, length=50)
-        assert entries["result"] and entries["data"]["total"] >= 2, entries
+        assert entries["result"] and entries["data"]["total"] >= 3, entries
         for answer in (listed, got, changed, entries):
             assert "TOKEN" not in json.dumps(answer), answer
         async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:

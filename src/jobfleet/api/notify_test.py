@@ -17,7 +17,7 @@ from jobfleet.api.params import get_int, get_str
 from jobfleet.api.routing import Call, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.notify import webhook_payload
-from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore
+from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore, shown_target
 from jobfleet.store.outbox import OutboxStore
 
 EVENT = "test"
@@ -104,7 +104,11 @@ async def send_test(call: Call) -> dict[str, Any]:
         "notify_config",
         str(config.id),
         scope=scope,
-        detail={"channel": config.channel, "target": config.target, "delivery": delivery},
+        detail={
+            "channel": config.channel,
+            "target": shown_target(config.channel, config.target),
+            "delivery": delivery,
+        },
     )
     return {"id": config.id, "delivery_id": delivery, "state": "pending"}
 
