@@ -169,7 +169,9 @@ class Server:
         engine_settings = dataclasses.replace(settings.engine, node_id=self.node_id)
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
-        self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
+        self.callbacks = CallbackSender(
+            self.db, engine_settings, settings.smtp, outbound, cipher=self.cipher
+        )
         # approvers hear of a confirmation step that waits for them (engine/approvals.py)
         self.approvals = ApprovalNotifier(
             self.db,

@@ -411,6 +411,11 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
     finally:
         await bob.close()
     assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == url
+    # the store holds it sealed: the config, and the test message waiting in the outbox
+    async with running.server.db.connect() as conn:
+        stored = [tuple(r) for r in await conn.execute(select(notify_configs))]
+        stored += [tuple(r) for r in await conn.execute(select(outbox))]
+    assert len(stored) == 2 and "TOKEN" not in repr(stored), stored
     # an administrator's own edit may still replace it
     other = "https://hooks.example.test/other/T1/NEWTOKEN"
     assert (await admin(wire, "PUT", f"{base}/{cid}", {"target": other}))["result"]

@@ -2,8 +2,9 @@
 
 A webhook's HMAC key is stored encrypted with the server's cipher and never leaves
 the server: views say only whether there is one. A webhook's URL often carries a token
-of its own (Slack's ``/services/T/B/TOKEN``, a ``?key=``): views show it whole only
-when asked to (to administrators), else to its first path segment.
+of its own (Slack's ``/services/T/B/TOKEN``, a ``?key=``): it is stored encrypted too
+(a URL stored before was not, and reads as it is), and views show it whole only when
+asked to (to administrators), else to its first path segment.
 """
 
 from __future__ import annotations
@@ -34,6 +35,23 @@ class NotifyTarget:
     secret: str | None
 
 
+@dataclass(frozen=True)
+class NotifyConfig:
+    """A stored config, its webhook URL decrypted; ``secret`` stays encrypted."""
+
+    id: int
+    bk_biz_id: int
+    channel: str
+    target: Any
+    secret: str | None
+    statuses: list[int]
+    enabled: bool
+    creator: str
+    create_time: int
+    last_modify_user: str
+    last_modify_time: int
+
+
 def shown_url(url: str) -> str:
     """``url`` to its first path segment, what follows it (and any query) masked."""
     parts = urlsplit(url)
@@ -47,7 +65,7 @@ def shown_target(channel: str, target: Any) -> Any:
     return shown_url(target) if channel == WEBHOOK and isinstance(target, str) else target
 
 
-def config_view(row: Row[Any], *, whole_url: bool = False) -> dict[str, Any]:
+def config_view(row: NotifyConfig, *, whole_url: bool = False) -> dict[str, Any]:
     """``whole_url``: a webhook's URL as it is, not as ``shown_url`` shows it."""
     return {
         "id": row.id,
@@ -66,6 +84,15 @@ class NotifyStore:
         self.db = db
         self.cipher = cipher
 
+    def _sealed(self, channel: str, target: Any) -> Any:
+        return self.cipher.encrypt(target) if channel == WEBHOOK else target
+
+    def _opened(self, row: Row[Any]) -> NotifyConfig:
+        target = row.target
+        if row.channel == WEBHOOK and isinstance(target, str):
+            target = self.cipher.decrypt(target)
+        return NotifyConfig(**{**row._asdict(), "target": target})
+
     async def create(
         self,
         bk_biz_id: int,
@@ -76,14 +103,14 @@ class NotifyStore:
         statuses: list[int],
         enabled: bool,
         user: str,
-    ) -> Row[Any]:
+    ) -> NotifyConfig:
         now = now_ms()
         async with self.db.begin() as conn:
             res = await conn.execute(
                 insert(notify_configs).values(
                     bk_biz_id=bk_biz_id,
                     channel=channel,
-                    target=target,
+                    target=self._sealed(channel, target),
                     secret=self.cipher.encrypt(secret) if secret else None,
                     statuses=statuses,
                     enabled=enabled,
@@ -93,16 +120,16 @@ class NotifyStore:
             config_id = int(res.inserted_primary_key[0])  # type: ignore[index]
         return await self.get(bk_biz_id, config_id)
 
-    async def of_business(self, bk_biz_id: int) -> list[Row[Any]]:
+    async def of_business(self, bk_biz_id: int) -> list[NotifyConfig]:
         async with self.db.connect() as conn:
             rows = await conn.execute(
                 select(notify_configs)
                 .where(notify_configs.c.bk_biz_id == bk_biz_id)
                 .order_by(notify_configs.c.id)
             )
-            return list(rows.all())
+            return [self._opened(r) for r in rows]
 
-    async def get(self, bk_biz_id: int, config_id: int) -> Row[Any]:
+    async def get(self, bk_biz_id: int, config_id: int) -> NotifyConfig:
         async with self.db.connect() as conn:
             row = (
                 await conn.execute(
@@ -117,13 +144,15 @@ class NotifyStore:
                 ErrorCode.NOT_FOUND,
                 f"Notification config {config_id} does not exist in business {bk_biz_id}",
             )
-        return row
+        return self._opened(row)
 
     async def update(
         self, bk_biz_id: int, config_id: int, *, user: str, **changes: Any
-    ) -> Row[Any]:
+    ) -> NotifyConfig:
         """Change ``target``, ``secret``, ``statuses`` or ``enabled`` (the channel stays)."""
-        await self.get(bk_biz_id, config_id)
+        current = await self.get(bk_biz_id, config_id)
+        if "target" in changes:
+            changes["target"] = self._sealed(current.channel, changes["target"])
         if "secret" in changes:
             secret = changes["secret"]
             changes["secret"] = self.cipher.encrypt(secret) if secret else None
@@ -135,7 +164,7 @@ class NotifyStore:
             )
         return await self.get(bk_biz_id, config_id)
 
-    async def delete(self, bk_biz_id: int, config_id: int) -> Row[Any]:
+    async def delete(self, bk_biz_id: int, config_id: int) -> NotifyConfig:
         row = await self.get(bk_biz_id, config_id)
         async with self.db.begin() as conn:
             await conn.execute(
@@ -165,6 +194,7 @@ class NotifyStore:
                 # statuses is JSON: filtered here, the same way on every database
                 if status is not None and status not in (row.statuses or []):
                     continue
+                config = self._opened(row)
                 secret = self.cipher.decrypt(row.secret) if row.secret else None
-                found.append(NotifyTarget(row.id, row.channel, row.target, secret))
+                found.append(NotifyTarget(row.id, row.channel, config.target, secret))
             return found
