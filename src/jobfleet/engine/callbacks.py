@@ -44,7 +44,7 @@ class CallbackSender:
         cipher: Cipher,
     ) -> None:
         self.db = db
-        # opens the webhooks' URLs, which the outbox keeps encrypted
+        # opens the callbacks' and webhooks' URLs, which the outbox keeps encrypted
         self.cipher = cipher
         self.outbox = OutboxStore(db)
         self.settings = settings
@@ -119,7 +119,8 @@ class CallbackSender:
             try:
                 resp = await self.outbound.post(
                     client,
-                    row.target,
+                    # sealed when the job was made (a row queued before is in clear)
+                    self.cipher.decrypt(row.target),
                     content=row.payload.encode(),
                     headers={"Content-Type": "application/json"},
                 )
