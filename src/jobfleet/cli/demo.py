@@ -171,5 +171,5 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
                 await asyncio.wait_for(proc.wait(), 5)
         uv.should_exit = True
         await serving
-        if not keep:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        # everything the directory holds (keys, the admin's password) dies with the demo
+        shutil.rmtree(data_dir, ignore_errors=True)
