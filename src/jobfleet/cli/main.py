@@ -43,6 +43,7 @@ from jobfleet.cli._context import (
 )
 from jobfleet.cli._scripts import load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
+from jobfleet.cli._terminal import printable
 from jobfleet.cli.admin import admin_app
 from jobfleet.sdk import JobProgress, parse_host, target_server
 
@@ -336,8 +337,10 @@ def logs(
             cli.fail(
                 f"host {host[0]} is not a target of step {result.step_instance_id} of job {job}"
             )
-        # raw bytes for pipes: no header, no markup, no wrapping
-        cli.out.file.write(_render.host_log_text(result.hosts[0]))
+        # raw bytes for pipes: no header, no markup, no wrapping; a terminal is shown
+        # the host's control characters instead of obeying them
+        text = _render.host_log_text(result.hosts[0])
+        cli.out.file.write(printable(text) if cli.out.is_terminal else text)
         cli.out.file.flush()
         return
     for ip in missing:
