@@ -15,7 +15,7 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, SseParser, event_query
+from jobfleet.sdk._events import EVENTS_PATH, STREAM_TIMEOUT, Reconnects, SseParser, event_query
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
@@ -90,8 +90,10 @@ class AsyncJobClient(
     ) -> AsyncIterator[dict[str, Any]]:
         """A job's live events until it ends, as ``JobClient.events``: ``{"event", "id",
         "data"}``. ``since`` is an event id (a cursor of each host's last log sequence)
-        to resume after; a dropped connection reconnects and resumes from the last id."""
+        to resume after; a dropped connection reconnects and resumes from the last id,
+        and ``RECONNECTS`` failed reconnections in a row raise ``JobApiError``."""
         cursor = since
+        reconnects = Reconnects(retry_delay)
         while True:
             params, headers = event_query(hosts, cursor)
             try:
@@ -100,7 +102,7 @@ class AsyncJobClient(
                     EVENTS_PATH.format(job=int(job_instance_id)),
                     params=params,
                     headers=headers,
-                    timeout=httpx.Timeout(30.0, read=None),
+                    timeout=STREAM_TIMEOUT,
                 ) as response:
                     if "text/event-stream" not in response.headers.get("content-type", ""):
                         await response.aread()
@@ -112,12 +114,16 @@ class AsyncJobClient(
                         if event is None:
                             continue
                         cursor = event["id"] or cursor
+                        reconnects.received()
                         yield event
                         if event["event"] == "end":
                             return
-            except httpx.TransportError:
-                pass  # a dropped stream: reconnect from the last id
-            await asyncio.sleep(retry_delay)
+            except httpx.TransportError as exc:
+                # a dropped stream: reconnect from the last id, a few times in a row at most
+                delay = reconnects.dropped(exc)
+            else:
+                delay = reconnects.dropped()
+            await asyncio.sleep(delay)
 
     # --- walking a flow: await each step it yields and hand it the answer -------------
 

@@ -12,7 +12,7 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, event_query, parse_sse
+from jobfleet.sdk._events import EVENTS_PATH, STREAM_TIMEOUT, Reconnects, event_query, parse_sse
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
@@ -86,8 +86,11 @@ class JobClient(
         """A job's live events until it ends: ``{"event", "id", "data"}`` with events
         ``status`` (the job, its steps, host counts per status), ``output`` (a host's
         new log chunk) and ``end``. ``since`` (or its older name ``cursor``) is an event
-        id to resume after; a dropped connection reconnects and resumes from the last id."""
+        id to resume after; a dropped connection reconnects and resumes from the last id.
+        When ``RECONNECTS`` reconnections in a row bring no event (the server is gone, the
+        address or its certificate is wrong), ``JobApiError`` is raised."""
         cursor = since or cursor
+        reconnects = Reconnects(retry_delay)
         while True:
             params, headers = event_query(hosts, cursor)
             try:
@@ -96,7 +99,7 @@ class JobClient(
                     EVENTS_PATH.format(job=int(job_instance_id)),
                     params=params,
                     headers=headers,
-                    timeout=httpx.Timeout(30.0, read=None),
+                    timeout=STREAM_TIMEOUT,
                 ) as response:
                     if "text/event-stream" not in response.headers.get("content-type", ""):
                         response.read()
@@ -104,12 +107,16 @@ class JobClient(
                         return
                     for event in parse_sse(response.iter_lines()):
                         cursor = event["id"] or cursor
+                        reconnects.received()
                         yield event
                         if event["event"] == "end":
                             return
-            except httpx.TransportError:
-                pass  # a dropped stream: reconnect from the last id
-            time.sleep(retry_delay)
+            except httpx.TransportError as exc:
+                # a dropped stream: reconnect from the last id, a few times in a row at most
+                delay = reconnects.dropped(exc)
+            else:
+                delay = reconnects.dropped()
+            time.sleep(delay)
 
     def _bk(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         return self._run(self._flows._bk(name, params))

@@ -9,7 +9,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from jobfleet.sdk._errors import JobApiError
+from jobfleet.sdk._transport import transport_error
+
 EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
+# reconnections in a row that bring no event before a stream is given up: enough to ride out
+# a server restart, not to wait forever on a server that is gone, a wrong address or
+# a certificate that will not verify
+RECONNECTS = 5
+# the server sends a keepalive comment every 15 s: a stream silent for this long is dead
+# (a peer that vanished without a reset would otherwise hold the reader forever)
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 
 
 class SseParser:
@@ -25,7 +37,12 @@ class SseParser:
         if not line:
             done = None
             if self.data:
-                data = json.loads("\n".join(self.data))
+                try:
+                    data = json.loads("\n".join(self.data))
+                except ValueError:
+                    raise JobApiError(
+                        -1, f"event stream: the data of a {self.event!r} event is not JSON"
+                    ) from None
                 done = {"event": self.event, "id": self.event_id, "data": data}
             self.event, self.data = "message", []
             return done
@@ -49,6 +66,28 @@ def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         event = parser.feed(line)
         if event is not None:
             yield event
+
+
+class Reconnects:
+    """When a dropped event stream is opened again, and when it is given up."""
+
+    def __init__(self, retry_delay: float) -> None:
+        self._retry_delay = retry_delay
+        self._failures = 0
+
+    def received(self) -> None:
+        self._failures = 0
+
+    def dropped(self, exc: httpx.TransportError | None = None) -> float:
+        """Seconds to wait before the next attempt after a stream broke (``exc``) or
+        closed before the end; after ``RECONNECTS`` attempts in a row without an event,
+        the failure as a ``JobApiError``."""
+        self._failures += 1
+        if self._failures > RECONNECTS:
+            if exc is None:
+                raise JobApiError(-1, "the event stream keeps closing before the job ends")
+            raise transport_error(exc, exc.request) from exc
+        return self._retry_delay * self._failures
 
 
 def event_query(hosts: str | None, cursor: str | None) -> tuple[dict[str, str], dict[str, str]]:
