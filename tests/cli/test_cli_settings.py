@@ -234,3 +234,11 @@ def test_a_personal_token_from_the_environment_replaces_app_credentials(
     assert seen[0].headers["authorization"] == "Bearer jfp_secret"
     assert "x-bkapi-authorization" not in seen[0].headers
     assert "JOBFLEET_TOKEN" in result.stdout and "jfp_secret" not in result.stdout
+
+
+def test_a_bad_server_url_exits_2_without_a_traceback(cli: Cli) -> None:
+    for url in ("http://[::1", "jobfleet.example:8080"):
+        result = cli("--server", url, "hosts")
+        assert result.exit_code == 2, result.output
+        assert f"server URL {url!r}" in result.stderr
+        assert not isinstance(result.exception, ValueError)

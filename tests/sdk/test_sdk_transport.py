@@ -248,3 +248,12 @@ def test_credentials_repr_hides_the_secret() -> None:
     creds = Credentials("app", "very-secret", "bob")
     assert "very-secret" not in repr(creds)
     assert json.loads(creds.header_value())["bk_app_secret"] == "very-secret"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "127.0.0.1:8080", "ftp://host", "http://", "http://host:99999"]
+)
+def test_a_server_url_that_cannot_be_one_is_a_value_error(url: str) -> None:
+    # not httpx.InvalidURL, and not only at the first call
+    with pytest.raises(ValueError, match="server URL"):
+        JobClient(url, "app", "secret", "admin")
