@@ -11,7 +11,7 @@ from rich.text import Text
 
 from jobfleet.cli import _history as history
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, JsonOption, cli_context
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context, interrupted
 from jobfleet.cli._terminal import printable
 
 FAILED = {4, 8, 9, 11, 13, 14}
@@ -62,6 +62,14 @@ def follow(client: Any, job: int, out: Any, json_out: bool = False) -> int:
         out.file.write(shown(f"{ip}: {line}") + "\n")
     out.file.flush()
     return status
+
+
+def follow_to_end(cli: CliContext, client: Any, job: int, json_out: bool) -> int:
+    """``follow`` on the command's console; Ctrl-C ends it saying the job runs on."""
+    try:
+        return follow(client, job, cli.out, json_out)
+    except KeyboardInterrupt:
+        interrupted(cli, job)
 
 
 def register(app: typer.Typer) -> None:
@@ -193,5 +201,5 @@ def register(app: typer.Typer) -> None:
         """Print a job's output live (host-prefixed lines); exit 1 if it fails."""
         cli = cli_context(ctx)
         with cli.client() as client:
-            status = follow(client, job, cli.out, json_out)
+            status = follow_to_end(cli, client, job, json_out)
         raise typer.Exit(1 if status in FAILED else 0)

@@ -213,17 +213,20 @@ def run(
     if stream:
         with cli.client() as client:
             target = _targets.resolve_or_fail(cli, client, chosen, biz)
-            data = client.fast_execute_script(
-                script_content=base64.b64encode(script.encode()).decode(),
-                script_language=int(language),
-                script_param=base64.b64encode(param.encode()).decode() if param else None,
-                account_alias=account,
-                timeout=timeout,
-                target_server=target_server(host, host_id, cloud, target),
-                task_name=name,
-                **_scope(biz if biz is not None else cli.settings.biz),
-            )
-            status = jobs.follow(client, int(data["job_instance_id"]), cli.out, json_out)
+            try:
+                data = client.fast_execute_script(
+                    script_content=base64.b64encode(script.encode()).decode(),
+                    script_language=int(language),
+                    script_param=base64.b64encode(param.encode()).decode() if param else None,
+                    account_alias=account,
+                    timeout=timeout,
+                    target_server=target_server(host, host_id, cloud, target),
+                    task_name=name,
+                    **_scope(biz if biz is not None else cli.settings.biz),
+                )
+            except KeyboardInterrupt:
+                interrupted(cli, None)
+            status = jobs.follow_to_end(cli, client, int(data["job_instance_id"]), json_out)
         raise typer.Exit(1 if status in jobs.FAILED else 0)
     seen: list[JobProgress] = []
     started = time.monotonic()
@@ -323,7 +326,7 @@ def logs(
     cli = cli_context(ctx)
     if follow:
         with cli.client() as client:
-            status = jobs.follow(client, job, cli.out, json_out)
+            status = jobs.follow_to_end(cli, client, job, json_out)
         raise typer.Exit(1 if status in jobs.FAILED else 0)
     with cli.client() as client:
         result = client.get_result(job, step, ips=host, biz=biz)
