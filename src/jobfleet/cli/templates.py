@@ -3,7 +3,6 @@ as YAML files (docs/templates.md)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from rich.text import Text
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli._input import read_text
 from jobfleet.sdk import JobClient, parse_host
 
 PAGE = 1000
@@ -105,13 +105,7 @@ def template_import(
 ) -> None:
     """Create a template and its plans from a YAML file (all or nothing)."""
     cli = cli_context(ctx)
-    if file == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(file)
-        if not path.is_file():
-            cli.fail(f"no such file: {file}")
-        text = path.read_text(encoding="utf-8")
+    text = read_text(file, "FILE")
     with cli.client() as client:
         data = client.import_template(text, update=update, biz=_biz(cli, biz))
     if json_out:
