@@ -201,6 +201,6 @@ def plan_run(
     else:
         cli.out.print(_render.job_overview(data))
         cli.out.print()
-        cli.out.print(_render.host_table(result.hosts))
+        cli.out.print(_render.host_table(result.hosts, width=_render.excerpt_width(cli.out)))
         cli.out.print(_render.result_summary(result))
     raise typer.Exit(0 if data["job_instance"]["status"] == 3 else 1)
