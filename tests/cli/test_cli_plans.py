@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import httpx
+
 if TYPE_CHECKING:
     from conftest import Cli, FakeServer
 
@@ -17,3 +19,17 @@ def test_plan_run_waits_and_prints_whole_log_lines_in_a_pipe(
     assert result.exit_code == 0, result.output
     # "nothing is cut or wrapped" when standard output is not a terminal
     assert line in result.stdout
+
+
+def test_ctrl_c_while_a_plan_runs_says_the_job_runs_on(cli: Cli, server: FakeServer) -> None:
+    answer = server.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("get_job_instance_status"):
+            raise KeyboardInterrupt
+        return answer(request)
+
+    server.handle = handle  # type: ignore[method-assign]
+    result = cli("plan", "run", "12")
+    assert result.exit_code == 130, result.output
+    assert "job 77 keeps running on the server (jobfleet status 77)" in result.stderr

@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context, interrupted
 from jobfleet.cli._input import read_text
 from jobfleet.sdk import JobClient, parse_host
 
@@ -194,8 +194,11 @@ def plan_run(
             else:
                 cli.out.print(f"job {job_id} ({started.get('job_instance_name')}) started")
             return
-        data = client.wait_for_job(job_id, biz=bk_biz_id)
-        result = client.get_result(job_id, biz=bk_biz_id)
+        try:
+            data = client.wait_for_job(job_id, biz=bk_biz_id)
+            result = client.get_result(job_id, biz=bk_biz_id)
+        except KeyboardInterrupt:
+            interrupted(cli, job_id)
     if json_out:
         cli.out.out(_render.to_json(data))
     else:
