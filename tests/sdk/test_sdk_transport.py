@@ -257,3 +257,20 @@ def test_a_server_url_that_cannot_be_one_is_a_value_error(url: str) -> None:
     # not httpx.InvalidURL, and not only at the first call
     with pytest.raises(ValueError, match="server URL"):
         JobClient(url, "app", "secret", "admin")
+
+
+def test_a_certificate_that_does_not_verify_says_how_to_trust_a_private_ca() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local "
+            "issuer certificate (_ssl.c:1006)",
+            request=request,
+        )
+
+    client = JobClient(
+        "https://jobfleet.test", "app", "secret", "admin", transport=httpx.MockTransport(handle)
+    )
+    with client, pytest.raises(JobApiError) as caught:
+        client.whoami()
+    assert caught.value.message.startswith("cannot connect to https://jobfleet.test: [SSL:")
+    assert "SSL_CERT_FILE" in caught.value.message

@@ -100,7 +100,12 @@ def root(
     ] = None,
     app_secret: Annotated[
         str | None,
-        typer.Option("--app-secret", envvar="JOBFLEET_APP_SECRET", help="App secret."),
+        typer.Option(
+            "--app-secret",
+            envvar="JOBFLEET_APP_SECRET",
+            help="App secret; on the command line every user sees it in ps: prefer the "
+            "environment variable or the config file.",
+        ),
     ] = None,
     user: Annotated[
         str | None,

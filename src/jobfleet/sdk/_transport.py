@@ -34,6 +34,9 @@ _HTTP_HINTS = {
     404: "not found: check the server URL",
 }
 
+# httpx trusts the certifi bundle, or the file this variable names
+_PRIVATE_CA_HINT = "for a certificate of a private CA, point SSL_CERT_FILE at the CA's PEM file"
+
 
 @dataclass(frozen=True)
 class RequestSpec:
@@ -178,9 +181,10 @@ def transport_error(exc: httpx.TransportError, request: httpx.Request) -> JobApi
     if isinstance(exc, httpx.TimeoutException):
         return JobApiError(-1, f"{where}: timed out")
     if isinstance(exc, httpx.ConnectError):
-        return JobApiError(
-            -1, f"cannot connect to {request.url.scheme}://{request.url.netloc.decode()}: {exc}"
-        )
+        text = f"cannot connect to {request.url.scheme}://{request.url.netloc.decode()}: {exc}"
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            text += f" ({_PRIVATE_CA_HINT})"
+        return JobApiError(-1, text)
     return JobApiError(-1, f"{where}: {type(exc).__name__}: {exc}")
 
 
