@@ -242,3 +242,19 @@ def test_a_bad_server_url_exits_2_without_a_traceback(cli: Cli) -> None:
         assert result.exit_code == 2, result.output
         assert f"server URL {url!r}" in result.stderr
         assert not isinstance(result.exception, ValueError)
+
+
+def test_whoami_with_a_token_says_the_user_comes_from_it(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    server.admin_answers[("GET", "/whoami")] = {"app_code": "jobfleet-token", "username": "alice"}
+    bootstrap = tmp_path / "bootstrap.json"
+    bootstrap.write_text('{"bk_app_code": "jobfleet", "bk_app_secret": "s", "admin_user": "admin"}')
+    env = {"JOBFLEET_TOKEN": "jfp_abc", "JOBFLEET_BOOTSTRAP": str(bootstrap)}
+    result = cli.bare("whoami", env=env)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[0].strip(): line for line in result.stdout.splitlines()}
+    assert "alice" in rows["user"] and "JOBFLEET_TOKEN" in rows["user"]
+    assert "JOBFLEET_TOKEN" in rows["app"]
+    assert "(not used)" in rows["app secret"] and "bootstrap" not in rows["app secret"]
+    assert "jfp_abc" not in result.output

@@ -391,21 +391,31 @@ def whoami(ctx: typer.Context, json_out: JsonOption = False) -> None:
     if json_out:
         cli.out.out(_render.to_json({"server": settings.server, "biz": settings.biz, **me}))
         return
+    # a personal token names its own user (and app): the app settings are not used
+    token = settings.sources["token"] if settings.token else None
     grid = _render.records_table(
         [
             {"setting": "server", "value": settings.server, "from": settings.sources["server"]},
-            {"setting": "app", "value": me.get("app_code"), "from": settings.sources["app_code"]},
+            {
+                "setting": "app",
+                "value": me.get("app_code"),
+                "from": token or settings.sources["app_code"],
+            },
             {
                 "setting": "app secret",
-                "value": "(hidden)",
-                "from": settings.sources["app_secret"],
+                "value": "(not used)" if token else "(hidden)",
+                "from": "-" if token else settings.sources["app_secret"],
             },
             {
                 "setting": "personal token",
                 "value": "(hidden, in use)" if settings.token else "-",
                 "from": settings.sources["token"],
             },
-            {"setting": "user", "value": me.get("username"), "from": settings.sources["username"]},
+            {
+                "setting": "user",
+                "value": me.get("username"),
+                "from": token or settings.sources["username"],
+            },
             {"setting": "admin", "value": bool(me.get("is_admin")), "from": "server"},
             {"setting": "scopes", "value": me.get("scopes") or [], "from": "server"},
             {"setting": "default biz", "value": settings.biz, "from": settings.sources["biz"]},
