@@ -312,7 +312,10 @@ def print_host_logs(console: Console, hosts: Iterable[HostResult]) -> None:
         console.print(shown(header, style=f"bold {host_status_style(host.status)}"))
         text = host_log_text(host)
         if text:
-            console.out(text.rstrip("\n"), highlight=False)
+            # straight to the file, control characters written out as the console's
+            # hook would: Rich takes seconds over megabytes of log
+            console.file.write(printable(text.rstrip("\n")) + "\n")
+            console.file.flush()
 
 
 def host_log_text(host: HostResult) -> str:
