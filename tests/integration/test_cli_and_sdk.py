@@ -99,3 +99,27 @@ async def test_demo_runs_end_to_end() -> None:
     assert proc.returncode == 0, text
     for i in range(2, 7):
         assert f"hello from 127.0.0.{i}" in text
+
+
+async def test_cli_shows_hostile_host_text_without_obeying_it(running: Running) -> None:
+    # a host name and output full of escape sequences, read as on a terminal
+    await running.start_agents(
+        IPS[:1], settings_of={IPS[0]: {"hostname": "web\x1b]0;pwned\x07\x1b[2J"}}
+    )
+    terminal = {"FORCE_COLOR": "1"}
+    code, out = await cli(running, "hosts", env=terminal)
+    assert code == 0, out
+    assert "web\\u001b]0;pwned" in out and "\x1b]0;" not in out and "\x1b[2J" not in out
+    code, out = await cli(
+        running, "run", "-H", IPS[0], "--json", "-c",
+        r"printf 'a\033[2Jb\033]0;t\007c\n[/oops] \377\n'",
+    )
+    assert code == 0, out
+    job = str(json.loads(out)["job_instance_id"])
+    for args in (["logs", job], ["logs", job, "-H", IPS[0]], ["logs", "-f", job],
+                 ["status", job], ["run", "-H", IPS[0], "-c", r"printf '\033[2J[/x]\n'"]):
+        code, out = await cli(running, *args, env=terminal)
+        assert code == 0, (args, out)
+        assert "\x1b[2J" not in out and "\x1b]0;" not in out, (args, out)
+        assert "\\u001b[2J" in out, (args, out)
+        assert "Traceback" not in out
