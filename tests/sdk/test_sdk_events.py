@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from jobfleet.sdk import AsyncJobClient, JobApiError, JobClient
-from jobfleet.sdk._events import RECONNECTS, SseParser, parse_sse
+from jobfleet.sdk._events import RECONNECTS, SseLines, SseParser, parse_sse
 
 URL = "http://jobfleet.test"
 
@@ -178,3 +178,39 @@ def test_events_count_only_failures_in_a_row() -> None:
 def test_event_data_that_is_not_json_is_an_api_error() -> None:
     with pytest.raises(JobApiError, match="not JSON"):
         list(parse_sse(["event: status", "data: {oops", ""]))
+
+
+def test_events_split_lines_only_where_the_format_says() -> None:
+    # JSON leaves U+0085, U+2028, U+2029 (and the parser sees \x1c..) unescaped in a
+    # host's output; str.splitlines would cut the event there
+    content = "nel\x85 ls\u2028 ps\u2029 end\n"
+    data = json.dumps({"bk_host_id": 1, "ip": "10.0.0.1", "content": content}, ensure_ascii=False)
+    output = f"id: 8.0.1:1\nevent: output\ndata: {data}\n\n".encode()
+    # CRLF line ends, one of them cut between two chunks
+    body = (STATUS + output + END).replace(b"\n", b"\r\n")
+    cut = body.index(b"\r\n", len(STATUS)) + 1
+    chunks = [body[:cut], body[cut:]]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "text/event-stream"}
+        return httpx.Response(200, headers=headers, stream=Dropped(chunks, drop=False))
+
+    transport = httpx.MockTransport(handle)
+    with JobClient(URL, "app", "secret", "admin", transport=transport) as client:
+        events = list(client.events(7, retry_delay=0))
+    assert contents(events) == content
+    assert [e["event"] for e in events] == ["status", "output", "end"]
+
+    async def read() -> list[dict[str, Any]]:
+        transport = httpx.MockTransport(handle)
+        async with AsyncJobClient(URL, "app", "secret", "admin", transport=transport) as client:
+            return [e async for e in client.events(7, retry_delay=0)]
+
+    assert contents(asyncio.run(read())) == content
+
+
+def test_sse_lines_keep_a_cr_for_the_next_chunk() -> None:
+    lines = SseLines()
+    assert lines.feed("a\r") == []
+    assert lines.feed("\nb\rc\n\u2028d") == ["a", "b", "c"]
+    assert lines.feed("\n") == ["\u2028d"]

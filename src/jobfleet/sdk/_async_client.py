@@ -15,7 +15,14 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, STREAM_TIMEOUT, Reconnects, SseParser, event_query
+from jobfleet.sdk._events import (
+    EVENTS_PATH,
+    STREAM_TIMEOUT,
+    Reconnects,
+    SseLines,
+    SseParser,
+    event_query,
+)
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
@@ -108,16 +115,17 @@ class AsyncJobClient(
                         await response.aread()
                         parse_envelope(response)
                         return
-                    parser = SseParser()
-                    async for line in response.aiter_lines():
-                        event = parser.feed(line)
-                        if event is None:
-                            continue
-                        cursor = event["id"] or cursor
-                        reconnects.received()
-                        yield event
-                        if event["event"] == "end":
-                            return
+                    parser, lines = SseParser(), SseLines()
+                    async for text in response.aiter_text():
+                        for line in lines.feed(text):
+                            event = parser.feed(line)
+                            if event is None:
+                                continue
+                            cursor = event["id"] or cursor
+                            reconnects.received()
+                            yield event
+                            if event["event"] == "end":
+                                return
             except httpx.TransportError as exc:
                 # a dropped stream: reconnect from the last id, a few times in a row at most
                 delay = reconnects.dropped(exc)

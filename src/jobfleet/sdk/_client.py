@@ -12,7 +12,14 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, STREAM_TIMEOUT, Reconnects, event_query, parse_sse
+from jobfleet.sdk._events import (
+    EVENTS_PATH,
+    STREAM_TIMEOUT,
+    Reconnects,
+    SseLines,
+    event_query,
+    parse_sse,
+)
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
@@ -105,7 +112,9 @@ class JobClient(
                         response.read()
                         parse_envelope(response)
                         return
-                    for event in parse_sse(response.iter_lines()):
+                    lines = SseLines()
+                    chunks = (lines.feed(text) for text in response.iter_text())
+                    for event in parse_sse(line for chunk in chunks for line in chunk):
                         cursor = event["id"] or cursor
                         reconnects.received()
                         yield event

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -57,6 +58,27 @@ class SseParser:
         elif field == "id":
             self.event_id = value
         return None
+
+
+class SseLines:
+    """A stream's text in chunks as Server-Sent Events lines: split at CRLF, CR or LF
+    only, as the format says. (``str.splitlines``, and httpx's ``iter_lines`` with it,
+    also splits at U+0085, U+2028 and others, which JSON carries unescaped in a host's
+    output: an event cut there is no longer JSON.)"""
+
+    def __init__(self) -> None:
+        self._rest = ""
+
+    def feed(self, text: str) -> list[str]:
+        text = self._rest + text
+        # a CR at the end may be the first half of a CRLF
+        cut = len(text) - 1 if text.endswith("\r") else len(text)
+        lines = _LINE_END.split(text[:cut])
+        self._rest = lines.pop() + text[cut:]
+        return lines
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
