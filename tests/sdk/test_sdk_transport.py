@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobfleet.sdk import Credentials, JobApiError, JobClient
+from jobfleet.sdk import AsyncJobClient, Credentials, JobApiError, JobClient
 from jobfleet.sdk._transport import api_method, encode_query
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -274,3 +274,25 @@ def test_a_certificate_that_does_not_verify_says_how_to_trust_a_private_ca() -> 
         client.whoami()
     assert caught.value.message.startswith("cannot connect to https://jobfleet.test: [SSL:")
     assert "SSL_CERT_FILE" in caught.value.message
+
+
+def _bad_gzip(request: httpx.Request) -> httpx.Response:
+    headers = {"content-encoding": "gzip", "content-type": "application/json"}
+    return httpx.Response(200, headers=headers, content=b"not gzip at all")
+
+
+def test_a_body_that_cannot_be_decoded_is_an_api_error() -> None:
+    # httpx.DecodingError is no TransportError: it escaped the SDK
+    transport = httpx.MockTransport(_bad_gzip)
+    with JobClient("http://jobfleet.test", "a", "s", "u", transport=transport) as client:
+        with pytest.raises(JobApiError, match="DecodingError"):
+            client.whoami()
+        with pytest.raises(JobApiError, match="DecodingError"):
+            next(iter(client.events(7, retry_delay=0)))
+
+
+async def test_async_a_body_that_cannot_be_decoded_is_an_api_error() -> None:
+    transport = httpx.MockTransport(_bad_gzip)
+    async with AsyncJobClient("http://jobfleet.test", "a", "s", "u", transport=transport) as client:
+        with pytest.raises(JobApiError, match="DecodingError"):
+            await client.whoami()

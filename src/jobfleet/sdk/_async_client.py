@@ -129,6 +129,8 @@ class AsyncJobClient(
             except httpx.TransportError as exc:
                 # a dropped stream: reconnect from the last id, a few times in a row at most
                 delay = reconnects.dropped(exc)
+            except httpx.RequestError as exc:  # a body that cannot be decoded: no retry helps
+                raise transport_error(exc, exc.request) from exc
             else:
                 delay = reconnects.dropped()
             await asyncio.sleep(delay)
@@ -171,7 +173,7 @@ class AsyncJobClient(
         request = self._http.build_request(**step.request(body))
         try:
             return await self._http.send(request, stream=step.stream)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # a transport failure, or a body that cannot be decoded
             raise transport_error(exc, request) from exc
         finally:
             if body is not None:

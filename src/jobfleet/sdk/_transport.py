@@ -176,7 +176,7 @@ def parse_envelope(response: httpx.Response) -> Any:
     )
 
 
-def transport_error(exc: httpx.TransportError, request: httpx.Request) -> JobApiError:
+def transport_error(exc: httpx.RequestError, request: httpx.Request) -> JobApiError:
     where = _where(request)
     if isinstance(exc, httpx.TimeoutException):
         return JobApiError(-1, f"{where}: timed out")
