@@ -38,7 +38,8 @@ FilterOption = Annotated[
     str | None,
     typer.Option(
         "--filter",
-        help='The filter as JSON, or @FILE: a list of conditions, or {"any": [lists]}.',
+        # --help reads Rich markup: a bracket that could open a tag is escaped
+        help='The filter as JSON, or @FILE: a list of conditions, or {"any": \\[lists]}.',
     ),
 ]
 
