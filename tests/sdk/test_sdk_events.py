@@ -214,3 +214,42 @@ def test_sse_lines_keep_a_cr_for_the_next_chunk() -> None:
     assert lines.feed("a\r") == []
     assert lines.feed("\nb\rc\n\u2028d") == ["a", "b", "c"]
     assert lines.feed("\n") == ["\u2028d"]
+
+
+def test_events_ride_out_a_proxy_answering_for_a_restarting_node() -> None:
+    # scaled out behind a load balancer: a restarting node's stream is a 502 for a while
+    answers: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        answers.append(len(answers))
+        if len(answers) <= 2:
+            return httpx.Response(502, text="<html>502 Bad Gateway</html>")
+        headers = {"content-type": "text/event-stream"}
+        return httpx.Response(200, headers=headers, stream=Dropped([STATUS, FIRST, END], False))
+
+    transport = httpx.MockTransport(handle)
+    with JobClient(URL, "app", "secret", "admin", transport=transport) as client:
+        events = list(client.events(7, retry_delay=0))
+    assert contents(events) == "one\n" and len(answers) == 3
+
+
+async def test_events_give_up_on_a_proxy_that_keeps_answering_502() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(502, text="Bad Gateway"))
+    async with AsyncJobClient(URL, "app", "secret", "admin", transport=transport) as client:
+        with pytest.raises(JobApiError) as caught:
+            await asyncio.wait_for(anext(aiter(client.events(7, retry_delay=0))), 10)
+    assert caught.value.http_status == 502
+
+
+def test_events_do_not_retry_a_server_error_with_an_envelope() -> None:
+    attempts: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        body = {"result": False, "code": 1244006, "message": "Job instance 7 does not exist"}
+        return httpx.Response(503, json=body)
+
+    client = JobClient(URL, "app", "secret", "admin", transport=httpx.MockTransport(handle))
+    with client, pytest.raises(JobApiError, match="does not exist"):
+        list(client.events(7, retry_delay=0))
+    assert len(attempts) == 1

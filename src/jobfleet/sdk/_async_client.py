@@ -22,6 +22,7 @@ from jobfleet.sdk._events import (
     SseLines,
     SseParser,
     event_query,
+    retry_later,
 )
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
@@ -29,7 +30,7 @@ from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
 from jobfleet.sdk._topology import TopologyApi
-from jobfleet.sdk._transport import parse_envelope, transport_error
+from jobfleet.sdk._transport import transport_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -111,28 +112,31 @@ class AsyncJobClient(
                     headers=headers,
                     timeout=STREAM_TIMEOUT,
                 ) as response:
+                    refused = None
                     if "text/event-stream" not in response.headers.get("content-type", ""):
                         await response.aread()
-                        parse_envelope(response)
-                        return
-                    parser, lines = SseParser(), SseLines()
-                    async for text in response.aiter_text():
-                        for line in lines.feed(text):
-                            event = parser.feed(line)
-                            if event is None:
-                                continue
-                            cursor = event["id"] or cursor
-                            reconnects.received()
-                            yield event
-                            if event["event"] == "end":
-                                return
+                        refused = retry_later(response)
+                        if refused is None:
+                            return
+                    else:
+                        parser, lines = SseParser(), SseLines()
+                        async for text in response.aiter_text():
+                            for line in lines.feed(text):
+                                event = parser.feed(line)
+                                if event is None:
+                                    continue
+                                cursor = event["id"] or cursor
+                                reconnects.received()
+                                yield event
+                                if event["event"] == "end":
+                                    return
             except httpx.TransportError as exc:
                 # a dropped stream: reconnect from the last id, a few times in a row at most
                 delay = reconnects.dropped(exc)
             except httpx.RequestError as exc:  # a body that cannot be decoded: no retry helps
                 raise transport_error(exc, exc.request) from exc
             else:
-                delay = reconnects.dropped()
+                delay = reconnects.dropped(refused)
             await asyncio.sleep(delay)
 
     # --- walking a flow: await each step it yields and hand it the answer -------------

@@ -19,6 +19,7 @@ from jobfleet.sdk._events import (
     SseLines,
     event_query,
     parse_sse,
+    retry_later,
 )
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
@@ -26,7 +27,7 @@ from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
 from jobfleet.sdk._topology import TopologyApi
-from jobfleet.sdk._transport import Method, parse_envelope, transport_error
+from jobfleet.sdk._transport import Method, transport_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -108,25 +109,28 @@ class JobClient(
                     headers=headers,
                     timeout=STREAM_TIMEOUT,
                 ) as response:
+                    refused = None
                     if "text/event-stream" not in response.headers.get("content-type", ""):
                         response.read()
-                        parse_envelope(response)
-                        return
-                    lines = SseLines()
-                    chunks = (lines.feed(text) for text in response.iter_text())
-                    for event in parse_sse(line for chunk in chunks for line in chunk):
-                        cursor = event["id"] or cursor
-                        reconnects.received()
-                        yield event
-                        if event["event"] == "end":
+                        refused = retry_later(response)
+                        if refused is None:
                             return
+                    else:
+                        lines = SseLines()
+                        chunks = (lines.feed(text) for text in response.iter_text())
+                        for event in parse_sse(line for chunk in chunks for line in chunk):
+                            cursor = event["id"] or cursor
+                            reconnects.received()
+                            yield event
+                            if event["event"] == "end":
+                                return
             except httpx.TransportError as exc:
                 # a dropped stream: reconnect from the last id, a few times in a row at most
                 delay = reconnects.dropped(exc)
             except httpx.RequestError as exc:  # a body that cannot be decoded: no retry helps
                 raise transport_error(exc, exc.request) from exc
             else:
-                delay = reconnects.dropped()
+                delay = reconnects.dropped(refused)
             time.sleep(delay)
 
     def _bk(self, name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from jobfleet.sdk._errors import JobApiError
-from jobfleet.sdk._transport import transport_error
+from jobfleet.sdk._transport import parse_envelope, transport_error
 
 EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
 # reconnections in a row that bring no event before a stream is given up: enough to ride out
@@ -90,6 +90,23 @@ def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             yield event
 
 
+# what a proxy answers while the node behind it restarts: open the stream again
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+
+
+def retry_later(response: httpx.Response) -> JobApiError | None:
+    """Of an answer (read) that is not an event stream: a proxy's "not now", to be
+    retried as a dropped stream, or None for an envelope with nothing to stream; any
+    other error is raised."""
+    try:
+        parse_envelope(response)
+    except JobApiError as exc:
+        if exc.code == -1 and exc.http_status in _GATEWAY_STATUSES:
+            return exc
+        raise
+    return None
+
+
 class Reconnects:
     """When a dropped event stream is opened again, and when it is given up."""
 
@@ -100,14 +117,16 @@ class Reconnects:
     def received(self) -> None:
         self._failures = 0
 
-    def dropped(self, exc: httpx.TransportError | None = None) -> float:
-        """Seconds to wait before the next attempt after a stream broke (``exc``) or
-        closed before the end; after ``RECONNECTS`` attempts in a row without an event,
-        the failure as a ``JobApiError``."""
+    def dropped(self, exc: httpx.TransportError | JobApiError | None = None) -> float:
+        """Seconds to wait before the next attempt after a stream broke or was refused
+        for now (``exc``) or closed before the end; after ``RECONNECTS`` attempts in a
+        row without an event, the failure as a ``JobApiError``."""
         self._failures += 1
         if self._failures > RECONNECTS:
             if exc is None:
                 raise JobApiError(-1, "the event stream keeps closing before the job ends")
+            if isinstance(exc, JobApiError):
+                raise exc
             raise transport_error(exc, exc.request) from exc
         return self._retry_delay * self._failures
 
