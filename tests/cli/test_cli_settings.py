@@ -258,3 +258,11 @@ def test_whoami_with_a_token_says_the_user_comes_from_it(
     assert "JOBFLEET_TOKEN" in rows["app"]
     assert "(not used)" in rows["app secret"] and "bootstrap" not in rows["app secret"]
     assert "jfp_abc" not in result.output
+
+
+def test_a_broken_token_is_never_printed(cli: Cli) -> None:
+    # httpx's error quoted the header, and with it the whole secret
+    result = cli.bare("hosts", env={"JOBFLEET_TOKEN": "jfp_verysecret\r!"})
+    assert result.exit_code == 2, result.output
+    assert "verysecret" not in result.output
+    assert "personal token" in result.stderr

@@ -296,3 +296,23 @@ async def test_async_a_body_that_cannot_be_decoded_is_an_api_error() -> None:
     async with AsyncJobClient("http://jobfleet.test", "a", "s", "u", transport=transport) as client:
         with pytest.raises(JobApiError, match="DecodingError"):
             await client.whoami()
+
+
+def test_a_token_is_sent_without_the_line_end_around_it() -> None:
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return httpx.Response(200, json={"result": True, "code": 0, "data": {}})
+
+    transport = httpx.MockTransport(handle)
+    with JobClient.with_token("http://jobfleet.test", "jfp_abc\r\n", transport=transport) as c:
+        c.whoami()
+    assert seen == ["Bearer jfp_abc"]
+
+
+@pytest.mark.parametrize("token", ["jfp_a\rb", "jfp_sécret", "jfp a"])
+def test_a_token_no_token_can_be_is_refused_without_showing_it(token: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        JobClient.with_token("http://jobfleet.test", token)
+    assert "jfp" not in str(caught.value)

@@ -49,11 +49,21 @@ class RequestSpec:
 def default_headers(credentials: Credentials, token: str | None = None) -> dict[str, str]:
     """App credentials, or with ``token`` a personal token (which names its own user)."""
     auth = (
-        {"Authorization": f"Bearer {token}"}
+        {"Authorization": f"Bearer {bearer_token(token)}"}
         if token
         else {"X-Bkapi-Authorization": credentials.header_value()}
     )
     return {**auth, "Accept": "application/json", "User-Agent": USER_AGENT}
+
+
+def bearer_token(token: str) -> str:
+    """``token`` without the line end a file or a copy left around it; ``ValueError``
+    for one no token has, which names no character of it: httpx's own error quoted
+    the whole header, secret and all."""
+    text = token.strip()
+    if not text.isascii() or not text.isprintable() or " " in text:
+        raise ValueError("the personal token holds characters no token has: copy it again")
+    return text
 
 
 def api_method(name: str) -> Method:
