@@ -90,9 +90,7 @@ def _follow(console: Console, json_out: bool = False) -> str:
 
 def test_follow_shows_escape_sequences_on_a_terminal() -> None:
     terminal = Console(file=io.StringIO(), force_terminal=True)
-    assert _follow(terminal) == (
-        "10.0.0.1: a\\u001b[2Jb\n10.0.0.1: part\\u001b]0;pwned\\u0007\n"
-    )
+    assert _follow(terminal) == ("10.0.0.1: a\\u001b[2Jb\n10.0.0.1: part\\u001b]0;pwned\\u0007\n")
     pipe = Console(file=io.StringIO(), force_terminal=False)
     assert _follow(pipe) == f"10.0.0.1: a{CLEAR}b\n10.0.0.1: part{TITLE}\n"
 
@@ -112,3 +110,20 @@ def test_styles_still_reach_the_terminal(monkeypatch: Any) -> None:
     console.print("[not markup]", style="red")
     written = console.file.getvalue()
     assert "[not markup]" in written and "\x1b[31m" in written
+
+
+def test_follow_takes_crlf_for_a_line_end_on_a_terminal() -> None:
+    client = _Events(
+        [
+            {
+                "event": "output",
+                "id": "1",
+                "data": {"bk_host_id": 1, "ip": "10.0.0.1", "content": "dir\r\nok\r\n"},
+            },
+            {"event": "end", "id": "2", "data": {"status": 3}},
+        ]
+    )
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    jobs.follow(client, 77, terminal)
+    assert isinstance(terminal.file, io.StringIO)
+    assert terminal.file.getvalue() == "10.0.0.1: dir\n10.0.0.1: ok\n"

@@ -39,7 +39,11 @@ def follow(client: Any, job: int, out: Any, json_out: bool = False) -> int:
     a pipe gets the output as the host wrote it."""
     status = 0
     partial: dict[int, tuple[str, str]] = {}
-    shown = printable if out.is_terminal else str
+
+    def shown(line: str) -> str:
+        # a CRLF line end (Windows hosts) is a line end, not a control character
+        return printable(line.removesuffix("\r")) if out.is_terminal else line
+
     for event in client.events(job, hosts="all"):
         data = event["data"]
         if event["event"] in ("status", "end"):
