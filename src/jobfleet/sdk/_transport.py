@@ -187,15 +187,21 @@ def parse_envelope(response: httpx.Response) -> Any:
 
 
 def transport_error(exc: httpx.RequestError, request: httpx.Request) -> JobApiError:
-    where = _where(request)
-    if isinstance(exc, httpx.TimeoutException):
-        return JobApiError(-1, f"{where}: timed out")
-    if isinstance(exc, httpx.ConnectError):
-        text = f"cannot connect to {request.url.scheme}://{request.url.netloc.decode()}: {exc}"
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        reason = "timed out" if isinstance(exc, httpx.ConnectTimeout) else str(exc)
+        text = f"cannot connect to {request.url.scheme}://{request.url.netloc.decode()}: {reason}"
+        if "CERTIFICATE_VERIFY_FAILED" in reason:
             text += f" ({_PRIVATE_CA_HINT})"
         return JobApiError(-1, text)
-    return JobApiError(-1, f"{where}: {type(exc).__name__}: {exc}")
+    where = _where(request)
+    if isinstance(exc, httpx.TimeoutException):
+        text = f"{where}: timed out"
+    else:
+        text = f"{where}: {type(exc).__name__}: {exc}"
+    if request.method == "POST":
+        # sent, but no answer: a job launched twice is worse than a look at the list first
+        text += "; the server may have acted on it (a job may have started): check before retrying"
+    return JobApiError(-1, text)
 
 
 def _http_message(response: httpx.Response) -> str:
