@@ -96,6 +96,19 @@ def test_admin_commands_send_the_documented_request(
     assert server.admin_requests() == [request_]
 
 
+def test_passwd_names_the_user_whatever_the_name_holds(cli: Cli, server: FakeServer) -> None:
+    # "/" and "#" in a name made the request set another user's password (carol's)
+    server.admin_answers[("POST", "/users/carol%2Fpassword%23/password")] = {
+        "username": "carol/password#"
+    }
+    result = cli("admin", "user", "passwd", "carol/password#", "--stdin", input="s3cret-pw\n")
+    assert result.exit_code == 0, result.output
+    assert server.admin_requests() == [
+        ("POST", "/users/carol%2Fpassword%23/password", {"password": "s3cret-pw"})
+    ]
+    assert result.stdout == "password set for carol/password#\n"
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -145,3 +145,27 @@ async def test_demo_keep_prints_a_command_and_a_login_that_work() -> None:
     [data_dir] = [found.group(1) for line in lines
                   if (found := re.search(r"\(data in (/\S+)\)", line))]
     assert not Path(data_dir).exists()
+
+
+async def test_cli_shows_hostile_host_text_without_obeying_it(running: Running) -> None:
+    # a host name and output full of escape sequences, read as on a terminal
+    await running.start_agents(
+        IPS[:1], settings_of={IPS[0]: {"hostname": "web\x1b]0;pwned\x07\x1b[2J"}}
+    )
+    terminal = {"FORCE_COLOR": "1"}
+    code, out = await cli(running, "hosts", env=terminal)
+    assert code == 0, out
+    assert "web\\u001b]0;pwned" in out and "\x1b]0;" not in out and "\x1b[2J" not in out
+    code, out = await cli(
+        running, "run", "-H", IPS[0], "--json", "-c",
+        r"printf 'a\033[2Jb\033]0;t\007c\n[/oops] \377\n'",
+    )
+    assert code == 0, out
+    job = str(json.loads(out)["job_instance_id"])
+    for args in (["logs", job], ["logs", job, "-H", IPS[0]], ["logs", "-f", job],
+                 ["status", job], ["run", "-H", IPS[0], "-c", r"printf '\033[2J[/x]\n'"]):
+        code, out = await cli(running, *args, env=terminal)
+        assert code == 0, (args, out)
+        assert "\x1b[2J" not in out and "\x1b]0;" not in out, (args, out)
+        assert "\\u001b[2J" in out, (args, out)
+        assert "Traceback" not in out

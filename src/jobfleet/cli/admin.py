@@ -317,5 +317,5 @@ def user_passwd(
     else:
         password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
     with cli.client() as client:
-        data = client.admin_call("POST", f"/users/{name}/password", {"password": password})
-    _render.show(cli.out, json_out, data, f"password set for {name}")
+        data = client.set_password(name, password)
+    _render.show(cli.out, json_out, data, f"password set for {data.get('username', name)}")

@@ -111,6 +111,10 @@ class AdminApi(AdminCalls[D, L, S]):
             {"scope_type": scope_type, "scope_id": str(scope_id)},
         )
 
+    def set_password(self, username: str, password: str) -> D:
+        """Set ``username``'s console password (administrators)."""
+        return self._admin_dict("POST", f"/users/{_seg(username)}/password", {"password": password})
+
     def revoke_scope(self, username: str, scope_id: int | str, scope_type: str = "biz") -> D:
         return self._admin_dict(
             "DELETE",
