@@ -57,7 +57,9 @@ def test_token_lifetimes_read_as_operators_write_them(cli: Cli, server: FakeServ
     ("args", "request_"),
     [
         (["app", "delete", "ci"], ("DELETE", "/apps/ci", None)),
-        (["user", "create", "bob"], ("POST", "/users", {"username": "bob", "is_admin": False})),
+        (["user", "create", "bob"], ("POST", "/users", {"username": "bob"})),
+        (["user", "create", "bob", "--no-admin"],
+         ("POST", "/users", {"username": "bob", "is_admin": False})),
         (
             ["user", "create", "eve", "--admin"],
             ("POST", "/users", {"username": "eve", "is_admin": True}),

@@ -64,7 +64,7 @@ def test_server_names_are_not_rich_markup(cli: Cli, server: FakeServer) -> None:
     server.admin_answers[("POST", "/users")] = {"username": "[/x] [bold]y"}
     result = cli("admin", "user", "create", "z")
     assert result.exit_code == 0, result.output
-    assert result.stdout == "created user [/x] [bold]y\n"
+    assert result.stdout == "user [/x] [bold]y: user\n"
 
 
 class _Events:
