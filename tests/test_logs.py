@@ -76,3 +76,25 @@ def test_secrets_are_masked_in_both_formats(fmt: str) -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="xml"):
         logs.setup("info", "xml")
+
+
+def test_debug_shows_jobfleet_lines_but_not_the_libraries_dumps() -> None:
+    """At debug, libraries dump what they carry: uvicorn and websockets every handshake
+    header (an agent's ``Authorization``) and frame, aiosqlite every statement with its
+    parameters. Only jobfleet's own lines go down to debug."""
+    stream = io.StringIO()
+    logs.setup("debug", "text")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    try:
+        logging.getLogger("uvicorn.error").debug("< authorization: Agent a1:CREDENTIAL")
+        logging.getLogger("websockets.client").debug("> Authorization: Agent a1:CREDENTIAL")
+        logging.getLogger("aiosqlite").debug("executing (..., ('CREDENTIAL',))")
+        logging.getLogger("jobfleet.gateway.endpoint").debug("frame_checked agent=a1")
+        logging.getLogger("uvicorn.error").info("connection open")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = stream.getvalue()
+    assert "CREDENTIAL" not in text, text
+    assert "frame_checked agent=a1" in text and "connection open" in text, text

@@ -11,6 +11,9 @@ record (jobfleet's and uvicorn's alike) through one formatter:
 Secrets do not belong in a log line, and no caller puts one there; as a second
 guard, the password of a URL (``scheme://user:secret@host``) and the value of a field
 named like a secret (``password=``, ``secret=``, ``token=``) are masked in both formats.
+``debug`` is jobfleet's own: libraries log from ``info`` up whatever the level, for at
+debug they dump what they carry (uvicorn and websockets every handshake header, an
+agent's credential among them, and every frame; aiosqlite every statement's parameters).
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def _said_here_or_not_debug(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.INFO or record.name.partition(".")[0] == "jobfleet"
+
+
 def setup(level: str = "info", fmt: str = "text") -> None:
     """One handler on the root logger, on stderr; uvicorn's loggers hand their records to
     it (the server builds uvicorn with ``log_config=None``)."""
@@ -92,6 +99,7 @@ def setup(level: str = "info", fmt: str = "text") -> None:
         raise ValueError(f"log format {fmt!r}: choose from {', '.join(FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_said_here_or_not_debug)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

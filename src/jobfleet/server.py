@@ -86,6 +86,7 @@ from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 from jobfleet.web import console_router
 from jobfleet.web.cookies import COOKIE_SECURE_MODES as COOKIE_SECURE_MODES
+from jobfleet.web.headers import HEADERS as CONSOLE_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,9 @@ class Server:
         engine_settings = dataclasses.replace(settings.engine, node_id=self.node_id)
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
-        self.callbacks = CallbackSender(self.db, engine_settings, settings.smtp, outbound)
+        self.callbacks = CallbackSender(
+            self.db, engine_settings, settings.smtp, outbound, cipher=self.cipher
+        )
         # approvers hear of a confirmation step that waits for them (engine/approvals.py)
         self.approvals = ApprovalNotifier(
             self.db,
@@ -329,6 +332,7 @@ class Server:
         self.app: FastAPI = create_app(
             self.services,
             console_router(self.services, cookie_secure=settings.cookie_secure),
+            headers=CONSOLE_HEADERS,
         )
         self.app.router.lifespan_context = self._lifespan
         self._agent_server: _SecondListener | None = None

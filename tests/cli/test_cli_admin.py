@@ -57,7 +57,9 @@ def test_token_lifetimes_read_as_operators_write_them(cli: Cli, server: FakeServ
     ("args", "request_"),
     [
         (["app", "delete", "ci"], ("DELETE", "/apps/ci", None)),
-        (["user", "create", "bob"], ("POST", "/users", {"username": "bob", "is_admin": False})),
+        (["user", "create", "bob"], ("POST", "/users", {"username": "bob"})),
+        (["user", "create", "bob", "--no-admin"],
+         ("POST", "/users", {"username": "bob", "is_admin": False})),
         (
             ["user", "create", "eve", "--admin"],
             ("POST", "/users", {"username": "eve", "is_admin": True}),
@@ -94,6 +96,19 @@ def test_admin_commands_send_the_documented_request(
     result = cli("admin", *args)
     assert result.exit_code == 0, result.output
     assert server.admin_requests() == [request_]
+
+
+def test_passwd_names_the_user_whatever_the_name_holds(cli: Cli, server: FakeServer) -> None:
+    # "/" and "#" in a name made the request set another user's password (carol's)
+    server.admin_answers[("POST", "/users/carol%2Fpassword%23/password")] = {
+        "username": "carol/password#"
+    }
+    result = cli("admin", "user", "passwd", "carol/password#", "--stdin", input="s3cret-pw\n")
+    assert result.exit_code == 0, result.output
+    assert server.admin_requests() == [
+        ("POST", "/users/carol%2Fpassword%23/password", {"password": "s3cret-pw"})
+    ]
+    assert result.stdout == "password set for carol/password#\n"
 
 
 @pytest.mark.parametrize(

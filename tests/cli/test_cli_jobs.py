@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import httpx
+
 if TYPE_CHECKING:
     from conftest import Cli, FakeServer
 
@@ -115,3 +117,22 @@ def test_hosts_json(cli: Cli, server: FakeServer) -> None:
     server.admin_answers[("GET", "/hosts")] = [{"bk_host_id": 1, "ip": "10.0.0.1"}]
     result = cli("hosts", "--json")
     assert json.loads(result.stdout) == [{"bk_host_id": 1, "ip": "10.0.0.1"}]
+
+
+def test_ctrl_c_while_following_says_the_job_runs_on(cli: Cli, server: FakeServer) -> None:
+    answer = server.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            raise KeyboardInterrupt
+        return answer(request)
+
+    server.handle = handle  # type: ignore[method-assign]
+    for args in (
+        ("logs", "-f", "77"),
+        ("follow", "77"),
+        ("run", "--stream", "-H", "10.0.0.1", "-c", "true"),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 130, result.output
+        assert "job 77 keeps running on the server (jobfleet status 77)" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from rich.console import Console
 
@@ -86,8 +88,6 @@ def test_language_names_numbers_and_extensions() -> None:
 
 
 def test_progress_bar_draws_on_a_terminal_and_is_silent_elsewhere() -> None:
-    import io
-
     from jobfleet.sdk import JobProgress
 
     buffer = io.StringIO()
@@ -104,9 +104,10 @@ def test_progress_bar_draws_on_a_terminal_and_is_silent_elsewhere() -> None:
 
 
 def test_logs_header_shows_cloud_when_not_default() -> None:
-    console = Console(file=open("/dev/null", "w"), record=True, width=100)  # noqa: SIM115
+    written = io.StringIO()
+    console = Console(file=written, width=100)
     _render.print_host_logs(console, [HostResult(1, "10.0.0.4", 3, 9, 0, log="ok\n")])
-    assert console.export_text() == "== 3:10.0.0.4 (Success, exit 0) ==\nok\n"
+    assert written.getvalue() == "== 3:10.0.0.4 (Success, exit 0) ==\nok\n"
 
 
 def test_hosts_sort_numerically_by_ip() -> None:

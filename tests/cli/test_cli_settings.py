@@ -234,3 +234,35 @@ def test_a_personal_token_from_the_environment_replaces_app_credentials(
     assert seen[0].headers["authorization"] == "Bearer jfp_secret"
     assert "x-bkapi-authorization" not in seen[0].headers
     assert "JOBFLEET_TOKEN" in result.stdout and "jfp_secret" not in result.stdout
+
+
+def test_a_bad_server_url_exits_2_without_a_traceback(cli: Cli) -> None:
+    for url in ("http://[::1", "jobfleet.example:8080"):
+        result = cli("--server", url, "hosts")
+        assert result.exit_code == 2, result.output
+        assert f"server URL {url!r}" in result.stderr
+        assert not isinstance(result.exception, ValueError)
+
+
+def test_whoami_with_a_token_says_the_user_comes_from_it(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    server.admin_answers[("GET", "/whoami")] = {"app_code": "jobfleet-token", "username": "alice"}
+    bootstrap = tmp_path / "bootstrap.json"
+    bootstrap.write_text('{"bk_app_code": "jobfleet", "bk_app_secret": "s", "admin_user": "admin"}')
+    env = {"JOBFLEET_TOKEN": "jfp_abc", "JOBFLEET_BOOTSTRAP": str(bootstrap)}
+    result = cli.bare("whoami", env=env)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[0].strip(): line for line in result.stdout.splitlines()}
+    assert "alice" in rows["user"] and "JOBFLEET_TOKEN" in rows["user"]
+    assert "JOBFLEET_TOKEN" in rows["app"]
+    assert "(not used)" in rows["app secret"] and "bootstrap" not in rows["app secret"]
+    assert "jfp_abc" not in result.output
+
+
+def test_a_broken_token_is_never_printed(cli: Cli) -> None:
+    # httpx's error quoted the header, and with it the whole secret
+    result = cli.bare("hosts", env={"JOBFLEET_TOKEN": "jfp_verysecret\r!"})
+    assert result.exit_code == 2, result.output
+    assert "verysecret" not in result.output
+    assert "personal token" in result.stderr

@@ -41,3 +41,17 @@ def test_targeting_options_wherever_hosts_are_named() -> None:
     for name in ("run", "push", "fetch"):
         opts = {o for p in commands[name].params for o in p.opts}
         assert {"--host", "--host-id", "--group", "--module", "--set", "--label"} <= opts, name
+
+
+def test_help_texts_survive_rich_markup() -> None:
+    # --help renders each text as Rich markup: a bracketed word such as [lists] vanished
+    from rich.text import Text
+
+    commands = dict(leaves(typer.main.get_command(app)))
+    lost = []
+    for name, command in commands.items():
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in texts:
+            if Text.from_markup(text).plain != text.replace("\\[", "["):
+                lost.append((name, text))
+    assert lost == []

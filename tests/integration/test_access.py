@@ -205,3 +205,18 @@ async def test_file_step_logs_never_show_another_business_host(running: Running,
     ):
         answer = await wire.v3(name, {**ids, **extra}, method="GET")
         assert B not in json.dumps(answer), (name, answer)
+
+
+async def test_posting_a_user_again_keeps_its_role_unless_one_is_given(running: Running) -> None:
+    wire = running.wire
+    made = await admin(wire, "POST", "/users", {"username": "root2", "is_admin": True})
+    assert made["data"] == {"username": "root2", "is_admin": True}
+    # posted again to be sure it exists, as a provisioning script does: still an administrator
+    again = await admin(wire, "POST", "/users", {"username": "root2"})
+    assert again["data"] == {"username": "root2", "is_admin": True}
+    fresh = await admin(wire, "POST", "/users", {"username": "newbie"})
+    assert fresh["data"] == {"username": "newbie", "is_admin": False}
+    demoted = await admin(wire, "POST", "/users", {"username": "root2", "is_admin": False})
+    assert demoted["data"] == {"username": "root2", "is_admin": False}
+    listed = {u["username"]: u["is_admin"] for u in (await admin(wire, "GET", "/users"))["data"]}
+    assert (listed["root2"], listed["newbie"]) == (False, False)

@@ -47,6 +47,7 @@ class Receiver:
         self.failures = failures
         self.attempts: list[dict[str, Any]] = []
         self.accepted: list[dict[str, Any]] = []
+        self.queries: list[str] = []
         self.sock = bound_socket()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
 
@@ -57,6 +58,7 @@ class Receiver:
     async def hook(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.attempts.append(body)
+        self.queries.append(request.url.query)
         if len(self.attempts) <= self.failures:
             return Response("busy", status_code=500)
         self.accepted.append(body)
@@ -76,11 +78,20 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def test_callback_retried_after_500_arrives_exactly_once(running: Running,
                                                                receiver: Receiver) -> None:
     await running.start_agents(["127.0.0.2"])
-    sub = await running.wire.run_script("echo hi", ["127.0.0.2"], callback_url=receiver.url)
+    # the receiver's token in the URL is stored sealed (a URL near the longest one taken
+    # too), and still reaches it
+    token = "CALLBACKTOKEN" + "x" * 950
+    url = receiver.url + f"?token={token}"
+    sub = await running.wire.run_script("echo hi", ["127.0.0.2"], callback_url=url)
     await running.wire.wait(sub["job_instance_id"])
     await eventually(lambda: asyncio.sleep(0, receiver.accepted), timeout=20)
     await asyncio.sleep(1.0)  # nothing more may come
     assert len(receiver.attempts) == 2 and len(receiver.accepted) == 1
+    assert receiver.queries == [f"token={token}"] * 2
+    async with running.server.db.connect() as conn:
+        stored = [tuple(r) for r in await conn.execute(select(job_instances))]
+        stored += [tuple(r) for r in await conn.execute(select(outbox))]
+    assert len(stored) == 2 and "CALLBACKTOKEN" not in repr(stored), stored
     body = receiver.accepted[0]
     step = {"step_instance_id": sub["step_instance_id"], "status": 3}
     assert body == {"job_instance_id": sub["job_instance_id"], "status": 3,

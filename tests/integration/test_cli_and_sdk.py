@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
+import signal
 import sys
 from pathlib import Path
 
+import httpx
 from tests.integration.harness import Running
 
 from jobfleet.sdk import AsyncJobClient, JobClient
@@ -99,3 +103,69 @@ async def test_demo_runs_end_to_end() -> None:
     assert proc.returncode == 0, text
     for i in range(2, 7):
         assert f"hello from 127.0.0.{i}" in text
+
+
+async def test_demo_keep_prints_a_command_and_a_login_that_work() -> None:
+    """What `make demo` prints is what the user copies: the command on one line, at the
+    width of a usual terminal, runs as printed; the console login it shows logs in."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jobfleet", "demo", "--keep", "--agents", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "80"})
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        while not lines or not lines[-1].startswith("Press Ctrl-C"):
+            line = await asyncio.wait_for(proc.stdout.readline(), 180)
+            assert line, "".join(lines)
+            lines.append(line.decode().rstrip("\n"))
+        text = "\n".join(lines)
+        [command] = [line[len("Try: "):] for line in lines if line.startswith("Try: ")]
+        words = shlex.split(command)
+        assert "run" in words and words[-2:] == ["-c", "uptime"], text
+        run = await asyncio.create_subprocess_exec(
+            *words, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(run.communicate(), 120)
+        assert run.returncode == 0, out.decode()
+        [console] = [line for line in lines if line.startswith("Console: ")]
+        match = re.fullmatch(r"Console: (\S+)/ \(log in as (\S+), password (\S+)\)", console)
+        assert match, text
+        url, user, password = match.groups()
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+            answer = await http.post("/login", data={
+                "username": user, "password": password, "next": "/api_execute/1"})
+            assert answer.status_code == 303, answer.text
+            assert answer.headers["location"].endswith("/api_execute/1")
+            page = await http.get("/api_execute/1")
+            assert page.status_code == 200 and "jobfleet demo" in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 60)
+    # the data directory holds the demo's keys and the admin's password: it goes with it
+    [data_dir] = [found.group(1) for line in lines
+                  if (found := re.search(r"\(data in (/\S+)\)", line))]
+    assert not Path(data_dir).exists()
+
+
+async def test_cli_shows_hostile_host_text_without_obeying_it(running: Running) -> None:
+    # a host name and output full of escape sequences, read as on a terminal
+    await running.start_agents(
+        IPS[:1], settings_of={IPS[0]: {"hostname": "web\x1b]0;pwned\x07\x1b[2J"}}
+    )
+    terminal = {"FORCE_COLOR": "1"}
+    code, out = await cli(running, "hosts", env=terminal)
+    assert code == 0, out
+    assert "web\\u001b]0;pwned" in out and "\x1b]0;" not in out and "\x1b[2J" not in out
+    code, out = await cli(
+        running, "run", "-H", IPS[0], "--json", "-c",
+        r"printf 'a\033[2Jb\033]0;t\007c\n[/oops] \377\n'",
+    )
+    assert code == 0, out
+    job = str(json.loads(out)["job_instance_id"])
+    for args in (["logs", job], ["logs", job, "-H", IPS[0]], ["logs", "-f", job],
+                 ["status", job], ["run", "-H", IPS[0], "-c", r"printf '\033[2J[/x]\n'"]):
+        code, out = await cli(running, *args, env=terminal)
+        assert code == 0, (args, out)
+        assert "\x1b[2J" not in out and "\x1b]0;" not in out, (args, out)
+        assert "\\u001b[2J" in out, (args, out)
+        assert "Traceback" not in out

@@ -16,6 +16,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
@@ -367,6 +368,58 @@ async def test_config_api_validates_and_never_shows_the_secret(running: Running)
     deleted = await admin(wire, "DELETE", f"{base}/{cid}")
     assert deleted["result"] and deleted["data"]["id"] == cid
     assert (await admin(wire, "GET", f"{base}/{cid}"))["code"] == 1249404
+
+
+async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) -> None:
+    """A webhook's URL often carries its token in the path (Slack's
+    ``/services/T/B/TOKEN``): a business's other users, its audit entries and its
+    console page see the URL to its first path segment; an edit that sends back what
+    was shown keeps the URL."""
+    wire, base = running.wire, "/businesses/2/notify-configs"
+    url = "https://hooks.example.test/services/T0/B0/SECRETTOKEN?key=QUERYTOKEN"
+    shown = "https://hooks.example.test/services/******"
+    created = await add_config(wire, channel="webhook", target=url, secret=SECRET,
+                               statuses=[4])
+    cid = created["id"]
+    assert created["target"] == url
+    assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == url
+    await admin(wire, "POST", "/users", {"username": "bob"})
+    granted = await admin(wire, "POST", "/users/bob/grants",
+                          {"scope_type": "biz", "scope_id": "2"})
+    assert granted["result"], granted
+    assert (await admin(wire, "POST", "/users/bob/password",
+                        {"password": "bob-password-1"}))["result"]
+    bob = Wire(running.url, running.boot["bk_app_code"], running.boot["bk_app_secret"], "bob")
+    try:
+        listed = await admin(bob, "GET", base)
+        got = await admin(bob, "GET", f"{base}/{cid}")
+        assert got["data"]["target"] == shown, got
+        changed = await admin(bob, "PUT", f"{base}/{cid}",
+                              {"target": shown, "statuses": [4, 11]})
+        assert changed["result"] and changed["data"]["statuses"] == [4, 11], changed
+        tested = await admin(bob, "POST", f"{base}/{cid}/tests", {})
+        assert tested["result"], tested
+        entries = await admin(bob, "GET", "/audit/entries", bk_biz_id=2, length=50)
+        assert entries["result"] and entries["data"]["total"] >= 3, entries
+        for answer in (listed, got, changed, entries):
+            assert "TOKEN" not in json.dumps(answer), answer
+        async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+            await http.post("/login", data={"username": "bob", "password": "bob-password-1"})
+            page = await http.get("/notifications?biz=2")
+            assert page.status_code == 200 and shown in page.text, page.text
+            assert "TOKEN" not in page.text
+    finally:
+        await bob.close()
+    assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == url
+    # the store holds it sealed: the config, and the test message waiting in the outbox
+    async with running.server.db.connect() as conn:
+        stored = [tuple(r) for r in await conn.execute(select(notify_configs))]
+        stored += [tuple(r) for r in await conn.execute(select(outbox))]
+    assert len(stored) == 2 and "TOKEN" not in repr(stored), stored
+    # an administrator's own edit may still replace it
+    other = "https://hooks.example.test/other/T1/NEWTOKEN"
+    assert (await admin(wire, "PUT", f"{base}/{cid}", {"target": other}))["result"]
+    assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == other
 
 
 @pytest.mark.parametrize("path", ["/businesses/x/notify-configs", "/businesses/2/notify-configs/0"])

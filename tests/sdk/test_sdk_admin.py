@@ -59,6 +59,8 @@ def test_object_helpers_send_documented_requests() -> None:
             "/users/bob/grants",
             {"scope_type": "biz", "scope_id": "3"},
         )
+        c.set_password("bob/password#", "pw")
+        assert rec.last() == ("POST", "/users/bob%2Fpassword%23/password", {"password": "pw"})
         c.revoke_scope("bob@corp/x", 9000001, scope_type="biz_set")
         assert rec.last() == ("DELETE", "/users/bob%40corp%2Fx/grants/biz_set/9000001", None)
         c.create_business(3, "web")

@@ -392,3 +392,29 @@ def test_wait_gives_up_on_business_errors_and_long_outages(
     with client, pytest.raises(JobApiError, match="cannot connect"):
         client.wait_for_job(1)
     assert len(calls) == 6
+
+
+@pytest.mark.parametrize(
+    ("failure", "maybe_started"),
+    [
+        (httpx.ReadTimeout("read timed out"), True),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), True),
+        (httpx.ConnectError("[Errno 111] Connection refused"), False),
+    ],
+)
+def test_a_launch_without_an_answer_is_sent_once_and_says_it_may_have_started(
+    failure: httpx.RequestError, maybe_started: bool
+) -> None:
+    sent: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        failure.request = request
+        raise failure
+
+    client = JobClient("http://jobfleet.test", "a", "s", "u", transport=httpx.MockTransport(handle))
+    with client, pytest.raises(JobApiError) as caught:
+        client.execute_and_wait("uptime", hosts=["10.0.0.1"], poll_interval=0)
+    # never sent again: a second launch would run the script twice
+    assert [r.url.path for r in sent] == [BK + "fast_execute_script"]
+    assert ("may have started" in caught.value.message) is maybe_started

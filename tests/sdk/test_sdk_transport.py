@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobfleet.sdk import Credentials, JobApiError, JobClient
+from jobfleet.sdk import AsyncJobClient, Credentials, JobApiError, JobClient
 from jobfleet.sdk._transport import api_method, encode_query
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -248,3 +248,71 @@ def test_credentials_repr_hides_the_secret() -> None:
     creds = Credentials("app", "very-secret", "bob")
     assert "very-secret" not in repr(creds)
     assert json.loads(creds.header_value())["bk_app_secret"] == "very-secret"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "127.0.0.1:8080", "ftp://host", "http://", "http://host:99999"]
+)
+def test_a_server_url_that_cannot_be_one_is_a_value_error(url: str) -> None:
+    # not httpx.InvalidURL, and not only at the first call
+    with pytest.raises(ValueError, match="server URL"):
+        JobClient(url, "app", "secret", "admin")
+
+
+def test_a_certificate_that_does_not_verify_says_how_to_trust_a_private_ca() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local "
+            "issuer certificate (_ssl.c:1006)",
+            request=request,
+        )
+
+    client = JobClient(
+        "https://jobfleet.test", "app", "secret", "admin", transport=httpx.MockTransport(handle)
+    )
+    with client, pytest.raises(JobApiError) as caught:
+        client.whoami()
+    assert caught.value.message.startswith("cannot connect to https://jobfleet.test: [SSL:")
+    assert "SSL_CERT_FILE" in caught.value.message
+
+
+def _bad_gzip(request: httpx.Request) -> httpx.Response:
+    headers = {"content-encoding": "gzip", "content-type": "application/json"}
+    return httpx.Response(200, headers=headers, content=b"not gzip at all")
+
+
+def test_a_body_that_cannot_be_decoded_is_an_api_error() -> None:
+    # httpx.DecodingError is no TransportError: it escaped the SDK
+    transport = httpx.MockTransport(_bad_gzip)
+    with JobClient("http://jobfleet.test", "a", "s", "u", transport=transport) as client:
+        with pytest.raises(JobApiError, match="DecodingError"):
+            client.whoami()
+        with pytest.raises(JobApiError, match="DecodingError"):
+            next(iter(client.events(7, retry_delay=0)))
+
+
+async def test_async_a_body_that_cannot_be_decoded_is_an_api_error() -> None:
+    transport = httpx.MockTransport(_bad_gzip)
+    async with AsyncJobClient("http://jobfleet.test", "a", "s", "u", transport=transport) as client:
+        with pytest.raises(JobApiError, match="DecodingError"):
+            await client.whoami()
+
+
+def test_a_token_is_sent_without_the_line_end_around_it() -> None:
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return httpx.Response(200, json={"result": True, "code": 0, "data": {}})
+
+    transport = httpx.MockTransport(handle)
+    with JobClient.with_token("http://jobfleet.test", "jfp_abc\r\n", transport=transport) as c:
+        c.whoami()
+    assert seen == ["Bearer jfp_abc"]
+
+
+@pytest.mark.parametrize("token", ["jfp_a\rb", "jfp_sécret", "jfp a"])
+def test_a_token_no_token_can_be_is_refused_without_showing_it(token: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        JobClient.with_token("http://jobfleet.test", token)
+    assert "jfp" not in str(caught.value)

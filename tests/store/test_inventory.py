@@ -26,3 +26,17 @@ async def test_presence_is_written_in_one_batch_and_only_the_owner_marks_offline
     hosts = {h.bk_host_id: h for h in await inv.by_ids([a.bk_host_id, b.bk_host_id])}
     assert not hosts[a.bk_host_id].alive
     assert hosts[b.bk_host_id].alive
+
+
+async def test_the_host_list_says_when_each_agent_was_last_seen(db: Database) -> None:
+    """GET /hosts and `jobfleet hosts` show it: when a dead host's agent went away."""
+    inv = Inventory(db)
+    a = await inv.add(2, "127.0.0.21")
+    b = await inv.add(2, "127.0.0.22")
+    assert [h.public()["last_seen"] for h in await inv.list(bk_biz_id=2)] == [None, None]
+    await inv.record_presence("node-1", {a.bk_host_id: {}, b.bk_host_id: {}}, set(), 1000)
+    await inv.record_presence("node-1", {}, {b.bk_host_id}, 2500)
+    listed = {h.bk_host_id: h.public() for h in await inv.list(bk_biz_id=2)}
+    assert listed[a.bk_host_id]["last_seen"] == 1000
+    assert listed[b.bk_host_id]["last_seen"] == 2500
+    assert [h.public()["last_seen"] for h in await inv.by_ids([b.bk_host_id])] == [2500]

@@ -57,7 +57,9 @@ async def test_password_session_and_token(db: Database) -> None:
     time.sleep(0.01)
     assert await people.token_user(short["token"]) is None
 
-    # nothing of a secret is stored in clear
+    # nothing of a secret is stored in clear: a live session's CSRF token neither
+    live, live_session = await people.open_session("ann", 60)
+    assert (await people.session(live)) == live_session
     async with db.connect() as conn:
         stored = [
             str(row)
@@ -65,3 +67,4 @@ async def test_password_session_and_token(db: Database) -> None:
             for row in await conn.execute(table.select())
         ]
     assert not any("another one" in r or token["token"] in r for r in stored)
+    assert not any(live in r or live_session.csrf in r for r in stored), stored

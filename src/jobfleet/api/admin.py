@@ -147,9 +147,11 @@ async def delete_app(call: Call) -> dict[str, Any]:
 async def create_user(call: Call) -> dict[str, Any]:
     name = get_str(call.params, "username", required=True, max_length=128)
     assert name is not None
-    admin = get_bool(call.params, "is_admin", False)
-    await call.services.identity.ensure_user(name, admin)
-    return {"username": name, "is_admin": admin}
+    # left out, an existing user keeps its role: posting a user again to be sure it
+    # exists must not demote an administrator
+    given = call.params.get("is_admin")
+    admin = None if given is None else get_bool(call.params, "is_admin")
+    return {"username": name, "is_admin": await call.services.identity.ensure_user(name, admin)}
 
 
 async def list_users(call: Call) -> list[dict[str, Any]]:

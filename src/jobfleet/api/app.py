@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import APIRouter, FastAPI, WebSocket
 
 from jobfleet import __version__
@@ -37,6 +39,7 @@ from jobfleet.api import (
     topology,
     transfer,
 )
+from jobfleet.api.answer_headers import AnswerHeaders
 from jobfleet.api.compression import CompressAnswers
 from jobfleet.api.edge import BodyLimit, RequestCap
 from jobfleet.api.openapi import DocumentedAPI
@@ -44,8 +47,14 @@ from jobfleet.api.route_index import RouteIndex
 from jobfleet.api.services import Services
 
 
-def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
-    """The API, and the web console's routes when ``console`` is given."""
+def create_app(
+    services: Services,
+    console: APIRouter | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """The API, and the web console's routes when ``console`` is given; ``headers``: what
+    every answer carries but Swagger UI's page (the console's security headers, which
+    the console's scripts read the API's answers under)."""
     app = DocumentedAPI(
         docs_url=None,
         redoc_url=None,
@@ -115,6 +124,9 @@ def create_app(services: Services, console: APIRouter | None = None) -> FastAPI:
         # agents reconnecting after a restart ask for the bootstrap document first
         exempt=(*health.PATHS, files.PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
     )
+    if headers:
+        # outermost: a request refused by the cap or the body limit carries them too
+        app.add_middleware(AnswerHeaders, headers=headers, skip=(docs.PAGE,))
 
     @app.websocket("/api/jobfleet/v1/agents/connect")
     async def agent_socket(ws: WebSocket) -> None:

@@ -51,6 +51,9 @@ async def accounts_of(services: Services, biz: int) -> list[dict[str, Any]]:
     return [account_view(r) for r in rows]
 
 
-async def notify_configs(services: Services, biz: int) -> list[dict[str, Any]]:
+async def notify_configs(
+    services: Services, biz: int, *, whole_url: bool = False
+) -> list[dict[str, Any]]:
+    """``whole_url``: webhooks' URLs as they are (for administrators), not masked."""
     rows = await NotifyStore(services.db, services.engine.cipher).of_business(biz)
-    return [config_view(r) for r in rows]
+    return [config_view(r, whole_url=whole_url) for r in rows]

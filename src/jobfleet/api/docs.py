@@ -14,12 +14,13 @@ ASSETS = {
     "swagger-ui.css": "text/css",
     "favicon-32x32.png": "image/png",
 }
+PAGE = "/docs"
 
 
 def register(app: FastAPI) -> None:
     root = Path(swagger_ui_path)
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get(PAGE, include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url="/openapi.json",

@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -69,6 +70,20 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return await answer(request, refused)
 
 
+async def bad_address(request: Request, exc: Exception) -> Response:
+    """A console address whose typed part (an id) does not parse, in the envelope, named
+    but not echoed."""
+    assert isinstance(exc, RequestValidationError)
+    found = exc.errors()
+    where = found[0].get("loc", ()) if found else ()
+    name = str(where[-1]) if where else "path"
+    reason = str(found[0].get("msg", "")) if found else ""
+    refused = JobError.invalid(name, reason or None)
+    refused.http_status = 422
+    return await answer(request, refused)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(JobError, answer)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, bad_address)

@@ -16,7 +16,7 @@ from jobfleet.api.scope import require_admin
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.store.audit import AuditQuery
-from jobfleet.store.notify import CHANNELS, WEBHOOK, NotifyStore, config_view
+from jobfleet.store.notify import CHANNELS, WEBHOOK, NotifyStore, config_view, shown_target
 from jobfleet.store.quotas import QuotaStore
 
 PREFIX = "/api/jobfleet/v1"
@@ -126,7 +126,14 @@ def _config_id(call: Call) -> int:
     return value
 
 
-def _detail(view: dict[str, Any]) -> dict[str, Any]:
+def _view(call: Call, row: Any) -> dict[str, Any]:
+    """A config as the caller may see it: a webhook's whole URL for administrators."""
+    return config_view(row, whole_url=call.caller.is_admin)
+
+
+def _detail(row: Any) -> dict[str, Any]:
+    """What the audit keeps of a config, read by every user of its business."""
+    view = config_view(row)
     return {k: view[k] for k in ("channel", "target", "statuses", "enabled")}
 
 
@@ -135,12 +142,12 @@ def _detail(view: dict[str, Any]) -> dict[str, Any]:
 
 async def list_configs(call: Call) -> list[dict[str, Any]]:
     scope = await call.scope(VIEW_NOTIFY)
-    return [config_view(r) for r in await _notify_store(call).of_business(scope.bk_biz_id)]
+    return [_view(call, r) for r in await _notify_store(call).of_business(scope.bk_biz_id)]
 
 
 async def get_config(call: Call) -> dict[str, Any]:
     scope = await call.scope(VIEW_NOTIFY)
-    return config_view(await _notify_store(call).get(scope.bk_biz_id, _config_id(call)))
+    return _view(call, await _notify_store(call).get(scope.bk_biz_id, _config_id(call)))
 
 
 async def create_config(call: Call) -> dict[str, Any]:
@@ -158,16 +165,15 @@ async def create_config(call: Call) -> dict[str, Any]:
         enabled=get_bool(p, "enabled", True),
         user=call.caller.username,
     )
-    view = config_view(row)
     await audit(
         call,
         "create_notify_config",
         "notify_config",
         str(row.id),
         scope=scope,
-        detail=_detail(view),
+        detail=_detail(row),
     )
-    return view
+    return _view(call, row)
 
 
 async def update_config(call: Call) -> dict[str, Any]:
@@ -176,7 +182,8 @@ async def update_config(call: Call) -> dict[str, Any]:
     config_id = _config_id(call)
     current = await store.get(scope.bk_biz_id, config_id)
     changes: dict[str, Any] = {}
-    if "target" in p:
+    # what a user who may not see the whole URL was shown, sent back: the URL stays
+    if "target" in p and p["target"] != shown_target(current.channel, current.target):
         changes["target"] = _target(current.channel, p["target"])
     if "statuses" in p:
         changes["statuses"] = _statuses(p["statuses"])
@@ -189,29 +196,26 @@ async def update_config(call: Call) -> dict[str, Any]:
         raise JobError(
             ErrorCode.MISSING_PARAM, "Nothing to change: give target, statuses, enabled or secret"
         )
-    view = config_view(
-        await store.update(scope.bk_biz_id, config_id, user=call.caller.username, **changes)
-    )
-    detail = _detail(view) | {"secret_changed": "secret" in changes}
+    row = await store.update(scope.bk_biz_id, config_id, user=call.caller.username, **changes)
+    detail = _detail(row) | {"secret_changed": "secret" in changes}
     await audit(
         call, "update_notify_config", "notify_config", str(config_id), scope=scope, detail=detail
     )
-    return view
+    return _view(call, row)
 
 
 async def delete_config(call: Call) -> dict[str, Any]:
     scope = await call.scope(MANAGE_NOTIFY)
     row = await _notify_store(call).delete(scope.bk_biz_id, _config_id(call))
-    view = config_view(row)
     await audit(
         call,
         "delete_notify_config",
         "notify_config",
         str(row.id),
         scope=scope,
-        detail=_detail(view),
+        detail=_detail(row),
     )
-    return view
+    return _view(call, row)
 
 
 # quotas -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from jobfleet.api.params import get_int, get_str
 from jobfleet.api.routing import Call, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.notify import webhook_payload
-from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore
+from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore, shown_target, shown_url
 from jobfleet.store.outbox import OutboxStore
 
 EVENT = "test"
@@ -37,7 +37,7 @@ def _target(config: Any) -> str:
     """What the outbox row of a config's message names as its target."""
     if config.channel == EMAIL:
         return ", ".join(str(a) for a in config.target or [])[:1024]
-    return str(config.target)
+    return shown_url(str(config.target))
 
 
 def _tagged(payload: str, biz: int, config_id: int) -> str:
@@ -89,7 +89,8 @@ async def send_test(call: Call) -> dict[str, Any]:
     target = _target(config)
     if config.channel == WEBHOOK:
         secret = services.engine.cipher.decrypt(config.secret) if config.secret else None
-        payload = webhook_payload(orjson.dumps(message), secret, EVENT)
+        sealed = services.engine.cipher.encrypt(str(config.target))
+        payload = webhook_payload(orjson.dumps(message), secret, EVENT, sealed)
     elif config.channel == EMAIL:
         to = [str(a) for a in config.target or []]
         subject = f"[jobfleet] Test message for business {scope.bk_biz_id}"
@@ -104,7 +105,11 @@ async def send_test(call: Call) -> dict[str, Any]:
         "notify_config",
         str(config.id),
         scope=scope,
-        detail={"channel": config.channel, "target": config.target, "delivery": delivery},
+        detail={
+            "channel": config.channel,
+            "target": shown_target(config.channel, config.target),
+            "delivery": delivery,
+        },
     )
     return {"id": config.id, "delivery_id": delivery, "state": "pending"}
 

@@ -7,6 +7,13 @@ from jobfleet.sdk import JobClient
 
 
 def make_client(settings: Settings) -> JobClient:
+    try:
+        return _make_client(settings)
+    except ValueError as exc:  # the server URL
+        raise SettingsError(str(exc)) from None
+
+
+def _make_client(settings: Settings) -> JobClient:
     if settings.token:
         return JobClient.with_token(settings.server, settings.token, biz=settings.biz)
     if not settings.app_code or not settings.app_secret:

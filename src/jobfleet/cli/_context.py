@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from jobfleet.cli import _client
 from jobfleet.cli._settings import Settings, SettingsError, resolve_settings
+from jobfleet.cli._terminal import ShowControls
 from jobfleet.sdk import JobApiError, JobClient
 
 # exit statuses: 1 is kept for "the job ran and failed"
@@ -46,10 +47,14 @@ PIPE_WIDTH = 1 << 16
 
 
 def make_console(*, stderr: bool = False) -> Console:
-    """A console for stdout or stderr: the terminal's width on a terminal, else unbounded."""
-    console = Console(stderr=stderr, highlight=False)
+    """A console for stdout or stderr: the terminal's width on a terminal, else unbounded.
+
+    Strings print as they are (no Rich markup: a name like ``[/x]`` is text, not a
+    tag), and control characters from hosts are shown, not sent (``_terminal``)."""
+    console = Console(stderr=stderr, highlight=False, markup=False)
     if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+        console = Console(stderr=stderr, highlight=False, markup=False, width=PIPE_WIDTH)
+    console.push_render_hook(ShowControls())
     return console
 
 

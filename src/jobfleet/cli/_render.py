@@ -13,6 +13,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from jobfleet.cli._terminal import printable
 from jobfleet.sdk import (
     HOST_STATUS_DESC,
     ExecutionResult,
@@ -167,6 +168,12 @@ def first_line(text: str, width: int = EXCERPT_WIDTH) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+def shown(value: Any, style: str = "") -> Text:
+    """Text from a host or the server, its control characters written out
+    (``_terminal``) before a table measures it."""
+    return Text(printable(str(value)), style=style)
+
+
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
@@ -226,11 +233,11 @@ def host_table(
             )
             cells: list[RenderableType] = [
                 label,
-                Text(_host_label(host)),
+                shown(_host_label(host)),
                 Text(exit_code_text(host.exit_code)),
             ]
             if logs:
-                cells.append(Text(log_excerpt(host.log, width=width), style="dim"))
+                cells.append(shown(log_excerpt(host.log, width=width), style="dim"))
             table.add_row(*cells)
     return table
 
@@ -269,11 +276,11 @@ def job_overview(status: dict[str, Any]) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("job", Text(f"{job.get('job_instance_id')}  {job.get('name') or ''}".rstrip()))
+    head.add_row("job", shown(f"{job.get('job_instance_id')}  {job.get('name') or ''}".rstrip()))
     head.add_row("status", Text(run_status_label(job_status), style=run_status_style(job_status)))
     scope = job.get("bk_scope_id")
     if scope is not None:
-        head.add_row("scope", Text(f"{job.get('bk_scope_type', 'biz')} {scope}"))
+        head.add_row("scope", shown(f"{job.get('bk_scope_type', 'biz')} {scope}"))
     head.add_row("created", format_time(job.get("create_time")))
     head.add_row("started", format_time(job.get("start_time")))
     head.add_row("ended", format_time(job.get("end_time")))
@@ -287,7 +294,7 @@ def job_overview(status: dict[str, Any]) -> Group:
         hosts = step.get("step_ip_result_list")
         steps.add_row(
             str(step.get("step_instance_id")),
-            Text(str(step.get("name") or "")),
+            shown(step.get("name") or ""),
             STEP_TYPE_LABEL.get(int(step.get("type") or 0), str(step.get("type"))),
             Text(run_status_label(step_status), style=run_status_style(step_status)),
             "-" if hosts is None else str(len(hosts)),
@@ -302,10 +309,13 @@ def print_host_logs(console: Console, hosts: Iterable[HostResult]) -> None:
     for host in hosts:
         state = f"{host_status_name(host.status)}, exit {exit_code_text(host.exit_code)}"
         header = f"== {_host_label(host)} ({state}) =="
-        console.print(Text(header, style=f"bold {host_status_style(host.status)}"))
+        console.print(shown(header, style=f"bold {host_status_style(host.status)}"))
         text = host_log_text(host)
         if text:
-            console.out(text.rstrip("\n"), highlight=False)
+            # straight to the file, control characters written out as the console's
+            # hook would: Rich takes seconds over megabytes of log
+            console.file.write(printable(text.rstrip("\n")) + "\n")
+            console.file.flush()
 
 
 def host_log_text(host: HostResult) -> str:
@@ -374,11 +384,11 @@ def transfer_table(hosts: Sequence[HostResult]) -> Table:
         written = sum(1 for f in files if f.succeeded)
         table.add_row(
             Text(host_status_name(host.status), style=host_status_style(host.status)),
-            Text(_host_label(host)),
+            shown(_host_label(host)),
             f"{written}/{len(files)}",
             format_bytes(sum(f.bytes_done for f in files)),
             format_speed(aggregate_speed(files)),
-            Text(host_error(host, files), style="red"),
+            shown(host_error(host, files), style="red"),
         )
     return table
 
@@ -399,12 +409,12 @@ def fetch_table(rows: Sequence[dict[str, Any]]) -> Table:
     for row in rows:
         ok = bool(row.get("saved"))
         table.add_row(
-            Text(str(row.get("state") or ""), style="green" if ok else "red"),
-            Text(_address(int(row.get("bk_cloud_id") or 0), str(row.get("ip") or ""))),
-            Text(str(row.get("path") or "-")),
-            Text(str(row.get("saved") or "-")),
+            shown(row.get("state") or "", style="green" if ok else "red"),
+            shown(_address(int(row.get("bk_cloud_id") or 0), str(row.get("ip") or ""))),
+            shown(row.get("path") or "-"),
+            shown(row.get("saved") or "-"),
             format_bytes(row.get("size")) if ok else "-",
-            Text(str(row.get("error") or ""), style="red"),
+            shown(row.get("error") or "", style="red"),
         )
     return table
 
@@ -436,14 +446,14 @@ def hosts_table(hosts: Sequence[dict[str, Any]]) -> Table:
         alive = bool(host.get("alive"))
         table.add_row(
             str(host.get("bk_host_id", "")),
-            Text(str(host.get("ip") or "")),
+            shown(host.get("ip") or ""),
             str(host.get("bk_cloud_id") or 0),
             str(host.get("bk_biz_id", "")),
-            Text(str(host.get("hostname") or "")),
-            Text(str(host.get("os_type") or "")),
+            shown(host.get("hostname") or ""),
+            shown(host.get("os_type") or ""),
             Text("yes" if alive else "no", style="green" if alive else "red"),
-            Text(str(host.get("agent_id") or "-")),
-            Text(str(host.get("agent_version") or "-")),
+            shown(host.get("agent_id") or "-"),
+            shown(host.get("agent_version") or "-"),
             format_time(host.get("last_seen")),
         )
     return table
@@ -455,7 +465,7 @@ def records_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Tab
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in rows:
-        table.add_row(*(Text(_cell(column, row.get(column))) for column in columns))
+        table.add_row(*(shown(_cell(column, row.get(column))) for column in columns))
     return table
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
+from jobfleet.cli._input import read_text
 from jobfleet.sdk import ScriptLanguage
 
 LANGUAGE_NAMES: dict[str, ScriptLanguage] = {
@@ -56,7 +56,7 @@ def load_script(
     if command is not None and file is None:
         script = command
     elif file is not None and command is None:
-        script = _read(file)
+        script = read_text(file, "--file")
     else:
         raise typer.BadParameter("give exactly one of -c/--command or --file", param_hint="-c")
     if lang is not None:
@@ -64,16 +64,3 @@ def load_script(
     if file is None or file == "-":
         return script, ScriptLanguage.SHELL
     return script, language_for(file)
-
-
-def _read(file: str) -> str:
-    if file == "-":
-        return sys.stdin.read()
-    try:
-        return Path(file).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot read {file}: {exc.strerror or exc}", param_hint="--file"
-        ) from None
-    except UnicodeDecodeError:
-        raise typer.BadParameter(f"{file} is not UTF-8 text", param_hint="--file") from None

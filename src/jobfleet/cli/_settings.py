@@ -109,7 +109,7 @@ def load_config(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except OSError as exc:
         raise SettingsError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
     settings: dict[str, Any] = {}
     for name, kind in _FIELDS.items():

@@ -127,15 +127,22 @@ def app_delete(
 def user_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Username.")],
-    admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False,
+    admin: Annotated[
+        bool | None,
+        typer.Option(
+            "--admin/--no-admin",
+            help="Make the user an administrator, or no longer one. Without either, a new "
+            "user is not one and an existing user keeps its role.",
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Create a user."""
+    """Create a user, or change whether an existing one is an administrator."""
     cli = cli_context(ctx)
     with cli.client() as client:
         data = client.create_user(name, is_admin=admin)
-    role = "administrator" if data.get("is_admin", admin) else "user"
-    _render.show(cli.out, json_out, data, f"created {role} {data.get('username', name)}")
+    role = "administrator" if data.get("is_admin") else "user"
+    _render.show(cli.out, json_out, data, f"user {data.get('username', name)}: {role}")
 
 
 @users.command("list")
@@ -317,5 +324,5 @@ def user_passwd(
     else:
         password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
     with cli.client() as client:
-        data = client.admin_call("POST", f"/users/{name}/password", {"password": password})
-    _render.show(cli.out, json_out, data, f"password set for {name}")
+        data = client.set_password(name, password)
+    _render.show(cli.out, json_out, data, f"password set for {data.get('username', name)}")

@@ -7,6 +7,7 @@ import contextlib
 import getpass
 import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +28,15 @@ DEMO_SCRIPT = """\
 echo "hello from $JOBFLEET_HOST_IP ($(hostname)), running as $(id -un)"
 echo "kernel: $(uname -sr), shell pid $$, args: $*"
 """
+
+
+def _command() -> str:
+    """How to call this CLI: `make demo` runs it from .venv/bin, which is rarely on PATH."""
+    beside = Path(sys.executable).parent / "jobfleet"
+    found = shutil.which("jobfleet")
+    if found and Path(found).resolve() == beside.resolve():
+        return "jobfleet"
+    return str(beside) if beside.exists() else "jobfleet"
 
 
 def free_port() -> int:
@@ -131,15 +141,20 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
             table.add_row(host.ip, status, str(host.exit_code), host.log.rstrip())
         console.print(table)
         if keep:
+            bootstrap = settings.data_dir / "bootstrap.json"
+            try_it = shlex.join([_command(), "--server", settings.url, "--bootstrap",
+                                 str(bootstrap), "run", "--host", "127.0.0.2", "-c", "uptime"])
+            # soft_wrap: lines are copied and pasted, so never broken at the terminal's width
             console.print(
                 f"\nConsole: {settings.url}/ (log in as {boot['admin_user']}, password "
                 f"{boot.get('admin_password', '(see bootstrap.json)')})\n"
                 f"Server: {settings.url}\nApp code: {boot['bk_app_code']}\n"
                 f"App secret: {boot['bk_app_secret']}\nUser: {boot['admin_user']}\n"
-                f"Bootstrap file: {settings.data_dir / 'bootstrap.json'}\n"
-                f"Try: jobfleet --server {settings.url} --bootstrap "
-                f"{settings.data_dir / 'bootstrap.json'} run --host 127.0.0.2 "
-                f"-c 'uptime'\nPress Ctrl-C to stop."
+                f"Bootstrap file: {bootstrap}\n"
+                f"Try: {try_it}\nPress Ctrl-C to stop.",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
             )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -156,5 +171,5 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
                 await asyncio.wait_for(proc.wait(), 5)
         uv.should_exit = True
         await serving
-        if not keep:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        # everything the directory holds (keys, the admin's password) dies with the demo
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -11,7 +11,8 @@ from rich.text import Text
 
 from jobfleet.cli import _history as history
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, JsonOption, cli_context
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context, interrupted
+from jobfleet.cli._terminal import printable
 
 FAILED = {4, 8, 9, 11, 13, 14}
 STEP_OPERATIONS = {
@@ -32,16 +33,25 @@ def _scope(biz: int | None) -> dict[str, Any]:
 
 def follow(client: Any, job: int, out: Any, json_out: bool = False) -> int:
     """Print a job's output live, each line prefixed with its host (with ``json_out``:
-    each event as a JSON line); the job's last status."""
+    each event as a JSON line); the job's last status.
+
+    On a terminal a host's control characters are shown, not obeyed (``_terminal``);
+    a pipe gets the output as the host wrote it."""
     status = 0
     partial: dict[int, tuple[str, str]] = {}
+
+    def shown(line: str) -> str:
+        # a CRLF line end (Windows hosts) is a line end, not a control character
+        return printable(line.removesuffix("\r")) if out.is_terminal else line
+
     for event in client.events(job, hosts="all"):
         data = event["data"]
         if event["event"] in ("status", "end"):
             status = int(data["status"])
         if json_out:
             # one event per line (JSON Lines), for jq and friends
-            out.file.write(json.dumps(event, ensure_ascii=False) + "\n")
+            # (what JSON leaves raw, DEL and C1, escaped: the same JSON)
+            out.file.write(printable(json.dumps(event, ensure_ascii=False)) + "\n")
         elif event["event"] == "output":
             host = int(data["bk_host_id"])
             text = partial.pop(host, ("", ""))[1] + data["content"]
@@ -49,13 +59,21 @@ def follow(client: Any, job: int, out: Any, json_out: bool = False) -> int:
             if lines[-1]:
                 partial[host] = (str(data["ip"]), lines[-1])
             for line in lines[:-1]:
-                out.file.write(f"{data['ip']}: {line}\n")
+                out.file.write(shown(f"{data['ip']}: {line}") + "\n")
         out.file.flush()
     # a last line without a newline
     for ip, line in partial.values():
-        out.file.write(f"{ip}: {line}\n")
+        out.file.write(shown(f"{ip}: {line}") + "\n")
     out.file.flush()
     return status
+
+
+def follow_to_end(cli: CliContext, client: Any, job: int, json_out: bool) -> int:
+    """``follow`` on the command's console; Ctrl-C ends it saying the job runs on."""
+    try:
+        return follow(client, job, cli.out, json_out)
+    except KeyboardInterrupt:
+        interrupted(cli, job)
 
 
 def register(app: typer.Typer) -> None:
@@ -187,5 +205,5 @@ def register(app: typer.Typer) -> None:
         """Print a job's output live (host-prefixed lines); exit 1 if it fails."""
         cli = cli_context(ctx)
         with cli.client() as client:
-            status = follow(client, job, cli.out, json_out)
+            status = follow_to_end(cli, client, job, json_out)
         raise typer.Exit(1 if status in FAILED else 0)

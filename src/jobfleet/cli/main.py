@@ -43,6 +43,7 @@ from jobfleet.cli._context import (
 )
 from jobfleet.cli._scripts import load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
+from jobfleet.cli._terminal import printable
 from jobfleet.cli.admin import admin_app
 from jobfleet.sdk import JobProgress, parse_host, target_server
 
@@ -99,7 +100,12 @@ def root(
     ] = None,
     app_secret: Annotated[
         str | None,
-        typer.Option("--app-secret", envvar="JOBFLEET_APP_SECRET", help="App secret."),
+        typer.Option(
+            "--app-secret",
+            envvar="JOBFLEET_APP_SECRET",
+            help="App secret; on the command line every user sees it in ps: prefer the "
+            "environment variable or the config file.",
+        ),
     ] = None,
     user: Annotated[
         str | None,
@@ -212,17 +218,20 @@ def run(
     if stream:
         with cli.client() as client:
             target = _targets.resolve_or_fail(cli, client, chosen, biz)
-            data = client.fast_execute_script(
-                script_content=base64.b64encode(script.encode()).decode(),
-                script_language=int(language),
-                script_param=base64.b64encode(param.encode()).decode() if param else None,
-                account_alias=account,
-                timeout=timeout,
-                target_server=target_server(host, host_id, cloud, target),
-                task_name=name,
-                **_scope(biz if biz is not None else cli.settings.biz),
-            )
-            status = jobs.follow(client, int(data["job_instance_id"]), cli.out, json_out)
+            try:
+                data = client.fast_execute_script(
+                    script_content=base64.b64encode(script.encode()).decode(),
+                    script_language=int(language),
+                    script_param=base64.b64encode(param.encode()).decode() if param else None,
+                    account_alias=account,
+                    timeout=timeout,
+                    target_server=target_server(host, host_id, cloud, target),
+                    task_name=name,
+                    **_scope(biz if biz is not None else cli.settings.biz),
+                )
+            except KeyboardInterrupt:
+                interrupted(cli, None)
+            status = jobs.follow_to_end(cli, client, int(data["job_instance_id"]), json_out)
         raise typer.Exit(1 if status in jobs.FAILED else 0)
     seen: list[JobProgress] = []
     started = time.monotonic()
@@ -322,7 +331,7 @@ def logs(
     cli = cli_context(ctx)
     if follow:
         with cli.client() as client:
-            status = jobs.follow(client, job, cli.out, json_out)
+            status = jobs.follow_to_end(cli, client, job, json_out)
         raise typer.Exit(1 if status in jobs.FAILED else 0)
     with cli.client() as client:
         result = client.get_result(job, step, ips=host, biz=biz)
@@ -336,8 +345,10 @@ def logs(
             cli.fail(
                 f"host {host[0]} is not a target of step {result.step_instance_id} of job {job}"
             )
-        # raw bytes for pipes: no header, no markup, no wrapping
-        cli.out.file.write(_render.host_log_text(result.hosts[0]))
+        # raw bytes for pipes: no header, no markup, no wrapping; a terminal is shown
+        # the host's control characters instead of obeying them
+        text = _render.host_log_text(result.hosts[0])
+        cli.out.file.write(printable(text) if cli.out.is_terminal else text)
         cli.out.file.flush()
         return
     for ip in missing:
@@ -380,21 +391,31 @@ def whoami(ctx: typer.Context, json_out: JsonOption = False) -> None:
     if json_out:
         cli.out.out(_render.to_json({"server": settings.server, "biz": settings.biz, **me}))
         return
+    # a personal token names its own user (and app): the app settings are not used
+    token = settings.sources["token"] if settings.token else None
     grid = _render.records_table(
         [
             {"setting": "server", "value": settings.server, "from": settings.sources["server"]},
-            {"setting": "app", "value": me.get("app_code"), "from": settings.sources["app_code"]},
+            {
+                "setting": "app",
+                "value": me.get("app_code"),
+                "from": token or settings.sources["app_code"],
+            },
             {
                 "setting": "app secret",
-                "value": "(hidden)",
-                "from": settings.sources["app_secret"],
+                "value": "(not used)" if token else "(hidden)",
+                "from": "-" if token else settings.sources["app_secret"],
             },
             {
                 "setting": "personal token",
                 "value": "(hidden, in use)" if settings.token else "-",
                 "from": settings.sources["token"],
             },
-            {"setting": "user", "value": me.get("username"), "from": settings.sources["username"]},
+            {
+                "setting": "user",
+                "value": me.get("username"),
+                "from": token or settings.sources["username"],
+            },
             {"setting": "admin", "value": bool(me.get("is_admin")), "from": "server"},
             {"setting": "scopes", "value": me.get("scopes") or [], "from": "server"},
             {"setting": "default biz", "value": settings.biz, "from": settings.sources["biz"]},

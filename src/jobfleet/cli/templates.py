@@ -3,7 +3,6 @@ as YAML files (docs/templates.md)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +10,8 @@ import typer
 from rich.text import Text
 
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context, interrupted
+from jobfleet.cli._input import read_text
 from jobfleet.sdk import JobClient, parse_host
 
 PAGE = 1000
@@ -105,13 +105,7 @@ def template_import(
 ) -> None:
     """Create a template and its plans from a YAML file (all or nothing)."""
     cli = cli_context(ctx)
-    if file == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(file)
-        if not path.is_file():
-            cli.fail(f"no such file: {file}")
-        text = path.read_text(encoding="utf-8")
+    text = read_text(file, "FILE")
     with cli.client() as client:
         data = client.import_template(text, update=update, biz=_biz(cli, biz))
     if json_out:
@@ -200,13 +194,16 @@ def plan_run(
             else:
                 cli.out.print(f"job {job_id} ({started.get('job_instance_name')}) started")
             return
-        data = client.wait_for_job(job_id, biz=bk_biz_id)
-        result = client.get_result(job_id, biz=bk_biz_id)
+        try:
+            data = client.wait_for_job(job_id, biz=bk_biz_id)
+            result = client.get_result(job_id, biz=bk_biz_id)
+        except KeyboardInterrupt:
+            interrupted(cli, job_id)
     if json_out:
         cli.out.out(_render.to_json(data))
     else:
         cli.out.print(_render.job_overview(data))
         cli.out.print()
-        cli.out.print(_render.host_table(result.hosts))
+        cli.out.print(_render.host_table(result.hosts, width=_render.excerpt_width(cli.out)))
         cli.out.print(_render.result_summary(result))
     raise typer.Exit(0 if data["job_instance"]["status"] == 3 else 1)

@@ -4,7 +4,6 @@ and the host whitelist (docs/topology.md)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +12,7 @@ from rich.tree import Tree
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli._input import read_text
 from jobfleet.sdk import JobClient, condition_from_text
 
 topo_app = typer.Typer(
@@ -38,7 +38,8 @@ FilterOption = Annotated[
     str | None,
     typer.Option(
         "--filter",
-        help='The filter as JSON, or @FILE: a list of conditions, or {"any": [lists]}.',
+        # --help reads Rich markup: a bracket that could open a tag is escaped
+        help='The filter as JSON, or @FILE: a list of conditions, or {"any": \\[lists]}.',
     ),
 ]
 
@@ -216,12 +217,7 @@ def _filter(cli: CliContext, where: list[str] | None, raw: str | None) -> Any:
     if bool(where) == bool(raw):
         cli.fail("give the filter as --where conditions or as --filter JSON (one of them)")
     if raw is not None:
-        text = raw
-        if raw.startswith("@"):
-            path = Path(raw[1:])
-            if not path.is_file():
-                cli.fail(f"no such file: {path}")
-            text = path.read_text(encoding="utf-8")
+        text = read_text(raw[1:], "--filter") if raw.startswith("@") else raw
         try:
             return json.loads(text)
         except ValueError as exc:

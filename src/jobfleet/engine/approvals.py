@@ -101,7 +101,7 @@ class ApprovalNotifier:
             body = orjson.dumps(event)
             rows = []
             for config in configs:
-                row = row_for(config, event, body, name=EVENT)
+                row = row_for(config, event, body, self.notify.cipher, name=EVENT)
                 if row is not None:
                     rows.append({**row, "max_attempts": self.max_attempts})
             async with self.db.begin() as conn:

@@ -26,6 +26,7 @@ from jobfleet.loop import raise_if_cancelled
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.notify import EMAIL, WEBHOOK
 from jobfleet.store.outbox import OutboxStore
+from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,12 @@ class CallbackSender:
         settings: EngineSettings,
         smtp: notify.SmtpSettings | None = None,
         outbound: Outbound | None = None,
+        *,
+        cipher: Cipher,
     ) -> None:
         self.db = db
+        # opens the callbacks' and webhooks' URLs, which the outbox keeps encrypted
+        self.cipher = cipher
         self.outbox = OutboxStore(db)
         self.settings = settings
         self.smtp = smtp
@@ -114,7 +119,8 @@ class CallbackSender:
             try:
                 resp = await self.outbound.post(
                     client,
-                    row.target,
+                    # sealed when the job was made (a row queued before is in clear)
+                    self.cipher.decrypt(row.target),
                     content=row.payload.encode(),
                     headers={"Content-Type": "application/json"},
                 )
@@ -125,7 +131,11 @@ class CallbackSender:
         if row.kind == WEBHOOK:
             return (
                 *await notify.post_webhook(
-                    client, row.id, row.target, row.payload, self.outbound
+                    client,
+                    row.id,
+                    notify.webhook_url(row.target, row.payload, self.cipher),
+                    row.payload,
+                    self.outbound,
                 ),
                 False,
             )

@@ -83,6 +83,10 @@ class Jobs:
         node, so another node takes it over if this one dies first).
         """
         now = now_ms()
+        if job.values.get("callback_url"):
+            # a callback URL may carry its receiver's token: stored sealed, and so is the
+            # outbox row made from it (engine/callbacks.py opens it to send)
+            job.values["callback_url"] = self.cipher.encrypt(job.values["callback_url"])
         job.values.update(
             status=int(RunStatus.RUNNING if start else RunStatus.BLANK),
             create_time=now,

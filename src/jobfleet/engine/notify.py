@@ -29,7 +29,7 @@ from jobfleet import __version__
 from jobfleet.domain.status import HostStatus, LaunchMode, RunStatus, StepType
 from jobfleet.engine.outbound import Outbound
 from jobfleet.store.jobs import JobStore
-from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore, NotifyTarget
+from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore, NotifyTarget, shown_url
 from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
@@ -164,12 +164,21 @@ def summary(event: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def webhook_payload(body: bytes, secret: str | None, event: str = EVENT) -> str:
-    """What the outbox keeps for a webhook: the exact bytes to send, their signature and
-    the event's name (its header)."""
-    return orjson.dumps(
-        {"body": body.decode(), "signature": sign(secret, body) if secret else None, "event": event}
-    ).decode()
+def webhook_payload(
+    body: bytes, secret: str | None, event: str = EVENT, sealed_url: str | None = None
+) -> str:
+    """What the outbox keeps for a webhook: the exact bytes to send, their signature, the
+    event's name (its header) and the URL encrypted (the row's target shows it masked:
+    a webhook's URL may hold its token)."""
+    stored = {"body": body.decode(), "signature": sign(secret, body) if secret else None}
+    return orjson.dumps({**stored, "event": event, "url": sealed_url}).decode()
+
+
+def webhook_url(target: str, payload: str, cipher: Cipher) -> str:
+    """Where an outbox row's webhook goes: its sealed URL, else (a row queued before URLs
+    were sealed) its target."""
+    sealed = orjson.loads(payload).get("url")
+    return cipher.decrypt(sealed) if isinstance(sealed, str) and sealed else target
 
 
 def email_payload(to: list[str], event: dict[str, Any]) -> str:
@@ -183,13 +192,13 @@ def email_payload(to: list[str], event: dict[str, Any]) -> str:
 
 
 def row_for(
-    config: NotifyTarget, event: dict[str, Any], body: bytes, *, name: str = EVENT
+    config: NotifyTarget, event: dict[str, Any], body: bytes, cipher: Cipher, *, name: str = EVENT
 ) -> dict[str, Any] | None:
     if config.channel == WEBHOOK and isinstance(config.target, str):
         return {
             "kind": WEBHOOK,
-            "target": config.target,
-            "payload": webhook_payload(body, config.secret, name),
+            "target": shown_url(config.target),
+            "payload": webhook_payload(body, config.secret, name, cipher.encrypt(config.target)),
         }
     if config.channel == EMAIL and isinstance(config.target, list) and config.target:
         to = [str(a) for a in config.target]
@@ -219,7 +228,7 @@ async def outbox_rows(
         body = orjson.dumps(event)
         rows = []
         for config in configs:
-            row = row_for(config, event, body)
+            row = row_for(config, event, body, cipher)
             if row is not None:
                 rows.append({**row, "job_instance_id": job_id, "max_attempts": max_attempts})
         return rows

@@ -97,8 +97,13 @@ class AdminApi(AdminCalls[D, L, S]):
     def delete_app(self, app_code: str) -> D:
         return self._admin_dict("DELETE", f"/apps/{_seg(app_code)}")
 
-    def create_user(self, username: str, *, is_admin: bool = False) -> D:
-        return self._admin_dict("POST", "/users", {"username": username, "is_admin": is_admin})
+    def create_user(self, username: str, *, is_admin: bool | None = None) -> D:
+        """Create a user, or change an existing user's ``is_admin``; with ``is_admin``
+        None an existing user keeps its role (a new one is not an administrator)."""
+        body: dict[str, Any] = {"username": username}
+        if is_admin is not None:
+            body["is_admin"] = is_admin
+        return self._admin_dict("POST", "/users", body)
 
     def list_users(self) -> L:
         return self._admin_list("/users")
@@ -110,6 +115,10 @@ class AdminApi(AdminCalls[D, L, S]):
             f"/users/{_seg(username)}/grants",
             {"scope_type": scope_type, "scope_id": str(scope_id)},
         )
+
+    def set_password(self, username: str, password: str) -> D:
+        """Set ``username``'s console password (administrators)."""
+        return self._admin_dict("POST", f"/users/{_seg(username)}/password", {"password": password})
 
     def revoke_scope(self, username: str, scope_id: int | str, scope_type: str = "biz") -> D:
         return self._admin_dict(

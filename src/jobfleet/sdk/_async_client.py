@@ -15,14 +15,22 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, SseParser, event_query
+from jobfleet.sdk._events import (
+    EVENTS_PATH,
+    STREAM_TIMEOUT,
+    Reconnects,
+    SseLines,
+    SseParser,
+    event_query,
+    retry_later,
+)
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
 from jobfleet.sdk._topology import TopologyApi
-from jobfleet.sdk._transport import parse_envelope, transport_error
+from jobfleet.sdk._transport import transport_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -90,8 +98,10 @@ class AsyncJobClient(
     ) -> AsyncIterator[dict[str, Any]]:
         """A job's live events until it ends, as ``JobClient.events``: ``{"event", "id",
         "data"}``. ``since`` is an event id (a cursor of each host's last log sequence)
-        to resume after; a dropped connection reconnects and resumes from the last id."""
+        to resume after; a dropped connection reconnects and resumes from the last id,
+        and ``RECONNECTS`` failed reconnections in a row raise ``JobApiError``."""
         cursor = since
+        reconnects = Reconnects(retry_delay)
         while True:
             params, headers = event_query(hosts, cursor)
             try:
@@ -100,24 +110,34 @@ class AsyncJobClient(
                     EVENTS_PATH.format(job=int(job_instance_id)),
                     params=params,
                     headers=headers,
-                    timeout=httpx.Timeout(30.0, read=None),
+                    timeout=STREAM_TIMEOUT,
                 ) as response:
+                    refused = None
                     if "text/event-stream" not in response.headers.get("content-type", ""):
                         await response.aread()
-                        parse_envelope(response)
-                        return
-                    parser = SseParser()
-                    async for line in response.aiter_lines():
-                        event = parser.feed(line)
-                        if event is None:
-                            continue
-                        cursor = event["id"] or cursor
-                        yield event
-                        if event["event"] == "end":
+                        refused = retry_later(response)
+                        if refused is None:
                             return
-            except httpx.TransportError:
-                pass  # a dropped stream: reconnect from the last id
-            await asyncio.sleep(retry_delay)
+                    else:
+                        parser, lines = SseParser(), SseLines()
+                        async for text in response.aiter_text():
+                            for line in lines.feed(text):
+                                event = parser.feed(line)
+                                if event is None:
+                                    continue
+                                cursor = event["id"] or cursor
+                                reconnects.received()
+                                yield event
+                                if event["event"] == "end":
+                                    return
+            except httpx.TransportError as exc:
+                # a dropped stream: reconnect from the last id, a few times in a row at most
+                delay = reconnects.dropped(exc)
+            except httpx.RequestError as exc:  # a body that cannot be decoded: no retry helps
+                raise transport_error(exc, exc.request) from exc
+            else:
+                delay = reconnects.dropped(refused)
+            await asyncio.sleep(delay)
 
     # --- walking a flow: await each step it yields and hand it the answer -------------
 
@@ -157,7 +177,7 @@ class AsyncJobClient(
         request = self._http.build_request(**step.request(body))
         try:
             return await self._http.send(request, stream=step.stream)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # a transport failure, or a body that cannot be decoded
             raise transport_error(exc, request) from exc
         finally:
             if body is not None:

@@ -7,6 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
+import httpx
+
 from jobfleet.sdk._events import env_settings
 from jobfleet.sdk._models import Credentials
 from jobfleet.sdk._ops import Flows
@@ -53,6 +55,21 @@ class Operation(Generic[P, R]):
         return method
 
 
+def server_url(text: str) -> str:
+    """A server's base URL without its trailing slash; ``ValueError`` (not httpx's own
+    error, and not at the first call) when it cannot be one."""
+    url = str(text).strip().rstrip("/")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"server URL {text!r} is not valid: {exc}") from None
+    if parsed.port is not None and parsed.port > 65535:
+        raise ValueError(f"server URL {text!r} is not valid: port {parsed.port}")
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"server URL {text!r}: give http://HOST[:PORT] or https://HOST[:PORT]")
+    return url
+
+
 class ClientBase(Generic[X]):
     """A client's address, credentials and default business; ``X`` is its transport."""
 
@@ -69,7 +86,7 @@ class ClientBase(Generic[X]):
         transport: X | None = None,
         token: str | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = server_url(base_url)
         self.credentials = Credentials(app_code, app_secret, username)
         self.biz = biz
         self._flows = Flows(lambda: self.biz)

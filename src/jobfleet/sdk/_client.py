@@ -12,14 +12,22 @@ from jobfleet.sdk import _steps
 from jobfleet.sdk._admin import AdminApi
 from jobfleet.sdk._api import BkApi
 from jobfleet.sdk._base import ClientBase, FlowOf, Operation
-from jobfleet.sdk._events import EVENTS_PATH, event_query, parse_sse
+from jobfleet.sdk._events import (
+    EVENTS_PATH,
+    STREAM_TIMEOUT,
+    Reconnects,
+    SseLines,
+    event_query,
+    parse_sse,
+    retry_later,
+)
 from jobfleet.sdk._flow import CHUNK_SIZE
 from jobfleet.sdk._heal import HealApi
 from jobfleet.sdk._notify import NotifyApi
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._templates import TemplateApi
 from jobfleet.sdk._topology import TopologyApi
-from jobfleet.sdk._transport import Method, parse_envelope, transport_error
+from jobfleet.sdk._transport import Method, transport_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,8 +94,11 @@ class JobClient(
         """A job's live events until it ends: ``{"event", "id", "data"}`` with events
         ``status`` (the job, its steps, host counts per status), ``output`` (a host's
         new log chunk) and ``end``. ``since`` (or its older name ``cursor``) is an event
-        id to resume after; a dropped connection reconnects and resumes from the last id."""
+        id to resume after; a dropped connection reconnects and resumes from the last id.
+        When ``RECONNECTS`` reconnections in a row bring no event (the server is gone, the
+        address or its certificate is wrong), ``JobApiError`` is raised."""
         cursor = since or cursor
+        reconnects = Reconnects(retry_delay)
         while True:
             params, headers = event_query(hosts, cursor)
             try:
@@ -96,20 +107,31 @@ class JobClient(
                     EVENTS_PATH.format(job=int(job_instance_id)),
                     params=params,
                     headers=headers,
-                    timeout=httpx.Timeout(30.0, read=None),
+                    timeout=STREAM_TIMEOUT,
                 ) as response:
+                    refused = None
                     if "text/event-stream" not in response.headers.get("content-type", ""):
                         response.read()
-                        parse_envelope(response)
-                        return
-                    for event in parse_sse(response.iter_lines()):
-                        cursor = event["id"] or cursor
-                        yield event
-                        if event["event"] == "end":
+                        refused = retry_later(response)
+                        if refused is None:
                             return
-            except httpx.TransportError:
-                pass  # a dropped stream: reconnect from the last id
-            time.sleep(retry_delay)
+                    else:
+                        lines = SseLines()
+                        chunks = (lines.feed(text) for text in response.iter_text())
+                        for event in parse_sse(line for chunk in chunks for line in chunk):
+                            cursor = event["id"] or cursor
+                            reconnects.received()
+                            yield event
+                            if event["event"] == "end":
+                                return
+            except httpx.TransportError as exc:
+                # a dropped stream: reconnect from the last id, a few times in a row at most
+                delay = reconnects.dropped(exc)
+            except httpx.RequestError as exc:  # a body that cannot be decoded: no retry helps
+                raise transport_error(exc, exc.request) from exc
+            else:
+                delay = reconnects.dropped(refused)
+            time.sleep(delay)
 
     def _bk(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         return self._run(self._flows._bk(name, params))
@@ -165,7 +187,7 @@ class JobClient(
         request = self._http.build_request(**step.request(body))
         try:
             return self._http.send(request, stream=step.stream)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # a transport failure, or a body that cannot be decoded
             raise transport_error(exc, request) from exc
         finally:
             if body is not None:

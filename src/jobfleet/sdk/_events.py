@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from jobfleet.sdk._errors import JobApiError
+from jobfleet.sdk._transport import parse_envelope, transport_error
+
 EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
+# reconnections in a row that bring no event before a stream is given up: enough to ride out
+# a server restart, not to wait forever on a server that is gone, a wrong address or
+# a certificate that will not verify
+RECONNECTS = 5
+# the server sends a keepalive comment every 15 s: a stream silent for this long is dead
+# (a peer that vanished without a reset would otherwise hold the reader forever)
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 
 
 class SseParser:
@@ -25,7 +38,12 @@ class SseParser:
         if not line:
             done = None
             if self.data:
-                data = json.loads("\n".join(self.data))
+                try:
+                    data = json.loads("\n".join(self.data))
+                except ValueError:
+                    raise JobApiError(
+                        -1, f"event stream: the data of a {self.event!r} event is not JSON"
+                    ) from None
                 done = {"event": self.event, "id": self.event_id, "data": data}
             self.event, self.data = "message", []
             return done
@@ -42,6 +60,27 @@ class SseParser:
         return None
 
 
+class SseLines:
+    """A stream's text in chunks as Server-Sent Events lines: split at CRLF, CR or LF
+    only, as the format says. (``str.splitlines``, and httpx's ``iter_lines`` with it,
+    also splits at U+0085, U+2028 and others, which JSON carries unescaped in a host's
+    output: an event cut there is no longer JSON.)"""
+
+    def __init__(self) -> None:
+        self._rest = ""
+
+    def feed(self, text: str) -> list[str]:
+        text = self._rest + text
+        # a CR at the end may be the first half of a CRLF
+        cut = len(text) - 1 if text.endswith("\r") else len(text)
+        lines = _LINE_END.split(text[:cut])
+        self._rest = lines.pop() + text[cut:]
+        return lines
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
     """{"event", "id", "data"} per event; ``data`` decoded from JSON."""
     parser = SseParser()
@@ -49,6 +88,47 @@ def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         event = parser.feed(line)
         if event is not None:
             yield event
+
+
+# what a proxy answers while the node behind it restarts: open the stream again
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+
+
+def retry_later(response: httpx.Response) -> JobApiError | None:
+    """Of an answer (read) that is not an event stream: a proxy's "not now", to be
+    retried as a dropped stream, or None for an envelope with nothing to stream; any
+    other error is raised."""
+    try:
+        parse_envelope(response)
+    except JobApiError as exc:
+        if exc.code == -1 and exc.http_status in _GATEWAY_STATUSES:
+            return exc
+        raise
+    return None
+
+
+class Reconnects:
+    """When a dropped event stream is opened again, and when it is given up."""
+
+    def __init__(self, retry_delay: float) -> None:
+        self._retry_delay = retry_delay
+        self._failures = 0
+
+    def received(self) -> None:
+        self._failures = 0
+
+    def dropped(self, exc: httpx.TransportError | JobApiError | None = None) -> float:
+        """Seconds to wait before the next attempt after a stream broke or was refused
+        for now (``exc``) or closed before the end; after ``RECONNECTS`` attempts in a
+        row without an event, the failure as a ``JobApiError``."""
+        self._failures += 1
+        if self._failures > RECONNECTS:
+            if exc is None:
+                raise JobApiError(-1, "the event stream keeps closing before the job ends")
+            if isinstance(exc, JobApiError):
+                raise exc
+            raise transport_error(exc, exc.request) from exc
+        return self._retry_delay * self._failures
 
 
 def event_query(hosts: str | None, cursor: str | None) -> tuple[dict[str, str], dict[str, str]]:

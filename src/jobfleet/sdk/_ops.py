@@ -367,7 +367,7 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
             except BaseException:
                 yield Blocking(sink.discard)
                 raise
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise transport_error(exc, response.request) from exc
         finally:
             yield Close(response)

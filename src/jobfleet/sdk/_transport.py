@@ -34,6 +34,9 @@ _HTTP_HINTS = {
     404: "not found: check the server URL",
 }
 
+# httpx trusts the certifi bundle, or the file this variable names
+_PRIVATE_CA_HINT = "for a certificate of a private CA, point SSL_CERT_FILE at the CA's PEM file"
+
 
 @dataclass(frozen=True)
 class RequestSpec:
@@ -46,11 +49,21 @@ class RequestSpec:
 def default_headers(credentials: Credentials, token: str | None = None) -> dict[str, str]:
     """App credentials, or with ``token`` a personal token (which names its own user)."""
     auth = (
-        {"Authorization": f"Bearer {token}"}
+        {"Authorization": f"Bearer {bearer_token(token)}"}
         if token
         else {"X-Bkapi-Authorization": credentials.header_value()}
     )
     return {**auth, "Accept": "application/json", "User-Agent": USER_AGENT}
+
+
+def bearer_token(token: str) -> str:
+    """``token`` without the line end a file or a copy left around it; ``ValueError``
+    for one no token has, which names no character of it: httpx's own error quoted
+    the whole header, secret and all."""
+    text = token.strip()
+    if not text.isascii() or not text.isprintable() or " " in text:
+        raise ValueError("the personal token holds characters no token has: copy it again")
+    return text
 
 
 def api_method(name: str) -> Method:
@@ -173,15 +186,22 @@ def parse_envelope(response: httpx.Response) -> Any:
     )
 
 
-def transport_error(exc: httpx.TransportError, request: httpx.Request) -> JobApiError:
+def transport_error(exc: httpx.RequestError, request: httpx.Request) -> JobApiError:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        reason = "timed out" if isinstance(exc, httpx.ConnectTimeout) else str(exc)
+        text = f"cannot connect to {request.url.scheme}://{request.url.netloc.decode()}: {reason}"
+        if "CERTIFICATE_VERIFY_FAILED" in reason:
+            text += f" ({_PRIVATE_CA_HINT})"
+        return JobApiError(-1, text)
     where = _where(request)
     if isinstance(exc, httpx.TimeoutException):
-        return JobApiError(-1, f"{where}: timed out")
-    if isinstance(exc, httpx.ConnectError):
-        return JobApiError(
-            -1, f"cannot connect to {request.url.scheme}://{request.url.netloc.decode()}: {exc}"
-        )
-    return JobApiError(-1, f"{where}: {type(exc).__name__}: {exc}")
+        text = f"{where}: timed out"
+    else:
+        text = f"{where}: {type(exc).__name__}: {exc}"
+    if request.method == "POST":
+        # sent, but no answer: a job launched twice is worse than a look at the list first
+        text += "; the server may have acted on it (a job may have started): check before retrying"
+    return JobApiError(-1, text)
 
 
 def _http_message(response: httpx.Response) -> str:

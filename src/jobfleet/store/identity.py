@@ -138,19 +138,25 @@ class IdentityStore:
             raise JobError(ErrorCode.NOT_FOUND, f"App {app_code!r} does not exist")
 
     # users and grants -------------------------------------------------------
-    async def ensure_user(self, username: str, is_admin: bool = False) -> None:
+    async def ensure_user(self, username: str, is_admin: bool | None = False) -> bool:
+        """Create the user or set its ``is_admin``; None keeps an existing user's (a new
+        one is not an administrator). Answers whether the user is an administrator."""
         async with self.db.begin() as conn:
-            exists = (
-                await conn.execute(select(users.c.username).where(users.c.username == username))
+            row = (
+                await conn.execute(select(users.c.is_admin).where(users.c.username == username))
             ).first()
-            if exists:
+            if row is not None:
+                if is_admin is None:
+                    return bool(row.is_admin)
                 await conn.execute(
                     update(users).where(users.c.username == username).values(is_admin=is_admin)
                 )
             else:
+                is_admin = bool(is_admin)
                 await conn.execute(
                     insert(users).values(username=username, is_admin=is_admin, create_time=now_ms())
                 )
+            return is_admin
 
     async def get_user(self, username: str) -> User:
         """A user unknown to jobfleet holds no scope at all."""

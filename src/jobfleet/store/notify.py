@@ -1,19 +1,23 @@
 """Where a business hears about finished jobs: webhook and email notification configs.
 
 A webhook's HMAC key is stored encrypted with the server's cipher and never leaves
-the server: views say only whether there is one.
+the server: views say only whether there is one. A webhook's URL often carries a token
+of its own (Slack's ``/services/T/B/TOKEN``, a ``?key=``): it is stored encrypted too
+(a URL stored before was not, and reads as it is), and views show it whole only when
+asked to (to administrators), else to its first path segment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Row, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
-from jobfleet.store.secrets import Cipher
+from jobfleet.store.secrets import MASK, Cipher
 from jobfleet.store.tables import notify_configs
 
 WEBHOOK = "webhook"
@@ -31,12 +35,43 @@ class NotifyTarget:
     secret: str | None
 
 
-def config_view(row: Row[Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NotifyConfig:
+    """A stored config, its webhook URL decrypted; ``secret`` stays encrypted."""
+
+    id: int
+    bk_biz_id: int
+    channel: str
+    target: Any
+    secret: str | None
+    statuses: list[int]
+    enabled: bool
+    creator: str
+    create_time: int
+    last_modify_user: str
+    last_modify_time: int
+
+
+def shown_url(url: str) -> str:
+    """``url`` to its first path segment, what follows it (and any query) masked."""
+    parts = urlsplit(url)
+    first = "/".join(parts.path.split("/")[:2]).rstrip("/")
+    if parts.path[len(first) :].strip("/") or parts.query or parts.fragment:
+        return f"{parts.scheme}://{parts.netloc}{first}/{MASK}"
+    return url
+
+
+def shown_target(channel: str, target: Any) -> Any:
+    return shown_url(target) if channel == WEBHOOK and isinstance(target, str) else target
+
+
+def config_view(row: NotifyConfig, *, whole_url: bool = False) -> dict[str, Any]:
+    """``whole_url``: a webhook's URL as it is, not as ``shown_url`` shows it."""
     return {
         "id": row.id,
         "bk_biz_id": row.bk_biz_id,
         "channel": row.channel,
-        "target": row.target,
+        "target": row.target if whole_url else shown_target(row.channel, row.target),
         "statuses": row.statuses,
         "enabled": bool(row.enabled),
         "has_secret": bool(row.secret),
@@ -49,6 +84,15 @@ class NotifyStore:
         self.db = db
         self.cipher = cipher
 
+    def _sealed(self, channel: str, target: Any) -> Any:
+        return self.cipher.encrypt(target) if channel == WEBHOOK else target
+
+    def _opened(self, row: Row[Any]) -> NotifyConfig:
+        target = row.target
+        if row.channel == WEBHOOK and isinstance(target, str):
+            target = self.cipher.decrypt(target)
+        return NotifyConfig(**{**row._asdict(), "target": target})
+
     async def create(
         self,
         bk_biz_id: int,
@@ -59,14 +103,14 @@ class NotifyStore:
         statuses: list[int],
         enabled: bool,
         user: str,
-    ) -> Row[Any]:
+    ) -> NotifyConfig:
         now = now_ms()
         async with self.db.begin() as conn:
             res = await conn.execute(
                 insert(notify_configs).values(
                     bk_biz_id=bk_biz_id,
                     channel=channel,
-                    target=target,
+                    target=self._sealed(channel, target),
                     secret=self.cipher.encrypt(secret) if secret else None,
                     statuses=statuses,
                     enabled=enabled,
@@ -76,16 +120,16 @@ class NotifyStore:
             config_id = int(res.inserted_primary_key[0])  # type: ignore[index]
         return await self.get(bk_biz_id, config_id)
 
-    async def of_business(self, bk_biz_id: int) -> list[Row[Any]]:
+    async def of_business(self, bk_biz_id: int) -> list[NotifyConfig]:
         async with self.db.connect() as conn:
             rows = await conn.execute(
                 select(notify_configs)
                 .where(notify_configs.c.bk_biz_id == bk_biz_id)
                 .order_by(notify_configs.c.id)
             )
-            return list(rows.all())
+            return [self._opened(r) for r in rows]
 
-    async def get(self, bk_biz_id: int, config_id: int) -> Row[Any]:
+    async def get(self, bk_biz_id: int, config_id: int) -> NotifyConfig:
         async with self.db.connect() as conn:
             row = (
                 await conn.execute(
@@ -100,13 +144,15 @@ class NotifyStore:
                 ErrorCode.NOT_FOUND,
                 f"Notification config {config_id} does not exist in business {bk_biz_id}",
             )
-        return row
+        return self._opened(row)
 
     async def update(
         self, bk_biz_id: int, config_id: int, *, user: str, **changes: Any
-    ) -> Row[Any]:
+    ) -> NotifyConfig:
         """Change ``target``, ``secret``, ``statuses`` or ``enabled`` (the channel stays)."""
-        await self.get(bk_biz_id, config_id)
+        current = await self.get(bk_biz_id, config_id)
+        if "target" in changes:
+            changes["target"] = self._sealed(current.channel, changes["target"])
         if "secret" in changes:
             secret = changes["secret"]
             changes["secret"] = self.cipher.encrypt(secret) if secret else None
@@ -118,7 +164,7 @@ class NotifyStore:
             )
         return await self.get(bk_biz_id, config_id)
 
-    async def delete(self, bk_biz_id: int, config_id: int) -> Row[Any]:
+    async def delete(self, bk_biz_id: int, config_id: int) -> NotifyConfig:
         row = await self.get(bk_biz_id, config_id)
         async with self.db.begin() as conn:
             await conn.execute(
@@ -148,6 +194,7 @@ class NotifyStore:
                 # statuses is JSON: filtered here, the same way on every database
                 if status is not None and status not in (row.statuses or []):
                     continue
+                config = self._opened(row)
                 secret = self.cipher.decrypt(row.secret) if row.secret else None
-                found.append(NotifyTarget(row.id, row.channel, row.target, secret))
+                found.append(NotifyTarget(row.id, row.channel, config.target, secret))
             return found

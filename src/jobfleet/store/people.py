@@ -1,7 +1,8 @@
 """People: console passwords (scrypt), console sessions and personal API tokens.
 
 Session cookies and tokens are random values shown once; only their sha256 is
-stored, so a copy of the database opens nothing. Passwords are salted scrypt
+stored, so a copy of the database opens nothing. A session's CSRF token is made from
+its cookie when needed, never stored. Passwords are salted scrypt
 hashes, computed off the event loop.
 """
 
@@ -66,6 +67,12 @@ class Session:
     expires_at: float
 
 
+def csrf_of(cookie: str) -> str:
+    """A session's CSRF token, made from its cookie's value: the store keeps only another
+    digest of the cookie, from which this one cannot be made."""
+    return hashlib.sha256(b"jobfleet-csrf:" + cookie.encode()).hexdigest()[:32]
+
+
 class PeopleStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -109,7 +116,7 @@ class PeopleStore:
     async def open_session(self, username: str, ttl: float) -> tuple[str, Session]:
         """A new session: the cookie value (shown once) and what it holds."""
         value = new_secret(32)
-        session = Session(username, new_secret(24), time.time() + ttl)
+        session = Session(username, csrf_of(value), time.time() + ttl)
         async with self.db.begin() as conn:
             await conn.execute(
                 delete(console_sessions).where(console_sessions.c.expires_at < time.time())
@@ -118,7 +125,8 @@ class PeopleStore:
                 insert(console_sessions).values(
                     id_hash=hash_secret(value),
                     username=username,
-                    csrf=session.csrf,
+                    # the token is made from the cookie each time: none is stored
+                    csrf="",
                     expires_at=session.expires_at,
                     create_time=now_ms(),
                 )
@@ -134,7 +142,7 @@ class PeopleStore:
             ).first()
         if row is None or row.expires_at < time.time():
             return None
-        return Session(str(row.username), str(row.csrf), float(row.expires_at))
+        return Session(str(row.username), csrf_of(value), float(row.expires_at))
 
     async def close_session(self, value: str) -> None:
         async with self.db.begin() as conn:

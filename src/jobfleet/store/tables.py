@@ -219,7 +219,8 @@ job_instances = Table(
     Column("plan_id", BigInteger, nullable=False, default=-1),
     Column("template_id", BigInteger, nullable=False, default=-1),
     Column("cron_id", BigInteger, nullable=True),
-    Column("callback_url", String(1024), nullable=True),
+    # encrypted (a URL of 1024 characters takes about 1,500 so)
+    Column("callback_url", Text, nullable=True),
     Column("create_time", BigInteger, nullable=False),
     Column("start_time", BigInteger, nullable=True),
     Column("end_time", BigInteger, nullable=True),
@@ -307,7 +308,9 @@ outbox = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("kind", String(32), nullable=False),
     Column("job_instance_id", BigInteger, nullable=True, index=True),
-    Column("target", String(1024), nullable=False),
+    # a callback's URL encrypted, a webhook's masked (its payload holds it encrypted), a
+    # mail's addresses
+    Column("target", Text, nullable=False),
     Column("payload", Text, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False),

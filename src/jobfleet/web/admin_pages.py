@@ -138,7 +138,11 @@ def register(router: APIRouter, services: Services, page: PageOf, to_login: ToLo
         if current is None:
             return to_login(request)
         biz = await current.biz()
-        rows = await console_admin.notify_configs(services, biz) if biz is not None else []
+        rows = (
+            await console_admin.notify_configs(services, biz, whole_url=current.caller.is_admin)
+            if biz is not None
+            else []
+        )
         return await current.render(
             "notifications.html",
             rows=rows,

@@ -1,0 +1,62 @@
+"""File arguments that cannot be read end the command with a usage error, not a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from jobfleet.cli.main import app
+
+if TYPE_CHECKING:
+    from conftest import Cli, FakeServer
+
+# (command before the file, after it): every command that reads a text file the operator names
+COMMANDS = [
+    (["template", "import"], []),
+    (["topo", "group", "add", "g", "--filter"], ["@"]),
+    (["run", "-H", "10.0.0.1", "--file"], []),
+]
+
+
+def _args(command: tuple[list[str], list[str]], path: str) -> list[str]:
+    before, prefix = command
+    return [*before, f"{prefix[0]}{path}" if prefix else path]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[0][:2]))
+def test_unreadable_file_arguments_are_usage_errors(
+    cli: Cli, server: FakeServer, tmp_path: Path, command: tuple[list[str], list[str]]
+) -> None:
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    cases = {
+        str(tmp_path / "missing.yaml"): "No such file or directory",
+        str(tmp_path): "Is a directory",
+        str(binary): "is not UTF-8 text",
+    }
+    for path, why in cases.items():
+        result = cli(*_args(command, path))
+        assert result.exit_code == 2, (path, result.output)
+        assert why in result.stderr, (path, result.stderr)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert server.requests == []
+
+
+def test_binary_on_standard_input_is_a_usage_error(cli: Cli, server: FakeServer) -> None:
+    result = cli.runner.invoke(
+        app,
+        ["--app-code", "a", "--app-secret", "s", "template", "import", "-"],
+        input=b"\xff\xfe",
+    )
+    assert result.exit_code == 2, result.output
+    assert "standard input is not UTF-8 text" in result.stderr
+
+
+def test_a_config_file_that_is_not_text_exits_2(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xff\xfe")
+    result = cli.bare("--config", str(path), "hosts")
+    assert result.exit_code == 2, result.output
+    assert "is not valid TOML" in result.stderr
