@@ -17,9 +17,10 @@ from typing import Literal
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from jobfleet import loop
-from jobfleet.api.agent_channel import ListenerGate
+from jobfleet.api.agent_channel import CONNECT_PATH, ListenerGate
 from jobfleet.api.app import create_app
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
@@ -60,6 +61,7 @@ from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import Registry
 from jobfleet.gateway.routing import ClusterAgents
 from jobfleet.gateway.tls import AgentTLS, ensure_agent_tls
+from jobfleet.gateway.wire import wire_protocol
 from jobfleet.monitoring import Monitor
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
@@ -382,17 +384,20 @@ class Server:
         if self.agent_socket is None or self.agent_tls is None:
             return
         config = self._config(
-            ListenerGate(
-                self.app,
-                "agent",
-                self.services.agent_channel,
-                self.services.audit,
-                agent_socket=self.services.gateway.serve,
-            ),
+            ListenerGate(self.app, "agent", self.services.agent_channel, self.services.audit),
             port=self.services.agent_channel.port or 0,
             cert=self.agent_tls.cert_file,
             key=self.agent_tls.key_file,
             lifespan="off",
+            # agents' sockets skip ASGI: thousands of them live for hours, and each
+            # of their frames would pass through a queue, events and a Starlette object
+            ws=wire_protocol(
+                self.gateway.serve,
+                path=CONNECT_PATH,
+                heartbeat=self.settings.heartbeat,
+                max_size=MAX_FRAME_BYTES,
+                fallback=WebSocketsSansIOProtocol,
+            ),
         )
         server = _SecondListener(config)
         self._agent_server = server
@@ -466,9 +471,11 @@ class Server:
         cert: Path | None,
         key: Path | None,
         lifespan: Literal["on", "off"],
+        ws: type[asyncio.Protocol] | str = "auto",
     ) -> uvicorn.Config:
         return uvicorn.Config(
             app,
+            ws=ws,
             host=self.settings.host,
             port=port,
             log_level=self.settings.log_level,

@@ -67,6 +67,8 @@ class ListenerGate:
     With ``agent_socket``, an agent's WebSocket that passes the gate goes straight
     to it, not through the HTTP middleware and the router: each of those layers is
     a coroutine frame that thousands of connections would hold for their whole life.
+    (On the agent listener the agents' WebSockets never reach the gate: uvicorn hands
+    them to ``gateway.wire`` with no ASGI at all; other WebSocket paths still come here.)
     """
 
     def __init__(

@@ -7,11 +7,11 @@ import contextlib
 import ipaddress
 import logging
 import platform
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import orjson
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect
 
 from jobfleet import __version__
 from jobfleet.domain import protocol
@@ -51,6 +51,37 @@ REVOCATION_LOOKBACK_MS = 60_000
 STATS_EVERY = 60.0
 
 _Fact = TypeVar("_Fact")
+
+
+class _HeaderLookup(Protocol):
+    def get(self, key: str, /) -> str | None: ...
+
+
+class _Address(Protocol):
+    @property
+    def host(self) -> str: ...
+
+
+class AgentSocket(Protocol):
+    """What the gateway uses of an agent's WebSocket: the agent listener's own
+    (``gateway.wire.WireSocket``) or, on the API port with ``--agent-plaintext``,
+    Starlette's. ``receive`` answers ASGI-shaped messages (``websocket.receive`` with
+    ``bytes`` or ``text``, ``websocket.disconnect`` with ``code``); ``accept`` and
+    ``send_bytes`` raise ``WebSocketDisconnect`` once the peer is gone."""
+
+    @property
+    def headers(self) -> _HeaderLookup: ...
+
+    @property
+    def client(self) -> _Address | None: ...
+
+    async def accept(self) -> None: ...
+
+    async def receive(self) -> Mapping[str, Any]: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
 class AgentEvents(Protocol):
@@ -138,7 +169,7 @@ class _HostFacts(Generic[_Fact]):
             await self.write(batch)
 
 
-async def _receive_raw(ws: WebSocket) -> bytes | str:
+async def _receive_raw(ws: AgentSocket) -> bytes | str:
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
@@ -146,7 +177,7 @@ async def _receive_raw(ws: WebSocket) -> bytes | str:
     return payload
 
 
-async def _receive(ws: WebSocket) -> Any:
+async def _receive(ws: AgentSocket) -> Any:
     return orjson.loads(await _receive_raw(ws))
 
 
@@ -219,9 +250,10 @@ class Gateway:
                     )
                     await conn.hang_up()
 
-    async def serve(self, ws: WebSocket) -> None:
+    async def serve(self, ws: AgentSocket) -> None:
         cred = parse_credential(ws.headers.get("authorization"))
-        peer = ws.client.host if ws.client else ""
+        client = ws.client
+        peer = client.host if client else ""
         if (cred is None or cred[0] not in self._proven) and self.failures.exhausted(peer):
             log.warning("agent_auth_throttled peer=%s", peer)
             await ws.close(code=CLOSE_THROTTLED)
@@ -241,7 +273,10 @@ class Gateway:
             return
         agent_id = cred[0]
         self._proven.add(agent_id)
-        await ws.accept()
+        try:
+            await ws.accept()
+        except WebSocketDisconnect:  # gone while its credential was checked
+            return
         try:
             hello = await _receive(ws)
         except (WebSocketDisconnect, orjson.JSONDecodeError):
@@ -265,9 +300,9 @@ class Gateway:
             host_id,
             send_frame,
             {t for t in known if isinstance(t, str)} if isinstance(known, list) else set(),
-            peer=ws.client.host if ws.client else "",
+            peer=peer,
             hangup=hangup,
-            swarm=swarm_address(hello.get("peer"), ws.client.host if ws.client else ""),
+            swarm=swarm_address(hello.get("peer"), peer),
         )
         old = self.registry.add(conn)
         if old is not None:
@@ -294,6 +329,9 @@ class Gateway:
         log.info("agent_online agent=%s host=%s known=%d", agent_id, host_id, len(conn.known))
         if self.events:
             self.events.agent_online(conn)
+        # this frame lives as long as the connection, for hours: it keeps neither the
+        # hello, a replaced connection, nor the credential (the secret) all that time
+        del hello, known, old, os_name, labels, cred
         try:
             await self._read(ws, conn)
         finally:
@@ -312,7 +350,7 @@ class Gateway:
                 host_id, AgentLoad(load["cpu"], load["mem"], load["started"], now_ms())
             )
 
-    async def _read(self, ws: WebSocket, conn: AgentConnection) -> None:
+    async def _read(self, ws: AgentSocket, conn: AgentConnection) -> None:
         events = self.events
         refusals = self.refusals
         while True:
