@@ -398,6 +398,10 @@ class Server:
                 max_size=MAX_FRAME_BYTES,
                 fallback=WebSocketsSansIOProtocol,
             ),
+            # agents reach this port straight (its TLS is pinned: no proxy can sit in
+            # between), so a forwarded address is only a client's claim; it would pick
+            # the address that failed credentials are counted and audited under
+            proxy_headers=False,
         )
         server = _SecondListener(config)
         self._agent_server = server
@@ -472,10 +476,12 @@ class Server:
         key: Path | None,
         lifespan: Literal["on", "off"],
         ws: type[asyncio.Protocol] | str = "auto",
+        proxy_headers: bool = True,
     ) -> uvicorn.Config:
         return uvicorn.Config(
             app,
             ws=ws,
+            proxy_headers=proxy_headers,
             host=self.settings.host,
             port=port,
             log_level=self.settings.log_level,

@@ -167,3 +167,16 @@ async def test_bad_enrollment_requests_get_the_envelope(running: Running) -> Non
         # none of them spent the token's one use
         assert (await enroll(http, token, "127.0.12.1")).status_code == 200
     assert len(await audit(running.wire, "agent_enroll_refused")) >= len(answers)
+
+
+async def test_the_agent_port_does_not_take_a_forwarded_address(running: Running) -> None:
+    # agents reach the agent port straight (its TLS is pinned, so no proxy can sit in
+    # between): a forwarded address is a client's claim, and it would pick the address
+    # that failures are counted and audited under
+    async with running.agent_http() as http:
+        answer = await http.post(ENROLL, json={"token": "not-a-token", "ip": "127.0.12.1"},
+                                 headers={"X-Forwarded-For": "127.66.6.6"})
+    assert answer.status_code == 401, answer.text
+    [entry] = [e for e in await audit(running.wire, "agent_enroll_refused")
+               if e["detail"]["ip"] == "127.0.12.1"]
+    assert entry["source_ip"] == "127.0.0.1", entry
