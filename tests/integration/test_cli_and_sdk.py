@@ -169,3 +169,13 @@ async def test_cli_shows_hostile_host_text_without_obeying_it(running: Running) 
         assert "\x1b[2J" not in out and "\x1b]0;" not in out, (args, out)
         assert "\\u001b[2J" in out, (args, out)
         assert "Traceback" not in out
+
+
+async def test_cli_hosts_of_a_business_that_does_not_exist(running: Running) -> None:
+    # as every other command: the server's code and message, exit status 2
+    code, out = await cli(running, "hosts", "--biz", "999")
+    assert code == 2 and "1243049" in out and "999" in out, out
+    code, out = await cli(running, "hosts", "--biz", "-5")
+    assert code == 2 and "bk_biz_id" in out and "Traceback" not in out, out
+    code, out = await cli(running, "hosts", "--biz", "2")
+    assert code == 0, out
