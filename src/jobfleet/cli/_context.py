@@ -33,8 +33,15 @@ AccountOption = Annotated[str, typer.Option("--account", "-a", help="Execution a
 TimeoutOption = Annotated[
     int, typer.Option("--timeout", min=1, help="Seconds before the job is killed.")
 ]
+# below this a wait is a busy loop of status calls against the server
+MIN_POLL_INTERVAL = 0.05
 PollOption = Annotated[
-    float, typer.Option("--poll-interval", min=0.0, help="Seconds between status polls.")
+    float,
+    typer.Option(
+        "--poll-interval",
+        min=MIN_POLL_INTERVAL,
+        help=f"Seconds between status polls (at least {MIN_POLL_INTERVAL}).",
+    ),
 ]
 BizOption = Annotated[
     int | None, typer.Option("--biz", help="Business id (default: the global --biz).")
