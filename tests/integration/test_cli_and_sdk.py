@@ -179,3 +179,27 @@ async def test_cli_hosts_of_a_business_that_does_not_exist(running: Running) -> 
     assert code == 2 and "bk_biz_id" in out and "Traceback" not in out, out
     code, out = await cli(running, "hosts", "--biz", "2")
     assert code == 0, out
+
+
+async def test_cli_logs_into_a_closed_pipe_ends_as_a_pipeline_stage_does(
+    running: Running,
+) -> None:
+    # `jobfleet logs JOB | head -1`: the reader leaves early; the CLI ends as SIGPIPE ends
+    # any tool in a pipeline (the shell says 141), never 1 ("the job failed"), no traceback
+    await running.start_agents(IPS[:1])
+    code, out = await cli(running, "run", "-H", IPS[0], "--json", "-c", "seq 1 200000")
+    assert code == 0, out[-2000:]
+    job = str(json.loads(out)["job_instance_id"])
+    command = [sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap",
+               str(running.data_dir / "server" / "bootstrap.json")]
+    for args in (["logs", job], ["logs", job, "-H", IPS[0]], ["logs", "-f", job]):
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/bash", "-c",
+            shlex.join([*command, *args]) + " 2>err.txt | head -1; echo status=${PIPESTATUS[0]}"
+            "; cat err.txt",
+            stdout=asyncio.subprocess.PIPE, cwd=running.data_dir,
+            env={**os.environ, "COLUMNS": "200"})
+        shown, _ = await asyncio.wait_for(proc.communicate(), 120)
+        text = shown.decode()
+        assert "status=141" in text, (args, text)
+        assert "Traceback" not in text and "Error" not in text, (args, text)

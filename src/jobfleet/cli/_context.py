@@ -12,6 +12,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from jobfleet.cli import _client
+from jobfleet.cli._pipe import PipeConsole
 from jobfleet.cli._settings import Settings, SettingsError, resolve_settings
 from jobfleet.cli._terminal import ShowControls
 from jobfleet.sdk import JobApiError, JobClient
@@ -58,9 +59,9 @@ def make_console(*, stderr: bool = False) -> Console:
 
     Strings print as they are (no Rich markup: a name like ``[/x]`` is text, not a
     tag), and control characters from hosts are shown, not sent (``_terminal``)."""
-    console = Console(stderr=stderr, highlight=False, markup=False)
+    console = PipeConsole(stderr=stderr, highlight=False, markup=False)
     if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, markup=False, width=PIPE_WIDTH)
+        console = PipeConsole(stderr=stderr, highlight=False, markup=False, width=PIPE_WIDTH)
     console.push_render_hook(ShowControls())
     return console
 
