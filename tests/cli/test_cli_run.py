@@ -196,3 +196,16 @@ def test_a_poll_interval_too_short_to_be_meant_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert "--poll-interval" in result.output
     assert server.names() == []
+
+
+def test_an_empty_script_is_refused_naming_what_was_given(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.sh"
+    empty.write_text("")
+    for given, says in ((["-c", ""], "-c"), (["--file", str(empty)], "--file")):
+        result = cli("run", "-H", "10.0.0.1", *given)
+        assert result.exit_code == 2, result.output
+        assert "empty" in result.output and says in result.output
+        assert "script_id" not in result.output
+    assert server.names() == []
