@@ -56,7 +56,7 @@ def test_failed_host_exits_1_and_is_listed_after_successes(cli: Cli, server: Fak
 
 def test_unfinished_polls_then_finishes(cli: Cli, server: FakeServer) -> None:
     server.polls_until_done = 2
-    result = cli("run", "-H", "10.0.0.1", "-c", "true", "--poll-interval", "0")
+    result = cli("run", "-H", "10.0.0.1", "-c", "true", "--poll-interval", "0.05")
     assert result.exit_code == 0
     assert server.names().count("get_job_instance_status") == 3
 
@@ -177,3 +177,35 @@ def test_unreachable_server_exits_2(cli: Cli) -> None:
     assert result.exit_code == 2
     assert "cannot connect to http://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "0.001"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "-H", "10.0.0.1", "-c", "true"],
+        ["push", "--to", "/tmp", "-H", "10.0.0.1", __file__],
+        ["fetch", "/etc/hosts", "-H", "10.0.0.1"],
+    ],
+)
+def test_a_poll_interval_too_short_to_be_meant_is_a_usage_error(
+    cli: Cli, server: FakeServer, command: list[str], interval: str
+) -> None:
+    # polling with no pause would hammer the server for the job's whole life
+    result = cli(*command, "--poll-interval", interval)
+    assert result.exit_code == 2, result.output
+    assert "--poll-interval" in result.output
+    assert server.names() == []
+
+
+def test_an_empty_script_is_refused_naming_what_was_given(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.sh"
+    empty.write_text("")
+    for given, says in ((["-c", ""], "-c"), (["--file", str(empty)], "--file")):
+        result = cli("run", "-H", "10.0.0.1", *given)
+        assert result.exit_code == 2, result.output
+        assert "empty" in result.output and says in result.output
+        assert "script_id" not in result.output
+    assert server.names() == []

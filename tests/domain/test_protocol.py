@@ -87,3 +87,11 @@ def test_every_message_type_has_its_constructor() -> None:
                                                     "piece_size": 1}),
              protocol.stats(protocol.host_load(1.0, 2.0, 3))]
     assert {m["t"] for m in built} == {typing.get_args(k)[0] for k in kinds.values()} | {"hello"}
+
+
+def test_a_name_keeps_no_control_character() -> None:
+    from jobfleet.domain.protocol import clean_name
+
+    assert clean_name("web-01.example") == "web-01.example"
+    assert clean_name("web\x1b]0;t\x07\x00\t\r\n\x7f\x9b-01") == "web]0;t-01"
+    assert clean_name("hôte-\ud800") == "hôte-\ufffd"

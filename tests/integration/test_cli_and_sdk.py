@@ -155,7 +155,8 @@ async def test_cli_shows_hostile_host_text_without_obeying_it(running: Running) 
     terminal = {"FORCE_COLOR": "1"}
     code, out = await cli(running, "hosts", env=terminal)
     assert code == 0, out
-    assert "web\\u001b]0;pwned" in out and "\x1b]0;" not in out and "\x1b[2J" not in out
+    # the gateway drops a host name's control characters before the CLI sees it
+    assert "web]0;pwned[2J" in out and "\x1b]0;" not in out and "\x1b[2J" not in out
     code, out = await cli(
         running, "run", "-H", IPS[0], "--json", "-c",
         r"printf 'a\033[2Jb\033]0;t\007c\n[/oops] \377\n'",
@@ -169,3 +170,52 @@ async def test_cli_shows_hostile_host_text_without_obeying_it(running: Running) 
         assert "\x1b[2J" not in out and "\x1b]0;" not in out, (args, out)
         assert "\\u001b[2J" in out, (args, out)
         assert "Traceback" not in out
+
+
+async def test_cli_hosts_of_a_business_that_does_not_exist(running: Running) -> None:
+    # as every other command: the server's code and message, exit status 2
+    code, out = await cli(running, "hosts", "--biz", "999")
+    assert code == 2 and "1243049" in out and "999" in out, out
+    code, out = await cli(running, "hosts", "--biz", "-5")
+    assert code == 2 and "bk_biz_id" in out and "Traceback" not in out, out
+    code, out = await cli(running, "hosts", "--biz", "2")
+    assert code == 0, out
+
+
+async def test_cli_logs_into_a_closed_pipe_ends_as_a_pipeline_stage_does(
+    running: Running,
+) -> None:
+    # `jobfleet logs JOB | head -1`: the reader leaves early; the CLI ends as SIGPIPE ends
+    # any tool in a pipeline (the shell says 141), never 1 ("the job failed"), no traceback
+    await running.start_agents(IPS[:1])
+    code, out = await cli(running, "run", "-H", IPS[0], "--json", "-c", "seq 1 200000")
+    assert code == 0, out[-2000:]
+    job = str(json.loads(out)["job_instance_id"])
+    command = [sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap",
+               str(running.data_dir / "server" / "bootstrap.json")]
+    for args in (["logs", job], ["logs", job, "-H", IPS[0]], ["logs", "-f", job]):
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/bash", "-c",
+            shlex.join([*command, *args]) + " 2>err.txt | head -1; echo status=${PIPESTATUS[0]}"
+            "; cat err.txt",
+            stdout=asyncio.subprocess.PIPE, cwd=running.data_dir,
+            env={**os.environ, "COLUMNS": "200"})
+        shown, _ = await asyncio.wait_for(proc.communicate(), 120)
+        text = shown.decode()
+        assert "status=141" in text, (args, text)
+        assert "Traceback" not in text and "Error" not in text, (args, text)
+
+
+async def test_an_agents_host_name_is_stored_without_control_characters(
+    running: Running,
+) -> None:
+    # a host name is letters, digits, dots and hyphens (RFC 1123): an escape sequence in
+    # one is an agent's lie, kept out of the inventory, the console and every client
+    await running.start_agents(
+        IPS[:1], settings_of={IPS[0]: {"hostname": "web\x1b]0;pwned\x07\x1b[2J\r\n\x9b-01"}}
+    )
+    boot = running.boot
+    async with AsyncJobClient(running.url, boot["bk_app_code"], boot["bk_app_secret"],
+                              "admin", biz=2) as client:
+        hosts = await client.list_hosts(bk_biz_id=2)
+    assert [h["hostname"] for h in hosts if h["ip"] == IPS[0]] == ["web]0;pwned[2J-01"]

@@ -418,3 +418,15 @@ def test_a_launch_without_an_answer_is_sent_once_and_says_it_may_have_started(
     # never sent again: a second launch would run the script twice
     assert [r.url.path for r in sent] == [BK + "fast_execute_script"]
     assert ("may have started" in caught.value.message) is maybe_started
+
+
+def test_a_job_without_steps_is_said_plainly() -> None:
+    from jobfleet.sdk._flow import require_step
+
+    with pytest.raises(JobApiError) as caught:
+        require_step({"job_instance": {}, "step_instance_list": []}, 7, None)
+    assert caught.value.code == -1
+    assert caught.value.message == "job 7 has no steps"
+    with pytest.raises(JobApiError) as caught:
+        require_step({"job_instance": {}, "step_instance_list": []}, 7, 3)
+    assert caught.value.message == "job 7 has no step 3"

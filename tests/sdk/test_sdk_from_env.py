@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobfleet.sdk import AsyncJobClient, JobClient
+from jobfleet.sdk import AsyncJobClient, JobClient, JobConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -51,4 +51,47 @@ async def test_a_token_needs_no_app(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_nothing_to_authenticate_with_says_what_to_set() -> None:
     with pytest.raises(ValueError, match="JOBFLEET_TOKEN"):
+        JobClient.from_env()
+
+
+@pytest.mark.parametrize(
+    ("variable", "name", "content", "says"),
+    [
+        ("JOBFLEET_BOOTSTRAP", "missing.json", None, "cannot read bootstrap file"),
+        ("JOBFLEET_BOOTSTRAP", "bootstrap.json", "{not json", "is not valid JSON"),
+        ("JOBFLEET_BOOTSTRAP", "bootstrap.json", "[1, 2]", "expected a JSON object"),
+        ("JOBFLEET_BOOTSTRAP", "bootstrap.json", '{"bk_app_code": 5}', "must be a string"),
+        ("JOBFLEET_CONFIG", "missing.toml", None, "cannot read config file"),
+        ("JOBFLEET_CONFIG", "c.toml", "server = [", "is not valid TOML"),
+        ("JOBFLEET_CONFIG", "c.toml", "biz = 'two'", "biz must be"),
+    ],
+)
+def test_a_missing_or_broken_file_is_a_configuration_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    variable: str,
+    name: str,
+    content: str | None,
+    says: str,
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv(variable, str(path))
+    monkeypatch.setenv("JOBFLEET_TOKEN", "jfp_x")
+    for client in (JobClient, AsyncJobClient):
+        with pytest.raises(JobConfigError) as caught:
+            client.from_env()
+        assert str(path) in str(caught.value) and says in str(caught.value)
+
+
+def test_a_missing_default_config_file_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBFLEET_TOKEN", "jfp_x")
+    with JobClient.from_env() as client:
+        assert client.base_url == "http://127.0.0.1:8080"
+
+
+def test_no_credentials_is_a_configuration_error() -> None:
+    # a ValueError still, as it always was
+    with pytest.raises(JobConfigError, match="JOBFLEET_TOKEN"):
         JobClient.from_env()

@@ -193,7 +193,10 @@ async def list_businesses(call: Call) -> list[dict[str, Any]]:
 
 async def list_hosts(call: Call) -> list[dict[str, Any]]:
     user = call.caller.user
-    biz = get_int(call.params, "bk_biz_id")
+    biz = get_int(call.params, "bk_biz_id", minimum=1)
+    # an unknown business is an error, as on every route that names one, not an empty list
+    if biz is not None and biz not in await call.services.identity.business_ids():
+        raise JobError(ErrorCode.BIZ_NOT_EXIST, f"Business {biz} does not exist")
     alive = call.params.get("alive")
     alive_flag = None if alive in (None, "") else get_bool(call.params, "alive")
     allowed = None if user.is_admin else {int(i) for t, i in user.scopes if t == ScopeType.BIZ}

@@ -12,6 +12,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from jobfleet.cli import _client
+from jobfleet.cli._pipe import PipeConsole
 from jobfleet.cli._settings import Settings, SettingsError, resolve_settings
 from jobfleet.cli._terminal import ShowControls
 from jobfleet.sdk import JobApiError, JobClient
@@ -33,8 +34,15 @@ AccountOption = Annotated[str, typer.Option("--account", "-a", help="Execution a
 TimeoutOption = Annotated[
     int, typer.Option("--timeout", min=1, help="Seconds before the job is killed.")
 ]
+# below this a wait is a busy loop of status calls against the server
+MIN_POLL_INTERVAL = 0.05
 PollOption = Annotated[
-    float, typer.Option("--poll-interval", min=0.0, help="Seconds between status polls.")
+    float,
+    typer.Option(
+        "--poll-interval",
+        min=MIN_POLL_INTERVAL,
+        help=f"Seconds between status polls (at least {MIN_POLL_INTERVAL}).",
+    ),
 ]
 BizOption = Annotated[
     int | None, typer.Option("--biz", help="Business id (default: the global --biz).")
@@ -51,9 +59,9 @@ def make_console(*, stderr: bool = False) -> Console:
 
     Strings print as they are (no Rich markup: a name like ``[/x]`` is text, not a
     tag), and control characters from hosts are shown, not sent (``_terminal``)."""
-    console = Console(stderr=stderr, highlight=False, markup=False)
+    console = PipeConsole(stderr=stderr, highlight=False, markup=False)
     if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, markup=False, width=PIPE_WIDTH)
+        console = PipeConsole(stderr=stderr, highlight=False, markup=False, width=PIPE_WIDTH)
     console.push_render_hook(ShowControls())
     return console
 

@@ -59,6 +59,10 @@ def load_script(
         script = read_text(file, "--file")
     else:
         raise typer.BadParameter("give exactly one of -c/--command or --file", param_hint="-c")
+    if not script:
+        # refused here: the server's refusal speaks of the API's script fields
+        hint = "-c" if file is None else "--file"
+        raise typer.BadParameter("the script is empty: give the commands to run", param_hint=hint)
     if lang is not None:
         return script, parse_language(lang)
     if file is None or file == "-":

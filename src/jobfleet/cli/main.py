@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from rich.text import Text
 
 from jobfleet import __version__
 from jobfleet.cli import (
+    _pipe,
     _progress,
     _render,
     _targets,
@@ -348,8 +350,7 @@ def logs(
         # raw bytes for pipes: no header, no markup, no wrapping; a terminal is shown
         # the host's control characters instead of obeying them
         text = _render.host_log_text(result.hosts[0])
-        cli.out.file.write(printable(text) if cli.out.is_terminal else text)
-        cli.out.file.flush()
+        _pipe.write_all(cli.out.file, printable(text) if cli.out.is_terminal else text)
         return
     for ip in missing:
         cli.err.print(Text(f"host {ip} is not a target of this step", style="yellow"))
@@ -426,7 +427,14 @@ def whoami(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        # click ends a write to a closed pipe (`jobfleet logs JOB | head -1`) with status 1
+        # after wrapping stdout in its PacifyFlushWrapper; 1 means "the job failed" here
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _pipe.end_as_a_closed_pipe_ends()
+        raise
 
 
 if __name__ == "__main__":

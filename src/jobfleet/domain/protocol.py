@@ -802,6 +802,17 @@ def clean_text(text: str) -> str:
     return text
 
 
+# C0, DEL and C1: what a terminal obeys rather than shows
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def clean_name(text: str) -> str:
+    """An agent's host name (or OS name, version) as the inventory keeps it: no control
+    characters at all. RFC 1123 names hold none and CMDB shows none; one in a hello is
+    no part of the name, and an escape sequence there would act on whoever reads it."""
+    return clean_text(_CONTROL.sub("", text))
+
+
 def task_id(step_instance_id: int, execute_count: int, bk_host_id: int) -> str:
     return f"{step_instance_id}:{execute_count}:{bk_host_id}"
 

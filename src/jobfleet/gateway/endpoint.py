@@ -17,7 +17,7 @@ from jobfleet import __version__
 from jobfleet.domain import protocol
 from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.host_filters import clean_labels
-from jobfleet.domain.protocol import clean_text
+from jobfleet.domain.protocol import clean_name, clean_text
 from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.credentials import CredentialChecks
 from jobfleet.gateway.presence import Presence
@@ -182,7 +182,7 @@ async def _receive(ws: AgentSocket) -> Any:
 
 
 def _text(value: Any, limit: int) -> str:
-    return clean_text(str(value or "")[:limit])
+    return clean_name(str(value or "")[:limit])
 
 
 class Gateway:

@@ -23,7 +23,7 @@ from jobfleet.domain.status import (
 )
 from jobfleet.sdk._async_client import AsyncJobClient
 from jobfleet.sdk._client import JobClient
-from jobfleet.sdk._errors import JobApiError, JobWaitTimeout
+from jobfleet.sdk._errors import JobApiError, JobConfigError, JobWaitTimeout
 from jobfleet.sdk._flow import parse_host, target_server
 from jobfleet.sdk._models import (
     Credentials,
@@ -48,6 +48,7 @@ __all__ = [
     "HostStatus",
     "JobApiError",
     "JobClient",
+    "JobConfigError",
     "JobProgress",
     "JobWaitTimeout",
     "RunStatus",

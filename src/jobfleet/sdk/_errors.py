@@ -1,4 +1,4 @@
-"""The one exception the SDK raises for a failed call."""
+"""The exceptions the SDK raises: a failed call, a wait that ran out, unusable settings."""
 
 from __future__ import annotations
 
@@ -40,3 +40,8 @@ class JobWaitTimeout(TimeoutError):
         super().__init__(f"job {job_instance_id} not finished after {waited:.1f}s")
         self.job_instance_id = job_instance_id
         self.waited = waited
+
+
+class JobConfigError(ValueError):
+    """``from_env()`` found no usable settings: a config or bootstrap file that cannot be
+    read or parsed (the message names the file and what is wrong), or no credentials."""

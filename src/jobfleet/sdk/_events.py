@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from jobfleet.sdk._errors import JobApiError
+from jobfleet.sdk._errors import JobApiError, JobConfigError
 from jobfleet.sdk._transport import parse_envelope, transport_error
 
 EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
@@ -148,25 +148,76 @@ _CONFIG_KEYS = {
 DEFAULT_CONFIG = "~/.config/jobfleet/config.toml"
 
 
+_CONFIG_TYPES: dict[str, type] = {
+    "server": str,
+    "app_code": str,
+    "app_secret": str,
+    "username": str,
+    "biz": int,
+    "token": str,
+}
+_BOOTSTRAP_KEYS = {
+    "url": "base_url",
+    "bk_app_code": "app_code",
+    "bk_app_secret": "app_secret",
+    "admin_user": "username",
+}
+
+
+def _config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise JobConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise JobConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for name, key in _CONFIG_KEYS.items():
+        value = data.get(name)
+        if value in (None, ""):
+            continue
+        kind = _CONFIG_TYPES[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise JobConfigError(f"config file {path}: {name} must be a {kind.__name__}")
+        values[key] = value
+    return values
+
+
+def _bootstrap_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise JobConfigError(f"cannot read bootstrap file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise JobConfigError(f"bootstrap file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise JobConfigError(f"bootstrap file {path}: expected a JSON object")
+    values: dict[str, Any] = {}
+    for name, key in _BOOTSTRAP_KEYS.items():
+        value = data.get(name)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            raise JobConfigError(f"bootstrap file {path}: {name} must be a string")
+        values[key] = value
+    return values
+
+
 def env_settings() -> dict[str, Any]:
     """The CLI's settings: the environment over JOBFLEET_BOOTSTRAP's file over the
-    config file (JOBFLEET_CONFIG, else ~/.config/jobfleet/config.toml) over defaults."""
+    config file (JOBFLEET_CONFIG, else ~/.config/jobfleet/config.toml) over defaults.
+
+    A file named in the environment must be there and parse; the default config file
+    may be absent. Anything unusable raises :class:`JobConfigError`."""
     values: dict[str, Any] = {}
-    config = Path(os.environ.get("JOBFLEET_CONFIG") or DEFAULT_CONFIG).expanduser()
-    if config.is_file():
-        with config.open("rb") as fh:
-            data = tomllib.load(fh)
-        values |= {k: data[c] for c, k in _CONFIG_KEYS.items() if data.get(c) not in (None, "")}
+    named = os.environ.get("JOBFLEET_CONFIG")
+    config = Path(named or DEFAULT_CONFIG).expanduser()
+    if named or config.exists():
+        values |= _config_file(config)
     boot = os.environ.get("JOBFLEET_BOOTSTRAP")
     if boot:
-        data = json.loads(Path(boot).read_text())
-        from_boot = {
-            "base_url": data.get("url"),
-            "app_code": data.get("bk_app_code"),
-            "app_secret": data.get("bk_app_secret"),
-            "username": data.get("admin_user"),
-        }
-        values |= {k: v for k, v in from_boot.items() if v}
+        values |= _bootstrap_file(Path(boot).expanduser())
     for key, env in (
         ("base_url", "JOBFLEET_SERVER"),
         ("app_code", "JOBFLEET_APP_CODE"),
@@ -182,7 +233,7 @@ def env_settings() -> dict[str, Any]:
     values.setdefault("biz", 2)
     missing = [k for k in ("app_code", "app_secret") if not values.get(k)]
     if missing and not values.get("token"):
-        raise ValueError(
+        raise JobConfigError(
             "set JOBFLEET_TOKEN, or JOBFLEET_APP_CODE and JOBFLEET_APP_SECRET "
             "(or JOBFLEET_BOOTSTRAP, or a config file), first"
         )

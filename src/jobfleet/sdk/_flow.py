@@ -234,7 +234,7 @@ def require_step(
 ) -> dict[str, Any]:
     step = pick_step(status, step_instance_id)
     if step is None:
-        which = f"step {step_instance_id}" if step_instance_id is not None else "any step"
+        which = f"step {step_instance_id}" if step_instance_id is not None else "steps"
         raise JobApiError(-1, f"job {job_instance_id} has no {which}")
     return step
 
