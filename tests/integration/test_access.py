@@ -62,6 +62,17 @@ async def test_apps_are_limited_to_their_users_and_businesses(running: Running) 
         await running.start_agents([A])
         hosts = await admin(limited, "GET", "/hosts")
         assert hosts["result"] and hosts["data"] == []
+        # naming a business the app may not touch is refused, as on every route that
+        # names one, not answered with an empty list
+        named_biz = await admin(limited, "GET", "/hosts?bk_biz_id=2")
+        assert named_biz["code"] == 9900403 and "may not touch biz 2" in named_biz["message"]
+        own = await admin(limited, "GET", "/hosts?bk_biz_id=3")
+        assert own["result"] and own["data"] == [], own
+        # and a user who holds no business is refused one by name
+        assert (await admin(wire, "POST", "/users", {"username": "nobody"}))["result"]
+        stranger = await admin(wire, "GET", "/hosts?bk_biz_id=2", bk_username="nobody")
+        assert stranger["code"] == 9900403 and "no permission" in stranger["message"], stranger
+        assert (await admin(wire, "GET", "/hosts", bk_username="nobody"))["data"] == []
         # a GSE query answers for another business's host as for an unknown one
         gse = await limited.v3("get_agent_status", {"hosts": [{"ip": A, "bk_cloud_id": 0}]},
                                prefix="/api/c/compapi/v2/gse")

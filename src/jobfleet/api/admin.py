@@ -16,7 +16,7 @@ from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import get_bool, get_int, get_str, need_int
 from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
-from jobfleet.api.scope import require_admin
+from jobfleet.api.scope import require_admin, resolve_scope
 from jobfleet.domain import enrollment
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
@@ -194,9 +194,11 @@ async def list_businesses(call: Call) -> list[dict[str, Any]]:
 async def list_hosts(call: Call) -> list[dict[str, Any]]:
     user = call.caller.user
     biz = get_int(call.params, "bk_biz_id", minimum=1)
-    # an unknown business is an error, as on every route that names one, not an empty list
-    if biz is not None and biz not in await call.services.identity.business_ids():
-        raise JobError(ErrorCode.BIZ_NOT_EXIST, f"Business {biz} does not exist")
+    if biz is not None:
+        # a business that does not exist, or one the caller may not see, is an error
+        # as on every route that names one, not an empty list
+        scope = {"bk_scope_type": ScopeType.BIZ, "bk_scope_id": str(biz)}
+        await resolve_scope(call.services.identity, call.caller, scope, "view_host")
     alive = call.params.get("alive")
     alive_flag = None if alive in (None, "") else get_bool(call.params, "alive")
     allowed = None if user.is_admin else {int(i) for t, i in user.scopes if t == ScopeType.BIZ}
