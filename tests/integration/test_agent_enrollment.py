@@ -180,3 +180,29 @@ async def test_the_agent_port_does_not_take_a_forwarded_address(running: Running
     [entry] = [e for e in await audit(running.wire, "agent_enroll_refused")
                if e["detail"]["ip"] == "127.0.12.1"]
     assert entry["source_ip"] == "127.0.0.1", entry
+
+
+async def test_names_given_at_enrollment_or_by_hand_keep_no_control_characters(
+    running: Running,
+) -> None:
+    # the inventory keeps what a hello says without control characters; enrollment and
+    # the admin route write the same column
+    wire = running.wire
+    added = await wire.http.post(
+        "/api/jobfleet/v1/hosts",
+        json={"bk_biz_id": 2, "ip": "127.0.13.1", "hostname": "db\x1b]0;owned\x07\x1b[2J1"},
+        headers=wire.headers())
+    assert added.json()["data"]["hostname"] == "db]0;owned[2J1", added.text
+    too_long = await wire.http.post(
+        "/api/jobfleet/v1/hosts", json={"bk_biz_id": 2, "ip": "127.0.13.3", "hostname": "h" * 256},
+        headers=wire.headers())
+    assert too_long.json()["code"] == ErrorCode.INVALID_PARAM_WITH_REASON, too_long.text
+    async with running.agent_http() as http:
+        answer = await enroll(http, running.boot["enroll_token"], "127.0.13.2",
+                              hostname="web\x1b[31m2\x7f", os_type="Linux\x9b")
+    assert answer.json()["result"], answer.text
+    listed = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
+    by_ip = {h["ip"]: h for h in listed.json()["data"]}
+    assert by_ip["127.0.13.1"]["hostname"] == "db]0;owned[2J1"
+    enrolled = by_ip["127.0.13.2"]
+    assert (enrolled["hostname"], enrolled["os_type"]) == ("web[31m2", "Linux")

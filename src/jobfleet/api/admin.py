@@ -19,6 +19,7 @@ from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, serv
 from jobfleet.api.scope import require_admin, resolve_scope
 from jobfleet.domain import enrollment
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 
@@ -213,7 +214,8 @@ async def add_host(call: Call) -> dict[str, Any]:
     biz = need_int(call.params, "bk_biz_id", minimum=1)
     ip = normalize_ip(get_str(call.params, "ip", required=True))
     cloud = get_int(call.params, "bk_cloud_id", default=0, minimum=0) or 0
-    host = await call.services.inventory.add(biz, ip, cloud, get_str(call.params, "hostname") or "")
+    hostname = clean_name(get_str(call.params, "hostname", max_length=255) or "")
+    host = await call.services.inventory.add(biz, ip, cloud, hostname)
     return host.public()
 
 
@@ -262,8 +264,9 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
                 bk_cloud_id=get_int(params, "bk_cloud_id", default=0, minimum=0, maximum=MAX_ID)
                 or 0,
                 bk_biz_id=get_int(params, "bk_biz_id", default=2, minimum=1, maximum=MAX_ID) or 2,
-                hostname=(get_str(params, "hostname", max_length=255) or ""),
-                os_type=(get_str(params, "os_type", max_length=32) or ""),
+                # as the gateway keeps what a hello says: no control characters
+                hostname=clean_name(get_str(params, "hostname", max_length=255) or ""),
+                os_type=clean_name(get_str(params, "os_type", max_length=32) or ""),
                 source_ip=source_ip,  # audited in the enrollment's own transaction
             )
             return envelope.ok(
