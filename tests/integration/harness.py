@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
 import random
@@ -14,7 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +39,24 @@ TEST_ENGINE = {"agent_lost_grace": 1.0, "recovery_window": 8.0, "callback_backof
 PORTS_LOW, PORTS_HIGH = 20000, 32000
 
 
-def free_port() -> int:
+def _port_cycle() -> Iterator[int]:
+    """This worker's slice of ports, in turn from a random start: a port handed out is
+    not handed out again until the whole slice has been, so the several ports one test
+    takes before its servers bind them (a cluster takes seven) never repeat."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     slices = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
     width = (PORTS_HIGH - PORTS_LOW) // slices
     low = PORTS_LOW + (int(worker) % slices if worker.isdecimal() else 0) * width
+    start = random.randrange(width)
+    return itertools.cycle([low + (start + i) % width for i in range(width)])
+
+
+_PORTS = _port_cycle()
+
+
+def free_port() -> int:
     for _ in range(200):
-        port = random.randrange(low, low + width)
+        port = next(_PORTS)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
