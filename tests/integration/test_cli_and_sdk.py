@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from tests.integration.harness import Running
+from tests.integration.harness import Running, eventually
 
 from jobfleet.sdk import AsyncJobClient, JobClient
 
@@ -212,10 +212,20 @@ async def test_an_agents_host_name_is_stored_without_control_characters(
     # a host name is letters, digits, dots and hyphens (RFC 1123): an escape sequence in
     # one is an agent's lie, kept out of the inventory, the console and every client
     await running.start_agents(
-        IPS[:1], settings_of={IPS[0]: {"hostname": "web\x1b]0;pwned\x07\x1b[2J\r\n\x9b-01"}}
+        IPS[:1], settings_of={IPS[0]: {"hostname": "web\x1b]0;pwned\x07\x1b[2J\r\n\x9b-01",
+                                       "labels": {"role": "db\x1b[2J\x07-primary"}}}
     )
     boot = running.boot
     async with AsyncJobClient(running.url, boot["bk_app_code"], boot["bk_app_secret"],
                               "admin", biz=2) as client:
         hosts = await client.list_hosts(bk_biz_id=2)
     assert [h["hostname"] for h in hosts if h["ip"] == IPS[0]] == ["web]0;pwned[2J-01"]
+    # labels too, which the hello carries beside the name (written a moment later)
+    await eventually(lambda: _labels_of(running, IPS[0]), timeout=10)
+    assert await _labels_of(running, IPS[0]) == {"role": "db[2J-primary"}
+
+
+async def _labels_of(running: Running, ip: str) -> dict[str, str]:
+    listed = await running.wire.http.get("/api/jobfleet/v1/hosts", headers=running.wire.headers())
+    [host] = [h for h in listed.json()["data"] if h["ip"] == ip]
+    return dict(host["labels"])

@@ -17,7 +17,7 @@ from jobfleet import __version__
 from jobfleet.domain import protocol
 from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.host_filters import clean_labels
-from jobfleet.domain.protocol import clean_name, clean_text
+from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.credentials import CredentialChecks
 from jobfleet.gateway.presence import Presence
@@ -319,7 +319,7 @@ class Gateway:
         os_name = _text(hello.get("os_name"), 255) or None
         labels = clean_labels(hello.get("labels"))
         if labels:
-            labels = {k: clean_text(v) for k, v in labels.items()}
+            labels = {k: clean_name(v) for k, v in labels.items()}
         if os_name is not None or labels is not None:
             self._facts.add(host_id, {"os_name": os_name, "labels": labels})
         self._load(host_id, read_load(hello.get("load")))
