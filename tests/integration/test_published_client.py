@@ -146,8 +146,8 @@ def missing_source_flow(url: str, boot: dict[str, Any], target: str) -> dict[str
     return {"status": status["data"], "log": log["data"]}
 
 
-async def test_a_failed_transfer_names_its_target_path(running: Running,
-                                                       tmp_path: Path) -> None:
+async def test_a_failed_transfer_names_its_source_and_target(running: Running,
+                                                             tmp_path: Path) -> None:
     await running.start_agents(IPS)
     target = f"{tmp_path}/transit/[FILESRCIP]"
     out = await asyncio.to_thread(missing_source_flow, running.url, running.boot, target)
@@ -157,3 +157,6 @@ async def test_a_failed_transfer_names_its_target_path(running: Running,
     assert "/nonexistent/packed.tar.gz" in entry["log_content"]
     # the download never began: the path it was bound for, not "." (no path at all)
     assert entry["dest_path"] == target
+    # from the host that lacked the file, not from 0.0.0.0 (bk-job's name for local files)
+    assert (entry["src_ip"]["ip"], entry["src_ip"]["bk_cloud_id"]) == (IPS[0], 0)
+    assert entry["src_ip"]["bk_host_id"] is not None
