@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,3 +120,43 @@ async def test_published_client_runs_a_healing_plan(running: Running) -> None:
     last = out["values"]["step_instance_var_list"][-1]["global_var_list"]
     alarm = next(v for v in last if v["name"] == "alarm")
     assert alarm["value"] == f"cleaned on {min(IPS)}" or alarm["value"].startswith("cleaned on")
+
+
+def missing_source_flow(url: str, boot: dict[str, Any], target: str) -> dict[str, Any]:
+    """bk-log's distribution step (bk-clients.md §2.4) of a file that is gone."""
+    client = Client(endpoint=url, bk_api_ver="v2")
+    client.update_bkapi_authorization(bk_app_code=boot["bk_app_code"],
+                                      bk_app_secret=boot["bk_app_secret"], bk_username="admin")
+    started = client.jobv3.fast_transfer_file({
+        "bk_biz_id": 2, "account_alias": "root", "file_target_path": target,
+        "file_source_list": [{"file_list": ["/nonexistent/packed.tar.gz"],
+                              "account": {"alias": "root"},
+                              "server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}}],
+        "target_server": {"ip_list": [{"ip": IPS[1], "bk_cloud_id": 0}]}})
+    assert started["result"] is True, started
+    job_id, step_id = started["data"]["job_instance_id"], started["data"]["step_instance_id"]
+    for _ in range(200):
+        status = client.jobv3.get_job_instance_status({"bk_biz_id": 2, "job_instance_id": job_id})
+        if status["data"]["finished"]:
+            break
+        time.sleep(0.1)
+    log = client.jobv3.get_job_instance_ip_log({"bk_biz_id": 2, "job_instance_id": job_id,
+                                                "step_instance_id": step_id,
+                                                "ip": IPS[1], "bk_cloud_id": 0})
+    return {"status": status["data"], "log": log["data"]}
+
+
+async def test_a_failed_transfer_names_its_source_and_target(running: Running,
+                                                             tmp_path: Path) -> None:
+    await running.start_agents(IPS)
+    target = f"{tmp_path}/transit/[FILESRCIP]"
+    out = await asyncio.to_thread(missing_source_flow, running.url, running.boot, target)
+    assert out["status"]["job_instance"]["status"] == 4
+    [entry] = out["log"]["file_logs"]
+    assert entry["mode"] == 1 and entry["status"] == 5
+    assert "/nonexistent/packed.tar.gz" in entry["log_content"]
+    # the download never began: the path it was bound for, not "." (no path at all)
+    assert entry["dest_path"] == target
+    # from the host that lacked the file, not from 0.0.0.0 (bk-job's name for local files)
+    assert (entry["src_ip"]["ip"], entry["src_ip"]["bk_cloud_id"]) == (IPS[0], 0)
+    assert entry["src_ip"]["bk_host_id"] is not None

@@ -353,7 +353,9 @@ def human_size(size: int | None) -> str:
     return f"{value:.1f} GB"
 
 
-def file_log_view(row: Row[Any], host: dict[str, Any]) -> dict[str, Any]:
+def file_log_view(row: Row[Any], host: dict[str, Any], target_path: str = "") -> dict[str, Any]:
+    """``target_path``: the step's target, for a download that failed before it had a
+    file of its own to write (normpath would make its empty path ".")."""
     item: dict[str, Any] = {
         "mode": row.mode,
         "src_ip": {
@@ -370,7 +372,7 @@ def file_log_view(row: Row[Any], host: dict[str, Any]) -> dict[str, Any]:
     }
     if row.mode == DOWNLOAD:
         item["dest_ip"] = host
-        item["dest_path"] = posixpath.normpath(row.dest_path or "")
+        item["dest_path"] = posixpath.normpath(row.dest_path) if row.dest_path else target_path
     return item
 
 
@@ -379,11 +381,12 @@ async def file_logs_for(
 ) -> list[dict[str, Any]]:
     ids = [h["bk_host_id"] for h in hosts if h.get("bk_host_id")]
     rows = await call.services.file_logs.rows(step.id, count, host_ids=ids)
+    target = str((step.config or {}).get("target_path") or "")
     by_host: dict[int, list[Row[Any]]] = {}
     for row in rows:
         by_host.setdefault(row.bk_host_id, []).append(row)
     return [
-        {**h, "file_logs": [file_log_view(r, h) for r in by_host.get(h["bk_host_id"], [])]}
+        {**h, "file_logs": [file_log_view(r, h, target) for r in by_host.get(h["bk_host_id"], [])]}
         for h in hosts
     ]
 

@@ -127,10 +127,14 @@ def cancel_uploads(files: list[Prepared]) -> None:
 
 
 class SourceFailure(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """``host_id``: the source host that failed, when one did (the targets' file logs
+    name it as their source, not the server's local files)."""
+
+    def __init__(self, status: int, message: str, host_id: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.host_id = host_id
 
 
 def speed_limit(mb_per_second: Any) -> int | None:
@@ -187,7 +191,7 @@ class SourceGathering:
         for item in gathered:
             if item.status is not None:
                 cancel_uploads(files)
-                raise SourceFailure(item.status, item.message)
+                raise SourceFailure(item.status, item.message, item.host_id)
         return files
 
     async def _third_party(

@@ -304,6 +304,14 @@ class FileSteps:
             "file_step_failed step=%s status=%s reason=%s", step.id, failure.status, failure.message
         )
         mode = UPLOAD if (step.config or {}).get("direction") == "fetch" else DOWNLOAD
+        source: dict[str, Any] = {}
+        if failure.host_id is not None:
+            for host in await self.inventory.by_ids([failure.host_id]):
+                source = {
+                    "src_host_id": host.bk_host_id,
+                    "src_cloud_id": host.bk_cloud_id,
+                    "src_ip": host.ip,
+                }
         await self.file_logs.add(
             [
                 {
@@ -312,6 +320,7 @@ class FileSteps:
                     "bk_host_id": r.bk_host_id,
                     "mode": mode,
                     "seq": FAILURE_SEQ,
+                    **source,
                     "src_path": "",
                     "status": FAILED,
                     "progress": 0,
