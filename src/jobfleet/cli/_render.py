@@ -13,6 +13,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from jobfleet.cli._pipe import write_all
 from jobfleet.cli._terminal import printable
 from jobfleet.sdk import (
     HOST_STATUS_DESC,
@@ -314,8 +315,8 @@ def print_host_logs(console: Console, hosts: Iterable[HostResult]) -> None:
         if text:
             # straight to the file, control characters written out as the console's
             # hook would: Rich takes seconds over megabytes of log
-            console.file.write(printable(text.rstrip("\n")) + "\n")
-            console.file.flush()
+            # and in pieces, so that a reader that leaves part way is noticed
+            write_all(console.file, printable(text.rstrip("\n")) + "\n")
 
 
 def host_log_text(host: HostResult) -> str:
