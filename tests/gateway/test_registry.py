@@ -99,11 +99,11 @@ async def test_a_message_that_does_not_encode_leaves_the_connection_open() -> No
 
 
 async def test_hang_up_closes_the_socket_too() -> None:
-    hung: list[bool] = []
+    hung: list[tuple[int, str]] = []
 
-    async def hangup() -> None:
-        hung.append(True)
+    async def hangup(code: int, reason: str) -> None:
+        hung.append((code, reason))
 
     conn = AgentConnection("a1", 1, Wire().send, hangup=hangup)
-    await conn.hang_up()
-    assert conn.closed and hung == [True]
+    await conn.hang_up(4403, "credential revoked")
+    assert conn.closed and hung == [(4403, "credential revoked")]

@@ -438,6 +438,48 @@ async def test_a_ping_flood_from_a_peer_that_does_not_read_is_not_buffered() -> 
         await asyncio.gather(flooding, return_exceptions=True)
 
 
+async def test_a_peer_that_closes_and_never_reads_is_cut_after_the_close_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire, "CLOSE_TIMEOUT", 0.5)
+    async with listening() as listener:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", listener.port))
+        _reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(
+            f"GET {PATH} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            .encode()
+        )
+        await listener.sockets.get()
+        (protocol,) = listener.protocols()
+        transport = protocol._transport
+        assert transport is not None
+        try:
+            # pings whose pongs it never reads, until they wait in the server's buffer
+            # (below the mark that stops reading), then a close
+            for _ in range(10000):
+                writer.write(frame(0x9, b"p" * 125) * 20)
+                await writer.drain()
+                await asyncio.sleep(0.005)
+                if transport.get_write_buffer_size() > 0:
+                    break
+            assert transport.get_write_buffer_size() > 0
+            writer.write(frame(0x8, struct.pack("!H", 1000)))
+            await writer.drain()
+            assert await next_result(listener) == {"type": "websocket.disconnect", "code": 1000}
+            # the closing connection does not wait for ever for its pongs to be read
+            for _ in range(50):
+                if not listener.protocols():
+                    break
+                await asyncio.sleep(0.1)
+            assert not listener.protocols()
+        finally:
+            writer.transport.abort()
+
+
 async def test_keepalive_pings_keep_an_honest_peer() -> None:
     async with listening(heartbeat=0.2) as listener, await client(listener) as ws:
         await asyncio.sleep(1.0)

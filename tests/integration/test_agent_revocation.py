@@ -7,7 +7,11 @@ import shutil
 import time
 from pathlib import Path
 
+import orjson
 from tests.integration.harness import Running, Wire, eventually, run_server
+from websockets.asyncio.client import connect
+
+from jobfleet.agent.channel import pinned_context
 
 IP = "127.0.17.1"
 
@@ -71,3 +75,38 @@ async def test_a_revocation_taken_by_another_node_cuts_the_agent_too(
         # alone); a loaded CI machine has stretched it to 1.7 s, so the bound is loose
         assert elapsed < 6.0, elapsed
         await assert_never_runs_again(running, node_b.wire, tmp_path)
+
+
+async def test_a_second_connection_of_an_agent_closes_the_first_and_a_revocation_both(
+        running: Running) -> None:
+    await running.start_agents([IP])
+    agent, _ = running.agents[IP]
+    cred = agent.credential
+    assert cred is not None
+    await running.stop_agent(IP)
+    ca = running.server.services.agent_channel.ca_pem
+    assert ca is not None
+    url = (f"wss://127.0.0.1:{running.server.services.agent_channel.port}"
+           "/api/jobfleet/v1/agents/connect")
+    headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
+    hello = orjson.dumps({"t": "hello", "hostname": "clone", "known": []})
+    sockets = []
+    for _ in range(2):
+        ws = await connect(url, ssl=pinned_context(ca), additional_headers=headers)
+        sockets.append(ws)
+        await ws.send(hello)
+        await asyncio.wait_for(ws.recv(), 10)  # the welcome
+    first, second = sockets
+    try:
+        # the older connection does not linger, unseen by the registry (and by a
+        # revocation, which finds connections there)
+        await asyncio.wait_for(first.wait_closed(), 10)
+        assert first.close_code == 4409, first.close_code
+        answer = await running.wire.http.delete(f"/api/jobfleet/v1/agents/{cred.agent_id}",
+                                                headers=running.wire.headers())
+        assert answer.json()["result"], answer.text
+        await asyncio.wait_for(second.wait_closed(), 10)
+        assert second.close_code == 4403, second.close_code
+    finally:
+        for ws in sockets:
+            await ws.close()

@@ -248,7 +248,7 @@ class Gateway:
                     log.warning(
                         "agent_revoked_disconnected agent=%s host=%s", agent_id, conn.bk_host_id
                     )
-                    await conn.hang_up()
+                    await conn.hang_up(CLOSE_REVOKED, "credential revoked")
 
     async def serve(self, ws: AgentSocket) -> None:
         cred = parse_credential(ws.headers.get("authorization"))
@@ -288,9 +288,9 @@ class Gateway:
         async def send_frame(frame: bytes) -> None:
             await ws.send_bytes(frame)
 
-        async def hangup() -> None:
+        async def hangup(code: int, reason: str) -> None:
             try:
-                await ws.close(code=CLOSE_REVOKED, reason="credential revoked")
+                await ws.close(code=code, reason=reason)
             except Exception as exc:  # already closing: the reader cleans up either way
                 log.info("agent_close_failed agent=%s error=%s", agent_id, exc)
 
@@ -306,7 +306,9 @@ class Gateway:
         )
         old = self.registry.add(conn)
         if old is not None:
-            await old.close()
+            # its socket goes too: left open, it would keep reading for its agent, unseen
+            # by the registry, and so by a revocation of the credential
+            await old.hang_up(CLOSE_REPLACED, "replaced by a newer connection")
         self.presence.online(
             host_id,
             {

@@ -14,7 +14,8 @@ from jobfleet.domain import protocol
 log = logging.getLogger(__name__)
 
 SendFrame = Callable[[bytes], Awaitable[None]]
-Hangup = Callable[[], Awaitable[None]]
+# closes the socket itself, with a close code and reason
+Hangup = Callable[[int, str], Awaitable[None]]
 # what goes down to an agent: a message built by the protocol's constructors (the plain
 # dict is for callers that build theirs by hand; the wire is the same)
 Outgoing = protocol.ServerMessage | dict[str, Any]
@@ -114,11 +115,12 @@ class AgentConnection:
             return None
         return orjson.dumps(good[0] if len(good) == 1 else good)
 
-    async def hang_up(self) -> None:
-        """Stop sending and close the socket itself (a revoked credential)."""
+    async def hang_up(self, code: int, reason: str) -> None:
+        """Stop sending and close the socket itself (a revoked credential, a connection
+        another one of the same agent replaced)."""
         await self.close()
         if self._hangup is not None:
-            await self._hangup()
+            await self._hangup(code, reason)
 
     async def close(self) -> None:
         """No more sends; what was sent before still goes out (for at most 2 s)."""

@@ -244,6 +244,7 @@ class WireProtocol(asyncio.Protocol):
         self._flush()
         transport.close()
         # a peer that does not read keeps a closing transport open: the server must stop
+        self._cancel_timer()
         self._timer = asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, self._abort)
 
     # the handshake ---------------------------------------------------------------------
@@ -522,7 +523,9 @@ class WireProtocol(asyncio.Protocol):
         self._ping = None
 
     def _abort(self) -> None:
-        self._timer = None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         if self._transport is not None:
             self._transport.abort()
 
@@ -533,6 +536,10 @@ class WireProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.close()
+            if transport.get_write_buffer_size():
+                # a closing transport waits for its buffer to go out: a peer that never
+                # reads would keep the connection, and what it did not read, for good
+                self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
 
 def wire_protocol(
