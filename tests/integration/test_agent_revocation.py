@@ -110,3 +110,25 @@ async def test_a_second_connection_of_an_agent_closes_the_first_and_a_revocation
     finally:
         for ws in sockets:
             await ws.close()
+
+
+async def test_a_connection_that_never_says_hello_is_closed(running: Running) -> None:
+    # authenticated, answering pings, but silent: it would hold its connection for good
+    await running.start_agents([IP])
+    agent, _ = running.agents[IP]
+    cred = agent.credential
+    assert cred is not None
+    await running.stop_agent(IP)
+    running.server.gateway.hello_timeout = 0.5
+    ca = running.server.services.agent_channel.ca_pem
+    assert ca is not None
+    url = (f"wss://127.0.0.1:{running.server.services.agent_channel.port}"
+           "/api/jobfleet/v1/agents/connect")
+    headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
+    ws = await connect(url, ssl=pinned_context(ca), additional_headers=headers)
+    try:
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        assert ws.close_code == 4400 and ws.close_reason == "no hello", ws.close_code
+    finally:
+        await ws.close()
+    assert running.server.registry.for_host(cred.bk_host_id) is None

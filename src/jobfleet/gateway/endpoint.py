@@ -49,6 +49,8 @@ REVOCATION_POLL = 0.3
 REVOCATION_LOOKBACK_MS = 60_000
 # how often agents report their host's load (GSE's list_agent_info)
 STATS_EVERY = 60.0
+# how long an authenticated connection may go without its hello
+HELLO_TIMEOUT = 30.0
 
 _Fact = TypeVar("_Fact")
 
@@ -196,6 +198,7 @@ class Gateway:
         failures: Throttle | None = None,
         events: AgentEvents | None = None,
         stats_every: float = STATS_EVERY,
+        hello_timeout: float = HELLO_TIMEOUT,
     ) -> None:
         self.identity = identity
         self.registry = registry
@@ -216,6 +219,7 @@ class Gateway:
             AgentLoads(presence.db).record, "load", interval=1.0
         )
         self.stats_every = stats_every
+        self.hello_timeout = hello_timeout
         self._revocations: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -278,8 +282,14 @@ class Gateway:
         except WebSocketDisconnect:  # gone while its credential was checked
             return
         try:
-            hello = await _receive(ws)
+            # an agent says hello at once; a peer that never does would hold a
+            # connection (and its TLS state) for as long as it answers pings
+            hello = await asyncio.wait_for(_receive(ws), self.hello_timeout)
         except (WebSocketDisconnect, orjson.JSONDecodeError):
+            return
+        except TimeoutError:
+            log.warning("agent_hello_missing agent=%s peer=%s", cred[0], peer)
+            await ws.close(code=CLOSE_PROTOCOL, reason="no hello")
             return
         if not isinstance(hello, dict) or hello.get("t") != protocol.HELLO:
             await ws.close(code=CLOSE_PROTOCOL)
