@@ -23,6 +23,7 @@ from jobfleet.domain.status import (
 )
 from jobfleet.sdk._async_client import AsyncJobClient
 from jobfleet.sdk._client import JobClient
+from jobfleet.sdk._config import read_bootstrap_file, read_config_file
 from jobfleet.sdk._errors import JobApiError, JobConfigError, JobWaitTimeout
 from jobfleet.sdk._flow import parse_host, target_server
 from jobfleet.sdk._models import (
@@ -59,6 +60,8 @@ __all__ = [
     "TransferResult",
     "condition_from_text",
     "parse_host",
+    "read_bootstrap_file",
+    "read_config_file",
     "source_label",
     "target_server",
 ]

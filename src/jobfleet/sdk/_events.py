@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from jobfleet.sdk._config import read_bootstrap_file, read_config_file
 from jobfleet.sdk._errors import JobApiError, JobConfigError
 from jobfleet.sdk._transport import parse_envelope, transport_error
 
@@ -148,60 +148,8 @@ _CONFIG_KEYS = {
 DEFAULT_CONFIG = "~/.config/jobfleet/config.toml"
 
 
-_CONFIG_TYPES: dict[str, type] = {
-    "server": str,
-    "app_code": str,
-    "app_secret": str,
-    "username": str,
-    "biz": int,
-    "token": str,
-}
-_BOOTSTRAP_KEYS = {
-    "url": "base_url",
-    "bk_app_code": "app_code",
-    "bk_app_secret": "app_secret",
-    "admin_user": "username",
-}
-
-
-def _config_file(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise JobConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise JobConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    values: dict[str, Any] = {}
-    for name, key in _CONFIG_KEYS.items():
-        value = data.get(name)
-        if value in (None, ""):
-            continue
-        kind = _CONFIG_TYPES[name]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise JobConfigError(f"config file {path}: {name} must be a {kind.__name__}")
-        values[key] = value
-    return values
-
-
-def _bootstrap_file(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise JobConfigError(f"cannot read bootstrap file {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise JobConfigError(f"bootstrap file {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise JobConfigError(f"bootstrap file {path}: expected a JSON object")
-    values: dict[str, Any] = {}
-    for name, key in _BOOTSTRAP_KEYS.items():
-        value = data.get(name)
-        if value in (None, ""):
-            continue
-        if not isinstance(value, str):
-            raise JobConfigError(f"bootstrap file {path}: {name} must be a string")
-        values[key] = value
-    return values
+def _as_client_settings(values: dict[str, Any]) -> dict[str, Any]:
+    return {_CONFIG_KEYS[name]: value for name, value in values.items()}
 
 
 def env_settings() -> dict[str, Any]:
@@ -214,10 +162,10 @@ def env_settings() -> dict[str, Any]:
     named = os.environ.get("JOBFLEET_CONFIG")
     config = Path(named or DEFAULT_CONFIG).expanduser()
     if named or config.exists():
-        values |= _config_file(config)
+        values |= _as_client_settings(read_config_file(config))
     boot = os.environ.get("JOBFLEET_BOOTSTRAP")
     if boot:
-        values |= _bootstrap_file(Path(boot).expanduser())
+        values |= _as_client_settings(read_bootstrap_file(Path(boot).expanduser()))
     for key, env in (
         ("base_url", "JOBFLEET_SERVER"),
         ("app_code", "JOBFLEET_APP_CODE"),
