@@ -191,6 +191,9 @@ async def test_cli_logs_into_a_closed_pipe_ends_as_a_pipeline_stage_does(
     code, out = await cli(running, "run", "-H", IPS[0], "--json", "-c", "seq 1 200000")
     assert code == 0, out[-2000:]
     job = str(json.loads(out)["job_instance_id"])
+    # far more than a pipe holds (64 KiB), so `head` leaves while the CLI still writes
+    code, whole = await cli(running, "logs", job)
+    assert code == 0 and len(whole) > 1_000_000, (code, len(whole), whole[:300])
     command = [sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap",
                str(running.data_dir / "server" / "bootstrap.json")]
     for args in (["logs", job], ["logs", job, "-H", IPS[0]], ["logs", "-f", job]):
