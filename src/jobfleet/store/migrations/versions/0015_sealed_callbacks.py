@@ -17,29 +17,18 @@ depends_on = None
 COLUMNS = (("job_instances", "callback_url", True), ("outbox", "target", False))
 
 
-def upgrade() -> None:
+def _retype(to: sa.types.TypeEngine[str], existing: sa.types.TypeEngine[str]) -> None:
     # SQLite holds text of any length in a VARCHAR: only PostgreSQL needs the change,
     # and there it rewrites nothing (varchar to text)
     if op.get_bind().dialect.name != "postgresql":
         return
     for table, column, nullable in COLUMNS:
-        op.alter_column(
-            table,
-            column,
-            type_=sa.Text(),
-            existing_type=sa.String(1024),
-            existing_nullable=nullable,
-        )
+        op.alter_column(table, column, type_=to, existing_type=existing, existing_nullable=nullable)
+
+
+def upgrade() -> None:
+    _retype(sa.Text(), sa.String(1024))
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    for table, column, nullable in COLUMNS:
-        op.alter_column(
-            table,
-            column,
-            type_=sa.String(1024),
-            existing_type=sa.Text(),
-            existing_nullable=nullable,
-        )
+    _retype(sa.String(1024), sa.Text())
