@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import struct
+from collections import deque
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
@@ -150,7 +151,7 @@ class WireProtocol(asyncio.Protocol):
         # the handshake answer, until the gateway accepts
         self._response: Response | None = None
         # received payloads the gateway has not taken, their size, and its wait for one
-        self._inbox: list[bytes | str] | None = None
+        self._inbox: deque[bytes | str] | None = None
         self._queued = 0
         self._waiter: asyncio.Future[bytes | str | int] | None = None
         # the close code the gateway hears after the inbox (None while open)
@@ -349,7 +350,7 @@ class WireProtocol(asyncio.Protocol):
         inbox = self._inbox
         payload: bytes | str | int
         if inbox:
-            payload = inbox.pop(0)
+            payload = inbox.popleft()
             self._queued -= len(payload)
             if self._read_paused:
                 self._set_reading()
@@ -447,7 +448,7 @@ class WireProtocol(asyncio.Protocol):
             return
         inbox = self._inbox
         if inbox is None:
-            inbox = self._inbox = []
+            inbox = self._inbox = deque()
         inbox.append(payload)
         self._queued += len(payload)
         if not self._read_paused and (len(inbox) >= INBOX_FRAMES or self._queued >= INBOX_BYTES):
