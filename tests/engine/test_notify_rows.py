@@ -9,7 +9,7 @@ from jobfleet.engine.notify import row_for, webhook_url
 from jobfleet.store.notify import NotifyTarget
 from jobfleet.store.secrets import Cipher
 
-URL = "https://hooks.example.test/services/T/B/TOKEN"
+URL = "https://127.0.0.1:9/services/T/B/TOKEN"
 
 
 def test_a_webhook_row_keeps_its_url_sealed() -> None:
@@ -17,7 +17,7 @@ def test_a_webhook_row_keeps_its_url_sealed() -> None:
     config = NotifyTarget(1, "webhook", URL, "hook-key-0123")
     row = row_for(config, {"event": "job_end"}, b'{"event":"job_end"}', cipher)
     assert row is not None
-    assert row["target"] == "https://hooks.example.test/services/******"
+    assert row["target"] == "https://127.0.0.1:9/services/******"
     assert "TOKEN" not in row["payload"]
     assert orjson.loads(row["payload"])["signature"]
     assert webhook_url(row["target"], row["payload"], cipher) == URL

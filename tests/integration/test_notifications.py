@@ -376,8 +376,8 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
     console page see the URL to its first path segment; an edit that sends back what
     was shown keeps the URL."""
     wire, base = running.wire, "/businesses/2/notify-configs"
-    url = "https://hooks.example.test/services/T0/B0/SECRETTOKEN?key=QUERYTOKEN"
-    shown = "https://hooks.example.test/services/******"
+    url = "https://127.0.0.1:9/services/T0/B0/SECRETTOKEN?key=QUERYTOKEN"
+    shown = "https://127.0.0.1:9/services/******"
     created = await add_config(wire, channel="webhook", target=url, secret=SECRET,
                                statuses=[4])
     cid = created["id"]
@@ -417,7 +417,7 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
         stored += [tuple(r) for r in await conn.execute(select(outbox))]
     assert len(stored) == 2 and "TOKEN" not in repr(stored), stored
     # an administrator's own edit may still replace it
-    other = "https://hooks.example.test/other/T1/NEWTOKEN"
+    other = "https://127.0.0.1:9/other/T1/NEWTOKEN"
     assert (await admin(wire, "PUT", f"{base}/{cid}", {"target": other}))["result"]
     assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == other
 

@@ -10,15 +10,15 @@ from jobfleet.store.notify import shown_target, shown_url
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("https://hooks.example.test/services/T/B/TOKEN", "https://hooks.example.test/services/******"),
-        ("https://hooks.example.test/hook?key=TOKEN", "https://hooks.example.test/hook/******"),
-        ("https://hooks.example.test/?key=TOKEN", "https://hooks.example.test/******"),
-        ("https://hooks.example.test/hook#TOKEN", "https://hooks.example.test/hook/******"),
+        ("https://127.0.0.1:9/services/T/B/TOKEN", "https://127.0.0.1:9/services/******"),
+        ("https://127.0.0.1:9/hook?key=TOKEN", "https://127.0.0.1:9/hook/******"),
+        ("https://127.0.0.1:9/?key=TOKEN", "https://127.0.0.1:9/******"),
+        ("https://127.0.0.1:9/hook#TOKEN", "https://127.0.0.1:9/hook/******"),
         ("http://127.0.0.1:8080/TOKEN/x", "http://127.0.0.1:8080/TOKEN/******"),
         # nothing past the first segment: nothing to hide
-        ("https://hooks.example.test/jobs", "https://hooks.example.test/jobs"),
-        ("https://hooks.example.test/jobs/", "https://hooks.example.test/jobs/"),
-        ("https://hooks.example.test", "https://hooks.example.test"),
+        ("https://127.0.0.1:9/jobs", "https://127.0.0.1:9/jobs"),
+        ("https://127.0.0.1:9/jobs/", "https://127.0.0.1:9/jobs/"),
+        ("https://127.0.0.1:9", "https://127.0.0.1:9"),
     ],
 )
 def test_a_url_is_shown_to_its_first_segment(url: str, shown: str) -> None:
