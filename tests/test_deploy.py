@@ -42,6 +42,20 @@ def test_the_balancer_checks_readiness_on_both_ports_of_every_node() -> None:
     assert text.count("option httpchk GET /readyz") == 2
 
 
+def test_nodes_take_the_client_address_from_the_balancer_alone() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for name in ("node1", "node2", "node3"):
+        node = compose["services"][name]
+        # reachable only through the balancer, which names the client
+        assert "ports" not in node
+        assert node["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+    api = (DEPLOY / "haproxy.cfg").read_text().split("frontend api", 1)[1].split("backend", 1)[0]
+    lines = [line.strip() for line in api.splitlines()]
+    forwardfor = lines.index("option forwardfor")
+    for header in ("X-Forwarded-For", "X-Forwarded-Proto", "Forwarded"):
+        assert lines.index(f"http-request del-header {header}") < forwardfor
+
+
 def test_the_image_runs_the_server_unprivileged() -> None:
     text = (DEPLOY / "Containerfile").read_text()
     assert text.startswith("#") and "FROM python:3.11-slim" in text
