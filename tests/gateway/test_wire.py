@@ -195,6 +195,8 @@ async def test_an_accepted_agent_talks_both_ways() -> None:
             assert ws.headers.get("authorization") == "Agent a:s"
             assert ws.client is not None and ws.client.host == "127.0.0.1"
             await ws.accept()
+            # the credential was read before the accept: none is held for the connection's life
+            assert "authorization" not in ws.headers
             for _ in range(3):
                 message = await ws.receive()
                 await ws.send_bytes(b"echo:" + message["bytes"])

@@ -82,6 +82,8 @@ class WireSocket:
         self.client = client
 
     async def accept(self) -> None:
+        # the gateway has read the credential: hold none for the connection's life
+        self.headers = {}
         self._wire.accept()
 
     async def receive(self) -> dict[str, Any]:
