@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from pathlib import Path
 
 import orjson
+import pytest
 from tests.integration.harness import Running, Wire, eventually, run_server
 from websockets.asyncio.client import connect
 
@@ -110,6 +112,36 @@ async def test_a_second_connection_of_an_agent_closes_the_first_and_a_revocation
     finally:
         for ws in sockets:
             await ws.close()
+
+
+async def test_an_agent_whose_credential_another_process_uses_says_so(
+        running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    # a second agent on the state dir, or a machine cloned with it: each connection
+    # replaces the other's, and without a word the operator sees only reconnects
+    caplog.set_level(logging.INFO)
+    await running.start_agents([IP])
+    agent, _ = running.agents[IP]
+    cred = agent.credential
+    assert cred is not None
+    ca = running.server.services.agent_channel.ca_pem
+    assert ca is not None
+    url = (f"wss://127.0.0.1:{running.server.services.agent_channel.port}"
+           "/api/jobfleet/v1/agents/connect")
+    headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}
+    async with connect(url, ssl=pinned_context(ca), additional_headers=headers) as clone:
+        await clone.send(orjson.dumps({"t": "hello", "hostname": "clone", "known": []}))
+        await asyncio.wait_for(clone.recv(), 10)  # the welcome
+
+        async def warned() -> bool:
+            return any(r.levelno == logging.WARNING and "agent_replaced" in r.getMessage()
+                       for r in caplog.records)
+        await eventually(warned, timeout=10, interval=0.05)
+    server_side = [r.getMessage() for r in caplog.records
+                   if "agent_connection_replaced" in r.getMessage()]
+    assert server_side and f"agent={cred.agent_id}" in server_side[0], server_side
+    agent_side = next(r.getMessage() for r in caplog.records
+                      if "agent_replaced" in r.getMessage())
+    assert "same credential" in agent_side and cred.agent_secret not in agent_side
 
 
 async def test_a_connection_that_never_says_hello_is_closed(running: Running) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from jobfleet import __version__
 from jobfleet.agent import jsonwire
@@ -292,6 +292,20 @@ class Agent:
                         "agent_credential_refused reason=revoked or unknown, or a plain-text "
                         "connection; to enroll again remove credential.json from the state "
                         "dir and give a new token"
+                    )
+                elif (
+                    isinstance(exc, ConnectionClosed)
+                    and exc.rcvd is not None
+                    and exc.rcvd.code == protocol.CLOSE_REPLACED
+                ):
+                    # this process's own reconnects never get it: its old socket is gone
+                    log.warning(
+                        "agent_replaced agent=%s reason=another process connected with the "
+                        "same credential (a second agent on this state dir, or a machine "
+                        "cloned with it); each replaces the other, and tasks for the host go "
+                        "to whichever is connected. Give each machine its own state dir and "
+                        "enrollment",
+                        cred.agent_id,
                     )
                 else:
                     log.info("agent_disconnected error=%s", exc)

@@ -35,6 +35,10 @@ else:  # pydantic reads TypedDicts of typing_extensions only, before 3.12 (agent
 
 PROTOCOL_VERSION = 1
 
+# the close code a connection gets when another connection of its agent (same
+# credential) replaces it; the agent tells its operator that the credential is shared
+CLOSE_REPLACED = 4409
+
 # Agent -> server
 HELLO = "hello"
 OUTPUT = "out"

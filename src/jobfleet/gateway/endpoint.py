@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
-CLOSE_REPLACED = 4409
+CLOSE_REPLACED = protocol.CLOSE_REPLACED
 CLOSE_TRY_AGAIN = 1013
 # too many failed authentications from the address
 CLOSE_THROTTLED = 4429
@@ -316,6 +316,12 @@ class Gateway:
         )
         old = self.registry.add(conn)
         if old is not None:
+            # usually a reconnect the server saw first; when it keeps happening, two
+            # processes share this credential (the agent that is cut says so)
+            log.info(
+                "agent_connection_replaced agent=%s host=%s old_peer=%s new_peer=%s",
+                agent_id, host_id, old.peer, peer,
+            )
             # its socket goes too: left open, it would keep reading for its agent, unseen
             # by the registry, and so by a revocation of the credential
             await old.hang_up(CLOSE_REPLACED, "replaced by a newer connection")
