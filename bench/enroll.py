@@ -17,6 +17,7 @@ Figures:
   processes and window, on the same channel of the same server, and its server CPU;
 - connect: seconds from credentials to every agent connected;
 - server RSS (VmRSS, after a collection) with N agents connected, and per agent;
+- idle: the share of a core the server takes with N idle agents (``--idle`` seconds);
 - restart: seconds from the new server's first answer to N agents connected again
   (and alive in the inventory), the server's CPU during the storm, and the largest
   number of connections it took in one second (the herd); floor: N raw TLS + WebSocket
@@ -30,7 +31,7 @@ bottleneck, so with P > 1 the reconnect figure measures the server, not the clie
 The enrollment row then has P swarms enrolling against a floor of one (not comparable).
 
     .venv/bin/python bench/enroll.py [--count 10000] [--window 64] [--procs 1]
-        [--enroll-processes 2] [--enroll-window 32]
+        [--enroll-processes 2] [--enroll-window 32] [--idle 30]
 """
 
 from __future__ import annotations
@@ -279,6 +280,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         out["server_rss_mib"] = u.rss_mib
         out["server_hwm_mib"] = u.hwm_mib
         out["swarm_rss_mib"] = sum(usage(s.pid).rss_mib for s in swarms)
+        # what N idle agents cost the server: keepalive, presence and load reports
+        cpu0, idle0 = usage(server.child.pid).cpu, time.perf_counter()
+        await asyncio.sleep(args.idle)
+        out["idle_server_cpu_share"] = (
+            (usage(server.child.pid).cpu - cpu0) / (time.perf_counter() - idle0))
 
         # the restart: the swarm stays, its agents find the new server on their own
         await children.stop(server.child)
@@ -325,6 +331,8 @@ def report(out: dict[str, Any]) -> str:
         f"server RSS        {out['server_rss_mib']:7.1f} MiB (peak {out['server_hwm_mib']:.1f}),"
         f" {out['server_rss_mib'] * 1024 / n:.1f} KiB per agent; swarm "
         f"{out['swarm_rss_mib']:.1f} MiB",
+        f"idle: the server with N idle agents takes {out['idle_server_cpu_share'] * 100:.1f} %"
+        " of a core",
         f"restart: answered {out['restart_answer_s']:.2f} s after the stop; all connected "
         f"{out['reconnect_s']:.2f} s later, alive in the inventory "
         f"{out['reconnect_alive_s']:.2f} s;"
@@ -350,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="swarm processes holding the hosts (and raw floor client processes)")
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds idle before the RSS is read")
+    parser.add_argument("--idle", type=float, default=30.0,
+                        help="seconds the server's CPU is watched with N idle agents")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--floor-server", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--floor-clients", nargs=4, help=argparse.SUPPRESS)

@@ -489,6 +489,27 @@ async def test_keepalive_pings_keep_an_honest_peer() -> None:
         assert await next_result(listener) == {"type": "websocket.receive", "bytes": b"alive"}
 
 
+async def test_a_peer_that_pings_every_heartbeat_is_not_pinged() -> None:
+    # agents ping at the heartbeat themselves: pings of the server's own as well would
+    # double the keepalive traffic of every idle agent
+    async with listening(heartbeat=0.2) as listener, raw_peer(listener) as (reader, writer, _):
+        await listener.sockets.get()
+        opcodes: list[int] = []
+
+        async def read() -> None:
+            while True:
+                opcodes.append((await read_frame(reader))[0])
+
+        reading = asyncio.create_task(read())
+        try:
+            for _ in range(12):
+                writer.write(frame(0x9, b"k"))
+                await asyncio.sleep(0.1)
+        finally:
+            reading.cancel()
+        assert opcodes and set(opcodes) == {0xA}, opcodes
+
+
 # --- stopping ----------------------------------------------------------------------------
 
 
