@@ -121,7 +121,11 @@ def server(
         ),
     ] = None,
     heartbeat: Annotated[
-        float | None, Opt(help="Seconds between pings of an agent connection (default 10)")
+        float | None,
+        Opt(
+            help="An agent connection silent this many seconds is pinged, and cut when "
+            "silent for as long again (default 10; agents ping at their own --heartbeat)"
+        ),
     ] = None,
     max_file_size: Annotated[
         int | None, Opt("--max-file-size", help="Largest uploaded or transferred file, bytes")
