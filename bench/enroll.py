@@ -337,7 +337,8 @@ def report(out: dict[str, Any]) -> str:
         f"{out['reconnect_s']:.2f} s later, alive in the inventory "
         f"{out['reconnect_alive_s']:.2f} s;"
         f" server CPU {out['reconnect_server_cpu_s']:.2f} s;"
-        f" most connections in one second {out['reconnect_herd_per_s']}",
+        f" most connections in one second {out['reconnect_herd_per_s']};"
+        f" then server RSS {out['server_rss_after_restart_mib']:.1f} MiB",
         f"floor: raw TLS+WebSocket connect of N {out['ws_floor_s']:.2f} s, its server CPU "
         f"{out['ws_floor_server_cpu_s']:.2f} s, RSS {out['ws_floor_server_rss_mib']:.1f} MiB;"
         f" ratio {out['reconnect_s'] / out['ws_floor_s']:.2f}x (time),"
