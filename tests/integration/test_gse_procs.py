@@ -127,9 +127,9 @@ async def test_proc_requests_are_checked_and_audited(running: Running, tmp_path:
     bad = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
         {**proc_request(tmp_path, 5, IPS[:1])}]})
     assert (bad["result"], bad["code"]) == (False, 1241010), bad
-    unknown = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
-        proc_request(tmp_path, 0, ["10.9.9.9"])]})
-    assert unknown["result"] is False and unknown["code"] == 1244002, unknown
+    # an unknown agent is answered in the task (GSE's 117), as GSE answers it
+    unknown = await operate(running, proc_request(tmp_path, 0, ["10.9.9.9"]))
+    assert unknown["0:10.9.9.9:nodeman:daemon"]["error_code"] == 117, unknown
     relative = proc_request(tmp_path, 0, IPS[:1])
     relative["spec"]["identity"]["setup_path"] = "relative/dir"
     refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [relative]})
@@ -213,8 +213,9 @@ async def test_agent_ids_past_any_cloud_id_are_unknown(running: Running,
     assert sent["result"], sent
     assert [r["error_code"] for r in sent["data"]["results"]] == [117]
     body = {**proc_request(tmp_path, 0, []), "agent_id_list": [huge]}
-    refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
-    assert (refused["result"], refused["code"]) == (False, 1244002), refused
+    results = await operate(running, body)
+    assert [(k, v["error_code"]) for k, v in results.items()] == [
+        (f"{huge}:nodeman:daemon", 117)], results
 
 
 async def test_processes_of_another_business_are_refused(running: Running,
@@ -233,10 +234,20 @@ async def test_processes_of_another_business_are_refused(running: Running,
     assert made["result"], made
     other = Wire(running.url, "three", made["data"]["app_secret"], "bob")
     try:
+        # answered as an unknown agent, in a task only the app that asked may read
         for body in (proc_request(tmp_path, 0, IPS[:1]), proc_request(tmp_path, 2, IPS[:1])):
             refused = await other.post(f"{V2}/proc/operate_proc_multi",
                                        {"proc_operate_req": [body]})
-            assert (refused["result"], refused["code"]) == (False, 1244002), refused
+            assert refused["result"], refused
+            task = {"task_id": refused["data"]["task_id"]}
+            answered = await other.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+            assert answered["result"], answered
+            [result] = answered["data"].values()
+            assert (result["error_code"], result["bk_agent_id"]) == (117, f"0:{IPS[0]}")
+            assert "not found" in result["error_msg"], result
+            seen = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+            assert (seen["result"], seen["code"]) == (False, 1249404), seen
+        assert not (tmp_path / "daemon.pid").exists()  # no agent was asked
         status = await other.post(f"{V2}/proc/get_proc_status_v2", {
             "meta": {"namespace": "n", "name": "x"}, "agent_id_list": [f"0:{IPS[0]}"]})
         assert status["result"] is False, status
@@ -433,3 +444,51 @@ async def test_a_host_named_twice_is_operated_on_once(running: Running, tmp_path
     status = await running.wire.post(f"{V2}/proc/get_proc_status_v2", {
         "meta": twice["meta"], "agent_id_list": twice["agent_id_list"]})
     assert [i["bk_agent_id"] for i in status["data"]["proc_infos"]] == [f"0:{IPS[0]}"], status
+
+
+async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
+                                                       tmp_path: Path) -> None:
+    """An agent id naming no host the caller may use holds back no other: the request is
+    answered with a task, the other hosts are operated on, and each unknown agent gets
+    GSE's per-agent 117 with a message saying it is not found (as GSE answers an agent
+    it does not know), under the key it was named by."""
+    await running.start_agents(IPS)
+    wire = running.wire
+    mixed = proc_request(tmp_path, 2, IPS[:1])
+    mixed["agent_id_list"] = [f"0:{IPS[0]}", "0:10.9.9.9", "no-such-agent", "0:10.9.9.9"]
+    alone = proc_request(tmp_path, 2, IPS[1:])
+    only_unknown = {**proc_request(tmp_path, 2, []), "agent_id_list": ["0:10.9.9.8"],
+                    "meta": {"namespace": "nodeman", "name": "other"}}
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi",
+                             {"proc_operate_req": [mixed, alone, only_unknown]})
+    assert answer["result"], answer
+    task = {"task_id": answer["data"]["task_id"]}
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+
+    results = await eventually(done, timeout=30)
+    assert {k: v["error_code"] for k, v in results.items()} == {
+        f"0:{IPS[0]}:nodeman:daemon": 0,
+        f"0:{IPS[1]}:nodeman:daemon": 0,
+        "0:10.9.9.9:nodeman:daemon": 117,
+        "no-such-agent:nodeman:daemon": 117,
+        "0:10.9.9.8:nodeman:other": 117,
+    }, results
+    for key in ("0:10.9.9.9:nodeman:daemon", "no-such-agent:nodeman:daemon"):
+        assert results[key]["bk_agent_id"] == key.split(":nodeman:")[0], results
+        assert "not found" in results[key]["error_msg"], results
+        assert results[key]["content"] == "", results
+
+    # GSE 1.0 by hosts, as bk-nodeman's 1.0 adapter sends it: the same
+    hosts = [{"ip": IPS[0], "bk_cloud_id": 0}, {"ip": "10.9.9.7", "bk_cloud_id": 0}]
+    single = await wire.post(f"{V1}/operate_proc_v2/", {"meta": mixed["meta"], "op_type": 2,
+                                                       "hosts": hosts})
+    assert single["result"], single
+    task = {"task_id": single["data"]["task_id"]}
+    results = await eventually(done, timeout=30)
+    assert {k: v["error_code"] for k, v in results.items()} == {
+        f"0:{IPS[0]}:nodeman:daemon": 0, "0:10.9.9.7:nodeman:daemon": 117}, results

@@ -424,7 +424,13 @@ async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Hos
     """The hosts of one request item, by ``agent_id_list`` or by ``hosts`` [{ip, bk_cloud_id}];
     every one must exist and be the caller's, or the whole request is refused."""
     ids = _target_ids(item, name)
-    return _named_hosts(ids, await _agents(call, ids))
+    hosts, missing = _named_hosts(ids, await _agents(call, ids))
+    if missing:
+        raise JobError(
+            ErrorCode.HOST_INVALID,
+            f"Unknown agents, or agents of businesses you may not use: {', '.join(missing[:10])}",
+        )
+    return hosts
 
 
 def _target_ids(item: dict[str, Any], name: str) -> list[str]:
@@ -448,14 +454,10 @@ def _target_ids(item: dict[str, Any], name: str) -> list[str]:
     return ids
 
 
-def _named_hosts(ids: list[str], found: dict[str, Host]) -> dict[str, Host]:
-    """Each host ``ids`` name once, by the first id naming it; an unknown id refuses all."""
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise JobError(
-            ErrorCode.HOST_INVALID,
-            f"Unknown agents, or agents of businesses you may not use: {', '.join(missing[:10])}",
-        )
+def _named_hosts(ids: list[str], found: dict[str, Host]) -> tuple[dict[str, Host], list[str]]:
+    """Each host ``ids`` name once, by the first id naming it; and the ids naming no host
+    the caller may use, each once, in order."""
+    missing = list(dict.fromkeys(i for i in ids if i not in found))
     # a host named twice ("0:10.0.0.1" and its bk_agent_id, or "00:10.0.0.1") is one host
     seen: set[int] = set()
     unique: dict[str, Host] = {}
@@ -463,7 +465,7 @@ def _named_hosts(ids: list[str], found: dict[str, Host]) -> dict[str, Host]:
         if host.bk_host_id not in seen:
             seen.add(host.bk_host_id)
             unique[agent_id] = host
-    return unique
+    return unique, missing
 
 
 def _entry(item: Any, where: str) -> tuple[int, protocol.ProcSpec, list[str]]:
@@ -498,15 +500,11 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
             break
     # every entry's hosts, and every account on every business it names, in a few queries
     known = await KnownHosts.fetch(call, [i for *_, ids in entries for i in ids])
-    targets: list[dict[str, Host] | JobError] = []
+    targets: list[tuple[dict[str, Host], list[str]]] = []
     wanted: dict[str, set[int]] = {}
     for where, op, spec, ids in entries:
-        try:
-            hosts = _named_hosts(ids, known.resolve(ids))
-        except JobError as exc:
-            targets.append(exc)
-            continue
-        targets.append(hosts)
+        hosts, missing = _named_hosts(ids, known.resolve(ids))
+        targets.append((hosts, missing))
         with contextlib.suppress(JobError):
             if (account := account_of(op, spec, where)) is not None:
                 wanted.setdefault(account, set()).update(h.bk_biz_id for h in hosts.values())
@@ -515,16 +513,15 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
     operations: list[ProcOperation] = []
     biz_ids: set[int] = set()
     # one operation per process per host: a task stores one result for each
-    taken: set[tuple[int, str, str]] = set()
-    for (where, op, spec, _ids), target in zip(entries, targets, strict=True):
-        if isinstance(target, JobError):
-            raise target
-        hosts = target
-        total += len(hosts)
+    taken: set[tuple[int | str, str, str]] = set()
+    for (where, op, spec, _ids), (hosts, missing) in zip(entries, targets, strict=True):
+        total += len(hosts) + len(missing)
         if total > MAX_PROC_HOSTS:
             raise JobError.invalid(name, f"more than {MAX_PROC_HOSTS} host operations")
-        for agent_id, host in hosts.items():
-            key = (host.bk_host_id, spec["namespace"], spec["name"])
+        # an unknown agent is answered under the id it was named by: one answer an id
+        named: list[tuple[int | str, str]] = [(h.bk_host_id, a) for a, h in hosts.items()]
+        for agent_id, target in [*named, *((a, a) for a in missing)]:
+            key = (target, spec["namespace"], spec["name"])
             if key in taken:
                 raise JobError.invalid(
                     where,
@@ -536,7 +533,9 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
         check_account(op, spec, businesses, where, holders)
         biz_ids.update(businesses)
         operations.append(
-            ProcOperation(op, spec, [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()])
+            ProcOperation(
+                op, spec, [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()], missing
+            )
         )
     if refused is not None:
         raise refused
@@ -558,6 +557,7 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
                     "namespace": o.spec["namespace"],
                     "name": o.spec["name"],
                     "hosts": [h for h, _a in o.hosts],
+                    "not_found": o.missing,
                 }
                 for o in operations
             ]
@@ -581,7 +581,12 @@ async def get_proc_operate_result(call: Call) -> dict[str, Any]:
         raise JobError.missing("task_id")
     store = ProcStore(call.services.db)
     task = await store.operation(task_id)
-    if task is None or not call.caller.app.may_touch(set(task.biz_ids)):
+    # a task that touched no host (every agent unknown) is its own app's only
+    if (
+        task is None
+        or not call.caller.app.may_touch(set(task.biz_ids))
+        or (not task.biz_ids and task.app_code != call.caller.app_code)
+    ):
         raise JobError(ErrorCode.NOT_FOUND, f"Process operation task {task_id} does not exist")
     user = call.caller
     if user.username and not all(user.user.holds(ScopeType.BIZ, str(b)) for b in task.biz_ids):

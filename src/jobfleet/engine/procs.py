@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 HANDLING = 115
 AGENT_ABNORMAL = 117
 OP_FAILED = 65535
+# what GSE answers for an agent it does not know; jobfleet answers an agent of a business
+# the caller may not use alike, so that the answer tells nothing of other businesses
+AGENT_NOT_FOUND = "the agent is not found (unknown, or of a business you may not use)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ProcOperation:
     spec: protocol.ProcSpec
     # (bk_host_id, the agent id the caller named it by)
     hosts: list[tuple[int, str]]
+    # the agent ids naming no host the caller may use: answered, never asked
+    missing: list[str] = field(default_factory=list)
 
 
 def account_of(op: int, spec: protocol.ProcSpec, where: str) -> str | None:
@@ -125,32 +130,44 @@ class ProcManager:
     ) -> str:
         task_id = "GSETASK:" + uuid.uuid4().hex
         work = [
-            (ProcTarget(host, agent_id, o.spec["namespace"], o.spec["name"], o.op), o.spec)
+            (host, ProcTarget(host, agent_id, o.spec["namespace"], o.spec["name"], o.op), o.spec)
             for o in operations
             for host, agent_id in o.hosts
         ]
+        missing = [
+            (
+                ProcTarget(None, agent_id, o.spec["namespace"], o.spec["name"], o.op),
+                AGENT_ABNORMAL,
+                AGENT_NOT_FOUND,
+            )
+            for o in operations
+            for agent_id in o.missing
+        ]
         await self.store.create(
             task_id,
-            [t for t, _spec in work],
+            [t for _host, t, _spec in work],
             biz_ids=biz_ids,
             operator=operator,
             app_code=app_code,
             handling=HANDLING,
+            answered=missing,
         )
-        for target, spec in work:
-            task = asyncio.get_running_loop().create_task(self._one(task_id, target, spec))
+        for host, target, spec in work:
+            task = asyncio.get_running_loop().create_task(self._one(task_id, host, target, spec))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
         return task_id
 
-    async def _one(self, task_id: str, target: ProcTarget, spec: protocol.ProcSpec) -> None:
+    async def _one(
+        self, task_id: str, host: int, target: ProcTarget, spec: protocol.ProcSpec
+    ) -> None:
         async with self._parallel:
-            code, message, state = await self.ask(target.bk_host_id, target.op, spec, self.timeout)
+            code, message, state = await self.ask(host, target.op, spec, self.timeout)
         content = state_content(state, spec, target.agent_id) if state else ""
         try:
             await self.store.finish(task_id, target, code, message, content)
         except Exception:
-            log.exception("proc_result_write_failed task=%s host=%s", task_id, target.bk_host_id)
+            log.exception("proc_result_write_failed task=%s host=%s", task_id, host)
 
     async def ask(
         self, host: int, op: int, spec: protocol.ProcSpec, timeout: float
