@@ -180,7 +180,7 @@ async def test_a_dual_stack_host_is_named_by_its_ipv6_address(running: Running) 
     assert procs["data"]["proc_infos"][0]["host"]["ip"] == "127.0.0.21", procs
     ambiguous = await wire.post(f"{V2}/proc/get_proc_status_v2",
                                 {"meta": META, "agent_id_list": ["0:fd00::99"]})
-    assert (ambiguous["result"], ambiguous["code"]) == (False, 1244002), ambiguous
+    assert ambiguous["result"] and ambiguous["data"] == {"proc_infos": []}, ambiguous
 
 
 async def test_one_operation_a_host_is_taken_for_thousands_of_hosts(running: Running) -> None:

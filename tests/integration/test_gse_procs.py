@@ -250,7 +250,7 @@ async def test_processes_of_another_business_are_refused(running: Running,
         assert not (tmp_path / "daemon.pid").exists()  # no agent was asked
         status = await other.post(f"{V2}/proc/get_proc_status_v2", {
             "meta": {"namespace": "n", "name": "x"}, "agent_id_list": [f"0:{IPS[0]}"]})
-        assert status["result"] is False, status
+        assert status["result"] and status["data"] == {"proc_infos": []}, status
         sent = await other.post(f"{V2}/cluster/dispatch_message", {
             "message_id": "m", "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
         assert sent["data"]["results"][0]["error_code"] == 117, sent
@@ -492,3 +492,27 @@ async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
     results = await eventually(done, timeout=30)
     assert {k: v["error_code"] for k, v in results.items()} == {
         f"0:{IPS[0]}:nodeman:daemon": 0, "0:10.9.9.7:nodeman:daemon": 117}, results
+
+
+async def test_a_status_query_answers_the_agents_it_knows(running: Running,
+                                                          tmp_path: Path) -> None:
+    """``get_proc_status_v2`` naming unknown agents among known ones answers the known ones
+    and leaves the others out, as GSE does (bk-nodeman asks 500 hosts a call and counts a
+    host missing from ``proc_infos`` as unregistered): one unknown agent never costs the
+    answer for the others."""
+    await running.start_agents(IPS)
+    wire = running.wire
+    meta = proc_request(tmp_path, 2, [])["meta"]
+    ids = ["0:10.9.9.9", f"0:{IPS[0]}", "no-such-agent", f"0:{IPS[1]}"]
+    answer = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                             {"meta": meta, "agent_id_list": ids})
+    assert answer["result"], answer
+    assert [i["bk_agent_id"] for i in answer["data"]["proc_infos"]] == [
+        f"0:{IPS[0]}", f"0:{IPS[1]}"], answer
+    hosts = [{"ip": "10.9.9.9", "bk_cloud_id": 0}, {"ip": IPS[0], "bk_cloud_id": 0}]
+    answer = await wire.post(f"{V1}/get_proc_status/", {"meta": meta, "hosts": hosts})
+    assert answer["result"], answer
+    assert [i["host"]["ip"] for i in answer["data"]["proc_infos"]] == [IPS[0]], answer
+    none = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                           {"meta": meta, "agent_id_list": ["0:10.9.9.9"]})
+    assert none["result"] and none["data"] == {"proc_infos": []}, none
