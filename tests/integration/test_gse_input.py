@@ -429,3 +429,27 @@ async def test_an_agent_query_names_at_most_5000_hosts(running: Running) -> None
             "bk_supplier_account": "0", "hosts": [*hosts, {"ip": "10.9.9.9", "bk_cloud_id": 0}]})
         assert (refused["result"], refused["code"]) == (False, 1241010), refused
         assert "hosts" in refused["message"] and "5000" in refused["message"], refused
+
+
+async def test_a_host_address_that_is_no_ip_is_refused(running: Running) -> None:
+    """A process call naming hosts by ``hosts`` whose ``ip`` is no IP address (a number, a
+    list, other text) is a malformed request: refused as an invalid parameter naming the
+    ip, as get_agent_status refuses it, never answered as an unknown agent."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for ip in (5, [IP], {"a": 1}, "1.2.3", "not-an-ip", "x" * 100_000):
+        hosts = [{"ip": IP, "bk_cloud_id": 0}, {"ip": ip, "bk_cloud_id": 0}]
+        for path, body in (
+            (f"{V2}/proc/operate_proc_multi",
+             {"proc_operate_req": [{"meta": META, "op_type": 2, "hosts": hosts}]}),
+            (f"{V1}/operate_proc", {"meta": META, "op_type": 2, "hosts": hosts}),
+            (f"{V2}/proc/get_proc_status_v2", {"meta": META, "hosts": hosts}),
+        ):
+            answer = await wire.post(path, body)
+            assert answer["result"] is False, (ip, path, answer)
+            assert answer["code"] in (1241005, 1241010), (ip, path, answer)
+            assert "hosts.ip" in answer["message"] and len(answer["message"]) < 300, answer
+    # an address as the client wrote it is still the key of its answer
+    answer = await wire.post(f"{V1}/get_proc_status", {
+        "meta": META, "hosts": [{"ip": f" {IP}", "bk_cloud_id": 0}]})
+    assert [i["host"]["ip"] for i in answer["data"]["proc_infos"]] == [IP], answer

@@ -437,6 +437,14 @@ def _target_ids(item: dict[str, Any], name: str) -> list[str]:
     for host in get_list(item, "hosts") if item.get("hosts") is not None else []:
         if not isinstance(host, dict) or not host.get("ip"):
             raise JobError.invalid(f"{name}.hosts")
+        # an address that is none is a malformed request, not an agent nobody knows; the
+        # answer keeps the address as the caller wrote it
+        try:
+            normalize_ip(host["ip"])
+        except JobError:
+            raise JobError.invalid(
+                f"{name}.hosts.ip", f"{str(host['ip'])[:64]!r} is not an IP address"
+            ) from None
         ids.append(f"{_cloud(host, f'{name}.hosts.bk_cloud_id')}:{host['ip']}")
     if not ids:
         raise JobError.missing(f"{name}.agent_id_list")
