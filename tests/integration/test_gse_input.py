@@ -453,3 +453,21 @@ async def test_a_host_address_that_is_no_ip_is_refused(running: Running) -> None
     answer = await wire.post(f"{V1}/get_proc_status", {
         "meta": META, "hosts": [{"ip": f" {IP}", "bk_cloud_id": 0}]})
     assert [i["host"]["ip"] for i in answer["data"]["proc_infos"]] == [IP], answer
+
+
+async def test_a_meta_that_is_no_object_is_invalid_not_missing(running: Running) -> None:
+    """``meta`` sent as text, a list or a number is there but of the wrong type: refused as
+    an invalid parameter, not with a message saying it is missing."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for meta in ("nodeman/daemon", [META], 5, True):
+        for path, body in (
+            (f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+                {"meta": meta, "op_type": 2, "agent_id_list": [f"0:{IP}"]}]}),
+            (f"{V2}/proc/get_proc_status_v2", {"meta": meta, "agent_id_list": [f"0:{IP}"]}),
+        ):
+            answer = await wire.post(path, body)
+            assert (answer["result"], answer["code"]) == (False, 1241010), (meta, path, answer)
+            assert "meta]" in answer["message"] and "Missing" not in answer["message"], answer
+    absent = await wire.post(f"{V2}/proc/get_proc_status_v2", {"agent_id_list": [f"0:{IP}"]})
+    assert (absent["result"], absent["code"]) == (False, 1241004), absent

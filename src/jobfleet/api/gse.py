@@ -352,8 +352,10 @@ def _text(value: Any, name: str, limit: int = 1024) -> str:
 
 def _meta(item: dict[str, Any], name: str) -> tuple[str, str]:
     meta = item.get("meta")
-    if not isinstance(meta, dict):
+    if meta is None:
         raise JobError.missing(f"{name}.meta")
+    if not isinstance(meta, dict):
+        raise JobError.invalid(f"{name}.meta", "must be an object {namespace, name, labels}")
     namespace = _text(meta.get("namespace"), f"{name}.meta.namespace", 255)
     proc = _text(meta.get("name"), f"{name}.meta.name", 255)
     if not namespace or not proc:
