@@ -284,7 +284,8 @@ def uid_of(pid: int) -> int:
 
 async def test_a_process_runs_only_as_an_account_of_the_business(running: Running) -> None:
     """``spec.identity.user`` must be an execution account of the hosts' business: others
-    are refused (1244003) before any agent is asked; an account runs the process as it."""
+    are refused host by host (65535, saying why) before any agent is asked; an account
+    runs the process as it."""
     if os.geteuid() != 0:
         pytest.skip("switching to another account needs a root agent")
     await running.start_agents(IPS[:1])
@@ -293,10 +294,9 @@ async def test_a_process_runs_only_as_an_account_of_the_business(running: Runnin
     key = f"0:{IPS[0]}:nodeman:daemon"
     try:
         # nobody is no account of business 2; nor is root once its account is deleted
-        refused = await wire.post(f"{V2}/proc/operate_proc_multi", {
-            "proc_operate_req": [proc_request(setup, 0, IPS[:1], "nobody")]})
-        assert (refused["result"], refused["code"]) == (False, 1244003), refused
-        assert "nobody" in refused["message"] and "business [2]" in refused["message"]
+        refused = (await operate(running, proc_request(setup, 0, IPS[:1], "nobody")))[key]
+        assert refused["error_code"] == 65535, refused
+        assert "nobody" in refused["error_msg"] and "business [2]" in refused["error_msg"]
         nameless = await wire.post(f"{V2}/proc/operate_proc_multi", {
             "proc_operate_req": [proc_request(setup, 0, IPS[:1], "")]})
         assert (nameless["result"], nameless["code"]) == (False, 1241004), nameless
@@ -305,9 +305,8 @@ async def test_a_process_runs_only_as_an_account_of_the_business(running: Runnin
         [root] = [a for a in listed["data"]["data"] if a["account"] == "root"]
         gone = await wire.v3("delete_account", {"bk_biz_id": 2, "id": root["id"]})
         assert gone["result"], gone
-        as_root = await wire.post(f"{V2}/proc/operate_proc_multi", {
-            "proc_operate_req": [proc_request(setup, 0, IPS[:1], "root")]})
-        assert (as_root["result"], as_root["code"]) == (False, 1244003), as_root
+        as_root = (await operate(running, proc_request(setup, 0, IPS[:1], "root")))[key]
+        assert as_root["error_code"] == 65535 and "root" in as_root["error_msg"], as_root
         assert not (setup / "daemon.pid").exists()  # no agent was asked
 
         made = await wire.v3("create_account", {"bk_biz_id": 2, "account": "nobody",
@@ -320,7 +319,8 @@ async def test_a_process_runs_only_as_an_account_of_the_business(running: Runnin
         stopped = await operate(running, proc_request(setup, 1, IPS[:1], "nobody"))
         assert stopped[key]["error_code"] == 0, stopped
         entries = await wire.get("/api/jobfleet/v1/audit/entries", {"action": "gse_operate_proc"})
-        assert entries["result"] and entries["data"]["total"] == 2, entries
+        # the two refused operations too: their tasks say why
+        assert entries["result"] and entries["data"]["total"] == 4, entries
     finally:
         shutil.rmtree(setup, ignore_errors=True)
 
@@ -516,3 +516,37 @@ async def test_a_status_query_answers_the_agents_it_knows(running: Running,
     none = await wire.post(f"{V2}/proc/get_proc_status_v2",
                            {"meta": meta, "agent_id_list": ["0:10.9.9.9"]})
     assert none["result"] and none["data"] == {"proc_infos": []}, none
+
+
+async def test_an_account_one_business_lacks_holds_back_no_other(running: Running,
+                                                                 tmp_path: Path) -> None:
+    """``spec.identity.user`` that is an execution account of one host's business and not of
+    another's: the other host is answered on its own (GSE's 65535, a message naming the
+    account and business, no agent asked) and the rest of the request runs."""
+    wire = running.wire
+    made = await wire.post("/api/jobfleet/v1/businesses", {"bk_biz_id": 3, "name": "three"})
+    assert made["result"], made
+    await running.start_agents(IPS[:1])
+    await running.start_agents(IPS[1:], biz=3)
+    account = await wire.v3("create_account", {"bk_biz_id": 2, "account": "nobody",
+                                                "alias": "nobody", "category": 1, "type": 1})
+    assert account["result"], account
+    undelegate = proc_request(tmp_path, 4, IPS, "nobody")
+    status = {**proc_request(tmp_path, 2, IPS[1:]), "meta": {"namespace": "n", "name": "s"}}
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi",
+                             {"proc_operate_req": [undelegate, status]})
+    assert answer["result"], answer
+    task = {"task_id": answer["data"]["task_id"]}
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+
+    results = await eventually(done, timeout=30)
+    refused = results[f"0:{IPS[1]}:nodeman:daemon"]
+    assert refused["error_code"] == 65535, results
+    assert "nobody" in refused["error_msg"] and "business [3]" in refused["error_msg"], refused
+    assert results[f"0:{IPS[0]}:nodeman:daemon"]["error_code"] not in (115, 65535), results
+    assert results[f"0:{IPS[1]}:n:s"]["error_code"] == 0, results

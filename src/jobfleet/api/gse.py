@@ -19,11 +19,13 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.engine.procs import (
+    OP_FAILED,
     ProcManager,
     ProcOperation,
+    Refused,
     account_holders,
     account_of,
-    check_account,
+    unheld,
 )
 from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
@@ -536,11 +538,22 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
                 )
             taken.add(key)
         businesses = {h.bk_biz_id for h in hosts.values()}
-        check_account(op, spec, businesses, where, holders)
+        # a host of a business that lacks the account is refused on its own
+        lacking = unheld(op, spec, businesses, where, holders)
         biz_ids.update(businesses)
         operations.append(
             ProcOperation(
-                op, spec, [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()], missing
+                op,
+                spec,
+                [(h.bk_host_id, a) for a, h in hosts.items() if h.bk_biz_id not in lacking],
+                [
+                    *(
+                        Refused(h.bk_host_id, a, OP_FAILED, lacking[h.bk_biz_id])
+                        for a, h in hosts.items()
+                        if h.bk_biz_id in lacking
+                    ),
+                    *(Refused.not_found(a) for a in missing),
+                ],
             )
         )
     if refused is not None:
@@ -563,7 +576,10 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
                     "namespace": o.spec["namespace"],
                     "name": o.spec["name"],
                     "hosts": [h for h, _a in o.hosts],
-                    "not_found": o.missing,
+                    "refused": [
+                        {"agent_id": r.agent_id, "code": r.code, "message": r.message}
+                        for r in o.refused
+                    ],
                 }
                 for o in operations
             ]

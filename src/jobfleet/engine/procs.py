@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from jobfleet.domain import protocol
-from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import AccountCategory
 from jobfleet.engine.ports import AgentRequests
 from jobfleet.engine.rpc import AgentUnavailable
@@ -43,8 +43,23 @@ class ProcOperation:
     spec: protocol.ProcSpec
     # (bk_host_id, the agent id the caller named it by)
     hosts: list[tuple[int, str]]
-    # the agent ids naming no host the caller may use: answered, never asked
-    missing: list[str] = field(default_factory=list)
+    # the hosts refused on their own: answered with a code and message, never asked
+    refused: list[Refused] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A host of an operation answered without asking its agent (no host: the agent id
+    names none the caller may use)."""
+
+    bk_host_id: int | None
+    agent_id: str
+    code: int
+    message: str
+
+    @classmethod
+    def not_found(cls, agent_id: str) -> Refused:
+        return cls(None, agent_id, AGENT_ABNORMAL, AGENT_NOT_FOUND)
 
 
 def account_of(op: int, spec: protocol.ProcSpec, where: str) -> str | None:
@@ -71,26 +86,26 @@ async def account_holders(
     }
 
 
-def check_account(
+def unheld(
     op: int,
     spec: protocol.ProcSpec,
     biz_ids: set[int],
     where: str,
     holders: Mapping[str, set[int]],
-) -> None:
-    """``spec.identity.user`` must be the OS account of a system account of every one of
-    the hosts' businesses (``holders``: what ``account_holders`` found)."""
+) -> dict[int, str]:
+    """The businesses among ``biz_ids`` whose hosts the operation may not touch, each with
+    why: ``spec.identity.user`` must be the OS account of a system account of the host's
+    business (``holders``: what ``account_holders`` found)."""
     name = account_of(op, spec, where)
     if name is None:
-        return
+        return {}
     held = holders.get(name, set())
-    for biz in sorted(biz_ids):
-        if biz not in held:
-            raise JobError(
-                ErrorCode.ACCOUNT_NOT_EXIST,
-                f"Account [{name}] is not an execution account of business [{biz}]: "
-                "a process runs only as one of its business's accounts (create_account)",
-            )
+    return {
+        biz: f"Account [{name}] is not an execution account of business [{biz}]: "
+        "a process runs only as one of its business's accounts (create_account)"
+        for biz in sorted(biz_ids)
+        if biz not in held
+    }
 
 
 def state_content(state: dict[str, Any], spec: protocol.ProcSpec, agent_id: str) -> str:
@@ -134,14 +149,14 @@ class ProcManager:
             for o in operations
             for host, agent_id in o.hosts
         ]
-        missing = [
+        refused = [
             (
-                ProcTarget(None, agent_id, o.spec["namespace"], o.spec["name"], o.op),
-                AGENT_ABNORMAL,
-                AGENT_NOT_FOUND,
+                ProcTarget(r.bk_host_id, r.agent_id, o.spec["namespace"], o.spec["name"], o.op),
+                r.code,
+                r.message,
             )
             for o in operations
-            for agent_id in o.missing
+            for r in o.refused
         ]
         await self.store.create(
             task_id,
@@ -150,7 +165,7 @@ class ProcManager:
             operator=operator,
             app_code=app_code,
             handling=HANDLING,
-            answered=missing,
+            answered=refused,
         )
         for host, target, spec in work:
             task = asyncio.get_running_loop().create_task(self._one(task_id, host, target, spec))
