@@ -482,6 +482,12 @@ async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
         assert results[key]["bk_agent_id"] == key.split(":nodeman:")[0], results
         assert "not found" in results[key]["error_msg"], results
         assert results[key]["content"] == "", results
+    entries = await wire.get("/api/jobfleet/v1/audit/entries", {"action": "gse_operate_proc"})
+    [entry] = [e for e in entries["data"]["data"] if e["resource_id"] == task["task_id"]]
+    refused = [[(r["agent_id"], r["code"]) for r in o["refused"]]
+               for o in entry["detail"]["operations"]]
+    assert refused == [[("0:10.9.9.9", 117), ("no-such-agent", 117)], [],
+                       [("0:10.9.9.8", 117)]], entry
 
     # GSE 1.0 by hosts, as bk-nodeman's 1.0 adapter sends it: the same
     hosts = [{"ip": IPS[0], "bk_cloud_id": 0}, {"ip": "10.9.9.7", "bk_cloud_id": 0}]

@@ -576,8 +576,9 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
                     "namespace": o.spec["namespace"],
                     "name": o.spec["name"],
                     "hosts": [h for h, _a in o.hosts],
+                    # what each refused host was named by, in part: the row stays small
                     "refused": [
-                        {"agent_id": r.agent_id, "code": r.code, "message": r.message}
+                        {"host": r.bk_host_id, "agent_id": r.agent_id[:64], "code": r.code}
                         for r in o.refused
                     ],
                 }
