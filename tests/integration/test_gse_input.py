@@ -474,3 +474,43 @@ async def test_a_meta_that_is_no_object_is_invalid_not_missing(running: Running)
             assert "meta]" in answer["message"] and "Missing" not in answer["message"], answer
     absent = await wire.post(f"{V2}/proc/get_proc_status_v2", {"agent_id_list": [f"0:{IP}"]})
     assert (absent["result"], absent["code"]) == (False, 1241004), absent
+
+
+async def test_agents_that_are_not_connected_are_answered_at_once(running: Running) -> None:
+    """A status query or a message naming hosts whose agent is not connected answers them
+    at once ("not connected"), without waiting on each one in turn: bk-nodeman asks 500
+    hosts a call, and a fleet has many hosts down; the connected agent is asked as ever."""
+    await running.start_agents([IP])
+    procs = running.server.services.procs
+    assert procs is not None
+    offline = [f"10.7.{i // 256}.{i % 256}" for i in range(130)]
+    for ip in offline:
+        await running.server.inventory.add(2, ip)
+    asked: list[int] = []
+    real = procs.agents.call
+
+    async def counted(host: int, request: dict[str, Any], timeout: float) -> Any:
+        asked.append(host)
+        return await real(host, request, timeout)
+
+    ids = [f"0:{IP}", *(f"0:{ip}" for ip in offline)]
+    procs.agents.call = counted  # type: ignore[method-assign]
+    try:
+        status = await running.wire.post(f"{V2}/proc/get_proc_status_v2",
+                                         {"meta": META, "agent_id_list": ids})
+        sent = await running.wire.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m-down", "agent_id_list": ids, "content": "x", "slot_id": 3})
+    finally:
+        procs.agents.call = real  # type: ignore[method-assign]
+    assert status["result"], status
+    infos = {i["bk_agent_id"]: i for i in status["data"]["proc_infos"]}
+    assert list(infos) == ids
+    assert infos[f"0:{IP}"]["message"] == "", infos[f"0:{IP}"]
+    for agent_id in ids[1:]:
+        assert infos[agent_id]["status"] == 0, infos[agent_id]
+        assert "not connected" in infos[agent_id]["message"], infos[agent_id]
+    assert sent["result"], sent
+    codes = {r["bk_agent_id"]: (r["error_code"], r["error_msg"]) for r in sent["data"]["results"]}
+    assert codes[f"0:{IP}"][0] == 0, codes
+    assert all(c == 117 and "not connected" in m for c, m in list(codes.values())[1:]), codes
+    assert len(asked) == 2, len(asked)  # the connected agent, once a call

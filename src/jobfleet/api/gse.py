@@ -45,6 +45,8 @@ MAX_AGENT_ID = 255
 GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
 GSE_V2_PROC = ("/api/bk-gse/prod/api/v2/proc",)
 NO_LOAD = AgentLoad(0.0, 0.0, 0, 0)
+NOT_CONNECTED = "the agent is not connected"
+UNREACHABLE = "the agent is not reachable"
 
 
 async def _hosts_by_address(
@@ -306,14 +308,20 @@ async def dispatch_message(call: Call) -> dict[str, Any]:
     if len(text) > MAX_MESSAGE:
         raise JobError.invalid("content", f"longer than {MAX_MESSAGE} characters")
     found = await _agents(call, ids)
-    # a host named by several ids gets the message once
+    # a host named by several ids gets the message once; one whose agent is not connected
+    # is answered at once, not waited for
     errors = await _procs(call).dispatch(
-        sorted({h.bk_host_id for h in found.values()}), message_id, slot_id, text
+        sorted({h.bk_host_id for h in found.values() if h.alive}), message_id, slot_id, text
     )
     results = []
     for agent_id in ids:
         host = found.get(agent_id)
-        error = "the agent does not exist" if host is None else errors.get(host.bk_host_id)
+        if host is None:
+            error: str | None = "the agent does not exist"
+        elif not host.alive:
+            error = NOT_CONNECTED
+        else:
+            error = errors.get(host.bk_host_id)
         results.append(
             {
                 "bk_agent_id": agent_id,
@@ -632,14 +640,17 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
     spec = _spec(p, "request", need=False)
     hosts = await _targets(call, p, "request")
     labels = _labels(p["meta"], "request")
-    states = await _procs(call).status(
-        [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()], spec
+    # an agent that is not connected is answered at once: waiting for each in turn would
+    # hold the answer for every other host
+    asked = await _procs(call).status(
+        [(h.bk_host_id, agent_id) for agent_id, h in hosts.items() if h.alive], spec
     )
-    by_host = {h.bk_host_id: h for h in hosts.values()}
+    states = {host_id: state for host_id, _agent_id, state in asked}
     infos = []
-    for host_id, agent_id, state in states:
-        host = by_host[host_id]
-        state = state or {}
+    for agent_id, host in hosts.items():
+        state = states.get(host.bk_host_id) or {}
+        # no state from a connected agent: it did not answer, the status is not known
+        message = NOT_CONNECTED if not host.alive else "" if state else UNREACHABLE
         infos.append(
             {
                 "bk_agent_id": agent_id,
@@ -655,8 +666,7 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
                 "pid": int(state.get("pid", -1)),
                 "restarts": int(state.get("restarts", 0)),
                 "last_start_time": int(state.get("start_time", 0)) // 1000,
-                # the agent did not answer: the status is not known
-                "message": "" if state else "the agent is not reachable",
+                "message": message,
             }
         )
     return {"proc_infos": infos}
