@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 HANDLING = 115
 AGENT_ABNORMAL = 117
 OP_FAILED = 65535
-# what GSE answers for an agent it does not know; jobfleet answers an agent of a business
-# the caller may not use alike, so that the answer tells nothing of other businesses
+# an agent id naming no host; one of a business the caller may not use is answered
+# alike, so that the answer tells nothing of other businesses
 AGENT_NOT_FOUND = "the agent is not found (unknown, or of a business you may not use)"
 
 
