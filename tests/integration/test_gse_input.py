@@ -514,3 +514,46 @@ async def test_agents_that_are_not_connected_are_answered_at_once(running: Runni
     assert codes[f"0:{IP}"][0] == 0, codes
     assert all(c == 117 and "not connected" in m for c, m in list(codes.values())[1:]), codes
     assert len(asked) == 2, len(asked)  # the connected agent, once a call
+
+
+async def test_an_operation_answers_hosts_whose_agent_is_not_connected_at_once(
+        running: Running) -> None:
+    """operate_proc_multi naming hosts whose agent is not connected answers them at once
+    (117, "not connected") instead of waiting on each in turn while holding the slots
+    every other operation needs; the connected agent is operated on as ever."""
+    await running.start_agents([IP])
+    procs = running.server.services.procs
+    assert procs is not None
+    offline = [f"10.6.{i // 256}.{i % 256}" for i in range(130)]
+    for ip in offline:
+        await running.server.inventory.add(2, ip)
+    asked: list[int] = []
+    real = procs.agents.call
+
+    async def counted(host: int, request: dict[str, Any], timeout: float) -> Any:
+        asked.append(host)
+        return await real(host, request, timeout)
+
+    ids = [f"0:{IP}", *(f"0:{ip}" for ip in offline)]
+    procs.agents.call = counted  # type: ignore[method-assign]
+    try:
+        answer = await running.wire.post(f"{V2}/proc/operate_proc_multi", {
+            "proc_operate_req": [{"meta": META, "op_type": 2, "agent_id_list": ids}]})
+        assert answer["result"], answer
+        first = await running.wire.post(f"{V2}/proc/get_proc_operate_result_v2",
+                                         {"task_id": answer["data"]["task_id"]})
+        offline_results = [v for k, v in first["data"].items() if not k.startswith(f"0:{IP}:")]
+        assert len(offline_results) == 130, first
+        for result in offline_results:
+            assert result["error_code"] == 117, result
+            assert "not connected" in result["error_msg"], result
+
+        async def done() -> dict[str, Any] | None:
+            result = await running.wire.post(f"{V2}/proc/get_proc_operate_result_v2",
+                                             {"task_id": answer["data"]["task_id"]})
+            own = result["data"][f"0:{IP}:nodeman:daemon"]
+            return own if own["error_code"] != 115 else None
+        assert (await eventually(done, timeout=30))["error_code"] == 0
+    finally:
+        procs.agents.call = real  # type: ignore[method-assign]
+    assert len(asked) == 1, len(asked)

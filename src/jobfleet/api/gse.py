@@ -19,6 +19,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.engine.procs import (
+    AGENT_ABNORMAL,
     OP_FAILED,
     ProcManager,
     ProcOperation,
@@ -34,7 +35,6 @@ from jobfleet.store.procs import ProcStore
 
 RUNNING = 2
 NOT_RUNNING = 0
-AGENT_ABNORMAL = 117
 MAX_MESSAGE = 1024 * 1024
 MAX_PROC_HOSTS = 5000
 # hosts one agent query names: bk-nodeman asks 500 to 2,000 at a time (list_agent_state,
@@ -546,24 +546,21 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
                 )
             taken.add(key)
         businesses = {h.bk_biz_id for h in hosts.values()}
-        # a host of a business that lacks the account is refused on its own
+        # a host of a business that lacks the account is refused on its own; one whose
+        # agent is not connected is answered at once, not waited for in a slot others need
         lacking = unheld(op, spec, businesses, where, holders)
         biz_ids.update(businesses)
-        operations.append(
-            ProcOperation(
-                op,
-                spec,
-                [(h.bk_host_id, a) for a, h in hosts.items() if h.bk_biz_id not in lacking],
-                [
-                    *(
-                        Refused(h.bk_host_id, a, OP_FAILED, lacking[h.bk_biz_id])
-                        for a, h in hosts.items()
-                        if h.bk_biz_id in lacking
-                    ),
-                    *(Refused.not_found(a) for a in missing),
-                ],
-            )
-        )
+        asked: list[tuple[int, str]] = []
+        refusals: list[Refused] = []
+        for a, h in hosts.items():
+            if h.bk_biz_id in lacking:
+                refusals.append(Refused(h.bk_host_id, a, OP_FAILED, lacking[h.bk_biz_id]))
+            elif not h.alive:
+                refusals.append(Refused(h.bk_host_id, a, AGENT_ABNORMAL, NOT_CONNECTED))
+            else:
+                asked.append((h.bk_host_id, a))
+        refusals += (Refused.not_found(a) for a in missing)
+        operations.append(ProcOperation(op, spec, asked, refusals))
     if refused is not None:
         raise refused
     task_id = await _procs(call).operate(
