@@ -434,8 +434,8 @@ def _spec(item: dict[str, Any], name: str, *, need: bool) -> protocol.ProcSpec:
 
 async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Host]:
     """The hosts of one request item, by ``agent_id_list`` or by ``hosts`` [{ip, bk_cloud_id}];
-    ids naming no host the caller may use are left out, as GSE leaves out agents it does
-    not know."""
+    ids naming no host the caller may use are left out (bk-nodeman counts a host missing
+    from a status answer as unregistered)."""
     ids = _target_ids(item, name)
     hosts, _missing = _named_hosts(ids, await _agents(call, ids))
     return hosts
