@@ -180,7 +180,7 @@ async def test_a_dual_stack_host_is_named_by_its_ipv6_address(running: Running) 
     assert procs["data"]["proc_infos"][0]["host"]["ip"] == "127.0.0.21", procs
     ambiguous = await wire.post(f"{V2}/proc/get_proc_status_v2",
                                 {"meta": META, "agent_id_list": ["0:fd00::99"]})
-    assert (ambiguous["result"], ambiguous["code"]) == (False, 1244002), ambiguous
+    assert ambiguous["result"] and ambiguous["data"] == {"proc_infos": []}, ambiguous
 
 
 async def test_one_operation_a_host_is_taken_for_thousands_of_hosts(running: Running) -> None:
@@ -394,21 +394,26 @@ async def test_many_process_operations_cost_a_few_queries(running: Running) -> N
     assert lookups(many) == lookups(few) <= 6, (lookups(few), lookups(many))
     assert len(many) <= len(few) + 10, (len(few), len(many))
 
-    # the first entry's unknown host is answered before the second's bad op_type
+    # an unknown host refuses nothing (it is answered in the task): the second entry's
+    # bad op_type, a malformed request, refuses it all
     wire = running.wire
     bad = undelegate(["a", "b"], agent)
     bad[0]["agent_id_list"] = ["0:127.9.9.9"]
     bad[1]["op_type"] = 99
     refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": bad})
-    assert (refused["result"], refused["code"]) == (False, 1244002), refused
-    # and the first entry's account before the second's unknown host
+    assert (refused["result"], refused["code"]) == (False, 1241010), refused
+    assert "proc_operate_req[1].op_type" in refused["message"], refused
+    # an account the business lacks and an unknown host are each answered on their own
     bad = undelegate(["a", "b"], agent)
     bad[0]["spec"]["identity"]["user"] = "nobody-here"
     bad[1]["agent_id_list"] = ["0:127.9.9.9"]
-    refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": bad})
-    assert (refused["result"], refused["code"]) == (False, 1244003), refused
-    assert "proc_operate_req[0]" not in refused["message"], refused
-    assert "nobody-here" in refused["message"], refused
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": bad})
+    assert answer["result"], answer
+    results = await wire.post(f"{V2}/proc/get_proc_operate_result_v2",
+                              {"task_id": answer["data"]["task_id"]})
+    assert {k: v["error_code"] for k, v in results["data"].items()} == {
+        f"{agent}:nodeman:a": 65535, "0:127.9.9.9:nodeman:b": 117}, results
+    assert "nobody-here" in results["data"][f"{agent}:nodeman:a"]["error_msg"], results
 
 
 async def test_an_agent_query_names_at_most_5000_hosts(running: Running) -> None:
@@ -427,3 +432,128 @@ async def test_an_agent_query_names_at_most_5000_hosts(running: Running) -> None
             "bk_supplier_account": "0", "hosts": [*hosts, {"ip": "10.9.9.9", "bk_cloud_id": 0}]})
         assert (refused["result"], refused["code"]) == (False, 1241010), refused
         assert "hosts" in refused["message"] and "5000" in refused["message"], refused
+
+
+async def test_a_host_address_that_is_no_ip_is_refused(running: Running) -> None:
+    """A process call naming hosts by ``hosts`` whose ``ip`` is no IP address (a number, a
+    list, other text) is a malformed request: refused as an invalid parameter naming the
+    ip, as get_agent_status refuses it, never answered as an unknown agent."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for ip in (5, [IP], {"a": 1}, "1.2.3", "not-an-ip", "x" * 100_000):
+        hosts = [{"ip": IP, "bk_cloud_id": 0}, {"ip": ip, "bk_cloud_id": 0}]
+        for path, body in (
+            (f"{V2}/proc/operate_proc_multi",
+             {"proc_operate_req": [{"meta": META, "op_type": 2, "hosts": hosts}]}),
+            (f"{V1}/operate_proc", {"meta": META, "op_type": 2, "hosts": hosts}),
+            (f"{V2}/proc/get_proc_status_v2", {"meta": META, "hosts": hosts}),
+        ):
+            answer = await wire.post(path, body)
+            assert answer["result"] is False, (ip, path, answer)
+            assert answer["code"] in (1241005, 1241010), (ip, path, answer)
+            assert "hosts.ip" in answer["message"] and len(answer["message"]) < 300, answer
+    # an address as the client wrote it is still the key of its answer
+    answer = await wire.post(f"{V1}/get_proc_status", {
+        "meta": META, "hosts": [{"ip": f" {IP}", "bk_cloud_id": 0}]})
+    assert [i["host"]["ip"] for i in answer["data"]["proc_infos"]] == [IP], answer
+
+
+async def test_a_meta_that_is_no_object_is_invalid_not_missing(running: Running) -> None:
+    """``meta`` sent as text, a list or a number is there but of the wrong type: refused as
+    an invalid parameter, not with a message saying it is missing."""
+    await running.start_agents([IP])
+    wire = running.wire
+    for meta in ("nodeman/daemon", [META], 5, True):
+        for path, body in (
+            (f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
+                {"meta": meta, "op_type": 2, "agent_id_list": [f"0:{IP}"]}]}),
+            (f"{V2}/proc/get_proc_status_v2", {"meta": meta, "agent_id_list": [f"0:{IP}"]}),
+        ):
+            answer = await wire.post(path, body)
+            assert (answer["result"], answer["code"]) == (False, 1241010), (meta, path, answer)
+            assert "meta]" in answer["message"] and "Missing" not in answer["message"], answer
+    absent = await wire.post(f"{V2}/proc/get_proc_status_v2", {"agent_id_list": [f"0:{IP}"]})
+    assert (absent["result"], absent["code"]) == (False, 1241004), absent
+
+
+async def test_agents_that_are_not_connected_are_answered_at_once(running: Running) -> None:
+    """A status query or a message naming hosts whose agent is not connected answers them
+    at once ("not connected"), without waiting on each one in turn: bk-nodeman asks 500
+    hosts a call, and a fleet has many hosts down; the connected agent is asked as ever."""
+    await running.start_agents([IP])
+    procs = running.server.services.procs
+    assert procs is not None
+    offline = [f"10.7.{i // 256}.{i % 256}" for i in range(130)]
+    for ip in offline:
+        await running.server.inventory.add(2, ip)
+    asked: list[int] = []
+    real = procs.agents.call
+
+    async def counted(host: int, request: dict[str, Any], timeout: float) -> Any:
+        asked.append(host)
+        return await real(host, request, timeout)
+
+    ids = [f"0:{IP}", *(f"0:{ip}" for ip in offline)]
+    procs.agents.call = counted  # type: ignore[method-assign]
+    try:
+        status = await running.wire.post(f"{V2}/proc/get_proc_status_v2",
+                                         {"meta": META, "agent_id_list": ids})
+        sent = await running.wire.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m-down", "agent_id_list": ids, "content": "x", "slot_id": 3})
+    finally:
+        procs.agents.call = real  # type: ignore[method-assign]
+    assert status["result"], status
+    infos = {i["bk_agent_id"]: i for i in status["data"]["proc_infos"]}
+    assert list(infos) == ids
+    assert infos[f"0:{IP}"]["message"] == "", infos[f"0:{IP}"]
+    for agent_id in ids[1:]:
+        assert infos[agent_id]["status"] == 0, infos[agent_id]
+        assert "not connected" in infos[agent_id]["message"], infos[agent_id]
+    assert sent["result"], sent
+    codes = {r["bk_agent_id"]: (r["error_code"], r["error_msg"]) for r in sent["data"]["results"]}
+    assert codes[f"0:{IP}"][0] == 0, codes
+    assert all(c == 117 and "not connected" in m for c, m in list(codes.values())[1:]), codes
+    assert len(asked) == 2, len(asked)  # the connected agent, once a call
+
+
+async def test_an_operation_answers_hosts_whose_agent_is_not_connected_at_once(
+        running: Running) -> None:
+    """operate_proc_multi naming hosts whose agent is not connected answers them at once
+    (117, "not connected") instead of waiting on each in turn while holding the slots
+    every other operation needs; the connected agent is operated on as ever."""
+    await running.start_agents([IP])
+    procs = running.server.services.procs
+    assert procs is not None
+    offline = [f"10.6.{i // 256}.{i % 256}" for i in range(130)]
+    for ip in offline:
+        await running.server.inventory.add(2, ip)
+    asked: list[int] = []
+    real = procs.agents.call
+
+    async def counted(host: int, request: dict[str, Any], timeout: float) -> Any:
+        asked.append(host)
+        return await real(host, request, timeout)
+
+    ids = [f"0:{IP}", *(f"0:{ip}" for ip in offline)]
+    procs.agents.call = counted  # type: ignore[method-assign]
+    try:
+        answer = await running.wire.post(f"{V2}/proc/operate_proc_multi", {
+            "proc_operate_req": [{"meta": META, "op_type": 2, "agent_id_list": ids}]})
+        assert answer["result"], answer
+        first = await running.wire.post(f"{V2}/proc/get_proc_operate_result_v2",
+                                         {"task_id": answer["data"]["task_id"]})
+        offline_results = [v for k, v in first["data"].items() if not k.startswith(f"0:{IP}:")]
+        assert len(offline_results) == 130, first
+        for result in offline_results:
+            assert result["error_code"] == 117, result
+            assert "not connected" in result["error_msg"], result
+
+        async def done() -> dict[str, Any] | None:
+            result = await running.wire.post(f"{V2}/proc/get_proc_operate_result_v2",
+                                             {"task_id": answer["data"]["task_id"]})
+            own = result["data"][f"0:{IP}:nodeman:daemon"]
+            return own if own["error_code"] != 115 else None
+        assert (await eventually(done, timeout=30))["error_code"] == 0
+    finally:
+        procs.agents.call = real  # type: ignore[method-assign]
+    assert len(asked) == 1, len(asked)

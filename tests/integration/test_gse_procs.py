@@ -127,9 +127,9 @@ async def test_proc_requests_are_checked_and_audited(running: Running, tmp_path:
     bad = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
         {**proc_request(tmp_path, 5, IPS[:1])}]})
     assert (bad["result"], bad["code"]) == (False, 1241010), bad
-    unknown = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
-        proc_request(tmp_path, 0, ["10.9.9.9"])]})
-    assert unknown["result"] is False and unknown["code"] == 1244002, unknown
+    # an unknown agent is answered in the task (GSE's 117), as GSE answers it
+    unknown = await operate(running, proc_request(tmp_path, 0, ["10.9.9.9"]))
+    assert unknown["0:10.9.9.9:nodeman:daemon"]["error_code"] == 117, unknown
     relative = proc_request(tmp_path, 0, IPS[:1])
     relative["spec"]["identity"]["setup_path"] = "relative/dir"
     refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [relative]})
@@ -213,8 +213,9 @@ async def test_agent_ids_past_any_cloud_id_are_unknown(running: Running,
     assert sent["result"], sent
     assert [r["error_code"] for r in sent["data"]["results"]] == [117]
     body = {**proc_request(tmp_path, 0, []), "agent_id_list": [huge]}
-    refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
-    assert (refused["result"], refused["code"]) == (False, 1244002), refused
+    results = await operate(running, body)
+    assert [(k, v["error_code"]) for k, v in results.items()] == [
+        (f"{huge}:nodeman:daemon", 117)], results
 
 
 async def test_processes_of_another_business_are_refused(running: Running,
@@ -233,13 +234,23 @@ async def test_processes_of_another_business_are_refused(running: Running,
     assert made["result"], made
     other = Wire(running.url, "three", made["data"]["app_secret"], "bob")
     try:
+        # answered as an unknown agent, in a task only the app that asked may read
         for body in (proc_request(tmp_path, 0, IPS[:1]), proc_request(tmp_path, 2, IPS[:1])):
             refused = await other.post(f"{V2}/proc/operate_proc_multi",
                                        {"proc_operate_req": [body]})
-            assert (refused["result"], refused["code"]) == (False, 1244002), refused
+            assert refused["result"], refused
+            task = {"task_id": refused["data"]["task_id"]}
+            answered = await other.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+            assert answered["result"], answered
+            [result] = answered["data"].values()
+            assert (result["error_code"], result["bk_agent_id"]) == (117, f"0:{IPS[0]}")
+            assert "not found" in result["error_msg"], result
+            seen = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+            assert (seen["result"], seen["code"]) == (False, 1249404), seen
+        assert not (tmp_path / "daemon.pid").exists()  # no agent was asked
         status = await other.post(f"{V2}/proc/get_proc_status_v2", {
             "meta": {"namespace": "n", "name": "x"}, "agent_id_list": [f"0:{IPS[0]}"]})
-        assert status["result"] is False, status
+        assert status["result"] and status["data"] == {"proc_infos": []}, status
         sent = await other.post(f"{V2}/cluster/dispatch_message", {
             "message_id": "m", "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
         assert sent["data"]["results"][0]["error_code"] == 117, sent
@@ -273,7 +284,8 @@ def uid_of(pid: int) -> int:
 
 async def test_a_process_runs_only_as_an_account_of_the_business(running: Running) -> None:
     """``spec.identity.user`` must be an execution account of the hosts' business: others
-    are refused (1244003) before any agent is asked; an account runs the process as it."""
+    are refused host by host (65535, saying why) before any agent is asked; an account
+    runs the process as it."""
     if os.geteuid() != 0:
         pytest.skip("switching to another account needs a root agent")
     await running.start_agents(IPS[:1])
@@ -282,10 +294,9 @@ async def test_a_process_runs_only_as_an_account_of_the_business(running: Runnin
     key = f"0:{IPS[0]}:nodeman:daemon"
     try:
         # nobody is no account of business 2; nor is root once its account is deleted
-        refused = await wire.post(f"{V2}/proc/operate_proc_multi", {
-            "proc_operate_req": [proc_request(setup, 0, IPS[:1], "nobody")]})
-        assert (refused["result"], refused["code"]) == (False, 1244003), refused
-        assert "nobody" in refused["message"] and "business [2]" in refused["message"]
+        refused = (await operate(running, proc_request(setup, 0, IPS[:1], "nobody")))[key]
+        assert refused["error_code"] == 65535, refused
+        assert "nobody" in refused["error_msg"] and "business [2]" in refused["error_msg"]
         nameless = await wire.post(f"{V2}/proc/operate_proc_multi", {
             "proc_operate_req": [proc_request(setup, 0, IPS[:1], "")]})
         assert (nameless["result"], nameless["code"]) == (False, 1241004), nameless
@@ -294,9 +305,8 @@ async def test_a_process_runs_only_as_an_account_of_the_business(running: Runnin
         [root] = [a for a in listed["data"]["data"] if a["account"] == "root"]
         gone = await wire.v3("delete_account", {"bk_biz_id": 2, "id": root["id"]})
         assert gone["result"], gone
-        as_root = await wire.post(f"{V2}/proc/operate_proc_multi", {
-            "proc_operate_req": [proc_request(setup, 0, IPS[:1], "root")]})
-        assert (as_root["result"], as_root["code"]) == (False, 1244003), as_root
+        as_root = (await operate(running, proc_request(setup, 0, IPS[:1], "root")))[key]
+        assert as_root["error_code"] == 65535 and "root" in as_root["error_msg"], as_root
         assert not (setup / "daemon.pid").exists()  # no agent was asked
 
         made = await wire.v3("create_account", {"bk_biz_id": 2, "account": "nobody",
@@ -309,7 +319,8 @@ async def test_a_process_runs_only_as_an_account_of_the_business(running: Runnin
         stopped = await operate(running, proc_request(setup, 1, IPS[:1], "nobody"))
         assert stopped[key]["error_code"] == 0, stopped
         entries = await wire.get("/api/jobfleet/v1/audit/entries", {"action": "gse_operate_proc"})
-        assert entries["result"] and entries["data"]["total"] == 2, entries
+        # the two refused operations too: their tasks say why
+        assert entries["result"] and entries["data"]["total"] == 4, entries
     finally:
         shutil.rmtree(setup, ignore_errors=True)
 
@@ -433,3 +444,115 @@ async def test_a_host_named_twice_is_operated_on_once(running: Running, tmp_path
     status = await running.wire.post(f"{V2}/proc/get_proc_status_v2", {
         "meta": twice["meta"], "agent_id_list": twice["agent_id_list"]})
     assert [i["bk_agent_id"] for i in status["data"]["proc_infos"]] == [f"0:{IPS[0]}"], status
+
+
+async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
+                                                       tmp_path: Path) -> None:
+    """An agent id naming no host the caller may use holds back no other: the request is
+    answered with a task, the other hosts are operated on, and each unknown agent gets
+    GSE's per-agent 117 with a message saying it is not found (as GSE answers an agent
+    it does not know), under the key it was named by."""
+    await running.start_agents(IPS)
+    wire = running.wire
+    mixed = proc_request(tmp_path, 2, IPS[:1])
+    mixed["agent_id_list"] = [f"0:{IPS[0]}", "0:10.9.9.9", "no-such-agent", "0:10.9.9.9"]
+    alone = proc_request(tmp_path, 2, IPS[1:])
+    only_unknown = {**proc_request(tmp_path, 2, []), "agent_id_list": ["0:10.9.9.8"],
+                    "meta": {"namespace": "nodeman", "name": "other"}}
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi",
+                             {"proc_operate_req": [mixed, alone, only_unknown]})
+    assert answer["result"], answer
+    task = {"task_id": answer["data"]["task_id"]}
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+
+    results = await eventually(done, timeout=30)
+    assert {k: v["error_code"] for k, v in results.items()} == {
+        f"0:{IPS[0]}:nodeman:daemon": 0,
+        f"0:{IPS[1]}:nodeman:daemon": 0,
+        "0:10.9.9.9:nodeman:daemon": 117,
+        "no-such-agent:nodeman:daemon": 117,
+        "0:10.9.9.8:nodeman:other": 117,
+    }, results
+    for key in ("0:10.9.9.9:nodeman:daemon", "no-such-agent:nodeman:daemon"):
+        assert results[key]["bk_agent_id"] == key.split(":nodeman:")[0], results
+        assert "not found" in results[key]["error_msg"], results
+        assert results[key]["content"] == "", results
+    entries = await wire.get("/api/jobfleet/v1/audit/entries", {"action": "gse_operate_proc"})
+    [entry] = [e for e in entries["data"]["data"] if e["resource_id"] == task["task_id"]]
+    refused = [[(r["agent_id"], r["code"]) for r in o["refused"]]
+               for o in entry["detail"]["operations"]]
+    assert refused == [[("0:10.9.9.9", 117), ("no-such-agent", 117)], [],
+                       [("0:10.9.9.8", 117)]], entry
+
+    # GSE 1.0 by hosts, as bk-nodeman's 1.0 adapter sends it: the same
+    hosts = [{"ip": IPS[0], "bk_cloud_id": 0}, {"ip": "10.9.9.7", "bk_cloud_id": 0}]
+    single = await wire.post(f"{V1}/operate_proc_v2/", {"meta": mixed["meta"], "op_type": 2,
+                                                       "hosts": hosts})
+    assert single["result"], single
+    task = {"task_id": single["data"]["task_id"]}
+    results = await eventually(done, timeout=30)
+    assert {k: v["error_code"] for k, v in results.items()} == {
+        f"0:{IPS[0]}:nodeman:daemon": 0, "0:10.9.9.7:nodeman:daemon": 117}, results
+
+
+async def test_a_status_query_answers_the_agents_it_knows(running: Running,
+                                                          tmp_path: Path) -> None:
+    """``get_proc_status_v2`` naming unknown agents among known ones answers the known ones
+    and leaves the others out, as GSE does (bk-nodeman asks 500 hosts a call and counts a
+    host missing from ``proc_infos`` as unregistered): one unknown agent never costs the
+    answer for the others."""
+    await running.start_agents(IPS)
+    wire = running.wire
+    meta = proc_request(tmp_path, 2, [])["meta"]
+    ids = ["0:10.9.9.9", f"0:{IPS[0]}", "no-such-agent", f"0:{IPS[1]}"]
+    answer = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                             {"meta": meta, "agent_id_list": ids})
+    assert answer["result"], answer
+    assert [i["bk_agent_id"] for i in answer["data"]["proc_infos"]] == [
+        f"0:{IPS[0]}", f"0:{IPS[1]}"], answer
+    hosts = [{"ip": "10.9.9.9", "bk_cloud_id": 0}, {"ip": IPS[0], "bk_cloud_id": 0}]
+    answer = await wire.post(f"{V1}/get_proc_status/", {"meta": meta, "hosts": hosts})
+    assert answer["result"], answer
+    assert [i["host"]["ip"] for i in answer["data"]["proc_infos"]] == [IPS[0]], answer
+    none = await wire.post(f"{V2}/proc/get_proc_status_v2",
+                           {"meta": meta, "agent_id_list": ["0:10.9.9.9"]})
+    assert none["result"] and none["data"] == {"proc_infos": []}, none
+
+
+async def test_an_account_one_business_lacks_holds_back_no_other(running: Running,
+                                                                 tmp_path: Path) -> None:
+    """``spec.identity.user`` that is an execution account of one host's business and not of
+    another's: the other host is answered on its own (GSE's 65535, a message naming the
+    account and business, no agent asked) and the rest of the request runs."""
+    wire = running.wire
+    made = await wire.post("/api/jobfleet/v1/businesses", {"bk_biz_id": 3, "name": "three"})
+    assert made["result"], made
+    await running.start_agents(IPS[:1])
+    await running.start_agents(IPS[1:], biz=3)
+    account = await wire.v3("create_account", {"bk_biz_id": 2, "account": "nobody",
+                                                "alias": "nobody", "category": 1, "type": 1})
+    assert account["result"], account
+    undelegate = proc_request(tmp_path, 4, IPS, "nobody")
+    status = {**proc_request(tmp_path, 2, IPS[1:]), "meta": {"namespace": "n", "name": "s"}}
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi",
+                             {"proc_operate_req": [undelegate, status]})
+    assert answer["result"], answer
+    task = {"task_id": answer["data"]["task_id"]}
+
+    async def done() -> dict[str, Any] | None:
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        data = dict(result["data"])
+        return data if all(v["error_code"] != 115 for v in data.values()) else None
+
+    results = await eventually(done, timeout=30)
+    refused = results[f"0:{IPS[1]}:nodeman:daemon"]
+    assert refused["error_code"] == 65535, results
+    assert "nobody" in refused["error_msg"] and "business [3]" in refused["error_msg"], refused
+    assert results[f"0:{IPS[0]}:nodeman:daemon"]["error_code"] not in (115, 65535), results
+    assert results[f"0:{IPS[1]}:n:s"]["error_code"] == 0, results

@@ -19,11 +19,14 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.engine.procs import (
+    AGENT_ABNORMAL,
+    OP_FAILED,
     ProcManager,
     ProcOperation,
+    Refused,
     account_holders,
     account_of,
-    check_account,
+    unheld,
 )
 from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
@@ -32,7 +35,6 @@ from jobfleet.store.procs import ProcStore
 
 RUNNING = 2
 NOT_RUNNING = 0
-AGENT_ABNORMAL = 117
 MAX_MESSAGE = 1024 * 1024
 MAX_PROC_HOSTS = 5000
 # hosts one agent query names: bk-nodeman asks 500 to 2,000 at a time (list_agent_state,
@@ -43,6 +45,8 @@ MAX_AGENT_ID = 255
 GSE_V2_CLUSTER = ("/api/bk-gse/prod/api/v2/cluster",)
 GSE_V2_PROC = ("/api/bk-gse/prod/api/v2/proc",)
 NO_LOAD = AgentLoad(0.0, 0.0, 0, 0)
+NOT_CONNECTED = "the agent is not connected"
+UNREACHABLE = "the agent is not reachable"
 
 
 async def _hosts_by_address(
@@ -304,14 +308,20 @@ async def dispatch_message(call: Call) -> dict[str, Any]:
     if len(text) > MAX_MESSAGE:
         raise JobError.invalid("content", f"longer than {MAX_MESSAGE} characters")
     found = await _agents(call, ids)
-    # a host named by several ids gets the message once
+    # a host named by several ids gets the message once; one whose agent is not connected
+    # is answered at once, not waited for
     errors = await _procs(call).dispatch(
-        sorted({h.bk_host_id for h in found.values()}), message_id, slot_id, text
+        sorted({h.bk_host_id for h in found.values() if h.alive}), message_id, slot_id, text
     )
     results = []
     for agent_id in ids:
         host = found.get(agent_id)
-        error = "the agent does not exist" if host is None else errors.get(host.bk_host_id)
+        if host is None:
+            error: str | None = "the agent does not exist"
+        elif not host.alive:
+            error = NOT_CONNECTED
+        else:
+            error = errors.get(host.bk_host_id)
         results.append(
             {
                 "bk_agent_id": agent_id,
@@ -352,8 +362,10 @@ def _text(value: Any, name: str, limit: int = 1024) -> str:
 
 def _meta(item: dict[str, Any], name: str) -> tuple[str, str]:
     meta = item.get("meta")
-    if not isinstance(meta, dict):
+    if meta is None:
         raise JobError.missing(f"{name}.meta")
+    if not isinstance(meta, dict):
+        raise JobError.invalid(f"{name}.meta", "must be an object {namespace, name, labels}")
     namespace = _text(meta.get("namespace"), f"{name}.meta.namespace", 255)
     proc = _text(meta.get("name"), f"{name}.meta.name", 255)
     if not namespace or not proc:
@@ -422,9 +434,11 @@ def _spec(item: dict[str, Any], name: str, *, need: bool) -> protocol.ProcSpec:
 
 async def _targets(call: Call, item: dict[str, Any], name: str) -> dict[str, Host]:
     """The hosts of one request item, by ``agent_id_list`` or by ``hosts`` [{ip, bk_cloud_id}];
-    every one must exist and be the caller's, or the whole request is refused."""
+    ids naming no host the caller may use are left out (bk-nodeman counts a host missing
+    from a status answer as unregistered)."""
     ids = _target_ids(item, name)
-    return _named_hosts(ids, await _agents(call, ids))
+    hosts, _missing = _named_hosts(ids, await _agents(call, ids))
+    return hosts
 
 
 def _target_ids(item: dict[str, Any], name: str) -> list[str]:
@@ -435,6 +449,14 @@ def _target_ids(item: dict[str, Any], name: str) -> list[str]:
     for host in get_list(item, "hosts") if item.get("hosts") is not None else []:
         if not isinstance(host, dict) or not host.get("ip"):
             raise JobError.invalid(f"{name}.hosts")
+        # an address that is none is a malformed request, not an agent nobody knows; the
+        # answer keeps the address as the caller wrote it
+        try:
+            normalize_ip(host["ip"])
+        except JobError:
+            raise JobError.invalid(
+                f"{name}.hosts.ip", f"{str(host['ip'])[:64]!r} is not an IP address"
+            ) from None
         ids.append(f"{_cloud(host, f'{name}.hosts.bk_cloud_id')}:{host['ip']}")
     if not ids:
         raise JobError.missing(f"{name}.agent_id_list")
@@ -448,14 +470,10 @@ def _target_ids(item: dict[str, Any], name: str) -> list[str]:
     return ids
 
 
-def _named_hosts(ids: list[str], found: dict[str, Host]) -> dict[str, Host]:
-    """Each host ``ids`` name once, by the first id naming it; an unknown id refuses all."""
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise JobError(
-            ErrorCode.HOST_INVALID,
-            f"Unknown agents, or agents of businesses you may not use: {', '.join(missing[:10])}",
-        )
+def _named_hosts(ids: list[str], found: dict[str, Host]) -> tuple[dict[str, Host], list[str]]:
+    """Each host ``ids`` name once, by the first id naming it; and the ids naming no host
+    the caller may use, each once, in order."""
+    missing = list(dict.fromkeys(i for i in ids if i not in found))
     # a host named twice ("0:10.0.0.1" and its bk_agent_id, or "00:10.0.0.1") is one host
     seen: set[int] = set()
     unique: dict[str, Host] = {}
@@ -463,7 +481,7 @@ def _named_hosts(ids: list[str], found: dict[str, Host]) -> dict[str, Host]:
         if host.bk_host_id not in seen:
             seen.add(host.bk_host_id)
             unique[agent_id] = host
-    return unique
+    return unique, missing
 
 
 def _entry(item: Any, where: str) -> tuple[int, protocol.ProcSpec, list[str]]:
@@ -498,15 +516,11 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
             break
     # every entry's hosts, and every account on every business it names, in a few queries
     known = await KnownHosts.fetch(call, [i for *_, ids in entries for i in ids])
-    targets: list[dict[str, Host] | JobError] = []
+    targets: list[tuple[dict[str, Host], list[str]]] = []
     wanted: dict[str, set[int]] = {}
     for where, op, spec, ids in entries:
-        try:
-            hosts = _named_hosts(ids, known.resolve(ids))
-        except JobError as exc:
-            targets.append(exc)
-            continue
-        targets.append(hosts)
+        hosts, missing = _named_hosts(ids, known.resolve(ids))
+        targets.append((hosts, missing))
         with contextlib.suppress(JobError):
             if (account := account_of(op, spec, where)) is not None:
                 wanted.setdefault(account, set()).update(h.bk_biz_id for h in hosts.values())
@@ -515,16 +529,15 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
     operations: list[ProcOperation] = []
     biz_ids: set[int] = set()
     # one operation per process per host: a task stores one result for each
-    taken: set[tuple[int, str, str]] = set()
-    for (where, op, spec, _ids), target in zip(entries, targets, strict=True):
-        if isinstance(target, JobError):
-            raise target
-        hosts = target
-        total += len(hosts)
+    taken: set[tuple[int | str, str, str]] = set()
+    for (where, op, spec, _ids), (hosts, missing) in zip(entries, targets, strict=True):
+        total += len(hosts) + len(missing)
         if total > MAX_PROC_HOSTS:
             raise JobError.invalid(name, f"more than {MAX_PROC_HOSTS} host operations")
-        for agent_id, host in hosts.items():
-            key = (host.bk_host_id, spec["namespace"], spec["name"])
+        # an unknown agent is answered under the id it was named by: one answer an id
+        named: list[tuple[int | str, str]] = [(h.bk_host_id, a) for a, h in hosts.items()]
+        for agent_id, target in [*named, *((a, a) for a in missing)]:
+            key = (target, spec["namespace"], spec["name"])
             if key in taken:
                 raise JobError.invalid(
                     where,
@@ -533,11 +546,21 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
                 )
             taken.add(key)
         businesses = {h.bk_biz_id for h in hosts.values()}
-        check_account(op, spec, businesses, where, holders)
+        # a host of a business that lacks the account is refused on its own; one whose
+        # agent is not connected is answered at once, not waited for in a slot others need
+        lacking = unheld(op, spec, businesses, where, holders)
         biz_ids.update(businesses)
-        operations.append(
-            ProcOperation(op, spec, [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()])
-        )
+        asked: list[tuple[int, str]] = []
+        refusals: list[Refused] = []
+        for a, h in hosts.items():
+            if h.bk_biz_id in lacking:
+                refusals.append(Refused(h.bk_host_id, a, OP_FAILED, lacking[h.bk_biz_id]))
+            elif not h.alive:
+                refusals.append(Refused(h.bk_host_id, a, AGENT_ABNORMAL, NOT_CONNECTED))
+            else:
+                asked.append((h.bk_host_id, a))
+        refusals += (Refused.not_found(a) for a in missing)
+        operations.append(ProcOperation(op, spec, asked, refusals))
     if refused is not None:
         raise refused
     task_id = await _procs(call).operate(
@@ -558,6 +581,11 @@ async def _operate(call: Call, items: list[Any], name: str) -> dict[str, Any]:
                     "namespace": o.spec["namespace"],
                     "name": o.spec["name"],
                     "hosts": [h for h, _a in o.hosts],
+                    # what each refused host was named by, in part: the row stays small
+                    "refused": [
+                        {"host": r.bk_host_id, "agent_id": r.agent_id[:64], "code": r.code}
+                        for r in o.refused
+                    ],
                 }
                 for o in operations
             ]
@@ -581,7 +609,12 @@ async def get_proc_operate_result(call: Call) -> dict[str, Any]:
         raise JobError.missing("task_id")
     store = ProcStore(call.services.db)
     task = await store.operation(task_id)
-    if task is None or not call.caller.app.may_touch(set(task.biz_ids)):
+    # a task that touched no host (every agent unknown) is its own app's only
+    if (
+        task is None
+        or not call.caller.app.may_touch(set(task.biz_ids))
+        or (not task.biz_ids and task.app_code != call.caller.app_code)
+    ):
         raise JobError(ErrorCode.NOT_FOUND, f"Process operation task {task_id} does not exist")
     user = call.caller
     if user.username and not all(user.user.holds(ScopeType.BIZ, str(b)) for b in task.biz_ids):
@@ -604,14 +637,17 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
     spec = _spec(p, "request", need=False)
     hosts = await _targets(call, p, "request")
     labels = _labels(p["meta"], "request")
-    states = await _procs(call).status(
-        [(h.bk_host_id, agent_id) for agent_id, h in hosts.items()], spec
+    # an agent that is not connected is answered at once: waiting for each in turn would
+    # hold the answer for every other host
+    asked = await _procs(call).status(
+        [(h.bk_host_id, agent_id) for agent_id, h in hosts.items() if h.alive], spec
     )
-    by_host = {h.bk_host_id: h for h in hosts.values()}
+    states = {host_id: state for host_id, _agent_id, state in asked}
     infos = []
-    for host_id, agent_id, state in states:
-        host = by_host[host_id]
-        state = state or {}
+    for agent_id, host in hosts.items():
+        state = states.get(host.bk_host_id) or {}
+        # no state from a connected agent: it did not answer, the status is not known
+        message = NOT_CONNECTED if not host.alive else "" if state else UNREACHABLE
         infos.append(
             {
                 "bk_agent_id": agent_id,
@@ -627,8 +663,7 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
                 "pid": int(state.get("pid", -1)),
                 "restarts": int(state.get("restarts", 0)),
                 "last_start_time": int(state.get("start_time", 0)) // 1000,
-                # the agent did not answer: the status is not known
-                "message": "" if state else "the agent is not reachable",
+                "message": message,
             }
         )
     return {"proc_infos": infos}

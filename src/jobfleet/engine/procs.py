@@ -12,13 +12,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from jobfleet.domain import protocol
-from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import AccountCategory
 from jobfleet.engine.ports import AgentRequests
 from jobfleet.engine.rpc import AgentUnavailable
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 HANDLING = 115
 AGENT_ABNORMAL = 117
 OP_FAILED = 65535
+# an agent id naming no host; one of a business the caller may not use is answered
+# alike, so that the answer tells nothing of other businesses
+AGENT_NOT_FOUND = "the agent is not found (unknown, or of a business you may not use)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,23 @@ class ProcOperation:
     spec: protocol.ProcSpec
     # (bk_host_id, the agent id the caller named it by)
     hosts: list[tuple[int, str]]
+    # the hosts refused on their own: answered with a code and message, never asked
+    refused: list[Refused] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A host of an operation answered without asking its agent (no host: the agent id
+    names none the caller may use)."""
+
+    bk_host_id: int | None
+    agent_id: str
+    code: int
+    message: str
+
+    @classmethod
+    def not_found(cls, agent_id: str) -> Refused:
+        return cls(None, agent_id, AGENT_ABNORMAL, AGENT_NOT_FOUND)
 
 
 def account_of(op: int, spec: protocol.ProcSpec, where: str) -> str | None:
@@ -66,26 +86,26 @@ async def account_holders(
     }
 
 
-def check_account(
+def unheld(
     op: int,
     spec: protocol.ProcSpec,
     biz_ids: set[int],
     where: str,
     holders: Mapping[str, set[int]],
-) -> None:
-    """``spec.identity.user`` must be the OS account of a system account of every one of
-    the hosts' businesses (``holders``: what ``account_holders`` found)."""
+) -> dict[int, str]:
+    """The businesses among ``biz_ids`` whose hosts the operation may not touch, each with
+    why: ``spec.identity.user`` must be the OS account of a system account of the host's
+    business (``holders``: what ``account_holders`` found)."""
     name = account_of(op, spec, where)
     if name is None:
-        return
+        return {}
     held = holders.get(name, set())
-    for biz in sorted(biz_ids):
-        if biz not in held:
-            raise JobError(
-                ErrorCode.ACCOUNT_NOT_EXIST,
-                f"Account [{name}] is not an execution account of business [{biz}]: "
-                "a process runs only as one of its business's accounts (create_account)",
-            )
+    return {
+        biz: f"Account [{name}] is not an execution account of business [{biz}]: "
+        "a process runs only as one of its business's accounts (create_account)"
+        for biz in sorted(biz_ids)
+        if biz not in held
+    }
 
 
 def state_content(state: dict[str, Any], spec: protocol.ProcSpec, agent_id: str) -> str:
@@ -125,32 +145,44 @@ class ProcManager:
     ) -> str:
         task_id = "GSETASK:" + uuid.uuid4().hex
         work = [
-            (ProcTarget(host, agent_id, o.spec["namespace"], o.spec["name"], o.op), o.spec)
+            (host, ProcTarget(host, agent_id, o.spec["namespace"], o.spec["name"], o.op), o.spec)
             for o in operations
             for host, agent_id in o.hosts
         ]
+        refused = [
+            (
+                ProcTarget(r.bk_host_id, r.agent_id, o.spec["namespace"], o.spec["name"], o.op),
+                r.code,
+                r.message,
+            )
+            for o in operations
+            for r in o.refused
+        ]
         await self.store.create(
             task_id,
-            [t for t, _spec in work],
+            [t for _host, t, _spec in work],
             biz_ids=biz_ids,
             operator=operator,
             app_code=app_code,
             handling=HANDLING,
+            answered=refused,
         )
-        for target, spec in work:
-            task = asyncio.get_running_loop().create_task(self._one(task_id, target, spec))
+        for host, target, spec in work:
+            task = asyncio.get_running_loop().create_task(self._one(task_id, host, target, spec))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
         return task_id
 
-    async def _one(self, task_id: str, target: ProcTarget, spec: protocol.ProcSpec) -> None:
+    async def _one(
+        self, task_id: str, host: int, target: ProcTarget, spec: protocol.ProcSpec
+    ) -> None:
         async with self._parallel:
-            code, message, state = await self.ask(target.bk_host_id, target.op, spec, self.timeout)
+            code, message, state = await self.ask(host, target.op, spec, self.timeout)
         content = state_content(state, spec, target.agent_id) if state else ""
         try:
             await self.store.finish(task_id, target, code, message, content)
         except Exception:
-            log.exception("proc_result_write_failed task=%s host=%s", task_id, target.bk_host_id)
+            log.exception("proc_result_write_failed task=%s host=%s", task_id, host)
 
     async def ask(
         self, host: int, op: int, spec: protocol.ProcSpec, timeout: float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +14,9 @@ from jobfleet.store.tables import proc_operations, proc_results
 
 @dataclass(frozen=True)
 class ProcTarget:
-    """One host and process an operation touches."""
+    """One host and process an operation touches (no host: the agent id names none)."""
 
-    bk_host_id: int
+    bk_host_id: int | None
     agent_id: str
     namespace: str
     name: str
@@ -35,9 +36,12 @@ class ProcStore:
         operator: str,
         app_code: str,
         handling: int,
+        answered: Sequence[tuple[ProcTarget, int, str]] = (),
     ) -> None:
-        """The task and one ``handling`` row per target, in one transaction."""
+        """The task and one ``handling`` row per target, in one transaction; ``answered``:
+        targets refused on their own, with their final code and message."""
         now = now_ms()
+        rows = [(t, handling, "handling") for t in targets] + list(answered)
         async with self.db.begin() as conn:
             await conn.execute(
                 insert(proc_operations).values(
@@ -48,7 +52,7 @@ class ProcStore:
                     create_time=now,
                 )
             )
-            if targets:
+            if rows:
                 await conn.execute(
                     insert(proc_results),
                     [
@@ -59,12 +63,12 @@ class ProcStore:
                             "namespace": t.namespace,
                             "name": t.name,
                             "op": t.op,
-                            "error_code": handling,
-                            "error_msg": "handling",
+                            "error_code": code,
+                            "error_msg": message,
                             "content": "",
                             "update_time": now,
                         }
-                        for t in targets
+                        for t, code, message in rows
                     ],
                 )
 

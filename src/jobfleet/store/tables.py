@@ -665,7 +665,8 @@ proc_results = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("task_id", String(64), nullable=False, index=True),
-    Column("bk_host_id", BigInteger, nullable=False),
+    # null: the agent id names no host the caller may use (answered, never operated on)
+    Column("bk_host_id", BigInteger, nullable=True),
     # the agent id the caller named the host by ("<cloud>:<ip>" or bk_agent_id)
     Column("agent_id", String(255), nullable=False),
     Column("namespace", String(255), nullable=False),
