@@ -244,7 +244,8 @@ async def test_retention_purges_old_history_and_keeps_what_is_in_use(
                                   headers=wire.headers())
     assert missing.status_code == 404 and missing.json()["result"] is False
     # nothing left to do: a second pass purges nothing
-    assert await retention.run_once() == {"jobs": 0, "audit": 0, "blobs": 0, "heal": 0}
+    assert await retention.run_once() == {"jobs": 0, "procs": 0, "audit": 0,
+                                             "blobs": 0, "heal": 0}
 
 
 async def test_log_reads_are_audited_once_a_minute_per_reader(running: Running) -> None:

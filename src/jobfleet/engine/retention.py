@@ -1,5 +1,5 @@
-"""Purging old history in the background: finished jobs, audit entries, blobs and
-self-healing decisions.
+"""Purging old history in the background: finished jobs and GSE process operations,
+audit entries, blobs and self-healing decisions.
 
 Each pass deletes in batches of ``batch`` rows, one transaction each, with a
 pause between batches, so that the engine's own writes are never held back for
@@ -66,10 +66,14 @@ class Retention:
         """One pass over every kind; how many of each were purged."""
         s = self.settings
         now = time.time()
-        done = {"jobs": 0, "audit": 0, "blobs": 0, "heal": 0}
+        done = {"jobs": 0, "procs": 0, "audit": 0, "blobs": 0, "heal": 0}
         if s.jobs:
             cutoff = int((now - s.jobs) * 1000)
             done["jobs"] = await self._batches(lambda: self.store.purge_jobs(cutoff, s.batch))
+            # the process operations bk-nodeman and bk-monitor run are execution history too
+            done["procs"] = await self._batches(
+                lambda: self.store.purge_proc_operations(cutoff, s.batch)
+            )
         if s.audit:
             cutoff = int((now - s.audit) * 1000)
             done["audit"] = await self._batches(lambda: self.store.purge_audit(cutoff, s.batch))
@@ -82,8 +86,9 @@ class Retention:
             )
         if any(done.values()):
             log.info(
-                "retention_purged jobs=%d audit=%d blobs=%d heal=%d",
+                "retention_purged jobs=%d procs=%d audit=%d blobs=%d heal=%d",
                 done["jobs"],
+                done["procs"],
                 done["audit"],
                 done["blobs"],
                 done["heal"],

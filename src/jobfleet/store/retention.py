@@ -23,6 +23,8 @@ from jobfleet.store.tables import (
     job_templates,
     log_chunks,
     outbox,
+    proc_operations,
+    proc_results,
     step_hosts,
     step_instances,
 )
@@ -75,6 +77,27 @@ class RetentionStore:
 
     async def purge_heal_decisions(self, before_ms: int, limit: int) -> int:
         return await self._purge_older(heal_decisions, before_ms, limit)
+
+    async def purge_proc_operations(self, before_ms: int, limit: int) -> int:
+        """At most ``limit`` GSE process operations created before ``before_ms``, with
+        their per-host results; how many operations went."""
+        async with self.db.begin() as conn:
+            tasks = list(
+                (
+                    await conn.execute(
+                        select(proc_operations.c.task_id)
+                        .where(proc_operations.c.create_time < before_ms)
+                        .order_by(proc_operations.c.create_time)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if tasks:
+                await conn.execute(delete(proc_results).where(proc_results.c.task_id.in_(tasks)))
+                await conn.execute(
+                    delete(proc_operations).where(proc_operations.c.task_id.in_(tasks))
+                )
+        return len(tasks)
 
     async def _purge_older(self, table: Table, before_ms: int, limit: int) -> int:
         """At most ``limit`` rows of ``table`` created before ``before_ms``, oldest first."""
