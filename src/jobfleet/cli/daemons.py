@@ -135,7 +135,8 @@ def server(
         Opt(
             "--retain-jobs",
             envvar="JOBFLEET_RETAIN_JOBS",
-            help="Keep finished jobs (steps, hosts, logs, file logs, variables) this long "
+            help="Keep finished jobs (steps, hosts, logs, file logs, variables) and GSE process "
+            "operations this long "
             "(default 90d; 12h; 0 = forever)",
         ),
     ] = None,
