@@ -124,6 +124,18 @@ async def test_unknown_ids_and_log_limits(running: Running) -> None:
         "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "step_instance_id": 999,
         "bk_host_id": 1}, method="GET")
     assert wrong_step["code"] == 1244007
+    for route in ("get_job_instance_status", "get_job_instance_global_var_value"):
+        for bad in ({}, {"job_instance_id": 0}):
+            answer = await running.wire.v3(route, {"bk_biz_id": 2, **bad}, method="GET")
+            assert answer["code"] == 1241007, (route, bad, answer)
+    for bad in ({}, {"job_instance_id": 0}, {"job_instance_id": sub["job_instance_id"]}):
+        answer = await running.wire.v3("operate_job_instance", {"bk_biz_id": 2, **bad})
+        assert answer["code"] == 1241002, (bad, answer)
+    for bad in ({}, {"step_instance_id": 0}, {"step_instance_id": 1, "operation_code": None}):
+        answer = await running.wire.v3("operate_step_instance", {
+            "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "operation_code": 2,
+            **bad})
+        assert answer["code"] == 1241002, (bad, answer)
     too_many = await running.wire.v3("batch_get_job_instance_ip_log", {
         "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
         "step_instance_id": sub["step_instance_id"], "host_id_list": list(range(1, 502))})

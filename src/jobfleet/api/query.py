@@ -34,7 +34,7 @@ def host_view(host: Host) -> dict[str, Any]:
 
 
 async def get_job_instance_status(call: Call) -> dict[str, Any]:
-    job = await job_in_scope(call, VIEW)
+    job = await job_in_scope(call, VIEW, ErrorCode.MISSING_OR_INVALID_PARAM)
     steps = await call.services.jobs.steps(job.id)
     step_list = [step_view(s) for s in steps]
     if get_bool(call.params, "return_ip_result", False):
