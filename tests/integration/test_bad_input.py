@@ -158,8 +158,9 @@ async def test_wrong_method_and_unknown_api(running: Running) -> None:
 
 
 async def test_history_query_range_rules(running: Running) -> None:
-    for params, code in (({}, 1241004), ({"create_time_start": 10, "create_time_end": 5}, 1241002),
-                         ({"create_time_start": 0, "create_time_end": 31 * 86400 * 1000},
+    for params, code in (({}, 1241007), ({"create_time_start": 10, "create_time_end": 5}, 1241007),
+                         ({"create_time_start": 0, "create_time_end": 5}, 1241007),
+                         ({"create_time_start": 1, "create_time_end": 1 + 31 * 86400 * 1000},
                           1241002), ({"create_time_start": 1, "create_time_end": 2,
                                       "length": 1001}, 1241010)):
         answer = await running.wire.v3("get_job_instance_list", {"bk_biz_id": 2, **params},

@@ -10,7 +10,7 @@ from sqlalchemy import Row
 
 from jobfleet.api.auditing import audit_log_read
 from jobfleet.api.execute import job_in_scope
-from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
+from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int, positive_id
 from jobfleet.api.routing import Call, add_api
 from jobfleet.api.transfer import file_logs_for
 from jobfleet.api.views import host_result_views, job_view, list_item, step_view
@@ -235,10 +235,15 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
 async def get_job_instance_list(call: Call) -> dict[str, Any]:
     scope = await call.scope(VIEW)
     p = call.params
-    start_ms = need_int(p, "create_time_start", minimum=0)
-    end_ms = need_int(p, "create_time_end", minimum=0)
+    # bk-job answers a missing bound and one below 1 alike
+    start_ms = positive_id(p, "create_time_start", ErrorCode.MISSING_OR_INVALID_PARAM)
+    end_ms = positive_id(p, "create_time_end", ErrorCode.MISSING_OR_INVALID_PARAM)
     if end_ms <= start_ms:
-        raise JobError(ErrorCode.INVALID_PARAM, "create_time_end must be after create_time_start")
+        raise JobError(
+            ErrorCode.MISSING_OR_INVALID_PARAM,
+            "Missing or invalid parameter [create_time_start|create_time_end]: "
+            "create_time_end must be after create_time_start",
+        )
     if end_ms - start_ms > MAX_SPAN_MS:
         raise JobError(ErrorCode.INVALID_PARAM, "The create time range may span at most 30 days")
     offset = get_int(p, "start", default=0, minimum=0) or 0
