@@ -123,7 +123,18 @@ async def test_unknown_ids_and_log_limits(running: Running) -> None:
     wrong_step = await running.wire.v3("get_job_instance_ip_log", {
         "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "step_instance_id": 999,
         "bk_host_id": 1}, method="GET")
-    assert wrong_step["code"] == 1244007
+    # bk-job's log queries answer an unknown step as an unknown job instance
+    assert wrong_step["code"] == 1244006
+    wrong_batch_step = await running.wire.v3("batch_get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "step_instance_id": 999,
+        "host_id_list": [1]})
+    assert wrong_batch_step["code"] == 1244006
+    ids = {"bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+           "step_instance_id": sub["step_instance_id"]}
+    no_host = await running.wire.v3("get_job_instance_ip_log", ids, method="GET")
+    assert no_host["code"] == 1241007, no_host
+    no_hosts = await running.wire.v3("batch_get_job_instance_ip_log", ids)
+    assert no_hosts["code"] == 1241007, no_hosts
     for route in ("get_job_instance_status", "get_job_instance_global_var_value"):
         for bad in ({}, {"job_instance_id": 0}):
             answer = await running.wire.v3(route, {"bk_biz_id": 2, **bad}, method="GET")

@@ -48,12 +48,16 @@ async def get_job_instance_status(call: Call) -> dict[str, Any]:
     }
 
 
-async def step_of(call: Call, job: Row[Any]) -> Row[Any]:
+async def step_of(
+    call: Call, job: Row[Any], unknown: ErrorCode = ErrorCode.STEP_INSTANCE_NOT_EXIST
+) -> Row[Any]:
+    """``unknown``: the code for a step the job does not have (bk-job's log queries
+    answer 1244006, its step queries 1244007)."""
     step_id = need_int(call.params, "step_instance_id", minimum=1)
     step = await call.services.jobs.step(step_id)
     if step is None or step.job_instance_id != job.id:
         raise JobError(
-            ErrorCode.STEP_INSTANCE_NOT_EXIST,
+            unknown,
             f"Step instance {step_id} does not exist in job instance {job.id}",
         )
     return step
@@ -78,9 +82,16 @@ async def file_step_hosts(
     return ids
 
 
+def _no_host() -> JobError:
+    return JobError(
+        ErrorCode.MISSING_OR_INVALID_PARAM,
+        "Missing or invalid parameter [host_id/(bk_cloud_id+ip)]",
+    )
+
+
 async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
     job = await job_in_scope(call, VIEW)
-    step = await step_of(call, job)
+    step = await step_of(call, job, ErrorCode.JOB_INSTANCE_NOT_EXIST)
     count = execute_count_of(call, step)
     p = call.params
     host_id = get_int(p, "bk_host_id") or get_int(p, "host_id")
@@ -93,7 +104,7 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
                 [(get_int(p, "bk_cloud_id", default=0) or 0, normalize_ip(p["ip"]))]
             )
         else:
-            raise JobError.missing("bk_host_id|ip")
+            raise _no_host()
         # the inventory knows every business's hosts: answer only for this step's
         allowed = await file_step_hosts(call, step, count, (h.bk_host_id for h in found))
         found = [h for h in found if h.bk_host_id in allowed]
@@ -107,7 +118,7 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
     else:
         ip = p.get("ip")
         if not ip:
-            raise JobError.missing("bk_host_id|ip")
+            raise _no_host()
         cloud = get_int(p, "bk_cloud_id", default=0) or 0
         rows = await jobs.hosts_at(step.id, count, [(cloud, normalize_ip(ip))])
     if not rows:
@@ -134,7 +145,7 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
     """The logs of the hosts in ``host_id_list`` and ``ip_list`` (at most ``max_hosts``);
     only those hosts' rows are read."""
     job = await job_in_scope(call, VIEW)
-    step = await step_of(call, job)
+    step = await step_of(call, job, ErrorCode.JOB_INSTANCE_NOT_EXIST)
     count = execute_count_of(call, step)
     p = call.params
     wanted_ids: list[int] = []
@@ -152,6 +163,11 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise JobError.invalid("ip_list.bk_cloud_id") from None
         wanted_ips.append((cloud, normalize_ip(item["ip"])))
+    if not wanted_ids and not wanted_ips:
+        raise JobError(
+            ErrorCode.MISSING_OR_INVALID_PARAM,
+            "Missing or invalid parameter [host_id_list/ip_list]",
+        )
     if len(set(wanted_ids)) + len(set(wanted_ips)) > max_hosts:
         raise JobError(
             ErrorCode.MISSING_OR_INVALID_PARAM,
