@@ -131,6 +131,12 @@ async def test_unknown_ids_and_log_limits(running: Running) -> None:
     assert wrong_batch_step["code"] == 1244006
     ids = {"bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
            "step_instance_id": sub["step_instance_id"]}
+    # a host the step did not run on has an empty log, not an error
+    stranger = await running.wire.v3("get_job_instance_ip_log", {
+        **ids, "ip": "127.0.0.9", "bk_cloud_id": 0}, method="GET")
+    assert stranger["result"] is True, stranger
+    assert stranger["data"]["log_type"] == 1 and stranger["data"]["log_content"] is None
+    assert (stranger["data"]["ip"], stranger["data"]["bk_cloud_id"]) == ("127.0.0.9", 0)
     no_host = await running.wire.v3("get_job_instance_ip_log", ids, method="GET")
     assert no_host["code"] == 1241007, no_host
     no_hosts = await running.wire.v3("batch_get_job_instance_ip_log", ids)

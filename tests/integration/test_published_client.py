@@ -155,8 +155,10 @@ async def test_a_failed_transfer_names_its_source_and_target(running: Running,
     target = f"{tmp_path}/transit/[FILESRCIP]"
     out = await asyncio.to_thread(missing_source_flow, running.url, running.boot, target)
     assert out["status"]["job_instance"]["status"] == 4
-    [entry] = out["log"]["file_logs"]
+    # as bk-job, the target's log holds its download, then the source's upload
+    entry, upload = out["log"]["file_logs"]
     assert entry["mode"] == 1 and entry["status"] == 5
+    assert (upload["mode"], upload["status"]) == (0, 5)
     assert "/nonexistent/packed.tar.gz" in entry["log_content"]
     # the download never began: the path it was bound for, not "." (no path at all)
     assert entry["dest_path"] == target

@@ -12,11 +12,12 @@ from jobfleet.api.auditing import audit_log_read
 from jobfleet.api.execute import job_in_scope
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int, positive_id
 from jobfleet.api.routing import Call, add_api
-from jobfleet.api.transfer import file_logs_for
+from jobfleet.api.transfer import file_log_view, file_logs_for
 from jobfleet.api.views import host_result_views, job_view, list_item, step_view
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType, StepType
 from jobfleet.domain.targets import normalize_ip
+from jobfleet.store.filelogs import DOWNLOAD, UPLOAD
 from jobfleet.store.inventory import Host
 
 MAX_LOG_HOSTS = 500
@@ -89,6 +90,39 @@ def _no_host() -> JobError:
     )
 
 
+def _asked_host(p: dict[str, Any], host_id: int | None) -> dict[str, Any]:
+    """The host a log query named, as it named it (the step knows no more of it)."""
+    ip = p.get("ip") if host_id is None else None
+    return {
+        "bk_host_id": host_id,
+        "bk_cloud_id": get_int(p, "bk_cloud_id", default=0) if ip else None,
+        "ip": normalize_ip(ip) if ip else None,
+        "ipv6": None,
+    }
+
+
+def _source_hosts(step: Row[Any]) -> set[int]:
+    found: set[int] = set()
+    for source in (step.config or {}).get("sources") or []:
+        if isinstance(source, dict) and source.get("kind") == "host":
+            found.update(int(h) for h in source.get("host_ids") or [])
+    return found
+
+
+async def _with_uploads(
+    call: Call, step: Row[Any], count: int, item: dict[str, Any]
+) -> dict[str, Any]:
+    """bk-job's one-host file log: the host's own rows, then every source host's uploads
+    (whichever host was asked for). A fetch's uploads are the hosts' own."""
+    sources = _source_hosts(step)
+    if not sources or (step.config or {}).get("direction") == "fetch":
+        return item
+    asked = item.get("bk_host_id")
+    own = [f for f in item["file_logs"] if f["mode"] == DOWNLOAD or asked not in sources]
+    rows = await call.services.file_logs.rows(step.id, count, host_ids=sorted(sources), mode=UPLOAD)
+    return {**item, "file_logs": own + [file_log_view(r, {}) for r in rows]}
+
+
 async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
     job = await job_in_scope(call, VIEW)
     step = await step_of(call, job, ErrorCode.JOB_INSTANCE_NOT_EXIST)
@@ -108,11 +142,12 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
         # the inventory knows every business's hosts: answer only for this step's
         allowed = await file_step_hosts(call, step, count, (h.bk_host_id for h in found))
         found = [h for h in found if h.bk_host_id in allowed]
-        if not found:
-            raise JobError(ErrorCode.HOST_INVALID, "The host is not a host of this step")
-        item = (await file_logs_for(call, step, count, [host_view(found[0])]))[0]
+        if found:
+            item = (await file_logs_for(call, step, count, [host_view(found[0])]))[0]
+        else:
+            item = {**_asked_host(p, host_id), "file_logs": []}
         await audit_log_read(call, job, step.id, 1)
-        return {"log_type": int(LogType.FILE), **item}
+        return {"log_type": int(LogType.FILE), **await _with_uploads(call, step, count, item)}
     if host_id is not None:
         rows = await jobs.hosts(step.id, count, host_ids=[host_id])
     else:
@@ -122,7 +157,9 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
         cloud = get_int(p, "bk_cloud_id", default=0) or 0
         rows = await jobs.hosts_at(step.id, count, [(cloud, normalize_ip(ip))])
     if not rows:
-        raise JobError(ErrorCode.HOST_INVALID, "The host is not a target of this step")
+        # bk-job does not check that the host belongs to the step: a host that has no
+        # log there has an empty one
+        return {"log_type": int(LogType.SCRIPT), **_asked_host(p, host_id), "log_content": None}
     row = rows[0]
     logs = await jobs.logs(step.id, count, [row.bk_host_id])
     await audit_log_read(call, job, step.id, 1)
