@@ -123,7 +123,36 @@ async def test_unknown_ids_and_log_limits(running: Running) -> None:
     wrong_step = await running.wire.v3("get_job_instance_ip_log", {
         "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "step_instance_id": 999,
         "bk_host_id": 1}, method="GET")
-    assert wrong_step["code"] == 1244007
+    # bk-job's log queries answer an unknown step as an unknown job instance
+    assert wrong_step["code"] == 1244006
+    wrong_batch_step = await running.wire.v3("batch_get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "step_instance_id": 999,
+        "host_id_list": [1]})
+    assert wrong_batch_step["code"] == 1244006
+    ids = {"bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+           "step_instance_id": sub["step_instance_id"]}
+    # a host the step did not run on has an empty log, not an error
+    stranger = await running.wire.v3("get_job_instance_ip_log", {
+        **ids, "ip": "127.0.0.9", "bk_cloud_id": 0}, method="GET")
+    assert stranger["result"] is True, stranger
+    assert stranger["data"]["log_type"] == 1 and stranger["data"]["log_content"] is None
+    assert (stranger["data"]["ip"], stranger["data"]["bk_cloud_id"]) == ("127.0.0.9", 0)
+    no_host = await running.wire.v3("get_job_instance_ip_log", ids, method="GET")
+    assert no_host["code"] == 1241007, no_host
+    no_hosts = await running.wire.v3("batch_get_job_instance_ip_log", ids)
+    assert no_hosts["code"] == 1241007, no_hosts
+    for route in ("get_job_instance_status", "get_job_instance_global_var_value"):
+        for bad in ({}, {"job_instance_id": 0}):
+            answer = await running.wire.v3(route, {"bk_biz_id": 2, **bad}, method="GET")
+            assert answer["code"] == 1241007, (route, bad, answer)
+    for bad in ({}, {"job_instance_id": 0}, {"job_instance_id": sub["job_instance_id"]}):
+        answer = await running.wire.v3("operate_job_instance", {"bk_biz_id": 2, **bad})
+        assert answer["code"] == 1241002, (bad, answer)
+    for bad in ({}, {"step_instance_id": 0}, {"step_instance_id": 1, "operation_code": None}):
+        answer = await running.wire.v3("operate_step_instance", {
+            "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"], "operation_code": 2,
+            **bad})
+        assert answer["code"] == 1241002, (bad, answer)
     too_many = await running.wire.v3("batch_get_job_instance_ip_log", {
         "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
         "step_instance_id": sub["step_instance_id"], "host_id_list": list(range(1, 502))})
@@ -146,8 +175,9 @@ async def test_wrong_method_and_unknown_api(running: Running) -> None:
 
 
 async def test_history_query_range_rules(running: Running) -> None:
-    for params, code in (({}, 1241004), ({"create_time_start": 10, "create_time_end": 5}, 1241002),
-                         ({"create_time_start": 0, "create_time_end": 31 * 86400 * 1000},
+    for params, code in (({}, 1241007), ({"create_time_start": 10, "create_time_end": 5}, 1241007),
+                         ({"create_time_start": 0, "create_time_end": 5}, 1241007),
+                         ({"create_time_start": 1, "create_time_end": 1 + 31 * 86400 * 1000},
                           1241002), ({"create_time_start": 1, "create_time_end": 2,
                                       "length": 1001}, 1241010)):
         answer = await running.wire.v3("get_job_instance_list", {"bk_biz_id": 2, **params},

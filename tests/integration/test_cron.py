@@ -287,6 +287,15 @@ async def test_cron_api_rules(running: Running) -> None:
         answer = await wire.v3(name, {**BIZ, **body},
                                method="GET" if name.startswith("get") else "POST")
         assert answer["code"] == 1245001, (name, answer)
+    # bk-job's own checks of the id and status
+    for name, body, bad in (("get_cron_detail", {}, 1241002),
+                            ("get_cron_detail", {"id": 0}, 1241002),
+                            ("update_cron_status", {"status": 1}, 1241010),
+                            ("update_cron_status", {"id": -1, "status": 1}, 1241010),
+                            ("update_cron_status", {"id": cron_id}, 1241010)):
+        answer = await wire.v3(name, {**BIZ, **body},
+                               method="GET" if name.startswith("get") else "POST")
+        assert answer["code"] == bad, (name, body, answer)
     deleted = await wire.v3("delete_cron", {**BIZ, "id": cron_id})
     assert deleted["result"] and "data" not in deleted
     gone = await wire.v3("get_cron_detail", {**BIZ, "id": cron_id}, method="GET")

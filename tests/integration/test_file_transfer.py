@@ -76,7 +76,11 @@ async def test_tree_and_wildcard_to_many_targets_with_filesrcip(running: Running
         "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
         "step_instance_id": sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGETS[1]},
         method="GET")
-    assert single["data"]["log_type"] == 2 and len(single["data"]["file_logs"]) == len(downloads)
+    assert single["data"]["log_type"] == 2
+    # as bk-job: the host's downloads, then the uploads of every source
+    modes = [f["mode"] for f in single["data"]["file_logs"]]
+    assert modes == [1] * len(downloads) + [0] * (len(modes) - len(downloads))
+    assert modes.count(0) == 2 * len(uploads)
 
 
 async def test_missing_source_fails_targets_with_203(running: Running, tmp_path: Path) -> None:

@@ -336,7 +336,9 @@ async def test_bad_plan_input(running: Running) -> None:
     cases = [
         ({"job_plan_id": 999_999}, 1244012),
         ({"job_plan_id": "x"}, 1241010),
-        ({"job_plan_id": None}, 1241004),
+        ({"job_plan_id": None}, 1241005),
+        ({"job_plan_id": 0}, 1241005),
+        ({"job_plan_id": -3}, 1241005),
         ({"global_var_list": [good_hosts, {"id": ids["name"], "server": hosts(A)}]}, 1241010),
         ({"global_var_list": [{"id": ids["targets"], "value": "1.2.3.4"}]}, 1241010),
         ({"global_var_list": [good_hosts, {"id": ids["list"], "value": "a b"},

@@ -143,7 +143,10 @@ def missing_source_flow(url: str, boot: dict[str, Any], target: str) -> dict[str
     log = client.jobv3.get_job_instance_ip_log({"bk_biz_id": 2, "job_instance_id": job_id,
                                                 "step_instance_id": step_id,
                                                 "ip": IPS[1], "bk_cloud_id": 0})
-    return {"status": status["data"], "log": log["data"]}
+    source = client.jobv3.batch_get_job_instance_ip_log({
+        "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+        "ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]})
+    return {"status": status["data"], "log": log["data"], "source": source["data"]}
 
 
 async def test_a_failed_transfer_names_its_source_and_target(running: Running,
@@ -152,11 +155,22 @@ async def test_a_failed_transfer_names_its_source_and_target(running: Running,
     target = f"{tmp_path}/transit/[FILESRCIP]"
     out = await asyncio.to_thread(missing_source_flow, running.url, running.boot, target)
     assert out["status"]["job_instance"]["status"] == 4
-    [entry] = out["log"]["file_logs"]
+    # as bk-job, the target's log holds its download, then the source's upload
+    entry, upload = out["log"]["file_logs"]
     assert entry["mode"] == 1 and entry["status"] == 5
+    assert (upload["mode"], upload["status"]) == (0, 5)
     assert "/nonexistent/packed.tar.gz" in entry["log_content"]
     # the download never began: the path it was bound for, not "." (no path at all)
     assert entry["dest_path"] == target
     # from the host that lacked the file, not from 0.0.0.0 (bk-job's name for local files)
     assert (entry["src_ip"]["ip"], entry["src_ip"]["bk_cloud_id"]) == (IPS[0], 0)
     assert entry["src_ip"]["bk_host_id"] is not None
+    # the source shows its upload of the missing file failed, with the reason (as bk-job)
+    [source] = out["source"]["file_task_logs"]
+    assert source["ip"] == IPS[0]
+    [upload] = source["file_logs"]
+    assert (upload["mode"], upload["status"]) == (0, 5)
+    assert upload["src_path"] == "/nonexistent/packed.tar.gz"
+    assert "/nonexistent/packed.tar.gz" in upload["log_content"]
+    assert (upload["src_ip"]["ip"], upload["src_ip"]["bk_cloud_id"]) == (IPS[0], 0)
+    assert "dest_ip" not in upload

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
-from jobfleet.api.params import get_int, get_str, need_int
+from jobfleet.api.params import get_int, get_str, need_int, positive_id
 from jobfleet.api.routing import Call, add_api
 from jobfleet.api.services import Services
 from jobfleet.domain.cron import (
@@ -351,7 +351,7 @@ async def get_cron_list(call: Call) -> dict[str, Any]:
 
 async def get_cron_detail(call: Call) -> dict[str, Any]:
     scope = await call.scope(VIEW)
-    cron_id = need_int(call.params, "id", minimum=1)
+    cron_id = positive_id(call.params, "id", ErrorCode.INVALID_PARAM)
     row = await call.services.crons.get(scope.scope_type, scope.scope_id, cron_id)
     return cron_view(row, with_vars=True)
 
@@ -359,8 +359,13 @@ async def get_cron_detail(call: Call) -> dict[str, Any]:
 async def update_cron_status(call: Call) -> dict[str, Any]:
     scope = await call.scope(MANAGE)
     p = call.params
-    cron_id = need_int(p, "id", minimum=1)
-    status = need_int(p, "status")
+    # bk-job's own check: a missing id or status is invalid (1241010), not missing
+    cron_id = get_int(p, "id")
+    if cron_id is None or cron_id < 1:
+        raise JobError.invalid("id", "id must be a positive integer")
+    status = get_int(p, "status")
+    if status is None:
+        raise JobError.invalid("status", "1 (start) or 2 (pause)")
     if status not in (CronStatus.RUNNING, CronStatus.PAUSED):
         raise JobError.invalid("status", "1 (start) or 2 (pause)")
     crons = call.services.crons

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
-from jobfleet.api.params import get_bool, get_int, get_str, need_int
+from jobfleet.api.params import get_bool, get_int, get_str, positive_id
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.rolling import parse_rolling
@@ -115,8 +115,12 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
     return {"job_instance_id": job_id, "job_instance_name": job_name, "step_instance_id": step_id}
 
 
-async def job_in_scope(call: Call, action: str) -> Any:
+async def job_in_scope(call: Call, action: str, bad_id: ErrorCode | None = None) -> Any:
+    """``bad_id``: the code of the route's own check of ``job_instance_id`` in bk-job,
+    where it has one (``positive_id``)."""
     scope = await call.scope(action)
+    if bad_id is not None:
+        positive_id(call.params, "job_instance_id", bad_id)
     job_id = get_int(call.params, "job_instance_id", required=True, minimum=1)
     assert job_id is not None
     job = await call.services.jobs.job(job_id)
@@ -129,8 +133,10 @@ async def job_in_scope(call: Call, action: str) -> Any:
 
 
 async def operate_job_instance(call: Call) -> dict[str, Any]:
-    job = await job_in_scope(call, "execute_job")
-    code = need_int(call.params, "operation_code")
+    job = await job_in_scope(call, "execute_job", ErrorCode.INVALID_PARAM)
+    code = get_int(call.params, "operation_code")
+    if code is None:
+        raise JobError(ErrorCode.INVALID_PARAM, "Invalid parameters: operation_code is missing")
     engine = call.services.engine
     if code == JobOperation.TERMINATE:
         if job.status in FINISHED_RUN_STATUSES:

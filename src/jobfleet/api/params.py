@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jobfleet.domain.errors import JobError
+from jobfleet.domain.errors import ErrorCode, JobError
 
 TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off", ""}
@@ -231,4 +231,20 @@ def get_list(params: dict[str, Any], name: str) -> list[Any]:
         return []
     if not isinstance(value, list):
         raise JobError.invalid(name, "must be a list")
+    return value
+
+
+_BAD_ID_MESSAGES = {
+    ErrorCode.INVALID_PARAM: "Invalid parameters: {0} is missing or not positive",
+    ErrorCode.INVALID_PARAM_WITH_NAME: "Invalid parameter [{0}]",
+    ErrorCode.MISSING_OR_INVALID_PARAM: "Missing or invalid parameter [{0}]",
+}
+
+
+def positive_id(params: dict[str, Any], name: str, code: ErrorCode) -> int:
+    """An id that bk-job checks by hand: missing and below 1 answered alike, with the code
+    that route's own check uses (``_BAD_ID_MESSAGES``)."""
+    value = get_int(params, name)
+    if value is None or value < 1:
+        raise JobError(code, _BAD_ID_MESSAGES[code].format(name))
     return value

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
 from jobfleet.api.execute import check_callback_url, job_in_scope
-from jobfleet.api.params import get_bool, get_list, get_str, need_int
+from jobfleet.api.params import get_bool, get_int, get_list, get_str, positive_id
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.approvals import approvers
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -37,7 +37,7 @@ LATER_OPERATIONS = {
 async def execute_job_plan(call: Call) -> dict[str, Any]:
     p = call.params
     scope = await call.scope("launch_job_plan")
-    plan_id = need_int(p, "job_plan_id", minimum=1)
+    plan_id = positive_id(p, "job_plan_id", ErrorCode.INVALID_PARAM_WITH_NAME)
     job_id, name = await call.services.plans.launch(
         plan_id=plan_id,
         scope=scope,
@@ -74,9 +74,11 @@ def _approvers(job: Any, info: dict[str, Any]) -> set[str]:
 
 async def operate_step_instance(call: Call) -> dict[str, Any]:
     p = call.params
-    job = await job_in_scope(call, "execute_job")
-    step_id = need_int(p, "step_instance_id", minimum=1)
-    code = need_int(p, "operation_code")
+    job = await job_in_scope(call, "execute_job", ErrorCode.INVALID_PARAM)
+    step_id = positive_id(p, "step_instance_id", ErrorCode.INVALID_PARAM)
+    code = get_int(p, "operation_code")
+    if code is None:
+        raise JobError(ErrorCode.INVALID_PARAM, "Invalid parameters: operation_code is missing")
     jobs = call.services.jobs
     step = await jobs.step(step_id)
     if step is None or step.job_instance_id != job.id:
@@ -229,7 +231,7 @@ async def _operate_execution(call: Call, job: Any, step: Any, operation: StepOpe
 
 
 async def get_job_instance_global_var_value(call: Call) -> dict[str, Any]:
-    job = await job_in_scope(call, "view_history")
+    job = await job_in_scope(call, "view_history", ErrorCode.MISSING_OR_INVALID_PARAM)
     out: list[dict[str, Any]] = []
     # a job without variables (a fast_* call) still lists its steps, so that a client
     # reading the last entry (bk-sops does) finds one

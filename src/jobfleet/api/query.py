@@ -10,13 +10,14 @@ from sqlalchemy import Row
 
 from jobfleet.api.auditing import audit_log_read
 from jobfleet.api.execute import job_in_scope
-from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
+from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int, positive_id
 from jobfleet.api.routing import Call, add_api
-from jobfleet.api.transfer import file_logs_for
+from jobfleet.api.transfer import file_log_view, file_logs_for
 from jobfleet.api.views import host_result_views, job_view, list_item, step_view
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType, StepType
 from jobfleet.domain.targets import normalize_ip
+from jobfleet.store.filelogs import DOWNLOAD, UPLOAD
 from jobfleet.store.inventory import Host
 
 MAX_LOG_HOSTS = 500
@@ -34,7 +35,7 @@ def host_view(host: Host) -> dict[str, Any]:
 
 
 async def get_job_instance_status(call: Call) -> dict[str, Any]:
-    job = await job_in_scope(call, VIEW)
+    job = await job_in_scope(call, VIEW, ErrorCode.MISSING_OR_INVALID_PARAM)
     steps = await call.services.jobs.steps(job.id)
     step_list = [step_view(s) for s in steps]
     if get_bool(call.params, "return_ip_result", False):
@@ -48,12 +49,16 @@ async def get_job_instance_status(call: Call) -> dict[str, Any]:
     }
 
 
-async def step_of(call: Call, job: Row[Any]) -> Row[Any]:
+async def step_of(
+    call: Call, job: Row[Any], unknown: ErrorCode = ErrorCode.STEP_INSTANCE_NOT_EXIST
+) -> Row[Any]:
+    """``unknown``: the code for a step the job does not have (bk-job's log queries
+    answer 1244006, its step queries 1244007)."""
     step_id = need_int(call.params, "step_instance_id", minimum=1)
     step = await call.services.jobs.step(step_id)
     if step is None or step.job_instance_id != job.id:
         raise JobError(
-            ErrorCode.STEP_INSTANCE_NOT_EXIST,
+            unknown,
             f"Step instance {step_id} does not exist in job instance {job.id}",
         )
     return step
@@ -78,9 +83,49 @@ async def file_step_hosts(
     return ids
 
 
+def _no_host() -> JobError:
+    return JobError(
+        ErrorCode.MISSING_OR_INVALID_PARAM,
+        "Missing or invalid parameter [host_id/(bk_cloud_id+ip)]",
+    )
+
+
+def _asked_host(p: dict[str, Any], host_id: int | None) -> dict[str, Any]:
+    """The host a log query named, as it named it (the step knows no more of it)."""
+    ip = p.get("ip") if host_id is None else None
+    return {
+        "bk_host_id": host_id,
+        "bk_cloud_id": get_int(p, "bk_cloud_id", default=0) if ip else None,
+        "ip": normalize_ip(ip) if ip else None,
+        "ipv6": None,
+    }
+
+
+def _source_hosts(step: Row[Any]) -> set[int]:
+    found: set[int] = set()
+    for source in (step.config or {}).get("sources") or []:
+        if isinstance(source, dict) and source.get("kind") == "host":
+            found.update(int(h) for h in source.get("host_ids") or [])
+    return found
+
+
+async def _with_uploads(
+    call: Call, step: Row[Any], count: int, item: dict[str, Any]
+) -> dict[str, Any]:
+    """bk-job's one-host file log: the host's own rows, then every source host's uploads
+    (whichever host was asked for). A fetch's uploads are the hosts' own."""
+    sources = _source_hosts(step)
+    if not sources or (step.config or {}).get("direction") == "fetch":
+        return item
+    asked = item.get("bk_host_id")
+    own = [f for f in item["file_logs"] if f["mode"] == DOWNLOAD or asked not in sources]
+    rows = await call.services.file_logs.rows(step.id, count, host_ids=sorted(sources), mode=UPLOAD)
+    return {**item, "file_logs": own + [file_log_view(r, {}) for r in rows]}
+
+
 async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
     job = await job_in_scope(call, VIEW)
-    step = await step_of(call, job)
+    step = await step_of(call, job, ErrorCode.JOB_INSTANCE_NOT_EXIST)
     count = execute_count_of(call, step)
     p = call.params
     host_id = get_int(p, "bk_host_id") or get_int(p, "host_id")
@@ -93,25 +138,28 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
                 [(get_int(p, "bk_cloud_id", default=0) or 0, normalize_ip(p["ip"]))]
             )
         else:
-            raise JobError.missing("bk_host_id|ip")
+            raise _no_host()
         # the inventory knows every business's hosts: answer only for this step's
         allowed = await file_step_hosts(call, step, count, (h.bk_host_id for h in found))
         found = [h for h in found if h.bk_host_id in allowed]
-        if not found:
-            raise JobError(ErrorCode.HOST_INVALID, "The host is not a host of this step")
-        item = (await file_logs_for(call, step, count, [host_view(found[0])]))[0]
+        if found:
+            item = (await file_logs_for(call, step, count, [host_view(found[0])]))[0]
+        else:
+            item = {**_asked_host(p, host_id), "file_logs": []}
         await audit_log_read(call, job, step.id, 1)
-        return {"log_type": int(LogType.FILE), **item}
+        return {"log_type": int(LogType.FILE), **await _with_uploads(call, step, count, item)}
     if host_id is not None:
         rows = await jobs.hosts(step.id, count, host_ids=[host_id])
     else:
         ip = p.get("ip")
         if not ip:
-            raise JobError.missing("bk_host_id|ip")
+            raise _no_host()
         cloud = get_int(p, "bk_cloud_id", default=0) or 0
         rows = await jobs.hosts_at(step.id, count, [(cloud, normalize_ip(ip))])
     if not rows:
-        raise JobError(ErrorCode.HOST_INVALID, "The host is not a target of this step")
+        # bk-job does not check that the host belongs to the step: a host that has no
+        # log there has an empty one
+        return {"log_type": int(LogType.SCRIPT), **_asked_host(p, host_id), "log_content": None}
     row = rows[0]
     logs = await jobs.logs(step.id, count, [row.bk_host_id])
     await audit_log_read(call, job, step.id, 1)
@@ -134,7 +182,7 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
     """The logs of the hosts in ``host_id_list`` and ``ip_list`` (at most ``max_hosts``);
     only those hosts' rows are read."""
     job = await job_in_scope(call, VIEW)
-    step = await step_of(call, job)
+    step = await step_of(call, job, ErrorCode.JOB_INSTANCE_NOT_EXIST)
     count = execute_count_of(call, step)
     p = call.params
     wanted_ids: list[int] = []
@@ -152,6 +200,11 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise JobError.invalid("ip_list.bk_cloud_id") from None
         wanted_ips.append((cloud, normalize_ip(item["ip"])))
+    if not wanted_ids and not wanted_ips:
+        raise JobError(
+            ErrorCode.MISSING_OR_INVALID_PARAM,
+            "Missing or invalid parameter [host_id_list/ip_list]",
+        )
     if len(set(wanted_ids)) + len(set(wanted_ips)) > max_hosts:
         raise JobError(
             ErrorCode.MISSING_OR_INVALID_PARAM,
@@ -235,10 +288,15 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
 async def get_job_instance_list(call: Call) -> dict[str, Any]:
     scope = await call.scope(VIEW)
     p = call.params
-    start_ms = need_int(p, "create_time_start", minimum=0)
-    end_ms = need_int(p, "create_time_end", minimum=0)
+    # bk-job answers a missing bound and one below 1 alike
+    start_ms = positive_id(p, "create_time_start", ErrorCode.MISSING_OR_INVALID_PARAM)
+    end_ms = positive_id(p, "create_time_end", ErrorCode.MISSING_OR_INVALID_PARAM)
     if end_ms <= start_ms:
-        raise JobError(ErrorCode.INVALID_PARAM, "create_time_end must be after create_time_start")
+        raise JobError(
+            ErrorCode.MISSING_OR_INVALID_PARAM,
+            "Missing or invalid parameter [create_time_start|create_time_end]: "
+            "create_time_end must be after create_time_start",
+        )
     if end_ms - start_ms > MAX_SPAN_MS:
         raise JobError(ErrorCode.INVALID_PARAM, "The create time range may span at most 30 days")
     offset = get_int(p, "start", default=0, minimum=0) or 0

@@ -199,9 +199,13 @@ async def get_script_version_list(call: Call, public: bool) -> dict[str, Any]:
     owner = await _owner(call, public, None)
     p = call.params
     start, length = _page(p)
+    script_id = _text(p, "script_id", limit=1024)
+    if not script_id or not script_id.strip():
+        # bk-job's own check: a script_id that is missing is invalid (1241005)
+        raise JobError(ErrorCode.INVALID_PARAM_WITH_NAME, "Invalid parameter [script_id]")
     total, items = await call.services.scripts.list_versions(
         owner.bk_biz_id,
-        _script_id(p),
+        script_id,
         content=get_bool(p, "return_script_content", False),
         offset=start,
         limit=length,
@@ -213,11 +217,17 @@ async def get_script_version_list(call: Call, public: bool) -> dict[str, Any]:
 async def get_script_version_detail(call: Call, public: bool) -> dict[str, Any]:
     owner = await _owner(call, public, None)
     p = call.params
-    version_id = get_int(p, "id", minimum=1, maximum=MAX_ID)
+    version_id = get_int(p, "id", maximum=MAX_ID)
     script_id = _text(p, "script_id", limit=1024)
     version = _text(p, "version", limit=1024)
-    if version_id is None and not (script_id and version):
-        raise JobError.missing("id|script_id+version")
+    # as bk-job: an id above 0 wins, else script_id and version are each invalid (1241005)
+    # when missing
+    if version_id is not None and version_id < 1:
+        version_id = None
+    if version_id is None:
+        for name, value in (("script_id", script_id), ("version", version)):
+            if not value or not value.strip():
+                raise JobError(ErrorCode.INVALID_PARAM_WITH_NAME, f"Invalid parameter [{name}]")
     view = await call.services.scripts.get_version(
         owner.bk_biz_id, version_id=version_id, script_id=script_id, version=version
     )

@@ -59,6 +59,17 @@ MAX_FILE_TASKS = 100_000
 FAILURE_SEQ = 1_000_000
 
 
+def _files_of(step: Row[Any], host_id: int) -> list[str]:
+    """The paths a step takes from source host ``host_id``."""
+    paths: list[str] = []
+    for source in (step.config or {}).get("sources") or []:
+        if not isinstance(source, dict) or source.get("kind") != "host":
+            continue
+        if any(str(h) == str(host_id) for h in source.get("host_ids") or []):
+            paths.extend(str(f) for f in source.get("files") or [])
+    return paths
+
+
 def target_file(
     target_path: str, item: Prepared, target_name: str | None, when: datetime, single: bool
 ) -> str:
@@ -312,23 +323,46 @@ class FileSteps:
                     "src_cloud_id": host.bk_cloud_id,
                     "src_ip": host.ip,
                 }
-        await self.file_logs.add(
-            [
+        failed = [
+            {
+                "step_instance_id": step.id,
+                "execute_count": step.execute_count,
+                "bk_host_id": r.bk_host_id,
+                "mode": mode,
+                "seq": FAILURE_SEQ,
+                **source,
+                "src_path": "",
+                "status": FAILED,
+                "progress": 0,
+                "log_content": failure.message[:4000],
+            }
+            for r in rows
+        ]
+        if (
+            source
+            and mode == DOWNLOAD
+            and not await self.file_logs.rows(
+                step.id, step.execute_count, host_ids=[source["src_host_id"]], mode=UPLOAD
+            )
+        ):
+            # a source that failed before its upload began (files missing, agent away)
+            # shows, as in bk-job, each of its files' upload failed with the reason
+            failed.extend(
                 {
                     "step_instance_id": step.id,
                     "execute_count": step.execute_count,
-                    "bk_host_id": r.bk_host_id,
-                    "mode": mode,
-                    "seq": FAILURE_SEQ,
+                    "bk_host_id": source["src_host_id"],
+                    "mode": UPLOAD,
+                    "seq": FAILURE_SEQ + n,
                     **source,
-                    "src_path": "",
+                    "src_path": path[:4096],
                     "status": FAILED,
                     "progress": 0,
                     "log_content": failure.message[:4000],
                 }
-                for r in rows
-            ]
-        )
+                for n, path in enumerate(_files_of(step, source["src_host_id"]))
+            )
+        await self.file_logs.add(failed)
         await self.dispatcher.conclude_hosts(
             step.id,
             step.execute_count,
