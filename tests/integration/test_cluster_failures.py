@@ -5,8 +5,12 @@ of an agent that is connected all along."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
+from sqlalchemy.engine import make_url
 from tests.integration.cluster import cluster, needs_cluster
 from tests.integration.harness import eventually
 from tests.integration.test_cluster_bus import (
@@ -49,5 +53,53 @@ async def test_jobs_sent_right_after_redis_comes_back_empty_reach_every_agent(
                 await check_every_host_once(c.wires[0], job, step, ips, "during {ip}\n")
             for job, step in after:
                 await check_every_host_once(c.wires[1], job, step, ips, "after {ip}\n")
+        finally:
+            await agents.stop()
+
+
+@contextlib.asynccontextmanager
+async def database_admin(database_url: str) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
+    """A superuser connection to the server's ``postgres`` database, and the name of
+    the test's own database (a copy made for this test alone)."""
+    url = make_url(database_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
+                                 password=url.password, database="postgres")
+    try:
+        yield conn, str(url.database)
+    finally:
+        await conn.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS true')
+        await conn.close()
+
+
+async def drop_connections(admin: asyncpg.Connection, name: str) -> int:
+    return int(await admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+        name))
+
+
+async def test_postgresql_dropping_connections_and_away_for_seconds_loses_no_output(
+        tmp_path: Path, database_url: str) -> None:
+    """Mid job, every connection of the nodes is cut three times, then the database
+    refuses connections for 4 s (as while PostgreSQL restarts). Every host of both
+    nodes still ends with its whole output, once, and the nodes work on after."""
+    needs_cluster(database_url)
+    lines = 30
+    script = f'for i in $(seq {lines}); do echo "l$i $JOBFLEET_HOST_IP"; sleep 0.2; done'
+    async with cluster(tmp_path, database_url, size=2) as c, \
+            database_admin(database_url) as (admin, name):
+        agents, ids, ips, job_id, step_id = await spread_job(c, tmp_path, 40, script, driver=0)
+        try:
+            await eventually(lambda: some_running(c.wires[1], job_id, 40), timeout=60)
+            for _ in range(3):
+                assert await drop_connections(admin, name) > 0
+                await asyncio.sleep(0.5)
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await drop_connections(admin, name)
+            await asyncio.sleep(4.0)
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            expect = "".join(f"l{i} {{ip}}\n" for i in range(1, lines + 1))
+            await check_every_host_once(c.wires[1], job_id, step_id, ips, expect)
+            second, second_step = await run(c.wires[1], 'echo "again $JOBFLEET_HOST_IP"', ids)
+            await check_every_host_once(c.wires[0], second, second_step, ips, "again {ip}\n")
         finally:
             await agents.stop()
