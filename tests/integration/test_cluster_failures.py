@@ -95,7 +95,16 @@ async def test_postgresql_dropping_connections_and_away_for_seconds_loses_no_out
                 await asyncio.sleep(0.5)
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             await drop_connections(admin, name)
-            await asyncio.sleep(4.0)
+            down = asyncio.get_running_loop().time()
+            # what a client hears meanwhile: the service is unavailable, try again
+            for wire in c.wires:
+                answer = await wire.http.get(
+                    "/api/bk-job/prod/api/v3/get_job_instance_status",
+                    params={"bk_biz_id": 2, "job_instance_id": job_id}, headers=wire.headers())
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["code"] == 1240001, answer.text
+                assert "database cannot be reached" in answer.json()["message"]
+            await asyncio.sleep(4.0 - (asyncio.get_running_loop().time() - down))
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             expect = "".join(f"l{i} {{ip}}\n" for i in range(1, lines + 1))
             await check_every_host_once(c.wires[1], job_id, step_id, ips, expect)
