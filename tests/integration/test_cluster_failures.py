@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 from sqlalchemy.engine import make_url
 from tests.integration.cluster import cluster, needs_cluster
-from tests.integration.harness import eventually
+from tests.integration.harness import Wire, eventually
 from tests.integration.test_cluster_bus import (
     check_every_host_once,
     run,
@@ -41,6 +42,15 @@ async def test_jobs_sent_right_after_redis_comes_back_empty_reach_every_agent(
             await c.redis.stop()
             # taken while Redis is away: accepted, and run once it is back
             during = [await run(w, 'echo "during $JOBFLEET_HOST_IP"', ids) for w in c.wires]
+            for wire in c.wires:
+                # every node still serves: none asks its balancer to be taken out
+                async def degraded(wire: Wire = wire) -> httpx.Response | None:
+                    ready = await wire.http.get("/readyz")
+                    return ready if not ready.json()["checks"]["redis"]["ok"] else None
+                ready = await eventually(degraded, timeout=10, interval=0.3)
+                assert ready.status_code == 200, ready.text
+                assert ready.json()["status"] == "degraded"
+                assert (await wire.status(job_id))["job_instance"]["job_instance_id"] == job_id
             await asyncio.sleep(3.0)
             await c.redis.start()
             after = []
