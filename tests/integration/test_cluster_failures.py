@@ -122,3 +122,30 @@ async def test_postgresql_dropping_connections_and_away_for_seconds_loses_no_out
             await check_every_host_once(c.wires[0], second, second_step, ips, "again {ip}\n")
         finally:
             await agents.stop()
+
+
+async def test_a_node_restarted_while_redis_is_down_serves_and_joins_when_it_is_back(
+        tmp_path: Path, database_url: str) -> None:
+    """A node restarted during a Redis outage (an upgrade, a crash) comes up and
+    serves instead of failing its start; once Redis is back it joins the cluster."""
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, size=2) as c:
+        agents, ids, ips, job_id, _step_id = await spread_job(c, tmp_path, 10, "true", driver=0)
+        try:
+            await c.redis.stop()
+            await c.nodes[1].stop()
+            await c.nodes[1].start()
+            ready = await c.wires[1].http.get("/readyz")
+            assert ready.json()["status"] == "degraded", ready.text
+            await c.wires[1].status(job_id)
+            await c.redis.start()
+
+            async def joined() -> bool:
+                return all([metric(await scrape(w.http), "jobfleet_cluster_nodes") == 2
+                            for w in c.wires])
+            await eventually(joined, timeout=20)
+            for driver, reader in ((1, 0), (0, 1)):
+                job, step = await run(c.wires[driver], 'echo "after $JOBFLEET_HOST_IP"', ids)
+                await check_every_host_once(c.wires[reader], job, step, ips, "after {ip}\n")
+        finally:
+            await agents.stop()

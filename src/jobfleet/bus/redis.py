@@ -128,8 +128,13 @@ class RedisBus:
     # lifecycle --------------------------------------------------------------
     async def start(self, listener: BusListener) -> None:
         self._listener = listener
-        await self._register()
-        await self._load_holders()
+        try:
+            await self._register()
+            await self._load_holders()
+        except (RedisError, OSError) as exc:
+            # the node serves without Redis (what goes between nodes waits, as when
+            # Redis goes away later); its first beat that reaches Redis registers it
+            log.warning("bus_redis_unreachable_at_start error=%s", exc)
         loop = asyncio.get_running_loop()
         for job in (self._flush_loop, self._consume_loop, self._beat_loop, self._agents_loop):
             self._tasks.append(loop.create_task(job()))
@@ -165,7 +170,6 @@ class RedisBus:
 
     async def _register(self) -> None:
         info = await self.redis.info("server")
-        self._run_id = str(info.get("run_id"))
         await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
         await self.redis.sadd(self._k("nodes"), self.node_id)
         try:
@@ -173,6 +177,8 @@ class RedisBus:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        # last: a registration cut short is done again at the next beat
+        self._run_id = str(info.get("run_id"))
 
     # sending ----------------------------------------------------------------
     def send(self, node: str, message: dict[str, Any]) -> None:
@@ -331,8 +337,10 @@ class RedisBus:
                 await self._recover()
 
     async def _recover(self) -> None:
-        """Redis came back as a new instance: write what it lost about this node."""
-        log.warning("bus_redis_restarted node=%s", self.node_id)
+        """Redis came back as a new instance (or is reached for the first time): write
+        what it lost about this node."""
+        if self._run_id is not None:
+            log.warning("bus_redis_restarted node=%s", self.node_id)
         self._merge_until = time.monotonic() + self.node_ttl
         await self._register()
         if self._held:
