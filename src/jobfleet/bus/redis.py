@@ -437,6 +437,10 @@ class RedisBus:
                     await pubsub.aclose()
 
     def _apply_presence(self, node: str, online: list[int], offline: list[int]) -> None:
+        if online:
+            # a node that announces agents is alive (news that may come before this
+            # node's next beat reads the live nodes: after a Redis restart, or its own start)
+            self._live.add(node)
         for host in online:
             self._holders[int(host)] = node
         for host in offline:
@@ -465,17 +469,22 @@ class RedisBus:
         self._sent.clear()
         self._wake.set()
 
-    async def refresh(self, hosts: list[int]) -> None:
+    async def refresh(self, hosts: list[int]) -> bool:
         try:
+            info = await self.redis.info("server")
             found: Any = await self.redis.hmget(self._k("presence"), hosts)
             nodes = sorted({_text(n) for n in found if n is not None} - self._live)
             alive: Any = await self.redis.mget([self._k("node", n) for n in nodes]) if nodes else []
         except (RedisError, OSError):
-            return
+            return False
+        # a Redis that restarted empty moments ago lacks the agents of the nodes that
+        # have not written theirs back yet: a host it does not name is not known absent
+        located = str(info.get("run_id")) == self._run_id and time.monotonic() >= self._merge_until
         self._live |= {n for n, a in zip(nodes, alive, strict=True) if a is not None}
         for host, node in zip(hosts, found, strict=True):
             if node is not None:
                 self._holders[host] = _text(node)
+        return located
 
     def holder(self, host: int) -> str | None:
         node = self._holders.get(host)
