@@ -100,9 +100,16 @@ class Monitor:
             checks["migrations"] = {"ok": current == head, "current": current, "head": head}
         else:
             checks["migrations"] = {"ok": False, "error": "database unreachable"}
+        ready = all(c["ok"] for c in checks.values())
+        degraded = False
         if isinstance(self.bus, RedisBus):
             checks["redis"] = await _timed(self._redis_ping(self.bus))
-        return Readiness(all(c["ok"] for c in checks.values()), checks)
+            # without Redis a node still serves: the API, its own agents, and results
+            # from the store; what goes between nodes waits. Every node would fail
+            # this check at once, and a balancer would then take the whole cluster
+            # out for what only delays it.
+            degraded = not checks["redis"]["ok"]
+        return Readiness(ready, checks, degraded)
 
     @staticmethod
     def _redis_ping(bus: RedisBus) -> Probe:

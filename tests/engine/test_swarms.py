@@ -33,8 +33,8 @@ class Directory:
     def for_host(self, bk_host_id: int) -> Link | None:
         return self.links.get(bk_host_id)
 
-    async def refresh(self, hosts: list[int]) -> None:
-        return None
+    async def refresh(self, hosts: list[int]) -> bool:
+        return True
 
 
 @dataclass

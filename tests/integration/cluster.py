@@ -88,6 +88,13 @@ class Node:
     port: int = field(default_factory=free_port)
     agent_port: int = field(default_factory=free_port)
     proc: Proc | None = None
+    # what the node writes is read all along into ``<data_dir>.log``, so that a node
+    # that logs much (a database outage) never blocks on a full pipe
+    reader: asyncio.Task[None] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.with_suffix(".log")
 
     @property
     def url(self) -> str:
@@ -99,12 +106,21 @@ class Node:
                "engine": self.engine}
         self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], {})
         await self.proc.start()
+        self.reader = asyncio.get_running_loop().create_task(self._read())
         async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
             async def up() -> bool:
                 with contextlib.suppress(httpx.HTTPError):
                     return (await http.get(f"{self.url}/healthz")).status_code == 200
                 return False
             await eventually(up, timeout=60)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.proc is not None
+        stdout = self.proc.proc.stdout
+        assert stdout is not None
+        with self.log_path.open("ab") as log:
+            while chunk := await stdout.read(65536):
+                log.write(chunk)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -116,11 +132,12 @@ class Node:
 
     async def output(self) -> str:
         """What a stopped node wrote (warnings and errors), for a failing test."""
-        if self.proc is None or self.proc.proc is None or self.proc.proc.stdout is None:
+        if self.reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.reader), 5)
+        if not self.log_path.exists():
             return ""
-        with contextlib.suppress(Exception):
-            return (await asyncio.wait_for(self.proc.proc.stdout.read(), 5)).decode()[-4000:]
-        return ""
+        return self.log_path.read_bytes()[-4000:].decode(errors="replace")
 
 
 @dataclass

@@ -132,10 +132,13 @@ async def test_readyz_and_metrics_of_a_node_on_redis(
 
         await redis_server.stop()
 
-        async def not_ready() -> httpx.Response | None:
+        async def degraded() -> httpx.Response | None:
             resp = await http.get("/readyz")  # checked again at most once a second
-            return resp if resp.status_code == 503 else None
-        gone = await eventually(not_ready, timeout=10, interval=0.3)
+            return resp if not resp.json()["checks"]["redis"]["ok"] else None
+        gone = await eventually(degraded, timeout=10, interval=0.3)
+        # the node still serves (what goes between nodes waits): it stays in the pool
+        assert gone.status_code == 200, gone.text
+        assert gone.json()["status"] == "degraded"
         assert gone.json()["checks"]["redis"] == {"ok": False, "error": "unreachable"}
         assert gone.json()["checks"]["database"]["ok"] is True
 
@@ -146,7 +149,7 @@ async def test_readyz_and_metrics_of_a_node_on_redis(
         await redis_server.start()
 
         async def back() -> bool:
-            return (await http.get("/readyz")).status_code == 200
+            return (await http.get("/readyz")).json()["status"] == "ready"
         await eventually(back, timeout=20, interval=0.5)
 
 

@@ -8,6 +8,7 @@ there), so a refusal is audited with who was refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -21,8 +22,13 @@ from jobfleet.api import envelope
 from jobfleet.api.auditing import refusal
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.store.database import Database
+from jobfleet.store.health import Health
 
 log = logging.getLogger(__name__)
+
+# how long the check that tells a database outage from a fault of jobfleet may take (s)
+DATABASE_CHECK_SECONDS = 2.0
 
 
 def request_id(request: HTTPConnection) -> str:
@@ -41,6 +47,28 @@ def internal(request: HTTPConnection) -> JobError:
     rid = request_id(request)
     log.exception("request_failed path=%s request_id=%s", request.url.path, rid)
     return JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {rid})")
+
+
+async def unexpected(request: HTTPConnection, db: Database) -> JobError:
+    """What the caller is told of a failure that is not theirs: that the service is
+    unavailable while the database cannot be reached (a restart: the caller may try
+    again, and the log gets one line, not a traceback per request), else an internal
+    error.
+
+    Call it in an ``except`` block."""
+    try:
+        await asyncio.wait_for(Health(db).ping(), DATABASE_CHECK_SECONDS)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        rid = request_id(request)
+        log.warning("request_database_unreachable path=%s request_id=%s", request.url.path, rid)
+        return JobError(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "The database cannot be reached: try again shortly",
+            http_status=503,
+        )
+    return internal(request)
 
 
 def audited(request: HTTPConnection) -> None:

@@ -1,5 +1,5 @@
 """Probes and metrics: ``/healthz`` (the process answers), ``/readyz`` (it can serve:
-database, schema, Redis), ``/metrics`` (Prometheus).
+database, schema; Redis, whose loss only degrades it), ``/metrics`` (Prometheus).
 
 None of them needs an app's credentials, and none tells anything an outsider could
 use: no addresses, no error texts, only ``ok`` and timings. ``/metrics`` asks for a
@@ -29,6 +29,8 @@ class Readiness:
     ready: bool
     # check name → {"ok": bool, and figures such as "latency_ms"}
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # ready, but a check failed whose loss only delays work between nodes (Redis)
+    degraded: bool = False
 
 
 class Probes(Protocol):
@@ -58,7 +60,9 @@ def register(router: APIRouter, probes: Probes | None) -> None:
         state = await probes.readiness()
         return JSONResponse(
             {
-                "status": "ready" if state.ready else "not ready",
+                "status": ("degraded" if state.degraded else "ready")
+                if state.ready
+                else "not ready",
                 "version": __version__,
                 "checks": state.checks,
             },

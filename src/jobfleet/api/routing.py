@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from jobfleet.api import envelope
 from jobfleet.api.auth import Caller
-from jobfleet.api.errors import internal, request_id
+from jobfleet.api.errors import request_id, unexpected
 from jobfleet.api.params import MAX_DEPTH, check_tree
 from jobfleet.api.route_index import ExactRoute, mark_plain
 from jobfleet.api.scope import resolve_scope
@@ -96,7 +96,7 @@ def make_endpoint(
         except JobError:
             raise
         except Exception:
-            raise internal(request) from None
+            raise await unexpected(request, services.db) from None
 
     return mark_plain(endpoint)
 

@@ -55,8 +55,9 @@ class Bus(Protocol):
     def holder(self, host: int) -> str | None:
         """The live node that holds the host's agent, as this node last heard."""
 
-    async def refresh(self, hosts: list[int]) -> None:
+    async def refresh(self, hosts: list[int]) -> bool:
         """Read where these hosts' agents are from the shared map now (for hosts a job
-        is about to fail as absent: news of their arrival may still be on its way)."""
+        is about to fail as absent: news of their arrival may still be on its way).
+        False when the map could not be read: where they are is unknown then."""
 
     def live_nodes(self) -> set[str]: ...

@@ -82,8 +82,8 @@ class LocalBus:
     def release(self, hosts: list[int]) -> None:
         self._held.difference_update(hosts)
 
-    async def refresh(self, hosts: list[int]) -> None:
-        return None
+    async def refresh(self, hosts: list[int]) -> bool:
+        return True
 
     def holder(self, host: int) -> str | None:
         return self.node_id if host in self._held else None

@@ -22,8 +22,12 @@ too; presence carries host ids and node ids only.
 
 If Redis goes away, messages wait in memory and are sent once it is back; when
 it comes back as a new instance (a restart without persistence), this node
-writes its agents and consumer group again and tells its listener, which sends
-again what it still waits for.
+writes its agents and consumer group again, announces its agents, and tells its
+listener, which sends again what it still waits for. Until the other nodes have
+done the same (each within a beat or so), the new Redis lacks their liveness keys
+and agents: for ``node_ttl`` after noticing the new instance, a node keeps the
+nodes it knew alive and, for hosts the new map does not name yet, where it knew
+their agents to be.
 """
 
 from __future__ import annotations
@@ -104,6 +108,10 @@ class RedisBus:
         self._sent = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._run_id: str | None = None
+        self._recovery = asyncio.Lock()
+        # until then, the presence map of a Redis that restarted empty may still lack
+        # the agents of nodes that have not written theirs back (monotonic time)
+        self._merge_until = 0.0
         self._release_script = self.redis.register_script(_RELEASE)
         # figures for /metrics
         self.sent_messages = 0
@@ -120,8 +128,13 @@ class RedisBus:
     # lifecycle --------------------------------------------------------------
     async def start(self, listener: BusListener) -> None:
         self._listener = listener
-        await self._register()
-        await self._load_holders()
+        try:
+            await self._register()
+            await self._load_holders()
+        except (RedisError, OSError) as exc:
+            # the node serves without Redis (what goes between nodes waits, as when
+            # Redis goes away later); its first beat that reaches Redis registers it
+            log.warning("bus_redis_unreachable_at_start error=%s", exc)
         loop = asyncio.get_running_loop()
         for job in (self._flush_loop, self._consume_loop, self._beat_loop, self._agents_loop):
             self._tasks.append(loop.create_task(job()))
@@ -157,7 +170,6 @@ class RedisBus:
 
     async def _register(self) -> None:
         info = await self.redis.info("server")
-        self._run_id = str(info.get("run_id"))
         await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
         await self.redis.sadd(self._k("nodes"), self.node_id)
         try:
@@ -165,6 +177,8 @@ class RedisBus:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        # last: a registration cut short is done again at the next beat
+        self._run_id = str(info.get("run_id"))
 
     # sending ----------------------------------------------------------------
     def send(self, node: str, message: dict[str, Any]) -> None:
@@ -254,7 +268,8 @@ class RedisBus:
                 raise
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    await self._recover()
+                    async with self._recovery:
+                        await self._recover()
                     last = "0"
                     continue
                 raise
@@ -300,9 +315,7 @@ class RedisBus:
             raise_if_cancelled()
             await asyncio.sleep(self.beat)
             try:
-                info = await self.redis.info("server")
-                if str(info.get("run_id")) != self._run_id:
-                    await self._recover()
+                await self._check_instance()
                 await self.redis.set(
                     self._k("node", self.node_id), time.time(), ex=int(self.node_ttl)
                 )
@@ -316,13 +329,26 @@ class RedisBus:
                 raise_if_cancelled()
                 log.warning("bus_beat_failed error=%s", exc)
 
+    async def _check_instance(self) -> None:
+        """Recover if Redis is not the instance this node registered with."""
+        async with self._recovery:
+            info = await self.redis.info("server")
+            if str(info.get("run_id")) != self._run_id:
+                await self._recover()
+
     async def _recover(self) -> None:
-        """Redis came back as a new instance: write what it lost about this node."""
-        log.warning("bus_redis_restarted node=%s", self.node_id)
+        """Redis came back as a new instance (or is reached for the first time): write
+        what it lost about this node."""
+        if self._run_id is not None:
+            log.warning("bus_redis_restarted node=%s", self.node_id)
+        self._merge_until = time.monotonic() + self.node_ttl
         await self._register()
         if self._held:
-            await self.redis.hset(
-                self._k("presence"), mapping={h: self.node_id for h in self._held}
+            held = sorted(self._held)
+            await self.redis.hset(self._k("presence"), mapping={h: self.node_id for h in held})
+            # the other nodes hear of these agents now, not at their next resync
+            await self.redis.publish(
+                self._k("agents"), orjson.dumps({"node": self.node_id, "on": held, "off": []})
             )
         await self._load_holders()
         if self._listener is not None:
@@ -334,6 +360,9 @@ class RedisBus:
         alive = await self.redis.mget([self._k("node", n) for n in nodes]) if nodes else []
         live = {n for n, a in zip(nodes, alive, strict=True) if a is not None}
         live.add(self.node_id)
+        if time.monotonic() < self._merge_until:
+            # Redis restarted empty moments ago: the others may not have registered again
+            live |= self._live
         self._live = live
         for node in nodes:
             if node not in live:
@@ -370,7 +399,12 @@ class RedisBus:
 
     async def _load_holders(self) -> None:
         presence: Any = await self.redis.hgetall(self._k("presence"))
-        self._holders = {int(h): _text(n) for h, n in presence.items()}
+        holders = {int(h): _text(n) for h, n in presence.items()}
+        if time.monotonic() < self._merge_until:
+            # Redis restarted empty moments ago: a host missing from its map may belong
+            # to a node that has not written its agents back yet
+            holders = {**self._holders, **holders}
+        self._holders = holders
 
     async def _agents_loop(self) -> None:
         while True:
@@ -394,14 +428,19 @@ class RedisBus:
                 raise_if_cancelled()
                 log.warning("bus_agents_feed_lost error=%s", exc)
                 await asyncio.sleep(0.5)
-                # what was missed meanwhile
+                # what was missed meanwhile (from a new, empty Redis: what it lost first)
                 with contextlib.suppress(Exception):
+                    await self._check_instance()
                     await self._load_holders()
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
     def _apply_presence(self, node: str, online: list[int], offline: list[int]) -> None:
+        if online:
+            # a node that announces agents is alive (news that may come before this
+            # node's next beat reads the live nodes: after a Redis restart, or its own start)
+            self._live.add(node)
         for host in online:
             self._holders[int(host)] = node
         for host in offline:
@@ -430,17 +469,22 @@ class RedisBus:
         self._sent.clear()
         self._wake.set()
 
-    async def refresh(self, hosts: list[int]) -> None:
+    async def refresh(self, hosts: list[int]) -> bool:
         try:
+            info = await self.redis.info("server")
             found: Any = await self.redis.hmget(self._k("presence"), hosts)
             nodes = sorted({_text(n) for n in found if n is not None} - self._live)
             alive: Any = await self.redis.mget([self._k("node", n) for n in nodes]) if nodes else []
         except (RedisError, OSError):
-            return
+            return False
+        # a Redis that restarted empty moments ago lacks the agents of the nodes that
+        # have not written theirs back yet: a host it does not name is not known absent
+        located = str(info.get("run_id")) == self._run_id and time.monotonic() >= self._merge_until
         self._live |= {n for n, a in zip(nodes, alive, strict=True) if a is not None}
         for host, node in zip(hosts, found, strict=True):
             if node is not None:
                 self._holders[host] = _text(node)
+        return located
 
     def holder(self, host: int) -> str | None:
         node = self._holders.get(host)

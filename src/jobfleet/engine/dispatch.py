@@ -56,9 +56,8 @@ class Dispatcher:
     async def dispatch(self, run: StepRun, no_agent: set[int], recovering: bool) -> None:
         """Send the run's pending hosts their task; end those that have no agent."""
         unseen = [h for h in run.pending if self.agents.for_host(h) is None]
-        if unseen:
-            # an agent that just came to another node may not be in this node's map yet
-            await self.agents.refresh(unseen)
+        # an agent that just came to another node may not be in this node's map yet
+        located = await self.agents.refresh(unseen) if unseen else True
         waiting = [h for h, s in run.pending.items() if s == WAITING]
         online = {h for h in waiting if self.agents.for_host(h) is not None}
         if online:
@@ -87,6 +86,12 @@ class Dispatcher:
         if recovering:
             for host in absent:
                 self._expect_agent(host, self.settings.recovery_window)
+        elif not located:
+            # the cluster's map is out of reach (Redis away): an agent this node does
+            # not see may be connected to another node, so it gets the grace of an
+            # agent that dropped, not an end at once
+            for host in absent:
+                self._expect_agent(host, self.settings.agent_lost_grace)
         elif absent:
             self.writer.conclude(
                 run,
@@ -182,10 +187,15 @@ class Dispatcher:
                     self._later(self._send_again(run, host))
 
     def check_absent(self, run: StepRun) -> None:
-        """Hosts whose agent is nowhere now (its node died unseen) end after the grace."""
+        """Hosts whose agent is nowhere now (its node died unseen) end after the grace;
+        those awaited whose agent is found now with no news of it (the cluster's map
+        read again after Redis came back) get their task."""
         for host in run.pending:
-            if host not in self._lost and self.agents.for_host(host) is None:
+            conn = self.agents.for_host(host)
+            if conn is None and host not in self._lost:
                 self._expect_agent(host, self.settings.agent_lost_grace)
+            elif conn is not None and host in self._lost:
+                self.agent_online(conn)
 
     def agent_offline(self, conn: AgentLink) -> None:
         self.host_offline(conn.bk_host_id)

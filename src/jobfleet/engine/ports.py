@@ -30,8 +30,9 @@ class AgentLink(Protocol):
 class AgentDirectory(Protocol):
     def for_host(self, bk_host_id: int) -> AgentLink | None: ...
 
-    async def refresh(self, hosts: list[int]) -> None:
-        """Look again where these hosts' agents are (a cluster's shared map)."""
+    async def refresh(self, hosts: list[int]) -> bool:
+        """Look again where these hosts' agents are (a cluster's shared map); False
+        when it could not be read."""
 
 
 class MessageRefusals(Protocol):

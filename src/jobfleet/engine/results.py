@@ -181,7 +181,7 @@ class Results:
                 if not live:
                     unknown.add(key)
             parsed.append((conn, msg, key, live))
-        found = await self.store.open_tasks(list(unknown)) if unknown else {}
+        found = await self._open_tasks(list(unknown)) if unknown else {}
         tallies: dict[TaskKey, Tally] = {}
         closed: set[TaskKey] = set()
         entries: list[Entry] = []
@@ -213,6 +213,17 @@ class Results:
                 closed.add(key)
             entries.append(entry)
         return Plan(entries, acks, tallies)
+
+    async def _open_tasks(self, keys: list[TaskKey]) -> dict[TaskKey, tuple[int, int]]:
+        # a read that fails says nothing of the messages: with the database away, the
+        # batch waits for it like a write would, and no message of it is dropped
+        try:
+            return await self.store.open_tasks(keys)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._check_database(exc)
+            raise
 
     def _not_open(
         self,

@@ -74,9 +74,10 @@ class ClusterAgents:
             return None
         return RemoteLink(self.bus, node, bk_host_id)
 
-    async def refresh(self, hosts: list[int]) -> None:
+    async def refresh(self, hosts: list[int]) -> bool:
         if self.bus.clustered and hosts:
-            await self.bus.refresh(hosts)
+            return await self.bus.refresh(hosts)
+        return True
 
 
 class AgentRouter:
