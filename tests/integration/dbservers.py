@@ -31,6 +31,11 @@ class DbServer:
     password: str
     database: str
     directory: Path
+    # runs SQL as the server's administrator and answers what it prints
+    admin: list[str]
+
+    def query(self, sql: str) -> str:
+        return _run([*self.admin], input=sql).stdout
 
 
 def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -66,7 +71,8 @@ def mariadb(password: str) -> Iterator[DbServer]:
             f"CREATE DATABASE {DATABASE};\n"
             f"CREATE USER '{USER}'@'%' IDENTIFIED BY '{password}';\n"
             f"GRANT ALL ON {DATABASE}.* TO '{USER}'@'%';\n"))
-        yield DbServer(port, USER, password, DATABASE, work)
+        yield DbServer(port, USER, password, DATABASE, work, [*admin, "--batch",
+                                                              "--skip-column-names"])
     finally:
         proc.terminate()
         try:
@@ -99,7 +105,7 @@ def postgresql(password: str) -> Iterator[DbServer]:
             f"CREATE ROLE {USER} LOGIN PASSWORD '{password}';\n"
             f"CREATE DATABASE {DATABASE} OWNER {USER};\n"
             "SELECT pg_reload_conf();\n"))
-        yield DbServer(port, USER, password, DATABASE, work)
+        yield DbServer(port, USER, password, DATABASE, work, [*admin, "-A", "-t"])
     finally:
         subprocess.run([script, "stop", str(cluster)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)

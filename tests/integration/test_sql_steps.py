@@ -401,3 +401,54 @@ async def test_oracle_and_db2_without_client(running: Running, tmp_path: Path) -
                                IPS[:1])
         assert f"client '{program}' is not installed" in logs[IPS[0]], logs
         assert PASSWORD not in logs[IPS[0]]
+
+
+# work the server does not stop for when its client goes away (MariaDB notices a gone
+# client in SLEEP(), not in work of its own)
+LONG = {"mysql": "SELECT BENCHMARK(20000000000, MD5('slow')) AS slept;",
+        "postgresql": "SELECT pg_sleep(60) AS slept;"}
+RUNNING = {
+    "mysql": "SELECT COUNT(*) FROM information_schema.processlist"
+             " WHERE info LIKE 'SELECT BENCHMARK(%';",
+    "postgresql": "SELECT count(*) FROM pg_stat_activity"
+                  " WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active';",
+}
+
+
+def cancel_left(server: DbServer, kind: str) -> None:
+    """Stops what the test left running, so the shared server is not kept busy."""
+    if kind == "postgresql":
+        server.query("SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                     " WHERE query LIKE 'SELECT pg_sleep(60)%';")
+        return
+    ids = server.query("SELECT id FROM information_schema.processlist"
+                       " WHERE info LIKE 'SELECT BENCHMARK(%';").split()
+    server.query("".join(f"KILL QUERY {int(i)};" for i in ids))
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+async def test_a_statement_past_the_step_timeout_ends_on_the_server(
+        running: Running, kind: str, request: pytest.FixtureRequest) -> None:
+    """The step's timeout kills the client on the host and also ends its statement on the
+    database server, which would otherwise keep running (and holding its locks)."""
+    server: DbServer = request.getfixturevalue(f"{kind}_server")
+    await running.start_agents(IPS[:1])
+    client = _client(running)
+    account = await asyncio.to_thread(create_db_account, client, kind, server, f"{kind}-slow")
+    sub = await running.wire.v3("fast_execute_sql", {
+        "bk_biz_id": 2, "db_account_id": account["id"], "script_content": _b64(LONG[kind]),
+        "timeout": 3, "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    assert sub["result"], sub
+    done = await running.wire.wait(sub["data"]["job_instance_id"])
+    host = done["step_instance_list"][0]["step_ip_result_list"][0]
+    assert host["status"] == 102, done  # the script timed out
+    left = "?"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = (await asyncio.to_thread(server.query, RUNNING[kind])).strip()
+        if left == "0":
+            break
+        await asyncio.sleep(0.2)
+    if left != "0":
+        await asyncio.to_thread(cancel_left, server, kind)
+    assert left == "0", f"the statement still runs on the server: {left}"

@@ -50,8 +50,13 @@ def _delimiter(sql: str) -> str:
             return token
 
 
-def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """The client's argv (no secret in it) and the environment that carries the password."""
+def client_command(db: dict[str, Any], timeout: int = 0) -> tuple[list[str], dict[str, str]]:
+    """The client's argv (no secret in it) and the environment that carries the password.
+
+    A ``timeout`` (the step's, in seconds) also bounds each statement on the MySQL /
+    MariaDB and PostgreSQL server: the agent kills the client at the step's timeout, and
+    a server does not notice a gone client while it works, so the statement would run
+    on, holding its locks."""
     password = str(db.get("password") or "")
     kind = int(db["type"])
     if kind == AccountType.POSTGRESQL:
@@ -69,6 +74,8 @@ def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         if db.get("name"):
             argv.append(f"--dbname={db['name']}")
         env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
+        if timeout > 0:
+            env["PGOPTIONS"] = f"-c statement_timeout={timeout * 1000}"
         return argv, env
     if kind in (AccountType.ORACLE, AccountType.DB2):
         name = str(db.get("name") or "")
@@ -93,6 +100,12 @@ def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     ]
     if db.get("name"):
         argv.append(f"--database={db['name']}")
+    if timeout > 0:
+        # max_statement_time is MariaDB's (10.1.1 and later); MySQL skips the ``/*M!`` part
+        argv.append(
+            f"--init-command=SET @jobfleet_step_timeout = {timeout}"
+            f" /*M!100101 , SESSION max_statement_time = {timeout} */"
+        )
     return argv, {"MYSQL_PWD": password}
 
 
@@ -106,7 +119,7 @@ def client_check(kind: int) -> str:
     )
 
 
-def client_script(db: dict[str, Any], sql: str) -> tuple[str, dict[str, str]]:
+def client_script(db: dict[str, Any], sql: str, timeout: int = 0) -> tuple[str, dict[str, str]]:
     """The shell script that runs ``sql`` through the client, and its environment."""
     kind = int(db["type"])
     problem = connect_problem(
@@ -119,7 +132,7 @@ def client_script(db: dict[str, Any], sql: str) -> tuple[str, dict[str, str]]:
     if problem is not None:
         message = f"jobfleet: the database account cannot be used: {problem.message}"
         return f"echo {shlex.quote(message)} >&2; exit {CLIENT_MISSING_EXIT}\n", {}
-    argv, env = client_command(db)
+    argv, env = client_command(db, timeout)
     if not sql.endswith("\n"):
         sql += "\n"
     end = _delimiter(sql)
@@ -152,7 +165,7 @@ def sql_message(
     sql = step.script_content or ""
     if values:
         sql = render(sql, values)
-    script, env = client_script(db, sql)
+    script, env = client_script(db, sql, int(template.get("timeout") or 0))
     return {
         **template,
         "lang": int(ScriptLanguage.SHELL),
