@@ -27,6 +27,19 @@ def test_client_commands() -> None:
     assert all("pw" not in a for a in argv)
 
 
+def test_the_step_timeout_bounds_each_statement_on_the_server() -> None:
+    argv, _ = client_command({**DB, "password": "pw"}, 30)
+    assert argv[-1] == ("--init-command=SET @jobfleet_step_timeout = 30"
+                        " /*M!100101 , SESSION max_statement_time = 30 */")
+    _, env = client_command({**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"}, 30)
+    assert env["PGOPTIONS"] == "-c statement_timeout=30000"
+    # no timeout, no bound
+    argv, _ = client_command({**DB, "password": "pw"})
+    assert not any(a.startswith("--init-command") for a in argv)
+    _, env = client_command({**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"})
+    assert "PGOPTIONS" not in env
+
+
 def test_the_message_unseals_the_password_into_the_environment() -> None:
     cipher = Cipher(Fernet.generate_key())
     step = SimpleNamespace(config={"db": {**DB, "password": cipher.encrypt("s3cret")}},
