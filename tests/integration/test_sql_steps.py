@@ -184,6 +184,9 @@ async def test_sql_refusals(running: Running, mysql_server: DbServer) -> None:
         ({**base, "db_account_id": account["id"], "script_content": "%%%"}, 1241005),
         ({**base, "db_account_id": account["id"], "target_server": None}, 1241004),
         ({**base, "db_account_id": "x"}, 1241010),
+        # PostgreSQL (the store) cannot hold a NUL: refused alike on every store
+        ({**base, "db_account_id": account["id"], "script_content": _b64("SELECT 1;\x00")},
+         1241010),
     ]
     for body, code in cases:
         answer = await wire.v3("fast_execute_sql", {k: v for k, v in body.items()
