@@ -40,6 +40,15 @@ def test_the_step_timeout_bounds_each_statement_on_the_server() -> None:
     assert "PGOPTIONS" not in env
 
 
+def test_psql_checks_for_a_gone_client_before_the_sql() -> None:
+    db = {**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"}
+    script, _ = client_script(db, "SELECT 1;")
+    preamble = script.index("client_connection_check_interval")
+    assert preamble < script.index("SELECT 1;")
+    mysql, _ = client_script({**DB, "password": "pw"}, "SELECT 1;")
+    assert "client_connection_check_interval" not in mysql
+
+
 def test_the_message_unseals_the_password_into_the_environment() -> None:
     cipher = Cipher(Fernet.generate_key())
     step = SimpleNamespace(config={"db": {**DB, "password": cipher.encrypt("s3cret")}},

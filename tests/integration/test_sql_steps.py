@@ -455,3 +455,41 @@ async def test_a_statement_past_the_step_timeout_ends_on_the_server(
     if left != "0":
         await asyncio.to_thread(cancel_left, server, kind)
     assert left == "0", f"the statement still runs on the server: {left}"
+
+
+async def test_a_terminated_job_ends_its_statement_on_postgresql(
+        running: Running, postgresql_server: DbServer) -> None:
+    """Terminating the job kills the client; PostgreSQL ends the statement of the client
+    gone at once, not at the step's timeout."""
+    await running.start_agents(IPS[:1])
+    client = _client(running)
+    account = await asyncio.to_thread(create_db_account, client, "postgresql",
+                                      postgresql_server, "postgresql-stopped")
+    sub = await running.wire.v3("fast_execute_sql", {
+        "bk_biz_id": 2, "db_account_id": account["id"],
+        "script_content": _b64(LONG["postgresql"]), "timeout": 600,
+        "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    assert sub["result"], sub
+    job_id = sub["data"]["job_instance_id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = await asyncio.to_thread(postgresql_server.query, RUNNING["postgresql"])
+        if seen.strip() == "1":
+            break
+        await asyncio.sleep(0.1)
+    stop = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+    assert stop["result"], stop
+    done = await running.wire.wait(job_id)
+    assert done["job_instance"]["status"] == 11, done  # terminated
+    left = "?"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = (await asyncio.to_thread(postgresql_server.query,
+                                        RUNNING["postgresql"])).strip()
+        if left == "0":
+            break
+        await asyncio.sleep(0.2)
+    if left != "0":
+        await asyncio.to_thread(cancel_left, postgresql_server, "postgresql")
+    assert left == "0", f"the statement still runs on the server: {left}"

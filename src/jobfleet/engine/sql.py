@@ -40,6 +40,16 @@ CLIENTS = {
 }
 # Oracle and DB2 read their connect statement from the environment in the task's shell
 PRINT_CONNECT = "printf '%s' \"$JOBFLEET_DB_CONNECT\""
+# psql reads this before the step's SQL. A stopped job SIGKILLs the client, and a
+# PostgreSQL server notices a gone client during a statement only with this setting
+# (14 and later; older servers have no such row, and ``\o`` keeps the answer out of
+# the log). psql names no line of standard input in its messages: nothing moves.
+PSQL_PREAMBLE = (
+    "\\o /dev/null\n"
+    "SELECT set_config(name, '1000', false) FROM pg_settings"
+    " WHERE name = 'client_connection_check_interval';\n"
+    "\\o\n"
+)
 
 
 def _delimiter(sql: str) -> str:
@@ -146,6 +156,8 @@ def client_script(db: dict[str, Any], sql: str, timeout: int = 0) -> tuple[str, 
             f"{{ {PRINT_CONNECT}; cat {body}printf '\\nCONNECT RESET;\\nTERMINATE;\\n'; }}"
             f" | {shlex.join(argv)}\n"
         )
+    elif kind == AccountType.POSTGRESQL:
+        script = f"{shlex.join(argv)} <<'{end}'\n{PSQL_PREAMBLE}{sql}{end}\n"
     else:
         script = f"{shlex.join(argv)} {body}"
     return client_check(kind) + script, env
