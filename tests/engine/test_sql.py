@@ -33,6 +33,12 @@ def test_the_step_timeout_bounds_each_statement_on_the_server() -> None:
                         " /*M!100101 , SESSION max_statement_time = 30 */")
     _, env = client_command({**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"}, 30)
     assert env["PGOPTIONS"] == "-c statement_timeout=30000"
+    # a step longer than a server's longest bound gets that bound, not a refused connection
+    argv, _ = client_command({**DB, "password": "pw"}, 40_000_000)
+    assert argv[-1].endswith("max_statement_time = 31536000 */")
+    _, env = client_command({**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"},
+                            3_000_000)
+    assert env["PGOPTIONS"] == "-c statement_timeout=2147483647"
     # no timeout, no bound
     argv, _ = client_command({**DB, "password": "pw"})
     assert not any(a.startswith("--init-command") for a in argv)

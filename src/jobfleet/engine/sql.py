@@ -29,6 +29,9 @@ from jobfleet.domain.variables import render
 from jobfleet.store.secrets import Cipher
 
 CONNECT_TIMEOUT = 10
+# the longest statement bound each server takes: a longer one refuses the connection
+PG_MAX_STATEMENT_MS = 2_147_483_647
+MARIADB_MAX_STATEMENT_S = 31_536_000
 # bk-job's SQL task templates end a host whose client is missing with ``job_fail``
 # (exit status 1, host status 104)
 CLIENT_MISSING_EXIT = 1
@@ -85,7 +88,8 @@ def client_command(db: dict[str, Any], timeout: int = 0) -> tuple[list[str], dic
             argv.append(f"--dbname={db['name']}")
         env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
         if timeout > 0:
-            env["PGOPTIONS"] = f"-c statement_timeout={timeout * 1000}"
+            bound = min(timeout * 1000, PG_MAX_STATEMENT_MS)
+            env["PGOPTIONS"] = f"-c statement_timeout={bound}"
         return argv, env
     if kind in (AccountType.ORACLE, AccountType.DB2):
         name = str(db.get("name") or "")
@@ -112,9 +116,10 @@ def client_command(db: dict[str, Any], timeout: int = 0) -> tuple[list[str], dic
         argv.append(f"--database={db['name']}")
     if timeout > 0:
         # max_statement_time is MariaDB's (10.1.1 and later); MySQL skips the ``/*M!`` part
+        bound = min(timeout, MARIADB_MAX_STATEMENT_S)
         argv.append(
             f"--init-command=SET @jobfleet_step_timeout = {timeout}"
-            f" /*M!100101 , SESSION max_statement_time = {timeout} */"
+            f" /*M!100101 , SESSION max_statement_time = {bound} */"
         )
     return argv, {"MYSQL_PWD": password}
 
