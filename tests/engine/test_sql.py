@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from cryptography.fernet import Fernet
 
 from jobfleet.domain.status import AccountType
@@ -66,7 +69,7 @@ def test_the_message_unseals_the_password_into_the_environment() -> None:
     assert message["env"] == {"A": "1", "MYSQL_PWD": "s3cret"}
     assert "s3cret" not in message["script"]
     check, first, *body = message["script"].splitlines()
-    assert check.startswith("command -v mysql ") and "exit 1;" in check
+    assert check.startswith("if command -v mariadb ") and "exit 1;" in check
     end = first.rsplit("<<'", 1)[1].rstrip("'")
     assert body == ["SELECT 1;", "JOBFLEET_SQL_x", end]
 
@@ -200,3 +203,27 @@ def test_an_account_the_client_cannot_take_fails_the_host(tmp_path: Path) -> Non
         assert b"cannot be used" in done.stderr and field.encode() in done.stderr
         assert b"pw" not in done.stderr
         assert not record.exists()
+
+
+def test_a_host_with_only_the_mariadb_client_runs_it(tmp_path: Path) -> None:
+    """MariaDB 11 installs its client as ``mariadb`` (``mysql`` is a deprecated, optional
+    link): a host without ``mysql`` runs ``mariadb`` instead of failing the step."""
+    real = shutil.which("mariadb")
+    if real is None:
+        pytest.skip("the MariaDB client is not installed")
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "mariadb").symlink_to(real)
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script, env = client_script({**DB, "port": port, "password": "pw"}, "SELECT 1;")
+    done = subprocess.run(["/bin/sh", "-c", script], env={**env, "PATH": str(only)},
+                          capture_output=True, timeout=60)
+    assert b"not installed" not in done.stderr, done.stderr
+    assert b"Can't connect" in done.stderr and done.returncode == 1, done.stderr
+    # with neither, the line names both
+    missing = subprocess.run(["/bin/sh", "-c", script], env={**env, "PATH": str(tmp_path)},
+                             capture_output=True, timeout=30)
+    assert missing.returncode == 1
+    assert b"'mysql' (or 'mariadb') is not installed" in missing.stderr, missing.stderr

@@ -3,9 +3,9 @@
 The step keeps a snapshot of its database account (type, host, port, database, user and
 the still encrypted password), as bk-job's step instances do, so a later change to the
 account does not change a job already made. At dispatch the step becomes a shell task
-that feeds the SQL to the database's client on standard input: ``mysql`` (MySQL and
-MariaDB), ``psql`` (PostgreSQL), ``sqlplus`` (Oracle) or the ``db2`` command line
-processor (DB2). The password travels in the task's environment, never on a command
+that feeds the SQL to the database's client on standard input: ``mariadb`` or ``mysql``
+(MySQL and MariaDB), ``psql`` (PostgreSQL), ``sqlplus`` (Oracle) or the ``db2`` command
+line processor (DB2). The password travels in the task's environment, never on a command
 line: ``MYSQL_PWD`` / ``PGPASSWORD`` for the first two; for Oracle and DB2 the whole
 connect statement, its values quoted as the client requires (``domain.db_connect``),
 travels in ``JOBFLEET_DB_CONNECT`` and a shell builtin (``printf '%s'``, never the value
@@ -41,6 +41,8 @@ CLIENTS = {
     AccountType.ORACLE: ("sqlplus", "Oracle"),
     AccountType.DB2: ("db2", "DB2"),
 }
+# the shell variable naming the MySQL client the host has
+MYSQL_CLIENT_VAR = "jobfleet_mysql_client"
 # Oracle and DB2 read their connect statement from the environment in the task's shell
 PRINT_CONNECT = "printf '%s' \"$JOBFLEET_DB_CONNECT\""
 # psql reads this before the step's SQL. A stopped job SIGKILLs the client, and a
@@ -126,6 +128,18 @@ def client_command(db: dict[str, Any], timeout: int = 0) -> tuple[list[str], dic
 
 def client_check(kind: int) -> str:
     """A shell line that fails the host when the database's client is not installed."""
+    if kind == AccountType.MYSQL:
+        # MariaDB 11 installs its client as ``mariadb``; ``mysql`` is then an optional,
+        # deprecated link that warns on every run. Either speaks to MySQL and MariaDB.
+        message = (
+            "jobfleet: the MySQL client 'mysql' (or 'mariadb') is not installed on this"
+            " host (PATH)"
+        )
+        return (
+            f"if command -v mariadb >/dev/null 2>&1; then {MYSQL_CLIENT_VAR}=mariadb; "
+            f"elif command -v mysql >/dev/null 2>&1; then {MYSQL_CLIENT_VAR}=mysql; "
+            f"else echo {shlex.quote(message)} >&2; exit {CLIENT_MISSING_EXIT}; fi\n"
+        )
     program, system = CLIENTS.get(AccountType(kind), ("mysql", "MySQL"))
     message = f"jobfleet: the {system} client '{program}' is not installed on this host (PATH)"
     return (
@@ -164,7 +178,7 @@ def client_script(db: dict[str, Any], sql: str, timeout: int = 0) -> tuple[str, 
     elif kind == AccountType.POSTGRESQL:
         script = f"{shlex.join(argv)} <<'{end}'\n{PSQL_PREAMBLE}{sql}{end}\n"
     else:
-        script = f"{shlex.join(argv)} {body}"
+        script = f'"${MYSQL_CLIENT_VAR}" {shlex.join(argv[1:])} {body}'
     return client_check(kind) + script, env
 
 
