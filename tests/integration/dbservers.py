@@ -21,6 +21,8 @@ from tests.integration.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "sqlapp"
+# a second user, for passwords a test sets itself
+OTHER_USER = "sqlother"
 DATABASE = "appdb"
 
 
@@ -98,7 +100,8 @@ def postgresql(password: str) -> Iterator[DbServer]:
         port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
         # the throwaway cluster trusts loopback; make this user prove its password
         hba = cluster / "data" / "pg_hba.conf"
-        hba.write_text(f"host all {USER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        hba.write_text(f"host all {USER},{OTHER_USER} 127.0.0.1/32 scram-sha-256\n"
+                       + hba.read_text())
         admin = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--host=127.0.0.1",
                  f"--port={port}", "--username=jobfleet", "--dbname=postgres"]
         _run([*admin], input=(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from bkapi_component.open.client import Client
 from sqlalchemy import select
-from tests.integration.dbservers import DbServer, mariadb, postgresql
+from tests.integration.dbservers import OTHER_USER, DbServer, mariadb, postgresql
 from tests.integration.harness import Running
 
 from jobfleet.store.tables import accounts, step_instances
@@ -493,3 +493,44 @@ async def test_a_terminated_job_ends_its_statement_on_postgresql(
     if left != "0":
         await asyncio.to_thread(cancel_left, postgresql_server, "postgresql")
     assert left == "0", f"the statement still runs on the server: {left}"
+
+
+HARD_PASSWORD = "a'b c;d%s$HOME\\x`y`&z\"é中 !"
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+async def test_a_password_with_quotes_spaces_dollars_and_non_ascii_connects(
+        running: Running, kind: str, request: pytest.FixtureRequest) -> None:
+    server: DbServer = request.getfixturevalue(f"{kind}_server")
+    if kind == "mysql":
+        quoted = HARD_PASSWORD.replace("\\", "\\\\").replace("'", "\\'")
+        server.query(f"CREATE USER IF NOT EXISTS '{OTHER_USER}'@'%' IDENTIFIED BY '{quoted}';"
+                     f"GRANT ALL ON {server.database}.* TO '{OTHER_USER}'@'%';")
+    else:
+        quoted = HARD_PASSWORD.replace("'", "''")
+        server.query(f"DROP ROLE IF EXISTS {OTHER_USER}; "
+                     f"CREATE ROLE {OTHER_USER} LOGIN PASSWORD '{quoted}';")
+    await running.start_agents(IPS[:1])
+    client = _client(running)
+    other = DbServer(server.port, OTHER_USER, HARD_PASSWORD, server.database, server.directory,
+                     server.admin)
+    account = await asyncio.to_thread(create_db_account, client, kind, other, f"{kind}-hard",
+                                      HARD_PASSWORD)
+    sub = await running.wire.v3("fast_execute_sql", {
+        "bk_biz_id": 2, "db_account_id": account["id"], "script_content": _b64(
+            "SELECT 'in' AS hard;"),
+        "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    assert sub["result"], sub
+    done = await running.wire.wait(sub["data"]["job_instance_id"])
+    logs = await running.wire.logs(sub["data"]["job_instance_id"],
+                                   sub["data"]["step_instance_id"], IPS[:1])
+    assert done["job_instance"]["status"] == 3, (done, logs)
+    assert "in" in logs[IPS[0]] and HARD_PASSWORD not in logs[IPS[0]]
+    # the wrong one is refused: the password is checked, not ignored
+    wrong = await asyncio.to_thread(create_db_account, client, kind, other, f"{kind}-hard2",
+                                    HARD_PASSWORD[:-1])
+    sub = await running.wire.v3("fast_execute_sql", {
+        "bk_biz_id": 2, "db_account_id": wrong["id"], "script_content": _b64("SELECT 1;"),
+        "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    done = await running.wire.wait(sub["data"]["job_instance_id"])
+    assert done["job_instance"]["status"] == 4, done
