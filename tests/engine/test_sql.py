@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from cryptography.fernet import Fernet
 
 from jobfleet.domain.status import AccountType
@@ -27,6 +30,34 @@ def test_client_commands() -> None:
     assert all("pw" not in a for a in argv)
 
 
+def test_the_step_timeout_bounds_each_statement_on_the_server() -> None:
+    argv, _ = client_command({**DB, "password": "pw"}, 30)
+    assert argv[-1] == ("--init-command=SET @jobfleet_step_timeout = 30"
+                        " /*M!100101 , SESSION max_statement_time = 30 */")
+    _, env = client_command({**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"}, 30)
+    assert env["PGOPTIONS"] == "-c statement_timeout=30000"
+    # a step longer than a server's longest bound gets that bound, not a refused connection
+    argv, _ = client_command({**DB, "password": "pw"}, 40_000_000)
+    assert argv[-1].endswith("max_statement_time = 31536000 */")
+    _, env = client_command({**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"},
+                            3_000_000)
+    assert env["PGOPTIONS"] == "-c statement_timeout=2147483647"
+    # no timeout, no bound
+    argv, _ = client_command({**DB, "password": "pw"})
+    assert not any(a.startswith("--init-command") for a in argv)
+    _, env = client_command({**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"})
+    assert "PGOPTIONS" not in env
+
+
+def test_psql_checks_for_a_gone_client_before_the_sql() -> None:
+    db = {**DB, "type": int(AccountType.POSTGRESQL), "password": "pw"}
+    script, _ = client_script(db, "SELECT 1;")
+    preamble = script.index("client_connection_check_interval")
+    assert preamble < script.index("SELECT 1;")
+    mysql, _ = client_script({**DB, "password": "pw"}, "SELECT 1;")
+    assert "client_connection_check_interval" not in mysql
+
+
 def test_the_message_unseals_the_password_into_the_environment() -> None:
     cipher = Cipher(Fernet.generate_key())
     step = SimpleNamespace(config={"db": {**DB, "password": cipher.encrypt("s3cret")}},
@@ -38,7 +69,7 @@ def test_the_message_unseals_the_password_into_the_environment() -> None:
     assert message["env"] == {"A": "1", "MYSQL_PWD": "s3cret"}
     assert "s3cret" not in message["script"]
     check, first, *body = message["script"].splitlines()
-    assert check.startswith("command -v mysql ") and "exit 1;" in check
+    assert check.startswith("if command -v mariadb ") and "exit 1;" in check
     end = first.rsplit("<<'", 1)[1].rstrip("'")
     assert body == ["SELECT 1;", "JOBFLEET_SQL_x", end]
 
@@ -172,3 +203,27 @@ def test_an_account_the_client_cannot_take_fails_the_host(tmp_path: Path) -> Non
         assert b"cannot be used" in done.stderr and field.encode() in done.stderr
         assert b"pw" not in done.stderr
         assert not record.exists()
+
+
+def test_a_host_with_only_the_mariadb_client_runs_it(tmp_path: Path) -> None:
+    """MariaDB 11 installs its client as ``mariadb`` (``mysql`` is a deprecated, optional
+    link): a host without ``mysql`` runs ``mariadb`` instead of failing the step."""
+    real = shutil.which("mariadb")
+    if real is None:
+        pytest.skip("the MariaDB client is not installed")
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "mariadb").symlink_to(real)
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script, env = client_script({**DB, "port": port, "password": "pw"}, "SELECT 1;")
+    done = subprocess.run(["/bin/sh", "-c", script], env={**env, "PATH": str(only)},
+                          capture_output=True, timeout=60)
+    assert b"not installed" not in done.stderr, done.stderr
+    assert b"Can't connect" in done.stderr and done.returncode == 1, done.stderr
+    # with neither, the line names both
+    missing = subprocess.run(["/bin/sh", "-c", script], env={**env, "PATH": str(tmp_path)},
+                             capture_output=True, timeout=30)
+    assert missing.returncode == 1
+    assert b"'mysql' (or 'mariadb') is not installed" in missing.stderr, missing.stderr

@@ -21,6 +21,8 @@ from tests.integration.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "sqlapp"
+# a second user, for passwords a test sets itself
+OTHER_USER = "sqlother"
 DATABASE = "appdb"
 
 
@@ -31,6 +33,11 @@ class DbServer:
     password: str
     database: str
     directory: Path
+    # runs SQL as the server's administrator and answers what it prints
+    admin: list[str]
+
+    def query(self, sql: str) -> str:
+        return _run([*self.admin], input=sql).stdout
 
 
 def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -66,7 +73,8 @@ def mariadb(password: str) -> Iterator[DbServer]:
             f"CREATE DATABASE {DATABASE};\n"
             f"CREATE USER '{USER}'@'%' IDENTIFIED BY '{password}';\n"
             f"GRANT ALL ON {DATABASE}.* TO '{USER}'@'%';\n"))
-        yield DbServer(port, USER, password, DATABASE, work)
+        yield DbServer(port, USER, password, DATABASE, work, [*admin, "--batch",
+                                                              "--skip-column-names"])
     finally:
         proc.terminate()
         try:
@@ -92,14 +100,15 @@ def postgresql(password: str) -> Iterator[DbServer]:
         port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
         # the throwaway cluster trusts loopback; make this user prove its password
         hba = cluster / "data" / "pg_hba.conf"
-        hba.write_text(f"host all {USER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        hba.write_text(f"host all {USER},{OTHER_USER} 127.0.0.1/32 scram-sha-256\n"
+                       + hba.read_text())
         admin = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--host=127.0.0.1",
                  f"--port={port}", "--username=jobfleet", "--dbname=postgres"]
         _run([*admin], input=(
             f"CREATE ROLE {USER} LOGIN PASSWORD '{password}';\n"
             f"CREATE DATABASE {DATABASE} OWNER {USER};\n"
             "SELECT pg_reload_conf();\n"))
-        yield DbServer(port, USER, password, DATABASE, work)
+        yield DbServer(port, USER, password, DATABASE, work, [*admin, "-A", "-t"])
     finally:
         subprocess.run([script, "stop", str(cluster)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from bkapi_component.open.client import Client
 from sqlalchemy import select
-from tests.integration.dbservers import DbServer, mariadb, postgresql
+from tests.integration.dbservers import OTHER_USER, DbServer, mariadb, postgresql
 from tests.integration.harness import Running
 
 from jobfleet.store.tables import accounts, step_instances
@@ -184,6 +184,9 @@ async def test_sql_refusals(running: Running, mysql_server: DbServer) -> None:
         ({**base, "db_account_id": account["id"], "script_content": "%%%"}, 1241005),
         ({**base, "db_account_id": account["id"], "target_server": None}, 1241004),
         ({**base, "db_account_id": "x"}, 1241010),
+        # PostgreSQL (the store) cannot hold a NUL: refused alike on every store
+        ({**base, "db_account_id": account["id"], "script_content": _b64("SELECT 1;\x00")},
+         1241010),
     ]
     for body, code in cases:
         answer = await wire.v3("fast_execute_sql", {k: v for k, v in body.items()
@@ -401,3 +404,133 @@ async def test_oracle_and_db2_without_client(running: Running, tmp_path: Path) -
                                IPS[:1])
         assert f"client '{program}' is not installed" in logs[IPS[0]], logs
         assert PASSWORD not in logs[IPS[0]]
+
+
+# work the server does not stop for when its client goes away (MariaDB notices a gone
+# client in SLEEP(), not in work of its own)
+LONG = {"mysql": "SELECT BENCHMARK(20000000000, MD5('slow')) AS slept;",
+        "postgresql": "SELECT pg_sleep(60) AS slept;"}
+RUNNING = {
+    "mysql": "SELECT COUNT(*) FROM information_schema.processlist"
+             " WHERE info LIKE 'SELECT BENCHMARK(%';",
+    "postgresql": "SELECT count(*) FROM pg_stat_activity"
+                  " WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active';",
+}
+
+
+def cancel_left(server: DbServer, kind: str) -> None:
+    """Stops what the test left running, so the shared server is not kept busy."""
+    if kind == "postgresql":
+        server.query("SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                     " WHERE query LIKE 'SELECT pg_sleep(60)%';")
+        return
+    ids = server.query("SELECT id FROM information_schema.processlist"
+                       " WHERE info LIKE 'SELECT BENCHMARK(%';").split()
+    server.query("".join(f"KILL QUERY {int(i)};" for i in ids))
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+async def test_a_statement_past_the_step_timeout_ends_on_the_server(
+        running: Running, kind: str, request: pytest.FixtureRequest) -> None:
+    """The step's timeout kills the client on the host and also ends its statement on the
+    database server, which would otherwise keep running (and holding its locks)."""
+    server: DbServer = request.getfixturevalue(f"{kind}_server")
+    await running.start_agents(IPS[:1])
+    client = _client(running)
+    account = await asyncio.to_thread(create_db_account, client, kind, server, f"{kind}-slow")
+    sub = await running.wire.v3("fast_execute_sql", {
+        "bk_biz_id": 2, "db_account_id": account["id"], "script_content": _b64(LONG[kind]),
+        "timeout": 3, "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    assert sub["result"], sub
+    done = await running.wire.wait(sub["data"]["job_instance_id"])
+    host = done["step_instance_list"][0]["step_ip_result_list"][0]
+    assert host["status"] == 102, done  # the script timed out
+    left = "?"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = (await asyncio.to_thread(server.query, RUNNING[kind])).strip()
+        if left == "0":
+            break
+        await asyncio.sleep(0.2)
+    if left != "0":
+        await asyncio.to_thread(cancel_left, server, kind)
+    assert left == "0", f"the statement still runs on the server: {left}"
+
+
+async def test_a_terminated_job_ends_its_statement_on_postgresql(
+        running: Running, postgresql_server: DbServer) -> None:
+    """Terminating the job kills the client; PostgreSQL ends the statement of the client
+    gone at once, not at the step's timeout."""
+    await running.start_agents(IPS[:1])
+    client = _client(running)
+    account = await asyncio.to_thread(create_db_account, client, "postgresql",
+                                      postgresql_server, "postgresql-stopped")
+    sub = await running.wire.v3("fast_execute_sql", {
+        "bk_biz_id": 2, "db_account_id": account["id"],
+        "script_content": _b64(LONG["postgresql"]), "timeout": 600,
+        "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    assert sub["result"], sub
+    job_id = sub["data"]["job_instance_id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = await asyncio.to_thread(postgresql_server.query, RUNNING["postgresql"])
+        if seen.strip() == "1":
+            break
+        await asyncio.sleep(0.1)
+    stop = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+    assert stop["result"], stop
+    done = await running.wire.wait(job_id)
+    assert done["job_instance"]["status"] == 11, done  # terminated
+    left = "?"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = (await asyncio.to_thread(postgresql_server.query,
+                                        RUNNING["postgresql"])).strip()
+        if left == "0":
+            break
+        await asyncio.sleep(0.2)
+    if left != "0":
+        await asyncio.to_thread(cancel_left, postgresql_server, "postgresql")
+    assert left == "0", f"the statement still runs on the server: {left}"
+
+
+HARD_PASSWORD = "a'b c;d%s$HOME\\x`y`&z\"é中 !"
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+async def test_a_password_with_quotes_spaces_dollars_and_non_ascii_connects(
+        running: Running, kind: str, request: pytest.FixtureRequest) -> None:
+    server: DbServer = request.getfixturevalue(f"{kind}_server")
+    if kind == "mysql":
+        quoted = HARD_PASSWORD.replace("\\", "\\\\").replace("'", "\\'")
+        server.query(f"CREATE USER IF NOT EXISTS '{OTHER_USER}'@'%' IDENTIFIED BY '{quoted}';"
+                     f"GRANT ALL ON {server.database}.* TO '{OTHER_USER}'@'%';")
+    else:
+        quoted = HARD_PASSWORD.replace("'", "''")
+        server.query(f"DROP ROLE IF EXISTS {OTHER_USER}; "
+                     f"CREATE ROLE {OTHER_USER} LOGIN PASSWORD '{quoted}';")
+    await running.start_agents(IPS[:1])
+    client = _client(running)
+    other = DbServer(server.port, OTHER_USER, HARD_PASSWORD, server.database, server.directory,
+                     server.admin)
+    account = await asyncio.to_thread(create_db_account, client, kind, other, f"{kind}-hard",
+                                      HARD_PASSWORD)
+    sub = await running.wire.v3("fast_execute_sql", {
+        "bk_biz_id": 2, "db_account_id": account["id"], "script_content": _b64(
+            "SELECT 'in' AS hard;"),
+        "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    assert sub["result"], sub
+    done = await running.wire.wait(sub["data"]["job_instance_id"])
+    logs = await running.wire.logs(sub["data"]["job_instance_id"],
+                                   sub["data"]["step_instance_id"], IPS[:1])
+    assert done["job_instance"]["status"] == 3, (done, logs)
+    assert "in" in logs[IPS[0]] and HARD_PASSWORD not in logs[IPS[0]]
+    # the wrong one is refused: the password is checked, not ignored
+    wrong = await asyncio.to_thread(create_db_account, client, kind, other, f"{kind}-hard2",
+                                    HARD_PASSWORD[:-1])
+    sub = await running.wire.v3("fast_execute_sql", {
+        "bk_biz_id": 2, "db_account_id": wrong["id"], "script_content": _b64("SELECT 1;"),
+        "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    done = await running.wire.wait(sub["data"]["job_instance_id"])
+    assert done["job_instance"]["status"] == 4, done

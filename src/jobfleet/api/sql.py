@@ -36,6 +36,8 @@ async def _sql(call: Call, biz_ids: set[int]) -> tuple[str, dict[str, Any]]:
     sql = decode_base64(content, "script_content", MAX_SCRIPT_BYTES)
     if not sql.strip():
         raise JobError.missing("script_content")
+    if "\x00" in sql:
+        raise JobError.invalid("script_content", "the decoded SQL contains NUL bytes")
     return sql, {}
 
 

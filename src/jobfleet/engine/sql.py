@@ -3,9 +3,9 @@
 The step keeps a snapshot of its database account (type, host, port, database, user and
 the still encrypted password), as bk-job's step instances do, so a later change to the
 account does not change a job already made. At dispatch the step becomes a shell task
-that feeds the SQL to the database's client on standard input: ``mysql`` (MySQL and
-MariaDB), ``psql`` (PostgreSQL), ``sqlplus`` (Oracle) or the ``db2`` command line
-processor (DB2). The password travels in the task's environment, never on a command
+that feeds the SQL to the database's client on standard input: ``mariadb`` or ``mysql``
+(MySQL and MariaDB), ``psql`` (PostgreSQL), ``sqlplus`` (Oracle) or the ``db2`` command
+line processor (DB2). The password travels in the task's environment, never on a command
 line: ``MYSQL_PWD`` / ``PGPASSWORD`` for the first two; for Oracle and DB2 the whole
 connect statement, its values quoted as the client requires (``domain.db_connect``),
 travels in ``JOBFLEET_DB_CONNECT`` and a shell builtin (``printf '%s'``, never the value
@@ -29,6 +29,9 @@ from jobfleet.domain.variables import render
 from jobfleet.store.secrets import Cipher
 
 CONNECT_TIMEOUT = 10
+# the longest statement bound each server takes: a longer one refuses the connection
+PG_MAX_STATEMENT_MS = 2_147_483_647
+MARIADB_MAX_STATEMENT_S = 31_536_000
 # bk-job's SQL task templates end a host whose client is missing with ``job_fail``
 # (exit status 1, host status 104)
 CLIENT_MISSING_EXIT = 1
@@ -38,8 +41,20 @@ CLIENTS = {
     AccountType.ORACLE: ("sqlplus", "Oracle"),
     AccountType.DB2: ("db2", "DB2"),
 }
+# the shell variable naming the MySQL client the host has
+MYSQL_CLIENT_VAR = "jobfleet_mysql_client"
 # Oracle and DB2 read their connect statement from the environment in the task's shell
 PRINT_CONNECT = "printf '%s' \"$JOBFLEET_DB_CONNECT\""
+# psql reads this before the step's SQL. A stopped job SIGKILLs the client, and a
+# PostgreSQL server notices a gone client during a statement only with this setting
+# (14 and later; older servers have no such row, and ``\o`` keeps the answer out of
+# the log). psql names no line of standard input in its messages: nothing moves.
+PSQL_PREAMBLE = (
+    "\\o /dev/null\n"
+    "SELECT set_config(name, '1000', false) FROM pg_settings"
+    " WHERE name = 'client_connection_check_interval';\n"
+    "\\o\n"
+)
 
 
 def _delimiter(sql: str) -> str:
@@ -50,8 +65,13 @@ def _delimiter(sql: str) -> str:
             return token
 
 
-def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """The client's argv (no secret in it) and the environment that carries the password."""
+def client_command(db: dict[str, Any], timeout: int = 0) -> tuple[list[str], dict[str, str]]:
+    """The client's argv (no secret in it) and the environment that carries the password.
+
+    A ``timeout`` (the step's, in seconds) also bounds each statement on the MySQL /
+    MariaDB and PostgreSQL server: the agent kills the client at the step's timeout, and
+    a server does not notice a gone client while it works, so the statement would run
+    on, holding its locks."""
     password = str(db.get("password") or "")
     kind = int(db["type"])
     if kind == AccountType.POSTGRESQL:
@@ -69,6 +89,9 @@ def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         if db.get("name"):
             argv.append(f"--dbname={db['name']}")
         env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
+        if timeout > 0:
+            bound = min(timeout * 1000, PG_MAX_STATEMENT_MS)
+            env["PGOPTIONS"] = f"-c statement_timeout={bound}"
         return argv, env
     if kind in (AccountType.ORACLE, AccountType.DB2):
         name = str(db.get("name") or "")
@@ -93,11 +116,30 @@ def client_command(db: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     ]
     if db.get("name"):
         argv.append(f"--database={db['name']}")
+    if timeout > 0:
+        # max_statement_time is MariaDB's (10.1.1 and later); MySQL skips the ``/*M!`` part
+        bound = min(timeout, MARIADB_MAX_STATEMENT_S)
+        argv.append(
+            f"--init-command=SET @jobfleet_step_timeout = {timeout}"
+            f" /*M!100101 , SESSION max_statement_time = {bound} */"
+        )
     return argv, {"MYSQL_PWD": password}
 
 
 def client_check(kind: int) -> str:
     """A shell line that fails the host when the database's client is not installed."""
+    if kind == AccountType.MYSQL:
+        # MariaDB 11 installs its client as ``mariadb``; ``mysql`` is then an optional,
+        # deprecated link that warns on every run. Either speaks to MySQL and MariaDB.
+        message = (
+            "jobfleet: the MySQL client 'mysql' (or 'mariadb') is not installed on this"
+            " host (PATH)"
+        )
+        return (
+            f"if command -v mariadb >/dev/null 2>&1; then {MYSQL_CLIENT_VAR}=mariadb; "
+            f"elif command -v mysql >/dev/null 2>&1; then {MYSQL_CLIENT_VAR}=mysql; "
+            f"else echo {shlex.quote(message)} >&2; exit {CLIENT_MISSING_EXIT}; fi\n"
+        )
     program, system = CLIENTS.get(AccountType(kind), ("mysql", "MySQL"))
     message = f"jobfleet: the {system} client '{program}' is not installed on this host (PATH)"
     return (
@@ -106,7 +148,7 @@ def client_check(kind: int) -> str:
     )
 
 
-def client_script(db: dict[str, Any], sql: str) -> tuple[str, dict[str, str]]:
+def client_script(db: dict[str, Any], sql: str, timeout: int = 0) -> tuple[str, dict[str, str]]:
     """The shell script that runs ``sql`` through the client, and its environment."""
     kind = int(db["type"])
     problem = connect_problem(
@@ -119,7 +161,7 @@ def client_script(db: dict[str, Any], sql: str) -> tuple[str, dict[str, str]]:
     if problem is not None:
         message = f"jobfleet: the database account cannot be used: {problem.message}"
         return f"echo {shlex.quote(message)} >&2; exit {CLIENT_MISSING_EXIT}\n", {}
-    argv, env = client_command(db)
+    argv, env = client_command(db, timeout)
     if not sql.endswith("\n"):
         sql += "\n"
     end = _delimiter(sql)
@@ -133,8 +175,10 @@ def client_script(db: dict[str, Any], sql: str) -> tuple[str, dict[str, str]]:
             f"{{ {PRINT_CONNECT}; cat {body}printf '\\nCONNECT RESET;\\nTERMINATE;\\n'; }}"
             f" | {shlex.join(argv)}\n"
         )
+    elif kind == AccountType.POSTGRESQL:
+        script = f"{shlex.join(argv)} <<'{end}'\n{PSQL_PREAMBLE}{sql}{end}\n"
     else:
-        script = f"{shlex.join(argv)} {body}"
+        script = f'"${MYSQL_CLIENT_VAR}" {shlex.join(argv[1:])} {body}'
     return client_check(kind) + script, env
 
 
@@ -152,7 +196,7 @@ def sql_message(
     sql = step.script_content or ""
     if values:
         sql = render(sql, values)
-    script, env = client_script(db, sql)
+    script, env = client_script(db, sql, int(template.get("timeout") or 0))
     return {
         **template,
         "lang": int(ScriptLanguage.SHELL),
