@@ -191,6 +191,9 @@ def plan(**change: Any) -> dict[str, Any]:
     (plan(variables=[{"name": "h", "value": "10.0.0.1"}]), ErrorCode.INVALID_PARAM_WITH_REASON,
      "host variable"),
     (plan(description=["x"]), ErrorCode.BAD_REQUEST, "description"),
+    # YAML spells a NUL as "\0": no store column may hold one (PostgreSQL cannot)
+    (minimal(template={"name": "t\x00", "steps": []}), ErrorCode.BAD_REQUEST, "NUL"),
+    (plan(**{"name\x00": "p"}), ErrorCode.BAD_REQUEST, "NUL"),
 ])
 def test_bad_documents(text: Any, code: int, words: str) -> None:
     if not isinstance(text, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import warnings
 from typing import Any
 
@@ -172,6 +173,15 @@ async def test_nul_characters_get_1241010_on_both_backends(running: Running) -> 
     ):
         answer = await running.wire.post(path, body)
         assert answer["code"] == 1241010, (path, answer)
+    # inside base64: the script and its parameters are stored as text with the job
+    nul = base64.b64encode(b"echo a\x00b").decode()
+    for field in ("script_content", "script_param"):
+        body = {"bk_biz_id": 2, "script_content": base64.b64encode(b"echo hi").decode(),
+                "script_language": 1, "account_alias": "root",
+                "target_server": {"ip_list": [{"bk_cloud_id": 0, "ip": "127.0.0.1"}]},
+                field: nul}
+        answer = await running.wire.post(V3 + "fast_execute_script", body)
+        assert answer["code"] == 1241010 and field in answer["message"], (field, answer)
     resp = await running.wire.http.get(V3 + "get_job_instance_list", headers=running.wire.headers(),
                                        params={"bk_biz_id": 2, "name": "a\x00b"})
     assert resp.json()["code"] == 1241010, resp.text

@@ -70,6 +70,9 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         script = decode_base64(content, "script_content", MAX_SCRIPT_BYTES)
         if not script.strip():
             raise JobError.missing("script_content")
+        # stored as text with the job: PostgreSQL holds no NUL (create_script refuses it too)
+        if "\x00" in script:
+            raise JobError.invalid("script_content", "the decoded script contains NUL bytes")
     await call.services.rules.enforce(script, language)
     sensitive = get_int(p, "is_param_sensitive", default=0) == 1
     raw_param = get_str(p, "script_param")
@@ -77,6 +80,8 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
     if raw_param:
         limit = MAX_SENSITIVE_PARAM_BYTES if sensitive else MAX_PARAM_BYTES
         param = decode_base64(raw_param, "script_param", limit)
+        if "\x00" in param:
+            raise JobError.invalid("script_param", "the decoded parameters contain NUL bytes")
         split_params(param)  # refuse unbalanced quotes now, not on every host
     timeout = check_timeout(get_int(p, "timeout"), call.services.engine.settings.max_timeout)
     name = get_str(p, "task_name", max_length=MAX_TASK_NAME)

@@ -233,9 +233,11 @@ def dump(document: Mapping[str, Any]) -> str:
 
 
 def _check_size(raw: Any) -> None:
-    """At most ``MAX_VALUES`` values once aliases are expanded: YAML reads an alias as the
-    anchored object itself, so a few hundred bytes of nested aliases (or an alias to its
-    own anchor) are a document that anything walking, printing or storing it never ends."""
+    """At most ``MAX_VALUES`` values once aliases are expanded, and no NUL in any text.
+
+    YAML reads an alias as the anchored object itself, so a few hundred bytes of nested
+    aliases (or an alias to its own anchor) are a document that anything walking,
+    printing or storing it never ends."""
     stack = [raw]
     count = 0
     while stack:
@@ -248,6 +250,9 @@ def _check_size(raw: Any) -> None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            # YAML spells one "\0"; PostgreSQL's text and JSON hold none
+            raise _bad("the document", "a text holds a NUL character")
 
 
 def _bad(where: str, reason: str) -> JobError:
