@@ -14,21 +14,13 @@ from typing import Any
 from tests.integration.cluster import cluster, needs_cluster, swarm, wait_ready
 from tests.integration.harness import Wire, eventually
 from tests.integration.test_cluster_bus import hosts_by_node
-from tests.integration.test_gse_procs import V2, daemon_dir, proc_request
+from tests.integration.test_gse_procs import V2, daemon_dir, finished, proc_request
 
 
 async def operate(wire: Wire, body: dict[str, Any]) -> dict[str, Any]:
     answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
     assert answer["result"], answer
-
-    async def done() -> dict[str, Any] | None:
-        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2",
-                                 {"task_id": answer["data"]["task_id"]})
-        assert result["result"], result
-        data = dict(result["data"])
-        return data if all(v["error_code"] != 115 for v in data.values()) else None
-
-    return dict(await eventually(done, timeout=60))
+    return await finished(wire, answer["data"]["task_id"], timeout=60)
 
 
 async def test_gse_calls_reach_an_agent_held_by_another_node(

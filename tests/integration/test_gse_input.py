@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import event
 from tests.integration.harness import Running, eventually
+from tests.integration.test_gse_procs import finished
 
 V2 = "/api/bk-gse/prod/api/v2"
 V1 = "/api/c/compapi/v2/gse"
@@ -194,14 +197,7 @@ async def test_one_operation_a_host_is_taken_for_thousands_of_hosts(running: Run
                for i in range(150)]
     answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": entries})
     assert answer["result"], answer
-    task = {"task_id": answer["data"]["task_id"]}
-
-    async def done() -> dict[str, Any] | None:
-        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
-        assert result["result"], result
-        data = dict(result["data"])
-        return data if all(v["error_code"] != 115 for v in data.values()) else None
-    results = await eventually(done, timeout=60)
+    results = await finished(wire, answer["data"]["task_id"], timeout=60)
     assert sorted(results) == sorted(f"0:{IP}:nodeman:p{i}" for i in range(150))
     # 2,501 entries of 2 hosts each: 5,002 host operations
     await running.server.inventory.add(2, "10.8.0.1")
@@ -226,13 +222,9 @@ async def test_bk_nodeman_gse1_process_calls_are_served(running: Running) -> Non
                                                        "hosts": hosts})
     assert single["result"], single
     for task in (started, single):
-        async def done(task: dict[str, Any] = task) -> dict[str, Any] | None:
-            result = await wire.post(f"{V1}/get_proc_operate_result_v2/",
-                                     {"task_id": task["data"]["task_id"]})
-            assert result["result"], result
-            data = dict(result["data"])
-            return data if all(v["error_code"] != 115 for v in data.values()) else None
-        assert list(await eventually(done, timeout=30)) == [f"0:{IP}:nodeman:daemon"]
+        results = await finished(wire, task["data"]["task_id"],
+                                 path=f"{V1}/get_proc_operate_result_v2/")
+        assert list(results) == [f"0:{IP}:nodeman:daemon"]
     status = await wire.post(f"{V1}/get_proc_status_v2/", {"meta": META, "hosts": hosts})
     assert status["result"], status
     assert status["data"]["proc_infos"][0]["host"]["ip"] == IP, status
@@ -270,13 +262,7 @@ async def test_an_operation_result_content_reads_as_bk_nodeman_reads_it(running:
     answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
         {"meta": META, "op_type": 2, "agent_id_list": [f"0:{IP}"]}]})
     assert answer["result"], answer
-    task = {"task_id": answer["data"]["task_id"]}
-
-    async def done() -> dict[str, Any] | None:
-        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
-        data = dict(result["data"])
-        return data if all(v["error_code"] != 115 for v in data.values()) else None
-    results = await eventually(done, timeout=30)
+    results = await finished(wire, answer["data"]["task_id"])
     content = json.loads(results[f"0:{IP}:nodeman:daemon"]["content"])
     instance = content["process"][0]["instance"][0]
     assert instance["pid"] == -1 and instance["isAuto"] is False, content
@@ -476,16 +462,20 @@ async def test_a_meta_that_is_no_object_is_invalid_not_missing(running: Running)
     assert (absent["result"], absent["code"]) == (False, 1241004), absent
 
 
-async def test_agents_that_are_not_connected_are_answered_at_once(running: Running) -> None:
-    """A status query or a message naming hosts whose agent is not connected answers them
-    at once ("not connected"), without waiting on each one in turn: bk-nodeman asks 500
-    hosts a call, and a fleet has many hosts down; the connected agent is asked as ever."""
+async def with_offline_hosts(running: Running, prefix: str) -> list[str]:
+    """The agent id of ``IP``'s running agent, then those of 130 hosts with no agent."""
     await running.start_agents([IP])
-    procs = running.server.services.procs
-    assert procs is not None
-    offline = [f"10.7.{i // 256}.{i % 256}" for i in range(130)]
+    offline = [f"{prefix}.{i // 256}.{i % 256}" for i in range(130)]
     for ip in offline:
         await running.server.inventory.add(2, ip)
+    return [f"0:{IP}", *(f"0:{ip}" for ip in offline)]
+
+
+@contextlib.contextmanager
+def agent_calls(running: Running) -> Iterator[list[int]]:
+    """The hosts the process manager asks its agents about, while in the block."""
+    procs = running.server.services.procs
+    assert procs is not None
     asked: list[int] = []
     real = procs.agents.call
 
@@ -493,15 +483,23 @@ async def test_agents_that_are_not_connected_are_answered_at_once(running: Runni
         asked.append(host)
         return await real(host, request, timeout)
 
-    ids = [f"0:{IP}", *(f"0:{ip}" for ip in offline)]
     procs.agents.call = counted  # type: ignore[method-assign]
     try:
+        yield asked
+    finally:
+        procs.agents.call = real  # type: ignore[method-assign]
+
+
+async def test_agents_that_are_not_connected_are_answered_at_once(running: Running) -> None:
+    """A status query or a message naming hosts whose agent is not connected answers them
+    at once ("not connected"), without waiting on each one in turn: bk-nodeman asks 500
+    hosts a call, and a fleet has many hosts down; the connected agent is asked as ever."""
+    ids = await with_offline_hosts(running, "10.7")
+    with agent_calls(running) as asked:
         status = await running.wire.post(f"{V2}/proc/get_proc_status_v2",
                                          {"meta": META, "agent_id_list": ids})
         sent = await running.wire.post(f"{V2}/cluster/dispatch_message", {
             "message_id": "m-down", "agent_id_list": ids, "content": "x", "slot_id": 3})
-    finally:
-        procs.agents.call = real  # type: ignore[method-assign]
     assert status["result"], status
     infos = {i["bk_agent_id"]: i for i in status["data"]["proc_infos"]}
     assert list(infos) == ids
@@ -521,22 +519,8 @@ async def test_an_operation_answers_hosts_whose_agent_is_not_connected_at_once(
     """operate_proc_multi naming hosts whose agent is not connected answers them at once
     (117, "not connected") instead of waiting on each in turn while holding the slots
     every other operation needs; the connected agent is operated on as ever."""
-    await running.start_agents([IP])
-    procs = running.server.services.procs
-    assert procs is not None
-    offline = [f"10.6.{i // 256}.{i % 256}" for i in range(130)]
-    for ip in offline:
-        await running.server.inventory.add(2, ip)
-    asked: list[int] = []
-    real = procs.agents.call
-
-    async def counted(host: int, request: dict[str, Any], timeout: float) -> Any:
-        asked.append(host)
-        return await real(host, request, timeout)
-
-    ids = [f"0:{IP}", *(f"0:{ip}" for ip in offline)]
-    procs.agents.call = counted  # type: ignore[method-assign]
-    try:
+    ids = await with_offline_hosts(running, "10.6")
+    with agent_calls(running) as asked:
         answer = await running.wire.post(f"{V2}/proc/operate_proc_multi", {
             "proc_operate_req": [{"meta": META, "op_type": 2, "agent_id_list": ids}]})
         assert answer["result"], answer
@@ -554,6 +538,4 @@ async def test_an_operation_answers_hosts_whose_agent_is_not_connected_at_once(
             own = result["data"][f"0:{IP}:nodeman:daemon"]
             return own if own["error_code"] != 115 else None
         assert (await eventually(done, timeout=30))["error_code"] == 0
-    finally:
-        procs.agents.call = real  # type: ignore[method-assign]
     assert len(asked) == 1, len(asked)

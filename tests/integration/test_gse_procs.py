@@ -44,20 +44,24 @@ def proc_request(setup: Path, op_type: int, ips: list[str],
     }
 
 
-async def operate(running: Running, body: dict[str, Any]) -> dict[str, Any]:
-    answer = await running.wire.post(f"{V2}/proc/operate_proc_multi",
-                                     {"proc_operate_req": [body]})
-    assert answer["result"], answer
-    task_id = answer["data"]["task_id"]
+async def finished(wire: Wire, task_id: str, *, timeout: float = 30,
+                   path: str = f"{V2}/proc/get_proc_operate_result_v2") -> dict[str, Any]:
+    """An operation's results once no host is still handling it (115)."""
 
     async def done() -> dict[str, Any] | None:
-        result = await running.wire.post(f"{V2}/proc/get_proc_operate_result_v2",
-                                         {"task_id": task_id})
+        result = await wire.post(path, {"task_id": task_id})
         assert result["result"], result
         data = dict(result["data"])
         return data if all(v["error_code"] != 115 for v in data.values()) else None
 
-    return dict(await eventually(done, timeout=30))
+    return dict(await eventually(done, timeout=timeout))
+
+
+async def operate(running: Running, body: dict[str, Any]) -> dict[str, Any]:
+    answer = await running.wire.post(f"{V2}/proc/operate_proc_multi",
+                                     {"proc_operate_req": [body]})
+    assert answer["result"], answer
+    return await finished(running.wire, answer["data"]["task_id"])
 
 
 async def status(running: Running, setup: Path, ips: list[str]) -> list[dict[str, Any]]:
@@ -462,15 +466,7 @@ async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
     answer = await wire.post(f"{V2}/proc/operate_proc_multi",
                              {"proc_operate_req": [mixed, alone, only_unknown]})
     assert answer["result"], answer
-    task = {"task_id": answer["data"]["task_id"]}
-
-    async def done() -> dict[str, Any] | None:
-        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
-        assert result["result"], result
-        data = dict(result["data"])
-        return data if all(v["error_code"] != 115 for v in data.values()) else None
-
-    results = await eventually(done, timeout=30)
+    results = await finished(wire, answer["data"]["task_id"])
     assert {k: v["error_code"] for k, v in results.items()} == {
         f"0:{IPS[0]}:nodeman:daemon": 0,
         f"0:{IPS[1]}:nodeman:daemon": 0,
@@ -483,7 +479,8 @@ async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
         assert "not found" in results[key]["error_msg"], results
         assert results[key]["content"] == "", results
     entries = await wire.get("/api/jobfleet/v1/audit/entries", {"action": "gse_operate_proc"})
-    [entry] = [e for e in entries["data"]["data"] if e["resource_id"] == task["task_id"]]
+    [entry] = [e for e in entries["data"]["data"]
+               if e["resource_id"] == answer["data"]["task_id"]]
     refused = [[(r["agent_id"], r["code"]) for r in o["refused"]]
                for o in entry["detail"]["operations"]]
     assert refused == [[("0:10.9.9.9", 117), ("no-such-agent", 117)], [],
@@ -494,8 +491,7 @@ async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
     single = await wire.post(f"{V1}/operate_proc_v2/", {"meta": mixed["meta"], "op_type": 2,
                                                        "hosts": hosts})
     assert single["result"], single
-    task = {"task_id": single["data"]["task_id"]}
-    results = await eventually(done, timeout=30)
+    results = await finished(wire, single["data"]["task_id"])
     assert {k: v["error_code"] for k, v in results.items()} == {
         f"0:{IPS[0]}:nodeman:daemon": 0, "0:10.9.9.7:nodeman:daemon": 117}, results
 
@@ -542,15 +538,7 @@ async def test_an_account_one_business_lacks_holds_back_no_other(running: Runnin
     answer = await wire.post(f"{V2}/proc/operate_proc_multi",
                              {"proc_operate_req": [undelegate, status]})
     assert answer["result"], answer
-    task = {"task_id": answer["data"]["task_id"]}
-
-    async def done() -> dict[str, Any] | None:
-        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
-        assert result["result"], result
-        data = dict(result["data"])
-        return data if all(v["error_code"] != 115 for v in data.values()) else None
-
-    results = await eventually(done, timeout=30)
+    results = await finished(wire, answer["data"]["task_id"])
     refused = results[f"0:{IPS[1]}:nodeman:daemon"]
     assert refused["error_code"] == 65535, results
     assert "nobody" in refused["error_msg"] and "business [3]" in refused["error_msg"], refused

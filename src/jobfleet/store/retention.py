@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Column, Table, delete, select
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
 from jobfleet.store.database import Database
@@ -81,39 +81,38 @@ class RetentionStore:
     async def purge_proc_operations(self, before_ms: int, limit: int) -> int:
         """At most ``limit`` GSE process operations created before ``before_ms``, with
         their per-host results; how many operations went."""
-        async with self.db.begin() as conn:
-            tasks = list(
-                (
-                    await conn.execute(
-                        select(proc_operations.c.task_id)
-                        .where(proc_operations.c.create_time < before_ms)
-                        .order_by(proc_operations.c.create_time)
-                        .limit(limit)
-                    )
-                ).scalars()
-            )
-            if tasks:
-                await conn.execute(delete(proc_results).where(proc_results.c.task_id.in_(tasks)))
-                await conn.execute(
-                    delete(proc_operations).where(proc_operations.c.task_id.in_(tasks))
-                )
-        return len(tasks)
+        return await self._purge_older(
+            proc_operations, before_ms, limit,
+            key=proc_operations.c.task_id, children=(proc_results.c.task_id,),
+        )
 
-    async def _purge_older(self, table: Table, before_ms: int, limit: int) -> int:
-        """At most ``limit`` rows of ``table`` created before ``before_ms``, oldest first."""
+    async def _purge_older(
+        self,
+        table: Table,
+        before_ms: int,
+        limit: int,
+        *,
+        key: Column[Any] | None = None,
+        children: tuple[Column[Any], ...] = (),
+    ) -> int:
+        """At most ``limit`` rows of ``table`` created before ``before_ms``, oldest first
+        by ``key`` (the id), with the rows whose ``children`` columns name them."""
+        column = table.c.id if key is None else key
         async with self.db.begin() as conn:
             ids = list(
                 (
                     await conn.execute(
-                        select(table.c.id)
+                        select(column)
                         .where(table.c.create_time < before_ms)
-                        .order_by(table.c.id)
+                        .order_by(column)
                         .limit(limit)
                     )
                 ).scalars()
             )
             if ids:
-                await conn.execute(delete(table).where(table.c.id.in_(ids)))
+                for child in children:
+                    await conn.execute(delete(child.table).where(child.in_(ids)))
+                await conn.execute(delete(table).where(column.in_(ids)))
         return len(ids)
 
     async def blobs_in_use(self) -> set[str]:
