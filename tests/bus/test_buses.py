@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from cryptography.fernet import Fernet
 from tests.integration.cluster import REDIS_SERVER, Redis
 from tests.integration.harness import eventually
 
+from jobfleet.bus.live import OVERFLOW, BusLive
 from jobfleet.bus.local import LocalBus
 from jobfleet.bus.redis import RedisBus
 from jobfleet.store.secrets import Cipher
@@ -164,4 +166,39 @@ async def test_a_redis_restart_is_noticed_and_presence_written_again(redis: Redi
                          timeout=15)
         assert (await a.redis.hget("jf:presence", "7")) == b"a"
     finally:
+        await a.stop()
+
+
+async def test_live_views_hear_events_again_after_a_redis_restart(redis: Redis) -> None:
+    # a viewer watching a job must not be left on its slow re-reads for good
+    cipher = Cipher(Fernet.generate_key())
+    a = bus(redis, "a", cipher)
+    await a.start(Listener())
+    live = BusLive(a, resubscribe=(0.1, 0.2))
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        async for event in live.subscribe(["job:1"]):
+            seen.append(event)
+
+    watching = asyncio.ensure_future(watch())
+    try:
+        await asyncio.sleep(0.2)
+        await a.publish("job:1", {"n": 1})
+        await eventually(lambda: asyncio.sleep(0, {"n": 1} in seen), timeout=5)
+        await redis.stop()
+        await asyncio.sleep(0.5)
+        await redis.start()
+
+        async def heard() -> bool:
+            with contextlib.suppress(Exception):
+                await a.publish("job:1", {"n": 2})
+            await asyncio.sleep(0.1)
+            return {"n": 2} in seen
+        await eventually(heard, timeout=20)
+        # and it was told to read again what went by while Redis was away
+        assert OVERFLOW in seen[seen.index({"n": 1}):], seen
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
         await a.stop()

@@ -18,6 +18,9 @@ from jobfleet.bus.base import Bus
 
 QUEUE_SIZE = 256
 OVERFLOW: dict[str, Any] = {"type": "overflow"}
+# seconds before a subscription the bus dropped (Redis restarting) is made again, the
+# last one repeated for as long as it takes
+RESUBSCRIBE = (0.5, 1.0, 2.0, 5.0)
 
 
 class LiveBus(Protocol):
@@ -29,9 +32,12 @@ class LiveBus(Protocol):
 class BusLive:
     """Live events on a node's bus; one subscription may watch several topics."""
 
-    def __init__(self, bus: Bus, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self, bus: Bus, queue_size: int = QUEUE_SIZE, resubscribe: tuple[float, ...] = RESUBSCRIBE
+    ) -> None:
         self.bus = bus
         self.queue_size = queue_size
+        self.resubscribe = resubscribe
         self._sending: set[asyncio.Task[None]] = set()
 
     def publish(self, topic: str, event: dict[str, Any]) -> None:
@@ -50,14 +56,30 @@ class BusLive:
     async def subscribe(self, topics: list[str]) -> AsyncIterator[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.queue_size)
 
+        def offer(event: dict[str, Any]) -> None:
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # the viewer is behind: one marker says "read everything again"
+                queue.get_nowait()
+                queue.put_nowait(OVERFLOW)
+
         async def pump(topic: str) -> None:
-            async for event in self.bus.subscribe(topic):
+            failures = 0
+            while True:
+                if failures:
+                    # what went by while the bus was away: the viewer reads it again
+                    offer(OVERFLOW)
                 try:
-                    queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    # the viewer is behind: one marker says "read everything again"
-                    queue.get_nowait()
-                    queue.put_nowait(OVERFLOW)
+                    async for event in self.bus.subscribe(topic):
+                        failures = 0
+                        offer(event)
+                    return
+                except Exception:
+                    # Redis went away (a restart): subscribe again after a while
+                    delays = self.resubscribe
+                    await asyncio.sleep(delays[min(failures, len(delays) - 1)])
+                    failures += 1
 
         loop = asyncio.get_running_loop()
         pumps = [loop.create_task(pump(t)) for t in topics]
