@@ -274,6 +274,28 @@ def test_glob_in_a_middle_component_keeps_the_path_below_it(tmp_path: Path) -> N
     assert rels(found) == ["one/app.log", "two/app.log"]
 
 
+def test_a_glob_climbing_out_with_dot_dot_gives_names_inside_the_target(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "a" / "src" / "d" / "in.txt")
+    write(tmp_path / "a" / "leak.txt")
+    write(tmp_path / "a" / "conf" / "c.conf")
+
+    found, missing = expand_sources(
+        [f"{tmp_path}/a/src/*/../../leak.txt", f"{tmp_path}/a/src/*/../../conf"], SELF
+    )
+
+    assert not missing
+    # a rel that climbs out would put the file outside the target directory
+    assert rels(found) == ["leak.txt", "conf/", "conf/c.conf"]
+
+    found, _ = expand_sources([f"{tmp_path}/a/src/*/.."], SELF)
+    assert rels(found) == ["src/", "src/d/", "src/d/in.txt"]
+    depth = len(tmp_path.parts)
+    found, missing = expand_sources([f"{tmp_path}/*" + "/.." * depth], SELF)
+    assert not found and missing  # never the whole file system
+
+
 def test_regex_matches_names_in_one_directory(tmp_path: Path) -> None:
     logs = tmp_path / "log"
     for name in ("abc.txt", "b.txt", "B.txt", "abc.txt.bak", "1.txt"):

@@ -142,7 +142,11 @@ class _Lister:
                 st = os.stat(path)
             except OSError:
                 continue  # a dangling symlink matched
-            self._top(path, os.path.relpath(path, base), st, skip_special=True)
+            rel = os.path.relpath(path, base)
+            if rel in (".", "..") or rel.startswith("../"):
+                # a ".." after the wildcard climbed above it: keep the name, as the shell does
+                rel = os.path.basename(os.path.normpath(path))
+            self._top(path, rel, st, skip_special=True)
         return "permission denied" if denied else None
 
     def _regex(self, pattern: str) -> str | None:
@@ -187,7 +191,7 @@ class _Lister:
     ) -> str | None:
         """Add what a pattern named directly: a file, or a directory and its contents."""
         if stat.S_ISDIR(st.st_mode):
-            if path == "/":
+            if os.path.normpath(path) == "/":
                 return "will not copy the root directory"
             if not self.rights.may(path, st, READ | SEARCH):
                 self._deny(path)
