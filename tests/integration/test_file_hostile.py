@@ -1,0 +1,64 @@
+"""File transfers against a hostile source host: what its agent lists is not trusted.
+
+The hostile source enrolls for real and then answers the server's requests itself
+over the WebSocket, naming files no honest listing could.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from tests.integration.harness import Running
+from tests.integration.test_agent_messages import raw_agent
+from tests.integration.test_file_transfer import run_transfer, transfer_body
+
+from jobfleet.domain import protocol
+
+SOURCE = "127.0.0.2"
+TARGET = "127.0.0.4"
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["../../escape.txt", "/etc/escape.txt", "a/../../../escape.txt", "", ".", "bad\0name"],
+)
+async def test_a_listed_name_leaving_the_target_path_fails_that_source(
+    running: Running, tmp_path: Path, rel: str
+) -> None:
+    await running.start_agents([TARGET])
+    requests: list[str] = []
+    async with raw_agent(running, SOURCE) as agent:
+        agent.reader.cancel()
+
+        async def answer() -> None:
+            async for frame in agent.ws:
+                message: dict[str, Any] = orjson.loads(frame)
+                requests.append(message["t"])
+                if message["t"] == protocol.FILE_LIST:
+                    listed: protocol.ListedFile = {
+                        "path": "/srv/escape.txt", "rel": rel, "size": 4, "mode": 0o644}
+                    await agent.send(dict(protocol.reply(message["id"], files=[listed])))
+
+        answering = asyncio.create_task(answer())
+        try:
+            dest = tmp_path / "deep" / "dest"
+            _sub, data = await run_transfer(running, transfer_body(
+                ["/srv/escape.txt"], [SOURCE], [TARGET], f"{dest}/", timeout=10), timeout=60)
+        finally:
+            answering.cancel()
+    assert data["job_instance"]["status"] == 4, data
+    result = data["step_instance_list"][0]["step_ip_result_list"][0]
+    assert result["ip"] == TARGET and result["status"] == 329, result
+    # refused on the listing: the source is never asked for the bytes
+    assert protocol.FILE_LIST in requests and "file_upload" not in requests
+    assert "file_seed" not in requests
+    assert not list(tmp_path.rglob("escape.txt"))
+    logs = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": _sub["job_instance_id"],
+        "step_instance_id": _sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGET},
+        method="GET")
+    assert "name" in logs["data"]["file_logs"][-1]["log_content"]
