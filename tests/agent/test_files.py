@@ -296,6 +296,30 @@ def test_a_glob_climbing_out_with_dot_dot_gives_names_inside_the_target(
     assert not found and missing  # never the whole file system
 
 
+def test_a_name_that_is_not_utf8_is_missing_with_a_name_that_can_be_sent(
+    tmp_path: Path,
+) -> None:
+    top = tmp_path / "odd"
+    write(top / "good.txt")
+    raw = os.fsencode(top)
+    with open(os.path.join(raw, b"bad\xff.txt"), "wb") as f:
+        f.write(b"x")
+    os.makedirs(os.path.join(raw, b"dir\xfe", b"below"))
+
+    found, missing = expand_sources([str(top), f"{top}/*.txt"], SELF)
+
+    assert rels(found) == ["odd/", "odd/good.txt", "good.txt"]
+    shown = sorted(f"{m} ({m.reason})" for m in missing)
+    # sent to the server as JSON, which carries only valid UTF-8
+    for line in shown:
+        line.encode()
+    assert shown == [
+        f"{top}/bad\\xff.txt (the file name is not valid UTF-8)",
+        f"{top}/bad\\xff.txt (the file name is not valid UTF-8)",
+        f"{top}/dir\\xfe (the file name is not valid UTF-8)",
+    ]
+
+
 def test_regex_matches_names_in_one_directory(tmp_path: Path) -> None:
     logs = tmp_path / "log"
     for name in ("abc.txt", "b.txt", "B.txt", "abc.txt.bak", "1.txt"):

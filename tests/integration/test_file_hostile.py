@@ -7,6 +7,7 @@ over the WebSocket, naming files no honest listing could.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,25 @@ async def test_a_listed_name_leaving_the_target_path_fails_that_source(
         "step_instance_id": _sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGET},
         method="GET")
     assert "name" in logs["data"]["file_logs"][-1]["log_content"]
+
+
+async def test_a_source_name_that_is_not_utf8_fails_the_source_at_once(
+    running: Running, tmp_path: Path
+) -> None:
+    await running.start_agents([SOURCE, TARGET])
+    top = tmp_path / "odd"
+    top.mkdir()
+    (top / "good.txt").write_text("good\n")
+    with open(os.path.join(os.fsencode(top), b"bad\xff.txt"), "wb") as f:
+        f.write(b"x")
+    _sub, data = await run_transfer(running, transfer_body(
+        [str(top)], [SOURCE], [TARGET], f"{tmp_path}/dest/", timeout=60), timeout=60)
+    assert data["job_instance"]["status"] == 4, data
+    result = data["step_instance_list"][0]["step_ip_result_list"][0]
+    assert result["status"] == 203, result
+    logs = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": _sub["job_instance_id"],
+        "step_instance_id": _sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGET},
+        method="GET")
+    assert "bad\\xff.txt" in logs["data"]["file_logs"][-1]["log_content"]
+    assert "not valid UTF-8" in logs["data"]["file_logs"][-1]["log_content"]

@@ -29,9 +29,23 @@ class MissingSource(str):
     reason: str
 
     def __new__(cls, value: str, reason: str) -> MissingSource:
-        missing = super().__new__(cls, value)
-        missing.reason = reason
+        # the listing goes to the server as JSON, which carries only valid UTF-8
+        missing = super().__new__(cls, printable(value))
+        missing.reason = printable(reason)
         return missing
+
+
+def printable(name: str) -> str:
+    """``name`` with the bytes that are not UTF-8 (held as surrogates) shown as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -196,8 +210,8 @@ class _Lister:
             if not self.rights.may(path, st, READ | SEARCH):
                 self._deny(path)
                 return None
-            self._add(path, rel, st, is_dir=True)
-            self._walk(path, rel)
+            if self._add(path, rel, st, is_dir=True):
+                self._walk(path, rel)
         elif stat.S_ISREG(st.st_mode):
             if self.rights.may(path, st, READ):
                 self._add(path, rel, st, is_dir=False)
@@ -235,8 +249,8 @@ class _Lister:
                         # following links to directories could loop or leave the tree
                         logger.debug("skipped symlinked directory path=%s", path)
                     elif self.rights.allows(path, st, READ | SEARCH):
-                        self._add(path, entry_rel, st, is_dir=True)
-                        below.append((path, entry_rel))
+                        if self._add(path, entry_rel, st, is_dir=True):
+                            below.append((path, entry_rel))
                     else:
                         self._deny(path)
                 elif stat.S_ISREG(st.st_mode):
@@ -254,13 +268,18 @@ class _Lister:
                     logger.debug("skipped special file path=%s", path)
             stack.extend(reversed(below))
 
-    def _add(self, path: str, rel: str, st: os.stat_result, *, is_dir: bool) -> None:
+    def _add(self, path: str, rel: str, st: os.stat_result, *, is_dir: bool) -> bool:
+        """Add an entry; False if it cannot be copied (what is below it is not looked at)."""
         self._matched += 1
+        if not _utf8(path):
+            self.missing.append(MissingSource(path, "the file name is not valid UTF-8"))
+            return False
         if (path, rel) in self._seen:
-            return
+            return True
         self._seen.add((path, rel))
         size = 0 if is_dir else st.st_size
         self.found.append(SourceFile(path, rel, size, st.st_mode & 0o7777, is_dir))
+        return True
 
     def _deny(self, path: str) -> None:
         reason = f"permission denied for account {self.rights.account.name}"
