@@ -85,3 +85,21 @@ async def test_a_source_name_that_is_not_utf8_fails_the_source_at_once(
         method="GET")
     assert "bad\\xff.txt" in logs["data"]["file_logs"][-1]["log_content"]
     assert "not valid UTF-8" in logs["data"]["file_logs"][-1]["log_content"]
+
+
+async def test_a_target_name_that_is_no_file_name_is_refused_and_a_plain_one_renames(
+    running: Running, tmp_path: Path
+) -> None:
+    await running.start_agents([SOURCE, TARGET])
+    (tmp_path / "f.txt").write_text("f\n")
+    for name in ("..", ".", "a/b", "../up.txt"):
+        answer = await running.wire.v3("fast_transfer_file", transfer_body(
+            [f"{tmp_path}/f.txt"], [SOURCE], [TARGET], f"{tmp_path}/t/x/",
+            file_target_name=name))
+        assert not answer["result"] and answer["code"] == 1241010, (name, answer)
+        assert "file_target_name" in answer["message"]
+    _sub, data = await run_transfer(running, transfer_body(
+        [f"{tmp_path}/f.txt"], [SOURCE], [TARGET], f"{tmp_path}/t/x/",
+        file_target_name="..renamed"))
+    assert data["job_instance"]["status"] == 3, data
+    assert (tmp_path / "t" / "x" / "..renamed").read_text() == "f\n"
