@@ -320,6 +320,28 @@ def test_a_name_that_is_not_utf8_is_missing_with_a_name_that_can_be_sent(
     ]
 
 
+@needs_root
+@needs_nobody
+def test_set_id_bits_are_kept_only_on_files_the_account_owns(tmp_path: Path) -> None:
+    assert NOBODY is not None
+    top = tmp_path / "bin"
+    for name in ("mine", "theirs", "their_group"):
+        write(top / name)
+        os.chmod(top / name, 0o6755)
+    # an account copying another user's set-user-ID file would hand it the account's
+    # identity on every target, where the copy is the account's own
+    os.chown(top / "theirs", NOBODY.pw_uid, 0)
+    os.chown(top / "their_group", 0, NOBODY.pw_gid)
+    for name in ("theirs", "their_group"):
+        os.chmod(top / name, 0o6755)  # chown cleared the bits
+
+    found, missing = expand_sources([str(top)], SELF)
+
+    assert not missing
+    modes = {f.rel: f.mode for f in found if not f.is_dir}
+    assert modes == {"bin/mine": 0o6755, "bin/theirs": 0o2755, "bin/their_group": 0o4755}
+
+
 def test_regex_matches_names_in_one_directory(tmp_path: Path) -> None:
     logs = tmp_path / "log"
     for name in ("abc.txt", "b.txt", "B.txt", "abc.txt.bak", "1.txt"):

@@ -53,7 +53,7 @@ class SourceFile:
     path: str  # absolute path on the source host
     rel: str  # relative path the file gets under the target directory
     size: int
-    mode: int  # permission bits (st_mode & 0o7777)
+    mode: int  # permission bits (st_mode & 0o7777; set-ID bits only on what the account owns)
     is_dir: bool  # an (empty or not) directory entry to recreate
 
 
@@ -278,7 +278,16 @@ class _Lister:
             return True
         self._seen.add((path, rel))
         size = 0 if is_dir else st.st_size
-        self.found.append(SourceFile(path, rel, size, st.st_mode & 0o7777, is_dir))
+        mode = st.st_mode & 0o7777
+        if not is_dir:
+            # a copy belongs to the account on every target: another owner's set-ID bit
+            # would hand the account's identity to that owner's program (cp drops it too)
+            account = self.rights.account
+            if st.st_uid != account.uid:
+                mode &= ~stat.S_ISUID
+            if st.st_gid != account.gid:
+                mode &= ~stat.S_ISGID
+        self.found.append(SourceFile(path, rel, size, mode, is_dir))
         return True
 
     def _deny(self, path: str) -> None:
