@@ -274,6 +274,74 @@ def test_glob_in_a_middle_component_keeps_the_path_below_it(tmp_path: Path) -> N
     assert rels(found) == ["one/app.log", "two/app.log"]
 
 
+def test_a_glob_climbing_out_with_dot_dot_gives_names_inside_the_target(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "a" / "src" / "d" / "in.txt")
+    write(tmp_path / "a" / "leak.txt")
+    write(tmp_path / "a" / "conf" / "c.conf")
+
+    found, missing = expand_sources(
+        [f"{tmp_path}/a/src/*/../../leak.txt", f"{tmp_path}/a/src/*/../../conf"], SELF
+    )
+
+    assert not missing
+    # a rel that climbs out would put the file outside the target directory
+    assert rels(found) == ["leak.txt", "conf/", "conf/c.conf"]
+
+    found, _ = expand_sources([f"{tmp_path}/a/src/*/.."], SELF)
+    assert rels(found) == ["src/", "src/d/", "src/d/in.txt"]
+    depth = len(tmp_path.parts)
+    found, missing = expand_sources([f"{tmp_path}/*" + "/.." * depth], SELF)
+    assert not found and missing  # never the whole file system
+
+
+def test_a_name_that_is_not_utf8_is_missing_with_a_name_that_can_be_sent(
+    tmp_path: Path,
+) -> None:
+    top = tmp_path / "odd"
+    write(top / "good.txt")
+    raw = os.fsencode(top)
+    with open(os.path.join(raw, b"bad\xff.txt"), "wb") as f:
+        f.write(b"x")
+    os.makedirs(os.path.join(raw, b"dir\xfe", b"below"))
+
+    found, missing = expand_sources([str(top), f"{top}/*.txt"], SELF)
+
+    assert rels(found) == ["odd/", "odd/good.txt", "good.txt"]
+    shown = sorted(f"{m} ({m.reason})" for m in missing)
+    # sent to the server as JSON, which carries only valid UTF-8
+    for line in shown:
+        line.encode()
+    assert shown == [
+        f"{top}/bad\\xff.txt (the file name is not valid UTF-8)",
+        f"{top}/bad\\xff.txt (the file name is not valid UTF-8)",
+        f"{top}/dir\\xfe (the file name is not valid UTF-8)",
+    ]
+
+
+@needs_root
+@needs_nobody
+def test_set_id_bits_are_kept_only_on_files_the_account_owns(tmp_path: Path) -> None:
+    assert NOBODY is not None
+    top = tmp_path / "bin"
+    for name in ("mine", "theirs", "their_group"):
+        write(top / name)
+        os.chmod(top / name, 0o6755)
+    # an account copying another user's set-user-ID file would hand it the account's
+    # identity on every target, where the copy is the account's own
+    os.chown(top / "theirs", NOBODY.pw_uid, 0)
+    os.chown(top / "their_group", 0, NOBODY.pw_gid)
+    for name in ("theirs", "their_group"):
+        os.chmod(top / name, 0o6755)  # chown cleared the bits
+
+    found, missing = expand_sources([str(top)], SELF)
+
+    assert not missing
+    modes = {f.rel: f.mode for f in found if not f.is_dir}
+    assert modes == {"bin/mine": 0o6755, "bin/theirs": 0o2755, "bin/their_group": 0o4755}
+
+
 def test_regex_matches_names_in_one_directory(tmp_path: Path) -> None:
     logs = tmp_path / "log"
     for name in ("abc.txt", "b.txt", "B.txt", "abc.txt.bak", "1.txt"):

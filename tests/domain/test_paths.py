@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from jobfleet.domain.paths import LOCAL_SOURCE, expand_path, source_label
+from jobfleet.domain.paths import LOCAL_SOURCE, expand_path, source_label, stays_below
 
 WHEN = datetime(2026, 11, 21, 9, 5, 7, 42000)
 
@@ -21,3 +21,9 @@ def test_date_variables() -> None:
     assert expand_path("/b/[DATE:qqq]", source=None, when=WHEN) == "/b/[DATE:qqq]"
     assert expand_path("/b/[DATEFMT:%Y/%m]", source=None, when=WHEN) == "/b/2026/11"
     assert expand_path("/keep/[FILESRCIP]", source=None, when=WHEN) == "/keep/[FILESRCIP]"
+
+
+def test_a_listed_name_stays_below_the_target_directory() -> None:
+    assert stays_below("a.txt") and stays_below("conf/sub/b.conf") and stays_below("..x")
+    for rel in ("", ".", "..", "../x", "a/../../x", "/etc/x", "a//b", "a/./b", "a/", "a\0b"):
+        assert not stays_below(rel), rel

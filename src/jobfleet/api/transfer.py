@@ -93,7 +93,7 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
     scope = await call.scope("quick_transfer_file")
     target_path = _absolute(p.get("file_target_path"), "file_target_path")
     target_name = get_str(p, "file_target_name", max_length=255)
-    if target_name and "/" in target_name:
+    if target_name and ("/" in target_name or target_name in (".", "..")):
         raise JobError.invalid("file_target_name", "must be a plain file name")
     mode = get_int(p, "transfer_mode", default=2)
     if mode not in (1, 2):

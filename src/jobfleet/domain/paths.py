@@ -34,6 +34,17 @@ _DATE = re.compile(r"\[DATE:([^\]]*)\]")
 _DATEFMT = re.compile(r"\[DATEFMT:([^\]]*)\]")
 
 
+def stays_below(rel: str) -> bool:
+    """``rel`` names an entry below a directory, not the directory, above it or elsewhere.
+
+    A source agent's listing gives each file the path it takes under the target
+    directory; one that is absolute, empty or climbs with ``..`` would be written
+    outside it."""
+    if not rel or "\0" in rel or rel.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
 def source_label(bk_cloud_id: int, ip: str) -> str:
     return f"{bk_cloud_id}:{ip}".replace(":", "_")
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import Row
 
 from jobfleet.domain import protocol
-from jobfleet.domain.paths import LOCAL_SOURCE, source_label
+from jobfleet.domain.paths import LOCAL_SOURCE, source_label, stays_below
 from jobfleet.domain.pieces import PIECE_SIZE
 from jobfleet.domain.plans import MAX_SPEED_LIMIT
 from jobfleet.domain.status import HostStatus
@@ -287,11 +287,21 @@ class SourceGathering:
                 status=int(HostStatus.COPYFILE_SOURCE_FILE_NOT_EXIST),
                 message=f"source files missing on {where}: {shown}",
             )
+        listed = listing.get("files") or []
+        unsafe = next((str(e["rel"]) for e in listed if not stays_below(str(e["rel"]))), None)
+        if unsafe is not None:
+            log.warning("unsafe_source_name host=%s rel=%r", host_id, unsafe[:200])
+            return Gathered(
+                host_id,
+                status=int(HostStatus.GSE_FILE_TASK_ERROR),
+                message=f"source host {where} listed a file name that leaves the target "
+                f"path: {unsafe[:200]!r}",
+            )
         label = source_label(host.bk_cloud_id, host.ip)
         files: list[Prepared] = []
         uploads: list[protocol.UploadItem] = []
         log_rows: list[dict[str, Any]] = []
-        for entry in listing.get("files") or []:
+        for entry in listed:
             item = Prepared(
                 label,
                 host_id,

@@ -29,9 +29,23 @@ class MissingSource(str):
     reason: str
 
     def __new__(cls, value: str, reason: str) -> MissingSource:
-        missing = super().__new__(cls, value)
-        missing.reason = reason
+        # the listing goes to the server as JSON, which carries only valid UTF-8
+        missing = super().__new__(cls, printable(value))
+        missing.reason = printable(reason)
         return missing
+
+
+def printable(name: str) -> str:
+    """``name`` with the bytes that are not UTF-8 (held as surrogates) shown as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -39,7 +53,7 @@ class SourceFile:
     path: str  # absolute path on the source host
     rel: str  # relative path the file gets under the target directory
     size: int
-    mode: int  # permission bits (st_mode & 0o7777)
+    mode: int  # permission bits (st_mode & 0o7777; set-ID bits only on what the account owns)
     is_dir: bool  # an (empty or not) directory entry to recreate
 
 
@@ -142,7 +156,11 @@ class _Lister:
                 st = os.stat(path)
             except OSError:
                 continue  # a dangling symlink matched
-            self._top(path, os.path.relpath(path, base), st, skip_special=True)
+            rel = os.path.relpath(path, base)
+            if rel in (".", "..") or rel.startswith("../"):
+                # a ".." after the wildcard climbed above it: keep the name, as the shell does
+                rel = os.path.basename(os.path.normpath(path))
+            self._top(path, rel, st, skip_special=True)
         return "permission denied" if denied else None
 
     def _regex(self, pattern: str) -> str | None:
@@ -187,13 +205,13 @@ class _Lister:
     ) -> str | None:
         """Add what a pattern named directly: a file, or a directory and its contents."""
         if stat.S_ISDIR(st.st_mode):
-            if path == "/":
+            if os.path.normpath(path) == "/":
                 return "will not copy the root directory"
             if not self.rights.may(path, st, READ | SEARCH):
                 self._deny(path)
                 return None
-            self._add(path, rel, st, is_dir=True)
-            self._walk(path, rel)
+            if self._add(path, rel, st, is_dir=True):
+                self._walk(path, rel)
         elif stat.S_ISREG(st.st_mode):
             if self.rights.may(path, st, READ):
                 self._add(path, rel, st, is_dir=False)
@@ -231,8 +249,8 @@ class _Lister:
                         # following links to directories could loop or leave the tree
                         logger.debug("skipped symlinked directory path=%s", path)
                     elif self.rights.allows(path, st, READ | SEARCH):
-                        self._add(path, entry_rel, st, is_dir=True)
-                        below.append((path, entry_rel))
+                        if self._add(path, entry_rel, st, is_dir=True):
+                            below.append((path, entry_rel))
                     else:
                         self._deny(path)
                 elif stat.S_ISREG(st.st_mode):
@@ -250,13 +268,27 @@ class _Lister:
                     logger.debug("skipped special file path=%s", path)
             stack.extend(reversed(below))
 
-    def _add(self, path: str, rel: str, st: os.stat_result, *, is_dir: bool) -> None:
+    def _add(self, path: str, rel: str, st: os.stat_result, *, is_dir: bool) -> bool:
+        """Add an entry; False if it cannot be copied (what is below it is not looked at)."""
         self._matched += 1
+        if not _utf8(path):
+            self.missing.append(MissingSource(path, "the file name is not valid UTF-8"))
+            return False
         if (path, rel) in self._seen:
-            return
+            return True
         self._seen.add((path, rel))
         size = 0 if is_dir else st.st_size
-        self.found.append(SourceFile(path, rel, size, st.st_mode & 0o7777, is_dir))
+        mode = st.st_mode & 0o7777
+        if not is_dir:
+            # a copy belongs to the account on every target: another owner's set-ID bit
+            # would hand the account's identity to that owner's program (cp drops it too)
+            account = self.rights.account
+            if st.st_uid != account.uid:
+                mode &= ~stat.S_ISUID
+            if st.st_gid != account.gid:
+                mode &= ~stat.S_ISGID
+        self.found.append(SourceFile(path, rel, size, mode, is_dir))
+        return True
 
     def _deny(self, path: str) -> None:
         reason = f"permission denied for account {self.rights.account.name}"

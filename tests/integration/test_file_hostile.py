@@ -1,0 +1,105 @@
+"""File transfers against a hostile source host: what its agent lists is not trusted.
+
+The hostile source enrolls for real and then answers the server's requests itself
+over the WebSocket, naming files no honest listing could.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from tests.integration.harness import Running
+from tests.integration.test_agent_messages import raw_agent
+from tests.integration.test_file_transfer import run_transfer, transfer_body
+
+from jobfleet.domain import protocol
+
+SOURCE = "127.0.0.2"
+TARGET = "127.0.0.4"
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["../../escape.txt", "/etc/escape.txt", "a/../../../escape.txt", "", ".", "bad\0name"],
+)
+async def test_a_listed_name_leaving_the_target_path_fails_that_source(
+    running: Running, tmp_path: Path, rel: str
+) -> None:
+    await running.start_agents([TARGET])
+    requests: list[str] = []
+    async with raw_agent(running, SOURCE) as agent:
+        agent.reader.cancel()
+
+        async def answer() -> None:
+            async for frame in agent.ws:
+                message: dict[str, Any] = orjson.loads(frame)
+                requests.append(message["t"])
+                if message["t"] == protocol.FILE_LIST:
+                    listed: protocol.ListedFile = {
+                        "path": "/srv/escape.txt", "rel": rel, "size": 4, "mode": 0o644}
+                    await agent.send(dict(protocol.reply(message["id"], files=[listed])))
+
+        answering = asyncio.create_task(answer())
+        try:
+            dest = tmp_path / "deep" / "dest"
+            _sub, data = await run_transfer(running, transfer_body(
+                ["/srv/escape.txt"], [SOURCE], [TARGET], f"{dest}/", timeout=10), timeout=60)
+        finally:
+            answering.cancel()
+    assert data["job_instance"]["status"] == 4, data
+    result = data["step_instance_list"][0]["step_ip_result_list"][0]
+    assert result["ip"] == TARGET and result["status"] == 329, result
+    # refused on the listing: the source is never asked for the bytes
+    assert protocol.FILE_LIST in requests and "file_upload" not in requests
+    assert "file_seed" not in requests
+    assert not list(tmp_path.rglob("escape.txt"))
+    logs = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": _sub["job_instance_id"],
+        "step_instance_id": _sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGET},
+        method="GET")
+    assert "name" in logs["data"]["file_logs"][-1]["log_content"]
+
+
+async def test_a_source_name_that_is_not_utf8_fails_the_source_at_once(
+    running: Running, tmp_path: Path
+) -> None:
+    await running.start_agents([SOURCE, TARGET])
+    top = tmp_path / "odd"
+    top.mkdir()
+    (top / "good.txt").write_text("good\n")
+    with open(os.path.join(os.fsencode(top), b"bad\xff.txt"), "wb") as f:
+        f.write(b"x")
+    _sub, data = await run_transfer(running, transfer_body(
+        [str(top)], [SOURCE], [TARGET], f"{tmp_path}/dest/", timeout=60), timeout=60)
+    assert data["job_instance"]["status"] == 4, data
+    result = data["step_instance_list"][0]["step_ip_result_list"][0]
+    assert result["status"] == 203, result
+    logs = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": _sub["job_instance_id"],
+        "step_instance_id": _sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGET},
+        method="GET")
+    assert "bad\\xff.txt" in logs["data"]["file_logs"][-1]["log_content"]
+    assert "not valid UTF-8" in logs["data"]["file_logs"][-1]["log_content"]
+
+
+async def test_a_target_name_that_is_no_file_name_is_refused_and_a_plain_one_renames(
+    running: Running, tmp_path: Path
+) -> None:
+    await running.start_agents([SOURCE, TARGET])
+    (tmp_path / "f.txt").write_text("f\n")
+    for name in ("..", ".", "a/b", "../up.txt"):
+        answer = await running.wire.v3("fast_transfer_file", transfer_body(
+            [f"{tmp_path}/f.txt"], [SOURCE], [TARGET], f"{tmp_path}/t/x/",
+            file_target_name=name))
+        assert not answer["result"] and answer["code"] == 1241010, (name, answer)
+        assert "file_target_name" in answer["message"]
+    _sub, data = await run_transfer(running, transfer_body(
+        [f"{tmp_path}/f.txt"], [SOURCE], [TARGET], f"{tmp_path}/t/x/",
+        file_target_name="..renamed"))
+    assert data["job_instance"]["status"] == 3, data
+    assert (tmp_path / "t" / "x" / "..renamed").read_text() == "f\n"
