@@ -905,7 +905,9 @@ async def test_memory_stays_bounded_and_the_loop_free_for_a_256_mib_file(
     assert (sent, digest) == (size, expected.hexdigest())
     assert dest.stat().st_size == size
     assert growth_mib < 100, growth_mib
-    assert lag < 0.2, lag
+    # hashing and copying 256 MiB inline would hold the loop for seconds; a loaded CI
+    # machine has stretched one 10 ms sleep past 0.2 s, so the bound is loose
+    assert lag < 1.0, lag
 
 
 # --- accounts on the target side ----------------------------------------------------
