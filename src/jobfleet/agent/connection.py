@@ -449,8 +449,21 @@ class Agent:
                 reply = protocol.reply(
                     request, status=int(HostStatus.GSE_TASK_ERROR), error=str(exc)
                 )
+            try:
+                encoded = jsonwire.dumps(reply)
+            except (TypeError, ValueError) as exc:
+                # unanswered, the request would hold the server until its own timeout
+                log.error("request_reply_unencodable kind=%s error=%s", message.get("t"), exc)
+                self._send(
+                    protocol.reply(
+                        request,
+                        status=int(HostStatus.GSE_TASK_ERROR),
+                        error=f"the answer could not be encoded: {exc}",
+                    )
+                )
+                return
             # the answer's own size, without the type and id around it
-            size = len(jsonwire.dumps(reply)) - len(jsonwire.dumps(protocol.reply(request))) + 1
+            size = len(encoded) - len(jsonwire.dumps(protocol.reply(request))) + 1
             if size > MAX_REPLY_BYTES:
                 # the server would close the connection on it, and it would be asked again
                 reply = protocol.reply(
