@@ -201,6 +201,30 @@ var jf = (function () {
       });
       src.addEventListener('end', function () { src.close(); });
     },
+    // the host groups and rows as the page's own address renders them now (with the
+    // operator's filter and page), at most once a second: the status events carry
+    // counts only, and a status no host had when the page was made has no place yet
+    hostsAsked: 0, hostsTimer: null, hostsAgain: false,
+    refreshHosts: function () {
+      // asked while a read is under way: read once more after it, so the last one is fresh
+      if (self.hostsTimer) { self.hostsAgain = true; return; }
+      var wait = Math.max(0, self.hostsAsked + 1000 - Date.now());
+      self.hostsTimer = setTimeout(function () {
+        self.hostsAsked = Date.now();
+        fetch(location.href, {credentials: 'same-origin'}).then(function (r) {
+          return r.ok ? r.text() : '';
+        }).then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, 'text/html');
+          ['groups', 'hosts-title', 'hosts'].forEach(function (id) {
+            var now = document.getElementById(id), made = fresh.getElementById(id);
+            if (now && made) now.replaceWith(document.adoptNode(made));
+          });
+        }).catch(function () {}).then(function () {
+          self.hostsTimer = null;
+          if (self.hostsAgain) { self.hostsAgain = false; self.refreshHosts(); }
+        });
+      }, wait);
+    },
     watchJob: function () {
       var d = self.job();
       var first = document.querySelector('tr.host');
@@ -220,11 +244,11 @@ var jf = (function () {
             if (b) b.textContent = g.count;
           });
         });
-        if (seen++) htmx.trigger(document.body, 'refresh-groups');
+        if (seen++) { htmx.trigger(document.body, 'refresh-groups'); self.refreshHosts(); }
       });
       src.addEventListener('end', function (e) {
         src.close(); document.getElementById('job-status').dataset.ended = '1';
-        htmx.trigger(document.body, 'refresh-groups');
+        htmx.trigger(document.body, 'refresh-groups'); self.refreshHosts();
       });
     }
   };

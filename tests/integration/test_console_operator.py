@@ -1,0 +1,37 @@
+"""The console as an operator uses it, in a real browser (Debian's chromium driven by
+Playwright) against a real server and real agents: a job page left open follows the
+job to its end and through a retry, and the page keeps the operator's place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.harness import Running
+from tests.integration.test_console import CHROMIUM, browser, login, pytestmark, quick_execute
+
+__all__ = ["CHROMIUM", "browser", "pytestmark"]
+
+IPS = [f"127.0.13.{i}" for i in range(1, 4)]
+# the last host fails, the others succeed
+SPLIT = (f'sleep 1; if [ "$JOBFLEET_HOST_IP" = "{IPS[-1]}" ]; then echo no; exit 3; fi; '
+         'echo fine\n')
+
+
+async def test_the_open_job_page_shows_how_each_host_ended(
+        running: Running, browser: Any) -> None:
+    """Hosts by status and the host table follow the job live: when it ends they
+    say what the API says, not the running state the page was opened with."""
+    await running.start_agents(IPS)
+    page = await login(browser, running)
+    job = await quick_execute(page, running, SPLIT, IPS)
+    await page.wait_for_selector("#job-status[data-ended='1']", timeout=15000)
+    final = await running.wire.wait(job)
+    assert final["job_instance"]["status"] == 4, final
+    ok, failed = "#groups a.ok + .count", "#groups a.bad + .count"
+    await page.wait_for_function(
+        f"() => document.querySelector('{ok}')?.textContent === '2'"
+        f" && document.querySelector('{failed}')?.textContent === '1'", timeout=5000)
+    rows = {r.split("\t")[0]: r.split("\t")[1:] for r in
+            await page.locator("#hosts tr.host").all_inner_texts()}
+    assert rows[IPS[-1]] == ["SCRIPT_NOT_ZERO_EXIT_CODE", "3"], rows
+    assert rows[IPS[0]] == ["SUCCESS", "0"], rows
