@@ -35,3 +35,22 @@ async def test_the_open_job_page_shows_how_each_host_ended(
             await page.locator("#hosts tr.host").all_inner_texts()}
     assert rows[IPS[-1]] == ["SCRIPT_NOT_ZERO_EXIT_CODE", "3"], rows
     assert rows[IPS[0]] == ["SUCCESS", "0"], rows
+
+
+async def test_a_retry_from_the_ended_page_is_followed(running: Running, browser: Any) -> None:
+    """The stream of a job page ends with the job; retrying its failed hosts from the
+    page runs the job again, and the page follows that run to its end."""
+    await running.start_agents(IPS)
+    page = await login(browser, running)
+    mark = running.data_dir / "failed-once"
+    script = (f'if [ "$JOBFLEET_HOST_IP" = "{IPS[-1]}" ] && [ ! -e {mark} ]; then '
+              f'touch {mark}; echo first; exit 3; fi; echo again\n')
+    job = await quick_execute(page, running, script, IPS)
+    await page.wait_for_selector("#job-status[data-ended='1']", timeout=15000)
+    assert await page.get_attribute("#job-status", "data-status") == "4"
+    await page.click("text=Retry failed")
+    await page.wait_for_selector("#job-status[data-status='3'][data-ended='1']", timeout=15000)
+    assert (await running.wire.status(job))["job_instance"]["status"] == 3
+    await page.wait_for_function(
+        f"() => [...document.querySelectorAll('#hosts tr.host')].some("
+        f"r => r.dataset.ip === '{IPS[-1]}' && r.cells[2].textContent === '0')", timeout=5000)

@@ -146,13 +146,18 @@ var jf = (function () {
       return false;
     },
     job: function () { return document.getElementById('job').dataset; },
+    operated: function (a) {
+      document.getElementById('op-result').textContent = a.result ? 'OK' : a.message;
+      // a retry runs an ended job again: its stream had ended with it
+      if (a.result && document.getElementById('job-status').dataset.ended) self.watchJob(true);
+    },
     jobOp: function (code) {
       var d = self.job(), body = {bk_scope_type: d.scopeType, bk_scope_id: d.scopeId, job_instance_id: +d.job, operation_code: code};
-      api('operate_job_instance', body).then(function (a) { document.getElementById('op-result').textContent = a.result ? 'OK' : a.message; });
+      api('operate_job_instance', body).then(self.operated);
     },
     stepOp: function (code) {
       var d = self.job(), body = {bk_scope_type: d.scopeType, bk_scope_id: d.scopeId, job_instance_id: +d.job, step_instance_id: +d.step, operation_code: code};
-      api('operate_step_instance', body).then(function (a) { document.getElementById('op-result').textContent = a.result ? 'OK' : a.message; });
+      api('operate_step_instance', body).then(self.operated);
     },
     copyText: function (text) {
       if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text); }
@@ -225,10 +230,11 @@ var jf = (function () {
         });
       }, wait);
     },
-    watchJob: function () {
+    watchJob: function (again) {
       var d = self.job();
+      delete document.getElementById('job-status').dataset.ended;
       var first = document.querySelector('tr.host');
-      if (first) first.click();
+      if (first && !again) first.click();
       var src = new EventSource('/api/jobfleet/v1/jobs/' + d.job + '/events');
       var seen = 0;
       src.addEventListener('status', function (e) {
