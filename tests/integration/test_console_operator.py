@@ -4,6 +4,7 @@ job to its end and through a retry, and the page keeps the operator's place."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.integration.harness import Running
@@ -54,3 +55,23 @@ async def test_a_retry_from_the_ended_page_is_followed(running: Running, browser
     await page.wait_for_function(
         f"() => [...document.querySelectorAll('#hosts tr.host')].some("
         f"r => r.dataset.ip === '{IPS[-1]}' && r.cells[2].textContent === '0')", timeout=5000)
+
+
+async def test_history_pages_keep_the_filter(running: Running, browser: Any) -> None:
+    """The next page of a filtered job history is the next page of the same filter."""
+    await running.start_agents(IPS[:1])
+    await asyncio.gather(*(running.wire.run_script("true", IPS[:1], task_name="nightly")
+                           for _ in range(101)))
+    await running.wire.run_script("true", IPS[:1], task_name="other")
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/jobs?name=nightly&launch_mode=2")
+    assert "101 jobs" in await page.inner_text("main")
+    await page.click("#next-page")
+    assert "101 jobs" in await page.inner_text("main")
+    assert await page.locator("tr.job").all_inner_texts() != []
+    assert all("nightly" in r for r in await page.locator("tr.job").all_inner_texts())
+    assert await page.input_value("input[name=name]") == "nightly"
+    assert await page.input_value("select[name=launch_mode]") == "2"
+    await page.click("#previous-page")
+    assert "101 jobs" in await page.inner_text("main")
+    assert await page.input_value("select[name=launch_mode]") == "2"
