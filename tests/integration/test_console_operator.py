@@ -75,3 +75,20 @@ async def test_history_pages_keep_the_filter(running: Running, browser: Any) -> 
     await page.click("#previous-page")
     assert "101 jobs" in await page.inner_text("main")
     assert await page.input_value("select[name=launch_mode]") == "2"
+
+
+async def test_host_pages_of_a_job_keep_the_ip_filter(running: Running, browser: Any) -> None:
+    """The next page of a job's hosts filtered by IP holds the same filter."""
+    many = [f"127.0.14.{i}" for i in range(1, 121)] + [f"127.0.15.{i}" for i in range(1, 11)]
+    for ip in many:  # known hosts with no agent: each ends at once as agent-abnormal
+        await running.server.inventory.add(2, ip)
+    job = (await running.wire.run_script("true", many))["job_instance_id"]
+    await running.wire.wait(job)
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_execute/{job}?ip=127.0.14.")
+    assert "(120)" in await page.inner_text("#hosts-title")
+    await page.click("#next-page")
+    assert "(120)" in await page.inner_text("#hosts-title")
+    shown = await page.locator("#hosts tr.host").evaluate_all("rs => rs.map(r => r.dataset.ip)")
+    assert len(shown) == 20 and all(ip.startswith("127.0.14.") for ip in shown), shown
+    assert await page.input_value("input[name=ip]") == "127.0.14."
