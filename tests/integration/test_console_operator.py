@@ -92,3 +92,26 @@ async def test_host_pages_of_a_job_keep_the_ip_filter(running: Running, browser:
     shown = await page.locator("#hosts tr.host").evaluate_all("rs => rs.map(r => r.dataset.ip)")
     assert len(shown) == 20 and all(ip.startswith("127.0.14.") for ip in shown), shown
     assert await page.input_value("input[name=ip]") == "127.0.14."
+
+
+async def test_a_hosts_log_is_reached_with_the_keyboard(running: Running, browser: Any) -> None:
+    """Without a mouse, Tab reaches each host of the job and Enter shows its log."""
+    await running.start_agents(IPS[:2])
+    job = (await running.wire.run_script("echo from $JOBFLEET_HOST_IP", IPS[:2]))[
+        "job_instance_id"]
+    await running.wire.wait(job)
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_execute/{job}")
+    await page.wait_for_selector("#job-status[data-ended='1']")
+    await page.focus("#hosts-title + form input[name=ip]")
+    for _ in range(4):
+        await page.keyboard.press("Tab")
+        if await page.evaluate(f"document.activeElement.closest('tr.host')?.dataset.ip"
+                               f" === '{IPS[1]}'"):
+            break
+    else:
+        raise AssertionError(await page.evaluate("document.activeElement.outerHTML"))
+    await page.keyboard.press("Enter")
+    await page.wait_for_function(
+        f"() => document.getElementById('log').textContent === 'from {IPS[1]}\\n'")
+    assert await page.inner_text("#log-host") == IPS[1]

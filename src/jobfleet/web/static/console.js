@@ -220,10 +220,17 @@ var jf = (function () {
           return r.ok ? r.text() : '';
         }).then(function (html) {
           var fresh = new DOMParser().parseFromString(html, 'text/html');
+          // a keyboard user keeps their place: the focused host row (or the group's
+          // control) is focused again in the new rows
+          var had = document.activeElement, row = had && had.closest('tr.host, li.group');
+          var place = row && (row.dataset.ip ? 'tr.host[data-ip="' + CSS.escape(row.dataset.ip) + '"] a'
+            : 'li.group [data-status="' + CSS.escape(had.dataset.status || '') + '"]');
           ['groups', 'hosts-title', 'hosts'].forEach(function (id) {
             var now = document.getElementById(id), made = fresh.getElementById(id);
             if (now && made) now.replaceWith(document.adoptNode(made));
           });
+          var again = place && document.querySelector(place);
+          if (again && !document.contains(had)) again.focus();
         }).catch(function () {}).then(function () {
           self.hostsTimer = null;
           if (self.hostsAgain) { self.hostsAgain = false; self.refreshHosts(); }
@@ -254,7 +261,9 @@ var jf = (function () {
       });
       src.addEventListener('end', function (e) {
         src.close(); document.getElementById('job-status').dataset.ended = '1';
-        htmx.trigger(document.body, 'refresh-groups'); self.refreshHosts();
+        htmx.trigger(document.body, 'refresh-groups');
+        // a job that had ended when the page was made is shown as it ended already
+        if (again || seen > 1 || d.finished !== '1') self.refreshHosts();
       });
     }
   };
