@@ -56,6 +56,11 @@ async def test_a_retry_from_the_ended_page_is_followed(running: Running, browser
         f"() => [...document.querySelectorAll('#hosts tr.host')].some("
         f"r => r.dataset.ip === '{IPS[-1]}' && r.cells[2].textContent === '0')", timeout=5000)
 
+# what sticks out past the window's right edge
+PAST_THE_EDGE = """() => [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > innerWidth).slice(0, 5)
+    .map(e => e.tagName + '#' + e.id + '.' + e.className)"""
+
 
 async def test_history_pages_keep_the_filter(running: Running, browser: Any) -> None:
     """The next page of a filtered job history is the next page of the same filter."""
@@ -115,3 +120,23 @@ async def test_a_hosts_log_is_reached_with_the_keyboard(running: Running, browse
     await page.wait_for_function(
         f"() => document.getElementById('log').textContent === 'from {IPS[1]}\\n'")
     assert await page.inner_text("#log-host") == IPS[1]
+
+
+async def test_a_narrow_window_shows_the_whole_page(running: Running, browser: Any) -> None:
+    """On a phone-wide window the menu wraps: log out and the business are on screen,
+    and the job page's hosts and log sit one above the other, not past the edge."""
+    await running.start_agents(IPS[:1])
+    job = (await running.wire.run_script("echo narrow", IPS[:1]))["job_instance_id"]
+    await running.wire.wait(job)
+    page = await login(browser, running)
+    await page.set_viewport_size({"width": 400, "height": 800})
+    for path in ("/", "/jobs", "/hosts", "/execute", f"/api_execute/{job}"):
+        await page.goto(running.url + path)
+        width = await page.evaluate("innerWidth")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width, (
+            path, await page.evaluate(PAST_THE_EDGE))
+        for control in ("#logout", "nav select"):
+            box = await page.locator(control).bounding_box()
+            assert box is not None and box["x"] + box["width"] <= width, (path, control, box)
+    log = await page.locator("#log").bounding_box()
+    assert log is not None and log["width"] >= 300, log
