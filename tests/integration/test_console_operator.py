@@ -140,3 +140,22 @@ async def test_a_narrow_window_shows_the_whole_page(running: Running, browser: A
             assert box is not None and box["x"] + box["width"] <= width, (path, control, box)
     log = await page.locator("#log").bounding_box()
     assert log is not None and log["width"] >= 300, log
+
+
+async def test_ten_megabytes_of_output_are_shown_at_once(
+        running: Running, browser: Any) -> None:
+    """A host that printed 10 MB: its log is on the page in the time the stream takes,
+    not the minute a page redrawing the whole log for every event took."""
+    await running.start_agents(IPS[:1])
+    line = "a line of a big output, padded to about a hundred bytes " + "." * 40
+    job = (await running.wire.run_script(
+        f"yes '{line}' | head -c 10000000; echo; echo THE-END", IPS[:1]))["job_instance_id"]
+    await running.wire.wait(job)
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_execute/{job}")
+    await page.wait_for_function(
+        "() => document.getElementById('log').textContent.endsWith('THE-END\\n')",
+        timeout=15000)
+    assert await page.evaluate("document.getElementById('log').textContent.length") > 10**7
+    await page.fill("#log-search", "THE-END")
+    assert await page.inner_text("#log mark") == "THE-END"

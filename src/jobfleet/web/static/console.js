@@ -175,7 +175,21 @@ var jf = (function () {
       fetch('/console/jobs/' + d.job + '/steps/' + d.step + '/ips?status=' + status, {credentials: 'same-origin'})
         .then(function (r) { return r.text(); }).then(self.copyText);
     },
-    runNames: {}, logText: '', logSource: null, term: '',
+    runNames: {}, logText: '', logSource: null, term: '', logPending: '', logTimer: null,
+    // output comes in many events: it is appended to the page at most ten times a
+    // second, and only what is new (a log of megabytes drawn again for each event
+    // kept the page busy for a minute)
+    addLog: function (text) {
+      self.logText += text; self.logPending += text;
+      if (self.logTimer) return;
+      self.logTimer = setTimeout(function () {
+        var pre = document.getElementById('log'), text = self.logPending;
+        self.logTimer = null; self.logPending = '';
+        if (self.term) { self.render(); return; }
+        pre.appendChild(document.createTextNode(text));
+        pre.scrollTop = pre.scrollHeight;
+      }, 100);
+    },
     render: function () {
       var pre = document.getElementById('log'), term = self.term;
       if (!term) { pre.textContent = self.logText; }
@@ -197,12 +211,13 @@ var jf = (function () {
       var d = self.job();
       document.getElementById('log-host').textContent = ip;
       if (self.logSource) self.logSource.close();
-      self.logText = ''; self.render();
+      clearTimeout(self.logTimer); self.logTimer = null;
+      self.logText = ''; self.logPending = ''; self.render();
       var src = new EventSource('/api/jobfleet/v1/jobs/' + d.job + '/events?hosts=' + host);
       self.logSource = src;
       src.addEventListener('output', function (e) {
         var ev = JSON.parse(e.data);
-        if (ev.step_instance_id === +d.step) { self.logText += ev.content; self.render(); }
+        if (ev.step_instance_id === +d.step) self.addLog(ev.content);
       });
       src.addEventListener('end', function () { src.close(); });
     },
