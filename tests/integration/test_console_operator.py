@@ -159,3 +159,21 @@ async def test_ten_megabytes_of_output_are_shown_at_once(
     assert await page.evaluate("document.getElementById('log').textContent.length") > 10**7
     await page.fill("#log-search", "THE-END")
     assert await page.inner_text("#log mark") == "THE-END"
+
+
+async def test_terminal_escapes_are_not_shown_as_garbage(running: Running, browser: Any) -> None:
+    """Colours and a window title a script sets for a terminal are left out of the log
+    pane, which shows the text; the API's log keeps every byte."""
+    await running.start_agents(IPS[:1])
+    job = (await running.wire.run_script(
+        r"printf '\033[1;31mred\033[0m plain\n\033]0;a title\007after \033[2Kend\n'",
+        IPS[:1]))["job_instance_id"]
+    final = await running.wire.wait(job)
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_execute/{job}")
+    await page.wait_for_function(
+        "() => document.getElementById('log').textContent.includes('end')")
+    assert await page.evaluate("document.getElementById('log').textContent") == (
+        "red plain\nafter end\n")
+    step = final["step_instance_list"][0]["step_instance_id"]
+    assert "\x1b[1;31m" in (await running.wire.logs(job, step, IPS[:1]))[IPS[0]]

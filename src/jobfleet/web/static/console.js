@@ -20,6 +20,9 @@ var jf = (function () {
       var p = ip.split(':'); return p.length === 2 ? {bk_cloud_id: +p[0], ip: p[1]} : {bk_cloud_id: 0, ip: ip};
     });
   }
+  // a terminal's control sequences (colours, cursor moves, window titles): the log pane
+  // shows text, and these would show as stray characters like [1;31m
+  var ESCAPES = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g;
   function b64(text) { return btoa(unescape(encodeURIComponent(text))); }
   function done(form, answer) {
     if (answer.result && answer.data && answer.data.job_instance_id) {
@@ -217,7 +220,7 @@ var jf = (function () {
       self.logSource = src;
       src.addEventListener('output', function (e) {
         var ev = JSON.parse(e.data);
-        if (ev.step_instance_id === +d.step) self.addLog(ev.content);
+        if (ev.step_instance_id === +d.step) self.addLog(ev.content.replace(ESCAPES, ''));
       });
       src.addEventListener('end', function () { src.close(); });
     },
