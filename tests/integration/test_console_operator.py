@@ -177,3 +177,23 @@ async def test_terminal_escapes_are_not_shown_as_garbage(running: Running, brows
         "red plain\nafter end\n")
     step = final["step_instance_list"][0]["step_instance_id"]
     assert "\x1b[1;31m" in (await running.wire.logs(job, step, IPS[:1]))[IPS[0]]
+
+
+async def test_reading_back_in_a_live_log_keeps_the_place(
+        running: Running, browser: Any) -> None:
+    """Scrolled up to read earlier output of a running host, the operator stays there
+    as more arrives (the log follows new output only from its end)."""
+    await running.start_agents(IPS[:1])
+    job = (await running.wire.run_script(
+        "for i in $(seq 1 100); do echo tick $i; sleep 0.05; done; sleep 3; echo last",
+        IPS[:1]))["job_instance_id"]
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_execute/{job}")
+    await page.wait_for_function(
+        "() => document.getElementById('log').textContent.includes('tick 100')")
+    await page.evaluate("document.getElementById('log').scrollTop = 0")
+    await page.wait_for_function(
+        "() => document.getElementById('log').textContent.includes('last')", timeout=10000)
+    await page.wait_for_timeout(300)
+    assert await page.evaluate("document.getElementById('log').scrollTop") == 0
+    await running.wire.wait(job)

@@ -189,8 +189,11 @@ var jf = (function () {
         var pre = document.getElementById('log'), text = self.logPending;
         self.logTimer = null; self.logPending = '';
         if (self.term) { self.render(); return; }
+        // the log follows new output only when the operator is at its end: one who
+        // scrolled back to read stays where they are
+        var end = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
         pre.appendChild(document.createTextNode(text));
-        pre.scrollTop = pre.scrollHeight;
+        if (end) pre.scrollTop = pre.scrollHeight;
       }, 100);
     },
     render: function () {
