@@ -197,3 +197,22 @@ async def test_reading_back_in_a_live_log_keeps_the_place(
     await page.wait_for_timeout(300)
     assert await page.evaluate("document.getElementById('log').scrollTop") == 0
     await running.wire.wait(job)
+
+
+async def test_a_page_left_open_after_logout_says_to_log_in(
+        running: Running, browser: Any) -> None:
+    """Logged out in another tab (or the session's time is up, when the browser drops
+    its cookie), a form still open says the session ended, not that an app code is
+    missing."""
+    await running.start_agents(IPS[:1])
+    tabs = await browser.new_context()
+    page = await login(tabs, running)
+    await page.goto(f"{running.url}/execute")
+    await page.fill("textarea[name=ips]", IPS[0])
+    other = await tabs.new_page()
+    await other.goto(f"{running.url}/jobs")
+    await other.click("#logout")
+    await other.wait_for_url("**/login")
+    await page.click("#run")
+    await page.wait_for_function("() => document.getElementById('result').textContent")
+    assert "log in again" in await page.inner_text("#result")
