@@ -216,3 +216,23 @@ async def test_a_page_left_open_after_logout_says_to_log_in(
     await page.click("#run")
     await page.wait_for_function("() => document.getElementById('result').textContent")
     assert "log in again" in await page.inner_text("#result")
+
+
+async def test_back_to_a_job_page_keeps_the_log_search(running: Running, browser: Any) -> None:
+    """Back on a job page, the search box the browser restored filters the log as it
+    says, rather than showing a search term over an unfiltered log."""
+    await running.start_agents(IPS[:1])
+    job = (await running.wire.run_script("echo alpha; echo beta; echo gamma", IPS[:1]))[
+        "job_instance_id"]
+    await running.wire.wait(job)
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_execute/{job}")
+    await page.wait_for_function("() => document.getElementById('log').textContent")
+    await page.fill("#log-search", "beta")
+    assert await page.inner_text("#log") == "beta"
+    await page.goto(f"{running.url}/jobs")
+    await page.go_back()
+    await page.wait_for_function("() => document.getElementById('log').textContent")
+    await page.wait_for_timeout(300)
+    assert await page.input_value("#log-search") == "beta"
+    assert await page.inner_text("#log") == "beta"

@@ -188,7 +188,7 @@ var jf = (function () {
       self.logTimer = setTimeout(function () {
         var pre = document.getElementById('log'), text = self.logPending;
         self.logTimer = null; self.logPending = '';
-        if (self.term) { self.render(); return; }
+        if (self.searched()) { self.render(); return; }
         // the log follows new output only when the operator is at its end: one who
         // scrolled back to read stays where they are
         var end = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
@@ -196,8 +196,15 @@ var jf = (function () {
         if (end) pre.scrollTop = pre.scrollHeight;
       }, 100);
     },
+    // the term in the search box, which may be one the browser restored on back,
+    // forward or reload after the page's script had started
+    searched: function () {
+      var box = document.getElementById('log-search');
+      self.term = box ? box.value : self.term;
+      return self.term;
+    },
     render: function () {
-      var pre = document.getElementById('log'), term = self.term;
+      var pre = document.getElementById('log'), term = self.searched();
       if (!term) { pre.textContent = self.logText; }
       else {
         pre.innerHTML = '';
