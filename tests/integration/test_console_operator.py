@@ -236,3 +236,23 @@ async def test_back_to_a_job_page_keeps_the_log_search(running: Running, browser
     await page.wait_for_timeout(300)
     assert await page.input_value("#log-search") == "beta"
     assert await page.inner_text("#log") == "beta"
+
+
+async def test_a_live_view_that_stops_says_so(running: Running, browser: Any) -> None:
+    """When the session of a page watching a running job ends, the page stops being
+    live and says so, instead of showing the job running forever."""
+    await running.start_agents(IPS[:1])
+    job = (await running.wire.run_script(
+        "for i in $(seq 1 100); do echo tick $i; sleep 0.2; done", IPS[:1]))["job_instance_id"]
+    tabs = await browser.new_context()
+    page = await login(tabs, running)
+    await page.goto(f"{running.url}/api_execute/{job}")
+    await page.wait_for_function(
+        "() => document.getElementById('log').textContent.includes('tick 2')")
+    other = await tabs.new_page()
+    await other.goto(f"{running.url}/jobs")
+    await other.click("#logout")
+    await page.wait_for_selector("#job-status[data-stalled='1']", timeout=15000)
+    assert "log in again" in await page.inner_text("#live-note")
+    await running.wire.v3("operate_job_instance", {"bk_scope_type": "biz", "bk_scope_id": "2",
+                                                   "job_instance_id": job, "operation_code": 1})

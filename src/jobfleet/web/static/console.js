@@ -266,8 +266,9 @@ var jf = (function () {
       }, wait);
     },
     watchJob: function (again) {
-      var d = self.job();
+      var d = self.job(), note = document.getElementById('live-note');
       delete document.getElementById('job-status').dataset.ended;
+      delete document.getElementById('job-status').dataset.stalled; note.hidden = true;
       var first = document.querySelector('tr.host');
       if (first && !again) first.click();
       var src = new EventSource('/api/jobfleet/v1/jobs/' + d.job + '/events');
@@ -286,6 +287,14 @@ var jf = (function () {
           });
         });
         if (seen++) { htmx.trigger(document.body, 'refresh-groups'); self.refreshHosts(); }
+      });
+      src.addEventListener('error', function () {
+        // the browser reconnects a dropped stream by itself; it gives up only when the
+        // server refuses it (the session ended): the page is no longer live and says so
+        if (src.readyState !== EventSource.CLOSED) return;
+        document.getElementById('job-status').dataset.stalled = '1';
+        note.textContent = self.words.stalled || 'The live view stopped: log in again to follow this job';
+        note.hidden = false;
       });
       src.addEventListener('end', function (e) {
         src.close(); document.getElementById('job-status').dataset.ended = '1';
