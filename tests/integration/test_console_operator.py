@@ -175,6 +175,8 @@ async def test_terminal_escapes_are_not_shown_as_garbage(running: Running, brows
         "() => document.getElementById('log').textContent.includes('end')")
     assert await page.evaluate("document.getElementById('log').textContent") == (
         "red plain\nafter end\n")
+    await page.wait_for_selector(".ogroup pre")
+    assert (await page.inner_text(".ogroup pre")).strip() == "red plain\nafter end"
     step = final["step_instance_list"][0]["step_instance_id"]
     assert "\x1b[1;31m" in (await running.wire.logs(job, step, IPS[:1]))[IPS[0]]
 
