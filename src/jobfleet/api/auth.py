@@ -134,6 +134,14 @@ class Authenticator:
             fields = {k: params.get(k) for k in ("bk_app_code", "bk_app_secret", "bk_username")}
         app_code = fields.get("bk_app_code")
         secret = fields.get("bk_app_secret")
+        if not app_code and request.headers.get(CSRF_HEADER) and self.people is not None:
+            # only the console's pages send a CSRF token: with no cookie, their session
+            # ended (a logout in another tab, or its time was up and the browser dropped it)
+            raise JobError(
+                ErrorCode.SERVICE_AUTH_FAIL,
+                "The console session has ended: log in again",
+                http_status=401,
+            )
         if not app_code or not isinstance(app_code, str):
             raise JobError(
                 ErrorCode.MISSING_APP_CODE, "Missing app code (bk_app_code)", http_status=401

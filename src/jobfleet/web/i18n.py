@@ -81,6 +81,7 @@ ZH: dict[str, str] = {
     "dead": "异常",
     "A dangerous statement blocks this script": "脚本包含被拦截的高危语句,不能执行",
     "Dangerous statements found: tick the box to run it anyway": "检测到高危语句:勾选后仍可执行",
+    "The live view stopped: log in again to follow this job": "实时查看已停止:请重新登录",
     "No variables": "无变量",
     "Value": "值",
     "Type": "类型",
@@ -167,6 +168,7 @@ SCRIPT_WORDS = {
     "dead": "dead",
     "blocked": "A dangerous statement blocks this script",
     "confirm": "Dangerous statements found: tick the box to run it anyway",
+    "stalled": "The live view stopped: log in again to follow this job",
 }
 
 

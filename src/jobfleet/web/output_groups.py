@@ -13,6 +13,7 @@ are fetched only when someone copies them.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,9 @@ from jobfleet.domain import clusters
 # a step and its attempt
 Key = tuple[int, int]
 SAMPLE_CHARS = 2000
+# a terminal's control sequences (colours, cursor moves, titles): a sample shows the
+# text, as the log pane does (console.js), not stray characters like [1;31m
+ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ def shown(grouping: Grouping, limit: int) -> list[dict[str, Any]]:
     return [
         {
             "index": i,
-            "sample": g.sample,
+            "sample": ESCAPES.sub("", g.sample),
             "count": len(g.hosts),
             "first": g.hosts[0],
             "first_ip": g.ips[0],

@@ -20,6 +20,9 @@ var jf = (function () {
       var p = ip.split(':'); return p.length === 2 ? {bk_cloud_id: +p[0], ip: p[1]} : {bk_cloud_id: 0, ip: ip};
     });
   }
+  // a terminal's control sequences (colours, cursor moves, window titles): the log pane
+  // shows text, and these would show as stray characters like [1;31m
+  var ESCAPES = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g;
   function b64(text) { return btoa(unescape(encodeURIComponent(text))); }
   function done(form, answer) {
     if (answer.result && answer.data && answer.data.job_instance_id) {
@@ -146,13 +149,18 @@ var jf = (function () {
       return false;
     },
     job: function () { return document.getElementById('job').dataset; },
+    operated: function (a) {
+      document.getElementById('op-result').textContent = a.result ? 'OK' : a.message;
+      // a retry runs an ended job again: its stream had ended with it
+      if (a.result && document.getElementById('job-status').dataset.ended) self.watchJob(true);
+    },
     jobOp: function (code) {
       var d = self.job(), body = {bk_scope_type: d.scopeType, bk_scope_id: d.scopeId, job_instance_id: +d.job, operation_code: code};
-      api('operate_job_instance', body).then(function (a) { document.getElementById('op-result').textContent = a.result ? 'OK' : a.message; });
+      api('operate_job_instance', body).then(self.operated);
     },
     stepOp: function (code) {
       var d = self.job(), body = {bk_scope_type: d.scopeType, bk_scope_id: d.scopeId, job_instance_id: +d.job, step_instance_id: +d.step, operation_code: code};
-      api('operate_step_instance', body).then(function (a) { document.getElementById('op-result').textContent = a.result ? 'OK' : a.message; });
+      api('operate_step_instance', body).then(self.operated);
     },
     copyText: function (text) {
       if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text); }
@@ -170,9 +178,33 @@ var jf = (function () {
       fetch('/console/jobs/' + d.job + '/steps/' + d.step + '/ips?status=' + status, {credentials: 'same-origin'})
         .then(function (r) { return r.text(); }).then(self.copyText);
     },
-    runNames: {}, logText: '', logSource: null, term: '',
+    runNames: {}, logText: '', logSource: null, term: '', logPending: '', logTimer: null,
+    // output comes in many events: it is appended to the page at most ten times a
+    // second, and only what is new (a log of megabytes drawn again for each event
+    // kept the page busy for a minute)
+    addLog: function (text) {
+      self.logText += text; self.logPending += text;
+      if (self.logTimer) return;
+      self.logTimer = setTimeout(function () {
+        var pre = document.getElementById('log'), text = self.logPending;
+        self.logTimer = null; self.logPending = '';
+        if (self.searched()) { self.render(); return; }
+        // the log follows new output only when the operator is at its end: one who
+        // scrolled back to read stays where they are
+        var end = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+        pre.appendChild(document.createTextNode(text));
+        if (end) pre.scrollTop = pre.scrollHeight;
+      }, 100);
+    },
+    // the term in the search box, which may be one the browser restored on back,
+    // forward or reload after the page's script had started
+    searched: function () {
+      var box = document.getElementById('log-search');
+      self.term = box ? box.value : self.term;
+      return self.term;
+    },
     render: function () {
-      var pre = document.getElementById('log'), term = self.term;
+      var pre = document.getElementById('log'), term = self.searched();
       if (!term) { pre.textContent = self.logText; }
       else {
         pre.innerHTML = '';
@@ -192,19 +224,53 @@ var jf = (function () {
       var d = self.job();
       document.getElementById('log-host').textContent = ip;
       if (self.logSource) self.logSource.close();
-      self.logText = ''; self.render();
+      clearTimeout(self.logTimer); self.logTimer = null;
+      self.logText = ''; self.logPending = ''; self.render();
       var src = new EventSource('/api/jobfleet/v1/jobs/' + d.job + '/events?hosts=' + host);
       self.logSource = src;
       src.addEventListener('output', function (e) {
         var ev = JSON.parse(e.data);
-        if (ev.step_instance_id === +d.step) { self.logText += ev.content; self.render(); }
+        if (ev.step_instance_id === +d.step) self.addLog(ev.content.replace(ESCAPES, ''));
       });
       src.addEventListener('end', function () { src.close(); });
     },
-    watchJob: function () {
-      var d = self.job();
+    // the host groups and rows as the page's own address renders them now (with the
+    // operator's filter and page), at most once a second: the status events carry
+    // counts only, and a status no host had when the page was made has no place yet
+    hostsAsked: 0, hostsTimer: null, hostsAgain: false,
+    refreshHosts: function () {
+      // asked while a read is under way: read once more after it, so the last one is fresh
+      if (self.hostsTimer) { self.hostsAgain = true; return; }
+      var wait = Math.max(0, self.hostsAsked + 1000 - Date.now());
+      self.hostsTimer = setTimeout(function () {
+        self.hostsAsked = Date.now();
+        fetch(location.href, {credentials: 'same-origin'}).then(function (r) {
+          return r.ok ? r.text() : '';
+        }).then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, 'text/html');
+          // a keyboard user keeps their place: the focused host row (or the group's
+          // control) is focused again in the new rows
+          var had = document.activeElement, row = had && had.closest('tr.host, li.group');
+          var place = row && (row.dataset.ip ? 'tr.host[data-ip="' + CSS.escape(row.dataset.ip) + '"] a'
+            : 'li.group [data-status="' + CSS.escape(had.dataset.status || '') + '"]');
+          ['groups', 'hosts-title', 'hosts'].forEach(function (id) {
+            var now = document.getElementById(id), made = fresh.getElementById(id);
+            if (now && made) now.replaceWith(document.adoptNode(made));
+          });
+          var again = place && document.querySelector(place);
+          if (again && !document.contains(had)) again.focus();
+        }).catch(function () {}).then(function () {
+          self.hostsTimer = null;
+          if (self.hostsAgain) { self.hostsAgain = false; self.refreshHosts(); }
+        });
+      }, wait);
+    },
+    watchJob: function (again) {
+      var d = self.job(), note = document.getElementById('live-note');
+      delete document.getElementById('job-status').dataset.ended;
+      delete document.getElementById('job-status').dataset.stalled; note.hidden = true;
       var first = document.querySelector('tr.host');
-      if (first) first.click();
+      if (first && !again) first.click();
       var src = new EventSource('/api/jobfleet/v1/jobs/' + d.job + '/events');
       var seen = 0;
       src.addEventListener('status', function (e) {
@@ -220,11 +286,21 @@ var jf = (function () {
             if (b) b.textContent = g.count;
           });
         });
-        if (seen++) htmx.trigger(document.body, 'refresh-groups');
+        if (seen++) { htmx.trigger(document.body, 'refresh-groups'); self.refreshHosts(); }
+      });
+      src.addEventListener('error', function () {
+        // the browser reconnects a dropped stream by itself; it gives up only when the
+        // server refuses it (the session ended): the page is no longer live and says so
+        if (src.readyState !== EventSource.CLOSED) return;
+        document.getElementById('job-status').dataset.stalled = '1';
+        note.textContent = self.words.stalled || 'The live view stopped: log in again to follow this job';
+        note.hidden = false;
       });
       src.addEventListener('end', function (e) {
         src.close(); document.getElementById('job-status').dataset.ended = '1';
         htmx.trigger(document.body, 'refresh-groups');
+        // a job that had ended when the page was made is shown as it ended already
+        if (again || seen > 1 || d.finished !== '1') self.refreshHosts();
       });
     }
   };
