@@ -18,6 +18,18 @@ SPLIT = (f'sleep 1; if [ "$JOBFLEET_HOST_IP" = "{IPS[-1]}" ]; then echo no; exit
          'echo fine\n')
 
 
+async def job_page(running: Running, browser: Any, script: str, ips: list[str], *,
+                   wait: bool = True) -> tuple[Any, int, dict[str, Any]]:
+    """The page of a job running ``script`` on ``ips`` (their agents started), opened once
+    the job ended unless ``wait`` is False: the page, the job's id and its final status."""
+    await running.start_agents(ips)
+    job = (await running.wire.run_script(script, ips))["job_instance_id"]
+    final = await running.wire.wait(job) if wait else {}
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_execute/{job}")
+    return page, job, final
+
+
 async def test_the_open_job_page_shows_how_each_host_ended(
         running: Running, browser: Any) -> None:
     """Hosts by status and the host table follow the job live: when it ends they
@@ -101,12 +113,8 @@ async def test_host_pages_of_a_job_keep_the_ip_filter(running: Running, browser:
 
 async def test_a_hosts_log_is_reached_with_the_keyboard(running: Running, browser: Any) -> None:
     """Without a mouse, Tab reaches each host of the job and Enter shows its log."""
-    await running.start_agents(IPS[:2])
-    job = (await running.wire.run_script("echo from $JOBFLEET_HOST_IP", IPS[:2]))[
-        "job_instance_id"]
-    await running.wire.wait(job)
-    page = await login(browser, running)
-    await page.goto(f"{running.url}/api_execute/{job}")
+    page, _job, _final = await job_page(running, browser, "echo from $JOBFLEET_HOST_IP",
+                                        IPS[:2])
     await page.wait_for_selector("#job-status[data-ended='1']")
     await page.focus("#hosts-title + form input[name=ip]")
     for _ in range(4):
@@ -146,13 +154,9 @@ async def test_ten_megabytes_of_output_are_shown_at_once(
         running: Running, browser: Any) -> None:
     """A host that printed 10 MB: its log is on the page in the time the stream takes,
     not the minute a page redrawing the whole log for every event took."""
-    await running.start_agents(IPS[:1])
     line = "a line of a big output, padded to about a hundred bytes " + "." * 40
-    job = (await running.wire.run_script(
-        f"yes '{line}' | head -c 10000000; echo; echo THE-END", IPS[:1]))["job_instance_id"]
-    await running.wire.wait(job)
-    page = await login(browser, running)
-    await page.goto(f"{running.url}/api_execute/{job}")
+    page, _job, _final = await job_page(
+        running, browser, f"yes '{line}' | head -c 10000000; echo; echo THE-END", IPS[:1])
     await page.wait_for_function(
         "() => document.getElementById('log').textContent.endsWith('THE-END\\n')",
         timeout=15000)
@@ -164,13 +168,9 @@ async def test_ten_megabytes_of_output_are_shown_at_once(
 async def test_terminal_escapes_are_not_shown_as_garbage(running: Running, browser: Any) -> None:
     """Colours and a window title a script sets for a terminal are left out of the log
     pane, which shows the text; the API's log keeps every byte."""
-    await running.start_agents(IPS[:1])
-    job = (await running.wire.run_script(
-        r"printf '\033[1;31mred\033[0m plain\n\033]0;a title\007after \033[2Kend\n'",
-        IPS[:1]))["job_instance_id"]
-    final = await running.wire.wait(job)
-    page = await login(browser, running)
-    await page.goto(f"{running.url}/api_execute/{job}")
+    page, job, final = await job_page(
+        running, browser,
+        r"printf '\033[1;31mred\033[0m plain\n\033]0;a title\007after \033[2Kend\n'", IPS[:1])
     await page.wait_for_function(
         "() => document.getElementById('log').textContent.includes('end')")
     assert await page.evaluate("document.getElementById('log').textContent") == (
@@ -185,12 +185,10 @@ async def test_reading_back_in_a_live_log_keeps_the_place(
         running: Running, browser: Any) -> None:
     """Scrolled up to read earlier output of a running host, the operator stays there
     as more arrives (the log follows new output only from its end)."""
-    await running.start_agents(IPS[:1])
-    job = (await running.wire.run_script(
+    page, job, _final = await job_page(
+        running, browser,
         "for i in $(seq 1 100); do echo tick $i; sleep 0.05; done; sleep 3; echo last",
-        IPS[:1]))["job_instance_id"]
-    page = await login(browser, running)
-    await page.goto(f"{running.url}/api_execute/{job}")
+        IPS[:1], wait=False)
     await page.wait_for_function(
         "() => document.getElementById('log').textContent.includes('tick 100')")
     await page.evaluate("document.getElementById('log').scrollTop = 0")
@@ -223,12 +221,8 @@ async def test_a_page_left_open_after_logout_says_to_log_in(
 async def test_back_to_a_job_page_keeps_the_log_search(running: Running, browser: Any) -> None:
     """Back on a job page, the search box the browser restored filters the log as it
     says, rather than showing a search term over an unfiltered log."""
-    await running.start_agents(IPS[:1])
-    job = (await running.wire.run_script("echo alpha; echo beta; echo gamma", IPS[:1]))[
-        "job_instance_id"]
-    await running.wire.wait(job)
-    page = await login(browser, running)
-    await page.goto(f"{running.url}/api_execute/{job}")
+    page, _job, _final = await job_page(running, browser, "echo alpha; echo beta; echo gamma",
+                                        IPS[:1])
     await page.wait_for_function("() => document.getElementById('log').textContent")
     await page.fill("#log-search", "beta")
     assert await page.inner_text("#log") == "beta"
