@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from jobfleet.api import envelope
@@ -95,6 +95,10 @@ def make_endpoint(
             return data if isinstance(data, Response) else envelope.ok(data, request_id(request))
         except JobError:
             raise
+        except ClientDisconnect:
+            # the client went before its body came (or its body took too long): no fault
+            # of the server's, nobody to answer, and its place is freed at once
+            raise JobError(ErrorCode.BAD_REQUEST, "The client closed the connection") from None
         except Exception:
             raise await unexpected(request, services.db) from None
 
