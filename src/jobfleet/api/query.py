@@ -15,6 +15,7 @@ from jobfleet.api.routing import Call, add_api
 from jobfleet.api.transfer import file_log_view, file_logs_for
 from jobfleet.api.views import host_result_views, job_view, list_item, step_view
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.paths import host_source_files
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType, StepType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.store.filelogs import DOWNLOAD, UPLOAD
@@ -77,10 +78,7 @@ async def file_step_hosts(
     wanted = set(candidates)
     jobs = call.services.jobs
     ids = {r.bk_host_id for r in await jobs.hosts(step.id, count, host_ids=list(wanted))}
-    for source in (step.config or {}).get("sources") or []:
-        if isinstance(source, dict) and source.get("kind") == "host":
-            ids.update(int(h) for h in source.get("host_ids") or [] if int(h) in wanted)
-    return ids
+    return ids | (wanted & host_source_files(step.config).keys())
 
 
 def _no_host() -> JobError:
@@ -101,20 +99,12 @@ def _asked_host(p: dict[str, Any], host_id: int | None) -> dict[str, Any]:
     }
 
 
-def _source_hosts(step: Row[Any]) -> set[int]:
-    found: set[int] = set()
-    for source in (step.config or {}).get("sources") or []:
-        if isinstance(source, dict) and source.get("kind") == "host":
-            found.update(int(h) for h in source.get("host_ids") or [])
-    return found
-
-
 async def _with_uploads(
     call: Call, step: Row[Any], count: int, item: dict[str, Any]
 ) -> dict[str, Any]:
     """bk-job's one-host file log: the host's own rows, then every source host's uploads
     (whichever host was asked for). A fetch's uploads are the hosts' own."""
-    sources = _source_hosts(step)
+    sources = set(host_source_files(step.config))
     if not sources or (step.config or {}).get("direction") == "fetch":
         return item
     asked = item.get("bk_host_id")

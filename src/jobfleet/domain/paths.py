@@ -9,7 +9,9 @@ date pattern (``yyyy-MM-dd``), ``[DATEFMT:<format>]`` the time formatted with
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 FILE_SRC_IP = "[FILESRCIP]"
 LOCAL_SOURCE = "0_0.0.0.0"
@@ -43,6 +45,17 @@ def stays_below(rel: str) -> bool:
     if not rel or "\0" in rel or rel.startswith("/"):
         return False
     return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def host_source_files(config: Mapping[str, Any] | None) -> dict[int, list[str]]:
+    """A file step's source hosts (its config's ``sources`` of kind ``host``), each with
+    the paths the step takes from it."""
+    found: dict[int, list[str]] = {}
+    for source in (config or {}).get("sources") or []:
+        if isinstance(source, dict) and source.get("kind") == "host":
+            for host in source.get("host_ids") or []:
+                found.setdefault(int(host), []).extend(str(f) for f in source.get("files") or [])
+    return found
 
 
 def source_label(bk_cloud_id: int, ip: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Row
 
 from jobfleet.domain import protocol
-from jobfleet.domain.paths import expand_path
+from jobfleet.domain.paths import expand_path, host_source_files
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.dispatch import Dispatcher
@@ -57,17 +57,6 @@ T = TypeVar("T")
 MAX_FILE_TASKS = 100_000
 # a failure row sorts after the file rows of a host
 FAILURE_SEQ = 1_000_000
-
-
-def _files_of(step: Row[Any], host_id: int) -> list[str]:
-    """The paths a step takes from source host ``host_id``."""
-    paths: list[str] = []
-    for source in (step.config or {}).get("sources") or []:
-        if not isinstance(source, dict) or source.get("kind") != "host":
-            continue
-        if any(str(h) == str(host_id) for h in source.get("host_ids") or []):
-            paths.extend(str(f) for f in source.get("files") or [])
-    return paths
 
 
 def target_file(
@@ -360,7 +349,9 @@ class FileSteps:
                     "progress": 0,
                     "log_content": failure.message[:4000],
                 }
-                for n, path in enumerate(_files_of(step, source["src_host_id"]))
+                for n, path in enumerate(
+                    host_source_files(step.config).get(source["src_host_id"], [])
+                )
             )
         await self.file_logs.add(failed)
         await self.dispatcher.conclude_hosts(
