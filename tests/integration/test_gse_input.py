@@ -96,7 +96,7 @@ async def test_agents_named_by_their_id_are_read_by_that_id(running: Running) ->
     a query naming a few agents never reads the whole inventory."""
     await running.start_agents([IP])
     for i in range(3):
-        await running.server.inventory.add(2, f"10.9.0.{i}")
+        await running.server.inventory.add(2, f"127.9.0.{i}")
     [host] = [h for h in await running.server.inventory.list() if h.ip == IP]
     assert host.agent_id
     whole: list[str] = []
@@ -200,10 +200,10 @@ async def test_one_operation_a_host_is_taken_for_thousands_of_hosts(running: Run
     results = await finished(wire, answer["data"]["task_id"], timeout=60)
     assert sorted(results) == sorted(f"0:{IP}:nodeman:p{i}" for i in range(150))
     # 2,501 entries of 2 hosts each: 5,002 host operations
-    await running.server.inventory.add(2, "10.8.0.1")
+    await running.server.inventory.add(2, "127.8.0.1")
     too_many = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [
         {"meta": {"namespace": "nodeman", "name": f"q{i}"}, "op_type": 2,
-         "agent_id_list": [f"0:{IP}", "0:10.8.0.1"]} for i in range(2501)]})
+         "agent_id_list": [f"0:{IP}", "0:127.8.0.1"]} for i in range(2501)]})
     assert (too_many["result"], too_many["code"]) == (False, 1241010), too_many
     assert "5000" in too_many["message"], too_many
 
@@ -415,7 +415,7 @@ async def test_an_agent_query_names_at_most_5000_hosts(running: Running) -> None
         assert answer["result"], answer
         assert f"0:{IP}" in answer["data"], name
         refused = await wire.post(f"{V1}/{name}", {
-            "bk_supplier_account": "0", "hosts": [*hosts, {"ip": "10.9.9.9", "bk_cloud_id": 0}]})
+            "bk_supplier_account": "0", "hosts": [*hosts, {"ip": "127.9.9.9", "bk_cloud_id": 0}]})
         assert (refused["result"], refused["code"]) == (False, 1241010), refused
         assert "hosts" in refused["message"] and "5000" in refused["message"], refused
 
@@ -494,7 +494,7 @@ async def test_agents_that_are_not_connected_are_answered_at_once(running: Runni
     """A status query or a message naming hosts whose agent is not connected answers them
     at once ("not connected"), without waiting on each one in turn: bk-nodeman asks 500
     hosts a call, and a fleet has many hosts down; the connected agent is asked as ever."""
-    ids = await with_offline_hosts(running, "10.7")
+    ids = await with_offline_hosts(running, "127.7")
     with agent_calls(running) as asked:
         status = await running.wire.post(f"{V2}/proc/get_proc_status_v2",
                                          {"meta": META, "agent_id_list": ids})
@@ -519,7 +519,7 @@ async def test_an_operation_answers_hosts_whose_agent_is_not_connected_at_once(
     """operate_proc_multi naming hosts whose agent is not connected answers them at once
     (117, "not connected") instead of waiting on each in turn while holding the slots
     every other operation needs; the connected agent is operated on as ever."""
-    ids = await with_offline_hosts(running, "10.6")
+    ids = await with_offline_hosts(running, "127.6")
     with agent_calls(running) as asked:
         answer = await running.wire.post(f"{V2}/proc/operate_proc_multi", {
             "proc_operate_req": [{"meta": META, "op_type": 2, "agent_id_list": ids}]})

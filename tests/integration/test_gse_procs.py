@@ -132,8 +132,8 @@ async def test_proc_requests_are_checked_and_audited(running: Running, tmp_path:
         {**proc_request(tmp_path, 5, IPS[:1])}]})
     assert (bad["result"], bad["code"]) == (False, 1241010), bad
     # an unknown agent is answered in the task (GSE's 117), as GSE answers it
-    unknown = await operate(running, proc_request(tmp_path, 0, ["10.9.9.9"]))
-    assert unknown["0:10.9.9.9:nodeman:daemon"]["error_code"] == 117, unknown
+    unknown = await operate(running, proc_request(tmp_path, 0, ["127.9.9.9"]))
+    assert unknown["0:127.9.9.9:nodeman:daemon"]["error_code"] == 117, unknown
     relative = proc_request(tmp_path, 0, IPS[:1])
     relative["spec"]["identity"]["setup_path"] = "relative/dir"
     refused = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [relative]})
@@ -170,7 +170,7 @@ async def test_list_agent_info_and_dispatch_message(running: Running) -> None:
     await running.start_agents(IPS)
     wire = running.wire
     info = await wire.post(f"{V2}/cluster/list_agent_info",
-                           {"agent_id_list": [f"0:{ip}" for ip in IPS] + ["0:10.1.1.1"]})
+                           {"agent_id_list": [f"0:{ip}" for ip in IPS] + ["0:127.1.1.1"]})
     assert info["result"], info
     items = {i["bk_agent_id"]: i for i in info["data"]}
     assert set(items) == {f"0:{ip}" for ip in IPS}
@@ -180,15 +180,15 @@ async def test_list_agent_info_and_dispatch_message(running: Running) -> None:
         assert {"bk_cloud_id", "bk_os_type", "report_time", "parent_ip", "parent_port",
                 "version", "cpu_rate", "mem_rate", "start_time", "run_mode", "status",
                 "last_status_code", "last_status", "remark", "message"} <= set(item)
-    none = await wire.post(f"{V2}/cluster/list_agent_info", {"agent_id_list": ["0:10.1.1.1"]})
+    none = await wire.post(f"{V2}/cluster/list_agent_info", {"agent_id_list": ["0:127.1.1.1"]})
     assert (none["result"], none["code"]) == (False, 1011003)
 
     sent = await wire.post(f"{V2}/cluster/dispatch_message", {
-        "message_id": "m-1", "agent_id_list": [f"0:{ip}" for ip in IPS] + ["0:10.1.1.1"],
+        "message_id": "m-1", "agent_id_list": [f"0:{ip}" for ip in IPS] + ["0:127.1.1.1"],
         "content": json.dumps({"action": "reload"}), "slot_id": 7, "token": "t"})
     assert sent["result"], sent
     codes = {r["bk_agent_id"]: r["error_code"] for r in sent["data"]["results"]}
-    assert codes == {f"0:{IPS[0]}": 0, f"0:{IPS[1]}": 0, "0:10.1.1.1": 117}
+    assert codes == {f"0:{IPS[0]}": 0, f"0:{IPS[1]}": 0, "0:127.1.1.1": 117}
     for ip in IPS:
         delivered = running.data_dir / f"agent-{ip}" / "messages" / "7" / "m-1.json"
         assert json.loads(json.loads(delivered.read_text())["content"]) == {"action": "reload"}
@@ -459,9 +459,9 @@ async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
     await running.start_agents(IPS)
     wire = running.wire
     mixed = proc_request(tmp_path, 2, IPS[:1])
-    mixed["agent_id_list"] = [f"0:{IPS[0]}", "0:10.9.9.9", "no-such-agent", "0:10.9.9.9"]
+    mixed["agent_id_list"] = [f"0:{IPS[0]}", "0:127.9.9.9", "no-such-agent", "0:127.9.9.9"]
     alone = proc_request(tmp_path, 2, IPS[1:])
-    only_unknown = {**proc_request(tmp_path, 2, []), "agent_id_list": ["0:10.9.9.8"],
+    only_unknown = {**proc_request(tmp_path, 2, []), "agent_id_list": ["0:127.9.9.8"],
                     "meta": {"namespace": "nodeman", "name": "other"}}
     answer = await wire.post(f"{V2}/proc/operate_proc_multi",
                              {"proc_operate_req": [mixed, alone, only_unknown]})
@@ -470,11 +470,11 @@ async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
     assert {k: v["error_code"] for k, v in results.items()} == {
         f"0:{IPS[0]}:nodeman:daemon": 0,
         f"0:{IPS[1]}:nodeman:daemon": 0,
-        "0:10.9.9.9:nodeman:daemon": 117,
+        "0:127.9.9.9:nodeman:daemon": 117,
         "no-such-agent:nodeman:daemon": 117,
-        "0:10.9.9.8:nodeman:other": 117,
+        "0:127.9.9.8:nodeman:other": 117,
     }, results
-    for key in ("0:10.9.9.9:nodeman:daemon", "no-such-agent:nodeman:daemon"):
+    for key in ("0:127.9.9.9:nodeman:daemon", "no-such-agent:nodeman:daemon"):
         assert results[key]["bk_agent_id"] == key.split(":nodeman:")[0], results
         assert "not found" in results[key]["error_msg"], results
         assert results[key]["content"] == "", results
@@ -483,17 +483,17 @@ async def test_an_unknown_agent_is_answered_on_its_own(running: Running,
                if e["resource_id"] == answer["data"]["task_id"]]
     refused = [[(r["agent_id"], r["code"]) for r in o["refused"]]
                for o in entry["detail"]["operations"]]
-    assert refused == [[("0:10.9.9.9", 117), ("no-such-agent", 117)], [],
-                       [("0:10.9.9.8", 117)]], entry
+    assert refused == [[("0:127.9.9.9", 117), ("no-such-agent", 117)], [],
+                       [("0:127.9.9.8", 117)]], entry
 
     # GSE 1.0 by hosts, as bk-nodeman's 1.0 adapter sends it: the same
-    hosts = [{"ip": IPS[0], "bk_cloud_id": 0}, {"ip": "10.9.9.7", "bk_cloud_id": 0}]
+    hosts = [{"ip": IPS[0], "bk_cloud_id": 0}, {"ip": "127.9.9.7", "bk_cloud_id": 0}]
     single = await wire.post(f"{V1}/operate_proc_v2/", {"meta": mixed["meta"], "op_type": 2,
                                                        "hosts": hosts})
     assert single["result"], single
     results = await finished(wire, single["data"]["task_id"])
     assert {k: v["error_code"] for k, v in results.items()} == {
-        f"0:{IPS[0]}:nodeman:daemon": 0, "0:10.9.9.7:nodeman:daemon": 117}, results
+        f"0:{IPS[0]}:nodeman:daemon": 0, "0:127.9.9.7:nodeman:daemon": 117}, results
 
 
 async def test_a_status_query_answers_the_agents_it_knows(running: Running,
@@ -505,18 +505,18 @@ async def test_a_status_query_answers_the_agents_it_knows(running: Running,
     await running.start_agents(IPS)
     wire = running.wire
     meta = proc_request(tmp_path, 2, [])["meta"]
-    ids = ["0:10.9.9.9", f"0:{IPS[0]}", "no-such-agent", f"0:{IPS[1]}"]
+    ids = ["0:127.9.9.9", f"0:{IPS[0]}", "no-such-agent", f"0:{IPS[1]}"]
     answer = await wire.post(f"{V2}/proc/get_proc_status_v2",
                              {"meta": meta, "agent_id_list": ids})
     assert answer["result"], answer
     assert [i["bk_agent_id"] for i in answer["data"]["proc_infos"]] == [
         f"0:{IPS[0]}", f"0:{IPS[1]}"], answer
-    hosts = [{"ip": "10.9.9.9", "bk_cloud_id": 0}, {"ip": IPS[0], "bk_cloud_id": 0}]
+    hosts = [{"ip": "127.9.9.9", "bk_cloud_id": 0}, {"ip": IPS[0], "bk_cloud_id": 0}]
     answer = await wire.post(f"{V1}/get_proc_status/", {"meta": meta, "hosts": hosts})
     assert answer["result"], answer
     assert [i["host"]["ip"] for i in answer["data"]["proc_infos"]] == [IPS[0]], answer
     none = await wire.post(f"{V2}/proc/get_proc_status_v2",
-                           {"meta": meta, "agent_id_list": ["0:10.9.9.9"]})
+                           {"meta": meta, "agent_id_list": ["0:127.9.9.9"]})
     assert none["result"] and none["data"] == {"proc_infos": []}, none
 
 
