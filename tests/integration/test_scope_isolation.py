@@ -1,0 +1,53 @@
+"""A user or app limited to some businesses learns nothing of the others: not their
+objects' ids through ids they may guess, not their audit entries, and nothing is done
+in their name once they lose a business."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.harness import Running, b64
+
+V3 = "/api/bk-job/prod/api/v3"
+OWN = "/api/jobfleet/v1"
+A = "127.0.0.2"
+BIZ2 = {"bk_scope_type": "biz", "bk_scope_id": "2"}
+BIZ3 = {"bk_scope_type": "biz", "bk_scope_id": "3"}
+
+
+async def two_businesses(running: Running, user: str, *held: str) -> dict[str, str]:
+    """Business 3 beside 2, and ``user`` holding the businesses ``held``: their headers."""
+    identity = running.server.identity
+    await identity.create_business(3, "three")
+    await identity.ensure_user(user)
+    for biz in held:
+        await identity.grant(user, "biz", biz)
+    return running.wire.headers(bk_username=user)
+
+
+async def test_a_script_version_of_another_business_is_one_that_does_not_exist(
+        running: Running) -> None:
+    wire = running.wire
+    alice = await two_businesses(running, "alice", "2")
+    made = await wire.v3("create_script", {**BIZ3, "name": "theirs", "script_language": 1,
+                                           "content": b64("echo theirs"), "version": "1"})
+    assert made["result"], made
+    theirs, script_id = made["data"]["id"], made["data"]["script_id"]
+    missing = theirs + 1000
+    target = {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}
+
+    def step(version_id: int) -> dict[str, Any]:
+        return {"name": "tpl", "step_list": [{"name": "s", "type": 1, "script_info": {
+            "script_type": 2, "script_version_id": version_id, "account": "root",
+            "server": target}}]}
+
+    for version_id in (theirs, missing):
+        ran = await wire.post(f"{V3}/fast_execute_script", {
+            **BIZ2, "script_version_id": version_id, "account_alias": "root",
+            "target_server": target}, headers=alice)
+        assert (ran["code"], ran["message"]) == (
+            1243047, f"Script version {version_id} does not exist"), ran
+        cited = await wire.post(f"{OWN}/templates?bk_biz_id=2", step(version_id), headers=alice)
+        assert (cited["code"], cited["message"]) == (
+            1243047, f"Script version {version_id} of step 's' does not exist"), cited
+        assert script_id not in str(ran) + str(cited)
