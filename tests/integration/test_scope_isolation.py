@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.integration.harness import Running, b64
+from tests.integration.harness import Running, Wire, b64
 
 V3 = "/api/bk-job/prod/api/v3"
 OWN = "/api/jobfleet/v1"
@@ -51,3 +51,27 @@ async def test_a_script_version_of_another_business_is_one_that_does_not_exist(
         assert (cited["code"], cited["message"]) == (
             1243047, f"Script version {version_id} of step 's' does not exist"), cited
         assert script_id not in str(ran) + str(cited)
+
+
+async def test_an_app_limited_to_some_businesses_reads_only_their_audit(
+        running: Running) -> None:
+    wire = running.wire
+    alice = await two_businesses(running, "alice", "2", "3")
+    for scope in (BIZ2, BIZ3):
+        made = await wire.post(f"{V3}/create_account", {
+            **scope, "account": "deploy", "alias": "deploy", "type": 1, "category": 1},
+            headers=alice)
+        assert made["result"], made
+    secret = await running.server.identity.create_app("three-only", users=["alice"], biz=[3])
+    limited = Wire(running.url, "three-only", secret, "alice")
+    try:
+        seen = await limited.get(f"{OWN}/audit/entries", {"action": "create_account"})
+        assert seen["result"], seen
+        assert [(e["scope_type"], e["scope_id"]) for e in seen["data"]["data"]] == [
+            ("biz", "3")], seen
+        # the same user through an app that may touch both sees both
+        both = await wire.get(f"{OWN}/audit/entries", {"action": "create_account"},
+                              headers=alice)
+        assert {e["scope_id"] for e in both["data"]["data"]} == {"2", "3"}, both
+    finally:
+        await limited.close()
