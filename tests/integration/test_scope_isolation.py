@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration.harness import Running, Wire, b64
+from tests.integration.test_self_healing import SECRET, alertmanager, make_plan, post
+
+from jobfleet.store.database import now_ms
 
 V3 = "/api/bk-job/prod/api/v3"
 OWN = "/api/jobfleet/v1"
@@ -75,3 +78,27 @@ async def test_an_app_limited_to_some_businesses_reads_only_their_audit(
         assert {e["scope_id"] for e in both["data"]["data"]} == {"2", "3"}, both
     finally:
         await limited.close()
+
+
+async def test_a_heal_rule_starts_nothing_for_a_user_who_lost_the_business(
+        running: Running) -> None:
+    await running.start_agents([A])
+    alice = await two_businesses(running, "alice", "2")
+    plan_id = await make_plan(running.wire)
+    wire = running.wire
+    made = await wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "disk", "job_plan_id": plan_id, "secret": SECRET,
+        "match": {"alertname": ["HighDisk"]}, "host_variable": "target",
+        "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0},
+        headers=alice)
+    assert made["result"], made
+    await running.server.identity.revoke("alice", "biz", "2")
+    posted = await post(running.url, made["data"]["id"], alertmanager("firing", f"{A}:9100"))
+    assert posted["result"], posted
+    [decision] = posted["data"]["decisions"]
+    assert (decision["decision"], decision["job_instance_id"]) == ("refused", None), decision
+    assert "User 'alice' no longer holds biz 2" in decision["reason"], decision
+    listed = await wire.v3("get_job_instance_list", {
+        "bk_biz_id": 2, "create_time_start": now_ms() - 60_000,
+        "create_time_end": now_ms() + 60_000}, method="GET")
+    assert listed["data"]["total"] == 0, listed
