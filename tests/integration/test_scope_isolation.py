@@ -102,3 +102,30 @@ async def test_a_heal_rule_starts_nothing_for_a_user_who_lost_the_business(
         "bk_biz_id": 2, "create_time_start": now_ms() - 60_000,
         "create_time_end": now_ms() + 60_000}, method="GET")
     assert listed["data"]["total"] == 0, listed
+
+
+async def test_an_app_mints_no_personal_token_that_reaches_further_than_itself(
+        running: Running) -> None:
+    alice = await two_businesses(running, "alice", "2", "3")
+    identity = running.server.identity
+    apps = {"wide": await identity.create_app("wide"),
+            "three-only": await identity.create_app("three-only", biz=[3])}
+    # an ordinary app naming the administrator, an app limited to business 3 naming alice:
+    # a token would reach the administration routes, or business 2
+    for app_code, user, why in (("wide", "admin", "is not an administration app"),
+                                ("three-only", "alice", "may not touch every business")):
+        caller = Wire(running.url, app_code, apps[app_code], user)
+        try:
+            made = await caller.post(f"{OWN}/tokens", {"expires_in": 600})
+            assert made["code"] == 9900403, made
+            assert f"App {app_code!r} {why}" in made["message"], made
+        finally:
+            await caller.close()
+    for user, headers in (("admin", running.wire.headers()), ("alice", alice)):
+        assert (await running.wire.get(f"{OWN}/tokens", {}, headers=headers))["data"] == [], user
+    # the administration app, and the console or a token of the user, still make them
+    made = await running.wire.post(f"{OWN}/tokens", {"expires_in": 600}, headers=alice)
+    assert made["result"], made
+    bearer = {"Authorization": f"Bearer {made['data']['token']}"}
+    again = await running.wire.post(f"{OWN}/tokens", {"expires_in": 300}, headers=bearer)
+    assert again["result"], again
