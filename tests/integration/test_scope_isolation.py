@@ -13,6 +13,7 @@ from jobfleet.store.database import now_ms
 
 V3 = "/api/bk-job/prod/api/v3"
 OWN = "/api/jobfleet/v1"
+GSE_PROC = "/api/bk-gse/prod/api/v2/proc"
 A = "127.0.0.2"
 BIZ2 = {"bk_scope_type": "biz", "bk_scope_id": "2"}
 BIZ3 = {"bk_scope_type": "biz", "bk_scope_id": "3"}
@@ -129,3 +130,28 @@ async def test_an_app_mints_no_personal_token_that_reaches_further_than_itself(
     bearer = {"Authorization": f"Bearer {made['data']['token']}"}
     again = await running.wire.post(f"{OWN}/tokens", {"expires_in": 300}, headers=bearer)
     assert again["result"], again
+
+
+async def test_a_process_task_of_unknown_agents_is_its_own_persons(running: Running) -> None:
+    wire = running.wire
+    identity = running.server.identity
+    tokens: dict[str, dict[str, str]] = {}
+    for user in ("alice", "bob"):
+        await identity.ensure_user(user)
+        await identity.grant(user, "biz", "2")
+        made = await wire.post(f"{OWN}/tokens", {"expires_in": 600},
+                               headers=wire.headers(bk_username=user))
+        tokens[user] = {"Authorization": f"Bearer {made['data']['token']}"}
+    spec = {"meta": {"namespace": "ns", "name": "app"}, "op_type": 2,
+            "spec": {"identity": {"setup_path": "/opt/app", "pid_path": "/opt/app/pid"}}}
+    made = await wire.post(f"{GSE_PROC}/operate_proc_multi", {
+        "proc_operate_req": [{**spec, "agent_id_list": ["alice-typed-this"]}]},
+        headers=tokens["alice"])
+    assert made["result"], made
+    asked = {"task_id": made["data"]["task_id"]}
+    theirs = await wire.get(f"{GSE_PROC}/get_proc_operate_result_v2", asked,
+                            headers=tokens["bob"])
+    assert theirs["code"] == 1249404 and "alice-typed-this" not in str(theirs), theirs
+    own = await wire.get(f"{GSE_PROC}/get_proc_operate_result_v2", asked,
+                         headers=tokens["alice"])
+    assert list(own["data"]) == ["alice-typed-this:ns:app"], own
