@@ -313,6 +313,7 @@ class Server:
                 self.plans,
                 self.inventory,
                 self.jobs,
+                self.identity,
                 self.auth_failures,
             ),
             probes=Monitor(

@@ -58,7 +58,8 @@ async def test_resolve_rules(store: ScriptStore) -> None:
     assert chosen.content == "echo two"
     for kwargs, code in [
         ({"bk_biz_ids": {3}, "script_id": sid, "script_version_id": None}, 1243001),
-        ({"bk_biz_ids": {3}, "script_id": None, "script_version_id": v2_id}, 1243001),
+        # a version of a script out of sight is one that does not exist
+        ({"bk_biz_ids": {3}, "script_id": None, "script_version_id": v2_id}, 1243047),
         ({"bk_biz_ids": {2}, "script_id": sid, "script_version_id": None, "public": True},
          1243001),
         ({"bk_biz_ids": {2}, "script_id": "nope", "script_version_id": None}, 1243001),

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from jobfleet import __version__
 from jobfleet.api.auditing import audit
+from jobfleet.api.auth import CONSOLE_APP, TOKEN_APP
 from jobfleet.api.params import INT64, check_range, decimal_int, get_list, get_str, need_int
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
 from jobfleet.domain import protocol
@@ -609,15 +610,25 @@ async def get_proc_operate_result(call: Call) -> dict[str, Any]:
         raise JobError.missing("task_id")
     store = ProcStore(call.services.db)
     task = await store.operation(task_id)
-    # a task that touched no host (every agent unknown) is its own app's only
+    # a task that touched no host (every agent unknown) is its own app's only, and of
+    # the console or personal tokens, which all people share, its own person's
+    caller = call.caller
+    people = caller.app_code in (CONSOLE_APP.app_code, TOKEN_APP.app_code)
     if (
         task is None
-        or not call.caller.app.may_touch(set(task.biz_ids))
-        or (not task.biz_ids and task.app_code != call.caller.app_code)
+        or not caller.app.may_touch(set(task.biz_ids))
+        or (
+            not task.biz_ids
+            and (
+                task.app_code != caller.app_code
+                or (people and task.operator != caller.username)
+            )
+        )
     ):
         raise JobError(ErrorCode.NOT_FOUND, f"Process operation task {task_id} does not exist")
-    user = call.caller
-    if user.username and not all(user.user.holds(ScopeType.BIZ, str(b)) for b in task.biz_ids):
+    if caller.username and not all(
+        caller.user.holds(ScopeType.BIZ, str(b)) for b in task.biz_ids
+    ):
         raise JobError(ErrorCode.NOT_FOUND, f"Process operation task {task_id} does not exist")
     return {
         f"{r.agent_id}:{r.namespace}:{r.name}": {

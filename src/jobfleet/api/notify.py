@@ -301,7 +301,10 @@ async def search_audit(call: Call) -> dict[str, Any]:
         scope_type=scope.scope_type if scope else None,
         scope_id=scope.scope_id if scope else None,
         # without a scope named, a user who is not an admin sees the scopes they hold
-        scopes=None if scope or call.caller.is_admin else sorted(user.scopes),
+        # that the app may touch too
+        scopes=None
+        if scope or call.caller.is_admin
+        else sorted(s for s in user.scopes if call.caller.holds(*s)),
     )
     total, rows = await call.services.audit.query(query, offset=offset, limit=length)
     return {"start": offset, "length": length, "total": total, "data": rows}

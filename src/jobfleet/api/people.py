@@ -14,6 +14,7 @@ from fastapi import APIRouter
 
 from jobfleet.api.admin import PREFIX, with_path
 from jobfleet.api.auditing import audit
+from jobfleet.api.auth import app_refused
 from jobfleet.api.params import get_int, get_str
 from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
 from jobfleet.api.scope import require_admin
@@ -40,7 +41,26 @@ async def set_password(call: Call) -> dict[str, Any]:
     return {"username": username}
 
 
+def _check_minter(call: Call) -> None:
+    """A token acts for its user with no app's limits: an app whose own limits are
+    narrower makes none, or its token would reach past them."""
+    caller = call.caller
+    if caller.user.is_admin and not caller.app.is_admin:
+        raise app_refused(
+            caller.app,
+            "is not an administration app: a personal token of an administrator would "
+            "reach the administration routes",
+        )
+    if caller.app.biz is not None:
+        raise app_refused(
+            caller.app,
+            "may not touch every business: a personal token would act in all of its "
+            "user's businesses",
+        )
+
+
 async def create_token(call: Call) -> dict[str, Any]:
+    _check_minter(call)
     ttl = get_int(
         call.params, "expires_in", minimum=60, maximum=MAX_TOKEN_TTL, default=DEFAULT_TOKEN_TTL
     )

@@ -36,6 +36,7 @@ from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Scope
 from jobfleet.store.database import now_ms
 from jobfleet.store.heal import HealStore, decision_view
+from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Host, Inventory
 from jobfleet.store.job_reads import JobReads
 
@@ -80,12 +81,14 @@ class Healer:
         plans: PlanLauncher,
         inventory: Inventory,
         jobs: JobReads,
+        identity: IdentityStore,
         failures: Throttle | None = None,
     ) -> None:
         self.store = store
         self.plans = plans
         self.inventory = inventory
         self.jobs = jobs
+        self.identity = identity
         # wrong credentials per source address, counted with every other kind
         self.failures = failures or Throttle("failed authentications", 0, 1)
         self._locks: dict[int, asyncio.Lock] = {}
@@ -240,6 +243,16 @@ class Healer:
                 variables,
             )
         note = f"; held back (cool-down or rate limit): {held}" if held else ""
+        # the rule acts for its user: one who lost the business no longer starts its plan
+        if not (await self.identity.get_user(rule.operator)).holds(
+            ScopeType.BIZ, str(rule.bk_biz_id)
+        ):
+            return await record(
+                heal.REFUSED,
+                f"User {rule.operator!r} no longer holds {ScopeType.BIZ} {rule.bk_biz_id}",
+                chosen,
+                variables,
+            )
         if rule.dry_run:
             return await record(
                 heal.DRY_RUN,

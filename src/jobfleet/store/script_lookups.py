@@ -82,7 +82,12 @@ class ScriptLookups:
                 found = await self.version_by_id(conn, script_version_id)
                 if found is None:
                     raise no_version(script_version_id)
-                script = await self._visible(conn, found.script_id, bk_biz_ids, public)
+                try:
+                    script = await self._visible(conn, found.script_id, bk_biz_ids, public)
+                except JobError:
+                    # a version of a script the caller may not see is one that does not
+                    # exist: its script's id is no answer to a version id one may guess
+                    raise no_version(script_version_id) from None
                 if found.status == ScriptVersionStatus.DISABLED:
                     raise disabled(found)
                 return _resolved(script, found)

@@ -410,18 +410,27 @@ class TemplateStore(SealedRows):
         script_id = info.get("script_id")
         version_id = info.get("script_version_id")
         version = None
+        owner = None if public else bk_biz_id
         if version_id is not None:
             version = await self.scripts.version_by_id(conn, version_id)
-            if version is None or (script_id and version.script_id != script_id):
+            # named alone, a version of another owner's script is one that does not
+            # exist: its script's id is no answer to a version id one may guess
+            if (
+                version is None
+                or (script_id and version.script_id != script_id)
+                or (
+                    not script_id
+                    and await self.scripts.owned_script(conn, owner, str(version.script_id))
+                    is None
+                )
+            ):
                 raise JobError(
                     ErrorCode.SCRIPT_VERSION_NOT_EXIST,
                     f"Script version {version_id} of {where} does not exist"
                     + (f" in script {script_id}" if script_id else ""),
                 )
             script_id = version.script_id
-        script = await self.scripts.owned_script(
-            conn, None if public else bk_biz_id, str(script_id)
-        )
+        script = await self.scripts.owned_script(conn, owner, str(script_id))
         if script is None:
             raise JobError(
                 ErrorCode.SCRIPT_NOT_EXIST,
