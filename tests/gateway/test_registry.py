@@ -107,3 +107,50 @@ async def test_hang_up_closes_the_socket_too() -> None:
     conn = AgentConnection("a1", 1, Wire().send, hangup=hangup)
     await conn.hang_up(4403, "credential revoked")
     assert conn.closed and hung == [(4403, "credential revoked")]
+
+
+class Writer(Wire):
+    """A socket that writes at once while its peer reads (``reading``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+        self.now: list[object] = []
+
+    def send_now(self, frame: bytes) -> bool:
+        if not self.reading:
+            return False
+        self.now.append(orjson.loads(frame))
+        self.frames.append(self.now[-1])
+        return True
+
+
+async def test_with_send_now_a_loop_turn_is_one_frame_written_at_once_in_order() -> None:
+    wire = Writer()
+    conn = AgentConnection("a1", 1, wire.send, send_now=wire.send_now)
+    conn.send({"t": "run", "n": 0})
+    conn.send({"t": "run", "n": 1})
+    assert wire.frames == []
+    await asyncio.sleep(0)
+    assert wire.now == [[{"t": "run", "n": 0}, {"t": "run", "n": 1}]]
+
+    # the agent stops reading: the next frame waits on the socket, later ones behind it
+    wire.reading = False
+    wire.gate.clear()
+    conn.send({"t": "run", "n": 2})
+    await asyncio.sleep(0)
+    conn.send({"t": "run", "n": 3})
+    await asyncio.sleep(0)
+    wire.gate.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert wire.frames[1:] == [{"t": "run", "n": 2}, {"t": "run", "n": 3}]
+
+    # closing writes what this turn sent before it returns
+    wire.reading = True
+    conn.send({"t": "kill", "n": 4})
+    await conn.close()
+    assert wire.frames[-1] == {"t": "kill", "n": 4}
+    conn.send({"t": "kill", "n": 5})
+    await asyncio.sleep(0)
+    assert wire.frames[-1] == {"t": "kill", "n": 4}
