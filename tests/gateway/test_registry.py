@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 
-from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.gateway.registry import AgentConnection, Registry, WriteTurn
 
 
 class Wire:
@@ -154,3 +155,37 @@ async def test_with_send_now_a_loop_turn_is_one_frame_written_at_once_in_order()
     conn.send({"t": "kill", "n": 5})
     await asyncio.sleep(0)
     assert wire.frames[-1] == {"t": "kill", "n": 4}
+
+
+async def test_connections_sharing_a_turn_are_written_by_one_callback() -> None:
+    loop = asyncio.get_running_loop()
+    scheduled = 0
+    call_soon = loop.call_soon
+
+    def counting(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        nonlocal scheduled
+        scheduled += 1
+        return call_soon(*args, **kwargs)
+
+    turn = WriteTurn()
+    wires = [Writer() for _ in range(3)]
+
+    def broken(frame: bytes) -> bool:
+        raise RuntimeError("the socket broke")
+
+    conns = [AgentConnection(f"a{n}", n, w.send, send_now=w.send_now, turn=turn)
+             for n, w in enumerate(wires)]
+    failing = AgentConnection("bad", 9, Wire().send, send_now=broken, turn=turn)
+    loop.call_soon = counting  # type: ignore[method-assign]
+    try:
+        failing.send({"t": "run", "n": -1})
+        for n, conn in enumerate(conns):
+            conn.send({"t": "run", "n": n})
+            conn.send({"t": "ack", "n": n})
+    finally:
+        loop.call_soon = call_soon  # type: ignore[method-assign]
+    assert scheduled == 1
+    await asyncio.sleep(0)
+    assert [w.now for w in wires] == [
+        [[{"t": "run", "n": n}, {"t": "ack", "n": n}]] for n in range(3)
+    ]

@@ -22,7 +22,7 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.credentials import CredentialChecks
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
-from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.gateway.registry import AgentConnection, Registry, WriteTurn
 from jobfleet.gateway.validation import read_frame, read_load
 from jobfleet.gateway.wire import WireSocket
 from jobfleet.loop import raise_if_cancelled
@@ -222,6 +222,8 @@ class Gateway:
         self.stats_every = stats_every
         self.hello_timeout = hello_timeout
         self._revocations: asyncio.Task[None] | None = None
+        # what the agents' connections write in one loop turn goes out in one callback
+        self._writes = WriteTurn()
 
     def start(self) -> None:
         self._revocations = asyncio.get_running_loop().create_task(self._watch_revocations())
@@ -316,6 +318,7 @@ class Gateway:
             swarm=swarm_address(hello.get("peer"), peer),
             # the agent listener's socket writes a frame at once when the agent keeps up
             send_now=ws.send_now if isinstance(ws, WireSocket) else None,
+            turn=self._writes,
         )
         old = self.registry.add(conn)
         if old is not None:

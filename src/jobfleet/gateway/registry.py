@@ -23,14 +23,38 @@ Hangup = Callable[[int, str], Awaitable[None]]
 Outgoing = protocol.ServerMessage | dict[str, Any]
 
 
+class WriteTurn:
+    """The connections with messages to write in this loop turn, written by one
+    callback: a fan-out to thousands of agents schedules one, not one per agent."""
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due: list[AgentConnection] = []
+
+    def add(self, conn: AgentConnection) -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._due.append(conn)
+
+    def _write(self) -> None:
+        due, self._due = self._due, []
+        for conn in due:
+            try:
+                conn._write_pending()
+            except Exception:  # one connection's failure is not the others'
+                log.exception("agent_write_failed agent=%s", conn.agent_id)
+
+
 class AgentConnection:
     """One agent's socket. ``send`` never blocks: messages wait in a list, and a
     flush, started by the first message and ended when the list is empty, packs
     whatever has piled up into one frame (a JSON list), so a fan-out of many small
     messages costs one socket write per agent, not one per message. With
     ``send_now`` (a socket that can write at once) the flush is one callback on the
-    loop; a task that waits for the socket exists only while the agent reads slower
-    than the server writes, or without ``send_now``.
+    loop (one for many connections with a shared ``turn``); a task that waits for the
+    socket exists only while the agent reads slower than the server writes, or
+    without ``send_now``.
 
     Ten thousand of these live for as long as their agents are connected, so an
     idle one holds no task, queue or event: only its slots."""
@@ -42,6 +66,7 @@ class AgentConnection:
         "_scheduled",
         "_send_frame",
         "_send_now",
+        "_turn",
         "agent_id",
         "bk_host_id",
         "closed",
@@ -60,6 +85,7 @@ class AgentConnection:
         hangup: Hangup | None = None,
         swarm: str = "",
         send_now: SendNow | None = None,
+        turn: WriteTurn | None = None,
     ) -> None:
         self.agent_id = agent_id
         # ``address:port`` where this agent serves file pieces to its peers ("" = not)
@@ -71,6 +97,7 @@ class AgentConnection:
         self.known: set[str] = known or set()
         self._send_frame = send_frame
         self._send_now = send_now
+        self._turn = turn
         self._pending: list[Outgoing] = []
         self._flushing: asyncio.Task[None] | None = None
         self._scheduled = False
@@ -82,12 +109,14 @@ class AgentConnection:
         self._pending.append(message)
         if self._flushing is not None or self._scheduled:
             return
-        loop = asyncio.get_running_loop()
         if self._send_now is None:
-            self._flushing = loop.create_task(self._flush())
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            return
+        self._scheduled = True
+        if self._turn is not None:
+            self._turn.add(self)
         else:
-            self._scheduled = True
-            loop.call_soon(self._write_pending)
+            asyncio.get_running_loop().call_soon(self._write_pending)
 
     def _write_pending(self) -> None:
         """What piled up in this loop turn, written at once while the socket takes it."""
