@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from jobfleet.agent.client import Agent, AgentSettings
-from jobfleet.agent.connection import pack_frames
+from jobfleet.agent.connection import _Sender, pack_frames
 from jobfleet.agent.output import split_text
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.task import OutputCallback, TaskResult, TaskSpec
@@ -53,8 +53,13 @@ class _Loud:
 
 
 class _Queue:
+    """Stands in for the agent's sender: keeps what it is given."""
+
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def put(self, message: dict[str, Any]) -> None:
+        self.queue.put_nowait(message)
 
 
 async def test_big_output_goes_in_messages_the_server_takes() -> None:
@@ -145,3 +150,48 @@ async def test_a_second_kill_of_a_download_does_not_cut_the_first_ones_cleanup()
         await running
     assert cleaned.is_set()
     assert agent._killed["1:0:1"] == "terminate"
+
+
+class _Socket:
+    """Stands in for the agent's WebSocket: what is written, and whether the server
+    reads (``writable``); ``send`` waits until it does again."""
+
+    def __init__(self) -> None:
+        self.frames: list[Any] = []
+        self.writable = True
+        self.drained = asyncio.Event()
+
+    def write(self, frame: bytes) -> None:
+        assert self.writable, "written while the server did not read"
+        self.frames.append(orjson.loads(frame))
+
+    async def send(self, frame: bytes) -> None:
+        self.frames.append(orjson.loads(frame))
+        await self.drained.wait()
+
+
+async def test_the_sender_packs_a_loop_turn_into_one_frame_and_waits_for_a_slow_server() -> None:
+    ws = _Socket()
+    sender = _Sender(ws)  # type: ignore[arg-type]
+    first, second, third = ({"t": "stats", "n": n} for n in range(3))
+    sender.put(first)  # type: ignore[arg-type]
+    sender.put(second)  # type: ignore[arg-type]
+    assert ws.frames == []  # written once the loop turns
+    await asyncio.sleep(0)
+    assert ws.frames == [[first, second]]
+
+    ws.writable = False
+    sender.put(third)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    sender.put(first)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    # the first waits for the server to read; what comes meanwhile waits behind it
+    assert ws.frames == [[first, second], third]
+    ws.writable = True
+    ws.drained.set()
+    await asyncio.sleep(0.01)
+    assert ws.frames == [[first, second], third, first]
+    sender.stop()
+    sender.put(second)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert len(ws.frames) == 3

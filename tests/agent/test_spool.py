@@ -51,6 +51,7 @@ def test_pending_and_ack(tmp_path: Path, on_disk: bool) -> None:
     spool = Spool(tmp_path / "spool" if on_disk else None)
     run_task(spool, "1:1:1", ["a", "b"])
     assert spool.known() == ["1:1:1"]
+    assert spool.holds("1:1:1") and not spool.holds("1:1:2")
     assert spool.is_finished("1:1:1")
     assert spool.pending() == [out("1:1:1", 1, "a"), out("1:1:1", 2, "b"), done("1:1:1", 3)]
 
@@ -61,6 +62,7 @@ def test_pending_and_ack(tmp_path: Path, on_disk: bool) -> None:
 
     spool.ack("1:1:1", 3)
     assert spool.known() == []
+    assert not spool.holds("1:1:1")
     assert spool.pending() == []
     assert not spool.is_finished("1:1:1")
     spool.ack("1:1:1", 3)  # a repeated ack for a forgotten task is harmless

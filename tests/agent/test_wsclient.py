@@ -204,6 +204,49 @@ async def test_messages_ahead_of_the_close_frame_in_one_segment_are_kept() -> No
         await ws.close()
 
 
+async def test_deliver_hands_each_message_in_order_until_a_normal_close(echo: str) -> None:
+    async with await connect(echo, additional_headers={"Authorization": "Agent 1:s"}) as ws:
+        await ws.send("queued")
+        got: list[str | bytes] = []
+        await asyncio.sleep(0.2)  # "auth …" and "queued" wait in the queue, read ahead
+
+        def receive(message: str | bytes) -> None:
+            got.append(message)
+            if message == "queued":
+                ws.protocol.send_text(b"fragments")
+            elif message == "one two three":
+                ws.protocol.send_text(b"bye")
+            ws._flush()
+
+        await asyncio.wait_for(ws.deliver(receive), 20)
+        assert got == ["auth Agent 1:s", "queued", "one two three"]
+
+
+async def test_deliver_keeps_messages_ahead_of_the_close_frame_in_one_segment() -> None:
+    server, url = await raw_server(b"\x81\x03one\x81\x03two\x88\x02\x03\xe8")
+    async with server:
+        ws = await connect(url, close_timeout=0.5)
+        got: list[str | bytes] = []
+        await asyncio.wait_for(ws.deliver(got.append), 20)
+        assert got == ["one", "two"]
+        await ws.close()
+
+
+async def test_a_receiver_that_raises_cuts_the_connection_and_deliver_raises_it(
+    echo: str,
+) -> None:
+    async with await connect(echo, close_timeout=0.5) as ws:
+        assert await ws.recv() == "auth "
+
+        def receive(message: str | bytes) -> None:
+            raise ValueError(f"cannot take {message!r}")
+
+        await ws.send("boom")
+        with pytest.raises(ValueError, match="boom"):
+            await asyncio.wait_for(ws.deliver(receive), 20)
+        await asyncio.wait_for(ws.lost, 20)
+
+
 def test_tls_on_uvloop(tmp_path: Path) -> None:
     """The swarm runs its simulated hosts on uvloop, whose TLS transport is not a
     subclass of asyncio's."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 
-from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.gateway.registry import AgentConnection, Registry, WriteTurn
 
 
 class Wire:
@@ -107,3 +108,84 @@ async def test_hang_up_closes_the_socket_too() -> None:
     conn = AgentConnection("a1", 1, Wire().send, hangup=hangup)
     await conn.hang_up(4403, "credential revoked")
     assert conn.closed and hung == [(4403, "credential revoked")]
+
+
+class Writer(Wire):
+    """A socket that writes at once while its peer reads (``reading``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+        self.now: list[object] = []
+
+    def send_now(self, frame: bytes) -> bool:
+        if not self.reading:
+            return False
+        self.now.append(orjson.loads(frame))
+        self.frames.append(self.now[-1])
+        return True
+
+
+async def test_with_send_now_a_loop_turn_is_one_frame_written_at_once_in_order() -> None:
+    wire = Writer()
+    conn = AgentConnection("a1", 1, wire.send, send_now=wire.send_now)
+    conn.send({"t": "run", "n": 0})
+    conn.send({"t": "run", "n": 1})
+    assert wire.frames == []
+    await asyncio.sleep(0)
+    assert wire.now == [[{"t": "run", "n": 0}, {"t": "run", "n": 1}]]
+
+    # the agent stops reading: the next frame waits on the socket, later ones behind it
+    wire.reading = False
+    wire.gate.clear()
+    conn.send({"t": "run", "n": 2})
+    await asyncio.sleep(0)
+    conn.send({"t": "run", "n": 3})
+    await asyncio.sleep(0)
+    wire.gate.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert wire.frames[1:] == [{"t": "run", "n": 2}, {"t": "run", "n": 3}]
+
+    # closing writes what this turn sent before it returns
+    wire.reading = True
+    conn.send({"t": "kill", "n": 4})
+    await conn.close()
+    assert wire.frames[-1] == {"t": "kill", "n": 4}
+    conn.send({"t": "kill", "n": 5})
+    await asyncio.sleep(0)
+    assert wire.frames[-1] == {"t": "kill", "n": 4}
+
+
+async def test_connections_sharing_a_turn_are_written_by_one_callback() -> None:
+    loop = asyncio.get_running_loop()
+    scheduled = 0
+    call_soon = loop.call_soon
+
+    def counting(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        nonlocal scheduled
+        scheduled += 1
+        return call_soon(*args, **kwargs)
+
+    turn = WriteTurn()
+    wires = [Writer() for _ in range(3)]
+
+    def broken(frame: bytes) -> bool:
+        raise RuntimeError("the socket broke")
+
+    conns = [AgentConnection(f"a{n}", n, w.send, send_now=w.send_now, turn=turn)
+             for n, w in enumerate(wires)]
+    failing = AgentConnection("bad", 9, Wire().send, send_now=broken, turn=turn)
+    loop.call_soon = counting  # type: ignore[method-assign]
+    try:
+        failing.send({"t": "run", "n": -1})
+        for n, conn in enumerate(conns):
+            conn.send({"t": "run", "n": n})
+            conn.send({"t": "ack", "n": n})
+    finally:
+        loop.call_soon = call_soon  # type: ignore[method-assign]
+    assert scheduled == 1
+    await asyncio.sleep(0)
+    assert [w.now for w in wires] == [
+        [[{"t": "run", "n": n}, {"t": "ack", "n": n}]] for n in range(3)
+    ]

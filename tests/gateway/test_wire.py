@@ -274,6 +274,52 @@ async def test_close_after_accept_sends_the_code_and_reason() -> None:
 # --- what a client sends -----------------------------------------------------------------
 
 
+async def test_deliver_hands_each_payload_in_order_and_answers_the_close_code() -> None:
+    async with listening() as listener:
+
+        async def deliver(ws: WireSocket) -> None:
+            await ws.accept()
+            await asyncio.sleep(0.2)  # the first two wait in the inbox, read ahead
+            got: list[bytes | str] = []
+
+            def receive(payload: bytes | str) -> None:
+                got.append(payload)
+                data = payload.encode() if isinstance(payload, str) else payload
+                assert ws.send_now(b"echo:" + data)
+
+            code = await ws.deliver(receive)
+            listener.results.put_nowait((got, code))
+
+        listener.handler = deliver
+        async with await client(listener) as ws:
+            await ws.send(b"m0")
+            await ws.send("m1")
+            assert [await ws.recv() for _ in range(2)] == [b"echo:m0", b"echo:m1"]
+            await ws.send(b"m2")
+            assert await ws.recv() == b"echo:m2"
+        assert await next_result(listener) == ([b"m0", "m1", b"m2"], 1000)
+
+
+async def test_a_receiver_that_raises_fails_the_connection_with_1011() -> None:
+    async with listening() as listener:
+
+        async def deliver(ws: WireSocket) -> None:
+            await ws.accept()
+
+            def receive(payload: bytes | str) -> None:
+                raise ValueError("cannot take it")
+
+            await ws.deliver(receive)
+
+        listener.handler = deliver
+        async with await client(listener) as ws:
+            await ws.send(b"m0")
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1011
+        assert isinstance(await next_result(listener), ValueError)
+
+
 async def test_a_frame_over_the_size_closes_with_1009() -> None:
     async with listening() as listener, await client(listener, max_size=None) as ws:
         await ws.send(b"x" * (MAX_SIZE + 1))
@@ -407,6 +453,9 @@ async def test_a_send_waits_while_the_peer_does_not_read_and_keepalive_ends_it()
             stalled = sent
             await asyncio.sleep(0.3)
             assert sent == stalled
+            # nor does a frame go at once: the caller is told to wait
+            ws = await asyncio.wait_for(listener.sockets.get(), 1)
+            assert ws.send_now(b"x") is False
             # no pong comes from a peer that does not read: cut after about two heartbeats
             assert await next_result(listener) == {"type": "websocket.disconnect", "code": 1011}
             assert isinstance(await next_result(listener), WebSocketDisconnect)

@@ -98,23 +98,65 @@ def _frame(group: list[bytes]) -> bytes:
 
 class _Sender:
     """Coalesces outgoing messages into as few frames per loop turn as the server's
-    frame limit allows."""
+    frame limit allows. Messages wait in a list that one callback a loop turn writes
+    out; a task exists only while the server reads slower than the agent writes.
+
+    A message that cannot go out (the connection is closing) is dropped here: the
+    spool holds it, and it is sent again after the reconnect."""
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
-        self.queue: asyncio.Queue[protocol.AgentMessage] = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[protocol.AgentMessage] = []
+        self._scheduled = False
+        self._draining: asyncio.Task[None] | None = None
+        self._stopped = False
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            while not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            if len(batch) == 1:
-                await self.ws.send(jsonwire.dumps(batch[0]))
-                continue
-            for frame in pack_frames([jsonwire.dumps(m) for m in batch]):
-                await self.ws.send(frame)
+    def put(self, message: protocol.AgentMessage) -> None:
+        if self._stopped:
+            return
+        self._pending.append(message)
+        if not self._scheduled and self._draining is None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._pending = []
+        if self._draining is not None:
+            self._draining.cancel()
+
+    def _frames(self) -> list[bytes]:
+        batch, self._pending = self._pending, []
+        if len(batch) == 1:
+            return [jsonwire.dumps(batch[0])]
+        return pack_frames([jsonwire.dumps(m) for m in batch])
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._stopped or self._draining is not None or not self._pending:
+            return
+        frames = self._frames()
+        try:
+            for i, frame in enumerate(frames):
+                if not self.ws.writable:
+                    self._draining = self._loop.create_task(self._drain(frames[i:]))
+                    return
+                self.ws.write(frame)
+        except ConnectionClosed:
+            self.stop()
+
+    async def _drain(self, frames: list[bytes]) -> None:
+        try:
+            while frames:
+                for frame in frames:
+                    await self.ws.send(frame)
+                frames = self._frames() if self._pending else []
+        except ConnectionClosed:
+            self._stopped = True
+            self._pending = []
+        finally:
+            self._draining = None
 
 
 class Agent:
@@ -370,14 +412,13 @@ class Agent:
                 )
                 await ws.send(jsonwire.dumps(hello))
                 for message in self.spool.pending():
-                    sender.queue.put_nowait(message)
+                    sender.put(message)
                 self._sender = sender
                 self.connected.set()
-                async for frame in ws:
-                    self._frame(frame)
+                await ws.deliver(self._frame)
             finally:
                 self._sender = None
-                sender.task.cancel()
+                sender.stop()
                 stats, self._stats = self._stats, None
                 if stats is not None:
                     stats.cancel()
@@ -406,7 +447,7 @@ class Agent:
 
     def _send(self, message: protocol.AgentMessage) -> None:
         if self._sender is not None:
-            self._sender.queue.put_nowait(message)
+            self._sender.put(message)
 
     def _handle(self, message: protocol.ServerMessage) -> None:
         if message["t"] == "run":
@@ -493,7 +534,7 @@ class Agent:
 
     def _start(self, message: protocol.Run) -> None:
         task_id = str(message["id"])
-        if task_id in self._tasks or task_id in self.spool.known() or task_id in self._seen:
+        if task_id in self._tasks or self.spool.holds(task_id) or task_id in self._seen:
             # a repeat after a reconnect: the task runs, its result is on its way, or it
             # was stored already (a task id names one attempt, so it never runs twice)
             return

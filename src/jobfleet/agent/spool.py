@@ -116,6 +116,10 @@ class Spool:
         """Tasks accepted and not fully acknowledged."""
         return list(self._tasks)
 
+    def holds(self, task_id: str) -> bool:
+        """Whether ``task_id`` is accepted and not fully acknowledged."""
+        return task_id in self._tasks
+
     def pending(self) -> list[Spooled]:
         """Every unacknowledged message, by task then seq, to send again after a reconnect."""
         out: list[Spooled] = []

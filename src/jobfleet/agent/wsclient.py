@@ -18,7 +18,7 @@ import asyncio
 import os
 import ssl as ssl_module
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import cast
 
@@ -64,6 +64,9 @@ class WebSocket(asyncio.Protocol):
         self._reading_paused = False
         self._keepalive: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        # ``deliver``'s receiver, and what it raised (which ends the connection)
+        self._receiver: Callable[[str | bytes], None] | None = None
+        self._receiver_error: Exception | None = None
 
     # asyncio.Protocol
 
@@ -161,6 +164,15 @@ class WebSocket(asyncio.Protocol):
                 self._flush()
                 self._process_close()
                 return
+        receiver = self._receiver
+        if receiver is not None:
+            try:
+                receiver(message)
+            except Exception as exc:  # raised by ``deliver``, as ``recv``'s reader would
+                self._receiver, self._receiver_error = None, exc
+                self._invalid = True
+                self._abort()
+            return
         self._messages.append(message)
         if len(self._messages) >= MAX_QUEUE and not self._reading_paused and self.transport:
             self.transport.pause_reading()
@@ -200,6 +212,13 @@ class WebSocket(asyncio.Protocol):
         )
 
     async def send(self, message: bytes | str) -> None:
+        self.write(message)
+        if self._writable is not None:
+            await self._writable
+
+    def write(self, message: bytes | str) -> None:
+        """Send at once, without waiting while the server reads slower than we write
+        (then ``writable`` is false: wait with ``send``, or do not write more)."""
         if self.protocol.state is not State.OPEN:
             raise self._closed()
         if isinstance(message, str):
@@ -207,8 +226,10 @@ class WebSocket(asyncio.Protocol):
         else:
             self.protocol.send_binary(message)
         self._flush()
-        if self._writable is not None:
-            await self._writable
+
+    @property
+    def writable(self) -> bool:
+        return self._writable is None
 
     async def recv(self) -> str | bytes:
         while not self._messages:
@@ -232,6 +253,34 @@ class WebSocket(asyncio.Protocol):
                 yield await self.recv()
             except ConnectionClosedOK:
                 return
+
+    async def deliver(self, receiver: Callable[[str | bytes], None]) -> None:
+        """Hand every message to ``receiver`` as it is read, until the server closes
+        normally; a broken connection raises as ``recv`` does, and so does whatever
+        ``receiver`` raises (the connection is cut). The same messages in the same order
+        as ``async for``, without a future and a task wake-up per message: this is the
+        path of every task and acknowledgement an agent receives."""
+        while self._messages:
+            receiver(self._messages.popleft())
+        if self._reading_paused and self.transport:
+            self.transport.resume_reading()
+            self._reading_paused = False
+        self._receiver = receiver
+        try:
+            while True:
+                if self._receiver_error is not None:
+                    raise self._receiver_error
+                if self.protocol.state is State.CLOSED or self.lost.done():
+                    raise self._closed()
+                self._wakeup = self.loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+        except ConnectionClosedOK:
+            return
+        finally:
+            self._receiver = None
 
     async def close(self) -> None:
         if self.protocol.state is State.OPEN:

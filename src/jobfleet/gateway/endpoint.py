@@ -22,8 +22,9 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.credentials import CredentialChecks
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
-from jobfleet.gateway.registry import AgentConnection, Registry
+from jobfleet.gateway.registry import AgentConnection, Registry, WriteTurn
 from jobfleet.gateway.validation import read_frame, read_load
+from jobfleet.gateway.wire import WireSocket
 from jobfleet.loop import raise_if_cancelled
 from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
@@ -221,6 +222,8 @@ class Gateway:
         self.stats_every = stats_every
         self.hello_timeout = hello_timeout
         self._revocations: asyncio.Task[None] | None = None
+        # what the agents' connections write in one loop turn goes out in one callback
+        self._writes = WriteTurn()
 
     def start(self) -> None:
         self._revocations = asyncio.get_running_loop().create_task(self._watch_revocations())
@@ -313,6 +316,9 @@ class Gateway:
             peer=peer,
             hangup=hangup,
             swarm=swarm_address(hello.get("peer"), peer),
+            # the agent listener's socket writes a frame at once when the agent keeps up
+            send_now=ws.send_now if isinstance(ws, WireSocket) else None,
+            turn=self._writes,
         )
         old = self.registry.add(conn)
         if old is not None:
@@ -371,13 +377,8 @@ class Gateway:
     async def _read(self, ws: AgentSocket, conn: AgentConnection) -> None:
         events = self.events
         refusals = self.refusals
-        while True:
-            try:
-                raw = await _receive_raw(ws)
-            except WebSocketDisconnect as exc:
-                if exc.code == CLOSE_TOO_BIG:
-                    refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
-                return
+
+        def receive(raw: bytes | str) -> None:
             messages, refused = read_frame(raw)
             for refusal in refused:
                 refusals.refuse(conn, refusal.reason, refusal.detail)
@@ -394,3 +395,17 @@ class Gateway:
                 for message in messages:
                     # validated above; the engine reads them as plain dicts
                     events.agent_message(conn, cast("dict[str, Any]", message))
+
+        if isinstance(ws, WireSocket):
+            # each frame as it is read: no future or task wake-up per frame
+            code = await ws.deliver(receive)
+        else:
+            while True:
+                try:
+                    raw = await _receive_raw(ws)
+                except WebSocketDisconnect as exc:
+                    code = exc.code
+                    break
+                receive(raw)
+        if code == CLOSE_TOO_BIG:
+            refusals.refuse(conn, "frame_too_large", "a frame over the size limit")

@@ -14,6 +14,8 @@ from jobfleet.domain import protocol
 log = logging.getLogger(__name__)
 
 SendFrame = Callable[[bytes], Awaitable[None]]
+# writes a frame at once and says True, or says False when it would have to wait
+SendNow = Callable[[bytes], bool]
 # closes the socket itself, with a close code and reason
 Hangup = Callable[[int, str], Awaitable[None]]
 # what goes down to an agent: a message built by the protocol's constructors (the plain
@@ -21,11 +23,38 @@ Hangup = Callable[[int, str], Awaitable[None]]
 Outgoing = protocol.ServerMessage | dict[str, Any]
 
 
+class WriteTurn:
+    """The connections with messages to write in this loop turn, written by one
+    callback: a fan-out to thousands of agents schedules one, not one per agent."""
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due: list[AgentConnection] = []
+
+    def add(self, conn: AgentConnection) -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._due.append(conn)
+
+    def _write(self) -> None:
+        due, self._due = self._due, []
+        for conn in due:
+            try:
+                conn._write_pending()
+            except Exception:  # one connection's failure is not the others'
+                log.exception("agent_write_failed agent=%s", conn.agent_id)
+
+
 class AgentConnection:
     """One agent's socket. ``send`` never blocks: messages wait in a list, and a
-    flush task, started by the first message and ended when the list is empty,
-    packs whatever has piled up into one frame (a JSON list), so a fan-out of many
-    small messages costs one socket write per agent, not one per message.
+    flush, started by the first message and ended when the list is empty, packs
+    whatever has piled up into one frame (a JSON list), so a fan-out of many small
+    messages costs one socket write per agent, not one per message. With
+    ``send_now`` (a socket that can write at once) the flush is one callback on the
+    loop (one for many connections with a shared ``turn``); a task that waits for the
+    socket exists only while the agent reads slower than the server writes, or
+    without ``send_now``.
 
     Ten thousand of these live for as long as their agents are connected, so an
     idle one holds no task, queue or event: only its slots."""
@@ -34,7 +63,10 @@ class AgentConnection:
         "_flushing",
         "_hangup",
         "_pending",
+        "_scheduled",
         "_send_frame",
+        "_send_now",
+        "_turn",
         "agent_id",
         "bk_host_id",
         "closed",
@@ -52,6 +84,8 @@ class AgentConnection:
         peer: str = "",
         hangup: Hangup | None = None,
         swarm: str = "",
+        send_now: SendNow | None = None,
+        turn: WriteTurn | None = None,
     ) -> None:
         self.agent_id = agent_id
         # ``address:port`` where this agent serves file pieces to its peers ("" = not)
@@ -62,24 +96,53 @@ class AgentConnection:
         self.peer = peer
         self.known: set[str] = known or set()
         self._send_frame = send_frame
+        self._send_now = send_now
+        self._turn = turn
         self._pending: list[Outgoing] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._scheduled = False
         self.closed = False
 
     def send(self, message: Outgoing) -> None:
         if self.closed:
             return
         self._pending.append(message)
-        if self._flushing is None:
+        if self._flushing is not None or self._scheduled:
+            return
+        if self._send_now is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            return
+        self._scheduled = True
+        if self._turn is not None:
+            self._turn.add(self)
+        else:
+            asyncio.get_running_loop().call_soon(self._write_pending)
 
-    async def _flush(self) -> None:
+    def _write_pending(self) -> None:
+        """What piled up in this loop turn, written at once while the socket takes it."""
+        if not self._scheduled:
+            return  # written already, by ``close``
+        self._scheduled = False
+        send_now = self._send_now
+        assert send_now is not None
+        while self._pending:
+            batch, self._pending = self._pending, []
+            frame = self._encode(batch)
+            if frame is None:
+                continue
+            if not send_now(frame):
+                # the agent reads slower than we write, or is gone: wait (or fail) in a task
+                self._flushing = asyncio.get_running_loop().create_task(self._flush(frame))
+                return
+
+    async def _flush(self, frame: bytes | None = None) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                frame = self._encode(batch)
+            while frame is not None or self._pending:
                 if frame is None:
-                    continue
+                    batch, self._pending = self._pending, []
+                    frame = self._encode(batch)
+                    if frame is None:
+                        continue
                 try:
                     await self._send_frame(frame)
                 except Exception as exc:  # the reader side sees the close and cleans up
@@ -87,6 +150,7 @@ class AgentConnection:
                     self.closed = True
                     self._pending = []
                     return
+                frame = None
         finally:
             self._flushing = None
 
@@ -125,6 +189,7 @@ class AgentConnection:
     async def close(self) -> None:
         """No more sends; what was sent before still goes out (for at most 2 s)."""
         self.closed = True
+        self._write_pending()
         task = self._flushing
         if task is None:
             return

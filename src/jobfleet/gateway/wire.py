@@ -89,6 +89,14 @@ class WireSocket:
     async def receive(self) -> dict[str, Any]:
         return await self._wire.receive()
 
+    async def deliver(self, receiver: Callable[[bytes | str], None]) -> int:
+        """Payloads to ``receiver`` as they are read; the close code once the connection
+        ends (``WireProtocol.deliver``)."""
+        return await self._wire.deliver(receiver)
+
+    def send_now(self, data: bytes) -> bool:
+        return self._wire.send_now(data)
+
     async def send_bytes(self, data: bytes) -> None:
         await self._wire.send_bytes(data)
 
@@ -113,6 +121,7 @@ class WireProtocol(asyncio.Protocol):
         "_conn",
         "_drain",
         "_ended",
+        "_failure",
         "_fragments",
         "_heard",
         "_inbox",
@@ -120,6 +129,7 @@ class WireProtocol(asyncio.Protocol):
         "_queued",
         "_raw",
         "_read_paused",
+        "_receiver",
         "_response",
         "_server_state",
         "_state",
@@ -157,6 +167,10 @@ class WireProtocol(asyncio.Protocol):
         self._inbox: deque[bytes | str] | None = None
         self._queued = 0
         self._waiter: asyncio.Future[bytes | str | int] | None = None
+        # the gateway's receiver while it takes payloads as they are read (``deliver``),
+        # and what it raised
+        self._receiver: Callable[[bytes | str], None] | None = None
+        self._failure: Exception | None = None
         # the close code the gateway hears after the inbox (None while open)
         self._ended: int | None = None
         # a fragmented message being put together, and whether it is text
@@ -377,6 +391,42 @@ class WireProtocol(asyncio.Protocol):
             return {"type": "websocket.receive", "text": payload}
         return {"type": "websocket.receive", "bytes": payload}
 
+    async def deliver(self, receiver: Callable[[bytes | str], None]) -> int:
+        """Hand every payload to ``receiver`` as it is read (those waiting first) until
+        the connection ends, and answer its close code. No future or task wake-up per
+        frame. What ``receiver`` raises fails the connection (1011) and is raised here."""
+        inbox = self._inbox
+        while inbox:
+            payload = inbox.popleft()
+            self._queued -= len(payload)
+            receiver(payload)
+        if self._read_paused:
+            self._set_reading()
+        if self._ended is None:
+            if self._waiter is not None:
+                raise RuntimeError("one reader at a time")
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            self._receiver = receiver
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                self._receiver = None
+        if self._failure is not None:
+            raise self._failure
+        assert self._ended is not None
+        return self._ended
+
+    def send_now(self, data: bytes) -> bool:
+        """Send at once, unless the peer reads slower than we write or the connection
+        is over: then False, and ``send_bytes`` waits or raises."""
+        if self._drain is not None or self._state != self._OPEN or self._conn.state is not OPEN:
+            return False
+        self._conn.send_binary(data)
+        self._flush()
+        return True
+
     async def send_bytes(self, data: bytes) -> None:
         if self._drain is not None:
             # the peer reads slower than we write: wait, do not buffer without end
@@ -447,6 +497,17 @@ class WireProtocol(asyncio.Protocol):
                 self._end(1007)
                 self._state = self._CLOSING
                 return
+        receiver = self._receiver
+        if receiver is not None:
+            try:
+                receiver(payload)
+            except Exception as exc:
+                self._receiver = None
+                self._failure = exc
+                self._conn.fail(1011, "internal error")
+                self._end(1011)
+                self._state = self._CLOSING
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             self._waiter = None
