@@ -1,0 +1,103 @@
+"""A business set's user acts in the set as in a business: what they make under the set
+(uploads, accounts) is theirs to use and read there, and no further; the set reaches its
+members' hosts, not their own uploads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.integration.harness import Running, eventually
+
+V3 = "/api/bk-job/prod/api/v3"
+OWN = "/api/jobfleet/v1"
+A = "127.0.0.2"
+SET = {"bk_scope_type": "biz_set", "bk_scope_id": "9000001"}
+OTHER_SET = {"bk_scope_type": "biz_set", "bk_scope_id": "9000002"}
+BIZ2 = {"bk_scope_type": "biz", "bk_scope_id": "2"}
+
+
+async def people(running: Running) -> dict[str, dict[str, str]]:
+    """Set 9000001 of businesses 2 and 3, set 9000002 of the same two, and a user holding
+    each of them and business 2: their headers by scope id."""
+    identity = running.server.identity
+    await identity.create_business(3, "three")
+    await identity.create_biz_set(9000001, "set one", [2, 3])
+    await identity.create_biz_set(9000002, "set two", [2, 3])
+    headers = {}
+    for user, scope in (("setuser", SET), ("otherset", OTHER_SET), ("bizuser", BIZ2)):
+        await identity.ensure_user(user)
+        await identity.grant(user, scope["bk_scope_type"], scope["bk_scope_id"])
+        headers[scope["bk_scope_id"]] = running.wire.headers(bk_username=user)
+    return headers
+
+
+async def upload(running: Running, scope: dict[str, str], headers: dict[str, str],
+                 data: bytes) -> dict[str, Any]:
+    answer = (await running.wire.http.post(f"{OWN}/files", params={"name": "a.bin", **scope},
+                                           content=data, headers=headers)).json()
+    assert answer["result"], answer
+    return dict(answer["data"])
+
+
+def transfer(scope: dict[str, str], path: str, target: str) -> dict[str, Any]:
+    return {**scope, "account_alias": "root", "file_target_path": target,
+            "file_source_list": [{"file_type": 2, "file_list": [path]}],
+            "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}}
+
+
+async def finished(running: Running, scope: dict[str, str], headers: dict[str, str],
+                   job_id: int) -> dict[str, Any]:
+    async def done() -> dict[str, Any] | None:
+        answer = await running.wire.get(f"{V3}/get_job_instance_status", {
+            **scope, "job_instance_id": job_id}, headers=headers)
+        assert answer["result"], answer
+        return answer["data"] if answer["data"]["finished"] else None
+    return dict(await eventually(done, 60, 0.1))
+
+
+async def test_a_set_user_sends_and_reads_their_own_uploads(
+        running: Running, tmp_path: Path) -> None:
+    await running.start_agents([A])
+    who = await people(running)
+    mine = who["9000001"]
+    made = await upload(running, SET, mine, b"set bytes")
+    # through an upload URL as well
+    urls = await running.wire.post(f"{V3}/generate_local_file_upload_url", {
+        **SET, "file_name_list": ["b.conf"]}, headers=mine)
+    assert urls["result"], urls
+    put = (await running.wire.http.put(urls["data"]["url_map"]["b.conf"]["upload_url"],
+                                       content=b"conf")).json()
+    assert put["result"], put
+    read = await running.wire.http.get(f"{OWN}/files/{made['file_id']}", headers=mine)
+    assert (read.status_code, read.content) == (200, b"set bytes"), read.text
+    for path in (made["path"], urls["data"]["url_map"]["b.conf"]["path"]):
+        sent = await running.wire.post(f"{V3}/fast_transfer_file",
+                                       transfer(SET, path, f"{tmp_path}/out"), headers=mine)
+        assert sent["result"], sent
+        data = await finished(running, SET, mine, sent["data"]["job_instance_id"])
+        assert data["job_instance"]["status"] == 3, data
+    assert (tmp_path / "out" / "a.bin").read_bytes() == b"set bytes"
+    assert (tmp_path / "out" / "b.conf").read_bytes() == b"conf"
+
+
+async def test_the_sets_uploads_and_its_members_stay_apart(running: Running) -> None:
+    who = await people(running)
+    theirs = await upload(running, SET, who["9000001"], b"set bytes")
+    members = await upload(running, BIZ2, who["2"], b"business bytes")
+    # a member business's user and another set's user reach nothing of the set's
+    for scope, headers in ((BIZ2, who["2"]), (OTHER_SET, who["9000002"])):
+        read = await running.wire.http.get(f"{OWN}/files/{theirs['file_id']}", headers=headers)
+        assert (read.status_code, read.json()["code"]) == (403, 9900403), read.text
+        sent = await running.wire.post(f"{V3}/fast_transfer_file",
+                                       transfer(scope, theirs["path"], "/tmp/x"),
+                                       headers=headers)
+        assert sent["code"] == 1241010 and theirs["path"] in sent["message"], sent
+    # nor does the set's user reach a member business's own upload
+    read = await running.wire.http.get(f"{OWN}/files/{members['file_id']}",
+                                       headers=who["9000001"])
+    assert (read.status_code, read.json()["code"]) == (403, 9900403), read.text
+    sent = await running.wire.post(f"{V3}/fast_transfer_file",
+                                   transfer(SET, members["path"], "/tmp/x"),
+                                   headers=who["9000001"])
+    assert sent["code"] == 1241010 and members["path"] in sent["message"], sent
