@@ -101,3 +101,34 @@ async def test_the_sets_uploads_and_its_members_stay_apart(running: Running) -> 
                                    transfer(SET, members["path"], "/tmp/x"),
                                    headers=who["9000001"])
     assert sent["code"] == 1241010 and members["path"] in sent["message"], sent
+
+
+async def test_the_host_list_takes_a_scope_and_shows_a_sets_members(running: Running) -> None:
+    who = await people(running)
+    wire = running.wire
+    inventory = running.server.inventory
+    await inventory.add(2, "127.0.0.9")
+    await inventory.add(3, "127.0.0.10")
+    await running.server.identity.create_business(4, "four")
+    await inventory.add(4, "127.0.0.11")
+
+    async def listed(params: dict[str, Any], headers: dict[str, str]) -> list[str]:
+        answer = await wire.get(f"{OWN}/hosts", params, headers=headers)
+        assert answer["result"], answer
+        return sorted(h["ip"] for h in answer["data"])
+
+    # a set's user sees its members' hosts, named or not
+    members = ["127.0.0.10", "127.0.0.9"]
+    assert await listed(SET, who["9000001"]) == members
+    assert await listed({}, who["9000001"]) == members
+    assert await listed({"bk_biz_id": 9000001}, who["9000001"]) == members
+    # a scope named and not held is refused, as on every route that names one
+    for scope, headers in ((SET, who["2"]), (BIZ2, who["9000001"])):
+        refused = await wire.get(f"{OWN}/hosts", scope, headers=headers)
+        assert refused["code"] == 9900403 and "no permission" in refused["message"], refused
+    assert await listed(BIZ2, who["2"]) == ["127.0.0.9"]
+    missing = await wire.get(f"{OWN}/hosts", {"bk_scope_type": "biz_set",
+                                              "bk_scope_id": "9000009"})
+    assert missing["code"] == 1243051, missing
+    assert await listed({"bk_scope_type": "biz", "bk_scope_id": "4"}, wire.headers()) == [
+        "127.0.0.11"]
