@@ -132,3 +132,23 @@ async def test_the_host_list_takes_a_scope_and_shows_a_sets_members(running: Run
     assert missing["code"] == 1243051, missing
     assert await listed({"bk_scope_type": "biz", "bk_scope_id": "4"}, wire.headers()) == [
         "127.0.0.11"]
+
+
+async def test_a_set_user_runs_as_an_account_made_in_the_set(running: Running) -> None:
+    await running.start_agents([A])
+    who = await people(running)
+    mine = who["9000001"]
+    made = await running.wire.post(f"{V3}/create_account", {
+        **SET, "account": "root", "alias": "ops", "type": 1, "category": 1}, headers=mine)
+    assert made["result"], made
+    ran = await running.wire.post(f"{V3}/fast_execute_script", {
+        **SET, "script_language": 1, "script_content": "ZWNobyBvaw==", "account_alias": "ops",
+        "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}}, headers=mine)
+    assert ran["result"], ran
+    data = await finished(running, SET, mine, ran["data"]["job_instance_id"])
+    assert data["job_instance"]["status"] == 3, data
+    # the set's account is the set's: a member business's user does not run as it
+    theirs = await running.wire.post(f"{V3}/fast_execute_script", {
+        **BIZ2, "script_language": 1, "script_content": "ZWNobyBvaw==", "account_alias": "ops",
+        "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}}, headers=who["2"])
+    assert theirs["code"] == 1244003, theirs
