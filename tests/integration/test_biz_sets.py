@@ -152,3 +152,32 @@ async def test_a_set_user_runs_as_an_account_made_in_the_set(running: Running) -
         **BIZ2, "script_language": 1, "script_content": "ZWNobyBvaw==", "account_alias": "ops",
         "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}}, headers=who["2"])
     assert theirs["code"] == 1244003, theirs
+
+
+async def test_a_set_user_sends_from_a_file_source_made_in_the_set(running: Running) -> None:
+    who = await people(running)
+    await running.server.inventory.add(2, A)
+    mine = who["9000001"]
+    cred = await running.wire.post(f"{V3}/create_credential", {
+        **SET, "name": "p", "type": "PASSWORD", "credential_password": "x"}, headers=mine)
+    assert cred["result"], cred
+    made = await running.wire.post(f"{V3}/create_file_source", {
+        **SET, "code": "setsrc", "alias": "set source", "type": "HTTP",
+        "access_params": {"base_url": "http://192.0.2.1"}, "credential_id": cred["data"]["id"]},
+        headers=mine)
+    assert made["result"], made
+
+    def sent(scope: dict[str, str], named: dict[str, Any]) -> dict[str, Any]:
+        return {**scope, "account_alias": "root", "file_target_path": "/tmp/x",
+                "start_task": False,
+                "file_source_list": [{"file_type": 3, "file_list": ["a"], **named}],
+                "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}}
+
+    for named in ({"file_source_code": "setsrc"}, {"file_source_id": made["data"]["id"]}):
+        ran = await running.wire.post(f"{V3}/fast_transfer_file", sent(SET, named),
+                                      headers=mine)
+        assert ran["result"], ran
+        # the set's source is the set's: a member business's user does not reach it
+        theirs = await running.wire.post(f"{V3}/fast_transfer_file", sent(BIZ2, named),
+                                         headers=who["2"])
+        assert theirs["code"] in (1260001, 1260012), theirs
