@@ -181,3 +181,23 @@ async def test_a_set_user_sends_from_a_file_source_made_in_the_set(running: Runn
         theirs = await running.wire.post(f"{V3}/fast_transfer_file", sent(BIZ2, named),
                                          headers=who["2"])
         assert theirs["code"] in (1260001, 1260012), theirs
+
+
+async def test_gse_queries_answer_a_set_user_for_its_members_hosts(running: Running) -> None:
+    await running.start_agents([A])
+    who = await people(running)
+    identity = running.server.identity
+    await identity.create_business(4, "four")
+    await identity.create_biz_set(9000004, "set four", [4])
+    await identity.ensure_user("fouruser")
+    await identity.grant("fouruser", "biz_set", "9000004")
+    for headers, alive in ((who["9000001"], 1), (running.wire.headers(bk_username="fouruser"), 0)):
+        for prefix, name, key in (("/api/c/compapi/v2/gse", "get_agent_status", f"0:{A}"),):
+            answer = await running.wire.post(f"{prefix}/{name}", {
+                "hosts": [{"ip": A, "bk_cloud_id": 0}]}, headers=headers)
+            assert answer["result"], answer
+            assert answer["data"][key]["bk_agent_alive"] == alive, answer
+    listed = await running.wire.post("/api/bk-gse/prod/api/v2/cluster/list_agent_state", {
+        "agent_id_list": [f"0:{A}"]}, headers=who["9000001"])
+    assert listed["result"], listed
+    assert [a["status_code"] for a in listed["data"]] == [2], listed
