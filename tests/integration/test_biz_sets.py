@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import Running, eventually
+from tests.integration.harness import Running, Wire, eventually
 
 V3 = "/api/bk-job/prod/api/v3"
 OWN = "/api/jobfleet/v1"
@@ -201,3 +201,32 @@ async def test_gse_queries_answer_a_set_user_for_its_members_hosts(running: Runn
         "agent_id_list": [f"0:{A}"]}, headers=who["9000001"])
     assert listed["result"], listed
     assert [a["status_code"] for a in listed["data"]] == [2], listed
+
+
+async def test_an_app_of_every_member_reads_a_sets_fetched_files(
+        running: Running, tmp_path: Path) -> None:
+    await running.start_agents([A])
+    await people(running)
+    secret = await running.server.identity.create_app("members", users=["setuser"], biz=[2, 3])
+    limited = Wire(running.url, "members", secret, "setuser")
+    try:
+        log = tmp_path / "app.log"
+        log.write_text("line\n")
+        made = await limited.post(f"{OWN}/fetch", {
+            **SET, "account_alias": "root", "file_list": [str(log)],
+            "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}})
+        assert made["result"], made
+        job_id = made["data"]["job_instance_id"]
+        data = await finished(running, SET, limited.headers(), job_id)
+        assert data["job_instance"]["status"] == 3, data
+        listing = await limited.get(f"{OWN}/fetch/{job_id}", SET)
+        [item] = listing["data"]
+        for url in (item["url"], f"{OWN}/files/{item['file_id']}"):
+            read = await limited.http.get(url, headers=limited.headers())
+            assert (read.status_code, read.content) == (200, b"line\n"), (url, read.text)
+        async with limited.http.stream("GET", f"{OWN}/jobs/{job_id}/events",
+                                       headers=limited.headers()) as events:
+            kind = events.headers.get("content-type", "")
+            assert kind.startswith("text/event-stream"), (await events.aread())[:300]
+    finally:
+        await limited.close()

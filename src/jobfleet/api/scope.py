@@ -95,6 +95,19 @@ async def resolve_scope(
     return Scope(scope_type, scope_id, number, biz_ids)
 
 
+async def holds_scope(
+    identity: IdentityStore, caller: Caller, scope_type: str, scope_id: str
+) -> bool:
+    """``Caller.holds`` of a scope something was made in: an app limited to some
+    businesses holds a business set whose members are all among them."""
+    biz_ids = None
+    if scope_type == ScopeType.BIZ_SET and caller.app.biz is not None:
+        number = decimal_int(scope_id)
+        members = None if number is None else await identity.biz_set_members(number)
+        biz_ids = None if members is None else set(members)
+    return caller.holds(scope_type, scope_id, biz_ids)
+
+
 async def seen_businesses(identity: IdentityStore, caller: Caller) -> set[int] | None:
     """The businesses whose hosts the caller sees without naming a scope: the user's
     businesses and the members of their business sets (whose hosts they act on), within

@@ -16,6 +16,7 @@ from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.files import BlobResponse
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
+from jobfleet.api.scope import holds_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.paths import source_label
@@ -278,7 +279,9 @@ async def download_fetched(request: Request) -> Response:
         caller = await services.auth.authenticate(request, dict(request.query_params))
         job_id = need_int(dict(request.path_params), "job_instance_id", minimum=1)
         job = await services.jobs.job(job_id)
-        if job is None or not caller.holds(job.scope_type, job.scope_id):
+        if job is None or not await holds_scope(
+            services.identity, caller, job.scope_type, job.scope_id
+        ):
             raise JobError(
                 ErrorCode.JOB_INSTANCE_NOT_EXIST,
                 f"Job instance {job_id} does not exist",
@@ -322,8 +325,7 @@ async def _reader_scope(services: Services, caller: Caller, blob: Blob) -> str |
     scope_id = str(blob.bk_biz_id)
     if caller.holds(ScopeType.BIZ, scope_id):
         return ScopeType.BIZ
-    members = await services.identity.biz_set_members(int(scope_id))
-    if members is not None and caller.holds(ScopeType.BIZ_SET, scope_id, set(members)):
+    if await holds_scope(services.identity, caller, ScopeType.BIZ_SET, scope_id):
         return ScopeType.BIZ_SET
     return None
 
