@@ -230,3 +230,20 @@ async def test_an_app_of_every_member_reads_a_sets_fetched_files(
             assert kind.startswith("text/event-stream"), (await events.aread())[:300]
     finally:
         await limited.close()
+
+
+async def test_an_app_of_every_member_searches_a_sets_audit(running: Running) -> None:
+    await people(running)
+    secret = await running.server.identity.create_app("members", users=["setuser"], biz=[2, 3])
+    limited = Wire(running.url, "members", secret, "setuser")
+    try:
+        made = await limited.post(f"{V3}/create_account", {
+            **SET, "account": "deploy", "alias": "deploy", "type": 1, "category": 1})
+        assert made["result"], made
+        for params in ({"action": "create_account"}, {**SET, "action": "create_account"}):
+            seen = await limited.get(f"{OWN}/audit/entries", params)
+            assert seen["result"], seen
+            assert [(e["scope_type"], e["scope_id"]) for e in seen["data"]["data"]] == [
+                ("biz_set", "9000001")], (params, seen)
+    finally:
+        await limited.close()
