@@ -247,3 +247,27 @@ async def test_an_app_of_every_member_searches_a_sets_audit(running: Running) ->
                 ("biz_set", "9000001")], (params, seen)
     finally:
         await limited.close()
+
+
+async def test_a_plan_run_in_a_set_sends_only_its_own_businesss_uploads(
+        running: Running) -> None:
+    who = await people(running)
+    await running.server.inventory.add(2, A)
+    wire = running.wire
+    await running.server.identity.grant("setuser", "biz", "3")
+    # an upload of business 3, named in a plan of business 2
+    theirs = await upload(running, {"bk_scope_type": "biz", "bk_scope_id": "3"},
+                          who["9000001"], b"three's")
+    tpl = await wire.post(f"{OWN}/templates?bk_biz_id=2", {
+        "name": "send", "step_list": [{"name": "send", "type": 2, "file_info": {
+            "file_source_list": [{"file_type": 2, "file_list": [theirs["path"]]}],
+            "file_destination": {"path": "/tmp/x", "account": "root",
+                                 "server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}}}}]})
+    assert tpl["result"], tpl
+    plan = await wire.post(f"{OWN}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
+                           {"name": "send now"})
+    assert plan["result"], plan
+    for scope in (BIZ2, SET):
+        ran = await wire.post(f"{V3}/execute_job_plan", {
+            **scope, "job_plan_id": plan["data"]["id"], "start_task": False})
+        assert ran["code"] == 1241010 and theirs["path"] in ran["message"], (scope, ran)
