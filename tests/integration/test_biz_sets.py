@@ -163,7 +163,7 @@ async def test_a_set_user_sends_from_a_file_source_made_in_the_set(running: Runn
     assert cred["result"], cred
     made = await running.wire.post(f"{V3}/create_file_source", {
         **SET, "code": "setsrc", "alias": "set source", "type": "HTTP",
-        "access_params": {"base_url": "http://192.0.2.1"}, "credential_id": cred["data"]["id"]},
+        "access_params": {"base_url": "http://127.0.0.1:9"}, "credential_id": cred["data"]["id"]},
         headers=mine)
     assert made["result"], made
 
