@@ -16,7 +16,7 @@ from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import get_bool, get_int, get_str, need_int
 from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
-from jobfleet.api.scope import require_admin, resolve_scope
+from jobfleet.api.scope import require_admin, resolve_scope, seen_businesses
 from jobfleet.domain import enrollment
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import clean_name
@@ -193,20 +193,17 @@ async def list_businesses(call: Call) -> list[dict[str, Any]]:
 
 
 async def list_hosts(call: Call) -> list[dict[str, Any]]:
-    user = call.caller.user
-    biz = get_int(call.params, "bk_biz_id", minimum=1)
-    if biz is not None:
-        # a business that does not exist, or one the caller may not see, is an error
-        # as on every route that names one, not an empty list
-        scope = {"bk_scope_type": ScopeType.BIZ, "bk_scope_id": str(biz)}
-        await resolve_scope(call.services.identity, call.caller, scope, "view_host")
-    alive = call.params.get("alive")
-    alive_flag = None if alive in (None, "") else get_bool(call.params, "alive")
-    allowed = None if user.is_admin else {int(i) for t, i in user.scopes if t == ScopeType.BIZ}
-    limit = call.caller.app.biz
-    if limit is not None:
-        allowed = set(limit) if allowed is None else allowed & limit
-    hosts = await call.services.inventory.list(bk_biz_id=biz, alive=alive_flag, biz_ids=allowed)
+    p = call.params
+    if any(p.get(k) not in (None, "") for k in ("bk_scope_type", "bk_scope_id", "bk_biz_id")):
+        # a scope that does not exist, or one the caller may not see, is an error as on
+        # every route that names one, not an empty list
+        scope = await resolve_scope(call.services.identity, call.caller, p, "view_host")
+        biz_ids: set[int] | None = scope.biz_ids
+    else:
+        biz_ids = await seen_businesses(call.services.identity, call.caller)
+    alive = p.get("alive")
+    alive_flag = None if alive in (None, "") else get_bool(p, "alive")
+    hosts = await call.services.inventory.list(alive=alive_flag, biz_ids=biz_ids)
     return [h.public() for h in hosts]
 
 

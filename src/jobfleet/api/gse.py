@@ -15,9 +15,9 @@ from jobfleet.api.auditing import audit
 from jobfleet.api.auth import CONSOLE_APP, TOKEN_APP
 from jobfleet.api.params import INT64, check_range, decimal_int, get_list, get_str, need_int
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
+from jobfleet.api.scope import seen_businesses
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.engine.procs import (
     AGENT_ABNORMAL,
@@ -63,7 +63,7 @@ async def _hosts_by_address(
         if not isinstance(item, dict) or not item.get("ip"):
             raise JobError.invalid("hosts")
         wanted.append((_cloud(item, "hosts.bk_cloud_id"), normalize_ip(item["ip"])))
-    hosts = visible(call, await call.services.inventory.by_ips(wanted))
+    hosts = await visible(call, await call.services.inventory.by_ips(wanted))
     return wanted, by_address(hosts)
 
 
@@ -95,16 +95,17 @@ def _cloud(host: dict[str, Any], name: str) -> int:
     return check_range(name, number, "bk_cloud_id")
 
 
-def visible(call: Call, hosts: list[Host]) -> list[Host]:
-    """Only hosts of businesses the caller may see: the others are answered as unknown.
-    GSE queries may name no user (an app-level call): then the app's businesses decide."""
+async def visible(call: Call, hosts: list[Host]) -> list[Host]:
+    """Only hosts of businesses the caller may see (a business set's user: its members'):
+    the others are answered as unknown. GSE queries may name no user (an app-level call):
+    then the app's businesses decide."""
     caller = call.caller
-    return [
-        h
-        for h in hosts
-        if caller.app.may_touch({h.bk_biz_id})
-        and (not caller.username or caller.user.holds(ScopeType.BIZ, str(h.bk_biz_id)))
-    ]
+    seen: set[int] | frozenset[int] | None
+    if caller.username:
+        seen = await seen_businesses(call.services.identity, caller)
+    else:
+        seen = caller.app.biz
+    return [h for h in hosts if seen is None or h.bk_biz_id in seen]
 
 
 async def get_agent_status(call: Call) -> dict[str, Any]:
@@ -181,7 +182,7 @@ class KnownHosts:
         hosts = await inventory.by_ips(pairs) if pairs else []
         if agent_ids:
             hosts += await inventory.by_agent_ids(agent_ids)
-        return cls(visible(call, hosts))
+        return cls(await visible(call, hosts))
 
     def resolve(self, ids: list[str]) -> dict[str, Host]:
         """The host each of ``ids`` names (ids naming none are left out)."""
@@ -626,9 +627,8 @@ async def get_proc_operate_result(call: Call) -> dict[str, Any]:
         )
     ):
         raise JobError(ErrorCode.NOT_FOUND, f"Process operation task {task_id} does not exist")
-    if caller.username and not all(
-        caller.user.holds(ScopeType.BIZ, str(b)) for b in task.biz_ids
-    ):
+    seen = await seen_businesses(call.services.identity, caller) if caller.username else None
+    if seen is not None and not seen.issuperset(task.biz_ids):
         raise JobError(ErrorCode.NOT_FOUND, f"Process operation task {task_id} does not exist")
     return {
         f"{r.agent_id}:{r.namespace}:{r.name}": {

@@ -35,6 +35,7 @@ from jobfleet.api.auditing import audit_log_read, refusal
 from jobfleet.api.auth import Caller
 from jobfleet.api.params import INT32, INT64, check_range
 from jobfleet.api.routing import Call, services_of
+from jobfleet.api.scope import holds_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
@@ -103,7 +104,9 @@ def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
 async def job_for(services: Services, caller: Caller, job_id: int) -> Any:
     """The job if the caller may see it; jobs of other businesses do not exist for them."""
     job = await services.jobs.job(job_id)
-    if job is None or not caller.holds(job.scope_type, job.scope_id):
+    if job is None or not await holds_scope(
+        services.identity, caller, job.scope_type, job.scope_id
+    ):
         raise JobError(
             ErrorCode.JOB_INSTANCE_NOT_EXIST,
             f"Job instance {job_id} does not exist (or its history was purged)",

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str
 from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
-from jobfleet.api.scope import require_admin
+from jobfleet.api.scope import holds_scope, require_admin
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.store.audit import AuditQuery
@@ -290,6 +290,14 @@ async def search_audit(call: Call) -> dict[str, Any]:
     until = get_int(p, "create_time_end", minimum=0)
     if since is not None and until is not None and since > until:
         raise JobError.invalid("create_time_end", "earlier than create_time_start")
+    # without a scope named, a user who is not an admin sees the scopes they hold
+    # that the app may touch too (a business set: all of its members)
+    held = None
+    if scope is None and not call.caller.is_admin:
+        identity = call.services.identity
+        held = sorted(
+            [s for s in user.scopes if await holds_scope(identity, call.caller, *s)]
+        )
     query = AuditQuery(
         since=since,
         until=until,
@@ -300,11 +308,7 @@ async def search_audit(call: Call) -> dict[str, Any]:
         resource_id=get_str(p, "resource_id", max_length=128),
         scope_type=scope.scope_type if scope else None,
         scope_id=scope.scope_id if scope else None,
-        # without a scope named, a user who is not an admin sees the scopes they hold
-        # that the app may touch too
-        scopes=None
-        if scope or call.caller.is_admin
-        else sorted(s for s in user.scopes if call.caller.holds(*s)),
+        scopes=held,
     )
     total, rows = await call.services.audit.query(query, offset=offset, limit=length)
     return {"start": offset, "length": length, "total": total, "data": rows}

@@ -95,6 +95,41 @@ async def resolve_scope(
     return Scope(scope_type, scope_id, number, biz_ids)
 
 
+async def holds_scope(
+    identity: IdentityStore, caller: Caller, scope_type: str, scope_id: str
+) -> bool:
+    """``Caller.holds`` of a scope something was made in: an app limited to some
+    businesses holds a business set whose members are all among them."""
+    biz_ids = None
+    if scope_type == ScopeType.BIZ_SET and caller.app.biz is not None:
+        number = decimal_int(scope_id)
+        members = None if number is None else await identity.biz_set_members(number)
+        biz_ids = None if members is None else set(members)
+    return caller.holds(scope_type, scope_id, biz_ids)
+
+
+async def seen_businesses(identity: IdentityStore, caller: Caller) -> set[int] | None:
+    """The businesses whose hosts the caller sees without naming a scope: the user's
+    businesses and the members of their business sets (whose hosts they act on), within
+    the app's; None for every business."""
+    user = caller.user
+    seen: set[int] | None = None
+    if not user.is_admin and not any(t == ScopeType.TENANT_SET for t, _ in user.scopes):
+        seen = set()
+        for scope_type, scope_id in user.scopes:
+            number = decimal_int(scope_id)
+            if number is None:
+                continue
+            if scope_type == ScopeType.BIZ:
+                seen.add(number)
+            elif scope_type == ScopeType.BIZ_SET:
+                seen.update(await identity.biz_set_members(number) or ())
+    limit = caller.app.biz
+    if limit is not None:
+        seen = set(limit) if seen is None else seen & limit
+    return seen
+
+
 def require_admin(caller: Caller, what: str = "use the administration routes") -> None:
     """An administrator, named by an administration app, whatever user an app names."""
     if not caller.user.is_admin:

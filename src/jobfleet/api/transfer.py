@@ -11,10 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet.api.auditing import as_caller, audit
+from jobfleet.api.auth import Caller
 from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.files import BlobResponse
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
+from jobfleet.api.scope import holds_scope
+from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.paths import source_label
 from jobfleet.domain.plans import MAX_SPEED_LIMIT
@@ -23,7 +26,7 @@ from jobfleet.domain.scripts import MAX_TASK_NAME, check_timeout, decode_base64
 from jobfleet.domain.status import ScopeType, TaskType
 from jobfleet.domain.targets import parse_target
 from jobfleet.engine.submit import Account, FileRequest, Scope, submit_file
-from jobfleet.store.blobs import COMPLETE
+from jobfleet.store.blobs import COMPLETE, Blob
 from jobfleet.store.filelogs import DOWNLOAD, UPLOAD
 
 PREFIX = "/api/jobfleet/v1"
@@ -132,8 +135,10 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
             file_count += len(paths) * len(hosts)
         elif file_type == 2:
             sources.extend(
+                # an upload belongs to the scope it was made in: a set's are the set's
+                # own, not its members'
                 await call.services.blobs.uploaded_sources(
-                    [str(f or "") for f in files], scope.biz_ids
+                    [str(f or "") for f in files], {scope.bk_biz_id}
                 )
             )
             file_count += len(files)
@@ -274,7 +279,9 @@ async def download_fetched(request: Request) -> Response:
         caller = await services.auth.authenticate(request, dict(request.query_params))
         job_id = need_int(dict(request.path_params), "job_instance_id", minimum=1)
         job = await services.jobs.job(job_id)
-        if job is None or not caller.holds(job.scope_type, job.scope_id):
+        if job is None or not await holds_scope(
+            services.identity, caller, job.scope_type, job.scope_id
+        ):
             raise JobError(
                 ErrorCode.JOB_INSTANCE_NOT_EXIST,
                 f"Job instance {job_id} does not exist",
@@ -311,6 +318,18 @@ async def download_fetched(request: Request) -> Response:
         raise JobError(ErrorCode.BAD_REQUEST, "Malformed path", http_status=400) from None
 
 
+async def _reader_scope(services: Services, caller: Caller, blob: Blob) -> str | None:
+    """The scope through which the caller reads a file held for the scope numbered
+    ``blob.bk_biz_id``: what a business makes is kept under its id, what a business set
+    makes under the set's (as scripts and jobs are)."""
+    scope_id = str(blob.bk_biz_id)
+    if caller.holds(ScopeType.BIZ, scope_id):
+        return ScopeType.BIZ
+    if await holds_scope(services.identity, caller, ScopeType.BIZ_SET, scope_id):
+        return ScopeType.BIZ_SET
+    return None
+
+
 async def download_file(request: Request) -> Response:
     """An operator downloads a file the server holds (fetched from a host, or uploaded)."""
     services = services_of(request)
@@ -319,7 +338,8 @@ async def download_file(request: Request) -> Response:
     blob = await services.blobs.get(blob_id)
     if blob is None or blob.state != COMPLETE:
         raise JobError(ErrorCode.NOT_FOUND, f"No file {blob_id}", http_status=404)
-    if blob.bk_biz_id is None or not caller.holds(ScopeType.BIZ, str(blob.bk_biz_id)):
+    scope_type = None if blob.bk_biz_id is None else await _reader_scope(services, caller, blob)
+    if scope_type is None:
         raise JobError(
             ErrorCode.PERMISSION_DENIED,
             f"User {caller.username!r} through app {caller.app_code!r} may not read this file",
@@ -332,7 +352,7 @@ async def download_file(request: Request) -> Response:
         "download_file",
         "file",
         blob_id,
-        scope_type=ScopeType.BIZ,
+        scope_type=scope_type,
         scope_id=str(blob.bk_biz_id),
         detail={"name": blob.name, "size": blob.size},
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +129,9 @@ class ThirdPartyFiles:
                 number = int(source_id)
             except (TypeError, ValueError):
                 raise JobError.invalid(f"{field}.file_source_id") from None
-            row = await self.store.source_by_id(scope.biz_ids, number)
+            row = await self._in_scope(
+                scope, lambda biz_ids: self.store.source_by_id(biz_ids, number)
+            )
             if row is None:
                 raise JobError(
                     ErrorCode.FILE_SOURCE_NOT_EXIST, f"File source does not exist: [{number}]"
@@ -137,12 +139,23 @@ class ThirdPartyFiles:
             return row
         if not isinstance(code, str) or not code:
             raise JobError.missing(f"{field}.file_source_id|{field}.file_source_code")
-        row = await self.store.source_in(scope.biz_ids, code)
+        row = await self._in_scope(scope, lambda biz_ids: self.store.source_in(biz_ids, code))
         if row is None:
             raise JobError(
                 ErrorCode.FILE_SOURCE_NOT_FOUND_BY_CODE,
                 f"Cannot find file source by code [{code}]",
             )
+        return row
+
+    @staticmethod
+    async def _in_scope(
+        scope: Scope, find: Callable[[set[int]], Awaitable[Row[Any] | None]]
+    ) -> Row[Any] | None:
+        """The scope's own source (a business set's are made under the set's id), else
+        one of its businesses'."""
+        row = await find({scope.bk_biz_id})
+        if row is None and scope.biz_ids != {scope.bk_biz_id}:
+            row = await find(scope.biz_ids)
         return row
 
     async def plan(
@@ -301,8 +314,11 @@ class ThirdPartyFiles:
             if item.status == SUCCESS:
                 continue
             item.status = FAILED
-            updates.extend(item.rows(message if item is current or current is None else
-                                     f"Not downloaded: {message}"))
+            updates.extend(
+                item.rows(
+                    message if item is current or current is None else f"Not downloaded: {message}"
+                )
+            )
         await self.file_logs.update(updates)
         return Gathered(None, status=int(status), message=message)
 

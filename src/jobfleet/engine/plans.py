@@ -47,6 +47,8 @@ class _Context:
     scope: Scope
     variables: list[Variable]
     hosts_of_var: dict[str, list[Host]]
+    # the plan's business: the uploads its steps send are that business's, in any scope
+    plan_biz_id: int
 
 
 class PlanLauncher:
@@ -103,7 +105,7 @@ class PlanLauncher:
         api = launch_mode == LaunchMode.API
         variables = apply_overrides(self.plans.variables(plan), overrides, lenient=api)
         check_required(variables, hosts_only=api)
-        ctx = _Context(scope, variables, {})
+        ctx = _Context(scope, variables, {}, plan.bk_biz_id)
         for var in variables:
             if var.type == VariableType.HOST_LIST and not server_is_empty(var.server):
                 hosts = await self.submitter.resolve_hosts(
@@ -281,7 +283,7 @@ class PlanLauncher:
         for i, src in enumerate(info.get("file_source_list") or []):
             files = [str(f) for f in src.get("file_list") or []]
             if int(src.get("file_type") or 1) == 2:
-                sources.extend(await self.blobs.uploaded_sources(files, ctx.scope.biz_ids))
+                sources.extend(await self.blobs.uploaded_sources(files, {ctx.plan_biz_id}))
                 file_count += len(files)
                 continue
             if int(src.get("file_type") or 1) == 3:

@@ -34,8 +34,8 @@ async def resolve_db_account(
     """The database account's snapshot and the system account its client runs as."""
     if db_account_id is None and not alias:
         raise JobError.missing("db_account_id")
-    row = await submitter.accounts.find(
-        scope.biz_ids, AccountCategory.DB, account_id=db_account_id, alias=alias
+    row = await submitter.scope_account(
+        scope, AccountCategory.DB, account_id=db_account_id, alias=alias
     )
     if row is None:
         named = db_account_id if db_account_id is not None else alias

@@ -6,9 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.rolling import RollingConfig
-from jobfleet.domain.status import HostStatus, LaunchMode, RunStatus, StepType, TaskType
+from jobfleet.domain.status import (
+    AccountCategory,
+    HostStatus,
+    LaunchMode,
+    RunStatus,
+    StepType,
+    TaskType,
+)
 from jobfleet.domain.targets import MAX_SCRIPT_TARGETS, TargetSpec
 from jobfleet.engine.jobs import Jobs
 from jobfleet.store.accounts import AccountStore
@@ -212,12 +221,28 @@ class Submitter:
         matched = await self.inventory.matching(groups_filters(rows))
         return [host for hosts in matched for host in hosts]
 
+    async def scope_account(
+        self, scope: Scope, category: int, *, account_id: int | None, alias: str | None
+    ) -> Row[Any] | None:
+        """The scope's own account (a business set's accounts are made under the set's
+        id), else one of its businesses'."""
+        row = await self.accounts.find(
+            [scope.bk_biz_id], category, account_id=account_id, alias=alias
+        )
+        if row is None and scope.biz_ids != {scope.bk_biz_id}:
+            row = await self.accounts.find(
+                scope.biz_ids, category, account_id=account_id, alias=alias
+            )
+        return row
+
     async def resolve_account(
         self, scope: Scope, account_id: int | None, alias: str | None
     ) -> Account:
         if account_id is None and not alias:
             raise JobError.missing("account_id|account_alias")
-        row = await self.accounts.find_system(scope.biz_ids, account_id=account_id, alias=alias)
+        row = await self.scope_account(
+            scope, AccountCategory.SYSTEM, account_id=account_id, alias=alias
+        )
         if row is None:
             named = account_id if account_id is not None else alias
             raise JobError(

@@ -60,8 +60,9 @@ class CreateBusiness(Request):
     name: str = Field(max_length=255)
 
 
-class ListHosts(Request):
-    bk_biz_id: int | None = Field(None, ge=1, le=INT64_MAX)
+class ListHosts(Scoped):
+    """Without a scope: the hosts of every business the caller sees."""
+
     alive: bool | None = Field(None, description="only hosts whose agent is (not) connected")
 
 
