@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import Running, Wire, eventually
+from tests.integration.harness import Running, Wire, eventually, run_server
 
 V3 = "/api/bk-job/prod/api/v3"
 OWN = "/api/jobfleet/v1"
@@ -154,7 +154,15 @@ async def test_a_set_user_runs_as_an_account_made_in_the_set(running: Running) -
     assert theirs["code"] == 1244003, theirs
 
 
-async def test_a_set_user_sends_from_a_file_source_made_in_the_set(running: Running) -> None:
+async def test_a_set_user_sends_from_a_file_source_made_in_the_set(
+        tmp_path: Path, database_url: str) -> None:
+    # the source's endpoint is on loopback, which only --callback-allow lets it name
+    async with run_server(tmp_path, database_url,
+                          server={"callback_allow": ["127.0.0.0/8"]}) as running:
+        await sends_from_a_set_source(running)
+
+
+async def sends_from_a_set_source(running: Running) -> None:
     who = await people(running)
     await running.server.inventory.add(2, A)
     mine = who["9000001"]
