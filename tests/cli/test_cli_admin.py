@@ -75,6 +75,11 @@ def test_token_lifetimes_read_as_operators_write_them(cli: Cli, server: FakeServ
         (["user", "revoke", "bob", "--biz", "3"], ("DELETE", "/users/bob/grants/biz/3", None)),
         (["biz", "create", "3", "web"], ("POST", "/businesses", {"bk_biz_id": 3, "name": "web"})),
         (
+            ["biz-set", "create", "9000001", "web", "--biz", "2", "--biz", "3"],
+            ("POST", "/business-sets", {"bk_biz_set_id": 9000001, "name": "web",
+                                        "bk_biz_ids": [2, 3]}),
+        ),
+        (
             ["host", "add", "10.0.0.5"],
             ("POST", "/hosts", {"bk_biz_id": 2, "ip": "10.0.0.5", "bk_cloud_id": 0}),
         ),

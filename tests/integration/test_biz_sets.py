@@ -4,10 +4,12 @@ members' hosts, not their own uploads."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import Running, Wire, eventually, run_server
+from tests.integration.test_cli_and_sdk import cli
 
 V3 = "/api/bk-job/prod/api/v3"
 OWN = "/api/jobfleet/v1"
@@ -279,3 +281,42 @@ async def test_a_plan_run_in_a_set_sends_only_its_own_businesss_uploads(
         ran = await wire.post(f"{V3}/execute_job_plan", {
             **scope, "job_plan_id": plan["data"]["id"], "start_task": False})
         assert ran["code"] == 1241010 and theirs["path"] in ran["message"], (scope, ran)
+
+
+async def test_an_administrator_makes_a_business_set_from_the_cli_and_grants_it(
+        running: Running) -> None:
+    wire = running.wire
+    await running.server.identity.create_business(3, "three")
+    await running.server.inventory.add(3, "127.0.0.12")
+    code, out = await cli(running, "admin", "biz-set", "create", "9000007", "web",
+                          "--biz", "3", "--biz", "2", "--biz", "3")
+    assert code == 0 and "created business set 9000007 (web): 2, 3" in out, out
+    code, out = await cli(running, "admin", "biz-set", "list", "--json")
+    assert code == 0, out
+    assert json.loads(out) == [{"bk_biz_set_id": 9000007, "name": "web", "bk_biz_ids": [2, 3]}]
+    code, out = await cli(running, "admin", "user", "grant", "carol",
+                          "--scope-type", "biz_set", "--scope-id", "9000007")
+    assert code == 0, out
+    carol = wire.headers(bk_username="carol")
+    hosts = await wire.get(f"{OWN}/hosts", {"bk_scope_type": "biz_set",
+                                            "bk_scope_id": "9000007"}, headers=carol)
+    assert "127.0.0.12" in {h["ip"] for h in hosts["data"]}, hosts
+
+    async def refused(body: dict[str, Any], code: int, said: str) -> None:
+        answer = await wire.post(f"{OWN}/business-sets", body)
+        assert answer["code"] == code and said in answer["message"], answer
+
+    made = {"bk_biz_set_id": 9000008, "name": "x", "bk_biz_ids": [2]}
+    await refused({**made, "bk_biz_set_id": 9000007}, 1249409, "already exists")
+    await refused({**made, "bk_biz_set_id": 3}, 1241010, "bk_biz_set_id")
+    await refused({**made, "bk_biz_ids": []}, 1241010, "at least one business")
+    await refused({**made, "bk_biz_ids": [2, 77]}, 1243049, "77 does not exist")
+    await refused({**made, "bk_biz_ids": [True]}, 1241010, "not a business id")
+    await refused({**made, "bk_biz_ids": "2"}, 1241010, "bk_biz_ids")
+    # a bare bk_biz_id in the sets' range names a set, so no business takes one
+    business = await wire.post(f"{OWN}/businesses", {"bk_biz_id": 9000009, "name": "no"})
+    assert business["code"] == 1241010 and "business set ids" in business["message"], business
+    # only administrators make sets
+    answer = await wire.post(f"{OWN}/business-sets", made, headers=carol)
+    assert answer["code"] == 9900403, answer
+    assert (await wire.get(f"{OWN}/business-sets", {}))["data"][0]["bk_biz_set_id"] == 9000007

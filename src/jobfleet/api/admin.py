@@ -13,14 +13,14 @@ from starlette.responses import Response
 from jobfleet.api import envelope
 from jobfleet.api.auditing import audit
 from jobfleet.api.errors import audited, request_id
-from jobfleet.api.params import get_bool, get_int, get_str, need_int
+from jobfleet.api.params import decimal_int, get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
 from jobfleet.api.scope import require_admin, resolve_scope, seen_businesses
 from jobfleet.domain import enrollment
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import clean_name
-from jobfleet.domain.status import ScopeType
+from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
 from jobfleet.domain.targets import normalize_ip
 
 PREFIX = "/api/jobfleet/v1"
@@ -38,6 +38,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "grant_user": ("user", "username"),
     "revoke_user": ("user", "username"),
     "create_business": ("business", "bk_biz_id"),
+    "create_biz_set": ("biz_set", "bk_biz_set_id"),
     "add_host": ("host", "bk_host_id"),
     "create_token": ("enroll_token", "bk_biz_id"),
     "revoke_agent": ("agent", "agent_id"),
@@ -192,6 +193,26 @@ async def list_businesses(call: Call) -> list[dict[str, Any]]:
     return await call.services.identity.list_businesses()
 
 
+async def create_biz_set(call: Call) -> dict[str, Any]:
+    set_id = need_int(
+        call.params, "bk_biz_set_id", minimum=BIZ_SET_IDS.start, maximum=BIZ_SET_IDS.stop - 1
+    )
+    name = get_str(call.params, "name", required=True, max_length=255)
+    assert name is not None
+    members: list[int] = []
+    for value in get_list(call.params, "bk_biz_ids"):
+        biz = decimal_int(value)
+        if biz is None or not 1 <= biz <= MAX_ID:
+            raise JobError.invalid("bk_biz_ids", f"{value!r} is not a business id")
+        members.append(biz)
+    await call.services.identity.create_biz_set(set_id, name, members)
+    return {"bk_biz_set_id": set_id, "name": name, "bk_biz_ids": sorted(set(members))}
+
+
+async def list_biz_sets(call: Call) -> list[dict[str, Any]]:
+    return await call.services.identity.list_biz_sets()
+
+
 async def list_hosts(call: Call) -> list[dict[str, Any]]:
     p = call.params
     if any(p.get(k) not in (None, "") for k in ("bk_scope_type", "bk_scope_id", "bk_biz_id")):
@@ -310,6 +331,8 @@ def register(router: APIRouter) -> None:
     add("DELETE", "/users/{username}/grants/{scope_type}/{scope_id}", revoke, admin="revoke_user")
     add("POST", "/businesses", create_business, admin="create_business")
     add("GET", "/businesses", list_businesses)
+    add("POST", "/business-sets", create_biz_set, admin="create_biz_set")
+    add("GET", "/business-sets", list_biz_sets)
     add("GET", "/hosts", list_hosts, admin=None)
     add("POST", "/hosts", add_host, admin="add_host")
     add("POST", "/enroll-tokens", create_token, admin="create_token")

@@ -7,11 +7,9 @@ from typing import Any
 from jobfleet.api.auth import Caller, app_refused
 from jobfleet.api.params import decimal_int
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import ScopeType
+from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
 from jobfleet.engine.submit import Scope
 from jobfleet.store.identity import IdentityStore
-
-BIZ_SET_RANGE = range(8_000_000, 10_000_000)
 
 
 def _scope_number(value: Any, name: str) -> int:
@@ -34,7 +32,7 @@ def scope_of(params: dict[str, Any]) -> tuple[str, str]:
     if biz in (None, ""):
         raise JobError.missing("bk_scope_type|bk_scope_id")
     biz_id = _scope_number(biz, "bk_biz_id")
-    return (ScopeType.BIZ_SET if biz_id in BIZ_SET_RANGE else ScopeType.BIZ), str(biz_id)
+    return (ScopeType.BIZ_SET if biz_id in BIZ_SET_IDS else ScopeType.BIZ), str(biz_id)
 
 
 def permission_denied(caller: Caller, scope_type: str, scope_id: str, action: str) -> JobError:

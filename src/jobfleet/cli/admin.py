@@ -18,6 +18,7 @@ admin_app = typer.Typer(
 apps = typer.Typer(help="API apps: the bk_app_code/bk_app_secret pairs clients use.")
 users = typer.Typer(help="Users and the business scopes they may act in.")
 businesses = typer.Typer(help="Businesses (bk_biz_id).")
+biz_sets = typer.Typer(help="Business sets: groups of businesses granted as one scope.")
 tokens = typer.Typer(help="One-time tokens agents enroll with.")
 host_cmds = typer.Typer(help="Host inventory.")
 agents = typer.Typer(help="Enrolled agents.")
@@ -25,6 +26,7 @@ for group, group_name in (
     (apps, "app"),
     (users, "user"),
     (businesses, "biz"),
+    (biz_sets, "biz-set"),
     (tokens, "token"),
     (host_cmds, "host"),
     (agents, "agent"),
@@ -232,6 +234,34 @@ def biz_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
     with cli.client() as client:
         rows = client.list_businesses()
     _render.show(cli.out, json_out, rows, _render.records_table(rows, ["bk_biz_id", "name"]))
+
+
+@biz_sets.command("create")
+def biz_set_create(
+    ctx: typer.Context,
+    set_id: Annotated[int, typer.Argument(metavar="ID", help="bk_biz_set_id, 8000000-9999999.")],
+    name: Annotated[str, typer.Argument(help="Display name.")],
+    members: Annotated[
+        list[int], typer.Option("--biz", help="A member business (repeat for more).")
+    ],
+    json_out: JsonOption = False,
+) -> None:
+    """Create a business set; grant it with `admin user grant --scope-type biz_set`."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        data = client.create_biz_set(set_id, name, members)
+    held = ", ".join(str(b) for b in data.get("bk_biz_ids", members))
+    _render.show(cli.out, json_out, data, f"created business set {set_id} ({name}): {held}")
+
+
+@biz_sets.command("list")
+def biz_set_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
+    """List business sets and their members."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        rows = client.list_biz_sets()
+    table = _render.records_table(rows, ["bk_biz_set_id", "name", "bk_biz_ids"])
+    _render.show(cli.out, json_out, rows, table)
 
 
 # --- enroll tokens, hosts, agents -----------------------------------------------------

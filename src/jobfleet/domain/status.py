@@ -170,6 +170,11 @@ class ScopeType:
     ALL = (BIZ, BIZ_SET, TENANT_SET)
 
 
+# a bare ``bk_biz_id`` in this range names a business set, as in bk-job; so sets take
+# their ids from it and businesses never do
+BIZ_SET_IDS = range(8_000_000, 10_000_000)
+
+
 class JobOperation(IntEnum):
     TERMINATE = 1
     START = 2

@@ -132,6 +132,17 @@ class AdminApi(AdminCalls[D, L, S]):
     def list_businesses(self) -> L:
         return self._admin_list("/businesses")
 
+    def create_biz_set(self, bk_biz_set_id: int, name: str, bk_biz_ids: Sequence[int]) -> D:
+        """A business set (id 8000000-9999999) of existing businesses."""
+        return self._admin_dict(
+            "POST",
+            "/business-sets",
+            {"bk_biz_set_id": bk_biz_set_id, "name": name, "bk_biz_ids": list(bk_biz_ids)},
+        )
+
+    def list_biz_sets(self) -> L:
+        return self._admin_list("/business-sets")
+
     def list_hosts(self, *, bk_biz_id: int | None = None, alive: bool | None = None) -> L:
         return self._admin_list("/hosts", {"bk_biz_id": bk_biz_id, "alive": alive})
 

@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import ScopeType
+from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
 from jobfleet.store.accounts import AccountStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.enrollments import Enrollment, EnrollmentWriter
@@ -217,6 +217,11 @@ class IdentityStore:
 
     # businesses -------------------------------------------------------------
     async def create_business(self, bk_biz_id: int, name: str) -> None:
+        if bk_biz_id in BIZ_SET_IDS:
+            raise JobError.invalid(
+                "bk_biz_id",
+                f"{BIZ_SET_IDS.start}-{BIZ_SET_IDS.stop - 1} are business set ids",
+            )
         now = now_ms()
         async with self.db.begin() as conn:
             if (
@@ -268,12 +273,52 @@ class IdentityStore:
         return None if row is None else [int(b) for b in row.biz_ids]
 
     async def create_biz_set(self, biz_set_id: int, name: str, biz_ids: list[int]) -> None:
+        """A set of existing businesses; its id is in ``BIZ_SET_IDS``."""
+        if biz_set_id not in BIZ_SET_IDS:
+            raise JobError.invalid(
+                "bk_biz_set_id", f"must be in {BIZ_SET_IDS.start}-{BIZ_SET_IDS.stop - 1}"
+            )
+        members = sorted(set(biz_ids))
+        if not members:
+            raise JobError.invalid("bk_biz_ids", "a business set needs at least one business")
         async with self.db.begin() as conn:
+            known = set(
+                (
+                    await conn.execute(
+                        select(businesses.c.bk_biz_id).where(businesses.c.bk_biz_id.in_(members))
+                    )
+                ).scalars()
+            )
+            missing = [b for b in members if b not in known]
+            if missing:
+                raise JobError(
+                    ErrorCode.BIZ_NOT_EXIST,
+                    f"Business {', '.join(map(str, missing))} does not exist",
+                )
+            if (
+                await conn.execute(
+                    select(biz_sets.c.bk_biz_set_id).where(biz_sets.c.bk_biz_set_id == biz_set_id)
+                )
+            ).first():
+                raise JobError(ErrorCode.CONFLICT, f"Business set {biz_set_id} already exists")
             await conn.execute(
                 insert(biz_sets).values(
-                    bk_biz_set_id=biz_set_id, name=name, biz_ids=biz_ids, create_time=now_ms()
+                    bk_biz_set_id=biz_set_id, name=name, biz_ids=members, create_time=now_ms()
                 )
             )
+
+    async def list_biz_sets(self) -> list[dict[str, Any]]:
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(biz_sets.c.bk_biz_set_id, biz_sets.c.name, biz_sets.c.biz_ids).order_by(
+                    biz_sets.c.bk_biz_set_id
+                )
+            )
+            return [
+                {"bk_biz_set_id": r.bk_biz_set_id, "name": r.name,
+                 "bk_biz_ids": [int(b) for b in r.biz_ids]}
+                for r in rows
+            ]
 
     # accounts ---------------------------------------------------------------
     async def create_account(

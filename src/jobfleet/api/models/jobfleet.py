@@ -60,6 +60,15 @@ class CreateBusiness(Request):
     name: str = Field(max_length=255)
 
 
+class CreateBusinessSet(Request):
+    """A business set reaches its member businesses' hosts; users are granted it as a
+    ``biz_set`` scope."""
+
+    bk_biz_set_id: int = Field(ge=8_000_000, le=9_999_999)
+    name: str = Field(max_length=255)
+    bk_biz_ids: list[int] = Field(min_length=1, description="existing businesses")
+
+
 class ListHosts(Scoped):
     """Without a scope: the hosts of every business the caller sees."""
 
@@ -366,6 +375,8 @@ JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("DELETE", "/users/{username}/grants/{scope_type}/{scope_id}"): Pathed,
     ("POST", "/businesses"): CreateBusiness,
     ("GET", "/businesses"): Empty,
+    ("POST", "/business-sets"): CreateBusinessSet,
+    ("GET", "/business-sets"): Empty,
     ("GET", "/hosts"): ListHosts,
     ("POST", "/hosts"): AddHost,
     ("POST", "/enroll-tokens"): CreateEnrollToken,
