@@ -223,15 +223,17 @@ async def ws_floor(children: Children, tls: Path, count: int, window: int,
         for i, (_first, size) in enumerate(slices(count, procs))
     ]
 
-    async def done(client: Child) -> float:
+    async def done(client: Child) -> tuple[float, float]:
+        """Its seconds, and its CPU from its start to its last connection."""
         assert client.proc.stdout is not None
         # each times itself, from its first connection to its last (its start-up excluded)
-        return float(await asyncio.wait_for(client.proc.stdout.readline(), 600))
+        seconds = float(await asyncio.wait_for(client.proc.stdout.readline(), 600))
+        return seconds, usage(client.pid).cpu  # it still holds its connections here
 
-    clients_cpu0 = sum(usage(c.pid).cpu for c in clients)
-    seconds = max(await asyncio.gather(*(done(c) for c in clients)))
+    finished = await asyncio.gather(*(done(c) for c in clients))
+    seconds = max(s for s, _cpu in finished)
     cpu = usage(server.pid).cpu - cpu0
-    clients_cpu = sum(usage(c.pid).cpu for c in clients) - clients_cpu0
+    clients_cpu = sum(c for _s, c in finished)
     rss = usage(server.pid).rss_mib
     for client in clients:
         await children.stop(client)
