@@ -91,13 +91,6 @@ from jobfleet.web.headers import HEADERS as CONSOLE_HEADERS
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
-# connections the agent port's kernel queue holds for the server. The event loop takes
-# every queued connection in one turn and then does their TLS handshakes with the API's
-# requests waiting behind them: after a restart, 2,048 queued agents held the API for
-# seconds. A short queue lets in a loop's turn's worth; the kernel drops the SYNs of the
-# rest, and each agent's TCP stack sends its SYN again a second or more later, so a
-# storm comes in at the pace the loop takes it
-AGENT_BACKLOG = 128
 
 
 @dataclass
@@ -418,7 +411,6 @@ class Server:
             # between), so a forwarded address is only a client's claim; it would pick
             # the address that failed credentials are counted and audited under
             proxy_headers=False,
-            backlog=AGENT_BACKLOG,
         )
         server = _SecondListener(config)
         self._agent_server = server
@@ -496,13 +488,11 @@ class Server:
         lifespan: Literal["on", "off"],
         ws: type[asyncio.Protocol] | str = "auto",
         proxy_headers: bool = True,
-        backlog: int = 2048,
     ) -> uvicorn.Config:
         return uvicorn.Config(
             app,
             ws=ws,
             proxy_headers=proxy_headers,
-            backlog=backlog,
             host=self.settings.host,
             port=port,
             log_level=self.settings.log_level,

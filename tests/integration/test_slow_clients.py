@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-import select
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,6 @@ import pytest
 from tests.integration.harness import Running, run_server
 
 from jobfleet.agent.channel import pinned_context
-from jobfleet.server import AGENT_BACKLOG
 
 SLOW = 2000
 
@@ -246,31 +243,3 @@ async def test_on_the_agent_port_only_a_connection_that_began_its_headers_makes_
         await run.start_agents(["127.0.0.2"])
         for _r, writer in (*silent, *trickling, *newer):
             writer.close()
-
-
-async def test_the_agent_port_queues_only_a_short_backlog_for_a_busy_server(
-    tmp_path: Path, database_url: str
-) -> None:
-    """While the server's loop is busy, the kernel completes at most ``AGENT_BACKLOG``
-    connections to the agent port for it; the others' SYNs wait for their own retries
-    instead of landing in the loop's next turn all at once."""
-    async with run_server(tmp_path, database_url) as run:
-        port = run.server.services.agent_channel.port
-        assert port is not None
-        tries = AGENT_BACKLOG * 3
-        socks = [socket.socket() for _ in range(tries)]
-        try:
-            for sock in socks:
-                sock.setblocking(False)
-                sock.connect_ex(("127.0.0.1", port))
-            # the loop does not run here: no connection is accepted while this waits
-            deadline = time.monotonic() + 0.5
-            while time.monotonic() < deadline:
-                _r, done, _x = select.select([], socks, [], 0.05)
-            established = sum(
-                1 for s in done if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
-            assert AGENT_BACKLOG <= established <= AGENT_BACKLOG + 1
-        finally:
-            for sock in socks:
-                sock.close()
-        await run.start_agents(["127.0.0.2"])
