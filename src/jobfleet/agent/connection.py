@@ -72,9 +72,6 @@ CONNECT_PATH = "/api/jobfleet/v1/agents/connect"
 INTERRUPTED_SEQ = protocol.MAX_AGENT_SEQ
 # how many task ids an agent remembers having run (a repeat of one is ignored)
 SEEN_TASKS = 100_000
-# failed tries in a row after which the server's bootstrap document is asked again though
-# its agent port never refused (it timed out: a port the server may have left)
-FORGET_CHANNEL_AFTER = 3
 # an answer to a request travels in one frame, inside the server's frame limit
 MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
 
@@ -196,34 +193,6 @@ class Agent:
                 self._channels[self._server] = self.channel
         return self.channel
 
-    async def _dial(self, cred: Credential) -> None:
-        """One session with the current server.
-
-        The channel found before is tried first, even after a failure: a restarted server
-        listens on the agent port it had, and asking for its bootstrap document again
-        before every try would cost each of thousands of agents an HTTP request to a
-        server that is busy taking them back. Only when the agent port refuses or fails
-        TLS is the document asked again, at once, and the session tried where it says;
-        a server still down refuses that too, and the agent backs off."""
-        fetched = self.channel is None and self._server not in self._channels
-        channel = await self._resolve_channel()
-        try:
-            await self._session(cred, channel)
-        except (ConnectionRefusedError, ssl.SSLError):
-            if fetched or self.connected.is_set():
-                raise
-            fresh, self._pinned = await self.settings.channel(self._pinned, self._server)
-            if fresh.base == channel.base:
-                raise
-            log.info("agent_channel_moved server=%s to=%s", self._server, fresh.base)
-            self.channel = self._channels[self._server] = fresh
-            await self._session(cred, fresh)
-
-    def _forget_channel(self) -> None:
-        """The next try asks the server's bootstrap document again."""
-        self.channel = None
-        self._channels.pop(self._server, None)
-
     def _next_server(self) -> bool:
         """Move to another server of the cluster; False if there is only one."""
         others = [s for s in self.settings.servers if s != self._server]
@@ -301,13 +270,11 @@ class Agent:
         cred = await self.ensure_credential()
         self.recover_interrupted()
         attempt = 0
-        # tries in a row that failed without a session and without a refusal
-        silent = 0
         loop = asyncio.get_running_loop()
         while not self._stopping:
             began = loop.time()
             try:
-                await self._dial(cred)
+                await self._session(cred, await self._resolve_channel())
                 attempt = 0
             except ChannelError as exc:
                 log.error("agent_channel_refused server=%s error=%s", self._server, exc)
@@ -342,20 +309,16 @@ class Agent:
                     )
                 else:
                     log.info("agent_disconnected error=%s", exc)
-                if isinstance(exc, OSError) and not self.connected.is_set():
-                    # a refusal asked the bootstrap document already (``_dial``); a port
-                    # that only stays silent may be one the server left
-                    if not isinstance(exc, (ConnectionRefusedError, ssl.SSLError)):
-                        silent += 1
-                        if silent % FORGET_CHANNEL_AFTER == 0:
-                            self._forget_channel()
-                    # no session began: try another node
-                    self._next_server()
+                if isinstance(exc, OSError):
+                    # a restarted server may listen on another agent port: ask again
+                    self.channel = None
+                    self._channels.pop(self._server, None)
+                    if not self.connected.is_set():
+                        # refused before a session began: try another node
+                        self._next_server()
             except Exception:
                 # whatever ended the session, the agent reconnects with its backoff
                 log.exception("agent_session_failed")
-            if self.connected.is_set():
-                silent = 0
             attempt = attempts_after(
                 attempt, established=self.connected.is_set(), lasted=loop.time() - began
             )
