@@ -19,10 +19,12 @@ Figures:
 - server RSS (VmRSS, after a collection) with N agents connected, and per agent;
 - idle: the share of a core the server takes with N idle agents (``--idle`` seconds);
 - restart: seconds from the new server's first answer to N agents connected again
-  (and alive in the inventory), the server's CPU during the storm, and the largest
-  number of connections it took in one second (the herd); floor: N raw TLS + WebSocket
-  connections (websockets client to a websockets server with the same certificate, in
-  their own process), with the same handshake window as the swarm.
+  (and alive in the inventory), the server's CPU and the swarm's during the storm, the
+  largest number of connections it took in one second (the herd), and how long an API
+  call (``get_job_instance_list``, twice a second) took meanwhile; floor: N raw TLS +
+  WebSocket connections (websockets client to a websockets server with the same
+  certificate, in their own process), with the same handshake window as the swarm, and
+  the CPU of its server and of its clients.
 
 With ``--procs P`` the hosts are split over P swarm processes (host slices by
 ``--first``), each with its own handshake window, and the raw floor's clients over P
@@ -98,6 +100,25 @@ async def watch_connected(url: str, count: int, timeout: float) -> tuple[float, 
             if time.perf_counter() - started > timeout:
                 raise RuntimeError(f"only {ticks[-1] if ticks else 0} of {count} connected")
             await asyncio.sleep(0.25)
+
+
+async def api_latency(server: ServerProc, stop: asyncio.Event) -> list[float]:
+    """Seconds each ``get_job_instance_list`` took, one call every 0.5 s until ``stop``."""
+    seconds: list[float] = []
+    async with server.client() as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                await client.get_job_instance_list(
+                    create_time_start=int(time.time() * 1000) - 86_400_000,
+                    create_time_end=int(time.time() * 1000), length=10)
+            except Exception as exc:
+                sys.stderr.write(f"api call failed: {exc!r}\n")
+            else:
+                seconds.append(time.perf_counter() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    return seconds
 
 
 def herd(ticks: list[int]) -> int:
@@ -202,18 +223,23 @@ async def ws_floor(children: Children, tls: Path, count: int, window: int,
         for i, (_first, size) in enumerate(slices(count, procs))
     ]
 
-    async def done(client: Child) -> float:
+    async def done(client: Child) -> tuple[float, float]:
+        """Its seconds, and its CPU from its start to its last connection."""
         assert client.proc.stdout is not None
         # each times itself, from its first connection to its last (its start-up excluded)
-        return float(await asyncio.wait_for(client.proc.stdout.readline(), 600))
+        seconds = float(await asyncio.wait_for(client.proc.stdout.readline(), 600))
+        return seconds, usage(client.pid).cpu  # it still holds its connections here
 
-    seconds = max(await asyncio.gather(*(done(c) for c in clients)))
+    finished = await asyncio.gather(*(done(c) for c in clients))
+    seconds = max(s for s, _cpu in finished)
     cpu = usage(server.pid).cpu - cpu0
+    clients_cpu = sum(c for _s, c in finished)
     rss = usage(server.pid).rss_mib
     for client in clients:
         await children.stop(client)
     await children.stop(server)
-    return {"seconds": seconds, "server_cpu": cpu, "server_rss_mib": rss}
+    return {"seconds": seconds, "server_cpu": cpu, "server_rss_mib": rss,
+            "clients_cpu": clients_cpu}
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -292,10 +318,20 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         server = await start_server(children, data, port, agent_port, "server2")
         out["restart_answer_s"] = time.perf_counter() - stopped
         cpu0 = usage(server.child.pid).cpu
+        swarm_cpu0 = sum(usage(s.pid).cpu for s in swarms)
+        api_stop = asyncio.Event()
+        api = asyncio.create_task(api_latency(server, api_stop))
         seconds, ticks = await watch_connected(server.url, args.count, 600)
         out["reconnect_s"] = seconds
         out["reconnect_server_cpu_s"] = usage(server.child.pid).cpu - cpu0
+        out["reconnect_swarm_cpu_s"] = sum(usage(s.pid).cpu for s in swarms) - swarm_cpu0
         out["reconnect_herd_per_s"] = herd(ticks)
+        out["reconnect_ticks"] = ticks
+        api_stop.set()
+        calls = sorted(await api)
+        out["reconnect_api_calls"] = len(calls)
+        out["reconnect_api_median_s"] = calls[len(calls) // 2] if calls else float("nan")
+        out["reconnect_api_max_s"] = calls[-1] if calls else float("nan")
         await wait_alive(server, ips, swarms, timeout=600)
         out["reconnect_alive_s"] = time.perf_counter() - stopped - out["restart_answer_s"]
         out["server_rss_after_restart_mib"] = usage(server.child.pid).rss_mib
@@ -307,6 +343,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         out["ws_floor_s"] = floor["seconds"]
         out["ws_floor_server_cpu_s"] = floor["server_cpu"]
         out["ws_floor_server_rss_mib"] = floor["server_rss_mib"]
+        out["ws_floor_clients_cpu_s"] = floor["clients_cpu"]
     finally:
         await children.stop_all()
         out["load_end"] = _load()
@@ -336,11 +373,16 @@ def report(out: dict[str, Any]) -> str:
         f"restart: answered {out['restart_answer_s']:.2f} s after the stop; all connected "
         f"{out['reconnect_s']:.2f} s later, alive in the inventory "
         f"{out['reconnect_alive_s']:.2f} s;"
-        f" server CPU {out['reconnect_server_cpu_s']:.2f} s;"
+        f" server CPU {out['reconnect_server_cpu_s']:.2f} s, swarm CPU"
+        f" {out['reconnect_swarm_cpu_s']:.2f} s;"
         f" most connections in one second {out['reconnect_herd_per_s']};"
         f" then server RSS {out['server_rss_after_restart_mib']:.1f} MiB",
+        f"  an API call meanwhile ({out['reconnect_api_calls']} calls): median"
+        f" {out['reconnect_api_median_s'] * 1000:.0f} ms, slowest"
+        f" {out['reconnect_api_max_s'] * 1000:.0f} ms",
         f"floor: raw TLS+WebSocket connect of N {out['ws_floor_s']:.2f} s, its server CPU "
-        f"{out['ws_floor_server_cpu_s']:.2f} s, RSS {out['ws_floor_server_rss_mib']:.1f} MiB;"
+        f"{out['ws_floor_server_cpu_s']:.2f} s, its clients' CPU "
+        f"{out['ws_floor_clients_cpu_s']:.2f} s, RSS {out['ws_floor_server_rss_mib']:.1f} MiB;"
         f" ratio {out['reconnect_s'] / out['ws_floor_s']:.2f}x (time),"
         f" {out['reconnect_server_cpu_s'] / max(out['ws_floor_server_cpu_s'], 0.01):.2f}x (CPU)",
     ]

@@ -330,6 +330,14 @@ class Server:
             body_timeout=settings.body_timeout,
             max_pending=settings.max_pending_connections,
         )
+        # the agent port's own: a reconnect storm there takes no API client's place, and
+        # its agents, whose requests a busy loop has not read yet, are not taken for slow
+        self.agent_connection_limits = ConnectionLimits(
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            max_pending=settings.max_pending_connections,
+            evict_silent=False,
+        )
         self.app: FastAPI = create_app(
             self.services,
             console_router(self.services, cookie_secure=settings.cookie_secure),
@@ -387,6 +395,7 @@ class Server:
         config = self._config(
             ListenerGate(self.app, "agent", self.services.agent_channel, self.services.audit),
             port=self.services.agent_channel.port or 0,
+            limits=self.agent_connection_limits,
             cert=self.agent_tls.cert_file,
             key=self.agent_tls.key_file,
             lifespan="off",
@@ -463,6 +472,7 @@ class Server:
                 agent_socket=self.services.gateway.serve,
             ),
             port=self.settings.port,
+            limits=self.connection_limits,
             cert=self.settings.tls_cert,
             key=self.settings.tls_key,
             lifespan="on",
@@ -473,6 +483,7 @@ class Server:
         app: ListenerGate,
         *,
         port: int,
+        limits: ConnectionLimits,
         cert: Path | None,
         key: Path | None,
         lifespan: Literal["on", "off"],
@@ -489,7 +500,7 @@ class Server:
             # uvicorn's records go through jobfleet's formatter (logs.setup)
             log_config=None,
             access_log=False,
-            http=protocol_class(self.connection_limits),
+            http=protocol_class(limits),
             timeout_keep_alive=max(1, round(self.settings.idle_timeout)),
             # agents keep their frames well below this (see domain/protocol.py)
             ws_max_size=MAX_FRAME_BYTES,

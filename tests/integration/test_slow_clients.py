@@ -15,6 +15,8 @@ import httpx
 import pytest
 from tests.integration.harness import Running, run_server
 
+from jobfleet.agent.channel import pinned_context
+
 SLOW = 2000
 
 
@@ -206,4 +208,38 @@ async def test_past_the_pending_cap_the_oldest_slow_connection_makes_room(
         # the newer ones are still waiting for their headers (60 s)
         assert not any(await asyncio.gather(*(closed_by_server(r, 0.5) for r, _w in new)))
         for _r, writer in (*old, *new):
+            writer.close()
+
+
+async def test_on_the_agent_port_only_a_connection_that_began_its_headers_makes_room(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Agents that reconnect together wait with their requests unread while the loop does
+    their handshakes: a silent connection there is not taken for slow (its header timeout
+    ends it); one that trickles its headers still makes room."""
+    settings = {"header_timeout": 60.0, "max_pending_connections": 50}
+    async with run_server(tmp_path, database_url, server=settings) as run:
+        port = run.server.services.agent_channel.port
+        ca = run.server.services.agent_channel.ca_pem
+        assert port is not None and ca is not None
+        tls = pinned_context(ca)
+
+        async def opened(head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=tls, server_hostname="")
+            writer.write(head)
+            await writer.drain()
+            return reader, writer
+
+        silent = await asyncio.gather(*(opened(b"") for _ in range(50)))
+        trickling = await asyncio.gather(*(opened(b"GET / HTTP/1.1\r\n") for _ in range(50)))
+        await asyncio.sleep(2.5)
+        newer = await asyncio.gather(*(opened(b"GET / HTTP/1.1\r\n") for _ in range(50)))
+        closed = await asyncio.gather(*(closed_by_server(r, 3.0) for r, _w in trickling))
+        assert all(closed)
+        assert not any(await asyncio.gather(*(closed_by_server(r, 0.5) for r, _w in silent)))
+        assert not any(await asyncio.gather(*(closed_by_server(r, 0.5) for r, _w in newer)))
+        # agents still get in
+        await run.start_agents(["127.0.0.2"])
+        for _r, writer in (*silent, *trickling, *newer):
             writer.close()

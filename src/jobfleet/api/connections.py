@@ -45,6 +45,11 @@ class ConnectionLimits:
     # a pending connection younger than this is never closed to make room (s)
     evict_after: float = 2.0
     linger: float = 5.0
+    # whether a connection that has sent no byte yet may be closed to make room. On a TLS
+    # listener such a connection has cost its client a whole handshake, and in a reconnect
+    # storm thousands of agents' requests wait unread in a busy loop: there only one that
+    # began its headers counts, and a silent one ends at its ``header_timeout``
+    evict_silent: bool = True
     # connections that have not sent complete headers yet, oldest first
     pending: dict[GuardedHttpProtocol, None] = field(default_factory=dict, repr=False)
     closed_slow: int = 0
@@ -100,6 +105,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         limits = self.limits
         self._header_timer = self.loop.call_later(limits.header_timeout, self._headers_late)
+        if limits.evict_silent:
+            self._pending()
+
+    def _pending(self) -> None:
+        limits = self.limits
         self._pending_since = self.loop.time()
         limits.pending[self] = None
         if len(limits.pending) > limits.max_pending:
@@ -174,6 +184,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not self._body_incoming and (self.cycle is None or self.cycle.response_complete):
             # bytes of a next request on a kept-alive connection start its header clock
             self._await_headers()
+            if not self.limits.evict_silent and self not in self.limits.pending:
+                self._pending()
         super().data_received(data)
 
     def on_message_begin(self) -> None:
