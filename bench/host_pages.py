@@ -36,7 +36,7 @@ async def fill(db: Database, count: int) -> None:
         {
             "bk_biz_id": BIZ,
             "bk_cloud_id": 0,
-            "ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+            "ip": f"127.{i // 65536}.{i // 256 % 256}.{i % 256}",
             "ipv6": "",
             "agent_id": f"agent-{i}" if i % 4 else None,
             "alive": i % 2,

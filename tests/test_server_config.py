@@ -17,7 +17,7 @@ EXAMPLE = Path(__file__).parent.parent / "deploy" / "server.toml"
 
 EVERY_SETTING = """
 data_dir = "{data}"
-host = "0.0.0.0"
+host = "127.0.0.2"
 port = 9001
 database_url = "postgresql+asyncpg://jf@db/jf"
 redis_url = "redis://redis:6379/1"
@@ -30,8 +30,8 @@ tls_key = "{data}/key.pem"
 agent_port = 9443
 agent_plaintext = true
 bootstrap_token_ttl = "2h"
-callback_allow = ["10.0.0.0/8", "::1"]
-public_url = "https://job.example.com/"
+callback_allow = ["127.0.0.0/8", "::1"]
+public_url = "http://127.0.0.1:8080/"
 cookie_secure = "always"
 metrics_token = "m-token"
 max_body = 4096
@@ -77,7 +77,7 @@ batch = 50
 pause = 0.5
 
 [smtp]
-host = "mail.example"
+host = "127.0.0.3"
 port = 587
 from = "jf@example.org"
 starttls = true
@@ -97,15 +97,15 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, EVERY_SETTING.format(data=tmp_path))
     assert set(read_file(path)) == set(SETTINGS) - {"metrics_token_file", "smtp.password_file"}
     s = load(path)
-    assert (s.data_dir, s.host, s.port) == (tmp_path, "0.0.0.0", 9001)
+    assert (s.data_dir, s.host, s.port) == (tmp_path, "127.0.0.2", 9001)
     assert s.database_url == "postgresql+asyncpg://jf@db/jf"
     assert s.redis_url == "redis://redis:6379/1"
     assert (s.log_level, s.log_format, s.heartbeat) == ("debug", "json", 4.5)
     assert s.max_file_size == 1048576
     assert (s.tls_cert, s.tls_key) == (tmp_path / "cert.pem", tmp_path / "key.pem")
     assert (s.agent_port, s.agent_plaintext, s.bootstrap_token_ttl) == (9443, True, 7200)
-    assert s.callback_allow == ["10.0.0.0/8", "::1"]
-    assert s.public_url == "https://job.example.com"
+    assert s.callback_allow == ["127.0.0.0/8", "::1"]
+    assert s.public_url == "http://127.0.0.1:8080"
     assert s.cookie_secure == "always"
     assert s.metrics_token == "m-token"
     assert (s.max_body, s.header_timeout, s.body_timeout, s.idle_timeout) == (4096, 3, 4, 5)
@@ -125,7 +125,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
         43200, 0, 86400, 600, 50, 0.5)
     assert r.heal == 2 * 86400
     assert s.smtp is not None
-    assert (s.smtp.host, s.smtp.port, s.smtp.sender) == ("mail.example", 587, "jf@example.org")
+    assert (s.smtp.host, s.smtp.port, s.smtp.sender) == ("127.0.0.3", 587, "jf@example.org")
     assert (s.smtp.starttls, s.smtp.username, s.smtp.password) == (True, "jf", "mail-secret")
     assert s.smtp.timeout == 3.0
 
@@ -133,7 +133,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
 def test_flags_override_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, EVERY_SETTING.format(data=tmp_path))
     s = load(path, {"--port": 9100, "--retain-jobs": "3d", "--agent-lost-grace": 7.0,
-                    "--smtp-host": "other.mail", "--callback-allow": ["192.168.0.0/16"],
+                    "--smtp-host": "127.0.0.4", "--callback-allow": ["127.0.5.0/24"],
                     "--agent-plaintext": False, "--redis-url": "redis://other:6380/0",
                     "--retain-heal": "12h"})
     assert s.port == 9100
@@ -142,8 +142,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert s.retention.audit == 0  # from the file still
     assert s.engine.agent_lost_grace == 7.0
     assert s.engine.recovery_window == 2.5
-    assert s.smtp is not None and (s.smtp.host, s.smtp.port) == ("other.mail", 587)
-    assert s.callback_allow == ["192.168.0.0/16"]
+    assert s.smtp is not None and (s.smtp.host, s.smtp.port) == ("127.0.0.4", 587)
+    assert s.callback_allow == ["127.0.5.0/24"]
     assert s.agent_plaintext is False
     assert s.redis_url == "redis://other:6380/0"
 
@@ -176,9 +176,9 @@ def test_an_unknown_key_is_refused_with_its_name_and_file(
     ("heartbeat = true\n", r"heartbeat \(True\): must be a number"),
     ('log_format = "xml"\n', r"log_format \('xml'\): must be one of text, json"),
     ('bootstrap_token_ttl = "soon"\n', r"bootstrap_token_ttl .* is not a duration"),
-    ('callback_allow = "10.0.0.0/8"\n', r"callback_allow .*must be a list of CIDR"),
-    ('callback_allow = ["10.0.0.300/8"]\n', r"callback_allow .*not an IP address or CIDR"),
-    ('public_url = "job.example.com"\n', r"public_url .*must be an http\(s\) URL"),
+    ('callback_allow = "127.0.0.0/8"\n', r"callback_allow .*must be a list of CIDR"),
+    ('callback_allow = ["127.0.0.300/8"]\n', r"callback_allow .*not an IP address or CIDR"),
+    ('public_url = "localhost:8080"\n', r"public_url .*must be an http\(s\) URL"),
     ("engine = 3\n", r"server\.toml: \[engine\] must be a table"),
     ("[engine]\nlease_ttl = 0\n", r"engine\.lease_ttl \(0\): must be at least"),
     ("[retention]\njobs = -1\n", r"retention\.jobs \(-1\): -1 must be 0 or more"),

@@ -10,12 +10,13 @@ import pytest
 
 from jobfleet.agent.main import _values_attached, parser, plain_args
 
-BASE = ["--server", "http://a:8080", "--state-dir", "/var/lib/a", "--ip", "10.0.0.1"]
+BASE = ["--server", "http://127.0.0.1:8080", "--state-dir", "/var/lib/a", "--ip", "127.0.0.1"]
 PLAIN = [
     BASE,
-    [*BASE, "--server", "http://b:8080", "--label", "env=prod", "--label=role=web"],
-    ["--ip=10.0.0.1", "--state-dir=/s", "--server=http://a", "--biz", "7", "--bk-cloud-id=3"],
-    [*BASE, "--peer-port", "0", "--peer-listen", "::", "--peer-address", "10.0.0.1:7000"],
+    [*BASE, "--server", "http://127.0.0.2:8080", "--label", "env=prod", "--label=role=web"],
+    ["--ip=127.0.0.1", "--state-dir=/s", "--server=http://127.0.0.1", "--biz", "7",
+     "--bk-cloud-id=3"],
+    [*BASE, "--peer-port", "0", "--peer-listen", "::", "--peer-address", "127.0.0.1:7000"],
     [*BASE, "--ipv6", "auto", "--hostname", "", "--ca-file", "/etc/ca.pem", "--log-level=debug"],
     [*BASE, "--enroll-token-file", "/t", "--enroll-token", "secret"],
     # a value may start with a dash, as argparse reads it here
@@ -24,10 +25,10 @@ PLAIN = [
 NOT_PLAIN = [
     ["--help"],
     ["-h"],
-    [*BASE, "--serv", "http://b"],  # argparse allows abbreviations; it says what they mean
+    [*BASE, "--serv", "http://127.0.0.2"],  # argparse allows abbreviations; it says what they mean
     [*BASE, "--biz", "two"],
     [*BASE, "--peer-port"],
-    ["--server", "http://a", "--ip", "10.0.0.1"],  # no --state-dir
+    ["--server", "http://127.0.0.1", "--ip", "127.0.0.1"],  # no --state-dir
     [*BASE, "extra"],
     [*BASE, "--unknown", "1"],
 ]
@@ -68,9 +69,9 @@ def test_help_and_usage_errors_come_from_argparse(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "the following arguments are required: --state-dir, --ip" in missing.stderr
     # a plain command line with a bad value: argparse's usage and the agent's message
-    bad = agent(*BASE[:3], str(tmp_path / "s"), "--ip", "10.0.0.1", "--peer-port", "70000")
+    bad = agent(*BASE[:3], str(tmp_path / "s"), "--ip", "127.0.0.1", "--peer-port", "70000")
     assert bad.returncode == 2
     assert bad.stderr.startswith("usage: jobfleet agent")
     assert "--peer-port: 70000 is not a TCP port" in bad.stderr
-    token = agent(*BASE[:3], str(tmp_path / "s"), "--ip", "10.0.0.1", "--enroll-token", "x")
+    token = agent(*BASE[:3], str(tmp_path / "s"), "--ip", "127.0.0.1", "--enroll-token", "x")
     assert token.returncode == 2 and "would show in ps" in token.stderr

@@ -54,7 +54,8 @@ from jobfleet.domain.typeddict import without_validation
 defer_unused()
 without_validation()
 import jobfleet.agent.main, jobfleet.agent.connection
-assert jobfleet.agent.main.plain_args(["--server", "http://a", "--state-dir", "/s", "--ip", "1"])
+assert jobfleet.agent.main.plain_args(["--server", "http://127.0.0.1", "--state-dir", "/s",
+                                      "--ip", "1"])
 metadata = type(sys.modules["importlib.metadata"]).__name__
 print(json.dumps({"modules": sorted(sys.modules), "metadata": metadata}))
 """

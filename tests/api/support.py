@@ -61,6 +61,6 @@ def build_app(parts: Parts, routes: Mapping[str, Route]) -> FastAPI:
 
 def client(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, client=("10.1.2.3", 5000)),
+        transport=httpx.ASGITransport(app=app, client=("127.1.2.3", 5000)),
         base_url="http://api.test",
     )

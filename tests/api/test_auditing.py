@@ -43,7 +43,7 @@ async def test_an_entry_names_caller_source_resource_and_scope(parts: Parts) -> 
     await audit(call, "create_cron", "cron", 7, scope=scope, detail={"name": "nightly"})
     entry = await only_entry(parts.audit)
     assert entry["action"] == "create_cron"
-    assert (entry["app_code"], entry["username"], entry["source_ip"]) == (APP, USER, "10.0.0.9")
+    assert (entry["app_code"], entry["username"], entry["source_ip"]) == (APP, USER, "127.0.0.9")
     assert (entry["resource_type"], entry["resource_id"]) == ("cron", "7")
     assert (entry["scope_type"], entry["scope_id"]) == ("biz", "2")
     assert entry["detail"] == {"name": "nightly"}

@@ -31,7 +31,7 @@ def request(
             "path": path,
             "headers": headers,
             "query_string": query,
-            "client": ("10.0.0.9", 4000),
+            "client": ("127.0.0.9", 4000),
         }
     )
 

@@ -67,7 +67,7 @@ async def test_a_refusal_is_the_envelope_and_is_audited_with_the_caller(parts: P
     await parts.audit.flush()
     [entry] = await parts.audit.recent(10)
     assert entry["action"] == "refused"
-    assert (entry["app_code"], entry["username"], entry["source_ip"]) == (APP, USER, "10.1.2.3")
+    assert (entry["app_code"], entry["username"], entry["source_ip"]) == (APP, USER, "127.1.2.3")
     assert entry["detail"]["reason"] == "permission_denied"
     assert entry["detail"]["path"] == "/t/refuse"
 

@@ -142,8 +142,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
     fake = FakeServer(
         hosts=[
-            FakeHost(1, "10.0.0.1", log="starting\nstep one\nstep two\nall done\n"),
-            FakeHost(2, "10.0.0.2", log="hello from 2\n"),
+            FakeHost(1, "127.0.0.1", log="starting\nstep one\nstep two\nall done\n"),
+            FakeHost(2, "127.0.0.2", log="hello from 2\n"),
         ]
     )
 

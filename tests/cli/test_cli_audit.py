@@ -23,7 +23,7 @@ ENTRY = {
     "resource_type": "script",
     "resource_id": "ab12",
     "detail": {"name": "deploy"},
-    "source_ip": "10.1.1.1",
+    "source_ip": "127.1.1.1",
 }
 
 
@@ -69,7 +69,7 @@ def test_audit_prints_a_table_and_sends_the_filters(cli: Cli, server: FakeServer
         }
     ]
     out = result.stdout
-    for text in ("alice", "create_script", "script:ab12", "biz:2", "10.1.1.1", '"deploy"'):
+    for text in ("alice", "create_script", "script:ab12", "biz:2", "127.1.1.1", '"deploy"'):
         assert text in out
     assert "1 entries" in out
 
@@ -107,7 +107,7 @@ def test_parse_time_durations(text: str, expected: int) -> None:
 def test_notify_commands(cli: Cli, server: FakeServer) -> None:
     server.admin_answers[("POST", "/businesses/2/notify-configs")] = {"id": 4, "statuses": [4, 9]}
     result = cli(
-        "notify", "webhook", "https://hooks.example.org/x", "--on", "4", "--on", "ABNORMAL_STATE",
+        "notify", "webhook", "http://127.0.0.1:9/x", "--on", "4", "--on", "ABNORMAL_STATE",
         env={"JOBFLEET_NOTIFY_SECRET": "k-123456789"},
     )
     assert result.exit_code == 0, result.output
@@ -122,7 +122,7 @@ def test_notify_commands(cli: Cli, server: FakeServer) -> None:
             "/businesses/2/notify-configs",
             {
                 "channel": "webhook",
-                "target": "https://hooks.example.org/x",
+                "target": "http://127.0.0.1:9/x",
                 "statuses": [4, "ABNORMAL_STATE"],
                 "secret": "k-123456789",
                 "enabled": True,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 BK = "/api/bk-job/prod/api/v3/"
 ADMIN = "/api/jobfleet/v1"
-IPS = {1: "10.0.0.1", 2: "10.0.0.2"}
+IPS = {1: "127.0.0.1", 2: "127.0.0.2"}
 
 
 def ok(data: Any) -> httpx.Response:
@@ -193,7 +193,7 @@ def test_push_uploads_then_transfers_and_prints_a_table(
 ) -> None:
     a = local(tmp_path, "app.tar.gz", b"a" * 2048)
     b = local(tmp_path, "app.conf", b"port=80\n")
-    result = cli("push", a, b, "-H", "10.0.0.1", "--host", "10.0.0.2", "--to", "/opt/app")
+    result = cli("push", a, b, "-H", "127.0.0.1", "--host", "127.0.0.2", "--to", "/opt/app")
 
     assert result.exit_code == 0, result.output
     assert files_server.stored == {"u1": b"a" * 2048, "u2": b"port=80\n"}
@@ -202,7 +202,10 @@ def test_push_uploads_then_transfers_and_prints_a_table(
         "file_target_path": "/opt/app",
         "account_alias": "root",
         "target_server": {
-            "ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.1"}, {"bk_cloud_id": 0, "ip": "10.0.0.2"}]
+            "ip_list": [
+                {"bk_cloud_id": 0, "ip": "127.0.0.1"},
+                {"bk_cloud_id": 0, "ip": "127.0.0.2"},
+            ]
         },
         "transfer_mode": 2,
         "timeout": 7200,
@@ -212,8 +215,8 @@ def test_push_uploads_then_transfers_and_prints_a_table(
     rows = table_rows(result.stdout)
     assert rows[0] == ["status", "ip", "files", "bytes", "speed", "error"]
     assert rows[1:] == [
-        ["Success", "10.0.0.1", "2/2", "2.0 KB", "1.0 MB/s", ""],
-        ["Success", "10.0.0.2", "2/2", "2.0 KB", "1.0 MB/s", ""],
+        ["Success", "127.0.0.1", "2/2", "2.0 KB", "1.0 MB/s", ""],
+        ["Success", "127.0.0.2", "2/2", "2.0 KB", "1.0 MB/s", ""],
     ]
     assert "✔ job 77 succeeded · 2/2 hosts done" in result.stdout
     assert "4.0 KB written" in result.stdout
@@ -244,17 +247,17 @@ def test_push_with_a_failed_host_exits_1_and_shows_why(
     files_server.host_status[1] = 202
     files_server.errors[1] = "target directory /t does not exist\nmore detail"
     result = cli(
-        "push", local(tmp_path, "a", b"x"), "-H", "10.0.0.1", "-H", "10.0.0.2", "--to", "/t"
+        "push", local(tmp_path, "a", b"x"), "-H", "127.0.0.1", "-H", "127.0.0.2", "--to", "/t"
     )
 
     assert result.exit_code == 1, result.output
     rows = table_rows(result.stdout)[1:]
     # failures last, nearest the prompt
     assert rows == [
-        ["Success", "10.0.0.2", "1/1", "1 B", "1.0 MB/s", ""],
+        ["Success", "127.0.0.2", "1/1", "1 B", "1.0 MB/s", ""],
         [
             "File transfer failed",
-            "10.0.0.1",
+            "127.0.0.1",
             "0/1",
             "0 B",
             "-",
@@ -267,7 +270,7 @@ def test_push_with_a_failed_host_exits_1_and_shows_why(
 def test_push_json_is_the_transfer_result(
     cli: Cli, files_server: FakeFiles, tmp_path: Path
 ) -> None:
-    result = cli("push", local(tmp_path, "a", b"xyz"), "-H", "10.0.0.1", "--to", "/t", "--json")
+    result = cli("push", local(tmp_path, "a", b"xyz"), "-H", "127.0.0.1", "--to", "/t", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["ok"] is True and data["job_instance_id"] == 77 and data["bytes_done"] == 6
@@ -278,7 +281,7 @@ def test_push_json_is_the_transfer_result(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--to", "relative/dir", "-H", "10.0.0.1"], "not an absolute path"),
+        (["--to", "relative/dir", "-H", "127.0.0.1"], "not an absolute path"),
         (["--to", "/t"], "at least one --host"),
     ],
 )
@@ -294,12 +297,12 @@ def test_push_usage_errors_exit_2_before_any_request(
 def test_push_of_a_missing_or_clashing_file_exits_2(
     cli: Cli, files_server: FakeFiles, tmp_path: Path
 ) -> None:
-    missing = cli("push", str(tmp_path / "nope"), "-H", "10.0.0.1", "--to", "/t")
+    missing = cli("push", str(tmp_path / "nope"), "-H", "127.0.0.1", "--to", "/t")
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
     (tmp_path / "x").mkdir()
     first = local(tmp_path, "a.conf", b"1")
     second = local(tmp_path / "x", "a.conf", b"2")
-    clash = cli("push", first, second, "-H", "10.0.0.1", "--to", "/t")
+    clash = cli("push", first, second, "-H", "127.0.0.1", "--to", "/t")
     # the message wraps at the terminal width, which depends on the path's length
     assert clash.exit_code == 2 and "same name 'a.conf'" in " ".join(clash.output.split())
     assert files_server.requests == []
@@ -309,7 +312,7 @@ def test_push_refused_upload_exits_2_with_the_server_message(
     cli: Cli, files_server: FakeFiles, tmp_path: Path
 ) -> None:
     files_server.refuse_upload = True
-    result = cli("push", local(tmp_path, "a", b"x"), "-H", "10.0.0.1", "--to", "/t")
+    result = cli("push", local(tmp_path, "a", b"x"), "-H", "127.0.0.1", "--to", "/t")
     assert result.exit_code == 2
     assert "error 1241010: The file is too large" in result.output
     assert "Traceback" not in result.output
@@ -343,7 +346,7 @@ def test_fetch_saves_each_file_under_its_host(
         files_server.store(file_id, file_id.encode() * 2)
     out = tmp_path / "out"
     result = cli(
-        "fetch", "-H", "10.0.0.1", "-H", "10.0.0.2", "/var/log/app.log", "/etc/hosts",
+        "fetch", "-H", "127.0.0.1", "-H", "127.0.0.2", "/var/log/app.log", "/etc/hosts",
         "--to", str(out),
     )  # fmt: skip
 
@@ -352,20 +355,23 @@ def test_fetch_saves_each_file_under_its_host(
         "file_list": ["/var/log/app.log", "/etc/hosts"],
         "account_alias": "root",
         "target_server": {
-            "ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.1"}, {"bk_cloud_id": 0, "ip": "10.0.0.2"}]
+            "ip_list": [
+                {"bk_cloud_id": 0, "ip": "127.0.0.1"},
+                {"bk_cloud_id": 0, "ip": "127.0.0.2"},
+            ]
         },
         "timeout": 7200,
         "bk_biz_id": 2,
     }
-    assert (out / "0_10.0.0.1" / "app.log").read_bytes() == b"f1f1"
-    assert (out / "0_10.0.0.2" / "app.log").read_bytes() == b"f2f2"
-    assert (out / "0_10.0.0.2" / "hosts").read_bytes() == b"f3f3"
+    assert (out / "0_127.0.0.1" / "app.log").read_bytes() == b"f1f1"
+    assert (out / "0_127.0.0.2" / "app.log").read_bytes() == b"f2f2"
+    assert (out / "0_127.0.0.2" / "hosts").read_bytes() == b"f3f3"
     rows = table_rows(result.stdout)
     assert rows[0] == ["status", "ip", "path", "saved as", "size", "error"]
     assert [r[:3] for r in rows[1:]] == [
-        ["saved", "10.0.0.1", "/var/log/app.log"],
-        ["saved", "10.0.0.2", "/var/log/app.log"],
-        ["saved", "10.0.0.2", "/etc/hosts"],
+        ["saved", "127.0.0.1", "/var/log/app.log"],
+        ["saved", "127.0.0.2", "/var/log/app.log"],
+        ["saved", "127.0.0.2", "/etc/hosts"],
     ]
     assert "✔ job 5 succeeded · 2/2 hosts done" in result.stdout
 
@@ -377,10 +383,10 @@ def test_fetch_mirrors_paths_when_basenames_clash(
     files_server.fetch_items = [fetched(1, "/a/app.log", "f1"), fetched(1, "/b/app.log", "f2")]
     files_server.store("f1", b"A")
     files_server.store("f2", b"B")
-    result = cli("fetch", "-H", "10.0.0.1", "/*/app.log", "--to", str(tmp_path))
+    result = cli("fetch", "-H", "127.0.0.1", "/*/app.log", "--to", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "0_10.0.0.1" / "a" / "app.log").read_bytes() == b"A"
-    assert (tmp_path / "0_10.0.0.1" / "b" / "app.log").read_bytes() == b"B"
+    assert (tmp_path / "0_127.0.0.1" / "a" / "app.log").read_bytes() == b"A"
+    assert (tmp_path / "0_127.0.0.1" / "b" / "app.log").read_bytes() == b"B"
 
 
 def test_fetch_with_a_failed_host_exits_1(
@@ -393,16 +399,16 @@ def test_fetch_with_a_failed_host_exits_1(
     ]
     files_server.store("f1", b"1")
     result = cli(
-        "fetch", "-H", "10.0.0.1", "-H", "10.0.0.2", "/data/a", "/data/b", "--to", str(tmp_path)
+        "fetch", "-H", "127.0.0.1", "-H", "127.0.0.2", "/data/a", "/data/b", "--to", str(tmp_path)
     )
     assert result.exit_code == 1, result.output
-    assert [p.name for p in (tmp_path / "0_10.0.0.1").iterdir()] == ["a"]
-    assert not (tmp_path / "0_10.0.0.2").exists()
+    assert [p.name for p in (tmp_path / "0_127.0.0.1").iterdir()] == ["a"]
+    assert not (tmp_path / "0_127.0.0.2").exists()
     rows = table_rows(result.stdout)[1:]
     assert [(r[0], r[1], r[2], r[5]) for r in rows] == [
-        ("saved", "10.0.0.1", "/data/a", ""),
-        ("failed", "10.0.0.1", "/data/b", "permission denied"),
-        ("Source file not exist", "10.0.0.2", "-", ""),
+        ("saved", "127.0.0.1", "/data/a", ""),
+        ("failed", "127.0.0.1", "/data/b", "permission denied"),
+        ("Source file not exist", "127.0.0.2", "-", ""),
     ]
 
 
@@ -414,20 +420,20 @@ def test_fetch_download_that_fails_its_checksum_exits_2(
     files_server.store("f1", b"1")
     files_server.store("f2", b"2")
     files_server.corrupt.add("f1")
-    result = cli("fetch", "-H", "10.0.0.1", "/data/a", "/data/b", "--to", str(tmp_path), "--json")
+    result = cli("fetch", "-H", "127.0.0.1", "/data/a", "/data/b", "--to", str(tmp_path), "--json")
     assert result.exit_code == 2
     data = json.loads(result.stdout)
     assert [(f["state"], f["saved"]) for f in data["files"]] == [
         ("not saved", None),
-        ("saved", str(tmp_path / "0_10.0.0.1" / "b")),
+        ("saved", str(tmp_path / "0_127.0.0.1" / "b")),
     ]
     assert "checksum mismatch" in data["files"][0]["error"]
     assert "1 fetched files could not be saved" in result.stderr
-    assert sorted(p.name for p in (tmp_path / "0_10.0.0.1").iterdir()) == ["b"]
+    assert sorted(p.name for p in (tmp_path / "0_127.0.0.1").iterdir()) == ["b"]
 
 
 def test_fetch_paths_must_be_absolute(cli: Cli, files_server: FakeFiles) -> None:
-    result = cli("fetch", "-H", "10.0.0.1", "var/log/x")
+    result = cli("fetch", "-H", "127.0.0.1", "var/log/x")
     assert result.exit_code == 2 and "not an absolute path" in result.output
     assert files_server.requests == []
 
@@ -442,7 +448,7 @@ def test_logs_of_a_file_step_print_one_line_per_file(
     files_server.errors[2] = "disk full"
     assert (
         cli(
-            "push", local(tmp_path, "a", b"xy"), "-H", "10.0.0.1", "-H", "10.0.0.2", "--to", "/t"
+            "push", local(tmp_path, "a", b"xy"), "-H", "127.0.0.1", "-H", "127.0.0.2", "--to", "/t"
         ).exit_code
         == 1
     )
@@ -451,7 +457,7 @@ def test_logs_of_a_file_step_print_one_line_per_file(
     # the job failed (one host could not write): logs says so with its exit code
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == "== 10.0.0.1 (Success, exit -) =="
+    assert lines[0] == "== 127.0.0.1 (Success, exit -) =="
     assert lines[1].split() == [
         "download",
         "0.0.0.0:a",
@@ -464,11 +470,11 @@ def test_logs_of_a_file_step_print_one_line_per_file(
         "MB/s",
         "100%",
     ]
-    assert lines[2] == "== 10.0.0.2 (File transfer failed, exit -) =="
+    assert lines[2] == "== 127.0.0.2 (File transfer failed, exit -) =="
     assert lines[3].split()[4:] == ["failed", "2", "B", "-", "0%"]
     assert lines[4] == "    disk full"
 
-    raw = cli("logs", "77", "--host", "10.0.0.2")
+    raw = cli("logs", "77", "--host", "127.0.0.2")
     assert raw.exit_code == 0
     assert raw.stdout.endswith("0%\n    disk full\n") and "==" not in raw.stdout
 
@@ -485,20 +491,20 @@ def test_local_paths_are_flat_unless_a_host_has_two_of_a_name() -> None:
         [row(1, "/a/x.log"), row(2, "/a/x.log"), row(1, "/b/y"), row(2, "/z", "failed")]
     )
     assert flat == [
-        PurePosixPath("0_10.0.0.1/x.log"),
-        PurePosixPath("0_10.0.0.2/x.log"),
-        PurePosixPath("0_10.0.0.1/y"),
+        PurePosixPath("0_127.0.0.1/x.log"),
+        PurePosixPath("0_127.0.0.2/x.log"),
+        PurePosixPath("0_127.0.0.1/y"),
         None,
     ]
     mirrored = local_paths([row(1, "/a/x.log"), row(1, "/b/../c/./x.log"), row(2, "/q")])
     assert mirrored == [
-        PurePosixPath("0_10.0.0.1/a/x.log"),
-        PurePosixPath("0_10.0.0.1/c/x.log"),
-        PurePosixPath("0_10.0.0.2/q"),
+        PurePosixPath("0_127.0.0.1/a/x.log"),
+        PurePosixPath("0_127.0.0.1/c/x.log"),
+        PurePosixPath("0_127.0.0.2/q"),
     ]
     # nothing climbs out of the host's folder
     climbing = local_paths([row(1, "/../../etc/x"), row(1, "/var/x")])
-    assert climbing == [PurePosixPath("0_10.0.0.1/etc/x"), PurePosixPath("0_10.0.0.1/var/x")]
+    assert climbing == [PurePosixPath("0_127.0.0.1/etc/x"), PurePosixPath("0_127.0.0.1/var/x")]
 
 
 def test_fetch_rows_keep_one_row_per_file_and_per_silent_host() -> None:
@@ -508,14 +514,14 @@ def test_fetch_rows_keep_one_row_per_file_and_per_silent_host() -> None:
         4,
         True,
         [
-            HostResult(1, "10.0.0.1", 0, 9, None),
-            HostResult(2, "10.0.0.2", 0, 320, None, log="cannot reach the agent\n"),
+            HostResult(1, "127.0.0.1", 0, 9, None),
+            HostResult(2, "127.0.0.2", 0, 320, None, log="cannot reach the agent\n"),
         ],
     )
     rows = fetch_rows(result, [fetched(1, "/a", "f1"), fetched(1, "//a/.", "f1")])
     assert [(r["ip"], r["path"], r["state"], r["error"]) for r in rows] == [
-        ("10.0.0.1", "/a", "arrived", ""),
-        ("10.0.0.2", None, "File fetch failed", "cannot reach the agent"),
+        ("127.0.0.1", "/a", "arrived", ""),
+        ("127.0.0.2", None, "File fetch failed", "cannot reach the agent"),
     ]
 
 

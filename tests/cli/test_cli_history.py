@@ -52,7 +52,7 @@ def test_jobs_filters_reach_the_server(cli: Cli, history: FakeServer) -> None:
     server = history
     result = cli(
         "jobs", "--status", "failed", "--user", "alice", "--name", "night", "--launch-mode",
-        "cron", "--cron", "5", "--ip", "10.0.0.1", "--since", "2026-12-01", "--until",
+        "cron", "--cron", "5", "--ip", "127.0.0.1", "--since", "2026-12-01", "--until",
         "2026-12-02T06:00", "--limit", "10", "--offset", "20", "--biz", "3",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -63,7 +63,7 @@ def test_jobs_filters_reach_the_server(cli: Cli, history: FakeServer) -> None:
         "name": "night",
         "launch_mode": "3",
         "job_cron_id": "5",
-        "ip": "10.0.0.1",
+        "ip": "127.0.0.1",
         "start": "20",
         "length": "10",
         "bk_scope_id": "3",

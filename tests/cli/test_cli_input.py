@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 COMMANDS = [
     (["template", "import"], []),
     (["topo", "group", "add", "g", "--filter"], ["@"]),
-    (["run", "-H", "10.0.0.1", "--file"], []),
+    (["run", "-H", "127.0.0.1", "--file"], []),
 ]
 
 

@@ -24,7 +24,7 @@ def test_status_shows_job_steps_and_hosts(cli: Cli, server: FakeServer) -> None:
     assert "failed" in out
     assert "1.5s" in out
     assert "Agent abnormal (1)" in out
-    assert "10.0.0.2" in out
+    assert "127.0.0.2" in out
     assert "✘ job 77 failed · 1 of 2 hosts failed" in out
 
 
@@ -50,16 +50,16 @@ def test_logs_print_every_host_under_a_header(cli: Cli, server: FakeServer) -> N
     result = cli("logs", "77")
     assert result.exit_code == 0
     assert result.stdout == (
-        "== 10.0.0.1 (Success, exit 0) ==\n"
+        "== 127.0.0.1 (Success, exit 0) ==\n"
         "starting\nstep one\nstep two\nall done\n"
-        "== 10.0.0.2 (Script exit code non-zero, exit 2) ==\n"
+        "== 127.0.0.2 (Script exit code non-zero, exit 2) ==\n"
         "hello from 2\n"
     )
 
 
 def test_logs_of_one_host_are_raw(cli: Cli, server: FakeServer) -> None:
     server.hosts[0].log = "[red]not markup[/red]\r\n\ttabbed\n"
-    result = cli("logs", "77", "--host", "10.0.0.1", "--step", "88")
+    result = cli("logs", "77", "--host", "127.0.0.1", "--step", "88")
     assert result.exit_code == 0
     assert result.stdout_bytes == b"[red]not markup[/red]\r\n\ttabbed\n"
     batch = [r for r in server.requests if r.url.path.endswith("batch_get_job_instance_ip_log")]
@@ -67,9 +67,9 @@ def test_logs_of_one_host_are_raw(cli: Cli, server: FakeServer) -> None:
 
 
 def test_logs_of_a_host_not_in_the_job_exit_2(cli: Cli, server: FakeServer) -> None:
-    result = cli("logs", "77", "--host", "10.9.9.9")
+    result = cli("logs", "77", "--host", "127.9.9.9")
     assert result.exit_code == 2
-    assert "10.9.9.9 is not a target" in result.stderr
+    assert "127.9.9.9 is not a target" in result.stderr
 
 
 def test_hosts_table_and_filters(cli: Cli, server: FakeServer) -> None:
@@ -78,7 +78,7 @@ def test_hosts_table_and_filters(cli: Cli, server: FakeServer) -> None:
             "bk_host_id": 1,
             "bk_biz_id": 2,
             "bk_cloud_id": 0,
-            "ip": "10.0.0.1",
+            "ip": "127.0.0.1",
             "hostname": "web1",
             "os_type": "linux",
             "agent_id": "ag-1",
@@ -90,7 +90,7 @@ def test_hosts_table_and_filters(cli: Cli, server: FakeServer) -> None:
             "bk_host_id": 2,
             "bk_biz_id": 2,
             "bk_cloud_id": 0,
-            "ip": "10.0.0.2",
+            "ip": "127.0.0.2",
             "hostname": "web2",
             "os_type": "linux",
             "agent_id": None,
@@ -114,9 +114,9 @@ def test_hosts_table_and_filters(cli: Cli, server: FakeServer) -> None:
 
 
 def test_hosts_json(cli: Cli, server: FakeServer) -> None:
-    server.admin_answers[("GET", "/hosts")] = [{"bk_host_id": 1, "ip": "10.0.0.1"}]
+    server.admin_answers[("GET", "/hosts")] = [{"bk_host_id": 1, "ip": "127.0.0.1"}]
     result = cli("hosts", "--json")
-    assert json.loads(result.stdout) == [{"bk_host_id": 1, "ip": "10.0.0.1"}]
+    assert json.loads(result.stdout) == [{"bk_host_id": 1, "ip": "127.0.0.1"}]
 
 
 def test_ctrl_c_while_following_says_the_job_runs_on(cli: Cli, server: FakeServer) -> None:
@@ -131,7 +131,7 @@ def test_ctrl_c_while_following_says_the_job_runs_on(cli: Cli, server: FakeServe
     for args in (
         ("logs", "-f", "77"),
         ("follow", "77"),
-        ("run", "--stream", "-H", "10.0.0.1", "-c", "true"),
+        ("run", "--stream", "-H", "127.0.0.1", "-c", "true"),
     ):
         result = cli(*args)
         assert result.exit_code == 130, result.output

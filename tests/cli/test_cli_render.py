@@ -43,12 +43,12 @@ def test_format_time_accepts_ms_seconds_iso_and_nothing() -> None:
 
 def test_host_table_groups_by_status_failures_last_and_escapes_markup() -> None:
     hosts = [
-        HostResult(1, "10.0.0.3", 0, 104, 1, log="[bold]boom[/bold]\n"),
-        HostResult(2, "10.0.0.1", 0, 9, 0, log="ok\n"),
-        HostResult(3, "10.0.0.2", 1, 9, 0, log="ok\n"),
-        HostResult(4, "10.0.0.4", 0, 1, None),
-        HostResult(5, "10.0.0.5", 0, 7, None),
-        HostResult(6, "10.0.0.6", 0, 999, None),
+        HostResult(1, "127.0.0.3", 0, 104, 1, log="[bold]boom[/bold]\n"),
+        HostResult(2, "127.0.0.1", 0, 9, 0, log="ok\n"),
+        HostResult(3, "127.0.0.2", 1, 9, 0, log="ok\n"),
+        HostResult(4, "127.0.0.4", 0, 1, None),
+        HostResult(5, "127.0.0.5", 0, 7, None),
+        HostResult(6, "127.0.0.6", 0, 999, None),
     ]
     text = render(_render.host_table(hosts))
     order = [
@@ -62,14 +62,14 @@ def test_host_table_groups_by_status_failures_last_and_escapes_markup() -> None:
         )
     ]
     assert order == sorted(order)
-    assert "1:10.0.0.2" in text
+    assert "1:127.0.0.2" in text
     assert "[bold]boom[/bold]" in text
 
 
 def test_result_summary_wording() -> None:
-    result = ExecutionResult(5, 6, 2, False, [HostResult(1, "10.0.0.1", 0, 7, None)])
+    result = ExecutionResult(5, 6, 2, False, [HostResult(1, "127.0.0.1", 0, 7, None)])
     assert render(_render.result_summary(result)).strip() == "… job 5 running · 0/1 hosts done"
-    result = ExecutionResult(5, 6, 3, True, [HostResult(1, "10.0.0.1", 0, 9, 0)])
+    result = ExecutionResult(5, 6, 3, True, [HostResult(1, "127.0.0.1", 0, 9, 0)])
     assert render(_render.result_summary(result, 2.0)).strip() == (
         "✔ job 5 succeeded · 1/1 hosts done · 2.0s"
     )
@@ -106,12 +106,12 @@ def test_progress_bar_draws_on_a_terminal_and_is_silent_elsewhere() -> None:
 def test_logs_header_shows_cloud_when_not_default() -> None:
     written = io.StringIO()
     console = Console(file=written, width=100)
-    _render.print_host_logs(console, [HostResult(1, "10.0.0.4", 3, 9, 0, log="ok\n")])
-    assert written.getvalue() == "== 3:10.0.0.4 (Success, exit 0) ==\nok\n"
+    _render.print_host_logs(console, [HostResult(1, "127.0.0.4", 3, 9, 0, log="ok\n")])
+    assert written.getvalue() == "== 3:127.0.0.4 (Success, exit 0) ==\nok\n"
 
 
 def test_hosts_sort_numerically_by_ip() -> None:
-    hosts = [HostResult(i, f"10.0.0.{i}", 0, 9, 0) for i in (10, 9, 100, 1)]
+    hosts = [HostResult(i, f"127.0.0.{i}", 0, 9, 0) for i in (10, 9, 100, 1)]
     text = render(_render.host_table(hosts, logs=False))
-    positions = [text.index(f"10.0.0.{i} ") for i in (1, 9, 10, 100)]
+    positions = [text.index(f"127.0.0.{i} ") for i in (1, 9, 10, 100)]
     assert positions == sorted(positions)

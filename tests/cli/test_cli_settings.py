@@ -50,7 +50,7 @@ def test_defaults(cli: Cli, server: FakeServer) -> None:
 def test_each_layer_wins_over_the_ones_below(cli: Cli, server: FakeServer, tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "c.toml",
-        server="http://config:1",
+        server="http://127.0.0.11:1",
         app_code="cfg-app",
         app_secret="cfg-secret",
         username="cfg-user",
@@ -58,7 +58,7 @@ def test_each_layer_wins_over_the_ones_below(cli: Cli, server: FakeServer, tmp_p
     )
     bootstrap = write_bootstrap(
         tmp_path / "bootstrap.json",
-        url="http://boot:2",
+        url="http://127.0.0.12:2",
         bk_app_code="boot-app",
         bk_app_secret="boot-secret",
         admin_user="boot-user",
@@ -75,7 +75,8 @@ def test_each_layer_wins_over_the_ones_below(cli: Cli, server: FakeServer, tmp_p
     s = settings_of(server)
     assert s.username == "flag-user"  # flag over env
     assert s.app_code == "env-app"  # env over bootstrap
-    assert (s.server, s.app_secret) == ("http://boot:2", "boot-secret")  # bootstrap over config
+    # bootstrap over config
+    assert (s.server, s.app_secret) == ("http://127.0.0.12:2", "boot-secret")
     assert s.biz == 11  # config over default
     assert s.sources == {
         "server": str(bootstrap),
@@ -90,13 +91,13 @@ def test_each_layer_wins_over_the_ones_below(cli: Cli, server: FakeServer, tmp_p
 def test_bootstrap_without_url_falls_back_to_config_server(
     cli: Cli, server: FakeServer, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path / "c.toml", server="http://config:1/")
+    config = write_config(tmp_path / "c.toml", server="http://127.0.0.11:1/")
     bootstrap = write_bootstrap(
         tmp_path / "b.json", bk_app_code="a", bk_app_secret="s", admin_user="root"
     )
     assert cli.bare("--config", str(config), "--bootstrap", str(bootstrap), "whoami").exit_code == 0
     s = settings_of(server)
-    assert (s.server, s.app_code, s.username) == ("http://config:1", "a", "root")
+    assert (s.server, s.app_code, s.username) == ("http://127.0.0.11:1", "a", "root")
 
 
 def test_default_config_file_is_read_from_home(
@@ -110,9 +111,9 @@ def test_default_config_file_is_read_from_home(
 
 
 def test_env_biz_and_server(cli: Cli, server: FakeServer) -> None:
-    env = {"JOBFLEET_BIZ": "9", "JOBFLEET_SERVER": "http://env:3"}
+    env = {"JOBFLEET_BIZ": "9", "JOBFLEET_SERVER": "http://127.0.0.13:3"}
     assert cli("whoami", env=env).exit_code == 0
-    assert (settings_of(server).biz, settings_of(server).server) == (9, "http://env:3")
+    assert (settings_of(server).biz, settings_of(server).server) == (9, "http://127.0.0.13:3")
     assert settings_of(server).sources["biz"] == "JOBFLEET_BIZ"
 
 
@@ -154,7 +155,7 @@ def test_bad_bootstrap_file_exits_2(cli: Cli, server: FakeServer, tmp_path: Path
 
 def test_missing_credentials_exit_2_before_any_request(cli: Cli) -> None:
     # the real make_client: it refuses before building a client
-    result = cli.bare("run", "-H", "10.0.0.1", "-c", "true")
+    result = cli.bare("run", "-H", "127.0.0.1", "-c", "true")
     assert result.exit_code == 2
     assert "no credentials" in result.stderr
     assert "Traceback" not in result.output

@@ -35,14 +35,14 @@ def topo(server: FakeServer) -> FakeServer:
     server.admin_answers[("GET", "/dynamic-groups")] = GROUPS
     server.admin_answers[("POST", "/dynamic-groups/preview")] = {
         "total": 2,
-        "hosts": [{"bk_host_id": 1, "ip": "10.0.0.1"}, {"bk_host_id": 2, "ip": "10.0.0.2"}],
+        "hosts": [{"bk_host_id": 1, "ip": "127.0.0.1"}, {"bk_host_id": 2, "ip": "127.0.0.2"}],
     }
     return server
 
 
 def test_groups_modules_sets_and_labels_go_to_the_target(cli: Cli, topo: FakeServer) -> None:
     result = cli(
-        "run", "-c", "uptime", "--host", "10.0.0.9",
+        "run", "-c", "uptime", "--host", "127.0.0.9",
         "--group", "prod", "--group", "g-a",
         "--module", "nginx", "--module", "db/app", "--module", "12",
         "--set", "db",
@@ -50,7 +50,7 @@ def test_groups_modules_sets_and_labels_go_to_the_target(cli: Cli, topo: FakeSer
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     target = topo.submitted["target_server"]
-    assert target["ip_list"] == [{"bk_cloud_id": 0, "ip": "10.0.0.9"}]
+    assert target["ip_list"] == [{"bk_cloud_id": 0, "ip": "127.0.0.9"}]
     assert target["dynamic_group_list"] == [{"id": "g-prod"}, {"id": "g-a"}]
     assert target["topo_node_list"] == [
         {"node_type": "set", "id": 20},

@@ -32,7 +32,7 @@ def test_printable_writes_out_control_characters_but_tab_and_newline() -> None:
 
 def test_a_host_name_cannot_drive_the_terminal(cli: Cli, server: FakeServer) -> None:
     server.admin_answers[("GET", "/hosts")] = [
-        {"bk_host_id": 1, "ip": "10.0.0.1", "hostname": f"web{CLEAR}{TITLE}", "alive": True}
+        {"bk_host_id": 1, "ip": "127.0.0.1", "hostname": f"web{CLEAR}{TITLE}", "alive": True}
     ]
     result = cli("hosts")
     assert result.exit_code == 0, result.output
@@ -48,14 +48,14 @@ def test_logs_show_escape_sequences_on_a_terminal(cli: Cli, server: FakeServer) 
     assert CLEAR not in result.stdout and "\x1b]0;" not in result.stdout
     assert "before\\u001b[2Jafter\\u001b]0;pwned" in result.stdout
 
-    one = cli("logs", "77", "--host", "10.0.0.1", env={"FORCE_COLOR": "1"})
+    one = cli("logs", "77", "--host", "127.0.0.1", env={"FORCE_COLOR": "1"})
     assert one.exit_code == 0, one.output
     assert one.stdout == "before\\u001b[2Jafter\\u001b]0;pwned\\u0007\n"
 
 
 def test_logs_of_one_host_stay_raw_in_a_pipe(cli: Cli, server: FakeServer) -> None:
     server.hosts[0].log = f"raw{CLEAR}\n"
-    result = cli("logs", "77", "--host", "10.0.0.1")
+    result = cli("logs", "77", "--host", "127.0.0.1")
     assert result.stdout == f"raw{CLEAR}\n"
 
 
@@ -76,7 +76,7 @@ class _Events:
 
 
 def _follow(console: Console, json_out: bool = False) -> str:
-    output = {"bk_host_id": 1, "ip": "10.0.0.1", "content": f"a{CLEAR}b\npart{TITLE}"}
+    output = {"bk_host_id": 1, "ip": "127.0.0.1", "content": f"a{CLEAR}b\npart{TITLE}"}
     client = _Events(
         [
             {"event": "output", "id": "1", "data": output},
@@ -90,9 +90,9 @@ def _follow(console: Console, json_out: bool = False) -> str:
 
 def test_follow_shows_escape_sequences_on_a_terminal() -> None:
     terminal = Console(file=io.StringIO(), force_terminal=True)
-    assert _follow(terminal) == ("10.0.0.1: a\\u001b[2Jb\n10.0.0.1: part\\u001b]0;pwned\\u0007\n")
+    assert _follow(terminal) == ("127.0.0.1: a\\u001b[2Jb\n127.0.0.1: part\\u001b]0;pwned\\u0007\n")
     pipe = Console(file=io.StringIO(), force_terminal=False)
-    assert _follow(pipe) == f"10.0.0.1: a{CLEAR}b\n10.0.0.1: part{TITLE}\n"
+    assert _follow(pipe) == f"127.0.0.1: a{CLEAR}b\n127.0.0.1: part{TITLE}\n"
 
 
 def test_follow_json_lines_carry_no_raw_control_characters() -> None:
@@ -118,7 +118,7 @@ def test_follow_takes_crlf_for_a_line_end_on_a_terminal() -> None:
             {
                 "event": "output",
                 "id": "1",
-                "data": {"bk_host_id": 1, "ip": "10.0.0.1", "content": "dir\r\nok\r\n"},
+                "data": {"bk_host_id": 1, "ip": "127.0.0.1", "content": "dir\r\nok\r\n"},
             },
             {"event": "end", "id": "2", "data": {"status": 3}},
         ]
@@ -126,4 +126,4 @@ def test_follow_takes_crlf_for_a_line_end_on_a_terminal() -> None:
     terminal = Console(file=io.StringIO(), force_terminal=True)
     jobs.follow(client, 77, terminal)
     assert isinstance(terminal.file, io.StringIO)
-    assert terminal.file.getvalue() == "10.0.0.1: dir\n10.0.0.1: ok\n"
+    assert terminal.file.getvalue() == "127.0.0.1: dir\n127.0.0.1: ok\n"

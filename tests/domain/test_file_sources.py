@@ -35,13 +35,13 @@ def test_access_params_and_urls() -> None:
     assert s3 == {"endpoint_url": "http://127.0.0.1:9000", "region": "us-east-1"}
     assert object_url("S3", s3, "", "releases/v1/a b.txt") == \
         "http://127.0.0.1:9000/releases/v1/a%20b.txt"
-    http = check_access_params("HTTP", {"base_url": "https://repo.example/generic"})
-    assert object_url("HTTP", http, "app/", "x.tgz") == "https://repo.example/generic/app/x.tgz"
+    http = check_access_params("HTTP", {"base_url": "http://127.0.0.1:8081/generic"})
+    assert object_url("HTTP", http, "app/", "x.tgz") == "http://127.0.0.1:8081/generic/app/x.tgz"
     for bad in ("../etc/passwd", "a/../../b", "", "releases"):
         with pytest.raises(JobError):
             object_url("S3", s3, "", bad)
-    for raw in ({}, {"base_url": "ftp://x"}, {"base_url": "http://u:p@x"},
-                {"base_url": "http://x/?q=1"}):
+    for raw in ({}, {"base_url": "ftp://127.0.0.1"}, {"base_url": "http://u:p@127.0.0.1"},
+                {"base_url": "http://127.0.0.1/?q=1"}):
         with pytest.raises(JobError):
             check_access_params("HTTP", raw)
     assert credential_fits("S3", "APP_ID_SECRET_KEY")
@@ -60,9 +60,9 @@ def test_bk_job_source_type_codes() -> None:
         check_access_params("TENCENT_CLOUD_COS", {})
     assert credential_fits("TENCENT_CLOUD_COS", "APP_ID_SECRET_KEY")
     assert not credential_fits("TENCENT_CLOUD_COS", "USERNAME_PASSWORD")
-    repo = check_access_params("BLUEKING_ARTIFACTORY", {"base_url": "https://bkrepo.example/"})
+    repo = check_access_params("BLUEKING_ARTIFACTORY", {"base_url": "http://127.0.0.1:8082/"})
     assert object_url("BLUEKING_ARTIFACTORY", repo, "", "proj/generic-local/v1/a b.tgz") == \
-        "https://bkrepo.example/generic/proj/generic-local/v1/a%20b.tgz"
+        "http://127.0.0.1:8082/generic/proj/generic-local/v1/a%20b.tgz"
     with pytest.raises(JobError):
         object_url("BLUEKING_ARTIFACTORY", repo, "", "proj/only")
     assert credential_fits("BLUEKING_ARTIFACTORY", "USERNAME_PASSWORD")

@@ -9,7 +9,7 @@ from jobfleet.domain import heal
 
 def test_alertmanager_payload() -> None:
     payload = {"version": "4", "status": "firing", "alerts": [
-        {"status": "resolved", "labels": {"alertname": "A", "instance": "10.0.0.1:9100"},
+        {"status": "resolved", "labels": {"alertname": "A", "instance": "127.0.0.1:9100"},
          "annotations": {"summary": "s"}, "fingerprint": "abc"},
         {"labels": {"alertname": "B"}}]}
     first, second = heal.read_alerts(payload)
@@ -45,11 +45,11 @@ def test_matching() -> None:
 
 
 def test_render_and_host_refs() -> None:
-    [alert] = heal.read_alerts({"labels": {"alertname": "A", "instance": "10.0.0.1:9100",
-                                           "hosts": "10.0.0.2; 10.0.0.3,10.0.0.2"},
+    [alert] = heal.read_alerts({"labels": {"alertname": "A", "instance": "127.0.0.1:9100",
+                                           "hosts": "127.0.0.2; 127.0.0.3,127.0.0.2"},
                                 "annotations": {"summary": "full"}})
     text = "{{alertname}} {{ labels.instance }} {{annotations.summary}} {{nope}}{{status}}"
-    assert heal.render(text, alert) == "A 10.0.0.1:9100 full firing"
-    assert heal.host_refs(alert, "instance", "ip") == ["10.0.0.1"]
-    assert heal.host_refs(alert, "hosts", "ip") == ["10.0.0.2", "10.0.0.3"]
+    assert heal.render(text, alert) == "A 127.0.0.1:9100 full firing"
+    assert heal.host_refs(alert, "instance", "ip") == ["127.0.0.1"]
+    assert heal.host_refs(alert, "hosts", "ip") == ["127.0.0.2", "127.0.0.3"]
     assert heal.host_refs(alert, "missing", "ip") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -9,11 +10,13 @@ import pytest
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.host_filters import clean_labels, condition_from_text, parse_filter
 
-WEB = {"hostname": "web-1", "ip": "10.0.0.1", "ipv6": "", "os_type": "Linux",
+WEB = {"hostname": "web-1", "ip": "127.0.0.1", "ipv6": "", "os_type": "Linux",
        "os_name": "Ubuntu 22.04", "bk_cloud_id": 0, "labels": {"env": "prod", "role": "web"}}
-DB = {"hostname": "db-1", "ip": "10.0.0.2", "ipv6": "fd00::2", "os_type": "Linux",
+# IPv4-mapped loopback, kept in normal form as hosts keep it
+DB = {"hostname": "db-1", "ip": "127.0.0.2", "ipv6": str(ipaddress.IPv6Address("::ffff:127.0.6.2")),
+      "os_type": "Linux",
       "os_name": "Debian GNU/Linux 12", "bk_cloud_id": 1, "labels": {"env": "test", "gpu": ""}}
-WIN = {"hostname": "WIN-7", "ip": "10.0.1.9", "ipv6": "", "os_type": "Windows",
+WIN = {"hostname": "WIN-7", "ip": "127.0.1.9", "ipv6": "", "os_type": "Windows",
        "os_name": "Windows 10", "bk_cloud_id": 0, "labels": {}}
 HOSTS = {"web": WEB, "db": DB, "win": WIN}
 
@@ -33,9 +36,9 @@ def cond(field: str, op: str, value: Any = None) -> dict[str, Any]:
     (cond("hostname", "prefix", "web-"), {"web"}),
     (cond("hostname", "contains", "-"), {"web", "db", "win"}),
     (cond("hostname", "regex", "^(web|db)-[0-9]+$"), {"web", "db"}),
-    (cond("ip", "in", ["10.0.0.1", "10.0.1.9"]), {"web", "win"}),
-    (cond("ip", "not_in", ["10.0.0.1"]), {"db", "win"}),
-    (cond("ipv6", "equal", "fd00:0::0002"), {"db"}),  # addresses compare in normal form
+    (cond("ip", "in", ["127.0.0.1", "127.0.1.9"]), {"web", "win"}),
+    (cond("ip", "not_in", ["127.0.0.1"]), {"db", "win"}),
+    (cond("ipv6", "equal", "0::ffff:7f00:0602"), {"db"}),  # addresses compare in normal form
     (cond("ipv6", "exists"), {"db"}),
     (cond("ipv6", "exists", False), {"web", "win"}),
     (cond("labels.gpu", "exists"), {"db"}),  # a label with an empty value is still there
@@ -57,9 +60,9 @@ def test_conditions_are_and_groups_are_or() -> None:
 
 
 def test_stored_form_keeps_the_shape() -> None:
-    flat = [cond("ip", "in", ["10.0.0.2", "10.0.0.1"]), cond("labels.x", "exists")]
+    flat = [cond("ip", "in", ["127.0.0.2", "127.0.0.1"]), cond("labels.x", "exists")]
     assert parse_filter(flat).to_json() == [
-        {"field": "ip", "op": "in", "value": ["10.0.0.1", "10.0.0.2"]},
+        {"field": "ip", "op": "in", "value": ["127.0.0.1", "127.0.0.2"]},
         {"field": "labels.x", "op": "exists", "value": True},
     ]
     nested = {"any": [[cond("hostname", "equal", "a")], [cond("hostname", "equal", "b")]]}
@@ -97,8 +100,8 @@ def test_conditions_from_cli_text() -> None:
     assert condition_from_text("labels.env equal prod") == cond("labels.env", "equal", "prod")
     assert condition_from_text("hostname regex ^web [0-9]") == cond("hostname", "regex",
                                                                      "^web [0-9]")
-    assert condition_from_text("ip in 10.0.0.1, 10.0.0.2") == cond("ip", "in",
-                                                                   ["10.0.0.1", "10.0.0.2"])
+    assert condition_from_text("ip in 127.0.0.1, 127.0.0.2") == cond("ip", "in",
+                                                                   ["127.0.0.1", "127.0.0.2"])
     assert condition_from_text("labels.gpu exists") == cond("labels.gpu", "exists", True)
     assert condition_from_text("labels.gpu exists false") == cond("labels.gpu", "exists", False)
     for bad in ("hostname", "hostname equal", "labels.x exists maybe"):

@@ -6,11 +6,11 @@ WHEN = datetime(2026, 11, 21, 9, 5, 7, 42000)
 
 
 def test_filesrcip_is_cloud_underscore_ip() -> None:
-    assert source_label(0, "10.0.0.1") == "0_10.0.0.1"
+    assert source_label(0, "127.0.0.1") == "0_127.0.0.1"
     assert source_label(2, "::1") == "2___1"
     path = "/data/extract/t1/[FILESRCIP]/"
-    assert expand_path(path, source=source_label(0, "10.0.0.1"), when=WHEN) == \
-        "/data/extract/t1/0_10.0.0.1/"
+    assert expand_path(path, source=source_label(0, "127.0.0.1"), when=WHEN) == \
+        "/data/extract/t1/0_127.0.0.1/"
     assert expand_path(path, source=LOCAL_SOURCE, when=WHEN) == "/data/extract/t1/0_0.0.0.0/"
 
 

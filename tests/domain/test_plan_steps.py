@@ -16,7 +16,7 @@ from jobfleet.domain.variables import (
     parse_definitions,
 )
 
-HOSTS = {"ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.1"}]}
+HOSTS = {"ip_list": [{"bk_cloud_id": 0, "ip": "127.0.0.1"}]}
 
 
 def script(**info: Any) -> dict[str, Any]:
@@ -92,8 +92,8 @@ def test_a_referenced_script_keeps_only_its_reference() -> None:
     ({"account": {"id": "x"}}, ErrorCode.INVALID_PARAM_WITH_REASON, "account.id"),
     ({"server": None}, ErrorCode.STEP_TARGET_EMPTY, "server"),
     ({"server": {"ip_list": []}}, ErrorCode.STEP_TARGET_EMPTY, "server"),
-    ({"server": {"ip_list": "10.0.0.1"}}, ErrorCode.INVALID_PARAM_WITH_REASON, "a list"),
-    ({"server": ["10.0.0.1"]}, ErrorCode.INVALID_PARAM_WITH_REASON, "server"),
+    ({"server": {"ip_list": "127.0.0.1"}}, ErrorCode.INVALID_PARAM_WITH_REASON, "a list"),
+    ({"server": ["127.0.0.1"]}, ErrorCode.INVALID_PARAM_WITH_REASON, "server"),
     ({"script_param": "x" * 65536}, ErrorCode.INVALID_PARAM_WITH_REASON, "65535"),
     ({"script_param": "x" * 48129, "is_param_sensitive": 1},
      ErrorCode.INVALID_PARAM_WITH_REASON, "48128"),
@@ -233,7 +233,7 @@ def test_definitions_of_all_six_types() -> None:
     ([{"name": "a", "type": 1, "id": "x"}], "not an integer"),
     ([{"name": "a", "type": 1, "id": 1.5}], "not an integer"),
     ([{"name": "a", "type": 1, "id": -1}], "negative"),
-    ([{"name": "a", "type": 3, "server": "10.0.0.1"}], "server object"),
+    ([{"name": "a", "type": 3, "server": "127.0.0.1"}], "server object"),
     ([{"name": "a", "type": 1, "value": ["x"]}], "must be a string"),
     ([{"name": "a", "type": 5, "value": "a=1"}], "associative array"),
     ([{"name": "a", "type": 5, "value": "(a=1)"}], '["key"]=value'),
@@ -263,13 +263,13 @@ def test_overrides_by_id_and_name() -> None:
     base = plan_vars()
     out = apply_overrides(base, [
         {"id": 1, "value": "2"}, {"name": "ports", "value": "(80 443)"},
-        {"id": "2", "server": {"ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.2"}]}},
+        {"id": "2", "server": {"ip_list": [{"bk_cloud_id": 0, "ip": "127.0.0.2"}]}},
         {"id": 2, "server": {"host_id_list": [5]}}])
     values = {v.name: v for v in out}
     assert values["version"].value == "2" and values["ports"].value == "(80 443)"
     # one entry per host, as bk-monitor sends them: the union of them all
     assert values["hosts"].server == {
-        "ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.2"}], "host_id_list": [5]}
+        "ip_list": [{"bk_cloud_id": 0, "ip": "127.0.0.2"}], "host_id_list": [5]}
     assert base[0].value == "1" and base[1].server == HOSTS, "the input is not changed"
     assert [v.value for v in apply_overrides(base, None)] == [v.value for v in base]
 
@@ -278,7 +278,7 @@ def test_overrides_by_id_and_name() -> None:
     {"id": 9, "value": "x"},
     {"id": "x", "value": "x"},
     {"name": "nope", "value": "x"},
-    {"name": "hosts", "value": "10.0.0.1"},
+    {"name": "hosts", "value": "127.0.0.1"},
     {"name": "version", "server": HOSTS},
     {"name": "ports", "value": "80"},
     "version=1",

@@ -6,11 +6,11 @@ from jobfleet.domain.targets import IpTarget, parse_target
 
 def test_parse_target_dedupes_and_coerces() -> None:
     spec = parse_target({"host_id_list": [3, "3", 4],
-                         "ip_list": [{"ip": "10.0.0.1", "bk_cloud_id": "0", "extra": True},
-                                     {"ip": "10.0.0.1", "bk_cloud_id": 0},
+                         "ip_list": [{"ip": "127.0.0.1", "bk_cloud_id": "0", "extra": True},
+                                     {"ip": "127.0.0.1", "bk_cloud_id": 0},
                                      {"ip": "::1", "bk_cloud_id": 1}]})
     assert spec.host_ids == [3, 4]
-    assert spec.ips == [IpTarget(0, "10.0.0.1"), IpTarget(1, "::1")]
+    assert spec.ips == [IpTarget(0, "127.0.0.1"), IpTarget(1, "::1")]
 
 
 @pytest.mark.parametrize(("raw", "code"), [

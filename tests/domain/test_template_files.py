@@ -188,7 +188,7 @@ def plan(**change: Any) -> dict[str, Any]:
     (plan(enabled_steps=[]), ErrorCode.BAD_REQUEST, "at least one step"),
     (plan(variables=[{"name": "w", "value": "1"}]), ErrorCode.BAD_REQUEST, "no variable 'w'"),
     (plan(variables=["v=1"]), ErrorCode.BAD_REQUEST, "mapping with a name"),
-    (plan(variables=[{"name": "h", "value": "10.0.0.1"}]), ErrorCode.INVALID_PARAM_WITH_REASON,
+    (plan(variables=[{"name": "h", "value": "127.0.0.1"}]), ErrorCode.INVALID_PARAM_WITH_REASON,
      "host variable"),
     (plan(description=["x"]), ErrorCode.BAD_REQUEST, "description"),
     # YAML spells a NUL as "\0": no store column may hold one (PostgreSQL cannot)

@@ -36,8 +36,8 @@ def step(**config: Any) -> tuple[Any, dict[str, Any]]:
 
 
 async def hosts(parts: Parts, cloud_of_source: int = 0) -> tuple[int, list[int]]:
-    source = await parts.inventory.add(2, "10.1.0.1", cloud_of_source)
-    targets = [await parts.inventory.add(2, f"10.1.0.{i}", 0) for i in range(2, 5)]
+    source = await parts.inventory.add(2, "127.1.0.1", cloud_of_source)
+    targets = [await parts.inventory.add(2, f"127.1.0.{i}", 0) for i in range(2, 5)]
     return source.bk_host_id, [t.bk_host_id for t in targets]
 
 
@@ -48,7 +48,7 @@ def seeding(parts: Parts, links: dict[int, Link]) -> Seeding:
 
 async def test_a_source_with_a_peer_port_seeds_targets_of_its_cloud(store: Parts) -> None:
     source, targets = await hosts(store)
-    links = {h: Link(f"10.1.0.{h}:7070") for h in [source, *targets]}
+    links = {h: Link(f"127.1.0.{h}:7070") for h in [source, *targets]}
     row, cfg = step(sources=[{"kind": "host", "host_ids": [source]}, {"kind": "blob"}])
     tickets = await seeding(store, links).plan(row, cfg, targets)
     assert list(tickets) == [source]
@@ -61,7 +61,7 @@ async def test_a_source_with_a_peer_port_seeds_targets_of_its_cloud(store: Parts
 
 async def test_no_seeding_where_a_target_could_not_take_part(store: Parts) -> None:
     source, targets = await hosts(store)
-    links = {h: Link(f"10.1.0.{h}:7070") for h in [source, *targets]}
+    links = {h: Link(f"127.1.0.{h}:7070") for h in [source, *targets]}
     sources = [{"kind": "host", "host_ids": [source]}]
     plan = seeding(store, links).plan
     # a target without a peer port downloads from the server: the file must be there first
@@ -84,13 +84,13 @@ async def test_no_seeding_where_a_target_could_not_take_part(store: Parts) -> No
 
 async def test_no_seeding_across_cloud_areas(store: Parts) -> None:
     source, targets = await hosts(store, cloud_of_source=1)
-    links = {h: Link(f"10.1.0.{h}:7070") for h in [source, *targets]}
+    links = {h: Link(f"127.1.0.{h}:7070") for h in [source, *targets]}
     assert await seeding(store, links).plan(
         *step(sources=[{"kind": "host", "host_ids": [source]}]), targets) == {}
 
 
 def test_a_source_has_time_to_hash_what_it_listed() -> None:
-    big = Prepared("", 1, "10.1.0.1", 0, "/f", "f", False, 0o644, size=500 * 1024 * 1024)
-    folder = Prepared("", 1, "10.1.0.1", 0, "/d", "d", True, 0o755, size=10**12)
+    big = Prepared("", 1, "127.1.0.1", 0, "/f", "f", False, 0o644, size=500 * 1024 * 1024)
+    folder = Prepared("", 1, "127.1.0.1", 0, "/d", "d", True, 0o755, size=10**12)
     assert seed_timeout([]) == 30.0
     assert seed_timeout([big, folder]) == 40.0

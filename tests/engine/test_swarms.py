@@ -85,9 +85,9 @@ def test_piece_hasher_takes_any_chunking() -> None:
 
 
 async def test_a_swarm_per_cloud_area_of_hosts_with_a_peer_port(parts: Parts) -> None:
-    hosts = [await parts.inventory.add(2, f"10.0.0.{i}", 0) for i in range(1, 4)]
-    alone = await parts.inventory.add(2, "10.0.0.9", 1)
-    without = await parts.inventory.add(2, "10.0.0.10", 0)
+    hosts = [await parts.inventory.add(2, f"127.0.0.{i}", 0) for i in range(1, 4)]
+    alone = await parts.inventory.add(2, "127.0.0.9", 1)
+    without = await parts.inventory.add(2, "127.0.0.10", 0)
     links = {h.bk_host_id: Link(f"{h.ip}:7070") for h in [*hosts, alone]}
     links[without.bk_host_id] = Link("")
     data = os.urandom(PIECE_SIZE + 1)
@@ -111,23 +111,23 @@ async def test_a_swarm_per_cloud_area_of_hosts_with_a_peer_port(parts: Parts) ->
 
 
 async def test_no_swarm_without_two_members(parts: Parts) -> None:
-    one = await parts.inventory.add(2, "10.0.0.1", 0)
-    other = await parts.inventory.add(2, "10.0.0.2", 0)
+    one = await parts.inventory.add(2, "127.0.0.1", 0)
+    other = await parts.inventory.add(2, "127.0.0.2", 0)
     blob = await parts.blobs.create(name="f", kind="upload")
     await parts.blobs.store_bytes(blob, b"data")
-    swarms = Swarms(Directory({one.bk_host_id: Link("10.0.0.1:7070")}), parts.blobs,  # type: ignore[arg-type]
+    swarms = Swarms(Directory({one.bk_host_id: Link("127.0.0.1:7070")}), parts.blobs,  # type: ignore[arg-type]
                     parts.inventory)
     assert await swarms.plan("1.1", [item(0, blob, 4)], [one.bk_host_id, other.bk_host_id],
                              60) == {}
 
 
 async def test_rolling_batches_form_swarms_of_their_own(parts: Parts) -> None:
-    hosts = [await parts.inventory.add(2, f"10.0.1.{i}", 0) for i in range(1, 5)]
+    hosts = [await parts.inventory.add(2, f"127.0.1.{i}", 0) for i in range(1, 5)]
     links = {h.bk_host_id: Link(f"{h.ip}:7070") for h in hosts}
     blob = await parts.blobs.create(name="f", kind="upload")
     await parts.blobs.store_bytes(blob, b"data")
     swarms = Swarms(Directory(links), parts.blobs, parts.inventory)  # type: ignore[arg-type]
     batches = {h.bk_host_id: 1 + n // 2 for n, h in enumerate(hosts)}
     plan = await swarms.plan("2.1", [item(0, blob, 4)], list(batches), 60, batches)
-    assert plan[hosts[0].bk_host_id]["swarm"]["members"] == ["10.0.1.1:7070", "10.0.1.2:7070"]
-    assert plan[hosts[3].bk_host_id]["swarm"]["members"] == ["10.0.1.3:7070", "10.0.1.4:7070"]
+    assert plan[hosts[0].bk_host_id]["swarm"]["members"] == ["127.0.1.1:7070", "127.0.1.2:7070"]
+    assert plan[hosts[3].bk_host_id]["swarm"]["members"] == ["127.0.1.3:7070", "127.0.1.4:7070"]

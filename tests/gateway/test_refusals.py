@@ -34,7 +34,7 @@ async def audit(database_url: str) -> AsyncIterator[AuditLog]:
 
 async def test_one_entry_per_agent_and_reason_with_the_count(audit: AuditLog) -> None:
     refusals = Refusals(audit, window=3600)
-    a, b = Conn("agent-a", 1, "10.0.0.1"), Conn("agent-b", 2, "10.0.0.2")
+    a, b = Conn("agent-a", 1, "127.0.0.1"), Conn("agent-b", 2, "127.0.0.2")
     for _ in range(3):
         refusals.refuse(a, "bad_seq", "out.seq: too large\x00")
     refusals.refuse(a, "bad_json", "x")
@@ -45,7 +45,7 @@ async def test_one_entry_per_agent_and_reason_with_the_count(audit: AuditLog) ->
     entries = {(e["resource_id"], e["detail"]["reason"]): e for e in await audit.recent(10)}
     assert set(entries) == {("agent-a", "bad_seq"), ("agent-a", "bad_json"), ("agent-b", "bad_seq")}
     first = entries[("agent-a", "bad_seq")]
-    assert first["action"] == AUDIT_ACTION and first["source_ip"] == "10.0.0.1"
+    assert first["action"] == AUDIT_ACTION and first["source_ip"] == "127.0.0.1"
     assert first["detail"]["count"] == 3 and first["detail"]["bk_host_id"] == 1
     assert "\x00" not in first["detail"]["first"]
 

@@ -26,7 +26,7 @@ CASES = [
     ("no script", body(script_content=None), 1241004),
     ("empty target", body(target_server={"ip_list": [], "host_id_list": []}), 1244001),
     ("missing target", body(target_server=None), 1241004),
-    ("unknown ip", body(target_server={"ip_list": [{"ip": "10.9.9.9", "bk_cloud_id": 0}]}),
+    ("unknown ip", body(target_server={"ip_list": [{"ip": "127.9.9.9", "bk_cloud_id": 0}]}),
      1243052),
     ("unknown host id", body(target_server={"host_id_list": [987654]}), 1243053),
     ("not an ip", body(target_server={"ip_list": [{"ip": "nope", "bk_cloud_id": 0}]}), 1241010),
@@ -39,7 +39,7 @@ CASES = [
      body(script_param=b64("x" * 48129), is_param_sensitive=1), 1241010),
     ("unknown business", body(bk_biz_id=77), 1243049),
     ("no scope", body(bk_biz_id=None), 1241004),
-    ("bad callback", body(callback_url="ftp://example/x"), 1240003),
+    ("bad callback", body(callback_url="ftp://127.0.0.1/x"), 1240003),
     ("unbalanced quotes", body(script_param=b64("'open")), 1241010),
 ]
 

@@ -20,7 +20,7 @@ JUNK: dict[str, Any] = {
         ("job_instance_id", {"x": 1}), ("step_instance_id", [1]), ("job_plan_id", "plan"),
         ("id", {"id": 1}), ("script_id", {"a": 1}), ("script_version_id", "v"),
         ("global_var_list", [{"id": "x", "server": "nope"}, 5, None]),
-        ("target_server", {"ip_list": "1.2.3.4", "host_id_list": [{"a": 1}]}),
+        ("target_server", {"ip_list": "127.1.2.3", "host_id_list": [{"a": 1}]}),
         ("rolling_config", {"expression": 5, "mode": "fast"}),
         ("script_language", [1]), ("script_content", 5), ("content", {"b": 64}),
         ("operation_code", "stop"), ("expression", ["* * * * *"]), ("execute_time", "soon"),
@@ -29,7 +29,7 @@ JUNK: dict[str, Any] = {
         ("account_alias", {"a": 1}), ("account_id", "root"), ("name", {"n": 1}),
         ("version", ["1"]), ("script_language_list", "shell"), ("action", "block"),
         ("category", "system"), ("type", "linux"), ("execute_count", "last"),
-        ("return_ip_result", {"x": 1}), ("ip_list", "1.2.3.4"), ("host_id_list", "1"),
+        ("return_ip_result", {"x": 1}), ("ip_list", "127.1.2.3"), ("host_id_list", "1"),
         ("create_time_start", "yesterday"), ("create_time_end", []),
         ("job_template_id", "t"), ("batch", "first"), ("max_host_num_per_group", "many"),
     )

@@ -253,5 +253,5 @@ async def test_29_gse2_list_agent_state(running: Running) -> None:
     assert [s["status_code"] for s in states] == [2, 2]
     assert {"bk_agent_id", "bk_cloud_id", "version", "run_mode", "status_code"} <= set(states[0])
     unknown = await running.wire.post("/api/bk-gse/prod/api/v2/cluster/list_agent_state",
-                                      {"agent_id_list": ["0:10.1.1.1"]})
+                                      {"agent_id_list": ["0:127.1.1.1"]})
     assert unknown["code"] == 1011003 and unknown["result"] is False

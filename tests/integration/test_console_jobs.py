@@ -45,14 +45,14 @@ async def test_targets_by_topology_and_dynamic_group_with_counts(
     now = int(time.time() * 1000)
     async with running.server.db.begin() as conn:
         await conn.execute(insert(hosts_table), [{
-            "bk_biz_id": 2, "bk_cloud_id": 0, "ip": "10.77.0.1", "labels": {}, "alive": 0,
+            "bk_biz_id": 2, "bk_cloud_id": 0, "ip": "127.77.0.1", "labels": {}, "alive": 0,
             "hostname": "", "create_time": now}])
     ids = {h.ip: h.bk_host_id for h in await running.server.inventory.list()}
     web = await ok(running, "POST", "/topology/sets", {"bk_biz_id": 2, "name": "web"})
     nginx = await ok(running, "POST", "/topology/modules",
                      {"bk_biz_id": 2, "set_id": web["id"], "name": "nginx"})
     await ok(running, "POST", "/topology/hosts/move", {
-        "bk_biz_id": 2, "bk_host_ids": [ids[IPS[0]], ids[IPS[1]], ids["10.77.0.1"]],
+        "bk_biz_id": 2, "bk_host_ids": [ids[IPS[0]], ids[IPS[1]], ids["127.77.0.1"]],
         "module_ids": [nginx["id"]]})
     group = await ok(running, "POST", "/dynamic-groups", {
         "bk_biz_id": 2, "name": "last two", "id": "last-two",
@@ -62,16 +62,16 @@ async def test_targets_by_topology_and_dynamic_group_with_counts(
     await page.goto(running.url + "/execute")
     await page.check(f"input.topo[data-type=module][value='{nginx['id']}']")
     assert await count_shown(page) == {"total": "3", "alive": "2", "dead": "1"}
-    assert "10.77.0.1" in (await page.get_attribute("#target-count", "title") or "")
+    assert "127.77.0.1" in (await page.get_attribute("#target-count", "title") or "")
     await page.check(f"input.dgroup[value='{group['id']}']")
     await page.wait_for_function(
         "() => document.getElementById('target-count').dataset.total === '5'")
     assert await count_shown(page) == {"total": "5", "alive": "4", "dead": "1"}
     # pasted addresses count too, each host once; an unknown one is named
-    await page.fill("textarea[name=ips]", f"{IPS[0]}\n10.77.0.99")
+    await page.fill("textarea[name=ips]", f"{IPS[0]}\n127.77.0.99")
     await page.wait_for_function(
         "() => document.getElementById('target-count').dataset.total === 'error'")
-    assert "10.77.0.99" in await page.inner_text("#target-count")
+    assert "127.77.0.99" in await page.inner_text("#target-count")
     await page.fill("textarea[name=ips]", IPS[0])
     await page.wait_for_function(
         "() => document.getElementById('target-count').dataset.total === '5'")
@@ -85,7 +85,7 @@ async def test_targets_by_topology_and_dynamic_group_with_counts(
     job = await job_id_of(page)
     final = await running.wire.wait(job)
     results = final["step_instance_list"][0]["step_ip_result_list"]
-    assert sorted(r["ip"] for r in results) == sorted([*IPS, "10.77.0.1"])
+    assert sorted(r["ip"] for r in results) == sorted([*IPS, "127.77.0.1"])
     assert sorted(r["status"] for r in results) == [9, 9, 9, 9, 18]  # no agent: 18
     # the count endpoint answers bad input with the envelope
     bad = await page.evaluate("""() => fetch('/api/jobfleet/v1/targets/count', {method: 'POST',

@@ -220,7 +220,7 @@ async def test_cron_api_rules(running: Running) -> None:
                      global_var_list=[{"name": "greeting", "server": {"host_id_list": [1]}}])
     assert got[0] == 1241010, got
     got = await code(**base, expression="0 2 * * *",
-                     global_var_list=[{"name": "targets", "value": "1.2.3.4"}])
+                     global_var_list=[{"name": "targets", "value": "127.1.2.3"}])
     assert got[0] == 1241010, got
     got = await code(**base, expression="0 2 * * *",
                      global_var_list=[{"name": "items", "value": "not an array"}])

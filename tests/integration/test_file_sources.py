@@ -320,16 +320,17 @@ async def test_bad_credential_and_source_input(running: Running) -> None:
     cred = await wire.v3("create_credential", {"bk_biz_id": 2, "name": "p", "type": "PASSWORD",
                                                "credential_password": "x"})
     base = {"bk_biz_id": 2, "code": "c", "alias": "x", "credential_id": cred["data"]["id"]}
-    for extra, code in (({"type": "S3", "access_params": {"endpoint_url": "http://s"}}, 1241010),
-                        ({"type": "HTTP", "access_params": {}}, 1241004),
-                        ({"type": "HTTP", "access_params": {"base_url": "ftp://x"}}, 1241010)):
+    for extra, code in (
+            ({"type": "S3", "access_params": {"endpoint_url": "http://127.0.0.1:9"}}, 1241010),
+            ({"type": "HTTP", "access_params": {}}, 1241004),
+            ({"type": "HTTP", "access_params": {"base_url": "ftp://127.0.0.1"}}, 1241010)):
         answer = await wire.v3("create_file_source", {**base, **extra})
         assert answer["code"] == code, (extra, answer)
     ok = await wire.v3("create_file_source", {**base, "type": "HTTP",
-                                              "access_params": {"base_url": "http://x"}})
+                                              "access_params": {"base_url": "http://127.0.0.1:8"}})
     assert ok["result"], ok
     again = await wire.v3("create_file_source", {**base, "type": "HTTP",
-                                                 "access_params": {"base_url": "http://x"}})
+                                                 "access_params": {"base_url": "http://127.0.0.1:8"}})
     assert again["code"] == 1260015
     # another business does not see it; loopback is refused without --callback-allow
     other = await wire.v3("get_file_source_detail", {"bk_biz_id": 3, "code": "c"})

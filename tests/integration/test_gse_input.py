@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import time
 from collections.abc import Iterator
@@ -155,34 +156,39 @@ async def test_many_cloud_areas_cost_a_few_queries(running: Running) -> None:
 async def test_a_dual_stack_host_is_named_by_its_ipv6_address(running: Running) -> None:
     """A host that reports an IPv6 address besides its ip is named by either, as in a job's
     ``ip_list``; an IPv6 address two hosts report names neither."""
-    agents = {"127.0.0.21": {"ipv6": "fd00::21"}, "127.0.0.23": {"ipv6": "fd00::99"},
-              "127.0.0.24": {"ipv6": "fd00::99"}}
+    # IPv4-mapped loopback: distinct IPv6 addresses that stay on this machine
+    v21, v99 = (str(ipaddress.IPv6Address(f"::ffff:127.0.6.{n}")) for n in (21, 99))
+    agents = {"127.0.0.21": {"ipv6": v21},
+              "127.0.0.23": {"ipv6": v99},
+              "127.0.0.24": {"ipv6": v99}}
     await running.start_agents(list(agents), settings_of=agents)
 
     async def reported() -> bool:
         v6 = {h.ip: h.ipv6 for h in await running.server.inventory.list()}
-        return v6 == {"127.0.0.21": "fd00::21", "127.0.0.23": "fd00::99",
-                      "127.0.0.24": "fd00::99"}
+        return v6 == {"127.0.0.21": v21, "127.0.0.23": v99,
+                      "127.0.0.24": v99}
     await eventually(reported)
     wire = running.wire
-    hosts = [{"ip": "fd00::21", "bk_cloud_id": 0}, {"ip": "fd00::99", "bk_cloud_id": 0},
+    hosts = [{"ip": v21, "bk_cloud_id": 0},
+             {"ip": v99, "bk_cloud_id": 0},
              {"ip": "127.0.0.21", "bk_cloud_id": 0}]
     status = await wire.post(f"{V1}/get_agent_status", {"hosts": hosts})
     assert status["result"], status
     assert {k: v["bk_agent_alive"] for k, v in status["data"].items()} == {
-        "0:fd00::21": 1, "0:fd00::99": 0, "0:127.0.0.21": 1}
+        f"0:{v21}": 1, f"0:{v99}": 0, "0:127.0.0.21": 1}
     info = await wire.post(f"{V1}/get_agent_info", {"hosts": hosts})
-    assert sorted(info["data"]) == ["0:127.0.0.21", "0:fd00::21"], info
+    assert sorted(info["data"]) == ["0:127.0.0.21", f"0:{v21}"], info
     state = await wire.post(f"{V2}/cluster/list_agent_state",
-                            {"agent_id_list": ["0:fd00::21", "0:fd00::99"]})
+                            {"agent_id_list": [f"0:{v21}", f"0:{v99}"]})
     assert state["result"], state
-    assert [(a["bk_agent_id"], a["status_code"]) for a in state["data"]] == [("0:fd00::21", 2)]
+    assert [(a["bk_agent_id"], a["status_code"]) for a in state["data"]] == [
+        (f"0:{v21}", 2)]
     procs = await wire.post(f"{V2}/proc/get_proc_status_v2",
-                            {"meta": META, "agent_id_list": ["0:fd00::21"]})
+                            {"meta": META, "agent_id_list": [f"0:{v21}"]})
     assert procs["result"], procs
     assert procs["data"]["proc_infos"][0]["host"]["ip"] == "127.0.0.21", procs
     ambiguous = await wire.post(f"{V2}/proc/get_proc_status_v2",
-                                {"meta": META, "agent_id_list": ["0:fd00::99"]})
+                                {"meta": META, "agent_id_list": [f"0:{v99}"]})
     assert ambiguous["result"] and ambiguous["data"] == {"proc_infos": []}, ambiguous
 
 
@@ -407,7 +413,7 @@ async def test_an_agent_query_names_at_most_5000_hosts(running: Running) -> None
     asks 2,000 at most); more is refused as an invalid parameter, not answered in megabytes."""
     await running.start_agents([IP])
     wire = running.wire
-    hosts = [{"ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", "bk_cloud_id": 0}
+    hosts = [{"ip": f"127.{100 + i // 65536}.{i // 256 % 256}.{i % 256}", "bk_cloud_id": 0}
              for i in range(5000)]
     hosts[0] = {"ip": IP, "bk_cloud_id": 0}
     for name in ("get_agent_status", "get_agent_info"):

@@ -13,7 +13,7 @@ from jobfleet.api import legacy
 
 IPS = ["127.0.0.2", "127.0.0.3"]
 # inventory hosts without an agent: they end at once
-ABSENT = [f"10.9.{i // 250}.{i % 250 + 1}" for i in range(600)]
+ABSENT = [f"127.9.{i // 250}.{i % 250 + 1}" for i in range(600)]
 V3 = "/api/c/compapi/v2/jobv3"
 OWN = "/api/jobfleet/v1"
 

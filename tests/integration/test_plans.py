@@ -340,11 +340,11 @@ async def test_bad_plan_input(running: Running) -> None:
         ({"job_plan_id": 0}, 1241005),
         ({"job_plan_id": -3}, 1241005),
         ({"global_var_list": [good_hosts, {"id": ids["name"], "server": hosts(A)}]}, 1241010),
-        ({"global_var_list": [{"id": ids["targets"], "value": "1.2.3.4"}]}, 1241010),
+        ({"global_var_list": [{"id": ids["targets"], "value": "127.1.2.3"}]}, 1241010),
         ({"global_var_list": [good_hosts, {"id": ids["list"], "value": "a b"},
                               {"id": ids["name"], "value": "x"}]}, 1241010),
         ({"global_var_list": [{"id": ids["name"], "value": "x"}]}, 1244009),
-        ({"global_var_list": [{"id": ids["targets"], "server": hosts("10.9.9.9")},
+        ({"global_var_list": [{"id": ids["targets"], "server": hosts("127.9.9.9")},
                               {"id": ids["name"], "value": "x"}]}, 1243052),
         ({"global_var_list": "nope"}, 1241010),
     ]

@@ -28,11 +28,11 @@ def alertmanager(status: str, instance: str, name: str = "HighDisk") -> dict[str
     return {
         "version": "4", "groupKey": "{}:{alertname=\"HighDisk\"}", "status": status,
         "receiver": "jobfleet", "groupLabels": {"alertname": name}, "commonLabels": labels,
-        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093",
         "alerts": [{"status": status, "labels": labels,
                     "annotations": {"summary": "disk full"},
                     "startsAt": "2026-12-05T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "http://prometheus:9090/graph",
+                    "generatorURL": "http://127.0.0.1:9090/graph",
                     "fingerprint": hashlib.sha256(instance.encode()).hexdigest()[:16]}],
     }
 

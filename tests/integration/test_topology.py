@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from pathlib import Path
 from typing import Any
@@ -237,35 +238,37 @@ async def test_other_business_needs_a_whitelist_entry(running: Running) -> None:
 
 async def test_ipv6_targets(running: Running) -> None:
     # an IPv6-only host enrolls with its IPv6 address as ip; dual-stack hosts report ipv6
+    # (IPv4-mapped loopback: distinct IPv6 addresses that stay on this machine)
+    v21, v99 = (str(ipaddress.IPv6Address(f"::ffff:127.0.6.{n}")) for n in (21, 99))
     agents = {
         "::1": {"hostname": "v6-only"},
-        "127.0.0.21": {"ipv6": "fd00:0:0::21"},
+        "127.0.0.21": {"ipv6": "0:0:0:0:0:ffff:7f00:615"},
         "127.0.0.22": {"ipv6": "::1"},  # claims an address another host holds as its ip
-        "127.0.0.23": {"ipv6": "fd00::99"},
-        "127.0.0.24": {"ipv6": "fd00::99"},
+        "127.0.0.23": {"ipv6": v99},
+        "127.0.0.24": {"ipv6": v99},
     }
     await running.start_agents(list(agents), settings_of=agents)
 
     async def reported() -> bool:
         v6 = {h.ip: h.ipv6 for h in await running.server.inventory.list()}
-        return v6 == {"::1": "::1", "127.0.0.21": "fd00::21", "127.0.0.22": "::1",
-                      "127.0.0.23": "fd00::99", "127.0.0.24": "fd00::99"}
+        return v6 == {"::1": "::1", "127.0.0.21": v21, "127.0.0.22": "::1",
+                      "127.0.0.23": v99, "127.0.0.24": v99}
     await eventually(reported)
 
     assert await ran_on(running, {"ip_list": [{"bk_cloud_id": 0, "ip": "::1"}]}) == ["::1"]
     assert await ran_on(running, {"ip_list": [
-        {"bk_cloud_id": 0, "ip": "0:0:0:0:0:0:0:1"}, {"bk_cloud_id": 0, "ip": "fd00::21"}]}) == [
+        {"bk_cloud_id": 0, "ip": "0:0:0:0:0:0:0:1"}, {"bk_cloud_id": 0, "ip": v21}]}) == [
         "127.0.0.21", "::1"]
-    ambiguous = await submit(running, {"ip_list": [{"bk_cloud_id": 0, "ip": "fd00::99"}]})
+    ambiguous = await submit(running, {"ip_list": [{"bk_cloud_id": 0, "ip": v99}]})
     assert ambiguous["code"] == 1241010 and "host_id_list" in ambiguous["message"]
-    unknown = await submit(running, {"ip_list": [{"bk_cloud_id": 0, "ip": "fd00::1234"}]})
+    unknown = await submit(running, {"ip_list": [{"bk_cloud_id": 0, "ip": "::ffff:127.0.6.123"}]})
     assert unknown["code"] == 1243052
     listed = await ok(running, "GET", "/hosts", {"bk_biz_id": 2})
     v6_only = next(h for h in listed if h["ip"] == "::1")
     assert v6_only["ipv6"] == "::1" and v6_only["hostname"] == "v6-only" and v6_only["os_name"]
     group = await ok(running, "POST", "/dynamic-groups", {
         "bk_biz_id": 2, "name": "v6",
-        "filter": [{"field": "ipv6", "op": "prefix", "value": "fd00"}]})
+        "filter": [{"field": "ipv6", "op": "prefix", "value": "::ffff:"}]})
     preview = await ok(running, "GET", f"/dynamic-groups/{group['id']}/hosts", {"bk_biz_id": 2})
     assert sorted(h["ip"] for h in preview["hosts"]) == ["127.0.0.21", "127.0.0.23", "127.0.0.24"]
     # the same through the async SDK
@@ -292,7 +295,8 @@ async def test_large_targets_resolve_fast(running: Running) -> None:
     db = running.server.db
     async with db.begin() as conn:
         await conn.execute(insert(hosts), [
-            {"bk_biz_id": 2, "bk_cloud_id": 0, "ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+            {"bk_biz_id": 2, "bk_cloud_id": 0,
+             "ip": f"127.{100 + i // 65536}.{i // 256 % 256}.{i % 256}",
              "ipv6": "", "hostname": f"node-{i}", "os_type": "Linux", "os_name": "",
              "agent_version": "", "labels": {"rack": str(i % 10)}, "alive": 0,
              "create_time": now} for i in range(count)])
@@ -399,6 +403,6 @@ async def test_cli_topo_commands(running: Running, tmp_path: Path) -> None:
     agent = ["agent", "--server", running.url, "--state-dir", str(tmp_path / "a"),
              "--ip", "127.0.0.99"]
     for bad, message in ((["--label", "env"], "key=value"), (["--label", "-x=1"], "key=value"),
-                         (["--ipv6", "10.0.0.1"], "not an IPv6 address")):
+                         (["--ipv6", "127.0.0.1"], "not an IPv6 address")):
         result = CliRunner().invoke(cli_app, [*agent, *bad])
         assert result.exit_code == 2 and message in result.output, result.output

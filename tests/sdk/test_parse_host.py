@@ -8,14 +8,15 @@ from jobfleet.sdk._flow import parse_host
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
-    ("10.0.0.1", (0, "10.0.0.1")),
-    ("2:10.0.0.1", (2, "10.0.0.1")),
+    ("127.0.0.1", (0, "127.0.0.1")),
+    ("2:127.0.0.1", (2, "127.0.0.1")),
     ("::1", (0, "::1")),
     ("1:[::1]", (1, "::1")),
-    ("2001:db8::1", (0, "2001:db8::1")),
-    ("3:[2001:db8::1]", (3, "2001:db8::1")),
-    ("3:2001:db8::1", (0, "3:2001:db8::1")),
-    (" 10.0.0.9 ", (0, "10.0.0.9")),
+    ("::ffff:127.0.0.5", (0, "::ffff:127.0.0.5")),
+    ("3:[::ffff:127.0.0.5]", (3, "::ffff:127.0.0.5")),
+    # also "0" and "0::1", but a bare address always wins
+    ("0:0::1", (0, "0:0::1")),
+    (" 127.0.0.9 ", (0, "127.0.0.9")),
 ])
 def test_parse_host(spec: str, expected: tuple[int, str]) -> None:
     got = parse_host(spec)
@@ -23,4 +24,4 @@ def test_parse_host(spec: str, expected: tuple[int, str]) -> None:
 
 
 def test_default_cloud() -> None:
-    assert parse_host("10.0.0.1", 5) == {"bk_cloud_id": 5, "ip": "10.0.0.1"}
+    assert parse_host("127.0.0.1", 5) == {"bk_cloud_id": 5, "ip": "127.0.0.1"}

@@ -65,11 +65,11 @@ def test_object_helpers_send_documented_requests() -> None:
         assert rec.last() == ("DELETE", "/users/bob%40corp%2Fx/grants/biz_set/9000001", None)
         c.create_business(3, "web")
         assert rec.last() == ("POST", "/businesses", {"bk_biz_id": 3, "name": "web"})
-        c.add_host("10.0.0.9", bk_biz_id=3)
+        c.add_host("127.0.0.9", bk_biz_id=3)
         assert rec.last() == (
             "POST",
             "/hosts",
-            {"bk_biz_id": 3, "ip": "10.0.0.9", "bk_cloud_id": 0},
+            {"bk_biz_id": 3, "ip": "127.0.0.9", "bk_cloud_id": 0},
         )
         c.create_enroll_token(bk_biz_id=3, uses=5, ttl_seconds=600)
         assert rec.last() == (

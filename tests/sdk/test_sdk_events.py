@@ -23,8 +23,8 @@ def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
 
 
 STATUS = sse("status", {"job_instance_id": 7, "status": 2, "steps": []}, "0")
-FIRST = sse("output", {"bk_host_id": 1, "ip": "10.0.0.1", "content": "one\n"}, "8.0.1:1")
-SECOND = sse("output", {"bk_host_id": 1, "ip": "10.0.0.1", "content": "two\n"}, "8.0.1:2")
+FIRST = sse("output", {"bk_host_id": 1, "ip": "127.0.0.1", "content": "one\n"}, "8.0.1:1")
+SECOND = sse("output", {"bk_host_id": 1, "ip": "127.0.0.1", "content": "two\n"}, "8.0.1:2")
 END = sse("end", {"job_instance_id": 7, "status": 3}, "8.0.1:2")
 
 
@@ -158,7 +158,7 @@ def test_events_count_only_failures_in_a_row() -> None:
     # every connection brings one new event, then drops: the stream carries on to the end
     served: list[str | None] = []
     chunks = [
-        sse("output", {"bk_host_id": 1, "ip": "10.0.0.1", "content": f"{n}\n"}, f"8.0.1:{n}")
+        sse("output", {"bk_host_id": 1, "ip": "127.0.0.1", "content": f"{n}\n"}, f"8.0.1:{n}")
         for n in range(1, RECONNECTS + 3)
     ]
 
@@ -184,7 +184,7 @@ def test_events_split_lines_only_where_the_format_says() -> None:
     # JSON leaves U+0085, U+2028, U+2029 (and the parser sees \x1c..) unescaped in a
     # host's output; str.splitlines would cut the event there
     content = "nel\x85 ls\u2028 ps\u2029 end\n"
-    data = json.dumps({"bk_host_id": 1, "ip": "10.0.0.1", "content": content}, ensure_ascii=False)
+    data = json.dumps({"bk_host_id": 1, "ip": "127.0.0.1", "content": content}, ensure_ascii=False)
     output = f"id: 8.0.1:1\nevent: output\ndata: {data}\n\n".encode()
     # CRLF line ends, one of them cut between two chunks
     body = (STATUS + output + END).replace(b"\n", b"\r\n")

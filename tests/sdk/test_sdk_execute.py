@@ -72,7 +72,7 @@ class FakeJobServer:
 
     @staticmethod
     def ip(host_id: int) -> str:
-        return f"10.{host_id // 65536}.{host_id // 256 % 256}.{host_id % 256}"
+        return f"127.{host_id // 65536}.{host_id // 256 % 256}.{host_id % 256}"
 
     def status(self) -> dict[str, Any]:
         done = self.status_polls > self.polls_until_done
@@ -155,7 +155,7 @@ def test_execute_and_wait_submits_polls_and_collects_logs(fake: FakeJobServer) -
     with sync_client(fake) as client:
         result = client.execute_and_wait(
             "echo héllo\n",
-            hosts=["10.0.0.1", "3:10.0.0.2"],
+            hosts=["127.0.0.1", "3:127.0.0.2"],
             host_ids=[42],
             params="-v 'a b'",
             account="deploy",
@@ -176,7 +176,10 @@ def test_execute_and_wait_submits_polls_and_collects_logs(fake: FakeJobServer) -
         "bk_scope_id": "2",
         "target_server": {
             "host_id_list": [42],
-            "ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.1"}, {"bk_cloud_id": 3, "ip": "10.0.0.2"}],
+            "ip_list": [
+                {"bk_cloud_id": 0, "ip": "127.0.0.1"},
+                {"bk_cloud_id": 3, "ip": "127.0.0.2"},
+            ],
         },
     }
     assert names(fake) == [
@@ -211,7 +214,7 @@ def test_execute_and_wait_submits_polls_and_collects_logs(fake: FakeJobServer) -
 def test_no_params_means_no_script_param(fake: FakeJobServer) -> None:
     fake.host_count = 1
     with sync_client(fake) as client:
-        result = client.execute_and_wait("true", hosts=["10.0.0.1"], poll_interval=0)
+        result = client.execute_and_wait("true", hosts=["127.0.0.1"], poll_interval=0)
     assert "script_param" not in fake.submitted
     assert result.ok
     assert fake.submitted["account_alias"] == "root"
@@ -220,7 +223,7 @@ def test_no_params_means_no_script_param(fake: FakeJobServer) -> None:
 
 def test_biz_argument_overrides_the_client_default_on_every_call(fake: FakeJobServer) -> None:
     with sync_client(fake) as client:
-        client.execute_and_wait("true", hosts=["10.0.0.1"], biz=9, poll_interval=0)
+        client.execute_and_wait("true", hosts=["127.0.0.1"], biz=9, poll_interval=0)
     assert fake.submitted["bk_scope_id"] == "9"
     for request in fake.requests[1:]:
         scope = request.url.params.get("bk_scope_id") or json.loads(request.content)["bk_scope_id"]
@@ -231,7 +234,7 @@ def test_logs_are_fetched_in_chunks_of_500(fake: FakeJobServer) -> None:
     fake.host_count = 1201
     fake.polls_until_done = 0
     with sync_client(fake) as client:
-        result = client.execute_and_wait("true", hosts=["10.0.0.1"], poll_interval=0)
+        result = client.execute_and_wait("true", hosts=["127.0.0.1"], poll_interval=0)
     assert [len(b) for b in fake.log_batches] == [500, 500, 201]
     assert [i for batch in fake.log_batches for i in batch] == list(range(1, 1202))
     assert all(h.log.endswith(f"host {h.bk_host_id}\n") for h in result.hosts)
@@ -254,8 +257,8 @@ def test_wait_timeout_raises_with_the_job_id(fake: FakeJobServer) -> None:
 def test_get_result_filters_hosts_by_ip_and_fetches_only_their_logs(fake: FakeJobServer) -> None:
     fake.polls_until_done = 0
     with sync_client(fake) as client:
-        result = client.get_result(77, ips=["10.0.0.2"])
-    assert [h.ip for h in result.hosts] == ["10.0.0.2"]
+        result = client.get_result(77, ips=["127.0.0.2"])
+    assert [h.ip for h in result.hosts] == ["127.0.0.2"]
     assert fake.log_batches == [[2]]
     assert result.hosts[0].log == "line 1\nhost 2\n"
 
@@ -276,14 +279,14 @@ def test_get_logs_defaults_to_the_latest_started_step() -> None:
                 "step_instance_id": 1,
                 "status": 3,
                 "step_ip_result_list": [
-                    {"bk_host_id": 7, "ip": "10.0.0.7", "status": 9, "exit_code": 0}
+                    {"bk_host_id": 7, "ip": "127.0.0.7", "status": 9, "exit_code": 0}
                 ],
             },
             {
                 "step_instance_id": 2,
                 "status": 4,
                 "step_ip_result_list": [
-                    {"bk_host_id": 8, "ip": "10.0.0.8", "status": 104, "exit_code": 2}
+                    {"bk_host_id": 8, "ip": "127.0.0.8", "status": 104, "exit_code": 2}
                 ],
             },
             {"step_instance_id": 3, "status": 1, "step_ip_result_list": []},
@@ -414,7 +417,7 @@ def test_a_launch_without_an_answer_is_sent_once_and_says_it_may_have_started(
 
     client = JobClient("http://jobfleet.test", "a", "s", "u", transport=httpx.MockTransport(handle))
     with client, pytest.raises(JobApiError) as caught:
-        client.execute_and_wait("uptime", hosts=["10.0.0.1"], poll_interval=0)
+        client.execute_and_wait("uptime", hosts=["127.0.0.1"], poll_interval=0)
     # never sent again: a second launch would run the script twice
     assert [r.url.path for r in sent] == [BK + "fast_execute_script"]
     assert ("may have started" in caught.value.message) is maybe_started

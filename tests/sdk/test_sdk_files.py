@@ -42,7 +42,7 @@ def file_row(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "mode": mode,
-        "src_ip": {"bk_host_id": 9, "bk_cloud_id": 0, "ip": "10.0.0.9"},
+        "src_ip": {"bk_host_id": 9, "bk_cloud_id": 0, "ip": "127.0.0.9"},
         "src_path": path,
         "status": status,
         "log_content": "",
@@ -51,7 +51,7 @@ def file_row(
         "process": process,
     }
     if dest is not None:
-        row["dest_ip"] = {"bk_host_id": 1, "bk_cloud_id": 0, "ip": "10.0.0.1"}
+        row["dest_ip"] = {"bk_host_id": 1, "bk_cloud_id": 0, "ip": "127.0.0.1"}
         row["dest_path"] = dest
     return row
 
@@ -61,7 +61,7 @@ class FakeFileServer:
     """Uploads, downloads, fetches and one file job (77, step 88) to hosts 1 and 2.
 
     At the first status poll host 1 is halfway through a 2 MB file and host 2 is
-    done; at the second both are done. Source host 9 (10.0.0.9) uploaded /data/a.txt.
+    done; at the second both are done. Source host 9 (127.0.0.9) uploaded /data/a.txt.
     """
 
     requests: list[httpx.Request] = field(default_factory=list)
@@ -93,7 +93,7 @@ class FakeFileServer:
             self.submitted = json.loads(request.content)
             return ok({"job_instance_id": 5, "job_instance_name": "f", "step_instance_id": 6})
         if path == "/api/jobfleet/v1/fetch/5":
-            return ok([{"bk_host_id": 1, "ip": "10.0.0.1", "path": "/a", "file_id": "f1"}])
+            return ok([{"bk_host_id": 1, "ip": "127.0.0.1", "path": "/a", "file_id": "f1"}])
         name = path.removeprefix(BK)
         if name == "fast_transfer_file":
             self.submitted = json.loads(request.content)
@@ -129,8 +129,8 @@ class FakeFileServer:
     def status(self) -> dict[str, Any]:
         done = self.done()
         hosts = [
-            {"bk_host_id": 1, "ip": "10.0.0.1", "bk_cloud_id": 0, "status": 9 if done else 7},
-            {"bk_host_id": 2, "ip": "10.0.0.2", "bk_cloud_id": 0, "status": 9},
+            {"bk_host_id": 1, "ip": "127.0.0.1", "bk_cloud_id": 0, "status": 9 if done else 7},
+            {"bk_host_id": 2, "ip": "127.0.0.2", "bk_cloud_id": 0, "status": 9},
         ]
         job_status = 3 if done else 2
         return {
@@ -161,7 +161,7 @@ class FakeFileServer:
                     "/opt/pkg.bin",
                 ),
             ]
-            items.append({"bk_host_id": host_id, "ip": f"10.0.0.{host_id}", "file_logs": rows})
+            items.append({"bk_host_id": host_id, "ip": f"127.0.0.{host_id}", "file_logs": rows})
         for ip in query.get("ip_list") or []:
             rows = [file_row(0, "/data/a.txt", 4, "1.0 KB", "100%")]
             items.append({"bk_host_id": 9, "ip": ip["ip"], "file_logs": rows})
@@ -343,7 +343,7 @@ def test_download_error_answers_raise_and_write_nothing(
 @FLAVORS
 def test_fetch_files_and_fetched_files(fake: FakeFileServer, flavor: str) -> None:
     async def calls_async(c: AsyncJobClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        started = await c.fetch_files(["/var/log/app.log"], hosts=["10.0.0.1", "2:10.0.0.2"])
+        started = await c.fetch_files(["/var/log/app.log"], hosts=["127.0.0.1", "2:127.0.0.2"])
         return started, await c.fetched_files(5)
 
     def calls_sync(c: JobClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -362,8 +362,8 @@ def test_fetch_files_and_fetched_files(fake: FakeFileServer, flavor: str) -> Non
             "account_alias": "root",
             "target_server": {
                 "ip_list": [
-                    {"bk_cloud_id": 0, "ip": "10.0.0.1"},
-                    {"bk_cloud_id": 2, "ip": "10.0.0.2"},
+                    {"bk_cloud_id": 0, "ip": "127.0.0.1"},
+                    {"bk_cloud_id": 2, "ip": "127.0.0.2"},
                 ]
             },
         }
@@ -373,7 +373,7 @@ def test_fetch_files_and_fetched_files(fake: FakeFileServer, flavor: str) -> Non
 
 def test_fetch_files_needs_a_list_of_paths_and_a_target(fake: FakeFileServer) -> None:
     with pytest.raises(ValueError, match="list of absolute file paths"):
-        run_sync(fake, lambda c: c.fetch_files("/a", hosts=["10.0.0.1"]))
+        run_sync(fake, lambda c: c.fetch_files("/a", hosts=["127.0.0.1"]))
     with pytest.raises(ValueError, match="no target"):
         run_sync(fake, lambda c: c.fetch_files(["/a"]))
     assert fake.requests == []
@@ -396,8 +396,8 @@ def test_transfer_uploads_submits_polls_and_collects(
         flavor,
         lambda c: c.transfer_and_wait(
             [tmp_path / "pkg.bin", str(tmp_path / "b.conf")],
-            remote_files=[(["/data/a.txt"], ["10.0.0.9"])],
-            hosts=["10.0.0.1", "10.0.0.2"],
+            remote_files=[(["/data/a.txt"], ["127.0.0.9"])],
+            hosts=["127.0.0.1", "127.0.0.2"],
             target_path="/opt/",
             account="app",
             transfer_mode=1,
@@ -415,7 +415,7 @@ def test_transfer_uploads_submits_polls_and_collects(
             {
                 "file_list": ["/data/a.txt"],
                 "account": {"alias": "app"},
-                "server": {"ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.9"}]},
+                "server": {"ip_list": [{"bk_cloud_id": 0, "ip": "127.0.0.9"}]},
                 "file_type": 1,
             },
             {"file_list": ["blob1/pkg.bin", "blob2/b.conf"], "file_type": 2},
@@ -423,7 +423,10 @@ def test_transfer_uploads_submits_polls_and_collects(
         "file_target_path": "/opt/",
         "account_alias": "app",
         "target_server": {
-            "ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.1"}, {"bk_cloud_id": 0, "ip": "10.0.0.2"}]
+            "ip_list": [
+                {"bk_cloud_id": 0, "ip": "127.0.0.1"},
+                {"bk_cloud_id": 0, "ip": "127.0.0.2"},
+            ]
         },
         "transfer_mode": 1,
         "download_speed_limit": 5,
@@ -439,7 +442,7 @@ def test_transfer_uploads_submits_polls_and_collects(
     ]
     # host 2 was finished at the first poll: its file logs are not asked for again
     assert [q.get("host_id_list") for q in fake.log_queries] == [[1, 2], [1], [1, 2], None]
-    assert fake.log_queries[-1]["ip_list"] == [{"bk_cloud_id": 0, "ip": "10.0.0.9"}]
+    assert fake.log_queries[-1]["ip_list"] == [{"bk_cloud_id": 0, "ip": "127.0.0.9"}]
 
     assert isinstance(result, TransferResult) and result.ok
     assert (result.job_instance_id, result.step_instance_id) == (77, 88)
@@ -475,9 +478,9 @@ def test_transfer_without_progress_callback_polls_status_only(
     ("kwargs", "message"),
     [
         ({}, "nothing to transfer"),
-        ({"remote_files": [("/a", ["10.0.0.9"])]}, "each remote source"),
+        ({"remote_files": [("/a", ["127.0.0.9"])]}, "each remote source"),
         ({"remote_files": [(["/a"], [])]}, "each remote source"),
-        ({"remote_files": [(["/a"], ["10.0.0.9"])], "transfer_mode": 3}, "transfer_mode 3"),
+        ({"remote_files": [(["/a"], ["127.0.0.9"])], "transfer_mode": 3}, "transfer_mode 3"),
     ],
 )
 def test_transfer_arguments_are_checked_before_anything_is_sent(
@@ -485,7 +488,7 @@ def test_transfer_arguments_are_checked_before_anything_is_sent(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         run_sync(
-            fake, lambda c: c.transfer_and_wait(hosts=["10.0.0.1"], target_path="/t", **kwargs)
+            fake, lambda c: c.transfer_and_wait(hosts=["127.0.0.1"], target_path="/t", **kwargs)
         )
     assert fake.requests == []
 
@@ -501,7 +504,7 @@ def test_local_files_with_one_name_are_refused_before_upload(
             fake,
             lambda c: c.transfer_and_wait(
                 [tmp_path / "a" / "app.conf", tmp_path / "b" / "app.conf"],
-                hosts=["10.0.0.1"],
+                hosts=["127.0.0.1"],
                 target_path="/t",
             ),
         )
@@ -544,11 +547,11 @@ def test_file_log_from_the_wire_and_its_bytes() -> None:
     item = _flow.file_log(file_row(1, "/src/a", 3, "1.0 MB", "25%", "/dst/a"))
     assert item == FileLog(
         mode=FileLogMode.DOWNLOAD,
-        src_ip="10.0.0.9",
+        src_ip="127.0.0.9",
         src_cloud_id=0,
         src_path="/src/a",
         status=3,
-        dest_ip="10.0.0.1",
+        dest_ip="127.0.0.1",
         dest_path="/dst/a",
         size=1024**2,
         speed=2048 * 1024,
@@ -556,8 +559,8 @@ def test_file_log_from_the_wire_and_its_bytes() -> None:
     )
     assert item.bytes_done == 1024**2 // 4 and not item.finished
     # older gateways: "cloud:ip" strings
-    legacy = _flow.file_log({"mode": 0, "src_ip": "2:10.1.1.1", "status": 4, "size": "3 Bytes"})
-    assert (legacy.src_ip, legacy.src_cloud_id, legacy.bytes_done) == ("10.1.1.1", 2, 3)
+    legacy = _flow.file_log({"mode": 0, "src_ip": "2:127.1.1.1", "status": 4, "size": "3 Bytes"})
+    assert (legacy.src_ip, legacy.src_cloud_id, legacy.bytes_done) == ("127.1.1.1", 2, 3)
     assert legacy.succeeded and legacy.dest_ip is None
 
 

@@ -24,16 +24,16 @@ def test_environment_over_bootstrap_over_config(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('server = "http://config:1"\nusername = "carol"\nbiz = 7\n'
+    config.write_text('server = "http://127.0.0.11:1"\nusername = "carol"\nbiz = 7\n'
                       'app_code = "cfg"\napp_secret = "cfg-secret"\n')  # fmt: skip
     boot = tmp_path / "bootstrap.json"
-    boot.write_text(json.dumps({"url": "http://boot:2", "bk_app_code": "boot",
+    boot.write_text(json.dumps({"url": "http://127.0.0.12:2", "bk_app_code": "boot",
                                 "bk_app_secret": "boot-secret", "admin_user": ""}))  # fmt: skip
     monkeypatch.setenv("JOBFLEET_CONFIG", str(config))
     monkeypatch.setenv("JOBFLEET_BOOTSTRAP", str(boot))
     monkeypatch.setenv("JOBFLEET_APP_CODE", "env")
     with JobClient.from_env() as client:
-        assert client.base_url == "http://boot:2"
+        assert client.base_url == "http://127.0.0.12:2"
         assert client.credentials.app_code == "env"
         assert client.credentials.app_secret == "boot-secret"
         assert client.credentials.username == "carol"
@@ -42,9 +42,9 @@ def test_environment_over_bootstrap_over_config(
 
 async def test_a_token_needs_no_app(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBFLEET_TOKEN", "jfp_x")
-    monkeypatch.setenv("JOBFLEET_SERVER", "http://env:3")
+    monkeypatch.setenv("JOBFLEET_SERVER", "http://127.0.0.13:3")
     async with AsyncJobClient.from_env() as client:
-        assert client.base_url == "http://env:3"
+        assert client.base_url == "http://127.0.0.13:3"
         assert client._http.headers["authorization"] == "Bearer jfp_x"
         assert "x-bkapi-authorization" not in client._http.headers
 

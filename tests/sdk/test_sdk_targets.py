@@ -13,11 +13,11 @@ def test_target_server_merges_everything_once() -> None:
         topo_nodes=(("module", 11), ("set", 2), ("module", 11)),
         host_ids=(5, 7),
     )
-    assert target_server(["10.0.0.1", "3:10.0.0.2"], [7, 9], 0, target) == {
+    assert target_server(["127.0.0.1", "3:127.0.0.2"], [7, 9], 0, target) == {
         "host_id_list": [7, 9, 5],
         "dynamic_group_list": [{"id": "g1"}, {"id": "g2"}],
         "topo_node_list": [{"node_type": "module", "id": 11}, {"node_type": "set", "id": 2}],
-        "ip_list": [{"bk_cloud_id": 0, "ip": "10.0.0.1"}, {"bk_cloud_id": 3, "ip": "10.0.0.2"}],
+        "ip_list": [{"bk_cloud_id": 0, "ip": "127.0.0.1"}, {"bk_cloud_id": 3, "ip": "127.0.0.2"}],
     }
 
 

@@ -251,7 +251,7 @@ def test_credentials_repr_hides_the_secret() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://[::1", "127.0.0.1:8080", "ftp://host", "http://", "http://host:99999"]
+    "url", ["http://[::1", "127.0.0.1:8080", "ftp://127.0.0.1", "http://", "http://127.0.0.1:99999"]
 )
 def test_a_server_url_that_cannot_be_one_is_a_value_error(url: str) -> None:
     # not httpx.InvalidURL, and not only at the first call

@@ -12,7 +12,7 @@ async def test_check_agents_answers_only_the_valid_ones(db: Database) -> None:
     token = await identity.create_enroll_token()
     enrolled = [
         await identity.enroll(
-            token, ip=f"10.0.0.{i}", bk_cloud_id=0, bk_biz_id=2, hostname=f"h{i}", os_type="Linux"
+            token, ip=f"127.0.0.{i}", bk_cloud_id=0, bk_biz_id=2, hostname=f"h{i}", os_type="Linux"
         )
         for i in range(1, 4)
     ]

@@ -47,16 +47,16 @@ async def test_long_values_are_cut_to_their_columns(log: AuditLog) -> None:
 
 async def test_repeated_refusals_share_one_entry_with_a_count(log: AuditLog) -> None:
     for _ in range(50):
-        await log.refused(source_ip="10.0.0.1", reason="bad_credentials", detail={"path": "/p"})
-    await log.refused(source_ip="10.0.0.1", reason="permission_denied")
-    await log.refused(source_ip="10.0.0.2", reason="bad_credentials")
+        await log.refused(source_ip="127.0.0.1", reason="bad_credentials", detail={"path": "/p"})
+    await log.refused(source_ip="127.0.0.1", reason="permission_denied")
+    await log.refused(source_ip="127.0.0.2", reason="bad_credentials")
     async with log.db.connect() as conn:
         written = (await conn.execute(select(func.count()).select_from(audit_log))).scalar_one()
     assert written == 3
     found = {(r["source_ip"], r["resource_id"]): r for r in await rows(log, action="refused")}
-    assert found[("10.0.0.1", "bad_credentials")]["detail"] == {
+    assert found[("127.0.0.1", "bad_credentials")]["detail"] == {
         "reason": "bad_credentials", "path": "/p", "count": 50}
-    assert found[("10.0.0.1", "permission_denied")]["detail"]["count"] == 1  # type: ignore[index]
+    assert found[("127.0.0.1", "permission_denied")]["detail"]["count"] == 1  # type: ignore[index]
 
 
 async def test_a_new_window_starts_a_new_entry(log: AuditLog,
@@ -64,9 +64,9 @@ async def test_a_new_window_starts_a_new_entry(log: AuditLog,
     now = [1_000_000.0]
     monkeypatch.setattr(audit_module.time, "time", lambda: now[0])
     for _ in range(3):
-        await log.refused(source_ip="10.0.0.1", reason="bad_credentials")
+        await log.refused(source_ip="127.0.0.1", reason="bad_credentials")
     now[0] += audit_module.REFUSAL_WINDOW
-    await log.refused(source_ip="10.0.0.1", reason="bad_credentials")
+    await log.refused(source_ip="127.0.0.1", reason="bad_credentials")
     counts = sorted(r["detail"]["count"] for r in await rows(log))  # type: ignore[index]
     assert counts == [1, 3]
 
@@ -75,7 +75,7 @@ async def test_too_many_addresses_share_one_overflow_entry(
         log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit_module, "MAX_REFUSAL_KEYS", 5)
     for i in range(20):
-        await log.refused(source_ip=f"10.0.1.{i}", reason="bad_credentials")
+        await log.refused(source_ip=f"127.0.1.{i}", reason="bad_credentials")
     entries = await rows(log)
     assert len(entries) == 6
     (overflow,) = [e for e in entries if e["action"] == "refused_overflow"]

@@ -27,21 +27,21 @@ def _job(hosts: list[dict[str, object]]) -> NewJob:
 async def test_host_rows_take_the_table_defaults_and_keep_what_they_name(db: Database) -> None:
     jobs = JobStore(db)
     _, (step,) = await jobs.create(_job([
-        {"bk_host_id": 1, "bk_cloud_id": 0, "ip": "10.0.0.1", **OPEN},
-        {"bk_host_id": 2, "bk_cloud_id": 3, "ip": "10.0.0.2", "ipv6": "fd00::2", **OPEN,
+        {"bk_host_id": 1, "bk_cloud_id": 0, "ip": "127.0.0.1", **OPEN},
+        {"bk_host_id": 2, "bk_cloud_id": 3, "ip": "127.0.0.2", "ipv6": "::ffff:127.0.6.2", **OPEN,
          "agent_id": "a2", "batch": 2, "tag": "t"},
     ]))
     rows = {r.bk_host_id: r for r in await jobs.hosts(step, 0)}
     assert (rows[1].batch, rows[1].ipv6, rows[1].agent_id, rows[1].error_code, rows[1].tag,
             rows[1].log_size, rows[1].exit_code) == (0, "", None, 0, "", 0, None)
     assert (rows[2].bk_cloud_id, rows[2].ipv6, rows[2].agent_id, rows[2].batch,
-            rows[2].tag) == (3, "fd00::2", "a2", 2, "t")
+            rows[2].tag) == (3, "::ffff:127.0.6.2", "a2", 2, "t")
 
 
 async def test_host_rows_with_other_columns_are_written_too(db: Database) -> None:
     jobs = JobStore(db)
     _, (step,) = await jobs.create(_job([
-        {"bk_host_id": 1, "bk_cloud_id": 0, "ip": "10.0.0.1", "status": 9, "start_time": 5,
+        {"bk_host_id": 1, "bk_cloud_id": 0, "ip": "127.0.0.1", "status": 9, "start_time": 5,
          "execute_count": 0},
     ]))
     (row,) = await jobs.hosts(step, 0)
@@ -51,7 +51,7 @@ async def test_host_rows_with_other_columns_are_written_too(db: Database) -> Non
 async def test_final_results_land_once_on_open_hosts_only(db: Database) -> None:
     jobs = JobStore(db)
     _, (step,) = await jobs.create(_job([
-        {"bk_host_id": h, "bk_cloud_id": 0, "ip": f"10.0.0.{h}", **OPEN}
+        {"bk_host_id": h, "bk_cloud_id": 0, "ip": f"127.0.0.{h}", **OPEN}
         for h in (1, 2, 3)
     ]))
     await jobs.mark_running(step, 0, [2])
@@ -72,7 +72,7 @@ async def test_final_results_land_once_on_open_hosts_only(db: Database) -> None:
 async def test_a_statement_whose_parameters_come_in_another_order(db: Database) -> None:
     jobs = JobStore(db)
     _, (step,) = await jobs.create(_job([
-        {"bk_host_id": h, "bk_cloud_id": 0, "ip": f"10.0.0.{h}", **OPEN}
+        {"bk_host_id": h, "bk_cloud_id": 0, "ip": f"127.0.0.{h}", **OPEN}
         for h in (1, 2)
     ]))
     # the SET comes before the WHERE in the SQL, the fields name the key first; and the

@@ -60,7 +60,7 @@ async def test_enrollments_that_come_together_share_a_transaction(
     writer = EnrollmentWriter(db)
     digest = await _token(identity)
     batch = [
-        Enrollment(digest, f"10.1.0.{i}", hostname=f"h{i}", os_type="Linux", source_ip="10.9.9.9")
+        Enrollment(digest, f"127.1.0.{i}", hostname=f"h{i}", os_type="Linux", source_ip="127.9.9.9")
         for i in range(1, 41)
     ]
     done = await _all(writer, batch)
@@ -87,7 +87,7 @@ async def test_enrollments_that_come_together_share_a_transaction(
         assert secret_matches(d.agent_secret, creds[d.agent_id].secret_hash)
     assert len(audits) == 40
     assert {(a.resource_id, a.detail["ip"], a.source_ip) for a in audits} == {
-        (str(d.bk_host_id), e.ip, "10.9.9.9")
+        (str(d.bk_host_id), e.ip, "127.9.9.9")
         for e, d in zip(batch, done, strict=True)
         if isinstance(d, Enrolled)
     }
@@ -100,9 +100,9 @@ async def test_a_tokens_uses_go_to_the_first_comers_and_refusals_take_none(
 ) -> None:
     writer = EnrollmentWriter(db)
     digest = await _token(identity, uses=3)
-    ips = ["10.2.0.1", "10.2.0.1", "10.2.0.2", "10.2.0.3", "10.2.0.4", "10.2.0.5"]
+    ips = ["127.2.0.1", "127.2.0.1", "127.2.0.2", "127.2.0.3", "127.2.0.4", "127.2.0.5"]
     done = await _all(writer, [Enrollment(digest, ip) for ip in ips])
-    # the second enrollment of 10.2.0.1 is refused and takes no use: 10.2.0.3 has it
+    # the second enrollment of 127.2.0.1 is refused and takes no use: 127.2.0.3 has it
     assert [_code(d) for d in done] == [
         0,
         ErrorCode.CONFLICT,
@@ -134,18 +134,18 @@ async def test_every_refusal_is_the_one_the_enrollment_would_get_alone(
             .where(enroll_tokens.c.token_hash == expired)
             .values(expires_at=time.time() - 5)
         )
-    await writer.enroll(Enrollment(free, "10.3.0.1", bk_biz_id=2))
-    # 10.3.0.1 exists in business 2, without a live credential
-    await identity.revoke_agent(await _agent_of(db, "10.3.0.1"))
+    await writer.enroll(Enrollment(free, "127.3.0.1", bk_biz_id=2))
+    # 127.3.0.1 exists in business 2, without a live credential
+    await identity.revoke_agent(await _agent_of(db, "127.3.0.1"))
     done = await _all(
         writer,
         [
-            Enrollment(scoped, "10.3.0.1"),  # a host of business 2: not for this token
-            Enrollment(free, "10.3.0.2", bk_biz_id=99),  # no such business
-            Enrollment(expired, "10.3.0.3"),
-            Enrollment(hash_secret("not a token"), "10.3.0.4"),
-            Enrollment(scoped, "10.3.0.5", bk_biz_id=2),  # a new host goes to business 3
-            Enrollment(free, "10.3.0.1", hostname="again"),  # taken over by its business
+            Enrollment(scoped, "127.3.0.1"),  # a host of business 2: not for this token
+            Enrollment(free, "127.3.0.2", bk_biz_id=99),  # no such business
+            Enrollment(expired, "127.3.0.3"),
+            Enrollment(hash_secret("not a token"), "127.3.0.4"),
+            Enrollment(scoped, "127.3.0.5", bk_biz_id=2),  # a new host goes to business 3
+            Enrollment(free, "127.3.0.1", hostname="again"),  # taken over by its business
         ],
     )
     assert [_code(d) for d in done] == [
@@ -162,14 +162,14 @@ async def test_every_refusal_is_the_one_the_enrollment_would_get_alone(
         by_ip = {r.ip: r for r in await conn.execute(select(hosts))}
         rows = await conn.execute(select(enroll_tokens.c.token_hash, enroll_tokens.c.uses_left))
         left = {r.token_hash: r.uses_left for r in rows}
-    assert by_ip["10.3.0.5"].bk_biz_id == 3
-    assert by_ip["10.3.0.1"].hostname == "again" and by_ip["10.3.0.1"].bk_biz_id == 2
+    assert by_ip["127.3.0.5"].bk_biz_id == 3
+    assert by_ip["127.3.0.1"].hostname == "again" and by_ip["127.3.0.1"].bk_biz_id == 2
     retaken = done[5]
-    assert isinstance(retaken, Enrolled) and retaken.bk_host_id == by_ip["10.3.0.1"].bk_host_id
-    assert by_ip["10.3.0.1"].agent_id == retaken.agent_id
-    # the scoped token spent one use (10.3.0.5), the free one two (10.3.0.1 twice)
+    assert isinstance(retaken, Enrolled) and retaken.bk_host_id == by_ip["127.3.0.1"].bk_host_id
+    assert by_ip["127.3.0.1"].agent_id == retaken.agent_id
+    # the scoped token spent one use (127.3.0.5), the free one two (127.3.0.1 twice)
     assert (left[scoped], left[free]) == (9, 8)
-    assert await _live(db, "10.3.0.1") == 1
+    assert await _live(db, "127.3.0.1") == 1
 
 
 async def _agent_of(db: Database, ip: str) -> str:
@@ -193,16 +193,16 @@ async def test_an_enrollment_the_database_refuses_fails_alone(
     done = await _all(
         writer,
         [
-            Enrollment(digest, "10.4.0.1"),
+            Enrollment(digest, "127.4.0.1"),
             # out of every integer column's range: the database refuses the statement
-            Enrollment(digest, "10.4.0.2", bk_cloud_id=2**70),
-            Enrollment(digest, "10.4.0.3"),
+            Enrollment(digest, "127.4.0.2", bk_cloud_id=2**70),
+            Enrollment(digest, "127.4.0.3"),
         ],
     )
     assert isinstance(done[0], Enrolled) and isinstance(done[2], Enrolled)
     assert isinstance(done[1], Exception) and not isinstance(done[1], JobError)
     assert await _count(db, select(func.count()).select_from(hosts)) == 2
-    assert await _live(db, "10.4.0.1") == 1 and await _live(db, "10.4.0.3") == 1
+    assert await _live(db, "127.4.0.1") == 1 and await _live(db, "127.4.0.3") == 1
 
 
 async def test_nodes_racing_for_the_same_hosts_leave_one_credential_each(
@@ -212,7 +212,7 @@ async def test_nodes_racing_for_the_same_hosts_leave_one_credential_each(
     try:
         writers = [EnrollmentWriter(db), EnrollmentWriter(other)]
         tokens = [await _token(identity), await _token(identity)]
-        ips = [f"10.5.0.{i}" for i in range(1, 31)]
+        ips = [f"127.5.0.{i}" for i in range(1, 31)]
         enrollments = [
             (writers[n], Enrollment(tokens[n], ip, hostname=f"node{n}"))
             for ip in ips
@@ -232,7 +232,7 @@ async def test_nodes_racing_for_the_same_hosts_leave_one_credential_each(
 async def test_a_host_another_node_makes_meanwhile_is_refused_alone(
     database_url: str, db: Database, identity: IdentityStore
 ) -> None:
-    """Another node makes 10.6.0.2 and its credential while the batch runs: on
+    """Another node makes 127.6.0.2 and its credential while the batch runs: on
     PostgreSQL the batch's insert collides with it and the batch is written again one
     enrollment at a time; on SQLite the batch waits for the write lock and finds it."""
     writer = EnrollmentWriter(db)
@@ -244,7 +244,7 @@ async def test_a_host_another_node_makes_meanwhile_is_refused_alone(
                 hosts.insert().values(
                     bk_biz_id=2,
                     bk_cloud_id=0,
-                    ip="10.6.0.2",
+                    ip="127.6.0.2",
                     agent_id="elsewhere",
                     labels={},
                     create_time=1,
@@ -260,7 +260,7 @@ async def test_a_host_another_node_makes_meanwhile_is_refused_alone(
                 )
             )
             racing = asyncio.ensure_future(
-                _all(writer, [Enrollment(digest, f"10.6.0.{i}") for i in (1, 2, 3)])
+                _all(writer, [Enrollment(digest, f"127.6.0.{i}") for i in (1, 2, 3)])
             )
             await asyncio.sleep(0.5)
             assert not racing.done()
@@ -269,4 +269,4 @@ async def test_a_host_another_node_makes_meanwhile_is_refused_alone(
         await other.close()
     assert [_code(d) for d in done] == [0, ErrorCode.CONFLICT, 0]
     assert await _count(db, select(func.count()).select_from(hosts)) == 3
-    assert await _live(db, "10.6.0.2") == 1
+    assert await _live(db, "127.6.0.2") == 1

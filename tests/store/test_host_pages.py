@@ -23,13 +23,13 @@ async def _fill(db: Database) -> tuple[list[int], int, int, int]:
     for i in range(25):
         agent = None if i >= 20 else f"agent-{i}"
         rows.append({
-            "bk_biz_id": 2, "bk_cloud_id": 0, "ip": f"10.0.{i // 10}.{i}", "ipv6": "",
+            "bk_biz_id": 2, "bk_cloud_id": 0, "ip": f"127.0.{i // 10}.{i}", "ipv6": "",
             "agent_id": agent, "hostname": f"web-{i}" if i % 2 else f"db-{i}",
             "alive": 1 if i < 10 else 0, "labels": {"role": "web" if i % 2 else "db"},
             "last_seen": now if agent else None, "agent_version": "1.2.3",
             "os_type": "linux", "os_name": "Debian", "create_time": now,
         })
-    rows.append({**rows[0], "bk_biz_id": 3, "ip": "10.9.9.9", "agent_id": "other"})
+    rows.append({**rows[0], "bk_biz_id": 3, "ip": "127.9.9.9", "agent_id": "other"})
     async with db.begin() as conn:
         await conn.execute(insert(hosts), rows)
     ids = sorted(h.bk_host_id for h in await Inventory(db).list(bk_biz_id=2))
@@ -74,8 +74,8 @@ async def test_text_label_topology_and_members(db: Database) -> None:
     ids, set_id, api_module, worker_module = await _fill(db)
     pages = HostPages(db)
     # text: part of the IP or the host name; a LIKE wildcard is taken literally
-    total, rows = await pages.page(HostQuery(bk_biz_id=2, text="10.0.2."), 0, 100)
-    assert total == 5 and all(r["ip"].startswith("10.0.2.") for r in rows)
+    total, rows = await pages.page(HostQuery(bk_biz_id=2, text="127.0.2."), 0, 100)
+    assert total == 5 and all(r["ip"].startswith("127.0.2.") for r in rows)
     assert (await pages.page(HostQuery(bk_biz_id=2, text="web-1"), 0, 100))[0] == 6
     assert (await pages.page(HostQuery(bk_biz_id=2, text="%"), 0, 100))[0] == 0
     # labels: a key, or key=value
@@ -100,7 +100,7 @@ async def test_text_label_topology_and_members(db: Database) -> None:
     assert total == 3 and [r["bk_host_id"] for r in rows] == ids[1:3]
     assert (await pages.page(HostQuery(bk_biz_id=2, host_ids=[]), 0, 5)) == (0, [])
     # nothing of another business
-    assert (await pages.page(HostQuery(bk_biz_id=2, text="10.9.9.9"), 0, 5))[0] == 0
+    assert (await pages.page(HostQuery(bk_biz_id=2, text="127.9.9.9"), 0, 5))[0] == 0
 
 
 async def test_tree_counts_hosts_per_module(db: Database) -> None:

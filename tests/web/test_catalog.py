@@ -8,7 +8,7 @@ from jobfleet.web.catalog import step_summary
 def test_a_script_step() -> None:
     step = {"type": 1, "script_info": {
         "script_type": 1, "script_language": 1, "script_content": "\n  echo hi\necho two\n",
-        "server": {"ip_list": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
+        "server": {"ip_list": [{"ip": "127.0.0.1"}, {"ip": "127.0.0.2"}],
                    "topo_node_list": [{"id": 3}]}}}
     assert step_summary(step) == {"what": "shell: echo hi", "where": "ip: 2, topo_node: 1"}
 

@@ -30,8 +30,8 @@ def counting(
 
 
 GROUPS = [
-    Group("disk full", [7], ["10.0.0.7"]),
-    Group("ok", [1, 2, 3], ["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+    Group("disk full", [7], ["127.0.0.7"]),
+    Group("ok", [1, 2, 3], ["127.0.0.1", "127.0.0.2", "127.0.0.3"]),
 ]
 
 
@@ -91,5 +91,5 @@ def test_what_the_page_shows_holds_no_address_lists() -> None:
     grouping = Grouping(GROUPS * 30, True, 0.0)
     page = shown(grouping, 50)
     assert len(page) == 50
-    assert page[1] == {"index": 1, "sample": "ok", "count": 3, "first": 1, "first_ip": "10.0.0.1"}
+    assert page[1] == {"index": 1, "sample": "ok", "count": 3, "first": 1, "first_ip": "127.0.0.1"}
     assert all("ips" not in g and "hosts" not in g for g in page)
