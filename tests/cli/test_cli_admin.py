@@ -80,15 +80,15 @@ def test_token_lifetimes_read_as_operators_write_them(cli: Cli, server: FakeServ
                                         "bk_biz_ids": [2, 3]}),
         ),
         (
-            ["host", "add", "10.0.0.5"],
-            ("POST", "/hosts", {"bk_biz_id": 2, "ip": "10.0.0.5", "bk_cloud_id": 0}),
+            ["host", "add", "127.0.0.5"],
+            ("POST", "/hosts", {"bk_biz_id": 2, "ip": "127.0.0.5", "bk_cloud_id": 0}),
         ),
         (
-            ["host", "add", "10.0.0.5", "--biz", "3", "--cloud", "1", "--hostname", "db"],
+            ["host", "add", "127.0.0.5", "--biz", "3", "--cloud", "1", "--hostname", "db"],
             (
                 "POST",
                 "/hosts",
-                {"bk_biz_id": 3, "ip": "10.0.0.5", "bk_cloud_id": 1, "hostname": "db"},
+                {"bk_biz_id": 3, "ip": "127.0.0.5", "bk_cloud_id": 1, "hostname": "db"},
             ),
         ),
         (["token", "create"], ("POST", "/enroll-tokens", {})),
