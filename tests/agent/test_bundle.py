@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,9 @@ from starlette.routing import Route
 
 from jobfleet.agent.files import TEMP_MARK
 from jobfleet.agent.files.bundle import GROUP_FILES, Wanted, fetch_bundle
+from jobfleet.agent.transfers import FileWork
+from jobfleet.domain import protocol
+from jobfleet.domain.protocol import DownloadItem, FileItem
 from jobfleet.domain.status import HostStatus
 
 pytestmark = pytest.mark.timeout(60)
@@ -179,3 +183,131 @@ async def test_strict_mode_needs_each_files_directory(
             assert error is None and Path(f.dest).exists()
         else:
             assert error is not None and error.status == HostStatus.COPYFILE_FAILED
+
+
+# --- a download task through FileWork: bundles, fallbacks, order ---------------------
+
+
+@dataclass
+class BlobServer:
+    """Bundles on POST, single files on GET; the first bundle may be cut short."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    cut_first_after: int | None = None
+    bundles_asked: int = 0
+    singles_asked: list[str] = field(default_factory=list)
+
+    async def bundle(self, request: Request) -> Response:
+        ids = json.loads(await request.body())["blobs"]
+        self.bundles_asked += 1
+        body = b"".join(self.blobs[b] for b in ids)
+        cut, self.cut_first_after = self.cut_first_after, None
+
+        def chunks() -> Iterator[bytes]:
+            if cut is None:
+                yield body
+                return
+            yield body[:cut]
+            raise ConnectionAbortedError("server went away")
+
+        return StreamingResponse(chunks(), headers={"Content-Length": str(len(body))})
+
+    async def single(self, request: Request) -> Response:
+        blob = request.path_params["blob"]
+        self.singles_asked.append(blob)
+        return Response(self.blobs[blob], media_type="application/octet-stream")
+
+
+@pytest.fixture
+def blob_server() -> Iterator[tuple[BlobServer, str]]:
+    blobs = BlobServer()
+    base = "/api/jobfleet/v1/agents/blobs/"
+    app = Starlette(routes=[Route(base + "bundle", blobs.bundle, methods=["POST"]),
+                            Route(base + "{blob}", blobs.single, methods=["GET"])])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    running = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="critical",
+                                            http="h11"))
+    thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    yield blobs, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    running.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def item(blobs: BlobServer, n: int, dest: Path, data: bytes, **extra: Any) -> DownloadItem:
+    blob = f"blob{n:04d}"
+    blobs.blobs[blob] = data
+    return {"n": n, "blob": blob, "dest": str(dest), "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(), "mode": 0o644, "is_dir": False,
+            "src": "127.0.0.1:/src", **extra}  # type: ignore[typeddict-item]
+
+
+async def run_task(url: str, items: list[DownloadItem], limit: int | None = None
+                   ) -> tuple[int, list[FileItem], str]:
+    work = FileWork(lambda: url, dict, lambda: None)
+    out: list[str] = []
+
+    async def emit(text: str) -> None:
+        out.append(text)
+
+    try:
+        task = protocol.download("t1", items=items, account=ACCOUNT, create_dirs=True,
+                                 speed_limit=limit, timeout=60, max_size=None)
+        result, finals = await work.download(task, emit, lambda _items: None)
+    finally:
+        await work.close()
+    return result.status, finals, "".join(out)
+
+
+async def test_a_bundle_cut_mid_stream_is_finished_file_by_file(
+    blob_server: tuple[BlobServer, str], tmp_path: Path
+) -> None:
+    blobs, url = blob_server
+    items: list[DownloadItem] = [{"n": 0, "blob": "", "dest": str(tmp_path / "t"), "size": 0,
+                                  "sha256": None, "mode": 0o750, "is_dir": True, "src": "x"}]
+    for n in range(1, 301):
+        items.append(item(blobs, n, tmp_path / "t" / f"f{n}", f"{n}\n".encode() * 50))
+    blobs.cut_first_after = 5000
+    status, finals, log = await run_task(url, items)
+    assert status == HostStatus.SUCCESS
+    assert sorted(f["n"] for f in finals) == list(range(301))
+    assert {f["status"] for f in finals} == {4}
+    for it in items[1:]:
+        assert Path(it["dest"]).read_bytes() == blobs.blobs[it["blob"]]
+    # the files that did not arrive whole in the cut bundle came alone, each once
+    assert blobs.bundles_asked == 1
+    assert 0 < len(blobs.singles_asked) == len(set(blobs.singles_asked)) <= 300
+    assert (tmp_path / "t").stat().st_mode & 0o777 == 0o750
+    assert log.count(" bytes, ") == 300 and not temps(tmp_path)
+
+
+async def test_a_repeated_destination_keeps_the_order_of_the_items(
+    blob_server: tuple[BlobServer, str], tmp_path: Path
+) -> None:
+    blobs, url = blob_server
+    dest = tmp_path / "same.conf"
+    items = [item(blobs, n, dest, f"version {n}\n".encode()) for n in range(20)]
+    status, _, _ = await run_task(url, items)
+    assert status == HostStatus.SUCCESS and dest.read_bytes() == b"version 19\n"
+    # one at a time, in order: no bundle
+    assert blobs.bundles_asked == 0 and blobs.singles_asked == [i["blob"] for i in items]
+
+
+async def test_the_first_failing_item_decides_the_host_status(
+    blob_server: tuple[BlobServer, str], tmp_path: Path
+) -> None:
+    blobs, url = blob_server
+    items = [item(blobs, n, tmp_path / f"f{n}", b"x" * n) for n in range(30)]
+    (tmp_path / "f7").mkdir()  # 202 for item 7
+    items[20]["sha256"] = "0" * 64  # a mismatch for item 20 (329), fetched alone too
+    status, finals, _ = await run_task(url, items)
+    assert status == HostStatus.COPYFILE_FAILED
+    failed = {f["n"]: f for f in finals if f["status"] == 5}
+    assert set(failed) == {7, 20} and "checksum mismatch" in str(failed[20].get("log"))
+    assert blobs.singles_asked == ["blob0020"]
