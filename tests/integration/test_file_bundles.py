@@ -180,3 +180,37 @@ async def test_a_tree_of_small_files_moves_in_few_requests_and_a_bad_target_fail
         assert len(files) == 301 and len(failed) == 1, failed
         assert failed[0]["dest_path"].endswith("/d1/f001.conf")
         assert failed[0]["status"] == 5 and "is a directory" in failed[0]["log_content"]
+
+
+async def test_the_file_task_limit_fails_the_step_before_anything_is_uploaded(
+    running: Running, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from jobfleet.engine import file_gathering
+
+    await running.start_agents(["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    src = tmp_path / "src"
+    for n in range(8):
+        (src / f"f{n}").parent.mkdir(parents=True, exist_ok=True)
+        (src / f"f{n}").write_text(f"{n}\n")
+    # 9 entries (the directory and its 8 files) to 2 hosts is over a limit of 10
+    monkeypatch.setattr(file_gathering, "MAX_FILE_TASKS", 10)
+    blobs = running.server.services.blobs
+    received: list[str] = []
+    real_many, real_one = blobs.receive_many, blobs.receive
+
+    async def many(files: Any, chunks: Any) -> Any:
+        received.extend(b for b, _ in files)
+        return await real_many(files, chunks)
+
+    async def one(blob_id: str, *args: Any, **kwargs: Any) -> Any:
+        received.append(blob_id)
+        return await real_one(blob_id, *args, **kwargs)
+
+    # counted, not replaced: every call goes on to the real store
+    blobs.receive_many = many  # type: ignore[method-assign]
+    blobs.receive = one  # type: ignore[method-assign]
+    _, data = await run_transfer(running, transfer_body(
+        [f"{src}/"], ["127.0.0.2"], ["127.0.0.3", "127.0.0.4"], f"{tmp_path}/dest/"))
+    results = data["step_instance_list"][0]["step_ip_result_list"]
+    assert {r["status"] for r in results} == {329}, results
+    assert received == [] and not (tmp_path / "dest").exists()
