@@ -12,7 +12,8 @@ from __future__ import annotations
 
 MAX_FILES = 512
 MAX_FILE_BYTES = 1024 * 1024
-MAX_BYTES = 16 * 1024 * 1024
+# an agent holds a bundle in memory while it sends or places it, up to four at a time
+MAX_BYTES = 4 * 1024 * 1024
 # the request body: the blob ids as a JSON document (ids are 32 hex characters)
 MAX_REQUEST_BYTES = 64 * 1024
 PATH = "bundle"

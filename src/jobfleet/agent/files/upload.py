@@ -294,13 +294,24 @@ async def upload_bundle(
     import httpx
 
     manifest = json.dumps({"files": [{"blob": b, "size": len(d)} for b, _, d in files]}).encode()
-    body = len(manifest).to_bytes(4, "big") + manifest + b"".join(d for _, _, d in files)
+    length = 4 + len(manifest) + sum(len(d) for _, _, d in files)
+
+    async def body() -> AsyncIterator[bytes]:
+        # the files as they were read, not one more copy of them all
+        yield len(manifest).to_bytes(4, "big") + manifest
+        for _, _, data in files:
+            yield data
+
     started = time.monotonic()
     try:
         response = await client.put(
             url,
-            content=body,
-            headers={**headers, "Content-Type": "application/octet-stream"},
+            content=body(),
+            headers={
+                **headers,
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(length),
+            },
         )
     except httpx.HTTPError as exc:
         logger.info("bundle upload failed files=%d error=%s", len(files), describe_http_error(exc))
@@ -332,7 +343,7 @@ async def upload_bundle(
     logger.info(
         "uploaded bundle files=%d bytes=%d seconds=%.3f",
         len(files),
-        len(body),
+        length,
         time.monotonic() - started,
     )
     return outcomes
