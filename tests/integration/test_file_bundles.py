@@ -1,4 +1,4 @@
-"""Many small files in one request (``domain.bundles``): a source agent's bundle upload
+"""Many small files in one request (bundles, ``domain.protocol``): a source agent's bundle upload
 and a target agent's bundle download, with each file's own outcome."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from jobfleet.agent.accounts import AccountError
 from jobfleet.agent.task import TaskResult
-from jobfleet.domain import bundles, protocol
+from jobfleet.domain import protocol
 from jobfleet.domain.status import FileLogStatus, HostStatus
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class FileWork:
 
     async def upload(self, request: str, message: protocol.FileUpload) -> protocol.Reply:
         """Send each item's file to the server, ``UPLOAD_LANES`` requests at a time; small
-        files go many to a request (``domain.bundles``). Under a speed limit the files
+        files go many to a request (bundles, ``domain.protocol``). Under a speed limit the files
         go one at a time, each alone. Each item gets its own result, in order."""
         from jobfleet.agent.files import TransferError, upload
 
@@ -228,7 +228,9 @@ class FileWork:
             else:
                 sending.append((blob, str(item["path"]), got))
         outcomes = (
-            await upload_bundle(self.client, self.base + bundles.PATH, self.headers(), sending)
+            await upload_bundle(
+                self.client, self.base + protocol.BUNDLE_PATH, self.headers(), sending
+            )
             if sending
             else {}
         )
@@ -416,7 +418,7 @@ class FileWork:
         began = time.monotonic()
         outcomes = await fetch_bundle(
             self.client,
-            self.base + bundles.PATH,
+            self.base + protocol.BUNDLE_PATH,
             self.headers(),
             [
                 Wanted(
@@ -585,11 +587,11 @@ class FileWork:
 
 
 def _bundled(item: protocol.DownloadItem, swarm: protocol.Swarm | None, max_size: Any) -> bool:
-    """Whether a file is fetched with others in one request (``domain.bundles``)."""
+    """Whether a file is fetched with others in one request (bundles, ``domain.protocol``)."""
     size = item.get("size")
     return (
         isinstance(size, int)
-        and 0 <= size <= bundles.MAX_FILE_BYTES
+        and 0 <= size <= protocol.BUNDLE_MAX_FILE_BYTES
         and (not isinstance(max_size, int) or size <= max_size)
         and bool(item.get("sha256"))
         and bool(item.get("blob"))
@@ -603,7 +605,11 @@ def _bundles(items: list[protocol.DownloadItem]) -> list[list[protocol.DownloadI
     held = 0
     for item in items:
         size = int(item.get("size") or 0)
-        if not out or len(out[-1]) >= bundles.MAX_FILES or held + size > bundles.MAX_BYTES:
+        if (
+            not out
+            or len(out[-1]) >= protocol.BUNDLE_MAX_FILES
+            or held + size > protocol.BUNDLE_MAX_BYTES
+        ):
             out.append([])
             held = 0
         out[-1].append(item)
@@ -612,7 +618,7 @@ def _bundles(items: list[protocol.DownloadItem]) -> list[list[protocol.DownloadI
 
 
 def _small(size: int | None) -> bool:
-    return size is not None and size <= bundles.MAX_FILE_BYTES
+    return size is not None and size <= protocol.BUNDLE_MAX_FILE_BYTES
 
 
 def _sizes(paths: list[str]) -> list[int | None]:
@@ -637,7 +643,11 @@ def _upload_bundles(
     held = 0
     for item in items:
         size = size_of.get(str(item["blob"])) or 0
-        if not out or len(out[-1]) >= bundles.MAX_FILES or held + size > bundles.MAX_BYTES:
+        if (
+            not out
+            or len(out[-1]) >= protocol.BUNDLE_MAX_FILES
+            or held + size > protocol.BUNDLE_MAX_BYTES
+        ):
             out.append([])
             held = 0
         out[-1].append(item)

@@ -17,7 +17,7 @@ from jobfleet.api.errors import request_id
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
-from jobfleet.domain import bundles
+from jobfleet.domain import protocol
 from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.blobs import COMPLETE, USED_MESSAGE, ExactReader
@@ -108,7 +108,7 @@ def _refused(name: str, reason: str) -> JobError:
 
 
 async def agent_put_bundle(request: Request) -> Response:
-    """A source agent sends many small files in one body (``domain.bundles``): a
+    """A source agent sends many small files in one body (bundles, ``domain.protocol``): a
     4-byte big-endian length, a JSON manifest ``{"files": [{"blob", "size"}, ...]}`` of
     that length, then each file's bytes in the manifest's order. Each file gets its own
     result: its size and sha256, or why it was not kept."""
@@ -137,7 +137,7 @@ async def agent_put_bundle(request: Request) -> Response:
 async def _manifest(stream: ExactReader, max_file_size: int) -> list[tuple[str, int]]:
     head = await stream.take(4)
     length = int.from_bytes(head, "big") if head is not None else -1
-    if not 0 < length <= bundles.MAX_REQUEST_BYTES:
+    if not 0 < length <= protocol.BUNDLE_MAX_REQUEST_BYTES:
         raise _refused("manifest", "the body does not start with a manifest of a usable length")
     raw = await stream.take(length)
     try:
@@ -145,8 +145,8 @@ async def _manifest(stream: ExactReader, max_file_size: int) -> list[tuple[str, 
     except orjson.JSONDecodeError:
         raise _refused("manifest", "the manifest is not a JSON document") from None
     entries = parsed.get("files") if isinstance(parsed, dict) else None
-    if not isinstance(entries, list) or not 0 < len(entries) <= bundles.MAX_FILES:
-        raise _refused("manifest", f"name 1 to {bundles.MAX_FILES} files")
+    if not isinstance(entries, list) or not 0 < len(entries) <= protocol.BUNDLE_MAX_FILES:
+        raise _refused("manifest", f"name 1 to {protocol.BUNDLE_MAX_FILES} files")
     files: list[tuple[str, int]] = []
     for entry in entries:
         blob = entry.get("blob") if isinstance(entry, dict) else None
@@ -156,17 +156,20 @@ async def _manifest(stream: ExactReader, max_file_size: int) -> list[tuple[str, 
             or not 0 < len(blob) <= 64
             or not isinstance(size, int)
             or isinstance(size, bool)
-            or not 0 <= size <= min(bundles.MAX_FILE_BYTES, max_file_size)
+            or not 0 <= size <= min(protocol.BUNDLE_MAX_FILE_BYTES, max_file_size)
         ):
             raise _refused("manifest", "each file needs its id and a size within the limit")
         files.append((blob, size))
-    if len({b for b, _ in files}) != len(files) or sum(s for _, s in files) > bundles.MAX_BYTES:
+    if (
+        len({b for b, _ in files}) != len(files)
+        or sum(s for _, s in files) > protocol.BUNDLE_MAX_BYTES
+    ):
         raise _refused("manifest", "the files must be distinct and within the bundle's size")
     return files
 
 
 async def agent_bundle(request: Request) -> Response:
-    """A target agent fetches many small files in one answer (``domain.bundles``): their
+    """A target agent fetches many small files in one answer (bundles, ``domain.protocol``): their
     bytes one after another, in the order asked. Any file it may not have, or that is not
     stored yet, refuses the whole request: the agent then fetches each on its own."""
     services = services_of(request)
@@ -185,7 +188,7 @@ async def agent_bundle(request: Request) -> Response:
             ErrorCode.BAD_REQUEST, "One of those files is not complete yet", http_status=409
         )
     sizes = [int(stored[b].size or 0) for b in ids]
-    if max(sizes) > bundles.MAX_FILE_BYTES or sum(sizes) > bundles.MAX_BYTES:
+    if max(sizes) > protocol.BUNDLE_MAX_FILE_BYTES or sum(sizes) > protocol.BUNDLE_MAX_BYTES:
         raise _refused("blobs", "those files are too large to fetch together")
     paths = [await services.blobs.local_path(b) for b in ids]
     return StreamingResponse(
@@ -199,7 +202,7 @@ async def _bundle_ids(request: Request) -> list[str]:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > bundles.MAX_REQUEST_BYTES:
+        if len(body) > protocol.BUNDLE_MAX_REQUEST_BYTES:
             raise JobError(ErrorCode.BAD_REQUEST, "The list of files is too long", http_status=413)
     try:
         parsed = orjson.loads(bytes(body))
@@ -209,12 +212,12 @@ async def _bundle_ids(request: Request) -> list[str]:
     if (
         not isinstance(ids, list)
         or not ids
-        or len(ids) > bundles.MAX_FILES
+        or len(ids) > protocol.BUNDLE_MAX_FILES
         or not all(isinstance(b, str) and 0 < len(b) <= 64 for b in ids)
         or len(set(ids)) != len(ids)
     ):
         raise _refused(
-            "blobs", f"give 1 to {bundles.MAX_FILES} distinct file ids as a list of strings"
+            "blobs", f"give 1 to {protocol.BUNDLE_MAX_FILES} distinct file ids as a list of strings"
         )
     return ids
 
@@ -292,10 +295,12 @@ async def generate_local_file_upload_url(call: Call) -> dict[str, Any]:
 
 
 def register(router: APIRouter) -> None:
-    router.add_api_route(PREFIX + "/agents/blobs/" + bundles.PATH, agent_bundle, methods=["POST"])
+    router.add_api_route(
+        PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_bundle, methods=["POST"]
+    )
     # before the route of one file, which would take "bundle" for a file's id
     router.add_api_route(
-        PREFIX + "/agents/blobs/" + bundles.PATH, agent_put_bundle, methods=["PUT"]
+        PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_put_bundle, methods=["PUT"]
     )
     router.add_api_route(PREFIX + "/agents/blobs/{blob_id}", agent_put, methods=["PUT"])
     router.add_api_route(PREFIX + "/agents/blobs/{blob_id}", agent_get, methods=["GET"])

@@ -475,7 +475,7 @@ class BlobStore:
     async def receive_many(
         self, files: list[tuple[str, int]], chunks: AsyncIterator[bytes]
     ) -> dict[str, tuple[int, str] | str]:
-        """Store a bundle of small files (``domain.bundles``) that ``chunks`` carries one
+        """Store a bundle of small files (bundles, ``domain.protocol``) that ``chunks`` carries one
         after another, each exactly its size in ``files`` (blob id, size).
 
         The same rules as :meth:`receive` with ``replace``, for every file: claimed with

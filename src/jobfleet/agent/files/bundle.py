@@ -1,6 +1,6 @@
 """Many small files of a download task in one request, made durable together.
 
-The server answers the files' bytes one after another (``domain.bundles``); each file
+The server answers the files' bytes one after another (bundles, ``domain.protocol``); each file
 is split off by the size its task gives, checked against its SHA-256, and written
 beside its destination under a temporary name as :func:`download` does. Files are put
 in place in groups: one flush of the group's data (``syncfs`` of the filesystem, or an

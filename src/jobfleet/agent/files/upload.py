@@ -19,7 +19,7 @@ from jobfleet.agent.accounts import (
 from jobfleet.agent.files.pacing import FileThread, Meter, Pacer, Progress
 from jobfleet.agent.files.rights import Rights, TransferError, account_for, assume
 from jobfleet.agent.files.sources import os_reason
-from jobfleet.domain import bundles
+from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ def read_small(path: str, account: str | None, max_size: int | None) -> bytes | 
                 HostStatus.GSE_FILE_SIZE_EXCEED,
                 f"{path} is {size} bytes, over the limit of {max_size}",
             )
-        if size > bundles.MAX_FILE_BYTES:
+        if size > protocol.BUNDLE_MAX_FILE_BYTES:
             return None
         data = b""
         while len(data) < size:
@@ -286,7 +286,7 @@ async def upload_bundle(
     headers: dict[str, str],
     files: list[tuple[str, str, bytes]],
 ) -> dict[str, tuple[int, str] | TransferError]:
-    """Send ``files`` (blob id, path, bytes) in one request (``domain.bundles``).
+    """Send ``files`` (blob id, path, bytes) in one request (bundles, ``domain.protocol``).
 
     Returns each file's (size, sha256) as the server stored it, or its own error; a
     file with no outcome (the request failed, or another writer of it won) is for the

@@ -345,7 +345,7 @@ class BatchHostLogs(StepRef):
 
 
 class BlobBundle(Request):
-    """A target agent's request for many small files at once (``domain.bundles``)."""
+    """A target agent's request for many small files at once (bundles, ``domain.protocol``)."""
 
     blobs: list[str] = Field(min_length=1, max_length=512, description="file ids, distinct")
 
