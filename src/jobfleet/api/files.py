@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from jobfleet.api import envelope
 from jobfleet.api.errors import request_id
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
+from jobfleet.domain import protocol
 from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.store.blobs import COMPLETE, USED_MESSAGE
+from jobfleet.store.blobs import COMPLETE, USED_MESSAGE, ExactReader
 from jobfleet.store.secrets import new_secret
 
 PREFIX = "/api/jobfleet/v1"
@@ -93,6 +98,152 @@ async def agent_get(request: Request) -> Response:
     )
 
 
+def _refused(name: str, reason: str) -> JobError:
+    """A bad bundle request: the agent's own routes answer it with HTTP 400."""
+    return JobError(
+        ErrorCode.INVALID_PARAM_WITH_REASON,
+        f"Invalid parameter [{name}]: {reason}",
+        http_status=400,
+    )
+
+
+async def agent_put_bundle(request: Request) -> Response:
+    """A source agent sends many small files in one body (bundles, ``domain.protocol``): a
+    4-byte big-endian length, a JSON manifest ``{"files": [{"blob", "size"}, ...]}`` of
+    that length, then each file's bytes in the manifest's order. Each file gets its own
+    result: its size and sha256, or why it was not kept."""
+    services = services_of(request)
+    host = await agent_host(services, request)
+    stream = ExactReader(request.stream())
+    files = await _manifest(stream, services.limits.max_file_size)
+    stored = await services.blobs.get_many([b for b, _ in files])
+    if any(b not in stored or stored[b].writer_host_id != host for b, _ in files):
+        raise JobError(
+            ErrorCode.PERMISSION_DENIED,
+            "This agent may not write one of those files",
+            http_status=403,
+        )
+    results = await services.blobs.receive_many(files, stream.rest())
+    answer: list[dict[str, Any]] = []
+    for blob_id, _ in files:
+        result = results.get(blob_id, "not stored")
+        if isinstance(result, str):
+            answer.append({"file_id": blob_id, "error": result})
+        else:
+            answer.append({"file_id": blob_id, "size": result[0], "sha256": result[1]})
+    return envelope.ok({"files": answer}, request_id(request))
+
+
+async def _manifest(stream: ExactReader, max_file_size: int) -> list[tuple[str, int]]:
+    head = await stream.take(4)
+    length = int.from_bytes(head, "big") if head is not None else -1
+    if not 0 < length <= protocol.BUNDLE_MAX_REQUEST_BYTES:
+        raise _refused("manifest", "the body does not start with a manifest of a usable length")
+    raw = await stream.take(length)
+    try:
+        parsed = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        raise _refused("manifest", "the manifest is not a JSON document") from None
+    entries = parsed.get("files") if isinstance(parsed, dict) else None
+    if not isinstance(entries, list) or not 0 < len(entries) <= protocol.BUNDLE_MAX_FILES:
+        raise _refused("manifest", f"name 1 to {protocol.BUNDLE_MAX_FILES} files")
+    files: list[tuple[str, int]] = []
+    for entry in entries:
+        blob = entry.get("blob") if isinstance(entry, dict) else None
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if (
+            not isinstance(blob, str)
+            or not 0 < len(blob) <= 64
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or not 0 <= size <= min(protocol.BUNDLE_MAX_FILE_BYTES, max_file_size)
+        ):
+            raise _refused("manifest", "each file needs its id and a size within the limit")
+        files.append((blob, size))
+    if (
+        len({b for b, _ in files}) != len(files)
+        or sum(s for _, s in files) > protocol.BUNDLE_MAX_BYTES
+    ):
+        raise _refused("manifest", "the files must be distinct and within the bundle's size")
+    return files
+
+
+async def agent_bundle(request: Request) -> Response:
+    """A target agent fetches many small files in one answer (bundles, ``domain.protocol``): their
+    bytes one after another, in the order asked. Any file it may not have, or that is not
+    stored yet, refuses the whole request: the agent then fetches each on its own."""
+    services = services_of(request)
+    host = await agent_host(services, request)
+    ids = await _bundle_ids(request)
+    stored = await services.blobs.get_many(ids)
+    readable = await services.blobs.readable(ids, host)
+    if any(b not in stored or b not in readable for b in ids):
+        raise JobError(
+            ErrorCode.PERMISSION_DENIED,
+            "This agent may not read one of those files",
+            http_status=403,
+        )
+    if any(stored[b].state != COMPLETE or stored[b].size is None for b in ids):
+        raise JobError(
+            ErrorCode.BAD_REQUEST, "One of those files is not complete yet", http_status=409
+        )
+    sizes = [int(stored[b].size or 0) for b in ids]
+    if max(sizes) > protocol.BUNDLE_MAX_FILE_BYTES or sum(sizes) > protocol.BUNDLE_MAX_BYTES:
+        raise _refused("blobs", "those files are too large to fetch together")
+    paths = [await services.blobs.local_path(b) for b in ids]
+    return StreamingResponse(
+        _bundle_body(paths, sizes),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(sum(sizes))},
+    )
+
+
+async def _bundle_ids(request: Request) -> list[str]:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > protocol.BUNDLE_MAX_REQUEST_BYTES:
+            raise JobError(ErrorCode.BAD_REQUEST, "The list of files is too long", http_status=413)
+    try:
+        parsed = orjson.loads(bytes(body))
+    except orjson.JSONDecodeError:
+        raise _refused("blobs", "the body is not a JSON document") from None
+    ids = parsed.get("blobs") if isinstance(parsed, dict) else None
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or len(ids) > protocol.BUNDLE_MAX_FILES
+        or not all(isinstance(b, str) and 0 < len(b) <= 64 for b in ids)
+        or len(set(ids)) != len(ids)
+    ):
+        raise _refused(
+            "blobs", f"give 1 to {protocol.BUNDLE_MAX_FILES} distinct file ids as a list of strings"
+        )
+    return ids
+
+
+async def _bundle_body(paths: list[Path], sizes: list[int]) -> AsyncIterator[bytes]:
+    """The files' bytes, about a MiB per thread hop however small each file is."""
+    at = 0
+    while at < len(paths):
+        data, at = await asyncio.to_thread(_read_files, paths, sizes, at)
+        yield data
+
+
+def _read_files(paths: list[Path], sizes: list[int], at: int) -> tuple[bytes, int]:
+    out = bytearray()
+    while at < len(paths) and (not out or len(out) + sizes[at] <= BlobResponse.chunk_size):
+        with paths[at].open("rb", buffering=0) as fh:
+            data = fh.read(sizes[at] + 1)
+        if len(data) != sizes[at]:
+            # the stored file is not what its row says: the agent's check fails the
+            # bundle and it fetches the files one by one
+            raise OSError(f"stored file {paths[at].name} has {len(data)} bytes, not {sizes[at]}")
+        out += data
+        at += 1
+    return bytes(out), at
+
+
 async def upload_with_token(request: Request) -> Response:
     """The URL handed out by ``generate_local_file_upload_url``: the token is the credential."""
     services = services_of(request)
@@ -144,6 +295,13 @@ async def generate_local_file_upload_url(call: Call) -> dict[str, Any]:
 
 
 def register(router: APIRouter) -> None:
+    router.add_api_route(
+        PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_bundle, methods=["POST"]
+    )
+    # before the route of one file, which would take "bundle" for a file's id
+    router.add_api_route(
+        PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_put_bundle, methods=["PUT"]
+    )
     router.add_api_route(PREFIX + "/agents/blobs/{blob_id}", agent_put, methods=["PUT"])
     router.add_api_route(PREFIX + "/agents/blobs/{blob_id}", agent_get, methods=["GET"])
     for method in ("PUT", "POST"):

@@ -23,12 +23,14 @@ RAW_BODIES = {
     ("PUT", "/files/upload/{blob_id}"): "application/octet-stream",
     ("POST", "/files/upload/{blob_id}"): "application/octet-stream",
     ("PUT", "/agents/blobs/{blob_id}"): "application/octet-stream",
+    ("PUT", "/agents/blobs/bundle"): "application/octet-stream",
     ("POST", "/templates/import"): "application/yaml",
 }
 # answers that are a file when they succeed (errors are still the envelope)
 RAW_ANSWERS = {
     ("GET", "/files/{file_id}"): "application/octet-stream",
     ("GET", "/agents/blobs/{blob_id}"): "application/octet-stream",
+    ("POST", "/agents/blobs/bundle"): "application/octet-stream",
     ("GET", "/fetch/{job_instance_id}/{host_dir}/{path}"): "application/octet-stream",
     ("GET", "/templates/{id}/export"): "application/yaml",
 }

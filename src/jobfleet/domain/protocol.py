@@ -69,6 +69,23 @@ AGENT_FRAME_BYTES = 1024 * 1024
 # file items per message: a download of many files reports them over several messages
 MAX_FILE_ITEMS = 1000
 AGENT_FILE_ITEMS = 200
+
+# Bundles: many small files in one request, each way. A file step that copies a tree
+# of small files would otherwise cost one HTTP round trip, one authentication and a few
+# database statements per file and per host. A source agent sends, and a target agent
+# asks for, up to ``BUNDLE_MAX_FILES`` files of at most ``BUNDLE_MAX_FILE_BYTES`` each
+# and ``BUNDLE_MAX_BYTES`` in all, in one request; the bytes go one file after another,
+# and each end checks every file's size and SHA-256. Larger files keep their own request
+# (range-resumable).
+BUNDLE_MAX_FILES = 512
+BUNDLE_MAX_FILE_BYTES = 1024 * 1024
+# an agent holds a bundle in memory while it sends or places it, up to four at a time
+BUNDLE_MAX_BYTES = 4 * 1024 * 1024
+# a bundle request's body: the blob ids as a JSON document (ids are 32 hex characters)
+BUNDLE_MAX_REQUEST_BYTES = 64 * 1024
+# the blob path both bundle routes answer on
+BUNDLE_PATH = "bundle"
+
 MAX_VARS_CHARS = 1024 * 1024
 # Sequence numbers an agent may use; the server's own notes sort after them.
 MAX_AGENT_SEQ = 999_999_999

@@ -34,6 +34,8 @@ from jobfleet.store.inventory import Inventory
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+# files (and directory entries) times target hosts, in one file step
+MAX_FILE_TASKS = 100_000
 
 
 @dataclass
@@ -185,7 +187,18 @@ class SourceGathering:
             else:
                 for host_id in source.get("host_ids") or []:
                     seed = (seeds or {}).get(int(host_id))
-                    jobs.append(self.host_source(job, step, host_id, source, cfg, deadline, seed))
+                    jobs.append(
+                        self.host_source(
+                            job,
+                            step,
+                            host_id,
+                            source,
+                            cfg,
+                            deadline,
+                            seed,
+                            max_entries=MAX_FILE_TASKS // max(1, len(targets or [])),
+                        )
+                    )
         gathered = await asyncio.gather(*jobs)
         files = [f for item in gathered for f in item.files]
         for item in gathered:
@@ -247,7 +260,11 @@ class SourceGathering:
         cfg: dict[str, Any],
         deadline: float,
         seed: SeedTicket | None = None,
+        *,
+        max_entries: int | None = None,
     ) -> Gathered:
+        """One source host's files on the server. ``max_entries``: more listed entries
+        than this fail the step before anything is uploaded (the file-task limit)."""
         hosts = await self.inventory.by_ids([host_id])
         if not hosts:
             return Gathered(
@@ -296,6 +313,13 @@ class SourceGathering:
                 status=int(HostStatus.GSE_FILE_TASK_ERROR),
                 message=f"source host {where} listed a file name that leaves the target "
                 f"path: {unsafe[:200]!r}",
+            )
+        if max_entries is not None and len(listed) > max_entries:
+            return Gathered(
+                host_id,
+                status=int(HostStatus.GSE_FILE_TASK_ERROR),
+                message=f"source host {where} lists {len(listed)} files; to the step's hosts "
+                f"that exceeds the limit of {MAX_FILE_TASKS} file tasks",
             )
         label = source_label(host.bk_cloud_id, host.ip)
         files: list[Prepared] = []

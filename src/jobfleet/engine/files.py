@@ -29,6 +29,7 @@ from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.file_gathering import (
+    MAX_FILE_TASKS,
     Prepared,
     SeededUpload,
     SourceFailure,
@@ -54,7 +55,6 @@ from jobfleet.store.inventory import Inventory
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_FILE_TASKS = 100_000
 # a failure row sorts after the file rows of a host
 FAILURE_SEQ = 1_000_000
 

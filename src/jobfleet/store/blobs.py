@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.pieces import DIGEST_SIZE, PIECE_SIZE, PieceHasher
 from jobfleet.store.database import Database, now_ms
+from jobfleet.store.flush import flush
 from jobfleet.store.inventory import chunks
 from jobfleet.store.secrets import hash_secret, secret_matches
 from jobfleet.store.tables import blob_parts, blob_readers, blobs
@@ -371,6 +372,21 @@ class BlobStore:
                 )
             ).first() is not None
 
+    async def readable(self, blob_ids: list[str], bk_host_id: int) -> set[str]:
+        """Which of ``blob_ids`` the host may read, in one query per thousand ids."""
+        found: set[str] = set()
+        async with self.db.connect() as conn:
+            for part in chunks(blob_ids):
+                found.update(
+                    await conn.scalars(
+                        select(blob_readers.c.blob_id).where(
+                            blob_readers.c.blob_id.in_(part),
+                            blob_readers.c.bk_host_id == bk_host_id,
+                        )
+                    )
+                )
+        return found
+
     async def get(self, blob_id: str) -> Blob | None:
         async with self.db.connect() as conn:
             row = (await conn.execute(select(blobs).where(blobs.c.id == blob_id))).first()
@@ -456,6 +472,145 @@ class BlobStore:
         assert blob is not None
         return blob
 
+    async def receive_many(
+        self, files: list[tuple[str, int]], chunks: AsyncIterator[bytes]
+    ) -> dict[str, tuple[int, str] | str]:
+        """Store a bundle of small files (bundles, ``domain.protocol``) that ``chunks`` carries one
+        after another, each exactly its size in ``files`` (blob id, size).
+
+        The same rules as :meth:`receive` with ``replace``, for every file: claimed with
+        one token, written as a ``.part`` with its checksum and piece digests, made
+        durable (one flush for a group of files), and made complete and renamed into
+        place in one transaction. Returns each file's (size, sha256), or why it was not
+        kept (another writer claimed it meanwhile). A body that ends early, or goes on
+        after the last file, stores none of them (400)."""
+        token = uuid.uuid4().hex
+        ids = [b for b, _ in files]
+        async with self.db.begin() as conn:
+            claimed = await conn.execute(
+                update(blobs)
+                .where(blobs.c.id.in_(ids))
+                .values(state=WRITING, write_token=token, size=None, sha256=None)
+            )
+            if claimed.rowcount != len(ids):
+                raise JobError(ErrorCode.NOT_FOUND, "No such file", http_status=404)
+        written: list[tuple[str, int, str]] = []
+        try:
+            stream = ExactReader(chunks)
+            group: list[tuple[str, bytes]] = []
+            held = 0
+            for n, (blob_id, size) in enumerate(files):
+                data = await stream.take(size)
+                if data is None:
+                    raise JobError(
+                        ErrorCode.BAD_REQUEST,
+                        f"The body ended inside file {n + 1} of {len(files)}",
+                        http_status=400,
+                    )
+                group.append((blob_id, data))
+                held += size
+                if held >= WRITE_SIZE:
+                    written += await asyncio.to_thread(_write_group, self.root, token, group)
+                    group, held = [], 0
+            if group:
+                written += await asyncio.to_thread(_write_group, self.root, token, group)
+            if await stream.take(1) is not None:
+                raise JobError(
+                    ErrorCode.BAD_REQUEST, "The body is longer than its files", http_status=400
+                )
+            if self.shared:
+                for blob_id, _, _ in written:
+                    await self._store_parts(blob_id, token, self._part(blob_id, token))
+            return await self._commit_many(token, written)
+        except BaseException:
+            await asyncio.to_thread(self._drop_parts, ids, token)
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    update(blobs)
+                    .where(blobs.c.id.in_(ids), blobs.c.write_token == token)
+                    .values(state=FAILED, write_token=None)
+                )
+                if self.shared:
+                    await conn.execute(
+                        delete(blob_parts).where(
+                            blob_parts.c.blob_id.in_(ids), blob_parts.c.token == token
+                        )
+                    )
+            raise
+
+    def _part(self, blob_id: str, token: str) -> Path:
+        return self.root / f"{blob_id}.{token}.part"
+
+    def _drop_parts(self, ids: list[str], token: str) -> None:
+        for blob_id in ids:
+            self._part(blob_id, token).unlink(missing_ok=True)
+            (self.root / f"{blob_id}.{token}.pieces").unlink(missing_ok=True)
+
+    async def _commit_many(
+        self, token: str, written: list[tuple[str, int, str]]
+    ) -> dict[str, tuple[int, str] | str]:
+        """:meth:`_commit` for many files in one transaction: the rows this writer still
+        holds are locked, then completed in one statement."""
+        results: dict[str, tuple[int, str] | str] = {}
+        ids = [b for b, _, _ in written]
+        async with self.db.begin() as conn:
+            held: set[str] = set()
+            for part in chunks(ids):
+                query = select(blobs.c.id).where(
+                    blobs.c.id.in_(part), blobs.c.write_token == token, blobs.c.state == WRITING
+                )
+                if not self.db.is_sqlite:
+                    query = query.with_for_update()
+                held.update(await conn.scalars(query))
+            done = now_ms()
+            rows = [
+                {
+                    "b_id": blob_id,
+                    "b_token": token,
+                    "b_size": size,
+                    "b_sha256": sha256,
+                    "b_done": done,
+                }
+                for blob_id, size, sha256 in written
+                if blob_id in held
+            ]
+            if rows:
+                await conn.execute(
+                    update(blobs)
+                    .where(
+                        blobs.c.id == bindparam("b_id"),
+                        blobs.c.write_token == bindparam("b_token"),
+                    )
+                    .values(
+                        state=COMPLETE,
+                        write_token=None,
+                        size=bindparam("b_size"),
+                        sha256=bindparam("b_sha256"),
+                        done_time=bindparam("b_done"),
+                        parts_token=token if self.shared else None,
+                    ),
+                    rows,
+                )
+            kept = [b for b in ids if b in held]
+            if self.shared and kept:
+                for part in chunks(kept):
+                    await conn.execute(
+                        delete(blob_parts).where(
+                            blob_parts.c.blob_id.in_(part), blob_parts.c.token != token
+                        )
+                    )
+            await asyncio.to_thread(self._place_parts, kept, token)
+        for blob_id, size, sha256 in written:
+            results[blob_id] = (size, sha256) if blob_id in held else SUPERSEDED_MESSAGE
+        await asyncio.to_thread(self._drop_parts, [b for b in ids if b not in held], token)
+        return results
+
+    def _place_parts(self, ids: list[str], token: str) -> None:
+        for blob_id in ids:
+            # a replaced blob's piece digests were those of its earlier bytes
+            self.pieces_path(blob_id).unlink(missing_ok=True)
+            os.replace(self._part(blob_id, token), self.path(blob_id))
+
     async def _claim(self, blob_id: str, *, replace: bool) -> str:
         """Take the blob for one writer; the token names that writer."""
         token = uuid.uuid4().hex
@@ -508,6 +663,57 @@ class BlobStore:
             yield data
 
         return await self.receive(blob_id, one(), max_size=None)
+
+
+class ExactReader:
+    """Exactly ``n`` bytes at a time from a stream of chunks of any size."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+
+    async def take(self, n: int) -> bytes | None:
+        """The next ``n`` bytes, or None if the stream ends first."""
+        while len(self._buffer) < n:
+            try:
+                self._buffer += await anext(self._chunks)
+            except StopAsyncIteration:
+                return None
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        """What is left of the stream."""
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            yield data
+        async for chunk in self._chunks:
+            yield chunk
+
+
+def _write_group(
+    root: Path, token: str, group: list[tuple[str, bytes]]
+) -> list[tuple[str, int, str]]:
+    """Write small files as parts, with their piece digests; one flush makes them durable."""
+    out = []
+    fds: list[int] = []
+    try:
+        for blob_id, data in group:
+            fd = os.open(
+                root / f"{blob_id}.{token}.part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+            )
+            fds.append(fd)
+            _write_all(fd, data)
+            # no piece digests kept: a small file is never shared between peers, and
+            # ``pieces`` computes them from the file the once they are asked for
+            out.append((blob_id, len(data), hashlib.sha256(data).hexdigest()))
+        flush(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return out
 
 
 def pieces_file(path: Path) -> list[bytes] | None:

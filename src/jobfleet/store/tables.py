@@ -381,7 +381,9 @@ file_logs = Table(
     Column("speed", Float, nullable=True),
     Column("progress", Integer, nullable=False, default=0),
     Column("log_content", Text, nullable=False, default=""),
-    Index(None, "step_instance_id", "execute_count", "bk_host_id"),
+    # the full key of a file's row: each file's result is one look-up, not a scan of
+    # its host's rows
+    Index(None, "step_instance_id", "execute_count", "bk_host_id", "mode", "seq"),
 )
 
 # which hosts' agents may read a blob: the targets it was sent to

@@ -230,6 +230,17 @@ class _Target:
             # data first, then the name: after a crash dest is the old file or the new,
             # never a new name over unwritten blocks
             os.fsync(self.fd)
+        except OSError as exc:
+            raise target_error(self.dest, exc) from None
+        self.place(mode)
+        self.parent.fsync()
+        self.parent.close()
+
+    def place(self, mode: int) -> None:
+        """Give the file its mode and rename it over the destination; its data must be
+        durable already, and its directory is fsynced after (by the caller)."""
+        assert self.fd is not None
+        try:
             # after the chown done at creation, which would clear set-user-ID bits
             os.fchmod(self.fd, mode & 0o7777)
         except OSError as exc:
@@ -245,8 +256,6 @@ class _Target:
                 ) from None
             raise target_error(self.dest, exc) from None
         self.temp = ""
-        self.parent.fsync()
-        self.parent.close()
 
     def discard(self) -> None:
         self._close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import stat
@@ -18,6 +19,7 @@ from jobfleet.agent.accounts import (
 from jobfleet.agent.files.pacing import FileThread, Meter, Pacer, Progress
 from jobfleet.agent.files.rights import Rights, TransferError, account_for, assume
 from jobfleet.agent.files.sources import os_reason
+from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
 
 if TYPE_CHECKING:
@@ -244,3 +246,104 @@ def _check_receipt(response: httpx.Response, path: str, digest: str) -> None:
 
 def describe_http_error(exc: httpx.HTTPError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def read_small(path: str, account: str | None, max_size: int | None) -> bytes | None:
+    """The whole file at ``path`` as ``account`` may read it, for a bundle; None when it
+    is larger than a bundle takes (it is sent alone). Raises :class:`TransferError` as
+    :func:`upload` does. Blocking: run it in the transfer's :class:`FileThread`."""
+    fd, size = open_source(path, account)
+    try:
+        if max_size is not None and size > max_size:
+            raise TransferError(
+                HostStatus.GSE_FILE_SIZE_EXCEED,
+                f"{path} is {size} bytes, over the limit of {max_size}",
+            )
+        if size > protocol.BUNDLE_MAX_FILE_BYTES:
+            return None
+        data = b""
+        while len(data) < size:
+            try:
+                more = os.read(fd, size - len(data))
+            except OSError as exc:
+                raise TransferError(
+                    HostStatus.GSE_FILE_TASK_ERROR, f"cannot read {path}: {os_reason(exc)}"
+                ) from None
+            if not more:
+                raise TransferError(
+                    HostStatus.GSE_FILE_TASK_ERROR,
+                    f"{path} shrank to {len(data)} bytes while being sent ({size} expected)",
+                )
+            data += more
+        return data
+    finally:
+        os.close(fd)
+
+
+async def upload_bundle(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    files: list[tuple[str, str, bytes]],
+) -> dict[str, tuple[int, str] | TransferError]:
+    """Send ``files`` (blob id, path, bytes) in one request (bundles, ``domain.protocol``).
+
+    Returns each file's (size, sha256) as the server stored it, or its own error; a
+    file with no outcome (the request failed, or another writer of it won) is for the
+    caller to send alone."""
+    import httpx
+
+    manifest = json.dumps({"files": [{"blob": b, "size": len(d)} for b, _, d in files]}).encode()
+    length = 4 + len(manifest) + sum(len(d) for _, _, d in files)
+
+    async def body() -> AsyncIterator[bytes]:
+        # the files as they were read, not one more copy of them all
+        yield len(manifest).to_bytes(4, "big") + manifest
+        for _, _, data in files:
+            yield data
+
+    started = time.monotonic()
+    try:
+        response = await client.put(
+            url,
+            content=body(),
+            headers={
+                **headers,
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(length),
+            },
+        )
+    except httpx.HTTPError as exc:
+        logger.info("bundle upload failed files=%d error=%s", len(files), describe_http_error(exc))
+        return {}
+    if not response.is_success:
+        logger.info("bundle upload refused files=%d status=%d", len(files), response.status_code)
+        return {}
+    try:
+        answered = response.json()["data"]["files"]
+        stored = {str(f["file_id"]): f for f in answered}
+    except (ValueError, KeyError, TypeError):
+        logger.warning("bundle upload answer unreadable files=%d", len(files))
+        return {}
+    outcomes: dict[str, tuple[int, str] | TransferError] = {}
+    for blob, path, data in files:
+        result = stored.get(blob)
+        if not isinstance(result, dict) or "sha256" not in result:
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        # the bytes were hashed on both ends; a difference means they changed in between
+        if str(result["sha256"]).lower() != digest:
+            outcomes[blob] = TransferError(
+                HostStatus.GSE_FILE_TASK_ERROR,
+                f"checksum mismatch for {path}: sent sha256 {digest}, "
+                f"server stored {result['sha256']}",
+            )
+            continue
+        outcomes[blob] = (len(data), digest)
+    logger.info(
+        "uploaded bundle files=%d bytes=%d seconds=%.3f",
+        len(files),
+        length,
+        time.monotonic() - started,
+    )
+    return outcomes

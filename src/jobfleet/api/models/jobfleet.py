@@ -354,6 +354,12 @@ class BatchHostLogs(StepRef):
     ip_list: list[HostAddress] | None = Field(None, max_length=2000)
 
 
+class BlobBundle(Request):
+    """A target agent's request for many small files at once (bundles, ``domain.protocol``)."""
+
+    blobs: list[str] = Field(min_length=1, max_length=512, description="file ids, distinct")
+
+
 class CountTargets(Scoped):
     """How many hosts a target selection resolves to, and how many have an agent alive."""
 
@@ -394,6 +400,8 @@ JOBFLEET: dict[tuple[str, str], type[BaseModel]] = {
     ("GET", "/fetch/{job_instance_id}/{host_dir}/{path}"): Pathed,
     ("GET", "/agents/blobs/{blob_id}"): Pathed,
     ("PUT", "/agents/blobs/{blob_id}"): Pathed,
+    ("POST", "/agents/blobs/bundle"): BlobBundle,
+    ("PUT", "/agents/blobs/bundle"): Pathed,
     ("GET", T): TemplateList,
     ("POST", T): TemplateBody,
     ("POST", T + "/import"): ImportTemplate,
