@@ -20,8 +20,9 @@ The table, as code:
 ``server`` and ``demo`` commands import it), with two companions: ``server_config``
 (the configuration file and flags into typed settings; the ``server`` command imports
 it) and ``monitoring`` (what /readyz and /metrics report, from the node's parts).
-``__main__`` runs the CLI. ``logs.py``
-and ``loop.py`` are helpers every process shares; they import nothing of jobfleet.
+``__main__`` runs the CLI. ``logs.py``,
+``loop.py`` and ``durable.py`` are helpers every process shares; they import nothing of
+jobfleet.
 ``jobfleet`` itself holds only ``__version__``. No package but ``store/`` imports
 ``store.tables``.
 
@@ -66,9 +67,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "__main__": frozenset({"cli", "agent"}),
     "logs": frozenset(),
     "loop": frozenset(),
+    "durable": frozenset(),
 }
 # importable from anywhere: the version, and what every process shares
-SHARED = frozenset({"jobfleet", "jobfleet.logs", "jobfleet.loop"})
+SHARED = frozenset({"jobfleet", "jobfleet.logs", "jobfleet.loop", "jobfleet.durable"})
 # the one module of engine that may name gateway and bus: the interfaces engine needs
 ENGINE_PORTS = "jobfleet.engine.ports"
 # the agent takes from domain the protocol types only (and which TypedDict they are made

@@ -35,8 +35,8 @@ from sqlalchemy import Row, bindparam, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.pieces import DIGEST_SIZE, PIECE_SIZE, PieceHasher
+from jobfleet.durable import flush
 from jobfleet.store.database import Database, now_ms
-from jobfleet.store.flush import flush
 from jobfleet.store.inventory import chunks
 from jobfleet.store.secrets import hash_secret, secret_matches
 from jobfleet.store.tables import blob_parts, blob_readers, blobs

@@ -25,9 +25,9 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from jobfleet.agent.files.download import _open_target, _Target
-from jobfleet.agent.files.flush import flush
 from jobfleet.agent.files.pacing import FileThread
 from jobfleet.agent.files.rights import TransferError, target_error
+from jobfleet.durable import flush
 
 if TYPE_CHECKING:
     import httpx

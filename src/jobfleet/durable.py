@@ -1,5 +1,5 @@
-"""Making many small files durable at once (the agent's copy of ``store.flush``: the
-agent imports nothing of the server).
+"""Making many small files durable at once (the server's blob store and the agent's
+downloads both do; it imports nothing of jobfleet).
 
 One ``syncfs`` of their filesystem costs about what one fsync does, where an fsync of
 each file costs a journal commit apiece; where ``syncfs`` is not available (or the
