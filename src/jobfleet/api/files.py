@@ -20,7 +20,8 @@ from jobfleet.api.services import Services
 from jobfleet.domain import protocol
 from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.store.blobs import COMPLETE, USED_MESSAGE, ExactReader
+from jobfleet.domain.protocol import ExactReader
+from jobfleet.store.blobs import COMPLETE, USED_MESSAGE
 from jobfleet.store.secrets import new_secret
 
 PREFIX = "/api/jobfleet/v1"

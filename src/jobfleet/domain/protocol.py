@@ -22,6 +22,7 @@ honours when the gateway builds its validators, and that cost the agent nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NotRequired
 
@@ -85,6 +86,36 @@ BUNDLE_MAX_BYTES = 4 * 1024 * 1024
 BUNDLE_MAX_REQUEST_BYTES = 64 * 1024
 # the blob path both bundle routes answer on
 BUNDLE_PATH = "bundle"
+
+
+class ExactReader:
+    """Exactly ``n`` bytes at a time from a stream of chunks of any size: how both ends
+    read a bundle's manifest and files."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+
+    async def take(self, n: int) -> bytes | None:
+        """The next ``n`` bytes, or None if the stream ends first."""
+        while len(self._buffer) < n:
+            try:
+                self._buffer += await anext(self._chunks)
+            except StopAsyncIteration:
+                return None
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        """What is left of the stream."""
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            yield data
+        async for chunk in self._chunks:
+            yield chunk
+
 
 MAX_VARS_CHARS = 1024 * 1024
 # Sequence numbers an agent may use; the server's own notes sort after them.

@@ -35,6 +35,7 @@ from sqlalchemy import Row, bindparam, delete, insert, select, update
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.pieces import DIGEST_SIZE, PIECE_SIZE, PieceHasher
+from jobfleet.domain.protocol import ExactReader
 from jobfleet.durable import flush
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import chunks
@@ -663,34 +664,6 @@ class BlobStore:
             yield data
 
         return await self.receive(blob_id, one(), max_size=None)
-
-
-class ExactReader:
-    """Exactly ``n`` bytes at a time from a stream of chunks of any size."""
-
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = bytearray()
-
-    async def take(self, n: int) -> bytes | None:
-        """The next ``n`` bytes, or None if the stream ends first."""
-        while len(self._buffer) < n:
-            try:
-                self._buffer += await anext(self._chunks)
-            except StopAsyncIteration:
-                return None
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return data
-
-    async def rest(self) -> AsyncIterator[bytes]:
-        """What is left of the stream."""
-        if self._buffer:
-            data = bytes(self._buffer)
-            self._buffer.clear()
-            yield data
-        async for chunk in self._chunks:
-            yield chunk
 
 
 def _write_group(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 from jobfleet.agent.files.download import _open_target, _Target
 from jobfleet.agent.files.pacing import FileThread
 from jobfleet.agent.files.rights import TransferError, target_error
+from jobfleet.domain import protocol
 from jobfleet.durable import flush
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ async def fetch_bundle(
             if response.status_code != HTTPStatus.OK:
                 logger.info("bundle refused status=%d files=%d", response.status_code, len(wanted))
                 return outcomes
-            stream = _Exact(response.aiter_raw(1 << 20))
+            stream = protocol.ExactReader(response.aiter_raw(1 << 20))
             group: list[tuple[Wanted, bytes]] = []
             held = 0
             for item in wanted:
@@ -95,25 +95,6 @@ async def fetch_bundle(
     finally:
         await io.close()
     return outcomes
-
-
-class _Exact:
-    """Exactly ``n`` bytes at a time from a stream of chunks of any size."""
-
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = bytearray()
-
-    async def take(self, n: int) -> bytes | None:
-        """The next ``n`` bytes, or None if the stream ends first."""
-        while len(self._buffer) < n:
-            try:
-                self._buffer += await anext(self._chunks)
-            except StopAsyncIteration:
-                return None
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return data
 
 
 class _Group:
