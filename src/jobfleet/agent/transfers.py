@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from jobfleet.agent.accounts import AccountError
 from jobfleet.agent.task import TaskResult
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 # are imported by the methods that move files: an idle agent does not hold them.
 
 log = logging.getLogger(__name__)
+# a download or upload item, cut into bundles alike
+_Item = TypeVar("_Item")
 
 BLOB_PATH = "/api/jobfleet/v1/agents/blobs/"
 # a server restart or a dropped connection is worth waiting out, a real refusal is not
@@ -172,7 +174,7 @@ class FileWork:
         size_of = {str(i["blob"]): size for i, size in zip(items, sizes, strict=True)}
         small = [i for i in items if _small(size_of[str(i["blob"])])]
         async with asyncio.TaskGroup() as group:
-            for bundle in _upload_bundles(small, size_of):
+            for bundle in _bundles(small, lambda item: size_of.get(str(item["blob"])) or 0):
                 group.create_task(
                     in_lane(self._upload_bundle(bundle, account, max_size, alone, results))
                 )
@@ -392,7 +394,7 @@ class FileWork:
                     await work
 
         async with asyncio.TaskGroup() as group:
-            for bundle in _bundles(small):
+            for bundle in _bundles(small, lambda item: int(item.get("size") or 0)):
                 group.create_task(
                     in_lane(
                         self._download_bundle(bundle, one, account, create, emit, finals, failures),
@@ -599,21 +601,21 @@ def _bundled(item: protocol.DownloadItem, swarm: protocol.Swarm | None, max_size
     )
 
 
-def _bundles(items: list[protocol.DownloadItem]) -> list[list[protocol.DownloadItem]]:
+def _bundles(items: list[_Item], size: Callable[[_Item], int]) -> list[list[_Item]]:
     """``items`` in order, cut into bundles within the server's limits."""
-    out: list[list[protocol.DownloadItem]] = []
+    out: list[list[_Item]] = []
     held = 0
     for item in items:
-        size = int(item.get("size") or 0)
+        bytes_ = size(item)
         if (
             not out
             or len(out[-1]) >= protocol.BUNDLE_MAX_FILES
-            or held + size > protocol.BUNDLE_MAX_BYTES
+            or held + bytes_ > protocol.BUNDLE_MAX_BYTES
         ):
             out.append([])
             held = 0
         out[-1].append(item)
-        held += size
+        held += bytes_
     return out
 
 
@@ -632,24 +634,4 @@ def _sizes(paths: list[str]) -> list[int | None]:
             out.append(None)
             continue
         out.append(st.st_size if stat.S_ISREG(st.st_mode) else None)
-    return out
-
-
-def _upload_bundles(
-    items: list[protocol.UploadItem], size_of: dict[str, int | None]
-) -> list[list[protocol.UploadItem]]:
-    """``items`` in order, cut into bundles within the server's limits."""
-    out: list[list[protocol.UploadItem]] = []
-    held = 0
-    for item in items:
-        size = size_of.get(str(item["blob"])) or 0
-        if (
-            not out
-            or len(out[-1]) >= protocol.BUNDLE_MAX_FILES
-            or held + size > protocol.BUNDLE_MAX_BYTES
-        ):
-            out.append([])
-            held = 0
-        out[-1].append(item)
-        held += size
     return out
