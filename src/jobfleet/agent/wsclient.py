@@ -233,18 +233,22 @@ class WebSocket(asyncio.Protocol):
 
     async def recv(self) -> str | bytes:
         while not self._messages:
-            if self.protocol.state is State.CLOSED or self.lost.done():
-                raise self._closed()
-            self._wakeup = self.loop.create_future()
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
+            await self._news()
         message = self._messages.popleft()
         if self._reading_paused and len(self._messages) <= MAX_QUEUE // 4 and self.transport:
             self.transport.resume_reading()
             self._reading_paused = False
         return message
+
+    async def _news(self) -> None:
+        """Wait for the reading side to wake this reader; raise if the connection is over."""
+        if self.protocol.state is State.CLOSED or self.lost.done():
+            raise self._closed()
+        self._wakeup = self.loop.create_future()
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
 
     async def __aiter__(self) -> AsyncIterator[str | bytes]:
         """Every message until the server closes normally (an error raises)."""
@@ -270,13 +274,7 @@ class WebSocket(asyncio.Protocol):
             while True:
                 if self._receiver_error is not None:
                     raise self._receiver_error
-                if self.protocol.state is State.CLOSED or self.lost.done():
-                    raise self._closed()
-                self._wakeup = self.loop.create_future()
-                try:
-                    await self._wakeup
-                finally:
-                    self._wakeup = None
+                await self._news()
         except ConnectionClosedOK:
             return
         finally:
