@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jobfleet.agent.files.pacing import FileThread
 from jobfleet.agent.files.rights import TransferError
 from jobfleet.agent.files.sources import os_reason
-from jobfleet.agent.files.upload import open_source
+from jobfleet.agent.files.upload import check_size, open_source
 from jobfleet.domain.status import HostStatus
 
 HASH_WORKERS = 4
@@ -42,11 +42,7 @@ def _hash_pieces(
 ) -> tuple[int, int, list[bytes]]:
     fd, size = open_source(path, account)
     try:
-        if max_size is not None and size > max_size:
-            raise TransferError(
-                HostStatus.GSE_FILE_SIZE_EXCEED,
-                f"{path} is {size} bytes, over the limit of {max_size}",
-            )
+        check_size(path, size, max_size)
         count = (size + piece_size - 1) // piece_size
         # hashlib lets go of the GIL: the pieces are hashed on every core at once
         workers = max(1, min(HASH_WORKERS, os.cpu_count() or 1, count))

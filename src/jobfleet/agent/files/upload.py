@@ -58,11 +58,7 @@ async def upload(
         await io.close()
         raise
     try:
-        if max_size is not None and size > max_size:
-            raise TransferError(
-                HostStatus.GSE_FILE_SIZE_EXCEED,
-                f"{path} is {size} bytes, over the limit of {max_size}",
-            )
+        check_size(path, size, max_size)
         return await _send(
             client, url, headers, path, handle, size, io, speed_limit, on_progress, chunk_size
         )
@@ -76,6 +72,15 @@ async def upload(
 def _open_source(path: str, account: str | None) -> tuple[_Reader, int]:
     fd, size = open_source(path, account)
     return _Reader(fd), size
+
+
+def check_size(path: str, size: int, max_size: int | None) -> None:
+    """Refuse a source over the step's file size limit (321)."""
+    if max_size is not None and size > max_size:
+        raise TransferError(
+            HostStatus.GSE_FILE_SIZE_EXCEED,
+            f"{path} is {size} bytes, over the limit of {max_size}",
+        )
 
 
 def open_source(path: str, account: str | None) -> tuple[int, int]:
@@ -254,11 +259,7 @@ def read_small(path: str, account: str | None, max_size: int | None) -> bytes | 
     :func:`upload` does. Blocking: run it in the transfer's :class:`FileThread`."""
     fd, size = open_source(path, account)
     try:
-        if max_size is not None and size > max_size:
-            raise TransferError(
-                HostStatus.GSE_FILE_SIZE_EXCEED,
-                f"{path} is {size} bytes, over the limit of {max_size}",
-            )
+        check_size(path, size, max_size)
         if size > protocol.BUNDLE_MAX_FILE_BYTES:
             return None
         data = b""
