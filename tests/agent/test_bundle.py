@@ -3,6 +3,7 @@ real loopback HTTP server."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -64,24 +65,32 @@ class Bundles:
         return StreamingResponse(chunks(), headers={"Content-Length": str(len(body))})
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[Bundles, str]]:
-    bundles = Bundles()
-    app = Starlette(routes=[Route(URL, bundles.handle, methods=["POST"])])
+@contextlib.contextmanager
+def serving(app: Starlette) -> Iterator[str]:
+    """``app`` served by a real uvicorn on a loopback port: its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, lifespan="off", log_level="critical", http="h11")
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not running.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    yield bundles, f"http://127.0.0.1:{sock.getsockname()[1]}{URL}"
-    running.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        deadline = time.monotonic() + 10
+        while not running.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        running.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Bundles, str]]:
+    bundles = Bundles()
+    with serving(Starlette(routes=[Route(URL, bundles.handle, methods=["POST"])])) as base:
+        yield bundles, base + URL
 
 
 @pytest.fixture
@@ -224,20 +233,8 @@ def blob_server() -> Iterator[tuple[BlobServer, str]]:
     base = "/api/jobfleet/v1/agents/blobs/"
     app = Starlette(routes=[Route(base + "bundle", blobs.bundle, methods=["POST"]),
                             Route(base + "{blob}", blobs.single, methods=["GET"])])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    running = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="critical",
-                                            http="h11"))
-    thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not running.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    yield blobs, f"http://127.0.0.1:{sock.getsockname()[1]}"
-    running.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(app) as url:
+        yield blobs, url
 
 
 def item(blobs: BlobServer, n: int, dest: Path, data: bytes, **extra: Any) -> DownloadItem:
