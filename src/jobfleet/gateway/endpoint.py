@@ -307,6 +307,17 @@ class Gateway:
             except Exception as exc:  # already closing: the reader cleans up either way
                 log.info("agent_close_failed agent=%s error=%s", agent_id, exc)
 
+        # on the API port (``--agent-plaintext``) the reader waits for this between frames
+        # while the agent is held; the agent listener's socket stops reading itself
+        released = asyncio.Event()
+        released.set()
+
+        def hold(held: bool) -> None:
+            if held:
+                released.clear()
+            else:
+                released.set()
+
         known = hello.get("known")
         conn = AgentConnection(
             agent_id,
@@ -319,6 +330,7 @@ class Gateway:
             # the agent listener's socket writes a frame at once when the agent keeps up
             send_now=ws.send_now if isinstance(ws, WireSocket) else None,
             turn=self._writes,
+            hold=ws.hold if isinstance(ws, WireSocket) else hold,
         )
         old = self.registry.add(conn)
         if old is not None:
@@ -357,7 +369,7 @@ class Gateway:
         # hello, a replaced connection, nor the credential (the secret) all that time
         del hello, known, old, os_name, labels, cred
         try:
-            await self._read(ws, conn)
+            await self._read(ws, conn, released)
         finally:
             await conn.close()
             if self.registry.remove(conn):
@@ -374,7 +386,9 @@ class Gateway:
                 host_id, AgentLoad(load["cpu"], load["mem"], load["started"], now_ms())
             )
 
-    async def _read(self, ws: AgentSocket, conn: AgentConnection) -> None:
+    async def _read(
+        self, ws: AgentSocket, conn: AgentConnection, released: asyncio.Event
+    ) -> None:
         events = self.events
         refusals = self.refusals
 
@@ -401,6 +415,8 @@ class Gateway:
             code = await ws.deliver(receive)
         else:
             while True:
+                if not released.is_set():
+                    await released.wait()
                 try:
                     raw = await _receive_raw(ws)
                 except WebSocketDisconnect as exc:
