@@ -320,6 +320,28 @@ async def test_a_receiver_that_raises_fails_the_connection_with_1011() -> None:
         assert isinstance(await next_result(listener), ValueError)
 
 
+async def test_a_receiver_that_raises_on_a_frame_read_ahead_fails_the_connection_with_1011(
+) -> None:
+    async with listening() as listener:
+
+        async def deliver(ws: WireSocket) -> None:
+            await ws.accept()
+            await asyncio.sleep(0.3)  # the frame waits in the inbox, read ahead
+
+            def receive(payload: bytes | str) -> None:
+                raise ValueError("cannot take it")
+
+            await ws.deliver(receive)
+
+        listener.handler = deliver
+        async with await client(listener) as ws:
+            await ws.send(b"m0")
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1011
+        assert isinstance(await next_result(listener), ValueError)
+
+
 async def test_a_frame_over_the_size_closes_with_1009() -> None:
     async with listening() as listener, await client(listener, max_size=None) as ws:
         await ws.send(b"x" * (MAX_SIZE + 1))

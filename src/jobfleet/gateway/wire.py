@@ -405,7 +405,13 @@ class WireProtocol(asyncio.Protocol):
         while inbox:
             payload = inbox.popleft()
             self._queued -= len(payload)
-            receiver(payload)
+            try:
+                receiver(payload)
+            except Exception as exc:
+                # read ahead, failed as one read now would be
+                self._fail(exc)
+                self._flush()
+                raise
         if self._read_paused:
             self._set_reading()
         if self._ended is None:
@@ -515,11 +521,7 @@ class WireProtocol(asyncio.Protocol):
             try:
                 receiver(payload)
             except Exception as exc:
-                self._receiver = None
-                self._failure = exc
-                self._conn.fail(1011, "internal error")
-                self._end(1011)
-                self._state = self._CLOSING
+                self._fail(exc)
             return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -533,6 +535,15 @@ class WireProtocol(asyncio.Protocol):
         self._queued += len(payload)
         if not self._read_paused and (len(inbox) >= INBOX_FRAMES or self._queued >= INBOX_BYTES):
             self._set_reading()
+
+    def _fail(self, exc: Exception) -> None:
+        """The gateway's receiver raised ``exc``: the connection fails with 1011."""
+        self._receiver = None
+        self._failure = exc
+        if self._state == self._OPEN:
+            self._conn.fail(1011, "internal error")
+            self._state = self._CLOSING
+        self._end(1011)
 
     def _end(self, code: int) -> None:
         """The connection is over for the gateway: after the inbox, it hears ``code``."""
