@@ -184,6 +184,18 @@ async def _receive(ws: AgentSocket) -> Any:
     return orjson.loads(await _receive_raw(ws))
 
 
+def _holder(released: asyncio.Event) -> Callable[[bool], None]:
+    """Holds (True) and releases (False) a reader that waits for ``released``."""
+
+    def hold(held: bool) -> None:
+        if held:
+            released.clear()
+        else:
+            released.set()
+
+    return hold
+
+
 def _text(value: Any, limit: int) -> str:
     return clean_name(str(value or "")[:limit])
 
@@ -307,17 +319,16 @@ class Gateway:
             except Exception as exc:  # already closing: the reader cleans up either way
                 log.info("agent_close_failed agent=%s error=%s", agent_id, exc)
 
-        # on the API port (``--agent-plaintext``) the reader waits for this between frames
-        # while the agent is held; the agent listener's socket stops reading itself
-        released = asyncio.Event()
-        released.set()
-
-        def hold(held: bool) -> None:
-            if held:
-                released.clear()
-            else:
-                released.set()
-
+        # the agent listener's socket stops reading itself; on the API port
+        # (``--agent-plaintext``) the reader waits for this between frames while held
+        released: asyncio.Event | None = None
+        hold: Callable[[bool], None]
+        if isinstance(ws, WireSocket):
+            hold = ws.hold
+        else:
+            released = asyncio.Event()
+            released.set()
+            hold = _holder(released)
         known = hello.get("known")
         conn = AgentConnection(
             agent_id,
@@ -330,7 +341,7 @@ class Gateway:
             # the agent listener's socket writes a frame at once when the agent keeps up
             send_now=ws.send_now if isinstance(ws, WireSocket) else None,
             turn=self._writes,
-            hold=ws.hold if isinstance(ws, WireSocket) else hold,
+            hold=hold,
         )
         old = self.registry.add(conn)
         if old is not None:
@@ -387,7 +398,7 @@ class Gateway:
             )
 
     async def _read(
-        self, ws: AgentSocket, conn: AgentConnection, released: asyncio.Event
+        self, ws: AgentSocket, conn: AgentConnection, released: asyncio.Event | None
     ) -> None:
         events = self.events
         refusals = self.refusals
@@ -414,6 +425,7 @@ class Gateway:
             # each frame as it is read: no future or task wake-up per frame
             code = await ws.deliver(receive)
         else:
+            assert released is not None
             while True:
                 if not released.is_set():
                     await released.wait()
