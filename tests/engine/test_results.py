@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from jobfleet.domain.status import HostStatus
+from jobfleet.engine import writer as writer_module
 from jobfleet.engine.results import (
     TRUNCATED_SEQ,
     DatabaseDown,
@@ -17,6 +19,8 @@ from jobfleet.engine.results import (
     gse_error_code,
     size_label,
 )
+from jobfleet.engine.tracking import Tracker
+from jobfleet.engine.writer import ResultWriter
 from jobfleet.store.jobs import HostResult
 
 
@@ -206,3 +210,43 @@ def test_error_code_as_bk_job_reports_it() -> None:
     assert gse_error_code(HostStatus.AGENT_NOT_INSTALLED) == 0
     assert gse_error_code(HostStatus.GSE_TASK_TERMINATE_SUCCESS) == 126
     assert gse_error_code(HostStatus.SCRIPT_TIMEOUT) == -1
+
+
+@dataclass(eq=False)
+class HeldLink(Link):
+    holds: list[bool] = field(default_factory=list)
+
+    def hold_reading(self, held: bool) -> None:
+        self.holds.append(held)
+
+
+async def test_an_agent_that_floods_a_database_that_is_down_is_held_not_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writer_module, "QUEUE_HOLD", 100, raising=False)
+    store = Store()
+    store.down = True
+    flood, quiet = HeldLink(7), HeldLink(8)
+    stored = results(store, live={(1, 0, 7), (1, 0, 8)})
+    stored.sent((1, 0, 7))
+    stored.sent((1, 0, 8))
+    writer = ResultWriter(stored, Tracker())
+    running = asyncio.create_task(writer.run())
+    try:
+        writer.put(quiet, out("1:0:8", 1, "one line"))
+        for seq in range(1, 200):
+            writer.put(flood, out("1:0:7", seq, f"line {seq}"))
+        # past the bound the flooding agent is no longer read; the quiet one never was held
+        assert flood.holds == [True]
+        assert quiet.holds == []
+        await asyncio.sleep(0.5)
+        assert flood.holds == [True]  # nothing stored yet: still held
+        store.down = False
+        deadline = asyncio.get_running_loop().time() + 10
+        while flood.holds != [True, False]:
+            assert asyncio.get_running_loop().time() < deadline, flood.holds
+            await asyncio.sleep(0.05)
+        assert len(store.chunks) == 200
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

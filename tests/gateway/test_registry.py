@@ -189,3 +189,13 @@ async def test_connections_sharing_a_turn_are_written_by_one_callback() -> None:
     assert [w.now for w in wires] == [
         [[{"t": "run", "n": n}, {"t": "ack", "n": n}]] for n in range(3)
     ]
+
+
+async def test_holding_an_agent_stops_and_starts_its_socket_reading() -> None:
+    holds: list[bool] = []
+    conn = AgentConnection("a1", 1, Wire().send, hold=holds.append)
+    conn.hold_reading(True)
+    conn.hold_reading(False)
+    assert holds == [True, False]
+    # a socket that cannot stop reading is not asked to
+    AgentConnection("a2", 2, Wire().send).hold_reading(True)

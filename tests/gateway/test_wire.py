@@ -320,6 +320,28 @@ async def test_a_receiver_that_raises_fails_the_connection_with_1011() -> None:
         assert isinstance(await next_result(listener), ValueError)
 
 
+async def test_a_receiver_that_raises_on_a_frame_read_ahead_fails_the_connection_with_1011(
+) -> None:
+    async with listening() as listener:
+
+        async def deliver(ws: WireSocket) -> None:
+            await ws.accept()
+            await asyncio.sleep(0.3)  # the frame waits in the inbox, read ahead
+
+            def receive(payload: bytes | str) -> None:
+                raise ValueError("cannot take it")
+
+            await ws.deliver(receive)
+
+        listener.handler = deliver
+        async with await client(listener) as ws:
+            await ws.send(b"m0")
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1011
+        assert isinstance(await next_result(listener), ValueError)
+
+
 async def test_a_frame_over_the_size_closes_with_1009() -> None:
     async with listening() as listener, await client(listener, max_size=None) as ws:
         await ws.send(b"x" * (MAX_SIZE + 1))
@@ -425,6 +447,42 @@ async def test_reading_stops_while_the_gateway_does_not_keep_up() -> None:
             assert got == [str(n).encode().ljust(8192, b".") for n in range(1000)]
             await sending
             assert not protocol._read_paused
+
+
+async def test_a_held_peer_is_not_read_nor_cut_by_the_keepalive_and_then_read_in_order() -> None:
+    async with listening(heartbeat=0.3) as listener:
+        got: list[bytes | str] = []
+
+        async def held(ws: WireSocket) -> None:
+            await ws.accept()
+            ws.hold(True)  # what it sends cannot be stored now
+            code = await ws.deliver(got.append)
+            listener.results.put_nowait(code)
+
+        listener.handler = held
+        async with await client(listener, ping_interval=None) as ws:
+
+            async def send_all() -> None:
+                for n in range(1000):
+                    await ws.send(str(n).encode().ljust(8192, b"."))
+
+            sending = asyncio.create_task(send_all())
+            # several heartbeats: its silence is the server's doing, not the peer's
+            await asyncio.sleep(1.5)
+            (protocol,) = listener.protocols()
+            assert protocol._read_paused
+            assert len(got) < 1000
+            assert not sending.done()
+            socket = await asyncio.wait_for(listener.sockets.get(), 1)
+            socket.hold(False)
+            await asyncio.wait_for(sending, 10)
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(got) < 1000:
+                assert asyncio.get_running_loop().time() < deadline, len(got)
+                await asyncio.sleep(0.02)
+            assert got == [str(n).encode().ljust(8192, b".") for n in range(1000)]
+            assert not protocol._read_paused
+        assert await next_result(listener) == 1000
 
 
 async def test_a_send_waits_while_the_peer_does_not_read_and_keepalive_ends_it() -> None:

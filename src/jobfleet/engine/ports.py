@@ -26,6 +26,9 @@ class AgentLink(Protocol):
 
     def send(self, message: ServerMessage | dict[str, Any]) -> None: ...
 
+    def hold_reading(self, held: bool) -> None:
+        """Stop reading what the agent sends (True) until told again (False)."""
+
 
 class AgentDirectory(Protocol):
     def for_host(self, bk_host_id: int) -> AgentLink | None: ...

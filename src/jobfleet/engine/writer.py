@@ -31,6 +31,10 @@ NOTE_SEQ = 1_000_000_000
 WRITE_LINGER = 0.02
 WRITE_LINGER_MIN_PENDING = 64
 MAX_BATCH = 20_000
+# Past this many messages waiting to be stored, an agent that sends one more is not
+# read until the writer is down to half: a flood (or a slow or absent database) waits
+# in the agents' sockets and spools, not in this process's memory.
+QUEUE_HOLD = 50_000
 
 Item = tuple[AgentLink | None, dict[str, Any]]
 
@@ -42,10 +46,21 @@ class ResultWriter:
         # tells the node that drives a job of results stored here (a cluster)
         self.signals = signals
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        # the agents not read while the queue is over ``QUEUE_HOLD``
+        self._held: set[AgentLink] = set()
 
     def put(self, conn: AgentLink, message: dict[str, Any]) -> None:
         """An agent's ``out``, ``done`` or ``file_log`` message, to be stored."""
         self._queue.put_nowait((conn, message))
+        if self._queue.qsize() >= QUEUE_HOLD and conn not in self._held:
+            self._held.add(conn)
+            conn.hold_reading(True)
+
+    def _release(self) -> None:
+        if self._held and self._queue.qsize() <= QUEUE_HOLD // 2:
+            held, self._held = self._held, set()
+            for conn in held:
+                conn.hold_reading(False)
 
     def conclude(self, run: StepRun, hosts: Iterable[int], status: HostStatus, note: str) -> None:
         """End hosts on the engine's own authority, through the same path as agent results."""
@@ -100,6 +115,7 @@ class ResultWriter:
                             await self._write_each(batch)
                             break
                     await asyncio.sleep(min(5.0, 0.2 * attempt))
+            self._release()
 
     async def _write_each(self, batch: list[Item]) -> None:
         """A batch that fails for a reason other than the database, one message at a

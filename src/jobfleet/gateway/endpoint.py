@@ -184,6 +184,18 @@ async def _receive(ws: AgentSocket) -> Any:
     return orjson.loads(await _receive_raw(ws))
 
 
+def _holder(released: asyncio.Event) -> Callable[[bool], None]:
+    """Holds (True) and releases (False) a reader that waits for ``released``."""
+
+    def hold(held: bool) -> None:
+        if held:
+            released.clear()
+        else:
+            released.set()
+
+    return hold
+
+
 def _text(value: Any, limit: int) -> str:
     return clean_name(str(value or "")[:limit])
 
@@ -307,6 +319,16 @@ class Gateway:
             except Exception as exc:  # already closing: the reader cleans up either way
                 log.info("agent_close_failed agent=%s error=%s", agent_id, exc)
 
+        # the agent listener's socket stops reading itself; on the API port
+        # (``--agent-plaintext``) the reader waits for this between frames while held
+        released: asyncio.Event | None = None
+        hold: Callable[[bool], None]
+        if isinstance(ws, WireSocket):
+            hold = ws.hold
+        else:
+            released = asyncio.Event()
+            released.set()
+            hold = _holder(released)
         known = hello.get("known")
         conn = AgentConnection(
             agent_id,
@@ -319,6 +341,7 @@ class Gateway:
             # the agent listener's socket writes a frame at once when the agent keeps up
             send_now=ws.send_now if isinstance(ws, WireSocket) else None,
             turn=self._writes,
+            hold=hold,
         )
         old = self.registry.add(conn)
         if old is not None:
@@ -357,7 +380,7 @@ class Gateway:
         # hello, a replaced connection, nor the credential (the secret) all that time
         del hello, known, old, os_name, labels, cred
         try:
-            await self._read(ws, conn)
+            await self._read(ws, conn, released)
         finally:
             await conn.close()
             if self.registry.remove(conn):
@@ -374,7 +397,9 @@ class Gateway:
                 host_id, AgentLoad(load["cpu"], load["mem"], load["started"], now_ms())
             )
 
-    async def _read(self, ws: AgentSocket, conn: AgentConnection) -> None:
+    async def _read(
+        self, ws: AgentSocket, conn: AgentConnection, released: asyncio.Event | None
+    ) -> None:
         events = self.events
         refusals = self.refusals
 
@@ -400,7 +425,10 @@ class Gateway:
             # each frame as it is read: no future or task wake-up per frame
             code = await ws.deliver(receive)
         else:
+            assert released is not None
             while True:
+                if not released.is_set():
+                    await released.wait()
                 try:
                     raw = await _receive_raw(ws)
                 except WebSocketDisconnect as exc:

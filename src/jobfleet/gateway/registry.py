@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 SendFrame = Callable[[bytes], Awaitable[None]]
 # writes a frame at once and says True, or says False when it would have to wait
 SendNow = Callable[[bytes], bool]
+# stops reading the socket (True) or starts again (False)
+HoldReading = Callable[[bool], None]
 # closes the socket itself, with a close code and reason
 Hangup = Callable[[int, str], Awaitable[None]]
 # what goes down to an agent: a message built by the protocol's constructors (the plain
@@ -62,6 +64,7 @@ class AgentConnection:
     __slots__ = (
         "_flushing",
         "_hangup",
+        "_hold",
         "_pending",
         "_scheduled",
         "_send_frame",
@@ -86,6 +89,7 @@ class AgentConnection:
         swarm: str = "",
         send_now: SendNow | None = None,
         turn: WriteTurn | None = None,
+        hold: HoldReading | None = None,
     ) -> None:
         self.agent_id = agent_id
         # ``address:port`` where this agent serves file pieces to its peers ("" = not)
@@ -98,6 +102,7 @@ class AgentConnection:
         self._send_frame = send_frame
         self._send_now = send_now
         self._turn = turn
+        self._hold = hold
         self._pending: list[Outgoing] = []
         self._flushing: asyncio.Task[None] | None = None
         self._scheduled = False
@@ -178,6 +183,12 @@ class AgentConnection:
         if not good:
             return None
         return orjson.dumps(good[0] if len(good) == 1 else good)
+
+    def hold_reading(self, held: bool) -> None:
+        """Read nothing more from this agent (True) until told again (False): what it
+        sends cannot be stored as fast as it sends it."""
+        if self._hold is not None:
+            self._hold(held)
 
     async def hang_up(self, code: int, reason: str) -> None:
         """Stop sending and close the socket itself (a revoked credential, a connection

@@ -51,6 +51,9 @@ class RemoteLink:
         self.bk_host_id = bk_host_id
         self.peer = f"node:{node}"
 
+    def hold_reading(self, held: bool) -> None:
+        """Nothing to hold: the node holding the agent reads it."""
+
     def send(self, message: ServerMessage | dict[str, Any]) -> None:
         self.bus.send(
             self.node,

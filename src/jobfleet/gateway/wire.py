@@ -97,6 +97,9 @@ class WireSocket:
     def send_now(self, data: bytes) -> bool:
         return self._wire.send_now(data)
 
+    def hold(self, held: bool) -> None:
+        self._wire.hold(held)
+
     async def send_bytes(self, data: bytes) -> None:
         await self._wire.send_bytes(data)
 
@@ -124,6 +127,7 @@ class WireProtocol(asyncio.Protocol):
         "_failure",
         "_fragments",
         "_heard",
+        "_held",
         "_inbox",
         "_ping",
         "_queued",
@@ -177,6 +181,8 @@ class WireProtocol(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         self._text = False
         self._read_paused = False
+        # the gateway's word: what this peer sends cannot be taken now (the store is behind)
+        self._held = False
         # set while the transport's buffer is over its high-water mark
         self._drain: asyncio.Future[None] | None = None
         # one timer at a time: the next keepalive tick, or the wait for a close reply
@@ -399,7 +405,13 @@ class WireProtocol(asyncio.Protocol):
         while inbox:
             payload = inbox.popleft()
             self._queued -= len(payload)
-            receiver(payload)
+            try:
+                receiver(payload)
+            except Exception as exc:
+                # read ahead, failed as one read now would be
+                self._fail(exc)
+                self._flush()
+                raise
         if self._read_paused:
             self._set_reading()
         if self._ended is None:
@@ -426,6 +438,13 @@ class WireProtocol(asyncio.Protocol):
         self._conn.send_binary(data)
         self._flush()
         return True
+
+    def hold(self, held: bool) -> None:
+        """Stop reading (True) while the gateway cannot take what this peer sends, and
+        start again (False): its frames wait in its socket and TCP holds it back. Its
+        silence meanwhile is ours, so the keepalive does not count it."""
+        self._held = held
+        self._set_reading()
 
     async def send_bytes(self, data: bytes) -> None:
         if self._drain is not None:
@@ -502,11 +521,7 @@ class WireProtocol(asyncio.Protocol):
             try:
                 receiver(payload)
             except Exception as exc:
-                self._receiver = None
-                self._failure = exc
-                self._conn.fail(1011, "internal error")
-                self._end(1011)
-                self._state = self._CLOSING
+                self._fail(exc)
             return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -520,6 +535,15 @@ class WireProtocol(asyncio.Protocol):
         self._queued += len(payload)
         if not self._read_paused and (len(inbox) >= INBOX_FRAMES or self._queued >= INBOX_BYTES):
             self._set_reading()
+
+    def _fail(self, exc: Exception) -> None:
+        """The gateway's receiver raised ``exc``: the connection fails with 1011."""
+        self._receiver = None
+        self._failure = exc
+        if self._state == self._OPEN:
+            self._conn.fail(1011, "internal error")
+            self._state = self._CLOSING
+        self._end(1011)
 
     def _end(self, code: int) -> None:
         """The connection is over for the gateway: after the inbox, it hears ``code``."""
@@ -540,7 +564,8 @@ class WireProtocol(asyncio.Protocol):
         self._timer = None
         if self._state != self._OPEN:
             return
-        if self._heard:
+        if self._heard or (self._held and self._drain is None):
+            # heard from, or silent only because we do not read it
             self._heard = False
             self._ping = None
         elif self._ping is not None:
@@ -580,8 +605,13 @@ class WireProtocol(asyncio.Protocol):
         inbox = self._inbox
         pause = self._drain is not None or (
             self._state != self._CLOSING
-            and inbox is not None
-            and (len(inbox) >= INBOX_FRAMES or self._queued >= INBOX_BYTES)
+            and (
+                self._held
+                or (
+                    inbox is not None
+                    and (len(inbox) >= INBOX_FRAMES or self._queued >= INBOX_BYTES)
+                )
+            )
         )
         transport = self._transport
         if pause == self._read_paused or transport is None or self._state == self._GONE:
