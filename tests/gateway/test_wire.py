@@ -300,33 +300,16 @@ async def test_deliver_hands_each_payload_in_order_and_answers_the_close_code() 
         assert await next_result(listener) == ([b"m0", "m1", b"m2"], 1000)
 
 
-async def test_a_receiver_that_raises_fails_the_connection_with_1011() -> None:
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["as-read", "read-ahead"])
+async def test_a_receiver_that_raises_fails_the_connection_with_1011(read_ahead: bool) -> None:
+    """Whether the frame is handed over as it is read or waited in the inbox, read ahead
+    of the reader."""
     async with listening() as listener:
 
         async def deliver(ws: WireSocket) -> None:
             await ws.accept()
-
-            def receive(payload: bytes | str) -> None:
-                raise ValueError("cannot take it")
-
-            await ws.deliver(receive)
-
-        listener.handler = deliver
-        async with await client(listener) as ws:
-            await ws.send(b"m0")
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 10)
-            assert ws.close_code == 1011
-        assert isinstance(await next_result(listener), ValueError)
-
-
-async def test_a_receiver_that_raises_on_a_frame_read_ahead_fails_the_connection_with_1011(
-) -> None:
-    async with listening() as listener:
-
-        async def deliver(ws: WireSocket) -> None:
-            await ws.accept()
-            await asyncio.sleep(0.3)  # the frame waits in the inbox, read ahead
+            if read_ahead:
+                await asyncio.sleep(0.3)
 
             def receive(payload: bytes | str) -> None:
                 raise ValueError("cannot take it")
