@@ -232,19 +232,29 @@ async def test_deliver_keeps_messages_ahead_of_the_close_frame_in_one_segment() 
         await ws.close()
 
 
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["as-read", "read-ahead"])
 async def test_a_receiver_that_raises_cuts_the_connection_and_deliver_raises_it(
-    echo: str,
+    echo: str, read_ahead: bool
 ) -> None:
+    """Whether the message is handed over as it is read or waited in the queue, read
+    ahead of ``deliver``."""
     async with await connect(echo, close_timeout=0.5) as ws:
         assert await ws.recv() == "auth "
+        taken: list[str | bytes] = []
 
         def receive(message: str | bytes) -> None:
+            taken.append(message)
             raise ValueError(f"cannot take {message!r}")
 
         await ws.send("boom")
+        if read_ahead:
+            await ws.send("behind")
+            await asyncio.sleep(0.3)  # both echoes wait in the queue
         with pytest.raises(ValueError, match="boom"):
             await asyncio.wait_for(ws.deliver(receive), 20)
         await asyncio.wait_for(ws.lost, 20)
+        # nothing behind the message that failed is handed over
+        assert taken == ["boom"]
 
 
 def test_tls_on_uvloop(tmp_path: Path) -> None:

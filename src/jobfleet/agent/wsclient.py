@@ -265,7 +265,14 @@ class WebSocket(asyncio.Protocol):
         as ``async for``, without a future and a task wake-up per message: this is the
         path of every task and acknowledgement an agent receives."""
         while self._messages:
-            receiver(self._messages.popleft())
+            try:
+                receiver(self._messages.popleft())
+            except Exception:
+                # as for a message handed over as it is read: the connection ends with it
+                self._messages.clear()
+                self._invalid = True
+                self._abort()
+                raise
         if self._reading_paused and self.transport:
             self.transport.resume_reading()
             self._reading_paused = False
