@@ -195,3 +195,36 @@ async def test_the_sender_packs_a_loop_turn_into_one_frame_and_waits_for_a_slow_
     sender.put(second)  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert len(ws.frames) == 3
+
+
+async def test_a_write_the_transport_refuses_stops_the_sender_and_ends_the_connection() -> None:
+    """The messages are still in the spool: the agent reconnects and sends them again."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from jobfleet.agent.wsclient import connect
+
+    async def hold(ws: ServerConnection) -> None:
+        async for _message in ws:
+            pass
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        async with serve(hold, "127.0.0.1", 0) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            async with await connect(f"ws://127.0.0.1:{port}/c", close_timeout=0.5) as ws:
+                sender = _Sender(ws)
+
+                def refuse(data: bytes) -> None:
+                    raise RuntimeError("unable to perform operation: the handler is closed")
+
+                ws.transport.write = refuse  # type: ignore[method-assign,union-attr]
+                sender.put({"t": "stats", "n": 1})  # type: ignore[arg-type]
+                await asyncio.sleep(0.05)
+                sender.put({"t": "stats", "n": 2})  # type: ignore[arg-type]
+                await asyncio.wait_for(ws.lost, 10)
+                assert sender._stopped and sender._pending == []
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)

@@ -232,19 +232,54 @@ async def test_deliver_keeps_messages_ahead_of_the_close_frame_in_one_segment() 
         await ws.close()
 
 
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["as-read", "read-ahead"])
 async def test_a_receiver_that_raises_cuts_the_connection_and_deliver_raises_it(
-    echo: str,
+    echo: str, read_ahead: bool
 ) -> None:
+    """Whether the message is handed over as it is read or waited in the queue, read
+    ahead of ``deliver``."""
     async with await connect(echo, close_timeout=0.5) as ws:
         assert await ws.recv() == "auth "
+        taken: list[str | bytes] = []
 
         def receive(message: str | bytes) -> None:
+            taken.append(message)
             raise ValueError(f"cannot take {message!r}")
 
         await ws.send("boom")
+        if read_ahead:
+            await ws.send("behind")
+            await asyncio.sleep(0.3)  # both echoes wait in the queue
         with pytest.raises(ValueError, match="boom"):
             await asyncio.wait_for(ws.deliver(receive), 20)
         await asyncio.wait_for(ws.lost, 20)
+        # nothing behind the message that failed is handed over
+        assert taken == ["boom"]
+
+
+@pytest.mark.parametrize("error", [OSError, ssl.SSLError, RuntimeError])
+async def test_a_write_the_transport_refuses_ends_the_connection(
+    echo: str, error: type[Exception]
+) -> None:
+    """A transport that raises on a write (its socket failed, or it is closing) has
+    lost bytes of the stream: the connection is over, said as a broken connection to
+    the writer and to the reader alike."""
+    async with await connect(echo, close_timeout=0.5) as ws:
+        assert await ws.recv() == "auth "
+        transport = ws.transport
+        assert transport is not None
+
+        def refuse(data: bytes) -> None:
+            raise error("the transport is closing")
+
+        transport.write = refuse  # type: ignore[method-assign]
+        with pytest.raises(ConnectionClosedError):
+            await ws.send("lost")
+        with pytest.raises(ConnectionClosedError):
+            ws.write("after")
+        await asyncio.wait_for(ws.lost, 20)
+        with pytest.raises(ConnectionClosedError):
+            await asyncio.wait_for(ws.deliver(lambda _m: None), 20)
 
 
 def test_tls_on_uvloop(tmp_path: Path) -> None:

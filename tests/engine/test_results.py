@@ -10,6 +10,7 @@ import pytest
 
 from jobfleet.domain.status import HostStatus
 from jobfleet.engine import writer as writer_module
+from jobfleet.engine.dispatch import AgentEvents
 from jobfleet.engine.results import (
     TRUNCATED_SEQ,
     DatabaseDown,
@@ -247,6 +248,40 @@ async def test_an_agent_that_floods_a_database_that_is_down_is_held_not_queued(
             assert asyncio.get_running_loop().time() < deadline, flood.holds
             await asyncio.sleep(0.05)
         assert len(store.chunks) == 200
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_an_agent_held_that_disconnects_is_dropped_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writer_module, "QUEUE_HOLD", 100, raising=False)
+    store = Store()
+    store.down = True
+    gone, stays = HeldLink(7), HeldLink(8)
+    stored = results(store, live={(1, 0, 7), (1, 0, 8)})
+    stored.sent((1, 0, 7))
+    stored.sent((1, 0, 8))
+    writer = ResultWriter(stored, Tracker())
+    events = AgentEvents(None, writer, None)  # type: ignore[arg-type]
+    running = asyncio.create_task(writer.run())
+    try:
+        for seq in range(1, 101):
+            writer.put(gone, out("1:0:7", seq, f"line {seq}"))
+        writer.put(stays, out("1:0:8", 1, "one line"))
+        assert gone.holds == [True] and stays.holds == [True]
+        # a connection that closes (the agent's last one, or one a newer one replaced)
+        events.connection_closed(gone)
+        # the writer keeps no reference to a connection that is gone
+        assert gone not in writer._held
+        store.down = False
+        deadline = asyncio.get_running_loop().time() + 10
+        while stays.holds != [True, False]:
+            assert asyncio.get_running_loop().time() < deadline, stays.holds
+            await asyncio.sleep(0.05)
+        # and never asks its dead transport to read again
+        assert gone.holds == [True]
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.integration.harness import Running, eventually
 from tests.integration.test_plans import execute, make_plan, script
 
-from jobfleet.sdk import AsyncJobClient
+from jobfleet.sdk import AsyncJobClient, JobApiError
 
 WEB, DB, DEV = "127.0.12.2", "127.0.12.3", "127.0.12.4"
 LABELS = {
@@ -180,6 +181,65 @@ async def test_personal_tokens_from_the_cli(running: Running) -> None:
     assert code == 2 and "error" in err and "Traceback" not in err
     code, out, err = await cli(running, "token", "create", "--ttl", "2y")
     assert code == 2
+
+
+async def test_an_administrator_revokes_another_users_tokens(running: Running) -> None:
+    wire = running.wire
+    assert (await wire.post("/api/jobfleet/v1/users", {"username": "leaver"}))["result"]
+    secrets = []
+    for name in ("laptop", "ci", "spare"):
+        code, secret, err = await cli(
+            running, "--user", "leaver", "token", "create", "--ttl", "2h", "--name", name
+        )
+        assert code == 0, err
+        secrets.append(secret.strip())
+    laptop, ci, spare = secrets
+    code, out, err = await cli(running, "admin", "user", "tokens", "leaver", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [t["note"] for t in listed] == ["laptop", "ci", "spare"]
+    assert not any(secret in out for secret in secrets)
+    code, out, err = await cli(running, "admin", "user", "tokens", "leaver")
+    assert code == 0 and "laptop" in out and laptop not in out, (out, err)
+
+    async def works(secret: str) -> bool:
+        async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
+            me = await http.get(
+                "/api/jobfleet/v1/whoami", headers={"Authorization": f"Bearer {secret}"}
+            )
+        return bool(me.json()["result"])
+
+    # the user cannot revoke another's token through its own route: not theirs
+    code, out, err = await cli(running, "token", "revoke", str(listed[0]["id"]))
+    assert code == 2 and await works(laptop)
+    code, out, err = await cli(
+        running, "admin", "user", "revoke-token", "leaver", str(listed[0]["id"])
+    )
+    assert code == 0 and "revoked token" in out, (out, err)
+    assert not await works(laptop) and await works(ci)
+    # someone else's token id under this user's name is not found, and nothing is revoked
+    code, out, err = await cli(
+        running, "admin", "user", "revoke-token", "admin", str(listed[1]["id"])
+    )
+    assert code == 2 and "does not exist" in err and "Traceback" not in err, err
+    code, out, err = await cli(running, "admin", "user", "revoke-token", "leaver")
+    assert code == 2 and "--all" in err, err
+    # a user who is not an administrator may not
+    assert (await wire.post("/api/jobfleet/v1/users", {"username": "peer"}))["result"]
+    async with AsyncJobClient(running.url, running.boot["bk_app_code"],
+                              running.boot["bk_app_secret"], "peer") as peer:
+        with pytest.raises(JobApiError, match="not an administrator"):
+            await peer.revoke_user_tokens("leaver")
+    assert await works(ci)
+    async with client(running) as c:
+        assert [t["note"] for t in await c.list_user_tokens("leaver")] == ["ci", "spare"]
+        assert await c.revoke_user_tokens("leaver") == {"username": "leaver", "revoked": 2}
+        assert await c.list_user_tokens("leaver") == []
+    assert not await works(ci) and not await works(spare)
+    entries = (await wire.get("/api/jobfleet/v1/audit/entries", {"username": "admin"}))
+    actions = {(e["action"], e["resource_id"]) for e in entries["data"]["data"]}
+    assert ("revoke_user_token", str(listed[0]["id"])) in actions, actions
+    assert ("revoke_user_tokens", "leaver") in actions, actions
 
 
 async def job_status(running: Running, job: int, wanted: int) -> dict[str, Any]:

@@ -488,6 +488,46 @@ async def test_a_cron_stops_firing_for_a_user_who_lost_the_business(
         assert len(await cron_jobs(wire, cron_id)) == jobs
 
 
+async def test_a_cron_stops_firing_through_an_app_no_longer_allowed_the_business(
+        tmp_path: Path, database_url: str) -> None:
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        await running.start_agents([A])
+        server = running.server
+        plan_id = await make_plan(server.db, server.cipher)
+        await server.identity.ensure_user("carol")
+        await server.identity.grant("carol", "biz", "2")
+        secret = await server.identity.create_app("ops", users=["carol"], biz=[2])
+        through = Wire(running.url, "ops", secret, "carol")
+        try:
+            made = await through.post("/api/bk-job/prod/api/v3/save_cron",
+                                      {**BIZ, "name": "carol's", "job_plan_id": plan_id,
+                                       "expression": "* * * * *"})
+            assert made["result"], made
+            cron_id = made["data"]["id"]
+            started = await through.post("/api/bk-job/prod/api/v3/update_cron_status",
+                                         {**BIZ, "id": cron_id, "status": 1})
+            assert started["result"], started
+        finally:
+            await through.close()
+
+        async def fired() -> bool:
+            return bool(await cron_jobs(running.wire, cron_id))
+        await eventually(fired, timeout=10)
+        # the app made again, limited to another business: carol still holds business 2
+        await server.identity.delete_app("ops")
+        await server.identity.create_app("ops", users=["carol"], biz=[3])
+
+        async def refused() -> bool:
+            return any(r.outcome == "failed" for r in await firings(server.db, cron_id))
+        await eventually(refused, timeout=10)
+        failed = [r for r in await firings(server.db, cron_id) if r.outcome == "failed"]
+        assert failed[0].message == "App 'ops' may no longer act in biz 2", failed[0].message
+        assert failed[0].job_instance_id is None
+        jobs = len(await cron_jobs(running.wire, cron_id))
+        await asyncio.sleep(2)
+        assert len(await cron_jobs(running.wire, cron_id)) == jobs
+
+
 async def test_cron_commands(tmp_path: Path, database_url: str) -> None:
     from tests.integration.test_cli_and_sdk import cli
 

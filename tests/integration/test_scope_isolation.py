@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
 from tests.integration.harness import Running, Wire, b64
 from tests.integration.test_self_healing import SECRET, alertmanager, make_plan, post
 
 from jobfleet.store.database import now_ms
+from jobfleet.store.tables import apps
 
 V3 = "/api/bk-job/prod/api/v3"
 OWN = "/api/jobfleet/v1"
@@ -100,6 +102,49 @@ async def test_a_heal_rule_starts_nothing_for_a_user_who_lost_the_business(
     assert (decision["decision"], decision["job_instance_id"]) == ("refused", None), decision
     assert "User 'alice' no longer holds biz 2" in decision["reason"], decision
     listed = await wire.v3("get_job_instance_list", {
+        "bk_biz_id": 2, "create_time_start": now_ms() - 60_000,
+        "create_time_end": now_ms() + 60_000}, method="GET")
+    assert listed["data"]["total"] == 0, listed
+
+
+async def test_a_heal_rule_starts_nothing_through_an_app_no_longer_allowed_the_business(
+        running: Running) -> None:
+    await running.start_agents([A])
+    await two_businesses(running, "alice", "2", "3")
+    plan_id = await make_plan(running.wire)
+    identity = running.server.identity
+    secret = await identity.create_app("ops", users=["alice"], biz=[2])
+    through = Wire(running.url, "ops", secret, "alice")
+    try:
+        made = await through.post(f"{OWN}/businesses/2/heal-rules", {
+            "name": "disk", "job_plan_id": plan_id, "secret": SECRET,
+            "match": {"alertname": ["HighDisk"]}, "host_variable": "target",
+            "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0},
+            headers=through.headers())
+        assert made["result"], made
+    finally:
+        await through.close()
+    rule_id = made["data"]["id"]
+
+    async def decide() -> dict[str, Any]:
+        posted = await post(running.url, rule_id, alertmanager("firing", f"{A}:9100"))
+        assert posted["result"], posted
+        [decision] = posted["data"]["decisions"]
+        assert (decision["decision"], decision["job_instance_id"]) == ("refused", None), decision
+        return decision
+
+    # the app made again, limited to business 3 from now on; then disabled; then gone
+    await identity.delete_app("ops")
+    await identity.create_app("ops", users=["alice"], biz=[3])
+    assert (await decide())["reason"] == "App 'ops' may no longer act in biz 2"
+    await identity.delete_app("ops")
+    await identity.create_app("ops", users=["alice"], biz=[2])
+    async with running.server.db.begin() as conn:
+        await conn.execute(update(apps).where(apps.c.app_code == "ops").values(disabled=True))
+    assert (await decide())["reason"] == "App 'ops' is disabled"
+    await identity.delete_app("ops")
+    assert (await decide())["reason"] == "App 'ops' no longer exists"
+    listed = await running.wire.v3("get_job_instance_list", {
         "bk_biz_id": 2, "create_time_start": now_ms() - 60_000,
         "create_time_end": now_ms() + 60_000}, method="GET")
     assert listed["data"]["total"] == 0, listed

@@ -8,8 +8,9 @@ this module moves its bytes over one asyncio connection (TCP, or TLS with the
 pinned context), sends keepalive pings, and gives whole messages to the agent.
 
 Errors are those of websockets and of the socket: ``InvalidStatus`` when the server
-refuses the handshake, ``ConnectionClosedError`` when the connection breaks or a
-keepalive ping goes unanswered, ``OSError`` and ``TimeoutError`` when connecting.
+refuses the handshake, ``ConnectionClosedError`` when the connection breaks, a
+keepalive ping goes unanswered or the transport refuses a write, ``OSError`` and
+``TimeoutError`` when connecting.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class WebSocket(asyncio.Protocol):
         # ``deliver``'s receiver, and what it raised (which ends the connection)
         self._receiver: Callable[[str | bytes], None] | None = None
         self._receiver_error: Exception | None = None
+        # what the transport raised on a write: the stream lost bytes, the connection is over
+        self._write_error: Exception | None = None
 
     # asyncio.Protocol
 
@@ -184,13 +187,19 @@ class WebSocket(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        for data in self.protocol.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                transport.write_eof()
-            else:  # TLS cannot half-close
-                transport.close()
+        try:
+            for data in self.protocol.data_to_send():
+                if data:
+                    transport.write(data)
+                elif transport.can_write_eof():
+                    transport.write_eof()
+                else:  # TLS cannot half-close
+                    transport.close()
+        except (OSError, RuntimeError) as exc:
+            # a transport that fails or is closing under us: what it refused is lost, so
+            # the connection ends here, and the agent reconnects and sends its spool again
+            self._write_error = exc
+            self._abort()
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -219,13 +228,15 @@ class WebSocket(asyncio.Protocol):
     def write(self, message: bytes | str) -> None:
         """Send at once, without waiting while the server reads slower than we write
         (then ``writable`` is false: wait with ``send``, or do not write more)."""
-        if self.protocol.state is not State.OPEN:
-            raise self._closed()
+        if self.protocol.state is not State.OPEN or self._write_error is not None:
+            raise self._closed() from self._write_error
         if isinstance(message, str):
             self.protocol.send_text(message.encode())
         else:
             self.protocol.send_binary(message)
         self._flush()
+        if self._write_error is not None:
+            raise self._closed() from self._write_error
 
     @property
     def writable(self) -> bool:
@@ -265,7 +276,14 @@ class WebSocket(asyncio.Protocol):
         as ``async for``, without a future and a task wake-up per message: this is the
         path of every task and acknowledgement an agent receives."""
         while self._messages:
-            receiver(self._messages.popleft())
+            try:
+                receiver(self._messages.popleft())
+            except Exception:
+                # as for a message handed over as it is read: the connection ends with it
+                self._messages.clear()
+                self._invalid = True
+                self._abort()
+                raise
         if self._reading_paused and self.transport:
             self.transport.resume_reading()
             self._reading_paused = False

@@ -16,7 +16,7 @@ from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import decimal_int, get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
-from jobfleet.api.scope import require_admin, resolve_scope, seen_businesses
+from jobfleet.api.scope import holds_scope, require_admin, resolve_scope, seen_businesses
 from jobfleet.domain import enrollment
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import clean_name
@@ -82,13 +82,18 @@ def with_path(handler: Handler) -> Handler:
 
 
 async def whoami(call: Call) -> dict[str, Any]:
-    user = call.caller.user
+    caller = call.caller
+    user = caller.user
+    identity = call.services.identity
+    # the user's grants that this app may act in: one limited to some businesses does
+    # not reach the others (a business set: all of its members)
+    scopes = [s for s in sorted(user.scopes) if await holds_scope(identity, caller, *s)]
     return {
-        "app_code": call.caller.app_code,
+        "app_code": caller.app_code,
         "username": user.username,
         "is_admin": user.is_admin,
-        "app": call.caller.app.public(),
-        "scopes": [{"scope_type": t, "scope_id": i} for t, i in sorted(user.scopes)],
+        "app": caller.app.public(),
+        "scopes": [{"scope_type": t, "scope_id": i} for t, i in scopes],
     }
 
 

@@ -2,7 +2,9 @@
 
 ``POST /api/jobfleet/v1/users/{username}/password`` (administrators) sets a console
 password; ``/api/jobfleet/v1/tokens`` lets any user create, list and revoke their
-own tokens, each with an expiry (``Authorization: Bearer jfp_…``).
+own tokens, each with an expiry (``Authorization: Bearer jfp_…``);
+``/api/jobfleet/v1/users/{username}/tokens`` lets administrators list and revoke
+another user's.
 """
 
 from __future__ import annotations
@@ -92,6 +94,34 @@ async def revoke_token(call: Call) -> dict[str, Any]:
     return {"id": token_id}
 
 
+async def list_user_tokens(call: Call) -> list[dict[str, Any]]:
+    require_admin(call.caller, "list another user's tokens")
+    return await people_of(call).list_tokens(str(call.params["username"]))
+
+
+async def revoke_user_token(call: Call) -> dict[str, Any]:
+    require_admin(call.caller, "revoke another user's tokens")
+    username = str(call.params["username"])
+    token_id = get_int(call.params, "id", required=True, minimum=1)
+    assert token_id is not None
+    await people_of(call).revoke_token(username, token_id)
+    await audit(
+        call, "revoke_user_token", "personal_token", token_id, detail={"username": username}
+    )
+    return {"username": username, "id": token_id}
+
+
+async def revoke_user_tokens(call: Call) -> dict[str, Any]:
+    """Every token of a user at once (one who leaves, or whose machine was lost)."""
+    require_admin(call.caller, "revoke another user's tokens")
+    username = str(call.params["username"])
+    revoked = await people_of(call).revoke_tokens(username)
+    await audit(
+        call, "revoke_user_tokens", "user", username, detail={"revoked": revoked}
+    )
+    return {"username": username, "revoked": revoked}
+
+
 def register(router: APIRouter) -> None:
     def add(method: str, path: str, handler: Handler) -> None:
         router.add_api_route(
@@ -105,3 +135,6 @@ def register(router: APIRouter) -> None:
     add("POST", "/tokens", create_token)
     add("GET", "/tokens", list_tokens)
     add("DELETE", "/tokens/{id}", revoke_token)
+    add("GET", "/users/{username}/tokens", list_user_tokens)
+    add("DELETE", "/users/{username}/tokens/{id}", revoke_user_token)
+    add("DELETE", "/users/{username}/tokens", revoke_user_tokens)

@@ -209,6 +209,56 @@ def user_revoke(
     _render.show(cli.out, json_out, data, f"revoked {kind} {ident} from {name}")
 
 
+@users.command("tokens")
+def user_tokens(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Username.")],
+    json_out: JsonOption = False,
+) -> None:
+    """List a user's personal tokens (never their secrets)."""
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        rows = client.list_user_tokens(name)
+    table = [
+        {
+            "id": r.get("id"),
+            "name": r.get("note") or "",
+            "created": _render.format_time(r.get("create_time")),
+            "expires": _render.format_time(r.get("expires_at")),
+        }
+        for r in rows
+    ]
+    _render.show(
+        cli.out, json_out, rows, _render.records_table(table, ["id", "name", "created", "expires"])
+    )
+
+
+@users.command("revoke-token")
+def user_revoke_token(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Username.")],
+    token_id: Annotated[
+        int | None,
+        typer.Argument(metavar="[ID]", help="Token id (see admin user tokens)."),
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Revoke every token of the user.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Revoke a user's personal token, or all of them with --all; they stop working at once."""
+    if (token_id is None) == (not every):
+        raise typer.BadParameter("give a token ID, or --all", param_hint="ID")
+    cli = cli_context(ctx)
+    with cli.client() as client:
+        if every:
+            data = client.revoke_user_tokens(name)
+            done = f"revoked {data.get('revoked')} token(s) of {name}"
+        else:
+            assert token_id is not None
+            data = client.revoke_user_token(name, token_id)
+            done = f"revoked token {token_id} of {name}"
+    _render.show(cli.out, json_out, data, done)
+
+
 # --- businesses ---------------------------------------------------------------------
 
 

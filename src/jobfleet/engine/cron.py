@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from jobfleet.domain.cron import CronClock, Decision, Schedule, decide
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import CronStatus, LaunchMode, ScopeType
+from jobfleet.engine.acting import refusal
 from jobfleet.engine.jobs import Jobs
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.settings import EngineSettings
@@ -218,12 +219,18 @@ class CronScheduler:
                 return None
             scope = await self._scope(cron)
             operator = cron.operator or cron.last_modify_user or cron.creator
-            # the cron acts for a user: one who lost the scope no longer fires it
-            if not (await self.identity.get_user(operator)).holds(cron.scope_type, cron.scope_id):
-                raise JobError(
-                    ErrorCode.PERMISSION_DENIED,
-                    f"User {operator!r} no longer holds {cron.scope_type} {cron.scope_id}",
-                )
+            # the cron acts for a user through an app: once either lost the scope (or
+            # the app is gone or disabled) it no longer fires
+            refused = await refusal(
+                self.identity,
+                operator,
+                cron.app_code,
+                cron.scope_type,
+                cron.scope_id,
+                scope.biz_ids,
+            )
+            if refused is not None:
+                raise JobError(ErrorCode.PERMISSION_DENIED, refused)
             overrides = [
                 {k: v for k, v in entry.items() if k != "type"}
                 for entry in open_values(cron.variables, self.cipher)

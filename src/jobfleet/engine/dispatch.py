@@ -242,6 +242,9 @@ class AgentEvents:
     def agent_offline(self, conn: AgentLink) -> None:
         self.dispatcher.agent_offline(conn)
 
+    def connection_closed(self, conn: AgentLink) -> None:
+        self.writer.agent_gone(conn)
+
     def agent_message(self, conn: AgentLink, message: dict[str, Any]) -> None:
         kind = message.get("t")
         if kind in (protocol.OUTPUT, protocol.DONE, protocol.FILE_LOG):

@@ -32,6 +32,7 @@ from jobfleet.domain.status import FINISHED_RUN_STATUSES, LaunchMode, ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.domain.throttle import Throttle
 from jobfleet.domain.variables import MAX_VALUE
+from jobfleet.engine.acting import refusal
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.submit import Scope
 from jobfleet.store.database import now_ms
@@ -243,16 +244,18 @@ class Healer:
                 variables,
             )
         note = f"; held back (cool-down or rate limit): {held}" if held else ""
-        # the rule acts for its user: one who lost the business no longer starts its plan
-        if not (await self.identity.get_user(rule.operator)).holds(
-            ScopeType.BIZ, str(rule.bk_biz_id)
-        ):
-            return await record(
-                heal.REFUSED,
-                f"User {rule.operator!r} no longer holds {ScopeType.BIZ} {rule.bk_biz_id}",
-                chosen,
-                variables,
-            )
+        # the rule acts for its user through the app it was made with: once either lost
+        # the business (or the app is gone or disabled) it no longer starts its plan
+        refused = await refusal(
+            self.identity,
+            rule.operator,
+            rule.app_code,
+            ScopeType.BIZ,
+            str(rule.bk_biz_id),
+            {int(rule.bk_biz_id)},
+        )
+        if refused is not None:
+            return await record(heal.REFUSED, refused, chosen, variables)
         if rule.dry_run:
             return await record(
                 heal.DRY_RUN,

@@ -56,6 +56,10 @@ class ResultWriter:
             self._held.add(conn)
             conn.hold_reading(True)
 
+    def agent_gone(self, conn: AgentLink) -> None:
+        """A connection that closed: no reference kept, never told to read again."""
+        self._held.discard(conn)
+
     def _release(self) -> None:
         if self._held and self._queue.qsize() <= QUEUE_HOLD // 2:
             held, self._held = self._held, set()

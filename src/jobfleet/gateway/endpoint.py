@@ -94,6 +94,9 @@ class AgentEvents(Protocol):
 
     def agent_offline(self, conn: AgentConnection) -> None: ...
 
+    def connection_closed(self, conn: AgentConnection) -> None:
+        """Every connection that ends, one replaced by its agent's newer one too."""
+
     def agent_message(self, conn: AgentConnection, message: dict[str, Any]) -> None: ...
 
 
@@ -383,6 +386,9 @@ class Gateway:
             await self._read(ws, conn, released)
         finally:
             await conn.close()
+            if self.events:
+                # a replaced connection too: the engine keeps nothing of one that is gone
+                self.events.connection_closed(conn)
             if self.registry.remove(conn):
                 self.presence.offline(host_id)
                 log.info("agent_offline agent=%s host=%s", agent_id, host_id)

@@ -34,6 +34,8 @@ class AgentEvents(Protocol):
 
     def agent_offline(self, conn: Any) -> None: ...
 
+    def connection_closed(self, conn: Any) -> None: ...
+
     def agent_message(self, conn: Any, message: dict[str, Any]) -> None: ...
 
 
@@ -140,6 +142,9 @@ class RoutedEvents:
     def agent_offline(self, conn: AgentConnection) -> None:
         self.bus.release([conn.bk_host_id])
         self.inner.agent_offline(conn)
+
+    def connection_closed(self, conn: AgentConnection) -> None:
+        self.inner.connection_closed(conn)
 
     def agent_message(self, conn: AgentConnection, message: dict[str, Any]) -> None:
         if message.get("t") == protocol.REPLY and self.router.route_reply(conn, message):

@@ -238,6 +238,20 @@ class AdminApi(AdminCalls[D, L, S]):
         """Delete one of the calling user's tokens; ``{id}``."""
         return self._admin_dict("DELETE", f"/tokens/{int(token_id)}")
 
+    # another user's personal tokens (administrators) --------------------------------
+
+    def list_user_tokens(self, username: str) -> L:
+        """``username``'s tokens: ``{id, note, expires_at, create_time}`` (no secrets)."""
+        return self._admin_list(f"/users/{_seg(username)}/tokens")
+
+    def revoke_user_token(self, username: str, token_id: int) -> D:
+        """Delete one of ``username``'s tokens; ``{username, id}``."""
+        return self._admin_dict("DELETE", f"/users/{_seg(username)}/tokens/{int(token_id)}")
+
+    def revoke_user_tokens(self, username: str) -> D:
+        """Delete every token of ``username``; ``{username, revoked}`` (how many)."""
+        return self._admin_dict("DELETE", f"/users/{_seg(username)}/tokens")
+
 
 def _seg(value: str) -> str:
     return quote(value, safe="")

@@ -37,9 +37,9 @@ def b64(text: str) -> str:
 
 
 def parse_host(spec: str, default_cloud: int = 0) -> dict[str, Any]:
-    """A host argument as a bk-job ``ip`` object: ``10.0.0.1``, ``1:10.0.0.1`` (cloud
+    """A host argument as a bk-job ``ip`` object: ``127.0.0.1``, ``1:127.0.0.1`` (cloud
     area 1), ``::1``, or ``1:[::1]`` (an IPv6 address with a cloud area; a bare address
-    always wins, since ``3:2001:db8::1`` is itself an IPv6 address)."""
+    always wins, since ``0:0::1`` is itself an IPv6 address)."""
     text = spec.strip()
     if _is_ip(text):
         return {"bk_cloud_id": default_cloud, "ip": text}

@@ -118,6 +118,12 @@ class IdentityStore:
             return None
         return _app_of(row)
 
+    async def find_app(self, app_code: str) -> tuple[App, bool] | None:
+        """The app of this code and whether it is disabled; None when there is none."""
+        async with self.db.connect() as conn:
+            row = (await conn.execute(select(apps).where(apps.c.app_code == app_code))).first()
+        return None if row is None else (_app_of(row), bool(row.disabled))
+
     async def list_apps(self) -> list[dict[str, Any]]:
         async with self.db.connect() as conn:
             rows = await conn.execute(select(apps).order_by(apps.c.app_code))

@@ -220,3 +220,11 @@ class PeopleStore:
             )
         if not done.rowcount:
             raise JobError(ErrorCode.NOT_FOUND, f"Token {token_id} does not exist")
+
+    async def revoke_tokens(self, username: str) -> int:
+        """Every token of ``username``; how many there were."""
+        async with self.db.begin() as conn:
+            done = await conn.execute(
+                delete(personal_tokens).where(personal_tokens.c.username == username)
+            )
+        return int(done.rowcount or 0)

@@ -1,0 +1,28 @@
+"""api/admin.py: what a caller is told of itself."""
+
+from __future__ import annotations
+
+from tests.api.support import USER, Parts, build_app, client
+
+from jobfleet.api.admin import whoami
+
+
+async def test_whoami_lists_only_the_scopes_the_app_may_act_in(parts: Parts) -> None:
+    """The test app is limited to business 2: its user's other grants are not its own."""
+    identity = parts.identity
+    for biz in (2, 3):
+        await identity.create_business(biz, f"biz {biz}")
+    await identity.create_biz_set(8000001, "within", [2])
+    await identity.create_biz_set(8000002, "across", [2, 3])
+    for scope_type, scope_id in (
+        ("biz", "2"), ("biz", "3"), ("biz_set", "8000001"), ("biz_set", "8000002"),
+    ):
+        await identity.grant(USER, scope_type, scope_id)
+    async with client(build_app(parts, {"whoami": whoami})) as http:
+        answer = (await http.get("/t/whoami", headers=parts.headers())).json()
+    assert answer["result"] is True, answer
+    assert answer["data"]["scopes"] == [
+        {"scope_type": "biz", "scope_id": "2"},
+        {"scope_type": "biz_set", "scope_id": "8000001"},
+    ]
+    assert answer["data"]["app"]["allowed_biz"] == [2]
