@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.api.support import USER, Parts, build_app, client
 
-from jobfleet.api.admin import whoami
+from jobfleet.api.admin import create_app, whoami
 
 
 async def test_whoami_lists_only_the_scopes_the_app_may_act_in(parts: Parts) -> None:
@@ -26,3 +26,18 @@ async def test_whoami_lists_only_the_scopes_the_app_may_act_in(parts: Parts) -> 
         {"scope_type": "biz_set", "scope_id": "8000001"},
     ]
     assert answer["data"]["app"]["allowed_biz"] == [2]
+
+
+async def test_an_app_may_not_take_the_name_of_jobfleets_own_callers(parts: Parts) -> None:
+    """The console, personal tokens and heal rules act under these codes without an app row;
+    an app of that name would be taken for them, so none is made."""
+    async with client(build_app(parts, {"create_app": create_app})) as http:
+        for code in ("jobfleet-console", "jobfleet-token", "jobfleet-heal"):
+            answer = (await http.post("/t/create_app", headers=parts.headers(),
+                                      json={"app_code": code})).json()
+            assert answer["code"] == 1241010, answer
+            assert "reserved" in answer["message"], answer
+            assert await parts.identity.find_app(code) is None
+        made = (await http.post("/t/create_app", headers=parts.headers(),
+                                json={"app_code": "jobfleet-ops"})).json()
+        assert made["result"] is True, made

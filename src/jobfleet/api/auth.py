@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
+from jobfleet.domain.callers import CONSOLE_APP_CODE, TOKEN_APP_CODE
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.throttle import Throttle
@@ -23,8 +24,8 @@ ESB_PREFIX = "/api/c/compapi/"
 SESSION_COOKIE = "jobfleet_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CONSOLE_APP = App("jobfleet-console", is_admin=True)
-TOKEN_APP = App("jobfleet-token", is_admin=True)
+CONSOLE_APP = App(CONSOLE_APP_CODE, is_admin=True)
+TOKEN_APP = App(TOKEN_APP_CODE, is_admin=True)
 
 
 @dataclass

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from jobfleet.domain.callers import RESERVED_APP_CODES
 from jobfleet.store.identity import IdentityStore
 
-# jobfleet's own callers, which have no row among the apps: the console, personal tokens,
-# and heal rules kept from before rules recorded their app; each acts in its user's scopes
-OWN_APPS = frozenset({"jobfleet-console", "jobfleet-token", "jobfleet-heal", ""})
+# jobfleet's own callers, which have no row among the apps; each acts in its user's scopes
+OWN_APPS = RESERVED_APP_CODES | {""}
 
 
 async def refusal(

@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import Row
 
 from jobfleet.domain import heal
+from jobfleet.domain.callers import HEAL_APP_CODE
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LaunchMode, ScopeType
 from jobfleet.domain.targets import normalize_ip
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 MAX_RENDERED = 4 * MAX_VALUE
 
 SIGNATURE_HEADER = "x-jobfleet-signature"
-HEAL_APP = "jobfleet-heal"
+HEAL_APP = HEAL_APP_CODE
 # rules whose alerts one node decides on at the same time
 DECIDING_AT_ONCE = 4
 # the largest id a database row has (a label past it names no host)
