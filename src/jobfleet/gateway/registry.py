@@ -55,7 +55,8 @@ class HeldAcks:
 
     An agent forgets a result only when it is acknowledged, so an acknowledgement
     that waits costs nothing but the agent holding the result a little longer (and
-    sending it again, to be acknowledged at once, if the connection drops meanwhile).
+    sending it again, to be refused as already stored and acknowledged again, if the
+    connection drops meanwhile).
     Sent on its own, it is a frame, a TLS record and a system call on each side per
     task: in a stream of jobs most ride with the next task for the same host.
 
