@@ -88,6 +88,41 @@ async def test_a_peer_that_stops_answering_pings_ends_the_connection() -> None:
         await ws.close()
 
 
+async def test_keepalive_pings_only_a_server_silent_for_a_whole_interval() -> None:
+    quiet = asyncio.Event()
+
+    async def chatty_then_silent(ws: ServerConnection) -> None:
+        # a message every 20 ms for 1.2 s (tasks and acknowledgements flowing), then
+        # nothing but the answers to pings
+        for _ in range(60):
+            await ws.send("tick")
+            await asyncio.sleep(0.02)
+        quiet.set()
+        await asyncio.sleep(1.2)
+        await ws.close()
+
+    pings: list[bool] = []
+
+    def counted(send_ping: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def send(data: bytes) -> None:
+            pings.append(quiet.is_set())
+            send_ping(data)
+
+        return send
+
+    async for url in serving(chatty_then_silent, ping_interval=None):
+        ws = await connect(url, ping_interval=0.3, ping_timeout=1, close_timeout=0.5)
+        ws.protocol.send_ping = counted(ws.protocol.send_ping)  # type: ignore[method-assign]
+        ticks = 0
+        async for message in ws:
+            ticks += message == "tick"
+        await ws.close()
+        assert ticks == 60
+        # none while the server talked; one per silent interval afterwards
+        assert False not in pings
+        assert len(pings) >= 2
+
+
 async def test_a_message_over_max_size_closes_with_an_error() -> None:
     async def big(ws: ServerConnection) -> None:
         await ws.send(b"x" * 2048)

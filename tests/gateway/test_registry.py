@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from jobfleet.gateway.registry import AgentConnection, Registry, WriteTurn
+from jobfleet.gateway.registry import AgentConnection, HeldAcks, Registry, WriteTurn
 
 
 class Wire:
@@ -199,3 +199,50 @@ async def test_holding_an_agent_stops_and_starts_its_socket_reading() -> None:
     assert holds == [True, False]
     # a socket that cannot stop reading is not asked to
     AgentConnection("a2", 2, Wire().send).hold_reading(True)
+
+
+async def test_an_ack_rides_with_the_next_message_to_its_agent() -> None:
+    wire = Writer()
+    acks = HeldAcks(30.0)
+    conn = AgentConnection("a1", 1, wire.send, send_now=wire.send_now, acks=acks)
+    conn.send({"t": "ack", "acks": [["1:0:1", 1]]})
+    conn.send({"t": "ack", "acks": [["2:0:1", 2]]})
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert wire.now == []  # no frame of its own
+    conn.send({"t": "run", "id": "3:0:1"})
+    await asyncio.sleep(0)
+    # one frame: the held acknowledgements (as one message), then the task
+    assert wire.now == [[{"t": "ack", "acks": [["1:0:1", 1], ["2:0:1", 2]]},
+                         {"t": "run", "id": "3:0:1"}]]
+    # held again, and closing the connection still sends them
+    conn.send({"t": "ack", "acks": [["3:0:1", 1]]})
+    await conn.close()
+    assert wire.now[-1] == {"t": "ack", "acks": [["3:0:1", 1]]}
+    acks.stop()
+
+
+async def test_an_ack_with_nothing_to_ride_with_goes_out_after_the_delay() -> None:
+    wires = [Writer(), Writer()]
+    acks = HeldAcks(0.5)
+    first, second = (AgentConnection(f"a{n}", n, w.send, send_now=w.send_now, acks=acks)
+                     for n, w in enumerate(wires))
+    first.send({"t": "ack", "acks": [["1:0:0", 1]]})
+    # sent with a task meanwhile, then held again: the second wait is its own
+    first.send({"t": "run", "id": "2:0:0"})
+    await asyncio.sleep(0.3)
+    first.send({"t": "ack", "acks": [["2:0:0", 1]]})
+    second.send({"t": "ack", "acks": [["1:0:1", 1]]})
+    await asyncio.sleep(0.3)
+    # the first wait is over; the connection's later acknowledgement still waits
+    assert wires[0].now == [[{"t": "ack", "acks": [["1:0:0", 1]]}, {"t": "run", "id": "2:0:0"}]]
+    assert wires[1].now == []
+    await asyncio.sleep(0.5)
+    assert wires[0].now[1:] == [{"t": "ack", "acks": [["2:0:0", 1]]}]
+    assert wires[1].now == [{"t": "ack", "acks": [["1:0:1", 1]]}]
+    # a connection without held acknowledgements sends them at once, as before
+    plain = Writer()
+    conn = AgentConnection("a3", 3, plain.send, send_now=plain.send_now)
+    conn.send({"t": "ack", "acks": [["1:0:3", 1]]})
+    await asyncio.sleep(0)
+    assert plain.now == [{"t": "ack", "acks": [["1:0:3", 1]]}]

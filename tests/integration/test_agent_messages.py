@@ -39,11 +39,14 @@ class RawAgent:
         self.runs: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.acks: dict[str, int] = {}
         self.acked: set[tuple[str, int]] = set()
+        # what each frame from the server carried
+        self.frames: list[list[dict[str, Any]]] = []
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         async for frame in self.ws:
             decoded = orjson.loads(frame)
+            self.frames.append(decoded if isinstance(decoded, list) else [decoded])
             for message in decoded if isinstance(decoded, list) else [decoded]:
                 if message["t"] == protocol.RUN:
                     self.runs.put_nowait(message)
@@ -306,6 +309,26 @@ async def test_output_only_for_tasks_sent_to_that_host_and_not_after_final(
         counts = refused(running)
         assert counts["foreign_task"] == 2 and counts["unknown_task"] == 2
         assert counts["after_final"] == 2
+
+
+async def test_an_acknowledgement_rides_with_the_hosts_next_task(running: Running) -> None:
+    """A stored result is acknowledged in the frame of the host's next task, not in one of
+    its own; with no next task, on its own within half a heartbeat (1 s here)."""
+    async with raw_agent(running, BAD_IP) as agent:
+        first = await running.wire.run_script("true", [BAD_IP])
+        task = await agent.next_run()
+        await agent.send(done(task, 1, "one\n"))
+        await running.wire.wait(first["job_instance_id"], timeout=20)
+        second = await running.wire.run_script("true", [BAD_IP])
+        later = await agent.next_run()
+        carried = next(f for f in agent.frames if any(m.get("id") == later for m in f))
+        assert [m["t"] for m in carried] == ["ack", "run"]
+        assert carried[0]["acks"] == [[task, 1]]
+        assert not any(m["t"] == "ack" for f in agent.frames if f is not carried for m in f)
+        await agent.send(done(later, 1, "two\n"))
+        await running.wire.wait(second["job_instance_id"], timeout=20)
+        await eventually(lambda: _true(agent.acks.get(later) == 1), timeout=10)
+        assert agent.frames[-1] == [{"t": "ack", "acks": [[later, 1]]}]
 
 
 async def test_a_task_not_sent_yet_cannot_be_finished_in_advance(running: Running) -> None:

@@ -65,6 +65,8 @@ class WebSocket(asyncio.Protocol):
         self._reading_paused = False
         self._keepalive: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        # when the server was last heard from, or last pinged (the keepalive's clock)
+        self._heard_at = self.loop.time()
         # ``deliver``'s receiver, and what it raised (which ends the connection)
         self._receiver: Callable[[str | bytes], None] | None = None
         self._receiver_error: Exception | None = None
@@ -78,6 +80,7 @@ class WebSocket(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self._heard_at = self.loop.time()
         self.protocol.receive_data(data)
         self._process()
 
@@ -310,13 +313,20 @@ class WebSocket(asyncio.Protocol):
                 await self.lost
 
     async def _keepalive_loop(self) -> None:
-        """A ping every ``ping_interval``; no pong within ``ping_timeout`` ends the
-        connection, as a dead peer or a half-open TCP connection must."""
+        """A ping once the server has been silent for ``ping_interval``; no pong within
+        ``ping_timeout`` ends the connection, as a dead peer or a half-open TCP
+        connection must. A server heard from within the interval is alive: pinging it
+        too would cost a frame each way per agent and interval while tasks flow."""
         assert self.ping_interval is not None
+        interval = self.ping_interval
         while self.protocol.state is State.OPEN:
-            await asyncio.sleep(self.ping_interval)
+            quiet = self.loop.time() - self._heard_at
+            if quiet < interval:
+                await asyncio.sleep(interval - quiet)
+                continue
             if self.protocol.state is not State.OPEN:
                 return
+            self._heard_at = self.loop.time()
             payload = os.urandom(4)
             pong = self._pings[payload] = self.loop.create_future()
             self.protocol.send_ping(payload)

@@ -22,7 +22,7 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.gateway.credentials import CredentialChecks
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
-from jobfleet.gateway.registry import AgentConnection, Registry, WriteTurn
+from jobfleet.gateway.registry import AgentConnection, HeldAcks, Registry, WriteTurn
 from jobfleet.gateway.validation import read_frame, read_load
 from jobfleet.gateway.wire import WireSocket
 from jobfleet.loop import raise_if_cancelled
@@ -215,6 +215,7 @@ class Gateway:
         events: AgentEvents | None = None,
         stats_every: float = STATS_EVERY,
         hello_timeout: float = HELLO_TIMEOUT,
+        ack_delay: float | None = None,
     ) -> None:
         self.identity = identity
         self.registry = registry
@@ -239,6 +240,10 @@ class Gateway:
         self._revocations: asyncio.Task[None] | None = None
         # what the agents' connections write in one loop turn goes out in one callback
         self._writes = WriteTurn()
+        # an acknowledgement waits up to half a heartbeat to ride with the agent's next
+        # task (its agent holds the result meanwhile); 0 sends each at once
+        delay = heartbeat / 2 if ack_delay is None else ack_delay
+        self._acks = HeldAcks(delay) if delay > 0 else None
 
     def start(self) -> None:
         self._revocations = asyncio.get_running_loop().create_task(self._watch_revocations())
@@ -251,6 +256,8 @@ class Gateway:
             await asyncio.wait([task], timeout=5.0)
         await self._facts.stop()
         await self._loads.stop()
+        if self._acks is not None:
+            self._acks.stop()
 
     async def _watch_revocations(self) -> None:
         """Cut the connections of revoked credentials, wherever they were revoked."""
@@ -345,6 +352,7 @@ class Gateway:
             send_now=ws.send_now if isinstance(ws, WireSocket) else None,
             turn=self._writes,
             hold=hold,
+            acks=self._acks,
         )
         old = self.registry.add(conn)
         if old is not None:

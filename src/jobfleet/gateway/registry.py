@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,6 +49,57 @@ class WriteTurn:
                 log.exception("agent_write_failed agent=%s", conn.agent_id)
 
 
+class HeldAcks:
+    """Acknowledgements that wait, each connection's for at most ``delay`` seconds, for
+    another message to the same agent to ride with.
+
+    An agent forgets a result only when it is acknowledged, so an acknowledgement
+    that waits costs nothing but the agent holding the result a little longer (and
+    sending it again, to be refused as already stored and acknowledged again, if the
+    connection drops meanwhile).
+    Sent on its own, it is a frame, a TLS record and a system call on each side per
+    task: in a stream of jobs most ride with the next task for the same host.
+
+    One timer for every connection: the connections wait in the order they began
+    to, which is the order of their deadlines."""
+
+    __slots__ = ("_queue", "_timer", "delay")
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._queue: deque[tuple[float, AgentConnection]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def hold(self, conn: AgentConnection) -> float:
+        """``conn`` began to hold acknowledgements; the deadline it has."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.delay
+        self._queue.append((deadline, conn))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._release)
+        return deadline
+
+    def _release(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        queue = self._queue
+        while queue and queue[0][0] <= now:
+            deadline, conn = queue.popleft()
+            try:
+                conn._release_acks(deadline)
+            except Exception:  # one connection's failure is not the others'
+                log.exception("agent_ack_failed agent=%s", conn.agent_id)
+        if queue:
+            self._timer = loop.call_at(queue[0][0], self._release)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+
+
 class AgentConnection:
     """One agent's socket. ``send`` never blocks: messages wait in a list, and a
     flush, started by the first message and ended when the list is empty, packs
@@ -58,12 +110,18 @@ class AgentConnection:
     socket exists only while the agent reads slower than the server writes, or
     without ``send_now``.
 
+    With ``acks`` (``HeldAcks``), an acknowledgement waits for the connection's next
+    other message, or the delay, and goes out with it.
+
     Ten thousand of these live for as long as their agents are connected, so an
     idle one holds no task, queue or event: only its slots."""
 
     __slots__ = (
+        "_acks",
+        "_acks_due",
         "_flushing",
         "_hangup",
+        "_held",
         "_hold",
         "_pending",
         "_scheduled",
@@ -90,6 +148,7 @@ class AgentConnection:
         send_now: SendNow | None = None,
         turn: WriteTurn | None = None,
         hold: HoldReading | None = None,
+        acks: HeldAcks | None = None,
     ) -> None:
         self.agent_id = agent_id
         # ``address:port`` where this agent serves file pieces to its peers ("" = not)
@@ -103,6 +162,10 @@ class AgentConnection:
         self._send_now = send_now
         self._turn = turn
         self._hold = hold
+        self._acks = acks
+        # the [task, seq] pairs waiting to ride with the next message, and their deadline
+        self._held: list[Any] | None = None
+        self._acks_due = 0.0
         self._pending: list[Outgoing] = []
         self._flushing: asyncio.Task[None] | None = None
         self._scheduled = False
@@ -111,6 +174,22 @@ class AgentConnection:
     def send(self, message: Outgoing) -> None:
         if self.closed:
             return
+        if self._acks is not None:
+            if message.get("t") == protocol.ACK:
+                held = self._held
+                if held is None:
+                    self._held = held = []
+                    self._acks_due = self._acks.hold(self)
+                pairs = message.get("acks")
+                if isinstance(pairs, list):
+                    held.extend(pairs)
+                return
+            if self._held is not None:
+                held, self._held = self._held, None
+                self._enqueue(protocol.ack(held))
+        self._enqueue(message)
+
+    def _enqueue(self, message: Outgoing) -> None:
         self._pending.append(message)
         if self._flushing is not None or self._scheduled:
             return
@@ -122,6 +201,13 @@ class AgentConnection:
             self._turn.add(self)
         else:
             asyncio.get_running_loop().call_soon(self._write_pending)
+
+    def _release_acks(self, deadline: float) -> None:
+        """The held acknowledgements waited their time: they go out on their own."""
+        if self._held is None or deadline != self._acks_due or self.closed:
+            return  # gone with another message since (and perhaps held again)
+        held, self._held = self._held, None
+        self._enqueue(protocol.ack(held))
 
     def _write_pending(self) -> None:
         """What piled up in this loop turn, written at once while the socket takes it."""
@@ -199,6 +285,9 @@ class AgentConnection:
 
     async def close(self) -> None:
         """No more sends; what was sent before still goes out (for at most 2 s)."""
+        if self._held is not None and not self.closed:
+            held, self._held = self._held, None
+            self._enqueue(protocol.ack(held))
         self.closed = True
         self._write_pending()
         task = self._flushing

@@ -559,8 +559,9 @@ class WireProtocol(asyncio.Protocol):
         """Every heartbeat: a peer heard from since the last tick is alive; one silent for
         a whole heartbeat gets a ping, and one still silent at the next tick has failed.
 
-        Agents ping every heartbeat themselves, so the server seldom needs to: at 10,000
-        idle agents its own pings would be 1,000 more frames sent and read a second."""
+        Agents ping a server silent for a heartbeat themselves, so the server seldom
+        needs to: at 10,000 idle agents its own pings would be 1,000 more frames sent and
+        read a second. While tasks flow neither side pings: each hears the other."""
         self._timer = None
         if self._state != self._OPEN:
             return
