@@ -4,10 +4,12 @@ at its timeout, fair between source addresses. Real sockets on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -21,8 +23,8 @@ class Greeter(asyncio.Protocol):
     """What the listener's HTTP protocol stands for here: it speaks once TLS is up."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(HELLO)
+        # uvloop's TLS transport is not an asyncio.WriteTransport, but writes as one
+        cast(asyncio.WriteTransport, transport).write(HELLO)
 
 
 class Listener:
@@ -61,8 +63,8 @@ def tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 Listen = Callable[[HandshakeLimits], Awaitable[Listener]]
 
 
-@pytest.fixture
-async def listen(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> AsyncIterator[Listen]:
+@contextlib.asynccontextmanager
+async def listening(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> AsyncIterator[Listen]:
     listeners: list[Listener] = []
 
     async def start(limits: HandshakeLimits) -> Listener:
@@ -74,12 +76,20 @@ async def listen(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> AsyncIterator[Li
         listeners.append(listener)
         return listener
 
-    yield start
-    for listener in listeners:
-        for writer in listener.writers:
-            writer.close()
-        listener.gate.close()
-        await listener.gate.wait_closed()
+    try:
+        yield start
+    finally:
+        for listener in listeners:
+            for writer in listener.writers:
+                writer.close()
+            listener.gate.close()
+            await listener.gate.wait_closed()
+
+
+@pytest.fixture
+async def listen(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> AsyncIterator[Listen]:
+    async with listening(tls) as start:
+        yield start
 
 
 async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -145,6 +155,26 @@ async def test_waiting_hosts_take_free_slots_in_turn(
     assert greeting == HELLO
     # only the stalled handshake that held the slot was cut before it
     assert gate.failed == 1
+
+
+@pytest.mark.parametrize("scenario", [
+    test_no_more_handshakes_than_slots_are_under_way,
+    test_a_stalled_handshake_is_cut_at_its_timeout_and_the_next_goes_on,
+    test_one_host_cannot_take_every_slot,
+    test_waiting_hosts_take_free_slots_in_turn,
+])
+def test_on_uvloop(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext], scenario: Callable[[Listen], Awaitable[None]]
+) -> None:
+    """The server runs on uvloop, whose accept and TLS transports are its own."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with listening(tls) as start:
+            await scenario(start)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
 
 
 def test_the_machine_sizes_the_slots() -> None:

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 # servers stop accepting for a second on them rather than spin on the listening socket
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 RESOURCE_PAUSE = 1.0
-# accepts in one turn of the loop before the gate lets other callbacks run
-ACCEPT_BATCH = 64
+# accepts in one turn of the loop at most
+ACCEPT_BATCH = 128
 
 
 @dataclass(frozen=True)
@@ -127,17 +127,21 @@ class HandshakeGate:
 
     async def _accept(self) -> None:
         loop = asyncio.get_running_loop()
-        taken = 0
         while True:
             while self._queued >= self.limits.queued:
                 self._room.clear()
                 await self._room.wait()
-            if taken >= ACCEPT_BATCH:
-                # a burst is accepted in batches: the loop's other work runs in between
-                taken = 0
-                await asyncio.sleep(0)
             try:
-                conn, address = await loop.sock_accept(self.sock)
+                self._take(*await loop.sock_accept(self.sock))
+                # what else the backlog holds is taken in the same turn, as asyncio's own
+                # servers do: one turn of the loop per connection would let a burst
+                # in at the pace of a loop that is busy with the burst
+                for _ in range(ACCEPT_BATCH - 1):
+                    if self._queued >= self.limits.queued:
+                        break
+                    self._take(*self.sock.accept())
+            except (BlockingIOError, InterruptedError):
+                pass
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
                     log.error("agent_port_accept_paused error=%s", exc)
@@ -145,18 +149,19 @@ class HandshakeGate:
                 elif self._closed or exc.errno == errno.EBADF:
                     return
                 # else a client that reset before it was accepted: nothing to answer
-                continue
-            taken += 1
-            source = str(address[0]) if isinstance(address, tuple) else ""
-            queue = self._waiting.get(source)
-            if queue is None:
-                # an address with nothing waiting goes first: those that are waiting
-                # have had their turns, and have the next ones in order
-                queue = self._waiting[source] = deque()
-                self._waiting.move_to_end(source, last=False)
-            queue.append((conn, time.monotonic()))
-            self._queued += 1
             self._admit()
+
+    def _take(self, conn: socket.socket, address: object) -> None:
+        conn.setblocking(False)
+        source = str(address[0]) if isinstance(address, tuple) else ""
+        queue = self._waiting.get(source)
+        if queue is None:
+            # an address with nothing waiting goes first: those that are waiting
+            # have had their turns, and have the next ones in order
+            queue = self._waiting[source] = deque()
+            self._waiting.move_to_end(source, last=False)
+        queue.append((conn, time.monotonic()))
+        self._queued += 1
 
     def _next_source(self) -> str | None:
         """The first address in turn that holds fewer than its share of slots."""
