@@ -113,6 +113,13 @@ async def test_no_more_handshakes_than_slots_are_under_way(
     assert len(readers) == 6
 
 
+async def test_handshakes_past_a_turns_share_start_in_the_next_turns(listen: Listen) -> None:
+    listener = await listen(HandshakeLimits(slots=5, per_source=5, per_turn=1, timeout=30))
+    for _ in range(5):
+        await listener.stalled()
+    await until(lambda: listener.gate.in_flight == 5 and listener.gate.queued == 0)
+
+
 async def test_a_stalled_handshake_is_cut_at_its_timeout_and_the_next_goes_on(
     listen: Listen,
 ) -> None:
@@ -159,6 +166,7 @@ async def test_waiting_hosts_take_free_slots_in_turn(
 
 @pytest.mark.parametrize("scenario", [
     test_no_more_handshakes_than_slots_are_under_way,
+    test_handshakes_past_a_turns_share_start_in_the_next_turns,
     test_a_stalled_handshake_is_cut_at_its_timeout_and_the_next_goes_on,
     test_one_host_cannot_take_every_slot,
     test_waiting_hosts_take_free_slots_in_turn,
@@ -179,6 +187,6 @@ def test_on_uvloop(
 
 def test_the_machine_sizes_the_slots() -> None:
     limits = HandshakeLimits.for_machine(2)
-    assert limits.slots == 64
+    assert limits.slots == 256 and limits.per_turn == 32
     assert 0 < limits.per_source < limits.slots
     assert HandshakeLimits.for_machine(0).slots >= 1
