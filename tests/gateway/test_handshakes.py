@@ -187,6 +187,6 @@ def test_on_uvloop(
 
 def test_the_machine_sizes_the_slots() -> None:
     limits = HandshakeLimits.for_machine(2)
-    assert limits.slots == 256 and limits.per_turn == 32
+    assert limits.slots == 64 and limits.per_turn == 32
     assert 0 < limits.per_source < limits.slots
     assert HandshakeLimits.for_machine(0).slots >= 1
