@@ -44,7 +44,7 @@ class HandshakeLimits:
     # handshakes in flight at once. This is also what paces a burst: a handshake ends
     # only once the loop has read its client's last flight, so the busier the loop, the
     # fewer begin (in 10,000-agent restarts 256 let agents in at 3,800 a second and the
-    # API waited 3.4 s; 64 kept it under 0.4 s)
+    # API waited 3.4 s; 64 kept it to 0.4-0.5 s)
     slots: int = 64
     # of which one source address may hold at most this many
     per_source: int = 48
