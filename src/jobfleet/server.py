@@ -56,6 +56,7 @@ from jobfleet.engine.settings import EngineSettings as EngineSettings  # for the
 from jobfleet.engine.submit import Submitter
 from jobfleet.gateway.blob_news import BlobNews
 from jobfleet.gateway.endpoint import Gateway
+from jobfleet.gateway.handshakes import HandshakeGate, HandshakeLimits
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import Registry
@@ -338,13 +339,14 @@ class Server:
             max_pending=settings.max_pending_connections,
             evict_silent=False,
         )
+        self.handshake_limits = HandshakeLimits.for_machine()
         self.app: FastAPI = create_app(
             self.services,
             console_router(self.services, cookie_secure=settings.cookie_secure),
             headers=CONSOLE_HEADERS,
         )
         self.app.router.lifespan_context = self._lifespan
-        self._agent_server: _SecondListener | None = None
+        self._agent_server: _AgentListener | None = None
         self._agent_serving: asyncio.Task[None] | None = None
 
     @asynccontextmanager
@@ -413,7 +415,7 @@ class Server:
             # the address that failed credentials are counted and audited under
             proxy_headers=False,
         )
-        server = _SecondListener(config)
+        server = _AgentListener(config, self.handshake_limits)
         self._agent_server = server
         self._agent_serving = asyncio.get_running_loop().create_task(
             server.serve(sockets=[self.agent_socket])
@@ -556,12 +558,45 @@ def _bind_agent_port(settings: ServerSettings) -> socket.socket:
     raise AssertionError("unreachable: the last port either binds or raises")
 
 
-class _SecondListener(uvicorn.Server):
-    """A listener beside the main one: the main one owns the process's signals."""
+class _AgentListener(uvicorn.Server):
+    """The agent listener, beside the API's (which owns the process's signals): its TLS
+    handshakes pass the gate of ``gateway/handshakes.py`` instead of asyncio's server."""
+
+    def __init__(self, config: uvicorn.Config, limits: HandshakeLimits) -> None:
+        super().__init__(config)
+        self.limits = limits
+        self.gates: list[HandshakeGate] = []
 
     @contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        config = self.config
+        if not sockets or config.ssl is None:
+            raise RuntimeError("the agent listener needs its bound socket and its TLS files")
+        state, app_state = self.server_state, self.lifespan.state
+
+        def create_protocol() -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=state, app_state=app_state
+            )
+            return protocol
+
+        self.servers = []
+        for sock in sockets:
+            gate = HandshakeGate(sock, config.ssl, create_protocol, self.limits)
+            gate.start(config.backlog)
+            self.gates.append(gate)
+        self.started = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for gate in self.gates:
+            gate.close()
+        await super().shutdown(sockets)
+        for gate in self.gates:
+            await gate.wait_closed()
 
 
 def run(settings: ServerSettings) -> None:

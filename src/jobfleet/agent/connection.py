@@ -72,6 +72,10 @@ CONNECT_PATH = "/api/jobfleet/v1/agents/connect"
 INTERRUPTED_SEQ = protocol.MAX_AGENT_SEQ
 # how many task ids an agent remembers having run (a repeat of one is ignored)
 SEEN_TASKS = 100_000
+# tries in a row that failed to open a session on the known agent port before the server's
+# bootstrap document is asked where that port went (a restart keeps its port: asking after
+# every refusal would cost each of thousands of agents an HTTP request to a busy server)
+FORGET_CHANNEL_AFTER = 5
 # an answer to a request travels in one frame, inside the server's frame limit
 MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
 
@@ -179,6 +183,8 @@ class Agent:
         self._server = settings.server
         # each server's channel once resolved (its agent port and pinned CA)
         self._channels: dict[str, Channel] = dict(channels or {})
+        # tries in a row that opened no session (reset by one that did)
+        self._failed_tries = 0
         if channel is not None:
             self._channels.setdefault(settings.server, channel)
         state = settings.state_dir
@@ -234,6 +240,12 @@ class Agent:
                 )
                 self._channels[self._server] = self.channel
         return self.channel
+
+    def _forget_channel(self) -> None:
+        """The next try asks the server's bootstrap document where its agent port is."""
+        log.info("agent_channel_forgotten server=%s tries=%d", self._server, self._failed_tries)
+        self.channel = None
+        self._channels.pop(self._server, None)
 
     def _next_server(self) -> bool:
         """Move to another server of the cluster; False if there is only one."""
@@ -351,16 +363,21 @@ class Agent:
                     )
                 else:
                     log.info("agent_disconnected error=%s", exc)
-                if isinstance(exc, OSError):
-                    # a restarted server may listen on another agent port: ask again
-                    self.channel = None
-                    self._channels.pop(self._server, None)
-                    if not self.connected.is_set():
-                        # refused before a session began: try another node
-                        self._next_server()
+                if isinstance(exc, OSError) and not self.connected.is_set():
+                    self._failed_tries += 1
+                    if (
+                        self._failed_tries % FORGET_CHANNEL_AFTER == 0
+                        # another certificate there: the port is no longer this server's
+                        or isinstance(exc, ssl.SSLCertVerificationError)
+                    ):
+                        self._forget_channel()
+                    # no session began: try another node
+                    self._next_server()
             except Exception:
                 # whatever ended the session, the agent reconnects with its backoff
                 log.exception("agent_session_failed")
+            if self.connected.is_set():
+                self._failed_tries = 0
             attempt = attempts_after(
                 attempt, established=self.connected.is_set(), lasted=loop.time() - began
             )
