@@ -31,6 +31,7 @@ from jobfleet.bus.base import Bus
 from jobfleet.bus.redis import RedisBus
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine.callbacks import CallbackSender
+from jobfleet.gateway.handshakes import HandshakeGate
 from jobfleet.gateway.registry import Registry
 from jobfleet.store.health import Counts, Health, head_revision
 
@@ -80,6 +81,8 @@ class Monitor:
         self._lock = asyncio.Lock()
         self._ready_lock = asyncio.Lock()
         self._ready: Readiness | None = None
+        # the agent port's handshake gates, once its listener has started
+        self.handshake_gates: list[HandshakeGate] = []
 
     # /readyz ---------------------------------------------------------------
     async def readiness(self) -> Readiness:
@@ -230,7 +233,31 @@ class _Figures(Collector):
         for kind, n in sorted(m.callbacks.gave_up.items()):
             gave_up.add_metric([kind], n)
         yield gave_up
+        yield from _handshake_figures(m.handshake_gates)
         yield from _bus_figures(m.bus, scrape)
+
+
+def _handshake_figures(gates: list[HandshakeGate]) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "jobfleet_agent_handshakes_in_flight",
+        "TLS handshakes under way on the agent port",
+        value=sum(g.in_flight for g in gates),
+    )
+    yield GaugeMetricFamily(
+        "jobfleet_agent_handshakes_waiting",
+        "Connections accepted on the agent port waiting for a handshake slot",
+        value=sum(g.queued for g in gates),
+    )
+    yield CounterMetricFamily(
+        "jobfleet_agent_handshakes_failed",
+        "Handshakes on the agent port that failed or timed out (no TLS, a client gone)",
+        value=sum(g.failed for g in gates),
+    )
+    yield CounterMetricFamily(
+        "jobfleet_agent_handshakes_expired",
+        "Connections to the agent port closed unanswered after waiting too long for a slot",
+        value=sum(g.expired for g in gates),
+    )
 
 
 def _bus_figures(bus: Bus, scrape: Scrape) -> Iterator[Metric]:

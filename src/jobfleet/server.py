@@ -273,6 +273,14 @@ class Server:
         # bound now, so that its port (perhaps picked by the OS) is known before
         # anything announces it
         self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
+        self.monitor = Monitor(
+            Health(self.db),
+            self.bus,
+            self.registry,
+            self.callbacks,
+            self.node_id,
+            settings.metrics_token,
+        )
         self.services = Services(
             db=self.db,
             identity=self.identity,
@@ -317,14 +325,7 @@ class Server:
                 self.identity,
                 self.auth_failures,
             ),
-            probes=Monitor(
-                Health(self.db),
-                self.bus,
-                self.registry,
-                self.callbacks,
-                self.node_id,
-                settings.metrics_token,
-            ),
+            probes=self.monitor,
         )
         self.connection_limits = ConnectionLimits(
             header_timeout=settings.header_timeout,
@@ -417,6 +418,7 @@ class Server:
         )
         server = _AgentListener(config, self.handshake_limits)
         self._agent_server = server
+        self.monitor.handshake_gates = server.gates
         self._agent_serving = asyncio.get_running_loop().create_task(
             server.serve(sockets=[self.agent_socket])
         )

@@ -75,6 +75,22 @@ async def test_probes_and_metrics_of_one_node(running: Running) -> None:
         assert metric(body, 'jobfleet_hosts{agent="alive"}') == 2
         assert metric(body, 'jobfleet_outbox_failed_attempts_total{kind="callback"}') == 1
         assert metric(body, 'jobfleet_outbox_pending{kind="callback"}') == 0
+        # the agent port's handshakes: both agents' done, none waiting, none failed yet
+        assert metric(body, "jobfleet_agent_handshakes_in_flight") == 0
+        assert metric(body, "jobfleet_agent_handshakes_waiting") == 0
+        assert metric(body, "jobfleet_agent_handshakes_failed_total") == 0
+        assert metric(body, "jobfleet_agent_handshakes_expired_total") == 0
+        # a client that speaks no TLS to the agent port is one failed handshake
+        host, port = running.server.agent_socket.getsockname()[:2]
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+
+        async def failed() -> str | None:
+            body = await scrape(http)
+            return body if metric(body, "jobfleet_agent_handshakes_failed_total") == 1 else None
+        await eventually(failed, timeout=20, interval=0.2)
+        writer.close()
         assert re.search(r'^jobfleet_build_info\{node="\w+",version="[^"]+"\} 1\.0$', body, re.M)
 
 
