@@ -10,9 +10,11 @@ from the shared database, which every node reports alike.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,12 +30,14 @@ from prometheus_client.registry import Collector
 from jobfleet import __version__
 from jobfleet.api.health import Readiness
 from jobfleet.bus.base import Bus
-from jobfleet.bus.redis import RedisBus
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine.callbacks import CallbackSender
 from jobfleet.gateway.handshakes import HandshakeGate
 from jobfleet.gateway.registry import Registry
 from jobfleet.store.health import Counts, Health, head_revision
+
+if TYPE_CHECKING:
+    from jobfleet.bus.redis import RedisBus
 
 # a check that returns its own latency in seconds
 Probe = Callable[[], Awaitable[float]]
@@ -105,8 +109,9 @@ class Monitor:
             checks["migrations"] = {"ok": False, "error": "database unreachable"}
         ready = all(c["ok"] for c in checks.values())
         degraded = False
-        if isinstance(self.bus, RedisBus):
-            checks["redis"] = await _timed(self._redis_ping(self.bus))
+        redis_bus = _redis(self.bus)
+        if redis_bus is not None:
+            checks["redis"] = await _timed(self._redis_ping(redis_bus))
             # without Redis a node still serves: the API, its own agents, and results
             # from the store; what goes between nodes waits. Every node would fail
             # this check at once, and a balancer would then take the whole cluster
@@ -139,12 +144,22 @@ class Monitor:
                     self._counts_at = time.monotonic()
                 except Exception:  # a slow or lost database: the last counts stand
                     scrape.db_latency = None
-            if isinstance(self.bus, RedisBus):
-                scrape.bus_backlog = await self.bus.backlog()
-                scrape.bus_lag = await self.bus.lag()
+            redis_bus = _redis(self.bus)
+            if redis_bus is not None:
+                scrape.bus_backlog = await redis_bus.backlog()
+                scrape.bus_lag = await redis_bus.lag()
             self.scrape = scrape
             # written at once from what was gathered (no await until it is done)
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _redis(bus: Bus) -> RedisBus | None:
+    """The bus when it is the Redis one. Only a cluster node loads that module (the
+    Redis client is ~7 MiB), and no bus of its class exists without it."""
+    module = sys.modules.get("jobfleet.bus.redis")
+    if module is None or not isinstance(bus, module.RedisBus):
+        return None
+    return cast("RedisBus", bus)
 
 
 async def _timed(probe: Probe) -> dict[str, object]:
@@ -269,12 +284,13 @@ def _bus_figures(bus: Bus, scrape: Scrape) -> Iterator[Metric]:
         "jobfleet_cluster_nodes", "Live nodes of the cluster as this node sees them",
         value=len(bus.live_nodes()),
     )
-    if not isinstance(bus, RedisBus):
+    redis_bus = _redis(bus)
+    if redis_bus is None:
         return
     for name, text, value in (
-        ("sent", "Messages this node handed to the bus", bus.sent_messages),
-        ("received", "Messages this node took from the bus", bus.received_messages),
-        ("send_failures", "Failed writes to the bus (retried)", bus.send_failures),
+        ("sent", "Messages this node handed to the bus", redis_bus.sent_messages),
+        ("received", "Messages this node took from the bus", redis_bus.received_messages),
+        ("send_failures", "Failed writes to the bus (retried)", redis_bus.send_failures),
     ):
         yield CounterMetricFamily(f"jobfleet_bus_{name}", text, value=value)
     if scrape.bus_backlog is not None and scrape.bus_backlog >= 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import gc
 import logging
@@ -33,7 +34,6 @@ from jobfleet.bootstrap import read_bootstrap as read_bootstrap  # for tests and
 from jobfleet.bus.base import Bus
 from jobfleet.bus.live import BusLive
 from jobfleet.bus.local import LocalBus
-from jobfleet.bus.redis import RedisBus
 from jobfleet.domain.addresses import parse_networks as parse_networks  # for the CLI
 from jobfleet.domain.dangerous import ScanLimits
 from jobfleet.domain.enrollment import AgentChannel
@@ -192,12 +192,7 @@ class Server:
             self.file_sources, self.blobs, outbound, settings.max_file_size, self.file_logs
         )
         self.bus: Bus = (
-            RedisBus(
-                settings.redis_url,
-                self.node_id,
-                seal=self.cipher.seal_bytes,
-                unseal=self.cipher.open_bytes,
-            )
+            _redis_bus(settings.redis_url, self.node_id, self.cipher)
             if settings.redis_url
             else LocalBus(self.node_id)
         )
@@ -523,6 +518,13 @@ class Server:
         await uvicorn.Server(self.uvicorn_config()).serve()
 
 
+def _redis_bus(url: str, node: str, cipher: Cipher) -> Bus:
+    # imported for a cluster node only: the Redis client holds ~7 MiB a lone server never uses
+    from jobfleet.bus.redis import RedisBus
+
+    return RedisBus(url, node, seal=cipher.seal_bytes, unseal=cipher.open_bytes)
+
+
 def _agent_listener_parts(
     settings: ServerSettings,
 ) -> tuple[AgentTLS | None, socket.socket | None, AgentChannel]:
@@ -607,4 +609,22 @@ def run(settings: ServerSettings) -> None:
     # less often so that fewer of a job's objects live long enough to reach
     # the oldest generation.
     gc.set_threshold(100_000, 50, 100)
+    _tls_buffers_unmapped_when_freed()
     loop.run(Server(settings).serve())
+
+
+# glibc's mallopt parameter (malloc.h)
+M_MMAP_THRESHOLD = -3
+
+
+def _tls_buffers_unmapped_when_freed() -> None:
+    """Every TLS connection has a 256 KiB read buffer (uvloop's), mostly never touched.
+    glibc raises its mmap threshold past that size once one such buffer is freed, and
+    from then on carves them from the heap: the pages one connection touched stay
+    resident after it closes, and the next connection at that address touches others,
+    so a server's memory grows with every reconnect (~34 MiB of 467 after a restart of
+    10,000 agents, bench/RESULTS.md). A fixed threshold keeps each buffer a mapping of
+    its own, resident only where it was written and returned whole when freed."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)

@@ -303,6 +303,13 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(keep=keep, agents=agents, port=port)))
 
 
+def server_main(argv: list[str]) -> None:
+    """``jobfleet server`` as a command of its own (see ``jobfleet.__main__``)."""
+    app = typer.Typer(add_completion=False)
+    app.command()(server)
+    app(args=argv, prog_name="jobfleet server")
+
+
 def register(app: typer.Typer) -> None:
     """Add the daemon commands to the ``jobfleet`` command."""
     app.command()(server)

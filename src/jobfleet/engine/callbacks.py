@@ -14,9 +14,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import Row
 
 from jobfleet.engine import notify
@@ -27,6 +26,9 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.notify import EMAIL, WEBHOOK
 from jobfleet.store.outbox import OutboxStore
 from jobfleet.store.secrets import Cipher
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,10 @@ class CallbackSender:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # made when first needed: its TLS context reads the CA bundle, tens of ms of
-            # every start of a node that may never send a callback
+            # every start of a node that may never send a callback, and httpx (rich and
+            # pygments come with it) is ~5 MiB that such a node never loads
+            import httpx
+
             self._client = httpx.AsyncClient(
                 timeout=self.settings.callback_timeout, follow_redirects=False, trust_env=False
             )
@@ -115,6 +120,7 @@ class CallbackSender:
 
     async def _post(self, row: Row[Any]) -> tuple[bool, str, bool]:
         client = self._http()
+        import httpx  # loaded by ``_http``
         if row.kind == "callback":
             try:
                 resp = await self.outbound.post(

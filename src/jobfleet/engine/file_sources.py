@@ -22,9 +22,8 @@ import base64
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import Row
 
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -38,12 +37,8 @@ from jobfleet.store.blobs import Blob, BlobStore
 from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FAILED, SUCCESS, UPLOAD, WAITING, FileLogStore, update_row
 
-try:
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-except ImportError:  # pragma: no cover - the s3 extra is not installed
-    S3SigV4Auth = None
+if TYPE_CHECKING:
+    import httpx
 
 FETCH_TIMEOUT = 60.0
 # how often a download's progress is written to the file logs, in seconds
@@ -52,11 +47,16 @@ PROGRESS_INTERVAL = 1.0
 
 def s3_headers(url: str, region: str, values: dict[str, str]) -> dict[str, str]:
     """The SigV4 headers of a GET of ``url`` (``Authorization``, ``X-Amz-Date``…)."""
-    if S3SigV4Auth is None:
+    # loaded here: botocore holds ~4 MiB that a server with no S3 source never needs
+    try:
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+    except ImportError:  # pragma: no cover - the s3 extra is not installed
         raise JobError(
             ErrorCode.NOT_SUPPORTED,
             "S3 file sources need botocore: install jobfleet[s3] on the server",
-        )
+        ) from None
     request = AWSRequest(method="GET", url=url)
     credentials = Credentials(values["credential_access_key"], values["credential_secret_key"])
     S3SigV4Auth(credentials, "s3", region).add_auth(request)
@@ -164,6 +164,8 @@ class ThirdPartyFiles:
         """The file-step source of ``files`` of the source ``raw`` names, checked now
         (source, credential, file paths, destination address) and fetched when the
         step runs."""
+        import httpx  # on first use: ~5 MiB with rich and pygments, see outbound.checked
+
         row = await self.source(scope, raw, field)
         if not row.enable:
             raise JobError(
@@ -198,6 +200,8 @@ class ThirdPartyFiles:
     ) -> Gathered:
         """Fetch a source's files into blobs, one after another, shown in the file logs
         of ``host_ids`` (rows from ``first_seq`` on); the first failure ends it."""
+        import httpx  # on first use: ~5 MiB with rich and pygments, see outbound.checked
+
         files = [str(f) for f in source.get("files") or []]
         name = f"{source.get('alias') or source.get('code')} ({source.get('code')})"
         downloads = [
@@ -331,6 +335,8 @@ class ThirdPartyFiles:
         item: _Download,
         name: str,
     ) -> Blob:
+        import httpx  # on first use: ~5 MiB with rich and pygments, see outbound.checked
+
         what = f"{item.shown}"
         try:
             async with self.outbound.get(client, url, headers=headers) as resp:

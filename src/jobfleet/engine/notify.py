@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 from sqlalchemy import Row
 
@@ -31,6 +30,9 @@ from jobfleet.engine.outbound import Outbound
 from jobfleet.store.jobs import JobStore
 from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore, NotifyTarget, shown_url
 from jobfleet.store.secrets import Cipher
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +245,8 @@ async def outbox_rows(
 async def post_webhook(
     client: httpx.AsyncClient, row_id: int, url: str, payload: str, outbound: Outbound
 ) -> tuple[bool, str]:
+    import httpx  # on first use: ~5 MiB with rich and pygments, see outbound.checked
+
     stored = orjson.loads(payload)
     headers = {
         "Content-Type": "application/json",

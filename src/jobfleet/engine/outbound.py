@@ -18,11 +18,12 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from jobfleet.domain.addresses import Address, Network, refusal
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,10 @@ class Outbound:
     async def checked(self, url: str) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
         """Where to send a request for ``url``: the checked address, the ``Host`` header
         and the TLS server name that keep the original name."""
+        # httpx (rich and pygments come with it) is ~5 MiB that a server sending
+        # nothing outward never needs: loaded on first use
+        import httpx
+
         target = httpx.URL(url)
         if target.scheme not in ("http", "https") or not target.host:
             raise Refused(f"{target.scheme or 'no'} scheme: only http(s) URLs are sent")

@@ -187,6 +187,21 @@ async def _receive(ws: AgentSocket) -> Any:
     return orjson.loads(await _receive_raw(ws))
 
 
+async def _read_plain(
+    ws: AgentSocket, receive: Callable[[bytes | str], None], released: asyncio.Event
+) -> int:
+    """Frames of a socket on the API port (``--agent-plaintext``) to ``receive``, one
+    read at a time, waiting while held; the close code once the connection ends."""
+    while True:
+        if not released.is_set():
+            await released.wait()
+        try:
+            raw = await _receive_raw(ws)
+        except WebSocketDisconnect as exc:
+            return exc.code
+        receive(raw)
+
+
 def _holder(released: asyncio.Event) -> Callable[[bool], None]:
     """Holds (True) and releases (False) a reader that waits for ``released``."""
 
@@ -320,9 +335,6 @@ class Gateway:
             await ws.close(code=CLOSE_PROTOCOL)
             return
 
-        async def send_frame(frame: bytes) -> None:
-            await ws.send_bytes(frame)
-
         async def hangup(code: int, reason: str) -> None:
             try:
                 await ws.close(code=code, reason=reason)
@@ -343,7 +355,7 @@ class Gateway:
         conn = AgentConnection(
             agent_id,
             host_id,
-            send_frame,
+            ws.send_bytes,
             {t for t in known if isinstance(t, str)} if isinstance(known, list) else set(),
             peer=peer,
             hangup=hangup,
@@ -391,7 +403,17 @@ class Gateway:
         # hello, a replaced connection, nor the credential (the secret) all that time
         del hello, known, old, os_name, labels, cred
         try:
-            await self._read(ws, conn, released)
+            receive = self._receiver(conn)
+            if isinstance(ws, WireSocket):
+                # awaited in this frame, with no coroutine of its own: ten thousand
+                # connections hold it for hours. Each frame goes to ``receive`` as it
+                # is read, with no future or task wake-up per frame.
+                code = await ws.deliver(receive)
+            else:
+                assert released is not None
+                code = await _read_plain(ws, receive, released)
+            if code == CLOSE_TOO_BIG:
+                self.refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
         finally:
             await conn.close()
             if self.events:
@@ -411,9 +433,8 @@ class Gateway:
                 host_id, AgentLoad(load["cpu"], load["mem"], load["started"], now_ms())
             )
 
-    async def _read(
-        self, ws: AgentSocket, conn: AgentConnection, released: asyncio.Event | None
-    ) -> None:
+    def _receiver(self, conn: AgentConnection) -> Callable[[bytes | str], None]:
+        """What takes each frame ``conn``'s agent sends."""
         events = self.events
         refusals = self.refusals
 
@@ -435,19 +456,4 @@ class Gateway:
                     # validated above; the engine reads them as plain dicts
                     events.agent_message(conn, cast("dict[str, Any]", message))
 
-        if isinstance(ws, WireSocket):
-            # each frame as it is read: no future or task wake-up per frame
-            code = await ws.deliver(receive)
-        else:
-            assert released is not None
-            while True:
-                if not released.is_set():
-                    await released.wait()
-                try:
-                    raw = await _receive_raw(ws)
-                except WebSocketDisconnect as exc:
-                    code = exc.code
-                    break
-                receive(raw)
-        if code == CLOSE_TOO_BIG:
-            refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
+        return receive

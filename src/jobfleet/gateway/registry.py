@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ Hangup = Callable[[int, str], Awaitable[None]]
 # what goes down to an agent: a message built by the protocol's constructors (the plain
 # dict is for callers that build theirs by hand; the wire is the same)
 Outgoing = protocol.ServerMessage | dict[str, Any]
+_KNOWS_NOTHING: frozenset[str] = frozenset()
 
 
 class WriteTurn:
@@ -157,7 +158,8 @@ class AgentConnection:
         self.bk_host_id = bk_host_id
         # the address the connection came from, for the audit log
         self.peer = peer
-        self.known: set[str] = known or set()
+        # read only; most agents know no task, and share one empty set
+        self.known: Set[str] = known or _KNOWS_NOTHING
         self._send_frame = send_frame
         self._send_now = send_now
         self._turn = turn

@@ -89,10 +89,11 @@ class WireSocket:
     async def receive(self) -> dict[str, Any]:
         return await self._wire.receive()
 
-    async def deliver(self, receiver: Callable[[bytes | str], None]) -> int:
+    def deliver(self, receiver: Callable[[bytes | str], None]) -> Coroutine[Any, Any, int]:
         """Payloads to ``receiver`` as they are read; the close code once the connection
-        ends (``WireProtocol.deliver``)."""
-        return await self._wire.deliver(receiver)
+        ends (``WireProtocol.deliver``). The protocol's own coroutine, not one wrapping
+        it: it is held for the connection's life."""
+        return self._wire.deliver(receiver)
 
     def send_now(self, data: bytes) -> bool:
         return self._wire.send_now(data)
@@ -412,6 +413,10 @@ class WireProtocol(asyncio.Protocol):
                 self._fail(exc)
                 self._flush()
                 raise
+        # from here on frames go straight to ``receiver``: an empty deque kept for the
+        # connection's life (here or in this frame) would be ~700 bytes of each of
+        # thousands of connections
+        self._inbox = inbox = None
         if self._read_paused:
             self._set_reading()
         if self._ended is None:

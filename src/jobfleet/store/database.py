@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util.concurrency import in_greenlet
+
+from jobfleet.store.revisions import shipped_head
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
@@ -116,8 +116,20 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._plain_thread, run)
 
     async def migrate(self) -> None:
+        head = shipped_head()
+        if head is not None and await self.revisions() == [head]:
+            return
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade)
+
+    async def revisions(self) -> list[str]:
+        """The migrations the database is at (none: not migrated)."""
+        async with self.engine.connect() as conn:
+            try:
+                rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            except Exception:
+                return []
+            return [str(row[0]) for row in rows]
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -138,6 +150,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _upgrade(conn: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = conn

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import cache
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 
 from jobfleet.domain.status import RunStatus
-from jobfleet.store.database import MIGRATIONS, Database
+from jobfleet.store.database import Database
 from jobfleet.store.notify import EMAIL, WEBHOOK
+from jobfleet.store.revisions import shipped_head
 from jobfleet.store.tables import hosts, job_instances, outbox, step_hosts, step_instances
 
 # a job in one of these has host tasks that still move
@@ -26,12 +24,9 @@ LIVE_JOB_STATUSES = (
 )
 
 
-@cache
 def head_revision() -> str | None:
     """The newest migration this program ships."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return shipped_head()
 
 
 @dataclass
@@ -60,12 +55,8 @@ class Health:
 
     async def revision(self) -> str | None:
         """The migration the database is at (none: not migrated)."""
-        async with self.db.connect() as conn:
-            try:
-                row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
-            except Exception:
-                return None
-        return str(row[0]) if row else None
+        revisions = await self.db.revisions()
+        return revisions[0] if revisions else None
 
     async def counts(self) -> Counts:
         counts = Counts()
