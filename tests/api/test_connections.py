@@ -6,7 +6,7 @@ import asyncio
 import gc
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import uvicorn
@@ -33,11 +33,24 @@ def no_collection() -> Iterator[None]:
         gc.enable()
 
 
+class Upgraded(asyncio.Protocol):
+    """Stands in for the WebSocket protocol: holds the connection open, answers nothing."""
+
+    held: ClassVar[list[asyncio.BaseTransport]] = []
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.held.append(transport)
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[int, weakref.WeakSet[GuardedHttpProtocol]]]:
     made: weakref.WeakSet[GuardedHttpProtocol] = weakref.WeakSet()
     config = uvicorn.Config(hello, lifespan="off", log_level="warning")
     config.load()
+    config.ws_protocol_class = Upgraded
     state = ServerState()
     guarded = protocol_class(ConnectionLimits())
 
@@ -83,3 +96,28 @@ async def test_a_closed_connection_is_freed_without_a_collection(
     for _ in range(3):
         assert b"200 OK" in await request(port, headers)
     assert await gone(made), f"{len(made)} closed connections still held"
+
+
+async def test_a_connection_upgraded_to_a_websocket_lets_go_of_its_http_protocol(
+    no_collection: None, server: tuple[int, weakref.WeakSet[GuardedHttpProtocol]]
+) -> None:
+    # every agent's connection begins as an HTTP request: its HTTP protocol is done with once
+    # the WebSocket protocol has the connection
+    port, made = server
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    try:
+        for _ in range(100):
+            if Upgraded.held:
+                break
+            await asyncio.sleep(0.01)
+        assert Upgraded.held, "the connection was not upgraded"
+        assert await gone(made), "the upgraded connection's HTTP protocol is still held"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        for transport in Upgraded.held:
+            transport.close()
+        Upgraded.held.clear()

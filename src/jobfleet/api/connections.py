@@ -226,10 +226,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._headers_done()
         self._body_done()
         self._body_incoming = False
-        if self._lingering is not None:
+        lingering, self._lingering = self._lingering, None
+        if lingering is not None:
             # the WebSocket protocol takes the plain transport: nothing of this applies there
-            self.transport = self._lingering.real
+            self.transport = lingering.real
+            lingering.detach()
         super().handle_websocket_upgrade()
+        # the parser holds this protocol's callbacks; nothing reads it after the upgrade,
+        # and uvicorn drops it only in ``connection_lost``, which now goes to the WebSocket
+        self.parser = None  # type: ignore[assignment]
 
 
 def protocol_class(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
