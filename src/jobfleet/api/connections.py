@@ -60,7 +60,7 @@ class _LingeringTransport:
 
     def __init__(self, real: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
         self.real = real
-        self.protocol = protocol
+        self.protocol: GuardedHttpProtocol | None = protocol
         self.lingering: asyncio.TimerHandle | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -70,17 +70,25 @@ class _LingeringTransport:
         return self.lingering is not None or self.real.is_closing()
 
     def close(self) -> None:
-        if self.lingering is not None or not self.protocol._body_incoming:
+        protocol = self.protocol
+        if self.lingering is not None or protocol is None or not protocol._body_incoming:
             self.real.close()
             return
         if self.real.can_write_eof():
             self.real.write_eof()
         self.real.resume_reading()
-        self.lingering = self.protocol.loop.call_later(self.protocol.limits.linger, self.real.close)
+        self.lingering = protocol.loop.call_later(protocol.limits.linger, self.real.close)
 
-    def cancel(self) -> None:
+    def detach(self) -> None:
+        """The connection is gone. Its protocol and this transport refer to each other:
+        a cycle only the collector would free, with the TLS connection it holds (OpenSSL's
+        ~40 KiB), and the server collects rarely (``server.run``). Thousands of requests
+        on connections of their own (an enrollment storm) then left the heap that much
+        larger for good."""
         if self.lingering is not None:
             self.lingering.cancel()
+            self.lingering = None
+        self.protocol = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -176,9 +184,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_done()
         self._body_done()
-        if self._lingering is not None:
-            self._lingering.cancel()
         super().connection_lost(exc)
+        if self._lingering is not None:
+            self._lingering.detach()
 
     def data_received(self, data: bytes) -> None:
         if not self._body_incoming and (self.cycle is None or self.cycle.response_complete):
@@ -218,10 +226,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._headers_done()
         self._body_done()
         self._body_incoming = False
-        if self._lingering is not None:
+        lingering, self._lingering = self._lingering, None
+        if lingering is not None:
             # the WebSocket protocol takes the plain transport: nothing of this applies there
-            self.transport = self._lingering.real
+            self.transport = lingering.real
+            lingering.detach()
         super().handle_websocket_upgrade()
+        # the parser holds this protocol's callbacks; nothing reads it after the upgrade,
+        # and uvicorn drops it only in ``connection_lost``, which now goes to the WebSocket
+        self.parser = None  # type: ignore[assignment]
 
 
 def protocol_class(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
