@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import gc
 import logging
@@ -609,22 +608,4 @@ def run(settings: ServerSettings) -> None:
     # less often so that fewer of a job's objects live long enough to reach
     # the oldest generation.
     gc.set_threshold(100_000, 50, 100)
-    _tls_buffers_unmapped_when_freed()
     loop.run(Server(settings).serve())
-
-
-# glibc's mallopt parameter (malloc.h)
-M_MMAP_THRESHOLD = -3
-
-
-def _tls_buffers_unmapped_when_freed() -> None:
-    """Every TLS connection has a 256 KiB read buffer (uvloop's), mostly never touched.
-    glibc raises its mmap threshold past that size once one such buffer is freed, and
-    from then on carves them from the heap: the pages one connection touched stay
-    resident after it closes, and the next connection at that address touches others,
-    so a server's memory grows with every reconnect (~34 MiB of 467 after a restart of
-    10,000 agents, bench/RESULTS.md). A fixed threshold keeps each buffer a mapping of
-    its own, resident only where it was written and returned whole when freed."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
