@@ -253,26 +253,24 @@ class _Figures(Collector):
 
 
 def _handshake_figures(gates: list[HandshakeGate]) -> Iterator[Metric]:
-    yield GaugeMetricFamily(
-        "jobfleet_agent_handshakes_in_flight",
-        "TLS handshakes under way on the agent port",
-        value=sum(g.in_flight for g in gates),
+    Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
+    figures: tuple[tuple[Family, str, str, Callable[[HandshakeGate], int]], ...] = (
+        (GaugeMetricFamily, "in_flight", "TLS handshakes under way on the agent port",
+         lambda g: g.in_flight),
+        (GaugeMetricFamily, "waiting",
+         "Connections accepted on the agent port waiting for a handshake slot",
+         lambda g: g.queued),
+        (CounterMetricFamily, "failed",
+         "Handshakes on the agent port that failed or timed out (no TLS, a client gone)",
+         lambda g: g.failed),
+        (CounterMetricFamily, "expired",
+         "Connections to the agent port closed unanswered after waiting too long for a slot",
+         lambda g: g.expired),
     )
-    yield GaugeMetricFamily(
-        "jobfleet_agent_handshakes_waiting",
-        "Connections accepted on the agent port waiting for a handshake slot",
-        value=sum(g.queued for g in gates),
-    )
-    yield CounterMetricFamily(
-        "jobfleet_agent_handshakes_failed",
-        "Handshakes on the agent port that failed or timed out (no TLS, a client gone)",
-        value=sum(g.failed for g in gates),
-    )
-    yield CounterMetricFamily(
-        "jobfleet_agent_handshakes_expired",
-        "Connections to the agent port closed unanswered after waiting too long for a slot",
-        value=sum(g.expired for g in gates),
-    )
+    for family, name, text, count in figures:
+        yield family(
+            f"jobfleet_agent_handshakes_{name}", text, value=sum(count(g) for g in gates)
+        )
 
 
 def _bus_figures(bus: Bus, scrape: Scrape) -> Iterator[Metric]:
