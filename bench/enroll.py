@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import ssl
 import sys
 import tempfile
@@ -257,6 +258,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     children = Children(work)
     data = work / "server"
     port, agent_port = free_port(), free_port()
+    done = False
     try:
         server = await start_server(children, data, port, agent_port, "server")
         out["http_floor_s"], out["http_floor_server_cpu_s"] = await http_floor(
@@ -344,9 +346,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         out["ws_floor_server_cpu_s"] = floor["server_cpu"]
         out["ws_floor_server_rss_mib"] = floor["server_rss_mib"]
         out["ws_floor_clients_cpu_s"] = floor["clients_cpu"]
+        done = True
     finally:
         await children.stop_all()
         out["load_end"] = _load()
+        # a run that failed keeps its servers' and swarms' logs to be read
+        if done:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"failed; logs kept in {work}", file=sys.stderr)
     return out
 
 

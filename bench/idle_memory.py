@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,6 +46,7 @@ async def one(settle: float) -> tuple[float, float, float]:
         await children.stop(server.child)
     finally:
         await children.stop_all()
+    shutil.rmtree(work, ignore_errors=True)
     return first, again, probed
 
 
