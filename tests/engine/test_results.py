@@ -221,17 +221,24 @@ class HeldLink(Link):
         self.holds.append(held)
 
 
-async def test_an_agent_that_floods_a_database_that_is_down_is_held_not_queued(
+def _writer_of_two_agents(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> tuple[Store, ResultWriter, tuple[HeldLink, HeldLink]]:
+    """A writer held past 100 waiting messages, over a database that is down, with a
+    task in flight from each of two agents (hosts 7 and 8)."""
     monkeypatch.setattr(writer_module, "QUEUE_HOLD", 100, raising=False)
     store = Store()
     store.down = True
-    flood, quiet = HeldLink(7), HeldLink(8)
     stored = results(store, live={(1, 0, 7), (1, 0, 8)})
     stored.sent((1, 0, 7))
     stored.sent((1, 0, 8))
-    writer = ResultWriter(stored, Tracker())
+    return store, ResultWriter(stored, Tracker()), (HeldLink(7), HeldLink(8))
+
+
+async def test_an_agent_that_floods_a_database_that_is_down_is_held_not_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, writer, (flood, quiet) = _writer_of_two_agents(monkeypatch)
     running = asyncio.create_task(writer.run())
     try:
         writer.put(quiet, out("1:0:8", 1, "one line"))
@@ -256,14 +263,7 @@ async def test_an_agent_that_floods_a_database_that_is_down_is_held_not_queued(
 async def test_an_agent_held_that_disconnects_is_dropped_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(writer_module, "QUEUE_HOLD", 100, raising=False)
-    store = Store()
-    store.down = True
-    gone, stays = HeldLink(7), HeldLink(8)
-    stored = results(store, live={(1, 0, 7), (1, 0, 8)})
-    stored.sent((1, 0, 7))
-    stored.sent((1, 0, 8))
-    writer = ResultWriter(stored, Tracker())
+    store, writer, (gone, stays) = _writer_of_two_agents(monkeypatch)
     events = AgentEvents(None, writer, None)  # type: ignore[arg-type]
     running = asyncio.create_task(writer.run())
     try:
