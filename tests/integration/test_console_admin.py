@@ -145,7 +145,10 @@ async def test_an_admin_revokes_an_agent_and_an_operator_cannot(
         asked.append(dialog.message)
         await dialog.accept()
     page.on("dialog", accept)
-    await page.click(f"tr.hostrow[data-ip='{WEB}'] button.revoke")
+    # the page reloads itself once the revocation is answered: a navigation of the
+    # test's own would race that reload
+    async with page.expect_navigation(timeout=15_000):
+        await page.click(f"tr.hostrow[data-ip='{WEB}'] button.revoke")
 
     async def cut() -> bool:
         return not agent.connected.is_set() and not any(
