@@ -64,3 +64,18 @@ def test_own_addresses_come_from_the_kernel() -> None:
     found = own_addresses("127.0.0.5")
     assert ipaddress.ip_address("127.0.0.5") in found
     assert ipaddress.ip_address("127.0.0.1") in found
+
+
+# a URL stored before the API checked it as the sender does: refused, so that its
+# delivery fails for good instead of stopping every pass of the outbox loop
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:abc/x", "http://127.0.0.1:99999/x", "http://127.0.0.1:-1/x",
+    "http://127.0.0.1:0/x", "http://127.0.0.1/a\nb",
+])
+async def test_urls_that_cannot_be_sent_to_are_refused(url: str) -> None:
+    seen, client = recorder()
+    async with client:
+        with pytest.raises(Refused, match="not a usable URL"):
+            await Outbound(parse_networks(["127.0.0.0/8"])).post(
+                client, url, content=b"", headers={})
+    assert seen == []

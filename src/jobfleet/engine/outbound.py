@@ -102,9 +102,15 @@ class Outbound:
         # nothing outward never needs: loaded on first use
         import httpx
 
-        target = httpx.URL(url)
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise Refused(f"not a usable URL: {exc}") from None
         if target.scheme not in ("http", "https") or not target.host:
             raise Refused(f"{target.scheme or 'no'} scheme: only http(s) URLs are sent")
+        if target.port is not None and not 0 < target.port < 65536:
+            # the socket would raise past every handler of a failed delivery
+            raise Refused(f"not a usable URL: port {target.port} is out of range 1-65535")
         try:
             address = await self.resolve(target)
         except OSError as exc:
