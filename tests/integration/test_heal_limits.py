@@ -59,3 +59,35 @@ async def test_variables_past_the_total_are_refused(running: Running) -> None:
     [decision] = answer["data"]["decisions"]
     assert decision["decision"] == "dry_run", decision
     assert decision["variables"]["v99"] == "x" * 1500, decision
+
+
+async def test_an_alert_holding_a_nul_is_refused(running: Running) -> None:
+    """PostgreSQL's text and JSON hold no NUL: an alert spelling one (``\\u0000``) in any
+    text is refused as a bad payload on every database, never an internal error."""
+    await running.start_agents(IPS[:1])
+    plan_id = await make_plan(running.wire)
+    made = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "echo", "job_plan_id": plan_id, "secret": SECRET, "host_variable": "target",
+        "variables": {"alarm": "{{labels.x}} {{annotations.y}}"}, "dry_run": True})
+    assert made["result"], made
+    rule_id = made["data"]["id"]
+    labels = {"instance": IPS[0]}
+    for payload in (
+        {"alertname": "High\x00Disk", "labels": labels},
+        {"alertname": "HighDisk", "severity": "x\x00", "labels": labels},
+        {"alertname": "HighDisk", "fingerprint": "f\x00", "labels": labels},
+        {"alertname": "HighDisk", "labels": {**labels, "x": "v\x00"}},
+        {"alertname": "HighDisk", "labels": {**labels, "k\x00": "v"}},
+        {"alertname": "HighDisk", "labels": labels, "annotations": {"y": "\x00"}},
+        {"alerts": [{"alertname": "HighDisk", "labels": labels},
+                    {"alertname": "HighDisk", "labels": {**labels, "x": "\x00"}}]},
+    ):
+        answer = await post(running.url, rule_id, payload)
+        assert (answer["result"], answer["code"]) == (False, 1241010), (payload, answer)
+        assert "NUL" in answer["message"], answer
+    answer = await post(running.url, rule_id, {"alertname": "HighDisk", "labels": labels})
+    [decision] = answer["data"]["decisions"]
+    assert decision["decision"] == "dry_run", decision
+    listed = await running.wire.get(f"{OWN}/businesses/2/heal-decisions", {"rule_id": rule_id})
+    assert listed["result"], listed
+    assert [d["decision"] for d in listed["data"]["data"]] == ["dry_run"] + ["refused"] * 7
