@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobfleet.domain.status import VariableType
+
 FIRING = "firing"
 RESOLVED = "resolved"
 
@@ -158,3 +160,16 @@ def host_refs(alert: Alert, label: str, kind: str) -> list[str]:
         if part not in refs:
             refs.append(part)
     return refs
+
+
+def password_names(plan_variables: Any, names: Any) -> list[str]:
+    """Which of ``names`` are password variables of a plan (its stored ``variables``).
+
+    A rule never sets one: rules and their decisions are shown in clear to whoever views
+    the business's rules."""
+    secret = {
+        v.get("name")
+        for v in plan_variables or []
+        if isinstance(v, dict) and v.get("type") == VariableType.PASSWORD
+    }
+    return sorted(str(n) for n in names if n in secret)
