@@ -137,6 +137,22 @@ def test_dst_fall_back_fixed_time_runs_once_hourly_runs_each_hour() -> None:
     assert hourly[1] - hourly[0] == 3600
 
 
+@pytest.mark.parametrize("expression", ["30 1 * * *", "15 1 * * *", "0 1 * * *"])
+def test_a_fixed_time_after_a_moment_of_the_repeated_hour_is_later(expression: str) -> None:
+    # 01:10 EST (the second 01:10 of 2024-11-03): the first 01:xx, EDT, has passed
+    second = at(2024, 11, 3, 6, 10)
+    assert local([second]) == ["11-03 01:10-0500"]
+    nxt = next_slot(expression, "America/New_York", second)
+    assert nxt is not None and nxt > second
+    assert local([nxt])[0].startswith("11-04 01:")
+    # a cron started then fires nothing until that slot (not the hour's EDT one, past)
+    schedule = Schedule(expression, "America/New_York")
+    due = schedule.after(second)
+    assert due is not None
+    d = decide(schedule, due, second + 1, grace=3600)
+    assert d.fire is None or d.fire > second
+
+
 def test_time_scale() -> None:
     one = CronClock(1)
     assert one.cron(1_234_567_890.5) == 1_234_567_890.5

@@ -27,6 +27,8 @@ MAX_EXECUTE_TIME = 100_000_000_000
 # how many slots of one schedule a single decision walks through at most
 MAX_WALK = 100_000
 MAX_SCALE = 1000
+# slots at or before the moment asked about that a schedule may give (see next_slot)
+MAX_EARLIER = 100
 
 FIELDS = (
     ("minute", 0, 59),
@@ -139,7 +141,14 @@ def next_slot(expression: str, timezone: str, after: int) -> int | None:
     """The first slot strictly after ``after`` (epoch s), or None if it never fires again."""
     try:
         start = datetime.fromtimestamp(after, ZoneInfo(timezone))
-        return int(next(CronSim(expression, start)).timestamp())
+        schedule = CronSim(expression, start)
+        # from a moment of the hour repeated in autumn cronsim gives a fixed time's
+        # first (summer) occurrence that day, which came before it: the next one is due
+        for _ in range(MAX_EARLIER):
+            slot = int(next(schedule).timestamp())
+            if slot > after:
+                return slot
+        return None
     except (StopIteration, CronSimError, OverflowError, ValueError):
         return None
 
