@@ -181,7 +181,7 @@ class Healer:
             return await record(
                 heal.REFUSED, f"{len(hosts)} hosts, over the rule's cap of {rule.max_hosts}", ids
             )
-        plan = await self.plans.plans.plan(rule.job_plan_id)
+        plan = await self.plans.plans.plan(rule.job_plan_id) if rule.variables else None
         secret = heal.password_names(plan.variables if plan else [], rule.variables or {})
         if secret:
             # a rule stored before this was refused, or a plan changed since: the value
