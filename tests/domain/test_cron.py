@@ -89,6 +89,9 @@ def test_expression_is_normalized() -> None:
     ("1,,2 * * * *", "empty list item"),
     ("one * * * *", "is not a number in the minute field"),
     ("0 0 30 2 *", "names a day that no month has"),
+    ("@reboot", "'@reboot' is not supported"),
+    ("@daily", "5 fields ('0 0 * * *' for @daily)"),
+    (" @every 5m", "'@every' is not supported"),
     # more digits than a number is read from
     ("9" * 5000 + " * * * *", "is out of range 0-59"),
     ("1-" + "9" * 5000 + " * * * *", "is out of range 0-59"),

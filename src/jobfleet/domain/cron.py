@@ -37,6 +37,16 @@ FIELDS = (
     ("month", 1, 12),
     ("week", 0, 7),
 )
+# Vixie cron's names for common schedules, which bk-job does not read
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 QUARTZ_RE = re.compile(r"^\d*(L|W|LW)$")
@@ -102,6 +112,11 @@ def parse_expression(text: object) -> str:
     if not isinstance(text, str):
         raise _bad("must be a string like '0/5 * * * *'")
     parts = text.upper().split()
+    if parts and parts[0].startswith("@"):
+        name = text.split()[0][:20]
+        spelled = MACROS.get(name.lower())
+        hint = f" ({spelled!r} for {name})" if spelled else ""
+        raise _bad(f"{name!r} is not supported: a cron expression has 5 fields{hint}")
     if len(parts) != 5:
         hint = " (seconds and years are not supported)" if len(parts) in (6, 7) else ""
         raise _bad(
