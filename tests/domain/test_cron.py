@@ -110,7 +110,12 @@ def test_invalid_expressions_say_why(expression: str, says: str) -> None:
 def test_timezones() -> None:
     assert check_timezone("Asia/Shanghai") == "Asia/Shanghai"
     assert check_timezone(" UTC ") == "UTC"
-    for bad in ("Mars/Olympus", "../etc/passwd", "GMT+25"):
+    assert check_timezone("Asia/Calcutta") == "Asia/Calcutta"  # an IANA link
+    assert check_timezone("EST5EDT") == "EST5EDT"
+    # files of the zone directory that are no IANA zone: "localtime" is each machine's
+    # own zone, so two servers could fire one cron at different times
+    for bad in ("Mars/Olympus", "../etc/passwd", "GMT+25", "localtime", "posixrules",
+                "posix/Asia/Shanghai", "right/UTC"):
         with pytest.raises(JobError) as err:
             check_timezone(bad)
         assert err.value.code == ErrorCode.INVALID_PARAM_WITH_REASON

@@ -10,11 +10,12 @@ with ``*`` in the minute or hour field follow the real clock.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -147,9 +148,19 @@ def check_timezone(name: object, field: str = "execute_time_zone") -> str:
     key = name.strip()
     try:
         ZoneInfo(key)
+        if key not in _zone_names():
+            raise ValueError(key)
     except (ZoneInfoNotFoundError, ValueError):
         raise _bad(f"{key!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)", field) from None
     return key
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """IANA's zone names; not every file of the zone directory is one: ``localtime`` is
+    the machine's own zone (servers of one database could disagree on it), and
+    ``posixrules``, ``posix/…`` and ``right/…`` are copies for other uses."""
+    return frozenset(available_timezones() - {"localtime"})
 
 
 def next_slot(expression: str, timezone: str, after: int) -> int | None:
