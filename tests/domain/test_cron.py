@@ -89,6 +89,9 @@ def test_expression_is_normalized() -> None:
     ("1,,2 * * * *", "empty list item"),
     ("one * * * *", "is not a number in the minute field"),
     ("0 0 30 2 *", "names a day that no month has"),
+    ("@reboot", "'@reboot' is not supported"),
+    ("@daily", "5 fields ('0 0 * * *' for @daily)"),
+    (" @every 5m", "'@every' is not supported"),
     # more digits than a number is read from
     ("9" * 5000 + " * * * *", "is out of range 0-59"),
     ("1-" + "9" * 5000 + " * * * *", "is out of range 0-59"),
@@ -107,7 +110,12 @@ def test_invalid_expressions_say_why(expression: str, says: str) -> None:
 def test_timezones() -> None:
     assert check_timezone("Asia/Shanghai") == "Asia/Shanghai"
     assert check_timezone(" UTC ") == "UTC"
-    for bad in ("Mars/Olympus", "../etc/passwd", "GMT+25"):
+    assert check_timezone("Asia/Calcutta") == "Asia/Calcutta"  # an IANA link
+    assert check_timezone("EST5EDT") == "EST5EDT"
+    # files of the zone directory that are no IANA zone: "localtime" is each machine's
+    # own zone, so two servers could fire one cron at different times
+    for bad in ("Mars/Olympus", "../etc/passwd", "GMT+25", "localtime", "posixrules",
+                "posix/Asia/Shanghai", "right/UTC"):
         with pytest.raises(JobError) as err:
             check_timezone(bad)
         assert err.value.code == ErrorCode.INVALID_PARAM_WITH_REASON
@@ -135,6 +143,22 @@ def test_dst_fall_back_fixed_time_runs_once_hourly_runs_each_hour() -> None:
     hourly = slots("0 * * * *", at(2024, 11, 3, 0, 30, tz=NY), 3, "America/New_York")
     assert local(hourly) == ["11-03 01:00-0400", "11-03 01:00-0500", "11-03 02:00-0500"]
     assert hourly[1] - hourly[0] == 3600
+
+
+@pytest.mark.parametrize("expression", ["30 1 * * *", "15 1 * * *", "0 1 * * *"])
+def test_a_fixed_time_after_a_moment_of_the_repeated_hour_is_later(expression: str) -> None:
+    # 01:10 EST (the second 01:10 of 2024-11-03): the first 01:xx, EDT, has passed
+    second = at(2024, 11, 3, 6, 10)
+    assert local([second]) == ["11-03 01:10-0500"]
+    nxt = next_slot(expression, "America/New_York", second)
+    assert nxt is not None and nxt > second
+    assert local([nxt])[0].startswith("11-04 01:")
+    # a cron started then fires nothing until that slot (not the hour's EDT one, past)
+    schedule = Schedule(expression, "America/New_York")
+    due = schedule.after(second)
+    assert due is not None
+    d = decide(schedule, due, second + 1, grace=3600)
+    assert d.fire is None or d.fire > second
 
 
 def test_time_scale() -> None:

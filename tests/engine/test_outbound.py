@@ -3,6 +3,8 @@ leaves this process: the transport is an in-memory one)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 
 import httpx
@@ -64,3 +66,80 @@ def test_own_addresses_come_from_the_kernel() -> None:
     found = own_addresses("127.0.0.5")
     assert ipaddress.ip_address("127.0.0.5") in found
     assert ipaddress.ip_address("127.0.0.1") in found
+
+
+# a URL stored before the API checked it as the sender does: refused, so that its
+# delivery fails for good instead of stopping every pass of the outbox loop
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:abc/x", "http://127.0.0.1:99999/x", "http://127.0.0.1:-1/x",
+    "http://127.0.0.1:0/x", "http://127.0.0.1/a\nb",
+])
+async def test_urls_that_cannot_be_sent_to_are_refused(url: str) -> None:
+    seen, client = recorder()
+    async with client:
+        with pytest.raises(Refused, match="not a usable URL"):
+            await Outbound(parse_networks(["127.0.0.0/8"])).post(
+                client, url, content=b"", headers={})
+    assert seen == []
+
+
+class Dribbler:
+    """A loopback server that answers 200 and then a body without end, a little at a time:
+    a receiver that keeps every read of the sender within its timeout."""
+
+    def __init__(self, *, slow_head: bool = False) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.slow_head = slow_head
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n")
+            while self.slow_head:
+                # header lines without end, each within the read timeout
+                writer.write(b"X-Wait: 1\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+            writer.write(b"\r\n")
+            while True:
+                writer.write(b"x" * 65536)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+
+    async def __aenter__(self) -> Dribbler:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), 1)
+
+
+async def test_an_endless_answer_is_not_read_and_the_exchange_ends() -> None:
+    guard = Outbound(parse_networks(["127.0.0.0/8"]))
+    async with Dribbler() as hook, httpx.AsyncClient(timeout=0.5) as client:
+        # the sender needs the status only: it neither reads the body nor waits for it
+        sent = asyncio.ensure_future(guard.post(
+            client, f"http://127.0.0.1:{hook.port}/hook", content=b"{}", headers={}))
+        done, _ = await asyncio.wait([sent], timeout=20)
+        if not done:
+            sent.cancel()
+        assert done, "the post was still reading the answer"
+        assert sent.result().status_code == 200
+
+
+async def test_an_answer_whose_head_never_ends_times_out() -> None:
+    guard = Outbound(parse_networks(["127.0.0.0/8"]))
+    async with Dribbler(slow_head=True) as hook, httpx.AsyncClient(timeout=0.5) as client:
+        sent = asyncio.ensure_future(guard.post(
+            client, f"http://127.0.0.1:{hook.port}/hook", content=b"{}", headers={}))
+        done, _ = await asyncio.wait([sent], timeout=20)
+        if not done:
+            sent.cancel()
+        assert done, "the post was still waiting for the answer's head"
+        with pytest.raises(httpx.TimeoutException):
+            sent.result()

@@ -426,3 +426,54 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
 async def test_bad_ids_answer_with_the_envelope(running: Running, path: str) -> None:
     answer = await admin(running.wire, "GET", path)
     assert answer["result"] is False and answer["code"] in (1241005, 1241010)
+
+
+class Silent:
+    """A webhook receiver on loopback that takes the request and never answers."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.url = ""
+        self.open = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        try:
+            await reader.read()  # until the sender gives up and closes
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def __aenter__(self) -> Silent:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_a_receiver_that_never_answers_holds_back_no_other(
+        tmp_path: Path, database_url: str) -> None:
+    """Each delivery waits for its own receiver only: one that never answers (here for
+    the whole of a long timeout) delays neither another business's nor its own
+    business's other notifications."""
+    engine = {"callback_timeout": 60.0}
+    async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK,
+                          engine=engine) as running, Silent() as silent, \
+            listening(Hook()) as hook:
+        wire = running.wire
+        stuck = await add_config(wire, channel="webhook", target=silent.url, secret=SECRET,
+                                 statuses=[4])
+        good = await add_config(wire, channel="webhook", target=hook.url, secret=SECRET,
+                                statuses=[4])
+        base = "/businesses/2/notify-configs"
+        for config in (stuck, good):
+            sent = await admin(wire, "POST", f"{base}/{config['id']}/tests", {})
+            assert sent["result"], sent
+        await eventually(lambda: asyncio.sleep(0, hook.accepted), timeout=30)
+        # the silent receiver still holds its request: nothing waited for it
+        assert silent.open == 1
+        [row] = [r for r in await pending_rows(running.server) if r.target != hook.url]
+        assert (row.state, row.attempts) == ("pending", 0)

@@ -143,11 +143,28 @@ async def get_rule(call: Call) -> dict[str, Any]:
     return rule_view(await _store(call).rule(scope.bk_biz_id, _rule_id(call)))
 
 
-async def _plan_exists(call: Call, scope: Scope, fields: dict[str, Any]) -> None:
-    """A rule names a plan of its business (a plan deleted later refuses the alerts)."""
+async def _plan_exists(
+    call: Call, scope: Scope, fields: dict[str, Any], current: Any = None
+) -> None:
+    """A rule names a plan of its business (a plan deleted later refuses the alerts),
+    and none of that plan's password variables."""
+    plan = None
     if "job_plan_id" in fields:
-        await call.services.plans.plan_in_scope(
+        plan = await call.services.plans.plan_in_scope(
             fields["job_plan_id"], scope, ErrorCode.JOB_PLAN_NOT_EXIST
+        )
+    elif "variables" in fields and current is not None:
+        plan = await call.services.job_plans.plan(current.job_plan_id)
+    if plan is None:
+        return
+    kept = current.variables if current is not None else None
+    variables = fields.get("variables", kept or {})
+    secret = heal.password_names(plan.variables, variables)
+    if secret:
+        raise JobError.invalid(
+            "variables",
+            f"{', '.join(secret)[:500]} of plan {plan.id} is a password: a rule, and what "
+            "it decides, is shown to whoever views the rules; it keeps the plan's value",
         )
 
 
@@ -177,7 +194,8 @@ async def update_rule(call: Call) -> dict[str, Any]:
         changes["secret"] = _secret(p["secret"])
     if not changes:
         raise JobError(ErrorCode.MISSING_PARAM, "Nothing to change")
-    await _plan_exists(call, scope, changes)
+    current = await _store(call).rule(scope.bk_biz_id, _rule_id(call))
+    await _plan_exists(call, scope, changes, current)
     row = await _store(call).update_rule(
         scope.bk_biz_id, _rule_id(call), user=call.caller.username, **changes
     )

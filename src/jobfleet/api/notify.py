@@ -38,11 +38,20 @@ ADDRESS = re.compile(r"^[^@\s,;<>\"'()\[\]\\]+@[A-Za-z0-9.-]+\.?[A-Za-z0-9-]*$")
 def _webhook_url(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise JobError.invalid("target", "a webhook's target is its http(s) URL")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        raise JobError.invalid("target", "must be an http(s) URL with a host and no user info")
     if len(value) > 1024:
         raise JobError.invalid("target", "longer than 1024 characters")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise JobError.invalid("target", "holds a space or a control character")
+    try:
+        parts = urlsplit(value)
+        # read here, as the sender will: a port out of range or not a number raises
+        port = parts.port
+    except ValueError as exc:
+        raise JobError.invalid("target", f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise JobError.invalid("target", "must be an http(s) URL with a host and no user info")
+    if port == 0:
+        raise JobError.invalid("target", "port 0 is not a port one can send to")
     return value
 
 

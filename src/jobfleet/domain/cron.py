@@ -10,11 +10,12 @@ with ``*`` in the minute or hour field follow the real clock.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -27,6 +28,8 @@ MAX_EXECUTE_TIME = 100_000_000_000
 # how many slots of one schedule a single decision walks through at most
 MAX_WALK = 100_000
 MAX_SCALE = 1000
+# slots at or before the moment asked about that a schedule may give (see next_slot)
+MAX_EARLIER = 100
 
 FIELDS = (
     ("minute", 0, 59),
@@ -35,6 +38,16 @@ FIELDS = (
     ("month", 1, 12),
     ("week", 0, 7),
 )
+# Vixie cron's names for common schedules, which bk-job does not read
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 QUARTZ_RE = re.compile(r"^\d*(L|W|LW)$")
@@ -100,6 +113,11 @@ def parse_expression(text: object) -> str:
     if not isinstance(text, str):
         raise _bad("must be a string like '0/5 * * * *'")
     parts = text.upper().split()
+    if parts and parts[0].startswith("@"):
+        name = text.split()[0][:20]
+        spelled = MACROS.get(name.lower())
+        hint = f" ({spelled!r} for {name})" if spelled else ""
+        raise _bad(f"{name!r} is not supported: a cron expression has 5 fields{hint}")
     if len(parts) != 5:
         hint = " (seconds and years are not supported)" if len(parts) in (6, 7) else ""
         raise _bad(
@@ -130,16 +148,33 @@ def check_timezone(name: object, field: str = "execute_time_zone") -> str:
     key = name.strip()
     try:
         ZoneInfo(key)
+        if key not in _zone_names():
+            raise ValueError(key)
     except (ZoneInfoNotFoundError, ValueError):
         raise _bad(f"{key!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)", field) from None
     return key
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """IANA's zone names; not every file of the zone directory is one: ``localtime`` is
+    the machine's own zone (servers of one database could disagree on it), and
+    ``posixrules``, ``posix/…`` and ``right/…`` are copies for other uses."""
+    return frozenset(available_timezones() - {"localtime"})
 
 
 def next_slot(expression: str, timezone: str, after: int) -> int | None:
     """The first slot strictly after ``after`` (epoch s), or None if it never fires again."""
     try:
         start = datetime.fromtimestamp(after, ZoneInfo(timezone))
-        return int(next(CronSim(expression, start)).timestamp())
+        schedule = CronSim(expression, start)
+        # from a moment of the hour repeated in autumn cronsim gives a fixed time's
+        # first (summer) occurrence that day, which came before it: the next one is due
+        for _ in range(MAX_EARLIER):
+            slot = int(next(schedule).timestamp())
+            if slot > after:
+                return slot
+        return None
     except (StopIteration, CronSimError, OverflowError, ValueError):
         return None
 

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobfleet.domain.status import VariableType
+
 FIRING = "firing"
 RESOLVED = "resolved"
 
@@ -52,12 +54,24 @@ class Alert:
         return self.labels.get("severity", "")
 
 
+def _text(value: Any, name: str, limit: int) -> str:
+    text = str(value)[:limit]
+    if "\x00" in text:
+        # decisions keep these texts, and PostgreSQL's text and JSON hold no NUL
+        raise PayloadError(f"{name} holds a NUL character")
+    return text
+
+
 def _strings(value: Any, name: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise PayloadError(f"{name} must be an object")
-    return {str(k)[:255]: str(v)[:4096] for k, v in value.items() if v is not None}
+    return {
+        _text(k, f"a name in {name}", 255): _text(v, f"{name} value", 4096)
+        for k, v in value.items()
+        if v is not None
+    }
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -72,7 +86,7 @@ def _alert(item: Any, common_status: str) -> Alert:
     labels = _strings(item.get("labels"), "labels")
     for key in ("alertname", "severity"):
         if item.get(key) is not None and key not in labels:
-            labels[key] = str(item[key])[:255]
+            labels[key] = _text(item[key], key, 255)
     status = str(item.get("status") or common_status or FIRING).lower()
     if status not in (FIRING, RESOLVED):
         raise PayloadError(f"status must be {FIRING} or {RESOLVED}")
@@ -81,7 +95,7 @@ def _alert(item: Any, common_status: str) -> Alert:
         status,
         labels,
         _strings(item.get("annotations"), "annotations"),
-        str(given)[:128] if given else fingerprint(labels),
+        _text(given, "fingerprint", 128) if given else fingerprint(labels),
     )
 
 
@@ -146,3 +160,16 @@ def host_refs(alert: Alert, label: str, kind: str) -> list[str]:
         if part not in refs:
             refs.append(part)
     return refs
+
+
+def password_names(plan_variables: Any, names: Any) -> list[str]:
+    """Which of ``names`` are password variables of a plan (its stored ``variables``).
+
+    A rule never sets one: rules and their decisions are shown in clear to whoever views
+    the business's rules."""
+    secret = {
+        v.get("name")
+        for v in plan_variables or []
+        if isinstance(v, dict) and v.get("type") == VariableType.PASSWORD
+    }
+    return sorted(str(n) for n in names if n in secret)

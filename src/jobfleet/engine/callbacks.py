@@ -4,7 +4,8 @@ backoff until one is accepted (a 2xx, or the mail server taking the mail).
 Rows are written in the same transaction as a job's final status, so a delivery
 survives a restart; a row is claimed by pushing its next attempt into the future
 with a conditional update, so two nodes never send the same attempt, and a row
-is done once accepted, so nothing accepted is sent again.
+is done once accepted, so nothing accepted is sent again. Attempts run side by side,
+so a receiver that is slow or never answers delays only its own deliveries.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLAIM_SECONDS = 120.0
+# deliveries one node has in flight at once: a receiver that is slow or never answers
+# holds one of them for up to its timeouts, never the others' deliveries
+IN_FLIGHT = 32
 
 
 class CallbackSender:
@@ -56,6 +60,7 @@ class CallbackSender:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         # figures for /metrics, by outbox kind: attempts that failed, rows given up on
         self.failed_attempts: Counter[str] = Counter()
         self.gave_up: Counter[str] = Counter()
@@ -70,6 +75,11 @@ class CallbackSender:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        # an attempt cut short stays claimed: its row is tried again once the claim ends
+        sending = list(self._sending)
+        for task in sending:
+            task.cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
         if self._client:
             await self._client.aclose()
 
@@ -89,14 +99,34 @@ class CallbackSender:
                 self._wake.clear()
 
     async def deliver_due(self) -> int:
+        """Claim due rows and start their attempts; the number started."""
+        room = min(50, IN_FLIGHT - len(self._sending))
+        if room <= 0:
+            return 0
         now = time.time()
-        rows = await self.outbox.due(now, 50)
+        rows = await self.outbox.due(now, room)
         sent = 0
         for row in rows:
             if await self.outbox.claim(row, now + CLAIM_SECONDS, self.settings.node_id):
                 sent += 1
-                await self._attempt(row)
+                task = asyncio.get_running_loop().create_task(self._attempt_logged(row))
+                self._sending.add(task)
+                task.add_done_callback(self._sent)
         return sent
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        # room for the next due rows
+        self._wake.set()
+
+    async def _attempt_logged(self, row: Row[Any]) -> None:
+        try:
+            await self._attempt(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # the row stays claimed and is tried again once the claim ends
+            log.exception("outbox_attempt_failed kind=%s id=%s", row.kind, row.id)
 
     async def _send(self, row: Row[Any]) -> tuple[bool, str, bool]:
         """``(accepted, error, final)``: a final failure is not retried."""

@@ -181,6 +181,17 @@ class Healer:
             return await record(
                 heal.REFUSED, f"{len(hosts)} hosts, over the rule's cap of {rule.max_hosts}", ids
             )
+        plan = await self.plans.plans.plan(rule.job_plan_id) if rule.variables else None
+        secret = heal.password_names(plan.variables if plan else [], rule.variables or {})
+        if secret:
+            # a rule stored before this was refused, or a plan changed since: the value
+            # would be kept in clear in the decision
+            return await record(
+                heal.REFUSED,
+                f"{', '.join(secret)[:500]} of plan {rule.job_plan_id} is a password "
+                "variable, which a rule does not set",
+                ids,
+            )
         variables = {str(k): heal.render(str(v), alert) for k, v in (rule.variables or {}).items()}
         oversized = [k for k, v in variables.items() if len(v.encode()) > MAX_VALUE]
         if oversized:

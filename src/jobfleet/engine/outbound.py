@@ -61,6 +61,13 @@ def own_addresses(listen_host: str = "") -> set[Address]:
     return found
 
 
+def _whole(timeout: httpx.Timeout) -> float | None:
+    """How long a whole request may take: connecting, sending and reading, each at most
+    its own timeout (None: no bound, as the client has none)."""
+    parts = (timeout.connect, timeout.write, timeout.read)
+    return None if any(t is None for t in parts) else sum(t or 0.0 for t in parts)
+
+
 class Outbound:
     """Sends a request to a caller's URL only at an address that passes the guard."""
 
@@ -102,9 +109,15 @@ class Outbound:
         # nothing outward never needs: loaded on first use
         import httpx
 
-        target = httpx.URL(url)
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise Refused(f"not a usable URL: {exc}") from None
         if target.scheme not in ("http", "https") or not target.host:
             raise Refused(f"{target.scheme or 'no'} scheme: only http(s) URLs are sent")
+        if target.port is not None and not 0 < target.port < 65536:
+            # the socket would raise past every handler of a failed delivery
+            raise Refused(f"not a usable URL: port {target.port} is out of range 1-65535")
         try:
             address = await self.resolve(target)
         except OSError as exc:
@@ -125,10 +138,24 @@ class Outbound:
         content: bytes,
         headers: dict[str, str],
     ) -> httpx.Response:
+        """The answer's status and headers; its body is not read (a receiver could send
+        one without end), and the whole exchange is bounded by the client's timeouts put
+        together (each read within its timeout, a receiver could dribble for ever)."""
+        import httpx
+
         target, host, extensions = await self.checked(url)
-        return await client.post(
-            target, content=content, headers={**headers, **host}, extensions=extensions
-        )
+        try:
+            async with asyncio.timeout(_whole(client.timeout)):
+                async with client.stream(
+                    "POST",
+                    target,
+                    content=content,
+                    headers={**headers, **host},
+                    extensions=extensions,
+                ) as resp:
+                    return resp
+        except TimeoutError:
+            raise httpx.TimeoutException("no whole answer within the time allowed") from None
 
     @contextlib.asynccontextmanager
     async def get(
