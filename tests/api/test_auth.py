@@ -119,3 +119,18 @@ async def test_failures_from_one_address_are_throttled(parts: Parts) -> None:
     # the address has used its failures: even a good secret never seen before waits
     exc = await refused(auth, request(header=fields(parts)))
     assert exc.http_status == 429
+
+
+async def test_an_app_deleted_through_another_node_is_refused_within_seconds(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two nodes on one database: the node that deletes the app forgets it at once, the
+    # other only learns of it when its remembered credentials are read again
+    other = Authenticator(parts.identity)
+    clock = [1000.0]
+    monkeypatch.setattr("jobfleet.api.auth.time.monotonic", lambda: clock[0])
+    assert (await other.authenticate(request(header=fields(parts)), {})).app_code == APP
+    await parts.identity.delete_app(APP)
+    clock[0] += 3.5
+    exc = await refused(other, request(header=fields(parts)))
+    assert exc.code == ErrorCode.SERVICE_AUTH_FAIL

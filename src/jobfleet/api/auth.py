@@ -78,7 +78,9 @@ class Authenticator:
     def __init__(
         self,
         identity: IdentityStore,
-        app_ttl: float = 60.0,
+        # as short as a user's: another node's change to an app (deleted, disabled, its
+        # businesses or users) reaches this node only through the database
+        app_ttl: float = 3.0,
         user_ttl: float = 3.0,
         failures: Throttle | None = None,
         people: PeopleStore | None = None,
