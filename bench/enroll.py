@@ -33,7 +33,7 @@ bottleneck, so with P > 1 the reconnect figure measures the server, not the clie
 The enrollment row then has P swarms enrolling against a floor of one (not comparable).
 
     .venv/bin/python bench/enroll.py [--count 10000] [--window 64] [--procs 1]
-        [--enroll-processes 2] [--enroll-window 32] [--idle 30]
+        [--enroll-processes 2] [--enroll-window 32] [--idle 30] [--enroll-only]
 """
 
 from __future__ import annotations
@@ -279,8 +279,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         stages: dict[str, float] = {}
         cpu_at: dict[str, float] = {}
         reported: dict[str, int] = {}
+        # when each swarm had all its hosts enrolled: the first go on to connect theirs
+        # while the last still enroll
+        each: list[float] = []
 
-        async def follow(swarm: Child) -> None:
+        async def follow_until(swarm: Child, last: str) -> None:
             assert swarm.proc.stdout is not None
             while True:
                 line = await asyncio.wait_for(swarm.proc.stdout.readline(), 1800)
@@ -288,13 +291,27 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"a swarm exited; see {work}/{swarm.name}.log")
                 word = line.decode().split()[0]
                 reported[word] = reported.get(word, 0) + 1
+                if word == "enrolled":
+                    each.append(time.perf_counter() - started)
                 if reported[word] == len(swarms):
                     stages[word] = time.perf_counter() - started
                     cpu_at[word] = usage(server.child.pid).cpu - cpu0
-                if word == "ready":
+                if word == last:
                     return
 
+        async def follow(swarm: Child) -> None:
+            await follow_until(swarm, "ready")
+
+        if args.enroll_only:
+            # the swarms report "enrolled" first: the rest of their run is not waited for
+            await asyncio.gather(*(follow_until(s, "enrolled") for s in swarms))
+            out["enroll_each_s"] = each
+            out["enroll_s"] = stages["enrolled"]
+            out["enroll_server_cpu_s"] = cpu_at["enrolled"]
+            done = True
+            return out
         await asyncio.gather(*(follow(s) for s in swarms))
+        out["enroll_each_s"] = each
         out["enroll_s"] = stages["enrolled"]
         out["enroll_server_cpu_s"] = cpu_at["enrolled"]
         out["connect_s"] = stages["ready"] - stages["enrolled"]
@@ -358,19 +375,29 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def report(out: dict[str, Any]) -> str:
+def _enroll_lines(out: dict[str, Any]) -> list[str]:
     n = out["count"]
-    lines = [
+    return [
         f"N={n} hosts in {out['procs']} swarm process(es), handshake window {out['window']} "
         f"each; load {out['load_start']} -> "
         f"{out['load_end']}",
         f"enrollment        {out['enroll_s']:7.2f} s  server CPU {out['enroll_server_cpu_s']:.2f} s"
         f" ({out['enroll_server_cpu_s'] * 1000 / n:.2f} ms each); agent client,"
-        f" {out['enroll_processes']} process(es) x {out['enroll_window']} in flight",
+        f" {out['enroll_processes']} process(es) x {out['enroll_window']} in flight;"
+        f" each swarm done at {', '.join(f'{s:.2f}' for s in out['enroll_each_s'])} s",
         f"  floor: N x GET /healthz the same way {out['http_floor_s']:.2f} s, server CPU"
         f" {out['http_floor_server_cpu_s']:.2f} s ({out['http_floor_server_cpu_s'] * 1000 / n:.2f}"
         f" ms each); ratio {out['enroll_s'] / out['http_floor_s']:.2f}x (time),"
         f" {out['enroll_server_cpu_s'] / max(out['http_floor_server_cpu_s'], 0.01):.2f}x (CPU)",
+    ]
+
+
+def report(out: dict[str, Any]) -> str:
+    n = out["count"]
+    lines = _enroll_lines(out)
+    if "connect_s" not in out:  # --enroll-only
+        return "\n".join(lines)
+    lines += [
         f"connect           {out['connect_s']:7.2f} s  server CPU "
         f"{out['connect_server_cpu_s']:.2f} s",
         f"server RSS        {out['server_rss_mib']:7.1f} MiB (peak {out['server_hwm_mib']:.1f}),"
@@ -411,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds idle before the RSS is read")
     parser.add_argument("--idle", type=float, default=30.0,
                         help="seconds the server's CPU is watched with N idle agents")
+    parser.add_argument("--enroll-only", action="store_true",
+                        help="stop after the enrollment and its floor")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--floor-server", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--floor-clients", nargs=4, help=argparse.SUPPRESS)

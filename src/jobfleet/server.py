@@ -588,6 +588,9 @@ class _AgentListener(uvicorn.Server):
             return protocol
 
         self.servers = []
+        # no agent resumes a TLS session (it enrolls with one request, then holds one
+        # connection): TLS 1.3's two tickets per handshake were CPU on both ends for nothing
+        config.ssl.num_tickets = 0
         for sock in sockets:
             gate = HandshakeGate(sock, config.ssl, create_protocol, self.limits)
             gate.start(config.backlog)

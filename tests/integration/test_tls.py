@@ -14,8 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from tests.integration.harness import TEST_ENGINE, Wire, bound_socket, serve_on
+from tests.integration.harness import TEST_ENGINE, Running, Wire, bound_socket, serve_on
 
+from jobfleet.agent.channel import pinned_context
 from jobfleet.agent.client import Agent, AgentSettings
 from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
 
@@ -81,3 +82,23 @@ async def test_agents_verify_the_server_certificate(tmp_path: Path) -> None:
         await wire.close()
         uv.should_exit = True
         await task
+
+
+async def test_the_agent_port_issues_no_session_tickets(running: Running) -> None:
+    # no agent resumes a TLS session (one request to enroll, then one long connection):
+    # a ticket would be CPU spent on both ends of each of thousands of handshakes
+    ca = running.server.services.agent_channel.ca_pem
+    assert ca is not None
+    context = pinned_context(ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3  # where tickets come after the handshake
+    port = running.server.services.agent_channel.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                                   server_hostname="")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    tls = writer.get_extra_info("ssl_object")
+    assert tls.version() == "TLSv1.3"
+    # tickets arrive before the answer: by now the session would hold one
+    assert tls.session is not None and not tls.session.has_ticket
+    writer.close()
