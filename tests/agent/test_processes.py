@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -308,3 +309,38 @@ def test_killing_a_task_being_started_spares_the_agent(tmp_path: Path) -> None:
                           timeout=60)
     assert done.stdout.split() == ["agent", "alive", "True", "True"], (
         done.returncode, done.stdout, done.stderr)
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"),
+    reason="Python 3.11's own pidfd watcher is replaced only there",
+)
+async def test_a_child_exit_reaches_the_loop_without_its_self_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        previous = asyncio.get_child_watcher()
+    wakes: list[int] = []
+    write_to_self = loop._write_to_self  # type: ignore[attr-defined]
+
+    def counted() -> None:
+        wakes.append(1)
+        write_to_self()
+
+    monkeypatch.setattr(loop, "_write_to_self", counted)
+    try:
+        processes.reap_without_threads(loop)
+        for code in (0, 3):
+            proc = await asyncio.create_subprocess_exec(
+                "sh", "-c", f"echo out; exit {code}", stdout=subprocess.PIPE
+            )
+            out, _ = await proc.communicate()
+            assert (out, proc.returncode) == (b"out\n", code)
+        # the exit is reaped on the loop's thread: no write to wake the loop
+        assert wakes == []
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_child_watcher(previous)

@@ -36,6 +36,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -507,9 +508,39 @@ def reap_without_threads(loop: asyncio.AbstractEventLoop) -> None:
         return  # the kernel has no pidfd
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        watcher = asyncio.PidfdChildWatcher()
+        watcher = _LoopPidfdWatcher()
         watcher.attach_loop(loop)
         asyncio.set_child_watcher(watcher)
+
+
+class _LoopPidfdWatcher(asyncio.PidfdChildWatcher):
+    """Python 3.11's pidfd watcher, telling the loop of an exit without its self-pipe.
+
+    The loop's exit callback is written for watchers on other threads: it schedules
+    through ``call_soon_threadsafe``, a write to the loop's self-pipe and a wake-up
+    per child. This watcher reaps on the loop's own thread, so plain ``call_soon``
+    keeps the same order (the transport hears of the exit one turn later, after
+    the output read in the same turn) without that system call."""
+
+    def add_child_handler(  # type: ignore[override]
+        self, pid: int, callback: Any, *args: Any
+    ) -> None:
+        loop = self._loop  # type: ignore[attr-defined]
+        if (
+            loop is not None
+            and args
+            and callback == getattr(loop, "_child_watcher_callback", None)
+            and hasattr(args[0], "_process_exited")
+        ):
+            callback = _exited_on_loop
+            args = (loop, *args)
+        super().add_child_handler(pid, callback, *args)
+
+
+def _exited_on_loop(
+    pid: int, returncode: int, loop: asyncio.AbstractEventLoop, transport: Any
+) -> None:
+    loop.call_soon(loop.call_soon, transport._process_exited, returncode)
 
 
 def kill_process_tree(pgid: int) -> None:
