@@ -314,8 +314,13 @@ def _remove_idle_agents(top: Path) -> None:
                 entry.rmdir()
 
 
+def _procs(cgroup: Path) -> str:
+    # three of these per task: a Path's string is kept, a Path joined is parsed anew
+    return f"{cgroup}/cgroup.procs"
+
+
 def _move(pid: int, cgroup: Path) -> None:
-    fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(_procs(cgroup), os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, b"%d" % pid)
     finally:
@@ -324,7 +329,7 @@ def _move(pid: int, cgroup: Path) -> None:
 
 def cgroup_pids(path: Path) -> list[int]:
     try:
-        fd = os.open(path / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(_procs(path), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
     try:
