@@ -344,3 +344,38 @@ async def test_a_child_exit_reaches_the_loop_without_its_self_pipe(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             asyncio.set_child_watcher(previous)
+
+
+def test_a_task_cgroup_removed_while_the_agent_moves_in_is_made_again(
+    work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    containment = processes.choose(processes.CGROUP, work_dir)
+    assert isinstance(containment, processes.CgroupContainment)
+    real_move = processes._move
+    raced: list[Path] = []
+
+    def move_while_removed(pid: int, cgroup: Path) -> None:
+        if raced or cgroup == containment._home:
+            real_move(pid, cgroup)
+            return
+        raced.append(cgroup)
+        fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            # another agent, starting, removes it between the open and the write
+            cgroup.rmdir()
+            os.write(fd, b"%d" % pid)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(processes, "_move", move_while_removed)
+    try:
+        containment.enter("a")
+        try:
+            assert raced and os.getpid() in processes.cgroup_pids(containment.path("a"))
+        finally:
+            containment.home()
+        containment.release("a")
+    finally:
+        containment.close()

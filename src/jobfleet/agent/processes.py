@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -220,8 +221,11 @@ class CgroupContainment(Containment):
             path = self._tasks[task_id] = self._idle.pop() if self._idle else self._make()
         try:
             _move(os.getpid(), path)
-        except FileNotFoundError:
-            # another agent, starting, removed it (and perhaps ours) as idle
+        except OSError as exc:
+            # another agent, starting, removed it (and perhaps ours) as idle: before the
+            # open (ENOENT), or between the open and the write (ENODEV)
+            if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
             path.mkdir(parents=True, exist_ok=True)
             _move(os.getpid(), path)
 
