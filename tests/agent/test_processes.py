@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -308,3 +309,73 @@ def test_killing_a_task_being_started_spares_the_agent(tmp_path: Path) -> None:
                           timeout=60)
     assert done.stdout.split() == ["agent", "alive", "True", "True"], (
         done.returncode, done.stdout, done.stderr)
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"),
+    reason="Python 3.11's own pidfd watcher is replaced only there",
+)
+async def test_a_child_exit_reaches_the_loop_without_its_self_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        previous = asyncio.get_child_watcher()
+    wakes: list[int] = []
+    write_to_self = loop._write_to_self  # type: ignore[attr-defined]
+
+    def counted() -> None:
+        wakes.append(1)
+        write_to_self()
+
+    monkeypatch.setattr(loop, "_write_to_self", counted)
+    try:
+        processes.reap_without_threads(loop)
+        for code in (0, 3):
+            proc = await asyncio.create_subprocess_exec(
+                "sh", "-c", f"echo out; exit {code}", stdout=subprocess.PIPE
+            )
+            out, _ = await proc.communicate()
+            assert (out, proc.returncode) == (b"out\n", code)
+        # the exit is reaped on the loop's thread: no write to wake the loop
+        assert wakes == []
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_child_watcher(previous)
+
+
+def test_a_task_cgroup_removed_while_the_agent_moves_in_is_made_again(
+    work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    containment = processes.choose(processes.CGROUP, work_dir)
+    assert isinstance(containment, processes.CgroupContainment)
+    real_move = processes._move
+    raced: list[Path] = []
+
+    def move_while_removed(pid: int, cgroup: Path) -> None:
+        if raced or cgroup == containment._home:
+            real_move(pid, cgroup)
+            return
+        raced.append(cgroup)
+        fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            # another agent, starting, removes it between the open and the write
+            cgroup.rmdir()
+            os.write(fd, b"%d" % pid)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(processes, "_move", move_while_removed)
+    try:
+        containment.enter("a")
+        try:
+            assert raced and os.getpid() in processes.cgroup_pids(containment.path("a"))
+        finally:
+            containment.home()
+        containment.release("a")
+    finally:
+        containment.close()

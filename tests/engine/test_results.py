@@ -20,7 +20,7 @@ from jobfleet.engine.results import (
     gse_error_code,
     size_label,
 )
-from jobfleet.engine.tracking import Tracker
+from jobfleet.engine.tracking import SENT, StepRun, Tracker
 from jobfleet.engine.writer import ResultWriter
 from jobfleet.store.jobs import HostResult
 
@@ -282,6 +282,64 @@ async def test_an_agent_held_that_disconnects_is_dropped_at_once(
             await asyncio.sleep(0.05)
         # and never asks its dead transport to read again
         assert gone.holds == [True]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+def _writer_of_one_step(hosts: int, linger: float, monkeypatch: pytest.MonkeyPatch) -> tuple[
+    Store, ResultWriter, StepRun
+]:
+    """A writer for one step attempt (step 1, attempt 0) sent to ``hosts`` hosts."""
+    monkeypatch.setattr(writer_module, "WRITE_LINGER", linger)
+    store = Store()
+    tracker = Tracker()
+    run = StepRun(1, 1, 0, {}, pending=dict.fromkeys(range(hosts), SENT))
+    tracker.track(run)
+    stored = Results(store, 1 << 20, Refusals(), tracker.is_live)  # type: ignore[arg-type]
+    for host in range(hosts):
+        stored.sent((1, 0, host))
+    return store, ResultWriter(stored, tracker), run
+
+
+async def _until_done(run: StepRun) -> None:
+    # far longer than a healthy writer needs, far shorter than the linger under test
+    await asyncio.wait_for(run.done.wait(), 10)
+
+
+async def test_the_last_results_of_a_step_share_a_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, writer, run = _writer_of_one_step(20, 30.0, monkeypatch)
+    running = asyncio.create_task(writer.run())
+    try:
+        for host in range(20):
+            writer.put(Link(host), done(f"1:0:{host}", 1, "hello\n"))
+            await asyncio.sleep(0.002)  # results arrive a little apart, as a job's last do
+        # the writer waits for the rest, and no longer than until the last is in
+        await _until_done(run)
+        assert store.calls == 1 and len(store.finals) == 20
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_results_with_nothing_more_expected_are_written_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, writer, run = _writer_of_one_step(1, 30.0, monkeypatch)
+    running = asyncio.create_task(writer.run())
+    try:
+        link = Link(0)
+        writer.put(link, out("1:0:0", 1, "partial"))
+        # a lone host's output is not held back either
+        deadline = asyncio.get_running_loop().time() + 10
+        while not store.chunks:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        writer.put(link, done("1:0:0", 2, "end\n"))
+        await _until_done(run)
+        assert store.calls == 2 and len(store.finals) == 1
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -68,3 +68,21 @@ async def test_host_rows_at_addresses(db: Database) -> None:
     assert _ids(await jobs.hosts_at(step, 0, [(0, "127.0.0.1"), (0, "::ffff:127.0.6.4")])) == [1, 4]
     assert await jobs.hosts_at(step, 0, [(2, "127.0.0.1"), (0, "127.9.9.9")]) == []
     assert await jobs.hosts_at(step, 0, []) == []
+
+
+async def test_a_job_and_its_steps_read_together(db: Database) -> None:
+    jobs = JobStore(db)
+    now = now_ms()
+    job_id, step_ids = await jobs.create(NewJob(
+        values={"bk_biz_id": 2, "scope_type": "biz", "scope_id": "2", "name": "j", "type": 1,
+                "launch_mode": 1, "operator": "alice", "app_code": "app", "status": 3,
+                "create_time": now},
+        steps=[NewStep(name, 1, {"status": 3, "create_time": now},
+                       [{"bk_host_id": 1, "bk_cloud_id": 0, "ip": "127.0.0.1",
+                         "execute_count": 0, "tag": "", "ipv6": "", "status": 9}])
+               for name in ("first", "second")],
+    ))
+    job, steps = await jobs.job_and_steps(job_id)
+    assert job is not None and job.id == job_id
+    assert [s.id for s in steps] == step_ids == [s.id for s in await jobs.steps(job_id)]
+    assert await jobs.job_and_steps(job_id + 1000) == (None, [])

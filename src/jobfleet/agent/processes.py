@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -36,6 +37,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +221,11 @@ class CgroupContainment(Containment):
             path = self._tasks[task_id] = self._idle.pop() if self._idle else self._make()
         try:
             _move(os.getpid(), path)
-        except FileNotFoundError:
-            # another agent, starting, removed it (and perhaps ours) as idle
+        except OSError as exc:
+            # another agent, starting, removed it (and perhaps ours) as idle: before the
+            # open (ENOENT), or between the open and the write (ENODEV)
+            if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
             path.mkdir(parents=True, exist_ok=True)
             _move(os.getpid(), path)
 
@@ -313,8 +318,13 @@ def _remove_idle_agents(top: Path) -> None:
                 entry.rmdir()
 
 
+def _procs(cgroup: Path) -> str:
+    # three of these per task: a Path's string is kept, a Path joined is parsed anew
+    return f"{cgroup}/cgroup.procs"
+
+
 def _move(pid: int, cgroup: Path) -> None:
-    fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(_procs(cgroup), os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, b"%d" % pid)
     finally:
@@ -323,7 +333,7 @@ def _move(pid: int, cgroup: Path) -> None:
 
 def cgroup_pids(path: Path) -> list[int]:
     try:
-        fd = os.open(path / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(_procs(path), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
     try:
@@ -507,9 +517,39 @@ def reap_without_threads(loop: asyncio.AbstractEventLoop) -> None:
         return  # the kernel has no pidfd
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        watcher = asyncio.PidfdChildWatcher()
+        watcher = _LoopPidfdWatcher()
         watcher.attach_loop(loop)
         asyncio.set_child_watcher(watcher)
+
+
+class _LoopPidfdWatcher(asyncio.PidfdChildWatcher):
+    """Python 3.11's pidfd watcher, telling the loop of an exit without its self-pipe.
+
+    The loop's exit callback is written for watchers on other threads: it schedules
+    through ``call_soon_threadsafe``, a write to the loop's self-pipe and a wake-up
+    per child. This watcher reaps on the loop's own thread, so plain ``call_soon``
+    keeps the same order (the transport hears of the exit one turn later, after
+    the output read in the same turn) without that system call."""
+
+    def add_child_handler(  # type: ignore[override]
+        self, pid: int, callback: Any, *args: Any
+    ) -> None:
+        loop = self._loop  # type: ignore[attr-defined]
+        if (
+            loop is not None
+            and args
+            and callback == getattr(loop, "_child_watcher_callback", None)
+            and hasattr(args[0], "_process_exited")
+        ):
+            callback = _exited_on_loop
+            args = (loop, *args)
+        super().add_child_handler(pid, callback, *args)
+
+
+def _exited_on_loop(
+    pid: int, returncode: int, loop: asyncio.AbstractEventLoop, transport: Any
+) -> None:
+    loop.call_soon(loop.call_soon, transport._process_exited, returncode)
 
 
 def kill_process_tree(pgid: int) -> None:

@@ -24,7 +24,7 @@ from jobfleet.domain.scripts import (
 )
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatus, ScriptLanguage
 from jobfleet.domain.targets import parse_target
-from jobfleet.engine.submit import ScriptRequest
+from jobfleet.engine.submit import Scope, ScriptRequest
 
 # the column that keeps it (and the outbox's target) holds this many characters
 MAX_CALLBACK_URL = 1024
@@ -123,12 +123,29 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
 async def job_in_scope(call: Call, action: str, bad_id: ErrorCode | None = None) -> Any:
     """``bad_id``: the code of the route's own check of ``job_instance_id`` in bk-job,
     where it has one (``positive_id``)."""
+    scope, job_id = await _scoped_job_id(call, action, bad_id)
+    return _job_of(scope, job_id, await call.services.jobs.job(job_id))
+
+
+async def job_and_steps_in_scope(
+    call: Call, action: str, bad_id: ErrorCode | None = None
+) -> tuple[Any, list[Any]]:
+    """:func:`job_in_scope` and the job's steps, read together."""
+    scope, job_id = await _scoped_job_id(call, action, bad_id)
+    job, steps = await call.services.jobs.job_and_steps(job_id)
+    return _job_of(scope, job_id, job), steps
+
+
+async def _scoped_job_id(call: Call, action: str, bad_id: ErrorCode | None) -> tuple[Scope, int]:
     scope = await call.scope(action)
     if bad_id is not None:
         positive_id(call.params, "job_instance_id", bad_id)
     job_id = get_int(call.params, "job_instance_id", required=True, minimum=1)
     assert job_id is not None
-    job = await call.services.jobs.job(job_id)
+    return scope, job_id
+
+
+def _job_of(scope: Scope, job_id: int, job: Any) -> Any:
     if job is None or job.scope_type != scope.scope_type or job.scope_id != scope.scope_id:
         raise JobError(
             ErrorCode.JOB_INSTANCE_NOT_EXIST,

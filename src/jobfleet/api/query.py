@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from sqlalchemy import Row
 
 from jobfleet.api.auditing import audit_log_read
-from jobfleet.api.execute import job_in_scope
+from jobfleet.api.execute import job_and_steps_in_scope, job_in_scope
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int, positive_id
 from jobfleet.api.routing import Call, add_api
 from jobfleet.api.transfer import file_log_view, file_logs_for
@@ -36,8 +36,7 @@ def host_view(host: Host) -> dict[str, Any]:
 
 
 async def get_job_instance_status(call: Call) -> dict[str, Any]:
-    job = await job_in_scope(call, VIEW, ErrorCode.MISSING_OR_INVALID_PARAM)
-    steps = await call.services.jobs.steps(job.id)
+    job, steps = await job_and_steps_in_scope(call, VIEW, ErrorCode.MISSING_OR_INVALID_PARAM)
     step_list = [step_view(s) for s in steps]
     if get_bool(call.params, "return_ip_result", False):
         hosts = await call.services.jobs.hosts_of_steps(steps, results_only=True)

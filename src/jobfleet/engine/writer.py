@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 
 # a note the engine adds to a host's log sorts after anything the agent sent
 NOTE_SEQ = 1_000_000_000
-# While many results are still expected, the writer waits this long for more to
-# share one transaction (a commit per result costs ~1.5 ms of CPU); the last few
-# results of a job, and small jobs, are written at once.
+# While results are still expected beyond those already waiting, the writer waits
+# this long for more to share one transaction (a commit per result costs ~1.5 ms of
+# CPU, and the last results of a job arrive one or two milliseconds apart); once every
+# expected result has arrived, or the queue is long already, it writes at once.
 WRITE_LINGER = 0.02
-WRITE_LINGER_MIN_PENDING = 64
+LINGER_UNDER = 256
 MAX_BATCH = 20_000
 # Past this many messages waiting to be stored, an agent that sends one more is not
 # read until the writer is down to half: a flood (or a slow or absent database) waits
@@ -48,13 +49,24 @@ class ResultWriter:
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
         # the agents not read while the queue is over ``QUEUE_HOLD``
         self._held: set[AgentLink] = set()
+        # while the writer lingers: what ends the wait, and the queue's length at which
+        # every result still expected is waiting
+        self._lingering: tuple[asyncio.Future[None], int] | None = None
 
     def put(self, conn: AgentLink, message: dict[str, Any]) -> None:
         """An agent's ``out``, ``done`` or ``file_log`` message, to be stored."""
         self._queue.put_nowait((conn, message))
+        if self._lingering is not None:
+            self._all_arrived()
         if self._queue.qsize() >= QUEUE_HOLD and conn not in self._held:
             self._held.add(conn)
             conn.hold_reading(True)
+
+    def _all_arrived(self) -> None:
+        assert self._lingering is not None
+        wait, expected = self._lingering
+        if self._queue.qsize() >= expected and not wait.done():
+            wait.set_result(None)
 
     def agent_gone(self, conn: AgentLink) -> None:
         """A connection that closed: no reference kept, never told to read again."""
@@ -86,12 +98,14 @@ class ResultWriter:
                     ),
                 )
             )
+        if self._lingering is not None:
+            self._all_arrived()
 
     async def run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            if self._queue.qsize() < 256 and self.tracker.pending() > WRITE_LINGER_MIN_PENDING:
-                await asyncio.sleep(WRITE_LINGER)
+            if self._queue.qsize() < LINGER_UNDER and self._more_expected(batch):
+                await self._linger(len(batch))
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
             attempt = 0
@@ -120,6 +134,26 @@ class ResultWriter:
                             break
                     await asyncio.sleep(min(5.0, 0.2 * attempt))
             self._release()
+
+    def _more_expected(self, batch: list[Item]) -> bool:
+        """Are results still to come beyond the ones waiting (``batch`` and the queue)?
+        The final result of a job is then never held back, and neither is a lone
+        result of a step that waits for nothing else."""
+        waiting = len(batch) + self._queue.qsize()
+        return self.tracker.pending() > waiting
+
+    async def _linger(self, taken: int) -> None:
+        """Wait up to ``WRITE_LINGER`` for more messages, less once every result still
+        expected is waiting (``taken`` of them are out of the queue already)."""
+        loop = asyncio.get_running_loop()
+        wait: asyncio.Future[None] = loop.create_future()
+        self._lingering = (wait, self.tracker.pending() - taken)
+        timer = loop.call_later(WRITE_LINGER, _wake, wait)
+        try:
+            await wait
+        finally:
+            timer.cancel()
+            self._lingering = None
 
     async def _write_each(self, batch: list[Item]) -> None:
         """A batch that fails for a reason other than the database, one message at a
@@ -176,3 +210,8 @@ class ResultWriter:
             except Exception:
                 # the driving node reads the store on its own within its reconcile interval
                 log.exception("result_signal_failed results=%d", len(elsewhere))
+
+
+def _wake(wait: asyncio.Future[None]) -> None:
+    if not wait.done():
+        wait.set_result(None)

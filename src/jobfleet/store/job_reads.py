@@ -37,6 +37,14 @@ class JobReads:
                 await conn.execute(select(job_instances).where(job_instances.c.id == job_id))
             ).first()
 
+    async def job_and_steps(self, job_id: int) -> tuple[Row[Any] | None, list[Row[Any]]]:
+        """A job and its steps on one connection (a status poll reads both)."""
+        async with self.db.connect() as conn:
+            job = (
+                await conn.execute(select(job_instances).where(job_instances.c.id == job_id))
+            ).first()
+            return (job, await self.steps(job_id, conn)) if job is not None else (None, [])
+
     async def steps(self, job_id: int, conn: AsyncConnection | None = None) -> list[Row[Any]]:
         query = (
             select(step_instances)
