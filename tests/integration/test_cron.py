@@ -192,6 +192,40 @@ async def test_one_shot_fires_once(tmp_path: Path, database_url: str) -> None:
         assert [r.outcome for r in await firings(server.db, cron["id"])] == ["fired"]
 
 
+async def test_a_start_racing_a_one_shot_firing_never_leaves_it_running_without_a_slot(
+        tmp_path: Path, database_url: str, monkeypatch: Any) -> None:
+    """update_cron_status reads the cron, the scheduler fires its one slot (and pauses
+    it), then the start is written: it must not be written over the firing, leaving a
+    running cron with no next slot that never fires again. The scheduler is driven by
+    hand, in that order, between the start's read and its write."""
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        server, wire = running.server, running.wire
+        await server.cron_scheduler.stop()
+        await server.inventory.add(2, A)
+        plan_id = await make_plan(server.db, server.cipher)
+        at = int(time.time()) + 2
+        cron = await saved(wire, name="once", job_plan_id=plan_id, execute_time=at)
+        assert (await set_status(wire, cron["id"], 1))["result"]
+        await asyncio.sleep(max(at - time.time(), 0) + 0.2)
+        read = server.crons.get
+        raced: list[int] = []
+
+        async def read_then_fire(*args: Any) -> Any:
+            row = await read(*args)
+            if not raced:
+                raced.append(await server.cron_scheduler.run_due())
+            return row
+        monkeypatch.setattr(server.crons, "get", read_then_fire)
+        started = await set_status(wire, cron["id"], 1)
+        assert raced == [1]
+        async with server.db.connect() as conn:
+            row = (await conn.execute(select(crons).where(crons.c.id == cron["id"]))).one()
+        assert row.status == 2 or row.next_fire_at is not None, (row, started)
+        # the start read the cron again: its one slot is past, as a start after the firing
+        assert started["code"] == 1245006, started
+        assert [r.outcome for r in await firings(server.db, cron["id"])] == ["fired"]
+
+
 async def test_cron_api_rules(running: Running) -> None:
     wire, server = running.wire, running.server
     plan_id = await make_plan(server.db, server.cipher)

@@ -4,7 +4,8 @@ A cron's ``variables`` are the values it gives its plan's global variables, kept
 ``[{id, name, type, value}]`` (``server`` instead of ``value`` for host variables)
 with password values encrypted. ``next_fire_at`` is the next slot on the cron clock
 (``jobfleet.domain.cron.CronClock``); it is null while the cron is paused or has
-nothing left to fire. Moving it from one slot to the next is a compare-and-set, and
+nothing left to fire. Moving it from one slot to the next, and starting or pausing
+the cron, are compare-and-sets on its status and slot, and
 ``cron_firings`` has one row per slot, so a slot is handled once whatever the number
 of server processes.
 """
@@ -163,6 +164,23 @@ class CronStore:
             res = await conn.execute(update(crons).where(crons.c.id == cron_id).values(**values))
         if not res.rowcount:
             raise JobError(ErrorCode.CRON_NOT_EXIST, f"Cron {cron_id} does not exist")
+
+    async def change(self, seen: Row[Any], values: dict[str, Any]) -> bool:
+        """Compare-and-set from the cron as read: False if its status or slot moved since
+        (the scheduler fired it, or another call started or paused it)."""
+        slot = seen.next_fire_at
+        same_slot = crons.c.next_fire_at.is_(None) if slot is None else crons.c.next_fire_at == slot
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(crons)
+                .where(
+                    crons.c.id == seen.id,
+                    crons.c.status == seen.status,
+                    same_slot,
+                )
+                .values(**values)
+            )
+        return res.rowcount == 1
 
     async def delete(self, cron_id: int) -> None:
         async with self.db.begin() as conn:
