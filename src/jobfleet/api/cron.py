@@ -355,6 +355,8 @@ async def get_cron_detail(call: Call) -> dict[str, Any]:
     scope = await call.scope(VIEW)
     cron_id = positive_id(call.params, "id", ErrorCode.INVALID_PARAM)
     row = await call.services.crons.get(scope.scope_type, scope.scope_id, cron_id)
+    # a value given to what became a password of the plan since is sealed before it shows
+    row = await call.services.crons.seal_passwords(row, call.services.job_plans.cipher)
     return cron_view(row, with_vars=True)
 
 
