@@ -7,7 +7,11 @@ rule starts its plan (no agent runs it) until its rate limit (10 jobs a window),
 skips; every alert gets its decision. Prints each call's answer time, the last one's,
 and the decisions' count by outcome.
 
-    .venv/bin/python bench/heal_storm.py [--calls 10] [--alerts 500] [--database-url URL]
+    PYTHONPATH=. .venv/bin/python bench/heal_storm.py [--calls 10] [--alerts 500] \
+        [--database-url URL]
+
+(``PYTHONPATH=.``: the server is started as the integration tests start theirs.) A
+PostgreSQL URL names a cluster where a fresh database is made for the run.
 """
 
 from __future__ import annotations
