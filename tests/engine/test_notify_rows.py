@@ -17,7 +17,7 @@ def test_a_webhook_row_keeps_its_url_sealed() -> None:
     config = NotifyTarget(1, "webhook", URL, "hook-key-0123")
     row = row_for(config, {"event": "job_end"}, b'{"event":"job_end"}', cipher)
     assert row is not None
-    assert row["target"] == "https://127.0.0.1:9/services/******"
+    assert row["target"] == "https://127.0.0.1:9/******"
     assert "TOKEN" not in row["payload"]
     assert orjson.loads(row["payload"])["signature"]
     assert webhook_url(row["target"], row["payload"], cipher) == URL

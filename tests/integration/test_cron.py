@@ -192,6 +192,106 @@ async def test_one_shot_fires_once(tmp_path: Path, database_url: str) -> None:
         assert [r.outcome for r in await firings(server.db, cron["id"])] == ["fired"]
 
 
+async def test_a_start_racing_a_one_shot_firing_never_leaves_it_running_without_a_slot(
+        tmp_path: Path, database_url: str, monkeypatch: Any) -> None:
+    """update_cron_status reads the cron, the scheduler fires its one slot (and pauses
+    it), then the start is written: it must not be written over the firing, leaving a
+    running cron with no next slot that never fires again. The scheduler is driven by
+    hand, in that order, between the start's read and its write."""
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        server, wire = running.server, running.wire
+        await server.cron_scheduler.stop()
+        await server.inventory.add(2, A)
+        plan_id = await make_plan(server.db, server.cipher)
+        at = int(time.time()) + 2
+        cron = await saved(wire, name="once", job_plan_id=plan_id, execute_time=at)
+        assert (await set_status(wire, cron["id"], 1))["result"]
+        await asyncio.sleep(max(at - time.time(), 0) + 0.2)
+        read = server.crons.get
+        raced: list[int] = []
+
+        async def read_then_fire(*args: Any) -> Any:
+            row = await read(*args)
+            if not raced:
+                raced.append(await server.cron_scheduler.run_due())
+            return row
+        monkeypatch.setattr(server.crons, "get", read_then_fire)
+        started = await set_status(wire, cron["id"], 1)
+        assert raced == [1]
+        async with server.db.connect() as conn:
+            row = (await conn.execute(select(crons).where(crons.c.id == cron["id"]))).one()
+        assert row.status == 2 or row.next_fire_at is not None, (row, started)
+        # the start read the cron again: its one slot is past, as a start after the firing
+        assert started["code"] == 1245006, started
+        assert [r.outcome for r in await firings(server.db, cron["id"])] == ["fired"]
+
+
+async def greeting_becomes_a_password(db: Database, cipher: Cipher, table: Any,
+                                      row_id: int) -> None:
+    """The plan's (or template's) ``greeting`` variable made a password, as an edit of the
+    template (then a sync) makes it."""
+    async with db.begin() as conn:
+        stored = (await conn.execute(select(table.c.variables)
+                                     .where(table.c.id == row_id))).scalar_one()
+        changed = [{**v, "type": 4, "value": cipher.encrypt(v["value"])}
+                   if v["name"] == "greeting" else v for v in stored]
+        await conn.execute(update(table).where(table.c.id == row_id).values(variables=changed))
+
+
+async def test_a_value_for_a_variable_that_became_a_password_is_sealed(
+        tmp_path: Path, database_url: str) -> None:
+    """A cron gives a plain variable a value; the plan's variable then becomes a
+    password: the value is sealed in the store and masked when shown, whether the plan
+    was synced from its template, or the cron is read, or fires."""
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        server, wire = running.server, running.wire
+        await server.inventory.add(2, A)
+        ids: dict[str, tuple[int, int]] = {}
+        for how in ("synced", "read", "fired"):
+            plan_id = await make_plan(server.db, server.cipher, name=how)
+            cron = await saved(wire, name=how, job_plan_id=plan_id, expression="* * * * *",
+                               global_var_list=[{"name": "greeting",
+                                                 "value": f"GREETSECRET-{how}"}])
+            assert cron["global_var_list"][0]["value"] == f"GREETSECRET-{how}"
+            ids[how] = (plan_id, cron["id"])
+
+        async def stored(how: str) -> list[dict[str, Any]]:
+            async with server.db.connect() as conn:
+                return list((await conn.execute(select(crons.c.variables).where(
+                    crons.c.id == ids[how][1]))).scalar_one())
+
+        async def sealed(how: str) -> None:
+            shown = await wire.v3("get_cron_detail", {**BIZ, "id": ids[how][1]}, method="GET")
+            assert "GREETSECRET" not in json.dumps(shown), shown
+            assert shown["data"]["global_var_list"][0]["value"] == "******", shown
+            [entry] = await stored(how)
+            assert "GREETSECRET" not in json.dumps(entry) and entry["type"] == 4, entry
+            assert server.cipher.decrypt(entry["value"]) == f"GREETSECRET-{how}"
+
+        # the template's variable becomes a password, and the plan is synced with it
+        async with server.db.connect() as conn:
+            template_id = (await conn.execute(select(job_plans.c.template_id).where(
+                job_plans.c.id == ids["synced"][0]))).scalar_one()
+        await greeting_becomes_a_password(server.db, server.cipher, job_templates, template_id)
+        resp = await wire.http.post(f"/api/jobfleet/v1/plans/{ids['synced'][0]}/sync",
+                                    json={}, params={"bk_biz_id": 2}, headers=wire.headers())
+        assert resp.json()["result"], resp.json()
+        assert "GREETSECRET" not in json.dumps(await stored("synced"))
+        await sealed("synced")
+        # a plan changed before values were sealed with it: reading the cron seals it
+        await greeting_becomes_a_password(server.db, server.cipher, job_plans, ids["read"][0])
+        await sealed("read")
+        # and so does its firing
+        await greeting_becomes_a_password(server.db, server.cipher, job_plans, ids["fired"][0])
+        assert (await set_status(wire, ids["fired"][1], 1))["result"]
+
+        async def fired() -> bool:
+            return any(r.outcome == "fired" for r in await firings(server.db, ids["fired"][1]))
+        await eventually(fired, timeout=10)
+        assert "GREETSECRET" not in json.dumps(await stored("fired"))
+        await sealed("fired")
+
+
 async def test_cron_api_rules(running: Running) -> None:
     wire, server = running.wire, running.server
     plan_id = await make_plan(server.db, server.cipher)

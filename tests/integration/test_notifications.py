@@ -38,6 +38,7 @@ from tests.integration.harness import (
 
 from jobfleet.engine.notify import SmtpSettings
 from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
+from jobfleet.store.notify import shown_url
 from jobfleet.store.tables import notify_configs, outbox
 
 SECRET = "hook-key-0123456789"
@@ -372,15 +373,17 @@ async def test_config_api_validates_and_never_shows_the_secret(running: Running)
 
 async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) -> None:
     """A webhook's URL often carries its token in the path (Slack's
-    ``/services/T/B/TOKEN``): a business's other users, its audit entries and its
-    console page see the URL to its first path segment; an edit that sends back what
-    was shown keeps the URL."""
+    ``/services/T/B/TOKEN``), or is its token (a chat bot's ``https://host/TOKEN``): a
+    business's other users, its audit entries and its console page see the URL to its
+    host; an edit that sends back what was shown keeps the URL."""
     wire, base = running.wire, "/businesses/2/notify-configs"
     url = "https://127.0.0.1:9/services/T0/B0/SECRETTOKEN?key=QUERYTOKEN"
-    shown = "https://127.0.0.1:9/services/******"
+    shown = "https://127.0.0.1:9/******"
     created = await add_config(wire, channel="webhook", target=url, secret=SECRET,
                                statuses=[4])
     cid = created["id"]
+    bot = await add_config(wire, channel="webhook", target="https://127.0.0.1:9/BOTTOKEN123",
+                           secret=SECRET, statuses=[4])
     assert created["target"] == url
     assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == url
     await admin(wire, "POST", "/users", {"username": "bob"})
@@ -394,6 +397,8 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
         listed = await admin(bob, "GET", base)
         got = await admin(bob, "GET", f"{base}/{cid}")
         assert got["data"]["target"] == shown, got
+        got_bot = await admin(bob, "GET", f"{base}/{bot['id']}")
+        assert got_bot["data"]["target"] == shown, got_bot
         changed = await admin(bob, "PUT", f"{base}/{cid}",
                               {"target": shown, "statuses": [4, 11]})
         assert changed["result"] and changed["data"]["statuses"] == [4, 11], changed
@@ -401,7 +406,7 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
         assert tested["result"], tested
         entries = await admin(bob, "GET", "/audit/entries", bk_biz_id=2, length=50)
         assert entries["result"] and entries["data"]["total"] >= 3, entries
-        for answer in (listed, got, changed, entries):
+        for answer in (listed, got, got_bot, changed, entries):
             assert "TOKEN" not in json.dumps(answer), answer
         async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
             await http.post("/login", data={"username": "bob", "password": "bob-password-1"})
@@ -415,7 +420,7 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
     async with running.server.db.connect() as conn:
         stored = [tuple(r) for r in await conn.execute(select(notify_configs))]
         stored += [tuple(r) for r in await conn.execute(select(outbox))]
-    assert len(stored) == 2 and "TOKEN" not in repr(stored), stored
+    assert len(stored) == 3 and "TOKEN" not in repr(stored), stored
     # an administrator's own edit may still replace it
     other = "https://127.0.0.1:9/other/T1/NEWTOKEN"
     assert (await admin(wire, "PUT", f"{base}/{cid}", {"target": other}))["result"]
@@ -475,5 +480,6 @@ async def test_a_receiver_that_never_answers_holds_back_no_other(
         await eventually(lambda: asyncio.sleep(0, hook.accepted), timeout=30)
         # the silent receiver still holds its request: nothing waited for it
         assert silent.open == 1
-        [row] = [r for r in await pending_rows(running.server) if r.target != hook.url]
+        [row] = [r for r in await pending_rows(running.server)
+                 if r.target != shown_url(hook.url)]
         assert (row.state, row.attempts) == ("pending", 0)

@@ -185,6 +185,41 @@ async def test_two_posts_at_once_start_one_job(running: Running) -> None:
     await eventually(lambda: running.wire.wait(decisions[0]["job_instance_id"]))
 
 
+async def test_the_alerts_of_one_call_see_the_decisions_before_them(running: Running) -> None:
+    """One call's alerts are decided in order, each seeing the jobs the ones before it
+    started: a repeated fingerprint converges, a host cooling down is held, the rule's
+    rate limit skips; every decision is recorded, in order."""
+    await running.start_agents(IPS)
+    plan_id = await make_plan(running.wire)
+    made = await running.wire.post(f"{OWN}/businesses/2/heal-rules", {
+        "name": "one call", "job_plan_id": plan_id, "secret": SECRET,
+        "host_variable": "target", "variables": {"alarm": "{{fingerprint}}"},
+        "rate_limit": 2})
+    assert made["result"], made
+
+    def alert(ip: str, fingerprint: str) -> dict[str, Any]:
+        return {"status": "firing", "fingerprint": fingerprint,
+                "labels": {"alertname": "HighDisk", "instance": ip}}
+    answer = await post(running.url, made["data"]["id"], {"alerts": [
+        alert(IPS[0], "f1"), alert(IPS[0], "f1"), alert(IPS[0], "f2"), alert(IPS[1], "f3"),
+        alert(IPS[1], "f4")]})
+    assert answer["result"], answer
+    decisions = answer["data"]["decisions"]
+    assert [d["decision"] for d in decisions] == [
+        "started", "converged", "converged", "started", "skipped"], decisions
+    assert decisions[1]["job_instance_id"] == decisions[0]["job_instance_id"]
+    assert "still running" in decisions[1]["reason"]
+    assert "cooling down" in decisions[2]["reason"]
+    assert "rate limit" in decisions[4]["reason"]
+    assert decisions[3]["job_instance_id"] not in (None, decisions[0]["job_instance_id"])
+    listed = await running.wire.get(f"{OWN}/businesses/2/heal-decisions",
+                                    {"rule_id": made["data"]["id"]})
+    assert [d["id"] for d in reversed(listed["data"]["data"])] == [d["id"] for d in decisions]
+    assert sorted(d["id"] for d in decisions) == [d["id"] for d in decisions]
+    for job in (decisions[0], decisions[3]):
+        await eventually(lambda job=job: running.wire.wait(job["job_instance_id"]))
+
+
 async def test_the_end_of_a_healing_job_is_notified(tmp_path: Path, database_url: str) -> None:
     async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK) as running:
         await running.start_agents(IPS[:1])

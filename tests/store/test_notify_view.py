@@ -10,22 +10,28 @@ from jobfleet.store.notify import shown_target, shown_url
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("https://127.0.0.1:9/services/T/B/TOKEN", "https://127.0.0.1:9/services/******"),
-        ("https://127.0.0.1:9/hook?key=TOKEN", "https://127.0.0.1:9/hook/******"),
+        ("https://127.0.0.1:9/services/T/B/TOKEN", "https://127.0.0.1:9/******"),
+        ("https://127.0.0.1:9/hook?key=TOKEN", "https://127.0.0.1:9/******"),
         ("https://127.0.0.1:9/?key=TOKEN", "https://127.0.0.1:9/******"),
-        ("https://127.0.0.1:9/hook#TOKEN", "https://127.0.0.1:9/hook/******"),
-        ("http://127.0.0.1:8080/TOKEN/x", "http://127.0.0.1:8080/TOKEN/******"),
-        # nothing past the first segment: nothing to hide
-        ("https://127.0.0.1:9/jobs", "https://127.0.0.1:9/jobs"),
-        ("https://127.0.0.1:9/jobs/", "https://127.0.0.1:9/jobs/"),
+        ("https://127.0.0.1:9/hook#TOKEN", "https://127.0.0.1:9/******"),
+        ("http://127.0.0.1:8080/TOKEN/x", "http://127.0.0.1:8080/******"),
+        # a chat bot's URL whose one path segment is its whole token
+        ("https://hooks.example/T0KEN123", "https://hooks.example/******"),
+        ("https://hooks.example/T0KEN123/", "https://hooks.example/******"),
+        # user info never shows, whatever follows
+        ("https://user:TOKEN@hooks.example/", "https://hooks.example/"),
+        ("https://user:TOKEN@[::1]:8443/a", "https://[::1]:8443/******"),
+        # nothing past the host: nothing to hide
+        ("https://127.0.0.1:9/", "https://127.0.0.1:9/"),
         ("https://127.0.0.1:9", "https://127.0.0.1:9"),
     ],
 )
-def test_a_url_is_shown_to_its_first_segment(url: str, shown: str) -> None:
+def test_a_url_is_shown_to_its_host(url: str, shown: str) -> None:
     assert shown_url(url) == shown
+    assert "TOKEN" not in shown
 
 
 def test_only_a_webhook_is_masked() -> None:
     addresses = ["ops@example.org"]
     assert shown_target("email", addresses) is addresses
-    assert shown_target("webhook", "https://h.test/a/b") == "https://h.test/a/******"
+    assert shown_target("webhook", "https://h.test/a/b") == "https://h.test/******"

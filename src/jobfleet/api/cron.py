@@ -211,6 +211,8 @@ def _detail(row: Any) -> dict[str, Any]:
 
 
 MAX_SECONDS = (2**63 - 1) // 1000 - 1
+# a status change read again after the scheduler (or another call) moved the cron
+STATUS_ATTEMPTS = 5
 
 
 # handlers -------------------------------------------------------------------
@@ -353,7 +355,24 @@ async def get_cron_detail(call: Call) -> dict[str, Any]:
     scope = await call.scope(VIEW)
     cron_id = positive_id(call.params, "id", ErrorCode.INVALID_PARAM)
     row = await call.services.crons.get(scope.scope_type, scope.scope_id, cron_id)
+    # a value given to what became a password of the plan since is sealed before it shows
+    row = await call.services.crons.seal_passwords(row, call.services.job_plans.cipher)
     return cron_view(row, with_vars=True)
+
+
+async def _status_values(call: Call, scope: Scope, row: Any, status: int) -> dict[str, Any]:
+    user = call.caller.username
+    values: dict[str, Any] = {"last_modify_user": user, "last_modify_time": now_ms()}
+    if status == CronStatus.RUNNING:
+        await _plan(call, scope, row.plan_id)
+        if row.status != CronStatus.RUNNING or row.next_fire_at is None:
+            values["next_fire_at"] = _first_slot(
+                call, row.expression, row.timezone, row.execute_time
+            )
+        values.update(status=int(CronStatus.RUNNING), operator=user, app_code=call.caller.app_code)
+    else:
+        values.update(status=int(CronStatus.PAUSED), next_fire_at=None)
+    return values
 
 
 async def update_cron_status(call: Call) -> dict[str, Any]:
@@ -369,19 +388,16 @@ async def update_cron_status(call: Call) -> dict[str, Any]:
     if status not in (CronStatus.RUNNING, CronStatus.PAUSED):
         raise JobError.invalid("status", "1 (start) or 2 (pause)")
     crons = call.services.crons
-    row = await crons.get(scope.scope_type, scope.scope_id, cron_id)
-    user = call.caller.username
-    values: dict[str, Any] = {"last_modify_user": user, "last_modify_time": now_ms()}
-    if status == CronStatus.RUNNING:
-        await _plan(call, scope, row.plan_id)
-        if row.status != CronStatus.RUNNING or row.next_fire_at is None:
-            values["next_fire_at"] = _first_slot(
-                call, row.expression, row.timezone, row.execute_time
-            )
-        values.update(status=int(CronStatus.RUNNING), operator=user, app_code=call.caller.app_code)
+    for _attempt in range(STATUS_ATTEMPTS):
+        row = await crons.get(scope.scope_type, scope.scope_id, cron_id)
+        # written only over the status and slot read here: a firing in between (a
+        # one-shot's pauses it with no slot left) is read again, not overwritten
+        if await crons.change(row, await _status_values(call, scope, row, status)):
+            break
     else:
-        values.update(status=int(CronStatus.PAUSED), next_fire_at=None)
-    await crons.update(cron_id, values)
+        raise JobError(
+            ErrorCode.CONFLICT, f"Cron {cron_id} kept changing while its status was set: retry"
+        )
     action = "start_cron" if status == CronStatus.RUNNING else "pause_cron"
     await _record(call, scope, action, cron_id)
     # bk-job's code answers a cron object with only its id set

@@ -35,7 +35,14 @@ from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.submit import Scope
 from jobfleet.store.audit import AuditLog
-from jobfleet.store.crons import FAILED, FIRED, SKIPPED, CronStore, open_values
+from jobfleet.store.crons import (
+    FAILED,
+    FIRED,
+    SKIPPED,
+    CronStore,
+    open_values,
+    seal_plan_passwords,
+)
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.secrets import Cipher
 
@@ -217,6 +224,9 @@ class CronScheduler:
             cron = await self.crons.reread(conn, row.id)
             if cron is None:
                 return None
+            # a value given to what became a password of the plan since is stored sealed
+            if await seal_plan_passwords(conn, cron.plan_id, self.cipher, cron.id):
+                cron = await self.crons.reread(conn, row.id) or cron
             scope = await self._scope(cron)
             operator = cron.operator or cron.last_modify_user or cron.creator
             # the cron acts for a user through an app: once either lost the scope (or

@@ -11,7 +11,8 @@ reported like any job's, by the business's notification channels.
 Decisions of one rule are taken one at a time, across every node of a cluster: the
 rule's row is locked in the shared database while one is taken (``HealStore.deciding``),
 so an alert posted twice at once, to one node or to two, starts one job, and the rate
-limits and cool-downs count every node's jobs.
+limits and cool-downs count every node's jobs. The decisions of one call are written
+together (``_Batch``).
 """
 
 from __future__ import annotations
@@ -124,45 +125,52 @@ class Healer:
             )
             raise JobError.invalid("body", str(exc)) from None
         lock = self._locks.setdefault(rule.id, asyncio.Lock())
-        out = []
         # this node's lock first (a waiter holds nothing), then a slot (each holds a
         # database connection while it decides), then the rule across the cluster
         async with lock, self._slots, self.store.deciding(rule.id) as current:
-            for alert in alerts:
-                row = await self._decide(current, alert)
-                log.info(
-                    "heal_decision rule=%s fingerprint=%s decision=%s job=%s",
-                    rule.id,
-                    alert.fingerprint,
-                    row.decision,
-                    row.job_instance_id,
-                )
-                out.append(row)
-        return [decision_view(r) for r in out]
+            batch = await _Batch.load(self.store, self.inventory, current, alerts)
+            try:
+                for alert in alerts:
+                    fields = await self._decide(current, alert, batch)
+                    log.info(
+                        "heal_decision rule=%s fingerprint=%s decision=%s job=%s",
+                        rule.id,
+                        alert.fingerprint,
+                        fields["decision"],
+                        fields["job_instance_id"],
+                    )
+            finally:
+                # written before the rule is let go (the next call's decisions see them),
+                # also those taken before an error
+                await batch.flush()
+        return [decision_view(r) for r in batch.rows]
 
     def _failed(self, source: str) -> None:
         """Count a wrong credential from ``source``; JobError (429) past the budget."""
         if not self.failures.take(source):
             raise self.failures.refusal(source)
 
-    async def _decide(self, rule: Row[Any], alert: heal.Alert) -> Row[Any]:
+    async def _decide(self, rule: Row[Any], alert: heal.Alert, batch: _Batch) -> dict[str, Any]:
         async def record(
             decision: str,
             reason: str,
             hosts: list[int] | None = None,
             variables: dict[str, str] | None = None,
             job: int | None = None,
-        ) -> Row[Any]:
-            return await self.store.record(
-                rule,
-                fingerprint=alert.fingerprint,
-                alertname=alert.alertname[:255],
-                alert_status=alert.status,
-                decision=decision,
-                reason=reason,
-                hosts=hosts or [],
-                variables=variables or {},
-                job_instance_id=job,
+        ) -> dict[str, Any]:
+            return await batch.add(
+                alert.fingerprint,
+                {
+                    "fingerprint": alert.fingerprint,
+                    "alertname": alert.alertname[:255],
+                    "alert_status": alert.status,
+                    "decision": decision,
+                    "reason": reason,
+                    "hosts": hosts or [],
+                    "variables": variables or {},
+                    "job_instance_id": job,
+                    "create_time": now_ms(),
+                },
             )
 
         if not rule.enabled:
@@ -171,7 +179,7 @@ class Healer:
             return await record(heal.SKIPPED, "a resolved alert starts nothing")
         if not heal.matches(rule.match or {}, alert):
             return await record(heal.SKIPPED, "the alert does not match the rule")
-        hosts = await self._hosts(rule, alert)
+        hosts = batch.hosts_of(alert)
         ids = [h.bk_host_id for h in hosts]
         if not hosts:
             return await record(
@@ -181,8 +189,8 @@ class Healer:
             return await record(
                 heal.REFUSED, f"{len(hosts)} hosts, over the rule's cap of {rule.max_hosts}", ids
             )
-        plan = await self.plans.plans.plan(rule.job_plan_id) if rule.variables else None
-        secret = heal.password_names(plan.variables if plan else [], rule.variables or {})
+        plan_variables = await batch.plan_variables(self.plans) if rule.variables else []
+        secret = heal.password_names(plan_variables, rule.variables or {})
         if secret:
             # a rule stored before this was refused, or a plan changed since: the value
             # would be kept in clear in the decision
@@ -211,7 +219,7 @@ class Healer:
                 f"the variables rendered {rendered} bytes in all, over {MAX_RENDERED}",
                 ids,
             )
-        last = await self.store.last_started(rule.id, alert.fingerprint)
+        last = batch.last.get(alert.fingerprint)
         if last is not None and last.job_instance_id is not None:
             job = await self.jobs.job(last.job_instance_id)
             if job is not None and job.status not in FINISHED_RUN_STATUSES:
@@ -224,7 +232,7 @@ class Healer:
                 )
         now = now_ms()
         window = max(rule.rate_window, rule.cooldown, rule.host_cooldown) * 1000
-        started = await self.store.started_since(rule.id, now - window)
+        started = [d for d in batch.started if d.create_time >= now - window]
         if rule.cooldown and started and started[0].create_time > now - rule.cooldown * 1000:
             return await record(
                 heal.CONVERGED, f"the rule is cooling down ({rule.cooldown}s)", ids, variables
@@ -280,6 +288,8 @@ class Healer:
             overrides.append({"name": rule.host_variable, "server": {"host_id_list": chosen}})
         biz = int(rule.bk_biz_id)
         scope = Scope(ScopeType.BIZ, str(biz), biz, {biz})
+        # what is decided so far is written first: a launch is a transaction of its own
+        await batch.flush()
         try:
             job_id, _name = await self.plans.launch(
                 plan_id=rule.job_plan_id,
@@ -297,24 +307,100 @@ class Healer:
             heal.STARTED, f"started plan {rule.job_plan_id}{note}", chosen, variables, job_id
         )
 
-    async def _hosts(self, rule: Row[Any], alert: heal.Alert) -> list[Host]:
-        refs = heal.host_refs(alert, rule.host_label, rule.host_kind)[: rule.max_hosts + 1]
+
+def _wanted(rule: Row[Any], alert: heal.Alert) -> list[Any]:
+    """The hosts an alert names: ids, or (cloud, address) pairs, as the rule reads them."""
+    refs = heal.host_refs(alert, rule.host_label, rule.host_kind)[: rule.max_hosts + 1]
+    if rule.host_kind == "host_id":
+        return [i for i in map(_id, refs) if i is not None]
+    cloud_label = alert.labels.get("bk_cloud_id", "0")
+    cloud = _id(cloud_label) if cloud_label.isdecimal() else 0
+    if cloud is None:  # a cloud id past any row's
+        return []
+    pairs = []
+    for ref in refs:
+        try:
+            pairs.append((cloud, normalize_ip(ref)))
+        except JobError:
+            continue
+    return pairs
+
+
+class _Batch:
+    """The decisions of one webhook call on a rule, taken in order while the rule is held
+    (``HealStore.deciding``) and written together, in one transaction, each with the
+    moment it was taken. What they depend on is read once: the hosts the alerts name,
+    the rule's plan's variables, the rule's started jobs of the longest window and each
+    fingerprint's last started job, the last two kept up to date with the jobs this
+    call starts (a started decision is written at once). No other
+    decision on the rule can be taken meanwhile, so each one sees what it would have
+    seen taken and written alone."""
+
+    def __init__(
+        self,
+        store: HealStore,
+        rule: Row[Any],
+        started: list[Row[Any]],
+        last: dict[str, Row[Any]],
+        found: dict[Any, list[Host]],
+    ) -> None:
+        self.store = store
+        # the hosts the alerts name, by id or by (cloud, address)
+        self.found = found
+        self.rule = rule
+        # newest first, as ``HealStore.started_since``
+        self.started = started
+        self.last = last
+        self.pending: list[dict[str, Any]] = []
+        self.rows: list[Row[Any]] = []
+        self._plan_variables: Any = None
+
+    @classmethod
+    async def load(
+        cls, store: HealStore, inventory: Inventory, rule: Row[Any], alerts: list[heal.Alert]
+    ) -> _Batch:
+        window = max(rule.rate_window, rule.cooldown, rule.host_cooldown) * 1000
+        started = await store.started_since(rule.id, now_ms() - window)
+        last = await store.last_started_of(rule.id, [a.fingerprint for a in alerts])
+        wanted = list(dict.fromkeys(w for a in alerts for w in _wanted(rule, a)))
+        found: dict[Any, list[Host]] = {}
         if rule.host_kind == "host_id":
-            found = await self.inventory.by_ids([i for i in map(_id, refs) if i is not None])
-        else:
-            cloud_label = alert.labels.get("bk_cloud_id", "0")
-            cloud = _id(cloud_label) if cloud_label.isdecimal() else 0
-            if cloud is None:  # a cloud id past any row's
-                return []
-            pairs = []
-            for ref in refs:
-                try:
-                    pairs.append((cloud, normalize_ip(ref)))
-                except JobError:
-                    continue
-            found = await self.inventory.by_ips(pairs) if pairs else []
+            for host in await inventory.by_ids(wanted):
+                found.setdefault(host.bk_host_id, []).append(host)
+        elif wanted:
+            # an address is a host's ip, or for an IPv6 address also its ipv6
+            for host in await inventory.by_ips(wanted):
+                found.setdefault((host.bk_cloud_id, host.ip), []).append(host)
+                if host.ipv6:
+                    found.setdefault((host.bk_cloud_id, host.ipv6), []).append(host)
+        return cls(store, rule, started, last, found)
+
+    def hosts_of(self, alert: heal.Alert) -> list[Host]:
+        """The hosts of the rule's business that the alert names, each once."""
         seen: dict[int, Host] = {}
-        for host in found:
-            if host.bk_biz_id == rule.bk_biz_id:
-                seen.setdefault(host.bk_host_id, host)
+        for key in _wanted(self.rule, alert):
+            for host in self.found.get(key, []):
+                if host.bk_biz_id == self.rule.bk_biz_id:
+                    seen.setdefault(host.bk_host_id, host)
         return list(seen.values())
+
+    async def plan_variables(self, plans: PlanLauncher) -> Any:
+        """The rule's plan's stored variables, read once a call."""
+        if self._plan_variables is None:
+            plan = await plans.plans.plan(self.rule.job_plan_id)
+            self._plan_variables = plan.variables if plan else []
+        return self._plan_variables
+
+    async def add(self, fingerprint: str, fields: dict[str, Any]) -> dict[str, Any]:
+        self.pending.append(fields)
+        if fields["decision"] == heal.STARTED:
+            await self.flush()
+            row = self.rows[-1]
+            self.started.insert(0, row)
+            self.last[fingerprint] = row
+        return fields
+
+    async def flush(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, []
+            self.rows.extend(await self.store.record_many(self.rule, pending))

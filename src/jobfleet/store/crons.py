@@ -2,11 +2,13 @@
 
 A cron's ``variables`` are the values it gives its plan's global variables, kept as
 ``[{id, name, type, value}]`` (``server`` instead of ``value`` for host variables)
-with password values encrypted. ``next_fire_at`` is the next slot on the cron clock
-(``jobfleet.domain.cron.CronClock``); it is null while the cron is paused or has
-nothing left to fire. Moving it from one slot to the next is a compare-and-set, and
-``cron_firings`` has one row per slot, so a slot is handled once whatever the number
-of server processes.
+with password values encrypted, also those given to a variable that became a password
+of the plan after the cron was saved (``seal_plan_passwords``: when the plan is synced,
+and when the cron is read or fires). ``next_fire_at`` is the next slot on the cron
+clock (``jobfleet.domain.cron.CronClock``); it is null while the cron is paused or has
+nothing left to fire. Moving it from one slot to the next, and starting or pausing the
+cron, are compare-and-sets on its status and slot, and ``cron_firings`` has one row per
+slot, so a slot is handled once whatever the number of server processes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import CronStatus, VariableType
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.secrets import Cipher
-from jobfleet.store.tables import businesses, cron_firings, crons, job_instances
+from jobfleet.store.tables import businesses, cron_firings, crons, job_instances, job_plans
 
 FIRED = "fired"
 SKIPPED = "skipped"
@@ -45,6 +47,60 @@ def open_values(raw: list[dict[str, Any]] | None, cipher: Cipher) -> list[dict[s
             item["value"] = cipher.decrypt(str(item["value"]))
         out.append(item)
     return out
+
+
+def resealed(
+    entries: list[dict[str, Any]] | None, plan_variables: Any, cipher: Cipher
+) -> list[dict[str, Any]] | None:
+    """A cron's stored values with those given to what is now a password variable of
+    its plan sealed and typed as passwords; None when there is none to seal.
+
+    The plan's variable may have become a password after the cron was saved: its value
+    was stored, and shown, as the plain value it then was."""
+    secret_ids: set[Any] = set()
+    secret_names: set[Any] = set()
+    for var in plan_variables or []:
+        if isinstance(var, dict) and var.get("type") == VariableType.PASSWORD:
+            secret_ids.add(var.get("id"))
+            secret_names.add(var.get("name"))
+    out: list[dict[str, Any]] = []
+    changed = False
+    for entry in entries or []:
+        item = dict(entry)
+        var_id = item.get("id")
+        secret = var_id in secret_ids if var_id is not None else item.get("name") in secret_names
+        if secret and item.get("type") != VariableType.PASSWORD:
+            value = item.get("value")
+            item = {k: v for k, v in item.items() if k != "server"}
+            item["type"] = int(VariableType.PASSWORD)
+            item["value"] = cipher.encrypt(str(value)) if value else (value or "")
+            changed = True
+        out.append(item)
+    return out if changed else None
+
+
+async def seal_plan_passwords(
+    conn: AsyncConnection, plan_id: int, cipher: Cipher, cron_id: int | None = None
+) -> int:
+    """Seal, in the crons launching a plan (or one of them), the values given to what
+    is now a password variable of that plan; the number of crons changed."""
+    plan_vars = (
+        await conn.execute(select(job_plans.c.variables).where(job_plans.c.id == plan_id))
+    ).scalar()
+    if not any(
+        isinstance(v, dict) and v.get("type") == VariableType.PASSWORD for v in plan_vars or []
+    ):
+        return 0
+    query = select(crons.c.id, crons.c.variables).where(crons.c.plan_id == plan_id)
+    if cron_id is not None:
+        query = query.where(crons.c.id == cron_id)
+    changed = 0
+    for row in (await conn.execute(query)).all():
+        fresh = resealed(row.variables, plan_vars, cipher)
+        if fresh is not None:
+            await conn.execute(update(crons).where(crons.c.id == row.id).values(variables=fresh))
+            changed += 1
+    return changed
 
 
 async def refuse_launched_plans(conn: AsyncConnection, plan_ids: list[int]) -> None:
@@ -163,6 +219,30 @@ class CronStore:
             res = await conn.execute(update(crons).where(crons.c.id == cron_id).values(**values))
         if not res.rowcount:
             raise JobError(ErrorCode.CRON_NOT_EXIST, f"Cron {cron_id} does not exist")
+
+    async def change(self, seen: Row[Any], values: dict[str, Any]) -> bool:
+        """Compare-and-set from the cron as read: False if its status or slot moved since
+        (the scheduler fired it, or another call started or paused it)."""
+        slot = seen.next_fire_at
+        same_slot = crons.c.next_fire_at.is_(None) if slot is None else crons.c.next_fire_at == slot
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(crons)
+                .where(
+                    crons.c.id == seen.id,
+                    crons.c.status == seen.status,
+                    same_slot,
+                )
+                .values(**values)
+            )
+        return res.rowcount == 1
+
+    async def seal_passwords(self, row: Row[Any], cipher: Cipher) -> Row[Any]:
+        """The cron, its values for what became password variables of its plan sealed."""
+        async with self.db.begin() as conn:
+            if await seal_plan_passwords(conn, row.plan_id, cipher, row.id):
+                return await self.reread(conn, row.id) or row
+        return row
 
     async def delete(self, cron_id: int) -> None:
         async with self.db.begin() as conn:

@@ -6,7 +6,7 @@ say only that there is one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,9 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import heal_decisions, heal_rules
+
+# fingerprints a query names at once (SQLite's bound parameters are limited)
+IN_CHUNK = 500
 
 RULE_FIELDS = (
     "name",
@@ -177,6 +180,52 @@ class HealStore:
             ).one()
         return row
 
+    async def record_many(self, rule: Row[Any], items: list[dict[str, Any]]) -> list[Row[Any]]:
+        """Decisions in one transaction, in order; each item's ``create_time`` is when it
+        was taken."""
+        if not items:
+            return []
+        ids = []
+        async with self.db.begin() as conn:
+            for fields in items:
+                res = await conn.execute(
+                    insert(heal_decisions).values(
+                        rule_id=rule.id, bk_biz_id=rule.bk_biz_id, **fields
+                    )
+                )
+                ids.append(int(res.inserted_primary_key[0]))  # type: ignore[index]
+            rows = await conn.execute(
+                select(heal_decisions)
+                .where(heal_decisions.c.id.in_(ids))
+                .order_by(heal_decisions.c.id)
+            )
+            return list(rows.all())
+
+    async def last_started_of(
+        self, rule_id: int, fingerprints: Collection[str]
+    ) -> dict[str, Row[Any]]:
+        """The last started decision of each of these fingerprints that has one."""
+        if not fingerprints:
+            return {}
+        out: dict[str, Row[Any]] = {}
+        unique = sorted(set(fingerprints))
+        async with self.db.connect() as conn:
+            for start in range(0, len(unique), IN_CHUNK):
+                latest = (
+                    select(func.max(heal_decisions.c.id))
+                    .where(
+                        heal_decisions.c.rule_id == rule_id,
+                        heal_decisions.c.decision == "started",
+                        heal_decisions.c.fingerprint.in_(unique[start : start + IN_CHUNK]),
+                    )
+                    .group_by(heal_decisions.c.fingerprint)
+                )
+                rows = await conn.execute(
+                    select(heal_decisions).where(heal_decisions.c.id.in_(latest))
+                )
+                out.update({r.fingerprint: r for r in rows.all()})
+        return out
+
     async def started_since(self, rule_id: int, since: int) -> list[Row[Any]]:
         """The rule's jobs started since ``since`` (ms), newest first."""
         async with self.db.connect() as conn:
@@ -190,21 +239,6 @@ class HealStore:
                 .order_by(heal_decisions.c.id.desc())
             )
             return list(rows.all())
-
-    async def last_started(self, rule_id: int, fingerprint: str) -> Row[Any] | None:
-        async with self.db.connect() as conn:
-            return (
-                await conn.execute(
-                    select(heal_decisions)
-                    .where(
-                        heal_decisions.c.rule_id == rule_id,
-                        heal_decisions.c.fingerprint == fingerprint,
-                        heal_decisions.c.decision == "started",
-                    )
-                    .order_by(heal_decisions.c.id.desc())
-                    .limit(1)
-                )
-            ).first()
 
     async def decisions(
         self,

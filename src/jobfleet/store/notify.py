@@ -4,7 +4,7 @@ A webhook's HMAC key is stored encrypted with the server's cipher and never leav
 the server: views say only whether there is one. A webhook's URL often carries a token
 of its own (Slack's ``/services/T/B/TOKEN``, a ``?key=``): it is stored encrypted too
 (a URL stored before was not, and reads as it is), and views show it whole only when
-asked to (to administrators), else to its first path segment.
+asked to (to administrators), else to its scheme, host and port.
 """
 
 from __future__ import annotations
@@ -53,12 +53,17 @@ class NotifyConfig:
 
 
 def shown_url(url: str) -> str:
-    """``url`` to its first path segment, what follows it (and any query) masked."""
+    """``url`` to its scheme, host and port, anything past them masked.
+
+    Which part of a URL holds its token is the receiver's choice: a whole path
+    (``/services/T/B/TOKEN``), a single segment (a chat bot's ``https://host/TOKEN``),
+    a query value (``?key=``), a fragment, user info. So none of them is shown.
+    """
     parts = urlsplit(url)
-    first = "/".join(parts.path.split("/")[:2]).rstrip("/")
-    if parts.path[len(first) :].strip("/") or parts.query or parts.fragment:
-        return f"{parts.scheme}://{parts.netloc}{first}/{MASK}"
-    return url
+    host = parts.netloc.rpartition("@")[2]
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        return f"{parts.scheme}://{host}/{MASK}"
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def shown_target(channel: str, target: Any) -> Any:

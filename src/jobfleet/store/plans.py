@@ -18,7 +18,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.plans import enable, synced, with_values
 from jobfleet.domain.templates import check_description, check_name
 from jobfleet.domain.variables import Variable
-from jobfleet.store.crons import refuse_launched_plans
+from jobfleet.store.crons import refuse_launched_plans, seal_plan_passwords
 from jobfleet.store.database import new_stamps, now_ms
 from jobfleet.store.tables import job_plans, job_templates
 from jobfleet.store.templates import (
@@ -146,6 +146,8 @@ class PlanStore(SealedRows):
                     last_modify_time=now_ms(),
                 )
             )
+            # a variable that became a password: the crons' values for it are sealed too
+            await seal_plan_passwords(conn, plan_id, self.cipher)
             return await self._plan_row(conn, biz_ids, plan_id)
 
     async def delete_plan(self, biz_ids: Collection[int], plan_id: int) -> Row[Any]:
@@ -232,6 +234,7 @@ class PlanStore(SealedRows):
                 last_modify_time=now_ms(),
             )
         )
+        await seal_plan_passwords(conn, plan_id, self.cipher)
 
     async def _plan_row(
         self, conn: AsyncConnection, biz_ids: Collection[int], plan_id: int, *, lock: bool = False
