@@ -274,7 +274,7 @@ async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any
     settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
                               database_url=database_url,
                               engine=EngineSettings(**{**TEST_ENGINE, **(engine or {})}),
-                              heartbeat=2.0, log_level="warning", **(server or {}))
+                              log_level="warning", **{"heartbeat": 2.0, **(server or {})})
     node = Server(settings)
     uv = uvicorn.Server(node.uvicorn_config())
     task = await serve_on(uv, sock)

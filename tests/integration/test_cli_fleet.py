@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.harness import Running, eventually
+from tests.integration.harness import Running, eventually, run_server
 from tests.integration.test_plans import execute, make_plan, script
 
 from jobfleet.sdk import AsyncJobClient, JobApiError
@@ -405,10 +405,20 @@ async def test_jobs_filters_on_a_real_history(running: Running) -> None:
 
 
 async def test_step_skip_ends_a_termination_an_agent_cannot_answer(
-    running: Running, tmp_path: Path
+    tmp_path: Path, database_url: str
 ) -> None:
     """An agent frozen (SIGSTOP) while its script runs cannot stop it: ``terminate``
     leaves the step stopping, and ``step skip`` stops waiting for it."""
+    # the tests' usual 5 s wait for an agent to confirm a termination, and their 2 s
+    # heartbeat (the server ends a connection silent for two), each end the termination
+    # by themselves: on a loaded machine before the skip is sent
+    async with run_server(
+        tmp_path, database_url, engine={"terminate_wait": 120.0}, server={"heartbeat": 120.0}
+    ) as running:
+        await _skip_a_termination(running, tmp_path)
+
+
+async def _skip_a_termination(running: Running, tmp_path: Path) -> None:
     ip = "127.0.12.9"
     agent = subprocess.Popen(
         [sys.executable, "-m", "jobfleet", "agent", "--server", running.url, "--state-dir",
