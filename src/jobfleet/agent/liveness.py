@@ -76,6 +76,15 @@ def let_go(fd: int, key: str, directory: Path = RUN_DIR, *, forget: bool) -> Non
         os.close(fd)
 
 
+def keys(prefix: str, directory: Path = RUN_DIR) -> set[str]:
+    """The keys starting with ``prefix`` that have a lock file, held or not."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return set()
+    return {n[: -len(".lock")] for n in names if n.startswith(prefix) and n.endswith(".lock")}
+
+
 def _path(directory: Path, key: str) -> Path:
     if not key or "/" in key or key.startswith("."):
         raise ValueError(f"not an agent key: {key!r}")

@@ -328,26 +328,24 @@ def _remove_idle_agents(top: Path) -> None:
     cgroups in it. A running agent's (this one's too) are its pool, though empty: its
     own processes live elsewhere."""
     try:
-        entries = list(top.iterdir())
+        names = {e.name for e in top.iterdir() if e.name.startswith("agent-") and e.is_dir()}
     except OSError:
         return
-    for entry in entries:
-        if not (entry.name.startswith("agent-") and entry.is_dir()):
-            continue
-        seized = liveness.seize(entry.name)
+    # with the lock files of agents whose cgroup is gone (the watchdog of one that died
+    # removes it)
+    for key in names | liveness.keys("agent-"):
+        seized = liveness.seize(key)
         if seized is None:
             continue
-        removed = False
         try:
             with contextlib.suppress(OSError):
-                for task in entry.iterdir():
+                for task in (top / key).iterdir():
                     if task.name.startswith(_TASK_PREFIX):
                         with contextlib.suppress(OSError):
                             task.rmdir()
-                entry.rmdir()
-                removed = True
+                (top / key).rmdir()
         finally:
-            liveness.let_go(seized, entry.name, forget=removed)
+            liveness.let_go(seized, key, forget=not (top / key).exists())
 
 
 def _procs(cgroup: Path) -> str:
