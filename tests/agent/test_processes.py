@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from jobfleet.agent import processes
+from jobfleet.agent import liveness, processes
 from jobfleet.agent.executor import ProcessExecutor
 from jobfleet.agent.task import TaskSpec
 from jobfleet.domain.status import HostStatus, ScriptLanguage
@@ -379,3 +379,65 @@ def test_a_task_cgroup_removed_while_the_agent_moves_in_is_made_again(
         containment.release("a")
     finally:
         containment.close()
+
+
+def test_a_starting_agent_spares_the_idle_cgroups_of_a_running_one(tmp_path: Path) -> None:
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    running = processes.choose(processes.CGROUP, tmp_path / "running")
+    assert isinstance(running, processes.CgroupContainment)
+    try:
+        running.enter("a")
+        running.home()
+        pool = running.path("a")
+        running.release("a")
+        # the running agent is in its home cgroup: its own holds only the empty pool
+        assert pool.is_dir() and processes.cgroup_pids(running.base) == []
+        starting = processes.choose(processes.CGROUP, tmp_path / "starting")
+        try:
+            assert pool.is_dir()
+        finally:
+            starting.close()
+        running.enter("b")
+        try:
+            assert running.path("b") == pool
+            assert os.getpid() in processes.cgroup_pids(pool)
+        finally:
+            running.home()
+        running.release("b")
+    finally:
+        running.close()
+    assert not running.base.exists()
+
+
+def test_a_starting_agent_removes_the_idle_cgroups_of_a_dead_one(tmp_path: Path) -> None:
+    if not cgroups_available():
+        pytest.skip("no cgroup v2 this agent may write to (needs root)")
+    # two agents in one process that dies: one's cgroups stay, the other's its
+    # watchdog removes; each leaves the lock file it held
+    program = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from jobfleet.agent import processes
+        for name in ("dead", "watched"):
+            containment = processes.choose(processes.CGROUP, Path({str(tmp_path)!r}) / name)
+            containment.enter("a")
+            containment.home()
+            print(containment.path("a"), flush=True)
+            containment.release("a")
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    died = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60)
+    assert died.returncode == -signal.SIGKILL, (died.stdout, died.stderr)
+    pool, watched = (Path(line) for line in died.stdout.split())
+    locks = [liveness.RUN_DIR / f"{p.parent.name}.lock" for p in (pool, watched)]
+    assert pool.is_dir() and all(lock.exists() for lock in locks)
+    watched.rmdir()
+    watched.parent.rmdir()
+    starting = processes.choose(processes.CGROUP, tmp_path / "starting")
+    try:
+        assert not pool.exists() and not pool.parent.exists()
+        assert not any(lock.exists() for lock in locks)
+    finally:
+        starting.close()

@@ -427,6 +427,51 @@ async def test_a_webhook_url_is_whole_for_administrators_only(running: Running) 
     assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == other
 
 
+async def test_a_masked_url_from_a_stale_page_keeps_the_url(running: Running) -> None:
+    """The URL as any version of the server showed it to those who may not see it whole
+    (``https://host:port/******`` now, ``https://host:port/services/******`` before),
+    sent back, keeps the stored URL; a URL holding the mask that is none of those is
+    refused, never stored as the target."""
+    wire, base = running.wire, "/businesses/2/notify-configs"
+    url = "https://127.0.0.1:9/services/T0/B0/SECRETTOKEN"
+    created = await add_config(wire, channel="webhook", target=url, secret=SECRET,
+                               statuses=[4])
+    cid = created["id"]
+    await admin(wire, "POST", "/users", {"username": "bob"})
+    granted = await admin(wire, "POST", "/users/bob/grants",
+                          {"scope_type": "biz", "scope_id": "2"})
+    assert granted["result"], granted
+    bob = Wire(running.url, running.boot["bk_app_code"], running.boot["bk_app_secret"], "bob")
+    try:
+        for shown in ("https://127.0.0.1:9/services/******", "https://127.0.0.1:9/******"):
+            kept = await admin(bob, "PUT", f"{base}/{cid}", {"target": shown, "enabled": True})
+            assert kept["result"], (shown, kept)
+            assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == url
+        for foreign in (
+            "https://127.0.0.1:10/services/******",  # another port
+            "http://127.0.0.1:9/******",  # another scheme
+            "https://127.0.0.2:9/******",  # another host
+            "https://127.0.0.1:9/other/******",  # not this URL's path
+            "https://127.0.0.1:9/services/******?key=1",
+            "https://127.0.0.1:9/services/******/more",
+        ):
+            refused = await admin(bob, "PUT", f"{base}/{cid}", {"target": foreign})
+            assert (refused["result"], refused["code"]) == (False, 1241010), (foreign, refused)
+            assert "******" in refused["message"], refused
+    finally:
+        await bob.close()
+    assert (await admin(wire, "GET", f"{base}/{cid}"))["data"]["target"] == url
+    # nor does a new config take a mask for its target
+    made = await admin(wire, "POST", base, {"channel": "webhook", "secret": SECRET,
+                                            "target": "https://127.0.0.1:9/******",
+                                            "statuses": [4]})
+    assert (made["result"], made["code"]) == (False, 1241010), made
+    async with running.server.db.connect() as conn:
+        stored = [running.server.cipher.decrypt(t)
+                  for t in (await conn.execute(select(notify_configs.c.target))).scalars()]
+    assert stored == [url]
+
+
 @pytest.mark.parametrize("path", ["/businesses/x/notify-configs", "/businesses/2/notify-configs/0"])
 async def test_bad_ids_answer_with_the_envelope(running: Running, path: str) -> None:
     answer = await admin(running.wire, "GET", path)

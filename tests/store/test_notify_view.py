@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobfleet.store.notify import shown_target, shown_url
+from jobfleet.store.notify import shown_target, shown_url, shows
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,28 @@ def test_only_a_webhook_is_masked() -> None:
     addresses = ["ops@example.org"]
     assert shown_target("email", addresses) is addresses
     assert shown_target("webhook", "https://h.test/a/b") == "https://h.test/******"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("https://hooks.example:8443/******", True),  # as shown now
+        ("https://hooks.example:8443/services/******", True),  # as shown before
+        ("https://HOOKS.example:8443/services/******", True),
+        ("https://hooks.example:8443/services/T/******", True),
+        ("https://hooks.example/******", False),  # no port: another place
+        ("https://hooks.example:8444/******", False),
+        ("http://hooks.example:8443/******", False),
+        ("https://other.example:8443/******", False),
+        ("https://hooks.example:8443/serv/******", False),  # not whole segments of its path
+        ("https://hooks.example:8443/other/******", False),
+        ("https://hooks.example:8443/******?key=1", False),
+        ("https://hooks.example:8443/******#x", False),
+        ("https://hooks.example:8443/******/x", False),
+        ("https://u:p@hooks.example:8443/******", False),
+        ("https://hooks.example:99999/******", False),
+        ("https://hooks.example:8443/services/T/B/TOKEN", False),
+    ],
+)
+def test_a_url_as_shown_once_or_now_stands_for_the_stored_one(sent: str, kept: bool) -> None:
+    assert shows("https://hooks.example:8443/services/T/B/TOKEN", sent) is kept

@@ -18,7 +18,9 @@ the default, ``cgroup`` or ``proc``):
   double-forks escapes it.
 
 The agent key is derived from the agent's work directory, so an agent restarted on
-the same state directory finds the cgroups its predecessor left and kills them.
+the same state directory finds the cgroups its predecessor left and kills them. A
+starting agent also removes the empty cgroups of other keys whose agent no longer
+runs (:mod:`jobfleet.agent.liveness` tells which still do).
 
 Nothing of this module imports more than the standard library: the watchdog
 (:mod:`jobfleet.agent.watchdog`) runs it in a small process of its own.
@@ -38,6 +40,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from jobfleet.agent import liveness
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +190,13 @@ class CgroupContainment(Containment):
 
     mode = CGROUP
 
-    def __init__(self, base: Path, home_dir: Path) -> None:
+    def __init__(self, base: Path, home_dir: Path, alive: int | None = None) -> None:
         super().__init__(base.name)
         self.base = base
         self._home = home_dir
+        # the agent's hold on its key's lock (none in the watchdog): while held, no
+        # other agent takes the empty cgroups here for a dead agent's
+        self._alive = alive
         self._left = base.parent / _LEFT
         self._tasks: dict[str, Path] = {}
         self._idle: list[Path] = []
@@ -203,12 +210,20 @@ class CgroupContainment(Containment):
         if mount is None:
             raise ContainmentError("no cgroup v2 hierarchy is mounted")
         base = mount / _TOP / key
-        _remove_idle_agents(mount / _TOP)
-        base.mkdir(parents=True, exist_ok=True)
-        (mount / _TOP / _LEFT).mkdir(exist_ok=True)
-        if not (base / "cgroup.procs").exists():
-            raise ContainmentError(f"{base} is not a cgroup")
-        return cls(base, own_cgroup(mount))
+        try:
+            alive = liveness.hold(key)
+        except OSError as exc:
+            raise ContainmentError(f"cannot mark this agent alive: {exc}") from None
+        try:
+            _remove_idle_agents(mount / _TOP)
+            base.mkdir(parents=True, exist_ok=True)
+            (mount / _TOP / _LEFT).mkdir(exist_ok=True)
+            if not (base / "cgroup.procs").exists():
+                raise ContainmentError(f"{base} is not a cgroup")
+            return cls(base, own_cgroup(mount), alive)
+        except BaseException:
+            os.close(alive)
+            raise
 
     def path(self, task_id: str) -> Path:
         """The task's cgroup: the one it was given, else (a task of an earlier agent,
@@ -295,27 +310,42 @@ class CgroupContainment(Containment):
                 path.rmdir()  # the kernel refuses while a process is in it
         with contextlib.suppress(OSError):
             self.base.rmdir()
+        if self._alive is not None:
+            os.close(self._alive)
+            self._alive = None
+            if not self.base.exists():
+                seized = liveness.seize(self.key)
+                if seized is not None:
+                    liveness.let_go(seized, self.key, forget=True)
 
 
 # --- cgroups ------------------------------------------------------------------------
 
 
 def _remove_idle_agents(top: Path) -> None:
-    """Remove agents' cgroups that hold nothing, with the empty task cgroups they kept:
-    the kernel refuses to remove a cgroup with processes or cgroups in it, and an agent
-    remakes its own when it starts."""
+    """Remove the cgroups of agents no longer running that hold nothing, with the empty
+    task cgroups they kept: the kernel refuses to remove a cgroup with processes or
+    cgroups in it. A running agent's (this one's too) are its pool, though empty: its
+    own processes live elsewhere."""
     try:
-        entries = list(top.iterdir())
+        names = {e.name for e in top.iterdir() if e.name.startswith("agent-") and e.is_dir()}
     except OSError:
         return
-    for entry in entries:
-        if entry.name.startswith("agent-") and entry.is_dir():
+    # with the lock files of agents whose cgroup is gone (the watchdog of one that died
+    # removes it)
+    for key in names | liveness.keys("agent-"):
+        seized = liveness.seize(key)
+        if seized is None:
+            continue
+        try:
             with contextlib.suppress(OSError):
-                for task in entry.iterdir():
+                for task in (top / key).iterdir():
                     if task.name.startswith(_TASK_PREFIX):
                         with contextlib.suppress(OSError):
                             task.rmdir()
-                entry.rmdir()
+                (top / key).rmdir()
+        finally:
+            liveness.let_go(seized, key, forget=not (top / key).exists())
 
 
 def _procs(cgroup: Path) -> str:

@@ -16,8 +16,17 @@ from jobfleet.api.scope import holds_scope, require_admin
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.store.audit import AuditQuery
-from jobfleet.store.notify import CHANNELS, WEBHOOK, NotifyStore, config_view, shown_target
+from jobfleet.store.notify import (
+    CHANNELS,
+    WEBHOOK,
+    NotifyConfig,
+    NotifyStore,
+    config_view,
+    shown_target,
+    shows,
+)
 from jobfleet.store.quotas import QuotaStore
+from jobfleet.store.secrets import MASK
 
 PREFIX = "/api/jobfleet/v1"
 VIEW_NOTIFY = "view_notify_config"
@@ -52,6 +61,13 @@ def _webhook_url(value: Any) -> str:
         raise JobError.invalid("target", "must be an http(s) URL with a host and no user info")
     if port == 0:
         raise JobError.invalid("target", "port 0 is not a port one can send to")
+    if MASK in value:
+        # a URL as shown to those who may not see it whole, but not of this config's
+        raise JobError.invalid(
+            "target",
+            f"holds {MASK}, which stands for the hidden part of a stored URL: send the whole "
+            "URL, or the config's own as it was shown to keep it",
+        )
     return value
 
 
@@ -140,6 +156,19 @@ def _view(call: Call, row: Any) -> dict[str, Any]:
     return config_view(row, whole_url=call.caller.is_admin)
 
 
+def _keeps(current: NotifyConfig, sent: Any) -> bool:
+    """``sent`` is the target as a user who may not see the whole URL was shown it (by
+    this server or an earlier version of it, on a page still open): the URL stays."""
+    if sent == shown_target(current.channel, current.target):
+        return True
+    return (
+        current.channel == WEBHOOK
+        and isinstance(sent, str)
+        and isinstance(current.target, str)
+        and shows(current.target, sent)
+    )
+
+
 def _detail(row: Any) -> dict[str, Any]:
     """What the audit keeps of a config, read by every user of its business."""
     view = config_view(row)
@@ -191,8 +220,7 @@ async def update_config(call: Call) -> dict[str, Any]:
     config_id = _config_id(call)
     current = await store.get(scope.bk_biz_id, config_id)
     changes: dict[str, Any] = {}
-    # what a user who may not see the whole URL was shown, sent back: the URL stays
-    if "target" in p and p["target"] != shown_target(current.channel, current.target):
+    if "target" in p and not _keeps(current, p["target"]):
         changes["target"] = _target(current.channel, p["target"])
     if "statuses" in p:
         changes["statuses"] = _statuses(p["statuses"])

@@ -66,6 +66,27 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
+def shows(url: str, sent: str) -> bool:
+    """``sent`` is ``url`` as this server shows it, or once showed it, to those who may
+    not see it whole: the same scheme, host and port, then whole segments of its path
+    (none now; the first, before), then the mask. Sent back from a page or a script,
+    it means "keep the URL"."""
+    try:
+        given, stored = urlsplit(sent), urlsplit(url)
+        place = (given.scheme.lower(), given.hostname, given.port)
+        if place != (stored.scheme.lower(), stored.hostname, stored.port):
+            return False
+    except ValueError:
+        return False
+    head, _, last = given.path.rpartition("/")
+    return (
+        last == MASK
+        and not (given.query or given.fragment)
+        and given.netloc.rpartition("@")[0] in ("", stored.netloc.rpartition("@")[0])
+        and (stored.path == head or stored.path.startswith(head + "/"))
+    )
+
+
 def shown_target(channel: str, target: Any) -> Any:
     return shown_url(target) if channel == WEBHOOK and isinstance(target, str) else target
 
