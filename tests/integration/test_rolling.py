@@ -363,3 +363,30 @@ async def test_force_skip_ends_a_terminate_that_agents_do_not_confirm(
 async def _step_is(running: Running, job: dict[str, Any], status: int) -> bool:
     data = await running.wire.status(job["job_instance_id"])
     return bool(data["step_instance_list"][0]["status"] == status)
+
+
+async def test_terminate_during_a_staggered_pause_ends_the_batches_already_started(
+        running: Running) -> None:
+    await running.start_agents(IPS[:3])
+    rolling = {"expression": "1", "execution_mode": 2, "batch_start_wait_fixed_ms": 30_000}
+    job = await run(running, "echo started; sleep 60", rolling, ips=IPS[:3])
+
+    async def first_batch_runs() -> bool:
+        logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"], IPS[:3])
+        return any(v.strip() == "started" for v in logs.values())
+
+    await eventually(first_batch_runs, timeout=20)
+    stop = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1})
+    assert stop["result"], stop
+    done = await running.wire.wait(job["job_instance_id"], timeout=20)
+    step = done["step_instance_list"][0]
+    assert (done["job_instance"]["status"], step["status"]) == (11, 11)
+    # the running batch was ended like any terminated host, the later ones never began
+    statuses = sorted(h["status"] for h in step["step_ip_result_list"])
+    assert statuses == [5, 5, 403], statuses
+
+    async def killed() -> bool:
+        return not _tasks_alive(running, job["step_instance_id"])
+
+    await eventually(killed, timeout=10)

@@ -181,8 +181,9 @@ class StepTasks:
                         break
                 else:
                     await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
-            if not stopped and run.pending:
-                stopped = await self._wait(run, stop, deadline)
+            if run.pending:
+                # a terminate in a staggered pause still ends the batches already started
+                stopped = await self._wait(run, stop, deadline) or stopped
         finally:
             self._untrack(run)
         return await self.end_step(step, started, stopped)
