@@ -390,3 +390,16 @@ async def test_terminate_during_a_staggered_pause_ends_the_batches_already_start
         return not _tasks_alive(running, job["step_instance_id"])
 
     await eventually(killed, timeout=10)
+
+
+async def test_two_terminates_at_once_one_is_told_the_job_is_terminating(
+        running: Running) -> None:
+    await running.start_agents(IPS[:1])
+    job = await run(running, "echo started; sleep 60", ips=IPS[:1])
+    await eventually(lambda: _step_is(running, job, 2), timeout=10)
+    term = {"bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1}
+    answers = await asyncio.gather(*[running.wire.v3("operate_job_instance", term)
+                                     for _ in range(3)])
+    assert sorted(a["code"] for a in answers) == [0, 1244015, 1244015], answers
+    done = await running.wire.wait(job["job_instance_id"], timeout=20)
+    assert done["job_instance"]["status"] == 11

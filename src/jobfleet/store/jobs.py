@@ -411,6 +411,22 @@ class JobStore(JobReads):
             )
             return bool(res.rowcount)
 
+    async def mark_stopping(self, job_id: int) -> bool:
+        """Mark a started, unfinished job as terminating (10); False if it had finished,
+        was already terminating or had not started."""
+        terminable = [
+            int(s)
+            for s in RunStatus
+            if not s.finished and s not in (RunStatus.BLANK, RunStatus.STOPPING)
+        ]
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(job_instances)
+                .where(job_instances.c.id == job_id, job_instances.c.status.in_(terminable))
+                .values(status=int(RunStatus.STOPPING))
+            )
+            return bool(res.rowcount)
+
     async def finish_job(
         self,
         job_id: int,
