@@ -403,3 +403,17 @@ async def test_two_terminates_at_once_one_is_told_the_job_is_terminating(
     assert sorted(a["code"] for a in answers) == [0, 1244015, 1244015], answers
     done = await running.wire.wait(job["job_instance_id"], timeout=20)
     assert done["job_instance"]["status"] == 11
+
+
+async def test_a_staggered_rollout_in_mode_1_starts_no_batch_after_a_failure(
+        running: Running) -> None:
+    await running.start_agents(IPS[:3])
+    order = [ip for ip in await by_host_id(running) if ip in IPS[:3]]
+    script = f'if [ "$JOBFLEET_HOST_IP" = "{order[0]}" ]; then exit 5; fi\necho ran\n'
+    rolling = {"expression": "1", "mode": 1, "execution_mode": 2,
+               "batch_start_wait_fixed_ms": 1500}
+    job = await run(running, script, rolling, ips=IPS[:3])
+    done = await running.wire.wait(job["job_instance_id"], timeout=30)
+    assert done["job_instance"]["status"] == 4
+    by_ip = {h["ip"]: h["status"] for h in hosts_of(await step_status(running, job))}
+    assert by_ip == {order[0]: 104, order[1]: 5, order[2]: 5}, by_ip

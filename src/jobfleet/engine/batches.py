@@ -162,8 +162,12 @@ class StepTasks:
                     if await self._pause(stop, config.start_delay()):
                         stopped = True
                         break
-                    if config.threshold_crossed(await self._failed(step.id, count), total):
+                    failed = await self._failed(step.id, count)
+                    if config.threshold_crossed(failed, total):
                         log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, batch)
+                        break
+                    # mode 1: a failure in any batch started so far starts no further one
+                    if config.mode == MODE_PAUSE and failed:
                         break
                     continue
                 stopped = await self._wait(run, stop, deadline)
