@@ -169,6 +169,12 @@ class StepTasks:
                     # mode 1: a failure in any batch started so far starts no further one
                     if config.mode == MODE_PAUSE and failed:
                         break
+                    # mode 3: each next batch starts once an operator says so
+                    if config.mode == MODE_CONFIRM and not await self._await_rolling_confirm(
+                        job, step, stop
+                    ):
+                        stopped = stop.is_set()
+                        break
                     continue
                 stopped = await self._wait(run, stop, deadline)
                 if stopped or last:
