@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from tests.engine.conftest import Rig, script_job
 
 from jobfleet.domain import protocol
+from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.store.database import now_ms
 
@@ -143,3 +145,27 @@ async def test_another_node_takes_over_a_job_whose_owner_is_gone(rig: Rig) -> No
     # a finished job has no owner any more
     owner = await rig.store.job(job_id)
     assert owner is not None and owner.owner_node is None
+
+
+async def test_a_terminate_that_comes_as_the_job_ends_leaves_it_ended(rig: Rig) -> None:
+    """The API reads the job running, the job ends, then the terminate is made: it must not
+    turn the finished job into one that is stopping for ever."""
+    rig.agents.connect(1)
+    job_id, _ = await rig.engine.submit(script_job([1]), start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+    with pytest.raises(JobError) as raised:
+        await rig.engine.terminate(job_id)
+    assert raised.value.code == ErrorCode.UNSUPPORTED_OPERATION
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.SUCCESS
+
+
+async def test_a_second_terminate_is_told_the_job_is_terminating(rig: Rig) -> None:
+    rig.agents.connect(1)
+    job_id, _ = await rig.engine.submit(script_job([1], "sleep 60"), start=True)
+    await rig.engine.terminate(job_id)
+    with pytest.raises(JobError) as raised:
+        await rig.engine.terminate(job_id)
+    assert raised.value.code in (ErrorCode.TASK_ALREADY_TERMINATING,
+                                 ErrorCode.UNSUPPORTED_OPERATION)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS

@@ -529,3 +529,43 @@ async def test_terminating_a_job_that_was_never_started_ends_its_steps(
         assert start["code"] == 1241015, start
     await asyncio.sleep(0.3)
     assert (await wire.status(script_job))["job_instance"]["status"] == 8
+
+
+async def test_a_confirmation_that_meets_a_terminate_keeps_its_answer(
+        running: Running) -> None:
+    """A job terminated while an approver confirms: whichever the confirmation's answer
+    says stays on record; an accepted confirmation is not overwritten as stopped."""
+    await running.start_agents([A])
+    wire = running.wire
+    plan_id, _ = await make_plan(running, [
+        {"name": "ok?", "type": 3, "approval_info": {"approval_user": {"user_list": ["admin"]}}},
+        script("after", "echo after\n", hosts(A)),
+    ], [])
+    job_id = 0
+
+    async def waiting() -> dict[str, Any] | None:
+        data = await wire.status(job_id)
+        return data if data["job_instance"]["status"] == 7 else None
+
+    for _ in range(6):
+        job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+        data = await eventually(waiting, timeout=30)
+        step_id = data["step_instance_list"][0]["step_instance_id"]
+        stopped, confirmed = await asyncio.gather(
+            wire.v3("operate_job_instance", {"bk_biz_id": 2, "job_instance_id": job_id,
+                                             "operation_code": 1}),
+            wire.v3("operate_step_instance", {"bk_biz_id": 2, "job_instance_id": job_id,
+                                              "step_instance_id": step_id,
+                                              "operation_code": 6}))
+        assert confirmed["result"] or confirmed["code"] == 1241003, confirmed
+        done = await wire.wait(job_id, timeout=15)
+        statuses = [s["status"] for s in done["step_instance_list"]]
+        if not confirmed["result"]:
+            assert stopped["result"], stopped
+            assert (done["job_instance"]["status"], statuses) == (11, [11, 1]), done
+        elif stopped["result"]:
+            # the next step may have begun before the terminate reached it
+            assert done["job_instance"]["status"] == 11, done
+            assert statuses[0] == 3 and statuses[1] in (1, 11), (confirmed, done)
+        else:
+            assert stopped["code"] == 1241003, stopped  # the job had already finished

@@ -363,3 +363,75 @@ async def test_force_skip_ends_a_terminate_that_agents_do_not_confirm(
 async def _step_is(running: Running, job: dict[str, Any], status: int) -> bool:
     data = await running.wire.status(job["job_instance_id"])
     return bool(data["step_instance_list"][0]["status"] == status)
+
+
+async def test_terminate_during_a_staggered_pause_ends_the_batches_already_started(
+        running: Running) -> None:
+    await running.start_agents(IPS[:3])
+    rolling = {"expression": "1", "execution_mode": 2, "batch_start_wait_fixed_ms": 30_000}
+    job = await run(running, "echo started; sleep 60", rolling, ips=IPS[:3])
+
+    async def first_batch_runs() -> bool:
+        logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"], IPS[:3])
+        return any(v.strip() == "started" for v in logs.values())
+
+    await eventually(first_batch_runs, timeout=20)
+    stop = await running.wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1})
+    assert stop["result"], stop
+    done = await running.wire.wait(job["job_instance_id"], timeout=20)
+    step = done["step_instance_list"][0]
+    assert (done["job_instance"]["status"], step["status"]) == (11, 11)
+    # the running batch was ended like any terminated host, the later ones never began
+    statuses = sorted(h["status"] for h in step["step_ip_result_list"])
+    assert statuses == [5, 5, 403], statuses
+
+    async def killed() -> bool:
+        return not _tasks_alive(running, job["step_instance_id"])
+
+    await eventually(killed, timeout=10)
+
+
+async def test_two_terminates_at_once_one_is_told_the_job_is_terminating(
+        running: Running) -> None:
+    await running.start_agents(IPS[:1])
+    job = await run(running, "echo started; sleep 60", ips=IPS[:1])
+    await eventually(lambda: _step_is(running, job, 2), timeout=10)
+    term = {"bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1}
+    answers = await asyncio.gather(*[running.wire.v3("operate_job_instance", term)
+                                     for _ in range(3)])
+    assert sorted(a["code"] for a in answers) == [0, 1244015, 1244015], answers
+    done = await running.wire.wait(job["job_instance_id"], timeout=20)
+    assert done["job_instance"]["status"] == 11
+
+
+async def test_a_staggered_rollout_in_mode_1_starts_no_batch_after_a_failure(
+        running: Running) -> None:
+    await running.start_agents(IPS[:3])
+    order = [ip for ip in await by_host_id(running) if ip in IPS[:3]]
+    script = f'if [ "$JOBFLEET_HOST_IP" = "{order[0]}" ]; then exit 5; fi\necho ran\n'
+    rolling = {"expression": "1", "mode": 1, "execution_mode": 2,
+               "batch_start_wait_fixed_ms": 1500}
+    job = await run(running, script, rolling, ips=IPS[:3])
+    done = await running.wire.wait(job["job_instance_id"], timeout=30)
+    assert done["job_instance"]["status"] == 4
+    by_ip = {h["ip"]: h["status"] for h in hosts_of(await step_status(running, job))}
+    assert by_ip == {order[0]: 104, order[1]: 5, order[2]: 5}, by_ip
+
+
+async def test_a_staggered_rollout_in_mode_3_parks_before_each_next_batch(
+        running: Running) -> None:
+    await running.start_agents(IPS[:2])
+    rolling = {"expression": "1", "mode": 3, "execution_mode": 2,
+               "batch_start_wait_fixed_ms": 200}
+    job = await run(running, "sleep 2; echo ran", rolling, ips=IPS[:2])
+    await eventually(lambda: _step_is(running, job, 7), timeout=20)
+    data = await step_status(running, job)
+    assert sorted(h["status"] for h in hosts_of(data)) == [5, 7], data
+    assert (await running.wire.status(job["job_instance_id"]))["job_instance"]["status"] == 7
+    await asyncio.sleep(0.5)
+    assert sorted(h["status"] for h in hosts_of(await step_status(running, job)))[0] == 5
+    assert (await operate(running, job, 13))["result"]
+    done = await running.wire.wait(job["job_instance_id"], timeout=30)
+    assert done["job_instance"]["status"] == 3
+    assert [h["status"] for h in done["step_instance_list"][0]["step_ip_result_list"]] == [9, 9]

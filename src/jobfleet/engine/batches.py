@@ -162,8 +162,18 @@ class StepTasks:
                     if await self._pause(stop, config.start_delay()):
                         stopped = True
                         break
-                    if config.threshold_crossed(await self._failed(step.id, count), total):
+                    failed = await self._failed(step.id, count)
+                    if config.threshold_crossed(failed, total):
                         log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, batch)
+                        break
+                    # mode 1: a failure in any batch started so far starts no further one
+                    if config.mode == MODE_PAUSE and failed:
+                        break
+                    # mode 3: each next batch starts once an operator says so
+                    if config.mode == MODE_CONFIRM and not await self._await_rolling_confirm(
+                        job, step, stop
+                    ):
+                        stopped = stop.is_set()
                         break
                     continue
                 stopped = await self._wait(run, stop, deadline)
@@ -181,8 +191,9 @@ class StepTasks:
                         break
                 else:
                     await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
-            if not stopped and run.pending:
-                stopped = await self._wait(run, stop, deadline)
+            if run.pending:
+                # a terminate in a staggered pause still ends the batches already started
+                stopped = await self._wait(run, stop, deadline) or stopped
         finally:
             self._untrack(run)
         return await self.end_step(step, started, stopped)

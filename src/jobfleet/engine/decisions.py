@@ -58,7 +58,11 @@ class Decisions:
                 current = await self.store.step(step.id)
                 if current is not None and current.status != RunStatus.WAITING_USER:
                     if current.status in STEP_PASSED or current.status == RunStatus.RUNNING:
-                        await self.store.update_job(job.id, status=int(RunStatus.RUNNING))
+                        # only a waiting job resumes: a terminate taken meanwhile (10) is
+                        # how a driving node on another server learns of it
+                        await self.store.update_job_if(
+                            job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
+                        )
                     return current
                 await self.check_stop(job.id, stop)
                 if current is None or stop.is_set():

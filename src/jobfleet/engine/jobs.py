@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import RunStatus
 from jobfleet.engine import quotas
 from jobfleet.engine.batches import StepTasks
@@ -129,16 +130,21 @@ class Jobs:
         job = await self.store.job(job_id)
         if job is None:
             return
-        if job.status == RunStatus.BLANK:
-            if await self.store.terminate_waiting(job_id):
-                # never started: its steps and hosts end terminated with it
-                await self.runner.finish(job_id, RunStatus.TERMINATED, job.callback_url)
-                return
-            # a start (or another terminate) came first
+        if job.status == RunStatus.BLANK and await self.store.terminate_waiting(job_id):
+            # never started: its steps and hosts end terminated with it
+            await self.runner.finish(job_id, RunStatus.TERMINATED, job.callback_url)
+            return
+        # conditional: the job may have ended, or another terminate come, since the read
+        if not await self.store.mark_stopping(job_id):
             job = await self.store.job(job_id)
-            if job is None or RunStatus(job.status).finished:
-                return
-        await self.store.update_job(job_id, status=int(RunStatus.STOPPING))
+            if job is not None and job.status == RunStatus.STOPPING:
+                raise JobError(
+                    ErrorCode.TASK_ALREADY_TERMINATING,
+                    f"Job instance {job_id} is already terminating",
+                )
+            raise JobError(
+                ErrorCode.UNSUPPORTED_OPERATION, f"Job instance {job_id} has already finished"
+            )
         self.decisions.request_stop(job_id)
         # the node that drives the job may be another one
         await self.signals.stop(job_id)

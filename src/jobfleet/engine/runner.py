@@ -196,10 +196,17 @@ class JobRunner:
             end = now_ms()
             latest = await self.store.step(step.id)
             started = (latest.start_time if latest is not None else None) or end
-            await self.store.update_step(
-                step.id, status=int(RunStatus.STOP_SUCCESS), end_time=end, total_time=end - started
-            )
-            return RunStatus.STOP_SUCCESS
+            # an approver's decision that landed since keeps the step: its answer said so
+            if await self.store.update_step_if(
+                step.id,
+                int(RunStatus.WAITING_USER),
+                status=int(RunStatus.STOP_SUCCESS),
+                end_time=end,
+                total_time=end - started,
+            ):
+                return RunStatus.STOP_SUCCESS
+            latest = await self.store.step(step.id)
+            return RunStatus(latest.status) if latest is not None else RunStatus.STOP_SUCCESS
         return RunStatus(current.status)
 
     async def finish(self, job_id: int, status: RunStatus, callback_url: str | None) -> None:

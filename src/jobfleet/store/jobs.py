@@ -401,6 +401,32 @@ class JobStore(JobReads):
                 update(job_instances).where(job_instances.c.id == job_id).values(**values)
             )
 
+    async def update_job_if(self, job_id: int, expected: int, **values: Any) -> bool:
+        """Change a job only while its status is ``expected``; False if it was not."""
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(job_instances)
+                .where(job_instances.c.id == job_id, job_instances.c.status == expected)
+                .values(**values)
+            )
+            return bool(res.rowcount)
+
+    async def mark_stopping(self, job_id: int) -> bool:
+        """Mark a started, unfinished job as terminating (10); False if it had finished,
+        was already terminating or had not started."""
+        terminable = [
+            int(s)
+            for s in RunStatus
+            if not s.finished and s not in (RunStatus.BLANK, RunStatus.STOPPING)
+        ]
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(job_instances)
+                .where(job_instances.c.id == job_id, job_instances.c.status.in_(terminable))
+                .values(status=int(RunStatus.STOPPING))
+            )
+            return bool(res.rowcount)
+
     async def finish_job(
         self,
         job_id: int,
