@@ -119,27 +119,29 @@ class Dribbler:
             await asyncio.wait_for(self.server.wait_closed(), 1)
 
 
-async def test_an_endless_answer_is_not_read_and_the_exchange_ends() -> None:
+async def post_to(hook: Dribbler, still: str) -> asyncio.Future[httpx.Response]:
+    """A post to ``hook`` that ended within 20 s (else it is cancelled and the test fails
+    saying what it was ``still`` doing)."""
     guard = Outbound(parse_networks(["127.0.0.0/8"]))
-    async with Dribbler() as hook, httpx.AsyncClient(timeout=0.5) as client:
-        # the sender needs the status only: it neither reads the body nor waits for it
+    async with httpx.AsyncClient(timeout=0.5) as client:
         sent = asyncio.ensure_future(guard.post(
             client, f"http://127.0.0.1:{hook.port}/hook", content=b"{}", headers={}))
         done, _ = await asyncio.wait([sent], timeout=20)
         if not done:
             sent.cancel()
-        assert done, "the post was still reading the answer"
+        assert done, f"the post was still {still}"
+        return sent
+
+
+async def test_an_endless_answer_is_not_read_and_the_exchange_ends() -> None:
+    # the sender needs the status only: it neither reads the body nor waits for it
+    async with Dribbler() as hook:
+        sent = await post_to(hook, "reading the answer")
         assert sent.result().status_code == 200
 
 
 async def test_an_answer_whose_head_never_ends_times_out() -> None:
-    guard = Outbound(parse_networks(["127.0.0.0/8"]))
-    async with Dribbler(slow_head=True) as hook, httpx.AsyncClient(timeout=0.5) as client:
-        sent = asyncio.ensure_future(guard.post(
-            client, f"http://127.0.0.1:{hook.port}/hook", content=b"{}", headers={}))
-        done, _ = await asyncio.wait([sent], timeout=20)
-        if not done:
-            sent.cancel()
-        assert done, "the post was still waiting for the answer's head"
+    async with Dribbler(slow_head=True) as hook:
+        sent = await post_to(hook, "waiting for the answer's head")
         with pytest.raises(httpx.TimeoutException):
             sent.result()
