@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 
 from jobfleet.engine.callbacks import IN_FLIGHT
-from jobfleet.engine.notify import SmtpSettings, send_email
+from jobfleet.engine.notify import MAIL_THREADS, SmtpSettings, send_email
 
 
 async def test_silent_mail_server_leaves_the_default_executor_free() -> None:
@@ -40,3 +40,8 @@ async def test_silent_mail_server_leaves_the_default_executor_free() -> None:
         results = await asyncio.gather(*mails)
         default.shutdown(wait=False)
     assert all(not ok for ok, _error in results)
+
+
+def test_no_mail_waits_for_a_thread() -> None:
+    # a mail queued behind others could outlast its row's claim and be sent again
+    assert MAIL_THREADS >= IN_FLIGHT

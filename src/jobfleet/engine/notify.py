@@ -63,8 +63,10 @@ STEP_KIND = {
 
 # smtplib blocks, so mails are sent from threads of their own: the outbox sends many
 # deliveries at once, and a mail server that is slow or never answers would otherwise
-# hold every thread of the loop's default executor (password checks, file writes, DNS)
-MAIL_THREADS = 4
+# hold every thread of the loop's default executor (password checks, file writes, DNS).
+# One for each delivery the outbox has in flight (``callbacks.IN_FLIGHT``): a mail that
+# waited for a thread could outlast its row's claim and be sent twice.
+MAIL_THREADS = 32
 _mail_threads = ThreadPoolExecutor(MAIL_THREADS, thread_name_prefix="jobfleet-mail")
 
 
