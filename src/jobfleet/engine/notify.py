@@ -16,6 +16,7 @@ import logging
 import smtplib
 import ssl
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -59,6 +60,14 @@ STEP_KIND = {
     StepType.MANUAL_CONFIRM: "confirmation",
     StepType.SQL: "sql",
 }
+
+# smtplib blocks, so mails are sent from threads of their own: the outbox sends many
+# deliveries at once, and a mail server that is slow or never answers would otherwise
+# hold every thread of the loop's default executor (password checks, file writes, DNS).
+# One for each delivery the outbox has in flight (``callbacks.IN_FLIGHT``): a mail that
+# waited for a thread could outlast its row's claim and be sent twice.
+MAIL_THREADS = 32
+_mail_threads = ThreadPoolExecutor(MAIL_THREADS, thread_name_prefix="jobfleet-mail")
 
 
 @dataclass
@@ -294,8 +303,9 @@ async def send_email(
 ) -> tuple[bool, str]:
     msg = mail_message(smtp, row_id, create_time, payload)
     try:
-        # smtplib blocks: a thread keeps the loop free (one short mail per job end)
-        refused = await asyncio.to_thread(_send_mail, smtp, msg)
+        refused = await asyncio.get_running_loop().run_in_executor(
+            _mail_threads, _send_mail, smtp, msg
+        )
     except (smtplib.SMTPException, OSError) as exc:
         return False, f"{type(exc).__name__}: {exc}"
     if refused:
