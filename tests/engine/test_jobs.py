@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import text
 from tests.engine.conftest import Rig, script_job
 
 from jobfleet.domain import protocol
@@ -169,3 +170,40 @@ async def test_a_second_terminate_is_told_the_job_is_terminating(rig: Rig) -> No
     assert raised.value.code in (ErrorCode.TASK_ALREADY_TERMINATING,
                                  ErrorCode.UNSUPPORTED_OPERATION)
     assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+
+
+async def _refuse_running_hosts(rig: Rig) -> None:
+    """The database refuses to mark a host running (a real error, raised by a trigger)."""
+    async with rig.db.begin() as conn:
+        if rig.db.engine.dialect.name == "sqlite":
+            await conn.execute(text(
+                "CREATE TRIGGER refuse_running BEFORE UPDATE OF status ON step_hosts "
+                "WHEN NEW.status = 7 BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        else:
+            await conn.execute(text(
+                "CREATE FUNCTION refuse_running() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"))
+            await conn.execute(text(
+                "CREATE TRIGGER refuse_running BEFORE UPDATE OF status ON step_hosts "
+                "FOR EACH ROW WHEN (NEW.status = 7) EXECUTE FUNCTION refuse_running()"))
+
+
+async def test_a_step_that_raises_ends_with_its_hosts_and_can_be_retried(rig: Rig) -> None:
+    rig.agents.connect(1)
+    rig.agents.connect(2)
+    await _refuse_running_hosts(rig)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1, 2]), start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.ABNORMAL_STATE
+    step = await rig.store.step(step_id)
+    assert step is not None and step.status == RunStatus.ABNORMAL_STATE and step.end_time
+    assert await host_statuses(rig, step_id) == dict.fromkeys((1, 2), HostStatus.UNKNOWN_ERROR)
+    logs = await rig.store.logs(step_id, 0, [1, 2])
+    assert all("failed on the server" in text_ for text_ in logs.values()), logs
+    # the step takes a retry once the database accepts it again
+    async with rig.db.begin() as conn:
+        await conn.execute(text("DROP TRIGGER refuse_running"
+                                + ("" if rig.db.engine.dialect.name == "sqlite"
+                                   else " ON step_hosts")))
+    assert await rig.engine.retry_step(step, failed_only=True)
+    rig.finished.clear()
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS

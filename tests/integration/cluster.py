@@ -85,6 +85,7 @@ class Node:
     database_url: str
     redis_url: str
     engine: dict[str, Any]
+    heartbeat: float = 2.0
     port: int = field(default_factory=free_port)
     agent_port: int = field(default_factory=free_port)
     proc: Proc | None = None
@@ -103,7 +104,7 @@ class Node:
     async def start(self) -> None:
         cfg = {"data_dir": str(self.data_dir), "port": self.port, "agent_port": self.agent_port,
                "database_url": self.database_url, "redis_url": self.redis_url,
-               "engine": self.engine}
+               "engine": self.engine, "heartbeat": self.heartbeat}
         self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], {})
         await self.proc.start()
         self.reader = asyncio.get_running_loop().create_task(self._read())
@@ -154,12 +155,13 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster(tmp_path: Path, database_url: str, size: int = 3,
-                  engine: dict[str, Any] | None = None) -> AsyncIterator[Cluster]:
+                  engine: dict[str, Any] | None = None,
+                  heartbeat: float = 2.0) -> AsyncIterator[Cluster]:
     redis = Redis(tmp_path / "redis")
     await redis.start()
     settings = {**CLUSTER_ENGINE, **(engine or {})}
-    nodes = [Node(f"node{i}", tmp_path / f"node{i}", database_url, redis.url, settings)
-             for i in range(size)]
+    nodes = [Node(f"node{i}", tmp_path / f"node{i}", database_url, redis.url, settings,
+                  heartbeat) for i in range(size)]
     wires: list[Wire] = []
     failed = True
     try:

@@ -17,8 +17,9 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     run(ServerSettings(
         data_dir=Path(cfg["data_dir"]), port=cfg["port"], agent_port=cfg["agent_port"],
-        database_url=cfg["database_url"], redis_url=cfg["redis_url"], heartbeat=2.0,
-        log_level="warning", engine=EngineSettings(**cfg["engine"])))
+        database_url=cfg["database_url"], redis_url=cfg["redis_url"],
+        heartbeat=cfg.get("heartbeat", 2.0), log_level="warning",
+        engine=EngineSettings(**cfg["engine"])))
 
 
 if __name__ == "__main__":

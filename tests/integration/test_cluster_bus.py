@@ -4,6 +4,7 @@ any node takes any call, and a node that dies loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,49 @@ async def test_cron_slots_fire_once_while_a_node_dies(tmp_path: Path, database_u
             )
         finally:
             await db.close()
+
+
+async def test_skip_of_a_termination_through_a_node_that_does_not_drive(
+        tmp_path: Path, database_url: str) -> None:
+    """Behind a load balancer a skip (operation 12) lands on any node: node 1 takes it
+    for the job node 0 drives, whose agent, frozen, cannot confirm the termination."""
+    needs_cluster(database_url)
+    # a long termination wait and heartbeat: neither ends the termination by itself
+    async with cluster(tmp_path, database_url, size=2, engine={"terminate_wait": 120.0},
+                       heartbeat=120.0) as c:
+        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
+        await agents.start()
+        assert agents.proc is not None
+        try:
+            await wait_ready(agents, 1)
+            ids, _ips = await hosts_by_node(c.wires[0])
+            job_id, step_id = await run(c.wires[0], "echo started; sleep 300", ids)
+
+            async def started() -> bool:
+                logs = await c.wires[0].v3("batch_get_job_instance_ip_log", {
+                    "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+                    "host_id_list": ids})
+                return all(i["log_content"] == "started\n"
+                           for i in logs["data"]["script_task_logs"])
+            await eventually(started, timeout=30)
+            agents.proc.send_signal(signal.SIGSTOP)
+            answer = await c.wires[0].v3("operate_job_instance", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+            assert answer["result"], answer
+
+            async def stopping() -> bool:
+                data = await c.wires[1].status(job_id)
+                return bool(data["step_instance_list"][0]["status"] == 10)
+            await eventually(stopping, timeout=30, interval=0.2)
+            answer = await c.wires[1].v3("operate_step_instance", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+                "operation_code": 12})
+            assert answer["result"], answer
+            # answered once applied: the step has ended
+            data = await c.wires[1].status(job_id)
+            assert data["step_instance_list"][0]["status"] == 11, data
+            results = data["step_instance_list"][0]["step_ip_result_list"]
+            assert [r["status"] for r in results] == [404], results
+        finally:
+            agents.proc.send_signal(signal.SIGCONT)
+            await agents.stop()

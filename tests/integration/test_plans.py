@@ -526,7 +526,9 @@ async def test_terminating_a_job_that_was_never_started_ends_its_steps(
             assert [g["result_type"] for g in groups] == [403], groups
         start = await wire.v3("operate_job_instance", {
             "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 2})
-        assert start["code"] == 1241015, start
+        # not "already started": it never ran, and never will
+        assert start["code"] == 1241003, start
+        assert "terminated before it started" in start["message"], start
     await asyncio.sleep(0.3)
     assert (await wire.status(script_job))["job_instance"]["status"] == 8
 

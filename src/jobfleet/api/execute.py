@@ -154,6 +154,17 @@ def _job_of(scope: Scope, job_id: int, job: Any) -> Any:
     return job
 
 
+def _not_startable(job_id: int, job: Any) -> JobError:
+    """Why a start did not apply: a job terminated while it waited never ran, so it is
+    not "already started" (bk-job's answer to a repeated start)."""
+    if job is not None and job.status == RunStatus.TERMINATED and not job.start_time:
+        return JobError(
+            ErrorCode.UNSUPPORTED_OPERATION,
+            f"Job instance {job_id} was terminated before it started",
+        )
+    return JobError(ErrorCode.JOB_ALREADY_STARTED, f"Job instance {job_id} already started")
+
+
 async def operate_job_instance(call: Call) -> dict[str, Any]:
     job = await job_in_scope(call, "execute_job", ErrorCode.INVALID_PARAM)
     code = get_int(call.params, "operation_code")
@@ -172,7 +183,7 @@ async def operate_job_instance(call: Call) -> dict[str, Any]:
         await engine.terminate(job.id)
     elif code == JobOperation.START:
         if not await engine.start_job(job.id):
-            raise JobError(ErrorCode.JOB_ALREADY_STARTED, f"Job instance {job.id} already started")
+            raise _not_startable(job.id, await call.services.jobs.job(job.id))
     else:
         raise JobError(ErrorCode.INVALID_PARAM, f"Unknown operation_code {code}")
     await audit(

@@ -204,8 +204,10 @@ async def _operate_execution(call: Call, job: Any, step: Any, operation: StepOpe
         engine.wake_step(step.id)
         return
     if operation == StepOperation.SKIP:
-        if status != RunStatus.STOPPING or not engine.force_stop(step.id):
-            raise _refuse(step, "is not being terminated on this server")
+        if status != RunStatus.STOPPING:
+            raise _refuse(step, "is not being terminated")
+        if not await engine.force_stop(step.id):
+            raise _refuse(step, "is not waiting for hosts to confirm its termination")
         return
     if RunStatus(job.status) not in FINISHED_RUN_STATUSES:
         raise JobError(

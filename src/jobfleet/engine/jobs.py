@@ -25,6 +25,12 @@ from jobfleet.store.database import now_ms
 from jobfleet.store.jobs import JobStore, NewJob
 from jobfleet.store.secrets import Cipher
 
+# a skip forwarded to the node that drives the step: how long the caller waits to see
+# the step end, and how often it looks (a lost message or a node that no longer waits
+# for the step leaves it stopping: the caller is told so)
+SKIP_WAIT = 10.0
+SKIP_POLL = 0.1
+
 
 class Jobs:
     def __init__(
@@ -181,9 +187,21 @@ class Jobs:
             self.runner.launch(step.job_instance_id, recovering=False)
         return done
 
-    def force_stop(self, step_id: int) -> bool:
-        """End the termination wait of a step now: hosts still running end as 404."""
-        return self.tasks.force_stop(step_id)
+    async def force_stop(self, step_id: int) -> bool:
+        """End the termination wait of a step now, on whichever node drives it: hosts
+        still running end as 404. False when no node was waiting for the step."""
+        if self.tasks.force_stop(step_id):
+            return True
+        if not await self.signals.skip(step_id):
+            return False
+        # answer once the driving node has ended the wait, which ends the step
+        deadline = time.monotonic() + SKIP_WAIT
+        while time.monotonic() < deadline:
+            step = await self.store.step(step_id)
+            if step is None or step.status != RunStatus.STOPPING:
+                return True
+            await asyncio.sleep(SKIP_POLL)
+        return False
 
     def wake_step(self, step_id: int) -> None:
         """An operator changed a waiting step: its runner looks at the store now."""

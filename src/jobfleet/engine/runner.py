@@ -14,16 +14,20 @@ from sqlalchemy import Row
 from jobfleet.domain import protocol
 from jobfleet.domain.scripts import split_params
 from jobfleet.domain.states import STEP_PASSED, job_status_from_steps
-from jobfleet.domain.status import RunStatus, StepType
+from jobfleet.domain.status import HostStatus, RunStatus, StepType
 from jobfleet.engine import notify, sql, variables
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.settings import EngineSettings
+from jobfleet.engine.writer import NOTE_SEQ
 from jobfleet.store.database import now_ms
-from jobfleet.store.jobs import JobStore
+from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobStore
 from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
+
+# the log line of a host left open by a job that failed inside jobfleet
+FAILED_NOTE = "jobfleet: the job failed on the server while this host's task was open\n"
 
 # called with (job id, final status) once a job has ended
 JobFinished = Callable[[int, RunStatus], None]
@@ -109,9 +113,53 @@ class JobRunner:
             raise
         except Exception:
             log.exception("job_failed job=%s", job_id)
+            await self._close_open_steps(job_id)
             await self.finish(job_id, RunStatus.ABNORMAL_STATE, None)
         finally:
             self.decisions.forget_job(job_id)
+
+    async def _close_open_steps(self, job_id: int) -> None:
+        """A job that failed inside jobfleet ends abnormal (9): so do its steps that had
+        begun, and their hosts still open say why, so that the job's status agrees with
+        itself and a retry of the step (which takes status 9) applies."""
+        try:
+            for step in await self.store.steps(job_id):
+                status = RunStatus(step.status)
+                if status.finished or status == RunStatus.BLANK:
+                    continue
+                end = now_ms()
+                count = step.execute_count
+                open_hosts = [
+                    r.bk_host_id
+                    for r in await self.store.hosts(step.id, count)
+                    if r.status in UNFINISHED_HOST
+                ]
+                await self.store.ingest(
+                    [
+                        {
+                            "step_instance_id": step.id,
+                            "execute_count": count,
+                            "bk_host_id": h,
+                            "seq": NOTE_SEQ,
+                            "content": FAILED_NOTE,
+                        }
+                        for h in open_hosts
+                    ],
+                    [
+                        HostResult(step.id, count, h, int(HostStatus.UNKNOWN_ERROR), end_time=end)
+                        for h in open_hosts
+                    ],
+                )
+                started = step.start_time or end
+                await self.store.update_step(
+                    step.id,
+                    status=int(RunStatus.ABNORMAL_STATE),
+                    end_time=end,
+                    total_time=end - started,
+                )
+        except Exception:
+            # the store itself may be what failed: the job still ends below if it can
+            log.exception("job_steps_not_closed job=%s", job_id)
 
     async def _run_step(
         self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
