@@ -67,6 +67,17 @@ async def test_one_job_reaches_agents_on_every_node(tmp_path: Path, database_url
             await agents.stop()
 
 
+async def all_started(wire: Wire, job_id: int, step_id: int, ids: list[int]) -> None:
+    """Wait until every host's script printed ``started``."""
+
+    async def started() -> bool:
+        logs = await wire.v3("batch_get_job_instance_ip_log", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+            "host_id_list": ids})
+        return all(i["log_content"] == "started\n" for i in logs["data"]["script_task_logs"])
+    await eventually(started, timeout=30)
+
+
 async def test_terminate_through_a_node_that_neither_drives_nor_holds(
         tmp_path: Path, database_url: str) -> None:
     needs_cluster(database_url)
@@ -78,14 +89,7 @@ async def test_terminate_through_a_node_that_neither_drives_nor_holds(
             await wait_ready(agents, 10)
             ids, _ips = await hosts_by_node(c.wires[0])
             job_id, step_id = await run(c.wires[0], "echo started; sleep 300", ids)
-
-            async def started() -> bool:
-                logs = await c.wires[0].v3("batch_get_job_instance_ip_log", {
-                    "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
-                    "host_id_list": ids})
-                return all(i["log_content"] == "started\n"
-                           for i in logs["data"]["script_task_logs"])
-            await eventually(started, timeout=30)
+            await all_started(c.wires[0], job_id, step_id, ids)
             began = time.monotonic()
             answer = await c.wires[1].v3("operate_job_instance", {
                 "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
@@ -250,14 +254,7 @@ async def test_skip_of_a_termination_through_a_node_that_does_not_drive(
             await wait_ready(agents, 1)
             ids, _ips = await hosts_by_node(c.wires[0])
             job_id, step_id = await run(c.wires[0], "echo started; sleep 300", ids)
-
-            async def started() -> bool:
-                logs = await c.wires[0].v3("batch_get_job_instance_ip_log", {
-                    "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
-                    "host_id_list": ids})
-                return all(i["log_content"] == "started\n"
-                           for i in logs["data"]["script_task_logs"])
-            await eventually(started, timeout=30)
+            await all_started(c.wires[0], job_id, step_id, ids)
             agents.proc.send_signal(signal.SIGSTOP)
             answer = await c.wires[0].v3("operate_job_instance", {
                 "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
