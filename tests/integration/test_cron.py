@@ -154,8 +154,14 @@ async def test_cron_fires_the_plan_with_its_variables(tmp_path: Path, database_u
         assert len(fired) == count
         assert sorted(r.job_instance_id for r in fired) == sorted(
             j["job_instance_id"] for j in await cron_jobs(wire, cron_id))
-        # one cron minute apart: the clock runs 60 times faster
-        assert all(b.slot - a.slot == 60 for a, b in itertools.pairwise(fired))
+        # one cron minute apart: the clock runs 60 times faster, so a scheduler held up
+        # for a wall-clock second (a loaded machine) misses a slot, which is then
+        # recorded as skipped for the later one, never lost without a trace
+        skipped = {r.slot for r in rows if r.outcome == "skipped"}
+        for a, b in itertools.pairwise(fired):
+            assert b.slot > a.slot and (b.slot - a.slot) % 60 == 0, (a.slot, b.slot)
+            if b.slot - a.slot > 60:
+                assert a.slot + 60 in skipped, (a.slot, b.slot, sorted(skipped))
         detail = await wire.v3("get_cron_detail", {**BIZ, "id": cron_id}, method="GET")
         assert detail["data"]["status"] == 2
 
