@@ -29,7 +29,7 @@ def test_a_url_the_sender_cannot_use_is_refused(url: str) -> None:
 
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:9/hook?token=a%20b",
-    "https://hooks.example.org/x/y",
+    "https://127.0.0.1/x/y",
     "http://[::1]:8080/x",
 ])
 def test_usual_urls_pass(url: str) -> None:
