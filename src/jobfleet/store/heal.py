@@ -185,19 +185,13 @@ class HealStore:
         was taken."""
         if not items:
             return []
-        ids = []
         async with self.db.begin() as conn:
-            for fields in items:
-                res = await conn.execute(
-                    insert(heal_decisions).values(
-                        rule_id=rule.id, bk_biz_id=rule.bk_biz_id, **fields
-                    )
-                )
-                ids.append(int(res.inserted_primary_key[0]))  # type: ignore[index]
+            # one statement for the batch; the rows come back in the items' order
             rows = await conn.execute(
-                select(heal_decisions)
-                .where(heal_decisions.c.id.in_(ids))
-                .order_by(heal_decisions.c.id)
+                insert(heal_decisions).returning(
+                    *heal_decisions.c, sort_by_parameter_order=True
+                ),
+                [{"rule_id": rule.id, "bk_biz_id": rule.bk_biz_id, **f} for f in items],
             )
             return list(rows.all())
 
