@@ -40,6 +40,10 @@ CASES = [
     ("unknown business", body(bk_biz_id=77), 1243049),
     ("no scope", body(bk_biz_id=None), 1241004),
     ("bad callback", body(callback_url="ftp://127.0.0.1/x"), 1240003),
+    ("callback with an unclosed bracket", body(callback_url="http://[::1/x"), 1240003),
+    ("callback port out of range", body(callback_url="http://127.0.0.1:99999/x"), 1240003),
+    ("callback port 0", body(callback_url="http://127.0.0.1:0/x"), 1240003),
+    ("callback with a space", body(callback_url="http://127.0.0.1/a b"), 1240003),
     ("unbalanced quotes", body(script_param=b64("'open")), 1241010),
 ]
 

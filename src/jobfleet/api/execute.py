@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 
@@ -24,6 +23,7 @@ from jobfleet.domain.scripts import (
 )
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatus, ScriptLanguage
 from jobfleet.domain.targets import parse_target
+from jobfleet.domain.urls import url_problem
 from jobfleet.engine.submit import Scope, ScriptRequest
 
 # the column that keeps it (and the outbox's target) holds this many characters
@@ -38,12 +38,9 @@ def check_callback_url(value: str | None) -> str | None:
             ErrorCode.BAD_REQUEST,
             f"callback_url is longer than {MAX_CALLBACK_URL} characters",
         )
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        raise JobError(
-            ErrorCode.BAD_REQUEST,
-            "callback_url must be an http(s) URL with a host and no user info",
-        )
+    problem = url_problem(value)
+    if problem:
+        raise JobError(ErrorCode.BAD_REQUEST, f"callback_url {problem}")
     return value
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 
@@ -15,6 +14,7 @@ from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
 from jobfleet.api.scope import holds_scope, require_admin
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
+from jobfleet.domain.urls import url_problem
 from jobfleet.store.audit import AuditQuery
 from jobfleet.store.notify import (
     CHANNELS,
@@ -49,18 +49,9 @@ def _webhook_url(value: Any) -> str:
         raise JobError.invalid("target", "a webhook's target is its http(s) URL")
     if len(value) > 1024:
         raise JobError.invalid("target", "longer than 1024 characters")
-    if any(c.isspace() or not c.isprintable() for c in value):
-        raise JobError.invalid("target", "holds a space or a control character")
-    try:
-        parts = urlsplit(value)
-        # read here, as the sender will: a port out of range or not a number raises
-        port = parts.port
-    except ValueError as exc:
-        raise JobError.invalid("target", f"not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        raise JobError.invalid("target", "must be an http(s) URL with a host and no user info")
-    if port == 0:
-        raise JobError.invalid("target", "port 0 is not a port one can send to")
+    problem = url_problem(value)
+    if problem:
+        raise JobError.invalid("target", problem)
     if MASK in value:
         # a URL as shown to those who may not see it whole, but not of this config's
         raise JobError.invalid(
