@@ -32,6 +32,10 @@ CONNECT_TIMEOUT = 10
 # the longest statement bound each server takes: a longer one refuses the connection
 PG_MAX_STATEMENT_MS = 2_147_483_647
 MARIADB_MAX_STATEMENT_S = 31_536_000
+# how long past the step's timeout a server lets a statement run: the agent's kill at the
+# timeout is what ends a host (status 102). A MariaDB bound that fired first would end
+# ``BENCHMARK()`` or ``SLEEP()`` with no error, and the host would pass as successful.
+STATEMENT_GRACE_S = 3
 # bk-job's SQL task templates end a host whose client is missing with ``job_fail``
 # (exit status 1, host status 104)
 CLIENT_MISSING_EXIT = 1
@@ -69,9 +73,9 @@ def client_command(db: dict[str, Any], timeout: int = 0) -> tuple[list[str], dic
     """The client's argv (no secret in it) and the environment that carries the password.
 
     A ``timeout`` (the step's, in seconds) also bounds each statement on the MySQL /
-    MariaDB and PostgreSQL server: the agent kills the client at the step's timeout, and
-    a server does not notice a gone client while it works, so the statement would run
-    on, holding its locks."""
+    MariaDB and PostgreSQL server, a few seconds past it: the agent kills the client at
+    the step's timeout, and a server does not notice a gone client while it works, so
+    the statement would run on, holding its locks."""
     password = str(db.get("password") or "")
     kind = int(db["type"])
     if kind == AccountType.POSTGRESQL:
@@ -90,7 +94,7 @@ def client_command(db: dict[str, Any], timeout: int = 0) -> tuple[list[str], dic
             argv.append(f"--dbname={db['name']}")
         env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
         if timeout > 0:
-            bound = min(timeout * 1000, PG_MAX_STATEMENT_MS)
+            bound = min((timeout + STATEMENT_GRACE_S) * 1000, PG_MAX_STATEMENT_MS)
             env["PGOPTIONS"] = f"-c statement_timeout={bound}"
         return argv, env
     if kind in (AccountType.ORACLE, AccountType.DB2):
@@ -118,7 +122,7 @@ def client_command(db: dict[str, Any], timeout: int = 0) -> tuple[list[str], dic
         argv.append(f"--database={db['name']}")
     if timeout > 0:
         # max_statement_time is MariaDB's (10.1.1 and later); MySQL skips the ``/*M!`` part
-        bound = min(timeout, MARIADB_MAX_STATEMENT_S)
+        bound = min(timeout + STATEMENT_GRACE_S, MARIADB_MAX_STATEMENT_S)
         argv.append(
             f"--init-command=SET @jobfleet_step_timeout = {timeout}"
             f" /*M!100101 , SESSION max_statement_time = {bound} */"
