@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
@@ -37,6 +39,15 @@ CLAIM_SECONDS = 120.0
 # deliveries one node has in flight at once: a receiver that is slow or never answers
 # holds one of them for up to its timeouts, never the others' deliveries
 IN_FLIGHT = 32
+
+
+def _raised_at(exc: BaseException) -> str:
+    """The module and line an exception was raised at (its message left out)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno}"
 
 
 class CallbackSender:
@@ -125,7 +136,8 @@ class CallbackSender:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # the row stays claimed and is tried again once the claim ends
+            # the outcome could not be recorded (the database failed): the row stays
+            # claimed and is tried again once the claim ends
             log.exception("outbox_attempt_failed kind=%s id=%s", row.kind, row.id)
 
     async def _send(self, row: Row[Any]) -> tuple[bool, str, bool]:
@@ -135,6 +147,16 @@ class CallbackSender:
         except Refused as exc:
             log.warning("outbox_refused kind=%s id=%s reason=%s", row.kind, row.id, exc.reason)
             return False, f"refused: {exc.reason}", True
+        except Exception as exc:
+            # a row the sender cannot handle (sealed with another key, a payload it cannot
+            # read) fails like any attempt, so it ends after its attempts rather than being
+            # claimed again for ever. Its message may quote the row (a URL, a token): only
+            # the exception's type and where it was raised are kept
+            kind, where = type(exc).__name__, _raised_at(exc)
+            log.error(
+                "outbox_attempt_raised kind=%s id=%s error=%s at=%s", row.kind, row.id, kind, where
+            )
+            return False, f"internal error: {kind} at {where}", False
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
