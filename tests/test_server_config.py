@@ -63,6 +63,7 @@ callback_attempts = 3
 callback_backoff = 0.25
 callback_backoff_max = 9.0
 callback_timeout = 2.0
+callback_per_receiver = 2
 cron_tick = 0.75
 cron_grace = 30.0
 cron_time_scale = 60.0
@@ -119,6 +120,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     assert (e.terminate_wait, e.max_output, e.max_output_bytes) == (6.5, 2048, 4096)
     assert (e.refusal_audit_window, e.max_timeout, e.callback_attempts) == (7.5, 100, 3)
     assert (e.callback_backoff, e.callback_backoff_max, e.callback_timeout) == (0.25, 9, 2)
+    assert e.callback_per_receiver == 2
     assert (e.cron_tick, e.cron_grace, e.cron_time_scale) == (0.75, 30, 60)
     r = s.retention
     assert (r.jobs, r.audit, r.blobs, r.interval, r.batch, r.pause) == (

@@ -189,7 +189,8 @@ def _settings() -> dict[str, Setting]:
     }
     # the least each may be (floats are intervals: more than 0 unless listed)
     limits = {"max_output_bytes": 1024, "cron_time_scale": 1.0, "timeout_slack": 0.0,
-              "cron_grace": 0.0, "max_output": 1024, "max_timeout": 1, "callback_attempts": 1}
+              "cron_grace": 0.0, "max_output": 1024, "max_timeout": 1, "callback_attempts": 1,
+              "callback_per_receiver": 1}
     engine = [
         Setting(
             f"engine.{f.name}",

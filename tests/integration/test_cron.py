@@ -232,6 +232,45 @@ async def test_a_start_racing_a_one_shot_firing_never_leaves_it_running_without_
         assert [r.outcome for r in await firings(server.db, cron["id"])] == ["fired"]
 
 
+async def test_a_save_racing_a_one_shot_firing_is_not_written_over_it(
+        tmp_path: Path, database_url: str, monkeypatch: Any) -> None:
+    """save_cron reads a running one-shot, the scheduler fires its slot (and pauses it),
+    then the save is written: it must not be written over the firing, leaving a paused
+    cron with a slot (or a running one firing again). The scheduler is driven by hand, in
+    that order, between the save's read and its write."""
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        server, wire = running.server, running.wire
+        await server.cron_scheduler.stop()
+        await server.inventory.add(2, A)
+        plan_id = await make_plan(server.db, server.cipher)
+        at = int(time.time()) + 2
+        cron = await saved(wire, name="once", job_plan_id=plan_id, execute_time=at)
+        assert (await set_status(wire, cron["id"], 1))["result"]
+        await asyncio.sleep(max(at - time.time(), 0) + 0.2)
+        read = server.crons.get
+        raced: list[int] = []
+
+        async def read_then_fire(*args: Any) -> Any:
+            row = await read(*args)
+            if not raced:
+                raced.append(await server.cron_scheduler.run_due())
+            return row
+        monkeypatch.setattr(server.crons, "get", read_then_fire)
+        later = int(time.time()) + 3600
+        answer = await save(wire, id=cron["id"], name="moved", execute_time=later,
+                            execute_time_zone="Asia/Shanghai")
+        assert raced == [1]
+        assert answer["result"], answer
+        async with server.db.connect() as conn:
+            row = (await conn.execute(select(crons).where(crons.c.id == cron["id"]))).one()
+        # saved over the cron as the firing left it: paused, nothing left to fire
+        assert (row.name, row.execute_time, row.status, row.next_fire_at) == (
+            "moved", later, 2, None)
+        assert (answer["data"]["status"], answer["data"]["execute_time"]) == (2, later)
+        assert await server.cron_scheduler.run_due() == 0
+        assert [r.outcome for r in await firings(server.db, cron["id"])] == ["fired"]
+
+
 async def greeting_becomes_a_password(db: Database, cipher: Cipher, table: Any,
                                       row_id: int) -> None:
     """The plan's (or template's) ``greeting`` variable made a password, as an edit of the

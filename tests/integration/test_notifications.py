@@ -36,6 +36,7 @@ from tests.integration.harness import (
     serve_on,
 )
 
+from jobfleet.engine.callbacks import IN_FLIGHT
 from jobfleet.engine.notify import SmtpSettings
 from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
 from jobfleet.store.notify import shown_url
@@ -528,3 +529,38 @@ async def test_a_receiver_that_never_answers_holds_back_no_other(
         [row] = [r for r in await pending_rows(running.server)
                  if r.target != shown_url(hook.url)]
         assert (row.state, row.attempts) == ("pending", 0)
+
+
+async def test_a_receiver_that_never_answers_has_only_its_share_of_the_slots(
+        tmp_path: Path, database_url: str) -> None:
+    """More deliveries due to a receiver that never answers than a node sends at once
+    take ``callback_per_receiver`` of the node's slots, not all of them: another
+    receiver's notification and a job's callback go out while they wait."""
+    per_receiver = EngineSettings().callback_per_receiver
+    engine = {"callback_timeout": 60.0}
+    async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK,
+                          engine=engine) as running, Silent() as silent, \
+            listening(Hook()) as hook, listening(Hook()) as callback:
+        wire = running.wire
+        base = "/businesses/2/notify-configs"
+        stuck = await add_config(wire, channel="webhook", target=silent.url, secret=SECRET,
+                                 statuses=[4])
+        for _ in range(IN_FLIGHT + 8):
+            sent = await admin(wire, "POST", f"{base}/{stuck['id']}/tests", {})
+            assert sent["result"], sent
+        await eventually(lambda: asyncio.sleep(0, silent.open >= per_receiver), timeout=30)
+        good = await add_config(wire, channel="webhook", target=hook.url, secret=SECRET,
+                                statuses=[3])
+        sent = await admin(wire, "POST", f"{base}/{good['id']}/tests", {})
+        assert sent["result"], sent
+        await running.server.inventory.add(2, "127.0.0.40")  # no agent: the job ends at once
+        job = await wire.run_script("echo x", ["127.0.0.40"], callback_url=callback.url)
+        await eventually(lambda: asyncio.sleep(0, hook.accepted and callback.accepted),
+                         timeout=20)
+        assert callback.bodies()[0]["job_instance_id"] == job["job_instance_id"]
+        # the silent receiver holds its share and no more; its other deliveries wait
+        assert silent.open == per_receiver
+        waiting = [r for r in await pending_rows(running.server)
+                   if r.target == shown_url(silent.url)]
+        assert len(waiting) == IN_FLIGHT + 8 + 1  # the tests, and the job's notification
+        assert {(r.state, r.attempts) for r in waiting} == {("pending", 0)}

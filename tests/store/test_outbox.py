@@ -44,3 +44,20 @@ async def test_a_job_without_callback_or_notices_adds_nothing(db: Database) -> N
     job_id, _ = await new_job(jobs)
     await jobs.finish_job(job_id, int(RunStatus.FAIL), None, [])
     assert await outbox.due(time.time() + 1, 50) == []
+
+
+async def test_held_rows_wait_without_an_attempt_and_claimed_rows_are_left_alone(
+    db: Database,
+) -> None:
+    outbox = OutboxStore(db)
+    ids = [await outbox.add("webhook", f"http://127.0.0.1:9/{n}", "{}", 3) for n in range(3)]
+    now = time.time() + 1
+    rows = await outbox.due(now, 50)
+    assert await outbox.claim(rows[0], now + 120, "node-a")
+    await outbox.hold(ids, now, now + 2)
+    assert await outbox.due(now, 50) == []
+    held = await outbox.due(now + 2, 50)
+    assert [(r.id, r.attempts, r.state) for r in held] == [
+        (ids[1], 0, "pending"), (ids[2], 0, "pending")]
+    claimed = await outbox.get(ids[0])
+    assert claimed is not None and claimed.next_attempt_at == now + 120

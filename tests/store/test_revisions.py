@@ -7,15 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection
 
 from jobfleet.store.database import MIGRATIONS, Database
 from jobfleet.store.revisions import shipped_head
 
-OLD = "ix_file_logs_step_instance_id_execute_count_bk_host_id"
-NEW = "ix_file_logs_step_instance_id_execute_count_bk_host_id_mode_seq"
 # migrates the database named by argv[1], then says whether Alembic was loaded
 MIGRATE = """
 import asyncio, sys
@@ -58,20 +57,26 @@ def test_a_database_at_the_head_is_not_migrated_through_alembic(tmp_path: Path) 
     assert loaded == "False"
 
 
+def _downgrade_one(conn: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    command.downgrade(config, "-1")
+
+
 async def test_a_database_behind_the_head_is_upgraded(empty_database_url: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_revision(shipped_head())
     db = Database(empty_database_url)
     try:
         assert await db.revisions() == []
         await db.migrate()
         assert await db.revisions() == [shipped_head()]
-        async with db.begin() as conn:
+        async with db.engine.begin() as conn:
             # as if the last migration had not run: the upgrade runs it
-            await conn.execute(text(f"DROP INDEX {NEW}"))
-            columns = "step_instance_id, execute_count, bk_host_id"
-            await conn.execute(text(f"CREATE INDEX {OLD} ON file_logs ({columns})"))
-            await conn.execute(
-                text("UPDATE alembic_version SET version_num = '0016_proc_unknown_agents'")
-            )
+            await conn.run_sync(_downgrade_one)
+        assert await db.revisions() == [head.down_revision]
         await db.migrate()
         assert await db.revisions() == [shipped_head()]
     finally:

@@ -211,7 +211,7 @@ def _detail(row: Any) -> dict[str, Any]:
 
 
 MAX_SECONDS = (2**63 - 1) // 1000 - 1
-# a status change read again after the scheduler (or another call) moved the cron
+# a save or status change read again after the scheduler (or another call) moved the cron
 STATUS_ATTEMPTS = 5
 
 
@@ -271,10 +271,20 @@ async def _create(call: Call, scope: Scope) -> Any:
 
 
 async def _update(call: Call, scope: Scope, cron_id: int) -> Any:
-    p = call.params
     crons = call.services.crons
+    for _attempt in range(STATUS_ATTEMPTS):
+        row = await crons.get(scope.scope_type, scope.scope_id, cron_id)
+        # written only over the status and slot read here: a firing in between (a
+        # one-shot's pauses it with no slot left) is read again, not overwritten
+        if await crons.change(row, await _update_values(call, scope, row)):
+            return await crons.get(scope.scope_type, scope.scope_id, cron_id)
+    raise JobError(ErrorCode.CONFLICT, f"Cron {cron_id} kept changing while it was saved: retry")
+
+
+async def _update_values(call: Call, scope: Scope, row: Any) -> dict[str, Any]:
+    """What a save writes over ``row``, the cron as read."""
+    p = call.params
     cipher = call.services.job_plans.cipher
-    row = await crons.get(scope.scope_type, scope.scope_id, cron_id)
     user = call.caller.username
     values: dict[str, Any] = {
         "last_modify_user": user,
@@ -311,8 +321,7 @@ async def _update(call: Call, scope: Scope, cron_id: int) -> Any:
             values.get("timezone", row.timezone),
             values.get("execute_time", row.execute_time),
         )
-    await crons.update(cron_id, values)
-    return await crons.get(scope.scope_type, scope.scope_id, cron_id)
+    return values
 
 
 async def get_cron_list(call: Call) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Rows are written in the same transaction as a job's final status, so a delivery
 survives a restart; a row is claimed by pushing its next attempt into the future
 with a conditional update, so two nodes never send the same attempt, and a row
 is done once accepted, so nothing accepted is sent again. Attempts run side by side,
-so a receiver that is slow or never answers delays only its own deliveries.
+at most ``callback_per_receiver`` of them to one receiver, so a receiver that is slow or
+never answers delays only its own deliveries.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Row
 
@@ -35,8 +39,30 @@ log = logging.getLogger(__name__)
 
 CLAIM_SECONDS = 120.0
 # deliveries one node has in flight at once: a receiver that is slow or never answers
-# holds one of them for up to its timeouts, never the others' deliveries
+# holds at most ``callback_per_receiver`` of them for up to its timeouts, so the others'
+# deliveries go out meanwhile
 IN_FLIGHT = 32
+# due rows read at once, and reads in one pass: rows of receivers that have all their
+# slots are put off, so a pass reaches the rows behind them
+READ = 50
+READS = 20
+# how long a due row whose receiver has all its slots is put off (no attempt counted)
+HOLD_SECONDS = 2.0
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+def _raised_at(exc: BaseException) -> str:
+    """The module and line an exception was raised at (its message left out)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno}"
 
 
 class CallbackSender:
@@ -61,6 +87,9 @@ class CallbackSender:
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        # the receiver each attempt in flight goes to, and how many each has
+        self._receiver_of: dict[asyncio.Task[None], str] = {}
+        self._busy: Counter[str] = Counter()
         # figures for /metrics, by outbox kind: attempts that failed, rows given up on
         self.failed_attempts: Counter[str] = Counter()
         self.gave_up: Counter[str] = Counter()
@@ -99,23 +128,57 @@ class CallbackSender:
                 self._wake.clear()
 
     async def deliver_due(self) -> int:
-        """Claim due rows and start their attempts; the number started."""
-        room = min(50, IN_FLIGHT - len(self._sending))
-        if room <= 0:
-            return 0
-        now = time.time()
-        rows = await self.outbox.due(now, room)
+        """Claim due rows and start their attempts; the number started. A row whose
+        receiver has all the attempts it may have in flight is put off a little, so
+        that the rows behind it are read."""
         sent = 0
-        for row in rows:
-            if await self.outbox.claim(row, now + CLAIM_SECONDS, self.settings.node_id):
-                sent += 1
-                task = asyncio.get_running_loop().create_task(self._attempt_logged(row))
-                self._sending.add(task)
-                task.add_done_callback(self._sent)
+        now = time.time()
+        for _ in range(READS):
+            room = min(READ, IN_FLIGHT - len(self._sending))
+            if room <= 0:
+                break
+            rows = await self.outbox.due(now, room)
+            held = []
+            for row in rows:
+                receiver = self._receiver(row)
+                if self._busy[receiver] >= self.settings.callback_per_receiver:
+                    held.append(row.id)
+                elif await self.outbox.claim(row, now + CLAIM_SECONDS, self.settings.node_id):
+                    sent += 1
+                    self._start(row, receiver)
+            if not held:
+                break
+            await self.outbox.hold(held, now, now + HOLD_SECONDS)
         return sent
+
+    def _receiver(self, row: Row[Any]) -> str:
+        """Where a row goes, as ``scheme://host:port`` (the mail server for a mail); a
+        row of its own when that cannot be read (its attempt will say why)."""
+        try:
+            if row.kind == "callback":
+                return _origin(self.cipher.decrypt(row.target))
+            if row.kind == WEBHOOK:
+                return _origin(notify.webhook_url(row.target, row.payload, self.cipher))
+            if row.kind == EMAIL and self.smtp is not None:
+                return f"smtp://{self.smtp.host}:{self.smtp.port}"
+        except Exception:
+            return f"row:{row.id}"
+        return f"row:{row.id}"
+
+    def _start(self, row: Row[Any], receiver: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._attempt_logged(row))
+        self._sending.add(task)
+        self._receiver_of[task] = receiver
+        self._busy[receiver] += 1
+        task.add_done_callback(self._sent)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
+        receiver = self._receiver_of.pop(task, None)
+        if receiver is not None:
+            self._busy[receiver] -= 1
+            if self._busy[receiver] <= 0:
+                del self._busy[receiver]
         # room for the next due rows
         self._wake.set()
 
@@ -125,7 +188,8 @@ class CallbackSender:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # the row stays claimed and is tried again once the claim ends
+            # the outcome could not be recorded (the database failed): the row stays
+            # claimed and is tried again once the claim ends
             log.exception("outbox_attempt_failed kind=%s id=%s", row.kind, row.id)
 
     async def _send(self, row: Row[Any]) -> tuple[bool, str, bool]:
@@ -135,6 +199,16 @@ class CallbackSender:
         except Refused as exc:
             log.warning("outbox_refused kind=%s id=%s reason=%s", row.kind, row.id, exc.reason)
             return False, f"refused: {exc.reason}", True
+        except Exception as exc:
+            # a row the sender cannot handle (sealed with another key, a payload it cannot
+            # read) fails like any attempt, so it ends after its attempts rather than being
+            # claimed again for ever. Its message may quote the row (a URL, a token): only
+            # the exception's type and where it was raised are kept
+            kind, where = type(exc).__name__, _raised_at(exc)
+            log.error(
+                "outbox_attempt_raised kind=%s id=%s error=%s at=%s", row.kind, row.id, kind, where
+            )
+            return False, f"internal error: {kind} at {where}", False
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

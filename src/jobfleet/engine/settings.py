@@ -31,6 +31,9 @@ class EngineSettings:
     callback_backoff: float = 2.0
     callback_backoff_max: float = 300.0
     callback_timeout: float = 10.0
+    # deliveries one node has in flight at once to one receiver (scheme, host and port;
+    # the mail server for mails): one that never answers holds no more slots than this
+    callback_per_receiver: int = 4
     # how often the cron scheduler looks for due slots (s)
     cron_tick: float = 1.0
     # a slot missed while no server ran fires once on start if it is at most this old (s)

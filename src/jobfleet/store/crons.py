@@ -6,9 +6,9 @@ with password values encrypted, also those given to a variable that became a pas
 of the plan after the cron was saved (``seal_plan_passwords``: when the plan is synced,
 and when the cron is read or fires). ``next_fire_at`` is the next slot on the cron
 clock (``jobfleet.domain.cron.CronClock``); it is null while the cron is paused or has
-nothing left to fire. Moving it from one slot to the next, and starting or pausing the
-cron, are compare-and-sets on its status and slot, and ``cron_firings`` has one row per
-slot, so a slot is handled once whatever the number of server processes.
+nothing left to fire. Moving it from one slot to the next, and saving, starting or
+pausing the cron, are compare-and-sets on its status and slot, and ``cron_firings`` has
+one row per slot, so a slot is handled once whatever the number of server processes.
 """
 
 from __future__ import annotations
@@ -214,15 +214,9 @@ class CronStore:
             )
             return int(total), list(rows.all())
 
-    async def update(self, cron_id: int, values: dict[str, Any]) -> None:
-        async with self.db.begin() as conn:
-            res = await conn.execute(update(crons).where(crons.c.id == cron_id).values(**values))
-        if not res.rowcount:
-            raise JobError(ErrorCode.CRON_NOT_EXIST, f"Cron {cron_id} does not exist")
-
     async def change(self, seen: Row[Any], values: dict[str, Any]) -> bool:
         """Compare-and-set from the cron as read: False if its status or slot moved since
-        (the scheduler fired it, or another call started or paused it)."""
+        (the scheduler fired it, or another call saved, started or paused it)."""
         slot = seen.next_fire_at
         same_slot = crons.c.next_fire_at.is_(None) if slot is None else crons.c.next_fire_at == slot
         async with self.db.begin() as conn:

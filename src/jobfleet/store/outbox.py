@@ -95,6 +95,22 @@ class OutboxStore:
             )
         return bool(claimed.rowcount)
 
+    async def hold(self, row_ids: Sequence[int], due_by: float, until: float) -> None:
+        """Put off these rows, read as due by ``due_by``, to ``until`` without counting an
+        attempt; a row claimed or changed since is left as it is."""
+        if not row_ids:
+            return
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id.in_(row_ids),
+                    outbox.c.state == "pending",
+                    outbox.c.next_attempt_at <= due_by,
+                )
+                .values(next_attempt_at=until)
+            )
+
     async def record(self, row_id: int, values: dict[str, object]) -> None:
         """An attempt's outcome: attempts, last error, and the state or next attempt."""
         async with self.db.begin() as conn:

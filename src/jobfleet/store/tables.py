@@ -494,7 +494,8 @@ crons = Table(
     Column("scope_type", String(32), nullable=False),
     Column("scope_id", String(64), nullable=False),
     Column("name", String(128), nullable=False),
-    Column("plan_id", BigInteger, nullable=False),
+    # indexed: syncing or deleting a plan looks up the crons that launch it
+    Column("plan_id", BigInteger, nullable=False, index=True),
     # 1 running, 2 paused
     Column("status", Integer, nullable=False, default=2),
     Column("expression", String(255), nullable=True),
@@ -738,6 +739,8 @@ heal_decisions = Table(
     Column("variables", JSON, nullable=False),
     Column("job_instance_id", BigInteger, nullable=True),
     Column("create_time", BigInteger, nullable=False, index=True),
+    # a rule's last started decision for each alert fingerprint: one seek per fingerprint
+    Index(None, "rule_id", "decision", "fingerprint", "id"),
 )
 
 # the last load each host's agent reported (GSE's list_agent_info): one row per host
