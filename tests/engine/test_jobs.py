@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import text
-from tests.engine.conftest import Rig, script_job
+from tests.engine.conftest import FakeLink, Rig, script_job
 
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -207,3 +207,39 @@ async def test_a_step_that_raises_ends_with_its_hosts_and_can_be_retried(rig: Ri
     assert await rig.engine.retry_step(step, failed_only=True)
     rig.finished.clear()
     assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+
+
+async def test_a_step_that_raises_kills_what_was_sent_even_if_a_kill_fails(rig: Rig) -> None:
+    """Host 1's task is out when starting the next batch fails inside the server: it is
+    killed; host 3's agent cannot be told (its link raises), which stops nothing."""
+    links = {h: rig.agents.connect(h) for h in (1, 3)}
+
+    def broken(message: dict[str, object]) -> None:
+        if message["t"] == protocol.KILL:
+            raise ConnectionError("agent gone")
+        FakeLink.send(links[3], message)  # type: ignore[arg-type]
+
+    links[3].send = broken  # type: ignore[method-assign]
+    rig.agents.connect(2)
+    async with rig.db.begin() as conn:
+        if rig.db.engine.dialect.name == "sqlite":
+            await conn.execute(text(
+                "CREATE TRIGGER refuse_running BEFORE UPDATE OF status ON step_hosts "
+                "WHEN NEW.status = 7 AND NEW.bk_host_id = 2 "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        else:
+            await conn.execute(text(
+                "CREATE FUNCTION refuse_running() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"))
+            await conn.execute(text(
+                "CREATE TRIGGER refuse_running BEFORE UPDATE OF status ON step_hosts "
+                "FOR EACH ROW WHEN (NEW.status = 7 AND NEW.bk_host_id = 2) "
+                "EXECUTE FUNCTION refuse_running()"))
+    rolling = {"size": 2, "config": {"expression": "2", "execution_mode": 2,
+                                     "batch_start_wait_fixed_ms": 100}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 3, 2], "sleep 60", rolling=rolling), start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.ABNORMAL_STATE
+    assert await host_statuses(rig, step_id) == dict.fromkeys((1, 2, 3),
+                                                               HostStatus.UNKNOWN_ERROR)
+    assert [m["reason"] for m in links[1].sent if m["t"] == protocol.KILL] == ["terminate"]
