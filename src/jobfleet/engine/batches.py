@@ -27,6 +27,8 @@ from jobfleet.store.jobs import JobStore
 log = logging.getLogger(__name__)
 
 OPEN = (HostStatus.WAITING, HostStatus.RUNNING)
+# the log line of a host whose termination an operator stopped waiting for
+SKIPPED_NOTE = "jobfleet: the termination was skipped by an operator\n"
 
 
 class StepTasks:
@@ -110,7 +112,7 @@ class StepTasks:
             run,
             list(run.pending),
             HostStatus.GSE_TASK_TERMINATE_FAILED,
-            "jobfleet: the termination was skipped by an operator\n",
+            SKIPPED_NOTE,
         )
         return True
 
@@ -312,16 +314,26 @@ class StepTasks:
             if not self.dispatcher.kill(run, host, "terminate", sent_only=True)
         ]
         self.writer.conclude(run, unsent, HostStatus.GSE_TASK_TERMINATE_SUCCESS, "")
-        try:
-            await asyncio.wait_for(run.done.wait(), self.settings.terminate_wait)
-        except TimeoutError:
-            self.writer.conclude(
-                run,
-                list(run.pending),
-                HostStatus.GSE_TASK_TERMINATE_FAILED,
-                "jobfleet: the agent did not confirm the termination\n",
-            )
-            await run.done.wait()
+        deadline = time.monotonic() + self.settings.terminate_wait
+        while not run.done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.writer.conclude(
+                    run,
+                    list(run.pending),
+                    HostStatus.GSE_TASK_TERMINATE_FAILED,
+                    "jobfleet: the agent did not confirm the termination\n",
+                )
+                await run.done.wait()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    run.done.wait(), min(left, self.settings.reconcile_interval)
+                )
+            if not run.done.is_set():
+                # hosts ended by another node (an agent there, a skip taken there) with
+                # no bus to tell this one
+                await self._reconcile(run)
 
 
 def _take_open(run: StepRun, rows: list[Row[Any]]) -> set[int]:

@@ -128,7 +128,8 @@ class Dispatcher:
     async def conclude_hosts(
         self, step_id: int, execute_count: int, hosts: list[int], status: int, note: str
     ) -> None:
-        """End hosts that no task was sent to (a file step whose sources failed)."""
+        """End hosts in the store with no result from their agent: no task was sent (a
+        file step whose sources failed), or an operator skipped the wait for one."""
         end = now_ms()
         chunks = [
             {
