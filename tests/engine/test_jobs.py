@@ -4,10 +4,12 @@ hosts, steps and the job itself end in every way a host task can end."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
-from tests.engine.conftest import Rig, script_job
+from tests.engine.conftest import FakeLink, Rig, script_job
 
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -207,3 +209,145 @@ async def test_a_step_that_raises_ends_with_its_hosts_and_can_be_retried(rig: Ri
     assert await rig.engine.retry_step(step, failed_only=True)
     rig.finished.clear()
     assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+
+
+async def test_a_step_that_raises_kills_what_was_sent_even_if_a_kill_fails(rig: Rig) -> None:
+    """Host 1's task is out when starting the next batch fails inside the server: it is
+    killed; host 3's agent cannot be told (its link raises), which stops nothing."""
+    links = {h: rig.agents.connect(h) for h in (1, 3)}
+
+    def broken(message: dict[str, object]) -> None:
+        if message["t"] == protocol.KILL:
+            raise ConnectionError("agent gone")
+        FakeLink.send(links[3], message)  # type: ignore[arg-type]
+
+    links[3].send = broken  # type: ignore[method-assign]
+    rig.agents.connect(2)
+    async with rig.db.begin() as conn:
+        if rig.db.engine.dialect.name == "sqlite":
+            await conn.execute(text(
+                "CREATE TRIGGER refuse_running BEFORE UPDATE OF status ON step_hosts "
+                "WHEN NEW.status = 7 AND NEW.bk_host_id = 2 "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        else:
+            await conn.execute(text(
+                "CREATE FUNCTION refuse_running() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"))
+            await conn.execute(text(
+                "CREATE TRIGGER refuse_running BEFORE UPDATE OF status ON step_hosts "
+                "FOR EACH ROW WHEN (NEW.status = 7 AND NEW.bk_host_id = 2) "
+                "EXECUTE FUNCTION refuse_running()"))
+    rolling = {"size": 2, "config": {"expression": "2", "execution_mode": 2,
+                                     "batch_start_wait_fixed_ms": 100}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 3, 2], "sleep 60", rolling=rolling), start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.ABNORMAL_STATE
+    assert await host_statuses(rig, step_id) == dict.fromkeys((1, 2, 3),
+                                                               HostStatus.UNKNOWN_ERROR)
+    assert [m["reason"] for m in links[1].sent if m["t"] == protocol.KILL] == ["terminate"]
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_resumed_staggered_rollout_in_mode_3_goes_on_where_it_was(rig: Rig) -> None:
+    """The node driving a staggered rollout in mode 3 restarts: a batch already started
+    does not start again, and a transition an operator confirmed is not asked again."""
+    links = {h: rig.agents.connect(h) for h in (1, 2, 3)}
+    rolling = {"size": 1, "config": {"expression": "1", "mode": 3, "execution_mode": 2,
+                                     "batch_start_wait_fixed_ms": 100}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2, 3], "sleep 60", rolling=rolling), start=True)
+
+    def runs(host: int) -> int:
+        return sum(1 for m in links[host].sent if m["t"] == protocol.RUN)
+
+    async def parked() -> bool:
+        step = await rig.store.step(step_id)
+        return step is not None and step.status == RunStatus.WAITING_USER
+
+    async def restart() -> None:
+        await rig.engine.runner.stop()
+        rig.engine.runner.launch(job_id, recovering=True)
+
+    async def confirm() -> None:
+        assert await rig.store.update_step_if(step_id, int(RunStatus.WAITING_USER),
+                                              status=int(RunStatus.RUNNING))
+        rig.engine.wake_step(step_id)
+
+    # parked before batch 2, batch 1 running: the node restarts, then the operator says go
+    await _until(parked)
+    await restart()
+    await asyncio.sleep(0.3)
+    assert await parked()
+    await confirm()
+    await _until(lambda: _is(runs(2) == 1))
+    # parked before batch 3; the operator says go while no node drives the job
+    await _until(parked)
+    await rig.engine.runner.stop()
+    await confirm()
+    rig.engine.runner.launch(job_id, recovering=True)
+    await _until(lambda: _is(runs(3) == 1))
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.RUNNING
+    # and once more while every batch runs: nothing starts again, nothing waits
+    await restart()
+    await asyncio.sleep(0.5)
+    step = await rig.store.step(step_id)
+    assert step is not None and (step.status, step.current_batch) == (RunStatus.RUNNING, 3)
+    assert [runs(h) for h in (1, 2, 3)] == [1, 1, 1]
+    await rig.engine.terminate(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    assert set((await host_statuses(rig, step_id)).values()) == {
+        HostStatus.GSE_TASK_TERMINATE_SUCCESS
+    }
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def test_a_resumed_serial_rollout_in_mode_3_asks_once_per_batch(rig: Rig) -> None:
+    """Serial: the node restarts after batch 1 ended but before the step parked: the
+    next batch still waits for its confirmation; it restarts again while the batch an
+    operator let start runs: that batch is not started again."""
+    gate = asyncio.Event()
+
+    def when_told(message: dict[str, Any]) -> int | None:
+        return 0 if gate.is_set() else None
+
+    links = {h: rig.agents.connect(h, behaviour=when_told) for h in (1, 2)}
+    gate.set()
+    rolling = {"size": 1, "config": {"expression": "1", "mode": 3}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2, 3], "echo", rolling=rolling), start=True)
+    await _until(lambda: _wait_status(rig, step_id, RunStatus.WAITING_USER))
+    gate.clear()
+    await rig.engine.runner.stop()
+    # the store as a node that died just before parking left it
+    await rig.store.update_step(step_id, status=int(RunStatus.RUNNING), current_batch=1)
+    rig.engine.runner.launch(job_id, recovering=True)
+    await _until(lambda: _wait_status(rig, step_id, RunStatus.WAITING_USER))
+    await asyncio.sleep(0.3)
+    assert not [m for m in links[2].sent if m["t"] == protocol.RUN]
+    assert await rig.store.update_step_if(step_id, int(RunStatus.WAITING_USER),
+                                          status=int(RunStatus.RUNNING))
+    rig.engine.wake_step(step_id)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in links[2].sent)))
+    await rig.engine.runner.stop()
+    rig.engine.runner.launch(job_id, recovering=True)
+    await asyncio.sleep(0.5)
+    step = await rig.store.step(step_id)
+    assert step is not None and (step.status, step.current_batch) == (RunStatus.RUNNING, 2)
+    assert sum(1 for m in links[2].sent if m["t"] == protocol.RUN) == 1
+    await rig.engine.terminate(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+
+
+async def _wait_status(rig: Rig, step_id: int, status: RunStatus) -> bool:
+    step = await rig.store.step(step_id)
+    return step is not None and step.status == status

@@ -27,10 +27,10 @@ CLUSTER_ENGINE = {"agent_lost_grace": 10.0, "recovery_window": 20.0, "reconcile_
                   "timeout_slack": 5.0}
 
 
-def needs_cluster(database_url: str) -> None:
+def needs_cluster(database_url: str, redis: bool = True) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("a cluster runs on PostgreSQL (this is the SQLite run)")
-    if REDIS_SERVER is None:
+    if redis and REDIS_SERVER is None:
         pytest.fail("redis-server is not installed: the cluster tests need it "
                     "(apt-get install redis-server; .ci/run does)")
 
@@ -83,7 +83,8 @@ class Node:
     name: str
     data_dir: Path
     database_url: str
-    redis_url: str
+    # None: a cluster without Redis (the nodes share the database only)
+    redis_url: str | None
     engine: dict[str, Any]
     heartbeat: float = 2.0
     port: int = field(default_factory=free_port)
@@ -156,12 +157,15 @@ class Cluster:
 @contextlib.asynccontextmanager
 async def cluster(tmp_path: Path, database_url: str, size: int = 3,
                   engine: dict[str, Any] | None = None,
-                  heartbeat: float = 2.0) -> AsyncIterator[Cluster]:
+                  heartbeat: float = 2.0, with_redis: bool = True) -> AsyncIterator[Cluster]:
+    """``with_redis=False``: the nodes share the database only (``c.redis`` never runs)."""
     redis = Redis(tmp_path / "redis")
-    await redis.start()
+    if with_redis:
+        await redis.start()
     settings = {**CLUSTER_ENGINE, **(engine or {})}
-    nodes = [Node(f"node{i}", tmp_path / f"node{i}", database_url, redis.url, settings,
-                  heartbeat) for i in range(size)]
+    nodes = [Node(f"node{i}", tmp_path / f"node{i}", database_url,
+                  redis.url if with_redis else None, settings, heartbeat)
+             for i in range(size)]
     wires: list[Wire] = []
     failed = True
     try:

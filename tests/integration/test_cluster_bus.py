@@ -276,3 +276,48 @@ async def test_skip_of_a_termination_through_a_node_that_does_not_drive(
         finally:
             agents.proc.send_signal(signal.SIGCONT)
             await agents.stop()
+
+
+async def test_skip_of_a_termination_in_a_cluster_without_redis(
+        tmp_path: Path, database_url: str) -> None:
+    """Two nodes share the database and nothing else: node 1 takes the skip for the job
+    node 0 drives; node 0 learns of it from the store, as it learns of a terminate."""
+    needs_cluster(database_url, redis=False)
+    async with cluster(tmp_path, database_url, size=2, engine={"terminate_wait": 120.0},
+                       heartbeat=120.0, with_redis=False) as c:
+        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
+        await agents.start()
+        assert agents.proc is not None
+        try:
+            await wait_ready(agents, 1)
+            ids, _ips = await hosts_by_node(c.wires[0])
+            job_id, step_id = await run(c.wires[0], "echo started; sleep 300", ids)
+            await all_started(c.wires[0], job_id, step_id, ids)
+            agents.proc.send_signal(signal.SIGSTOP)
+            answer = await c.wires[1].v3("operate_job_instance", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+            assert answer["result"], answer
+
+            async def stopping() -> bool:
+                data = await c.wires[1].status(job_id)
+                return bool(data["step_instance_list"][0]["status"] == 10)
+            await eventually(stopping, timeout=30, interval=0.2)
+            began = time.monotonic()
+            answer = await c.wires[1].v3("operate_step_instance", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+                "operation_code": 12})
+            assert answer["result"], answer
+            data = await c.wires[1].status(job_id)
+            assert (data["job_instance"]["status"],
+                    data["step_instance_list"][0]["status"]) == (11, 11), data
+            results = data["step_instance_list"][0]["step_ip_result_list"]
+            assert [r["status"] for r in results] == [404], results
+            # within the driving node's look at the store, not the termination's wait
+            assert time.monotonic() - began < 10, time.monotonic() - began
+            again = await c.wires[0].v3("operate_step_instance", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+                "operation_code": 12})
+            assert again["code"] == 1241003, again
+        finally:
+            agents.proc.send_signal(signal.SIGCONT)
+            await agents.stop()

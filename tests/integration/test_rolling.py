@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from tests.integration.harness import Running, b64, eventually
 
 from jobfleet.agent.processes import agent_key
@@ -435,3 +436,48 @@ async def test_a_staggered_rollout_in_mode_3_parks_before_each_next_batch(
     done = await running.wire.wait(job["job_instance_id"], timeout=30)
     assert done["job_instance"]["status"] == 3
     assert [h["status"] for h in done["step_instance_list"][0]["step_ip_result_list"]] == [9, 9]
+
+
+async def _refuse_running(running: Running, ip: str) -> None:
+    """The database refuses to mark this host running (a real error, raised by a trigger)."""
+    (host,) = [h.bk_host_id for h in await running.server.inventory.list() if h.ip == ip]
+    db = running.server.db
+    async with db.begin() as conn:
+        if db.engine.dialect.name == "sqlite":
+            await conn.execute(text(
+                "CREATE TRIGGER refuse_running BEFORE UPDATE OF status ON step_hosts "
+                f"WHEN NEW.status = 7 AND NEW.bk_host_id = {host} "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        else:
+            await conn.execute(text(
+                "CREATE FUNCTION refuse_running() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"))
+            await conn.execute(text(
+                "CREATE TRIGGER refuse_running BEFORE UPDATE OF status ON step_hosts "
+                f"FOR EACH ROW WHEN (NEW.status = 7 AND NEW.bk_host_id = {host}) "
+                "EXECUTE FUNCTION refuse_running()"))
+
+
+async def test_a_step_that_fails_on_the_server_kills_what_its_hosts_run(
+        running: Running) -> None:
+    """The first batch of a staggered rollout runs a long script; starting the second
+    fails inside the server: the step ends abnormal, and the first batch's script does
+    not go on running on its host."""
+    await running.start_agents(IPS[:2])
+    order = [ip for ip in await by_host_id(running) if ip in IPS[:2]]
+    await _refuse_running(running, order[1])
+    # the wait before the second batch leaves the first one's script time to start
+    rolling = {"expression": "1", "execution_mode": 2, "batch_start_wait_fixed_ms": 2000}
+    job = await run(running, "echo started; sleep 300", rolling, ips=IPS[:2])
+    done = await running.wire.wait(job["job_instance_id"], timeout=30)
+    step = done["step_instance_list"][0]
+    assert (done["job_instance"]["status"], step["status"]) == (9, 9), done
+    assert {h["status"] for h in hosts_of(await step_status(running, job))} == {0}
+    logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"], order[:1])
+    assert logs[order[0]].startswith("started\n"), logs
+    assert "failed on the server" in logs[order[0]], logs
+
+    async def killed() -> bool:
+        return not _tasks_alive(running, job["step_instance_id"])
+
+    await eventually(killed, timeout=10)

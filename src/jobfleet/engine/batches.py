@@ -27,6 +27,8 @@ from jobfleet.store.jobs import JobStore
 log = logging.getLogger(__name__)
 
 OPEN = (HostStatus.WAITING, HostStatus.RUNNING)
+# the log line of a host whose termination an operator stopped waiting for
+SKIPPED_NOTE = "jobfleet: the termination was skipped by an operator\n"
 
 
 class StepTasks:
@@ -110,7 +112,7 @@ class StepTasks:
             run,
             list(run.pending),
             HostStatus.GSE_TASK_TERMINATE_FAILED,
-            "jobfleet: the termination was skipped by an operator\n",
+            SKIPPED_NOTE,
         )
         return True
 
@@ -128,6 +130,11 @@ class StepTasks:
         timeout_status: int,
         per_host: dict[int, dict[str, Any]],
     ) -> RunStatus:
+        """The step's batches in order. ``current_batch`` is the last batch let start:
+        set as it starts, or (mode 3) as the step parks before it, so that an
+        operator's go-ahead is in the store from the moment it is given. A runner that
+        resumes the step (its node restarted) takes up every batch up to it as it is,
+        and goes on from there."""
         config = RollingConfig.from_dict(step.rolling_config)
         if step.status == RunStatus.WAITING_USER:
             # parked between batches when the runner last stopped
@@ -135,68 +142,87 @@ class StepTasks:
             step = await self.store.step(step.id) or step
             if not confirmed:
                 return await self.end_step(step, step.start_time or now_ms(), True)
+        elif step.current_batch:
+            # an operator's go-ahead given while no runner waited for it
+            await self.store.update_job_if(
+                job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
+            )
         started = await self.start_step(step)
         count = step.execute_count
         rows = await self.store.hosts(step.id, count)
         total = len(rows)
         batches = sorted({r.batch for r in rows if r.status in OPEN})
+        previous = step.current_batch
         run = StepRun(job.id, step.id, count, template, int(timeout_status), per_host=per_host)
         run.done.set()
         self.tracker.track(run)
         stopped = stop.is_set()
         deadline = time.time() + step.timeout
         try:
-            for i, batch in enumerate(batches):
+            begun = [r for r in rows if r.batch <= previous]
+            if begun and not stopped:
+                # no pause or confirmation again before batches that had begun
+                await self._start_batch(run, begun, recovering)
+            for batch in (b for b in batches if b > previous):
                 if stop.is_set():
                     stopped = True
                     break
-                last = i == len(batches) - 1
+                if previous:
+                    go_on, stopped = await self._between(
+                        job, step, config, run, stop, deadline, previous, batch, total
+                    )
+                    if not go_on:
+                        break
                 await self.store.update_step(
                     step.id, current_batch=batch, status=int(RunStatus.RUNNING)
                 )
                 await self._start_batch(run, [r for r in rows if r.batch == batch], recovering)
                 deadline = time.time() + step.timeout
-                if config.execution_mode == STAGGERED:
-                    if last:
-                        break
-                    if await self._pause(stop, config.start_delay()):
-                        stopped = True
-                        break
-                    failed = await self._failed(step.id, count)
-                    if config.threshold_crossed(failed, total):
-                        log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, batch)
-                        break
-                    # mode 1: a failure in any batch started so far starts no further one
-                    if config.mode == MODE_PAUSE and failed:
-                        break
-                    # mode 3: each next batch starts once an operator says so
-                    if config.mode == MODE_CONFIRM and not await self._await_rolling_confirm(
-                        job, step, stop
-                    ):
-                        stopped = stop.is_set()
-                        break
-                    continue
-                stopped = await self._wait(run, stop, deadline)
-                if stopped or last:
-                    break
-                failed = await self._failed(step.id, count)
-                if config.threshold_crossed(failed, total):
-                    log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, batch)
-                    break
-                if config.mode == MODE_PAUSE and await self._failed(step.id, count, batch):
-                    break
-                if config.mode == MODE_CONFIRM:
-                    if not await self._await_rolling_confirm(job, step, stop):
-                        stopped = stop.is_set()
-                        break
-                else:
-                    await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
+                previous = batch
             if run.pending:
                 # a terminate in a staggered pause still ends the batches already started
                 stopped = await self._wait(run, stop, deadline) or stopped
         finally:
             self._untrack(run)
         return await self.end_step(step, started, stopped)
+
+    async def _between(
+        self,
+        job: Row[Any],
+        step: Row[Any],
+        config: RollingConfig,
+        run: StepRun,
+        stop: asyncio.Event,
+        deadline: float,
+        done: int,
+        following: int,
+        total: int,
+    ) -> tuple[bool, bool]:
+        """What comes after batch ``done`` has started, before batch ``following``
+        starts: (start it?, was the job terminated?)."""
+        staggered = config.execution_mode == STAGGERED
+        if staggered:
+            if await self._pause(stop, config.start_delay()):
+                return False, True
+        elif await self._wait(run, stop, deadline):
+            return False, True
+        failed = await self._failed(step.id, step.execute_count)
+        if config.threshold_crossed(failed, total):
+            log.warning("rolling_threshold_crossed step=%s batch=%s", step.id, done)
+            return False, False
+        # mode 1: a failure in the batch just run (staggered: in any batch started so
+        # far) starts no further one
+        if config.mode == MODE_PAUSE and (
+            failed if staggered else await self._failed(step.id, step.execute_count, done)
+        ):
+            return False, False
+        # mode 3: each next batch starts once an operator says so
+        if config.mode == MODE_CONFIRM:
+            if not await self._await_rolling_confirm(job, step, stop, following):
+                return False, stop.is_set()
+        elif not staggered:
+            await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
+        return True, False
 
     async def _start_batch(self, run: StepRun, rows: list[Row[Any]], recovering: bool) -> None:
         before = set(run.pending)
@@ -224,10 +250,14 @@ class StepTasks:
         return stop.is_set()
 
     async def _await_rolling_confirm(
-        self, job: Row[Any], step: Row[Any], stop: asyncio.Event
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, following: int | None = None
     ) -> bool:
-        """Park between batches (mode 3) until ``operate_step_instance`` 13; False if stopped."""
-        await self.store.update_step(step.id, status=int(RunStatus.WAITING_USER))
+        """Park before batch ``following`` (mode 3) until ``operate_step_instance`` 13;
+        False if stopped."""
+        values: dict[str, Any] = {"status": int(RunStatus.WAITING_USER)}
+        if following is not None:
+            values["current_batch"] = following
+        await self.store.update_step(step.id, **values)
         await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
         return await self.decisions.await_decision(job, step, stop) is not None
 
@@ -284,16 +314,26 @@ class StepTasks:
             if not self.dispatcher.kill(run, host, "terminate", sent_only=True)
         ]
         self.writer.conclude(run, unsent, HostStatus.GSE_TASK_TERMINATE_SUCCESS, "")
-        try:
-            await asyncio.wait_for(run.done.wait(), self.settings.terminate_wait)
-        except TimeoutError:
-            self.writer.conclude(
-                run,
-                list(run.pending),
-                HostStatus.GSE_TASK_TERMINATE_FAILED,
-                "jobfleet: the agent did not confirm the termination\n",
-            )
-            await run.done.wait()
+        deadline = time.monotonic() + self.settings.terminate_wait
+        while not run.done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.writer.conclude(
+                    run,
+                    list(run.pending),
+                    HostStatus.GSE_TASK_TERMINATE_FAILED,
+                    "jobfleet: the agent did not confirm the termination\n",
+                )
+                await run.done.wait()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    run.done.wait(), min(left, self.settings.reconcile_interval)
+                )
+            if not run.done.is_set():
+                # hosts ended by another node (an agent there, a skip taken there) with
+                # no bus to tell this one
+                await self._reconcile(run)
 
 
 def _take_open(run: StepRun, rows: list[Row[Any]]) -> set[int]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.ports import AgentDirectory
 from jobfleet.engine.results import Results
 from jobfleet.engine.rpc import AgentRpc
-from jobfleet.engine.signals import REPLY, RESULTS, SKIP, STOP, WAKE
+from jobfleet.engine.signals import REPLY, RESULTS, STOP, WAKE
 from jobfleet.engine.tracking import Tracker
 
 
@@ -33,7 +32,6 @@ class SignalHandler:
         rpc: AgentRpc,
         dispatcher: Dispatcher,
         agents: AgentDirectory,
-        tasks: StepTasks,
     ) -> None:
         self.tracker = tracker
         self.results = results
@@ -41,10 +39,9 @@ class SignalHandler:
         self.rpc = rpc
         self.dispatcher = dispatcher
         self.agents = agents
-        self.tasks = tasks
 
     def handles(self, kind: str) -> bool:
-        return kind in (RESULTS, STOP, WAKE, SKIP, REPLY)
+        return kind in (RESULTS, STOP, WAKE, REPLY)
 
     def message(self, message: dict[str, Any]) -> None:
         if message.get("orphan"):
@@ -58,8 +55,6 @@ class SignalHandler:
             self.decisions.request_stop(int(message["job"]))
         elif kind == WAKE:
             self.decisions.wake_step(int(message["step"]))
-        elif kind == SKIP:
-            self.tasks.force_stop(int(message["step"]))
         elif kind == REPLY:
             self.rpc.reply(_Origin(int(message["host"])), message["msg"])  # type: ignore[arg-type]
 

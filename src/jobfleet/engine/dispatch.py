@@ -107,16 +107,29 @@ class Dispatcher:
 
     def kill(self, run: StepRun, host: int, reason: str, *, sent_only: bool = False) -> bool:
         """Ask a host's agent to kill its task; False if it could not be asked."""
-        conn = self.agents.for_host(host)
-        if conn is None or (sent_only and run.pending.get(host) != SENT):
+        if sent_only and run.pending.get(host) != SENT:
             return False
-        conn.send(protocol.kill(run.task_id(host), reason))
+        return self.kill_task(run.task_id(host), host, reason)
+
+    def kill_task(self, task_id: str, host: int, reason: str) -> bool:
+        """Ask a host's agent to kill one task; False if it could not be asked. Never
+        raises: the host ends whatever its agent does, and a kill that cannot reach an
+        agent (gone, or its node out of reach) must not stop the kills after it."""
+        conn = self.agents.for_host(host)
+        if conn is None:
+            return False
+        try:
+            conn.send(protocol.kill(task_id, reason))
+        except Exception:
+            log.warning("kill_not_sent host=%s task=%s", host, task_id, exc_info=True)
+            return False
         return True
 
     async def conclude_hosts(
         self, step_id: int, execute_count: int, hosts: list[int], status: int, note: str
     ) -> None:
-        """End hosts that no task was sent to (a file step whose sources failed)."""
+        """End hosts in the store with no result from their agent: no task was sent (a
+        file step whose sources failed), or an operator skipped the wait for one."""
         end = now_ms()
         chunks = [
             {

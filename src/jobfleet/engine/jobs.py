@@ -11,9 +11,9 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import RunStatus
+from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine import quotas
-from jobfleet.engine.batches import StepTasks
+from jobfleet.engine.batches import SKIPPED_NOTE, StepTasks
 from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.leases import LeaseKeeper
@@ -25,9 +25,9 @@ from jobfleet.store.database import now_ms
 from jobfleet.store.jobs import JobStore, NewJob
 from jobfleet.store.secrets import Cipher
 
-# a skip forwarded to the node that drives the step: how long the caller waits to see
-# the step end, and how often it looks (a lost message or a node that no longer waits
-# for the step leaves it stopping: the caller is told so)
+# a skip taken by a node that does not drive the step: how long the caller waits to see
+# the driving node end the step (it finds the hosts ended in the store), and how often
+# it looks; the skip holds whether or not the step ended meanwhile
 SKIP_WAIT = 10.0
 SKIP_POLL = 0.1
 
@@ -188,20 +188,37 @@ class Jobs:
         return done
 
     async def force_stop(self, step_id: int) -> bool:
-        """End the termination wait of a step now, on whichever node drives it: hosts
-        still running end as 404. False when no node was waiting for the step."""
+        """End the termination wait of a step now: hosts still running end as 404.
+
+        The node that drives the step ends them at once. Any other node ends them in
+        the store, where the driving node finds them as it finds a terminate: told
+        over the bus when there is one, else at its next look (``reconcile_interval``).
+        False when the step is not terminating or waits for no host."""
         if self.tasks.force_stop(step_id):
             return True
-        if not await self.signals.skip(step_id):
+        step = await self.store.step(step_id)
+        if step is None or step.status != RunStatus.STOPPING:
             return False
-        # answer once the driving node has ended the wait, which ends the step
+        count = step.execute_count
+        hosts = [
+            r.bk_host_id
+            for r in await self.store.hosts(step_id, count)
+            if r.status == HostStatus.RUNNING
+        ]
+        if not hosts:
+            return False
+        await self.dispatcher.conclude_hosts(
+            step_id, count, hosts, HostStatus.GSE_TASK_TERMINATE_FAILED, SKIPPED_NOTE
+        )
+        await self.signals.results_stored([(step_id, count, h) for h in hosts])
+        # answer once the step has ended, when the driving node ends it soon
         deadline = time.monotonic() + SKIP_WAIT
         while time.monotonic() < deadline:
             step = await self.store.step(step_id)
             if step is None or step.status != RunStatus.STOPPING:
-                return True
+                break
             await asyncio.sleep(SKIP_POLL)
-        return False
+        return True
 
     def wake_step(self, step_id: int) -> None:
         """An operator changed a waiting step: its runner looks at the store now."""

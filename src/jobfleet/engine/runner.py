@@ -121,7 +121,8 @@ class JobRunner:
     async def _close_open_steps(self, job_id: int) -> None:
         """A job that failed inside jobfleet ends abnormal (9): so do its steps that had
         begun, and their hosts still open say why, so that the job's status agrees with
-        itself and a retry of the step (which takes status 9) applies."""
+        itself and a retry of the step (which takes status 9) applies. Tasks already sent
+        are killed on their hosts."""
         try:
             for step in await self.store.steps(job_id):
                 status = RunStatus(step.status)
@@ -129,11 +130,19 @@ class JobRunner:
                     continue
                 end = now_ms()
                 count = step.execute_count
-                open_hosts = [
-                    r.bk_host_id
-                    for r in await self.store.hosts(step.id, count)
-                    if r.status in UNFINISHED_HOST
+                rows = [
+                    r for r in await self.store.hosts(step.id, count) if r.status in UNFINISHED_HOST
                 ]
+                open_hosts = [r.bk_host_id for r in rows]
+                # what was sent stops on its host as a terminate stops it: the result the
+                # agent sends for it is no longer awaited
+                for row in rows:
+                    if row.status == HostStatus.RUNNING:
+                        self.tasks.dispatcher.kill_task(
+                            protocol.task_id(step.id, count, row.bk_host_id),
+                            row.bk_host_id,
+                            "terminate",
+                        )
                 await self.store.ingest(
                     [
                         {

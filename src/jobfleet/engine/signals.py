@@ -1,9 +1,9 @@
 """What the nodes of a cluster tell each other about jobs.
 
 The node that drives a job (its lease owner) must hear at once of what happens
-elsewhere: results stored by the node an agent is connected to, a terminate, a
-confirmation or the skip of a termination taken by another node, agents that come to
-or leave other nodes.
+elsewhere: results stored by another node (that an agent is connected to, or that
+took the skip of a termination), a terminate or a confirmation taken by another node,
+agents that come to or leave other nodes.
 ``Signals`` sends these to the owner; ``engine/cluster.py`` acts on them. A signal
 that is lost (its node died, Redis restarted) costs only time: the owner also
 reads the store every ``reconcile_interval``, and a new owner starts from it.
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 RESULTS = "results"
 STOP = "stop"
 WAKE = "wake"
-SKIP = "skip"
 REPLY = "reply"
 
 
@@ -61,14 +60,3 @@ class Signals:
         node = (await self.leases.owners_of_steps([step_id])).get(step_id)
         if node is not None and node != self.bus.node_id:
             self.bus.send(node, {"k": WAKE, "step": step_id})
-
-    async def skip(self, step_id: int) -> bool:
-        """Ask the node that drives the step to end its termination wait; False when
-        no other node drives it."""
-        if not self.bus.clustered:
-            return False
-        node = (await self.leases.owners_of_steps([step_id])).get(step_id)
-        if node is None or node == self.bus.node_id:
-            return False
-        self.bus.send(node, {"k": SKIP, "step": step_id})
-        return True
