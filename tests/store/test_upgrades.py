@@ -1,7 +1,8 @@
 """Upgrades of a database that holds a fleet's history: from every revision that
 shipped, every row of every table reads back after the upgrade as it was written,
 and the schema is the one a new database gets. A failed upgrade keeps nothing of
-itself; nodes that start together migrate once."""
+itself; a database newer than the program is refused; nodes that start together
+migrate once."""
 
 from __future__ import annotations
 
@@ -347,6 +348,24 @@ async def test_an_upgrade_that_fails_half_way_keeps_nothing(at_revision: AtRevis
             await conn.execute(text("DROP TABLE agent_loads"))
         await db.migrate()
         assert await db.revisions() == [shipped_head()]
+        async with db.connect() as conn:
+            await conn.run_sync(_read_back, written)
+    finally:
+        await db.close()
+
+
+async def test_a_database_newer_than_the_program_is_refused(at_revision: AtRevision) -> None:
+    db = Database(await at_revision(REVISIONS[-1]))
+    try:
+        async with db.begin() as conn:
+            written = await conn.run_sync(_fill)
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0099_later'"))
+        with pytest.raises(SchemaError) as refused:
+            await db.migrate()
+        message = str(refused.value)
+        assert "0099_later" in message and str(shipped_head()) in message, message
+        assert "newer jobfleet" in message
+        assert await db.revisions() == ["0099_later"]
         async with db.connect() as conn:
             await conn.run_sync(_read_back, written)
     finally:

@@ -21,8 +21,8 @@ T = TypeVar("T")
 
 
 class SchemaError(Exception):
-    """The database's schema cannot be brought to this program's: an upgrade failed
-    (and nothing of it was kept)."""
+    """The database's schema cannot be brought to this program's: it is newer than
+    the program, or an upgrade failed (and nothing of it was kept)."""
 
 
 def now_ms() -> int:
@@ -176,6 +176,8 @@ def _first_line(exc: BaseException) -> str:
 def _upgrade(conn: Connection) -> None:
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -189,6 +191,17 @@ def _upgrade(conn: Connection) -> None:
         # would leave tables the next attempt trips over. IMMEDIATE: a second
         # process starting on the same file waits here, then finds the work done.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+    script = ScriptDirectory.from_config(cfg)
+    known = {revision.revision for revision in script.walk_revisions()}
+    current = MigrationContext.configure(conn).get_current_heads()
+    unknown = [revision for revision in current if revision not in known]
+    if unknown:
+        raise SchemaError(
+            f"the database is at revision {', '.join(unknown)}, which this jobfleet does "
+            f"not know (its newest is {script.get_current_head()}): a newer jobfleet "
+            "has upgraded it. Run that version (or newer), or restore the database "
+            "from a backup taken before the upgrade; this one will not use it"
+        )
     command.upgrade(cfg, "head")
 
 
