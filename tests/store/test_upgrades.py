@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -388,3 +389,72 @@ async def test_nodes_starting_together_on_an_older_database_migrate_once(
     finally:
         for node in nodes:
             await node.close()
+
+
+# migrates the database named by argv[1]
+MIGRATE = """
+import asyncio, sys
+from jobfleet.store.database import Database
+
+async def main() -> None:
+    db = Database(sys.argv[1])
+    await db.migrate()
+    await db.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_an_upgrade_killed_half_way_keeps_nothing(at_revision: AtRevision) -> None:
+    """The process is killed while 0014 waits for the scripts table (0011 to 0013 done
+    in its transaction): the database is at 0010 as it was, and the next start
+    upgrades it."""
+    start = "0010_db_accounts_credentials"
+    url = await at_revision(start)
+    if not url.startswith("postgresql"):
+        pytest.skip("SQLite's upgrade holds the file's write lock from its first statement")
+    db = Database(url)
+    try:
+        async with db.begin() as conn:
+            written = await conn.run_sync(_fill)
+        async with db.connect() as holder:
+            await holder.execute(text("LOCK TABLE scripts IN ACCESS SHARE MODE"))
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", MIGRATE, url)
+            try:
+                for _ in range(600):
+                    # the statistics are a snapshot per transaction, and this one lasts
+                    await holder.execute(text("SELECT pg_stat_clear_snapshot()"))
+                    waiting = await holder.execute(text(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE 'ALTER TABLE scripts%'"))
+                    backend = waiting.scalar()
+                    if backend is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the upgrade never reached 0014")
+                proc.kill()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+            await holder.rollback()
+        # the server process notices its client is gone once the lock is granted
+        async with db.connect() as conn:
+            for _ in range(600):
+                alive = await conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                    {"pid": backend})
+                if alive.scalar() == 0:
+                    break
+                await asyncio.sleep(0.05)
+        assert await db.revisions() == [start]
+        async with db.connect() as conn:
+            names = await conn.run_sync(_table_names)
+            assert "passwords" not in names and "agent_loads" not in names
+        await db.migrate()
+        assert await db.revisions() == [shipped_head()]
+        async with db.connect() as conn:
+            await conn.run_sync(_read_back, written)
+    finally:
+        await db.close()
