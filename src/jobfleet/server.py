@@ -67,7 +67,7 @@ from jobfleet.store.accounts import AccountStore
 from jobfleet.store.audit import AuditLog
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.crons import CronStore
-from jobfleet.store.database import Database, sqlite_url, wait_for
+from jobfleet.store.database import Database, SchemaError, sqlite_url, wait_for
 from jobfleet.store.file_sources import FileSourceStore
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.heal import HealStore
@@ -514,6 +514,15 @@ class Server:
         )
 
     async def serve(self) -> None:
+        # A schema this program cannot use ends the process here, in one line and
+        # before it listens; raised in the lifespan, it would end in uvicorn's traceback.
+        await wait_for(self.db)
+        try:
+            await self.db.migrate()
+        except SchemaError as exc:
+            log.error("database_schema_refused error=%s", exc)
+            await self.db.close()
+            raise SystemExit(2) from None
         await uvicorn.Server(self.uvicorn_config()).serve()
 
 

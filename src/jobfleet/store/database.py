@@ -20,6 +20,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 
 
+class SchemaError(Exception):
+    """The database's schema cannot be brought to this program's: it is newer than
+    the program, or an upgrade failed (and nothing of it was kept)."""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -116,11 +121,25 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._plain_thread, run)
 
     async def migrate(self) -> None:
+        """Upgrade the schema to this program's newest migration, all of it or none:
+        a failure leaves the database at the revision it was at, for the old
+        version to go on using (SchemaError says what happened)."""
         head = shipped_head()
-        if head is not None and await self.revisions() == [head]:
+        before = await self.revisions()
+        if head is not None and before == [head]:
             return
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+        except SchemaError:
+            raise
+        except Exception as exc:
+            at = ", ".join(await self.revisions()) or "none (an empty database)"
+            raise SchemaError(
+                f"upgrading the database schema to {head or 'head'} failed, and nothing of "
+                f"the upgrade was kept (the database is at revision {at}): "
+                f"{type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
 
     async def revisions(self) -> list[str]:
         """The migrations the database is at (none: not migrated)."""
@@ -149,9 +168,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _first_line(exc: BaseException) -> str:
+    # a driver's error text goes on with the whole statement and its parameters
+    return (str(exc).strip().splitlines() or [""])[0][:500]
+
+
 def _upgrade(conn: Connection) -> None:
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -159,6 +185,23 @@ def _upgrade(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         # several nodes may start at once on one database
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(74657)")
+    else:
+        # The sqlite3 module opens a transaction before DML only: without this, each
+        # migration's CREATE and ALTER would be kept at once, and a failure half-way
+        # would leave tables the next attempt trips over. IMMEDIATE: a second
+        # process starting on the same file waits here, then finds the work done.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    script = ScriptDirectory.from_config(cfg)
+    known = {revision.revision for revision in script.walk_revisions()}
+    current = MigrationContext.configure(conn).get_current_heads()
+    unknown = [revision for revision in current if revision not in known]
+    if unknown:
+        raise SchemaError(
+            f"the database is at revision {', '.join(unknown)}, which this jobfleet does "
+            f"not know (its newest is {script.get_current_head()}): a newer jobfleet "
+            "has upgraded it. Run that version (or newer), or restore the database "
+            "from a backup taken before the upgrade; this one will not use it"
+        )
     command.upgrade(cfg, "head")
 
 
