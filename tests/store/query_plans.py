@@ -49,3 +49,14 @@ def plan_for(plans: list[str], table: str) -> str:
     hits = [p for p in plans if f"FROM {table} " in p or p.split(" => ")[0].endswith(table)]
     assert len(hits) == 1, plans
     return hits[0].split(" => ", 1)[1]
+
+
+def sorts_all(plan: str) -> bool:
+    """Whether the plan sorts every row it found to return a few: SQLite's temporary
+    tree for the whole ORDER BY, PostgreSQL's Sort node (not an incremental sort of the
+    ties of an order an index gives)."""
+    for node in plan.split(" | "):
+        node = node.strip().removeprefix("->").strip()
+        if node.startswith("Sort  (") or "USE TEMP B-TREE FOR ORDER BY" in node:
+            return True
+    return False

@@ -231,6 +231,8 @@ job_instances = Table(
     # a plan's global variables as the job started with them (password values encrypted)
     Column("variables", JSON, nullable=True),
     Index(None, "scope_type", "scope_id", "create_time"),
+    # a business's jobs of one status (the console's running, failed and waiting ones)
+    Index(None, "scope_type", "scope_id", "status", "create_time"),
     # retention deletes by age
     Index(None, "create_time"),
 )
@@ -320,6 +322,8 @@ outbox = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("create_time", BigInteger, nullable=False),
     Column("done_time", BigInteger, nullable=True),
+    # the due pending rows, apart from the delivered ones that are most of the table
+    Index(None, "state", "next_attempt_at"),
 )
 
 blobs = Table(
@@ -408,6 +412,8 @@ audit_log = Table(
     Column("resource_id", String(128), nullable=False, default=""),
     Column("detail", JSON, nullable=True),
     Column("source_ip", String(64), nullable=False, default=""),
+    # a scope's entries, newest first
+    Index(None, "scope_type", "scope_id", "id"),
 )
 
 # business scripts (bk_biz_id set) and public scripts (bk_biz_id null); ids are strings on the wire

@@ -1,0 +1,42 @@
+"""Lists that cost their page: jobs by status, audit entries by scope, the outbox by state
+
+- ``job_instances (scope_type, scope_id, status, create_time)``: a business's jobs of
+  one status in a time range (the job list's status filter, the console's running,
+  failed and waiting jobs) read those jobs only, not every job of the range.
+- ``audit_log (scope_type, scope_id, id)``: a scope's entries, newest first, and their
+  count, without reading the entries of every other scope.
+- ``outbox (state, next_attempt_at)``: the due pending rows without reading the
+  delivered ones, which are nearly all of the table.
+
+Revision ID: 0018_list_indexes
+Revises: 0017_file_log_index
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0018_list_indexes"
+down_revision = "0017_file_log_index"
+branch_labels = None
+depends_on = None
+
+INDEXES = [
+    ("job_instances", ["scope_type", "scope_id", "status", "create_time"]),
+    ("audit_log", ["scope_type", "scope_id", "id"]),
+    ("outbox", ["state", "next_attempt_at"]),
+]
+
+
+def _name(table: str, columns: list[str]) -> str:
+    return f"ix_{table}_{'_'.join(columns)}"
+
+
+def upgrade() -> None:
+    for table, columns in INDEXES:
+        op.create_index(_name(table, columns), table, columns, unique=False)
+
+
+def downgrade() -> None:
+    for table, columns in reversed(INDEXES):
+        op.drop_index(_name(table, columns), table_name=table)

@@ -1,0 +1,85 @@
+"""Lists cost their page, not their table: each filter is searched through an index,
+on both backends (a database a year old holds a million jobs and host results)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from tests.store.query_plans import plan_for, plans_of, sorts_all
+from tests.store.test_leases import new_job
+
+from jobfleet.domain.status import RunStatus
+from jobfleet.store.audit import AuditLog, AuditQuery
+from jobfleet.store.database import Database
+from jobfleet.store.job_reads import JobReads
+from jobfleet.store.jobs import JobStore
+from jobfleet.store.outbox import OutboxStore
+
+DAY_MS = 86_400_000
+
+
+async def _list(reads: JobReads, **filters: Any) -> list[int]:
+    now = int(time.time() * 1000)
+    _total, rows = await reads.list_jobs(scope_type="biz", scope_id="2", start_ms=now - DAY_MS,
+                                         end_ms=now + DAY_MS, filters=filters, offset=0,
+                                         limit=20)
+    return [r.id for r in rows]
+
+
+async def test_the_job_list_by_status_reads_that_status_only(db: Database) -> None:
+    jobs, reads = JobStore(db), JobReads(db)
+    done, _ = await new_job(jobs, RunStatus.SUCCESS)
+    failed, _ = await new_job(jobs, RunStatus.FAIL)
+    assert await _list(reads, status=int(RunStatus.FAIL)) == [failed]
+    assert await _list(reads, status=int(RunStatus.SUCCESS)) == [done]
+    plans = await plans_of(db, lambda: _list(reads, status=int(RunStatus.FAIL)))
+    assert len(plans) == 2, plans  # the count and the page
+    for plan in plans:
+        assert "ix_job_instances_scope_type_scope_id_status_create_time" in plan, plan
+        assert not sorts_all(plan), plan
+
+
+async def test_the_job_list_by_ip_looks_up_the_hosts_of_the_jobs_in_range(db: Database) -> None:
+    jobs, reads = JobStore(db), JobReads(db)
+    one, _ = await new_job(jobs, RunStatus.SUCCESS, hosts=1)
+    three, _ = await new_job(jobs, RunStatus.SUCCESS, hosts=3)
+    assert await _list(reads, ip="127.0.0.1") == [three, one]
+    assert await _list(reads, ip="127.0.0.3") == [three]
+    assert await _list(reads, ip="127.0.0.9") == []
+    for plan in await plans_of(db, lambda: _list(reads, ip="127.0.0.3")):
+        plan = plan.split(" => ", 1)[1]
+        # the host results are reached by their step's key, never scanned by address
+        if db.is_sqlite:
+            assert "SCAN step_hosts" not in plan, plan
+            assert "step_hosts USING" in plan and "(step_instance_id=?" in plan, plan
+        else:
+            assert re.search(r"Index Cond: \(+step_instance_id =", plan), plan
+
+
+async def test_a_scopes_audit_entries_are_searched_by_scope(db: Database) -> None:
+    audit = AuditLog(db)
+    for scope in ("2", "3", "2"):
+        await audit.record(app_code="a", username="u", action="x", resource_type="job",
+                           scope_type="biz", scope_id=scope)
+    query = AuditQuery(scope_type="biz", scope_id="2")
+    total, rows = await audit.query(query, limit=20)
+    assert total == 2 and [r["scope_id"] for r in rows] == ["2", "2"]
+    assert rows[0]["id"] > rows[1]["id"]
+    plans = await plans_of(db, lambda: audit.query(query, limit=20))
+    assert len(plans) == 2, plans
+    for plan in plans:
+        assert "ix_audit_log_scope_type_scope_id_id" in plan, plan
+        assert not sorts_all(plan), plan
+
+
+async def test_the_outbox_finds_due_rows_among_pending_ones_only(db: Database) -> None:
+    store = OutboxStore(db)
+    first = await store.add("callback", "x", "{}", 3)
+    second = await store.add("callback", "x", "{}", 3)
+    await store.record(first, {"state": "done"})
+    assert [r.id for r in await store.due(time.time() + 60, 10)] == [second]
+    plan = plan_for(await plans_of(db, lambda: store.due(time.time(), 10)), "outbox")
+    assert "ix_outbox_state_next_attempt_at" in plan, plan
+    assert not sorts_all(plan), plan
