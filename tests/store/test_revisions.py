@@ -19,6 +19,8 @@ NEW = "ix_file_logs_step_instance_id_execute_count_bk_host_id_mode_seq"
 # what 0018_list_indexes adds
 LIST_INDEXES = [
     "ix_job_instances_scope_type_scope_id_status_create_time",
+    "ix_job_instances_scope_type_scope_id_operator_create_time",
+    "ix_job_instances_scope_type_scope_id_cron_id_create_time",
     "ix_audit_log_scope_type_scope_id_id",
     "ix_outbox_state_next_attempt_at",
 ]

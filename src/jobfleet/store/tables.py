@@ -231,8 +231,11 @@ job_instances = Table(
     # a plan's global variables as the job started with them (password values encrypted)
     Column("variables", JSON, nullable=True),
     Index(None, "scope_type", "scope_id", "create_time"),
-    # a business's jobs of one status (the console's running, failed and waiting ones)
+    # a business's jobs of one status (the console's running, failed and waiting ones),
+    # of one operator, of one cron
     Index(None, "scope_type", "scope_id", "status", "create_time"),
+    Index(None, "scope_type", "scope_id", "operator", "create_time"),
+    Index(None, "scope_type", "scope_id", "cron_id", "create_time"),
     # retention deletes by age
     Index(None, "create_time"),
 )

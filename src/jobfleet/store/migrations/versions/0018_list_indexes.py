@@ -1,8 +1,10 @@
-"""Lists that cost their page: jobs by status, audit entries by scope, the outbox by state
+"""Lists that cost their page: jobs by status, operator or cron, audit entries by scope,
+the outbox by state
 
-- ``job_instances (scope_type, scope_id, status, create_time)``: a business's jobs of
-  one status in a time range (the job list's status filter, the console's running,
-  failed and waiting jobs) read those jobs only, not every job of the range.
+- ``job_instances (scope_type, scope_id, status | operator | cron_id, create_time)``: a
+  business's jobs of one status (the job list's status filter, the console's running,
+  failed and waiting jobs), one operator or one cron in a time range read those jobs
+  only, not every job of the range.
 - ``audit_log (scope_type, scope_id, id)``: a scope's entries, newest first, and their
   count, without reading the entries of every other scope.
 - ``outbox (state, next_attempt_at)``: the due pending rows without reading the
@@ -23,6 +25,8 @@ depends_on = None
 
 INDEXES = [
     ("job_instances", ["scope_type", "scope_id", "status", "create_time"]),
+    ("job_instances", ["scope_type", "scope_id", "operator", "create_time"]),
+    ("job_instances", ["scope_type", "scope_id", "cron_id", "create_time"]),
     ("audit_log", ["scope_type", "scope_id", "id"]),
     ("outbox", ["state", "next_attempt_at"]),
 ]
