@@ -18,6 +18,7 @@ from jobfleet.store.database import Database
 from jobfleet.store.job_reads import JobReads
 from jobfleet.store.jobs import JobStore
 from jobfleet.store.outbox import OutboxStore
+from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.tables import job_instances
 
 DAY_MS = 86_400_000
@@ -85,6 +86,9 @@ async def test_the_job_list_by_ip_looks_up_the_hosts_of_the_jobs_in_range(db: Da
             assert "step_hosts USING" in plan and "(step_instance_id=?" in plan, plan
         else:
             assert re.search(r"Index Cond: \(+step_instance_id =", plan), plan
+            # a lookup per job of the range, not a join PostgreSQL may plan as a scan
+            # of every host result (as it does at a million)
+            assert "SubPlan" in plan and "Semi Join" not in plan, plan
 
 
 async def test_a_scopes_audit_entries_are_searched_by_scope(db: Database) -> None:
@@ -111,4 +115,19 @@ async def test_the_outbox_finds_due_rows_among_pending_ones_only(db: Database) -
     assert [r.id for r in await store.due(time.time() + 60, 10)] == [second]
     plan = plan_for(await plans_of(db, lambda: store.due(time.time(), 10)), "outbox")
     assert "ix_outbox_state_next_attempt_at" in plan, plan
+    assert not sorts_all(plan), plan
+
+
+async def test_a_page_of_a_businesss_scripts_is_read_in_order_of_change(db: Database) -> None:
+    store = ScriptStore(db)
+    script = {"language": 1, "description": "", "content": "echo", "version": "v1",
+              "version_desc": "", "user": "u"}
+    made = [await store.create_script(2, name=f"s{i}", **script) for i in range(3)]
+    await store.create_script(3, name="other", **script)
+    total, rows = await store.list_scripts(2, limit=2)
+    assert total == 3 and len(rows) == 2
+    assert {r["id"] for r in rows} <= {m["script_id"] for m in made}
+    plans = await plans_of(db, lambda: store.list_scripts(2, limit=2))
+    [plan] = [p.split(" => ")[1] for p in plans if p.startswith("SELECT scripts.id")]
+    assert "ix_scripts_bk_biz_id_last_modify_time" in plan, plan
     assert not sorts_all(plan), plan

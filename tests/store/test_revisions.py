@@ -23,6 +23,7 @@ LIST_INDEXES = [
     "ix_job_instances_scope_type_scope_id_cron_id_create_time",
     "ix_audit_log_scope_type_scope_id_id",
     "ix_outbox_state_next_attempt_at",
+    "ix_scripts_bk_biz_id_last_modify_time",
 ]
 # migrates the database named by argv[1], then says whether Alembic was loaded
 MIGRATE = """

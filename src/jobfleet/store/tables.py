@@ -436,6 +436,8 @@ scripts = Table(
     # labels people sort scripts by, kept as ",ops,backup," (empty: none) so that a
     # filter by one is a LIKE on any database
     Column("tags", String(512), nullable=False, default="", server_default=""),
+    # a business's scripts, the last changed first
+    Index(None, "bk_biz_id", "last_modify_time"),
 )
 
 script_versions = Table(

@@ -1,5 +1,5 @@
 """Lists that cost their page: jobs by status, operator or cron, audit entries by scope,
-the outbox by state
+the outbox by state, scripts by business
 
 - ``job_instances (scope_type, scope_id, status | operator | cron_id, create_time)``: a
   business's jobs of one status (the job list's status filter, the console's running,
@@ -9,6 +9,8 @@ the outbox by state
   count, without reading the entries of every other scope.
 - ``outbox (state, next_attempt_at)``: the due pending rows without reading the
   delivered ones, which are nearly all of the table.
+- ``scripts (bk_biz_id, last_modify_time)``: a page of a business's scripts, the last
+  changed first, without sorting all of them.
 
 Revision ID: 0018_list_indexes
 Revises: 0017_file_log_index
@@ -29,6 +31,7 @@ INDEXES = [
     ("job_instances", ["scope_type", "scope_id", "cron_id", "create_time"]),
     ("audit_log", ["scope_type", "scope_id", "id"]),
     ("outbox", ["state", "next_attempt_at"]),
+    ("scripts", ["bk_biz_id", "last_modify_time"]),
 ]
 
 
