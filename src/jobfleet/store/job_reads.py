@@ -235,10 +235,7 @@ class JobReads:
             if filters.get("ip"):
                 # asked of each job of the range through its steps' host keys: a search
                 # of every host result by address would read all of them, of every
-                # business and every year. OFFSET 0 keeps PostgreSQL from making it a
-                # join, which it plans as exactly that search (there is no index of
-                # addresses: it would cost every host of every job written); it drops
-                # a LIMIT from an EXISTS, not an OFFSET
+                # business and every year
                 ran_there = (
                     select(1)
                     .select_from(step_instances)
@@ -247,7 +244,6 @@ class JobReads:
                         step_instances.c.job_instance_id == job_instances.c.id,
                         step_hosts.c.ip == filters["ip"],
                     )
-                    .offset(0)
                 )
                 cond.append(ran_there.exists())
         async with self.db.connect() as conn:
