@@ -233,11 +233,19 @@ class JobReads:
             if filters.get("name"):
                 cond.append(job_instances.c.name.contains(filters["name"], autoescape=True))
             if filters.get("ip"):
-                hit = select(step_hosts.c.step_instance_id).where(step_hosts.c.ip == filters["ip"])
-                steps_hit = select(step_instances.c.job_instance_id).where(
-                    step_instances.c.id.in_(hit)
+                # asked of each job of the range through its steps' host keys: a search
+                # of every host result by address would read all of them, of every
+                # business and every year
+                ran_there = (
+                    select(1)
+                    .select_from(step_instances)
+                    .join(step_hosts, step_hosts.c.step_instance_id == step_instances.c.id)
+                    .where(
+                        step_instances.c.job_instance_id == job_instances.c.id,
+                        step_hosts.c.ip == filters["ip"],
+                    )
                 )
-                cond.append(job_instances.c.id.in_(steps_hit))
+                cond.append(ran_there.exists())
         async with self.db.connect() as conn:
             total = (
                 await conn.execute(select(func.count()).select_from(job_instances).where(*cond))

@@ -48,7 +48,10 @@ class RetentionStore:
                         select(job_instances.c.id)
                         .where(
                             job_instances.c.create_time < before_ms,
-                            job_instances.c.status.in_(FINAL),
+                            # nearly every job is finished: "+ 0" keeps SQLite (no
+                            # statistics) from reading all of them by the status index
+                            # and sorting them to keep the oldest few
+                            (job_instances.c.status + 0).in_(FINAL),
                         )
                         .order_by(job_instances.c.create_time)
                         .limit(limit)
@@ -95,8 +98,12 @@ class RetentionStore:
         key: Column[Any] | None = None,
         children: tuple[Column[Any], ...] = (),
     ) -> int:
-        """At most ``limit`` rows of ``table`` created before ``before_ms``, oldest first
-        by ``key`` (the id), with the rows whose ``children`` columns name them."""
+        """At most ``limit`` rows of ``table`` created before ``before_ms``, oldest first,
+        with the rows whose ``children`` columns name them. ``key`` is the row's id.
+
+        Found in the order of the creation time's index: in the id's order a batch read
+        every younger row until it had ``limit`` old ones, all of the table when none
+        was left."""
         column = table.c.id if key is None else key
         async with self.db.begin() as conn:
             ids = list(
@@ -104,7 +111,7 @@ class RetentionStore:
                     await conn.execute(
                         select(column)
                         .where(table.c.create_time < before_ms)
-                        .order_by(column)
+                        .order_by(table.c.create_time)
                         .limit(limit)
                     )
                 ).scalars()

@@ -231,6 +231,11 @@ job_instances = Table(
     # a plan's global variables as the job started with them (password values encrypted)
     Column("variables", JSON, nullable=True),
     Index(None, "scope_type", "scope_id", "create_time"),
+    # a business's jobs of one status (the console's running, failed and waiting ones),
+    # of one operator, of one cron
+    Index(None, "scope_type", "scope_id", "status", "create_time"),
+    Index(None, "scope_type", "scope_id", "operator", "create_time"),
+    Index(None, "scope_type", "scope_id", "cron_id", "create_time"),
     # retention deletes by age
     Index(None, "create_time"),
 )
@@ -320,6 +325,8 @@ outbox = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("create_time", BigInteger, nullable=False),
     Column("done_time", BigInteger, nullable=True),
+    # the due pending rows, apart from the delivered ones that are most of the table
+    Index(None, "state", "next_attempt_at"),
 )
 
 blobs = Table(
@@ -408,6 +415,8 @@ audit_log = Table(
     Column("resource_id", String(128), nullable=False, default=""),
     Column("detail", JSON, nullable=True),
     Column("source_ip", String(64), nullable=False, default=""),
+    # a scope's entries, newest first
+    Index(None, "scope_type", "scope_id", "id"),
 )
 
 # business scripts (bk_biz_id set) and public scripts (bk_biz_id null); ids are strings on the wire
@@ -427,6 +436,8 @@ scripts = Table(
     # labels people sort scripts by, kept as ",ops,backup," (empty: none) so that a
     # filter by one is a LIKE on any database
     Column("tags", String(512), nullable=False, default="", server_default=""),
+    # a business's scripts, the last changed first
+    Index(None, "bk_biz_id", "last_modify_time"),
 )
 
 script_versions = Table(
