@@ -438,6 +438,9 @@ class Server:
         # a stuck part must not keep the process from exiting: the store is the
         # truth, and the next start takes over whatever was in flight
         for name, part in (
+            # the hosts of process operations whose agents have not answered yet are
+            # answered as stopped, before their agents go and time them out one by one
+            ("process operations", self._stop_procs),
             # agents first, as the API port's own agents go when its listener stops
             ("agent listener", self._stop_agent_listener),
             # no new cron job may reach an engine that is stopping
@@ -457,6 +460,10 @@ class Server:
                 await asyncio.wait_for(part(), STOP_TIMEOUT)
             except Exception:
                 log.exception("stop_failed part=%s", name)
+
+    async def _stop_procs(self) -> None:
+        if self.services.procs is not None:
+            await self.services.procs.stop()
 
     def uvicorn_config(self) -> uvicorn.Config:
         """The API listener (it runs the lifespan, which starts the agent listener)."""

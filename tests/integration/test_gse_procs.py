@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.harness import Running, Wire, eventually
+from tests.integration.harness import Running, Wire, eventually, run_server
 from tests.integration.test_agent_messages import raw_agent
 
 V2 = "/api/bk-gse/prod/api/v2"
@@ -544,3 +544,32 @@ async def test_an_account_one_business_lacks_holds_back_no_other(running: Runnin
     assert "nobody" in refused["error_msg"] and "business [3]" in refused["error_msg"], refused
     assert results[f"0:{IPS[0]}:nodeman:daemon"]["error_code"] not in (115, 65535), results
     assert results[f"0:{IPS[1]}:n:s"]["error_code"] == 0, results
+
+
+async def test_an_operation_in_flight_when_its_server_stops_is_answered(
+        tmp_path: Path, database_url: str) -> None:
+    """A process operation whose agent has not answered when its server stops is answered
+    (GSE's 65535, saying why) once the server is back, not left "handling" (115) for ever:
+    the task that waited for the agent went with the server, and bk-nodeman would poll
+    it until its own timeout."""
+    setup = tmp_path / "slow"
+    setup.mkdir()
+    body = proc_request(setup, 0, IPS[:1])
+    # a start whose process never writes its pid file: the agent checks for a minute
+    body["spec"]["control"]["start_cmd"] = "true"
+    body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    async with run_server(tmp_path, database_url) as run:
+        await run.start_agents(IPS[:1])
+        answer = await run.wire.post(f"{V2}/proc/operate_proc_multi",
+                                     {"proc_operate_req": [body]})
+        assert answer["result"], answer
+        task = {"task_id": answer["data"]["task_id"]}
+        handling = await run.wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert handling["data"][key]["error_code"] == 115, handling
+        await asyncio.sleep(1)  # the agent is checking
+    async with run_server(tmp_path, database_url) as run:
+        result = await run.wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        assert result["data"][key]["error_code"] == 65535, result
+        assert "stopped" in result["data"][key]["error_msg"], result

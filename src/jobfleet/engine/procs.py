@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 HANDLING = 115
 AGENT_ABNORMAL = 117
 OP_FAILED = 65535
+# what a host is answered when its server stopped before its agent did: the task that
+# waited for the agent went with the server, and nothing would answer it after
+SERVER_STOPPED = "the server stopped before the agent answered: ask again"
 # an agent id naming no host; one of a business the caller may not use is answered
 # alike, so that the answer tells nothing of other businesses
 AGENT_NOT_FOUND = "the agent is not found (unknown, or of a business you may not use)"
@@ -138,7 +141,7 @@ class ProcManager:
         self.timeout = timeout
         self.status_timeout = status_timeout
         self._parallel = asyncio.Semaphore(parallel)
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], str] = {}
 
     async def operate(
         self, operations: list[ProcOperation], *, biz_ids: list[int], operator: str, app_code: str
@@ -169,8 +172,8 @@ class ProcManager:
         )
         for host, target, spec in work:
             task = asyncio.get_running_loop().create_task(self._one(task_id, host, target, spec))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._running[task] = task_id
+            task.add_done_callback(self._forget)
         return task_id
 
     async def _one(
@@ -227,7 +230,19 @@ class ProcManager:
 
         return dict(await asyncio.gather(*(one(h) for h in hosts)))
 
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+
     async def stop(self) -> None:
-        for task in list(self._running):
+        """Stop asking; the hosts not answered yet are answered as the server stopped."""
+        running = dict(self._running)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        if running:
+            await self.store.abandon(
+                sorted(set(running.values())),
+                handling=HANDLING,
+                code=OP_FAILED,
+                message=SERVER_STOPPED,
+            )

@@ -11,6 +11,9 @@ from sqlalchemy import Row, insert, select, update
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import proc_operations, proc_results
 
+# task ids in one statement's IN list
+IN_CHUNK = 500
+
 
 @dataclass(frozen=True)
 class ProcTarget:
@@ -86,6 +89,21 @@ class ProcStore:
                 )
                 .values(error_code=code, error_msg=message, content=content, update_time=now_ms())
             )
+
+    async def abandon(
+        self, task_ids: list[str], *, handling: int, code: int, message: str
+    ) -> None:
+        """Answer every host of ``task_ids`` still ``handling`` with ``code`` and ``message``."""
+        async with self.db.begin() as conn:
+            for start in range(0, len(task_ids), IN_CHUNK):
+                await conn.execute(
+                    update(proc_results)
+                    .where(
+                        proc_results.c.task_id.in_(task_ids[start : start + IN_CHUNK]),
+                        proc_results.c.error_code == handling,
+                    )
+                    .values(error_code=code, error_msg=message, update_time=now_ms())
+                )
 
     async def operation(self, task_id: str) -> Row[Any] | None:
         async with self.db.connect() as conn:
