@@ -573,3 +573,36 @@ async def test_an_operation_in_flight_when_its_server_stops_is_answered(
         assert result["result"], result
         assert result["data"][key]["error_code"] == 65535, result
         assert "stopped" in result["data"][key]["error_msg"], result
+
+
+async def test_a_status_query_is_not_queued_behind_slow_operations(running: Running,
+                                                                  tmp_path: Path) -> None:
+    """Operations whose agents take long (a start checked for its pid file for a minute)
+    fill every slot the server asks agents in: a status query or a message meanwhile is
+    asked at once, not after them (bk-nodeman syncs process states while it deploys)."""
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    setup = tmp_path / "slow"
+    setup.mkdir()
+    entries = []
+    for i in range(70):  # more than the slots operations share
+        body = proc_request(setup, 0, IPS[:1])
+        body["meta"] = {"namespace": "nodeman", "name": f"slow{i}"}
+        body["spec"]["control"]["start_cmd"] = "true"
+        body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+        entries.append(body)
+    started = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": entries})
+    assert started["result"], started
+    task = {"task_id": started["data"]["task_id"]}
+    await asyncio.sleep(1)  # the agent is checking
+    status = await wire.post(f"{V2}/proc/get_proc_status_v2", {
+        "meta": {"namespace": "nodeman", "name": "other"}, "agent_id_list": [f"0:{IPS[0]}"]})
+    assert status["result"], status
+    [info] = status["data"]["proc_infos"]
+    assert info["message"] == "", info  # the agent answered
+    sent = await wire.post(f"{V2}/cluster/dispatch_message", {
+        "message_id": "m-busy", "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
+    assert [r["error_code"] for r in sent["data"]["results"]] == [0], sent
+    # and all this while every operation was still waiting for its agent
+    results = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+    assert {v["error_code"] for v in results["data"].values()} == {115}, results

@@ -141,6 +141,9 @@ class ProcManager:
         self.timeout = timeout
         self.status_timeout = status_timeout
         self._parallel = asyncio.Semaphore(parallel)
+        # status queries and messages have slots of their own: an operation may wait for
+        # its agent a minute and more, and a query waits for no operation
+        self._asking = asyncio.Semaphore(parallel)
         self._running: dict[asyncio.Task[None], str] = {}
 
     async def operate(
@@ -206,7 +209,7 @@ class ProcManager:
         """Each host's state of the process (None: the agent did not answer)."""
 
         async def one(host: int, agent_id: str) -> tuple[int, str, dict[str, Any] | None]:
-            async with self._parallel:
+            async with self._asking:
                 _code, _message, state = await self.ask(
                     host, protocol.PROC_STATUS, spec, self.status_timeout
                 )
@@ -221,7 +224,7 @@ class ProcManager:
         request = dict(protocol.dispatch_request(message_id, slot_id, content))
 
         async def one(host: int) -> tuple[int, str | None]:
-            async with self._parallel:
+            async with self._asking:
                 try:
                     reply = await self.agents.call(host, request, self.status_timeout)
                 except (AgentUnavailable, TimeoutError) as exc:
