@@ -606,3 +606,30 @@ async def test_a_status_query_is_not_queued_behind_slow_operations(running: Runn
     # and all this while every operation was still waiting for its agent
     results = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
     assert {v["error_code"] for v in results["data"].values()} == {115}, results
+
+
+async def test_a_start_is_waited_for_as_long_as_its_check(running: Running,
+                                                         tmp_path: Path) -> None:
+    """A start's agent looks for the pid file ``start_check_secs`` (up to 600) after the
+    start command: the server waits for its answer that much longer than for any other
+    operation, instead of answering "not reachable" (117) while the start goes on and
+    succeeds."""
+    procs = running.server.services.procs
+    assert procs is not None
+    procs.timeout = 3.0  # what the server waits for an operation that checks nothing
+    await running.start_agents(IPS[:1])
+    setup = tmp_path / "late"
+    setup.mkdir()
+    (setup / "daemon.sh").write_text(DAEMON)
+    (setup / "daemon.sh").chmod(0o755)
+    body = proc_request(setup, 0, IPS[:1])
+    pid_file = body["spec"]["identity"]["pid_path"]
+    # the process comes up (its pid file written) 5 s after the start command returns
+    body["spec"]["control"]["start_cmd"] = (
+        f"(sleep 5; ./daemon.sh >/dev/null 2>&1 & echo $! > {pid_file}) >/dev/null 2>&1 &")
+    body["spec"]["alive_monitor_policy"]["start_check_secs"] = 10
+    started = await operate(running, body)
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    assert started[key]["error_code"] == 0, started
+    stopped = await operate(running, proc_request(setup, 1, IPS[:1]))
+    assert stopped[key]["error_code"] == 0, stopped

@@ -182,8 +182,11 @@ class ProcManager:
     async def _one(
         self, task_id: str, host: int, target: ProcTarget, spec: protocol.ProcSpec
     ) -> None:
+        # a start (or restart) looks for the pid file start_check_secs after its commands:
+        # the agent is waited for that much longer, not answered "not reachable" meanwhile
+        timeout = self.timeout + spec["start_check_secs"]
         async with self._parallel:
-            code, message, state = await self.ask(host, target.op, spec, self.timeout)
+            code, message, state = await self.ask(host, target.op, spec, timeout)
         content = state_content(state, spec, target.agent_id) if state else ""
         try:
             await self.store.finish(task_id, target, code, message, content)
