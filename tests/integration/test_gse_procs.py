@@ -633,3 +633,38 @@ async def test_a_start_is_waited_for_as_long_as_its_check(running: Running,
     assert started[key]["error_code"] == 0, started
     stopped = await operate(running, proc_request(setup, 1, IPS[:1]))
     assert stopped[key]["error_code"] == 0, stopped
+
+
+async def test_agents_that_never_answer_hold_a_status_query_once(running: Running) -> None:
+    """Connected agents that never answer (wedged) are waited for once, together: a
+    status query or a message naming more of them than the server asks at a time is
+    answered within its one timeout ("not reachable"), not after a timeout for each
+    turn of them in the slots (bk-nodeman asks 500 hosts a call)."""
+    procs = running.server.services.procs
+    assert procs is not None
+    procs.status_timeout = 2.0
+    silent = [f"127.5.{i // 200}.{i % 200 + 1}" for i in range(200)]
+    async with contextlib.AsyncExitStack() as stack:
+        for ip in silent:
+            await stack.enter_async_context(raw_agent(running, ip))
+
+        async def connected() -> bool:
+            hosts = await running.server.inventory.list()
+            return sum(1 for h in hosts if h.alive) == len(silent)
+        await eventually(connected, timeout=60)
+        ids = [f"0:{ip}" for ip in silent]
+        started = time.monotonic()
+        status = await running.wire.post(f"{V2}/proc/get_proc_status_v2", {
+            "meta": {"namespace": "nodeman", "name": "x"}, "agent_id_list": ids})
+        asked = time.monotonic() - started
+        assert status["result"], status
+        assert {i["message"] for i in status["data"]["proc_infos"]} == {
+            "the agent is not reachable"}, status
+        started = time.monotonic()
+        sent = await running.wire.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m-silent", "agent_id_list": ids, "content": "x", "slot_id": 1})
+        messaged = time.monotonic() - started
+        assert {r["error_code"] for r in sent["data"]["results"]} == {117}, sent
+    # 200 agents are four turns of the 64 slots: four timeouts one after another
+    assert asked < 3 * procs.status_timeout, asked
+    assert messaged < 3 * procs.status_timeout, messaged

@@ -9,6 +9,7 @@ and ``dispatch`` ask the agents while the caller waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -210,12 +211,17 @@ class ProcManager:
         self, hosts: list[tuple[int, str]], spec: protocol.ProcSpec
     ) -> list[tuple[int, str, dict[str, Any] | None]]:
         """Each host's state of the process (None: the agent did not answer)."""
+        # one timeout for the whole query, however many turns of the slots its hosts
+        # take: agents that never answer are waited for together, not a turn after another
+        deadline = asyncio.get_running_loop().time() + self.status_timeout
 
         async def one(host: int, agent_id: str) -> tuple[int, str, dict[str, Any] | None]:
-            async with self._asking:
-                _code, _message, state = await self.ask(
-                    host, protocol.PROC_STATUS, spec, self.status_timeout
-                )
+            state: dict[str, Any] | None = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline), self._asking:
+                    _code, _message, state = await self.ask(
+                        host, protocol.PROC_STATUS, spec, self.status_timeout
+                    )
             return host, agent_id, state
 
         return list(await asyncio.gather(*(one(h, a) for h, a in hosts)))
@@ -225,13 +231,17 @@ class ProcManager:
     ) -> dict[int, str | None]:
         """Deliver a message to each host's agent; per host the error, or None."""
         request = dict(protocol.dispatch_request(message_id, slot_id, content))
+        # one timeout for the whole message, as for a status query
+        deadline = asyncio.get_running_loop().time() + self.status_timeout
 
         async def one(host: int) -> tuple[int, str | None]:
-            async with self._asking:
-                try:
+            try:
+                async with asyncio.timeout_at(deadline), self._asking:
                     reply = await self.agents.call(host, request, self.status_timeout)
-                except (AgentUnavailable, TimeoutError) as exc:
-                    return host, f"the agent is not reachable: {exc}"
+            except TimeoutError:
+                return host, f"the agent is not reachable: no answer in {self.status_timeout:g}s"
+            except AgentUnavailable as exc:
+                return host, f"the agent is not reachable: {exc}"
             return host, None if reply.get("delivered") else str(reply.get("error") or "failed")
 
         return dict(await asyncio.gather(*(one(h) for h in hosts)))
