@@ -310,7 +310,7 @@ class Server:
             third_party=self.third_party,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
-            procs=ProcManager(self.agent_rpc, ProcStore(self.db)),
+            procs=ProcManager(self.agent_rpc, ProcStore(self.db), node_id=self.node_id),
             healer=Healer(
                 HealStore(self.db, self.cipher),
                 self.plans,
@@ -369,6 +369,8 @@ class Server:
             self.people,
         )
         await self.inventory.reset_node(self.node_id)
+        if self.services.procs is not None:
+            await self.services.procs.start()
         self.presence.start()
         await self.bus.start(self.bus_listener)
         # a seeded file wanted or lost on one node is known on every node

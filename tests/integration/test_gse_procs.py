@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.harness import Running, Wire, eventually, run_server
+from tests.integration.harness import Running, Wire, eventually, free_port, run_server
 from tests.integration.test_agent_messages import raw_agent
+from tests.integration.test_durability import start_server
+from tests.integration.test_file_durability import agent_proc
+
+from jobfleet.server import read_bootstrap
 
 V2 = "/api/bk-gse/prod/api/v2"
 V1 = "/api/c/compapi/v2/gse"
@@ -668,3 +672,47 @@ async def test_agents_that_never_answer_hold_a_status_query_once(running: Runnin
     # 200 agents are four turns of the 64 slots: four timeouts one after another
     assert asked < 3 * procs.status_timeout, asked
     assert messaged < 3 * procs.status_timeout, messaged
+
+
+async def test_an_operation_in_flight_when_its_server_dies_is_answered(
+        tmp_path: Path, database_url: str) -> None:
+    """A process operation whose server is killed (SIGKILL) before the agent answered is
+    answered (65535, the server stopped) as soon as that server is back, not left
+    "handling" (115) for ever."""
+    port, agent_port = free_port(), free_port()
+    data_dir = tmp_path / "server"
+    server = await start_server(data_dir, port, database_url, agent_port)
+    url = f"http://127.0.0.1:{port}"
+    boot = read_bootstrap(data_dir)
+    agent = agent_proc(url, boot["enroll_token"], tmp_path / "agent", IPS[0])
+    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
+    setup = tmp_path / "slow"
+    setup.mkdir()
+    body = proc_request(setup, 0, IPS[:1])
+    body["spec"]["control"]["start_cmd"] = "true"
+    body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    try:
+        await agent.start()
+
+        async def online() -> bool:
+            state = await wire.post(f"{V2}/cluster/list_agent_state",
+                                    {"agent_id_list": [f"0:{IPS[0]}"]})
+            return bool(state["result"]) and state["data"][0]["status_code"] == 2
+        await eventually(online, timeout=30)
+        answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
+        assert answer["result"], answer
+        task = {"task_id": answer["data"]["task_id"]}
+        await asyncio.sleep(1)  # the agent is checking
+        server.kill()
+        assert server.proc is not None
+        await server.proc.wait()
+        server = await start_server(data_dir, port, database_url, agent_port)
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        assert result["data"][key]["error_code"] == 65535, result
+        assert "stopped" in result["data"][key]["error_msg"], result
+    finally:
+        await wire.close()
+        await agent.stop()
+        await server.stop()

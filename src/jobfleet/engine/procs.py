@@ -133,12 +133,14 @@ class ProcManager:
         agents: AgentRequests,
         store: ProcStore,
         *,
+        node_id: str = "",
         timeout: float = 90.0,
         status_timeout: float = 10.0,
         parallel: int = 64,
     ) -> None:
         self.agents = agents
         self.store = store
+        self.node_id = node_id
         self.timeout = timeout
         self.status_timeout = status_timeout
         self._parallel = asyncio.Semaphore(parallel)
@@ -171,6 +173,7 @@ class ProcManager:
             biz_ids=biz_ids,
             operator=operator,
             app_code=app_code,
+            node_id=self.node_id,
             handling=HANDLING,
             answered=refused,
         )
@@ -245,6 +248,12 @@ class ProcManager:
             return host, None if reply.get("delivered") else str(reply.get("error") or "failed")
 
         return dict(await asyncio.gather(*(one(h) for h in hosts)))
+
+    async def start(self) -> None:
+        """What this node asked before it died (its tasks went with it) is answered now."""
+        await self.store.abandon_node(
+            self.node_id, handling=HANDLING, code=OP_FAILED, message=SERVER_STOPPED
+        )
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)

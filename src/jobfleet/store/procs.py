@@ -40,9 +40,11 @@ class ProcStore:
         app_code: str,
         handling: int,
         answered: Sequence[tuple[ProcTarget, int, str]] = (),
+        node_id: str = "",
     ) -> None:
         """The task and one ``handling`` row per target, in one transaction; ``answered``:
-        targets refused on their own, with their final code and message."""
+        targets refused on their own, with their final code and message; ``node_id``:
+        the node that asks the agents."""
         now = now_ms()
         rows = [(t, handling, "handling") for t in targets] + list(answered)
         async with self.db.begin() as conn:
@@ -52,6 +54,7 @@ class ProcStore:
                     biz_ids=biz_ids,
                     operator=operator,
                     app_code=app_code,
+                    node_id=node_id,
                     create_time=now,
                 )
             )
@@ -104,6 +107,18 @@ class ProcStore:
                     )
                     .values(error_code=code, error_msg=message, update_time=now_ms())
                 )
+
+    async def abandon_node(
+        self, node_id: str, *, handling: int, code: int, message: str
+    ) -> None:
+        """Answer every host still ``handling`` in the operations ``node_id`` asks for."""
+        mine = select(proc_operations.c.task_id).where(proc_operations.c.node_id == node_id)
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(proc_results)
+                .where(proc_results.c.task_id.in_(mine), proc_results.c.error_code == handling)
+                .values(error_code=code, error_msg=message, update_time=now_ms())
+            )
 
     async def operation(self, task_id: str) -> Row[Any] | None:
         async with self.db.connect() as conn:
