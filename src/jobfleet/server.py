@@ -310,7 +310,7 @@ class Server:
             third_party=self.third_party,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
-            procs=ProcManager(self.agent_rpc, ProcStore(self.db)),
+            procs=ProcManager(self.agent_rpc, ProcStore(self.db), node_id=self.node_id),
             healer=Healer(
                 HealStore(self.db, self.cipher),
                 self.plans,
@@ -369,6 +369,8 @@ class Server:
             self.people,
         )
         await self.inventory.reset_node(self.node_id)
+        if self.services.procs is not None:
+            await self.services.procs.start()
         self.presence.start()
         await self.bus.start(self.bus_listener)
         # a seeded file wanted or lost on one node is known on every node
@@ -438,6 +440,9 @@ class Server:
         # a stuck part must not keep the process from exiting: the store is the
         # truth, and the next start takes over whatever was in flight
         for name, part in (
+            # the hosts of process operations whose agents have not answered yet are
+            # answered as stopped, before their agents go and time them out one by one
+            ("process operations", self._stop_procs),
             # agents first, as the API port's own agents go when its listener stops
             ("agent listener", self._stop_agent_listener),
             # no new cron job may reach an engine that is stopping
@@ -457,6 +462,10 @@ class Server:
                 await asyncio.wait_for(part(), STOP_TIMEOUT)
             except Exception:
                 log.exception("stop_failed part=%s", name)
+
+    async def _stop_procs(self) -> None:
+        if self.services.procs is not None:
+            await self.services.procs.stop()
 
     def uvicorn_config(self) -> uvicorn.Config:
         """The API listener (it runs the lifespan, which starts the agent listener)."""

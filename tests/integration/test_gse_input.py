@@ -545,3 +545,24 @@ async def test_an_operation_answers_hosts_whose_agent_is_not_connected_at_once(
             return own if own["error_code"] != 115 else None
         assert (await eventually(done, timeout=30))["error_code"] == 0
     assert len(asked) == 1, len(asked)
+
+
+async def test_a_host_that_never_had_an_agent_has_no_agent_version(running: Running) -> None:
+    """A host of the inventory whose agent never connected reports no agent version
+    (``""``, as bk-nodeman fills for an agent GSE does not know), not the server's own:
+    bk-nodeman keeps the version it reads as the host's installed agent."""
+    await running.start_agents([IP])
+    await running.server.inventory.add(2, "127.0.0.61")
+    wire = running.wire
+    [agent] = [h for h in await running.server.inventory.list() if h.ip == IP]
+    assert agent.agent_version
+    ids = [f"0:{IP}", "0:127.0.0.61"]
+    info = await wire.post(f"{V1}/get_agent_info", {
+        "hosts": [{"ip": IP, "bk_cloud_id": 0}, {"ip": "127.0.0.61", "bk_cloud_id": 0}]})
+    assert {k: v["version"] for k, v in info["data"].items()} == {
+        f"0:{IP}": agent.agent_version, "0:127.0.0.61": ""}, info
+    for name in ("list_agent_state", "list_agent_info"):
+        answer = await wire.post(f"{V2}/cluster/{name}", {"agent_id_list": ids})
+        assert answer["result"], answer
+        assert {a["bk_agent_id"]: a["version"] for a in answer["data"]} == {
+            f"0:{IP}": agent.agent_version, "0:127.0.0.61": ""}, answer

@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.harness import Running, Wire, eventually
+from tests.integration.harness import Running, Wire, eventually, free_port, run_server
 from tests.integration.test_agent_messages import raw_agent
+from tests.integration.test_durability import start_server
+from tests.integration.test_file_durability import agent_proc
+
+from jobfleet.server import read_bootstrap
 
 V2 = "/api/bk-gse/prod/api/v2"
 V1 = "/api/c/compapi/v2/gse"
@@ -544,3 +548,171 @@ async def test_an_account_one_business_lacks_holds_back_no_other(running: Runnin
     assert "nobody" in refused["error_msg"] and "business [3]" in refused["error_msg"], refused
     assert results[f"0:{IPS[0]}:nodeman:daemon"]["error_code"] not in (115, 65535), results
     assert results[f"0:{IPS[1]}:n:s"]["error_code"] == 0, results
+
+
+async def test_an_operation_in_flight_when_its_server_stops_is_answered(
+        tmp_path: Path, database_url: str) -> None:
+    """A process operation whose agent has not answered when its server stops is answered
+    (GSE's 65535, saying why) once the server is back, not left "handling" (115) for ever:
+    the task that waited for the agent went with the server, and bk-nodeman would poll
+    it until its own timeout."""
+    setup = tmp_path / "slow"
+    setup.mkdir()
+    body = proc_request(setup, 0, IPS[:1])
+    # a start whose process never writes its pid file: the agent checks for a minute
+    body["spec"]["control"]["start_cmd"] = "true"
+    body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    async with run_server(tmp_path, database_url) as run:
+        await run.start_agents(IPS[:1])
+        answer = await run.wire.post(f"{V2}/proc/operate_proc_multi",
+                                     {"proc_operate_req": [body]})
+        assert answer["result"], answer
+        task = {"task_id": answer["data"]["task_id"]}
+        handling = await run.wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert handling["data"][key]["error_code"] == 115, handling
+        await asyncio.sleep(1)  # the agent is checking
+    async with run_server(tmp_path, database_url) as run:
+        result = await run.wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        assert result["data"][key]["error_code"] == 65535, result
+        assert "stopped" in result["data"][key]["error_msg"], result
+
+
+async def test_a_status_query_is_not_queued_behind_slow_operations(running: Running,
+                                                                  tmp_path: Path) -> None:
+    """Operations whose agents take long (a start checked for its pid file for a minute)
+    fill every slot the server asks agents in: a status query or a message meanwhile is
+    asked at once, not after them (bk-nodeman syncs process states while it deploys)."""
+    await running.start_agents(IPS[:1])
+    wire = running.wire
+    setup = tmp_path / "slow"
+    setup.mkdir()
+    entries = []
+    for i in range(70):  # more than the slots operations share
+        body = proc_request(setup, 0, IPS[:1])
+        body["meta"] = {"namespace": "nodeman", "name": f"slow{i}"}
+        body["spec"]["control"]["start_cmd"] = "true"
+        body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+        entries.append(body)
+    started = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": entries})
+    assert started["result"], started
+    task = {"task_id": started["data"]["task_id"]}
+    await asyncio.sleep(1)  # the agent is checking
+    status = await wire.post(f"{V2}/proc/get_proc_status_v2", {
+        "meta": {"namespace": "nodeman", "name": "other"}, "agent_id_list": [f"0:{IPS[0]}"]})
+    assert status["result"], status
+    [info] = status["data"]["proc_infos"]
+    assert info["message"] == "", info  # the agent answered
+    sent = await wire.post(f"{V2}/cluster/dispatch_message", {
+        "message_id": "m-busy", "agent_id_list": [f"0:{IPS[0]}"], "content": "x", "slot_id": 1})
+    assert [r["error_code"] for r in sent["data"]["results"]] == [0], sent
+    # and all this while every operation was still waiting for its agent
+    results = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+    assert {v["error_code"] for v in results["data"].values()} == {115}, results
+
+
+async def test_a_start_is_waited_for_as_long_as_its_check(running: Running,
+                                                         tmp_path: Path) -> None:
+    """A start's agent looks for the pid file ``start_check_secs`` (up to 600) after the
+    start command: the server waits for its answer that much longer than for any other
+    operation, instead of answering "not reachable" (117) while the start goes on and
+    succeeds."""
+    procs = running.server.services.procs
+    assert procs is not None
+    procs.timeout = 3.0  # what the server waits for an operation that checks nothing
+    await running.start_agents(IPS[:1])
+    setup = tmp_path / "late"
+    setup.mkdir()
+    (setup / "daemon.sh").write_text(DAEMON)
+    (setup / "daemon.sh").chmod(0o755)
+    body = proc_request(setup, 0, IPS[:1])
+    pid_file = body["spec"]["identity"]["pid_path"]
+    # the process comes up (its pid file written) 5 s after the start command returns
+    body["spec"]["control"]["start_cmd"] = (
+        f"(sleep 5; ./daemon.sh >/dev/null 2>&1 & echo $! > {pid_file}) >/dev/null 2>&1 &")
+    body["spec"]["alive_monitor_policy"]["start_check_secs"] = 10
+    started = await operate(running, body)
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    assert started[key]["error_code"] == 0, started
+    stopped = await operate(running, proc_request(setup, 1, IPS[:1]))
+    assert stopped[key]["error_code"] == 0, stopped
+
+
+async def test_agents_that_never_answer_hold_a_status_query_once(running: Running) -> None:
+    """Connected agents that never answer (wedged) are waited for once, together: a
+    status query or a message naming more of them than the server asks at a time is
+    answered within its one timeout ("not reachable"), not after a timeout for each
+    turn of them in the slots (bk-nodeman asks 500 hosts a call)."""
+    procs = running.server.services.procs
+    assert procs is not None
+    procs.status_timeout = 2.0
+    silent = [f"127.5.{i // 200}.{i % 200 + 1}" for i in range(200)]
+    async with contextlib.AsyncExitStack() as stack:
+        for ip in silent:
+            await stack.enter_async_context(raw_agent(running, ip))
+
+        async def connected() -> bool:
+            hosts = await running.server.inventory.list()
+            return sum(1 for h in hosts if h.alive) == len(silent)
+        await eventually(connected, timeout=60)
+        ids = [f"0:{ip}" for ip in silent]
+        started = time.monotonic()
+        status = await running.wire.post(f"{V2}/proc/get_proc_status_v2", {
+            "meta": {"namespace": "nodeman", "name": "x"}, "agent_id_list": ids})
+        asked = time.monotonic() - started
+        assert status["result"], status
+        assert {i["message"] for i in status["data"]["proc_infos"]} == {
+            "the agent is not reachable"}, status
+        started = time.monotonic()
+        sent = await running.wire.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m-silent", "agent_id_list": ids, "content": "x", "slot_id": 1})
+        messaged = time.monotonic() - started
+        assert {r["error_code"] for r in sent["data"]["results"]} == {117}, sent
+    # 200 agents are four turns of the 64 slots: four timeouts one after another
+    assert asked < 3 * procs.status_timeout, asked
+    assert messaged < 3 * procs.status_timeout, messaged
+
+
+async def test_an_operation_in_flight_when_its_server_dies_is_answered(
+        tmp_path: Path, database_url: str) -> None:
+    """A process operation whose server is killed (SIGKILL) before the agent answered is
+    answered (65535, the server stopped) as soon as that server is back, not left
+    "handling" (115) for ever."""
+    port, agent_port = free_port(), free_port()
+    data_dir = tmp_path / "server"
+    server = await start_server(data_dir, port, database_url, agent_port)
+    url = f"http://127.0.0.1:{port}"
+    boot = read_bootstrap(data_dir)
+    agent = agent_proc(url, boot["enroll_token"], tmp_path / "agent", IPS[0])
+    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
+    setup = tmp_path / "slow"
+    setup.mkdir()
+    body = proc_request(setup, 0, IPS[:1])
+    body["spec"]["control"]["start_cmd"] = "true"
+    body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+    key = f"0:{IPS[0]}:nodeman:daemon"
+    try:
+        await agent.start()
+
+        async def online() -> bool:
+            state = await wire.post(f"{V2}/cluster/list_agent_state",
+                                    {"agent_id_list": [f"0:{IPS[0]}"]})
+            return bool(state["result"]) and state["data"][0]["status_code"] == 2
+        await eventually(online, timeout=30)
+        answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
+        assert answer["result"], answer
+        task = {"task_id": answer["data"]["task_id"]}
+        await asyncio.sleep(1)  # the agent is checking
+        server.kill()
+        assert server.proc is not None
+        await server.proc.wait()
+        server = await start_server(data_dir, port, database_url, agent_port)
+        result = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert result["result"], result
+        assert result["data"][key]["error_code"] == 65535, result
+        assert "stopped" in result["data"][key]["error_msg"], result
+    finally:
+        await wire.close()
+        await agent.stop()
+        await server.stop()

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 from fastapi import APIRouter
 
-from jobfleet import __version__
 from jobfleet.api.auditing import audit
 from jobfleet.api.auth import CONSOLE_APP, TOKEN_APP
 from jobfleet.api.params import INT64, check_range, decimal_int, get_list, get_str, need_int
@@ -128,7 +127,8 @@ async def get_agent_info(call: Call) -> dict[str, Any]:
             "ip": ip,
             "bk_cloud_id": cloud,
             "bk_agent_alive": h.alive,
-            "version": h.agent_version or __version__,
+            # what the host's agent said it is ("" for a host no agent ever connected for)
+            "version": h.agent_version,
             "parent_ip": "",
             "parent_port": 0,
         }
@@ -245,7 +245,7 @@ async def list_agent_state(call: Call) -> list[dict[str, Any]]:
         {
             "bk_agent_id": agent_id,
             "bk_cloud_id": host.bk_cloud_id,
-            "version": host.agent_version or __version__,
+            "version": host.agent_version,
             "run_mode": 0,
             "status_code": RUNNING if host.alive else NOT_RUNNING,
         }
@@ -276,7 +276,7 @@ async def list_agent_info(call: Call) -> list[dict[str, Any]]:
                 "report_time": (load.report_time or now) if host.alive else 0,
                 "parent_ip": "",
                 "parent_port": 0,
-                "version": host.agent_version or __version__,
+                "version": host.agent_version,
                 "cpu_rate": load.cpu,
                 "mem_rate": load.mem,
                 # seconds, as GSE reports it

@@ -9,6 +9,7 @@ and ``dispatch`` ask the agents while the caller waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 HANDLING = 115
 AGENT_ABNORMAL = 117
 OP_FAILED = 65535
+# what a host is answered when its server stopped before its agent did: the task that
+# waited for the agent went with the server, and nothing would answer it after
+SERVER_STOPPED = "the server stopped before the agent answered: ask again"
 # an agent id naming no host; one of a business the caller may not use is answered
 # alike, so that the answer tells nothing of other businesses
 AGENT_NOT_FOUND = "the agent is not found (unknown, or of a business you may not use)"
@@ -129,16 +133,21 @@ class ProcManager:
         agents: AgentRequests,
         store: ProcStore,
         *,
+        node_id: str = "",
         timeout: float = 90.0,
         status_timeout: float = 10.0,
         parallel: int = 64,
     ) -> None:
         self.agents = agents
         self.store = store
+        self.node_id = node_id
         self.timeout = timeout
         self.status_timeout = status_timeout
         self._parallel = asyncio.Semaphore(parallel)
-        self._running: set[asyncio.Task[None]] = set()
+        # status queries and messages have slots of their own: an operation may wait for
+        # its agent a minute and more, and a query waits for no operation
+        self._asking = asyncio.Semaphore(parallel)
+        self._running: dict[asyncio.Task[None], str] = {}
 
     async def operate(
         self, operations: list[ProcOperation], *, biz_ids: list[int], operator: str, app_code: str
@@ -164,20 +173,24 @@ class ProcManager:
             biz_ids=biz_ids,
             operator=operator,
             app_code=app_code,
+            node_id=self.node_id,
             handling=HANDLING,
             answered=refused,
         )
         for host, target, spec in work:
             task = asyncio.get_running_loop().create_task(self._one(task_id, host, target, spec))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._running[task] = task_id
+            task.add_done_callback(self._forget)
         return task_id
 
     async def _one(
         self, task_id: str, host: int, target: ProcTarget, spec: protocol.ProcSpec
     ) -> None:
+        # a start (or restart) looks for the pid file start_check_secs after its commands:
+        # the agent is waited for that much longer, not answered "not reachable" meanwhile
+        timeout = self.timeout + spec["start_check_secs"]
         async with self._parallel:
-            code, message, state = await self.ask(host, target.op, spec, self.timeout)
+            code, message, state = await self.ask(host, target.op, spec, timeout)
         content = state_content(state, spec, target.agent_id) if state else ""
         try:
             await self.store.finish(task_id, target, code, message, content)
@@ -201,12 +214,17 @@ class ProcManager:
         self, hosts: list[tuple[int, str]], spec: protocol.ProcSpec
     ) -> list[tuple[int, str, dict[str, Any] | None]]:
         """Each host's state of the process (None: the agent did not answer)."""
+        # one timeout for the whole query, however many turns of the slots its hosts
+        # take: agents that never answer are waited for together, not a turn after another
+        deadline = asyncio.get_running_loop().time() + self.status_timeout
 
         async def one(host: int, agent_id: str) -> tuple[int, str, dict[str, Any] | None]:
-            async with self._parallel:
-                _code, _message, state = await self.ask(
-                    host, protocol.PROC_STATUS, spec, self.status_timeout
-                )
+            state: dict[str, Any] | None = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline), self._asking:
+                    _code, _message, state = await self.ask(
+                        host, protocol.PROC_STATUS, spec, self.status_timeout
+                    )
             return host, agent_id, state
 
         return list(await asyncio.gather(*(one(h, a) for h, a in hosts)))
@@ -216,18 +234,40 @@ class ProcManager:
     ) -> dict[int, str | None]:
         """Deliver a message to each host's agent; per host the error, or None."""
         request = dict(protocol.dispatch_request(message_id, slot_id, content))
+        # one timeout for the whole message, as for a status query
+        deadline = asyncio.get_running_loop().time() + self.status_timeout
 
         async def one(host: int) -> tuple[int, str | None]:
-            async with self._parallel:
-                try:
+            try:
+                async with asyncio.timeout_at(deadline), self._asking:
                     reply = await self.agents.call(host, request, self.status_timeout)
-                except (AgentUnavailable, TimeoutError) as exc:
-                    return host, f"the agent is not reachable: {exc}"
+            except TimeoutError:
+                return host, f"the agent is not reachable: no answer in {self.status_timeout:g}s"
+            except AgentUnavailable as exc:
+                return host, f"the agent is not reachable: {exc}"
             return host, None if reply.get("delivered") else str(reply.get("error") or "failed")
 
         return dict(await asyncio.gather(*(one(h) for h in hosts)))
 
+    async def start(self) -> None:
+        """What this node asked before it died (its tasks went with it) is answered now."""
+        await self.store.abandon_node(
+            self.node_id, handling=HANDLING, code=OP_FAILED, message=SERVER_STOPPED
+        )
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+
     async def stop(self) -> None:
-        for task in list(self._running):
+        """Stop asking; the hosts not answered yet are answered as the server stopped."""
+        running = dict(self._running)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        if running:
+            await self.store.abandon(
+                sorted(set(running.values())),
+                handling=HANDLING,
+                code=OP_FAILED,
+                message=SERVER_STOPPED,
+            )

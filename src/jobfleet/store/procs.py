@@ -11,6 +11,9 @@ from sqlalchemy import Row, insert, select, update
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import proc_operations, proc_results
 
+# task ids in one statement's IN list
+IN_CHUNK = 500
+
 
 @dataclass(frozen=True)
 class ProcTarget:
@@ -37,9 +40,11 @@ class ProcStore:
         app_code: str,
         handling: int,
         answered: Sequence[tuple[ProcTarget, int, str]] = (),
+        node_id: str = "",
     ) -> None:
         """The task and one ``handling`` row per target, in one transaction; ``answered``:
-        targets refused on their own, with their final code and message."""
+        targets refused on their own, with their final code and message; ``node_id``:
+        the node that asks the agents."""
         now = now_ms()
         rows = [(t, handling, "handling") for t in targets] + list(answered)
         async with self.db.begin() as conn:
@@ -49,6 +54,7 @@ class ProcStore:
                     biz_ids=biz_ids,
                     operator=operator,
                     app_code=app_code,
+                    node_id=node_id,
                     create_time=now,
                 )
             )
@@ -85,6 +91,33 @@ class ProcStore:
                     proc_results.c.name == target.name,
                 )
                 .values(error_code=code, error_msg=message, content=content, update_time=now_ms())
+            )
+
+    async def abandon(
+        self, task_ids: list[str], *, handling: int, code: int, message: str
+    ) -> None:
+        """Answer every host of ``task_ids`` still ``handling`` with ``code`` and ``message``."""
+        async with self.db.begin() as conn:
+            for start in range(0, len(task_ids), IN_CHUNK):
+                await conn.execute(
+                    update(proc_results)
+                    .where(
+                        proc_results.c.task_id.in_(task_ids[start : start + IN_CHUNK]),
+                        proc_results.c.error_code == handling,
+                    )
+                    .values(error_code=code, error_msg=message, update_time=now_ms())
+                )
+
+    async def abandon_node(
+        self, node_id: str, *, handling: int, code: int, message: str
+    ) -> None:
+        """Answer every host still ``handling`` in the operations ``node_id`` asks for."""
+        mine = select(proc_operations.c.task_id).where(proc_operations.c.node_id == node_id)
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(proc_results)
+                .where(proc_results.c.task_id.in_(mine), proc_results.c.error_code == handling)
+                .values(error_code=code, error_msg=message, update_time=now_ms())
             )
 
     async def operation(self, task_id: str) -> Row[Any] | None:

@@ -672,6 +672,8 @@ proc_operations = Table(
     Column("operator", String(128), nullable=False, default=""),
     Column("app_code", String(128), nullable=False, default=""),
     Column("create_time", BigInteger, nullable=False, index=True),
+    # the node that asks its agents (null: made before nodes were recorded)
+    Column("node_id", String(64), nullable=True, index=True),
 )
 
 proc_results = Table(
