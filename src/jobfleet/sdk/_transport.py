@@ -6,6 +6,7 @@ Everything here is free of I/O so the sync and async clients share it exactly.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,6 +34,10 @@ _HTTP_HINTS = {
     403: "forbidden: the app or user may not call this",
     404: "not found: check the server URL",
 }
+
+# the most of one answer a client holds in memory: logs of 500 hosts fit many times over,
+# and a server (or something posing as one) that never stops sending is cut off
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
 
 # httpx trusts the certifi bundle, or the file this variable names
 _PRIVATE_CA_HINT = "for a certificate of a private CA, point SSL_CERT_FILE at the CA's PEM file"
@@ -155,6 +160,40 @@ def not_a_file(response: httpx.Response) -> JobApiError:
     except JobApiError as exc:
         return exc
     return JobApiError(-1, f"{_where(response.request)}: the answer is not a file", http_status=200)
+
+
+class AnswerBudget:
+    """The bytes and seconds one answer's body may take once its headers are in.
+
+    httpx's timeouts bound each read, not the whole: a server that sends a byte now
+    and then, or never stops, would hold the caller forever or fill its memory.
+    """
+
+    def __init__(self, request: httpx.Request, max_bytes: int, seconds: float) -> None:
+        self._request = request
+        self._max_bytes = max_bytes
+        self._seconds = seconds
+        self._deadline = time.monotonic() + seconds
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def take(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._max_bytes:
+            raise JobApiError(
+                -1,
+                f"{_where(self._request)}: the answer is larger than "
+                f"{self._max_bytes} bytes (the client's max_answer_bytes)",
+            )
+        if time.monotonic() > self._deadline:
+            raise JobApiError(
+                -1, f"{_where(self._request)}: timed out reading the answer ({self._seconds:g}s)"
+            )
+        self._chunks.append(chunk)
+
+    def keep(self, response: httpx.Response) -> None:
+        """Hand the body read to ``response``, as its own ``read`` would have."""
+        response._content = b"".join(self._chunks)
 
 
 def parse_envelope(response: httpx.Response) -> Any:
