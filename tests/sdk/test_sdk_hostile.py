@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from tests.sdk.hostile import head, hostile_server
+from tests.sdk.hostile import Answer, head, hostile_server, whole
 
 from jobfleet.sdk import AsyncJobClient, JobApiError, JobClient
 
@@ -62,3 +62,100 @@ async def test_async_an_answer_that_drips_in_ends_at_the_timeout() -> None:
         async with AsyncJobClient(server.url, "a", "s", "u", biz=2, timeout=1) as client:
             with pytest.raises(JobApiError, match="timed out reading the answer"):
                 await client.get_job_instance_status(1)
+
+
+def envelope_of(data: str) -> bytes:
+    return b'{"result": true, "code": 0, "data": ' + data.encode() + b"}"
+
+
+SUBMITTED = envelope_of('{"job_instance_id": 7, "step_instance_id": 70}')
+
+
+def answers(by_api: dict[str, bytes]) -> Answer:
+    """Each bk-job API's answer, by its name in the request line."""
+
+    def answer(conn: socket.socket, request: str, body: bytes) -> None:
+        name = request.split()[1].split("?")[0].rsplit("/", 1)[-1]
+        text = by_api[name]
+        conn.sendall(head("200 OK", Content_Length=str(len(text))) + text)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("submitted", "status"),
+    [
+        # numbers past what a float holds
+        (envelope_of('{"job_instance_id": 1e400, "step_instance_id": 70}'), ENVELOPE),
+        # a host's status that is no number, a step list of numbers, a job that is a list
+        (
+            SUBMITTED,
+            envelope_of(
+                '{"finished": true, "job_instance": {"status": 3}, "step_instance_list": [{'
+                '"step_instance_id": 70, "status": 3, "step_ip_result_list": [{"status": "ok"}]}]}'
+            ),
+        ),
+        (SUBMITTED, envelope_of('{"finished": true, "step_instance_list": [1, 2]}')),
+        (
+            SUBMITTED,
+            envelope_of(
+                '{"finished": true, "job_instance": [1], '
+                '"step_instance_list": [{"step_instance_id": 70}]}'
+            ),
+        ),
+        (
+            SUBMITTED,
+            envelope_of(
+                '{"finished": true, "job_instance": {"status": "x"}, '
+                '"step_instance_list": [{"step_instance_id": 70}]}'
+            ),
+        ),
+    ],
+)
+def test_a_malformed_answer_is_an_api_error(submitted: bytes, status: bytes) -> None:
+    by_api = {"fast_execute_script": submitted, "get_job_instance_status": status}
+    with (
+        hostile_server(answers(by_api)) as server,
+        JobClient(server.url, "a", "s", "u", biz=2) as client,
+        pytest.raises(JobApiError, match=r"malformed|without job/step ids") as caught,
+    ):
+        client.execute_and_wait("echo", hosts=["127.0.0.1"], poll_interval=0)
+    assert caught.value.code == -1
+    assert "fast_execute_script" in server.requests[0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"result": false, "code": 1e400, "message": "no"}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
+def test_an_envelope_python_cannot_read_is_an_api_error(body: bytes) -> None:
+    with (
+        hostile_server(whole("200 OK", body)) as server,
+        JobClient(server.url, "a", "s", "u", biz=2) as client,
+        pytest.raises(JobApiError) as caught,
+    ):
+        client.get_job_instance_status(1)
+    assert caught.value.code == -1
+
+
+def test_malformed_logs_are_an_api_error() -> None:
+    status = envelope_of(
+        '{"finished": true, "job_instance": {"status": 3}, "step_instance_list": [{'
+        '"step_instance_id": 70, "status": 3, "step_ip_result_list": [{"bk_host_id": 1, '
+        '"ip": "127.0.0.1", "status": 9}]}]}'
+    )
+    logs = envelope_of(
+        '{"file_task_logs": [{"bk_host_id": 1, "file_logs": [{"size": "9'
+        + "9" * 400
+        + ' KB", "mode": 1}]}]}'
+    )
+    by_api = {"get_job_instance_status": status, "batch_get_job_instance_ip_log": logs}
+    with (
+        hostile_server(answers(by_api)) as server,
+        JobClient(server.url, "a", "s", "u", biz=2) as client,
+        pytest.raises(JobApiError, match="malformed"),
+    ):
+        client.get_result(7)

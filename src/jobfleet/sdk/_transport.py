@@ -200,7 +200,7 @@ def parse_envelope(response: httpx.Response) -> Any:
     """Return ``data`` of a successful envelope; raise ``JobApiError`` for anything else."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python decodes
         body = None
     status = response.status_code
     if isinstance(body, dict) and "result" in body:
@@ -269,5 +269,5 @@ def _excerpt(response: httpx.Response, limit: int = 200) -> str:
 def _int_or(value: Any, default: int) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
