@@ -159,3 +159,62 @@ def test_malformed_logs_are_an_api_error() -> None:
         pytest.raises(JobApiError, match="malformed"),
     ):
         client.get_result(7)
+
+
+FINISHED = envelope_of(
+    '{"finished": true, "job_instance": {"status": 3}, "step_instance_list": [{'
+    '"step_instance_id": 70, "status": 3, "step_ip_result_list": []}]}'
+)
+BUSY = (
+    b'{"result": false, "code": 1240001, "message": "The server is handling 64 requests '
+    b'already: try again shortly"}'
+)
+THROTTLED = b'{"result": false, "code": 1249429, "message": "Too many requests: try again in 1 s"}'
+
+
+def in_turn(by_api: dict[str, list[tuple[str, bytes]]]) -> Answer:
+    """Each bk-job API's answers in turn, the last one repeated."""
+
+    def answer(conn: socket.socket, request: str, body: bytes) -> None:
+        name = request.split()[1].split("?")[0].rsplit("/", 1)[-1]
+        turns = by_api[name]
+        status, text = turns.pop(0) if len(turns) > 1 else turns[0]
+        conn.sendall(head(status, Content_Length=str(len(text))) + text)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "refusal", [("503 Service Unavailable", BUSY), ("429 Too Many", THROTTLED)]
+)
+def test_a_wait_rides_out_a_server_that_says_try_again(refusal: tuple[str, bytes]) -> None:
+    # the job runs: a busy or throttling server is no reason to stop watching it
+    by_api = {
+        "fast_execute_script": [("200 OK", SUBMITTED)],
+        "get_job_instance_status": [refusal, refusal, ("200 OK", FINISHED)],
+        "batch_get_job_instance_ip_log": [("200 OK", envelope_of("{}"))],
+    }
+    with (
+        hostile_server(in_turn(by_api)) as server,
+        JobClient(server.url, "a", "s", "u", biz=2) as client,
+    ):
+        result = client.execute_and_wait("echo", hosts=["127.0.0.1"], poll_interval=0)
+    assert result.job_instance_id == 7
+    assert sum("fast_execute_script" in r for r in server.requests) == 1
+
+
+def test_events_ride_out_a_server_that_says_try_again() -> None:
+    stream = b'event: end\nid: 1\ndata: {"status": 3}\n\n'
+
+    def answer(conn: socket.socket, request: str, body: bytes) -> None:
+        if len(server.requests) == 1:
+            conn.sendall(head("503 Busy", Content_Length=str(len(BUSY))) + BUSY)
+            return
+        conn.sendall(head("200 OK", "text/event-stream", Content_Length=str(len(stream))) + stream)
+
+    with (
+        hostile_server(answer) as server,
+        JobClient(server.url, "a", "s", "u", biz=2) as client,
+    ):
+        events = list(client.events(7, retry_delay=0))
+    assert [e["event"] for e in events] == ["end"]

@@ -13,7 +13,7 @@ import httpx
 
 from jobfleet.sdk._config import read_bootstrap_file, read_config_file
 from jobfleet.sdk._errors import JobApiError, JobConfigError
-from jobfleet.sdk._transport import parse_envelope, transport_error
+from jobfleet.sdk._transport import parse_envelope, says_try_again, transport_error
 
 EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
 # reconnections in a row that bring no event before a stream is given up: enough to ride out
@@ -95,13 +95,13 @@ _GATEWAY_STATUSES = frozenset({502, 503, 504})
 
 
 def retry_later(response: httpx.Response) -> JobApiError | None:
-    """Of an answer (read) that is not an event stream: a proxy's "not now", to be
-    retried as a dropped stream, or None for an envelope with nothing to stream; any
-    other error is raised."""
+    """Of an answer (read) that is not an event stream: a proxy's or the server's "not
+    now", to be retried as a dropped stream, or None for an envelope with nothing to
+    stream; any other error is raised."""
     try:
         parse_envelope(response)
     except JobApiError as exc:
-        if exc.code == -1 and exc.http_status in _GATEWAY_STATUSES:
+        if (exc.code == -1 and exc.http_status in _GATEWAY_STATUSES) or says_try_again(exc):
             return exc
         raise
     return None

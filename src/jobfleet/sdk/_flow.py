@@ -24,6 +24,7 @@ from jobfleet.sdk._models import (
     JobProgress,
     Target,
 )
+from jobfleet.sdk._transport import says_try_again
 
 # bk-job refuses more hosts than this in one batch_get_job_instance_ip_log
 LOG_BATCH_SIZE = 500
@@ -283,8 +284,9 @@ def execution_result(
 def retry_delay(error: JobApiError, failures: int, poll_interval: float) -> float | None:
     """Seconds to wait before polling again after ``failures`` failed polls in a row,
     or None to give up. Only answers without a bk-job envelope (network, proxy, restart)
-    are retried; a business error will not change by asking again."""
-    if error.code != -1 or failures > POLL_RETRIES:
+    and a server's "try again" (busy, throttled) are retried; a business error will not
+    change by asking again."""
+    if (error.code != -1 and not says_try_again(error)) or failures > POLL_RETRIES:
         return None
     return max(poll_interval, 1.0) * failures
 

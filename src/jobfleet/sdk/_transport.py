@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from jobfleet import __version__
+from jobfleet.domain.errors import ErrorCode
 from jobfleet.sdk._errors import JobApiError
 from jobfleet.sdk._models import Credentials
 
@@ -38,6 +39,9 @@ _HTTP_HINTS = {
 # the most of one answer a client holds in memory: logs of 500 hosts fit many times over,
 # and a server (or something posing as one) that never stops sending is cut off
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
+
+# the server's own "not now": busy (its in-flight limit, a database restarting) or throttled
+_TRY_AGAIN_CODES = frozenset({ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TOO_MANY_REQUESTS})
 
 # httpx trusts the certifi bundle, or the file this variable names
 _PRIVATE_CA_HINT = "for a certificate of a private CA, point SSL_CERT_FILE at the CA's PEM file"
@@ -223,6 +227,11 @@ def parse_envelope(response: httpx.Response) -> Any:
         f"{_where(response.request)}: the answer is not a bk-job envelope ({_excerpt(response)})",
         http_status=status,
     )
+
+
+def says_try_again(error: JobApiError) -> bool:
+    """Whether the server refused for now (busy, throttled) rather than for good."""
+    return error.code in _TRY_AGAIN_CODES
 
 
 def transport_error(exc: httpx.RequestError, request: httpx.Request) -> JobApiError:
