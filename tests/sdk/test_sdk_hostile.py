@@ -218,3 +218,37 @@ def test_events_ride_out_a_server_that_says_try_again() -> None:
     ):
         events = list(client.events(7, retry_delay=0))
     assert [e["event"] for e in events] == ["end"]
+
+
+def endless_event(line_end: bytes) -> Answer:
+    """An event stream whose first event never ends: one endless line (no line end),
+    or endless data lines (no blank line); bounded, should a client have no limit."""
+
+    def answer(conn: socket.socket, request: str, body: bytes) -> None:
+        conn.sendall(head("200 OK", "text/event-stream", Transfer_Encoding="chunked"))
+        chunk = b"data: " + b"1" * 65530 + line_end
+        for _ in range(256):
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        conn.sendall(b"0\r\n\r\n")
+
+    return answer
+
+
+@pytest.mark.parametrize("line_end", [b"", b"\n"])
+def test_an_endless_event_is_cut_off(line_end: bytes) -> None:
+    with (
+        hostile_server(endless_event(line_end)) as server,
+        JobClient(server.url, "a", "s", "u", max_answer_bytes=1024 * 1024) as client,
+        pytest.raises(JobApiError, match="an event is larger than 1048576 bytes"),
+    ):
+        list(client.events(7, retry_delay=0))
+
+
+@pytest.mark.parametrize("line_end", [b"", b"\n"])
+async def test_async_an_endless_event_is_cut_off(line_end: bytes) -> None:
+    with hostile_server(endless_event(line_end)) as server:
+        client = AsyncJobClient(server.url, "a", "s", "u", max_answer_bytes=1024 * 1024)
+        async with client:
+            with pytest.raises(JobApiError, match="an event is larger than"):
+                async for _event in client.events(7, retry_delay=0):
+                    pass

@@ -119,7 +119,8 @@ class AsyncJobClient(
                         if refused is None:
                             return
                     else:
-                        parser, lines = SseParser(), SseLines()
+                        parser = SseParser(self._max_answer_bytes)
+                        lines = SseLines(self._max_answer_bytes)
                         async for text in response.aiter_text():
                             for line in lines.feed(text):
                                 event = parser.feed(line)

@@ -116,9 +116,10 @@ class JobClient(
                         if refused is None:
                             return
                     else:
-                        lines = SseLines()
+                        lines = SseLines(self._max_answer_bytes)
                         chunks = (lines.feed(text) for text in response.iter_text())
-                        for event in parse_sse(line for chunk in chunks for line in chunk):
+                        every = (line for chunk in chunks for line in chunk)
+                        for event in parse_sse(every, self._max_answer_bytes):
                             cursor = event["id"] or cursor
                             reconnects.received()
                             yield event
