@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
+import httpx
 import pytest
 from tests.sdk.hostile import Answer, head, hostile_server, whole
 
@@ -252,3 +253,17 @@ async def test_async_an_endless_event_is_cut_off(line_end: bytes) -> None:
             with pytest.raises(JobApiError, match="an event is larger than"):
                 async for _event in client.events(7, retry_delay=0):
                     pass
+
+
+@pytest.mark.parametrize("timeout", [None, httpx.Timeout(5.0, read=1.0)])
+def test_a_timeout_as_httpx_takes_it_is_honoured(timeout: httpx.Timeout | None) -> None:
+    # None: no deadline at all, as in httpx; a Timeout: its read timeout for the answer
+    with (
+        hostile_server(dripping) as server,
+        JobClient(server.url, "a", "s", "u", biz=2, timeout=timeout) as client,
+    ):
+        if timeout is None:
+            assert client.get_job_instance_status(1) == {"finished": True}
+        else:
+            with pytest.raises(JobApiError, match="timed out reading the answer"):
+                client.get_job_instance_status(1)

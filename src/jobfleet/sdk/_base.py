@@ -17,6 +17,7 @@ from jobfleet.sdk._transport import (
     MAX_ANSWER_BYTES,
     AnswerBudget,
     Method,
+    answer_seconds,
     default_headers,
 )
 
@@ -86,7 +87,7 @@ class ClientBase(Generic[X]):
         username: str,
         *,
         biz: int | str | None = None,
-        timeout: float = 30.0,
+        timeout: float | httpx.Timeout | None = 30.0,
         verify: bool = True,
         transport: X | None = None,
         token: str | None = None,
@@ -94,7 +95,7 @@ class ClientBase(Generic[X]):
     ) -> None:
         self.base_url = server_url(base_url)
         # ``timeout`` bounds each network wait, and also the reading of a whole answer
-        self._timeout = timeout
+        self._answer_seconds = answer_seconds(timeout)
         self._max_answer_bytes = max_answer_bytes
         self.credentials = Credentials(app_code, app_secret, username)
         self.biz = biz
@@ -132,7 +133,7 @@ class ClientBase(Generic[X]):
         raise NotImplementedError
 
     def _budget(self, response: httpx.Response) -> AnswerBudget:
-        return AnswerBudget(response.request, self._max_answer_bytes, self._timeout)
+        return AnswerBudget(response.request, self._max_answer_bytes, self._answer_seconds)
 
     def _run(self, flow: Flow[Any]) -> Any:
         """Walk ``flow``: its result (sync), or an awaitable of it (async)."""

@@ -173,11 +173,12 @@ class AnswerBudget:
     and then, or never stops, would hold the caller forever or fill its memory.
     """
 
-    def __init__(self, request: httpx.Request, max_bytes: int, seconds: float) -> None:
+    def __init__(self, request: httpx.Request, max_bytes: int, seconds: float | None) -> None:
         self._request = request
         self._max_bytes = max_bytes
         self._seconds = seconds
-        self._deadline = time.monotonic() + seconds
+        # no timeout (None, as httpx takes it): no deadline either
+        self._deadline = None if seconds is None else time.monotonic() + seconds
         self._chunks: list[bytes] = []
         self._size = 0
 
@@ -189,7 +190,7 @@ class AnswerBudget:
                 f"{_where(self._request)}: the answer is larger than "
                 f"{self._max_bytes} bytes (the client's max_answer_bytes)",
             )
-        if time.monotonic() > self._deadline:
+        if self._deadline is not None and time.monotonic() > self._deadline:
             raise JobApiError(
                 -1, f"{_where(self._request)}: timed out reading the answer ({self._seconds:g}s)"
             )
@@ -198,6 +199,14 @@ class AnswerBudget:
     def keep(self, response: httpx.Response) -> None:
         """Hand the body read to ``response``, as its own ``read`` would have."""
         response._content = b"".join(self._chunks)
+
+
+def answer_seconds(timeout: float | httpx.Timeout | None) -> float | None:
+    """The seconds a whole answer may take under a client's ``timeout``: the number
+    itself, or of an ``httpx.Timeout`` its read timeout."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout.read
+    return None if timeout is None else float(timeout)
 
 
 def parse_envelope(response: httpx.Response) -> Any:
