@@ -16,7 +16,7 @@ import httpx
 
 from jobfleet import __version__
 from jobfleet.domain.errors import ErrorCode
-from jobfleet.sdk._errors import JobApiError
+from jobfleet.sdk._errors import JobApiError, error_type
 from jobfleet.sdk._models import Credentials
 
 API_PREFIX = "/api/bk-job/prod/api/v3/"
@@ -220,9 +220,10 @@ def parse_envelope(response: httpx.Response) -> Any:
         if body["result"] is True:
             return body.get("data")
         code = _int_or(body.get("code"), -1)
+        code = code if code != 0 else -1
         message = body.get("message") or _http_message(response)
-        raise JobApiError(
-            code if code != 0 else -1,
+        raise error_type(code, status)(
+            code,
             str(message),
             data=body.get("data"),
             permission=body.get("permission"),
@@ -230,7 +231,7 @@ def parse_envelope(response: httpx.Response) -> Any:
             request_id=body.get("job_request_id"),
         )
     if status != httpx.codes.OK:
-        raise JobApiError(-1, _http_message(response), http_status=status)
+        raise error_type(-1, status)(-1, _http_message(response), http_status=status)
     raise JobApiError(
         -1,
         f"{_where(response.request)}: the answer is not a bk-job envelope ({_excerpt(response)})",
