@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -267,3 +268,47 @@ def test_a_timeout_as_httpx_takes_it_is_honoured(timeout: httpx.Timeout | None) 
         else:
             with pytest.raises(JobApiError, match="timed out reading the answer"):
                 client.get_job_instance_status(1)
+
+
+RUNNING = envelope_of(
+    '{"finished": false, "job_instance": {"status": 2}, "step_instance_list": []}'
+)
+
+
+async def test_a_wait_cancelled_midway_leaves_no_task_and_no_connection() -> None:
+    by_api = {"fast_execute_script": SUBMITTED, "get_job_instance_status": RUNNING}
+    with hostile_server(answers(by_api)) as server:
+        client = AsyncJobClient(server.url, "a", "s", "u", biz=2)
+        waiting = asyncio.create_task(
+            client.execute_and_wait("echo", hosts=["127.0.0.1"], poll_interval=0.01)
+        )
+        while len(server.requests) < 5:
+            await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        await client.aclose()
+        for _ in range(100):
+            if server.open_connections == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert server.open_connections == 0
+
+
+@pytest.mark.parametrize("answer", ["hang up", "no answer"])
+def test_a_run_whose_submission_gets_no_answer_is_sent_once(answer: str) -> None:
+    # the server may have started the job: sending it again could start a second one
+    def submit(conn: socket.socket, request: str, body: bytes) -> None:
+        if answer == "hang up":
+            conn.close()
+        else:
+            time.sleep(1.5)
+
+    with (
+        hostile_server(submit) as server,
+        JobClient(server.url, "a", "s", "u", timeout=0.5) as client,
+        pytest.raises(JobApiError, match="may have acted on it"),
+    ):
+        client.execute_and_wait("echo", hosts=["127.0.0.1"])
+    assert server.requests == ["POST /api/bk-job/prod/api/v3/fast_execute_script HTTP/1.1"]
