@@ -50,7 +50,8 @@ class JobNotFoundError(JobApiError):
 
 
 class JobInvalidError(JobApiError):
-    """The call's parameters were refused; the message names the one at fault."""
+    """The call's parameters were refused, by the server or (code -1) before anything
+    was sent; the message names the one at fault."""
 
 
 class JobConflictError(JobApiError):

@@ -16,7 +16,7 @@ import httpx
 
 from jobfleet import __version__
 from jobfleet.domain.errors import ErrorCode
-from jobfleet.sdk._errors import JobApiError, error_type
+from jobfleet.sdk._errors import JobApiError, JobInvalidError, error_type
 from jobfleet.sdk._models import Credentials
 
 API_PREFIX = "/api/bk-job/prod/api/v3/"
@@ -138,8 +138,18 @@ def upload_headers(size: int) -> dict[str, str]:
     return {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
 
 
+def path_segment(value: object) -> str:
+    """``value`` as one segment of a URL path. "." and ".." are refused: httpx resolves
+    them as a directory would, so ``/users/../tokens/4`` would be the caller's own
+    ``/tokens/4``."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise JobInvalidError(-1, f"{text!r} cannot name anything in a URL path")
+    return quote(text, safe="")
+
+
 def download_path(file_id: str) -> str:
-    return f"{FILES_PATH}/{quote(file_id, safe='')}"
+    return f"{FILES_PATH}/{path_segment(file_id)}"
 
 
 DOWNLOAD_HEADERS = {"Accept": "application/octet-stream, application/json"}
