@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 from tests.sdk.hostile import hostile_server, whole
@@ -17,6 +18,7 @@ from jobfleet.sdk import (
     JobInvalidError,
     JobNotFoundError,
     JobPermissionError,
+    JobWaitTimeout,
 )
 
 KINDS: dict[int, type[JobApiError]] = {
@@ -85,3 +87,18 @@ def test_an_http_refusal_without_an_envelope_is_raised_as_its_kind(
         client.whoami()
     assert type(caught.value) is kind
     assert caught.value.code == -1 and caught.value.http_status == int(status.split()[0])
+
+
+def test_the_errors_cross_a_process_boundary_intact() -> None:
+    # concurrent.futures and multiprocessing hand exceptions back pickled
+    timeout = pickle.loads(pickle.dumps(JobWaitTimeout(7, 1.5)))
+    assert (type(timeout), timeout.job_instance_id, timeout.waited) == (JobWaitTimeout, 7, 1.5)
+    assert str(timeout) == "job 7 not finished after 1.5s"
+    refusal = JobNotFoundError(1244006, "gone", http_status=200, request_id="r1")
+    copy = pickle.loads(pickle.dumps(refusal))
+    assert (type(copy), copy.code, copy.message, copy.request_id) == (
+        JobNotFoundError,
+        1244006,
+        "gone",
+        "r1",
+    )

@@ -157,6 +157,10 @@ class JobWaitTimeout(TimeoutError):
         self.job_instance_id = job_instance_id
         self.waited = waited
 
+    def __reduce__(self) -> tuple[type[JobWaitTimeout], tuple[int, float]]:
+        # rebuilt from its fields, not its message: it crosses process pools intact
+        return (type(self), (self.job_instance_id, self.waited))
+
 
 class JobConfigError(ValueError):
     """``from_env()`` found no usable settings: a config or bootstrap file that cannot be
