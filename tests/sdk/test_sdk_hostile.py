@@ -27,11 +27,11 @@ def endless(conn: socket.socket, request: str, body: bytes) -> None:
 
 def dripping(conn: socket.socket, request: str, body: bytes) -> None:
     # a valid envelope, a byte at a time: each read is quick, the whole never ends in time
-    padded = b" " * 60 + ENVELOPE
+    padded = b" " * 40 + ENVELOPE
     conn.sendall(head("200 OK", Content_Length=str(len(padded))))
     for byte in padded:
         conn.sendall(bytes([byte]))
-        time.sleep(0.05)
+        time.sleep(0.03)
 
 
 def test_an_endless_answer_is_cut_off() -> None:
