@@ -4,6 +4,7 @@ garbage, half answers, endless or dripping bodies, or nothing at all."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,12 +14,14 @@ Answer = Callable[[socket.socket, str, bytes], None]
 
 
 class HostileServer:
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self._answer = answer
+        self._tls = tls
         self._sock = socket.create_server(("127.0.0.1", 0))
         # closing a listening socket does not wake a thread blocked in accept()
         self._sock.settimeout(0.1)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._sock.getsockname()[1]}"
         self.requests: list[str] = []
         self.open_connections = 0
         self._stop = threading.Event()
@@ -54,6 +57,14 @@ class HostileServer:
     def _serve(self, conn: socket.socket) -> None:
         with self._lock:
             self.open_connections += 1
+        try:
+            if self._tls is not None:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):  # a client that does not trust the certificate
+            conn.close()
+            with self._lock:
+                self.open_connections -= 1
+            return
         reader = conn.makefile("rb")
         try:
             while not self._stop.is_set():
@@ -80,8 +91,8 @@ class HostileServer:
 
 
 @contextmanager
-def hostile_server(answer: Answer) -> Iterator[HostileServer]:
-    server = HostileServer(answer)
+def hostile_server(answer: Answer, tls: ssl.SSLContext | None = None) -> Iterator[HostileServer]:
+    server = HostileServer(answer, tls)
     try:
         yield server
     finally:
