@@ -24,7 +24,17 @@ from jobfleet.domain.status import (
 from jobfleet.sdk._async_client import AsyncJobClient
 from jobfleet.sdk._client import JobClient
 from jobfleet.sdk._config import read_bootstrap_file, read_config_file
-from jobfleet.sdk._errors import JobApiError, JobConfigError, JobWaitTimeout
+from jobfleet.sdk._errors import (
+    JobApiError,
+    JobAuthError,
+    JobBusyError,
+    JobConfigError,
+    JobConflictError,
+    JobInvalidError,
+    JobNotFoundError,
+    JobPermissionError,
+    JobWaitTimeout,
+)
 from jobfleet.sdk._flow import parse_host, target_server
 from jobfleet.sdk._models import (
     Credentials,
@@ -48,8 +58,14 @@ __all__ = [
     "HostResult",
     "HostStatus",
     "JobApiError",
+    "JobAuthError",
+    "JobBusyError",
     "JobClient",
     "JobConfigError",
+    "JobConflictError",
+    "JobInvalidError",
+    "JobNotFoundError",
+    "JobPermissionError",
     "JobProgress",
     "JobWaitTimeout",
     "RunStatus",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 from jobfleet.sdk import _file_flow
 from jobfleet.sdk._models import Target
 from jobfleet.sdk._transport import Method
+from jobfleet.sdk._transport import path_segment as _seg
 
 D = TypeVar("D")
 L = TypeVar("L")
@@ -251,7 +251,3 @@ class AdminApi(AdminCalls[D, L, S]):
     def revoke_user_tokens(self, username: str) -> D:
         """Delete every token of ``username``; ``{username, revoked}`` (how many)."""
         return self._admin_dict("DELETE", f"/users/{_seg(username)}/tokens")
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")

@@ -114,12 +114,13 @@ class AsyncJobClient(
                 ) as response:
                     refused = None
                     if "text/event-stream" not in response.headers.get("content-type", ""):
-                        await response.aread()
+                        await self._read(response)
                         refused = retry_later(response)
                         if refused is None:
                             return
                     else:
-                        parser, lines = SseParser(), SseLines()
+                        parser = SseParser(self._max_answer_bytes)
+                        lines = SseLines(self._max_answer_bytes)
                         async for text in response.aiter_text():
                             for line in lines.feed(text):
                                 event = parser.feed(line)
@@ -168,7 +169,7 @@ class AsyncJobClient(
                     sink.took(len(chunk))
                 return None
             case _steps.Read(response):
-                return await response.aread()
+                return await self._read(response)
             case _steps.Close(response):
                 return await response.aclose()
 
@@ -176,13 +177,26 @@ class AsyncJobClient(
         body = None if step.upload is None else _body(step.upload)
         request = self._http.build_request(**step.request(body))
         try:
-            return await self._http.send(request, stream=step.stream)
+            response = await self._http.send(request, stream=True)
+            if not step.stream:
+                try:
+                    await self._read(response)
+                finally:
+                    await response.aclose()
+            return response
         except httpx.RequestError as exc:  # a transport failure, or a body that cannot be decoded
             raise transport_error(exc, request) from exc
         finally:
             if body is not None:
                 # a server that refuses early (413) leaves the body unread: close the file now
                 await body.aclose()
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        budget = self._budget(response)
+        async for chunk in response.aiter_bytes():
+            budget.take(chunk)
+        budget.keep(response)
+        return response.content
 
 
 async def _body(upload: _steps.UploadBody) -> AsyncGenerator[bytes, None]:

@@ -13,7 +13,13 @@ from jobfleet.sdk._events import env_settings
 from jobfleet.sdk._models import Credentials
 from jobfleet.sdk._ops import Flows
 from jobfleet.sdk._steps import Flow
-from jobfleet.sdk._transport import Method, default_headers
+from jobfleet.sdk._transport import (
+    MAX_ANSWER_BYTES,
+    AnswerBudget,
+    Method,
+    answer_seconds,
+    default_headers,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -81,12 +87,16 @@ class ClientBase(Generic[X]):
         username: str,
         *,
         biz: int | str | None = None,
-        timeout: float = 30.0,
+        timeout: float | httpx.Timeout | None = 30.0,
         verify: bool = True,
         transport: X | None = None,
         token: str | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.base_url = server_url(base_url)
+        # ``timeout`` bounds each network wait, and also the reading of a whole answer
+        self._answer_seconds = answer_seconds(timeout)
+        self._max_answer_bytes = max_answer_bytes
         self.credentials = Credentials(app_code, app_secret, username)
         self.biz = biz
         self._flows = Flows(lambda: self.biz)
@@ -121,6 +131,9 @@ class ClientBase(Generic[X]):
     def _connect(self, options: dict[str, Any]) -> None:
         """Open the HTTP client with ``options``."""
         raise NotImplementedError
+
+    def _budget(self, response: httpx.Response) -> AnswerBudget:
+        return AnswerBudget(response.request, self._max_answer_bytes, self._answer_seconds)
 
     def _run(self, flow: Flow[Any]) -> Any:
         """Walk ``flow``: its result (sync), or an awaitable of it (async)."""

@@ -111,14 +111,15 @@ class JobClient(
                 ) as response:
                     refused = None
                     if "text/event-stream" not in response.headers.get("content-type", ""):
-                        response.read()
+                        self._read(response)
                         refused = retry_later(response)
                         if refused is None:
                             return
                     else:
-                        lines = SseLines()
+                        lines = SseLines(self._max_answer_bytes)
                         chunks = (lines.feed(text) for text in response.iter_text())
-                        for event in parse_sse(line for chunk in chunks for line in chunk):
+                        every = (line for chunk in chunks for line in chunk)
+                        for event in parse_sse(every, self._max_answer_bytes):
                             cursor = event["id"] or cursor
                             reconnects.received()
                             yield event
@@ -178,7 +179,7 @@ class JobClient(
                     sink.took(len(chunk))
                 return None
             case _steps.Read(response):
-                return response.read()
+                return self._read(response)
             case _steps.Close(response):
                 return response.close()
 
@@ -186,13 +187,26 @@ class JobClient(
         body = None if step.upload is None else _body(step.upload)
         request = self._http.build_request(**step.request(body))
         try:
-            return self._http.send(request, stream=step.stream)
+            response = self._http.send(request, stream=True)
+            if not step.stream:
+                try:
+                    self._read(response)
+                finally:
+                    response.close()
+            return response
         except httpx.RequestError as exc:  # a transport failure, or a body that cannot be decoded
             raise transport_error(exc, request) from exc
         finally:
             if body is not None:
                 # a server that refuses early (413) leaves the body unread: close the file now
                 body.close()
+
+    def _read(self, response: httpx.Response) -> bytes:
+        budget = self._budget(response)
+        for chunk in response.iter_bytes():
+            budget.take(chunk)
+        budget.keep(response)
+        return response.content
 
 
 def _body(upload: _steps.UploadBody) -> Generator[bytes, None, None]:

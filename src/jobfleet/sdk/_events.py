@@ -13,7 +13,12 @@ import httpx
 
 from jobfleet.sdk._config import read_bootstrap_file, read_config_file
 from jobfleet.sdk._errors import JobApiError, JobConfigError
-from jobfleet.sdk._transport import parse_envelope, transport_error
+from jobfleet.sdk._transport import (
+    MAX_ANSWER_BYTES,
+    parse_envelope,
+    says_try_again,
+    transport_error,
+)
 
 EVENTS_PATH = "/api/jobfleet/v1/jobs/{job}/events"
 # reconnections in a row that bring no event before a stream is given up: enough to ride out
@@ -29,13 +34,16 @@ class SseParser:
     """Server-Sent Events line by line: ``feed`` answers {"event", "id", "data"} at the
     blank line that ends an event (``data`` decoded from JSON), else None."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int = MAX_ANSWER_BYTES) -> None:
         self.event = "message"
         self.event_id: str | None = None
         self.data: list[str] = []
+        self._size = 0
+        self._max_chars = max_chars
 
     def feed(self, line: str) -> dict[str, Any] | None:
         if not line:
+            self._size = 0
             done = None
             if self.data:
                 try:
@@ -54,6 +62,9 @@ class SseParser:
         if field == "event":
             self.event = value
         elif field == "data":
+            self._size += len(value)
+            if self._size > self._max_chars:
+                raise too_large(self._max_chars)
             self.data.append(value)
         elif field == "id":
             self.event_id = value
@@ -66,8 +77,9 @@ class SseLines:
     also splits at U+0085, U+2028 and others, which JSON carries unescaped in a host's
     output: an event cut there is no longer JSON.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int = MAX_ANSWER_BYTES) -> None:
         self._rest = ""
+        self._max_chars = max_chars
 
     def feed(self, text: str) -> list[str]:
         text = self._rest + text
@@ -75,15 +87,25 @@ class SseLines:
         cut = len(text) - 1 if text.endswith("\r") else len(text)
         lines = _LINE_END.split(text[:cut])
         self._rest = lines.pop() + text[cut:]
+        if len(self._rest) > self._max_chars:
+            raise too_large(self._max_chars)
         return lines
+
+
+def too_large(max_chars: int) -> JobApiError:
+    # a stream is endless by design, but no one event of it is
+    return JobApiError(
+        -1,
+        f"event stream: an event is larger than {max_chars} bytes (the client's max_answer_bytes)",
+    )
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
-def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+def parse_sse(lines: Iterable[str], max_chars: int = MAX_ANSWER_BYTES) -> Iterator[dict[str, Any]]:
     """{"event", "id", "data"} per event; ``data`` decoded from JSON."""
-    parser = SseParser()
+    parser = SseParser(max_chars)
     for line in lines:
         event = parser.feed(line)
         if event is not None:
@@ -95,13 +117,13 @@ _GATEWAY_STATUSES = frozenset({502, 503, 504})
 
 
 def retry_later(response: httpx.Response) -> JobApiError | None:
-    """Of an answer (read) that is not an event stream: a proxy's "not now", to be
-    retried as a dropped stream, or None for an envelope with nothing to stream; any
-    other error is raised."""
+    """Of an answer (read) that is not an event stream: a proxy's or the server's "not
+    now", to be retried as a dropped stream, or None for an envelope with nothing to
+    stream; any other error is raised."""
     try:
         parse_envelope(response)
     except JobApiError as exc:
-        if exc.code == -1 and exc.http_status in _GATEWAY_STATUSES:
+        if (exc.code == -1 and exc.http_status in _GATEWAY_STATUSES) or says_try_again(exc):
             return exc
         raise
     return None

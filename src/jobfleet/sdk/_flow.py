@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from jobfleet.domain.status import (
     FINISHED_RUN_STATUSES,
@@ -23,6 +24,7 @@ from jobfleet.sdk._models import (
     JobProgress,
     Target,
 )
+from jobfleet.sdk._transport import says_try_again
 
 # bk-job refuses more hosts than this in one batch_get_job_instance_ip_log
 LOG_BATCH_SIZE = 500
@@ -30,6 +32,24 @@ LOG_BATCH_SIZE = 500
 POLL_RETRIES = 5
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def reads_answer(fn: Callable[P, T]) -> Callable[P, T]:
+    """``fn`` reads a server's answer: a field of the wrong type or out of range (a
+    server that is not bk-job, or a broken one) is a ``JobApiError``, not whatever
+    Python error the reading happened to hit."""
+
+    @functools.wraps(fn)
+    def read(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (TypeError, ValueError, OverflowError, AttributeError, KeyError) as exc:
+            raise JobApiError(
+                -1, f"the server's answer is malformed ({type(exc).__name__}: {exc})"
+            ) from None
+
+    return read
 
 
 def b64(text: str) -> str:
@@ -105,23 +125,27 @@ def script_request(
     return request
 
 
+@reads_answer
 def submitted_ids(data: dict[str, Any]) -> tuple[int, int]:
     try:
         return int(data["job_instance_id"]), int(data["step_instance_id"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise JobApiError(-1, f"submission answered without job/step ids: {data!r}") from None
 
 
+@reads_answer
 def job_status(status: dict[str, Any]) -> int:
     return int((status.get("job_instance") or {}).get("status") or RunStatus.BLANK)
 
 
+@reads_answer
 def is_finished(status: dict[str, Any]) -> bool:
     if "finished" in status:
         return bool(status["finished"])
     return job_status(status) in FINISHED_RUN_STATUSES
 
 
+@reads_answer
 def pick_step(status: dict[str, Any], step_instance_id: int | None) -> dict[str, Any] | None:
     """The named step, or else the last one that has started (where a plan stopped)."""
     steps: list[dict[str, Any]] = status.get("step_instance_list") or []
@@ -135,6 +159,7 @@ def pick_step(status: dict[str, Any], step_instance_id: int | None) -> dict[str,
     return steps[0] if steps else None
 
 
+@reads_answer
 def host_results(step: dict[str, Any] | None) -> list[HostResult]:
     if step is None:
         return []
@@ -165,6 +190,7 @@ def select_hosts(
     return [h for h in hosts if h.ip in wanted_ips or h.bk_host_id in wanted_ids]
 
 
+@reads_answer
 def progress_of(
     job_instance_id: int, status: dict[str, Any], step_instance_id: int | None, elapsed: float
 ) -> JobProgress:
@@ -194,6 +220,7 @@ class StepLogs:
     text: dict[int, str] = field(default_factory=dict)
     files: dict[int, list[FileLog]] = field(default_factory=dict)
 
+    @reads_answer
     def add(self, data: dict[str, Any]) -> StepLogs:
         """Take in one ``batch_get_job_instance_ip_log`` answer (script or file)."""
         for item in data.get("script_task_logs") or []:
@@ -239,6 +266,7 @@ def require_step(
     return step
 
 
+@reads_answer
 def execution_result(
     job_instance_id: int, status: dict[str, Any], step: dict[str, Any], hosts: list[HostResult]
 ) -> ExecutionResult:
@@ -256,8 +284,9 @@ def execution_result(
 def retry_delay(error: JobApiError, failures: int, poll_interval: float) -> float | None:
     """Seconds to wait before polling again after ``failures`` failed polls in a row,
     or None to give up. Only answers without a bk-job envelope (network, proxy, restart)
-    are retried; a business error will not change by asking again."""
-    if error.code != -1 or failures > POLL_RETRIES:
+    and a server's "try again" (busy, throttled) are retried; a business error will not
+    change by asking again."""
+    if (error.code != -1 and not says_try_again(error)) or failures > POLL_RETRIES:
         return None
     return max(poll_interval, 1.0) * failures
 
@@ -316,6 +345,7 @@ def _address(value: Any) -> tuple[str, int]:
     return "", 0
 
 
+@reads_answer
 def file_log(item: dict[str, Any]) -> FileLog:
     """One ``file_logs`` entry of a log answer as a ``FileLog``."""
     src_ip, src_cloud = _address(item.get("src_ip"))

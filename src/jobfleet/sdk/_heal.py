@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from jobfleet.sdk._notify import NotifyApi
+from jobfleet.sdk._transport import path_segment as _seg
 
 D = TypeVar("D")
 L = TypeVar("L")
@@ -54,14 +55,14 @@ class HealApi(NotifyApi[D, L, S]):
         return self._admin_dict("POST", self._biz_path(biz) + "/heal-rules", body)
 
     def get_heal_rule(self, rule_id: int, *, biz: int | str | None = None) -> D:
-        return self._admin_dict("GET", f"{self._biz_path(biz)}/heal-rules/{rule_id}")
+        return self._admin_dict("GET", f"{self._biz_path(biz)}/heal-rules/{_seg(rule_id)}")
 
     def update_heal_rule(self, rule_id: int, *, biz: int | str | None = None, **changes: Any) -> D:
         """Change any field of the rule (``enabled=False`` is its off switch)."""
-        return self._admin_dict("PUT", f"{self._biz_path(biz)}/heal-rules/{rule_id}", changes)
+        return self._admin_dict("PUT", f"{self._biz_path(biz)}/heal-rules/{_seg(rule_id)}", changes)
 
     def delete_heal_rule(self, rule_id: int, *, biz: int | str | None = None) -> D:
-        return self._admin_dict("DELETE", f"{self._biz_path(biz)}/heal-rules/{rule_id}")
+        return self._admin_dict("DELETE", f"{self._biz_path(biz)}/heal-rules/{_seg(rule_id)}")
 
     def list_heal_decisions(
         self,

@@ -8,17 +8,13 @@ data, the async one with awaitables of it.
 from __future__ import annotations
 
 from typing import TypeVar
-from urllib.parse import quote
 
 from jobfleet.sdk._admin import AdminCalls
+from jobfleet.sdk._transport import path_segment as _seg
 
 D = TypeVar("D")
 L = TypeVar("L")
 S = TypeVar("S")
-
-
-def _seg(value: object) -> str:
-    return quote(str(value), safe="")
 
 
 class NotifyApi(AdminCalls[D, L, S]):
@@ -55,7 +51,7 @@ class NotifyApi(AdminCalls[D, L, S]):
         return self._admin_dict("POST", self._biz_path(biz) + "/notify-configs", body)
 
     def get_notify_config(self, config_id: int, *, biz: int | str | None = None) -> D:
-        return self._admin_dict("GET", f"{self._biz_path(biz)}/notify-configs/{config_id}")
+        return self._admin_dict("GET", f"{self._biz_path(biz)}/notify-configs/{_seg(config_id)}")
 
     def update_notify_config(
         self,
@@ -68,10 +64,12 @@ class NotifyApi(AdminCalls[D, L, S]):
         biz: int | str | None = None,
     ) -> D:
         body = {"target": target, "statuses": statuses, "enabled": enabled, "secret": secret}
-        return self._admin_dict("PUT", f"{self._biz_path(biz)}/notify-configs/{config_id}", body)
+        return self._admin_dict(
+            "PUT", f"{self._biz_path(biz)}/notify-configs/{_seg(config_id)}", body
+        )
 
     def delete_notify_config(self, config_id: int, *, biz: int | str | None = None) -> D:
-        return self._admin_dict("DELETE", f"{self._biz_path(biz)}/notify-configs/{config_id}")
+        return self._admin_dict("DELETE", f"{self._biz_path(biz)}/notify-configs/{_seg(config_id)}")
 
     # quotas ----------------------------------------------------------------------------
 

@@ -173,8 +173,9 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         """Poll until the job is finished; return the last ``get_job_instance_status`` data.
 
         Progress counts the hosts of ``step_instance_id`` (default: the latest started step).
-        A few failed polls in a row without a server answer are retried, so a server
-        restart does not end the wait.
+        A few failed polls in a row without a server answer, or answered "busy" or
+        "throttled" (1240001, 1249429), are retried, so a server restart or a moment
+        of load does not end the wait.
         """
 
         def observe(status: dict[str, Any], elapsed: float) -> Flow[None]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from jobfleet.sdk._admin import AdminCalls
+from jobfleet.sdk._transport import path_segment as _seg
 
 D = TypeVar("D")
 L = TypeVar("L")
@@ -19,10 +19,6 @@ S = TypeVar("S")
 
 # a dynamic-group filter: a list of {field, op, value}, or {"any": [such lists]}
 Filter = list[dict[str, Any]] | dict[str, Any]
-
-
-def _seg(value: object) -> str:
-    return quote(str(value), safe="")
 
 
 class TopologyApi(AdminCalls[D, L, S]):

@@ -6,6 +6,7 @@ Everything here is free of I/O so the sync and async clients share it exactly.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,7 +15,8 @@ from urllib.parse import quote
 import httpx
 
 from jobfleet import __version__
-from jobfleet.sdk._errors import JobApiError
+from jobfleet.domain.errors import ErrorCode
+from jobfleet.sdk._errors import JobApiError, JobInvalidError, error_type
 from jobfleet.sdk._models import Credentials
 
 API_PREFIX = "/api/bk-job/prod/api/v3/"
@@ -33,6 +35,13 @@ _HTTP_HINTS = {
     403: "forbidden: the app or user may not call this",
     404: "not found: check the server URL",
 }
+
+# the most of one answer a client holds in memory: logs of 500 hosts fit many times over,
+# and a server (or something posing as one) that never stops sending is cut off
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+
+# the server's own "not now": busy (its in-flight limit, a database restarting) or throttled
+_TRY_AGAIN_CODES = frozenset({ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TOO_MANY_REQUESTS})
 
 # httpx trusts the certifi bundle, or the file this variable names
 _PRIVATE_CA_HINT = "for a certificate of a private CA, point SSL_CERT_FILE at the CA's PEM file"
@@ -129,8 +138,18 @@ def upload_headers(size: int) -> dict[str, str]:
     return {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
 
 
+def path_segment(value: object) -> str:
+    """``value`` as one segment of a URL path. "." and ".." are refused: httpx resolves
+    them as a directory would, so ``/users/../tokens/4`` would be the caller's own
+    ``/tokens/4``."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise JobInvalidError(-1, f"{text!r} cannot name anything in a URL path")
+    return quote(text, safe="")
+
+
 def download_path(file_id: str) -> str:
-    return f"{FILES_PATH}/{quote(file_id, safe='')}"
+    return f"{FILES_PATH}/{path_segment(file_id)}"
 
 
 DOWNLOAD_HEADERS = {"Accept": "application/octet-stream, application/json"}
@@ -157,20 +176,64 @@ def not_a_file(response: httpx.Response) -> JobApiError:
     return JobApiError(-1, f"{_where(response.request)}: the answer is not a file", http_status=200)
 
 
+class AnswerBudget:
+    """The bytes and seconds one answer's body may take once its headers are in.
+
+    httpx's timeouts bound each read, not the whole: a server that sends a byte now
+    and then, or never stops, would hold the caller forever or fill its memory.
+    """
+
+    def __init__(self, request: httpx.Request, max_bytes: int, seconds: float | None) -> None:
+        self._request = request
+        self._max_bytes = max_bytes
+        self._seconds = seconds
+        # no timeout (None, as httpx takes it): no deadline either
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def take(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._max_bytes:
+            raise JobApiError(
+                -1,
+                f"{_where(self._request)}: the answer is larger than "
+                f"{self._max_bytes} bytes (the client's max_answer_bytes)",
+            )
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise JobApiError(
+                -1, f"{_where(self._request)}: timed out reading the answer ({self._seconds:g}s)"
+            )
+        self._chunks.append(chunk)
+
+    def keep(self, response: httpx.Response) -> None:
+        """Hand the body read to ``response``, as its own ``read`` would have."""
+        response._content = b"".join(self._chunks)
+
+
+def answer_seconds(timeout: float | httpx.Timeout | None) -> float | None:
+    """The seconds a whole answer may take under a client's ``timeout``: the number
+    itself, or of an ``httpx.Timeout`` its read timeout."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout.read
+    return None if timeout is None else float(timeout)
+
+
 def parse_envelope(response: httpx.Response) -> Any:
     """Return ``data`` of a successful envelope; raise ``JobApiError`` for anything else."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python decodes
         body = None
     status = response.status_code
     if isinstance(body, dict) and "result" in body:
         if body["result"] is True:
             return body.get("data")
         code = _int_or(body.get("code"), -1)
+        code = code if code != 0 else -1
         message = body.get("message") or _http_message(response)
-        raise JobApiError(
-            code if code != 0 else -1,
+        raise error_type(code, status)(
+            code,
             str(message),
             data=body.get("data"),
             permission=body.get("permission"),
@@ -178,12 +241,17 @@ def parse_envelope(response: httpx.Response) -> Any:
             request_id=body.get("job_request_id"),
         )
     if status != httpx.codes.OK:
-        raise JobApiError(-1, _http_message(response), http_status=status)
+        raise error_type(-1, status)(-1, _http_message(response), http_status=status)
     raise JobApiError(
         -1,
         f"{_where(response.request)}: the answer is not a bk-job envelope ({_excerpt(response)})",
         http_status=status,
     )
+
+
+def says_try_again(error: JobApiError) -> bool:
+    """Whether the server refused for now (busy, throttled) rather than for good."""
+    return error.code in _TRY_AGAIN_CODES
 
 
 def transport_error(exc: httpx.RequestError, request: httpx.Request) -> JobApiError:
@@ -230,5 +298,5 @@ def _excerpt(response: httpx.Response, limit: int = 200) -> str:
 def _int_or(value: Any, default: int) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
