@@ -284,3 +284,48 @@ async def test_log_reads_are_audited_once_a_minute_per_reader(running: Running) 
     await running.server.services.audit.flush()
     assert {e["username"] for e in await entries(running, action="read_logs")} == {
         "admin", "admin2"}
+
+
+class RetryWhilePicking(RetentionStore):
+    """The real store; between picking the old finished jobs and deleting them, an
+    operator retries one of them (the next statement another connection commits)."""
+
+    def __init__(self, *args: Any, retry: Any) -> None:
+        super().__init__(*args)
+        self.retry = retry
+
+    async def _old_finished_jobs(self, conn: Any, before_ms: int, limit: int) -> list[int]:
+        ids = await super()._old_finished_jobs(conn, before_ms, limit)
+        if self.retry is not None:
+            retry, self.retry = self.retry, None
+            await retry()
+        return ids
+
+
+async def test_retention_keeps_a_job_retried_while_it_was_picked(
+        running: Running, tmp_path: Path) -> None:
+    wire, server = running.wire, running.server
+    await running.start_agents([A])
+    marker = tmp_path / "second-run"
+    job = await wire.run_script(
+        f"if [ -f {marker} ]; then sleep 1; echo second; else touch {marker}; exit 1; fi",
+        [A])
+    job_id, step_id = job["job_instance_id"], job["step_instance_id"]
+    assert (await wire.wait(job_id))["job_instance"]["status"] == 4
+    async with server.db.begin() as conn:
+        await conn.execute(update(job_instances).where(job_instances.c.id == job_id)
+                           .values(create_time=now_ms() - 400 * 86_400_000))
+
+    async def retry() -> None:
+        answer = await wire.v3("operate_step_instance", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+            "operation_code": 8})
+        assert answer["result"], answer
+
+    store = RetryWhilePicking(server.db, server.blobs.root, retry=retry)
+    await store.purge_jobs(now_ms() - 90 * 86_400_000, 10)
+    # the retried job is live again: it, its steps and its hosts are all still there
+    data = await wire.wait(job_id)
+    assert data["job_instance"]["status"] == 3, data
+    assert (await wire.logs(job_id, step_id, [A]))[A] == "second\n"
+

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Table, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
 from jobfleet.store.database import Database
@@ -42,25 +43,28 @@ class RetentionStore:
     async def purge_jobs(self, before_ms: int, limit: int) -> int:
         """Finished jobs created before ``before_ms``, with every row they own."""
         async with self.db.begin() as conn:
-            ids = list(
+            ids = await self._old_finished_jobs(conn, before_ms, limit)
+            if not ids:
+                return 0
+            # the job rows go first, each only if it is still finished: one retried or
+            # continued since it was picked runs again, and keeps everything it owns
+            gone = list(
                 (
                     await conn.execute(
-                        select(job_instances.c.id)
-                        .where(
-                            job_instances.c.create_time < before_ms,
-                            job_instances.c.status.in_(FINAL),
-                        )
-                        .order_by(job_instances.c.create_time)
-                        .limit(limit)
+                        delete(job_instances)
+                        .where(job_instances.c.id.in_(ids), job_instances.c.status.in_(FINAL))
+                        .returning(job_instances.c.id)
                     )
                 ).scalars()
             )
-            if not ids:
+            if not gone:
                 return 0
             steps = list(
                 (
                     await conn.execute(
-                        select(step_instances.c.id).where(step_instances.c.job_instance_id.in_(ids))
+                        select(step_instances.c.id).where(
+                            step_instances.c.job_instance_id.in_(gone)
+                        )
                     )
                 ).scalars()
             )
@@ -68,9 +72,25 @@ class RetentionStore:
                 for table in (log_chunks, step_hosts, file_logs):
                     await conn.execute(delete(table).where(table.c.step_instance_id.in_(steps)))
                 await conn.execute(delete(step_instances).where(step_instances.c.id.in_(steps)))
-            await conn.execute(delete(outbox).where(outbox.c.job_instance_id.in_(ids)))
-            await conn.execute(delete(job_instances).where(job_instances.c.id.in_(ids)))
-        return len(ids)
+            await conn.execute(delete(outbox).where(outbox.c.job_instance_id.in_(gone)))
+        return len(gone)
+
+    async def _old_finished_jobs(
+        self, conn: AsyncConnection, before_ms: int, limit: int
+    ) -> list[int]:
+        return list(
+            (
+                await conn.execute(
+                    select(job_instances.c.id)
+                    .where(
+                        job_instances.c.create_time < before_ms,
+                        job_instances.c.status.in_(FINAL),
+                    )
+                    .order_by(job_instances.c.create_time)
+                    .limit(limit)
+                )
+            ).scalars()
+        )
 
     async def purge_audit(self, before_ms: int, limit: int) -> int:
         return await self._purge_older(audit_log, before_ms, limit)
