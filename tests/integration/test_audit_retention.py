@@ -329,3 +329,52 @@ async def test_retention_keeps_a_job_retried_while_it_was_picked(
     assert data["job_instance"]["status"] == 3, data
     assert (await wire.logs(job_id, step_id, [A]))[A] == "second\n"
 
+
+class SendDuringPass(RetentionStore):
+    """The real store; once its first batch of blobs is gone, a client starts a job
+    that sends an old upload the pass has not reached yet."""
+
+    def __init__(self, *args: Any, launch: Any) -> None:
+        super().__init__(*args)
+        self.launch = launch
+
+    async def purge_blobs(self, before_ms: int, limit: int, keep: set[str],
+                          after: str) -> tuple[str, int]:
+        done = await super().purge_blobs(before_ms, limit, keep, after)
+        if self.launch is not None:
+            launch, self.launch = self.launch, None
+            await launch()
+        return done
+
+
+async def test_retention_keeps_a_file_a_job_started_during_the_pass_sends(
+        running: Running, tmp_path: Path) -> None:
+    wire, server = running.wire, running.server
+    await running.start_agents([A])
+    first, second = sorted([await upload(wire, f"old{i}.bin", b"old") for i in range(2)],
+                           key=lambda f: str(f["path"]))
+    async with server.db.begin() as conn:
+        await conn.execute(update(blobs).values(create_time=now_ms() - 400 * 86_400_000))
+    started: list[int] = []
+
+    async def launch() -> None:
+        answer = await wire.v3("fast_transfer_file", {
+            "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(tmp_path / "t"),
+            "file_source_list": [{"file_list": [second["path"]], "file_type": 2}],
+            "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}, "start_task": False})
+        assert answer["result"], answer
+        started.append(answer["data"]["job_instance_id"])
+
+    store = SendDuringPass(server.db, server.blobs.root, launch=launch)
+    retention = Retention(store, RetentionSettings(jobs=0, audit=0, heal=0, blobs=86_400.0,
+                                                   batch=1, pause=0.0))
+    done = await retention.run_once()
+    assert started and done["blobs"] == 1, done
+    assert not server.blobs.path(first["path"].split("/")[0]).exists()
+    assert server.blobs.path(second["path"].split("/")[0]).exists()
+    answer = await wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": started[0], "operation_code": 2})
+    assert answer["result"], answer
+    data = await wire.wait(started[0])
+    assert data["job_instance"]["status"] == 3, data
+    assert (tmp_path / "t" / second["path"].split("/")[1]).read_bytes() == b"old"

@@ -135,12 +135,16 @@ class RetentionStore:
                 await conn.execute(delete(table).where(column.in_(ids)))
         return len(ids)
 
-    async def blobs_in_use(self) -> set[str]:
-        """Blobs that plans, templates and jobs not yet finished still name."""
+    async def blobs_in_use(self, changed_since: int | None = None) -> set[str]:
+        """Blobs that plans, templates and jobs not yet finished still name; with
+        ``changed_since`` (epoch ms), of the plans and templates only those saved since."""
         found: set[str] = set()
         async with self.db.connect() as conn:
-            for column in (job_templates.c.steps, job_plans.c.steps):
-                for value in (await conn.execute(select(column))).scalars():
+            for table in (job_templates, job_plans):
+                query = select(table.c.steps)
+                if changed_since is not None:
+                    query = query.where(table.c.last_modify_time >= changed_since)
+                for value in (await conn.execute(query)).scalars():
                     _collect(value, found)
             live = select(job_instances.c.id).where(job_instances.c.status.not_in(FINAL))
             live_steps = select(step_instances.c.id).where(
