@@ -199,6 +199,8 @@ async def test_retention_purges_old_history_and_keeps_what_is_in_use(
                            .values(steps=[*plan_steps, *steps_of]))
         for table in (job_instances, blobs, audit_log):
             await conn.execute(update(table).values(create_time=long_ago))
+        await conn.execute(update(job_instances).where(job_instances.c.status == 3)
+                           .values(end_time=long_ago))
     ids = {i: (await upload(wire, f"new{i}.bin", b"new"))["path"] for i in range(1)}
     paths = {name: server.blobs.path(f["path"].split("/")[0])
              for name, f in (("kept", kept_file), ("planned", planned), ("old", old))}
@@ -378,3 +380,25 @@ async def test_retention_keeps_a_file_a_job_started_during_the_pass_sends(
     data = await wire.wait(started[0])
     assert data["job_instance"]["status"] == 3, data
     assert (tmp_path / "t" / second["path"].split("/")[1]).read_bytes() == b"old"
+
+
+async def test_retention_keeps_a_long_job_that_has_only_just_finished(running: Running) -> None:
+    """A job is kept for the period after it finished, not after it was created: a job
+    that ran for longer than the period stays for its client to read its result."""
+    wire, server = running.wire, running.server
+    await running.start_agents([A])
+    job = await wire.run_script("echo long", [A])
+    job_id = job["job_instance_id"]
+    await wire.wait(job_id)
+    day = 86_400_000
+    async with server.db.begin() as conn:
+        await conn.execute(update(job_instances).where(job_instances.c.id == job_id)
+                           .values(create_time=now_ms() - 100 * day))
+    store = RetentionStore(server.db, server.blobs.root)
+    assert await store.purge_jobs(now_ms() - 90 * day, 10) == 0
+    assert (await wire.logs(job_id, job["step_instance_id"], [A]))[A] == "long\n"
+    # once it has been finished for the period too, it goes
+    async with server.db.begin() as conn:
+        await conn.execute(update(job_instances).where(job_instances.c.id == job_id)
+                           .values(end_time=now_ms() - 91 * day))
+    assert await store.purge_jobs(now_ms() - 90 * day, 10) == 1

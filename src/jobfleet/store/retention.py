@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Table, delete, select
+from sqlalchemy import Column, Table, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
@@ -41,7 +41,7 @@ class RetentionStore:
         self.blob_root = blob_root
 
     async def purge_jobs(self, before_ms: int, limit: int) -> int:
-        """Finished jobs created before ``before_ms``, with every row they own."""
+        """Jobs that finished before ``before_ms``, with every row they own."""
         async with self.db.begin() as conn:
             ids = await self._old_finished_jobs(conn, before_ms, limit)
             if not ids:
@@ -83,8 +83,13 @@ class RetentionStore:
                 await conn.execute(
                     select(job_instances.c.id)
                     .where(
+                        # created before is indexed; finished before is what is kept by
                         job_instances.c.create_time < before_ms,
                         job_instances.c.status.in_(FINAL),
+                        or_(
+                            job_instances.c.end_time.is_(None),
+                            job_instances.c.end_time < before_ms,
+                        ),
                     )
                     .order_by(job_instances.c.create_time)
                     .limit(limit)
