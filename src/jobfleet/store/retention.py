@@ -59,19 +59,14 @@ class RetentionStore:
             )
             if not gone:
                 return 0
-            steps = list(
-                (
-                    await conn.execute(
-                        select(step_instances.c.id).where(
-                            step_instances.c.job_instance_id.in_(gone)
-                        )
-                    )
-                ).scalars()
+            # named by a subquery, not listed: a job may own more steps than a statement
+            # takes arguments (asyncpg: 32,767)
+            steps = select(step_instances.c.id).where(step_instances.c.job_instance_id.in_(gone))
+            for table in (log_chunks, step_hosts, file_logs):
+                await conn.execute(delete(table).where(table.c.step_instance_id.in_(steps)))
+            await conn.execute(
+                delete(step_instances).where(step_instances.c.job_instance_id.in_(gone))
             )
-            if steps:
-                for table in (log_chunks, step_hosts, file_logs):
-                    await conn.execute(delete(table).where(table.c.step_instance_id.in_(steps)))
-                await conn.execute(delete(step_instances).where(step_instances.c.id.in_(steps)))
             await conn.execute(delete(outbox).where(outbox.c.job_instance_id.in_(gone)))
         return len(gone)
 
