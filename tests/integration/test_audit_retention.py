@@ -402,3 +402,31 @@ async def test_retention_keeps_a_long_job_that_has_only_just_finished(running: R
         await conn.execute(update(job_instances).where(job_instances.c.id == job_id)
                            .values(end_time=now_ms() - 91 * day))
     assert await store.purge_jobs(now_ms() - 90 * day, 10) == 1
+
+
+async def test_uploads_are_audited_with_who_and_what(running: Running) -> None:
+    """A file put on the server is a change like any other: by the API, by a URL from
+    generate_local_file_upload_url (audited under the user who asked for it)."""
+    wire = running.wire
+    sent = await upload(wire, "build.bin", b"payload")
+    urls = await wire.v3("generate_local_file_upload_url",
+                         {"bk_biz_id": 2, "file_name_list": ["conf.ini"]})
+    assert urls["result"], urls
+    target = urls["data"]["url_map"]["conf.ini"]
+    put = await wire.http.put(target["upload_url"], content=b"k=v\n")
+    assert put.json()["result"], put.text
+    await running.server.services.audit.flush()
+    asked = await entries(running, action="generate_local_file_upload_url")
+    assert [(e["username"], e["scope_id"], e["detail"]["files"]) for e in asked] == [
+        ("admin", "2", ["conf.ini"])]
+    uploads = {e["resource_id"]: e for e in await entries(running, action="upload_file")}
+    by_api, by_url = sent["path"].split("/")[0], target["path"].split("/")[0]
+    assert set(uploads) == {by_api, by_url}
+    for blob_id, name, size in ((by_api, "build.bin", 7), (by_url, "conf.ini", 4)):
+        got = uploads[blob_id]
+        assert (got["resource_type"], got["username"], got["scope_type"], got["scope_id"]) == (
+            "file", "admin", "biz", "2")
+        assert (got["detail"]["name"], got["detail"]["size"]) == (name, size)
+        assert got["source_ip"] == "127.0.0.1"
+    token = target["upload_url"].split("token=")[1]
+    assert token not in json.dumps(await entries(running))
