@@ -6,16 +6,28 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from tests.integration.harness import Proc, Running, Wire, b64, eventually, free_port
+import pytest
+from tests.integration.harness import (
+    Proc,
+    Running,
+    Wire,
+    b64,
+    eventually,
+    free_port,
+    run_server,
+)
 from tests.integration.test_script_execution import tree_alive
 
 from jobfleet.server import read_bootstrap
 
 HOSTS = 100
+PG_CLUSTER = Path(__file__).resolve().parents[2] / "scripts" / "pg-cluster.sh"
 
 
 async def start_server(data_dir: Path, port: int, database_url: str,
@@ -151,3 +163,45 @@ async def test_agent_restart_replays_results_it_held(running: Running, tmp_path:
         assert logs["127.0.0.8"] == "finished\n"
     finally:
         await agent.stop()
+
+
+def _pg_ctl(cluster: Path, *args: str) -> None:
+    """``pg_ctl`` on a cluster of scripts/pg-cluster.sh, as the user who owns it."""
+    bindir = subprocess.run([str(PG_CLUSTER), "bindir"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    owner = cluster.joinpath("data").owner()
+    runas = ["runuser", "-u", owner, "--"] if os.geteuid() == 0 else []
+    subprocess.run([*runas, f"{bindir}/pg_ctl", f"--pgdata={cluster}/data",
+                    f"--log={cluster}/postgres.log", "--wait", *args],
+                   cwd=cluster, check=True, capture_output=True, timeout=60)
+
+
+async def test_postgresql_down_for_a_while_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """The database goes away under a running job for longer than the engine's periodic
+    checks of its steps wait, and comes back: every result is stored once."""
+    if subprocess.run([str(PG_CLUSTER), "bindir"], capture_output=True).returncode:
+        pytest.skip("no PostgreSQL server binaries")
+    # outside pytest's directory, which the cluster's own user may not enter
+    cluster = Path(tempfile.mkdtemp(prefix="jobfleet-pg-"))
+    url = subprocess.run([str(PG_CLUSTER), "start", str(cluster)], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    ips = [f"127.0.0.{20 + i}" for i in range(4)]
+    try:
+        async with run_server(tmp_path, url) as running:
+            await running.start_agents(ips)
+            job = await running.wire.run_script(
+                'echo "start $JOBFLEET_HOST_IP"; sleep 1; echo "end $JOBFLEET_HOST_IP"', ips)
+            await asyncio.sleep(0.3)
+            _pg_ctl(cluster, "--mode=immediate", "stop")
+            # past several of the engine's checks of the waiting step (1 s in tests)
+            await asyncio.sleep(4)
+            _pg_ctl(cluster, f"--options=-p {port}", "start")
+            data = await running.wire.wait(job["job_instance_id"], timeout=60)
+            results = data["step_instance_list"][0]["step_ip_result_list"]
+            assert {r["status"] for r in results} == {9}, results
+            assert data["job_instance"]["status"] == 3
+            logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"], ips)
+            assert logs == {ip: f"start {ip}\nend {ip}\n" for ip in ips}
+    finally:
+        subprocess.run([str(PG_CLUSTER), "stop", str(cluster)], capture_output=True)
