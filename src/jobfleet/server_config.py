@@ -206,7 +206,8 @@ def _settings() -> dict[str, Setting]:
         Setting("retention.blobs", lambda v: parse_duration(v, zero=True), "--retain-blobs"),
         Setting("retention.heal", lambda v: parse_duration(v, zero=True), "--retain-heal"),
         Setting("retention.interval", parse_duration),
-        Setting("retention.batch", _typed(int, low=1)),
+        # a batch's ids go in one statement, and PostgreSQL's driver takes 32,767 arguments
+        Setting("retention.batch", _typed(int, low=1, high=10_000)),
         Setting("retention.pause", _typed(float, low=0)),
     ]
     smtp = [

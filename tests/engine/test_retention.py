@@ -38,7 +38,7 @@ class FakeStore(RetentionStore):
         self.calls.append((kind, count))
         return count
 
-    async def blobs_in_use(self) -> set[str]:
+    async def blobs_in_use(self, changed_since: int | None = None) -> set[str]:
         return self.in_use
 
     async def purge_blobs(self, before_ms: int, limit: int, keep: set[str],

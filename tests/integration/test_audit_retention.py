@@ -199,6 +199,8 @@ async def test_retention_purges_old_history_and_keeps_what_is_in_use(
                            .values(steps=[*plan_steps, *steps_of]))
         for table in (job_instances, blobs, audit_log):
             await conn.execute(update(table).values(create_time=long_ago))
+        await conn.execute(update(job_instances).where(job_instances.c.status == 3)
+                           .values(end_time=long_ago))
     ids = {i: (await upload(wire, f"new{i}.bin", b"new"))["path"] for i in range(1)}
     paths = {name: server.blobs.path(f["path"].split("/")[0])
              for name, f in (("kept", kept_file), ("planned", planned), ("old", old))}
@@ -284,3 +286,147 @@ async def test_log_reads_are_audited_once_a_minute_per_reader(running: Running) 
     await running.server.services.audit.flush()
     assert {e["username"] for e in await entries(running, action="read_logs")} == {
         "admin", "admin2"}
+
+
+class RetryWhilePicking(RetentionStore):
+    """The real store; between picking the old finished jobs and deleting them, an
+    operator retries one of them (the next statement another connection commits)."""
+
+    def __init__(self, *args: Any, retry: Any) -> None:
+        super().__init__(*args)
+        self.retry = retry
+
+    async def _old_finished_jobs(self, conn: Any, before_ms: int, limit: int) -> list[int]:
+        ids = await super()._old_finished_jobs(conn, before_ms, limit)
+        if self.retry is not None:
+            retry, self.retry = self.retry, None
+            await retry()
+        return ids
+
+
+async def test_retention_keeps_a_job_retried_while_it_was_picked(
+        running: Running, tmp_path: Path) -> None:
+    wire, server = running.wire, running.server
+    await running.start_agents([A])
+    marker = tmp_path / "second-run"
+    job = await wire.run_script(
+        f"if [ -f {marker} ]; then sleep 1; echo second; else touch {marker}; exit 1; fi",
+        [A])
+    job_id, step_id = job["job_instance_id"], job["step_instance_id"]
+    assert (await wire.wait(job_id))["job_instance"]["status"] == 4
+    async with server.db.begin() as conn:
+        await conn.execute(update(job_instances).where(job_instances.c.id == job_id)
+                           .values(create_time=now_ms() - 400 * 86_400_000))
+
+    async def retry() -> None:
+        answer = await wire.v3("operate_step_instance", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+            "operation_code": 8})
+        assert answer["result"], answer
+
+    store = RetryWhilePicking(server.db, server.blobs.root, retry=retry)
+    await store.purge_jobs(now_ms() - 90 * 86_400_000, 10)
+    # the retried job is live again: it, its steps and its hosts are all still there
+    data = await wire.wait(job_id)
+    assert data["job_instance"]["status"] == 3, data
+    assert (await wire.logs(job_id, step_id, [A]))[A] == "second\n"
+
+
+class SendDuringPass(RetentionStore):
+    """The real store; once its first batch of blobs is gone, a client starts a job
+    that sends an old upload the pass has not reached yet."""
+
+    def __init__(self, *args: Any, launch: Any) -> None:
+        super().__init__(*args)
+        self.launch = launch
+
+    async def purge_blobs(self, before_ms: int, limit: int, keep: set[str],
+                          after: str) -> tuple[str, int]:
+        done = await super().purge_blobs(before_ms, limit, keep, after)
+        if self.launch is not None:
+            launch, self.launch = self.launch, None
+            await launch()
+        return done
+
+
+async def test_retention_keeps_a_file_a_job_started_during_the_pass_sends(
+        running: Running, tmp_path: Path) -> None:
+    wire, server = running.wire, running.server
+    await running.start_agents([A])
+    first, second = sorted([await upload(wire, f"old{i}.bin", b"old") for i in range(2)],
+                           key=lambda f: str(f["path"]))
+    async with server.db.begin() as conn:
+        await conn.execute(update(blobs).values(create_time=now_ms() - 400 * 86_400_000))
+    started: list[int] = []
+
+    async def launch() -> None:
+        answer = await wire.v3("fast_transfer_file", {
+            "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(tmp_path / "t"),
+            "file_source_list": [{"file_list": [second["path"]], "file_type": 2}],
+            "target_server": {"ip_list": [{"ip": A, "bk_cloud_id": 0}]}, "start_task": False})
+        assert answer["result"], answer
+        started.append(answer["data"]["job_instance_id"])
+
+    store = SendDuringPass(server.db, server.blobs.root, launch=launch)
+    retention = Retention(store, RetentionSettings(jobs=0, audit=0, heal=0, blobs=86_400.0,
+                                                   batch=1, pause=0.0))
+    done = await retention.run_once()
+    assert started and done["blobs"] == 1, done
+    assert not server.blobs.path(first["path"].split("/")[0]).exists()
+    assert server.blobs.path(second["path"].split("/")[0]).exists()
+    answer = await wire.v3("operate_job_instance", {
+        "bk_biz_id": 2, "job_instance_id": started[0], "operation_code": 2})
+    assert answer["result"], answer
+    data = await wire.wait(started[0])
+    assert data["job_instance"]["status"] == 3, data
+    assert (tmp_path / "t" / second["path"].split("/")[1]).read_bytes() == b"old"
+
+
+async def test_retention_keeps_a_long_job_that_has_only_just_finished(running: Running) -> None:
+    """A job is kept for the period after it finished, not after it was created: a job
+    that ran for longer than the period stays for its client to read its result."""
+    wire, server = running.wire, running.server
+    await running.start_agents([A])
+    job = await wire.run_script("echo long", [A])
+    job_id = job["job_instance_id"]
+    await wire.wait(job_id)
+    day = 86_400_000
+    async with server.db.begin() as conn:
+        await conn.execute(update(job_instances).where(job_instances.c.id == job_id)
+                           .values(create_time=now_ms() - 100 * day))
+    store = RetentionStore(server.db, server.blobs.root)
+    assert await store.purge_jobs(now_ms() - 90 * day, 10) == 0
+    assert (await wire.logs(job_id, job["step_instance_id"], [A]))[A] == "long\n"
+    # once it has been finished for the period too, it goes
+    async with server.db.begin() as conn:
+        await conn.execute(update(job_instances).where(job_instances.c.id == job_id)
+                           .values(end_time=now_ms() - 91 * day))
+    assert await store.purge_jobs(now_ms() - 90 * day, 10) == 1
+
+
+async def test_uploads_are_audited_with_who_and_what(running: Running) -> None:
+    """A file put on the server is a change like any other: by the API, by a URL from
+    generate_local_file_upload_url (audited under the user who asked for it)."""
+    wire = running.wire
+    sent = await upload(wire, "build.bin", b"payload")
+    urls = await wire.v3("generate_local_file_upload_url",
+                         {"bk_biz_id": 2, "file_name_list": ["conf.ini"]})
+    assert urls["result"], urls
+    target = urls["data"]["url_map"]["conf.ini"]
+    put = await wire.http.put(target["upload_url"], content=b"k=v\n")
+    assert put.json()["result"], put.text
+    await running.server.services.audit.flush()
+    asked = await entries(running, action="generate_local_file_upload_url")
+    assert [(e["username"], e["scope_id"], e["detail"]["files"]) for e in asked] == [
+        ("admin", "2", ["conf.ini"])]
+    uploads = {e["resource_id"]: e for e in await entries(running, action="upload_file")}
+    by_api, by_url = sent["path"].split("/")[0], target["path"].split("/")[0]
+    assert set(uploads) == {by_api, by_url}
+    for blob_id, name, size in ((by_api, "build.bin", 7), (by_url, "conf.ini", 4)):
+        got = uploads[blob_id]
+        assert (got["resource_type"], got["username"], got["scope_type"], got["scope_id"]) == (
+            "file", "admin", "biz", "2")
+        assert (got["detail"]["name"], got["detail"]["size"]) == (name, size)
+        assert got["source_ip"] == "127.0.0.1"
+    token = target["upload_url"].split("token=")[1]
+    assert token not in json.dumps(await entries(running))

@@ -6,16 +6,32 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
-from tests.integration.harness import Proc, Running, Wire, b64, eventually, free_port
+import pytest
+from tests.integration.harness import (
+    Proc,
+    Running,
+    Wire,
+    b64,
+    eventually,
+    free_port,
+    run_server,
+)
+from tests.integration.test_plans import execute, hosts, make_plan, script
 from tests.integration.test_script_execution import tree_alive
 
 from jobfleet.server import read_bootstrap
 
 HOSTS = 100
+A_HOST = "127.0.0.30"
+PG_CLUSTER = Path(__file__).resolve().parents[2] / "scripts" / "pg-cluster.sh"
 
 
 async def start_server(data_dir: Path, port: int, database_url: str,
@@ -151,3 +167,88 @@ async def test_agent_restart_replays_results_it_held(running: Running, tmp_path:
         assert logs["127.0.0.8"] == "finished\n"
     finally:
         await agent.stop()
+
+
+def _pg_ctl(cluster: Path, *args: str) -> None:
+    """``pg_ctl`` on a cluster of scripts/pg-cluster.sh, as the user who owns it."""
+    bindir = subprocess.run([str(PG_CLUSTER), "bindir"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    owner = cluster.joinpath("data").owner()
+    runas = ["runuser", "-u", owner, "--"] if os.geteuid() == 0 else []
+    subprocess.run([*runas, f"{bindir}/pg_ctl", f"--pgdata={cluster}/data",
+                    f"--log={cluster}/postgres.log", "--wait", *args],
+                   cwd=cluster, check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def own_postgresql() -> Iterator[tuple[str, Callable[[float], Awaitable[None]]]]:
+    """A PostgreSQL cluster of this test's own, and a way to take it away for a while."""
+    if subprocess.run([str(PG_CLUSTER), "bindir"], capture_output=True).returncode:
+        pytest.skip("no PostgreSQL server binaries")
+    # outside pytest's directory, which the cluster's own user may not enter
+    cluster = Path(tempfile.mkdtemp(prefix="jobfleet-pg-"))
+    url = subprocess.run([str(PG_CLUSTER), "start", str(cluster)], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    port = url.rsplit(":", 1)[1].split("/")[0]
+
+    async def outage(seconds: float) -> None:
+        # a fast stop, not an immediate one: the tests' clusters commit without waiting
+        # for the WAL (synchronous_commit off), so a crash would lose committed rows
+        _pg_ctl(cluster, "--mode=fast", "stop")
+        await asyncio.sleep(seconds)
+        _pg_ctl(cluster, f"--options=-p {port}", "start")
+    try:
+        yield url, outage
+    finally:
+        subprocess.run([str(PG_CLUSTER), "stop", str(cluster)], capture_output=True)
+
+
+async def test_postgresql_down_for_a_while_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """The database goes away under a running job for longer than the engine's periodic
+    checks of its steps wait, and comes back: every result is stored once."""
+    ips = [f"127.0.0.{20 + i}" for i in range(4)]
+    with own_postgresql() as (url, outage):
+        async with run_server(tmp_path, url) as running:
+            await running.start_agents(ips)
+            job = await running.wire.run_script(
+                'echo "start $JOBFLEET_HOST_IP"; sleep 1; echo "end $JOBFLEET_HOST_IP"', ips)
+            await asyncio.sleep(0.3)
+            # past several of the engine's checks of the waiting step (1 s in tests)
+            await outage(4)
+            data = await running.wire.wait(job["job_instance_id"], timeout=60)
+            results = data["step_instance_list"][0]["step_ip_result_list"]
+            assert {r["status"] for r in results} == {9}, results
+            assert data["job_instance"]["status"] == 3
+            logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"], ips)
+            assert logs == {ip: f"start {ip}\nend {ip}\n" for ip in ips}
+
+
+async def test_a_confirmation_waits_through_a_postgresql_restart(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A job may wait days for its approvers: a database restart meanwhile must not end
+    it (nor its driver, which could then end it 9 if the database came back just as it
+    gave up), and the confirmation given afterwards runs the rest."""
+    with own_postgresql() as (url, outage):
+        async with run_server(tmp_path, url) as running:
+            await running.start_agents([A_HOST])
+            plan_id, _ = await make_plan(running, [
+                {"name": "go?", "type": 3,
+                 "approval_info": {"approval_user": {"user_list": ["admin"]}}},
+                script("after", "echo after\n", hosts(A_HOST)),
+            ], [])
+            job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+            wire = running.wire
+
+            async def waiting() -> dict[str, Any] | None:
+                data = await wire.status(job_id)
+                return data if data["job_instance"]["status"] == 7 else None
+            step_id = (await eventually(waiting))["step_instance_list"][0]["step_instance_id"]
+            await outage(4)
+            assert (await eventually(waiting))["finished"] is False
+            ok = await wire.v3("operate_step_instance", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
+                "operation_code": 6})
+            assert ok["result"], ok
+            done = await wire.wait(job_id)
+            assert [s["status"] for s in done["step_instance_list"]] == [3, 3], done
+            assert "job_failed" not in caplog.text

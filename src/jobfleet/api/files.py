@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from jobfleet.api import envelope
+from jobfleet.api.auditing import audit, source_of
 from jobfleet.api.errors import request_id
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
@@ -21,6 +22,7 @@ from jobfleet.domain import protocol
 from jobfleet.domain.agent_credentials import parse_credential
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import ExactReader
+from jobfleet.domain.status import ScopeType
 from jobfleet.store.blobs import COMPLETE, USED_MESSAGE
 from jobfleet.store.secrets import new_secret
 
@@ -257,7 +259,33 @@ async def upload_with_token(request: Request) -> Response:
         raise JobError(ErrorCode.SERVICE_AUTH_FAIL, "Invalid upload token", http_status=401)
     if blob.state == COMPLETE:
         raise JobError(ErrorCode.BAD_REQUEST, USED_MESSAGE, http_status=409)
-    return envelope.ok(await _receive(services, request, blob_id), request_id(request))
+    received = await _receive(services, request, blob_id)
+    # no app credentials here: the upload is the doing of the user who asked for the URL
+    await services.audit.record(
+        app_code="",
+        username=blob.owner,
+        action="upload_file",
+        resource_type="file",
+        resource_id=blob_id,
+        scope_type=await _scope_type(services, blob.bk_biz_id),
+        scope_id=None if blob.bk_biz_id is None else str(blob.bk_biz_id),
+        detail=_upload_detail(received),
+        source_ip=source_of(request),
+    )
+    return envelope.ok(received, request_id(request))
+
+
+async def _scope_type(services: Services, scope_id: int | None) -> str | None:
+    """The kind of scope a file is held for: a business, or a business set."""
+    if scope_id is None:
+        return None
+    if await services.identity.biz_set_members(scope_id) is not None:
+        return ScopeType.BIZ_SET
+    return ScopeType.BIZ
+
+
+def _upload_detail(received: dict[str, Any]) -> dict[str, Any]:
+    return {k: received[k] for k in ("name", "size", "sha256")}
 
 
 async def upload(call: Call) -> dict[str, Any]:
@@ -269,6 +297,7 @@ async def upload(call: Call) -> dict[str, Any]:
     )
     result = await _receive(call.services, call.request, blob_id)
     result["path"] = f"{blob_id}/{name}"
+    await audit(call, "upload_file", "file", blob_id, scope=scope, detail=_upload_detail(result))
     return result
 
 
@@ -292,6 +321,9 @@ async def generate_local_file_upload_url(call: Call) -> dict[str, Any]:
             "upload_url": f"{base}{PREFIX}/files/upload/{blob_id}?token={token}",
             "path": f"{blob_id}/{name}",
         }
+    await audit(
+        call, "generate_local_file_upload_url", "file", "", scope=scope, detail={"files": names}
+    )
     return {"url_map": url_map}
 
 

@@ -283,10 +283,22 @@ class StepTasks:
             waiter.cancel()
             stopper.cancel()
             if not run.done.is_set() and not stop.is_set():
-                await self._reconcile(run)
-                self.dispatcher.check_absent(run)
-                await self.decisions.check_stop(run.job_id, stop)
+                await self._check(run, stop)
         return stop.is_set()
+
+    async def _check(self, run: StepRun, stop: asyncio.Event) -> None:
+        """The waiting step's periodic look at the store. These are safety nets: a
+        database that does not answer for a while (a restart) is looked at again next
+        time, while the results wait in the writer and the agents' spools, instead of
+        ending the job; the step's timeout still bounds the wait."""
+        try:
+            await self._reconcile(run)
+            self.dispatcher.check_absent(run)
+            await self.decisions.check_stop(run.job_id, stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("step_check_failed step=%s error=%s", run.step_id, exc)
 
     async def _reconcile(self, run: StepRun) -> None:
         """Drop hosts the store already shows finished (a result that raced the tracking)."""

@@ -9,6 +9,7 @@ look at once, and it looks every ``reconcile_interval`` anyway.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from sqlalchemy import Row
@@ -16,6 +17,8 @@ from sqlalchemy import Row
 from jobfleet.domain.states import STEP_PASSED
 from jobfleet.domain.status import RunStatus
 from jobfleet.store.jobs import JobStore
+
+log = logging.getLogger(__name__)
 
 
 class Decisions:
@@ -55,18 +58,24 @@ class Decisions:
         event = self._steps.setdefault(step.id, asyncio.Event())
         try:
             while True:
-                current = await self.store.step(step.id)
-                if current is not None and current.status != RunStatus.WAITING_USER:
-                    if current.status in STEP_PASSED or current.status == RunStatus.RUNNING:
-                        # only a waiting job resumes: a terminate taken meanwhile (10) is
-                        # how a driving node on another server learns of it
-                        await self.store.update_job_if(
-                            job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
-                        )
-                    return current
-                await self.check_stop(job.id, stop)
-                if current is None or stop.is_set():
-                    return None
+                try:
+                    current = await self.store.step(step.id)
+                    if current is not None and current.status != RunStatus.WAITING_USER:
+                        if current.status in STEP_PASSED or current.status == RunStatus.RUNNING:
+                            # only a waiting job resumes: a terminate taken meanwhile (10)
+                            # is how a driving node on another server learns of it
+                            await self.store.update_job_if(
+                                job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
+                            )
+                        return current
+                    await self.check_stop(job.id, stop)
+                    if current is None or stop.is_set():
+                        return None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # a wait of days outlives a database restart: look again next time
+                    log.warning("decision_check_failed step=%s error=%s", step.id, exc)
                 event.clear()
                 waiter = asyncio.ensure_future(event.wait())
                 stopper = asyncio.ensure_future(stop.wait())

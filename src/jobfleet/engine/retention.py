@@ -105,10 +105,14 @@ class Retention:
             await asyncio.sleep(self.settings.pause)
 
     async def _purge_blobs(self, cutoff: int) -> int:
+        started = int(time.time() * 1000)
         keep = await self.store.blobs_in_use()
         total = 0
         after = ""
         while True:
+            # a pass may take minutes: what a job started or retried, or a plan or template
+            # saved, since it began needs its files as much as what was in use before
+            keep |= await self.store.blobs_in_use(changed_since=started)
             after, count = await self.store.purge_blobs(cutoff, self.settings.batch, keep, after)
             total += count
             if not after:

@@ -70,11 +70,20 @@ class Blob:
     state: str
     writer_host_id: int | None
     bk_biz_id: int | None
+    # the user who uploaded it, or asked for its upload URL
+    owner: str = ""
 
     @classmethod
     def of(cls, row: Row[Any]) -> Blob:
         return cls(
-            row.id, row.name, row.size, row.sha256, row.state, row.writer_host_id, row.bk_biz_id
+            row.id,
+            row.name,
+            row.size,
+            row.sha256,
+            row.state,
+            row.writer_host_id,
+            row.bk_biz_id,
+            row.owner or "",
         )
 
 

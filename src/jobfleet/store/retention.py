@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Table, delete, select
+from sqlalchemy import Column, Table, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
 from jobfleet.store.database import Database
@@ -40,40 +41,59 @@ class RetentionStore:
         self.blob_root = blob_root
 
     async def purge_jobs(self, before_ms: int, limit: int) -> int:
-        """Finished jobs created before ``before_ms``, with every row they own."""
+        """Jobs that finished before ``before_ms``, with every row they own."""
         async with self.db.begin() as conn:
-            ids = list(
-                (
-                    await conn.execute(
-                        select(job_instances.c.id)
-                        .where(
-                            job_instances.c.create_time < before_ms,
-                            # nearly every job is finished: "+ 0" keeps SQLite (no
-                            # statistics) from reading all of them by the status index
-                            # and sorting them to keep the oldest few
-                            (job_instances.c.status + 0).in_(FINAL),
-                        )
-                        .order_by(job_instances.c.create_time)
-                        .limit(limit)
-                    )
-                ).scalars()
-            )
+            ids = await self._old_finished_jobs(conn, before_ms, limit)
             if not ids:
                 return 0
-            steps = list(
+            # the job rows go first, each only if it is still finished: one retried or
+            # continued since it was picked runs again, and keeps everything it owns
+            gone = list(
                 (
                     await conn.execute(
-                        select(step_instances.c.id).where(step_instances.c.job_instance_id.in_(ids))
+                        delete(job_instances)
+                        .where(job_instances.c.id.in_(ids), job_instances.c.status.in_(FINAL))
+                        .returning(job_instances.c.id)
                     )
                 ).scalars()
             )
-            if steps:
-                for table in (log_chunks, step_hosts, file_logs):
-                    await conn.execute(delete(table).where(table.c.step_instance_id.in_(steps)))
-                await conn.execute(delete(step_instances).where(step_instances.c.id.in_(steps)))
-            await conn.execute(delete(outbox).where(outbox.c.job_instance_id.in_(ids)))
-            await conn.execute(delete(job_instances).where(job_instances.c.id.in_(ids)))
-        return len(ids)
+            if not gone:
+                return 0
+            # named by a subquery, not listed: a job may own more steps than a statement
+            # takes arguments (asyncpg: 32,767)
+            steps = select(step_instances.c.id).where(step_instances.c.job_instance_id.in_(gone))
+            for table in (log_chunks, step_hosts, file_logs):
+                await conn.execute(delete(table).where(table.c.step_instance_id.in_(steps)))
+            await conn.execute(
+                delete(step_instances).where(step_instances.c.job_instance_id.in_(gone))
+            )
+            await conn.execute(delete(outbox).where(outbox.c.job_instance_id.in_(gone)))
+        return len(gone)
+
+    async def _old_finished_jobs(
+        self, conn: AsyncConnection, before_ms: int, limit: int
+    ) -> list[int]:
+        return list(
+            (
+                await conn.execute(
+                    select(job_instances.c.id)
+                    .where(
+                        # created before is indexed; finished before is what is kept by
+                        job_instances.c.create_time < before_ms,
+                        # nearly every job is finished: "+ 0" keeps SQLite (no statistics)
+                        # from reading all of them by the status index and sorting them to
+                        # keep the oldest few
+                        (job_instances.c.status + 0).in_(FINAL),
+                        or_(
+                            job_instances.c.end_time.is_(None),
+                            job_instances.c.end_time < before_ms,
+                        ),
+                    )
+                    .order_by(job_instances.c.create_time)
+                    .limit(limit)
+                )
+            ).scalars()
+        )
 
     async def purge_audit(self, before_ms: int, limit: int) -> int:
         return await self._purge_older(audit_log, before_ms, limit)
@@ -122,12 +142,16 @@ class RetentionStore:
                 await conn.execute(delete(table).where(column.in_(ids)))
         return len(ids)
 
-    async def blobs_in_use(self) -> set[str]:
-        """Blobs that plans, templates and jobs not yet finished still name."""
+    async def blobs_in_use(self, changed_since: int | None = None) -> set[str]:
+        """Blobs that plans, templates and jobs not yet finished still name; with
+        ``changed_since`` (epoch ms), of the plans and templates only those saved since."""
         found: set[str] = set()
         async with self.db.connect() as conn:
-            for column in (job_templates.c.steps, job_plans.c.steps):
-                for value in (await conn.execute(select(column))).scalars():
+            for table in (job_templates, job_plans):
+                query = select(table.c.steps)
+                if changed_since is not None:
+                    query = query.where(table.c.last_modify_time >= changed_since)
+                for value in (await conn.execute(query)).scalars():
                     _collect(value, found)
             live = select(job_instances.c.id).where(job_instances.c.status.not_in(FINAL))
             live_steps = select(step_instances.c.id).where(
