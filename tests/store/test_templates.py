@@ -85,6 +85,24 @@ async def test_secrets_are_sealed_at_rest_and_masked_values_keep_them(
     assert store.steps(row)[0]["script_info"]["script_param"] == SENSITIVE
 
 
+async def test_a_sensitive_parameter_that_looks_sealed_is_sealed_like_any_other(
+    store: TemplateStore, db: Database, cipher: Cipher
+) -> None:
+    # what a caller sends is never taken for the store's own ciphertext: left as it was,
+    # "enc:v1:..." was kept in clear and every read of the template then failed
+    looks_sealed = "enc:v1:not-a-token"
+    replayed = cipher.encrypt("--token=someone-elses")
+    steps = [script_step("one", script_param=looks_sealed, is_param_sensitive=1),
+             script_step("two", script_param=replayed, is_param_sensitive=1)]
+    tid = await make(store, steps=steps)
+    async with db.connect() as conn:
+        raw = (await conn.execute(select(job_templates).where(job_templates.c.id == tid))).one()
+    assert looks_sealed not in json.dumps(raw.steps) and replayed not in json.dumps(raw.steps)
+    row = await store.get_template([2], tid)
+    assert [s["script_info"]["script_param"] for s in store.steps(row)] == [
+        looks_sealed, replayed]
+
+
 async def test_accounts_and_scripts_are_resolved_in_the_business(
     store: TemplateStore, db: Database
 ) -> None:

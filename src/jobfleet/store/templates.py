@@ -36,7 +36,6 @@ from jobfleet.store.accounts import AccountStore
 from jobfleet.store.crons import refuse_launched_plans
 from jobfleet.store.database import Database, new_stamps, now_ms
 from jobfleet.store.scripts import ScriptStore
-from jobfleet.store.secrets import PREFIX as SEALED
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import job_plans, job_templates
 
@@ -74,12 +73,15 @@ def open_steps(raw: list[dict[str, Any]] | None, cipher: Cipher) -> list[dict[st
 
 
 def seal_steps(steps: list[dict[str, Any]], cipher: Cipher) -> list[dict[str, Any]]:
-    """Steps as stored: sensitive script parameters encrypted."""
+    """Steps as stored: sensitive script parameters encrypted.
+
+    ``steps`` hold parameters in clear (as a request or ``open_steps`` gives them): one
+    that merely looks sealed (``enc:v1:...``) is a caller's text, sealed like any other."""
     sealed = copy.deepcopy(steps)
     for step in sealed:
         info = step.get("script_info")
         param = info.get("script_param") if info else None
-        if info and info.get("is_param_sensitive") and param and not str(param).startswith(SEALED):
+        if info and info.get("is_param_sensitive") and param:
             info["script_param"] = cipher.encrypt(str(param))
     return sealed
 
