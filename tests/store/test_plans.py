@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from tests.store.test_templates import PASSWORD, make, script_step, variables
 
@@ -82,3 +84,19 @@ async def test_bad_choices_names_and_deletes(
     assert err.value.code == ErrorCode.CONFLICT and f"cron {cron_id}" in str(err.value.message)
     assert (await plans.delete_plan([2], other)).id == other
     assert [r.id for r in await plans.plans_of(tid)] == [pid]
+
+
+async def test_concurrent_plan_updates_keep_each_others_values(
+    stores: tuple[TemplateStore, PlanStore],
+) -> None:
+    templates, plans = stores
+    tid = await make(templates)
+    pid = await plans.create_plan([2], tid, "nightly", None, None, "alice")
+    await asyncio.gather(
+        plans.update_plan([2], pid, user="bob", values=[{"name": "greeting", "value": "hey"}]),
+        plans.update_plan([2], pid, user="eve", values=[{"name": "secret", "value": "new-pw"}]),
+        plans.update_plan([2], pid, user="ann", enabled_step_ids=[2]),
+    )
+    row = await plans.get_plan([2], pid)
+    assert values_of(plans, row) == {"greeting": "hey", "secret": "new-pw"}
+    assert [s["enabled"] for s in plans.steps(row)] == [False, True]

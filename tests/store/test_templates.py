@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -167,3 +168,20 @@ async def test_names_lists_and_deletes(store: TemplateStore, db: Database, ciphe
     row, deleted = await store.delete_template([2], tid, cascade=True)
     assert row.id == tid and deleted == [pid]
     assert await store.template(tid) is None and await plans.plan(pid) is None
+
+
+async def test_concurrent_updates_each_count(store: TemplateStore) -> None:
+    # each update reads the template it replaces inside its write transaction: read
+    # before it (SQLite), two updates both bumped version 1 to 2, and a plan synced
+    # between them took the first one's steps for the second's version
+    tid = await make(store)
+
+    async def update(n: int) -> None:
+        steps = [script_step("one"), script_step(f"step {n}")]
+        await store.update_template([2], tid, "deploy", "", steps, variables(), "bob")
+
+    await asyncio.gather(*(update(n) for n in range(8)))
+    row = await store.get_template([2], tid)
+    assert row.version == 9
+    # every new step had an id of its own, and the one kept says so
+    assert row.next_step_id == 11 and store.steps(row)[1]["id"] >= 3

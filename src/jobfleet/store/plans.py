@@ -29,6 +29,7 @@ from jobfleet.store.templates import (
     seal_steps,
     seal_variables,
     template_row,
+    write_lock,
     writing,
 )
 
@@ -243,6 +244,7 @@ class PlanStore(SealedRows):
             job_plans.c.id == plan_id, job_plans.c.bk_biz_id.in_(list(biz_ids))
         )
         if lock:
+            await write_lock(conn, job_plans, plan_id)
             query = query.with_for_update(of=job_plans)
         row: Row[Any] | None = (await conn.execute(query)).first()
         if row is None:

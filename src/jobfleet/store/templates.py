@@ -118,14 +118,25 @@ def list_filters(table: Table, f: ListFilter) -> list[ColumnElement[bool]]:
     return cond
 
 
+async def write_lock(conn: AsyncConnection, table: Table, row_id: int) -> None:
+    """Before reading a row that the transaction rewrites from what it read: SQLite,
+    which has no FOR UPDATE, reads outside the write until the first write, so two
+    updates would both start from the same row and the later one undo the other's
+    change. A write that changes nothing takes SQLite's one write lock first."""
+    if conn.dialect.name == "sqlite":
+        await conn.execute(update(table).where(table.c.id == row_id).values(id=table.c.id))
+
+
 async def template_row(
     conn: AsyncConnection, biz_ids: Collection[int], template_id: int, *, lock: bool = False
 ) -> Row[Any]:
-    """A template of these businesses, or TEMPLATE_NOT_EXIST."""
+    """A template of these businesses, or TEMPLATE_NOT_EXIST; with ``lock``, held
+    until the transaction ends."""
     query = select(job_templates).where(
         job_templates.c.id == template_id, job_templates.c.bk_biz_id.in_(list(biz_ids))
     )
     if lock:
+        await write_lock(conn, job_templates, template_id)
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
