@@ -91,7 +91,8 @@ class PlanStore(SealedRows):
         None) and variables (the template's defaults overridden by ``values``)."""
         name, description = check_name(name), check_description(description)
         async with writing(self.db) as conn:
-            tpl = await template_row(conn, biz_ids, template_id)
+            # held until the plan is in: a delete of the template waits, or went first
+            tpl = await template_row(conn, biz_ids, template_id, lock=True)
             steps = self.steps(tpl)
             enable(steps, enabled_step_ids)
             variables = with_values(self.variables(tpl), values)
