@@ -240,6 +240,9 @@ def test_definitions_of_all_six_types() -> None:
     ([{"name": "a", "type": 6, "value": "a b"}], "indexed array"),
     ([{"name": "a", "type": 6, "value": "('a)"}], "quotation"),
     ([{"name": "a", "type": 1, "value": "x" * 70000}], "longer than"),
+    # a description was kept as Python writes the object
+    ([{"name": "a", "type": 1, "description": {"a": 1}}], "description must be text"),
+    ([{"name": "a", "type": 1, "description": ["a"]}], "description must be text"),
 ])
 def test_bad_definitions(raw: Any, words: str) -> None:
     with pytest.raises(JobError) as err:

@@ -27,6 +27,7 @@ from jobfleet.domain.targets import parse_target
 MASK = "******"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_VALUE = 64 * 1024
+MAX_DESCRIPTION = 1024
 REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # the environment a script needs for itself; a variable may not shadow these
 RESERVED = frozenset(
@@ -172,6 +173,14 @@ def _strict_int(raw: Any, field_name: str) -> int:
         raise _invalid(field_name, f"{raw!r} is not an integer") from None
 
 
+def _description(raw: Any, field_name: str) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, dict | list | bool):
+        raise _invalid(field_name, "a description must be text")
+    return str(raw)[:MAX_DESCRIPTION]
+
+
 def _definition_id(raw: Any, field_name: str) -> int:
     if raw in (None, ""):
         return 0
@@ -214,7 +223,7 @@ def parse_definitions(raw: Any, field_name: str = "global_var_list") -> list[Var
             id=_definition_id(item.get("id"), f"{field_name}.{name}.id"),
             name=name,
             type=var_type,
-            description=str(item.get("description") or "")[:1024],
+            description=_description(item.get("description"), f"{field_name}.{name}"),
             required=_flag(item.get("required")),
             changeable=_flag(item.get("changeable")) and var_type != VariableType.HOST_LIST,
         )
