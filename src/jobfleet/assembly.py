@@ -69,7 +69,9 @@ def build_engine(
     agents = ClusterAgents(registry, bus)
     tracker = Tracker()
     signals = Signals(bus, store.leases)
-    results = Results(store, settings.max_output_bytes, refusals, tracker.is_live, live)
+    results = Results(
+        store, settings.max_output_bytes, refusals, tracker.is_live, live, cipher=cipher
+    )
     writer = ResultWriter(results, tracker, signals)
     dispatcher = Dispatcher(store, agents, tracker, results, writer, settings)
     # requests to agents; given when something beyond the engine asks too (GSE processes)

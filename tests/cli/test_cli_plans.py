@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -33,3 +35,20 @@ def test_ctrl_c_while_a_plan_runs_says_the_job_runs_on(cli: Cli, server: FakeSer
     result = cli("plan", "run", "12")
     assert result.exit_code == 130, result.output
     assert "job 77 keeps running on the server (jobfleet status 77)" in result.stderr
+
+
+def test_a_value_can_come_from_a_file_and_stay_off_the_command_line(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    # --var puts a password in the process list for anyone on the machine to read
+    secret = tmp_path / "db.pw"
+    secret.write_text("s3cr3t=with equals\n")
+    result = cli("plan", "run", "12", "--var", "version=1.4", "--var-file", f"db_pw={secret}")
+    assert result.exit_code == 0, result.output
+    [sent] = [r for r in server.requests if r.url.path.endswith("execute_job_plan")]
+    assert json.loads(sent.content)["global_var_list"] == [
+        {"name": "version", "value": "1.4"}, {"name": "db_pw", "value": "s3cr3t=with equals"}]
+    for bad in ("db_pw", f"={secret}", f"db_pw={tmp_path / 'missing'}"):
+        result = cli("plan", "run", "12", "--var-file", bad)
+        assert result.exit_code == 2, result.output
+        assert "--var-file" in result.output

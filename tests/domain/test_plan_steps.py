@@ -240,6 +240,9 @@ def test_definitions_of_all_six_types() -> None:
     ([{"name": "a", "type": 6, "value": "a b"}], "indexed array"),
     ([{"name": "a", "type": 6, "value": "('a)"}], "quotation"),
     ([{"name": "a", "type": 1, "value": "x" * 70000}], "longer than"),
+    # a description was kept as Python writes the object
+    ([{"name": "a", "type": 1, "description": {"a": 1}}], "description must be text"),
+    ([{"name": "a", "type": 1, "description": ["a"]}], "description must be text"),
 ])
 def test_bad_definitions(raw: Any, words: str) -> None:
     with pytest.raises(JobError) as err:
@@ -291,3 +294,31 @@ def test_bad_overrides(entry: Any) -> None:
     with pytest.raises(JobError) as err:
         apply_overrides(plan_vars(), [{"value": "x"}])
     assert err.value.code == ErrorCode.MISSING_PARAM_WITH_NAME
+
+
+@pytest.mark.parametrize("server", [
+    {"ip_list": "127.0.0.1"},
+    {"ip_list": [{"bk_cloud_id": 0, "ip": "not-an-ip"}]},
+    {"ip_list": [{"bk_cloud_id": 0}]},
+    {"host_id_list": ["x"]},
+    {"topo_node_list": {"id": 1}},
+])
+def test_a_host_variables_hosts_are_checked_when_given(server: dict[str, Any]) -> None:
+    # taken as they came, they were stored and the launch then said the variable had
+    # no hosts at all
+    for attempt in (
+        lambda: parse_definitions([{"name": "a", "type": 3, "server": server}]),
+        lambda: apply_overrides(plan_vars(), [{"name": "hosts", "server": server}]),
+    ):
+        with pytest.raises(JobError) as err:
+            attempt()
+        assert err.value.code in (ErrorCode.INVALID_PARAM_WITH_NAME,
+                                  ErrorCode.INVALID_PARAM_WITH_REASON)
+        assert "Invalid parameter [" in err.value.message
+
+
+@pytest.mark.parametrize("var_type", [True, 1.5, "1.0", [1]])
+def test_a_variable_type_is_an_integer(var_type: Any) -> None:
+    with pytest.raises(JobError) as err:
+        parse_definitions([{"name": "a", "type": var_type}])
+    assert "not a variable type" in err.value.message

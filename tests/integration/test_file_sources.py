@@ -345,6 +345,41 @@ async def test_bad_credential_and_source_input(running: Running) -> None:
     assert answer["code"] == 1241010 and "not an allowed destination" in answer["message"]
 
 
+async def test_a_credential_keeps_a_type_its_file_sources_can_use(
+        tmp_path: Path, database_url: str) -> None:
+    """Changed to a type its S3 source cannot use, a credential left every download from
+    that source waiting until the step ended in an abnormal state, with no reason."""
+    async with run_server(tmp_path, database_url, server=LOOPBACK) as running:
+        wire = running.wire
+        cred = await wire.v3("create_credential", {
+            "bk_biz_id": 2, "name": "s3", "type": "APP_ID_SECRET_KEY",
+            "credential_access_key": "a", "credential_secret_key": "b"})
+        cred_id = cred["data"]["id"]
+        made = await wire.v3("create_file_source", {
+            "bk_biz_id": 2, "code": "releases", "alias": "releases", "type": "S3",
+            "access_params": {"endpoint_url": "http://127.0.0.1:9"}, "credential_id": cred_id})
+        assert made["result"], made
+        refused = await wire.v3("update_credential", {
+            "bk_biz_id": 2, "id": cred_id, "type": "PASSWORD", "credential_password": "x"})
+        assert refused["code"] == 1241010, refused
+        assert "[releases]" in refused["message"] and "PASSWORD" in refused["message"]
+        detail = await wire.v3("get_credential_detail", {"bk_biz_id": 2, "id": cred_id},
+                               method="GET")
+        assert detail["data"]["type"] == "APP_ID_SECRET_KEY"
+        # new values of the same type, and any change of a credential no source uses, go
+        kept = await wire.v3("update_credential", {
+            "bk_biz_id": 2, "id": cred_id, "type": "APP_ID_SECRET_KEY",
+            "credential_access_key": "c", "credential_secret_key": "d"})
+        assert kept["result"], kept
+        spare = await wire.v3("create_credential", {
+            "bk_biz_id": 2, "name": "spare", "type": "APP_ID_SECRET_KEY",
+            "credential_access_key": "a", "credential_secret_key": "b"})
+        changed = await wire.v3("update_credential", {
+            "bk_biz_id": 2, "id": spare["data"]["id"], "type": "PASSWORD",
+            "credential_password": "x"})
+        assert changed["result"], changed
+
+
 async def test_downloads_are_a_phase_of_the_step(tmp_path: Path, database_url: str,
                                                  artifact_server: str,
                                                  s3_server: dict[str, str]) -> None:

@@ -13,7 +13,13 @@ from tests.integration.harness import Running, b64, eventually
 from jobfleet.domain.plans import parse_steps
 from jobfleet.domain.variables import parse_definitions
 from jobfleet.store.database import now_ms
-from jobfleet.store.tables import job_instances, job_plans, job_templates, step_instances
+from jobfleet.store.tables import (
+    job_instances,
+    job_plans,
+    job_templates,
+    step_hosts,
+    step_instances,
+)
 from jobfleet.store.templates import seal_variables
 
 A, B, C = "127.0.0.81", "127.0.0.82", "127.0.0.83"
@@ -177,6 +183,57 @@ async def test_variables_reach_every_language_and_passwords_stay_masked(
         snapshots = (await conn.execute(select(step_instances.c.variables).where(
             step_instances.c.job_instance_id == job_id))).scalars().all()
     assert "s3cr3t-value" not in json.dumps(stored) + json.dumps(snapshots)
+
+
+async def test_the_values_a_plan_shows_sent_back_at_launch_keep_its_password(
+        running: Running) -> None:
+    """bk-sops fills its form from get_job_plan_detail and sends every value back: the
+    password it was shown (******) means the plan's own, not a new password ******."""
+    await running.start_agents([A])
+    plan_id, ids = await make_plan(running, [
+        script("login", 'echo "pw=$secret"\n', hosts(A))],
+        [{"name": "secret", "type": 4, "value": "s3cr3t-value"},
+         {"name": "empty", "type": 4, "value": ""}])
+    detail = await running.wire.v3("get_job_plan_detail",
+                                   {"bk_biz_id": 2, "job_plan_id": plan_id}, method="GET")
+    shown = [{"id": v["id"], "value": v["value"]} for v in detail["data"]["global_var_list"]]
+    assert shown == [{"id": ids["secret"], "value": "******"}, {"id": ids["empty"], "value": ""}]
+    answer = await execute(running, plan_id, global_var_list=shown)
+    assert answer["result"], answer
+    job_id = answer["data"]["job_instance_id"]
+    status = await running.wire.wait(job_id)
+    assert status["job_instance"]["status"] == 3, status
+    steps = await step_ids(running, job_id)
+    assert (await running.wire.logs(job_id, steps[0], [A]))[A] == "pw=s3cr3t-value\n"
+    # a new password is still a new password, by id or by name
+    answer = await execute(running, plan_id, global_var_list=[
+        {"name": "secret", "value": "n3w"}])
+    job_id = answer["data"]["job_instance_id"]
+    await running.wire.wait(job_id)
+    steps = await step_ids(running, job_id)
+    assert (await running.wire.logs(job_id, steps[0], [A]))[A] == "pw=n3w\n"
+
+
+async def test_a_password_a_step_sets_is_sealed_wherever_it_is_kept(running: Running) -> None:
+    await running.start_agents([A])
+    plan_id, _ = await make_plan(running, [
+        script("rotate", 'token="n3w-t0ken-$((6 * 7))"\n', hosts(A)),
+        script("use", 'echo "token=$token"\n', hosts(A)),
+    ], [{"name": "token", "type": 4, "value": "old-t0ken", "changeable": 1}])
+    answer = await execute(running, plan_id)
+    job_id = answer["data"]["job_instance_id"]
+    status = await running.wire.wait(job_id)
+    assert status["job_instance"]["status"] == 3, status
+    steps = await step_ids(running, job_id)
+    assert (await running.wire.logs(job_id, steps[1], [A]))[A] == "token=n3w-t0ken-42\n"
+    async with running.server.db.connect() as conn:
+        # each host's report of what the step set was kept as the host sent it
+        reported = (await conn.execute(select(step_hosts.c.variables).where(
+            step_hosts.c.step_instance_id.in_(steps)))).scalars().all()
+        snapshots = (await conn.execute(select(step_instances.c.variables).where(
+            step_instances.c.job_instance_id == job_id))).scalars().all()
+    assert any(reported), reported
+    assert "n3w-t0ken" not in json.dumps(reported) + json.dumps(snapshots)
 
 
 async def test_failed_step_stops_the_job_unless_it_ignores_errors(running: Running) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from tests.store.test_templates import PASSWORD, make, script_step, variables
 
@@ -82,3 +84,44 @@ async def test_bad_choices_names_and_deletes(
     assert err.value.code == ErrorCode.CONFLICT and f"cron {cron_id}" in str(err.value.message)
     assert (await plans.delete_plan([2], other)).id == other
     assert [r.id for r in await plans.plans_of(tid)] == [pid]
+
+
+async def test_concurrent_plan_updates_keep_each_others_values(
+    stores: tuple[TemplateStore, PlanStore],
+) -> None:
+    templates, plans = stores
+    tid = await make(templates)
+    pid = await plans.create_plan([2], tid, "nightly", None, None, "alice")
+    await asyncio.gather(
+        plans.update_plan([2], pid, user="bob", values=[{"name": "greeting", "value": "hey"}]),
+        plans.update_plan([2], pid, user="eve", values=[{"name": "secret", "value": "new-pw"}]),
+        plans.update_plan([2], pid, user="ann", enabled_step_ids=[2]),
+    )
+    row = await plans.get_plan([2], pid)
+    assert values_of(plans, row) == {"greeting": "hey", "secret": "new-pw"}
+    assert [s["enabled"] for s in plans.steps(row)] == [False, True]
+
+
+async def test_a_plan_made_while_its_template_is_deleted_is_not_left_behind(
+    stores: tuple[TemplateStore, PlanStore],
+) -> None:
+    # made from a template read before the delete took it away, a plan outlived its
+    # template: hidden from every list, it could still be launched by its id
+    templates, plans = stores
+    for n in range(10):
+        tid = await make(templates, f"deploy {n}")
+        results = await asyncio.gather(
+            templates.delete_template([2], tid, cascade=True),
+            *(plans.create_plan([2], tid, f"p{i}", None, None, "alice") for i in range(3)),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, JobError):
+                raise result
+        deleted = not isinstance(results[0], BaseException)
+        made = [r for r in results[1:] if isinstance(r, int)]
+        if deleted:
+            assert await templates.template(tid) is None
+            assert [await plans.plan(p) for p in made] == [None] * len(made)
+        else:
+            assert results[0].code == ErrorCode.CONFLICT  # a plan came first

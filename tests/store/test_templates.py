@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -85,6 +86,24 @@ async def test_secrets_are_sealed_at_rest_and_masked_values_keep_them(
     assert store.steps(row)[0]["script_info"]["script_param"] == SENSITIVE
 
 
+async def test_a_sensitive_parameter_that_looks_sealed_is_sealed_like_any_other(
+    store: TemplateStore, db: Database, cipher: Cipher
+) -> None:
+    # what a caller sends is never taken for the store's own ciphertext: left as it was,
+    # "enc:v1:..." was kept in clear and every read of the template then failed
+    looks_sealed = "enc:v1:not-a-token"
+    replayed = cipher.encrypt("--token=someone-elses")
+    steps = [script_step("one", script_param=looks_sealed, is_param_sensitive=1),
+             script_step("two", script_param=replayed, is_param_sensitive=1)]
+    tid = await make(store, steps=steps)
+    async with db.connect() as conn:
+        raw = (await conn.execute(select(job_templates).where(job_templates.c.id == tid))).one()
+    assert looks_sealed not in json.dumps(raw.steps) and replayed not in json.dumps(raw.steps)
+    row = await store.get_template([2], tid)
+    assert [s["script_info"]["script_param"] for s in store.steps(row)] == [
+        looks_sealed, replayed]
+
+
 async def test_accounts_and_scripts_are_resolved_in_the_business(
     store: TemplateStore, db: Database
 ) -> None:
@@ -149,3 +168,20 @@ async def test_names_lists_and_deletes(store: TemplateStore, db: Database, ciphe
     row, deleted = await store.delete_template([2], tid, cascade=True)
     assert row.id == tid and deleted == [pid]
     assert await store.template(tid) is None and await plans.plan(pid) is None
+
+
+async def test_concurrent_updates_each_count(store: TemplateStore) -> None:
+    # each update reads the template it replaces inside its write transaction: read
+    # before it (SQLite), two updates both bumped version 1 to 2, and a plan synced
+    # between them took the first one's steps for the second's version
+    tid = await make(store)
+
+    async def update(n: int) -> None:
+        steps = [script_step("one"), script_step(f"step {n}")]
+        await store.update_template([2], tid, "deploy", "", steps, variables(), "bob")
+
+    await asyncio.gather(*(update(n) for n in range(8)))
+    row = await store.get_template([2], tid)
+    assert row.version == 9
+    # every new step had an id of its own, and the one kept says so
+    assert row.next_step_id == 11 and store.steps(row)[1]["id"] >= 3

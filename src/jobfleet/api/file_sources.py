@@ -67,14 +67,25 @@ async def update_credential(call: Call) -> dict[str, Any]:
     if not credential_id or not credential_id.strip():
         raise JobError.invalid("id", "id cannot be null or blank")
     type_ = _text(call, "type", 32)
-    row = await call.services.file_sources.update_credential(
+    values = credential_values(type_, call.params) if type_ else None
+    store = call.services.file_sources
+    if type_:
+        # a source's downloads would find none of the values they sign with
+        for source in await store.sources_of(scope.bk_biz_id, credential_id):
+            if not credential_fits(source.type, type_):
+                raise JobError.invalid(
+                    "type",
+                    f"file source [{source.code}] ({source.type}) uses this credential "
+                    f"and cannot use a {type_} credential",
+                )
+    row = await store.update_credential(
         scope.bk_biz_id,
         credential_id,
         user=call.caller.username,
         name=_text(call, "name", MAX_NAME),
         type_=type_,
         description=_text(call, "description", 1024),
-        values=credential_values(type_, call.params) if type_ else None,
+        values=values,
     )
     await _record(call, scope, "update_credential", "credential", row.id)
     return {"id": row.id, "name": row.name}

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import Row
@@ -137,15 +137,12 @@ def _account_ids(steps: Iterable[dict[str, Any]]) -> set[int]:
     return {int(r["id"]) for r in refs if isinstance(r, dict) and r.get("id") is not None}
 
 
-def _texts(step: dict[str, Any], contents: dict[int, str]) -> list[str]:
-    """The text of a step in which variables may appear."""
+def _texts(step: dict[str, Any]) -> list[str]:
+    """The text of a step in which variables may appear, but for its stored script's."""
     out: list[str] = []
     info = step.get("script_info")
     if info:
-        version = info.get("script_version_id")
         out += [info.get("script_content") or "", info.get("script_param") or ""]
-        if version is not None:
-            out.append(contents.get(int(version), ""))
     files = step.get("file_info")
     if files:
         for src in files.get("file_source_list") or []:
@@ -165,12 +162,24 @@ def _host_vars(step: dict[str, Any]) -> set[str]:
     return {str(s["variable"]) for s in servers if isinstance(s, dict) and s.get("variable")}
 
 
-def _used(var: Variable, texts: str, host_vars: set[str]) -> bool:
-    if var.name in host_vars:
-        return True
-    return (
-        re.search(rf"\$(?:\{{{re.escape(var.name)}\}}|{re.escape(var.name)}\b)", texts) is not None
-    )
+def used_names(names: Collection[str], texts: Iterable[str]) -> set[str]:
+    """Which of ``names`` a text refers to, as ``$name`` or ``${name}``.
+
+    One pass over each text for all the names: a plan's stored scripts may hold megabytes,
+    and a search per variable over every step's copy of them held the server for as
+    long as a minute."""
+    left = set(names)
+    found: set[str] = set()
+    if not left:
+        return found
+    alternatives = "|".join(re.escape(n) for n in sorted(left))
+    pattern = re.compile(rf"\$(?:\{{({alternatives})\}}|({alternatives})\b)")
+    for text in texts:
+        for match in pattern.finditer(text):
+            found.add(match.group(1) or match.group(2))
+            if found == left:
+                return found
+    return found
 
 
 def _global_var(var: Variable, used: bool) -> dict[str, Any]:
@@ -203,8 +212,11 @@ async def plan_detail(call: Call, row: Row[Any]) -> dict[str, Any]:
         if s.get("script_info") and s["script_info"].get("script_version_id") is not None
     }
     contents = await call.services.scripts.contents(versions)
-    texts = "\n".join(t for s in steps for t in _texts(s, contents))
+    variables = store.variables(row)
     host_vars = set().union(*(_host_vars(s) for s in steps)) if steps else set()
+    # each stored script once, however many steps run it
+    texts = [*(t for s in steps for t in _texts(s)), *contents.values()]
+    used = host_vars | used_names({v.name for v in variables} - host_vars, texts)
     step_list = []
     for step in steps:
         item: dict[str, Any] = {"id": step["id"], "name": step["name"], "type": step["type"]}
@@ -222,9 +234,7 @@ async def plan_detail(call: Call, row: Row[Any]) -> dict[str, Any]:
         "name": row.name,
         **change_stamps(row),
         **scope_fields(row.bk_biz_id),
-        "global_var_list": [
-            _global_var(v, _used(v, texts, host_vars)) for v in store.variables(row)
-        ],
+        "global_var_list": [_global_var(v, v.name in used) for v in variables],
         "step_list": step_list,
     }
 

@@ -3,6 +3,7 @@ as YAML files (docs/templates.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,14 +150,24 @@ def _plans(
     return client.list_plans(template_id, start=start, length=length, biz=biz)
 
 
-def global_vars(values: list[str], host_values: list[str]) -> list[dict[str, Any]]:
-    """``--var name=value`` and ``--hosts name=ip,cloud:ip`` as a global_var_list."""
+def global_vars(
+    values: list[str], host_values: list[str], value_files: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """``--var name=value``, ``--hosts name=ip,cloud:ip`` and ``--var-file name=FILE`` as
+    a global_var_list."""
     out: list[dict[str, Any]] = []
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise typer.BadParameter(f"{item!r} is not name=value", param_hint="--var")
         out.append({"name": name, "value": value})
+    for item in value_files:
+        # a password read from a file never shows in the process list, as --var's would
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"{item!r} is not name=FILE", param_hint="--var-file")
+        text = read_text(path, "--var-file")
+        out.append({"name": name, "value": text.removesuffix("\n").removesuffix("\r")})
     for item in host_values:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
@@ -176,6 +187,14 @@ def plan_run(
         list[str],
         typer.Option("--hosts", help="A host variable's hosts: name=ip,cloud:ip (repeat)."),
     ] = [],  # noqa: B006
+    var_file: Annotated[
+        list[str],
+        typer.Option(
+            "--var-file",
+            help="A variable's value read from a file ('-' for stdin), one line end "
+            "dropped: name=FILE (repeat). For passwords: --var shows in the process list.",
+        ),
+    ] = [],  # noqa: B006
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the end.")] = True,
     biz: BizOption = None,
     json_out: JsonOption = False,
@@ -185,7 +204,7 @@ def plan_run(
     bk_biz_id = _biz(cli, biz)
     with cli.client() as client:
         started = client.execute_job_plan(
-            plan, global_var_list=global_vars(var, hosts), bk_biz_id=bk_biz_id
+            plan, global_var_list=global_vars(var, hosts, var_file), bk_biz_id=bk_biz_id
         )
         job_id = int(started["job_instance_id"])
         if not wait:

@@ -349,10 +349,11 @@ def _named(entry: dict[str, Any], current: Sequence[Variable]) -> Variable | Non
     return next((v for v in current if v.id == ident), None)
 
 
-def with_values(current: list[Variable], values: Any) -> list[Variable]:
-    """``current`` overridden by ``values``; a password sent as MASK keeps its value."""
+def with_values(current: list[Variable], values: Any, *, lenient: bool = False) -> list[Variable]:
+    """``current`` overridden by ``values``; a password sent as MASK keeps its value.
+    ``lenient`` as in ``apply_overrides``."""
     if not isinstance(values, list):
-        return apply_overrides(current, values)
+        return apply_overrides(current, values, lenient=lenient)
     kept = []
     for entry in values:
         if isinstance(entry, dict) and entry.get("value") == MASK:
@@ -360,7 +361,7 @@ def with_values(current: list[Variable], values: Any) -> list[Variable]:
             if target is not None and target.type == VariableType.PASSWORD:
                 continue
         kept.append(entry)
-    return apply_overrides(current, kept)
+    return apply_overrides(current, kept, lenient=lenient)
 
 
 def synced(

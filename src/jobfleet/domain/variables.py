@@ -22,10 +22,12 @@ from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import VariableType
+from jobfleet.domain.targets import parse_target
 
 MASK = "******"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_VALUE = 64 * 1024
+MAX_DESCRIPTION = 1024
 REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # the environment a script needs for itself; a variable may not shadow these
 RESERVED = frozenset(
@@ -140,11 +142,14 @@ def check_value(var_type: VariableType, value: Any, name: str) -> str:
 
 
 def check_server(server: Any, name: str) -> dict[str, Any]:
+    """A host variable's ``server`` as a launch reads it: a plan keeps no hosts that
+    its every launch would refuse."""
     if not isinstance(server, dict):
         raise JobError(
             ErrorCode.INVALID_PARAM_WITH_REASON,
             f"Invalid parameter [global_var_list.{name}]: a host variable takes a server object",
         )
+    parse_target(server, f"global_var_list.{name}.server")
     return server
 
 
@@ -166,6 +171,14 @@ def _strict_int(raw: Any, field_name: str) -> int:
         return int(raw)
     except (TypeError, ValueError, OverflowError):
         raise _invalid(field_name, f"{raw!r} is not an integer") from None
+
+
+def _description(raw: Any, field_name: str) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, dict | list | bool):
+        raise _invalid(field_name, "a description must be text")
+    return str(raw)[:MAX_DESCRIPTION]
 
 
 def _definition_id(raw: Any, field_name: str) -> int:
@@ -192,8 +205,14 @@ def parse_definitions(raw: Any, field_name: str = "global_var_list") -> list[Var
         if name in seen:
             raise _invalid(field_name, f"variable {name!r} is defined twice")
         seen.add(name)
+        raw_type = item.get("type")
         try:
-            var_type = VariableType(int(item.get("type") or 0))
+            # JSON true or 1.5 is no type, not the type 1
+            if isinstance(raw_type, bool) or (
+                isinstance(raw_type, float) and not raw_type.is_integer()
+            ):
+                raise ValueError(raw_type)
+            var_type = VariableType(int(raw_type or 0))
         except (TypeError, ValueError):
             raise _invalid(
                 f"{field_name}.{name}.type",
@@ -204,7 +223,7 @@ def parse_definitions(raw: Any, field_name: str = "global_var_list") -> list[Var
             id=_definition_id(item.get("id"), f"{field_name}.{name}.id"),
             name=name,
             type=var_type,
-            description=str(item.get("description") or "")[:1024],
+            description=_description(item.get("description"), f"{field_name}.{name}"),
             required=_flag(item.get("required")),
             changeable=_flag(item.get("changeable")) and var_type != VariableType.HOST_LIST,
         )

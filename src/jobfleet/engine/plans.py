@@ -14,6 +14,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.plans import with_values
 from jobfleet.domain.status import (
     LaunchMode,
     RunStatus,
@@ -24,7 +25,7 @@ from jobfleet.domain.status import (
     VariableType,
 )
 from jobfleet.domain.targets import parse_target
-from jobfleet.domain.variables import Variable, apply_overrides, check_required, server_is_empty
+from jobfleet.domain.variables import Variable, check_required, server_is_empty
 from jobfleet.engine import variables as runtime
 from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.jobs import Jobs
@@ -101,9 +102,10 @@ class PlanLauncher:
         """
         plan = await self.plan_in_scope(plan_id, scope, ErrorCode.JOB_PLAN_NOT_EXIST_EXECUTE)
         # bk-job's API path ignores values for variables the plan no longer has and
-        # lets a required non-host variable go empty
+        # lets a required non-host variable go empty; a password sent back as shown
+        # (MASK) is the plan's own
         api = launch_mode == LaunchMode.API
-        variables = apply_overrides(self.plans.variables(plan), overrides, lenient=api)
+        variables = with_values(self.plans.variables(plan), overrides, lenient=api)
         check_required(variables, hosts_only=api)
         ctx = _Context(scope, variables, {}, plan.bk_biz_id)
         for var in variables:

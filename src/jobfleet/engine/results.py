@@ -29,6 +29,7 @@ from jobfleet.engine import variables
 from jobfleet.engine.ports import AgentLink, LiveEvents, MessageRefusals, NoLiveEvents
 from jobfleet.store.filelogs import DOWNLOAD, update_row
 from jobfleet.store.jobs import HostResult, JobStore
+from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,12 @@ class Results:
         refusals: MessageRefusals | None,
         is_live: Callable[[TaskKey], bool],
         events: LiveEvents | None = None,
+        *,
+        cipher: Cipher | None = None,
     ) -> None:
         self.store = store
+        # seals the variable values hosts report (any may be a password)
+        self.cipher = cipher
         # live viewers of a step hear that its hosts have new output or results
         self.events: LiveEvents = events or NoLiveEvents()
         self.max_output_bytes = max_output_bytes
@@ -270,7 +275,7 @@ class Results:
                 end_time=msg.get("end"),
                 tag=clean_text(tag) if (tag := msg.get("tag")) else "",
                 error_code=gse_error_code(status),
-                variables=variables.reported(msg.get("vars")),
+                variables=variables.reported(msg.get("vars"), self.cipher),
             )
         items = msg.get("files")
         if items:

@@ -188,7 +188,7 @@ class JobRunner:
             status = await self.tasks.run(job, step, stop, recovering, template, per_host=per_host)
             if state is not None:
                 rows = await self.store.hosts(step.id, step.execute_count)
-                after = variables.collect(state, rows)
+                after = variables.collect(state, rows, self.cipher)
                 await self.store.update_step(step.id, variables=variables.seal(after, self.cipher))
             return status
         if step.type == StepType.SQL:

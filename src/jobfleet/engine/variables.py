@@ -8,6 +8,7 @@ are stored sealed: password values encrypted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -131,8 +132,11 @@ def script_message(
     return shared, per_host
 
 
-def collect(state: VariableState, rows: Iterable[Row[Any]]) -> VariableState:
-    """The values after a script step: what its hosts reported for changeable variables.
+def collect(
+    state: VariableState, rows: Iterable[Row[Any]], cipher: Cipher | None = None
+) -> VariableState:
+    """The values after a script step: what its hosts reported for changeable variables
+    (sealed by ``reported``).
 
     A namespace variable keeps one value per host; any other variable takes the value
     reported by the first host (in host id order) that set it.
@@ -148,7 +152,7 @@ def collect(state: VariableState, rows: Iterable[Row[Any]]) -> VariableState:
         raw = row.variables
         if not raw:
             continue
-        reported = raw if isinstance(raw, dict) else {}
+        reported = _opened(raw, cipher)
         for name, value in reported.items():
             var = by_name.get(name)
             if var is None:
@@ -162,10 +166,32 @@ def collect(state: VariableState, rows: Iterable[Row[Any]]) -> VariableState:
     return result
 
 
-def reported(text: Any) -> dict[str, str] | None:
+# the one key of a host's report kept sealed: no variable can have this name
+SEALED_REPORT = "#sealed"
+
+
+def reported(text: Any, cipher: Cipher | None = None) -> dict[str, str] | None:
+    """What a host says a step set, sealed as one value when ``cipher`` is given: the
+    host cannot tell a password from any other variable, so none is kept in clear."""
     if not isinstance(text, str) or not text:
         return None
-    return parse_reported(text) or None
+    values = parse_reported(text)
+    if not values:
+        return None
+    if cipher is None:
+        return values
+    return {SEALED_REPORT: cipher.encrypt(json.dumps(values))}
+
+
+def _opened(raw: Any, cipher: Cipher | None) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        return {}
+    sealed = raw.get(SEALED_REPORT)
+    if sealed is None or cipher is None:
+        # a report kept before reports were sealed
+        return raw
+    loaded = json.loads(cipher.decrypt(str(sealed)))
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def render_file_config(config: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:

@@ -167,6 +167,19 @@ class FileSourceStore:
                 )
             ).first()
 
+    async def sources_of(self, bk_biz_id: int, credential_id: str) -> list[Row[Any]]:
+        """The file sources of the business that use this credential."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(file_sources)
+                .where(
+                    file_sources.c.bk_biz_id == bk_biz_id,
+                    file_sources.c.credential_id == credential_id,
+                )
+                .order_by(file_sources.c.id)
+            )
+            return list(rows.all())
+
     async def source_by_id(self, biz_ids: set[int], source_id: int) -> Row[Any] | None:
         async with self.db.connect() as conn:
             return (

@@ -29,6 +29,7 @@ from jobfleet.store.templates import (
     seal_steps,
     seal_variables,
     template_row,
+    write_lock,
     writing,
 )
 
@@ -90,7 +91,8 @@ class PlanStore(SealedRows):
         None) and variables (the template's defaults overridden by ``values``)."""
         name, description = check_name(name), check_description(description)
         async with writing(self.db) as conn:
-            tpl = await template_row(conn, biz_ids, template_id)
+            # held until the plan is in: a delete of the template waits, or went first
+            tpl = await template_row(conn, biz_ids, template_id, lock=True)
             steps = self.steps(tpl)
             enable(steps, enabled_step_ids)
             variables = with_values(self.variables(tpl), values)
@@ -243,6 +245,7 @@ class PlanStore(SealedRows):
             job_plans.c.id == plan_id, job_plans.c.bk_biz_id.in_(list(biz_ids))
         )
         if lock:
+            await write_lock(conn, job_plans, plan_id)
             query = query.with_for_update(of=job_plans)
         row: Row[Any] | None = (await conn.execute(query)).first()
         if row is None:

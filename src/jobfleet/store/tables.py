@@ -166,6 +166,8 @@ accounts = Table(
     Column("db_name", String(255), nullable=True),
     Column("db_system_account_id", BigInteger, nullable=True),
     UniqueConstraint("bk_biz_id", "alias"),
+    # ids are never given out twice (migration 0021_stable_ids)
+    sqlite_autoincrement=True,
 )
 
 # third-party file source credentials; ``secret`` is the encrypted JSON of its values
@@ -455,6 +457,8 @@ script_versions = Table(
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
     UniqueConstraint("script_id", "version"),
+    # ids are never given out twice (migration 0021_stable_ids)
+    sqlite_autoincrement=True,
 )
 
 # a job template: ordered steps and global variables, kept as bk-job-shaped JSON
@@ -476,6 +480,8 @@ job_templates = Table(
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
     UniqueConstraint("bk_biz_id", "name"),
+    # ids are never given out twice (migration 0021_stable_ids)
+    sqlite_autoincrement=True,
 )
 
 # an execution plan: a copy of its template's steps (each enabled or not) and variable values
@@ -495,6 +501,8 @@ job_plans = Table(
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
     UniqueConstraint("template_id", "name"),
+    # ids are never given out twice (migration 0021_stable_ids)
+    sqlite_autoincrement=True,
 )
 
 crons = Table(

@@ -36,7 +36,6 @@ from jobfleet.store.accounts import AccountStore
 from jobfleet.store.crons import refuse_launched_plans
 from jobfleet.store.database import Database, new_stamps, now_ms
 from jobfleet.store.scripts import ScriptStore
-from jobfleet.store.secrets import PREFIX as SEALED
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import job_plans, job_templates
 
@@ -74,12 +73,15 @@ def open_steps(raw: list[dict[str, Any]] | None, cipher: Cipher) -> list[dict[st
 
 
 def seal_steps(steps: list[dict[str, Any]], cipher: Cipher) -> list[dict[str, Any]]:
-    """Steps as stored: sensitive script parameters encrypted."""
+    """Steps as stored: sensitive script parameters encrypted.
+
+    ``steps`` hold parameters in clear (as a request or ``open_steps`` gives them): one
+    that merely looks sealed (``enc:v1:...``) is a caller's text, sealed like any other."""
     sealed = copy.deepcopy(steps)
     for step in sealed:
         info = step.get("script_info")
         param = info.get("script_param") if info else None
-        if info and info.get("is_param_sensitive") and param and not str(param).startswith(SEALED):
+        if info and info.get("is_param_sensitive") and param:
             info["script_param"] = cipher.encrypt(str(param))
     return sealed
 
@@ -116,14 +118,25 @@ def list_filters(table: Table, f: ListFilter) -> list[ColumnElement[bool]]:
     return cond
 
 
+async def write_lock(conn: AsyncConnection, table: Table, row_id: int) -> None:
+    """Before reading a row that the transaction rewrites from what it read: SQLite,
+    which has no FOR UPDATE, reads outside the write until the first write, so two
+    updates would both start from the same row and the later one undo the other's
+    change. A write that changes nothing takes SQLite's one write lock first."""
+    if conn.dialect.name == "sqlite":
+        await conn.execute(update(table).where(table.c.id == row_id).values(id=table.c.id))
+
+
 async def template_row(
     conn: AsyncConnection, biz_ids: Collection[int], template_id: int, *, lock: bool = False
 ) -> Row[Any]:
-    """A template of these businesses, or TEMPLATE_NOT_EXIST."""
+    """A template of these businesses, or TEMPLATE_NOT_EXIST; with ``lock``, held
+    until the transaction ends."""
     query = select(job_templates).where(
         job_templates.c.id == template_id, job_templates.c.bk_biz_id.in_(list(biz_ids))
     )
     if lock:
+        await write_lock(conn, job_templates, template_id)
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
