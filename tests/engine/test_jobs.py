@@ -351,3 +351,23 @@ async def test_a_resumed_serial_rollout_in_mode_3_asks_once_per_batch(rig: Rig) 
 async def _wait_status(rig: Rig, step_id: int, status: RunStatus) -> bool:
     step = await rig.store.step(step_id)
     return step is not None and step.status == status
+
+
+async def test_a_terminated_job_taken_over_ends_the_step_it_was_in(rig: Rig) -> None:
+    """The node driving a job dies after the job was marked terminating but before its
+    step ended: the node that takes the job over kills the task its host runs and ends
+    the step stopped, not left running under a job that says it stopped."""
+    link = rig.agents.connect(1)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1], "sleep 60"), start=True)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in link.sent)))
+    await rig.engine.runner.stop()
+    assert await rig.store.mark_stopping(job_id)
+    rig.engine.runner.launch(job_id, recovering=True)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    step = await rig.store.step(step_id)
+    assert step is not None and step.status == RunStatus.STOP_SUCCESS
+    assert await host_statuses(rig, step_id) == {1: HostStatus.GSE_TASK_TERMINATE_SUCCESS}
+    assert [m["reason"] for m in link.sent if m["t"] == protocol.KILL] == ["terminate"]
+    # the task was not sent again to be killed
+    assert sum(1 for m in link.sent if m["t"] == protocol.RUN) == 1
+

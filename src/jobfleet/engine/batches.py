@@ -93,7 +93,10 @@ class StepTasks:
         if run.pending:
             self.tracker.track(run)
             try:
-                await self.dispatcher.dispatch(run, no_agent, recovering)
+                if not stop.is_set():
+                    # a job terminated before its step was taken up (its node died)
+                    # sends nothing more: what its hosts run is ended below
+                    await self.dispatcher.dispatch(run, no_agent, recovering)
                 stopped = await self._wait(run, stop, started / 1000 + step.timeout)
             finally:
                 self._untrack(run)
@@ -160,9 +163,10 @@ class StepTasks:
         deadline = time.time() + step.timeout
         try:
             begun = [r for r in rows if r.batch <= previous]
-            if begun and not stopped:
-                # no pause or confirmation again before batches that had begun
-                await self._start_batch(run, begun, recovering)
+            if begun:
+                # no pause or confirmation again before batches that had begun; a job
+                # terminated meanwhile sends them nothing more and ends what they run
+                await self._start_batch(run, begun, recovering, send=not stopped)
             for batch in (b for b in batches if b > previous):
                 if stop.is_set():
                     stopped = True
@@ -224,7 +228,9 @@ class StepTasks:
             await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
         return True, False
 
-    async def _start_batch(self, run: StepRun, rows: list[Row[Any]], recovering: bool) -> None:
+    async def _start_batch(
+        self, run: StepRun, rows: list[Row[Any]], recovering: bool, send: bool = True
+    ) -> None:
         before = set(run.pending)
         no_agent = _take_open(run, rows)
         added = [h for h in run.pending if h not in before]
@@ -232,7 +238,8 @@ class StepTasks:
             return
         run.done.clear()
         self.tracker.add_hosts(run, added)
-        await self.dispatcher.dispatch(run, no_agent, recovering)
+        if send:
+            await self.dispatcher.dispatch(run, no_agent, recovering)
 
     async def _failed(self, step_id: int, count: int, batch: int | None = None) -> int:
         counts = await self.store.status_counts(step_id, count, batch=batch)

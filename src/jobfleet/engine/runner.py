@@ -99,8 +99,10 @@ class JobRunner:
                 status = RunStatus(step.status)
                 if status in STEP_PASSED:
                     continue
-                if status.finished or stop.is_set():
+                if status.finished or (stop.is_set() and status == RunStatus.BLANK):
                     break
+                # a step begun before the job was terminated (its node died while the
+                # step ran or was terminating) is taken up to end as a terminate ends it
                 status = await self._run_step(job, step, stop, recovering)
                 if status not in STEP_PASSED:
                     break
