@@ -371,3 +371,23 @@ async def test_a_terminated_job_taken_over_ends_the_step_it_was_in(rig: Rig) -> 
     # the task was not sent again to be killed
     assert sum(1 for m in link.sent if m["t"] == protocol.RUN) == 1
 
+
+async def test_a_resumed_rollout_keeps_the_deadline_of_the_batch_under_way(rig: Rig) -> None:
+    """The batch under way started long ago (as stored): resumed, it is past its
+    deadline at once rather than given the whole timeout again from the resume."""
+    link = rig.agents.connect(1)
+    rig.agents.connect(2)
+    rolling = {"size": 1, "config": {"expression": "1", "execution_mode": 1}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2], "sleep 60", timeout=60, rolling=rolling), start=True)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in link.sent)))
+    await rig.engine.runner.stop()
+    async with rig.db.begin() as conn:
+        await conn.execute(text(
+            "UPDATE step_hosts SET start_time = start_time - 3600000 WHERE bk_host_id = 1"))
+    rig.engine.runner.launch(job_id, recovering=True)
+
+    async def timed_out() -> bool:
+        return (await host_statuses(rig, step_id)).get(1) == HostStatus.TASK_TIMEOUT
+    await _until(timed_out)
+    assert (await rig.wait_finished(job_id)).finished

@@ -160,13 +160,17 @@ class StepTasks:
         run.done.set()
         self.tracker.track(run)
         stopped = stop.is_set()
-        deadline = time.time() + step.timeout
+        begun = [r for r in rows if r.batch <= previous]
+        # a batch that had begun keeps the deadline it had: from its first host's start
+        starts = [r.start_time for r in begun if r.batch == previous and r.start_time]
+        deadline = (min(starts) / 1000 if starts else time.time()) + step.timeout
         try:
-            begun = [r for r in rows if r.batch <= previous]
             if begun:
                 # no pause or confirmation again before batches that had begun; a job
                 # terminated meanwhile sends them nothing more and ends what they run
                 await self._start_batch(run, begun, recovering, send=not stopped)
+                if not starts:
+                    deadline = time.time() + step.timeout
             for batch in (b for b in batches if b > previous):
                 if stop.is_set():
                     stopped = True
