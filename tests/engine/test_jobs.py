@@ -372,6 +372,50 @@ async def test_a_terminated_job_taken_over_ends_the_step_it_was_in(rig: Rig) -> 
     assert sum(1 for m in link.sent if m["t"] == protocol.RUN) == 1
 
 
+async def test_a_rollout_terminated_while_parked_does_not_show_the_waiting_batch(
+        rig: Rig) -> None:
+    """Mode 3, staggered: terminated while parked before batch 2, the step names
+    batch 1 as its current one; batch 2's host never started."""
+    links = {h: rig.agents.connect(h) for h in (1, 2)}
+    rolling = {"size": 1, "config": {"expression": "1", "mode": 3, "execution_mode": 2,
+                                     "batch_start_wait_fixed_ms": 100}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2], "sleep 60", rolling=rolling), start=True)
+    await _until(lambda: _wait_status(rig, step_id, RunStatus.WAITING_USER))
+    await rig.engine.terminate(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    step = await rig.store.step(step_id)
+    assert step is not None and (step.status, step.current_batch) == (
+        RunStatus.STOP_SUCCESS, 1)
+    assert await host_statuses(rig, step_id) == {
+        1: HostStatus.GSE_TASK_TERMINATE_SUCCESS, 2: HostStatus.WAITING}
+    assert not [m for m in links[2].sent if m["t"] == protocol.RUN]
+
+
+async def test_a_rollout_parked_by_an_earlier_release_is_confirmed_once(rig: Rig) -> None:
+    """An earlier release parked a mode 3 step with ``current_batch`` naming the batch
+    that had started, not the one waiting: after an upgrade one go-ahead starts it."""
+    links = {h: rig.agents.connect(h) for h in (1, 2, 3)}
+    rolling = {"size": 1, "config": {"expression": "1", "mode": 3, "execution_mode": 2,
+                                     "batch_start_wait_fixed_ms": 100}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2, 3], "sleep 60", rolling=rolling), start=True)
+    await _until(lambda: _wait_status(rig, step_id, RunStatus.WAITING_USER))
+    await rig.engine.runner.stop()
+    await rig.store.update_step(step_id, current_batch=1)
+    rig.engine.runner.launch(job_id, recovering=True)
+    await asyncio.sleep(0.3)
+    assert await rig.store.update_step_if(step_id, int(RunStatus.WAITING_USER),
+                                          status=int(RunStatus.RUNNING))
+    rig.engine.wake_step(step_id)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in links[2].sent)))
+    step = await rig.store.step(step_id)
+    assert step is not None and step.current_batch == 2
+    assert sum(1 for m in links[1].sent if m["t"] == protocol.RUN) == 1
+    await rig.engine.terminate(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+
+
 async def test_a_resumed_rollout_keeps_the_deadline_of_the_batch_under_way(rig: Rig) -> None:
     """The batch under way started long ago (as stored): resumed, it is past its
     deadline at once rather than given the whole timeout again from the resume."""

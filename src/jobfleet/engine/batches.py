@@ -139,23 +139,28 @@ class StepTasks:
         resumes the step (its node restarted) takes up every batch up to it as it is,
         and goes on from there."""
         config = RollingConfig.from_dict(step.rolling_config)
+        count = step.execute_count
+        rows = await self.store.hosts(step.id, count)
+        previous = _last_started(step, rows)
         if step.status == RunStatus.WAITING_USER:
-            # parked between batches when the runner last stopped
+            # parked before batch ``previous + 1`` when the runner last stopped (a node
+            # of an earlier release named the batch before it in ``current_batch``)
             confirmed = await self._await_rolling_confirm(job, step, stop)
             step = await self.store.step(step.id) or step
-            if not confirmed:
-                return await self.end_step(step, step.start_time or now_ms(), True)
+            rows = await self.store.hosts(step.id, count)
+            if confirmed:
+                previous = min(previous + 1, step.batch_count)
+            if step.current_batch != previous:
+                # a batch that never started is not shown as the current one
+                await self.store.update_step(step.id, current_batch=previous)
         elif step.current_batch:
             # an operator's go-ahead given while no runner waited for it
             await self.store.update_job_if(
                 job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
             )
         started = await self.start_step(step)
-        count = step.execute_count
-        rows = await self.store.hosts(step.id, count)
         total = len(rows)
         batches = sorted({r.batch for r in rows if r.status in OPEN})
-        previous = step.current_batch
         run = StepRun(job.id, step.id, count, template, int(timeout_status), per_host=per_host)
         run.done.set()
         self.tracker.track(run)
@@ -227,6 +232,8 @@ class StepTasks:
         # mode 3: each next batch starts once an operator says so
         if config.mode == MODE_CONFIRM:
             if not await self._await_rolling_confirm(job, step, stop, following):
+                # the batch that waited never started: not shown as the current one
+                await self.store.update_step(step.id, current_batch=done)
                 return False, stop.is_set()
         elif not staggered:
             await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
@@ -345,6 +352,19 @@ class StepTasks:
                 # hosts ended by another node (an agent there, a skip taken there) with
                 # no bus to tell this one
                 await self._reconcile(run)
+
+
+def _last_started(step: Row[Any], rows: list[Row[Any]]) -> int:
+    """The last batch of a rolling step that was let start: ``current_batch``, but for
+    a step parked (mode 3) before a batch none of whose hosts has begun."""
+    batch: int = step.current_batch
+    if (
+        step.status == RunStatus.WAITING_USER
+        and batch > 0
+        and all(r.status == HostStatus.WAITING for r in rows if r.batch == batch)
+    ):
+        return batch - 1
+    return batch
 
 
 def _take_open(run: StepRun, rows: list[Row[Any]]) -> set[int]:
