@@ -435,3 +435,21 @@ async def test_a_resumed_rollout_keeps_the_deadline_of_the_batch_under_way(rig: 
         return (await host_statuses(rig, step_id)).get(1) == HostStatus.TASK_TIMEOUT
     await _until(timed_out)
     assert (await rig.wait_finished(job_id)).finished
+
+
+async def test_a_skip_sent_over_the_bus_by_a_node_of_an_earlier_release_is_taken(
+        rig: Rig) -> None:
+    """Mid-upgrade, a node of an earlier release that takes a skip of a termination
+    (operation 12) asks the driving node over the bus: the driving node ends the wait."""
+    link = rig.agents.connect(1)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1], "sleep 60"), start=True)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in link.sent)))
+    link.known.clear()  # the agent no longer answers a kill
+    await rig.engine.terminate(job_id)
+    await _until(lambda: _wait_status(rig, step_id, RunStatus.STOPPING))
+    rig.engine.signals.bus.send("n1", {"k": "skip", "step": step_id})
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    async with rig.db.begin() as conn:
+        notes = (await conn.execute(text(
+            "SELECT content FROM log_chunks WHERE step_instance_id = :s"), {"s": step_id})).all()
+    assert [n.content for n in notes] == ["jobfleet: the termination was skipped by an operator\n"]
