@@ -453,3 +453,29 @@ async def test_a_skip_sent_over_the_bus_by_a_node_of_an_earlier_release_is_taken
         notes = (await conn.execute(text(
             "SELECT content FROM log_chunks WHERE step_instance_id = :s"), {"s": step_id})).all()
     assert [n.content for n in notes] == ["jobfleet: the termination was skipped by an operator\n"]
+
+
+async def test_a_terminate_taken_elsewhere_as_a_rollout_parks_is_not_overwritten(
+        rig: Rig) -> None:
+    """Another node (no bus between them) marks the job terminating just as the driving
+    node parks its rolling step: the job stays terminating, so the driving node finds
+    the terminate in the store and ends the job, rather than waiting for a go-ahead."""
+    rig.agents.connect(1)
+    rig.agents.connect(2)
+    rolling = {"size": 1, "config": {"expression": "1", "mode": 3}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2], "echo", rolling=rolling), start=True)
+    parked = rig.engine.tasks.store.update_step
+
+    async def racing(step: int, **values: Any) -> None:
+        await parked(step, **values)
+        if values.get("status") == RunStatus.WAITING_USER:
+            assert await rig.store.mark_stopping(job_id)
+
+    rig.engine.tasks.store.update_step = racing  # type: ignore[method-assign]
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.STOP_SUCCESS
+    step = await rig.store.step(step_id)
+    assert step is not None and (step.status, step.current_batch) == (
+        RunStatus.STOP_SUCCESS, 1)

@@ -145,7 +145,9 @@ class StepTasks:
         if step.status == RunStatus.WAITING_USER:
             # parked before batch ``previous + 1`` when the runner last stopped (a node
             # of an earlier release named the batch before it in ``current_batch``)
-            confirmed = await self._await_rolling_confirm(job, step, stop)
+            confirmed = not stop.is_set() and await self._await_rolling_confirm(
+                job, step, stop
+            )
             step = await self.store.step(step.id) or step
             rows = await self.store.hosts(step.id, count)
             if confirmed:
@@ -276,7 +278,11 @@ class StepTasks:
         if following is not None:
             values["current_batch"] = following
         await self.store.update_step(step.id, **values)
-        await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+        # only a running job waits: a terminate another node took meanwhile (10) stays,
+        # for it is how this node learns of it when no bus message reaches it
+        await self.store.update_job_if(
+            job.id, int(RunStatus.RUNNING), status=int(RunStatus.WAITING_USER)
+        )
         return await self.decisions.await_decision(job, step, stop) is not None
 
     async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
