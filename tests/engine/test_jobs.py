@@ -13,7 +13,7 @@ from tests.engine.conftest import FakeLink, Rig, script_job
 
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import HostStatus, RunStatus
+from jobfleet.domain.status import HostStatus, RunStatus, StepType
 from jobfleet.store.database import now_ms
 
 
@@ -479,3 +479,25 @@ async def test_a_terminate_taken_elsewhere_as_a_rollout_parks_is_not_overwritten
     step = await rig.store.step(step_id)
     assert step is not None and (step.status, step.current_batch) == (
         RunStatus.STOP_SUCCESS, 1)
+
+
+async def test_a_terminate_taken_elsewhere_as_a_confirmation_parks_is_not_overwritten(
+        rig: Rig) -> None:
+    """As for a rolling step: a confirmation step that starts waiting just as another
+    node marks the job terminating leaves the job terminating, and the job ends."""
+    job = script_job([1])
+    job.steps[0].type = int(StepType.MANUAL_CONFIRM)
+    job.steps[0].hosts = []
+    job_id, (step_id,) = await rig.engine.submit(job, start=False)
+    parked = rig.engine.runner.store.update_step
+
+    async def racing(step: int, **values: Any) -> None:
+        await parked(step, **values)
+        if values.get("status") == RunStatus.WAITING_USER:
+            assert await rig.store.mark_stopping(job_id)
+
+    rig.engine.runner.store.update_step = racing  # type: ignore[method-assign]
+    assert await rig.engine.start_job(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    step = await rig.store.step(step_id)
+    assert step is not None and step.status == RunStatus.STOP_SUCCESS

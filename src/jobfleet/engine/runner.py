@@ -248,7 +248,11 @@ class JobRunner:
                 status=int(RunStatus.WAITING_USER),
                 start_time=step.start_time or now_ms(),
             )
-            await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+            # only a running job waits: a terminate another node took meanwhile (10)
+            # stays, for it is how this node learns of it when no bus message reaches it
+            await self.store.update_job_if(
+                job.id, int(RunStatus.RUNNING), status=int(RunStatus.WAITING_USER)
+            )
             self.confirm_waiting(job, await self.store.step(step.id))
         current = await self.decisions.await_decision(job, step, stop)
         if current is None:
