@@ -104,7 +104,7 @@ def build_engine(
     )
     router = AgentRouter(registry, bus)
     events = RoutedEvents(EngineEvents(dispatcher, writer, rpc), router, bus)
-    handler = SignalHandler(tracker, results, decisions, rpc, dispatcher, agents)
+    handler = SignalHandler(tracker, results, decisions, rpc, dispatcher, agents, tasks.force_stop)
     return jobs, events, NodeListener(router, handler, files.inventory)
 
 

@@ -13,7 +13,7 @@ from tests.engine.conftest import FakeLink, Rig, script_job
 
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import HostStatus, RunStatus
+from jobfleet.domain.status import HostStatus, RunStatus, StepType
 from jobfleet.store.database import now_ms
 
 
@@ -351,3 +351,153 @@ async def test_a_resumed_serial_rollout_in_mode_3_asks_once_per_batch(rig: Rig) 
 async def _wait_status(rig: Rig, step_id: int, status: RunStatus) -> bool:
     step = await rig.store.step(step_id)
     return step is not None and step.status == status
+
+
+async def test_a_terminated_job_taken_over_ends_the_step_it_was_in(rig: Rig) -> None:
+    """The node driving a job dies after the job was marked terminating but before its
+    step ended: the node that takes the job over kills the task its host runs and ends
+    the step stopped, not left running under a job that says it stopped."""
+    link = rig.agents.connect(1)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1], "sleep 60"), start=True)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in link.sent)))
+    await rig.engine.runner.stop()
+    assert await rig.store.mark_stopping(job_id)
+    rig.engine.runner.launch(job_id, recovering=True)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    step = await rig.store.step(step_id)
+    assert step is not None and step.status == RunStatus.STOP_SUCCESS
+    assert await host_statuses(rig, step_id) == {1: HostStatus.GSE_TASK_TERMINATE_SUCCESS}
+    assert [m["reason"] for m in link.sent if m["t"] == protocol.KILL] == ["terminate"]
+    # the task was not sent again to be killed
+    assert sum(1 for m in link.sent if m["t"] == protocol.RUN) == 1
+
+
+async def test_a_rollout_terminated_while_parked_does_not_show_the_waiting_batch(
+        rig: Rig) -> None:
+    """Mode 3, staggered: terminated while parked before batch 2, the step names
+    batch 1 as its current one; batch 2's host never started."""
+    links = {h: rig.agents.connect(h) for h in (1, 2)}
+    rolling = {"size": 1, "config": {"expression": "1", "mode": 3, "execution_mode": 2,
+                                     "batch_start_wait_fixed_ms": 100}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2], "sleep 60", rolling=rolling), start=True)
+    await _until(lambda: _wait_status(rig, step_id, RunStatus.WAITING_USER))
+    await rig.engine.terminate(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    step = await rig.store.step(step_id)
+    assert step is not None and (step.status, step.current_batch) == (
+        RunStatus.STOP_SUCCESS, 1)
+    assert await host_statuses(rig, step_id) == {
+        1: HostStatus.GSE_TASK_TERMINATE_SUCCESS, 2: HostStatus.WAITING}
+    assert not [m for m in links[2].sent if m["t"] == protocol.RUN]
+
+
+async def test_a_rollout_parked_by_an_earlier_release_is_confirmed_once(rig: Rig) -> None:
+    """An earlier release parked a mode 3 step with ``current_batch`` naming the batch
+    that had started, not the one waiting: after an upgrade one go-ahead starts it."""
+    links = {h: rig.agents.connect(h) for h in (1, 2, 3)}
+    rolling = {"size": 1, "config": {"expression": "1", "mode": 3, "execution_mode": 2,
+                                     "batch_start_wait_fixed_ms": 100}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2, 3], "sleep 60", rolling=rolling), start=True)
+    await _until(lambda: _wait_status(rig, step_id, RunStatus.WAITING_USER))
+    await rig.engine.runner.stop()
+    await rig.store.update_step(step_id, current_batch=1)
+    rig.engine.runner.launch(job_id, recovering=True)
+    await asyncio.sleep(0.3)
+    assert await rig.store.update_step_if(step_id, int(RunStatus.WAITING_USER),
+                                          status=int(RunStatus.RUNNING))
+    rig.engine.wake_step(step_id)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in links[2].sent)))
+    step = await rig.store.step(step_id)
+    assert step is not None and step.current_batch == 2
+    assert sum(1 for m in links[1].sent if m["t"] == protocol.RUN) == 1
+    await rig.engine.terminate(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+
+
+async def test_a_resumed_rollout_keeps_the_deadline_of_the_batch_under_way(rig: Rig) -> None:
+    """The batch under way started long ago (as stored): resumed, it is past its
+    deadline at once rather than given the whole timeout again from the resume."""
+    link = rig.agents.connect(1)
+    rig.agents.connect(2)
+    rolling = {"size": 1, "config": {"expression": "1", "execution_mode": 1}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2], "sleep 60", timeout=60, rolling=rolling), start=True)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in link.sent)))
+    await rig.engine.runner.stop()
+    async with rig.db.begin() as conn:
+        await conn.execute(text(
+            "UPDATE step_hosts SET start_time = start_time - 3600000 WHERE bk_host_id = 1"))
+    rig.engine.runner.launch(job_id, recovering=True)
+
+    async def timed_out() -> bool:
+        return (await host_statuses(rig, step_id)).get(1) == HostStatus.TASK_TIMEOUT
+    await _until(timed_out)
+    assert (await rig.wait_finished(job_id)).finished
+
+
+async def test_a_skip_sent_over_the_bus_by_a_node_of_an_earlier_release_is_taken(
+        rig: Rig) -> None:
+    """Mid-upgrade, a node of an earlier release that takes a skip of a termination
+    (operation 12) asks the driving node over the bus: the driving node ends the wait."""
+    link = rig.agents.connect(1)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1], "sleep 60"), start=True)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in link.sent)))
+    link.known.clear()  # the agent no longer answers a kill
+    await rig.engine.terminate(job_id)
+    await _until(lambda: _wait_status(rig, step_id, RunStatus.STOPPING))
+    rig.engine.signals.bus.send("n1", {"k": "skip", "step": step_id})
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    async with rig.db.begin() as conn:
+        notes = (await conn.execute(text(
+            "SELECT content FROM log_chunks WHERE step_instance_id = :s"), {"s": step_id})).all()
+    assert [n.content for n in notes] == ["jobfleet: the termination was skipped by an operator\n"]
+
+
+async def test_a_terminate_taken_elsewhere_as_a_rollout_parks_is_not_overwritten(
+        rig: Rig) -> None:
+    """Another node (no bus between them) marks the job terminating just as the driving
+    node parks its rolling step: the job stays terminating, so the driving node finds
+    the terminate in the store and ends the job, rather than waiting for a go-ahead."""
+    rig.agents.connect(1)
+    rig.agents.connect(2)
+    rolling = {"size": 1, "config": {"expression": "1", "mode": 3}}
+    job_id, (step_id,) = await rig.engine.submit(
+        script_job([1, 2], "echo", rolling=rolling), start=True)
+    parked = rig.engine.tasks.store.update_step
+
+    async def racing(step: int, **values: Any) -> None:
+        await parked(step, **values)
+        if values.get("status") == RunStatus.WAITING_USER:
+            assert await rig.store.mark_stopping(job_id)
+
+    rig.engine.tasks.store.update_step = racing  # type: ignore[method-assign]
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.STOP_SUCCESS
+    step = await rig.store.step(step_id)
+    assert step is not None and (step.status, step.current_batch) == (
+        RunStatus.STOP_SUCCESS, 1)
+
+
+async def test_a_terminate_taken_elsewhere_as_a_confirmation_parks_is_not_overwritten(
+        rig: Rig) -> None:
+    """As for a rolling step: a confirmation step that starts waiting just as another
+    node marks the job terminating leaves the job terminating, and the job ends."""
+    job = script_job([1])
+    job.steps[0].type = int(StepType.MANUAL_CONFIRM)
+    job.steps[0].hosts = []
+    job_id, (step_id,) = await rig.engine.submit(job, start=False)
+    parked = rig.engine.runner.store.update_step
+
+    async def racing(step: int, **values: Any) -> None:
+        await parked(step, **values)
+        if values.get("status") == RunStatus.WAITING_USER:
+            assert await rig.store.mark_stopping(job_id)
+
+    rig.engine.runner.store.update_step = racing  # type: ignore[method-assign]
+    assert await rig.engine.start_job(job_id)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    step = await rig.store.step(step_id)
+    assert step is not None and step.status == RunStatus.STOP_SUCCESS

@@ -307,17 +307,64 @@ async def test_skip_of_a_termination_in_a_cluster_without_redis(
                 "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
                 "operation_code": 12})
             assert answer["result"], answer
+            # answered once the step has ended; the job ends right after it
             data = await c.wires[1].status(job_id)
-            assert (data["job_instance"]["status"],
-                    data["step_instance_list"][0]["status"]) == (11, 11), data
+            assert data["step_instance_list"][0]["status"] == 11, data
             results = data["step_instance_list"][0]["step_ip_result_list"]
             assert [r["status"] for r in results] == [404], results
             # within the driving node's look at the store, not the termination's wait
             assert time.monotonic() - began < 10, time.monotonic() - began
+
+            async def job_ended() -> bool:
+                return bool((await c.wires[1].status(job_id))["job_instance"]["status"] == 11)
+            await eventually(job_ended, timeout=10, interval=0.1)
             again = await c.wires[0].v3("operate_step_instance", {
                 "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
                 "operation_code": 12})
             assert again["code"] == 1241003, again
+        finally:
+            agents.proc.send_signal(signal.SIGCONT)
+            await agents.stop()
+
+
+async def test_a_termination_under_way_when_its_node_dies_ends_on_the_node_that_takes_over(
+        tmp_path: Path, database_url: str) -> None:
+    """Node 0 drives the job and dies (SIGKILL) while its step is terminating (10), its
+    agent frozen so it cannot confirm: node 1 takes the job over and ends that step as a
+    terminate ends it (the task killed again, or the host ended after the wait)."""
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, size=2, engine={"terminate_wait": 60.0},
+                       heartbeat=120.0) as c:
+        # the agent knows node 1 only, so it stays connected when node 0 dies
+        agents = swarm([c.urls[1]], c.boot["enroll_token"], 1, tmp_path / "swarm")
+        await agents.start()
+        assert agents.proc is not None
+        try:
+            await wait_ready(agents, 1)
+            ids, _ips = await hosts_by_node(c.wires[0])
+            job_id, step_id = await run(c.wires[0], "echo started; sleep 300", ids)
+            await all_started(c.wires[0], job_id, step_id, ids)
+            agents.proc.send_signal(signal.SIGSTOP)
+            answer = await c.wires[0].v3("operate_job_instance", {
+                "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+            assert answer["result"], answer
+
+            async def stopping() -> bool:
+                data = await c.wires[1].status(job_id)
+                return bool(data["step_instance_list"][0]["status"] == 10)
+            await eventually(stopping, timeout=30, interval=0.2)
+            c.nodes[0].kill()
+            agents.proc.send_signal(signal.SIGCONT)
+
+            async def ended() -> dict[str, Any] | None:
+                data = await c.wires[1].status(job_id)
+                step = data["step_instance_list"][0]
+                return data if step["status"] != 10 and data["finished"] else None
+            data = await eventually(ended, timeout=60, interval=0.2)
+            assert (data["job_instance"]["status"],
+                    data["step_instance_list"][0]["status"]) == (11, 11), data
+            results = data["step_instance_list"][0]["step_ip_result_list"]
+            assert [r["status"] for r in results] == [403], results
         finally:
             agents.proc.send_signal(signal.SIGCONT)
             await agents.stop()

@@ -93,7 +93,10 @@ class StepTasks:
         if run.pending:
             self.tracker.track(run)
             try:
-                await self.dispatcher.dispatch(run, no_agent, recovering)
+                if not stop.is_set():
+                    # a job terminated before its step was taken up (its node died)
+                    # sends nothing more: what its hosts run is ended below
+                    await self.dispatcher.dispatch(run, no_agent, recovering)
                 stopped = await self._wait(run, stop, started / 1000 + step.timeout)
             finally:
                 self._untrack(run)
@@ -136,33 +139,45 @@ class StepTasks:
         resumes the step (its node restarted) takes up every batch up to it as it is,
         and goes on from there."""
         config = RollingConfig.from_dict(step.rolling_config)
+        count = step.execute_count
+        rows = await self.store.hosts(step.id, count)
+        previous = _last_started(step, rows)
         if step.status == RunStatus.WAITING_USER:
-            # parked between batches when the runner last stopped
-            confirmed = await self._await_rolling_confirm(job, step, stop)
+            # parked before batch ``previous + 1`` when the runner last stopped (a node
+            # of an earlier release named the batch before it in ``current_batch``)
+            confirmed = not stop.is_set() and await self._await_rolling_confirm(
+                job, step, stop
+            )
             step = await self.store.step(step.id) or step
-            if not confirmed:
-                return await self.end_step(step, step.start_time or now_ms(), True)
+            rows = await self.store.hosts(step.id, count)
+            if confirmed:
+                previous = min(previous + 1, step.batch_count)
+            if step.current_batch != previous:
+                # a batch that never started is not shown as the current one
+                await self.store.update_step(step.id, current_batch=previous)
         elif step.current_batch:
             # an operator's go-ahead given while no runner waited for it
             await self.store.update_job_if(
                 job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
             )
         started = await self.start_step(step)
-        count = step.execute_count
-        rows = await self.store.hosts(step.id, count)
         total = len(rows)
         batches = sorted({r.batch for r in rows if r.status in OPEN})
-        previous = step.current_batch
         run = StepRun(job.id, step.id, count, template, int(timeout_status), per_host=per_host)
         run.done.set()
         self.tracker.track(run)
         stopped = stop.is_set()
-        deadline = time.time() + step.timeout
+        begun = [r for r in rows if r.batch <= previous]
+        # a batch that had begun keeps the deadline it had: from its first host's start
+        starts = [r.start_time for r in begun if r.batch == previous and r.start_time]
+        deadline = (min(starts) / 1000 if starts else time.time()) + step.timeout
         try:
-            begun = [r for r in rows if r.batch <= previous]
-            if begun and not stopped:
-                # no pause or confirmation again before batches that had begun
-                await self._start_batch(run, begun, recovering)
+            if begun:
+                # no pause or confirmation again before batches that had begun; a job
+                # terminated meanwhile sends them nothing more and ends what they run
+                await self._start_batch(run, begun, recovering, send=not stopped)
+                if not starts:
+                    deadline = time.time() + step.timeout
             for batch in (b for b in batches if b > previous):
                 if stop.is_set():
                     stopped = True
@@ -219,12 +234,16 @@ class StepTasks:
         # mode 3: each next batch starts once an operator says so
         if config.mode == MODE_CONFIRM:
             if not await self._await_rolling_confirm(job, step, stop, following):
+                # the batch that waited never started: not shown as the current one
+                await self.store.update_step(step.id, current_batch=done)
                 return False, stop.is_set()
         elif not staggered:
             await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
         return True, False
 
-    async def _start_batch(self, run: StepRun, rows: list[Row[Any]], recovering: bool) -> None:
+    async def _start_batch(
+        self, run: StepRun, rows: list[Row[Any]], recovering: bool, send: bool = True
+    ) -> None:
         before = set(run.pending)
         no_agent = _take_open(run, rows)
         added = [h for h in run.pending if h not in before]
@@ -232,7 +251,8 @@ class StepTasks:
             return
         run.done.clear()
         self.tracker.add_hosts(run, added)
-        await self.dispatcher.dispatch(run, no_agent, recovering)
+        if send:
+            await self.dispatcher.dispatch(run, no_agent, recovering)
 
     async def _failed(self, step_id: int, count: int, batch: int | None = None) -> int:
         counts = await self.store.status_counts(step_id, count, batch=batch)
@@ -258,7 +278,11 @@ class StepTasks:
         if following is not None:
             values["current_batch"] = following
         await self.store.update_step(step.id, **values)
-        await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+        # only a running job waits: a terminate another node took meanwhile (10) stays,
+        # for it is how this node learns of it when no bus message reaches it
+        await self.store.update_job_if(
+            job.id, int(RunStatus.RUNNING), status=int(RunStatus.WAITING_USER)
+        )
         return await self.decisions.await_decision(job, step, stop) is not None
 
     async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
@@ -346,6 +370,19 @@ class StepTasks:
                 # hosts ended by another node (an agent there, a skip taken there) with
                 # no bus to tell this one
                 await self._reconcile(run)
+
+
+def _last_started(step: Row[Any], rows: list[Row[Any]]) -> int:
+    """The last batch of a rolling step that was let start: ``current_batch``, but for
+    a step parked (mode 3) before a batch none of whose hosts has begun."""
+    batch: int = step.current_batch
+    if (
+        step.status == RunStatus.WAITING_USER
+        and batch > 0
+        and all(r.status == HostStatus.WAITING for r in rows if r.batch == batch)
+    ):
+        return batch - 1
+    return batch
 
 
 def _take_open(run: StepRun, rows: list[Row[Any]]) -> set[int]:

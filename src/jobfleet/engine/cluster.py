@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jobfleet.engine.decisions import Decisions
@@ -10,7 +11,7 @@ from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.ports import AgentDirectory
 from jobfleet.engine.results import Results
 from jobfleet.engine.rpc import AgentRpc
-from jobfleet.engine.signals import REPLY, RESULTS, STOP, WAKE
+from jobfleet.engine.signals import REPLY, RESULTS, SKIP, STOP, WAKE
 from jobfleet.engine.tracking import Tracker
 
 
@@ -32,6 +33,7 @@ class SignalHandler:
         rpc: AgentRpc,
         dispatcher: Dispatcher,
         agents: AgentDirectory,
+        force_stop: Callable[[int], bool],
     ) -> None:
         self.tracker = tracker
         self.results = results
@@ -39,9 +41,10 @@ class SignalHandler:
         self.rpc = rpc
         self.dispatcher = dispatcher
         self.agents = agents
+        self.force_stop = force_stop
 
     def handles(self, kind: str) -> bool:
-        return kind in (RESULTS, STOP, WAKE, REPLY)
+        return kind in (RESULTS, STOP, WAKE, SKIP, REPLY)
 
     def message(self, message: dict[str, Any]) -> None:
         if message.get("orphan"):
@@ -55,6 +58,8 @@ class SignalHandler:
             self.decisions.request_stop(int(message["job"]))
         elif kind == WAKE:
             self.decisions.wake_step(int(message["step"]))
+        elif kind == SKIP:
+            self.force_stop(int(message["step"]))
         elif kind == REPLY:
             self.rpc.reply(_Origin(int(message["host"])), message["msg"])  # type: ignore[arg-type]
 

@@ -99,8 +99,10 @@ class JobRunner:
                 status = RunStatus(step.status)
                 if status in STEP_PASSED:
                     continue
-                if status.finished or stop.is_set():
+                if status.finished or (stop.is_set() and status == RunStatus.BLANK):
                     break
+                # a step begun before the job was terminated (its node died while the
+                # step ran or was terminating) is taken up to end as a terminate ends it
                 status = await self._run_step(job, step, stop, recovering)
                 if status not in STEP_PASSED:
                     break
@@ -246,7 +248,11 @@ class JobRunner:
                 status=int(RunStatus.WAITING_USER),
                 start_time=step.start_time or now_ms(),
             )
-            await self.store.update_job(job.id, status=int(RunStatus.WAITING_USER))
+            # only a running job waits: a terminate another node took meanwhile (10)
+            # stays, for it is how this node learns of it when no bus message reaches it
+            await self.store.update_job_if(
+                job.id, int(RunStatus.RUNNING), status=int(RunStatus.WAITING_USER)
+            )
             self.confirm_waiting(job, await self.store.step(step.id))
         current = await self.decisions.await_decision(job, step, stop)
         if current is None:

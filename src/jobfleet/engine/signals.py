@@ -23,6 +23,9 @@ RESULTS = "results"
 STOP = "stop"
 WAKE = "wake"
 REPLY = "reply"
+# sent by nodes of earlier releases, which asked the driving node to end a termination
+# wait (these end the hosts in the store): still taken, for a cluster mid-upgrade
+SKIP = "skip"
 
 
 class Signals:
