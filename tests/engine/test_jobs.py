@@ -351,3 +351,31 @@ async def test_a_resumed_serial_rollout_in_mode_3_asks_once_per_batch(rig: Rig) 
 async def _wait_status(rig: Rig, step_id: int, status: RunStatus) -> bool:
     step = await rig.store.step(step_id)
     return step is not None and step.status == status
+
+
+async def test_a_driver_that_dies_with_the_database_is_resumed_by_its_node(
+        rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes away under a job: its driver fails, and so does its attempt to
+    end the job. The job stays leased to this node, which says so and resumes it once the
+    database answers, to the job's true end."""
+    rig.agents.connect(1)
+    real_steps = rig.store.steps
+    away = True
+
+    async def steps(job_id: int) -> Any:
+        if away:
+            raise ConnectionRefusedError("the database is away")
+        return await real_steps(job_id)
+    monkeypatch.setattr(rig.store, "steps", steps)
+    job_id, _ = await rig.engine.submit(script_job([1]), start=True)
+    for _ in range(100):
+        if not rig.engine.runner.running(job_id):
+            break
+        await asyncio.sleep(0.02)
+    assert not rig.engine.runner.running(job_id)
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.RUNNING
+    assert f"job_driver_died job={job_id}" in caplog.text
+    away = False
+    await rig.engine.recover()
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
