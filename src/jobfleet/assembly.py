@@ -4,6 +4,7 @@ through its constructor (``server.py`` calls ``build_engine``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,9 @@ class NodeListener:
         self.router = router
         self.handler = handler
         self.inventory = inventory
+        # more of what a node leaves behind when it dies (by its node id), answered by
+        # the live node that takes it over
+        self.on_node_gone: list[Callable[[str], Awaitable[None]]] = []
 
     async def message(self, message: dict[str, Any]) -> None:
         kind = str(message.get("k"))
@@ -131,6 +135,12 @@ class NodeListener:
     async def node_gone(self, node: str, hosts: list[int]) -> None:
         self.handler.hosts_gone(hosts)
         await self.inventory.reset_node(node)
+        for gone in self.on_node_gone:
+            # the take-over of the node's messages and agents goes on whatever fails here
+            try:
+                await gone(node)
+            except Exception:
+                log.exception("node_gone_failed node=%s", node)
 
     def reconnected(self) -> None:
         self.handler.reconnected()

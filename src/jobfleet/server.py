@@ -371,6 +371,7 @@ class Server:
         await self.inventory.reset_node(self.node_id)
         if self.services.procs is not None:
             await self.services.procs.start()
+            self.bus_listener.on_node_gone.append(self.services.procs.node_gone)
         self.presence.start()
         await self.bus.start(self.bus_listener)
         # a seeded file wanted or lost on one node is known on every node

@@ -501,3 +501,31 @@ async def test_a_terminate_taken_elsewhere_as_a_confirmation_parks_is_not_overwr
     assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
     step = await rig.store.step(step_id)
     assert step is not None and step.status == RunStatus.STOP_SUCCESS
+
+
+async def test_a_driver_that_dies_with_the_database_is_resumed_by_its_node(
+        rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes away under a job: its driver fails, and so does its attempt to
+    end the job. The job stays leased to this node, which says so and resumes it once the
+    database answers, to the job's true end."""
+    rig.agents.connect(1)
+    real_steps = rig.store.steps
+    away = True
+
+    async def steps(job_id: int) -> Any:
+        if away:
+            raise ConnectionRefusedError("the database is away")
+        return await real_steps(job_id)
+    monkeypatch.setattr(rig.store, "steps", steps)
+    job_id, _ = await rig.engine.submit(script_job([1]), start=True)
+    for _ in range(100):
+        if not rig.engine.runner.running(job_id):
+            break
+        await asyncio.sleep(0.02)
+    assert not rig.engine.runner.running(job_id)
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.RUNNING
+    assert f"job_driver_died job={job_id}" in caplog.text
+    away = False
+    await rig.engine.recover()
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS

@@ -252,3 +252,31 @@ async def test_a_confirmation_waits_through_a_postgresql_restart(
             done = await wire.wait(job_id)
             assert [s["status"] for s in done["step_instance_list"]] == [3, 3], done
             assert "job_failed" not in caplog.text
+
+
+# before the first step has its hosts, and between steps: the driver dies on both
+@pytest.mark.parametrize("delay", [0.05, 2.3])
+async def test_a_long_outage_under_a_job_of_several_steps_leaves_no_job_running(
+        tmp_path: Path, delay: float) -> None:
+    """The database goes away for longer than the driver of a job of several steps rides
+    out, at moments that hit different calls of the driver: the driver dies, and so does
+    its attempt to end the job; the lease keeper resumes the job once the database is
+    back, and it ends with every host's result stored once."""
+    ips = [f"127.0.0.{40 + i}" for i in range(2)]
+    with own_postgresql() as (url, outage):
+        async with run_server(tmp_path, url) as running:
+            await running.start_agents(ips)
+            plan_id, _ = await make_plan(running, [
+                script(f"s{n}", f'sleep 0.4; echo "s{n} $JOBFLEET_HOST_IP"\n', hosts(*ips))
+                for n in range(4)], [])
+            job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
+            await asyncio.sleep(delay)
+            await outage(12)
+            data = await running.wire.wait(job_id, timeout=90)
+            assert data["job_instance"]["status"] in (3, 4, 9), data
+            for n, step in enumerate(data["step_instance_list"]):
+                results = step["step_ip_result_list"]
+                assert len(results) in (0, len(ips)), results
+                if step["status"] == 3:
+                    logs = await running.wire.logs(job_id, step["step_instance_id"], ips)
+                    assert logs == {ip: f"s{n} {ip}\n" for ip in ips}, logs

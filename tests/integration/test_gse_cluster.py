@@ -82,3 +82,49 @@ async def test_gse_calls_reach_an_agent_held_by_another_node(
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid.read_text().split()[0]), signal.SIGKILL)
             shutil.rmtree(setup, ignore_errors=True)
+
+
+async def test_a_dead_nodes_operation_in_flight_is_answered_by_a_live_node(
+        tmp_path: Path, database_url: str) -> None:
+    """The node that asks an agent for a process operation is killed (SIGKILL) before the
+    agent answered, and never comes back: once the cluster holds it gone, a live node
+    answers the operation (65535, the server stopped), not left "handling" (115) for
+    ever."""
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, size=2) as c:
+        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
+        await agents.start()
+        setup = daemon_dir()
+        try:
+            await wait_ready(agents, 1)
+            _ids, ips = await hosts_by_node(c.wires[0])
+            [ip] = ips.values()
+
+            async def online() -> bool:
+                state = await c.wires[0].post(f"{V2}/cluster/list_agent_state",
+                                              {"agent_id_list": [f"0:{ip}"]})
+                return bool(state["result"]) and state["data"][0]["status_code"] == 2
+            await eventually(online, timeout=30)
+            body = proc_request(setup, 0, [ip])
+            # a start whose process never writes its pid file: the agent checks for a minute
+            body["spec"]["control"]["start_cmd"] = "true"
+            body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+            answer = await c.wires[0].post(f"{V2}/proc/operate_proc_multi",
+                                           {"proc_operate_req": [body]})
+            assert answer["result"], answer
+            task = {"task_id": answer["data"]["task_id"]}
+            key = f"0:{ip}:nodeman:daemon"
+            handling = await c.wires[1].post(f"{V2}/proc/get_proc_operate_result_v2", task)
+            assert handling["data"][key]["error_code"] == 115, handling
+            c.nodes[0].kill()
+
+            async def answered() -> dict[str, Any] | None:
+                got = await c.wires[1].post(f"{V2}/proc/get_proc_operate_result_v2", task)
+                assert got["result"], got
+                return got["data"][key] if got["data"][key]["error_code"] != 115 else None
+            result = await eventually(answered, timeout=45)
+            assert result["error_code"] == 65535, result
+            assert "stopped" in result["error_msg"], result
+        finally:
+            await agents.stop()
+            shutil.rmtree(setup, ignore_errors=True)

@@ -255,6 +255,14 @@ class ProcManager:
             self.node_id, handling=HANDLING, code=OP_FAILED, message=SERVER_STOPPED
         )
 
+    async def node_gone(self, node_id: str) -> None:
+        """What a node that died asked (its tasks went with it) is answered by a live
+        one once the cluster holds it gone: it may never come back to answer it."""
+        await self.store.abandon_node(
+            node_id, handling=HANDLING, code=OP_FAILED, message=SERVER_STOPPED
+        )
+        log.info("proc_operations_answered_for_gone_node node=%s", node_id)
+
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
 

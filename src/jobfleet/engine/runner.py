@@ -72,7 +72,19 @@ class JobRunner:
             return
         task = asyncio.get_running_loop().create_task(self._drive(job_id, recovering))
         self._runners[job_id] = task
-        task.add_done_callback(lambda _t: self._runners.pop(job_id, None))
+        task.add_done_callback(lambda t: self._ended(job_id, t))
+
+    def _ended(self, job_id: int, task: asyncio.Task[None]) -> None:
+        self._runners.pop(job_id, None)
+        if task.cancelled() or task.exception() is None:
+            return
+        # the job's end could not be stored either (the database is away): it stays
+        # active and leased to this node, whose lease keeper resumes it (``recover``)
+        log.error(
+            "job_driver_died job=%s: resumed once the database answers",
+            job_id,
+            exc_info=task.exception(),
+        )
 
     async def stop(self) -> None:
         """Stop driving jobs without changing their state: another start resumes them."""

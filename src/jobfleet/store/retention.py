@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Table, delete, or_, select
+from sqlalchemy import Column, Table, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
@@ -87,6 +87,12 @@ class RetentionStore:
                         or_(
                             job_instances.c.end_time.is_(None),
                             job_instances.c.end_time < before_ms,
+                        ),
+                        # a callback or notice still being retried (its retry span may
+                        # outlast a short job period) keeps its job until it ends
+                        ~exists().where(
+                            outbox.c.job_instance_id == job_instances.c.id,
+                            outbox.c.state == "pending",
                         ),
                     )
                     .order_by(job_instances.c.create_time)
