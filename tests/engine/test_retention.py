@@ -13,7 +13,7 @@ class FakeStore(RetentionStore):
     """Rows by kind; every call takes at most ``limit`` of them."""
 
     def __init__(self, jobs: int, audit: int, blob_ids: list[str], in_use: set[str]) -> None:
-        self.left = {"jobs": jobs, "audit": audit, "heal": 0, "procs": 0}
+        self.left = {"jobs": jobs, "audit": audit, "heal": 0, "procs": 0, "firings": 0}
         self.blob_ids = sorted(blob_ids)
         self.in_use = in_use
         self.calls: list[tuple[str, int]] = []
@@ -30,6 +30,9 @@ class FakeStore(RetentionStore):
 
     async def purge_proc_operations(self, before_ms: int, limit: int) -> int:
         return self._take("procs", before_ms, limit)
+
+    async def purge_cron_firings(self, before_ms: int, limit: int) -> int:
+        return self._take("firings", before_ms, limit)
 
     def _take(self, kind: str, before_ms: int, limit: int) -> int:
         self.cutoffs.append(before_ms)
@@ -55,10 +58,10 @@ async def test_a_pass_works_in_batches_until_one_comes_back_short() -> None:
     retention = Retention(store, RetentionSettings(jobs=DAY, audit=2 * DAY, blobs=DAY, heal=0,
                                                    batch=3, pause=0.0))
     done = await retention.run_once()
-    assert done == {"jobs": 7, "procs": 0, "audit": 3, "blobs": 4,
+    assert done == {"jobs": 7, "procs": 0, "firings": 0, "audit": 3, "blobs": 4,
                     "heal": 0}
-    assert store.calls == [("jobs", 3), ("jobs", 3), ("jobs", 1), ("procs", 0), ("audit", 3),
-                           ("audit", 0), ("blobs", 2), ("blobs", 2)]
+    assert store.calls == [("jobs", 3), ("jobs", 3), ("jobs", 1), ("procs", 0), ("firings", 0),
+                           ("audit", 3), ("audit", 0), ("blobs", 2), ("blobs", 2)]
     assert store.blob_ids == [f"{1:032x}"]
     now_ms = time.time() * 1000
     assert abs(store.cutoffs[0] - (now_ms - DAY * 1000)) < 5000
@@ -68,7 +71,7 @@ async def test_a_pass_works_in_batches_until_one_comes_back_short() -> None:
 async def test_zero_keeps_forever_and_no_task_runs_when_all_are_zero() -> None:
     store = FakeStore(4, 4, ["a" * 32], set())
     retention = Retention(store, RetentionSettings(jobs=0, audit=DAY, blobs=0, heal=0, batch=10))
-    assert await retention.run_once() == {"jobs": 0, "procs": 0, "audit": 4,
+    assert await retention.run_once() == {"jobs": 0, "procs": 0, "firings": 0, "audit": 4,
                                              "blobs": 0, "heal": 0}
     assert store.left["jobs"] == 4
     idle = Retention(store, RetentionSettings(jobs=0, audit=0, blobs=0, heal=0))

@@ -246,7 +246,7 @@ async def test_retention_purges_old_history_and_keeps_what_is_in_use(
                                   headers=wire.headers())
     assert missing.status_code == 404 and missing.json()["result"] is False
     # nothing left to do: a second pass purges nothing
-    assert await retention.run_once() == {"jobs": 0, "procs": 0, "audit": 0,
+    assert await retention.run_once() == {"jobs": 0, "procs": 0, "firings": 0, "audit": 0,
                                              "blobs": 0, "heal": 0}
 
 

@@ -484,3 +484,37 @@ async def test_downloads_are_a_phase_of_the_step(tmp_path: Path, database_url: s
                                   "file_list": ["v1/tool.sh"]}],
             "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
         assert short["code"] == 1241010 and "project/repo/path" in short["message"], short
+
+
+async def test_any_download_error_ends_the_download_with_its_reason(
+        tmp_path: Path, database_url: str, artifact_server: str) -> None:
+    """A token no HTTP header can carry raised neither a JobError, a timeout nor an
+    OSError: the targets' file logs stayed at "Waiting to download" and the step ended
+    abnormal, with no reason."""
+    token = "tøken-kept-sealed-中"
+    async with run_server(tmp_path, database_url, server=LOOPBACK) as running:
+        await running.start_agents(IPS)
+        wire = running.wire
+        cred = await wire.v3("create_credential", {
+            "bk_biz_id": 2, "name": "odd", "type": "SECRET_KEY",
+            "credential_secret_key": token})
+        assert cred["result"], cred
+        made = await wire.v3("create_file_source", {
+            "bk_biz_id": 2, "code": "odd", "alias": "odd", "type": "HTTP",
+            "access_params": {"base_url": artifact_server}, "credential_id": cred["data"]["id"],
+            "file_prefix": "repo/"})
+        assert made["result"], made
+        out = await asyncio.to_thread(transfer, running, {"file_source_code": "odd"},
+                                      ["app/app.conf"], str(tmp_path / "dest"))
+        assert out["data"]["job_instance"]["status"] == 4, out
+        hosts = out["data"]["step_instance_list"][0]["step_ip_result_list"]
+        assert {h["status"] for h in hosts} != {9}, hosts
+        logs = await asyncio.to_thread(ip_logs, running, out)
+        for ip in IPS:
+            [row] = [r for r in logs[ip] if r["mode"] == 0]
+            assert row["status"] == 5, row
+            assert "Download from file source odd (odd) failed" in row["log_content"], row
+            assert "UnicodeEncodeError" in row["log_content"], row
+        text = json.dumps(logs, ensure_ascii=False) + json.dumps(out, ensure_ascii=False)
+        assert "kept-sealed" not in text
+        assert not (tmp_path / "dest").exists()

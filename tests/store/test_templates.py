@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.variables import MASK
@@ -17,7 +17,7 @@ from jobfleet.store.database import Database
 from jobfleet.store.plans import PlanStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
-from jobfleet.store.tables import job_templates
+from jobfleet.store.tables import file_sources, job_templates
 from jobfleet.store.templates import ListFilter, TemplateStore
 
 HOSTS = {"ip_list": [{"bk_cloud_id": 0, "ip": "127.0.0.5"}]}
@@ -185,3 +185,32 @@ async def test_concurrent_updates_each_count(store: TemplateStore) -> None:
     assert row.version == 9
     # every new step had an id of its own, and the one kept says so
     assert row.next_step_id == 11 and store.steps(row)[1]["id"] >= 3
+
+
+async def test_a_file_source_of_another_business_or_none_is_refused_at_save(
+        db: Database, store: TemplateStore) -> None:
+    # accepted at save, such a step was only refused when its plan was launched
+    async with db.begin() as conn:
+        ids = {}
+        for biz in (2, 3):
+            ids[biz] = (await conn.execute(insert(file_sources).values(
+                bk_biz_id=biz, code="mirror", alias="mirror", type="HTTP",
+                access_params={"base_url": "http://127.0.0.1:9"}, credential_id="x" * 32,
+                create_time=1, last_modify_time=1))).inserted_primary_key[0]
+
+    def file_step(source_id: int) -> dict[str, Any]:
+        return {"name": "fetch", "type": 2, "file_info": {
+            "file_source_list": [{"file_type": 3, "file_list": ["a"],
+                                  "file_source_id": source_id}],
+            "file_destination": {"path": "/tmp/x", "account": "root", "server": HOSTS}}}
+
+    tid = await make(store, steps=[file_step(ids[2])])
+    for bad in (ids[3], ids[3] + 100):
+        with pytest.raises(JobError) as err:
+            await make(store, name="other", steps=[file_step(bad)])
+        assert code_of(err) == ErrorCode.FILE_SOURCE_NOT_EXIST
+        assert f"File source {bad} of step 'fetch'" in err.value.message
+        with pytest.raises(JobError) as err:
+            await store.update_template([2], tid, "deploy", "", [file_step(bad)], variables(),
+                                        "alice")
+        assert code_of(err) == ErrorCode.FILE_SOURCE_NOT_EXIST

@@ -89,6 +89,14 @@ def cron_add(
         list[str],
         typer.Option("--hosts", help="A host variable's hosts: name=ip,cloud:ip (repeat)."),
     ] = [],  # noqa: B006
+    var_file: Annotated[
+        list[str],
+        typer.Option(
+            "--var-file",
+            help="A variable's value read from a file ('-' for stdin), one line end "
+            "dropped: name=FILE (repeat). For passwords: --var shows in the process list.",
+        ),
+    ] = [],  # noqa: B006
     start: Annotated[bool, typer.Option("--start", help="Start it now (else paused).")] = False,
     biz: BizOption = None,
     json_out: JsonOption = False,
@@ -105,7 +113,7 @@ def cron_add(
         body["execute_time"] = _when(at)
     if tz:
         body["execute_time_zone"] = tz
-    values = global_vars(var, hosts)
+    values = global_vars(var, hosts, var_file)
     if values:
         body["global_var_list"] = values
     with cli.client() as client:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from jobfleet.store.filelogs import FAILED, SUCCESS, UPLOAD, WAITING, FileLogSto
 
 if TYPE_CHECKING:
     import httpx
+
+log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 60.0
 # how often a download's progress is written to the file logs, in seconds
@@ -253,6 +256,16 @@ class ThirdPartyFiles:
         except asyncio.CancelledError:
             await self._failed(downloads, current, name, "the step was terminated")
             raise
+        except Exception as exc:
+            # anything else (a credential no header can carry, a library's own error) ends
+            # the downloads too, else the targets wait for them forever; the error's text
+            # may quote a credential, so only its kind is shown
+            log.warning(
+                "file_source_download_failed step=%s source=%s error=%s",
+                step.id, source.get("code"), type(exc).__name__,
+            )
+            reason = f"an unexpected error on the server ({type(exc).__name__})"
+            return await self._failed(downloads, current, name, reason, HostStatus.GSE_FILE_ERROR)
 
     async def _open(self, source: dict[str, Any]) -> tuple[Row[Any], dict[str, str]]:
         """The source as it is now, and its credential's clear values."""

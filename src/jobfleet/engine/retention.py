@@ -1,5 +1,5 @@
-"""Purging old history in the background: finished jobs and GSE process operations,
-audit entries, blobs and self-healing decisions.
+"""Purging old history in the background: finished jobs, GSE process operations and
+cron firings, audit entries, blobs and self-healing decisions.
 
 Each pass deletes in batches of ``batch`` rows, one transaction each, with a
 pause between batches, so that the engine's own writes are never held back for
@@ -66,13 +66,16 @@ class Retention:
         """One pass over every kind; how many of each were purged."""
         s = self.settings
         now = time.time()
-        done = {"jobs": 0, "procs": 0, "audit": 0, "blobs": 0, "heal": 0}
+        done = {"jobs": 0, "procs": 0, "firings": 0, "audit": 0, "blobs": 0, "heal": 0}
         if s.jobs:
             cutoff = int((now - s.jobs) * 1000)
             done["jobs"] = await self._batches(lambda: self.store.purge_jobs(cutoff, s.batch))
             # the process operations bk-nodeman and bk-monitor run are execution history too
             done["procs"] = await self._batches(
                 lambda: self.store.purge_proc_operations(cutoff, s.batch)
+            )
+            done["firings"] = await self._batches(
+                lambda: self.store.purge_cron_firings(cutoff, s.batch)
             )
         if s.audit:
             cutoff = int((now - s.audit) * 1000)
@@ -86,9 +89,10 @@ class Retention:
             )
         if any(done.values()):
             log.info(
-                "retention_purged jobs=%d procs=%d audit=%d blobs=%d heal=%d",
+                "retention_purged jobs=%d procs=%d firings=%d audit=%d blobs=%d heal=%d",
                 done["jobs"],
                 done["procs"],
+                done["firings"],
                 done["audit"],
                 done["blobs"],
                 done["heal"],

@@ -18,6 +18,7 @@ from jobfleet.sdk._transport import (
     AnswerBudget,
     Method,
     answer_seconds,
+    app_auth,
     default_headers,
 )
 
@@ -104,6 +105,7 @@ class ClientBase(Generic[X]):
             {
                 "base_url": self.base_url,
                 "headers": default_headers(self.credentials, token),
+                "auth": app_auth(self.credentials, token),
                 "timeout": timeout,
                 "verify": verify,
                 "transport": transport,

@@ -82,6 +82,19 @@ def checked_upload(
     return answer
 
 
+# what a download may write when no max_bytes is given: a server that sends a file
+# chunked, with no length, could otherwise fill the disk
+MAX_DOWNLOAD_BYTES = 16 * 1024**3
+
+
+def too_large(file_id: str, max_bytes: int) -> JobApiError:
+    return JobApiError(
+        -1,
+        f"download of file {file_id}: the file is larger than {max_bytes} bytes "
+        f"(download_file's max_bytes)",
+    )
+
+
 def check_download(file_id: str, expected: str | None, actual: str) -> None:
     if expected and expected.lower() != actual:
         raise JobApiError(

@@ -345,12 +345,15 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         file_id: str,
         dest_path: str | os.PathLike[str],
         on_progress: Callable[[int], None] | None = None,
+        max_bytes: int = _file_flow.MAX_DOWNLOAD_BYTES,
     ) -> Flow[None]:
         """Save a file the server holds (fetched from a host, or uploaded) at ``dest_path``.
 
         The bytes go to a temporary file beside it that is renamed once complete and,
         when the server sends its sha256, verified; ``dest_path`` is never left half
-        written. ``on_progress`` is called with the bytes received so far.
+        written. ``on_progress`` is called with the bytes received so far. A file larger
+        than ``max_bytes`` (16 GiB unless given) is refused, as soon as its length or
+        its bytes say so, and nothing of it is left on disk.
         """
         response: httpx.Response = yield Send(
             "GET", download_path(file_id), headers=DOWNLOAD_HEADERS, stream=True
@@ -359,7 +362,10 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
             if not is_file_response(response):
                 yield Read(response)
                 raise not_a_file(response)
-            sink = DownloadSink(file_id, Path(dest_path), on_progress)
+            length = response.headers.get("content-length", "")
+            if length.isdecimal() and int(length) > max_bytes:
+                raise _file_flow.too_large(file_id, max_bytes)
+            sink = DownloadSink(file_id, Path(dest_path), on_progress, max_bytes)
             sink.expected = response.headers.get(_flow.SHA256_HEADER)
             try:
                 yield Blocking(sink.open)

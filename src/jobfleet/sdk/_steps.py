@@ -57,9 +57,16 @@ class DownloadSink:
     """A download written to a temporary file beside ``dest``, renamed once complete
     and verified. ``open``, ``write``, ``finish`` and ``discard`` block on disk."""
 
-    def __init__(self, file_id: str, dest: Path, on_progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        file_id: str,
+        dest: Path,
+        on_progress: Callable[[int], None] | None,
+        max_bytes: int = _file_flow.MAX_DOWNLOAD_BYTES,
+    ) -> None:
         self.file_id = file_id
         self.dest = dest
+        self.max_bytes = max_bytes
         self.expected: str | None = None
         self.received = 0
         self._on_progress = on_progress
@@ -72,6 +79,8 @@ class DownloadSink:
 
     def write(self, chunk: bytes) -> None:
         assert self._fh is not None
+        if self.received + len(chunk) > self.max_bytes:
+            raise _file_flow.too_large(self.file_id, self.max_bytes)
         self._fh.write(chunk)
         self._digest.update(chunk)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -56,13 +56,30 @@ class RequestSpec:
 
 
 def default_headers(credentials: Credentials, token: str | None = None) -> dict[str, str]:
-    """App credentials, or with ``token`` a personal token (which names its own user)."""
-    auth = (
-        {"Authorization": f"Bearer {bearer_token(token)}"}
-        if token
-        else {"X-Bkapi-Authorization": credentials.header_value()}
-    )
+    """With ``token``, a personal token (which names its own user); app credentials go
+    with each request instead (``app_auth``)."""
+    auth = {"Authorization": f"Bearer {bearer_token(token)}"} if token else {}
     return {**auth, "Accept": "application/json", "User-Agent": USER_AGENT}
+
+
+class AppAuth(httpx.Auth):
+    """``X-Bkapi-Authorization`` set on each request as it leaves. Among the client's
+    default headers it showed in their repr, which hides ``Authorization`` only."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["X-Bkapi-Authorization"] = self._credentials.header_value()
+        yield request
+
+    def __repr__(self) -> str:
+        return f"AppAuth(app_code={self._credentials.app_code!r})"
+
+
+def app_auth(credentials: Credentials, token: str | None = None) -> AppAuth | None:
+    """The app credentials' auth, unless a personal token stands in for them."""
+    return None if token else AppAuth(credentials)
 
 
 def bearer_token(token: str) -> str:

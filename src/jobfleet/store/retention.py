@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Table, delete, exists, or_, select
+from sqlalchemy import Column, Table, delete, exists, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
@@ -17,6 +17,7 @@ from jobfleet.store.tables import (
     blob_parts,
     blob_readers,
     blobs,
+    cron_firings,
     file_logs,
     heal_decisions,
     job_instances,
@@ -114,6 +115,33 @@ class RetentionStore:
             proc_operations, before_ms, limit,
             key=proc_operations.c.task_id, children=(proc_results.c.task_id,),
         )
+
+    async def purge_cron_firings(self, before_ms: int, limit: int) -> int:
+        """At most ``limit`` cron firings recorded before ``before_ms``, oldest first; the
+        latest firing of each cron stays whatever its age, for its cron's pages."""
+        newer = cron_firings.alias("newer")
+        superseded = (
+            select(newer.c.slot)
+            .where(newer.c.cron_id == cron_firings.c.cron_id, newer.c.slot > cron_firings.c.slot)
+            .exists()
+        )
+        async with self.db.begin() as conn:
+            keys = [
+                (int(r.cron_id), int(r.slot))
+                for r in await conn.execute(
+                    select(cron_firings.c.cron_id, cron_firings.c.slot)
+                    .where(cron_firings.c.create_time < before_ms, superseded)
+                    .order_by(cron_firings.c.create_time)
+                    .limit(limit)
+                )
+            ]
+            if keys:
+                await conn.execute(
+                    delete(cron_firings).where(
+                        tuple_(cron_firings.c.cron_id, cron_firings.c.slot).in_(keys)
+                    )
+                )
+        return len(keys)
 
     async def _purge_older(
         self,

@@ -544,7 +544,8 @@ cron_firings = Table(
     Column("outcome", String(16), nullable=False),
     Column("message", String(1024), nullable=False, default=""),
     Column("node", String(64), nullable=False, default=""),
-    Column("create_time", BigInteger, nullable=False),
+    # retention finds the old firings by it
+    Column("create_time", BigInteger, nullable=False, index=True),
 )
 
 # a business's topology: sets (parent null) and the modules inside them

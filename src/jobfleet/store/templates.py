@@ -37,7 +37,7 @@ from jobfleet.store.crons import refuse_launched_plans
 from jobfleet.store.database import Database, new_stamps, now_ms
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
-from jobfleet.store.tables import job_plans, job_templates
+from jobfleet.store.tables import file_sources, job_plans, job_templates
 
 
 def seal_variables(variables: list[Variable], cipher: Cipher) -> list[dict[str, Any]]:
@@ -393,6 +393,8 @@ class TemplateStore(SealedRows):
                 for src in files["file_source_list"]:
                     if "account" in src:
                         src["account"] = await self._account(conn, bk_biz_id, src["account"], where)
+                    if src.get("file_source_id") is not None:
+                        await self._file_source(conn, bk_biz_id, src["file_source_id"], where)
                 dest = files["file_destination"]
                 dest["account"] = await self._account(conn, bk_biz_id, dest["account"], where)
 
@@ -414,6 +416,25 @@ class TemplateStore(SealedRows):
                 f"Account {named} of {where} does not exist in business {bk_biz_id}",
             )
         return {"id": int(row.id), "alias": str(row.alias)}
+
+    @staticmethod
+    async def _file_source(
+        conn: AsyncConnection, bk_biz_id: int, source_id: int, where: str
+    ) -> None:
+        """A launch looks the source up in the template's business: one of another
+        business, or none, would only be refused then."""
+        found = (
+            await conn.execute(
+                select(file_sources.c.id).where(
+                    file_sources.c.bk_biz_id == bk_biz_id, file_sources.c.id == source_id
+                )
+            )
+        ).first()
+        if found is None:
+            raise JobError(
+                ErrorCode.FILE_SOURCE_NOT_EXIST,
+                f"File source {source_id} of {where} does not exist in business {bk_biz_id}",
+            )
 
     async def _script(
         self, conn: AsyncConnection, bk_biz_id: int, info: dict[str, Any], where: str

@@ -1,0 +1,39 @@
+"""``jobfleet cron add``'s variable values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from conftest import Cli, FakeServer
+
+
+def test_cron_add_reads_a_value_from_a_file_to_keep_it_off_the_command_line(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    answer = server.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("save_cron"):
+            server.requests.append(request)
+            return server.ok({"id": 3, "name": "nightly", "status": 2, "job_plan_id": 12})
+        return answer(request)
+
+    server.handle = handle  # type: ignore[method-assign]
+    secret = tmp_path / "db.pw"
+    secret.write_text("s3cr3t\n")
+    result = cli(
+        "cron", "add", "nightly", "--plan", "12", "--cron", "0 2 * * *",
+        "--var", "version=1.4", "--var-file", f"db_pw={secret}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [sent] = [r for r in server.requests if r.url.path.endswith("save_cron")]
+    assert json.loads(sent.content)["global_var_list"] == [
+        {"name": "version", "value": "1.4"}, {"name": "db_pw", "value": "s3cr3t"}]
+    result = cli("cron", "add", "x", "--plan", "12", "--cron", "0 2 * * *", "--var-file", "db_pw")
+    assert result.exit_code == 2, result.output
+    assert "--var-file" in result.output
