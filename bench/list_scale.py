@@ -4,12 +4,12 @@ For each backend (SQLite in a temporary data dir; PostgreSQL in a cluster starte
 scripts/pg-cluster.sh) and each size (``--floor-scale``, then ``--scale``), a jobfleet
 server migrates an empty database and stops; the bench fills the store's tables in bulk
 (``executemany`` on SQLite, ``COPY`` on PostgreSQL, then PostgreSQL's ``ANALYZE`` as its
-autovacuum would have run; SQLite gets none, as the server runs none), starts the server
-again and times each route over one kept-alive connection (p50 and p95 of ``--repeat``
-calls). The periodic queries (retention, cron scheduler, outbox) have no route: they are
-timed through their store classes in the bench's process. Each probe then runs once more
-through the store in the bench's process, which records the SQL it sends and prints its
-plan (``EXPLAIN QUERY PLAN`` / ``EXPLAIN``).
+autovacuum would have run; SQLite's are the sampled ANALYZE the server runs as it
+starts), starts the server again and times each route over one kept-alive connection
+(p50 and p95 of ``--repeat`` calls). The periodic queries (retention, cron scheduler,
+outbox) have no route: they are timed through their store classes in the bench's
+process. Each probe then runs once more through the store in the bench's process, which
+records the SQL it sends and prints its plan (``EXPLAIN QUERY PLAN`` / ``EXPLAIN``).
 
 At ``--scale 1``: 1,000,000 jobs (a step, a host result and a log chunk each) over 50
 businesses and 85 days (inside the default 90-day retention), 20,000 scripts of 3
