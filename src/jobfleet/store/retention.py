@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Column, Table, delete, select
 
-from jobfleet.domain.status import FINISHED_RUN_STATUSES
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.store.database import Database
 from jobfleet.store.tables import (
     audit_log,
@@ -32,6 +32,9 @@ from jobfleet.store.tables import (
 # blob ids are uuid4 hex: any such token in a plan, template or live step names a blob
 BLOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
 FINAL = [int(s) for s in FINISHED_RUN_STATUSES]
+# asked of the status index one value each; "not finished" would read all of it, a
+# row for every job kept
+UNFINISHED = [int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES]
 
 
 class RetentionStore:
@@ -129,7 +132,7 @@ class RetentionStore:
             for column in (job_templates.c.steps, job_plans.c.steps):
                 for value in (await conn.execute(select(column))).scalars():
                     _collect(value, found)
-            live = select(job_instances.c.id).where(job_instances.c.status.not_in(FINAL))
+            live = select(job_instances.c.id).where(job_instances.c.status.in_(UNFINISHED))
             live_steps = select(step_instances.c.id).where(
                 step_instances.c.job_instance_id.in_(live)
             )
