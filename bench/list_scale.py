@@ -402,6 +402,14 @@ def probes(api: Api, load: Load) -> list[Probe]:
     script_id = "s0000000"
     some_cron = 1 + len(load.biz_ids) * 0  # cron 1 is of business BIZ
 
+    async def home_store(s: Stores) -> None:
+        await s.jobs.list_jobs(scope_type="biz", scope_id=str(BIZ), start_ms=end - 7 * DAY_MS,
+                               end_ms=end, filters={"status": 4}, offset=0, limit=20)
+        # the confirmations waiting in each of the admin's businesses (status 7, type 3)
+        await s.jobs.newest_steps_of_status(
+            scope_type="biz", scope_ids=[str(b) for b in load.biz_ids],
+            start_ms=end - 30 * DAY_MS, end_ms=end, status=7, per_scope=50, step_type=3)
+
     async def status_store(s: Stores) -> None:
         _job, steps = await s.jobs.job_and_steps(old_job)
         await s.jobs.hosts_of_steps(steps, results_only=True)
@@ -464,10 +472,7 @@ def probes(api: Api, load: Load) -> list[Probe]:
                                          start_ms=start, end_ms=end, filters={}, offset=0,
                                          limit=50)),
         Probe("console / (running and failed jobs)",
-              lambda: api.page("/", {"biz": BIZ}),
-              lambda s: s.jobs.list_jobs(scope_type="biz", scope_id=str(BIZ),
-                                         start_ms=end - 7 * DAY_MS, end_ms=end,
-                                         filters={"status": 4}, offset=0, limit=20)),
+              lambda: api.page("/", {"biz": BIZ}), home_store),
         Probe("console /hosts",
               lambda: api.page("/hosts", {"biz": BIZ}),
               lambda s: s.hosts.page(HostQuery(bk_biz_id=BIZ), 0, 100)),
