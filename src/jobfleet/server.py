@@ -82,6 +82,7 @@ from jobfleet.store.retention import RetentionStore
 from jobfleet.store.rules import RuleStore
 from jobfleet.store.scripts import ScriptStore
 from jobfleet.store.secrets import Cipher
+from jobfleet.store.statistics import Statistics
 from jobfleet.store.template_io import TemplateImporter
 from jobfleet.store.templates import TemplateStore
 from jobfleet.web import console_router
@@ -264,6 +265,7 @@ class Server:
             self.audit,
         )
         self.retention = Retention(RetentionStore(self.db, self.blobs.root), settings.retention)
+        self.statistics = Statistics(self.db)
         # bound now, so that its port (perhaps picked by the OS) is known before
         # anything announces it
         self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
@@ -380,6 +382,7 @@ class Server:
         self.callbacks.start()
         self.cron_scheduler.start()
         self.retention.start()
+        self.statistics.start()
         self.gateway.start()
         await self._start_agent_listener()
         log.info(
@@ -449,6 +452,7 @@ class Server:
             # no new cron job may reach an engine that is stopping
             ("cron", self.cron_scheduler.stop),
             ("retention", self.retention.stop),
+            ("statistics", self.statistics.stop),
             ("engine", self.engine.stop),
             ("approvals", self.approvals.stop),
             ("callbacks", self.callbacks.stop),

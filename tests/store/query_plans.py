@@ -3,7 +3,8 @@
 PostgreSQL plans a table of a few test rows as a sequential scan whatever its indexes;
 with sequential scans, sorts and bitmap scans priced out the plan shows whether an index
 serves the query, in the order asked, as it would on a table of a million rows. SQLite
-has no statistics (the server runs no ANALYZE) and plans the same way at any size.
+has no statistics here (a store test runs no ANALYZE; the server samples its tables at
+start and hourly) and plans the same way at any size.
 """
 
 from __future__ import annotations

@@ -30,3 +30,17 @@ async def test_a_retention_batch_searches_by_creation_time(
     assert f"ix_{table}_create_time" in plan, plan
     # rows found in index order: no sort of every old row to keep the first 500
     assert not sorts_all(plan), plan
+
+
+async def test_blobs_in_use_finds_the_unfinished_jobs_by_their_status(
+    db: Database, tmp_path: Path
+) -> None:
+    """The files of jobs still running are kept: those jobs are found in the status
+    index by each unfinished status, not by reading the status of every job kept."""
+    plans = await plans_of(db, RetentionStore(db, tmp_path).blobs_in_use)
+    live = [p for p in plans if "FROM job_instances" in p]
+    assert len(live) == 2, plans
+    for plan in live:
+        found = plan.split(" => ", 1)[1]
+        assert "SCAN job_instances" not in found, found
+        assert "<> ALL" not in found, found

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Column, Table, delete, exists, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobfleet.domain.status import FINISHED_RUN_STATUSES
+from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.store.database import Database
 from jobfleet.store.tables import (
     audit_log,
@@ -34,6 +34,9 @@ from jobfleet.store.tables import (
 # blob ids are uuid4 hex: any such token in a plan, template or live step names a blob
 BLOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
 FINAL = [int(s) for s in FINISHED_RUN_STATUSES]
+# asked of the status index one value each; "not finished" would read all of it, a
+# row for every job kept
+UNFINISHED = [int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES]
 
 
 class RetentionStore:
@@ -187,7 +190,7 @@ class RetentionStore:
                     query = query.where(table.c.last_modify_time >= changed_since)
                 for value in (await conn.execute(query)).scalars():
                     _collect(value, found)
-            live = select(job_instances.c.id).where(job_instances.c.status.not_in(FINAL))
+            live = select(job_instances.c.id).where(job_instances.c.status.in_(UNFINISHED))
             live_steps = select(step_instances.c.id).where(
                 step_instances.c.job_instance_id.in_(live)
             )

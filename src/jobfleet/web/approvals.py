@@ -20,21 +20,20 @@ async def waiting_for(
     services: Services, user: str, businesses: Iterable[int]
 ) -> list[dict[str, Any]]:
     now = int(time.time() * 1000)
-    found: list[dict[str, Any]] = []
-    for biz in businesses:
-        _total, jobs = await services.jobs.list_jobs(
-            scope_type=ScopeType.BIZ,
-            scope_id=str(biz),
-            start_ms=now - DAYS * 86400_000,
-            end_ms=now,
-            filters={"status": int(RunStatus.WAITING_USER)},
-            offset=0,
-            limit=PER_BUSINESS,
-        )
-        for job in jobs:
-            for step in await services.jobs.steps(job.id):
-                if step.type != StepType.MANUAL_CONFIRM or step.status != RunStatus.WAITING_USER:
-                    continue
-                if user in approvers(job.operator, step.config):
-                    found.append({"job": job, "step": step, "biz": biz})
-    return found
+    held = {str(biz): i for i, biz in enumerate(businesses)}
+    pairs = await services.jobs.newest_steps_of_status(
+        scope_type=ScopeType.BIZ,
+        scope_ids=list(held),
+        start_ms=now - DAYS * 86400_000,
+        end_ms=now,
+        status=int(RunStatus.WAITING_USER),
+        per_scope=PER_BUSINESS,
+        step_type=int(StepType.MANUAL_CONFIRM),
+    )
+    # business by business, in the order the user holds them
+    ordered = sorted(pairs, key=lambda pair: held[pair[0].scope_id])
+    return [
+        {"job": job, "step": step, "biz": int(job.scope_id)}
+        for job, step in ordered
+        if user in approvers(job.operator, step.config)
+    ]
