@@ -25,7 +25,7 @@ from tests.integration.harness import (
     run_server,
 )
 from tests.integration.test_plans import execute, hosts, make_plan, script
-from tests.integration.test_script_execution import tree_alive
+from tests.integration.test_script_execution import sleep_marker, tree_alive
 
 from jobfleet.server import read_bootstrap
 
@@ -107,7 +107,7 @@ async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
 
 async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
                                                            tmp_path: Path) -> None:
-    marker = "4244.25"
+    marker = sleep_marker("4244.25")
     agent = Proc(["jobfleet", "agent", "--server", running.url,
                   "--state-dir", str(tmp_path / "agent"),
                   "--ip", "127.0.0.7", "--log-level", "warning"],

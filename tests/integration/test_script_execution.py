@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 
 import pytest
@@ -105,6 +106,12 @@ async def test_root_agent_runs_script_as_the_account(running: Running) -> None:
     assert logs[IPS[0]] == "nobody\n"
 
 
+def sleep_marker(seconds: str) -> str:
+    """A ``sleep`` argument only this test's processes carry: the same test on another
+    backend may run beside it in another worker."""
+    return f"{seconds}{secrets.randbelow(10**6):06d}"
+
+
 def tree_alive(marker: str) -> list[str]:
     alive = []
     for pid in os.listdir("/proc"):
@@ -122,7 +129,7 @@ def tree_alive(marker: str) -> list[str]:
 
 async def test_timeout_kills_the_whole_tree(running: Running) -> None:
     await running.start_agents(IPS[:1])
-    marker = "4242.123"
+    marker = sleep_marker("4242.123")
     script = f"sleep {marker} &\nsetsid sleep {marker} &\nsleep {marker}\n"
     sub = await running.wire.run_script(script, IPS[:1], timeout=1)
     data = await running.wire.wait(sub["job_instance_id"], timeout=30)
@@ -133,7 +140,7 @@ async def test_timeout_kills_the_whole_tree(running: Running) -> None:
 
 async def test_terminate_stops_processes_and_ends_in_stop_success(running: Running) -> None:
     await running.start_agents(IPS[:2])
-    marker = "4243.5"
+    marker = sleep_marker("4243.5")
     sub = await running.wire.run_script(f"echo started; sleep {marker} & sleep {marker}", IPS[:2])
     job_id = sub["job_instance_id"]
 
