@@ -48,6 +48,22 @@ BizOption = Annotated[
     int | None, typer.Option("--biz", help="Business id (default: the global --biz).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+# a plan's variables, as ``plan run`` and ``cron add`` take them
+VarOption = Annotated[
+    list[str], typer.Option("--var", help="A variable's value: name=value (repeat).")
+]
+HostsOption = Annotated[
+    list[str],
+    typer.Option("--hosts", help="A host variable's hosts: name=ip,cloud:ip (repeat)."),
+]
+VarFileOption = Annotated[
+    list[str],
+    typer.Option(
+        "--var-file",
+        help="A variable's value read from a file ('-' for stdin), one line end "
+        "dropped: name=FILE (repeat). For passwords: --var shows in the process list.",
+    ),
+]
 
 # when output goes to a pipe or file, no line is cut or wrapped: IPs, paths and log lines
 # stay whole for grep and awk (Rich would otherwise assume 80 columns, or $COLUMNS)

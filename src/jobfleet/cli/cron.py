@@ -9,7 +9,15 @@ import typer
 from rich.text import Text
 
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli._context import (
+    BizOption,
+    CliContext,
+    HostsOption,
+    JsonOption,
+    VarFileOption,
+    VarOption,
+    cli_context,
+)
 from jobfleet.cli.templates import global_vars
 
 cron_app = typer.Typer(help="Crons: run a plan on a schedule or once.", no_args_is_help=True)
@@ -82,21 +90,9 @@ def cron_add(
         str | None, typer.Option("--at", help="Run once: epoch seconds or an ISO time.")
     ] = None,
     tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone.")] = None,
-    var: Annotated[
-        list[str], typer.Option("--var", help="A variable's value: name=value (repeat).")
-    ] = [],  # noqa: B006 - typer reads the default, never mutates it
-    hosts: Annotated[
-        list[str],
-        typer.Option("--hosts", help="A host variable's hosts: name=ip,cloud:ip (repeat)."),
-    ] = [],  # noqa: B006
-    var_file: Annotated[
-        list[str],
-        typer.Option(
-            "--var-file",
-            help="A variable's value read from a file ('-' for stdin), one line end "
-            "dropped: name=FILE (repeat). For passwords: --var shows in the process list.",
-        ),
-    ] = [],  # noqa: B006
+    var: VarOption = [],  # noqa: B006 - typer reads the default, never mutates it
+    hosts: HostsOption = [],  # noqa: B006
+    var_file: VarFileOption = [],  # noqa: B006
     start: Annotated[bool, typer.Option("--start", help="Start it now (else paused).")] = False,
     biz: BizOption = None,
     json_out: JsonOption = False,

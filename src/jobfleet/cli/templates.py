@@ -11,7 +11,16 @@ import typer
 from rich.text import Text
 
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context, interrupted
+from jobfleet.cli._context import (
+    BizOption,
+    CliContext,
+    HostsOption,
+    JsonOption,
+    VarFileOption,
+    VarOption,
+    cli_context,
+    interrupted,
+)
 from jobfleet.cli._input import read_text
 from jobfleet.sdk import JobClient, parse_host
 
@@ -180,21 +189,9 @@ def global_vars(
 def plan_run(
     ctx: typer.Context,
     plan: Annotated[int, typer.Argument(help="Plan id.")],
-    var: Annotated[
-        list[str], typer.Option("--var", help="A variable's value: name=value (repeat).")
-    ] = [],  # noqa: B006 - typer reads the default, never mutates it
-    hosts: Annotated[
-        list[str],
-        typer.Option("--hosts", help="A host variable's hosts: name=ip,cloud:ip (repeat)."),
-    ] = [],  # noqa: B006
-    var_file: Annotated[
-        list[str],
-        typer.Option(
-            "--var-file",
-            help="A variable's value read from a file ('-' for stdin), one line end "
-            "dropped: name=FILE (repeat). For passwords: --var shows in the process list.",
-        ),
-    ] = [],  # noqa: B006
+    var: VarOption = [],  # noqa: B006 - typer reads the default, never mutates it
+    hosts: HostsOption = [],  # noqa: B006
+    var_file: VarFileOption = [],  # noqa: B006
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the end.")] = True,
     biz: BizOption = None,
     json_out: JsonOption = False,
