@@ -529,3 +529,30 @@ async def test_a_driver_that_dies_with_the_database_is_resumed_by_its_node(
     away = False
     await rig.engine.recover()
     assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+
+
+async def test_a_moment_without_the_database_does_not_end_a_job_abnormal(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database drops one connection as the job's steps are read at its end, and
+    answers again at once: the job is not ended abnormal (9) for it, and nothing it ran
+    is killed; its node resumes it to its true end."""
+    rig.agents.connect(1)
+    real_steps = rig.store.steps
+    calls = 0
+
+    async def steps(job_id: int) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the read after the last step, before the job's end is written
+            raise ConnectionResetError("the connection to the database was reset")
+        return await real_steps(job_id)
+    monkeypatch.setattr(rig.store, "steps", steps)
+    job_id, _ = await rig.engine.submit(script_job([1]), start=True)
+    for _ in range(200):
+        if calls >= 2 and not rig.engine.runner.running(job_id):
+            break
+        await asyncio.sleep(0.02)
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.RUNNING
+    await rig.engine.recover()
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS

@@ -21,6 +21,7 @@ from jobfleet.engine.decisions import Decisions
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.writer import NOTE_SEQ
 from jobfleet.store.database import now_ms
+from jobfleet.store.health import Health, connection_lost
 from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobStore
 from jobfleet.store.secrets import Cipher
 
@@ -78,8 +79,8 @@ class JobRunner:
         self._runners.pop(job_id, None)
         if task.cancelled() or task.exception() is None:
             return
-        # the job's end could not be stored either (the database is away): it stays
-        # active and leased to this node, whose lease keeper resumes it (``recover``)
+        # the database is away: the job stays active and leased to this node, whose
+        # lease keeper resumes it (``recover``)
         log.error(
             "job_driver_died job=%s: resumed once the database answers",
             job_id,
@@ -125,7 +126,12 @@ class JobRunner:
             await self.finish(job_id, final, job.callback_url)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as error:
+            if connection_lost(error) or not await Health(self.store.db).answers():
+                # the database is away, not the job wrong: the job stays leased to this
+                # node and is resumed once the database answers (``_ended``); closing its
+                # steps would kill what its hosts run and end it abnormal for an outage
+                raise
             log.exception("job_failed job=%s", job_id)
             await self._close_open_steps(job_id)
             await self.finish(job_id, RunStatus.ABNORMAL_STATE, None)

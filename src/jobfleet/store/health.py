@@ -3,9 +3,11 @@ current, and a few cheap aggregated counts."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
 
 from jobfleet.domain.status import RunStatus
@@ -22,6 +24,14 @@ LIVE_JOB_STATUSES = (
     RunStatus.STOPPING,
     RunStatus.ROLLING_WAITING,
 )
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Is this the database gone away (refused, reset, a connection invalidated, none free
+    in time), rather than a statement it refused?"""
+    if isinstance(error, ConnectionError | sa_exc.TimeoutError):
+        return True
+    return isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
 
 
 def head_revision() -> str | None:
@@ -52,6 +62,16 @@ class Health:
         async with self.db.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return time.perf_counter() - started
+
+    async def answers(self, timeout: float = 5.0) -> bool:
+        """Does the database answer a round trip within ``timeout`` seconds?"""
+        try:
+            await asyncio.wait_for(self.ping(), timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+        return True
 
     async def revision(self) -> str | None:
         """The migration the database is at (none: not migrated)."""
