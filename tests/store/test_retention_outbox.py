@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import func, insert, select, update
 
 from jobfleet.store.database import Database
@@ -48,3 +50,23 @@ async def test_a_job_whose_callback_is_pending_is_kept_until_it_is_delivered(
             state="failed"))
     assert await store.purge_jobs(10_000, 10) == 1
     assert await _count(db, pending) == (0, 0)
+
+
+async def test_a_callback_made_pending_after_the_pick_keeps_its_job(
+        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job picked as done with its callback is retried and finishes again, with a new
+    callback pending, before its rows are deleted: it is kept, callback and all."""
+    job_id = await _old_job(db, "done")
+    store = RetentionStore(db, tmp_path)
+    pick = store._old_finished_jobs
+
+    async def pick_then_finish_again(conn: Any, before_ms: int, limit: int) -> list[int]:
+        ids = await pick(conn, before_ms, limit)
+        await conn.execute(insert(outbox).values(
+            kind="callback", job_instance_id=job_id, target="sealed", payload="{}",
+            attempts=0, max_attempts=10, next_attempt_at=time.time(), state="pending",
+            last_error="", create_time=3000))
+        return ids
+    monkeypatch.setattr(store, "_old_finished_jobs", pick_then_finish_again)
+    assert await store.purge_jobs(10_000, 10) == 0
+    assert await _count(db, job_id) == (1, 2)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Table, delete, exists, or_, select, tuple_
+from sqlalchemy import Column, ColumnElement, Table, delete, exists, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
@@ -39,6 +39,21 @@ FINAL = [int(s) for s in FINISHED_RUN_STATUSES]
 UNFINISHED = [int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES]
 
 
+def _purgeable(before_ms: int) -> list[ColumnElement[bool]]:
+    """What lets a job go: finished, before ``before_ms``, and no callback or notice of
+    it still being retried (its retry span may outlast a short job period)."""
+    return [
+        # nearly every job is finished: "+ 0" keeps SQLite (with sampled statistics, or
+        # none before the first ANALYZE) from reading all of them by the status index and
+        # sorting them to keep the oldest few
+        (job_instances.c.status + 0).in_(FINAL),
+        or_(job_instances.c.end_time.is_(None), job_instances.c.end_time < before_ms),
+        ~exists().where(
+            outbox.c.job_instance_id == job_instances.c.id, outbox.c.state == "pending"
+        ),
+    ]
+
+
 class RetentionStore:
     def __init__(self, db: Database, blob_root: Path) -> None:
         self.db = db
@@ -50,13 +65,14 @@ class RetentionStore:
             ids = await self._old_finished_jobs(conn, before_ms, limit)
             if not ids:
                 return 0
-            # the job rows go first, each only if it is still finished: one retried or
-            # continued since it was picked runs again, and keeps everything it owns
+            # the job rows go first, each only if it still may: one retried or continued
+            # since it was picked runs again (or has a callback pending again), and keeps
+            # everything it owns
             gone = list(
                 (
                     await conn.execute(
                         delete(job_instances)
-                        .where(job_instances.c.id.in_(ids), job_instances.c.status.in_(FINAL))
+                        .where(job_instances.c.id.in_(ids), *_purgeable(before_ms))
                         .returning(job_instances.c.id)
                     )
                 ).scalars()
@@ -81,24 +97,8 @@ class RetentionStore:
             (
                 await conn.execute(
                     select(job_instances.c.id)
-                    .where(
-                        # created before is indexed; finished before is what is kept by
-                        job_instances.c.create_time < before_ms,
-                        # nearly every job is finished: "+ 0" keeps SQLite (no statistics)
-                        # from reading all of them by the status index and sorting them to
-                        # keep the oldest few
-                        (job_instances.c.status + 0).in_(FINAL),
-                        or_(
-                            job_instances.c.end_time.is_(None),
-                            job_instances.c.end_time < before_ms,
-                        ),
-                        # a callback or notice still being retried (its retry span may
-                        # outlast a short job period) keeps its job until it ends
-                        ~exists().where(
-                            outbox.c.job_instance_id == job_instances.c.id,
-                            outbox.c.state == "pending",
-                        ),
-                    )
+                    # created before is indexed; finished before is what is kept by
+                    .where(job_instances.c.create_time < before_ms, *_purgeable(before_ms))
                     .order_by(job_instances.c.create_time)
                     .limit(limit)
                 )
