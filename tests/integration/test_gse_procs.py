@@ -639,6 +639,28 @@ async def test_a_start_is_waited_for_as_long_as_its_check(running: Running,
     assert stopped[key]["error_code"] == 0, stopped
 
 
+async def test_only_a_start_is_waited_for_past_the_timeout(running: Running,
+                                                           tmp_path: Path) -> None:
+    """The longer wait is a start's (or restart's), which checks its pid file: a stop sent
+    to an agent that never answers is answered "not reachable" at the server's timeout,
+    not that plus the entry's ``start_check_secs``."""
+    procs = running.server.services.procs
+    assert procs is not None
+    procs.timeout = 2.0
+    ip = "127.5.9.1"
+    async with raw_agent(running, ip):
+        async def connected() -> bool:
+            return any(h.alive for h in await running.server.inventory.list())
+        await eventually(connected, timeout=30)
+        body = proc_request(tmp_path, 1, [ip])
+        body["spec"]["alive_monitor_policy"]["start_check_secs"] = 30
+        started = time.monotonic()
+        stopped = await operate(running, body)
+        waited = time.monotonic() - started
+    assert {r["error_code"] for r in stopped.values()} == {117}, stopped
+    assert waited < 15, waited
+
+
 async def test_agents_that_never_answer_hold_a_status_query_once(running: Running) -> None:
     """Connected agents that never answer (wedged) are waited for once, together: a
     status query or a message naming more of them than the server asks at a time is

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 HANDLING = 115
 AGENT_ABNORMAL = 117
 OP_FAILED = 65535
+# the operations that look for the pid file after their commands
+STARTS = (protocol.PROC_START, protocol.PROC_RESTART)
 # what a host is answered when its server stopped before its agent did: the task that
 # waited for the agent went with the server, and nothing would answer it after
 SERVER_STOPPED = "the server stopped before the agent answered: ask again"
@@ -188,7 +190,9 @@ class ProcManager:
     ) -> None:
         # a start (or restart) looks for the pid file start_check_secs after its commands:
         # the agent is waited for that much longer, not answered "not reachable" meanwhile
-        timeout = self.timeout + spec["start_check_secs"]
+        timeout = self.timeout
+        if target.op in STARTS:
+            timeout += spec["start_check_secs"]
         async with self._parallel:
             code, message, state = await self.ask(host, target.op, spec, timeout)
         content = state_content(state, spec, target.agent_id) if state else ""
