@@ -4,7 +4,7 @@ through its constructor (``server.py`` calls ``build_engine``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,9 @@ from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
 
+# what a live node answers for a dead one it takes over, given the dead node's id
+NodeGone = Callable[[str], Awaitable[None]]
+
 
 @dataclass(frozen=True)
 class FileParts:
@@ -64,6 +67,7 @@ def build_engine(
     live: LiveEvents | None = None,
     rpc: AgentRpc | None = None,
     on_confirm_waiting: list[ConfirmWaiting] | None = None,
+    on_node_gone: Sequence[NodeGone] = (),
 ) -> tuple[Jobs, AgentEvents, NodeListener]:
     """The engine's parts, each given what it uses: the façade, what the gateway
     tells the engine, and what the bus tells this node."""
@@ -106,19 +110,25 @@ def build_engine(
     router = AgentRouter(registry, bus)
     events = RoutedEvents(EngineEvents(dispatcher, writer, rpc), router, bus)
     handler = SignalHandler(tracker, results, decisions, rpc, dispatcher, agents, tasks.force_stop)
-    return jobs, events, NodeListener(router, handler, files.inventory)
+    return jobs, events, NodeListener(router, handler, files.inventory, on_node_gone)
 
 
 class NodeListener:
     """What the bus tells this node, to the part it concerns."""
 
-    def __init__(self, router: AgentRouter, handler: SignalHandler, inventory: Inventory) -> None:
+    def __init__(
+        self,
+        router: AgentRouter,
+        handler: SignalHandler,
+        inventory: Inventory,
+        on_node_gone: Sequence[NodeGone] = (),
+    ) -> None:
         self.router = router
         self.handler = handler
         self.inventory = inventory
         # more of what a node leaves behind when it dies (by its node id), answered by
         # the live node that takes it over
-        self.on_node_gone: list[Callable[[str], Awaitable[None]]] = []
+        self.on_node_gone = tuple(on_node_gone)
 
     async def message(self, message: dict[str, Any]) -> None:
         kind = str(message.get("k"))

@@ -202,6 +202,7 @@ class Server:
         self.agent_rpc = AgentRpc(
             ClusterAgents(self.registry, self.bus), engine_settings.agent_lost_grace
         )
+        procs = ProcManager(self.agent_rpc, ProcStore(self.db), node_id=self.node_id)
         self.engine, agent_events, self.bus_listener = build_engine(
             self.jobs,
             self.registry,
@@ -220,6 +221,7 @@ class Server:
             live=self.live,
             rpc=self.agent_rpc,
             on_confirm_waiting=[self.approvals.waiting],
+            on_node_gone=[procs.node_gone],
         )
         # one count of failed authentications per address, for the API and agents alike
         self.auth_failures = Throttle(
@@ -312,7 +314,7 @@ class Server:
             third_party=self.third_party,
             enroll_throttle=Throttle("enrollments", settings.enroll_rate, settings.enroll_burst),
             agent_channel=channel,
-            procs=ProcManager(self.agent_rpc, ProcStore(self.db), node_id=self.node_id),
+            procs=procs,
             healer=Healer(
                 HealStore(self.db, self.cipher),
                 self.plans,
@@ -373,7 +375,6 @@ class Server:
         await self.inventory.reset_node(self.node_id)
         if self.services.procs is not None:
             await self.services.procs.start()
-            self.bus_listener.on_node_gone.append(self.services.procs.node_gone)
         self.presence.start()
         await self.bus.start(self.bus_listener)
         # a seeded file wanted or lost on one node is known on every node
