@@ -63,6 +63,10 @@ class JobBusyError(JobApiError):
     Asking again later may succeed."""
 
 
+# the server's own "not now": busy (its in-flight limit, a database restarting) or
+# throttled; a read may be asked again at once (a full quota is busy too, but not this)
+TRY_AGAIN_CODES = frozenset({ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TOO_MANY_REQUESTS})
+
 _BY_CODE: dict[int, type[JobApiError]] = {
     **dict.fromkeys(
         (
@@ -105,8 +109,7 @@ _BY_CODE: dict[int, type[JobApiError]] = {
     ),
     **dict.fromkeys(
         (
-            ErrorCode.SERVICE_UNAVAILABLE,
-            ErrorCode.TOO_MANY_REQUESTS,
+            *TRY_AGAIN_CODES,
             ErrorCode.RUNNING_JOB_QUOTA_SCOPE,
             ErrorCode.RUNNING_JOB_QUOTA_APP,
         ),

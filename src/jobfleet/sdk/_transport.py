@@ -15,8 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from jobfleet import __version__
-from jobfleet.domain.errors import ErrorCode
-from jobfleet.sdk._errors import JobApiError, JobInvalidError, error_type
+from jobfleet.sdk._errors import TRY_AGAIN_CODES, JobApiError, JobInvalidError, error_type
 from jobfleet.sdk._models import Credentials
 
 API_PREFIX = "/api/bk-job/prod/api/v3/"
@@ -39,9 +38,6 @@ _HTTP_HINTS = {
 # the most of one answer a client holds in memory: logs of 500 hosts fit many times over,
 # and a server (or something posing as one) that never stops sending is cut off
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
-
-# the server's own "not now": busy (its in-flight limit, a database restarting) or throttled
-_TRY_AGAIN_CODES = frozenset({ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TOO_MANY_REQUESTS})
 
 # httpx trusts the certifi bundle, or the file this variable names
 _PRIVATE_CA_HINT = "for a certificate of a private CA, point SSL_CERT_FILE at the CA's PEM file"
@@ -268,7 +264,7 @@ def parse_envelope(response: httpx.Response) -> Any:
 
 def says_try_again(error: JobApiError) -> bool:
     """Whether the server refused for now (busy, throttled) rather than for good."""
-    return error.code in _TRY_AGAIN_CODES
+    return error.code in TRY_AGAIN_CODES
 
 
 def transport_error(exc: httpx.RequestError, request: httpx.Request) -> JobApiError:
