@@ -1,6 +1,6 @@
 """Keeping SQLite's planner statistics current while the server runs: a sampled
-ANALYZE at start and every hour (``Database.analyze``), off the request path.
-PostgreSQL's autovacuum does this on its own.
+ANALYZE a minute after the start and every hour (``Database.analyze``), off the
+request path. PostgreSQL's autovacuum does this on its own.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ log = logging.getLogger(__name__)
 
 # seconds between two passes (SQLite suggests hourly or daily for long-lived connections)
 INTERVAL = 3600.0
+# seconds from the start to the first pass: past what a start does at once (recovery,
+# agents reconnecting, the first requests), which the pass's write lock would only slow
+FIRST = 60.0
 
 
 class Statistics:
-    def __init__(self, db: Database, interval: float = INTERVAL) -> None:
+    def __init__(self, db: Database, interval: float = INTERVAL, first: float = FIRST) -> None:
         self.db = db
         self.interval = interval
+        self.first = first
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -33,6 +37,7 @@ class Statistics:
             self._task = None
 
     async def _run(self) -> None:
+        await asyncio.sleep(self.first)
         while True:
             try:
                 await self.db.analyze()
