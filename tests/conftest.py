@@ -173,3 +173,14 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
     """SQLAlchemy URL of an empty database (no tables), once per configured backend."""
     async with fresh_database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A migrated database of the test's backend."""
+    database = Database(database_url)
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.close()

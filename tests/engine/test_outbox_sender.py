@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,16 +18,6 @@ from jobfleet.store.outbox import OutboxStore
 from jobfleet.store.secrets import Cipher
 
 TOKEN = "SEALEDTOKEN0123"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def _until_done(outbox: OutboxStore, ids: list[int], timeout: float = 15.0) -> list[Any]:
