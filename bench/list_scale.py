@@ -156,7 +156,7 @@ class Load:
                     ((b, f"biz-{b}", self.now) for b in biz if b not in existing_biz))
         nh = self.n("hosts")
         yield batch(hosts, ["bk_host_id", "bk_biz_id", "ip", "create_time", "labels"],
-                    ((h + 1, biz[h % nb], f"10.{h // 65536}.{h // 256 % 256}.{h % 256}",
+                    ((h + 1, biz[h % nb], f"127.{h // 65536}.{h // 256 % 256}.{h % 256}",
                       self.now, "{}") for h in range(nh)))
         yield batch(accounts, ["bk_biz_id", "account", "alias", "create_time",
                                "last_modify_time"],
@@ -186,7 +186,7 @@ class Load:
         yield batch(step_hosts, ["step_instance_id", "execute_count", "bk_host_id",
                                  "bk_cloud_id", "ip", "status", "exit_code"],
                     ((i + 1, 0, i % nh + 1, 0,
-                      f"10.{(i % nh) // 65536}.{(i % nh) // 256 % 256}.{i % nh % 256}", 9, 0)
+                      f"127.{(i % nh) // 65536}.{(i % nh) // 256 % 256}.{i % nh % 256}", 9, 0)
                      for i in range(nj)))
         yield batch(log_chunks, ["step_instance_id", "execute_count", "bk_host_id", "seq",
                                  "content"],
@@ -415,7 +415,7 @@ def probes(api: Api, load: Load) -> list[Probe]:
         await s.jobs.hosts_of_steps(steps, results_only=True)
 
     async def log_store(s: Stores) -> None:
-        await s.jobs.hosts_at(old_job, 0, [(0, "10.0.0.0")])
+        await s.jobs.hosts_at(old_job, 0, [(0, "127.0.0.0")])
         await s.jobs.logs(old_job, 0, [1])
 
     return [
@@ -427,7 +427,7 @@ def probes(api: Api, load: Load) -> list[Probe]:
         jobs(name="job-7 of"),
         jobs(job_cron_id=str(some_cron)),
         jobs(launch_mode=3),
-        jobs(ip="10.0.0.9"),
+        jobs(ip="127.0.0.9"),
         jobs(start=deep),
         Probe("get_script_list",
               lambda: api.get(V3 + "get_script_list", {**scope, "length": 20}),
@@ -453,7 +453,7 @@ def probes(api: Api, load: Load) -> list[Probe]:
               lambda: api.get(V3 + "get_job_instance_ip_log",
                               {**scope, "job_instance_id": old_job,
                                "step_instance_id": old_job, "bk_cloud_id": 0,
-                               "ip": "10.0.0.0"}),
+                               "ip": "127.0.0.0"}),
               log_store),
         Probe("get_job_instance_global_var_value (old job)",
               lambda: api.get(V3 + "get_job_instance_global_var_value",
