@@ -249,7 +249,7 @@ def test_no_target_is_refused_before_any_request(fake: FakeJobServer) -> None:
 def test_wait_timeout_raises_with_the_job_id(fake: FakeJobServer) -> None:
     fake.polls_until_done = 10**6
     with sync_client(fake) as client, pytest.raises(JobWaitTimeout) as info:
-        client.wait_for_job(77, poll_interval=0.01, wait_timeout=0.05)
+        client.wait_for_job(77, poll_interval=0.01, wait_timeout=0.5)
     assert info.value.job_instance_id == 77
     assert fake.status_polls >= 2
 
