@@ -273,6 +273,38 @@ async def test_a_save_racing_a_one_shot_firing_is_not_written_over_it(
         assert [r.outcome for r in await firings(server.db, cron["id"])] == ["fired"]
 
 
+async def test_saves_of_different_fields_racing_each_other_keep_both(
+        tmp_path: Path, database_url: str, monkeypatch: Any) -> None:
+    """One save renames the cron; another, between the first's read and its write, gives
+    it new values. The rename must not write back the values it read: both are kept."""
+    async with run_server(tmp_path, database_url, engine=FAST) as running:
+        server, wire = running.server, running.wire
+        await server.cron_scheduler.stop()
+        await server.inventory.add(2, A)
+        plan_id = await make_plan(server.db, server.cipher)
+        cron = await saved(wire, name="daily", job_plan_id=plan_id, expression="0 3 * * *",
+                           global_var_list=[{"name": "greeting", "value": "first"}])
+        read = server.crons.get
+        raced: list[str] = []
+
+        async def read_then_save(*args: Any) -> Any:
+            row = await read(*args)
+            if not raced:
+                raced.append("started")  # the racing save's own reads are left alone
+                await saved(wire, id=cron["id"], global_var_list=[
+                    {"name": "greeting", "value": "second"}])
+            return row
+        monkeypatch.setattr(server.crons, "get", read_then_save)
+        renamed = await saved(wire, id=cron["id"], name="nightly")
+        assert len(raced) == 1
+        monkeypatch.setattr(server.crons, "get", read)
+        detail = await wire.v3("get_cron_detail", {**BIZ, "id": cron["id"]}, method="GET")
+        assert detail["result"], detail
+        for view in (renamed, detail["data"]):
+            values = {v["name"]: v["value"] for v in view["global_var_list"]}
+            assert (view["name"], values["greeting"]) == ("nightly", "second")
+
+
 async def greeting_becomes_a_password(db: Database, cipher: Cipher, table: Any,
                                       row_id: int) -> None:
     """The plan's (or template's) ``greeting`` variable made a password, as an edit of the

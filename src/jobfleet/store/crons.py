@@ -215,19 +215,23 @@ class CronStore:
             return int(total), list(rows.all())
 
     async def change(self, seen: Row[Any], values: dict[str, Any]) -> bool:
-        """Compare-and-set from the cron as read: False if its status or slot moved since
-        (the scheduler fired it, or another call saved, started or paused it)."""
+        """Compare-and-set from the cron as read: False if it changed since (the scheduler
+        fired it, or another call saved, started or paused it). A save writes back what
+        it was not asked to change as it read it, so any change in between must be seen:
+        each one moves ``last_modify_time`` forward, even within one millisecond."""
         slot = seen.next_fire_at
         same_slot = crons.c.next_fire_at.is_(None) if slot is None else crons.c.next_fire_at == slot
+        modified = max(int(values.get("last_modify_time", now_ms())), seen.last_modify_time + 1)
         async with self.db.begin() as conn:
             res = await conn.execute(
                 update(crons)
                 .where(
                     crons.c.id == seen.id,
                     crons.c.status == seen.status,
+                    crons.c.last_modify_time == seen.last_modify_time,
                     same_slot,
                 )
-                .values(**values)
+                .values(**{**values, "last_modify_time": modified})
             )
         return res.rowcount == 1
 
