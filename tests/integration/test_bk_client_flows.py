@@ -16,7 +16,9 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import httpx
 import pytest
 import requests
 from bkapi_component.open.client import Client
@@ -410,3 +412,28 @@ async def test_bk_nodeman_push_and_run(running: Running, tmp_path: Path) -> None
         assert out[name] == (3, {f"0-{ip}": (9, 0) for ip in IPS}), (name, out[name])
     assert out["log"] == "port=58625\n"
 
+
+async def test_bk_monitor_job_links_lead_somewhere(running: Running) -> None:
+    """The job action's links (§3.2): the run, the plan, and "new template" of a business."""
+    await running.start_agents(IPS[:1])
+    await running.server.identity.create_business(3, "three")
+    sub = await running.wire.run_script("echo linked", IPS[:1])
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
+        create = "/biz/3/task_manage/create"
+        # before logging in: to the login page, and back here afterwards
+        first = await http.get(create)
+        assert first.status_code == 303
+        assert first.headers["location"] == "/login?" + urlencode({"next": create})
+        login = await http.post("/login", data={
+            "username": "admin", "password": running.boot["admin_password"], "next": create})
+        assert (login.status_code, login.headers["location"]) == (303, create)
+        made = await http.get(create)
+        assert (made.status_code, made.headers["location"]) == (303, "/templates?biz=3")
+        listing = await http.get(made.headers["location"])
+        assert listing.status_code == 200
+        assert re.search(r'<option value="3" selected', listing.text), listing.text[:2000]
+        for odd in ("/biz/x/task_manage/create", "/biz/%D9%A2/task_manage/create"):
+            answer = await http.get(odd)
+            assert (answer.status_code, answer.headers["location"]) == (303, "/templates")
+        job = await http.get(f"/api_execute/{sub['job_instance_id']}")
+        assert job.status_code == 200 and "missing" not in job.text.lower()
