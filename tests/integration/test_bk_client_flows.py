@@ -22,10 +22,14 @@ import httpx
 import pytest
 import requests
 from bkapi_component.open.client import Client
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
 from tests.integration.harness import Running, run_server, serve_on
 from tests.integration.test_callbacks_and_secrets import ALLOW_LOOPBACK, Receiver
 
 from jobfleet.server import Server
+from jobfleet.store.tables import outbox
 
 IPS = ["127.0.0.2", "127.0.0.3"]
 BKLOG_EXTRA = {"bk_username": "admin", "operator": "admin", "uin": "admin", "appenv": "prod",
@@ -437,3 +441,42 @@ async def test_bk_monitor_job_links_lead_somewhere(running: Running) -> None:
             assert (answer.status_code, answer.headers["location"]) == (303, "/templates")
         job = await http.get(f"/api_execute/{sub['job_instance_id']}")
         assert job.status_code == 200 and "missing" not in job.text.lower()
+
+
+class FormOnlyReceiver(Receiver):
+    """A receiver that reads only form posts, as some older callback views do: bk-job
+    sends such a receiver the same body again, declared a form post, at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: list[str] = []
+
+    async def hook(self, request: Request) -> Response:
+        self.types.append(request.headers.get("content-type", ""))
+        if request.headers.get("content-type") != "application/x-www-form-urlencoded":
+            return Response("unsupported media type", status_code=415)
+        self.accepted.append(json.loads(await request.body()))
+        return Response("ok")
+
+
+async def test_a_callback_turned_away_as_json_is_sent_again_as_a_form(allowed: Running) -> None:
+    await allowed.start_agents(IPS[:1])
+    receiver = FormOnlyReceiver()
+    server = receiver.server()
+    task = await serve_on(server, receiver.sock)
+    try:
+        sub = await allowed.wire.run_script("echo hi", IPS[:1], callback_url=receiver.url)
+        for _ in range(100):
+            if receiver.accepted:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        server.should_exit = True
+        await task
+    # at once, in the same attempt: not after the backoff, nor only as JSON
+    assert receiver.types == ["application/json", "application/x-www-form-urlencoded"]
+    [body] = receiver.accepted
+    assert body["job_instance_id"] == sub["job_instance_id"] and body["status"] == 3
+    async with allowed.server.db.connect() as conn:
+        row = (await conn.execute(select(outbox))).one()
+    assert (row.state, row.attempts) == ("done", 1)
