@@ -480,3 +480,50 @@ async def test_a_callback_turned_away_as_json_is_sent_again_as_a_form(allowed: R
     async with allowed.server.db.connect() as conn:
         row = (await conn.execute(select(outbox))).one()
     assert (row.state, row.attempts) == ("done", 1)
+
+
+def sops_push_files(url: str, boot: dict[str, Any], ids: dict[str, int],
+                    work: str) -> dict[str, Any]:
+    """bk-sops's batch file distribution (fast_push_file v3): several transfers sent side
+    by side, each polled until ``job_instance.status`` passes 3."""
+    client = client_for(url, boot)
+    source = [{"file_list": [f"{work}/a.txt", f"{work}/b.txt"],
+               "server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]},
+               "account": {"alias": "root"}, "file_type": 1}]
+    bodies = [{"bk_scope_type": "biz", "bk_scope_id": "2", "bk_biz_id": 2,
+               "file_source_list": source, "account_alias": "root",
+               "target_server": {"host_id_list": [ids[ip] for ip in IPS]},
+               "file_target_path": f"{work}/to{n}", "upload_speed_limit": 10,
+               "download_speed_limit": 10, "timeout": 300,
+               "rolling_config": {"expression": "50%", "mode": 1}} for n in range(3)]
+    started = [client.jobv3.fast_transfer_file(body) for body in bodies]
+    assert all(s["result"] for s in started), started
+    finals = []
+    for answer in started:
+        data = poll(lambda answer=answer: client.jobv3.get_job_instance_status(
+            {"bk_scope_type": "biz", "bk_scope_id": "2", "bk_biz_id": 2,
+             "job_instance_id": answer["data"]["job_instance_id"]}),
+            lambda data: data["job_instance"]["status"] >= 3)
+        finals.append(data["job_instance"]["status"])
+    missing = client.jobv3.fast_transfer_file(
+        {**bodies[0], "file_source_list": [{"file_list": ["/a.txt"], "file_type": 3,
+                                            "file_source_code": "no-such-source"}]})
+    return {"names": [s["data"]["job_instance_name"] for s in started], "finals": finals,
+            "missing": missing}
+
+
+async def test_bk_sops_batch_file_distribution(running: Running, tmp_path: Path) -> None:
+    await running.start_agents(IPS)
+    ids = await host_ids(running.server)
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "b.txt").write_text("b\n")
+    out = await asyncio.to_thread(sops_push_files, running.url, running.boot, ids,
+                                  str(tmp_path))
+    assert out["finals"] == [3, 3, 3] and all(out["names"])
+    for n in range(3):
+        assert (tmp_path / f"to{n}" / "a.txt").read_text() == "a\n"
+        assert (tmp_path / f"to{n}" / "b.txt").read_text() == "b\n"
+    missing = out["missing"]
+    # bk-job's code for a file source code it does not know
+    assert (missing["result"], missing["code"]) == (False, 1260012), missing
+    assert "no-such-source" in missing["message"]
