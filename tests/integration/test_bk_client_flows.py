@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from tests.integration.harness import Running, run_server, serve_on
 from tests.integration.test_callbacks_and_secrets import ALLOW_LOOPBACK, Receiver
+from tests.integration.test_scripts import call, new_script
 
 from jobfleet.server import Server
 from jobfleet.store.tables import outbox
@@ -527,3 +528,57 @@ async def test_bk_sops_batch_file_distribution(running: Running, tmp_path: Path)
     # bk-job's code for a file source code it does not know
     assert (missing["result"], missing["code"]) == (False, 1260012), missing
     assert "no-such-source" in missing["message"]
+
+
+def sops_stored_script(url: str, boot: dict[str, Any], name: str) -> dict[str, Any]:
+    """bk-sops's "business script" source (fast_execute_script v1.1): the script list
+    paged in 500s after a first call of one to learn the total, the name matched
+    exactly among what the fuzzy filter gives, then run by its ``id``."""
+    client = client_for(url, boot)
+    scope = {"bk_scope_type": "biz", "bk_scope_id": "2", "bk_biz_id": 2}
+    first = client.jobv3.get_script_list({**scope, "name": name, "start": 0, "length": 1})
+    assert first["result"] is True, first
+    found: list[dict[str, Any]] = []
+    for start in range(0, first["data"]["total"], 500):
+        page = client.jobv3.get_script_list({**scope, "name": name, "start": start,
+                                             "length": 500})
+        found.extend(page["data"]["data"])
+    chosen = next(s for s in found if s["name"] == name)
+    sub = client.jobv3.fast_execute_script(
+        {**scope, "timeout": "600", "account_alias": "root", "script_id": chosen["id"],
+         "script_param": b64("None"),  # str() of an empty input, as the plugin sends it
+         "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}})
+    assert sub["result"] is True, sub
+    poll(lambda: client.jobv3.get_job_instance_status(
+        {**scope, "job_instance_id": sub["data"]["job_instance_id"]}),
+        lambda data: data["job_instance"]["status"] >= 3)
+    log = client.jobv3.get_job_instance_ip_log(
+        {**scope, "job_instance_id": sub["data"]["job_instance_id"],
+         "step_instance_id": sub["data"]["step_instance_id"], "bk_cloud_id": 0,
+         "ip": IPS[0]})
+    return {"names": sorted(s["name"] for s in found), "total": first["data"]["total"],
+            "log": log["data"]["log_content"]}
+
+
+async def test_bk_sops_runs_a_business_script_found_by_name(running: Running) -> None:
+    await running.start_agents(IPS[:1])
+    for name in ("clean", "clean logs", "cleanup"):
+        made = await new_script(running.wire, name, f'echo "{name}: $1"')
+        await call(running.wire, "publish_script_version", {
+            "bk_biz_id": 2, "script_id": made["script_id"], "script_version_id": made["id"]})
+    out = await asyncio.to_thread(sops_stored_script, running.url, running.boot, "clean")
+    assert (out["total"], out["names"]) == (3, ["clean", "clean logs", "cleanup"])
+    assert out["log"] == "clean: None\n"
+
+
+def health_probe(url: str, boot: dict[str, Any]) -> dict[str, Any]:
+    """bk-log's third-party check from a web process: no user in the request it makes."""
+    client = client_for(url, boot, user="")
+    return dict(client.jobv3.get_public_script_list({"bk_biz_id": 2},
+                                                    headers={"X-Bk-Tenant-Id": ""}))
+
+
+async def test_bk_log_health_probe_without_a_user(running: Running) -> None:
+    answer = await asyncio.to_thread(health_probe, running.url, running.boot)
+    assert answer["result"] is True and answer["code"] == 0
+    assert {"start", "length", "total", "data"} <= set(answer["data"])
