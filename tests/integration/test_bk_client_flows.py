@@ -25,7 +25,7 @@ from bkapi_component.open.client import Client
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
-from tests.integration.harness import Running, run_server, serve_on
+from tests.integration.harness import Running, eventually, run_server, serve_on
 from tests.integration.test_callbacks_and_secrets import ALLOW_LOOPBACK, Receiver
 from tests.integration.test_scripts import call, new_script
 
@@ -478,8 +478,14 @@ async def test_a_callback_turned_away_as_json_is_sent_again_as_a_form(allowed: R
     assert receiver.types == ["application/json", "application/x-www-form-urlencoded"]
     [body] = receiver.accepted
     assert body["job_instance_id"] == sub["job_instance_id"] and body["status"] == 3
-    async with allowed.server.db.connect() as conn:
-        row = (await conn.execute(select(outbox))).one()
+
+    async def recorded() -> Any:
+        # the outcome is written after the receiver has answered
+        async with allowed.server.db.connect() as conn:
+            row = (await conn.execute(select(outbox))).one()
+        return row if row.state != "pending" else None
+
+    row = await eventually(recorded)
     assert (row.state, row.attempts) == ("done", 1)
 
 
