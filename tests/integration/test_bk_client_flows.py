@@ -27,12 +27,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from tests.integration.harness import Running, eventually, run_server, serve_on
 from tests.integration.test_callbacks_and_secrets import ALLOW_LOOPBACK, Receiver
+from tests.integration.test_file_sources import SECRET as ARTIFACT_SECRET
+from tests.integration.test_file_sources import artifact_server
 from tests.integration.test_scripts import call, new_script
 
 from jobfleet.server import Server
 from jobfleet.store.tables import outbox
 
 IPS = ["127.0.0.2", "127.0.0.3"]
+__all__ = ["artifact_server"]  # bk-repo's stand-in, a fixture of the file-source tests
 BKLOG_EXTRA = {"bk_username": "admin", "operator": "admin", "uin": "admin", "appenv": "prod",
                "auth_info": json.dumps({"bk_username": "admin"}), "bk_token": "t",
                "blueking_language": "en", "bk_app_code": "bk_log_search"}
@@ -588,3 +591,55 @@ async def test_bk_log_health_probe_without_a_user(running: Running) -> None:
     answer = await asyncio.to_thread(health_probe, running.url, running.boot)
     assert answer["result"] is True and answer["code"] == 0
     assert {"start", "length", "total", "data"} <= set(answer["data"])
+
+
+def nodeman_artifacts(url: str, boot: dict[str, Any], ids: dict[str, int], base_url: str,
+                      target: str) -> dict[str, Any]:
+    """bk-nodeman's package distribution from bk-repo (apps/core/files): a credential and
+    a file source registered through its own JobApi (posts to the ESB path, which the
+    published client lacks), then a transfer naming the source by id."""
+    auth = {"bk_app_code": boot["bk_app_code"], "bk_app_secret": boot["bk_app_secret"],
+            "bk_username": "admin"}
+
+    def post(name: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = requests.post(f"{url}/api/c/compapi/v2/jobv3/{name}/", json=body, timeout=60,
+                               headers={"X-Bkapi-Authorization": json.dumps(auth)}).json()
+        assert answer["result"] is True, (name, answer)
+        return dict(answer["data"])
+
+    credential = post("create_credential", {
+        "bk_biz_id": 2, "type": "USERNAME_PASSWORD", "name": "NODEMAN_BLUEKING_ARTIFACTORY",
+        "description": "节点管理[2]蓝鲸制品库凭证", "credential_username": "ci",
+        "credential_password": ARTIFACT_SECRET})
+    source = post("create_file_source", {
+        "type": "BLUEKING_ARTIFACTORY", "bk_biz_id": 2, "credential_id": credential["id"],
+        "code": "NODEMAN_BLUEKING_ARTIFACTORY", "alias": "节点管理[2]蓝鲸制品库文件源",
+        "access_params": {"base_url": base_url}})
+    client = client_for(url, boot)
+    started = client.jobv3.fast_transfer_file(
+        {"bk_biz_id": 2, "account_alias": "root", "file_target_path": target,
+         "file_source_list": [{"file_list": ["proj/generic-local/v1/tool.sh"],
+                               "file_source_id": source["id"], "file_type": 3}],
+         "target_server": {"host_id_list": [ids[ip] for ip in IPS]}, "timeout": 600})
+    assert started["result"] is True, started
+    data = poll(lambda: client.jobv3.get_job_instance_status(
+        {"bk_biz_id": 2, "job_instance_id": started["data"]["job_instance_id"],
+         "return_ip_result": True}), lambda data: data["job_instance"]["status"] not in (1, 2))
+    hosts = {f"{r['bk_cloud_id']}-{r['ip']}": r["status"]
+             for r in data["step_instance_list"][0]["step_ip_result_list"]}
+    return {"ids": (type(credential["id"]), type(source["id"])),
+            "status": data["job_instance"]["status"], "hosts": hosts}
+
+
+async def test_bk_nodeman_distributes_from_bk_repo(tmp_path: Path, database_url: str,
+                                                   artifact_server: str) -> None:
+    # the artifact server lives on loopback, where file sources reach only when allowed
+    async with run_server(tmp_path, database_url, server=ALLOW_LOOPBACK) as run:
+        await run.start_agents(IPS)
+        ids = await host_ids(run.server)
+        out = await asyncio.to_thread(nodeman_artifacts, run.url, run.boot, ids,
+                                      artifact_server, str(tmp_path / "pkgs"))
+    # as bk-job: a credential's id is text, a file source's a number (nodeman stores both)
+    assert out["ids"] == (str, int), out
+    assert out["status"] == 3 and out["hosts"] == {f"0-{ip}": 9 for ip in IPS}, out
+    assert (tmp_path / "pkgs" / "tool.sh").read_bytes() == b"echo tool\n"
