@@ -128,7 +128,13 @@ async def test_an_allowed_range_is_reached_at_the_checked_address(
         assert request.startswith(b"POST /hook?x=1 HTTP/1.1\r\n")
         assert f"\r\nhost: localhost:{listener.port}\r\n".encode() in request.lower()
         assert f'"job_instance_id":{job_id}'.encode() in request
-        (row,) = await outbox_rows(run)
+        # the answer is recorded after the receiver has the request: wait for it
+
+        async def recorded() -> Any:
+            (row,) = await outbox_rows(run)
+            return row if row.state != "pending" else None
+
+        row = await eventually(recorded)
         assert (row.state, row.attempts) == ("done", 1)
         # the allowance is exactly the range given: ::1 stays refused
         await job_with_callback(run, f"http://[::1]:{listener.port}/hook", ip="127.0.0.41")

@@ -48,6 +48,12 @@ READ = 50
 READS = 20
 # how long a due row whose receiver has all its slots is put off (no attempt counted)
 HOLD_SECONDS = 2.0
+# as bk-job: a receiver that answers the JSON post with anything but success gets the
+# same body at once again, declared a form post (some receivers read only those)
+CALLBACK_CONTENT_TYPES = (
+    ("application/json", "JSON"),
+    ("application/x-www-form-urlencoded", "form"),
+)
 
 
 def _origin(url: str) -> str:
@@ -226,18 +232,23 @@ class CallbackSender:
         client = self._http()
         import httpx  # loaded by ``_http``
         if row.kind == "callback":
+            # sealed when the job was made (a row queued before is in clear)
+            url = self.cipher.decrypt(row.target)
+            answers: list[str] = []
             try:
-                resp = await self.outbound.post(
-                    client,
-                    # sealed when the job was made (a row queued before is in clear)
-                    self.cipher.decrypt(row.target),
-                    content=row.payload.encode(),
-                    headers={"Content-Type": "application/json"},
-                )
+                for content_type, kind in CALLBACK_CONTENT_TYPES:
+                    resp = await self.outbound.post(
+                        client,
+                        url,
+                        content=row.payload.encode(),
+                        headers={"Content-Type": content_type},
+                    )
+                    if 200 <= resp.status_code < 300:
+                        return True, "", False
+                    answers.append(f"HTTP {resp.status_code} ({kind})")
             except httpx.HTTPError as exc:
                 return False, f"{type(exc).__name__}: {exc}", False
-            ok = 200 <= resp.status_code < 300
-            return ok, "" if ok else f"HTTP {resp.status_code}", False
+            return False, ", ".join(answers), False
         if row.kind == WEBHOOK:
             return (
                 *await notify.post_webhook(

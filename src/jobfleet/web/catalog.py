@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from jobfleet.api.services import Services
 from jobfleet.api.template_views import list_filter
@@ -91,6 +92,19 @@ def routes(services: Services, page: PageOf) -> APIRouter:
             page=PAGE,
             wanted=q.get("name", ""),
         )
+
+    @router.get("/biz/{biz_id}/task_manage/create")
+    async def create_link(request: Request, biz_id: str) -> Response:
+        """bk-job's "new job template" address, which bk-monitor's job action links to:
+        templates are made through the API, the CLI or an import, so it leads to the
+        business's templates."""
+        current = await page(request)
+        if current is None:
+            return _to_login(request)
+        # only digits go into the address it leads to; biz() falls back to a held business
+        digits = biz_id.isascii() and biz_id.isdecimal() and len(biz_id) <= 18
+        wanted = f"?{urlencode({'biz': biz_id})}" if digits else ""
+        return RedirectResponse(f"/templates{wanted}", status_code=303)
 
     @router.get("/templates/{template_id}")
     async def template(request: Request, template_id: str) -> Response:
