@@ -50,6 +50,23 @@ async def test_the_open_job_page_shows_how_each_host_ended(
     assert rows[IPS[0]] == ["SUCCESS", "0"], rows
 
 
+async def test_the_open_job_page_shows_how_long_each_step_took(
+        running: Running, browser: Any) -> None:
+    """A step's duration on a page opened while it ran is its whole run once it has
+    ended, not the moment the page was made."""
+    await running.start_agents(IPS[:1])
+    page = await login(browser, running)
+    job = await quick_execute(page, running, "sleep 3; echo done\n", IPS[:1])
+    await page.wait_for_selector("#job-status[data-ended='1']", timeout=15000)
+    final = await running.wire.wait(job)
+    step = final["step_instance_list"][0]
+    took = (step["end_time"] - step["start_time"]) / 1000
+    assert took >= 3, step
+    await page.wait_for_function(
+        f"() => document.querySelector('#steps tr.on td:nth-child(4)')?.textContent"
+        f" === '{took:.1f} s'", timeout=5000)
+
+
 async def test_a_retry_from_the_ended_page_is_followed(running: Running, browser: Any) -> None:
     """The stream of a job page ends with the job; retrying its failed hosts from the
     page runs the job again, and the page follows that run to its end."""
