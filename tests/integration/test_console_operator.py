@@ -111,6 +111,32 @@ async def test_history_pages_keep_the_filter(running: Running, browser: Any) -> 
     assert await page.input_value("select[name=launch_mode]") == "2"
 
 
+async def test_a_hosts_history_is_one_click_from_the_hosts_page(
+        running: Running, browser: Any) -> None:
+    """Each host on the hosts page links to the jobs that ran on it; the history's IP
+    box keeps the filter, and text that is no address finds nothing, not an error."""
+    await running.start_agents(IPS[:2])
+    for ip, name in ((IPS[0], "on-first"), (IPS[1], "on-second")):
+        await running.wire.wait((await running.wire.run_script(
+            "true", [ip], task_name=name))["job_instance_id"])
+    await running.wire.wait((await running.wire.run_script(
+        "true", IPS[:2], task_name="on-both"))["job_instance_id"])
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/hosts")
+    await page.click(f"tr.hostrow[data-ip='{IPS[1]}'] a.history")
+    await page.wait_for_url("**/jobs?ip=*")
+    names = [r.split("\t")[1] for r in await page.locator("tr.job").all_inner_texts()]
+    assert names == ["on-both", "on-second"], names
+    assert await page.input_value("input[name=ip]") == IPS[1]
+    await page.fill("input[name=ip]", f" {IPS[0]} ")
+    await page.click("form.filters button")
+    names = [r.split("\t")[1] for r in await page.locator("tr.job").all_inner_texts()]
+    assert names == ["on-both", "on-first"], names
+    for wrong in ("not-an-ip", "no%00where", "1" * 500):
+        await page.goto(f"{running.url}/jobs?ip={wrong}")
+        assert "0 jobs" in await page.inner_text("main"), wrong
+
+
 async def test_host_pages_of_a_job_keep_the_ip_filter(running: Running, browser: Any) -> None:
     """The next page of a job's hosts filtered by IP holds the same filter."""
     many = [f"127.0.14.{i}" for i in range(1, 121)] + [f"127.0.15.{i}" for i in range(1, 11)]

@@ -31,6 +31,7 @@ from jobfleet.domain.status import (
     ScopeType,
     StepType,
 )
+from jobfleet.domain.targets import normalize_ip
 from jobfleet.web import admin_pages, approvals, i18n, paging
 from jobfleet.web import output_groups as outputs
 from jobfleet.web.cookies import secure_cookie
@@ -341,6 +342,14 @@ def console_router(services: Services, *, cookie_secure: str = "auto") -> APIRou
             text = q.get(key, "").replace("\x00", "")[:longest]
             if text:
                 filters[key] = text
+        # a host's history (the hosts page links here); hosts are stored by the
+        # address's normal form, and text that is no address matches no job
+        ip = q.get("ip", "").replace("\x00", "")[:64].strip()
+        if ip:
+            try:
+                filters["ip"] = normalize_ip(ip)
+            except JobError:
+                filters["ip"] = ip
         days = min(max(paging.number(q.get("days")) or 30, 1), MAX_DAYS)
         offset = paging.offset_of(q)
         total, rows = 0, list[Any]()
