@@ -231,6 +231,27 @@ async def test_run_plan_with_variables(running: Running, browser: Any) -> None:
         "() => document.getElementById('log').textContent.includes('hello console')")
 
 
+async def test_the_plan_page_shows_the_hosts_a_plan_runs_on(
+        running: Running, browser: Any) -> None:
+    """A host variable's box is empty (an address typed there replaces the plan's
+    hosts), so the page says which hosts the plan runs on when it is left so."""
+    await running.start_agents(IPS[:2])
+    plan_id, _ids = await make_plan(
+        running,
+        [script("say", "echo on $JOBFLEET_HOST_IP\n", {"variable": "targets"})],
+        [{"name": "targets", "type": 3, "server": hosts(*IPS[:2])}],
+        name="hosts plan",
+    )
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_plan/{plan_id}")
+    shown = await page.inner_text(".plan-hosts[data-name=targets]")
+    assert shown == f"The plan's hosts: {IPS[0]}, {IPS[1]}", shown
+    await page.click("#run")
+    final = await running.wire.wait(await job_id_of(page))
+    ran = sorted(h["ip"] for h in final["step_instance_list"][0]["step_ip_result_list"])
+    assert ran == sorted(IPS[:2]), final
+
+
 async def test_distribute_an_uploaded_file(running: Running, browser: Any,
                                            tmp_path: Path) -> None:
     await running.start_agents(IPS[:2])

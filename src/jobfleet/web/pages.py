@@ -64,6 +64,24 @@ def _ms(value: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(value) / 1000))
 
 
+def _plan_hosts(server: Any, shown: int = 20) -> str:
+    """A host variable's own hosts in a line: its addresses (the first ``shown``), and
+    how many of each other kind of target it names."""
+    if not isinstance(server, dict):
+        return ""
+    ips = [
+        (f"{h.get('bk_cloud_id')}:{h.get('ip')}" if h.get("bk_cloud_id") else str(h.get("ip")))
+        for h in server.get("ip_list") or []
+        if isinstance(h, dict)
+    ]
+    parts = [", ".join(ips[:shown]) + (f" … (+{len(ips) - shown})" if len(ips) > shown else "")]
+    for key, word in (("host_id_list", "host ids"), ("dynamic_group_list", "dynamic groups"),
+                      ("topo_node_list", "topology nodes")):
+        if server.get(key):
+            parts.append(f"{len(server[key])} {word}")
+    return "; ".join(p for p in parts if p)
+
+
 def _duration(start: Any, end: Any) -> str:
     if not start:
         return ""
@@ -73,6 +91,7 @@ def _duration(start: Any, end: Any) -> str:
 
 _env.filters["ms"] = _ms
 _env.globals["duration"] = _duration
+_env.globals["plan_hosts"] = _plan_hosts
 _RUN = {int(s): s.name for s in RunStatus}
 _HOST = {int(s): s.name for s in HostStatus}
 _env.globals["run_status"] = lambda v: _RUN.get(int(v), str(v))
