@@ -141,6 +141,19 @@ async def test_public_scripts_are_changed_by_administrators_only(
     assert answer["code"] != 0 and "administrator" in answer["message"]
 
 
+async def test_a_templates_host_variable_shows_its_hosts(
+        running: Running, browser: Any) -> None:
+    """The value of a host variable on the template page is the hosts it names."""
+    steps = [script("greet", "echo hello\n", {"variable": "targets"})]
+    variables = [{"name": "targets", "type": 3, "server": hosts(*IPS[:2])}]
+    tpl = ok(await running.wire.post(f"{V1}/templates?bk_biz_id=2", {
+        "name": "hosts shown", "step_list": steps, "global_var_list": variables}))
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/templates/{tpl['id']}")
+    row = (await page.locator("#variables tr.variable").all_inner_texts())[0].split("\t")
+    assert row[:3] == ["targets", "host_list", f"{IPS[0]}, {IPS[1]}"], row
+
+
 async def test_export_a_template_import_it_under_a_new_name_and_sync_a_plan(
     running: Running, browser: Any, tmp_path: Path
 ) -> None:
