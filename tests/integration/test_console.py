@@ -133,6 +133,24 @@ async def test_login_logout_and_wrong_password(running: Running, browser: Any) -
     assert answer["code"] != 0 and "CSRF" in answer["message"]
 
 
+async def test_pages_load_without_a_missing_resource(running: Running, browser: Any) -> None:
+    """Nothing a console page asks for is missing, the browser's icon included: a 404
+    in the browser's console sends an operator looking for what broke."""
+    missing: list[str] = []
+    page = await browser.new_page()
+    page.on("console", lambda m: missing.append(f"{page.url}: {m.text}")
+            if "Failed to load resource" in m.text else None)
+    await page.goto(running.url + "/login")
+    await page.fill("input[name=username]", "admin")
+    await page.fill("input[name=password]", running.boot["admin_password"])
+    await page.click("button[type=submit]")
+    await page.wait_for_url(running.url + "/")
+    for path in ("/jobs", "/hosts"):
+        await page.goto(running.url + path)
+    await page.wait_for_timeout(500)
+    assert missing == []
+
+
 async def test_live_output_groups_and_screenshot(running: Running, browser: Any) -> None:
     await running.start_agents(IPS)
     page = await login(browser, running)
