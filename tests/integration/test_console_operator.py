@@ -137,6 +137,18 @@ async def test_a_hosts_history_is_one_click_from_the_hosts_page(
         assert "0 jobs" in await page.inner_text("main"), wrong
 
 
+async def test_a_host_whose_agent_is_up_was_last_seen_now(
+        running: Running, browser: Any) -> None:
+    """The hosts page's "last seen" of a host whose agent is connected is now, not the
+    moment it connected (which the cell's title gives)."""
+    await running.start_agents(IPS[:1])
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/hosts")
+    cell = page.locator(f"tr.hostrow[data-ip='{IPS[0]}'] td.seen")
+    assert await cell.inner_text() == "now"
+    assert (await cell.locator("span").get_attribute("title") or "").startswith("Connected 20")
+
+
 async def test_host_pages_of_a_job_keep_the_ip_filter(running: Running, browser: Any) -> None:
     """The next page of a job's hosts filtered by IP holds the same filter."""
     many = [f"127.0.14.{i}" for i in range(1, 121)] + [f"127.0.15.{i}" for i in range(1, 11)]

@@ -457,7 +457,8 @@ def hosts_table(hosts: Sequence[dict[str, Any]]) -> Table:
             Text("yes" if alive else "no", style="green" if alive else "red"),
             shown(host.get("agent_id") or "-"),
             shown(host.get("agent_version") or "-"),
-            format_time(host.get("last_seen")),
+            # last_seen is when the agent connected or left: one that is up is seen now
+            "now" if alive else format_time(host.get("last_seen")),
         )
     return table
 

@@ -70,6 +70,8 @@ ZH: dict[str, str] = {
     "Alive": "在线",
     "Dead": "离线",
     "Last seen": "最后在线",
+    "now": "现在",
+    "Connected": "连接于",
     "Version": "版本",
     "Time": "时间",
     "Action": "操作",
