@@ -141,3 +141,14 @@ def test_notify_commands(cli: Cli, server: FakeServer) -> None:
         ("PUT", "/businesses/2/notify-configs/4", {"enabled": False}),
         ("DELETE", "/businesses/2/notify-configs/4", None),
     ]
+
+
+def test_notify_takes_the_status_names_of_the_job_history(
+        cli: Cli, server: FakeServer) -> None:
+    """``--on failed`` (docs/cli.md) means what ``jobs --status failed`` means."""
+    server.admin_answers[("POST", "/businesses/2/notify-configs")] = {"id": 5, "statuses": [4]}
+    result = cli("notify", "webhook", "https://127.0.0.1:9/job", "--on", "failed",
+                 "--on", "terminated", "--on", "FAIL",
+                 env={"JOBFLEET_NOTIFY_SECRET": "k-123456789"})
+    assert result.exit_code == 0, result.output
+    assert server.admin_requests()[0][2]["statuses"] == [4, 8, "FAIL"]

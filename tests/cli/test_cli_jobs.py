@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from jobfleet.cli._render import format_time
+
 if TYPE_CHECKING:
     from conftest import Cli, FakeServer
 
@@ -111,6 +113,23 @@ def test_hosts_table_and_filters(cli: Cli, server: FakeServer) -> None:
         "/hosts?bk_biz_id=4&alive=true",
         "/hosts?bk_biz_id=2&alive=false",
     ]
+
+
+def test_a_host_that_is_up_was_last_seen_now(cli: Cli, server: FakeServer) -> None:
+    """``last_seen`` is when an agent connected or left: an agent up for a week was
+    not last seen a week ago, while one that left was last seen when it left."""
+    week_ago, hour_ago = 1_700_000_000_000, 1_700_600_000_000
+    server.admin_answers[("GET", "/hosts")] = [
+        {"bk_host_id": 1, "ip": "127.0.0.1", "alive": True, "last_seen": week_ago},
+        {"bk_host_id": 2, "ip": "127.0.0.2", "alive": False, "last_seen": hour_ago},
+    ]
+    result = cli("hosts")
+    assert result.exit_code == 0, result.output
+    rows = {ip: line for line in result.stdout.splitlines()
+            for ip in ("127.0.0.1", "127.0.0.2") if f" {ip} " in line}
+    assert rows["127.0.0.1"].rstrip().endswith("now"), rows
+    assert format_time(week_ago) not in rows["127.0.0.1"], rows
+    assert rows["127.0.0.2"].rstrip().endswith(format_time(hour_ago)), rows
 
 
 def test_hosts_json(cli: Cli, server: FakeServer) -> None:

@@ -115,3 +115,17 @@ def test_hosts_sort_numerically_by_ip() -> None:
     text = render(_render.host_table(hosts, logs=False))
     positions = [text.index(f"127.0.0.{i} ") for i in (1, 9, 10, 100)]
     assert positions == sorted(positions)
+
+
+def test_logs_come_in_the_host_tables_order() -> None:
+    """``jobfleet logs`` lists hosts as ``status`` does: successes first, failures last,
+    by address within each, whatever order the server answered in."""
+    hosts = [HostResult(1, "127.0.0.10", 0, 9, 0, log="a\n"),
+             HostResult(2, "127.0.0.3", 0, 104, 1, log="b\n"),
+             HostResult(3, "127.0.0.9", 0, 9, 0, log="c\n"),
+             HostResult(4, "127.0.0.2", 0, 104, 1, log="d\n")]
+    written = io.StringIO()
+    _render.print_host_logs(Console(file=written, width=100), hosts)
+    headers = [line.split()[1] for line in written.getvalue().splitlines()
+               if line.startswith("==")]
+    assert headers == ["127.0.0.9", "127.0.0.10", "127.0.0.2", "127.0.0.3"]

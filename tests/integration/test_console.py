@@ -133,6 +133,24 @@ async def test_login_logout_and_wrong_password(running: Running, browser: Any) -
     assert answer["code"] != 0 and "CSRF" in answer["message"]
 
 
+async def test_pages_load_without_a_missing_resource(running: Running, browser: Any) -> None:
+    """Nothing a console page asks for is missing, the browser's icon included: a 404
+    in the browser's console sends an operator looking for what broke."""
+    missing: list[str] = []
+    page = await browser.new_page()
+    page.on("console", lambda m: missing.append(f"{page.url}: {m.text}")
+            if "Failed to load resource" in m.text else None)
+    await page.goto(running.url + "/login")
+    await page.fill("input[name=username]", "admin")
+    await page.fill("input[name=password]", running.boot["admin_password"])
+    await page.click("button[type=submit]")
+    await page.wait_for_url(running.url + "/")
+    for path in ("/jobs", "/hosts"):
+        await page.goto(running.url + path)
+    await page.wait_for_timeout(500)
+    assert missing == []
+
+
 async def test_live_output_groups_and_screenshot(running: Running, browser: Any) -> None:
     await running.start_agents(IPS)
     page = await login(browser, running)
@@ -229,6 +247,27 @@ async def test_run_plan_with_variables(running: Running, browser: Any) -> None:
     assert final["job_instance"]["status"] == 3, final
     await page.wait_for_function(
         "() => document.getElementById('log').textContent.includes('hello console')")
+
+
+async def test_the_plan_page_shows_the_hosts_a_plan_runs_on(
+        running: Running, browser: Any) -> None:
+    """A host variable's box is empty (an address typed there replaces the plan's
+    hosts), so the page says which hosts the plan runs on when it is left so."""
+    await running.start_agents(IPS[:2])
+    plan_id, _ids = await make_plan(
+        running,
+        [script("say", "echo on $JOBFLEET_HOST_IP\n", {"variable": "targets"})],
+        [{"name": "targets", "type": 3, "server": hosts(*IPS[:2])}],
+        name="hosts plan",
+    )
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/api_plan/{plan_id}")
+    shown = await page.inner_text(".plan-hosts[data-name=targets]")
+    assert shown == f"The plan's hosts: {IPS[0]}, {IPS[1]}", shown
+    await page.click("#run")
+    final = await running.wire.wait(await job_id_of(page))
+    ran = sorted(h["ip"] for h in final["step_instance_list"][0]["step_ip_result_list"])
+    assert ran == sorted(IPS[:2]), final
 
 
 async def test_distribute_an_uploaded_file(running: Running, browser: Any,

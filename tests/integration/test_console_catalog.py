@@ -141,6 +141,19 @@ async def test_public_scripts_are_changed_by_administrators_only(
     assert answer["code"] != 0 and "administrator" in answer["message"]
 
 
+async def test_a_templates_host_variable_shows_its_hosts(
+        running: Running, browser: Any) -> None:
+    """The value of a host variable on the template page is the hosts it names."""
+    steps = [script("greet", "echo hello\n", {"variable": "targets"})]
+    variables = [{"name": "targets", "type": 3, "server": hosts(*IPS[:2])}]
+    tpl = ok(await running.wire.post(f"{V1}/templates?bk_biz_id=2", {
+        "name": "hosts shown", "step_list": steps, "global_var_list": variables}))
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/templates/{tpl['id']}")
+    row = (await page.locator("#variables tr.variable").all_inner_texts())[0].split("\t")
+    assert row[:3] == ["targets", "host_list", f"{IPS[0]}, {IPS[1]}"], row
+
+
 async def test_export_a_template_import_it_under_a_new_name_and_sync_a_plan(
     running: Running, browser: Any, tmp_path: Path
 ) -> None:
@@ -199,6 +212,24 @@ async def test_export_a_template_import_it_under_a_new_name_and_sync_a_plan(
     assert detail["need_update"] is False
     actions = [e["action"] for e in await running.server.audit.recent(100)]
     assert "import_job_template" in actions and "sync_job_plan" in actions
+
+
+async def test_plans_of_one_name_are_told_apart_by_their_template(
+        running: Running, browser: Any) -> None:
+    """Plans are named within their template, so two templates' "canary" plans are two
+    choices of the new-cron form: each says its template."""
+    made = []
+    for name in ("web", "db"):
+        tpl = ok(await running.wire.post(f"{V1}/templates?bk_biz_id=2", {
+            "name": name, "step_list": [script("tick", "echo tick\n", hosts(IPS[0]))]}))
+        plan = ok(await running.wire.post(
+            f"{V1}/templates/{tpl['id']}/plans?bk_biz_id=2", {"name": "canary"}))
+        made.append((plan["id"], tpl["id"]))
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/crons")
+    options = await page.locator("#new-cron select[name=job_plan_id] option").all_inner_texts()
+    assert sorted(options) == sorted(
+        f"{plan} canary · Template {tpl}" for plan, tpl in made), options
 
 
 async def test_create_a_cron_and_see_it_fire(tmp_path: Path, database_url: str,

@@ -50,6 +50,23 @@ async def test_the_open_job_page_shows_how_each_host_ended(
     assert rows[IPS[0]] == ["SUCCESS", "0"], rows
 
 
+async def test_the_open_job_page_shows_how_long_each_step_took(
+        running: Running, browser: Any) -> None:
+    """A step's duration on a page opened while it ran is its whole run once it has
+    ended, not the moment the page was made."""
+    await running.start_agents(IPS[:1])
+    page = await login(browser, running)
+    job = await quick_execute(page, running, "sleep 3; echo done\n", IPS[:1])
+    await page.wait_for_selector("#job-status[data-ended='1']", timeout=15000)
+    final = await running.wire.wait(job)
+    step = final["step_instance_list"][0]
+    took = (step["end_time"] - step["start_time"]) / 1000
+    assert took >= 3, step
+    await page.wait_for_function(
+        f"() => document.querySelector('#steps tr.on td:nth-child(4)')?.textContent"
+        f" === '{took:.1f} s'", timeout=5000)
+
+
 async def test_a_retry_from_the_ended_page_is_followed(running: Running, browser: Any) -> None:
     """The stream of a job page ends with the job; retrying its failed hosts from the
     page runs the job again, and the page follows that run to its end."""
@@ -92,6 +109,44 @@ async def test_history_pages_keep_the_filter(running: Running, browser: Any) -> 
     await page.click("#previous-page")
     assert "101 jobs" in await page.inner_text("main")
     assert await page.input_value("select[name=launch_mode]") == "2"
+
+
+async def test_a_hosts_history_is_one_click_from_the_hosts_page(
+        running: Running, browser: Any) -> None:
+    """Each host on the hosts page links to the jobs that ran on it; the history's IP
+    box keeps the filter, and text that is no address finds nothing, not an error."""
+    await running.start_agents(IPS[:2])
+    for ip, name in ((IPS[0], "on-first"), (IPS[1], "on-second")):
+        await running.wire.wait((await running.wire.run_script(
+            "true", [ip], task_name=name))["job_instance_id"])
+    await running.wire.wait((await running.wire.run_script(
+        "true", IPS[:2], task_name="on-both"))["job_instance_id"])
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/hosts")
+    await page.click(f"tr.hostrow[data-ip='{IPS[1]}'] a.history")
+    await page.wait_for_url("**/jobs?ip=*")
+    names = [r.split("\t")[1] for r in await page.locator("tr.job").all_inner_texts()]
+    assert names == ["on-both", "on-second"], names
+    assert await page.input_value("input[name=ip]") == IPS[1]
+    await page.fill("input[name=ip]", f" {IPS[0]} ")
+    await page.click("form.filters button")
+    names = [r.split("\t")[1] for r in await page.locator("tr.job").all_inner_texts()]
+    assert names == ["on-both", "on-first"], names
+    for wrong in ("not-an-ip", "no%00where", "1" * 500):
+        await page.goto(f"{running.url}/jobs?ip={wrong}")
+        assert "0 jobs" in await page.inner_text("main"), wrong
+
+
+async def test_a_host_whose_agent_is_up_was_last_seen_now(
+        running: Running, browser: Any) -> None:
+    """The hosts page's "last seen" of a host whose agent is connected is now, not the
+    moment it connected (which the cell's title gives)."""
+    await running.start_agents(IPS[:1])
+    page = await login(browser, running)
+    await page.goto(f"{running.url}/hosts")
+    cell = page.locator(f"tr.hostrow[data-ip='{IPS[0]}'] td.seen")
+    assert await cell.inner_text() == "now"
+    assert (await cell.locator("span").get_attribute("title") or "").startswith("Connected 20")
 
 
 async def test_host_pages_of_a_job_keep_the_ip_filter(running: Running, browser: Any) -> None:

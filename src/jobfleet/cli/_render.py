@@ -306,8 +306,10 @@ def job_overview(status: dict[str, Any]) -> Group:
 
 def print_host_logs(console: Console, hosts: Iterable[HostResult]) -> None:
     """Every host's full log under a ``== ip (status, exit N) ==`` header; for file
-    steps one line per file instead."""
-    for host in hosts:
+    steps one line per file instead. Hosts come in the host table's order (by status,
+    failures last; by address within a status), not the server's."""
+    for host in sorted(hosts, key=lambda h: (_group_order(h.status), h.bk_cloud_id,
+                                             *ip_key(h.ip))):
         state = f"{host_status_name(host.status)}, exit {exit_code_text(host.exit_code)}"
         header = f"== {_host_label(host)} ({state}) =="
         console.print(shown(header, style=f"bold {host_status_style(host.status)}"))
@@ -455,7 +457,8 @@ def hosts_table(hosts: Sequence[dict[str, Any]]) -> Table:
             Text("yes" if alive else "no", style="green" if alive else "red"),
             shown(host.get("agent_id") or "-"),
             shown(host.get("agent_version") or "-"),
-            format_time(host.get("last_seen")),
+            # last_seen is when the agent connected or left: one that is up is seen now
+            "now" if alive else format_time(host.get("last_seen")),
         )
     return table
 

@@ -54,7 +54,7 @@ def _when(text: str) -> int:
 
 def _row(cron: dict[str, Any]) -> dict[str, Any]:
     schedule = cron.get("expression") or (
-        f"once at {cron['execute_time']}" if cron.get("execute_time") else ""
+        f"once at {_render.format_time(cron['execute_time'])}" if cron.get("execute_time") else ""
     )
     state = "running" if cron.get("status") == RUNNING else "paused"
     return {**cron, "schedule": schedule, "state": state}

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli._history import STATUS_NAMES
 
 notify_app = typer.Typer(
     help="Job-end notifications of a business: signed webhooks and mails.", no_args_is_help=True
@@ -18,8 +19,9 @@ OnOption = Annotated[
     list[str],
     typer.Option(
         "--on",
-        help="A final job status that triggers it: a number or a name (SUCCESS, FAIL, "
-        "ABNORMAL_STATE, …); repeat for more.",
+        help="A final job status that triggers it: a number, a name as 'jobs --status' "
+        "takes it (success, failed, …) or the API's (SUCCESS, FAIL, ABNORMAL_STATE, …); "
+        "repeat for more.",
     ),
 ]
 COLUMNS = ["id", "channel", "target", "statuses", "enabled", "has_secret", "last_modify_user"]
@@ -34,7 +36,18 @@ def _biz(cli: CliContext, biz: int | None) -> int:
 
 
 def _statuses(values: list[str]) -> list[int | str]:
-    return [int(v) if v.strip().isdecimal() else v.strip() for v in values]
+    """Numbers, the names ``jobfleet jobs --status`` takes (``failed``, ``success``, …)
+    as their codes, and anything else as the server's own names (``FAIL``)."""
+    out: list[int | str] = []
+    for value in values:
+        text = value.strip()
+        if text.isdecimal():
+            out.append(int(text))
+        elif text in STATUS_NAMES:
+            out.append(int(STATUS_NAMES[text]))
+        else:
+            out.append(text)
+    return out
 
 
 @notify_app.command("list")

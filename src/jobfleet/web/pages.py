@@ -31,6 +31,7 @@ from jobfleet.domain.status import (
     ScopeType,
     StepType,
 )
+from jobfleet.domain.targets import normalize_ip
 from jobfleet.web import admin_pages, approvals, i18n, paging
 from jobfleet.web import output_groups as outputs
 from jobfleet.web.cookies import secure_cookie
@@ -63,6 +64,24 @@ def _ms(value: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(value) / 1000))
 
 
+def _plan_hosts(server: Any, shown: int = 20) -> str:
+    """A host variable's own hosts in a line: its addresses (the first ``shown``), and
+    how many of each other kind of target it names."""
+    if not isinstance(server, dict):
+        return ""
+    ips = [
+        (f"{h.get('bk_cloud_id')}:{h.get('ip')}" if h.get("bk_cloud_id") else str(h.get("ip")))
+        for h in server.get("ip_list") or []
+        if isinstance(h, dict)
+    ]
+    parts = [", ".join(ips[:shown]) + (f" … (+{len(ips) - shown})" if len(ips) > shown else "")]
+    for key, word in (("host_id_list", "host ids"), ("dynamic_group_list", "dynamic groups"),
+                      ("topo_node_list", "topology nodes")):
+        if server.get(key):
+            parts.append(f"{len(server[key])} {word}")
+    return "; ".join(p for p in parts if p)
+
+
 def _duration(start: Any, end: Any) -> str:
     if not start:
         return ""
@@ -72,6 +91,7 @@ def _duration(start: Any, end: Any) -> str:
 
 _env.filters["ms"] = _ms
 _env.globals["duration"] = _duration
+_env.globals["plan_hosts"] = _plan_hosts
 _RUN = {int(s): s.name for s in RunStatus}
 _HOST = {int(s): s.name for s in HostStatus}
 _env.globals["run_status"] = lambda v: _RUN.get(int(v), str(v))
@@ -341,6 +361,14 @@ def console_router(services: Services, *, cookie_secure: str = "auto") -> APIRou
             text = q.get(key, "").replace("\x00", "")[:longest]
             if text:
                 filters[key] = text
+        # a host's history (the hosts page links here); hosts are stored by the
+        # address's normal form, and text that is no address matches no job
+        ip = q.get("ip", "").replace("\x00", "")[:64].strip()
+        if ip:
+            try:
+                filters["ip"] = normalize_ip(ip)
+            except JobError:
+                filters["ip"] = ip
         days = min(max(paging.number(q.get("days")) or 30, 1), MAX_DAYS)
         offset = paging.offset_of(q)
         total, rows = 0, list[Any]()

@@ -234,9 +234,10 @@ var jf = (function () {
       });
       src.addEventListener('end', function () { src.close(); });
     },
-    // the host groups and rows as the page's own address renders them now (with the
-    // operator's filter and page), at most once a second: the status events carry
-    // counts only, and a status no host had when the page was made has no place yet
+    // the steps, host groups and rows as the page's own address renders them now (with
+    // the operator's filter and page), at most once a second: the status events carry
+    // counts only, a status no host had when the page was made has no place yet, and a
+    // step's duration is only known from the store
     hostsAsked: 0, hostsTimer: null, hostsAgain: false,
     refreshHosts: function () {
       // asked while a read is under way: read once more after it, so the last one is fresh
@@ -253,7 +254,7 @@ var jf = (function () {
           var had = document.activeElement, row = had && had.closest('tr.host, li.group');
           var place = row && (row.dataset.ip ? 'tr.host[data-ip="' + CSS.escape(row.dataset.ip) + '"] a'
             : 'li.group [data-status="' + CSS.escape(had.dataset.status || '') + '"]');
-          ['groups', 'hosts-title', 'hosts'].forEach(function (id) {
+          ['steps', 'groups', 'hosts-title', 'hosts'].forEach(function (id) {
             var now = document.getElementById(id), made = fresh.getElementById(id);
             if (now && made) now.replaceWith(document.adoptNode(made));
           });
