@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.web import i18n
 
@@ -23,3 +26,14 @@ def test_names_follow_the_language() -> None:
     assert zh(99) == "99" and en("x") == "x"
     host = i18n.status_namer("zh", HOST, i18n.HOST_STATUS_ZH)
     assert host(104) == "脚本返回码非零"
+
+
+def test_every_word_a_page_asks_for_has_its_chinese() -> None:
+    templates = Path(i18n.__file__).parent / "templates"
+    asked = {
+        (page.name, word)
+        for page in templates.glob("*.html")
+        for word in re.findall(r"\bt\('([^']+)'\)", page.read_text())
+    }
+    assert asked
+    assert sorted((page, word) for page, word in asked if word not in i18n.ZH) == []
