@@ -324,6 +324,7 @@ class Server:
                 self.auth_failures,
             ),
             probes=self.monitor,
+            outbound=outbound,
         )
         self.connection_limits = ConnectionLimits(
             header_timeout=settings.header_timeout,

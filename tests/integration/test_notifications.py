@@ -564,3 +564,23 @@ async def test_a_receiver_that_never_answers_has_only_its_share_of_the_slots(
                    if r.target == shown_url(silent.url)]
         assert len(waiting) == IN_FLIGHT + 8 + 1  # the tests, and the job's notification
         assert {(r.state, r.attempts) for r in waiting} == {("pending", 0)}
+
+
+async def test_a_webhook_the_guard_would_never_send_to_is_refused_when_saved(
+        tmp_path: Path, database_url: str) -> None:
+    """Saved, such a config would fail every delivery, seen only in the server's log."""
+    async with run_server(tmp_path, database_url) as run:  # loopback not allowed
+        base = "/businesses/2/notify-configs"
+        body = {"channel": "webhook", "secret": SECRET, "statuses": [4]}
+        for target in ("http://127.0.0.1:9/x", "https://[::1]:9/x", "http://[::ffff:127.0.0.1]/"):
+            answer = await admin(run.wire, "POST", base, {**body, "target": target})
+            assert (answer["result"], answer["code"]) == (False, 1241010), answer
+            assert "not an allowed destination" in answer["message"]
+            assert "--callback-allow" in answer["message"]
+        # a name is checked at each delivery, where it resolves then
+        named = await add_config(run.wire, **body, target="http://localhost:9/x")
+        changed = await admin(run.wire, "PUT", f"{base}/{named['id']}",
+                              {"target": "http://127.0.0.2:9/x"})
+        assert (changed["result"], changed["code"]) == (False, 1241010), changed
+        got = await admin(run.wire, "GET", f"{base}/{named['id']}")
+        assert got["data"]["target"] == "http://localhost:9/x"

@@ -3,8 +3,10 @@ running-job quotas of businesses and apps, and the audit log search."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 
@@ -12,6 +14,7 @@ from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str
 from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
 from jobfleet.api.scope import holds_scope, require_admin
+from jobfleet.domain.addresses import refusal
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.domain.urls import url_problem
@@ -78,10 +81,35 @@ def _addresses(value: Any) -> list[str]:
     return found
 
 
-def _target(channel: str, value: Any) -> Any:
+def _target(call: Call, channel: str, value: Any) -> Any:
     if value is None or value == "":
         raise JobError.missing("target")
-    return _webhook_url(value) if channel == WEBHOOK else _addresses(value)
+    if channel != WEBHOOK:
+        return _addresses(value)
+    url = _webhook_url(value)
+    _check_destination(call, url)
+    return url
+
+
+def _check_destination(call: Call, url: str) -> None:
+    """Refuse a webhook at an address the outbound guard would never send to, rather than
+    save a config whose every delivery fails. A name is not resolved here: what it points
+    to may change, and is checked at each delivery."""
+    outbound = call.services.outbound
+    if outbound is None:
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return
+    why = refusal(address, allow=outbound.allow, own=outbound.own)
+    if why is not None:
+        raise JobError.invalid(
+            "target",
+            f"{host} is not an allowed destination: {why} "
+            "(jobfleet server --callback-allow CIDR allows a range)",
+        )
 
 
 def _run_status(item: Any) -> RunStatus | None:
@@ -188,7 +216,7 @@ async def create_config(call: Call) -> dict[str, Any]:
     row = await _notify_store(call).create(
         scope.bk_biz_id,
         channel=channel,
-        target=_target(channel, p.get("target")),
+        target=_target(call, channel, p.get("target")),
         secret=_secret(channel, p.get("secret"), required=True),
         statuses=_statuses(p.get("statuses")),
         enabled=get_bool(p, "enabled", True),
@@ -212,7 +240,7 @@ async def update_config(call: Call) -> dict[str, Any]:
     current = await store.get(scope.bk_biz_id, config_id)
     changes: dict[str, Any] = {}
     if "target" in p and not _keeps(current, p["target"]):
-        changes["target"] = _target(current.channel, p["target"])
+        changes["target"] = _target(call, current.channel, p["target"])
     if "statuses" in p:
         changes["statuses"] = _statuses(p["statuses"])
     if "enabled" in p:

@@ -14,6 +14,7 @@ from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.file_sources import ThirdPartyFiles
 from jobfleet.engine.heal import Healer
 from jobfleet.engine.jobs import Jobs
+from jobfleet.engine.outbound import Outbound
 from jobfleet.engine.plans import PlanLauncher
 from jobfleet.engine.ports import LiveEvents, NoLiveEvents
 from jobfleet.engine.procs import ProcManager
@@ -89,3 +90,5 @@ class Services:
     healer: Healer | None = None
     # /readyz and /metrics (none: only /healthz answers)
     probes: Probes | None = None
+    # the guard outbound requests pass, asked when a webhook is saved (none: not asked)
+    outbound: Outbound | None = None
