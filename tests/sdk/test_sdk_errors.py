@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import socket
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from tests.sdk.hostile import hostile_server, whole
@@ -43,28 +46,46 @@ KINDS: dict[int, type[JobApiError]] = {
 }
 
 
-def refused(code: int, http_status: str = "200 OK") -> JobApiError:
+def answer_the_asked_code(conn: socket.socket, request: str, _body: bytes) -> None:
+    """Refuses each call with the code it names as its job (GET ?job_instance_id=)."""
+    code = int(parse_qs(urlsplit(request.split()[1]).query)["job_instance_id"][0])
     body = {"result": False, "code": code, "message": f"refused with {code}", "data": None}
+    whole("200 OK", json.dumps(body).encode())(conn, request, _body)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[JobClient]:
+    """One loopback server and one client for every code: each case is one call of its
+    own over the wire, and the module does not start a server and a client (which
+    reads the CA bundle) per code."""
     with (
-        hostile_server(whole(http_status, json.dumps(body).encode())) as server,
+        hostile_server(answer_the_asked_code) as server,
         JobClient(server.url, "a", "s", "u", biz=2) as client,
-        pytest.raises(JobApiError) as caught,
     ):
-        client.get_job_instance_status(1)
+        yield client
+
+
+def refused(client: JobClient, code: int) -> JobApiError:
+    with pytest.raises(JobApiError) as caught:
+        client.get_job_instance_status(code)
     return caught.value
 
 
 @pytest.mark.parametrize("code", [c for c in ErrorCode if c != ErrorCode.OK])
-def test_every_error_code_is_a_job_api_error_with_its_code_and_message(code: ErrorCode) -> None:
-    error = refused(code)
+def test_every_error_code_is_a_job_api_error_with_its_code_and_message(
+    client: JobClient, code: ErrorCode
+) -> None:
+    error = refused(client, code)
     assert error.code == code
     assert error.message == f"refused with {int(code)}"
     assert str(error) == f"[{int(code)}] refused with {int(code)}"
 
 
 @pytest.mark.parametrize(("code", "kind"), KINDS.items())
-def test_an_error_code_is_raised_as_its_kind(code: int, kind: type[JobApiError]) -> None:
-    assert type(refused(code)) is kind
+def test_an_error_code_is_raised_as_its_kind(
+    client: JobClient, code: int, kind: type[JobApiError]
+) -> None:
+    assert type(refused(client, code)) is kind
 
 
 @pytest.mark.parametrize(

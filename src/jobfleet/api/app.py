@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.routing import BaseRoute
 
 from jobfleet import __version__
 from jobfleet.api import (
@@ -46,6 +48,48 @@ from jobfleet.api.openapi import DocumentedAPI
 from jobfleet.api.route_index import RouteIndex
 from jobfleet.api.services import Services
 
+API_MODULES = (
+    agent_channel,
+    execute,
+    sql,
+    query,
+    host_logs,
+    legacy,
+    gse,
+    heal,
+    admin,
+    files,
+    transfer,
+    accounts,
+    file_sources,
+    scripts,
+    templates,
+    plans,
+    steps,
+    cron,
+    cron_firings,
+    rules,
+    rules_try,
+    notify,
+    notify_test,
+    topology,
+    targets,
+    people,
+    live,
+)
+
+
+@functools.cache
+def api_routes() -> tuple[BaseRoute, ...]:
+    """The routes of ``API_MODULES``, built once per process. They hold nothing of one
+    server (a handler finds its services on the request's app) and nothing changes them
+    once built, so every app of the process may share them; building them (FastAPI reads
+    each handler's signature and types) is most of what making an app costs."""
+    router = APIRouter()
+    for module in API_MODULES:
+        module.register(router)
+    return tuple(router.routes)
+
 
 def create_app(
     services: Services,
@@ -63,38 +107,10 @@ def create_app(
         description="Remote job execution, wire-compatible with bk-job v3",
     )
     app.state.services = services
-    # straight onto the app's router: an included router would build every route twice
+    # straight onto the app's router, as they are: an included router would build every
+    # route again
     router = app.router
-    for module in (
-        agent_channel,
-        execute,
-        sql,
-        query,
-        host_logs,
-        legacy,
-        gse,
-        heal,
-        admin,
-        files,
-        transfer,
-        accounts,
-        file_sources,
-        scripts,
-        templates,
-        plans,
-        steps,
-        cron,
-        cron_firings,
-        rules,
-        rules_try,
-        notify,
-        notify_test,
-        topology,
-        targets,
-        people,
-        live,
-    ):
-        module.register(router)
+    router.routes.extend(api_routes())
     health.register(router, services.probes)
     docs.register(app)
     if console is not None:
