@@ -81,14 +81,17 @@ def _addresses(value: Any) -> list[str]:
     return found
 
 
-def _target(call: Call, channel: str, value: Any) -> Any:
+def _target(channel: str, value: Any) -> Any:
     if value is None or value == "":
         raise JobError.missing("target")
-    if channel != WEBHOOK:
-        return _addresses(value)
-    url = _webhook_url(value)
-    _check_destination(call, url)
-    return url
+    return _webhook_url(value) if channel == WEBHOOK else _addresses(value)
+
+
+def _sendable_target(call: Call, channel: str, value: Any) -> Any:
+    target = _target(channel, value)
+    if channel == WEBHOOK:
+        _check_destination(call, target)
+    return target
 
 
 def _check_destination(call: Call, url: str) -> None:
@@ -216,7 +219,7 @@ async def create_config(call: Call) -> dict[str, Any]:
     row = await _notify_store(call).create(
         scope.bk_biz_id,
         channel=channel,
-        target=_target(call, channel, p.get("target")),
+        target=_sendable_target(call, channel, p.get("target")),
         secret=_secret(channel, p.get("secret"), required=True),
         statuses=_statuses(p.get("statuses")),
         enabled=get_bool(p, "enabled", True),
@@ -240,7 +243,7 @@ async def update_config(call: Call) -> dict[str, Any]:
     current = await store.get(scope.bk_biz_id, config_id)
     changes: dict[str, Any] = {}
     if "target" in p and not _keeps(current, p["target"]):
-        changes["target"] = _target(call, current.channel, p["target"])
+        changes["target"] = _sendable_target(call, current.channel, p["target"])
     if "statuses" in p:
         changes["statuses"] = _statuses(p["statuses"])
     if "enabled" in p:
