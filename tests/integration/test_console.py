@@ -154,13 +154,17 @@ async def test_pages_load_without_a_missing_resource(running: Running, browser: 
 async def test_live_output_groups_and_screenshot(running: Running, browser: Any) -> None:
     await running.start_agents(IPS)
     page = await login(browser, running)
-    script = "echo start on $JOBFLEET_HOST_IP\nsleep 4\necho done $RANDOM\n"
+    go = running.data_dir / "go"
+    # the scripts end only once the test has seen their first lines
+    script = (f"echo start on $JOBFLEET_HOST_IP\nwhile [ ! -e {go} ]; do sleep 0.05; done\n"
+              "echo done $RANDOM\n")
     job = await quick_execute(page, running, script, IPS)
     # output arrives while the job still runs
     await page.wait_for_function(
-        "() => document.getElementById('log').textContent.includes('start')", timeout=4000)
+        "() => document.getElementById('log').textContent.includes('start')", timeout=60000)
     status = await running.wire.status(job)
     assert status["job_instance"]["status"] == 2, "the output came only after the job"
+    go.touch()
     await page.wait_for_selector("#job-status[data-ended='1']", timeout=30000)
     await page.reload()
     await page.wait_for_selector(".ogroup")
@@ -203,7 +207,7 @@ async def test_terminate_from_the_page(running: Running, browser: Any) -> None:
     await page.click("#terminate")
     final = await running.wire.wait(job, timeout=30)
     assert final["job_instance"]["status"] in (8, 11, 4), final
-    await page.wait_for_selector("#job-status[data-ended='1']", timeout=15000)
+    await page.wait_for_selector("#job-status[data-ended='1']", timeout=60000)
     entries = await running.server.audit.recent(50)
     assert any(e["action"] == "operate_job_instance" or "terminate" in e["action"]
                for e in entries) or entries

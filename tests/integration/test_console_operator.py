@@ -37,13 +37,13 @@ async def test_the_open_job_page_shows_how_each_host_ended(
     await running.start_agents(IPS)
     page = await login(browser, running)
     job = await quick_execute(page, running, SPLIT, IPS)
-    await page.wait_for_selector("#job-status[data-ended='1']", timeout=15000)
+    await page.wait_for_selector("#job-status[data-ended='1']", timeout=60000)
     final = await running.wire.wait(job)
     assert final["job_instance"]["status"] == 4, final
     ok, failed = "#groups a.ok + .count", "#groups a.bad + .count"
     await page.wait_for_function(
         f"() => document.querySelector('{ok}')?.textContent === '2'"
-        f" && document.querySelector('{failed}')?.textContent === '1'", timeout=5000)
+        f" && document.querySelector('{failed}')?.textContent === '1'", timeout=60000)
     rows = {r.split("\t")[0]: r.split("\t")[1:] for r in
             await page.locator("#hosts tr.host").all_inner_texts()}
     assert rows[IPS[-1]] == ["SCRIPT_NOT_ZERO_EXIT_CODE", "3"], rows
@@ -76,14 +76,14 @@ async def test_a_retry_from_the_ended_page_is_followed(running: Running, browser
     script = (f'if [ "$JOBFLEET_HOST_IP" = "{IPS[-1]}" ] && [ ! -e {mark} ]; then '
               f'touch {mark}; echo first; exit 3; fi; echo again\n')
     job = await quick_execute(page, running, script, IPS)
-    await page.wait_for_selector("#job-status[data-ended='1']", timeout=15000)
+    await page.wait_for_selector("#job-status[data-ended='1']", timeout=60000)
     assert await page.get_attribute("#job-status", "data-status") == "4"
     await page.click("text=Retry failed")
-    await page.wait_for_selector("#job-status[data-status='3'][data-ended='1']", timeout=15000)
+    await page.wait_for_selector("#job-status[data-status='3'][data-ended='1']", timeout=60000)
     assert (await running.wire.status(job))["job_instance"]["status"] == 3
     await page.wait_for_function(
         f"() => [...document.querySelectorAll('#hosts tr.host')].some("
-        f"r => r.dataset.ip === '{IPS[-1]}' && r.cells[2].textContent === '0')", timeout=5000)
+        f"r => r.dataset.ip === '{IPS[-1]}' && r.cells[2].textContent === '0')", timeout=60000)
 
 # what sticks out past the window's right edge
 PAST_THE_EDGE = """() => [...document.querySelectorAll('body *')]
@@ -208,13 +208,15 @@ async def test_a_narrow_window_shows_the_whole_page(running: Running, browser: A
 async def test_ten_megabytes_of_output_are_shown_at_once(
         running: Running, browser: Any) -> None:
     """A host that printed 10 MB: its log is on the page in the time the stream takes,
-    not the minute a page redrawing the whole log for every event took."""
+    not the minute a page redrawing the whole log for every event took. The stream took
+    10 to 14 s at a load of 20: the wait for the log's end has room for that, and its
+    bound still tells it from that minute, which a loaded machine stretches too."""
     line = "a line of a big output, padded to about a hundred bytes " + "." * 40
     page, _job, _final = await job_page(
         running, browser, f"yes '{line}' | head -c 10000000; echo; echo THE-END", IPS[:1])
     await page.wait_for_function(
         "() => document.getElementById('log').textContent.endsWith('THE-END\\n')",
-        timeout=15000)
+        timeout=45000)
     assert await page.evaluate("document.getElementById('log').textContent.length") > 10**7
     await page.fill("#log-search", "THE-END")
     assert await page.inner_text("#log mark") == "THE-END"
@@ -242,13 +244,17 @@ async def test_reading_back_in_a_live_log_keeps_the_place(
     as more arrives (the log follows new output only from its end)."""
     page, job, _final = await job_page(
         running, browser,
-        "for i in $(seq 1 100); do echo tick $i; sleep 0.05; done; sleep 3; echo last",
+        "for i in $(seq 1 100); do echo tick $i; sleep 0.05; done; "
+        f"while [ ! -e {running.data_dir / 'go'} ]; do sleep 0.05; done; echo last",
         IPS[:1], wait=False)
     await page.wait_for_function(
-        "() => document.getElementById('log').textContent.includes('tick 100')")
+        "() => document.getElementById('log').textContent.includes('tick 100')",
+        timeout=60000)
     await page.evaluate("document.getElementById('log').scrollTop = 0")
+    # the last line comes only once the operator has scrolled up
+    (running.data_dir / "go").touch()
     await page.wait_for_function(
-        "() => document.getElementById('log').textContent.includes('last')", timeout=10000)
+        "() => document.getElementById('log').textContent.includes('last')", timeout=60000)
     await page.wait_for_timeout(300)
     assert await page.evaluate("document.getElementById('log').scrollTop") == 0
     await running.wire.wait(job)
@@ -294,7 +300,7 @@ async def test_a_live_view_that_stops_says_so(running: Running, browser: Any) ->
     live and says so, instead of showing the job running forever."""
     await running.start_agents(IPS[:1])
     job = (await running.wire.run_script(
-        "for i in $(seq 1 100); do echo tick $i; sleep 0.2; done", IPS[:1]))["job_instance_id"]
+        "for i in $(seq 1 1000); do echo tick $i; sleep 0.2; done", IPS[:1]))["job_instance_id"]
     tabs = await browser.new_context()
     page = await login(tabs, running)
     await page.goto(f"{running.url}/api_execute/{job}")
@@ -303,7 +309,7 @@ async def test_a_live_view_that_stops_says_so(running: Running, browser: Any) ->
     other = await tabs.new_page()
     await other.goto(f"{running.url}/jobs")
     await other.click("#logout")
-    await page.wait_for_selector("#job-status[data-stalled='1']", timeout=15000)
+    await page.wait_for_selector("#job-status[data-stalled='1']", timeout=60000)
     assert "log in again" in await page.inner_text("#live-note")
     await running.wire.v3("operate_job_instance", {"bk_scope_type": "biz", "bk_scope_id": "2",
                                                    "job_instance_id": job, "operation_code": 1})

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from tests.integration.harness import Running, b64, eventually
+from tests.integration.harness import Running, b64, eventually, run_server
 
 from jobfleet.agent.processes import agent_key
 
@@ -335,33 +335,39 @@ class _DeafToKills:
 
 
 async def test_force_skip_ends_a_terminate_that_agents_do_not_confirm(
-        running: Running) -> None:
-    await running.start_agents(IPS[:1])
-    agent = running.agents[IPS[0]][0]
-    real = agent.executor
-    agent.executor = _DeafToKills(real)  # type: ignore[assignment]
-    job = await run(running, "echo started; sleep 30", ips=IPS[:1])
+        tmp_path: Path, database_url: str) -> None:
+    # the server would wait a long time for the agent to confirm: only the skip can
+    # end the step within this test's waits, however slow the machine is
+    async with run_server(tmp_path, database_url, engine={"terminate_wait": 300}) as running:
+        await running.start_agents(IPS[:1])
+        agent = running.agents[IPS[0]][0]
+        real = agent.executor
+        agent.executor = _DeafToKills(real)  # type: ignore[assignment]
+        job = await run(running, "echo started; sleep 600", ips=IPS[:1])
 
-    async def started() -> bool:
+        async def started() -> bool:
+            logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"],
+                                           IPS[:1])
+            return logs[IPS[0]].strip() == "started"
+
+        await eventually(started, timeout=60)
+        early = await operate(running, job, 12)
+        assert early["code"] == 1241003  # not terminating yet
+        stop = await running.wire.v3("operate_job_instance", {
+            "bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1})
+        assert stop["result"], stop
+        await eventually(lambda: _step_is(running, job, 10), timeout=60)
+        skipped = await operate(running, job, 12)
+        assert skipped["result"], skipped
+        done = await running.wire.wait(job["job_instance_id"], timeout=60)
+        step = done["step_instance_list"][0]
+        assert step["status"] == 11
+        assert [h["status"] for h in step["step_ip_result_list"]] == [404]
         logs = await running.wire.logs(job["job_instance_id"], job["step_instance_id"],
                                        IPS[:1])
-        return logs[IPS[0]].strip() == "started"
-
-    await eventually(started, timeout=20)
-    early = await operate(running, job, 12)
-    assert early["code"] == 1241003  # not terminating yet
-    stop = await running.wire.v3("operate_job_instance", {
-        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1})
-    assert stop["result"], stop
-    await eventually(lambda: _step_is(running, job, 10), timeout=10)
-    skipped = await operate(running, job, 12)
-    assert skipped["result"], skipped
-    done = await running.wire.wait(job["job_instance_id"], timeout=4)
-    step = done["step_instance_list"][0]
-    assert step["status"] == 11
-    assert [h["status"] for h in step["step_ip_result_list"]] == [404]
-    for task_id in list(getattr(real, "_running", {})):
-        real.kill(task_id)
+        assert "skipped by an operator" in logs[IPS[0]], logs
+        for task_id in list(getattr(real, "_running", {})):
+            real.kill(task_id)
 
 
 async def _step_is(running: Running, job: dict[str, Any], status: int) -> bool:

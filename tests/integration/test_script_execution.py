@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+from pathlib import Path
 
 import pytest
 from tests.integration.harness import Running, b64, eventually
@@ -180,25 +181,37 @@ async def test_start_task_false_waits_for_operate_start(running: Running) -> Non
     assert repeat["code"] == 1241015
 
 
+def until_touched(path: Path) -> str:
+    """Shell that waits for ``path`` to exist: the script runs until the test lets it end,
+    however slow the machine is to start it or to answer."""
+    return f"while [ ! -e {path} ]; do sleep 0.05; done"
+
+
 async def test_running_job_reports_unfinished_states(running: Running) -> None:
     await running.start_agents(IPS[:1])
-    sub = await running.wire.run_script("sleep 1.5; echo done", IPS[:1])
+    go = running.data_dir / "go"
+    sub = await running.wire.run_script(f"{until_touched(go)}; echo done", IPS[:1])
     data = await running.wire.status(sub["job_instance_id"])
     assert data["finished"] is False
     assert data["job_instance"]["status"] in (1, 2)
     assert data["step_instance_list"][0]["step_ip_result_list"][0]["status"] in (5, 7)
+    go.touch()
     data = await running.wire.wait(sub["job_instance_id"])
     assert data["finished"] is True and data["job_instance"]["status"] == 3
 
 
 async def test_output_streams_while_the_script_runs(running: Running) -> None:
     await running.start_agents(IPS[:1])
-    sub = await running.wire.run_script("echo first; sleep 3; echo second", IPS[:1])
+    go = running.data_dir / "go"
+    sub = await running.wire.run_script(f"echo first; {until_touched(go)}; echo second",
+                                        IPS[:1])
 
     async def first_line_seen() -> bool:
         logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"], IPS[:1])
         return logs[IPS[0]] == "first\n"
-    await eventually(first_line_seen, timeout=2.5, interval=0.05)
+    # the script goes on only once the first line is seen
+    await eventually(first_line_seen, timeout=60, interval=0.05)
+    go.touch()
     await running.wire.wait(sub["job_instance_id"])
     logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"], IPS[:1])
     assert logs[IPS[0]] == "first\nsecond\n"

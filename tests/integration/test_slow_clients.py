@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.integration.harness import Running, run_server
+from tests.integration.harness import Running, eventually, run_server
 
 from jobfleet.agent.channel import pinned_context
 
@@ -172,10 +172,14 @@ async def test_api_requests_in_flight_are_capped_but_agents_and_health_get_in(
             writer.write(b"POST /api/bk-job/prod/api/v3/get_account_list HTTP/1.1\r\n"
                          b"Host: x\r\nContent-Length: 100\r\n\r\n{")
             held.append((reader, writer))
-        await asyncio.sleep(0.3)
-        async with httpx.AsyncClient(base_url=run.url, timeout=5, trust_env=False) as http:
-            resp = await http.get("/api/jobfleet/v1/whoami", headers=run.wire.headers())
-            assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+        async with httpx.AsyncClient(base_url=run.url, timeout=60, trust_env=False) as http:
+
+            async def refused() -> httpx.Response | None:
+                # answered until the server has read both stalled requests' headers
+                resp = await http.get("/api/jobfleet/v1/whoami", headers=run.wire.headers())
+                return resp if resp.status_code == 503 else None
+            resp = await eventually(refused, timeout=30, interval=0.1)
+            assert resp.headers["retry-after"] == "1"
             assert resp.json()["code"] == 1240001 and "try again" in resp.json()["message"]
             assert (await http.get("/healthz")).status_code == 200
         await run.start_agents(["127.0.0.2"])

@@ -24,7 +24,7 @@ from jobfleet.domain.status import AccountCategory
 from jobfleet.engine.ports import AgentRequests
 from jobfleet.engine.rpc import AgentUnavailable
 from jobfleet.store.accounts import AccountStore
-from jobfleet.store.procs import ProcStore, ProcTarget
+from jobfleet.store.procs import ProcAnswer, ProcStore, ProcTarget
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,11 @@ class ProcManager:
         # its agent a minute and more, and a query waits for no operation
         self._asking = asyncio.Semaphore(parallel)
         self._running: dict[asyncio.Task[None], str] = {}
+        # answers not written yet, and one write of them at a time: the hosts of a large
+        # operation answer together, and one connection a host would take the whole pool
+        # for as long as they last, from the API's requests too
+        self._answers: list[ProcAnswer] = []
+        self._writing = asyncio.Lock()
 
     async def operate(
         self, operations: list[ProcOperation], *, biz_ids: list[int], operator: str, app_code: str
@@ -196,10 +201,24 @@ class ProcManager:
         async with self._parallel:
             code, message, state = await self.ask(host, target.op, spec, timeout)
         content = state_content(state, spec, target.agent_id) if state else ""
-        try:
-            await self.store.finish(task_id, target, code, message, content)
-        except Exception:
-            log.exception("proc_result_write_failed task=%s host=%s", task_id, host)
+        self._answers.append(ProcAnswer(task_id, target, code, message, content))
+        await self._write_answers()
+
+    async def _write_answers(self) -> None:
+        """Write the answers waiting, in one transaction; those that come meanwhile wait
+        for it, and the next writer takes them all at once."""
+        async with self._writing:
+            answers, self._answers = self._answers, []
+            if not answers:
+                return
+            try:
+                await self.store.finish(answers)
+            except Exception:
+                log.exception(
+                    "proc_result_write_failed tasks=%s answers=%d",
+                    ",".join(sorted({a.task_id for a in answers})),
+                    len(answers),
+                )
 
     async def ask(
         self, host: int, op: int, spec: protocol.ProcSpec, timeout: float

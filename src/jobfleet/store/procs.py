@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import proc_operations, proc_results
@@ -24,6 +24,18 @@ class ProcTarget:
     namespace: str
     name: str
     op: int
+
+
+@dataclass(frozen=True)
+class ProcAnswer:
+    """What one host answered for one process of a task: its final code, message and
+    state (``content``)."""
+
+    task_id: str
+    target: ProcTarget
+    code: int
+    message: str
+    content: str
 
 
 class ProcStore:
@@ -78,19 +90,41 @@ class ProcStore:
                     ],
                 )
 
-    async def finish(
-        self, task_id: str, target: ProcTarget, code: int, message: str, content: str
-    ) -> None:
+    async def finish(self, answers: Sequence[ProcAnswer]) -> None:
+        """Write each answer over its ``handling`` row, all of them in one transaction."""
+        if not answers:
+            return
+        now = now_ms()
+        statement = (
+            update(proc_results)
+            .where(
+                proc_results.c.task_id == bindparam("b_task_id"),
+                proc_results.c.bk_host_id == bindparam("b_host"),
+                proc_results.c.namespace == bindparam("b_namespace"),
+                proc_results.c.name == bindparam("b_name"),
+            )
+            .values(
+                error_code=bindparam("b_code"),
+                error_msg=bindparam("b_message"),
+                content=bindparam("b_content"),
+                update_time=now,
+            )
+        )
         async with self.db.begin() as conn:
             await conn.execute(
-                update(proc_results)
-                .where(
-                    proc_results.c.task_id == task_id,
-                    proc_results.c.bk_host_id == target.bk_host_id,
-                    proc_results.c.namespace == target.namespace,
-                    proc_results.c.name == target.name,
-                )
-                .values(error_code=code, error_msg=message, content=content, update_time=now_ms())
+                statement,
+                [
+                    {
+                        "b_task_id": a.task_id,
+                        "b_host": a.target.bk_host_id,
+                        "b_namespace": a.target.namespace,
+                        "b_name": a.target.name,
+                        "b_code": a.code,
+                        "b_message": a.message,
+                        "b_content": a.content,
+                    }
+                    for a in answers
+                ],
             )
 
     async def abandon(
