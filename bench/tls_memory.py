@@ -20,7 +20,9 @@ Modes, each in a fresh server process:
 - ``uvloop-tcp``: uvloop's plain TCP transport, no TLS;
 - ``uvloop-bio``: uvloop's plain TCP transport and a minimal protocol that drives an
   ``ssl.SSLObject`` over MemoryBIOs itself (uvloop reads plain sockets into one buffer
-  of the loop's, shared by every connection).
+  of the loop's, shared by every connection);
+- ``tlslayer``: the agent port's own, ``jobfleet.gateway.tlslayer.start_tls`` (the same
+  over uvloop's plain transport, with flow control, closes and the handshake timeout).
 
 The kernel's share is not RSS: the machine-wide ``Slab`` of ``/proc/meminfo`` and TCP's
 buffer pages of ``/proc/net/sockstat`` are reported, before and after, for both ends
@@ -47,11 +49,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobfleet.gateway.tlslayer import start_tls
+
 WARMUP = 200
 CONCURRENCY = 32
 REQUEST = b"ping"
 REPLY = b"pong"
-MODES = ("sslobject", "uvloop-tls", "asyncio-tls", "uvloop-tcp", "uvloop-bio")
+MODES = ("sslobject", "uvloop-tls", "asyncio-tls", "uvloop-tcp", "uvloop-bio", "tlslayer")
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -102,7 +106,7 @@ def kernel() -> dict[str, int]:
 
 def snapshot() -> dict[str, int]:
     gc.collect()
-    return {"rss": rss(), "heap": heap_in_use(), **kernel()}
+    return {"rss": rss(), "heap": heap_in_use(), "cpu": time.process_time(), **kernel()}
 
 
 # the certificate and the contexts -----------------------------------------------------------
@@ -144,9 +148,10 @@ def client_context(ca: Path) -> ssl.SSLContext:
 # the client process ----------------------------------------------------------------------
 
 
-async def client_main(port: int, count: int, ca: Path | None) -> None:
+async def client_main(port: int, count: int, ca: Path | None, pings: int) -> None:
     ctx = client_context(ca) if ca else None
     held: list[asyncio.StreamWriter] = []
+    readers: list[asyncio.StreamReader] = []
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one() -> None:
@@ -157,9 +162,16 @@ async def client_main(port: int, count: int, ca: Path | None) -> None:
             writer.write(REQUEST)
             await reader.readexactly(len(REPLY))
             held.append(writer)
+            readers.append(reader)
 
     await asyncio.gather(*(one() for _ in range(count)))
     print(json.dumps({"held": len(held)}), flush=True)
+    # rounds of one small record each way on every connection, as keepalives are
+    for _ in range(pings):
+        for writer in held:
+            writer.write(REQUEST)
+        for reader in readers:
+            await reader.readexactly(len(REPLY))
     # held until the server has measured and closes its end
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
@@ -222,7 +234,9 @@ class BIOTLS(asyncio.Protocol):
             self.transport.write(out)
 
 
-async def serve_loop(mode: str, count: int, ctx: ssl.SSLContext | None, report: Any) -> None:
+async def serve_loop(
+    mode: str, count: int, ctx: ssl.SSLContext | None, report: Any, pings: int
+) -> None:
     loop = asyncio.get_running_loop()
     done: asyncio.Queue[None] = asyncio.Queue()
     kept: list[Any] = []
@@ -253,7 +267,11 @@ async def serve_loop(mode: str, count: int, ctx: ssl.SSLContext | None, report: 
         while True:
             conn, _ = await loop.sock_accept(listener)
             conn.setblocking(False)
-            task = loop.create_task(loop.connect_accepted_socket(factory, conn, ssl=tls))
+            if mode == "tlslayer":
+                assert ctx is not None
+                task: asyncio.Task[Any] = loop.create_task(start_tls(conn, ctx, factory, 10.0))
+            else:
+                task = loop.create_task(loop.connect_accepted_socket(factory, conn, ssl=tls))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -266,6 +284,9 @@ async def serve_loop(mode: str, count: int, ctx: ssl.SSLContext | None, report: 
             await done.get()
         await asyncio.sleep(0.5)
         report(phase + "_after", snapshot())
+    for _ in range(count * pings):
+        await done.get()
+    report("pings_after", snapshot())
     accepting.cancel()
     report("end", {"kept": len(kept)})
 
@@ -314,7 +335,7 @@ def serve_sslobject(count: int, ctx: ssl.SSLContext, report: Any) -> None:
     report("end", {"kept": len(kept)})
 
 
-def server_main(mode: str, count: int, cert: Path, key: Path) -> None:
+def server_main(mode: str, count: int, cert: Path, key: Path, pings: int) -> None:
     def report(what: str, data: dict[str, Any]) -> None:
         print(json.dumps({"what": what, **data}), flush=True)
 
@@ -323,13 +344,13 @@ def server_main(mode: str, count: int, cert: Path, key: Path) -> None:
         assert ctx is not None
         serve_sslobject(count, ctx, report)
     else:
-        if mode.startswith("uvloop"):
+        if mode.startswith("uvloop") or mode == "tlslayer":
             import uvloop
 
             runner = uvloop.run
         else:
             runner = asyncio.run
-        runner(serve_loop(mode, count, ctx, report))
+        runner(serve_loop(mode, count, ctx, report, pings))
     # held until the orchestrator has read the figures
     sys.stdin.read()
 
@@ -337,8 +358,10 @@ def server_main(mode: str, count: int, cert: Path, key: Path) -> None:
 # the orchestrator --------------------------------------------------------------------------
 
 
-def run_mode(mode: str, count: int, cert: Path, key: Path, ca: Path) -> dict[str, Any]:
+def run_mode(mode: str, count: int, cert: Path, key: Path, ca: Path, pings: int) -> dict[str, Any]:
     me = str(Path(__file__).resolve())
+    if mode == "sslobject":
+        pings = 0
     server = subprocess.Popen(
         [
             sys.executable,
@@ -351,6 +374,8 @@ def run_mode(mode: str, count: int, cert: Path, key: Path, ca: Path) -> dict[str
             str(cert),
             "--key",
             str(key),
+            "--pings",
+            str(pings),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -372,6 +397,8 @@ def run_mode(mode: str, count: int, cert: Path, key: Path, ca: Path) -> dict[str
                         str(msg["port"]),
                         "--count",
                         str(msg["n"]),
+                        "--pings",
+                        str(pings if len(clients) == 1 else 0),
                         *(["--ca", str(ca)] if mode != "uvloop-tcp" else []),
                     ],
                     stdin=subprocess.PIPE,
@@ -399,6 +426,12 @@ def run_mode(mode: str, count: int, cert: Path, key: Path, ca: Path) -> dict[str
         "slab_per_conn_pair": (after["slab"] - before["slab"]) / count,
         "tcp_mem_pages": (before["tcp_mem_pages"], after["tcp_mem_pages"]),
         "rss_before": before["rss"],
+        "handshake_cpu_ms": (after["cpu"] - before["cpu"]) * 1000 / count,
+        "ping_cpu_us": (
+            (figures["pings_after"]["cpu"] - after["cpu"]) * 1e6 / (count * pings)
+            if pings and "pings_after" in figures
+            else float("nan")
+        ),
     }
 
 
@@ -407,6 +440,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=4000)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--pings", type=int, default=0, help="rounds of a record each way")
     parser.add_argument("--serve")
     parser.add_argument("--client", type=int)
     parser.add_argument("--cert", type=Path)
@@ -414,25 +448,27 @@ def main() -> None:
     parser.add_argument("--ca", type=Path)
     args = parser.parse_args()
     if args.serve:
-        server_main(args.serve, args.count, args.cert, args.key)
+        server_main(args.serve, args.count, args.cert, args.key, args.pings)
         return
     if args.client:
         import uvloop
 
-        uvloop.run(client_main(args.client, args.count, args.ca))
+        uvloop.run(client_main(args.client, args.count, args.ca, args.pings))
         return
     print(f"load {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         cert, key, ca = make_cert(Path(tmp))
         for _ in range(args.repeat):
             for mode in args.modes.split(","):
-                result = run_mode(mode, args.count, cert, key, ca)
+                result = run_mode(mode, args.count, cert, key, ca, args.pings)
                 print(
                     f"{mode:12} N={result['count']:5}  RSS {result['rss_per_conn'] / 1024:6.2f} KiB"
                     f"  heap {result['heap_per_conn'] / 1024:6.2f} KiB"
                     f"  slab(both ends) {result['slab_per_conn_pair'] / 1024:6.2f} KiB"
                     f"  tcp pages {result['tcp_mem_pages']}"
-                    f"  base RSS {result['rss_before'] / 2**20:.1f} MiB",
+                    f"  base RSS {result['rss_before'] / 2**20:.1f} MiB"
+                    f"  handshake CPU {result['handshake_cpu_ms']:.2f} ms"
+                    f"  record CPU {result['ping_cpu_us']:.1f} us",
                     flush=True,
                 )
     print(f"load {os.getloadavg()}", flush=True)

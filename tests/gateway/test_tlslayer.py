@@ -317,3 +317,44 @@ def test_an_idle_connection_holds_no_read_buffer_of_its_own(
         assert per_connection < 96 * 1024, f"{per_connection / 1024:.1f} KiB a connection"
 
     run_on(loop_name, main)
+
+
+def test_a_connection_that_carried_megabytes_keeps_no_buffer_of_their_size(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A MemoryBIO keeps the largest buffer it held; fed whole reads and frames, each
+    connection would keep the size of the largest either way for its life."""
+    count, payload = 5, BIG * 10  # 1 MiB each way on each connection
+
+    async def main() -> None:
+        server = Server(tls[0])
+        layers: list[TLSLayer] = []
+        clients: list[ssl.SSLSocket] = []
+        for _ in range(count):
+            serving = asyncio.ensure_future(server.serve_one())
+            clients.append(await asyncio.to_thread(blocking_client, server.port, tls[1]))
+            layers.append(await serving)
+        gc.collect()
+        before = heap_in_use()
+
+        def exchange(client: ssl.SSLSocket) -> None:
+            client.sendall(payload)
+            got = 0
+            while got < len(payload):
+                got += len(client.recv(1 << 20))
+
+        for layer, client, app in zip(layers, clients, server.apps, strict=True):
+            layer.write(payload)
+            await asyncio.to_thread(exchange, client)
+            await until(lambda app=app: len(app.received) == len(payload))  # type: ignore[misc]
+            app.received = bytearray()
+        gc.collect()
+        kept = (heap_in_use() - before) / count
+        for client in clients:
+            client.close()
+        for layer in layers:
+            layer.abort()
+        assert kept < 64 * 1024, f"{kept / 1024:.1f} KiB a connection"
+
+    run_on("uvloop", main)
+

@@ -8,6 +8,11 @@ over ``bytes``, so here each connection keeps only its ``ssl.SSLObject``, its tw
 ``MemoryBIO``s and this object, which is both the plain transport's protocol and the
 transport the application's protocol writes to.
 
+A ``MemoryBIO`` keeps the largest buffer it ever held: fed a 256 KiB read at once, or
+a large frame's records, it would keep that much for the connection's life. Records
+therefore go in and come out ``SLICE`` bytes at a time, and each connection keeps at
+most about that much in each BIO whatever it carried.
+
 The TLS properties are the context's (certificate, versions, ciphers, no tickets);
 renegotiation is refused (``OP_NO_RENEGOTIATION``: agents speak TLS 1.3, where there
 is none). A record that fails to decrypt or parse aborts the connection; a close sends
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # plaintext taken from OpenSSL per call: one record is at most 16 KiB
 READ_SIZE = 64 * 1024
+# bytes put into or taken out of a MemoryBIO at once: what it keeps at most
+SLICE = 4 * 1024
 
 
 class TLSLayer(asyncio.Protocol, asyncio.Transport):
@@ -36,6 +43,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
     __slots__ = (
         "_app",
         "_app_factory",
+        "_backlog",
         "_closing",
         "_context",
         "_handshake",
@@ -62,6 +70,8 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         self._outgoing = ssl.MemoryBIO()
         self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._app: asyncio.Protocol | None = None
+        # what was read from the socket but not yet fed while the application paused
+        self._backlog: bytes | None = None
         self._closing = False
         self._reading_paused = False
 
@@ -71,12 +81,22 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         self._raw = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._raw is None:
-            return
-        self._incoming.write(data)
-        if self._handshake is not None and not self._shake():
-            return
-        self._read_records()
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        size, start = len(view), 0
+        while start < size:
+            if self._closing or self._raw is None:
+                return
+            if self._reading_paused:
+                self._backlog = bytes(view[start:])
+                return
+            self._incoming.write(view[start : start + SLICE])
+            start += SLICE
+            if self._handshake is not None and not self._shake():
+                continue
+            self._read_records()
 
     def eof_received(self) -> bool | None:
         # TLS has no half-close: a peer that ends its stream has ended the connection
@@ -180,15 +200,18 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             return
         view = memoryview(data)
         offset, size = 0, len(view)
+        outgoing = self._outgoing
+        records: list[bytes] = []
         try:
             while offset < size:
-                # OpenSSL writes one record at a time (partial-write mode)
-                offset += self._sslobj.write(view[offset:])
+                offset += self._sslobj.write(view[offset : offset + SLICE])
+                records.append(outgoing.read())
         except (ssl.SSLError, OSError) as exc:
             log.debug("agent_tls_failed error=%s", exc)
             self.abort()
             return
-        self._flush()
+        if records:
+            self._raw.write(records[0] if len(records) == 1 else b"".join(records))
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -225,9 +248,15 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             return
         self._reading_paused = False
         self._raw.resume_reading()
-        # records read before the pause wait in the BIO: the socket may have no more
-        if self._incoming.pending:
-            asyncio.get_running_loop().call_soon(self._read_records)
+        # records read before the pause wait in the BIO or the backlog: the socket may
+        # have no more
+        asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._read_records()
+        backlog, self._backlog = self._backlog, None
+        if backlog:
+            self._feed(backlog)
 
     def is_closing(self) -> bool:
         return self._closing or self._raw is None or self._raw.is_closing()
