@@ -30,8 +30,12 @@ from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
-# plaintext taken from OpenSSL per call: one record is at most 16 KiB
+# plaintext taken from OpenSSL per call (one record is at most 16 KiB), into one buffer
+# for every connection: the loop runs one protocol at a time, and what it delivers is
+# copied out. A fresh 64 KiB object per read would churn the heap of a storm of handshakes
 READ_SIZE = 64 * 1024
+_PLAINTEXT = bytearray(READ_SIZE)
+_PLAINTEXT_VIEW = memoryview(_PLAINTEXT)
 # bytes put into or taken out of a MemoryBIO at once: what it keeps at most
 SLICE = 4 * 1024
 
@@ -170,7 +174,8 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         sslobj = self._sslobj
         while not self._reading_paused and not self._closing and self._app is not None:
             try:
-                chunk = sslobj.read(READ_SIZE)
+                # with a buffer it answers the count read (typeshed says bytes)
+                size = cast(int, sslobj.read(READ_SIZE, _PLAINTEXT))
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             except (ssl.SSLError, OSError) as exc:
@@ -178,14 +183,14 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
                 self._flush()
                 self.abort()
                 return
-            if not chunk:
+            if not size:
                 # the peer's close_notify: the end of its stream
                 app = self._app
                 self._flush()
                 app.eof_received()
                 self.close()
                 return
-            self._app.data_received(chunk)
+            self._app.data_received(_PLAINTEXT_VIEW[:size].tobytes())
         self._flush()
 
     def _flush(self) -> None:
