@@ -85,6 +85,11 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         self._raw = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        backlog = self._backlog
+        if backlog is not None:
+            # read again before the resume's drain ran: what waited goes first
+            self._backlog = None
+            data = backlog + data
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
