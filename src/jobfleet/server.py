@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -616,6 +617,8 @@ class _AgentListener(uvicorn.Server):
         # no agent resumes a TLS session (it enrolls with one request, then holds one
         # connection): TLS 1.3's two tickets per handshake were CPU on both ends for nothing
         config.ssl.num_tickets = 0
+        # agents speak TLS 1.3, which has none; a TLS 1.2 client gets no renegotiation
+        config.ssl.options |= ssl.OP_NO_RENEGOTIATION
         for sock in sockets:
             gate = HandshakeGate(sock, config.ssl, create_protocol, self.limits)
             gate.start(config.backlog)

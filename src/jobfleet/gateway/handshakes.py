@@ -12,7 +12,9 @@ host opening many connections (or stalling its handshakes) cannot take them all.
 handshake that has not finished after ``timeout`` seconds is cut and frees its slot.
 
 Once its handshake is done a connection is uvicorn's as on any TLS listener: header
-timeouts, the pending-headers cap and the credential checks apply unchanged.
+timeouts, the pending-headers cap and the credential checks apply unchanged. TLS runs
+in ``tlslayer.py`` over the loop's plain transport, not in the loop's TLS transport
+(whose read buffer per connection costs each of thousands of idle agents).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from jobfleet.gateway.tlslayer import start_tls
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +217,7 @@ class HandshakeGate:
 
     async def _handshake(self, source: str, conn: socket.socket) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(
-                self.protocol_factory,
-                conn,
-                ssl=self.context,
-                ssl_handshake_timeout=self.limits.timeout,
-            )
+            await start_tls(conn, self.context, self.protocol_factory, self.limits.timeout)
         except (OSError, TimeoutError, EOFError) as exc:
             # a client that went away, spoke no TLS, or stalled past the timeout: the
             # transport is closed already, and nothing about it is worth a line per client

@@ -1,0 +1,332 @@
+"""TLS for the agent port, driven over the loop's plain TCP transport.
+
+uvloop's TLS transport allocates a 256 KiB read buffer per connection; the pages a
+read touches stay resident for the connection's life, and with its protocol objects
+it costs ~5.5 KiB per idle connection over OpenSSL's own ~16 KiB (``bench/tls_memory.py``).
+A plain uvloop transport reads every socket into one buffer of the loop's and hands
+over ``bytes``, so here each connection keeps only its ``ssl.SSLObject``, its two
+``MemoryBIO``s and this object, which is both the plain transport's protocol and the
+transport the application's protocol writes to.
+
+A ``MemoryBIO`` keeps the largest buffer it ever held: fed a 256 KiB read at once, or
+a large frame's records, it would keep that much for the connection's life. Records
+therefore go in and come out ``SLICE`` bytes at a time, and each connection keeps at
+most about that much in each BIO whatever it carried.
+
+The TLS properties are the context's (certificate, versions, ciphers, no tickets);
+renegotiation is refused (``OP_NO_RENEGOTIATION``: agents speak TLS 1.3, where there
+is none). A record that fails to decrypt or parse aborts the connection; a close sends
+``close_notify`` and then closes the TCP connection without waiting for the peer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any, cast
+
+log = logging.getLogger(__name__)
+
+# plaintext taken from OpenSSL per call (one record is at most 16 KiB), into one buffer
+# for every connection: the loop runs one protocol at a time, and what it delivers is
+# copied out. A fresh 64 KiB object per read would churn the heap of a storm of handshakes
+READ_SIZE = 64 * 1024
+_PLAINTEXT = bytearray(READ_SIZE)
+_PLAINTEXT_VIEW = memoryview(_PLAINTEXT)
+# bytes put into or taken out of a MemoryBIO at once: what it keeps at most
+SLICE = 4 * 1024
+
+
+class TLSLayer(asyncio.Protocol, asyncio.Transport):
+    """One server-side TLS connection: the plain transport's protocol below, the
+    application protocol's transport above (made once the handshake is done)."""
+
+    __slots__ = (
+        "_app",
+        "_app_factory",
+        "_backlog",
+        "_closing",
+        "_context",
+        "_handshake",
+        "_incoming",
+        "_outgoing",
+        "_raw",
+        "_reading_paused",
+        "_sslobj",
+    )
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        app_factory: Callable[[], asyncio.Protocol],
+        handshake: asyncio.Future[None],
+    ) -> None:
+        # no BaseTransport.__init__: its extra dict would be one more object per connection
+        self._context = context
+        self._app_factory: Callable[[], asyncio.Protocol] | None = app_factory
+        # resolved when the handshake is done (or failed); dropped then
+        self._handshake: asyncio.Future[None] | None = handshake
+        self._raw: asyncio.Transport | None = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._app: asyncio.Protocol | None = None
+        # what was read from the socket but not yet fed while the application paused
+        self._backlog: bytes | None = None
+        self._closing = False
+        self._reading_paused = False
+
+    # the plain transport's protocol -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._raw = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        backlog = self._backlog
+        if backlog is not None:
+            # read again before the resume's drain ran: what waited goes first
+            self._backlog = None
+            data = backlog + data
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        size, start = len(view), 0
+        while start < size:
+            if self._closing or self._raw is None:
+                return
+            if self._reading_paused:
+                self._backlog = bytes(view[start:])
+                return
+            self._incoming.write(view[start : start + SLICE])
+            start += SLICE
+            if self._handshake is not None and not self._shake():
+                continue
+            self._read_records()
+
+    def eof_received(self) -> bool | None:
+        # TLS has no half-close: a peer that ends its stream has ended the connection
+        if self._handshake is not None:
+            self._fail_handshake(ConnectionResetError("the peer closed during the handshake"))
+        elif self._app is not None:
+            self._app.eof_received()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        raw, self._raw = self._raw, None
+        if raw is None and self._app is None and self._handshake is None:
+            return
+        if self._handshake is not None:
+            self._fail_handshake(
+                exc or ConnectionResetError("the peer closed during the handshake")
+            )
+        app, self._app = self._app, None
+        if app is not None:
+            app.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._app is not None:
+            self._app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._app is not None:
+            self._app.resume_writing()
+
+    # TLS -----------------------------------------------------------------------------------
+
+    def _shake(self) -> bool:
+        """Go on with the handshake; True once it is done and the application is in."""
+        try:
+            self._sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            # the alert, if OpenSSL wrote one, goes out before the connection is cut
+            self._flush()
+            self._fail_handshake(exc)
+            return False
+        self._flush()
+        handshake, self._handshake = self._handshake, None
+        factory, self._app_factory = self._app_factory, None
+        assert handshake is not None and factory is not None
+        app = self._app = factory()
+        app.connection_made(self)
+        if not handshake.done():
+            handshake.set_result(None)
+        return True
+
+    def _fail_handshake(self, exc: BaseException) -> None:
+        handshake, self._handshake = self._handshake, None
+        self._app_factory = None
+        if handshake is not None and not handshake.done():
+            handshake.set_exception(exc)
+        self.abort()
+
+    def give_up(self) -> None:
+        """The handshake took too long, or its waiter was cancelled: cut the connection."""
+        handshake, self._handshake = self._handshake, None
+        self._app_factory = None
+        if handshake is not None and handshake.done() and not handshake.cancelled():
+            handshake.exception()  # what the waiter raised: nothing more to report
+        self.abort()
+
+    def _read_records(self) -> None:
+        """Hand what the records carry to the application while it reads."""
+        sslobj = self._sslobj
+        while not self._reading_paused and not self._closing and self._app is not None:
+            try:
+                # with a buffer it answers the count read (typeshed says bytes)
+                size = cast(int, sslobj.read(READ_SIZE, _PLAINTEXT))
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("agent_tls_failed error=%s", exc)
+                self._flush()
+                self.abort()
+                return
+            if not size:
+                # the peer's close_notify: the end of its stream
+                app = self._app
+                self._flush()
+                app.eof_received()
+                self.close()
+                return
+            self._app.data_received(_PLAINTEXT_VIEW[:size].tobytes())
+        self._flush()
+
+    def _flush(self) -> None:
+        raw = self._raw
+        if self._outgoing.pending and raw is not None:
+            raw.write(self._outgoing.read())
+
+    # the application's transport ----------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._raw is None or self._app is None:
+            return
+        view = memoryview(data)
+        offset, size = 0, len(view)
+        outgoing = self._outgoing
+        records: list[bytes] = []
+        try:
+            while offset < size:
+                offset += self._sslobj.write(view[offset : offset + SLICE])
+                records.append(outgoing.read())
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("agent_tls_failed error=%s", exc)
+            self.abort()
+            return
+        if records:
+            self._raw.write(records[0] if len(records) == 1 else b"".join(records))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS has no half-close")
+
+    def get_write_buffer_size(self) -> int:
+        raw = self._raw
+        return self._outgoing.pending + (raw.get_write_buffer_size() if raw is not None else 0)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        raw = self._raw
+        return raw.get_write_buffer_limits() if raw is not None else (0, 0)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if self._raw is not None:
+            self._raw.set_write_buffer_limits(high, low)
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused and self._raw is not None and self._raw.is_reading()
+
+    def pause_reading(self) -> None:
+        if self._reading_paused or self._raw is None:
+            return
+        self._reading_paused = True
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._reading_paused or self._raw is None:
+            return
+        self._reading_paused = False
+        self._raw.resume_reading()
+        # records read before the pause wait in the BIO or the backlog: the socket may
+        # have no more
+        asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._read_records()
+        backlog, self._backlog = self._backlog, None
+        if backlog:
+            self._feed(backlog)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._raw is None or self._raw.is_closing()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        raw = self._raw
+        if raw is None:
+            return
+        # writes our close_notify; the peer's is not waited for
+        with contextlib.suppress(ssl.SSLError, OSError):
+            self._sslobj.unwrap()
+        self._flush()
+        raw.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        raw = self._raw
+        if raw is not None:
+            raw.abort()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._app = cast(asyncio.Protocol, protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return cast(asyncio.BaseProtocol, self._app)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sslcontext":
+            return self._context
+        if name == "ssl_object":
+            return self._sslobj
+        if name == "peercert":
+            return self._sslobj.getpeercert()
+        if name == "cipher":
+            return self._sslobj.cipher()
+        if name == "compression":
+            return self._sslobj.compression()
+        raw = self._raw
+        return raw.get_extra_info(name, default) if raw is not None else default
+
+
+async def start_tls(
+    conn: Any,
+    context: ssl.SSLContext,
+    app_factory: Callable[[], asyncio.Protocol],
+    timeout: float,
+) -> TLSLayer:
+    """Serve the accepted socket ``conn`` with TLS: the application's protocol from
+    ``app_factory`` is made once the handshake is done. A handshake not done within
+    ``timeout`` seconds, or failed, aborts the connection and raises."""
+    loop = asyncio.get_running_loop()
+    handshake: asyncio.Future[None] = loop.create_future()
+    layer = TLSLayer(context, app_factory, handshake)
+    await loop.connect_accepted_socket(lambda: layer, conn)
+    try:
+        await asyncio.wait_for(asyncio.shield(handshake), timeout)
+    except BaseException:
+        layer.give_up()
+        raise
+    return layer
