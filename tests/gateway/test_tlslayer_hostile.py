@@ -274,11 +274,10 @@ def test_a_clean_close_read_while_paused_loses_no_data(tls: Contexts, loop_name:
         first, second = os.urandom(60000), os.urandom(60000)
         await asyncio.to_thread(client.sock.sendall, client.records(first))
         await until(lambda: len(app.received) > 0)
+        records = client.records(second)
         with pytest.raises(ssl.SSLWantReadError):
-            client.tls.unwrap()
-        await asyncio.to_thread(
-            client.sock.sendall, client.records(second) + client.outgoing.read()
-        )
+            client.tls.unwrap()  # close_notify, after the second records
+        await asyncio.to_thread(client.sock.sendall, records + client.outgoing.read())
         client.sock.shutdown(socket.SHUT_WR)
         await asyncio.sleep(0.3)
         app.pause_on_data = False
