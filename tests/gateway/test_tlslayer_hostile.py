@@ -490,6 +490,9 @@ def test_nothing_is_kept_per_connection_after_many_cycles(tls: Contexts, loop_na
         gc.collect()
         assert _open_fds() == fds
         assert len(asyncio.all_tasks()) == tasks
+        for app in apps:
+            app.transport = None  # the test's own reference
+        gc.collect()
         layers = [o for o in gc.get_objects() if isinstance(o, TLSLayer)]
         assert layers == []
         gate.close()
