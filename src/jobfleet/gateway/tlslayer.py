@@ -17,6 +17,9 @@ The TLS properties are the context's (certificate, versions, ciphers, no tickets
 renegotiation is refused (``OP_NO_RENEGOTIATION``: agents speak TLS 1.3, where there
 is none). A record that fails to decrypt or parse aborts the connection; a close sends
 ``close_notify`` and then closes the TCP connection without waiting for the peer's.
+A TCP end without the peer's ``close_notify`` may be a cut made on the way: the
+application gets the whole records before it, then ``connection_lost`` with the error,
+never an end of stream it could take for a complete one.
 """
 
 from __future__ import annotations
@@ -50,9 +53,11 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         "_backlog",
         "_closing",
         "_context",
+        "_error",
         "_handshake",
         "_incoming",
         "_outgoing",
+        "_peer_eof",
         "_raw",
         "_reading_paused",
         "_sslobj",
@@ -78,6 +83,10 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         self._backlog: bytes | None = None
         self._closing = False
         self._reading_paused = False
+        # the socket's end came while records before it were still held
+        self._peer_eof = False
+        # what broke the connection, for the application's connection_lost
+        self._error: Exception | None = None
 
     # the plain transport's protocol -----------------------------------------------------
 
@@ -108,12 +117,19 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             self._read_records()
 
     def eof_received(self) -> bool | None:
-        # TLS has no half-close: a peer that ends its stream has ended the connection
+        # TLS has no half-close: a peer that ends its stream has ended the connection,
+        # once the records that came before the end are read
         if self._handshake is not None:
             self._fail_handshake(ConnectionResetError("the peer closed during the handshake"))
-        elif self._app is not None:
-            self._app.eof_received()
-        return None
+            return None
+        if self._closing or self._app is None:
+            return None
+        self._peer_eof = True
+        if not self._reading_paused:
+            self._drain()
+        # records still held for a paused application: the socket stays open until
+        # they are read and the end is taken after them
+        return None if self._closing else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         raw, self._raw = self._raw, None
@@ -125,7 +141,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             )
         app, self._app = self._app, None
         if app is not None:
-            app.connection_lost(exc)
+            app.connection_lost(exc if exc is not None else self._error)
 
     def pause_writing(self) -> None:
         if self._app is not None:
@@ -185,6 +201,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
                 break
             except (ssl.SSLError, OSError) as exc:
                 log.debug("agent_tls_failed error=%s", exc)
+                self._error = exc
                 self._flush()
                 self.abort()
                 return
@@ -218,6 +235,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
                 records.append(outgoing.read())
         except (ssl.SSLError, OSError) as exc:
             log.debug("agent_tls_failed error=%s", exc)
+            self._error = exc
             self.abort()
             return
         if records:
@@ -267,6 +285,18 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         backlog, self._backlog = self._backlog, None
         if backlog:
             self._feed(backlog)
+        if (
+            self._peer_eof
+            and not self._reading_paused
+            and self._backlog is None
+            and not self._closing
+            and self._app is not None
+        ):
+            # every record before the end is read: a close_notify among them would
+            # have closed the connection, so this end cuts the stream short, and
+            # OpenSSL reports it so (after any whole records still in the BIO)
+            self._incoming.write_eof()
+            self._read_records()
 
     def is_closing(self) -> bool:
         return self._closing or self._raw is None or self._raw.is_closing()

@@ -1,0 +1,501 @@
+"""The agent port's TLS layer against peers that split, stall, truncate and forge:
+real sockets on loopback and real TLS, on the standard loop and on uvloop (the
+server's). Every scenario also checks that nothing reached the loop's exception
+handler: a broken peer costs its own connection and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from jobfleet.gateway.handshakes import HandshakeGate, HandshakeLimits
+from jobfleet.gateway.tls import ensure_agent_tls
+from jobfleet.gateway.tlslayer import TLSLayer, start_tls
+
+LOOPS = ["asyncio", "uvloop"]
+Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Contexts:
+    files = ensure_agent_tls(tmp_path, ["127.0.0.1"])
+    # as the agent listener sets it up (server.py)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(files.cert_file, files.key_file)
+    server.num_tickets = 0
+    server.options |= ssl.OP_NO_RENEGOTIATION
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.load_verify_locations(cadata=files.ca_pem)
+    return server, client
+
+
+class App(asyncio.Protocol):
+    """The application's side: what it was told, and in which order."""
+
+    def __init__(self, pause_on_data: bool = False) -> None:
+        self.pause_on_data = pause_on_data
+        self.received = bytearray()
+        self.eof_after: int | None = None  # bytes received when the EOF came
+        self.paused_writing = 0
+        self.resumed_writing = 0
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert not self.lost.done(), "data after connection_lost"
+        self.received += data
+        if self.pause_on_data and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.eof_after = len(self.received)
+        return None
+
+    def pause_writing(self) -> None:
+        self.paused_writing += 1
+
+    def resume_writing(self) -> None:
+        self.resumed_writing += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class Server:
+    """One listening socket; each accepted connection served by ``start_tls``."""
+
+    def __init__(self, context: ssl.SSLContext, timeout: float = 10.0) -> None:
+        self.context, self.timeout = context, timeout
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        self.port: int = self.sock.getsockname()[1]
+        self.apps: list[App] = []
+
+    async def serve_one(self, pause_on_data: bool = False) -> TLSLayer:
+        conn, _ = await asyncio.get_running_loop().sock_accept(self.sock)
+
+        def factory() -> asyncio.Protocol:
+            app = App(pause_on_data)
+            self.apps.append(app)
+            return app
+
+        return await start_tls(conn, self.context, factory, self.timeout)
+
+
+class RawClient:
+    """A blocking TLS client whose records the test sees and sends itself."""
+
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
+
+    def handshake(self) -> None:
+        while True:
+            try:
+                self.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.outgoing.read())
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed during the handshake") from None
+                self.incoming.write(data)
+                continue
+            self.sock.sendall(self.outgoing.read())
+            return
+
+    def records(self, *pieces: bytes) -> bytes:
+        """One record (or more, past 16 KiB) per piece, encrypted, not sent."""
+        for piece in pieces:
+            self.tls.write(piece)
+        return self.outgoing.read()
+
+    def read_all(self, size: int) -> bytes:
+        got = bytearray()
+        while len(got) < size:
+            try:
+                got += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                self.incoming.write(data)
+        return bytes(got)
+
+
+def run_on(loop_name: str, main: Callable[[], Awaitable[None]]) -> None:
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    if loop_name == "uvloop":
+        factory = pytest.importorskip("uvloop").new_event_loop
+    errors: list[dict[str, object]] = []
+
+    async def guarded() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: errors.append(ctx))
+        await asyncio.wait_for(main(), 90)
+        await asyncio.sleep(0.1)  # callbacks the last close scheduled
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(guarded())
+    assert errors == [], errors
+
+
+async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Waits for ``check`` (a guard against a hang, not a time asserted)."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def connected(
+    server: Server, client_context: ssl.SSLContext, **kw: bool
+) -> tuple[TLSLayer, App, RawClient]:
+    serving = asyncio.ensure_future(server.serve_one(**kw))
+    client = RawClient(server.port, client_context)
+    await asyncio.to_thread(client.handshake)
+    layer = await serving
+    return layer, server.apps[-1], client
+
+
+# records in any shape --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_records_split_at_every_byte_or_many_in_one_read(tls: Contexts, loop_name: str) -> None:
+    async def main() -> None:
+        server = Server(tls[0])
+        layer, app, client = await connected(server, tls[1])
+        pieces = [b"a", bytes(range(256)) * 64, b"b" * 5000, *(b"%d" % n for n in range(40))]
+        stream = client.records(*pieces)
+        # every byte boundary is a boundary between two reads
+        for i in range(len(stream)):
+            layer.data_received(stream[i : i + 1])
+        expected = b"".join(pieces)
+        assert bytes(app.received) == expected
+        # 500 records in one read, then the same over the socket in one send
+        many = [b"%05d" % n for n in range(500)]
+        layer.data_received(client.records(*many))
+        expected += b"".join(many)
+        assert bytes(app.received) == expected
+        await asyncio.to_thread(client.sock.sendall, client.records(*many))
+        expected += b"".join(many)
+        await until(lambda: len(app.received) == len(expected))
+        assert bytes(app.received) == expected
+        assert not app.lost.done()
+        layer.close()
+        await asyncio.wait_for(app.lost, 20)
+        client.sock.close()
+
+    run_on(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_megabytes_both_ways_with_a_slow_reader(tls: Contexts, loop_name: str) -> None:
+    """The application is told to pause writing while the peer does not read, and to
+    resume once it has; nothing is lost or reordered either way."""
+    size = 8 << 20
+    payload = os.urandom(size)
+
+    async def main() -> None:
+        server = Server(tls[0])
+        layer, app, client = await connected(server, tls[1])
+        layer.write(payload)
+        await until(lambda: app.paused_writing > 0)
+        assert layer.get_write_buffer_size() > 0
+        got = await asyncio.to_thread(client.read_all, size)
+        assert got == payload
+        await until(lambda: app.resumed_writing == app.paused_writing)
+        await asyncio.to_thread(client.sock.sendall, client.records(payload))
+        await until(lambda: len(app.received) == size)
+        assert bytes(app.received) == payload
+        layer.close()
+        await asyncio.wait_for(app.lost, 20)
+        client.sock.close()
+
+    run_on(loop_name, main)
+
+
+# pauses and ends ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_records_read_before_a_pause_come_before_those_read_after_it(
+    tls: Contexts, loop_name: str
+) -> None:
+    """What was read before the application paused waits in the layer; the socket,
+    resumed, may have more at once. The older records go first: fed after the newer,
+    they would fail to decrypt and cut the connection."""
+
+    async def main() -> None:
+        server = Server(tls[0])
+        layer, app, client = await connected(server, tls[1], pause_on_data=True)
+        first, second = os.urandom(60000), os.urandom(60000)
+        # one read of the socket's, as the transport hands it over: the application
+        # pauses at its first record, and the layer holds the rest
+        layer.data_received(client.records(first))
+        assert 0 < len(app.received) < len(first)
+        await asyncio.to_thread(client.sock.sendall, client.records(second))
+        await asyncio.sleep(0.3)  # on the server's socket, unread
+        app.pause_on_data = False
+        layer.resume_reading()
+        await until(lambda: len(app.received) == len(first + second) or app.lost.done())
+        assert bytes(app.received) == first + second
+        assert not app.lost.done()
+        layer.close()
+        await asyncio.wait_for(app.lost, 20)
+        client.sock.close()
+
+    run_on(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_clean_close_read_while_paused_loses_no_data(tls: Contexts, loop_name: str) -> None:
+    """The peer sends, closes with close_notify and ends its stream while the
+    application is paused: on resuming it gets all of it, then the end."""
+
+    async def main() -> None:
+        server = Server(tls[0])
+        layer, app, client = await connected(server, tls[1], pause_on_data=True)
+        first, second = os.urandom(60000), os.urandom(60000)
+        # one read of the socket's, as the transport hands it over: the application
+        # pauses at its first record, and the layer holds the rest
+        layer.data_received(client.records(first))
+        assert 0 < len(app.received) < len(first)
+        records = client.records(second)
+        with pytest.raises(ssl.SSLWantReadError):
+            client.tls.unwrap()  # close_notify, after the second records
+        await asyncio.to_thread(client.sock.sendall, records + client.outgoing.read())
+        client.sock.shutdown(socket.SHUT_WR)
+        await asyncio.sleep(0.3)
+        app.pause_on_data = False
+        layer.resume_reading()
+        exc = await asyncio.wait_for(app.lost, 20)
+        assert bytes(app.received) == first + second
+        assert app.eof_after == len(first + second)
+        assert exc is None
+        client.sock.close()
+
+    run_on(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_an_eof_without_close_notify_is_not_a_clean_end(tls: Contexts, loop_name: str) -> None:
+    """A TCP end with no close_notify may be an attacker's cut: the application gets
+    what was whole, then an error, never the end of a stream it could take as
+    complete."""
+
+    async def main() -> None:
+        server = Server(tls[0])
+        _layer, app, client = await connected(server, tls[1])
+        await asyncio.to_thread(client.sock.sendall, client.records(b"partial"))
+        await until(lambda: app.received == b"partial")
+        client.sock.shutdown(socket.SHUT_WR)
+        exc = await asyncio.wait_for(app.lost, 20)
+        assert app.eof_after is None
+        assert isinstance(exc, OSError), exc
+        client.sock.close()
+
+    run_on(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_extra_info_the_gateway_and_websockets_read(tls: Contexts, loop_name: str) -> None:
+    async def main() -> None:
+        server = Server(tls[0])
+        layer, app, client = await connected(server, tls[1])
+        assert layer.get_extra_info("sslcontext") is tls[0]
+        assert layer.get_extra_info("ssl_object").version() == "TLSv1.3"
+        assert layer.get_extra_info("peername") == client.sock.getsockname()
+        assert layer.get_extra_info("sockname") == client.sock.getpeername()
+        assert layer.get_extra_info("socket").getpeername() == client.sock.getsockname()
+        assert layer.get_extra_info("cipher") == client.tls.cipher()
+        assert not layer.get_extra_info("peercert")  # agents show no certificate
+        assert layer.get_extra_info("nonesuch", 7) == 7
+        assert layer.get_protocol() is app
+        client.sock.close()
+        await asyncio.wait_for(app.lost, 20)
+
+    run_on(loop_name, main)
+
+
+# hostile peers -----------------------------------------------------------------------------
+
+
+def _record(content_type: int, body: bytes, length: int | None = None) -> bytes:
+    return struct.pack("!BHH", content_type, 0x0303, len(body) if length is None else length) + body
+
+
+async def _hostile(port: int, opening: bytes, context: ssl.SSLContext | None) -> bytes:
+    """Connects (through the handshake if ``context``), sends ``opening`` on the TCP
+    stream, and returns what the server sent before it cut the connection."""
+
+    def run() -> bytes:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        if context is not None:
+            client = RawClient.__new__(RawClient)
+            client.sock = sock
+            client.incoming, client.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            client.tls = context.wrap_bio(client.incoming, client.outgoing)
+            client.handshake()
+        sock.sendall(opening)
+        got = bytearray()
+        try:
+            while data := sock.recv(65536):
+                got += data
+        except ConnectionResetError:
+            pass
+        sock.close()
+        return bytes(got)
+
+    return await asyncio.to_thread(run)
+
+
+HOSTILE = {
+    "garbage_hello": (b"\x00" * 3 + os.urandom(600), False),
+    "http_instead": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", False),
+    "truncated_hello": (_record(22, b"\x01\x00\x10\x00" + b"\x03\x03"), False),
+    "hello_of_64k": (_record(22, b"\x01\xff\xff\xff" + b"\x00" * 16000), False),
+    "overlong_record": (_record(23, b"\x00" * 32, length=0xFFFF), True),
+    "record_of_18k": (_record(23, os.urandom(18 * 1024)), True),
+    "plaintext_alert": (_record(21, b"\x02\x28"), True),
+    "plaintext_handshake": (_record(22, b"\x00\x00\x00\x00"), True),
+    "unknown_type": (_record(99, b"x" * 20), True),
+    "forged_appdata": (_record(23, os.urandom(64)), True),
+    "empty_records": (_record(23, b"") * 1000, True),
+}
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_hostile_peers_cost_only_their_own_connection(tls: Contexts, loop_name: str) -> None:
+    """Each hostile peer, through the port's gate, is cut; an agent connected
+    alongside keeps exchanging records, and nothing reaches the loop's handler."""
+
+    async def main() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        apps: list[App] = []
+
+        def factory() -> asyncio.Protocol:
+            apps.append(App())
+            return apps[-1]
+
+        gate = HandshakeGate(sock, tls[0], factory, HandshakeLimits(timeout=2.0))
+        gate.start(128)
+        agent = RawClient(port, tls[1])
+        await asyncio.to_thread(agent.handshake)
+        await until(lambda: len(apps) == 1)
+        healthy = apps[0]
+        sent = b""
+        for name, (opening, handshaken) in HOSTILE.items():
+            await asyncio.wait_for(_hostile(port, opening, tls[1] if handshaken else None), 20)
+            message = name.encode()
+            await asyncio.to_thread(agent.sock.sendall, agent.records(message))
+            sent += message
+            await until(lambda sent=sent: bytes(healthy.received) == sent)  # type: ignore[misc]
+        for app in apps[1:]:
+            await asyncio.wait_for(app.lost, 20)
+            assert app.received == b""
+        assert not healthy.lost.done()
+        await until(lambda: gate.in_flight == 0)
+        gate.close()
+        await gate.wait_closed()
+        agent.sock.close()
+        await asyncio.wait_for(healthy.lost, 20)
+
+    run_on(loop_name, main)
+
+
+# resources -----------------------------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_nothing_is_kept_per_connection_after_many_cycles(tls: Contexts, loop_name: str) -> None:
+    """Connections that end every way (clean, cut, failed or stalled handshakes),
+    many times over: no descriptor, task or layer outlives them."""
+    rounds = 40
+
+    async def main() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        apps: list[App] = []
+
+        def factory() -> asyncio.Protocol:
+            apps.append(App())
+            return apps[-1]
+
+        gate = HandshakeGate(sock, tls[0], factory, HandshakeLimits(timeout=0.5))
+        gate.start(128)
+
+        def clean() -> None:
+            client = RawClient(port, tls[1])
+            client.handshake()
+            client.sock.sendall(client.records(b"hello"))
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.tls.unwrap()
+            client.sock.sendall(client.outgoing.read())
+            client.sock.recv(1024)
+            client.sock.close()
+
+        def cut() -> None:
+            client = RawClient(port, tls[1])
+            client.handshake()
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.sock.close()
+
+        def garbage() -> None:
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            s.sendall(b"\x16\x03\x01\x00\x05hello")
+            s.recv(1024)
+            s.close()
+
+        def stall() -> None:
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            s.recv(1024)  # the server cuts it at its timeout
+            s.close()
+
+        async def one_round() -> None:
+            await asyncio.gather(*(asyncio.to_thread(f) for f in (clean, cut, garbage, stall)))
+
+        await one_round()  # what is made once
+        await until(lambda: gate.in_flight == 0 and all(a.lost.done() for a in apps))
+        gc.collect()
+        fds, tasks = _open_fds(), len(asyncio.all_tasks())
+        for _ in range(rounds):
+            await one_round()
+        await until(lambda: gate.in_flight == 0 and all(a.lost.done() for a in apps))
+        await asyncio.sleep(0.2)
+        gc.collect()
+        assert _open_fds() == fds
+        assert len(asyncio.all_tasks()) == tasks
+        for app in apps:
+            app.transport = None  # the test's own reference
+        gc.collect()
+        layers = [o for o in gc.get_objects() if isinstance(o, TLSLayer)]
+        assert layers == []
+        gate.close()
+        await gate.wait_closed()
+
+    run_on(loop_name, main)
