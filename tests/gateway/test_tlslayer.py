@@ -5,10 +5,12 @@ sockets on loopback, on the standard loop and on uvloop (the server's)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
@@ -224,6 +226,59 @@ async def a_forged_record_cuts_the_connection(
     raw.close()
 
 
+async def a_close_with_megabytes_pending_sends_them_all_first(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A close while a slow reader has not taken what was written yet: every byte goes
+    out, then close_notify, then the connection ends on the server's side as well."""
+    big = BIG * 40  # 4 MB
+
+    def write_and_close(app: App) -> None:
+        assert app.transport is not None
+        app.transport.write(big)
+        app.transport.close()
+
+    server = Server(tls[0])
+    serving = asyncio.ensure_future(server.serve_one(write_and_close))
+    client = await asyncio.to_thread(blocking_client, server.port, tls[1])
+    await serving
+
+    def read_slowly() -> bytes:
+        got = bytearray()
+        while chunk := client.recv(65536):
+            got += chunk
+            if len(got) < len(big) // 2:
+                time.sleep(0.002)
+        return bytes(got)
+
+    assert await asyncio.to_thread(read_slowly) == big
+    assert await asyncio.wait_for(server.apps[0].lost, 30) is None
+    client.close()
+
+
+async def an_abort_with_megabytes_pending_ends_at_once(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    def write_and_abort(app: App) -> None:
+        assert app.transport is not None
+        app.transport.write(BIG * 40)
+        app.transport.abort()
+
+    server = Server(tls[0])
+    serving = asyncio.ensure_future(server.serve_one(write_and_abort))
+    client = await asyncio.to_thread(blocking_client, server.port, tls[1])
+    await serving
+    await asyncio.wait_for(server.apps[0].lost, 10)
+
+    def read_to_the_end() -> None:
+        with contextlib.suppress(OSError):  # reset, or a TCP end without close_notify
+            while client.recv(65536):
+                pass
+
+    await asyncio.wait_for(asyncio.to_thread(read_to_the_end), 10)
+    client.close()
+
+
 SCENARIOS = [
     records_go_both_ways,
     a_close_sends_close_notify,
@@ -232,6 +287,8 @@ SCENARIOS = [
     a_client_speaking_no_tls_fails_its_handshake,
     a_stalled_handshake_is_cut_at_its_timeout,
     a_forged_record_cuts_the_connection,
+    a_close_with_megabytes_pending_sends_them_all_first,
+    an_abort_with_megabytes_pending_ends_at_once,
 ]
 
 
