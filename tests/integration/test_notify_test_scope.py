@@ -4,11 +4,23 @@ target sees nothing of it."""
 
 from __future__ import annotations
 
-from tests.integration.harness import Running
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from tests.integration.harness import Running, run_server
 
 ADMIN = "/api/jobfleet/v1"
 HOOK = {"channel": "webhook", "target": "http://127.0.0.1:9/same",
         "secret": "hook-key-0123456789", "statuses": [4]}
+
+
+@pytest.fixture
+async def running(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
+    # a webhook at an address the server may not send to is refused when it is saved
+    async with run_server(tmp_path, database_url,
+                          server={"callback_allow": ["127.0.0.0/8"]}) as run:
+        yield run
 
 
 async def test_a_test_delivery_is_seen_only_through_its_own_config(running: Running) -> None:
