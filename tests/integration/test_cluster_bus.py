@@ -81,7 +81,9 @@ async def all_started(wire: Wire, job_id: int, step_id: int, ids: list[int]) -> 
 async def test_terminate_through_a_node_that_neither_drives_nor_holds(
         tmp_path: Path, database_url: str) -> None:
     needs_cluster(database_url)
-    async with cluster(tmp_path, database_url) as c:
+    # agents that never confirmed would end 404 only after this wait: 403 below is the
+    # kill that reached them
+    async with cluster(tmp_path, database_url, engine={"terminate_wait": 60.0}) as c:
         # the agents know node 2 only; node 0 drives; node 1 takes the terminate
         agents = swarm([c.urls[2]], c.boot["enroll_token"], 10, tmp_path / "swarm")
         await agents.start()
@@ -102,8 +104,9 @@ async def test_terminate_through_a_node_that_neither_drives_nor_holds(
             took = time.monotonic() - began
             results = data["step_instance_list"][0]["step_ip_result_list"]
             assert {r["status"] for r in results} == {403}, results
-            # the kill went from node 0 through Redis to node 2 and its agents
-            assert took < 5.0, took
+            # the kill went from node 0 through Redis to node 2 and its agents, long
+            # before the termination's wait
+            assert took < 30.0, took
         finally:
             await agents.stop()
 
@@ -312,8 +315,9 @@ async def test_skip_of_a_termination_in_a_cluster_without_redis(
             assert data["step_instance_list"][0]["status"] == 11, data
             results = data["step_instance_list"][0]["step_ip_result_list"]
             assert [r["status"] for r in results] == [404], results
-            # within the driving node's look at the store, not the termination's wait
-            assert time.monotonic() - began < 10, time.monotonic() - began
+            # within the driving node's look at the store (every second), not the
+            # termination's wait (120 s)
+            assert time.monotonic() - began < 60, time.monotonic() - began
 
             async def job_ended() -> bool:
                 return bool((await c.wires[1].status(job_id))["job_instance"]["status"] == 11)
