@@ -182,6 +182,18 @@ async def test_cli_hosts_of_a_business_that_does_not_exist(running: Running) -> 
     assert code == 0, out
 
 
+async def test_cli_refuses_an_app_limited_to_a_business_that_does_not_exist(
+        running: Running) -> None:
+    code, out = await cli(running, "admin", "app", "create", "ops", "--biz", "2,999")
+    assert code == 2 and "Traceback" not in out, out
+    assert "1243049" in out and "allowed_biz: business 999 does not exist" in out, out
+    assert "ops" not in {a["app_code"] for a in await running.server.identity.list_apps()}
+    code, out = await cli(running, "admin", "user", "grant", "admin", "--biz", "999")
+    assert code == 2 and "1243049" in out and "999" in out, out
+    code, out = await cli(running, "admin", "app", "create", "ops", "--biz", "2")
+    assert code == 0, out
+
+
 async def test_cli_logs_into_a_closed_pipe_ends_as_a_pipeline_stage_does(
     running: Running,
 ) -> None:
