@@ -326,6 +326,7 @@ class Server:
             ),
             probes=self.monitor,
             outbound=outbound,
+            mail_relay=settings.smtp is not None,
         )
         self.connection_limits = ConnectionLimits(
             header_timeout=settings.header_timeout,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.api.support import USER, Parts, build_app, client
 
-from jobfleet.api.admin import create_app, whoami
+from jobfleet.api.admin import add_host, create_app, create_token, grant, whoami
 
 
 async def test_whoami_lists_only_the_scopes_the_app_may_act_in(parts: Parts) -> None:
@@ -41,3 +41,44 @@ async def test_an_app_may_not_take_the_name_of_jobfleets_own_callers(parts: Part
         made = (await http.post("/t/create_app", headers=parts.headers(),
                                 json={"app_code": "jobfleet-ops"})).json()
         assert made["result"] is True, made
+
+
+async def test_business_ids_that_do_not_exist_are_refused_by_name(parts: Parts) -> None:
+    """Businesses are made only by an administrator, never synced in later: an app limited
+    to, a grant of, a host or an enrollment token in one that does not exist is a typo."""
+    await parts.identity.create_business(2, "two")
+    app = build_app(parts, {"create_app": create_app, "grant": grant, "add_host": add_host,
+                            "create_token": create_token})
+    async with client(app) as http:
+        async def post(route: str, body: dict[str, object]) -> dict[str, object]:
+            answer: dict[str, object] = (
+                await http.post(f"/t/{route}", headers=parts.headers(), json=body)).json()
+            return answer
+
+        one = await post("create_app", {"app_code": "ops", "allowed_biz": [999]})
+        assert (one["result"], one["code"]) == (False, 1243049), one
+        assert one["message"] == "allowed_biz: business 999 does not exist", one
+        some = await post("create_app", {"app_code": "ops", "allowed_biz": "2,1000,999"})
+        assert some["code"] == 1243049, some
+        assert some["message"] == "allowed_biz: businesses 999, 1000 do not exist", some
+        assert await parts.identity.find_app("ops") is None
+        made = await post("create_app", {"app_code": "ops", "allowed_biz": [2]})
+        assert made["result"] is True, made
+
+        for scope_type, scope_id, code in (("biz", "999", 1243049),
+                                           ("biz_set", "8000001", 1243051)):
+            refused = await post("grant", {"username": USER, "scope_type": scope_type,
+                                           "scope_id": scope_id})
+            assert refused["code"] == code and scope_id in str(refused["message"]), refused
+        bad = await post("grant", {"username": USER, "scope_type": "biz", "scope_id": "x"})
+        assert bad["code"] == 1241010, bad
+        granted = await post("grant", {"username": USER, "scope_type": "biz", "scope_id": "02"})
+        assert granted["data"] == {"username": USER, "scope_type": "biz", "scope_id": "2"}
+        scopes = next(u for u in await parts.identity.list_users()
+                      if u["username"] == USER)["scopes"]
+        assert scopes == [{"scope_type": "biz", "scope_id": "2"}]
+
+        host = await post("add_host", {"bk_biz_id": 999, "ip": "127.0.0.9"})
+        assert host["code"] == 1243049 and "999" in str(host["message"]), host
+        token = await post("create_token", {"bk_biz_id": 999})
+        assert token["code"] == 1243049 and "999" in str(token["message"]), token

@@ -110,22 +110,34 @@ def test_logs_header_shows_cloud_when_not_default() -> None:
     assert written.getvalue() == "== 3:127.0.0.4 (Success, exit 0) ==\nok\n"
 
 
-def test_hosts_sort_numerically_by_ip() -> None:
-    hosts = [HostResult(i, f"127.0.0.{i}", 0, 9, 0) for i in (10, 9, 100, 1)]
+def test_hosts_within_a_status_come_in_host_id_order() -> None:
+    """As the console and the SDK list a step's hosts (the server's order), not by
+    address; hosts named by address only after them, by address."""
+    hosts = [HostResult(i, ip, 0, 9, 0) for i, ip in
+             ((3, "127.0.0.1"), (1, "127.0.0.10"), (2, "127.0.0.9"))]
+    hosts += [HostResult(None, "127.0.0.20", 0, 9, 0), HostResult(None, "127.0.0.3", 0, 9, 0)]
     text = render(_render.host_table(hosts, logs=False))
-    positions = [text.index(f"127.0.0.{i} ") for i in (1, 9, 10, 100)]
+    positions = [text.index(f"127.0.0.{i} ") for i in (10, 9, 1, 3, 20)]
     assert positions == sorted(positions)
 
 
 def test_logs_come_in_the_host_tables_order() -> None:
     """``jobfleet logs`` lists hosts as ``status`` does: successes first, failures last,
-    by address within each, whatever order the server answered in."""
-    hosts = [HostResult(1, "127.0.0.10", 0, 9, 0, log="a\n"),
-             HostResult(2, "127.0.0.3", 0, 104, 1, log="b\n"),
-             HostResult(3, "127.0.0.9", 0, 9, 0, log="c\n"),
-             HostResult(4, "127.0.0.2", 0, 104, 1, log="d\n")]
+    by host id within each, whatever order the server answered in."""
+    hosts = [HostResult(3, "127.0.0.10", 0, 9, 0, log="a\n"),
+             HostResult(1, "127.0.0.3", 0, 104, 1, log="b\n"),
+             HostResult(4, "127.0.0.9", 0, 9, 0, log="c\n"),
+             HostResult(2, "127.0.0.2", 0, 104, 1, log="d\n")]
     written = io.StringIO()
     _render.print_host_logs(Console(file=written, width=100), hosts)
     headers = [line.split()[1] for line in written.getvalue().splitlines()
                if line.startswith("==")]
-    assert headers == ["127.0.0.9", "127.0.0.10", "127.0.0.2", "127.0.0.3"]
+    assert headers == ["127.0.0.10", "127.0.0.9", "127.0.0.3", "127.0.0.2"]
+
+
+def test_transfer_table_comes_in_the_host_tables_order() -> None:
+    hosts = [HostResult(2, "127.0.0.1", 0, 9, 0), HostResult(1, "127.0.0.2", 0, 9, 0),
+             HostResult(3, "127.0.0.3", 0, 104, 1)]
+    text = render(_render.transfer_table(hosts))
+    positions = [text.index(f"127.0.0.{i} ") for i in (2, 1, 3)]
+    assert positions == sorted(positions)

@@ -119,6 +119,7 @@ async def test_only_administration_apps_reach_administration_routes(running: Run
     finally:
         await wide.close()
     # an administration app made through the CLI reaches them
+    await second_business(wire)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "jobfleet", "--server", running.url, "--bootstrap",
         str(running.data_dir / "server" / "bootstrap.json"), "admin", "app", "create", "ops",

@@ -182,6 +182,46 @@ async def test_cli_hosts_of_a_business_that_does_not_exist(running: Running) -> 
     assert code == 0, out
 
 
+async def test_cli_refuses_an_app_limited_to_a_business_that_does_not_exist(
+        running: Running) -> None:
+    code, out = await cli(running, "admin", "app", "create", "ops", "--biz", "2,999")
+    assert code == 2 and "Traceback" not in out, out
+    assert "1243049" in out and "allowed_biz: business 999 does not exist" in out, out
+    assert "ops" not in {a["app_code"] for a in await running.server.identity.list_apps()}
+    code, out = await cli(running, "admin", "user", "grant", "admin", "--biz", "999")
+    assert code == 2 and "1243049" in out and "999" in out, out
+    code, out = await cli(running, "admin", "app", "create", "ops", "--biz", "2")
+    assert code == 0, out
+
+
+async def test_cli_lists_a_jobs_hosts_in_the_consoles_and_the_sdks_order(
+        running: Running) -> None:
+    """Hosts whose ids do not follow their addresses: ``status``, ``logs`` and ``--json``
+    list them as the SDK and the console's job page do."""
+    ips = ["127.0.0.43", "127.0.0.41", "127.0.0.42"]
+    for ip in ips:  # no agent: each host ends at once, agent abnormal
+        await running.server.inventory.add(2, ip)
+    job = (await running.wire.run_script("true", sorted(ips)))["job_instance_id"]
+    await running.wire.wait(job)
+    boot = running.boot
+    async with AsyncJobClient(running.url, boot["bk_app_code"], boot["bk_app_secret"],
+                              "admin", biz=2) as client:
+        sdk = [h.ip for h in (await client.get_result(job)).hosts]
+    assert sdk == ips
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60) as http:
+        await http.post("/login", data={"username": "admin",
+                                         "password": boot["admin_password"]})
+        page = (await http.get(f"/api_execute/{job}")).text
+    assert re.findall(r'class="host"[^>]*data-ip="([0-9.]+)"', page) == ips
+    code, out = await cli(running, "status", str(job))
+    assert code == 1, out
+    assert [ip for ip in re.findall(r"127\.0\.0\.4[123]", out)] == ips, out
+    code, out = await cli(running, "logs", str(job))
+    assert re.findall(r"^== (\S+) ", out, re.M) == ips, out
+    code, out = await cli(running, "logs", str(job), "--json")
+    assert [h["ip"] for h in json.loads(out)["hosts"]] == ips, out
+
+
 async def test_cli_logs_into_a_closed_pipe_ends_as_a_pipeline_stage_does(
     running: Running,
 ) -> None:

@@ -320,6 +320,21 @@ async def test_notification_channel_and_test_message(running: Running, browser: 
         await asyncio.wait({task}, timeout=10)
 
 
+async def test_notifications_page_of_a_server_without_a_mail_relay(
+        running: Running, browser: Any) -> None:
+    """The page says no mail goes out and how to set a relay up; an email channel saved
+    through it is refused with the server's reason."""
+    page = await login(browser, running)
+    await page.goto(running.url + "/notifications")
+    assert "--smtp-host" in await page.inner_text("#no-mail-relay")
+    await page.select_option("#notify-form select[name=channel]", "email")
+    await page.fill("#notify-form input[name=target]", "ops@example.org")
+    await page.click("#save")
+    await page.wait_for_function("() => document.getElementById('result').textContent.length > 0")
+    assert "no mail relay configured" in await page.inner_text("#result")
+    assert await page.locator("tr.channel").count() == 0
+
+
 async def test_test_message_errors(running: Running) -> None:
     wire = running.wire
     base = ADMIN + "/businesses/2/notify-configs"

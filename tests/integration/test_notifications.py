@@ -39,7 +39,7 @@ from tests.integration.harness import (
 from jobfleet.engine.callbacks import IN_FLIGHT
 from jobfleet.engine.notify import SmtpSettings
 from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
-from jobfleet.store.notify import shown_url
+from jobfleet.store.notify import NotifyStore, shown_url
 from jobfleet.store.tables import notify_configs, outbox
 
 SECRET = "hook-key-0123456789"
@@ -266,7 +266,10 @@ async def test_email_is_delivered_through_smtp(tmp_path: Path, database_url: str
 
 
 async def test_email_without_a_mail_server_fails_at_once(running: Running) -> None:
-    await add_config(running.wire, channel="email", target="ops@example.org", statuses=[4])
+    # a config saved while the server had a mail server, which it has no more
+    await NotifyStore(running.server.db, running.server.cipher).create(
+        2, channel="email", target=["ops@example.org"], secret=None, statuses=[4],
+        enabled=True, user="admin")
     await running.server.inventory.add(2, "127.0.0.42")
     sub = await running.wire.run_script("echo x", ["127.0.0.42"])
     await running.wire.wait(sub["job_instance_id"])
@@ -276,6 +279,35 @@ async def test_email_without_a_mail_server_fails_at_once(running: Running) -> No
         return rows if rows and rows[0].state == "failed" else None
     (row,) = await eventually(given_up)
     assert row.attempts == 1 and "smtp-host" in row.last_error
+
+
+async def test_email_configs_are_refused_by_a_server_without_a_mail_relay(
+        running: Running) -> None:
+    """No mail can go out: saving an enabled email config says so and how to set one up,
+    rather than keep a config whose every mail fails after the job it was for ended."""
+    base = "/businesses/2/notify-configs"
+    refused = await admin(running.wire, "POST", base,
+                          {"channel": "email", "target": ["ops@example.org"], "statuses": [4]})
+    assert (refused["result"], refused["code"]) == (False, 1241011), refused
+    assert "no mail relay configured" in refused["message"], refused
+    assert "--smtp-host" in refused["message"], refused
+    assert (await admin(running.wire, "GET", base))["data"] == []
+    # a disabled one may wait for the relay; a webhook needs none
+    waiting = await add_config(running.wire, channel="email", target=["ops@example.org"],
+                               statuses=[4], enabled=False)
+    await add_config(running.wire, channel="webhook", target="http://127.0.0.1:9/x",
+                     secret=SECRET, statuses=[4])
+    path = f"{base}/{waiting['id']}"
+    for change in ({"enabled": True}, {"target": ["dev@example.org"], "enabled": True}):
+        answer = await admin(running.wire, "PUT", path, change)
+        assert answer["code"] == 1241011 and "--smtp-host" in answer["message"], answer
+    assert (await admin(running.wire, "GET", path))["data"]["enabled"] is False
+    edited = await admin(running.wire, "PUT", path, {"statuses": [4, 9]})
+    assert edited["result"] and edited["data"]["statuses"] == [4, 9], edited
+    # its test message is not queued to fail: the answer says why at once
+    tested = await admin(running.wire, "POST", f"{path}/tests", {})
+    assert tested["code"] == 1241011 and "no mail relay" in tested["message"], tested
+    assert await pending_rows(running.server) == []
 
 
 async def test_notification_pending_at_shutdown_is_sent_by_the_next_server(

@@ -98,6 +98,21 @@ async def whoami(call: Call) -> dict[str, Any]:
     }
 
 
+async def require_businesses(call: Call, name: str, ids: list[int]) -> None:
+    """Businesses exist only once an administrator creates them (nothing syncs them in
+    later), so a name of one that does not exist is a typo that would otherwise grant,
+    limit or place something nothing can ever reach."""
+    missing = sorted(set(ids) - await call.services.identity.business_ids())
+    if missing:
+        listed = ", ".join(map(str, missing))
+        raise JobError(
+            ErrorCode.BIZ_NOT_EXIST,
+            f"{name}: business {listed} does not exist"
+            if len(missing) == 1
+            else f"{name}: businesses {listed} do not exist",
+        )
+
+
 def _allowed(call: Call, name: str) -> list[str] | None:
     """``"any"`` (or absent) is None; else a list or a comma-separated string of names."""
     raw = call.params.get(name)
@@ -127,6 +142,7 @@ async def create_app(call: Call) -> dict[str, Any]:
             raise JobError.invalid("allowed_biz", '"any", or a list of business ids') from None
         if any(not 1 <= b <= 2**63 - 1 for b in biz):
             raise JobError.invalid("allowed_biz", "business ids are positive")
+        await require_businesses(call, "allowed_biz", biz)
     admin = get_bool(call.params, "is_admin", False)
     secret = await call.services.identity.create_app(
         code,
@@ -179,6 +195,19 @@ def _grant_args(call: Call) -> tuple[str, str, str]:
 
 async def grant(call: Call) -> dict[str, Any]:
     user, scope_type, scope_id = _grant_args(call)
+    # a grant of a scope that does not exist is refused as the routes naming it refuse
+    # it; revoking one stays possible (grants made before this check)
+    if scope_type in (ScopeType.BIZ, ScopeType.BIZ_SET):
+        number = decimal_int(scope_id)
+        if number is None or not 1 <= number <= MAX_ID:
+            raise JobError.invalid("scope_id", f"{scope_id!r} is not a {scope_type} id")
+        scope_id = str(number)
+        if scope_type == ScopeType.BIZ:
+            await require_businesses(call, "scope_id", [number])
+        elif await call.services.identity.biz_set_members(number) is None:
+            raise JobError(
+                ErrorCode.SCOPE_NOT_EXIST, f"scope_id: business set {number} does not exist"
+            )
     await call.services.identity.grant(user, scope_type, scope_id)
     return {"username": user, "scope_type": scope_type, "scope_id": scope_id}
 
@@ -238,6 +267,7 @@ async def list_hosts(call: Call) -> list[dict[str, Any]]:
 
 async def add_host(call: Call) -> dict[str, Any]:
     biz = need_int(call.params, "bk_biz_id", minimum=1)
+    await require_businesses(call, "bk_biz_id", [biz])
     ip = normalize_ip(get_str(call.params, "ip", required=True))
     cloud = get_int(call.params, "bk_cloud_id", default=0, minimum=0) or 0
     hostname = clean_name(get_str(call.params, "hostname", max_length=255) or "")
@@ -246,8 +276,12 @@ async def add_host(call: Call) -> dict[str, Any]:
 
 
 async def create_token(call: Call) -> dict[str, Any]:
+    biz = get_int(call.params, "bk_biz_id", minimum=1, maximum=MAX_ID)
+    if biz is not None:
+        # enrollment would refuse every host with it
+        await require_businesses(call, "bk_biz_id", [biz])
     secret = await call.services.identity.create_enroll_token(
-        bk_biz_id=get_int(call.params, "bk_biz_id"),
+        bk_biz_id=biz,
         uses=get_int(call.params, "uses", minimum=1),
         ttl_seconds=get_int(call.params, "ttl_seconds", minimum=1, maximum=10 * 365 * 86400),
         note=get_str(call.params, "note", max_length=255) or "",

@@ -21,6 +21,7 @@ from jobfleet.domain.urls import url_problem
 from jobfleet.store.audit import AuditQuery
 from jobfleet.store.notify import (
     CHANNELS,
+    EMAIL,
     WEBHOOK,
     NotifyConfig,
     NotifyStore,
@@ -113,6 +114,23 @@ def _check_destination(call: Call, url: str) -> None:
             f"{host} is not an allowed destination: {why} "
             "(jobfleet server --callback-allow CIDR allows a range)",
         )
+
+
+def no_mail_relay() -> JobError:
+    return JobError(
+        ErrorCode.NOT_SUPPORTED,
+        "Email notifications are not available: this server has no mail relay configured. "
+        "Start it with --smtp-host HOST (or JOBFLEET_SMTP_HOST, or smtp.host in its config "
+        "file) and, as the relay needs, --smtp-port, --smtp-from, --smtp-starttls, --smtp-user",
+    )
+
+
+def _check_mail(call: Call, channel: str, *, enabled: bool) -> None:
+    """Refuse to save an enabled email config no mail could ever go out for, as a webhook
+    at a refused address is: the operator hears of it now, not from a job that ended
+    unnoticed. Disabling one (made while the server had a relay) stays possible."""
+    if channel == EMAIL and enabled and not call.services.mail_relay:
+        raise no_mail_relay()
 
 
 def _run_status(item: Any) -> RunStatus | None:
@@ -216,13 +234,18 @@ async def create_config(call: Call) -> dict[str, Any]:
     channel = get_str(p, "channel", required=True)
     if channel not in CHANNELS:
         raise JobError.invalid("channel", f"one of {', '.join(CHANNELS)}")
+    target = _sendable_target(call, channel, p.get("target"))
+    secret = _secret(channel, p.get("secret"), required=True)
+    statuses = _statuses(p.get("statuses"))
+    enabled = get_bool(p, "enabled", True)
+    _check_mail(call, channel, enabled=enabled)
     row = await _notify_store(call).create(
         scope.bk_biz_id,
         channel=channel,
-        target=_sendable_target(call, channel, p.get("target")),
-        secret=_secret(channel, p.get("secret"), required=True),
-        statuses=_statuses(p.get("statuses")),
-        enabled=get_bool(p, "enabled", True),
+        target=target,
+        secret=secret,
+        statuses=statuses,
+        enabled=enabled,
         user=call.caller.username,
     )
     await audit(
@@ -255,6 +278,7 @@ async def update_config(call: Call) -> dict[str, Any]:
         raise JobError(
             ErrorCode.MISSING_PARAM, "Nothing to change: give target, statuses, enabled or secret"
         )
+    _check_mail(call, current.channel, enabled=changes.get("enabled", current.enabled))
     row = await store.update(scope.bk_biz_id, config_id, user=call.caller.username, **changes)
     detail = _detail(row) | {"secret_changed": "secret" in changes}
     await audit(

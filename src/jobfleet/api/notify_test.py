@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
-from jobfleet.api.notify import MANAGE_NOTIFY, PREFIX, VIEW_NOTIFY, _with_path
+from jobfleet.api.notify import MANAGE_NOTIFY, PREFIX, VIEW_NOTIFY, _with_path, no_mail_relay
 from jobfleet.api.params import get_int, get_str
 from jobfleet.api.routing import Call, make_endpoint, services_of
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -92,6 +92,9 @@ async def send_test(call: Call) -> dict[str, Any]:
         sealed = services.engine.cipher.encrypt(str(config.target))
         payload = webhook_payload(orjson.dumps(message), secret, EVENT, sealed)
     elif config.channel == EMAIL:
+        if not services.mail_relay:
+            # a message queued now could only fail: say why at once
+            raise no_mail_relay()
         to = [str(a) for a in config.target or []]
         subject = f"[jobfleet] Test message for business {scope.bk_biz_id}"
         payload = orjson.dumps({"to": to, "subject": subject, "text": message["summary"]}).decode()

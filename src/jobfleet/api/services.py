@@ -92,3 +92,6 @@ class Services:
     probes: Probes | None = None
     # the guard outbound requests pass, asked when a webhook is saved (none: not asked)
     outbound: Outbound | None = None
+    # False: the server has no mail server (smtp.host), so no mail can go out and email
+    # notification configs are refused rather than saved to fail every delivery
+    mail_relay: bool = True

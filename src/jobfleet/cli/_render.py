@@ -200,6 +200,18 @@ def _group_order(status: int) -> tuple[int, int]:
     return (2, status)
 
 
+def host_order(host: HostResult) -> tuple[bool, int, int, tuple[int, int, str]]:
+    """Within a status, hosts come in the order the server lists a step's hosts (by host
+    id), as the console and the SDK show them, so that the n-th host is the same one
+    everywhere; one without an id (a server that names hosts by address only) after
+    them, by address."""
+    return (host.bk_host_id is None, host.bk_host_id or 0, host.bk_cloud_id, ip_key(host.ip))
+
+
+def _status_then_host(host: HostResult) -> tuple[tuple[int, int], tuple[Any, ...]]:
+    return (_group_order(host.status), host_order(host))
+
+
 def excerpt_width(console: Console) -> int | None:
     """How much of each log line a table shows: all of it when nobody reads it on a
     terminal (a pipe or a file)."""
@@ -222,7 +234,7 @@ def host_table(
         key = host.status if host.status in HOST_STATUS_DESC else HostStatus.UNKNOWN_ERROR
         groups.setdefault(key, []).append(host)
     for index, status in enumerate(sorted(groups, key=_group_order)):
-        members = sorted(groups[status], key=lambda h: (h.bk_cloud_id, *ip_key(h.ip)))
+        members = sorted(groups[status], key=host_order)
         if index:
             table.add_section()
         style = host_status_style(status)
@@ -307,9 +319,8 @@ def job_overview(status: dict[str, Any]) -> Group:
 def print_host_logs(console: Console, hosts: Iterable[HostResult]) -> None:
     """Every host's full log under a ``== ip (status, exit N) ==`` header; for file
     steps one line per file instead. Hosts come in the host table's order (by status,
-    failures last; by address within a status), not the server's."""
-    for host in sorted(hosts, key=lambda h: (_group_order(h.status), h.bk_cloud_id,
-                                             *ip_key(h.ip))):
+    failures last; by ``host_order`` within a status)."""
+    for host in sorted(hosts, key=_status_then_host):
         state = f"{host_status_name(host.status)}, exit {exit_code_text(host.exit_code)}"
         header = f"== {_host_label(host)} ({state}) =="
         console.print(shown(header, style=f"bold {host_status_style(host.status)}"))
@@ -381,8 +392,7 @@ def transfer_table(hosts: Sequence[HostResult]) -> Table:
     table.add_column("bytes", justify="right", no_wrap=True)
     table.add_column("speed", justify="right", no_wrap=True)
     table.add_column("error", overflow="fold")
-    ordered = sorted(hosts, key=lambda h: (_group_order(h.status), h.bk_cloud_id, *ip_key(h.ip)))
-    for host in ordered:
+    for host in sorted(hosts, key=_status_then_host):
         files = _downloads(host)
         written = sum(1 for f in files if f.succeeded)
         table.add_row(

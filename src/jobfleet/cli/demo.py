@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import ipaddress
 import os
 import shlex
 import shutil
@@ -21,6 +20,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from jobfleet.cli._render import host_order
 from jobfleet.sdk import HOST_STATUS_DESC, AsyncJobClient
 from jobfleet.server import DEFAULT_BIZ, Server, ServerSettings, read_bootstrap
 
@@ -136,7 +136,7 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
         )
         for column in ("host", "status", "exit", "output"):
             table.add_column(column)
-        for host in sorted(result.hosts, key=lambda h: ipaddress.ip_address(h.ip)):
+        for host in sorted(result.hosts, key=host_order):
             status = f"{host.status} {HOST_STATUS_DESC.get(host.status, '')}"
             table.add_row(host.ip, status, str(host.exit_code), host.log.rstrip())
         console.print(table)

@@ -148,4 +148,5 @@ def register(router: APIRouter, services: Services, page: PageOf, to_login: ToLo
             rows=rows,
             channels=console_admin.CHANNELS,
             finals=sorted(int(s) for s in FINISHED_RUN_STATUSES),
+            mail_relay=services.mail_relay,
         )

@@ -268,6 +268,12 @@ ZH.update(
         "No notification channels": "暂无通知渠道",
         "Add or edit a channel": "新增或编辑通知渠道",
         "Webhook signing key": "Webhook 签名密钥",
+        "This server has no mail relay configured: no email is sent, and email channels "
+        "cannot be enabled. Start the server with --smtp-host (or smtp.host in its config "
+        "file).": (
+            "本服务器未配置邮件中继: 不会发送任何邮件, 也无法启用邮件渠道。"
+            "请以 --smtp-host 启动服务器 (或在其配置文件中设置 smtp.host)。"
+        ),
     }
 )
 
