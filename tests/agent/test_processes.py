@@ -8,6 +8,8 @@ Processes are found by a unique marker in their command line.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import os
 import shutil
 import signal
@@ -344,6 +346,52 @@ async def test_a_child_exit_reaches_the_loop_without_its_self_pipe(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             asyncio.set_child_watcher(previous)
+
+
+@contextlib.contextmanager
+def _watcher_restored() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        previous = asyncio.get_child_watcher()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_child_watcher(previous)
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"),
+    reason="Python 3.11's own pidfd watcher is replaced only there",
+)
+async def test_a_second_agent_of_the_process_keeps_the_first_ones_children() -> None:
+    loop = asyncio.get_running_loop()
+    with _watcher_restored():
+        processes.reap_without_threads(loop)
+        proc = await asyncio.create_subprocess_exec("sh", "-c", "sleep 0.3; exit 5")
+        processes.reap_without_threads(loop)  # the next agent of a swarm starts
+        assert await asyncio.wait_for(proc.wait(), 10) == 5
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"),
+    reason="Python 3.11's own pidfd watcher is replaced only there",
+)
+def test_children_end_on_every_loop_of_the_process() -> None:
+    async def run(code: int, *, agent: bool) -> int | None:
+        if agent:
+            processes.reap_without_threads(asyncio.get_running_loop())
+        proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {code}")
+        return await asyncio.wait_for(proc.wait(), 10)
+
+    with _watcher_restored():
+        assert asyncio.run(run(3, agent=True)) == 3
+        # after the agent's loop: a loop of the same thread, then one on another thread
+        # that starts processes of its own (a program that embedded an agent earlier)
+        assert asyncio.run(run(4, agent=False)) == 4
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            assert pool.submit(asyncio.run, run(6, agent=False)).result(timeout=20) == 6
 
 
 def test_a_task_cgroup_removed_while_the_agent_moves_in_is_made_again(

@@ -82,8 +82,8 @@ async def browser() -> AsyncIterator[Any]:
             await b.close()
         assert guarded.refused == [], guarded.refused
     finally:
-        # stopping the driver can wait forever for its exit under a second event loop
-        # of the same process; the driver ends with its pipes once the loop closes
+        # a driver that does not end must not hold the suite; it ends with its pipes
+        # once the loop closes
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(pw.stop(), 5)
 

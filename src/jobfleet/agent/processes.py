@@ -538,22 +538,34 @@ def reap_without_threads(loop: asyncio.AbstractEventLoop) -> None:
     Python 3.11 starts a thread for every subprocess to wait for it; at a thousand
     short scripts that is a third of an agent's CPU. Linux 5.3+ can notify the loop
     through a pidfd instead, which is what Python 3.12 does by itself.
+
+    Installing it is process-wide and done once: every agent of a process (a swarm's,
+    or agents embedded in a program that runs several loops one after another) calls
+    this, and replacing a watcher would drop the children it still waits for.
     """
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if isinstance(asyncio.get_child_watcher(), _LoopPidfdWatcher):
+            return
     try:
         os.close(os.pidfd_open(os.getpid()))
     except OSError:
         return  # the kernel has no pidfd
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        watcher = _LoopPidfdWatcher()
-        watcher.attach_loop(loop)
-        asyncio.set_child_watcher(watcher)
+        asyncio.set_child_watcher(_LoopPidfdWatcher())
 
 
-class _LoopPidfdWatcher(asyncio.PidfdChildWatcher):
-    """Python 3.11's pidfd watcher, telling the loop of an exit without its self-pipe.
+class _LoopPidfdWatcher(asyncio.AbstractChildWatcher):
+    """Python 3.12's pidfd watcher on 3.11, telling the loop of an exit without its
+    self-pipe.
+
+    As in 3.12, each child is watched on the loop that started it and the watcher keeps
+    no state, so it serves every loop of the process, one after another or at once;
+    3.11's own ``PidfdChildWatcher`` watches on the one loop it was last attached to,
+    and a new loop's children then never end.
 
     The loop's exit callback is written for watchers on other threads: it schedules
     through ``call_soon_threadsafe``, a write to the loop's self-pipe and a wake-up
@@ -561,19 +573,52 @@ class _LoopPidfdWatcher(asyncio.PidfdChildWatcher):
     keeps the same order (the transport hears of the exit one turn later, after
     the output read in the same turn) without that system call."""
 
+    def is_active(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        pass
+
+    def __enter__(self) -> _LoopPidfdWatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
     def add_child_handler(  # type: ignore[override]
         self, pid: int, callback: Any, *args: Any
     ) -> None:
-        loop = self._loop  # type: ignore[attr-defined]
-        if (
-            loop is not None
-            and args
-            and callback == getattr(loop, "_child_watcher_callback", None)
-            and hasattr(args[0], "_process_exited")
+        loop = asyncio.get_running_loop()
+        if args and callback == getattr(loop, "_child_watcher_callback", None) and hasattr(
+            args[0], "_process_exited"
         ):
             callback = _exited_on_loop
             args = (loop, *args)
-        super().add_child_handler(pid, callback, *args)
+        pidfd = os.pidfd_open(pid)
+        loop._add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _reap(
+        loop: asyncio.AbstractEventLoop, pid: int, pidfd: int, callback: Any, args: tuple[Any, ...]
+    ) -> None:
+        loop._remove_reader(pidfd)  # type: ignore[attr-defined]
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            # reaped elsewhere: 3.12 answers the same
+            returncode = 255
+            logger.warning("child already reaped pid=%s", pid)
+        else:
+            returncode = os.waitstatus_to_exitcode(status)
+        os.close(pidfd)
+        callback(pid, returncode, *args)
+
+    def remove_child_handler(self, pid: int) -> bool:
+        # as 3.12's: the pidfd is read once the child ends, whoever asked
+        return True
 
 
 def _exited_on_loop(
