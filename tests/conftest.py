@@ -9,6 +9,12 @@ Most tests want the schema at head and nothing in it: ``database_url`` copies a 
 migrated once per test process (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE``
 on PostgreSQL), which costs a fraction of running every migration again for each of
 the suite's many servers. Tests of the migrations themselves take ``empty_database_url``.
+
+A test marked ``one_backend`` runs on the first configured backend only: the console's
+browser flows and the CLI's, which exercise the same API answers and store queries that
+the API's and the store's own tests check on every backend. What a browser or a terminal
+makes of those answers does not depend on the database; hostile input, which may, keeps
+both (see test_console_hostile.py and test_console_catalog_input.py).
 """
 
 from __future__ import annotations
@@ -45,6 +51,19 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if "postgresql" in BACKENDS and not os.environ.get("JOBFLEET_TEST_PG_URL"):
         raise pytest.UsageError("the postgresql backend needs JOBFLEET_TEST_PG_URL")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # ``one_backend``: see the marker's description in pyproject.toml
+    if metafunc.definition.get_closest_marker("one_backend") is None:
+        return
+    for name in ("database_url", "empty_database_url"):
+        if name in metafunc.fixturenames:
+            # as a mark, which both parametrize hooks after this one honour
+            metafunc.definition.add_marker(
+                pytest.mark.parametrize(name, BACKENDS[:1], indirect=True)
+            )
 
 
 def pytest_report_header() -> str:

@@ -12,9 +12,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.integration.harness import Running, eventually
 
 from jobfleet.sdk import AsyncJobClient, JobClient
+
+# a client of the API, whose own tests run on every backend
+pytestmark = pytest.mark.one_backend
 
 IPS = ["127.0.0.2", "127.0.0.3"]
 

@@ -18,6 +18,9 @@ from tests.integration.test_cli_and_sdk import cli
 
 from jobfleet.sdk import AsyncJobClient, FileLogMode, JobApiError, JobClient, TransferProgress
 
+# a client of the API, whose own tests run on every backend
+pytestmark = pytest.mark.one_backend
+
 IPS = ["127.0.0.2", "127.0.0.3"]
 
 

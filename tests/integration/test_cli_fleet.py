@@ -20,6 +20,9 @@ from tests.integration.test_plans import execute, make_plan, script
 
 from jobfleet.sdk import AsyncJobClient, JobApiError
 
+# a client of the API, whose own tests run on every backend
+pytestmark = pytest.mark.one_backend
+
 WEB, DB, DEV = "127.0.12.2", "127.0.12.3", "127.0.12.4"
 LABELS = {
     WEB: {"labels": {"env": "prod", "role": "web"}},

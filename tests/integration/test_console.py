@@ -28,10 +28,14 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "job-page
 if not os.path.exists(CHROMIUM):
     print("\n" + "*" * 70 + "\n* chromium is not installed: the console's browser tests are "
           "SKIPPED\n* (apt-get install chromium; .ci/run does it)\n" + "*" * 70, file=sys.stderr)
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
     reason="LOUD: chromium is not installed, the console's browser tests cannot run",
 )
+# what a page shows comes from the API's and the store's answers, which their own tests
+# check on every backend; the tests of hostile text and of a 10,000-host page take
+# ``needs_chromium`` alone and run on every backend as well
+pytestmark = [needs_chromium, pytest.mark.one_backend]
 
 
 class Guarded:

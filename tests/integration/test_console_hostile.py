@@ -10,12 +10,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tests.integration.harness import Running
-from tests.integration.test_console import CHROMIUM, browser, job_id_of, login, pytestmark
+from tests.integration.test_console import CHROMIUM, browser, job_id_of, login, needs_chromium
 from tests.integration.test_plans import hosts, make_plan, script
 
 from jobfleet.api import live
 
-__all__ = ["CHROMIUM", "browser", "pytestmark"]
+__all__ = ["CHROMIUM", "browser", "needs_chromium"]
+pytestmark = needs_chromium
 
 IPS = ["127.0.10.1"]
 HOSTILE = '<img src=x onerror="window.pwned=1"></script><script>window.pwned=2</script>'

@@ -25,11 +25,12 @@ from typing import Any
 import httpx
 import pytest
 from tests.integration.harness import Wire, eventually, free_port
-from tests.integration.test_console import CHROMIUM, browser, login, pytestmark
+from tests.integration.test_console import CHROMIUM, browser, login, needs_chromium
 
 from jobfleet.agent.swarm import swarm_ip
 
-__all__ = ["CHROMIUM", "browser", "pytestmark"]
+__all__ = ["CHROMIUM", "browser", "needs_chromium"]
+pytestmark = needs_chromium
 
 COUNT = 10_000
 # each host answers this long after its task arrives, so the job is seen running
