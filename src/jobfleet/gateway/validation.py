@@ -21,7 +21,6 @@ _STRICT = ConfigDict(strict=True)
 _Message = Annotated[protocol.AgentMessage, Field(discriminator="t")]
 _MESSAGE: TypeAdapter[Any] = TypeAdapter(_Message, config=_STRICT)
 _FRAME: TypeAdapter[Any] = TypeAdapter(list[_Message] | _Message, config=_STRICT)
-_OBJECT_START = (b"{", "{")
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,8 @@ def read_frame(raw: bytes | str) -> tuple[list[protocol.AgentMessage], list[Refu
     """
     # a frame of one message (what an agent sends most) skips the union's list branch:
     # a third of the check's cost
-    adapter = _MESSAGE if raw[:1] in _OBJECT_START else _FRAME
+    one = raw.startswith(b"{") if isinstance(raw, bytes) else raw.startswith("{")
+    adapter = _MESSAGE if one else _FRAME
     try:
         value = adapter.validate_json(raw)
     except ValidationError:
