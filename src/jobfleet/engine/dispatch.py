@@ -55,23 +55,34 @@ class Dispatcher:
 
     async def dispatch(self, run: StepRun, no_agent: set[int], recovering: bool) -> None:
         """Send the run's pending hosts their task; end those that have no agent."""
-        unseen = [h for h in run.pending if self.agents.for_host(h) is None]
-        # an agent that just came to another node may not be in this node's map yet
-        located = await self.agents.refresh(unseen) if unseen else True
-        waiting = [h for h, s in run.pending.items() if s == WAITING]
-        online = {h for h in waiting if self.agents.for_host(h) is not None}
+        agents = self.agents
+        unseen = [h for h in run.pending if agents.for_host(h) is None]
+        if unseen:
+            # an agent that just came to another node may not be in this node's map yet
+            located = await agents.refresh(unseen)
+            online = {
+                h
+                for h, s in run.pending.items()
+                if s == WAITING and agents.for_host(h) is not None
+            }
+        else:
+            # every host's agent was found just above, with nothing awaited since
+            located = True
+            online = {h for h, s in run.pending.items() if s == WAITING}
         if online:
             await self.store.mark_running(run.step_id, run.execute_count, list(online))
+        # each host looked up once after the wait: an agent may have come or gone in it
+        offline: list[int] = []
         for host, state in list(run.pending.items()):
-            conn = self.agents.for_host(host)
+            conn = agents.for_host(host)
             if conn is None:
+                offline.append(host)
                 continue
             if state == WAITING:
                 if host in online:
                     self._send(run, host, conn)
             elif run.task_id(host) not in conn.known:
                 conn.send(run.message(host))
-        offline = [h for h in run.pending if self.agents.for_host(h) is None]
         if not offline:
             return
         missing = [h for h in offline if h in no_agent]

@@ -71,6 +71,22 @@ def gse_error_code(status: int) -> int:
     return int(GseErrorCode.OTHER)
 
 
+# per status number an agent may report: the status it stands for, whether it is a
+# final one, and its GSE error code (a table: working these out took ~1.5 µs a result)
+_DONE: dict[int, tuple[HostStatus, bool, int]] = {
+    int(s): (s, s.finished, gse_error_code(s)) for s in HostStatus
+}
+
+
+def done_status(value: int) -> tuple[HostStatus, bool, int]:
+    """``normalize_host_status`` of a reported number, with ``finished`` and
+    ``gse_error_code`` of the status."""
+    found = _DONE.get(value)
+    if found is None:
+        found = _DONE[int(normalize_host_status(value))]
+    return found
+
+
 def size_label(limit: int) -> str:
     for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if limit >= factor and limit % factor == 0:
@@ -261,8 +277,8 @@ class Results:
         seq = int(msg.get("seq") or 0)
         entry = Entry(conn, key, msg["id"], seq, kind)
         if kind == protocol.DONE:
-            status = normalize_host_status(int(msg.get("status") or 0))
-            if not status.finished and conn is not None:
+            status, finished, error_code = done_status(int(msg.get("status") or 0))
+            if not finished and conn is not None:
                 self._refuse(conn, "bad_status", f"a done message with status {int(status)}")
                 return None
             entry.final = HostResult(
@@ -274,7 +290,7 @@ class Results:
                 start_time=msg.get("start"),
                 end_time=msg.get("end"),
                 tag=clean_text(tag) if (tag := msg.get("tag")) else "",
-                error_code=gse_error_code(status),
+                error_code=error_code,
                 variables=variables.reported(msg.get("vars"), self.cipher),
             )
         items = msg.get("files")

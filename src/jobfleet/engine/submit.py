@@ -372,6 +372,7 @@ def host_rows(hosts: list[Host]) -> list[dict[str, Any]]:
             "ipv6": h.ipv6,
             "agent_id": h.agent_id,
             "status": int(HostStatus.WAITING),
+            "exit_code": None,
             "error_code": 0,
             "tag": "",
             "log_size": 0,

@@ -52,6 +52,10 @@ INBOX_BYTES = 1 << 20
 CLOSE_ABNORMAL = 1006
 CLOSE_RESTART = 1012
 FAILED = "Internal Server Error"
+# a binary frame's first byte (FIN, opcode 2), and its header with a 16- or 64-bit length
+_FIN_BINARY = 0x82
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
 
 
 class _QuietAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -440,8 +444,7 @@ class WireProtocol(asyncio.Protocol):
         is over: then False, and ``send_bytes`` waits or raises."""
         if self._drain is not None or self._state != self._OPEN or self._conn.state is not OPEN:
             return False
-        self._conn.send_binary(data)
-        self._flush()
+        self._send_binary(data)
         return True
 
     def hold(self, held: bool) -> None:
@@ -457,8 +460,7 @@ class WireProtocol(asyncio.Protocol):
             await asyncio.shield(self._drain)
         if self._state != self._OPEN or self._conn.state is not OPEN:
             raise WebSocketDisconnect(self._ended or CLOSE_ABNORMAL)
-        self._conn.send_binary(data)
-        self._flush()
+        self._send_binary(data)
 
     def close(self, code: int, reason: str) -> None:
         if self._state == self._CONNECTING and self._response is not None:
@@ -590,6 +592,30 @@ class WireProtocol(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(self.heartbeat, self._keepalive)
 
     # writing ------------------------------------------------------------------------------
+
+    def _send_binary(self, data: bytes) -> None:
+        """One binary frame of ``data`` on an open connection.
+
+        Framed here, as websockets frames it: a server's frames are not masked and no
+        extension is ever negotiated (none is offered), so a frame is its header and the
+        data. websockets took ~2 µs a frame for this, a task to each of 10,000 hosts
+        20 ms of a job."""
+        if self._conn.extensions:
+            self._conn.send_binary(data)
+            self._flush()
+            return
+        self._flush()  # what websockets queued (a pong) goes first
+        transport = self._transport
+        if transport is None or self._state == self._GONE:
+            return
+        size = len(data)
+        if size < 126:
+            head = bytes((_FIN_BINARY, size))
+        elif size < 65536:
+            head = _HEAD_16.pack(_FIN_BINARY, 126, size)
+        else:
+            head = _HEAD_64.pack(_FIN_BINARY, 127, size)
+        transport.write(head + data)
 
     def _flush(self) -> None:
         """Write what websockets queued; its end-of-stream mark closes the connection."""

@@ -10,12 +10,17 @@ as they are. Only for statements whose parameters need no conversion on the way
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+Pick = Callable[[tuple[Any, ...]], tuple[Any, ...]]
+# the SQL text, what puts a row in its placeholders' order, the statement's literals
+_Compiled = tuple[str, Pick | None, tuple[Any, ...]]
 
 
 class BulkStatement:
@@ -24,11 +29,12 @@ class BulkStatement:
     def __init__(self, statement: ClauseElement, fields: Sequence[str]) -> None:
         self.statement = statement
         self.fields = tuple(fields)
-        # per dialect: the SQL text and, for each placeholder, the row index it takes
-        # and the statement's own literal values
-        self._compiled: dict[str, tuple[str, tuple[int, ...], tuple[Any, ...]]] = {}
+        # per dialect: the SQL text, what turns a row (with the statement's own literal
+        # values after it) into the placeholders' order (None: the row is that order
+        # already), and those literal values
+        self._compiled: dict[str, _Compiled] = {}
 
-    def _for(self, conn: AsyncConnection) -> tuple[str, tuple[int, ...], tuple[Any, ...]]:
+    def _for(self, conn: AsyncConnection) -> _Compiled:
         dialect = conn.dialect
         key = f"{dialect.name}+{dialect.driver}"
         found = self._compiled.get(key)
@@ -44,7 +50,10 @@ class BulkStatement:
             for name in constants:
                 where[name] = len(where)
             extra = tuple(compiled.binds[name].effective_value for name in constants)
-            found = (str(compiled), tuple(where[name] for name in order), extra)
+            positions = tuple(where[name] for name in order)
+            whole = tuple(range(len(where)))  # every field, then every literal
+            pick = None if positions == whole else _picker(positions)
+            found = (str(compiled), pick, extra)
             self._compiled[key] = found
         return found
 
@@ -52,9 +61,19 @@ class BulkStatement:
         """Execute once per row, in one driver call."""
         if not rows:
             return
-        sql, order, extra = self._for(conn)
-        if order == tuple(range(len(self.fields))) and not extra:
-            params = list(rows)
+        sql, pick, extra = self._for(conn)
+        if pick is None:
+            params = [row + extra for row in rows] if extra else list(rows)
         else:
-            params = [tuple((row + extra)[i] for i in order) for row in rows]
+            # one C call a row: at 10,000 rows a generator per row cost ~2 µs each
+            params = [pick(row + extra) for row in rows]
         await conn.exec_driver_sql(sql, params)
+
+
+def _picker(positions: tuple[int, ...]) -> Pick:
+    """The values at ``positions`` of a row, as a tuple (``itemgetter`` of one
+    position answers the value itself)."""
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda row: (row[only],)
+    return itemgetter(*positions)
