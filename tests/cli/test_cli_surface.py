@@ -55,3 +55,25 @@ def test_help_texts_survive_rich_markup() -> None:
             if Text.from_markup(text).plain != text.replace("\\[", "["):
                 lost.append((name, text))
     assert lost == []
+
+
+def test_every_command_has_its_annotations_evaluated() -> None:
+    # typer evaluates a command's string annotations each time it builds the tree, for
+    # every command at every start: they are evaluated once, when the app is assembled
+    def callbacks(group: typer.Typer, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+        for info in group.registered_commands:
+            yield " ".join((*path, info.name or info.callback.__name__)), info.callback
+        if group.registered_callback is not None:
+            yield " ".join(path) or "jobfleet", group.registered_callback.callback
+        for sub in group.registered_groups:
+            assert sub.typer_instance is not None
+            yield from callbacks(sub.typer_instance, (*path, sub.name or ""))
+
+    found = dict(callbacks(app))
+    assert len(found) > 60
+    strings = [
+        name
+        for name, callback in found.items()
+        if any(isinstance(a, str) for a in callback.__annotations__.values())
+    ]
+    assert strings == []

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from jobfleet.cli._settings import Settings, SettingsError
-from jobfleet.sdk import JobClient
+
+if TYPE_CHECKING:
+    from jobfleet.sdk import JobClient
 
 
 def make_client(settings: Settings) -> JobClient:
@@ -14,6 +18,10 @@ def make_client(settings: Settings) -> JobClient:
 
 
 def _make_client(settings: Settings) -> JobClient:
+    # the client and httpx under it: for a command that talks to the server, once its
+    # options are parsed (never for --help or a usage error)
+    from jobfleet.sdk import JobClient
+
     if settings.token:
         return JobClient.with_token(settings.server, settings.token, biz=settings.biz)
     if not settings.app_code or not settings.app_secret:

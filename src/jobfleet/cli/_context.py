@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,7 +15,10 @@ from jobfleet.cli import _client
 from jobfleet.cli._pipe import PipeConsole
 from jobfleet.cli._settings import Settings, SettingsError, resolve_settings
 from jobfleet.cli._terminal import ShowControls
-from jobfleet.sdk import JobApiError, JobClient
+from jobfleet.sdk import JobApiError
+
+if TYPE_CHECKING:
+    from jobfleet.sdk import JobClient
 
 # exit statuses: 1 is kept for "the job ran and failed"
 EXIT_USAGE = 2

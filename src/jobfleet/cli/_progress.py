@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 
 from jobfleet.cli._render import run_status_label
-from jobfleet.sdk import JobProgress, TransferProgress
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from jobfleet.sdk import JobProgress
+
+# rich.progress is imported by the bars themselves, on a terminal only: a pipe, a
+# redirect or a test never shows one and never pays for the import
 
 
 class RunProgress:
@@ -28,6 +25,15 @@ class RunProgress:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         if enabled and console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
@@ -75,6 +81,16 @@ class TransferBar:
         self._task: TaskID | None = None
         self._phase = ""
         if enabled and console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
@@ -121,6 +137,8 @@ class TransferBar:
         self._show("download", "downloading", received, total, "")
 
     def update(self, progress: JobProgress) -> None:
+        from jobfleet.sdk import TransferProgress
+
         hosts = f"{progress.done}/{progress.total} hosts"
         if progress.failed:
             hosts += f" [red]{progress.failed} failed[/]"

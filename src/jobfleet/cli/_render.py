@@ -7,7 +7,7 @@ import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -17,16 +17,15 @@ from jobfleet.cli._pipe import write_all
 from jobfleet.cli._terminal import printable
 from jobfleet.sdk import (
     HOST_STATUS_DESC,
-    ExecutionResult,
-    FileLog,
     FileLogMode,
     FileLogStatus,
-    HostResult,
     HostStatus,
     RunStatus,
     StepType,
-    TransferResult,
 )
+
+if TYPE_CHECKING:
+    from jobfleet.sdk import ExecutionResult, FileLog, HostResult, TransferResult
 
 RUN_STATUS_LABEL: dict[int, str] = {
     RunStatus.BLANK: "waiting",

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from jobfleet.cli._context import CliContext
-from jobfleet.sdk import JobClient, Target
+
+if TYPE_CHECKING:
+    from jobfleet.sdk import JobClient, Target
 
 GroupOption = Annotated[
     list[str] | None,
@@ -106,6 +108,8 @@ def resolve(client: JobClient, chosen: Selection, biz: int) -> Target | None:
         if not host_ids:
             wanted = " and ".join(chosen.labels)
             raise TargetError(f"no host of business {biz} has label {wanted}")
+    from jobfleet.sdk import Target
+
     return Target(dynamic_groups=tuple(groups), topo_nodes=tuple(nodes), host_ids=tuple(host_ids))
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from jobfleet import logs
 
 
 def _show_version(value: bool) -> None:
@@ -261,7 +258,7 @@ def server(
     """Run a jobfleet server: HTTP API, agent gateway and job engine.
 
     Settings come from --config (a TOML file), then from the flags given here."""
-    from jobfleet import server_config
+    from jobfleet import logs, server_config
     from jobfleet.server import run
 
     given = {}
@@ -298,6 +295,8 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the server (0 picks a free one)")] = 0,
 ) -> None:
     """Start a server and local agents, run a real job on them, show the results."""
+    import asyncio
+
     from jobfleet.cli.demo import run_demo
 
     raise typer.Exit(asyncio.run(run_demo(keep=keep, agents=agents, port=port)))

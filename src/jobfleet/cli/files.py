@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -27,15 +27,10 @@ from jobfleet.cli._context import (
     cli_context,
     interrupted,
 )
-from jobfleet.sdk import (
-    ExecutionResult,
-    FileLogStatus,
-    HostResult,
-    JobApiError,
-    JobClient,
-    TransferProgress,
-    source_label,
-)
+from jobfleet.sdk import FileLogStatus, JobApiError, source_label
+
+if TYPE_CHECKING:
+    from jobfleet.sdk import ExecutionResult, HostResult, JobClient, TransferProgress
 
 
 class Mode(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -22,7 +22,9 @@ from jobfleet.cli._context import (
     interrupted,
 )
 from jobfleet.cli._input import read_text
-from jobfleet.sdk import JobClient, parse_host
+
+if TYPE_CHECKING:
+    from jobfleet.sdk import JobClient
 
 PAGE = 1000
 
@@ -177,6 +179,9 @@ def global_vars(
             raise typer.BadParameter(f"{item!r} is not name=FILE", param_hint="--var-file")
         text = read_text(path, "--var-file")
         out.append({"name": name, "value": text.removesuffix("\n").removesuffix("\r")})
+    # the SDK's flow module brings httpx: loaded when a command runs, not for its help
+    from jobfleet.sdk import parse_host
+
     for item in host_values:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:

@@ -4,7 +4,7 @@ and the host whitelist (docs/topology.md)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -13,7 +13,9 @@ from rich.tree import Tree
 from jobfleet.cli import _render
 from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
 from jobfleet.cli._input import read_text
-from jobfleet.sdk import JobClient, condition_from_text
+
+if TYPE_CHECKING:
+    from jobfleet.sdk import JobClient
 
 topo_app = typer.Typer(
     help="Business topology (sets, modules, hosts), dynamic groups and the host whitelist.",
@@ -222,6 +224,9 @@ def _filter(cli: CliContext, where: list[str] | None, raw: str | None) -> Any:
             return json.loads(text)
         except ValueError as exc:
             cli.fail(f"--filter is not JSON: {exc}")
+    # the filter grammar compiles its patterns on import: only for a filter to parse
+    from jobfleet.sdk import condition_from_text
+
     try:
         return [condition_from_text(w) for w in where or []]
     except ValueError as exc:
