@@ -66,6 +66,61 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             )
 
 
+# Tests that take 20 s or more each (measured on 2 loaded cores): started first, so that a
+# parallel run does not end with one worker still on them while the others have nothing
+# left to do. A name that no longer matches only loses its place in the queue.
+START_FIRST = (
+    "tests/gateway/test_tlslayer_hostile.py::test_nothing_is_kept_per_connection_after_many_cycles",
+    "tests/integration/test_agent_zipapp.py::test_the_zipapp_agent_runs_a_job",
+    "tests/integration/test_cli_and_sdk.py::test_cli_admin_and_errors",
+    "tests/integration/test_cli_and_sdk.py::test_cli_run_status_logs_hosts",
+    "tests/integration/test_cli_and_sdk.py::test_cli_shows_hostile_host_text_without_obeying_it",
+    "tests/integration/test_cli_and_sdk.py::test_demo_keep_prints_a_command_and_a_login_that_work",
+    "tests/integration/test_cli_and_sdk.py::test_demo_runs_end_to_end",
+    "tests/integration/test_cli_fleet.py::test_jobs_filters_on_a_real_history",
+    "tests/integration/test_cli_fleet.py::test_step_operations_end_to_end",
+    "tests/integration/test_cli_fleet.py::test_step_skip_ends_a_termination_an_agent_cannot_answer",
+    "tests/integration/test_cli_fleet.py::test_targets_by_group_module_set_and_label",
+    "tests/integration/test_cluster_bus.py::test_a_file_uploaded_to_one_node_reaches_agents_of_another",
+    "tests/integration/test_cluster_bus.py::test_a_termination_under_way_when_its_node_dies_ends_on_the_node_that_takes_over",
+    "tests/integration/test_cluster_bus.py::test_kill_9_of_a_node_mid_job_loses_and_duplicates_nothing",
+    "tests/integration/test_cluster_bus.py::test_one_job_reaches_agents_on_every_node",
+    "tests/integration/test_cluster_bus.py::test_terminate_through_a_node_that_neither_drives_nor_holds",
+    "tests/integration/test_cluster_failures.py::test_a_node_restarted_while_redis_is_down_serves_and_joins_when_it_is_back",
+    "tests/integration/test_cluster_failures.py::test_jobs_sent_right_after_redis_comes_back_empty_reach_every_agent",
+    "tests/integration/test_cluster_failures.py::test_postgresql_dropping_connections_and_away_for_seconds_loses_no_output",
+    "tests/integration/test_console.py::test_terminate_from_the_page",
+    "tests/integration/test_console.py::test_two_output_groups",
+    "tests/integration/test_console_admin.py::test_hosts_page_topology_groups_and_filters",
+    "tests/integration/test_console_admin.py::test_pages_in_chinese_and_for_a_user_without_the_business",
+    "tests/integration/test_console_catalog.py::test_a_user_without_the_business_sees_none_of_it",
+    "tests/integration/test_console_catalog.py::test_create_a_cron_and_see_it_fire",
+    "tests/integration/test_console_catalog_input.py::test_odd_addresses_answer_pages",
+    "tests/integration/test_console_hostile.py::test_another_site_cannot_frame_a_page",
+    "tests/integration/test_console_hostile.py::test_hostile_names_and_output_are_text",
+    "tests/integration/test_console_hostile.py::test_logging_out_ends_the_live_output",
+    "tests/integration/test_console_jobs.py::test_approvers_notified_and_shown_on_home",
+    "tests/integration/test_console_jobs.py::test_variables_per_step_with_passwords_masked",
+    "tests/integration/test_console_operator.py::test_a_retry_from_the_ended_page_is_followed",
+    "tests/integration/test_console_operator.py::test_history_pages_keep_the_filter",
+    "tests/integration/test_console_operator.py::test_the_open_job_page_shows_how_long_each_step_took",
+    "tests/integration/test_console_scale.py::test_ten_thousand_host_job_page",
+    "tests/integration/test_cron.py::test_slot_missed_while_down_fires_once_on_start",
+    "tests/integration/test_file_durability.py::test_server_sigkill_mid_transfer",
+    "tests/integration/test_gse_cluster.py::test_a_dead_nodes_operation_in_flight_is_answered_by_a_live_node",
+    "tests/integration/test_heal_cluster.py::test_one_alert_posted_to_two_nodes_at_once_starts_one_job",
+    "tests/integration/test_job_control.py::test_stream_follow_jobs_terminate_and_exit_codes",
+    "tests/integration/test_openapi_fuzz.py::test_every_operation_answers_the_envelope_under_generated_input",
+    "tests/integration/test_peer_files.py::test_a_dead_peer_is_dropped_and_its_pieces_come_from_the_server",
+    "tests/integration/test_plans.py::test_decisions_on_a_confirmation_at_once_are_all_kept",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # sort() is stable: the rest keep their order
+    items.sort(key=lambda item: not item.nodeid.startswith(START_FIRST))
+
+
 def pytest_report_header() -> str:
     return f"jobfleet database backends: {', '.join(BACKENDS)}"
 
