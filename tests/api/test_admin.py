@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.api.support import USER, Parts, build_app, client
 
-from jobfleet.api.admin import add_host, create_app, create_token, grant, whoami
+from jobfleet.api.admin import add_host, create_app, create_token, grant, revoke, whoami
 
 
 async def test_whoami_lists_only_the_scopes_the_app_may_act_in(parts: Parts) -> None:
@@ -82,3 +82,34 @@ async def test_business_ids_that_do_not_exist_are_refused_by_name(parts: Parts) 
         assert host["code"] == 1243049 and "999" in str(host["message"]), host
         token = await post("create_token", {"bk_biz_id": 999})
         assert token["code"] == 1243049 and "999" in str(token["message"]), token
+
+
+async def test_a_grant_is_revoked_in_the_words_it_was_made_in(parts: Parts) -> None:
+    """A grant keeps a business id in its normal form; revoking it as it was given
+    takes it back, also a row kept as given before ids were put in that form."""
+    await parts.identity.create_business(2, "two")
+    app = build_app(parts, {"grant": grant, "revoke": revoke})
+
+    async def scopes() -> list[dict[str, str]]:
+        users = await parts.identity.list_users()
+        found: list[dict[str, str]] = next(
+            (u["scopes"] for u in users if u["username"] == USER), [])
+        return found
+
+    async with client(app) as http:
+        async def post(route: str, body: dict[str, object]) -> dict[str, object]:
+            answer: dict[str, object] = (
+                await http.post(f"/t/{route}", headers=parts.headers(), json=body)).json()
+            return answer
+
+        for given in ("02", "+2", "2"):
+            scope = {"username": USER, "scope_type": "biz", "scope_id": given}
+            assert (await post("grant", scope))["result"] is True
+            assert await scopes() == [{"scope_type": "biz", "scope_id": "2"}]
+            revoked = await post("revoke", scope)
+            assert revoked["result"] is True, revoked
+            assert await scopes() == [], given
+
+        await parts.identity.grant(USER, "biz", "02")
+        await post("revoke", {"username": USER, "scope_type": "biz", "scope_id": "02"})
+        assert await scopes() == []

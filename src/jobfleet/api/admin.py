@@ -215,6 +215,12 @@ async def grant(call: Call) -> dict[str, Any]:
 async def revoke(call: Call) -> dict[str, Any]:
     user, scope_type, scope_id = _grant_args(call)
     await call.services.identity.revoke(user, scope_type, scope_id)
+    # a grant keeps a business (set) id in its normal form ("02" as "2"): the words that
+    # made it take it back, as well as a row kept as given before that
+    number = decimal_int(scope_id) if scope_type in (ScopeType.BIZ, ScopeType.BIZ_SET) else None
+    if number is not None and str(number) != scope_id:
+        scope_id = str(number)
+        await call.services.identity.revoke(user, scope_type, scope_id)
     return {"username": user, "scope_type": scope_type, "scope_id": scope_id}
 
 
