@@ -382,23 +382,29 @@ HOSTILE = {
 }
 
 
+def _gate(context: ssl.SSLContext, timeout: float) -> tuple[HandshakeGate, int, list[App]]:
+    """The agent port's gate on a free loopback port, each connection it hands over
+    served by an ``App`` of the list; its port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    apps: list[App] = []
+
+    def factory() -> asyncio.Protocol:
+        apps.append(App())
+        return apps[-1]
+
+    gate = HandshakeGate(sock, context, factory, HandshakeLimits(timeout=timeout))
+    gate.start(128)
+    return gate, sock.getsockname()[1], apps
+
+
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_hostile_peers_cost_only_their_own_connection(tls: Contexts, loop_name: str) -> None:
     """Each hostile peer, through the port's gate, is cut; an agent connected
     alongside keeps exchanging records, and nothing reaches the loop's handler."""
 
     async def main() -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        apps: list[App] = []
-
-        def factory() -> asyncio.Protocol:
-            apps.append(App())
-            return apps[-1]
-
-        gate = HandshakeGate(sock, tls[0], factory, HandshakeLimits(timeout=2.0))
-        gate.start(128)
+        gate, port, apps = _gate(tls[0], timeout=2.0)
         agent = RawClient(port, tls[1])
         await asyncio.to_thread(agent.handshake)
         await until(lambda: len(apps) == 1)
@@ -437,17 +443,7 @@ def test_nothing_is_kept_per_connection_after_many_cycles(tls: Contexts, loop_na
     rounds = 40
 
     async def main() -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        apps: list[App] = []
-
-        def factory() -> asyncio.Protocol:
-            apps.append(App())
-            return apps[-1]
-
-        gate = HandshakeGate(sock, tls[0], factory, HandshakeLimits(timeout=0.5))
-        gate.start(128)
+        gate, port, apps = _gate(tls[0], timeout=0.5)
 
         def clean() -> None:
             client = RawClient(port, tls[1])

@@ -25,7 +25,7 @@ from bkapi_component.open.client import Client
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
-from tests.integration.harness import Running, eventually, run_server, serve_on
+from tests.integration.harness import Running, eventually, run_server
 from tests.integration.test_callbacks_and_secrets import ALLOW_LOOPBACK, Receiver
 from tests.integration.test_file_sources import SECRET as ARTIFACT_SECRET
 from tests.integration.test_file_sources import artifact_server
@@ -348,19 +348,13 @@ def sops_reads(url: str, boot: dict[str, Any], job_id: int) -> dict[str, Any]:
 
 async def test_bk_sops_node_advances_on_the_callback(allowed: Running) -> None:
     await allowed.start_agents(IPS)
-    receiver = Receiver(failures=0)
-    server = receiver.server()
-    task = await serve_on(server, receiver.sock)
-    try:
+    async with Receiver(failures=0).serving() as receiver:
         sub = await asyncio.to_thread(sops_node, allowed.url, allowed.boot,
                                       receiver.url + "?token=t1")
         for _ in range(300):
             if receiver.accepted:
                 break
             await asyncio.sleep(0.1)
-    finally:
-        server.should_exit = True
-        await task
     [body] = receiver.accepted
     # the node parses the body itself and reads these two, as numbers
     assert body["job_instance_id"] == sub["job_instance_id"] and body["status"] == 3
@@ -465,18 +459,12 @@ class FormOnlyReceiver(Receiver):
 
 async def test_a_callback_turned_away_as_json_is_sent_again_as_a_form(allowed: Running) -> None:
     await allowed.start_agents(IPS[:1])
-    receiver = FormOnlyReceiver()
-    server = receiver.server()
-    task = await serve_on(server, receiver.sock)
-    try:
+    async with FormOnlyReceiver().serving() as receiver:
         sub = await allowed.wire.run_script("echo hi", IPS[:1], callback_url=receiver.url)
         for _ in range(100):
             if receiver.accepted:
                 break
             await asyncio.sleep(0.1)
-    finally:
-        server.should_exit = True
-        await task
     # at once, in the same attempt: not after the backoff, nor only as JSON
     assert receiver.types == ["application/json", "application/x-www-form-urlencoded"]
     [body] = receiver.accepted

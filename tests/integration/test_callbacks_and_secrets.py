@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import uvicorn
@@ -55,6 +56,17 @@ class Receiver:
         app = Starlette(routes=[Route("/hook", self.hook, methods=["POST"])])
         return uvicorn.Server(uvicorn.Config(app, log_level="warning"))
 
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[Self]:
+        """Answering on its address for as long as the context lasts."""
+        server = self.server()
+        task = await serve_on(server, self.sock)
+        try:
+            yield self
+        finally:
+            server.should_exit = True
+            await task
+
     async def hook(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.attempts.append(body)
@@ -68,12 +80,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     # the JSON post and the form post sent at once after it both fail: a retry follows
-    rec = Receiver(failures=2)
-    server = rec.server()
-    task = await serve_on(server, rec.sock)
-    yield rec
-    server.should_exit = True
-    await task
+    async with Receiver(failures=2).serving() as rec:
+        yield rec
 
 
 async def test_callback_retried_after_500_arrives_exactly_once(running: Running,
