@@ -36,12 +36,19 @@ def tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 
 class App(asyncio.Protocol):
-    """The application's side: records what it is told; ``on_made`` acts at the start."""
+    """The application's side: what it was told, and in which order; ``on_made`` acts at
+    the start, ``pause_on_data`` pauses reading at each delivery."""
 
-    def __init__(self, on_made: Callable[[App], None] | None = None) -> None:
+    def __init__(
+        self, on_made: Callable[[App], None] | None = None, *, pause_on_data: bool = False
+    ) -> None:
         self.on_made = on_made
+        self.pause_on_data = pause_on_data
         self.received = bytearray()
         self.eof = False
+        self.eof_after: int | None = None  # bytes received when the EOF came
+        self.paused_writing = 0
+        self.resumed_writing = 0
         self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
 
@@ -51,11 +58,21 @@ class App(asyncio.Protocol):
             self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
+        assert not self.lost.done(), "data after connection_lost"
         self.received += data
+        if self.pause_on_data and self.transport is not None:
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         self.eof = True
+        self.eof_after = len(self.received)
         return None
+
+    def pause_writing(self) -> None:
+        self.paused_writing += 1
+
+    def resume_writing(self) -> None:
+        self.resumed_writing += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -63,6 +80,8 @@ class App(asyncio.Protocol):
 
 
 class Server:
+    """One listening socket; each accepted connection served by ``start_tls``."""
+
     def __init__(self, context: ssl.SSLContext, timeout: float = 10.0) -> None:
         self.context, self.timeout = context, timeout
         self.sock = socket.socket()
@@ -72,12 +91,13 @@ class Server:
         self.port: int = self.sock.getsockname()[1]
         self.apps: list[App] = []
 
-    async def serve_one(self, on_made: Callable[[App], None] | None = None) -> TLSLayer:
-        loop = asyncio.get_running_loop()
-        conn, _ = await loop.sock_accept(self.sock)
+    async def serve_one(
+        self, on_made: Callable[[App], None] | None = None, *, pause_on_data: bool = False
+    ) -> TLSLayer:
+        conn, _ = await asyncio.get_running_loop().sock_accept(self.sock)
 
         def factory() -> asyncio.Protocol:
-            app = App(on_made)
+            app = App(on_made, pause_on_data=pause_on_data)
             self.apps.append(app)
             return app
 

@@ -14,13 +14,13 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
 
 import pytest
+from tests.gateway.test_tlslayer import App, Server
 
 from jobfleet.gateway.handshakes import HandshakeGate, HandshakeLimits
 from jobfleet.gateway.tls import ensure_agent_tls
-from jobfleet.gateway.tlslayer import TLSLayer, start_tls
+from jobfleet.gateway.tlslayer import TLSLayer
 
 LOOPS = ["asyncio", "uvloop"]
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
@@ -38,65 +38,6 @@ def tls(tmp_path: Path) -> Contexts:
     client.check_hostname = False
     client.load_verify_locations(cadata=files.ca_pem)
     return server, client
-
-
-class App(asyncio.Protocol):
-    """The application's side: what it was told, and in which order."""
-
-    def __init__(self, pause_on_data: bool = False) -> None:
-        self.pause_on_data = pause_on_data
-        self.received = bytearray()
-        self.eof_after: int | None = None  # bytes received when the EOF came
-        self.paused_writing = 0
-        self.resumed_writing = 0
-        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        assert not self.lost.done(), "data after connection_lost"
-        self.received += data
-        if self.pause_on_data and self.transport is not None:
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool | None:
-        self.eof_after = len(self.received)
-        return None
-
-    def pause_writing(self) -> None:
-        self.paused_writing += 1
-
-    def resume_writing(self) -> None:
-        self.resumed_writing += 1
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-
-class Server:
-    """One listening socket; each accepted connection served by ``start_tls``."""
-
-    def __init__(self, context: ssl.SSLContext, timeout: float = 10.0) -> None:
-        self.context, self.timeout = context, timeout
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.sock.setblocking(False)
-        self.port: int = self.sock.getsockname()[1]
-        self.apps: list[App] = []
-
-    async def serve_one(self, pause_on_data: bool = False) -> TLSLayer:
-        conn, _ = await asyncio.get_running_loop().sock_accept(self.sock)
-
-        def factory() -> asyncio.Protocol:
-            app = App(pause_on_data)
-            self.apps.append(app)
-            return app
-
-        return await start_tls(conn, self.context, factory, self.timeout)
 
 
 class RawClient:
