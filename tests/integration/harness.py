@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -98,6 +98,29 @@ async def serve_on(server: uvicorn.Server, sock: socket.socket) -> asyncio.Task[
     # as long as a stop may take: a start's first writes wait as long on a loaded disk
     await eventually(started, timeout=STOP_WAIT)
     return task
+
+
+class Endpoint(Protocol):
+    """A test's HTTP endpoint: a uvicorn server to build, on a socket already bound."""
+
+    sock: socket.socket
+
+    def server(self) -> uvicorn.Server: ...
+
+
+E = TypeVar("E", bound=Endpoint)
+
+
+@asynccontextmanager
+async def listening(endpoint: E) -> AsyncIterator[E]:
+    """``endpoint`` answering on its address for as long as the context lasts."""
+    server = endpoint.server()
+    task = await serve_on(server, endpoint.sock)
+    try:
+        yield endpoint
+    finally:
+        server.should_exit = True
+        await task
 
 
 async def stop_process(proc: subprocess.Popen[bytes] | None) -> None:

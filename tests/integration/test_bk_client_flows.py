@@ -25,7 +25,7 @@ from bkapi_component.open.client import Client
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
-from tests.integration.harness import Running, eventually, run_server
+from tests.integration.harness import Running, eventually, listening, run_server
 from tests.integration.test_callbacks_and_secrets import ALLOW_LOOPBACK, Receiver
 from tests.integration.test_file_sources import SECRET as ARTIFACT_SECRET
 from tests.integration.test_file_sources import artifact_server
@@ -348,7 +348,7 @@ def sops_reads(url: str, boot: dict[str, Any], job_id: int) -> dict[str, Any]:
 
 async def test_bk_sops_node_advances_on_the_callback(allowed: Running) -> None:
     await allowed.start_agents(IPS)
-    async with Receiver(failures=0).serving() as receiver:
+    async with listening(Receiver(failures=0)) as receiver:
         sub = await asyncio.to_thread(sops_node, allowed.url, allowed.boot,
                                       receiver.url + "?token=t1")
         for _ in range(300):
@@ -459,7 +459,7 @@ class FormOnlyReceiver(Receiver):
 
 async def test_a_callback_turned_away_as_json_is_sent_again_as_a_form(allowed: Running) -> None:
     await allowed.start_agents(IPS[:1])
-    async with FormOnlyReceiver().serving() as receiver:
+    async with listening(FormOnlyReceiver()) as receiver:
         sub = await allowed.wire.run_script("echo hi", IPS[:1], callback_url=receiver.url)
         for _ in range(100):
             if receiver.accepted:

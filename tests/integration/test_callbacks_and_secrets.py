@@ -6,9 +6,8 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 import uvicorn
@@ -23,6 +22,7 @@ from tests.integration.harness import (
     b64,
     bound_socket,
     eventually,
+    listening,
     run_server,
     serve_on,
 )
@@ -56,17 +56,6 @@ class Receiver:
         app = Starlette(routes=[Route("/hook", self.hook, methods=["POST"])])
         return uvicorn.Server(uvicorn.Config(app, log_level="warning"))
 
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[Self]:
-        """Answering on its address for as long as the context lasts."""
-        server = self.server()
-        task = await serve_on(server, self.sock)
-        try:
-            yield self
-        finally:
-            server.should_exit = True
-            await task
-
     async def hook(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.attempts.append(body)
@@ -80,7 +69,7 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     # the JSON post and the form post sent at once after it both fail: a retry follows
-    async with Receiver(failures=2).serving() as rec:
+    async with listening(Receiver(failures=2)) as rec:
         yield rec
 
 

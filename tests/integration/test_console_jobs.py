@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import insert
-from tests.integration.harness import Running, eventually, run_server
+from tests.integration.harness import Running, eventually, listening, run_server
 from tests.integration.test_console import CHROMIUM, browser, job_id_of, login, pytestmark
-from tests.integration.test_notifications import SECRET, Hook, add_config, listening, signed
+from tests.integration.test_notifications import SECRET, Hook, add_config, signed
 from tests.integration.test_plans import hosts, make_plan, script
 from tests.integration.test_topology import ok
 

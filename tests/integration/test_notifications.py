@@ -32,6 +32,7 @@ from tests.integration.harness import (
     bound_socket,
     eventually,
     free_port,
+    listening,
     run_server,
     serve_on,
 )
@@ -79,17 +80,6 @@ class Hook:
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _headers, body in self.accepted]
-
-
-@asynccontextmanager
-async def listening(hook: Hook) -> AsyncIterator[Hook]:
-    server = hook.server()
-    task = await serve_on(server, hook.sock)
-    try:
-        yield hook
-    finally:
-        server.should_exit = True
-        await task
 
 
 def signed(headers: dict[str, str], body: bytes, secret: str = SECRET) -> bool:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.integration.harness import Running, Wire, eventually, run_server
+from tests.integration.harness import Running, Wire, eventually, listening, run_server
 from tests.integration.test_cli_and_sdk import cli
-from tests.integration.test_notifications import ALLOW_LOOPBACK, Hook, add_config, listening
+from tests.integration.test_notifications import ALLOW_LOOPBACK, Hook, add_config
 from tests.integration.test_notifications import SECRET as NOTIFY_SECRET
 
 from jobfleet.sdk import AsyncJobClient
