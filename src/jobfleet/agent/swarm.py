@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--enroll-token", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.loop == "uvloop" and args.executor != "instant":
+    if args.loop == "uvloop" and args.executor != "instant" and not args.healthz_floor:
         parser.error("--loop uvloop: only with --executor instant")
     if args.enroll_token is not None:
         parser.error(f"the token would show in ps on a command line; give it with {TOKEN_HELP}")

@@ -11,11 +11,13 @@ through the same client, processes and window, to ``GET /healthz`` on the same c
 A helper process is this module run as a program for a slice of the hosts:
 
     JOBFLEET_ENROLL_TOKEN=T python -m jobfleet.agent.swarm_enroll \\
-        --server URL --first F --count N --window W [--biz B] [--healthz]
+        --server URL --first F --count N --window W [--biz B] [--healthz] [--loop uvloop]
 
 It prints one JSON line per credential, ``[index, agent_id, agent_secret,
 bk_host_id]``, to its parent through a pipe (never argv, never a log); with
-``--healthz`` it makes the requests and prints nothing.
+``--healthz`` it makes the requests and prints nothing. It runs on the kind of event
+loop its parent runs on (``--loop uvloop`` when the parent's is uvloop's), so that a
+slice's clients cost the same wherever they run.
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ class _Helper:
             argv += ["--server", url]
         argv += ["--first", str(first), "--count", str(count), "--window", str(window)]
         argv += ["--biz", str(biz), *(["--healthz"] if healthz else [])]
+        if type(asyncio.get_running_loop()).__module__.startswith("uvloop"):
+            # a helper's clients cost what its parent's do
+            argv += ["--loop", "uvloop"]
         self.first = first
         self.proc = subprocess.Popen(
             argv,
@@ -192,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--biz", type=int, default=2)
     parser.add_argument("--healthz", action="store_true")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
@@ -212,6 +218,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write("".join(line + "\n" for line in lines))
         sys.stdout.flush()
 
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            parser.error("--loop uvloop: uvloop is not installed")
+        uvloop.run(go())
+        return
     asyncio.run(go())
 
 
