@@ -17,6 +17,7 @@ from jobfleet.cli._pipe import write_all
 from jobfleet.cli._terminal import printable
 from jobfleet.sdk import (
     HOST_STATUS_DESC,
+    RUN_STATUS_DESC,
     FileLogMode,
     FileLogStatus,
     HostStatus,
@@ -27,22 +28,7 @@ from jobfleet.sdk import (
 if TYPE_CHECKING:
     from jobfleet.sdk import ExecutionResult, FileLog, HostResult, TransferResult
 
-RUN_STATUS_LABEL: dict[int, str] = {
-    RunStatus.BLANK: "waiting",
-    RunStatus.RUNNING: "running",
-    RunStatus.SUCCESS: "success",
-    RunStatus.FAIL: "failed",
-    RunStatus.SKIPPED: "skipped",
-    RunStatus.IGNORE_ERROR: "error ignored",
-    RunStatus.WAITING_USER: "waiting for user",
-    RunStatus.TERMINATED: "terminated",
-    RunStatus.ABNORMAL_STATE: "abnormal",
-    RunStatus.STOPPING: "stopping",
-    RunStatus.STOP_SUCCESS: "force-terminated",
-    RunStatus.CONFIRM_TERMINATED: "confirmation terminated",
-    RunStatus.ABANDONED: "abandoned",
-    RunStatus.ROLLING_WAITING: "waiting for next batch",
-}
+RUN_STATUS_LABEL = RUN_STATUS_DESC
 STEP_TYPE_LABEL: dict[int, str] = {
     StepType.SCRIPT: "script",
     StepType.FILE: "file",
