@@ -440,7 +440,8 @@ def hosts_table(hosts: Sequence[dict[str, Any]]) -> Table:
         "last seen",
     ):
         table.add_column(column, no_wrap=column not in ("hostname", "agent"))
-    for host in sorted(hosts, key=lambda h: (h.get("bk_cloud_id") or 0, *ip_key(h.get("ip")))):
+    # the API's order (host id), which --json, `topo list` and the console's hosts page keep
+    for host in hosts:
         alive = bool(host.get("alive"))
         table.add_row(
             str(host.get("bk_host_id", "")),
