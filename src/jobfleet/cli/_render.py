@@ -100,6 +100,8 @@ def ip_key(ip: Any) -> tuple[int, int, str]:
 
 
 def format_duration(seconds: float) -> str:
+    if round(seconds * 1000) < 1000:
+        return f"{round(seconds * 1000)}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(round(seconds), 60)

@@ -87,8 +87,9 @@ def _plan_hosts(server: Any, shown: int = 20) -> str:
 def _duration(start: Any, end: Any) -> str:
     if not start:
         return ""
-    seconds = ((end or time.time() * 1000) - start) / 1000
-    return f"{seconds:.1f} s"
+    millis = round((end or time.time() * 1000) - start)
+    # a step of 28 ms did not take "0.0 s"
+    return f"{millis} ms" if millis < 1000 else f"{millis / 1000:.1f} s"
 
 
 _env.filters["ms"] = _ms
