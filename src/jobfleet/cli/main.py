@@ -289,8 +289,7 @@ def status(
         bool, typer.Option("--json", help="Print get_job_instance_status data as JSON.")
     ] = False,
 ) -> None:
-    """Show a job, its steps and the hosts of one step with the tail of their logs;
-    exit 1 if the job failed."""
+    """Show a job, its steps and the tail of one step's host logs; exit 1 if the job failed."""
     cli = cli_context(ctx)
     with cli.client() as client:
         data = client.get_job_instance_status(job, return_ip_result=True, **_scope(biz))
@@ -334,8 +333,9 @@ def logs(
         ),
     ] = False,
 ) -> None:
-    """Print each host's full log of a job step (for file steps: one line per file);
-    exit 1 if the job failed."""
+    """Print each host's full log of a job step; exit 1 if the job failed.
+
+    For file steps: one line per file."""
     cli = cli_context(ctx)
     if follow:
         with cli.client() as client:
