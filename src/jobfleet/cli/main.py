@@ -426,12 +426,25 @@ def whoami(ctx: typer.Context, json_out: JsonOption = False) -> None:
                 "from": token or settings.sources["username"],
             },
             {"setting": "admin", "value": bool(me.get("is_admin")), "from": "server"},
-            {"setting": "scopes", "value": me.get("scopes") or [], "from": "server"},
+            {"setting": "scopes", "value": _scopes_text(me), "from": "server"},
             {"setting": "default biz", "value": settings.biz, "from": settings.sources["biz"]},
         ],
         ["setting", "value", "from"],
     )
     cli.out.print(grid)
+
+
+def _scopes_text(me: dict[str, Any]) -> Any:
+    """An administrator holds every business with no grant of its own: an empty list
+    would read as none. An app limited to some businesses still limits them."""
+    scopes = me.get("scopes") or []
+    if scopes or not me.get("is_admin"):
+        return scopes
+    limit = (me.get("app") or {}).get("allowed_biz", "any")
+    if not isinstance(limit, list):
+        return "every business (administrator)"
+    listed = ", ".join(f"biz:{b}" for b in limit)
+    return f"{listed} (administrator, limited by the app)"
 
 
 def _evaluate_annotations(group: typer.Typer) -> None:
