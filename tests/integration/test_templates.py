@@ -534,3 +534,7 @@ async def test_cli_runs_a_plan(running: Running) -> None:
     assert await running.wire.logs(job_id, step_id, ips) == {ip: "loud\n" for ip in ips}
     code, out = await cli(running, "plan", "run", str(plan["id"]))
     assert code == 2 and "1244009" in out and "Traceback" not in out, out
+    # a misspelt variable is refused, not ignored as execute_job_plan ignores it
+    code, out = await cli(running, "plan", "run", str(plan["id"]), "--var", "wrod=loud",
+                          "--hosts", f"hosts={ips[0]}")
+    assert code == 2 and "has no variable named 'wrod'; its variables: hosts, word" in out, out
