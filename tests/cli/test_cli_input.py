@@ -81,3 +81,20 @@ def test_a_secret_prompt_whose_input_ends_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert "standard input ended" in result.stderr and instead in result.stderr, result.stderr
     assert server.admin_requests() == []
+
+
+def test_ctrl_c_at_a_secret_prompt_is_an_interruption(
+    cli: Cli, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    def interrupted(*args: object, **kw: object) -> str:
+        # as the prompt ends on Ctrl-C: Abort raised while handling KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise typer.Abort() from None
+
+    monkeypatch.setattr(typer, "prompt", interrupted)
+    assert cli("admin", "user", "passwd", "alice").exit_code == 130
+    assert server.admin_requests() == []
