@@ -97,6 +97,7 @@ ZH: dict[str, str] = {
     "alive": "正常",
     "dead": "异常",
     "A dangerous statement blocks this script": "脚本包含被拦截的高危语句,不能执行",
+    "The script is empty: give the commands to run": "脚本为空:请填写要执行的命令",
     "Dangerous statements found: tick the box to run it anyway": "检测到高危语句:勾选后仍可执行",
     "The live view stopped: log in again to follow this job": "实时查看已停止:请重新登录",
     "No variables": "无变量",
@@ -186,6 +187,7 @@ SCRIPT_WORDS = {
     "blocked": "A dangerous statement blocks this script",
     "confirm": "Dangerous statements found: tick the box to run it anyway",
     "stalled": "The live view stopped: log in again to follow this job",
+    "empty": "The script is empty: give the commands to run",
 }
 
 
