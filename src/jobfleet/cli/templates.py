@@ -19,6 +19,7 @@ from jobfleet.cli._context import (
     VarFileOption,
     VarOption,
     cli_context,
+    describe_api_error,
     interrupted,
 )
 from jobfleet.cli._input import read_text
@@ -118,8 +119,17 @@ def template_import(
     """Create a template and its plans from a YAML file (all or nothing)."""
     cli = cli_context(ctx)
     text = read_text(file, "FILE")
+    from jobfleet.sdk import JobConflictError
+
     with cli.client() as client:
-        data = client.import_template(text, update=update, biz=_biz(cli, biz))
+        try:
+            data = client.import_template(text, update=update, biz=_biz(cli, biz))
+        except JobConflictError as exc:
+            if update:
+                raise
+            # the server speaks of its API's parameter (update=true); here it is a flag
+            cli.fail(f"{describe_api_error(exc)}\n--update replaces it: jobfleet template "
+                     f"import {file} --update")
     if json_out:
         cli.out.out(_render.to_json(data))
         return
