@@ -42,6 +42,8 @@ class FakeServer:
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     settings: Settings | None = None
     polls: int = 0
+    # plan 12's variables, as get_job_plan_detail lists them
+    plan_vars: list[str] = field(default_factory=lambda: ["version", "db_pw", "targets"])
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -58,6 +60,9 @@ class FakeServer:
             return self.ok(
                 {"job_instance_id": 77, "job_instance_name": "x", "step_instance_id": 88}
             )
+        if name == "get_job_plan_detail":
+            return self.ok({"id": 12, "global_var_list": [{"id": i, "name": n} for i, n in
+                                                          enumerate(self.plan_vars, 1)]})
         if name == "get_job_instance_status":
             self.polls += 1
             return self.ok(self.status(request.url.params.get("return_ip_result") == "true"))

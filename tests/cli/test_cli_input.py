@@ -60,3 +60,41 @@ def test_a_config_file_that_is_not_text_exits_2(cli: Cli, tmp_path: Path) -> Non
     result = cli.bare("--config", str(path), "hosts")
     assert result.exit_code == 2, result.output
     assert "is not valid TOML" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "instead"),
+    [
+        (["admin", "user", "passwd", "alice"], "--stdin"),
+        (["notify", "webhook", "http://127.0.0.1:9/x", "--on", "failed"],
+         "JOBFLEET_NOTIFY_SECRET"),
+        (["heal", "create", "restart", "--plan", "1"], "JOBFLEET_HEAL_SECRET"),
+    ],
+)
+def test_a_secret_prompt_whose_input_ends_is_a_usage_error(
+    cli: Cli, server: FakeServer, args: list[str], instead: str
+) -> None:
+    """Run from a script with nothing on standard input, a prompt for a secret ended as
+    "Aborted." with exit status 1, which means a failed job; it is a usage error that
+    says how to give the secret without a terminal, and nothing is sent."""
+    result = cli(*args, input="")
+    assert result.exit_code == 2, result.output
+    assert "standard input ended" in result.stderr and instead in result.stderr, result.stderr
+    assert server.admin_requests() == []
+
+
+def test_ctrl_c_at_a_secret_prompt_is_an_interruption(
+    cli: Cli, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    def interrupted(*args: object, **kw: object) -> str:
+        # as the prompt ends on Ctrl-C: Abort raised while handling KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise typer.Abort() from None
+
+    monkeypatch.setattr(typer, "prompt", interrupted)
+    assert cli("admin", "user", "passwd", "alice").exit_code == 130
+    assert server.admin_requests() == []

@@ -155,3 +155,17 @@ def test_ctrl_c_while_following_says_the_job_runs_on(cli: Cli, server: FakeServe
         result = cli(*args)
         assert result.exit_code == 130, result.output
         assert "job 77 keeps running on the server (jobfleet status 77)" in result.stderr
+
+
+def test_hosts_come_in_the_order_of_the_api_and_the_console(cli: Cli,
+                                                            server: FakeServer) -> None:
+    """Host id order, as in ``hosts --json``, ``topo list`` and the console's hosts page:
+    agents enrolled in any order still list each host at the same place everywhere."""
+    server.admin_answers[("GET", "/hosts")] = [
+        {"bk_host_id": i, "ip": ip, "alive": True}
+        for i, ip in enumerate(["127.0.0.2", "127.0.0.5", "127.0.0.10", "127.0.0.3"], 1)
+    ]
+    result = cli("hosts")
+    assert result.exit_code == 0, result.output
+    ids = [line.split()[0] for line in result.stdout.splitlines() if "127.0.0." in line]
+    assert ids == ["1", "2", "3", "4"], result.stdout

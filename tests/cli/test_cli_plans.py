@@ -52,3 +52,19 @@ def test_a_value_can_come_from_a_file_and_stay_off_the_command_line(
         result = cli("plan", "run", "12", "--var-file", bad)
         assert result.exit_code == 2, result.output
         assert "--var-file" in result.output
+
+
+def test_a_misspelt_variable_is_refused_before_the_plan_runs(
+    cli: Cli, server: FakeServer
+) -> None:
+    """bk-job's execute_job_plan ignores a value for a variable the plan does not have
+    (so saved callers survive a plan's change); from the command line that is a typo,
+    and the plan would run with the old value."""
+    result = cli("plan", "run", "12", "--var", "verison=1.4", "--hosts", "targets=127.0.0.1")
+    assert result.exit_code == 2, result.output
+    assert "plan 12 has no variable named 'verison'" in result.stderr
+    assert "version, db_pw, targets" in result.stderr
+    assert "execute_job_plan" not in server.names()
+    # names the plan has are sent as given
+    assert cli("plan", "run", "12", "--var", "version=1.4").exit_code == 0
+    assert server.submitted["global_var_list"] == [{"name": "version", "value": "1.4"}]

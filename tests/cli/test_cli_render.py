@@ -28,7 +28,10 @@ def test_log_excerpt_keeps_last_three_non_empty_lines_truncated() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.25, "0.2s"), (59.94, "59.9s"), (61, "1m01s"), (3725, "1h02m05s")]
+    ("seconds", "text"),
+    # a job of 40 ms did not take "0.0s"
+    [(0.04, "40ms"), (0.25, "250ms"), (0.9996, "1.0s"), (1.25, "1.2s"), (59.94, "59.9s"),
+     (61, "1m01s"), (3725, "1h02m05s")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert _render.format_duration(seconds) == text

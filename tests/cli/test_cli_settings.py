@@ -267,3 +267,21 @@ def test_a_broken_token_is_never_printed(cli: Cli) -> None:
     assert result.exit_code == 2, result.output
     assert "verysecret" not in result.output
     assert "personal token" in result.stderr
+
+
+def test_whoami_says_an_administrator_holds_every_business(cli: Cli,
+                                                           server: FakeServer) -> None:
+    """An administrator holds every business without a grant: "scopes -" read as none."""
+    me = {"app_code": "jobfleet", "username": "admin", "is_admin": True, "scopes": [],
+          "app": {"app_code": "jobfleet", "is_admin": True, "allowed_users": "any",
+                  "allowed_biz": "any"}}
+    server.admin_answers[("GET", "/whoami")] = me
+    rows = {line.split("│")[0].strip(): line.split("│")[1].strip()
+            for line in cli("whoami").stdout.splitlines() if "│" in line}
+    assert rows["scopes"] == "every business (administrator)", rows
+    # through an app limited to some businesses, those alone
+    server.admin_answers[("GET", "/whoami")] = {**me, "app": {**me["app"],
+                                                              "allowed_biz": [2, 3]}}
+    rows = {line.split("│")[0].strip(): line.split("│")[1].strip()
+            for line in cli("whoami").stdout.splitlines() if "│" in line}
+    assert rows["scopes"] == "biz:2, biz:3 (administrator, limited by the app)", rows

@@ -57,6 +57,23 @@ def test_help_texts_survive_rich_markup() -> None:
     assert lost == []
 
 
+def test_each_summary_in_the_command_lists_is_one_line() -> None:
+    """``jobfleet --help`` lists each command with its help's first paragraph as written,
+    line breaks included: a summary broken in its docstring came out broken mid-phrase."""
+
+    def every(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+        yield " ".join(path), command
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            yield from every(sub, (*path, name))
+
+    broken = [
+        (name, summary)
+        for name, command in every(typer.main.get_command(app))
+        if "\n" in (summary := (command.short_help or command.help or "").split("\n\n")[0].strip())
+    ]
+    assert broken == []
+
+
 def test_every_command_has_its_annotations_evaluated() -> None:
     # typer evaluates a command's string annotations each time it builds the tree, for
     # every command at every start: they are evaluated once, when the app is assembled

@@ -107,6 +107,8 @@ async def test_demo_runs_end_to_end() -> None:
     assert proc.returncode == 0, text
     for i in range(2, 7):
         assert f"hello from 127.0.0.{i}" in text
+    # the job's status in words, as `jobfleet status` says it, not bk-job's number
+    assert re.search(r"job 1: success in \d+(ms|\.\d+s)", text), text
 
 
 async def test_demo_keep_prints_a_command_and_a_login_that_work() -> None:

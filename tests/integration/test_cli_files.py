@@ -88,6 +88,13 @@ async def test_fetch_from_two_hosts(running: Running, tmp_path: Path) -> None:
                           "--to", str(tmp_path / "out2"))
     assert code == 1 and "source files missing" in out, out
     assert not (tmp_path / "out2").exists()
+    # the failed host's row names it, in the table and in JSON
+    row = next(line for line in out.splitlines() if "source files missing" in line)
+    assert [c.strip() for c in row.split("│")][:2] == ["failed", IPS[0]], out
+    code, out = await cli(running, "fetch", "--host", IPS[0], str(tmp_path / "nope.log"),
+                          "--to", str(tmp_path / "out2"), "--json")
+    files = json.loads(out)["files"]
+    assert [(f["ip"], f["bk_cloud_id"], f["state"]) for f in files] == [(IPS[0], 0, "failed")]
 
 
 async def test_sdk_transfer_upload_and_download(running: Running, tmp_path: Path) -> None:

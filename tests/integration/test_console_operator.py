@@ -47,12 +47,12 @@ async def test_the_open_job_page_shows_how_each_host_ended(
     # the table is refreshed by a request of its own, after the counts on a loaded machine
     await page.wait_for_function(
         "ip => [...document.querySelectorAll('#hosts tr.host')].some("
-        "r => r.innerText.startsWith(ip + '\\t') && !r.innerText.includes('RUNNING'))",
+        "r => r.innerText.startsWith(ip + '\\t') && !r.innerText.includes('Running'))",
         arg=IPS[-1], timeout=60000)
     rows = {r.split("\t")[0]: r.split("\t")[1:] for r in
             await page.locator("#hosts tr.host").all_inner_texts()}
-    assert rows[IPS[-1]] == ["SCRIPT_NOT_ZERO_EXIT_CODE", "3"], rows
-    assert rows[IPS[0]] == ["SUCCESS", "0"], rows
+    assert rows[IPS[-1]] == ["Script exit code non-zero", "3"], rows
+    assert rows[IPS[0]] == ["Success", "0"], rows
 
 
 async def test_the_open_job_page_shows_how_long_each_step_took(

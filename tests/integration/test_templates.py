@@ -449,6 +449,8 @@ async def test_cli_and_sdk(running: Running, tmp_path: Path) -> None:
     assert "created template" in out and "created plan" in out and "sdk plan" in out
     code, out = await cli(running, "template", "import", str(out_file), "--biz", "3")
     assert code == 2 and "1249409" in out and "Traceback" not in out
+    # the way to replace it, as this command takes it
+    assert f"--update replaces it: jobfleet template import {out_file} --update" in out, out
     code, out = await cli(running, "template", "import", str(out_file), "--biz", "3",
                           "--update")
     assert code == 0 and "updated template" in out, out
@@ -534,3 +536,7 @@ async def test_cli_runs_a_plan(running: Running) -> None:
     assert await running.wire.logs(job_id, step_id, ips) == {ip: "loud\n" for ip in ips}
     code, out = await cli(running, "plan", "run", str(plan["id"]))
     assert code == 2 and "1244009" in out and "Traceback" not in out, out
+    # a misspelt variable is refused, not ignored as execute_job_plan ignores it
+    code, out = await cli(running, "plan", "run", str(plan["id"]), "--var", "wrod=loud",
+                          "--hosts", f"hosts={ips[0]}")
+    assert code == 2 and "has no variable named 'wrod'; its variables: hosts, word" in out, out

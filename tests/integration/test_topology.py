@@ -377,6 +377,9 @@ async def test_cli_topo_commands(running: Running, tmp_path: Path) -> None:
     assert code == 0 and "created dynamic group prodweb" in out, out
     code, out = await cli("topo", "group", "show", "prodweb")
     assert code == 0 and WEB1 in out and DB1 not in out and "1 hosts match" in out, out
+    # the same name again names the group that has it, not the id made for the new one
+    code, out = await cli("topo", "group", "add", "prod-web", "-w", "labels.env equal prod")
+    assert code == 2 and "named 'prod-web' already exists in business 2 (id 'prodweb')" in out, out
     (tmp_path / "f.json").write_text('{"any": [[{"field": "hostname", "op": "equal", '
                                      '"value": "db-1"}], [{"field": "ip", "op": "in", '
                                      f'"value": ["{WEB1}"]}}]]}}')

@@ -40,3 +40,20 @@ async def test_the_host_list_says_when_each_agent_was_last_seen(db: Database) ->
     assert listed[a.bk_host_id]["last_seen"] == 1000
     assert listed[b.bk_host_id]["last_seen"] == 2500
     assert [h.public()["last_seen"] for h in await inv.by_ids([b.bk_host_id])] == [2500]
+
+
+async def test_the_home_pages_counts_tell_a_dead_agent_from_none(db: Database) -> None:
+    """A host added by hand that never had an agent is "not installed", as the hosts page
+    counts it, not a dead agent."""
+    from sqlalchemy import update
+
+    from jobfleet.store.tables import hosts
+
+    inv = Inventory(db)
+    alive, dead, _bare = [await inv.add(2, f"127.0.0.3{i}") for i in range(3)]
+    async with db.begin() as conn:
+        for host in (alive, dead):
+            await conn.execute(update(hosts).where(hosts.c.bk_host_id == host.bk_host_id)
+                               .values(agent_id=f"agent-{host.bk_host_id}"))
+    await inv.record_presence("node-1", {alive.bk_host_id: {}}, set(), 1000)
+    assert await inv.alive_counts([2, 3]) == {2: (1, 1, 1), 3: (0, 0, 0)}

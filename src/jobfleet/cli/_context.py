@@ -126,6 +126,20 @@ def cli_context(ctx: typer.Context) -> CliContext:
     return obj
 
 
+def ask_secret(cli: CliContext, label: str, instead: str, *, confirm: bool = False) -> str:
+    """A secret typed at a prompt. Standard input that ends before one is typed (a
+    script, a pipe with nothing in it) is a usage error that says how to give it
+    without a terminal (``instead``); Ctrl-C at the prompt is an interruption. Typer
+    ends both as exit status 1, which here means a failed job."""
+    try:
+        return str(typer.prompt(label, hide_input=True, confirmation_prompt=confirm))
+    except typer.Abort as exc:
+        # raised "from None" inside the prompt's handler: the cause is still there
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        cli.fail(f"error: no {label.lower()} given: standard input ended; {instead}")
+
+
 def interrupted(cli: CliContext, job_instance_id: int | None) -> NoReturn:
     """Ctrl-C while waiting: the job lives on, so say where to find it."""
     if job_instance_id is None:

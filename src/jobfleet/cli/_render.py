@@ -17,6 +17,7 @@ from jobfleet.cli._pipe import write_all
 from jobfleet.cli._terminal import printable
 from jobfleet.sdk import (
     HOST_STATUS_DESC,
+    RUN_STATUS_DESC,
     FileLogMode,
     FileLogStatus,
     HostStatus,
@@ -27,22 +28,7 @@ from jobfleet.sdk import (
 if TYPE_CHECKING:
     from jobfleet.sdk import ExecutionResult, FileLog, HostResult, TransferResult
 
-RUN_STATUS_LABEL: dict[int, str] = {
-    RunStatus.BLANK: "waiting",
-    RunStatus.RUNNING: "running",
-    RunStatus.SUCCESS: "success",
-    RunStatus.FAIL: "failed",
-    RunStatus.SKIPPED: "skipped",
-    RunStatus.IGNORE_ERROR: "error ignored",
-    RunStatus.WAITING_USER: "waiting for user",
-    RunStatus.TERMINATED: "terminated",
-    RunStatus.ABNORMAL_STATE: "abnormal",
-    RunStatus.STOPPING: "stopping",
-    RunStatus.STOP_SUCCESS: "force-terminated",
-    RunStatus.CONFIRM_TERMINATED: "confirmation terminated",
-    RunStatus.ABANDONED: "abandoned",
-    RunStatus.ROLLING_WAITING: "waiting for next batch",
-}
+RUN_STATUS_LABEL = RUN_STATUS_DESC
 STEP_TYPE_LABEL: dict[int, str] = {
     StepType.SCRIPT: "script",
     StepType.FILE: "file",
@@ -114,6 +100,8 @@ def ip_key(ip: Any) -> tuple[int, int, str]:
 
 
 def format_duration(seconds: float) -> str:
+    if round(seconds * 1000) < 1000:
+        return f"{round(seconds * 1000)}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(round(seconds), 60)
@@ -454,7 +442,8 @@ def hosts_table(hosts: Sequence[dict[str, Any]]) -> Table:
         "last seen",
     ):
         table.add_column(column, no_wrap=column not in ("hostname", "agent"))
-    for host in sorted(hosts, key=lambda h: (h.get("bk_cloud_id") or 0, *ip_key(h.get("ip")))):
+    # the API's order (host id), which --json, `topo list` and the console's hosts page keep
+    for host in hosts:
         alive = bool(host.get("alive"))
         table.add_row(
             str(host.get("bk_host_id", "")),

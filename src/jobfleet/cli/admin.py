@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from jobfleet.cli import _render
-from jobfleet.cli._context import JsonOption, cli_context
+from jobfleet.cli._context import JsonOption, ask_secret, cli_context
 from jobfleet.cli._durations import parse_ttl
 
 admin_app = typer.Typer(
@@ -402,7 +402,9 @@ def user_passwd(
     if stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
-        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+        password = ask_secret(
+            cli, "New password", "pipe it with --stdin", confirm=True
+        )
     with cli.client() as client:
         data = client.set_password(name, password)
     _render.show(cli.out, json_out, data, f"password set for {data.get('username', name)}")

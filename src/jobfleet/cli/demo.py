@@ -20,7 +20,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from jobfleet.cli._render import host_order
+from jobfleet.cli._render import format_duration, host_order, run_status_label
 from jobfleet.sdk import HOST_STATUS_DESC, AsyncJobClient
 from jobfleet.server import DEFAULT_BIZ, Server, ServerSettings, read_bootstrap
 
@@ -132,7 +132,8 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
             )
             elapsed = time.monotonic() - started
         table = Table(
-            title=f"job {result.job_instance_id}: status {result.status} in {elapsed:.2f}s"
+            title=f"job {result.job_instance_id}: {run_status_label(result.status)} "
+            f"in {format_duration(elapsed)}"
         )
         for column in ("host", "status", "exit", "output"):
             table.add_column(column)

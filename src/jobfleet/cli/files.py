@@ -152,8 +152,9 @@ def fetch(
     poll_interval: PollOption = 0.5,
     json_out: JsonOption = False,
 ) -> None:
-    """Bring files from hosts into DIR/<cloud>_<ip>/; exit 0 if every file arrived, 1 if a
-    host failed, 2 if a file could not be saved."""
+    """Bring files from hosts into DIR/<cloud>_<ip>/; exit 1 if a host failed, 2 if not saved.
+
+    Exit 0 when every file arrived and was saved."""
     cli = cli_context(ctx)
     chosen = _targets.selection(group, module, set_, label)
     _targets.require_some(host, host_id, chosen)

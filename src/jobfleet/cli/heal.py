@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, ask_secret, cli_context
 
 heal_app = typer.Typer(
     help="Self-healing: alerts from monitoring start a plan, with convergence.",
@@ -72,15 +72,15 @@ def heal_create(
     name: Annotated[str, typer.Argument(help="Rule name.")],
     plan: Annotated[int, typer.Option("--plan", help="The plan (job_plan_id) to start.")],
     secret: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--secret",
             envvar="JOBFLEET_HEAL_SECRET",
-            prompt=True,
-            hide_input=True,
-            help="The webhook's bearer token / HMAC key (16+ characters).",
+            show_default=False,
+            help="The webhook's bearer token / HMAC key (16+ characters)."
+            " Prompted for when not given.",
         ),
-    ],
+    ] = None,
     alertname: Annotated[list[str] | None, typer.Option(help="Alert names it takes.")] = None,
     severity: Annotated[list[str] | None, typer.Option(help="Severities it takes.")] = None,
     variables: Annotated[
@@ -94,6 +94,8 @@ def heal_create(
 ) -> None:
     """Add a rule; prints the webhook path to give the monitoring system."""
     cli = cli_context(ctx)
+    if secret is None:
+        secret = ask_secret(cli, "Secret", "set JOBFLEET_HEAL_SECRET (or give --secret)")
     with cli.client() as client:
         row = client.create_heal_rule(
             name,

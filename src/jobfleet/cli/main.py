@@ -289,8 +289,7 @@ def status(
         bool, typer.Option("--json", help="Print get_job_instance_status data as JSON.")
     ] = False,
 ) -> None:
-    """Show a job, its steps and the hosts of one step with the tail of their logs;
-    exit 1 if the job failed."""
+    """Show a job, its steps and the tail of one step's host logs; exit 1 if the job failed."""
     cli = cli_context(ctx)
     with cli.client() as client:
         data = client.get_job_instance_status(job, return_ip_result=True, **_scope(biz))
@@ -334,8 +333,9 @@ def logs(
         ),
     ] = False,
 ) -> None:
-    """Print each host's full log of a job step (for file steps: one line per file);
-    exit 1 if the job failed."""
+    """Print each host's full log of a job step; exit 1 if the job failed.
+
+    For file steps: one line per file."""
     cli = cli_context(ctx)
     if follow:
         with cli.client() as client:
@@ -426,12 +426,25 @@ def whoami(ctx: typer.Context, json_out: JsonOption = False) -> None:
                 "from": token or settings.sources["username"],
             },
             {"setting": "admin", "value": bool(me.get("is_admin")), "from": "server"},
-            {"setting": "scopes", "value": me.get("scopes") or [], "from": "server"},
+            {"setting": "scopes", "value": _scopes_text(me), "from": "server"},
             {"setting": "default biz", "value": settings.biz, "from": settings.sources["biz"]},
         ],
         ["setting", "value", "from"],
     )
     cli.out.print(grid)
+
+
+def _scopes_text(me: dict[str, Any]) -> Any:
+    """An administrator holds every business with no grant of its own: an empty list
+    would read as none. An app limited to some businesses still limits them."""
+    scopes = me.get("scopes") or []
+    if scopes or not me.get("is_admin"):
+        return scopes
+    limit = (me.get("app") or {}).get("allowed_biz", "any")
+    if not isinstance(limit, list):
+        return "every business (administrator)"
+    listed = ", ".join(f"biz:{b}" for b in limit)
+    return f"{listed} (administrator, limited by the app)"
 
 
 def _evaluate_annotations(group: typer.Typer) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context
+from jobfleet.cli._context import BizOption, CliContext, JsonOption, ask_secret, cli_context
 from jobfleet.cli._history import STATUS_NAMES
 
 notify_app = typer.Typer(
@@ -68,20 +68,22 @@ def notify_webhook(
     url: Annotated[str, typer.Argument(help="The http(s) URL to POST to.")],
     on: OnOption,
     secret: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--secret",
             envvar="JOBFLEET_NOTIFY_SECRET",
-            prompt=True,
-            hide_input=True,
-            help="HMAC key the body is signed with (X-Jobfleet-Signature).",
+            show_default=False,
+            help="HMAC key the body is signed with (X-Jobfleet-Signature)."
+            " Prompted for when not given.",
         ),
-    ],
+    ] = None,
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Add a webhook: a signed JSON POST when a job ends in one of the --on statuses."""
     cli = cli_context(ctx)
+    if secret is None:
+        secret = ask_secret(cli, "Secret", "set JOBFLEET_NOTIFY_SECRET (or give --secret)")
     with cli.client() as client:
         row = client.create_notify_config(
             "webhook", url, _statuses(on), secret=secret, biz=_biz(cli, biz)

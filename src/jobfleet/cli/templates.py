@@ -19,6 +19,7 @@ from jobfleet.cli._context import (
     VarFileOption,
     VarOption,
     cli_context,
+    describe_api_error,
     interrupted,
 )
 from jobfleet.cli._input import read_text
@@ -118,8 +119,17 @@ def template_import(
     """Create a template and its plans from a YAML file (all or nothing)."""
     cli = cli_context(ctx)
     text = read_text(file, "FILE")
+    from jobfleet.sdk import JobConflictError
+
     with cli.client() as client:
-        data = client.import_template(text, update=update, biz=_biz(cli, biz))
+        try:
+            data = client.import_template(text, update=update, biz=_biz(cli, biz))
+        except JobConflictError as exc:
+            if update:
+                raise
+            # the server speaks of its API's parameter (update=true); here it is a flag
+            cli.fail(f"{describe_api_error(exc)}\n--update replaces it: jobfleet template "
+                     f"import {file} --update")
     if json_out:
         cli.out.out(_render.to_json(data))
         return
@@ -204,10 +214,11 @@ def plan_run(
     """Run an execution plan; with --wait (default) show every step and exit 1 if it failed."""
     cli = cli_context(ctx)
     bk_biz_id = _biz(cli, biz)
+    given = global_vars(var, hosts, var_file)
     with cli.client() as client:
-        started = client.execute_job_plan(
-            plan, global_var_list=global_vars(var, hosts, var_file), bk_biz_id=bk_biz_id
-        )
+        if given:
+            _known_names_only(cli, client, plan, given, bk_biz_id)
+        started = client.execute_job_plan(plan, global_var_list=given, bk_biz_id=bk_biz_id)
         job_id = int(started["job_instance_id"])
         if not wait:
             if json_out:
@@ -228,3 +239,19 @@ def plan_run(
         cli.out.print(_render.host_table(result.hosts, width=_render.excerpt_width(cli.out)))
         cli.out.print(_render.result_summary(result))
     raise typer.Exit(0 if data["job_instance"]["status"] == 3 else 1)
+
+
+def _known_names_only(
+    cli: CliContext, client: JobClient, plan: int, given: list[dict[str, Any]], biz: int
+) -> None:
+    """execute_job_plan ignores values for variables the plan lacks, as bk-job does; from
+    the command line such a name is a typo that would leave the plan's value in place."""
+    detail = client.get_job_plan_detail(plan, bk_biz_id=biz)
+    names = [str(v.get("name")) for v in detail.get("global_var_list") or []]
+    unknown = list(dict.fromkeys(g["name"] for g in given if g["name"] not in names))
+    if unknown:
+        listed = ", ".join(repr(n) for n in unknown)
+        cli.fail(
+            f"error: plan {plan} has no variable named {listed}; "
+            f"its variables: {', '.join(names) or '(none)'}"
+        )

@@ -88,6 +88,25 @@ class HostStatus(IntEnum):
         return self in (HostStatus.SUCCESS, HostStatus.LAST_SUCCESS)
 
 
+# the words every client shows for a job's or a step's status: the CLI, the console
+# (in English) and the SDK's users
+RUN_STATUS_DESC: dict[int, str] = {
+    RunStatus.BLANK: "waiting",
+    RunStatus.RUNNING: "running",
+    RunStatus.SUCCESS: "success",
+    RunStatus.FAIL: "failed",
+    RunStatus.SKIPPED: "skipped",
+    RunStatus.IGNORE_ERROR: "error ignored",
+    RunStatus.WAITING_USER: "waiting for user",
+    RunStatus.TERMINATED: "terminated",
+    RunStatus.ABNORMAL_STATE: "abnormal",
+    RunStatus.STOPPING: "stopping",
+    RunStatus.STOP_SUCCESS: "force-terminated",
+    RunStatus.CONFIRM_TERMINATED: "confirmation terminated",
+    RunStatus.ABANDONED: "abandoned",
+    RunStatus.ROLLING_WAITING: "waiting for next batch",
+}
+
 HOST_STATUS_DESC: dict[int, str] = {
     0: "Unknown error",
     1: "Agent abnormal",

@@ -385,6 +385,10 @@ class FileSteps:
                 "bk_host_id": row.bk_host_id,
                 "mode": UPLOAD,
                 "seq": FAILURE_SEQ,
+                # the host is the source of a fetch: its failure names it as one
+                "src_host_id": row.bk_host_id,
+                "src_cloud_id": row.bk_cloud_id,
+                "src_ip": row.ip,
                 "src_path": "",
                 "status": FAILED,
                 "progress": 0,

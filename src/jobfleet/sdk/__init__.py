@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from jobfleet.domain.paths import source_label
     from jobfleet.domain.status import (
         HOST_STATUS_DESC,
+        RUN_STATUS_DESC,
         FileLogMode,
         FileLogStatus,
         HostStatus,
@@ -60,6 +61,7 @@ _HOMES = {
     **dict.fromkeys(
         (
             "HOST_STATUS_DESC",
+            "RUN_STATUS_DESC",
             "FileLogMode",
             "FileLogStatus",
             "HostStatus",
@@ -121,6 +123,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "HOST_STATUS_DESC",
+    "RUN_STATUS_DESC",
     "AsyncJobClient",
     "Credentials",
     "ExecutionResult",

@@ -186,9 +186,11 @@ class IdentityStore:
             by_user.setdefault(g.username, []).append(
                 {"scope_type": g.scope_type, "scope_id": g.scope_id}
             )
+        admins = {r.username: r.is_admin for r in rows}
+        # a grant needs no user row (apps act for any name): such a name is a user too
         return [
-            {"username": r.username, "is_admin": r.is_admin, "scopes": by_user.get(r.username, [])}
-            for r in rows
+            {"username": name, "is_admin": admins.get(name, False), "scopes": by_user.get(name, [])}
+            for name in sorted(admins.keys() | by_user.keys())
         ]
 
     async def grant(self, username: str, scope_type: str, scope_id: str) -> None:

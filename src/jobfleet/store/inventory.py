@@ -191,18 +191,26 @@ class Inventory:
         async with self.db.connect() as conn:
             return [Host.of(r) for r in await conn.execute(query)]
 
-    async def alive_counts(self, biz_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
-        """(alive, dead) hosts per business, in one grouped query."""
-        counts = {int(b): (0, 0) for b in biz_ids}
+    async def alive_counts(self, biz_ids: Iterable[int]) -> dict[int, tuple[int, int, int]]:
+        """(alive, dead, no agent) hosts per business, in one grouped query: a host that
+        never had an agent is not a dead one (the hosts page counts them apart too)."""
+        counts = {int(b): (0, 0, 0) for b in biz_ids}
+        installed = hosts.c.agent_id.is_not(None)
         async with self.db.connect() as conn:
             rows = await conn.execute(
-                select(hosts.c.bk_biz_id, hosts.c.alive, func.count())
+                select(hosts.c.bk_biz_id, hosts.c.alive, installed, func.count())
                 .where(hosts.c.bk_biz_id.in_(list(counts)))
-                .group_by(hosts.c.bk_biz_id, hosts.c.alive)
+                .group_by(hosts.c.bk_biz_id, hosts.c.alive, installed)
             )
-            for biz, alive, n in rows:
-                up, down = counts[int(biz)]
-                counts[int(biz)] = (up + int(n), down) if alive else (up, down + int(n))
+            for biz, alive, has_agent, n in rows:
+                up, down, none = counts[int(biz)]
+                if alive:
+                    up += int(n)
+                elif has_agent:
+                    down += int(n)
+                else:
+                    none += int(n)
+                counts[int(biz)] = (up, down, none)
         return counts
 
     async def add(self, bk_biz_id: int, ip: str, bk_cloud_id: int = 0, hostname: str = "") -> Host:

@@ -381,6 +381,7 @@ class TopologyStore:
         group_id: str | None = None,
     ) -> Row[Any]:
         name = check_name(name, "dynamic group")
+        chosen = group_id is not None
         if group_id is None:
             group_id = uuid.uuid4().hex
         elif not group_id or len(group_id) > 64 or not set(group_id) <= GROUP_ID_CHARS:
@@ -402,11 +403,29 @@ class TopologyStore:
                     )
                 )
         except IntegrityError:
-            raise JobError(
-                ErrorCode.CONFLICT,
-                f"A dynamic group with id {group_id!r} or name {name!r} already exists",
-            ) from None
+            raise await self._clash(bk_biz_id, name, group_id if chosen else None) from None
         return await self.group(bk_biz_id, group_id)
+
+    async def _clash(self, bk_biz_id: int, name: str, group_id: str | None) -> JobError:
+        """What a new group collided with: the group of the same name (with its id), or
+        the id the caller chose; never an id made up for the refused group."""
+        async with self.db.connect() as conn:
+            holder = (
+                await conn.execute(
+                    select(dynamic_groups.c.id).where(
+                        dynamic_groups.c.bk_biz_id == bk_biz_id, dynamic_groups.c.name == name
+                    )
+                )
+            ).scalar()
+        if holder is None and group_id is not None:
+            return JobError(
+                ErrorCode.CONFLICT, f"A dynamic group with id {group_id!r} already exists"
+            )
+        held = f" (id {holder!r})" if holder is not None else ""
+        return JobError(
+            ErrorCode.CONFLICT,
+            f"A dynamic group named {name!r} already exists in business {bk_biz_id}{held}",
+        )
 
     async def update_group(
         self,

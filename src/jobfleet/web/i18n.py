@@ -84,6 +84,10 @@ ZH: dict[str, str] = {
     "Time": "时间",
     "Action": "操作",
     "Resource": "资源",
+    "User": "用户",
+    "App": "应用",
+    "Scope": "范围",
+    "Source address": "来源地址",
     "Waiting for your confirmation": "待我确认",
     "Targets": "目标服务器",
     "Topology": "业务拓扑",
@@ -93,6 +97,7 @@ ZH: dict[str, str] = {
     "alive": "正常",
     "dead": "异常",
     "A dangerous statement blocks this script": "脚本包含被拦截的高危语句,不能执行",
+    "The script is empty: give the commands to run": "脚本为空:请填写要执行的命令",
     "Dangerous statements found: tick the box to run it anyway": "检测到高危语句:勾选后仍可执行",
     "The live view stopped: log in again to follow this job": "实时查看已停止:请重新登录",
     "No variables": "无变量",
@@ -182,6 +187,7 @@ SCRIPT_WORDS = {
     "blocked": "A dangerous statement blocks this script",
     "confirm": "Dangerous statements found: tick the box to run it anyway",
     "stalled": "The live view stopped: log in again to follow this job",
+    "empty": "The script is empty: give the commands to run",
 }
 
 

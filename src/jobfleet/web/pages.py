@@ -26,6 +26,8 @@ from jobfleet.domain.approvals import approvers
 from jobfleet.domain.errors import JobError
 from jobfleet.domain.status import (
     FINISHED_RUN_STATUSES,
+    HOST_STATUS_DESC,
+    RUN_STATUS_DESC,
     HostStatus,
     RunStatus,
     ScopeType,
@@ -85,17 +87,19 @@ def _plan_hosts(server: Any, shown: int = 20) -> str:
 def _duration(start: Any, end: Any) -> str:
     if not start:
         return ""
-    seconds = ((end or time.time() * 1000) - start) / 1000
-    return f"{seconds:.1f} s"
+    millis = round((end or time.time() * 1000) - start)
+    # a step of 28 ms did not take "0.0 s"
+    return f"{millis} ms" if millis < 1000 else f"{millis / 1000:.1f} s"
 
 
 _env.filters["ms"] = _ms
 _env.globals["duration"] = _duration
 _env.globals["plan_hosts"] = _plan_hosts
-_RUN = {int(s): s.name for s in RunStatus}
-_HOST = {int(s): s.name for s in HostStatus}
-_env.globals["run_status"] = lambda v: _RUN.get(int(v), str(v))
-_env.globals["host_status"] = lambda v: _HOST.get(int(v), str(v))
+# in English, the words the CLI and the SDK use, never the enums' constant names
+RUN_NAMES = {int(s): RUN_STATUS_DESC.get(s, s.name) for s in RunStatus}
+HOST_NAMES = {int(s): HOST_STATUS_DESC.get(s, s.name) for s in HostStatus}
+_env.globals["run_status"] = lambda v: RUN_NAMES.get(int(v), str(v))
+_env.globals["host_status"] = lambda v: HOST_NAMES.get(int(v), str(v))
 
 
 class Page:
@@ -124,7 +128,7 @@ class Page:
     async def render(self, name: str, **values: Any) -> HTMLResponse:
         session = self.request.state.session
         words = self.words
-        run_status = i18n.status_namer(self.lang, _RUN, i18n.RUN_STATUS_ZH)
+        run_status = i18n.status_namer(self.lang, RUN_NAMES, i18n.RUN_STATUS_ZH)
         html = _env.get_template(name).render(
             t=lambda text: words.get(text, text),
             lang=self.lang,
@@ -134,10 +138,10 @@ class Page:
             biz=await self.biz(),
             version=__version__,
             path=self.request.url.path,
-            run_names={k: run_status(k) for k in _RUN},
+            run_names={k: run_status(k) for k in RUN_NAMES},
             js_words={k: words.get(v, v) for k, v in i18n.SCRIPT_WORDS.items()},
             run_status=run_status,
-            host_status=i18n.status_namer(self.lang, _HOST, i18n.HOST_STATUS_ZH),
+            host_status=i18n.status_namer(self.lang, HOST_NAMES, i18n.HOST_STATUS_ZH),
             **values,
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -97,6 +97,8 @@ var jf = (function () {
     },
     execute: function (form) {
       var f = form.elements, body = scope(), result = form.querySelector('#result');
+      // said here, as the CLI says it: the API would name its own field (content)
+      if (!f.script.value.trim()) { result.textContent = self.words.empty; return false; }
       body.task_name = f.task_name.value; body.script_language = +f.script_language.value;
       body.script_content = b64(f.script.value); body.timeout = +f.timeout.value;
       body.account_alias = f.account_alias.value;
