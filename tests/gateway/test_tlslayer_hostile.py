@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import os
 import socket
 import ssl
 import struct
+import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -43,8 +47,15 @@ def tls(tmp_path: Path) -> Contexts:
 class RawClient:
     """A blocking TLS client whose records the test sees and sends itself."""
 
-    def __init__(self, port: int, context: ssl.SSLContext) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(
+        self, port: int, context: ssl.SSLContext, *, receive_buffer: int | None = None
+    ) -> None:
+        self.sock = socket.socket()
+        if receive_buffer is not None:
+            # before connecting: the window the peer may fill is set then
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
@@ -366,6 +377,125 @@ def test_hostile_peers_cost_only_their_own_connection(tls: Contexts, loop_name: 
         await gate.wait_closed()
         agent.sock.close()
         await asyncio.wait_for(healthy.lost, 20)
+
+    run_on(loop_name, main)
+
+
+def _key_update_requester(tls: ssl.SSLObject) -> Callable[[], None]:
+    """A function that queues a TLS 1.3 KeyUpdate asking ``tls``'s peer to update its
+    own keys too: OpenSSL answers each with one of its own, written whatever its
+    application does. Python has no call for it; libssl's ``SSL_key_update`` takes
+    the ``SSL *`` that CPython keeps right after the object's header and its socket's
+    weak reference (checked against the object's version before any use)."""
+    if sys.implementation.name != "cpython":
+        pytest.skip("the SSL pointer is read from CPython's object layout")
+    try:
+        libssl = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
+        key_update, get_version = libssl.SSL_key_update, libssl.SSL_get_version
+    except (OSError, AttributeError):
+        pytest.skip("libssl's SSL_key_update is not reachable")
+    key_update.argtypes, key_update.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
+    get_version.argtypes, get_version.restype = [ctypes.c_void_p], ctypes.c_char_p
+    inner = tls._sslobj  # type: ignore[attr-defined]
+    pointer = ctypes.c_void_p.from_address(id(inner) + 3 * ctypes.sizeof(ctypes.c_void_p))
+    if not pointer.value or get_version(pointer.value) != tls.version().encode():  # type: ignore[union-attr]
+        pytest.skip("no SSL pointer where CPython keeps it")
+
+    def request() -> None:
+        assert key_update(pointer.value, 1) == 1  # SSL_KEY_UPDATE_REQUESTED
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()  # writes it to the BIO
+
+    return request
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_peer_that_sends_and_never_reads_is_not_read_either(
+    tls: Contexts, loop_name: str
+) -> None:
+    """KeyUpdates asking for one back, sent by a peer that never reads, to an
+    application that keeps reading while it is told to pause writing (uvicorn's HTTP
+    protocol between requests does): OpenSSL's answers would pile up in the server
+    for as long as the peer sends. The layer stops reading while its writes are
+    paused, so the peer's sends stop at the sockets' buffers; once the peer reads,
+    everything is answered and the connection goes on."""
+
+    async def main() -> None:
+        server = Server(tls[0])
+        serving = asyncio.ensure_future(server.serve_one())
+        # small socket buffers on both sides: what does not fit in them must wait in
+        # the peer, not in the server's memory (loopback's would hold megabytes)
+        client = RawClient(server.port, tls[1], receive_buffer=4096)
+        await asyncio.to_thread(client.handshake)
+        layer = await serving
+        app = server.apps[-1]
+        layer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        request = _key_update_requester(client.tls)
+        batches = 0
+        unsent = b""
+
+        def flood(seconds: float) -> None:
+            """KeyUpdates (~27 bytes each) in batches of 200, each batch followed by
+            one byte of data, for ``seconds``; what the socket did not take by then is
+            sent once the peer reads."""
+            nonlocal batches, unsent
+            client.sock.settimeout(0.05)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if not unsent:
+                    for _ in range(200):
+                        request()
+                    unsent = client.outgoing.read() + client.records(b".")
+                    batches += 1
+                with contextlib.suppress(TimeoutError):
+                    unsent = unsent[client.sock.send(unsent) :]
+
+        await asyncio.to_thread(flood, 3.0)
+        await asyncio.sleep(0.3)  # what waits in the server's socket, read if it will be
+        buffered = layer.get_write_buffer_size()
+        high = layer.get_write_buffer_limits()[1]
+        assert app.paused_writing > app.resumed_writing
+        # the high-water mark and the answers to the records of one slice fed to
+        # OpenSSL (an answer is no larger than the KeyUpdate it answers); unpaused,
+        # megabytes by now, and more the longer the peer sends
+        assert buffered < high + 64 * 1024, f"{buffered} bytes buffered"
+        assert not app.lost.done()
+
+        # the peer reads at last: the server resumes, answers the rest, and data flows
+        stop = threading.Event()
+        got = bytearray()
+
+        def read_on() -> None:
+            nonlocal unsent
+            while not stop.is_set():
+                if unsent:
+                    with contextlib.suppress(TimeoutError):
+                        unsent = unsent[client.sock.send(unsent) :]
+                try:
+                    while True:
+                        got.extend(client.tls.read(65536))
+                except ssl.SSLWantReadError:
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    data = client.sock.recv(1 << 20)
+                    if not data:
+                        return
+                    client.incoming.write(data)
+
+        reading = asyncio.ensure_future(asyncio.to_thread(read_on))
+        try:
+            await until(lambda: len(app.received) == batches, timeout=60)
+            assert bytes(app.received) == b"." * batches
+            await until(lambda: app.resumed_writing == app.paused_writing)
+            layer.write(b"still here")
+            await until(lambda: bytes(got) == b"still here")
+        finally:
+            stop.set()
+            await reading
+        assert not app.lost.done()
+        layer.close()
+        await asyncio.wait_for(app.lost, 20)
+        client.sock.close()
 
     run_on(loop_name, main)
 
