@@ -18,13 +18,17 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+import uvicorn
 from tests.gateway.test_tlslayer import App, Server
+from uvicorn.server import ServerState
 
+from jobfleet.api.connections import ConnectionLimits, GuardedHttpProtocol, protocol_class
 from jobfleet.gateway.handshakes import HandshakeGate, HandshakeLimits
 from jobfleet.gateway.tls import ensure_agent_tls
-from jobfleet.gateway.tlslayer import TLSLayer
+from jobfleet.gateway.tlslayer import TLSLayer, start_tls
 
 LOOPS = ["asyncio", "uvloop"]
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
@@ -409,35 +413,64 @@ def _key_update_requester(tls: ssl.SSLObject) -> Callable[[], None]:
     return request
 
 
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _uvicorn_http() -> Callable[[], asyncio.Protocol]:
+    """uvicorn's HTTP protocol as the agent port makes it for each connection (enrollment
+    and the bootstrap document are served through it), with an app that answers "ok"."""
+    config = uvicorn.Config(_hello, lifespan="off", log_level="warning")
+    config.load()
+    state = ServerState()
+    # the flood and its answers take longer than the headers' usual 10 s (not tested here)
+    guarded = protocol_class(ConnectionLimits(header_timeout=120))
+    return lambda: guarded(config=config, server_state=state, app_state={})
+
+
 @pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize("application", ["reads_on", "pauses_and_resumes", "uvicorn_http"])
 def test_a_peer_that_sends_and_never_reads_is_not_read_either(
-    tls: Contexts, loop_name: str
+    tls: Contexts, loop_name: str, application: str
 ) -> None:
-    """KeyUpdates asking for one back, sent by a peer that never reads, to an
-    application that keeps reading while it is told to pause writing (uvicorn's HTTP
-    protocol between requests does): OpenSSL's answers would pile up in the server
-    for as long as the peer sends. The layer stops reading while its writes are
-    paused, so the peer's sends stop at the sockets' buffers; once the peer reads,
-    everything is answered and the connection goes on."""
+    """KeyUpdates asking for one back, sent by a peer that never reads: OpenSSL answers
+    each whatever the application does, and an application that keeps reading while
+    told to pause writing (uvicorn's HTTP protocol before a request, or one that
+    resumes its own reading meanwhile) never stops the flood, so the answers would pile
+    up in the server for as long as the peer sends. The layer stops reading while its
+    writes are paused: the peer's sends stop at the sockets' buffers. Once the peer
+    reads, everything is answered (an application's own pause still holds) and the
+    connection goes on."""
+    http = application == "uvicorn_http"
 
     async def main() -> None:
         server = Server(tls[0])
-        serving = asyncio.ensure_future(server.serve_one())
+
+        async def serve() -> TLSLayer:
+            if not http:
+                return await server.serve_one()
+            conn, _ = await asyncio.get_running_loop().sock_accept(server.sock)
+            return await start_tls(conn, tls[0], _uvicorn_http(), 10.0)
+
+        serving = asyncio.ensure_future(serve())
         # small socket buffers on both sides: what does not fit in them must wait in
         # the peer, not in the server's memory (loopback's would hold megabytes)
         client = RawClient(server.port, tls[1], receive_buffer=4096)
         await asyncio.to_thread(client.handshake)
         layer = await serving
-        app = server.apps[-1]
+        app = None if http else server.apps[-1]
         layer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         request = _key_update_requester(client.tls)
+        # a byte of data after each batch for the test's application (it counts them);
+        # uvicorn's gets none: a connection before its first request
+        data = b"" if http else b"."
         batches = 0
         unsent = b""
 
         def flood(seconds: float) -> None:
-            """KeyUpdates (~27 bytes each) in batches of 200, each batch followed by
-            one byte of data, for ``seconds``; what the socket did not take by then is
-            sent once the peer reads."""
+            """KeyUpdates (~27 bytes each) in batches of 200, for ``seconds``; what the
+            socket did not take by then is sent once the peer reads."""
             nonlocal batches, unsent
             client.sock.settimeout(0.05)
             deadline = time.monotonic() + seconds
@@ -445,35 +478,57 @@ def test_a_peer_that_sends_and_never_reads_is_not_read_either(
                 if not unsent:
                     for _ in range(200):
                         request()
-                    unsent = client.outgoing.read() + client.records(b".")
+                    unsent = client.outgoing.read() + (client.records(data) if data else b"")
                     batches += 1
                 with contextlib.suppress(TimeoutError):
                     unsent = unsent[client.sock.send(unsent) :]
 
+        async def toggle() -> None:
+            # as uvicorn's request cycle does: reading resumed whenever it waits for a body
+            while True:
+                layer.pause_reading()
+                await asyncio.sleep(0.01)
+                layer.resume_reading()
+                await asyncio.sleep(0.01)
+
+        toggling = asyncio.ensure_future(toggle()) if application == "pauses_and_resumes" else None
         await asyncio.to_thread(flood, 3.0)
+        if toggling is not None:
+            toggling.cancel()
+            await asyncio.gather(toggling, return_exceptions=True)
+            layer.resume_reading()
         await asyncio.sleep(0.3)  # what waits in the server's socket, read if it will be
         buffered = layer.get_write_buffer_size()
         high = layer.get_write_buffer_limits()[1]
-        assert app.paused_writing > app.resumed_writing
+        if http:
+            assert cast(GuardedHttpProtocol, layer.get_protocol()).flow.write_paused
+        else:
+            assert app is not None and app.paused_writing > app.resumed_writing
         # the high-water mark and the answers to the records of one slice fed to
         # OpenSSL (an answer is no larger than the KeyUpdate it answers); unpaused,
         # megabytes by now, and more the longer the peer sends
         assert buffered < high + 64 * 1024, f"{buffered} bytes buffered"
-        assert not app.lost.done()
+        assert not layer.is_closing()
 
         # the peer reads at last: the server resumes, answers the rest, and data flows
-        stop = threading.Event()
+        stop, ask = threading.Event(), threading.Event()
         got = bytearray()
 
         def read_on() -> None:
+            """Reads; sends what is unsent, and a request once ``ask`` is set (the TLS
+            object is this thread's alone from here on)."""
             nonlocal unsent
             while not stop.is_set():
+                if ask.is_set():
+                    ask.clear()
+                    unsent += client.records(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 if unsent:
                     with contextlib.suppress(TimeoutError):
                         unsent = unsent[client.sock.send(unsent) :]
                 try:
-                    while True:
-                        got.extend(client.tls.read(65536))
+                    while chunk := client.tls.read(65536):
+                        got.extend(chunk)
+                    return  # the server's close_notify
                 except ssl.SSLWantReadError:
                     pass
                 with contextlib.suppress(TimeoutError):
@@ -482,19 +537,39 @@ def test_a_peer_that_sends_and_never_reads_is_not_read_either(
                         return
                     client.incoming.write(data)
 
+        if application == "pauses_and_resumes":
+            layer.pause_reading()
         reading = asyncio.ensure_future(asyncio.to_thread(read_on))
         try:
-            await until(lambda: len(app.received) == batches, timeout=60)
-            assert bytes(app.received) == b"." * batches
-            await until(lambda: app.resumed_writing == app.paused_writing)
-            layer.write(b"still here")
-            await until(lambda: bytes(got) == b"still here")
+            if application == "pauses_and_resumes":
+                assert app is not None
+                # the peer's reading resumes the writes, not the application's reading
+                await until(lambda: app.resumed_writing == app.paused_writing, timeout=60)
+                held = len(app.received)
+                await asyncio.sleep(0.3)
+                assert len(app.received) == held and not layer.is_reading()
+                layer.resume_reading()
+            if http:
+                await until(lambda: not unsent, timeout=60)
+                await asyncio.sleep(0.5)  # the KeyUpdates still unread, answered
+                ask.set()
+                await until(lambda: b"\r\nok\r\n" in got, timeout=60)
+                assert got.startswith(b"HTTP/1.1 200 OK")
+            else:
+                assert app is not None
+                await until(lambda: len(app.received) == batches, timeout=60)
+                assert bytes(app.received) == b"." * batches
+                await until(lambda: app.resumed_writing == app.paused_writing)
+                layer.write(b"still here")
+                await until(lambda: bytes(got) == b"still here")
         finally:
             stop.set()
             await reading
-        assert not app.lost.done()
+        # (uvicorn's keep-alive clock may have closed its connection by now)
+        assert http or not layer.is_closing()
         layer.close()
-        await asyncio.wait_for(app.lost, 20)
+        if app is not None:
+            await asyncio.wait_for(app.lost, 20)
         client.sock.close()
 
     run_on(loop_name, main)
