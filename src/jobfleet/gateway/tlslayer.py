@@ -285,6 +285,12 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         raw = self._raw
         return self._outgoing.pending + (raw.get_write_buffer_size() if raw is not None else 0)
 
+    def get_read_buffer_size(self) -> int:
+        """Bytes read from the socket and not yet handed to the application: what
+        waits for a pause to end, and the part of a record still in OpenSSL's BIO."""
+        backlog = self._backlog
+        return self._incoming.pending + (len(backlog) if backlog is not None else 0)
+
     def get_write_buffer_limits(self) -> tuple[int, int]:
         raw = self._raw
         return raw.get_write_buffer_limits() if raw is not None else (0, 0)
