@@ -26,6 +26,7 @@ from tests.gateway.test_tlslayer import App, Server
 from uvicorn.server import ServerState
 
 from jobfleet.api.connections import ConnectionLimits, GuardedHttpProtocol, protocol_class
+from jobfleet.gateway import tlslayer
 from jobfleet.gateway.handshakes import HandshakeGate, HandshakeLimits
 from jobfleet.gateway.tls import ensure_agent_tls
 from jobfleet.gateway.tlslayer import SLICE, TLSLayer, start_tls
@@ -575,6 +576,63 @@ def test_a_peer_that_sends_and_never_reads_is_not_read_either(
         if app is not None:
             await asyncio.wait_for(app.lost, 20)
         client.sock.close()
+
+    run_on(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_close_the_peer_takes_nothing_of_is_cut_and_a_slow_reader_gets_it_all(
+    tls: Contexts, loop_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close waits for what is still to send; a peer that never reads would keep the
+    connection, and that much of the server's memory, for good. One that reads, however
+    slowly, gets every byte and the close_notify."""
+    monkeypatch.setattr(tlslayer, "CLOSE_STALL", 0.5)
+
+    async def main() -> None:
+        server = Server(tls[0])
+
+        async def connect() -> tuple[TLSLayer, App, RawClient]:
+            serving = asyncio.ensure_future(server.serve_one())
+            # small socket buffers: what is sent waits in the server, not the kernels
+            client = RawClient(server.port, tls[1], receive_buffer=4096)
+            await asyncio.to_thread(client.handshake)
+            layer = await serving
+            sock = layer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            return layer, server.apps[-1], client
+
+        layer, app, stuck = await connect()
+        layer.write(os.urandom(1 << 20))
+        layer.close()
+        assert layer.get_write_buffer_size() > 0
+        await asyncio.wait_for(app.lost, 20)
+        stuck.sock.close()
+
+        layer, app, slow = await connect()
+        payload = os.urandom(128 * 1024)
+        layer.write(payload)
+        layer.close()
+
+        def read_slowly() -> bytes:
+            got = bytearray()
+            while True:
+                try:
+                    chunk = slow.tls.read(65536)
+                except ssl.SSLWantReadError:
+                    data = slow.sock.recv(4096)
+                    if not data:
+                        raise ConnectionError("cut before the close_notify") from None
+                    slow.incoming.write(data)
+                    time.sleep(0.02)  # a few KiB every 20 ms: ~1 s for all of it
+                    continue
+                if not chunk:
+                    return bytes(got)  # the close_notify
+                got += chunk
+
+        assert await asyncio.to_thread(read_slowly) == payload
+        assert await asyncio.wait_for(app.lost, 20) is None
+        slow.sock.close()
 
     run_on(loop_name, main)
 

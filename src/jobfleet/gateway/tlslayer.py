@@ -17,6 +17,9 @@ The TLS properties are the context's (certificate, versions, ciphers, no tickets
 renegotiation is refused (``OP_NO_RENEGOTIATION``: agents speak TLS 1.3, where there
 is none). A record that fails to decrypt or parse aborts the connection; a close sends
 ``close_notify`` and then closes the TCP connection without waiting for the peer's.
+A close whose last bytes the peer takes nothing of for ``CLOSE_STALL`` seconds is cut:
+the socket would otherwise hold them, and the connection, for as long as the peer
+keeps its window shut (a slow reader still gets them all).
 A TCP end without the peer's ``close_notify`` may be a cut made on the way: the
 application gets the whole records before it, then ``connection_lost`` with the error,
 never an end of stream it could take for a complete one.
@@ -51,6 +54,8 @@ _PLAINTEXT = bytearray(READ_SIZE)
 _PLAINTEXT_VIEW = memoryview(_PLAINTEXT)
 # bytes put into or taken out of a MemoryBIO at once: what it keeps at most
 SLICE = 4 * 1024
+# how long a closing connection may send nothing of what it still holds (s)
+CLOSE_STALL = 10.0
 
 
 class TLSLayer(asyncio.Protocol, asyncio.Transport):
@@ -61,6 +66,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         "_app",
         "_app_factory",
         "_backlog",
+        "_close_timer",
         "_closing",
         "_context",
         "_error",
@@ -93,6 +99,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         # what was read from the socket but not yet fed while the application paused
         self._backlog: bytes | None = None
         self._closing = False
+        self._close_timer: asyncio.TimerHandle | None = None
         # the application's pause, and the transport's (the peer does not read): the
         # socket is read while neither holds, and records are fed only then
         self._reading_paused = False
@@ -146,6 +153,9 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         return None if self._closing else True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        timer, self._close_timer = self._close_timer, None
+        if timer is not None:
+            timer.cancel()
         raw, self._raw = self._raw, None
         if raw is None and self._app is None and self._handshake is None:
             return
@@ -356,6 +366,30 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             self._sslobj.unwrap()
         self._flush()
         raw.close()
+        left = raw.get_write_buffer_size()
+        if left:
+            self._watch_close(left)
+
+    def _watch_close(self, left: int) -> None:
+        self._close_timer = asyncio.get_running_loop().call_later(
+            CLOSE_STALL, self._close_stalled, left
+        )
+
+    def _close_stalled(self, before: int) -> None:
+        """The close's check: cut a connection whose peer took nothing since the last."""
+        self._close_timer = None
+        raw = self._raw
+        if raw is None:
+            return
+        left = raw.get_write_buffer_size()
+        if not left:
+            return
+        if left < before:
+            self._watch_close(left)  # a slow reader, still reading
+            return
+        peer = raw.get_extra_info("peername")
+        log.info("agent_tls_close_stalled peer=%s unsent=%d", peer[0] if peer else "?", left)
+        raw.abort()
 
     def abort(self) -> None:
         self._closing = True
