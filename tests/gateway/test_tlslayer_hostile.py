@@ -7,20 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import os
 import socket
 import ssl
 import struct
+import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+import uvicorn
 from tests.gateway.test_tlslayer import App, Server
+from uvicorn.server import ServerState
 
+from jobfleet.api.connections import ConnectionLimits, GuardedHttpProtocol, protocol_class
+from jobfleet.gateway import tlslayer
 from jobfleet.gateway.handshakes import HandshakeGate, HandshakeLimits
 from jobfleet.gateway.tls import ensure_agent_tls
-from jobfleet.gateway.tlslayer import TLSLayer
+from jobfleet.gateway.tlslayer import SLICE, TLSLayer, start_tls
 
 LOOPS = ["asyncio", "uvloop"]
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
@@ -43,8 +52,15 @@ def tls(tmp_path: Path) -> Contexts:
 class RawClient:
     """A blocking TLS client whose records the test sees and sends itself."""
 
-    def __init__(self, port: int, context: ssl.SSLContext) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(
+        self, port: int, context: ssl.SSLContext, *, receive_buffer: int | None = None
+    ) -> None:
+        self.sock = socket.socket()
+        if receive_buffer is not None:
+            # before connecting: the window the peer may fill is set then
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
@@ -366,6 +382,257 @@ def test_hostile_peers_cost_only_their_own_connection(tls: Contexts, loop_name: 
         await gate.wait_closed()
         agent.sock.close()
         await asyncio.wait_for(healthy.lost, 20)
+
+    run_on(loop_name, main)
+
+
+def _key_update_requester(tls: ssl.SSLObject) -> Callable[[], None]:
+    """A function that queues a TLS 1.3 KeyUpdate asking ``tls``'s peer to update its
+    own keys too: OpenSSL answers each with one of its own, written whatever its
+    application does. Python has no call for it; libssl's ``SSL_key_update`` takes
+    the ``SSL *`` that CPython keeps right after the object's header and its socket's
+    weak reference (checked against the object's version before any use)."""
+    if sys.implementation.name != "cpython":
+        pytest.skip("the SSL pointer is read from CPython's object layout")
+    try:
+        libssl = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
+        key_update, get_version = libssl.SSL_key_update, libssl.SSL_get_version
+    except (OSError, AttributeError):
+        pytest.skip("libssl's SSL_key_update is not reachable")
+    key_update.argtypes, key_update.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
+    get_version.argtypes, get_version.restype = [ctypes.c_void_p], ctypes.c_char_p
+    inner = tls._sslobj  # type: ignore[attr-defined]
+    pointer = ctypes.c_void_p.from_address(id(inner) + 3 * ctypes.sizeof(ctypes.c_void_p))
+    if not pointer.value or get_version(pointer.value) != tls.version().encode():  # type: ignore[union-attr]
+        pytest.skip("no SSL pointer where CPython keeps it")
+
+    def request() -> None:
+        assert key_update(pointer.value, 1) == 1  # SSL_KEY_UPDATE_REQUESTED
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()  # writes it to the BIO
+
+    return request
+
+
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _uvicorn_http() -> Callable[[], asyncio.Protocol]:
+    """uvicorn's HTTP protocol as the agent port makes it for each connection (enrollment
+    and the bootstrap document are served through it), with an app that answers "ok"."""
+    config = uvicorn.Config(_hello, lifespan="off", log_level="warning")
+    config.load()
+    state = ServerState()
+    # the flood and its answers take longer than the headers' usual 10 s (not tested here)
+    guarded = protocol_class(ConnectionLimits(header_timeout=120))
+    return lambda: guarded(config=config, server_state=state, app_state={})
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize("application", ["reads_on", "pauses_and_resumes", "uvicorn_http"])
+def test_a_peer_that_sends_and_never_reads_is_not_read_either(
+    tls: Contexts, loop_name: str, application: str
+) -> None:
+    """KeyUpdates asking for one back, sent by a peer that never reads: OpenSSL answers
+    each whatever the application does, and an application that keeps reading while
+    told to pause writing (uvicorn's HTTP protocol before a request, or one that
+    resumes its own reading meanwhile) never stops the flood, so the answers would pile
+    up in the server for as long as the peer sends. The layer stops reading while its
+    writes are paused: the peer's sends stop at the sockets' buffers. Once the peer
+    reads, everything is answered (an application's own pause still holds) and the
+    connection goes on."""
+    http = application == "uvicorn_http"
+
+    async def main() -> None:
+        server = Server(tls[0])
+
+        async def serve() -> TLSLayer:
+            if not http:
+                return await server.serve_one()
+            conn, _ = await asyncio.get_running_loop().sock_accept(server.sock)
+            return await start_tls(conn, tls[0], _uvicorn_http(), 10.0)
+
+        serving = asyncio.ensure_future(serve())
+        # small socket buffers on both sides: what does not fit in them must wait in
+        # the peer, not in the server's memory (loopback's would hold megabytes)
+        client = RawClient(server.port, tls[1], receive_buffer=4096)
+        await asyncio.to_thread(client.handshake)
+        layer = await serving
+        app = None if http else server.apps[-1]
+        layer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        request = _key_update_requester(client.tls)
+        # a byte of data after each batch for the test's application (it counts them);
+        # uvicorn's gets none: a connection before its first request
+        data = b"" if http else b"."
+        batches = 0
+        unsent = b""
+
+        def flood(seconds: float) -> None:
+            """KeyUpdates (~27 bytes each) in batches of 200, for ``seconds``; what the
+            socket did not take by then is sent once the peer reads."""
+            nonlocal batches, unsent
+            client.sock.settimeout(0.05)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if not unsent:
+                    for _ in range(200):
+                        request()
+                    unsent = client.outgoing.read() + (client.records(data) if data else b"")
+                    batches += 1
+                with contextlib.suppress(TimeoutError):
+                    unsent = unsent[client.sock.send(unsent) :]
+
+        async def toggle() -> None:
+            # as uvicorn's request cycle does: reading resumed whenever it waits for a body
+            while True:
+                layer.pause_reading()
+                await asyncio.sleep(0.01)
+                layer.resume_reading()
+                await asyncio.sleep(0.01)
+
+        toggling = asyncio.ensure_future(toggle()) if application == "pauses_and_resumes" else None
+        await asyncio.to_thread(flood, 3.0)
+        if toggling is not None:
+            toggling.cancel()
+            await asyncio.gather(toggling, return_exceptions=True)
+            layer.resume_reading()
+        await asyncio.sleep(0.3)  # what waits in the server's socket, read if it will be
+        buffered = layer.get_write_buffer_size()
+        high = layer.get_write_buffer_limits()[1]
+        if http:
+            assert cast(GuardedHttpProtocol, layer.get_protocol()).flow.write_paused
+        else:
+            assert app is not None and app.paused_writing > app.resumed_writing
+        # the high-water mark and the answers to the records of one slice fed to
+        # OpenSSL (an answer is no larger than the KeyUpdate it answers); unpaused,
+        # megabytes by now, and more the longer the peer sends
+        assert buffered < high + 64 * 1024, f"{buffered} bytes buffered"
+        # and what was read but not fed: at most the rest of the read the pause came in
+        # (256 KiB at most on both loops) and a slice in OpenSSL's BIO
+        held = layer.get_read_buffer_size()
+        assert held <= 256 * 1024 + SLICE, f"{held} bytes read and held"
+        assert not layer.is_closing()
+
+        # the peer reads at last: the server resumes, answers the rest, and data flows
+        stop, ask = threading.Event(), threading.Event()
+        got = bytearray()
+
+        def read_on() -> None:
+            """Reads; sends what is unsent, and a request once ``ask`` is set (the TLS
+            object is this thread's alone from here on)."""
+            nonlocal unsent
+            while not stop.is_set():
+                if ask.is_set():
+                    ask.clear()
+                    unsent += client.records(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                if unsent:
+                    with contextlib.suppress(TimeoutError):
+                        unsent = unsent[client.sock.send(unsent) :]
+                try:
+                    while chunk := client.tls.read(65536):
+                        got.extend(chunk)
+                    return  # the server's close_notify
+                except ssl.SSLWantReadError:
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    data = client.sock.recv(1 << 20)
+                    if not data:
+                        return
+                    client.incoming.write(data)
+
+        if application == "pauses_and_resumes":
+            layer.pause_reading()
+        reading = asyncio.ensure_future(asyncio.to_thread(read_on))
+        try:
+            if application == "pauses_and_resumes":
+                assert app is not None
+                # the peer's reading resumes the writes, not the application's reading
+                await until(lambda: app.resumed_writing == app.paused_writing, timeout=60)
+                delivered = len(app.received)
+                await asyncio.sleep(0.3)
+                assert len(app.received) == delivered and not layer.is_reading()
+                layer.resume_reading()
+            if http:
+                await until(lambda: not unsent, timeout=60)
+                await asyncio.sleep(0.5)  # the KeyUpdates still unread, answered
+                ask.set()
+                await until(lambda: b"\r\nok\r\n" in got, timeout=60)
+                assert got.startswith(b"HTTP/1.1 200 OK")
+            else:
+                assert app is not None
+                await until(lambda: len(app.received) == batches, timeout=60)
+                assert bytes(app.received) == b"." * batches
+                await until(lambda: app.resumed_writing == app.paused_writing)
+                layer.write(b"still here")
+                await until(lambda: bytes(got) == b"still here")
+        finally:
+            stop.set()
+            await reading
+        # (uvicorn's keep-alive clock may have closed its connection by now)
+        assert http or not layer.is_closing()
+        layer.close()
+        if app is not None:
+            await asyncio.wait_for(app.lost, 20)
+        client.sock.close()
+
+    run_on(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_close_the_peer_takes_nothing_of_is_cut_and_a_slow_reader_gets_it_all(
+    tls: Contexts, loop_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close waits for what is still to send; a peer that never reads would keep the
+    connection, and that much of the server's memory, for good. One that reads, however
+    slowly, gets every byte and the close_notify."""
+    monkeypatch.setattr(tlslayer, "CLOSE_STALL", 0.5)
+
+    async def main() -> None:
+        server = Server(tls[0])
+
+        async def connect() -> tuple[TLSLayer, App, RawClient]:
+            serving = asyncio.ensure_future(server.serve_one())
+            # small socket buffers: what is sent waits in the server, not the kernels
+            client = RawClient(server.port, tls[1], receive_buffer=4096)
+            await asyncio.to_thread(client.handshake)
+            layer = await serving
+            sock = layer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            return layer, server.apps[-1], client
+
+        layer, app, stuck = await connect()
+        layer.write(os.urandom(1 << 20))
+        layer.close()
+        assert layer.get_write_buffer_size() > 0
+        await asyncio.wait_for(app.lost, 20)
+        stuck.sock.close()
+
+        layer, app, slow = await connect()
+        payload = os.urandom(128 * 1024)
+        layer.write(payload)
+        layer.close()
+
+        def read_slowly() -> bytes:
+            got = bytearray()
+            while True:
+                try:
+                    chunk = slow.tls.read(65536)
+                except ssl.SSLWantReadError:
+                    data = slow.sock.recv(4096)
+                    if not data:
+                        raise ConnectionError("cut before the close_notify") from None
+                    slow.incoming.write(data)
+                    time.sleep(0.02)  # a few KiB every 20 ms: ~1 s for all of it
+                    continue
+                if not chunk:
+                    return bytes(got)  # the close_notify
+                got += chunk
+
+        assert await asyncio.to_thread(read_slowly) == payload
+        assert await asyncio.wait_for(app.lost, 20) is None
+        slow.sock.close()
 
     run_on(loop_name, main)
 

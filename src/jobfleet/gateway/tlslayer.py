@@ -17,9 +17,22 @@ The TLS properties are the context's (certificate, versions, ciphers, no tickets
 renegotiation is refused (``OP_NO_RENEGOTIATION``: agents speak TLS 1.3, where there
 is none). A record that fails to decrypt or parse aborts the connection; a close sends
 ``close_notify`` and then closes the TCP connection without waiting for the peer's.
+A close whose last bytes the peer takes nothing of for ``CLOSE_STALL`` seconds is cut:
+the socket would otherwise hold them, and the connection, for as long as the peer
+keeps its window shut (a slow reader still gets them all).
 A TCP end without the peer's ``close_notify`` may be a cut made on the way: the
 application gets the whole records before it, then ``connection_lost`` with the error,
 never an end of stream it could take for a complete one.
+
+While the socket's write buffer is over its high-water mark (the peer does not read
+what it is sent), nothing more is read from it, whatever the application does: each
+record read may make OpenSSL write one back (a KeyUpdate answered) and the application
+answer it (a pong, a pipelined request's response), so a peer that sends without
+reading would otherwise make the server buffer for as long as it sends. What it sends
+meanwhile waits in its own socket, and reading resumes once the buffer is below its
+low-water mark. A connection's buffers then hold about its high-water mark, the rest
+of the socket read the pause came in (256 KiB at most), and the answers to the records
+fed before it.
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ _PLAINTEXT = bytearray(READ_SIZE)
 _PLAINTEXT_VIEW = memoryview(_PLAINTEXT)
 # bytes put into or taken out of a MemoryBIO at once: what it keeps at most
 SLICE = 4 * 1024
+# how long a closing connection may send nothing of what it still holds (s)
+CLOSE_STALL = 10.0
 
 
 class TLSLayer(asyncio.Protocol, asyncio.Transport):
@@ -51,6 +66,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         "_app",
         "_app_factory",
         "_backlog",
+        "_close_timer",
         "_closing",
         "_context",
         "_error",
@@ -61,6 +77,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         "_raw",
         "_reading_paused",
         "_sslobj",
+        "_writing_paused",
     )
 
     def __init__(
@@ -82,7 +99,11 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         # what was read from the socket but not yet fed while the application paused
         self._backlog: bytes | None = None
         self._closing = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        # the application's pause, and the transport's (the peer does not read): the
+        # socket is read while neither holds, and records are fed only then
         self._reading_paused = False
+        self._writing_paused = False
         # the socket's end came while records before it were still held
         self._peer_eof = False
         # what broke the connection, for the application's connection_lost
@@ -107,7 +128,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         while start < size:
             if self._closing or self._raw is None:
                 return
-            if self._reading_paused:
+            if self._reading_paused or self._writing_paused:
                 self._backlog = bytes(view[start:])
                 return
             self._incoming.write(view[start : start + SLICE])
@@ -125,13 +146,16 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         if self._closing or self._app is None:
             return None
         self._peer_eof = True
-        if not self._reading_paused:
+        if not self._reading_paused and not self._writing_paused:
             self._drain()
-        # records still held for a paused application: the socket stays open until
-        # they are read and the end is taken after them
+        # records still held for a paused application or a peer that does not read:
+        # the socket stays open until they are read and the end is taken after them
         return None if self._closing else True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        timer, self._close_timer = self._close_timer, None
+        if timer is not None:
+            timer.cancel()
         raw, self._raw = self._raw, None
         if raw is None and self._app is None and self._handshake is None:
             return
@@ -144,10 +168,22 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             app.connection_lost(exc if exc is not None else self._error)
 
     def pause_writing(self) -> None:
+        if not self._writing_paused:
+            self._writing_paused = True
+            raw = self._raw
+            if not self._reading_paused and raw is not None:
+                raw.pause_reading()
         if self._app is not None:
             self._app.pause_writing()
 
     def resume_writing(self) -> None:
+        if self._writing_paused:
+            self._writing_paused = False
+            raw = self._raw
+            if not self._reading_paused and raw is not None:
+                raw.resume_reading()
+                # records read before the pause wait in the BIO or the backlog
+                asyncio.get_running_loop().call_soon(self._drain)
         if self._app is not None:
             self._app.resume_writing()
 
@@ -193,7 +229,12 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
     def _read_records(self) -> None:
         """Hand what the records carry to the application while it reads."""
         sslobj = self._sslobj
-        while not self._reading_paused and not self._closing and self._app is not None:
+        while (
+            not self._reading_paused
+            and not self._writing_paused
+            and not self._closing
+            and self._app is not None
+        ):
             try:
                 # with a buffer it answers the count read (typeshed says bytes)
                 size = cast(int, sslobj.read(READ_SIZE, _PLAINTEXT))
@@ -254,6 +295,12 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         raw = self._raw
         return self._outgoing.pending + (raw.get_write_buffer_size() if raw is not None else 0)
 
+    def get_read_buffer_size(self) -> int:
+        """Bytes read from the socket and not yet handed to the application: what
+        waits for a pause to end, and the part of a record still in OpenSSL's BIO."""
+        backlog = self._backlog
+        return self._incoming.pending + (len(backlog) if backlog is not None else 0)
+
     def get_write_buffer_limits(self) -> tuple[int, int]:
         raw = self._raw
         return raw.get_write_buffer_limits() if raw is not None else (0, 0)
@@ -263,18 +310,23 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             self._raw.set_write_buffer_limits(high, low)
 
     def is_reading(self) -> bool:
-        return not self._reading_paused and self._raw is not None and self._raw.is_reading()
+        # the application's view: a pause for the peer's sake is not its own
+        raw = self._raw
+        return not self._reading_paused and raw is not None and not raw.is_closing()
 
     def pause_reading(self) -> None:
         if self._reading_paused or self._raw is None:
             return
         self._reading_paused = True
-        self._raw.pause_reading()
+        if not self._writing_paused:
+            self._raw.pause_reading()
 
     def resume_reading(self) -> None:
         if not self._reading_paused or self._raw is None:
             return
         self._reading_paused = False
+        if self._writing_paused:
+            return  # resume_writing reads again
         self._raw.resume_reading()
         # records read before the pause wait in the BIO or the backlog: the socket may
         # have no more
@@ -288,6 +340,7 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         if (
             self._peer_eof
             and not self._reading_paused
+            and not self._writing_paused
             and self._backlog is None
             and not self._closing
             and self._app is not None
@@ -313,6 +366,30 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             self._sslobj.unwrap()
         self._flush()
         raw.close()
+        left = raw.get_write_buffer_size()
+        if left:
+            self._watch_close(left)
+
+    def _watch_close(self, left: int) -> None:
+        self._close_timer = asyncio.get_running_loop().call_later(
+            CLOSE_STALL, self._close_stalled, left
+        )
+
+    def _close_stalled(self, before: int) -> None:
+        """The close's check: cut a connection whose peer took nothing since the last."""
+        self._close_timer = None
+        raw = self._raw
+        if raw is None:
+            return
+        left = raw.get_write_buffer_size()
+        if not left:
+            return
+        if left < before:
+            self._watch_close(left)  # a slow reader, still reading
+            return
+        peer = raw.get_extra_info("peername")
+        log.info("agent_tls_close_stalled peer=%s unsent=%d", peer[0] if peer else "?", left)
+        raw.abort()
 
     def abort(self) -> None:
         self._closing = True
