@@ -200,6 +200,15 @@ async def test_cli_refuses_an_app_limited_to_a_business_that_does_not_exist(
     assert code == 0, out
 
 
+async def test_cli_refuses_an_app_code_a_blueking_client_could_not_send(
+        running: Running) -> None:
+    code, out = await cli(running, "admin", "app", "create", "bad name!")
+    assert code == 2 and "Traceback" not in out, out
+    assert out.startswith("error 1241010: Invalid parameter [app_code]: 'bad name!'"), out
+    assert "lowercase letters, digits, '_' and '-'" in out, out
+    assert "bad name!" not in {a["app_code"] for a in await running.server.identity.list_apps()}
+
+
 async def test_cli_lists_a_jobs_hosts_in_the_consoles_and_the_sdks_order(
         running: Running) -> None:
     """Hosts whose ids do not follow their addresses: ``status``, ``logs`` and ``--json``

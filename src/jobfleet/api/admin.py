@@ -18,7 +18,7 @@ from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
 from jobfleet.api.scope import holds_scope, require_admin, resolve_scope, seen_businesses
 from jobfleet.domain import enrollment
-from jobfleet.domain.callers import RESERVED_APP_CODES
+from jobfleet.domain.callers import APP_CODE_RULE, RESERVED_APP_CODES, valid_app_code
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
@@ -130,6 +130,8 @@ def _allowed(call: Call, name: str) -> list[str] | None:
 async def create_app(call: Call) -> dict[str, Any]:
     code = get_str(call.params, "app_code", required=True, max_length=128)
     assert code is not None
+    if not valid_app_code(code):
+        raise JobError.invalid("app_code", f"{code!r}: an app code is {APP_CODE_RULE}")
     if code in RESERVED_APP_CODES:
         raise JobError.invalid("app_code", f"{code!r} is reserved for jobfleet's own callers")
     users = _allowed(call, "allowed_users")
