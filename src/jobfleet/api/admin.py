@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -175,11 +176,25 @@ async def delete_app(call: Call) -> dict[str, Any]:
 async def create_user(call: Call) -> dict[str, Any]:
     name = get_str(call.params, "username", required=True, max_length=128)
     assert name is not None
-    # left out, an existing user keeps its role: posting a user again to be sure it
-    # exists must not demote an administrator
-    given = call.params.get("is_admin")
-    admin = None if given is None else get_bool(call.params, "is_admin")
-    return {"username": name, "is_admin": await call.services.identity.ensure_user(name, admin)}
+    identity = call.services.identity
+    if call.params.get("is_admin") is not None:
+        # the role given: a new user with it, or an existing one's role changed
+        admin = get_bool(call.params, "is_admin")
+        return {"username": name, "is_admin": await identity.ensure_user(name, admin)}
+    # a second create changes nothing, so the operator who meant a new user (or a new
+    # password for it) is told, as a second app of one code is; the role is kept
+    try:
+        await identity.create_user(name)
+    except JobError as exc:
+        if exc.code != ErrorCode.CONFLICT:
+            raise
+        raise JobError(
+            ErrorCode.CONFLICT,
+            f"User {name!r} already exists: set its password with "
+            f"`jobfleet admin user passwd {shlex.quote(name)}`; give --admin or --no-admin "
+            "(is_admin) to change its role",
+        ) from None
+    return {"username": name, "is_admin": False}
 
 
 async def list_users(call: Call) -> list[dict[str, Any]]:
