@@ -229,7 +229,11 @@ def user_tokens(
         for r in rows
     ]
     _render.show(
-        cli.out, json_out, rows, _render.records_table(table, ["id", "name", "created", "expires"])
+        cli.out,
+        json_out,
+        rows,
+        _render.records_table(table, ["id", "name", "created", "expires"]),
+        _render.counted(len(rows), "token", f" of {name}"),
     )
 
 
