@@ -43,6 +43,26 @@ async def test_an_app_may_not_take_the_name_of_jobfleets_own_callers(parts: Part
         assert made["result"] is True, made
 
 
+async def test_an_app_code_is_one_a_blueking_client_can_send(parts: Parts) -> None:
+    """App codes travel in X-Bkapi-Authorization and audit entries; BlueKing's gateway
+    issues lowercase letters, digits, '_' and '-' only. An app stored before the rule
+    keeps working."""
+    await parts.identity.create_app("Old App", secret="old-secret")
+    async with client(build_app(parts, {"create_app": create_app})) as http:
+        for code in ("bad name!", "Ops", "-ops", "_ops", "ops\n", "a" * 33, "ops;x",
+                     "\u00e9t\u00e9"):
+            answer = (await http.post("/t/create_app", headers=parts.headers(),
+                                      json={"app_code": code})).json()
+            assert (answer["result"], answer["code"]) == (False, 1241010), (code, answer)
+            assert "lowercase letters, digits, '_' and '-'" in answer["message"], answer
+            assert await parts.identity.find_app(code) is None
+        for code in ("ops", "ci-bot_2", "9lives", "a" * 32):
+            made = (await http.post("/t/create_app", headers=parts.headers(),
+                                    json={"app_code": code})).json()
+            assert made["result"] is True, (code, made)
+    assert await parts.identity.check_app("Old App", "old-secret") is not None
+
+
 async def test_business_ids_that_do_not_exist_are_refused_by_name(parts: Parts) -> None:
     """Businesses are made only by an administrator, never synced in later: an app limited
     to, a grant of, a host or an enrollment token in one that does not exist is a typo."""

@@ -147,6 +147,18 @@ def test_lists_render_tables(cli: Cli, server: FakeServer) -> None:
     assert "web" in bizs.stdout
 
 
+def test_a_users_tokens_end_with_a_count_as_other_lists_do(
+        cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("GET", "/users/alice/tokens")] = [
+        {"id": 4, "note": "ci", "expires_at": None, "create_time": 1_700_000_000_000},
+        {"id": 5, "note": "laptop", "expires_at": None, "create_time": 1_700_000_000_000},
+    ]
+    listed = cli("admin", "user", "tokens", "alice")
+    assert listed.exit_code == 0, listed.output
+    assert "laptop" in listed.stdout, listed.stdout
+    assert listed.stdout.rstrip().endswith("\n2 tokens of alice"), listed.stdout
+
+
 def test_admin_api_error_exits_2(cli: Cli, server: FakeServer) -> None:
     server.errors["/users"] = (1249409, "user bob exists")
     result = cli("admin", "user", "create", "bob")

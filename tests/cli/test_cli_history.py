@@ -129,6 +129,8 @@ def test_token_list_and_revoke(cli: Cli, server: FakeServer) -> None:
     server.admin_answers[("DELETE", "/tokens/4")] = {"id": 4}
     listed = cli("token", "list")
     assert listed.exit_code == 0 and "ci" in listed.stdout and "jfp_" not in listed.stdout
+    # ended with a count, as the lists of jobs, hosts and crons are
+    assert listed.stdout.rstrip().endswith("\n1 token"), listed.stdout
     assert json.loads(cli("token", "list", "--json").stdout)[0]["id"] == 4
     revoked = cli("token", "revoke", "4")
     assert revoked.exit_code == 0 and "revoked token 4" in revoked.stdout

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +45,42 @@ def test_unreadable_file_arguments_are_usage_errors(
         assert why in result.stderr, (path, result.stderr)
         assert result.exception is None or isinstance(result.exception, SystemExit)
     assert server.requests == []
+
+
+def test_a_script_that_is_not_utf8_is_refused_with_where_why_and_what_to_do(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    """The server keeps a script as UTF-8 text: a latin-1 byte would run as U+FFFD, so
+    the script is refused before it is sent, saying how to make it one that runs."""
+    script = tmp_path / "caf\u00e9.sh"
+    script.write_bytes(b"echo 'caf\xe9'\n")
+    result = cli("run", "-H", "127.0.0.1", "--file", str(script))
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.stderr.split())
+    assert "is not UTF-8 text (byte 0xe9 at offset 9)" in said, said
+    assert "would not run as written" in said and "iconv -f latin1 -t utf-8" in said, said
+    assert "Traceback" not in result.output
+    assert server.requests == []
+
+
+def test_script_bytes_that_are_not_utf8_are_refused_in_any_locale(tmp_path: Path) -> None:
+    """In the C locale Python reads standard input and argv with surrogateescape: bytes
+    that are not UTF-8 got through to the request's encoding, a traceback."""
+    base = [sys.executable, "-m", "jobfleet", "--server", "http://127.0.0.1:9",
+            "--app-code", "a", "--app-secret", "s", "run", "-H", "127.0.0.1"]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:surrogateescape", "LC_ALL": "C",
+           "COLUMNS": "200"}
+    for args, stdin, said in (
+        ([*base, "--file", "-"], b"echo 'caf\xe9'\n",
+         "standard input is not UTF-8 text (byte 0xe9 at offset 9)"),
+        ([*base, "-c", b"echo 'caf\xe9'"], b"", "the command is not UTF-8 text"),
+    ):
+        done = subprocess.run(args, input=stdin, capture_output=True, env=env, timeout=60,
+                              check=False)
+        err = " ".join(done.stderr.decode("utf-8", "replace").split())
+        assert done.returncode == 2, err
+        assert said in err and "would not run as written" in err, err
+        assert "Traceback" not in err, err
 
 
 def test_binary_on_standard_input_is_a_usage_error(cli: Cli, server: FakeServer) -> None:

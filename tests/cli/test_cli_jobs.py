@@ -154,7 +154,9 @@ def test_ctrl_c_while_following_says_the_job_runs_on(cli: Cli, server: FakeServe
     ):
         result = cli(*args)
         assert result.exit_code == 130, result.output
-        assert "job 77 keeps running on the server (jobfleet status 77)" in result.stderr
+        said = " ".join(result.stderr.split())
+        assert ("job 77 keeps running on the server: follow it with `jobfleet logs -f 77`, "
+                "or see how it stands with `jobfleet status 77`") in said, said
 
 
 def test_hosts_come_in_the_order_of_the_api_and_the_console(cli: Cli,

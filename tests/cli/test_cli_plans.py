@@ -34,7 +34,9 @@ def test_ctrl_c_while_a_plan_runs_says_the_job_runs_on(cli: Cli, server: FakeSer
     server.handle = handle  # type: ignore[method-assign]
     result = cli("plan", "run", "12")
     assert result.exit_code == 130, result.output
-    assert "job 77 keeps running on the server (jobfleet status 77)" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert ("job 77 keeps running on the server: follow it with `jobfleet logs -f 77`, "
+            "or see how it stands with `jobfleet status 77`") in said, said
 
 
 def test_a_value_can_come_from_a_file_and_stay_off_the_command_line(

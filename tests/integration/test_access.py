@@ -228,13 +228,19 @@ async def test_file_step_logs_never_show_another_business_host(running: Running,
     assert answer["data"]["bk_host_id"] is None and answer["data"]["log_content"] is None
 
 
-async def test_posting_a_user_again_keeps_its_role_unless_one_is_given(running: Running) -> None:
+async def test_posting_a_user_again_is_refused_unless_a_role_is_given(running: Running) -> None:
     wire = running.wire
     made = await admin(wire, "POST", "/users", {"username": "root2", "is_admin": True})
     assert made["data"] == {"username": "root2", "is_admin": True}
-    # posted again to be sure it exists, as a provisioning script does: still an administrator
+    # posted again without a role, it changes nothing: refused as a second app of one code
+    # is, with the way to what was likely meant, and still an administrator
     again = await admin(wire, "POST", "/users", {"username": "root2"})
-    assert again["data"] == {"username": "root2", "is_admin": True}
+    assert (again["result"], again["code"]) == (False, 1249409), again
+    assert again["message"].startswith("User 'root2' already exists: set its password with "
+                                       "`jobfleet admin user passwd root2`"), again
+    assert "--admin or --no-admin" in again["message"], again
+    listed = {u["username"]: u["is_admin"] for u in (await admin(wire, "GET", "/users"))["data"]}
+    assert listed["root2"] is True
     fresh = await admin(wire, "POST", "/users", {"username": "newbie"})
     assert fresh["data"] == {"username": "newbie", "is_admin": False}
     demoted = await admin(wire, "POST", "/users", {"username": "root2", "is_admin": False})

@@ -71,6 +71,17 @@ async def test_cli_admin_and_errors(running: Running) -> None:
     assert code == 0, out
     code, out = await cli(running, "admin", "user", "grant", "bob", "--biz", "2")
     assert code == 0, out
+    # a second create is refused as a second app create is, saying what was likely meant
+    code, out = await cli(running, "admin", "user", "create", "bob")
+    assert code == 2 and "Traceback" not in out, out
+    assert out.startswith("error 1249409: User 'bob' already exists: set its password with "
+                          "`jobfleet admin user passwd bob`"), out
+    code, out = await cli(running, "admin", "app", "create", "twice")
+    assert code == 0, out
+    code, out = await cli(running, "admin", "app", "create", "twice")
+    assert code == 2 and out.startswith("error 1249409: App 'twice' already exists"), out
+    code, out = await cli(running, "admin", "user", "create", "bob", "--admin")
+    assert code == 0 and out.startswith("user bob: administrator"), out
     users = await running.server.identity.list_users()
     assert {"scope_type": "biz", "scope_id": "2"} in next(
         u for u in users if u["username"] == "bob")["scopes"]
@@ -198,6 +209,15 @@ async def test_cli_refuses_an_app_limited_to_a_business_that_does_not_exist(
     assert code == 2 and "1243049" in out and "999" in out, out
     code, out = await cli(running, "admin", "app", "create", "ops", "--biz", "2")
     assert code == 0, out
+
+
+async def test_cli_refuses_an_app_code_a_blueking_client_could_not_send(
+        running: Running) -> None:
+    code, out = await cli(running, "admin", "app", "create", "bad name!")
+    assert code == 2 and "Traceback" not in out, out
+    assert out.startswith("error 1241010: Invalid parameter [app_code]: 'bad name!'"), out
+    assert "lowercase letters, digits, '_' and '-'" in out, out
+    assert "bad name!" not in {a["app_code"] for a in await running.server.identity.list_apps()}
 
 
 async def test_cli_lists_a_jobs_hosts_in_the_consoles_and_the_sdks_order(

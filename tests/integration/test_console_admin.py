@@ -418,3 +418,36 @@ async def test_pages_in_chinese_and_for_a_user_without_the_business(
     assert await outsider.locator("tr.hostrow").count() == 0
     await outsider.goto(running.url + "/accounts")
     assert await outsider.locator("tr.account").count() == 0
+
+
+async def test_audit_page_says_whose_entries_it_shows(running: Running, browser: Any) -> None:
+    """A user who is not an administrator reads the entries of the scopes they hold, as
+    `jobfleet audit` shows them, and the page says so; one who holds none is told why
+    the page is empty rather than shown a bare table."""
+    await operator(running)
+    assert (await running.wire.post(ADMIN + "/users", {"username": "outsider"}))["result"]
+    assert (await running.wire.post(ADMIN + "/users/outsider/password",
+                                    {"password": "outsider-pass-1"}))["result"]
+    for biz in ("2", "3"):
+        await running.server.audit.record(
+            app_code="ops", username="admin", action=f"probe_in_{biz}",
+            resource_type="job_instance", resource_id=biz, scope_type="biz", scope_id=biz)
+
+    async def audit_page(user: str, password: str | None = None) -> tuple[str, list[str]]:
+        page = await login(browser, running, user, password)
+        await page.click("nav a[href='/audit']")
+        await page.wait_for_url("**/audit")
+        said = await page.inner_text("#audit-scope")
+        actions = await page.locator("table.list tr td:nth-child(4)").all_inner_texts()
+        await page.close()
+        return said, actions
+
+    said, actions = await audit_page(USER, USER_PASSWORD)
+    assert said.startswith("The newest entries of the scopes you hold: biz 2."), said
+    assert "probe_in_2" in actions and "probe_in_3" not in actions, actions
+    said, actions = await audit_page("outsider", "outsider-pass-1")
+    assert said.startswith("You hold no business scope, so no entry is shown."), said
+    assert actions == []
+    said, actions = await audit_page("admin")
+    assert said == "The newest entries of every scope.", said
+    assert {"probe_in_2", "probe_in_3"} <= set(actions), actions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
 from jobfleet.api.scope import holds_scope, require_admin, resolve_scope, seen_businesses
 from jobfleet.domain import enrollment
-from jobfleet.domain.callers import RESERVED_APP_CODES
+from jobfleet.domain.callers import APP_CODE_RULE, RESERVED_APP_CODES, valid_app_code
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
@@ -130,6 +131,8 @@ def _allowed(call: Call, name: str) -> list[str] | None:
 async def create_app(call: Call) -> dict[str, Any]:
     code = get_str(call.params, "app_code", required=True, max_length=128)
     assert code is not None
+    if not valid_app_code(code):
+        raise JobError.invalid("app_code", f"{code!r}: an app code is {APP_CODE_RULE}")
     if code in RESERVED_APP_CODES:
         raise JobError.invalid("app_code", f"{code!r} is reserved for jobfleet's own callers")
     users = _allowed(call, "allowed_users")
@@ -173,11 +176,25 @@ async def delete_app(call: Call) -> dict[str, Any]:
 async def create_user(call: Call) -> dict[str, Any]:
     name = get_str(call.params, "username", required=True, max_length=128)
     assert name is not None
-    # left out, an existing user keeps its role: posting a user again to be sure it
-    # exists must not demote an administrator
-    given = call.params.get("is_admin")
-    admin = None if given is None else get_bool(call.params, "is_admin")
-    return {"username": name, "is_admin": await call.services.identity.ensure_user(name, admin)}
+    identity = call.services.identity
+    if call.params.get("is_admin") is not None:
+        # the role given: a new user with it, or an existing one's role changed
+        admin = get_bool(call.params, "is_admin")
+        return {"username": name, "is_admin": await identity.ensure_user(name, admin)}
+    # a second create changes nothing, so the operator who meant a new user (or a new
+    # password for it) is told, as a second app of one code is; the role is kept
+    try:
+        await identity.create_user(name)
+    except JobError as exc:
+        if exc.code != ErrorCode.CONFLICT:
+            raise
+        raise JobError(
+            ErrorCode.CONFLICT,
+            f"User {name!r} already exists: set its password with "
+            f"`jobfleet admin user passwd {shlex.quote(name)}`; give --admin or --no-admin "
+            "(is_admin) to change its role",
+        ) from None
+    return {"username": name, "is_admin": False}
 
 
 async def list_users(call: Call) -> list[dict[str, Any]]:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobfleet.api.auth import Caller
+from jobfleet.api.scope import holds_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.host_filters import parse_filter
 from jobfleet.store.accounts import account_view
+from jobfleet.store.audit import AuditQuery
 from jobfleet.store.host_pages import STATES, HostPages, HostQuery
 from jobfleet.store.notify import CHANNELS, NotifyStore, config_view
 from jobfleet.store.topology import TopologyStore, group_view
@@ -19,6 +22,7 @@ __all__ = [
     "HostPages",
     "HostQuery",
     "accounts_of",
+    "audit_entries",
     "group_members",
     "groups_of",
     "host_pages",
@@ -57,3 +61,18 @@ async def notify_configs(
     """``whole_url``: webhooks' URLs as they are (for administrators), not masked."""
     rows = await NotifyStore(services.db, services.engine.cipher).of_business(biz)
     return [config_view(r, whole_url=whole_url) for r in rows]
+
+
+async def audit_entries(
+    services: Services, caller: Caller, limit: int
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]] | None]:
+    """The newest entries the caller may read, and the scopes they are limited to (None:
+    every entry, an administrator's). Others read the scopes they hold, as
+    ``GET /audit/entries`` (and ``jobfleet audit``) answers them."""
+    if caller.is_admin:
+        return await services.audit.recent(limit), None
+    held = sorted(
+        [s for s in caller.user.scopes if await holds_scope(services.identity, caller, *s)]
+    )
+    _total, rows = await services.audit.query(AuditQuery(scopes=held), limit=limit)
+    return rows, held

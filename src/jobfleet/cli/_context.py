@@ -141,14 +141,16 @@ def ask_secret(cli: CliContext, label: str, instead: str, *, confirm: bool = Fal
 
 
 def interrupted(cli: CliContext, job_instance_id: int | None) -> NoReturn:
-    """Ctrl-C while waiting: the job lives on, so say where to find it."""
+    """Ctrl-C while waiting: the job lives on, so say where to find it: ``logs -f`` picks
+    up the output where the wait left it, ``status`` tells how it stands."""
     if job_instance_id is None:
         cli.err.print(Text("interrupted; the job may have been submitted", style="yellow"))
     else:
         cli.err.print(
             Text(
-                f"interrupted; job {job_instance_id} keeps running on the server "
-                f"(jobfleet status {job_instance_id})",
+                f"interrupted; job {job_instance_id} keeps running on the server: follow it "
+                f"with `jobfleet logs -f {job_instance_id}`, or see how it stands with "
+                f"`jobfleet status {job_instance_id}`",
                 style="yellow",
             )
         )

@@ -8,15 +8,25 @@ from pathlib import Path
 import typer
 
 
-def read_text(file: str, param_hint: str) -> str:
+def read_text(file: str, param_hint: str, *, not_text: str = "") -> str:
     """The UTF-8 text of ``file``; a usage error (exit status 2) that says why it cannot
-    be read: missing, a directory, not readable, or not text."""
+    be read: missing, a directory, not readable, or not text (where, and ``not_text``:
+    what that means for the command)."""
     name = "standard input" if file == "-" else file
     try:
-        return sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        if file != "-":
+            return Path(file).read_text(encoding="utf-8")
+        # in the C locale Python reads standard input with surrogateescape, which lets
+        # bytes that are not UTF-8 through to fail later with a traceback: read it strictly
+        raw = getattr(sys.stdin, "buffer", None)
+        return sys.stdin.read() if raw is None else raw.read().decode("utf-8")
     except OSError as exc:
         raise typer.BadParameter(
             f"cannot read {name}: {exc.strerror or exc}", param_hint=param_hint
         ) from None
-    except UnicodeDecodeError:
-        raise typer.BadParameter(f"{name} is not UTF-8 text", param_hint=param_hint) from None
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        where = f" (byte 0x{byte} at offset {exc.start})" if byte else ""
+        raise typer.BadParameter(
+            f"{name} is not UTF-8 text{where}{not_text}", param_hint=param_hint
+        ) from None

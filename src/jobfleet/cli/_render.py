@@ -166,6 +166,11 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
+def counted(count: int, noun: str, after: str = "") -> Text:
+    """A list's footer, as the lists of jobs, hosts and crons end: ``3 tokens``."""
+    return Text(f"{count} {noun}{'' if count == 1 else 's'}{after}", style="dim")
+
+
 def show(console: Console, json_out: bool, data: Any, *lines: RenderableType) -> None:
     """``data`` as JSON with ``--json``, else ``lines`` for people."""
     if json_out:

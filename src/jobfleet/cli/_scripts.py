@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import typer
@@ -25,6 +27,7 @@ EXTENSIONS: dict[str, ScriptLanguage] = {
     ".bat": ScriptLanguage.BAT,
     ".cmd": ScriptLanguage.BAT,
 }
+_SURROGATE = re.compile("[\ud800-\udfff]")
 RUNNABLE = (
     ScriptLanguage.SHELL,
     ScriptLanguage.BAT,
@@ -53,10 +56,21 @@ def load_script(
     command: str | None, file: str | None, lang: str | None
 ) -> tuple[str, ScriptLanguage]:
     """The script from ``-c`` or ``--file`` (``-`` reads stdin) and its language."""
+    # the server keeps a script as UTF-8 text and would run other bytes as U+FFFD (as
+    # bk-job decodes script_content), so sending them would run another script
+    why = ": the server keeps scripts as UTF-8 text, so its other bytes would not run as written"
     if command is not None and file is None:
         script = command
+        if not script.isascii() and _SURROGATE.search(script):
+            # bytes of the command line that are not UTF-8 come in as lone surrogates
+            raise typer.BadParameter(f"the command is not UTF-8 text{why}", param_hint="-c")
     elif file is not None and command is None:
-        script = read_text(file, "--file")
+        convert = "; convert it first, e.g. iconv -f latin1 -t utf-8"
+        script = read_text(
+            file,
+            "--file",
+            not_text=why + convert + ("" if file == "-" else f" {shlex.quote(file)}"),
+        )
     else:
         raise typer.BadParameter("give exactly one of -c/--command or --file", param_hint="-c")
     if not script:

@@ -133,8 +133,8 @@ def user_create(
         bool | None,
         typer.Option(
             "--admin/--no-admin",
-            help="Make the user an administrator, or no longer one. Without either, a new "
-            "user is not one and an existing user keeps its role.",
+            help="Make the user an administrator, or no longer one (also an existing "
+            "user). Without either, a new user is not one, and one that exists is refused.",
         ),
     ] = None,
     json_out: JsonOption = False,
@@ -229,7 +229,11 @@ def user_tokens(
         for r in rows
     ]
     _render.show(
-        cli.out, json_out, rows, _render.records_table(table, ["id", "name", "created", "expires"])
+        cli.out,
+        json_out,
+        rows,
+        _render.records_table(table, ["id", "name", "created", "expires"]),
+        _render.counted(len(rows), "token", f" of {name}"),
     )
 
 

@@ -83,6 +83,7 @@ def token_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
             ["id", "name", "created", "expires"],
         )
     )
+    cli.out.print(_render.counted(len(rows), "token"))
 
 
 @token_app.command("revoke")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 CONSOLE_APP_CODE = "jobfleet-console"
 TOKEN_APP_CODE = "jobfleet-token"  # noqa: S105 -- an app code: personal tokens act under it
 # heal rules kept from before rules recorded the app they were made through
@@ -9,3 +11,17 @@ HEAL_APP_CODE = "jobfleet-heal"
 
 # an app row of one of these names would be taken for jobfleet's own caller
 RESERVED_APP_CODES = frozenset({CONSOLE_APP_CODE, TOKEN_APP_CODE, HEAL_APP_CODE})
+
+# BlueKing's API gateway issues app codes of this form only, so a code outside it could
+# never be sent by a BlueKing client; it also keeps the X-Bkapi-Authorization header and
+# audit entries free of spaces, quotes and control characters
+APP_CODE_RULE = (
+    "lowercase letters, digits, '_' and '-', starting with a letter or digit, "
+    "at most 32 characters"
+)
+_APP_CODE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def valid_app_code(code: str) -> bool:
+    """Whether a new app may take ``code``; apps stored before the rule keep theirs."""
+    return _APP_CODE.fullmatch(code) is not None

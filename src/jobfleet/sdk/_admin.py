@@ -98,8 +98,8 @@ class AdminApi(AdminCalls[D, L, S]):
         return self._admin_dict("DELETE", f"/apps/{_seg(app_code)}")
 
     def create_user(self, username: str, *, is_admin: bool | None = None) -> D:
-        """Create a user, or change an existing user's ``is_admin``; with ``is_admin``
-        None an existing user keeps its role (a new one is not an administrator)."""
+        """Create a user, or change an existing user's ``is_admin``; without ``is_admin``
+        a user that exists is a conflict (1249409), and a new one is not an administrator."""
         body: dict[str, Any] = {"username": username}
         if is_admin is not None:
             body["is_admin"] = is_admin

@@ -144,6 +144,16 @@ class IdentityStore:
             raise JobError(ErrorCode.NOT_FOUND, f"App {app_code!r} does not exist")
 
     # users and grants -------------------------------------------------------
+    async def create_user(self, username: str) -> None:
+        """A new user, not an administrator; one of that name already is a conflict."""
+        try:
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    insert(users).values(username=username, is_admin=False, create_time=now_ms())
+                )
+        except IntegrityError:
+            raise JobError(ErrorCode.CONFLICT, f"User {username!r} already exists") from None
+
     async def ensure_user(self, username: str, is_admin: bool | None = False) -> bool:
         """Create the user or set its ``is_admin``; None keeps an existing user's (a new
         one is not an administrator). Answers whether the user is an administrator."""

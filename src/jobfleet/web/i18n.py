@@ -31,6 +31,12 @@ ZH: dict[str, str] = {
     "Plans": "执行方案",
     "Hosts": "主机",
     "Audit log": "审计日志",
+    "The newest entries of every scope.": "所有范围的最新记录。",
+    "The newest entries of the scopes you hold:": "你所拥有范围的最新记录:",
+    "Administrators see every entry.": "管理员可查看全部记录。",
+    "You hold no business scope, so no entry is shown. Administrators see every entry.": (
+        "你没有任何业务范围, 因此没有可显示的记录。管理员可查看全部记录。"
+    ),
     "Business": "业务",
     "Running jobs": "正在执行",
     "Recent failures": "最近失败",

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from jobfleet import __version__
+from jobfleet.api import console_admin
 from jobfleet.api.auditing import as_caller, refusal, source_of
 from jobfleet.api.auth import CONSOLE_APP, SESSION_COOKIE, Caller
 from jobfleet.api.console import job_views, plans_of, step_variables
@@ -45,6 +46,7 @@ RowId = Annotated[int, Path(ge=0, le=2**63 - 1)]
 # the history page looks back at most this many days
 MAX_DAYS = 3650
 PAGE = 100
+AUDIT_PAGE = 200
 STATIC = {
     "htmx.min.js": "text/javascript",
     "console.js": "text/javascript",
@@ -562,8 +564,9 @@ def console_router(services: Services, *, cookie_secure: str = "auto") -> APIRou
         current = await page(request)
         if current is None:
             return _to_login(request)
-        rows = await services.audit.recent(200) if current.caller.is_admin else []
-        return await current.render("audit.html", rows=rows)
+        rows, held = await console_admin.audit_entries(services, current.caller, AUDIT_PAGE)
+        scopes = None if held is None else [f"{t} {i}" for t, i in held]
+        return await current.render("audit.html", rows=rows, scopes=scopes)
 
     admin_pages.register(router, services, page, _to_login)
     # scripts, templates and crons: their own modules (they import this one)
