@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from sqlalchemy import event
 from tests.integration.harness import Running, Wire, b64
 
 from jobfleet.store.database import now_ms
@@ -247,3 +248,80 @@ async def test_posting_a_user_again_is_refused_unless_a_role_is_given(running: R
     assert demoted["data"] == {"username": "root2", "is_admin": False}
     listed = {u["username"]: u["is_admin"] for u in (await admin(wire, "GET", "/users"))["data"]}
     assert (listed["root2"], listed["newbie"]) == (False, False)
+
+
+async def test_a_job_is_shown_in_its_own_business_only(running: Running) -> None:
+    """Every way a job's status or logs are refused, with the code and message each had:
+    the scope is judged before the job, whatever the job is."""
+    wire = running.wire
+    await second_business(wire)
+    await running.start_agents([A])
+    job = await wire.run_script("echo hi", [A])
+    job_id, step_id = job["job_instance_id"], job["step_instance_id"]
+    await wire.wait(job_id)
+    assert (await admin(wire, "POST", "/users", {"username": "carol"}))["result"]
+    await admin(wire, "POST", "/users/carol/grants", {"scope_type": "biz", "scope_id": "3"})
+    made = await admin(wire, "POST", "/apps", {"app_code": "only3", "allowed_users": ["admin"],
+                                               "allowed_biz": [3]})
+    assert made["result"], made
+    only3 = Wire(running.url, "only3", made["data"]["app_secret"], "admin")
+    gone = f"Job instance {job_id} does not exist (or its history was purged)"
+    cases: list[tuple[Wire, dict[str, Any], dict[str, str], tuple[int, str]]] = [
+        (wire, {"bk_biz_id": 3}, {}, (1244006, gone)),
+        (wire, {"bk_scope_type": "biz", "bk_scope_id": "3"}, {}, (1244006, gone)),
+        (wire, {"bk_biz_id": 999}, {}, (1243049, "Business 999 does not exist")),
+        (wire, {"bk_biz_id": 2}, {"bk_username": "carol"},
+         (9900403, "User 'carol' has no permission to view_history in biz 2")),
+        # the scope before the id: a malformed one is not what a stranger hears of
+        (wire, {"bk_biz_id": 2, "job_instance_id": "x"}, {"bk_username": "carol"},
+         (9900403, "User 'carol' has no permission to view_history in biz 2")),
+        (only3, {"bk_biz_id": 2}, {},
+         (9900403, "App 'only3' may not touch biz 2")),
+        (wire, {"bk_biz_id": 2, "job_instance_id": job_id + 1000}, {},
+         (1244006, f"Job instance {job_id + 1000} does not exist (or its history was purged)")),
+    ]
+    try:
+        for route, extra in (("get_job_instance_status", {}),
+                             ("get_job_instance_ip_log", {"step_instance_id": step_id,
+                                                          "ip": A, "bk_cloud_id": 0})):
+            mine = await wire.v3(route, {"bk_biz_id": 2, "job_instance_id": job_id, **extra},
+                                 method="GET")
+            assert mine["result"], (route, mine)
+            for caller, scope, who, expected in cases:
+                params = {"job_instance_id": job_id, **extra, **scope}
+                answer = await caller.get(f"{V3}/{route}", params,
+                                          headers=caller.headers(**who))
+                assert (answer["code"], answer["message"]) == expected, (route, scope, who)
+                assert answer["result"] is False and not answer.get("data"), answer
+    finally:
+        await only3.close()
+
+
+async def test_a_status_poll_reads_the_store_on_one_connection(running: Running) -> None:
+    """A client polls a running job every few tens of ms: the scope check costs it no
+    connection of its own."""
+    wire = running.wire
+    await running.start_agents([A])
+    job = await wire.run_script("echo hi", [A])
+    await wire.wait(job["job_instance_id"])
+    checkouts: list[int] = []
+    engine = running.server.db.engine.sync_engine
+
+    def checkout(*_: Any) -> None:
+        checkouts.append(1)
+
+    event.listen(engine, "checkout", checkout)
+    try:
+        fewest = None
+        # the fewest of several polls: a background task of the server may take a
+        # connection during any one of them, never fewer
+        for _ in range(5):
+            checkouts.clear()
+            poll = await wire.v3("get_job_instance_status",
+                                 {"bk_biz_id": 2, "job_instance_id": job["job_instance_id"]},
+                                 method="GET")
+            assert poll["result"] and poll["data"]["finished"], poll
+            fewest = len(checkouts) if fewest is None else min(fewest, len(checkouts))
+    finally:
+        event.remove(engine, "checkout", checkout)
+    assert fewest == 1

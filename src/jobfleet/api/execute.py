@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str, positive_id
 from jobfleet.api.routing import Call, add_api
+from jobfleet.api.scope import admitted, named_business
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.rolling import parse_rolling
 from jobfleet.domain.scripts import (
@@ -120,17 +121,52 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
 async def job_in_scope(call: Call, action: str, bad_id: ErrorCode | None = None) -> Any:
     """``bad_id``: the code of the route's own check of ``job_instance_id`` in bk-job,
     where it has one (``positive_id``)."""
-    scope, job_id = await _scoped_job_id(call, action, bad_id)
-    return _job_of(scope, job_id, await call.services.jobs.job(job_id))
+    job, _ = await _read_in_scope(call, action, bad_id, steps=False)
+    return job
 
 
 async def job_and_steps_in_scope(
     call: Call, action: str, bad_id: ErrorCode | None = None
 ) -> tuple[Any, list[Any]]:
     """:func:`job_in_scope` and the job's steps, read together."""
-    scope, job_id = await _scoped_job_id(call, action, bad_id)
-    job, steps = await call.services.jobs.job_and_steps(job_id)
-    return _job_of(scope, job_id, job), steps
+    return await _read_in_scope(call, action, bad_id, steps=True)
+
+
+async def _read_in_scope(
+    call: Call, action: str, bad_id: ErrorCode | None, *, steps: bool
+) -> tuple[Any, list[Any]]:
+    """The job is read before the scope is checked: found in the business the request
+    names, it proves that business exists, which was all the check asked the store for,
+    so a status poll opens one connection, not two. The user and the app are checked as
+    ever before the job is shown. Any other case (no such job, a job of another scope, a
+    business set, a malformed id) takes the whole check first, as before, so that every
+    refusal keeps its code, its message and its order."""
+    business = named_business(call.params)
+    job_id = _job_id_or_none(call, bad_id) if business is not None else None
+    if business is None or job_id is None:
+        scope, job_id = await _scoped_job_id(call, action, bad_id)
+        job, job_steps = await _read(call, job_id, steps)
+        return _job_of(scope, job_id, job), job_steps
+    job, job_steps = await _read(call, job_id, steps)
+    if _in_scope(business, job):
+        admitted(call.caller, business, action)
+        return job, job_steps
+    return _job_of(await call.scope(action), job_id, job), job_steps
+
+
+async def _read(call: Call, job_id: int, steps: bool) -> tuple[Any, list[Any]]:
+    jobs = call.services.jobs
+    return await jobs.job_and_steps(job_id) if steps else (await jobs.job(job_id), [])
+
+
+def _job_id_or_none(call: Call, bad_id: ErrorCode | None) -> int | None:
+    """The job id :func:`_scoped_job_id` takes, None where it would refuse it."""
+    try:
+        if bad_id is not None:
+            positive_id(call.params, "job_instance_id", bad_id)
+        return get_int(call.params, "job_instance_id", required=True, minimum=1)
+    except JobError:
+        return None
 
 
 async def _scoped_job_id(call: Call, action: str, bad_id: ErrorCode | None) -> tuple[Scope, int]:
@@ -142,8 +178,12 @@ async def _scoped_job_id(call: Call, action: str, bad_id: ErrorCode | None) -> t
     return scope, job_id
 
 
+def _in_scope(scope: Scope, job: Any) -> bool:
+    return job is not None and job.scope_type == scope.scope_type and job.scope_id == scope.scope_id
+
+
 def _job_of(scope: Scope, job_id: int, job: Any) -> Any:
-    if job is None or job.scope_type != scope.scope_type or job.scope_id != scope.scope_id:
+    if not _in_scope(scope, job):
         raise JobError(
             ErrorCode.JOB_INSTANCE_NOT_EXIST,
             f"Job instance {job_id} does not exist (or its history was purged)",

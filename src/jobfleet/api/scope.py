@@ -86,11 +86,27 @@ async def resolve_scope(
         biz_ids = set(members)
     else:
         biz_ids = await identity.business_ids()
-    if not caller.user.holds(scope_type, scope_id):
-        raise permission_denied(caller, scope_type, scope_id, action)
-    if not caller.app.may_touch(biz_ids):
-        raise app_refused(caller.app, f"may not touch {scope_type} {scope_id}")
-    return Scope(scope_type, scope_id, number, biz_ids)
+    return admitted(caller, Scope(scope_type, scope_id, number, biz_ids), action)
+
+
+def admitted(caller: Caller, scope: Scope, action: str) -> Scope:
+    """``scope`` if its user holds it and its app may touch its businesses (the part of
+    :func:`resolve_scope` that asks the store nothing)."""
+    if not caller.user.holds(scope.scope_type, scope.scope_id):
+        raise permission_denied(caller, scope.scope_type, scope.scope_id, action)
+    if not caller.app.may_touch(scope.biz_ids):
+        raise app_refused(caller.app, f"may not touch {scope.scope_type} {scope.scope_id}")
+    return scope
+
+
+def named_business(params: dict[str, Any]) -> Scope | None:
+    """The scope a request names when it is one business, not yet known to exist; None
+    for a business set or a tenant set (their businesses are only known from the store)."""
+    scope_type, scope_id = scope_of(params)
+    if scope_type != ScopeType.BIZ:
+        return None
+    number = int(scope_id)
+    return Scope(scope_type, scope_id, number, {number})
 
 
 async def holds_scope(
