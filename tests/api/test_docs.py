@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from swagger_ui_bundle import swagger_ui_path
 from tests.api.test_app_routes import server
 
+from jobfleet.api import docs
 from jobfleet.api.docs import as_openapi_30
 
 
@@ -68,3 +70,26 @@ def test_31_forms_become_their_30_forms() -> None:
     assert props["d"] == {"type": "integer", "minimum": 0, "exclusiveMinimum": True,
                           "example": 3}
     assert props["type"] == {"type": "string"} and props["const"] == {"type": "string"}
+
+
+async def test_the_30_document_is_written_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's document is public, as /openapi.json is, and rewriting it takes tens of
+    ms on the loop the agents share: done once, not for every request."""
+    written: list[int] = []
+
+    def counted(document: dict[str, Any]) -> dict[str, Any]:
+        written.append(1)
+        return as_openapi_30(document)
+
+    monkeypatch.setattr(docs, "as_openapi_30", counted)
+    node = server(tmp_path / "a")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app),
+                                 base_url="http://127.0.0.1") as client:
+        answers = [await client.get(docs.DOCUMENT) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[0].json()["openapi"] == docs.OPENAPI_30
+    assert answers[0].content == answers[2].content
+    assert answers[0].headers["content-type"] == "application/json"
+    assert len(written) == 1

@@ -645,6 +645,54 @@ def test_a_close_the_peer_takes_nothing_of_is_cut_and_a_slow_reader_gets_it_all(
     run_on(loop_name, main)
 
 
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_slow_reader_behind_a_full_kernel_queue_gets_the_close_whole(
+    tls: Contexts, loop_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a send queue of a megabyte or more in the kernel, the transport's own buffer
+    does not shrink until the peer has taken a third of it or so: a peer that reads all
+    along, slower than that in one stall, is not the one that takes nothing."""
+    monkeypatch.setattr(tlslayer, "CLOSE_STALL", 0.5)
+
+    async def main() -> None:
+        server = Server(tls[0])
+        serving = asyncio.ensure_future(server.serve_one())
+        slow = RawClient(server.port, tls[1], receive_buffer=4096)
+        await asyncio.to_thread(slow.handshake)
+        layer = await serving
+        app = server.apps[-1]
+        layer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        payload = os.urandom(2_500_000)
+        layer.write(payload)
+        await asyncio.sleep(0.2)
+        assert layer.get_write_buffer_size() > 0  # the kernel's queue is full
+        layer.close()
+
+        def read_slowly() -> bytes:
+            got = bytearray()
+            while True:
+                try:
+                    chunk = slow.tls.read(65536)
+                except ssl.SSLWantReadError:
+                    data = slow.sock.recv(4096)
+                    if not data:
+                        raise ConnectionError(f"cut after {len(got)} bytes") from None
+                    slow.incoming.write(data)
+                    time.sleep(0.005)  # ~800 KB/s
+                    continue
+                if not chunk:
+                    return bytes(got)  # the close_notify
+                got += chunk
+
+        try:
+            assert await asyncio.to_thread(read_slowly) == payload
+            assert await asyncio.wait_for(app.lost, 20) is None
+        finally:
+            slow.sock.close()
+
+    run_on(loop_name, main)
+
+
 # resources -----------------------------------------------------------------------------------
 
 

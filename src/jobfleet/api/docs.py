@@ -39,9 +39,16 @@ def register(app: FastAPI) -> None:
             swagger_favicon_url="/docs/assets/favicon-32x32.png",
         )
 
+    # written on the first request and kept: the route needs no credential, as
+    # /openapi.json does not, and rewriting the whole document costs tens of ms of the
+    # loop the agents share; the routes, and so the document, are fixed once serving
+    written: list[bytes] = []
+
     @app.get(DOCUMENT, include_in_schema=False)
-    async def document() -> JSONResponse:
-        return JSONResponse(as_openapi_30(app.openapi()))
+    async def document() -> Response:
+        if not written:
+            written.append(bytes(JSONResponse(as_openapi_30(app.openapi())).body))
+        return Response(written[0], media_type="application/json")
 
     @app.get("/docs/assets/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str, positive_id
 from jobfleet.api.routing import Call, add_api
-from jobfleet.api.scope import admitted, named_business
+from jobfleet.api.scope import named_business
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.rolling import parse_rolling
 from jobfleet.domain.scripts import (
@@ -137,19 +137,24 @@ async def _read_in_scope(
 ) -> tuple[Any, list[Any]]:
     """The job is read before the scope is checked: found in the business the request
     names, it proves that business exists, which was all the check asked the store for,
-    so a status poll opens one connection, not two. The user and the app are checked as
-    ever before the job is shown. Any other case (no such job, a job of another scope, a
-    business set, a malformed id) takes the whole check first, as before, so that every
-    refusal keeps its code, its message and its order."""
+    so a status poll opens one connection, not two. Only a caller whose user and app may
+    see that business takes this way: for any other the job is never read, so neither
+    the answer nor the work done for it tells whether the job is in that business. Any
+    other case (no such job, a job of another scope, a business set, a malformed id)
+    takes the whole check first, as before, so that every refusal keeps its code, its
+    message and its order."""
     business = named_business(call.params)
     job_id = _job_id_or_none(call, bad_id) if business is not None else None
-    if business is None or job_id is None:
+    if (
+        business is None
+        or job_id is None
+        or not call.caller.holds(business.scope_type, business.scope_id, business.biz_ids)
+    ):
         scope, job_id = await _scoped_job_id(call, action, bad_id)
         job, job_steps = await _read(call, job_id, steps)
         return _job_of(scope, job_id, job), job_steps
     job, job_steps = await _read(call, job_id, steps)
     if _in_scope(business, job):
-        admitted(call.caller, business, action)
         return job, job_steps
     return _job_of(await call.scope(action), job_id, job), job_steps
 

@@ -19,7 +19,10 @@ is none). A record that fails to decrypt or parse aborts the connection; a close
 ``close_notify`` and then closes the TCP connection without waiting for the peer's.
 A close whose last bytes the peer takes nothing of for ``CLOSE_STALL`` seconds is cut:
 the socket would otherwise hold them, and the connection, for as long as the peer
-keeps its window shut (a slow reader still gets them all).
+keeps its window shut (a slow reader still gets them all). What the peer took is
+counted in the kernel's send queue too (Linux): the transport's own buffer shrinks
+only once that queue has room again, which for a slow reader behind a queue of
+megabytes can take longer than the stall.
 A TCP end without the peer's ``close_notify`` may be a cut made on the way: the
 application gets the whole records before it, then ``connection_lost`` with the error,
 never an end of stream it could take for a complete one.
@@ -37,10 +40,13 @@ fed before it.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import logging
 import ssl
+import termios
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -56,6 +62,8 @@ _PLAINTEXT_VIEW = memoryview(_PLAINTEXT)
 SLICE = 4 * 1024
 # how long a closing connection may send nothing of what it still holds (s)
 CLOSE_STALL = 10.0
+# Linux's SIOCOUTQ for a TCP socket; elsewhere the ioctl fails and is not counted
+_OUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
 
 
 class TLSLayer(asyncio.Protocol, asyncio.Transport):
@@ -366,9 +374,8 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             self._sslobj.unwrap()
         self._flush()
         raw.close()
-        left = raw.get_write_buffer_size()
-        if left:
-            self._watch_close(left)
+        if raw.get_write_buffer_size():
+            self._watch_close(_unsent(raw))
 
     def _watch_close(self, left: int) -> None:
         self._close_timer = asyncio.get_running_loop().call_later(
@@ -384,8 +391,9 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         left = raw.get_write_buffer_size()
         if not left:
             return
-        if left < before:
-            self._watch_close(left)  # a slow reader, still reading
+        unsent = _unsent(raw)
+        if unsent < before:
+            self._watch_close(unsent)  # a slow reader, still reading
             return
         peer = raw.get_extra_info("peername")
         log.info("agent_tls_close_stalled peer=%s unsent=%d", peer[0] if peer else "?", left)
@@ -416,6 +424,21 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
             return self._sslobj.compression()
         raw = self._raw
         return raw.get_extra_info(name, default) if raw is not None else default
+
+
+def _unsent(raw: asyncio.Transport) -> int:
+    """What the peer has yet to take: the transport's buffer and, where the kernel
+    tells it (Linux), the bytes of the socket's send queue it has not acknowledged."""
+    left = raw.get_write_buffer_size()
+    sock = raw.get_extra_info("socket")
+    if sock is None:
+        return left
+    queued = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), _OUTQ, queued)
+    except (OSError, ValueError):
+        return left
+    return left + queued[0]
 
 
 async def start_tls(
