@@ -622,27 +622,31 @@ def test_a_close_the_peer_takes_nothing_of_is_cut_and_a_slow_reader_gets_it_all(
         layer.write(payload)
         layer.close()
 
-        def read_slowly() -> bytes:
-            got = bytearray()
-            while True:
-                try:
-                    chunk = slow.tls.read(65536)
-                except ssl.SSLWantReadError:
-                    data = slow.sock.recv(4096)
-                    if not data:
-                        raise ConnectionError("cut before the close_notify") from None
-                    slow.incoming.write(data)
-                    time.sleep(0.02)  # a few KiB every 20 ms: ~1 s for all of it
-                    continue
-                if not chunk:
-                    return bytes(got)  # the close_notify
-                got += chunk
-
-        assert await asyncio.to_thread(read_slowly) == payload
+        # a few KiB every 20 ms: ~1 s for all of it
+        assert await asyncio.to_thread(read_slowly, slow, 0.02) == payload
         assert await asyncio.wait_for(app.lost, 20) is None
         slow.sock.close()
 
     run_on(loop_name, main)
+
+
+def read_slowly(client: RawClient, pause: float) -> bytes:
+    """What ``client`` is sent up to the close_notify, 4 KiB at a time with ``pause``
+    seconds after each; ConnectionError if the connection is cut before it."""
+    got = bytearray()
+    while True:
+        try:
+            chunk = client.tls.read(65536)
+        except ssl.SSLWantReadError:
+            data = client.sock.recv(4096)
+            if not data:
+                raise ConnectionError(f"cut after {len(got)} bytes") from None
+            client.incoming.write(data)
+            time.sleep(pause)
+            continue
+        if not chunk:
+            return bytes(got)  # the close_notify
+        got += chunk
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
@@ -668,24 +672,9 @@ def test_a_slow_reader_behind_a_full_kernel_queue_gets_the_close_whole(
         assert layer.get_write_buffer_size() > 0  # the kernel's queue is full
         layer.close()
 
-        def read_slowly() -> bytes:
-            got = bytearray()
-            while True:
-                try:
-                    chunk = slow.tls.read(65536)
-                except ssl.SSLWantReadError:
-                    data = slow.sock.recv(4096)
-                    if not data:
-                        raise ConnectionError(f"cut after {len(got)} bytes") from None
-                    slow.incoming.write(data)
-                    time.sleep(0.005)  # ~800 KB/s
-                    continue
-                if not chunk:
-                    return bytes(got)  # the close_notify
-                got += chunk
-
         try:
-            assert await asyncio.to_thread(read_slowly) == payload
+            # ~800 KB/s
+            assert await asyncio.to_thread(read_slowly, slow, 0.005) == payload
             assert await asyncio.wait_for(app.lost, 20) is None
         finally:
             slow.sock.close()

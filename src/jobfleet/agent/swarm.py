@@ -35,7 +35,7 @@ from jobfleet.agent.enrollment import Credential, enroll, save_credential
 from jobfleet.agent.executor import ProcessExecutor, now_ms
 from jobfleet.agent.settings import TOKEN_HELP, AgentSettings
 from jobfleet.agent.spool import Spool
-from jobfleet.agent.swarm_enroll import channels_of, enroll_all, healthz_all
+from jobfleet.agent.swarm_enroll import channels_of, enroll_all, healthz_all, run_on
 from jobfleet.agent.task import Executor, OutputCallback, TaskResult, TaskSpec
 from jobfleet.domain.status import HostStatus
 
@@ -404,15 +404,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         announcer.cancel()
 
-    if args.loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            parser.error("--loop uvloop: uvloop is not installed")
-        uvloop.run(go())
-        return
-    # the standard loop: under uvloop the real executor's subprocesses ran 8x slower
-    asyncio.run(go())
+    # the standard loop by default: under uvloop the real executor's subprocesses ran 8x
+    # slower
+    run_on(args.loop, go(), parser)
 
 
 if __name__ == "__main__":

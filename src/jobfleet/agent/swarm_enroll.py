@@ -28,7 +28,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from jobfleet.agent.channel import Channel
 from jobfleet.agent.enrollment import Credential, enroll
@@ -218,14 +219,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write("".join(line + "\n" for line in lines))
         sys.stdout.flush()
 
-    if args.loop == "uvloop":
+    run_on(args.loop, go(), parser)
+
+
+def run_on(
+    loop: str, main: Coroutine[Any, Any, None], parser: argparse.ArgumentParser
+) -> None:
+    """Run ``main`` on the standard loop or on uvloop's (a usage error without uvloop)."""
+    if loop == "uvloop":
         try:
             import uvloop
         except ImportError:
+            main.close()
             parser.error("--loop uvloop: uvloop is not installed")
-        uvloop.run(go())
+        uvloop.run(main)
         return
-    asyncio.run(go())
+    asyncio.run(main)
 
 
 if __name__ == "__main__":
