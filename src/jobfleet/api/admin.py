@@ -17,7 +17,12 @@ from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import decimal_int, get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.route_index import mark_plain
 from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
-from jobfleet.api.scope import holds_scope, require_admin, resolve_scope, seen_businesses
+from jobfleet.api.scope import (
+    held_scopes,
+    require_admin,
+    resolve_scope,
+    seen_businesses,
+)
 from jobfleet.domain import enrollment
 from jobfleet.domain.callers import APP_CODE_RULE, RESERVED_APP_CODES, valid_app_code
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -86,10 +91,7 @@ def with_path(handler: Handler) -> Handler:
 async def whoami(call: Call) -> dict[str, Any]:
     caller = call.caller
     user = caller.user
-    identity = call.services.identity
-    # the user's grants that this app may act in: one limited to some businesses does
-    # not reach the others (a business set: all of its members)
-    scopes = [s for s in sorted(user.scopes) if await holds_scope(identity, caller, *s)]
+    scopes = await held_scopes(call.services.identity, caller)
     return {
         "app_code": caller.app_code,
         "username": user.username,

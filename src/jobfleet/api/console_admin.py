@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobfleet.api.auth import Caller
-from jobfleet.api.scope import holds_scope
+from jobfleet.api.scope import held_scopes
 from jobfleet.api.services import Services
 from jobfleet.domain.host_filters import parse_filter
 from jobfleet.store.accounts import account_view
@@ -71,8 +71,6 @@ async def audit_entries(
     ``GET /audit/entries`` (and ``jobfleet audit``) answers them."""
     if caller.is_admin:
         return await services.audit.recent(limit), None
-    held = sorted(
-        [s for s in caller.user.scopes if await holds_scope(services.identity, caller, *s)]
-    )
+    held = await held_scopes(services.identity, caller)
     _total, rows = await services.audit.query(AuditQuery(scopes=held), limit=limit)
     return rows, held

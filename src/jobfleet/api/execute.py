@@ -167,20 +167,22 @@ async def _read(call: Call, job_id: int, steps: bool) -> tuple[Any, list[Any]]:
 def _job_id_or_none(call: Call, bad_id: ErrorCode | None) -> int | None:
     """The job id :func:`_scoped_job_id` takes, None where it would refuse it."""
     try:
-        if bad_id is not None:
-            positive_id(call.params, "job_instance_id", bad_id)
-        return get_int(call.params, "job_instance_id", required=True, minimum=1)
+        return _job_id(call, bad_id)
     except JobError:
         return None
 
 
 async def _scoped_job_id(call: Call, action: str, bad_id: ErrorCode | None) -> tuple[Scope, int]:
     scope = await call.scope(action)
+    return scope, _job_id(call, bad_id)
+
+
+def _job_id(call: Call, bad_id: ErrorCode | None) -> int:
     if bad_id is not None:
         positive_id(call.params, "job_instance_id", bad_id)
     job_id = get_int(call.params, "job_instance_id", required=True, minimum=1)
     assert job_id is not None
-    return scope, job_id
+    return job_id
 
 
 def _in_scope(scope: Scope, job: Any) -> bool:

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str
 from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
-from jobfleet.api.scope import holds_scope, require_admin
+from jobfleet.api.scope import held_scopes, require_admin
 from jobfleet.domain.addresses import refusal
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
@@ -364,7 +364,6 @@ async def set_app_quota(call: Call) -> dict[str, Any]:
 async def search_audit(call: Call) -> dict[str, Any]:
     """Admins search everything; other users search the scope they name and hold."""
     p = call.params
-    user = call.caller.user
     named = any(p.get(k) not in (None, "") for k in ("bk_scope_type", "bk_scope_id", "bk_biz_id"))
     scope = await call.scope(VIEW_AUDIT) if named else None
     offset = get_int(p, "start", default=0, minimum=0) or 0
@@ -377,10 +376,7 @@ async def search_audit(call: Call) -> dict[str, Any]:
     # that the app may touch too (a business set: all of its members)
     held = None
     if scope is None and not call.caller.is_admin:
-        identity = call.services.identity
-        held = sorted(
-            [s for s in user.scopes if await holds_scope(identity, call.caller, *s)]
-        )
+        held = await held_scopes(call.services.identity, call.caller)
     query = AuditQuery(
         since=since,
         until=until,

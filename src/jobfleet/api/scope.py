@@ -86,17 +86,11 @@ async def resolve_scope(
         biz_ids = set(members)
     else:
         biz_ids = await identity.business_ids()
-    return admitted(caller, Scope(scope_type, scope_id, number, biz_ids), action)
-
-
-def admitted(caller: Caller, scope: Scope, action: str) -> Scope:
-    """``scope`` if its user holds it and its app may touch its businesses (the part of
-    :func:`resolve_scope` that asks the store nothing)."""
-    if not caller.user.holds(scope.scope_type, scope.scope_id):
-        raise permission_denied(caller, scope.scope_type, scope.scope_id, action)
-    if not caller.app.may_touch(scope.biz_ids):
-        raise app_refused(caller.app, f"may not touch {scope.scope_type} {scope.scope_id}")
-    return scope
+    if not caller.user.holds(scope_type, scope_id):
+        raise permission_denied(caller, scope_type, scope_id, action)
+    if not caller.app.may_touch(biz_ids):
+        raise app_refused(caller.app, f"may not touch {scope_type} {scope_id}")
+    return Scope(scope_type, scope_id, number, biz_ids)
 
 
 def named_business(params: dict[str, Any]) -> Scope | None:
@@ -120,6 +114,12 @@ async def holds_scope(
         members = None if number is None else await identity.biz_set_members(number)
         biz_ids = None if members is None else set(members)
     return caller.holds(scope_type, scope_id, biz_ids)
+
+
+async def held_scopes(identity: IdentityStore, caller: Caller) -> list[tuple[str, str]]:
+    """The user's grants that the caller's app may act in, in order: one limited to some
+    businesses does not reach the others (a business set: all of its members)."""
+    return [s for s in sorted(caller.user.scopes) if await holds_scope(identity, caller, *s)]
 
 
 async def seen_businesses(identity: IdentityStore, caller: Caller) -> set[int] | None:
