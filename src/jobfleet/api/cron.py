@@ -228,9 +228,22 @@ async def save_cron(call: Call) -> dict[str, Any]:
     return cron_view(row, with_vars=True)
 
 
+async def _refuse_taken(call: Call, scope: Scope, name: str, cron_id: int | None = None) -> None:
+    """bk-job's check: a name is held by one cron of a business (checked on create and on
+    a rename), so the crons of a business can be told apart by name."""
+    holder = await call.services.crons.named(
+        scope.scope_type, scope.scope_id, name, other_than=cron_id
+    )
+    if holder is not None:
+        raise JobError(
+            ErrorCode.CRON_EXISTS, f"Cron job [{name}] already existed: it is cron {holder}"
+        )
+
+
 async def _create(call: Call, scope: Scope) -> Any:
     p = call.params
     name = check_name(get_str(p, "name", required=True) or "")
+    await _refuse_taken(call, scope, name)
     plan = await _plan(call, scope, need_int(p, "job_plan_id", minimum=1))
     expression, execute_time = _schedule_params(call)
     if expression is None and execute_time is None:
@@ -296,6 +309,8 @@ async def _update_values(call: Call, scope: Scope, row: Any) -> dict[str, Any]:
     name = get_str(p, "name")
     if name is not None:
         values["name"] = check_name(name)
+        # a cron saved again under the name it has passes, as it would in bk-job
+        await _refuse_taken(call, scope, values["name"], row.id)
     plan_id = get_int(p, "job_plan_id", minimum=1)
     plan = await _plan(call, scope, plan_id if plan_id is not None else row.plan_id)
     values["plan_id"] = plan.id
