@@ -8,6 +8,7 @@ import pytest
 from rich.console import Console
 
 from jobfleet.cli import _progress, _render
+from jobfleet.cli._render import counted
 from jobfleet.cli._scripts import language_for, parse_language
 from jobfleet.sdk import ExecutionResult, HostResult
 
@@ -144,3 +145,13 @@ def test_transfer_table_comes_in_the_host_tables_order() -> None:
     text = render(_render.transfer_table(hosts))
     positions = [text.index(f"127.0.0.{i} ") for i in (2, 1, 3)]
     assert positions == sorted(positions)
+
+
+def test_a_lists_footer_counts_a_part_of_a_total_and_irregular_plurals() -> None:
+    assert counted(1, "cron").plain == "1 cron"
+    assert counted(3, "cron").plain == "3 crons"
+    assert counted(20, "job", of=75).plain == "20 of 75 jobs"
+    assert counted(1, "job", of=1).plain == "1 of 1 job"
+    assert counted(2, "entry", plural="entries").plain == "2 entries"
+    assert counted(1, "entry", plural="entries").plain == "1 entry"
+    assert counted(4, "host", ", 3 alive").plain == "4 hosts, 3 alive"

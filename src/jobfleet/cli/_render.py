@@ -166,9 +166,16 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
-def counted(count: int, noun: str, after: str = "") -> Text:
-    """A list's footer, as the lists of jobs, hosts and crons end: ``3 tokens``."""
-    return Text(f"{count} {noun}{'' if count == 1 else 's'}{after}", style="dim")
+def counted(
+    count: int, noun: str, after: str = "", *, of: int | None = None, plural: str = ""
+) -> Text:
+    """A list's footer, the one way every list ends: ``3 tokens``, ``20 of 75 jobs``
+    (``of``: the total when the list shows a part), ``1 entry`` (``plural``: a noun's
+    plural other than ``noun`` + ``s``)."""
+    many = count if of is None else of
+    word = noun if many == 1 else plural or f"{noun}s"
+    part = f"{count}" if of is None else f"{count} of {of}"
+    return Text(f"{part} {word}{after}", style="dim")
 
 
 def show(console: Console, json_out: bool, data: Any, *lines: RenderableType) -> None:

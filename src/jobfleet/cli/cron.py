@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.text import Text
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import (
@@ -107,7 +106,7 @@ def cron_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption = 
         cli.out.out(_render.to_json(rows))
         return
     cli.out.print(_render.records_table([_row(r) for r in rows], COLUMNS))
-    cli.out.print(Text(f"{len(rows)} crons", style="dim"))
+    cli.out.print(_render.counted(len(rows), "cron"))
 
 
 @cron_app.command("add")

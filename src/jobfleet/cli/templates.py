@@ -80,7 +80,7 @@ def template_list(
             rows, ["id", "name", "description", "last_modify_user", "last_modify_time"]
         )
     )
-    cli.out.print(Text(f"{len(rows)} templates in business {bk_biz_id}", style="dim"))
+    cli.out.print(_render.counted(len(rows), "template", f" in business {bk_biz_id}"))
 
 
 @template_app.command("export")
@@ -162,7 +162,7 @@ def plan_list(
             table, ["id", "name", "needs_sync", "last_modify_user", "last_modify_time"]
         )
     )
-    cli.out.print(Text(f"{len(rows)} plans of template {template}", style="dim"))
+    cli.out.print(_render.counted(len(rows), "plan", f" of template {template}"))
 
 
 def _plans(

@@ -268,6 +268,7 @@ def group_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption =
         return
     table = [{**r, "filter": _filter_text(r.get("filter"))} for r in rows]
     cli.out.print(_render.records_table(table, ["id", "name", "filter", "description"]))
+    cli.out.print(_render.counted(len(rows), "dynamic group"))
 
 
 @group_app.command("add")
@@ -388,6 +389,7 @@ def whitelist_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
         return
     columns = ["id", "bk_host_id", "ip", "host_bk_biz_id", "biz_ids", "action_scopes", "remark"]
     cli.out.print(_render.records_table(rows, columns))
+    cli.out.print(_render.counted(len(rows), "whitelist entry", plural="whitelist entries"))
 
 
 @whitelist_app.command("add")
