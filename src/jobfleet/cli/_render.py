@@ -463,7 +463,9 @@ def hosts_table(hosts: Sequence[dict[str, Any]]) -> Table:
             str(host.get("bk_cloud_id") or 0),
             str(host.get("bk_biz_id", "")),
             shown(host.get("hostname") or ""),
-            shown(host.get("os_type") or ""),
+            # what the console's hosts page shows: the agent's OS name ("Ubuntu 22.04.4
+            # LTS"), the bare type ("linux") for a host whose agent never said it
+            shown(host.get("os_name") or host.get("os_type") or ""),
             Text("yes" if alive else "no", style="green" if alive else "red"),
             shown(host.get("agent_id") or "-"),
             shown(host.get("agent_version") or "-"),
