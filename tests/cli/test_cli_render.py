@@ -32,7 +32,9 @@ def test_log_excerpt_keeps_last_three_non_empty_lines_truncated() -> None:
     ("seconds", "text"),
     # a job of 40 ms did not take "0.0s"
     [(0.04, "40ms"), (0.25, "250ms"), (0.9996, "1.0s"), (1.25, "1.2s"), (59.94, "59.9s"),
-     (61, "1m01s"), (3725, "1h02m05s")],
+     (61, "1m01s"), (3725, "1h02m05s"),
+     # an end before its start is clock skew, never "-3ms" or "-1h…"
+     (-0.003, "0ms"), (-3725, "0ms"), (float("nan"), "-"), (float("-inf"), "-")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert _render.format_duration(seconds) == text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,11 @@ def ip_key(ip: Any) -> tuple[int, int, str]:
 
 
 def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    # an end before its start is the skew between two clocks (an agent's and the
+    # server's, or two servers'): what took that long took next to no time
+    seconds = max(seconds, 0.0)
     if round(seconds * 1000) < 1000:
         return f"{round(seconds * 1000)}ms"
     if seconds < 60:
