@@ -201,3 +201,11 @@ def test_every_list_ends_with_its_count(cli: Cli, server: FakeServer) -> None:
         assert result.exit_code == 0, (command, result.output)
         assert result.stdout.rstrip().endswith(f"\n{footer}"), (command, result.stdout)
         assert cli(*command, "--json").stdout.lstrip().startswith("["), command
+
+
+def test_a_filters_matching_hosts_end_with_their_count(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("POST", "/dynamic-groups/preview")] = {
+        "total": 3, "hosts": [{"bk_host_id": 1, "ip": "127.0.0.1", "alive": True}]}
+    result = cli("topo", "group", "preview", "-w", "hostname prefix web-", "--biz", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith("\n1 of 3 matching hosts"), result.stdout

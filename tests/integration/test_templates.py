@@ -455,7 +455,7 @@ async def test_cli_and_sdk(running: Running, tmp_path: Path) -> None:
                           "--update")
     assert code == 0 and "updated template" in out, out
     code, out = await cli(running, "template", "list", "--biz", "3")
-    assert code == 0 and "From SDK" in out and "1 templates" in out, out
+    assert code == 0 and "From SDK" in out and "1 template in business 3" in out, out
     listed = ok(await own(running, "GET", "/templates", bk_biz_id=3))["data"]
     code, out = await cli(running, "plan", "list", "--template", str(listed[0]["id"]),
                           "--biz", "3", "--json")

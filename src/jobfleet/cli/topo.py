@@ -253,8 +253,11 @@ def _value_text(value: Any) -> str:
 
 
 def _hosts_table(cli: CliContext, data: dict[str, Any]) -> None:
-    cli.out.print(_render.hosts_table(data.get("hosts") or []))
-    cli.out.print(Text(f"{data.get('total', 0)} hosts match", style="dim"))
+    hosts = data.get("hosts") or []
+    total = int(data.get("total") or len(hosts))
+    of = total if total > len(hosts) else None
+    cli.out.print(_render.hosts_table(hosts))
+    cli.out.print(_render.counted(len(hosts), "matching host", of=of))
 
 
 @group_app.command("list")
