@@ -344,6 +344,10 @@ async def test_a_new_username_follows_bk_users_rule(running: Running) -> None:
     granted = await admin(wire, "POST", "/users/bob%20smith/grants",
                           {"scope_type": "biz", "scope_id": "2"})
     assert granted["code"] == 1241010, granted
+    granted = await admin(wire, "POST", "/users/" + "y" * 300 + "/grants",
+                          {"scope_type": "biz", "scope_id": "2"})
+    assert granted["code"] == 1241010, granted
+    assert granted["message"].startswith("Invalid parameter [username]: 300 characters: "), granted
     for name in ("bo", "Bob.Smith-2", "x" * 32, "7_up"):
         assert (await admin(wire, "POST", "/users", {"username": name}))["result"], name
     assert "bob smith" not in {u["username"] for u in await server.identity.list_users()}

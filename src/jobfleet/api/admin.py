@@ -185,8 +185,10 @@ async def _refuse_new_username(call: Call, name: str) -> None:
     """A name outside bk-user's rule is refused for a new user; users stored before the
     rule keep theirs (their role, grants and sign-in are unchanged)."""
     if not valid_username(name) and not await call.services.identity.known_user(name):
-        # repr: what was sent shows with its control characters written out
-        raise JobError.invalid("username", f"{name!r}: a username is {USERNAME_RULE}")
+        # repr: what was sent shows with its control characters written out; a long
+        # name (a grant's comes in the path, unbounded) by its length only
+        given = repr(name) if len(name) <= 64 else f"{len(name)} characters"
+        raise JobError.invalid("username", f"{given}: a username is {USERNAME_RULE}")
 
 
 async def create_user(call: Call) -> dict[str, Any]:
