@@ -496,6 +496,10 @@ async def test_a_cron_name_is_held_by_one_cron_of_a_business(running: Running) -
     again = await save(wire, name=" nightly ", job_plan_id=plan_id, expression="0 3 * * *")
     assert (again["code"], again["message"]) == (
         1245004, f"Cron job [nightly] already existed: it is cron {first['id']}"), again
+    # bk-job checks the name after the expression and the variables
+    bad = await save(wire, name="nightly", job_plan_id=plan_id, expression="0 2 * * *",
+                     global_var_list=[{"name": "nope"}])
+    assert bad["code"] == 1241010, bad
     other = await saved(wire, name="weekly", job_plan_id=plan_id, expression="0 2 * * 0")
     renamed = await save(wire, id=other["id"], name="nightly")
     assert renamed["code"] == 1245004, renamed

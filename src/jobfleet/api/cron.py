@@ -243,7 +243,6 @@ async def _refuse_taken(call: Call, scope: Scope, name: str, cron_id: int | None
 async def _create(call: Call, scope: Scope) -> Any:
     p = call.params
     name = check_name(get_str(p, "name", required=True) or "")
-    await _refuse_taken(call, scope, name)
     plan = await _plan(call, scope, need_int(p, "job_plan_id", minimum=1))
     expression, execute_time = _schedule_params(call)
     if expression is None and execute_time is None:
@@ -260,6 +259,8 @@ async def _create(call: Call, scope: Scope) -> Any:
     else:
         timezone = DEFAULT_TIMEZONE
     values = _values(call, plan, p.get("global_var_list"), [])
+    # checked last, as bk-job checks it after the expression and the variables
+    await _refuse_taken(call, scope, name)
     user = call.caller.username
     crons = call.services.crons
     cron_id = await crons.create(
@@ -309,8 +310,6 @@ async def _update_values(call: Call, scope: Scope, row: Any) -> dict[str, Any]:
     name = get_str(p, "name")
     if name is not None:
         values["name"] = check_name(name)
-        # a cron saved again under the name it has passes, as it would in bk-job
-        await _refuse_taken(call, scope, values["name"], row.id)
     plan_id = get_int(p, "job_plan_id", minimum=1)
     plan = await _plan(call, scope, plan_id if plan_id is not None else row.plan_id)
     values["plan_id"] = plan.id
@@ -336,6 +335,9 @@ async def _update_values(call: Call, scope: Scope, row: Any) -> dict[str, Any]:
             values.get("timezone", row.timezone),
             values.get("execute_time", row.execute_time),
         )
+    if "name" in values:
+        # a cron saved again under the name it has passes, as it would in bk-job
+        await _refuse_taken(call, scope, values["name"], row.id)
     return values
 
 
