@@ -60,6 +60,8 @@ class FakeServer:
             return self.ok(
                 {"job_instance_id": 77, "job_instance_name": "x", "step_instance_id": 88}
             )
+        if name == "get_cron_list":
+            return self.ok({"start": 0, "length": 1000, "total": 0, "data": []})
         if name == "get_job_plan_detail":
             return self.ok({"id": 12, "global_var_list": [{"id": i, "name": n} for i, n in
                                                           enumerate(self.plan_vars, 1)]})

@@ -169,3 +169,43 @@ def test_admin_api_error_exits_2(cli: Cli, server: FakeServer) -> None:
 def test_group_without_subcommand_shows_help(cli: Cli) -> None:
     result = cli("admin", "user")
     assert "grant" in result.output
+
+
+def test_every_list_ends_with_its_count(cli: Cli, server: FakeServer) -> None:
+    """The lists of apps, users, businesses and the rest end as jobs, hosts and crons do."""
+    answers = {
+        "/apps": [{"app_code": "ci"}, {"app_code": "cd"}],
+        "/users": [{"username": "bob", "is_admin": False, "scopes": []}],
+        "/businesses": [{"bk_biz_id": 3, "name": "web"}, {"bk_biz_id": 4, "name": "db"}],
+        "/business-sets": [{"bk_biz_set_id": 9000001, "name": "all", "bk_biz_ids": [3]}],
+        "/businesses/2/notify-configs": [],
+        "/dynamic-groups": [
+            {"id": "g1", "name": "web", "filter": [{"field": "hostname", "op": "prefix"}]}
+        ],
+        "/host-whitelist": [{"id": 1, "ip": "127.0.0.1"}, {"id": 2, "ip": "127.0.0.2"}],
+        "/businesses/2/heal-rules": [{"id": 1, "name": "disk"}],
+    }
+    for path, rows in answers.items():
+        server.admin_answers[("GET", path)] = rows
+    for command, footer in (
+        (["admin", "app", "list"], "2 apps"),
+        (["admin", "user", "list"], "1 user"),
+        (["admin", "biz", "list"], "2 businesses"),
+        (["admin", "biz-set", "list"], "1 business set"),
+        (["notify", "list", "--biz", "2"], "0 notification configs"),
+        (["topo", "group", "list", "--biz", "2"], "1 dynamic group"),
+        (["topo", "whitelist", "list"], "2 whitelist entries"),
+        (["heal", "rules", "--biz", "2"], "1 rule"),
+    ):
+        result = cli(*command)
+        assert result.exit_code == 0, (command, result.output)
+        assert result.stdout.rstrip().endswith(f"\n{footer}"), (command, result.stdout)
+        assert cli(*command, "--json").stdout.lstrip().startswith("["), command
+
+
+def test_a_filters_matching_hosts_end_with_their_count(cli: Cli, server: FakeServer) -> None:
+    server.admin_answers[("POST", "/dynamic-groups/preview")] = {
+        "total": 3, "hosts": [{"bk_host_id": 1, "ip": "127.0.0.1", "alive": True}]}
+    result = cli("topo", "group", "preview", "-w", "hostname prefix web-", "--biz", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith("\n1 of 3 matching hosts"), result.stdout

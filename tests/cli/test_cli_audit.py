@@ -71,7 +71,7 @@ def test_audit_prints_a_table_and_sends_the_filters(cli: Cli, server: FakeServer
     out = result.stdout
     for text in ("alice", "create_script", "script:ab12", "biz:2", "127.1.1.1", '"deploy"'):
         assert text in out
-    assert "1 entries" in out
+    assert "1 entry" in out
 
 
 def test_audit_pages_until_the_limit(cli: Cli, server: FakeServer) -> None:

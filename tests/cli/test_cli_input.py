@@ -137,3 +137,26 @@ def test_ctrl_c_at_a_secret_prompt_is_an_interruption(
     monkeypatch.setattr(typer, "prompt", interrupted)
     assert cli("admin", "user", "passwd", "alice").exit_code == 130
     assert server.admin_requests() == []
+
+
+def test_a_script_on_standard_input_ends_its_lines_as_a_file_does(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    """A script saved on Windows ends its lines with CRLF: read from a file its line
+    ends were made LF (as the console's text box makes them), read from standard input
+    they were sent as they were, and the agent's shell stopped at "$'\\r': command not
+    found". Both ways send the same script now."""
+    import base64
+
+    script = "echo one\r\necho two\r\n"
+    path = tmp_path / "crlf.sh"
+    path.write_bytes(script.encode())
+    sent = []
+    for args, stdin in ((["--file", str(path)], None), (["--file", "-"], script)):
+        result = cli.runner.invoke(
+            app, ["--app-code", "a", "--app-secret", "s", "run", "-H", "127.0.0.1", *args],
+            input=None if stdin is None else stdin.encode())
+        assert result.exit_code == 0, result.output
+        sent.append(base64.b64decode(server.submitted["script_content"]).decode())
+        server.submitted = {}
+    assert sent == ["echo one\necho two\n"] * 2, sent

@@ -115,6 +115,21 @@ def test_hosts_table_and_filters(cli: Cli, server: FakeServer) -> None:
     ]
 
 
+def test_hosts_show_the_os_name_the_console_shows(cli: Cli, server: FakeServer) -> None:
+    """The console's hosts page shows an agent's OS name, the OS type only when the
+    agent never told it: ``jobfleet hosts`` shows the same."""
+    server.admin_answers[("GET", "/hosts")] = [
+        {"bk_host_id": 1, "ip": "127.0.0.1", "os_type": "linux",
+         "os_name": "Ubuntu 22.04.4 LTS", "alive": True},
+        {"bk_host_id": 2, "ip": "127.0.0.2", "os_type": "linux", "os_name": "", "alive": False},
+    ]
+    result = cli("hosts")
+    assert result.exit_code == 0, result.output
+    first, second = [line for line in result.stdout.splitlines() if "127.0.0." in line]
+    assert "Ubuntu 22.04.4 LTS" in first and "linux" not in first, first
+    assert "linux" in second, second
+
+
 def test_a_host_that_is_up_was_last_seen_now(cli: Cli, server: FakeServer) -> None:
     """``last_seen`` is when an agent connected or left: an agent up for a week was
     not last seen a week ago, while one that left was last seen when it left."""

@@ -8,6 +8,7 @@ import pytest
 from rich.console import Console
 
 from jobfleet.cli import _progress, _render
+from jobfleet.cli._render import counted
 from jobfleet.cli._scripts import language_for, parse_language
 from jobfleet.sdk import ExecutionResult, HostResult
 
@@ -31,7 +32,9 @@ def test_log_excerpt_keeps_last_three_non_empty_lines_truncated() -> None:
     ("seconds", "text"),
     # a job of 40 ms did not take "0.0s"
     [(0.04, "40ms"), (0.25, "250ms"), (0.9996, "1.0s"), (1.25, "1.2s"), (59.94, "59.9s"),
-     (61, "1m01s"), (3725, "1h02m05s")],
+     (61, "1m01s"), (3725, "1h02m05s"),
+     # an end before its start is clock skew, never "-3ms" or "-1h…"
+     (-0.003, "0ms"), (-3725, "0ms"), (float("nan"), "-"), (float("-inf"), "-")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert _render.format_duration(seconds) == text
@@ -144,3 +147,13 @@ def test_transfer_table_comes_in_the_host_tables_order() -> None:
     text = render(_render.transfer_table(hosts))
     positions = [text.index(f"127.0.0.{i} ") for i in (2, 1, 3)]
     assert positions == sorted(positions)
+
+
+def test_a_lists_footer_counts_a_part_of_a_total_and_irregular_plurals() -> None:
+    assert counted(1, "cron").plain == "1 cron"
+    assert counted(3, "cron").plain == "3 crons"
+    assert counted(20, "job", of=75).plain == "20 of 75 jobs"
+    assert counted(1, "job", of=1).plain == "1 of 1 job"
+    assert counted(2, "entry", plural="entries").plain == "2 entries"
+    assert counted(1, "entry", plural="entries").plain == "1 entry"
+    assert counted(4, "host", ", 3 alive").plain == "4 hosts, 3 alive"

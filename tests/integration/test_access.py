@@ -9,10 +9,12 @@ import os
 import sys
 from typing import Any
 
-from sqlalchemy import event
+import httpx
+from sqlalchemy import event, select
 from tests.integration.harness import Running, Wire, b64
 
 from jobfleet.store.database import now_ms
+from jobfleet.store.tables import audit_log
 
 ADMIN = "/api/jobfleet/v1"
 V3 = "/api/bk-job/prod/api/v3"
@@ -325,3 +327,63 @@ async def test_a_status_poll_reads_the_store_on_one_connection(running: Running)
     finally:
         event.remove(engine, "checkout", checkout)
     assert fewest == 1
+
+
+async def test_a_new_username_follows_bk_users_rule(running: Running) -> None:
+    """Users BlueKing signs in are named by bk-user's rule: a new name outside it is
+    refused (1241010, naming the rule); a user stored before the rule keeps working."""
+    wire, server = running.wire, running.server
+    for name in ("bob smith", "a", "-bob", "bob.", "x" * 33, "bob@corp", "ev\nil", "r\u202eoot"):
+        for body in ({"username": name}, {"username": name, "is_admin": True}):
+            made = await admin(wire, "POST", "/users", body)
+            assert made["code"] == 1241010, (name, made)
+            assert made["message"] == (
+                f"Invalid parameter [username]: {name!r}: a username is 2 to 32 letters, "
+                "digits, '_', '.' and '-', starting and ending with a letter or digit"), made
+            assert "\n" not in made["message"] and "\u202e" not in made["message"]
+    granted = await admin(wire, "POST", "/users/bob%20smith/grants",
+                          {"scope_type": "biz", "scope_id": "2"})
+    assert granted["code"] == 1241010, granted
+    granted = await admin(wire, "POST", "/users/" + "y" * 300 + "/grants",
+                          {"scope_type": "biz", "scope_id": "2"})
+    assert granted["code"] == 1241010, granted
+    assert granted["message"].startswith("Invalid parameter [username]: 300 characters: "), granted
+    for name in ("bo", "Bob.Smith-2", "x" * 32, "7_up"):
+        assert (await admin(wire, "POST", "/users", {"username": name}))["result"], name
+    assert "bob smith" not in {u["username"] for u in await server.identity.list_users()}
+
+    # a user stored before the rule: its role, grants, password and sign-in are as before
+    await server.identity.create_user("old user")
+    await server.identity.grant("old hand", "biz", "2")
+    assert (await admin(wire, "POST", "/users",
+                        {"username": "old user", "is_admin": False}))["result"]
+    for old in ("old user", "old hand"):
+        assert (await admin(wire, "POST", "/users/" + old.replace(" ", "%20") + "/grants",
+                            {"scope_type": "biz", "scope_id": "2"}))["result"], old
+    assert (await admin(wire, "POST", "/users/old%20user/password",
+                        {"password": "old-pass-123"}))["result"]
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+        signed = await http.post("/login", data={"username": "old user",
+                                                 "password": "old-pass-123"})
+        assert signed.status_code == 303 and "error" not in signed.headers["location"]
+
+
+async def test_a_control_character_in_a_name_reaches_no_record(running: Running) -> None:
+    """An app acts for any name, so bk_username is refused when it holds a control
+    character; a name typed at the login form is recorded with it written out."""
+    wire, server = running.wire, running.server
+    for name in ("ev\nil", "ev\ril", "r\u202eoot", "a\u2028b", "tab\there"):
+        answer = await wire.v3("get_job_instance_list", listing(2), method="GET")
+        assert answer["result"], answer
+        refused = await wire.http.get(V3 + "/get_job_instance_list", params=listing(2),
+                                      headers=wire.headers(bk_username=name))
+        body = refused.json()
+        assert (refused.status_code, body["code"]) == (401, 1240005), body
+        assert body["message"] == "bk_username holds a control character"
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+        await http.post("/login", data={"username": "admin\nlevel=INFO forged",
+                                        "password": "wrong"})
+    async with server.db.connect() as conn:
+        names = set((await conn.execute(select(audit_log.c.username))).scalars())
+    assert "admin\\nlevel=INFO forged" in names
+    assert not [n for n in names if n and any(c in n for c in "\n\r\t\u202e\u2028")]

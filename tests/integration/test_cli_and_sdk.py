@@ -76,6 +76,12 @@ async def test_cli_admin_and_errors(running: Running) -> None:
     assert code == 2 and "Traceback" not in out, out
     assert out.startswith("error 1249409: User 'bob' already exists: set its password with "
                           "`jobfleet admin user passwd bob`"), out
+    # a new username outside bk-user's rule: one line naming the rule, exit 2
+    for name in ("bob smith", "ev\nil"):
+        code, out = await cli(running, "admin", "user", "create", name)
+        assert code == 2 and out.count("\n") == 1, out
+        assert out.startswith(f"error 1241010: Invalid parameter [username]: {name!r}: "
+                              "a username is 2 to 32 letters"), out
     code, out = await cli(running, "admin", "app", "create", "twice")
     assert code == 0, out
     code, out = await cli(running, "admin", "app", "create", "twice")

@@ -487,6 +487,30 @@ async def test_cron_api_rules(running: Running) -> None:
                        "update_cron", "delete_cron"]
 
 
+async def test_a_cron_name_is_held_by_one_cron_of_a_business(running: Running) -> None:
+    """bk-job refuses a second cron of a name in a business (1245004), on create and on a
+    rename, so its crons can be told apart by name."""
+    wire, server = running.wire, running.server
+    plan_id = await make_plan(server.db, server.cipher)
+    first = await saved(wire, name="nightly", job_plan_id=plan_id, expression="0 2 * * *")
+    again = await save(wire, name=" nightly ", job_plan_id=plan_id, expression="0 3 * * *")
+    assert (again["code"], again["message"]) == (
+        1245004, f"Cron job [nightly] already existed: it is cron {first['id']}"), again
+    # bk-job checks the name after the expression and the variables
+    bad = await save(wire, name="nightly", job_plan_id=plan_id, expression="0 2 * * *",
+                     global_var_list=[{"name": "nope"}])
+    assert bad["code"] == 1241010, bad
+    other = await saved(wire, name="weekly", job_plan_id=plan_id, expression="0 2 * * 0")
+    renamed = await save(wire, id=other["id"], name="nightly")
+    assert renamed["code"] == 1245004, renamed
+    # saved again under its own name, or renamed to a free one, a cron is saved
+    assert (await saved(wire, id=first["id"], name="nightly"))["name"] == "nightly"
+    assert (await saved(wire, id=other["id"], name="Sundays"))["name"] == "Sundays"
+    async with server.db.connect() as conn:
+        names = sorted((await conn.execute(select(crons.c.name))).scalars())
+    assert names == ["Sundays", "nightly"]
+
+
 async def test_slot_missed_while_down_fires_once_on_start(
         tmp_path: Path, database_url: str) -> None:
     port = free_port()
@@ -731,8 +755,12 @@ async def test_cron_commands(tmp_path: Path, database_url: str) -> None:
         async def fired() -> bool:
             return bool(await cron_jobs(wire, quick["id"]))
         await eventually(fired, timeout=10)
-        code, out = await cli(running, "cron", "pause", str(quick["id"]))
+        code, out = await cli(running, "cron", "pause", "every second")
         assert code == 0 and "paused" in out, out
+        code, out = await cli(running, "cron", "add", "nightly", "--plan", str(plan_id),
+                              "--cron", "0 3 * * *")
+        assert code == 2 and f"already has a cron named 'nightly' (id {made['id']})" in out, out
+        assert "Traceback" not in out
         code, out = await cli(running, "cron", "list")
         assert code == 0 and "nightly" in out and "2 crons" in out, out
         code, out = await cli(running, "cron", "delete", str(made["id"]))

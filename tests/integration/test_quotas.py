@@ -216,7 +216,7 @@ async def test_audit_search_filters_and_scopes(running: Running) -> None:
     text = out.decode()
     assert proc.returncode == 0, text
     assert "set_business_quota" in text and "business:3" in text and "biz:3" in text
-    assert "business:2" not in text and "1 entries" in text
+    assert "business:2" not in text and "1 entry" in text
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

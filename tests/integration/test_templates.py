@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shlex
 import uuid
 from pathlib import Path
 from typing import Any
@@ -450,12 +451,13 @@ async def test_cli_and_sdk(running: Running, tmp_path: Path) -> None:
     code, out = await cli(running, "template", "import", str(out_file), "--biz", "3")
     assert code == 2 and "1249409" in out and "Traceback" not in out
     # the way to replace it, as this command takes it
-    assert f"--update replaces it: jobfleet template import {out_file} --update" in out, out
+    again = shlex.join(["jobfleet", "template", "import", "--update", "--biz", "3", str(out_file)])
+    assert f"--update replaces it: {again}" in out, out
     code, out = await cli(running, "template", "import", str(out_file), "--biz", "3",
                           "--update")
     assert code == 0 and "updated template" in out, out
     code, out = await cli(running, "template", "list", "--biz", "3")
-    assert code == 0 and "From SDK" in out and "1 templates" in out, out
+    assert code == 0 and "From SDK" in out and "1 template in business 3" in out, out
     listed = ok(await own(running, "GET", "/templates", bk_biz_id=3))["data"]
     code, out = await cli(running, "plan", "list", "--template", str(listed[0]["id"]),
                           "--biz", "3", "--json")

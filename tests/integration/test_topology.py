@@ -376,7 +376,7 @@ async def test_cli_topo_commands(running: Running, tmp_path: Path) -> None:
                           "-w", "hostname prefix web-", "--id", "prodweb")
     assert code == 0 and "created dynamic group prodweb" in out, out
     code, out = await cli("topo", "group", "show", "prodweb")
-    assert code == 0 and WEB1 in out and DB1 not in out and "1 hosts match" in out, out
+    assert code == 0 and WEB1 in out and DB1 not in out and "1 matching host" in out, out
     # the same name again names the group that has it, not the id made for the new one
     code, out = await cli("topo", "group", "add", "prod-web", "-w", "labels.env equal prod")
     assert code == 2 and "named 'prod-web' already exists in business 2 (id 'prodweb')" in out, out

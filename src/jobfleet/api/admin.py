@@ -24,7 +24,13 @@ from jobfleet.api.scope import (
     seen_businesses,
 )
 from jobfleet.domain import enrollment
-from jobfleet.domain.callers import APP_CODE_RULE, RESERVED_APP_CODES, valid_app_code
+from jobfleet.domain.callers import (
+    APP_CODE_RULE,
+    RESERVED_APP_CODES,
+    USERNAME_RULE,
+    valid_app_code,
+    valid_username,
+)
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
@@ -175,9 +181,20 @@ async def delete_app(call: Call) -> dict[str, Any]:
     return {"app_code": code}
 
 
+async def _refuse_new_username(call: Call, name: str) -> None:
+    """A name outside bk-user's rule is refused for a new user; users stored before the
+    rule keep theirs (their role, grants and sign-in are unchanged)."""
+    if not valid_username(name) and not await call.services.identity.known_user(name):
+        # repr: what was sent shows with its control characters written out; a long
+        # name (a grant's comes in the path, unbounded) by its length only
+        given = repr(name) if len(name) <= 64 else f"{len(name)} characters"
+        raise JobError.invalid("username", f"{given}: a username is {USERNAME_RULE}")
+
+
 async def create_user(call: Call) -> dict[str, Any]:
     name = get_str(call.params, "username", required=True, max_length=128)
     assert name is not None
+    await _refuse_new_username(call, name)
     identity = call.services.identity
     if call.params.get("is_admin") is not None:
         # the role given: a new user with it, or an existing one's role changed
@@ -214,6 +231,8 @@ def _grant_args(call: Call) -> tuple[str, str, str]:
 
 async def grant(call: Call) -> dict[str, Any]:
     user, scope_type, scope_id = _grant_args(call)
+    # a grant to a name with neither row nor grant makes a user of it
+    await _refuse_new_username(call, user)
     # a grant of a scope that does not exist is refused as the routes naming it refuse
     # it; revoking one stays possible (grants made before this check)
     if scope_type in (ScopeType.BIZ, ScopeType.BIZ_SET):

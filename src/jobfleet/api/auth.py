@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
-from jobfleet.domain.callers import CONSOLE_APP_CODE, TOKEN_APP_CODE
+from jobfleet.domain.callers import CONSOLE_APP_CODE, TOKEN_APP_CODE, has_control
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.throttle import Throttle
@@ -65,6 +65,16 @@ def _refuse_nul(value: str, name: str) -> None:
     if "\x00" in value:
         raise JobError(
             ErrorCode.SERVICE_AUTH_FAIL, f"{name} holds a NUL character", http_status=401
+        )
+
+
+def _refuse_control(value: str, name: str) -> None:
+    """No BlueKing user is named with a control character (a newline, a bidi override):
+    such a name would carry it into the audit trail and every record made in its name."""
+    _refuse_nul(value, name)
+    if has_control(value):
+        raise JobError(
+            ErrorCode.SERVICE_AUTH_FAIL, f"{name} holds a control character", http_status=401
         )
 
 
@@ -169,7 +179,7 @@ class Authenticator:
                     "Missing user: send bk_username in X-Bkapi-Authorization",
                 )
             username = ""
-        _refuse_nul(username, "bk_username")
+        _refuse_control(username, "bk_username")
         if username and not app.may_name(username):
             raise app_refused(app, f"may not act for user {username!r}")
         caller = Caller(app_code, await self._user(username), app)

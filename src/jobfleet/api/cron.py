@@ -228,6 +228,18 @@ async def save_cron(call: Call) -> dict[str, Any]:
     return cron_view(row, with_vars=True)
 
 
+async def _refuse_taken(call: Call, scope: Scope, name: str, cron_id: int | None = None) -> None:
+    """bk-job's check: a name is held by one cron of a business (checked on create and on
+    a rename), so the crons of a business can be told apart by name."""
+    holder = await call.services.crons.named(
+        scope.scope_type, scope.scope_id, name, other_than=cron_id
+    )
+    if holder is not None:
+        raise JobError(
+            ErrorCode.CRON_EXISTS, f"Cron job [{name}] already existed: it is cron {holder}"
+        )
+
+
 async def _create(call: Call, scope: Scope) -> Any:
     p = call.params
     name = check_name(get_str(p, "name", required=True) or "")
@@ -247,6 +259,8 @@ async def _create(call: Call, scope: Scope) -> Any:
     else:
         timezone = DEFAULT_TIMEZONE
     values = _values(call, plan, p.get("global_var_list"), [])
+    # checked last, as bk-job checks it after the expression and the variables
+    await _refuse_taken(call, scope, name)
     user = call.caller.username
     crons = call.services.crons
     cron_id = await crons.create(
@@ -321,6 +335,9 @@ async def _update_values(call: Call, scope: Scope, row: Any) -> dict[str, Any]:
             values.get("timezone", row.timezone),
             values.get("execute_time", row.execute_time),
         )
+    if "name" in values:
+        # a cron saved again under the name it has passes, as it would in bk-job
+        await _refuse_taken(call, scope, values["name"], row.id)
     return values
 
 

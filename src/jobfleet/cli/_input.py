@@ -9,9 +9,13 @@ import typer
 
 
 def read_text(file: str, param_hint: str, *, not_text: str = "") -> str:
-    """The UTF-8 text of ``file``; a usage error (exit status 2) that says why it cannot
-    be read: missing, a directory, not readable, or not text (where, and ``not_text``:
-    what that means for the command)."""
+    """The UTF-8 text of ``file``, its line ends made ``\\n``; a usage error (exit status
+    2) that says why it cannot be read: missing, a directory, not readable, or not text
+    (where, and ``not_text``: what that means for the command).
+
+    A file and standard input end their lines alike, as a script pasted into the
+    console does (a browser hands over a text box's lines ended by ``\\n``): a shell
+    script saved on Windows fails on a Linux agent at its first ``\\r``."""
     name = "standard input" if file == "-" else file
     try:
         if file != "-":
@@ -19,7 +23,9 @@ def read_text(file: str, param_hint: str, *, not_text: str = "") -> str:
         # in the C locale Python reads standard input with surrogateescape, which lets
         # bytes that are not UTF-8 through to fail later with a traceback: read it strictly
         raw = getattr(sys.stdin, "buffer", None)
-        return sys.stdin.read() if raw is None else raw.read().decode("utf-8")
+        text = sys.stdin.read() if raw is None else raw.read().decode("utf-8")
+        # what reading a file in text mode does (universal newlines)
+        return text.replace("\r\n", "\n").replace("\r", "\n")
     except OSError as exc:
         raise typer.BadParameter(
             f"cannot read {name}: {exc.strerror or exc}", param_hint=param_hint

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,11 @@ def ip_key(ip: Any) -> tuple[int, int, str]:
 
 
 def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    # an end before its start is the skew between two clocks (an agent's and the
+    # server's, or two servers'): what took that long took next to no time
+    seconds = max(seconds, 0.0)
     if round(seconds * 1000) < 1000:
         return f"{round(seconds * 1000)}ms"
     if seconds < 60:
@@ -166,9 +172,16 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
-def counted(count: int, noun: str, after: str = "") -> Text:
-    """A list's footer, as the lists of jobs, hosts and crons end: ``3 tokens``."""
-    return Text(f"{count} {noun}{'' if count == 1 else 's'}{after}", style="dim")
+def counted(
+    count: int, noun: str, after: str = "", *, of: int | None = None, plural: str = ""
+) -> Text:
+    """A list's footer, the one way every list ends: ``3 tokens``, ``20 of 75 jobs``
+    (``of``: the total when the list shows a part), ``1 entry`` (``plural``: a noun's
+    plural other than ``noun`` + ``s``)."""
+    many = count if of is None else of
+    word = noun if many == 1 else plural or f"{noun}s"
+    part = f"{count}" if of is None else f"{count} of {of}"
+    return Text(f"{part} {word}{after}", style="dim")
 
 
 def show(console: Console, json_out: bool, data: Any, *lines: RenderableType) -> None:
@@ -456,7 +469,9 @@ def hosts_table(hosts: Sequence[dict[str, Any]]) -> Table:
             str(host.get("bk_cloud_id") or 0),
             str(host.get("bk_biz_id", "")),
             shown(host.get("hostname") or ""),
-            shown(host.get("os_type") or ""),
+            # what the console's hosts page shows: the agent's OS name ("Ubuntu 22.04.4
+            # LTS"), the bare type ("linux") for a host whose agent never said it
+            shown(host.get("os_name") or host.get("os_type") or ""),
             Text("yes" if alive else "no", style="green" if alive else "red"),
             shown(host.get("agent_id") or "-"),
             shown(host.get("agent_version") or "-"),

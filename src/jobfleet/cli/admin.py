@@ -108,6 +108,7 @@ def app_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
                 "create_time",
             ],
         ),
+        _render.counted(len(rows), "app"),
     )
 
 
@@ -154,7 +155,11 @@ def user_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
     with cli.client() as client:
         rows = client.list_users()
     _render.show(
-        cli.out, json_out, rows, _render.records_table(rows, ["username", "is_admin", "scopes"])
+        cli.out,
+        json_out,
+        rows,
+        _render.records_table(rows, ["username", "is_admin", "scopes"]),
+        _render.counted(len(rows), "user"),
     )
 
 
@@ -287,7 +292,13 @@ def biz_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
     cli = cli_context(ctx)
     with cli.client() as client:
         rows = client.list_businesses()
-    _render.show(cli.out, json_out, rows, _render.records_table(rows, ["bk_biz_id", "name"]))
+    _render.show(
+        cli.out,
+        json_out,
+        rows,
+        _render.records_table(rows, ["bk_biz_id", "name"]),
+        _render.counted(len(rows), "business", plural="businesses"),
+    )
 
 
 @biz_sets.command("create")
@@ -315,7 +326,7 @@ def biz_set_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
     with cli.client() as client:
         rows = client.list_biz_sets()
     table = _render.records_table(rows, ["bk_biz_set_id", "name", "bk_biz_ids"])
-    _render.show(cli.out, json_out, rows, table)
+    _render.show(cli.out, json_out, rows, table, _render.counted(len(rows), "business set"))
 
 
 # --- enroll tokens, hosts, agents -----------------------------------------------------

@@ -128,8 +128,8 @@ def audit(
         cli.out.out(_render.to_json(rows))
         return
     cli.out.print(audit_table(rows))
-    more = f" of {total}" if total > len(rows) else ""
-    cli.out.print(Text(f"{len(rows)}{more} entries", style="dim"))
+    of = total if total > len(rows) else None
+    cli.out.print(_render.counted(len(rows), "entry", of=of, plural="entries"))
 
 
 def register(app: typer.Typer) -> None:

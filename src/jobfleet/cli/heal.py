@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import BizOption, CliContext, JsonOption, ask_secret, cli_context
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 heal_app = typer.Typer(
     help="Self-healing: alerts from monitoring start a plan, with convergence.",
@@ -50,11 +53,18 @@ def _biz(cli: CliContext, biz: int | None) -> int:
     return biz if biz is not None else cli.settings.biz
 
 
-def _show(cli: CliContext, rows: list[dict[str, Any]], columns: list[str], json_out: bool) -> None:
+def _show(
+    cli: CliContext,
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    json_out: bool,
+    footer: Text,
+) -> None:
     if json_out:
         cli.out.out(_render.to_json(rows))
         return
     cli.out.print(_render.records_table(rows, columns))
+    cli.out.print(footer)
 
 
 @heal_app.command("rules")
@@ -63,7 +73,7 @@ def heal_rules(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption =
     cli = cli_context(ctx)
     with cli.client() as client:
         rows = client.list_heal_rules(biz=_biz(cli, biz))
-    _show(cli, rows, RULE_COLUMNS, json_out)
+    _show(cli, rows, RULE_COLUMNS, json_out, _render.counted(len(rows), "rule"))
 
 
 @heal_app.command("create")
@@ -179,4 +189,7 @@ def heal_decisions(
         page = client.list_heal_decisions(
             rule_id=rule, decision=decision, length=length, biz=_biz(cli, biz)
         )
-    _show(cli, list(page.get("data") or []), DECISION_COLUMNS, json_out)
+    rows = list(page.get("data") or [])
+    total = int(page.get("total") or len(rows))
+    of = total if total > len(rows) else None
+    _show(cli, rows, DECISION_COLUMNS, json_out, _render.counted(len(rows), "decision", of=of))

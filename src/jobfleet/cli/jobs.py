@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
             return
         cli.out.print(history.table(rows))
         total = int(data.get("total") or len(rows))
-        cli.out.print(Text(f"{len(rows)} of {total} jobs", style="dim"))
+        cli.out.print(_render.counted(len(rows), "job", of=total))
 
     @app.command("terminate")
     def terminate(

@@ -387,7 +387,7 @@ def hosts(
         return
     cli.out.print(_render.hosts_table(rows))
     up = sum(1 for r in rows if r.get("alive"))
-    cli.out.print(Text(f"{len(rows)} hosts, {up} alive", style="dim"))
+    cli.out.print(_render.counted(len(rows), "host", f", {up} alive"))
 
 
 @app.command()

@@ -60,6 +60,7 @@ def notify_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption 
         cli.out.out(_render.to_json(rows))
         return
     cli.out.print(_render.records_table(rows, COLUMNS))
+    cli.out.print(_render.counted(len(rows), "notification config"))
 
 
 @notify_app.command("webhook")

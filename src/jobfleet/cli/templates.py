@@ -3,6 +3,7 @@ as YAML files (docs/templates.md)."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -80,7 +81,7 @@ def template_list(
             rows, ["id", "name", "description", "last_modify_user", "last_modify_time"]
         )
     )
-    cli.out.print(Text(f"{len(rows)} templates in business {bk_biz_id}", style="dim"))
+    cli.out.print(_render.counted(len(rows), "template", f" in business {bk_biz_id}"))
 
 
 @template_app.command("export")
@@ -128,8 +129,7 @@ def template_import(
             if update:
                 raise
             # the server speaks of its API's parameter (update=true); here it is a flag
-            cli.fail(f"{describe_api_error(exc)}\n--update replaces it: jobfleet template "
-                     f"import {file} --update")
+            cli.fail(f"{describe_api_error(exc)}\n--update replaces it: {_import_again(file, biz)}")
     if json_out:
         cli.out.out(_render.to_json(data))
         return
@@ -139,6 +139,18 @@ def template_import(
     for plan in data.get("plans") or []:
         verb = "created" if plan.get("created") else "updated"
         cli.out.print(f"  {verb} plan {plan.get('id')} ({plan.get('name')})")
+
+
+def _import_again(file: str, biz: int | None) -> str:
+    """The command that imports ``file`` again with --update, quoted to be pasted into a
+    shell as it is: a name with spaces or quotes stays one argument, and one starting
+    with '-' (but '-' itself, stdin) follows '--' so that it is not read as an option."""
+    args = ["jobfleet", "template", "import", "--update"]
+    if biz is not None:
+        args += ["--biz", str(biz)]
+    if file.startswith("-") and file != "-":
+        args.append("--")
+    return shlex.join([*args, file])
 
 
 @plan_app.command("list")
@@ -162,7 +174,7 @@ def plan_list(
             table, ["id", "name", "needs_sync", "last_modify_user", "last_modify_time"]
         )
     )
-    cli.out.print(Text(f"{len(rows)} plans of template {template}", style="dim"))
+    cli.out.print(_render.counted(len(rows), "plan", f" of template {template}"))
 
 
 def _plans(

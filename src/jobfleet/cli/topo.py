@@ -253,8 +253,11 @@ def _value_text(value: Any) -> str:
 
 
 def _hosts_table(cli: CliContext, data: dict[str, Any]) -> None:
-    cli.out.print(_render.hosts_table(data.get("hosts") or []))
-    cli.out.print(Text(f"{data.get('total', 0)} hosts match", style="dim"))
+    hosts = data.get("hosts") or []
+    total = int(data.get("total") or len(hosts))
+    of = total if total > len(hosts) else None
+    cli.out.print(_render.hosts_table(hosts))
+    cli.out.print(_render.counted(len(hosts), "matching host", of=of))
 
 
 @group_app.command("list")
@@ -268,6 +271,7 @@ def group_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption =
         return
     table = [{**r, "filter": _filter_text(r.get("filter"))} for r in rows]
     cli.out.print(_render.records_table(table, ["id", "name", "filter", "description"]))
+    cli.out.print(_render.counted(len(rows), "dynamic group"))
 
 
 @group_app.command("add")
@@ -388,6 +392,7 @@ def whitelist_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
         return
     columns = ["id", "bk_host_id", "ip", "host_bk_biz_id", "biz_ids", "action_scopes", "remark"]
     cli.out.print(_render.records_table(rows, columns))
+    cli.out.print(_render.counted(len(rows), "whitelist entry", plural="whitelist entries"))
 
 
 @whitelist_app.command("add")

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import ColumnElement, and_, false, func, insert, or_, select, update
 
+from jobfleet.domain.callers import escape_control
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.tables import audit_log
 
@@ -94,7 +95,12 @@ def bound_detail(detail: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _cut(value: str | None, width: int) -> str | None:
-    if value is None or len(value) <= width:
+    if value is None:
+        return value
+    # a name typed at the login form or sent by an app is recorded as given, but a
+    # newline or bidi override in it must not forge or hide a line where it is read
+    value = escape_control(value)
+    if len(value) <= width:
         return value
     return value[: width - 3] + "..."
 

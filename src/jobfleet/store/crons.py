@@ -150,6 +150,23 @@ class CronStore:
             )
         return int(res.inserted_primary_key[0])  # type: ignore[index]
 
+    async def named(
+        self, scope_type: str, scope_id: str, name: str, *, other_than: int | None = None
+    ) -> int | None:
+        """The id of a cron of the scope with this exact name (but ``other_than``)."""
+        cond = [
+            crons.c.scope_type == scope_type,
+            crons.c.scope_id == scope_id,
+            crons.c.name == name,
+        ]
+        if other_than is not None:
+            cond.append(crons.c.id != other_than)
+        async with self.db.connect() as conn:
+            value = (
+                await conn.execute(select(crons.c.id).where(*cond).order_by(crons.c.id).limit(1))
+            ).scalar()
+        return None if value is None else int(value)
+
     async def get(self, scope_type: str, scope_id: str, cron_id: int) -> Row[Any]:
         async with self.db.connect() as conn:
             row = (

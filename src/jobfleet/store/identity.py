@@ -174,6 +174,18 @@ class IdentityStore:
                 )
             return is_admin
 
+    async def known_user(self, username: str) -> bool:
+        """Whether ``username`` is a user already: it has a row, or a grant (apps act for
+        any name, so a grant needs no row)."""
+        async with self.db.connect() as conn:
+            for table in (users, grants):
+                found = await conn.execute(
+                    select(table.c.username).where(table.c.username == username).limit(1)
+                )
+                if found.first() is not None:
+                    return True
+        return False
+
     async def get_user(self, username: str) -> User:
         """A user unknown to jobfleet holds no scope at all."""
         async with self.db.connect() as conn:

@@ -89,7 +89,9 @@ def _plan_hosts(server: Any, shown: int = 20) -> str:
 def _duration(start: Any, end: Any) -> str:
     if not start:
         return ""
-    millis = round((end or time.time() * 1000) - start)
+    # an end before its start (or a start ahead of this server's clock) is clock skew
+    # between agent and server or two servers: it took next to no time, not "-3 ms"
+    millis = max(0, round((end or time.time() * 1000) - start))
     # a step of 28 ms did not take "0.0 s"
     return f"{millis} ms" if millis < 1000 else f"{millis / 1000:.1f} s"
 
