@@ -626,9 +626,8 @@ class _Listener(uvicorn.Server):
     address and in time, and a peer that sends without reading what it is answered
     is not read either (asyncio's TLS transport would buffer every answer).
 
-    ``port`` names it in logs; ``owns_signals``: the API listener's, the agent listener
-    runs beside it.
-    ``session_tickets``: TLS 1.3 tickets, for clients that resume sessions."""
+    ``port`` names it in logs; ``owns_signals``: the API listener's (the agent listener
+    runs beside it); ``session_tickets``: TLS 1.3 tickets, for clients that resume."""
 
     def __init__(
         self,
@@ -661,7 +660,7 @@ class _Listener(uvicorn.Server):
             return
         if sockets is None:
             # bound before the lifespan starts anything: an address in use ends the
-            # process here, as uvicorn's own start does (it logs and exits)
+            # process here (uvicorn logs it and exits with STARTUP_FAILURE)
             sockets = [config.bind_socket()]
         await self.lifespan.startup()
         if self.lifespan.should_exit:
