@@ -238,12 +238,18 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
     def _read_records(self) -> None:
         """Hand what the records carry to the application while it reads."""
         sslobj = self._sslobj
+        incoming = self._incoming
         while (
             not self._reading_paused
             and not self._writing_paused
             and not self._closing
             and self._app is not None
         ):
+            # nothing left to decrypt: the read would only raise SSLWantReadError, an
+            # exception object per delivery (once per request on a kept-alive
+            # connection). An end written to the BIO shows as eof, not as pending
+            if not incoming.pending and not sslobj.pending() and not incoming.eof:
+                break
             try:
                 # with a buffer it answers the count read (typeshed says bytes)
                 size = cast(int, sslobj.read(READ_SIZE, _PLAINTEXT))
@@ -275,9 +281,23 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self._raw is None or self._app is None:
             return
+        outgoing = self._outgoing
+        size = len(data)
+        if not size:
+            return
+        if size <= SLICE:
+            # most writes (a response's head, a small body, a frame): one record
+            try:
+                self._sslobj.write(data)
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("tls_failed error=%s", exc)
+                self._error = exc
+                self.abort()
+                return
+            self._raw.write(outgoing.read())
+            return
         view = memoryview(data)
         offset, size = 0, len(view)
-        outgoing = self._outgoing
         records: list[bytes] = []
         try:
             while offset < size:
