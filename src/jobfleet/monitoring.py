@@ -87,6 +87,8 @@ class Monitor:
         self._ready: Readiness | None = None
         # the agent port's handshake gates, once its listener has started
         self.handshake_gates: list[HandshakeGate] = []
+        # the API port's, once it has started with TLS (``tls_cert``)
+        self.api_handshake_gates: list[HandshakeGate] = []
 
     # /readyz ---------------------------------------------------------------
     async def readiness(self) -> Readiness:
@@ -248,28 +250,31 @@ class _Figures(Collector):
         for kind, n in sorted(m.callbacks.gave_up.items()):
             gave_up.add_metric([kind], n)
         yield gave_up
-        yield from _handshake_figures(m.handshake_gates)
+        yield from _handshake_figures("agent", m.handshake_gates)
+        yield from _handshake_figures("api", m.api_handshake_gates)
         yield from _bus_figures(m.bus, scrape)
 
 
-def _handshake_figures(gates: list[HandshakeGate]) -> Iterator[Metric]:
+def _handshake_figures(port: str, gates: list[HandshakeGate]) -> Iterator[Metric]:
     Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
     figures: tuple[tuple[Family, str, str, Callable[[HandshakeGate], int]], ...] = (
-        (GaugeMetricFamily, "in_flight", "TLS handshakes under way on the agent port",
+        (GaugeMetricFamily, "in_flight", "TLS handshakes under way on the {} port",
          lambda g: g.in_flight),
         (GaugeMetricFamily, "waiting",
-         "Connections accepted on the agent port waiting for a handshake slot",
+         "Connections accepted on the {} port waiting for a handshake slot",
          lambda g: g.queued),
         (CounterMetricFamily, "failed",
-         "Handshakes on the agent port that failed or timed out (no TLS, a client gone)",
+         "Handshakes on the {} port that failed or timed out (no TLS, a client gone)",
          lambda g: g.failed),
         (CounterMetricFamily, "expired",
-         "Connections to the agent port closed unanswered after waiting too long for a slot",
+         "Connections to the {} port closed unanswered after waiting too long for a slot",
          lambda g: g.expired),
     )
     for family, name, text, count in figures:
         yield family(
-            f"jobfleet_agent_handshakes_{name}", text, value=sum(count(g) for g in gates)
+            f"jobfleet_{port}_handshakes_{name}",
+            text.format(port.upper() if port == "api" else port),
+            value=sum(count(g) for g in gates),
         )
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from jobfleet import loop
@@ -342,13 +343,20 @@ class Server:
             evict_silent=False,
         )
         self.handshake_limits = HandshakeLimits.for_machine()
+        # the API port's own gate, with ``tls_cert``: its clients (browsers, the SDK and
+        # the CLI) handshake as agents do and on the same cores, so the same sizes hold.
+        # A source address (an office behind NAT or a CONNECT proxy: every browser of
+        # it) may hold three quarters of the slots, dozens of handshakes of a few ms each,
+        # while the last quarter stays for everyone else; a handshake not done within
+        # 10 s is cut rather than held for asyncio's 60 s
+        self.api_handshake_limits = HandshakeLimits.for_machine()
         self.app: FastAPI = create_app(
             self.services,
             console_router(self.services, cookie_secure=settings.cookie_secure),
             headers=CONSOLE_HEADERS,
         )
         self.app.router.lifespan_context = self._lifespan
-        self._agent_server: _AgentListener | None = None
+        self._agent_server: _Listener | None = None
         self._agent_serving: asyncio.Task[None] | None = None
 
     @asynccontextmanager
@@ -420,7 +428,15 @@ class Server:
             # the address that failed credentials are counted and audited under
             proxy_headers=False,
         )
-        server = _AgentListener(config, self.handshake_limits)
+        # no agent resumes a TLS session (it enrolls with one request, then holds one
+        # connection): TLS 1.3's two tickets per handshake were CPU on both ends for nothing
+        server = _Listener(
+            config,
+            self.handshake_limits,
+            port="agent",
+            owns_signals=False,
+            session_tickets=False,
+        )
         self._agent_server = server
         self.monitor.handshake_gates = server.gates
         self._agent_serving = asyncio.get_running_loop().create_task(
@@ -476,8 +492,23 @@ class Server:
         if self.services.procs is not None:
             await self.services.procs.stop()
 
+    def listener(self) -> uvicorn.Server:
+        """The API listener: it owns the process's signals and runs the lifespan, which
+        starts the agent listener. With ``tls_cert``, its TLS is the agent port's (a
+        bounded handshake gate, the TLS layer) but keeps session tickets: browsers and
+        the SDK reconnect, and resume."""
+        server = _Listener(
+            self.uvicorn_config(),
+            self.api_handshake_limits,
+            port="api",
+            owns_signals=True,
+            session_tickets=True,
+        )
+        self.monitor.api_handshake_gates = server.gates
+        return server
+
     def uvicorn_config(self) -> uvicorn.Config:
-        """The API listener (it runs the lifespan, which starts the agent listener)."""
+        """The API listener's settings (``listener`` serves them)."""
         listener = "api-tls" if self.settings.tls_cert else "api"
         return self._config(
             ListenerGate(
@@ -541,7 +572,7 @@ class Server:
             log.error("database_schema_refused error=%s", exc)
             await self.db.close()
             raise SystemExit(2) from None
-        await uvicorn.Server(self.uvicorn_config()).serve()
+        await self.listener().serve()
 
 
 def _redis_bus(url: str, node: str, cipher: Cipher) -> Bus:
@@ -588,24 +619,54 @@ def _bind_agent_port(settings: ServerSettings) -> socket.socket:
     raise AssertionError("unreachable: the last port either binds or raises")
 
 
-class _AgentListener(uvicorn.Server):
-    """The agent listener, beside the API's (which owns the process's signals): its TLS
-    handshakes pass the gate of ``gateway/handshakes.py`` instead of asyncio's server."""
+class _Listener(uvicorn.Server):
+    """One of the server's listeners. With TLS its handshakes pass the gate of
+    ``gateway/handshakes.py`` and its connections run over ``gateway/tlslayer.py``
+    instead of asyncio's TLS server: handshakes are bounded in number, per source
+    address and in time, and a peer that sends without reading what it is answered
+    is not read either (asyncio's TLS transport would buffer every answer).
 
-    def __init__(self, config: uvicorn.Config, limits: HandshakeLimits) -> None:
+    ``port`` names it in logs; ``owns_signals``: the API listener's (the agent listener
+    runs beside it); ``session_tickets``: TLS 1.3 tickets, for clients that resume."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        limits: HandshakeLimits,
+        *,
+        port: str,
+        owns_signals: bool,
+        session_tickets: bool,
+    ) -> None:
         super().__init__(config)
         self.limits = limits
+        self.port = port
+        self.owns_signals = owns_signals
+        self.session_tickets = session_tickets
         self.gates: list[HandshakeGate] = []
 
     @contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        yield
+        if not self.owns_signals:
+            yield
+            return
+        with super().capture_signals():
+            yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await self.lifespan.startup()
         config = self.config
-        if not sockets or config.ssl is None:
-            raise RuntimeError("the agent listener needs its bound socket and its TLS files")
+        if config.ssl is None:
+            await super().startup(sockets)
+            return
+        if sockets is None:
+            # bound before the lifespan starts anything: an address in use ends the
+            # process here (uvicorn logs it and exits with STARTUP_FAILURE)
+            sockets = [config.bind_socket()]
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            for sock in sockets:
+                sock.close()
+            raise SystemExit(STARTUP_FAILURE)
         state, app_state = self.server_state, self.lifespan.state
 
         def create_protocol() -> asyncio.Protocol:
@@ -615,13 +676,13 @@ class _AgentListener(uvicorn.Server):
             return protocol
 
         self.servers = []
-        # no agent resumes a TLS session (it enrolls with one request, then holds one
-        # connection): TLS 1.3's two tickets per handshake were CPU on both ends for nothing
-        config.ssl.num_tickets = 0
-        # agents speak TLS 1.3, which has none; a TLS 1.2 client gets no renegotiation
+        if not self.session_tickets:
+            config.ssl.num_tickets = 0
+        # renegotiation is a handshake's CPU again on a connection already in, at the
+        # client's call; TLS 1.3 has none, and no client of either port needs it
         config.ssl.options |= ssl.OP_NO_RENEGOTIATION
         for sock in sockets:
-            gate = HandshakeGate(sock, config.ssl, create_protocol, self.limits)
+            gate = HandshakeGate(sock, config.ssl, create_protocol, self.limits, self.port)
             gate.start(config.backlog)
             self.gates.append(gate)
         self.started = True

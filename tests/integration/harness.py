@@ -299,7 +299,7 @@ async def run_server(tmp_path: Path, database_url: str, *, engine: dict[str, Any
                               engine=EngineSettings(**{**TEST_ENGINE, **(engine or {})}),
                               log_level="warning", **{"heartbeat": 2.0, **(server or {})})
     node = Server(settings)
-    uv = uvicorn.Server(node.uvicorn_config())
+    uv = node.listener()
     task = await serve_on(uv, sock)
     boot = boot or read_bootstrap(settings.data_dir)
     wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])

@@ -112,7 +112,7 @@ async def test_callback_survives_a_server_restart(tmp_path: Path, database_url: 
                               heartbeat=2.0, log_level="warning",
                               callback_allow=LOOPBACK)
     first = Server(settings)
-    uv = uvicorn.Server(first.uvicorn_config())
+    uv = first.listener()
     task = await serve_on(uv, sock)
     boot = read_bootstrap(settings.data_dir)
     wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"])
@@ -130,7 +130,7 @@ async def test_callback_survives_a_server_restart(tmp_path: Path, database_url: 
     hook_task = await serve_on(hook, rec.sock)
     port = settings.port
     second = Server(settings)
-    uv2 = uvicorn.Server(second.uvicorn_config())
+    uv2 = second.listener()
     task2 = await serve_on(uv2, bound_socket(port))
     try:
         await eventually(lambda: asyncio.sleep(0, rec.accepted), timeout=30)

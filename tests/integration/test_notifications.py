@@ -207,7 +207,7 @@ async def server_with_mail(tmp_path: Path, database_url: str,
                               heartbeat=2.0, log_level="warning", smtp=smtp,
                               callback_allow=LOOPBACK)
     server = Server(settings)
-    uv = uvicorn.Server(server.uvicorn_config())
+    uv = server.listener()
     task = await serve_on(uv, sock)
     boot = read_bootstrap(settings.data_dir)
     wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import socket
 import ssl
 from pathlib import Path
 
 import httpx
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,7 +50,7 @@ async def test_agents_verify_the_server_certificate(tmp_path: Path) -> None:
                               tls_cert=cert, tls_key=key)
     assert settings.url.startswith("https://")
     server = Server(settings)
-    uv = uvicorn.Server(server.uvicorn_config())
+    uv = server.listener()
     task = await serve_on(uv, sock)
     boot = read_bootstrap(settings.data_dir)
     untrusting = Agent(AgentSettings(server=settings.url, state_dir=tmp_path / "a0",
@@ -102,3 +102,73 @@ async def test_the_agent_port_issues_no_session_tickets(running: Running) -> Non
     # tickets arrive before the answer: by now the session would hold one
     assert tls.session is not None and not tls.session.has_ticket
     writer.close()
+
+
+async def test_the_api_port_over_tls_keeps_what_its_clients_rely_on(tmp_path: Path) -> None:
+    """Through its handshake gate and TLS layer the API port still serves: WebSocket
+    upgrades (agents with ``agent_plaintext`` talk wss there), several requests on one
+    kept-alive connection, resumed TLS sessions (browsers and the SDK reconnect), the
+    https scheme the console's cookie is marked Secure by."""
+    cert, key = self_signed(tmp_path)
+    sock = bound_socket()
+    settings = ServerSettings(data_dir=tmp_path / "server", port=sock.getsockname()[1],
+                              engine=EngineSettings(**TEST_ENGINE), heartbeat=2.0,
+                              log_level="warning", tls_cert=cert, tls_key=key,
+                              agent_plaintext=True)
+    server = Server(settings)
+    uv = server.listener()
+    task = await serve_on(uv, sock)
+    boot = read_bootstrap(settings.data_dir)
+    agent = Agent(AgentSettings(server=settings.url, state_dir=tmp_path / "a1", ip="127.0.0.2",
+                                enroll_token=boot["enroll_token"], ca_file=cert, heartbeat=2.0))
+    runner = asyncio.create_task(agent.run_forever())
+    trusted = ssl.create_default_context(cafile=str(cert))
+    wire = Wire(settings.url, boot["bk_app_code"], boot["bk_app_secret"])
+    await wire.http.aclose()
+    wire.http = httpx.AsyncClient(base_url=settings.url, verify=trusted, trust_env=False,
+                                  timeout=60)
+    try:
+        await asyncio.wait_for(agent.connected.wait(), 20)
+        sub = await wire.run_script("echo over the api port", ["127.0.0.2"])
+        data = await wire.wait(sub["job_instance_id"])
+        assert data["job_instance"]["status"] == 3
+        logs = await wire.logs(sub["job_instance_id"], sub["step_instance_id"], ["127.0.0.2"])
+        assert logs["127.0.0.2"] == "over the api port\n"
+
+        # three requests, one connection; then the session resumed on the next one
+        reader, writer = await asyncio.open_connection("127.0.0.1", settings.port, ssl=trusted,
+                                                       server_hostname="127.0.0.1")
+        for _ in range(3):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+        session = writer.get_extra_info("ssl_object").session
+        assert session is not None and session.has_ticket
+        writer.close()
+        # asyncio's streams take no session to offer: a socket of the ssl module's does
+        raw = socket.create_connection(("127.0.0.1", settings.port), timeout=10)
+        resumed = await asyncio.to_thread(
+            trusted.wrap_socket, raw, server_hostname="127.0.0.1", session=session)
+        assert resumed.session_reused
+        resumed.close()
+
+        # the login's cookie is Secure: the console saw https ("auto")
+        async with httpx.AsyncClient(base_url=settings.url, verify=trusted, trust_env=False,
+                                     follow_redirects=False, timeout=60) as http:
+            login = await http.post("/login", data={
+                "username": "admin", "password": boot["admin_password"], "next": "/"})
+            assert login.status_code == 303, login.text
+            [cookie] = [c for c in login.headers.get_list("set-cookie")
+                        if c.startswith("jobfleet_session=")]
+        assert "secure" in {p.strip().split("=")[0].lower() for p in cookie.split(";")[1:]}
+        assert [g.port for g in server.monitor.api_handshake_gates] == ["api"]
+    finally:
+        await agent.stop()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await wire.close()
+        uv.should_exit = True
+        await task

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
@@ -60,7 +59,7 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
     port = port or free_port()
     settings = ServerSettings(data_dir=data_dir / "server", port=port, log_level="warning")
     server = Server(settings)
-    uv = uvicorn.Server(server.uvicorn_config())
+    uv = server.listener()
     serving = asyncio.create_task(uv.serve())
     procs: list[asyncio.subprocess.Process] = []
     try:

@@ -1,4 +1,5 @@
-"""TLS handshakes on the agent port, a bounded number at a time and fair between hosts.
+"""TLS handshakes on the agent port (and the API port's, with ``tls_cert``), a bounded
+number at a time and fair between hosts.
 
 asyncio's TLS server starts the handshake of every connection it accepts at once, and
 it accepts as many as the listen backlog holds in one turn of the loop. After a server
@@ -74,7 +75,7 @@ class HandshakeLimits:
 
 class HandshakeGate:
     """Accepts on ``sock`` and hands each connection, once its TLS handshake is done
-    under ``limits``, to a protocol from ``protocol_factory``."""
+    under ``limits``, to a protocol from ``protocol_factory``. ``port`` names it in logs."""
 
     def __init__(
         self,
@@ -82,8 +83,11 @@ class HandshakeGate:
         context: ssl.SSLContext,
         protocol_factory: Callable[[], asyncio.Protocol],
         limits: HandshakeLimits,
+        port: str = "agent",
     ) -> None:
         self.sock = sock
+        # which of the server's ports, in log lines
+        self.port = port
         self.context = context
         self.protocol_factory = protocol_factory
         self.limits = limits
@@ -156,7 +160,7 @@ class HandshakeGate:
                 pass
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
-                    log.error("agent_port_accept_paused error=%s", exc)
+                    log.error("%s_port_accept_paused error=%s", self.port, exc)
                     await asyncio.sleep(RESOURCE_PAUSE)
                 elif self._closed or exc.errno == errno.EBADF:
                     return
@@ -222,7 +226,7 @@ class HandshakeGate:
             # a client that went away, spoke no TLS, or stalled past the timeout: the
             # transport is closed already, and nothing about it is worth a line per client
             self.failed += 1
-            log.debug("agent_handshake_failed source=%s error=%s", source, exc)
+            log.debug("%s_handshake_failed source=%s error=%s", self.port, source, exc)
             with contextlib.suppress(OSError):
                 conn.close()
         finally:

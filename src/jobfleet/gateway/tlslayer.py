@@ -1,4 +1,4 @@
-"""TLS for the agent port, driven over the loop's plain TCP transport.
+"""TLS for the agent port and the API port, driven over the loop's plain TCP transport.
 
 uvloop's TLS transport allocates a 256 KiB read buffer per connection; the pages a
 read touches stay resident for the connection's life, and with its protocol objects
@@ -13,10 +13,11 @@ a large frame's records, it would keep that much for the connection's life. Reco
 therefore go in and come out ``SLICE`` bytes at a time, and each connection keeps at
 most about that much in each BIO whatever it carried.
 
-The TLS properties are the context's (certificate, versions, ciphers, no tickets);
-renegotiation is refused (``OP_NO_RENEGOTIATION``: agents speak TLS 1.3, where there
-is none). A record that fails to decrypt or parse aborts the connection; a close sends
-``close_notify`` and then closes the TCP connection without waiting for the peer's.
+The TLS properties are the context's (certificate, versions, ciphers, tickets: none on
+the agent port, TLS 1.3's two per handshake on the API port, whose clients resume);
+renegotiation is refused (``OP_NO_RENEGOTIATION``: TLS 1.3 has none). A record that
+fails to decrypt or parse aborts the connection; a close sends ``close_notify`` and
+then closes the TCP connection without waiting for the peer's.
 A close whose last bytes the peer takes nothing of for ``CLOSE_STALL`` seconds is cut:
 the socket would otherwise hold them, and the connection, for as long as the peer
 keeps its window shut (a slow reader still gets them all). What the peer took is
@@ -237,19 +238,25 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
     def _read_records(self) -> None:
         """Hand what the records carry to the application while it reads."""
         sslobj = self._sslobj
+        incoming = self._incoming
         while (
             not self._reading_paused
             and not self._writing_paused
             and not self._closing
             and self._app is not None
         ):
+            # nothing left to decrypt: the read would only raise SSLWantReadError, an
+            # exception object per delivery (once per request on a kept-alive
+            # connection). An end written to the BIO shows as eof, not as pending
+            if not incoming.pending and not sslobj.pending() and not incoming.eof:
+                break
             try:
                 # with a buffer it answers the count read (typeshed says bytes)
                 size = cast(int, sslobj.read(READ_SIZE, _PLAINTEXT))
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             except (ssl.SSLError, OSError) as exc:
-                log.debug("agent_tls_failed error=%s", exc)
+                log.debug("tls_failed error=%s", exc)
                 self._error = exc
                 self._flush()
                 self.abort()
@@ -274,16 +281,30 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self._raw is None or self._app is None:
             return
+        outgoing = self._outgoing
+        size = len(data)
+        if not size:
+            return
+        if size <= SLICE:
+            # most writes (a response's head, a small body, a frame): one record
+            try:
+                self._sslobj.write(data)
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("tls_failed error=%s", exc)
+                self._error = exc
+                self.abort()
+                return
+            self._raw.write(outgoing.read())
+            return
         view = memoryview(data)
         offset, size = 0, len(view)
-        outgoing = self._outgoing
         records: list[bytes] = []
         try:
             while offset < size:
                 offset += self._sslobj.write(view[offset : offset + SLICE])
                 records.append(outgoing.read())
         except (ssl.SSLError, OSError) as exc:
-            log.debug("agent_tls_failed error=%s", exc)
+            log.debug("tls_failed error=%s", exc)
             self._error = exc
             self.abort()
             return
@@ -395,8 +416,13 @@ class TLSLayer(asyncio.Protocol, asyncio.Transport):
         if unsent < before:
             self._watch_close(unsent)  # a slow reader, still reading
             return
-        peer = raw.get_extra_info("peername")
-        log.info("agent_tls_close_stalled peer=%s unsent=%d", peer[0] if peer else "?", left)
+        peer, own = raw.get_extra_info("peername"), raw.get_extra_info("sockname")
+        log.info(
+            "tls_close_stalled peer=%s port=%s unsent=%d",
+            peer[0] if peer else "?",
+            own[1] if own else "?",
+            left,
+        )
         raw.abort()
 
     def abort(self) -> None:
