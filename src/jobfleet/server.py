@@ -608,10 +608,18 @@ def _bind_agent_port(settings: ServerSettings) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((settings.host, port))
-        except OSError:
+        except OSError as exc:
             sock.close()
             if port == ports[-1]:
-                raise
+                # as uvicorn ends for the API port: one line and its startup-failure code
+                log.error(
+                    "agent_port_unavailable host=%s port=%s error=%s hint=%s",
+                    settings.host,
+                    port,
+                    exc.strerror or exc,
+                    "set agent_port (--agent-port) to a free port, or 0 to let the system pick",
+                )
+                raise SystemExit(STARTUP_FAILURE) from None
             continue
         if settings.agent_port == 0:
             remembered.write_text(str(sock.getsockname()[1]))

@@ -7,6 +7,9 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -228,3 +231,20 @@ async def test_server_logs_as_json_with_the_config_file_under_the_flags(
     assert secret not in output
     if "@" in database_url:  # a PostgreSQL URL with a password
         assert database_url not in output
+
+
+def test_an_agent_port_in_use_ends_the_server_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "jobfleet", "server", "--data-dir", str(tmp_path / "d"),
+             "--host", "127.0.0.1", "--port", str(free_port()), "--agent-port", str(port)],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output
+    assert "Traceback" not in output and "OSError" not in output, output
+    line = next(x for x in output.splitlines() if "agent_port_unavailable" in x)
+    assert f"port={port}" in line and "--agent-port" in line
