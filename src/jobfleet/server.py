@@ -541,7 +541,34 @@ class Server:
             log.error("database_schema_refused error=%s", exc)
             await self.db.close()
             raise SystemExit(2) from None
+        if self.settings.redis_url:
+            await self._check_cluster_keys(self.settings.redis_url)
         await uvicorn.Server(self.uvicorn_config()).serve()
+
+    async def _check_cluster_keys(self, redis_url: str) -> None:
+        """A node whose secret key is not the cluster's seals messages and values no
+        other node can open (its jobs hang, the others log unreadable entries), and one
+        whose agent CA is not the cluster's is refused by every agent that pinned it:
+        such a node ends here, in one line, before it listens."""
+        from jobfleet.bus.redis import claim_cluster_keys
+
+        values = {"secret.key": self.cipher.check_value()}
+        if self.agent_tls is not None:
+            values["tls/ca.pem"] = self.agent_tls.fingerprint
+        differing = await claim_cluster_keys(redis_url, values)
+        if not differing:
+            # None: Redis is away; the bus says so, and the node joins when it is back
+            return
+        log.error(
+            "cluster_keys_refused files=%s error=this node's %s differ from the other "
+            "nodes' of this cluster: copy secret.key and tls/ from the data directory "
+            "of a running node into %s before starting it (docs/deploy.md, A cluster)",
+            ",".join(differing),
+            " and ".join(differing),
+            self.settings.data_dir,
+        )
+        await self.db.close()
+        raise SystemExit(2)
 
 
 def _redis_bus(url: str, node: str, cipher: Cipher) -> Bus:

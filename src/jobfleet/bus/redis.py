@@ -73,6 +73,28 @@ return n
 """
 
 
+async def claim_cluster_keys(
+    url: str, values: dict[str, str], prefix: str = "jf", timeout: float = 5.0
+) -> list[str] | None:
+    """The names of ``values`` (what every node of a cluster must share, as check
+    values) that differ from what the cluster's first node wrote; None when Redis
+    cannot be reached. The first node to ask writes its own."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    key = f"{prefix}:cluster"
+    try:
+        for name, value in values.items():
+            await client.hsetnx(key, name, value)
+        stored = await client.hgetall(key)
+    except (RedisError, OSError):
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return [name for name, value in values.items() if stored.get(name.encode()) != value.encode()]
+
+
 class RedisBus:
     clustered = True
 
