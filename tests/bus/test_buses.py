@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -201,4 +202,31 @@ async def test_live_views_hear_events_again_after_a_redis_restart(redis: Redis) 
     finally:
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
+        await a.stop()
+
+
+async def test_redis_away_is_one_line_per_loop_and_one_when_back(
+        redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
+    """Seconds without Redis: each loop of the bus says so once, not on every turn (a
+    minute-long outage was some thousands of lines per node), and says when it is back."""
+    cipher = Cipher(Fernet.generate_key())
+    a = bus(redis, "a", cipher)
+    await a.start(Listener())
+    try:
+        with caplog.at_level(logging.INFO, logger="jobfleet.bus.redis"):
+            await redis.stop()
+            a.send("b", {"k": "wake"})
+            await asyncio.sleep(3.0)
+            await redis.start()
+
+            async def sent() -> bool:
+                return int(await a.redis.xlen("jf:inbox:b")) == 1
+            await eventually(sent, timeout=20)
+            await asyncio.sleep(1.0)
+        events = [r.getMessage().split(" ")[0] for r in caplog.records]
+        for event in ("bus_send_waiting", "bus_read_waiting", "bus_beat_failed",
+                      "bus_agents_feed_lost"):
+            assert events.count(event) == 1, events
+        assert "bus_send_resumed" in events and "bus_read_resumed" in events, events
+    finally:
         await a.stop()

@@ -44,6 +44,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from jobfleet.bus.base import BusListener
+from jobfleet.logs import Spell
 from jobfleet.loop import raise_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,7 @@ class RedisBus:
 
     async def _flush_loop(self) -> None:
         attempt = 0
+        spell = Spell(log, "bus_send_waiting", back="bus_send_resumed")
         while True:
             raise_if_cancelled()
             await self._wake.wait()
@@ -225,6 +227,7 @@ class RedisBus:
             try:
                 await self._write(outbox, hold, release)
                 attempt = 0
+                spell.ok()
                 if not self._outbox and not self._hold and not self._release:
                     self._sent.set()
             except asyncio.CancelledError:
@@ -238,7 +241,7 @@ class RedisBus:
                 self._release |= release - self._hold
                 self.send_failures += 1
                 attempt += 1
-                log.warning("bus_send_waiting attempt=%d error=%s", attempt, exc)
+                spell.failed("attempt=%d error=%s", attempt, exc)
                 await asyncio.sleep(min(2.0, 0.1 * attempt))
                 self._wake.set()
 
@@ -275,6 +278,7 @@ class RedisBus:
         # what this node read but did not acknowledge before it stopped comes first
         last = "0"
         attempt = 0
+        spell = Spell(log, "bus_read_waiting", back="bus_read_resumed")
         while True:
             raise_if_cancelled()
             try:
@@ -286,6 +290,7 @@ class RedisBus:
                     block=1000 if last == ">" else None,
                 )
                 attempt = 0
+                spell.ok()
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
@@ -298,7 +303,7 @@ class RedisBus:
             except (RedisError, OSError) as exc:
                 raise_if_cancelled()
                 attempt += 1
-                log.warning("bus_read_waiting attempt=%d error=%s", attempt, exc)
+                spell.failed("attempt=%d error=%s", attempt, exc)
                 await asyncio.sleep(min(2.0, 0.1 * attempt))
                 continue
             entries = reply[0][1] if reply else []
@@ -333,6 +338,7 @@ class RedisBus:
     # liveness, presence and dead nodes ---------------------------------------
     async def _beat_loop(self) -> None:
         last_resync = time.monotonic()
+        spell = Spell(log, "bus_beat_failed", back="bus_beat_resumed")
         while True:
             raise_if_cancelled()
             await asyncio.sleep(self.beat)
@@ -345,11 +351,12 @@ class RedisBus:
                 if time.monotonic() - last_resync >= self.resync:
                     await self._load_holders()
                     last_resync = time.monotonic()
+                spell.ok()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 raise_if_cancelled()
-                log.warning("bus_beat_failed error=%s", exc)
+                spell.failed("error=%s", exc)
 
     async def _check_instance(self) -> None:
         """Recover if Redis is not the instance this node registered with."""
@@ -429,11 +436,13 @@ class RedisBus:
         self._holders = holders
 
     async def _agents_loop(self) -> None:
+        spell = Spell(log, "bus_agents_feed_lost", back="bus_agents_feed_back")
         while True:
             raise_if_cancelled()
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self._k("agents"))
+                spell.ok()
                 while True:
                     raise_if_cancelled()
                     item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -448,7 +457,7 @@ class RedisBus:
                 raise
             except Exception as exc:
                 raise_if_cancelled()
-                log.warning("bus_agents_feed_lost error=%s", exc)
+                spell.failed("error=%s", exc)
                 await asyncio.sleep(0.5)
                 # what was missed meanwhile (from a new, empty Redis: what it lost first)
                 with contextlib.suppress(Exception):

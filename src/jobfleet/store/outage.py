@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
+
+from jobfleet.logs import Spell
 
 # seconds between the lines that say an outage goes on
 REPEAT_SECONDS = 60.0
@@ -63,8 +64,9 @@ class OutageLog:
     def __init__(self, logger: logging.Logger, event: str) -> None:
         self.logger = logger
         self.event = event
-        self._since: float | None = None
-        self._last = 0.0
+        self._spell = Spell(
+            logger, event, back=f"database_back loop={event}", every=REPEAT_SECONDS
+        )
 
     def failed(self) -> None:
         """Call in the ``except`` block of the failed turn."""
@@ -72,25 +74,8 @@ class OutageLog:
         if exc is None or not unreachable(exc):
             self.logger.exception(self.event)
             return
-        now = time.monotonic()
-        if self._since is None:
-            self._since = self._last = now
-            self.logger.warning(
-                "%s reason=database_unreachable error=%s", self.event, reason(exc)
-            )
-        elif now - self._last >= REPEAT_SECONDS:
-            self._last = now
-            self.logger.warning(
-                "%s reason=database_unreachable for=%.0fs error=%s",
-                self.event,
-                now - self._since,
-                reason(exc),
-            )
+        self._spell.failed("reason=database_unreachable error=%s", reason(exc))
 
     def ok(self) -> None:
         """Call after a turn that worked: ends an outage with one line."""
-        if self._since is not None:
-            self.logger.info(
-                "database_back loop=%s after=%.1fs", self.event, time.monotonic() - self._since
-            )
-            self._since = None
+        self._spell.ok()
