@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 from tests.integration.cluster import cluster, needs_cluster
+from tests.integration.harness import eventually
 from tests.integration.test_cluster_failures import database_admin, drop_connections
 
 
@@ -33,3 +35,35 @@ async def test_a_database_outage_logs_one_line_per_loop_and_no_traceback(
     assert "revocation_check_failed reason=database_unreachable" in text, text[:4000]
     # once per loop, not once per turn
     assert text.count("lease_loop_failed") == 1, text[:4000]
+
+
+async def test_console_pages_while_the_database_is_away_answer_503_not_a_traceback(
+        tmp_path: Path, database_url: str) -> None:
+    """As the API does: 1240001 with HTTP 503, and the page again once it is back."""
+    needs_cluster(database_url, redis=False)
+    async with cluster(tmp_path, database_url, size=1, with_redis=False) as c, \
+            database_admin(database_url) as (admin, name):
+        node = c.nodes[0]
+        async with httpx.AsyncClient(base_url=node.url, trust_env=False, timeout=30) as http:
+            login = await http.post("/login", data={
+                "username": "admin", "password": c.boot["admin_password"], "next": "/jobs"},
+                headers={"Origin": node.url})
+            assert login.status_code == 303, login.text
+            before = node.log_path.stat().st_size if node.log_path.exists() else 0
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await drop_connections(admin, name)
+            try:
+                for path in ("/", "/jobs", "/hosts"):
+                    page = await http.get(path)
+                    assert page.status_code == 503, (path, page.text)
+                    assert page.json()["code"] == 1240001, page.text
+            finally:
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            async def back() -> bool:
+                return (await http.get("/jobs")).status_code == 200
+            await eventually(back, timeout=30)
+        await node.stop()
+        await node.output()
+        text = node.log_path.read_bytes()[before:].decode(errors="replace")
+    assert "Traceback" not in text, text[:4000]
+    assert "request_database_unreachable path=/jobs" in text, text[:4000]
