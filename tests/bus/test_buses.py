@@ -101,7 +101,8 @@ async def test_messages_cross_sealed_and_in_order(redis: Redis) -> None:
         await b.stop()
 
 
-async def test_an_entry_sealed_with_another_key_is_dropped_alone(redis: Redis) -> None:
+async def test_an_entry_sealed_with_another_key_is_dropped_alone(
+        redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
     ours, theirs = Cipher(Fernet.generate_key()), Cipher(Fernet.generate_key())
     stranger, a, b = bus(redis, "x", theirs), bus(redis, "a", ours), bus(redis, "b", ours)
     lb = Listener()
@@ -116,6 +117,9 @@ async def test_an_entry_sealed_with_another_key_is_dropped_alone(redis: Redis) -
         await eventually(lambda: asyncio.sleep(0, lb.messages))
         await asyncio.sleep(0.3)
         assert [m["n"] for m in lb.messages] == ["real"]
+        # the operator is told why, and where to look
+        assert any("bus_entry_unreadable reason=sealed with another secret key" in r.message
+                   and "secret.key" in r.message for r in caplog.records), caplog.text
     finally:
         for node in (stranger, a, b):
             await node.stop()

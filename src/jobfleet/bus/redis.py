@@ -324,7 +324,11 @@ class RedisBus:
             messages = orjson.loads(self._unseal(fields[b"m"]))
         except (orjson.JSONDecodeError, ValueError):
             # another key (a node not of this cluster), or altered on the way
-            log.error("bus_entry_unreadable")
+            log.error(
+                "bus_entry_unreadable reason=sealed with another secret key (a node whose "
+                "secret.key is not this cluster's: docs/deploy.md, A cluster) or altered; "
+                "dropped"
+            )
             return
         for message in messages:
             self.received_messages += 1
