@@ -192,8 +192,11 @@ class Server:
         self.third_party = ThirdPartyFiles(
             self.file_sources, self.blobs, outbound, settings.max_file_size, self.file_logs
         )
+        # bound now, so that its port (perhaps picked by the OS) is known before
+        # anything announces it
+        self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
         self.bus: Bus = (
-            _redis_bus(settings.redis_url, self.node_id, self.cipher)
+            _redis_bus(settings.redis_url, self.node_id, self.cipher, self._cluster_keys())
             if settings.redis_url
             else LocalBus(self.node_id)
         )
@@ -269,9 +272,6 @@ class Server:
         )
         self.retention = Retention(RetentionStore(self.db, self.blobs.root), settings.retention)
         self.statistics = Statistics(self.db)
-        # bound now, so that its port (perhaps picked by the OS) is known before
-        # anything announces it
-        self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
         self.monitor = Monitor(
             Health(self.db),
             self.bus,
@@ -545,6 +545,13 @@ class Server:
             await self._check_cluster_keys(self.settings.redis_url)
         await uvicorn.Server(self.uvicorn_config()).serve()
 
+    def _cluster_keys(self) -> dict[str, str]:
+        """Check values of what every node of a cluster shares (docs/deploy.md)."""
+        values = {"secret.key": self.cipher.check_value()}
+        if self.agent_tls is not None:
+            values["tls/ca.pem"] = self.agent_tls.fingerprint
+        return values
+
     async def _check_cluster_keys(self, redis_url: str) -> None:
         """A node whose secret key is not the cluster's seals messages and values no
         other node can open (its jobs hang, the others log unreadable entries), and one
@@ -552,10 +559,7 @@ class Server:
         such a node ends here, in one line, before it listens."""
         from jobfleet.bus.redis import claim_cluster_keys
 
-        values = {"secret.key": self.cipher.check_value()}
-        if self.agent_tls is not None:
-            values["tls/ca.pem"] = self.agent_tls.fingerprint
-        differing = await claim_cluster_keys(redis_url, values)
+        differing = await claim_cluster_keys(redis_url, self._cluster_keys())
         if not differing:
             # None: Redis is away; the bus says so, and the node joins when it is back
             return
@@ -571,11 +575,13 @@ class Server:
         raise SystemExit(2)
 
 
-def _redis_bus(url: str, node: str, cipher: Cipher) -> Bus:
+def _redis_bus(url: str, node: str, cipher: Cipher, cluster_keys: dict[str, str]) -> Bus:
     # imported for a cluster node only: the Redis client holds ~7 MiB a lone server never uses
     from jobfleet.bus.redis import RedisBus
 
-    return RedisBus(url, node, seal=cipher.seal_bytes, unseal=cipher.open_bytes)
+    return RedisBus(
+        url, node, seal=cipher.seal_bytes, unseal=cipher.open_bytes, cluster_keys=cluster_keys
+    )
 
 
 def _agent_listener_parts(

@@ -214,9 +214,10 @@ async def test_redis_away_is_one_line_per_loop_and_one_when_back(
     """Seconds without Redis: each loop of the bus says so once, not on every turn (a
     minute-long outage was some thousands of lines per node), and says when it is back."""
     cipher = Cipher(Fernet.generate_key())
-    a = bus(redis, "a", cipher)
+    a = bus(redis, "a", cipher, cluster_keys={"secret.key": "check"})
     await a.start(Listener())
     try:
+        assert await a.redis.hget("jf:cluster", "secret.key") == b"check"
         with caplog.at_level(logging.INFO, logger="jobfleet.bus.redis"):
             await redis.stop()
             a.send("b", {"k": "wake"})
@@ -232,5 +233,7 @@ async def test_redis_away_is_one_line_per_loop_and_one_when_back(
                       "bus_agents_feed_lost"):
             assert events.count(event) == 1, events
         assert "bus_send_resumed" in events and "bus_read_resumed" in events, events
+        # the Redis that came back empty learnt the cluster's keys from the running node
+        assert await a.redis.hget("jf:cluster", "secret.key") == b"check"
     finally:
         await a.stop()

@@ -110,6 +110,7 @@ class RedisBus:
         prefix: str = "jf",
         seal: Callable[[bytes], bytes] = bytes,
         unseal: Callable[[bytes], bytes] = bytes,
+        cluster_keys: dict[str, str] | None = None,
     ) -> None:
         self.url = url
         self.node_id = node_id
@@ -119,6 +120,10 @@ class RedisBus:
         self.prefix = prefix
         self._seal = seal
         self._unseal = unseal
+        # written back with the node's registration: a Redis that restarted empty
+        # learns the cluster's keys from the running nodes first (within a beat), not
+        # from whichever node happens to start next (claim_cluster_keys)
+        self.cluster_keys = dict(cluster_keys or {})
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=5.0)
         self._listener: BusListener | None = None
         self._outbox: dict[str, list[dict[str, Any]]] = {}
@@ -195,6 +200,8 @@ class RedisBus:
         info = await self.redis.info("server")
         await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
         await self.redis.sadd(self._k("nodes"), self.node_id)
+        for name, value in self.cluster_keys.items():
+            await self.redis.hsetnx(self._k("cluster"), name, value)
         try:
             await self.redis.xgroup_create(self._inbox(self.node_id), GROUP, id="0", mkstream=True)
         except ResponseError as exc:
