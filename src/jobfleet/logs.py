@@ -110,3 +110,42 @@ def setup(level: str = "info", fmt: str = "text") -> None:
         logger.handlers.clear()
         logger.propagate = True
         logger.setLevel(logging.NOTSET)  # uvicorn sets its own when it starts
+
+
+class Spell:
+    """A failure a loop meets on every turn while something it needs is away (Redis,
+    the database): a line when the spell starts, then one a minute saying how long it
+    has lasted, and (with ``back``) one when a turn works again. A line per turn would
+    bury everything else in the log under thousands of the same line.
+
+    A failure after ``every`` seconds without one starts a new spell, so a loop that
+    cannot tell when it works again (no ``ok``) still reports each outage."""
+
+    def __init__(
+        self, logger: logging.Logger, event: str, back: str | None = None, every: float = 60.0
+    ) -> None:
+        self.logger = logger
+        self.event = event
+        self.back = back
+        self.every = every
+        self._since: float | None = None
+        self._said = 0.0
+        self._failed = 0.0
+
+    def failed(self, fields: str = "", *args: object, level: int = logging.WARNING) -> None:
+        now = time.monotonic()
+        if self._since is None or now - self._failed >= self.every:
+            self._since = self._said = now
+            self.logger.log(level, f"{self.event} {fields}".rstrip(), *args)
+        elif now - self._said >= self.every:
+            self._said = now
+            lasted = f"for={now - self._since:.0f}s"
+            self.logger.log(level, f"{self.event} {lasted} {fields}".rstrip(), *args)
+        self._failed = now
+
+    def ok(self) -> None:
+        if self._since is None:
+            return
+        lasted, self._since = time.monotonic() - self._since, None
+        if self.back is not None:
+            self.logger.info("%s after=%.1fs", self.back, lasted)

@@ -193,8 +193,11 @@ class Server:
         self.third_party = ThirdPartyFiles(
             self.file_sources, self.blobs, outbound, settings.max_file_size, self.file_logs
         )
+        # bound now, so that its port (perhaps picked by the OS) is known before
+        # anything announces it
+        self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
         self.bus: Bus = (
-            _redis_bus(settings.redis_url, self.node_id, self.cipher)
+            _redis_bus(settings.redis_url, self.node_id, self.cipher, self._cluster_keys())
             if settings.redis_url
             else LocalBus(self.node_id)
         )
@@ -270,9 +273,6 @@ class Server:
         )
         self.retention = Retention(RetentionStore(self.db, self.blobs.root), settings.retention)
         self.statistics = Statistics(self.db)
-        # bound now, so that its port (perhaps picked by the OS) is known before
-        # anything announces it
-        self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
         self.monitor = Monitor(
             Health(self.db),
             self.bus,
@@ -572,14 +572,47 @@ class Server:
             log.error("database_schema_refused error=%s", exc)
             await self.db.close()
             raise SystemExit(2) from None
+        if self.settings.redis_url:
+            await self._check_cluster_keys(self.settings.redis_url)
         await self.listener().serve()
 
+    def _cluster_keys(self) -> dict[str, str]:
+        """Check values of what every node of a cluster shares (docs/deploy.md)."""
+        values = {"secret.key": self.cipher.check_value()}
+        if self.agent_tls is not None:
+            values["tls/ca.pem"] = self.agent_tls.fingerprint
+        return values
 
-def _redis_bus(url: str, node: str, cipher: Cipher) -> Bus:
+    async def _check_cluster_keys(self, redis_url: str) -> None:
+        """A node whose secret key is not the cluster's seals messages and values no
+        other node can open (its jobs hang, the others log unreadable entries), and one
+        whose agent CA is not the cluster's is refused by every agent that pinned it:
+        such a node ends here, in one line, before it listens."""
+        from jobfleet.bus.redis import claim_cluster_keys
+
+        differing = await claim_cluster_keys(redis_url, self._cluster_keys())
+        if not differing:
+            # None: Redis is away; the bus says so, and the node joins when it is back
+            return
+        log.error(
+            "cluster_keys_refused files=%s error=this node's %s differ from the other "
+            "nodes' of this cluster: copy secret.key and tls/ from the data directory "
+            "of a running node into %s before starting it (docs/deploy.md, A cluster)",
+            ",".join(differing),
+            " and ".join(differing),
+            self.settings.data_dir,
+        )
+        await self.db.close()
+        raise SystemExit(2)
+
+
+def _redis_bus(url: str, node: str, cipher: Cipher, cluster_keys: dict[str, str]) -> Bus:
     # imported for a cluster node only: the Redis client holds ~7 MiB a lone server never uses
     from jobfleet.bus.redis import RedisBus
 
-    return RedisBus(url, node, seal=cipher.seal_bytes, unseal=cipher.open_bytes)
+    return RedisBus(
+        url, node, seal=cipher.seal_bytes, unseal=cipher.open_bytes, cluster_keys=cluster_keys
+    )
 
 
 def _agent_listener_parts(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,8 @@ async def test_messages_cross_sealed_and_in_order(redis: Redis) -> None:
         await b.stop()
 
 
-async def test_an_entry_sealed_with_another_key_is_dropped_alone(redis: Redis) -> None:
+async def test_an_entry_sealed_with_another_key_is_dropped_alone(
+        redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
     ours, theirs = Cipher(Fernet.generate_key()), Cipher(Fernet.generate_key())
     stranger, a, b = bus(redis, "x", theirs), bus(redis, "a", ours), bus(redis, "b", ours)
     lb = Listener()
@@ -115,6 +117,9 @@ async def test_an_entry_sealed_with_another_key_is_dropped_alone(redis: Redis) -
         await eventually(lambda: asyncio.sleep(0, lb.messages))
         await asyncio.sleep(0.3)
         assert [m["n"] for m in lb.messages] == ["real"]
+        # the operator is told why, and where to look
+        assert any("bus_entry_unreadable reason=sealed with another secret key" in r.message
+                   and "secret.key" in r.message for r in caplog.records), caplog.text
     finally:
         for node in (stranger, a, b):
             await node.stop()
@@ -201,4 +206,34 @@ async def test_live_views_hear_events_again_after_a_redis_restart(redis: Redis) 
     finally:
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
+        await a.stop()
+
+
+async def test_redis_away_is_one_line_per_loop_and_one_when_back(
+        redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
+    """Seconds without Redis: each loop of the bus says so once, not on every turn (a
+    minute-long outage was some thousands of lines per node), and says when it is back."""
+    cipher = Cipher(Fernet.generate_key())
+    a = bus(redis, "a", cipher, cluster_keys={"secret.key": "check"})
+    await a.start(Listener())
+    try:
+        assert await a.redis.hget("jf:cluster", "secret.key") == b"check"
+        with caplog.at_level(logging.INFO, logger="jobfleet.bus.redis"):
+            await redis.stop()
+            a.send("b", {"k": "wake"})
+            await asyncio.sleep(3.0)
+            await redis.start()
+
+            async def sent() -> bool:
+                return int(await a.redis.xlen("jf:inbox:b")) == 1
+            await eventually(sent, timeout=20)
+            await asyncio.sleep(1.0)
+        events = [r.getMessage().split(" ")[0] for r in caplog.records]
+        for event in ("bus_send_waiting", "bus_read_waiting", "bus_beat_failed",
+                      "bus_agents_feed_lost"):
+            assert events.count(event) == 1, events
+        assert "bus_send_resumed" in events and "bus_read_resumed" in events, events
+        # the Redis that came back empty learnt the cluster's keys from the running node
+        assert await a.redis.hget("jf:cluster", "secret.key") == b"check"
+    finally:
         await a.stop()

@@ -83,6 +83,15 @@ class FileWork:
         # asked each time: the agent channel's address may change after a reconnect
         return self._server().rstrip("/") + BLOB_PATH
 
+    async def _server_range(
+        self, blob: str, offset: int, length: int, into: bytearray
+    ) -> memoryview:
+        from jobfleet.agent.files.swarm import server_range
+
+        # the node's address is read for each piece: the agent may have moved
+        url = self.base + blob
+        return await server_range(self.client, url, self.headers(), offset, length, into)
+
     @property
     def client(self) -> httpx.AsyncClient:
         # built on first use: most agents never move a file, and a client with
@@ -138,9 +147,9 @@ class FileWork:
             started = time.monotonic()
             try:
                 size, digest = await self._retrying(
-                    functools.partial(
-                        upload,
+                    lambda: upload(
                         self.client,
+                        # read at each attempt: after its node died, to the node it moved to
                         self.base + blob,
                         self.headers(),
                         path,
@@ -472,7 +481,7 @@ class FileWork:
     ) -> TransferError | None:
         """One item of a download task; returns its failure, if it failed."""
         from jobfleet.agent.files import TransferError, download, make_dir
-        from jobfleet.agent.files.swarm import server_range, swarm_download
+        from jobfleet.agent.files.swarm import swarm_download
 
         emit, report = out
         n, dest = int(item["n"]), str(item["dest"])
@@ -508,7 +517,7 @@ class FileWork:
                         ]
                     )
 
-            url = self.base + str(item["blob"])
+            blob = str(item["blob"])
             pieces = str(item.get("pieces") or "")
             max_size = task.get("max_size")
             if swarm is not None and self.peers is not None and pieces and size > 0:
@@ -529,7 +538,7 @@ class FileWork:
                         mode=int(item.get("mode") or 0o644),
                         account=account,
                         create_dirs=create,
-                        server=functools.partial(server_range, self.client, url, self.headers()),
+                        server=functools.partial(self._server_range, blob),
                         peers=self.peers,
                         on_progress=progress,
                         seed=item.get("seed"),
@@ -539,10 +548,11 @@ class FileWork:
                 self.swarm_bytes["peers"] += from_peers
             else:
                 await self._retrying(
-                    functools.partial(
-                        download,
+                    lambda: download(
                         self.client,
-                        url,
+                        # read at each attempt: after its node died, the agent fetches
+                        # from the node it moved to (the bytes are in the database)
+                        self.base + blob,
                         self.headers(),
                         dest,
                         size=size,

@@ -44,6 +44,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from jobfleet.bus.base import BusListener
+from jobfleet.logs import Spell
 from jobfleet.loop import raise_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,28 @@ return n
 """
 
 
+async def claim_cluster_keys(
+    url: str, values: dict[str, str], prefix: str = "jf", timeout: float = 5.0
+) -> list[str] | None:
+    """The names of ``values`` (what every node of a cluster must share, as check
+    values) that differ from what the cluster's first node wrote; None when Redis
+    cannot be reached. The first node to ask writes its own."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    key = f"{prefix}:cluster"
+    try:
+        for name, value in values.items():
+            await client.hsetnx(key, name, value)
+        stored = await client.hgetall(key)
+    except (RedisError, OSError):
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return [name for name, value in values.items() if stored.get(name.encode()) != value.encode()]
+
+
 class RedisBus:
     clustered = True
 
@@ -87,6 +110,7 @@ class RedisBus:
         prefix: str = "jf",
         seal: Callable[[bytes], bytes] = bytes,
         unseal: Callable[[bytes], bytes] = bytes,
+        cluster_keys: dict[str, str] | None = None,
     ) -> None:
         self.url = url
         self.node_id = node_id
@@ -96,6 +120,10 @@ class RedisBus:
         self.prefix = prefix
         self._seal = seal
         self._unseal = unseal
+        # written back with the node's registration: a Redis that restarted empty
+        # learns the cluster's keys from the running nodes first (within a beat), not
+        # from whichever node happens to start next (claim_cluster_keys)
+        self.cluster_keys = dict(cluster_keys or {})
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=5.0)
         self._listener: BusListener | None = None
         self._outbox: dict[str, list[dict[str, Any]]] = {}
@@ -172,6 +200,8 @@ class RedisBus:
         info = await self.redis.info("server")
         await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
         await self.redis.sadd(self._k("nodes"), self.node_id)
+        for name, value in self.cluster_keys.items():
+            await self.redis.hsetnx(self._k("cluster"), name, value)
         try:
             await self.redis.xgroup_create(self._inbox(self.node_id), GROUP, id="0", mkstream=True)
         except ResponseError as exc:
@@ -193,6 +223,7 @@ class RedisBus:
 
     async def _flush_loop(self) -> None:
         attempt = 0
+        spell = Spell(log, "bus_send_waiting", back="bus_send_resumed")
         while True:
             raise_if_cancelled()
             await self._wake.wait()
@@ -203,6 +234,7 @@ class RedisBus:
             try:
                 await self._write(outbox, hold, release)
                 attempt = 0
+                spell.ok()
                 if not self._outbox and not self._hold and not self._release:
                     self._sent.set()
             except asyncio.CancelledError:
@@ -216,7 +248,7 @@ class RedisBus:
                 self._release |= release - self._hold
                 self.send_failures += 1
                 attempt += 1
-                log.warning("bus_send_waiting attempt=%d error=%s", attempt, exc)
+                spell.failed("attempt=%d error=%s", attempt, exc)
                 await asyncio.sleep(min(2.0, 0.1 * attempt))
                 self._wake.set()
 
@@ -253,6 +285,7 @@ class RedisBus:
         # what this node read but did not acknowledge before it stopped comes first
         last = "0"
         attempt = 0
+        spell = Spell(log, "bus_read_waiting", back="bus_read_resumed")
         while True:
             raise_if_cancelled()
             try:
@@ -264,6 +297,7 @@ class RedisBus:
                     block=1000 if last == ">" else None,
                 )
                 attempt = 0
+                spell.ok()
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
@@ -276,7 +310,7 @@ class RedisBus:
             except (RedisError, OSError) as exc:
                 raise_if_cancelled()
                 attempt += 1
-                log.warning("bus_read_waiting attempt=%d error=%s", attempt, exc)
+                spell.failed("attempt=%d error=%s", attempt, exc)
                 await asyncio.sleep(min(2.0, 0.1 * attempt))
                 continue
             entries = reply[0][1] if reply else []
@@ -297,7 +331,11 @@ class RedisBus:
             messages = orjson.loads(self._unseal(fields[b"m"]))
         except (orjson.JSONDecodeError, ValueError):
             # another key (a node not of this cluster), or altered on the way
-            log.error("bus_entry_unreadable")
+            log.error(
+                "bus_entry_unreadable reason=sealed with another secret key (a node whose "
+                "secret.key is not this cluster's: docs/deploy.md, A cluster) or altered; "
+                "dropped"
+            )
             return
         for message in messages:
             self.received_messages += 1
@@ -311,6 +349,7 @@ class RedisBus:
     # liveness, presence and dead nodes ---------------------------------------
     async def _beat_loop(self) -> None:
         last_resync = time.monotonic()
+        spell = Spell(log, "bus_beat_failed", back="bus_beat_resumed")
         while True:
             raise_if_cancelled()
             await asyncio.sleep(self.beat)
@@ -323,11 +362,12 @@ class RedisBus:
                 if time.monotonic() - last_resync >= self.resync:
                     await self._load_holders()
                     last_resync = time.monotonic()
+                spell.ok()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 raise_if_cancelled()
-                log.warning("bus_beat_failed error=%s", exc)
+                spell.failed("error=%s", exc)
 
     async def _check_instance(self) -> None:
         """Recover if Redis is not the instance this node registered with."""
@@ -407,11 +447,13 @@ class RedisBus:
         self._holders = holders
 
     async def _agents_loop(self) -> None:
+        spell = Spell(log, "bus_agents_feed_lost", back="bus_agents_feed_back")
         while True:
             raise_if_cancelled()
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self._k("agents"))
+                spell.ok()
                 while True:
                     raise_if_cancelled()
                     item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -426,7 +468,7 @@ class RedisBus:
                 raise
             except Exception as exc:
                 raise_if_cancelled()
-                log.warning("bus_agents_feed_lost error=%s", exc)
+                spell.failed("error=%s", exc)
                 await asyncio.sleep(0.5)
                 # what was missed meanwhile (from a new, empty Redis: what it lost first)
                 with contextlib.suppress(Exception):

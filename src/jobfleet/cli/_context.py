@@ -157,6 +157,25 @@ def interrupted(cli: CliContext, job_instance_id: int | None) -> NoReturn:
     raise typer.Exit(EXIT_INTERRUPTED)
 
 
+def lost_track(cli: CliContext, exc: JobApiError, job_instance_id: int | None) -> NoReturn:
+    """The server stopped answering (a node killed, restarted, out of reach) while the
+    command waited on a job it had submitted. The job is in the store and runs on (in a
+    cluster, another node takes it over): the error alone would read as a failed job
+    whose id the operator never saw, so say which job it was and how to find it."""
+    cli.err.print(Text(describe_api_error(exc), style="bold red"))
+    if job_instance_id is not None:
+        cli.err.print(
+            Text(
+                f"job {job_instance_id} was submitted and may still be running: follow it "
+                f"with `jobfleet logs -f {job_instance_id}`, or see how it stands with "
+                f"`jobfleet status {job_instance_id}` (in a cluster, through another "
+                "node: --server)",
+                style="yellow",
+            )
+        )
+    raise typer.Exit(EXIT_USAGE)
+
+
 def describe_api_error(exc: JobApiError) -> str:
     text = f"error: {exc.message}" if exc.code == -1 else f"error {exc.code}: {exc.message}"
     actions = [a.get("id") or a.get("name") for a in (exc.permission or {}).get("actions", [])]

@@ -26,6 +26,7 @@ from jobfleet.cli._context import (
     TimeoutOption,
     cli_context,
     interrupted,
+    lost_track,
 )
 from jobfleet.sdk import FileLogStatus, JobApiError, source_label
 
@@ -115,6 +116,10 @@ def push(
             )
         except KeyboardInterrupt:
             interrupted(cli, job[-1] if job else None)
+        except JobApiError as exc:
+            if not job:
+                raise
+            lost_track(cli, exc, job[-1])
         except (OSError, ValueError) as exc:
             # the local files: unreadable, changed since the command started, or clashing
             cli.fail(f"error: {exc}")
@@ -193,6 +198,10 @@ def fetch(
                 _save_all(client, rows, to, bytes_bar)
         except KeyboardInterrupt:
             interrupted(cli, job_id)
+        except JobApiError as exc:
+            if job_id is None:
+                raise
+            lost_track(cli, exc, job_id)
     elapsed = time.monotonic() - started
     if json_out:
         cli.out.out(

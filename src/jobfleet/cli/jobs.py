@@ -11,8 +11,16 @@ from rich.text import Text
 
 from jobfleet.cli import _history as history
 from jobfleet.cli import _render
-from jobfleet.cli._context import BizOption, CliContext, JsonOption, cli_context, interrupted
+from jobfleet.cli._context import (
+    BizOption,
+    CliContext,
+    JsonOption,
+    cli_context,
+    interrupted,
+    lost_track,
+)
 from jobfleet.cli._terminal import printable
+from jobfleet.sdk import JobApiError
 
 FAILED = {4, 8, 9, 11, 13, 14}
 STEP_OPERATIONS = {
@@ -74,6 +82,8 @@ def follow_to_end(cli: CliContext, client: Any, job: int, json_out: bool) -> int
         return follow(client, job, cli.out, json_out)
     except KeyboardInterrupt:
         interrupted(cli, job)
+    except JobApiError as exc:
+        lost_track(cli, exc, job)
 
 
 def register(app: typer.Typer) -> None:

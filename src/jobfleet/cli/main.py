@@ -43,11 +43,13 @@ from jobfleet.cli._context import (
     TimeoutOption,
     cli_context,
     interrupted,
+    lost_track,
 )
 from jobfleet.cli._scripts import load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
 from jobfleet.cli._terminal import printable
 from jobfleet.cli.admin import admin_app
+from jobfleet.sdk import JobApiError
 
 if TYPE_CHECKING:
     from jobfleet.sdk import JobProgress
@@ -268,6 +270,10 @@ def run(
             )
         except KeyboardInterrupt:
             interrupted(cli, seen[-1].job_instance_id if seen else None)
+        except JobApiError as exc:
+            if not seen:
+                raise
+            lost_track(cli, exc, seen[-1].job_instance_id)
     elapsed = time.monotonic() - started
     if json_out:
         cli.out.out(_render.to_json(result.to_dict() | {"elapsed": round(elapsed, 3)}))

@@ -22,8 +22,10 @@ from jobfleet.cli._context import (
     cli_context,
     describe_api_error,
     interrupted,
+    lost_track,
 )
 from jobfleet.cli._input import read_text
+from jobfleet.sdk import JobApiError
 
 if TYPE_CHECKING:
     from jobfleet.sdk import JobClient
@@ -243,6 +245,8 @@ def plan_run(
             result = client.get_result(job_id, biz=bk_biz_id)
         except KeyboardInterrupt:
             interrupted(cli, job_id)
+        except JobApiError as exc:
+            lost_track(cli, exc, job_id)
     if json_out:
         cli.out.out(_render.to_json(data))
     else:

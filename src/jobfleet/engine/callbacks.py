@@ -29,6 +29,7 @@ from jobfleet.engine.settings import EngineSettings
 from jobfleet.loop import raise_if_cancelled
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.notify import EMAIL, WEBHOOK
+from jobfleet.store.outage import OutageLog
 from jobfleet.store.outbox import OutboxStore
 from jobfleet.store.secrets import Cipher
 
@@ -119,14 +120,16 @@ class CallbackSender:
             await self._client.aclose()
 
     async def _run(self) -> None:
+        outage = OutageLog(log, "outbox_loop_failed")
         while True:
             raise_if_cancelled()
             try:
                 sent = await self.deliver_due()
+                outage.ok()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("outbox_loop_failed")
+                outage.failed()
                 sent = 0
             if not sent:
                 with contextlib.suppress(TimeoutError):

@@ -44,6 +44,7 @@ from jobfleet.store.crons import (
     seal_plan_passwords,
 )
 from jobfleet.store.identity import IdentityStore
+from jobfleet.store.outage import OutageLog
 from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,17 @@ class CronScheduler:
             raise
         except Exception:
             log.exception("cron_realign_failed")
+        outage = OutageLog(log, "cron_pass_failed")
         while True:
             delay = self.settings.cron_tick
             try:
                 await self.run_due()
                 delay = await self._delay()
+                outage.ok()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("cron_pass_failed")
+                outage.failed()
             await asyncio.sleep(delay)
 
     async def _delay(self) -> float:

@@ -9,6 +9,7 @@ import logging
 from jobfleet.engine.runner import JobRunner
 from jobfleet.engine.settings import EngineSettings
 from jobfleet.store.leases import LeaseStore
+from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +21,16 @@ class LeaseKeeper:
         self.settings = settings
 
     async def run(self) -> None:
+        outage = OutageLog(log, "lease_loop_failed")
         while True:
             try:
                 await self.leases.renew(self.settings.node_id, self.settings.lease_ttl)
                 await self.recover()
+                outage.ok()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("lease_loop_failed")
+                outage.failed()
             await asyncio.sleep(self.settings.lease_renew)
 
     async def recover(self) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from jobfleet.store.outage import OutageLog
 from jobfleet.store.retention import RetentionStore
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,15 @@ class Retention:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        outage = OutageLog(log, "retention_pass_failed")
         while True:
             try:
                 await self.run_once()
+                outage.ok()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("retention_pass_failed")
+                outage.failed()
             await asyncio.sleep(self.settings.interval)
 
     async def run_once(self) -> dict[str, int]:

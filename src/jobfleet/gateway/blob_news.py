@@ -17,6 +17,7 @@ import asyncio
 import logging
 
 from jobfleet.bus.base import Bus
+from jobfleet.logs import Spell
 from jobfleet.store.blobs import DEMANDED, LOST, BlobStore
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class BlobNews:
             log.warning("blob_news_not_sent kind=%s reason=%s", kind, exc)
 
     async def _listen(self) -> None:
+        spell = Spell(log, "blob_news_listen_failed")
         while True:
             try:
                 async for event in self.bus.subscribe(TOPIC):
@@ -68,7 +70,7 @@ class BlobNews:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("blob_news_listen_failed reason=%s", exc)
+                spell.failed("reason=%s", exc)
             await asyncio.sleep(RETRY)
 
     def _heard(self, event: dict[str, object]) -> None:

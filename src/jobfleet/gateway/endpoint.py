@@ -30,6 +30,7 @@ from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
+from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,7 @@ class Gateway:
 
     async def _watch_revocations(self) -> None:
         """Cut the connections of revoked credentials, wherever they were revoked."""
+        outage = OutageLog(log, "revocation_check_failed")
         while True:
             raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
@@ -283,8 +285,9 @@ class Gateway:
             self.identity.revoked.clear()
             try:
                 revoked = await self.identity.revoked_since(now_ms() - REVOCATION_LOOKBACK_MS)
+                outage.ok()
             except Exception:
-                log.exception("revocation_check_failed")
+                outage.failed()
                 continue
             for agent_id in revoked:
                 conn = self.registry.for_agent(agent_id)

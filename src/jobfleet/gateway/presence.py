@@ -12,6 +12,7 @@ from typing import Any
 
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import Inventory
+from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,16 @@ class Presence:
         self._wake.set()
 
     async def _run(self) -> None:
+        outage = OutageLog(log, "presence_flush_failed")
         while True:
             await self._wake.wait()
             await asyncio.sleep(self.interval)
             self._wake.clear()
             try:
                 await self.flush()
+                outage.ok()
             except Exception:
-                log.exception("presence_flush_failed")
+                outage.failed()
 
     async def flush(self) -> None:
         online, self._online = self._online, {}

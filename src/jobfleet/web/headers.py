@@ -19,9 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from jobfleet.api.errors import unexpected
+from jobfleet.api.services import Services
+from jobfleet.domain.errors import JobError
 
 POLICY = "; ".join(
     (
@@ -52,12 +58,24 @@ def secure(response: Response) -> Response:
 
 
 class SecuredRoute(APIRoute):
-    """A console route whose every answer carries ``HEADERS``."""
+    """A console route whose every answer carries ``HEADERS``.
+
+    A failure that is not an answer of its own (a ``JobError``, an HTTP error, a bad
+    address: the application's handlers answer those) is told apart as the API tells
+    it: while the database cannot be reached (PostgreSQL restarting), 1240001 with
+    HTTP 503 and one warning in the log, not a 500 and a traceback per page asked."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def secured(request: Request) -> Response:
-            return secure(await handler(request))
+            try:
+                response = await handler(request)
+            except (JobError, HTTPException, RequestValidationError):
+                raise
+            except Exception:
+                services: Services = request.app.state.services
+                raise await unexpected(request, services.db) from None
+            return secure(response)
 
         return secured

@@ -1,0 +1,81 @@
+"""Telling the database being away from a fault of jobfleet, for what a node logs.
+
+While PostgreSQL restarts, every background loop of every node fails each turn; a
+traceback per turn buries the one fact an operator needs (the database is away) under
+thousands of lines of driver internals. ``OutageLog`` logs that fact once when it
+starts, once a minute while it lasts and once when it ends, and keeps the traceback
+for failures that are not an outage."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from jobfleet.logs import Spell
+
+# seconds between the lines that say an outage goes on
+REPEAT_SECONDS = 60.0
+
+# SQLSTATEs of a database that cannot be reached or refuses this node: connection
+# exceptions (08), too many connections (53300), operator intervention (57P:
+# shutting down, starting up, terminated by the admin), a login refused (28) and a
+# database gone (3D000): each the operator's to fix, none a fault of jobfleet
+_AWAY_STATES = ("08", "53300", "57P", "28", "3D000")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Is ``exc`` the database being away (refused, restarting, a connection cut)?"""
+    for link in _chain(exc):
+        if isinstance(link, OSError):
+            return True
+        if getattr(link, "connection_invalidated", False):
+            return True
+        state = getattr(link, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_AWAY_STATES):
+            return True
+        # 55000 is also a fault of a query; this one is a database closed to connections
+        if state == "55000" and "not currently accepting connections" in str(link):
+            return True
+        # asyncpg's own for a connection closed under a query: it has no SQLSTATE
+        if type(link).__name__ == "ConnectionDoesNotExistError":
+            return True
+    return False
+
+
+def reason(exc: BaseException) -> str:
+    """The root cause in one line, without the driver's wrapping or a link to its docs."""
+    root = _chain(exc)[-1]
+    text = " ".join(str(root).split()) or type(root).__name__
+    return f"{type(root).__name__}: {text}"[:300]
+
+
+class OutageLog:
+    """What a background loop logs of its failures, as ``event``."""
+
+    def __init__(self, logger: logging.Logger, event: str) -> None:
+        self.logger = logger
+        self.event = event
+        self._spell = Spell(
+            logger, event, back=f"database_back loop={event}", every=REPEAT_SECONDS
+        )
+
+    def failed(self) -> None:
+        """Call in the ``except`` block of the failed turn."""
+        exc = sys.exc_info()[1]
+        if exc is None or not unreachable(exc):
+            self.logger.exception(self.event)
+            return
+        self._spell.failed("reason=database_unreachable error=%s", reason(exc))
+
+    def ok(self) -> None:
+        """Call after a turn that worked: ends an outage with one line."""
+        self._spell.ok()

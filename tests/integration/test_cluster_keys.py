@@ -1,0 +1,64 @@
+"""A node started on a cluster's database and Redis without the cluster's secret key
+or agent CA (its data directory not copied from the first node, docs/deploy.md) ends at
+once with one line saying what to copy, instead of serving: with its own key, what it
+seals no other node can open (its jobs never reach their agents), and agents that
+pinned the cluster's CA refuse it. Real PostgreSQL, Redis and server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+from tests.integration.cluster import Node, cluster, needs_cluster
+from tests.integration.harness import Proc
+
+
+async def refused(node: Node) -> str:
+    """What a node that must not start wrote before it ended (it must end, status 2)."""
+    node.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = {"data_dir": str(node.data_dir), "port": node.port, "agent_port": node.agent_port,
+           "database_url": node.database_url, "redis_url": node.redis_url,
+           "engine": node.engine, "heartbeat": node.heartbeat}
+    proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], {})
+    await proc.start()
+    assert proc.proc is not None and proc.proc.stdout is not None
+    try:
+        out = await asyncio.wait_for(proc.proc.stdout.read(), 60)
+        code = await asyncio.wait_for(proc.proc.wait(), 10)
+    finally:
+        await proc.stop()
+    text = out.decode(errors="replace")
+    assert code == 2, text
+    assert "Traceback" not in text, text
+    return text
+
+
+async def test_a_node_without_the_clusters_key_or_ca_is_refused_in_one_line(
+        tmp_path: Path, database_url: str) -> None:
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, size=1) as c:
+        first = c.nodes[0]
+        lone = Node("lone", tmp_path / "lone", database_url, c.redis.url, first.engine)
+        text = await refused(lone)
+        assert "cluster_keys_refused" in text and "secret.key" in text, text
+        assert "tls/ca.pem" in text and "docs/deploy.md" in text, text
+
+        # the key copied, the CA forgotten
+        half = Node("half", tmp_path / "half", database_url, c.redis.url, first.engine)
+        half.data_dir.mkdir(parents=True)
+        shutil.copy(first.data_dir / "secret.key", half.data_dir / "secret.key")
+        text = await refused(half)
+        assert "files=tls/ca.pem " in text, text
+
+        # copied as the docs say: it joins
+        good = Node("good", tmp_path / "good", database_url, c.redis.url, first.engine)
+        good.data_dir.mkdir(parents=True)
+        shutil.copy(first.data_dir / "secret.key", good.data_dir / "secret.key")
+        shutil.copytree(first.data_dir / "tls", good.data_dir / "tls")
+        await good.start()
+        try:
+            assert (await c.wires[0].http.get(f"{good.url}/readyz")).status_code == 200
+        finally:
+            await good.stop()

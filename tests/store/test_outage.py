@@ -1,0 +1,59 @@
+"""The database being away is told from a fault of jobfleet, and logged in one line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from jobfleet.store.outage import OutageLog, unreachable
+
+
+class StateError(Exception):
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+def wrapped(cause: BaseException) -> Exception:
+    try:
+        raise cause
+    except BaseException as exc:
+        try:
+            raise RuntimeError("(driver) wrapped") from exc
+        except RuntimeError as outer:
+            return outer
+
+
+def test_an_outage_is_told_from_a_fault() -> None:
+    assert unreachable(wrapped(ConnectionRefusedError(111, "Connection refused")))
+    assert unreachable(wrapped(StateError("the database system is shutting down", "57P03")))
+    assert unreachable(wrapped(StateError('database "x" is not currently accepting '
+                                          "connections", "55000")))
+    assert not unreachable(wrapped(StateError("currval of sequence is not yet defined",
+                                              "55000")))
+    assert not unreachable(wrapped(StateError("syntax error", "42601")))
+    assert not unreachable(ValueError("a bug"))
+
+
+def test_an_outage_is_one_line_then_one_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.outage")
+    outage = OutageLog(log, "some_loop_failed")
+    with caplog.at_level(logging.INFO, logger="test.outage"):
+        for _ in range(5):
+            try:
+                raise wrapped(ConnectionRefusedError(111, "Connection refused"))
+            except RuntimeError:
+                outage.failed()
+        outage.ok()
+        outage.ok()
+        try:
+            raise ValueError("a bug")
+        except ValueError:
+            outage.failed()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == ("some_loop_failed reason=database_unreachable "
+                        "error=ConnectionRefusedError: [Errno 111] Connection refused")
+    assert lines[1].startswith("database_back loop=some_loop_failed after=")
+    assert lines[2] == "some_loop_failed" and caplog.records[2].exc_info
+    assert len(lines) == 3
