@@ -343,3 +343,28 @@ async def test_results_with_nothing_more_expected_are_written_at_once(
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_an_agent_past_its_share_of_the_queue_is_held_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The queue is far from full, but one agent has its share of it waiting: that agent is
+    not read until its messages are stored, and the others are read all along."""
+    store, writer, (flood, quiet) = _writer_of_two_agents(monkeypatch)
+    monkeypatch.setattr(writer_module, "QUEUE_HOLD", 10_000)
+    monkeypatch.setattr(writer_module, "AGENT_HOLD", 50, raising=False)
+    running = asyncio.create_task(writer.run())
+    try:
+        for seq in range(1, 60):
+            writer.put(flood, out("1:0:7", seq, f"line {seq}"))
+        writer.put(quiet, out("1:0:8", 1, "one line"))
+        assert flood.holds == [True] and quiet.holds == []
+        store.down = False
+        deadline = asyncio.get_running_loop().time() + 10
+        while flood.holds != [True, False]:
+            assert asyncio.get_running_loop().time() < deadline, flood.holds
+            await asyncio.sleep(0.05)
+        assert quiet.holds == [] and len(store.chunks) == 60
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

@@ -59,3 +59,23 @@ async def test_an_absent_agent_and_a_silent_one_fail() -> None:
     agents.links[1] = Link(1)
     with pytest.raises(TimeoutError):
         await rpc.call(1, {"t": "file_list"}, 0.2)
+
+
+async def test_a_reply_comes_back_as_text_any_database_holds() -> None:
+    """NUL and lone surrogates in what an agent answers are mapped as in its output; listed
+    names are left as sent, for the engine to refuse."""
+    agents = Agents()
+    agents.links[1] = Link(1)
+    rpc = AgentRpc(agents, agent_lost_grace=0.5)
+    call = asyncio.ensure_future(rpc.call(1, {"t": "file_list", "patterns": ["/x"]}, 5))
+    while not agents.links[1].sent:
+        await asyncio.sleep(0.01)
+    request_id = agents.links[1].sent[0]["id"]
+    rpc.reply(agents.links[1], {
+        "t": "reply", "id": request_id, "error": "a\0b", "proc": {"message": "\ud800"},
+        "files": [{"path": "/x/\ud800\0", "rel": "y", "size": 3}], "missing": ["m\0"]})
+    answer = await call
+    assert answer["error"] == "a\u2400b"
+    assert answer["files"] == [{"path": "/x/\ud800\0", "rel": "y", "size": 3}]
+    assert answer["missing"] == ["m\u2400"]
+    assert answer["proc"] == {"message": "\ufffd"}

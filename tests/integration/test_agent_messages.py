@@ -398,3 +398,76 @@ async def test_oversize_frame_and_chunk_are_refused_not_stored(running: Running)
         status = await running.wire.wait(job["job_instance_id"], timeout=15)
     assert host_status(status, BAD_IP) == 9
     assert await host_log(running, job, BAD_IP) == "small\nend\n"
+
+
+async def test_one_agents_flood_of_output_does_not_hold_back_other_hosts(
+        running: Running) -> None:
+    """A hostile agent sends output for its own task as fast as it can: past its share of
+    the results waiting to be stored it is not read, so another host's jobs end while the
+    flood goes on, not behind the whole queue (50 s here, against 0.3 s with no flood)."""
+    await running.start_agents([GOOD_IP])
+
+    async def good_jobs() -> float:
+        slowest = 0.0
+        for _ in range(3):
+            started = time.monotonic()
+            job = await running.wire.run_script("echo hi", [GOOD_IP])
+            status = await running.wire.wait(job["job_instance_id"], timeout=60)
+            slowest = max(slowest, time.monotonic() - started)
+            assert host_status(status, GOOD_IP) == 9
+        return slowest
+
+    quiet = await good_jobs()
+    async with raw_agent(running, BAD_IP) as bad:
+        await running.wire.run_script("true", [BAD_IP])
+        task = await bad.next_run()
+
+        async def flood() -> None:
+            seq = 1
+            while True:
+                await bad.ws.send(orjson.dumps(out(task, seq, "x")))
+                seq += 1
+
+        flooding = asyncio.create_task(flood())
+        try:
+            await asyncio.sleep(2)
+            flooded = await good_jobs()
+        finally:
+            flooding.cancel()
+    assert flooded < 10 + 5 * quiet, (quiet, flooded)
+
+
+async def test_one_agents_flood_of_messages_to_refuse_does_not_stall_the_server(
+        running: Running) -> None:
+    """Frames of tens of thousands of messages to refuse, each ~20 µs of the server's loop:
+    past its share of the loop the agent is not read for a while, so another host's jobs
+    end while the flood goes on (they waited for its end: 20 to 30 s here)."""
+    await running.start_agents([GOOD_IP])
+
+    async def good_jobs() -> float:
+        slowest = 0.0
+        for _ in range(3):
+            started = time.monotonic()
+            job = await running.wire.run_script("echo hi", [GOOD_IP])
+            status = await running.wire.wait(job["job_instance_id"], timeout=90)
+            slowest = max(slowest, time.monotonic() - started)
+            assert host_status(status, GOOD_IP) == 9
+        return slowest
+
+    quiet = await good_jobs()
+    async with raw_agent(running, BAD_IP) as bad:
+        task = protocol.task_id(1, 0, bad.host_id)
+        frame = orjson.dumps([out(task, seq, 5) for seq in range(1, 40_001)])
+
+        async def flood() -> None:
+            while True:
+                await bad.ws.send(frame)
+
+        flooding = asyncio.create_task(flood())
+        try:
+            await eventually(lambda: _true(refused(running).get("bad_data", 0) >= 80_000))
+            flooded = await good_jobs()
+            assert not flooding.done()
+        finally:
+            flooding.cancel()
+    assert flooded < 5 + 5 * quiet, (quiet, flooded)

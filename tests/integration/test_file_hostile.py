@@ -103,3 +103,56 @@ async def test_a_target_name_that_is_no_file_name_is_refused_and_a_plain_one_ren
         file_target_name="..renamed"))
     assert data["job_instance"]["status"] == 3, data
     assert (tmp_path / "t" / "x" / "..renamed").read_text() == "f\n"
+
+
+
+@pytest.mark.parametrize("where", ["path", "error"])
+async def test_text_the_database_cannot_hold_fails_only_the_host_that_sent_it(
+    running: Running, tmp_path: Path, where: str
+) -> None:
+    """A hostile host lists a path with a NUL, or fails its upload with an error holding one
+    (PostgreSQL refuses both): its own fetch fails, and the honest host's result is kept."""
+    good = "127.0.0.5"
+    await running.start_agents([good])
+    (tmp_path / "f.txt").write_text("hello\n")
+    asked: list[str] = []
+    async with raw_agent(running, SOURCE) as agent:
+        agent.reader.cancel()
+
+        async def answer() -> None:
+            async for frame in agent.ws:
+                decoded = orjson.loads(frame)
+                for message in decoded if isinstance(decoded, list) else [decoded]:
+                    asked.append(message["t"])
+                    if message["t"] == protocol.FILE_LIST:
+                        name = "f\0.txt" if where == "path" else "f.txt"
+                        listed: protocol.ListedFile = {
+                            "path": f"{tmp_path}/{name}", "rel": "f.txt", "size": 6, "mode": 0o644}
+                        await agent.send(dict(protocol.reply(message["id"], files=[listed])))
+                    elif message["t"] == protocol.FILE_UPLOAD:
+                        failed: list[protocol.UploadResult] = [
+                            {"blob": item["blob"], "status": 1, "error": "no\0such file"}
+                            for item in message["items"]]
+                        await agent.send(dict(protocol.reply(message["id"], results=failed)))
+
+        answering = asyncio.create_task(answer())
+        try:
+            made = await running.wire.post("/api/jobfleet/v1/fetch", {
+                "bk_biz_id": 2, "account_alias": "root", "file_list": [f"{tmp_path}/f.txt"],
+                "target_server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0}
+                                              for ip in (good, SOURCE)]}})
+            assert made["result"], made
+            data = await running.wire.wait(made["data"]["job_instance_id"], timeout=30)
+        finally:
+            answering.cancel()
+    results = {r["ip"]: r["status"]
+               for r in data["step_instance_list"][0]["step_ip_result_list"]}
+    assert results == {good: 9, SOURCE: 329 if where == "path" else 1}, data
+    # a name no file system holds is never asked for
+    assert (protocol.FILE_UPLOAD in asked) == (where == "error")
+    logs = await running.wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": made["data"]["job_instance_id"],
+        "step_instance_id": made["data"]["step_instance_id"], "bk_cloud_id": 0, "ip": SOURCE},
+        method="GET")
+    shown = "".join(f["log_content"] for f in logs["data"]["file_logs"])
+    assert ("f\\x00.txt" if where == "path" else "no\u2400such file") in shown, logs

@@ -854,6 +854,31 @@ def clean_text(text: str) -> str:
     return text
 
 
+def clean_texts(value: Any) -> Any:
+    """``value`` (JSON: objects, lists, strings, numbers) with every string ``clean_text``ed."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {k: clean_texts(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_texts(v) for v in value]
+    return value
+
+
+def clean_reply(message: Reply | dict[str, Any]) -> dict[str, Any]:
+    """A ``reply`` whose text (errors, missing patterns, upload results, a process's message)
+    any database holds, as a host's output. The listed files are left as sent: their
+    names are checked where they are used (``is_file_name``), and one no file system
+    holds fails its source, as a mapped name would name a file that is not there."""
+    return {k: v if k == "files" else clean_texts(v) for k, v in message.items()}
+
+
+def is_file_name(text: str) -> bool:
+    """``text`` may name a file: it holds neither NUL (no file system's names do) nor a
+    lone surrogate (which no UTF-8 name can hold)."""
+    return "\x00" not in text and (text.isascii() or not _SURROGATE.search(text))
+
+
 # C0, DEL and C1: what a terminal obeys rather than shows
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 

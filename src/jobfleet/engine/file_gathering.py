@@ -305,6 +305,23 @@ class SourceGathering:
                 message=f"source files missing on {where}: {shown}",
             )
         listed = listing.get("files") or []
+        unnamed = next(
+            (
+                str(e[k])
+                for e in listed
+                for k in ("path", "rel")
+                if not protocol.is_file_name(str(e[k]))
+            ),
+            None,
+        )
+        if unnamed is not None:
+            log.warning("unusable_source_name host=%s name=%r", host_id, unnamed[:200])
+            return Gathered(
+                host_id,
+                status=int(HostStatus.GSE_FILE_TASK_ERROR),
+                message=f"source host {where} listed a name no file system holds: "
+                f"{unnamed[:200]!a}",
+            )
         unsafe = next((str(e["rel"]) for e in listed if not stays_below(str(e["rel"]))), None)
         if unsafe is not None:
             log.warning("unsafe_source_name host=%s rel=%r", host_id, unsafe[:200])

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+from jobfleet.domain import protocol
 from jobfleet.engine.ports import AgentDirectory, AgentLink
 
 
@@ -25,10 +26,14 @@ class AgentRpc:
         self._replies: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
 
     def reply(self, conn: AgentLink, message: dict[str, Any]) -> None:
-        """An agent answered: only the host that was asked may answer."""
+        """An agent answered: only the host that was asked may answer.
+
+        Its text is mapped as a host's output is (``protocol.clean_reply``): a NUL in
+        an error would make PostgreSQL refuse the write that holds it, and with it the
+        other hosts' results of the same step or operation."""
         waiter = self._replies.get(str(message.get("id")))
         if waiter is not None and waiter[0] == conn.bk_host_id and not waiter[1].done():
-            waiter[1].set_result(message)
+            waiter[1].set_result(protocol.clean_reply(message))
 
     async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send ``message`` to a host's agent and wait for its reply.

@@ -36,6 +36,10 @@ MAX_BATCH = 20_000
 # read until the writer is down to half: a flood (or a slow or absent database) waits
 # in the agents' sockets and spools, not in this process's memory.
 QUEUE_HOLD = 50_000
+# Past this many of its own messages waiting, an agent is not read until they are
+# stored: the queue is first come, first served, and one agent's flood would otherwise
+# stand ahead of every other host's results (seconds of them at this size).
+AGENT_HOLD = 1_000
 
 Item = tuple[AgentLink | None, dict[str, Any]]
 
@@ -49,6 +53,8 @@ class ResultWriter:
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
         # the agents not read while the queue is over ``QUEUE_HOLD``
         self._held: set[AgentLink] = set()
+        # each agent's messages in the queue
+        self._waiting: dict[AgentLink, int] = {}
         # while the writer lingers: what ends the wait, and the queue's length at which
         # every result still expected is waiting
         self._lingering: tuple[asyncio.Future[None], int] | None = None
@@ -58,7 +64,8 @@ class ResultWriter:
         self._queue.put_nowait((conn, message))
         if self._lingering is not None:
             self._all_arrived()
-        if self._queue.qsize() >= QUEUE_HOLD and conn not in self._held:
+        waiting = self._waiting[conn] = self._waiting.get(conn, 0) + 1
+        if (waiting >= AGENT_HOLD or self._queue.qsize() >= QUEUE_HOLD) and conn not in self._held:
             self._held.add(conn)
             conn.hold_reading(True)
 
@@ -72,10 +79,23 @@ class ResultWriter:
         """A connection that closed: no reference kept, never told to read again."""
         self._held.discard(conn)
 
+    def _taken(self, batch: list[Item]) -> None:
+        """``batch`` left the queue: its agents have that many fewer messages waiting."""
+        waiting = self._waiting
+        for conn, _message in batch:
+            if conn is not None:
+                left = waiting.get(conn, 1) - 1
+                if left > 0:
+                    waiting[conn] = left
+                else:
+                    waiting.pop(conn, None)
+
     def _release(self) -> None:
         if self._held and self._queue.qsize() <= QUEUE_HOLD // 2:
-            held, self._held = self._held, set()
-            for conn in held:
+            waiting = self._waiting
+            released = {c for c in self._held if waiting.get(c, 0) < AGENT_HOLD // 2}
+            self._held -= released
+            for conn in released:
                 conn.hold_reading(False)
 
     def conclude(self, run: StepRun, hosts: Iterable[int], status: HostStatus, note: str) -> None:
@@ -108,6 +128,7 @@ class ResultWriter:
                 await self._linger(len(batch))
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
+            self._taken(batch)
             attempt = 0
             while True:
                 try:

@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import platform
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -53,6 +54,12 @@ REVOCATION_LOOKBACK_MS = 60_000
 STATS_EVERY = 60.0
 # how long an authenticated connection may go without its hello
 HELLO_TIMEOUT = 30.0
+# The share of the server's loop one agent's frames may take, past a burst: an agent
+# over it is not read until it is back within it. Refusing a bad message costs ~20 µs
+# and a frame may hold 90,000 of them; one agent sending such frames without pause
+# (or any flood) would otherwise leave every other agent and the API waiting.
+AGENT_LOOP_SHARE = 0.25
+AGENT_LOOP_BURST = 0.05
 
 _Fact = TypeVar("_Fact")
 
@@ -189,13 +196,20 @@ async def _receive(ws: AgentSocket) -> Any:
 
 
 async def _read_plain(
-    ws: AgentSocket, receive: Callable[[bytes | str], None], released: asyncio.Event
+    ws: AgentSocket,
+    receive: Callable[[bytes | str], None],
+    released: asyncio.Event,
+    resting: list[float],
 ) -> int:
     """Frames of a socket on the API port (``--agent-plaintext``) to ``receive``, one
-    read at a time, waiting while held; the close code once the connection ends."""
+    read at a time, waiting while held and until ``resting[0]`` (loop time); the close
+    code once the connection ends."""
+    loop = asyncio.get_running_loop()
     while True:
         if not released.is_set():
             await released.wait()
+        if resting[0] > loop.time():
+            await asyncio.sleep(resting[0] - loop.time())
         try:
             raw = await _receive_raw(ws)
         except WebSocketDisconnect as exc:
@@ -213,6 +227,15 @@ def _holder(released: asyncio.Event) -> Callable[[bool], None]:
             released.set()
 
     return hold
+
+
+def _rester(resting: list[float]) -> Callable[[float], None]:
+    """Rests a reader that waits until ``resting[0]`` (loop time)."""
+
+    def rest(seconds: float) -> None:
+        resting[0] = asyncio.get_running_loop().time() + seconds
+
+    return rest
 
 
 def _text(value: Any, limit: int) -> str:
@@ -347,13 +370,16 @@ class Gateway:
         # the agent listener's socket stops reading itself; on the API port
         # (``--agent-plaintext``) the reader waits for this between frames while held
         released: asyncio.Event | None = None
+        resting = [0.0]
         hold: Callable[[bool], None]
+        rest: Callable[[float], None]
         if isinstance(ws, WireSocket):
-            hold = ws.hold
+            hold, rest = ws.hold, ws.rest
         else:
             released = asyncio.Event()
             released.set()
             hold = _holder(released)
+            rest = _rester(resting)
         known = hello.get("known")
         conn = AgentConnection(
             agent_id,
@@ -368,6 +394,7 @@ class Gateway:
             turn=self._writes,
             hold=hold,
             acks=self._acks,
+            rest=rest,
         )
         old = self.registry.add(conn)
         if old is not None:
@@ -414,7 +441,7 @@ class Gateway:
                 code = await ws.deliver(receive)
             else:
                 assert released is not None
-                code = await _read_plain(ws, receive, released)
+                code = await _read_plain(ws, receive, released, resting)
             if code == CLOSE_TOO_BIG:
                 self.refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
         finally:
@@ -440,8 +467,23 @@ class Gateway:
         """What takes each frame ``conn``'s agent sends."""
         events = self.events
         refusals = self.refusals
+        clock = time.perf_counter
+        # the loop time this agent's frames took beyond its share, and when that was
+        debt = 0.0
+        since = clock()
 
         def receive(raw: bytes | str) -> None:
+            nonlocal debt, since
+            started = clock()
+            take(raw)
+            ended = clock()
+            debt = max(0.0, debt - (started - since) * AGENT_LOOP_SHARE) + ended - started
+            since = ended
+            if debt > AGENT_LOOP_BURST:
+                conn.rest(debt / AGENT_LOOP_SHARE)
+                debt = 0.0
+
+        def take(raw: bytes | str) -> None:
             messages, refused = read_frame(raw)
             for refusal in refused:
                 refusals.refuse(conn, refusal.reason, refusal.detail)

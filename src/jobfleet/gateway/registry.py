@@ -19,6 +19,8 @@ SendFrame = Callable[[bytes], Awaitable[None]]
 SendNow = Callable[[bytes], bool]
 # stops reading the socket (True) or starts again (False)
 HoldReading = Callable[[bool], None]
+# stops reading the socket for a while (seconds)
+Rest = Callable[[float], None]
 # closes the socket itself, with a close code and reason
 Hangup = Callable[[int, str], Awaitable[None]]
 # what goes down to an agent: a message built by the protocol's constructors (the plain
@@ -125,6 +127,7 @@ class AgentConnection:
         "_held",
         "_hold",
         "_pending",
+        "_rest",
         "_scheduled",
         "_send_frame",
         "_send_now",
@@ -150,6 +153,7 @@ class AgentConnection:
         turn: WriteTurn | None = None,
         hold: HoldReading | None = None,
         acks: HeldAcks | None = None,
+        rest: Rest | None = None,
     ) -> None:
         self.agent_id = agent_id
         # ``address:port`` where this agent serves file pieces to its peers ("" = not)
@@ -164,6 +168,7 @@ class AgentConnection:
         self._send_now = send_now
         self._turn = turn
         self._hold = hold
+        self._rest = rest
         self._acks = acks
         # the [task, seq] pairs waiting to ride with the next message, and their deadline
         self._held: list[Any] | None = None
@@ -277,6 +282,12 @@ class AgentConnection:
         sends cannot be stored as fast as it sends it."""
         if self._hold is not None:
             self._hold(held)
+
+    def rest(self, seconds: float) -> None:
+        """Read nothing from this agent for ``seconds``: it took more than its share of
+        the server's loop."""
+        if self._rest is not None:
+            self._rest(seconds)
 
     async def hang_up(self, code: int, reason: str) -> None:
         """Stop sending and close the socket itself (a revoked credential, a connection

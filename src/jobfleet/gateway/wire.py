@@ -105,6 +105,9 @@ class WireSocket:
     def hold(self, held: bool) -> None:
         self._wire.hold(held)
 
+    def rest(self, seconds: float) -> None:
+        self._wire.rest(seconds)
+
     async def send_bytes(self, data: bytes) -> None:
         await self._wire.send_bytes(data)
 
@@ -140,6 +143,7 @@ class WireProtocol(asyncio.Protocol):
         "_read_paused",
         "_receiver",
         "_response",
+        "_resting",
         "_server_state",
         "_state",
         "_text",
@@ -188,6 +192,8 @@ class WireProtocol(asyncio.Protocol):
         self._read_paused = False
         # the gateway's word: what this peer sends cannot be taken now (the store is behind)
         self._held = False
+        # while the gateway rests this peer (it took more than its share of the loop)
+        self._resting: asyncio.TimerHandle | None = None
         # set while the transport's buffer is over its high-water mark
         self._drain: asyncio.Future[None] | None = None
         # one timer at a time: the next keepalive tick, or the wait for a close reply
@@ -213,6 +219,9 @@ class WireProtocol(asyncio.Protocol):
         self._state = self._GONE
         self._server_state.connections.discard(self)
         self._cancel_timer()
+        resting, self._resting = self._resting, None
+        if resting is not None:
+            resting.cancel()
         self._end(CLOSE_ABNORMAL)
         self._response = None
         self._raw = None
@@ -454,6 +463,18 @@ class WireProtocol(asyncio.Protocol):
         self._held = held
         self._set_reading()
 
+    def rest(self, seconds: float) -> None:
+        """Read nothing from this peer for ``seconds``: what it sent took more than its
+        share of the loop. Its silence meanwhile is ours, as while held."""
+        if self._resting is not None:
+            self._resting.cancel()
+        self._resting = asyncio.get_running_loop().call_later(seconds, self._rested)
+        self._set_reading()
+
+    def _rested(self) -> None:
+        self._resting = None
+        self._set_reading()
+
     async def send_bytes(self, data: bytes) -> None:
         if self._drain is not None:
             # the peer reads slower than we write: wait, do not buffer without end
@@ -572,7 +593,7 @@ class WireProtocol(asyncio.Protocol):
         self._timer = None
         if self._state != self._OPEN:
             return
-        if self._heard or (self._held and self._drain is None):
+        if self._heard or ((self._held or self._resting is not None) and self._drain is None):
             # heard from, or silent only because we do not read it
             self._heard = False
             self._ping = None
@@ -639,6 +660,7 @@ class WireProtocol(asyncio.Protocol):
             self._state != self._CLOSING
             and (
                 self._held
+                or self._resting is not None
                 or (
                     inbox is not None
                     and (len(inbox) >= INBOX_FRAMES or self._queued >= INBOX_BYTES)
