@@ -474,17 +474,22 @@ async def test_a_staggered_rollout_in_mode_1_starts_no_batch_after_a_failure(
 
 
 async def test_a_staggered_rollout_in_mode_3_parks_before_each_next_batch(
-        running: Running) -> None:
+        running: Running, tmp_path: Path) -> None:
     await running.start_agents(IPS[:2])
     rolling = {"expression": "1", "mode": 3, "execution_mode": 2,
                "batch_start_wait_fixed_ms": 200}
-    job = await run(running, "sleep 2; echo ran", rolling, ips=IPS[:2])
+    # the first batch runs until the test lets it end, so that it is seen running while
+    # the step parks however slow the machine (a fixed sleep could end first)
+    release = tmp_path / "release"
+    script = f"while [ ! -e {release} ]; do sleep 0.05; done; echo ran"
+    job = await run(running, script, rolling, ips=IPS[:2])
     await eventually(lambda: _step_is(running, job, 7), timeout=20)
     data = await step_status(running, job)
     assert sorted(h["status"] for h in hosts_of(data)) == [5, 7], data
     assert (await running.wire.status(job["job_instance_id"]))["job_instance"]["status"] == 7
     await asyncio.sleep(0.5)
     assert sorted(h["status"] for h in hosts_of(await step_status(running, job)))[0] == 5
+    release.touch()
     assert (await operate(running, job, 13))["result"]
     done = await running.wire.wait(job["job_instance_id"], timeout=30)
     assert done["job_instance"]["status"] == 3
