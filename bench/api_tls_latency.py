@@ -2,7 +2,7 @@
 
 A server process (``python -m jobfleet server`` on uvloop, as deployed) is started from
 the jobfleet sources at ``--src`` (e.g. another checkout's ``src``, to compare two
-versions) with a self-signed ECDSA P-256 certificate; this process is the client, one
+versions) with an ECDSA P-256 certificate from a CA of its own; this process is the client, one
 call at a time, on blocking sockets (no client loop in the figures). Modes:
 
 - ``keepalive``: every call on one kept-alive connection;
@@ -20,8 +20,6 @@ p95 and p99 of a call's time and the server's CPU time per call (``/proc/PID/sta
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
 import json
 import os
 import socket
@@ -33,43 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from jobfleet.gateway.tls import ensure_agent_tls
 
 HERE = Path(__file__).resolve().parent
 WARMUP = 200
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jobfleet-bench")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def free_port() -> int:
@@ -154,7 +119,9 @@ def main() -> None:
     parser.add_argument("--modes", default="keepalive,new,resumed")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="jobfleet-api-tls-"))
-    cert, key = self_signed(work)
+    # a certificate for 127.0.0.1 from a CA of its own, made as the agent port's is
+    tls = ensure_agent_tls(work, ["127.0.0.1"])
+    cert, key = tls.cert_file, tls.key_file
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(args.src.resolve())}
     argv = [
@@ -164,7 +131,7 @@ def main() -> None:
     ]  # fmt: skip
     log = (work / "server.log").open("wb")
     server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    context = ssl.create_default_context(cafile=str(cert))
+    context = ssl.create_default_context(cadata=tls.ca_pem)
     healthz = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     try:
         deadline = time.monotonic() + 90

@@ -400,6 +400,18 @@ async def test_oversize_frame_and_chunk_are_refused_not_stored(running: Running)
     assert await host_log(running, job, BAD_IP) == "small\nend\n"
 
 
+async def _slowest_echo(running: Running) -> float:
+    """The slowest of three one-line jobs on the honest host, submit to finished."""
+    slowest = 0.0
+    for _ in range(3):
+        started = time.monotonic()
+        job = await running.wire.run_script("echo hi", [GOOD_IP])
+        status = await running.wire.wait(job["job_instance_id"], timeout=90)
+        slowest = max(slowest, time.monotonic() - started)
+        assert host_status(status, GOOD_IP) == 9
+    return slowest
+
+
 async def test_one_agents_flood_of_output_does_not_hold_back_other_hosts(
         running: Running) -> None:
     """A hostile agent sends output for its own task as fast as it can: past its share of
@@ -407,17 +419,7 @@ async def test_one_agents_flood_of_output_does_not_hold_back_other_hosts(
     flood goes on, not behind the whole queue (50 s here, against 0.3 s with no flood)."""
     await running.start_agents([GOOD_IP])
 
-    async def good_jobs() -> float:
-        slowest = 0.0
-        for _ in range(3):
-            started = time.monotonic()
-            job = await running.wire.run_script("echo hi", [GOOD_IP])
-            status = await running.wire.wait(job["job_instance_id"], timeout=60)
-            slowest = max(slowest, time.monotonic() - started)
-            assert host_status(status, GOOD_IP) == 9
-        return slowest
-
-    quiet = await good_jobs()
+    quiet = await _slowest_echo(running)
     async with raw_agent(running, BAD_IP) as bad:
         await running.wire.run_script("true", [BAD_IP])
         task = await bad.next_run()
@@ -431,7 +433,7 @@ async def test_one_agents_flood_of_output_does_not_hold_back_other_hosts(
         flooding = asyncio.create_task(flood())
         try:
             await asyncio.sleep(2)
-            flooded = await good_jobs()
+            flooded = await _slowest_echo(running)
         finally:
             flooding.cancel()
     assert flooded < 10 + 5 * quiet, (quiet, flooded)
@@ -444,17 +446,7 @@ async def test_one_agents_flood_of_messages_to_refuse_does_not_stall_the_server(
     end while the flood goes on (they waited for its end: 20 to 30 s here)."""
     await running.start_agents([GOOD_IP])
 
-    async def good_jobs() -> float:
-        slowest = 0.0
-        for _ in range(3):
-            started = time.monotonic()
-            job = await running.wire.run_script("echo hi", [GOOD_IP])
-            status = await running.wire.wait(job["job_instance_id"], timeout=90)
-            slowest = max(slowest, time.monotonic() - started)
-            assert host_status(status, GOOD_IP) == 9
-        return slowest
-
-    quiet = await good_jobs()
+    quiet = await _slowest_echo(running)
     async with raw_agent(running, BAD_IP) as bad:
         task = protocol.task_id(1, 0, bad.host_id)
         frame = orjson.dumps([out(task, seq, 5) for seq in range(1, 40_001)])
@@ -466,7 +458,7 @@ async def test_one_agents_flood_of_messages_to_refuse_does_not_stall_the_server(
         flooding = asyncio.create_task(flood())
         try:
             await eventually(lambda: _true(refused(running).get("bad_data", 0) >= 80_000))
-            flooded = await good_jobs()
+            flooded = await _slowest_echo(running)
             assert not flooding.done()
         finally:
             flooding.cancel()
