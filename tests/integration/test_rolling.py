@@ -454,7 +454,11 @@ async def test_two_terminates_at_once_one_is_told_the_job_is_terminating(
     term = {"bk_biz_id": 2, "job_instance_id": job["job_instance_id"], "operation_code": 1}
     answers = await asyncio.gather(*[running.wire.v3("operate_job_instance", term)
                                      for _ in range(3)])
-    assert sorted(a["code"] for a in answers) == [0, 1244015, 1244015], answers
+    codes = sorted(a["code"] for a in answers)
+    # one is accepted; the others are told the job is terminating, or, on a machine slow
+    # enough that the first had already ended the job before they were read, that it has
+    # finished: never a second success
+    assert codes[0] == 0 and set(codes[1:]) <= {1244015, 1241003}, answers
     done = await running.wire.wait(job["job_instance_id"], timeout=20)
     assert done["job_instance"]["status"] == 11
 
