@@ -412,6 +412,7 @@ async def _slowest_echo(running: Running) -> float:
     return slowest
 
 
+@pytest.mark.one_backend
 async def test_one_agents_flood_of_output_does_not_hold_back_other_hosts(
         running: Running) -> None:
     """A hostile agent sends output for its own task as fast as it can: past its share of
@@ -439,6 +440,7 @@ async def test_one_agents_flood_of_output_does_not_hold_back_other_hosts(
     assert flooded < 10 + 5 * quiet, (quiet, flooded)
 
 
+@pytest.mark.one_backend
 async def test_one_agents_flood_of_messages_to_refuse_does_not_stall_the_server(
         running: Running) -> None:
     """Frames of tens of thousands of messages to refuse, each ~20 µs of the server's loop:
