@@ -23,7 +23,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from jobfleet import loop
 from jobfleet.api.agent_channel import CONNECT_PATH, ListenerGate
-from jobfleet.api.app import create_app
+from jobfleet.api.app import create_app, release_routes
 from jobfleet.api.auth import Authenticator
 from jobfleet.api.connections import ConnectionLimits, protocol_class
 from jobfleet.api.services import Limits, Services
@@ -487,6 +487,7 @@ class Server:
                 await asyncio.wait_for(part(), STOP_TIMEOUT)
             except Exception:
                 log.exception("stop_failed part=%s", name)
+        release_routes()
 
     async def _stop_procs(self) -> None:
         if self.services.procs is not None:

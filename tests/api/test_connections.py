@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import struct
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
@@ -121,3 +123,29 @@ async def test_a_connection_upgraded_to_a_websocket_lets_go_of_its_http_protocol
         for transport in Upgraded.held:
             transport.close()
         Upgraded.held.clear()
+
+
+async def test_a_kept_alive_connection_reset_by_its_client_is_freed(
+    server: tuple[int, weakref.WeakSet[GuardedHttpProtocol]],
+) -> None:
+    # a connection lost with an error (a reset, a TLS client gone without close_notify)
+    # must not leave its keep-alive timer holding the protocol, and through it the app,
+    # for the idle timeout
+    port, made = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"200 OK" in await reader.readuntil(b"ok")
+    sock = writer.get_extra_info("socket")
+    # no lingering on close: the kernel answers with a reset, not a FIN
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    protocol = next(iter(made))
+    writer.transport.abort()
+    # uvicorn lets go of the parser last thing in ``connection_lost``
+    for _ in range(1000):
+        if protocol.parser is None:
+            break
+        await asyncio.sleep(0.01)
+    assert protocol.parser is None, "the server never saw the reset"
+    del protocol
+    gc.collect()
+    assert not made, "a connection reset by its client is still held"

@@ -71,6 +71,24 @@ async def test_a_new_window_starts_a_new_entry(log: AuditLog,
     assert counts == [1, 3]
 
 
+async def test_entries_of_a_past_window_are_written_and_let_go(
+        log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr(audit_module.time, "time", lambda: now[0])
+    for job in range(20):
+        for _ in range(2):
+            await log.coalesced(("read_logs", str(job)), app_code="app", username="u",
+                                action="read_logs", resource_type="job", resource_id=str(job))
+    now[0] += audit_module.REFUSAL_WINDOW
+    await log.refused(source_ip="127.0.0.1", reason="bad_credentials")
+    # a server reading the logs of job after job keeps only the current window's entries
+    assert len(log._refusals) == 1
+    async with log.db.connect() as conn:
+        details = (await conn.execute(
+            select(audit_log.c.detail).where(audit_log.c.action == "read_logs"))).scalars()
+        assert [d["count"] for d in details] == [2] * 20
+
+
 async def test_too_many_addresses_share_one_overflow_entry(
         log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit_module, "MAX_REFUSAL_KEYS", 5)

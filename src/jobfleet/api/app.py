@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Mapping
 
 from fastapi import APIRouter, FastAPI, WebSocket
@@ -89,6 +90,33 @@ def api_routes() -> tuple[BaseRoute, ...]:
     for module in API_MODULES:
         module.register(router)
     return tuple(router.routes)
+
+
+# FastAPI's module-level caches that key on the endpoint and dependency callables of
+# every app it has built (4096 entries each, never cleared); see ``release_routes``
+_FASTAPI_CALL_CACHES = (
+    "_is_gen_callable_cached",
+    "_is_async_gen_callable_cached",
+    "_is_coroutine_callable_cached",
+)
+
+
+def release_routes() -> None:
+    """Let go of the routes of apps that are done with. FastAPI caches, for the life of
+    the process, facts about each endpoint and dependency callable it has seen; ours
+    are closures over a server's services, so each server built in one process (the
+    demo, embedding, a test suite) stayed in memory whole, engine and caches included,
+    until about a hundred more had pushed it out. Clearing costs a live app only a
+    recomputation on its next request; a FastAPI without these caches has nothing to
+    release."""
+    try:
+        models = importlib.import_module("fastapi.dependencies.models")
+    except ImportError:
+        return
+    for name in _FASTAPI_CALL_CACHES:
+        clear = getattr(getattr(models, name, None), "cache_clear", None)
+        if callable(clear):
+            clear()
 
 
 def create_app(

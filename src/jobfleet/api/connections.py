@@ -185,6 +185,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._headers_done()
         self._body_done()
         super().connection_lost(exc)
+        # uvicorn cancels the keep-alive timer only for a clean close; a connection lost
+        # with an error (a TLS client gone without close_notify, a reset) left the timer
+        # holding this protocol, and through it the app and its services, for
+        # ``idle_timeout`` more: a stopped in-process server stayed in memory that long
+        self._unset_keepalive_if_required()
         if self._lingering is not None:
             self._lingering.detach()
 

@@ -151,6 +151,8 @@ class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._refusals: dict[tuple[str, ...], _Refusal] = {}
+        # the newest window an entry was made in: entries of the ones before are done with
+        self._window = 0
 
     async def record(
         self,
@@ -221,6 +223,12 @@ class AuditLog:
         what happens too often to write a row each (refusals, clients polling logs)."""
         now = time.time()
         window = int(now // REFUSAL_WINDOW)
+        if window > self._window:
+            # keys are per job and caller (log reads): without this, the entries of windows
+            # long past, one a job read, stayed until MAX_REFUSAL_KEYS of them or a read of
+            # the audit log, and their last counts were not written until then
+            self._window = window
+            await self._forget_old(window)
         entry = self._refusals.get(key)
         overflow = False
         if entry is None and len(self._refusals) >= MAX_REFUSAL_KEYS:
