@@ -509,6 +509,12 @@ async def test_a_cron_name_is_held_by_one_cron_of_a_business(running: Running) -
     async with server.db.connect() as conn:
         names = sorted((await conn.execute(select(crons.c.name))).scalars())
     assert names == ["Sundays", "nightly"]
+    # two crons that shared a name before names were held: each is still saved whole
+    # under the name it has (bk-job clients and the console send every field)
+    async with server.db.begin() as conn:
+        await conn.execute(update(crons).where(crons.c.id == other["id"]).values(name="nightly"))
+    kept = await saved(wire, id=other["id"], name="nightly", expression="0 4 * * 0")
+    assert (kept["name"], kept["expression"]) == ("nightly", "0 4 * * 0")
 
 
 async def test_slot_missed_while_down_fires_once_on_start(

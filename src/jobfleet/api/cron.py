@@ -335,8 +335,9 @@ async def _update_values(call: Call, scope: Scope, row: Any) -> dict[str, Any]:
             values.get("timezone", row.timezone),
             values.get("execute_time", row.execute_time),
         )
-    if "name" in values:
-        # a cron saved again under the name it has passes, as it would in bk-job
+    if "name" in values and values["name"] != row.name:
+        # a cron saved again under the name it has passes, as it would in bk-job, even
+        # one of two that shared a name before names were held (clients send it whole)
         await _refuse_taken(call, scope, values["name"], row.id)
     return values
 

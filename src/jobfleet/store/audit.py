@@ -271,7 +271,9 @@ class AuditLog:
         for key, entry in list(self._refusals.items()):
             if entry.window != window:
                 await self._flush_one(entry, time.time())
-                self._refusals.pop(key, None)
+                # a call of the new window may have put its own entry here meanwhile
+                if self._refusals.get(key) is entry:
+                    del self._refusals[key]
 
     async def _flush_one(self, entry: _Refusal, now: float) -> None:
         if entry.row_id is None or entry.count == entry.written:

@@ -24,7 +24,9 @@ class Cipher:
         """Key from ``JOBFLEET_SECRET_KEY`` (shared by every node) or ``DIR/secret.key``."""
         env = os.environ.get("JOBFLEET_SECRET_KEY")
         if env:
-            return cls(env.encode())
+            # stripped as the file's is: a key from a secret mounted as a file often
+            # ends in a newline, which Fernet ignores and the cluster's check must too
+            return cls(env.strip().encode())
         path = data_dir / "secret.key"
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
