@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from tests.engine.test_results import Link
@@ -18,13 +19,19 @@ class Agents:
         return self.links.get(host)
 
 
-async def test_the_reply_of_the_asked_host_is_returned() -> None:
+async def _file_list_asked() -> tuple[Agents, AgentRpc, asyncio.Future[dict[str, Any]]]:
+    """Host 1's agent asked for a file list, the request on its way; the call waiting."""
     agents = Agents()
     agents.links[1] = Link(1)
     rpc = AgentRpc(agents, agent_lost_grace=0.5)
     call = asyncio.ensure_future(rpc.call(1, {"t": "file_list", "patterns": ["/x"]}, 5))
     while not agents.links[1].sent:
         await asyncio.sleep(0.01)
+    return agents, rpc, call
+
+
+async def test_the_reply_of_the_asked_host_is_returned() -> None:
+    agents, rpc, call = await _file_list_asked()
     request = agents.links[1].sent[0]
     assert request["t"] == "file_list" and request["patterns"] == ["/x"]
     # another host cannot answer for it, nor can an unknown id
@@ -64,12 +71,7 @@ async def test_an_absent_agent_and_a_silent_one_fail() -> None:
 async def test_a_reply_comes_back_as_text_any_database_holds() -> None:
     """NUL and lone surrogates in what an agent answers are mapped as in its output; listed
     names are left as sent, for the engine to refuse."""
-    agents = Agents()
-    agents.links[1] = Link(1)
-    rpc = AgentRpc(agents, agent_lost_grace=0.5)
-    call = asyncio.ensure_future(rpc.call(1, {"t": "file_list", "patterns": ["/x"]}, 5))
-    while not agents.links[1].sent:
-        await asyncio.sleep(0.01)
+    agents, rpc, call = await _file_list_asked()
     request_id = agents.links[1].sent[0]["id"]
     rpc.reply(agents.links[1], {
         "t": "reply", "id": request_id, "error": "a\0b", "proc": {"message": "\ud800"},
