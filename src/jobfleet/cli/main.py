@@ -230,7 +230,7 @@ def run(
             target = _targets.resolve_or_fail(cli, client, chosen, biz)
             try:
                 data = client.fast_execute_script(
-                    script_content=base64.b64encode(script.encode()).decode(),
+                    script_content=base64.b64encode(script).decode(),
                     script_language=int(language),
                     script_param=base64.b64encode(param.encode()).decode() if param else None,
                     account_alias=account,
