@@ -159,3 +159,18 @@ def test_a_script_on_standard_input_ends_its_lines_as_a_file_does(
         sent.append(base64.b64decode(server.submitted["script_content"]).decode())
         server.submitted = {}
     assert sent == ["echo one\necho two\n"] * 2, sent
+
+
+def test_a_parameter_that_is_not_utf8_is_a_usage_error_in_any_locale() -> None:
+    """The server keeps ``script_param`` as text and refuses other bytes: the CLI says so
+    before sending, naming the byte, instead of a traceback from encoding the request."""
+    args = [sys.executable, "-m", "jobfleet", "--server", "http://127.0.0.1:9",
+            "--app-code", "a", "--app-secret", "s", "run", "-H", "127.0.0.1", "-c", "echo",
+            "-p", b"x caf\xe9"]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:surrogateescape", "LC_ALL": "C",
+           "COLUMNS": "200"}
+    done = subprocess.run(args, capture_output=True, env=env, timeout=60, check=False)
+    err = " ".join(done.stderr.decode("utf-8", "replace").split())
+    assert done.returncode == 2, err
+    assert "the parameter is not UTF-8 text (byte 0xe9 at offset 5)" in err, err
+    assert "Traceback" not in err, err

@@ -49,6 +49,21 @@ def language_for(path: str) -> ScriptLanguage:
     return EXTENSIONS.get(Path(path).suffix.lower(), ScriptLanguage.SHELL)
 
 
+def check_param(param: str) -> None:
+    """Refuse a ``--param`` that is not UTF-8 here, as the server would (a parameter is
+    kept as text), rather than fail encoding the request."""
+    try:
+        param.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # bytes of the command line that are not UTF-8 come in as lone surrogates
+        raise typer.BadParameter(
+            f"the parameter is not UTF-8 text (byte 0x{ord(param[exc.start]) - 0xDC00:02x} "
+            f"at offset {len(param[: exc.start].encode('utf-8', 'surrogateescape'))}): "
+            "the server keeps a parameter as text; convert it to UTF-8",
+            param_hint="--param",
+        ) from None
+
+
 def load_script(
     command: str | None, file: str | None, lang: str | None
 ) -> tuple[bytes, ScriptLanguage]:

@@ -45,7 +45,7 @@ from jobfleet.cli._context import (
     interrupted,
     lost_track,
 )
-from jobfleet.cli._scripts import load_script
+from jobfleet.cli._scripts import check_param, load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
 from jobfleet.cli._terminal import printable
 from jobfleet.cli.admin import admin_app
@@ -223,6 +223,7 @@ def run(
 
     cli = cli_context(ctx)
     script, language = load_script(command, file, lang)
+    check_param(param)
     chosen = _targets.selection(group, module, set_, label)
     _targets.require_some(host, host_id, chosen)
     if stream:
