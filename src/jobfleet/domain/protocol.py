@@ -786,28 +786,33 @@ _OLD_AGENT_SCRIPT = {
 }
 
 
-def exact_script(message: dict[str, Any]) -> dict[str, Any]:
+def exact_script(message: dict[str, Any], lang: int | None = None) -> dict[str, Any]:
     """A run message (or part of one) fit for the wire, whatever bytes its script holds.
 
     Inside the server a script that is not UTF-8 is a string with lone surrogates (see
     ``domain.scripts``), which JSON cannot carry. Such a script travels as
     ``script_b64``; ``script`` then holds what an older agent, which knows only
     ``script``, runs instead: a few lines that fail with the reason. A UTF-8 script
-    goes as it always did."""
+    goes as it always did. ``lang`` is the language of a part that names none (a
+    host's own script, merged into its step's message)."""
     script = message.get("script")
     if not isinstance(script, str) or script.isascii():
         return message
     try:
         script.encode("utf-8")
     except UnicodeEncodeError:
-        raw = script.encode("utf-8", errors="surrogateescape")
-        lang = int(message.get("lang") or 1)
+        lang = int(message.get("lang") or lang or 1)
         return {
             **message,
             "script": _OLD_AGENT_SCRIPT.get(lang, _OLD_AGENT_SCRIPT[1]),
-            "script_b64": base64.b64encode(raw).decode(),
+            "script_b64": encode_script(script),
         }
     return message
+
+
+def encode_script(script: str) -> str:
+    """``script_b64`` of a script (lone surrogates standing for bytes that are not UTF-8)."""
+    return base64.b64encode(script.encode("utf-8", errors="surrogateescape")).decode()
 
 
 def script_bytes(message: ScriptRun) -> bytes:

@@ -322,6 +322,12 @@ def _wire(
 ) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """A step's run messages with a script that is not UTF-8 carried as its bytes; done
     once here, after variables changed the script, rather than for every host sent to."""
-    return protocol.exact_script(template), {
-        host: protocol.exact_script(own) for host, own in per_host.items()
-    }
+    lang = template.get("lang")
+    wired = protocol.exact_script(template)
+    hosts = {host: protocol.exact_script(own, lang) for host, own in per_host.items()}
+    if "script_b64" in wired:
+        # a host's own script replaces the step's: so must its bytes, or none be sent
+        for host, own in hosts.items():
+            if "script" in own and "script_b64" not in own:
+                hosts[host] = {**own, "script_b64": protocol.encode_script(own["script"])}
+    return wired, hosts
