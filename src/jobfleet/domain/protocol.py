@@ -21,6 +21,7 @@ honours when the gateway builds its validators, and that cost the agent nothing.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -465,6 +466,9 @@ class ScriptRun(TypedDict):
     sensitive: NotRequired[bool]
     # give the script a file for ``name=value`` lines (variables it sets)
     collect_vars: NotRequired[bool]
+    # base64 of the script's bytes, for a script that is not UTF-8 (``exact_script``):
+    # the agent runs these bytes and ignores ``script``
+    script_b64: NotRequired[str]
 
 
 class DownloadItem(TypedDict):
@@ -765,6 +769,58 @@ def run(
     if collect_vars is not None:
         message["collect_vars"] = collect_vars
     return message
+
+
+# what an agent that predates ``script_b64`` runs instead of a script that is not UTF-8:
+# it fails with a reason rather than run the script with its bytes changed
+_OLD_AGENT_REFUSAL = (
+    "jobfleet: this script is not UTF-8 text and this agent cannot run it byte for byte;"
+    " upgrade the agent"
+)
+_OLD_AGENT_SCRIPT = {
+    1: f"echo '{_OLD_AGENT_REFUSAL}' >&2\nexit 1\n",
+    2: f"@echo {_OLD_AGENT_REFUSAL} 1>&2\r\n@exit /b 1\r\n",
+    3: f'die "{_OLD_AGENT_REFUSAL}\\n";\n',
+    4: f'import sys\nsys.exit("{_OLD_AGENT_REFUSAL}")\n',
+    5: f"[Console]::Error.WriteLine('{_OLD_AGENT_REFUSAL}')\nexit 1\n",
+}
+
+
+def exact_script(message: dict[str, Any], lang: int | None = None) -> dict[str, Any]:
+    """A run message (or part of one) fit for the wire, whatever bytes its script holds.
+
+    Inside the server a script that is not UTF-8 is a string with lone surrogates (see
+    ``domain.scripts``), which JSON cannot carry. Such a script travels as
+    ``script_b64``; ``script`` then holds what an older agent, which knows only
+    ``script``, runs instead: a few lines that fail with the reason. A UTF-8 script
+    goes as it always did. ``lang`` is the language of a part that names none (a
+    host's own script, merged into its step's message)."""
+    script = message.get("script")
+    if not isinstance(script, str) or script.isascii():
+        return message
+    try:
+        script.encode("utf-8")
+    except UnicodeEncodeError:
+        lang = int(message.get("lang") or lang or 1)
+        return {
+            **message,
+            "script": _OLD_AGENT_SCRIPT.get(lang, _OLD_AGENT_SCRIPT[1]),
+            "script_b64": encode_script(script),
+        }
+    return message
+
+
+def encode_script(script: str) -> str:
+    """``script_b64`` of a script (lone surrogates standing for bytes that are not UTF-8)."""
+    return base64.b64encode(script.encode("utf-8", errors="surrogateescape")).decode()
+
+
+def script_bytes(message: ScriptRun) -> bytes:
+    """The bytes a run message's script stands for: ``script_b64`` when the server sent it."""
+    exact = message.get("script_b64")
+    if isinstance(exact, str):
+        return base64.b64decode(exact)
+    return str(message["script"]).encode()
 
 
 def download(
