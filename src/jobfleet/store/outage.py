@@ -122,13 +122,19 @@ class OutageLog:
             logger, event, back=f"database_back loop={event}", every=REPEAT_SECONDS
         )
 
-    def failed(self) -> None:
-        """Call in the ``except`` block of the failed turn."""
-        exc = sys.exc_info()[1]
+    def failed(self, fields: str = "", *args: object, exc: BaseException | None = None) -> None:
+        """Call in the ``except`` block of the failed turn (or pass ``exc``). ``fields``
+        say which turn failed (a step, a job); during an outage only the turns that
+        log a line are named, the others are counted in the reminders."""
+        if exc is None:
+            exc = sys.exc_info()[1]
         if exc is None or not unreachable(exc):
-            self.logger.exception(self.event)
+            exc_info = exc if exc is not None else True
+            self.logger.error(f"{self.event} {fields}".rstrip(), *args, exc_info=exc_info)
             return
-        self._spell.failed("reason=database_unreachable error=%s", reason(exc))
+        self._spell.failed(
+            f"{fields} reason=database_unreachable error=%s".lstrip(), *args, reason(exc)
+        )
 
     def ok(self) -> None:
         """Call after a turn that worked: ends an outage with one line."""
