@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -224,9 +225,18 @@ async def test_server_logs_as_json_with_the_config_file_under_the_flags(
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     loggers = {e["logger"] for e in entries}
     assert "uvicorn.error" in loggers and "jobfleet.server" in loggers
-    started = next(e for e in entries if e["message"] == "server_started")
-    assert started["url"] == f"http://127.0.0.1:{port}"
+    # once what runs where, as bound: the API and agent ports (the file's agent_port 0
+    # is the one the system picked), the console, the process
+    [started] = [e for e in entries if e["message"] == "server_started"]
+    assert started["api"] == f"http://127.0.0.1:{port}", started
+    assert re.fullmatch(r"https://127\.0\.0\.1:[1-9][0-9]*", started["agent"]), started
+    assert started["console"] == f"http://127.0.0.1:{port}/", started
+    assert started["pid"] == str(proc.proc.pid), started
     assert any(e["message"] == "Application startup complete." for e in entries)
+    # the two listeners do not each say that the server starts and stops
+    said = Counter(e["message"] for e in entries if e["logger"] == "uvicorn.error")
+    assert all(count == 1 for count in said.values()), said
+    assert [e["message"] for e in entries].count("server_stopped") == 1
     secret = read_bootstrap(data_dir)["bk_app_secret"]
     assert secret not in output
     if "@" in database_url:  # a PostgreSQL URL with a password
