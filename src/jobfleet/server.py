@@ -681,15 +681,15 @@ uvicorn_log = logging.getLogger("uvicorn.error")
 
 
 class _DropFirst(logging.Filter):
-    """Drops the first record whose message is ``message``, lets all others by."""
+    """Drops the first record whose message begins with ``prefix``, lets all others by."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, prefix: str) -> None:
         super().__init__()
-        self.message = message
+        self.prefix = prefix
         self.dropped = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.dropped and record.getMessage() == self.message:
+        if not self.dropped and record.getMessage().startswith(self.prefix):
             self.dropped = True
             return False
         return True
@@ -768,8 +768,14 @@ class _Listener(uvicorn.Server):
             return
         if sockets is None:
             # bound before the lifespan starts anything: an address in use ends the
-            # process here (uvicorn logs it and exits with STARTUP_FAILURE)
-            sockets = [config.bind_socket()]
+            # process here (uvicorn logs it and exits with STARTUP_FAILURE); its
+            # "Uvicorn running on" line is said by ``on_started``, with the port's role
+            running = _DropFirst("Uvicorn running on ")
+            uvicorn_log.addFilter(running)
+            try:
+                sockets = [config.bind_socket()]
+            finally:
+                uvicorn_log.removeFilter(running)
         await self.lifespan.startup()
         if self.lifespan.should_exit:
             for sock in sockets:
