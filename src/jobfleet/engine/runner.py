@@ -23,6 +23,7 @@ from jobfleet.engine.writer import NOTE_SEQ
 from jobfleet.store.database import now_ms
 from jobfleet.store.health import Health, connection_lost
 from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobStore
+from jobfleet.store.outage import OutageLog
 from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class JobRunner:
         self.on_job_finished = tuple(on_job_finished)
         self.on_confirm_waiting = tuple(on_confirm_waiting)
         self._runners: dict[int, asyncio.Task[None]] = {}
+        self._died = OutageLog(log, "job_driver_died")
 
     def running(self, job_id: int) -> bool:
         """Is this node driving the job now?"""
@@ -80,11 +82,10 @@ class JobRunner:
         if task.cancelled() or task.exception() is None:
             return
         # the database is away: the job stays active and leased to this node, whose
-        # lease keeper resumes it (``recover``)
-        log.error(
-            "job_driver_died job=%s: resumed once the database answers",
-            job_id,
-            exc_info=task.exception(),
+        # lease keeper resumes it (``recover``); every job this node drives dies with
+        # it, so one line tells of them all
+        self._died.failed(
+            "job=%s: resumed once the database answers", job_id, exc=task.exception()
         )
 
     async def stop(self) -> None:
