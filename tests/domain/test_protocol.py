@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import typing
+from typing import Any
 
 import orjson
+import pytest
 
 from jobfleet.domain import protocol
 
@@ -95,3 +97,15 @@ def test_a_name_keeps_no_control_character() -> None:
     assert clean_name("web-01.example") == "web-01.example"
     assert clean_name("web\x1b]0;t\x07\x00\t\r\n\x7f\x9b-01") == "web]0;t-01"
     assert clean_name("hôte-\ud800") == "hôte-\ufffd"
+
+
+def test_clean_texts_refuses_what_nests_past_its_depth() -> None:
+    shallow: list[Any] = ["a\x00"]
+    for _ in range(protocol.MAX_TEXT_DEPTH - 1):
+        shallow = [shallow]
+    assert protocol.clean_texts(shallow) is not None
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested"):
+        protocol.clean_texts({"a": deep})

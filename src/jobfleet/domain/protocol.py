@@ -854,14 +854,24 @@ def clean_text(text: str) -> str:
     return text
 
 
-def clean_texts(value: Any) -> Any:
-    """``value`` (JSON: objects, lists, strings, numbers) with every string ``clean_text``ed."""
+# How deep ``clean_texts`` goes into objects and lists: far past any message of the
+# protocol, well short of Python's recursion limit
+MAX_TEXT_DEPTH = 32
+
+
+def clean_texts(value: Any, depth: int = 0) -> Any:
+    """``value`` (JSON: objects, lists, strings, numbers) with every string ``clean_text``ed.
+
+    Raises ``ValueError`` for objects and lists nested over ``MAX_TEXT_DEPTH`` deep: no
+    message nests so, and a RecursionError would end whatever was reading it."""
     if isinstance(value, str):
         return clean_text(value)
+    if isinstance(value, dict | list) and depth >= MAX_TEXT_DEPTH:
+        raise ValueError(f"nested over {MAX_TEXT_DEPTH} levels deep")
     if isinstance(value, dict):
-        return {k: clean_texts(v) for k, v in value.items()}
+        return {k: clean_texts(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [clean_texts(v) for v in value]
+        return [clean_texts(v, depth + 1) for v in value]
     return value
 
 
@@ -869,8 +879,9 @@ def clean_reply(message: Reply | dict[str, Any]) -> dict[str, Any]:
     """A ``reply`` whose text (errors, missing patterns, upload results, a process's message)
     any database holds, as a host's output. The listed files are left as sent: their
     names are checked where they are used (``is_file_name``), and one no file system
-    holds fails its source, as a mapped name would name a file that is not there."""
-    return {k: v if k == "files" else clean_texts(v) for k, v in message.items()}
+    holds fails its source, as a mapped name would name a file that is not there.
+    Raises ``ValueError`` as ``clean_texts`` does."""
+    return {k: v if k == "files" else clean_texts(v, 1) for k, v in message.items()}
 
 
 def is_file_name(text: str) -> bool:
