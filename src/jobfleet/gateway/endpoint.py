@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import platform
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -62,6 +63,8 @@ AGENT_LOOP_SHARE = 0.25
 AGENT_LOOP_BURST = 0.05
 
 _Fact = TypeVar("_Fact")
+# a task id as ``protocol.TaskId`` has it
+_TASK_ID = re.compile(r"[0-9]{1,18}:[0-9]{1,9}:[0-9]{1,18}")
 
 
 class _HeaderLookup(Protocol):
@@ -124,6 +127,28 @@ def swarm_address(value: Any, source: str) -> str:
     except ValueError:
         return ""
     return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+# The tasks of a hello's ``known`` the server keeps, for the connection's life. An agent
+# holding more is sent the rest again, and ignores what it already has.
+MAX_KNOWN = 10_000
+
+
+def known_tasks(value: Any, bk_host_id: int) -> set[str]:
+    """The tasks of this host a hello's ``known`` names, at most ``MAX_KNOWN``.
+
+    Only this host's task ids count: the set lives as long as the connection, and a
+    4 MiB hello of short strings would otherwise keep some 70 MB."""
+    if not isinstance(value, list):
+        return set()
+    suffix = f":{bk_host_id}"
+    known: set[str] = set()
+    for item in value:
+        if len(known) >= MAX_KNOWN:
+            break
+        if isinstance(item, str) and item.endswith(suffix) and _TASK_ID.fullmatch(item):
+            known.add(item)
+    return known
 
 
 def _ipv6(value: Any) -> str | None:
@@ -380,12 +405,12 @@ class Gateway:
             released.set()
             hold = _holder(released)
             rest = _rester(resting)
-        known = hello.get("known")
+        known = known_tasks(hello.get("known"), host_id)
         conn = AgentConnection(
             agent_id,
             host_id,
             ws.send_bytes,
-            {t for t in known if isinstance(t, str)} if isinstance(known, list) else set(),
+            known,
             peer=peer,
             hangup=hangup,
             swarm=swarm_address(hello.get("peer"), peer),
