@@ -8,25 +8,33 @@ the server without bound nor steer work meant for another host.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tests.integration.harness import Running, eventually
 from tests.integration.test_agent_messages import BAD_IP, GOOD_IP, raw_agent
 from tests.integration.test_file_transfer import transfer_body
 from tests.integration.test_peer_files import swarm_bytes
+from tests.integration.test_self_healing import SECRET as HEAL_SECRET
+from tests.integration.test_self_healing import alertmanager, make_plan, post
 
 from jobfleet.agent.client import AgentSettings, Credential, enroll
 from jobfleet.domain import protocol
 from jobfleet.domain.protocol import PIECE_SIZE
 from jobfleet.gateway.endpoint import MAX_KNOWN
 from jobfleet.gateway.registry import AgentConnection
+from jobfleet.sdk import AsyncJobClient
 
 SOURCE = "127.0.0.6"
 HONEST = ["127.0.0.4", "127.0.0.5"]
 PEERS = {ip: {"peer_port": 0, "peer_listen": ip, "peer_address": ip} for ip in HONEST}
 # a loopback address no host of the test has
 TRAP_IP = "127.0.0.77"
+# a host enrolled with an IPv6 ip, and an IPv6 address another host reports besides its ip
+V6_OWNER = "::1"
+V6_REPORTED = str(ipaddress.IPv6Address("::ffff:127.0.6.4"))
 
 
 async def enrolled(running: Running, ip: str) -> Credential:
@@ -91,3 +99,58 @@ async def test_an_agent_cannot_make_its_swarm_peers_dial_an_address_not_its_own(
     finally:
         service.close()
         await service.wait_closed()
+
+
+async def _heal_rule(running: Running) -> int:
+    plan_id = await make_plan(running.wire, 'echo "healing"')
+    async with AsyncJobClient(running.url, running.boot["bk_app_code"],
+                              running.boot["bk_app_secret"], "admin", biz=2) as client:
+        rule = await client.create_heal_rule(
+            "v6", plan_id, HEAL_SECRET, match={"alertname": ["HighDisk"]},
+            host_variable="target", host_label="instance", host_cooldown=0, max_hosts=5)
+    return int(rule["id"])
+
+
+async def _healed(running: Running, rule_id: int, address: str) -> tuple[str, list[str]]:
+    """The decision on an alert about ``address``, and the hosts (their ip) of the job
+    it started."""
+    answer = await post(running.url, rule_id, alertmanager("firing", address))
+    assert answer["result"], answer
+    [decision] = answer["data"]["decisions"]
+    if decision["decision"] != "started":
+        return decision["decision"], []
+    # the raw agents run nothing: the job's hosts are read while it runs
+    job = decision["job_instance_id"]
+    result = await running.wire.status(job)
+    hosts = sorted(h["ip"] for h in result["step_instance_list"][0]["step_ip_result_list"])
+    return "started", hosts
+
+
+def _reports(running: Running, ip: str, ipv6: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        hosts = {h.ip: h for h in await running.server.inventory.list()}
+        return hosts[ip].ipv6 == ipv6 and bool(hosts[ip].alive)
+    return check
+
+
+async def test_an_ipv6_address_claimed_in_a_hello_takes_no_other_hosts_alerts(
+        running: Running) -> None:
+    """The hostile host reports as its IPv6 address one that is another host's ip, then
+    one another host reports as its own: alerts about either never start work on it."""
+    owner, reporter = V6_OWNER, "127.0.0.4"
+    await running.start_agents([reporter], settings_of={reporter: {"ipv6": V6_REPORTED}})
+    await eventually(_reports(running, reporter, V6_REPORTED))
+    cred = await enrolled(running, BAD_IP)
+    rule_id = await _heal_rule(running)
+    async with raw_agent(running, owner):
+        async with raw_agent(running, BAD_IP, cred, ipv6=owner):
+            await eventually(_reports(running, BAD_IP, owner))
+            # the host whose ip it is, alone
+            assert await _healed(running, rule_id, owner) == ("started", [owner])
+        # the address one host reports names it; once another claims it too, neither
+        assert await _healed(running, rule_id, V6_REPORTED) == ("started", [reporter])
+        async with raw_agent(running, BAD_IP, cred, ipv6=V6_REPORTED):
+            await eventually(_reports(running, BAD_IP, V6_REPORTED))
+            # (another alert: the one above is still healing)
+            other_alert = f"{V6_REPORTED},127.0.0.250"
+            assert await _healed(running, rule_id, other_alert) == ("skipped", [])
