@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tests.integration.harness import Running, eventually
-from tests.integration.test_agent_messages import BAD_IP, GOOD_IP, raw_agent
+from tests.integration.test_agent_messages import BAD_IP, GOOD_IP, done, raw_agent
 from tests.integration.test_file_transfer import transfer_body
 from tests.integration.test_peer_files import swarm_bytes
 from tests.integration.test_self_healing import SECRET as HEAL_SECRET
@@ -34,6 +34,7 @@ PEERS = {ip: {"peer_port": 0, "peer_listen": ip, "peer_address": ip} for ip in H
 TRAP_IP = "127.0.0.77"
 # a host enrolled with an IPv6 ip, and an IPv6 address another host reports besides its ip
 V6_OWNER = "::1"
+LATE_IP = "127.0.0.8"
 V6_REPORTED = str(ipaddress.IPv6Address("::ffff:127.0.6.4"))
 
 
@@ -154,3 +155,31 @@ async def test_an_ipv6_address_claimed_in_a_hello_takes_no_other_hosts_alerts(
             # (another alert: the one above is still healing)
             other_alert = f"{V6_REPORTED},127.0.0.250"
             assert await _healed(running, rule_id, other_alert) == ("skipped", [])
+
+
+async def test_an_ipv6_address_claimed_in_a_hello_does_not_answer_for_another_hosts_log(
+        running: Running) -> None:
+    """Two hostile hosts of a job, enrolled before and after the host whose ip is an IPv6
+    address, both report that address as theirs: the log asked for by that address is
+    the owner's, whether one host's or a batch's is asked for."""
+    before = await enrolled(running, BAD_IP)
+    owner_cred = await enrolled(running, V6_OWNER)
+    after = await enrolled(running, LATE_IP)
+    async with raw_agent(running, BAD_IP, before, ipv6=V6_OWNER) as bad, \
+            raw_agent(running, V6_OWNER, owner_cred) as owner, \
+            raw_agent(running, LATE_IP, after, ipv6=V6_OWNER) as late:
+        await eventually(_reports(running, BAD_IP, V6_OWNER))
+        await eventually(_reports(running, LATE_IP, V6_OWNER))
+        job = await running.wire.run_script("true", [BAD_IP, V6_OWNER, LATE_IP])
+        for agent, text in ((bad, "bad"), (owner, "owner"), (late, "late")):
+            await agent.send(done(await agent.next_run(), 1, f"{text}\n", status=9))
+        await running.wire.wait(job["job_instance_id"])
+        step = job["step_instance_id"]
+        one = await running.wire.v3("get_job_instance_ip_log", {
+            "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+            "step_instance_id": step, "bk_cloud_id": 0, "ip": V6_OWNER}, method="GET")
+        assert one["result"], one
+        assert (one["data"]["bk_host_id"], one["data"]["log_content"]) == (
+            owner.host_id, "owner\n")
+        logs = await running.wire.logs(job["job_instance_id"], step, [V6_OWNER, BAD_IP])
+        assert logs == {V6_OWNER: "owner\n", BAD_IP: "bad\n"}
