@@ -69,6 +69,9 @@ AGENT_CHUNK_CHARS = 128 * 1024
 AGENT_FRAME_BYTES = 1024 * 1024
 # file items per message: a download of many files reports them over several messages
 MAX_FILE_ITEMS = 1000
+# items of each list of a ``reply``: more than a frame holds of any honest answer (a
+# listed file takes some 40 bytes), well short of the empty strings it holds
+MAX_REPLY_ITEMS = 200_000
 AGENT_FILE_ITEMS = 200
 
 # Bundles: many small files in one request, each way. A file step that copies a tree
@@ -314,9 +317,9 @@ class Reply(TypedDict):
     id: RequestId
     status: NotRequired[Int32]
     error: NotRequired[LongText]
-    files: NotRequired[list[ListedFile]]
-    missing: NotRequired[list[LongText]]
-    results: NotRequired[list[UploadResult]]
+    files: NotRequired[Annotated[list[ListedFile], MaxLen(MAX_REPLY_ITEMS)]]
+    missing: NotRequired[Annotated[list[LongText], MaxLen(MAX_REPLY_ITEMS)]]
+    results: NotRequired[Annotated[list[UploadResult], MaxLen(MAX_REPLY_ITEMS)]]
     # the answer to ``proc``: the state of the process after the operation
     proc: NotRequired[ProcState]
     # the answer to ``dispatch``: where the message was put
