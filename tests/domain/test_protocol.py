@@ -7,8 +7,10 @@ import subprocess
 import sys
 import typing
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 
 from jobfleet.domain import protocol
 
@@ -137,3 +139,15 @@ def test_an_agent_without_script_b64_fails_with_the_reason_instead_of_running_ot
                               check=False)
         assert done.returncode != 0, done
         assert "not UTF-8" in done.stderr and "upgrade the agent" in done.stderr, done
+
+
+def test_clean_texts_refuses_what_nests_past_its_depth() -> None:
+    shallow: list[Any] = ["a\x00"]
+    for _ in range(protocol.MAX_TEXT_DEPTH - 1):
+        shallow = [shallow]
+    assert protocol.clean_texts(shallow) is not None
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested"):
+        protocol.clean_texts({"a": deep})

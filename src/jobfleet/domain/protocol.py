@@ -70,6 +70,9 @@ AGENT_CHUNK_CHARS = 128 * 1024
 AGENT_FRAME_BYTES = 1024 * 1024
 # file items per message: a download of many files reports them over several messages
 MAX_FILE_ITEMS = 1000
+# items of each list of a ``reply``: more than a frame holds of any honest answer (a
+# listed file takes some 40 bytes), well short of the empty strings it holds
+MAX_REPLY_ITEMS = 200_000
 AGENT_FILE_ITEMS = 200
 
 # Bundles: many small files in one request, each way. A file step that copies a tree
@@ -315,9 +318,9 @@ class Reply(TypedDict):
     id: RequestId
     status: NotRequired[Int32]
     error: NotRequired[LongText]
-    files: NotRequired[list[ListedFile]]
-    missing: NotRequired[list[LongText]]
-    results: NotRequired[list[UploadResult]]
+    files: NotRequired[Annotated[list[ListedFile], MaxLen(MAX_REPLY_ITEMS)]]
+    missing: NotRequired[Annotated[list[LongText], MaxLen(MAX_REPLY_ITEMS)]]
+    results: NotRequired[Annotated[list[UploadResult], MaxLen(MAX_REPLY_ITEMS)]]
     # the answer to ``proc``: the state of the process after the operation
     proc: NotRequired[ProcState]
     # the answer to ``dispatch``: where the message was put
@@ -910,14 +913,24 @@ def clean_text(text: str) -> str:
     return text
 
 
-def clean_texts(value: Any) -> Any:
-    """``value`` (JSON: objects, lists, strings, numbers) with every string ``clean_text``ed."""
+# How deep ``clean_texts`` goes into objects and lists: far past any message of the
+# protocol, well short of Python's recursion limit
+MAX_TEXT_DEPTH = 32
+
+
+def clean_texts(value: Any, depth: int = 0) -> Any:
+    """``value`` (JSON: objects, lists, strings, numbers) with every string ``clean_text``ed.
+
+    Raises ``ValueError`` for objects and lists nested over ``MAX_TEXT_DEPTH`` deep: no
+    message nests so, and a RecursionError would end whatever was reading it."""
     if isinstance(value, str):
         return clean_text(value)
+    if isinstance(value, dict | list) and depth >= MAX_TEXT_DEPTH:
+        raise ValueError(f"nested over {MAX_TEXT_DEPTH} levels deep")
     if isinstance(value, dict):
-        return {k: clean_texts(v) for k, v in value.items()}
+        return {k: clean_texts(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [clean_texts(v) for v in value]
+        return [clean_texts(v, depth + 1) for v in value]
     return value
 
 
@@ -925,8 +938,9 @@ def clean_reply(message: Reply | dict[str, Any]) -> dict[str, Any]:
     """A ``reply`` whose text (errors, missing patterns, upload results, a process's message)
     any database holds, as a host's output. The listed files are left as sent: their
     names are checked where they are used (``is_file_name``), and one no file system
-    holds fails its source, as a mapped name would name a file that is not there."""
-    return {k: v if k == "files" else clean_texts(v) for k, v in message.items()}
+    holds fails its source, as a mapped name would name a file that is not there.
+    Raises ``ValueError`` as ``clean_texts`` does."""
+    return {k: v if k == "files" else clean_texts(v, 1) for k, v in message.items()}
 
 
 def is_file_name(text: str) -> bool:
