@@ -396,6 +396,8 @@ class Gateway:
             acks=self._acks,
             rest=rest,
         )
+        version = _text(hello.get("version"), 64)
+        conn.caps = protocol.hello_caps(hello)
         old = self.registry.add(conn)
         if old is not None:
             # usually a reconnect the server saw first; when it keeps happening, two
@@ -412,7 +414,7 @@ class Gateway:
             {
                 "hostname": _text(hello.get("hostname"), 255),
                 "os_type": _text(hello.get("os") or platform.system(), 32),
-                "agent_version": _text(hello.get("version"), 64),
+                "agent_version": version,
                 "ipv6": _ipv6(hello.get("ipv6")),
             },
         )
@@ -426,7 +428,11 @@ class Gateway:
         conn.send(
             protocol.welcome(agent_id, host_id, self.heartbeat, __version__, self.stats_every)
         )
-        log.info("agent_online agent=%s host=%s known=%d", agent_id, host_id, len(conn.known))
+        log.info(
+            "agent_online agent=%s host=%s known=%d version=%s protocol=%s caps=%s",
+            agent_id, host_id, len(conn.known), version, _text(hello.get("protocol"), 16) or 1,
+            ",".join(sorted(conn.caps)) if conn.caps is not None else "-",
+        )
         if self.events:
             self.events.agent_online(conn)
         # this frame lives as long as the connection, for hours: it keeps neither the

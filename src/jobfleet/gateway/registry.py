@@ -134,6 +134,7 @@ class AgentConnection:
         "_turn",
         "agent_id",
         "bk_host_id",
+        "caps",
         "closed",
         "known",
         "peer",
@@ -177,6 +178,8 @@ class AgentConnection:
         self._flushing: asyncio.Task[None] | None = None
         self._scheduled = False
         self.closed = False
+        # what the agent announced it can do (None: an agent from before announcing)
+        self.caps: frozenset[str] | None = None
 
     def send(self, message: Outgoing) -> None:
         if self.closed:

@@ -1,0 +1,45 @@
+"""Agents of an earlier release on this server, each written as its hello announces it:
+an agent from before capabilities were announced sends no ``caps`` (``raw_agent``'s
+default hello), and one of a later release announces a protocol and capabilities this
+server does not know."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+from tests.integration.harness import Running, eventually
+from tests.integration.test_agent_messages import done, raw_agent
+
+IP = "127.0.0.2"
+
+
+async def sensitive_script(running: Running, ip: str) -> dict[str, Any]:
+    return await running.wire.run_script(
+        'echo "$1"', [ip], script_param=base64.b64encode(b"s3cr3t-value").decode(),
+        is_param_sensitive=1)
+
+
+async def test_an_agent_of_a_later_release_is_served(running: Running) -> None:
+    """A protocol version and capabilities this server does not know: the agent is served
+    with those both know (a sensitive run goes to it as such)."""
+    async with raw_agent(running, IP, version="9.0.0", protocol=2,
+                         caps=["sensitive", "teleport"]) as agent:
+        sub = await sensitive_script(running, IP)
+        message = await asyncio.wait_for(agent.runs.get(), 20)
+        assert message.get("sensitive") is True and message["args"] == ["s3cr3t-value"]
+        await agent.send(done(message["id"], 1, "s3cr3t-value\n"))
+        data = await running.wire.wait(sub["job_instance_id"], timeout=30)
+        assert data["job_instance"]["status"] == 3, data
+        await eventually(lambda: _alive(running, IP, "9.0.0"), timeout=20)
+
+
+async def _acked(acks: dict[str, int], task: str, seq: int) -> bool:
+    return acks.get(task, -1) >= seq
+
+
+async def _alive(running: Running, ip: str, version: str | None = None) -> bool:
+    hosts = await running.wire.get("/api/jobfleet/v1/hosts", {"bk_biz_id": 2})
+    return any(h["ip"] == ip and h["alive"] and version in (None, h["agent_version"])
+               for h in hosts["data"])
