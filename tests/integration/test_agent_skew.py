@@ -7,18 +7,56 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import Running, eventually
 from tests.integration.test_agent_messages import done, raw_agent
 
+from jobfleet.domain import protocol
+
+V2 = "/api/bk-gse/prod/api/v2"
 IP = "127.0.0.2"
+
+
+def proc_status_body(ip: str, setup: Path) -> dict[str, Any]:
+    return {
+        "meta": {"namespace": "nodeman", "name": "daemon", "labels": {"proc_name": "daemon"}},
+        "agent_id_list": [f"0:{ip}"],
+        "spec": {"identity": {"proc_name": "daemon.sh", "setup_path": str(setup),
+                              "pid_path": str(setup / "daemon.pid"), "user": "root"}},
+    }
 
 
 async def sensitive_script(running: Running, ip: str) -> dict[str, Any]:
     return await running.wire.run_script(
         'echo "$1"', [ip], script_param=base64.b64encode(b"s3cr3t-value").decode(),
         is_param_sensitive=1)
+
+
+async def test_a_sensitive_parameter_never_goes_to_an_agent_that_would_show_it(
+        running: Running) -> None:
+    """An agent from before puts a script's args on its command line, where every user of
+    the host reads them in ps: the parameter is not sent to it, and its host fails with
+    the reason."""
+    async with raw_agent(running, IP) as agent:
+        sub = await sensitive_script(running, IP)
+        data = await running.wire.wait(sub["job_instance_id"], timeout=30)
+        host = data["step_instance_list"][0]["step_ip_result_list"][0]
+        assert host["status"] == 399, host
+        step = data["step_instance_list"][0]["step_instance_id"]
+        log = (await running.wire.logs(sub["job_instance_id"], step, [IP]))[IP]
+        assert "cannot keep a sensitive parameter off the script's command line" in log
+        assert "upgrade it" in log
+        sent = [m for frame in agent.frames for m in frame]
+        assert not any(m["t"] == protocol.RUN for m in sent), sent
+        assert b"s3cr3t" not in repr(sent).encode()
+        # the agent is served as before otherwise
+        sub = await running.wire.run_script("echo hi", [IP])
+        task = await agent.next_run()
+        await agent.send(done(task, 1, "hi\n"))
+        data = await running.wire.wait(sub["job_instance_id"], timeout=30)
+        assert data["job_instance"]["status"] == 3, data
 
 
 async def test_an_agent_of_a_later_release_is_served(running: Running) -> None:

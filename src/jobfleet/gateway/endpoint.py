@@ -24,6 +24,7 @@ from jobfleet.gateway.credentials import CredentialChecks
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, HeldAcks, Registry, WriteTurn
+from jobfleet.gateway.skew import gate
 from jobfleet.gateway.validation import read_frame, read_load
 from jobfleet.gateway.wire import WireSocket
 from jobfleet.loop import raise_if_cancelled
@@ -398,6 +399,7 @@ class Gateway:
         )
         version = _text(hello.get("version"), 64)
         conn.caps = protocol.hello_caps(hello)
+        conn.refuses = gate(conn.caps, version, self._answerer(conn), agent_id)
         old = self.registry.add(conn)
         if old is not None:
             # usually a reconnect the server saw first; when it keeps happening, two
@@ -460,6 +462,16 @@ class Gateway:
                 log.info("agent_offline agent=%s host=%s", agent_id, host_id)
                 if self.events:
                     self.events.agent_offline(conn)
+
+    def _answerer(self, conn: AgentConnection) -> Callable[[dict[str, Any]], None]:
+        """What takes a message the server answers in the name of ``conn``'s agent
+        (``gateway.skew``), as if the agent had sent it."""
+
+        def answer(message: dict[str, Any]) -> None:
+            if self.events is not None and not conn.closed:
+                self.events.agent_message(conn, message)
+
+        return answer
 
     def _load(self, host_id: int, load: protocol.HostLoad | None) -> None:
         """Keep the host load an agent reported (checked: a hello's with ``read_load``,
