@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,31 @@ async def test_a_sensitive_parameter_never_goes_to_an_agent_that_would_show_it(
         await agent.send(done(task, 1, "hi\n"))
         data = await running.wire.wait(sub["job_instance_id"], timeout=30)
         assert data["job_instance"]["status"] == 3, data
+
+
+async def test_gse_requests_to_an_agent_from_before_are_answered_at_once(
+        running: Running, tmp_path: Path) -> None:
+    """An agent from before ignores ``proc`` and ``dispatch``: the server answers for it at
+    once, with why, instead of waiting out its timeout and calling it unreachable."""
+    async with raw_agent(running, IP) as agent:
+        await eventually(lambda: _alive(running, IP), timeout=20)
+        started = time.monotonic()
+        answer = await running.wire.post(f"{V2}/proc/get_proc_status_v2",
+                                         proc_status_body(IP, tmp_path))
+        asked = time.monotonic() - started
+        assert answer["result"], answer
+        [info] = answer["data"]["proc_infos"]
+        assert "cannot manage processes" in info["message"], info
+        started = time.monotonic()
+        answer = await running.wire.post(f"{V2}/cluster/dispatch_message", {
+            "message_id": "m1", "agent_id_list": [f"0:{IP}"], "content": "x", "slot_id": 1})
+        messaged = time.monotonic() - started
+        assert answer["result"], answer
+        [result] = answer["data"]["results"]
+        assert "cannot hand messages to local plugins" in result["error_msg"], result
+        assert asked < 3 and messaged < 3, (asked, messaged)
+        sent = [m["t"] for frame in agent.frames for m in frame]
+        assert protocol.PROC not in sent and protocol.DISPATCH not in sent, sent
 
 
 async def test_an_agent_of_a_later_release_is_served(running: Running) -> None:

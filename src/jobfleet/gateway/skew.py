@@ -2,10 +2,11 @@
 
 A fleet is upgraded server first, and agents of the release before keep running for
 weeks. Such an agent ignores a message it does not know, or does not know all a
-message asks: it would put a sensitive parameter on the script's command line. The
-server therefore sends a message that needs a capability (``domain.protocol``,
-``CAP_*``) only to agents that announced it, and answers for the others as the agent
-would if it refused the message itself, at once, with the reason and the remedy.
+message asks: it would put a sensitive parameter on the script's command line, and
+leave a GSE request unanswered until the server's timeout. The server therefore
+sends a message that needs a capability (``domain.protocol``, ``CAP_*``) only to
+agents that announced it, and answers for the others as the agent would if it
+refused the message itself, at once, with the reason and the remedy.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 _CANNOT = {
     protocol.CAP_SENSITIVE: "keep a sensitive parameter off the script's command line, "
     "where every user of the host could read it",
+    protocol.CAP_PROC: "manage processes",
+    protocol.CAP_DISPATCH: "hand messages to local plugins",
 }
 # the capabilities the server asks of an agent before it sends it some messages
 GATED = frozenset(_CANNOT)
@@ -37,6 +40,10 @@ def needs(message: protocol.ServerMessage | dict[str, Any]) -> str | None:
     kind = message.get("t")
     if kind == protocol.RUN:
         return protocol.CAP_SENSITIVE if message.get("sensitive") else None
+    if kind == protocol.PROC:
+        return protocol.CAP_PROC
+    if kind == protocol.DISPATCH:
+        return protocol.CAP_DISPATCH
     return None
 
 
