@@ -19,7 +19,7 @@ def test_agent_messages_keep_their_wire_form() -> None:
         labels={"env": "prod"}, known=[TASK])) == (
         b'{"t":"hello","version":"0.1.0","hostname":"h","os":"Linux","os_name":"Debian",'
         b'"ipv6":"","labels":{"env":"prod"},"known":["12:0:7"],"protocol":1,'
-        b'"caps":["sensitive","proc","dispatch","frames"]}')
+        b'"caps":["sensitive","proc","dispatch","frames","kinds"]}')
     assert protocol.output(TASK, 1, "x") == {"t": "out", "id": TASK, "seq": 1, "data": "x"}
     assert list(protocol.output(TASK, 2, "", [{"n": 0}])) == ["t", "id", "seq", "data", "files"]
     done = protocol.done(TASK, 3, status=9, exit=0, start=1, end=2, data="ok\n",

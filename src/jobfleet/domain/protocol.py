@@ -52,8 +52,10 @@ CAP_PROC = "proc"
 CAP_DISPATCH = "dispatch"
 # frames kept within ``MAX_FRAME_BYTES``
 CAP_FRAMES = "frames"
+# a run whose ``kind`` the agent does not know ends failed, with its reason, at once
+CAP_KINDS = "kinds"
 # what this release's agent announces
-AGENT_CAPS = (CAP_SENSITIVE, CAP_PROC, CAP_DISPATCH, CAP_FRAMES)
+AGENT_CAPS = (CAP_SENSITIVE, CAP_PROC, CAP_DISPATCH, CAP_FRAMES, CAP_KINDS)
 # at most this many capabilities of this many characters are read from a hello
 MAX_CAPS = 64
 MAX_CAP_CHARS = 64
