@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import Running, eventually
-from tests.integration.test_agent_messages import done, raw_agent
+import pytest
+from tests.integration.harness import Running, eventually, run_server
+from tests.integration.test_agent_messages import done, out, raw_agent
+from websockets.exceptions import ConnectionClosed
 
 from jobfleet.domain import protocol
 
@@ -97,6 +99,44 @@ async def test_an_agent_of_a_later_release_is_served(running: Running) -> None:
         data = await running.wire.wait(sub["job_instance_id"], timeout=30)
         assert data["job_instance"]["status"] == 3, data
         await eventually(lambda: _alive(running, IP, "9.0.0"), timeout=20)
+
+
+async def test_an_agent_from_before_may_send_its_backlog_in_one_large_frame(
+        tmp_path: Path, database_url: str) -> None:
+    """An agent from before sends all it held over a disconnection in one frame, up to
+    the 64 MiB its servers read: a frame over today's limit from it is read, not refused
+    (which closed the connection, and the agent sent the frame again after each
+    reconnect, for ever)."""
+    async with (run_server(tmp_path, database_url, server={"agent_plaintext": True}) as running,
+                raw_agent(running, IP) as agent):
+        sub = await running.wire.run_script("echo hi", [IP])
+        task = await agent.next_run()
+        chunk = "x" * 1000 + "\n"
+        backlog = [out(task, seq, chunk * 60) for seq in range(1, 101)]
+        frame = [*backlog, done(task, 101, "end\n")]
+        await agent.send(frame)
+        data = await running.wire.wait(sub["job_instance_id"], timeout=60)
+        assert data["job_instance"]["status"] == 3, data
+        await eventually(lambda: _acked(agent.acks, task, 101), timeout=20)
+        step = data["step_instance_list"][0]["step_instance_id"]
+        log = (await running.wire.logs(sub["job_instance_id"], step, [IP]))[IP]
+        assert log.endswith("end\n") and log.count("x" * 1000) > 4000, len(log)
+
+
+async def test_an_agent_that_keeps_its_frames_small_is_held_to_the_limit(
+        tmp_path: Path, database_url: str) -> None:
+    """The larger frames are for agents from before only: one that announces it keeps
+    its frames within the limit is cut off by a frame over it, as on the agent port."""
+    async with (run_server(tmp_path, database_url, server={"agent_plaintext": True}) as running,
+                raw_agent(running, IP, caps=list(protocol.AGENT_CAPS)) as agent):
+        sub = await running.wire.run_script("echo hi", [IP])
+        task = await agent.next_run()
+        chunk = "x" * 1000 + "\n"
+        await agent.send([out(task, seq, chunk * 60) for seq in range(1, 101)])
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(agent.reader, 20)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert sub["job_instance_id"]
 
 
 async def _acked(acks: dict[str, int], task: str, seq: int) -> bool:

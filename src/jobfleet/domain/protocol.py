@@ -50,7 +50,8 @@ CAP_SENSITIVE = "sensitive"
 CAP_PROC = "proc"
 # messages handed to local plugins (``dispatch``)
 CAP_DISPATCH = "dispatch"
-# frames kept within ``MAX_FRAME_BYTES``
+# frames kept within ``MAX_FRAME_BYTES``; an agent from before put everything it held in
+# one frame (up to the 64 MiB the server then read), see ``LEGACY_FRAME_BYTES``
 CAP_FRAMES = "frames"
 # a run whose ``kind`` the agent does not know ends failed, with its reason, at once
 CAP_KINDS = "kinds"
@@ -85,6 +86,10 @@ DISPATCH = "dispatch"
 
 # The largest WebSocket frame the server reads; larger ones close the connection.
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+# The largest frame read from an agent that did not announce ``CAP_FRAMES``: the limit
+# of the servers those agents were made for. Such an agent sends everything it held over
+# a disconnection in one frame; refused, the frame would come back after each reconnect.
+LEGACY_FRAME_BYTES = 64 * 1024 * 1024
 # The longest ``data`` one message may carry (characters); the agent sends far less.
 MAX_CHUNK_CHARS = 1024 * 1024
 # What an agent puts in one message and one frame, well inside the server's limits

@@ -201,10 +201,12 @@ async def _read_plain(
     receive: Callable[[bytes | str], None],
     released: asyncio.Event,
     resting: list[float],
+    limit: int = protocol.MAX_FRAME_BYTES,
 ) -> int:
     """Frames of a socket on the API port (``--agent-plaintext``) to ``receive``, one
     read at a time, waiting while held and until ``resting[0]`` (loop time); the close
-    code once the connection ends."""
+    code once the connection ends. A frame over ``limit`` bytes closes the connection
+    (the listener's own limit is that of agents of an earlier release)."""
     loop = asyncio.get_running_loop()
     while True:
         if not released.is_set():
@@ -215,6 +217,10 @@ async def _read_plain(
             raw = await _receive_raw(ws)
         except WebSocketDisconnect as exc:
             return exc.code
+        if len(raw) > limit:
+            with contextlib.suppress(Exception):
+                await ws.close(code=CLOSE_TOO_BIG, reason="frame too large")
+            return CLOSE_TOO_BIG
         receive(raw)
 
 
@@ -449,7 +455,14 @@ class Gateway:
                 code = await ws.deliver(receive)
             else:
                 assert released is not None
-                code = await _read_plain(ws, receive, released, resting)
+                # an agent that does not say it keeps its frames within the limit is
+                # held to the limit of the servers it was made for
+                limit = (
+                    protocol.MAX_FRAME_BYTES
+                    if conn.caps is not None and protocol.CAP_FRAMES in conn.caps
+                    else protocol.LEGACY_FRAME_BYTES
+                )
+                code = await _read_plain(ws, receive, released, resting, limit)
             if code == CLOSE_TOO_BIG:
                 self.refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
         finally:
