@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from tests.integration.harness import Running, eventually, run_server
-from tests.integration.test_agent_messages import done, out, raw_agent
+from tests.integration.test_agent_messages import done, out, raw_agent, refused
 from websockets.exceptions import ConnectionClosed
 
 from jobfleet.domain import protocol
@@ -121,6 +121,24 @@ async def test_an_agent_from_before_may_send_its_backlog_in_one_large_frame(
         step = data["step_instance_list"][0]["step_instance_id"]
         log = (await running.wire.logs(sub["job_instance_id"], step, [IP]))[IP]
         assert log.endswith("end\n") and log.count("x" * 1000) > 4000, len(log)
+
+
+async def test_an_agent_from_before_may_send_a_burst_of_output_in_one_message(
+        running: Running) -> None:
+    """An agent from before sends what a script printed within 50 ms in one message,
+    however much it is: output, and a result, longer than today's limit of a message
+    are kept, not refused (and acknowledged, so the agent forgot them)."""
+    async with raw_agent(running, IP) as agent:
+        sub = await running.wire.run_script("echo hi", [IP])
+        task = await agent.next_run()
+        burst = ("y" * 99 + "\n") * 15_000  # 1.5 MB
+        await agent.send([out(task, 1, "a" + burst), done(task, 2, "b" + burst + "end\n")])
+        data = await running.wire.wait(sub["job_instance_id"], timeout=30)
+        assert data["job_instance"]["status"] == 3, data
+        step = data["step_instance_list"][0]["step_instance_id"]
+        log = (await running.wire.logs(sub["job_instance_id"], step, [IP]))[IP]
+        assert log == "a" + burst + "b" + burst + "end\n", len(log)
+        assert refused(running) == {}
 
 
 async def test_an_agent_that_keeps_its_frames_small_is_held_to_the_limit(

@@ -50,8 +50,9 @@ CAP_SENSITIVE = "sensitive"
 CAP_PROC = "proc"
 # messages handed to local plugins (``dispatch``)
 CAP_DISPATCH = "dispatch"
-# frames kept within ``MAX_FRAME_BYTES``; an agent from before put everything it held in
-# one frame (up to the 64 MiB the server then read), see ``LEGACY_FRAME_BYTES``
+# frames kept within ``MAX_FRAME_BYTES`` and output within ``MAX_CHUNK_CHARS`` a message;
+# an agent from before put everything it held in one frame (up to the 64 MiB the server
+# then read), see ``LEGACY_FRAME_BYTES``, and a burst of output in one message``
 CAP_FRAMES = "frames"
 # a run whose ``kind`` the agent does not know ends failed, with its reason, at once
 CAP_KINDS = "kinds"

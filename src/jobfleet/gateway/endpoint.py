@@ -498,6 +498,8 @@ class Gateway:
         """What takes each frame ``conn``'s agent sends."""
         events = self.events
         refusals = self.refusals
+        # an agent that does not say it bounds its messages may send longer output
+        long_data = conn.caps is None or protocol.CAP_FRAMES not in conn.caps
         clock = time.perf_counter
         # the loop time this agent's frames took beyond its share, and when that was
         debt = 0.0
@@ -515,7 +517,7 @@ class Gateway:
                 debt = 0.0
 
         def take(raw: bytes | str) -> None:
-            messages, refused = read_frame(raw)
+            messages, refused = read_frame(raw, long_data)
             for refusal in refused:
                 refusals.refuse(conn, refusal.reason, refusal.detail)
                 if refusal.task is not None and refusal.seq is not None:
