@@ -38,7 +38,7 @@ from jobfleet.bus.local import LocalBus
 from jobfleet.domain.addresses import parse_networks as parse_networks  # for the CLI
 from jobfleet.domain.dangerous import ScanLimits
 from jobfleet.domain.enrollment import AgentChannel
-from jobfleet.domain.protocol import MAX_FRAME_BYTES
+from jobfleet.domain.protocol import LEGACY_FRAME_BYTES, MAX_FRAME_BYTES
 from jobfleet.domain.status import RunStatus
 from jobfleet.domain.throttle import Throttle
 from jobfleet.engine.approvals import ApprovalNotifier
@@ -540,6 +540,7 @@ class Server:
             cert=self.settings.tls_cert,
             key=self.settings.tls_key,
             lifespan="on",
+            max_size=LEGACY_FRAME_BYTES if self.settings.agent_plaintext else MAX_FRAME_BYTES,
         )
 
     def _config(
@@ -553,6 +554,7 @@ class Server:
         lifespan: Literal["on", "off"],
         ws: type[asyncio.Protocol] | str = "auto",
         proxy_headers: bool = True,
+        max_size: int = MAX_FRAME_BYTES,
     ) -> uvicorn.Config:
         return uvicorn.Config(
             app,
@@ -566,8 +568,10 @@ class Server:
             access_log=False,
             http=protocol_class(limits),
             timeout_keep_alive=max(1, round(self.settings.idle_timeout)),
-            # agents keep their frames well below this (see domain/protocol.py)
-            ws_max_size=MAX_FRAME_BYTES,
+            # agents keep their frames well below this (see domain/protocol.py); on the API
+            # port, agents of an earlier release may talk (``--agent-plaintext``): the
+            # gateway holds each agent to its own limit once it said hello
+            ws_max_size=max_size,
             # agent frames are small JSON: compressing them costs more CPU than it
             # saves bytes, and ~40 KiB of zlib state per connection
             ws_per_message_deflate=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,9 @@ def test_defaults_are_not_shared_between_reads() -> None:
 def agent(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "jobfleet", "agent", *args],
                           capture_output=True, text=True, timeout=60, check=False,
-                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "100"})
+                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "100",
+                               # the tree under test, where it is not the one installed
+                               **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}})
 
 
 def test_help_and_usage_errors_come_from_argparse(tmp_path: Path) -> None:
@@ -75,3 +78,18 @@ def test_help_and_usage_errors_come_from_argparse(tmp_path: Path) -> None:
     assert "--peer-port: 70000 is not a TCP port" in bad.stderr
     token = agent(*BASE[:3], str(tmp_path / "s"), "--ip", "127.0.0.1", "--enroll-token", "x")
     assert token.returncode == 2 and "would show in ps" in token.stderr
+
+
+def test_the_agent_says_its_release_and_what_it_speaks() -> None:
+    """An operator (or an inventory script) asks an agent which release and protocol it
+    runs without starting it: what the server serves it by (docs/deploy.md)."""
+    from jobfleet import __version__
+    from jobfleet.domain import protocol
+
+    for argv in (["--version"], [*BASE, "--version"]):
+        shown = agent(*argv)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout == (
+            f"jobfleet agent {__version__} (protocol {protocol.PROTOCOL_VERSION}; "
+            f"capabilities: {' '.join(protocol.AGENT_CAPS)})\n")
+    assert "--version" in agent("--help").stdout

@@ -228,3 +228,27 @@ async def test_a_write_the_transport_refuses_stops_the_sender_and_ends_the_conne
         assert errors == []
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_a_run_of_a_kind_this_agent_does_not_know_ends_failed_at_once() -> None:
+    """A newer server's kind of task: neither run as a script (its fields may well say
+    one) nor held until the step's timeout, but ended failed with the reason."""
+    spool = Spool(None)
+    executor = _Loud("ran\n")
+    agent = Agent(AgentSettings(server="http://127.0.0.1:9", state_dir=None, ip="127.0.0.1"),
+                  executor=executor, spool=spool)
+    sent: list[dict[str, Any]] = []
+    agent._send = sent.append  # type: ignore[method-assign,assignment]
+    agent._frame(orjson.dumps({**protocol.run("1:0:1", lang=1, script="echo ran", args=[],
+                                              account="root", timeout=60, env={},
+                                              max_output=1024), "kind": "teleport"}))
+    for _ in range(100):
+        if sent:
+            break
+        await asyncio.sleep(0.02)
+    [done] = sent
+    assert done["t"] == "done" and done["id"] == "1:0:1" and done["status"] == 399, done
+    assert "does not know tasks of kind 'teleport'" in done["data"], done
+    assert "ran" not in done["data"]
+    # the result is spooled as any other, until the server stores it
+    assert spool.known() == ["1:0:1"]

@@ -24,7 +24,8 @@ def test_agent_messages_keep_their_wire_form() -> None:
         version="0.1.0", hostname="h", os="Linux", os_name="Debian", ipv6="",
         labels={"env": "prod"}, known=[TASK])) == (
         b'{"t":"hello","version":"0.1.0","hostname":"h","os":"Linux","os_name":"Debian",'
-        b'"ipv6":"","labels":{"env":"prod"},"known":["12:0:7"]}')
+        b'"ipv6":"","labels":{"env":"prod"},"known":["12:0:7"],"protocol":1,'
+        b'"caps":["sensitive","proc","dispatch","frames","kinds"]}')
     assert protocol.output(TASK, 1, "x") == {"t": "out", "id": TASK, "seq": 1, "data": "x"}
     assert list(protocol.output(TASK, 2, "", [{"n": 0}])) == ["t", "id", "seq", "data", "files"]
     done = protocol.done(TASK, 3, status=9, exit=0, start=1, end=2, data="ok\n",
@@ -40,6 +41,17 @@ def test_agent_messages_keep_their_wire_form() -> None:
     assert list(protocol.reply("r", files=[], missing=[])) == ["t", "id", "files", "missing"]
     assert list(protocol.reply("r", status=311, error="no")) == ["t", "id", "status", "error"]
     assert protocol.reply("r", results=[]) == {"t": "reply", "id": "r", "results": []}
+
+
+def test_a_hello_says_what_its_agent_can_do() -> None:
+    assert protocol.hello_caps({"t": "hello"}) is None  # an agent from before
+    assert protocol.hello_caps({"caps": "proc"}) == frozenset()
+    # a capability of a newer agent is kept (and never asked for); junk is not
+    assert protocol.hello_caps({"caps": ["proc", "teleport", 7, "x" * 65]}) == {
+        "proc", "teleport"}
+    assert protocol.hello_caps(dict(protocol.hello(
+        version="", hostname="", os="", os_name="", ipv6="", labels={}, known=[]))) == set(
+        protocol.AGENT_CAPS)
 
 
 def test_server_messages_keep_their_wire_form() -> None:

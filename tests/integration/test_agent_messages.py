@@ -379,7 +379,9 @@ async def test_output_past_the_cap_ends_with_one_truncation_line(
 
 
 async def test_oversize_frame_and_chunk_are_refused_not_stored(running: Running) -> None:
-    async with raw_agent(running, BAD_IP) as bad:
+    # an agent of this release: it announces that it bounds its frames and messages
+    caps = list(protocol.AGENT_CAPS)
+    async with raw_agent(running, BAD_IP, caps=caps) as bad:
         job = await running.wire.run_script("true", [BAD_IP])
         task = await bad.next_run()
         await bad.send(out(task, 1, "c" * (protocol.MAX_CHUNK_CHARS + 1)))
@@ -393,7 +395,7 @@ async def test_oversize_frame_and_chunk_are_refused_not_stored(running: Running)
         cred = bad.cred
     await eventually(lambda: _true(refused(running).get("frame_too_large") == 1))
     # the host's agent comes back and finishes; nothing of the big frame was stored
-    async with raw_agent(running, BAD_IP, cred) as again:
+    async with raw_agent(running, BAD_IP, cred, caps=caps) as again:
         await again.send(done(task, 4, "end\n"))
         status = await running.wire.wait(job["job_instance_id"], timeout=15)
     assert host_status(status, BAD_IP) == 9

@@ -10,6 +10,9 @@ import pytest
 from tests.integration.harness import Running, eventually
 from tests.integration.test_agent_enrollment import new_token
 
+from jobfleet import __version__
+from jobfleet.domain.protocol import AGENT_CAPS, PROTOCOL_VERSION
+
 ROOT = Path(__file__).resolve().parents[2]
 IP = "127.0.31.1"
 IP_OO = "127.0.31.2"
@@ -32,6 +35,14 @@ async def test_the_zipapp_agent_runs_a_job(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(build.communicate(), 120)
     assert build.returncode == 0, out.decode()
+    # what an operator who copied the file around asks it: its release and protocol
+    shown = await asyncio.create_subprocess_exec(
+        sys.executable, *flags, str(pyz), "--version",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(shown.communicate(), 60)
+    assert shown.returncode == 0, out.decode()
+    assert out.decode() == (f"jobfleet-agent.pyz {__version__} (protocol {PROTOCOL_VERSION}; "
+                            f"capabilities: {' '.join(AGENT_CAPS)})\n")
     token_file = tmp_path / "token"
     token_file.write_text(await new_token(running.wire, uses=1) + "\n")
     token_file.chmod(0o600)

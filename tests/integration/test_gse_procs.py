@@ -20,6 +20,7 @@ from tests.integration.test_agent_messages import raw_agent
 from tests.integration.test_durability import start_server
 from tests.integration.test_file_durability import agent_proc
 
+from jobfleet.domain import protocol
 from jobfleet.server import read_bootstrap
 
 V2 = "/api/bk-gse/prod/api/v2"
@@ -648,7 +649,8 @@ async def test_only_a_start_is_waited_for_past_the_timeout(running: Running,
     assert procs is not None
     procs.timeout = 2.0
     ip = "127.5.9.1"
-    async with raw_agent(running, ip):
+    # an agent of this release (it announces that it manages processes), wedged
+    async with raw_agent(running, ip, caps=list(protocol.AGENT_CAPS)):
         async def connected() -> bool:
             return any(h.alive for h in await running.server.inventory.list())
         await eventually(connected, timeout=30)
@@ -672,7 +674,8 @@ async def test_agents_that_never_answer_hold_a_status_query_once(running: Runnin
     silent = [f"127.5.{i // 200}.{i % 200 + 1}" for i in range(200)]
     async with contextlib.AsyncExitStack() as stack:
         for ip in silent:
-            await stack.enter_async_context(raw_agent(running, ip))
+            await stack.enter_async_context(
+                raw_agent(running, ip, caps=list(protocol.AGENT_CAPS)))
 
         async def connected() -> bool:
             hosts = await running.server.inventory.list()

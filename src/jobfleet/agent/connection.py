@@ -566,10 +566,13 @@ class Agent:
         if len(self._seen_order) > SEEN_TASKS:
             self._seen.discard(self._seen_order.popleft())
         self.spool.accept(task_id)
-        if message.get("kind") == protocol.DOWNLOAD:
+        kind = message.get("kind")
+        if kind == protocol.DOWNLOAD:
             run = self._download(task_id, cast(protocol.DownloadRun, message))
-        else:
+        elif kind is None:
             run = self._script(task_id, cast(protocol.ScriptRun, message))
+        else:
+            run = _unknown_kind(kind)
         task = asyncio.get_running_loop().create_task(self._execute(task_id, run))
         self._tasks[task_id] = task
         task.add_done_callback(lambda _t: self._forget(task_id))
@@ -643,3 +646,20 @@ class Agent:
 
     async def _execute(self, task_id: str, work: Work) -> None:
         await execute(task_id, work, self.spool, self._send)
+
+
+def _unknown_kind(kind: object) -> Work:
+    """A task of a kind this agent does not know (a newer server's): it ends failed at
+    once, with the reason, rather than run as a script or wait out the step's timeout."""
+
+    async def run(
+        _on_output: OutputCallback,
+    ) -> tuple[TaskResult, list[protocol.FileItem] | None]:
+        now = now_ms()
+        message = (
+            f"jobfleet-agent {__version__} (protocol {protocol.PROTOCOL_VERSION}) does not "
+            f"know tasks of kind {str(kind)[:40]!r}: upgrade it"
+        )
+        return TaskResult(int(HostStatus.GSE_TASK_ERROR), -1, now, now, message=message), None
+
+    return run

@@ -139,7 +139,31 @@ def parser(prog: str = "jobfleet agent") -> argparse.ArgumentParser:
         if kwargs.get("help") == HIDDEN:
             kwargs["help"] = argparse.SUPPRESS
         p.add_argument(name, **kwargs)
+    # answered before the others are read (``main``): listed here for the help only
+    p.add_argument(
+        "--version", action="store_true", default=argparse.SUPPRESS, help=VERSION_HELP
+    )
     return p
+
+
+VERSION_HELP = "Print the agent's release, protocol version and capabilities, and exit"
+
+
+def version_line(prog: str) -> str:
+    """What ``--version`` prints: the release, and what the agent speaks (the server
+    serves agents by their protocol and capabilities, docs/deploy.md)."""
+    from jobfleet import __version__
+
+    if "jobfleet.domain.protocol" not in sys.modules:
+        from jobfleet.domain.typeddict import without_validation
+
+        without_validation()
+    from jobfleet.domain import protocol
+
+    return (
+        f"{prog} {__version__} (protocol {protocol.PROTOCOL_VERSION}; "
+        f"capabilities: {' '.join(protocol.AGENT_CAPS)})"
+    )
 
 
 def plain_args(argv: Sequence[str]) -> SimpleNamespace | None:
@@ -275,6 +299,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """``argv`` without the program (None: this process's, as the ``jobfleet-agent`` script)."""
     prog = prog or ("jobfleet-agent" if argv is None else "jobfleet agent")
     words = sys.argv[1:] if argv is None else list(argv)
+    if "--version" in words:
+        print(version_line(prog))
+        return 0
     args: argparse.Namespace | SimpleNamespace | None = plain_args(words)
     if args is None:
         p = parser(prog)

@@ -653,12 +653,14 @@ async def get_proc_status(call: Call) -> dict[str, Any]:
     asked = await _procs(call).status(
         [(h.bk_host_id, agent_id) for agent_id, h in hosts.items() if h.alive], spec
     )
-    states = {host_id: state for host_id, _agent_id, state in asked}
+    states = {host_id: (state, why) for host_id, _agent_id, state, why in asked}
     infos = []
     for agent_id, host in hosts.items():
-        state = states.get(host.bk_host_id) or {}
-        # no state from a connected agent: it did not answer, the status is not known
-        message = NOT_CONNECTED if not host.alive else "" if state else UNREACHABLE
+        answered, why = states.get(host.bk_host_id) or (None, "")
+        state = answered or {}
+        # no state from a connected agent: it did not answer (the status is not known), or
+        # said why it has none
+        message = NOT_CONNECTED if not host.alive else "" if state else why or UNREACHABLE
         infos.append(
             {
                 "bk_agent_id": agent_id,

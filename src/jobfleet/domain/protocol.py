@@ -35,7 +35,33 @@ if TYPE_CHECKING:
 else:  # pydantic reads TypedDicts of typing_extensions only, before 3.12 (agents need not)
     TypedDict = typeddict.base()
 
+# The protocol's major version, in every hello (``protocol``). Within one major version
+# an agent and a server of different releases understand each other: what a release
+# adds is a capability the agent announces (``caps``) and the server uses only with
+# agents that announced it. An agent from before announced neither (``protocol`` 1,
+# no capabilities). A server serves an agent of a major version it does not know (a
+# newer agent) with the capabilities both know.
 PROTOCOL_VERSION = 1
+
+# Capabilities an agent announces in its hello. The server sends a message that needs
+# one only to agents that announced it, and answers for the others in their name.
+# a sensitive parameter stays off the script's command line (``ScriptRun.sensitive``)
+CAP_SENSITIVE = "sensitive"
+# processes managed for GSE (``proc``)
+CAP_PROC = "proc"
+# messages handed to local plugins (``dispatch``)
+CAP_DISPATCH = "dispatch"
+# frames kept within ``MAX_FRAME_BYTES`` and output within ``MAX_CHUNK_CHARS`` a message;
+# an agent from before put everything it held in one frame (up to the 64 MiB the server
+# then read), see ``LEGACY_FRAME_BYTES``, and a burst of output in one message``
+CAP_FRAMES = "frames"
+# a run whose ``kind`` the agent does not know ends failed, with its reason, at once
+CAP_KINDS = "kinds"
+# what this release's agent announces
+AGENT_CAPS = (CAP_SENSITIVE, CAP_PROC, CAP_DISPATCH, CAP_FRAMES, CAP_KINDS)
+# at most this many capabilities of this many characters are read from a hello
+MAX_CAPS = 64
+MAX_CAP_CHARS = 64
 
 # the close code a connection gets when another connection of its agent (same
 # credential) replaces it; the agent tells its operator that the credential is shared
@@ -62,6 +88,10 @@ DISPATCH = "dispatch"
 
 # The largest WebSocket frame the server reads; larger ones close the connection.
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+# The largest frame read from an agent that did not announce ``CAP_FRAMES``: the limit
+# of the servers those agents were made for. Such an agent sends everything it held over
+# a disconnection in one frame; refused, the frame would come back after each reconnect.
+LEGACY_FRAME_BYTES = 64 * 1024 * 1024
 # The longest ``data`` one message may carry (characters); the agent sends far less.
 MAX_CHUNK_CHARS = 1024 * 1024
 # What an agent puts in one message and one frame, well inside the server's limits
@@ -241,6 +271,9 @@ class Hello(TypedDict):
     known: list[str]
     # the host's load (agents before it sent none)
     load: NotRequired[HostLoad]
+    # ``PROTOCOL_VERSION`` and the capabilities the agent has (agents before sent neither)
+    protocol: NotRequired[int]
+    caps: NotRequired[list[str]]
 
 
 class FileItem(TypedDict):
@@ -625,6 +658,7 @@ def hello(
     known: list[str],
     peer: str = "",
     load: HostLoad | None = None,
+    caps: list[str] | None = None,
 ) -> Hello:
     message: Hello = {
         "t": "hello",
@@ -640,7 +674,23 @@ def hello(
         message["peer"] = peer
     if load is not None:
         message["load"] = load
+    message["protocol"] = PROTOCOL_VERSION
+    message["caps"] = list(AGENT_CAPS) if caps is None else caps
     return message
+
+
+def hello_caps(message: dict[str, Any]) -> frozenset[str] | None:
+    """The capabilities a hello announces; None for an agent from before they were
+    announced (no ``caps``). What is not a list of short strings counts as none: a
+    capability this server does not know is kept, and never asked for."""
+    caps = message.get("caps")
+    if caps is None:
+        return None
+    if not isinstance(caps, list):
+        return frozenset()
+    return frozenset(
+        c for c in caps[:MAX_CAPS] if isinstance(c, str) and len(c) <= MAX_CAP_CHARS
+    )
 
 
 def output(id: str, seq: int, data: str, files: list[FileItem] | None = None) -> Output:

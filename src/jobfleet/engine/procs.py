@@ -240,20 +240,25 @@ class ProcManager:
 
     async def status(
         self, hosts: list[tuple[int, str]], spec: protocol.ProcSpec
-    ) -> list[tuple[int, str, dict[str, Any] | None]]:
-        """Each host's state of the process (None: the agent did not answer)."""
+    ) -> list[tuple[int, str, dict[str, Any] | None, str]]:
+        """Each host's state of the process (None: the agent did not answer), and why an
+        agent that answered gave none ("" otherwise: an agent of an earlier release says
+        that it cannot manage processes)."""
         # one timeout for the whole query, however many turns of the slots its hosts
         # take: agents that never answer are waited for together, not a turn after another
         deadline = asyncio.get_running_loop().time() + self.status_timeout
 
-        async def one(host: int, agent_id: str) -> tuple[int, str, dict[str, Any] | None]:
+        async def one(host: int, agent_id: str) -> tuple[int, str, dict[str, Any] | None, str]:
             state: dict[str, Any] | None = None
+            why = ""
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline), self._asking:
-                    _code, _message, state = await self.ask(
+                    code, message, state = await self.ask(
                         host, protocol.PROC_STATUS, spec, self.status_timeout
                     )
-            return host, agent_id, state
+                    if state is None and code != AGENT_ABNORMAL:
+                        why = message
+            return host, agent_id, state, why
 
         return list(await asyncio.gather(*(one(h, a) for h, a in hosts)))
 

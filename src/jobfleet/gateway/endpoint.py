@@ -25,6 +25,7 @@ from jobfleet.gateway.credentials import CredentialChecks
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, HeldAcks, Registry, WriteTurn
+from jobfleet.gateway.skew import gate
 from jobfleet.gateway.validation import read_frame, read_load
 from jobfleet.gateway.wire import WireSocket
 from jobfleet.loop import raise_if_cancelled
@@ -239,10 +240,12 @@ async def _read_plain(
     receive: Callable[[bytes | str], None],
     released: asyncio.Event,
     resting: list[float],
+    limit: int = protocol.MAX_FRAME_BYTES,
 ) -> int:
     """Frames of a socket on the API port (``--agent-plaintext``) to ``receive``, one
     read at a time, waiting while held and until ``resting[0]`` (loop time); the close
-    code once the connection ends."""
+    code once the connection ends. A frame over ``limit`` bytes closes the connection
+    (the listener's own limit is that of agents of an earlier release)."""
     loop = asyncio.get_running_loop()
     while True:
         if not released.is_set():
@@ -253,6 +256,10 @@ async def _read_plain(
             raw = await _receive_raw(ws)
         except WebSocketDisconnect as exc:
             return exc.code
+        if len(raw) > limit:
+            with contextlib.suppress(Exception):
+                await ws.close(code=CLOSE_TOO_BIG, reason="frame too large")
+            return CLOSE_TOO_BIG
         receive(raw)
 
 
@@ -436,6 +443,9 @@ class Gateway:
             acks=self._acks,
             rest=rest,
         )
+        version = _text(hello.get("version"), 64)
+        conn.caps = protocol.hello_caps(hello)
+        conn.refuses = gate(conn.caps, version, self._answerer(conn), agent_id)
         old = self.registry.add(conn)
         if old is not None:
             # usually a reconnect the server saw first; when it keeps happening, two
@@ -452,7 +462,7 @@ class Gateway:
             {
                 "hostname": _text(hello.get("hostname"), 255),
                 "os_type": _text(hello.get("os") or platform.system(), 32),
-                "agent_version": _text(hello.get("version"), 64),
+                "agent_version": version,
                 "ipv6": _ipv6(hello.get("ipv6")),
             },
         )
@@ -466,7 +476,11 @@ class Gateway:
         conn.send(
             protocol.welcome(agent_id, host_id, self.heartbeat, __version__, self.stats_every)
         )
-        log.info("agent_online agent=%s host=%s known=%d", agent_id, host_id, len(conn.known))
+        log.info(
+            "agent_online agent=%s host=%s known=%d version=%s protocol=%s caps=%s",
+            agent_id, host_id, len(conn.known), version, _text(hello.get("protocol"), 16) or 1,
+            ",".join(sorted(conn.caps)) if conn.caps is not None else "-",
+        )
         if self.events:
             self.events.agent_online(conn)
         # this frame lives as long as the connection, for hours: it keeps neither the
@@ -481,7 +495,14 @@ class Gateway:
                 code = await ws.deliver(receive)
             else:
                 assert released is not None
-                code = await _read_plain(ws, receive, released, resting)
+                # an agent that does not say it keeps its frames within the limit is
+                # held to the limit of the servers it was made for
+                limit = (
+                    protocol.MAX_FRAME_BYTES
+                    if conn.caps is not None and protocol.CAP_FRAMES in conn.caps
+                    else protocol.LEGACY_FRAME_BYTES
+                )
+                code = await _read_plain(ws, receive, released, resting, limit)
             if code == CLOSE_TOO_BIG:
                 self.refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
         finally:
@@ -526,6 +547,16 @@ class Gateway:
         )
         return ""
 
+    def _answerer(self, conn: AgentConnection) -> Callable[[dict[str, Any]], None]:
+        """What takes a message the server answers in the name of ``conn``'s agent
+        (``gateway.skew``), as if the agent had sent it."""
+
+        def answer(message: dict[str, Any]) -> None:
+            if self.events is not None and not conn.closed:
+                self.events.agent_message(conn, message)
+
+        return answer
+
     def _load(self, host_id: int, load: protocol.HostLoad | None) -> None:
         """Keep the host load an agent reported (checked: a hello's with ``read_load``,
         a ``stats`` message's with its frame)."""
@@ -538,6 +569,8 @@ class Gateway:
         """What takes each frame ``conn``'s agent sends."""
         events = self.events
         refusals = self.refusals
+        # an agent that does not say it bounds its messages may send longer output
+        long_data = conn.caps is None or protocol.CAP_FRAMES not in conn.caps
         clock = time.perf_counter
         # the loop time this agent's frames took beyond its share, and when that was
         debt = 0.0
@@ -555,7 +588,7 @@ class Gateway:
                 debt = 0.0
 
         def take(raw: bytes | str) -> None:
-            messages, refused = read_frame(raw)
+            messages, refused = read_frame(raw, long_data)
             for refusal in refused:
                 refusals.refuse(conn, refusal.reason, refusal.detail)
                 if refusal.task is not None and refusal.seq is not None:

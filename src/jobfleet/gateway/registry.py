@@ -134,9 +134,11 @@ class AgentConnection:
         "_turn",
         "agent_id",
         "bk_host_id",
+        "caps",
         "closed",
         "known",
         "peer",
+        "refuses",
         "swarm",
     )
 
@@ -177,9 +179,15 @@ class AgentConnection:
         self._flushing: asyncio.Task[None] | None = None
         self._scheduled = False
         self.closed = False
+        # what the agent announced it can do (None: an agent from before announcing), and
+        # what keeps from it a message it cannot take (``gateway.skew``; None: nothing)
+        self.caps: frozenset[str] | None = None
+        self.refuses: Callable[[Outgoing], bool] | None = None
 
     def send(self, message: Outgoing) -> None:
         if self.closed:
+            return
+        if self.refuses is not None and self.refuses(message):
             return
         if self._acks is not None:
             if message.get("t") == protocol.ACK:
