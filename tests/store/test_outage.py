@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 
 import pytest
 
-from jobfleet.store.outage import OutageLog, unreachable
+from jobfleet.store.outage import OutageLog, disk_refused, unreachable
 
 
 class StateError(Exception):
@@ -57,3 +59,20 @@ def test_an_outage_is_one_line_then_one_when_it_ends(caplog: pytest.LogCaptureFi
     assert lines[1].startswith("database_back loop=some_loop_failed after=")
     assert lines[2] == "some_loop_failed" and caplog.records[2].exc_info
     assert len(lines) == 3
+
+
+def sqlite_error(message: str, code: int) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    return error
+
+
+def test_a_disk_that_takes_no_write_is_told_from_a_fault() -> None:
+    assert disk_refused(wrapped(sqlite_error("database or disk is full", 13))) == "SQLITE_FULL"
+    # SQLITE_IOERR_WRITE: the extended code of a write the disk refused
+    assert disk_refused(wrapped(sqlite_error("disk I/O error", 778))) == "SQLITE_IOERR"
+    assert disk_refused(wrapped(OSError(errno.ENOSPC, "No space left on device"))) == "ENOSPC"
+    assert disk_refused(wrapped(OSError(errno.EROFS, "Read-only file system"))) == "EROFS"
+    assert disk_refused(wrapped(sqlite_error("no such table: jobs", 1))) is None
+    assert disk_refused(wrapped(ConnectionRefusedError(111, "Connection refused"))) is None
+    assert disk_refused(ValueError("invalid byte sequence")) is None

@@ -19,6 +19,7 @@ from jobfleet.engine.ports import AgentLink
 from jobfleet.engine.results import DatabaseDown, Results, TaskKey
 from jobfleet.engine.signals import Signals
 from jobfleet.engine.tracking import StepRun, Tracker
+from jobfleet.logs import Spell
 from jobfleet.store.database import now_ms
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ class ResultWriter:
         # while the writer lingers: what ends the wait, and the queue's length at which
         # every result still expected is waiting
         self._lingering: tuple[asyncio.Future[None], int] | None = None
+        # a line when results start to wait for the database (or its disk), one a
+        # minute while they do, one when they are written again: not one per retry
+        self._waiting_spell = Spell(
+            log, "result_write_waiting_for_database", back="result_write_resumed"
+        )
 
     def put(self, conn: AgentLink, message: dict[str, Any]) -> None:
         """An agent's ``out``, ``done`` or ``file_log`` message, to be stored."""
@@ -133,20 +139,23 @@ class ResultWriter:
             while True:
                 try:
                     await self._write(batch)
+                    self._waiting_spell.ok()
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    # the database is down (a bad message is set aside by ``results``
-                    # itself): nothing was acknowledged, so agents still hold these
-                    # results; keep trying, nothing is dropped
+                    # the database is down or its disk full (a bad message is set aside
+                    # by ``results`` itself): nothing was acknowledged, so agents still
+                    # hold these results; keep trying, nothing is dropped
                     attempt += 1
                     if isinstance(exc, DatabaseDown):
-                        log.error(
-                            "result_write_waiting_for_database attempt=%d size=%d error=%s",
+                        self._waiting_spell.failed(
+                            "attempt=%d size=%d waiting=%d error=%s",
                             attempt,
                             len(batch),
+                            self._queue.qsize(),
                             exc,
+                            level=logging.ERROR,
                         )
                     else:
                         log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))

@@ -92,6 +92,15 @@ class Database:
         self._plain: Engine | None = None
         self._plain_thread: ThreadPoolExecutor | None = None
 
+    @property
+    def file(self) -> Path | None:
+        """The SQLite database's file (None on PostgreSQL or in memory): where a full or
+        read-only disk is the operator's to see to."""
+        if not self.is_sqlite:
+            return None
+        name = make_url(self.url).database
+        return None if name in (None, "", ":memory:") else Path(str(name)).absolute()
+
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.begin() as conn:

@@ -8,8 +8,12 @@ for failures that are not an outage."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import sqlite3
 import sys
+from pathlib import Path
 
 from jobfleet.logs import Spell
 
@@ -23,6 +27,17 @@ REPEAT_SECONDS = 60.0
 _AWAY_STATES = ("08", "53300", "57P", "28", "3D000")
 
 
+# what the OS says of a disk that takes no more writes: full, over quota, read-only, failing
+_DISK_ERRNOS = {
+    errno.ENOSPC: "ENOSPC",
+    errno.EDQUOT: "EDQUOT",
+    errno.EROFS: "EROFS",
+    errno.EIO: "EIO",
+}
+# and SQLite of the same (its primary result codes): it names no errno
+_SQLITE_DISK_CODES = {13: "SQLITE_FULL", 10: "SQLITE_IOERR", 8: "SQLITE_READONLY"}
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = exc
@@ -30,6 +45,39 @@ def _chain(exc: BaseException) -> list[BaseException]:
         seen.append(current)
         current = current.__cause__ or current.__context__
     return seen
+
+
+def disk_refused(exc: BaseException) -> str | None:
+    """Why the server's disk took no write, when that is what ``exc`` is (``ENOSPC``,
+    ``SQLITE_FULL``, ``EROFS``, …), else None. Reads still work then, so a probe that
+    reads cannot tell it from a fault of jobfleet; a write retried once the operator
+    frees space succeeds."""
+    for link in _chain(exc):
+        if isinstance(link, OSError) and link.errno in _DISK_ERRNOS:
+            return _DISK_ERRNOS[link.errno]
+        if isinstance(link, sqlite3.Error):
+            code = getattr(link, "sqlite_errorcode", None)
+            if isinstance(code, int) and code & 0xFF in _SQLITE_DISK_CODES:
+                return _SQLITE_DISK_CODES[code & 0xFF]
+    return None
+
+
+def disk_reason(exc: BaseException, path: Path | None) -> str | None:
+    """:func:`disk_refused`, told as the OS would tell it: SQLite says only that the
+    database "or disk" is full, so the filesystem of ``path`` is asked whether it is the
+    disk (``ENOSPC``) or read-only (``EROFS``)."""
+    why = disk_refused(exc)
+    if why is None or not why.startswith("SQLITE_") or path is None:
+        return why
+    try:
+        room = os.statvfs(path.parent)
+    except OSError:
+        return why
+    if room.f_flag & os.ST_RDONLY:
+        return "EROFS"
+    if room.f_bavail == 0 or (why == "SQLITE_FULL" and room.f_bavail * room.f_frsize < 1 << 20):
+        return "ENOSPC"
+    return why
 
 
 def unreachable(exc: BaseException) -> bool:

@@ -1,0 +1,115 @@
+"""The server's disk fills up under running jobs: nothing is lost, the operator is told,
+and the server carries on by itself once space is freed.
+
+The server's data directory (its SQLite database, its blobs) is a small tmpfs of the
+test's own, filled with a file and emptied again by deleting it. Needs root to mount;
+skipped otherwise. SQLite only: PostgreSQL's disk being full is the database's own
+outage, which the cluster tests cover as the database away."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from tests.integration.harness import Running, Wire, eventually, run_server
+
+IPS = ["127.0.0.2", "127.0.0.3"]
+DISK_SIZE = "24m"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """The server's data directory on a tmpfs of ``DISK_SIZE``, unmounted whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    where = tmp_path / "server"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=0700", "tmpfs", str(where)],
+        capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> None:
+    """Take every free byte of ``disk`` (what a runaway log or export does)."""
+    # SQLite reuses its write-ahead log's space after a checkpoint: a log grown earlier
+    # would take the first writes whatever the disk's room, so it is emptied here and
+    # every write then needs the disk
+    with closing(sqlite3.connect(disk / "jobfleet.db", timeout=10)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (1 << 20, 4096, 512, 1):
+            block = b"\0" * size
+            try:
+                while True:
+                    os.write(fd, block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    assert os.statvfs(disk).f_bavail == 0
+
+
+def free(disk: Path) -> None:
+    (disk / "filler").unlink()
+
+
+async def hosts_running(wire: Wire, job_id: int) -> bool:
+    hosts = (await wire.status(job_id))["step_instance_list"][0]["step_ip_result_list"]
+    return all(h["status"] == 7 for h in hosts)
+
+
+def intact(database: Path) -> bool:
+    with closing(sqlite3.connect(database)) as conn:
+        return bool(conn.execute("PRAGMA integrity_check").fetchone() == ("ok",))
+
+
+async def test_results_that_arrive_while_the_disk_is_full_wait_and_are_all_kept(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="jobfleet.engine")
+    run: Running
+    async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
+        await run.start_agents(IPS)
+        wire = run.wire
+        job = await wire.run_script("sleep 2; seq 1 20000; echo end", IPS)
+        await eventually(lambda: hosts_running(wire, job["job_instance_id"]))
+        await asyncio.to_thread(fill, small_disk)
+        # the hosts finish and send their output and results while nothing can be written
+        await asyncio.sleep(4)
+        status = await wire.status(job["job_instance_id"])
+        assert not status["finished"], status
+        await asyncio.to_thread(free, small_disk)
+        status = await wire.wait(job["job_instance_id"], timeout=30)
+        assert status["job_instance"]["status"] == 3, status
+        hosts = status["step_instance_list"][0]["step_ip_result_list"]
+        assert [h["status"] for h in hosts] == [9, 9], hosts
+        logs = await wire.logs(job["job_instance_id"],
+                               status["step_instance_list"][0]["step_instance_id"], IPS)
+        expected = "".join(f"{i}\n" for i in range(1, 20001)) + "end\n"
+        assert logs == {ip: expected for ip in IPS}
+        # the operator is told once where and why, and once that it is over
+        waiting = [r.getMessage() for r in caplog.records
+                   if r.getMessage().startswith("result_write_waiting_for_database")]
+        assert len(waiting) == 1, waiting
+        assert f"reason=ENOSPC path={small_disk / 'jobfleet.db'}" in waiting[0]
+        assert any(r.getMessage().startswith("result_write_resumed") for r in caplog.records)
+        assert not [r for r in caplog.records if r.getMessage().startswith("result_refused")]
+        # the server goes on by itself, and what it stored before is whole
+        again = await wire.run_script("echo again", IPS)
+        assert (await wire.wait(again["job_instance_id"]))["job_instance"]["status"] == 3
+    assert intact(small_disk / "jobfleet.db")
