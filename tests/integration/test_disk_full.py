@@ -19,7 +19,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.integration.harness import Running, Wire, eventually, run_server
+from tests.integration.harness import Running, Wire, b64, eventually, run_server
 
 IPS = ["127.0.0.2", "127.0.0.3"]
 DISK_SIZE = "24m"
@@ -113,3 +113,51 @@ async def test_results_that_arrive_while_the_disk_is_full_wait_and_are_all_kept(
         again = await wire.run_script("echo again", IPS)
         assert (await wire.wait(again["job_instance_id"]))["job_instance"]["status"] == 3
     assert intact(small_disk / "jobfleet.db")
+
+
+V3 = "/api/bk-job/prod/api/v3"
+
+
+async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
+        await run.start_agents(IPS)
+        wire = run.wire
+        done = await wire.run_script("echo before", IPS)
+        before = await wire.wait(done["job_instance_id"])
+        await asyncio.to_thread(fill, small_disk)
+        body = {"bk_scope_type": "biz", "bk_scope_id": "2", "script_content": b64("echo x"),
+                "script_language": 1, "account_alias": "root",
+                "target_server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}}
+        answer = await asyncio.wait_for(
+            wire.http.post(f"{V3}/fast_execute_script", json=body, headers=wire.headers()), 30)
+        assert answer.status_code == 503, answer.text
+        refused = answer.json()
+        assert refused["result"] is False and refused["code"] == 1240001, refused
+        assert "disk" in refused["message"] and "full" in refused["message"], refused
+        # a file sent while the blob store is full: refused alike, nothing half-written left
+        answer = await wire.http.post("/api/jobfleet/v1/files",
+                                      params={"name": "big.bin", "bk_biz_id": 2},
+                                      content=b"x" * (1 << 20), headers=wire.headers())
+        assert answer.status_code == 503 and answer.json()["code"] == 1240001, answer.text
+        blobs = small_disk / "blobs"
+        assert not blobs.exists() or not list(blobs.iterdir())
+        # reads need no disk: the status and the logs of what ran before
+        assert (await wire.status(done["job_instance_id"]))["finished"]
+        step = before["step_instance_list"][0]["step_instance_id"]
+        assert await wire.logs(done["job_instance_id"], step, IPS) == {
+            ip: "before\n" for ip in IPS}
+        failed = [r.getMessage() for r in caplog.records if r.exc_info is not None]
+        assert not [m for m in failed if m.startswith("request_failed")], failed
+        told = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("request_disk_refused")]
+        assert len(told) == 2 and all("reason=ENOSPC" in m for m in told), told
+        await asyncio.to_thread(free, small_disk)
+        # space is back: the same server takes work again, no restart
+        again = await wire.run_script("echo after", IPS)
+        assert (await wire.wait(again["job_instance_id"]))["job_instance"]["status"] == 3
+        stored = await wire.http.post("/api/jobfleet/v1/files",
+                                      params={"name": "big.bin", "bk_biz_id": 2},
+                                      content=b"x" * (1 << 20), headers=wire.headers())
+        assert stored.json()["result"], stored.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import uuid
 
 from fastapi import FastAPI
@@ -24,6 +25,7 @@ from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database
 from jobfleet.store.health import Health
+from jobfleet.store.outage import disk_reason, failure_path
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,27 @@ async def unexpected(request: HTTPConnection, db: Database) -> JobError:
     error.
 
     Call it in an ``except`` block."""
+    failure = sys.exc_info()[1]
+    why = None if failure is None else disk_reason(failure, db.file)
+    if failure is not None and why is not None:
+        # reads still work, so the database answers the check below: tell the caller
+        # what the operator must fix rather than an internal error, and log it in one
+        # line (where and why) rather than a traceback per request
+        rid = request_id(request)
+        where = failure_path(failure) or db.file
+        log.warning(
+            "request_disk_refused path=%s reason=%s file=%s request_id=%s",
+            request.url.path,
+            why,
+            where,
+            rid,
+        )
+        return JobError(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "The server cannot write to its disk (full or read-only): nothing of this "
+            "request was saved; try again once space is freed",
+            http_status=503,
+        )
     try:
         await asyncio.wait_for(Health(db).ping(), DATABASE_CHECK_SECONDS)
     except asyncio.CancelledError:

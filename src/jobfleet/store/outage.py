@@ -80,6 +80,14 @@ def disk_reason(exc: BaseException, path: Path | None) -> str | None:
     return why
 
 
+def failure_path(exc: BaseException) -> str | None:
+    """The file an OS error of ``exc`` names, if any (SQLite's name none)."""
+    for link in _chain(exc):
+        if isinstance(link, OSError) and link.filename is not None:
+            return str(link.filename)
+    return None
+
+
 def unreachable(exc: BaseException) -> bool:
     """Is ``exc`` the database being away (refused, restarting, a connection cut)?"""
     for link in _chain(exc):
