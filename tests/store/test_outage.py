@@ -76,3 +76,22 @@ def test_a_disk_that_takes_no_write_is_told_from_a_fault() -> None:
     assert disk_refused(wrapped(sqlite_error("no such table: jobs", 1))) is None
     assert disk_refused(wrapped(ConnectionRefusedError(111, "Connection refused"))) is None
     assert disk_refused(ValueError("invalid byte sequence")) is None
+
+
+def test_a_full_disk_is_one_line_per_loop_not_a_traceback_a_turn(
+        caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.outage")
+    outage = OutageLog(log, "some_loop_failed")
+    with caplog.at_level(logging.INFO, logger="test.outage"):
+        for _ in range(5):
+            try:
+                raise wrapped(sqlite_error("database or disk is full", 13))
+            except RuntimeError:
+                outage.failed()
+        outage.ok()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == ("some_loop_failed reason=disk_refused disk=SQLITE_FULL "
+                        "error=OperationalError: database or disk is full")
+    assert not caplog.records[0].exc_info
+    assert lines[1].startswith("database_back loop=some_loop_failed after=")
+    assert len(lines) == 2

@@ -154,6 +154,8 @@ class _HostFacts(Generic[_Fact]):
         self.interval = interval
         self._pending: dict[int, _Fact] = {}
         self._task: asyncio.Task[None] | None = None
+        # facts come with every heartbeat: a database away or a full disk is one line
+        self._outage = OutageLog(log, f"host_facts_write_failed what={what}")
 
     def add(self, bk_host_id: int, facts: _Fact) -> None:
         self._pending[bk_host_id] = facts
@@ -166,8 +168,9 @@ class _HostFacts(Generic[_Fact]):
             batch, self._pending = self._pending, {}
             try:
                 await self.write(batch)
+                self._outage.ok()
             except Exception:
-                log.exception("host_facts_write_failed what=%s hosts=%d", self.what, len(batch))
+                self._outage.failed()
             if not self._pending:
                 self._task = None
                 return

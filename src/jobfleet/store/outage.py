@@ -127,6 +127,12 @@ class OutageLog:
     def failed(self) -> None:
         """Call in the ``except`` block of the failed turn."""
         exc = sys.exc_info()[1]
+        disk = None if exc is None else disk_refused(exc)
+        if exc is not None and disk is not None:
+            # every turn fails alike until the operator frees space: one line, as for
+            # a database away
+            self._spell.failed("reason=disk_refused disk=%s error=%s", disk, reason(exc))
+            return
         if exc is None or not unreachable(exc):
             self.logger.exception(self.event)
             return
