@@ -280,6 +280,7 @@ class Server:
             self.callbacks,
             self.node_id,
             settings.metrics_token,
+            data_dir=settings.data_dir,
         )
         self.services = Services(
             db=self.db,

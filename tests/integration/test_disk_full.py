@@ -152,12 +152,23 @@ async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
         step = before["step_instance_list"][0]["step_instance_id"]
         assert await wire.logs(done["job_instance_id"], step, IPS) == {
             ip: "before\n" for ip in IPS}
+        # the probe says so (the node still serves what needs no disk: degraded)
+        async def disk_full() -> dict[str, object] | None:
+            probe = await wire.http.get("/readyz")
+            body = dict(probe.json())
+            return body if probe.status_code == 200 and body["status"] == "degraded" else None
+        probe = await eventually(disk_full, timeout=10, interval=0.5)
+        assert probe["checks"]["disk"] == {"ok": False, "error": "full", "free_bytes": 0}
+        assert str(small_disk) not in str(probe)
         failed = [r.getMessage() for r in caplog.records if r.exc_info is not None]
         assert not [m for m in failed if m.startswith("request_failed")], failed
         told = [r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("request_disk_refused")]
         assert len(told) == 2 and all("reason=ENOSPC" in m for m in told), told
         await asyncio.to_thread(free, small_disk)
+        async def ready() -> bool:
+            return bool((await wire.http.get("/readyz")).json()["status"] == "ready")
+        await eventually(ready, timeout=10, interval=0.5)
         # space is back: the same server takes work again, no restart
         again = await wire.run_script("echo after", IPS)
         assert (await wire.wait(again["job_instance_id"]))["job_instance"]["status"] == 3
