@@ -44,8 +44,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def fill(disk: Path) -> None:
-    """Take every free byte of ``disk`` (what a runaway log or export does)."""
+def fill(disk: Path, leave: int = 0) -> None:
+    """Take every free byte of ``disk`` but ``leave`` (what a runaway log or export does)."""
     # SQLite reuses its write-ahead log's space after a checkpoint: a log grown earlier
     # would take the first writes whatever the disk's room, so it is emptied here and
     # every write then needs the disk
@@ -60,9 +60,12 @@ def fill(disk: Path) -> None:
                     os.write(fd, block)
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
+        if leave:
+            os.ftruncate(fd, os.fstat(fd).st_size - leave)
     finally:
         os.close(fd)
-    assert os.statvfs(disk).f_bavail == 0
+    room = os.statvfs(disk)
+    assert room.f_bavail * room.f_frsize >= leave and (leave or room.f_bavail == 0)
 
 
 def free(disk: Path) -> None:
@@ -176,3 +179,50 @@ async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
                                       params={"name": "big.bin", "bk_biz_id": 2},
                                       content=b"x" * (1 << 20), headers=wire.headers())
         assert stored.json()["result"], stored.text
+
+
+async def test_a_file_the_full_blob_store_cannot_take_fails_its_hosts_clearly(
+        tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the source agent retries a refused upload for a minute, in case space comes back
+    monkeypatch.setattr("jobfleet.agent.transfers.RETRY_FOR", 2.0)
+    work = tmp_path / "work"
+    work.mkdir()
+    content = os.urandom(3 << 20)
+    (work / "src.bin").write_bytes(content)
+
+    async def send(run: Running, target: str) -> dict[str, object]:
+        started = await run.wire.v3("fast_transfer_file", {
+            "bk_scope_type": "biz", "bk_scope_id": "2", "bk_biz_id": 2,
+            "account_alias": "root", "file_target_path": target,
+            "file_source_list": [{"file_list": [str(work / "src.bin")],
+                                  "server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]},
+                                  "account": {"alias": "root"}, "file_type": 1}],
+            "target_server": {"ip_list": [{"ip": IPS[1], "bk_cloud_id": 0}]}})
+        assert started["result"], started
+        return dict(started["data"])
+
+    async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
+        await run.start_agents(IPS)
+        wire = run.wire
+        # room for the database's writes, not for the file
+        await asyncio.to_thread(fill, small_disk, 700 << 10)
+        job = await send(run, str(work / "full"))
+        status = await wire.wait(int(str(job["job_instance_id"])), timeout=60)
+        assert status["job_instance"]["status"] == 4, status
+        answer = await wire.v3("get_job_instance_ip_log", {
+            "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+            "step_instance_id": job["step_instance_id"], "ip": IPS[1], "bk_cloud_id": 0},
+            method="GET")
+        told = " ".join(f["log_content"] for f in answer["data"]["file_logs"])
+        assert "cannot write to its disk" in told, told
+        assert "HTTP 500" not in told, told
+        # nothing half-written kept, on the server or on the target
+        blobs = small_disk / "blobs"
+        leftovers = list(blobs.iterdir()) if blobs.exists() else []
+        assert not leftovers, leftovers
+        assert not (work / "full").exists() or not list((work / "full").iterdir())
+        await asyncio.to_thread(free, small_disk)
+        job = await send(run, str(work / "freed"))
+        status = await wire.wait(int(str(job["job_instance_id"])), timeout=60)
+        assert status["job_instance"]["status"] == 3, status
+        assert (work / "freed" / "src.bin").read_bytes() == content

@@ -51,6 +51,32 @@ def internal(request: HTTPConnection) -> JobError:
     return JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {rid})")
 
 
+def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) -> JobError | None:
+    """What the caller is told when ``failure`` is the server's disk refusing a write
+    (full, read-only), and the one line logged of it; None for any other failure.
+
+    Reads still work then, so the database answers a check: without this the caller
+    would get an internal error and the log a traceback per request, and the operator
+    no word of what to fix."""
+    why = disk_reason(failure, db.file)
+    if why is None:
+        return None
+    rid = request_id(request)
+    log.warning(
+        "request_disk_refused path=%s reason=%s file=%s request_id=%s",
+        request.url.path,
+        why,
+        failure_path(failure) or db.file,
+        rid,
+    )
+    return JobError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "The server cannot write to its disk (full or read-only): nothing of this "
+        "request was saved; try again once space is freed",
+        http_status=503,
+    )
+
+
 async def unexpected(request: HTTPConnection, db: Database) -> JobError:
     """What the caller is told of a failure that is not theirs: that the service is
     unavailable while the database cannot be reached (a restart: the caller may try
@@ -59,26 +85,9 @@ async def unexpected(request: HTTPConnection, db: Database) -> JobError:
 
     Call it in an ``except`` block."""
     failure = sys.exc_info()[1]
-    why = None if failure is None else disk_reason(failure, db.file)
-    if failure is not None and why is not None:
-        # reads still work, so the database answers the check below: tell the caller
-        # what the operator must fix rather than an internal error, and log it in one
-        # line (where and why) rather than a traceback per request
-        rid = request_id(request)
-        where = failure_path(failure) or db.file
-        log.warning(
-            "request_disk_refused path=%s reason=%s file=%s request_id=%s",
-            request.url.path,
-            why,
-            where,
-            rid,
-        )
-        return JobError(
-            ErrorCode.SERVICE_UNAVAILABLE,
-            "The server cannot write to its disk (full or read-only): nothing of this "
-            "request was saved; try again once space is freed",
-            http_status=503,
-        )
+    refused = None if failure is None else disk_refusal(request, failure, db)
+    if refused is not None:
+        return refused
     try:
         await asyncio.wait_for(Health(db).ping(), DATABASE_CHECK_SECONDS)
     except asyncio.CancelledError:
