@@ -15,7 +15,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,15 +25,15 @@ IPS = ["127.0.0.2", "127.0.0.3"]
 DISK_SIZE = "24m"
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """The server's data directory on a tmpfs of ``DISK_SIZE``, unmounted whatever happens."""
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """``where`` on a tmpfs of ``size``, unmounted whatever happens; skips the test where
+    mounting is not possible."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small filesystem needs root")
-    where = tmp_path / "server"
     where.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=0700", "tmpfs", str(where)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
         capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -44,13 +44,21 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """The server's data directory on a tmpfs of ``DISK_SIZE``."""
+    with tmpfs(tmp_path / "server", DISK_SIZE) as where:
+        yield where
+
+
 def fill(disk: Path, leave: int = 0) -> None:
     """Take every free byte of ``disk`` but ``leave`` (what a runaway log or export does)."""
     # SQLite reuses its write-ahead log's space after a checkpoint: a log grown earlier
     # would take the first writes whatever the disk's room, so it is emptied here and
     # every write then needs the disk
-    with closing(sqlite3.connect(disk / "jobfleet.db", timeout=10)) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if (disk / "jobfleet.db").exists():
+        with closing(sqlite3.connect(disk / "jobfleet.db", timeout=10)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         for size in (1 << 20, 4096, 512, 1):
@@ -226,3 +234,50 @@ async def test_a_file_the_full_blob_store_cannot_take_fails_its_hosts_clearly(
         status = await wire.wait(int(str(job["job_instance_id"])), timeout=60)
         assert status["job_instance"]["status"] == 3, status
         assert (work / "freed" / "src.bin").read_bytes() == content
+
+
+async def test_an_agent_whose_disk_is_full_fails_what_it_cannot_write_and_goes_on(
+        tmp_path: Path, database_url: str) -> None:
+    """The agent's state directory (its spool, its work directory) and the target of a
+    file on its own full disk."""
+    with tmpfs(tmp_path / f"agent-{IPS[1]}", "4m") as agent_disk:
+        async with run_server(tmp_path, database_url) as run:
+            await run.start_agents(IPS)
+            wire = run.wire
+            content = os.urandom(1 << 20)
+            uploaded = await wire.http.post("/api/jobfleet/v1/files",
+                                            params={"name": "one.bin", "bk_biz_id": 2},
+                                            content=content, headers=wire.headers())
+            path = uploaded.json()["data"]["path"]
+
+            async def send(target: Path) -> dict[str, object]:
+                started = await wire.v3("fast_transfer_file", {
+                    "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(target),
+                    "file_source_list": [{"file_list": [path], "file_type": 2}],
+                    "target_server": {"ip_list": [{"ip": IPS[1], "bk_cloud_id": 0}]}})
+                assert started["result"], started
+                return await wire.wait(int(started["data"]["job_instance_id"]), timeout=60)
+
+            # room for part of the file only
+            await asyncio.to_thread(fill, agent_disk, 256 << 10)
+            status = await send(agent_disk / "full")
+            assert status["job_instance"]["status"] == 4, status
+            answer = await wire.v3("get_job_instance_ip_log", {
+                "bk_biz_id": 2, "job_instance_id": status["job_instance"]["job_instance_id"],
+                "step_instance_id": status["step_instance_list"][0]["step_instance_id"],
+                "ip": IPS[1], "bk_cloud_id": 0}, method="GET")
+            told = " ".join(f["log_content"] for f in answer["data"]["file_logs"])
+            assert "No space left on device" in told, told
+            full = agent_disk / "full"
+            assert not full.exists() or not list(full.iterdir()), list(full.iterdir())
+            # scripts still run there, and their results arrive though its spool is full
+            job = await wire.run_script("echo still here", IPS)
+            status = await wire.wait(job["job_instance_id"])
+            assert status["job_instance"]["status"] == 3, status
+            logs = await wire.logs(job["job_instance_id"],
+                                   status["step_instance_list"][0]["step_instance_id"], IPS)
+            assert logs == {ip: "still here\n" for ip in IPS}
+            await asyncio.to_thread(free, agent_disk)
+            status = await send(agent_disk / "freed")
+            assert status["job_instance"]["status"] == 3, status
+            assert (agent_disk / "freed" / "one.bin").read_bytes() == content
