@@ -14,12 +14,20 @@ import logging
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
-from tests.integration.harness import Running, Wire, b64, eventually, run_server
+from tests.integration.harness import (
+    Running,
+    Wire,
+    b64,
+    eventually,
+    free_port,
+    run_server,
+)
 
 IPS = ["127.0.0.2", "127.0.0.3"]
 DISK_SIZE = "24m"
@@ -281,3 +289,30 @@ async def test_an_agent_whose_disk_is_full_fails_what_it_cannot_write_and_goes_o
             status = await send(agent_disk / "freed")
             assert status["job_instance"]["status"] == 3, status
             assert (agent_disk / "freed" / "one.bin").read_bytes() == content
+
+
+async def test_a_server_started_on_a_full_disk_says_so_in_one_line_and_ends(
+        tmp_path: Path, small_disk: Path) -> None:
+    """An operator's first move, a restart, on a disk already full: no half-minute of
+    retries ending in a traceback, but the path, the reason and the status of a refused
+    start (2)."""
+    async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db"):
+        pass
+    await asyncio.to_thread(fill, small_disk)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jobfleet", "server", "--data-dir", str(small_disk),
+        "--port", str(free_port()), "--log-level", "warning",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    try:
+        output, _ = await asyncio.wait_for(server.communicate(), 20)
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+    text = output.decode()
+    assert server.returncode == 2, text
+    assert "Traceback" not in text, text
+    refused = [line for line in text.splitlines() if "database_disk_refused" in line]
+    assert len(refused) == 1, text
+    assert f"path={small_disk / 'jobfleet.db'} reason=ENOSPC" in refused[0], refused
