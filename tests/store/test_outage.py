@@ -78,6 +78,14 @@ def test_a_disk_that_takes_no_write_is_told_from_a_fault() -> None:
     assert disk_refused(ValueError("invalid byte sequence")) is None
 
 
+def test_postgresql_out_of_disk_is_a_disk_refusal_not_a_bad_message() -> None:
+    # reads still work there too, so without this each result would be refused alone
+    full = StateError('could not extend file "base/16384/16402": No space left on device',
+                      "53100")
+    assert disk_refused(wrapped(full)) == "DISK_FULL"
+    assert disk_refused(wrapped(StateError("value too long", "22001"))) is None
+
+
 def test_a_full_disk_is_one_line_per_loop_not_a_traceback_a_turn(
         caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("test.outage")

@@ -69,10 +69,13 @@ def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) 
         failure_path(failure) or db.file,
         rid,
     )
+    # PostgreSQL's own disk is the database server's, not this server's
+    whose = "The database server's disk is full" if why == "DISK_FULL" else (
+        "The server cannot write to its disk (full or read-only)"
+    )
     return JobError(
         ErrorCode.SERVICE_UNAVAILABLE,
-        "The server cannot write to its disk (full or read-only): nothing of this "
-        "request was saved; try again once space is freed",
+        f"{whose}: nothing of this request was saved; try again once space is freed",
         http_status=503,
     )
 

@@ -399,8 +399,10 @@ class Results:
         if outage.disk_refused(exc) is not None:
             where = self.store.db.file
             why = outage.disk_reason(exc, where)
+            # PostgreSQL's files are not this server's to name
+            place = f" path={where}" if where is not None else ""
             raise DatabaseDown(
-                f"disk_refused reason={why} path={where} error={outage.reason(exc)}"
+                f"disk_refused reason={why}{place} error={outage.reason(exc)}"
             ) from exc
         try:
             await self.store.ping()

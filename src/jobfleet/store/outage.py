@@ -36,6 +36,8 @@ _DISK_ERRNOS = {
 }
 # and SQLite of the same (its primary result codes): it names no errno
 _SQLITE_DISK_CODES = {13: "SQLITE_FULL", 10: "SQLITE_IOERR", 8: "SQLITE_READONLY"}
+# PostgreSQL's disk_full: it still answers reads, as SQLite does on a full disk
+_PG_DISK_FULL = "53100"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -59,6 +61,8 @@ def disk_refused(exc: BaseException) -> str | None:
             code = getattr(link, "sqlite_errorcode", None)
             if isinstance(code, int) and code & 0xFF in _SQLITE_DISK_CODES:
                 return _SQLITE_DISK_CODES[code & 0xFF]
+        if getattr(link, "sqlstate", None) == _PG_DISK_FULL:
+            return "DISK_FULL"
     return None
 
 
