@@ -10,10 +10,12 @@ from the shared database, which every node reports alike.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from prometheus_client import (
@@ -45,6 +47,9 @@ Probe = Callable[[], Awaitable[float]]
 FRESH = 1.0
 # a probe that takes longer than this counts as a failure
 PROBE_TIMEOUT = 2.0
+# under this many free bytes the data directory counts as full: SQLite grows its
+# write-ahead log by pages, a checkpoint by more, and a blob by its whole size
+DISK_FULL_BELOW = 1 << 20
 
 
 @dataclass
@@ -67,8 +72,11 @@ class Monitor:
         node_id: str,
         metrics_token: str | None = None,
         cache_seconds: float = 5.0,
+        data_dir: Path | None = None,
     ) -> None:
         self.health = health
+        # where the SQLite file, blobs and uploads are written: its room is checked
+        self.data_dir = data_dir
         self.bus = bus
         self.agents = agents
         self.callbacks = callbacks
@@ -119,6 +127,11 @@ class Monitor:
             # this check at once, and a balancer would then take the whole cluster
             # out for what only delays it.
             degraded = not checks["redis"]["ok"]
+        if self.data_dir is not None:
+            checks["disk"] = disk_check(self.data_dir)
+            # reads go on and writes wait for space (results in memory, agents' spools):
+            # the node still serves, so a balancer should keep it; the operator sees why
+            degraded = degraded or not checks["disk"]["ok"]
         return Readiness(ready, checks, degraded)
 
     @staticmethod
@@ -153,6 +166,30 @@ class Monitor:
             self.scrape = scrape
             # written at once from what was gathered (no await until it is done)
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def disk_room(data_dir: Path) -> tuple[int, bool] | None:
+    """Bytes the server may still write under ``data_dir``, and whether it is read-only
+    (None: it cannot be asked)."""
+    try:
+        room = os.statvfs(data_dir)
+    except OSError:
+        return None
+    return room.f_bavail * room.f_frsize, bool(room.f_flag & os.ST_RDONLY)
+
+
+def disk_check(data_dir: Path) -> dict[str, object]:
+    """``{"ok", "free_bytes"}`` of the data directory's filesystem; ``error`` says
+    ``full`` or ``read-only`` when writes fail there."""
+    room = disk_room(data_dir)
+    if room is None:
+        return {"ok": False, "error": "unreadable"}
+    free, read_only = room
+    if read_only:
+        return {"ok": False, "error": "read-only", "free_bytes": free}
+    if free < DISK_FULL_BELOW:
+        return {"ok": False, "error": "full", "free_bytes": free}
+    return {"ok": True, "free_bytes": free}
 
 
 def _redis(bus: Bus) -> RedisBus | None:
@@ -220,6 +257,13 @@ class _Figures(Collector):
         yield GaugeMetricFamily(
             "jobfleet_agents_connected", "Agents connected to this node", value=len(m.agents)
         )
+        room = None if m.data_dir is None else disk_room(m.data_dir)
+        if room is not None:
+            yield GaugeMetricFamily(
+                "jobfleet_data_dir_free_bytes",
+                "Bytes this node may still write in its data directory (database, blobs)",
+                value=room[0],
+            )
         if scrape.db_latency is not None:
             yield GaugeMetricFamily(
                 "jobfleet_database_latency_seconds",

@@ -77,6 +77,7 @@ from jobfleet.store.health import Health
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.outage import disk_reason, reason
 from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
 from jobfleet.store.procs import ProcStore
@@ -280,6 +281,7 @@ class Server:
             self.callbacks,
             self.node_id,
             settings.metrics_token,
+            data_dir=settings.data_dir,
         )
         self.services = Services(
             db=self.db,
@@ -586,11 +588,26 @@ class Server:
     async def serve(self) -> None:
         # A schema this program cannot use ends the process here, in one line and
         # before it listens; raised in the lifespan, it would end in uvicorn's traceback.
-        await wait_for(self.db)
         try:
+            await wait_for(self.db)
             await self.db.migrate()
         except SchemaError as exc:
             log.error("database_schema_refused error=%s", exc)
+            await self.db.close()
+            raise SystemExit(2) from None
+        except Exception as exc:
+            # SQLite cannot even open its write-ahead log on a full or read-only disk:
+            # say where and why, as for a schema refused, rather than a traceback
+            why = disk_reason(exc, self.db.file)
+            if why is None:
+                raise
+            log.error(
+                "database_disk_refused path=%s reason=%s error=%s: free space there (or "
+                "make it writable) and start again",
+                self.db.file,
+                why,
+                reason(exc),
+            )
             await self.db.close()
             raise SystemExit(2) from None
         if self.settings.redis_url:

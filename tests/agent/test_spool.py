@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
@@ -237,3 +238,29 @@ def test_survives_sigkill_mid_write(tmp_path: Path) -> None:
     interrupted = dict(spool.interrupted())
     assert all(not spool.is_finished(task_id) for task_id in interrupted)
     assert all(pgid is None or pgid >= 1000 for pgid in interrupted.values())
+
+
+def test_a_record_the_full_disk_cut_short_spoils_neither_the_next_nor_the_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "spool"
+    spool = Spool(directory)
+    spool.accept("1:1:1")
+    real = spool_module._write_all
+
+    def disk_full_midway(fd: int, data: bytes) -> None:
+        # what a disk that fills up mid-record does: part written, then ENOSPC
+        real(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "_write_all", disk_full_midway)
+    for seq in range(1, 4):
+        spool.add_output("1:1:1", seq, f"chunk {seq}")
+    monkeypatch.setattr(spool_module, "_write_all", real)
+    spool.finish("1:1:1", done("1:1:1", 4))
+    # the agent dies before the server acknowledged: its restart has the result
+    again = Spool(directory)
+    assert again.is_finished("1:1:1")
+    assert again.pending()[-1] == done("1:1:1", 4)
+    failed = [r for r in caplog.records if r.getMessage().startswith("spool write failed")]
+    assert len(failed) == 1, failed
+    assert any(r.getMessage().startswith("spool write resumed") for r in caplog.records)

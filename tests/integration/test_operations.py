@@ -65,7 +65,8 @@ async def test_probes_and_metrics_of_one_node(running: Running) -> None:
         ready = await readyz(http)
         body = ready.json()
         assert body["status"] == "ready"
-        assert set(body["checks"]) == {"database", "migrations"}  # no Redis configured
+        assert set(body["checks"]) == {"database", "migrations", "disk"}  # no Redis configured
+        assert body["checks"]["disk"]["ok"] and body["checks"]["disk"]["free_bytes"] > 0
         assert body["checks"]["database"]["ok"] and body["checks"]["database"]["latency_ms"] >= 0
         assert body["checks"]["migrations"] == {
             "ok": True, "current": head_revision(), "head": head_revision()}
@@ -79,6 +80,7 @@ async def test_probes_and_metrics_of_one_node(running: Running) -> None:
             return body if metric(body, "jobfleet_database_latency_seconds") is not None else None
         first = await eventually(timed_scrape, timeout=60, interval=0.5)
         assert metric(first, "jobfleet_agents_connected") == 0
+        assert (metric(first, "jobfleet_data_dir_free_bytes") or 0) > 0
         assert metric(first, "jobfleet_bus_clustered") == 0
         assert (metric(first, "jobfleet_database_latency_seconds") or -1) >= 0
         assert (metric(first, "process_resident_memory_bytes") or 0) > 0

@@ -6,12 +6,13 @@ import asyncio
 import errno
 import logging
 import socket
+import sqlite3
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from jobfleet.store.outage import OutageLog, unreachable
+from jobfleet.store.outage import OutageLog, disk_refused, unreachable
 
 
 class StateError(Exception):
@@ -113,3 +114,47 @@ def test_a_file_fault_is_logged_as_what_it_is(caplog: pytest.LogCaptureFixture) 
     assert record.levelno == logging.ERROR and record.exc_info
     assert "database_unreachable" not in caplog.text
     assert "PermissionError: [Errno 13] Permission denied: '/srv/blobs/ab'" in caplog.text
+
+
+def sqlite_error(message: str, code: int) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    return error
+
+
+def test_a_disk_that_takes_no_write_is_told_from_a_fault() -> None:
+    assert disk_refused(wrapped(sqlite_error("database or disk is full", 13))) == "SQLITE_FULL"
+    # SQLITE_IOERR_WRITE: the extended code of a write the disk refused
+    assert disk_refused(wrapped(sqlite_error("disk I/O error", 778))) == "SQLITE_IOERR"
+    assert disk_refused(wrapped(OSError(errno.ENOSPC, "No space left on device"))) == "ENOSPC"
+    assert disk_refused(wrapped(OSError(errno.EROFS, "Read-only file system"))) == "EROFS"
+    assert disk_refused(wrapped(sqlite_error("no such table: jobs", 1))) is None
+    assert disk_refused(wrapped(ConnectionRefusedError(111, "Connection refused"))) is None
+    assert disk_refused(ValueError("invalid byte sequence")) is None
+
+
+def test_postgresql_out_of_disk_is_a_disk_refusal_not_a_bad_message() -> None:
+    # reads still work there too, so without this each result would be refused alone
+    full = StateError('could not extend file "base/16384/16402": No space left on device',
+                      "53100")
+    assert disk_refused(wrapped(full)) == "DISK_FULL"
+    assert disk_refused(wrapped(StateError("value too long", "22001"))) is None
+
+
+def test_a_full_disk_is_one_line_per_loop_not_a_traceback_a_turn(
+        caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.outage")
+    outage = OutageLog(log, "some_loop_failed")
+    with caplog.at_level(logging.INFO, logger="test.outage"):
+        for _ in range(5):
+            try:
+                raise wrapped(sqlite_error("database or disk is full", 13))
+            except RuntimeError:
+                outage.failed()
+        outage.ok()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == ("some_loop_failed reason=disk_refused disk=SQLITE_FULL "
+                        "error=OperationalError: database or disk is full")
+    assert not caplog.records[0].exc_info
+    assert lines[1].startswith("database_back loop=some_loop_failed after=")
+    assert len(lines) == 2

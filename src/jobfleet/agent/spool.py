@@ -63,6 +63,11 @@ class Spool:
         self._fd: int | None = None
         self._size = 0
         self._compact_at = COMPACT_MIN_BYTES
+        # the journal's last write failed (a full disk): logged once, not per message
+        self._failing = False
+        # a failed write left part of a record that could not be cut off: the next
+        # record starts on a line of its own
+        self._torn = False
         if self._dir is not None:
             self._load(self._dir)
 
@@ -160,6 +165,8 @@ class Spool:
         if self._fd is None:
             return
         line = jsonwire.dumps(record) + b"\n"
+        if self._torn:
+            line = b"\n" + line
         try:
             _write_all(self._fd, line)
             if sync:
@@ -167,11 +174,35 @@ class Spool:
         except OSError as exc:
             # keep going from memory: the result still reaches the server unless the
             # agent also dies before that
-            logger.error("spool write failed path=%s error=%s", self._journal_path, exc)
+            self._cut_torn()
+            if not self._failing:
+                self._failing = True
+                logger.error(
+                    "spool write failed path=%s error=%s: results are kept in memory "
+                    "until the journal can be written again",
+                    self._journal_path,
+                    exc,
+                )
             return
+        if self._failing:
+            self._failing = False
+            logger.warning("spool write resumed path=%s", self._journal_path)
+        self._torn = False
         self._size += len(line)
         if self._size >= self._compact_at:
             self._maybe_compact()
+
+    def _cut_torn(self) -> None:
+        """Drop what a failed write left of its record (a full disk takes part of it):
+        the next record appended after it would otherwise share its line, and be
+        skipped as damaged when the journal is read back."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            self._torn = True
+        else:
+            self._torn = False
 
     @property
     def _journal_path(self) -> Path:

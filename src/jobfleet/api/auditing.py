@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from jobfleet.api.auth import Caller
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.audit import AuditLog
+from jobfleet.store.outage import disk_refused
 
 if TYPE_CHECKING:
     from jobfleet.api.routing import Call
@@ -116,15 +117,30 @@ async def audit_log_read(call: Call, job: Any, step_id: int | None, hosts: int) 
     reads, since clients poll logs (bk-log every few seconds) and a row each would make the
     audit log a write per poll."""
     source = source_of(call.request)
-    await call.services.audit.coalesced(
-        ("read_logs", call.caller.app_code, call.caller.username, source, str(job.id)),
-        app_code=call.caller.app_code,
-        username=call.caller.username,
-        action="read_logs",
-        resource_type="job",
-        resource_id=str(job.id),
-        scope_type=job.scope_type,
-        scope_id=job.scope_id,
-        detail={"step_instance_id": step_id, "hosts": hosts},
-        source_ip=source,
-    )
+    try:
+        await call.services.audit.coalesced(
+            ("read_logs", call.caller.app_code, call.caller.username, source, str(job.id)),
+            app_code=call.caller.app_code,
+            username=call.caller.username,
+            action="read_logs",
+            resource_type="job",
+            resource_id=str(job.id),
+            scope_type=job.scope_type,
+            scope_id=job.scope_id,
+            detail={"step_instance_id": step_id, "hosts": hosts},
+            source_ip=source,
+        )
+    except Exception as exc:
+        why = disk_refused(exc)
+        if why is None:
+            raise
+        # while the disk is full the logs are what an operator reads to find out why:
+        # the read is answered, and the server's own log (the journal) keeps the entry
+        log_.warning(
+            "audit_not_written action=read_logs app=%s user=%s source=%s job=%s reason=%s",
+            call.caller.app_code,
+            call.caller.username,
+            source,
+            job.id,
+            why,
+        )

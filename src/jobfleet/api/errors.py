@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import uuid
 
 from fastapi import FastAPI
@@ -24,6 +25,7 @@ from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database
 from jobfleet.store.health import Health
+from jobfleet.store.outage import disk_reason, failure_path
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,35 @@ def internal(request: HTTPConnection) -> JobError:
     return JobError(ErrorCode.INTERNAL_ERROR, f"Internal error (request {rid})")
 
 
+def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) -> JobError | None:
+    """What the caller is told when ``failure`` is the server's disk refusing a write
+    (full, read-only), and the one line logged of it; None for any other failure.
+
+    Reads still work then, so the database answers a check: without this the caller
+    would get an internal error and the log a traceback per request, and the operator
+    no word of what to fix."""
+    why = disk_reason(failure, db.file)
+    if why is None:
+        return None
+    rid = request_id(request)
+    log.warning(
+        "request_disk_refused path=%s reason=%s file=%s request_id=%s",
+        request.url.path,
+        why,
+        failure_path(failure) or db.file,
+        rid,
+    )
+    # PostgreSQL's own disk is the database server's, not this server's
+    whose = "The database server's disk is full" if why == "DISK_FULL" else (
+        "The server cannot write to its disk (full or read-only)"
+    )
+    return JobError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        f"{whose}: nothing of this request was saved; try again once space is freed",
+        http_status=503,
+    )
+
+
 async def unexpected(request: HTTPConnection, db: Database) -> JobError:
     """What the caller is told of a failure that is not theirs: that the service is
     unavailable while the database cannot be reached (a restart: the caller may try
@@ -56,6 +87,10 @@ async def unexpected(request: HTTPConnection, db: Database) -> JobError:
     error.
 
     Call it in an ``except`` block."""
+    failure = sys.exc_info()[1]
+    refused = None if failure is None else disk_refusal(request, failure, db)
+    if refused is not None:
+        return refused
     try:
         await asyncio.wait_for(Health(db).ping(), DATABASE_CHECK_SECONDS)
     except asyncio.CancelledError:

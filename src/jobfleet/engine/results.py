@@ -27,6 +27,7 @@ from jobfleet.domain.states import normalize_host_status
 from jobfleet.domain.status import GseErrorCode, HostStatus
 from jobfleet.engine import variables
 from jobfleet.engine.ports import AgentLink, LiveEvents, MessageRefusals, NoLiveEvents
+from jobfleet.store import outage
 from jobfleet.store.filelogs import DOWNLOAD, update_row
 from jobfleet.store.jobs import HostResult, JobStore
 from jobfleet.store.secrets import Cipher
@@ -392,6 +393,17 @@ class Results:
             self.events.publish(f"step:{step}", {"type": "hosts", "final": finals})
 
     async def _check_database(self, exc: Exception) -> None:
+        # a full or read-only disk refuses every write while reads still work: the batch
+        # waits for space as for a database away, its agents not acknowledged, rather
+        # than each message being refused (and so lost) on its own
+        if outage.disk_refused(exc) is not None:
+            where = self.store.db.file
+            why = outage.disk_reason(exc, where)
+            # PostgreSQL's files are not this server's to name
+            place = f" path={where}" if where is not None else ""
+            raise DatabaseDown(
+                f"disk_refused reason={why}{place} error={outage.reason(exc)}"
+            ) from exc
         try:
             await self.store.ping()
         except asyncio.CancelledError:

@@ -23,7 +23,7 @@ from jobfleet.engine.writer import NOTE_SEQ
 from jobfleet.store.database import now_ms
 from jobfleet.store.health import Health, connection_lost
 from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobStore
-from jobfleet.store.outage import OutageLog
+from jobfleet.store.outage import OutageLog, disk_refused
 from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,15 @@ class JobRunner:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            if connection_lost(error) or not await Health(self.store.db).answers():
-                # the database is away, not the job wrong: the job stays leased to this
-                # node and is resumed once the database answers (``_ended``); closing its
-                # steps would kill what its hosts run and end it abnormal for an outage
+            if (
+                connection_lost(error)
+                or disk_refused(error) is not None
+                or not await Health(self.store.db).answers()
+            ):
+                # the database is away (or its disk full), not the job wrong: the job
+                # stays leased to this node and is resumed once the database answers
+                # (``_ended``); closing its steps would kill what its hosts run and end
+                # it abnormal for an outage
                 raise
             log.exception("job_failed job=%s", job_id)
             await self._close_open_steps(job_id)

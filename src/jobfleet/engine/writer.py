@@ -53,10 +53,6 @@ class ResultWriter:
         # tells the node that drives a job of results stored here (a cluster)
         self.signals = signals
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
-        # a database outage is retried every few seconds for as long as it lasts
-        self._waiting_spell = Spell(
-            log, "result_write_waiting_for_database", back="result_write_resumed"
-        )
         # the agents not read while the queue is over ``QUEUE_HOLD``
         self._held: set[AgentLink] = set()
         # each agent's messages in the queue
@@ -64,6 +60,11 @@ class ResultWriter:
         # while the writer lingers: what ends the wait, and the queue's length at which
         # every result still expected is waiting
         self._lingering: tuple[asyncio.Future[None], int] | None = None
+        # a line when results start to wait for the database (or its disk), one a
+        # minute while they do, one when they are written again: not one per retry
+        self._waiting_spell = Spell(
+            log, "result_write_waiting_for_database", back="result_write_resumed"
+        )
 
     def put(self, conn: AgentLink, message: dict[str, Any]) -> None:
         """An agent's ``out``, ``done`` or ``file_log`` message, to be stored."""
@@ -144,12 +145,15 @@ class ResultWriter:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    # the database is down (a bad message is set aside by ``results``
-                    # itself): nothing was acknowledged, so agents still hold these
-                    # results; keep trying, nothing is dropped
+                    # the database is down or its disk full (a bad message is set aside
+                    # by ``results`` itself): nothing was acknowledged, so agents still
+                    # hold these results; keep trying, nothing is dropped
                     attempt += 1
                     if isinstance(exc, DatabaseDown):
-                        self._waiting_spell.failed("size=%d error=%s", len(batch), reason(exc))
+                        # a full disk's refusal names its reason and path itself
+                        text = str(exc)
+                        why = text if text.startswith("disk_refused") else reason(exc)
+                        self._waiting_spell.failed("size=%d error=%s", len(batch), why)
                     else:
                         log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))
                         if attempt >= 3:

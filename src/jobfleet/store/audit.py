@@ -246,17 +246,25 @@ class AuditLog:
         first = {**(detail or {}), "count": 1}
         entry = _Refusal(window, 1, 1, None, now, first)
         self._refusals[key] = entry
-        entry.row_id = await self.record(
-            app_code=app_code,
-            username=username,
-            action=action if not overflow else f"{action}_overflow",
-            resource_type=resource_type,
-            resource_id=resource_id,
-            scope_type=scope_type,
-            scope_id=scope_id,
-            detail=first,
-            source_ip=source_ip if not overflow else "*",
-        )
+        try:
+            row_id = await self.record(
+                app_code=app_code,
+                username=username,
+                action=action if not overflow else f"{action}_overflow",
+                resource_type=resource_type,
+                resource_id=resource_id,
+                scope_type=scope_type,
+                scope_id=scope_id,
+                detail=first,
+                source_ip=source_ip if not overflow else "*",
+            )
+        except BaseException:
+            # no row to count into: the next call of the window makes one, rather
+            # than counting into nothing
+            if self._refusals.get(key) is entry:
+                del self._refusals[key]
+            raise
+        entry.row_id = row_id
         if entry.count > entry.written:
             await self._flush_one(entry, now)
 

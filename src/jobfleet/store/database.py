@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util.concurrency import in_greenlet
 
+from jobfleet.store.outage import disk_refused
 from jobfleet.store.revisions import shipped_head
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -91,6 +92,15 @@ class Database:
         # SQLite: the plain driver and its one thread for ``run_write``, made on first use
         self._plain: Engine | None = None
         self._plain_thread: ThreadPoolExecutor | None = None
+
+    @property
+    def file(self) -> Path | None:
+        """The SQLite database's file (None on PostgreSQL or in memory): where a full or
+        read-only disk is the operator's to see to."""
+        if not self.is_sqlite:
+            return None
+        name = make_url(self.url).database
+        return None if name in (None, "", ":memory:") else Path(str(name)).absolute()
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -226,13 +236,14 @@ def _upgrade(conn: Connection) -> None:
 
 
 async def wait_for(db: Database, attempts: int = 30) -> None:
-    """Wait until the database answers (a server started beside PostgreSQL)."""
+    """Wait until the database answers (a server started beside PostgreSQL); a disk
+    that refuses the database's files is not waited for."""
     for i in range(attempts):
         try:
             async with db.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
             return
-        except Exception:
-            if i == attempts - 1:
+        except Exception as exc:
+            if i == attempts - 1 or disk_refused(exc) is not None:
                 raise
             await asyncio.sleep(1)

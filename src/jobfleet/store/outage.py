@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
+import sqlite3
 import sys
+from pathlib import Path
 
 from jobfleet.logs import Spell
 
@@ -50,6 +53,18 @@ _AWAY_CLASSES = frozenset({"ConnectionDoesNotExistError", "ClientCannotConnectEr
 # while the server restarts: ENOENT) is a connection that cannot be made
 _CONNECT_FRAMES = frozenset({"sock_connect", "_sock_connect", "_sock_connect_cb"})
 
+# what the OS says of a disk that takes no more writes: full, over quota, read-only, failing
+_DISK_ERRNOS = {
+    errno.ENOSPC: "ENOSPC",
+    errno.EDQUOT: "EDQUOT",
+    errno.EROFS: "EROFS",
+    errno.EIO: "EIO",
+}
+# and SQLite of the same (its primary result codes): it names no errno
+_SQLITE_DISK_CODES = {13: "SQLITE_FULL", 10: "SQLITE_IOERR", 8: "SQLITE_READONLY"}
+# PostgreSQL's disk_full: it still answers reads, as SQLite does on a full disk
+_PG_DISK_FULL = "53100"
+
 
 def _chain(exc: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
@@ -81,6 +96,49 @@ def _raised_connecting(error: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def disk_refused(exc: BaseException) -> str | None:
+    """Why the server's disk took no write, when that is what ``exc`` is (``ENOSPC``,
+    ``SQLITE_FULL``, ``EROFS``, …), else None. Reads still work then, so a probe that
+    reads cannot tell it from a fault of jobfleet; a write retried once the operator
+    frees space succeeds."""
+    for link in _chain(exc):
+        if isinstance(link, OSError) and link.errno in _DISK_ERRNOS:
+            return _DISK_ERRNOS[link.errno]
+        if isinstance(link, sqlite3.Error):
+            code = getattr(link, "sqlite_errorcode", None)
+            if isinstance(code, int) and code & 0xFF in _SQLITE_DISK_CODES:
+                return _SQLITE_DISK_CODES[code & 0xFF]
+        if getattr(link, "sqlstate", None) == _PG_DISK_FULL:
+            return "DISK_FULL"
+    return None
+
+
+def disk_reason(exc: BaseException, path: Path | None) -> str | None:
+    """:func:`disk_refused`, told as the OS would tell it: SQLite says only that the
+    database "or disk" is full, so the filesystem of ``path`` is asked whether it is the
+    disk (``ENOSPC``) or read-only (``EROFS``)."""
+    why = disk_refused(exc)
+    if why is None or not why.startswith("SQLITE_") or path is None:
+        return why
+    try:
+        room = os.statvfs(path.parent)
+    except OSError:
+        return why
+    if room.f_flag & os.ST_RDONLY:
+        return "EROFS"
+    if room.f_bavail == 0 or (why == "SQLITE_FULL" and room.f_bavail * room.f_frsize < 1 << 20):
+        return "ENOSPC"
+    return why
+
+
+def failure_path(exc: BaseException) -> str | None:
+    """The file an OS error of ``exc`` names, if any (SQLite's name none)."""
+    for link in _chain(exc):
+        if isinstance(link, OSError) and link.filename is not None:
+            return str(link.filename)
+    return None
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -128,6 +186,14 @@ class OutageLog:
         log a line are named, the others are counted in the reminders."""
         if exc is None:
             exc = sys.exc_info()[1]
+        disk = None if exc is None else disk_refused(exc)
+        if exc is not None and disk is not None:
+            # every turn fails alike until the operator frees space: one line, as for
+            # a database away
+            self._spell.failed(
+                f"{fields} reason=disk_refused disk=%s error=%s".lstrip(), *args, disk, reason(exc)
+            )
+            return
         if exc is None or not unreachable(exc):
             exc_info = exc if exc is not None else True
             self.logger.error(f"{self.event} {fields}".rstrip(), *args, exc_info=exc_info)

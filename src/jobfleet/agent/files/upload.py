@@ -209,7 +209,7 @@ async def _send(
             else HostStatus.GSE_FILE_TASK_ERROR
         )
         raise TransferError(
-            status, f"upload of {path} refused: HTTP {response.status_code} {response.text[:200]}"
+            status, f"upload of {path} refused: HTTP {response.status_code} {_why(response)}"
         )
     digest = reader.sha.hexdigest()
     _check_receipt(response, path, digest)
@@ -222,6 +222,16 @@ async def _send(
         time.monotonic() - started,
     )
     return size, digest
+
+
+def _why(response: httpx.Response) -> str:
+    """What the server said of a refusal: its envelope's message (a full disk, a file
+    too large), else the start of the body."""
+    try:
+        message = response.json().get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return message[:300] if isinstance(message, str) and message else response.text[:200]
 
 
 def _check_receipt(response: httpx.Response, path: str, digest: str) -> None:
