@@ -531,6 +531,21 @@ crons = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
+    # set only by migration 0023 on the later crons of a name that several crons of a
+    # scope shared before names were held; cleared when the cron is renamed
+    Column("name_shared", Boolean, nullable=False, default=False, server_default=false()),
+    # a name is held by one cron of a scope whatever the number of writers; crons that
+    # shared one before names were held keep it (the oldest of them is in the index, so
+    # no new cron takes the name beside them)
+    Index(
+        "uq_crons_scope_name",
+        "scope_type",
+        "scope_id",
+        "name",
+        unique=True,
+        sqlite_where=text("NOT name_shared"),
+        postgresql_where=text("NOT name_shared"),
+    ),
 )
 
 # one row per slot a cron fired: the unique key is what keeps a slot from running twice
