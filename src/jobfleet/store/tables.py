@@ -297,6 +297,9 @@ step_hosts = Table(
     Column("log_size", BigInteger, nullable=False, default=0),
     # variables a script step set on this host ({name: value})
     Column("variables", JSON, nullable=True),
+    # the job list filtered by ip finds the few host results of that address (migration
+    # 0024): PostgreSQL otherwise scans every host result of every job for them
+    Index(None, "ip"),
 )
 
 log_chunks = Table(
