@@ -511,10 +511,57 @@ async def test_a_cron_name_is_held_by_one_cron_of_a_business(running: Running) -
     assert names == ["Sundays", "nightly"]
     # two crons that shared a name before names were held: each is still saved whole
     # under the name it has (bk-job clients and the console send every field)
+    # (migration 0023 marks the later of them as sharing the name)
     async with server.db.begin() as conn:
-        await conn.execute(update(crons).where(crons.c.id == other["id"]).values(name="nightly"))
+        await conn.execute(update(crons).where(crons.c.id == other["id"])
+                           .values(name="nightly", name_shared=True))
     kept = await saved(wire, id=other["id"], name="nightly", expression="0 4 * * 0")
     assert (kept["name"], kept["expression"]) == ("nightly", "0 4 * * 0")
+
+
+async def test_a_cron_name_is_held_by_one_of_many_saves_at_once(running: Running) -> None:
+    """Saves that read a name free at the same time: one takes it, every other one is
+    refused with 1245004, on create and on a rename, never a 500."""
+    wire, server = running.wire, running.server
+    plan_id = await make_plan(server.db, server.cipher)
+    body = {"job_plan_id": plan_id, "expression": "0 2 * * *"}
+    answers = await asyncio.gather(*(save(wire, name="race", **body) for _ in range(16)))
+    codes = sorted(a["code"] for a in answers)
+    assert codes == [0] + [1245004] * 15, answers
+    winner = next(a["data"]["id"] for a in answers if a["result"])
+    assert {a["message"] for a in answers if not a["result"]} == {
+        f"Cron job [race] already existed: it is cron {winner}"}
+    others = [(await saved(wire, name=f"other {i}", **body))["id"] for i in range(12)]
+    answers = await asyncio.gather(*(save(wire, id=i, name="renamed") for i in others))
+    assert sorted(a["code"] for a in answers) == [0] + [1245004] * 11, answers
+    async with server.db.connect() as conn:
+        names = list((await conn.execute(select(crons.c.name))).scalars())
+    assert (names.count("race"), names.count("renamed"), len(names)) == (1, 1, 13)
+
+
+async def test_a_cron_name_is_held_across_two_nodes(
+    running: Running, tmp_path: Path, database_url: str
+) -> None:
+    """Two nodes on one database, each asked for the same new name, and each for the same
+    rename, at once: one cron takes it, every other save is refused with 1245004."""
+    other_dir = tmp_path / "node-b"
+    (other_dir / "server").mkdir(parents=True)
+    # every node of a cluster shares the secret key (and the admin credentials)
+    for name in ("secret.key", "bootstrap.json"):
+        shutil.copy(running.data_dir / "server" / name, other_dir / "server" / name)
+    plan_id = await make_plan(running.server.db, running.server.cipher)
+    body = {"job_plan_id": plan_id, "expression": "0 2 * * *"}
+    async with run_server(other_dir, database_url) as node_b:
+        wires = [running.wire, node_b.wire] * 6
+        answers = await asyncio.gather(*(save(w, name="both", **body) for w in wires))
+        assert sorted(a["code"] for a in answers) == [0] + [1245004] * 11, answers
+        others = [(await saved(running.wire, name=f"other {i}", **body))["id"] for i in range(8)]
+        answers = await asyncio.gather(*(
+            save(w, id=i, name="moved") for w, i in zip(wires, others, strict=False)))
+        assert sorted(a["code"] for a in answers) == [0] + [1245004] * 7, answers
+    async with running.server.db.connect() as conn:
+        names = list((await conn.execute(select(crons.c.name))).scalars())
+    assert (names.count("both"), names.count("moved")) == (1, 1), names
 
 
 async def test_slot_missed_while_down_fires_once_on_start(

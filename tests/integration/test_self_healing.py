@@ -185,6 +185,34 @@ async def test_two_posts_at_once_start_one_job(running: Running) -> None:
     await eventually(lambda: running.wire.wait(decisions[0]["job_instance_id"]))
 
 
+async def test_a_rule_name_is_held_by_one_rule_of_a_business(running: Running) -> None:
+    """Creates and renames that find a name free at once: one takes it, the others are
+    refused as a conflict (1249409), never a 500; so is a rename onto a taken name."""
+    wire = running.wire
+    plan_id = await make_plan(wire)
+    rules = f"{OWN}/businesses/2/heal-rules"
+
+    async def create(name: str) -> dict[str, Any]:
+        return await wire.post(rules, {"name": name, "job_plan_id": plan_id, "secret": SECRET})
+
+    async def rename(rule_id: int, name: str) -> dict[str, Any]:
+        resp = await wire.http.put(f"{rules}/{rule_id}", json={"name": name},
+                                   headers=wire.headers())
+        return dict(resp.json())
+
+    answers = await asyncio.gather(*(create("race") for _ in range(12)))
+    assert sorted(a["code"] for a in answers) == [0] + [1249409] * 11, answers
+    assert {a["message"] for a in answers if not a["result"]} == {"A rule named 'race' exists"}
+    others = [(await create(f"other {i}"))["data"]["id"] for i in range(8)]
+    answers = await asyncio.gather(*(rename(i, "renamed") for i in others))
+    assert sorted(a["code"] for a in answers) == [0] + [1249409] * 7, answers
+    onto = await rename(others[0], "race")
+    assert (onto["code"], onto["message"]) == (1249409, "A rule named 'race' exists"), onto
+    listed = await wire.get(rules, {})
+    names = [r["name"] for r in listed["data"]]
+    assert (names.count("race"), names.count("renamed"), len(names)) == (1, 1, 9), names
+
+
 async def test_the_alerts_of_one_call_see_the_decisions_before_them(running: Running) -> None:
     """One call's alerts are decided in order, each seeing the jobs the ones before it
     started: a repeated fingerprint converges, a host cooling down is held, the rule's

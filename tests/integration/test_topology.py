@@ -191,6 +191,31 @@ async def test_targets_by_set_module_group_and_combinations(running: Running) ->
     assert gone["code"] == 1211003
 
 
+async def test_a_set_or_module_name_is_held_under_calls_at_once(running: Running) -> None:
+    """Creates and renames that find a set's or a module's name free at once: one takes
+    it, the others are refused as a conflict, never a 500 or a second node of the name."""
+    answers = await asyncio.gather(*(
+        call(running, "POST", "/topology/sets", {"bk_biz_id": 2, "name": "race"})
+        for _ in range(12)))
+    assert sorted(a["code"] for a in answers) == [0] + [1249409] * 11, answers
+    sets = [await ok(running, "POST", "/topology/sets", {"bk_biz_id": 2, "name": f"set {i}"})
+            for i in range(8)]
+    answers = await asyncio.gather(*(
+        call(running, "PUT", f"/topology/sets/{s['id']}", {"bk_biz_id": 2, "name": "renamed"})
+        for s in sets))
+    assert sorted(a["code"] for a in answers) == [0] + [1249409] * 7, answers
+    modules = [await ok(running, "POST", "/topology/modules",
+                        {"bk_biz_id": 2, "set_id": sets[0]["id"], "name": f"module {i}"})
+               for i in range(8)]
+    answers = await asyncio.gather(*(
+        call(running, "PUT", f"/topology/modules/{m['id']}", {"bk_biz_id": 2, "name": "mod"})
+        for m in modules))
+    assert sorted(a["code"] for a in answers) == [0] + [1249409] * 7, answers
+    topology = await ok(running, "GET", "/topology", {"bk_biz_id": 2})
+    text = str(topology)
+    assert (text.count("'race'"), text.count("'renamed'"), text.count("'mod'")) == (1, 1, 1)
+
+
 async def test_other_business_needs_a_whitelist_entry(running: Running) -> None:
     await ok(running, "POST", "/businesses", {"bk_biz_id": 3, "name": "other"})
     await running.start_agents([OTHER], biz=3)

@@ -1,6 +1,7 @@
 """A server started on a database an older jobfleet wrote upgrades it and answers about
-its jobs, scripts, plans, crons and accounts as before; one started on a database a
-newer jobfleet upgraded refuses it, in one line."""
+its jobs, scripts, plans, crons and accounts as before (crons that shared a name before
+names were held too); one started on a database a newer jobfleet upgraded refuses it,
+in one line."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData, select, text
 from tests.conftest import fresh_database
-from tests.integration.harness import Running, Wire, b64, free_port, run_server
+from tests.integration import test_cron as cron
+from tests.integration.harness import Running, Wire, b64, eventually, free_port, run_server
+from tests.integration.test_cron import make_plan as make_cron_plan
 from tests.integration.test_plans import hosts, make_plan, script
 
 from jobfleet.store import tables
@@ -189,3 +192,62 @@ async def test_a_server_refuses_a_database_newer_than_itself(
     refused = [line for line in said.splitlines() if "database_schema_refused" in line]
     assert len(refused) == 1, said
     assert "0099_later" in refused[0] and "newer jobfleet" in refused[0]
+
+
+async def test_crons_sharing_a_name_before_names_were_held_survive_the_upgrade(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A database at 0022 where eight crons of a business share a name upgrades: they
+    list, fire and are saved whole as before, a ninth of the name is refused, and of
+    six renamed to one new name at once, one holds it alone."""
+    async with run_server(tmp_path, database_url, engine=cron.FAST) as running:
+        plan_id = await make_cron_plan(running.server.db, running.server.cipher)
+        ids = [(await cron.saved(running.wire, name=f"nightly {i}", job_plan_id=plan_id,
+                                 expression="0 2 * * *"))["id"] for i in range(8)]
+    db = Database(database_url)
+    try:
+        async with db.connect() as conn:
+            rows = await conn.run_sync(_rows)
+    finally:
+        await db.close()
+    for row in rows["crons"]:
+        row["name"] = "nightly"
+    older = tmp_path / "older"
+    older.mkdir()
+    async with fresh_database(_backend(database_url), older) as old_url:
+        db = Database(old_url)
+        try:
+            async with db.begin() as conn:
+                await conn.run_sync(_upgrade_to("0022_cron_firing_time"))
+                await conn.run_sync(_restore, rows)
+        finally:
+            await db.close()
+        # the same node: its data directory holds the key the plan's secrets are sealed with
+        async with run_server(tmp_path, old_url, engine=cron.FAST) as running:
+            wire = running.wire
+            listed = await wire.v3("get_cron_list", {**BIZ, "name": "nightly"}, method="GET")
+            assert sorted((c["id"], c["name"]) for c in listed["data"]["data"]) == [
+                (i, "nightly") for i in ids], listed
+            for cron_id in ids:
+                kept = await cron.saved(wire, id=cron_id, name="nightly", job_plan_id=plan_id,
+                                        expression="0 4 * * *")
+                assert (kept["name"], kept["expression"]) == ("nightly", "0 4 * * *")
+            ninth = await cron.save(wire, name="nightly", job_plan_id=plan_id,
+                                     expression="0 2 * * *")
+            assert ninth["code"] == 1245004, ninth
+            # renamed away at once, one cron holds the new name alone and cannot come back
+            renames = await asyncio.gather(
+                *(cron.save(wire, id=i, name="weekly") for i in ids[2:]))
+            assert sorted(r["code"] for r in renames) == [0] + [1245004] * 5, renames
+            moved = next(r["data"]["id"] for r in renames if r["result"])
+            assert (await cron.save(wire, id=moved, name="nightly"))["code"] == 1245004
+            assert (await cron.save(wire, name="weekly", job_plan_id=plan_id,
+                                    expression="0 2 * * *"))["code"] == 1245004
+            # and a cron that shares its name fires its plan
+            await running.start_agents([cron.A])
+            shared = ids[1]
+            await cron.saved(wire, id=shared, name="nightly", expression="* * * * *")
+            assert (await cron.set_status(wire, shared, 1))["result"]
+            jobs = await eventually(lambda: cron.cron_jobs(wire, shared), timeout=10)
+            status = await wire.wait(jobs[0]["job_instance_id"])
+            assert status["job_instance"]["status"] == 3, status

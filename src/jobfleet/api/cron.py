@@ -35,7 +35,7 @@ from jobfleet.domain.variables import (
     entry_key,
 )
 from jobfleet.engine.submit import Scope
-from jobfleet.store.crons import open_values, seal_values
+from jobfleet.store.crons import name_taken, open_values, seal_values
 from jobfleet.store.database import now_ms
 
 MANAGE = "manage_cron"
@@ -230,14 +230,13 @@ async def save_cron(call: Call) -> dict[str, Any]:
 
 async def _refuse_taken(call: Call, scope: Scope, name: str, cron_id: int | None = None) -> None:
     """bk-job's check: a name is held by one cron of a business (checked on create and on
-    a rename), so the crons of a business can be told apart by name."""
+    a rename), so the crons of a business can be told apart by name. Two saves that read
+    at once are told apart by the store's unique index."""
     holder = await call.services.crons.named(
         scope.scope_type, scope.scope_id, name, other_than=cron_id
     )
     if holder is not None:
-        raise JobError(
-            ErrorCode.CRON_EXISTS, f"Cron job [{name}] already existed: it is cron {holder}"
-        )
+        raise name_taken(name, holder)
 
 
 async def _create(call: Call, scope: Scope) -> Any:

@@ -9,6 +9,13 @@ clock (``jobfleet.domain.cron.CronClock``); it is null while the cron is paused 
 nothing left to fire. Moving it from one slot to the next, and saving, starting or
 pausing the cron, are compare-and-sets on its status and slot, and ``cron_firings`` has
 one row per slot, so a slot is handled once whatever the number of server processes.
+
+A name is held by one cron of a scope (bk-job's 1245004). The API reads first, to name
+the holder, and a unique index on the name decides between writers that read at once:
+a create or a rename that loses to it is refused as the read would have refused it.
+Crons that shared a name before names were held keep it: the later ones are
+``name_shared`` and out of the index (migration 0023), and are never made anew, so the
+read alone keeps new crons from their name.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -119,6 +127,12 @@ async def refuse_launched_plans(conn: AsyncConnection, plan_ids: list[int]) -> N
         )
 
 
+def name_taken(name: str, holder: int | None) -> JobError:
+    """bk-job's refusal of a cron name another cron of the scope holds."""
+    held = "" if holder is None else f": it is cron {holder}"
+    return JobError(ErrorCode.CRON_EXISTS, f"Cron job [{name}] already existed{held}")
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -138,17 +152,30 @@ class CronStore:
 
     # the API's side ---------------------------------------------------------
     async def create(self, values: dict[str, Any]) -> int:
+        """A new cron; CRON_EXISTS when another cron of its scope took its name meanwhile."""
         now = now_ms()
-        async with self.db.begin() as conn:
-            res = await conn.execute(
-                insert(crons).values(
-                    status=int(CronStatus.PAUSED),
-                    create_time=now,
-                    last_modify_time=now,
-                    **values,
+        try:
+            async with self.db.begin() as conn:
+                res = await conn.execute(
+                    insert(crons).values(
+                        status=int(CronStatus.PAUSED),
+                        create_time=now,
+                        last_modify_time=now,
+                        **values,
+                    )
                 )
-            )
+        except IntegrityError:
+            raise await self._taken(
+                values["scope_type"], values["scope_id"], values["name"]
+            ) from None
         return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    async def _taken(
+        self, scope_type: str, scope_id: str, name: str, cron_id: int | None = None
+    ) -> JobError:
+        # the unique index refused the write, so the name had a holder: the cron that won
+        holder = await self.named(scope_type, scope_id, name, other_than=cron_id)
+        return name_taken(name, holder)
 
     async def named(
         self, scope_type: str, scope_id: str, name: str, *, other_than: int | None = None
@@ -239,17 +266,29 @@ class CronStore:
         slot = seen.next_fire_at
         same_slot = crons.c.next_fire_at.is_(None) if slot is None else crons.c.next_fire_at == slot
         modified = max(int(values.get("last_modify_time", now_ms())), seen.last_modify_time + 1)
-        async with self.db.begin() as conn:
-            res = await conn.execute(
-                update(crons)
-                .where(
-                    crons.c.id == seen.id,
-                    crons.c.status == seen.status,
-                    crons.c.last_modify_time == seen.last_modify_time,
-                    same_slot,
+        values = {**values, "last_modify_time": modified}
+        renamed = "name" in values and values["name"] != seen.name
+        if renamed:
+            # a renamed cron holds its new name alone, as a new one would
+            values["name_shared"] = False
+        try:
+            async with self.db.begin() as conn:
+                res = await conn.execute(
+                    update(crons)
+                    .where(
+                        crons.c.id == seen.id,
+                        crons.c.status == seen.status,
+                        crons.c.last_modify_time == seen.last_modify_time,
+                        same_slot,
+                    )
+                    .values(**values)
                 )
-                .values(**{**values, "last_modify_time": modified})
-            )
+        except IntegrityError:
+            if not renamed:
+                raise
+            raise await self._taken(
+                seen.scope_type, seen.scope_id, values["name"], seen.id
+            ) from None
         return res.rowcount == 1
 
     async def seal_passwords(self, row: Row[Any], cipher: Cipher) -> Row[Any]:

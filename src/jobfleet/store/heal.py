@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
@@ -66,6 +67,10 @@ def decision_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
+def _name_taken(name: Any) -> JobError:
+    return JobError(ErrorCode.CONFLICT, f"A rule named {name!r} exists")
+
+
 class HealStore:
     def __init__(self, db: Database, cipher: Cipher) -> None:
         self.db = db
@@ -76,27 +81,22 @@ class HealStore:
     async def create_rule(
         self, bk_biz_id: int, *, secret: str, user: str, app_code: str, **fields: Any
     ) -> Row[Any]:
-        async with self.db.begin() as conn:
-            taken = (
-                await conn.execute(
-                    select(heal_rules.c.id).where(
-                        heal_rules.c.bk_biz_id == bk_biz_id, heal_rules.c.name == fields["name"]
+        try:
+            async with self.db.begin() as conn:
+                res = await conn.execute(
+                    insert(heal_rules).values(
+                        bk_biz_id=bk_biz_id,
+                        secret=self.cipher.encrypt(secret),
+                        operator=user,
+                        app_code=app_code,
+                        **fields,
+                        **new_stamps(user, now_ms()),
                     )
                 )
-            ).first()
-            if taken is not None:
-                raise JobError(ErrorCode.CONFLICT, f"A rule named {fields['name']!r} exists")
-            res = await conn.execute(
-                insert(heal_rules).values(
-                    bk_biz_id=bk_biz_id,
-                    secret=self.cipher.encrypt(secret),
-                    operator=user,
-                    app_code=app_code,
-                    **fields,
-                    **new_stamps(user, now_ms()),
-                )
-            )
-            rule_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+                rule_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+        except IntegrityError:
+            # the unique key on (business, name) decides, also between calls at once
+            raise _name_taken(fields["name"]) from None
         return await self.rule(bk_biz_id, rule_id)
 
     async def rule(self, bk_biz_id: int | None, rule_id: int) -> Row[Any]:
@@ -128,12 +128,15 @@ class HealStore:
         await self.rule(bk_biz_id, rule_id)
         if "secret" in changes:
             changes["secret"] = self.cipher.encrypt(changes["secret"])
-        async with self.db.begin() as conn:
-            await conn.execute(
-                update(heal_rules)
-                .where(heal_rules.c.id == rule_id)
-                .values(**changes, last_modify_user=user, last_modify_time=now_ms())
-            )
+        try:
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    update(heal_rules)
+                    .where(heal_rules.c.id == rule_id)
+                    .values(**changes, last_modify_user=user, last_modify_time=now_ms())
+                )
+        except IntegrityError:
+            raise _name_taken(changes.get("name")) from None
         return await self.rule(bk_biz_id, rule_id)
 
     async def delete_rule(self, bk_biz_id: int, rule_id: int) -> Row[Any]:

@@ -246,19 +246,16 @@ class JobReads:
             if filters.get("name"):
                 cond.append(job_instances.c.name.contains(filters["name"], autoescape=True))
             if filters.get("ip"):
-                # asked of each job of the range through its steps' host keys: a search
-                # of every host result by address would read all of them, of every
-                # business and every year
+                # the few host results of that address, found by its index, name their
+                # jobs: asked of each job of the range instead (a correlated EXISTS, as
+                # SQLite runs one), it costs a lookup per job; PostgreSQL plans both alike
                 ran_there = (
-                    select(1)
-                    .select_from(step_instances)
-                    .join(step_hosts, step_hosts.c.step_instance_id == step_instances.c.id)
-                    .where(
-                        step_instances.c.job_instance_id == job_instances.c.id,
-                        step_hosts.c.ip == filters["ip"],
-                    )
+                    select(step_instances.c.job_instance_id)
+                    .select_from(step_hosts)
+                    .join(step_instances, step_instances.c.id == step_hosts.c.step_instance_id)
+                    .where(step_hosts.c.ip == filters["ip"])
                 )
-                cond.append(ran_there.exists())
+                cond.append(job_instances.c.id.in_(ran_there))
         async with self.db.connect() as conn:
             total = (
                 await conn.execute(select(func.count()).select_from(job_instances).where(*cond))

@@ -297,6 +297,9 @@ step_hosts = Table(
     Column("log_size", BigInteger, nullable=False, default=0),
     # variables a script step set on this host ({name: value})
     Column("variables", JSON, nullable=True),
+    # the job list filtered by ip finds the few host results of that address (migration
+    # 0024): PostgreSQL otherwise scans every host result of every job for them
+    Index(None, "ip"),
 )
 
 log_chunks = Table(
@@ -531,6 +534,21 @@ crons = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("last_modify_user", String(128), nullable=False, default=""),
     Column("last_modify_time", BigInteger, nullable=False),
+    # set only by migration 0023 on the later crons of a name that several crons of a
+    # scope shared before names were held; cleared when the cron is renamed
+    Column("name_shared", Boolean, nullable=False, default=False, server_default=false()),
+    # a name is held by one cron of a scope whatever the number of writers; crons that
+    # shared one before names were held keep it (the oldest of them is in the index, so
+    # no new cron takes the name beside them)
+    Index(
+        "uq_crons_scope_name",
+        "scope_type",
+        "scope_id",
+        "name",
+        unique=True,
+        sqlite_where=text("NOT name_shared"),
+        postgresql_where=text("NOT name_shared"),
+    ),
 )
 
 # one row per slot a cron fired: the unique key is what keeps a slot from running twice

@@ -8,11 +8,13 @@ own business (none: it is idle). Targets name sets and modules by id (bk-job's
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, or_, select, update
+from sqlalchemy import Row, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.host_filters import DYNAMIC_GROUP_NOT_FOUND, HostFilter, parse_filter
@@ -144,20 +146,7 @@ class TopologyStore:
     async def create_set(self, bk_biz_id: int, name: str) -> dict[str, Any]:
         name = check_name(name, SET)
         async with self.db.begin() as conn:
-            # the unique key cannot see sets: their parent is null
-            taken = (
-                await conn.execute(
-                    select(topo_nodes.c.id).where(
-                        topo_nodes.c.bk_biz_id == bk_biz_id,
-                        topo_nodes.c.node_type == SET,
-                        topo_nodes.c.name == name,
-                    )
-                )
-            ).first()
-            if taken is not None:
-                raise JobError(
-                    ErrorCode.CONFLICT, f"Business {bk_biz_id} already has a set named {name!r}"
-                )
+            await _lock_names(conn, bk_biz_id)
             res = await conn.execute(
                 insert(topo_nodes).values(
                     bk_biz_id=bk_biz_id,
@@ -168,6 +157,10 @@ class TopologyStore:
                 )
             )
             new_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            if await _named(conn, bk_biz_id, SET, None, name) > 1:
+                raise JobError(
+                    ErrorCode.CONFLICT, f"Business {bk_biz_id} already has a set named {name!r}"
+                )
         return node_view(await self.node(bk_biz_id, new_id, SET))
 
     async def create_module(self, bk_biz_id: int, set_id: int, name: str) -> dict[str, Any]:
@@ -196,28 +189,17 @@ class TopologyStore:
     ) -> dict[str, Any]:
         name = check_name(name, node_type)
         row = await self.node(bk_biz_id, node_id, node_type)
-        siblings = (
-            topo_nodes.c.parent_id.is_(None)
-            if row.parent_id is None
-            else topo_nodes.c.parent_id == row.parent_id
-        )
-        async with self.db.begin() as conn:
-            clash = (
+        try:
+            async with self.db.begin() as conn:
+                await _lock_names(conn, bk_biz_id)
                 await conn.execute(
-                    select(topo_nodes.c.id).where(
-                        topo_nodes.c.bk_biz_id == bk_biz_id,
-                        topo_nodes.c.node_type == node_type,
-                        topo_nodes.c.name == name,
-                        topo_nodes.c.id != node_id,
-                        siblings,
-                    )
+                    update(topo_nodes).where(topo_nodes.c.id == node_id).values(name=name)
                 )
-            ).first()
-            if clash is not None:
-                raise JobError(ErrorCode.CONFLICT, f"A {node_type} named {name!r} already exists")
-            await conn.execute(
-                update(topo_nodes).where(topo_nodes.c.id == node_id).values(name=name)
-            )
+                if await _named(conn, bk_biz_id, node_type, row.parent_id, name) > 1:
+                    raise _clash(node_type, name)
+        except IntegrityError:
+            # a module's unique key refused it (a set's cannot: their parent is null)
+            raise _clash(node_type, name) from None
         return node_view(await self.node(bk_biz_id, node_id, node_type))
 
     async def delete_node(self, bk_biz_id: int, node_id: int, node_type: str) -> dict[str, Any]:
@@ -461,6 +443,47 @@ class TopologyStore:
         async with self.db.begin() as conn:
             await conn.execute(delete(dynamic_groups).where(dynamic_groups.c.id == row.id))
         return row
+
+
+async def _lock_names(conn: AsyncConnection, bk_biz_id: int) -> None:
+    """Name changes of a business's sets and modules one at a time, on every node.
+
+    The unique key cannot see sets (their parent is null), so a name is checked after
+    the write that takes it: on PostgreSQL this lock keeps another transaction from
+    writing the same name between that write and the check; on SQLite the write itself
+    takes the database's one write lock, so the check sees every committed name."""
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(f"jobfleet.topology.name:{bk_biz_id}".encode())
+        await conn.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+async def _named(
+    conn: AsyncConnection, bk_biz_id: int, node_type: str, parent_id: int | None, name: str
+) -> int:
+    """How many sets (or modules of one set) of a business have this name."""
+    siblings = (
+        topo_nodes.c.parent_id.is_(None)
+        if parent_id is None
+        else topo_nodes.c.parent_id == parent_id
+    )
+    return int(
+        (
+            await conn.execute(
+                select(func.count())
+                .select_from(topo_nodes)
+                .where(
+                    topo_nodes.c.bk_biz_id == bk_biz_id,
+                    topo_nodes.c.node_type == node_type,
+                    topo_nodes.c.name == name,
+                    siblings,
+                )
+            )
+        ).scalar_one()
+    )
+
+
+def _clash(node_type: str, name: str) -> JobError:
+    return JobError(ErrorCode.CONFLICT, f"A {node_type} named {name!r} already exists")
 
 
 def group_not_found(ids: Sequence[str], bk_biz_id: int | str) -> JobError:
