@@ -76,7 +76,8 @@ async def test_the_crons_of_a_plan_are_found_by_index(db: Database, cipher: Ciph
               for n in range(3000)]
     async with db.begin() as conn:
         await conn.execute(insert(crons), others)
-        await conn.execute(insert(crons).values({**others[0], "plan_id": plan_id}))
+        mine = {**others[0], "name": "nightly", "plan_id": plan_id}
+        await conn.execute(insert(crons).values(mine))
     await _analyze(db, "crons")
 
     async def refuse() -> None:
