@@ -119,3 +119,19 @@ def test_a_spell_reminds_once_a_minute_with_its_count_and_ends_in_one_line(
         "thing_waiting for=120s failures=25 error=refused",
         "thing_back after=135.0s failures=27",
     ]
+
+
+def test_alembic_says_only_which_migrations_ran() -> None:
+    """Every start, Alembic names seven plugins and twice its dialect at INFO: an
+    operator reading the start-up lines needs only the migrations that ran."""
+    out = "".join(
+        emit("text", logger, message)
+        for logger, message in (
+            ("alembic.runtime.plugins", "setup plugin alembic.autogenerate.schemas"),
+            ("alembic.runtime.migration", "Context impl SQLiteImpl."),
+            ("alembic.runtime.migration", "Will assume non-transactional DDL."),
+            ("alembic.runtime.migration", "Running upgrade 0023 -> 0024, step hosts ip"),
+        )
+    )
+    assert out.count("\n") == 1, out
+    assert "Running upgrade 0023 -> 0024" in out, out

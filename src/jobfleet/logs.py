@@ -88,7 +88,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+# what Alembic says at INFO on every start that tells an operator nothing: the plugins it
+# loaded and its dialect, once per migration context; its "Running upgrade" lines stay
+_ALEMBIC_CHATTER = ("setup plugin ", "Context impl ", "Will assume ")
+
+
 def _said_here_or_not_debug(record: logging.LogRecord) -> bool:
+    if record.name.startswith("alembic.") and record.levelno < logging.WARNING:
+        return not str(record.msg).startswith(_ALEMBIC_CHATTER)
     return record.levelno >= logging.INFO or record.name.partition(".")[0] == "jobfleet"
 
 
