@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,8 +196,17 @@ class Server:
         # bound now, so that its port (perhaps picked by the OS) is known before
         # anything announces it
         self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
+        # the names of this node's keys that the cluster refused while it ran
+        self._keys_refused: list[str] | None = None
+        self._api_server: _Listener | None = None
         self.bus: Bus = (
-            _redis_bus(settings.redis_url, self.node_id, self.cipher, self._cluster_keys())
+            _redis_bus(
+                settings.redis_url,
+                self.node_id,
+                self.cipher,
+                self._cluster_keys(),
+                self._refused_by_cluster,
+            )
             if settings.redis_url
             else LocalBus(self.node_id)
         )
@@ -506,6 +515,7 @@ class Server:
             session_tickets=True,
         )
         self.monitor.api_handshake_gates = server.gates
+        self._api_server = server
         return server
 
     def uvicorn_config(self) -> uvicorn.Config:
@@ -576,6 +586,8 @@ class Server:
         if self.settings.redis_url:
             await self._check_cluster_keys(self.settings.redis_url)
         await self.listener().serve()
+        if self._keys_refused is not None:
+            raise SystemExit(2)
 
     def _cluster_keys(self) -> dict[str, str]:
         """Check values of what every node of a cluster shares (docs/deploy.md)."""
@@ -593,8 +605,14 @@ class Server:
 
         differing = await claim_cluster_keys(redis_url, self._cluster_keys())
         if not differing:
-            # None: Redis is away; the bus says so, and the node joins when it is back
+            # None: Redis is away; the bus compares when it reaches Redis, before it
+            # sends or reads anything (_refused_by_cluster)
             return
+        self._log_refusal(differing)
+        await self.db.close()
+        raise SystemExit(2)
+
+    def _log_refusal(self, differing: list[str]) -> None:
         log.error(
             "cluster_keys_refused files=%s error=this node's %s differ from the other "
             "nodes' of this cluster: copy secret.key and tls/ from the data directory "
@@ -603,16 +621,36 @@ class Server:
             " and ".join(differing),
             self.settings.data_dir,
         )
-        await self.db.close()
-        raise SystemExit(2)
+
+    def _refused_by_cluster(self, differing: list[str]) -> None:
+        """The bus reached Redis after this node started (Redis was away) and found
+        other keys there: the node ends as it would have at start, with status 2."""
+        if self._keys_refused is not None:
+            return
+        self._keys_refused = differing
+        self._log_refusal(differing)
+        if self._api_server is not None:
+            # stops the API listener, whose lifespan then stops everything else
+            self._api_server.should_exit = True
 
 
-def _redis_bus(url: str, node: str, cipher: Cipher, cluster_keys: dict[str, str]) -> Bus:
+def _redis_bus(
+    url: str,
+    node: str,
+    cipher: Cipher,
+    cluster_keys: dict[str, str],
+    on_refused: Callable[[list[str]], None],
+) -> Bus:
     # imported for a cluster node only: the Redis client holds ~7 MiB a lone server never uses
     from jobfleet.bus.redis import RedisBus
 
     return RedisBus(
-        url, node, seal=cipher.seal_bytes, unseal=cipher.open_bytes, cluster_keys=cluster_keys
+        url,
+        node,
+        seal=cipher.seal_bytes,
+        unseal=cipher.open_bytes,
+        cluster_keys=cluster_keys,
+        on_refused=on_refused,
     )
 
 

@@ -28,6 +28,14 @@ done the same (each within a beat or so), the new Redis lacks their liveness key
 and agents: for ``node_ttl`` after noticing the new instance, a node keeps the
 nodes it knew alive and, for hosts the new map does not name yet, where it knew
 their agents to be.
+
+Every node of a cluster holds the same secret key and agent CA; their check values
+are in ``jf:cluster``. A node compares its own with them each time it registers
+(at start, and whenever Redis is back or is a new instance), before it writes or
+reads anything else there: one whose values differ goes no further (``on_refused``)
+and leaves the stored values as they are. A node that has not yet seen the cluster's
+values (Redis was away when it started) does not write its own into an empty Redis
+until ``node_ttl`` has passed: the running nodes write theirs back first.
 """
 
 from __future__ import annotations
@@ -96,6 +104,19 @@ async def claim_cluster_keys(
     return [name for name, value in values.items() if stored.get(name.encode()) != value.encode()]
 
 
+class ClusterKeysRefused(Exception):
+    """This node's keys are not the cluster's: it must not serve the cluster's work."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
+
+
+class _JoinDeferred(Exception):
+    """Redis is empty and this node has not seen the cluster's keys yet: it waits for
+    the running nodes to write theirs back."""
+
+
 class RedisBus:
     clustered = True
 
@@ -111,6 +132,7 @@ class RedisBus:
         seal: Callable[[bytes], bytes] = bytes,
         unseal: Callable[[bytes], bytes] = bytes,
         cluster_keys: dict[str, str] | None = None,
+        on_refused: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.url = url
         self.node_id = node_id
@@ -124,6 +146,14 @@ class RedisBus:
         # learns the cluster's keys from the running nodes first (within a beat), not
         # from whichever node happens to start next (claim_cluster_keys)
         self.cluster_keys = dict(cluster_keys or {})
+        self._on_refused = on_refused
+        # the names of the keys that differ from the cluster's (None: not refused)
+        self.refused: list[str] | None = None
+        # set once this node's keys matched the cluster's: until then it sends and
+        # reads nothing (what it would seal no other node could open)
+        self._joined = asyncio.Event()
+        # when this node, not yet joined, first found no keys in Redis (monotonic)
+        self._empty_since: float | None = None
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=5.0)
         self._listener: BusListener | None = None
         self._outbox: dict[str, list[dict[str, Any]]] = {}
@@ -159,6 +189,10 @@ class RedisBus:
         try:
             await self._register()
             await self._load_holders()
+        except ClusterKeysRefused:
+            return
+        except _JoinDeferred:
+            pass
         except (RedisError, OSError) as exc:
             # the node serves without Redis (what goes between nodes waits, as when
             # Redis goes away later); its first beat that reaches Redis registers it
@@ -168,8 +202,9 @@ class RedisBus:
             self._tasks.append(loop.create_task(job()))
 
     async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(), 2.0)
+        if self._joined.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flush(), 2.0)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -179,8 +214,9 @@ class RedisBus:
             _done, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
             if stuck:
                 log.warning("bus_stop_tasks_left count=%d", len(stuck))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._leave(), STOP_SECONDS)
+        if self._joined.is_set() and self.refused is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._leave(), STOP_SECONDS)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.redis.aclose(), STOP_SECONDS)
 
@@ -198,10 +234,10 @@ class RedisBus:
 
     async def _register(self) -> None:
         info = await self.redis.info("server")
+        # first: a node whose keys are not the cluster's writes nothing there
+        await self._check_keys()
         await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
         await self.redis.sadd(self._k("nodes"), self.node_id)
-        for name, value in self.cluster_keys.items():
-            await self.redis.hsetnx(self._k("cluster"), name, value)
         try:
             await self.redis.xgroup_create(self._inbox(self.node_id), GROUP, id="0", mkstream=True)
         except ResponseError as exc:
@@ -209,6 +245,48 @@ class RedisBus:
                 raise
         # last: a registration cut short is done again at the next beat
         self._run_id = str(info.get("run_id"))
+        self._joined.set()
+
+    async def _check_keys(self) -> None:
+        if self.refused is not None:
+            raise ClusterKeysRefused(self.refused)
+        if not self.cluster_keys:
+            return
+        key = self._k("cluster")
+        stored: Any = await self.redis.hgetall(key)
+        if not stored and not self._joined.is_set():
+            # Redis lost the keys (it restarted empty) or never had them. The nodes
+            # that ran before write theirs back within a beat: this node, which has
+            # not seen the cluster's, must not be first, or it would make them refuse
+            now = time.monotonic()
+            if self._empty_since is None:
+                self._empty_since = now
+            if now - self._empty_since < self.node_ttl:
+                raise _JoinDeferred(
+                    "no cluster keys in Redis yet: waiting for the running nodes to write "
+                    "theirs back before writing this node's"
+                )
+        if len(stored) < len(self.cluster_keys):
+            for name, value in self.cluster_keys.items():
+                await self.redis.hsetnx(key, name, value)
+            stored = await self.redis.hgetall(key)
+        differing = [
+            name
+            for name, value in self.cluster_keys.items()
+            if stored.get(name.encode()) != value.encode()
+        ]
+        if differing:
+            self._refuse(differing)
+            raise ClusterKeysRefused(differing)
+
+    def _refuse(self, differing: list[str]) -> None:
+        """Stop serving the cluster: no more sending, reading or beating."""
+        self.refused = differing
+        self._joined.clear()
+        for task in self._tasks:
+            task.cancel()
+        if self._on_refused is not None:
+            self._on_refused(differing)
 
     # sending ----------------------------------------------------------------
     def send(self, node: str, message: dict[str, Any]) -> None:
@@ -227,6 +305,8 @@ class RedisBus:
         while True:
             raise_if_cancelled()
             await self._wake.wait()
+            # kept until this node's keys are known to be the cluster's
+            await self._joined.wait()
             self._wake.clear()
             outbox, self._outbox = self._outbox, {}
             hold, self._hold = self._hold, set()
@@ -288,6 +368,7 @@ class RedisBus:
         spell = Spell(log, "bus_read_waiting", back="bus_read_resumed")
         while True:
             raise_if_cancelled()
+            await self._joined.wait()
             try:
                 reply: Any = await self.redis.xreadgroup(
                     GROUP,
@@ -302,8 +383,13 @@ class RedisBus:
                 raise
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    async with self._recovery:
-                        await self._recover()
+                    try:
+                        async with self._recovery:
+                            await self._recover()
+                    except ClusterKeysRefused:
+                        return
+                    except _JoinDeferred:
+                        await asyncio.sleep(self.beat)
                     last = "0"
                     continue
                 raise
@@ -365,6 +451,8 @@ class RedisBus:
                 spell.ok()
             except asyncio.CancelledError:
                 raise
+            except ClusterKeysRefused:
+                return
             except Exception as exc:
                 raise_if_cancelled()
                 spell.failed("error=%s", exc)
