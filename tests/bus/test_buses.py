@@ -237,3 +237,34 @@ async def test_redis_away_is_one_line_per_loop_and_one_when_back(
         assert await a.redis.hget("jf:cluster", "secret.key") == b"check"
     finally:
         await a.stop()
+
+
+async def test_a_node_that_reaches_redis_late_compares_its_keys_before_it_joins(
+        redis: Redis) -> None:
+    """Redis is away when ``b`` starts with keys that are not the cluster's, and comes
+    back empty: ``a`` (which ran all along) writes the cluster's keys back, and ``b``,
+    which waits a node_ttl before it would write its own into an empty Redis, finds
+    them, says it is refused, and writes and sends nothing there."""
+    cipher = Cipher(Fernet.generate_key())
+    a = bus(redis, "a", cipher, cluster_keys={"secret.key": "check"})
+    await a.start(Listener())
+    refused: list[list[str]] = []
+    b = bus(redis, "b", Cipher(Fernet.generate_key()),
+            cluster_keys={"secret.key": "other"}, on_refused=refused.append)
+    try:
+        await redis.stop()
+        await b.start(Listener())
+        b.send("a", {"k": "wake"})
+        b.hold([7])
+        await redis.start()
+        await eventually(lambda: asyncio.sleep(0, refused), timeout=20)
+        assert refused == [["secret.key"]]
+        assert await a.redis.hget("jf:cluster", "secret.key") == b"check"
+        await asyncio.sleep(1.0)
+        assert await a.redis.exists("jf:node:b", "jf:inbox:b") == 0
+        assert not await a.redis.sismember("jf:nodes", "b")
+        assert await a.redis.xlen("jf:inbox:a") == 0
+        assert await a.redis.hget("jf:presence", "7") is None
+    finally:
+        await b.stop()
+        await a.stop()

@@ -187,7 +187,9 @@ class RedisBus:
     async def start(self, listener: BusListener) -> None:
         self._listener = listener
         try:
-            await self._register()
+            # a node that reaches Redis as it starts may be the cluster's first: its keys
+            # are the cluster's if none are there (as claim_cluster_keys has it)
+            await self._register(first=True)
             await self._load_holders()
         except ClusterKeysRefused:
             return
@@ -232,10 +234,10 @@ class RedisBus:
         await self.redis.srem(self._k("nodes"), self.node_id)
         await self.redis.delete(self._inbox(self.node_id))
 
-    async def _register(self) -> None:
+    async def _register(self, first: bool = False) -> None:
         info = await self.redis.info("server")
         # first: a node whose keys are not the cluster's writes nothing there
-        await self._check_keys()
+        await self._check_keys(first)
         await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
         await self.redis.sadd(self._k("nodes"), self.node_id)
         try:
@@ -247,14 +249,14 @@ class RedisBus:
         self._run_id = str(info.get("run_id"))
         self._joined.set()
 
-    async def _check_keys(self) -> None:
+    async def _check_keys(self, first: bool) -> None:
         if self.refused is not None:
             raise ClusterKeysRefused(self.refused)
         if not self.cluster_keys:
             return
         key = self._k("cluster")
         stored: Any = await self.redis.hgetall(key)
-        if not stored and not self._joined.is_set():
+        if not stored and not self._joined.is_set() and not first:
             # Redis lost the keys (it restarted empty) or never had them. The nodes
             # that ran before write theirs back within a beat: this node, which has
             # not seen the cluster's, must not be first, or it would make them refuse
