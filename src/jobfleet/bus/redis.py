@@ -170,6 +170,10 @@ class RedisBus:
         # until then, the presence map of a Redis that restarted empty may still lack
         # the agents of nodes that have not written theirs back (monotonic time)
         self._merge_until = 0.0
+        # the hosts of the other nodes this node knew alive when Redis came back empty:
+        # a node among them that died meanwhile has no record in the new Redis, and is
+        # taken over by them (_take_over) once it has not registered within node_ttl
+        self._orphans: dict[str, set[int]] = {}
         self._release_script = self.redis.register_script(_RELEASE)
         # figures for /metrics
         self.sent_messages = 0
@@ -469,10 +473,21 @@ class RedisBus:
     async def _recover(self) -> None:
         """Redis came back as a new instance (or is reached for the first time): write
         what it lost about this node."""
-        if self._run_id is not None:
+        restarted = self._run_id is not None
+        if restarted:
             log.warning("bus_redis_restarted node=%s", self.node_id)
         self._merge_until = time.monotonic() + self.node_ttl
         await self._register()
+        if restarted:
+            known = self._live - {self.node_id}
+            for node in known:
+                self._orphans.setdefault(node, set())
+            for host, node in self._holders.items():
+                if node in known:
+                    self._orphans[node].add(host)
+            if known:
+                # listed again, so that one that does not register again is found gone
+                await self.redis.sadd(self._k("nodes"), *sorted(known))
         if self._held:
             held = sorted(self._held)
             await self.redis.hset(self._k("presence"), mapping={h: self.node_id for h in held})
@@ -493,6 +508,10 @@ class RedisBus:
         if time.monotonic() < self._merge_until:
             # Redis restarted empty moments ago: the others may not have registered again
             live |= self._live
+        else:
+            # a node that registered again, or that another node took over, left none
+            for node in [n for n in self._orphans if n in live or n not in nodes]:
+                del self._orphans[node]
         self._live = live
         for node in nodes:
             if node not in live:
@@ -511,6 +530,10 @@ class RedisBus:
                 left.extend(orjson.loads(self._unseal(fields[b"m"])))
         presence: Any = await self.redis.hgetall(self._k("presence"))
         hosts = [int(h) for h, n in presence.items() if _text(n) == node]
+        # what a Redis that restarted empty lost of the node's agents, but for those
+        # another node holds now
+        held = {int(h) for h in presence}
+        hosts += sorted(self._orphans.pop(node, set()) - held)
         if self._listener is not None:
             await self._listener.node_gone(node, hosts)
             for message in left:
