@@ -585,6 +585,7 @@ class Server:
             raise SystemExit(2) from None
         if self.settings.redis_url:
             await self._check_cluster_keys(self.settings.redis_url)
+            await self._check_node_id(self.settings.redis_url)
         await self.listener().serve()
         if self._keys_refused is not None:
             raise SystemExit(2)
@@ -609,6 +610,24 @@ class Server:
             # sends or reads anything (_refused_by_cluster)
             return
         self._log_refusal(differing)
+        await self.db.close()
+        raise SystemExit(2)
+
+    async def _check_node_id(self, redis_url: str) -> None:
+        """Two nodes under one node id read each other's messages (each sees part of
+        the other's stream), and both drive the jobs leased to it: a node whose id a
+        running node has ends here, in one line, before it listens."""
+        from jobfleet.bus.redis import node_id_in_use
+
+        if not await node_id_in_use(redis_url, self.node_id):
+            return
+        log.error(
+            "node_id_in_use node=%s error=a running node of this cluster has this node's "
+            "id: its data directory was copied with node_id; delete %s and start it again "
+            "(docs/deploy.md, A cluster)",
+            self.node_id,
+            self.settings.data_dir / "node_id",
+        )
         await self.db.close()
         raise SystemExit(2)
 

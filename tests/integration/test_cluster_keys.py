@@ -99,3 +99,20 @@ async def test_a_node_started_while_redis_is_away_is_refused_once_redis_is_back(
         assert stored[b"secret.key"].decode() == Cipher.from_data_dir(first.data_dir).check_value()
         assert nodes == {(first.data_dir / "node_id").read_text().strip()}
         assert (await c.wires[0].http.get(f"{first.url}/readyz")).status_code == 200
+
+
+async def test_a_node_with_a_running_nodes_id_is_refused_in_one_line(
+        tmp_path: Path, database_url: str) -> None:
+    """A data directory copied whole, ``node_id`` too: the copy would read part of the
+    first node's messages and drive its jobs beside it; it ends at once instead."""
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, size=1) as c:
+        first = c.nodes[0]
+        twin = Node("twin", tmp_path / "twin", database_url, c.redis.url, first.engine)
+        twin.data_dir.mkdir(parents=True)
+        for name in ("secret.key", "bootstrap.json", "node_id"):
+            shutil.copy(first.data_dir / name, twin.data_dir / name)
+        shutil.copytree(first.data_dir / "tls", twin.data_dir / "tls")
+        text = await refused(twin)
+        assert "node_id_in_use node=" in text and "docs/deploy.md" in text, text
+        assert (await c.wires[0].http.get(f"{first.url}/readyz")).status_code == 200

@@ -104,6 +104,28 @@ async def claim_cluster_keys(
     return [name for name, value in values.items() if stored.get(name.encode()) != value.encode()]
 
 
+async def node_id_in_use(url: str, node_id: str, beat: float = 2.0, prefix: str = "jf") -> bool:
+    """Does a running node beat under ``node_id`` (a data directory copied with its
+    ``node_id``)? Its liveness key changes within a beat; that of this node's own
+    previous life (killed moments ago) does not. False when Redis cannot be reached."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, socket_timeout=5.0, socket_connect_timeout=5.0
+    )
+    key = f"{prefix}:node:{node_id}"
+    try:
+        before = await client.get(key)
+        if before is None:
+            return False
+        await asyncio.sleep(beat * 1.5)
+        after = await client.get(key)
+    except (RedisError, OSError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return after is not None and after != before
+
+
 class ClusterKeysRefused(Exception):
     """This node's keys are not the cluster's: it must not serve the cluster's work."""
 
