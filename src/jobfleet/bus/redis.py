@@ -34,8 +34,9 @@ are in ``jf:cluster``. A node compares its own with them each time it registers
 (at start, and whenever Redis is back or is a new instance), before it writes or
 reads anything else there: one whose values differ goes no further (``on_refused``)
 and leaves the stored values as they are. A node that has not yet seen the cluster's
-values (Redis was away when it started) does not write its own into an empty Redis
-until ``node_ttl`` has passed: the running nodes write theirs back first.
+values does not write its own into a Redis that started empty less than ``node_ttl``
+ago (a restart that lost them): the running nodes write theirs back first, and a
+running node that finds other values there writes its own back over them.
 """
 
 from __future__ import annotations
@@ -174,8 +175,6 @@ class RedisBus:
         # set once this node's keys matched the cluster's: until then it sends and
         # reads nothing (what it would seal no other node could open)
         self._joined = asyncio.Event()
-        # when this node, not yet joined, first found no keys in Redis (monotonic)
-        self._empty_since: float | None = None
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=5.0)
         self._listener: BusListener | None = None
         self._outbox: dict[str, list[dict[str, Any]]] = {}
@@ -213,8 +212,8 @@ class RedisBus:
     async def start(self, listener: BusListener) -> None:
         self._listener = listener
         try:
-            # a node that reaches Redis as it starts may be the cluster's first: its keys
-            # are the cluster's if none are there (as claim_cluster_keys has it)
+            # a node that reaches Redis as it starts may be the cluster's first (as in
+            # claim_cluster_keys, which a server calls before)
             await self._register(first=True)
             await self._load_holders()
         except ClusterKeysRefused:
@@ -263,7 +262,8 @@ class RedisBus:
     async def _register(self, first: bool = False) -> None:
         info = await self.redis.info("server")
         # first: a node whose keys are not the cluster's writes nothing there
-        await self._check_keys(first)
+        young = not first and float(info.get("uptime_in_seconds") or 0) < self.node_ttl
+        await self._check_keys(young)
         await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
         await self.redis.sadd(self._k("nodes"), self.node_id)
         try:
@@ -275,25 +275,21 @@ class RedisBus:
         self._run_id = str(info.get("run_id"))
         self._joined.set()
 
-    async def _check_keys(self, first: bool) -> None:
+    async def _check_keys(self, young: bool) -> None:
         if self.refused is not None:
             raise ClusterKeysRefused(self.refused)
         if not self.cluster_keys:
             return
         key = self._k("cluster")
         stored: Any = await self.redis.hgetall(key)
-        if not stored and not self._joined.is_set() and not first:
-            # Redis lost the keys (it restarted empty) or never had them. The nodes
-            # that ran before write theirs back within a beat: this node, which has
-            # not seen the cluster's, must not be first, or it would make them refuse
-            now = time.monotonic()
-            if self._empty_since is None:
-                self._empty_since = now
-            if now - self._empty_since < self.node_ttl:
-                raise _JoinDeferred(
-                    "no cluster keys in Redis yet: waiting for the running nodes to write "
-                    "theirs back before writing this node's"
-                )
+        if not stored and not self._joined.is_set() and young:
+            # Redis started moments ago, without the keys: a restart that lost them, which
+            # the nodes that ran before write back within a beat. This node, which has not
+            # seen the cluster's, must not be first, or it would make them all refuse
+            raise _JoinDeferred(
+                "a Redis that started empty moments ago: waiting for the running nodes "
+                "to write the cluster's keys back before writing this node's"
+            )
         if len(stored) < len(self.cluster_keys):
             for name, value in self.cluster_keys.items():
                 await self.redis.hsetnx(key, name, value)
@@ -303,7 +299,20 @@ class RedisBus:
             for name, value in self.cluster_keys.items()
             if stored.get(name.encode()) != value.encode()
         ]
-        if differing:
+        if differing and self._joined.is_set():
+            # this node's keys were the cluster's in the Redis before this one: what
+            # differs was written since by a node that started in between with other
+            # keys. The running nodes keep theirs (their ending would take the cluster
+            # down); that node is the one that is wrong, and is refused when it
+            # registers next
+            log.error(
+                "cluster_keys_conflict files=%s error=a Redis that restarted empty "
+                "holds other keys than this node's, written by a node that started "
+                "meanwhile: this node writes its own back",
+                ",".join(differing),
+            )
+            await self.redis.hset(key, mapping={n: self.cluster_keys[n] for n in differing})
+        elif differing:
             self._refuse(differing)
             raise ClusterKeysRefused(differing)
 
