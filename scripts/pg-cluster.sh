@@ -43,6 +43,21 @@ as_owner() {
     fi
 }
 
+# A start that fails leaves DIR as it found it (empty, or absent if start made it):
+# a marker left behind would make the next start refuse DIR as not empty.
+undo_start() {
+    local status=$?
+    trap - EXIT
+    if [ -f "$DIR/data/postmaster.pid" ]; then
+        as_owner "$(stat -c %U "$DIR/data")" "$BIN/pg_ctl" --pgdata="$DIR/data" \
+            --mode=immediate --wait stop >/dev/null 2>&1 || true
+    fi
+    # DIR was empty when start took it: everything in it is start's own
+    find "$DIR" -mindepth 1 -delete
+    [ "$MADE_DIR" = no ] || rmdir -- "$DIR"
+    exit "$status"
+}
+
 start() {
     local bin user port url attempt
     bin=$(bindir) || die "no PostgreSQL server binaries (pg_ctl) found"
@@ -58,9 +73,13 @@ start() {
         user=$(id -un)
     fi
 
+    MADE_DIR=no
+    [ -e "$DIR" ] || MADE_DIR=yes
     mkdir -p "$DIR"
     DIR=$(cd "$DIR" && pwd)
     [ -z "$(ls -A "$DIR")" ] || die "$DIR is not empty"
+    BIN=$bin
+    trap undo_start EXIT
     touch "$DIR/$MARKER"
     mkdir "$DIR/sock"
     [ "$(id -u)" -ne 0 ] || chown -R "$user:" "$DIR"
@@ -95,6 +114,7 @@ EOF
             --wait --timeout=60 --options="-p $port" start >/dev/null; then
             url="postgresql+asyncpg://$PG_ROLE@127.0.0.1:$port/postgres"
             echo "$url" >"$DIR/url"
+            trap - EXIT
             echo "$url"
             return
         fi

@@ -98,3 +98,24 @@ def test_debug_shows_jobfleet_lines_but_not_the_libraries_dumps() -> None:
     text = stream.getvalue()
     assert "CREDENTIAL" not in text, text
     assert "frame_checked agent=a1" in text and "connection open" in text, text
+
+
+def test_a_spell_reminds_once_a_minute_with_its_count_and_ends_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    log = logging.getLogger("test.spell")
+    spell = logs.Spell(log, "thing_waiting", back="thing_back", every=60.0)
+    with caplog.at_level(logging.INFO, logger="test.spell"):
+        # a failure every 5 s for 130 s: 27 of them
+        for _ in range(27):
+            spell.failed("error=%s", "refused")
+            clock[0] += 5.0
+        spell.ok()
+    assert [r.getMessage() for r in caplog.records] == [
+        "thing_waiting error=refused",
+        "thing_waiting for=60s failures=13 error=refused",
+        "thing_waiting for=120s failures=25 error=refused",
+        "thing_back after=135.0s failures=27",
+    ]

@@ -131,16 +131,21 @@ class Spell:
         self._since: float | None = None
         self._said = 0.0
         self._failed = 0.0
+        # failures of the spell under way, told in its reminders and its last line
+        self.count = 0
 
     def failed(self, fields: str = "", *args: object, level: int = logging.WARNING) -> None:
         now = time.monotonic()
         if self._since is None or now - self._failed >= self.every:
             self._since = self._said = now
+            self.count = 1
             self.logger.log(level, f"{self.event} {fields}".rstrip(), *args)
-        elif now - self._said >= self.every:
-            self._said = now
-            lasted = f"for={now - self._since:.0f}s"
-            self.logger.log(level, f"{self.event} {lasted} {fields}".rstrip(), *args)
+        else:
+            self.count += 1
+            if now - self._said >= self.every:
+                self._said = now
+                lasted = f"for={now - self._since:.0f}s failures={self.count}"
+                self.logger.log(level, f"{self.event} {lasted} {fields}".rstrip(), *args)
         self._failed = now
 
     def ok(self) -> None:
@@ -148,4 +153,4 @@ class Spell:
             return
         lasted, self._since = time.monotonic() - self._since, None
         if self.back is not None:
-            self.logger.info("%s after=%.1fs", self.back, lasted)
+            self.logger.info("%s after=%.1fs failures=%d", self.back, lasted, self.count)

@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,6 +375,9 @@ class Server:
             yield
         finally:
             await self.stop()
+            # the last of the listeners' shutdown: after it uvicorn raises the signal
+            # that stopped the process again, and a SIGTERM ends it at once
+            log.info("server_stopped node=%s pid=%d", self.node_id, os.getpid())
 
     def _job_finished(self, job_id: int, status: RunStatus) -> None:
         """Live views of the job hear at once that it ended."""
@@ -406,11 +409,23 @@ class Server:
         self.statistics.start()
         self.gateway.start()
         await self._start_agent_listener()
+
+    def _started(self, sockets: list[socket.socket]) -> None:
+        """Once both ports listen: the one line that says what runs where (uvicorn's
+        own lines would say it once per listener, and not which is which)."""
+        api = _address(self.settings.url.split(":", 1)[0], self.settings.host, sockets)
+        channel = self.services.agent_channel
+        if self.agent_socket is not None and channel.port:
+            agent = _address("https", self.settings.host, [self.agent_socket])
+        else:
+            agent = "api_port_plaintext"
         log.info(
-            "server_started node=%s url=%s agent_port=%s",
+            "server_started node=%s pid=%d api=%s agent=%s console=%s/",
             self.node_id,
-            self.settings.url,
-            channel.port or "plaintext",
+            os.getpid(),
+            api,
+            agent,
+            self.settings.public_url or api,
         )
 
     async def _start_agent_listener(self) -> None:
@@ -513,6 +528,7 @@ class Server:
             port="api",
             owns_signals=True,
             session_tickets=True,
+            on_started=self._started,
         )
         self.monitor.api_handshake_gates = server.gates
         self._api_server = server
@@ -718,6 +734,30 @@ def _bind_agent_port(settings: ServerSettings) -> socket.socket:
     raise AssertionError("unreachable: the last port either binds or raises")
 
 
+uvicorn_log = logging.getLogger("uvicorn.error")
+
+
+class _DropFirst(logging.Filter):
+    """Drops the first record whose message begins with ``prefix``, lets all others by."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.dropped and record.getMessage().startswith(self.prefix):
+            self.dropped = True
+            return False
+        return True
+
+
+def _address(scheme: str, host: str, sockets: list[socket.socket]) -> str:
+    """Where a listener listens, its port as bound (the one the system picked for 0)."""
+    port = sockets[0].getsockname()[1] if sockets else 0
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 class _Listener(uvicorn.Server):
     """One of the server's listeners. With TLS its handshakes pass the gate of
     ``gateway/handshakes.py`` and its connections run over ``gateway/tlslayer.py``
@@ -736,13 +776,37 @@ class _Listener(uvicorn.Server):
         port: str,
         owns_signals: bool,
         session_tickets: bool,
+        on_started: Callable[[list[socket.socket]], None] | None = None,
     ) -> None:
         super().__init__(config)
         self.limits = limits
         self.port = port
         self.owns_signals = owns_signals
         self.session_tickets = session_tickets
+        self.on_started = on_started
         self.gates: list[HandshakeGate] = []
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's own, without its "Started/Finished server process" lines: each
+        # listener would log them, twice in all, naming neither port; the server logs
+        # one line for both (``Server._started``)
+        config = self.config
+        if not config.loaded:
+            config.load()
+        self.lifespan = config.lifespan_class(config)
+        await self.startup(sockets=sockets)
+        if not self.should_exit:
+            await self.main_loop()
+        if self.started:
+            await self.shutdown(sockets=sockets)
+
+    def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
+        """Said by ``on_started``, with the port's role."""
+
+    def _listening(self, sockets: list[socket.socket]) -> None:
+        self.started = True
+        if self.on_started is not None:
+            self.on_started(sockets)
 
     @contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -756,11 +820,19 @@ class _Listener(uvicorn.Server):
         config = self.config
         if config.ssl is None:
             await super().startup(sockets)
+            if self.started:
+                self._listening(sockets or [s for srv in self.servers for s in srv.sockets])
             return
         if sockets is None:
             # bound before the lifespan starts anything: an address in use ends the
-            # process here (uvicorn logs it and exits with STARTUP_FAILURE)
-            sockets = [config.bind_socket()]
+            # process here (uvicorn logs it and exits with STARTUP_FAILURE); its
+            # "Uvicorn running on" line is said by ``on_started``, with the port's role
+            running = _DropFirst("Uvicorn running on ")
+            uvicorn_log.addFilter(running)
+            try:
+                sockets = [config.bind_socket()]
+            finally:
+                uvicorn_log.removeFilter(running)
         await self.lifespan.startup()
         if self.lifespan.should_exit:
             for sock in sockets:
@@ -784,12 +856,21 @@ class _Listener(uvicorn.Server):
             gate = HandshakeGate(sock, config.ssl, create_protocol, self.limits, self.port)
             gate.start(config.backlog)
             self.gates.append(gate)
-        self.started = True
+        self._listening(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for gate in self.gates:
             gate.close()
-        await super().shutdown(sockets)
+        if self.owns_signals:
+            await super().shutdown(sockets)
+        else:
+            # the API listener has said "Shutting down" for the process already
+            said = _DropFirst("Shutting down")
+            uvicorn_log.addFilter(said)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                uvicorn_log.removeFilter(said)
         for gate in self.gates:
             await gate.wait_closed()
 

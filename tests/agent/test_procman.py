@@ -7,10 +7,14 @@ import json
 import os
 import pwd
 import signal
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import pytest
 
+from jobfleet.agent import processes
 from jobfleet.agent.procman import ProcessManager, pid_alive, read_pid
 from jobfleet.domain import protocol
 
@@ -116,3 +120,51 @@ def test_a_pid_file_is_read_no_further_than_a_pid(tmp_path: Path) -> None:
     assert read_pid(str(big)) == 4242
     assert read_pid(str(tmp_path)) == -1
     assert read_pid(str(tmp_path / "missing")) == -1
+
+
+def _reaped(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while os.path.exists(f"/proc/{pid}"):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"),
+    reason="Python 3.11's own pidfd watcher is replaced only there",
+)
+def test_a_managed_process_that_ends_after_the_agents_loop_is_reaped(tmp_path: Path) -> None:
+    """A managed process runs on after its agent stops; in a program that embeds the
+    agent (its loop closed, the program still running) it is reaped when it ends, not
+    left a zombie of the program."""
+    setup = tmp_path / "app"
+    setup.mkdir()
+    (setup / "once.sh").write_text("#!/bin/sh\nsleep 1\n")
+    (setup / "once.sh").chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+
+    async def agent() -> int:
+        processes.reap_without_threads(asyncio.get_running_loop())
+        manager = ProcessManager(state)
+        try:
+            once = spec(setup, proc_name="once.sh", pid_file=str(setup / "once.pid"))
+            once["start_check_secs"] = 0
+            started = (await manager.handle(request(protocol.PROC_START, once)))["proc"]
+            assert started["code"] == 0, started
+            return int(started["pid"])
+        finally:
+            await manager.stop()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        previous = asyncio.get_child_watcher()
+    try:
+        pid = asyncio.run(agent())
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_child_watcher(previous)
+    assert _reaped(pid, within=10), Path(f"/proc/{pid}/stat").read_text()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import typing
+from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 
 from jobfleet.domain import protocol
 
@@ -95,3 +101,53 @@ def test_a_name_keeps_no_control_character() -> None:
     assert clean_name("web-01.example") == "web-01.example"
     assert clean_name("web\x1b]0;t\x07\x00\t\r\n\x7f\x9b-01") == "web]0;t-01"
     assert clean_name("hôte-\ud800") == "hôte-\ufffd"
+
+
+def _run_message(script: str, lang: int = 1) -> dict[str, typing.Any]:
+    return dict(protocol.run("1:0:1", lang=lang, script=script, args=[], account="root",
+                             timeout=5, env={}, max_output=1000))
+
+
+def test_a_utf8_script_goes_on_the_wire_as_before() -> None:
+    for script in ("echo hi\n", "echo 中文 é\n"):
+        message = _run_message(script)
+        assert protocol.exact_script(message) is message
+        assert protocol.script_bytes(typing.cast(protocol.ScriptRun, message)) == script.encode()
+
+
+def test_a_script_that_is_not_utf8_travels_as_its_bytes() -> None:
+    raw = b"echo \xd6\xd0\xce\xc4 \xff\n"
+    message = protocol.exact_script(_run_message(raw.decode("utf-8", "surrogateescape")))
+    # JSON carries it, and the agent gets the bytes back
+    wire = orjson.loads(orjson.dumps(message))
+    assert protocol.script_bytes(wire) == raw
+    assert "script_b64" not in _run_message("echo hi\n")
+
+
+def test_an_agent_without_script_b64_fails_with_the_reason_instead_of_running_other_bytes(
+    tmp_path: Path,
+) -> None:
+    raw = "echo \udcd6\udcd0\n"
+    runners = [(1, ["bash"]), (4, [sys.executable])]
+    if shutil.which("perl"):
+        runners.append((3, ["perl"]))
+    for lang, argv in runners:
+        old = protocol.exact_script(_run_message(raw, lang))["script"]
+        path = tmp_path / f"old{lang}"
+        path.write_text(old)
+        done = subprocess.run([*argv, str(path)], capture_output=True, text=True, timeout=30,
+                              check=False)
+        assert done.returncode != 0, done
+        assert "not UTF-8" in done.stderr and "upgrade the agent" in done.stderr, done
+
+
+def test_clean_texts_refuses_what_nests_past_its_depth() -> None:
+    shallow: list[Any] = ["a\x00"]
+    for _ in range(protocol.MAX_TEXT_DEPTH - 1):
+        shallow = [shallow]
+    assert protocol.clean_texts(shallow) is not None
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested"):
+        protocol.clean_texts({"a": deep})

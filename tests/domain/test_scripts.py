@@ -3,7 +3,20 @@ import base64
 import pytest
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.scripts import check_language, check_timeout, decode_base64, split_params
+from jobfleet.domain.scripts import (
+    check_language,
+    check_timeout,
+    decode_base64,
+    decode_base64_script,
+    encode_exact_base64,
+    exact_bytes,
+    exact_text,
+    is_unicode,
+    loaded_script,
+    shown_text,
+    split_params,
+    stored_script,
+)
 
 
 def enc(text: str) -> str:
@@ -48,3 +61,38 @@ def test_language_and_timeout_rules() -> None:
         with pytest.raises(JobError) as err:
             check_timeout(bad)
         assert err.value.code == ErrorCode.BAD_REQUEST
+
+
+# a GBK "中文", a Latin-1 "é", a byte no encoding starts a character with, and UTF-8 "é"
+MIXED = b"echo \xd6\xd0\xce\xc4 caf\xe9 \xff caf\xc3\xa9\n"
+
+
+def test_a_script_of_any_encoding_decodes_losslessly() -> None:
+    raw = base64.b64encode(MIXED).decode()
+    text = decode_base64_script(raw, "script_content", 100)
+    assert exact_bytes(text) == MIXED
+    assert encode_exact_base64(text) == raw
+    assert not is_unicode(text)
+    # the text view keeps every ASCII byte and each UTF-8 character
+    assert shown_text(text) == MIXED.decode("utf-8", "replace")
+    assert "echo " in shown_text(text) and "café\n" in shown_text(text)
+    assert shown_text("plain é") == "plain é" and is_unicode("plain é")
+
+
+def test_a_text_field_refuses_bytes_that_are_not_utf8() -> None:
+    with pytest.raises(JobError) as err:
+        decode_base64(base64.b64encode(MIXED).decode(), "script_param", 100)
+    assert err.value.code == ErrorCode.INVALID_PARAM_WITH_REASON
+    assert "[script_param]" in err.value.message
+    assert "byte 0xd6 at offset 5" in err.value.message
+
+
+def test_a_step_keeps_a_script_that_is_not_utf8_in_its_config() -> None:
+    text = exact_text(MIXED)
+    content, config = stored_script(text, {"script_type": 1})
+    assert content == MIXED.decode("utf-8", "replace")
+    assert config is not None and config["script_type"] == 1
+    assert loaded_script(content, config) == text
+    # a UTF-8 script is kept as it always was
+    assert stored_script("echo é", {"a": 1}) == ("echo é", {"a": 1})
+    assert loaded_script("echo é", {"a": 1}) == "echo é"

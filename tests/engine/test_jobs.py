@@ -556,3 +556,36 @@ async def test_a_moment_without_the_database_does_not_end_a_job_abnormal(
     assert job is not None and job.status == RunStatus.RUNNING
     await rig.engine.recover()
     assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+
+
+async def test_a_step_waiting_through_a_database_outage_logs_it_once(
+        rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiting step looks at the store every reconcile interval (0.2 s here): while the
+    database is away that is one line when it starts and one when it ends, not a line
+    per look."""
+    link = rig.agents.connect(1, lambda message: None)
+    job_id, _ = await rig.engine.submit(script_job([1]), start=True)
+    for _ in range(200):
+        if any(m["t"] == protocol.RUN for m in link.sent):
+            break
+        await asyncio.sleep(0.02)
+    task = next(m["id"] for m in link.sent if m["t"] == protocol.RUN)
+    real_hosts = rig.store.hosts
+    away = True
+
+    async def hosts(*args: Any, **kwargs: Any) -> Any:
+        if away:
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+        return await real_hosts(*args, **kwargs)
+    monkeypatch.setattr(rig.store, "hosts", hosts)
+    with caplog.at_level("INFO", logger="jobfleet.engine.batches"):
+        await asyncio.sleep(1.5)
+        away = False
+        await asyncio.sleep(0.6)
+    link._finish(task, 0)
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+    lines = [r.getMessage() for r in caplog.records if "step_check_failed" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("step_check_failed step=") and (
+        "reason=database_unreachable error=ConnectionRefusedError" in lines[0]), lines
+    assert lines[1].startswith("database_back loop=step_check_failed after="), lines

@@ -5,9 +5,11 @@ connection between them, not one each."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from jobfleet.domain import protocol
@@ -72,3 +74,42 @@ async def test_the_answers_of_many_hosts_take_one_connection(db: Database) -> No
             r.content} == set(range(1, HOSTS + 1))
     # the writes, and this test's own polls: two at a time at most
     assert most <= 2, most
+
+
+class Trickling:
+    """Agents that answer one after another, over a second or so."""
+
+    async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        await asyncio.sleep(host * 0.01)
+        return {"proc": {"code": 0, "message": "success", "pid": 1000 + host, "status": 1}}
+
+
+async def test_answers_that_cannot_be_written_while_the_database_is_away_log_one_line(
+        db: Database, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ProcStore(db)
+    manager = ProcManager(Trickling(), store, parallel=64)
+    writes = 0
+
+    async def away(_answers: Any) -> None:
+        nonlocal writes
+        writes += 1
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    try:
+        operation = ProcOperation(protocol.PROC_STATUS, spec("agent"),
+                                  [(host, f"0:127.0.1.{host}") for host in range(1, 101)])
+        with caplog.at_level(logging.INFO, logger="jobfleet.engine.procs"):
+            monkeypatch.setattr(store, "finish", away)
+            await manager.operate([operation], biz_ids=[2], operator="admin",
+                                  app_code="bk_nodeman")
+            deadline = time.monotonic() + 30
+            while writes < 10:
+                assert time.monotonic() < deadline, writes
+                await asyncio.sleep(0.05)
+    finally:
+        await manager.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert "reason=database_unreachable error=ConnectionRefusedError" in lines[0], lines
+    assert lines[0].startswith("proc_result_write_failed tasks="), lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -368,3 +369,40 @@ async def test_an_agent_past_its_share_of_the_queue_is_held_alone(
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_database_outage_is_one_line_for_the_writer_not_one_per_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The writer retries every few tenths of a second while the database is away: it
+    says so once, at WARNING (the operator's to fix, not a fault of jobfleet), and once
+    when the results are written again, with how many tries failed."""
+    store = Store()
+    store.down = True
+    stored = results(store, live={(1, 0, 7)})
+    stored.sent((1, 0, 7))
+    writer = ResultWriter(stored, Tracker())
+    running = asyncio.create_task(writer.run())
+    try:
+        with caplog.at_level(logging.INFO, logger="jobfleet.engine.writer"):
+            writer.put(Link(7), out("1:0:7", 1, "one line"))
+            deadline = asyncio.get_running_loop().time() + 10
+            while store.calls < 4:
+                assert asyncio.get_running_loop().time() < deadline, store.calls
+                await asyncio.sleep(0.05)
+            store.down = False
+            while not store.chunks:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    waiting = [line for line in lines if "result_write_waiting_for_database" in line[1]]
+    assert waiting == [
+        (logging.WARNING, "result_write_waiting_for_database size=1 "
+                          "error=ConnectionError: database is down")
+    ], lines
+    back = [line for line in lines if line[1].startswith("result_write_resumed after=")]
+    assert len(back) == 1 and back[0][0] == logging.INFO, lines
+    assert f"failures={store.calls - 1}" in back[0][1], (lines, store.calls)

@@ -81,3 +81,18 @@ async def test_a_reply_comes_back_as_text_any_database_holds() -> None:
     assert answer["files"] == [{"path": "/x/\ud800\0", "rel": "y", "size": 3}]
     assert answer["missing"] == ["m\u2400"]
     assert answer["proc"] == {"message": "\ufffd"}
+
+
+async def test_a_reply_nested_without_end_is_refused_and_a_good_one_still_answers() -> None:
+    agents, rpc, call = await _file_list_asked()
+    request = agents.links[1].sent[0]
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(5000):
+        inner.append([])
+        inner = inner[0]
+    rpc.reply(agents.links[1], {"t": "reply", "id": request["id"], "error": "x", "extra": deep})
+    await asyncio.sleep(0.05)
+    assert not call.done()
+    rpc.reply(agents.links[1], {"t": "reply", "id": request["id"], "files": ["ok"]})
+    assert (await call)["files"] == ["ok"]

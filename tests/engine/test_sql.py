@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,8 @@ from types import SimpleNamespace
 import pytest
 from cryptography.fernet import Fernet
 
+from jobfleet.domain.protocol import exact_script
+from jobfleet.domain.scripts import exact_text, stored_script
 from jobfleet.domain.status import AccountType
 from jobfleet.engine.sql import client_command, client_script, sql_message
 from jobfleet.store.secrets import Cipher
@@ -229,3 +232,18 @@ def test_a_host_with_only_the_mariadb_client_runs_it(tmp_path: Path) -> None:
                              capture_output=True, timeout=30)
     assert missing.returncode == 1
     assert b"'mysql' (or 'mariadb') is not installed" in missing.stderr, missing.stderr
+
+
+def test_sql_that_is_not_utf8_reaches_the_client_as_its_bytes() -> None:
+    """A GBK dump is fed to the client byte for byte: the step keeps its bytes in the
+    config, and the run message carries them as ``script_b64``."""
+    cipher = Cipher(Fernet.generate_key())
+    sql = b"INSERT INTO t VALUES ('\xd6\xd0\xce\xc4', '${release}');\n"
+    content, config = stored_script(exact_text(sql), {"db": {**DB, "password": ""}})
+    assert content != sql.decode("latin-1") and config is not None
+    step = SimpleNamespace(config=config, script_content=content)
+    template = {"lang": 6, "script": "", "args": [], "env": {}}
+    built = sql_message(template, step, cipher, {"release": "r-1"})  # type: ignore[arg-type]
+    message = exact_script(built)
+    sent = base64.b64decode(message["script_b64"])
+    assert b"INSERT INTO t VALUES ('\xd6\xd0\xce\xc4', 'r-1');\n" in sent

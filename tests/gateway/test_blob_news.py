@@ -103,3 +103,32 @@ def test_lost_files_heard_from_others_are_kept_for_the_newest_only(
     assert [b for b in (f"blob{n}" for n in range(5)) if blobs.why_lost(b)] == [
         "blob2", "blob3", "blob4"]
     assert blobs.why_lost("blob2") == "heard again"
+
+
+class AwayBus(LocalBus):
+    """A bus whose Redis is away until told otherwise."""
+
+    away = True
+    clustered = True
+
+    async def publish(self, topic: str, event: dict[str, object]) -> None:
+        if self.away:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+async def test_news_not_sent_while_the_bus_is_away_is_one_line_not_one_per_demand(
+        db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    away = AwayBus("a")
+    news = BlobNews(away, BlobStore(db, tmp_path / "a"))
+    with caplog.at_level("INFO", logger="jobfleet.gateway.blob_news"):
+        for _ in range(20):  # a target asking every two seconds for 40 s
+            news.tell("demand", "blob1", "")
+            await asyncio.sleep(0.01)
+        away.away = False
+        news.tell("demand", "blob1", "")
+        await asyncio.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == ("blob_news_not_sent kind=demand reason=Error 111 connecting to "
+                        "127.0.0.1:6379. Connection refused."), lines
+    assert lines[1].startswith("blob_news_sent_again after="), lines
+    assert len(lines) == 2, lines

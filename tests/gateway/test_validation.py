@@ -169,3 +169,14 @@ def test_a_host_load_is_checked_in_a_hello_and_a_stats_message() -> None:
     _good, [refused] = read_frame(orjson.dumps({"t": "stats", "load": {"cpu": 200, "mem": 1,
                                                                        "started": 1}}))
     assert refused.reason == "bad_load"
+
+
+@pytest.mark.parametrize("field", ["missing", "files", "results"])
+def test_a_reply_list_past_its_bound_is_refused(field: str) -> None:
+    item: Any = {"missing": "", "files": {"path": "", "rel": ""}, "results": {"blob": ""}}[field]
+    at_bound = {"t": "reply", "id": "r", field: [item] * protocol.MAX_REPLY_ITEMS}
+    good, bad = read_frame(orjson.dumps(at_bound))
+    assert len(good) == 1 and not bad
+    over = {"t": "reply", "id": "r", field: [item] * (protocol.MAX_REPLY_ITEMS + 1)}
+    good, bad = read_frame(orjson.dumps(over))
+    assert not good and [r.reason for r in bad] == [f"bad_{field}"]

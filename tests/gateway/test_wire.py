@@ -300,6 +300,35 @@ async def test_deliver_hands_each_payload_in_order_and_answers_the_close_code() 
         assert await next_result(listener) == ([b"m0", "m1", b"m2"], 1000)
 
 
+async def test_a_rest_asked_for_a_connection_already_gone_leaves_no_timer() -> None:
+    """Frames read ahead reach the gateway after their connection is gone; one of them
+    may ask for a rest, which must not keep the connection alive on the loop's timers."""
+    async with listening() as listener:
+        gone = asyncio.Event()
+
+        async def deliver(ws: WireSocket) -> None:
+            await ws.accept()
+            await gone.wait()
+            got: list[bytes | str] = []
+
+            def receive(payload: bytes | str) -> None:
+                got.append(payload)
+                ws.rest(30.0)
+
+            code = await ws.deliver(receive)
+            listener.results.put_nowait((got, code, ws._wire._resting))
+
+        listener.handler = deliver
+        async with await client(listener) as ws:
+            await ws.send(b"m0")
+            await asyncio.sleep(0.2)
+            ws.transport.abort()
+        await asyncio.sleep(0.2)
+        assert not listener.protocols()
+        gone.set()
+        assert await next_result(listener) == ([b"m0"], 1006, None)
+
+
 @pytest.mark.parametrize("read_ahead", [False, True], ids=["as-read", "read-ahead"])
 async def test_a_receiver_that_raises_fails_the_connection_with_1011(read_ahead: bool) -> None:
     """Whether the frame is handed over as it is read or waited in the inbox, read ahead

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -171,3 +172,56 @@ async def test_a_sigkilled_agent_leaves_nothing_running(
         for pid in marked(marker):
             os.kill(pid, 9)
         await asyncio.sleep(0)
+
+
+def _state(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and parent, or None once it is gone (reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0].decode(), int(fields[1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_an_agent_stopped_while_a_script_runs_ends_it_and_reaps_it(
+    running: Running, containment: str, marker: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The way a service manager stops an agent (SIGTERM; SIGINT at a terminal): the
+    script it runs ends with it, and is reaped by it, not left a zombie or an orphan
+    for whatever inherits it."""
+    ip = "127.0.0.10"
+    pid_file = tmp_path / "script.pid"
+    agent = agent_proc(running.url, running.boot["enroll_token"], tmp_path / "agent", ip)
+    agent.env[processes.CONTAINMENT_ENV] = containment
+    await agent.start()
+    assert agent.proc is not None
+    try:
+
+        async def online() -> bool:
+            hosts = await running.server.inventory.list()
+            return any(h.ip == ip and h.alive for h in hosts)
+
+        await eventually(online, timeout=30)
+        await running.wire.run_script(f"echo $$ > {pid_file}\nsleep {marker}\n", [ip])
+
+        async def started() -> bool:
+            return pid_file.exists() and pid_file.read_text().strip() != "" and bool(
+                marked(marker))
+
+        await eventually(started, timeout=30)
+        script = int(pid_file.read_text())
+        state = _state(script)
+        assert state is not None and state[1] == agent.proc.pid, state  # the agent's child
+        agent.proc.send_signal(sig)
+        code = await asyncio.wait_for(agent.proc.wait(), 30)
+        assert await wait_gone(marker) == []
+        # a killed child the agent did not wait for is a zombie, of the agent while it
+        # lives and then of whatever inherits it
+        assert _state(script) is None, (_state(script), code)
+        assert code == 0, code
+    finally:
+        await agent.stop()
+        for pid in marked(marker):
+            os.kill(pid, 9)

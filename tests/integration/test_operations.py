@@ -8,8 +8,10 @@ import contextlib
 import json
 import re
 import socket
+import ssl
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 from sqlalchemy import text
 from tests.integration.harness import Proc, Running, eventually, free_port, run_server
 from tests.integration.redis_server import RedisServer
+from tests.integration.test_tls import self_signed
 
 from jobfleet import __version__
 from jobfleet.server import read_bootstrap
@@ -190,19 +193,26 @@ async def test_readyz_and_metrics_of_a_node_on_redis(
         await eventually(back, timeout=60, interval=0.5)
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
 async def test_server_logs_as_json_with_the_config_file_under_the_flags(
-        tmp_path: Path, database_url: str) -> None:
+        tmp_path: Path, database_url: str, scheme: str) -> None:
     port = free_port()
     data_dir = tmp_path / "server"
     config = tmp_path / "server.toml"
     # the file's port is overridden by --port; its other settings hold
     config.write_text(f'data_dir = "{data_dir}"\nport = 1\nagent_port = 0\n'
                       f'log_level = "info"\n[retention]\njobs = "7d"\n')
+    tls: list[str] = []
+    verify: bool | ssl.SSLContext = True
+    if scheme == "https":
+        cert, key = self_signed(tmp_path)
+        tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        verify = ssl.create_default_context(cafile=str(cert))
     proc = Proc(["jobfleet", "server", "--config", str(config), "--port", str(port),
-                 "--database-url", database_url, "--log-format", "json"], {})
+                 "--database-url", database_url, "--log-format", "json", *tls], {})
     await proc.start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+        async with httpx.AsyncClient(base_url=f"{scheme}://127.0.0.1:{port}", verify=verify,
                                      trust_env=False, timeout=60) as http:
             async def up() -> bool:
                 with contextlib.suppress(httpx.HTTPError):
@@ -224,9 +234,20 @@ async def test_server_logs_as_json_with_the_config_file_under_the_flags(
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     loggers = {e["logger"] for e in entries}
     assert "uvicorn.error" in loggers and "jobfleet.server" in loggers
-    started = next(e for e in entries if e["message"] == "server_started")
-    assert started["url"] == f"http://127.0.0.1:{port}"
+    # once what runs where, as bound: the API and agent ports (the file's agent_port 0
+    # is the one the system picked), the console, the process
+    [started] = [e for e in entries if e["message"] == "server_started"]
+    assert started["api"] == f"{scheme}://127.0.0.1:{port}", started
+    assert re.fullmatch(r"https://127\.0\.0\.1:[1-9][0-9]*", started["agent"]), started
+    assert started["console"] == f"{scheme}://127.0.0.1:{port}/", started
+    assert started["pid"] == str(proc.proc.pid), started
     assert any(e["message"] == "Application startup complete." for e in entries)
+    # the two listeners do not each say that the server starts and stops
+    said = Counter(e["message"] for e in entries if e["logger"] == "uvicorn.error")
+    assert all(count == 1 for count in said.values()), said
+    # nor say the API's address a second time, without its role
+    assert not any(m.startswith("Uvicorn running on") for m in said), said
+    assert [e["message"] for e in entries].count("server_stopped") == 1
     secret = read_bootstrap(data_dir)["bk_app_secret"]
     assert secret not in output
     if "@" in database_url:  # a PostgreSQL URL with a password

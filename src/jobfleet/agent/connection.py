@@ -35,7 +35,7 @@ from jobfleet.agent.enrollment import (
 )
 from jobfleet.agent.executor import ProcessExecutor
 from jobfleet.agent.host_load import LoadGauge
-from jobfleet.agent.processes import kill_process_tree, reap_without_threads
+from jobfleet.agent.processes import KILL_WAIT, kill_process_tree, reap_without_threads
 from jobfleet.agent.procman import ProcessManager
 from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
 from jobfleet.agent.spool import Spool
@@ -391,9 +391,15 @@ class Agent:
             await asyncio.sleep(delay)
 
     async def stop(self) -> None:
+        """Stop: the tasks running are killed (their spool entries say they were
+        interrupted, for the next start to report) before the watchdog is let go."""
         self._stopping = True
-        for task in [*self._tasks.values(), *self._requests]:
+        running = [*self._tasks.values(), *self._requests]
+        for task in running:
             task.cancel()
+        if running:
+            # each kills its processes as it ends (the cgroup kill waits up to KILL_WAIT)
+            await asyncio.wait(running, timeout=2 * KILL_WAIT)
         await self.files.close()
         if self.peers is not None:
             await self.peers.close()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from copy import copy
@@ -23,6 +25,10 @@ from jobfleet.agent.settings import TOKEN_HELP, AgentSettings, parse_labels
 
 if TYPE_CHECKING:
     import argparse
+
+    from jobfleet.agent.connection import Agent
+
+log = logging.getLogger(__name__)
 
 USAGE_ERROR = 2
 
@@ -238,6 +244,33 @@ def settings_from(
     )
 
 
+async def _serve(agent: Agent) -> None:
+    """Run until SIGTERM (a service manager's stop) or SIGINT, then ``Agent.stop``:
+    the agent kills the tasks running and reaps their processes itself. SIGTERM's
+    default ends the process at once: the watchdog then kills the tasks, and their
+    processes are left to whatever inherits them, zombies under an init that does
+    not reap."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asked: list[int] = []
+
+    def stop(sig: int) -> None:
+        # once: a second signal must not cut the stop short (it is bounded)
+        if not asked:
+            asked.append(sig)
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        await agent.run_forever()
+    except asyncio.CancelledError:
+        log.info("agent_stopping signal=%s", signal.Signals(asked[0]).name if asked else "")
+    finally:
+        await agent.stop()
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """``argv`` without the program (None: this process's, as the ``jobfleet-agent`` script)."""
     prog = prog or ("jobfleet-agent" if argv is None else "jobfleet agent")
@@ -261,7 +294,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from jobfleet.agent.connection import Agent
 
     try:
-        asyncio.run(Agent(settings).run_forever())
+        asyncio.run(_serve(Agent(settings)))
     except RuntimeError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return USAGE_ERROR

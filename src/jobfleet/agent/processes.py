@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -573,6 +574,10 @@ class _LoopPidfdWatcher(asyncio.AbstractChildWatcher):
     keeps the same order (the transport hears of the exit one turn later, after
     the output read in the same turn) without that system call."""
 
+    def __init__(self) -> None:
+        # the children each loop waits for, with their pidfds (``release``)
+        self._watched: dict[int, tuple[asyncio.AbstractEventLoop, int]] = {}
+
     def is_active(self) -> bool:
         return True
 
@@ -598,12 +603,28 @@ class _LoopPidfdWatcher(asyncio.AbstractChildWatcher):
             callback = _exited_on_loop
             args = (loop, *args)
         pidfd = os.pidfd_open(pid)
+        self._watched[pid] = (loop, pidfd)
         loop._add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)  # type: ignore[attr-defined]
 
-    @staticmethod
+    def release(self, pid: int) -> int | None:
+        """Stop waiting for ``pid`` on its loop; its pidfd, None if not watched."""
+        watched = self._watched.pop(pid, None)
+        if watched is None:
+            return None
+        loop, pidfd = watched
+        if not loop.is_closed():
+            loop._remove_reader(pidfd)  # type: ignore[attr-defined]
+        return pidfd
+
     def _reap(
-        loop: asyncio.AbstractEventLoop, pid: int, pidfd: int, callback: Any, args: tuple[Any, ...]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pid: int,
+        pidfd: int,
+        callback: Any,
+        args: tuple[Any, ...],
     ) -> None:
+        self._watched.pop(pid, None)
         loop._remove_reader(pidfd)  # type: ignore[attr-defined]
         try:
             _, status = os.waitpid(pid, 0)
@@ -619,6 +640,30 @@ class _LoopPidfdWatcher(asyncio.AbstractChildWatcher):
     def remove_child_handler(self, pid: int) -> bool:
         # as 3.12's: the pidfd is read once the child ends, whoever asked
         return True
+
+
+def hand_over(pid: int) -> None:
+    """A child that outlives the loop that started it (a managed process, which runs on
+    after the agent stops): reap it in a thread whenever it exits. The loop's pidfd
+    reader goes with the loop, and the child would stay a zombie of this process for
+    as long as it lives (a program that embeds agents). Only this module's watcher
+    needs it: the threaded one waits in a thread already."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.get_child_watcher()
+    if not isinstance(watcher, _LoopPidfdWatcher):
+        return
+    pidfd = watcher.release(pid)
+    if pidfd is not None:
+        threading.Thread(target=_reap_blocking, args=(pid, pidfd), daemon=True).start()
+
+
+def _reap_blocking(pid: int, pidfd: int) -> None:
+    try:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    finally:
+        os.close(pidfd)
 
 
 def _exited_on_loop(

@@ -34,6 +34,7 @@ from jobfleet.agent.accounts import (
     base_environment,
     lookup_account,
 )
+from jobfleet.agent.processes import hand_over
 from jobfleet.domain import protocol
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class ProcessManager:
         self._procs: dict[str, Managed] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._keeping = False
+        # the processes this agent started that may still run: they outlive its stop
+        self._children: list[asyncio.subprocess.Process] = []
         self._load()
 
     # the keeper ------------------------------------------------------------------------
@@ -154,6 +157,16 @@ class ProcessManager:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        # managed processes run on after the agent stops (a restarted agent watches
+        # them again): reaped when they end, whether or not this loop is still there
+        children, self._children = self._children, []
+        for child in children:
+            if child.returncode is None:
+                hand_over(child.pid)
+
+    def _child(self, child: asyncio.subprocess.Process) -> None:
+        self._children = [c for c in self._children if c.returncode is None]
+        self._children.append(child)
 
     async def _keep_alive(self) -> None:
         while any(p.delegated for p in self._procs.values()):
@@ -306,6 +319,7 @@ class ProcessManager:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
+            self._child(child)  # killed, not yet reaped
             return OP_FAILED, f"the command did not finish in {COMMAND_TIMEOUT:g}s"
         return (OK, "success") if code == 0 else (OP_FAILED, f"the command exited with {code}")
 
@@ -317,11 +331,12 @@ class ProcessManager:
         path = os.path.join(spec["setup_path"], spec["proc_name"])
         args = self._popen_args(proc)
         if not spec["pid_file"]:
-            await asyncio.create_subprocess_exec(path, **args)
+            self._child(await asyncio.create_subprocess_exec(path, **args))
             return
         child = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", 'echo "$$" > "$1" && exec "$0"', path, spec["pid_file"], **args
         )
+        self._child(child)
         # the pid file names the process once this returns, as when the agent wrote it
         deadline = time.monotonic() + PID_FILE_WAIT
         while read_pid(spec["pid_file"]) != child.pid and child.returncode is None:

@@ -86,11 +86,17 @@ def staged_text(spec: TaskSpec) -> str:
     return spec.script
 
 
+def staged_bytes(spec: TaskSpec) -> bytes:
+    """The file the interpreter reads: the script's bytes exactly as the caller sent them
+    (``spec.script`` keeps bytes that are not UTF-8 as lone surrogates)."""
+    return staged_text(spec).encode("utf-8", errors="surrogateescape")
+
+
 def script_in_memory(spec: TaskSpec, ext: str, fd_dir: str) -> Script:
     # close-on-exec here; pass_fds makes it inheritable in this task's child only
     fd = os.memfd_create("script" + ext, os.MFD_CLOEXEC)
     try:
-        write_all(fd, staged_text(spec).encode())
+        write_all(fd, staged_bytes(spec))
         os.lseek(fd, 0, os.SEEK_SET)
     except OSError:
         os.close(fd)
@@ -105,7 +111,7 @@ def script_file(spec: TaskSpec, account: _Account, ext: str, work_dir: Path) -> 
     try:
         fd = os.open(path, flags, 0o600)
         try:
-            write_all(fd, staged_text(spec).encode())
+            write_all(fd, staged_bytes(spec))
             if account.owner is not None:
                 os.fchown(fd, *account.owner)
         finally:

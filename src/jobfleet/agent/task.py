@@ -75,7 +75,9 @@ def script_spec(task_id: str, message: protocol.ScriptRun, settings: AgentSettin
     return TaskSpec(
         id=task_id,
         lang=int(message["lang"]),
-        script=str(message["script"]),
+        # the agent's wire holds only UTF-8: another script's bytes come in ``script_b64``,
+        # and the staged file gets them back from this string (``staging.staged_bytes``)
+        script=protocol.script_bytes(message).decode("utf-8", errors="surrogateescape"),
         args=[str(a) for a in message.get("args") or []],
         account=str(message.get("account") or ""),
         timeout=int(message.get("timeout") or 7200),

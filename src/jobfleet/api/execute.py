@@ -20,6 +20,8 @@ from jobfleet.domain.scripts import (
     check_language,
     check_timeout,
     decode_base64,
+    decode_base64_script,
+    shown_text,
     split_params,
 )
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatus, ScriptLanguage
@@ -65,13 +67,14 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         if content is None:
             raise JobError.missing("script_version_id|script_id|script_content")
         language = check_language(get_int(p, "script_language"))
-        script = decode_base64(content, "script_content", MAX_SCRIPT_BYTES)
+        # any encoding runs as sent (a GBK .bat, a Latin-1 shell script)
+        script = decode_base64_script(content, "script_content", MAX_SCRIPT_BYTES)
         if not script.strip():
             raise JobError.missing("script_content")
         # stored as text with the job: PostgreSQL holds no NUL (create_script refuses it too)
         if "\x00" in script:
             raise JobError.invalid("script_content", "the decoded script contains NUL bytes")
-    await call.services.rules.enforce(script, language)
+    await call.services.rules.enforce(shown_text(script), language)
     sensitive = get_int(p, "is_param_sensitive", default=0) == 1
     raw_param = get_str(p, "script_param")
     param = ""

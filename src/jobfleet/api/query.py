@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from sqlalchemy import Row
@@ -80,6 +80,26 @@ async def file_step_hosts(
     return ids | (wanted & host_source_files(step.config).keys())
 
 
+_Addressed = TypeVar("_Addressed", Host, Row[Any])
+
+
+def _by_address(hosts: list[_Addressed]) -> dict[tuple[int, str], _Addressed]:
+    """Hosts (or a step's host rows) by (cloud, ip) and, where no host holds it as its
+    ip and no other reports it, by (cloud, IPv6 address its agent reported): as a job's
+    ``ip_list`` names them. A hello's claim never answers for another host."""
+    found: dict[tuple[int, str], _Addressed] = {}
+    for h in hosts:
+        found.setdefault((h.bk_cloud_id, h.ip), h)
+    claims: dict[tuple[int, str], list[_Addressed]] = {}
+    for h in hosts:
+        if h.ipv6 and (h.bk_cloud_id, h.ipv6) not in found:
+            claims.setdefault((h.bk_cloud_id, h.ipv6), []).append(h)
+    for pair, claimants in claims.items():
+        if len(claimants) == 1:
+            found[pair] = claimants[0]
+    return found
+
+
 def _no_host() -> JobError:
     return JobError(
         ErrorCode.MISSING_OR_INVALID_PARAM,
@@ -123,9 +143,9 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
         if host_id is not None:
             found = await call.services.inventory.by_ids([host_id])
         elif p.get("ip"):
-            found = await call.services.inventory.by_ips(
-                [(get_int(p, "bk_cloud_id", default=0) or 0, normalize_ip(p["ip"]))]
-            )
+            pair = (get_int(p, "bk_cloud_id", default=0) or 0, normalize_ip(p["ip"]))
+            named = _by_address(await call.services.inventory.by_ips([pair]))
+            found = [named[pair]] if pair in named else []
         else:
             raise _no_host()
         # the inventory knows every business's hosts: answer only for this step's
@@ -203,8 +223,10 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
         # source hosts are not targets of the step, so hosts come from the inventory
         inventory = call.services.inventory
         found = {h.bk_host_id: h for h in await inventory.by_ids(wanted_ids)}
-        for h in await inventory.by_ips(wanted_ips):
-            found.setdefault(h.bk_host_id, h)
+        named = _by_address(await inventory.by_ips(wanted_ips))
+        for pair in wanted_ips:
+            if pair in named:
+                found.setdefault(named[pair].bk_host_id, named[pair])
         allowed = await file_step_hosts(call, step, count, found)
         found = {i: h for i, h in found.items() if i in allowed}
         file_logs = await file_logs_for(call, step, count, [host_view(h) for h in found.values()])
@@ -217,11 +239,7 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
         }
     jobs = call.services.jobs
     by_id = {r.bk_host_id: r for r in await jobs.hosts(step.id, count, host_ids=wanted_ids)}
-    by_ip: dict[tuple[int, str], Row[Any]] = {}
-    for r in await jobs.hosts_at(step.id, count, wanted_ips) if wanted_ips else []:
-        by_ip[(r.bk_cloud_id, r.ip)] = r
-        if r.ipv6:
-            by_ip[(r.bk_cloud_id, r.ipv6)] = r
+    by_ip = _by_address(await jobs.hosts_at(step.id, count, wanted_ips) if wanted_ips else [])
     picked: dict[int, Row[Any]] = {}
     unknown: list[dict[str, Any]] = []
     for host_id in wanted_ids:

@@ -11,7 +11,13 @@ from jobfleet.api.execute import check_callback_url
 from jobfleet.api.params import get_bool, get_int, get_str
 from jobfleet.api.routing import Call, add_api
 from jobfleet.domain.errors import JobError
-from jobfleet.domain.scripts import MAX_SCRIPT_BYTES, MAX_TASK_NAME, check_timeout, decode_base64
+from jobfleet.domain.scripts import (
+    MAX_SCRIPT_BYTES,
+    MAX_TASK_NAME,
+    check_timeout,
+    decode_base64_script,
+    shown_text,
+)
 from jobfleet.domain.status import ScriptLanguage
 from jobfleet.domain.targets import parse_target
 from jobfleet.engine.sql_submit import fast_sql
@@ -33,7 +39,8 @@ async def _sql(call: Call, biz_ids: set[int]) -> tuple[str, dict[str, Any]]:
     content = get_str(p, "script_content")
     if content is None:
         raise JobError.missing("script_version_id|script_id|script_content")
-    sql = decode_base64(content, "script_content", MAX_SCRIPT_BYTES)
+    # the SQL reaches the client as sent, whatever its encoding (a GBK dump)
+    sql = decode_base64_script(content, "script_content", MAX_SCRIPT_BYTES)
     if not sql.strip():
         raise JobError.missing("script_content")
     if "\x00" in sql:
@@ -47,7 +54,7 @@ async def fast_execute_sql(call: Call) -> dict[str, Any]:
     sql, stored = await _sql(call, {scope.bk_biz_id})
     db_account_id = get_int(p, "db_account_id", required=True, minimum=1, maximum=2**63 - 1)
     assert db_account_id is not None
-    await call.services.rules.enforce(sql, ScriptLanguage.SQL)
+    await call.services.rules.enforce(shown_text(sql), ScriptLanguage.SQL)
     timeout = check_timeout(get_int(p, "timeout"), call.services.engine.settings.max_timeout)
     name = get_str(p, "task_name", max_length=MAX_TASK_NAME)
     spec = parse_target(p.get("target_server"))

@@ -12,7 +12,7 @@ from jobfleet.api.params import get_int, get_str
 from jobfleet.api.query import VIEW, execute_count_of, step_of
 from jobfleet.api.routing import Call, add_api
 from jobfleet.api.views import host_result_view, times
-from jobfleet.domain.scripts import encode_base64
+from jobfleet.domain.scripts import encode_base64, encode_exact_base64, loaded_script
 from jobfleet.domain.status import HOST_STATUS_DESC, StepType
 from jobfleet.store.secrets import MASK
 
@@ -110,7 +110,7 @@ async def get_step_instance_detail(call: Call) -> dict[str, Any]:
             "script_type": int(config.get("script_type") or 1),
             "script_id": config.get("script_id"),
             "script_version_id": config.get("script_version_id"),
-            "script_content": encode_base64(step.script_content),
+            "script_content": encode_exact_base64(loaded_script(step.script_content, config)),
             "script_language": step.script_language,
             "script_param": MASK if step.is_param_sensitive and param else encode_base64(param),
             "script_timeout": step.timeout,

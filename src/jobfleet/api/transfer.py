@@ -22,7 +22,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.paths import source_label
 from jobfleet.domain.plans import MAX_SPEED_LIMIT
 from jobfleet.domain.rolling import parse_rolling
-from jobfleet.domain.scripts import MAX_TASK_NAME, check_timeout, decode_base64
+from jobfleet.domain.scripts import MAX_TASK_NAME, check_timeout, decode_base64_bytes
 from jobfleet.domain.status import ScopeType, TaskType
 from jobfleet.domain.targets import parse_target
 from jobfleet.engine.submit import Account, FileRequest, Scope, submit_file
@@ -195,7 +195,8 @@ async def push_config_file(call: Call) -> dict[str, Any]:
         name = str(item["file_name"])
         if "/" in name or name in (".", ".."):
             raise JobError.invalid("file_list.file_name", f"{name!r} is not a file name")
-        content = decode_base64(
+        # a file arrives byte for byte, whatever its encoding
+        content = decode_base64_bytes(
             str(item.get("content") or ""), "file_list.content", MAX_CONFIG_FILE
         )
         parsed.append((name, content))
@@ -205,7 +206,7 @@ async def push_config_file(call: Call) -> dict[str, Any]:
         blob_id = await call.services.blobs.create(
             name=name, kind="config", bk_biz_id=scope.bk_biz_id, owner=call.caller.username
         )
-        await call.services.blobs.store_bytes(blob_id, content.encode())
+        await call.services.blobs.store_bytes(blob_id, content)
         sources.append({"kind": "blob", "blob_id": blob_id, "name": name, "mode": 0o644})
     config = {"sources": sources, "target_path": target_path, "transfer_mode": 2}
     job_id, name, step_id = await submit_file(

@@ -36,3 +36,26 @@ def read_text(file: str, param_hint: str, *, not_text: str = "") -> str:
         raise typer.BadParameter(
             f"{name} is not UTF-8 text{where}{not_text}", param_hint=param_hint
         ) from None
+
+
+def read_script(file: str, param_hint: str) -> bytes:
+    """The bytes of a script in ``file`` (``-``: standard input), in any encoding: the
+    host runs them as written. Line ends become ``\n``, as :func:`read_text` makes
+    them (a Windows-saved shell script would fail at its first ``\r``); CR and LF are
+    never part of a GBK or UTF-8 multi-byte character, so no other byte changes."""
+    name = "standard input" if file == "-" else file
+    try:
+        if file != "-":
+            raw = Path(file).read_bytes()
+        else:
+            stdin = getattr(sys.stdin, "buffer", None)
+            raw = (
+                sys.stdin.read().encode("utf-8", "surrogateescape")
+                if stdin is None
+                else stdin.read()
+            )
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {name}: {exc.strerror or exc}", param_hint=param_hint
+        ) from None
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-import shlex
 from pathlib import Path
 
 import typer
 
-from jobfleet.cli._input import read_text
+from jobfleet.cli._input import read_script
 from jobfleet.sdk import ScriptLanguage
 
 LANGUAGE_NAMES: dict[str, ScriptLanguage] = {
@@ -27,7 +25,6 @@ EXTENSIONS: dict[str, ScriptLanguage] = {
     ".bat": ScriptLanguage.BAT,
     ".cmd": ScriptLanguage.BAT,
 }
-_SURROGATE = re.compile("[\ud800-\udfff]")
 RUNNABLE = (
     ScriptLanguage.SHELL,
     ScriptLanguage.BAT,
@@ -52,25 +49,32 @@ def language_for(path: str) -> ScriptLanguage:
     return EXTENSIONS.get(Path(path).suffix.lower(), ScriptLanguage.SHELL)
 
 
+def check_param(param: str) -> None:
+    """Refuse a ``--param`` that is not UTF-8 here, as the server would (a parameter is
+    kept as text), rather than fail encoding the request."""
+    try:
+        param.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # bytes of the command line that are not UTF-8 come in as lone surrogates
+        raise typer.BadParameter(
+            f"the parameter is not UTF-8 text (byte 0x{ord(param[exc.start]) - 0xDC00:02x} "
+            f"at offset {len(param[: exc.start].encode('utf-8', 'surrogateescape'))}): "
+            "the server keeps a parameter as text; convert it to UTF-8",
+            param_hint="--param",
+        ) from None
+
+
 def load_script(
     command: str | None, file: str | None, lang: str | None
-) -> tuple[str, ScriptLanguage]:
-    """The script from ``-c`` or ``--file`` (``-`` reads stdin) and its language."""
-    # the server keeps a script as UTF-8 text and would run other bytes as U+FFFD (as
-    # bk-job decodes script_content), so sending them would run another script
-    why = ": the server keeps scripts as UTF-8 text, so its other bytes would not run as written"
+) -> tuple[bytes, ScriptLanguage]:
+    """The script's bytes from ``-c`` or ``--file`` (``-`` reads stdin) and its language.
+
+    The host runs exactly these bytes, whatever their encoding (a GBK ``.bat``)."""
     if command is not None and file is None:
-        script = command
-        if not script.isascii() and _SURROGATE.search(script):
-            # bytes of the command line that are not UTF-8 come in as lone surrogates
-            raise typer.BadParameter(f"the command is not UTF-8 text{why}", param_hint="-c")
+        # bytes of the command line that are not UTF-8 come in as lone surrogates
+        script = command.encode("utf-8", errors="surrogateescape")
     elif file is not None and command is None:
-        convert = "; convert it first, e.g. iconv -f latin1 -t utf-8"
-        script = read_text(
-            file,
-            "--file",
-            not_text=why + convert + ("" if file == "-" else f" {shlex.quote(file)}"),
-        )
+        script = read_script(file, "--file")
     else:
         raise typer.BadParameter("give exactly one of -c/--command or --file", param_hint="-c")
     if not script:

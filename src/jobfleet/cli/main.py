@@ -45,7 +45,7 @@ from jobfleet.cli._context import (
     interrupted,
     lost_track,
 )
-from jobfleet.cli._scripts import load_script
+from jobfleet.cli._scripts import check_param, load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
 from jobfleet.cli._terminal import printable
 from jobfleet.cli.admin import admin_app
@@ -223,6 +223,7 @@ def run(
 
     cli = cli_context(ctx)
     script, language = load_script(command, file, lang)
+    check_param(param)
     chosen = _targets.selection(group, module, set_, label)
     _targets.require_some(host, host_id, chosen)
     if stream:
@@ -230,7 +231,7 @@ def run(
             target = _targets.resolve_or_fail(cli, client, chosen, biz)
             try:
                 data = client.fast_execute_script(
-                    script_content=base64.b64encode(script.encode()).decode(),
+                    script_content=base64.b64encode(script).decode(),
                     script_language=int(language),
                     script_param=base64.b64encode(param.encode()).decode() if param else None,
                     account_alias=account,

@@ -21,6 +21,7 @@ honours when the gateway builds its validators, and that cost the agent nothing.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ AGENT_CHUNK_CHARS = 128 * 1024
 AGENT_FRAME_BYTES = 1024 * 1024
 # file items per message: a download of many files reports them over several messages
 MAX_FILE_ITEMS = 1000
+# items of each list of a ``reply``: more than a frame holds of any honest answer (a
+# listed file takes some 40 bytes), well short of the empty strings it holds
+MAX_REPLY_ITEMS = 200_000
 AGENT_FILE_ITEMS = 200
 
 # Bundles: many small files in one request, each way. A file step that copies a tree
@@ -314,9 +318,9 @@ class Reply(TypedDict):
     id: RequestId
     status: NotRequired[Int32]
     error: NotRequired[LongText]
-    files: NotRequired[list[ListedFile]]
-    missing: NotRequired[list[LongText]]
-    results: NotRequired[list[UploadResult]]
+    files: NotRequired[Annotated[list[ListedFile], MaxLen(MAX_REPLY_ITEMS)]]
+    missing: NotRequired[Annotated[list[LongText], MaxLen(MAX_REPLY_ITEMS)]]
+    results: NotRequired[Annotated[list[UploadResult], MaxLen(MAX_REPLY_ITEMS)]]
     # the answer to ``proc``: the state of the process after the operation
     proc: NotRequired[ProcState]
     # the answer to ``dispatch``: where the message was put
@@ -465,6 +469,9 @@ class ScriptRun(TypedDict):
     sensitive: NotRequired[bool]
     # give the script a file for ``name=value`` lines (variables it sets)
     collect_vars: NotRequired[bool]
+    # base64 of the script's bytes, for a script that is not UTF-8 (``exact_script``):
+    # the agent runs these bytes and ignores ``script``
+    script_b64: NotRequired[str]
 
 
 class DownloadItem(TypedDict):
@@ -767,6 +774,58 @@ def run(
     return message
 
 
+# what an agent that predates ``script_b64`` runs instead of a script that is not UTF-8:
+# it fails with a reason rather than run the script with its bytes changed
+_OLD_AGENT_REFUSAL = (
+    "jobfleet: this script is not UTF-8 text and this agent cannot run it byte for byte;"
+    " upgrade the agent"
+)
+_OLD_AGENT_SCRIPT = {
+    1: f"echo '{_OLD_AGENT_REFUSAL}' >&2\nexit 1\n",
+    2: f"@echo {_OLD_AGENT_REFUSAL} 1>&2\r\n@exit /b 1\r\n",
+    3: f'die "{_OLD_AGENT_REFUSAL}\\n";\n',
+    4: f'import sys\nsys.exit("{_OLD_AGENT_REFUSAL}")\n',
+    5: f"[Console]::Error.WriteLine('{_OLD_AGENT_REFUSAL}')\nexit 1\n",
+}
+
+
+def exact_script(message: dict[str, Any], lang: int | None = None) -> dict[str, Any]:
+    """A run message (or part of one) fit for the wire, whatever bytes its script holds.
+
+    Inside the server a script that is not UTF-8 is a string with lone surrogates (see
+    ``domain.scripts``), which JSON cannot carry. Such a script travels as
+    ``script_b64``; ``script`` then holds what an older agent, which knows only
+    ``script``, runs instead: a few lines that fail with the reason. A UTF-8 script
+    goes as it always did. ``lang`` is the language of a part that names none (a
+    host's own script, merged into its step's message)."""
+    script = message.get("script")
+    if not isinstance(script, str) or script.isascii():
+        return message
+    try:
+        script.encode("utf-8")
+    except UnicodeEncodeError:
+        lang = int(message.get("lang") or lang or 1)
+        return {
+            **message,
+            "script": _OLD_AGENT_SCRIPT.get(lang, _OLD_AGENT_SCRIPT[1]),
+            "script_b64": encode_script(script),
+        }
+    return message
+
+
+def encode_script(script: str) -> str:
+    """``script_b64`` of a script (lone surrogates standing for bytes that are not UTF-8)."""
+    return base64.b64encode(script.encode("utf-8", errors="surrogateescape")).decode()
+
+
+def script_bytes(message: ScriptRun) -> bytes:
+    """The bytes a run message's script stands for: ``script_b64`` when the server sent it."""
+    exact = message.get("script_b64")
+    if isinstance(exact, str):
+        return base64.b64decode(exact)
+    return str(message["script"]).encode()
+
+
 def download(
     id: str,
     *,
@@ -854,14 +913,24 @@ def clean_text(text: str) -> str:
     return text
 
 
-def clean_texts(value: Any) -> Any:
-    """``value`` (JSON: objects, lists, strings, numbers) with every string ``clean_text``ed."""
+# How deep ``clean_texts`` goes into objects and lists: far past any message of the
+# protocol, well short of Python's recursion limit
+MAX_TEXT_DEPTH = 32
+
+
+def clean_texts(value: Any, depth: int = 0) -> Any:
+    """``value`` (JSON: objects, lists, strings, numbers) with every string ``clean_text``ed.
+
+    Raises ``ValueError`` for objects and lists nested over ``MAX_TEXT_DEPTH`` deep: no
+    message nests so, and a RecursionError would end whatever was reading it."""
     if isinstance(value, str):
         return clean_text(value)
+    if isinstance(value, dict | list) and depth >= MAX_TEXT_DEPTH:
+        raise ValueError(f"nested over {MAX_TEXT_DEPTH} levels deep")
     if isinstance(value, dict):
-        return {k: clean_texts(v) for k, v in value.items()}
+        return {k: clean_texts(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [clean_texts(v) for v in value]
+        return [clean_texts(v, depth + 1) for v in value]
     return value
 
 
@@ -869,8 +938,9 @@ def clean_reply(message: Reply | dict[str, Any]) -> dict[str, Any]:
     """A ``reply`` whose text (errors, missing patterns, upload results, a process's message)
     any database holds, as a host's output. The listed files are left as sent: their
     names are checked where they are used (``is_file_name``), and one no file system
-    holds fails its source, as a mapped name would name a file that is not there."""
-    return {k: v if k == "files" else clean_texts(v) for k, v in message.items()}
+    holds fails its source, as a mapped name would name a file that is not there.
+    Raises ``ValueError`` as ``clean_texts`` does."""
+    return {k: v if k == "files" else clean_texts(v, 1) for k, v in message.items()}
 
 
 def is_file_name(text: str) -> bool:

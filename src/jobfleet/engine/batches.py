@@ -23,6 +23,7 @@ from jobfleet.engine.tracking import SENT, WAITING, StepRun, Tracker
 from jobfleet.engine.writer import ResultWriter
 from jobfleet.store.database import now_ms
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class StepTasks:
         self.writer = writer
         self.decisions = decisions
         self.settings = settings
+        # every waiting step looks every few seconds: one spell for them all
+        self._check_outage = OutageLog(log, "step_check_failed")
 
     async def start_step(self, step: Row[Any]) -> int:
         started: int = step.start_time or now_ms()
@@ -321,10 +324,11 @@ class StepTasks:
             await self._reconcile(run)
             self.dispatcher.check_absent(run)
             await self.decisions.check_stop(run.job_id, stop)
+            self._check_outage.ok()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            log.warning("step_check_failed step=%s error=%s", run.step_id, exc)
+        except Exception:
+            self._check_outage.failed("step=%s", run.step_id)
 
     async def _reconcile(self, run: StepRun) -> None:
         """Drop hosts the store already shows finished (a result that raced the tracking)."""

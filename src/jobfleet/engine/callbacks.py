@@ -100,6 +100,8 @@ class CallbackSender:
         # figures for /metrics, by outbox kind: attempts that failed, rows given up on
         self.failed_attempts: Counter[str] = Counter()
         self.gave_up: Counter[str] = Counter()
+        # the attempts in flight when the database goes away fail together
+        self._attempt_outage = OutageLog(log, "outbox_attempt_failed")
 
     def wake(self, *_args: object) -> None:
         self._wake.set()
@@ -194,12 +196,13 @@ class CallbackSender:
     async def _attempt_logged(self, row: Row[Any]) -> None:
         try:
             await self._attempt(row)
+            self._attempt_outage.ok()
         except asyncio.CancelledError:
             raise
         except Exception:
             # the outcome could not be recorded (the database failed): the row stays
             # claimed and is tried again once the claim ends
-            log.exception("outbox_attempt_failed kind=%s id=%s", row.kind, row.id)
+            self._attempt_outage.failed("kind=%s id=%s", row.kind, row.id)
 
     async def _send(self, row: Row[Any]) -> tuple[bool, str, bool]:
         """``(accepted, error, final)``: a final failure is not retried."""

@@ -18,6 +18,7 @@ from jobfleet.domain.states import STEP_PASSED
 from jobfleet.domain.status import RunStatus
 from jobfleet.engine.progress import Progress
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class Decisions:
         self.progress = progress or Progress()
         self._stops: dict[int, asyncio.Event] = {}
         self._steps: dict[int, asyncio.Event] = {}
+        # every parked step looks again each interval: one spell for them all
+        self._check_outage = OutageLog(log, "decision_check_failed")
 
     def stop_event(self, job_id: int) -> asyncio.Event:
         """Set once the job is to stop; the runner of the job holds it."""
@@ -66,6 +69,7 @@ class Decisions:
                 self.progress.touch(job.id)
                 try:
                     current = await self.store.step(step.id)
+                    self._check_outage.ok()
                     if current is not None and current.status != RunStatus.WAITING_USER:
                         if current.status in STEP_PASSED or current.status == RunStatus.RUNNING:
                             # only a waiting job resumes: a terminate taken meanwhile (10)
@@ -79,9 +83,9 @@ class Decisions:
                         return None
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception:
                     # a wait of days outlives a database restart: look again next time
-                    log.warning("decision_check_failed step=%s error=%s", step.id, exc)
+                    self._check_outage.failed("step=%s", step.id)
                 event.clear()
                 waiter = asyncio.ensure_future(event.wait())
                 stopper = asyncio.ensure_future(stop.wait())

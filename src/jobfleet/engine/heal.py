@@ -368,11 +368,19 @@ class _Batch:
             for host in await inventory.by_ids(wanted):
                 found.setdefault(host.bk_host_id, []).append(host)
         elif wanted:
-            # an address is a host's ip, or for an IPv6 address also its ipv6
-            for host in await inventory.by_ips(wanted):
+            # an address names the hosts whose ip it is, else the one host whose agent
+            # reports it as its IPv6 address (as in a job's ``ip_list``): an agent says
+            # what it likes in its hello, and its claim must not take another host's alerts
+            hosts = await inventory.by_ips(wanted)
+            for host in hosts:
                 found.setdefault((host.bk_cloud_id, host.ip), []).append(host)
-                if host.ipv6:
-                    found.setdefault((host.bk_cloud_id, host.ipv6), []).append(host)
+            claims: dict[tuple[int, str], list[Host]] = {}
+            for host in hosts:
+                if host.ipv6 and (host.bk_cloud_id, host.ipv6) not in found:
+                    claims.setdefault((host.bk_cloud_id, host.ipv6), []).append(host)
+            for key, claimants in claims.items():
+                if len(claimants) == 1:
+                    found[key] = claimants
         return cls(store, rule, started, last, found)
 
     def hosts_of(self, alert: heal.Alert) -> list[Host]:

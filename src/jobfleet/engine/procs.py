@@ -24,6 +24,7 @@ from jobfleet.domain.status import AccountCategory
 from jobfleet.engine.ports import AgentRequests
 from jobfleet.engine.rpc import AgentUnavailable
 from jobfleet.store.accounts import AccountStore
+from jobfleet.store.outage import OutageLog
 from jobfleet.store.procs import ProcAnswer, ProcStore, ProcTarget
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,9 @@ class ProcManager:
         # for as long as they last, from the API's requests too
         self._answers: list[ProcAnswer] = []
         self._writing = asyncio.Lock()
+        # the answers go on coming while the database is away: a line per write would
+        # bury the log under the same traceback
+        self._write_outage = OutageLog(log, "proc_result_write_failed")
 
     async def operate(
         self, operations: list[ProcOperation], *, biz_ids: list[int], operator: str, app_code: str
@@ -213,9 +217,10 @@ class ProcManager:
                 return
             try:
                 await self.store.finish(answers)
+                self._write_outage.ok()
             except Exception:
-                log.exception(
-                    "proc_result_write_failed tasks=%s answers=%d",
+                self._write_outage.failed(
+                    "tasks=%s answers=%d",
                     ",".join(sorted({a.task_id for a in answers})),
                     len(answers),
                 )

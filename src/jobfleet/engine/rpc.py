@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from typing import Any
 
 from jobfleet.domain import protocol
 from jobfleet.engine.ports import AgentDirectory, AgentLink
+
+log = logging.getLogger(__name__)
 
 
 class AgentUnavailable(Exception):
@@ -33,7 +36,13 @@ class AgentRpc:
         other hosts' results of the same step or operation."""
         waiter = self._replies.get(str(message.get("id")))
         if waiter is not None and waiter[0] == conn.bk_host_id and not waiter[1].done():
-            waiter[1].set_result(protocol.clean_reply(message))
+            try:
+                cleaned = protocol.clean_reply(message)
+            except ValueError as exc:
+                # refused as any message that does not fit: the request runs to its timeout
+                log.warning("agent_reply_refused host=%s error=%s", conn.bk_host_id, exc)
+                return
+            waiter[1].set_result(cleaned)
 
     async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send ``message`` to a host's agent and wait for its reply.

@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import Row
 
 from jobfleet.domain import protocol
-from jobfleet.domain.scripts import split_params
+from jobfleet.domain.scripts import loaded_script, split_params
 from jobfleet.domain.states import STEP_PASSED, job_status_from_steps
 from jobfleet.domain.status import HostStatus, RunStatus, StepType
 from jobfleet.engine import notify, sql, variables
@@ -23,6 +23,7 @@ from jobfleet.engine.writer import NOTE_SEQ
 from jobfleet.store.database import now_ms
 from jobfleet.store.health import Health, connection_lost
 from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobStore
+from jobfleet.store.outage import OutageLog
 from jobfleet.store.secrets import Cipher
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class JobRunner:
         self.on_job_finished = tuple(on_job_finished)
         self.on_confirm_waiting = tuple(on_confirm_waiting)
         self._runners: dict[int, asyncio.Task[None]] = {}
+        self._died = OutageLog(log, "job_driver_died")
         self.progress = decisions.progress
 
     def running(self, job_id: int) -> bool:
@@ -97,11 +99,10 @@ class JobRunner:
         if task.cancelled() or task.exception() is None:
             return
         # the database is away: the job stays active and leased to this node, whose
-        # lease keeper resumes it (``recover``)
-        log.error(
-            "job_driver_died job=%s: resumed once the database answers",
-            job_id,
-            exc_info=task.exception(),
+        # lease keeper resumes it (``recover``); every job this node drives dies with
+        # it, so one line tells of them all
+        self._died.failed(
+            "job=%s: resumed once the database answers", job_id, exc=task.exception()
         )
 
     async def stop(self) -> None:
@@ -223,6 +224,7 @@ class JobRunner:
             if state is not None:
                 hosts = [r.bk_host_id for r in await self.store.hosts(step.id, step.execute_count)]
                 template, per_host = variables.script_message(template, state, hosts)
+            template, per_host = _wire(template, per_host)
             status = await self.tasks.run(job, step, stop, recovering, template, per_host=per_host)
             if state is not None:
                 rows = await self.store.hosts(step.id, step.execute_count)
@@ -239,6 +241,7 @@ class JobRunner:
                     own = state.values(row.bk_host_id)
                     if own != shared:
                         sql_hosts[row.bk_host_id] = sql.sql_message(base, step, self.cipher, own)
+            template, sql_hosts = _wire(template, sql_hosts)
             return await self.tasks.run(job, step, stop, recovering, template, per_host=sql_hosts)
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
@@ -266,7 +269,7 @@ class JobRunner:
             protocol.run(
                 "",
                 lang=step.script_language,
-                script=step.script_content or "",
+                script=loaded_script(step.script_content, step.config),
                 args=split_params(param) if param else [],
                 account=step.account_name,
                 timeout=step.timeout,
@@ -331,3 +334,19 @@ class JobRunner:
         log.info("job_finished job=%s status=%d", job_id, status)
         for listener in self.on_job_finished:
             listener(job_id, status)
+
+
+def _wire(
+    template: dict[str, Any], per_host: dict[int, dict[str, Any]]
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """A step's run messages with a script that is not UTF-8 carried as its bytes; done
+    once here, after variables changed the script, rather than for every host sent to."""
+    lang = template.get("lang")
+    wired = protocol.exact_script(template)
+    hosts = {host: protocol.exact_script(own, lang) for host, own in per_host.items()}
+    if "script_b64" in wired:
+        # a host's own script replaces the step's: so must its bytes, or none be sent
+        for host, own in hosts.items():
+            if "script" in own and "script_b64" not in own:
+                hosts[host] = {**own, "script_b64": protocol.encode_script(own["script"])}
+    return wired, hosts

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from jobfleet.domain.db_connect import connect_problem, db2_connect, oracle_connect
+from jobfleet.domain.scripts import loaded_script
 from jobfleet.domain.status import AccountType, ScriptLanguage
 from jobfleet.domain.variables import render
 from jobfleet.store.secrets import Cipher
@@ -197,7 +198,7 @@ def sql_message(
     db = dict((step.config or {}).get("db") or {})
     if db.get("password"):
         db["password"] = cipher.decrypt(str(db["password"]))
-    sql = step.script_content or ""
+    sql = loaded_script(step.script_content, step.config)
     if values:
         sql = render(sql, values)
     script, env = client_script(db, sql, int(template.get("timeout") or 0))

@@ -19,7 +19,9 @@ from jobfleet.engine.ports import AgentLink
 from jobfleet.engine.results import DatabaseDown, Results, TaskKey
 from jobfleet.engine.signals import Signals
 from jobfleet.engine.tracking import StepRun, Tracker
+from jobfleet.logs import Spell
 from jobfleet.store.database import now_ms
+from jobfleet.store.outage import reason
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ class ResultWriter:
         # tells the node that drives a job of results stored here (a cluster)
         self.signals = signals
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        # a database outage is retried every few seconds for as long as it lasts
+        self._waiting_spell = Spell(
+            log, "result_write_waiting_for_database", back="result_write_resumed"
+        )
         # the agents not read while the queue is over ``QUEUE_HOLD``
         self._held: set[AgentLink] = set()
         # each agent's messages in the queue
@@ -133,6 +139,7 @@ class ResultWriter:
             while True:
                 try:
                     await self._write(batch)
+                    self._waiting_spell.ok()
                     break
                 except asyncio.CancelledError:
                     raise
@@ -142,12 +149,7 @@ class ResultWriter:
                     # results; keep trying, nothing is dropped
                     attempt += 1
                     if isinstance(exc, DatabaseDown):
-                        log.error(
-                            "result_write_waiting_for_database attempt=%d size=%d error=%s",
-                            attempt,
-                            len(batch),
-                            exc,
-                        )
+                        self._waiting_spell.failed("size=%d error=%s", len(batch), reason(exc))
                     else:
                         log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))
                         if attempt >= 3:

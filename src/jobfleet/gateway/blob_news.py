@@ -32,6 +32,8 @@ class BlobNews:
         self.blobs = blobs
         self._listening: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        # targets ask again every two seconds or so, each time news to send
+        self._not_sent = Spell(log, "blob_news_not_sent", back="blob_news_sent_again")
 
     def start(self) -> None:
         """Only nodes of a cluster need news (one node on its own holds every mark)."""
@@ -58,8 +60,9 @@ class BlobNews:
             await self.bus.publish(
                 TOPIC, {"kind": kind, "blob": blob_id, "why": why, "node": self.bus.node_id}
             )
+            self._not_sent.ok()
         except Exception as exc:  # the bus is away: the target's next request tells again
-            log.warning("blob_news_not_sent kind=%s reason=%s", kind, exc)
+            self._not_sent.failed("kind=%s reason=%s", kind, exc)
 
     async def _listen(self) -> None:
         spell = Spell(log, "blob_news_listen_failed")

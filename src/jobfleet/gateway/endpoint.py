@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import platform
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -62,6 +63,8 @@ AGENT_LOOP_SHARE = 0.25
 AGENT_LOOP_BURST = 0.05
 
 _Fact = TypeVar("_Fact")
+# a task id as ``protocol.TaskId`` has it
+_TASK_ID = re.compile(r"[0-9]{1,18}:[0-9]{1,9}:[0-9]{1,18}")
 
 
 class _HeaderLookup(Protocol):
@@ -126,6 +129,39 @@ def swarm_address(value: Any, source: str) -> str:
     return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
+# The tasks of a hello's ``known`` the server keeps, for the connection's life. An agent
+# holding more is sent the rest again, and ignores what it already has.
+MAX_KNOWN = 10_000
+
+
+def known_tasks(value: Any, bk_host_id: int) -> set[str]:
+    """The tasks of this host a hello's ``known`` names, at most ``MAX_KNOWN``.
+
+    Only this host's task ids count: the set lives as long as the connection, and a
+    4 MiB hello of short strings would otherwise keep some 70 MB."""
+    if not isinstance(value, list):
+        return set()
+    suffix = f":{bk_host_id}"
+    known: set[str] = set()
+    for item in value:
+        if len(known) >= MAX_KNOWN:
+            break
+        if isinstance(item, str) and item.endswith(suffix) and _TASK_ID.fullmatch(item):
+            known.add(item)
+    return known
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``value`` as an address (an IPv4-mapped IPv6 one as its IPv4 address), or None."""
+    try:
+        address = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def _ipv6(value: Any) -> str | None:
     """The IPv6 address a hello reports, in normal form; None (keep the stored one) if bad."""
     try:
@@ -154,6 +190,8 @@ class _HostFacts(Generic[_Fact]):
         self.interval = interval
         self._pending: dict[int, _Fact] = {}
         self._task: asyncio.Task[None] | None = None
+        # agents keep saying hello and sending loads while the database is away
+        self._outage = OutageLog(log, "host_facts_write_failed")
 
     def add(self, bk_host_id: int, facts: _Fact) -> None:
         self._pending[bk_host_id] = facts
@@ -166,8 +204,9 @@ class _HostFacts(Generic[_Fact]):
             batch, self._pending = self._pending, {}
             try:
                 await self.write(batch)
+                self._outage.ok()
             except Exception:
-                log.exception("host_facts_write_failed what=%s hosts=%d", self.what, len(batch))
+                self._outage.failed("what=%s hosts=%d", self.what, len(batch))
             if not self._pending:
                 self._task = None
                 return
@@ -268,8 +307,9 @@ class Gateway:
         self._proven: set[str] = set()
         self.events = events
         self._credentials = CredentialChecks(identity.check_agents)
+        self._inventory = Inventory(presence.db)
         self._facts: _HostFacts[dict[str, Any]] = _HostFacts(
-            Inventory(presence.db).record_facts, "facts"
+            self._inventory.record_facts, "facts"
         )
         self._loads: _HostFacts[AgentLoad] = _HostFacts(
             AgentLoads(presence.db).record, "load", interval=1.0
@@ -380,15 +420,15 @@ class Gateway:
             released.set()
             hold = _holder(released)
             rest = _rester(resting)
-        known = hello.get("known")
+        known = known_tasks(hello.get("known"), host_id)
         conn = AgentConnection(
             agent_id,
             host_id,
             ws.send_bytes,
-            {t for t in known if isinstance(t, str)} if isinstance(known, list) else set(),
+            known,
             peer=peer,
             hangup=hangup,
-            swarm=swarm_address(hello.get("peer"), peer),
+            swarm=await self._peer_port(hello.get("peer"), peer, agent_id, host_id),
             # the agent listener's socket writes a frame at once when the agent keeps up
             send_now=ws.send_now if isinstance(ws, WireSocket) else None,
             turn=self._writes,
@@ -454,6 +494,37 @@ class Gateway:
                 log.info("agent_offline agent=%s host=%s", agent_id, host_id)
                 if self.events:
                     self.events.agent_offline(conn)
+
+    async def _peer_port(self, value: Any, peer: str, agent_id: str, host_id: int) -> str:
+        """Where other agents may dial this host for file pieces: the hello's ``peer``
+        (``swarm_address``) if its address is the host's own ip, or the one the
+        connection came from; else "" (the host takes no part in swarms).
+
+        Every target of a swarm dials each member's address: an agent free to name any
+        would turn the fleet on an address of its choosing (a service on each target's
+        loopback, a metadata address). An address the connection came from that is a
+        loopback one is kept only for a host whose own ip is loopback too: for any other
+        host it names the dialer itself."""
+        address = swarm_address(value, peer)
+        if not address:
+            return ""
+        claimed = _ip(address.rpartition(":")[0])
+        seen = _ip(peer)
+        if claimed is not None and claimed == seen and not claimed.is_loopback:
+            return address
+        try:
+            hosts = await self._inventory.by_ids([host_id])
+        except Exception:
+            log.exception("agent_peer_address_check_failed agent=%s host=%s", agent_id, host_id)
+            return ""
+        own = _ip(hosts[0].ip) if hosts else None
+        if own is not None and (claimed == own or (claimed == seen and own.is_loopback)):
+            return address
+        log.warning(
+            "agent_peer_address_refused agent=%s host=%s address=%s peer=%s",
+            agent_id, host_id, address, peer,
+        )
+        return ""
 
     def _load(self, host_id: int, load: protocol.HostLoad | None) -> None:
         """Keep the host load an agent reported (checked: a hello's with ``read_load``,

@@ -91,7 +91,8 @@ class AgentRouter:
     def __init__(self, registry: Registry, bus: Bus) -> None:
         self.registry = registry
         self.bus = bus
-        self._reply_to: dict[str, tuple[str, float]] = {}
+        # request id -> (the node that asked, the host asked, until when)
+        self._reply_to: dict[str, tuple[str, int, float]] = {}
 
     def deliver(self, message: dict[str, Any]) -> None:
         host = int(message["host"])
@@ -101,7 +102,7 @@ class AgentRouter:
             if inner.get("t") == protocol.RUN and inner.get("id") in conn.known:
                 return  # the agent has it already
             if inner.get("t") in REQUESTS:
-                self._remember(str(inner.get("id")), str(message["from"]))
+                self._remember(str(inner.get("id")), str(message["from"]), host)
             conn.send(inner)
             return
         hops = int(message.get("hops") or 0)
@@ -111,16 +112,24 @@ class AgentRouter:
         else:
             log.info("bus_agent_absent host=%s kind=%s", host, inner.get("t"))
 
-    def _remember(self, request_id: str, node: str) -> None:
+    def _remember(self, request_id: str, node: str, host: int) -> None:
         now = time.monotonic()
         if len(self._reply_to) > 10_000:
-            self._reply_to = {k: v for k, v in self._reply_to.items() if v[1] > now}
-        self._reply_to[request_id] = (node, now + REPLY_ROUTE_TTL)
+            self._reply_to = {k: v for k, v in self._reply_to.items() if v[2] > now}
+        self._reply_to[request_id] = (node, host, now + REPLY_ROUTE_TTL)
 
     def route_reply(self, conn: AgentConnection, message: dict[str, Any]) -> bool:
-        """Send an agent's reply to the node that asked; False if this node asked."""
-        route = self._reply_to.pop(str(message.get("id")), None)
-        if route is None or route[0] == self.bus.node_id:
+        """Send an agent's reply to the node that asked; False if this node asked.
+
+        Only the host that was asked may take the route: another agent sending a reply
+        under the same id would otherwise use it up, and the asked host's true reply
+        would find no way back and leave the request to time out."""
+        request_id = str(message.get("id"))
+        route = self._reply_to.get(request_id)
+        if route is None or route[1] != conn.bk_host_id:
+            return False
+        del self._reply_to[request_id]
+        if route[0] == self.bus.node_id:
             return False
         self.bus.send(route[0], {"k": REPLY, "host": conn.bk_host_id, "msg": message})
         return True

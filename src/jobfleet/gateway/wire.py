@@ -468,6 +468,11 @@ class WireProtocol(asyncio.Protocol):
         share of the loop. Its silence meanwhile is ours, as while held."""
         if self._resting is not None:
             self._resting.cancel()
+            self._resting = None
+        if self._state == self._GONE:
+            # frames read ahead reach the gateway after the connection is lost: a timer
+            # armed now would hold the connection (and all it references) for the rest
+            return
         self._resting = asyncio.get_running_loop().call_later(seconds, self._rested)
         self._set_reading()
 

@@ -52,8 +52,11 @@ def reads_answer(fn: Callable[P, T]) -> Callable[P, T]:
     return read
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+def b64(text: str | bytes) -> str:
+    """Base64 of a script or file: bytes as they are (a GBK ``.bat`` runs as written),
+    text as UTF-8."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8")
+    return base64.b64encode(raw).decode("ascii")
 
 
 def parse_host(spec: str, default_cloud: int = 0) -> dict[str, Any]:
@@ -99,7 +102,7 @@ def target_server(
 
 
 def script_request(
-    script: str,
+    script: str | bytes,
     *,
     hosts: Sequence[str] | None,
     host_ids: Sequence[int] | None,

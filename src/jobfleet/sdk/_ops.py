@@ -113,7 +113,7 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
 
     def execute_and_wait(
         self,
-        script: str,
+        script: str | bytes,
         *,
         hosts: list[str] | None = None,
         host_ids: list[int] | None = None,
@@ -130,6 +130,8 @@ class Flows(BkApi[Flow[dict[str, Any]]]):
         on_progress: Callable[[JobProgress], None] | None = None,
     ) -> Flow[ExecutionResult]:
         """Run ``script`` on hosts, wait for the end, and return every host's result and log.
+
+        ``script`` may be bytes in any encoding (a GBK ``.bat``): the host runs exactly them.
 
         ``hosts`` are IPs (``"ip"`` or ``"cloud:ip"``) in cloud area ``bk_cloud_id``;
         ``host_ids`` are bk host ids; ``target`` adds dynamic groups and topology nodes

@@ -110,10 +110,14 @@ class JobReads:
     async def hosts_at(
         self, step_id: int, execute_count: int, addresses: Sequence[tuple[int, str]]
     ) -> list[Row[Any]]:
-        """The step's host rows whose (cloud, IPv4) or (cloud, IPv6) is one of
-        ``addresses``; what is looked up costs what it asks for, not the whole step."""
+        """The step's host rows that ``addresses`` name, as a job's ``ip_list`` names
+        hosts: an address names the host whose (cloud, ip) it is, else the one host
+        whose agent reported it as its IPv6 address (an agent says what it likes in its
+        hello: its claim never answers for another host). What is looked up costs what
+        it asks for, not the whole step."""
         sh = step_hosts.c
-        found: dict[int, Row[Any]] = {}
+        owners: dict[tuple[int, str], list[Row[Any]]] = {}
+        claims: dict[tuple[int, str], list[Row[Any]]] = {}
         async with self.db.connect() as conn:
             for part in chunks(sorted(set(addresses)), 2000):
                 wanted = [(int(cloud), ip) for cloud, ip in part]
@@ -126,8 +130,17 @@ class JobReads:
                 )
                 pairs = set(wanted)
                 for row in rows:
-                    if (row.bk_cloud_id, row.ip) in pairs or (row.bk_cloud_id, row.ipv6) in pairs:
-                        found[row.bk_host_id] = row
+                    if (row.bk_cloud_id, row.ip) in pairs:
+                        owners.setdefault((row.bk_cloud_id, row.ip), []).append(row)
+                    if row.ipv6 and (row.bk_cloud_id, row.ipv6) in pairs:
+                        claims.setdefault((row.bk_cloud_id, row.ipv6), []).append(row)
+        found: dict[int, Row[Any]] = {}
+        for pair, claimants in claims.items():
+            if pair not in owners and len(claimants) == 1:
+                owners[pair] = claimants
+        for rows_of in owners.values():
+            for row in rows_of:
+                found[row.bk_host_id] = row
         return [found[h] for h in sorted(found)]
 
     async def hosts_of_steps(

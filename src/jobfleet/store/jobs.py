@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jobfleet.domain.scripts import stored_script
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.store.bulk import BulkStatement
 from jobfleet.store.database import Database, now_ms
@@ -145,13 +146,17 @@ class JobStore(JobReads):
         job_id = int(res.inserted_primary_key[0])  # type: ignore[index]
         step_ids: list[int] = []
         for order, step in enumerate(job.steps):
+            values = step.values
+            if values.get("script_content"):
+                content, config = stored_script(values["script_content"], values.get("config"))
+                values = {**values, "script_content": content, "config": config}
             res = await conn.execute(
                 insert(step_instances).values(
                     job_instance_id=job_id,
                     step_order=order,
                     name=step.name,
                     type=step.type,
-                    **step.values,
+                    **values,
                 )
             )
             step_id = int(res.inserted_primary_key[0])  # type: ignore[index]

@@ -8,7 +8,9 @@ for failures that are not an outage."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 
 from jobfleet.logs import Spell
@@ -23,6 +25,32 @@ REPEAT_SECONDS = 60.0
 _AWAY_STATES = ("08", "53300", "57P", "28", "3D000")
 
 
+# what a socket to the database reports when the server or the way to it is gone; any
+# other OSError (a file not found, a permission refused, a disk full) is a fault here
+_AWAY_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ENOTCONN,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+    }
+)
+
+# the drivers' own for a connection that is gone or cannot be made, by name as well:
+# a wrapping of them need not carry their SQLSTATE
+_AWAY_CLASSES = frozenset({"ConnectionDoesNotExistError", "ClientCannotConnectError"})
+
+# where asyncio connects a socket: any OSError raised in there (a Unix socket missing
+# while the server restarts: ENOENT) is a connection that cannot be made
+_CONNECT_FRAMES = frozenset({"sock_connect", "_sock_connect", "_sock_connect_cb"})
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = exc
@@ -32,10 +60,37 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _socket_gone(error: OSError) -> bool:
+    if isinstance(error, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    if error.errno in _AWAY_ERRNOS:
+        return True
+    # asyncio's create_connection when every address of the host failed, each its own way
+    if error.errno is None and str(error).startswith("Multiple exceptions: "):
+        return True
+    return _raised_connecting(error)
+
+
+def _raised_connecting(error: BaseException) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name in _CONNECT_FRAMES and str(
+            frame.f_globals.get("__name__", "")
+        ).startswith("asyncio."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def unreachable(exc: BaseException) -> bool:
-    """Is ``exc`` the database being away (refused, restarting, a connection cut)?"""
+    """Is ``exc`` the database being away (refused, restarting, a connection cut)?
+
+    Only a connection's failures count: a file that cannot be written (a directory
+    not writable, a disk full) is not the database being away, and is reported as
+    the fault it is."""
     for link in _chain(exc):
-        if isinstance(link, OSError):
+        if isinstance(link, OSError) and _socket_gone(link):
             return True
         if getattr(link, "connection_invalidated", False):
             return True
@@ -45,8 +100,7 @@ def unreachable(exc: BaseException) -> bool:
         # 55000 is also a fault of a query; this one is a database closed to connections
         if state == "55000" and "not currently accepting connections" in str(link):
             return True
-        # asyncpg's own for a connection closed under a query: it has no SQLSTATE
-        if type(link).__name__ == "ConnectionDoesNotExistError":
+        if type(link).__name__ in _AWAY_CLASSES:
             return True
     return False
 
@@ -68,13 +122,19 @@ class OutageLog:
             logger, event, back=f"database_back loop={event}", every=REPEAT_SECONDS
         )
 
-    def failed(self) -> None:
-        """Call in the ``except`` block of the failed turn."""
-        exc = sys.exc_info()[1]
+    def failed(self, fields: str = "", *args: object, exc: BaseException | None = None) -> None:
+        """Call in the ``except`` block of the failed turn (or pass ``exc``). ``fields``
+        say which turn failed (a step, a job); during an outage only the turns that
+        log a line are named, the others are counted in the reminders."""
+        if exc is None:
+            exc = sys.exc_info()[1]
         if exc is None or not unreachable(exc):
-            self.logger.exception(self.event)
+            exc_info = exc if exc is not None else True
+            self.logger.error(f"{self.event} {fields}".rstrip(), *args, exc_info=exc_info)
             return
-        self._spell.failed("reason=database_unreachable error=%s", reason(exc))
+        self._spell.failed(
+            f"{fields} reason=database_unreachable error=%s".lstrip(), *args, reason(exc)
+        )
 
     def ok(self) -> None:
         """Call after a turn that worked: ends an outage with one line."""

@@ -1,0 +1,185 @@
+"""What an enrolled host says about itself in its hello never reaches past itself.
+
+A hostile agent here enrolls for real and speaks the protocol itself; what it claims
+(the tasks it holds, where it serves file pieces, its IPv6 address) must neither cost
+the server without bound nor steer work meant for another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tests.integration.harness import Running, eventually
+from tests.integration.test_agent_messages import BAD_IP, GOOD_IP, done, raw_agent
+from tests.integration.test_file_transfer import transfer_body
+from tests.integration.test_peer_files import swarm_bytes
+from tests.integration.test_self_healing import SECRET as HEAL_SECRET
+from tests.integration.test_self_healing import alertmanager, make_plan, post
+
+from jobfleet.agent.client import AgentSettings, Credential, enroll
+from jobfleet.domain import protocol
+from jobfleet.domain.protocol import PIECE_SIZE
+from jobfleet.gateway.endpoint import MAX_KNOWN
+from jobfleet.gateway.registry import AgentConnection
+from jobfleet.sdk import AsyncJobClient
+
+SOURCE = "127.0.0.6"
+HONEST = ["127.0.0.4", "127.0.0.5"]
+PEERS = {ip: {"peer_port": 0, "peer_listen": ip, "peer_address": ip} for ip in HONEST}
+# a loopback address no host of the test has
+TRAP_IP = "127.0.0.77"
+# a host enrolled with an IPv6 ip, and an IPv6 address another host reports besides its ip
+V6_OWNER = "::1"
+LATE_IP = "127.0.0.8"
+V6_REPORTED = str(ipaddress.IPv6Address("::ffff:127.0.6.4"))
+
+
+async def enrolled(running: Running, ip: str) -> Credential:
+    settings = AgentSettings(server=running.url, state_dir=None, ip=ip,
+                             enroll_token=running.boot["enroll_token"])
+    channel, _ = await settings.channel()
+    return await enroll(settings, channel=channel)
+
+
+async def test_a_hello_keeps_only_a_bounded_set_of_the_hosts_own_tasks(
+        running: Running) -> None:
+    await running.start_agents([GOOD_IP])
+    good = running.server.registry.for_host(
+        next(h.bk_host_id for h in await running.server.inventory.list() if h.ip == GOOD_IP))
+    assert good is not None
+    other = protocol.task_id(1, 0, good.bk_host_id)
+    # ~4 MB of names: short junk, another host's task, and more of its own than are kept
+    junk = [str(n) for n in range(200_000)]
+    cred = await enrolled(running, BAD_IP)
+    own = [protocol.task_id(n, 0, cred.bk_host_id) for n in range(1, 2 * MAX_KNOWN)]
+    async with raw_agent(running, BAD_IP, cred, known=[*junk, other, *own]) as bad:
+        async def connected() -> AgentConnection | None:
+            return running.server.registry.for_host(bad.host_id)
+        conn = await eventually(connected)
+        assert len(conn.known) == MAX_KNOWN
+        assert conn.known <= set(own)
+        assert other not in conn.known
+
+
+async def test_an_agent_cannot_make_its_swarm_peers_dial_an_address_not_its_own(
+        running: Running, tmp_path: Path) -> None:
+    """The hostile host names a loopback service (here a listener of the test's) as the
+    place it serves pieces: the honest targets of the same transfer must not dial it,
+    and still share pieces with each other."""
+    dialed: list[str] = []
+
+    async def trap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dialed.append(str(writer.get_extra_info("peername")))
+        writer.close()
+
+    service = await asyncio.start_server(trap, TRAP_IP, 0)
+    port = service.sockets[0].getsockname()[1]
+    try:
+        await running.start_agents([SOURCE, *HONEST], settings_of=PEERS)
+        async with raw_agent(running, BAD_IP, peer=f"{TRAP_IP}:{port}") as bad:
+            source = tmp_path / "payload.bin"
+            source.write_bytes(os.urandom(3 * PIECE_SIZE + 7))
+            answer = await running.wire.v3("fast_transfer_file", transfer_body(
+                [str(source)], [SOURCE], [*HONEST, BAD_IP], f"{tmp_path}/dest/"))
+            assert answer["result"], answer
+            job = answer["data"]["job_instance_id"]
+            await asyncio.wait_for(bad.runs.get(), 30)
+
+            async def honest_done() -> bool:
+                status = await running.wire.status(job)
+                hosts = status["step_instance_list"][0]["step_ip_result_list"]
+                return {h["status"] for h in hosts if h["ip"] in HONEST} == {9}
+            await eventually(honest_done, timeout=60)
+        assert dialed == []
+        _, from_peers = swarm_bytes(running, HONEST)
+        assert from_peers > 0
+    finally:
+        service.close()
+        await service.wait_closed()
+
+
+async def _heal_rule(running: Running) -> int:
+    plan_id = await make_plan(running.wire, 'echo "healing"')
+    async with AsyncJobClient(running.url, running.boot["bk_app_code"],
+                              running.boot["bk_app_secret"], "admin", biz=2) as client:
+        rule = await client.create_heal_rule(
+            "v6", plan_id, HEAL_SECRET, match={"alertname": ["HighDisk"]},
+            host_variable="target", host_label="instance", host_cooldown=0, max_hosts=5)
+    return int(rule["id"])
+
+
+async def _healed(running: Running, rule_id: int, address: str) -> tuple[str, list[str]]:
+    """The decision on an alert about ``address``, and the hosts (their ip) of the job
+    it started."""
+    answer = await post(running.url, rule_id, alertmanager("firing", address))
+    assert answer["result"], answer
+    [decision] = answer["data"]["decisions"]
+    if decision["decision"] != "started":
+        return decision["decision"], []
+    # the raw agents run nothing: the job's hosts are read while it runs
+    job = decision["job_instance_id"]
+    result = await running.wire.status(job)
+    hosts = sorted(h["ip"] for h in result["step_instance_list"][0]["step_ip_result_list"])
+    return "started", hosts
+
+
+def _reports(running: Running, ip: str, ipv6: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        hosts = {h.ip: h for h in await running.server.inventory.list()}
+        return hosts[ip].ipv6 == ipv6 and bool(hosts[ip].alive)
+    return check
+
+
+async def test_an_ipv6_address_claimed_in_a_hello_takes_no_other_hosts_alerts(
+        running: Running) -> None:
+    """The hostile host reports as its IPv6 address one that is another host's ip, then
+    one another host reports as its own: alerts about either never start work on it."""
+    owner, reporter = V6_OWNER, "127.0.0.4"
+    await running.start_agents([reporter], settings_of={reporter: {"ipv6": V6_REPORTED}})
+    await eventually(_reports(running, reporter, V6_REPORTED))
+    cred = await enrolled(running, BAD_IP)
+    rule_id = await _heal_rule(running)
+    async with raw_agent(running, owner):
+        async with raw_agent(running, BAD_IP, cred, ipv6=owner):
+            await eventually(_reports(running, BAD_IP, owner))
+            # the host whose ip it is, alone
+            assert await _healed(running, rule_id, owner) == ("started", [owner])
+        # the address one host reports names it; once another claims it too, neither
+        assert await _healed(running, rule_id, V6_REPORTED) == ("started", [reporter])
+        async with raw_agent(running, BAD_IP, cred, ipv6=V6_REPORTED):
+            await eventually(_reports(running, BAD_IP, V6_REPORTED))
+            # (another alert: the one above is still healing)
+            other_alert = f"{V6_REPORTED},127.0.0.250"
+            assert await _healed(running, rule_id, other_alert) == ("skipped", [])
+
+
+async def test_an_ipv6_address_claimed_in_a_hello_does_not_answer_for_another_hosts_log(
+        running: Running) -> None:
+    """Two hostile hosts of a job, enrolled before and after the host whose ip is an IPv6
+    address, both report that address as theirs: the log asked for by that address is
+    the owner's, whether one host's or a batch's is asked for."""
+    before = await enrolled(running, BAD_IP)
+    owner_cred = await enrolled(running, V6_OWNER)
+    after = await enrolled(running, LATE_IP)
+    async with raw_agent(running, BAD_IP, before, ipv6=V6_OWNER) as bad, \
+            raw_agent(running, V6_OWNER, owner_cred) as owner, \
+            raw_agent(running, LATE_IP, after, ipv6=V6_OWNER) as late:
+        await eventually(_reports(running, BAD_IP, V6_OWNER))
+        await eventually(_reports(running, LATE_IP, V6_OWNER))
+        job = await running.wire.run_script("true", [BAD_IP, V6_OWNER, LATE_IP])
+        for agent, text in ((bad, "bad"), (owner, "owner"), (late, "late")):
+            await agent.send(done(await agent.next_run(), 1, f"{text}\n", status=9))
+        await running.wire.wait(job["job_instance_id"])
+        step = job["step_instance_id"]
+        one = await running.wire.v3("get_job_instance_ip_log", {
+            "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+            "step_instance_id": step, "bk_cloud_id": 0, "ip": V6_OWNER}, method="GET")
+        assert one["result"], one
+        assert (one["data"]["bk_host_id"], one["data"]["log_content"]) == (
+            owner.host_id, "owner\n")
+        logs = await running.wire.logs(job["job_instance_id"], step, [V6_OWNER, BAD_IP])
+        assert logs == {V6_OWNER: "owner\n", BAD_IP: "bad\n"}
