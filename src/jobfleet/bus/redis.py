@@ -33,10 +33,11 @@ Every node of a cluster holds the same secret key and agent CA; their check valu
 are in ``jf:cluster``. A node compares its own with them each time it registers
 (at start, and whenever Redis is back or is a new instance), before it writes or
 reads anything else there: one that has not joined yet and whose values differ goes
-no further (``on_refused``) and leaves the stored values as they are. A node that has not yet seen the cluster's
-values does not write its own into a Redis that started empty less than ``node_ttl``
-ago (a restart that lost them): the running nodes write theirs back first, and a
-running node that finds other values there writes its own back over them.
+no further (``on_refused``) and leaves the stored values as they are. A node that
+has not yet seen the cluster's values does not write its own into a Redis that
+started empty less than ``node_ttl`` ago (a restart that lost them): the running
+nodes write theirs back first, and a running node that finds other values there
+writes its own back over them.
 """
 
 from __future__ import annotations
