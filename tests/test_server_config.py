@@ -53,6 +53,7 @@ recovery_window = 2.5
 timeout_slack = 3.5
 lease_ttl = 4.5
 lease_renew = 1.25
+driver_stall = 45.0
 reconcile_interval = 0.5
 terminate_wait = 6.5
 max_output = 2048
@@ -117,6 +118,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     e = s.engine
     assert (e.agent_lost_grace, e.recovery_window, e.timeout_slack) == (1.5, 2.5, 3.5)
     assert (e.lease_ttl, e.lease_renew, e.reconcile_interval) == (4.5, 1.25, 0.5)
+    assert e.driver_stall == 45.0
     assert (e.terminate_wait, e.max_output, e.max_output_bytes) == (6.5, 2048, 4096)
     assert (e.refusal_audit_window, e.max_timeout, e.callback_attempts) == (7.5, 100, 3)
     assert (e.callback_backoff, e.callback_backoff_max, e.callback_timeout) == (0.25, 9, 2)

@@ -197,8 +197,17 @@ class Server:
         # bound now, so that its port (perhaps picked by the OS) is known before
         # anything announces it
         self.agent_tls, self.agent_socket, channel = _agent_listener_parts(settings)
+        # the names of this node's keys that the cluster refused while it ran
+        self._keys_refused: list[str] | None = None
+        self._api_server: _Listener | None = None
         self.bus: Bus = (
-            _redis_bus(settings.redis_url, self.node_id, self.cipher, self._cluster_keys())
+            _redis_bus(
+                settings.redis_url,
+                self.node_id,
+                self.cipher,
+                self._cluster_keys(),
+                self._refused_by_cluster,
+            )
             if settings.redis_url
             else LocalBus(self.node_id)
         )
@@ -524,6 +533,7 @@ class Server:
             on_started=self._started,
         )
         self.monitor.api_handshake_gates = server.gates
+        self._api_server = server
         return server
 
     def uvicorn_config(self) -> uvicorn.Config:
@@ -612,7 +622,10 @@ class Server:
             raise SystemExit(2) from None
         if self.settings.redis_url:
             await self._check_cluster_keys(self.settings.redis_url)
+            await self._check_node_id(self.settings.redis_url)
         await self.listener().serve()
+        if self._keys_refused is not None:
+            raise SystemExit(2)
 
     def _cluster_keys(self) -> dict[str, str]:
         """Check values of what every node of a cluster shares (docs/deploy.md)."""
@@ -630,8 +643,32 @@ class Server:
 
         differing = await claim_cluster_keys(redis_url, self._cluster_keys())
         if not differing:
-            # None: Redis is away; the bus says so, and the node joins when it is back
+            # None: Redis is away; the bus compares when it reaches Redis, before it
+            # sends or reads anything (_refused_by_cluster)
             return
+        self._log_refusal(differing)
+        await self.db.close()
+        raise SystemExit(2)
+
+    async def _check_node_id(self, redis_url: str) -> None:
+        """Two nodes under one node id read each other's messages (each sees part of
+        the other's stream), and both drive the jobs leased to it: a node whose id a
+        running node has ends here, in one line, before it listens."""
+        from jobfleet.bus.redis import node_id_in_use
+
+        if not await node_id_in_use(redis_url, self.node_id):
+            return
+        log.error(
+            "node_id_in_use node=%s error=a running node of this cluster has this node's "
+            "id: its data directory was copied with node_id; delete %s and start it again "
+            "(docs/deploy.md, A cluster)",
+            self.node_id,
+            self.settings.data_dir / "node_id",
+        )
+        await self.db.close()
+        raise SystemExit(2)
+
+    def _log_refusal(self, differing: list[str]) -> None:
         log.error(
             "cluster_keys_refused files=%s error=this node's %s differ from the other "
             "nodes' of this cluster: copy secret.key and tls/ from the data directory "
@@ -640,16 +677,36 @@ class Server:
             " and ".join(differing),
             self.settings.data_dir,
         )
-        await self.db.close()
-        raise SystemExit(2)
+
+    def _refused_by_cluster(self, differing: list[str]) -> None:
+        """The bus reached Redis after this node started (Redis was away) and found
+        other keys there: the node ends as it would have at start, with status 2."""
+        if self._keys_refused is not None:
+            return
+        self._keys_refused = differing
+        self._log_refusal(differing)
+        if self._api_server is not None:
+            # stops the API listener, whose lifespan then stops everything else
+            self._api_server.should_exit = True
 
 
-def _redis_bus(url: str, node: str, cipher: Cipher, cluster_keys: dict[str, str]) -> Bus:
+def _redis_bus(
+    url: str,
+    node: str,
+    cipher: Cipher,
+    cluster_keys: dict[str, str],
+    on_refused: Callable[[list[str]], None],
+) -> Bus:
     # imported for a cluster node only: the Redis client holds ~7 MiB a lone server never uses
     from jobfleet.bus.redis import RedisBus
 
     return RedisBus(
-        url, node, seal=cipher.seal_bytes, unseal=cipher.open_bytes, cluster_keys=cluster_keys
+        url,
+        node,
+        seal=cipher.seal_bytes,
+        unseal=cipher.open_bytes,
+        cluster_keys=cluster_keys,
+        on_refused=on_refused,
     )
 
 

@@ -16,7 +16,7 @@ from tests.integration.harness import eventually
 
 from jobfleet.bus.live import OVERFLOW, BusLive
 from jobfleet.bus.local import LocalBus
-from jobfleet.bus.redis import RedisBus
+from jobfleet.bus.redis import RedisBus, claim_cluster_keys
 from jobfleet.store.secrets import Cipher
 
 
@@ -235,5 +235,71 @@ async def test_redis_away_is_one_line_per_loop_and_one_when_back(
         assert "bus_send_resumed" in events and "bus_read_resumed" in events, events
         # the Redis that came back empty learnt the cluster's keys from the running node
         assert await a.redis.hget("jf:cluster", "secret.key") == b"check"
+    finally:
+        await a.stop()
+
+
+async def test_a_node_that_reaches_redis_late_compares_its_keys_before_it_joins(
+        redis: Redis) -> None:
+    """Redis is away when ``b`` starts with keys that are not the cluster's, and comes
+    back empty: ``a`` (which ran all along) writes the cluster's keys back, and ``b``,
+    which waits a node_ttl before it would write its own into an empty Redis, finds
+    them, says it is refused, and writes and sends nothing there."""
+    cipher = Cipher(Fernet.generate_key())
+    # as a server does before its bus starts
+    assert await claim_cluster_keys(redis.url, {"secret.key": "check"}) == []
+    a = bus(redis, "a", cipher, cluster_keys={"secret.key": "check"})
+    await a.start(Listener())
+    refused: list[list[str]] = []
+    b = bus(redis, "b", Cipher(Fernet.generate_key()),
+            cluster_keys={"secret.key": "other"}, on_refused=refused.append)
+    try:
+        await redis.stop()
+        await b.start(Listener())
+        b.send("a", {"k": "wake"})
+        b.hold([7])
+        await redis.start()
+        await eventually(lambda: asyncio.sleep(0, refused), timeout=20)
+        assert refused == [["secret.key"]]
+        assert await a.redis.hget("jf:cluster", "secret.key") == b"check"
+        await asyncio.sleep(1.0)
+        assert await a.redis.exists("jf:node:b", "jf:inbox:b") == 0
+        assert not await a.redis.sismember("jf:nodes", "b")
+        assert await a.redis.xlen("jf:inbox:a") == 0
+        assert await a.redis.hget("jf:presence", "7") is None
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_running_nodes_keep_their_keys_over_a_node_that_claimed_a_restarted_redis(
+        redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis restarts empty and a node with other keys starts in the moment before the
+    running node wrote the cluster's back: the running node is not the one refused (that
+    would take the whole cluster down); it writes the cluster's keys back."""
+    cipher = Cipher(Fernet.generate_key())
+    refused: list[list[str]] = []
+    a = RedisBus(redis.url, "a", seal=cipher.seal_bytes, unseal=cipher.open_bytes,
+                 beat=3.0, node_ttl=10.0, cluster_keys={"secret.key": "check"},
+                 on_refused=refused.append)
+    assert await claim_cluster_keys(redis.url, {"secret.key": "check"}) == []
+    await a.start(Listener())
+    try:
+        # the newcomer must be first into the new Redis; ``a`` may reconnect sooner
+        for _attempt in range(10):
+            await redis.stop()
+            await redis.start()
+            if await claim_cluster_keys(redis.url, {"secret.key": "other"}) == []:
+                break
+        else:
+            raise AssertionError("the running node always wrote the keys back first")
+
+        async def written_back() -> bool:
+            return bool(await a.redis.hget("jf:cluster", "secret.key") == b"check")
+        with caplog.at_level(logging.INFO, logger="jobfleet.bus.redis"):
+            await eventually(written_back, timeout=20)
+        assert refused == [] and a.refused is None
+        assert any("cluster_keys_conflict" in r.getMessage() for r in caplog.records)
+        assert await claim_cluster_keys(redis.url, {"secret.key": "other"}) == ["secret.key"]
     finally:
         await a.stop()

@@ -128,3 +128,57 @@ async def test_a_dead_nodes_operation_in_flight_is_answered_by_a_live_node(
         finally:
             await agents.stop()
             shutil.rmtree(setup, ignore_errors=True)
+
+
+async def test_a_node_that_died_while_redis_restarted_empty_is_still_found_gone(
+        tmp_path: Path, database_url: str) -> None:
+    """Node 0 is killed and Redis restarts empty before the others held it gone: the new
+    Redis has no record of node 0 at all. Node 1 still finds it gone (it knew node 0
+    alive), so GSE answers through node 1 say its agent is not running, and the process
+    operation node 0 had in flight is answered, instead of "running" and "handling"
+    for ever."""
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, size=2) as c:
+        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
+        await agents.start()
+        setup = daemon_dir()
+        try:
+            await wait_ready(agents, 1)
+            _ids, ips = await hosts_by_node(c.wires[0])
+            [ip] = ips.values()
+
+            async def status_code() -> int:
+                state = await c.wires[1].post(f"{V2}/cluster/list_agent_state",
+                                              {"agent_id_list": [f"0:{ip}"]})
+                assert state["result"], state
+                return int(state["data"][0]["status_code"])
+
+            async def running() -> bool:
+                return await status_code() == 2
+            await eventually(running, timeout=30)
+            body = proc_request(setup, 0, [ip])
+            # a start whose process never writes its pid file: the agent checks for a minute
+            body["spec"]["control"]["start_cmd"] = "true"
+            body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+            answer = await c.wires[0].post(f"{V2}/proc/operate_proc_multi",
+                                           {"proc_operate_req": [body]})
+            assert answer["result"], answer
+            task = {"task_id": answer["data"]["task_id"]}
+            key = f"0:{ip}:nodeman:daemon"
+            c.nodes[0].kill()
+            await c.redis.stop()
+            await c.redis.start()
+
+            async def stopped() -> bool:
+                return await status_code() == 0
+            await eventually(stopped, timeout=60, interval=0.5)
+
+            async def answered() -> dict[str, Any] | None:
+                got = await c.wires[1].post(f"{V2}/proc/get_proc_operate_result_v2", task)
+                assert got["result"], got
+                return got["data"][key] if got["data"][key]["error_code"] != 115 else None
+            result = await eventually(answered, timeout=30)
+            assert result["error_code"] == 65535, result
+        finally:
+            await agents.stop()
+            shutil.rmtree(setup, ignore_errors=True)

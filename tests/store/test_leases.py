@@ -46,3 +46,17 @@ async def test_claims_renewals_and_lapsed_leases(db: Database) -> None:
     await leases.renew("a", 60)
     assert not await leases.claim(job_id, "b", 60)
     assert (await jobs.job(job_id)).owner_node == "a"  # type: ignore[union-attr]
+
+
+async def test_a_given_up_lease_is_not_renewed_and_anyone_may_claim_it(db: Database) -> None:
+    jobs, leases = JobStore(db), LeaseStore(db)
+    job_id, _ = await new_job(jobs)
+    other, _ = await new_job(jobs)
+    assert await leases.claim(job_id, "a", 60) and await leases.claim(other, "a", 60)
+    await leases.give_up(job_id, "b")  # not b's: nothing changes
+    assert await leases.claimable("b") == []
+    await leases.give_up(job_id, "a")
+    await leases.renew("a", 60, given_up={job_id})
+    assert await leases.claimable("b") == [job_id]
+    assert await leases.claim(job_id, "b", 60)
+    assert (await jobs.job(other)).owner_node == "a"  # type: ignore[union-attr]

@@ -28,6 +28,16 @@ done the same (each within a beat or so), the new Redis lacks their liveness key
 and agents: for ``node_ttl`` after noticing the new instance, a node keeps the
 nodes it knew alive and, for hosts the new map does not name yet, where it knew
 their agents to be.
+
+Every node of a cluster holds the same secret key and agent CA; their check values
+are in ``jf:cluster``. A node compares its own with them each time it registers
+(at start, and whenever Redis is back or is a new instance), before it writes or
+reads anything else there: one that has not joined yet and whose values differ goes
+no further (``on_refused``) and leaves the stored values as they are. A node that
+has not yet seen the cluster's values does not write its own into a Redis that
+started empty less than ``node_ttl`` ago (a restart that lost them): the running
+nodes write theirs back first, and a running node that finds other values there
+writes its own back over them.
 """
 
 from __future__ import annotations
@@ -96,6 +106,41 @@ async def claim_cluster_keys(
     return [name for name, value in values.items() if stored.get(name.encode()) != value.encode()]
 
 
+async def node_id_in_use(url: str, node_id: str, beat: float = 2.0, prefix: str = "jf") -> bool:
+    """Does a running node beat under ``node_id`` (a data directory copied with its
+    ``node_id``)? Its liveness key changes within a beat; that of this node's own
+    previous life (killed moments ago) does not. False when Redis cannot be reached."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, socket_timeout=5.0, socket_connect_timeout=5.0
+    )
+    key = f"{prefix}:node:{node_id}"
+    try:
+        before = await client.get(key)
+        if before is None:
+            return False
+        await asyncio.sleep(beat * 1.5)
+        after = await client.get(key)
+    except (RedisError, OSError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return after is not None and after != before
+
+
+class ClusterKeysRefused(Exception):
+    """This node's keys are not the cluster's: it must not serve the cluster's work."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
+
+
+class _JoinDeferred(Exception):
+    """Redis is empty and this node has not seen the cluster's keys yet: it waits for
+    the running nodes to write theirs back."""
+
+
 class RedisBus:
     clustered = True
 
@@ -111,6 +156,7 @@ class RedisBus:
         seal: Callable[[bytes], bytes] = bytes,
         unseal: Callable[[bytes], bytes] = bytes,
         cluster_keys: dict[str, str] | None = None,
+        on_refused: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.url = url
         self.node_id = node_id
@@ -124,6 +170,12 @@ class RedisBus:
         # learns the cluster's keys from the running nodes first (within a beat), not
         # from whichever node happens to start next (claim_cluster_keys)
         self.cluster_keys = dict(cluster_keys or {})
+        self._on_refused = on_refused
+        # the names of the keys that differ from the cluster's (None: not refused)
+        self.refused: list[str] | None = None
+        # set once this node's keys matched the cluster's: until then it sends and
+        # reads nothing (what it would seal no other node could open)
+        self._joined = asyncio.Event()
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=5.0)
         self._listener: BusListener | None = None
         self._outbox: dict[str, list[dict[str, Any]]] = {}
@@ -140,6 +192,10 @@ class RedisBus:
         # until then, the presence map of a Redis that restarted empty may still lack
         # the agents of nodes that have not written theirs back (monotonic time)
         self._merge_until = 0.0
+        # the hosts of the other nodes this node knew alive when Redis came back empty:
+        # a node among them that died meanwhile has no record in the new Redis, and is
+        # taken over by them (_take_over) once it has not registered within node_ttl
+        self._orphans: dict[str, set[int]] = {}
         self._release_script = self.redis.register_script(_RELEASE)
         # figures for /metrics
         self.sent_messages = 0
@@ -157,8 +213,14 @@ class RedisBus:
     async def start(self, listener: BusListener) -> None:
         self._listener = listener
         try:
-            await self._register()
+            # a node that reaches Redis as it starts may be the cluster's first (as in
+            # claim_cluster_keys, which a server calls before)
+            await self._register(first=True)
             await self._load_holders()
+        except ClusterKeysRefused:
+            return
+        except _JoinDeferred:
+            pass
         except (RedisError, OSError) as exc:
             # the node serves without Redis (what goes between nodes waits, as when
             # Redis goes away later); its first beat that reaches Redis registers it
@@ -168,8 +230,9 @@ class RedisBus:
             self._tasks.append(loop.create_task(job()))
 
     async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(), 2.0)
+        if self._joined.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flush(), 2.0)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -179,8 +242,9 @@ class RedisBus:
             _done, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
             if stuck:
                 log.warning("bus_stop_tasks_left count=%d", len(stuck))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._leave(), STOP_SECONDS)
+        if self._joined.is_set() and self.refused is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._leave(), STOP_SECONDS)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.redis.aclose(), STOP_SECONDS)
 
@@ -196,12 +260,13 @@ class RedisBus:
         await self.redis.srem(self._k("nodes"), self.node_id)
         await self.redis.delete(self._inbox(self.node_id))
 
-    async def _register(self) -> None:
+    async def _register(self, first: bool = False) -> None:
         info = await self.redis.info("server")
+        # first: a node whose keys are not the cluster's writes nothing there
+        young = not first and float(info.get("uptime_in_seconds") or 0) < self.node_ttl
+        await self._check_keys(young)
         await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
         await self.redis.sadd(self._k("nodes"), self.node_id)
-        for name, value in self.cluster_keys.items():
-            await self.redis.hsetnx(self._k("cluster"), name, value)
         try:
             await self.redis.xgroup_create(self._inbox(self.node_id), GROUP, id="0", mkstream=True)
         except ResponseError as exc:
@@ -209,6 +274,57 @@ class RedisBus:
                 raise
         # last: a registration cut short is done again at the next beat
         self._run_id = str(info.get("run_id"))
+        self._joined.set()
+
+    async def _check_keys(self, young: bool) -> None:
+        if self.refused is not None:
+            raise ClusterKeysRefused(self.refused)
+        if not self.cluster_keys:
+            return
+        key = self._k("cluster")
+        stored: Any = await self.redis.hgetall(key)
+        if not stored and not self._joined.is_set() and young:
+            # Redis started moments ago, without the keys: a restart that lost them, which
+            # the nodes that ran before write back within a beat. This node, which has not
+            # seen the cluster's, must not be first, or it would make them all refuse
+            raise _JoinDeferred(
+                "a Redis that started empty moments ago: waiting for the running nodes "
+                "to write the cluster's keys back before writing this node's"
+            )
+        if len(stored) < len(self.cluster_keys):
+            for name, value in self.cluster_keys.items():
+                await self.redis.hsetnx(key, name, value)
+            stored = await self.redis.hgetall(key)
+        differing = [
+            name
+            for name, value in self.cluster_keys.items()
+            if stored.get(name.encode()) != value.encode()
+        ]
+        if differing and self._joined.is_set():
+            # this node's keys were the cluster's in the Redis before this one: what
+            # differs was written since by a node that started in between with other
+            # keys. The running nodes keep theirs (their ending would take the cluster
+            # down); that node is the one that is wrong, and is refused when it
+            # registers next
+            log.error(
+                "cluster_keys_conflict files=%s error=a Redis that restarted empty "
+                "holds other keys than this node's, written by a node that started "
+                "meanwhile: this node writes its own back",
+                ",".join(differing),
+            )
+            await self.redis.hset(key, mapping={n: self.cluster_keys[n] for n in differing})
+        elif differing:
+            self._refuse(differing)
+            raise ClusterKeysRefused(differing)
+
+    def _refuse(self, differing: list[str]) -> None:
+        """Stop serving the cluster: no more sending, reading or beating."""
+        self.refused = differing
+        self._joined.clear()
+        for task in self._tasks:
+            task.cancel()
+        if self._on_refused is not None:
+            self._on_refused(differing)
 
     # sending ----------------------------------------------------------------
     def send(self, node: str, message: dict[str, Any]) -> None:
@@ -227,6 +343,8 @@ class RedisBus:
         while True:
             raise_if_cancelled()
             await self._wake.wait()
+            # kept until this node's keys are known to be the cluster's
+            await self._joined.wait()
             self._wake.clear()
             outbox, self._outbox = self._outbox, {}
             hold, self._hold = self._hold, set()
@@ -288,6 +406,7 @@ class RedisBus:
         spell = Spell(log, "bus_read_waiting", back="bus_read_resumed")
         while True:
             raise_if_cancelled()
+            await self._joined.wait()
             try:
                 reply: Any = await self.redis.xreadgroup(
                     GROUP,
@@ -302,8 +421,13 @@ class RedisBus:
                 raise
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    async with self._recovery:
-                        await self._recover()
+                    try:
+                        async with self._recovery:
+                            await self._recover()
+                    except ClusterKeysRefused:
+                        return
+                    except _JoinDeferred:
+                        await asyncio.sleep(self.beat)
                     last = "0"
                     continue
                 raise
@@ -365,6 +489,8 @@ class RedisBus:
                 spell.ok()
             except asyncio.CancelledError:
                 raise
+            except ClusterKeysRefused:
+                return
             except Exception as exc:
                 raise_if_cancelled()
                 spell.failed("error=%s", exc)
@@ -379,10 +505,21 @@ class RedisBus:
     async def _recover(self) -> None:
         """Redis came back as a new instance (or is reached for the first time): write
         what it lost about this node."""
-        if self._run_id is not None:
+        restarted = self._run_id is not None
+        if restarted:
             log.warning("bus_redis_restarted node=%s", self.node_id)
         self._merge_until = time.monotonic() + self.node_ttl
         await self._register()
+        if restarted:
+            known = self._live - {self.node_id}
+            for node in known:
+                self._orphans.setdefault(node, set())
+            for host, node in self._holders.items():
+                if node in known:
+                    self._orphans[node].add(host)
+            if known:
+                # listed again, so that one that does not register again is found gone
+                await self.redis.sadd(self._k("nodes"), *sorted(known))
         if self._held:
             held = sorted(self._held)
             await self.redis.hset(self._k("presence"), mapping={h: self.node_id for h in held})
@@ -403,6 +540,10 @@ class RedisBus:
         if time.monotonic() < self._merge_until:
             # Redis restarted empty moments ago: the others may not have registered again
             live |= self._live
+        else:
+            # a node that registered again, or that another node took over, left none
+            for node in [n for n in self._orphans if n in live or n not in nodes]:
+                del self._orphans[node]
         self._live = live
         for node in nodes:
             if node not in live:
@@ -421,6 +562,10 @@ class RedisBus:
                 left.extend(orjson.loads(self._unseal(fields[b"m"])))
         presence: Any = await self.redis.hgetall(self._k("presence"))
         hosts = [int(h) for h, n in presence.items() if _text(n) == node]
+        # what a Redis that restarted empty lost of the node's agents, but for those
+        # another node holds now
+        held = {int(h) for h in presence}
+        hosts += sorted(self._orphans.pop(node, set()) - held)
         if self._listener is not None:
             await self._listener.node_gone(node, hosts)
             for message in left:

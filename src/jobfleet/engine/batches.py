@@ -291,7 +291,9 @@ class StepTasks:
     async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
         """Wait for every host of ``run``; True if the job was terminated meanwhile."""
         deadline += self.settings.timeout_slack
+        progress = self.decisions.progress
         while not run.done.is_set():
+            progress.touch(run.job_id)
             if stop.is_set():
                 await self._terminate(run)
                 return True
@@ -356,6 +358,7 @@ class StepTasks:
         self.writer.conclude(run, unsent, HostStatus.GSE_TASK_TERMINATE_SUCCESS, "")
         deadline = time.monotonic() + self.settings.terminate_wait
         while not run.done.is_set():
+            self.decisions.progress.touch(run.job_id)
             left = deadline - time.monotonic()
             if left <= 0:
                 self.writer.conclude(

@@ -16,6 +16,7 @@ from sqlalchemy import Row
 
 from jobfleet.domain.states import STEP_PASSED
 from jobfleet.domain.status import RunStatus
+from jobfleet.engine.progress import Progress
 from jobfleet.store.jobs import JobStore
 from jobfleet.store.outage import OutageLog
 
@@ -23,9 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class Decisions:
-    def __init__(self, store: JobStore, reconcile_interval: float) -> None:
+    def __init__(
+        self, store: JobStore, reconcile_interval: float, progress: Progress | None = None
+    ) -> None:
         self.store = store
         self.reconcile_interval = reconcile_interval
+        self.progress = progress or Progress()
         self._stops: dict[int, asyncio.Event] = {}
         self._steps: dict[int, asyncio.Event] = {}
         # every parked step looks again each interval: one spell for them all
@@ -61,6 +65,8 @@ class Decisions:
         event = self._steps.setdefault(step.id, asyncio.Event())
         try:
             while True:
+                # a wait of days for an approver is a driver that is well
+                self.progress.touch(job.id)
                 try:
                     current = await self.store.step(step.id)
                     self._check_outage.ok()

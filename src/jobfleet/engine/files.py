@@ -98,6 +98,11 @@ class FileSteps:
         cfg: dict[str, Any] = step.config or {}
         started = await self.tasks.start_step(step)
         deadline = time.monotonic() + step.timeout
+        # the sources are gathered (and seeded uploads settled) within the step's timeout,
+        # with no turn of a wait to show meanwhile
+        self.tasks.decisions.progress.expect(
+            job.id, step.timeout + self.dispatcher.settings.timeout_slack
+        )
         count = step.execute_count
         rows = await self.dispatcher.store.hosts(step.id, count)
         pending = [r for r in rows if r.status in (HostStatus.WAITING, HostStatus.RUNNING)]

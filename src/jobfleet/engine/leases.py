@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from jobfleet.engine.runner import JobRunner
 from jobfleet.engine.settings import EngineSettings
@@ -19,12 +20,18 @@ class LeaseKeeper:
         self.leases = leases
         self.runner = runner
         self.settings = settings
+        # jobs whose driver was stuck: not renewed, and not taken back by this node
+        # before then (monotonic), so that another node takes them over first
+        self._given_up: dict[int, float] = {}
 
     async def run(self) -> None:
         outage = OutageLog(log, "lease_loop_failed")
         while True:
             try:
-                await self.leases.renew(self.settings.node_id, self.settings.lease_ttl)
+                await self._give_up_stalled()
+                await self.leases.renew(
+                    self.settings.node_id, self.settings.lease_ttl, self._given_up
+                )
                 await self.recover()
                 outage.ok()
             except asyncio.CancelledError:
@@ -33,11 +40,28 @@ class LeaseKeeper:
                 outage.failed()
             await asyncio.sleep(self.settings.lease_renew)
 
+    async def _give_up_stalled(self) -> None:
+        now = time.monotonic()
+        self._given_up = {j: t for j, t in self._given_up.items() if t > now}
+        # a well driver shows a turn at least every reconcile_interval
+        limit = max(self.settings.driver_stall, 3 * self.settings.reconcile_interval)
+        for job_id, seconds in self.runner.stalled(limit).items():
+            log.error(
+                "job_driver_stalled job=%s seconds=%.0f: no progress past driver_stall; "
+                "its lease is given up for another node (or this one after lease_ttl) "
+                "to take the job over from the store",
+                job_id,
+                seconds,
+            )
+            self.runner.abandon(job_id)
+            self._given_up[job_id] = now + self.settings.lease_ttl
+            await self.leases.give_up(job_id, self.settings.node_id)
+
     async def recover(self) -> None:
         """Take over active jobs with no live owner."""
         node = self.settings.node_id
         for job_id in await self.leases.claimable(node):
-            if self.runner.running(job_id):
+            if self.runner.running(job_id) or job_id in self._given_up:
                 continue
             if await self.leases.claim(job_id, node, self.settings.lease_ttl):
                 log.info("job_recovered job=%s", job_id)

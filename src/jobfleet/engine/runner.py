@@ -65,6 +65,7 @@ class JobRunner:
         self.on_confirm_waiting = tuple(on_confirm_waiting)
         self._runners: dict[int, asyncio.Task[None]] = {}
         self._died = OutageLog(log, "job_driver_died")
+        self.progress = decisions.progress
 
     def running(self, job_id: int) -> bool:
         """Is this node driving the job now?"""
@@ -75,10 +76,26 @@ class JobRunner:
             return
         task = asyncio.get_running_loop().create_task(self._drive(job_id, recovering))
         self._runners[job_id] = task
+        self.progress.touch(job_id)
         task.add_done_callback(lambda t: self._ended(job_id, t))
 
+    def stalled(self, limit: float) -> dict[int, float]:
+        """Jobs this node drives whose driver showed no progress for ``limit`` seconds
+        (engine/progress.py), with the seconds since it last did."""
+        return {j: s for j, s in self.progress.stalled(limit).items() if j in self._runners}
+
+    def abandon(self, job_id: int) -> None:
+        """Stop driving a job whose driver is stuck, without changing its state."""
+        task = self._runners.pop(job_id, None)
+        self.progress.forget(job_id)
+        if task is not None:
+            task.cancel()
+
     def _ended(self, job_id: int, task: asyncio.Task[None]) -> None:
+        if self._runners.get(job_id) is not task:
+            return  # abandoned: a new driver may hold the job now
         self._runners.pop(job_id, None)
+        self.progress.forget(job_id)
         if task.cancelled() or task.exception() is None:
             return
         # the database is away: the job stays active and leased to this node, whose
@@ -117,6 +134,7 @@ class JobRunner:
                     break
                 # a step begun before the job was terminated (its node died while the
                 # step ran or was terminating) is taken up to end as a terminate ends it
+                self.progress.touch(job_id)
                 status = await self._run_step(job, step, stop, recovering)
                 if status not in STEP_PASSED:
                     break

@@ -17,6 +17,10 @@ class EngineSettings:
     timeout_slack: float = 15.0
     lease_ttl: float = 30.0
     lease_renew: float = 5.0
+    # a job driver that shows no progress this long (s; at least 3 reconcile_intervals,
+    # counted past what a file step's sources may take) is stopped and its lease given
+    # up, so that the job is taken over (engine/progress.py)
+    driver_stall: float = 120.0
     # how often a waiting step checks the store, in case a wake-up was missed
     reconcile_interval: float = 5.0
     terminate_wait: float = 10.0

@@ -8,6 +8,7 @@ lease lapsed (its node died) may be claimed by any node.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from sqlalchemy import or_, select, update
 
@@ -57,14 +58,24 @@ class LeaseStore:
             )
             return bool(res.rowcount)
 
-    async def renew(self, node_id: str, ttl: float) -> None:
+    async def renew(self, node_id: str, ttl: float, given_up: Iterable[int] = ()) -> None:
+        """Renew this node's leases but those of ``given_up`` jobs."""
+        skip = sorted(given_up)
+        where = [job_instances.c.owner_node == node_id, job_instances.c.status.in_(ACTIVE_JOB)]
+        if skip:
+            where.append(job_instances.c.id.not_in(skip))
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(job_instances).where(*where).values(lease_until=time.time() + ttl)
+            )
+
+    async def give_up(self, job_id: int, node_id: str) -> None:
+        """Let the lease of a job this node holds lapse now: any node may claim it."""
         async with self.db.begin() as conn:
             await conn.execute(
                 update(job_instances)
-                .where(
-                    job_instances.c.owner_node == node_id, job_instances.c.status.in_(ACTIVE_JOB)
-                )
-                .values(lease_until=time.time() + ttl)
+                .where(job_instances.c.id == job_id, job_instances.c.owner_node == node_id)
+                .values(lease_until=0.0)
             )
 
     async def owner_of_job(self, job_id: int) -> str | None:

@@ -1,0 +1,22 @@
+"""Progress: a job driver that shows no turn past what it expected counts as stalled."""
+
+from __future__ import annotations
+
+import time
+
+from jobfleet.engine.progress import Progress
+
+
+def test_a_driver_is_stalled_only_past_its_last_turn_and_what_it_expected() -> None:
+    progress = Progress()
+    progress.touch(1)
+    progress.expect(2, 60.0)
+    time.sleep(0.05)
+    assert set(progress.stalled(0.01)) == {1}
+    assert progress.stalled(1.0) == {}
+    progress.touch(1)
+    assert progress.stalled(0.01) == {}
+    progress.forget(1)
+    progress.forget(2)
+    time.sleep(0.02)
+    assert progress.stalled(0.0) == {}

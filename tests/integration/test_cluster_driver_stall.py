@@ -1,0 +1,64 @@
+"""A job driver stuck on an await that never completes (here: a step row another
+transaction holds locked, so the driver's update of it waits for ever) must not keep
+its job's lease: after ``driver_stall`` without progress its node gives the lease up,
+says so in one line, and another node takes the job over and ends it. Real
+PostgreSQL, Redis, server processes and agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from tests.integration.cluster import cluster, needs_cluster, swarm, wait_ready
+from tests.integration.harness import eventually
+from tests.integration.test_cluster_bus import all_started, hosts_by_node, run
+
+
+async def test_a_stuck_driver_gives_its_lease_up_and_another_node_ends_the_job(
+        tmp_path: Path, database_url: str) -> None:
+    needs_cluster(database_url)
+    async with cluster(tmp_path, database_url, size=2, engine={"driver_stall": 4.0}) as c:
+        nodes = [(n.data_dir / "node_id").read_text().strip() for n in c.nodes]
+        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
+        await agents.start()
+        db = create_async_engine(database_url)
+        try:
+            await wait_ready(agents, 1)
+            ids, _ips = await hosts_by_node(c.wires[0])
+            job_id, step_id = await run(c.wires[0], "echo started; sleep 3", ids)
+            await all_started(c.wires[0], job_id, step_id, ids)
+
+            async def owner() -> str:
+                async with db.connect() as conn:
+                    return str((await conn.execute(text(
+                        "SELECT owner_node FROM job_instances WHERE id = :j"),
+                        {"j": job_id})).scalar())
+            assert await owner() == nodes[0]
+
+            # node 0's driver ends the step once the host is done: that update now waits
+            # on this lock (results still land: the host rows only share-lock the step)
+            async with db.connect() as lock:
+                await lock.execute(text(
+                    "SELECT id FROM step_instances WHERE id = :s FOR NO KEY UPDATE"),
+                    {"s": step_id})
+
+                async def host_done() -> bool:
+                    data = await c.wires[1].status(job_id)
+                    hosts = data["step_instance_list"][0]["step_ip_result_list"]
+                    return bool(hosts[0]["status"] == 9)
+                await eventually(host_done, timeout=30, interval=0.2)
+
+                async def taken_over() -> bool:
+                    return await owner() == nodes[1]
+                await eventually(taken_over, timeout=40, interval=0.2)
+                await lock.rollback()
+
+            data = await c.wires[1].wait(job_id, timeout=60)
+            assert data["job_instance"]["status"] == 3, data
+            await c.nodes[0].stop()
+            log = await c.nodes[0].output()
+            assert f"job_driver_stalled job={job_id} " in log, log
+        finally:
+            await db.dispose()
+            await agents.stop()
