@@ -21,6 +21,12 @@ class Progress:
     def touch(self, job_id: int) -> None:
         self._last[job_id] = time.monotonic()
 
+    def step(self, job_id: int) -> None:
+        """The driver begins a step: a turn, and the end of what an earlier step expected
+        (a file step's timeout of a day must not hide a later step's driver stuck)."""
+        self._last[job_id] = time.monotonic()
+        self._until.pop(job_id, None)
+
     def expect(self, job_id: int, seconds: float) -> None:
         """The driver may show nothing for ``seconds`` from now and still be well."""
         self._last[job_id] = time.monotonic()
