@@ -30,3 +30,13 @@ def test_what_a_step_expected_ends_with_it() -> None:
     progress.step(1)
     time.sleep(0.05)
     assert set(progress.stalled(0.01)) == {1}
+
+
+def test_a_shorter_wait_leaves_what_the_step_expected() -> None:
+    """A file step expects its timeout; a staggered pause within it expects less: the
+    step's sources still settle at its end with no turn shown, as it expected."""
+    progress = Progress()
+    progress.expect(1, 60.0)
+    progress.expect(1, 0.0)
+    time.sleep(0.05)
+    assert progress.stalled(0.01) == {}
