@@ -91,6 +91,7 @@ def test_debug_shows_jobfleet_lines_but_not_the_libraries_dumps() -> None:
         logging.getLogger("uvicorn.error").debug("< authorization: Agent a1:CREDENTIAL")
         logging.getLogger("websockets.client").debug("> Authorization: Agent a1:CREDENTIAL")
         logging.getLogger("aiosqlite").debug("executing (..., ('CREDENTIAL',))")
+        logging.getLogger("alembic.runtime.migration").debug("CREDENTIAL of a migration")
         logging.getLogger("jobfleet.gateway.endpoint").debug("frame_checked agent=a1")
         logging.getLogger("uvicorn.error").info("connection open")
     finally:

@@ -94,7 +94,8 @@ _ALEMBIC_CHATTER = ("setup plugin ", "Context impl ", "Will assume ")
 
 
 def _said_here_or_not_debug(record: logging.LogRecord) -> bool:
-    if record.name.startswith("alembic.") and record.levelno < logging.WARNING:
+    # only its INFO chatter: at debug Alembic is a library like the others
+    if record.name.startswith("alembic.") and record.levelno == logging.INFO:
         return not str(record.msg).startswith(_ALEMBIC_CHATTER)
     return record.levelno >= logging.INFO or record.name.partition(".")[0] == "jobfleet"
 

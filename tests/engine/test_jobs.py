@@ -589,3 +589,18 @@ async def test_a_step_waiting_through_a_database_outage_logs_it_once(
     assert lines[0].startswith("step_check_failed step=") and (
         "reason=database_unreachable error=ConnectionRefusedError" in lines[0]), lines
     assert lines[1].startswith("database_back loop=step_check_failed after="), lines
+
+
+async def test_a_staggered_pause_is_not_a_stalled_driver(rig: Rig) -> None:
+    """A staggered rollout waits up to an hour between batches: the driver says so, and
+    the lease keeper does not take the wait for a driver stuck on an await."""
+    links = {h: rig.agents.connect(h) for h in (1, 2)}
+    rolling = {"size": 1, "config": {"expression": "1", "execution_mode": 2,
+                                     "batch_start_wait_fixed_ms": 1500}}
+    job_id, _ = await rig.engine.submit(script_job([1, 2], rolling=rolling), start=True)
+    await _until(lambda: _is(any(m["t"] == protocol.RUN for m in links[1].sent)))
+    # well inside the pause, past several reconcile_intervals without a turn
+    await asyncio.sleep(0.9)
+    assert not links[2].sent
+    assert rig.engine.runner.stalled(0.6) == {}
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS

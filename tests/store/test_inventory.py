@@ -57,3 +57,19 @@ async def test_the_home_pages_counts_tell_a_dead_agent_from_none(db: Database) -
                                .values(agent_id=f"agent-{host.bk_host_id}"))
     await inv.record_presence("node-1", {alive.bk_host_id: {}}, set(), 1000)
     assert await inv.alive_counts([2, 3]) == {2: (1, 1, 1), 3: (0, 0, 0)}
+
+
+async def test_a_host_named_by_its_ip_and_its_ipv6_at_once_is_found_once(db: Database) -> None:
+    """Alerts of one batch (or a log query) naming a host by both its addresses: the host
+    is one claimant of its IPv6 address, not two, so the address still names it."""
+    from sqlalchemy import update
+
+    from jobfleet.store.tables import hosts
+
+    inv = Inventory(db)
+    host = await inv.add(2, "127.0.0.41")
+    async with db.begin() as conn:
+        await conn.execute(update(hosts).where(hosts.c.bk_host_id == host.bk_host_id)
+                           .values(ipv6="::ffff:127.0.4.1"))
+    found = await inv.by_ips([(0, "127.0.0.41"), (0, "::ffff:127.0.4.1")])
+    assert [h.bk_host_id for h in found] == [host.bk_host_id]

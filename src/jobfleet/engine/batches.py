@@ -220,7 +220,7 @@ class StepTasks:
         starts: (start it?, was the job terminated?)."""
         staggered = config.execution_mode == STAGGERED
         if staggered:
-            if await self._pause(stop, config.start_delay()):
+            if await self._pause(job.id, stop, config.start_delay()):
                 return False, True
         elif await self._wait(run, stop, deadline):
             return False, True
@@ -266,8 +266,11 @@ class StepTasks:
             and not normalize_host_status(status).succeeded
         )
 
-    async def _pause(self, stop: asyncio.Event, seconds: float) -> bool:
+    async def _pause(self, job_id: int, stop: asyncio.Event, seconds: float) -> bool:
         """Sleep between staggered batches; True if the job was terminated meanwhile."""
+        # up to an hour with no turn to show: the lease keeper must not take the pause
+        # for a stuck driver and hand the job to another node
+        self.decisions.progress.expect(job_id, seconds)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
         return stop.is_set()

@@ -21,10 +21,19 @@ class Progress:
     def touch(self, job_id: int) -> None:
         self._last[job_id] = time.monotonic()
 
-    def expect(self, job_id: int, seconds: float) -> None:
-        """The driver may show nothing for ``seconds`` from now and still be well."""
+    def step(self, job_id: int) -> None:
+        """The driver begins a step: a turn, and the end of what an earlier step expected
+        (a file step's timeout of a day must not hide a later step's driver stuck)."""
         self._last[job_id] = time.monotonic()
-        self._until[job_id] = time.monotonic() + max(0.0, seconds)
+        self._until.pop(job_id, None)
+
+    def expect(self, job_id: int, seconds: float) -> None:
+        """The driver may show nothing for ``seconds`` from now and still be well. A
+        shorter wait within the step (a staggered rollout's pause, in a file step that
+        expects its whole timeout) leaves the longer expectation as it is."""
+        now = time.monotonic()
+        self._last[job_id] = now
+        self._until[job_id] = max(self._until.get(job_id, 0.0), now + max(0.0, seconds))
 
     def forget(self, job_id: int) -> None:
         self._last.pop(job_id, None)

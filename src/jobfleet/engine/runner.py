@@ -134,7 +134,7 @@ class JobRunner:
                     break
                 # a step begun before the job was terminated (its node died while the
                 # step ran or was terminating) is taken up to end as a terminate ends it
-                self.progress.touch(job_id)
+                self.progress.step(job_id)
                 status = await self._run_step(job, step, stop, recovering)
                 if status not in STEP_PASSED:
                     break

@@ -114,7 +114,9 @@ class Inventory:
         return found
 
     async def by_ips(self, pairs: Sequence[tuple[int, str]]) -> list[Host]:
-        """Hosts by (cloud, address): their ip, or for an IPv6 address also their ipv6."""
+        """Hosts by (cloud, address): their ip, or for an IPv6 address also their ipv6;
+        each once, though ``pairs`` name it by both (callers count the hosts that claim
+        an IPv6 address, and one host twice would be two)."""
         by_cloud: dict[int, list[str]] = {}
         for cloud, ip in pairs:
             by_cloud.setdefault(cloud, []).append(ip)
@@ -151,7 +153,7 @@ class Inventory:
                             )
                         )
                         found.extend(map(Host.of_columns, rows))
-        return found
+        return list({h.bk_host_id: h for h in found}.values())
 
     async def by_agent_ids(self, agent_ids: Iterable[str]) -> list[Host]:
         """Hosts by their agents' ids (the indexed ``agent_id``), a chunk at a time."""
