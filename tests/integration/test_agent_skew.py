@@ -141,6 +141,35 @@ async def test_an_agent_from_before_may_send_a_burst_of_output_in_one_message(
         assert refused(running) == {}
 
 
+async def test_a_large_frame_from_an_agent_without_caps_must_be_mostly_text(
+        tmp_path: Path, database_url: str) -> None:
+    """Any agent may leave its capabilities out: the larger frames it then gets are
+    read only if they are what an earlier agent's backlog is, nearly all text. 5 MiB
+    of empty JSON lists (some 2 million objects parsed) closes the connection, and
+    another host's job runs on."""
+    async with (run_server(tmp_path, database_url, server={"agent_plaintext": True}) as running,
+                raw_agent(running, IP) as hostile, raw_agent(running, "127.0.0.3") as honest):
+        await hostile.send([[]] * (5 * 1024 * 1024 // 3))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(hostile.reader, 20)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        sub = await running.wire.run_script("echo hi", ["127.0.0.3"])
+        task = await honest.next_run()
+        await honest.send([done(task, 1, "hi\n")])
+        data = await running.wire.wait(sub["job_instance_id"], timeout=30)
+        assert data["job_instance"]["status"] == 3, data
+
+
+async def test_a_hello_over_the_frame_limit_is_not_read(
+        tmp_path: Path, database_url: str) -> None:
+    """A hello is read before any capability is known, so the larger frames of earlier
+    agents are not for it: one over today's limit closes the connection unread."""
+    async with (run_server(tmp_path, database_url, server={"agent_plaintext": True}) as running,
+                raw_agent(running, IP, known=["1:1:1"] * (5 * 1024 * 1024 // 8)) as agent):
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(agent.reader, 20)
+
+
 async def test_an_agent_that_keeps_its_frames_small_is_held_to_the_limit(
         tmp_path: Path, database_url: str) -> None:
     """The larger frames are for agents from before only: one that announces it keeps

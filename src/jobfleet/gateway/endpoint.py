@@ -232,7 +232,28 @@ async def _receive_raw(ws: AgentSocket) -> bytes | str:
 
 
 async def _receive(ws: AgentSocket) -> Any:
-    return orjson.loads(await _receive_raw(ws))
+    raw = await _receive_raw(ws)
+    # agents of every release say hello in a few hundred bytes; only their backlogs
+    # may be larger (``_read_plain``), and a hello is read before any capability is known
+    if len(raw) > protocol.MAX_FRAME_BYTES:
+        raise orjson.JSONDecodeError("a hello over the frame limit", "", 0)
+    return orjson.loads(raw)
+
+
+# Of a frame past ``MAX_FRAME_BYTES`` (only an agent of an earlier release sends one: its
+# backlog, output messages whose text is nearly all of it), the most characters that may
+# open a JSON container or string, as a share of the frame: parsed, each is an object of
+# 50 bytes or more, so 64 MiB of ``[]`` would take some 2 GB of the server's memory.
+LEGACY_STRUCTURE_SHARE = 1 / 64
+
+
+def _mostly_text(raw: bytes | str) -> bool:
+    """Whether a frame past the usual limit is what an earlier agent's backlog is."""
+    if isinstance(raw, str):
+        opens = raw.count("[") + raw.count("{") + raw.count('"')
+    else:
+        opens = raw.count(b"[") + raw.count(b"{") + raw.count(b'"')
+    return opens <= len(raw) * LEGACY_STRUCTURE_SHARE
 
 
 async def _read_plain(
@@ -245,7 +266,8 @@ async def _read_plain(
     """Frames of a socket on the API port (``--agent-plaintext``) to ``receive``, one
     read at a time, waiting while held and until ``resting[0]`` (loop time); the close
     code once the connection ends. A frame over ``limit`` bytes closes the connection
-    (the listener's own limit is that of agents of an earlier release)."""
+    (the listener's own limit is that of agents of an earlier release), as does one past
+    ``MAX_FRAME_BYTES`` that is not mostly text (``_mostly_text``)."""
     loop = asyncio.get_running_loop()
     while True:
         if not released.is_set():
@@ -256,7 +278,7 @@ async def _read_plain(
             raw = await _receive_raw(ws)
         except WebSocketDisconnect as exc:
             return exc.code
-        if len(raw) > limit:
+        if len(raw) > limit or (len(raw) > protocol.MAX_FRAME_BYTES and not _mostly_text(raw)):
             with contextlib.suppress(Exception):
                 await ws.close(code=CLOSE_TOO_BIG, reason="frame too large")
             return CLOSE_TOO_BIG
