@@ -672,8 +672,9 @@ class Server:
                 f"the database of this data directory"
             )
         else:
+            verb = "differ" if len(refused.names) > 1 else "differs"
             why = (
-                f"this server's {mine} differ from the ones the database's first server "
+                f"this server's {mine} {verb} from what the database's first server "
                 f"stored there: give it theirs (copy secret.key and tls/ from the data "
                 f"directory of a server that ran on this database into "
                 f"{self.settings.data_dir}, or set the same JOBFLEET_SECRET_KEY), or point "
