@@ -77,6 +77,7 @@ from jobfleet.store.health import Health
 from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
+from jobfleet.store.key_checks import AGENT_CA, KEY_FILE, KeyChecks, KeysRefused
 from jobfleet.store.outage import disk_reason, reason
 from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
@@ -388,6 +389,11 @@ class Server:
     async def start(self) -> None:
         await wait_for(self.db)
         await self.db.migrate()
+        # ``serve`` has ended the process already if they differ; a server run by other
+        # means (tests, tools) must not serve with them either
+        refused = await self._check_stored_keys()
+        if refused is not None:
+            raise RuntimeError(self._stored_keys_refusal(refused))
         channel = self.services.agent_channel
         await bootstrap(
             self.identity,
@@ -620,6 +626,11 @@ class Server:
             )
             await self.db.close()
             raise SystemExit(2) from None
+        refused = await self._check_stored_keys()
+        if refused is not None:
+            log.error("%s", self._stored_keys_refusal(refused))
+            await self.db.close()
+            raise SystemExit(2)
         if self.settings.redis_url:
             await self._check_cluster_keys(self.settings.redis_url)
             await self._check_node_id(self.settings.redis_url)
@@ -633,6 +644,46 @@ class Server:
         if self.agent_tls is not None:
             values["tls/ca.pem"] = self.agent_tls.fingerprint
         return values
+
+    async def _check_stored_keys(self) -> KeysRefused | None:
+        """The database holds the check values of the keys its servers must share
+        (store/key_checks.py): a server whose own differ would seal what no other
+        server opens, or fail on every secret stored, so it does not serve."""
+        return await KeyChecks(self.db).settle(self._cluster_keys(), self._opens)
+
+    def _opens(self, sealed: str) -> bool:
+        try:
+            self.cipher.decrypt(sealed)
+        except ValueError:
+            return False
+        return True
+
+    def _stored_keys_refusal(self, refused: KeysRefused) -> str:
+        held = {
+            KEY_FILE: f"secret key ({self.cipher.source})",
+            AGENT_CA: f"agent CA ({self.settings.data_dir / AGENT_CA})",
+        }
+        mine = " and ".join(held[name] for name in refused.names)
+        if refused.sealed:
+            why = (
+                f"the secrets stored in this database were sealed with another key than "
+                f"this server's {mine}: give it the key they were sealed with (the "
+                f"secret.key or JOBFLEET_SECRET_KEY it ran with before), or point it at "
+                f"the database of this data directory"
+            )
+        else:
+            verb = "differ" if len(refused.names) > 1 else "differs"
+            why = (
+                f"this server's {mine} {verb} from what the database's first server "
+                f"stored there: give it theirs (copy secret.key and tls/ from the data "
+                f"directory of a server that ran on this database into "
+                f"{self.settings.data_dir}, or set the same JOBFLEET_SECRET_KEY), or point "
+                f"it at the database of this data directory"
+            )
+        return (
+            f"database_keys_refused files={','.join(refused.names)} error={why}; nothing "
+            f"was written (docs/deploy.md, Keys)"
+        )
 
     async def _check_cluster_keys(self, redis_url: str) -> None:
         """A node whose secret key is not the cluster's seals messages and values no

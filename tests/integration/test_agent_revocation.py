@@ -69,6 +69,7 @@ async def test_a_revocation_taken_by_another_node_cuts_the_agent_too(
     (other / "server").mkdir(parents=True)
     for name in ("secret.key", "bootstrap.json"):
         shutil.copy(running.data_dir / "server" / name, other / "server" / name)
+    shutil.copytree(running.data_dir / "server" / "tls", other / "server" / "tls")
     async with run_server(other, database_url) as node_b:
         assert node_b.server.registry.for_host(
             running.agents[IP][0].credential.bk_host_id) is None  # type: ignore[union-attr]

@@ -16,9 +16,10 @@ async def test_terminate_through_another_node(
     job = await running.wire.run_script("echo started; sleep 300", IPS)
     other_dir = tmp_path / "node-b"
     (other_dir / "server").mkdir(parents=True)
-    # every node of a cluster shares the secret key (and the admin credentials)
+    # every node of a cluster shares the secret key and agent CA (and the admin credentials)
     for name in ("secret.key", "bootstrap.json"):
         shutil.copy(running.data_dir / "server" / name, other_dir / "server" / name)
+    shutil.copytree(running.data_dir / "server" / "tls", other_dir / "server" / "tls")
     async with run_server(other_dir, database_url) as node_b:
         assert node_b.server.node_id != running.server.node_id
         wire_b: Wire = node_b.wire
@@ -44,6 +45,7 @@ async def test_a_second_node_starts_on_an_initialised_database(
     other_dir = tmp_path / "node-c"
     (other_dir / "server").mkdir(parents=True)
     shutil.copy(running.data_dir / "server" / "secret.key", other_dir / "server" / "secret.key")
+    shutil.copytree(running.data_dir / "server" / "tls", other_dir / "server" / "tls")
     async with run_server(other_dir, database_url, boot=running.boot) as node_c:
         answer = await node_c.wire.v3("get_job_instance_list", {
             "bk_biz_id": 2, "create_time_start": 1, "create_time_end": 2}, method="GET")

@@ -2,7 +2,9 @@
 or agent CA (its data directory not copied from the first node, docs/deploy.md) ends at
 once with one line saying what to copy, instead of serving: with its own key, what it
 seals no other node can open (its jobs never reach their agents), and agents that
-pinned the cluster's CA refuse it. Real PostgreSQL, Redis and server processes."""
+pinned the cluster's CA refuse it. The database's values decide (test_stored_keys.py);
+Redis's are compared too, for a node pointed at another database. Real PostgreSQL,
+Redis and server processes."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from tests.conftest import fresh_database
 from tests.integration.cluster import Node, cluster, needs_cluster
 from tests.integration.harness import Proc
 
@@ -45,7 +48,7 @@ async def test_a_node_without_the_clusters_key_or_ca_is_refused_in_one_line(
         first = c.nodes[0]
         lone = Node("lone", tmp_path / "lone", database_url, c.redis.url, first.engine)
         text = await refused(lone)
-        assert "cluster_keys_refused" in text and "secret.key" in text, text
+        assert "database_keys_refused" in text and "secret.key" in text, text
         assert "tls/ca.pem" in text and "docs/deploy.md" in text, text
 
         # the key copied, the CA forgotten
@@ -69,15 +72,17 @@ async def test_a_node_without_the_clusters_key_or_ca_is_refused_in_one_line(
 
 async def test_a_node_started_while_redis_is_away_is_refused_once_redis_is_back(
         tmp_path: Path, database_url: str) -> None:
-    """Redis away when a node without the cluster's key starts: the node starts (it
-    cannot tell yet), but when Redis is back (here a new, empty instance) it compares
-    before it sends or reads anything there, and ends as at start; the cluster's
-    values stay the ones of the node that ran all along."""
+    """Redis away when a node without the cluster's key starts on a database of its own
+    (a wrong database URL: the database cannot tell): the node starts, but when Redis
+    is back (here a new, empty instance) it compares before it sends or reads anything
+    there, and ends as at start; the cluster's values stay the ones of the node that
+    ran all along."""
     needs_cluster(database_url)
-    async with cluster(tmp_path, database_url, size=1) as c:
+    async with cluster(tmp_path, database_url, size=1) as c, \
+            fresh_database("postgresql", tmp_path) as own_database:
         first = c.nodes[0]
         await c.redis.stop()
-        lone = Node("lone", tmp_path / "lone", database_url, c.redis.url, first.engine)
+        lone = Node("lone", tmp_path / "lone", own_database, c.redis.url, first.engine)
         await lone.start()
         try:
             await c.redis.start()

@@ -5,6 +5,7 @@ only when the request came over HTTPS, or a trusted proxy (uvicorn's
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
@@ -42,7 +43,10 @@ async def test_by_default_a_cookie_over_plain_http_is_not_secure(
         # a proxy on this host (trusted by default) that ended TLS
         assert "secure" in await cookie_attributes(run, FORWARDED)
         boot = run.boot
-    # the same database: the admin the first server made
+    # the same database, with its keys: the admin the first server made
+    (tmp_path / "never" / "server").mkdir(parents=True)
+    shutil.copy(tmp_path / "auto" / "server" / "secret.key", tmp_path / "never" / "server")
+    shutil.copytree(tmp_path / "auto" / "server" / "tls", tmp_path / "never" / "server" / "tls")
     async with run_server(tmp_path / "never", database_url, boot=boot,
                           server={"cookie_secure": "never"}) as run:
         assert "secure" not in await cookie_attributes(run, FORWARDED)

@@ -546,9 +546,10 @@ async def test_a_cron_name_is_held_across_two_nodes(
     rename, at once: one cron takes it, every other save is refused with 1245004."""
     other_dir = tmp_path / "node-b"
     (other_dir / "server").mkdir(parents=True)
-    # every node of a cluster shares the secret key (and the admin credentials)
+    # every node of a cluster shares the secret key and agent CA (and the admin credentials)
     for name in ("secret.key", "bootstrap.json"):
         shutil.copy(running.data_dir / "server" / name, other_dir / "server" / name)
+    shutil.copytree(running.data_dir / "server" / "tls", other_dir / "server" / "tls")
     plan_id = await make_plan(running.server.db, running.server.cipher)
     body = {"job_plan_id": plan_id, "expression": "0 2 * * *"}
     async with run_server(other_dir, database_url) as node_b:
@@ -667,9 +668,10 @@ async def test_two_servers_fire_each_slot_once(tmp_path: Path, database_url: str
     procs = [first]
     db = Database(database_url)
     try:
-        # a second node of the same installation: same database, key and credentials
+        # a second node of the same installation: same database, keys and credentials
         second_dir.mkdir(mode=0o700)
         shutil.copy(first_dir / "bootstrap.json", second_dir / "bootstrap.json")
+        shutil.copytree(first_dir / "tls", second_dir / "tls")
         procs.append(await start_proc(second_dir, ports[1], database_url, env))
         boot = read_bootstrap(first_dir)
         wires = [Wire(f"http://127.0.0.1:{p}", boot["bk_app_code"], boot["bk_app_secret"])

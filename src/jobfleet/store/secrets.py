@@ -15,9 +15,11 @@ MASK = "******"
 
 
 class Cipher:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, source: str = "the secret key") -> None:
         self._fernet = Fernet(key)
         self._key = key
+        # where the key came from, for an operator told that it is the wrong one
+        self.source = source
 
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> Cipher:
@@ -26,13 +28,13 @@ class Cipher:
         if env:
             # stripped as the file's is: a key from a secret mounted as a file often
             # ends in a newline, which Fernet ignores and the cluster's check must too
-            return cls(env.strip().encode())
+            return cls(env.strip().encode(), "JOBFLEET_SECRET_KEY")
         path = data_dir / "secret.key"
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(Fernet.generate_key())
-        return cls(path.read_bytes().strip())
+        return cls(path.read_bytes().strip(), str(path))
 
     def check_value(self) -> str:
         """Equal on two nodes exactly when they hold the same key; tells nothing of it."""

@@ -795,3 +795,13 @@ agent_loads = Table(
     Column("started", BigInteger, nullable=False),
     Column("report_time", BigInteger, nullable=False),
 )
+
+# check values of what every server on this database must hold (store/key_checks.py):
+# "secret.key" (Cipher.check_value) and "tls/ca.pem" (the agent CA's fingerprint)
+key_checks = Table(
+    "key_checks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+)
