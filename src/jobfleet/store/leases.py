@@ -7,6 +7,7 @@ lease lapsed (its node died) may be claimed by any node.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 
@@ -19,6 +20,16 @@ from jobfleet.store.tables import job_instances, step_instances
 ACTIVE_JOB = tuple(
     int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES and s is not RunStatus.BLANK
 )
+
+
+# tests give one node of a cluster a skewed clock through this (the machine's clock
+# stays as it is); never set in a deployment
+CLOCK_OFFSET_ENV = "JOBFLEET_TEST_CLOCK_OFFSET"
+
+
+def node_clock() -> float:
+    """This node's wall clock (epoch seconds), the one place leases read it."""
+    return time.time() + float(os.environ.get(CLOCK_OFFSET_ENV) or 0.0)
 
 
 class LeaseStore:
@@ -34,14 +45,14 @@ class LeaseStore:
                     or_(
                         job_instances.c.owner_node == node_id,
                         job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < time.time(),
+                        job_instances.c.lease_until < node_clock(),
                     ),
                 )
             )
             return [int(r[0]) for r in rows]
 
     async def claim(self, job_id: int, node_id: str, ttl: float) -> bool:
-        now = time.time()
+        now = node_clock()
         async with self.db.begin() as conn:
             res = await conn.execute(
                 update(job_instances)
@@ -66,7 +77,7 @@ class LeaseStore:
             where.append(job_instances.c.id.not_in(skip))
         async with self.db.begin() as conn:
             await conn.execute(
-                update(job_instances).where(*where).values(lease_until=time.time() + ttl)
+                update(job_instances).where(*where).values(lease_until=node_clock() + ttl)
             )
 
     async def give_up(self, job_id: int, node_id: str) -> None:
