@@ -27,7 +27,7 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import file_log_update
 from jobfleet.store.inventory import chunks
 from jobfleet.store.job_reads import JobReads
-from jobfleet.store.leases import LeaseStore, node_clock
+from jobfleet.store.leases import LeaseStore, lease_clock
 from jobfleet.store.outbox import enqueue
 from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
 
@@ -333,7 +333,7 @@ class JobStore(JobReads):
                 end_time=None,
                 total_time=None,
                 owner_node=node_id,
-                lease_until=node_clock() + ttl,
+                lease_until=lease_clock() + ttl,
             )
         )
 
