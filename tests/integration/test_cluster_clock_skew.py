@@ -68,6 +68,10 @@ async def test_a_node_with_a_clock_ahead_neither_steals_nor_holds_a_job_too_long
             assert time.monotonic() - killed < AHEAD / 2
             data = await c.wires[0].wait(job_id, timeout=60)
             assert data["job_instance"]["status"] == 3, data
+            # the skewed node said so; the other did not
+            assert "clock_skew seconds=+30." in await c.nodes[1].output()
+            await c.nodes[0].stop()
+            assert "clock_skew" not in await c.nodes[0].output()
         finally:
             await db.dispose()
             await agents.stop()

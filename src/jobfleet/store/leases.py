@@ -110,6 +110,15 @@ class LeaseStore:
                 update(job_instances).where(*where).values(lease_until=lease_clock() + ttl)
             )
 
+    async def clock_skew(self) -> float:
+        """How far this node's clock runs ahead of the database's (negative: behind),
+        in seconds, within half a round trip."""
+        async with self.db.connect() as conn:
+            before = node_clock()
+            theirs = float((await conn.execute(select(lease_clock()))).scalar_one())
+            after = node_clock()
+        return (before + after) / 2 - theirs
+
     async def give_up(self, job_id: int, node_id: str) -> None:
         """Let the lease of a job this node holds lapse now: any node may claim it."""
         async with self.db.begin() as conn:
