@@ -87,6 +87,8 @@ class Node:
     redis_url: str | None
     engine: dict[str, Any]
     heartbeat: float = 2.0
+    # extra environment of the node's process
+    env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     agent_port: int = field(default_factory=free_port)
     proc: Proc | None = None
@@ -106,7 +108,7 @@ class Node:
         cfg = {"data_dir": str(self.data_dir), "port": self.port, "agent_port": self.agent_port,
                "database_url": self.database_url, "redis_url": self.redis_url,
                "engine": self.engine, "heartbeat": self.heartbeat}
-        self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], {})
+        self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], self.env)
         await self.proc.start()
         self.reader = asyncio.get_running_loop().create_task(self._read())
         async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
@@ -157,14 +159,17 @@ class Cluster:
 @contextlib.asynccontextmanager
 async def cluster(tmp_path: Path, database_url: str, size: int = 3,
                   engine: dict[str, Any] | None = None,
-                  heartbeat: float = 2.0, with_redis: bool = True) -> AsyncIterator[Cluster]:
-    """``with_redis=False``: the nodes share the database only (``c.redis`` never runs)."""
+                  heartbeat: float = 2.0, with_redis: bool = True,
+                  envs: dict[int, dict[str, str]] | None = None) -> AsyncIterator[Cluster]:
+    """``with_redis=False``: the nodes share the database only (``c.redis`` never runs);
+    ``envs``: extra environment of some nodes' processes, by index."""
     redis = Redis(tmp_path / "redis")
     if with_redis:
         await redis.start()
     settings = {**CLUSTER_ENGINE, **(engine or {})}
     nodes = [Node(f"node{i}", tmp_path / f"node{i}", database_url,
-                  redis.url if with_redis else None, settings, heartbeat)
+                  redis.url if with_redis else None, settings, heartbeat,
+                  (envs or {}).get(i, {}))
              for i in range(size)]
     wires: list[Wire] = []
     failed = True

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 from jobfleet.domain.status import RunStatus
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.jobs import JobStore, NewJob, NewStep
-from jobfleet.store.leases import LeaseStore
+from jobfleet.store.leases import CLOCK_OFFSET_ENV, LeaseStore
 
 
 async def new_job(jobs: JobStore, status: RunStatus = RunStatus.RUNNING,
@@ -60,3 +63,21 @@ async def test_a_given_up_lease_is_not_renewed_and_anyone_may_claim_it(db: Datab
     assert await leases.claimable("b") == [job_id]
     assert await leases.claim(job_id, "b", 60)
     assert (await jobs.job(other)).owner_node == "a"  # type: ignore[union-attr]
+
+
+async def test_leases_follow_the_databases_clock_not_the_nodes(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose clock runs far ahead writes and reads leases as the database's
+    clock has them: its own lease lasts ``ttl`` from now, and another node's live
+    lease is not lapsed to it."""
+    jobs, leases = JobStore(db), LeaseStore(db)
+    job_id, _ = await new_job(jobs)
+    other, _ = await new_job(jobs)
+    assert await leases.claim(other, "a", 60)
+    monkeypatch.setenv(CLOCK_OFFSET_ENV, "1000")
+    assert await leases.claimable("b") == [job_id]
+    assert not await leases.claim(other, "b", 60)
+    assert await leases.claim(job_id, "b", 60)
+    await leases.renew("b", 60)
+    lease_until = (await jobs.job(job_id)).lease_until  # type: ignore[union-attr]
+    assert abs(lease_until - (time.time() + 60)) < 5

@@ -23,6 +23,7 @@ from jobfleet.engine.signals import Signals
 from jobfleet.engine.writer import ResultWriter
 from jobfleet.store.database import now_ms
 from jobfleet.store.jobs import JobStore, NewJob
+from jobfleet.store.leases import lease_clock
 from jobfleet.store.secrets import Cipher
 
 # a skip taken by a node that does not drive the step: how long the caller waits to see
@@ -99,7 +100,7 @@ class Jobs:
             create_time=now,
             start_time=now if start else None,
             owner_node=self.settings.node_id if start else None,
-            lease_until=time.time() + self.settings.lease_ttl if start else None,
+            lease_until=lease_clock() + self.settings.lease_ttl if start else None,
         )
         if start:
             biz, app = job.values["bk_biz_id"], job.values["app_code"]
@@ -126,7 +127,7 @@ class Jobs:
             status=int(RunStatus.RUNNING),
             start_time=now_ms(),
             owner_node=self.settings.node_id,
-            lease_until=time.time() + self.settings.lease_ttl,
+            lease_until=lease_clock() + self.settings.lease_ttl,
         )
         if started:
             self.runner.launch(job_id, recovering=False)

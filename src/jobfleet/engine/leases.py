@@ -13,6 +13,10 @@ from jobfleet.store.leases import LeaseStore
 from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
+# leases use the database's clock whatever a node's says; past this the node's own
+# times (cron schedules, retries, expiries) are off by as much: said in one line
+SKEW_WARN = 2.0
+SKEW_EVERY = 60.0
 
 
 class LeaseKeeper:
@@ -23,6 +27,8 @@ class LeaseKeeper:
         # jobs whose driver was stuck: not renewed, and not taken back by this node
         # before then (monotonic), so that another node takes them over first
         self._given_up: dict[int, float] = {}
+        self._skew_checked = -SKEW_EVERY
+        self._skewed = False
 
     async def run(self) -> None:
         outage = OutageLog(log, "lease_loop_failed")
@@ -33,6 +39,7 @@ class LeaseKeeper:
                     self.settings.node_id, self.settings.lease_ttl, self._given_up
                 )
                 await self.recover()
+                await self._check_skew()
                 outage.ok()
             except asyncio.CancelledError:
                 raise
@@ -56,6 +63,23 @@ class LeaseKeeper:
             self.runner.abandon(job_id)
             self._given_up[job_id] = now + self.settings.lease_ttl
             await self.leases.give_up(job_id, self.settings.node_id)
+
+    async def _check_skew(self) -> None:
+        now = time.monotonic()
+        if now - self._skew_checked < SKEW_EVERY:
+            return
+        self._skew_checked = now
+        skew = await self.leases.clock_skew()
+        if abs(skew) > SKEW_WARN:
+            log.warning(
+                "clock_skew seconds=%+.1f: this node's clock is off the database's; job "
+                "leases follow the database's, but this node's schedules and expiries "
+                "follow its own: synchronise the clocks (NTP)",
+                skew,
+            )
+        elif self._skewed:
+            log.warning("clock_skew_ended seconds=%+.1f", skew)
+        self._skewed = abs(skew) > SKEW_WARN
 
     async def recover(self) -> None:
         """Take over active jobs with no live owner."""

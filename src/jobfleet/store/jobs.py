@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -28,7 +27,7 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import file_log_update
 from jobfleet.store.inventory import chunks
 from jobfleet.store.job_reads import JobReads
-from jobfleet.store.leases import LeaseStore
+from jobfleet.store.leases import LeaseStore, lease_clock
 from jobfleet.store.outbox import enqueue
 from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
 
@@ -334,7 +333,7 @@ class JobStore(JobReads):
                 end_time=None,
                 total_time=None,
                 owner_node=node_id,
-                lease_until=time.time() + ttl,
+                lease_until=lease_clock() + ttl,
             )
         )
 

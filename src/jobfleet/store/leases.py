@@ -3,14 +3,24 @@
 A lease is two columns of the job's row (``owner_node``, ``lease_until``, in
 epoch seconds). A node renews its leases while it lives; an active job whose
 lease lapsed (its node died) may be claimed by any node.
+
+Lease times are written and compared in the database's clock (``lease_clock``),
+never a node's: nodes whose clocks disagree still agree on which leases lapsed, so
+a node whose clock runs ahead cannot take a job whose driver still renews it, and
+one whose clock lags cannot hold a dead node's job past its lease.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Float, or_, select, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, RunStatus
 from jobfleet.store.database import Database
@@ -19,6 +29,38 @@ from jobfleet.store.tables import job_instances, step_instances
 ACTIVE_JOB = tuple(
     int(s) for s in RunStatus if s not in FINISHED_RUN_STATUSES and s is not RunStatus.BLANK
 )
+
+
+# tests give one node of a cluster a skewed clock through this (the machine's clock
+# stays as it is); never set in a deployment
+CLOCK_OFFSET_ENV = "JOBFLEET_TEST_CLOCK_OFFSET"
+
+
+def node_clock() -> float:
+    """This node's wall clock (epoch seconds). Leases never read it (they use
+    ``lease_clock``); it is compared with the database's to report skew."""
+    return time.time() + float(os.environ.get(CLOCK_OFFSET_ENV) or 0.0)
+
+
+class lease_clock(FunctionElement[float]):
+    """The database's clock in epoch seconds, as a SQL expression: the one clock of
+    every lease expiry written or compared."""
+
+    type = Float()
+    inherit_cache = True
+    name = "lease_clock"
+
+
+@compiles(lease_clock, "sqlite")
+def _sqlite_clock(element: lease_clock, compiler: SQLCompiler, **kw: Any) -> str:
+    # julianday keeps milliseconds; a single node's database, so one clock anyway
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+@compiles(lease_clock, "postgresql")
+def _postgresql_clock(element: lease_clock, compiler: SQLCompiler, **kw: Any) -> str:
+    # clock_timestamp, not now(): now() stands still for a whole transaction
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
 
 class LeaseStore:
@@ -34,14 +76,13 @@ class LeaseStore:
                     or_(
                         job_instances.c.owner_node == node_id,
                         job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < time.time(),
+                        job_instances.c.lease_until < lease_clock(),
                     ),
                 )
             )
             return [int(r[0]) for r in rows]
 
     async def claim(self, job_id: int, node_id: str, ttl: float) -> bool:
-        now = time.time()
         async with self.db.begin() as conn:
             res = await conn.execute(
                 update(job_instances)
@@ -51,10 +92,10 @@ class LeaseStore:
                     or_(
                         job_instances.c.owner_node == node_id,
                         job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < now,
+                        job_instances.c.lease_until < lease_clock(),
                     ),
                 )
-                .values(owner_node=node_id, lease_until=now + ttl)
+                .values(owner_node=node_id, lease_until=lease_clock() + ttl)
             )
             return bool(res.rowcount)
 
@@ -66,8 +107,17 @@ class LeaseStore:
             where.append(job_instances.c.id.not_in(skip))
         async with self.db.begin() as conn:
             await conn.execute(
-                update(job_instances).where(*where).values(lease_until=time.time() + ttl)
+                update(job_instances).where(*where).values(lease_until=lease_clock() + ttl)
             )
+
+    async def clock_skew(self) -> float:
+        """How far this node's clock runs ahead of the database's (negative: behind),
+        in seconds, within half a round trip."""
+        async with self.db.connect() as conn:
+            before = node_clock()
+            theirs = float((await conn.execute(select(lease_clock()))).scalar_one())
+            after = node_clock()
+        return (before + after) / 2 - theirs
 
     async def give_up(self, job_id: int, node_id: str) -> None:
         """Let the lease of a job this node holds lapse now: any node may claim it."""
