@@ -24,15 +24,18 @@ import os
 import secrets
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
-from jobfleet.store.database import Database
+from jobfleet.store.database import MIGRATIONS, Database
 
 KNOWN_BACKENDS = ("sqlite", "postgresql")
 BACKENDS = tuple(
@@ -258,3 +261,16 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
+
+
+def upgrade_to(revision: str) -> Callable[[Connection], None]:
+    """What ``conn.run_sync`` takes to bring a database up to ``revision`` (and no
+    further): a database as an older release left it."""
+    def run(conn: Connection) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+    return run
+

@@ -354,6 +354,17 @@ class Proc:
         assert self.proc is not None
         self.proc.kill()
 
+    async def ended(self, timeout: float = 60) -> tuple[int, str]:
+        """The status and output of a process that must end by itself within
+        ``timeout`` (stopped if it does not)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            out = await asyncio.wait_for(self.proc.stdout.read(), timeout)
+            code = await asyncio.wait_for(self.proc.wait(), 10)
+        finally:
+            await self.stop()
+        return code, out.decode(errors="replace")
+
     async def stop(self) -> None:
         if self.proc and self.proc.returncode is None:
             self.proc.terminate()

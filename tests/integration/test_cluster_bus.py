@@ -10,12 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.integration.cluster import Cluster, cluster, needs_cluster, swarm, wait_ready
 from tests.integration.harness import Proc, Wire, b64, eventually
 from tests.integration.test_cron import A, cron_jobs, firings, make_plan, saved, set_status
 
 from jobfleet.store.database import Database
 from jobfleet.store.secrets import Cipher
+
+
+async def owner(db: AsyncEngine, job_id: int) -> str | None:
+    """The node whose driver holds the job (its lease), read from the database."""
+    async with db.connect() as conn:
+        value = (await conn.execute(text(
+            "SELECT owner_node FROM job_instances WHERE id = :j"), {"j": job_id})).scalar()
+    return None if value is None else str(value)
 
 
 async def hosts_by_node(wire: Wire) -> tuple[list[int], dict[int, str]]:

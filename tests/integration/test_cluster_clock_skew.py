@@ -10,22 +10,14 @@ import asyncio
 import time
 from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.integration.cluster import cluster, needs_cluster, swarm, wait_ready
 from tests.integration.harness import eventually
-from tests.integration.test_cluster_bus import all_started, hosts_by_node, run
+from tests.integration.test_cluster_bus import all_started, hosts_by_node, owner, run
 
 from jobfleet.store.leases import CLOCK_OFFSET_ENV
 
 AHEAD = 30.0
-
-
-async def owner(db: AsyncEngine, job_id: int) -> str | None:
-    async with db.connect() as conn:
-        value = (await conn.execute(text(
-            "SELECT owner_node FROM job_instances WHERE id = :j"), {"j": job_id})).scalar()
-    return None if value is None else str(value)
 
 
 async def test_a_node_with_a_clock_ahead_neither_steals_nor_holds_a_job_too_long(

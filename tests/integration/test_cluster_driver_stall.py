@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from tests.integration.cluster import cluster, needs_cluster, swarm, wait_ready
 from tests.integration.harness import eventually
-from tests.integration.test_cluster_bus import all_started, hosts_by_node, run
+from tests.integration.test_cluster_bus import all_started, hosts_by_node, owner, run
 
 
 async def test_a_stuck_driver_gives_its_lease_up_and_another_node_ends_the_job(
@@ -28,13 +28,7 @@ async def test_a_stuck_driver_gives_its_lease_up_and_another_node_ends_the_job(
             ids, _ips = await hosts_by_node(c.wires[0])
             job_id, step_id = await run(c.wires[0], "echo started; sleep 3", ids)
             await all_started(c.wires[0], job_id, step_id, ids)
-
-            async def owner() -> str:
-                async with db.connect() as conn:
-                    return str((await conn.execute(text(
-                        "SELECT owner_node FROM job_instances WHERE id = :j"),
-                        {"j": job_id})).scalar())
-            assert await owner() == nodes[0]
+            assert await owner(db, job_id) == nodes[0]
 
             # node 0's driver ends the step once the host is done: that update now waits
             # on this lock (results still land: the host rows only share-lock the step)
@@ -50,7 +44,7 @@ async def test_a_stuck_driver_gives_its_lease_up_and_another_node_ends_the_job(
                 await eventually(host_done, timeout=30, interval=0.2)
 
                 async def taken_over() -> bool:
-                    return await owner() == nodes[1]
+                    return await owner(db, job_id) == nodes[1]
                 await eventually(taken_over, timeout=40, interval=0.2)
                 await lock.rollback()
 

@@ -29,13 +29,7 @@ async def refused(node: Node) -> str:
            "engine": node.engine, "heartbeat": node.heartbeat}
     proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], {})
     await proc.start()
-    assert proc.proc is not None and proc.proc.stdout is not None
-    try:
-        out = await asyncio.wait_for(proc.proc.stdout.read(), 60)
-        code = await asyncio.wait_for(proc.proc.wait(), 10)
-    finally:
-        await proc.stop()
-    text = out.decode(errors="replace")
+    code, text = await proc.ended()
     assert code == 2, text
     assert "Traceback" not in text, text
     return text

@@ -14,13 +14,13 @@ import logging
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
 from tests.integration.harness import (
+    Proc,
     Running,
     Wire,
     b64,
@@ -299,19 +299,11 @@ async def test_a_server_started_on_a_full_disk_says_so_in_one_line_and_ends(
     async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db"):
         pass
     await asyncio.to_thread(fill, small_disk)
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "jobfleet", "server", "--data-dir", str(small_disk),
-        "--port", str(free_port()), "--log-level", "warning",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
-    try:
-        output, _ = await asyncio.wait_for(server.communicate(), 20)
-    finally:
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
-    text = output.decode()
-    assert server.returncode == 2, text
+    server = Proc(["jobfleet", "server", "--data-dir", str(small_disk),
+                   "--port", str(free_port()), "--log-level", "warning"], {})
+    await server.start()
+    code, text = await server.ended(20)
+    assert code == 2, text
     assert "Traceback" not in text, text
     refused = [line for line in text.splitlines() if "database_disk_refused" in line]
     assert len(refused) == 1, text

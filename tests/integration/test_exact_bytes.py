@@ -34,14 +34,20 @@ def run_body(script: bytes, **extra: Any) -> dict[str, Any]:
             "account_alias": "root", "target_server": TARGET, **extra}
 
 
-async def test_a_gbk_script_runs_its_exact_bytes(running: Running) -> None:
-    await running.start_agents([IP])
-    answer = await running.wire.v3("fast_execute_script", run_body(GBK_SCRIPT))
+
+async def succeeded(running: Running, script: bytes) -> tuple[dict[str, Any], str]:
+    """The job of ``script`` on ``IP``, which must succeed, and the host's log."""
+    answer = await running.wire.v3("fast_execute_script", run_body(script))
     assert answer["result"], answer
-    job = answer["data"]
+    job: dict[str, Any] = answer["data"]
     data = await running.wire.wait(job["job_instance_id"])
     assert data["job_instance"]["status"] == 3, data
     log = (await running.wire.logs(job["job_instance_id"], job["step_instance_id"], [IP]))[IP]
+    return job, log
+
+async def test_a_gbk_script_runs_its_exact_bytes(running: Running) -> None:
+    await running.start_agents([IP])
+    job, log = await succeeded(running, GBK_SCRIPT)
     # the file the agent wrote and ran is the caller's bytes, and so is each literal in it
     assert hashlib.sha256(GBK_SCRIPT).hexdigest() in log, log
     assert "c4 e3 ba c3 e9" in log, log
@@ -112,12 +118,7 @@ async def test_dangerous_rules_match_a_script_with_invalid_bytes(running: Runnin
     checked = await wire.v3("check_script", {
         **BIZ, "script_language": 1, "content": raw64(GBK_SCRIPT)})
     assert [(f["line"], f["action"]) for f in checked["data"]] == [(2, 1)], checked
-    answer = await wire.v3("fast_execute_script", run_body(GBK_SCRIPT))
-    assert answer["result"], answer
-    job = answer["data"]
-    data = await wire.wait(job["job_instance_id"])
-    assert data["job_instance"]["status"] == 3, data
-    log = (await wire.logs(job["job_instance_id"], job["step_instance_id"], [IP]))[IP]
+    _job, log = await succeeded(running, GBK_SCRIPT)
     assert hashlib.sha256(GBK_SCRIPT).hexdigest() in log, log
     rule = await wire.v3("create_dangerous_rule", {
         "expression": r"rm\s+-rf\s+/", "script_language_list": [1, 2], "action": 2,
@@ -141,11 +142,6 @@ async def test_output_split_characters_and_invalid_bytes_in_the_log(running: Run
     await running.start_agents([IP])
     script = (b"printf '\\344\\270'; sleep 0.3; printf '\\255 end\\n'\n"
               b"printf 'gbk \\326\\320\\316\\304 nul \\000 done\\n'\n")
-    answer = await running.wire.v3("fast_execute_script", run_body(script))
-    assert answer["result"], answer
-    job = answer["data"]
-    data = await running.wire.wait(job["job_instance_id"])
-    assert data["job_instance"]["status"] == 3, data
-    log = (await running.wire.logs(job["job_instance_id"], job["step_instance_id"], [IP]))[IP]
+    _job, log = await succeeded(running, script)
     assert "中 end\n" in log, log
     assert "gbk \ufffd\ufffd\ufffd\ufffd nul \u2400 done\n" in log, log

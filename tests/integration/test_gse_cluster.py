@@ -23,6 +23,28 @@ async def operate(wire: Wire, body: dict[str, Any]) -> dict[str, Any]:
     return await finished(wire, answer["data"]["task_id"], timeout=60)
 
 
+async def start_in_flight(wire: Wire, setup: Path, ip: str) -> tuple[dict[str, Any], str]:
+    """A start whose process never writes its pid file: the agent checks for a minute, so
+    the operation stays in flight; its task and the key of its one result."""
+    body = proc_request(setup, 0, [ip])
+    body["spec"]["control"]["start_cmd"] = "true"
+    body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
+    answer = await wire.post(f"{V2}/proc/operate_proc_multi", {"proc_operate_req": [body]})
+    assert answer["result"], answer
+    return {"task_id": answer["data"]["task_id"]}, f"0:{ip}:nodeman:daemon"
+
+
+async def answered(wire: Wire, task: dict[str, Any], key: str, timeout: float) -> dict[str, Any]:
+    """The operation's result once it is no longer "handling" (115)."""
+
+    async def result() -> dict[str, Any] | None:
+        got = await wire.post(f"{V2}/proc/get_proc_operate_result_v2", task)
+        assert got["result"], got
+        return got["data"][key] if got["data"][key]["error_code"] != 115 else None
+    found: dict[str, Any] = await eventually(result, timeout=timeout)
+    return found
+
+
 async def test_gse_calls_reach_an_agent_held_by_another_node(
         tmp_path: Path, database_url: str) -> None:
     needs_cluster(database_url)
@@ -105,24 +127,11 @@ async def test_a_dead_nodes_operation_in_flight_is_answered_by_a_live_node(
                                               {"agent_id_list": [f"0:{ip}"]})
                 return bool(state["result"]) and state["data"][0]["status_code"] == 2
             await eventually(online, timeout=30)
-            body = proc_request(setup, 0, [ip])
-            # a start whose process never writes its pid file: the agent checks for a minute
-            body["spec"]["control"]["start_cmd"] = "true"
-            body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
-            answer = await c.wires[0].post(f"{V2}/proc/operate_proc_multi",
-                                           {"proc_operate_req": [body]})
-            assert answer["result"], answer
-            task = {"task_id": answer["data"]["task_id"]}
-            key = f"0:{ip}:nodeman:daemon"
+            task, key = await start_in_flight(c.wires[0], setup, ip)
             handling = await c.wires[1].post(f"{V2}/proc/get_proc_operate_result_v2", task)
             assert handling["data"][key]["error_code"] == 115, handling
             c.nodes[0].kill()
-
-            async def answered() -> dict[str, Any] | None:
-                got = await c.wires[1].post(f"{V2}/proc/get_proc_operate_result_v2", task)
-                assert got["result"], got
-                return got["data"][key] if got["data"][key]["error_code"] != 115 else None
-            result = await eventually(answered, timeout=45)
+            result = await answered(c.wires[1], task, key, timeout=45)
             assert result["error_code"] == 65535, result
             assert "stopped" in result["error_msg"], result
         finally:
@@ -156,15 +165,7 @@ async def test_a_node_that_died_while_redis_restarted_empty_is_still_found_gone(
             async def running() -> bool:
                 return await status_code() == 2
             await eventually(running, timeout=30)
-            body = proc_request(setup, 0, [ip])
-            # a start whose process never writes its pid file: the agent checks for a minute
-            body["spec"]["control"]["start_cmd"] = "true"
-            body["spec"]["alive_monitor_policy"]["start_check_secs"] = 60
-            answer = await c.wires[0].post(f"{V2}/proc/operate_proc_multi",
-                                           {"proc_operate_req": [body]})
-            assert answer["result"], answer
-            task = {"task_id": answer["data"]["task_id"]}
-            key = f"0:{ip}:nodeman:daemon"
+            task, key = await start_in_flight(c.wires[0], setup, ip)
             c.nodes[0].kill()
             await c.redis.stop()
             await c.redis.start()
@@ -172,12 +173,7 @@ async def test_a_node_that_died_while_redis_restarted_empty_is_still_found_gone(
             async def stopped() -> bool:
                 return await status_code() == 0
             await eventually(stopped, timeout=60, interval=0.5)
-
-            async def answered() -> dict[str, Any] | None:
-                got = await c.wires[1].post(f"{V2}/proc/get_proc_operate_result_v2", task)
-                assert got["result"], got
-                return got["data"][key] if got["data"][key]["error_code"] != 115 else None
-            result = await eventually(answered, timeout=30)
+            result = await answered(c.wires[1], task, key, timeout=30)
             assert result["error_code"] == 65535, result
         finally:
             await agents.stop()

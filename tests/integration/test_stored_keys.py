@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from alembic import command
-from alembic.config import Config
 from cryptography.fernet import Fernet
 from sqlalchemy import Connection, select
+from tests.conftest import upgrade_to
 from tests.integration.cluster import CLUSTER_ENGINE, Node, cluster, needs_cluster
 from tests.integration.harness import Proc, eventually, free_port
 
 from jobfleet.store import tables
-from jobfleet.store.database import MIGRATIONS, Database
+from jobfleet.store.database import Database
 from jobfleet.store.revisions import shipped_head
 from jobfleet.store.secrets import Cipher
 
@@ -33,22 +32,12 @@ def _proc(data_dir: Path, database_url: str, env: dict[str, str] | None = None,
     return Proc(["tests.integration.cluster_node", json.dumps(cfg)], env or {})
 
 
-async def _ended(proc: Proc) -> tuple[int, str]:
-    assert proc.proc is not None and proc.proc.stdout is not None
-    try:
-        out = await asyncio.wait_for(proc.proc.stdout.read(), 60)
-        code = await asyncio.wait_for(proc.proc.wait(), 10)
-    finally:
-        await proc.stop()
-    return code, out.decode(errors="replace")
-
-
 async def refused(data_dir: Path, database_url: str, env: dict[str, str] | None = None,
                   redis_url: str | None = None) -> str:
     """The one line of a server that must not start (it ends at once, status 2)."""
     proc = _proc(data_dir, database_url, env, redis_url)
     await proc.start()
-    code, text = await _ended(proc)
+    code, text = await proc.ended()
     assert code == 2, text
     assert "Traceback" not in text, text
     lines = [line for line in text.splitlines() if "database_keys_refused" in line]
@@ -167,16 +156,6 @@ async def test_servers_started_at_once_on_an_empty_database_agree(
             await proc.stop()
 
 
-def _upgrade_to(revision: str) -> Any:
-    def run(conn: Connection) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-
-    return run
-
-
 async def test_an_upgraded_database_adopts_the_key_its_secrets_open_with(
         tmp_path: Path, empty_database_url: str) -> None:
     """A database of before the check values were kept, with a sealed password: the
@@ -187,7 +166,7 @@ async def test_an_upgraded_database_adopts_the_key_its_secrets_open_with(
     db = Database(empty_database_url)
     try:
         async with db.begin() as conn:
-            await conn.run_sync(_upgrade_to("0024_step_hosts_ip"))
+            await conn.run_sync(upgrade_to("0024_step_hosts_ip"))
             await conn.execute(tables.accounts.insert().values(
                 bk_biz_id=2, account="root", alias="root-db", password=cipher.encrypt("pw"),
                 create_time=1, last_modify_time=1))

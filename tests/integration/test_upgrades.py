@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, MetaData, select, text
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, upgrade_to
 from tests.integration import test_cron as cron
-from tests.integration.harness import Running, Wire, b64, eventually, free_port, run_server
+from tests.integration.harness import Proc, Running, Wire, b64, eventually, free_port, run_server
 from tests.integration.test_cron import make_plan as make_cron_plan
 from tests.integration.test_plans import hosts, make_plan, script
 
 from jobfleet.store import tables
-from jobfleet.store.database import MIGRATIONS, Database
+from jobfleet.store.database import Database
 from jobfleet.store.revisions import shipped_head
 
 IP = "127.0.0.93"
@@ -112,15 +108,28 @@ def _restore(conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
             )
 
 
-def _upgrade_to(revision: str) -> Any:
-    def run(conn: Connection) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
 
-    return run
+async def _dump(url: str) -> dict[str, list[dict[str, Any]]]:
+    db = Database(url)
+    try:
+        async with db.connect() as conn:
+            rows: dict[str, list[dict[str, Any]]] = await conn.run_sync(_rows)
+    finally:
+        await db.close()
+    return rows
 
+
+async def _restore_at(url: str, revision: str, rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """``rows`` into the empty database at ``url`` brought up to ``revision``; the
+    revisions it is then at."""
+    db = Database(url)
+    try:
+        async with db.begin() as conn:
+            await conn.run_sync(upgrade_to(revision))
+            await conn.run_sync(_restore, rows)
+        return await db.revisions()
+    finally:
+        await db.close()
 
 def _backend(url: str) -> str:
     return "sqlite" if url.startswith("sqlite") else "postgresql"
@@ -134,23 +143,11 @@ async def test_a_server_upgrades_an_older_database_and_answers_as_before(
         before = await _answers(run.wire, ids)
     text_of_accounts = json.dumps(before["accounts"])
     assert "s3cret" not in text_of_accounts and "password" not in text_of_accounts
-    db = Database(database_url)
-    try:
-        async with db.connect() as conn:
-            rows = await conn.run_sync(_rows)
-    finally:
-        await db.close()
+    rows = await _dump(database_url)
     older = tmp_path / "older"
     older.mkdir()
     async with fresh_database(_backend(database_url), older) as old_url:
-        db = Database(old_url)
-        try:
-            async with db.begin() as conn:
-                await conn.run_sync(_upgrade_to(OLD))
-                await conn.run_sync(_restore, rows)
-            assert await db.revisions() == [OLD]
-        finally:
-            await db.close()
+        assert await _restore_at(old_url, OLD, rows) == [OLD]
         # the same node (its data directory holds the key its secrets are sealed with)
         async with run_server(tmp_path, old_url) as run:
             assert await run.server.db.revisions() == [shipped_head()]
@@ -175,19 +172,11 @@ async def test_a_server_refuses_a_database_newer_than_itself(
             await conn.execute(text("UPDATE alembic_version SET version_num = '0099_later'"))
     finally:
         await db.close()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "jobfleet", "server", "--data-dir", str(tmp_path / "server"),
-        "--port", str(free_port()), "--database-url", database_url,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    said = output.decode()
-    assert proc.returncode == 2, said
+    proc = Proc(["jobfleet", "server", "--data-dir", str(tmp_path / "server"),
+                 "--port", str(free_port()), "--database-url", database_url], {})
+    await proc.start()
+    code, said = await proc.ended()
+    assert code == 2, said
     assert "Traceback" not in said, said
     refused = [line for line in said.splitlines() if "database_schema_refused" in line]
     assert len(refused) == 1, said
@@ -204,24 +193,13 @@ async def test_crons_sharing_a_name_before_names_were_held_survive_the_upgrade(
         plan_id = await make_cron_plan(running.server.db, running.server.cipher)
         ids = [(await cron.saved(running.wire, name=f"nightly {i}", job_plan_id=plan_id,
                                  expression="0 2 * * *"))["id"] for i in range(8)]
-    db = Database(database_url)
-    try:
-        async with db.connect() as conn:
-            rows = await conn.run_sync(_rows)
-    finally:
-        await db.close()
+    rows = await _dump(database_url)
     for row in rows["crons"]:
         row["name"] = "nightly"
     older = tmp_path / "older"
     older.mkdir()
     async with fresh_database(_backend(database_url), older) as old_url:
-        db = Database(old_url)
-        try:
-            async with db.begin() as conn:
-                await conn.run_sync(_upgrade_to("0022_cron_firing_time"))
-                await conn.run_sync(_restore, rows)
-        finally:
-            await db.close()
+        await _restore_at(old_url, "0022_cron_firing_time", rows)
         # the same node: its data directory holds the key the plan's secrets are sealed with
         async with run_server(tmp_path, old_url, engine=cron.FAST) as running:
             wire = running.wire

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, text
+from sqlalchemy import text
+from tests.conftest import upgrade_to
 
-from jobfleet.store.database import MIGRATIONS, Database, now_ms
+from jobfleet.store.database import Database, now_ms
 from jobfleet.store.identity import App, IdentityStore
 
 
@@ -20,15 +19,6 @@ async def db(empty_database_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
-
-
-def _upgrade_to(revision: str) -> Callable[[Connection], None]:
-    def run(conn: Connection) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-    return run
 
 
 async def test_restrictions_are_stored_and_checked(db: Database) -> None:
@@ -50,7 +40,7 @@ async def test_restrictions_are_stored_and_checked(db: Database) -> None:
 
 async def test_apps_made_before_restrictions_migrate(db: Database) -> None:
     async with db.engine.begin() as conn:
-        await conn.run_sync(_upgrade_to("0005"))
+        await conn.run_sync(upgrade_to("0005"))
         # the table as it was: written with plain SQL, not with today's table
         for code in ("jobfleet", "bk_monitor"):
             await conn.execute(
