@@ -15,6 +15,7 @@ from jobfleet.api.routing import Call, add_api
 from jobfleet.api.transfer import file_log_view, file_logs_for
 from jobfleet.api.views import host_result_views, job_view, list_item, step_view
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.host_addresses import by_address
 from jobfleet.domain.paths import host_source_files
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType, StepType
 from jobfleet.domain.targets import normalize_ip
@@ -84,20 +85,10 @@ _Addressed = TypeVar("_Addressed", Host, Row[Any])
 
 
 def _by_address(hosts: list[_Addressed]) -> dict[tuple[int, str], _Addressed]:
-    """Hosts (or a step's host rows) by (cloud, ip) and, where no host holds it as its
-    ip and no other reports it, by (cloud, IPv6 address its agent reported): as a job's
-    ``ip_list`` names them. A hello's claim never answers for another host."""
-    found: dict[tuple[int, str], _Addressed] = {}
-    for h in hosts:
-        found.setdefault((h.bk_cloud_id, h.ip), h)
-    claims: dict[tuple[int, str], list[_Addressed]] = {}
-    for h in hosts:
-        if h.ipv6 and (h.bk_cloud_id, h.ipv6) not in found:
-            claims.setdefault((h.bk_cloud_id, h.ipv6), []).append(h)
-    for pair, claimants in claims.items():
-        if len(claimants) == 1:
-            found[pair] = claimants[0]
-    return found
+    """Hosts (or a step's host rows) by (cloud, address), as a job's ``ip_list`` names
+    them; of hosts sharing an ip, the first."""
+    named = by_address(hosts, lambda h: (h.bk_cloud_id, h.ip, h.ipv6))
+    return {pair: found[0] for pair, found in named.items()}
 
 
 def _no_host() -> JobError:

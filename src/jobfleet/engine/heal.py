@@ -30,6 +30,7 @@ from sqlalchemy import Row
 from jobfleet.domain import heal
 from jobfleet.domain.callers import HEAL_APP_CODE
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.host_addresses import by_address
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LaunchMode, ScopeType
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.domain.throttle import Throttle
@@ -371,16 +372,10 @@ class _Batch:
             # an address names the hosts whose ip it is, else the one host whose agent
             # reports it as its IPv6 address (as in a job's ``ip_list``): an agent says
             # what it likes in its hello, and its claim must not take another host's alerts
-            hosts = await inventory.by_ips(wanted)
-            for host in hosts:
-                found.setdefault((host.bk_cloud_id, host.ip), []).append(host)
-            claims: dict[tuple[int, str], list[Host]] = {}
-            for host in hosts:
-                if host.ipv6 and (host.bk_cloud_id, host.ipv6) not in found:
-                    claims.setdefault((host.bk_cloud_id, host.ipv6), []).append(host)
-            for key, claimants in claims.items():
-                if len(claimants) == 1:
-                    found[key] = claimants
+            named = by_address(
+                await inventory.by_ips(wanted), lambda h: (h.bk_cloud_id, h.ip, h.ipv6)
+            )
+            found.update(named)
         return cls(store, rule, started, last, found)
 
     def hosts_of(self, alert: heal.Alert) -> list[Host]:

@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jobfleet.domain.host_addresses import by_address
 from jobfleet.store.database import Database
 from jobfleet.store.inventory import chunks
 from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
@@ -116,8 +117,8 @@ class JobReads:
         hello: its claim never answers for another host). What is looked up costs what
         it asks for, not the whole step."""
         sh = step_hosts.c
-        owners: dict[tuple[int, str], list[Row[Any]]] = {}
-        claims: dict[tuple[int, str], list[Row[Any]]] = {}
+        rows_found: list[Row[Any]] = []
+        pairs: set[tuple[int, str]] = set()
         async with self.db.connect() as conn:
             for part in chunks(sorted(set(addresses)), 2000):
                 wanted = [(int(cloud), ip) for cloud, ip in part]
@@ -128,19 +129,14 @@ class JobReads:
                         sh.ip.in_({ip for _, ip in wanted}) | sh.ipv6.in_({ip for _, ip in wanted}),
                     )
                 )
-                pairs = set(wanted)
-                for row in rows:
-                    if (row.bk_cloud_id, row.ip) in pairs:
-                        owners.setdefault((row.bk_cloud_id, row.ip), []).append(row)
-                    if row.ipv6 and (row.bk_cloud_id, row.ipv6) in pairs:
-                        claims.setdefault((row.bk_cloud_id, row.ipv6), []).append(row)
+                pairs.update(wanted)
+                rows_found.extend(rows)
+        named = by_address(rows_found, lambda r: (r.bk_cloud_id, r.ip, r.ipv6))
         found: dict[int, Row[Any]] = {}
-        for pair, claimants in claims.items():
-            if pair not in owners and len(claimants) == 1:
-                owners[pair] = claimants
-        for rows_of in owners.values():
-            for row in rows_of:
-                found[row.bk_host_id] = row
+        for pair, rows_of in named.items():
+            if pair in pairs:
+                for row in rows_of:
+                    found[row.bk_host_id] = row
         return [found[h] for h in sorted(found)]
 
     async def hosts_of_steps(
