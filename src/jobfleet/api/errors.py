@@ -12,6 +12,8 @@ import asyncio
 import logging
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -78,6 +80,20 @@ def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) 
         f"{whose}: nothing of this request was saved; try again once space is freed",
         http_status=503,
     )
+
+
+@contextmanager
+def disk_refused_as_error(request: HTTPConnection, db: Database) -> Iterator[None]:
+    """Within it, the disk refusing a write is raised as :func:`disk_refusal`'s error
+    (for routes without the endpoint wrapper, such as the agents'); any other failure
+    goes on as it was."""
+    try:
+        yield
+    except Exception as exc:
+        refused = disk_refusal(request, exc, db)
+        if refused is None:
+            raise
+        raise refused from None
 
 
 async def unexpected(request: HTTPConnection, db: Database) -> JobError:

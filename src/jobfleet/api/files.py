@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from jobfleet.api import envelope
 from jobfleet.api.auditing import audit, source_of
-from jobfleet.api.errors import disk_refusal, request_id
+from jobfleet.api.errors import disk_refused_as_error, request_id
 from jobfleet.api.params import get_list
 from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
@@ -54,17 +54,12 @@ def clean_name(name: str) -> str:
 async def _receive(
     services: Services, request: Request, blob_id: str, *, replace: bool = False
 ) -> dict[str, Any]:
-    try:
+    # the agents' routes have no endpoint wrapper: a full disk would be a bare 500
+    # to the source agent, and its hosts would show nothing of why
+    with disk_refused_as_error(request, services.db):
         blob = await services.blobs.receive(
             blob_id, request.stream(), max_size=services.limits.max_file_size, replace=replace
         )
-    except Exception as exc:
-        # the agents' routes have no endpoint wrapper: a full disk would be a bare 500
-        # to the source agent, and its hosts would show nothing of why
-        refused = disk_refusal(request, exc, services.db)
-        if refused is None:
-            raise
-        raise refused from None
     return {"file_id": blob.id, "name": blob.name, "size": blob.size, "sha256": blob.sha256}
 
 
@@ -134,13 +129,8 @@ async def agent_put_bundle(request: Request) -> Response:
             "This agent may not write one of those files",
             http_status=403,
         )
-    try:
+    with disk_refused_as_error(request, services.db):
         results = await services.blobs.receive_many(files, stream.rest())
-    except Exception as exc:
-        refused = disk_refusal(request, exc, services.db)
-        if refused is None:
-            raise
-        raise refused from None
     answer: list[dict[str, Any]] = []
     for blob_id, _ in files:
         result = results.get(blob_id, "not stored")
