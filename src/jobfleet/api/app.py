@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Mapping
 
 from fastapi import APIRouter, FastAPI, WebSocket
+from fastapi.dependencies import models as fastapi_models
 from starlette.routing import BaseRoute
 
 from jobfleet import __version__
@@ -109,12 +109,8 @@ def release_routes() -> None:
     until about a hundred more had pushed it out. Clearing costs a live app only a
     recomputation on its next request; a FastAPI without these caches has nothing to
     release."""
-    try:
-        models = importlib.import_module("fastapi.dependencies.models")
-    except ImportError:
-        return
     for name in _FASTAPI_CALL_CACHES:
-        clear = getattr(getattr(models, name, None), "cache_clear", None)
+        clear = getattr(getattr(fastapi_models, name, None), "cache_clear", None)
         if callable(clear):
             clear()
 
