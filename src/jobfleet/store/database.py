@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util.concurrency import in_greenlet
 
@@ -33,6 +34,17 @@ class SchemaError(Exception):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def lock_names(conn: AsyncConnection, kind: str, owner: object) -> None:
+    """Serialize name changes of ``kind`` per owner on PostgreSQL, for a name checked
+    after the write that takes it.
+
+    SQLite needs no lock: the insert or rename that precedes the name check takes its
+    single write lock, so a concurrent writer sees the committed name."""
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(f"jobfleet.{kind}.name:{owner}".encode())
+        await conn.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def change_stamps(row: Any) -> dict[str, Any]:

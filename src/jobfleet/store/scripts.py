@@ -12,7 +12,6 @@ online and the previous online version offline; disabling is final. Only drafts 
 from __future__ import annotations
 
 import uuid
-import zlib
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from jobfleet.domain import script_tags
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScriptVersionStatus
-from jobfleet.store.database import change_stamps, new_stamps, now_ms
+from jobfleet.store.database import change_stamps, lock_names, new_stamps, now_ms
 from jobfleet.store.script_lookups import (
     ScriptLookups,
     disabled,
@@ -151,7 +150,7 @@ class ScriptStore(ScriptLookups):
             "last_modify_time": now,
         }
         async with self.db.begin() as conn:
-            await self._lock_names(conn, bk_biz_id)
+            await lock_names(conn, "scripts", bk_biz_id)
             await conn.execute(
                 insert(scripts).values(
                     id=script_id,
@@ -197,7 +196,7 @@ class ScriptStore(ScriptLookups):
             values["tags"] = script_tags.joined(tags)
         async with self.db.begin() as conn:
             if name is not None:
-                await self._lock_names(conn, bk_biz_id)
+                await lock_names(conn, "scripts", bk_biz_id)
             await self._script(conn, bk_biz_id, script_id, lock=True)
             await conn.execute(update(scripts).where(scripts.c.id == script_id).values(**values))
             if name is not None:
@@ -492,15 +491,6 @@ class ScriptStore(ScriptLookups):
             .where(scripts.c.id == script_id)
             .values(last_modify_user=user, last_modify_time=now)
         )
-
-    async def _lock_names(self, conn: AsyncConnection, bk_biz_id: int | None) -> None:
-        """Serialize name changes per owner on PostgreSQL.
-
-        SQLite needs no lock: the insert or rename that precedes the name check takes its
-        single write lock, so a concurrent writer sees the committed name."""
-        if conn.dialect.name == "postgresql":
-            key = zlib.crc32(f"jobfleet.scripts.name:{bk_biz_id}".encode())
-            await conn.execute(select(func.pg_advisory_xact_lock(key)))
 
     async def _check_name_free(
         self, conn: AsyncConnection, bk_biz_id: int | None, name: str

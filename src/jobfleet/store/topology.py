@@ -8,7 +8,6 @@ own business (none: it is idle). Targets name sets and modules by id (bk-job's
 from __future__ import annotations
 
 import uuid
-import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.host_filters import DYNAMIC_GROUP_NOT_FOUND, HostFilter, parse_filter
-from jobfleet.store.database import Database, change_stamps, now_ms
+from jobfleet.store.database import Database, change_stamps, lock_names, now_ms
 from jobfleet.store.inventory import Host, chunks
 from jobfleet.store.tables import (
     businesses,
@@ -146,7 +145,9 @@ class TopologyStore:
     async def create_set(self, bk_biz_id: int, name: str) -> dict[str, Any]:
         name = check_name(name, SET)
         async with self.db.begin() as conn:
-            await _lock_names(conn, bk_biz_id)
+            # the unique key cannot see sets (their parent is null): the name is checked
+            # after the write that takes it, name changes of the business one at a time
+            await lock_names(conn, "topology", bk_biz_id)
             res = await conn.execute(
                 insert(topo_nodes).values(
                     bk_biz_id=bk_biz_id,
@@ -191,7 +192,7 @@ class TopologyStore:
         row = await self.node(bk_biz_id, node_id, node_type)
         try:
             async with self.db.begin() as conn:
-                await _lock_names(conn, bk_biz_id)
+                await lock_names(conn, "topology", bk_biz_id)
                 await conn.execute(
                     update(topo_nodes).where(topo_nodes.c.id == node_id).values(name=name)
                 )
@@ -443,18 +444,6 @@ class TopologyStore:
         async with self.db.begin() as conn:
             await conn.execute(delete(dynamic_groups).where(dynamic_groups.c.id == row.id))
         return row
-
-
-async def _lock_names(conn: AsyncConnection, bk_biz_id: int) -> None:
-    """Name changes of a business's sets and modules one at a time, on every node.
-
-    The unique key cannot see sets (their parent is null), so a name is checked after
-    the write that takes it: on PostgreSQL this lock keeps another transaction from
-    writing the same name between that write and the check; on SQLite the write itself
-    takes the database's one write lock, so the check sees every committed name."""
-    if conn.dialect.name == "postgresql":
-        key = zlib.crc32(f"jobfleet.topology.name:{bk_biz_id}".encode())
-        await conn.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 async def _named(
