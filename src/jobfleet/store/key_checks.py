@@ -13,14 +13,13 @@ starts on it is adopted only if it opens a sealed value stored there (when there
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from jobfleet.store.database import Database
+from jobfleet.store.database import Database, now_ms
 from jobfleet.store.secrets import PREFIX
 from jobfleet.store.tables import (
     accounts,
@@ -84,7 +83,7 @@ class KeyChecks:
             if sealed is not None and not opens(sealed):
                 return KeysRefused([KEY_FILE], sealed=True)
         dialect = sqlite if self.db.is_sqlite else postgresql
-        now = int(time.time() * 1000)
+        now = now_ms()
         async with self.db.begin() as conn:
             await conn.execute(
                 dialect.insert(key_checks)
