@@ -24,12 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class Decisions:
-    def __init__(
-        self, store: JobStore, reconcile_interval: float, progress: Progress | None = None
-    ) -> None:
+    def __init__(self, store: JobStore, reconcile_interval: float) -> None:
         self.store = store
         self.reconcile_interval = reconcile_interval
-        self.progress = progress or Progress()
+        self.progress = Progress()
         self._stops: dict[int, asyncio.Event] = {}
         self._steps: dict[int, asyncio.Event] = {}
         # every parked step looks again each interval: one spell for them all
