@@ -15,7 +15,7 @@ from jobfleet.api.auth import CONSOLE_APP, TOKEN_APP
 from jobfleet.api.params import INT64, check_range, decimal_int, get_list, get_str, need_int
 from jobfleet.api.routing import GSE_V1_PREFIXES, Call, add_api
 from jobfleet.api.scope import seen_businesses
-from jobfleet.domain import protocol
+from jobfleet.domain import host_addresses, protocol
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.targets import normalize_ip
 from jobfleet.engine.procs import (
@@ -69,16 +69,9 @@ async def _hosts_by_address(
 def by_address(hosts: list[Host]) -> dict[tuple[int, str], Host]:
     """The hosts by (cloud, ip) and, where no host holds it as its ip, by (cloud, ipv6): as a
     job's ``ip_list`` names them. An IPv6 address several hosts report names none."""
-    found = {(h.bk_cloud_id, h.ip): h for h in hosts}
-    v6: dict[tuple[int, str], set[int]] = {}
-    for h in hosts:
-        if h.ipv6 and (h.bk_cloud_id, h.ipv6) not in found:
-            v6.setdefault((h.bk_cloud_id, h.ipv6), set()).add(h.bk_host_id)
-    by_id = {h.bk_host_id: h for h in hosts}
-    for key, ids in v6.items():
-        if len(ids) == 1:
-            found[key] = by_id[next(iter(ids))]
-    return found
+    unique = {h.bk_host_id: h for h in hosts}
+    named = host_addresses.by_address(unique.values(), lambda h: (h.bk_cloud_id, h.ip, h.ipv6))
+    return {pair: found[0] for pair, found in named.items()}
 
 
 def _cloud(host: dict[str, Any], name: str) -> int:

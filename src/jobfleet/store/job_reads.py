@@ -117,7 +117,8 @@ class JobReads:
         hello: its claim never answers for another host). What is looked up costs what
         it asks for, not the whole step."""
         sh = step_hosts.c
-        rows_found: list[Row[Any]] = []
+        # a host found by its ip in one chunk and by its IPv6 address in another is one
+        rows_found: dict[int, Row[Any]] = {}
         pairs: set[tuple[int, str]] = set()
         async with self.db.connect() as conn:
             for part in chunks(sorted(set(addresses)), 2000):
@@ -130,8 +131,9 @@ class JobReads:
                     )
                 )
                 pairs.update(wanted)
-                rows_found.extend(rows)
-        named = by_address(rows_found, lambda r: (r.bk_cloud_id, r.ip, r.ipv6))
+                for row in rows:
+                    rows_found.setdefault(row.bk_host_id, row)
+        named = by_address(rows_found.values(), lambda r: (r.bk_cloud_id, r.ip, r.ipv6))
         found: dict[int, Row[Any]] = {}
         for pair, rows_of in named.items():
             if pair in pairs:
