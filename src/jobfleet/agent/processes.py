@@ -546,10 +546,8 @@ def reap_without_threads(loop: asyncio.AbstractEventLoop) -> None:
     """
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if isinstance(asyncio.get_child_watcher(), _LoopPidfdWatcher):
-            return
+    if isinstance(_child_watcher(), _LoopPidfdWatcher):
+        return
     try:
         os.close(os.pidfd_open(os.getpid()))
     except OSError:
@@ -557,6 +555,13 @@ def reap_without_threads(loop: asyncio.AbstractEventLoop) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         asyncio.set_child_watcher(_LoopPidfdWatcher())
+
+
+def _child_watcher() -> asyncio.AbstractChildWatcher:
+    """The process's child watcher (deprecated API on 3.12, still what 3.11 uses)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return asyncio.get_child_watcher()
 
 
 class _LoopPidfdWatcher(asyncio.AbstractChildWatcher):
@@ -648,9 +653,7 @@ def hand_over(pid: int) -> None:
     reader goes with the loop, and the child would stay a zombie of this process for
     as long as it lives (a program that embeds agents). Only this module's watcher
     needs it: the threaded one waits in a thread already."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        watcher = asyncio.get_child_watcher()
+    watcher = _child_watcher()
     if not isinstance(watcher, _LoopPidfdWatcher):
         return
     pidfd = watcher.release(pid)
