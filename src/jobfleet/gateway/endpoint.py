@@ -163,6 +163,12 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+def _bounds_frames(conn: AgentConnection) -> bool:
+    """Whether ``conn``'s agent announced it keeps its frames and output within the
+    limits (``protocol.CAP_FRAMES``); agents of an earlier release announced nothing."""
+    return conn.caps is not None and protocol.CAP_FRAMES in conn.caps
+
+
 def _ipv6(value: Any) -> str | None:
     """The IPv6 address a hello reports, in normal form; None (keep the stored one) if bad."""
     try:
@@ -519,11 +525,8 @@ class Gateway:
                 assert released is not None
                 # an agent that does not say it keeps its frames within the limit is
                 # held to the limit of the servers it was made for
-                limit = (
-                    protocol.MAX_FRAME_BYTES
-                    if conn.caps is not None and protocol.CAP_FRAMES in conn.caps
-                    else protocol.LEGACY_FRAME_BYTES
-                )
+                bounded = _bounds_frames(conn)
+                limit = protocol.MAX_FRAME_BYTES if bounded else protocol.LEGACY_FRAME_BYTES
                 code = await _read_plain(ws, receive, released, resting, limit)
             if code == CLOSE_TOO_BIG:
                 self.refusals.refuse(conn, "frame_too_large", "a frame over the size limit")
@@ -592,7 +595,7 @@ class Gateway:
         events = self.events
         refusals = self.refusals
         # an agent that does not say it bounds its messages may send longer output
-        long_data = conn.caps is None or protocol.CAP_FRAMES not in conn.caps
+        long_data = not _bounds_frames(conn)
         clock = time.perf_counter
         # the loop time this agent's frames took beyond its share, and when that was
         debt = 0.0
