@@ -849,18 +849,25 @@ def exact_script(message: dict[str, Any], lang: int | None = None) -> dict[str, 
     goes as it always did. ``lang`` is the language of a part that names none (a
     host's own script, merged into its step's message)."""
     script = message.get("script")
-    if not isinstance(script, str) or script.isascii():
+    if not isinstance(script, str) or is_unicode(script):
         return message
+    lang = int(message.get("lang") or lang or 1)
+    return {
+        **message,
+        "script": _OLD_AGENT_SCRIPT.get(lang, _OLD_AGENT_SCRIPT[1]),
+        "script_b64": encode_script(script),
+    }
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` holds no byte that is not UTF-8 (so it can go anywhere text goes)."""
+    if text.isascii():
+        return True
     try:
-        script.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        lang = int(message.get("lang") or lang or 1)
-        return {
-            **message,
-            "script": _OLD_AGENT_SCRIPT.get(lang, _OLD_AGENT_SCRIPT[1]),
-            "script_b64": encode_script(script),
-        }
-    return message
+        return False
+    return True
 
 
 def encode_script(script: str) -> str:

@@ -19,6 +19,8 @@ import shlex
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.protocol import encode_script
+from jobfleet.domain.protocol import is_unicode as is_unicode  # the wire's test, and the store's
 from jobfleet.domain.status import ScriptLanguage
 
 MAX_SCRIPT_BYTES = 16_777_215
@@ -96,17 +98,6 @@ def exact_bytes(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogateescape")
 
 
-def is_unicode(text: str) -> bool:
-    """Whether ``text`` holds no byte that is not UTF-8 (so it can go anywhere text goes)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def shown_text(text: str) -> str:
     """The text view of a script: U+FFFD for each byte that is not UTF-8.
 
@@ -119,7 +110,7 @@ def shown_text(text: str) -> str:
 
 def encode_exact_base64(text: str | None) -> str:
     """Base64 of the bytes a script stands for: what the caller sent, byte for byte."""
-    return base64.b64encode(exact_bytes(text or "")).decode()
+    return encode_script(text or "")
 
 
 # the key of a step's JSON config that holds a non-UTF-8 script's bytes (base64); the
