@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
+from jobfleet.store.database import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def refusal(
     )
     status = int(HostStatus.GSE_TASK_ERROR)
     if message.get("t") == protocol.RUN:
-        now = int(time.time() * 1000)
+        now = now_ms()
         return dict(
             protocol.done(
                 str(message.get("id")), 1, status=status, exit=None, start=now, end=now,
