@@ -93,16 +93,23 @@ async def claim_cluster_keys(
     client: aioredis.Redis = aioredis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout
     )
-    key = f"{prefix}:cluster"
     try:
-        for name, value in values.items():
-            await client.hsetnx(key, name, value)
-        stored = await client.hgetall(key)
+        return await _claim(client, f"{prefix}:cluster", values)
     except (RedisError, OSError):
         return None
     finally:
         with contextlib.suppress(Exception):
             await client.aclose()
+
+
+async def _claim(client: aioredis.Redis, key: str, values: dict[str, str]) -> list[str]:
+    """Write those of ``values`` the cluster's hash lacks; the names that differ from it."""
+    for name, value in values.items():
+        await client.hsetnx(key, name, value)
+    return _differing(values, await client.hgetall(key))
+
+
+def _differing(values: dict[str, str], stored: Any) -> list[str]:
     return [name for name, value in values.items() if stored.get(name.encode()) != value.encode()]
 
 
@@ -292,14 +299,9 @@ class RedisBus:
                 "to write the cluster's keys back before writing this node's"
             )
         if len(stored) < len(self.cluster_keys):
-            for name, value in self.cluster_keys.items():
-                await self.redis.hsetnx(key, name, value)
-            stored = await self.redis.hgetall(key)
-        differing = [
-            name
-            for name, value in self.cluster_keys.items()
-            if stored.get(name.encode()) != value.encode()
-        ]
+            differing = await _claim(self.redis, key, self.cluster_keys)
+        else:
+            differing = _differing(self.cluster_keys, stored)
         if differing and self._joined.is_set():
             # this node's keys were the cluster's in the Redis before this one: what
             # differs was written since by a node that started in between with other
