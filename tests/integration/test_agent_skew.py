@@ -145,14 +145,17 @@ async def test_a_large_frame_from_an_agent_without_caps_must_be_mostly_text(
         tmp_path: Path, database_url: str) -> None:
     """Any agent may leave its capabilities out: the larger frames it then gets are
     read only if they are what an earlier agent's backlog is, nearly all text. 5 MiB
-    of empty JSON lists (some 2 million objects parsed) closes the connection, and
-    another host's job runs on."""
+    of empty JSON lists (some 2 million objects parsed), or of zeros (as many list
+    slots), closes the connection, and another host's job runs on."""
     async with (run_server(tmp_path, database_url, server={"agent_plaintext": True}) as running,
-                raw_agent(running, IP) as hostile, raw_agent(running, "127.0.0.3") as honest):
-        await hostile.send([[]] * (5 * 1024 * 1024 // 3))
-        with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(hostile.reader, 20)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+                raw_agent(running, IP) as lists, raw_agent(running, "127.0.0.4") as numbers,
+                raw_agent(running, "127.0.0.3") as honest):
+        await lists.send([[]] * (5 * 1024 * 1024 // 3))
+        await numbers.send([0] * (5 * 1024 * 1024 // 2))
+        for hostile in (lists, numbers):
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(hostile.reader, 20)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         sub = await running.wire.run_script("echo hi", ["127.0.0.3"])
         task = await honest.next_run()
         await honest.send([done(task, 1, "hi\n")])

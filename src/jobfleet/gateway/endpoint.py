@@ -10,7 +10,7 @@ import platform
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, AnyStr, Generic, Protocol, TypeVar, cast
 
 import orjson
 from starlette.websockets import WebSocketDisconnect
@@ -248,18 +248,40 @@ async def _receive(ws: AgentSocket) -> Any:
 
 # Of a frame past ``MAX_FRAME_BYTES`` (only an agent of an earlier release sends one: its
 # backlog, output messages whose text is nearly all of it), the most characters that may
-# open a JSON container or string, as a share of the frame: parsed, each is an object of
-# 50 bytes or more, so 64 MiB of ``[]`` would take some 2 GB of the server's memory.
+# open a JSON container or string, or separate two values, as a share of the frame: parsed,
+# each is a Python object, a list slot or both, so 64 MiB of ``[]`` would take some 2 GB
+# of the server's memory and 64 MiB of ``[0,0,…]`` some 470 MB.
 LEGACY_STRUCTURE_SHARE = 1 / 64
+
+# A JSON string, escapes included; possessive, so a long one is one linear scan.
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+_JSON_STRING_BYTES = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 
 
 def _mostly_text(raw: bytes | str) -> bool:
-    """Whether a frame past the usual limit is what an earlier agent's backlog is."""
+    """Whether a frame past the usual limit is what an earlier agent's backlog is: few
+    containers and strings, and few values outside them (every value but the first of a
+    list or object follows a ``,`` or a ``:``)."""
+    most = len(raw) * LEGACY_STRUCTURE_SHARE
     if isinstance(raw, str):
-        opens = raw.count("[") + raw.count("{") + raw.count('"')
+        if _structure(raw, "[", "{", '"') <= most and _structure(raw, ",", ":") <= most:
+            return True
+        # output full of quotes or commas (JSON logs, CSV) is text: count what is outside
+        # strings, and each string once
+        rest, strings = _JSON_STRING.subn("", raw)
+        opens, values = _structure(rest, "[", "{") + strings, _structure(rest, ",", ":")
     else:
-        opens = raw.count(b"[") + raw.count(b"{") + raw.count(b'"')
-    return opens <= len(raw) * LEGACY_STRUCTURE_SHARE
+        if (_structure(raw, b"[", b"{", b'"') <= most
+                and _structure(raw, b",", b":") <= most):
+            return True
+        rest_bytes, strings = _JSON_STRING_BYTES.subn(b"", raw)
+        opens = _structure(rest_bytes, b"[", b"{") + strings
+        values = _structure(rest_bytes, b",", b":")
+    return opens <= most and values <= most
+
+
+def _structure(raw: AnyStr, *marks: AnyStr) -> int:
+    return sum(raw.count(mark) for mark in marks)
 
 
 async def _read_plain(
