@@ -8,11 +8,14 @@ the server without bound nor steer work meant for another host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import event
 from tests.integration.harness import Running, eventually
 from tests.integration.test_agent_messages import BAD_IP, GOOD_IP, done, raw_agent
 from tests.integration.test_file_transfer import transfer_body
@@ -183,3 +186,36 @@ async def test_an_ipv6_address_claimed_in_a_hello_does_not_answer_for_another_ho
             owner.host_id, "owner\n")
         logs = await running.wire.logs(job["job_instance_id"], step, [V6_OWNER, BAD_IP])
         assert logs == {V6_OWNER: "owner\n", BAD_IP: "bad\n"}
+
+
+async def test_hellos_behind_one_address_cost_no_query_each(running: Running) -> None:
+    """Agents behind a NAT or a proxy all connect from one address, so the address each
+    names for its peers is never the one it came from: the host's own ip it is checked
+    against comes with the credential's check, batched, not from a query per hello."""
+    ips = [f"127.0.3.{n}" for n in range(1, 31)]
+    creds = await asyncio.gather(*(enrolled(running, ip) for ip in ips))
+    statements: list[str] = []
+    engine = running.server.db.engine.sync_engine
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            agents = await asyncio.gather(*(
+                stack.enter_async_context(raw_agent(running, ip, cred, peer=f"{ip}:7000"))
+                for ip, cred in zip(ips, creds, strict=True)))
+            conns = await eventually(lambda: _all_connected(running, agents))
+            # the connection came from 127.0.0.1; each host's own address is kept
+            assert sorted(c.swarm for c in conns) == sorted(f"{ip}:7000" for ip in ips)
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+    host_reads = [s for s in statements if "FROM hosts" in s and "JOIN" not in s]
+    assert len(host_reads) < len(ips) // 3, host_reads
+
+
+async def _all_connected(running: Running, agents: list[Any]) -> list[AgentConnection] | None:
+    conns = [running.server.registry.for_host(agent.host_id) for agent in agents]
+    found = [c for c in conns if c is not None]
+    return found if len(found) == len(agents) else None

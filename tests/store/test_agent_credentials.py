@@ -21,7 +21,8 @@ async def test_check_agents_answers_only_the_valid_ones(db: Database) -> None:
     answer = await identity.check_agents(
         [(a, sa), (b, sb), (c, sc), (c, "wrong"), ("nobody", "x"), (a, sa)]
     )
-    assert answer == {(a, sa): ha, (c, sc): hc}
+    # each with its host and the host's ip, for the check of the address it serves peers on
+    assert answer == {(a, sa): (ha, "127.0.0.1"), (c, sc): (hc, "127.0.0.3")}
     # the same answers as one at a time
     assert [await identity.check_agent(x, s) for x, s in [(a, sa), (b, sb), (c, "wrong")]] == [
         ha,

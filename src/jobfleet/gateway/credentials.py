@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
-Check = Callable[[list[tuple[str, str]]], Awaitable[dict[tuple[str, str], int]]]
+T = TypeVar("T")
+Check = Callable[[list[tuple[str, str]]], Awaitable[dict[tuple[str, str], T]]]
 # agent ids in one query (well under the bound parameters SQLite and PostgreSQL take)
 MAX_BATCH = 500
 
 
-class CredentialChecks:
-    def __init__(self, check: Check, max_batch: int = MAX_BATCH) -> None:
+class CredentialChecks(Generic[T]):
+    def __init__(self, check: Check[T], max_batch: int = MAX_BATCH) -> None:
         self._check = check
         self.max_batch = max_batch
-        self._waiting: dict[tuple[str, str], list[asyncio.Future[int | None]]] = {}
+        self._waiting: dict[tuple[str, str], list[asyncio.Future[T | None]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def check(self, agent_id: str, secret: str) -> int | None:
-        """The host the credential is bound to, or None; raises what the query raised."""
+    async def check(self, agent_id: str, secret: str) -> T | None:
+        """What the query tells of the credential (its host), or None if it is not valid;
+        raises what the query raised."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[int | None] = loop.create_future()
+        future: asyncio.Future[T | None] = loop.create_future()
         self._waiting.setdefault((agent_id, secret), []).append(future)
         if self._task is None:
             self._task = loop.create_task(self._run())

@@ -31,7 +31,7 @@ from jobfleet.gateway.wire import WireSocket
 from jobfleet.loop import raise_if_cancelled
 from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
-from jobfleet.store.identity import IdentityStore
+from jobfleet.store.identity import AgentHost, IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.outage import OutageLog
 
@@ -428,16 +428,17 @@ class Gateway:
         try:
             # thousands of agents reconnect at once after a restart: their credentials
             # are checked a batch at a time, not one query each
-            host_id = await self._credentials.check(*cred) if cred else None
+            bound = await self._credentials.check(*cred) if cred else None
         except Exception:
             log.exception("agent_auth_error")
             await ws.close(code=CLOSE_TRY_AGAIN)
             return
-        if cred is None or host_id is None:
+        if cred is None or bound is None:
             self.failures.take(peer)
             log.warning("agent_auth_failed peer=%s", peer)
             await ws.close(code=CLOSE_UNAUTHORIZED)
             return
+        host_id = bound.host_id
         agent_id = cred[0]
         self._proven.add(agent_id)
         try:
@@ -485,7 +486,7 @@ class Gateway:
             known,
             peer=peer,
             hangup=hangup,
-            swarm=await self._peer_port(hello.get("peer"), peer, agent_id, host_id),
+            swarm=self._peer_port(hello.get("peer"), peer, agent_id, bound),
             # the agent listener's socket writes a frame at once when the agent keeps up
             send_now=ws.send_now if isinstance(ws, WireSocket) else None,
             turn=self._writes,
@@ -563,7 +564,7 @@ class Gateway:
                 if self.events:
                     self.events.agent_offline(conn)
 
-    async def _peer_port(self, value: Any, peer: str, agent_id: str, host_id: int) -> str:
+    def _peer_port(self, value: Any, peer: str, agent_id: str, host: AgentHost) -> str:
         """Where other agents may dial this host for file pieces: the hello's ``peer``
         (``swarm_address``) if its address is the host's own ip, or the one the
         connection came from; else "" (the host takes no part in swarms).
@@ -572,7 +573,9 @@ class Gateway:
         would turn the fleet on an address of its choosing (a service on each target's
         loopback, a metadata address). An address the connection came from that is a
         loopback one is kept only for a host whose own ip is loopback too: for any other
-        host it names the dialer itself."""
+        host it names the dialer itself. The host's ip comes with its credential's check,
+        so agents behind a NAT or a proxy cost no query each when a storm of them
+        reconnects."""
         address = swarm_address(value, peer)
         if not address:
             return ""
@@ -580,17 +583,12 @@ class Gateway:
         seen = _ip(peer)
         if claimed is not None and claimed == seen and not claimed.is_loopback:
             return address
-        try:
-            hosts = await self._inventory.by_ids([host_id])
-        except Exception:
-            log.exception("agent_peer_address_check_failed agent=%s host=%s", agent_id, host_id)
-            return ""
-        own = _ip(hosts[0].ip) if hosts else None
+        own = _ip(host.ip)
         if own is not None and (claimed == own or (claimed == seen and own.is_loopback)):
             return address
         log.warning(
             "agent_peer_address_refused agent=%s host=%s address=%s peer=%s",
-            agent_id, host_id, address, peer,
+            agent_id, host.host_id, address, peer,
         )
         return ""
 

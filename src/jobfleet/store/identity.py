@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,8 +25,16 @@ from jobfleet.store.tables import (
     businesses,
     enroll_tokens,
     grants,
+    hosts,
     users,
 )
+
+
+class AgentHost(NamedTuple):
+    """The host a valid agent credential is bound to, and its ip as the inventory has it."""
+
+    host_id: int
+    ip: str
 
 
 @dataclass
@@ -415,22 +423,31 @@ class IdentityStore:
             return None
         return int(row.bk_host_id)
 
-    async def check_agents(self, creds: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    async def check_agents(
+        self, creds: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], AgentHost]:
         """The hosts of those of ``creds`` (agent id, secret) that are valid, in one query;
         a credential missing from the answer is unknown, revoked or wrong."""
         wanted = set(creds)
         if not wanted:
             return {}
-        columns = (agents.c.agent_id, agents.c.secret_hash, agents.c.revoked, agents.c.bk_host_id)
+        columns = (agents.c.agent_id, agents.c.secret_hash, agents.c.revoked, agents.c.bk_host_id,
+                   hosts.c.ip)
         ids = {agent_id for agent_id, _ in wanted}
         async with self.db.connect() as conn:
-            rows = (await conn.execute(select(*columns).where(agents.c.agent_id.in_(ids)))).all()
+            rows = (
+                await conn.execute(
+                    select(*columns)
+                    .select_from(agents.outerjoin(hosts, hosts.c.bk_host_id == agents.c.bk_host_id))
+                    .where(agents.c.agent_id.in_(ids))
+                )
+            ).all()
         found = {str(r[0]): r for r in rows}
-        valid: dict[tuple[str, str], int] = {}
+        valid: dict[tuple[str, str], AgentHost] = {}
         for agent_id, secret in wanted:
             row = found.get(agent_id)
             if row is not None and not row[2] and secret_matches(secret, row[1]):
-                valid[agent_id, secret] = int(row[3])
+                valid[agent_id, secret] = AgentHost(int(row[3]), str(row[4] or ""))
         return valid
 
     async def revoke_agent(self, agent_id: str) -> None:
