@@ -408,6 +408,8 @@ class Server:
             await self.services.procs.start()
         self.presence.start()
         await self.bus.start(self.bus_listener)
+        # hosts left alive by node ids no node will take over (renamed, gone for good)
+        self.presence.forget_dead_nodes(self.bus)
         # a seeded file wanted or lost on one node is known on every node
         self.blob_news.start()
         await self.engine.start()

@@ -81,3 +81,25 @@ async def test_leases_follow_the_databases_clock_not_the_nodes(
     await leases.renew("b", 60)
     lease_until = (await jobs.job(job_id)).lease_until  # type: ignore[union-attr]
     assert abs(lease_until - (time.time() + 60)) < 5
+
+
+async def test_a_lapsed_lease_names_no_owner(db: Database) -> None:
+    """Routes that tell a job's driver (cancel, wake, results stored elsewhere) ask who
+    owns it: a node whose lease lapsed may be dead, so it owns nothing until the job is
+    claimed again."""
+    jobs, leases = JobStore(db), LeaseStore(db)
+    job_id, step_id = await new_job(jobs)
+    other, other_step = await new_job(jobs)
+    assert await leases.claim(job_id, "a", 60) and await leases.claim(other, "a", 0.05)
+    await asyncio.sleep(0.1)
+    assert await leases.owner_of_job(job_id) == "a"
+    assert await leases.owners_of_steps([step_id, other_step]) == {step_id: "a"}
+    assert await leases.owner_of_job(other) is None
+    # claimed again: its new driver is its owner
+    assert await leases.claim(other, "b", 60)
+    assert await leases.owner_of_job(other) == "b"
+    assert await leases.owners_of_steps([other_step]) == {other_step: "b"}
+    # a given-up lease lapses at once
+    await leases.give_up(job_id, "a")
+    assert await leases.owner_of_job(job_id) is None
+    assert await leases.owners_of_steps([step_id]) == {}

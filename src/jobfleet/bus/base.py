@@ -61,3 +61,9 @@ class Bus(Protocol):
         False when the map could not be read: where they are is unknown then."""
 
     def live_nodes(self) -> set[str]: ...
+
+    async def live_among(self, nodes: list[str]) -> set[str] | None:
+        """Those of ``nodes`` that are alive now by the cluster's own rule (a live
+        registration), read from the shared truth rather than this node's view; None
+        while that cannot be told (the shared bus unreachable, or restarted empty so
+        recently that live nodes may not have registered again yet)."""

@@ -90,3 +90,7 @@ class LocalBus:
 
     def live_nodes(self) -> set[str]:
         return {self.node_id}
+
+    async def live_among(self, nodes: list[str]) -> set[str] | None:
+        # a node on its own: no other node id is anyone's any more
+        return {self.node_id} & set(nodes)

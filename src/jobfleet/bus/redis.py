@@ -682,6 +682,22 @@ class RedisBus:
     def live_nodes(self) -> set[str]:
         return set(self._live)
 
+    async def live_among(self, nodes: list[str]) -> set[str] | None:
+        if not self._joined.is_set() or time.monotonic() < self._merge_until:
+            return None
+        try:
+            info = await self.redis.info("server")
+            if float(info.get("uptime_in_seconds") or 0) < self.node_ttl:
+                # restarted empty moments ago: the running nodes register again within
+                # a beat, and until node_ttl one that has not yet is not known dead
+                return None
+            alive: Any = await self.redis.mget([self._k("node", n) for n in nodes]) if nodes else []
+        except (RedisError, OSError):
+            return None
+        return {n for n, a in zip(nodes, alive, strict=True) if a is not None} | (
+            {self.node_id} & set(nodes)
+        )
+
     # live views -------------------------------------------------------------
     async def publish(self, topic: str, event: dict[str, Any]) -> None:
         with contextlib.suppress(RedisError, OSError):

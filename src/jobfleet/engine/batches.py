@@ -54,7 +54,12 @@ class StepTasks:
     async def start_step(self, step: Row[Any]) -> int:
         started: int = step.start_time or now_ms()
         if step.status != RunStatus.RUNNING:
-            await self.store.update_step(step.id, status=int(RunStatus.RUNNING), start_time=started)
+            await self.store.update_step(
+                step.id,
+                status=int(RunStatus.RUNNING),
+                start_time=started,
+                owner=self.settings.node_id,
+            )
         return started
 
     async def end_step(self, step: Row[Any], started: int, stopped: bool) -> RunStatus:
@@ -65,7 +70,11 @@ class StepTasks:
             status = step_status_from_hosts(counts, ignore_error=step.ignore_error)
         end = now_ms()
         await self.store.update_step(
-            step.id, status=int(status), end_time=end, total_time=end - started
+            step.id,
+            status=int(status),
+            end_time=end,
+            total_time=end - started,
+            owner=self.settings.node_id,
         )
         return status
 
@@ -157,11 +166,16 @@ class StepTasks:
                 previous = min(previous + 1, step.batch_count)
             if step.current_batch != previous:
                 # a batch that never started is not shown as the current one
-                await self.store.update_step(step.id, current_batch=previous)
+                await self.store.update_step(
+                    step.id, current_batch=previous, owner=self.settings.node_id
+                )
         elif step.current_batch:
             # an operator's go-ahead given while no runner waited for it
             await self.store.update_job_if(
-                job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
+                job.id,
+                int(RunStatus.WAITING_USER),
+                status=int(RunStatus.RUNNING),
+                owner=self.settings.node_id,
             )
         started = await self.start_step(step)
         total = len(rows)
@@ -192,7 +206,10 @@ class StepTasks:
                     if not go_on:
                         break
                 await self.store.update_step(
-                    step.id, current_batch=batch, status=int(RunStatus.RUNNING)
+                    step.id,
+                    current_batch=batch,
+                    status=int(RunStatus.RUNNING),
+                    owner=self.settings.node_id,
                 )
                 await self._start_batch(run, [r for r in rows if r.batch == batch], recovering)
                 deadline = time.time() + step.timeout
@@ -238,10 +255,14 @@ class StepTasks:
         if config.mode == MODE_CONFIRM:
             if not await self._await_rolling_confirm(job, step, stop, following):
                 # the batch that waited never started: not shown as the current one
-                await self.store.update_step(step.id, current_batch=done)
+                await self.store.update_step(
+                    step.id, current_batch=done, owner=self.settings.node_id
+                )
                 return False, stop.is_set()
         elif not staggered:
-            await self.store.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
+            await self.store.update_step(
+                step.id, status=int(RunStatus.ROLLING_WAITING), owner=self.settings.node_id
+            )
         return True, False
 
     async def _start_batch(
@@ -283,11 +304,14 @@ class StepTasks:
         values: dict[str, Any] = {"status": int(RunStatus.WAITING_USER)}
         if following is not None:
             values["current_batch"] = following
-        await self.store.update_step(step.id, **values)
+        await self.store.update_step(step.id, **values, owner=self.settings.node_id)
         # only a running job waits: a terminate another node took meanwhile (10) stays,
         # for it is how this node learns of it when no bus message reaches it
         await self.store.update_job_if(
-            job.id, int(RunStatus.RUNNING), status=int(RunStatus.WAITING_USER)
+            job.id,
+            int(RunStatus.RUNNING),
+            status=int(RunStatus.WAITING_USER),
+            owner=self.settings.node_id,
         )
         return await self.decisions.await_decision(job, step, stop) is not None
 
@@ -352,7 +376,9 @@ class StepTasks:
         )
 
     async def _terminate(self, run: StepRun) -> None:
-        await self.store.update_step(run.step_id, status=int(RunStatus.STOPPING))
+        await self.store.update_step(
+            run.step_id, status=int(RunStatus.STOPPING), owner=self.settings.node_id
+        )
         unsent = [
             host
             for host in list(run.pending)

@@ -22,7 +22,7 @@ from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.writer import NOTE_SEQ
 from jobfleet.store.database import now_ms
 from jobfleet.store.health import Health, connection_lost
-from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobStore
+from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobStore, LostJob
 from jobfleet.store.outage import OutageLog, disk_refused
 from jobfleet.store.secrets import Cipher
 
@@ -142,9 +142,11 @@ class JobRunner:
             final = job_status_from_steps(statuses)
             if stop.is_set() and final is not RunStatus.SUCCESS:
                 final = RunStatus.STOP_SUCCESS
-            await self.finish(job_id, final, job.callback_url)
+            await self.finish(job_id, final, job.callback_url, driving=True)
         except asyncio.CancelledError:
             raise
+        except LostJob:
+            self._lost(job_id)
         except Exception as error:
             if (
                 connection_lost(error)
@@ -157,10 +159,22 @@ class JobRunner:
                 # it abnormal for an outage
                 raise
             log.exception("job_failed job=%s", job_id)
-            await self._close_open_steps(job_id)
-            await self.finish(job_id, RunStatus.ABNORMAL_STATE, None)
+            try:
+                await self._close_open_steps(job_id)
+                await self.finish(job_id, RunStatus.ABNORMAL_STATE, None, driving=True)
+            except LostJob:
+                self._lost(job_id)
         finally:
             self.decisions.forget_job(job_id)
+
+    def _lost(self, job_id: int) -> None:
+        # another node claimed the job (this node's lease lapsed or was given up): it
+        # drives the job from the store; this driver stops without writing more
+        log.warning(
+            "job_lost job=%s node=%s: another node drives the job now; this node stops driving it",
+            job_id,
+            self.settings.node_id,
+        )
 
     async def _close_open_steps(self, job_id: int) -> None:
         """A job that failed inside jobfleet ends abnormal (9): so do its steps that had
@@ -209,7 +223,10 @@ class JobRunner:
                     status=int(RunStatus.ABNORMAL_STATE),
                     end_time=end,
                     total_time=end - started,
+                    owner=self.settings.node_id,
                 )
+        except LostJob:
+            raise
         except Exception:
             # the store itself may be what failed: the job still ends below if it can
             log.exception("job_steps_not_closed job=%s", job_id)
@@ -234,7 +251,8 @@ class JobRunner:
             if state is not None:
                 rows = await self.store.hosts(step.id, step.execute_count)
                 after = variables.collect(state, rows, self.cipher)
-                await self.store.update_step(step.id, variables=variables.seal(after, self.cipher))
+                sealed = variables.seal(after, self.cipher)
+                await self.store.update_step(step.id, variables=sealed, owner=self.settings.node_id)
             return status
         if step.type == StepType.SQL:
             base = self._template(step)
@@ -251,15 +269,19 @@ class JobRunner:
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
                 config = variables.render_file_config(step.config or {}, state.values())
-                await self.store.update_step(step.id, config=config)
+                await self.store.update_step(step.id, config=config, owner=self.settings.node_id)
                 step = await self.store.step(step.id) or step
             status = await self.file_steps.run(job, step, stop, recovering)
             if state is not None:
-                await self.store.update_step(step.id, variables=variables.seal(state, self.cipher))
+                sealed = variables.seal(state, self.cipher)
+                await self.store.update_step(step.id, variables=sealed, owner=self.settings.node_id)
             return status
         log.error("step_type_unsupported job=%s step=%s type=%s", job.id, step.id, step.type)
         await self.store.update_step(
-            step.id, status=int(RunStatus.ABNORMAL_STATE), end_time=now_ms()
+            step.id,
+            status=int(RunStatus.ABNORMAL_STATE),
+            end_time=now_ms(),
+            owner=self.settings.node_id,
         )
         return RunStatus.ABNORMAL_STATE
 
@@ -291,11 +313,15 @@ class JobRunner:
                 step.id,
                 status=int(RunStatus.WAITING_USER),
                 start_time=step.start_time or now_ms(),
+                owner=self.settings.node_id,
             )
             # only a running job waits: a terminate another node took meanwhile (10)
             # stays, for it is how this node learns of it when no bus message reaches it
             await self.store.update_job_if(
-                job.id, int(RunStatus.RUNNING), status=int(RunStatus.WAITING_USER)
+                job.id,
+                int(RunStatus.RUNNING),
+                status=int(RunStatus.WAITING_USER),
+                owner=self.settings.node_id,
             )
             self.confirm_waiting(job, await self.store.step(step.id))
         current = await self.decisions.await_decision(job, step, stop)
@@ -310,14 +336,19 @@ class JobRunner:
                 status=int(RunStatus.STOP_SUCCESS),
                 end_time=end,
                 total_time=end - started,
+                owner=self.settings.node_id,
             ):
                 return RunStatus.STOP_SUCCESS
             latest = await self.store.step(step.id)
             return RunStatus(latest.status) if latest is not None else RunStatus.STOP_SUCCESS
         return RunStatus(current.status)
 
-    async def finish(self, job_id: int, status: RunStatus, callback_url: str | None) -> None:
-        """Store a job's final status with its callback and notifications (one transaction)."""
+    async def finish(
+        self, job_id: int, status: RunStatus, callback_url: str | None, *, driving: bool = False
+    ) -> None:
+        """Store a job's final status with its callback and notifications (one transaction).
+        ``driving``: written by the job's driver, only while this node owns the job
+        (``LostJob`` else); a job that never started has no owner."""
         steps = await self.store.steps(job_id)
         callback = None
         if callback_url:
@@ -335,7 +366,8 @@ class JobRunner:
         notices = await notify.outbox_rows(
             self.store, self.cipher, job_id, status, steps, end, self.settings.callback_attempts
         )
-        await self.store.finish_job(job_id, int(status), callback, notices, end)
+        owner = self.settings.node_id if driving else None
+        await self.store.finish_job(job_id, int(status), callback, notices, end, owner=owner)
         log.info("job_finished job=%s status=%d", job_id, status)
         for listener in self.on_job_finished:
             listener(job_id, status)

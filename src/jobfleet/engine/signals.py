@@ -7,6 +7,9 @@ agents that come to or leave other nodes.
 ``Signals`` sends these to the owner; ``engine/cluster.py`` acts on them. A signal
 that is lost (its node died, Redis restarted) costs only time: the owner also
 reads the store every ``reconcile_interval``, and a new owner starts from it.
+A job whose lease lapsed has no owner to tell: its node may be dead, and the node
+that claims it next (any node's lease loop, within ``lease_renew``) starts from the
+store, where the terminate or result already is.
 """
 
 from __future__ import annotations

@@ -2,6 +2,13 @@
 
 Thousands of agents reconnect at once after a restart; one transaction per
 agent would take seconds, so changes are collected and flushed together.
+
+A host is alive under the node id that holds its agent. A node that dies while
+the cluster watches it is taken over (``bus``: ``node_gone``), which resets its
+hosts; what no live node will ever take over (a node id an operator renamed, a
+single node that started under a new id, a node that died while Redis lost its
+record) is reset by each node as it starts (``forget_dead_nodes``): hosts alive
+under a node id that is not alive by the bus's rule.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import asyncio
 import logging
 from typing import Any
 
+from jobfleet.bus.base import Bus
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.outage import OutageLog
@@ -27,9 +35,48 @@ class Presence:
         self._offline: set[int] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def forget_dead_nodes(self, bus: Bus, retry: float = 1.0) -> None:
+        """Reset, once, the hosts alive under node ids that are not alive now (by
+        ``bus.live_among``; asked again every ``retry`` s while it cannot tell)."""
+        self._sweep = asyncio.get_running_loop().create_task(self._forget(bus, retry))
+
+    async def _forget(self, bus: Bus, retry: float) -> None:
+        outage = OutageLog(log, "presence_dead_nodes_failed")
+        while True:
+            try:
+                if await self._forget_once(bus):
+                    return
+                outage.ok()
+            except Exception:
+                outage.failed()
+            await asyncio.sleep(retry)
+
+    async def _forget_once(self, bus: Bus) -> bool:
+        """True once done; False while the bus cannot tell which nodes live."""
+        held = await self.inventory.holding_nodes()
+        # this node's own were reset at its start; what it writes since is live
+        held.discard(self.node_id)
+        if not held:
+            return True
+        named = sorted(n for n in held if n is not None)
+        live = await bus.live_among(named)
+        if live is None:
+            return False
+        dead = held - set(live)
+        count = await self.inventory.reset_nodes(dead)
+        if count:
+            log.warning(
+                "presence_dead_nodes_reset nodes=%s hosts=%d: hosts left alive under "
+                "node ids no live node holds are offline",
+                ",".join(sorted(n or "-" for n in dead)),
+                count,
+            )
+        return True
 
     def online(self, bk_host_id: int, facts: dict[str, Any]) -> None:
         self._offline.discard(bk_host_id)
@@ -73,6 +120,7 @@ class Presence:
             raise
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in (self._task, self._sweep):
+            if task:
+                task.cancel()
         await self.flush()

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, Column, Row, String, bindparam, func, insert, select, update
+from sqlalchemy import JSON, Column, Row, String, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -301,3 +301,27 @@ class Inventory:
         """At start, nothing this node held is connected any more."""
         async with self.db.begin() as conn:
             await conn.execute(update(hosts).where(hosts.c.node_id == node_id).values(alive=0))
+
+    async def holding_nodes(self) -> set[str | None]:
+        """The node ids that alive hosts are recorded under (None: under none)."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(hosts.c.node_id).where(hosts.c.alive == 1).distinct()
+            )
+            return {r[0] for r in rows}
+
+    async def reset_nodes(self, node_ids: Iterable[str | None]) -> int:
+        """Hosts alive under these node ids (None: under none) are not connected any
+        more; how many were reset."""
+        nodes = set(node_ids)
+        named = sorted(n for n in nodes if n is not None)
+        held = [hosts.c.node_id.in_(named)] if named else []
+        if None in nodes:
+            held.append(hosts.c.node_id.is_(None))
+        if not held:
+            return 0
+        async with self.db.begin() as conn:
+            res = await conn.execute(
+                update(hosts).where(hosts.c.alive == 1, or_(*held)).values(alive=0)
+            )
+            return int(res.rowcount)

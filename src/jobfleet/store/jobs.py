@@ -9,8 +9,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    ColumnElement,
     Row,
     bindparam,
+    exists,
     func,
     insert,
     or_,
@@ -83,6 +85,16 @@ class HostResult:
     variables: dict[str, str] | None = None
 
 
+class LostJob(Exception):
+    """The job's row names another node as its driver: this node lost its lease and
+    the job was claimed, so what its driver would write is not written."""
+
+    def __init__(self, job_id: int | None, node_id: str) -> None:
+        super().__init__(f"job {job_id} is no longer driven by node {node_id}")
+        self.job_id = job_id
+        self.node_id = node_id
+
+
 class JobStore(JobReads):
     """Jobs written and read (the reads are in ``store/job_reads.py``)."""
 
@@ -128,6 +140,53 @@ class JobStore(JobReads):
             insert(step_hosts).values({name: bindparam(name) for name in _HOST_ROW_FIELDS}),
             _HOST_ROW_FIELDS,
         )
+
+    # A job's driver passes ``owner`` (its node id) to the writes of its job's and
+    # steps' state: the write lands only while the job's row names that node, checked
+    # in the same statement. A claim by another node changes that column under the
+    # row's lock, so a driver that lost the job cannot write after the claim, even from
+    # a call under way when its task was cancelled; it learns so from ``LostJob``.
+
+    @staticmethod
+    def _job_owned(owner: str | None) -> list[ColumnElement[bool]]:
+        if owner is None:
+            return []
+        return [job_instances.c.owner_node == owner]
+
+    @staticmethod
+    def _step_owned(owner: str | None) -> list[ColumnElement[bool]]:
+        if owner is None:
+            return []
+        return [
+            exists().where(
+                job_instances.c.id == step_instances.c.job_instance_id,
+                job_instances.c.owner_node == owner,
+            )
+        ]
+
+    @staticmethod
+    async def _lost_unless_owned(
+        conn: AsyncConnection, job_id: int | None, owner: str | None
+    ) -> None:
+        """After a fenced write changed nothing: raise ``LostJob`` if the job is not
+        ``owner``'s any more (else the write's own condition failed)."""
+        if owner is None or job_id is None:
+            return
+        found = (
+            await conn.execute(
+                select(job_instances.c.owner_node).where(job_instances.c.id == job_id)
+            )
+        ).scalar()
+        if found != owner:
+            raise LostJob(job_id, owner)
+
+    async def _job_of_step(self, conn: AsyncConnection, step_id: int) -> int | None:
+        found = (
+            await conn.execute(
+                select(step_instances.c.job_instance_id).where(step_instances.c.id == step_id)
+            )
+        ).scalar()
+        return int(found) if found is not None else None
 
     # creation ---------------------------------------------------------------
     async def create(
@@ -235,11 +294,17 @@ class JobStore(JobReads):
         if with_vars:
             await conn.execute(self._finish_host_vars, with_vars)
 
-    async def update_step(self, step_id: int, **values: Any) -> None:
+    async def update_step(self, step_id: int, *, owner: str | None = None, **values: Any) -> None:
+        """``owner``: written by the job's driver on that node (``LostJob`` else)."""
         async with self.db.begin() as conn:
-            await conn.execute(
-                update(step_instances).where(step_instances.c.id == step_id).values(**values)
+            res = await conn.execute(
+                update(step_instances)
+                .where(step_instances.c.id == step_id, *self._step_owned(owner))
+                .values(**values)
             )
+            if not res.rowcount and owner is not None:
+                job_id = await self._job_of_step(conn, step_id)
+                await self._lost_unless_owned(conn, job_id, owner)
 
     async def new_attempt(
         self,
@@ -337,14 +402,24 @@ class JobStore(JobReads):
             )
         )
 
-    async def update_step_if(self, step_id: int, expected: int, **values: Any) -> bool:
-        """Change a step only while its status is ``expected``; False if it was not."""
+    async def update_step_if(
+        self, step_id: int, expected: int, *, owner: str | None = None, **values: Any
+    ) -> bool:
+        """Change a step only while its status is ``expected``; False if it was not.
+        ``owner``: as for ``update_step``."""
         async with self.db.begin() as conn:
             res = await conn.execute(
                 update(step_instances)
-                .where(step_instances.c.id == step_id, step_instances.c.status == expected)
+                .where(
+                    step_instances.c.id == step_id,
+                    step_instances.c.status == expected,
+                    *self._step_owned(owner),
+                )
                 .values(**values)
             )
+            if not res.rowcount and owner is not None:
+                job_id = await self._job_of_step(conn, step_id)
+                await self._lost_unless_owned(conn, job_id, owner)
             return bool(res.rowcount)
 
     async def change_step_if(
@@ -414,14 +489,23 @@ class JobStore(JobReads):
                 update(job_instances).where(job_instances.c.id == job_id).values(**values)
             )
 
-    async def update_job_if(self, job_id: int, expected: int, **values: Any) -> bool:
-        """Change a job only while its status is ``expected``; False if it was not."""
+    async def update_job_if(
+        self, job_id: int, expected: int, *, owner: str | None = None, **values: Any
+    ) -> bool:
+        """Change a job only while its status is ``expected``; False if it was not.
+        ``owner``: as for ``update_step``."""
         async with self.db.begin() as conn:
             res = await conn.execute(
                 update(job_instances)
-                .where(job_instances.c.id == job_id, job_instances.c.status == expected)
+                .where(
+                    job_instances.c.id == job_id,
+                    job_instances.c.status == expected,
+                    *self._job_owned(owner),
+                )
                 .values(**values)
             )
+            if not res.rowcount:
+                await self._lost_unless_owned(conn, job_id, owner)
             return bool(res.rowcount)
 
     async def mark_stopping(self, job_id: int) -> bool:
@@ -447,9 +531,11 @@ class JobStore(JobReads):
         callback: tuple[str, str, int] | None,
         extra: Sequence[dict[str, Any]] = (),
         end_time: int | None = None,
+        owner: str | None = None,
     ) -> None:
         """Final job status and, in the same transaction, its callback and ``extra`` rows
-        (``kind, target, payload, max_attempts``: notifications) in the outbox."""
+        (``kind, target, payload, max_attempts``: notifications) in the outbox.
+        ``owner``: as for ``update_step``."""
         now = end_time or now_ms()
         async with self.db.begin() as conn:
             job = (
@@ -460,9 +546,9 @@ class JobStore(JobReads):
                 )
             ).one()
             started = job.start_time or job.create_time
-            await conn.execute(
+            res = await conn.execute(
                 update(job_instances)
-                .where(job_instances.c.id == job_id)
+                .where(job_instances.c.id == job_id, *self._job_owned(owner))
                 .values(
                     status=status,
                     end_time=now,
@@ -471,6 +557,9 @@ class JobStore(JobReads):
                     lease_until=None,
                 )
             )
+            if not res.rowcount and owner is not None:
+                # nor its callback and notifications: the job's driver sends those
+                raise LostJob(job_id, owner)
             await enqueue(conn, job_id, callback, extra, now)
 
 

@@ -129,19 +129,24 @@ class LeaseStore:
             )
 
     async def owner_of_job(self, job_id: int) -> str | None:
-        """The node driving an active job now, if any."""
+        """The node driving an active job now, if any: a lapsed lease names a node that
+        may be dead, and what is sent there waits for nobody until the job is claimed
+        again (its next driver starts from the store)."""
         async with self.db.connect() as conn:
             row = (
                 await conn.execute(
                     select(job_instances.c.owner_node).where(
-                        job_instances.c.id == job_id, job_instances.c.status.in_(ACTIVE_JOB)
+                        job_instances.c.id == job_id,
+                        job_instances.c.status.in_(ACTIVE_JOB),
+                        job_instances.c.lease_until >= lease_clock(),
                     )
                 )
             ).first()
         return row[0] if row is not None else None
 
     async def owners_of_steps(self, step_ids: list[int]) -> dict[int, str]:
-        """The nodes driving the active jobs of these steps, by step."""
+        """The nodes driving the active jobs of these steps, by step; a step whose job's
+        lease lapsed has none (as ``owner_of_job``)."""
         if not step_ids:
             return {}
         async with self.db.connect() as conn:
@@ -152,6 +157,7 @@ class LeaseStore:
                     step_instances.c.id.in_(sorted(set(step_ids))),
                     job_instances.c.status.in_(ACTIVE_JOB),
                     job_instances.c.owner_node.is_not(None),
+                    job_instances.c.lease_until >= lease_clock(),
                 )
             )
             return {int(r[0]): str(r[1]) for r in rows}
