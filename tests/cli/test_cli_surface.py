@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import typer
 
 from jobfleet.cli.main import app
@@ -94,3 +95,15 @@ def test_every_command_has_its_annotations_evaluated() -> None:
         if any(isinstance(a, str) for a in callback.__annotations__.values())
     ]
     assert strings == []
+
+
+def test_server_takes_dash_h_as_every_other_command_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # ``jobfleet server`` runs through a Typer app of its own (``jobfleet.__main__``)
+    from jobfleet.cli.daemons import server_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        server_main(["-h"])
+    assert exit_info.value.code == 0
+    assert "Usage: jobfleet server" in capsys.readouterr().out

@@ -304,7 +304,9 @@ def demo(
 
 def server_main(argv: list[str]) -> None:
     """``jobfleet server`` as a command of its own (see ``jobfleet.__main__``)."""
-    app = typer.Typer(add_completion=False)
+    app = typer.Typer(
+        add_completion=False, context_settings={"help_option_names": ["-h", "--help"]}
+    )
     app.command()(server)
     app(args=argv, prog_name="jobfleet server")
 
