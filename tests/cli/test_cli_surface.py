@@ -107,3 +107,15 @@ def test_server_takes_dash_h_as_every_other_command_does(
         server_main(["-h"])
     assert exit_info.value.code == 0
     assert "Usage: jobfleet server" in capsys.readouterr().out
+
+
+def test_every_option_and_argument_has_a_help_text() -> None:
+    # --help lists an option without one as its bare name: the reader is left to guess
+    commands = dict(leaves(typer.main.get_command(app)))
+    bare = [
+        (name, param.name)
+        for name, command in commands.items()
+        for param in command.params
+        if not getattr(param, "help", None) and not getattr(param, "hidden", False)
+    ]
+    assert bare == []

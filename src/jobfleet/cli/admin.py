@@ -42,7 +42,9 @@ for group, group_name in (
 def app_create(
     ctx: typer.Context,
     code: Annotated[str, typer.Argument(help="The new bk_app_code.")],
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="What the app is for.")
+    ] = None,
     users: Annotated[
         str,
         typer.Option("--users", help="Users the app may name: any, or a list such as U1,U2."),
@@ -114,7 +116,9 @@ def app_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
 @apps.command("delete")
 def app_delete(
-    ctx: typer.Context, code: Annotated[str, typer.Argument()], json_out: JsonOption = False
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="The bk_app_code to delete.")],
+    json_out: JsonOption = False,
 ) -> None:
     """Delete an app; clients using it are refused from then on."""
     cli = cli_context(ctx)
@@ -374,7 +378,9 @@ def host_add(
         int | None, typer.Option("--biz", help="Business (default: the global --biz).")
     ] = None,
     cloud: Annotated[int, typer.Option("--cloud", min=0, help="Cloud area id.")] = 0,
-    hostname: Annotated[str | None, typer.Option("--hostname")] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Host name to record for it.")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Register a host before its agent enrolls."""
@@ -393,7 +399,9 @@ def host_add(
 @agents.command("revoke")
 def agent_revoke(
     ctx: typer.Context,
-    agent_id: Annotated[str, typer.Argument(metavar="AGENT_ID")],
+    agent_id: Annotated[
+        str, typer.Argument(metavar="AGENT_ID", help="The agent's id (see jobfleet hosts).")
+    ],
     json_out: JsonOption = False,
 ) -> None:
     """Revoke an agent's credential; it can no longer connect."""

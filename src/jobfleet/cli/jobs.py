@@ -114,7 +114,9 @@ def register(app: typer.Typer) -> None:
         until: Annotated[
             str | None, typer.Option("--until", help="Started before (same forms; default now).")
         ] = None,
-        limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+        limit: Annotated[
+            int, typer.Option("--limit", min=1, max=1000, help="Show at most this many.")
+        ] = 50,
         offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
         json_out: JsonOption = False,
     ) -> None:
@@ -155,7 +157,7 @@ def register(app: typer.Typer) -> None:
     @app.command("terminate")
     def terminate(
         ctx: typer.Context,
-        job: Annotated[int, typer.Argument()],
+        job: Annotated[int, typer.Argument(help="Job instance id.")],
         biz: BizOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -175,7 +177,7 @@ def register(app: typer.Typer) -> None:
     def step(
         ctx: typer.Context,
         operation: Annotated[str, typer.Argument(help=" | ".join(STEP_OPERATIONS))],
-        job: Annotated[int, typer.Argument()],
+        job: Annotated[int, typer.Argument(help="Job instance id.")],
         step_id: Annotated[
             int | None, typer.Option("--step", help="Step instance id (default: the latest).")
         ] = None,
@@ -210,7 +212,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("follow")
     def follow_cmd(
-        ctx: typer.Context, job: Annotated[int, typer.Argument()], json_out: JsonOption = False
+        ctx: typer.Context,
+        job: Annotated[int, typer.Argument(help="Job instance id.")],
+        json_out: JsonOption = False,
     ) -> None:
         """Print a job's output live (host-prefixed lines); exit 1 if it fails."""
         cli = cli_context(ctx)
