@@ -121,7 +121,7 @@ def server(
         float | None,
         Opt(
             help="An agent connection silent this many seconds is pinged, and cut when "
-            "silent for as long again (default 10; agents ping at their own --heartbeat)"
+            "silent for as long again (default 10; agents ping the server every 10 s themselves)"
         ),
     ] = None,
     max_file_size: Annotated[
@@ -134,7 +134,7 @@ def server(
             envvar="JOBFLEET_RETAIN_JOBS",
             help="Keep finished jobs (steps, hosts, logs, file logs, variables) and GSE process "
             "operations this long "
-            "(default 90d; 12h; 0 = forever)",
+            "(e.g. 12h, 30d; default 90d; 0 = forever)",
         ),
     ] = None,
     retain_audit: Annotated[
@@ -150,8 +150,8 @@ def server(
         Opt(
             "--retain-blobs",
             envvar="JOBFLEET_RETAIN_BLOBS",
-            help="Keep uploaded and transferred files this long (unless a plan or a running "
-            "job uses them; default 30d)",
+            help="Keep uploaded and transferred files this long (unless a plan, a template or "
+            "a job not yet finished uses them; default 30d)",
         ),
     ] = None,
     retain_heal: Annotated[
@@ -176,7 +176,8 @@ def server(
         Opt("--smtp-host", envvar="JOBFLEET_SMTP_HOST", help="Mail server of email notifications"),
     ] = None,
     smtp_port: Annotated[
-        int | None, Opt("--smtp-port", envvar="JOBFLEET_SMTP_PORT", help="(default 25)")
+        int | None,
+        Opt("--smtp-port", envvar="JOBFLEET_SMTP_PORT", help="Mail server port (default 25)"),
     ] = None,
     smtp_from: Annotated[
         str | None, Opt("--smtp-from", envvar="JOBFLEET_SMTP_FROM", help="Sender address")
