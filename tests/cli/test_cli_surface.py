@@ -119,3 +119,11 @@ def test_every_option_and_argument_has_a_help_text() -> None:
         if not getattr(param, "help", None) and not getattr(param, "hidden", False)
     ]
     assert bare == []
+
+
+def test_the_step_commands_summary_names_every_operation() -> None:
+    from jobfleet.cli.jobs import STEP_OPERATIONS
+
+    commands = dict(leaves(typer.main.get_command(app)))
+    words = (commands["step"].help or "").split("\n\n")[0].replace(",", " ").rstrip(".").split()
+    assert [op for op in STEP_OPERATIONS if op not in words] == []

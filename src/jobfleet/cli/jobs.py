@@ -179,12 +179,13 @@ def register(app: typer.Typer) -> None:
         operation: Annotated[str, typer.Argument(help=" | ".join(STEP_OPERATIONS))],
         job: Annotated[int, typer.Argument(help="Job instance id.")],
         step_id: Annotated[
-            int | None, typer.Option("--step", help="Step instance id (default: the latest).")
+            int | None,
+            typer.Option("--step", help="Step instance id (default: the one the job stopped at)."),
         ] = None,
         biz: BizOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Operate a job's step: confirm, retry, retry-all, ignore, skip, next, next-batch."""
+        """Operate a job's step: confirm, stop, retry, retry-all, ignore, next, skip, next-batch."""
         cli = cli_context(ctx)
         if operation not in STEP_OPERATIONS:
             cli.fail(f"unknown step operation {operation!r}: {', '.join(STEP_OPERATIONS)}")
