@@ -318,12 +318,23 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     defer_unused()
     without_validation()
+    import ssl
+
     from jobfleet.agent.connection import Agent
 
     try:
         asyncio.run(_serve(Agent(settings)))
     except RuntimeError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except ssl.SSLError as exc:
+        # only a first enrollment ends on it (later, connections are tried again): the
+        # operator has a server to trust, not a bug to report
+        print(
+            f"{prog}: the server's certificate did not verify: {exc}; a certificate of a "
+            "private CA is trusted with --ca-file",
+            file=sys.stderr,
+        )
         return USAGE_ERROR
     except KeyboardInterrupt:
         pass
