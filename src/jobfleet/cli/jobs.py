@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
             return
         cli.out.print(history.table(rows))
         total = int(data.get("total") or len(rows))
-        cli.out.print(_render.counted(len(rows), "job", of=total))
+        cli.out.print(_render.counted(len(rows), "job", of=total if total > len(rows) else None))
 
     @app.command("terminate")
     def terminate(
