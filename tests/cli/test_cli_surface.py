@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,3 +128,32 @@ def test_the_step_commands_summary_names_every_operation() -> None:
     commands = dict(leaves(typer.main.get_command(app)))
     words = (commands["step"].help or "").split("\n\n")[0].replace(",", " ").rstrip(".").split()
     assert [op for op in STEP_OPERATIONS if op not in words] == []
+
+
+def test_the_server_options_say_their_defaults_and_say_them_right(tmp_path: Path) -> None:
+    """``jobfleet server --help`` is where an operator looks a default up: every option
+    with a number for a default names it, and names the one the server uses."""
+    import re
+
+    from jobfleet import server_config
+
+    defaults = server_config.load(None, {"--data-dir": tmp_path})
+    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    commands = dict(leaves(typer.main.get_command(app)))
+    unsaid, wrong = [], []
+    for param in commands["server"].params:
+        key = server_config.FLAGS.get(param.opts[0])
+        if key is None or key.startswith(("smtp.", "retention.")) or param.hidden:
+            continue
+        value: Any = defaults
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        said = re.search(r"\bdefault (\d+(?:\.\d+)?)([smhd]?)\b", param.help or "")
+        if said is None:
+            unsaid.append(param.opts[0])
+        elif float(said.group(1)) * units[said.group(2)] != value:
+            wrong.append((param.opts[0], said.group(0), value))
+    assert unsaid == []
+    assert wrong == []

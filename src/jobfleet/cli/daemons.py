@@ -62,20 +62,24 @@ def server(
     ] = None,
     agent_lost_grace: Annotated[
         float | None,
-        Opt(help="Seconds a disconnected agent has to come back before its tasks end with 310"),
+        Opt(
+            help="Seconds a disconnected agent has to come back before its tasks end with 310 "
+            "(default 10)"
+        ),
     ] = None,
     recovery_window: Annotated[
         float | None,
         Opt(
             help="After a restart, seconds to wait for agents to reconnect before giving up on "
-            "their tasks"
+            "their tasks (default 30)"
         ),
     ] = None,
     max_output_bytes: Annotated[
         int | None,
         Opt(
             "--max-output-bytes",
-            help="Output stored per host task; past it the log ends with a truncation line",
+            help="Bytes of output stored per host task; past it the log ends with a truncation "
+            "line (default 16777216: 16 MiB)",
         ),
     ] = None,
     tls_cert: Annotated[
@@ -125,7 +129,11 @@ def server(
         ),
     ] = None,
     max_file_size: Annotated[
-        int | None, Opt("--max-file-size", help="Largest uploaded or transferred file, bytes")
+        int | None,
+        Opt(
+            "--max-file-size",
+            help="Largest uploaded or transferred file in bytes (default 5368709120: 5 GiB)",
+        ),
     ] = None,
     retain_jobs: Annotated[
         str | None,
@@ -214,45 +222,56 @@ def server(
         ),
     ] = None,
     max_body: Annotated[
-        int | None, Opt(help="Largest request body in bytes, except file uploads")
+        int | None,
+        Opt(help="Largest request body in bytes, except file uploads (default 33554432: 32 MiB)"),
     ] = None,
     cookie_secure: Annotated[
         str | None,
         Opt(
             "--cookie-secure",
             help="When the console's session cookie is marked Secure: auto (when this "
-            "server sees HTTPS), always (behind a proxy that ends TLS), never",
+            "server sees HTTPS; the default), always (behind a proxy that ends TLS), never",
         ),
     ] = None,
     header_timeout: Annotated[
-        float | None, Opt(help="Seconds a client has to send its request headers")
+        float | None, Opt(help="Seconds a client has to send its request headers (default 10)")
     ] = None,
     body_timeout: Annotated[
-        float | None, Opt(help="Seconds without a byte of a request body before it is cut")
+        float | None,
+        Opt(help="Seconds without a byte of a request body before it is cut (default 30)"),
     ] = None,
     idle_timeout: Annotated[
-        float | None, Opt(help="Seconds an idle keep-alive connection stays open")
+        float | None, Opt(help="Seconds an idle keep-alive connection stays open (default 15)")
     ] = None,
     max_pending_connections: Annotated[
         int | None,
-        Opt(help="Connections still sending headers at once; past it the oldest is closed"),
+        Opt(
+            help="Connections still sending headers at once; past it the oldest is closed "
+            "(default 1000)"
+        ),
     ] = None,
     max_api_requests: Annotated[
         int | None,
-        Opt(help="API requests in flight at once (agents and probes not counted; 0: no cap)"),
+        Opt(
+            help="API requests in flight at once (agents and probes not counted; 0: no cap; "
+            "default 512)"
+        ),
     ] = None,
     enroll_rate: Annotated[
-        float | None, Opt(help="Enrollments per second per source address (0: no limit)")
+        float | None,
+        Opt(help="Enrollments per second per source address (0: no limit; default 20)"),
     ] = None,
     enroll_burst: Annotated[
-        int | None, Opt(help="Enrollments at once per source address")
+        int | None, Opt(help="Enrollments at once per source address (default 200)")
     ] = None,
     auth_failure_rate: Annotated[
         float | None,
-        Opt(help="Failed authentications per second per source address (0: no limit)"),
+        Opt(
+            help="Failed authentications per second per source address (0: no limit; default 1)"
+        ),
     ] = None,
     auth_failure_burst: Annotated[
-        int | None, Opt(help="Failed authentications at once per source address")
+        int | None, Opt(help="Failed authentications at once per source address (default 50)")
     ] = None,
     version: VersionOption = False,
 ) -> None:
