@@ -72,11 +72,21 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ),
     # refused: it would show in ps
     ("--enroll-token", {"help": HIDDEN}),
-    ("--bk-cloud-id", {"type": int, "default": 0, "help": "Cloud area id"}),
-    ("--biz", {"type": int, "default": 2, "help": "Business the host joins"}),
-    ("--hostname", {"default": "", "help": "Host name to report"}),
-    ("--ca-file", {"type": Path, "help": "CA bundle that signed the server's certificate"}),
-    ("--log-level", {"default": "info", "help": "debug, info, warning or error"}),
+    ("--bk-cloud-id", {"type": int, "default": 0, "help": "Cloud area id (default 0)"}),
+    ("--biz", {"type": int, "default": 2, "help": "Business the host joins (default 2)"}),
+    ("--hostname", {"default": "", "help": "Host name to report (default: this machine's)"}),
+    (
+        "--ca-file",
+        {
+            "type": Path,
+            "help": "CA bundle that signed the server's HTTPS certificate (default: the "
+            "system's CAs)",
+        },
+    ),
+    (
+        "--log-level",
+        {"default": "info", "help": "debug, info, warning or error (default info)"},
+    ),
     (
         "--ipv6",
         {
