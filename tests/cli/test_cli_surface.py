@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,6 @@ def test_the_step_commands_summary_names_every_operation() -> None:
 def test_the_server_options_say_their_defaults_and_say_them_right(tmp_path: Path) -> None:
     """``jobfleet server --help`` is where an operator looks a default up: every option
     with a number for a default names it, and names the one the server uses."""
-    import re
-
     from jobfleet import server_config
 
     defaults = server_config.load(None, {"--data-dir": tmp_path})
@@ -157,3 +156,16 @@ def test_the_server_options_say_their_defaults_and_say_them_right(tmp_path: Path
             wrong.append((param.opts[0], said.group(0), value))
     assert unsaid == []
     assert wrong == []
+
+
+def test_arguments_are_named_in_capitals_in_every_usage_line() -> None:
+    # as the docs write them (jobfleet status JOB, template export ID), and one way only
+    commands = dict(leaves(typer.main.get_command(app)))
+    odd = [
+        (name, param.name, param.metavar)
+        for name, command in commands.items()
+        for param in command.params
+        if param.param_type_name == "argument"
+        and not (param.metavar and re.fullmatch(r"[A-Z][A-Z_]*", param.metavar))
+    ]
+    assert odd == []

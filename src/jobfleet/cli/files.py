@@ -54,7 +54,13 @@ def push(
     ctx: typer.Context,
     files: Annotated[
         list[Path],
-        typer.Argument(help="Local files to send.", exists=True, dir_okay=False, readable=True),
+        typer.Argument(
+            metavar="FILE",
+            help="Local files to send.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ],
     to: Annotated[str, typer.Option("--to", help="Absolute directory on the hosts to write into.")],
     host: HostOption = None,
@@ -138,7 +144,10 @@ def push(
 def fetch(
     ctx: typer.Context,
     paths: Annotated[
-        list[str], typer.Argument(help="Absolute file paths on the hosts (wildcards allowed).")
+        list[str],
+        typer.Argument(
+            metavar="PATH", help="Absolute file paths on the hosts (wildcards allowed)."
+        ),
     ],
     host: HostOption = None,
     host_id: HostIdOption = None,

@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
     @app.command("terminate")
     def terminate(
         ctx: typer.Context,
-        job: Annotated[int, typer.Argument(help="Job instance id.")],
+        job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
         biz: BizOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -176,8 +176,10 @@ def register(app: typer.Typer) -> None:
     @app.command("step")
     def step(
         ctx: typer.Context,
-        operation: Annotated[str, typer.Argument(help=" | ".join(STEP_OPERATIONS))],
-        job: Annotated[int, typer.Argument(help="Job instance id.")],
+        operation: Annotated[
+            str, typer.Argument(metavar="OPERATION", help=" | ".join(STEP_OPERATIONS))
+        ],
+        job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
         step_id: Annotated[
             int | None,
             typer.Option("--step", help="Step instance id (default: the one the job stopped at)."),
@@ -214,7 +216,7 @@ def register(app: typer.Typer) -> None:
     @app.command("follow")
     def follow_cmd(
         ctx: typer.Context,
-        job: Annotated[int, typer.Argument(help="Job instance id.")],
+        job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
         json_out: JsonOption = False,
     ) -> None:
         """Print a job's output live (host-prefixed lines); exit 1 if it fails."""

@@ -287,7 +287,7 @@ def run(
 @app.command()
 def status(
     ctx: typer.Context,
-    job: Annotated[int, typer.Argument(help="Job instance id.")],
+    job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
     step: Annotated[
         int | None, typer.Option("--step", help="Step instance id (default: the latest).")
     ] = None,
@@ -319,7 +319,7 @@ def status(
 @app.command()
 def logs(
     ctx: typer.Context,
-    job: Annotated[int, typer.Argument(help="Job instance id.")],
+    job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
     host: Annotated[
         list[str] | None,
         typer.Option(

@@ -110,7 +110,7 @@ def topo_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption = 
 @topo_app.command("add-set")
 def add_set(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Set name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Set name.")],
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -125,7 +125,7 @@ def add_set(
 def add_module(
     ctx: typer.Context,
     set_id: Annotated[int, typer.Argument(metavar="SET_ID", help="The set's id.")],
-    name: Annotated[str, typer.Argument(help="Module name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Module name.")],
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -188,7 +188,7 @@ def _host_ids(cli: CliContext, client: JobClient, hosts: list[str], biz: int) ->
 def move(
     ctx: typer.Context,
     hosts: Annotated[
-        list[str], typer.Argument(metavar="HOST...", help="Host ids or IP addresses.")
+        list[str], typer.Argument(metavar="HOST", help="Host ids or IP addresses.")
     ],
     module: Annotated[
         list[int] | None, typer.Option("--module", "-m", help="Module id; repeatable.")
@@ -279,7 +279,7 @@ def group_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption =
 @group_app.command("add")
 def group_add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Group name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Group name.")],
     where: WhereOption = None,
     filter_json: FilterOption = None,
     description: Annotated[
