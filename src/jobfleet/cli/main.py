@@ -127,7 +127,7 @@ def root(
         typer.Option(
             "--config",
             envvar="JOBFLEET_CONFIG",
-            help="TOML file with server, app_code, app_secret, username, biz "
+            help="TOML file with server, app_code, app_secret, username, biz, token "
             f"(default: {DEFAULT_CONFIG}).",
             dir_okay=False,
         ),
