@@ -169,3 +169,26 @@ def test_arguments_are_named_in_capitals_in_every_usage_line() -> None:
         and not (param.metavar and re.fullmatch(r"[A-Z][A-Z_]*", param.metavar))
     ]
     assert odd == []
+
+
+def test_help_into_a_closed_pipe_ends_as_a_pipeline_stage_does(tmp_path: Path) -> None:
+    """``jobfleet run --help | head -1``: as ``logs`` into a closed pipe, killed by SIGPIPE
+    (the shell says 141), not status 1, which means "the job failed"."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        for args in (["run", "--help"], ["--help"], ["server", "--help"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "jobfleet", *args],
+                stdout=write_end, stderr=subprocess.PIPE, timeout=60, check=False,
+                env={**os.environ, "COLUMNS": "100"}, cwd=tmp_path,
+            )
+            assert done.returncode == -signal.SIGPIPE, (args, done.returncode, done.stderr)
+            assert b"Traceback" not in done.stderr
+    finally:
+        os.close(write_end)

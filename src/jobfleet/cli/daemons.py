@@ -328,7 +328,10 @@ def server_main(argv: list[str]) -> None:
         add_completion=False, context_settings={"help_option_names": ["-h", "--help"]}
     )
     app.command()(server)
-    app(args=argv, prog_name="jobfleet server")
+    from jobfleet.cli._sigpipe import closed_pipe_ends_as_sigpipe
+
+    with closed_pipe_ends_as_sigpipe():
+        app(args=argv, prog_name="jobfleet server")
 
 
 def register(app: typer.Typer) -> None:
