@@ -93,3 +93,66 @@ def test_the_agent_says_its_release_and_what_it_speaks() -> None:
             f"jobfleet agent {__version__} (protocol {protocol.PROTOCOL_VERSION}; "
             f"capabilities: {' '.join(protocol.AGENT_CAPS)})\n")
     assert "--version" in agent("--help").stdout
+
+
+def test_a_server_certificate_that_does_not_verify_ends_the_agent_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """An HTTPS server whose certificate is of a private CA the agent was not given
+    (--ca-file): status 2 and a line that says what to do, not a traceback."""
+    import contextlib
+    import datetime
+    import ipaddress
+    import socket
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jobfleet-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        # the agent hangs up in the handshake; nothing more is needed of this side
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                context.wrap_socket(conn, server_side=True)
+
+    threading.Thread(target=serve, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("s3cret." + "0" * 64)
+    token.chmod(0o600)
+    try:
+        shown = agent("--server", f"https://127.0.0.1:{port}", "--state-dir",
+                      str(tmp_path / "state"), "--ip", "127.0.0.1",
+                      "--enroll-token-file", str(token))
+    finally:
+        listener.close()
+    assert shown.returncode == 2, shown.stderr
+    assert "Traceback" not in shown.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in shown.stderr and "--ca-file" in shown.stderr

@@ -74,6 +74,20 @@ def test_audit_prints_a_table_and_sends_the_filters(cli: Cli, server: FakeServer
     assert "1 entry" in out
 
 
+def test_audit_detail_comes_out_whole_in_a_pipe(cli: Cli, server: FakeServer) -> None:
+    # docs/cli.md: piped output is never cut; a terminal's table shows the start only
+    detail = {"name": "nightly", "expression": "0 2 * * *", "note": "x" * 150 + " END"}
+    server.admin_answers[("GET", "/audit/entries")] = {
+        "start": 0,
+        "length": 20,
+        "total": 1,
+        "data": [{**ENTRY, "detail": detail}],
+    }
+    result = cli("audit", "--limit", "20")
+    assert result.exit_code == 0, result.output
+    assert "x" * 150 + ' END"}' in result.stdout
+
+
 def test_audit_pages_until_the_limit(cli: Cli, server: FakeServer) -> None:
     server.admin_answers[("GET", "/audit/entries")] = {
         "start": 0,

@@ -267,6 +267,18 @@ def test_push_with_a_failed_host_exits_1_and_shows_why(
     assert "✘ job 77 failed · 1 of 2 hosts failed" in result.stdout
 
 
+def test_push_error_comes_out_whole_in_a_pipe(
+    cli: Cli, files_server: FakeFiles, tmp_path: Path
+) -> None:
+    # docs/cli.md: piped output is never cut, whatever $COLUMNS says
+    reason = "target directory /t does not exist: " + "y" * 120 + " END"
+    files_server.host_status[1] = 202
+    files_server.errors[1] = reason
+    result = cli("push", local(tmp_path, "a", b"x"), "-H", "127.0.0.1", "--to", "/t")
+    assert result.exit_code == 1, result.output
+    assert reason in result.stdout
+
+
 def test_push_json_is_the_transfer_result(
     cli: Cli, files_server: FakeFiles, tmp_path: Path
 ) -> None:

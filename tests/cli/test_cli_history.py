@@ -72,6 +72,23 @@ def test_jobs_filters_reach_the_server(cli: Cli, history: FakeServer) -> None:
     }
 
 
+def test_a_whole_history_is_counted_as_every_other_list_is(
+    cli: Cli, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "1 of 1 job", "0 of 0 jobs": the total is named only when the list shows a part
+    original = server.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/get_job_instance_list"):
+            return server.ok({"start": 0, "length": 50, "total": 1, "data": ROWS})
+        return original(request)
+
+    monkeypatch.setattr(server, "handle", handle)
+    result = cli("jobs")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().splitlines()[-1].strip() == "1 job"
+
+
 def test_jobs_table_and_json(cli: Cli, history: FakeServer) -> None:
     result = cli("jobs")
     assert result.exit_code == 0, result.output

@@ -72,11 +72,21 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ),
     # refused: it would show in ps
     ("--enroll-token", {"help": HIDDEN}),
-    ("--bk-cloud-id", {"type": int, "default": 0, "help": "Cloud area id"}),
-    ("--biz", {"type": int, "default": 2, "help": "Business the host joins"}),
-    ("--hostname", {"default": "", "help": "Host name to report"}),
-    ("--ca-file", {"type": Path, "help": "CA bundle that signed the server's certificate"}),
-    ("--log-level", {"default": "info", "help": "debug, info, warning or error"}),
+    ("--bk-cloud-id", {"type": int, "default": 0, "help": "Cloud area id (default 0)"}),
+    ("--biz", {"type": int, "default": 2, "help": "Business the host joins (default 2)"}),
+    ("--hostname", {"default": "", "help": "Host name to report (default: this machine's)"}),
+    (
+        "--ca-file",
+        {
+            "type": Path,
+            "help": "CA bundle that signed the server's HTTPS certificate (default: the "
+            "system's CAs)",
+        },
+    ),
+    (
+        "--log-level",
+        {"default": "info", "help": "debug, info, warning or error (default info)"},
+    ),
     (
         "--ipv6",
         {
@@ -318,12 +328,23 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     defer_unused()
     without_validation()
+    import ssl
+
     from jobfleet.agent.connection import Agent
 
     try:
         asyncio.run(_serve(Agent(settings)))
     except RuntimeError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except ssl.SSLError as exc:
+        # only a first enrollment ends on it (later, connections are tried again): the
+        # operator has a server to trust, not a bug to report
+        print(
+            f"{prog}: the server's certificate did not verify: {exc}; a certificate of a "
+            "private CA is trusted with --ca-file",
+            file=sys.stderr,
+        )
         return USAGE_ERROR
     except KeyboardInterrupt:
         pass

@@ -7,31 +7,14 @@ Rich and click would exit with status 1, which this CLI keeps for "the job faile
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-from typing import IO, NoReturn
+from typing import IO
 
 from rich.console import Console
 
-# what a shell reports for a process killed by SIGPIPE (128 + 13)
-EXIT_CLOSED_PIPE = 141
+from jobfleet.cli._sigpipe import end_as_a_closed_pipe_ends
+
 # a pipe's buffer: each piece of output blocks, or fails, on its own
 _PIECE = 1 << 16
-
-
-def end_as_a_closed_pipe_ends() -> NoReturn:
-    """Python ignores SIGPIPE for its sockets' sake; it is restored only now, on the way out."""
-    try:
-        # nothing more can be written, and the interpreter's last flush must not complain
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGPIPE)
-    sys.exit(EXIT_CLOSED_PIPE)
 
 
 class PipeConsole(Console):

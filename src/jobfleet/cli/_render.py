@@ -157,9 +157,10 @@ def file_status_label(status: int) -> str:
     return FILE_STATUS_LABEL.get(status, f"status {status}")
 
 
-def first_line(text: str, width: int = EXCERPT_WIDTH) -> str:
+def first_line(text: str, width: int | None = EXCERPT_WIDTH) -> str:
+    """The first non-blank line, cut to ``width`` (None: whole, as in a pipe)."""
     line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return line if len(line) <= width else line[: width - 1] + "…"
+    return line if width is None or len(line) <= width else line[: width - 1] + "…"
 
 
 def shown(value: Any, style: str = "") -> Text:
@@ -378,18 +379,21 @@ def aggregate_speed(files: Sequence[FileLog]) -> int:
     return round(sum(f.size for f in timed) / seconds) if seconds else 0
 
 
-def host_error(host: HostResult, files: Sequence[FileLog]) -> str:
+def host_error(
+    host: HostResult, files: Sequence[FileLog], width: int | None = EXCERPT_WIDTH
+) -> str:
     """The first line of what went wrong on a host, if anything did."""
     if host.succeeded:
         return ""
     for item in files:
         if item.status == FileLogStatus.FAILED and item.log.strip():
-            return first_line(item.log)
-    return first_line(host.log)
+            return first_line(item.log, width)
+    return first_line(host.log, width)
 
 
-def transfer_table(hosts: Sequence[HostResult]) -> Table:
-    """One row per target host: status, files and bytes written, speed, first error line."""
+def transfer_table(hosts: Sequence[HostResult], *, width: int | None = EXCERPT_WIDTH) -> Table:
+    """One row per target host: status, files and bytes written, speed, first error line
+    (cut to ``width``: ``excerpt_width``)."""
     table = Table(show_edge=False, pad_edge=False, expand=False)
     table.add_column("status", no_wrap=True)
     table.add_column("ip", no_wrap=True)
@@ -406,7 +410,7 @@ def transfer_table(hosts: Sequence[HostResult]) -> Table:
             f"{written}/{len(files)}",
             format_bytes(sum(f.bytes_done for f in files)),
             format_speed(aggregate_speed(files)),
-            shown(host_error(host, files), style="red"),
+            shown(host_error(host, files, width), style="red"),
         )
     return table
 
@@ -418,8 +422,9 @@ def transfer_summary(result: TransferResult, elapsed: float | None = None) -> Te
     return text
 
 
-def fetch_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """One row per fetched file (or per host that sent nothing): where it is now."""
+def fetch_table(rows: Sequence[dict[str, Any]], *, width: int | None = EXCERPT_WIDTH) -> Table:
+    """One row per fetched file (or per host that sent nothing): where it is now; each
+    error cut to ``width`` (``excerpt_width``)."""
     table = Table(show_edge=False, pad_edge=False, expand=False)
     for column in ("status", "ip", "path", "saved as", "size"):
         table.add_column(column, no_wrap=column in ("status", "ip", "size"), overflow="fold")
@@ -432,7 +437,7 @@ def fetch_table(rows: Sequence[dict[str, Any]]) -> Table:
             shown(row.get("path") or "-"),
             shown(row.get("saved") or "-"),
             format_bytes(row.get("size")) if ok else "-",
-            shown(row.get("error") or "", style="red"),
+            shown(first_line(str(row.get("error") or ""), width), style="red"),
         )
     return table
 

@@ -41,8 +41,10 @@ for group, group_name in (
 @apps.command("create")
 def app_create(
     ctx: typer.Context,
-    code: Annotated[str, typer.Argument(help="The new bk_app_code.")],
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    code: Annotated[str, typer.Argument(metavar="CODE", help="The new bk_app_code.")],
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="What the app is for.")
+    ] = None,
     users: Annotated[
         str,
         typer.Option("--users", help="Users the app may name: any, or a list such as U1,U2."),
@@ -114,7 +116,9 @@ def app_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
 
 @apps.command("delete")
 def app_delete(
-    ctx: typer.Context, code: Annotated[str, typer.Argument()], json_out: JsonOption = False
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(metavar="CODE", help="The bk_app_code to delete.")],
+    json_out: JsonOption = False,
 ) -> None:
     """Delete an app; clients using it are refused from then on."""
     cli = cli_context(ctx)
@@ -129,7 +133,7 @@ def app_delete(
 @users.command("create")
 def user_create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Username.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Username.")],
     admin: Annotated[
         bool | None,
         typer.Option(
@@ -183,7 +187,7 @@ ScopeId = Annotated[str | None, typer.Option("--scope-id", help="Scope id (with 
 @users.command("grant")
 def user_grant(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Username.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Username.")],
     biz: ScopeBiz = None,
     scope_type: ScopeType = None,
     scope_id: ScopeId = None,
@@ -200,7 +204,7 @@ def user_grant(
 @users.command("revoke")
 def user_revoke(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Username.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Username.")],
     biz: ScopeBiz = None,
     scope_type: ScopeType = None,
     scope_id: ScopeId = None,
@@ -217,7 +221,7 @@ def user_revoke(
 @users.command("tokens")
 def user_tokens(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Username.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Username.")],
     json_out: JsonOption = False,
 ) -> None:
     """List a user's personal tokens (never their secrets)."""
@@ -245,10 +249,10 @@ def user_tokens(
 @users.command("revoke-token")
 def user_revoke_token(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Username.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Username.")],
     token_id: Annotated[
         int | None,
-        typer.Argument(metavar="[ID]", help="Token id (see admin user tokens)."),
+        typer.Argument(metavar="ID", help="Token id (see admin user tokens)."),
     ] = None,
     every: Annotated[bool, typer.Option("--all", help="Revoke every token of the user.")] = False,
     json_out: JsonOption = False,
@@ -275,7 +279,7 @@ def user_revoke_token(
 def biz_create(
     ctx: typer.Context,
     biz_id: Annotated[int, typer.Argument(metavar="ID", help="bk_biz_id.")],
-    name: Annotated[str, typer.Argument(help="Display name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Display name.")],
     json_out: JsonOption = False,
 ) -> None:
     """Create a business."""
@@ -305,7 +309,7 @@ def biz_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
 def biz_set_create(
     ctx: typer.Context,
     set_id: Annotated[int, typer.Argument(metavar="ID", help="bk_biz_set_id, 8000000-9999999.")],
-    name: Annotated[str, typer.Argument(help="Display name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Display name.")],
     members: Annotated[
         list[int], typer.Option("--biz", help="A member business (repeat for more).")
     ],
@@ -369,12 +373,14 @@ def token_create(
 @host_cmds.command("add")
 def host_add(
     ctx: typer.Context,
-    ip: Annotated[str, typer.Argument(help="Host IP.")],
+    ip: Annotated[str, typer.Argument(metavar="IP", help="Host IP.")],
     biz: Annotated[
         int | None, typer.Option("--biz", help="Business (default: the global --biz).")
     ] = None,
     cloud: Annotated[int, typer.Option("--cloud", min=0, help="Cloud area id.")] = 0,
-    hostname: Annotated[str | None, typer.Option("--hostname")] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Host name to record for it.")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Register a host before its agent enrolls."""
@@ -393,7 +399,9 @@ def host_add(
 @agents.command("revoke")
 def agent_revoke(
     ctx: typer.Context,
-    agent_id: Annotated[str, typer.Argument(metavar="AGENT_ID")],
+    agent_id: Annotated[
+        str, typer.Argument(metavar="AGENT_ID", help="The agent's id (see jobfleet hosts).")
+    ],
     json_out: JsonOption = False,
 ) -> None:
     """Revoke an agent's credential; it can no longer connect."""
@@ -406,7 +414,7 @@ def agent_revoke(
 @users.command("passwd")
 def user_passwd(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Username.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Username.")],
     stdin: Annotated[
         bool, typer.Option("--stdin", help="Read the password from standard input.")
     ] = False,

@@ -46,7 +46,8 @@ def _when(value: str | None, hint: str) -> int | None:
         raise typer.BadParameter(exc.message, param_hint=hint) from None
 
 
-def audit_table(rows: list[dict[str, Any]]) -> Table:
+def audit_table(rows: list[dict[str, Any]], width: int | None = 80) -> Table:
+    """One row per entry; each detail's JSON cut to ``width`` (None: whole, as in a pipe)."""
     table = Table(show_edge=False, pad_edge=False)
     for column in ("time", "user", "app", "action", "resource", "scope", "from", "detail"):
         table.add_column(column, overflow="fold")
@@ -64,7 +65,7 @@ def audit_table(rows: list[dict[str, Any]]) -> Table:
             resource or "-",
             scope,
             str(row.get("source_ip") or "-"),
-            _render.first_line(json.dumps(detail, ensure_ascii=False), 80) if detail else "",
+            _render.first_line(json.dumps(detail, ensure_ascii=False), width) if detail else "",
         )
     return table
 
@@ -127,7 +128,7 @@ def audit(
     if json_out:
         cli.out.out(_render.to_json(rows))
         return
-    cli.out.print(audit_table(rows))
+    cli.out.print(audit_table(rows, 80 if cli.out.is_terminal else None))
     of = total if total > len(rows) else None
     cli.out.print(_render.counted(len(rows), "entry", of=of, plural="entries"))
 

@@ -26,7 +26,10 @@ cron_app = typer.Typer(help="Crons: run a plan on a schedule or once.", no_args_
 
 RUNNING, PAUSED = 1, 2
 CronArgument = Annotated[
-    str, typer.Argument(help="Cron id, or its name if no other cron of the business has it.")
+    str,
+    typer.Argument(
+        metavar="CRON", help="Cron id, or its name if no other cron of the business has it."
+    ),
 ]
 COLUMNS = [
     "id",
@@ -112,7 +115,9 @@ def cron_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption = 
 @cron_app.command("add")
 def cron_add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The cron's name (at most 60 characters).")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The cron's name (at most 60 characters).")
+    ],
     plan: Annotated[int, typer.Option("--plan", help="The plan to run.")],
     every: Annotated[
         str | None, typer.Option("--cron", help="A 5-field expression: 'min hour day month week'.")

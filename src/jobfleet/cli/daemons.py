@@ -62,20 +62,24 @@ def server(
     ] = None,
     agent_lost_grace: Annotated[
         float | None,
-        Opt(help="Seconds a disconnected agent has to come back before its tasks end with 310"),
+        Opt(
+            help="Seconds a disconnected agent has to come back before its tasks end with 310 "
+            "(default 10)"
+        ),
     ] = None,
     recovery_window: Annotated[
         float | None,
         Opt(
             help="After a restart, seconds to wait for agents to reconnect before giving up on "
-            "their tasks"
+            "their tasks (default 30)"
         ),
     ] = None,
     max_output_bytes: Annotated[
         int | None,
         Opt(
             "--max-output-bytes",
-            help="Output stored per host task; past it the log ends with a truncation line",
+            help="Bytes of output stored per host task; past it the log ends with a truncation "
+            "line (default 16777216: 16 MiB)",
         ),
     ] = None,
     tls_cert: Annotated[
@@ -121,11 +125,15 @@ def server(
         float | None,
         Opt(
             help="An agent connection silent this many seconds is pinged, and cut when "
-            "silent for as long again (default 10; agents ping at their own --heartbeat)"
+            "silent for as long again (default 10; agents ping the server every 10 s themselves)"
         ),
     ] = None,
     max_file_size: Annotated[
-        int | None, Opt("--max-file-size", help="Largest uploaded or transferred file, bytes")
+        int | None,
+        Opt(
+            "--max-file-size",
+            help="Largest uploaded or transferred file in bytes (default 5368709120: 5 GiB)",
+        ),
     ] = None,
     retain_jobs: Annotated[
         str | None,
@@ -134,7 +142,7 @@ def server(
             envvar="JOBFLEET_RETAIN_JOBS",
             help="Keep finished jobs (steps, hosts, logs, file logs, variables) and GSE process "
             "operations this long "
-            "(default 90d; 12h; 0 = forever)",
+            "(e.g. 12h, 30d; default 90d; 0 = forever)",
         ),
     ] = None,
     retain_audit: Annotated[
@@ -150,8 +158,8 @@ def server(
         Opt(
             "--retain-blobs",
             envvar="JOBFLEET_RETAIN_BLOBS",
-            help="Keep uploaded and transferred files this long (unless a plan or a running "
-            "job uses them; default 30d)",
+            help="Keep uploaded and transferred files this long (unless a plan, a template or "
+            "a job not yet finished uses them; default 30d)",
         ),
     ] = None,
     retain_heal: Annotated[
@@ -176,7 +184,8 @@ def server(
         Opt("--smtp-host", envvar="JOBFLEET_SMTP_HOST", help="Mail server of email notifications"),
     ] = None,
     smtp_port: Annotated[
-        int | None, Opt("--smtp-port", envvar="JOBFLEET_SMTP_PORT", help="(default 25)")
+        int | None,
+        Opt("--smtp-port", envvar="JOBFLEET_SMTP_PORT", help="Mail server port (default 25)"),
     ] = None,
     smtp_from: Annotated[
         str | None, Opt("--smtp-from", envvar="JOBFLEET_SMTP_FROM", help="Sender address")
@@ -213,45 +222,56 @@ def server(
         ),
     ] = None,
     max_body: Annotated[
-        int | None, Opt(help="Largest request body in bytes, except file uploads")
+        int | None,
+        Opt(help="Largest request body in bytes, except file uploads (default 33554432: 32 MiB)"),
     ] = None,
     cookie_secure: Annotated[
         str | None,
         Opt(
             "--cookie-secure",
             help="When the console's session cookie is marked Secure: auto (when this "
-            "server sees HTTPS), always (behind a proxy that ends TLS), never",
+            "server sees HTTPS; the default), always (behind a proxy that ends TLS), never",
         ),
     ] = None,
     header_timeout: Annotated[
-        float | None, Opt(help="Seconds a client has to send its request headers")
+        float | None, Opt(help="Seconds a client has to send its request headers (default 10)")
     ] = None,
     body_timeout: Annotated[
-        float | None, Opt(help="Seconds without a byte of a request body before it is cut")
+        float | None,
+        Opt(help="Seconds without a byte of a request body before it is cut (default 30)"),
     ] = None,
     idle_timeout: Annotated[
-        float | None, Opt(help="Seconds an idle keep-alive connection stays open")
+        float | None, Opt(help="Seconds an idle keep-alive connection stays open (default 15)")
     ] = None,
     max_pending_connections: Annotated[
         int | None,
-        Opt(help="Connections still sending headers at once; past it the oldest is closed"),
+        Opt(
+            help="Connections still sending headers at once; past it the oldest is closed "
+            "(default 1000)"
+        ),
     ] = None,
     max_api_requests: Annotated[
         int | None,
-        Opt(help="API requests in flight at once (agents and probes not counted; 0: no cap)"),
+        Opt(
+            help="API requests in flight at once (agents and probes not counted; 0: no cap; "
+            "default 512)"
+        ),
     ] = None,
     enroll_rate: Annotated[
-        float | None, Opt(help="Enrollments per second per source address (0: no limit)")
+        float | None,
+        Opt(help="Enrollments per second per source address (0: no limit; default 20)"),
     ] = None,
     enroll_burst: Annotated[
-        int | None, Opt(help="Enrollments at once per source address")
+        int | None, Opt(help="Enrollments at once per source address (default 200)")
     ] = None,
     auth_failure_rate: Annotated[
         float | None,
-        Opt(help="Failed authentications per second per source address (0: no limit)"),
+        Opt(
+            help="Failed authentications per second per source address (0: no limit; default 1)"
+        ),
     ] = None,
     auth_failure_burst: Annotated[
-        int | None, Opt(help="Failed authentications at once per source address")
+        int | None, Opt(help="Failed authentications at once per source address (default 50)")
     ] = None,
     version: VersionOption = False,
 ) -> None:
@@ -304,9 +324,14 @@ def demo(
 
 def server_main(argv: list[str]) -> None:
     """``jobfleet server`` as a command of its own (see ``jobfleet.__main__``)."""
-    app = typer.Typer(add_completion=False)
+    app = typer.Typer(
+        add_completion=False, context_settings={"help_option_names": ["-h", "--help"]}
+    )
     app.command()(server)
-    app(args=argv, prog_name="jobfleet server")
+    from jobfleet.cli._sigpipe import closed_pipe_ends_as_sigpipe
+
+    with closed_pipe_ends_as_sigpipe():
+        app(args=argv, prog_name="jobfleet server")
 
 
 def register(app: typer.Typer) -> None:

@@ -54,7 +54,13 @@ def push(
     ctx: typer.Context,
     files: Annotated[
         list[Path],
-        typer.Argument(help="Local files to send.", exists=True, dir_okay=False, readable=True),
+        typer.Argument(
+            metavar="FILE",
+            help="Local files to send.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ],
     to: Annotated[str, typer.Option("--to", help="Absolute directory on the hosts to write into.")],
     host: HostOption = None,
@@ -128,7 +134,9 @@ def push(
         extra = {"bytes_done": result.bytes_done, "elapsed": round(elapsed, 3)}
         cli.out.out(_render.to_json(result.to_dict() | extra))
     else:
-        cli.out.print(_render.transfer_table(result.hosts))
+        cli.out.print(
+            _render.transfer_table(result.hosts, width=_render.excerpt_width(cli.out))
+        )
         cli.out.print(_render.transfer_summary(result, elapsed))
     raise typer.Exit(0 if result.ok else 1)
 
@@ -136,7 +144,10 @@ def push(
 def fetch(
     ctx: typer.Context,
     paths: Annotated[
-        list[str], typer.Argument(help="Absolute file paths on the hosts (wildcards allowed).")
+        list[str],
+        typer.Argument(
+            metavar="PATH", help="Absolute file paths on the hosts (wildcards allowed)."
+        ),
     ],
     host: HostOption = None,
     host_id: HostIdOption = None,
@@ -215,7 +226,7 @@ def fetch(
             )
         )
     else:
-        cli.out.print(_render.fetch_table(rows))
+        cli.out.print(_render.fetch_table(rows, width=_render.excerpt_width(cli.out)))
         cli.out.print(_render.result_summary(result, elapsed))
     unsaved = sum(1 for row in rows if row["state"] == NOT_SAVED)
     if unsaved:
@@ -260,7 +271,7 @@ def fetch_rows(result: ExecutionResult, fetched: Sequence[dict[str, Any]]) -> li
                     "status": None,
                     "saved": None,
                     "state": host.status_name,
-                    "error": _render.host_error(host, host.file_logs),
+                    "error": _render.host_error(host, host.file_logs, None),
                 }
             )
     return rows
@@ -269,8 +280,8 @@ def fetch_rows(result: ExecutionResult, fetched: Sequence[dict[str, Any]]) -> li
 def _file_error(host: HostResult, path: str) -> str:
     for item in host.file_logs:
         if item.src_path == path and item.log.strip():
-            return _render.first_line(item.log)
-    return _render.host_error(host, host.file_logs)
+            return _render.first_line(item.log, None)
+    return _render.host_error(host, host.file_logs, None)
 
 
 def local_paths(rows: Sequence[dict[str, Any]]) -> list[PurePosixPath | None]:

@@ -79,7 +79,7 @@ def heal_rules(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption =
 @heal_app.command("create")
 def heal_create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Rule name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Rule name.")],
     plan: Annotated[int, typer.Option("--plan", help="The plan (job_plan_id) to start.")],
     secret: Annotated[
         str | None,

@@ -114,7 +114,9 @@ def register(app: typer.Typer) -> None:
         until: Annotated[
             str | None, typer.Option("--until", help="Started before (same forms; default now).")
         ] = None,
-        limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+        limit: Annotated[
+            int, typer.Option("--limit", min=1, max=1000, help="Show at most this many.")
+        ] = 50,
         offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
         json_out: JsonOption = False,
     ) -> None:
@@ -150,12 +152,12 @@ def register(app: typer.Typer) -> None:
             return
         cli.out.print(history.table(rows))
         total = int(data.get("total") or len(rows))
-        cli.out.print(_render.counted(len(rows), "job", of=total))
+        cli.out.print(_render.counted(len(rows), "job", of=total if total > len(rows) else None))
 
     @app.command("terminate")
     def terminate(
         ctx: typer.Context,
-        job: Annotated[int, typer.Argument()],
+        job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
         biz: BizOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -174,15 +176,18 @@ def register(app: typer.Typer) -> None:
     @app.command("step")
     def step(
         ctx: typer.Context,
-        operation: Annotated[str, typer.Argument(help=" | ".join(STEP_OPERATIONS))],
-        job: Annotated[int, typer.Argument()],
+        operation: Annotated[
+            str, typer.Argument(metavar="OPERATION", help=" | ".join(STEP_OPERATIONS))
+        ],
+        job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
         step_id: Annotated[
-            int | None, typer.Option("--step", help="Step instance id (default: the latest).")
+            int | None,
+            typer.Option("--step", help="Step instance id (default: the one the job stopped at)."),
         ] = None,
         biz: BizOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Operate a job's step: confirm, retry, retry-all, ignore, skip, next, next-batch."""
+        """Operate a job's step: confirm, stop, retry, retry-all, ignore, next, skip, next-batch."""
         cli = cli_context(ctx)
         if operation not in STEP_OPERATIONS:
             cli.fail(f"unknown step operation {operation!r}: {', '.join(STEP_OPERATIONS)}")
@@ -210,7 +215,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("follow")
     def follow_cmd(
-        ctx: typer.Context, job: Annotated[int, typer.Argument()], json_out: JsonOption = False
+        ctx: typer.Context,
+        job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
+        json_out: JsonOption = False,
     ) -> None:
         """Print a job's output live (host-prefixed lines); exit 1 if it fails."""
         cli = cli_context(ctx)

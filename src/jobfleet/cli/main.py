@@ -47,6 +47,7 @@ from jobfleet.cli._context import (
 )
 from jobfleet.cli._scripts import check_param, load_script
 from jobfleet.cli._settings import DEFAULT_CONFIG
+from jobfleet.cli._sigpipe import closed_pipe_ends_as_sigpipe
 from jobfleet.cli._terminal import printable
 from jobfleet.cli.admin import admin_app
 from jobfleet.sdk import JobApiError
@@ -127,7 +128,7 @@ def root(
         typer.Option(
             "--config",
             envvar="JOBFLEET_CONFIG",
-            help="TOML file with server, app_code, app_secret, username, biz "
+            help="TOML file with server, app_code, app_secret, username, biz, token "
             f"(default: {DEFAULT_CONFIG}).",
             dir_okay=False,
         ),
@@ -287,7 +288,7 @@ def run(
 @app.command()
 def status(
     ctx: typer.Context,
-    job: Annotated[int, typer.Argument(help="Job instance id.")],
+    job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
     step: Annotated[
         int | None, typer.Option("--step", help="Step instance id (default: the latest).")
     ] = None,
@@ -319,7 +320,7 @@ def status(
 @app.command()
 def logs(
     ctx: typer.Context,
-    job: Annotated[int, typer.Argument(help="Job instance id.")],
+    job: Annotated[int, typer.Argument(metavar="JOB", help="Job instance id.")],
     host: Annotated[
         list[str] | None,
         typer.Option(
@@ -478,14 +479,10 @@ def main() -> None:
     # rich's progress and syntax modules: ~20 ms of every command); this process never
     # calls it, and httpx falls back to a stub for ``httpx.main`` when that import fails
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    try:
+    # click and Rich end a write to a closed pipe (`jobfleet logs JOB | head -1`) with
+    # status 1; 1 means "the job failed" here
+    with closed_pipe_ends_as_sigpipe():
         app()
-    except SystemExit as exc:
-        # click ends a write to a closed pipe (`jobfleet logs JOB | head -1`) with status 1
-        # after wrapping stdout in its PacifyFlushWrapper; 1 means "the job failed" here
-        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
-            _pipe.end_as_a_closed_pipe_ends()
-        raise
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def notify_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption 
 @notify_app.command("webhook")
 def notify_webhook(
     ctx: typer.Context,
-    url: Annotated[str, typer.Argument(help="The http(s) URL to POST to.")],
+    url: Annotated[str, typer.Argument(metavar="URL", help="The http(s) URL to POST to.")],
     on: OnOption,
     secret: Annotated[
         str | None,
@@ -97,7 +97,7 @@ def notify_webhook(
 @notify_app.command("email")
 def notify_email(
     ctx: typer.Context,
-    addresses: Annotated[list[str], typer.Argument(help="Recipients.")],
+    addresses: Annotated[list[str], typer.Argument(metavar="ADDRESS", help="Recipients.")],
     on: OnOption,
     biz: BizOption = None,
     json_out: JsonOption = False,

@@ -217,7 +217,7 @@ def global_vars(
 @plan_app.command("run")
 def plan_run(
     ctx: typer.Context,
-    plan: Annotated[int, typer.Argument(help="Plan id.")],
+    plan: Annotated[int, typer.Argument(metavar="PLAN", help="Plan id.")],
     var: VarOption = [],  # noqa: B006 - typer reads the default, never mutates it
     hosts: HostsOption = [],  # noqa: B006
     var_file: VarFileOption = [],  # noqa: B006

@@ -110,7 +110,7 @@ def topo_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption = 
 @topo_app.command("add-set")
 def add_set(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Set name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Set name.")],
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -125,7 +125,7 @@ def add_set(
 def add_module(
     ctx: typer.Context,
     set_id: Annotated[int, typer.Argument(metavar="SET_ID", help="The set's id.")],
-    name: Annotated[str, typer.Argument(help="Module name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Module name.")],
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -140,7 +140,7 @@ def add_module(
 @topo_app.command("delete-set")
 def delete_set(
     ctx: typer.Context,
-    set_id: Annotated[int, typer.Argument(metavar="SET_ID")],
+    set_id: Annotated[int, typer.Argument(metavar="SET_ID", help="The set's id.")],
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -154,7 +154,9 @@ def delete_set(
 @topo_app.command("delete-module")
 def delete_module(
     ctx: typer.Context,
-    module_id: Annotated[int, typer.Argument(metavar="MODULE_ID")],
+    module_id: Annotated[
+        int, typer.Argument(metavar="MODULE_ID", help="The module's id.")
+    ],
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -186,7 +188,7 @@ def _host_ids(cli: CliContext, client: JobClient, hosts: list[str], biz: int) ->
 def move(
     ctx: typer.Context,
     hosts: Annotated[
-        list[str], typer.Argument(metavar="HOST...", help="Host ids or IP addresses.")
+        list[str], typer.Argument(metavar="HOST", help="Host ids or IP addresses.")
     ],
     module: Annotated[
         list[int] | None, typer.Option("--module", "-m", help="Module id; repeatable.")
@@ -277,10 +279,12 @@ def group_list(ctx: typer.Context, biz: BizOption = None, json_out: JsonOption =
 @group_app.command("add")
 def group_add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Group name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Group name.")],
     where: WhereOption = None,
     filter_json: FilterOption = None,
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="What the group is for.")
+    ] = None,
     group_id: Annotated[
         str | None, typer.Option("--id", help="The group's id (default: made up).")
     ] = None,
@@ -301,11 +305,15 @@ def group_add(
 @group_app.command("update")
 def group_update(
     ctx: typer.Context,
-    group_id: Annotated[str, typer.Argument(metavar="ID")],
-    name: Annotated[str | None, typer.Option("--name")] = None,
+    group_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The dynamic group's id.")
+    ],
+    name: Annotated[str | None, typer.Option("--name", help="A new name.")] = None,
     where: WhereOption = None,
     filter_json: FilterOption = None,
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="What the group is for.")
+    ] = None,
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -327,7 +335,9 @@ def group_update(
 @group_app.command("show")
 def group_show(
     ctx: typer.Context,
-    group_id: Annotated[str, typer.Argument(metavar="ID")],
+    group_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The dynamic group's id.")
+    ],
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -367,7 +377,9 @@ def group_preview(
 @group_app.command("delete")
 def group_delete(
     ctx: typer.Context,
-    group_id: Annotated[str, typer.Argument(metavar="ID")],
+    group_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The dynamic group's id.")
+    ],
     biz: BizOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -410,7 +422,9 @@ def whitelist_add(
         ),
     ] = None,
     cloud: Annotated[int, typer.Option("--cloud", min=0, help="Cloud area of an IP.")] = 0,
-    remark: Annotated[str | None, typer.Option("--remark")] = None,
+    remark: Annotated[
+        str | None, typer.Option("--remark", help="Why the entry exists.")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Let businesses use a host that belongs to another one."""
@@ -439,7 +453,9 @@ def whitelist_add(
 @whitelist_app.command("delete")
 def whitelist_delete(
     ctx: typer.Context,
-    entry_id: Annotated[int, typer.Argument(metavar="ENTRY_ID")],
+    entry_id: Annotated[
+        int, typer.Argument(metavar="ENTRY_ID", help="The entry's id (see whitelist list).")
+    ],
     json_out: JsonOption = False,
 ) -> None:
     """Delete a whitelist entry."""
