@@ -123,6 +123,8 @@ def test_env_biz_and_server(cli: Cli, server: FakeServer) -> None:
         ("server = [", "not valid TOML"),
         ("biz = 'two'", "biz must be a int"),
         ("app_code = 5", "app_code must be a str"),
+        ("sever = 'http://127.0.0.1:1'", "unknown key 'sever' (did you mean 'server'?)"),
+        ("[profile]\nserver = 'http://127.0.0.1:1'", "unknown key 'profile'"),
     ],
 )
 def test_bad_config_file_exits_2(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from pathlib import Path
@@ -38,6 +39,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise JobConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise JobConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    # a misspelt key (``sever = …``) would otherwise end in "no credentials" or the
+    # default server, far from its cause; the server's own config refuses one too
+    for key in data:
+        if key not in CONFIG_TYPES:
+            close = difflib.get_close_matches(key, CONFIG_TYPES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise JobConfigError(
+                f"config file {path}: unknown key {key!r}{hint}; "
+                f"it takes {', '.join(CONFIG_TYPES)}"
+            )
     values: dict[str, Any] = {}
     for name, kind in CONFIG_TYPES.items():
         value = data.get(name)
