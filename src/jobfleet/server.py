@@ -388,10 +388,12 @@ class Server:
 
     async def start(self) -> None:
         await wait_for(self.db)
-        await self.db.migrate()
         # ``serve`` has ended the process already if they differ; a server run by other
-        # means (tests, tools) must not serve with them either
-        refused = await self._check_stored_keys()
+        # means (tests, tools) must not serve with them either, nor upgrade the schema
+        refused = await self._refused_before_upgrade()
+        if refused is None:
+            await self.db.migrate()
+            refused = await self._check_stored_keys()
         if refused is not None:
             raise RuntimeError(self._stored_keys_refusal(refused))
         channel = self.services.agent_channel
@@ -606,7 +608,9 @@ class Server:
         # before it listens; raised in the lifespan, it would end in uvicorn's traceback.
         try:
             await wait_for(self.db)
-            await self.db.migrate()
+            refused = await self._refused_before_upgrade()
+            if refused is None:
+                await self.db.migrate()
         except SchemaError as exc:
             log.error("database_schema_refused error=%s", exc)
             await self.db.close()
@@ -626,7 +630,8 @@ class Server:
             )
             await self.db.close()
             raise SystemExit(2) from None
-        refused = await self._check_stored_keys()
+        if refused is None:
+            refused = await self._check_stored_keys()
         if refused is not None:
             log.error("%s", self._stored_keys_refusal(refused))
             await self.db.close()
@@ -644,6 +649,12 @@ class Server:
         if self.agent_tls is not None:
             values["tls/ca.pem"] = self.agent_tls.fingerprint
         return values
+
+    async def _refused_before_upgrade(self) -> KeysRefused | None:
+        """The keys compared with what the database holds before its schema is upgraded,
+        without a write: a server refused leaves the database at the revision, and with
+        the rows, it found, for the servers whose keys it has."""
+        return await KeyChecks(self.db).refused(self._cluster_keys(), self._opens)
 
     async def _check_stored_keys(self) -> KeysRefused | None:
         """The database holds the check values of the keys its servers must share
