@@ -97,6 +97,22 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
 
+# what a part of the server's stop had not written when the disk refused it, and what
+# becomes of it
+UNSAVED_AT_STOP = {
+    "presence": (
+        "the agents that connected or left since its last write; this node's hosts are "
+        "marked offline at its next start, and online again as their agents reconnect"
+    ),
+    "gateway": (
+        "the host facts and loads agents reported since its last write; agents report "
+        "them again when they reconnect"
+    ),
+    "audit": (
+        "the counts of repeated refusals since its last write; their entries keep the "
+        "counts written before"
+    ),
+}
 
 @dataclass
 class ServerSettings:
@@ -519,8 +535,18 @@ class Server:
         ):
             try:
                 await asyncio.wait_for(part(), STOP_TIMEOUT)
-            except Exception:
-                log.exception("stop_failed part=%s", name)
+            except Exception as exc:
+                why = disk_reason(exc, self.db.file)
+                if why is None:
+                    log.exception("stop_failed part=%s", name)
+                    continue
+                # the operator's disk, not a fault here: what was lost, in one line
+                log.warning(
+                    "stop_unsaved part=%s reason=%s unsaved=%s",
+                    name,
+                    why,
+                    UNSAVED_AT_STOP.get(name, "what it had not written yet"),
+                )
         release_routes()
 
     async def _stop_procs(self) -> None:

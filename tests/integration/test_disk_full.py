@@ -308,3 +308,24 @@ async def test_a_server_started_on_a_full_disk_says_so_in_one_line_and_ends(
     refused = [line for line in text.splitlines() if "database_disk_refused" in line]
     assert len(refused) == 1, text
     assert f"path={small_disk / 'jobfleet.db'} reason=ENOSPC" in refused[0], refused
+
+
+async def test_a_server_stopped_on_a_full_disk_says_what_it_could_not_save_in_a_line(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Its agents leave as it stops: that they left cannot be written. One line says so
+    and what becomes of it (the next start marks them offline), not a traceback."""
+    caplog.set_level(logging.INFO)
+    async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
+        await run.start_agents(IPS)
+        await asyncio.to_thread(fill, small_disk)
+    stops = [r for r in caplog.records if r.getMessage().startswith("stop_")]
+    assert not [r for r in stops if r.exc_info], [r.getMessage() for r in stops]
+    presence = [r.getMessage() for r in stops if "part=presence" in r.getMessage()]
+    assert len(presence) == 1, [r.getMessage() for r in stops]
+    assert presence[0].startswith("stop_unsaved part=presence reason=ENOSPC unsaved="), presence
+    assert "offline at its next start" in presence[0], presence
+    await asyncio.to_thread(free, small_disk)
+    async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
+        # the next start: no agent of before is taken for connected
+        hosts = await run.server.inventory.list()
+        assert {h.ip for h in hosts} >= set(IPS) and not [h for h in hosts if h.alive], hosts
