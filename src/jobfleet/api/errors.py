@@ -25,9 +25,10 @@ from jobfleet.api import envelope
 from jobfleet.api.auditing import refusal
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.logs import Spell
 from jobfleet.store.database import Database
 from jobfleet.store.health import Health
-from jobfleet.store.outage import disk_reason, failure_path
+from jobfleet.store.outage import REPEAT_SECONDS, disk_reason, failure_path
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +114,28 @@ async def unexpected(request: HTTPConnection, db: Database) -> JobError:
         raise
     except Exception:
         rid = request_id(request)
-        log.warning("request_database_unreachable path=%s request_id=%s", request.url.path, rid)
+        away = _database_away(request)
+        if away is None or not away.failed("path=%s request_id=%s", request.url.path, rid):
+            # the caller has the id in the answer; found here at debug
+            log.debug("request_database_unreachable path=%s request_id=%s", request.url.path, rid)
         return JobError(
             ErrorCode.SERVICE_UNAVAILABLE,
             "The database cannot be reached: try again shortly",
             http_status=503,
         )
     return internal(request)
+
+
+def _database_away(request: HTTPConnection) -> Spell | None:
+    spell: Spell | None = getattr(request.app.state, "database_away", None)
+    return spell
+
+
+def answered(request: HTTPConnection) -> None:
+    """A request was served: the database answers again, if it did not."""
+    away = _database_away(request)
+    if away is not None:
+        away.ok()
 
 
 def audited(request: HTTPConnection) -> None:
@@ -163,6 +179,12 @@ async def bad_address(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
+    # while the database is away every request fails alike: the first is logged with
+    # its id, then one line a minute with how many failed, then the end (``answered``);
+    # a busy API would otherwise write a line per request
+    app.state.database_away = Spell(
+        log, "request_database_unreachable", back="request_database_back", every=REPEAT_SECONDS
+    )
     app.add_exception_handler(JobError, answer)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, bad_address)
