@@ -164,6 +164,14 @@ async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
                                       params={"name": "big.bin", "bk_biz_id": 2},
                                       content=b"x" * (1 << 20), headers=wire.headers())
         assert answer.status_code == 503 and answer.json()["code"] == 1240001, answer.text
+        # a busy API: each caller refused with its own id, the log not a line each
+        ids = {refused["job_request_id"], answer.json()["job_request_id"]}
+        for _ in range(20):
+            again = await wire.http.post(f"{V3}/fast_execute_script", json=body,
+                                         headers=wire.headers())
+            assert again.status_code == 503, again.text
+            ids.add(again.json()["job_request_id"])
+        assert len(ids) == 22, ids
         blobs = small_disk / "blobs"
         assert not blobs.exists() or not list(blobs.iterdir())
         # reads need no disk: the status and the logs of what ran before
@@ -183,7 +191,10 @@ async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
         assert not [m for m in failed if m.startswith("request_failed")], failed
         told = [r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("request_disk_refused")]
-        assert len(told) == 2 and all("reason=ENOSPC" in m for m in told), told
+        # the first refusal, with its id; the others are counted in a line a minute
+        assert len(told) == 1 and "reason=ENOSPC" in told[0], told
+        assert told[0].startswith(f"request_disk_refused path={V3}/fast_execute_script "), told
+        assert told[0].split("request_id=")[1] == refused["job_request_id"], told
         await asyncio.to_thread(free, small_disk)
         async def ready() -> bool:
             return bool((await wire.http.get("/readyz")).json()["status"] == "ready")

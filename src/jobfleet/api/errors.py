@@ -56,7 +56,8 @@ def internal(request: HTTPConnection) -> JobError:
 
 def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) -> JobError | None:
     """What the caller is told when ``failure`` is the server's disk refusing a write
-    (full, read-only), and the one line logged of it; None for any other failure.
+    (full, read-only), and what is logged of it (the first refusal of a spell, then a
+    count a minute); None for any other failure.
 
     Reads still work then, so the database answers a check: without this the caller
     would get an internal error and the log a traceback per request, and the operator
@@ -64,14 +65,12 @@ def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) 
     why = disk_reason(failure, db.file)
     if why is None:
         return None
-    rid = request_id(request)
-    log.warning(
-        "request_disk_refused path=%s reason=%s file=%s request_id=%s",
-        request.url.path,
-        why,
-        failure_path(failure) or db.file,
-        rid,
-    )
+    fields = "path=%s reason=%s file=%s request_id=%s"
+    told = (request.url.path, why, failure_path(failure) or db.file, request_id(request))
+    refusals = _spell(request, "disk_refusals")
+    if refusals is None or not refusals.failed(fields, *told):
+        # the caller has the id in the answer; found here at debug
+        log.debug(f"request_disk_refused {fields}", *told)
     # PostgreSQL's own disk is the database server's, not this server's
     whose = "The database server's disk is full" if why == "DISK_FULL" else (
         "The server cannot write to its disk (full or read-only)"
@@ -114,7 +113,7 @@ async def unexpected(request: HTTPConnection, db: Database) -> JobError:
         raise
     except Exception:
         rid = request_id(request)
-        away = _database_away(request)
+        away = _spell(request, "database_away")
         if away is None or not away.failed("path=%s request_id=%s", request.url.path, rid):
             # the caller has the id in the answer; found here at debug
             log.debug("request_database_unreachable path=%s request_id=%s", request.url.path, rid)
@@ -126,14 +125,16 @@ async def unexpected(request: HTTPConnection, db: Database) -> JobError:
     return internal(request)
 
 
-def _database_away(request: HTTPConnection) -> Spell | None:
-    spell: Spell | None = getattr(request.app.state, "database_away", None)
+def _spell(request: HTTPConnection, name: str) -> Spell | None:
+    # the app's own (``install``): none for an app built without it
+    spell: Spell | None = getattr(request.app.state, name, None)
     return spell
 
 
 def answered(request: HTTPConnection) -> None:
-    """A request was served: the database answers again, if it did not."""
-    away = _database_away(request)
+    """A request was served: the database answers again, if it did not. (A full disk
+    is not told over by it: reads are served all along.)"""
+    away = _spell(request, "database_away")
     if away is not None:
         away.ok()
 
@@ -185,6 +186,9 @@ def install(app: FastAPI) -> None:
     app.state.database_away = Spell(
         log, "request_database_unreachable", back="request_database_back", every=REPEAT_SECONDS
     )
+    # and so while the disk refuses writes; reads go on meanwhile, so no request tells
+    # that it is over: a refusal a minute after the last starts a new spell
+    app.state.disk_refusals = Spell(log, "request_disk_refused", every=REPEAT_SECONDS)
     app.add_exception_handler(JobError, answer)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, bad_address)
