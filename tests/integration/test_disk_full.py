@@ -144,6 +144,8 @@ V3 = "/api/bk-job/prod/api/v3"
 async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
         tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
+    # each refused request's id, logged at debug
+    caplog.set_level(logging.DEBUG, logger="jobfleet.api.errors")
     async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
         await run.start_agents(IPS)
         wire = run.wire
@@ -189,8 +191,11 @@ async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
         assert str(small_disk) not in str(probe)
         failed = [r.getMessage() for r in caplog.records if r.exc_info is not None]
         assert not [m for m in failed if m.startswith("request_failed")], failed
-        told = [r.getMessage() for r in caplog.records
-                if r.getMessage().startswith("request_disk_refused")]
+        told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and r.getMessage().startswith("request_disk_refused")]
+        logged = {r.getMessage().split("request_id=")[1] for r in caplog.records
+                  if r.getMessage().startswith("request_disk_refused")}
+        assert logged == ids, (logged, ids)
         # the first refusal, with its id; the others are counted in a line a minute
         assert len(told) == 1 and "reason=ENOSPC" in told[0], told
         assert told[0].startswith(f"request_disk_refused path={V3}/fast_execute_script "), told

@@ -65,12 +65,16 @@ def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) 
     why = disk_reason(failure, db.file)
     if why is None:
         return None
-    fields = "path=%s reason=%s file=%s request_id=%s"
-    told = (request.url.path, why, failure_path(failure) or db.file, request_id(request))
-    refusals = _spell(request, "disk_refusals")
-    if refusals is None or not refusals.failed(fields, *told):
-        # the caller has the id in the answer; found here at debug
-        log.debug(f"request_disk_refused {fields}", *told)
+    _tell(
+        request,
+        "disk_refusals",
+        "request_disk_refused",
+        "path=%s reason=%s file=%s request_id=%s",
+        request.url.path,
+        why,
+        failure_path(failure) or db.file,
+        request_id(request),
+    )
     # PostgreSQL's own disk is the database server's, not this server's
     whose = "The database server's disk is full" if why == "DISK_FULL" else (
         "The server cannot write to its disk (full or read-only)"
@@ -112,11 +116,14 @@ async def unexpected(request: HTTPConnection, db: Database) -> JobError:
     except asyncio.CancelledError:
         raise
     except Exception:
-        rid = request_id(request)
-        away = _spell(request, "database_away")
-        if away is None or not away.failed("path=%s request_id=%s", request.url.path, rid):
-            # the caller has the id in the answer; found here at debug
-            log.debug("request_database_unreachable path=%s request_id=%s", request.url.path, rid)
+        _tell(
+            request,
+            "database_away",
+            "request_database_unreachable",
+            "path=%s request_id=%s",
+            request.url.path,
+            request_id(request),
+        )
         return JobError(
             ErrorCode.SERVICE_UNAVAILABLE,
             "The database cannot be reached: try again shortly",
@@ -129,6 +136,16 @@ def _spell(request: HTTPConnection, name: str) -> Spell | None:
     # the app's own (``install``): none for an app built without it
     spell: Spell | None = getattr(request.app.state, name, None)
     return spell
+
+
+def _tell(request: HTTPConnection, spell: str, event: str, fields: str, *args: object) -> None:
+    """One of many requests failing alike: logged as part of the app's ``spell``, and
+    at debug when the spell does not name it (the caller has its id in the answer)."""
+    ongoing = _spell(request, spell)
+    if ongoing is None:
+        log.warning(f"{event} {fields}", *args)
+    elif not ongoing.failed(fields, *args):
+        log.debug(f"{event} {fields}", *args)
 
 
 def answered(request: HTTPConnection) -> None:
