@@ -142,8 +142,11 @@ class Spell:
         # failures of the spell under way, told in its reminders and its last line
         self.count = 0
 
-    def failed(self, fields: str = "", *args: object, level: int = logging.WARNING) -> None:
+    def failed(self, fields: str = "", *args: object, level: int = logging.WARNING) -> bool:
+        """Count a failure; True when this one was logged (the spell's first, or a
+        reminder)."""
         now = time.monotonic()
+        said = True
         if self._since is None or now - self._failed >= self.every:
             self._since = self._said = now
             self.count = 1
@@ -154,7 +157,10 @@ class Spell:
                 self._said = now
                 lasted = f"for={now - self._since:.0f}s failures={self.count}"
                 self.logger.log(level, f"{self.event} {lasted} {fields}".rstrip(), *args)
+            else:
+                said = False
         self._failed = now
+        return said
 
     def ok(self) -> None:
         if self._since is None:

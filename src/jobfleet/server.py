@@ -97,6 +97,22 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
 
+# what a part of the server's stop had not written when the disk refused it, and what
+# becomes of it
+UNSAVED_AT_STOP = {
+    "presence": (
+        "the agents that connected or left since its last write; this node's hosts are "
+        "marked offline at its next start, and online again as their agents reconnect"
+    ),
+    "gateway": (
+        "the host facts and loads agents reported since its last write; agents report "
+        "them again when they reconnect"
+    ),
+    "audit": (
+        "the counts of repeated refusals since its last write; their entries keep the "
+        "counts written before"
+    ),
+}
 
 @dataclass
 class ServerSettings:
@@ -388,10 +404,12 @@ class Server:
 
     async def start(self) -> None:
         await wait_for(self.db)
-        await self.db.migrate()
         # ``serve`` has ended the process already if they differ; a server run by other
-        # means (tests, tools) must not serve with them either
-        refused = await self._check_stored_keys()
+        # means (tests, tools) must not serve with them either, nor upgrade the schema
+        refused = await self._refused_before_upgrade()
+        if refused is None:
+            await self.db.migrate()
+            refused = await self._check_stored_keys()
         if refused is not None:
             raise RuntimeError(self._stored_keys_refusal(refused))
         channel = self.services.agent_channel
@@ -519,8 +537,18 @@ class Server:
         ):
             try:
                 await asyncio.wait_for(part(), STOP_TIMEOUT)
-            except Exception:
-                log.exception("stop_failed part=%s", name)
+            except Exception as exc:
+                why = disk_reason(exc, self.db.file)
+                if why is None:
+                    log.exception("stop_failed part=%s", name)
+                    continue
+                # the operator's disk, not a fault here: what was lost, in one line
+                log.warning(
+                    "stop_unsaved part=%s reason=%s unsaved=%s",
+                    name,
+                    why,
+                    UNSAVED_AT_STOP.get(name, "what it had not written yet"),
+                )
         release_routes()
 
     async def _stop_procs(self) -> None:
@@ -608,7 +636,9 @@ class Server:
         # before it listens; raised in the lifespan, it would end in uvicorn's traceback.
         try:
             await wait_for(self.db)
-            await self.db.migrate()
+            refused = await self._refused_before_upgrade()
+            if refused is None:
+                await self.db.migrate()
         except SchemaError as exc:
             log.error("database_schema_refused error=%s", exc)
             await self.db.close()
@@ -628,7 +658,8 @@ class Server:
             )
             await self.db.close()
             raise SystemExit(2) from None
-        refused = await self._check_stored_keys()
+        if refused is None:
+            refused = await self._check_stored_keys()
         if refused is not None:
             log.error("%s", self._stored_keys_refusal(refused))
             await self.db.close()
@@ -646,6 +677,12 @@ class Server:
         if self.agent_tls is not None:
             values["tls/ca.pem"] = self.agent_tls.fingerprint
         return values
+
+    async def _refused_before_upgrade(self) -> KeysRefused | None:
+        """The keys compared with what the database holds before its schema is upgraded,
+        without a write: a server refused leaves the database at the revision, and with
+        the rows, it found, for the servers whose keys it has."""
+        return await KeyChecks(self.db).refused(self._cluster_keys(), self._opens)
 
     async def _check_stored_keys(self) -> KeysRefused | None:
         """The database holds the check values of the keys its servers must share

@@ -4,12 +4,15 @@ hosts, steps and the job itself end in every way a host task can end."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from tests.engine.conftest import FakeLink, Rig, script_job
+from tests.engine.conftest import FAST, FakeLink, Rig, script_job
 
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -604,3 +607,63 @@ async def test_a_staggered_pause_is_not_a_stalled_driver(rig: Rig) -> None:
     assert not links[2].sent
     assert rig.engine.runner.stalled(0.6) == {}
     assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+
+
+def _disk_full(rig: Rig, monkeypatch: pytest.MonkeyPatch, what: str) -> Callable[[], None]:
+    """``rig.store.<what>`` refused as a full disk refuses a write; the result frees it."""
+    real = getattr(rig.store, what)
+    full = True
+
+    async def refused(*args: Any, **kw: Any) -> Any:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real(*args, **kw)
+    monkeypatch.setattr(rig.store, what, refused)
+
+    def free() -> None:
+        nonlocal full
+        full = False
+    return free
+
+
+async def test_jobs_timed_out_while_the_disk_is_full_are_not_each_taken_for_stalled(
+        rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their hosts' timeout waits in the writer with every result until space is freed:
+    the drivers wait alive, no line and no lapsed lease per job, and every job ends
+    once the disk takes writes again."""
+    rig.agents.connect(1)
+    monkeypatch.setattr(rig.engine.leases, "settings", replace(FAST, driver_stall=1.5))
+    free = _disk_full(rig, monkeypatch, "ingest")
+    ids = [(await rig.engine.submit(script_job([1], "sleep", timeout=1), start=True))[0]
+           for _ in range(20)]
+    # the timeout, its slack and twice driver_stall
+    await asyncio.sleep(5)
+    stalled = [r.getMessage() for r in caplog.records if "job_driver_stalled" in r.getMessage()]
+    assert not stalled, stalled
+    free()
+    for job_id in ids:
+        assert await rig.wait_finished(job_id) == RunStatus.FAIL
+
+
+async def test_drivers_whose_writes_a_full_disk_refuses_are_one_line_and_all_resumed(
+        rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line for them all, the jobs resumed once the disk takes writes, and a line
+    when it is over."""
+    caplog.set_level(logging.INFO, logger="jobfleet.engine.runner")
+    rig.agents.connect(1)
+    free = _disk_full(rig, monkeypatch, "steps")
+    ids = [(await rig.engine.submit(script_job([1]), start=True))[0] for _ in range(50)]
+    for _ in range(200):
+        if not any(rig.engine.runner.running(j) for j in ids):
+            break
+        await asyncio.sleep(0.02)
+    died = [r.getMessage() for r in caplog.records if "job_driver_died" in r.getMessage()]
+    assert len(died) == 1 and "disk=ENOSPC" in died[0], died
+    free()
+    await rig.engine.recover()
+    for job_id in ids:
+        assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+    back = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("database_back loop=job_driver_died")]
+    # the lease keeper may have launched some again meanwhile, to die again
+    assert len(back) == 1 and int(back[0].split("failures=")[1]) >= len(ids), back

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -406,3 +407,34 @@ async def test_a_database_outage_is_one_line_for_the_writer_not_one_per_retry(
     back = [line for line in lines if line[1].startswith("result_write_resumed after=")]
     assert len(back) == 1 and back[0][0] == logging.INFO, lines
     assert f"failures={store.calls - 1}" in back[0][1], (lines, store.calls)
+
+
+class FullDisk(Store):
+    """A store on a full disk: every write refused with ENOSPC, reads still answer."""
+
+    # stands in for the store's Database: no file of this server to name
+    class db:
+        file = None
+
+    async def ingest(self, chunks: list[dict[str, Any]], finals: list[HostResult],
+                     file_updates: list[dict[str, Any]] | None = None) -> None:
+        self.calls += 1
+        if self.down:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await super().ingest(chunks, finals, file_updates)
+
+
+async def test_a_full_disk_is_told_by_the_refusal_itself_not_by_its_text() -> None:
+    store = FullDisk()
+    store.down = True
+    with pytest.raises(DatabaseDown) as refused:
+        await results(store).store_entries([entry(0)])
+    assert refused.value.disk == "ENOSPC"
+    assert str(refused.value).startswith("disk_refused reason=ENOSPC error=OSError: ")
+    # a database away is no disk refusal, whatever its driver's text says
+    away = Store()
+    away.down = True
+    with pytest.raises(DatabaseDown) as down:
+        await results(away).store_entries([entry(0)])
+    assert down.value.disk is None
+

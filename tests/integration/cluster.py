@@ -91,6 +91,9 @@ class Node:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     agent_port: int = field(default_factory=free_port)
+    # None: its warnings only, unformatted (Python's last-resort handler); a level:
+    # jobfleet's log setup at that level, as the CLI does
+    log_level: str | None = None
     proc: Proc | None = None
     # what the node writes is read all along into ``<data_dir>.log``, so that a node
     # that logs much (a database outage) never blocks on a full pipe
@@ -107,7 +110,7 @@ class Node:
     async def start(self) -> None:
         cfg = {"data_dir": str(self.data_dir), "port": self.port, "agent_port": self.agent_port,
                "database_url": self.database_url, "redis_url": self.redis_url,
-               "engine": self.engine, "heartbeat": self.heartbeat}
+               "engine": self.engine, "heartbeat": self.heartbeat, "log_level": self.log_level}
         self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], self.env)
         await self.proc.start()
         self.reader = asyncio.get_running_loop().create_task(self._read())
@@ -160,7 +163,8 @@ class Cluster:
 async def cluster(tmp_path: Path, database_url: str, size: int = 3,
                   engine: dict[str, Any] | None = None,
                   heartbeat: float = 2.0, with_redis: bool = True,
-                  envs: dict[int, dict[str, str]] | None = None) -> AsyncIterator[Cluster]:
+                  envs: dict[int, dict[str, str]] | None = None,
+                  log_level: str | None = None) -> AsyncIterator[Cluster]:
     """``with_redis=False``: the nodes share the database only (``c.redis`` never runs);
     ``envs``: extra environment of some nodes' processes, by index."""
     redis = Redis(tmp_path / "redis")
@@ -169,7 +173,7 @@ async def cluster(tmp_path: Path, database_url: str, size: int = 3,
     settings = {**CLUSTER_ENGINE, **(engine or {})}
     nodes = [Node(f"node{i}", tmp_path / f"node{i}", database_url,
                   redis.url if with_redis else None, settings, heartbeat,
-                  (envs or {}).get(i, {}))
+                  (envs or {}).get(i, {}), log_level=log_level)
              for i in range(size)]
     wires: list[Wire] = []
     failed = True

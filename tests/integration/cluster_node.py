@@ -10,15 +10,18 @@ import json
 import sys
 from pathlib import Path
 
+from jobfleet import logs
 from jobfleet.server import EngineSettings, ServerSettings, run
 
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    if cfg.get("log_level"):
+        logs.setup(cfg["log_level"])
     run(ServerSettings(
         data_dir=Path(cfg["data_dir"]), port=cfg["port"], agent_port=cfg["agent_port"],
         database_url=cfg["database_url"], redis_url=cfg["redis_url"],
-        heartbeat=cfg.get("heartbeat", 2.0), log_level="warning",
+        heartbeat=cfg.get("heartbeat", 2.0), log_level=cfg.get("log_level") or "warning",
         engine=EngineSettings(**cfg["engine"])))
 
 

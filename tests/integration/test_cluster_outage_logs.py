@@ -66,4 +66,49 @@ async def test_console_pages_while_the_database_is_away_answer_503_not_a_traceba
         await node.output()
         text = node.log_path.read_bytes()[before:].decode(errors="replace")
     assert "Traceback" not in text, text[:4000]
-    assert "request_database_unreachable path=/jobs" in text, text[:4000]
+    # the first page asked is named, the others counted
+    told = [line for line in text.splitlines() if "request_database_unreachable" in line]
+    assert len(told) == 1 and "request_database_unreachable path=/ request_id=" in told[0], told
+
+
+async def test_api_requests_while_the_database_is_away_log_one_line_not_one_each(
+        tmp_path: Path, database_url: str) -> None:
+    """A busy API during an outage: the first failed request is logged with its id, the
+    others are counted, and the end is one line; every caller has its own id in the
+    answer."""
+    needs_cluster(database_url, redis=False)
+    async with cluster(tmp_path, database_url, size=1, with_redis=False,
+                       log_level="info") as c, \
+            database_admin(database_url) as (admin, name):
+        node, wire = c.nodes[0], c.wires[0]
+        assert (await wire.v3("get_account_list", {"bk_biz_id": 2}, method="GET"))["result"]
+        before = node.log_path.stat().st_size if node.log_path.exists() else 0
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await drop_connections(admin, name)
+        try:
+            answers = []
+            for _ in range(4):
+                answers += await asyncio.gather(*(
+                    wire.v3("get_account_list", {"bk_biz_id": 2}, method="GET")
+                    for _ in range(10)))
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert all(a["code"] == 1240001 for a in answers), answers
+        ids = {a["job_request_id"] for a in answers}
+        assert len(ids) == len(answers), answers
+
+        async def back() -> bool:
+            answer = await wire.v3("get_account_list", {"bk_biz_id": 2}, method="GET")
+            return bool(answer["result"])
+        await eventually(back, timeout=30)
+        await node.stop()
+        await node.output()
+        text = node.log_path.read_bytes()[before:].decode(errors="replace")
+    assert "Traceback" not in text, text[:4000]
+    told = [line for line in text.splitlines() if "request_database_unreachable" in line]
+    assert len(told) == 1, told
+    assert told[0].split("request_id=")[1].split()[0] in ids, told
+    ended = [line for line in text.splitlines() if "request_database_back after=" in line]
+    assert len(ended) == 1, text[:4000]
+    failures = int(ended[0].split("failures=")[1].split()[0])
+    assert failures >= len(answers), ended

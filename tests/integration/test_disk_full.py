@@ -144,6 +144,8 @@ V3 = "/api/bk-job/prod/api/v3"
 async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
         tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
+    # each refused request's id, logged at debug
+    caplog.set_level(logging.DEBUG, logger="jobfleet.api.errors")
     async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
         await run.start_agents(IPS)
         wire = run.wire
@@ -164,6 +166,14 @@ async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
                                       params={"name": "big.bin", "bk_biz_id": 2},
                                       content=b"x" * (1 << 20), headers=wire.headers())
         assert answer.status_code == 503 and answer.json()["code"] == 1240001, answer.text
+        # a busy API: each caller refused with its own id, the log not a line each
+        ids = {refused["job_request_id"], answer.json()["job_request_id"]}
+        for _ in range(20):
+            again = await wire.http.post(f"{V3}/fast_execute_script", json=body,
+                                         headers=wire.headers())
+            assert again.status_code == 503, again.text
+            ids.add(again.json()["job_request_id"])
+        assert len(ids) == 22, ids
         blobs = small_disk / "blobs"
         assert not blobs.exists() or not list(blobs.iterdir())
         # reads need no disk: the status and the logs of what ran before
@@ -181,9 +191,15 @@ async def test_the_api_answers_a_full_disk_with_the_envelope_and_reads_go_on(
         assert str(small_disk) not in str(probe)
         failed = [r.getMessage() for r in caplog.records if r.exc_info is not None]
         assert not [m for m in failed if m.startswith("request_failed")], failed
-        told = [r.getMessage() for r in caplog.records
-                if r.getMessage().startswith("request_disk_refused")]
-        assert len(told) == 2 and all("reason=ENOSPC" in m for m in told), told
+        told = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and r.getMessage().startswith("request_disk_refused")]
+        logged = {r.getMessage().split("request_id=")[1] for r in caplog.records
+                  if r.getMessage().startswith("request_disk_refused")}
+        assert logged == ids, (logged, ids)
+        # the first refusal, with its id; the others are counted in a line a minute
+        assert len(told) == 1 and "reason=ENOSPC" in told[0], told
+        assert told[0].startswith(f"request_disk_refused path={V3}/fast_execute_script "), told
+        assert told[0].split("request_id=")[1] == refused["job_request_id"], told
         await asyncio.to_thread(free, small_disk)
         async def ready() -> bool:
             return bool((await wire.http.get("/readyz")).json()["status"] == "ready")
@@ -308,3 +324,24 @@ async def test_a_server_started_on_a_full_disk_says_so_in_one_line_and_ends(
     refused = [line for line in text.splitlines() if "database_disk_refused" in line]
     assert len(refused) == 1, text
     assert f"path={small_disk / 'jobfleet.db'} reason=ENOSPC" in refused[0], refused
+
+
+async def test_a_server_stopped_on_a_full_disk_says_what_it_could_not_save_in_a_line(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Its agents leave as it stops: that they left cannot be written. One line says so
+    and what becomes of it (the next start marks them offline), not a traceback."""
+    caplog.set_level(logging.INFO)
+    async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
+        await run.start_agents(IPS)
+        await asyncio.to_thread(fill, small_disk)
+    stops = [r for r in caplog.records if r.getMessage().startswith("stop_")]
+    assert not [r for r in stops if r.exc_info], [r.getMessage() for r in stops]
+    presence = [r.getMessage() for r in stops if "part=presence" in r.getMessage()]
+    assert len(presence) == 1, [r.getMessage() for r in stops]
+    assert presence[0].startswith("stop_unsaved part=presence reason=ENOSPC unsaved="), presence
+    assert "offline at its next start" in presence[0], presence
+    await asyncio.to_thread(free, small_disk)
+    async with run_server(tmp_path, f"sqlite+aiosqlite:///{small_disk}/jobfleet.db") as run:
+        # the next start: no agent of before is taken for connected
+        hosts = await run.server.inventory.list()
+        assert {h.ip for h in hosts} >= set(IPS) and not [h for h in hosts if h.alive], hosts

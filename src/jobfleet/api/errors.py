@@ -25,9 +25,10 @@ from jobfleet.api import envelope
 from jobfleet.api.auditing import refusal
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.logs import Spell
 from jobfleet.store.database import Database
 from jobfleet.store.health import Health
-from jobfleet.store.outage import disk_reason, failure_path
+from jobfleet.store.outage import REPEAT_SECONDS, disk_reason, failure_path
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def internal(request: HTTPConnection) -> JobError:
 
 def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) -> JobError | None:
     """What the caller is told when ``failure`` is the server's disk refusing a write
-    (full, read-only), and the one line logged of it; None for any other failure.
+    (full, read-only), and what is logged of it (the first refusal of a spell, then a
+    count a minute); None for any other failure.
 
     Reads still work then, so the database answers a check: without this the caller
     would get an internal error and the log a traceback per request, and the operator
@@ -63,13 +65,15 @@ def disk_refusal(request: HTTPConnection, failure: BaseException, db: Database) 
     why = disk_reason(failure, db.file)
     if why is None:
         return None
-    rid = request_id(request)
-    log.warning(
-        "request_disk_refused path=%s reason=%s file=%s request_id=%s",
+    _tell(
+        request,
+        "disk_refusals",
+        "request_disk_refused",
+        "path=%s reason=%s file=%s request_id=%s",
         request.url.path,
         why,
         failure_path(failure) or db.file,
-        rid,
+        request_id(request),
     )
     # PostgreSQL's own disk is the database server's, not this server's
     whose = "The database server's disk is full" if why == "DISK_FULL" else (
@@ -112,14 +116,44 @@ async def unexpected(request: HTTPConnection, db: Database) -> JobError:
     except asyncio.CancelledError:
         raise
     except Exception:
-        rid = request_id(request)
-        log.warning("request_database_unreachable path=%s request_id=%s", request.url.path, rid)
+        _tell(
+            request,
+            "database_away",
+            "request_database_unreachable",
+            "path=%s request_id=%s",
+            request.url.path,
+            request_id(request),
+        )
         return JobError(
             ErrorCode.SERVICE_UNAVAILABLE,
             "The database cannot be reached: try again shortly",
             http_status=503,
         )
     return internal(request)
+
+
+def _spell(request: HTTPConnection, name: str) -> Spell | None:
+    # the app's own (``install``): none for an app built without it
+    spell: Spell | None = getattr(request.app.state, name, None)
+    return spell
+
+
+def _tell(request: HTTPConnection, spell: str, event: str, fields: str, *args: object) -> None:
+    """One of many requests failing alike: logged as part of the app's ``spell``, and
+    at debug when the spell does not name it (the caller has its id in the answer)."""
+    ongoing = _spell(request, spell)
+    if ongoing is None:
+        log.warning(f"{event} {fields}", *args)
+    elif not ongoing.failed(fields, *args):
+        log.debug(f"{event} {fields}", *args)
+
+
+def answered(request: HTTPConnection) -> None:
+    """A request was served: the database answers again, if it did not. (A full disk
+    is not told over by it: reads are served all along.)"""
+    away = _spell(request, "database_away")
+    if away is not None:
+        away.ok()
 
 
 def audited(request: HTTPConnection) -> None:
@@ -163,6 +197,15 @@ async def bad_address(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
+    # while the database is away every request fails alike: the first is logged with
+    # its id, then one line a minute with how many failed, then the end (``answered``);
+    # a busy API would otherwise write a line per request
+    app.state.database_away = Spell(
+        log, "request_database_unreachable", back="request_database_back", every=REPEAT_SECONDS
+    )
+    # and so while the disk refuses writes; reads go on meanwhile, so no request tells
+    # that it is over: a refusal a minute after the last starts a new spell
+    app.state.disk_refusals = Spell(log, "request_disk_refused", every=REPEAT_SECONDS)
     app.add_exception_handler(JobError, answer)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, bad_address)

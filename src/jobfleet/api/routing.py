@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from jobfleet.api import envelope
 from jobfleet.api.auth import Caller
-from jobfleet.api.errors import request_id, unexpected
+from jobfleet.api.errors import answered, request_id, unexpected
 from jobfleet.api.params import MAX_DEPTH, check_tree
 from jobfleet.api.route_index import ExactRoute, mark_plain
 from jobfleet.api.scope import resolve_scope
@@ -91,6 +91,7 @@ def make_endpoint(
                 check_tree(dict(request.path_params))
             caller = await services.auth.authenticate(request, params, need_user=need_user)
             data = await handler(Call(request, params, caller, services))
+            answered(request)
             # a handler may answer something else than the envelope (a YAML document)
             return data if isinstance(data, Response) else envelope.ok(data, request_id(request))
         except JobError:

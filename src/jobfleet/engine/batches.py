@@ -327,7 +327,7 @@ class StepTasks:
             left = deadline - time.time()
             if left <= 0:
                 self._time_out(run)
-                await run.done.wait()
+                await self._concluded(run)
                 break
             waiter = asyncio.ensure_future(run.done.wait())
             stopper = asyncio.ensure_future(stop.wait())
@@ -341,6 +341,18 @@ class StepTasks:
             if not run.done.is_set() and not stop.is_set():
                 await self._check(run, stop)
         return stop.is_set()
+
+    async def _concluded(self, run: StepRun) -> None:
+        """Wait for the writer to store what the driver concluded of its hosts. While
+        the database is away or its disk full, that waits too, for every job at once: the
+        driver shows it is alive meanwhile, or each would be taken for stalled and given
+        up, a line and a lapsed lease per job, for a condition the writer already
+        tells in one line."""
+        progress = self.decisions.progress
+        while not run.done.is_set():
+            progress.touch(run.job_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.done.wait(), self.settings.reconcile_interval)
 
     async def _check(self, run: StepRun, stop: asyncio.Event) -> None:
         """The waiting step's periodic look at the store. These are safety nets: a
@@ -396,7 +408,7 @@ class StepTasks:
                     HostStatus.GSE_TASK_TERMINATE_FAILED,
                     "jobfleet: the agent did not confirm the termination\n",
                 )
-                await run.done.wait()
+                await self._concluded(run)
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(

@@ -41,7 +41,14 @@ FILE_LOG_CHARS = 4000
 
 
 class DatabaseDown(Exception):
-    """The database refused even a trivial query: retry the batch, drop nothing."""
+    """The database refused even a trivial query: retry the batch, drop nothing.
+
+    ``disk``: why the disk took no write (``ENOSPC``, ``EROFS``, …) when that is the
+    cause; the message then names it, with the database's file, itself."""
+
+    def __init__(self, message: str, disk: str | None = None) -> None:
+        super().__init__(message)
+        self.disk = disk
 
 
 # statuses bk-job sets without a GSE answer: the host's error_code keeps its initial 0
@@ -402,7 +409,7 @@ class Results:
             # PostgreSQL's files are not this server's to name
             place = f" path={where}" if where is not None else ""
             raise DatabaseDown(
-                f"disk_refused reason={why}{place} error={outage.reason(exc)}"
+                f"disk_refused reason={why}{place} error={outage.reason(exc)}", disk=why
             ) from exc
         try:
             await self.store.ping()

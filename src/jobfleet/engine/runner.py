@@ -96,7 +96,11 @@ class JobRunner:
             return  # abandoned: a new driver may hold the job now
         self._runners.pop(job_id, None)
         self.progress.forget(job_id)
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled():
+            return
+        if task.exception() is None:
+            # a job driven to its end: the database takes writes again, if it did not
+            self._died.ok()
             return
         # the database is away: the job stays active and leased to this node, whose
         # lease keeper resumes it (``recover``); every job this node drives dies with

@@ -151,8 +151,7 @@ class ResultWriter:
                     attempt += 1
                     if isinstance(exc, DatabaseDown):
                         # a full disk's refusal names its reason and path itself
-                        text = str(exc)
-                        why = text if text.startswith("disk_refused") else reason(exc)
+                        why = str(exc) if exc.disk is not None else reason(exc)
                         self._waiting_spell.failed("size=%d error=%s", len(batch), why)
                     else:
                         log.exception("result_write_failed attempt=%d size=%d", attempt, len(batch))

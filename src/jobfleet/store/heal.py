@@ -17,6 +17,7 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.tables import heal_decisions, heal_rules
+from jobfleet.store.violations import unique_violated
 
 # fingerprints a query names at once (SQLite's bound parameters are limited)
 IN_CHUNK = 500
@@ -94,8 +95,11 @@ class HealStore:
                     )
                 )
                 rule_id = int(res.inserted_primary_key[0])  # type: ignore[index]
-        except IntegrityError:
-            # the unique key on (business, name) decides, also between calls at once
+        except IntegrityError as exc:
+            # the unique key on (business, name) decides, also between calls at once;
+            # any other constraint refused is a fault here, told as one
+            if not unique_violated(exc, heal_rules, "bk_biz_id", "name"):
+                raise
             raise _name_taken(fields["name"]) from None
         return await self.rule(bk_biz_id, rule_id)
 
@@ -135,7 +139,9 @@ class HealStore:
                     .where(heal_rules.c.id == rule_id)
                     .values(**changes, last_modify_user=user, last_modify_time=now_ms())
                 )
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not unique_violated(exc, heal_rules, "bk_biz_id", "name"):
+                raise
             raise _name_taken(changes.get("name")) from None
         return await self.rule(bk_biz_id, rule_id)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Column, select
+from sqlalchemy import Column, Connection, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobfleet.store.database import Database, now_ms
@@ -65,6 +65,26 @@ class KeyChecks:
             rows = await conn.execute(select(key_checks.c.name, key_checks.c.value))
             return {r.name: r.value for r in rows}
 
+    async def refused(
+        self, values: dict[str, str], opens: Callable[[str], bool]
+    ) -> KeysRefused | None:
+        """What ``settle`` would refuse, told without a write and whatever the schema's
+        revision: run before an upgrade, so that a server the database refuses leaves it
+        as it found it. A database with values compares with them; one from before they
+        were kept (no table) is compared by a sealed value it holds, if any; an empty
+        one refuses nothing."""
+        async with self.db.connect() as conn:
+            kept = await conn.run_sync(lambda c: inspect(c).has_table(key_checks.name))
+        stored = await self.stored() if kept else {}
+        differing = [n for n, v in values.items() if n in stored and stored[n] != v]
+        if differing:
+            return KeysRefused(differing)
+        if KEY_FILE in values and KEY_FILE not in stored:
+            sealed = await self._one_sealed()
+            if sealed is not None and not opens(sealed):
+                return KeysRefused([KEY_FILE], sealed=True)
+        return None
+
     async def settle(
         self, values: dict[str, str], opens: Callable[[str], bool]
     ) -> KeysRefused | None:
@@ -97,7 +117,12 @@ class KeyChecks:
 
     async def _one_sealed(self) -> str | None:
         async with self.db.connect() as conn:
+            # an older schema lacks some of them (the tables and columns of later
+            # migrations): only those it has are read
+            present = await conn.run_sync(_present_columns)
             for column in SEALED_COLUMNS:
+                if (column.table.name, column.name) not in present:
+                    continue
                 value = (
                     await conn.execute(
                         select(column).where(column.like(f"{PREFIX}%")).limit(1)
@@ -106,3 +131,14 @@ class KeyChecks:
                 if value is not None:
                     return str(value)
         return None
+
+
+def _present_columns(conn: Connection) -> set[tuple[str, str]]:
+    found = inspect(conn)
+    tables = set(found.get_table_names())
+    return {
+        (column.table.name, column.name)
+        for column in SEALED_COLUMNS
+        if column.table.name in tables
+        and column.name in {c["name"] for c in found.get_columns(column.table.name)}
+    }

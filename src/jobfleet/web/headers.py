@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobfleet.api.errors import unexpected
+from jobfleet.api.errors import answered, unexpected
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import JobError
 
@@ -76,6 +76,7 @@ class SecuredRoute(APIRoute):
             except Exception:
                 services: Services = request.app.state.services
                 raise await unexpected(request, services.db) from None
+            answered(request)
             return secure(response)
 
         return secured
