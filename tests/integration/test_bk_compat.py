@@ -9,6 +9,8 @@ import time
 import pytest
 from tests.integration.harness import Running, b64, eventually
 
+from jobfleet.api.app import api_routes
+
 IPS = ["127.0.0.2", "127.0.0.3"]
 PREFIXES = ["/api/c/compapi/v2/jobv3", "/api/bk-job/prod/api/v3/system", "/api/bk-job/prod/api/v3"]
 
@@ -33,6 +35,49 @@ async def test_1_every_path_form(running: Running, prefix: str, slash: str) -> N
     status = await running.wire.post(f"{prefix}/get_job_instance_status{slash}",
                                      {"bk_biz_id": 2, "job_instance_id": job_id})
     assert status["result"] is True and status["data"]["job_instance"]["job_instance_id"] == job_id
+
+
+def served_names(prefix: str) -> dict[str, set[str]]:
+    """Every API name the server serves under ``prefix``, with its methods."""
+    names: dict[str, set[str]] = {}
+    for route in api_routes():
+        path = str(getattr(route, "path", ""))
+        if path.startswith(prefix + "/") and not path.endswith("/"):
+            names.setdefault(path.rsplit("/", 1)[1], set()).update(getattr(route, "methods", ()))
+    return names
+
+
+async def test_1_every_endpoint_answers_under_every_prefix(running: Running) -> None:
+    """Each jobv3 name under the three path families, and each GSE name under its own,
+    with and without the trailing slash: routed to the API (an envelope), never "no API"."""
+    forms: list[tuple[str, str]] = []
+    jobv3 = served_names(PREFIXES[0])
+    assert {"fast_execute_script", "get_job_instance_status", "batch_get_job_instance_ip_log",
+            "get_public_script_list", "execute_job_plan", "get_job_plan_list"} <= set(jobv3)
+    # a query's GET, an action's POST: what clients send (both reach the same handler)
+    forms += [("GET" if "GET" in methods else "POST", f"{prefix}/{name}")
+              for name, methods in jobv3.items() for prefix in PREFIXES]
+    for prefix in ("/api/c/compapi/v2/gse", "/api/c/compapi/gse",
+                   "/api/bk-gse/prod/api/v2/cluster", "/api/bk-gse/prod/api/v2/proc"):
+        names = served_names(prefix)
+        assert names, prefix
+        forms += [("GET" if "GET" in methods else "POST", f"{prefix}/{name}")
+                  for name, methods in names.items()]
+    assert {"/api/c/compapi/v2/gse/get_agent_status", "/api/c/compapi/gse/get_agent_info",
+            "/api/bk-gse/prod/api/v2/cluster/list_agent_state"} <= {p for _, p in forms}
+
+    async def routed(method: str, path: str) -> None:
+        resp = await running.wire.http.request(
+            method, path, headers=running.wire.headers(),
+            **({"json": {}} if method == "POST" else {}))
+        answer = resp.json()
+        assert resp.status_code not in (404, 405), (method, path, answer)
+        # as bk-job's EsbResp (NON_NULL): a failure carries no "data" key
+        assert {"result", "code", "message"} <= set(answer), (path, answer)
+
+    calls = [(method, path + slash) for method, path in forms for slash in ("", "/")]
+    for i in range(0, len(calls), 16):
+        await asyncio.gather(*(routed(*call) for call in calls[i:i + 16]))
 
 
 async def test_esb_body_credentials_and_operator(running: Running) -> None:
