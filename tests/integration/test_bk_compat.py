@@ -80,6 +80,38 @@ async def test_1_every_endpoint_answers_under_every_prefix(running: Running) -> 
         await asyncio.gather(*(routed(*call) for call in calls[i:i + 16]))
 
 
+# a base URL that ends in "/" joined to a path that starts with one, as bk-monitor builds
+# BK_COMPONENT_API_URL + "/api/bk-job/prod/" and bk-nodeman GSE_APIGATEWAY_ROOT_V2 +
+# "api/v2/...": the gateways in front of bk-job and GSE merge the slashes
+DOUBLED = ["//api/c/compapi/v2/jobv3/get_job_instance_status/",
+           "/api/bk-job/prod//api/v3/system/get_job_instance_status",
+           "/api/bk-job/prod/api/v3//get_job_instance_status/",
+           "/api/c/compapi/v2//jobv3//get_job_instance_status"]
+
+
+async def test_1_doubled_slashes_reach_the_api(running: Running) -> None:
+    await running.start_agents(IPS[:1])
+    sub = await running.wire.run_script("echo ok", IPS[:1])
+    query = {"bk_biz_id": 2, "job_instance_id": sub["job_instance_id"]}
+    # an absolute URL: httpx sends its path as it is
+    for path in DOUBLED:
+        resp = await running.wire.http.get(running.url + path, params=query,
+                                           headers=running.wire.headers())
+        assert resp.status_code == 200, (path, resp.text)
+        assert resp.json()["data"]["job_instance"]["job_instance_id"] == query["job_instance_id"]
+    for path, body in (("//api/c/compapi/v2/gse/get_agent_status/",
+                        {"hosts": [{"ip": IPS[0], "bk_cloud_id": 0}]}),
+                       ("/api/bk-gse/prod//api/v2/cluster/list_agent_state/",
+                        {"agent_id_list": [f"0:{IPS[0]}"]})):
+        resp = await running.wire.http.post(running.url + path, json=body,
+                                            headers=running.wire.headers())
+        assert resp.status_code == 200 and resp.json()["result"] is True, (path, resp.text)
+    # only runs of slashes merge: a path that is not an API stays unknown
+    resp = await running.wire.http.get(running.url + "//api/c/compapi/v2/jobv3/nothing_here",
+                                       headers=running.wire.headers())
+    assert resp.status_code == 404 and resp.json()["code"] == 1240003
+
+
 async def test_esb_body_credentials_and_operator(running: Running) -> None:
     await running.start_agents(IPS[:1])
     creds = {"bk_app_code": running.boot["bk_app_code"],
