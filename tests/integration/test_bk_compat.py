@@ -134,6 +134,8 @@ async def test_esb_body_credentials_and_operator(running: Running) -> None:
 @pytest.mark.parametrize("scope", [
     {"bk_biz_id": 2}, {"bk_biz_id": "2"}, {"bk_scope_type": "biz", "bk_scope_id": "2"},
     {"bk_scope_type": "biz", "bk_scope_id": "2", "bk_biz_id": 2},
+    # a client that holds the business id as a number sends it as one
+    {"bk_scope_type": "biz", "bk_scope_id": 2},
 ])
 async def test_3_scope_forms(running: Running, scope: dict[str, object]) -> None:
     await running.start_agents(IPS[:1])
@@ -180,15 +182,83 @@ async def test_4_and_5_extra_fields_and_headers_are_accepted(running: Running) -
     assert item["job_plan_id"] == -1
 
 
-@pytest.mark.parametrize(("value", "expect"), [("True", True), ("true", True), ("1", True),
-                                               ("False", False), ("false", False)])
-async def test_6_return_ip_result_forms(running: Running, value: str, expect: bool) -> None:
+async def test_5_operator_from_a_bk_username_param(running: Running) -> None:
+    """An app-only X-Bkapi-Authorization: the user comes from ``bk_username`` in the body,
+    or in the query string of a POST (bk-log's DataAPI), with an empty tenant header."""
+    await running.start_agents(IPS[:1])
+    app_only = {"X-Bkapi-Authorization": json.dumps({
+        "bk_app_code": running.boot["bk_app_code"],
+        "bk_app_secret": running.boot["bk_app_secret"]}), "X-Bk-Tenant-Id": ""}
+    await running.server.identity.ensure_user("bklog-op")
+    await running.server.identity.grant("bklog-op", "biz", "2")
+    http = running.wire.http
+    path = "/api/c/compapi/v2/jobv3/fast_execute_script/"
+    jobs = {}
+    for where in ("body", "query"):
+        resp = await http.post(path, headers=app_only,
+                               params={"bk_username": "bklog-op"} if where == "query" else {},
+                               json={**script_body(IPS[:1]), "task_name": where,
+                                     **({"bk_username": "bklog-op"} if where == "body" else {})})
+        answer = resp.json()
+        assert answer["result"] is True, (where, answer)
+        jobs[where] = answer["data"]["job_instance_id"]
+    resp = await http.get("/api/c/compapi/v2/jobv3/get_job_instance_status/", headers=app_only,
+                          params={"bk_biz_id": 2, "job_instance_id": jobs["query"],
+                                  "bk_username": "bklog-op"})
+    assert resp.json()["result"] is True, resp.json()
+    listing = await running.wire.v3("get_job_instance_list", {
+        "bk_biz_id": 2, "create_time_start": int(time.time() * 1000) - 60000,
+        "create_time_end": int(time.time() * 1000) + 60000}, method="GET")
+    operators = {i["job_instance_id"]: i["operator"] for i in listing["data"]["data"]}
+    assert {operators[job] for job in jobs.values()} == {"bklog-op"}
+    # no user anywhere: a clear refusal, not an anonymous job
+    resp = await http.post(path, headers=app_only, json=script_body(IPS[:1]))
+    answer = resp.json()
+    assert answer["result"] is False and "bk_username" in answer["message"]
+
+
+async def test_post_body_is_json_whatever_its_content_type(running: Running) -> None:
+    """``requests.post(url, data=json.dumps(body))`` sends no Content-Type (or a client
+    says text/plain): the body is still the request's JSON. A GET's body is not read,
+    as bk-job binds a GET's query string only."""
+    await running.start_agents(IPS[:1])
+    raw = json.dumps(script_body(IPS[:1])).encode()
+    path = "/api/c/compapi/v2/jobv3/fast_execute_script/"
+    for content_type in (None, "text/plain", "application/json; charset=utf-8",
+                         "application/x-www-form-urlencoded"):
+        headers = running.wire.headers()
+        if content_type:
+            headers["Content-Type"] = content_type
+        resp = await running.wire.http.post(path, content=raw, headers=headers)
+        assert resp.status_code == 200 and resp.json()["result"] is True, (content_type,
+                                                                            resp.text)
+    job_id = resp.json()["data"]["job_instance_id"]
+    resp = await running.wire.http.request(
+        "GET", "/api/c/compapi/v2/jobv3/get_job_instance_status/",
+        content=json.dumps({"bk_biz_id": 2, "job_instance_id": job_id}),
+        headers={**running.wire.headers(), "Content-Type": "application/json"})
+    answer = resp.json()
+    assert resp.status_code == 200 and answer["result"] is False
+    assert answer["code"] == 1241004 and "bk_scope" in answer["message"]
+
+
+async def test_6_return_ip_result_forms(running: Running) -> None:
     await running.start_agents(IPS[:1])
     sub = await running.wire.run_script("echo x", IPS[:1])
-    data = await running.wire.get("/api/bk-job/prod/api/v3/system/get_job_instance_status/",
-                                  {"bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
-                                   "return_ip_result": value})
-    assert ("step_ip_result_list" in data["data"]["step_instance_list"][0]) is expect
+    query = {"bk_biz_id": 2, "job_instance_id": sub["job_instance_id"]}
+    path = "/api/bk-job/prod/api/v3/system/get_job_instance_status/"
+    # Python requests renders a bool in a query string as True/False
+    for value, expect in (("True", True), ("true", True), ("1", True), ("False", False),
+                          ("false", False), ("0", False)):
+        data = await running.wire.get(path, {**query, "return_ip_result": value})
+        step = data["data"]["step_instance_list"][0]
+        assert ("step_ip_result_list" in step) is expect, value
+    for flag in (True, False):
+        data = await running.wire.post(path, {**query, "return_ip_result": flag})
+        assert ("step_ip_result_list" in data["data"]["step_instance_list"][0]) is flag
+    # without it: no host results (bk-monitor's schedule reads the job's status only)
+    data = await running.wire.get(path, query)
+    assert "step_ip_result_list" not in data["data"]["step_instance_list"][0]
 
 
 async def test_8_python_script_runs_on_python3(running: Running) -> None:
@@ -311,8 +381,10 @@ async def test_v2_status_and_log(running: Running) -> None:
 async def test_28_gse_agent_status_and_info(running: Running) -> None:
     await running.start_agents(IPS[:1])
     await running.server.inventory.add(2, "127.0.0.60")
-    body = {"bk_supplier_account": "0", "hosts": [{"ip": IPS[0], "bk_cloud_id": 0},
-                                                  {"ip": "127.0.0.60", "bk_cloud_id": 0}]}
+    # a cloud id as text and the CMDB host's other keys, as bk-monitor's hosts carry them
+    body = {"bk_supplier_account": "0", "hosts": [
+        {"ip": IPS[0], "bk_cloud_id": "0", "bk_host_id": 1, "bk_host_name": "one"},
+        {"ip": "127.0.0.60", "bk_cloud_id": 0}]}
     status = await running.wire.post("/api/c/compapi/v2/gse/get_agent_status/", body)
     assert status["data"][f"0:{IPS[0]}"] == {"ip": IPS[0], "bk_cloud_id": 0, "bk_agent_alive": 1}
     assert status["data"]["0:127.0.0.60"]["bk_agent_alive"] == 0
