@@ -72,6 +72,14 @@ async def test_params_are_decoded_once_and_split_into_argv(running: Running) -> 
     await running.wire.wait(sub["job_instance_id"])
     logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"], IPS[:1])
     assert logs[IPS[0]] == "[--subscription_id=1]\n[--gse_path=/usr/local/gse/]\n[--name]\n[a b]\n"
+    # base64 without its padding, in the URL-safe alphabet: bk-job's decoder takes it
+    raw = "--q=~?> x"
+    sub = await running.wire.run_script(
+        script, IPS[:1], script_content=b64(script).rstrip("="),
+        script_param=b64(raw).replace("+", "-").replace("/", "_").rstrip("="))
+    await running.wire.wait(sub["job_instance_id"])
+    logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"], IPS[:1])
+    assert logs[IPS[0]] == "[--q=~?>]\n[x]\n"
 
 
 @pytest.mark.parametrize(("language", "script", "expected"), [
