@@ -320,7 +320,9 @@ async def test_17_batch_log_union_and_one_item_per_host(running: Running) -> Non
     sub = await running.wire.run_script("echo $JOBFLEET_HOST_IP", IPS)
     await running.wire.wait(sub["job_instance_id"])
     ids = {h.ip: h.bk_host_id for h in await running.server.inventory.list()}
-    for lists in ({"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}], "host_id_list": [ids[IPS[1]]]},
+    # the first as bk-monitor sends it: a cloud id as text, the CMDB host's other keys
+    for lists in ({"ip_list": [{"ip": IPS[0], "bk_cloud_id": "0", "bk_host_name": "one"}],
+                   "host_id_list": [ids[IPS[1]]]},
                   {"ip_list": [], "host_id_list": [ids[IPS[0]], ids[IPS[1]]]},
                   {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS], "host_id_list": []},
                   {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}], "host_id_list": [ids[IPS[0]]]}):
