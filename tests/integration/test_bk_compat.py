@@ -270,6 +270,10 @@ async def test_8_python_script_runs_on_python3(running: Running) -> None:
                                         task_name="collector check")
     data = await running.wire.wait(sub["job_instance_id"])
     assert data["job_instance"]["name"] == "collector check"
+    detail = await running.wire.v3("get_step_instance_detail", {
+        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+        "step_instance_id": sub["step_instance_id"]}, method="GET")
+    assert detail["data"]["script_info"]["script_timeout"] == 600
     logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"], IPS[:1])
     assert json.loads(logs[IPS[0]])["status"] is True
 
@@ -361,6 +365,9 @@ async def test_25_single_host_log_by_ip_or_host_id(running: Running) -> None:
                                   {**base, "bk_cloud_id": 0, "ip": IPS[0]}, method="GET")
     assert by_ip["data"]["log_content"] == "single\n" and by_ip["data"]["log_type"] == 1
     host_id = by_ip["data"]["bk_host_id"]
+    # sent without a timeout: bk-job's default of 7200 s
+    detail = await running.wire.v3("get_step_instance_detail", base, method="GET")
+    assert detail["data"]["script_info"]["script_timeout"] == 7200
     by_id = await running.wire.v3("get_job_instance_ip_log", {**base, "bk_host_id": host_id},
                                   method="GET")
     assert by_id["data"]["log_content"] == "single\n"
