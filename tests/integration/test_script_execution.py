@@ -175,7 +175,8 @@ async def test_terminate_stops_processes_and_ends_in_stop_success(running: Runni
     data = await running.wire.wait(job_id, timeout=30)
     assert data["job_instance"]["status"] == 11
     assert data["step_instance_list"][0]["status"] == 11
-    assert {r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]} == {403}
+    assert {(r["status"], r["error_code"])
+            for r in data["step_instance_list"][0]["step_ip_result_list"]} == {(403, 126)}
     assert tree_alive(marker) == []
     again = await running.wire.v3("operate_job_instance", {
         "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
@@ -230,8 +231,11 @@ async def test_finished_only_once_every_host_is_final(running: Running) -> None:
         hosts = {r["ip"]: r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]}
         return data if hosts[IPS[0]] == 9 else None
     data = await eventually(first_host_done)
-    hosts = {r["ip"]: r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]}
-    assert hosts[IPS[1]] in (5, 7) and data["finished"] is False
+    hosts = {r["ip"]: (r["status"], r["error_code"])
+             for r in data["step_instance_list"][0]["step_ip_result_list"]}
+    # bk-nodeman reads error_code beside the status: 115 while the task runs on the host
+    assert hosts[IPS[0]] == (9, 0) and hosts[IPS[1]] in ((5, 0), (7, 115))
+    assert data["finished"] is False
     assert data["job_instance"]["status"] == 2 and data["step_instance_list"][0]["status"] == 2
     go.touch()
     data = await running.wire.wait(sub["job_instance_id"])
