@@ -29,8 +29,25 @@ def test_decode_base64_round_trip_and_whitespace() -> None:
     assert decode_base64(wrapped[:40] + "\n" + wrapped[40:], "script_content", 1000) == "x" * 100
 
 
+def test_decode_base64_takes_what_bk_job_takes() -> None:
+    """bk-job decodes with commons-codec, which takes base64 without its padding and in the
+    URL-safe alphabet: callers that encode so (Go's RawStdEncoding, JavaScript's base64url)
+    work against it."""
+    for text in ("ab", "abcd", "a", "echo ~?>"):
+        padded = enc(text)
+        assert decode_base64(padded.rstrip("="), "script_param", 100) == text
+        assert decode_base64(padded.replace("+", "-").replace("/", "_"), "script_param",
+                             100) == text
+    # bytes that only the URL-safe alphabet's two characters encode, unpadded
+    assert exact_bytes(decode_base64_script("-_8", "script_content", 100)) == b"\xfb\xff"
+
+
 @pytest.mark.parametrize(("value", "code"), [
     ("@@@", ErrorCode.INVALID_PARAM_WITH_NAME),
+    # one character past a whole group carries no byte: not base64 in any alphabet
+    ("QUJDR", ErrorCode.INVALID_PARAM_WITH_NAME),
+    # padding inside the value
+    ("QQ==QQ==", ErrorCode.INVALID_PARAM_WITH_NAME),
     (enc("x" * 101), ErrorCode.INVALID_PARAM_WITH_REASON),
     ("A" * 10_000, ErrorCode.INVALID_PARAM_WITH_REASON),
 ])

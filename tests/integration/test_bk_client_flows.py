@@ -346,16 +346,52 @@ def sops_reads(url: str, boot: dict[str, Any], job_id: int) -> dict[str, Any]:
     return {"results": results, "logs": logs, "job_status": status["job_instance"]["status"]}
 
 
-async def test_bk_sops_node_advances_on_the_callback(allowed: Running) -> None:
+def sops_other_nodes(url: str, boot: dict[str, Any], callback: str, plan_id: int,
+                     work: str) -> dict[str, int]:
+    """bk-sops's file distribution and job plan nodes: each passes its own callback."""
+    client = client_for(url, boot)
+    scope = {"bk_scope_type": "biz", "bk_scope_id": "2", "bk_biz_id": 2}
+    moved = client.jobv3.fast_transfer_file(
+        {**scope, "account_alias": "root", "file_target_path": f"{work}/to",
+         "file_source_list": [{"file_list": [f"{work}/a.txt"], "account": {"alias": "root"},
+                               "server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}}],
+         "target_server": {"ip_list": [{"ip": IPS[1], "bk_cloud_id": 0}]},
+         "callback_url": callback + "?token=t2"})
+    assert moved["result"] is True, moved
+    planned = client.jobv3.execute_job_plan(
+        {**scope, "job_plan_id": plan_id, "callback_url": callback + "?token=t3"})
+    assert planned["result"] is True, planned
+    return {"token=t2": moved["data"]["job_instance_id"],
+            "token=t3": planned["data"]["job_instance_id"]}
+
+
+async def test_bk_sops_node_advances_on_the_callback(allowed: Running, tmp_path: Path) -> None:
     await allowed.start_agents(IPS)
+    (tmp_path / "a.txt").write_text("a\n")
+    own = "/api/jobfleet/v1"
+    tpl = await allowed.wire.post(f"{own}/templates?bk_biz_id=2", {
+        "name": "sops plan", "step_list": [{"name": "one", "type": 1, "script_info": {
+            "script_content": "echo planned", "script_language": 1, "account": "root",
+            "server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}}}]})
+    assert tpl["result"], tpl
+    plan = await allowed.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
+                                   {"name": "sops plan"})
+    assert plan["result"], plan
     async with listening(Receiver(failures=0)) as receiver:
         sub = await asyncio.to_thread(sops_node, allowed.url, allowed.boot,
                                       receiver.url + "?token=t1")
+        others = await asyncio.to_thread(sops_other_nodes, allowed.url, allowed.boot,
+                                         receiver.url, plan["data"]["id"], str(tmp_path))
         for _ in range(300):
-            if receiver.accepted:
+            if len(receiver.accepted) >= 3:
                 break
             await asyncio.sleep(0.1)
-    [body] = receiver.accepted
+    by_token = dict(zip(receiver.queries, receiver.accepted, strict=True))
+    # the transfer's and the plan's nodes advance on theirs too
+    for token, job_id in others.items():
+        assert by_token[token]["job_instance_id"] == job_id and by_token[token]["status"] == 3
+        assert [s["status"] for s in by_token[token]["step_instance_list"]] == [3]
+    body = by_token["token=t1"]
     # the node parses the body itself and reads these two, as numbers
     assert body["job_instance_id"] == sub["job_instance_id"] and body["status"] == 3
     assert [s["status"] for s in body["step_instance_list"]] == [3]

@@ -36,15 +36,25 @@ def flow(url: str, boot: dict[str, Any], bk_api_ver: str) -> dict[str, Any]:
         "bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id,
         "ip_list": targets})
     agents = client.gse.get_agent_status({"bk_supplier_account": "0", "hosts": targets})
-    return {"status": status["data"], "logs": logs["data"], "agents": agents["data"]}
+    return {"status": status["data"], "logs": logs["data"], "agents": agents["data"],
+            "step_id": step_id}
 
 
 @pytest.mark.parametrize("bk_api_ver", ["", "v2"])
 async def test_published_client_runs_a_script(running: Running, bk_api_ver: str) -> None:
     await running.start_agents(IPS)
     out = await asyncio.to_thread(flow, running.url, running.boot, bk_api_ver)
-    assert out["status"]["job_instance"]["status"] == 3
-    results = out["status"]["step_instance_list"][0]["step_ip_result_list"]
+    assert out["status"]["finished"] is True
+    job = out["status"]["job_instance"]
+    assert {"job_instance_id", "name", "status", "create_time", "start_time", "end_time",
+            "total_time", "bk_scope_type", "bk_scope_id"} <= set(job)
+    assert job["status"] == 3 and (job["bk_scope_type"], job["bk_scope_id"]) == ("biz", "2")
+    # epoch milliseconds, in order
+    assert 10**12 < job["create_time"] <= job["start_time"] <= job["end_time"]
+    [step] = out["status"]["step_instance_list"]
+    assert {"step_instance_id", "type", "name", "status", "execute_count"} <= set(step)
+    assert (step["step_instance_id"], step["type"], step["status"]) == (out["step_id"], 1, 3)
+    results = step["step_ip_result_list"]
     assert sorted((r["ip"], r["status"], r["exit_code"]) for r in results) == [
         (ip, 9, 0) for ip in IPS]
     assert {i["ip"]: i["log_content"] for i in out["logs"]["script_task_logs"]} == {

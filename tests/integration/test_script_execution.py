@@ -18,7 +18,8 @@ IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 async def test_success_reports_every_host_with_raw_output(running: Running) -> None:
     await running.start_agents(IPS)
     script = ('echo \'{"status": true, "data": []}\'\n'
-              'echo "<BKLOG>path:/var/log/$JOBFLEET_HOST_IP</BKLOG>"\n')
+              'echo "<BKLOG>path:/var/log/$JOBFLEET_HOST_IP</BKLOG>"\n'
+              'echo "<SOPS_VAR>disk:80%</SOPS_VAR> to stderr" >&2\n')
     sub = await running.wire.run_script(script, IPS)
     assert set(sub) >= {"job_instance_id", "step_instance_id", "job_instance_name"}
     data = await running.wire.wait(sub["job_instance_id"])
@@ -37,14 +38,24 @@ async def test_success_reports_every_host_with_raw_output(running: Running) -> N
         lines = logs[ip].split("\n")
         assert json.loads(lines[0]) == {"status": True, "data": []}
         assert lines[1] == f"<BKLOG>path:/var/log/{ip}</BKLOG>"
-        assert logs[ip].endswith("\n") and len(lines) == 3
+        # stderr joins stdout in order, with no prefix
+        assert lines[2] == "<SOPS_VAR>disk:80%</SOPS_VAR> to stderr"
+        assert logs[ip].endswith("\n") and len(lines) == 4
 
 
 async def test_non_zero_exit_fails_job_with_real_exit_code(running: Running) -> None:
     await running.start_agents(IPS[:2])
     sub = await running.wire.run_script(
         'if [ "$JOBFLEET_HOST_IP" = 127.0.0.3 ]; then echo broken; exit 3; fi; echo fine', IPS[:2])
-    data = await running.wire.wait(sub["job_instance_id"])
+    seen = set()
+    while True:
+        data = await running.wire.status(sub["job_instance_id"])
+        seen.add(data["job_instance"]["status"])
+        if data["finished"]:
+            break
+        await asyncio.sleep(0.02)
+    # at no time a success (3), nor 9: at job level that is "state abnormal"
+    assert seen <= {1, 2, 4}, seen
     assert data["job_instance"]["status"] == 4
     assert data["step_instance_list"][0]["status"] == 4
     by_ip = {r["ip"]: r for r in data["step_instance_list"][0]["step_ip_result_list"]}
@@ -61,6 +72,14 @@ async def test_params_are_decoded_once_and_split_into_argv(running: Running) -> 
     await running.wire.wait(sub["job_instance_id"])
     logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"], IPS[:1])
     assert logs[IPS[0]] == "[--subscription_id=1]\n[--gse_path=/usr/local/gse/]\n[--name]\n[a b]\n"
+    # base64 without its padding, in the URL-safe alphabet: bk-job's decoder takes it
+    raw = "--q=~?> x"
+    sub = await running.wire.run_script(
+        script, IPS[:1], script_content=b64(script).rstrip("="),
+        script_param=b64(raw).replace("+", "-").replace("/", "_").rstrip("="))
+    await running.wire.wait(sub["job_instance_id"])
+    logs = await running.wire.logs(sub["job_instance_id"], sub["step_instance_id"], IPS[:1])
+    assert logs[IPS[0]] == "[--q=~?>]\n[x]\n"
 
 
 @pytest.mark.parametrize(("language", "script", "expected"), [
@@ -156,7 +175,8 @@ async def test_terminate_stops_processes_and_ends_in_stop_success(running: Runni
     data = await running.wire.wait(job_id, timeout=30)
     assert data["job_instance"]["status"] == 11
     assert data["step_instance_list"][0]["status"] == 11
-    assert {r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]} == {403}
+    assert {(r["status"], r["error_code"])
+            for r in data["step_instance_list"][0]["step_ip_result_list"]} == {(403, 126)}
     assert tree_alive(marker) == []
     again = await running.wire.v3("operate_job_instance", {
         "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
@@ -198,6 +218,28 @@ async def test_running_job_reports_unfinished_states(running: Running) -> None:
     go.touch()
     data = await running.wire.wait(sub["job_instance_id"])
     assert data["finished"] is True and data["job_instance"]["status"] == 3
+
+
+async def test_finished_only_once_every_host_is_final(running: Running) -> None:
+    await running.start_agents(IPS[:2])
+    go = running.data_dir / "go"
+    script = f'if [ "$JOBFLEET_HOST_IP" = {IPS[1]} ]; then {until_touched(go)}; fi; echo done'
+    sub = await running.wire.run_script(script, IPS[:2])
+
+    async def first_host_done() -> dict[str, object] | None:
+        data = await running.wire.status(sub["job_instance_id"])
+        hosts = {r["ip"]: r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]}
+        return data if hosts[IPS[0]] == 9 else None
+    data = await eventually(first_host_done)
+    hosts = {r["ip"]: (r["status"], r["error_code"])
+             for r in data["step_instance_list"][0]["step_ip_result_list"]}
+    # bk-nodeman reads error_code beside the status: 115 while the task runs on the host
+    assert hosts[IPS[0]] == (9, 0) and hosts[IPS[1]] in ((5, 0), (7, 115))
+    assert data["finished"] is False
+    assert data["job_instance"]["status"] == 2 and data["step_instance_list"][0]["status"] == 2
+    go.touch()
+    data = await running.wire.wait(sub["job_instance_id"])
+    assert data["job_instance"]["status"] == 3
 
 
 async def test_output_streams_while_the_script_runs(running: Running) -> None:

@@ -44,7 +44,7 @@ from jobfleet.api import (
 )
 from jobfleet.api.answer_headers import AnswerHeaders
 from jobfleet.api.compression import CompressAnswers
-from jobfleet.api.edge import BodyLimit, RequestCap
+from jobfleet.api.edge import BodyLimit, MergeSlashes, RequestCap
 from jobfleet.api.openapi import DocumentedAPI
 from jobfleet.api.route_index import RouteIndex
 from jobfleet.api.services import Services
@@ -167,6 +167,8 @@ def create_app(
     if headers:
         # outermost: a request refused by the cap or the body limit carries them too
         app.add_middleware(AnswerHeaders, headers=headers, skip=(docs.PAGE,))
+    # before anything reads the path: the limits, the cap and the routes see one form of it
+    app.add_middleware(MergeSlashes)
 
     @app.websocket("/api/jobfleet/v1/agents/connect")
     async def agent_socket(ws: WebSocket) -> None:

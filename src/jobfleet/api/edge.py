@@ -1,11 +1,12 @@
-"""What happens to a request before routing and authentication: body size limits and the
-cap on API requests in flight. Both are plain ASGI, so nothing is read or buffered
-before they decide.
+"""What happens to a request before routing and authentication: merged slashes, body size
+limits and the cap on API requests in flight. All are plain ASGI, so nothing is read or
+buffered before they decide.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 
@@ -16,6 +17,32 @@ from jobfleet.api import envelope
 from jobfleet.domain.errors import ErrorCode, JobError
 
 log = logging.getLogger(__name__)
+
+
+_SLASHES = re.compile(r"/{2,}")
+_SLASHES_RAW = re.compile(rb"/{2,}")
+API_ROOT = "/api/"
+
+
+class MergeSlashes:
+    """Reads a run of slashes in an API path as one, as the nginx-based gateways in front of
+    bk-job and GSE do (``merge_slashes``): clients join a base URL that ends in ``/`` to a
+    path that starts with one (``BK_COMPONENT_API_URL + "/api/bk-job/prod/"``). Other paths
+    (the console's) are left as they came."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and "//" in path:
+            merged = _SLASHES.sub("/", path)
+            if merged.startswith(API_ROOT):
+                scope = {**scope, "path": merged}
+                raw = scope.get("raw_path")
+                if isinstance(raw, bytes):
+                    scope["raw_path"] = _SLASHES_RAW.sub(b"/", raw)
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(JobError):

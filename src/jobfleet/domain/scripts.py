@@ -54,7 +54,7 @@ def decode_base64_bytes(value: str, name: str, limit: int) -> bytes:
             f"Invalid parameter [{name}]: decoded size exceeds {limit} bytes",
         )
     try:
-        raw = base64.b64decode("".join(value.split()), validate=True)
+        raw = base64.b64decode(_standard_base64("".join(value.split())), validate=True)
     except (binascii.Error, ValueError):
         raise JobError(
             ErrorCode.INVALID_PARAM_WITH_NAME, f"Invalid parameter [{name}]: not valid base64"
@@ -65,6 +65,19 @@ def decode_base64_bytes(value: str, name: str, limit: int) -> bytes:
             f"Invalid parameter [{name}]: decoded size {len(raw)} exceeds {limit} bytes",
         )
     return raw
+
+
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
+def _standard_base64(value: str) -> str:
+    """``value`` in the standard alphabet, padded. bk-job decodes with commons-codec, which
+    takes the URL-safe alphabet and a missing padding (Go's ``RawStdEncoding``, base64url
+    encoders); what is not base64 in either form is still refused."""
+    value = value.translate(_URL_SAFE)
+    if "=" not in value and len(value) % 4 in (2, 3):
+        value += "=" * (4 - len(value) % 4)
+    return value
 
 
 def decode_base64(value: str, name: str, limit: int) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.scripts import stored_script
-from jobfleet.domain.status import HostStatus, RunStatus
+from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus
 from jobfleet.store.bulk import BulkStatement
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import file_log_update
@@ -262,7 +262,13 @@ class JobStore(JobReads):
                         step_hosts.c.bk_host_id.in_(part),
                         step_hosts.c.status == int(HostStatus.WAITING),
                     )
-                    .values(status=int(HostStatus.RUNNING), start_time=now)
+                    # bk-job reports GSE's "handling" (115) beside a running host; bk-nodeman
+                    # reads it
+                    .values(
+                        status=int(HostStatus.RUNNING),
+                        error_code=int(GseErrorCode.RUNNING),
+                        start_time=now,
+                    )
                 )
 
     async def ingest(
