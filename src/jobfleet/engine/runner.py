@@ -196,31 +196,36 @@ class JobRunner:
                     r for r in await self.store.hosts(step.id, count) if r.status in UNFINISHED_HOST
                 ]
                 open_hosts = [r.bk_host_id for r in rows]
-                # what was sent stops on its host as a terminate stops it: the result the
-                # agent sends for it is no longer awaited
-                for row in rows:
-                    if row.status == HostStatus.RUNNING:
-                        self.tasks.dispatcher.kill_task(
-                            protocol.task_id(step.id, count, row.bk_host_id),
-                            row.bk_host_id,
-                            "terminate",
-                        )
-                await self.store.ingest(
-                    [
-                        {
-                            "step_instance_id": step.id,
-                            "execute_count": count,
-                            "bk_host_id": h,
-                            "seq": NOTE_SEQ,
-                            "content": FAILED_NOTE,
-                        }
-                        for h in open_hosts
-                    ],
-                    [
-                        HostResult(step.id, count, h, int(HostStatus.UNKNOWN_ERROR), end_time=end)
-                        for h in open_hosts
-                    ],
-                )
+                try:
+                    await self.store.ingest(
+                        [
+                            {
+                                "step_instance_id": step.id,
+                                "execute_count": count,
+                                "bk_host_id": h,
+                                "seq": NOTE_SEQ,
+                                "content": FAILED_NOTE,
+                            }
+                            for h in open_hosts
+                        ],
+                        [
+                            HostResult(
+                                step.id, count, h, int(HostStatus.UNKNOWN_ERROR), end_time=end
+                            )
+                            for h in open_hosts
+                        ],
+                    )
+                finally:
+                    # what was sent stops on its host as a terminate stops it, once its
+                    # host is concluded: the agent's answer to the kill (terminated) would
+                    # otherwise race the conclusion and win when the store is slow
+                    for row in rows:
+                        if row.status == HostStatus.RUNNING:
+                            self.tasks.dispatcher.kill_task(
+                                protocol.task_id(step.id, count, row.bk_host_id),
+                                row.bk_host_id,
+                                "terminate",
+                            )
                 started = step.start_time or end
                 await self.store.update_step(
                     step.id,
