@@ -166,6 +166,10 @@ async def test_rules_read_a_utf16_script_and_the_host_runs_its_bytes(running: Ru
             **BIZ, "script_language": 5, "content": raw64(script)})
         assert [(f["line"], f["action"], f["line_content"]) for f in checked["data"]] == [
             (2, 2, "Remove-Item -Recurse C:\\")], checked
+        # the console's "try it" box asks the same check
+        tried = await wire.post("/api/jobfleet/v1/dangerous-rules/check", {
+            "script_language": 5, "content": raw64(script)})
+        assert tried["data"]["blocked"], tried
     # without the mark the server cannot know how the host will read it: refused
     bare = await wire.v3("fast_execute_script", run_body(
         PS_SCRIPT.encode("utf-16-le"), script_language=5))
