@@ -163,9 +163,10 @@ def rule_texts(text: str) -> tuple[str, ...]:
     PowerShell reads a UTF-16 script as the text it is; a shell knows no byte order
     mark and runs the ASCII bytes that follow one. Which the host does depends on its
     interpreter, so a mark hides a command from neither reading."""
-    shown = shown_text(text)
     if is_unicode(text) and "\x00" not in text:
-        return (shown,)
+        # the text view, without testing the whole script for UTF-8 again
+        return (text.removeprefix("\ufeff"),)
+    shown = shown_text(text)
     plain = exact_bytes(text).decode("utf-8", errors="replace")
     if plain.removeprefix("\ufeff") == shown:
         return (shown,)
