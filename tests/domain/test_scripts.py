@@ -139,10 +139,14 @@ def test_a_byte_order_mark_hides_no_command_from_a_shell_reading() -> None:
     as UTF-8 are matched too, not only the UTF-16 view a mark makes of them."""
     rule = compile_rule(1, r"rm\s+-rf\s+/", [1], 2, "")
     for raw in (b"\xff\xfe\nrm -rf /tmp/x\n", b"\xfe\xffrm -rf /\n",
-                b"\xff\xfe\x00\x00\nrm -rf /\n"):
-        views = rule_texts(exact_text(raw))
+                b"\xff\xfe\x00\x00\nrm -rf /\n",
+                # bash drops NUL bytes: this runs rm, and reads as UTF-16 holding no NUL
+                b"\xff\xfe\nr\x00m -rf /\n"):
+        text = exact_text(raw)
+        views = rule_texts(text)
         assert len(views) == 2 and "rm -rf /" not in views[0], views
         assert [f.line for v in views for f in scan(v, 1, [rule])], raw
+    check_script_nul(exact_text(b"\xff\xfe\nr\x00m -rf /\n"), "script_content")
     assert rule_texts("rm -rf /\n") == ("rm -rf /\n",)
     assert rule_texts(exact_text(MARKED["utf-8"])) == (POWERSHELL,)
 

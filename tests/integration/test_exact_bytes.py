@@ -127,7 +127,9 @@ async def test_dangerous_rules_match_a_script_with_invalid_bytes(running: Runnin
     # an invalid byte before, inside the line and after the command: the shell still
     # runs rm -rf /, so the rule must still see it
     for script in (b"\xff\xfe\nrm -rf /tmp/x\xff\n", b"\xd6\xd0rm -rf /\n",
-                   b"echo \xc4\xe3; rm  -rf /var\x80\n"):
+                   b"echo \xc4\xe3; rm  -rf /var\x80\n",
+                   # after a UTF-16 mark, a NUL byte the shell drops
+                   b"\xff\xfe\nr\x00m -rf /\n"):
         blocked = await wire.v3("fast_execute_script", run_body(script))
         assert blocked["code"] == 1244019, (script, blocked)
         checked = await wire.v3("check_script", {

@@ -161,13 +161,14 @@ def rule_texts(text: str) -> tuple[str, ...]:
     mark, or UTF-16 without one), those too.
 
     PowerShell reads a UTF-16 script as the text it is; a shell knows no byte order
-    mark and runs the ASCII bytes that follow one. Which the host does depends on its
-    interpreter, so a mark hides a command from neither reading."""
+    mark and runs the ASCII bytes that follow one, NUL bytes left out. Which the host
+    does depends on its interpreter, so a mark hides a command from neither reading."""
     if is_unicode(text) and "\x00" not in text:
         # the text view, without testing the whole script for UTF-8 again
         return (text.removeprefix("\ufeff"),)
     shown = shown_text(text)
-    plain = exact_bytes(text).decode("utf-8", errors="replace")
+    # a shell drops the NUL bytes of the lines it reads: "r\0m" runs rm
+    plain = exact_bytes(text).decode("utf-8", errors="replace").replace("\x00", "")
     if plain.removeprefix("\ufeff") == shown:
         return (shown,)
     return shown, plain
