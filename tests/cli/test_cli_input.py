@@ -54,13 +54,13 @@ def test_a_script_that_is_not_utf8_is_sent_as_its_bytes(
     cli: Cli, server: FakeServer, tmp_path: Path
 ) -> None:
     """The server runs a script's bytes as they are: a GBK ``.bat`` or a Latin-1 shell
-    script goes as written (line ends made ``\\n``, as for any script file)."""
+    script goes as written, its CRLF line ends included."""
     script = tmp_path / "caf\u00e9.sh"
     script.write_bytes(b"echo 'caf\xe9' \xd6\xd0\r\n")
     result = cli("run", "-H", "127.0.0.1", "--file", str(script))
     assert result.exit_code == 0, result.output
     sent = base64.b64decode(server.submitted["script_content"])
-    assert sent == b"echo 'caf\xe9' \xd6\xd0\n", sent
+    assert sent == b"echo 'caf\xe9' \xd6\xd0\r\n", sent
 
 
 def test_script_bytes_that_are_not_utf8_are_sent_in_any_locale(tmp_path: Path) -> None:
@@ -138,27 +138,26 @@ def test_ctrl_c_at_a_secret_prompt_is_an_interruption(
     assert server.admin_requests() == []
 
 
-def test_a_script_on_standard_input_ends_its_lines_as_a_file_does(
+def test_a_script_keeps_its_line_ends_from_a_file_and_from_standard_input(
     cli: Cli, server: FakeServer, tmp_path: Path
 ) -> None:
-    """A script saved on Windows ends its lines with CRLF: read from a file its line
-    ends were made LF (as the console's text box makes them), read from standard input
-    they were sent as they were, and the agent's shell stopped at "$'\\r': command not
-    found". Both ways send the same script now."""
+    """A ``.bat`` saved on Windows ends its lines with CRLF, which cmd needs for some
+    constructs, and a UTF-16 script's ``\\r`` byte may be half of a character: read from
+    a file or from standard input, the script is sent as written."""
     import base64
 
-    script = "echo one\r\necho two\r\n"
-    path = tmp_path / "crlf.sh"
-    path.write_bytes(script.encode())
+    script = b"@echo off\r\necho one\r\n\xff\xfee\x00\r\x00\n\x00"
+    path = tmp_path / "crlf.bat"
+    path.write_bytes(script)
     sent = []
     for args, stdin in ((["--file", str(path)], None), (["--file", "-"], script)):
         result = cli.runner.invoke(
             app, ["--app-code", "a", "--app-secret", "s", "run", "-H", "127.0.0.1", *args],
-            input=None if stdin is None else stdin.encode())
+            input=stdin)
         assert result.exit_code == 0, result.output
-        sent.append(base64.b64decode(server.submitted["script_content"]).decode())
+        sent.append(base64.b64decode(server.submitted["script_content"]))
         server.submitted = {}
-    assert sent == ["echo one\necho two\n"] * 2, sent
+    assert sent == [script] * 2, sent
 
 
 def test_a_parameter_that_is_not_utf8_is_a_usage_error_in_any_locale() -> None:

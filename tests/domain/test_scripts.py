@@ -2,9 +2,11 @@ import base64
 
 import pytest
 
+from jobfleet.domain.dangerous import compile_rule, scan
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.scripts import (
     check_language,
+    check_script_nul,
     check_timeout,
     decode_base64,
     decode_base64_script,
@@ -13,6 +15,7 @@ from jobfleet.domain.scripts import (
     exact_text,
     is_unicode,
     loaded_script,
+    rule_texts,
     shown_text,
     split_params,
     stored_script,
@@ -113,3 +116,74 @@ def test_a_step_keeps_a_script_that_is_not_utf8_in_its_config() -> None:
     # a UTF-8 script is kept as it always was
     assert stored_script("echo é", {"a": 1}) == ("echo é", {"a": 1})
     assert loaded_script("echo é", {"a": 1}) == "echo é"
+
+
+# a PowerShell script as Windows saves it: CRLF line ends, a non-ASCII character
+POWERSHELL = "# nettoyage é\r\nRemove-Item -Recurse C:\\\r\n"
+MARKED = {
+    "utf-8": b"\xef\xbb\xbf" + POWERSHELL.encode("utf-8"),
+    "utf-16-le": b"\xff\xfe" + POWERSHELL.encode("utf-16-le"),
+    "utf-16-be": b"\xfe\xff" + POWERSHELL.encode("utf-16-be"),
+    "utf-32-le": b"\xff\xfe\x00\x00" + POWERSHELL.encode("utf-32-le"),
+    "utf-32-be": b"\x00\x00\xfe\xff" + POWERSHELL.encode("utf-32-be"),
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(MARKED))
+def test_a_byte_order_mark_says_how_the_text_view_reads_a_script(encoding: str) -> None:
+    text = exact_text(MARKED[encoding])
+    assert shown_text(text) == POWERSHELL
+    # the bytes still go as sent, and a step keeps the readable text
+    assert exact_bytes(text) == MARKED[encoding]
+    content, config = stored_script(text, None)
+    assert loaded_script(content, config) == text
+    if encoding != "utf-8":
+        assert content == POWERSHELL and "\x00" not in content
+    check_script_nul(text, "script_content")
+
+
+@pytest.mark.parametrize("encoding", sorted(MARKED))
+def test_a_rule_sees_a_command_in_a_script_with_a_byte_order_mark(encoding: str) -> None:
+    rule = compile_rule(1, r"Remove-Item\s+-Recurse", [5], 2, "no recursive removal")
+    anchored = compile_rule(2, r"^Remove-Item", [5], 2, "")
+    found = [f for view in rule_texts(exact_text(MARKED[encoding]))
+             for f in scan(view, 5, [rule, anchored])]
+    assert [(f.line, f.rule.id) for f in found][:2] == [(2, 1), (2, 2)], found
+
+
+def test_a_byte_order_mark_hides_no_command_from_a_shell_reading() -> None:
+    """A shell knows no byte order mark: it runs the ASCII bytes after one, so the bytes
+    as UTF-8 are matched too, not only the UTF-16 view a mark makes of them."""
+    rule = compile_rule(1, r"rm\s+-rf\s+/", [1], 2, "")
+    for raw in (b"\xff\xfe\nrm -rf /tmp/x\n", b"\xfe\xffrm -rf /\n",
+                b"\xff\xfe\x00\x00\nrm -rf /\n",
+                # bash drops NUL bytes: this runs rm, and reads as UTF-16 holding no NUL
+                b"\xff\xfe\nr\x00m -rf /\n"):
+        text = exact_text(raw)
+        views = rule_texts(text)
+        assert len(views) == 2 and "rm -rf /" not in views[0], views
+        assert [f.line for v in views for f in scan(v, 1, [rule])], raw
+    check_script_nul(exact_text(b"\xff\xfe\nr\x00m -rf /\n"), "script_content")
+    assert rule_texts("rm -rf /\n") == ("rm -rf /\n",)
+    assert rule_texts(exact_text(MARKED["utf-8"])) == (POWERSHELL,)
+
+
+def test_utf16_without_a_byte_order_mark_is_shown_but_never_launched() -> None:
+    """A BOM-less UTF-16 script reads as UTF-16 in the text view (the check shows what a
+    rule would find), but a launch refuses it: without the mark nothing says how the
+    host's interpreter will read it."""
+    for encoding in ("utf-16-le", "utf-16-be"):
+        text = exact_text(POWERSHELL.encode(encoding))
+        assert shown_text(text) == POWERSHELL
+        with pytest.raises(JobError) as err:
+            check_script_nul(text, "script_content")
+        assert err.value.code == ErrorCode.INVALID_PARAM_WITH_REASON
+        assert "byte order mark" in err.value.message
+    # NUL bytes that are not UTF-16 are shown as they are, and refused alike
+    assert shown_text("a\x00\x00b") == "a\x00\x00b"
+    with pytest.raises(JobError):
+        check_script_nul("echo a\x00b\n", "script_content")
+    # a marked script whose text holds a NUL character has nowhere to be kept
+    with pytest.raises(JobError) as err:
+        check_script_nul(exact_text(b"\xff\xfe" + "a\x00b".encode("utf-16-le")), "c")
+    assert "NUL characters" in err.value.message

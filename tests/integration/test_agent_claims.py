@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from tests.integration.harness import Running, eventually
+from tests.integration.harness import Running, b64, eventually
 from tests.integration.test_agent_messages import BAD_IP, GOOD_IP, done, raw_agent
 from tests.integration.test_file_transfer import transfer_body
 from tests.integration.test_peer_files import swarm_bytes
@@ -35,10 +34,10 @@ HONEST = ["127.0.0.4", "127.0.0.5"]
 PEERS = {ip: {"peer_port": 0, "peer_listen": ip, "peer_address": ip} for ip in HONEST}
 # a loopback address no host of the test has
 TRAP_IP = "127.0.0.77"
-# a host enrolled with an IPv6 ip, and an IPv6 address another host reports besides its ip
+# a host enrolled with an IPv6 ip (the only IPv6 loopback address, and so the only one
+# an agent of these tests may report that spells no IPv4 address)
 V6_OWNER = "::1"
 LATE_IP = "127.0.0.8"
-V6_REPORTED = str(ipaddress.IPv6Address("::ffff:127.0.6.4"))
 
 
 async def enrolled(running: Running, ip: str) -> Credential:
@@ -139,25 +138,29 @@ def _reports(running: Running, ip: str, ipv6: str) -> Callable[[], Awaitable[boo
 
 async def test_an_ipv6_address_claimed_in_a_hello_takes_no_other_hosts_alerts(
         running: Running) -> None:
-    """The hostile host reports as its IPv6 address one that is another host's ip, then
-    one another host reports as its own: alerts about either never start work on it."""
+    """The hostile host reports as its IPv6 address one another host reports as its own,
+    then one that is another host's ip: alerts about either never start work on it."""
     owner, reporter = V6_OWNER, "127.0.0.4"
-    await running.start_agents([reporter], settings_of={reporter: {"ipv6": V6_REPORTED}})
-    await eventually(_reports(running, reporter, V6_REPORTED))
+    # no host has ::1 as its ip yet: the one host reporting it is named by it
+    await running.start_agents([reporter], settings_of={reporter: {"ipv6": V6_OWNER}})
+    await eventually(_reports(running, reporter, V6_OWNER))
     cred = await enrolled(running, BAD_IP)
     rule_id = await _heal_rule(running)
-    async with raw_agent(running, owner):
-        async with raw_agent(running, BAD_IP, cred, ipv6=owner):
-            await eventually(_reports(running, BAD_IP, owner))
+    assert await _healed(running, rule_id, V6_OWNER) == ("started", [reporter])
+    async with raw_agent(running, BAD_IP, cred, ipv6=V6_OWNER):
+        await eventually(_reports(running, BAD_IP, V6_OWNER))
+        # once another claims it too, neither (another alert: the one above may still
+        # be healing)
+        assert await _healed(running, rule_id, f"{V6_OWNER},127.0.0.250") == ("skipped", [])
+        ambiguous = await running.wire.v3("fast_execute_script", {
+            "bk_scope_type": "biz", "bk_scope_id": "2", "script_content": b64("true"),
+            "script_language": 1, "account_alias": "root",
+            "target_server": {"ip_list": [{"ip": V6_OWNER, "bk_cloud_id": 0}]}})
+        assert ambiguous["code"] == 1241010 and "host_id_list" in ambiguous["message"]
+        async with raw_agent(running, owner):
             # the host whose ip it is, alone
-            assert await _healed(running, rule_id, owner) == ("started", [owner])
-        # the address one host reports names it; once another claims it too, neither
-        assert await _healed(running, rule_id, V6_REPORTED) == ("started", [reporter])
-        async with raw_agent(running, BAD_IP, cred, ipv6=V6_REPORTED):
-            await eventually(_reports(running, BAD_IP, V6_REPORTED))
-            # (another alert: the one above is still healing)
-            other_alert = f"{V6_REPORTED},127.0.0.250"
-            assert await _healed(running, rule_id, other_alert) == ("skipped", [])
+            assert await _healed(running, rule_id, f"{V6_OWNER},127.0.0.251") == (
+                "started", [owner])
 
 
 async def test_an_ipv6_address_claimed_in_a_hello_does_not_answer_for_another_hosts_log(
@@ -219,3 +222,35 @@ async def _all_connected(running: Running, agents: list[Any]) -> list[AgentConne
     conns = [running.server.registry.for_host(agent.host_id) for agent in agents]
     found = [c for c in conns if c is not None]
     return found if len(found) == len(agents) else None
+
+
+async def test_an_agent_cannot_stand_for_another_hosts_ipv4_address_in_ipv6_form(
+        running: Running) -> None:
+    """A real agent reports ``::ffff:<another host's IPv4>`` as its IPv6 address. That
+    form is the other host's address: no host holds it as its ip, so the one claimant
+    would have been the host a job, a log query or an alert naming it meant. Its claim
+    is refused, and the form names the host whose IPv4 address it spells."""
+    home, claimant = "127.0.0.31", "127.0.0.32"
+    mapped, compatible = f"::ffff:{home}", f"::{home}"
+    await running.start_agents([home, claimant], settings_of={claimant: {"ipv6": mapped}})
+    wire = running.wire
+    for named in ([mapped], [compatible], [mapped, compatible, home]):
+        job = await wire.run_script('echo "ran on $JOBFLEET_HOST_IP"', named)
+        status = await wire.wait(job["job_instance_id"])
+        hosts = status["step_instance_list"][0]["step_ip_result_list"]
+        assert [(h["ip"], h["status"]) for h in hosts] == [(home, 9)], (named, hosts)
+    home_id = hosts[0]["bk_host_id"]
+    one = await wire.v3("get_job_instance_ip_log", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+        "step_instance_id": job["step_instance_id"], "bk_cloud_id": 0, "ip": mapped},
+        method="GET")
+    assert one["result"], one
+    assert (one["data"]["bk_host_id"], one["data"]["log_content"]) == (
+        home_id, f"ran on {home}\n"), one
+    # the claimant is still named by its own address
+    job = await wire.run_script('echo "ran on $JOBFLEET_HOST_IP"', [f"::ffff:{claimant}"])
+    await wire.wait(job["job_instance_id"])
+    logs = await wire.logs(job["job_instance_id"], job["step_instance_id"], [claimant])
+    assert logs == {claimant: f"ran on {claimant}\n"}, logs
+    # what it reported is not kept as its IPv6 address
+    await eventually(_reports(running, claimant, ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -64,6 +65,32 @@ async def test_cli_runs_a_python_file(running: Running, tmp_path: Path) -> None:
                           "--a=1 --b=x", "--json")
     assert code == 0, out
     assert json.loads(out)["hosts"][0]["log"] == "args ['--a=1', '--b=x']\n"
+
+
+# CRLF line ends (each after a comment mark, so the shell ignores the CR) and bytes that
+# are not UTF-8: a .bat saved on Windows in a legacy code page, as far as bytes go
+CRLF_SCRIPT = (
+    b"# caf\xe9 \xd6\xd0 \xff #\r\n"
+    b'sha256sum "$0" #\r\n'
+)
+
+
+async def test_a_script_file_reaches_the_host_byte_for_byte(
+        running: Running, tmp_path: Path) -> None:
+    """``run --file`` and the SDK send a script's bytes unchanged, line ends included: the
+    file the agent runs hashes as the operator's file does."""
+    await running.start_agents(IPS[:1])
+    digest = hashlib.sha256(CRLF_SCRIPT).hexdigest()
+    script = tmp_path / "crlf.sh"
+    script.write_bytes(CRLF_SCRIPT)
+    code, out = await cli(running, "run", "--host", IPS[0], "--file", str(script), "--json")
+    assert code == 0, out
+    assert json.loads(out)["hosts"][0]["log"].startswith(digest), out
+    boot = running.boot
+    async with AsyncJobClient(running.url, boot["bk_app_code"], boot["bk_app_secret"],
+                              "admin", biz=2) as client:
+        result = await client.execute_and_wait(CRLF_SCRIPT, hosts=IPS[:1])
+    assert result.ok and result.hosts[0].log.startswith(digest), result
 
 
 async def test_cli_admin_and_errors(running: Running) -> None:

@@ -127,13 +127,74 @@ async def test_dangerous_rules_match_a_script_with_invalid_bytes(running: Runnin
     # an invalid byte before, inside the line and after the command: the shell still
     # runs rm -rf /, so the rule must still see it
     for script in (b"\xff\xfe\nrm -rf /tmp/x\xff\n", b"\xd6\xd0rm -rf /\n",
-                   b"echo \xc4\xe3; rm  -rf /var\x80\n"):
+                   b"echo \xc4\xe3; rm  -rf /var\x80\n",
+                   # after a UTF-16 mark, a NUL byte the shell drops
+                   b"\xff\xfe\nr\x00m -rf /\n"):
         blocked = await wire.v3("fast_execute_script", run_body(script))
         assert blocked["code"] == 1244019, (script, blocked)
         checked = await wire.v3("check_script", {
             **BIZ, "script_language": 1, "content": raw64(script)})
         assert checked["result"], checked
         assert "no rm -rf /" in [f["description"] for f in checked["data"]], checked
+
+
+# saved by Windows as "Unicode" (UTF-16 with its byte order mark), CRLF line ends
+PS_SCRIPT = "Write-Host nettoyage \u00e9\r\nRemove-Item -Recurse C:\\\r\n"
+# perl reads a UTF-16 script with its mark as the text it is: it hashes its own file
+# (in BEGIN, while it still holds the file it compiles)
+PERL_UTF16 = b"\xff\xfe" + (
+    "use Digest::SHA qw(sha256_hex); # \u00e9\r\n"
+    'BEGIN { open(my $f, "<:raw", $0) or die; local $/; print sha256_hex(<$f>), "\\n" }\r\n'
+).encode("utf-16-le")
+
+
+async def test_rules_read_a_utf16_script_and_the_host_runs_its_bytes(running: Running) -> None:
+    """A script in UTF-16 with its byte order mark holds a NUL byte in each ASCII
+    character: rules match the text it is, the launch is refused with the rule's code
+    when one blocks it, and when none does the host runs the exact bytes."""
+    await running.start_agents([IP])
+    wire = running.wire
+    rule = await wire.v3("create_dangerous_rule", {
+        "expression": r"Remove-Item\s+-Recurse", "script_language_list": [5], "action": 2,
+        "description": "no recursive removal"})
+    assert rule["result"], rule
+    for script in (b"\xff\xfe" + PS_SCRIPT.encode("utf-16-le"),
+                   b"\xfe\xff" + PS_SCRIPT.encode("utf-16-be")):
+        blocked = await wire.v3("fast_execute_script", run_body(script, script_language=5))
+        assert blocked["code"] == 1244019, blocked
+        assert "no recursive removal" in blocked["message"], blocked
+        assert "at line 2: Remove-Item -Recurse C:\\" in blocked["message"], blocked
+        checked = await wire.v3("check_script", {
+            **BIZ, "script_language": 5, "content": raw64(script)})
+        assert [(f["line"], f["action"], f["line_content"]) for f in checked["data"]] == [
+            (2, 2, "Remove-Item -Recurse C:\\")], checked
+        # the console's "try it" box asks the same check
+        tried = await wire.post("/api/jobfleet/v1/dangerous-rules/check", {
+            "script_language": 5, "content": raw64(script)})
+        assert tried["data"]["blocked"], tried
+    # without the mark the server cannot know how the host will read it: refused
+    bare = await wire.v3("fast_execute_script", run_body(
+        PS_SCRIPT.encode("utf-16-le"), script_language=5))
+    assert bare["code"] == 1241010 and "byte order mark" in bare["message"], bare
+    # a rule that only warns lets it run: the host gets the caller's bytes
+    scan = await wire.v3("create_dangerous_rule", {
+        "expression": r"sha256_hex\(", "script_language_list": [3], "action": 1,
+        "description": "hashing"})
+    assert scan["result"], scan
+    checked = await wire.v3("check_script", {
+        **BIZ, "script_language": 3, "content": raw64(PERL_UTF16)})
+    assert [(f["line"], f["action"]) for f in checked["data"]] == [(2, 1)], checked
+    answer = await wire.v3("fast_execute_script", run_body(PERL_UTF16, script_language=3))
+    assert answer["result"], answer
+    job = answer["data"]
+    data = await wire.wait(job["job_instance_id"])
+    log = (await wire.logs(job["job_instance_id"], job["step_instance_id"], [IP]))[IP]
+    assert data["job_instance"]["status"] == 3, (data, log)
+    assert log.startswith(hashlib.sha256(PERL_UTF16).hexdigest()), log
+    detail = await wire.v3("get_step_instance_detail", {
+        "bk_biz_id": 2, "job_instance_id": job["job_instance_id"],
+        "step_instance_id": job["step_instance_id"]}, method="GET")
+    assert detail["data"]["script_info"]["script_content"] == raw64(PERL_UTF16), detail
 
 
 async def test_output_split_characters_and_invalid_bytes_in_the_log(running: Running) -> None:

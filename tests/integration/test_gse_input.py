@@ -155,40 +155,42 @@ async def test_many_cloud_areas_cost_a_few_queries(running: Running) -> None:
 
 async def test_a_dual_stack_host_is_named_by_its_ipv6_address(running: Running) -> None:
     """A host that reports an IPv6 address besides its ip is named by either, as in a job's
-    ``ip_list``; an IPv6 address two hosts report names neither."""
-    # IPv4-mapped loopback: distinct IPv6 addresses that stay on this machine
-    v21, v99 = (str(ipaddress.IPv6Address(f"::ffff:127.0.6.{n}")) for n in (21, 99))
-    agents = {"127.0.0.21": {"ipv6": v21},
-              "127.0.0.23": {"ipv6": v99},
-              "127.0.0.24": {"ipv6": v99}}
+    ``ip_list``; an IPv6 address two hosts report names neither. An IPv4 address in IPv6
+    form is that IPv4 address: it names its host, in the answer by its IPv4 form."""
+    # on loopback, ::1 is the one IPv6 address that spells no IPv4 address
+    v21 = str(ipaddress.IPv6Address("::ffff:127.0.0.21"))
+    agents = {"127.0.0.21": {"ipv6": "::1"},
+              "127.0.0.23": {"ipv6": v21},
+              "127.0.0.24": {"ipv6": v21}}
     await running.start_agents(list(agents), settings_of=agents)
 
     async def reported() -> bool:
         v6 = {h.ip: h.ipv6 for h in await running.server.inventory.list()}
-        return v6 == {"127.0.0.21": v21, "127.0.0.23": v99,
-                      "127.0.0.24": v99}
+        return v6 == {"127.0.0.21": "::1", "127.0.0.23": "", "127.0.0.24": ""}
     await eventually(reported)
     wire = running.wire
-    hosts = [{"ip": v21, "bk_cloud_id": 0},
-             {"ip": v99, "bk_cloud_id": 0},
-             {"ip": "127.0.0.21", "bk_cloud_id": 0}]
+    hosts = [{"ip": "0::1", "bk_cloud_id": 0},
+             {"ip": v21, "bk_cloud_id": 0},
+             {"ip": "127.0.0.23", "bk_cloud_id": 0}]
     status = await wire.post(f"{V1}/get_agent_status", {"hosts": hosts})
     assert status["result"], status
     assert {k: v["bk_agent_alive"] for k, v in status["data"].items()} == {
-        f"0:{v21}": 1, f"0:{v99}": 0, "0:127.0.0.21": 1}
+        "0:::1": 1, "0:127.0.0.21": 1, "0:127.0.0.23": 1}
     info = await wire.post(f"{V1}/get_agent_info", {"hosts": hosts})
-    assert sorted(info["data"]) == ["0:127.0.0.21", f"0:{v21}"], info
+    assert sorted(info["data"]) == ["0:127.0.0.21", "0:127.0.0.23", "0:::1"], info
     state = await wire.post(f"{V2}/cluster/list_agent_state",
-                            {"agent_id_list": [f"0:{v21}", f"0:{v99}"]})
+                            {"agent_id_list": ["0:::1", f"0:{v21}"]})
     assert state["result"], state
     assert [(a["bk_agent_id"], a["status_code"]) for a in state["data"]] == [
-        (f"0:{v21}", 2)]
+        ("0:::1", 2), (f"0:{v21}", 2)]
     procs = await wire.post(f"{V2}/proc/get_proc_status_v2",
-                            {"meta": META, "agent_id_list": [f"0:{v21}"]})
+                            {"meta": META, "agent_id_list": ["0:::1"]})
     assert procs["result"], procs
     assert procs["data"]["proc_infos"][0]["host"]["ip"] == "127.0.0.21", procs
+    # ::1 once two hosts report it names neither
+    await running.start_agents(["127.0.0.25"], settings_of={"127.0.0.25": {"ipv6": "::1"}})
     ambiguous = await wire.post(f"{V2}/proc/get_proc_status_v2",
-                                {"meta": META, "agent_id_list": [f"0:{v99}"]})
+                                {"meta": META, "agent_id_list": ["0:::1"]})
     assert ambiguous["result"] and ambiguous["data"] == {"proc_infos": []}, ambiguous
 
 

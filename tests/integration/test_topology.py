@@ -263,12 +263,13 @@ async def test_other_business_needs_a_whitelist_entry(running: Running) -> None:
 
 async def test_ipv6_targets(running: Running) -> None:
     # an IPv6-only host enrolls with its IPv6 address as ip; dual-stack hosts report ipv6
-    # (IPv4-mapped loopback: distinct IPv6 addresses that stay on this machine)
-    v21, v99 = (str(ipaddress.IPv6Address(f"::ffff:127.0.6.{n}")) for n in (21, 99))
+    # (on loopback: ::1, or a host's own IPv4 address in IPv6 form, which is that address)
+    v21, v99 = (str(ipaddress.IPv6Address(f"::ffff:{ip}")) for ip in ("127.0.0.21", "127.0.6.99"))
     agents = {
         "::1": {"hostname": "v6-only"},
-        "127.0.0.21": {"ipv6": "0:0:0:0:0:ffff:7f00:615"},
+        "127.0.0.21": {"ipv6": "0:0:0:0:0:ffff:7f00:15"},
         "127.0.0.22": {"ipv6": "::1"},  # claims an address another host holds as its ip
+        # another IPv4 address in IPv6 form: refused, they report none
         "127.0.0.23": {"ipv6": v99},
         "127.0.0.24": {"ipv6": v99},
     }
@@ -277,15 +278,16 @@ async def test_ipv6_targets(running: Running) -> None:
     async def reported() -> bool:
         v6 = {h.ip: h.ipv6 for h in await running.server.inventory.list()}
         return v6 == {"::1": "::1", "127.0.0.21": v21, "127.0.0.22": "::1",
-                      "127.0.0.23": v99, "127.0.0.24": v99}
+                      "127.0.0.23": "", "127.0.0.24": ""}
     await eventually(reported)
 
     assert await ran_on(running, {"ip_list": [{"bk_cloud_id": 0, "ip": "::1"}]}) == ["::1"]
     assert await ran_on(running, {"ip_list": [
         {"bk_cloud_id": 0, "ip": "0:0:0:0:0:0:0:1"}, {"bk_cloud_id": 0, "ip": v21}]}) == [
         "127.0.0.21", "::1"]
-    ambiguous = await submit(running, {"ip_list": [{"bk_cloud_id": 0, "ip": v99}]})
-    assert ambiguous["code"] == 1241010 and "host_id_list" in ambiguous["message"]
+    # 127.0.6.99, which no host has, whoever claimed it
+    claimed = await submit(running, {"ip_list": [{"bk_cloud_id": 0, "ip": v99}]})
+    assert claimed["code"] == 1243052, claimed
     unknown = await submit(running, {"ip_list": [{"bk_cloud_id": 0, "ip": "::ffff:127.0.6.123"}]})
     assert unknown["code"] == 1243052
     listed = await ok(running, "GET", "/hosts", {"bk_biz_id": 2})
@@ -295,7 +297,7 @@ async def test_ipv6_targets(running: Running) -> None:
         "bk_biz_id": 2, "name": "v6",
         "filter": [{"field": "ipv6", "op": "prefix", "value": "::ffff:"}]})
     preview = await ok(running, "GET", f"/dynamic-groups/{group['id']}/hosts", {"bk_biz_id": 2})
-    assert sorted(h["ip"] for h in preview["hosts"]) == ["127.0.0.21", "127.0.0.23", "127.0.0.24"]
+    assert sorted(h["ip"] for h in preview["hosts"]) == ["127.0.0.21"]
     # the same through the async SDK
     boot = running.boot
     async with AsyncJobClient(running.url, boot["bk_app_code"], boot["bk_app_secret"], "admin",

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.jobs import JobStore, NewJob, NewStep
 
+MAPPED_2 = str(ipaddress.IPv6Address("::ffff:127.0.0.2"))
+
 
 async def _step(jobs: JobStore) -> int:
-    """A step on five hosts: two clouds share one IPv4; one host also has an IPv6."""
+    """A step on five hosts: two clouds share one IPv4; one host also has an IPv6, one
+    reports another host's IPv4 in IPv6 form."""
     now = now_ms()
     hosts = [
         {"bk_host_id": 1, "bk_cloud_id": 0, "ip": "127.0.0.1", "tag": "a", "status": 9},
         {"bk_host_id": 2, "bk_cloud_id": 0, "ip": "127.0.0.2", "tag": "b", "status": 4},
         {"bk_host_id": 3, "bk_cloud_id": 1, "ip": "127.0.0.1", "tag": "a", "status": 9},
-        {"bk_host_id": 4, "bk_cloud_id": 0, "ip": "127.0.1.4", "ipv6": "::ffff:127.0.6.4",
-         "status": 9},
-        {"bk_host_id": 5, "bk_cloud_id": 0, "ip": "127.168.0.5", "tag": "a", "status": 9},
+        {"bk_host_id": 4, "bk_cloud_id": 0, "ip": "127.0.1.4", "ipv6": "::1", "status": 9},
+        {"bk_host_id": 5, "bk_cloud_id": 0, "ip": "127.168.0.5", "tag": "a", "status": 9,
+         "ipv6": MAPPED_2},
     ]
     job = NewJob(
         values={"bk_biz_id": 2, "scope_type": "biz", "scope_id": "2", "name": "j", "type": 1,
@@ -41,7 +46,7 @@ async def test_host_rows_filtered_in_sql(db: Database) -> None:
     assert _ids(await jobs.hosts(step, 0, tag="a")) == [1, 3, 5]
     assert _ids(await jobs.hosts(step, 0, tag="a", statuses=[9], host_ids=[1, 2, 5])) == [1, 5]
     assert _ids(await jobs.hosts(step, 0, ip_contains="127.0.0.")) == [1, 2, 3]
-    assert _ids(await jobs.hosts(step, 0, ip_contains="::ffff:")) == [4]
+    assert _ids(await jobs.hosts(step, 0, ip_contains="::")) == [4, 5]
     # LIKE wildcards in the address part are plain characters
     assert await jobs.hosts(step, 0, ip_contains="127_0") == []
     assert await jobs.hosts(step, 1) == []
@@ -65,7 +70,9 @@ async def test_host_rows_at_addresses(db: Database) -> None:
     step = await _step(jobs)
     # the cloud tells apart two hosts of one IPv4
     assert _ids(await jobs.hosts_at(step, 0, [(1, "127.0.0.1")])) == [3]
-    assert _ids(await jobs.hosts_at(step, 0, [(0, "127.0.0.1"), (0, "::ffff:127.0.6.4")])) == [1, 4]
+    assert _ids(await jobs.hosts_at(step, 0, [(0, "127.0.0.1"), (0, "::1")])) == [1, 4]
+    # 127.0.0.2 in IPv6 form is 127.0.0.2, not the address of the host reporting it
+    assert await jobs.hosts_at(step, 0, [(0, MAPPED_2)]) == []
     assert await jobs.hosts_at(step, 0, [(2, "127.0.0.1"), (0, "127.9.9.9")]) == []
     assert await jobs.hosts_at(step, 0, []) == []
 

@@ -18,10 +18,10 @@ from jobfleet.domain.scripts import (
     MAX_SENSITIVE_PARAM_BYTES,
     MAX_TASK_NAME,
     check_language,
+    check_script_nul,
     check_timeout,
     decode_base64,
     decode_base64_script,
-    shown_text,
     split_params,
 )
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatus, ScriptLanguage
@@ -72,9 +72,8 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         if not script.strip():
             raise JobError.missing("script_content")
         # stored as text with the job: PostgreSQL holds no NUL (create_script refuses it too)
-        if "\x00" in script:
-            raise JobError.invalid("script_content", "the decoded script contains NUL bytes")
-    await call.services.rules.enforce(shown_text(script), language)
+        check_script_nul(script, "script_content")
+    await call.services.rules.enforce(script, language)
     sensitive = get_int(p, "is_param_sensitive", default=0) == 1
     raw_param = get_str(p, "script_param")
     param = ""

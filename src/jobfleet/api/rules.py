@@ -26,7 +26,7 @@ from jobfleet.domain.dangerous import (
     probe_expression,
 )
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.scripts import MAX_SCRIPT_BYTES, decode_base64_script, shown_text
+from jobfleet.domain.scripts import MAX_SCRIPT_BYTES, decode_base64_script
 
 # bk-job's IAM action for every change of a rule
 MANAGE = "high_risk_detect_rule"
@@ -197,9 +197,8 @@ def check_language_and_content(p: dict[str, Any]) -> tuple[int, str]:
     assert language is not None
     raw = get_str(p, "content", required=True)
     assert raw is not None
-    # rules match the text view, as they do on a launch: a script in any encoding is
-    # checked, and an ASCII command is seen whatever bytes surround it
-    return language, shown_text(decode_base64_script(raw, "content", MAX_SCRIPT_BYTES))
+    # any encoding: the check matches its text view, as a launch does
+    return language, decode_base64_script(raw, "content", MAX_SCRIPT_BYTES)
 
 
 async def check_script(call: Call) -> list[dict[str, Any]]:

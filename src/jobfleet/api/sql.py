@@ -16,7 +16,6 @@ from jobfleet.domain.scripts import (
     MAX_TASK_NAME,
     check_timeout,
     decode_base64_script,
-    shown_text,
 )
 from jobfleet.domain.status import ScriptLanguage
 from jobfleet.domain.targets import parse_target
@@ -54,7 +53,7 @@ async def fast_execute_sql(call: Call) -> dict[str, Any]:
     sql, stored = await _sql(call, {scope.bk_biz_id})
     db_account_id = get_int(p, "db_account_id", required=True, minimum=1, maximum=2**63 - 1)
     assert db_account_id is not None
-    await call.services.rules.enforce(shown_text(sql), ScriptLanguage.SQL)
+    await call.services.rules.enforce(sql, ScriptLanguage.SQL)
     timeout = check_timeout(get_int(p, "timeout"), call.services.engine.settings.max_timeout)
     name = get_str(p, "task_name", max_length=MAX_TASK_NAME)
     spec = parse_target(p.get("target_server"))

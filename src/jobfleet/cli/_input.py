@@ -30,11 +30,11 @@ def read_text(file: str, param_hint: str, *, not_text: str = "") -> str:
 
 
 def read_script(file: str, param_hint: str) -> bytes:
-    """The bytes of a script in ``file`` (``-``: standard input), in any encoding: the
-    host runs them as written. Line ends become ``\n``, as :func:`read_text` makes
-    them (a Windows-saved shell script would fail at its first ``\r``); CR and LF are
-    never part of a GBK or UTF-8 multi-byte character, so no other byte changes."""
-    return _read_bytes(file, param_hint).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    """The bytes of a script in ``file`` (``-``: standard input), exactly as written: the
+    host runs them in any encoding. Line ends are kept too: cmd needs CRLF in a ``.bat``
+    (a label or a ``goto`` target can be missed without it), and in UTF-16 a ``\r`` or
+    ``\n`` byte may be half of another character."""
+    return _read_bytes(file, param_hint)
 
 
 def _read_bytes(file: str, param_hint: str) -> bytes:

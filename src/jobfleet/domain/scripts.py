@@ -6,15 +6,17 @@ decoded with ``surrogateescape`` (:func:`exact_text`): valid UTF-8 reads as itse
 each byte that is not becomes a lone surrogate, so text operations (variables, the
 shell prelude) work on it and :func:`exact_bytes` gives the caller's bytes back. Such
 a string cannot go where only Unicode goes (a JSON answer, a database text column, the
-agent's wire): :func:`shown_text` is its text view (U+FFFD for each bad byte, every
-ASCII byte kept, which is what dangerous-statement rules match), and
-:func:`stored_script` / :func:`loaded_script` carry the bytes in a step's JSON config.
+agent's wire): :func:`shown_text` is its text view (what its byte order mark declares,
+else UTF-8 with U+FFFD for each bad byte and every ASCII byte kept), which
+dangerous-statement rules match, and :func:`stored_script` / :func:`loaded_script`
+carry the bytes in a step's JSON config.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import shlex
 from typing import Any
 
@@ -111,14 +113,99 @@ def exact_bytes(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogateescape")
 
 
-def shown_text(text: str) -> str:
-    """The text view of a script: U+FFFD for each byte that is not UTF-8.
+# byte order marks and the encodings they declare, the longest first: UTF-32 LE's
+# begins with UTF-16 LE's
+BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+# encodings in which text holds NUL bytes (one in each ASCII character)
+WIDE_ENCODINGS = frozenset({"utf-32-le", "utf-32-be", "utf-16-le", "utf-16-be"})
 
-    The replacement never swallows an ASCII byte (a bad sequence ends before one), so
-    rules and readers see every command as the host's shell does."""
-    if is_unicode(text):
+
+def declared_encoding(raw: bytes) -> tuple[str, int] | None:
+    """(encoding, length of the mark) of the byte order mark ``raw`` begins with."""
+    for mark, encoding in BYTE_ORDER_MARKS:
+        if raw.startswith(mark):
+            return encoding, len(mark)
+    return None
+
+
+def undeclared_utf16(raw: bytes) -> str | None:
+    """The UTF-16 byte order of ``raw`` when it reads as UTF-16 without a byte order
+    mark: most of its characters ASCII, so NUL in every other byte, on one side only."""
+    if len(raw) < 2 or len(raw) % 2:
+        return None
+    even, odd = raw[0::2].count(0), raw[1::2].count(0)
+    units = len(raw) // 2
+    if odd * 2 >= units and even * 8 <= odd:
+        return "utf-16-le"
+    if even * 2 >= units and odd * 8 <= even:
+        return "utf-16-be"
+    return None
+
+
+def shown_text(text: str) -> str:
+    """The text view of a script, which dangerous-statement rules match and people read.
+
+    A byte order mark says how to read the bytes after it (UTF-8, UTF-16 or UTF-32,
+    either byte order): Windows saves PowerShell and "Unicode" scripts as UTF-16 with
+    one, and the host's interpreter reads them so. Bytes that read as UTF-16 without a
+    mark are shown as UTF-16 (a launch refuses them: see :func:`check_script_nul`).
+    Anything else is UTF-8 with U+FFFD for each byte that is not: the replacement never
+    swallows an ASCII byte (a bad sequence ends before one), so rules and readers see
+    every command as the host's shell does."""
+    if is_unicode(text) and not text.startswith("\ufeff") and "\x00" not in text:
         return text
-    return exact_bytes(text).decode("utf-8", errors="replace")
+    raw = exact_bytes(text)
+    declared = declared_encoding(raw)
+    if declared is not None:
+        encoding, skip = declared
+        return raw[skip:].decode(encoding, errors="replace")
+    return raw.decode(undeclared_utf16(raw) or "utf-8", errors="replace")
+
+
+def rule_texts(text: str) -> tuple[str, ...]:
+    """Every reading of a script that dangerous-statement rules match: its text view
+    and, where that view is not its bytes read as UTF-8 (a UTF-16 or UTF-32 byte order
+    mark, or UTF-16 without one), those too.
+
+    PowerShell reads a UTF-16 script as the text it is; a shell knows no byte order
+    mark and runs the ASCII bytes that follow one, NUL bytes left out. Which the host
+    does depends on its interpreter, so a mark hides a command from neither reading."""
+    if is_unicode(text) and "\x00" not in text:
+        # the text view, without testing the whole script for UTF-8 again
+        return (text.removeprefix("\ufeff"),)
+    shown = shown_text(text)
+    # a shell drops the NUL bytes of the lines it reads: "r\0m" runs rm
+    plain = exact_bytes(text).decode("utf-8", errors="replace").replace("\x00", "")
+    if plain.removeprefix("\ufeff") == shown:
+        return (shown,)
+    return shown, plain
+
+
+def check_script_nul(text: str, name: str) -> None:
+    """Refuse (1241010) a script that holds NUL once read: a database text column holds
+    none, and the job keeps the script's text view.
+
+    NUL bytes are the UTF-16 or UTF-32 encoding of text only after a byte order mark;
+    without one the server cannot tell UTF-16 from other bytes, and a rule would match
+    a text view the host's interpreter may not read the same way."""
+    if "\x00" not in text:
+        return
+    declared = declared_encoding(exact_bytes(text))
+    if declared is not None and declared[0] in WIDE_ENCODINGS:
+        if "\x00" not in shown_text(text):
+            return
+        raise JobError.invalid(name, "the decoded script contains NUL characters")
+    raise JobError.invalid(
+        name,
+        "the decoded script contains NUL bytes (a UTF-16 or UTF-32 script must begin "
+        "with its byte order mark)",
+    )
 
 
 def encode_exact_base64(text: str | None) -> str:

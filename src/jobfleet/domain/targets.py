@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.host_addresses import embedded_ipv4
 
 MAX_SCRIPT_TARGETS = 50_000
 
@@ -44,10 +45,13 @@ def _int(value: Any, name: str) -> int:
 
 
 def normalize_ip(value: Any) -> str:
+    """An address in normal form; an IPv6 form of an IPv4 address (``::ffff:a.b.c.d``)
+    is that IPv4 address (see ``host_addresses``)."""
     if not isinstance(value, str):
         raise JobError.invalid("ip")
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        address = str(ipaddress.ip_address(value.strip()))
+        return embedded_ipv4(address) or address
     except ValueError:
         raise JobError(
             ErrorCode.INVALID_PARAM_WITH_REASON,

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 from jobfleet import __version__
 from jobfleet.domain import protocol
 from jobfleet.domain.agent_credentials import parse_credential
+from jobfleet.domain.host_addresses import may_claim
 from jobfleet.domain.host_filters import clean_labels
 from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.throttle import Throttle
@@ -514,7 +515,7 @@ class Gateway:
                 "hostname": _text(hello.get("hostname"), 255),
                 "os_type": _text(hello.get("os") or platform.system(), 32),
                 "agent_version": version,
-                "ipv6": _ipv6(hello.get("ipv6")),
+                "ipv6": self._claimed_ipv6(hello.get("ipv6"), agent_id, bound),
             },
         )
         os_name = _text(hello.get("os_name"), 255) or None
@@ -589,6 +590,20 @@ class Gateway:
         log.warning(
             "agent_peer_address_refused agent=%s host=%s address=%s peer=%s",
             agent_id, host.host_id, address, peer,
+        )
+        return ""
+
+    def _claimed_ipv6(self, value: Any, agent_id: str, host: AgentHost) -> str | None:
+        """The IPv6 address a hello reports, in normal form; None (keep the stored one)
+        if it is not one, "" (none) if it spells an IPv4 address that is not the host's
+        ip (``::ffff:a.b.c.d``): callers naming a host so mean that IPv4 address's host,
+        whom no other agent may stand for (``domain.host_addresses``)."""
+        address = _ipv6(value)
+        if address is None or may_claim(host.ip, address):
+            return address
+        log.warning(
+            "agent_ipv6_refused agent=%s host=%s ipv6=%s reason=another_hosts_ipv4",
+            agent_id, host.host_id, address,
         )
         return ""
 

@@ -39,6 +39,7 @@ from jobfleet.domain.dangerous import (
     scan,
 )
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.scripts import rule_texts
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
 from jobfleet.store.tables import dangerous_rules
 
@@ -243,11 +244,33 @@ class RuleStore:
                 log.error("dangerous_rule_unusable id=%s", row.id)
         return tuple(rules)
 
-    async def check(self, text: str, language: int) -> list[Finding]:
-        """The findings of the enabled rules; a rule out of time is logged and reported."""
+    async def check(self, script: str, language: int) -> list[Finding]:
+        """The findings of the enabled rules on ``script`` (as sent: see
+        ``domain.scripts``); a rule out of time is logged and reported.
+
+        Rules match the script's text view, whoever asks (a launch, a plan, the check
+        of the API and the console): a UTF-16 script with its byte order mark is read
+        as the text it is, and an ASCII command is seen whatever bytes surround it.
+        Where the host may read the bytes otherwise (``rule_texts``), each reading is
+        matched, and a finding of the second adds to those of the first."""
         rules = applicable(await self.enabled(), language)
         if not rules:
             return []
+        first, *others = rule_texts(script)
+        findings = await self._check_text(first, language, rules)
+        for text in others:
+            seen = {(f.line, f.rule.id) for f in findings}
+            more = [
+                f
+                for f in await self._check_text(text, language, rules)
+                if (f.line, f.rule.id) not in seen
+            ]
+            if more:
+                findings = sorted([*findings, *more], key=lambda f: f.line)
+        return findings
+
+    async def _check_text(self, text: str, language: int, rules: list[Rule]) -> list[Finding]:
+        """The findings of ``rules`` on one reading of a script."""
         findings = None
         if len(text) <= OFFLOAD_CHARS:
             with contextlib.suppress(NeedsThread):
@@ -285,9 +308,9 @@ class RuleStore:
                 self._threads, functools.partial(scan, text, language, rules, self.limits)
             )
 
-    async def enforce(self, text: str, language: int, *, where: str = "") -> list[Finding]:
+    async def enforce(self, script: str, language: int, *, where: str = "") -> list[Finding]:
         """Refuse (1244019) a script an intercept rule matches; log what scan rules find."""
-        findings = await self.check(text, language)
+        findings = await self.check(script, language)
         hit = blocking(findings)
         if hit is not None:
             log.warning(
