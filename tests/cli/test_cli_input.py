@@ -173,3 +173,19 @@ def test_a_parameter_that_is_not_utf8_is_a_usage_error_in_any_locale() -> None:
     assert done.returncode == 2, err
     assert "the parameter is not UTF-8 text (byte 0xe9 at offset 5)" in err, err
     assert "Traceback" not in err, err
+
+
+def test_a_shell_script_with_crlf_line_ends_is_sent_with_a_warning(
+    cli: Cli, server: FakeServer, tmp_path: Path
+) -> None:
+    """A shell script saved on Windows is sent as written too, but a shell on the host
+    would fail at each line's ``\\r``: the operator is told here, once; a ``.bat`` is not
+    warned about."""
+    for name, warned in (("crlf.sh", True), ("crlf.bat", False)):
+        path = tmp_path / name
+        path.write_bytes(b"echo one\r\necho two\r\n")
+        result = cli("run", "-H", "127.0.0.1", "--file", str(path))
+        assert result.exit_code == 0, result.output
+        assert base64.b64decode(server.submitted["script_content"]) == path.read_bytes()
+        assert ("CRLF line ends" in result.stderr) is warned, result.stderr
+        server.submitted = {}

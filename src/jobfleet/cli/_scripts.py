@@ -82,7 +82,19 @@ def load_script(
         hint = "-c" if file is None else "--file"
         raise typer.BadParameter("the script is empty: give the commands to run", param_hint=hint)
     if lang is not None:
-        return script, parse_language(lang)
-    if file is None or file == "-":
-        return script, ScriptLanguage.SHELL
-    return script, language_for(file)
+        language = parse_language(lang)
+    elif file is None or file == "-":
+        language = ScriptLanguage.SHELL
+    else:
+        language = language_for(file)
+    if language == ScriptLanguage.SHELL and b"\r\n" in script and not script.startswith(
+        (b"\xff\xfe", b"\xfe\xff")
+    ):
+        # sent as written, as a .bat needs; a shell would fail on each line's \r far from
+        # here, on every host
+        typer.echo(
+            "warning: the script has CRLF line ends; a shell on the host reads each \\r as "
+            "part of its line (convert it with dos2unix)",
+            err=True,
+        )
+    return script, language
