@@ -1,0 +1,34 @@
+"""Variable values from a launch or from a host's report are data for the steps after:
+they never become code, never leave a password where others can read it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.harness import Running
+from tests.integration.test_plans import A, B, execute, hosts, make_plan, script, step_ids
+
+
+async def test_array_values_from_a_launch_or_a_host_do_not_run_as_code(
+        running: Running, tmp_path: Path) -> None:
+    await running.start_agents([A, B])
+    mark = tmp_path / "ran"
+    # host A reports a value for the array; the next step runs on host B
+    plan_id, _ = await make_plan(running, [
+        script("set", f'echo "colors=(x) ; touch {mark}-reported ; (y)" '
+               '>> "$JOBFLEET_VARS_FILE"\n', hosts(A)),
+        script("use", 'printf "<%s>" "${colors[@]}"; echo; declare -p sizes\n', hosts(B)),
+    ], [{"name": "colors", "type": 6, "value": "(a b)", "changeable": 1},
+        {"name": "sizes", "type": 5, "value": '(["k"]=v)'}])
+    answer = await execute(running, plan_id, global_var_list=[
+        {"name": "sizes", "value": f'(["k"]=$(touch {mark}-launch) ["`touch {mark}-key`"]=v)'}])
+    assert answer["result"], answer
+    job_id = answer["data"]["job_instance_id"]
+    status = await running.wire.wait(job_id)
+    assert status["job_instance"]["status"] == 3, status
+    steps = await step_ids(running, job_id)
+    logs = await running.wire.logs(job_id, steps[1], [B])
+    assert logs[B].startswith(f"<x)><;><touch><{mark}-reported><;><(y>\n"), logs
+    # the key with backticks is a key like any other
+    assert f"touch {mark}-key" in logs[B], logs
+    assert not list(tmp_path.glob("ran*"))
