@@ -32,3 +32,20 @@ async def test_array_values_from_a_launch_or_a_host_do_not_run_as_code(
     # the key with backticks is a key like any other
     assert f"touch {mark}-key" in logs[B], logs
     assert not list(tmp_path.glob("ran*"))
+
+
+async def test_a_password_in_a_shell_parameter_stays_off_the_command_line(
+        running: Running) -> None:
+    await running.start_agents([A])
+    plan_id, _ = await make_plan(running, [
+        script("login", 'tr "\\0" " " < /proc/$$/cmdline; echo; echo "arg=$1 $#"\n', hosts(A),
+               script_param="--password ${secret}"),
+    ], [{"name": "secret", "type": 4, "value": "s3cr3t-value"}])
+    answer = await execute(running, plan_id)
+    job_id = answer["data"]["job_instance_id"]
+    status = await running.wire.wait(job_id)
+    assert status["job_instance"]["status"] == 3, status
+    steps = await step_ids(running, job_id)
+    cmdline, args, _ = (await running.wire.logs(job_id, steps[0], [A]))[A].split("\n")
+    assert "s3cr3t-value" not in cmdline, cmdline
+    assert args == "arg=--password 2"

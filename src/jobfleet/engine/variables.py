@@ -18,6 +18,7 @@ from sqlalchemy import Row
 from jobfleet.domain.status import ScriptLanguage, VariableType
 from jobfleet.domain.variables import (
     MASK,
+    REFERENCE_RE,
     Variable,
     parse_reported,
     render,
@@ -124,12 +125,29 @@ def script_message(
 
     shared = {**template, **build(state.values())}
     shared["collect_vars"] = state.changeable
+    if (
+        template["lang"] == ScriptLanguage.SHELL
+        and not shared.get("sensitive")
+        and _holds_password(template["args"], state)
+    ):
+        # a password in a parameter would be on the script's command line, which every
+        # account on the host may read (``ps``); a shell script reads a sensitive
+        # parameter as it reads any other ($1), so it is made one (other languages
+        # would lose their arguments: their steps mark the parameter sensitive)
+        shared["sensitive"] = True
     per_host: dict[int, dict[str, Any]] = {}
     if state.per_host:
         for host in hosts:
             if any(host in values for values in state.per_host.values()):
                 per_host[host] = build(state.values(host))
     return shared, per_host
+
+
+def _holds_password(texts: Iterable[str], state: VariableState) -> bool:
+    secret = {v.name for v in state.variables if v.type == VariableType.PASSWORD}
+    return any(
+        match.group(1) in secret for text in texts for match in REFERENCE_RE.finditer(text)
+    )
 
 
 def collect(
