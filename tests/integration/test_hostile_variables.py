@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests.integration.harness import Running
 from tests.integration.test_plans import A, B, execute, hosts, make_plan, script, step_ids
+from tests.integration.test_templates import own
 
 
 async def test_array_values_from_a_launch_or_a_host_do_not_run_as_code(
@@ -49,3 +50,21 @@ async def test_a_password_in_a_shell_parameter_stays_off_the_command_line(
     cmdline, args, _ = (await running.wire.logs(job_id, steps[0], [A]))[A].split("\n")
     assert "s3cr3t-value" not in cmdline, cmdline
     assert args == "arg=--password 2"
+
+
+async def test_a_password_variable_is_refused_in_a_file_path(running: Running) -> None:
+    """A file step's paths are shown as they ran: a password in one would be shown."""
+    source = {"file_list": ["/srv/${secret}/f.txt"], "account": {"alias": "root"},
+              "server": hosts(A)}
+    for info in [
+        {"file_source_list": [source], "file_destination": {
+            "path": "/srv/out/", "account": {"alias": "root"}, "server": hosts(B)}},
+        {"file_source_list": [{**source, "file_list": ["/srv/f.txt"]}], "file_destination": {
+            "path": "/srv/${secret}/", "account": {"alias": "root"}, "server": hosts(B)}},
+    ]:
+        answer = await own(running, "POST", "/templates", {
+            "name": "ship",
+            "global_var_list": [{"name": "secret", "type": 4, "value": "s3cr3t-value"}],
+            "step_list": [{"name": "ship", "type": 2, "file_info": info}]})
+        assert not answer["result"] and answer["code"] == 1241010, answer
+        assert "password variable 'secret'" in answer["message"], answer

@@ -212,8 +212,14 @@ def _opened(raw: Any, cipher: Cipher | None) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def render_file_config(config: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
-    """A file step's paths with ``${name}`` replaced."""
+def render_file_config(
+    config: dict[str, Any], values: dict[str, str], secrets: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A file step's paths with ``${name}`` replaced, but for the ``secrets`` (password
+    variables): the paths are kept and shown as they ran. A plan may not name one in a
+    path (``domain.plans``); one saved before that was checked keeps the reference."""
+    hidden = set(secrets)
+    values = {k: v for k, v in values.items() if k not in hidden}
     out = dict(config)
     out["target_path"] = render(str(config.get("target_path") or ""), values)
     sources = []
