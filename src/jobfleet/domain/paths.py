@@ -15,6 +15,9 @@ from typing import Any
 
 FILE_SRC_IP = "[FILESRCIP]"
 LOCAL_SOURCE = "0_0.0.0.0"
+# Linux's PATH_MAX and NAME_MAX; a file log keeps a path of up to MAX_PATH characters
+MAX_PATH = 4096
+MAX_NAME = 255
 
 # Java DateTimeFormatter letters that have a strftime twin, longest first
 _JAVA_TOKENS = [

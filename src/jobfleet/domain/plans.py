@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.paths import MAX_PATH
 from jobfleet.domain.scripts import MAX_PARAM_BYTES, MAX_SCRIPT_BYTES, MAX_SENSITIVE_PARAM_BYTES
 from jobfleet.domain.status import ScriptLanguage, ScriptType, StepType, VariableType
 from jobfleet.domain.variables import MASK, REFERENCE_RE, Variable, apply_overrides
@@ -242,6 +243,8 @@ def _file_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
     path = path.strip()
     if not path.startswith("/") and not path.startswith("${"):
         raise _bad(f"{field}.file_destination.path", f"{path!r} is not an absolute path")
+    if len(path) > MAX_PATH:
+        raise _bad(f"{field}.file_destination.path", f"longer than {MAX_PATH} characters")
     mode = _int(raw.get("transfer_mode"), f"{field}.transfer_mode", 2)
     if mode not in (1, 2):
         raise JobError(ErrorCode.NOT_SUPPORTED, f"transfer_mode {mode} is not supported")
