@@ -8,6 +8,7 @@ date pattern (``yyyy-MM-dd``), ``[DATEFMT:<format>]`` the time formatted with
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -48,6 +49,39 @@ def stays_below(rel: str) -> bool:
     if not rel or "\0" in rel or rel.startswith("/"):
         return False
     return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+# how an agent reads a source pattern (``agent.files.sources``)
+REGEX_MARK = "REGEX:"
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+
+
+def _anchor(pattern: str) -> tuple[str, bool]:
+    """Where every entry a pattern names lies: the path, the directory before its first
+    wildcard, or the directory of its ``REGEX:``; True when a ``..`` after a wildcard
+    lets it climb out of that directory."""
+    if REGEX_MARK in pattern:
+        return posixpath.normpath(pattern.partition(REGEX_MARK)[0] or "/"), False
+    parts = pattern.split("/")
+    first = next((i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part)), None)
+    if first is None:
+        return posixpath.normpath(pattern), False
+    return posixpath.normpath("/".join(parts[:first]) or "/"), ".." in parts[first:]
+
+
+def listed_as_asked(patterns: list[str], path: str, rel: str) -> bool:
+    """A source agent's listed entry is one the patterns name, as an honest agent lists
+    it: ``path`` lies where a pattern points and ``rel`` (the name it gets under the
+    target directory) is the end of ``path``. A source that named any other would put
+    a file of its choosing at a name of its choosing on every target."""
+    full = posixpath.normpath(path)
+    if not full.endswith("/" + rel):
+        return False
+    for pattern in patterns:
+        anchor, climbs = _anchor(pattern)
+        if climbs or anchor == "/" or full == anchor or full.startswith(anchor + "/"):
+            return True
+    return False
 
 
 def host_source_files(config: Mapping[str, Any] | None) -> dict[int, list[str]]:
