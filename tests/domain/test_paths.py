@@ -55,3 +55,15 @@ def test_a_listed_name_stays_below_the_target_directory() -> None:
 def test_a_listed_entry_is_one_the_patterns_name(
         patterns: list[str], path: str, rel: str, asked: bool) -> None:
     assert listed_as_asked(patterns, path, rel) is asked
+
+
+@pytest.mark.parametrize(("patterns", "path", "rel"), [
+    # an entry below the file asked for, named as if it were the target directory's own
+    (["/srv/app.tar"], "/srv/app.tar/x", "x"),
+    # a dot entry a wildcard does not match, a name its part does not match
+    (["/srv/*"], "/srv/.ssh/authorized_keys", ".ssh/authorized_keys"),
+    (["/srv/*.log"], "/srv/evil.sh", "evil.sh"),
+])
+def test_a_listed_entry_keeps_the_name_its_pattern_gives(
+        patterns: list[str], path: str, rel: str) -> None:
+    assert not listed_as_asked(patterns, path, rel)

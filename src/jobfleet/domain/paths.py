@@ -8,6 +8,7 @@ date pattern (``yyyy-MM-dd``), ``[DATEFMT:<format>]`` the time formatted with
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
 from collections.abc import Mapping
@@ -56,32 +57,54 @@ REGEX_MARK = "REGEX:"
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 
 
-def _anchor(pattern: str) -> tuple[str, bool]:
-    """Where every entry a pattern names lies: the path, the directory before its first
-    wildcard, or the directory of its ``REGEX:``; True when a ``..`` after a wildcard
-    lets it climb out of that directory."""
+def _named_by(pattern: str, full: str, rel: str) -> bool:
+    """Whether an honest agent could list ``full`` under the name ``rel`` for ``pattern``
+    (``agent.files.sources``): a plain path names itself and what lies below it, under
+    its own name; a glob the entries matching it below the directory before its first
+    wildcard, named from that directory; ``<dir>/REGEX:<expr>`` entries of ``dir``,
+    named from ``dir``."""
     if REGEX_MARK in pattern:
-        return posixpath.normpath(pattern.partition(REGEX_MARK)[0] or "/"), False
+        # the expression is not run here: an operator's expression that backtracks
+        # badly, fed a name the source chose, would hold the server's loop
+        base = posixpath.normpath(pattern.partition(REGEX_MARK)[0] or "/")
+        return _below(full, base, rel)
     parts = pattern.split("/")
-    first = next((i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part)), None)
-    if first is None:
-        return posixpath.normpath(pattern), False
-    return posixpath.normpath("/".join(parts[:first]) or "/"), ".." in parts[first:]
+    wild = next((i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part)), None)
+    if wild is None:
+        path = posixpath.normpath(pattern)
+        return (full == path or full.startswith(path.rstrip("/") + "/")) and _below(
+            full, posixpath.dirname(path), rel
+        )
+    rest = [part for part in parts[wild:] if part]
+    if ".." in rest:
+        # a ".." after the wildcard climbs out of the directory: the entry keeps its name
+        return full.endswith("/" + rel)
+    names = rel.split("/")
+    base = posixpath.normpath("/".join(parts[:wild]) or "/")
+    return (
+        _below(full, base, rel)
+        and len(names) >= len(rest)
+        and all(_glob_match(name, part) for name, part in zip(names, rest, strict=False))
+    )
+
+
+def _below(full: str, base: str, rel: str) -> bool:
+    return full == posixpath.join(base, rel)
+
+
+def _glob_match(name: str, part: str) -> bool:
+    # as the agent and the shell match: a wildcard does not match a leading dot
+    if name.startswith(".") and not part.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, part)
 
 
 def listed_as_asked(patterns: list[str], path: str, rel: str) -> bool:
-    """A source agent's listed entry is one the patterns name, as an honest agent lists
-    it: ``path`` lies where a pattern points and ``rel`` (the name it gets under the
-    target directory) is the end of ``path``. A source that named any other would put
-    a file of its choosing at a name of its choosing on every target."""
+    """A source agent's listed entry is one the patterns name, under the name an honest
+    agent gives it. A source that named any other would put a file of its choosing at a
+    name of its choosing on every target."""
     full = posixpath.normpath(path)
-    if not full.endswith("/" + rel):
-        return False
-    for pattern in patterns:
-        anchor, climbs = _anchor(pattern)
-        if climbs or anchor == "/" or full == anchor or full.startswith(anchor + "/"):
-            return True
-    return False
+    return any(_named_by(pattern, full, rel) for pattern in patterns)
 
 
 def host_source_files(config: Mapping[str, Any] | None) -> dict[int, list[str]]:
