@@ -97,6 +97,8 @@ def test_expression_is_normalized() -> None:
     ("1-" + "9" * 5000 + " * * * *", "is out of range 0-59"),
     ("*/" + "9" * 5000 + " * * * *", "is larger than the minute range"),
     ("*/" + "0" * 5000 + " * * * *", "must be a positive number"),
+    # valid, but longer than a cron keeps
+    (",".join(["1"] * 128) + " * * * *", "at most 255 characters"),
 ])
 def test_invalid_expressions_say_why(expression: str, says: str) -> None:
     with pytest.raises(JobError) as err:

@@ -406,6 +406,8 @@ async def test_cron_api_rules(running: Running) -> None:
     assert got[0] == 1241010, got
     got = await code(**base, execute_time=(int(time.time()) + 60) * 1000)
     assert got[0] == 1241010 and "milliseconds" in got[1]
+    got = await code(**base, expression=",".join(["1"] * 200) + " * * * *")
+    assert got[0] == 1241010 and "at most 255 characters" in got[1], got
 
     # the business's time zone is the default
     async with server.db.begin() as conn:

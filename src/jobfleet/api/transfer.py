@@ -19,7 +19,7 @@ from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
 from jobfleet.api.scope import holds_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.paths import source_label
+from jobfleet.domain.paths import MAX_NAME, MAX_PATH, source_label
 from jobfleet.domain.plans import MAX_SPEED_LIMIT
 from jobfleet.domain.rolling import parse_rolling
 from jobfleet.domain.scripts import MAX_TASK_NAME, check_timeout, decode_base64_bytes
@@ -49,6 +49,8 @@ def _absolute(path: Any, name: str) -> str:
     text = path.strip()
     if not text.startswith("/"):
         raise JobError.invalid(name, f"{text!r} is not an absolute path")
+    if len(text) > MAX_PATH:
+        raise JobError.invalid(name, f"longer than {MAX_PATH} characters")
     return text
 
 
@@ -95,7 +97,7 @@ async def fast_transfer_file(call: Call) -> dict[str, Any]:
     p = call.params
     scope = await call.scope("quick_transfer_file")
     target_path = _absolute(p.get("file_target_path"), "file_target_path")
-    target_name = get_str(p, "file_target_name", max_length=255)
+    target_name = get_str(p, "file_target_name", max_length=MAX_NAME)
     if target_name and ("/" in target_name or target_name in (".", "..")):
         raise JobError.invalid("file_target_name", "must be a plain file name")
     mode = get_int(p, "transfer_mode", default=2)
@@ -195,6 +197,8 @@ async def push_config_file(call: Call) -> dict[str, Any]:
         name = str(item["file_name"])
         if "/" in name or name in (".", ".."):
             raise JobError.invalid("file_list.file_name", f"{name!r} is not a file name")
+        if len(name) > MAX_NAME:
+            raise JobError.invalid("file_list.file_name", f"longer than {MAX_NAME} characters")
         # a file arrives byte for byte, whatever its encoding
         content = decode_base64_bytes(
             str(item.get("content") or ""), "file_list.content", MAX_CONFIG_FILE

@@ -22,6 +22,8 @@ from cronsim import CronSim, CronSimError
 from jobfleet.domain.errors import ErrorCode, JobError
 
 MAX_NAME = 60
+# what a cron row keeps of an expression
+MAX_EXPRESSION = 255
 DEFAULT_TIMEZONE = "UTC"
 # execute_time above this is surely milliseconds (it is the year 5138 in seconds)
 MAX_EXECUTE_TIME = 100_000_000_000
@@ -132,6 +134,8 @@ def parse_expression(text: object) -> str:
             raise _bad(f"'#' is not supported (in the {name} field)")
         _check_field(part, field)
     normalized = " ".join(parts)
+    if len(normalized) > MAX_EXPRESSION:
+        raise _bad(f"a cron expression is at most {MAX_EXPRESSION} characters")
     try:
         schedule = CronSim(normalized, datetime(2000, 1, 1, tzinfo=UTC))
         next(schedule)

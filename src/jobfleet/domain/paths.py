@@ -8,6 +8,8 @@ date pattern (``yyyy-MM-dd``), ``[DATEFMT:<format>]`` the time formatted with
 
 from __future__ import annotations
 
+import fnmatch
+import posixpath
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -15,6 +17,9 @@ from typing import Any
 
 FILE_SRC_IP = "[FILESRCIP]"
 LOCAL_SOURCE = "0_0.0.0.0"
+# Linux's PATH_MAX and NAME_MAX; a file log keeps a path of up to MAX_PATH characters
+MAX_PATH = 4096
+MAX_NAME = 255
 
 # Java DateTimeFormatter letters that have a strftime twin, longest first
 _JAVA_TOKENS = [
@@ -45,6 +50,61 @@ def stays_below(rel: str) -> bool:
     if not rel or "\0" in rel or rel.startswith("/"):
         return False
     return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+# how an agent reads a source pattern (``agent.files.sources``)
+REGEX_MARK = "REGEX:"
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+
+
+def _named_by(pattern: str, full: str, rel: str) -> bool:
+    """Whether an honest agent could list ``full`` under the name ``rel`` for ``pattern``
+    (``agent.files.sources``): a plain path names itself and what lies below it, under
+    its own name; a glob the entries matching it below the directory before its first
+    wildcard, named from that directory; ``<dir>/REGEX:<expr>`` entries of ``dir``,
+    named from ``dir``."""
+    if REGEX_MARK in pattern:
+        # the expression is not run here: an operator's expression that backtracks
+        # badly, fed a name the source chose, would hold the server's loop
+        base = posixpath.normpath(pattern.partition(REGEX_MARK)[0] or "/")
+        return _below(full, base, rel)
+    parts = pattern.split("/")
+    wild = next((i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part)), None)
+    if wild is None:
+        path = posixpath.normpath(pattern)
+        return (full == path or full.startswith(path.rstrip("/") + "/")) and _below(
+            full, posixpath.dirname(path), rel
+        )
+    rest = [part for part in parts[wild:] if part]
+    if ".." in rest:
+        # a ".." after the wildcard climbs out of the directory: the entry keeps its name
+        return full.endswith("/" + rel)
+    names = rel.split("/")
+    base = posixpath.normpath("/".join(parts[:wild]) or "/")
+    return (
+        _below(full, base, rel)
+        and len(names) >= len(rest)
+        and all(_glob_match(name, part) for name, part in zip(names, rest, strict=False))
+    )
+
+
+def _below(full: str, base: str, rel: str) -> bool:
+    return full == posixpath.join(base, rel)
+
+
+def _glob_match(name: str, part: str) -> bool:
+    # as the agent and the shell match: a wildcard does not match a leading dot
+    if name.startswith(".") and not part.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, part)
+
+
+def listed_as_asked(patterns: list[str], path: str, rel: str) -> bool:
+    """A source agent's listed entry is one the patterns name, under the name an honest
+    agent gives it. A source that named any other would put a file of its choosing at a
+    name of its choosing on every target."""
+    full = posixpath.normpath(path)
+    return any(_named_by(pattern, full, rel) for pattern in patterns)
 
 
 def host_source_files(config: Mapping[str, Any] | None) -> dict[int, list[str]]:

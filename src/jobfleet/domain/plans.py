@@ -31,9 +31,10 @@ from dataclasses import replace
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
+from jobfleet.domain.paths import MAX_PATH
 from jobfleet.domain.scripts import MAX_PARAM_BYTES, MAX_SCRIPT_BYTES, MAX_SENSITIVE_PARAM_BYTES
 from jobfleet.domain.status import ScriptLanguage, ScriptType, StepType, VariableType
-from jobfleet.domain.variables import MASK, Variable, apply_overrides
+from jobfleet.domain.variables import MASK, REFERENCE_RE, Variable, apply_overrides
 
 MAX_STEPS = 100
 DEFAULT_TIMEOUT = 7200
@@ -242,6 +243,8 @@ def _file_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
     path = path.strip()
     if not path.startswith("/") and not path.startswith("${"):
         raise _bad(f"{field}.file_destination.path", f"{path!r} is not an absolute path")
+    if len(path) > MAX_PATH:
+        raise _bad(f"{field}.file_destination.path", f"longer than {MAX_PATH} characters")
     mode = _int(raw.get("transfer_mode"), f"{field}.transfer_mode", 2)
     if mode not in (1, 2):
         raise JobError(ErrorCode.NOT_SUPPORTED, f"transfer_mode {mode} is not supported")
@@ -266,6 +269,26 @@ def _file_info(raw: Any, field: str, host_vars: set[str]) -> dict[str, Any]:
         "transfer_mode": mode,
         "is_ignore_error": _flag(raw.get("is_ignore_error")),
     }
+
+
+def _no_password_in_paths(info: dict[str, Any], field: str, secrets: set[str]) -> None:
+    """A file step's paths are shown as they ran (step details, file logs): a password
+    variable in one would be shown in clear."""
+    paths = [
+        (f"{field}.file_source_list[{i}].file_list", path)
+        for i, source in enumerate(info["file_source_list"])
+        if source["file_type"] == 1
+        for path in source["file_list"]
+    ]
+    paths.append((f"{field}.file_destination.path", info["file_destination"]["path"]))
+    for where, path in paths:
+        for match in REFERENCE_RE.finditer(path):
+            if match.group(1) in secrets:
+                raise _bad(
+                    where,
+                    f"password variable {match.group(1)!r} cannot be part of a file path: "
+                    "paths are shown in the job's details and file logs",
+                )
 
 
 def _approval_info(raw: Any, field: str) -> dict[str, Any]:
@@ -295,6 +318,7 @@ def parse_steps(
     if len(raw) > MAX_STEPS:
         raise _bad(field, f"at most {MAX_STEPS} steps")
     host_vars = {v.name for v in variables if v.type == VariableType.HOST_LIST}
+    secrets = {v.name for v in variables if v.type == VariableType.PASSWORD}
     steps = []
     names: set[str] = set()
     for i, item in enumerate(raw):
@@ -320,6 +344,7 @@ def parse_steps(
             step["file_info"] = _file_info(
                 item.get("file_info"), f"{name_field}.file_info", host_vars
             )
+            _no_password_in_paths(step["file_info"], f"{name_field}.file_info", secrets)
         elif step_type == StepType.MANUAL_CONFIRM:
             step["type"] = 3
             step["approval_info"] = _approval_info(

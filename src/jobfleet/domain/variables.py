@@ -372,6 +372,44 @@ def _bash_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
+_DOUBLE_QUOTED_ESCAPE = re.compile(r'\\([\\"$`])')
+
+
+def _array_items(value: str) -> list[str]:
+    """The items of an indexed array value written ``(a b "c d")``; a value that is not
+    one (a host may report anything) is a single item."""
+    stripped = value.strip()
+    if not (stripped.startswith("(") and stripped.endswith(")")):
+        return [value] if value else []
+    try:
+        return shlex.split(stripped[1:-1])
+    except ValueError:
+        return [value]
+
+
+def _assoc_items(value: str) -> list[tuple[str, str]]:
+    """The ``["key"]=value`` items of an associative array value."""
+    stripped = value.strip()
+    if stripped.startswith("(") and stripped.endswith(")"):
+        stripped = stripped[1:-1]
+    items = []
+    for key, raw in ASSOC_ITEM_RE.findall(stripped):
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = _DOUBLE_QUOTED_ESCAPE.sub(r"\1", raw[1:-1])
+        items.append((key, raw))
+    return items
+
+
+def _array_literal(var: Variable, value: str) -> str:
+    """A bash array assignment whose every key and item is quoted: a value is text, so
+    ``$(...)``, backticks or a ``)`` in it must not become code in the prelude."""
+    if var.type == VariableType.ASSOC_ARRAY:
+        pairs = " ".join(f"[{_bash_quote(k)}]={_bash_quote(v)}" for k, v in _assoc_items(value))
+        return f"declare -A {var.name}=({pairs})"
+    items = " ".join(_bash_quote(item) for item in _array_items(value))
+    return f"{var.name}=({items})"
+
+
 def shell_prelude(variables: Iterable[Variable], values: Mapping[str, str]) -> str:
     """Lines that declare the variables in bash, and report changed changeable ones at exit.
 
@@ -383,10 +421,8 @@ def shell_prelude(variables: Iterable[Variable], values: Mapping[str, str]) -> s
     report: list[str] = []
     for var in variables:
         value = values.get(var.name, "")
-        if var.type == VariableType.ASSOC_ARRAY:
-            lines.append(f"declare -A {var.name}={value or '()'}")
-        elif var.type == VariableType.INDEX_ARRAY:
-            lines.append(f"{var.name}={value or '()'}")
+        if var.type in (VariableType.ASSOC_ARRAY, VariableType.INDEX_ARRAY):
+            lines.append(_array_literal(var, value))
         else:
             lines.append(f"{var.name}={_bash_quote(value)}")
         if not var.changeable:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import Row
 
 from jobfleet.domain import protocol
-from jobfleet.domain.paths import LOCAL_SOURCE, source_label, stays_below
+from jobfleet.domain.paths import LOCAL_SOURCE, listed_as_asked, source_label, stays_below
 from jobfleet.domain.pieces import PIECE_SIZE
 from jobfleet.domain.plans import MAX_SPEED_LIMIT
 from jobfleet.domain.status import HostStatus
@@ -330,6 +330,23 @@ class SourceGathering:
                 status=int(HostStatus.GSE_FILE_TASK_ERROR),
                 message=f"source host {where} listed a file name that leaves the target "
                 f"path: {unsafe[:200]!r}",
+            )
+        patterns = [str(f) for f in source.get("files") or []]
+        unasked = next(
+            (
+                str(e["path"])
+                for e in listed
+                if not listed_as_asked(patterns, str(e["path"]), str(e["rel"]))
+            ),
+            None,
+        )
+        if unasked is not None:
+            log.warning("unasked_source_file host=%s path=%r", host_id, unasked[:200])
+            return Gathered(
+                host_id,
+                status=int(HostStatus.GSE_FILE_TASK_ERROR),
+                message=f"source host {where} listed a file the step did not ask for: "
+                f"{unasked[:200]!r}",
             )
         if max_entries is not None and len(listed) > max_entries:
             return Gathered(

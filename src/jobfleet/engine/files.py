@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Row
 
 from jobfleet.domain import protocol
-from jobfleet.domain.paths import expand_path, host_source_files
+from jobfleet.domain.paths import MAX_PATH, expand_path, host_source_files
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.dispatch import Dispatcher
@@ -207,6 +207,18 @@ class FileSteps:
     ) -> None:
         when = datetime.fromtimestamp((step.start_time or now_ms()) / 1000)
         single = len(files) == 1
+        dests = [
+            target_file(cfg["target_path"], f, cfg.get("target_name"), when, single) for f in files
+        ]
+        too_long = next((d for d in dests if len(d) > MAX_PATH), None)
+        if too_long is not None:
+            # the variables of the target path ([DATEFMT:…], ${name}) made it longer than
+            # any file system takes, or a file log keeps
+            cancel_uploads(files)
+            raise SourceFailure(
+                int(HostStatus.COPYFILE_FAILED),
+                f"target path {too_long[:200]}… is longer than {MAX_PATH} characters",
+            )
         rows = []
         for host_id in host_ids:
             for n, item in enumerate(files):
@@ -221,9 +233,7 @@ class FileSteps:
                         "src_ip": item.src_ip,
                         "src_cloud_id": item.src_cloud_id,
                         "src_path": item.src_path,
-                        "dest_path": target_file(
-                            cfg["target_path"], item, cfg.get("target_name"), when, single
-                        ),
+                        "dest_path": dests[n],
                         "blob_id": item.blob_id,
                         "is_dir": item.is_dir,
                         "file_mode": item.mode,

@@ -18,6 +18,7 @@ from sqlalchemy import Row
 from jobfleet.domain.status import ScriptLanguage, VariableType
 from jobfleet.domain.variables import (
     MASK,
+    REFERENCE_RE,
     Variable,
     parse_reported,
     render,
@@ -124,12 +125,29 @@ def script_message(
 
     shared = {**template, **build(state.values())}
     shared["collect_vars"] = state.changeable
+    if (
+        template["lang"] == ScriptLanguage.SHELL
+        and not shared.get("sensitive")
+        and _holds_password(template["args"], state)
+    ):
+        # a password in a parameter would be on the script's command line, which every
+        # account on the host may read (``ps``); a shell script reads a sensitive
+        # parameter as it reads any other ($1), so it is made one (other languages
+        # would lose their arguments: their steps mark the parameter sensitive)
+        shared["sensitive"] = True
     per_host: dict[int, dict[str, Any]] = {}
     if state.per_host:
         for host in hosts:
             if any(host in values for values in state.per_host.values()):
                 per_host[host] = build(state.values(host))
     return shared, per_host
+
+
+def _holds_password(texts: Iterable[str], state: VariableState) -> bool:
+    secret = {v.name for v in state.variables if v.type == VariableType.PASSWORD}
+    return any(
+        match.group(1) in secret for text in texts for match in REFERENCE_RE.finditer(text)
+    )
 
 
 def collect(
@@ -194,8 +212,14 @@ def _opened(raw: Any, cipher: Cipher | None) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def render_file_config(config: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
-    """A file step's paths with ``${name}`` replaced."""
+def render_file_config(
+    config: dict[str, Any], values: dict[str, str], secrets: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A file step's paths with ``${name}`` replaced, but for the ``secrets`` (password
+    variables): the paths are kept and shown as they ran. A plan may not name one in a
+    path (``domain.plans``); one saved before that was checked keeps the reference."""
+    hidden = set(secrets)
+    values = {k: v for k, v in values.items() if k not in hidden}
     out = dict(config)
     out["target_path"] = render(str(config.get("target_path") or ""), values)
     sources = []
