@@ -172,7 +172,7 @@ class Server:
         self.jobs = JobStore(self.db)
         self.people = PeopleStore(self.db)
         self.registry = Registry()
-        self.presence = Presence(self.db, self.node_id)
+        self.presence = Presence(self.db, self.node_id, settings.engine.presence_batch)
         engine_settings = dataclasses.replace(settings.engine, node_id=self.node_id)
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))

@@ -29,8 +29,11 @@ from jobfleet.agent.channel import pinned_context
 from jobfleet.agent.client import Agent, AgentSettings
 from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
 
+# presence_batch: start_agents waits for its agents to be written alive, which the
+# default (0.2 s, for thousands reconnecting at once) would add to nearly every test
 TEST_ENGINE = {"agent_lost_grace": 1.0, "recovery_window": 8.0, "callback_backoff": 0.2,
-               "callback_backoff_max": 1.0, "reconcile_interval": 1.0, "terminate_wait": 5.0}
+               "callback_backoff_max": 1.0, "reconcile_interval": 1.0, "terminate_wait": 5.0,
+               "presence_batch": 0.02}
 
 
 # Ports for servers a test starts later: below the kernel's ephemeral range (which
