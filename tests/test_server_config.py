@@ -68,6 +68,7 @@ callback_per_receiver = 2
 cron_tick = 0.75
 cron_grace = 30.0
 cron_time_scale = 60.0
+presence_batch = 0.05
 
 [retention]
 jobs = "12h"
@@ -124,6 +125,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     assert (e.callback_backoff, e.callback_backoff_max, e.callback_timeout) == (0.25, 9, 2)
     assert e.callback_per_receiver == 2
     assert (e.cron_tick, e.cron_grace, e.cron_time_scale) == (0.75, 30, 60)
+    assert e.presence_batch == 0.05
     r = s.retention
     assert (r.jobs, r.audit, r.blobs, r.interval, r.batch, r.pause) == (
         43200, 0, 86400, 600, 50, 0.5)

@@ -29,8 +29,11 @@ from jobfleet.agent.channel import pinned_context
 from jobfleet.agent.client import Agent, AgentSettings
 from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstrap
 
+# presence_batch: start_agents waits for its agents to be written alive, which the
+# default (0.2 s, for thousands reconnecting at once) would add to nearly every test
 TEST_ENGINE = {"agent_lost_grace": 1.0, "recovery_window": 8.0, "callback_backoff": 0.2,
-               "callback_backoff_max": 1.0, "reconcile_interval": 1.0, "terminate_wait": 5.0}
+               "callback_backoff_max": 1.0, "reconcile_interval": 1.0, "terminate_wait": 5.0,
+               "presence_batch": 0.02}
 
 
 # Ports for servers a test starts later: below the kernel's ephemeral range (which
@@ -95,8 +98,9 @@ async def serve_on(server: uvicorn.Server, sock: socket.socket) -> asyncio.Task[
         if task.done():
             task.result()
         return bool(server.started)
-    # as long as a stop may take: a start's first writes wait as long on a loaded disk
-    await eventually(started, timeout=STOP_WAIT)
+    # as long as a stop may take: a start's first writes wait as long on a loaded disk.
+    # Looked at often: it is an attribute, and most starts take a few tens of ms
+    await eventually(started, timeout=STOP_WAIT, interval=0.01)
     return task
 
 
@@ -251,8 +255,11 @@ class Running:
                 if task.done():
                     task.result()  # an agent that gave up says why
             return all(self.agents[ip][0].connected.is_set() for ip in ips)
-        await eventually(connected, timeout=30)
-        await eventually(self._alive(ips))
+        # looked at often: an agent connects and is marked alive within tens of ms, and
+        # nearly every test starts agents (the first look is an attribute, the second
+        # one query)
+        await eventually(connected, timeout=30, interval=0.01)
+        await eventually(self._alive(ips), interval=0.02)
         if not self.server.settings.agent_plaintext:
             # the whole suite runs over the encrypted, pinned agent channel
             for ip in ips:

@@ -45,3 +45,6 @@ class EngineSettings:
     # how fast cron time runs against the wall clock: 60 makes a cron minute last one
     # second (tests use it to see schedules fire within seconds)
     cron_time_scale: float = 1.0
+    # agents coming and going are written to the inventory together, this long after
+    # the first of them (s): thousands reconnecting after a restart take few transactions
+    presence_batch: float = 0.2
