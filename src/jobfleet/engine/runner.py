@@ -134,6 +134,10 @@ class JobRunner:
                 status = RunStatus(step.status)
                 if status in STEP_PASSED:
                     continue
+                if status == RunStatus.BLANK and not stop.is_set():
+                    # a terminate taken while the step before ended (an approver's answer
+                    # and a terminate at once) is in the store before it reaches ``stop``
+                    await self.decisions.check_stop(job_id, stop)
                 if status.finished or (stop.is_set() and status == RunStatus.BLANK):
                     break
                 # a step begun before the job was terminated (its node died while the
