@@ -667,3 +667,26 @@ async def test_drivers_whose_writes_a_full_disk_refuses_are_one_line_and_all_res
             if r.getMessage().startswith("database_back loop=job_driver_died")]
     # the lease keeper may have launched some again meanwhile, to die again
     assert len(back) == 1 and int(back[0].split("failures=")[1]) >= len(ids), back
+
+
+async def test_a_terminate_in_the_store_when_a_step_ends_keeps_the_next_from_starting(
+        rig: Rig) -> None:
+    """A terminate taken while a step's last host answers is in the store before its
+    driver is told (another node took it, or the same node's signal comes a moment
+    later): the next step does not start."""
+    held: list[str] = []
+
+    def hold(message: dict[str, Any]) -> int | None:
+        held.append(message["id"])
+        return None
+
+    link = rig.agents.connect(1, behaviour=hold)
+    job_id, (_first, second) = await rig.engine.submit(script_job([1], steps=2), start=True)
+    while not held:
+        await asyncio.sleep(0.01)
+    assert await rig.store.mark_stopping(job_id)
+    link._done(held[0], HostStatus.SUCCESS, 0)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    later = await rig.store.step(second)
+    assert later is not None and later.status == RunStatus.BLANK
+    assert len(held) == 1
