@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sqlite3
+import threading
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from jobfleet.store.database import Database
 
@@ -38,4 +41,57 @@ async def test_a_statement_cancelled_twice_leaves_nothing_hanging(tmp_path: Path
     async with db.connect() as conn:  # the engine still serves new connections
         # the holder rolled back and the cancelled write never committed
         assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+    await db.close()
+
+
+async def test_a_write_cancelled_mid_statement_leaves_no_lock_held(tmp_path: Path) -> None:
+    # A stop cancels the result writer while its INSERT of many rows runs in the
+    # driver's thread. The connection is then closed; a close alone, while the
+    # cancelled statement's cursor is still referenced (its traceback, until the
+    # cyclic collector runs), leaves SQLite's connection a zombie that keeps its write
+    # transaction open, and every other writer of the file waits its busy timeout
+    # (60 s) on that lock.
+    file = tmp_path / "zombie.db"
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> int:
+        entered.set()
+        release.wait(10)
+        return 1
+
+    db = Database(f"sqlite+aiosqlite:///{file}")
+    event.listen(
+        db.engine.sync_engine,
+        "connect",
+        lambda conn, _record: conn.create_function("hold", 0, hold),
+    )
+    async with db.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+
+    async def write() -> None:
+        async with db.begin() as conn:
+            # many rows: the driver's executemany, whose statement the cursor keeps
+            await conn.execute(text("INSERT INTO t VALUES (hold() + :x)"), [{"x": 1}, {"x": 2}])
+
+    # the cancelled statement's objects stay referenced as long as they would until
+    # the collector's next pass
+    gc.disable()
+    try:
+        task = asyncio.create_task(write())
+        assert await asyncio.to_thread(entered.wait, 10)
+        task.cancel()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
+        other = sqlite3.connect(file, timeout=0.5)
+        try:
+            # raises "database is locked" while the cancelled write's transaction is open
+            other.execute("INSERT INTO t VALUES (3)")
+            other.commit()
+        finally:
+            other.close()
+    finally:
+        gc.enable()
+    async with db.connect() as conn:
+        # the cancelled write never committed
+        assert (await conn.execute(text("SELECT x FROM t"))).scalars().all() == [3]
     await db.close()

@@ -8,7 +8,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,15 +69,28 @@ def _close_cancelled_sqlite_connections_plainly(engine: AsyncEngine) -> None:
     graceful close then waits on a thread that has gone, forever, and so does any
     shutdown that waits for its tasks. A plain close in the cancelled task stops
     the thread exactly once. Outside a task (garbage collection) ``terminate``
-    only stops the thread, which is safe."""
+    only stops the thread, which is safe.
+
+    The close is preceded by a rollback. A cancelled statement's cursor stays
+    referenced (by the cancellation's traceback) until the cyclic collector runs,
+    and SQLite closes a connection with a live statement only when that statement
+    goes: till then it is a zombie that keeps its write transaction open, so every
+    other writer of the file (the lease renewal at a stop) waits its busy timeout.
+    The rollback is queued to the connection's thread first, and the close follows
+    it even when the wait for the rollback is cancelled."""
     dialect = engine.dialect
     terminate = dialect.do_terminate
 
     def do_terminate(dbapi_connection: Any) -> None:
-        if in_greenlet():
-            dialect.do_close(dbapi_connection)
-        else:
+        if not in_greenlet():
             terminate(dbapi_connection)
+            return
+        try:
+            # a connection that cannot roll back is closed all the same
+            with suppress(Exception):
+                dbapi_connection.rollback()
+        finally:
+            dialect.do_close(dbapi_connection)
 
     dialect.do_terminate = do_terminate  # type: ignore[method-assign]
 
