@@ -66,7 +66,8 @@ _SQLITE_DISK_CODES = {13: "SQLITE_FULL", 10: "SQLITE_IOERR", 8: "SQLITE_READONLY
 _PG_DISK_FULL = "53100"
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, each once, outermost first."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen:
@@ -103,7 +104,7 @@ def disk_refused(exc: BaseException) -> str | None:
     ``SQLITE_FULL``, ``EROFS``, …), else None. Reads still work then, so a probe that
     reads cannot tell it from a fault of jobfleet; a write retried once the operator
     frees space succeeds."""
-    for link in _chain(exc):
+    for link in exception_chain(exc):
         if isinstance(link, OSError) and link.errno in _DISK_ERRNOS:
             return _DISK_ERRNOS[link.errno]
         if isinstance(link, sqlite3.Error):
@@ -135,7 +136,7 @@ def disk_reason(exc: BaseException, path: Path | None) -> str | None:
 
 def failure_path(exc: BaseException) -> str | None:
     """The file an OS error of ``exc`` names, if any (SQLite's name none)."""
-    for link in _chain(exc):
+    for link in exception_chain(exc):
         if isinstance(link, OSError) and link.filename is not None:
             return str(link.filename)
     return None
@@ -147,7 +148,7 @@ def unreachable(exc: BaseException) -> bool:
     Only a connection's failures count: a file that cannot be written (a directory
     not writable, a disk full) is not the database being away, and is reported as
     the fault it is."""
-    for link in _chain(exc):
+    for link in exception_chain(exc):
         if isinstance(link, OSError) and _socket_gone(link):
             return True
         if getattr(link, "connection_invalidated", False):
@@ -165,7 +166,7 @@ def unreachable(exc: BaseException) -> bool:
 
 def reason(exc: BaseException) -> str:
     """The root cause in one line, without the driver's wrapping or a link to its docs."""
-    root = _chain(exc)[-1]
+    root = exception_chain(exc)[-1]
     text = " ".join(str(root).split()) or type(root).__name__
     return f"{type(root).__name__}: {text}"[:300]
 

@@ -14,19 +14,12 @@ import sqlite3
 
 from sqlalchemy import Table
 
+from jobfleet.store.outage import exception_chain
+
 # PostgreSQL's unique_violation
 _PG_UNIQUE = "23505"
 # SQLite's extended result code of a unique key (a primary key has its own)
 _SQLITE_UNIQUE = 2067
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
 
 
 def unique_violated(exc: BaseException, table: Table, *columns: str) -> bool:
@@ -34,7 +27,7 @@ def unique_violated(exc: BaseException, table: Table, *columns: str) -> bool:
     # the name tables.metadata's naming convention gives the key ("uq_%(table_name)s_…")
     name = f"uq_{table.name}_{'_'.join(columns)}"
     said = "UNIQUE constraint failed: " + ", ".join(f"{table.name}.{c}" for c in columns)
-    for link in _chain(exc):
+    for link in exception_chain(exc):
         # asyncpg's own error names the constraint; the driver's wrapping of it does not
         if (
             getattr(link, "sqlstate", None) == _PG_UNIQUE
