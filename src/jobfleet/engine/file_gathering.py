@@ -115,6 +115,13 @@ SEED_BASE_SECONDS = 30.0
 SEED_BYTES_PER_SECOND = 50 * MB
 
 
+def _listing_refused(host_id: int, event: str, name: str, value: str, message: str) -> Gathered:
+    """A source whose listing names what an honest agent would not: logged as ``event``
+    with the ``name`` it listed, and failed with ``message``."""
+    log.warning("%s host=%s %s=%r", event, host_id, name, value[:200])
+    return Gathered(host_id, status=int(HostStatus.GSE_FILE_TASK_ERROR), message=message)
+
+
 def seed_timeout(files: list[Prepared]) -> float:
     """How long a source may take to hash ``files`` (sizes as listed)."""
     total = sum(f.size or 0 for f in files if not f.is_dir)
@@ -315,20 +322,15 @@ class SourceGathering:
             None,
         )
         if unnamed is not None:
-            log.warning("unusable_source_name host=%s name=%r", host_id, unnamed[:200])
-            return Gathered(
-                host_id,
-                status=int(HostStatus.GSE_FILE_TASK_ERROR),
-                message=f"source host {where} listed a name no file system holds: "
-                f"{unnamed[:200]!a}",
+            return _listing_refused(
+                host_id, "unusable_source_name", "name", unnamed,
+                f"source host {where} listed a name no file system holds: {unnamed[:200]!a}",
             )
         unsafe = next((str(e["rel"]) for e in listed if not stays_below(str(e["rel"]))), None)
         if unsafe is not None:
-            log.warning("unsafe_source_name host=%s rel=%r", host_id, unsafe[:200])
-            return Gathered(
-                host_id,
-                status=int(HostStatus.GSE_FILE_TASK_ERROR),
-                message=f"source host {where} listed a file name that leaves the target "
+            return _listing_refused(
+                host_id, "unsafe_source_name", "rel", unsafe,
+                f"source host {where} listed a file name that leaves the target "
                 f"path: {unsafe[:200]!r}",
             )
         patterns = [str(f) for f in source.get("files") or []]
@@ -341,11 +343,9 @@ class SourceGathering:
             None,
         )
         if unasked is not None:
-            log.warning("unasked_source_file host=%s path=%r", host_id, unasked[:200])
-            return Gathered(
-                host_id,
-                status=int(HostStatus.GSE_FILE_TASK_ERROR),
-                message=f"source host {where} listed a file the step did not ask for: "
+            return _listing_refused(
+                host_id, "unasked_source_file", "path", unasked,
+                f"source host {where} listed a file the step did not ask for: "
                 f"{unasked[:200]!r}",
             )
         if max_entries is not None and len(listed) > max_entries:
