@@ -130,13 +130,15 @@ class JobRunner:
                 return
             if job.status == RunStatus.STOPPING:
                 stop.set()
+            ran = False
             for step in await self.store.steps(job_id):
                 status = RunStatus(step.status)
                 if status in STEP_PASSED:
                     continue
-                if status == RunStatus.BLANK and not stop.is_set():
+                if ran and status == RunStatus.BLANK and not stop.is_set():
                     # a terminate taken while the step before ended (an approver's answer
-                    # and a terminate at once) is in the store before it reaches ``stop``
+                    # and a terminate at once) is in the store before it reaches ``stop``;
+                    # before the first step, the job was read just above
                     await self.decisions.check_stop(job_id, stop)
                 if status.finished or (stop.is_set() and status == RunStatus.BLANK):
                     break
@@ -144,6 +146,7 @@ class JobRunner:
                 # step ran or was terminating) is taken up to end as a terminate ends it
                 self.progress.step(job_id)
                 status = await self._run_step(job, step, stop, recovering)
+                ran = True
                 if status not in STEP_PASSED:
                     break
             statuses = [s.status for s in await self.store.steps(job_id)]
