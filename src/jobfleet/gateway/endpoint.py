@@ -265,24 +265,25 @@ def _mostly_text(raw: bytes | str) -> bool:
     list or object follows a ``,`` or a ``:``)."""
     most = len(raw) * LEGACY_STRUCTURE_SHARE
     if isinstance(raw, str):
-        if _structure(raw, "[", "{", '"') <= most and _structure(raw, ",", ":") <= most:
-            return True
-        # output full of quotes or commas (JSON logs, CSV) is text: count what is outside
-        # strings, and each string once
-        rest, strings = _JSON_STRING.subn("", raw)
-        opens, values = _structure(rest, "[", "{") + strings, _structure(rest, ",", ":")
-    else:
-        if (_structure(raw, b"[", b"{", b'"') <= most
-                and _structure(raw, b",", b":") <= most):
-            return True
-        rest_bytes, strings = _JSON_STRING_BYTES.subn(b"", raw)
-        opens = _structure(rest_bytes, b"[", b"{") + strings
-        values = _structure(rest_bytes, b",", b":")
-    return opens <= most and values <= most
+        return _few_values(raw, most, _JSON_STRING, "", '"[{', ",:")
+    return _few_values(raw, most, _JSON_STRING_BYTES, b"", b'"[{', b",:")
 
 
-def _structure(raw: AnyStr, *marks: AnyStr) -> int:
-    return sum(raw.count(mark) for mark in marks)
+def _few_values(
+    raw: AnyStr, most: float, strings: re.Pattern[AnyStr], empty: AnyStr, opens: AnyStr,
+    separators: AnyStr,
+) -> bool:
+    if (_structure(raw, opens) <= most and _structure(raw, separators) <= most):
+        return True
+    # output full of quotes or commas (JSON logs, CSV) is text: count what is outside
+    # strings, and each string once
+    rest, count = strings.subn(empty, raw)
+    return _structure(rest, opens[1:]) + count <= most and _structure(rest, separators) <= most
+
+
+def _structure(raw: AnyStr, marks: AnyStr) -> int:
+    """How many of ``raw``'s characters are any of ``marks``."""
+    return sum(raw.count(marks[i : i + 1]) for i in range(len(marks)))
 
 
 async def _read_plain(
