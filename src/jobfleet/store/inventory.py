@@ -299,8 +299,7 @@ class Inventory:
 
     async def reset_node(self, node_id: str) -> None:
         """At start, nothing this node held is connected any more."""
-        async with self.db.begin() as conn:
-            await conn.execute(update(hosts).where(hosts.c.node_id == node_id).values(alive=0))
+        await self.reset_nodes([node_id])
 
     async def holding_nodes(self) -> set[str | None]:
         """The node ids that alive hosts are recorded under (None: under none)."""
