@@ -14,7 +14,7 @@ from sqlalchemy import Row
 from jobfleet.domain import protocol
 from jobfleet.domain.scripts import loaded_script, split_params
 from jobfleet.domain.states import STEP_PASSED, job_status_from_steps
-from jobfleet.domain.status import HostStatus, RunStatus, StepType, VariableType
+from jobfleet.domain.status import HostStatus, RunStatus, StepType
 from jobfleet.engine import notify, sql, variables
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.decisions import Decisions
@@ -284,7 +284,7 @@ class JobRunner:
             return await self.tasks.run(job, step, stop, recovering, template, per_host=sql_hosts)
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
-                secrets = [v.name for v in state.variables if v.type == VariableType.PASSWORD]
+                secrets = variables.password_names(state)
                 config = variables.render_file_config(step.config or {}, state.values(), secrets)
                 await self.store.update_step(step.id, config=config, owner=self.settings.node_id)
                 step = await self.store.step(step.id) or step

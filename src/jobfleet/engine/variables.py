@@ -143,8 +143,13 @@ def script_message(
     return shared, per_host
 
 
+def password_names(state: VariableState) -> set[str]:
+    """The names of the password variables of ``state``."""
+    return {v.name for v in state.variables if v.type == VariableType.PASSWORD}
+
+
 def _holds_password(texts: Iterable[str], state: VariableState) -> bool:
-    secret = {v.name for v in state.variables if v.type == VariableType.PASSWORD}
+    secret = password_names(state)
     return any(
         match.group(1) in secret for text in texts for match in REFERENCE_RE.finditer(text)
     )
