@@ -182,6 +182,8 @@ class Server:
         os.chmod(settings.data_dir, 0o700)
         self.node_id = node_id(settings.data_dir)
         self.db = Database(settings.database_url or sqlite_url(settings.data_dir))
+        # schema upgraded and stored keys compared (by ``serve``, before it listens)
+        self._keys_settled = False
         self.cipher = Cipher.from_data_dir(settings.data_dir)
         self.identity = IdentityStore(self.db)
         self.inventory = Inventory(self.db)
@@ -404,14 +406,16 @@ class Server:
 
     async def start(self) -> None:
         await wait_for(self.db)
-        # ``serve`` has ended the process already if they differ; a server run by other
-        # means (tests, tools) must not serve with them either, nor upgrade the schema
-        refused = await self._refused_before_upgrade()
-        if refused is None:
-            await self.db.migrate()
-            refused = await self._check_stored_keys()
-        if refused is not None:
-            raise RuntimeError(self._stored_keys_refusal(refused))
+        # ``serve`` has upgraded the schema and checked the keys already (ending the
+        # process if they differ); a server run by other means (tests, tools) must not
+        # serve with other keys either, nor upgrade the schema for them
+        if not self._keys_settled:
+            refused = await self._refused_before_upgrade()
+            if refused is None:
+                await self.db.migrate()
+                refused = await self._check_stored_keys()
+            if refused is not None:
+                raise RuntimeError(self._stored_keys_refusal(refused))
         channel = self.services.agent_channel
         await bootstrap(
             self.identity,
@@ -664,6 +668,7 @@ class Server:
             log.error("%s", self._stored_keys_refusal(refused))
             await self.db.close()
             raise SystemExit(2)
+        self._keys_settled = True
         if self.settings.redis_url:
             await self._check_cluster_keys(self.settings.redis_url)
             await self._check_node_id(self.settings.redis_url)
