@@ -575,6 +575,17 @@ async def test_round_trip_keeps_bytes_mode_and_checksum(
     assert temp_files(dest.parent) == []
 
 
+async def test_set_id_bits_it_is_told_to_give_are_not_given(
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path
+) -> None:
+    # a server of an earlier release passes on what a hostile source listed
+    blob = blob_id()
+    blob_server.put_blob(blob, b"#!/bin/sh\n")
+    for mode, kept in ((0o6755, 0o755), (0o4777, 0o777), (0o1644, 0o644)):
+        await fetch(blob, tmp_path / "tool", b"#!/bin/sh\n", mode=mode)
+        assert oct(stat.S_IMODE((tmp_path / "tool").stat().st_mode)) == oct(kept)
+
+
 async def test_empty_file_round_trip(
     blob_server: BlobServer, client: httpx.AsyncClient, fetch: Fetch, tmp_path: Path
 ) -> None:
@@ -1028,3 +1039,8 @@ def test_make_dir_strict_force_and_conflicts(tmp_path: Path) -> None:
     with pytest.raises(TransferError) as conflict:
         make_dir(str(tmp_path / "file"), mode=0o755, account=SELF, create_dirs=False)
     assert "not a directory" in conflict.value.message
+
+
+def test_make_dir_gives_no_set_id_bits_and_keeps_a_sticky_bit(tmp_path: Path) -> None:
+    make_dir(str(tmp_path / "shared"), mode=0o7777, account=SELF, create_dirs=False)
+    assert oct(stat.S_IMODE((tmp_path / "shared").stat().st_mode)) == oct(0o1777)
