@@ -261,3 +261,7 @@ async def test_set_id_bits_a_source_lists_never_reach_the_targets(
     assert oct((dest / "pkg" / "tool").stat().st_mode & 0o7777) == oct(0o755)
     assert oct((dest / "pkg" / "shared").stat().st_mode & 0o7777) == oct(0o666)
     assert oct((dest / "pkg").stat().st_mode & 0o7777) == oct(0o1777)
+    # the server drops them itself, for targets whose agents are of an earlier release
+    rows = await running.server.services.file_logs.rows(_sub["step_instance_id"], 0)
+    assert {r.src_path: r.file_mode for r in rows} == {
+        top: 0o1777, f"{top}/tool": 0o755, f"{top}/shared": 0o666}
