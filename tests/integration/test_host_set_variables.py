@@ -8,8 +8,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select, update
 from tests.integration.harness import Running
 from tests.integration.test_plans import ROOT, A, B, execute, hosts, make_plan, script, step_ids
+from tests.integration.test_templates import own
+
+from jobfleet.store.tables import job_plans, job_templates
 
 
 def _report(name: str, value: str) -> str:
@@ -94,3 +98,46 @@ async def test_values_set_by_a_host_are_not_code_on_the_next_hosts(
     assert [s["status"] for s in ship["step_instance_list"]] == [3, 4], ship
     assert not (dest / "payload.txt").exists()
     assert not dest.exists() or not list(dest.rglob("payload.txt"))
+
+
+async def test_names_the_loader_or_interpreters_read_are_not_variables(
+        running: Running) -> None:
+    """A variable named LD_PRELOAD, PYTHONPATH… would load code into every process of a
+    step (and a host could set its value for the next hosts): refused where defined;
+    one stored before is kept out of the scripts' environment."""
+    for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONSTARTUP", "PERL5OPT", "PS4",
+                 "BASH_ENV", "ENV", "NODE_OPTIONS", "GCONV_PATH", "SHELLOPTS"]:
+        answer = await own(running, "POST", "/templates", {
+            "name": f"with {name}",
+            "global_var_list": [{"name": name, "type": 1, "value": "x", "changeable": 1}],
+            "step_list": [{"name": "s", "type": 1, "script_info": {
+                "script_content": "true\n", "script_language": 1, "account": ROOT,
+                "server": hosts(A)}}]})
+        assert not answer["result"] and answer["code"] == 1241010, answer
+        assert f"{name!r} is reserved" in answer["message"], answer
+    await running.start_agents([B])
+    plan_id, _ = await make_plan(running, [
+        script("shell", 'echo "shell=${LD_PRELOAD-unset} $(env | grep -c ^LD_PRELOAD=)"\n',
+               hosts(B)),
+        script("python", 'import os\n'
+               'print("python", os.environ.get("LD_PRELOAD"), "${LD_PRELOAD}")\n',
+               hosts(B), lang=4),
+    ], [{"name": "preload", "type": 1, "value": "/nonexistent/evil.so"}], name="stored")
+    # a plan saved before the name was reserved
+    async with running.server.db.begin() as conn:
+        for table in (job_templates, job_plans):
+            rows = await conn.execute(select(table.c.id, table.c.variables))
+            for row_id, variables in rows.all():
+                renamed = [{**v, "name": "LD_PRELOAD"} if v["name"] == "preload" else v
+                           for v in variables]
+                await conn.execute(update(table).where(table.c.id == row_id)
+                                   .values(variables=renamed))
+    answer = await execute(running, plan_id)
+    assert answer["result"], answer
+    job_id = answer["data"]["job_instance_id"]
+    status = await running.wire.wait(job_id)
+    assert status["job_instance"]["status"] == 3, status
+    steps = await step_ids(running, job_id)
+    logs = [(await running.wire.logs(job_id, step, [B]))[B] for step in steps]
+    # the text still reads the operator's value; the loader never sees it
+    assert logs == ["shell=unset 0\n", "python None /nonexistent/evil.so\n"], logs

@@ -33,8 +33,52 @@ MAX_DESCRIPTION = 1024
 REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # the environment a script needs for itself; a variable may not shadow these
 RESERVED = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "IFS", "JOBFLEET_VARS_FILE"}
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "PWD",
+        "IFS",
+        "JOBFLEET_VARS_FILE",
+        # every variable is in the environment of every process a step starts, and a
+        # changeable one's value may come from another host: these names make the
+        # dynamic loader, the C library, the shells or the interpreters steps run with
+        # load or run what their value names
+        "ENV",
+        "SHELLOPTS",
+        "PS0",
+        "PS1",
+        "PS2",
+        "PS3",
+        "PS4",
+        "PROMPT_COMMAND",
+        "CDPATH",
+        "GLOBIGNORE",
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_TRACE",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TMPDIR",
+        "TZDIR",
+        "RUBYOPT",
+        "RUBYLIB",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PSModulePath",
+        "PSMODULEPATH",
+    }
 )
+# the loader (LD_, DYLD_), bash (BASH_ENV, BASHOPTS…), Python and Perl each read a whole
+# family of names, some of which load or run code
+RESERVED_PREFIXES = ("JOBFLEET_", "BASH", "LD_", "DYLD_", "PYTHON", "PERL")
 VALUE_TYPES = (
     VariableType.STRING,
     VariableType.NAMESPACE,
@@ -108,9 +152,19 @@ def check_name(name: Any, field_name: str = "variables.name") -> str:
             field_name,
             f"{name!r} is not a variable name (letters, digits and _, not starting with a digit)",
         )
-    if name in RESERVED or name.startswith(("JOBFLEET_", "BASH")):
-        raise _invalid(field_name, f"{name!r} is reserved")
+    if is_reserved(name):
+        raise _invalid(
+            field_name,
+            f"{name!r} is reserved: the scripts' environment or the programs that run "
+            "them read it (see docs/variables.md)",
+        )
     return name
+
+
+def is_reserved(name: str) -> bool:
+    """A name no variable may have; one stored before it was reserved is kept out of
+    the scripts' environment and shell prelude (``engine.variables``)."""
+    return name in RESERVED or name.startswith(RESERVED_PREFIXES)
 
 
 def check_value(var_type: VariableType, value: Any, name: str) -> str:

@@ -22,6 +22,7 @@ from jobfleet.domain.variables import (
     HostValueRefused,
     Variable,
     host_value_refusal,
+    is_reserved,
     parse_reported,
     references,
     render,
@@ -139,11 +140,15 @@ def script_message(
 ) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """The run message of a script step with variables in it, and per-host differences."""
 
+    # a name reserved since it was stored stays out of where it would act on the
+    # programs the script runs; ``${name}`` in the text still reads its value
+    exported = [v for v in state.variables if not is_reserved(v.name)]
+
     def build(values: dict[str, str], host_set: set[str]) -> dict[str, Any]:
         script = template["script"]
         refused = ""
         if template["lang"] == ScriptLanguage.SHELL:
-            script = shell_prelude(state.variables, values) + script
+            script = shell_prelude(exported, values) + script
         else:
             named = references(script, host_set)
             if named:
@@ -152,7 +157,7 @@ def script_message(
         # each parameter is split into words before the values go in: a value is part
         # of one word, whatever it holds
         args = [render(a, values) for a in template["args"]]
-        env = {**template.get("env", {}), **values}
+        env = {**template.get("env", {}), **{v.name: values.get(v.name, "") for v in exported}}
         return {"script": script, "args": args, "env": env, REFUSED: refused}
 
     shared = {**template, **build(state.values(), state.host_set())}
