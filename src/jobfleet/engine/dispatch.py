@@ -119,6 +119,9 @@ class Dispatcher:
             )
 
     def _send(self, run: StepRun, host: int, conn: AgentLink) -> None:
+        if run.refusal(host):
+            # ended by ``dispatch``; an agent that connects meanwhile gets nothing
+            return
         run.pending[host] = SENT
         self.results.sent((run.step_id, run.execute_count, host))
         conn.send(run.message(host))
@@ -207,7 +210,7 @@ class Dispatcher:
             self.tracker.forget(host, run.key())
             return
         conn = self.agents.for_host(host)
-        if conn is not None and run.pending.get(host) == SENT:
+        if conn is not None and run.pending.get(host) == SENT and not run.refusal(host):
             conn.send(run.message(host))
 
     def resend_all(self) -> None:
