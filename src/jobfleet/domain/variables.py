@@ -434,7 +434,7 @@ def references(text: str, names: Iterable[str]) -> list[str]:
     return out
 
 
-LANGUAGE_READS = {
+LANGUAGE_READS: dict[int, tuple[str, str]] = {
     ScriptLanguage.BAT: ("a bat script", "%{name}%"),
     ScriptLanguage.PERL: ("a Perl script", "$ENV{{{name}}}"),
     ScriptLanguage.PYTHON: ("a Python script", 'os.environ["{name}"]'),
@@ -446,7 +446,8 @@ LANGUAGE_READS = {
 def host_value_refusal(name: str, lang: int) -> str:
     """Why a step does not run: its script text names a variable whose value a host
     set, and that value would be pasted into the text as code."""
-    kind, reads = LANGUAGE_READS.get(ScriptLanguage(lang), ("a script", ""))
+    # an IntEnum key is its int: a language this release does not know reads generically
+    kind, reads = LANGUAGE_READS.get(lang, ("a script", ""))
     how = (
         f"; read it from the environment ({reads.format(name=name)}) instead"
         if reads
