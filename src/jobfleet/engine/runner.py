@@ -273,19 +273,24 @@ class JobRunner:
         if step.type == StepType.SQL:
             base = self._template(step)
             shared = state.values() if state is not None else None
-            template = sql.sql_message(base, step, self.cipher, shared)
+            untrusted = state.host_set() if state is not None else set()
+            template = sql.sql_message(base, step, self.cipher, shared, untrusted)
             sql_hosts: dict[int, dict[str, Any]] = {}
             if state is not None and state.per_host:
                 for row in await self.store.hosts(step.id, step.execute_count):
                     own = state.values(row.bk_host_id)
                     if own != shared:
-                        sql_hosts[row.bk_host_id] = sql.sql_message(base, step, self.cipher, own)
+                        sql_hosts[row.bk_host_id] = sql.sql_message(
+                            base, step, self.cipher, own, state.host_set(row.bk_host_id)
+                        )
             template, sql_hosts = _wire(template, sql_hosts)
             return await self.tasks.run(job, step, stop, recovering, template, per_host=sql_hosts)
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
                 secrets = variables.password_names(state)
-                config = variables.render_file_config(step.config or {}, state.values(), secrets)
+                config = variables.render_file_config(
+                    step.config or {}, state.values(), secrets, state.host_set()
+                )
                 await self.store.update_step(step.id, config=config, owner=self.settings.node_id)
                 step = await self.store.step(step.id) or step
             status = await self.file_steps.run(job, step, stop, recovering)
