@@ -166,6 +166,35 @@ async def test_a_terminate_that_comes_as_the_job_ends_leaves_it_ended(rig: Rig) 
     assert job is not None and job.status == RunStatus.SUCCESS
 
 
+async def test_a_terminate_taken_between_the_last_step_and_the_end_stops_the_job(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver found every step passed; the terminate is taken before it writes the
+    job's end. The operator was told it was taken: the job ends stopped (11), as bk-job
+    ends a terminating job whose step no longer runs."""
+    rig.agents.connect(1)
+    finish_job = rig.store.finish_job
+    answers: list[JobError | None] = []
+
+    async def terminated_first(job_id: int, *args: Any, **kwargs: Any) -> Any:
+        if not answers:
+            try:
+                await rig.engine.terminate(job_id)
+                answers.append(None)
+            except JobError as error:
+                answers.append(error)
+        return await finish_job(job_id, *args, **kwargs)
+
+    monkeypatch.setattr(rig.store, "finish_job", terminated_first)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1]), start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    assert answers == [None]
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.STOP_SUCCESS and job.end_time
+    step = await rig.store.step(step_id)
+    assert step is not None and step.status == RunStatus.SUCCESS
+
+
 async def test_a_second_terminate_is_told_the_job_is_terminating(rig: Rig) -> None:
     rig.agents.connect(1)
     job_id, _ = await rig.engine.submit(script_job([1], "sleep 60"), start=True)

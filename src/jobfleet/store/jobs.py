@@ -538,10 +538,13 @@ class JobStore(JobReads):
         extra: Sequence[dict[str, Any]] = (),
         end_time: int | None = None,
         owner: str | None = None,
-    ) -> None:
+        unless_stopping: bool = False,
+    ) -> bool:
         """Final job status and, in the same transaction, its callback and ``extra`` rows
         (``kind, target, payload, max_attempts``: notifications) in the outbox.
-        ``owner``: as for ``update_step``."""
+        ``owner``: as for ``update_step``. ``unless_stopping``: write nothing, and answer
+        False, if a terminate was taken (the job is terminating, 10) since the caller
+        chose ``status``: the operator was told it was taken."""
         now = end_time or now_ms()
         async with self.db.begin() as conn:
             job = (
@@ -552,9 +555,14 @@ class JobStore(JobReads):
                 )
             ).one()
             started = job.start_time or job.create_time
+            # in the update itself: a terminate is taken by a conditional update of the
+            # same row (``mark_stopping``), so exactly one of the two sees the other
+            not_stopping = (
+                [job_instances.c.status != int(RunStatus.STOPPING)] if unless_stopping else []
+            )
             res = await conn.execute(
                 update(job_instances)
-                .where(job_instances.c.id == job_id, *self._job_owned(owner))
+                .where(job_instances.c.id == job_id, *self._job_owned(owner), *not_stopping)
                 .values(
                     status=status,
                     end_time=now,
@@ -563,10 +571,21 @@ class JobStore(JobReads):
                     lease_until=None,
                 )
             )
+            if not res.rowcount and unless_stopping:
+                status_now = (
+                    await conn.execute(
+                        select(job_instances.c.status).where(
+                            job_instances.c.id == job_id, *self._job_owned(owner)
+                        )
+                    )
+                ).scalar()
+                if status_now == RunStatus.STOPPING:
+                    return False
             if not res.rowcount and owner is not None:
                 # nor its callback and notifications: the job's driver sends those
                 raise LostJob(job_id, owner)
             await enqueue(conn, job_id, callback, extra, now)
+            return True
 
 
 def _finish_row(r: HostResult) -> tuple[Any, ...]:
