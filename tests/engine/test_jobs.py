@@ -16,7 +16,7 @@ from tests.engine.conftest import FAST, FakeLink, Rig, script_job
 
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import HostStatus, RunStatus, StepType
+from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus, StepType
 from jobfleet.store.database import now_ms
 
 
@@ -138,6 +138,30 @@ async def test_a_job_created_waiting_starts_once(rig: Rig) -> None:
     assert await rig.engine.start_job(job_id)
     assert not await rig.engine.start_job(job_id)
     assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+
+
+async def test_a_job_terminated_before_it_starts_ends_its_hosts_as_a_terminate_does(
+    rig: Rig,
+) -> None:
+    """Its hosts read as the hosts a terminate ends in a running job: force-terminated
+    (403) with GSE's terminated error code beside it, not the code of a finished task."""
+    link = rig.agents.connect(1)
+    running_id, (running_step,) = await rig.engine.submit(script_job([1], "sleep 60"),
+                                                          start=True)
+    while not link.sent:
+        await asyncio.sleep(0.01)
+    waiting_id, (waiting_step,) = await rig.engine.submit(script_job([2, 3]), start=False)
+    await rig.engine.terminate(running_id)
+    await rig.engine.terminate(waiting_id)
+    await rig.wait_finished(running_id)
+    assert await rig.wait_finished(waiting_id) == RunStatus.TERMINATED
+    (stopped,) = await rig.store.hosts(running_step, 0)
+    assert stopped.status == HostStatus.GSE_TASK_TERMINATE_SUCCESS
+    for host in await rig.store.hosts(waiting_step, 0):
+        assert (host.status, host.error_code, host.total_time) == (
+            stopped.status, stopped.error_code, stopped.total_time
+        )
+        assert host.error_code == GseErrorCode.TERMINATED and host.end_time
 
 
 async def test_another_node_takes_over_a_job_whose_owner_is_gone(rig: Rig) -> None:

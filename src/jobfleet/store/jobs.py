@@ -451,8 +451,10 @@ class JobStore(JobReads):
 
     async def terminate_waiting(self, job_id: int) -> bool:
         """End a job created with ``start_task=false`` before it starts: the job, each
-        step and each waiting host terminated (hosts as 403), in one transaction (the
-        caller then finishes the job); False if it was no longer waiting."""
+        step and each waiting host terminated (hosts as 403, with the error code and
+        times of a host a terminate ends in a running job before its task was sent), in
+        one transaction (the caller then finishes the job); False if it was no longer
+        waiting."""
         now = now_ms()
         async with self.db.begin() as conn:
             res = await conn.execute(
@@ -485,7 +487,12 @@ class JobStore(JobReads):
                         step_hosts.c.step_instance_id.in_(part),
                         step_hosts.c.status.in_(UNFINISHED_HOST),
                     )
-                    .values(status=int(HostStatus.GSE_TASK_TERMINATE_SUCCESS), end_time=now)
+                    .values(
+                        status=int(HostStatus.GSE_TASK_TERMINATE_SUCCESS),
+                        error_code=int(GseErrorCode.TERMINATED),
+                        end_time=now,
+                        total_time=0,
+                    )
                 )
             return True
 
