@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
+from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, Registry
 from jobfleet.store.agent_loads import AgentLoad
 from jobfleet.store.database import Database
@@ -48,3 +49,19 @@ async def test_every_part_stops_when_the_last_writes_fail(
     assert len(failed) == 1
     assert failed[0].exc_info is None
     assert "facts" in failed[0].getMessage() and "load" in failed[0].getMessage()
+
+
+class FailingRefusals(Refusals):
+    async def stop(self) -> None:
+        raise RuntimeError("the refusals' last audit entry was not written")
+
+
+async def test_the_facts_are_written_when_the_refusals_fail_to_stop(db: Database) -> None:
+    host = await Inventory(db).add(2, "127.0.0.32")
+    gw = Gateway(IdentityStore(db), Registry(), Presence(db, "node-1"),
+                 refusals=FailingRefusals(None))
+    gw.start()
+    gw._facts.add(host.bk_host_id, {"os_name": "plan9", "labels": None})
+    await asyncio.wait_for(gw.stop(), 10)
+    (stored,) = await Inventory(db).by_ids([host.bk_host_id])
+    assert stored.os_name == "plan9"

@@ -34,7 +34,7 @@ from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
 from jobfleet.store.identity import AgentHost, IdentityStore
 from jobfleet.store.inventory import Inventory
-from jobfleet.store.outage import OutageLog
+from jobfleet.store.outage import OutageLog, reason
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +396,7 @@ class Gateway:
         if self._acks is not None:
             self._acks.stop()
         failed: list[str] = []
-        error: Exception | None = None
+        error: Exception = Exception()
         for name, stop in (
             ("refusals", self.refusals.stop),
             (self._facts.what, self._facts.stop),
@@ -406,11 +406,12 @@ class Gateway:
                 await stop()
             except Exception as exc:
                 failed.append(name)
-                error = error or exc
+                error = exc
         if failed:
             # the same outage fails each of them: one line tells of all
-            why = str(error).splitlines()[0] if str(error) else type(error).__name__
-            log.warning("gateway_stop_writes_lost parts=%s error=%s", ",".join(failed), why)
+            log.warning(
+                "gateway_stop_writes_lost parts=%s error=%s", ",".join(failed), reason(error)
+            )
 
     async def _watch_revocations(self) -> None:
         """Cut the connections of revoked credentials, wherever they were revoked."""
