@@ -151,7 +151,8 @@ class JobRunner:
                     break
             statuses = [s.status for s in await self.store.steps(job_id)]
             final = job_status_from_steps(statuses)
-            if stop.is_set() and final is not RunStatus.SUCCESS:
+            if stop.is_set():
+                # the terminate was taken (its answer said so), even if every step passed
                 final = RunStatus.STOP_SUCCESS
             await self.finish(job_id, final, job.callback_url, driving=True)
         except asyncio.CancelledError:
@@ -389,7 +390,15 @@ class JobRunner:
             self.store, self.cipher, job_id, status, steps, end, self.settings.callback_attempts
         )
         owner = self.settings.node_id if driving else None
-        await self.store.finish_job(job_id, int(status), callback, notices, end, owner=owner)
+        # a terminate taken after the driver chose the status (the last step had passed)
+        # still stops the job, as bk-job ends a terminating job whose step no longer runs
+        # (a job that failed inside jobfleet stays abnormal: that is what went wrong)
+        terminable = driving and status not in (RunStatus.STOP_SUCCESS, RunStatus.ABNORMAL_STATE)
+        if not await self.store.finish_job(
+            job_id, int(status), callback, notices, end, owner=owner, unless_stopping=terminable
+        ):
+            await self.finish(job_id, RunStatus.STOP_SUCCESS, callback_url, driving=driving)
+            return
         log.info("job_finished job=%s status=%d", job_id, status)
         for listener in self.on_job_finished:
             listener(job_id, status)

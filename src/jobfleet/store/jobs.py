@@ -451,8 +451,10 @@ class JobStore(JobReads):
 
     async def terminate_waiting(self, job_id: int) -> bool:
         """End a job created with ``start_task=false`` before it starts: the job, each
-        step and each waiting host terminated (hosts as 403), in one transaction (the
-        caller then finishes the job); False if it was no longer waiting."""
+        step and each waiting host terminated (hosts as 403, with the error code and
+        times of a host a terminate ends in a running job before its task was sent), in
+        one transaction (the caller then finishes the job); False if it was no longer
+        waiting."""
         now = now_ms()
         async with self.db.begin() as conn:
             res = await conn.execute(
@@ -485,7 +487,12 @@ class JobStore(JobReads):
                         step_hosts.c.step_instance_id.in_(part),
                         step_hosts.c.status.in_(UNFINISHED_HOST),
                     )
-                    .values(status=int(HostStatus.GSE_TASK_TERMINATE_SUCCESS), end_time=now)
+                    .values(
+                        status=int(HostStatus.GSE_TASK_TERMINATE_SUCCESS),
+                        error_code=int(GseErrorCode.TERMINATED),
+                        end_time=now,
+                        total_time=0,
+                    )
                 )
             return True
 
@@ -538,10 +545,13 @@ class JobStore(JobReads):
         extra: Sequence[dict[str, Any]] = (),
         end_time: int | None = None,
         owner: str | None = None,
-    ) -> None:
+        unless_stopping: bool = False,
+    ) -> bool:
         """Final job status and, in the same transaction, its callback and ``extra`` rows
         (``kind, target, payload, max_attempts``: notifications) in the outbox.
-        ``owner``: as for ``update_step``."""
+        ``owner``: as for ``update_step``. ``unless_stopping``: write nothing, and answer
+        False, if a terminate was taken (the job is terminating, 10) since the caller
+        chose ``status``: the operator was told it was taken."""
         now = end_time or now_ms()
         async with self.db.begin() as conn:
             job = (
@@ -552,9 +562,14 @@ class JobStore(JobReads):
                 )
             ).one()
             started = job.start_time or job.create_time
+            # in the update itself: a terminate is taken by a conditional update of the
+            # same row (``mark_stopping``), so exactly one of the two sees the other
+            not_stopping = (
+                [job_instances.c.status != int(RunStatus.STOPPING)] if unless_stopping else []
+            )
             res = await conn.execute(
                 update(job_instances)
-                .where(job_instances.c.id == job_id, *self._job_owned(owner))
+                .where(job_instances.c.id == job_id, *self._job_owned(owner), *not_stopping)
                 .values(
                     status=status,
                     end_time=now,
@@ -563,10 +578,21 @@ class JobStore(JobReads):
                     lease_until=None,
                 )
             )
+            if not res.rowcount and unless_stopping:
+                status_now = (
+                    await conn.execute(
+                        select(job_instances.c.status).where(
+                            job_instances.c.id == job_id, *self._job_owned(owner)
+                        )
+                    )
+                ).scalar()
+                if status_now == RunStatus.STOPPING:
+                    return False
             if not res.rowcount and owner is not None:
                 # nor its callback and notifications: the job's driver sends those
                 raise LostJob(job_id, owner)
             await enqueue(conn, job_id, callback, extra, now)
+            return True
 
 
 def _finish_row(r: HostResult) -> tuple[Any, ...]:
