@@ -16,7 +16,7 @@ from jobfleet.api.auditing import audit
 from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import decimal_int, get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.route_index import mark_plain
-from jobfleet.api.routing import Call, Handler, add_own, read_params, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, Handler, add_own, read_params, services_of
 from jobfleet.api.scope import (
     held_scopes,
     require_admin,
@@ -36,7 +36,7 @@ from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
 from jobfleet.domain.targets import normalize_ip
 
-PREFIX = "/api/jobfleet/v1"
+PREFIX = OWN_PREFIX
 
 log = logging.getLogger(__name__)
 # ids are BIGINT columns: a larger number is refused here, not by the database
