@@ -501,29 +501,41 @@ def _bash_quote(value: str) -> str:
 _DOUBLE_QUOTED_ESCAPE = re.compile(r'\\([\\"$`])')
 
 
+def _parenthesised(value: str) -> str | None:
+    """What stands between the parentheses of an array value ``( … )``, else None."""
+    stripped = value.strip()
+    if stripped.startswith("(") and stripped.endswith(")"):
+        return stripped[1:-1]
+    return None
+
+
+def _keyed_items(text: str) -> list[tuple[str, str]]:
+    """The ``[key]=value`` items of an array as bash writes one (``declare -p``): a
+    double-quoted value with its escapes undone, else the word as it stands."""
+    items = []
+    for key, raw in ASSOC_ITEM_RE.findall(text):
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = _DOUBLE_QUOTED_ESCAPE.sub(r"\1", raw[1:-1])
+        items.append((key, raw))
+    return items
+
+
 def _array_items(value: str) -> list[str]:
     """The items of an indexed array value written ``(a b "c d")``; a value that is not
     one (a host may report anything) is a single item."""
-    stripped = value.strip()
-    if not (stripped.startswith("(") and stripped.endswith(")")):
+    inner = _parenthesised(value)
+    if inner is None:
         return [value] if value else []
     try:
-        return shlex.split(stripped[1:-1])
+        return shlex.split(inner)
     except ValueError:
         return [value]
 
 
 def _assoc_items(value: str) -> list[tuple[str, str]]:
     """The ``["key"]=value`` items of an associative array value."""
-    stripped = value.strip()
-    if stripped.startswith("(") and stripped.endswith(")"):
-        stripped = stripped[1:-1]
-    items = []
-    for key, raw in ASSOC_ITEM_RE.findall(stripped):
-        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
-            raw = _DOUBLE_QUOTED_ESCAPE.sub(r"\1", raw[1:-1])
-        items.append((key, raw))
-    return items
+    inner = _parenthesised(value)
+    return _keyed_items(value.strip() if inner is None else inner)
 
 
 def _array_literal(var: Variable, value: str) -> str:
@@ -593,8 +605,7 @@ def parse_reported(text: str) -> dict[str, str]:
 
 def unquote_array(value: str) -> str:
     """``declare -p`` prints arrays as ``([0]="a" [1]="b")``; keep bk-job's ``(a b)`` form."""
-    stripped = value.strip()
-    if stripped.startswith("(") and "[0]=" in stripped:
-        items = re.findall(r'\[\d+\]="((?:[^"\\]|\\.)*)"', stripped)
-        return "(" + " ".join(shlex.quote(i) for i in items) + ")"
-    return value
+    inner = _parenthesised(value)
+    if inner is None or "[0]=" not in inner:
+        return value
+    return "(" + " ".join(shlex.quote(item) for _, item in _keyed_items(inner)) + ")"
