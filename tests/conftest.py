@@ -12,7 +12,10 @@ the suite's many servers. Tests of the migrations themselves take ``empty_databa
 
 A test marked ``one_backend`` runs on the first configured backend only: the console's
 browser flows and the CLI's, which exercise the same API answers and store queries that
-the API's and the store's own tests check on every backend. What a browser or a terminal
+the API's and the store's own tests check on every backend, and what an agent does on
+its host (the processes a task leaves, paths resolved for an account, its reconnects,
+the zipapp agent), and what the server's connections do before a request reaches the
+store (the handshake gate, timeouts and caps). What a browser, a terminal or a host
 makes of those answers does not depend on the database; hostile input, which may, keeps
 both (see test_console_hostile.py and test_console_catalog_input.py).
 """

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from tests.integration.harness import Running
+
+# one backend: the gate holds connections before any request reaches the store
+pytestmark = pytest.mark.one_backend
 
 
 async def test_a_host_stalling_handshakes_keeps_no_agent_out(running: Running) -> None:

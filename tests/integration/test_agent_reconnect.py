@@ -12,6 +12,10 @@ from tests.integration.harness import eventually, run_server
 
 from jobfleet.agent.client import Agent, AgentSettings
 
+# one backend: which address the agent tries, and when, is the agent's own doing; a
+# server restarted on its database is tested on every backend in test_durability.py
+pytestmark = pytest.mark.one_backend
+
 
 def agent_of(url: str, token: str, state: Path) -> Agent:
     return Agent(AgentSettings(server=url, state_dir=state, ip="127.0.0.1", biz=2,

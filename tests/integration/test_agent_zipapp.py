@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,19 +23,27 @@ async def host_alive(running: Running, ip: str) -> bool:
     return any(h.ip == ip and h.alive for h in await running.server.inventory.list())
 
 
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The archive, built from the tree once for the module's tests."""
+    built = tmp_path_factory.mktemp("zipapp") / "jobfleet-agent.pyz"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build-agent-zipapp.py"), str(built)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout.decode()
+    return built
+
+
 # -I -S: no site-packages at all, so everything the agent needs is in the archive; -OO as
-# deploy/install-agent.sh starts it (no docstrings, no asserts)
+# deploy/install-agent.sh starts it (no docstrings, no asserts). One backend: the archive
+# and the agent it runs are the same whatever database the server keeps its job in, and
+# the server's side of a job is tested on every backend elsewhere
+@pytest.mark.one_backend
 @pytest.mark.parametrize(("flags", "ip"), [(("-I", "-S"), IP), (("-I", "-S", "-OO"), IP_OO)],
                          ids=["plain", "installed"])
 async def test_the_zipapp_agent_runs_a_job(
-    running: Running, tmp_path: Path, flags: tuple[str, ...], ip: str
+    running: Running, tmp_path: Path, pyz: Path, flags: tuple[str, ...], ip: str
 ) -> None:
-    pyz = tmp_path / "jobfleet-agent.pyz"
-    build = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "scripts" / "build-agent-zipapp.py"), str(pyz),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(build.communicate(), 120)
-    assert build.returncode == 0, out.decode()
     # what an operator who copied the file around asks it: its release and protocol
     shown = await asyncio.create_subprocess_exec(
         sys.executable, *flags, str(pyz), "--version",

@@ -127,24 +127,25 @@ def collector_check(url: str, boot: dict[str, Any], target: dict[str, Any]) -> d
     return {"results": results, "checks": checks, "count": len(logs["data"]["script_task_logs"])}
 
 
-@pytest.mark.parametrize("form", ["ip_list", "host_id_list"])
-async def test_bk_log_collector_check(running: Running, form: str) -> None:
+# both target forms on one server and its agents, which cost more to start than a check
+async def test_bk_log_collector_check(running: Running) -> None:
     await running.start_agents(IPS)
     ids = await host_ids(running.server)
-    target: dict[str, Any] = (
-        {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]} if form == "ip_list"
-        else {"host_id_list": [ids[ip] for ip in IPS]})
-    out = await asyncio.to_thread(collector_check, running.url, running.boot, target)
-    assert out["count"] == len(IPS)
-    for r in out["results"]:
-        assert type(r["bk_cloud_id"]) is int and type(r["bk_host_id"]) is int
-        assert type(r["exit_code"]) is int and type(r["status"]) is int
-        assert r["bk_host_id"] == ids[r["ip"]]
-    for key, lines in out["checks"].items():
-        assert len(lines) == 1, (key, lines)
-        assert lines[0]["status"] is True, lines
-        assert [i["item"] for i in lines[0]["data"]] == ["config", "socket"]
-        assert lines[0]["data"][1]["message"] == "/usr/local/gse/"
+    targets: dict[str, dict[str, Any]] = {
+        "ip_list": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]},
+        "host_id_list": {"host_id_list": [ids[ip] for ip in IPS]}}
+    for form, target in targets.items():
+        out = await asyncio.to_thread(collector_check, running.url, running.boot, target)
+        assert out["count"] == len(IPS), (form, out)
+        for r in out["results"]:
+            assert type(r["bk_cloud_id"]) is int and type(r["bk_host_id"]) is int, (form, r)
+            assert type(r["exit_code"]) is int and type(r["status"]) is int, (form, r)
+            assert r["bk_host_id"] == ids[r["ip"]], (form, r)
+        for key, lines in out["checks"].items():
+            assert len(lines) == 1, (form, key, lines)
+            assert lines[0]["status"] is True, (form, lines)
+            assert [i["item"] for i in lines[0]["data"]] == ["config", "socket"], (form, lines)
+            assert lines[0]["data"][1]["message"] == "/usr/local/gse/", (form, lines)
 
 
 BKLOG_MARK = re.compile(r"<BKLOG>(.*?):(.*?)</BKLOG>")
@@ -216,24 +217,35 @@ def extraction(url: str, boot: dict[str, Any], ids: dict[str, int], work: str,
             "cos_log": cos_log["data"], "dist": dist["data"]}
 
 
-@pytest.mark.parametrize("scope", [
+EXTRACTION_SCOPES: list[dict[str, Any]] = [
     BIZ, {"bk_scope_type": "biz", "bk_scope_id": "2"},
     # multi-tenant mode: the whole tenant set, whose id bk-log holds as a number
-    {"bk_scope_type": "tenant_set", "bk_scope_id": 1}])
-async def test_bk_log_extraction(running: Running, tmp_path: Path, scope: dict[str, Any]) -> None:
+    {"bk_scope_type": "tenant_set", "bk_scope_id": 1}]
+
+
+# each scope's flow in a directory of its own on one server: a server and agents
+# started per scope cost more than a flow
+async def test_bk_log_extraction(running: Running, tmp_path: Path) -> None:
     await running.start_agents(IPS)
     ids = await host_ids(running.server)
-    out = await asyncio.to_thread(extraction, running.url, running.boot, ids, str(tmp_path),
-                                  scope)
-    assert out["codes"] == {IPS[0]: 0, IPS[1]: 3}
-    packed = f"{tmp_path}/packed dir/pack.tar.gz"
-    assert out["marks"] == {ids[ip]: {"path": packed, "host": ip} for ip in IPS}
-    assert set(out["dist"]) >= {"job_instance_id", "step_instance_id", "job_instance_name"}
-    assert out["moved"]["job_instance"]["status"] == 3
-    assert all(r["exit_code"] == 0
-               for r in out["cos"]["step_instance_list"][0]["step_ip_result_list"])
-    assert out["cos_log"]["log_content"] == "".join(
-        f"<BKLOG>dir:0_{ip}</BKLOG>\npacked & ready\n" for ip in sorted(IPS))
+    for n, scope in enumerate(EXTRACTION_SCOPES):
+        work = tmp_path / f"scope{n}"
+        work.mkdir()
+        out = await asyncio.to_thread(extraction, running.url, running.boot, ids, str(work),
+                                      scope)
+        assert out["codes"] == {IPS[0]: 0, IPS[1]: 3}, (scope, out["codes"])
+        packed = f"{work}/packed dir/pack.tar.gz"
+        assert out["marks"] == {ids[ip]: {"path": packed, "host": ip} for ip in IPS}, (
+            scope, out["marks"])
+        assert set(out["dist"]) >= {"job_instance_id", "step_instance_id",
+                                    "job_instance_name"}, (scope, out["dist"])
+        assert out["moved"]["job_instance"]["status"] == 3, (scope, out["moved"])
+        assert all(r["exit_code"] == 0
+                   for r in out["cos"]["step_instance_list"][0]["step_ip_result_list"]), (
+            scope, out["cos"])
+        assert out["cos_log"]["log_content"] == "".join(
+            f"<BKLOG>dir:0_{ip}</BKLOG>\npacked & ready\n" for ip in sorted(IPS)), (
+            scope, out["cos_log"])
 
 
 PERMISSION_CODES = (9900403, 35999999)

@@ -129,11 +129,15 @@ async def test_plan_run_keeps_the_secret_and_hosts_it_was_not_given(
 # One backend: the store's part, a closed session no longer found, is checked on every
 # backend by tests/store/test_people.py; what this adds (the open stream looks again
 # every RECHECK seconds and ends; an app's stream goes on) lies above the store and
-# takes ~20 s of waiting each run
+# takes several rechecks of waiting each run
 @pytest.mark.one_backend
-async def test_logging_out_ends_the_live_output(running: Running, browser: Any) -> None:
+async def test_logging_out_ends_the_live_output(running: Running, browser: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A job page left open in one tab stops receiving output once the session is
     closed from another (or ends): the stream was opened with it."""
+    # the server runs in this process: a recheck every second, not every 5 s, so that
+    # the waits below (a few rechecks each) are seconds rather than tens of them
+    monkeypatch.setattr(live, "RECHECK", 1.0)
     await running.start_agents(IPS)
     job = (await running.wire.run_script(
         "for i in $(seq 1 200); do echo tick $i; sleep 0.2; done", IPS))["job_instance_id"]

@@ -24,15 +24,18 @@ SOURCE = "127.0.0.2"
 TARGET = "127.0.0.4"
 
 
-@pytest.mark.parametrize(
-    "rel",
-    ["../../escape.txt", "/etc/escape.txt", "a/../../../escape.txt", "", ".", "bad\0name"],
-)
+# names that leave the target path, or are none
+LEAVING = ["../../escape.txt", "/etc/escape.txt", "a/../../../escape.txt", "", ".", "bad\0name"]
+
+
 async def test_a_listed_name_leaving_the_target_path_fails_that_source(
-    running: Running, tmp_path: Path, rel: str
+    running: Running, tmp_path: Path
 ) -> None:
+    """Each name in a transfer of its own, on one server and one source connection: a
+    server and agents started per name cost more than the transfers."""
     await running.start_agents([TARGET])
     requests: list[str] = []
+    listing = {"rel": ""}
     async with raw_agent(running, SOURCE) as agent:
         agent.reader.cancel()
 
@@ -42,28 +45,34 @@ async def test_a_listed_name_leaving_the_target_path_fails_that_source(
                 requests.append(message["t"])
                 if message["t"] == protocol.FILE_LIST:
                     listed: protocol.ListedFile = {
-                        "path": "/srv/escape.txt", "rel": rel, "size": 4, "mode": 0o644}
+                        "path": "/srv/escape.txt", "rel": listing["rel"], "size": 4,
+                        "mode": 0o644}
                     await agent.send(dict(protocol.reply(message["id"], files=[listed])))
 
         answering = asyncio.create_task(answer())
         try:
-            dest = tmp_path / "deep" / "dest"
-            _sub, data = await run_transfer(running, transfer_body(
-                ["/srv/escape.txt"], [SOURCE], [TARGET], f"{dest}/", timeout=10), timeout=60)
+            for n, rel in enumerate(LEAVING):
+                requests.clear()
+                listing["rel"] = rel
+                dest = tmp_path / f"name{n}" / "deep" / "dest"
+                sub, data = await run_transfer(running, transfer_body(
+                    ["/srv/escape.txt"], [SOURCE], [TARGET], f"{dest}/", timeout=10),
+                    timeout=60)
+                assert data["job_instance"]["status"] == 4, (rel, data)
+                result = data["step_instance_list"][0]["step_ip_result_list"][0]
+                assert result["ip"] == TARGET and result["status"] == 329, (rel, result)
+                # refused on the listing: the source is never asked for the bytes
+                assert protocol.FILE_LIST in requests and "file_upload" not in requests, (
+                    rel, requests)
+                assert "file_seed" not in requests, (rel, requests)
+                assert not list(tmp_path.rglob("escape.txt")), rel
+                logs = await running.wire.v3("get_job_instance_ip_log", {
+                    "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+                    "step_instance_id": sub["step_instance_id"], "bk_cloud_id": 0,
+                    "ip": TARGET}, method="GET")
+                assert "name" in logs["data"]["file_logs"][-1]["log_content"], (rel, logs)
         finally:
             answering.cancel()
-    assert data["job_instance"]["status"] == 4, data
-    result = data["step_instance_list"][0]["step_ip_result_list"][0]
-    assert result["ip"] == TARGET and result["status"] == 329, result
-    # refused on the listing: the source is never asked for the bytes
-    assert protocol.FILE_LIST in requests and "file_upload" not in requests
-    assert "file_seed" not in requests
-    assert not list(tmp_path.rglob("escape.txt"))
-    logs = await running.wire.v3("get_job_instance_ip_log", {
-        "bk_biz_id": 2, "job_instance_id": _sub["job_instance_id"],
-        "step_instance_id": _sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGET},
-        method="GET")
-    assert "name" in logs["data"]["file_logs"][-1]["log_content"]
 
 
 async def test_a_source_name_that_is_not_utf8_fails_the_source_at_once(
@@ -159,21 +168,27 @@ async def test_text_the_database_cannot_hold_fails_only_the_host_that_sent_it(
     assert ("f\\x00.txt" if where == "path" else "no\u2400such file") in shown, logs
 
 
-@pytest.mark.parametrize(("path", "rel"), [
+# what the source lists beside the file it was asked for (path, rel)
+NOT_ASKED_FOR = [
     # a file it was not asked for, at a name of its choosing
     ("/root/.ssh/authorized_keys", ".ssh/authorized_keys"),
     # the file it was asked for, at another name
     ("/srv/app.tar", ".ssh/authorized_keys"),
     # a file beside the one asked for
     ("/srv/other.tar", "other.tar"),
-])
+]
+
+
 async def test_a_source_listing_a_file_it_was_not_asked_for_fails_that_source(
-    running: Running, tmp_path: Path, path: str, rel: str
+    running: Running, tmp_path: Path
 ) -> None:
+    """Each listing in a transfer of its own, on one server and one source connection,
+    as in test_a_listed_name_leaving_the_target_path_fails_that_source."""
     honest = "127.0.0.5"
     await running.start_agents([TARGET, honest])
     (tmp_path / "good.txt").write_text("good\n")
     requests: list[str] = []
+    listing = {"path": "", "rel": ""}
     async with raw_agent(running, SOURCE) as agent:
         agent.reader.cancel()
 
@@ -185,31 +200,38 @@ async def test_a_source_listing_a_file_it_was_not_asked_for_fails_that_source(
                     if message["t"] == protocol.FILE_LIST:
                         listed: list[protocol.ListedFile] = [
                             {"path": "/srv/app.tar", "rel": "app.tar", "size": 4, "mode": 0o644},
-                            {"path": path, "rel": rel, "size": 4, "mode": 0o600}]
+                            {"path": listing["path"], "rel": listing["rel"], "size": 4,
+                             "mode": 0o600}]
                         await agent.send(dict(protocol.reply(message["id"], files=listed)))
 
         answering = asyncio.create_task(answer())
         try:
-            dest = tmp_path / "root"
-            body = transfer_body(["/srv/app.tar"], [SOURCE], [TARGET], f"{dest}/", timeout=10)
-            body["file_source_list"].append({
-                "file_list": [f"{tmp_path}/good.txt"], "account": {"alias": "root"},
-                "server": {"ip_list": [{"ip": honest, "bk_cloud_id": 0}]}})
-            sub, data = await run_transfer(running, body, timeout=60)
+            for n, (path, rel) in enumerate(NOT_ASKED_FOR):
+                requests.clear()
+                listing.update(path=path, rel=rel)
+                dest = tmp_path / f"listing{n}" / "root"
+                body = transfer_body(["/srv/app.tar"], [SOURCE], [TARGET], f"{dest}/",
+                                     timeout=10)
+                body["file_source_list"].append({
+                    "file_list": [f"{tmp_path}/good.txt"], "account": {"alias": "root"},
+                    "server": {"ip_list": [{"ip": honest, "bk_cloud_id": 0}]}})
+                sub, data = await run_transfer(running, body, timeout=60)
+                case = (path, rel)
+                assert data["job_instance"]["status"] == 4, (case, data)
+                result = data["step_instance_list"][0]["step_ip_result_list"][0]
+                assert result["ip"] == TARGET and result["status"] == 329, (case, result)
+                # refused on the listing: the source is never asked for the bytes
+                assert protocol.FILE_LIST in requests and "file_upload" not in requests, (
+                    case, requests)
+                assert "file_seed" not in requests, (case, requests)
+                assert not (dest / ".ssh").exists() and not (dest / "other.tar").exists(), case
+                logs = await running.wire.v3("get_job_instance_ip_log", {
+                    "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+                    "step_instance_id": sub["step_instance_id"], "bk_cloud_id": 0,
+                    "ip": TARGET}, method="GET")
+                assert "did not ask for" in str(logs["data"]["file_logs"]), (case, logs)
         finally:
             answering.cancel()
-    assert data["job_instance"]["status"] == 4, data
-    result = data["step_instance_list"][0]["step_ip_result_list"][0]
-    assert result["ip"] == TARGET and result["status"] == 329, result
-    # refused on the listing: the source is never asked for the bytes
-    assert protocol.FILE_LIST in requests and "file_upload" not in requests
-    assert "file_seed" not in requests
-    assert not (dest / ".ssh").exists() and not (dest / "other.tar").exists()
-    logs = await running.wire.v3("get_job_instance_ip_log", {
-        "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
-        "step_instance_id": sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGET},
-        method="GET")
-    assert "did not ask for" in str(logs["data"]["file_logs"]), logs
 
 
 async def test_set_id_bits_a_source_lists_never_reach_the_targets(

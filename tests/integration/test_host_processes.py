@@ -22,6 +22,9 @@ from tests.integration.test_file_durability import agent_proc
 from jobfleet.agent import processes
 
 IPS = ["127.0.0.2", "127.0.0.3"]
+# what is asserted is on the host (processes, command lines); the server's side of a
+# timeout, a termination and a lost agent is tested on every backend elsewhere
+pytestmark = pytest.mark.one_backend
 
 
 @pytest.fixture(params=[processes.CGROUP, processes.PROC])

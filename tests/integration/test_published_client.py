@@ -13,6 +13,8 @@ from bkapi_component.open.client import Client
 from tests.integration.harness import Running
 
 IPS = ["127.0.0.2", "127.0.0.3"]
+# a client of the API, whose own tests run on every backend (as the CLI and SDK tests)
+pytestmark = pytest.mark.one_backend
 
 
 def flow(url: str, boot: dict[str, Any], bk_api_ver: str) -> dict[str, Any]:

@@ -48,6 +48,9 @@ async def chunks(total: int, size: int = 256 * 1024) -> AsyncIterator[bytes]:
         sent += size
 
 
+# one backend: a body is refused or cut before any query is made, whatever the
+# database; the limits on enrollment and authentication below keep both
+@pytest.mark.one_backend
 async def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -73,6 +76,7 @@ async def _declared_bodies_refused(running: Running) -> None:
         assert "larger than the limit" in body["message"]
 
 
+@pytest.mark.one_backend
 async def test_a_streamed_body_is_cut_at_the_routes_limit(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -184,6 +188,7 @@ def rss() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+@pytest.mark.one_backend
 async def test_memory_stays_flat_under_parallel_huge_bodies(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -249,6 +254,7 @@ async def test_memory_stays_flat_under_parallel_huge_bodies(
         print(f"parallel bodies: RSS grew by {growth / MiB:.0f} MiB; {outcome}")
 
 
+@pytest.mark.one_backend
 async def test_a_refused_body_is_drained_only_briefly(tmp_path: Path, database_url: str) -> None:
     """Answered without reading (no credentials), a client that goes on streaming gets its
     answer and then loses the connection, instead of keeping it busy for as long as it likes."""

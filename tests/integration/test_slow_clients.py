@@ -17,6 +17,10 @@ from tests.integration.harness import Running, eventually, run_server
 
 from jobfleet.agent.channel import pinned_context
 
+# one backend: the timeouts and caps hold connections before their requests reach the
+# store, whichever database it keeps
+pytestmark = pytest.mark.one_backend
+
 SLOW = 2000
 
 
