@@ -313,7 +313,8 @@ class StepTasks:
             status=int(RunStatus.WAITING_USER),
             owner=self.settings.node_id,
         )
-        return await self.decisions.await_decision(job, step, stop) is not None
+        decided = await self.decisions.await_decision(job, step, stop, self.settings.node_id)
+        return decided is not None
 
     async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
         """Wait for every host of ``run``; True if the job was terminated meanwhile."""

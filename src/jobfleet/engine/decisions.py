@@ -17,7 +17,7 @@ from sqlalchemy import Row
 from jobfleet.domain.states import STEP_PASSED
 from jobfleet.domain.status import RunStatus
 from jobfleet.engine.progress import Progress
-from jobfleet.store.jobs import JobStore
+from jobfleet.store.jobs import JobStore, LostJob
 from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,11 @@ class Decisions:
             event.set()
 
     async def await_decision(
-        self, job: Row[Any], step: Row[Any], stop: asyncio.Event
+        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, owner: str
     ) -> Row[Any] | None:
         """Wait while a step is parked in status 7; its row once an operator moved it on,
-        None if the job was terminated meanwhile."""
+        None if the job was terminated meanwhile. ``owner``: the driver's node (``LostJob``
+        once the job is another's)."""
         event = self._steps.setdefault(step.id, asyncio.Event())
         try:
             while True:
@@ -73,13 +74,16 @@ class Decisions:
                             # only a waiting job resumes: a terminate taken meanwhile (10)
                             # is how a driving node on another server learns of it
                             await self.store.update_job_if(
-                                job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
+                                job.id,
+                                int(RunStatus.WAITING_USER),
+                                status=int(RunStatus.RUNNING),
+                                owner=owner,
                             )
                         return current
                     await self.check_stop(job.id, stop)
                     if current is None or stop.is_set():
                         return None
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, LostJob):
                     raise
                 except Exception:
                     # a wait of days outlives a database restart: look again next time

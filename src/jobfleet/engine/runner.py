@@ -341,7 +341,9 @@ class JobRunner:
                 owner=self.settings.node_id,
             )
             self.confirm_waiting(job, await self.store.step(step.id))
-        current = await self.decisions.await_decision(job, step, stop)
+        current = await self.decisions.await_decision(
+            job, step, stop, self.settings.node_id
+        )
         if current is None:
             end = now_ms()
             latest = await self.store.step(step.id)
