@@ -69,6 +69,21 @@ async def test_a_claim_by_the_same_node_fences_off_its_earlier_driver(db: Databa
     await new.finish(int(RunStatus.SUCCESS), None)
 
 
+async def test_the_lease_keepers_take_leaves_a_drivers_claim_holding(db: Database) -> None:
+    """The lease keeper takes a job it found claimable just as a driver of this node
+    claimed it (a submit's): the driver it launches claims the job itself, and the take
+    does not fence off the driver already there."""
+    jobs = JobStore(db)
+    job_id, step_id = await new_job(jobs)
+    lease = await jobs.claim(job_id, "a", 60)
+    assert lease is not None
+    assert await jobs.leases.take(job_id, "a", 60)
+    assert not await jobs.leases.take(job_id, "b", 60)
+    await lease.update_step(step_id, current_batch=3)
+    step = await jobs.step(step_id)
+    assert step is not None and step.current_batch == 3
+
+
 async def _refused(lease: JobLease, step_id: int) -> None:
     """Every write of ``lease``'s raises ``LostJob``."""
     with pytest.raises(LostJob):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Float, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -100,27 +101,10 @@ class LeaseStore:
             return [int(r[0]) for r in rows]
 
     async def claim(self, job_id: int, node_id: str, ttl: float) -> Fence | None:
-        """Take the job for ``node_id``, as a new generation of its lease (None if
-        another node's lease holds, or the job is not active)."""
+        """Take the job for a driver on ``node_id``, as a new generation of its lease
+        (None if another node's lease holds, or the job is not active)."""
         async with self.db.begin() as conn:
-            res = await conn.execute(
-                update(job_instances)
-                .where(
-                    job_instances.c.id == job_id,
-                    job_instances.c.status.in_(ACTIVE_JOB),
-                    or_(
-                        job_instances.c.owner_node == node_id,
-                        job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < lease_clock(),
-                    ),
-                )
-                .values(
-                    owner_node=node_id,
-                    lease_until=lease_clock() + ttl,
-                    lease_gen=job_instances.c.lease_gen + 1,
-                )
-            )
-            if not res.rowcount:
+            if not await self._take(conn, job_id, node_id, ttl, new_generation=True):
                 return None
             # the row stays locked (SQLite: the database) until this transaction ends
             generation = (
@@ -129,6 +113,35 @@ class LeaseStore:
                 )
             ).scalar_one()
             return Fence(job_id, node_id, int(generation))
+
+    async def take(self, job_id: int, node_id: str, ttl: float) -> bool:
+        """Hold the job's lease for ``node_id`` until the driver it launches claims the
+        job (``claim``), without a new generation: a driver of this node that claimed
+        the job since the caller last looked keeps writing (False as for ``claim``)."""
+        async with self.db.begin() as conn:
+            return await self._take(conn, job_id, node_id, ttl, new_generation=False)
+
+    @staticmethod
+    async def _take(
+        conn: AsyncConnection, job_id: int, node_id: str, ttl: float, *, new_generation: bool
+    ) -> bool:
+        values: dict[str, Any] = {"owner_node": node_id, "lease_until": lease_clock() + ttl}
+        if new_generation:
+            values["lease_gen"] = job_instances.c.lease_gen + 1
+        res = await conn.execute(
+            update(job_instances)
+            .where(
+                job_instances.c.id == job_id,
+                job_instances.c.status.in_(ACTIVE_JOB),
+                or_(
+                    job_instances.c.owner_node == node_id,
+                    job_instances.c.owner_node.is_(None),
+                    job_instances.c.lease_until < lease_clock(),
+                ),
+            )
+            .values(**values)
+        )
+        return bool(res.rowcount)
 
     async def renew(self, node_id: str, ttl: float, given_up: Iterable[int] = ()) -> None:
         """Renew this node's leases but those of ``given_up`` jobs."""
