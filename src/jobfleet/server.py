@@ -1035,7 +1035,11 @@ class _Listener(uvicorn.Server):
     async def _shutdown(self, sockets: list[socket.socket] | None) -> None:
         """uvicorn's ``shutdown``, less its waits of 0.1 s: a fixed one after asking the
         connections to close, even when there is none, and then 0.1 s between looks
-        at whether any is left. Each stop of a server paid them on both listeners."""
+        at whether any is left. Each stop of a server paid them on both listeners.
+
+        A copy, not a call: the fixed wait is a bare ``asyncio.sleep(0.1)`` in the body
+        of uvicorn's ``shutdown`` (0.55), with no hook before it; the looks are in
+        ``_wait_tasks_to_complete``, overridden below."""
         uvicorn_log.info("Shutting down")
         for server in self.servers:
             server.close()

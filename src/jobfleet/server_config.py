@@ -225,7 +225,23 @@ def _settings() -> dict[str, Setting]:
 
 SETTINGS = _settings()
 FLAGS = {s.flag: s.key for s in SETTINGS.values() if s.flag}
+# the [smtp] keys whose SmtpSettings field is named otherwise
+SMTP_FIELDS = {"from": "sender", "user": "username"}
 SECTIONS = frozenset(key.split(".", 1)[0] for key in SETTINGS if "." in key)
+
+
+def default(key: str) -> Any:
+    """The value of setting ``key`` when neither the file nor a flag gives it."""
+    section, _, name = key.rpartition(".")
+    if not section and name in COMMAND_DEFAULTS:
+        return COMMAND_DEFAULTS[name]
+    holder = {"": ServerSettings, "engine": EngineSettings, "retention": RetentionSettings,
+              "smtp": SmtpSettings}[section]
+    name = SMTP_FIELDS.get(name, name) if section == "smtp" else name
+    field = next(f for f in dataclasses.fields(holder) if f.name == name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -300,8 +316,7 @@ def _build(values: dict[str, Any], path: Path | None) -> ServerSettings:
         smtp["password"] = _read_secret(password_file, "smtp.password_file")
     mail: SmtpSettings | None = None
     if smtp.get("host"):
-        renamed = {"from": "sender", "user": "username"}
-        mail = SmtpSettings(**{renamed.get(k, k): v for k, v in smtp.items()})
+        mail = SmtpSettings(**{SMTP_FIELDS.get(k, k): v for k, v in smtp.items()})
     return ServerSettings(
         **top,
         engine=EngineSettings(**section("engine")),

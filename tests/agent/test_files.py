@@ -322,14 +322,14 @@ def test_a_name_that_is_not_utf8_is_missing_with_a_name_that_can_be_sent(
 
 @needs_root
 @needs_nobody
-def test_set_id_bits_are_kept_only_on_files_the_account_owns(tmp_path: Path) -> None:
+def test_set_id_bits_are_never_listed(tmp_path: Path) -> None:
     assert NOBODY is not None
     top = tmp_path / "bin"
     for name in ("mine", "theirs", "their_group"):
         write(top / name)
         os.chmod(top / name, 0o6755)
-    # an account copying another user's set-user-ID file would hand it the account's
-    # identity on every target, where the copy is the account's own
+    # the copy is the target account's own: a set-ID bit would hand its identity to the
+    # program, whoever owned it here
     os.chown(top / "theirs", NOBODY.pw_uid, 0)
     os.chown(top / "their_group", 0, NOBODY.pw_gid)
     for name in ("theirs", "their_group"):
@@ -339,7 +339,7 @@ def test_set_id_bits_are_kept_only_on_files_the_account_owns(tmp_path: Path) -> 
 
     assert not missing
     modes = {f.rel: f.mode for f in found if not f.is_dir}
-    assert modes == {"bin/mine": 0o6755, "bin/theirs": 0o2755, "bin/their_group": 0o4755}
+    assert modes == {"bin/mine": 0o755, "bin/theirs": 0o755, "bin/their_group": 0o755}
 
 
 def test_regex_matches_names_in_one_directory(tmp_path: Path) -> None:
@@ -573,6 +573,17 @@ async def test_round_trip_keeps_bytes_mode_and_checksum(
     assert stat.S_IMODE(dest.stat().st_mode) == 0o751
     assert down[-1].done == len(data)
     assert temp_files(dest.parent) == []
+
+
+async def test_set_id_bits_it_is_told_to_give_are_not_given(
+    blob_server: BlobServer, fetch: Fetch, tmp_path: Path
+) -> None:
+    # a server of an earlier release passes on what a hostile source listed
+    blob = blob_id()
+    blob_server.put_blob(blob, b"#!/bin/sh\n")
+    for mode, kept in ((0o6755, 0o755), (0o4777, 0o777), (0o1644, 0o644)):
+        await fetch(blob, tmp_path / "tool", b"#!/bin/sh\n", mode=mode)
+        assert oct(stat.S_IMODE((tmp_path / "tool").stat().st_mode)) == oct(kept)
 
 
 async def test_empty_file_round_trip(
@@ -1028,3 +1039,8 @@ def test_make_dir_strict_force_and_conflicts(tmp_path: Path) -> None:
     with pytest.raises(TransferError) as conflict:
         make_dir(str(tmp_path / "file"), mode=0o755, account=SELF, create_dirs=False)
     assert "not a directory" in conflict.value.message
+
+
+def test_make_dir_gives_no_set_id_bits_and_keeps_a_sticky_bit(tmp_path: Path) -> None:
+    make_dir(str(tmp_path / "shared"), mode=0o7777, account=SELF, create_dirs=False)
+    assert oct(stat.S_IMODE((tmp_path / "shared").stat().st_mode)) == oct(0o1777)

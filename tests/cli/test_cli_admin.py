@@ -42,6 +42,19 @@ def test_token_create_prints_only_the_token_on_stdout(cli: Cli, server: FakeServ
     ]
 
 
+@pytest.mark.parametrize(
+    ("revoked", "said"),
+    [(0, "no tokens of bob revoked: it had none"), (1, "revoked 1 token of bob"),
+     (2, "revoked 2 tokens of bob")],
+)
+def test_revoking_every_token_counts_them_in_words(
+    cli: Cli, server: FakeServer, revoked: int, said: str
+) -> None:
+    server.admin_answers[("DELETE", "/users/bob/tokens")] = {"username": "bob", "revoked": revoked}
+    result = cli("admin", "user", "revoke-token", "bob", "--all")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == said
+
 
 def test_token_lifetimes_read_as_operators_write_them(cli: Cli, server: FakeServer) -> None:
     server.admin_answers[("POST", "/enroll-tokens")] = {"token": "tok-9"}

@@ -440,7 +440,7 @@ def test_fetch_download_that_fails_its_checksum_exits_2(
         ("saved", str(tmp_path / "0_127.0.0.1" / "b")),
     ]
     assert "checksum mismatch" in data["files"][0]["error"]
-    assert "1 fetched files could not be saved" in result.stderr
+    assert "1 fetched file could not be saved" in result.stderr
     assert sorted(p.name for p in (tmp_path / "0_127.0.0.1").iterdir()) == ["b"]
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from jobfleet.cli import _progress, _render
 from jobfleet.cli._render import counted
 from jobfleet.cli._scripts import language_for, parse_language
+from jobfleet.cli.topo import topology_tree
 from jobfleet.sdk import ExecutionResult, HostResult
 
 
@@ -74,11 +75,31 @@ def test_host_table_groups_by_status_failures_last_and_escapes_markup() -> None:
 
 def test_result_summary_wording() -> None:
     result = ExecutionResult(5, 6, 2, False, [HostResult(1, "127.0.0.1", 0, 7, None)])
-    assert render(_render.result_summary(result)).strip() == "… job 5 running · 0/1 hosts done"
+    assert render(_render.result_summary(result)).strip() == "… job 5 running · 0/1 host done"
     result = ExecutionResult(5, 6, 3, True, [HostResult(1, "127.0.0.1", 0, 9, 0)])
     assert render(_render.result_summary(result, 2.0)).strip() == (
-        "✔ job 5 succeeded · 1/1 hosts done · 2.0s"
+        "✔ job 5 succeeded · 1/1 host done · 2.0s"
     )
+
+
+def test_result_summary_of_a_job_with_no_hosts_yet() -> None:
+    result = ExecutionResult(5, 6, 1, False, [])
+    assert render(_render.result_summary(result)).strip() == "… job 5 waiting · no hosts yet"
+    failed = ExecutionResult(5, 6, 4, True, [HostResult(1, "127.0.0.1", 0, 4, 1)])
+    assert "· 1 of 1 host failed" in render(_render.result_summary(failed))
+
+
+def test_topology_tree_counts_one_host_as_one() -> None:
+    data = {
+        "bk_biz_id": 2,
+        "sets": [
+            {"name": "web", "id": 1, "modules": [{"name": "nginx", "id": 3, "host_ids": [7]}]}
+        ],
+        "idle_host_ids": [8],
+        "hosts": [{"bk_host_id": 7, "ip": "127.0.0.7"}, {"bk_host_id": 8, "ip": "127.0.0.8"}],
+    }
+    text = render(topology_tree(data))
+    assert "(id 3, 1 host)" in text and "idle  (1 host in no module)" in text
 
 
 def test_language_names_numbers_and_extensions() -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
+from jobfleet.cli.daemons import say_defaults
 from jobfleet.cli.main import app
 
 # commands that print no data of their own: daemons run until stopped, ``demo`` drives
@@ -139,10 +141,14 @@ def test_the_server_options_say_their_defaults_and_say_them_right(tmp_path: Path
     defaults = server_config.load(None, {"--data-dir": tmp_path})
     units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
     commands = dict(leaves(typer.main.get_command(app)))
+    shown = CliRunner().invoke(app, ["server", "--help"], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0 and "{default" not in shown.stdout, shown.stdout
+    # what --help writes into the options' help before it shows them
+    say_defaults(commands["server"].params)
     unsaid, wrong = [], []
     for param in commands["server"].params:
         key = server_config.FLAGS.get(param.opts[0])
-        if key is None or key.startswith(("smtp.", "retention.")) or param.hidden:
+        if key is None or key.startswith("smtp.") or param.hidden:
             continue
         value: Any = defaults
         for part in key.split("."):

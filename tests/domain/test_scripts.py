@@ -1,7 +1,10 @@
 import base64
+import codecs
+from collections.abc import Callable
 
 import pytest
 
+from jobfleet.domain import scripts
 from jobfleet.domain.dangerous import compile_rule, scan
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.scripts import (
@@ -187,3 +190,31 @@ def test_utf16_without_a_byte_order_mark_is_shown_but_never_launched() -> None:
     with pytest.raises(JobError) as err:
         check_script_nul(exact_text(b"\xff\xfe" + "a\x00b".encode("utf-16-le")), "c")
     assert "NUL characters" in err.value.message
+
+
+@pytest.mark.parametrize("raw", [
+    codecs.BOM_UTF16_LE + "rm -rf /\r\n".encode("utf-16-le"),
+    "echo \u4f60\u597d\n".encode("gbk"),
+    "echo \u4f60\u597d\n".encode(),
+    codecs.BOM_UTF8 + b"echo hi\n",
+])
+def test_a_launch_reads_its_script_once(monkeypatch: pytest.MonkeyPatch, raw: bytes) -> None:
+    """The NUL check, the rules and the job's stored form all come from one reading: none
+    of them encodes or tests the whole script again (a script may be 16 MiB)."""
+    text = exact_text(raw)
+    read = scripts.read_script(text)
+    expected = (rule_texts(text), stored_script(text, None))
+    encoded: list[int] = []
+
+    def counted(function: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(value: str, *args: object) -> object:
+            encoded.append(len(value))
+            return function(value, *args)
+        return wrapper
+
+    monkeypatch.setattr(scripts, "exact_bytes", counted(scripts.exact_bytes))
+    monkeypatch.setattr(scripts, "is_unicode", counted(scripts.is_unicode))
+    check_script_nul(read, "script_content")
+    assert (rule_texts(read), stored_script(read, None)) == expected
+    # at most the first characters, where a byte order mark would be
+    assert all(n <= 4 for n in encoded), encoded

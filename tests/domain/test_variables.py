@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobfleet.domain.status import VariableType
-from jobfleet.domain.variables import Variable, shell_prelude
+from jobfleet.domain.variables import Variable, shell_prelude, unquote_array
 
 COLORS = Variable(1, "colors", VariableType.INDEX_ARRAY)
 SIZES = Variable(2, "sizes", VariableType.ASSOC_ARRAY)
@@ -62,3 +62,13 @@ def test_empty_array_values_declare_empty_arrays() -> None:
     prelude = shell_prelude([COLORS, SIZES], {"colors": "", "sizes": "()"})
     assert _bash(prelude + 'echo "${#colors[@]} ${#sizes[@]}"; declare -p sizes\n') == (
         "0 0\ndeclare -A sizes=()\n")
+
+
+def test_an_indexed_array_a_step_changed_keeps_its_items_into_the_next_step() -> None:
+    # a step's changed array comes back as bash's ``declare -p`` writes it, escapes and all
+    items = ['say "hi"', "cost $5", "back\\slash", "tick`", "two words"]
+    quoted = " ".join("'" + i.replace("'", "'\\''") + "'" for i in items)
+    printed = _bash(f"a=({quoted}); declare -p a").strip().split("=", 1)[1]
+    value = unquote_array(printed)
+    out = _bash(shell_prelude([COLORS], {"colors": value}) + 'printf "<%s>" "${colors[@]}"\n')
+    assert out == "".join(f"<{i}>" for i in items), value

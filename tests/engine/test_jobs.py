@@ -16,7 +16,7 @@ from tests.engine.conftest import FAST, FakeLink, Rig, script_job
 
 from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import HostStatus, RunStatus, StepType
+from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus, StepType
 from jobfleet.store.database import now_ms
 from jobfleet.store.jobs import JobLease
 
@@ -141,6 +141,30 @@ async def test_a_job_created_waiting_starts_once(rig: Rig) -> None:
     assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
 
 
+async def test_a_job_terminated_before_it_starts_ends_its_hosts_as_a_terminate_does(
+    rig: Rig,
+) -> None:
+    """Its hosts read as the hosts a terminate ends in a running job: force-terminated
+    (403) with GSE's terminated error code beside it, not the code of a finished task."""
+    link = rig.agents.connect(1)
+    running_id, (running_step,) = await rig.engine.submit(script_job([1], "sleep 60"),
+                                                          start=True)
+    while not link.sent:
+        await asyncio.sleep(0.01)
+    waiting_id, (waiting_step,) = await rig.engine.submit(script_job([2, 3]), start=False)
+    await rig.engine.terminate(running_id)
+    await rig.engine.terminate(waiting_id)
+    await rig.wait_finished(running_id)
+    assert await rig.wait_finished(waiting_id) == RunStatus.TERMINATED
+    (stopped,) = await rig.store.hosts(running_step, 0)
+    assert stopped.status == HostStatus.GSE_TASK_TERMINATE_SUCCESS
+    for host in await rig.store.hosts(waiting_step, 0):
+        assert (host.status, host.error_code, host.total_time) == (
+            stopped.status, stopped.error_code, stopped.total_time
+        )
+        assert host.error_code == GseErrorCode.TERMINATED and host.end_time
+
+
 async def test_another_node_takes_over_a_job_whose_owner_is_gone(rig: Rig) -> None:
     rig.agents.connect(1)
     job = script_job([1])
@@ -165,6 +189,35 @@ async def test_a_terminate_that_comes_as_the_job_ends_leaves_it_ended(rig: Rig) 
     assert raised.value.code == ErrorCode.UNSUPPORTED_OPERATION
     job = await rig.store.job(job_id)
     assert job is not None and job.status == RunStatus.SUCCESS
+
+
+async def test_a_terminate_taken_between_the_last_step_and_the_end_stops_the_job(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver found every step passed; the terminate is taken before it writes the
+    job's end. The operator was told it was taken: the job ends stopped (11), as bk-job
+    ends a terminating job whose step no longer runs."""
+    rig.agents.connect(1)
+    finish = JobLease.finish
+    answers: list[JobError | None] = []
+
+    async def terminated_first(lease: JobLease, *args: Any, **kwargs: Any) -> Any:
+        if not answers:
+            try:
+                await rig.engine.terminate(lease.job_id)
+                answers.append(None)
+            except JobError as error:
+                answers.append(error)
+        return await finish(lease, *args, **kwargs)
+
+    monkeypatch.setattr(JobLease, "finish", terminated_first)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1]), start=True)
+    assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
+    assert answers == [None]
+    job = await rig.store.job(job_id)
+    assert job is not None and job.status == RunStatus.STOP_SUCCESS and job.end_time
+    step = await rig.store.step(step_id)
+    assert step is not None and step.status == RunStatus.SUCCESS
 
 
 async def test_a_second_terminate_is_told_the_job_is_terminating(rig: Rig) -> None:

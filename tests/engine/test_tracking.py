@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobfleet.engine.tracking import SENT, WAITING, StepRun, Tracker
+from jobfleet.engine.tracking import REFUSED, SENT, WAITING, StepRun, Tracker
 
 
 def test_a_result_finishes_a_host_and_the_run_once_all_are_in() -> None:
@@ -35,3 +35,13 @@ def test_a_host_message_carries_its_own_values() -> None:
     run = StepRun(1, 10, 2, template, per_host={5: {"env": {"A": "1"}}})
     assert run.message(5) == {"t": "run", "id": "10:2:5", "script": "x", "env": {"A": "1"}}
     assert run.message(6) == {"t": "run", "id": "10:2:6", "script": "x"}
+
+
+def test_a_refusal_is_per_host_and_never_sent_to_an_agent() -> None:
+    template = {"t": "run", "id": "", "script": "x", REFUSED: "shared value from a host"}
+    run = StepRun(1, 10, 2, template, per_host={5: {"script": "y", REFUSED: ""},
+                                               6: {"script": "z"}})
+    assert (run.refusal(4), run.refusal(5), run.refusal(6)) == (
+        "shared value from a host", "", "shared value from a host")
+    for host in (4, 5, 6):
+        assert REFUSED not in run.message(host)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.integration.harness import Proc, Wire, eventually, free_port
 
 from jobfleet.server import read_bootstrap
@@ -214,3 +215,33 @@ async def wait_ready(proc: Proc, count: int, timeout: float = 120.0) -> None:
     assert proc.proc is not None and proc.proc.stdout is not None
     line = await asyncio.wait_for(proc.proc.stdout.readline(), timeout)
     assert line.decode().strip() == f"ready {count}", line
+
+
+@contextlib.asynccontextmanager
+async def agents_of(c: Cluster, tmp_path: Path, count: int,
+                    on: list[int] | None = None) -> AsyncIterator[Proc]:
+    """``count`` real agents that know the nodes ``on`` (every node when None), all
+    connected; stopped on the way out, whatever happened."""
+    urls = c.urls if on is None else [c.urls[i] for i in on]
+    agents = swarm(urls, c.boot["enroll_token"], count, tmp_path / "swarm")
+    await agents.start()
+    try:
+        await wait_ready(agents, count)
+        yield agents
+    finally:
+        await agents.stop()
+
+
+def node_ids(c: Cluster) -> list[str]:
+    """Each node's id, as the leases it holds name it."""
+    return [(n.data_dir / "node_id").read_text().strip() for n in c.nodes]
+
+
+@contextlib.asynccontextmanager
+async def database(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of the cluster's database, for what the test reads there itself."""
+    db = create_async_engine(url)
+    try:
+        yield db
+    finally:
+        await db.dispose()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.integration.cluster import Cluster, cluster, needs_cluster, swarm, wait_ready
+from tests.integration.cluster import Cluster, agents_of, cluster, needs_cluster, swarm, wait_ready
 from tests.integration.harness import Proc, Wire, b64, eventually
 from tests.integration.test_cron import A, cron_jobs, firings, make_plan, saved, set_status
 
@@ -61,20 +61,14 @@ async def check_every_host_once(wire: Wire, job_id: int, step_id: int, ips: dict
 
 async def test_one_job_reaches_agents_on_every_node(tmp_path: Path, database_url: str) -> None:
     needs_cluster(database_url)
-    async with cluster(tmp_path, database_url) as c:
-        agents = swarm(c.urls, c.boot["enroll_token"], 30, tmp_path / "swarm")
-        await agents.start()
-        try:
-            await wait_ready(agents, 30)
-            ids, ips = await hosts_by_node(c.wires[1])
-            assert len(ids) == 30
-            job_id, step_id = await run(c.wires[0], 'echo "hi $JOBFLEET_HOST_IP"', ids)
-            await check_every_host_once(c.wires[2], job_id, step_id, ips, "hi {ip}\n")
-            # every node answers the same
-            answers = [await w.status(job_id) for w in c.wires]
-            assert all(a["job_instance"]["status"] == 3 for a in answers)
-        finally:
-            await agents.stop()
+    async with cluster(tmp_path, database_url) as c, agents_of(c, tmp_path, 30):
+        ids, ips = await hosts_by_node(c.wires[1])
+        assert len(ids) == 30
+        job_id, step_id = await run(c.wires[0], 'echo "hi $JOBFLEET_HOST_IP"', ids)
+        await check_every_host_once(c.wires[2], job_id, step_id, ips, "hi {ip}\n")
+        # every node answers the same
+        answers = [await w.status(job_id) for w in c.wires]
+        assert all(a["job_instance"]["status"] == 3 for a in answers)
 
 
 async def all_started(wire: Wire, job_id: int, step_id: int, ids: list[int]) -> None:
@@ -93,63 +87,52 @@ async def test_terminate_through_a_node_that_neither_drives_nor_holds(
     needs_cluster(database_url)
     # agents that never confirmed would end 404 only after this wait: 403 below is the
     # kill that reached them
-    async with cluster(tmp_path, database_url, engine={"terminate_wait": 60.0}) as c:
-        # the agents know node 2 only; node 0 drives; node 1 takes the terminate
-        agents = swarm([c.urls[2]], c.boot["enroll_token"], 10, tmp_path / "swarm")
-        await agents.start()
-        try:
-            await wait_ready(agents, 10)
-            ids, _ips = await hosts_by_node(c.wires[0])
-            job_id, step_id = await run(c.wires[0], "echo started; sleep 300", ids)
-            await all_started(c.wires[0], job_id, step_id, ids)
-            began = time.monotonic()
-            answer = await c.wires[1].v3("operate_job_instance", {
-                "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
-            assert answer["result"], answer
+    # the agents know node 2 only; node 0 drives; node 1 takes the terminate
+    async with cluster(tmp_path, database_url, engine={"terminate_wait": 60.0}) as c, \
+            agents_of(c, tmp_path, 10, on=[2]):
+        ids, _ips = await hosts_by_node(c.wires[0])
+        job_id, step_id = await run(c.wires[0], "echo started; sleep 300", ids)
+        await all_started(c.wires[0], job_id, step_id, ids)
+        began = time.monotonic()
+        answer = await c.wires[1].v3("operate_job_instance", {
+            "bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 1})
+        assert answer["result"], answer
 
-            async def stopped() -> dict[str, Any] | None:
-                data = await c.wires[1].status(job_id)
-                return data if data["job_instance"]["status"] == 11 else None
-            data = await eventually(stopped, timeout=20, interval=0.05)
-            took = time.monotonic() - began
-            results = data["step_instance_list"][0]["step_ip_result_list"]
-            assert {r["status"] for r in results} == {403}, results
-            # the kill went from node 0 through Redis to node 2 and its agents, long
-            # before the termination's wait
-            assert took < 30.0, took
-        finally:
-            await agents.stop()
+        async def stopped() -> dict[str, Any] | None:
+            data = await c.wires[1].status(job_id)
+            return data if data["job_instance"]["status"] == 11 else None
+        data = await eventually(stopped, timeout=20, interval=0.05)
+        took = time.monotonic() - began
+        results = data["step_instance_list"][0]["step_ip_result_list"]
+        assert {r["status"] for r in results} == {403}, results
+        # the kill went from node 0 through Redis to node 2 and its agents, long
+        # before the termination's wait
+        assert took < 30.0, took
 
 
 async def test_a_file_uploaded_to_one_node_reaches_agents_of_another(
         tmp_path: Path, database_url: str) -> None:
     needs_cluster(database_url)
-    async with cluster(tmp_path, database_url) as c:
-        agents = swarm([c.urls[2]], c.boot["enroll_token"], 3, tmp_path / "swarm")
-        await agents.start()
-        try:
-            await wait_ready(agents, 3)
-            ids, _ips = await hosts_by_node(c.wires[0])
-            content = b"cluster file\n" * 100_000
-            # uploaded to node 0
-            url = await c.wires[0].v3("generate_local_file_upload_url", {
-                "bk_biz_id": 2, "file_name_list": ["payload.bin"]})
-            assert url["result"], url
-            item = url["data"]["url_map"]["payload.bin"]
-            put = await c.wires[0].http.put(item["upload_url"], content=content)
-            assert put.status_code == 200, put.text
-            # a job driven by node 1, to agents connected to node 2
-            target = tmp_path / "target"
-            answer = await c.wires[1].v3("fast_transfer_file", {
-                "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(target) + "/",
-                "file_source_list": [{"file_type": 2, "file_list": [item["path"]]}],
-                "target_server": {"host_id_list": ids}})
-            assert answer["result"], answer
-            data = await c.wires[1].wait(answer["data"]["job_instance_id"], timeout=60)
-            assert data["job_instance"]["status"] == 3, data
-            assert (target / "payload.bin").read_bytes() == content
-        finally:
-            await agents.stop()
+    async with cluster(tmp_path, database_url) as c, agents_of(c, tmp_path, 3, on=[2]):
+        ids, _ips = await hosts_by_node(c.wires[0])
+        content = b"cluster file\n" * 100_000
+        # uploaded to node 0
+        url = await c.wires[0].v3("generate_local_file_upload_url", {
+            "bk_biz_id": 2, "file_name_list": ["payload.bin"]})
+        assert url["result"], url
+        item = url["data"]["url_map"]["payload.bin"]
+        put = await c.wires[0].http.put(item["upload_url"], content=content)
+        assert put.status_code == 200, put.text
+        # a job driven by node 1, to agents connected to node 2
+        target = tmp_path / "target"
+        answer = await c.wires[1].v3("fast_transfer_file", {
+            "bk_biz_id": 2, "account_alias": "root", "file_target_path": str(target) + "/",
+            "file_source_list": [{"file_type": 2, "file_list": [item["path"]]}],
+            "target_server": {"host_id_list": ids}})
+        assert answer["result"], answer
+        data = await c.wires[1].wait(answer["data"]["job_instance_id"], timeout=60)
+        assert data["job_instance"]["status"] == 3, data
+        assert (target / "payload.bin").read_bytes() == content
 
 
 async def spread_job(c: Cluster, tmp_path: Path, count: int, script: str, driver: int,

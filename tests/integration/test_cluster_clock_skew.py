@@ -10,8 +10,13 @@ import asyncio
 import time
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import create_async_engine
-from tests.integration.cluster import cluster, needs_cluster, swarm, wait_ready
+from tests.integration.cluster import (
+    agents_of,
+    cluster,
+    database,
+    needs_cluster,
+    node_ids,
+)
 from tests.integration.harness import eventually
 from tests.integration.test_cluster_bus import all_started, hosts_by_node, owner, run
 
@@ -25,12 +30,8 @@ async def test_a_node_with_a_clock_ahead_neither_steals_nor_holds_a_job_too_long
     needs_cluster(database_url)
     envs = {1: {CLOCK_OFFSET_ENV: str(AHEAD)}}
     async with cluster(tmp_path, database_url, size=2, envs=envs) as c:
-        nodes = [(n.data_dir / "node_id").read_text().strip() for n in c.nodes]
-        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
-        await agents.start()
-        db = create_async_engine(database_url)
-        try:
-            await wait_ready(agents, 1)
+        nodes = node_ids(c)
+        async with agents_of(c, tmp_path, 1, on=[0]), database(database_url) as db:
             ids, _ips = await hosts_by_node(c.wires[0])
 
             # node 0 drives a job for several lease lifetimes: node 1, whose clock
@@ -64,6 +65,3 @@ async def test_a_node_with_a_clock_ahead_neither_steals_nor_holds_a_job_too_long
             assert "clock_skew seconds=+30." in await c.nodes[1].output()
             await c.nodes[0].stop()
             assert "clock_skew" not in await c.nodes[0].output()
-        finally:
-            await db.dispose()
-            await agents.stop()

@@ -9,8 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from tests.integration.cluster import cluster, needs_cluster, swarm, wait_ready
+from tests.integration.cluster import (
+    agents_of,
+    cluster,
+    database,
+    needs_cluster,
+    node_ids,
+)
 from tests.integration.harness import eventually
 from tests.integration.test_cluster_bus import all_started, hosts_by_node, owner, run
 
@@ -19,12 +24,8 @@ async def test_a_stuck_driver_gives_its_lease_up_and_another_node_ends_the_job(
         tmp_path: Path, database_url: str) -> None:
     needs_cluster(database_url)
     async with cluster(tmp_path, database_url, size=2, engine={"driver_stall": 4.0}) as c:
-        nodes = [(n.data_dir / "node_id").read_text().strip() for n in c.nodes]
-        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
-        await agents.start()
-        db = create_async_engine(database_url)
-        try:
-            await wait_ready(agents, 1)
+        nodes = node_ids(c)
+        async with agents_of(c, tmp_path, 1, on=[0]), database(database_url) as db:
             ids, _ips = await hosts_by_node(c.wires[0])
             job_id, step_id = await run(c.wires[0], "echo started; sleep 3", ids)
             await all_started(c.wires[0], job_id, step_id, ids)
@@ -53,6 +54,3 @@ async def test_a_stuck_driver_gives_its_lease_up_and_another_node_ends_the_job(
             await c.nodes[0].stop()
             log = await c.nodes[0].output()
             assert f"job_driver_stalled job={job_id} " in log, log
-        finally:
-            await db.dispose()
-            await agents.stop()

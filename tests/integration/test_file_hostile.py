@@ -7,6 +7,7 @@ over the WebSocket, naming files no honest listing could.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,58 @@ async def test_a_source_listing_a_file_it_was_not_asked_for_fails_that_source(
         "step_instance_id": sub["step_instance_id"], "bk_cloud_id": 0, "ip": TARGET},
         method="GET")
     assert "did not ask for" in str(logs["data"]["file_logs"]), logs
+
+
+async def test_set_id_bits_a_source_lists_never_reach_the_targets(
+    running: Running, tmp_path: Path
+) -> None:
+    """A hostile source serves a program and lists it set-user-ID (its directory set-group-ID
+    and world-writable): a target whose account is root must not end up holding a set-ID
+    program any local user could run."""
+    await running.start_agents([TARGET])
+    body = b"#!/bin/sh\nid\n"
+    top = f"{tmp_path}/pkg"
+    async with raw_agent(running, SOURCE) as agent, running.agent_http() as http:
+        agent.reader.cancel()
+        auth = {"Authorization": f"Agent {agent.cred.agent_id}:{agent.cred.agent_secret}"}
+
+        async def answer() -> None:
+            async for frame in agent.ws:
+                decoded = orjson.loads(frame)
+                for message in decoded if isinstance(decoded, list) else [decoded]:
+                    if message["t"] == protocol.FILE_LIST:
+                        listed: list[protocol.ListedFile] = [
+                            {"path": top, "rel": "pkg", "size": 0, "mode": 0o3777,
+                             "is_dir": True},
+                            {"path": f"{top}/tool", "rel": "pkg/tool", "size": len(body),
+                             "mode": 0o6755},
+                            {"path": f"{top}/shared", "rel": "pkg/shared", "size": len(body),
+                             "mode": 0o1666}]
+                        await agent.send(dict(protocol.reply(message["id"], files=listed)))
+                    elif message["t"] == protocol.FILE_UPLOAD:
+                        results: list[protocol.UploadResult] = []
+                        for item in message["items"]:
+                            put = await http.put(f"/api/jobfleet/v1/agents/blobs/{item['blob']}",
+                                                 content=body, headers=auth)
+                            assert put.status_code == 200, put.text
+                            results.append({"blob": item["blob"], "size": len(body),
+                                            "sha256": hashlib.sha256(body).hexdigest()})
+                        await agent.send(dict(protocol.reply(message["id"], results=results)))
+
+        answering = asyncio.create_task(answer())
+        try:
+            dest = tmp_path / "dest"
+            _sub, data = await run_transfer(running, transfer_body(
+                [top], [SOURCE], [TARGET], f"{dest}/", timeout=20), timeout=60)
+        finally:
+            answering.cancel()
+    assert data["job_instance"]["status"] == 3, data
+    assert (dest / "pkg" / "tool").read_bytes() == body
+    # the permission bits are the source's; set-ID bits never come from a transfer
+    assert oct((dest / "pkg" / "tool").stat().st_mode & 0o7777) == oct(0o755)
+    assert oct((dest / "pkg" / "shared").stat().st_mode & 0o7777) == oct(0o666)
+    assert oct((dest / "pkg").stat().st_mode & 0o7777) == oct(0o1777)
+    # the server drops them itself, for targets whose agents are of an earlier release
+    rows = await running.server.services.file_logs.rows(_sub["step_instance_id"], 0)
+    assert {r.src_path: r.file_mode for r in rows} == {
+        top: 0o1777, f"{top}/tool": 0o755, f"{top}/shared": 0o666}

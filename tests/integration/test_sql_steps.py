@@ -265,6 +265,45 @@ async def test_sql_step_in_a_plan(running: Running, mysql_server: DbServer) -> N
     assert out["logs"] == {ip: "answer\n42\n" for ip in IPS}
 
 
+async def test_a_value_set_by_a_host_is_not_sql_on_the_next_hosts(
+        running: Running, mysql_server: DbServer) -> None:
+    """A changeable variable a host set is not pasted into an SQL step's text: it would
+    be SQL of that host's choosing run on every host of the step."""
+    await running.start_agents(IPS)
+    client = _client(running)
+    account = await asyncio.to_thread(create_db_account, client, "mysql", mysql_server,
+                                      "host-set-db")
+    own = "/api/jobfleet/v1"
+    hostile = "x' UNION SELECT CONCAT('own', 'ed') AS rel -- "
+    tpl = await running.wire.post(f"{own}/templates?bk_biz_id=2", {
+        "name": "db host value", "global_var_list": [
+            {"name": "release", "type": 1, "value": "r-default", "changeable": 1}],
+        "step_list": [
+            {"name": "set", "type": 1, "script_info": {
+                "script_content": f"release=\"{hostile}\"\n", "script_language": 1,
+                "account": {"alias": "root"},
+                "server": {"ip_list": [{"ip": IPS[0], "bk_cloud_id": 0}]}}},
+            {"name": "read", "type": 1, "script_info": {
+                "script_content": "SELECT '${release}' AS rel;", "script_language": 6,
+                "account": {"id": account["id"]},
+                "server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]}}}]})
+    assert tpl["result"], tpl
+    plan = await running.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
+                                   {"name": "db host value now"})
+    assert plan["result"], plan
+    started = await running.wire.v3("execute_job_plan",
+                                    {"bk_biz_id": 2, "job_plan_id": plan["data"]["id"]})
+    assert started["result"], started
+    job_id = started["data"]["job_instance_id"]
+    status = await running.wire.wait(job_id)
+    assert [s["status"] for s in status["step_instance_list"]] == [3, 4], status
+    step_id = status["step_instance_list"][1]["step_instance_id"]
+    logs = await running.wire.logs(job_id, step_id, IPS)
+    for log in logs.values():
+        assert "owned" not in log, logs
+        assert "variable 'release' was set by a host" in log, logs
+
+
 async def update_db_account(running: Running, account_id: int,
                             **fields: Any) -> dict[str, Any]:
     """update_account is a gateway-only operation the published client does not declare:

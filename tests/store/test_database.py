@@ -1,4 +1,5 @@
-"""The database handle survives a statement cancelled while it waits for a lock."""
+"""The database handle survives a statement cancelled while it waits for a lock, and a
+connection dropped without a close."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import SAWarning
 
 from jobfleet.store.database import Database
 
@@ -94,4 +97,36 @@ async def test_a_write_cancelled_mid_statement_leaves_no_lock_held(tmp_path: Pat
     async with db.connect() as conn:
         # the cancelled write never committed
         assert (await conn.execute(text("SELECT x FROM t"))).scalars().all() == [3]
+    await db.close()
+
+
+async def test_a_connection_dropped_without_close_leaves_no_lock_held(tmp_path: Path) -> None:
+    # A connection no one closed (its task was destroyed, its generator never finished)
+    # is closed by the garbage collector, without a rollback; while a statement of its
+    # is still referenced, SQLite keeps it a zombie with its write transaction open.
+    file = tmp_path / "dropped.db"
+    db = Database(f"sqlite+aiosqlite:///{file}")
+    async with db.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    dropped = await db.engine.connect()
+    await dropped.begin()
+    await dropped.execute(text("INSERT INTO t VALUES (1)"))
+    driver = (await dropped.get_raw_connection()).driver_connection
+    assert driver is not None
+    # a statement left stepping, as one cancelled in the middle leaves it
+    stepping = await driver.execute("SELECT x FROM t UNION ALL SELECT 2")
+    await stepping.fetchone()
+    del dropped, driver
+    with pytest.warns(SAWarning, match="garbage collector"):
+        gc.collect()
+    other = sqlite3.connect(file, timeout=2)
+    try:
+        # raises "database is locked" while the dropped transaction is open
+        other.execute("INSERT INTO t VALUES (3)")
+        other.commit()
+        # the dropped transaction never committed
+        assert other.execute("SELECT x FROM t").fetchall() == [(3,)]
+    finally:
+        other.close()
+        del stepping
     await db.close()

@@ -199,8 +199,8 @@ class ProcessExecutor:
             self._containment.home()
         except OSError as exc:
             logger.warning("could not move the agent out of a task's cgroup error=%s", exc)
-        self._watchdog.close()
-        self._containment.close()
+        # what the agent made goes once the watchdog, which kills what is in it, is done
+        self._watchdog.close(then=self._containment.close)
 
     def _prepare_work_dir(self) -> None:
         self._work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)

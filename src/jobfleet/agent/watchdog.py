@@ -21,6 +21,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from jobfleet.agent.processes import (
@@ -65,14 +67,24 @@ class Watchdog:
             del self._running[task_id]
             self._send({"op": "-", "id": task_id}, False)
 
-    def close(self) -> None:
+    def close(self, then: Callable[[], None] | None = None) -> None:
+        """Let the watchdog go: at the end of its pipe it kills what still runs and
+        exits. ``then`` runs once it has (or after ``KILL_WAIT``).
+
+        It is waited for on a thread of its own: killing many tasks takes it a while,
+        and a wait on the agent's loop would hold up every task's output meanwhile."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=KILL_WAIT)
-            self._proc = None
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            if then is not None:
+                then()
+            return
+        # not a daemon: an agent that exits waits (up to KILL_WAIT) for its tasks' end
+        threading.Thread(
+            target=_reap, args=(proc, then), name="watchdog-reaper", daemon=False
+        ).start()
 
     def _alive(self) -> bool:
         return self._fd >= 0 and self._proc is not None and self._proc.poll() is None
@@ -126,6 +138,16 @@ class Watchdog:
             write_all(write, b"".join(lines))
         logger.debug("watchdog started pid=%d", self._proc.pid)
         return True
+
+
+def _reap(proc: subprocess.Popen[bytes], then: Callable[[], None] | None) -> None:
+    try:
+        proc.wait(timeout=KILL_WAIT)
+    except subprocess.TimeoutExpired:
+        # reaped whenever it ends, without holding up an agent that exits
+        threading.Thread(target=proc.wait, name="watchdog-reaper", daemon=True).start()
+    if then is not None:
+        then()
 
 
 def _containment(args: list[str]) -> Containment:

@@ -16,7 +16,7 @@ from jobfleet.api.auditing import audit
 from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import decimal_int, get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.route_index import mark_plain
-from jobfleet.api.routing import Call, Handler, make_endpoint, read_params, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, Handler, add_own, read_params, services_of
 from jobfleet.api.scope import (
     held_scopes,
     require_admin,
@@ -36,7 +36,7 @@ from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
 from jobfleet.domain.targets import normalize_ip
 
-PREFIX = "/api/jobfleet/v1"
+PREFIX = OWN_PREFIX
 
 log = logging.getLogger(__name__)
 # ids are BIGINT columns: a larger number is refused here, not by the database
@@ -82,14 +82,6 @@ def admin_only(action: str, handler: Handler) -> Handler:
                 },
             )
         return result
-
-    return wrapped
-
-
-def with_path(handler: Handler) -> Handler:
-    async def wrapped(call: Call) -> Any:
-        call.params.update(call.request.path_params)
-        return await handler(call)
 
     return wrapped
 
@@ -399,13 +391,7 @@ def enroll_endpoint() -> Callable[[Request], Awaitable[Response]]:
 def register(router: APIRouter) -> None:
     def add(method: str, path: str, handler: Handler, *, admin: str | None = "") -> None:
         """``admin`` is the action's audit name ("" for reads); None: not an admin route."""
-        wrapped = with_path(admin_only(admin, handler) if admin is not None else handler)
-        router.add_api_route(
-            PREFIX + path,
-            make_endpoint(services_of, wrapped),
-            methods=[method],
-            name=f"{method} {path}",
-        )
+        add_own(router, method, path, admin_only(admin, handler) if admin is not None else handler)
 
     add("GET", "/whoami", whoami, admin=None)
     add("POST", "/apps", create_app, admin="create_app")

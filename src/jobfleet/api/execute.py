@@ -22,6 +22,7 @@ from jobfleet.domain.scripts import (
     check_timeout,
     decode_base64,
     decode_base64_script,
+    read_script,
     split_params,
 )
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, JobOperation, RunStatus, ScriptLanguage
@@ -58,7 +59,7 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         found = await call.services.scripts.resolve_version(
             bk_biz_ids={scope.bk_biz_id}, script_id=script_id, script_version_id=version_id
         )
-        script, language = found.content, ScriptLanguage(found.language)
+        script, language = read_script(found.content), ScriptLanguage(found.language)
         if language == ScriptLanguage.SQL:
             raise JobError.invalid("script_id", "an SQL script runs through fast_execute_sql")
         stored = {"script_id": found.script_id, "script_version_id": found.version_id}
@@ -67,10 +68,12 @@ async def fast_execute_script(call: Call) -> dict[str, Any]:
         if content is None:
             raise JobError.missing("script_version_id|script_id|script_content")
         language = check_language(get_int(p, "script_language"))
-        # any encoding runs as sent (a GBK .bat, a Latin-1 shell script)
-        script = decode_base64_script(content, "script_content", MAX_SCRIPT_BYTES)
-        if not script.strip():
+        # any encoding runs as sent (a GBK .bat, a Latin-1 shell script), read once for
+        # the NUL check, the rules and the job
+        sent = decode_base64_script(content, "script_content", MAX_SCRIPT_BYTES)
+        if not sent.strip():
             raise JobError.missing("script_content")
+        script = read_script(sent)
         # stored as text with the job: PostgreSQL holds no NUL (create_script refuses it too)
         check_script_nul(script, "script_content")
     await call.services.rules.enforce(script, language)

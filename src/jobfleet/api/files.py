@@ -16,7 +16,7 @@ from jobfleet.api import envelope
 from jobfleet.api.auditing import audit, source_of
 from jobfleet.api.errors import disk_refused_as_error, request_id
 from jobfleet.api.params import get_list
-from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, add_api, make_endpoint, services_of
 from jobfleet.api.services import Services
 from jobfleet.domain import protocol
 from jobfleet.domain.agent_credentials import parse_credential
@@ -26,7 +26,7 @@ from jobfleet.domain.status import ScopeType
 from jobfleet.store.blobs import COMPLETE, USED_MESSAGE
 from jobfleet.store.secrets import new_secret
 
-PREFIX = "/api/jobfleet/v1"
+PREFIX = OWN_PREFIX
 MAX_NAME = 255
 
 

@@ -63,15 +63,7 @@ async def _hosts_by_address(
             raise JobError.invalid("hosts")
         wanted.append((_cloud(item, "hosts.bk_cloud_id"), normalize_ip(item["ip"])))
     hosts = await visible(call, await call.services.inventory.by_ips(wanted))
-    return wanted, by_address(hosts)
-
-
-def by_address(hosts: list[Host]) -> dict[tuple[int, str], Host]:
-    """The hosts by (cloud, ip) and, where no host holds it as its ip, by (cloud, ipv6): as a
-    job's ``ip_list`` names them. An IPv6 address several hosts report names none."""
-    unique = {h.bk_host_id: h for h in hosts}
-    named = host_addresses.by_address(unique.values(), lambda h: (h.bk_cloud_id, h.ip, h.ipv6))
-    return {pair: found[0] for pair, found in named.items()}
+    return wanted, host_addresses.first_by_address(hosts)
 
 
 def _cloud(host: dict[str, Any], name: str) -> int:
@@ -189,7 +181,7 @@ class KnownHosts:
             hosts += self.by_ip.get(address, [])
             if ":" in address[1]:
                 hosts += self.by_ipv6.get(address, [])
-        by_pair = by_address(hosts)
+        by_pair = host_addresses.first_by_address(hosts)
         by_agent = {h.agent_id: h for h in hosts if h.agent_id}
         found: dict[str, Host] = {}
         for agent_id, pair in named:

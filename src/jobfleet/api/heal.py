@@ -3,6 +3,7 @@ the rules of a business, and the decisions taken."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
@@ -13,9 +14,8 @@ from starlette.responses import Response
 
 from jobfleet.api import envelope
 from jobfleet.api.auditing import audit, source_of
-from jobfleet.api.notify import PREFIX, _with_path
 from jobfleet.api.params import get_bool, get_int, get_str
-from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, add_own, services_of
 from jobfleet.domain import heal
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.heal import Healer
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 VIEW = "view_heal_rule"
 MANAGE = "manage_heal_rule"
 MIN_SECRET = 16
-HOOK_PATH = PREFIX + "/heal/hooks/{rule_id}"
+HOOK_PATH = OWN_PREFIX + "/heal/hooks/{rule_id}"
 # name, default, minimum, maximum
 LIMITS = (
     ("max_hosts", 10, 1, 1000),
@@ -267,13 +267,7 @@ async def receive(request: Request) -> Response:
 
 
 def register(router: APIRouter) -> None:
-    def add(method: str, path: str, handler: Handler) -> None:
-        router.add_api_route(
-            PREFIX + path,
-            make_endpoint(services_of, _with_path(handler)),
-            methods=[method],
-            name=f"{method} {path}",
-        )
+    add = functools.partial(add_own, router)
 
     rules = "/businesses/{bk_biz_id}/heal-rules"
     add("GET", rules, list_rules)

@@ -34,14 +34,14 @@ from jobfleet.api import envelope
 from jobfleet.api.auditing import audit_log_read, refusal
 from jobfleet.api.auth import Caller
 from jobfleet.api.params import INT32, INT64, check_range
-from jobfleet.api.routing import Call, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, services_of
 from jobfleet.api.scope import holds_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
 from jobfleet.store.job_views import JobViews
 
-PREFIX = "/api/jobfleet/v1"
+PREFIX = OWN_PREFIX
 MAX_WATCHED = 1000
 # the stream reads the store again at least this often, even with no event
 REFRESH = 2.0

@@ -3,6 +3,7 @@ running-job quotas of businesses and apps, and the audit log search."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -12,7 +13,7 @@ from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str
-from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, add_own
 from jobfleet.api.scope import held_scopes, require_admin
 from jobfleet.domain.addresses import refusal
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -32,7 +33,7 @@ from jobfleet.store.notify import (
 from jobfleet.store.quotas import QuotaStore
 from jobfleet.store.secrets import MASK
 
-PREFIX = "/api/jobfleet/v1"
+PREFIX = OWN_PREFIX
 VIEW_NOTIFY = "view_notify_config"
 MANAGE_NOTIFY = "manage_notify_config"
 VIEW_QUOTA = "view_quota"
@@ -396,28 +397,8 @@ async def search_audit(call: Call) -> dict[str, Any]:
 # routes -------------------------------------------------------------------------------
 
 
-def _with_path(handler: Handler) -> Handler:
-    """Path parameters join the others."""
-
-    async def wrapped(call: Call) -> Any:
-        if "bk_biz_id" in call.request.path_params:
-            # the business in the path is the scope: nothing else may name another
-            call.params.pop("bk_scope_type", None)
-            call.params.pop("bk_scope_id", None)
-        call.params.update(call.request.path_params)
-        return await handler(call)
-
-    return wrapped
-
-
 def register(router: APIRouter) -> None:
-    def add(method: str, path: str, handler: Handler) -> None:
-        router.add_api_route(
-            PREFIX + path,
-            make_endpoint(services_of, _with_path(handler)),
-            methods=[method],
-            name=f"{method} {path}",
-        )
+    add = functools.partial(add_own, router)
 
     configs = "/businesses/{bk_biz_id}/notify-configs"
     add("GET", configs, list_configs)

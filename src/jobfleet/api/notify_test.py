@@ -12,9 +12,9 @@ import orjson
 from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
-from jobfleet.api.notify import MANAGE_NOTIFY, PREFIX, VIEW_NOTIFY, _with_path, no_mail_relay
+from jobfleet.api.notify import MANAGE_NOTIFY, PREFIX, VIEW_NOTIFY, no_mail_relay
 from jobfleet.api.params import get_int, get_str
-from jobfleet.api.routing import Call, make_endpoint, services_of
+from jobfleet.api.routing import Call, make_endpoint, services_of, with_path
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.notify import webhook_payload
 from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore, shown_target, shown_url
@@ -148,13 +148,13 @@ def register(router: APIRouter) -> None:
     base = PREFIX + "/businesses/{bk_biz_id}/notify-configs/{id}/tests"
     router.add_api_route(
         base,
-        make_endpoint(services_of, _with_path(send_test)),
+        make_endpoint(services_of, with_path(send_test)),
         methods=["POST"],
         name="POST notify test",
     )
     router.add_api_route(
         base + "/{delivery_id}",
-        make_endpoint(services_of, _with_path(delivery_state)),
+        make_endpoint(services_of, with_path(delivery_state)),
         methods=["GET"],
         name="GET notify test",
     )

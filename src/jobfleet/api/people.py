@@ -9,16 +9,16 @@ another user's.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from fastapi import APIRouter
 
-from jobfleet.api.admin import PREFIX, with_path
 from jobfleet.api.auditing import audit
 from jobfleet.api.auth import app_refused
 from jobfleet.api.params import get_int, get_str
-from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
+from jobfleet.api.routing import Call, add_own
 from jobfleet.api.scope import require_admin
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.people import PeopleStore
@@ -123,13 +123,7 @@ async def revoke_user_tokens(call: Call) -> dict[str, Any]:
 
 
 def register(router: APIRouter) -> None:
-    def add(method: str, path: str, handler: Handler) -> None:
-        router.add_api_route(
-            PREFIX + path,
-            make_endpoint(services_of, with_path(handler)),
-            methods=[method],
-            name=f"{method} {path}",
-        )
+    add = functools.partial(add_own, router)
 
     add("POST", "/users/{username}/password", set_password)
     add("POST", "/tokens", create_token)

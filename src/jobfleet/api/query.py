@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import Row
@@ -15,7 +15,7 @@ from jobfleet.api.routing import Call, add_api
 from jobfleet.api.transfer import file_log_view, file_logs_for
 from jobfleet.api.views import host_result_views, job_view, list_item, step_view
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.host_addresses import by_address
+from jobfleet.domain.host_addresses import first_by_address
 from jobfleet.domain.paths import host_source_files
 from jobfleet.domain.status import FINISHED_RUN_STATUSES, LogType, StepType
 from jobfleet.domain.targets import normalize_ip
@@ -81,16 +81,6 @@ async def file_step_hosts(
     return ids | (wanted & host_source_files(step.config).keys())
 
 
-_Addressed = TypeVar("_Addressed", Host, Row[Any])
-
-
-def _by_address(hosts: list[_Addressed]) -> dict[tuple[int, str], _Addressed]:
-    """Hosts (or a step's host rows) by (cloud, address), as a job's ``ip_list`` names
-    them; of hosts sharing an ip, the first."""
-    named = by_address(hosts, lambda h: (h.bk_cloud_id, h.ip, h.ipv6))
-    return {pair: found[0] for pair, found in named.items()}
-
-
 def _no_host() -> JobError:
     return JobError(
         ErrorCode.MISSING_OR_INVALID_PARAM,
@@ -135,7 +125,7 @@ async def get_job_instance_ip_log(call: Call) -> dict[str, Any]:
             found = await call.services.inventory.by_ids([host_id])
         elif p.get("ip"):
             pair = (get_int(p, "bk_cloud_id", default=0) or 0, normalize_ip(p["ip"]))
-            named = _by_address(await call.services.inventory.by_ips([pair]))
+            named = first_by_address(await call.services.inventory.by_ips([pair]))
             found = [named[pair]] if pair in named else []
         else:
             raise _no_host()
@@ -214,7 +204,7 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
         # source hosts are not targets of the step, so hosts come from the inventory
         inventory = call.services.inventory
         found = {h.bk_host_id: h for h in await inventory.by_ids(wanted_ids)}
-        named = _by_address(await inventory.by_ips(wanted_ips))
+        named = first_by_address(await inventory.by_ips(wanted_ips))
         for pair in wanted_ips:
             if pair in named:
                 found.setdefault(named[pair].bk_host_id, named[pair])
@@ -230,7 +220,7 @@ async def batch_logs(call: Call, max_hosts: int) -> dict[str, Any]:
         }
     jobs = call.services.jobs
     by_id = {r.bk_host_id: r for r in await jobs.hosts(step.id, count, host_ids=wanted_ids)}
-    by_ip = _by_address(await jobs.hosts_at(step.id, count, wanted_ips) if wanted_ips else [])
+    by_ip = first_by_address(await jobs.hosts_at(step.id, count, wanted_ips) if wanted_ips else [])
     picked: dict[int, Row[Any]] = {}
     unknown: list[dict[str, Any]] = []
     for host_id in wanted_ids:

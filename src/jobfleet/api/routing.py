@@ -31,6 +31,8 @@ JOBV3_PREFIXES = (
 JOBV2_PREFIXES = ("/api/c/compapi/v2/job", "/api/c/compapi/job")
 GSE_V1_PREFIXES = ("/api/c/compapi/v2/gse", "/api/c/compapi/gse")
 MAX_BODY = 32 * 1024 * 1024
+# jobfleet's own routes, beside the bk-job and GSE compatible ones
+OWN_PREFIX = "/api/jobfleet/v1"
 
 
 @dataclass
@@ -109,6 +111,31 @@ def make_endpoint(
 def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+def with_path(handler: Handler) -> Handler:
+    """``handler`` with the path's parameters joined to the others. A business in the
+    path is the call's scope: nothing else in the call may name another."""
+
+    async def wrapped(call: Call) -> Any:
+        if "bk_biz_id" in call.request.path_params:
+            call.params.pop("bk_scope_type", None)
+            call.params.pop("bk_scope_id", None)
+        call.params.update(call.request.path_params)
+        return await handler(call)
+
+    return wrapped
+
+
+def add_own(router: APIRouter, method: str, path: str, handler: Handler) -> None:
+    """One of jobfleet's own routes (``OWN_PREFIX`` + ``path``), its path parameters
+    joined to the others, named ``"METHOD path"``."""
+    router.add_api_route(
+        OWN_PREFIX + path,
+        make_endpoint(services_of, with_path(handler)),
+        methods=[method],
+        name=f"{method} {path}",
+    )
 
 
 def add_api(

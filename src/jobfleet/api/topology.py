@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from jobfleet.api.admin import PREFIX, admin_only, with_path
+from jobfleet.api.admin import admin_only
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
-from jobfleet.api.routing import Call, Handler, make_endpoint, services_of
+from jobfleet.api.routing import Call, Handler, add_own
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.host_filters import HostFilter, parse_filter
 from jobfleet.domain.status import ScopeType
@@ -299,13 +299,7 @@ def register(router: APIRouter) -> None:
     def add(method: str, path: str, handler: Handler, *, admin: str | None = None) -> None:
         """``admin``: an administration route, audited under that name ("" for reads)."""
         # path parameters win over a body's keys of the same name
-        wrapped = with_path(admin_only(admin, handler) if admin is not None else handler)
-        router.add_api_route(
-            PREFIX + path,
-            make_endpoint(services_of, wrapped),
-            methods=[method],
-            name=f"{method} {path}",
-        )
+        add_own(router, method, path, admin_only(admin, handler) if admin is not None else handler)
 
     add("GET", "/topology", get_topology)
     add("POST", "/topology/sets", create_set)

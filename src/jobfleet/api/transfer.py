@@ -15,7 +15,7 @@ from jobfleet.api.auth import Caller
 from jobfleet.api.execute import check_callback_url, job_in_scope
 from jobfleet.api.files import BlobResponse
 from jobfleet.api.params import get_bool, get_int, get_list, get_str, need_int
-from jobfleet.api.routing import Call, add_api, make_endpoint, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, add_api, make_endpoint, services_of
 from jobfleet.api.scope import holds_scope
 from jobfleet.api.services import Services
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -29,7 +29,7 @@ from jobfleet.engine.submit import Account, FileRequest, Scope, submit_file
 from jobfleet.store.blobs import COMPLETE, Blob
 from jobfleet.store.filelogs import DOWNLOAD, UPLOAD
 
-PREFIX = "/api/jobfleet/v1"
+PREFIX = OWN_PREFIX
 MAX_FILE_TASKS = 100_000
 MAX_CONFIG_FILE = 5 * 1024 * 1024
 

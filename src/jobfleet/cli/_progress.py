@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from jobfleet.cli._render import run_status_label
+from jobfleet.cli._render import noun_for, run_status_label
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -139,7 +139,10 @@ class TransferBar:
     def update(self, progress: JobProgress) -> None:
         from jobfleet.sdk import TransferProgress
 
-        hosts = f"{progress.done}/{progress.total} hosts"
+        if progress.total:
+            hosts = f"{progress.done}/{progress.total} {noun_for(progress.total, 'host')}"
+        else:
+            hosts = "no hosts yet"
         if progress.failed:
             hosts += f" [red]{progress.failed} failed[/]"
         description = f"job {progress.job_instance_id} {run_status_label(progress.status)}"

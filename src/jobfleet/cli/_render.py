@@ -173,14 +173,18 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
+def noun_for(count: int, noun: str, plural: str = "") -> str:
+    """``noun`` as ``count`` of it reads (``plural``: a plural other than ``noun`` + ``s``)."""
+    return noun if count == 1 else plural or f"{noun}s"
+
+
 def counted(
     count: int, noun: str, after: str = "", *, of: int | None = None, plural: str = ""
 ) -> Text:
     """A list's footer, the one way every list ends: ``3 tokens``, ``20 of 75 jobs``
     (``of``: the total when the list shows a part), ``1 entry`` (``plural``: a noun's
     plural other than ``noun`` + ``s``)."""
-    many = count if of is None else of
-    word = noun if many == 1 else plural or f"{noun}s"
+    word = noun_for(count if of is None else of, noun, plural)
     part = f"{count}" if of is None else f"{count} of {of}"
     return Text(f"{part} {word}{after}", style="dim")
 
@@ -279,10 +283,12 @@ def result_summary(result: ExecutionResult, elapsed: float | None = None) -> Tex
     text = Text()
     text.append(f"{mark} job {result.job_instance_id} {verdict}", style=f"bold {style}")
     if failed:
-        text.append(f" · {failed} of {total} hosts failed")
+        text.append(f" · {failed} of {total} {noun_for(total, 'host')} failed")
+    elif not total:
+        text.append(" · no hosts yet")
     else:
         done = sum(1 for h in result.hosts if h.finished)
-        text.append(f" · {done}/{total} hosts done")
+        text.append(f" · {done}/{total} {noun_for(total, 'host')} done")
     if elapsed is not None:
         text.append(f" · {format_duration(elapsed)}")
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import typer
@@ -88,7 +89,7 @@ def load_script(
     else:
         language = language_for(file)
     if language == ScriptLanguage.SHELL and b"\r\n" in script and not script.startswith(
-        (b"\xff\xfe", b"\xfe\xff")
+        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
     ):
         # sent as written, as a .bat needs; a shell would fail on each line's \r far from
         # here, on every host

@@ -264,7 +264,12 @@ def user_revoke_token(
     with cli.client() as client:
         if every:
             data = client.revoke_user_tokens(name)
-            done = f"revoked {data.get('revoked')} token(s) of {name}"
+            revoked = int(data.get("revoked") or 0)
+            done = (
+                f"revoked {revoked} {_render.noun_for(revoked, 'token')} of {name}"
+                if revoked
+                else f"no tokens of {name} revoked: it had none"
+            )
         else:
             assert token_id is not None
             data = client.revoke_user_token(name, token_id)
@@ -364,7 +369,10 @@ def token_create(
         cli.out.out(_render.to_json(data))
         return
     cli.out.out(str(data.get("token")))
-    limits = [f"biz {biz}" if biz is not None else "", f"{uses} uses" if uses else ""]
+    limits = [
+        f"biz {biz}" if biz is not None else "",
+        f"{uses} {_render.noun_for(uses, 'use')}" if uses else "",
+    ]
     limits.append(f"expires in {seconds}s" if seconds else "")
     detail = ", ".join(x for x in limits if x)
     cli.err.print(Text(f"enroll token created{f' ({detail})' if detail else ''}", style="dim"))

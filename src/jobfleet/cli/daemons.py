@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
 
 def _show_version(value: bool) -> None:
@@ -28,6 +30,51 @@ VersionOption = Annotated[
 Opt = typer.Option
 
 
+_DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_SIZE_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+class _Shown:
+    """A setting's default as ``--help`` writes it: ``{default}`` as the number or word,
+    ``{default:duration}`` in the largest whole unit (``24h``), ``{default:size}`` in
+    bytes and binary units (``16777216: 16 MiB``)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        value = self.value
+        units = {"duration": _DURATION_UNITS, "size": _SIZE_UNITS}.get(spec, ())
+        for unit, size in units:
+            # 24h rather than 1d, as operators write a day
+            if int(value) % size == 0 and (int(value) // size > 1 or size == 1):
+                whole = f"{int(value) // size}"
+                return f"{whole}{unit}" if spec == "duration" else f"{value}: {whole} {unit}"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+
+def say_defaults(params: Iterable[object]) -> None:
+    """Write the settings' defaults into the help of the ``server`` options that name
+    them with ``{default}``: the settings hold each default once."""
+    from jobfleet import server_config
+
+    for param in params:
+        if isinstance(param, TyperOption) and param.help and "{default" in param.help:
+            value = server_config.default(server_config.FLAGS[param.opts[0]])
+            param.help = param.help.format(default=_Shown(value))
+
+
+class ServerCommand(TyperCommand):
+    """``server``, whose help reads the defaults from the settings when it is shown: the
+    settings load the server's modules, which no other command (nor its help) needs."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        say_defaults(self.params)
+        super().format_help(ctx, formatter)
+
+
 def server(
     ctx: typer.Context,
     config: Annotated[
@@ -42,8 +89,8 @@ def server(
     data_dir: Annotated[
         Path | None, Opt("--data-dir", help="Where the server keeps its state")
     ] = None,
-    host: Annotated[str | None, Opt(help="Address to listen on (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, Opt(help="Port to listen on (default 8080)")] = None,
+    host: Annotated[str | None, Opt(help="Address to listen on (default {default})")] = None,
+    port: Annotated[int | None, Opt(help="Port to listen on (default {default})")] = None,
     database_url: Annotated[
         str | None,
         Opt(
@@ -64,14 +111,14 @@ def server(
         float | None,
         Opt(
             help="Seconds a disconnected agent has to come back before its tasks end with 310 "
-            "(default 10)"
+            "(default {default})"
         ),
     ] = None,
     recovery_window: Annotated[
         float | None,
         Opt(
             help="After a restart, seconds to wait for agents to reconnect before giving up on "
-            "their tasks (default 30)"
+            "their tasks (default {default})"
         ),
     ] = None,
     max_output_bytes: Annotated[
@@ -79,7 +126,7 @@ def server(
         Opt(
             "--max-output-bytes",
             help="Bytes of output stored per host task; past it the log ends with a truncation "
-            "line (default 16777216: 16 MiB)",
+            "line (default {default:size})",
         ),
     ] = None,
     tls_cert: Annotated[
@@ -91,7 +138,7 @@ def server(
         Opt(
             "--agent-port",
             help="Port agents connect to over TLS with the server's own CA "
-            "(default 8443; 0: any free port)",
+            "(default {default}; 0: any free port)",
         ),
     ] = None,
     agent_plaintext: Annotated[
@@ -107,11 +154,11 @@ def server(
         Opt(
             "--bootstrap-token-ttl",
             help="Lifetime of the enrollment token written to bootstrap.json on the first "
-            "start (e.g. 30m, 24h, 7d; default 24h)",
+            "start (e.g. 30m, 24h, 7d; default {default:duration})",
         ),
     ] = None,
     log_level: Annotated[
-        str | None, Opt(help="debug, info, warning or error (default info)")
+        str | None, Opt(help="debug, info, warning or error (default {default})")
     ] = None,
     log_format: Annotated[
         str | None,
@@ -125,14 +172,15 @@ def server(
         float | None,
         Opt(
             help="An agent connection silent this many seconds is pinged, and cut when "
-            "silent for as long again (default 10; agents ping the server every 10 s themselves)"
+            "silent for as long again (default {default}; agents ping the server every 10 s "
+            "themselves)"
         ),
     ] = None,
     max_file_size: Annotated[
         int | None,
         Opt(
             "--max-file-size",
-            help="Largest uploaded or transferred file in bytes (default 5368709120: 5 GiB)",
+            help="Largest uploaded or transferred file in bytes (default {default:size})",
         ),
     ] = None,
     retain_jobs: Annotated[
@@ -142,7 +190,7 @@ def server(
             envvar="JOBFLEET_RETAIN_JOBS",
             help="Keep finished jobs (steps, hosts, logs, file logs, variables) and GSE process "
             "operations this long "
-            "(e.g. 12h, 30d; default 90d; 0 = forever)",
+            "(e.g. 12h, 30d; default {default:duration}; 0 = forever)",
         ),
     ] = None,
     retain_audit: Annotated[
@@ -150,7 +198,7 @@ def server(
         Opt(
             "--retain-audit",
             envvar="JOBFLEET_RETAIN_AUDIT",
-            help="Keep audit entries this long (default 365d)",
+            help="Keep audit entries this long (default {default:duration})",
         ),
     ] = None,
     retain_blobs: Annotated[
@@ -159,7 +207,7 @@ def server(
             "--retain-blobs",
             envvar="JOBFLEET_RETAIN_BLOBS",
             help="Keep uploaded and transferred files this long (unless a plan, a template or "
-            "a job not yet finished uses them; default 30d)",
+            "a job not yet finished uses them; default {default:duration})",
         ),
     ] = None,
     retain_heal: Annotated[
@@ -167,7 +215,7 @@ def server(
         Opt(
             "--retain-heal",
             envvar="JOBFLEET_RETAIN_HEAL",
-            help="Keep self-healing decisions this long (default 90d; 0 = forever)",
+            help="Keep self-healing decisions this long (default {default:duration}; 0 = forever)",
         ),
     ] = None,
     cron_time_scale: Annotated[
@@ -185,7 +233,11 @@ def server(
     ] = None,
     smtp_port: Annotated[
         int | None,
-        Opt("--smtp-port", envvar="JOBFLEET_SMTP_PORT", help="Mail server port (default 25)"),
+        Opt(
+            "--smtp-port",
+            envvar="JOBFLEET_SMTP_PORT",
+            help="Mail server port (default {default})",
+        ),
     ] = None,
     smtp_from: Annotated[
         str | None, Opt("--smtp-from", envvar="JOBFLEET_SMTP_FROM", help="Sender address")
@@ -223,7 +275,7 @@ def server(
     ] = None,
     max_body: Annotated[
         int | None,
-        Opt(help="Largest request body in bytes, except file uploads (default 33554432: 32 MiB)"),
+        Opt(help="Largest request body in bytes, except file uploads (default {default:size})"),
     ] = None,
     cookie_secure: Annotated[
         str | None,
@@ -234,44 +286,48 @@ def server(
         ),
     ] = None,
     header_timeout: Annotated[
-        float | None, Opt(help="Seconds a client has to send its request headers (default 10)")
+        float | None,
+        Opt(help="Seconds a client has to send its request headers (default {default})"),
     ] = None,
     body_timeout: Annotated[
         float | None,
-        Opt(help="Seconds without a byte of a request body before it is cut (default 30)"),
+        Opt(help="Seconds without a byte of a request body before it is cut (default {default})"),
     ] = None,
     idle_timeout: Annotated[
-        float | None, Opt(help="Seconds an idle keep-alive connection stays open (default 15)")
+        float | None,
+        Opt(help="Seconds an idle keep-alive connection stays open (default {default})"),
     ] = None,
     max_pending_connections: Annotated[
         int | None,
         Opt(
             help="Connections still sending headers at once; past it the oldest is closed "
-            "(default 1000)"
+            "(default {default})"
         ),
     ] = None,
     max_api_requests: Annotated[
         int | None,
         Opt(
             help="API requests in flight at once (agents and probes not counted; 0: no cap; "
-            "default 512)"
+            "default {default})"
         ),
     ] = None,
     enroll_rate: Annotated[
         float | None,
-        Opt(help="Enrollments per second per source address (0: no limit; default 20)"),
+        Opt(help="Enrollments per second per source address (0: no limit; default {default})"),
     ] = None,
     enroll_burst: Annotated[
-        int | None, Opt(help="Enrollments at once per source address (default 200)")
+        int | None, Opt(help="Enrollments at once per source address (default {default})")
     ] = None,
     auth_failure_rate: Annotated[
         float | None,
         Opt(
-            help="Failed authentications per second per source address (0: no limit; default 1)"
+            help="Failed authentications per second per source address (0: no limit; "
+            "default {default})"
         ),
     ] = None,
     auth_failure_burst: Annotated[
-        int | None, Opt(help="Failed authentications at once per source address (default 50)")
+        int | None,
+        Opt(help="Failed authentications at once per source address (default {default})"),
     ] = None,
     version: VersionOption = False,
 ) -> None:
@@ -327,7 +383,7 @@ def server_main(argv: list[str]) -> None:
     app = typer.Typer(
         add_completion=False, context_settings={"help_option_names": ["-h", "--help"]}
     )
-    app.command()(server)
+    app.command(cls=ServerCommand)(server)
     from jobfleet.cli._sigpipe import closed_pipe_ends_as_sigpipe
 
     with closed_pipe_ends_as_sigpipe():
@@ -336,7 +392,7 @@ def server_main(argv: list[str]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the daemon commands to the ``jobfleet`` command."""
-    app.command()(server)
+    app.command(cls=ServerCommand)(server)
     app.command(
         context_settings={
             "allow_extra_args": True,

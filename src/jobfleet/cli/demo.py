@@ -19,7 +19,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from jobfleet.cli._render import format_duration, host_order, run_status_label
+from jobfleet.cli._render import format_duration, host_order, noun_for, run_status_label
 from jobfleet.sdk import HOST_STATUS_DESC, AsyncJobClient
 from jobfleet.server import DEFAULT_BIZ, Server, ServerSettings, read_bootstrap
 
@@ -112,8 +112,10 @@ async def run_demo(*, keep: bool, agents: int, port: int) -> int:
                 hosts = await client.list_hosts(bk_biz_id=DEFAULT_BIZ)
                 return sum(1 for h in hosts if h.get("alive")) >= agents
 
-            await wait_until(all_alive, 60, f"{agents} agents")
-            console.print(f"{agents} agents connected as hosts 127.0.0.2 … 127.0.0.{agents + 1}")
+            await wait_until(all_alive, 60, f"{agents} {noun_for(agents, 'agent')}")
+            last = f"127.0.0.{agents + 1}"
+            addresses = f"host {last}" if agents == 1 else f"hosts 127.0.0.2 … {last}"
+            console.print(f"{agents} {noun_for(agents, 'agent')} connected as {addresses}")
             account = "root"
             if os.geteuid() != 0:
                 account = getpass.getuser()

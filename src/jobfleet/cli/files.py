@@ -230,7 +230,8 @@ def fetch(
         cli.out.print(_render.result_summary(result, elapsed))
     unsaved = sum(1 for row in rows if row["state"] == NOT_SAVED)
     if unsaved:
-        cli.err.print(Text(f"{unsaved} fetched files could not be saved", style="bold red"))
+        files = _render.noun_for(unsaved, "file")
+        cli.err.print(Text(f"{unsaved} fetched {files} could not be saved", style="bold red"))
         raise typer.Exit(EXIT_USAGE)
     raise typer.Exit(0 if result.ok else 1)
 

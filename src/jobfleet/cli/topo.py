@@ -82,14 +82,14 @@ def topology_tree(data: dict[str, Any]) -> Tree:
         branch = tree.add(Text(f"set {topo_set['name']}  (id {topo_set['id']})", style="magenta"))
         for module in topo_set.get("modules") or []:
             ids = module.get("host_ids") or []
-            leaf = branch.add(
-                Text(f"module {module['name']}  (id {module['id']}, {len(ids)} hosts)", "blue")
-            )
+            held = f"{len(ids)} {_render.noun_for(len(ids), 'host')}"
+            leaf = branch.add(Text(f"module {module['name']}  (id {module['id']}, {held})", "blue"))
             for host_id in ids:
                 leaf.add(_host_label(hosts.get(host_id), host_id))
     idle = data.get("idle_host_ids") or []
     if idle:
-        branch = tree.add(Text(f"idle  ({len(idle)} hosts in no module)", style="yellow"))
+        held = f"{len(idle)} {_render.noun_for(len(idle), 'host')}"
+        branch = tree.add(Text(f"idle  ({held} in no module)", style="yellow"))
         for host_id in idle:
             branch.add(_host_label(hosts.get(host_id), host_id))
     return tree
@@ -207,11 +207,15 @@ def move(
     with cli.client() as client:
         ids = _host_ids(cli, client, hosts, bk_biz_id)
         data = client.move_hosts(ids, module or [], increment=add, biz=bk_biz_id)
-    moved = ", ".join(str(i) for i in data.get("bk_host_ids") or ids)
-    where = ", ".join(str(m) for m in module or []) or "no module (idle)"
-    _render.show(
-        cli.out, json_out, data, f"hosts {moved} {'added to' if add else 'now in'} module {where}"
+    moved_ids = data.get("bk_host_ids") or ids
+    moved = f"{_render.noun_for(len(moved_ids), 'host')} {', '.join(str(i) for i in moved_ids)}"
+    modules = module or []
+    where = (
+        f"{_render.noun_for(len(modules), 'module')} {', '.join(str(m) for m in modules)}"
+        if modules
+        else "no module (idle)"
     )
+    _render.show(cli.out, json_out, data, f"{moved} {'added to' if add else 'now in'} {where}")
 
 
 # --- dynamic groups -----------------------------------------------------------------

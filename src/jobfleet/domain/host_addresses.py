@@ -17,9 +17,25 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 _Host = TypeVar("_Host")
+
+
+class _Addressed(Protocol):
+    """A host or a step's host row: what names it."""
+
+    @property
+    def bk_host_id(self) -> Any: ...
+    @property
+    def bk_cloud_id(self) -> Any: ...
+    @property
+    def ip(self) -> Any: ...
+    @property
+    def ipv6(self) -> Any: ...
+
+
+_AddressedHost = TypeVar("_AddressedHost", bound=_Addressed)
 
 Addresses = tuple[int, str, str | None]
 
@@ -71,3 +87,12 @@ def by_address(
         if len(claimants) == 1:
             found[pair] = claimants
     return found
+
+
+def first_by_address(hosts: Iterable[_AddressedHost]) -> dict[tuple[int, str], _AddressedHost]:
+    """Hosts (or a step's host rows) by (cloud, address), as a job's ``ip_list`` names
+    them: of hosts sharing an ip, the first. A host listed twice counts once (twice it
+    would be two claims of its IPv6 address, and name none)."""
+    unique = {h.bk_host_id: h for h in hosts}
+    named = by_address(unique.values(), lambda h: (h.bk_cloud_id, h.ip, h.ipv6))
+    return {pair: found[0] for pair, found in named.items()}

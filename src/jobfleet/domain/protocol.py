@@ -557,6 +557,19 @@ PIECE_SIZE = 4 * 1024 * 1024
 DIGEST_SIZE = 32
 
 
+# What a copied entry keeps of the mode its source had: the permission bits as they were,
+# and a directory's sticky bit. Set-ID bits never travel: the copy belongs to the step's
+# account on every target, and a source host (hostile, or only careless) would otherwise
+# hand that account's identity, root's often, to a program any local user there can run.
+FILE_MODE_KEPT = 0o777
+DIR_MODE_KEPT = 0o1777
+
+
+def transferred_mode(mode: int, *, is_dir: bool) -> int:
+    """The mode a file (or directory entry) gets on the targets from ``mode`` at its source."""
+    return mode & (DIR_MODE_KEPT if is_dir else FILE_MODE_KEPT)
+
+
 def piece_count(size: int, piece_size: int = PIECE_SIZE) -> int:
     return (size + piece_size - 1) // piece_size if size > 0 else 0
 

@@ -18,6 +18,7 @@ import base64
 import binascii
 import codecs
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -160,7 +161,11 @@ def shown_text(text: str) -> str:
     every command as the host's shell does."""
     if is_unicode(text) and not text.startswith("\ufeff") and "\x00" not in text:
         return text
-    raw = exact_bytes(text)
+    return _shown_bytes(exact_bytes(text))
+
+
+def _shown_bytes(raw: bytes) -> str:
+    """The text view of a script's bytes (see :func:`shown_text`)."""
     declared = declared_encoding(raw)
     if declared is not None:
         encoding, skip = declared
@@ -168,7 +173,40 @@ def shown_text(text: str) -> str:
     return raw.decode(undeclared_utf16(raw) or "utf-8", errors="replace")
 
 
-def rule_texts(text: str) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class ScriptText:
+    """A script (an :func:`exact_text` string) with its readings, worked out once
+    (:func:`read_script`): a launch checks it for NUL, matches the rules against it and
+    stores it from these, not from its bytes again."""
+
+    text: str
+    # whether ``text`` is Unicode as it stands (no byte that is not UTF-8)
+    unicode: bool
+    # its text view (:func:`shown_text`)
+    shown: str
+    # its bytes read as UTF-8, NUL bytes left out, where a shell may read that rather
+    # than ``shown`` (see :func:`rule_texts`); None where the two are the same
+    plain: str | None = None
+
+
+def read_script(script: str | ScriptText) -> ScriptText:
+    """``script``'s readings (a :class:`ScriptText` is returned as it is)."""
+    if isinstance(script, ScriptText):
+        return script
+    unicode = is_unicode(script)
+    if unicode and "\x00" not in script:
+        # the text view, without testing the whole script for UTF-8 again
+        return ScriptText(script, True, script.removeprefix("\ufeff"))
+    raw = exact_bytes(script)
+    shown = _shown_bytes(raw)
+    # a shell drops the NUL bytes of the lines it reads: "r\0m" runs rm
+    plain = raw.decode("utf-8", errors="replace").replace("\x00", "")
+    if plain.removeprefix("\ufeff") == shown:
+        return ScriptText(script, unicode, shown)
+    return ScriptText(script, unicode, shown, plain)
+
+
+def rule_texts(script: str | ScriptText) -> tuple[str, ...]:
     """Every reading of a script that dangerous-statement rules match: its text view
     and, where that view is not its bytes read as UTF-8 (a UTF-16 or UTF-32 byte order
     mark, or UTF-16 without one), those too.
@@ -176,29 +214,24 @@ def rule_texts(text: str) -> tuple[str, ...]:
     PowerShell reads a UTF-16 script as the text it is; a shell knows no byte order
     mark and runs the ASCII bytes that follow one, NUL bytes left out. Which the host
     does depends on its interpreter, so a mark hides a command from neither reading."""
-    if is_unicode(text) and "\x00" not in text:
-        # the text view, without testing the whole script for UTF-8 again
-        return (text.removeprefix("\ufeff"),)
-    shown = shown_text(text)
-    # a shell drops the NUL bytes of the lines it reads: "r\0m" runs rm
-    plain = exact_bytes(text).decode("utf-8", errors="replace").replace("\x00", "")
-    if plain.removeprefix("\ufeff") == shown:
-        return (shown,)
-    return shown, plain
+    read = read_script(script)
+    return (read.shown,) if read.plain is None else (read.shown, read.plain)
 
 
-def check_script_nul(text: str, name: str) -> None:
+def check_script_nul(script: str | ScriptText, name: str) -> None:
     """Refuse (1241010) a script that holds NUL once read: a database text column holds
     none, and the job keeps the script's text view.
 
     NUL bytes are the UTF-16 or UTF-32 encoding of text only after a byte order mark;
     without one the server cannot tell UTF-16 from other bytes, and a rule would match
     a text view the host's interpreter may not read the same way."""
+    text = script.text if isinstance(script, ScriptText) else script
     if "\x00" not in text:
         return
-    declared = declared_encoding(exact_bytes(text))
+    # a byte order mark is 4 bytes at most, and each character stands for 1 or more
+    declared = declared_encoding(exact_bytes(text[:4]))
     if declared is not None and declared[0] in WIDE_ENCODINGS:
-        if "\x00" not in shown_text(text):
+        if "\x00" not in read_script(script).shown:
             return
         raise JobError.invalid(name, "the decoded script contains NUL characters")
     raise JobError.invalid(
@@ -218,14 +251,22 @@ def encode_exact_base64(text: str | None) -> str:
 EXACT_SCRIPT_KEY = "script_b64"
 
 
-def stored_script(text: str, config: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
-    """(``script_content``, ``config``) of a step that runs ``text``.
+def stored_script(
+    script: str | ScriptText, config: dict[str, Any] | None
+) -> tuple[str, dict[str, Any] | None]:
+    """(``script_content``, ``config``) of a step that runs ``script``.
 
     A database text column holds only Unicode: a script with other bytes is kept as its
     text view, for people to read, and its bytes go in the config."""
-    if is_unicode(text):
+    if isinstance(script, ScriptText):
+        text, unicode, shown = script.text, script.unicode, script.shown
+    elif is_unicode(script):
+        return script, config
+    else:
+        text, unicode, shown = script, False, shown_text(script)
+    if unicode:
         return text, config
-    return shown_text(text), {**(config or {}), EXACT_SCRIPT_KEY: encode_exact_base64(text)}
+    return shown, {**(config or {}), EXACT_SCRIPT_KEY: encode_exact_base64(text)}
 
 
 def loaded_script(content: str | None, config: dict[str, Any] | None) -> str:

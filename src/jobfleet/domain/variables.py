@@ -7,7 +7,9 @@ How a script sees a variable (documented in docs/variables.md):
 - shell scripts also get each variable declared as a shell variable before their
   first line (arrays as bash arrays), so ``$name`` and ``${name}`` work natively;
 - in other languages, and in script parameters and file paths, ``${name}`` is
-  replaced by the value before the step runs;
+  replaced by the value before the step runs, but for a value a host set in an
+  earlier step: it is never pasted into another language's script text, stays within
+  one parameter word and may not lead a file path out of its folder;
 - a step changes a changeable variable by assigning it (shell) or by writing
   ``name=value`` lines to the file named by ``$JOBFLEET_VARS_FILE`` (any language).
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.status import VariableType
+from jobfleet.domain.status import ScriptLanguage, VariableType
 from jobfleet.domain.targets import parse_target
 
 MASK = "******"
@@ -31,8 +33,52 @@ MAX_DESCRIPTION = 1024
 REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # the environment a script needs for itself; a variable may not shadow these
 RESERVED = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "IFS", "JOBFLEET_VARS_FILE"}
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "PWD",
+        "IFS",
+        "JOBFLEET_VARS_FILE",
+        # every variable is in the environment of every process a step starts, and a
+        # changeable one's value may come from another host: these names make the
+        # dynamic loader, the C library, the shells or the interpreters steps run with
+        # load or run what their value names
+        "ENV",
+        "SHELLOPTS",
+        "PS0",
+        "PS1",
+        "PS2",
+        "PS3",
+        "PS4",
+        "PROMPT_COMMAND",
+        "CDPATH",
+        "GLOBIGNORE",
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_TRACE",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TMPDIR",
+        "TZDIR",
+        "RUBYOPT",
+        "RUBYLIB",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PSModulePath",
+        "PSMODULEPATH",
+    }
 )
+# the loader (LD_, DYLD_), bash (BASH_ENV, BASHOPTS…), Python and Perl each read a whole
+# family of names, some of which load or run code
+RESERVED_PREFIXES = ("JOBFLEET_", "BASH", "LD_", "DYLD_", "PYTHON", "PERL")
 VALUE_TYPES = (
     VariableType.STRING,
     VariableType.NAMESPACE,
@@ -106,9 +152,19 @@ def check_name(name: Any, field_name: str = "variables.name") -> str:
             field_name,
             f"{name!r} is not a variable name (letters, digits and _, not starting with a digit)",
         )
-    if name in RESERVED or name.startswith(("JOBFLEET_", "BASH")):
-        raise _invalid(field_name, f"{name!r} is reserved")
+    if is_reserved(name):
+        raise _invalid(
+            field_name,
+            f"{name!r} is reserved: the scripts' environment or the programs that run "
+            "them read it (see docs/variables.md)",
+        )
     return name
+
+
+def is_reserved(name: str) -> bool:
+    """A name no variable may have; one stored before it was reserved is kept out of
+    the scripts' environment and shell prelude (``engine.variables``)."""
+    return name in RESERVED or name.startswith(RESERVED_PREFIXES)
 
 
 def check_value(var_type: VariableType, value: Any, name: str) -> str:
@@ -368,6 +424,76 @@ def render(text: str, values: Mapping[str, str]) -> str:
     return REFERENCE_RE.sub(sub, text)
 
 
+def references(text: str, names: Iterable[str]) -> list[str]:
+    """The ``names`` that ``text`` names as ``${name}``, in order of first mention."""
+    wanted = set(names)
+    out: list[str] = []
+    for match in REFERENCE_RE.finditer(text):
+        if match.group(1) in wanted and match.group(1) not in out:
+            out.append(match.group(1))
+    return out
+
+
+LANGUAGE_READS: dict[int, tuple[str, str]] = {
+    ScriptLanguage.BAT: ("a bat script", "%{name}%"),
+    ScriptLanguage.PERL: ("a Perl script", "$ENV{{{name}}}"),
+    ScriptLanguage.PYTHON: ("a Python script", 'os.environ["{name}"]'),
+    ScriptLanguage.POWERSHELL: ("a PowerShell script", "$env:{name}"),
+    ScriptLanguage.SQL: ("an SQL script", ""),
+}
+
+
+def host_value_refusal(name: str, lang: int) -> str:
+    """Why a step does not run: its script text names a variable whose value a host
+    set, and that value would be pasted into the text as code."""
+    # an IntEnum key is its int: a language this release does not know reads generically
+    kind, reads = LANGUAGE_READS.get(lang, ("a script", ""))
+    how = (
+        f"; read it from the environment ({reads.format(name=name)}) instead"
+        if reads
+        else "; only values given at launch are replaced in its text"
+    )
+    return (
+        f"jobfleet: variable {name!r} was set by a host in an earlier step, and {kind} "
+        f"does not get such a value pasted into its text as ${{{name}}}{how}\n"
+    )
+
+
+class HostValueRefused(Exception):
+    """A value a host set would be used where it could lead a path elsewhere."""
+
+
+_SEPARATORS = re.compile(r"([/\\])")
+
+
+def render_path(path: str, values: Mapping[str, str], host_set: Iterable[str] = ()) -> str:
+    """``path`` with ``${name}`` replaced, refusing (``HostValueRefused``) a value a host
+    set that holds a path separator or a NUL, or that makes a ``.`` or ``..`` part: such
+    a value would take the path out of the folder the operator wrote. Values given at
+    launch are the operator's own and go in as they are."""
+    untrusted = [n for n in host_set if n in values]
+    if not untrusted:
+        return render(path, values)
+    out = []
+    # each part between the separators the operator wrote is checked where it lands
+    for part in _SEPARATORS.split(path):
+        named = references(part, untrusted)
+        for name in named:
+            value = values[name]
+            if "/" in value or "\\" in value or "\0" in value:
+                raise HostValueRefused(
+                    f"the value set by a host for variable {name!r} holds a path separator or a NUL"
+                )
+        rendered = render(part, values)
+        if named and any(p in (".", "..") for p in _SEPARATORS.split(rendered)):
+            raise HostValueRefused(
+                f"the value set by a host for variable {named[0]!r} makes a "
+                f"{rendered!r} part of the path"
+            )
+        out.append(rendered)
+    return "".join(out)
+
+
 def _bash_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
@@ -375,29 +501,41 @@ def _bash_quote(value: str) -> str:
 _DOUBLE_QUOTED_ESCAPE = re.compile(r'\\([\\"$`])')
 
 
+def _parenthesised(value: str) -> str | None:
+    """What stands between the parentheses of an array value ``( … )``, else None."""
+    stripped = value.strip()
+    if stripped.startswith("(") and stripped.endswith(")"):
+        return stripped[1:-1]
+    return None
+
+
+def _keyed_items(text: str) -> list[tuple[str, str]]:
+    """The ``[key]=value`` items of an array as bash writes one (``declare -p``): a
+    double-quoted value with its escapes undone, else the word as it stands."""
+    items = []
+    for key, raw in ASSOC_ITEM_RE.findall(text):
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = _DOUBLE_QUOTED_ESCAPE.sub(r"\1", raw[1:-1])
+        items.append((key, raw))
+    return items
+
+
 def _array_items(value: str) -> list[str]:
     """The items of an indexed array value written ``(a b "c d")``; a value that is not
     one (a host may report anything) is a single item."""
-    stripped = value.strip()
-    if not (stripped.startswith("(") and stripped.endswith(")")):
+    inner = _parenthesised(value)
+    if inner is None:
         return [value] if value else []
     try:
-        return shlex.split(stripped[1:-1])
+        return shlex.split(inner)
     except ValueError:
         return [value]
 
 
 def _assoc_items(value: str) -> list[tuple[str, str]]:
     """The ``["key"]=value`` items of an associative array value."""
-    stripped = value.strip()
-    if stripped.startswith("(") and stripped.endswith(")"):
-        stripped = stripped[1:-1]
-    items = []
-    for key, raw in ASSOC_ITEM_RE.findall(stripped):
-        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
-            raw = _DOUBLE_QUOTED_ESCAPE.sub(r"\1", raw[1:-1])
-        items.append((key, raw))
-    return items
+    inner = _parenthesised(value)
+    return _keyed_items(value.strip() if inner is None else inner)
 
 
 def _array_literal(var: Variable, value: str) -> str:
@@ -467,8 +605,7 @@ def parse_reported(text: str) -> dict[str, str]:
 
 def unquote_array(value: str) -> str:
     """``declare -p`` prints arrays as ``([0]="a" [1]="b")``; keep bk-job's ``(a b)`` form."""
-    stripped = value.strip()
-    if stripped.startswith("(") and "[0]=" in stripped:
-        items = re.findall(r'\[\d+\]="((?:[^"\\]|\\.)*)"', stripped)
-        return "(" + " ".join(shlex.quote(i) for i in items) + ")"
-    return value
+    inner = _parenthesised(value)
+    if inner is None or "[0]=" not in inner:
+        return value
+    return "(" + " ".join(shlex.quote(item) for _, item in _keyed_items(inner)) + ")"

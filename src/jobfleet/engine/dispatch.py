@@ -55,25 +55,32 @@ class Dispatcher:
 
     async def dispatch(self, run: StepRun, no_agent: set[int], recovering: bool) -> None:
         """Send the run's pending hosts their task; end those that have no agent."""
+        # a refusal follows from the stored values alone: a host refused now was
+        # refused before a restart too, and never sent anything
+        refused = {h: r for h in run.pending if (r := run.refusal(h))}
+        for host, reason in refused.items():
+            self.writer.conclude(run, [host], HostStatus.SUBMIT_FAILED, reason)
         agents = self.agents
-        unseen = [h for h in run.pending if agents.for_host(h) is None]
+        unseen = [h for h in run.pending if h not in refused and agents.for_host(h) is None]
         if unseen:
             # an agent that just came to another node may not be in this node's map yet
             located = await agents.refresh(unseen)
             online = {
                 h
                 for h, s in run.pending.items()
-                if s == WAITING and agents.for_host(h) is not None
+                if s == WAITING and h not in refused and agents.for_host(h) is not None
             }
         else:
             # every host's agent was found just above, with nothing awaited since
             located = True
-            online = {h for h, s in run.pending.items() if s == WAITING}
+            online = {h for h, s in run.pending.items() if s == WAITING and h not in refused}
         if online:
             await self.store.mark_running(run.step_id, run.execute_count, list(online))
         # each host looked up once after the wait: an agent may have come or gone in it
         offline: list[int] = []
         for host, state in list(run.pending.items()):
+            if host in refused:
+                continue
             conn = agents.for_host(host)
             if conn is None:
                 offline.append(host)
@@ -112,6 +119,9 @@ class Dispatcher:
             )
 
     def _send(self, run: StepRun, host: int, conn: AgentLink) -> None:
+        if run.refusal(host):
+            # ended by ``dispatch``; an agent that connects meanwhile gets nothing
+            return
         run.pending[host] = SENT
         self.results.sent((run.step_id, run.execute_count, host))
         conn.send(run.message(host))
@@ -200,7 +210,7 @@ class Dispatcher:
             self.tracker.forget(host, run.key())
             return
         conn = self.agents.for_host(host)
-        if conn is not None and run.pending.get(host) == SENT:
+        if conn is not None and run.pending.get(host) == SENT and not run.refusal(host):
             conn.send(run.message(host))
 
     def resend_all(self) -> None:

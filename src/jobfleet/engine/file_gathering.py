@@ -250,7 +250,7 @@ class SourceGathering:
                     name,
                     name,
                     False,
-                    int(source.get("mode") or 0o644),
+                    protocol.transferred_mode(int(source.get("mode") or 0o644), is_dir=False),
                     blob.id,
                     blob.size,
                     blob.sha256,
@@ -368,7 +368,10 @@ class SourceGathering:
                 str(entry["path"]),
                 str(entry["rel"]),
                 bool(entry.get("is_dir")),
-                int(entry.get("mode") or 0o644),
+                # an agent of an earlier release, or a hostile one, may list set-ID bits
+                protocol.transferred_mode(
+                    int(entry.get("mode") or 0o644), is_dir=bool(entry.get("is_dir"))
+                ),
                 size=entry.get("size"),
             )
             if not item.is_dir:

@@ -41,6 +41,7 @@ from jobfleet.engine.file_gathering import (
 from jobfleet.engine.rpc import AgentRpc
 from jobfleet.engine.seeding import Seeding
 from jobfleet.engine.swarms import Swarms
+from jobfleet.engine.tracking import REFUSED
 from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import now_ms
 from jobfleet.store.filelogs import (
@@ -113,6 +114,12 @@ class FileSteps:
         rows = await self.dispatcher.store.hosts(step.id, count)
         pending = [r for r in rows if r.status in (HostStatus.WAITING, HostStatus.RUNNING)]
         if not pending:
+            return await self.tasks.end_step(lease, step, started, stop.is_set())
+        if cfg.get(REFUSED):
+            # a value a host set would have led a path elsewhere (``engine.variables``)
+            await self._fail_all(
+                step, pending, SourceFailure(int(HostStatus.SUBMIT_FAILED), str(cfg[REFUSED]))
+            )
             return await self.tasks.end_step(lease, step, started, stop.is_set())
         if cfg.get("direction") == "fetch":
             await self._fetch(job, step, cfg, pending, deadline)

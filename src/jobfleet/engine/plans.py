@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.plans import with_values
+from jobfleet.domain.scripts import read_script
 from jobfleet.domain.status import (
     LaunchMode,
     RunStatus,
@@ -217,7 +218,9 @@ class PlanLauncher:
             )
             content, language = resolved.content, resolved.language
             config.update(script_id=resolved.script_id, script_version_id=resolved.version_id)
-        await self.rules.enforce(content, language, where=f"step {name!r}")
+        # read once: the rules match these readings, and the job keeps the script from them
+        script = read_script(content)
+        await self.rules.enforce(script, language, where=f"step {name!r}")
         if language == ScriptLanguage.SQL:
             return await self._sql_step(ctx, name, info, common, content, config)
         account = await self._account(ctx, info.get("account"))
@@ -237,7 +240,7 @@ class PlanLauncher:
                 "account_alias": account.alias,
                 "account_name": account.account,
                 "script_language": language,
-                "script_content": content,
+                "script_content": script,
                 "script_param": param or None,
                 "is_param_sensitive": sensitive,
                 "config": config,

@@ -163,7 +163,8 @@ class JobRunner:
                     break
             statuses = [s.status for s in await self.store.steps(job_id)]
             final = job_status_from_steps(statuses)
-            if stop.is_set() and final is not RunStatus.SUCCESS:
+            if stop.is_set():
+                # the terminate was taken (its answer said so), even if every step passed
                 final = RunStatus.STOP_SUCCESS
             await self.finish(job_id, final, job.callback_url, lease=lease)
         except asyncio.CancelledError:
@@ -296,13 +297,16 @@ class JobRunner:
         if step.type == StepType.SQL:
             base = self._template(step)
             shared = state.values() if state is not None else None
-            template = sql.sql_message(base, step, self.cipher, shared)
+            untrusted = state.host_set() if state is not None else set()
+            template = sql.sql_message(base, step, self.cipher, shared, untrusted)
             sql_hosts: dict[int, dict[str, Any]] = {}
             if state is not None and state.per_host:
                 for row in await self.store.hosts(step.id, step.execute_count):
                     own = state.values(row.bk_host_id)
                     if own != shared:
-                        sql_hosts[row.bk_host_id] = sql.sql_message(base, step, self.cipher, own)
+                        sql_hosts[row.bk_host_id] = sql.sql_message(
+                            base, step, self.cipher, own, state.host_set(row.bk_host_id)
+                        )
             template, sql_hosts = _wire(template, sql_hosts)
             return await self.tasks.run(
                 lease, step, stop, recovering, template, per_host=sql_hosts
@@ -310,7 +314,9 @@ class JobRunner:
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
                 secrets = variables.password_names(state)
-                config = variables.render_file_config(step.config or {}, state.values(), secrets)
+                config = variables.render_file_config(
+                    step.config or {}, state.values(), secrets, state.host_set()
+                )
                 await lease.update_step(step.id, config=config)
                 step = await self.store.step(step.id) or step
             status = await self.file_steps.run(lease, job, step, stop, recovering)
@@ -403,10 +409,20 @@ class JobRunner:
         notices = await notify.outbox_rows(
             self.store, self.cipher, job_id, status, steps, end, self.settings.callback_attempts
         )
-        if lease is not None:
-            await lease.finish(int(status), callback, notices, end)
-        else:
+        if lease is None:
             await self.store.finish_job(job_id, int(status), callback, notices, end)
+        # a terminate taken after the driver chose the status (the last step had passed)
+        # still stops the job, as bk-job ends a terminating job whose step no longer runs
+        # (a job that failed inside jobfleet stays abnormal: that is what went wrong)
+        elif not await lease.finish(
+            int(status),
+            callback,
+            notices,
+            end,
+            unless_stopping=status not in (RunStatus.STOP_SUCCESS, RunStatus.ABNORMAL_STATE),
+        ):
+            await self.finish(job_id, RunStatus.STOP_SUCCESS, callback_url, lease=lease)
+            return
         log.info("job_finished job=%s status=%d", job_id, status)
         for listener in self.on_job_finished:
             listener(job_id, status)

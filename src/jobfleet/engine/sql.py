@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import shlex
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Row
@@ -26,7 +27,8 @@ from sqlalchemy import Row
 from jobfleet.domain.db_connect import connect_problem, db2_connect, oracle_connect
 from jobfleet.domain.scripts import loaded_script
 from jobfleet.domain.status import AccountType, ScriptLanguage
-from jobfleet.domain.variables import render
+from jobfleet.domain.variables import host_value_refusal, references, render
+from jobfleet.engine.tracking import REFUSED
 from jobfleet.store.secrets import Cipher
 
 CONNECT_TIMEOUT = 10
@@ -192,14 +194,22 @@ def sql_message(
     step: Row[Any],
     cipher: Cipher,
     values: dict[str, str] | None = None,
+    host_set: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The run message of an SQL step: a shell task feeding the SQL to the client, with
-    ``${name}`` replaced by the values of the job's variables (when it has any)."""
+    ``${name}`` replaced by the values of the job's variables (when it has any).
+
+    A value a host set (``host_set``) is not pasted into the SQL: it would be SQL of
+    its own on every host; the message says why its hosts do not run it."""
     db = dict((step.config or {}).get("db") or {})
     if db.get("password"):
         db["password"] = cipher.decrypt(str(db["password"]))
     sql = loaded_script(step.script_content, step.config)
+    refused = ""
     if values:
+        named = references(sql, host_set)
+        if named:
+            refused = host_value_refusal(named[0], int(ScriptLanguage.SQL))
         sql = render(sql, values)
     script, env = client_script(db, sql, int(template.get("timeout") or 0))
     return {
@@ -208,4 +218,5 @@ def sql_message(
         "script": script,
         "args": [],
         "env": {**template.get("env", {}), **env},
+        REFUSED: refused,
     }

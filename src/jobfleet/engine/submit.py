@@ -10,6 +10,7 @@ from sqlalchemy import Row
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.rolling import RollingConfig
+from jobfleet.domain.scripts import ScriptText
 from jobfleet.domain.status import (
     AccountCategory,
     HostStatus,
@@ -62,7 +63,9 @@ class Account:
 @dataclass
 class ScriptRequest:
     name: str | None
-    script: str
+    # read once where the launch began: the rules matched these readings, and the
+    # job keeps the script from them
+    script: ScriptText
     language: int
     param: str
     sensitive: bool

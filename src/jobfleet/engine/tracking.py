@@ -14,6 +14,9 @@ from jobfleet.domain import protocol
 
 WAITING = "waiting"  # not sent to an agent yet
 SENT = "sent"  # sent (or maybe sent before a restart)
+# the key of a run message that says why its hosts are not sent it (a value a host set
+# would have become their code); never sent to an agent
+REFUSED = "refused"
 
 
 @dataclass
@@ -40,8 +43,16 @@ class StepRun:
     def message(self, host_id: int) -> dict[str, Any]:
         own = self.per_host.get(host_id)
         if own:
-            return {**self.template, "id": self.task_id(host_id), **own}
-        return {**self.template, "id": self.task_id(host_id)}
+            message = {**self.template, "id": self.task_id(host_id), **own}
+        else:
+            message = {**self.template, "id": self.task_id(host_id)}
+        message.pop(REFUSED, None)
+        return message
+
+    def refusal(self, host_id: int) -> str:
+        """Why ``host_id`` is not sent its task (``""``: it is)."""
+        own = self.per_host.get(host_id) or {}
+        return str(own[REFUSED] if REFUSED in own else self.template.get(REFUSED) or "")
 
     def finish(self, host_id: int) -> None:
         self.pending.pop(host_id, None)

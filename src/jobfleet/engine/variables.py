@@ -19,15 +19,23 @@ from jobfleet.domain.status import ScriptLanguage, VariableType
 from jobfleet.domain.variables import (
     MASK,
     REFERENCE_RE,
+    HostValueRefused,
     Variable,
+    host_value_refusal,
+    is_reserved,
     parse_reported,
+    references,
     render,
+    render_path,
     shell_prelude,
     unquote_array,
 )
+from jobfleet.engine.tracking import REFUSED
 from jobfleet.store.secrets import Cipher
 
 ARRAYS = (VariableType.ASSOC_ARRAY, VariableType.INDEX_ARRAY)
+# the key of a sealed variable whose shared value a host set
+SET_BY_HOST = "set_by_host"
 
 
 @dataclass
@@ -35,6 +43,10 @@ class VariableState:
     variables: list[Variable]
     # namespace variables set per host by a step: {name: {host_id: value}}
     per_host: dict[str, dict[int, str]] = field(default_factory=dict)
+    # the variables whose shared value a host set in an earlier step: any host may
+    # report anything, so such a value is data for the hosts after, never text that
+    # becomes their code
+    from_host: set[str] = field(default_factory=set)
 
     def values(self, host: int | None = None) -> dict[str, str]:
         out = {v.name: v.value for v in self.variables}
@@ -42,6 +54,16 @@ class VariableState:
             for name, hosts in self.per_host.items():
                 if host in hosts:
                     out[name] = hosts[host]
+        return out
+
+    def host_set(self, host: int | None = None) -> set[str]:
+        """The variables whose value (``host``'s own, for a namespace) a host set."""
+        out = set(self.from_host)
+        if host is not None:
+            shared = {v.name: v.value for v in self.variables}
+            for name, hosts in self.per_host.items():
+                if host in hosts and hosts[host] != shared.get(name):
+                    out.add(name)
         return out
 
     @property
@@ -59,6 +81,8 @@ def seal(state: VariableState, cipher: Cipher) -> list[dict[str, Any]]:
         hosts = state.per_host.get(var.name)
         if hosts:
             raw["hosts"] = {str(h): v for h, v in hosts.items()}
+        if var.name in state.from_host:
+            raw[SET_BY_HOST] = 1
         out.append(raw)
     return out
 
@@ -66,15 +90,18 @@ def seal(state: VariableState, cipher: Cipher) -> list[dict[str, Any]]:
 def unseal(raw: Sequence[dict[str, Any]], cipher: Cipher) -> VariableState:
     variables = []
     per_host: dict[str, dict[int, str]] = {}
+    from_host: set[str] = set()
     for item in raw:
         var = Variable.from_dict(item)
+        if item.get(SET_BY_HOST):
+            from_host.add(var.name)
         if var.type == VariableType.PASSWORD and var.value:
             var.value = cipher.decrypt(var.value)
         variables.append(var)
         hosts = item.get("hosts")
         if isinstance(hosts, dict):
             per_host[var.name] = {int(h): str(v) for h, v in hosts.items()}
-    return VariableState(variables, per_host)
+    return VariableState(variables, per_host, from_host)
 
 
 def state_before(
@@ -113,17 +140,27 @@ def script_message(
 ) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """The run message of a script step with variables in it, and per-host differences."""
 
-    def build(values: dict[str, str]) -> dict[str, Any]:
-        script = template["script"]
-        if template["lang"] == ScriptLanguage.SHELL:
-            script = shell_prelude(state.variables, values) + script
-        else:
-            script = render(script, values)
-        args = [render(a, values) for a in template["args"]]
-        env = {**template.get("env", {}), **{k: v for k, v in values.items()}}
-        return {"script": script, "args": args, "env": env}
+    # a name reserved since it was stored stays out of where it would act on the
+    # programs the script runs; ``${name}`` in the text still reads its value
+    exported = [v for v in state.variables if not is_reserved(v.name)]
 
-    shared = {**template, **build(state.values())}
+    def build(values: dict[str, str], host_set: set[str]) -> dict[str, Any]:
+        script = template["script"]
+        refused = ""
+        if template["lang"] == ScriptLanguage.SHELL:
+            script = shell_prelude(exported, values) + script
+        else:
+            named = references(script, host_set)
+            if named:
+                refused = host_value_refusal(named[0], int(template["lang"]))
+            script = render(script, values)
+        # each parameter is split into words before the values go in: a value is part
+        # of one word, whatever it holds
+        args = [render(a, values) for a in template["args"]]
+        env = {**template.get("env", {}), **{v.name: values.get(v.name, "") for v in exported}}
+        return {"script": script, "args": args, "env": env, REFUSED: refused}
+
+    shared = {**template, **build(state.values(), state.host_set())}
     shared["collect_vars"] = state.changeable
     if (
         template["lang"] == ScriptLanguage.SHELL
@@ -139,7 +176,7 @@ def script_message(
     if state.per_host:
         for host in hosts:
             if any(host in values for values in state.per_host.values()):
-                per_host[host] = build(state.values(host))
+                per_host[host] = build(state.values(host), state.host_set(host))
     return shared, per_host
 
 
@@ -168,6 +205,7 @@ def collect(
     result = VariableState(
         [replace(v) for v in state.variables],
         {k: dict(v) for k, v in state.per_host.items()},
+        set(state.from_host),
     )
     updated = {v.name: v for v in result.variables}
     taken: set[str] = set()
@@ -184,6 +222,8 @@ def collect(
             if var.type == VariableType.NAMESPACE:
                 result.per_host.setdefault(name, {})[row.bk_host_id] = text
             elif name not in taken:
+                if text != updated[name].value:
+                    result.from_host.add(name)
                 updated[name].value = text
                 taken.add(name)
     return result
@@ -218,20 +258,33 @@ def _opened(raw: Any, cipher: Cipher | None) -> dict[str, Any]:
 
 
 def render_file_config(
-    config: dict[str, Any], values: dict[str, str], secrets: Iterable[str] = ()
+    config: dict[str, Any],
+    values: dict[str, str],
+    secrets: Iterable[str] = (),
+    host_set: Iterable[str] = (),
 ) -> dict[str, Any]:
     """A file step's paths with ``${name}`` replaced, but for the ``secrets`` (password
     variables): the paths are kept and shown as they ran. A plan may not name one in a
-    path (``domain.plans``); one saved before that was checked keeps the reference."""
+    path (``domain.plans``); one saved before that was checked keeps the reference.
+
+    A value a host set (``host_set``) that would lead a path out of its folder leaves
+    the paths as written and ``REFUSED`` saying why: the step's hosts fail with it
+    (``engine.files``)."""
     hidden = set(secrets)
     values = {k: v for k, v in values.items() if k not in hidden}
+    untrusted = set(host_set)
     out = dict(config)
-    out["target_path"] = render(str(config.get("target_path") or ""), values)
-    sources = []
-    for source in config.get("sources") or []:
-        source = dict(source)
-        if isinstance(source.get("files"), list):
-            source["files"] = [render(str(f), values) for f in source["files"]]
-        sources.append(source)
+    try:
+        out["target_path"] = render_path(str(config.get("target_path") or ""), values, untrusted)
+        sources = []
+        for source in config.get("sources") or []:
+            source = dict(source)
+            if isinstance(source.get("files"), list):
+                source["files"] = [render_path(str(f), values, untrusted) for f in source["files"]]
+            sources.append(source)
+    except HostValueRefused as refused:
+        out = dict(config)
+        out[REFUSED] = f"jobfleet: {refused}; the file step does not run\n"
+        return out
     out["sources"] = sources
     return out

@@ -34,7 +34,7 @@ from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
 from jobfleet.store.identity import AgentHost, IdentityStore
 from jobfleet.store.inventory import Inventory
-from jobfleet.store.outage import OutageLog
+from jobfleet.store.outage import OutageLog, reason
 
 log = logging.getLogger(__name__)
 
@@ -387,15 +387,31 @@ class Gateway:
         self._revocations = asyncio.get_running_loop().create_task(self._watch_revocations())
 
     async def stop(self) -> None:
-        await self.refusals.stop()
+        """Each part stops whatever the others do: a last write that fails (the database
+        gone at shutdown) must not leave the other parts' tasks and timers running."""
         task, self._revocations = self._revocations, None
         if task is not None:
             task.cancel()
             await asyncio.wait([task], timeout=5.0)
-        await self._facts.stop()
-        await self._loads.stop()
         if self._acks is not None:
             self._acks.stop()
+        failed: list[str] = []
+        error: Exception = Exception()
+        for name, stop in (
+            ("refusals", self.refusals.stop),
+            (self._facts.what, self._facts.stop),
+            (self._loads.what, self._loads.stop),
+        ):
+            try:
+                await stop()
+            except Exception as exc:
+                failed.append(name)
+                error = exc
+        if failed:
+            # the same outage fails each of them: one line tells of all
+            log.warning(
+                "gateway_stop_writes_lost parts=%s error=%s", ",".join(failed), reason(error)
+            )
 
     async def _watch_revocations(self) -> None:
         """Cut the connections of revoked credentials, wherever they were revoked."""

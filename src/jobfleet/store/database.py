@@ -68,8 +68,8 @@ def _close_cancelled_sqlite_connections_plainly(engine: AsyncEngine) -> None:
     close and, on the second cancellation, also stops the connection's thread; the
     graceful close then waits on a thread that has gone, forever, and so does any
     shutdown that waits for its tasks. A plain close in the cancelled task stops
-    the thread exactly once. Outside a task (garbage collection) ``terminate``
-    only stops the thread, which is safe.
+    the thread exactly once. Outside a task (garbage collection of a connection
+    no one closed) ``terminate`` only stops the thread, which is safe.
 
     The close is preceded by a rollback. A cancelled statement's cursor stays
     referenced (by the cancellation's traceback) until the cyclic collector runs,
@@ -77,12 +77,15 @@ def _close_cancelled_sqlite_connections_plainly(engine: AsyncEngine) -> None:
     goes: till then it is a zombie that keeps its write transaction open, so every
     other writer of the file (the lease renewal at a stop) waits its busy timeout.
     The rollback is queued to the connection's thread first, and the close follows
-    it even when the wait for the rollback is cancelled."""
+    it even when the wait for the rollback is cancelled. The garbage collector's
+    close, which cannot wait for anything, has the same zombie to fear: its rollback
+    is queued to that thread ahead of the close ``terminate`` queues there."""
     dialect = engine.dialect
     terminate = dialect.do_terminate
 
     def do_terminate(dbapi_connection: Any) -> None:
         if not in_greenlet():
+            _queue_rollback(dbapi_connection)
             terminate(dbapi_connection)
             return
         try:
@@ -93,6 +96,16 @@ def _close_cancelled_sqlite_connections_plainly(engine: AsyncEngine) -> None:
             dialect.do_close(dbapi_connection)
 
     dialect.do_terminate = do_terminate  # type: ignore[method-assign]
+
+
+def _queue_rollback(dbapi_connection: Any) -> None:
+    """A rollback run by an aiosqlite connection's thread after what it has queued,
+    with no one to wait for it (a failure there is the thread's to drop)."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    queue = getattr(driver, "_tx", None)
+    sqlite = getattr(driver, "_connection", None)
+    if queue is not None and sqlite is not None:
+        queue.put_nowait((None, sqlite.rollback))
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobfleet.domain.scripts import stored_script
+from jobfleet.domain.scripts import ScriptText, stored_script
 from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus
 from jobfleet.store.bulk import BulkStatement
 from jobfleet.store.database import Database, now_ms
@@ -209,8 +209,9 @@ class JobStore(JobReads):
         step_ids: list[int] = []
         for order, step in enumerate(job.steps):
             values = step.values
-            if values.get("script_content"):
-                content, config = stored_script(values["script_content"], values.get("config"))
+            script = values.get("script_content")
+            if isinstance(script, ScriptText) or script:
+                content, config = stored_script(script, values.get("config"))
                 values = {**values, "script_content": content, "config": config}
             res = await conn.execute(
                 insert(step_instances).values(
@@ -442,8 +443,10 @@ class JobStore(JobReads):
 
     async def terminate_waiting(self, job_id: int) -> bool:
         """End a job created with ``start_task=false`` before it starts: the job, each
-        step and each waiting host terminated (hosts as 403), in one transaction (the
-        caller then finishes the job); False if it was no longer waiting."""
+        step and each waiting host terminated (hosts as 403, with the error code and
+        times of a host a terminate ends in a running job before its task was sent), in
+        one transaction (the caller then finishes the job); False if it was no longer
+        waiting."""
         now = now_ms()
         async with self.db.begin() as conn:
             res = await conn.execute(
@@ -476,7 +479,12 @@ class JobStore(JobReads):
                         step_hosts.c.step_instance_id.in_(part),
                         step_hosts.c.status.in_(UNFINISHED_HOST),
                     )
-                    .values(status=int(HostStatus.GSE_TASK_TERMINATE_SUCCESS), end_time=now)
+                    .values(
+                        status=int(HostStatus.GSE_TASK_TERMINATE_SUCCESS),
+                        error_code=int(GseErrorCode.TERMINATED),
+                        end_time=now,
+                        total_time=0,
+                    )
                 )
             return True
 
@@ -530,12 +538,12 @@ class JobStore(JobReads):
         callback: tuple[str, str, int] | None,
         extra: Sequence[dict[str, Any]] = (),
         end_time: int | None = None,
-    ) -> None:
+    ) -> bool:
         """Final job status and, in the same transaction, its callback and ``extra`` rows
         (``kind, target, payload, max_attempts``: notifications) in the outbox; a job's
         driver finishes it through its ``JobLease``, this is for a job that never
         started."""
-        await self._finish_job(None, job_id, status, callback, extra, end_time)
+        return await self._finish_job(None, job_id, status, callback, extra, end_time)
 
     async def _finish_job(
         self,
@@ -545,7 +553,11 @@ class JobStore(JobReads):
         callback: tuple[str, str, int] | None,
         extra: Sequence[dict[str, Any]],
         end_time: int | None,
-    ) -> None:
+        unless_stopping: bool = False,
+    ) -> bool:
+        """``unless_stopping``: write nothing, and answer False, if a terminate was taken
+        (the job is terminating, 10) since the caller chose ``status``: the operator was
+        told it was taken."""
         now = end_time or now_ms()
         async with self.db.begin() as conn:
             job = (
@@ -556,9 +568,14 @@ class JobStore(JobReads):
                 )
             ).one()
             started = job.start_time or job.create_time
+            # in the update itself: a terminate is taken by a conditional update of the
+            # same row (``mark_stopping``), so exactly one of the two sees the other
+            not_stopping = (
+                [job_instances.c.status != int(RunStatus.STOPPING)] if unless_stopping else []
+            )
             res = await conn.execute(
                 update(job_instances)
-                .where(job_instances.c.id == job_id, *self._job_owned(fence))
+                .where(job_instances.c.id == job_id, *self._job_owned(fence), *not_stopping)
                 .values(
                     status=status,
                     end_time=now,
@@ -567,10 +584,21 @@ class JobStore(JobReads):
                     lease_until=None,
                 )
             )
+            if not res.rowcount and unless_stopping:
+                status_now = (
+                    await conn.execute(
+                        select(job_instances.c.status).where(
+                            job_instances.c.id == job_id, *self._job_owned(fence)
+                        )
+                    )
+                ).scalar()
+                if status_now == RunStatus.STOPPING:
+                    return False
             if not res.rowcount and fence is not None:
                 # nor its callback and notifications: the job's driver sends those
                 raise LostJob(job_id, fence.node_id)
             await enqueue(conn, job_id, callback, extra, now)
+            return True
 
 
 class JobLease:
@@ -604,9 +632,13 @@ class JobLease:
         callback: tuple[str, str, int] | None,
         extra: Sequence[dict[str, Any]] = (),
         end_time: int | None = None,
-    ) -> None:
-        """As ``JobStore.finish_job``, for the driver."""
-        await self._store._finish_job(self.fence, self.job_id, status, callback, extra, end_time)
+        unless_stopping: bool = False,
+    ) -> bool:
+        """As ``JobStore.finish_job``, for the driver; ``unless_stopping``: as for
+        ``JobStore._finish_job``."""
+        return await self._store._finish_job(
+            self.fence, self.job_id, status, callback, extra, end_time, unless_stopping
+        )
 
 
 def _finish_row(r: HostResult) -> tuple[Any, ...]:

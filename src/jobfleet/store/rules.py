@@ -39,7 +39,7 @@ from jobfleet.domain.dangerous import (
     scan,
 )
 from jobfleet.domain.errors import ErrorCode, JobError
-from jobfleet.domain.scripts import rule_texts
+from jobfleet.domain.scripts import ScriptText, rule_texts
 from jobfleet.store.database import Database, change_stamps, new_stamps, now_ms
 from jobfleet.store.tables import dangerous_rules
 
@@ -244,7 +244,7 @@ class RuleStore:
                 log.error("dangerous_rule_unusable id=%s", row.id)
         return tuple(rules)
 
-    async def check(self, script: str, language: int) -> list[Finding]:
+    async def check(self, script: str | ScriptText, language: int) -> list[Finding]:
         """The findings of the enabled rules on ``script`` (as sent: see
         ``domain.scripts``); a rule out of time is logged and reported.
 
@@ -308,7 +308,9 @@ class RuleStore:
                 self._threads, functools.partial(scan, text, language, rules, self.limits)
             )
 
-    async def enforce(self, script: str, language: int, *, where: str = "") -> list[Finding]:
+    async def enforce(
+        self, script: str | ScriptText, language: int, *, where: str = ""
+    ) -> list[Finding]:
         """Refuse (1244019) a script an intercept rule matches; log what scan rules find."""
         findings = await self.check(script, language)
         hit = blocking(findings)

@@ -35,6 +35,7 @@ from jobfleet.agent.files.rights import (
     target_error,
 )
 from jobfleet.agent.files.upload import describe_http_error
+from jobfleet.domain.protocol import transferred_mode
 from jobfleet.domain.status import HostStatus
 
 if TYPE_CHECKING:
@@ -127,7 +128,8 @@ def make_dir(dest: str, *, mode: int, account: str, create_dirs: bool) -> None:
     """Recreate a directory entry at ``dest`` as ``account``.
 
     A new directory gets ``mode`` with the owner's rwx added, so that the files copied
-    into it can be written; an existing directory is left as it is. Raises
+    into it can be written, and without set-ID bits; an existing directory is left as
+    it is. Raises
     :class:`TransferError` as :func:`download` does. Blocking: run it with
     ``asyncio.to_thread``.
     """
@@ -150,7 +152,8 @@ def _make_dir(dest: str, mode: int, rights: Rights, create_dirs: bool) -> None:
                 )
             return
         parent.check_writable(rights)
-        parent.make_child(name, rights, (mode & 0o7777) | stat.S_IRWXU).close()
+        kept = transferred_mode(mode, is_dir=True)
+        parent.make_child(name, rights, kept | stat.S_IRWXU).close()
     finally:
         parent.close()
 
@@ -241,8 +244,9 @@ class _Target:
         durable already, and its directory is fsynced after (by the caller)."""
         assert self.fd is not None
         try:
-            # after the chown done at creation, which would clear set-user-ID bits
-            os.fchmod(self.fd, mode & 0o7777)
+            # set-ID bits are dropped here too: a server of an earlier release passes on
+            # whatever a source host listed
+            os.fchmod(self.fd, transferred_mode(mode, is_dir=False))
         except OSError as exc:
             raise target_error(self.dest, exc) from None
         self._close()

@@ -16,6 +16,7 @@ from jobfleet.agent.accounts import (
     lookup_account,
 )
 from jobfleet.agent.files.rights import Rights
+from jobfleet.domain.protocol import transferred_mode
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class SourceFile:
     path: str  # absolute path on the source host
     rel: str  # relative path the file gets under the target directory
     size: int
-    mode: int  # permission bits (st_mode & 0o7777; set-ID bits only on what the account owns)
+    mode: int  # what the copies get (``protocol.transferred_mode``)
     is_dir: bool  # an (empty or not) directory entry to recreate
 
 
@@ -278,15 +279,8 @@ class _Lister:
             return True
         self._seen.add((path, rel))
         size = 0 if is_dir else st.st_size
-        mode = st.st_mode & 0o7777
-        if not is_dir:
-            # a copy belongs to the account on every target: another owner's set-ID bit
-            # would hand the account's identity to that owner's program (cp drops it too)
-            account = self.rights.account
-            if st.st_uid != account.uid:
-                mode &= ~stat.S_ISUID
-            if st.st_gid != account.gid:
-                mode &= ~stat.S_ISGID
+        # listed as the targets will have it: set-ID bits never travel
+        mode = transferred_mode(st.st_mode, is_dir=is_dir)
         self.found.append(SourceFile(path, rel, size, mode, is_dir))
         return True
 
