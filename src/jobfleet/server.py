@@ -78,6 +78,7 @@ from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 from jobfleet.store.jobs import JobStore
 from jobfleet.store.key_checks import AGENT_CA, KEY_FILE, KeyChecks, KeysRefused
+from jobfleet.store.node_locks import NodeLocks
 from jobfleet.store.outage import disk_reason, reason
 from jobfleet.store.people import PeopleStore
 from jobfleet.store.plans import PlanStore
@@ -191,6 +192,7 @@ class Server:
         self.people = PeopleStore(self.db)
         self.registry = Registry()
         self.presence = Presence(self.db, self.node_id, settings.engine.presence_batch)
+        self.node_locks = NodeLocks(self.db, self.node_id)
         engine_settings = dataclasses.replace(settings.engine, node_id=self.node_id)
         self.refusals = Refusals(AuditLog(self.db), engine_settings.refusal_audit_window)
         outbound = Outbound(parse_networks(settings.callback_allow), own_addresses(settings.host))
@@ -429,9 +431,11 @@ class Server:
         if self.services.procs is not None:
             await self.services.procs.start()
         self.presence.start()
+        # before any other node may look for this one's: it is live from here on
+        await self.node_locks.hold()
         await self.bus.start(self.bus_listener)
         # hosts left alive by node ids no node will take over (renamed, gone for good)
-        self.presence.forget_dead_nodes(self.bus)
+        self.presence.forget_dead_nodes(self.bus, self.node_locks)
         # a seeded file wanted or lost on one node is known on every node
         self.blob_news.start()
         await self.engine.start()
@@ -536,6 +540,7 @@ class Server:
             ("blob news", self.blob_news.stop),
             ("bus", self.bus.stop),
             ("presence", self.presence.stop),
+            ("node lock", self.node_locks.stop),
             ("audit", self.audit.flush),
             ("database", self.db.close),
         ):

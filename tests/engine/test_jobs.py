@@ -18,6 +18,7 @@ from jobfleet.domain import protocol
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus, StepType
 from jobfleet.store.database import now_ms
+from jobfleet.store.jobs import JobLease
 
 
 async def host_statuses(rig: Rig, step_id: int) -> dict[int, int]:
@@ -197,19 +198,19 @@ async def test_a_terminate_taken_between_the_last_step_and_the_end_stops_the_job
     job's end. The operator was told it was taken: the job ends stopped (11), as bk-job
     ends a terminating job whose step no longer runs."""
     rig.agents.connect(1)
-    finish_job = rig.store.finish_job
+    finish = JobLease.finish
     answers: list[JobError | None] = []
 
-    async def terminated_first(job_id: int, *args: Any, **kwargs: Any) -> Any:
+    async def terminated_first(lease: JobLease, *args: Any, **kwargs: Any) -> Any:
         if not answers:
             try:
-                await rig.engine.terminate(job_id)
+                await rig.engine.terminate(lease.job_id)
                 answers.append(None)
             except JobError as error:
                 answers.append(error)
-        return await finish_job(job_id, *args, **kwargs)
+        return await finish(lease, *args, **kwargs)
 
-    monkeypatch.setattr(rig.store, "finish_job", terminated_first)
+    monkeypatch.setattr(JobLease, "finish", terminated_first)
     job_id, (step_id,) = await rig.engine.submit(script_job([1]), start=True)
     assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
     assert answers == [None]
@@ -512,7 +513,7 @@ async def test_a_skip_sent_over_the_bus_by_a_node_of_an_earlier_release_is_taken
 
 
 async def test_a_terminate_taken_elsewhere_as_a_rollout_parks_is_not_overwritten(
-        rig: Rig) -> None:
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another node (no bus between them) marks the job terminating just as the driving
     node parks its rolling step: the job stays terminating, so the driving node finds
     the terminate in the store and ends the job, rather than waiting for a go-ahead."""
@@ -521,14 +522,7 @@ async def test_a_terminate_taken_elsewhere_as_a_rollout_parks_is_not_overwritten
     rolling = {"size": 1, "config": {"expression": "1", "mode": 3}}
     job_id, (step_id,) = await rig.engine.submit(
         script_job([1, 2], "echo", rolling=rolling), start=True)
-    parked = rig.engine.tasks.store.update_step
-
-    async def racing(step: int, **values: Any) -> None:
-        await parked(step, **values)
-        if values.get("status") == RunStatus.WAITING_USER:
-            assert await rig.store.mark_stopping(job_id)
-
-    rig.engine.tasks.store.update_step = racing  # type: ignore[method-assign]
+    _terminate_as_it_parks(rig, job_id, monkeypatch)
     assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
     job = await rig.store.job(job_id)
     assert job is not None and job.status == RunStatus.STOP_SUCCESS
@@ -537,22 +531,27 @@ async def test_a_terminate_taken_elsewhere_as_a_rollout_parks_is_not_overwritten
         RunStatus.STOP_SUCCESS, 1)
 
 
+def _terminate_as_it_parks(rig: Rig, job_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another node marks the job terminating right after its driver parks a step."""
+    parked = JobLease.update_step
+
+    async def racing(lease: JobLease, step: int, **values: Any) -> None:
+        await parked(lease, step, **values)
+        if values.get("status") == RunStatus.WAITING_USER:
+            assert await rig.store.mark_stopping(job_id)
+
+    monkeypatch.setattr(JobLease, "update_step", racing)
+
+
 async def test_a_terminate_taken_elsewhere_as_a_confirmation_parks_is_not_overwritten(
-        rig: Rig) -> None:
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """As for a rolling step: a confirmation step that starts waiting just as another
     node marks the job terminating leaves the job terminating, and the job ends."""
     job = script_job([1])
     job.steps[0].type = int(StepType.MANUAL_CONFIRM)
     job.steps[0].hosts = []
     job_id, (step_id,) = await rig.engine.submit(job, start=False)
-    parked = rig.engine.runner.store.update_step
-
-    async def racing(step: int, **values: Any) -> None:
-        await parked(step, **values)
-        if values.get("status") == RunStatus.WAITING_USER:
-            assert await rig.store.mark_stopping(job_id)
-
-    rig.engine.runner.store.update_step = racing  # type: ignore[method-assign]
+    _terminate_as_it_parks(rig, job_id, monkeypatch)
     assert await rig.engine.start_job(job_id)
     assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS
     step = await rig.store.step(step_id)

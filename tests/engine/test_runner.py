@@ -55,3 +55,23 @@ async def test_a_driver_whose_job_another_node_claimed_writes_no_more(
         queued = (await conn.execute(select(func.count()).select_from(outbox))).scalar_one()
     assert queued == 0
     assert sum("job_lost" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_driver_whose_job_its_own_node_claimed_again_writes_no_more(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """The same node claimed the job again while a driver of it still waited (as after
+    its lease was given up for a stuck driver): the old driver writes nothing more, and
+    the job is ended once, by the driver of the newer claim."""
+    link = rig.agents.connect(1, behaviour=lambda m: None)
+    job_id, (step_id,) = await rig.engine.submit(script_job([1]), start=True)
+
+    async def sent() -> None:
+        while not any(m["t"] == protocol.RUN for m in link.sent):
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(sent(), 10)
+    assert await rig.store.claim(job_id, rig.engine.settings.node_id, 60) is not None
+    link._finish(protocol.task_id(step_id, 0, 1), 0)
+    assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
+    await asyncio.sleep(0.3)
+    assert rig.finished == [(job_id, RunStatus.SUCCESS)]
+    assert sum("job_lost" in r.getMessage() for r in caplog.records) == 1

@@ -135,3 +135,30 @@ async def test_a_node_gone_while_redis_forgot_it_is_reset_and_a_live_peers_hosts
             await kept.stop()
             await lost.stop()
 
+
+
+async def test_nodes_that_share_the_database_and_no_redis_keep_each_others_hosts(
+        tmp_path: Path, database_url: str) -> None:
+    """Two nodes on one database without Redis: node 1 starting again does not take
+    node 0 for dead (the database tells it node 0 runs), so node 0's host, whose agent
+    node 0 holds, never reads offline."""
+    needs_cluster(database_url, redis=False)
+    async with cluster(tmp_path, database_url, size=2, with_redis=False) as c:
+        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
+        await agents.start()
+        try:
+            await wait_ready(agents, 1)
+            [ip] = (await hosts_by_node(c.wires[0]))[1].values()
+
+            async def online() -> bool:
+                return (await agent_states(c.wires[0], [ip]))[ip] == RUNNING
+            await eventually(online, timeout=30)
+            await c.nodes[1].stop()
+            await c.nodes[1].start()
+            # node 1's start looks at once: for a while past that, the host stays online
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                assert (await agent_states(c.wires[1], [ip]))[ip] == RUNNING
+                await asyncio.sleep(0.2)
+        finally:
+            await agents.stop()

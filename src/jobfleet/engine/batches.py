@@ -22,7 +22,7 @@ from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.tracking import SENT, WAITING, StepRun, Tracker
 from jobfleet.engine.writer import ResultWriter
 from jobfleet.store.database import now_ms
-from jobfleet.store.jobs import JobStore
+from jobfleet.store.jobs import JobLease, JobStore
 from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
@@ -51,36 +51,29 @@ class StepTasks:
         # every waiting step looks every few seconds: one spell for them all
         self._check_outage = OutageLog(log, "step_check_failed")
 
-    async def start_step(self, step: Row[Any]) -> int:
+    async def start_step(self, lease: JobLease, step: Row[Any]) -> int:
         started: int = step.start_time or now_ms()
         if step.status != RunStatus.RUNNING:
-            await self.store.update_step(
-                step.id,
-                status=int(RunStatus.RUNNING),
-                start_time=started,
-                owner=self.settings.node_id,
-            )
+            await lease.update_step(step.id, status=int(RunStatus.RUNNING), start_time=started)
         return started
 
-    async def end_step(self, step: Row[Any], started: int, stopped: bool) -> RunStatus:
+    async def end_step(
+        self, lease: JobLease, step: Row[Any], started: int, stopped: bool
+    ) -> RunStatus:
         if stopped:
             status = RunStatus.STOP_SUCCESS
         else:
             counts = await self.store.status_counts(step.id, step.execute_count)
             status = step_status_from_hosts(counts, ignore_error=step.ignore_error)
         end = now_ms()
-        await self.store.update_step(
-            step.id,
-            status=int(status),
-            end_time=end,
-            total_time=end - started,
-            owner=self.settings.node_id,
+        await lease.update_step(
+            step.id, status=int(status), end_time=end, total_time=end - started
         )
         return status
 
     async def run(
         self,
-        job: Row[Any],
+        lease: JobLease,
         step: Row[Any],
         stop: asyncio.Event,
         recovering: bool,
@@ -93,13 +86,13 @@ class StepTasks:
         ``before_end``, work of the step that is not a host's, before the step ends)."""
         if step.rolling_config and step.batch_count > 1:
             return await self._run_rolling(
-                job, step, stop, recovering, template, timeout_status, per_host or {}
+                lease, step, stop, recovering, template, timeout_status, per_host or {}
             )
-        started = await self.start_step(step)
+        started = await self.start_step(lease, step)
         count = step.execute_count
         rows = await self.store.hosts(step.id, count)
         run = StepRun(
-            job.id, step.id, count, template, int(timeout_status), per_host=per_host or {}
+            lease.job_id, step.id, count, template, int(timeout_status), per_host=per_host or {}
         )
         no_agent = _take_open(run, rows)
         if run.pending:
@@ -109,14 +102,14 @@ class StepTasks:
                     # a job terminated before its step was taken up (its node died)
                     # sends nothing more: what its hosts run is ended below
                     await self.dispatcher.dispatch(run, no_agent, recovering)
-                stopped = await self._wait(run, stop, started / 1000 + step.timeout)
+                stopped = await self._wait(lease, run, stop, started / 1000 + step.timeout)
             finally:
                 self._untrack(run)
         else:
             stopped = stop.is_set()
         if before_end is not None:
             await before_end()
-        return await self.end_step(step, started, stopped)
+        return await self.end_step(lease, step, started, stopped)
 
     def force_stop(self, step_id: int) -> bool:
         """End the termination wait of a step now: hosts still running end as 404."""
@@ -137,7 +130,7 @@ class StepTasks:
 
     async def _run_rolling(
         self,
-        job: Row[Any],
+        lease: JobLease,
         step: Row[Any],
         stop: asyncio.Event,
         recovering: bool,
@@ -158,7 +151,7 @@ class StepTasks:
             # parked before batch ``previous + 1`` when the runner last stopped (a node
             # of an earlier release named the batch before it in ``current_batch``)
             confirmed = not stop.is_set() and await self._await_rolling_confirm(
-                job, step, stop
+                lease, step, stop
             )
             step = await self.store.step(step.id) or step
             rows = await self.store.hosts(step.id, count)
@@ -166,21 +159,16 @@ class StepTasks:
                 previous = min(previous + 1, step.batch_count)
             if step.current_batch != previous:
                 # a batch that never started is not shown as the current one
-                await self.store.update_step(
-                    step.id, current_batch=previous, owner=self.settings.node_id
-                )
+                await lease.update_step(step.id, current_batch=previous)
         elif step.current_batch:
             # an operator's go-ahead given while no runner waited for it
-            await self.store.update_job_if(
-                job.id,
-                int(RunStatus.WAITING_USER),
-                status=int(RunStatus.RUNNING),
-                owner=self.settings.node_id,
-            )
-        started = await self.start_step(step)
+            await lease.update_job_if(int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING))
+        started = await self.start_step(lease, step)
         total = len(rows)
         batches = sorted({r.batch for r in rows if r.status in OPEN})
-        run = StepRun(job.id, step.id, count, template, int(timeout_status), per_host=per_host)
+        run = StepRun(
+            lease.job_id, step.id, count, template, int(timeout_status), per_host=per_host
+        )
         run.done.set()
         self.tracker.track(run)
         stopped = stop.is_set()
@@ -201,29 +189,26 @@ class StepTasks:
                     break
                 if previous:
                     go_on, stopped = await self._between(
-                        job, step, config, run, stop, deadline, previous, batch, total
+                        lease, step, config, run, stop, deadline, previous, batch, total
                     )
                     if not go_on:
                         break
-                await self.store.update_step(
-                    step.id,
-                    current_batch=batch,
-                    status=int(RunStatus.RUNNING),
-                    owner=self.settings.node_id,
+                await lease.update_step(
+                    step.id, current_batch=batch, status=int(RunStatus.RUNNING)
                 )
                 await self._start_batch(run, [r for r in rows if r.batch == batch], recovering)
                 deadline = time.time() + step.timeout
                 previous = batch
             if run.pending:
                 # a terminate in a staggered pause still ends the batches already started
-                stopped = await self._wait(run, stop, deadline) or stopped
+                stopped = await self._wait(lease, run, stop, deadline) or stopped
         finally:
             self._untrack(run)
-        return await self.end_step(step, started, stopped)
+        return await self.end_step(lease, step, started, stopped)
 
     async def _between(
         self,
-        job: Row[Any],
+        lease: JobLease,
         step: Row[Any],
         config: RollingConfig,
         run: StepRun,
@@ -237,9 +222,9 @@ class StepTasks:
         starts: (start it?, was the job terminated?)."""
         staggered = config.execution_mode == STAGGERED
         if staggered:
-            if await self._pause(job.id, stop, config.start_delay()):
+            if await self._pause(lease.job_id, stop, config.start_delay()):
                 return False, True
-        elif await self._wait(run, stop, deadline):
+        elif await self._wait(lease, run, stop, deadline):
             return False, True
         failed = await self._failed(step.id, step.execute_count)
         if config.threshold_crossed(failed, total):
@@ -253,16 +238,12 @@ class StepTasks:
             return False, False
         # mode 3: each next batch starts once an operator says so
         if config.mode == MODE_CONFIRM:
-            if not await self._await_rolling_confirm(job, step, stop, following):
+            if not await self._await_rolling_confirm(lease, step, stop, following):
                 # the batch that waited never started: not shown as the current one
-                await self.store.update_step(
-                    step.id, current_batch=done, owner=self.settings.node_id
-                )
+                await lease.update_step(step.id, current_batch=done)
                 return False, stop.is_set()
         elif not staggered:
-            await self.store.update_step(
-                step.id, status=int(RunStatus.ROLLING_WAITING), owner=self.settings.node_id
-            )
+            await lease.update_step(step.id, status=int(RunStatus.ROLLING_WAITING))
         return True, False
 
     async def _start_batch(
@@ -297,32 +278,33 @@ class StepTasks:
         return stop.is_set()
 
     async def _await_rolling_confirm(
-        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, following: int | None = None
+        self,
+        lease: JobLease,
+        step: Row[Any],
+        stop: asyncio.Event,
+        following: int | None = None,
     ) -> bool:
         """Park before batch ``following`` (mode 3) until ``operate_step_instance`` 13;
         False if stopped."""
         values: dict[str, Any] = {"status": int(RunStatus.WAITING_USER)}
         if following is not None:
             values["current_batch"] = following
-        await self.store.update_step(step.id, **values, owner=self.settings.node_id)
+        await lease.update_step(step.id, **values)
         # only a running job waits: a terminate another node took meanwhile (10) stays,
         # for it is how this node learns of it when no bus message reaches it
-        await self.store.update_job_if(
-            job.id,
-            int(RunStatus.RUNNING),
-            status=int(RunStatus.WAITING_USER),
-            owner=self.settings.node_id,
-        )
-        return await self.decisions.await_decision(job, step, stop) is not None
+        await lease.update_job_if(int(RunStatus.RUNNING), status=int(RunStatus.WAITING_USER))
+        return await self.decisions.await_decision(lease, step, stop) is not None
 
-    async def _wait(self, run: StepRun, stop: asyncio.Event, deadline: float) -> bool:
+    async def _wait(
+        self, lease: JobLease, run: StepRun, stop: asyncio.Event, deadline: float
+    ) -> bool:
         """Wait for every host of ``run``; True if the job was terminated meanwhile."""
         deadline += self.settings.timeout_slack
         progress = self.decisions.progress
         while not run.done.is_set():
             progress.touch(run.job_id)
             if stop.is_set():
-                await self._terminate(run)
+                await self._terminate(lease, run)
                 return True
             left = deadline - time.time()
             if left <= 0:
@@ -387,10 +369,8 @@ class StepTasks:
             "jobfleet: the task passed its timeout without a result from the agent\n",
         )
 
-    async def _terminate(self, run: StepRun) -> None:
-        await self.store.update_step(
-            run.step_id, status=int(RunStatus.STOPPING), owner=self.settings.node_id
-        )
+    async def _terminate(self, lease: JobLease, run: StepRun) -> None:
+        await lease.update_step(run.step_id, status=int(RunStatus.STOPPING))
         unsent = [
             host
             for host in list(run.pending)

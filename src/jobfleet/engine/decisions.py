@@ -17,7 +17,7 @@ from sqlalchemy import Row
 from jobfleet.domain.states import STEP_PASSED
 from jobfleet.domain.status import RunStatus
 from jobfleet.engine.progress import Progress
-from jobfleet.store.jobs import JobStore
+from jobfleet.store.jobs import JobLease, JobStore, LostJob
 from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,17 @@ class Decisions:
             event.set()
 
     async def await_decision(
-        self, job: Row[Any], step: Row[Any], stop: asyncio.Event
+        self, lease: JobLease, step: Row[Any], stop: asyncio.Event
     ) -> Row[Any] | None:
         """Wait while a step is parked in status 7; its row once an operator moved it on,
-        None if the job was terminated meanwhile."""
+        None if the job was terminated meanwhile (``LostJob`` once it was claimed again
+        since ``lease``)."""
+        job_id = lease.job_id
         event = self._steps.setdefault(step.id, asyncio.Event())
         try:
             while True:
                 # a wait of days for an approver is a driver that is well
-                self.progress.touch(job.id)
+                self.progress.touch(job_id)
                 try:
                     current = await self.store.step(step.id)
                     self._check_outage.ok()
@@ -72,14 +74,14 @@ class Decisions:
                         if current.status in STEP_PASSED or current.status == RunStatus.RUNNING:
                             # only a waiting job resumes: a terminate taken meanwhile (10)
                             # is how a driving node on another server learns of it
-                            await self.store.update_job_if(
-                                job.id, int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
+                            await lease.update_job_if(
+                                int(RunStatus.WAITING_USER), status=int(RunStatus.RUNNING)
                             )
                         return current
-                    await self.check_stop(job.id, stop)
+                    await self.check_stop(job_id, stop)
                     if current is None or stop.is_set():
                         return None
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, LostJob):
                     raise
                 except Exception:
                     # a wait of days outlives a database restart: look again next time

@@ -52,6 +52,7 @@ from jobfleet.store.filelogs import (
     FileLogStore,
 )
 from jobfleet.store.inventory import Inventory
+from jobfleet.store.jobs import JobLease
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,10 +95,15 @@ class FileSteps:
         self.seeding = Seeding(dispatcher.agents, inventory, self.swarms)
 
     async def run(
-        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
+        self,
+        lease: JobLease,
+        job: Row[Any],
+        step: Row[Any],
+        stop: asyncio.Event,
+        recovering: bool,
     ) -> RunStatus:
         cfg: dict[str, Any] = step.config or {}
-        started = await self.tasks.start_step(step)
+        started = await self.tasks.start_step(lease, step)
         deadline = time.monotonic() + step.timeout
         # the sources are gathered (and seeded uploads settled) within the step's timeout,
         # with no turn of a wait to show meanwhile
@@ -108,16 +114,16 @@ class FileSteps:
         rows = await self.dispatcher.store.hosts(step.id, count)
         pending = [r for r in rows if r.status in (HostStatus.WAITING, HostStatus.RUNNING)]
         if not pending:
-            return await self.tasks.end_step(step, started, stop.is_set())
+            return await self.tasks.end_step(lease, step, started, stop.is_set())
         if cfg.get(REFUSED):
             # a value a host set would have led a path elsewhere (``engine.variables``)
             await self._fail_all(
                 step, pending, SourceFailure(int(HostStatus.SUBMIT_FAILED), str(cfg[REFUSED]))
             )
-            return await self.tasks.end_step(step, started, stop.is_set())
+            return await self.tasks.end_step(lease, step, started, stop.is_set())
         if cfg.get("direction") == "fetch":
             await self._fetch(job, step, cfg, pending, deadline)
-            return await self.tasks.end_step(step, started, stop.is_set())
+            return await self.tasks.end_step(lease, step, started, stop.is_set())
         downloads_started = any(r.status == HostStatus.RUNNING for r in pending)
         files: list[Prepared] = []
         try:
@@ -145,7 +151,7 @@ class FileSteps:
                     await self._plan_downloads(step, cfg, files, [r.bk_host_id for r in pending])
         except SourceFailure as failure:
             await self._fail_all(step, pending, failure)
-            return await self.tasks.end_step(step, started, stop.is_set())
+            return await self.tasks.end_step(lease, step, started, stop.is_set())
         if stop.is_set() and not downloads_started:
             # terminated while the sources were gathered: send nothing to the targets
             # (downloads under way before a restart are killed by the step's run below)
@@ -157,7 +163,7 @@ class FileSteps:
                 HostStatus.GSE_TASK_TERMINATE_SUCCESS,
                 "",
             )
-            return await self.tasks.end_step(step, started, True)
+            return await self.tasks.end_step(lease, step, started, True)
         template = self._download_template(step, cfg, files)
         per_host = await self.swarms.plan(
             f"{step.id}.{step.execute_count}",
@@ -169,7 +175,7 @@ class FileSteps:
         uploads = list({id(f.upload): f.upload for f in files if f.upload is not None}.values())
         try:
             return await self.tasks.run(
-                job,
+                lease,
                 step,
                 stop,
                 recovering,

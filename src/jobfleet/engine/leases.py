@@ -87,6 +87,9 @@ class LeaseKeeper:
         for job_id in await self.leases.claimable(node):
             if self.runner.running(job_id) or job_id in self._given_up:
                 continue
-            if await self.leases.claim(job_id, node, self.settings.lease_ttl):
+            # a take, not a claim: the driver claims the job as it starts (runner.py),
+            # and a claim here could come after that of a driver launched meanwhile
+            # (a submit) and fence it off
+            if await self.leases.take(job_id, node, self.settings.lease_ttl):
                 log.info("job_recovered job=%s", job_id)
                 self.runner.launch(job_id, recovering=True)

@@ -22,7 +22,7 @@ from jobfleet.engine.settings import EngineSettings
 from jobfleet.engine.writer import NOTE_SEQ
 from jobfleet.store.database import now_ms
 from jobfleet.store.health import Health, connection_lost
-from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobStore, LostJob
+from jobfleet.store.jobs import UNFINISHED_HOST, HostResult, JobLease, JobStore, LostJob
 from jobfleet.store.outage import OutageLog, disk_refused
 from jobfleet.store.secrets import Cipher
 
@@ -39,7 +39,12 @@ ConfirmWaiting = Callable[[Row[Any], Row[Any] | None], None]
 
 class FileStepRunner(Protocol):
     async def run(
-        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
+        self,
+        lease: JobLease,
+        job: Row[Any],
+        step: Row[Any],
+        stop: asyncio.Event,
+        recovering: bool,
     ) -> RunStatus: ...
 
 
@@ -124,7 +129,14 @@ class JobRunner:
 
     async def _drive(self, job_id: int, recovering: bool) -> None:
         stop = self.decisions.stop_event(job_id)
+        lease: JobLease | None = None
         try:
+            # every driver claims the job itself, whoever granted it (a submit, a start,
+            # a retry, the lease keeper): its claim's generation fences what it writes,
+            # so a driver of an earlier claim, on this node or another, writes nothing
+            lease = await self.store.claim(job_id, self.settings.node_id, self.settings.lease_ttl)
+            if lease is None:
+                return  # finished, or another node's lease holds
             job = await self.store.job(job_id)
             if job is None or RunStatus(job.status).finished:
                 return
@@ -145,7 +157,7 @@ class JobRunner:
                 # a step begun before the job was terminated (its node died while the
                 # step ran or was terminating) is taken up to end as a terminate ends it
                 self.progress.step(job_id)
-                status = await self._run_step(job, step, stop, recovering)
+                status = await self._run_step(lease, job, step, stop, recovering)
                 ran = True
                 if status not in STEP_PASSED:
                     break
@@ -154,7 +166,7 @@ class JobRunner:
             if stop.is_set():
                 # the terminate was taken (its answer said so), even if every step passed
                 final = RunStatus.STOP_SUCCESS
-            await self.finish(job_id, final, job.callback_url, driving=True)
+            await self.finish(job_id, final, job.callback_url, lease=lease)
         except asyncio.CancelledError:
             raise
         except LostJob:
@@ -171,28 +183,33 @@ class JobRunner:
                 # it abnormal for an outage
                 raise
             log.exception("job_failed job=%s", job_id)
+            if lease is None:
+                raise  # the claim itself failed: nothing of the job's was touched
             try:
-                await self._close_open_steps(job_id)
-                await self.finish(job_id, RunStatus.ABNORMAL_STATE, None, driving=True)
+                await self._close_open_steps(lease)
+                await self.finish(job_id, RunStatus.ABNORMAL_STATE, None, lease=lease)
             except LostJob:
                 self._lost(job_id)
         finally:
             self.decisions.forget_job(job_id)
 
     def _lost(self, job_id: int) -> None:
-        # another node claimed the job (this node's lease lapsed or was given up): it
-        # drives the job from the store; this driver stops without writing more
+        # the job was claimed again (this driver's lease lapsed or was given up): another
+        # node, or a new driver on this one, drives it from the store; this driver stops
+        # without writing more
         log.warning(
-            "job_lost job=%s node=%s: another node drives the job now; this node stops driving it",
+            "job_lost job=%s node=%s: the job was claimed again since this driver's claim; "
+            "this driver stops",
             job_id,
             self.settings.node_id,
         )
 
-    async def _close_open_steps(self, job_id: int) -> None:
+    async def _close_open_steps(self, lease: JobLease) -> None:
         """A job that failed inside jobfleet ends abnormal (9): so do its steps that had
         begun, and their hosts still open say why, so that the job's status agrees with
         itself and a retry of the step (which takes status 9) applies. Tasks already sent
         are killed on their hosts."""
+        job_id = lease.job_id
         try:
             for step in await self.store.steps(job_id):
                 status = RunStatus(step.status)
@@ -235,12 +252,11 @@ class JobRunner:
                                 "terminate",
                             )
                 started = step.start_time or end
-                await self.store.update_step(
+                await lease.update_step(
                     step.id,
                     status=int(RunStatus.ABNORMAL_STATE),
                     end_time=end,
                     total_time=end - started,
-                    owner=self.settings.node_id,
                 )
         except LostJob:
             raise
@@ -249,10 +265,15 @@ class JobRunner:
             log.exception("job_steps_not_closed job=%s", job_id)
 
     async def _run_step(
-        self, job: Row[Any], step: Row[Any], stop: asyncio.Event, recovering: bool
+        self,
+        lease: JobLease,
+        job: Row[Any],
+        step: Row[Any],
+        stop: asyncio.Event,
+        recovering: bool,
     ) -> RunStatus:
         if step.type == StepType.MANUAL_CONFIRM:
-            return await self._confirm(job, step, stop)
+            return await self._confirm(lease, job, step, stop)
         state = None
         if job.variables is not None:
             steps = await self.store.steps(job.id)
@@ -264,12 +285,14 @@ class JobRunner:
                 hosts = [r.bk_host_id for r in await self.store.hosts(step.id, step.execute_count)]
                 template, per_host = variables.script_message(template, state, hosts)
             template, per_host = _wire(template, per_host)
-            status = await self.tasks.run(job, step, stop, recovering, template, per_host=per_host)
+            status = await self.tasks.run(
+                lease, step, stop, recovering, template, per_host=per_host
+            )
             if state is not None:
                 rows = await self.store.hosts(step.id, step.execute_count)
                 after = variables.collect(state, rows, self.cipher)
                 sealed = variables.seal(after, self.cipher)
-                await self.store.update_step(step.id, variables=sealed, owner=self.settings.node_id)
+                await lease.update_step(step.id, variables=sealed)
             return status
         if step.type == StepType.SQL:
             base = self._template(step)
@@ -285,27 +308,24 @@ class JobRunner:
                             base, step, self.cipher, own, state.host_set(row.bk_host_id)
                         )
             template, sql_hosts = _wire(template, sql_hosts)
-            return await self.tasks.run(job, step, stop, recovering, template, per_host=sql_hosts)
+            return await self.tasks.run(
+                lease, step, stop, recovering, template, per_host=sql_hosts
+            )
         if step.type == StepType.FILE:
             if state is not None and step.start_time is None:
                 secrets = variables.password_names(state)
                 config = variables.render_file_config(
                     step.config or {}, state.values(), secrets, state.host_set()
                 )
-                await self.store.update_step(step.id, config=config, owner=self.settings.node_id)
+                await lease.update_step(step.id, config=config)
                 step = await self.store.step(step.id) or step
-            status = await self.file_steps.run(job, step, stop, recovering)
+            status = await self.file_steps.run(lease, job, step, stop, recovering)
             if state is not None:
                 sealed = variables.seal(state, self.cipher)
-                await self.store.update_step(step.id, variables=sealed, owner=self.settings.node_id)
+                await lease.update_step(step.id, variables=sealed)
             return status
         log.error("step_type_unsupported job=%s step=%s type=%s", job.id, step.id, step.type)
-        await self.store.update_step(
-            step.id,
-            status=int(RunStatus.ABNORMAL_STATE),
-            end_time=now_ms(),
-            owner=self.settings.node_id,
-        )
+        await lease.update_step(step.id, status=int(RunStatus.ABNORMAL_STATE), end_time=now_ms())
         return RunStatus.ABNORMAL_STATE
 
     def _template(self, step: Row[Any]) -> dict[str, Any]:
@@ -329,37 +349,32 @@ class JobRunner:
             )
         )
 
-    async def _confirm(self, job: Row[Any], step: Row[Any], stop: asyncio.Event) -> RunStatus:
+    async def _confirm(
+        self, lease: JobLease, job: Row[Any], step: Row[Any], stop: asyncio.Event
+    ) -> RunStatus:
         """A manual confirmation step: the job waits (status 7) for an operator."""
         if step.status != RunStatus.WAITING_USER:
-            await self.store.update_step(
+            await lease.update_step(
                 step.id,
                 status=int(RunStatus.WAITING_USER),
                 start_time=step.start_time or now_ms(),
-                owner=self.settings.node_id,
             )
             # only a running job waits: a terminate another node took meanwhile (10)
             # stays, for it is how this node learns of it when no bus message reaches it
-            await self.store.update_job_if(
-                job.id,
-                int(RunStatus.RUNNING),
-                status=int(RunStatus.WAITING_USER),
-                owner=self.settings.node_id,
-            )
+            await lease.update_job_if(int(RunStatus.RUNNING), status=int(RunStatus.WAITING_USER))
             self.confirm_waiting(job, await self.store.step(step.id))
-        current = await self.decisions.await_decision(job, step, stop)
+        current = await self.decisions.await_decision(lease, step, stop)
         if current is None:
             end = now_ms()
             latest = await self.store.step(step.id)
             started = (latest.start_time if latest is not None else None) or end
             # an approver's decision that landed since keeps the step: its answer said so
-            if await self.store.update_step_if(
+            if await lease.update_step_if(
                 step.id,
                 int(RunStatus.WAITING_USER),
                 status=int(RunStatus.STOP_SUCCESS),
                 end_time=end,
                 total_time=end - started,
-                owner=self.settings.node_id,
             ):
                 return RunStatus.STOP_SUCCESS
             latest = await self.store.step(step.id)
@@ -367,11 +382,16 @@ class JobRunner:
         return RunStatus(current.status)
 
     async def finish(
-        self, job_id: int, status: RunStatus, callback_url: str | None, *, driving: bool = False
+        self,
+        job_id: int,
+        status: RunStatus,
+        callback_url: str | None,
+        *,
+        lease: JobLease | None = None,
     ) -> None:
         """Store a job's final status with its callback and notifications (one transaction).
-        ``driving``: written by the job's driver, only while this node owns the job
-        (``LostJob`` else); a job that never started has no owner."""
+        ``lease``: the driver's, whose claim must still hold (``LostJob`` else); a job
+        that never started has no driver."""
         steps = await self.store.steps(job_id)
         callback = None
         if callback_url:
@@ -389,15 +409,19 @@ class JobRunner:
         notices = await notify.outbox_rows(
             self.store, self.cipher, job_id, status, steps, end, self.settings.callback_attempts
         )
-        owner = self.settings.node_id if driving else None
+        if lease is None:
+            await self.store.finish_job(job_id, int(status), callback, notices, end)
         # a terminate taken after the driver chose the status (the last step had passed)
         # still stops the job, as bk-job ends a terminating job whose step no longer runs
         # (a job that failed inside jobfleet stays abnormal: that is what went wrong)
-        terminable = driving and status not in (RunStatus.STOP_SUCCESS, RunStatus.ABNORMAL_STATE)
-        if not await self.store.finish_job(
-            job_id, int(status), callback, notices, end, owner=owner, unless_stopping=terminable
+        elif not await lease.finish(
+            int(status),
+            callback,
+            notices,
+            end,
+            unless_stopping=status not in (RunStatus.STOP_SUCCESS, RunStatus.ABNORMAL_STATE),
         ):
-            await self.finish(job_id, RunStatus.STOP_SUCCESS, callback_url, driving=driving)
+            await self.finish(job_id, RunStatus.STOP_SUCCESS, callback_url, lease=lease)
             return
         log.info("job_finished job=%s status=%d", job_id, status)
         for listener in self.on_job_finished:

@@ -20,6 +20,7 @@ from typing import Any
 from jobfleet.bus.base import Bus
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.inventory import Inventory
+from jobfleet.store.node_locks import NodeLocks
 from jobfleet.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
@@ -40,23 +41,25 @@ class Presence:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def forget_dead_nodes(self, bus: Bus, retry: float = 1.0) -> None:
-        """Reset, once, the hosts alive under node ids that are not alive now (by
-        ``bus.live_among``; asked again every ``retry`` s while it cannot tell)."""
-        self._sweep = asyncio.get_running_loop().create_task(self._forget(bus, retry))
+    def forget_dead_nodes(self, bus: Bus, locks: NodeLocks, retry: float = 1.0) -> None:
+        """Reset, once, the hosts alive under node ids that are not alive now: neither
+        by ``bus.live_among`` (asked again every ``retry`` s while it cannot tell) nor
+        by the database's node locks, the one word of nodes that share the database
+        and no Redis."""
+        self._sweep = asyncio.get_running_loop().create_task(self._forget(bus, locks, retry))
 
-    async def _forget(self, bus: Bus, retry: float) -> None:
+    async def _forget(self, bus: Bus, locks: NodeLocks, retry: float) -> None:
         outage = OutageLog(log, "presence_dead_nodes_failed")
         while True:
             try:
-                if await self._forget_once(bus):
+                if await self._forget_once(bus, locks):
                     return
                 outage.ok()
             except Exception:
                 outage.failed()
             await asyncio.sleep(retry)
 
-    async def _forget_once(self, bus: Bus) -> bool:
+    async def _forget_once(self, bus: Bus, locks: NodeLocks) -> bool:
         """True once done; False while the bus cannot tell which nodes live."""
         held = await self.inventory.holding_nodes()
         # this node's own were reset at its start; what it writes since is live
@@ -67,7 +70,7 @@ class Presence:
         live = await bus.live_among(named)
         if live is None:
             return False
-        dead = held - set(live)
+        dead = held - set(live) - await locks.live_among(named)
         count = await self.inventory.reset_nodes(dead)
         if count:
             log.warning(

@@ -29,7 +29,7 @@ from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import file_log_update
 from jobfleet.store.inventory import chunks
 from jobfleet.store.job_reads import JobReads
-from jobfleet.store.leases import LeaseStore, lease_clock
+from jobfleet.store.leases import Fence, LeaseStore, lease_clock
 from jobfleet.store.outbox import enqueue
 from jobfleet.store.tables import job_instances, log_chunks, step_hosts, step_instances
 
@@ -86,8 +86,8 @@ class HostResult:
 
 
 class LostJob(Exception):
-    """The job's row names another node as its driver: this node lost its lease and
-    the job was claimed, so what its driver would write is not written."""
+    """The job was claimed again since its driver's claim (by another node, or by this
+    one for a new driver): what the old driver would write is not written."""
 
     def __init__(self, job_id: int | None, node_id: str) -> None:
         super().__init__(f"job {job_id} is no longer driven by node {node_id}")
@@ -141,52 +141,56 @@ class JobStore(JobReads):
             _HOST_ROW_FIELDS,
         )
 
-    # A job's driver passes ``owner`` (its node id) to the writes of its job's and
-    # steps' state: the write lands only while the job's row names that node, checked
-    # in the same statement. A claim by another node changes that column under the
-    # row's lock, so a driver that lost the job cannot write after the claim, even from
-    # a call under way when its task was cancelled; it learns so from ``LostJob``.
+    # A job's driver writes its job's and steps' state through its ``JobLease``: the
+    # write lands only while the job's row names the node and generation of the
+    # driver's claim, checked in the same statement. A claim changes those columns
+    # under the row's lock, so a driver that lost the job cannot write after the claim,
+    # even from a call under way when its task was cancelled; it learns so from
+    # ``LostJob``. The writes without a fence are the API's (an operator's decision).
+
+    async def claim(self, job_id: int, node_id: str, ttl: float) -> JobLease | None:
+        """Take the job for a driver on ``node_id``: its lease, or None if another
+        node's lease holds or the job is not active (``LeaseStore.claim``)."""
+        fence = await self.leases.claim(job_id, node_id, ttl)
+        return JobLease(self, fence) if fence is not None else None
 
     @staticmethod
-    def _job_owned(owner: str | None) -> list[ColumnElement[bool]]:
-        if owner is None:
-            return []
-        return [job_instances.c.owner_node == owner]
-
-    @staticmethod
-    def _step_owned(owner: str | None) -> list[ColumnElement[bool]]:
-        if owner is None:
+    def _job_owned(fence: Fence | None) -> list[ColumnElement[bool]]:
+        if fence is None:
             return []
         return [
-            exists().where(
-                job_instances.c.id == step_instances.c.job_instance_id,
-                job_instances.c.owner_node == owner,
-            )
+            job_instances.c.owner_node == fence.node_id,
+            job_instances.c.lease_gen == fence.generation,
         ]
 
     @staticmethod
-    async def _lost_unless_owned(
-        conn: AsyncConnection, job_id: int | None, owner: str | None
-    ) -> None:
-        """After a fenced write changed nothing: raise ``LostJob`` if the job is not
-        ``owner``'s any more (else the write's own condition failed)."""
-        if owner is None or job_id is None:
+    def _step_owned(fence: Fence | None) -> list[ColumnElement[bool]]:
+        if fence is None:
+            return []
+        return [
+            step_instances.c.job_instance_id == fence.job_id,
+            exists().where(
+                job_instances.c.id == fence.job_id,
+                job_instances.c.owner_node == fence.node_id,
+                job_instances.c.lease_gen == fence.generation,
+            ),
+        ]
+
+    @staticmethod
+    async def _lost_unless_owned(conn: AsyncConnection, fence: Fence | None) -> None:
+        """After a fenced write changed nothing: raise ``LostJob`` if the job was
+        claimed again since ``fence`` (else the write's own condition failed)."""
+        if fence is None:
             return
         found = (
             await conn.execute(
-                select(job_instances.c.owner_node).where(job_instances.c.id == job_id)
+                select(job_instances.c.owner_node, job_instances.c.lease_gen).where(
+                    job_instances.c.id == fence.job_id
+                )
             )
-        ).scalar()
-        if found != owner:
-            raise LostJob(job_id, owner)
-
-    async def _job_of_step(self, conn: AsyncConnection, step_id: int) -> int | None:
-        found = (
-            await conn.execute(
-                select(step_instances.c.job_instance_id).where(step_instances.c.id == step_id)
-            )
-        ).scalar()
-        return int(found) if found is not None else None
+        ).first()
+        if found is None or (found[0], found[1]) != (fence.node_id, fence.generation):
+            raise LostJob(fence.job_id, fence.node_id)
 
     # creation ---------------------------------------------------------------
     async def create(
@@ -301,17 +305,20 @@ class JobStore(JobReads):
         if with_vars:
             await conn.execute(self._finish_host_vars, with_vars)
 
-    async def update_step(self, step_id: int, *, owner: str | None = None, **values: Any) -> None:
-        """``owner``: written by the job's driver on that node (``LostJob`` else)."""
+    async def update_step(self, step_id: int, **values: Any) -> None:
+        await self._update_step(None, step_id, None, values)
+
+    async def _update_step(
+        self, fence: Fence | None, step_id: int, expected: int | None, values: dict[str, Any]
+    ) -> bool:
+        where = [step_instances.c.id == step_id, *self._step_owned(fence)]
+        if expected is not None:
+            where.append(step_instances.c.status == expected)
         async with self.db.begin() as conn:
-            res = await conn.execute(
-                update(step_instances)
-                .where(step_instances.c.id == step_id, *self._step_owned(owner))
-                .values(**values)
-            )
-            if not res.rowcount and owner is not None:
-                job_id = await self._job_of_step(conn, step_id)
-                await self._lost_unless_owned(conn, job_id, owner)
+            res = await conn.execute(update(step_instances).where(*where).values(**values))
+            if not res.rowcount:
+                await self._lost_unless_owned(conn, fence)
+            return bool(res.rowcount)
 
     async def new_attempt(
         self,
@@ -409,25 +416,9 @@ class JobStore(JobReads):
             )
         )
 
-    async def update_step_if(
-        self, step_id: int, expected: int, *, owner: str | None = None, **values: Any
-    ) -> bool:
-        """Change a step only while its status is ``expected``; False if it was not.
-        ``owner``: as for ``update_step``."""
-        async with self.db.begin() as conn:
-            res = await conn.execute(
-                update(step_instances)
-                .where(
-                    step_instances.c.id == step_id,
-                    step_instances.c.status == expected,
-                    *self._step_owned(owner),
-                )
-                .values(**values)
-            )
-            if not res.rowcount and owner is not None:
-                job_id = await self._job_of_step(conn, step_id)
-                await self._lost_unless_owned(conn, job_id, owner)
-            return bool(res.rowcount)
+    async def update_step_if(self, step_id: int, expected: int, **values: Any) -> bool:
+        """Change a step only while its status is ``expected``; False if it was not."""
+        return await self._update_step(None, step_id, expected, values)
 
     async def change_step_if(
         self, step_id: int, expected: int, change: Callable[[Row[Any]], dict[str, Any]]
@@ -503,23 +494,25 @@ class JobStore(JobReads):
                 update(job_instances).where(job_instances.c.id == job_id).values(**values)
             )
 
-    async def update_job_if(
-        self, job_id: int, expected: int, *, owner: str | None = None, **values: Any
+    async def update_job_if(self, job_id: int, expected: int, **values: Any) -> bool:
+        """Change a job only while its status is ``expected``; False if it was not."""
+        return await self._update_job_if(None, job_id, expected, values)
+
+    async def _update_job_if(
+        self, fence: Fence | None, job_id: int, expected: int, values: dict[str, Any]
     ) -> bool:
-        """Change a job only while its status is ``expected``; False if it was not.
-        ``owner``: as for ``update_step``."""
         async with self.db.begin() as conn:
             res = await conn.execute(
                 update(job_instances)
                 .where(
                     job_instances.c.id == job_id,
                     job_instances.c.status == expected,
-                    *self._job_owned(owner),
+                    *self._job_owned(fence),
                 )
                 .values(**values)
             )
             if not res.rowcount:
-                await self._lost_unless_owned(conn, job_id, owner)
+                await self._lost_unless_owned(conn, fence)
             return bool(res.rowcount)
 
     async def mark_stopping(self, job_id: int) -> bool:
@@ -545,14 +538,26 @@ class JobStore(JobReads):
         callback: tuple[str, str, int] | None,
         extra: Sequence[dict[str, Any]] = (),
         end_time: int | None = None,
-        owner: str | None = None,
-        unless_stopping: bool = False,
     ) -> bool:
         """Final job status and, in the same transaction, its callback and ``extra`` rows
-        (``kind, target, payload, max_attempts``: notifications) in the outbox.
-        ``owner``: as for ``update_step``. ``unless_stopping``: write nothing, and answer
-        False, if a terminate was taken (the job is terminating, 10) since the caller
-        chose ``status``: the operator was told it was taken."""
+        (``kind, target, payload, max_attempts``: notifications) in the outbox; a job's
+        driver finishes it through its ``JobLease``, this is for a job that never
+        started."""
+        return await self._finish_job(None, job_id, status, callback, extra, end_time)
+
+    async def _finish_job(
+        self,
+        fence: Fence | None,
+        job_id: int,
+        status: int,
+        callback: tuple[str, str, int] | None,
+        extra: Sequence[dict[str, Any]],
+        end_time: int | None,
+        unless_stopping: bool = False,
+    ) -> bool:
+        """``unless_stopping``: write nothing, and answer False, if a terminate was taken
+        (the job is terminating, 10) since the caller chose ``status``: the operator was
+        told it was taken."""
         now = end_time or now_ms()
         async with self.db.begin() as conn:
             job = (
@@ -570,7 +575,7 @@ class JobStore(JobReads):
             )
             res = await conn.execute(
                 update(job_instances)
-                .where(job_instances.c.id == job_id, *self._job_owned(owner), *not_stopping)
+                .where(job_instances.c.id == job_id, *self._job_owned(fence), *not_stopping)
                 .values(
                     status=status,
                     end_time=now,
@@ -583,17 +588,57 @@ class JobStore(JobReads):
                 status_now = (
                     await conn.execute(
                         select(job_instances.c.status).where(
-                            job_instances.c.id == job_id, *self._job_owned(owner)
+                            job_instances.c.id == job_id, *self._job_owned(fence)
                         )
                     )
                 ).scalar()
                 if status_now == RunStatus.STOPPING:
                     return False
-            if not res.rowcount and owner is not None:
+            if not res.rowcount and fence is not None:
                 # nor its callback and notifications: the job's driver sends those
-                raise LostJob(job_id, owner)
+                raise LostJob(job_id, fence.node_id)
             await enqueue(conn, job_id, callback, extra, now)
             return True
+
+
+class JobLease:
+    """A driver's hold on its job, from the claim that gave it the job
+    (``JobStore.claim``). Every write of the job's and its steps' state by the driver
+    goes through it, and lands only while no later claim took the job (``LostJob``
+    else)."""
+
+    def __init__(self, store: JobStore, fence: Fence) -> None:
+        self._store = store
+        self.fence = fence
+
+    @property
+    def job_id(self) -> int:
+        return self.fence.job_id
+
+    async def update_step(self, step_id: int, **values: Any) -> None:
+        await self._store._update_step(self.fence, step_id, None, values)
+
+    async def update_step_if(self, step_id: int, expected: int, **values: Any) -> bool:
+        """As ``JobStore.update_step_if``, for the driver."""
+        return await self._store._update_step(self.fence, step_id, expected, values)
+
+    async def update_job_if(self, expected: int, **values: Any) -> bool:
+        """As ``JobStore.update_job_if``, for the driver."""
+        return await self._store._update_job_if(self.fence, self.job_id, expected, values)
+
+    async def finish(
+        self,
+        status: int,
+        callback: tuple[str, str, int] | None,
+        extra: Sequence[dict[str, Any]] = (),
+        end_time: int | None = None,
+        unless_stopping: bool = False,
+    ) -> bool:
+        """As ``JobStore.finish_job``, for the driver; ``unless_stopping``: as for
+        ``JobStore._finish_job``."""
+        return await self._store._finish_job(
+            self.fence, self.job_id, status, callback, extra, end_time, unless_stopping
+        )
 
 
 def _finish_row(r: HostResult) -> tuple[Any, ...]:

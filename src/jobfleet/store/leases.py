@@ -8,6 +8,12 @@ Lease times are written and compared in the database's clock (``lease_clock``),
 never a node's: nodes whose clocks disagree still agree on which leases lapsed, so
 a node whose clock runs ahead cannot take a job whose driver still renews it, and
 one whose clock lags cannot hold a dead node's job past its lease.
+
+Every claim bumps the job's ``lease_gen``, and gives its driver the ``Fence`` its
+writes are conditioned on (``store/jobs.py``, ``JobLease``): the node and that
+generation. A driver of an earlier claim, on another node or on this same one (its
+lease lapsed or was given up while it was stuck), writes nothing once the job was
+claimed again.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Float, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -63,6 +71,16 @@ def _postgresql_clock(element: lease_clock, compiler: SQLCompiler, **kw: Any) ->
     return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
 
+@dataclass(frozen=True)
+class Fence:
+    """One claim of a job: its driver's writes land only while the job's row still
+    names this node and generation."""
+
+    job_id: int
+    node_id: str
+    generation: int
+
+
 class LeaseStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -82,22 +100,48 @@ class LeaseStore:
             )
             return [int(r[0]) for r in rows]
 
-    async def claim(self, job_id: int, node_id: str, ttl: float) -> bool:
+    async def claim(self, job_id: int, node_id: str, ttl: float) -> Fence | None:
+        """Take the job for a driver on ``node_id``, as a new generation of its lease
+        (None if another node's lease holds, or the job is not active)."""
         async with self.db.begin() as conn:
-            res = await conn.execute(
-                update(job_instances)
-                .where(
-                    job_instances.c.id == job_id,
-                    job_instances.c.status.in_(ACTIVE_JOB),
-                    or_(
-                        job_instances.c.owner_node == node_id,
-                        job_instances.c.owner_node.is_(None),
-                        job_instances.c.lease_until < lease_clock(),
-                    ),
+            if not await self._take(conn, job_id, node_id, ttl, new_generation=True):
+                return None
+            # the row stays locked (SQLite: the database) until this transaction ends
+            generation = (
+                await conn.execute(
+                    select(job_instances.c.lease_gen).where(job_instances.c.id == job_id)
                 )
-                .values(owner_node=node_id, lease_until=lease_clock() + ttl)
+            ).scalar_one()
+            return Fence(job_id, node_id, int(generation))
+
+    async def take(self, job_id: int, node_id: str, ttl: float) -> bool:
+        """Hold the job's lease for ``node_id`` until the driver it launches claims the
+        job (``claim``), without a new generation: a driver of this node that claimed
+        the job since the caller last looked keeps writing (False as for ``claim``)."""
+        async with self.db.begin() as conn:
+            return await self._take(conn, job_id, node_id, ttl, new_generation=False)
+
+    @staticmethod
+    async def _take(
+        conn: AsyncConnection, job_id: int, node_id: str, ttl: float, *, new_generation: bool
+    ) -> bool:
+        values: dict[str, Any] = {"owner_node": node_id, "lease_until": lease_clock() + ttl}
+        if new_generation:
+            values["lease_gen"] = job_instances.c.lease_gen + 1
+        res = await conn.execute(
+            update(job_instances)
+            .where(
+                job_instances.c.id == job_id,
+                job_instances.c.status.in_(ACTIVE_JOB),
+                or_(
+                    job_instances.c.owner_node == node_id,
+                    job_instances.c.owner_node.is_(None),
+                    job_instances.c.lease_until < lease_clock(),
+                ),
             )
-            return bool(res.rowcount)
+            .values(**values)
+        )
+        return bool(res.rowcount)
 
     async def renew(self, node_id: str, ttl: float, given_up: Iterable[int] = ()) -> None:
         """Renew this node's leases but those of ``given_up`` jobs."""

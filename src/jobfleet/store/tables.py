@@ -230,6 +230,9 @@ job_instances = Table(
     # the node that drives this job, and until when (epoch s) its claim holds
     Column("owner_node", String(64), nullable=True),
     Column("lease_until", Float, nullable=True),
+    # bumped by every claim: a driver's writes are fenced on (owner_node, lease_gen), so
+    # that a driver of an earlier claim by the same node cannot write
+    Column("lease_gen", BigInteger, nullable=False, server_default="0"),
     # a plan's global variables as the job started with them (password values encrypted)
     Column("variables", JSON, nullable=True),
     Index(None, "scope_type", "scope_id", "create_time"),
