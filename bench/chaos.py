@@ -66,6 +66,9 @@ FINISHED_RUN = {3, 4, 5, 6, 8, 9, 11, 13, 14}
 LINES = 40  # numbered lines of the "lines" job, over ~LINES * 0.08 s
 BIG_LINES = 125_000  # "%07g\n": 8 bytes a line, 1 MB
 PLAN_LINES = 30
+# what a host's log says when its agent (or a source's) was away
+AGENT_GONE = re.compile(r"[^\"]{0,80}(not connected|did not come back|agent restarted|"
+                        r"stopped answering)[^\"]{0,40}")
 
 
 def _die_with_parent() -> None:
@@ -174,6 +177,7 @@ class Chaos:
         self.plan_id = 0
         self.server_starts: list[float] = []
         self.stream_watch: asyncio.Task[None] | None = None
+        self.killed_agents: set[str] = set()  # this round's
         self.notes: list[str] = []  # explained outcomes worth a look, not violations
 
     # --- processes -----------------------------------------------------------------
@@ -437,6 +441,14 @@ class Chaos:
         where = f"{job.kind} {job.job_id} step {index + 1}"
         for ip, status in host_status.items():
             if job.kind == "file":
+                answer = await self.v3("get_job_instance_ip_log", {
+                    "bk_biz_id": BIZ, "job_instance_id": job.job_id,
+                    "step_instance_id": step["step_instance_id"], "ip": ip,
+                    "bk_cloud_id": 0}, get=True)
+                if not answer.get("result"):
+                    violations.append(f"{where} {ip}: ip log answered code "
+                                      f"{answer.get('code')} {answer.get('message')}")
+                self.agent_blamed(where, ip, status, answer, violations)
                 if status == SUCCESS_HOST:
                     copy = self.files / job.token / f"0_{self.ips[0]}" / f"{job.token}.bin"
                     if not copy.exists():
@@ -457,20 +469,35 @@ class Chaos:
                                   f"{answer.get('message')}")
                 continue
             log = (answer.get("data") or {}).get("log_content") or ""
+            self.agent_blamed(where, ip, status, answer, violations)
             if marker.exists() and status != SUCCESS_HOST:
                 # an agent killed between its script's exit and writing the result
                 # down cannot know the exit code; it must say so, not fail silently
                 reasons = [line for line in log.splitlines()
                            if line.startswith(("jobfleet:", "jobfleet-agent:"))]
-                if reasons:
+                if reasons and ip in self.killed_agents:
                     self.notes.append(f"{where} {ip}: completed, reported {status}: "
                                       f"{reasons[-1]}")
                 else:
+                    # its agent lived through the round: only the server died, and the
+                    # agent holds every result until the server acknowledges it
                     violations.append(f"{where} {ip}: the script completed but the host "
-                                      f"is {status} with no reason in its log")
+                                      f"is {status}: {reasons or 'no reason in its log'}")
             problem = self.numbered(job, index, log, complete=status == SUCCESS_HOST)
             if problem:
                 violations.append(f"{where} {ip} (status {status}): {problem}")
+
+    def agent_blamed(self, where: str, ip: str, status: int, answer: dict[str, Any],
+                     violations: list[str]) -> None:
+        """A host failed for an agent that was away in a round where no agent was killed:
+        only the server died, and every agent comes back within the recovery window."""
+        if status == SUCCESS_HOST or self.killed_agents:
+            return
+        text = json.dumps(answer.get("data") or {})
+        found = AGENT_GONE.search(text)
+        if found:
+            violations.append(f"{where} {ip}: {status} for an agent no kill touched: "
+                               f"...{found.group(0)}")
 
     def numbered(self, job: Job, index: int, log: str, *, complete: bool) -> str:
         """What is wrong with a host's output: numbered lines missing, repeated or out
@@ -511,6 +538,12 @@ class Chaos:
             await asyncio.sleep(self.rng.uniform(0.0, self.args.max_delay))
         elif kill_at == "submit":
             await asyncio.sleep(self.rng.uniform(0.0, 0.15))
+        elif kill_at == "ack":
+            # right after the first answer: the job is written, its run barely begun
+            limit = started + 15
+            while time.monotonic() < limit and not any(j.job_id for j in jobs):
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(self.rng.uniform(0.0, 0.05))
         elif kill_at == "transfer":
             await asyncio.sleep(self.rng.uniform(0.2, 0.8))
         else:
@@ -536,10 +569,14 @@ class Chaos:
             path.unlink()
         kill = self.rng.choice(self.args.kills)
         kill_at = self.args.kill_at if self.args.kill_at != "mixed" else self.rng.choice(
-            ["random", "submit", "stream", "transfer", "plan2"])
+            ["random", "submit", "ack", "stream", "transfer", "plan2"])
         violations: list[str] = []
 
         async def submit_all() -> None:
+            if self.args.parallel:
+                # every submit in flight at once: a kill lands in the middle of several
+                await asyncio.gather(*(self.submit(job) for job in jobs))
+                return
             for job in jobs:
                 await self.submit(job)
                 await asyncio.sleep(self.rng.uniform(0.0, 0.1))
@@ -553,13 +590,33 @@ class Chaos:
             assert self.server is not None
             self.server.kill9()
             victims.append("server")
+        self.killed_agents = set()
         if kill in ("agent", "both"):
             ip = self.rng.choice(self.ips)
             self.agents[ip].kill9()
+            self.killed_agents.add(ip)
             victims.append(ip)
+        if kill == "double":
+            assert self.server is not None
+            self.server.kill9()
+            victims.append("server")
         await submitting
         await asyncio.sleep(self.rng.uniform(0.0, 1.5))
-        if kill in ("server", "both"):
+        early = self.rng.random() < 0.5
+        if early:
+            # agents back before the server: they retry against a closed port
+            for ip, child in self.agents.items():
+                if not child.alive:
+                    self.start_agent(ip)
+        if kill == "double":
+            # a crash loop: the second start dies while it recovers the first's jobs
+            self.server = self.server_child()
+            self.server.start()
+            await asyncio.sleep(self.rng.uniform(0.3, 4.0))
+            self.server.kill9()
+            victims.append("server")
+            await asyncio.sleep(self.rng.uniform(0.0, 1.0))
+        if kill in ("server", "both", "double"):
             try:
                 restart = await self.start_server()
             except RuntimeError as exc:
@@ -657,10 +714,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-url", default="")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--kill-at", default="mixed",
-                        choices=["mixed", "random", "submit", "stream", "transfer", "plan2"])
+                        choices=["mixed", "random", "submit", "ack", "stream", "transfer",
+                                 "plan2"])
+    parser.add_argument("--parallel", action="store_true",
+                        help="submit a round's jobs all at once, not one after another")
     parser.add_argument("--kills", type=lambda s: s.split(","),
                         default=["server", "server", "agent", "both"],
-                        help="comma-separated: server, agent, both, none (drawn at random)")
+                        help="comma-separated: server, agent, both, double (the server killed "
+                             "again while it starts), none; drawn at random")
     parser.add_argument("--max-delay", type=float, default=5.0)
     parser.add_argument("--settle", type=float, default=90.0)
     parser.add_argument("--start-bound", type=float, default=60.0)
