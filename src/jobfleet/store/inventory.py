@@ -297,9 +297,15 @@ class Inventory:
                     [{"_h": h} for h in offline],
                 )
 
-    async def reset_node(self, node_id: str) -> None:
-        """At start, nothing this node held is connected any more."""
+    async def reset_node(self, node_id: str) -> set[int]:
+        """At start, nothing this node held is connected any more: the hosts it held."""
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(hosts.c.bk_host_id).where(hosts.c.alive == 1, hosts.c.node_id == node_id)
+            )
+            held = {int(r[0]) for r in rows}
         await self.reset_nodes([node_id])
+        return held
 
     async def holding_nodes(self) -> set[str | None]:
         """The node ids that alive hosts are recorded under (None: under none)."""
