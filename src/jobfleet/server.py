@@ -428,7 +428,9 @@ class Server:
             self.people,
         )
         # the agents this node held before it died reconnect on their own schedule
-        self.engine.expect_back(await self.inventory.reset_node(self.node_id))
+        self.engine.expect_back(
+            await self.inventory.reset_node(self.node_id, self.settings.engine.recovery_window)
+        )
         if self.services.procs is not None:
             await self.services.procs.start()
         self.presence.start()

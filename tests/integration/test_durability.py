@@ -105,12 +105,14 @@ async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
         await server.stop()
 
 
+@pytest.mark.parametrize("crashes", [1, 2])
 async def test_a_job_started_after_a_restart_waits_for_the_agents_it_had(
-        tmp_path: Path, database_url: str) -> None:
+        tmp_path: Path, database_url: str, crashes: int) -> None:
     """Killed with its agents connected, the server starts again before they do: a job
     sent to one of them meanwhile (an operator pressing start again) waits for its agent
     within the recovery window, as a job it recovered does, instead of failing with 310
-    because that agent has not reconnected yet."""
+    because that agent has not reconnected yet. ``crashes=2``: the first start after the
+    kill dies too before the agent is back (a crash loop); the next still waits for it."""
     port, agent_port = free_port(), free_port()
     data_dir = tmp_path / "server"
     server = await start_server(data_dir, port, database_url, agent_port)
@@ -135,6 +137,10 @@ async def test_a_job_started_after_a_restart_waits_for_the_agents_it_had(
         assert server.proc is not None
         await server.proc.wait()
         await host.stop()
+        for _ in range(crashes - 1):
+            server = await start_server(data_dir, port, database_url, agent_port)
+            server.kill()
+            await server.proc.wait()
         server = await start_server(data_dir, port, database_url, agent_port)
         job = await wire.run_script("echo back", [A_HOST])
         await asyncio.sleep(1.0)
