@@ -427,7 +427,10 @@ class Server:
             self.settings.bootstrap_token_ttl,
             self.people,
         )
-        await self.inventory.reset_node(self.node_id)
+        # the agents this node held before it died reconnect on their own schedule
+        self.engine.expect_back(
+            await self.inventory.reset_node(self.node_id, self.settings.engine.recovery_window)
+        )
         if self.services.procs is not None:
             await self.services.procs.start()
         self.presence.start()

@@ -105,6 +105,59 @@ async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
         await server.stop()
 
 
+@pytest.mark.parametrize("crashes", [1, 2])
+async def test_a_job_started_after_a_restart_waits_for_the_agents_it_had(
+        tmp_path: Path, database_url: str, crashes: int) -> None:
+    """Killed with its agents connected, the server starts again before they do: a job
+    sent to one of them meanwhile (an operator pressing start again) waits for its agent
+    within the recovery window, as a job it recovered does, instead of failing with 310
+    because that agent has not reconnected yet. ``crashes=2``: the first start after the
+    kill dies too before the agent is back (a crash loop); the next still waits for it."""
+    port, agent_port = free_port(), free_port()
+    data_dir = tmp_path / "server"
+    server = await start_server(data_dir, port, database_url, agent_port)
+    url = f"http://127.0.0.1:{port}"
+    boot = read_bootstrap(data_dir)
+    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
+
+    def agent() -> Proc:
+        return Proc(["jobfleet", "agent", "--server", url, "--state-dir",
+                     str(tmp_path / "agent"), "--ip", A_HOST, "--log-level", "warning"],
+                    {"JOBFLEET_ENROLL_TOKEN": boot["enroll_token"]})
+    host = agent()
+    try:
+        await host.start()
+
+        async def alive() -> bool:
+            hosts = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
+            return any(h["ip"] == A_HOST and h["alive"] for h in hosts.json()["data"])
+        await eventually(alive, timeout=30)
+        host.kill()
+        server.kill()
+        assert server.proc is not None
+        await server.proc.wait()
+        await host.stop()
+        for _ in range(crashes - 1):
+            server = await start_server(data_dir, port, database_url, agent_port)
+            server.kill()
+            await server.proc.wait()
+        server = await start_server(data_dir, port, database_url, agent_port)
+        job = await wire.run_script("echo back", [A_HOST])
+        await asyncio.sleep(1.0)
+        host = agent()
+        await host.start()
+        data = await wire.wait(job["job_instance_id"], timeout=60)
+        results = data["step_instance_list"][0]["step_ip_result_list"]
+        assert [r["status"] for r in results] == [9], results
+        assert data["job_instance"]["status"] == 3
+        assert (await wire.logs(job["job_instance_id"], job["step_instance_id"], [A_HOST])
+                ) == {A_HOST: "back\n"}
+    finally:
+        await wire.close()
+        await host.stop()
+        await server.stop()
+
+
 async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
                                                            tmp_path: Path) -> None:
     marker = sleep_marker("4244.25")

@@ -200,3 +200,59 @@ async def test_bk_log_extraction_flow(running: Running, tmp_path: Path) -> None:
     assert all(r["exit_code"] == 0 for r in status["step_instance_list"][0]["step_ip_result_list"])
     for path in packed.values():
         Path(path).unlink(missing_ok=True)
+
+
+async def test_a_restart_mid_upload_waits_for_the_source_agent(tmp_path: Path,
+                                                              database_url: str) -> None:
+    """The server dies while the source uploads and its agent dies with it: the server
+    that starts again gives the source the recovery window to come back, as it gives the
+    targets, rather than failing the transfer because its agent is not connected yet."""
+    port, agent_port = free_port(), free_port()
+    data_dir = tmp_path / "server"
+    server = await start_server(data_dir, port, database_url, agent_port)
+    url = f"http://127.0.0.1:{port}"
+    boot = read_bootstrap(data_dir)
+    source, target = "127.0.0.2", "127.0.0.3"
+    agents = {ip: agent_proc(url, boot["enroll_token"], tmp_path / ip, ip)
+              for ip in (source, target)}
+    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
+    try:
+        for agent in agents.values():
+            await agent.start()
+
+        async def online(ips: set[str]) -> bool:
+            hosts = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
+            return ips <= {h["ip"] for h in hosts.json()["data"] if h["alive"]}
+        await eventually(lambda: online({source, target}), timeout=30)
+        digest = random_file(tmp_path / "big.bin", 6)
+        # 1 MB/s: the upload to the server lasts ~6 s, and the kill lands inside it
+        answer = await wire.v3("fast_transfer_file", transfer_body(
+            [str(tmp_path / "big.bin")], [source], [target], f"{tmp_path}/out/",
+            upload_speed_limit=1))
+        sub = answer["data"]
+
+        async def running() -> bool:
+            return bool((await wire.status(sub["job_instance_id"]))
+                        ["step_instance_list"][0]["status"] == 2)
+        await eventually(running, timeout=30)
+        await asyncio.sleep(1.0)
+        agents[source].kill()
+        server.kill()
+        assert server.proc is not None
+        await server.proc.wait()
+        await agents[source].stop()
+        server = await start_server(data_dir, port, database_url, agent_port)
+        # the source's agent comes back a while after the server took the job over
+        await asyncio.sleep(6.0)
+        agents[source] = agent_proc(url, boot["enroll_token"], tmp_path / source, source)
+        await agents[source].start()
+        data = await wire.wait(sub["job_instance_id"], timeout=120)
+        results = data["step_instance_list"][0]["step_ip_result_list"]
+        assert data["job_instance"]["status"] == 3, data
+        assert [r["status"] for r in results] == [9], results
+        assert sha256_of(tmp_path / "out" / "big.bin") == digest
+    finally:
+        await wire.close()
+        for agent in agents.values():
+            await agent.stop()
+        await server.stop()

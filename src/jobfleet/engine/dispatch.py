@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -43,6 +44,16 @@ class Dispatcher:
         # hosts whose agent dropped while they had tasks: ended if it stays away
         self._lost: dict[int, asyncio.TimerHandle] = {}
         self._late: set[asyncio.Task[None]] = set()
+        # hosts whose agents this node held before a restart, and until when (monotonic)
+        # they may take to connect again
+        self._returning: set[int] = set()
+        self._returning_until = 0.0
+
+    def expect_back(self, hosts: set[int]) -> None:
+        """Agents connected to this node before it stopped come back within the recovery
+        window; a job started in it meanwhile waits for them as a recovered job does."""
+        self._returning = set(hosts)
+        self._returning_until = time.monotonic() + self.settings.recovery_window
 
     async def stop(self) -> None:
         for handle in self._lost.values():
@@ -101,6 +112,12 @@ class Dispatcher:
                 "jobfleet: no agent is installed on this host\n",
             )
         absent = [h for h in offline if h not in no_agent]
+        left = self._returning_until - time.monotonic()
+        returning = [h for h in absent if h in self._returning] if left > 0 else []
+        if returning and not recovering:
+            for host in returning:
+                self._expect_agent(host, left)
+            absent = [h for h in absent if h not in self._returning]
         if recovering:
             for host in absent:
                 self._expect_agent(host, self.settings.recovery_window)
@@ -179,6 +196,8 @@ class Dispatcher:
     # agents coming and going ------------------------------------------------
     def agent_online(self, conn: AgentLink) -> None:
         host = conn.bk_host_id
+        # back: if it drops again its tasks get the grace, not what is left of the window
+        self._returning.discard(host)
         handle = self._lost.pop(host, None)
         if handle is not None:
             handle.cancel()

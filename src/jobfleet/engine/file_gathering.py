@@ -179,10 +179,13 @@ class SourceGathering:
         deadline: float,
         targets: list[int] | None = None,
         seeds: dict[int, SeedTicket] | None = None,
+        within: float = 0.0,
     ) -> list[Prepared]:
         """The step's source files on the server; third-party downloads show in the file
         logs of ``targets``. Files of the sources in ``seeds`` are served by their agents
-        and may still be on their way to the server (``Prepared.upload``)."""
+        and may still be on their way to the server (``Prepared.upload``). ``within``:
+        how long a source's agent may take to come back (after a restart, the recovery
+        window: its agent reconnects on its own schedule)."""
         jobs = []
         seq = THIRD_PARTY_SEQ
         for source in cfg.get("sources") or []:
@@ -204,6 +207,7 @@ class SourceGathering:
                             deadline,
                             seed,
                             max_entries=MAX_FILE_TASKS // max(1, len(targets or [])),
+                            within=within,
                         )
                     )
         gathered = await asyncio.gather(*jobs)
@@ -269,9 +273,11 @@ class SourceGathering:
         seed: SeedTicket | None = None,
         *,
         max_entries: int | None = None,
+        within: float = 0.0,
     ) -> Gathered:
         """One source host's files on the server. ``max_entries``: more listed entries
-        than this fail the step before anything is uploaded (the file-task limit)."""
+        than this fail the step before anything is uploaded (the file-task limit).
+        ``within``: how long its agent may take to connect."""
         hosts = await self.inventory.by_ids([host_id])
         if not hosts:
             return Gathered(
@@ -281,6 +287,7 @@ class SourceGathering:
             )
         host = hosts[0]
         where = f"{host.bk_cloud_id}:{host.ip}"
+        await self._agent_back(host_id, min(within, deadline - time.monotonic()))
         try:
             listing = await self.rpc.call(
                 host_id,
@@ -620,15 +627,19 @@ class SourceGathering:
         ]
         where = f"{rows[0].src_cloud_id}:{rows[0].src_ip}"
         sending = Sending(step, host_id, where, files, uploads, source, cfg, deadline)
-        waited = time.monotonic() + within
-        while self.rpc.agents.for_host(host_id) is None and time.monotonic() < waited:
-            await asyncio.sleep(0.2)
+        await self._agent_back(host_id, within)
         gathered = await self._upload(sending, seed_transfer(step, host_id))
         if gathered.status is not None:
             log.warning("seeded_upload_failed host=%s reason=%s", host_id, gathered.message)
             for item in files:
                 if item.blob_id:
                     self.blobs.lost(item.blob_id, gathered.message)
+
+    async def _agent_back(self, host_id: int, within: float) -> None:
+        """Until the agent of ``host_id`` is connected, for ``within`` seconds at most."""
+        waited = time.monotonic() + within
+        while self.rpc.agents.for_host(host_id) is None and time.monotonic() < waited:
+            await asyncio.sleep(0.2)
 
     async def _upload(self, sending: Sending, seed_transfer: str | None = None) -> Gathered:
         step, host_id, where = sending.step, sending.host_id, sending.where

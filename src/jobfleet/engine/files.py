@@ -121,8 +121,10 @@ class FileSteps:
                 step, pending, SourceFailure(int(HostStatus.SUBMIT_FAILED), str(cfg[REFUSED]))
             )
             return await self.tasks.end_step(lease, step, started, stop.is_set())
+        # after a restart a source's agent gets the window a target's agent gets
+        within = self.dispatcher.settings.recovery_window if recovering else 0.0
         if cfg.get("direction") == "fetch":
-            await self._fetch(job, step, cfg, pending, deadline)
+            await self._fetch(job, step, cfg, pending, deadline, within)
             return await self.tasks.end_step(lease, step, started, stop.is_set())
         downloads_started = any(r.status == HostStatus.RUNNING for r in pending)
         files: list[Prepared] = []
@@ -138,7 +140,9 @@ class FileSteps:
                 )
                 files = await self._prepared_from_logs(step, pending[0].bk_host_id)
             else:
-                gathered = await self._gather_until_stopped(job, step, cfg, deadline, stop, pending)
+                gathered = await self._gather_until_stopped(
+                    job, step, cfg, deadline, stop, pending, within
+                )
                 files = gathered or []
                 if gathered is not None:
                     if len(files) * len(rows) > MAX_FILE_TASKS:
@@ -206,13 +210,15 @@ class FileSteps:
         deadline: float,
         stop: asyncio.Event,
         pending: list[Row[Any]],
+        within: float = 0.0,
     ) -> list[Prepared] | None:
         """The source files, or None when the step is terminated first (what was being
-        gathered, such as a download from a file source, is stopped)."""
+        gathered, such as a download from a file source, is stopped). ``within``: how long
+        a source's agent may take to come back."""
         targets = [r.bk_host_id for r in pending]
         seeds = await self.seeding.plan(step, cfg, targets)
         return await _unless_stopped(
-            self.sources.gather(job, step, cfg, deadline, targets, seeds), stop
+            self.sources.gather(job, step, cfg, deadline, targets, seeds, within), stop
         )
 
     async def _plan_downloads(
@@ -398,11 +404,14 @@ class FileSteps:
         cfg: dict[str, Any],
         rows: list[Row[Any]],
         deadline: float,
+        within: float = 0.0,
     ) -> None:
         source = {"files": cfg.get("files") or [], "account": step.account_name}
         results = await asyncio.gather(
             *(
-                self.sources.host_source(job, step, r.bk_host_id, source, cfg, deadline)
+                self.sources.host_source(
+                    job, step, r.bk_host_id, source, cfg, deadline, within=within
+                )
                 for r in rows
             )
         )

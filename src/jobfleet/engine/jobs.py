@@ -66,6 +66,10 @@ class Jobs:
         self._loops.append(loop.create_task(self.writer.run()))
         self._loops.append(loop.create_task(self.leases.run()))
 
+    def expect_back(self, hosts: set[int]) -> None:
+        """At start: the hosts whose agents this node held before it stopped."""
+        self.dispatcher.expect_back(hosts)
+
     async def stop(self) -> None:
         """Stop driving jobs without changing their state: another start resumes them."""
         # nothing of this engine may touch the database once the server closes it

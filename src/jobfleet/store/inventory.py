@@ -297,9 +297,20 @@ class Inventory:
                     [{"_h": h} for h in offline],
                 )
 
-    async def reset_node(self, node_id: str) -> None:
-        """At start, nothing this node held is connected any more."""
+    async def reset_node(self, node_id: str, held_within: float = 0.0) -> set[int]:
+        """At start, nothing this node held is connected any more: the hosts it held.
+        Those are the hosts alive under it, and those it had in the last ``held_within``
+        seconds: a start that died again before its agents reconnected reset them."""
+        held_since = [hosts.c.alive == 1]
+        if held_within > 0:
+            held_since.append(hosts.c.last_seen >= now_ms() - int(held_within * 1000))
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(hosts.c.bk_host_id).where(hosts.c.node_id == node_id, or_(*held_since))
+            )
+            held = {int(r[0]) for r in rows}
         await self.reset_nodes([node_id])
+        return held
 
     async def holding_nodes(self) -> set[str | None]:
         """The node ids that alive hosts are recorded under (None: under none)."""
@@ -320,7 +331,10 @@ class Inventory:
         if not held:
             return 0
         async with self.db.begin() as conn:
+            # last_seen is when the agent was last known connected: up to now
             res = await conn.execute(
-                update(hosts).where(hosts.c.alive == 1, or_(*held)).values(alive=0)
+                update(hosts)
+                .where(hosts.c.alive == 1, or_(*held))
+                .values(alive=0, last_seen=now_ms())
             )
             return int(res.rowcount)
