@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -441,6 +441,15 @@ LANGUAGE_READS: dict[int, tuple[str, str]] = {
     ScriptLanguage.POWERSHELL: ("a PowerShell script", "$env:{name}"),
     ScriptLanguage.SQL: ("an SQL script", ""),
 }
+
+
+def host_value_refused(mentioned: Iterable[str], host_set: Container[str], lang: int) -> str:
+    """Why the hosts of a text do not run it, "" if they may: ``mentioned`` are the
+    names the text gives as ``${name}`` (``references``), in order of first mention."""
+    for name in mentioned:
+        if name in host_set:
+            return host_value_refusal(name, lang)
+    return ""
 
 
 def host_value_refusal(name: str, lang: int) -> str:

@@ -27,7 +27,7 @@ from sqlalchemy import Row
 from jobfleet.domain.db_connect import connect_problem, db2_connect, oracle_connect
 from jobfleet.domain.scripts import loaded_script
 from jobfleet.domain.status import AccountType, ScriptLanguage
-from jobfleet.domain.variables import host_value_refusal, references, render
+from jobfleet.domain.variables import host_value_refused, references, render
 from jobfleet.engine.tracking import REFUSED
 from jobfleet.store.secrets import Cipher
 
@@ -207,9 +207,8 @@ def sql_message(
     sql = loaded_script(step.script_content, step.config)
     refused = ""
     if values:
-        named = references(sql, host_set)
-        if named:
-            refused = host_value_refusal(named[0], int(ScriptLanguage.SQL))
+        untrusted = set(host_set)
+        refused = host_value_refused(references(sql, untrusted), untrusted, ScriptLanguage.SQL)
         sql = render(sql, values)
     script, env = client_script(db, sql, int(template.get("timeout") or 0))
     return {

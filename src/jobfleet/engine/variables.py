@@ -21,7 +21,7 @@ from jobfleet.domain.variables import (
     REFERENCE_RE,
     HostValueRefused,
     Variable,
-    host_value_refusal,
+    host_value_refused,
     is_reserved,
     parse_reported,
     references,
@@ -60,7 +60,7 @@ class VariableState:
         """The variables whose value (``host``'s own, for a namespace) a host set."""
         out = set(self.from_host)
         if host is not None:
-            shared = {v.name: v.value for v in self.variables}
+            shared = {v.name: v.value for v in self.variables if v.name in self.per_host}
             for name, hosts in self.per_host.items():
                 if host in hosts and hosts[host] != shared.get(name):
                     out.add(name)
@@ -144,15 +144,17 @@ def script_message(
     # programs the script runs; ``${name}`` in the text still reads its value
     exported = [v for v in state.variables if not is_reserved(v.name)]
 
+    shell = template["lang"] == ScriptLanguage.SHELL
+    # the text is the same for every host: what it names is read once
+    mentioned = [] if shell else references(template["script"], (v.name for v in state.variables))
+
     def build(values: dict[str, str], host_set: set[str]) -> dict[str, Any]:
         script = template["script"]
         refused = ""
-        if template["lang"] == ScriptLanguage.SHELL:
+        if shell:
             script = shell_prelude(exported, values) + script
         else:
-            named = references(script, host_set)
-            if named:
-                refused = host_value_refusal(named[0], int(template["lang"]))
+            refused = host_value_refused(mentioned, host_set, int(template["lang"]))
             script = render(script, values)
         # each parameter is split into words before the values go in: a value is part
         # of one word, whatever it holds
