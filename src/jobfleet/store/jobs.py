@@ -494,18 +494,12 @@ class JobStore(JobReads):
                 update(job_instances).where(job_instances.c.id == job_id).values(**values)
             )
 
-    async def update_job_if(self, job_id: int, expected: int, **values: Any) -> bool:
-        """Change a job only while its status is ``expected``; False if it was not."""
-        return await self._update_job_if(None, job_id, expected, values)
-
-    async def _update_job_if(
-        self, fence: Fence | None, job_id: int, expected: int, values: dict[str, Any]
-    ) -> bool:
+    async def _update_job_if(self, fence: Fence, expected: int, values: dict[str, Any]) -> bool:
         async with self.db.begin() as conn:
             res = await conn.execute(
                 update(job_instances)
                 .where(
-                    job_instances.c.id == job_id,
+                    job_instances.c.id == fence.job_id,
                     job_instances.c.status == expected,
                     *self._job_owned(fence),
                 )
@@ -623,8 +617,8 @@ class JobLease:
         return await self._store._update_step(self.fence, step_id, expected, values)
 
     async def update_job_if(self, expected: int, **values: Any) -> bool:
-        """As ``JobStore.update_job_if``, for the driver."""
-        return await self._store._update_job_if(self.fence, self.job_id, expected, values)
+        """Change the job only while its status is ``expected``; False if it was not."""
+        return await self._store._update_job_if(self.fence, expected, values)
 
     async def finish(
         self,

@@ -104,27 +104,21 @@ class LeaseStore:
         """Take the job for a driver on ``node_id``, as a new generation of its lease
         (None if another node's lease holds, or the job is not active)."""
         async with self.db.begin() as conn:
-            if not await self._take(conn, job_id, node_id, ttl, new_generation=True):
-                return None
-            # the row stays locked (SQLite: the database) until this transaction ends
-            generation = (
-                await conn.execute(
-                    select(job_instances.c.lease_gen).where(job_instances.c.id == job_id)
-                )
-            ).scalar_one()
-            return Fence(job_id, node_id, int(generation))
+            generation = await self._take(conn, job_id, node_id, ttl, new_generation=True)
+            return None if generation is None else Fence(job_id, node_id, generation)
 
     async def take(self, job_id: int, node_id: str, ttl: float) -> bool:
         """Hold the job's lease for ``node_id`` until the driver it launches claims the
         job (``claim``), without a new generation: a driver of this node that claimed
         the job since the caller last looked keeps writing (False as for ``claim``)."""
         async with self.db.begin() as conn:
-            return await self._take(conn, job_id, node_id, ttl, new_generation=False)
+            return await self._take(conn, job_id, node_id, ttl, new_generation=False) is not None
 
     @staticmethod
     async def _take(
         conn: AsyncConnection, job_id: int, node_id: str, ttl: float, *, new_generation: bool
-    ) -> bool:
+    ) -> int | None:
+        """The lease's generation once taken, None if it was not."""
         values: dict[str, Any] = {"owner_node": node_id, "lease_until": lease_clock() + ttl}
         if new_generation:
             values["lease_gen"] = job_instances.c.lease_gen + 1
@@ -140,8 +134,10 @@ class LeaseStore:
                 ),
             )
             .values(**values)
+            .returning(job_instances.c.lease_gen)
         )
-        return bool(res.rowcount)
+        generation = res.scalar()
+        return None if generation is None else int(generation)
 
     async def renew(self, node_id: str, ttl: float, given_up: Iterable[int] = ()) -> None:
         """Renew this node's leases but those of ``given_up`` jobs."""
