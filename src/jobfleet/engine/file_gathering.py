@@ -287,7 +287,7 @@ class SourceGathering:
             )
         host = hosts[0]
         where = f"{host.bk_cloud_id}:{host.ip}"
-        await self._agent_back(host_id, min(within, deadline - time.monotonic()))
+        await self.rpc.await_agent(host_id, min(within, deadline - time.monotonic()))
         try:
             listing = await self.rpc.call(
                 host_id,
@@ -627,19 +627,13 @@ class SourceGathering:
         ]
         where = f"{rows[0].src_cloud_id}:{rows[0].src_ip}"
         sending = Sending(step, host_id, where, files, uploads, source, cfg, deadline)
-        await self._agent_back(host_id, within)
+        await self.rpc.await_agent(host_id, within)
         gathered = await self._upload(sending, seed_transfer(step, host_id))
         if gathered.status is not None:
             log.warning("seeded_upload_failed host=%s reason=%s", host_id, gathered.message)
             for item in files:
                 if item.blob_id:
                     self.blobs.lost(item.blob_id, gathered.message)
-
-    async def _agent_back(self, host_id: int, within: float) -> None:
-        """Until the agent of ``host_id`` is connected, for ``within`` seconds at most."""
-        waited = time.monotonic() + within
-        while self.rpc.agents.for_host(host_id) is None and time.monotonic() < waited:
-            await asyncio.sleep(0.2)
 
     async def _upload(self, sending: Sending, seed_transfer: str | None = None) -> Gathered:
         step, host_id, where = sending.step, sending.host_id, sending.where

@@ -54,7 +54,7 @@ class AgentRpc:
         while True:
             conn = self.agents.for_host(host)
             if conn is None:
-                appeared = await self._await_agent(
+                appeared = await self.await_agent(
                     host, min(self.agent_lost_grace, deadline - time.monotonic())
                 )
                 if not appeared:
@@ -78,7 +78,8 @@ class AgentRpc:
             finally:
                 self._replies.pop(request_id, None)
 
-    async def _await_agent(self, host: int, within: float) -> bool:
+    async def await_agent(self, host: int, within: float) -> bool:
+        """Whether the host's agent is connected, waiting ``within`` seconds at most."""
         deadline = time.monotonic() + max(within, 0)
         while time.monotonic() < deadline:
             if self.agents.for_host(host) is not None:
