@@ -105,10 +105,6 @@ UNSAVED_AT_STOP = {
         "the agents that connected or left since its last write; this node's hosts are "
         "marked offline at its next start, and online again as their agents reconnect"
     ),
-    "gateway": (
-        "the host facts and loads agents reported since its last write; agents report "
-        "them again when they reconnect"
-    ),
     "audit": (
         "the counts of repeated refusals since its last write; their entries keep the "
         "counts written before"

@@ -34,9 +34,14 @@ from jobfleet.store.agent_loads import AgentLoad, AgentLoads
 from jobfleet.store.database import now_ms
 from jobfleet.store.identity import AgentHost, IdentityStore
 from jobfleet.store.inventory import Inventory
-from jobfleet.store.outage import OutageLog, reason
+from jobfleet.store.outage import OutageLog, disk_refused, reason
 
 log = logging.getLogger(__name__)
+# what a stop that cannot write any more loses
+UNSAVED_AT_STOP = (
+    "the host facts and loads agents reported since its last write; agents report them "
+    "again when they reconnect"
+)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
@@ -395,8 +400,7 @@ class Gateway:
             await asyncio.wait([task], timeout=5.0)
         if self._acks is not None:
             self._acks.stop()
-        failed: list[str] = []
-        error: Exception = Exception()
+        errors: dict[str, Exception] = {}
         for name, stop in (
             ("refusals", self.refusals.stop),
             (self._facts.what, self._facts.stop),
@@ -405,12 +409,16 @@ class Gateway:
             try:
                 await stop()
             except Exception as exc:
-                failed.append(name)
-                error = exc
-        if failed:
-            # the same outage fails each of them: one line tells of all
+                errors[name] = exc
+        if errors:
+            # the same outage fails each of them: one line tells of all, in the words the
+            # server's stop uses for its other parts (the gateway's stop does not raise)
+            error = next(iter(errors.values()))
             log.warning(
-                "gateway_stop_writes_lost parts=%s error=%s", ",".join(failed), reason(error)
+                "stop_unsaved part=gateway failed=%s reason=%s unsaved=%s",
+                ",".join(errors),
+                disk_refused(error) or reason(error),
+                UNSAVED_AT_STOP,
             )
 
     async def _watch_revocations(self) -> None:
