@@ -405,7 +405,10 @@ class Agent:
             await self.peers.close()
         await self.procs.stop()
         if self._own_executor is not None:
-            self._own_executor.close()
+            reaper = self._own_executor.close()
+            if reaper is not None:
+                # its cgroup is gone and its tasks killed by the time the agent has stopped
+                await asyncio.to_thread(reaper.join)
 
     async def _session(self, cred: Credential, channel: Channel) -> None:
         headers = {"Authorization": f"Agent {cred.agent_id}:{cred.agent_secret}"}

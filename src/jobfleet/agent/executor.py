@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -191,8 +192,9 @@ class ProcessExecutor:
     def containment(self) -> str:
         return self._containment.mode
 
-    def close(self) -> None:
-        """Let the watchdog go; tasks still running are killed by it."""
+    def close(self) -> threading.Thread | None:
+        """Let the watchdog go; tasks still running are killed by it. The thread that
+        waits for it (and then removes what the agent made) is returned, if any."""
         # a task being started holds the agent in its cgroup until its spawn returns;
         # the watchdog kills that cgroup, so the agent leaves it first
         try:
@@ -200,7 +202,7 @@ class ProcessExecutor:
         except OSError as exc:
             logger.warning("could not move the agent out of a task's cgroup error=%s", exc)
         # what the agent made goes once the watchdog, which kills what is in it, is done
-        self._watchdog.close(then=self._containment.close)
+        return self._watchdog.close(then=self._containment.close)
 
     def _prepare_work_dir(self) -> None:
         self._work_dir.mkdir(mode=0o711, parents=True, exist_ok=True)

@@ -67,12 +67,13 @@ class Watchdog:
             del self._running[task_id]
             self._send({"op": "-", "id": task_id}, False)
 
-    def close(self, then: Callable[[], None] | None = None) -> None:
+    def close(self, then: Callable[[], None] | None = None) -> threading.Thread | None:
         """Let the watchdog go: at the end of its pipe it kills what still runs and
         exits. ``then`` runs once it has (or after ``KILL_WAIT``).
 
-        It is waited for on a thread of its own: killing many tasks takes it a while,
-        and a wait on the agent's loop would hold up every task's output meanwhile."""
+        It is waited for on a thread of its own, returned (None when nothing is left to
+        wait for): killing many tasks takes it a while, and a wait on the agent's loop
+        would hold up every task's output meanwhile."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -80,11 +81,13 @@ class Watchdog:
         if proc is None or proc.poll() is not None:
             if then is not None:
                 then()
-            return
+            return None
         # not a daemon: an agent that exits waits (up to KILL_WAIT) for its tasks' end
-        threading.Thread(
+        reaper = threading.Thread(
             target=_reap, args=(proc, then), name="watchdog-reaper", daemon=False
-        ).start()
+        )
+        reaper.start()
+        return reaper
 
     def _alive(self) -> bool:
         return self._fd >= 0 and self._proc is not None and self._proc.poll() is None
