@@ -24,14 +24,14 @@ from starlette.websockets import WebSocket
 
 from jobfleet.api import envelope
 from jobfleet.api.route_index import mark_plain
-from jobfleet.api.routing import services_of
+from jobfleet.api.routing import OWN_PREFIX, services_of
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.audit import AuditLog
 
 log = logging.getLogger(__name__)
 
-AGENT_PREFIX = "/api/jobfleet/v1/agents/"
+AGENT_PREFIX = OWN_PREFIX + "/agents/"
 ENROLL_PATH = AGENT_PREFIX + "enroll"
 CONNECT_PATH = AGENT_PREFIX + "connect"
 BLOBS_PREFIX = AGENT_PREFIX + "blobs/"

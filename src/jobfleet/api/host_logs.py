@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from jobfleet.api.query import batch_logs
-from jobfleet.api.routing import Call, add_api
+from jobfleet.api.routing import OWN_PREFIX, Call, add_api
 
-OWN_PREFIXES = ("/api/jobfleet/v1",)
+OWN_PREFIXES = (OWN_PREFIX,)
 MAX_OWN_LOG_HOSTS = 2000
 
 

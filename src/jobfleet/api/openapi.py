@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from jobfleet.api.models import BKJOB, JOBFLEET, Envelope
+from jobfleet.api.routing import OWN_PREFIX
 
-OWN_PREFIX = "/api/jobfleet/v1"
 REF = "#/components/schemas/{model}"
 # bodies that are a file, not JSON: their parameters come in the query string
 RAW_BODIES = {
