@@ -258,15 +258,13 @@ def stored_script(
 
     A database text column holds only Unicode: a script with other bytes is kept as its
     text view, for people to read, and its bytes go in the config."""
-    if isinstance(script, ScriptText):
-        text, unicode, shown = script.text, script.unicode, script.shown
-    elif is_unicode(script):
-        return script, config
-    else:
-        text, unicode, shown = script, False, shown_text(script)
-    if unicode:
-        return text, config
-    return shown, {**(config or {}), EXACT_SCRIPT_KEY: encode_exact_base64(text)}
+    if not isinstance(script, ScriptText):
+        if is_unicode(script):
+            return script, config
+        script = ScriptText(script, False, shown_text(script))
+    if script.unicode:
+        return script.text, config
+    return script.shown, {**(config or {}), EXACT_SCRIPT_KEY: encode_exact_base64(script.text)}
 
 
 def loaded_script(content: str | None, config: dict[str, Any] | None) -> str:

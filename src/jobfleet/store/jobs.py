@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jobfleet.domain.scripts import ScriptText, stored_script
+from jobfleet.domain.scripts import stored_script
 from jobfleet.domain.status import GseErrorCode, HostStatus, RunStatus
 from jobfleet.store.bulk import BulkStatement
 from jobfleet.store.database import Database, now_ms
@@ -210,7 +210,7 @@ class JobStore(JobReads):
         for order, step in enumerate(job.steps):
             values = step.values
             script = values.get("script_content")
-            if isinstance(script, ScriptText) or script:
+            if script:  # a ScriptText is true whatever it holds
                 content, config = stored_script(script, values.get("config"))
                 values = {**values, "script_content": content, "config": config}
             res = await conn.execute(
