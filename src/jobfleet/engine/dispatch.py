@@ -68,9 +68,13 @@ class Dispatcher:
         """Send the run's pending hosts their task; end those that have no agent."""
         # a refusal follows from the stored values alone: a host refused now was
         # refused before a restart too, and never sent anything
-        refused = {h: r for h in run.pending if (r := run.refusal(h))}
-        for host, reason in refused.items():
-            self.writer.conclude(run, [host], HostStatus.SUBMIT_FAILED, reason)
+        by_reason: dict[str, list[int]] = {}
+        for host in run.pending:
+            if reason := run.refusal(host):
+                by_reason.setdefault(reason, []).append(host)
+        for reason, hosts in by_reason.items():
+            self.writer.conclude(run, hosts, HostStatus.SUBMIT_FAILED, reason)
+        refused = {h for hosts in by_reason.values() for h in hosts}
         agents = self.agents
         unseen = [h for h in run.pending if h not in refused and agents.for_host(h) is None]
         if unseen:
@@ -202,7 +206,8 @@ class Dispatcher:
         if handle is not None:
             handle.cancel()
         for run in self.tracker.for_host(host):
-            if run.task_id(host) in conn.known:
+            if run.task_id(host) in conn.known or run.refusal(host):
+                # a refused host is ended by ``dispatch`` and never sent anything
                 continue
             if run.pending[host] == WAITING:
                 self._later(self._send_late(run, host))
@@ -229,7 +234,7 @@ class Dispatcher:
             self.tracker.forget(host, run.key())
             return
         conn = self.agents.for_host(host)
-        if conn is not None and run.pending.get(host) == SENT and not run.refusal(host):
+        if conn is not None and run.pending.get(host) == SENT:
             conn.send(run.message(host))
 
     def resend_all(self) -> None:
