@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -45,19 +44,18 @@ import random
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
-PY = sys.executable
-BIZ = 2
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fanout import BIZ, PY, Child, Children, ServerProc, free_port, wait_alive
+
 V3 = "/api/bk-job/prod/api/v3"
 V1 = "/api/jobfleet/v1"
 FINAL_HOST_WAITING = {5, 7}  # host statuses that are not final
@@ -71,66 +69,8 @@ AGENT_GONE = re.compile(r"[^\"]{0,80}(not connected|did not come back|agent rest
                         r"stopped answering)[^\"]{0,40}")
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log, env={**child_env(), **self.env},
-                                     start_new_session=True, preexec_fn=_die_with_parent)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.alive:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.alive:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
 
 
 @dataclass
@@ -170,6 +110,7 @@ class Chaos:
         self.files = work / "files"
         self.files.mkdir()
         self.ips = [f"127.0.0.{i + 2}" for i in range(args.agents)]
+        self.children = Children(work)
         self.server: Child | None = None
         self.agents: dict[str, Child] = {}
         self.boot: dict[str, Any] = {}
@@ -182,7 +123,7 @@ class Chaos:
 
     # --- processes -----------------------------------------------------------------
 
-    def server_child(self) -> Child:
+    def server_argv(self) -> list[str]:
         argv = [PY, "-m", "jobfleet", "server", "--data-dir", str(self.data),
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--agent-port", str(self.agent_port), "--log-level", "warning",
@@ -190,17 +131,20 @@ class Chaos:
                 "--recovery-window", str(self.args.recovery_window), "--enroll-rate", "0"]
         if self.args.pg_url:
             argv += ["--database-url", self.args.pg_url]
-        return Child("server", argv, {}, self.work / "server.log")
+        return argv
+
+    async def spawn_server(self) -> Child:
+        self.server = await self.children.spawn("server", self.server_argv())
+        return self.server
 
     async def start_server(self) -> float:
         """Seconds until /healthz answered; raises past the bound."""
-        self.server = self.server_child()
         started = time.monotonic()
-        self.server.start()
+        server = await self.spawn_server()
         deadline = started + self.args.start_bound
         while True:
-            if not self.server.alive:
-                raise RuntimeError(f"server exited with {self.server.proc.returncode}"  # type: ignore[union-attr]
+            if not server.alive:
+                raise RuntimeError(f"server exited with {server.proc.returncode}"
                                    f"; see {self.work / 'server.log'}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await self.http.get("/healthz")).status_code == 200:
@@ -218,32 +162,24 @@ class Chaos:
                 "bk_username": self.boot["admin_user"]})
         return seconds
 
-    def start_agent(self, ip: str) -> None:
+    async def start_agent(self, ip: str) -> None:
         argv = [PY, "-m", "jobfleet", "agent", "--server", self.url,
                 "--state-dir", str(self.work / "agents" / ip), "--ip", ip,
                 "--log-level", "warning"]
-        child = Child(f"agent-{ip}", argv, {"JOBFLEET_ENROLL_TOKEN": self.boot["enroll_token"]},
-                      self.work / f"agent-{ip}.log")
-        child.start()
-        self.agents[ip] = child
+        self.agents[ip] = await self.children.spawn(
+            f"agent-{ip}", argv, env={"JOBFLEET_ENROLL_TOKEN": self.boot["enroll_token"]})
 
     async def wait_alive(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                resp = await self.http.get(f"{V1}/hosts", params={"bk_biz_id": BIZ})
-                alive = {h["ip"] for h in resp.json()["data"] if h.get("alive")}
-                if set(self.ips) <= alive:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError("agents not alive in time")
-            await asyncio.sleep(0.2)
+        assert self.server is not None
+        await wait_alive(ServerProc(self.server, self.url, self.boot), self.ips,
+                         list(self.agents.values()), timeout)
 
-    def stop_all(self) -> None:
-        for child in self.agents.values():
-            child.stop()
-        if self.server is not None:
-            self.server.stop()
+    async def kill9(self, child: Child) -> None:
+        """SIGKILL and reap, so that the next start finds its ports and files free."""
+        if child.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        await self.children.stop(child)
 
     # --- calls ---------------------------------------------------------------------
 
@@ -588,17 +524,17 @@ class Chaos:
         victims: list[str] = []
         if kill in ("server", "both"):
             assert self.server is not None
-            self.server.kill9()
+            await self.kill9(self.server)
             victims.append("server")
         self.killed_agents = set()
         if kill in ("agent", "both"):
             ip = self.rng.choice(self.ips)
-            self.agents[ip].kill9()
+            await self.kill9(self.agents[ip])
             self.killed_agents.add(ip)
             victims.append(ip)
         if kill == "double":
             assert self.server is not None
-            self.server.kill9()
+            await self.kill9(self.server)
             victims.append("server")
         await submitting
         await asyncio.sleep(self.rng.uniform(0.0, 1.5))
@@ -607,13 +543,12 @@ class Chaos:
             # agents back before the server: they retry against a closed port
             for ip, child in self.agents.items():
                 if not child.alive:
-                    self.start_agent(ip)
+                    await self.start_agent(ip)
         if kill == "double":
             # a crash loop: the second start dies while it recovers the first's jobs
-            self.server = self.server_child()
-            self.server.start()
+            second = await self.spawn_server()
             await asyncio.sleep(self.rng.uniform(0.3, 4.0))
-            self.server.kill9()
+            await self.kill9(second)
             victims.append("server")
             await asyncio.sleep(self.rng.uniform(0.0, 1.0))
         if kill in ("server", "both", "double"):
@@ -624,7 +559,7 @@ class Chaos:
                 return RoundResult(number, kill, delay, len(jobs), 0, violations, -1, 0)
         for ip, child in self.agents.items():
             if not child.alive:
-                self.start_agent(ip)
+                await self.start_agent(ip)
         settle_start = time.monotonic()
         done = await self.settle(jobs, settle_start + self.args.settle, violations)
         settle = time.monotonic() - settle_start
@@ -668,7 +603,7 @@ async def run(args: argparse.Namespace) -> int:
         first = await chaos.start_server()
         print(f"server up in {first:.2f} s", flush=True)
         for ip in chaos.ips:
-            chaos.start_agent(ip)
+            await chaos.start_agent(ip)
         await chaos.wait_alive()
         await chaos.setup_plan()
         for number in range(1, args.rounds + 1):
@@ -687,7 +622,7 @@ async def run(args: argparse.Namespace) -> int:
             if result.restart_s < 0:
                 break
     finally:
-        chaos.stop_all()
+        await chaos.children.stop_all()
         await chaos.http.aclose()
     kills = sum(1 for r in results if not r.kill.startswith("none"))
     violations = sum(len(r.violations) for r in results)
