@@ -118,6 +118,7 @@ class Chaos:
         self.plan_id = 0
         self.server_starts: list[float] = []
         self.stream_watch: asyncio.Task[None] | None = None
+        self.streamed = asyncio.Event()  # this round's "lines" job is half way
         self.killed_agents: set[str] = set()  # this round's
         self.notes: list[str] = []  # explained outcomes worth a look, not violations
 
@@ -193,6 +194,16 @@ class Chaos:
     def target(self, ips: list[str]) -> dict[str, Any]:
         return {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in ips]}
 
+    async def fast_script(self, script: str, ips: list[str], **extra: Any) -> dict[str, Any]:
+        return await self.v3("fast_execute_script", {
+            "bk_biz_id": BIZ, "script_content": b64(script), "script_language": 1,
+            "account_alias": "root", "target_server": self.target(ips), **extra})
+
+    async def ip_log(self, job_id: int, step_id: int, ip: str) -> dict[str, Any]:
+        return await self.v3("get_job_instance_ip_log", {
+            "bk_biz_id": BIZ, "job_instance_id": job_id, "step_instance_id": step_id,
+            "ip": ip, "bk_cloud_id": 0}, get=True)
+
     def marker_line(self, token: str, name: str) -> str:
         # the script's last act: what the checks take as "it completed on the host"
         return f'touch "{self.markers}/{token}-{name}-$JOBFLEET_HOST_IP"\n'
@@ -232,16 +243,12 @@ class Chaos:
                 script = (f'for i in $(seq 1 {LINES}); do echo "{job.token} $i"; sleep 0.08; '
                           "done\n" + self.marker_line(job.token, "lines"))
                 job.hosts = ips
-                answer = await self.v3("fast_execute_script", {
-                    "bk_biz_id": BIZ, "script_content": b64(script), "script_language": 1,
-                    "account_alias": "root", "target_server": self.target(ips)})
+                answer = await self.fast_script(script, ips)
             elif job.kind == "big":
                 script = (f'seq -f "%07g" 1 {BIG_LINES}\n'
                           + self.marker_line(job.token, "big"))
                 job.hosts = ips[:2]
-                answer = await self.v3("fast_execute_script", {
-                    "bk_biz_id": BIZ, "script_content": b64(script), "script_language": 1,
-                    "account_alias": "root", "target_server": self.target(job.hosts)})
+                answer = await self.fast_script(script, job.hosts)
             elif job.kind == "file":
                 source = self.files / f"{job.token}.bin"
                 payload = self.rng.randbytes(self.args.file_mb * 1024 * 1024)
@@ -264,10 +271,7 @@ class Chaos:
                 script = (f'for i in $(seq 1 10); do echo "{job.token} $i"; sleep 0.05; '
                           "done\n" + self.marker_line(job.token, "later"))
                 job.hosts = ips[-1:]
-                answer = await self.v3("fast_execute_script", {
-                    "bk_biz_id": BIZ, "script_content": b64(script), "script_language": 1,
-                    "account_alias": "root", "target_server": self.target(job.hosts),
-                    "start_task": False})
+                answer = await self.fast_script(script, job.hosts, start_task=False)
                 if answer.get("result"):
                     job.job_id = int(answer["data"]["job_instance_id"])
                     await asyncio.sleep(0.3)
@@ -377,10 +381,7 @@ class Chaos:
         where = f"{job.kind} {job.job_id} step {index + 1}"
         for ip, status in host_status.items():
             if job.kind == "file":
-                answer = await self.v3("get_job_instance_ip_log", {
-                    "bk_biz_id": BIZ, "job_instance_id": job.job_id,
-                    "step_instance_id": step["step_instance_id"], "ip": ip,
-                    "bk_cloud_id": 0}, get=True)
+                answer = await self.ip_log(job.job_id, step["step_instance_id"], ip)
                 if not answer.get("result"):
                     violations.append(f"{where} {ip}: ip log answered code "
                                       f"{answer.get('code')} {answer.get('message')}")
@@ -396,10 +397,7 @@ class Chaos:
             marker_token = job.token if job.kind != "plan" else (
                 job.token if index == 0 else f"{job.token}-stepped")
             marker = self.markers / f"{marker_token}-{name}-{ip}"
-            answer = await self.v3("get_job_instance_ip_log", {
-                "bk_biz_id": BIZ, "job_instance_id": job.job_id,
-                "step_instance_id": step["step_instance_id"], "ip": ip, "bk_cloud_id": 0},
-                get=True)
+            answer = await self.ip_log(job.job_id, step["step_instance_id"], ip)
             if not answer.get("result"):
                 violations.append(f"{where} {ip}: ip log answered code {answer.get('code')} "
                                   f"{answer.get('message')}")
@@ -439,7 +437,7 @@ class Chaos:
         """What is wrong with a host's output: numbered lines missing, repeated or out
         of order. A host that did not succeed may stop early, never repeat."""
         if job.kind == "plan" and index == 0:
-            pattern, total = re.compile(r"^plan step one (\S+)$"), 0
+            pattern = re.compile(r"^plan step one (\S+)$")
             lines = [m.group(1) for m in map(pattern.match, log.splitlines()) if m]
             if complete and lines != [job.token]:
                 return f"step one printed {lines[:3]} for {job.token}"
@@ -456,9 +454,9 @@ class Chaos:
         numbers = [int(m.group(1)) for m in map(pattern.match, log.splitlines()) if m]
         expected = list(range(1, len(numbers) + 1))
         if numbers != expected:
-            first_bad = next(i for i, (a, b) in enumerate(zip(numbers, expected, strict=False))
-                             if a != b) if any(a != b for a, b in zip(numbers, expected,
-                                                                      strict=False)) else 0
+            # same length, so they differ somewhere
+            first_bad = next(i for i, (a, b) in enumerate(zip(numbers, expected, strict=True))
+                             if a != b)
             return (f"{len(numbers)} numbered lines, not 1..n in order "
                     f"(at index {first_bad}: {numbers[max(first_bad - 2, 0):first_bad + 3]})")
         if complete and len(numbers) != total:
@@ -483,26 +481,36 @@ class Chaos:
         elif kill_at == "transfer":
             await asyncio.sleep(self.rng.uniform(0.2, 0.8))
         else:
-            plan = next(j for j in jobs if j.kind == "plan")
-            glob = f"{plan.token}-stepped-two-started-*"
-            limit = started + 15
-            while time.monotonic() < limit:
-                if kill_at == "stream":
-                    # the "lines" job is half way: a file of its own per round
-                    if any(p.name.startswith("stream-") for p in self.markers.iterdir()):
-                        break
-                elif list(self.markers.glob(glob)):
-                    break
-                await asyncio.sleep(0.02)
+            await self.stream_or_plan2(jobs, kill_at, started + 15)
             await asyncio.sleep(self.rng.uniform(0.0, 0.3))
         return time.monotonic() - started
+
+    async def stream_or_plan2(self, jobs: list[Job], kill_at: str, limit: float) -> None:
+        """Until the "lines" job is half way (stream) or the plan's second step has
+        started (plan2), or ``limit``."""
+        if kill_at == "stream":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.streamed.wait(), limit - time.monotonic())
+            return
+        plan = next(j for j in jobs if j.kind == "plan")
+        glob = f"{plan.token}-stepped-two-started-*"
+        while time.monotonic() < limit:
+            if list(self.markers.glob(glob)):
+                return
+            await asyncio.sleep(0.02)
+
+    async def end_watch(self) -> None:
+        if self.stream_watch is not None:
+            self.stream_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.stream_watch
+            self.stream_watch = None
 
     async def round(self, number: int) -> RoundResult:
         tokens = [f"r{number}x{i}" for i in range(5)]
         kinds = ["lines", "big", "file", "plan", "later"]
         jobs = [Job(kind, token) for kind, token in zip(kinds, tokens, strict=True)]
-        for path in self.markers.glob("stream-*"):
-            path.unlink()
+        self.streamed = asyncio.Event()
         kill = self.rng.choice(self.args.kills)
         kill_at = self.args.kill_at if self.args.kill_at != "mixed" else self.rng.choice(
             ["random", "submit", "ack", "stream", "transfer", "plan2"])
@@ -556,6 +564,7 @@ class Chaos:
                 restart = await self.start_server()
             except RuntimeError as exc:
                 violations.append(f"server restart: {exc}")
+                await self.end_watch()
                 return RoundResult(number, kill, delay, len(jobs), 0, violations, -1, 0)
         for ip, child in self.agents.items():
             if not child.alive:
@@ -569,26 +578,24 @@ class Chaos:
                     await self.check(job, done[job.job_id], violations)
                 except (httpx.HTTPError, KeyError, TypeError) as exc:
                     violations.append(f"{job.kind} {job.job_id}: check failed: {exc!r}")
+        await self.end_watch()
         await self.wait_alive()
         acked = sum(1 for j in jobs if j.job_id)
         label = f"{'+'.join(victims) or 'none'}@{kill_at}"
         return RoundResult(number, label, delay, len(jobs), acked, violations, restart, settle)
 
     async def watch_stream(self, job: Job) -> None:
-        """Drop a file once the "lines" job has printed half of its lines on a host."""
+        """Set ``streamed`` once the "lines" job has printed half of its lines on a host."""
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if job.job_id:
                 with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
                     data = (await self.status(job.job_id))["data"]
                     step = data["step_instance_list"][0]["step_instance_id"]
-                    answer = await self.v3("get_job_instance_ip_log", {
-                        "bk_biz_id": BIZ, "job_instance_id": job.job_id,
-                        "step_instance_id": step, "ip": self.ips[0], "bk_cloud_id": 0},
-                        get=True)
+                    answer = await self.ip_log(job.job_id, step, self.ips[0])
                     log = (answer.get("data") or {}).get("log_content") or ""
                     if log.count("\n") >= LINES // 2:
-                        (self.markers / f"stream-{job.token}").touch()
+                        self.streamed.set()
                         return
             await asyncio.sleep(0.05)
 
