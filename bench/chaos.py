@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -45,19 +44,18 @@ import random
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
-PY = sys.executable
-BIZ = 2
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fanout import BIZ, PY, Child, Children, ServerProc, free_port, wait_alive
+
 V3 = "/api/bk-job/prod/api/v3"
 V1 = "/api/jobfleet/v1"
 FINAL_HOST_WAITING = {5, 7}  # host statuses that are not final
@@ -71,66 +69,8 @@ AGENT_GONE = re.compile(r"[^\"]{0,80}(not connected|did not come back|agent rest
                         r"stopped answering)[^\"]{0,40}")
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log, env={**child_env(), **self.env},
-                                     start_new_session=True, preexec_fn=_die_with_parent)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.alive:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.alive:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
 
 
 @dataclass
@@ -170,6 +110,7 @@ class Chaos:
         self.files = work / "files"
         self.files.mkdir()
         self.ips = [f"127.0.0.{i + 2}" for i in range(args.agents)]
+        self.children = Children(work)
         self.server: Child | None = None
         self.agents: dict[str, Child] = {}
         self.boot: dict[str, Any] = {}
@@ -177,12 +118,13 @@ class Chaos:
         self.plan_id = 0
         self.server_starts: list[float] = []
         self.stream_watch: asyncio.Task[None] | None = None
+        self.streamed = asyncio.Event()  # this round's "lines" job is half way
         self.killed_agents: set[str] = set()  # this round's
         self.notes: list[str] = []  # explained outcomes worth a look, not violations
 
     # --- processes -----------------------------------------------------------------
 
-    def server_child(self) -> Child:
+    def server_argv(self) -> list[str]:
         argv = [PY, "-m", "jobfleet", "server", "--data-dir", str(self.data),
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--agent-port", str(self.agent_port), "--log-level", "warning",
@@ -190,17 +132,20 @@ class Chaos:
                 "--recovery-window", str(self.args.recovery_window), "--enroll-rate", "0"]
         if self.args.pg_url:
             argv += ["--database-url", self.args.pg_url]
-        return Child("server", argv, {}, self.work / "server.log")
+        return argv
+
+    async def spawn_server(self) -> Child:
+        self.server = await self.children.spawn("server", self.server_argv())
+        return self.server
 
     async def start_server(self) -> float:
         """Seconds until /healthz answered; raises past the bound."""
-        self.server = self.server_child()
         started = time.monotonic()
-        self.server.start()
+        server = await self.spawn_server()
         deadline = started + self.args.start_bound
         while True:
-            if not self.server.alive:
-                raise RuntimeError(f"server exited with {self.server.proc.returncode}"  # type: ignore[union-attr]
+            if not server.alive:
+                raise RuntimeError(f"server exited with {server.proc.returncode}"
                                    f"; see {self.work / 'server.log'}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await self.http.get("/healthz")).status_code == 200:
@@ -218,32 +163,24 @@ class Chaos:
                 "bk_username": self.boot["admin_user"]})
         return seconds
 
-    def start_agent(self, ip: str) -> None:
+    async def start_agent(self, ip: str) -> None:
         argv = [PY, "-m", "jobfleet", "agent", "--server", self.url,
                 "--state-dir", str(self.work / "agents" / ip), "--ip", ip,
                 "--log-level", "warning"]
-        child = Child(f"agent-{ip}", argv, {"JOBFLEET_ENROLL_TOKEN": self.boot["enroll_token"]},
-                      self.work / f"agent-{ip}.log")
-        child.start()
-        self.agents[ip] = child
+        self.agents[ip] = await self.children.spawn(
+            f"agent-{ip}", argv, env={"JOBFLEET_ENROLL_TOKEN": self.boot["enroll_token"]})
 
     async def wait_alive(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                resp = await self.http.get(f"{V1}/hosts", params={"bk_biz_id": BIZ})
-                alive = {h["ip"] for h in resp.json()["data"] if h.get("alive")}
-                if set(self.ips) <= alive:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError("agents not alive in time")
-            await asyncio.sleep(0.2)
+        assert self.server is not None
+        await wait_alive(ServerProc(self.server, self.url, self.boot), self.ips,
+                         list(self.agents.values()), timeout)
 
-    def stop_all(self) -> None:
-        for child in self.agents.values():
-            child.stop()
-        if self.server is not None:
-            self.server.stop()
+    async def kill9(self, child: Child) -> None:
+        """SIGKILL and reap, so that the next start finds its ports and files free."""
+        if child.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        await self.children.stop(child)
 
     # --- calls ---------------------------------------------------------------------
 
@@ -256,6 +193,16 @@ class Chaos:
 
     def target(self, ips: list[str]) -> dict[str, Any]:
         return {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in ips]}
+
+    async def fast_script(self, script: str, ips: list[str], **extra: Any) -> dict[str, Any]:
+        return await self.v3("fast_execute_script", {
+            "bk_biz_id": BIZ, "script_content": b64(script), "script_language": 1,
+            "account_alias": "root", "target_server": self.target(ips), **extra})
+
+    async def ip_log(self, job_id: int, step_id: int, ip: str) -> dict[str, Any]:
+        return await self.v3("get_job_instance_ip_log", {
+            "bk_biz_id": BIZ, "job_instance_id": job_id, "step_instance_id": step_id,
+            "ip": ip, "bk_cloud_id": 0}, get=True)
 
     def marker_line(self, token: str, name: str) -> str:
         # the script's last act: what the checks take as "it completed on the host"
@@ -296,16 +243,12 @@ class Chaos:
                 script = (f'for i in $(seq 1 {LINES}); do echo "{job.token} $i"; sleep 0.08; '
                           "done\n" + self.marker_line(job.token, "lines"))
                 job.hosts = ips
-                answer = await self.v3("fast_execute_script", {
-                    "bk_biz_id": BIZ, "script_content": b64(script), "script_language": 1,
-                    "account_alias": "root", "target_server": self.target(ips)})
+                answer = await self.fast_script(script, ips)
             elif job.kind == "big":
                 script = (f'seq -f "%07g" 1 {BIG_LINES}\n'
                           + self.marker_line(job.token, "big"))
                 job.hosts = ips[:2]
-                answer = await self.v3("fast_execute_script", {
-                    "bk_biz_id": BIZ, "script_content": b64(script), "script_language": 1,
-                    "account_alias": "root", "target_server": self.target(job.hosts)})
+                answer = await self.fast_script(script, job.hosts)
             elif job.kind == "file":
                 source = self.files / f"{job.token}.bin"
                 payload = self.rng.randbytes(self.args.file_mb * 1024 * 1024)
@@ -328,10 +271,7 @@ class Chaos:
                 script = (f'for i in $(seq 1 10); do echo "{job.token} $i"; sleep 0.05; '
                           "done\n" + self.marker_line(job.token, "later"))
                 job.hosts = ips[-1:]
-                answer = await self.v3("fast_execute_script", {
-                    "bk_biz_id": BIZ, "script_content": b64(script), "script_language": 1,
-                    "account_alias": "root", "target_server": self.target(job.hosts),
-                    "start_task": False})
+                answer = await self.fast_script(script, job.hosts, start_task=False)
                 if answer.get("result"):
                     job.job_id = int(answer["data"]["job_instance_id"])
                     await asyncio.sleep(0.3)
@@ -441,10 +381,7 @@ class Chaos:
         where = f"{job.kind} {job.job_id} step {index + 1}"
         for ip, status in host_status.items():
             if job.kind == "file":
-                answer = await self.v3("get_job_instance_ip_log", {
-                    "bk_biz_id": BIZ, "job_instance_id": job.job_id,
-                    "step_instance_id": step["step_instance_id"], "ip": ip,
-                    "bk_cloud_id": 0}, get=True)
+                answer = await self.ip_log(job.job_id, step["step_instance_id"], ip)
                 if not answer.get("result"):
                     violations.append(f"{where} {ip}: ip log answered code "
                                       f"{answer.get('code')} {answer.get('message')}")
@@ -460,10 +397,7 @@ class Chaos:
             marker_token = job.token if job.kind != "plan" else (
                 job.token if index == 0 else f"{job.token}-stepped")
             marker = self.markers / f"{marker_token}-{name}-{ip}"
-            answer = await self.v3("get_job_instance_ip_log", {
-                "bk_biz_id": BIZ, "job_instance_id": job.job_id,
-                "step_instance_id": step["step_instance_id"], "ip": ip, "bk_cloud_id": 0},
-                get=True)
+            answer = await self.ip_log(job.job_id, step["step_instance_id"], ip)
             if not answer.get("result"):
                 violations.append(f"{where} {ip}: ip log answered code {answer.get('code')} "
                                   f"{answer.get('message')}")
@@ -503,7 +437,7 @@ class Chaos:
         """What is wrong with a host's output: numbered lines missing, repeated or out
         of order. A host that did not succeed may stop early, never repeat."""
         if job.kind == "plan" and index == 0:
-            pattern, total = re.compile(r"^plan step one (\S+)$"), 0
+            pattern = re.compile(r"^plan step one (\S+)$")
             lines = [m.group(1) for m in map(pattern.match, log.splitlines()) if m]
             if complete and lines != [job.token]:
                 return f"step one printed {lines[:3]} for {job.token}"
@@ -520,9 +454,9 @@ class Chaos:
         numbers = [int(m.group(1)) for m in map(pattern.match, log.splitlines()) if m]
         expected = list(range(1, len(numbers) + 1))
         if numbers != expected:
-            first_bad = next(i for i, (a, b) in enumerate(zip(numbers, expected, strict=False))
-                             if a != b) if any(a != b for a, b in zip(numbers, expected,
-                                                                      strict=False)) else 0
+            # same length, so they differ somewhere
+            first_bad = next(i for i, (a, b) in enumerate(zip(numbers, expected, strict=True))
+                             if a != b)
             return (f"{len(numbers)} numbered lines, not 1..n in order "
                     f"(at index {first_bad}: {numbers[max(first_bad - 2, 0):first_bad + 3]})")
         if complete and len(numbers) != total:
@@ -547,26 +481,36 @@ class Chaos:
         elif kill_at == "transfer":
             await asyncio.sleep(self.rng.uniform(0.2, 0.8))
         else:
-            plan = next(j for j in jobs if j.kind == "plan")
-            glob = f"{plan.token}-stepped-two-started-*"
-            limit = started + 15
-            while time.monotonic() < limit:
-                if kill_at == "stream":
-                    # the "lines" job is half way: a file of its own per round
-                    if any(p.name.startswith("stream-") for p in self.markers.iterdir()):
-                        break
-                elif list(self.markers.glob(glob)):
-                    break
-                await asyncio.sleep(0.02)
+            await self.stream_or_plan2(jobs, kill_at, started + 15)
             await asyncio.sleep(self.rng.uniform(0.0, 0.3))
         return time.monotonic() - started
+
+    async def stream_or_plan2(self, jobs: list[Job], kill_at: str, limit: float) -> None:
+        """Until the "lines" job is half way (stream) or the plan's second step has
+        started (plan2), or ``limit``."""
+        if kill_at == "stream":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.streamed.wait(), limit - time.monotonic())
+            return
+        plan = next(j for j in jobs if j.kind == "plan")
+        glob = f"{plan.token}-stepped-two-started-*"
+        while time.monotonic() < limit:
+            if list(self.markers.glob(glob)):
+                return
+            await asyncio.sleep(0.02)
+
+    async def end_watch(self) -> None:
+        if self.stream_watch is not None:
+            self.stream_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.stream_watch
+            self.stream_watch = None
 
     async def round(self, number: int) -> RoundResult:
         tokens = [f"r{number}x{i}" for i in range(5)]
         kinds = ["lines", "big", "file", "plan", "later"]
         jobs = [Job(kind, token) for kind, token in zip(kinds, tokens, strict=True)]
-        for path in self.markers.glob("stream-*"):
-            path.unlink()
+        self.streamed = asyncio.Event()
         kill = self.rng.choice(self.args.kills)
         kill_at = self.args.kill_at if self.args.kill_at != "mixed" else self.rng.choice(
             ["random", "submit", "ack", "stream", "transfer", "plan2"])
@@ -588,17 +532,17 @@ class Chaos:
         victims: list[str] = []
         if kill in ("server", "both"):
             assert self.server is not None
-            self.server.kill9()
+            await self.kill9(self.server)
             victims.append("server")
         self.killed_agents = set()
         if kill in ("agent", "both"):
             ip = self.rng.choice(self.ips)
-            self.agents[ip].kill9()
+            await self.kill9(self.agents[ip])
             self.killed_agents.add(ip)
             victims.append(ip)
         if kill == "double":
             assert self.server is not None
-            self.server.kill9()
+            await self.kill9(self.server)
             victims.append("server")
         await submitting
         await asyncio.sleep(self.rng.uniform(0.0, 1.5))
@@ -607,13 +551,12 @@ class Chaos:
             # agents back before the server: they retry against a closed port
             for ip, child in self.agents.items():
                 if not child.alive:
-                    self.start_agent(ip)
+                    await self.start_agent(ip)
         if kill == "double":
             # a crash loop: the second start dies while it recovers the first's jobs
-            self.server = self.server_child()
-            self.server.start()
+            second = await self.spawn_server()
             await asyncio.sleep(self.rng.uniform(0.3, 4.0))
-            self.server.kill9()
+            await self.kill9(second)
             victims.append("server")
             await asyncio.sleep(self.rng.uniform(0.0, 1.0))
         if kill in ("server", "both", "double"):
@@ -621,10 +564,11 @@ class Chaos:
                 restart = await self.start_server()
             except RuntimeError as exc:
                 violations.append(f"server restart: {exc}")
+                await self.end_watch()
                 return RoundResult(number, kill, delay, len(jobs), 0, violations, -1, 0)
         for ip, child in self.agents.items():
             if not child.alive:
-                self.start_agent(ip)
+                await self.start_agent(ip)
         settle_start = time.monotonic()
         done = await self.settle(jobs, settle_start + self.args.settle, violations)
         settle = time.monotonic() - settle_start
@@ -634,26 +578,24 @@ class Chaos:
                     await self.check(job, done[job.job_id], violations)
                 except (httpx.HTTPError, KeyError, TypeError) as exc:
                     violations.append(f"{job.kind} {job.job_id}: check failed: {exc!r}")
+        await self.end_watch()
         await self.wait_alive()
         acked = sum(1 for j in jobs if j.job_id)
         label = f"{'+'.join(victims) or 'none'}@{kill_at}"
         return RoundResult(number, label, delay, len(jobs), acked, violations, restart, settle)
 
     async def watch_stream(self, job: Job) -> None:
-        """Drop a file once the "lines" job has printed half of its lines on a host."""
+        """Set ``streamed`` once the "lines" job has printed half of its lines on a host."""
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if job.job_id:
                 with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
                     data = (await self.status(job.job_id))["data"]
                     step = data["step_instance_list"][0]["step_instance_id"]
-                    answer = await self.v3("get_job_instance_ip_log", {
-                        "bk_biz_id": BIZ, "job_instance_id": job.job_id,
-                        "step_instance_id": step, "ip": self.ips[0], "bk_cloud_id": 0},
-                        get=True)
+                    answer = await self.ip_log(job.job_id, step, self.ips[0])
                     log = (answer.get("data") or {}).get("log_content") or ""
                     if log.count("\n") >= LINES // 2:
-                        (self.markers / f"stream-{job.token}").touch()
+                        self.streamed.set()
                         return
             await asyncio.sleep(0.05)
 
@@ -668,7 +610,7 @@ async def run(args: argparse.Namespace) -> int:
         first = await chaos.start_server()
         print(f"server up in {first:.2f} s", flush=True)
         for ip in chaos.ips:
-            chaos.start_agent(ip)
+            await chaos.start_agent(ip)
         await chaos.wait_alive()
         await chaos.setup_plan()
         for number in range(1, args.rounds + 1):
@@ -687,7 +629,7 @@ async def run(args: argparse.Namespace) -> int:
             if result.restart_s < 0:
                 break
     finally:
-        chaos.stop_all()
+        await chaos.children.stop_all()
         await chaos.http.aclose()
     kills = sum(1 for r in results if not r.kill.startswith("none"))
     violations = sum(len(r.violations) for r in results)

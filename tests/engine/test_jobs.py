@@ -149,8 +149,7 @@ async def test_a_job_terminated_before_it_starts_ends_its_hosts_as_a_terminate_d
     link = rig.agents.connect(1)
     running_id, (running_step,) = await rig.engine.submit(script_job([1], "sleep 60"),
                                                           start=True)
-    while not link.sent:
-        await asyncio.sleep(0.01)
+    await _until(lambda: _is(bool(link.sent)))
     waiting_id, (waiting_step,) = await rig.engine.submit(script_job([2, 3]), start=False)
     await rig.engine.terminate(running_id)
     await rig.engine.terminate(waiting_id)
@@ -734,8 +733,7 @@ async def test_a_terminate_in_the_store_when_a_step_ends_keeps_the_next_from_sta
 
     link = rig.agents.connect(1, behaviour=hold)
     job_id, (_first, second) = await rig.engine.submit(script_job([1], steps=2), start=True)
-    while not held:
-        await asyncio.sleep(0.01)
+    await _until(lambda: _is(bool(held)))
     assert await rig.store.mark_stopping(job_id)
     link._done(held[0], HostStatus.SUCCESS, 0)
     assert await rig.wait_finished(job_id) == RunStatus.STOP_SUCCESS

@@ -7,12 +7,28 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select, update
-from tests.engine.conftest import Rig, script_job
+from tests.engine.conftest import FakeLink, Rig, script_job
 
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.store.leases import lease_clock
 from jobfleet.store.tables import job_instances, outbox
+
+
+async def _run_sent(link: FakeLink, timeout: float = 10) -> None:
+    """Until the engine has sent the host its run."""
+    async def sent() -> None:
+        while not any(m["t"] == protocol.RUN for m in link.sent):
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(sent(), timeout)
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 10) -> None:
+    """Until a log record holds ``text``: the old driver logs it as it stops."""
+    async def found() -> None:
+        while not any(text in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(found(), timeout)
 
 
 async def test_a_driver_whose_job_another_node_claimed_writes_no_more(
@@ -24,11 +40,7 @@ async def test_a_driver_whose_job_another_node_claimed_writes_no_more(
     job = script_job([1])
     job.values["callback_url"] = "http://127.0.0.1:9/done"
     job_id, (step_id,) = await rig.engine.submit(job, start=True)
-
-    async def sent() -> None:
-        while not any(m["t"] == protocol.RUN for m in link.sent):
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(sent(), 10)
+    await _run_sent(link)
     async with rig.db.begin() as conn:
         await conn.execute(
             update(job_instances)
@@ -64,14 +76,10 @@ async def test_a_driver_whose_job_its_own_node_claimed_again_writes_no_more(
     the job is ended once, by the driver of the newer claim."""
     link = rig.agents.connect(1, behaviour=lambda m: None)
     job_id, (step_id,) = await rig.engine.submit(script_job([1]), start=True)
-
-    async def sent() -> None:
-        while not any(m["t"] == protocol.RUN for m in link.sent):
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(sent(), 10)
+    await _run_sent(link)
     assert await rig.store.claim(job_id, rig.engine.settings.node_id, 60) is not None
     link._finish(protocol.task_id(step_id, 0, 1), 0)
     assert await rig.wait_finished(job_id) == RunStatus.SUCCESS
-    await asyncio.sleep(0.3)
+    await _logged(caplog, "job_lost")
     assert rig.finished == [(job_id, RunStatus.SUCCESS)]
     assert sum("job_lost" in r.getMessage() for r in caplog.records) == 1

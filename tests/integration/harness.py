@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +153,14 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0,
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def alive_ips(wire: Wire, expect: Collection[str] = ()) -> set[str]:
+    """The IPs of the hosts the inventory shows alive; none until every one of
+    ``expect`` is among them (for ``eventually``)."""
+    hosts = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
+    found = {h["ip"] for h in hosts.json()["data"] if h["alive"]}
+    return found if set(expect) <= found else set()
 
 
 # one for every Wire: making a context reads the CA bundle, tens of ms each time

@@ -27,8 +27,7 @@ async def test_1_every_path_form(running: Running) -> None:
     for prefix in PREFIXES:
         for slash in ("", "/"):
             form = f"{prefix}/fast_execute_script{slash}"
-            sub = await running.wire.post(f"{prefix}/fast_execute_script{slash}",
-                                          script_body(IPS[:1]))
+            sub = await running.wire.post(form, script_body(IPS[:1]))
             assert sub["result"] is True and sub["code"] == 0, (form, sub)
             job_id = sub["data"]["job_instance_id"]
             status = await running.wire.get(f"{prefix}/get_job_instance_status{slash}",

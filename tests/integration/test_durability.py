@@ -19,6 +19,7 @@ from tests.integration.harness import (
     Proc,
     Running,
     Wire,
+    alive_ips,
     b64,
     eventually,
     free_port,
@@ -128,10 +129,7 @@ async def test_a_job_started_after_a_restart_waits_for_the_agents_it_had(
     try:
         await host.start()
 
-        async def alive() -> bool:
-            hosts = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
-            return any(h["ip"] == A_HOST and h["alive"] for h in hosts.json()["data"])
-        await eventually(alive, timeout=30)
+        await eventually(lambda: alive_ips(wire, [A_HOST]), timeout=30)
         host.kill()
         server.kill()
         assert server.proc is not None
@@ -167,9 +165,7 @@ async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
                  {"JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]})
     await agent.start()
     try:
-        async def online() -> bool:
-            return any(h.alive for h in await running.server.inventory.list())
-        await eventually(online, timeout=30)
+        await eventually(lambda: alive_ips(running.wire, ["127.0.0.7"]), timeout=30)
         sub = await running.wire.run_script(f"echo started; sleep {marker}", ["127.0.0.7"])
 
         async def started() -> bool:
@@ -205,9 +201,7 @@ async def test_agent_restart_replays_results_it_held(running: Running, tmp_path:
                  {"JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]})
     await agent.start()
     try:
-        async def online() -> bool:
-            return any(h.alive for h in await running.server.inventory.list())
-        await eventually(online, timeout=30)
+        await eventually(lambda: alive_ips(running.wire, ["127.0.0.8"]), timeout=30)
         sub = await running.wire.run_script("sleep 0.5; echo finished", ["127.0.0.8"])
         assert agent.proc is not None
         # freeze the agent so the script finishes but its result cannot be sent yet

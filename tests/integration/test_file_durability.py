@@ -8,7 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import Proc, Running, Wire, b64, eventually, free_port
+from tests.integration.harness import (
+    Proc,
+    Running,
+    Wire,
+    alive_ips,
+    b64,
+    eventually,
+    free_port,
+)
 from tests.integration.test_durability import start_server
 from tests.integration.test_file_transfer import transfer_body
 
@@ -53,10 +61,7 @@ async def test_target_agent_killed_mid_download_ends_with_310(running: Running,
     target = agent_proc(running.url, running.boot["enroll_token"], tmp_path / "t", "127.0.0.9")
     await target.start()
     try:
-        async def online() -> bool:
-            return any(h.ip == "127.0.0.9" and h.alive
-                       for h in await running.server.inventory.list())
-        await eventually(online, timeout=30)
+        await eventually(lambda: alive_ips(running.wire, ["127.0.0.9"]), timeout=30)
         random_file(tmp_path / "big.bin", 24)
         answer = await running.wire.v3("fast_transfer_file", transfer_body(
             [str(tmp_path / "big.bin")], ["127.0.0.2"], ["127.0.0.9"], f"{tmp_path}/out/",
@@ -86,10 +91,7 @@ async def test_server_sigkill_mid_transfer(tmp_path: Path, database_url: str) ->
         for agent in agents:
             await agent.start()
 
-        async def online() -> bool:
-            hosts = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
-            return sum(1 for h in hosts.json()["data"] if h["alive"]) == 3
-        await eventually(online, timeout=30)
+        await eventually(lambda: alive_ips(wire, ips), timeout=30)
         digest = random_file(tmp_path / "big.bin", 40)
         answer = await wire.v3("fast_transfer_file", transfer_body(
             [str(tmp_path / "big.bin")], ips[:1], ips[1:], f"{tmp_path}/out/[FILESRCIP]/",
@@ -220,10 +222,7 @@ async def test_a_restart_mid_upload_waits_for_the_source_agent(tmp_path: Path,
         for agent in agents.values():
             await agent.start()
 
-        async def online(ips: set[str]) -> bool:
-            hosts = await wire.http.get("/api/jobfleet/v1/hosts", headers=wire.headers())
-            return ips <= {h["ip"] for h in hosts.json()["data"] if h["alive"]}
-        await eventually(lambda: online({source, target}), timeout=30)
+        await eventually(lambda: alive_ips(wire, [source, target]), timeout=30)
         digest = random_file(tmp_path / "big.bin", 6)
         # 1 MB/s: the upload to the server lasts ~6 s, and the kill lands inside it
         answer = await wire.v3("fast_transfer_file", transfer_body(

@@ -23,7 +23,8 @@ def _report(name: str, value: str) -> str:
 
 
 async def _run(running: Running, name: str, steps: list[dict[str, Any]],
-               variables: list[dict[str, Any]], **extra: Any) -> tuple[dict[str, Any], list[int]]:
+               variables: list[dict[str, Any]],
+               **extra: Any) -> tuple[dict[str, Any], int, list[int]]:
     plan_id, _ = await make_plan(running, steps, variables, name=name)
     answer = await execute(running, plan_id, **extra)
     assert answer["result"], answer

@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.integration.cluster import (
     CLUSTER_ENGINE,
     Node,
+    agents_of,
     cluster,
     needs_cluster,
     swarm,
@@ -33,6 +34,14 @@ async def agent_states(wire: Wire, ips: list[str]) -> dict[str, int]:
                              {"agent_id_list": [f"0:{ip}" for ip in ips]})
     assert answer["result"], answer
     return {item["bk_agent_id"].split(":", 1)[1]: item["status_code"] for item in answer["data"]}
+
+
+async def stays_running(wire: Wire, ip: str, seconds: float) -> None:
+    """The host's agent reads RUNNING on ``wire`` every time it is asked, for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert (await agent_states(wire, [ip]))[ip] == RUNNING
+        await asyncio.sleep(0.2)
 
 
 async def killed(proc: Proc) -> None:
@@ -127,10 +136,7 @@ async def test_a_node_gone_while_redis_forgot_it_is_reset_and_a_live_peers_hosts
             await c.nodes[1].start()
             # node 1's start looks once Redis is past node_ttl, at most a second later:
             # for a while past that, node 0's host never reads offline
-            deadline = time.monotonic() + 6.0
-            while time.monotonic() < deadline:
-                assert (await agent_states(c.wires[1], [kept_ip]))[kept_ip] == RUNNING
-                await asyncio.sleep(0.2)
+            await stays_running(c.wires[1], kept_ip, 6.0)
         finally:
             await kept.stop()
             await lost.stop()
@@ -143,22 +149,14 @@ async def test_nodes_that_share_the_database_and_no_redis_keep_each_others_hosts
     node 0 for dead (the database tells it node 0 runs), so node 0's host, whose agent
     node 0 holds, never reads offline."""
     needs_cluster(database_url, redis=False)
-    async with cluster(tmp_path, database_url, size=2, with_redis=False) as c:
-        agents = swarm([c.urls[0]], c.boot["enroll_token"], 1, tmp_path / "swarm")
-        await agents.start()
-        try:
-            await wait_ready(agents, 1)
-            [ip] = (await hosts_by_node(c.wires[0]))[1].values()
+    async with (cluster(tmp_path, database_url, size=2, with_redis=False) as c,
+                agents_of(c, tmp_path, 1, on=[0])):
+        [ip] = (await hosts_by_node(c.wires[0]))[1].values()
 
-            async def online() -> bool:
-                return (await agent_states(c.wires[0], [ip]))[ip] == RUNNING
-            await eventually(online, timeout=30)
-            await c.nodes[1].stop()
-            await c.nodes[1].start()
-            # node 1's start looks at once: for a while past that, the host stays online
-            deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline:
-                assert (await agent_states(c.wires[1], [ip]))[ip] == RUNNING
-                await asyncio.sleep(0.2)
-        finally:
-            await agents.stop()
+        async def online() -> bool:
+            return (await agent_states(c.wires[0], [ip]))[ip] == RUNNING
+        await eventually(online, timeout=30)
+        await c.nodes[1].stop()
+        await c.nodes[1].start()
+        # node 1's start looks at once: for a while past that, the host stays online
+        await stays_running(c.wires[1], ip, 3.0)

@@ -89,6 +89,17 @@ def wait_job(client: Client, job_id: int) -> dict[str, Any]:
                                      for i in logs["data"]["script_task_logs"]}}
 
 
+async def _plan(running: Running, name: str, template: dict[str, Any]) -> int:
+    """The id of a new plan of a new template made of ``template``."""
+    own = "/api/jobfleet/v1"
+    tpl = await running.wire.post(f"{own}/templates?bk_biz_id=2", template)
+    assert tpl["result"], tpl
+    plan = await running.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
+                                   {"name": name})
+    assert plan["result"], plan
+    return int(plan["data"]["id"])
+
+
 def command_lines() -> list[str]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -234,20 +245,15 @@ async def test_sql_step_in_a_plan(running: Running, mysql_server: DbServer) -> N
     client = _client(running)
     account = await asyncio.to_thread(create_db_account, client, "mysql", mysql_server,
                                       "plan-db")
-    own = "/api/jobfleet/v1"
-    tpl = await running.wire.post(f"{own}/templates?bk_biz_id=2", {
+    plan_id = await _plan(running, "db check now", {
         "name": "db check", "step_list": [{"name": "count", "type": 1, "script_info": {
             "script_content": "SELECT 40 + 2 AS answer;", "script_language": 6,
             "account": {"id": account["id"]},
             "server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]}}}]})
-    assert tpl["result"], tpl
-    plan = await running.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
-                                   {"name": "db check now"})
-    assert plan["result"], plan
 
     def launch() -> dict[str, Any]:
         started = client.jobv3.execute_job_plan({"bk_biz_id": 2,
-                                                 "job_plan_id": plan["data"]["id"]})
+                                                 "job_plan_id": plan_id})
         assert started["result"], started
         return wait_job(client, started["data"]["job_instance_id"])
 
@@ -273,9 +279,8 @@ async def test_a_value_set_by_a_host_is_not_sql_on_the_next_hosts(
     client = _client(running)
     account = await asyncio.to_thread(create_db_account, client, "mysql", mysql_server,
                                       "host-set-db")
-    own = "/api/jobfleet/v1"
     hostile = "x' UNION SELECT CONCAT('own', 'ed') AS rel -- "
-    tpl = await running.wire.post(f"{own}/templates?bk_biz_id=2", {
+    plan_id = await _plan(running, "db host value now", {
         "name": "db host value", "global_var_list": [
             {"name": "release", "type": 1, "value": "r-default", "changeable": 1}],
         "step_list": [
@@ -287,12 +292,8 @@ async def test_a_value_set_by_a_host_is_not_sql_on_the_next_hosts(
                 "script_content": "SELECT '${release}' AS rel;", "script_language": 6,
                 "account": {"id": account["id"]},
                 "server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]}}}]})
-    assert tpl["result"], tpl
-    plan = await running.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
-                                   {"name": "db host value now"})
-    assert plan["result"], plan
     started = await running.wire.v3("execute_job_plan",
-                                    {"bk_biz_id": 2, "job_plan_id": plan["data"]["id"]})
+                                    {"bk_biz_id": 2, "job_plan_id": plan_id})
     assert started["result"], started
     job_id = started["data"]["job_instance_id"]
     status = await running.wire.wait(job_id)
@@ -358,9 +359,8 @@ async def test_sql_step_variables_and_retry(running: Running, mysql_server: DbSe
     client = _client(running)
     account = await asyncio.to_thread(create_db_account, client, "mysql", mysql_server,
                                       "vars-db")
-    own = "/api/jobfleet/v1"
     table = f"retry_{int(time.time() * 1000)}"
-    tpl = await running.wire.post(f"{own}/templates?bk_biz_id=2", {
+    plan_id = await _plan(running, "db vars now", {
         "name": "db vars", "global_var_list": [
             {"name": "release", "type": 1, "value": "r-default"},
             {"name": "table", "type": 1, "value": table}],
@@ -368,10 +368,6 @@ async def test_sql_step_variables_and_retry(running: Running, mysql_server: DbSe
             "script_content": "SELECT '${release}' AS rel, COUNT(*) AS n FROM ${table};",
             "script_language": 6, "account": {"id": account["id"]},
             "server": {"ip_list": [{"ip": ip, "bk_cloud_id": 0} for ip in IPS]}}}]})
-    assert tpl["result"], tpl
-    plan = await running.wire.post(f"{own}/templates/{tpl['data']['id']}/plans?bk_biz_id=2",
-                                   {"name": "db vars now"})
-    assert plan["result"], plan
 
     def operate(job_id: int, step_id: int, code: int) -> dict[str, Any]:
         return dict(client.jobv3.operate_step_instance({
@@ -380,7 +376,7 @@ async def test_sql_step_variables_and_retry(running: Running, mysql_server: DbSe
 
     def flow() -> dict[str, Any]:
         started = client.jobv3.execute_job_plan({
-            "bk_biz_id": 2, "job_plan_id": plan["data"]["id"],
+            "bk_biz_id": 2, "job_plan_id": plan_id,
             "global_var_list": [{"name": "release", "value": "r-42"}]})
         assert started["result"], started
         job_id = started["data"]["job_instance_id"]

@@ -6,8 +6,7 @@ from jobfleet.store.database import Database
 from jobfleet.store.node_locks import NodeLocks
 
 
-async def test_a_node_id_is_live_while_its_server_holds_its_lock(
-        db: Database, database_url: str) -> None:
+async def test_a_node_id_is_live_while_its_server_holds_its_lock(db: Database) -> None:
     a, b = NodeLocks(db, "a"), NodeLocks(db, "b")
     # its own id is always live, an id nobody holds never
     assert await b.live_among(["a", "b", "c"]) == {"b"}
