@@ -8,7 +8,8 @@ the cluster watches it is taken over (``bus``: ``node_gone``), which resets its
 hosts; what no live node will ever take over (a node id an operator renamed, a
 single node that started under a new id, a node that died while Redis lost its
 record) is reset by each node as it starts (``forget_dead_nodes``): hosts alive
-under a node id that is not alive by the bus's rule.
+under a node id that is alive neither by the bus's rule nor by its node lock in the
+database (``store.node_locks``: nodes that share a database without Redis).
 """
 
 from __future__ import annotations
