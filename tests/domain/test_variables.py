@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import VariableType
-from jobfleet.domain.variables import Variable, shell_prelude, unquote_array
+from jobfleet.domain.variables import (
+    Variable,
+    check_name,
+    is_reserved,
+    shell_prelude,
+    unquote_array,
+)
 
 COLORS = Variable(1, "colors", VariableType.INDEX_ARRAY)
 SIZES = Variable(2, "sizes", VariableType.ASSOC_ARRAY)
@@ -72,3 +79,34 @@ def test_an_indexed_array_a_step_changed_keeps_its_items_into_the_next_step() ->
     value = unquote_array(printed)
     out = _bash(shell_prelude([COLORS], {"colors": value}) + 'printf "<%s>" "${colors[@]}"\n')
     assert out == "".join(f"<{i}>" for i in items), value
+
+
+@pytest.mark.parametrize("name", [
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+    "GIT_SSH_COMMAND", "GIT_SSH", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_EXEC_PATH",
+    "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0", "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_GLOBAL", "GIT_CONFIG", "LESSOPEN", "LESSCLOSE", "LUA_INIT", "LUA_INIT_5_4",
+    "PAGER", "EDITOR", "DOTNET_STARTUP_HOOKS", "COR_PROFILER_PATH", "OPENSSL_CONF",
+    "BASH_ENV", "ZDOTDIR",
+    # Windows reads names in any case
+    "PSModulePath", "PSMODULEPATH", "psmodulepath", "PsModulePath", "COMSPEC", "ComSpec",
+    "comspec", "PATHEXT", "pathext", "pythonpath", "PythonStartup", "node_options",
+    "java_tool_options", "git_ssh_command", "Git_Config_Count",
+])
+def test_names_that_run_or_load_code_are_reserved(name: str) -> None:
+    assert is_reserved(name)
+    with pytest.raises(JobError) as raised:
+        check_name(name)
+    assert raised.value.code == ErrorCode.INVALID_PARAM_WITH_REASON
+    assert f"{name!r} is reserved" in raised.value.message
+
+
+@pytest.mark.parametrize("name", [
+    "python_version", "perl_module", "path", "home", "user", "env", "shell", "tmpdir",
+    "ps1", "ld_flags", "bash_version", "lessopen_hint", "git_branch", "GIT_BRANCH",
+    "java_home", "JAVA_HOME", "LANG", "LC_ALL", "pager_size", "editor_name",
+])
+def test_harmless_names_stay_free(name: str) -> None:
+    assert not is_reserved(name)
+    assert check_name(name) == name
+

@@ -46,3 +46,16 @@ def test_a_value_a_host_set_is_kept_as_such_and_not_pasted_into_code() -> None:
     assert "variable 'ns'" in per_host[7]["refused"]
     shell, _ = script_message(_template(ScriptLanguage.SHELL, 'echo "${v}"\n'), after, [8])
     assert shell["refused"] == ""
+
+
+def test_a_stored_variable_with_a_name_reserved_since_is_not_exported() -> None:
+    state = VariableState([
+        Variable(1, "GIT_SSH_COMMAND", VariableType.STRING, "touch /tmp/x; ssh"),
+        Variable(2, "psmodulepath", VariableType.STRING, "C:\\evil"),
+        Variable(3, "kept", VariableType.STRING, "v"),
+    ])
+    template = {"lang": int(ScriptLanguage.SHELL), "script": "true\n", "args": [], "env": {}}
+    shared, _ = script_message(template, state, [1])
+    assert shared["env"] == {"kept": "v"}
+    assert "GIT_SSH_COMMAND" not in shared["script"]
+    assert "psmodulepath" not in shared["script"]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import text
 
 from jobfleet.gateway import refusals as refusals_module
 from jobfleet.gateway.refusals import AUDIT_ACTION, Refusals
@@ -64,3 +65,27 @@ async def test_the_log_says_each_kind_once_and_pauses_under_a_flood(
     assert len(lines) == 4
     assert lines[-1].startswith("agent_message_refused_log_paused")
     assert refusals.counts["bad_type"] == 50
+
+
+async def test_audit_writes_the_database_refuses_are_one_line_without_traceback(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database(database_url)
+    await db.migrate()
+    refusals = Refusals(AuditLog(db), window=3600)
+    for n in range(5):
+        for _ in range(n + 1):
+            refusals.refuse(Conn(f"agent-{n}", n, "127.0.0.1"), "bad_seq", "x")
+    # every write fails, as when the database went away before the gateway's last flush
+    async with db.begin() as conn:
+        await conn.execute(text("DROP TABLE audit_log"))
+    caplog.set_level(logging.WARNING, "jobfleet.gateway.refusals")
+    caplog.clear()
+    try:
+        await refusals.stop()
+    finally:
+        await db.close()
+    failed = [r for r in caplog.records if "refusal_audit" in r.getMessage()]
+    assert len(failed) == 1, [r.getMessage() for r in failed]
+    assert failed[0].exc_info is None
+    assert "refusals=15 agents=5" in failed[0].getMessage()

@@ -107,7 +107,9 @@ async def test_names_the_loader_or_interpreters_read_are_not_variables(
     step (and a host could set its value for the next hosts): refused where defined;
     one stored before is kept out of the scripts' environment."""
     for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONSTARTUP", "PERL5OPT", "PS4",
-                 "BASH_ENV", "ENV", "NODE_OPTIONS", "GCONV_PATH", "SHELLOPTS"]:
+                 "BASH_ENV", "ENV", "NODE_OPTIONS", "GCONV_PATH", "SHELLOPTS",
+                 "JAVA_TOOL_OPTIONS", "GIT_SSH_COMMAND", "GIT_CONFIG_COUNT", "LESSOPEN",
+                 "psmodulepath", "PsModulePath", "ComSpec", "pathext"]:
         answer = await own(running, "POST", "/templates", {
             "name": f"with {name}",
             "global_var_list": [{"name": name, "type": 1, "value": "x", "changeable": 1}],
@@ -118,19 +120,21 @@ async def test_names_the_loader_or_interpreters_read_are_not_variables(
         assert f"{name!r} is reserved" in answer["message"], answer
     await running.start_agents([B])
     plan_id, _ = await make_plan(running, [
-        script("shell", 'echo "shell=${LD_PRELOAD-unset} $(env | grep -c ^LD_PRELOAD=)"\n',
+        script("shell", 'echo "shell=${LD_PRELOAD-unset} $(env | grep -c ^LD_PRELOAD=)"\n'
+               'echo "git=${GIT_SSH_COMMAND-unset} $(env | grep -c ^GIT_SSH_COMMAND=)"\n',
                hosts(B)),
         script("python", 'import os\n'
                'print("python", os.environ.get("LD_PRELOAD"), "${LD_PRELOAD}")\n',
                hosts(B), lang=4),
-    ], [{"name": "preload", "type": 1, "value": "/nonexistent/evil.so"}], name="stored")
+    ], [{"name": "preload", "type": 1, "value": "/nonexistent/evil.so"},
+        {"name": "sshcmd", "type": 1, "value": "false"}], name="stored")
     # a plan saved before the name was reserved
     async with running.server.db.begin() as conn:
         for table in (job_templates, job_plans):
             rows = await conn.execute(select(table.c.id, table.c.variables))
             for row_id, variables in rows.all():
-                renamed = [{**v, "name": "LD_PRELOAD"} if v["name"] == "preload" else v
-                           for v in variables]
+                stored = {"preload": "LD_PRELOAD", "sshcmd": "GIT_SSH_COMMAND"}
+                renamed = [{**v, "name": stored.get(v["name"], v["name"])} for v in variables]
                 await conn.execute(update(table).where(table.c.id == row_id)
                                    .values(variables=renamed))
     answer = await execute(running, plan_id)
@@ -141,4 +145,5 @@ async def test_names_the_loader_or_interpreters_read_are_not_variables(
     steps = await step_ids(running, job_id)
     logs = [(await running.wire.logs(job_id, step, [B]))[B] for step in steps]
     # the text still reads the operator's value; the loader never sees it
-    assert logs == ["shell=unset 0\n", "python None /nonexistent/evil.so\n"], logs
+    assert logs == ["shell=unset 0\ngit=unset 0\n",
+                    "python None /nonexistent/evil.so\n"], logs

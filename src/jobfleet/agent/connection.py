@@ -293,8 +293,21 @@ class Agent:
     def recover_interrupted(self) -> None:
         """Tasks a previous agent process left running: stop their processes, report them."""
         for task_id, pgid in self.spool.interrupted():
-            if pgid:
-                kill_process_tree(pgid)
+            stopped = kill_process_tree(pgid) if pgid else 0
+            if stopped:
+                what = f"{stopped} of its processes were still running and were stopped"
+            elif pgid:
+                # the script had ended, or the watchdog stopped it when the agent went:
+                # either way its exit status was never recorded
+                what = (
+                    "none of its processes were left running; its result was lost with "
+                    "the agent"
+                )
+            else:
+                what = (
+                    "no process of it was recorded (a file transfer, or a script not yet "
+                    "started); its result was lost with the agent"
+                )
             now = now_ms()
             self.spool.finish(
                 task_id,
@@ -305,11 +318,10 @@ class Agent:
                     exit=None,
                     start=None,
                     end=now,
-                    data="jobfleet-agent: the agent restarted while this task ran; "
-                    "its processes were stopped\n",
+                    data=f"jobfleet-agent: the agent restarted while this task ran; {what}\n",
                 ),
             )
-            log.warning("task_interrupted task=%s", task_id)
+            log.warning("task_interrupted task=%s processes_stopped=%d", task_id, stopped)
 
     async def run_forever(self) -> None:
         reap_without_threads(asyncio.get_running_loop())

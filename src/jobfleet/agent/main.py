@@ -335,15 +335,17 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     try:
         asyncio.run(_serve(Agent(settings)))
     except RuntimeError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        # logging is set up and has written lines already: the reason the agent ends is
+        # a log line like them, with its time
+        log.error("agent_not_started reason=%s", exc)
         return USAGE_ERROR
     except ssl.SSLError as exc:
         # only a first enrollment ends on it (later, connections are tried again): the
         # operator has a server to trust, not a bug to report
-        print(
-            f"{prog}: the server's certificate did not verify: {exc}; a certificate of a "
-            "private CA is trusted with --ca-file",
-            file=sys.stderr,
+        log.error(
+            "agent_not_started reason=the server's certificate did not verify: %s; a "
+            "certificate of a private CA is trusted with --ca-file",
+            exc,
         )
         return USAGE_ERROR
     except KeyboardInterrupt:

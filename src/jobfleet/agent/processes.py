@@ -427,7 +427,7 @@ def remove_cgroup(path: Path) -> None:
 # --- process tracking ---------------------------------------------------------------
 
 
-def kill_tree(pgid: int, *, stale: bool, tag: str | None = None) -> None:
+def kill_tree(pgid: int, *, stale: bool, tag: str | None = None) -> int:
     """SIGKILL a task's process group, its session, every descendant, and every
     process whose environment carries ``tag`` (see ``TAG_ENV``).
 
@@ -436,10 +436,10 @@ def kill_tree(pgid: int, *, stale: bool, tag: str | None = None) -> None:
     frozen with SIGSTOP first so nothing forks or gets reparented (which would hide
     it) while it is being walked. ``stale``: the pgid comes from an earlier agent and
     may have been recycled, so only processes carrying ``JOBFLEET_TASK_ID`` that do
-    not descend from this process are touched.
+    not descend from this process are touched. Returns how many processes it found.
     """
     if pgid in (os.getpid(), os.getpgrp()) or (pgid <= 1 and tag is None):
-        return
+        return 0
     group = pgid if pgid > 1 else 0
     if group and not stale:
         signal_group(group, signal.SIGSTOP)
@@ -457,6 +457,7 @@ def kill_tree(pgid: int, *, stale: bool, tag: str | None = None) -> None:
     for pid in frozen:
         signal_pid(pid, signal.SIGKILL)
     logger.debug("killed process tree pgid=%d processes=%d", pgid, len(frozen))
+    return len(frozen)
 
 
 def tree_members(root: int, *, stale: bool, marker: bytes | None = None) -> set[int]:
@@ -675,11 +676,11 @@ def _exited_on_loop(
     loop.call_soon(loop.call_soon, transport._process_exited, returncode)
 
 
-def kill_process_tree(pgid: int) -> None:
+def kill_process_tree(pgid: int) -> int:
     """SIGKILL what is left of a task that an earlier agent process started.
 
     The pgid comes from the spool and may have been recycled since (after a reboot,
     say), so only processes that carry ``JOBFLEET_TASK_ID`` in their environment and
-    do not descend from this agent process are touched.
+    do not descend from this agent process are touched. Returns how many it killed.
     """
-    kill_tree(pgid, stale=True)
+    return kill_tree(pgid, stale=True)

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from jobfleet import logs
 from jobfleet.agent.processes import (
     CGROUP,
     KILL_WAIT,
@@ -199,7 +200,8 @@ def watch(fd: int, containment: Containment) -> int:
 def main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+    # its lines go to the agent's stderr, among the agent's own: written the same way
+    logs.setup("warning")
     return watch(int(argv[0]), _containment(argv[1:]))
 
 

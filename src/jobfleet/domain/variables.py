@@ -56,6 +56,11 @@ RESERVED = frozenset(
         "PROMPT_COMMAND",
         "CDPATH",
         "GLOBIGNORE",
+        "ZDOTDIR",
+        # less runs the commands they hold on the file it shows (man, git and others
+        # start less)
+        "LESSOPEN",
+        "LESSCLOSE",
         "GCONV_PATH",
         "GETCONF_DIR",
         "HOSTALIASES",
@@ -68,17 +73,76 @@ RESERVED = frozenset(
         "RES_OPTIONS",
         "TMPDIR",
         "TZDIR",
-        "RUBYOPT",
-        "RUBYLIB",
-        "NODE_OPTIONS",
-        "NODE_PATH",
-        "PSModulePath",
-        "PSMODULEPATH",
     }
 )
 # the loader (LD_, DYLD_), bash (BASH_ENV, BASHOPTS…), Python and Perl each read a whole
 # family of names, some of which load or run code
 RESERVED_PREFIXES = ("JOBFLEET_", "BASH", "LD_", "DYLD_", "PYTHON", "PERL")
+# names read by programs that also run on Windows, whose environment names are the same
+# in any case (``pythonpath`` is PYTHONPATH there): refused in any spelling. The
+# POSIX-only names above keep their case, so ``path`` or ``python_version`` stay free.
+RESERVED_ANY_CASE = frozenset(
+    {
+        # interpreters and runtimes: code to run first, or where modules are loaded from
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "PYTHONINSPECT",
+        "PYTHONUSERBASE",
+        "PERL5OPT",
+        "PERL5LIB",
+        "PERLLIB",
+        "PERL5DB",
+        "RUBYOPT",
+        "RUBYLIB",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "CLASSPATH",
+        "PHPRC",
+        "PHP_INI_SCAN_DIR",
+        "LUA_PATH",
+        "LUA_CPATH",
+        "TCLLIBPATH",
+        "R_PROFILE",
+        "R_PROFILE_USER",
+        "DOTNET_STARTUP_HOOKS",
+        "OPENSSL_CONF",
+        "OPENSSL_ENGINES",
+        "OPENSSL_MODULES",
+        # programs git, ssh, sudo and others run for a password, a connection, a pager or
+        # an editor
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_ASKPASS",
+        "GIT_EXEC_PATH",
+        "GIT_TEMPLATE_DIR",
+        "GIT_PROXY_COMMAND",
+        "GIT_EXTERNAL_DIFF",
+        "GIT_PAGER",
+        "GIT_EDITOR",
+        "GIT_SEQUENCE_EDITOR",
+        "SSH_ASKPASS",
+        "SUDO_ASKPASS",
+        "PAGER",
+        "MANPAGER",
+        "EDITOR",
+        "VISUAL",
+        "BROWSER",
+        # Windows: the command interpreter programs start, which files a bare command
+        # name may be, PowerShell's module path and execution policy
+        "COMSPEC",
+        "PATHEXT",
+        "PSMODULEPATH",
+        "PSEXECUTIONPOLICYPREFERENCE",
+    }
+)
+# git reads any config setting, and so ``core.sshCommand`` or ``core.fsmonitor``, from
+# GIT_CONFIG_COUNT/KEY_n/VALUE_n, GIT_CONFIG_PARAMETERS and a file named by GIT_CONFIG*;
+# Lua runs LUA_INIT(_5_n) as code; .NET loads a profiler DLL named by COR(ECLR)_PROFILER*
+RESERVED_ANY_CASE_PREFIXES = ("GIT_CONFIG", "LUA_INIT", "COR_PROFILER", "CORECLR_PROFILER")
 VALUE_TYPES = (
     VariableType.STRING,
     VariableType.NAMESPACE,
@@ -164,7 +228,10 @@ def check_name(name: Any, field_name: str = "variables.name") -> str:
 def is_reserved(name: str) -> bool:
     """A name no variable may have; one stored before it was reserved is kept out of
     the scripts' environment and shell prelude (``engine.variables``)."""
-    return name in RESERVED or name.startswith(RESERVED_PREFIXES)
+    if name in RESERVED or name.startswith(RESERVED_PREFIXES):
+        return True
+    upper = name.upper()
+    return upper in RESERVED_ANY_CASE or upper.startswith(RESERVED_ANY_CASE_PREFIXES)
 
 
 def check_value(var_type: VariableType, value: Any, name: str) -> str:

@@ -97,7 +97,8 @@ class Refusals:
         entries, self._open = self._open, {}
         if self.audit is None:
             return
-        for (agent_id, reason), entry in entries.items():
+        items = list(entries.items())
+        for done, ((agent_id, reason), entry) in enumerate(items):
             try:
                 await self.audit.record(
                     app_code="",
@@ -114,8 +115,17 @@ class Refusals:
                     },
                     source_ip=entry.peer[:64],
                 )
-            except Exception:
-                log.exception("refusal_audit_failed agent=%s reason=%s", agent_id, reason)
+            except Exception as exc:
+                # the database is away (at shutdown it is closed first): the entries left
+                # would fail alike, and a traceback each would bury the log
+                left = [e for _, e in items[done:]]
+                log.warning(
+                    "refusal_audit_failed refusals=%d agents=%d error=%s",
+                    sum(e.count for e in left),
+                    len({key[0] for key, _ in items[done:]}),
+                    f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
+                )
+                return
 
     async def stop(self) -> None:
         task, self._flusher = self._flusher, None
