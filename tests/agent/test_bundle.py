@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +308,24 @@ async def test_the_first_failing_item_decides_the_host_status(
     failed = {f["n"]: f for f in finals if f["status"] == 5}
     assert set(failed) == {7, 20} and "checksum mismatch" in str(failed[20].get("log"))
     assert blobs.singles_asked == ["blob0020"]
+
+
+async def test_a_symlink_below_the_root_fails_that_file_alone(
+    server: tuple[Bundles, str], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    bundles, url = server
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    top = tmp_path / "top"
+    files = [replace(f, root=str(top)) for f in wanted(bundles, top, 6)]
+    top.mkdir()
+    (top / "d1").symlink_to(outside)
+    outcomes = await fetch_bundle(client, url, {}, files, account=ACCOUNT, create_dirs=True)
+    for f in files:
+        error = outcomes[f.n]
+        if f.n % 3 == 1:
+            assert error is not None and error.status == HostStatus.COPYFILE_FAILED
+            assert f"{top / 'd1'} is a symbolic link" in error.message
+        else:
+            assert error is None and Path(f.dest).read_bytes() == bundles.blobs[f.blob]
+    assert not list(outside.iterdir())

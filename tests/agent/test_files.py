@@ -728,11 +728,11 @@ def slow_target_opens(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event,
     opening, opened = threading.Event(), threading.Event()
     real = module._open_target
 
-    def slow_open(dest: str, account: str, create_dirs: bool) -> object:
+    def slow_open(dest: str, account: str, create_dirs: bool, root: str | None = None) -> object:
         opening.set()
         time.sleep(0.3)
         try:
-            return real(dest, account, create_dirs)
+            return real(dest, account, create_dirs, root)
         finally:
             opened.set()
 

@@ -20,6 +20,7 @@ from jobfleet.agent.files import TransferError
 from jobfleet.agent.files.swarm import digests_of, swarm_download
 from jobfleet.agent.peers import ItemShare, PeerServer
 from jobfleet.domain import protocol
+from jobfleet.domain.status import HostStatus
 
 PIECE = 64 * 1024
 TOKEN = "c" * 64
@@ -160,3 +161,19 @@ async def test_a_swarm_download_cancelled_while_its_file_is_opened_leaves_nothin
     await cancel_while_opening(task, opening, opened)
     assert not list(tmp_path.iterdir())
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+async def test_a_swarm_download_follows_no_symlink_below_its_root(
+        tmp_path: Path, mine: PeerServer) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "sub").symlink_to(outside)
+    with pytest.raises(TransferError, match="is a symbolic link") as caught:
+        await swarm_download(
+            swarm([address(mine)], 0), 0, 0, str(root / "sub" / "f"), size=len(DATA),
+            pieces=pieces_of(DATA), mode=0o644, account=SELF, create_dirs=True,
+            server=Origin(DATA), peers=mine, root=str(root))
+    assert caught.value.status == HostStatus.COPYFILE_FAILED
+    assert not list(outside.iterdir())

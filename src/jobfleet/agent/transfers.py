@@ -439,6 +439,7 @@ class FileWork:
                     int(i.get("size") or 0),
                     str(i.get("sha256") or ""),
                     int(i.get("mode") or 0o644),
+                    _root(i),
                 )
                 for i in items
             ],
@@ -495,6 +496,7 @@ class FileWork:
                     mode=int(item.get("mode") or 0o755),
                     account=account,
                     create_dirs=create,
+                    root=_root(item),
                 )
                 finals.append({"n": n, "status": SUCCESS, "size": 0, "progress": 100})
                 return None
@@ -542,6 +544,7 @@ class FileWork:
                         peers=self.peers,
                         on_progress=progress,
                         seed=item.get("seed"),
+                        root=_root(item),
                     )
                 )
                 self.swarm_bytes["server"] += from_server
@@ -563,6 +566,7 @@ class FileWork:
                         speed_limit=limit,
                         on_progress=progress,
                         max_size=max_size,
+                        root=_root(item),
                     )
                 )
         except (TransferError, AccountError) as exc:
@@ -596,6 +600,13 @@ class FileWork:
                 log.info("transfer_retry status=%s in=%.1fs", exc.status, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _root(item: protocol.DownloadItem) -> str | None:
+    """The operator's target path the item's ``dest`` is below; None from a server of an
+    earlier release, whose items name none."""
+    root = item.get("root")
+    return root if isinstance(root, str) else None
 
 
 def _bundled(item: protocol.DownloadItem, swarm: protocol.Swarm | None, max_size: Any) -> bool:

@@ -513,6 +513,10 @@ class DownloadItem(TypedDict):
     n: int
     blob: str
     dest: str
+    # the operator's target path (its variables expanded) ``dest`` is below: the agent
+    # follows symlinks in it as given and none below it; an agent of an earlier release
+    # ignores it and follows every symlink, and a server of an earlier release sends none
+    root: NotRequired[str]
     # unknown for a file whose source has not said (the agent checks what it has)
     size: int | None
     sha256: str | None

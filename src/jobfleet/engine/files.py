@@ -24,7 +24,13 @@ from typing import Any, TypeVar
 from sqlalchemy import Row
 
 from jobfleet.domain import protocol
-from jobfleet.domain.paths import MAX_PATH, expand_path, host_source_files
+from jobfleet.domain.paths import (
+    LOCAL_SOURCE,
+    MAX_PATH,
+    expand_path,
+    host_source_files,
+    source_label,
+)
 from jobfleet.domain.status import HostStatus, RunStatus
 from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.dispatch import Dispatcher
@@ -67,6 +73,26 @@ def target_file(
     base = expand_path(target_path, source=item.label, when=when)
     rel = target_name if (target_name and single and not item.is_dir) else item.rel
     return posixpath.normpath(posixpath.join(base, rel))
+
+
+def target_root(target_path: str, item: Prepared, dest: str, when: datetime) -> str:
+    """The operator's target path ``dest`` is below, as the agent follows it: symlinks
+    in it are followed, none below it (``agent.files.rights.open_parent``).
+
+    An item planned before a restart (no label: ``dest`` is what its file log kept)
+    has its source's label made again from the log; should the path not lead to
+    ``dest`` that way, ``dest``'s own directory is the root, as it was before roots."""
+    label = item.label
+    if not label:
+        label = (
+            LOCAL_SOURCE
+            if item.src_host_id is None
+            else source_label(item.src_cloud_id or 0, item.src_ip or "")
+        )
+    root = posixpath.normpath(expand_path(target_path, source=label, when=when))
+    if dest == root or dest.startswith(root.rstrip("/") + "/"):
+        return root
+    return posixpath.dirname(dest)
 
 
 class FileSteps:
@@ -309,6 +335,7 @@ class FileSteps:
                     # every file to download was stored as a blob by now
                     "blob": item.blob_id or "",
                     "dest": dest,
+                    "root": target_root(cfg["target_path"], item, dest, when),
                     "size": item.size,
                     "sha256": item.sha256,
                     "mode": item.mode,

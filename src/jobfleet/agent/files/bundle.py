@@ -47,6 +47,8 @@ class Wanted:
     size: int
     sha256: str
     mode: int
+    # the operator's target path ``dest`` is below (``rights.open_parent``)
+    root: str | None = None
 
 
 async def fetch_bundle(
@@ -115,7 +117,7 @@ class _Group:
                     # left to a download of its own, which reports the mismatch
                     continue
                 try:
-                    target = _open_target(item.dest, self.account, self.create)
+                    target = _open_target(item.dest, self.account, self.create, item.root)
                 except TransferError as exc:
                     outcomes[item.n] = exc
                     continue

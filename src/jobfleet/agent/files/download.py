@@ -64,11 +64,14 @@ async def download(
     on_progress: Callable[[Progress], None] | None = None,
     chunk_size: int = 1 << 20,
     max_size: int | None = None,
+    root: str | None = None,
 ) -> None:
     """Stream ``url`` into ``dest`` as ``account``, replacing it only once the bytes check out.
 
     ``create_dirs=False`` is bk-job's strict mode (the parent directory must exist);
-    ``True`` creates missing parents, owned by the account. A connection dropped
+    ``True`` creates missing parents, owned by the account. ``root`` is the operator's
+    target path ``dest`` is below: no symlink below it is followed (``open_parent``).
+    A connection dropped
     mid-stream is resumed once from the byte reached. Raises :class:`TransferError`:
     202 a target-side problem (directory missing in strict mode, permission denied,
     ``dest`` is a directory), 311 the account, 320 the bytes cannot be fetched,
@@ -81,7 +84,7 @@ async def download(
     io = FileThread()
     opened = _Opened()
     try:
-        target = await io.run(lambda: opened.open(dest, account, create_dirs))
+        target = await io.run(lambda: opened.open(dest, account, create_dirs, root))
         started = time.monotonic()
         await _fetch(client, url, headers, target, size, io, speed_limit, on_progress, chunk_size)
         digest = target.sha.hexdigest()
@@ -115,8 +118,8 @@ class _Opened:
     def __init__(self) -> None:
         self.target: _Target | None = None
 
-    def open(self, dest: str, account: str, create_dirs: bool) -> _Target:
-        self.target = _open_target(dest, account, create_dirs)
+    def open(self, dest: str, account: str, create_dirs: bool, root: str | None) -> _Target:
+        self.target = _open_target(dest, account, create_dirs, root)
         return self.target
 
     def discard(self) -> None:
@@ -124,26 +127,31 @@ class _Opened:
             self.target.discard()
 
 
-def make_dir(dest: str, *, mode: int, account: str, create_dirs: bool) -> None:
+def make_dir(
+    dest: str, *, mode: int, account: str, create_dirs: bool, root: str | None = None
+) -> None:
     """Recreate a directory entry at ``dest`` as ``account``.
 
     A new directory gets ``mode`` with the owner's rwx added, so that the files copied
     into it can be written, and without set-ID bits; an existing directory is left as
-    it is. Raises
+    it is. Below ``root`` no symlink is followed, ``dest`` itself included. Raises
     :class:`TransferError` as :func:`download` does. Blocking: run it with
     ``asyncio.to_thread``.
     """
     rights = Rights(account_for(account))
     credentials.run_as(
-        rights.account, functools.partial(_make_dir, dest, mode, rights, create_dirs)
+        rights.account, functools.partial(_make_dir, dest, mode, rights, create_dirs, root)
     )
 
 
-def _make_dir(dest: str, mode: int, rights: Rights, create_dirs: bool) -> None:
+def _make_dir(
+    dest: str, mode: int, rights: Rights, create_dirs: bool, root: str | None = None
+) -> None:
     dest = absolute(dest)
     name = os.path.basename(dest)
-    parent = open_parent(dest, rights, create_dirs)
+    parent = open_parent(dest, rights, create_dirs, root)
     try:
+        parent.refuse_link(name)
         existing = parent.entry(name, follow=True)
         if existing is not None:
             if not stat.S_ISDIR(existing.st_mode):
@@ -158,13 +166,18 @@ def _make_dir(dest: str, mode: int, rights: Rights, create_dirs: bool) -> None:
         parent.close()
 
 
-def _open_target(dest: str, account: str, create_dirs: bool) -> _Target:
+def _open_target(
+    dest: str, account: str, create_dirs: bool, root: str | None = None
+) -> _Target:
     rights = Rights(account_for(account))
     assume(rights.account)
     dest = absolute(dest)
     name = os.path.basename(dest)
-    parent = open_parent(dest, rights, create_dirs)
+    parent = open_parent(dest, rights, create_dirs, root)
     try:
+        # the rename would replace a symlink rather than write through it; refused all
+        # the same, as the symlinks above it are, for the operator to see
+        parent.refuse_link(name)
         followed = parent.entry(name, follow=True)
         if followed is not None and stat.S_ISDIR(followed.st_mode):
             raise TransferError(HostStatus.COPYFILE_FAILED, f"target {dest} is a directory")

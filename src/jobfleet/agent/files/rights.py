@@ -156,9 +156,11 @@ class Dir:
     swaps a path component for a symlink in between — otherwise a root agent could be
     steered into writing, as root, somewhere the account may not."""
 
-    def __init__(self, path: str, fd: int) -> None:
+    def __init__(self, path: str, fd: int, *, below: bool = False) -> None:
         self.path = path
         self.fd = fd
+        # below the operator's target path: no symlink among the entries is followed
+        self.below = below
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -172,6 +174,15 @@ class Dir:
             return None  # absent, or a dangling symlink
         except OSError as exc:
             raise target_error(os.path.join(self.path, name), exc) from None
+
+    def refuse_link(self, name: str) -> None:
+        """Refuse ``name`` here when it is a symlink (dangling or not), in a directory
+        below the target path."""
+        if not self.below:
+            return
+        st = self.entry(name, follow=False)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise linked(os.path.join(self.path, name))
 
     def check_writable(self, rights: Rights, replacing: os.stat_result | None = None) -> None:
         """Refuse unless the account may create (and replace ``replacing``) entries here."""
@@ -200,6 +211,7 @@ class Dir:
     def make_child(self, name: str, rights: Rights, mode: int) -> Dir:
         """The directory ``name`` in here, created for the account if absent."""
         path = os.path.join(self.path, name)
+        inherited = os.fstat(self.fd).st_mode & stat.S_ISGID
         try:
             os.mkdir(name, 0o700, dir_fd=self.fd)
             created = True
@@ -212,22 +224,48 @@ class Dir:
         try:
             fd = os.open(name, _DIR_FLAGS | access | os.O_NOFOLLOW, dir_fd=self.fd)
         except OSError as exc:
-            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                raise TransferError(
-                    HostStatus.COPYFILE_FAILED, f"target {path} exists and is not a directory"
-                ) from None
-            raise target_error(path, exc) from None
-        child = Dir(path, fd)
+            raise self._not_dir(name, exc) from None
+        child = Dir(path, fd, below=self.below)
         if created:
             try:
                 owner = self.owner_for(rights)
                 if owner is not None:
                     os.fchown(fd, *owner)
-                os.fchmod(fd, mode)
+                # as mkdir -p: a directory made in a set-group-ID directory keeps the bit
+                # it inherited, which is what makes its files the group's too
+                os.fchmod(fd, mode | inherited)
             except OSError as exc:
                 child.close()
                 raise target_error(path, exc) from None
         return child
+
+    def open_child(self, name: str, rights: Rights, create: bool, missing: str) -> Dir:
+        """The directory ``name`` in here, never through a symlink; created for the account
+        when absent and ``create`` allows, else the error names ``missing``."""
+        path = os.path.join(self.path, name)
+        try:
+            fd = os.open(name, _dir_access() | _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self.fd)
+            return Dir(path, fd, below=True)
+        except FileNotFoundError:
+            if not create:
+                raise TransferError(
+                    HostStatus.COPYFILE_FAILED, f"target directory {missing} does not exist"
+                ) from None
+        except OSError as exc:
+            raise self._not_dir(name, exc) from None
+        self.check_writable(rights)
+        return self.make_child(name, rights, 0o755 & ~_umask())
+
+    def _not_dir(self, name: str, exc: OSError) -> TransferError:
+        path = os.path.join(self.path, name)
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            return target_error(path, exc)
+        st = self.entry(name, follow=False)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            return linked(path)
+        return TransferError(
+            HostStatus.COPYFILE_FAILED, f"target {path} exists and is not a directory"
+        )
 
     def fsync(self) -> None:
         try:
@@ -258,15 +296,70 @@ def _open_dir(path: str) -> int:
     return os.open(path, _dir_access() | _DIR_FLAGS)
 
 
-def open_parent(dest: str, rights: Rights, create_dirs: bool) -> Dir:
-    """The directory ``dest`` goes in, created first when ``create_dirs`` allows."""
+def linked(path: str) -> TransferError:
+    return TransferError(
+        HostStatus.COPYFILE_FAILED,
+        f"target {path} is a symbolic link: no symbolic link below the target path is followed",
+    )
+
+
+def below_root(root: str | None, dest: str) -> list[str] | None:
+    """The names of ``dest`` (absolute and normal) below the operator's target path
+    ``root``; None when the whole of ``dest`` is the operator's (``dest`` is the root, or
+    a server of an earlier release named no root)."""
+    if root is None:
+        return None
+    if not os.path.isabs(root):
+        raise TransferError(HostStatus.COPYFILE_FAILED, f"target path {root} is not absolute")
+    root = os.path.normpath(root)
+    if dest == root:
+        return None
+    prefix = root.rstrip("/") + "/"
+    if not dest.startswith(prefix):
+        raise TransferError(
+            HostStatus.COPYFILE_FAILED, f"target {dest} is not below the target path {root}"
+        )
+    return dest[len(prefix) :].split("/")
+
+
+def open_parent(dest: str, rights: Rights, create_dirs: bool, root: str | None = None) -> Dir:
+    """The directory ``dest`` goes in, created first when ``create_dirs`` allows.
+
+    The operator's target path ``root`` is followed as given, symlinks and all; every
+    directory below it, named after the source's entries, is opened one name at a time
+    from the one above and never through a symlink (see ``refuse_link`` for the last
+    name). Otherwise a local user of the target who may write in the target directory
+    could plant ``sub -> /etc`` and have the copy of ``sub/x`` written to ``/etc/x``,
+    as root."""
+    names = below_root(root, dest)
+    if names is None or root is None:
+        return _open_followed(os.path.dirname(dest), rights, create_dirs)
     parent = os.path.dirname(dest)
+    current = _open_followed(os.path.normpath(root), rights, create_dirs, missing=parent)
+    current.below = True
+    try:
+        for name in names[:-1]:
+            child = current.open_child(name, rights, create_dirs, parent)
+            current.close()
+            current = child
+    except BaseException:
+        current.close()
+        raise
+    return current
+
+
+def _open_followed(
+    parent: str, rights: Rights, create_dirs: bool, missing: str | None = None
+) -> Dir:
+    """The directory ``parent``, every symlink on the way followed; ``missing`` is the
+    directory a strict transfer names when it is absent."""
+    missing = parent if missing is None else missing
     try:
         return Dir(parent, _open_dir(parent))
     except FileNotFoundError:
         if not create_dirs:
             raise TransferError(
-                HostStatus.COPYFILE_FAILED, f"target directory {parent} does not exist"
+                HostStatus.COPYFILE_FAILED, f"target directory {missing} does not exist"
             ) from None
     except NotADirectoryError:
         raise TransferError(

@@ -438,6 +438,7 @@ async def swarm_download(
     on_progress: Callable[[Progress], None] | None = None,
     stall: float = STALL,
     seed: protocol.ItemSeed | None = None,
+    root: str | None = None,
 ) -> tuple[int, int]:
     """Like ``download``, with the pieces taken from the swarm and the server.
 
@@ -449,7 +450,7 @@ async def swarm_download(
     io = FileThread()
     opened = _Opened()
     try:
-        target = await io.run(lambda: opened.open(dest, account, create_dirs))
+        target = await io.run(lambda: opened.open(dest, account, create_dirs, root))
         item = SwarmItem(
             swarm,
             n,
