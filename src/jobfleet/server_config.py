@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobfleet.domain.addresses import parse_networks
+from jobfleet.domain.durations import parse_duration
 from jobfleet.engine.notify import SmtpSettings
 from jobfleet.engine.retention import RetentionSettings
 from jobfleet.engine.settings import EngineSettings
@@ -43,32 +43,6 @@ SECRET_KEYS = frozenset({"smtp.password", "metrics_token", "database_url", "redi
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it and its source."""
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-MAX_SECONDS = 10 * 365 * 86400
-
-
-def parse_duration(value: object, *, zero: bool = False) -> float:
-    """Seconds from ``3600``, ``2.5``, ``"30m"``, ``"24h"``, ``"7d"``; ``zero``: 0 is allowed
-    (a retention period of 0 keeps forever). Raises ValueError fit for the operator."""
-    if isinstance(value, bool):
-        raise ValueError("is not a duration: write e.g. 3600, 30m, 24h or 7d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _DURATION.fullmatch(value.strip().lower())
-        if not match:
-            raise ValueError(f"{value!r} is not a duration: write e.g. 3600, 30m, 24h or 7d")
-        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    else:
-        raise ValueError("is not a duration: write e.g. 3600, 30m, 24h or 7d")
-    if seconds < 0 or (seconds == 0 and not zero):
-        raise ValueError(f"{value!r} must be {'0 or more' if zero else 'more than 0'}")
-    if seconds > MAX_SECONDS:
-        raise ValueError(f"{value!r} is longer than ten years")
-    return seconds
 
 
 def _networks(values: object) -> list[str]:

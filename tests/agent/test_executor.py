@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,9 +110,29 @@ def work_dir() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
+MakeExecutor = Callable[..., ProcessExecutor]
+
+
 @pytest.fixture
-def executor(work_dir: Path) -> ProcessExecutor:
-    return ProcessExecutor(work_dir, chunk_interval=0.05)
+def make_executor(work_dir: Path) -> Iterator[MakeExecutor]:
+    """Executors on ``work_dir``, closed at the end: each one's watchdog process is let
+    go and waited for, not left running past the test."""
+    made: list[ProcessExecutor] = []
+
+    def make(**options: Any) -> ProcessExecutor:
+        made.append(ProcessExecutor(work_dir, **options))
+        return made[-1]
+
+    yield make
+    for executor in made:
+        reaper = executor.close()
+        if reaper is not None:
+            reaper.join()
+
+
+@pytest.fixture
+def executor(make_executor: MakeExecutor) -> ProcessExecutor:
+    return make_executor(chunk_interval=0.05)
 
 
 # --- output and exit status -----------------------------------------------------------
@@ -155,8 +176,8 @@ async def test_args_are_never_shell_interpreted(executor: ProcessExecutor, tmp_p
 
 
 @pytest.mark.parametrize("script_files", [False, True])
-async def test_python_and_perl(work_dir: Path, script_files: bool) -> None:
-    executor = ProcessExecutor(work_dir, script_files=script_files)
+async def test_python_and_perl(make_executor: MakeExecutor, script_files: bool) -> None:
+    executor = make_executor(script_files=script_files)
     python = "import sys; print(sys.argv[1:], sys.version_info[0])"
     result, chunks = await run(executor, spec(python, lang=ScriptLanguage.PYTHON, args=["x"]))
     assert result.status == HostStatus.SUCCESS
@@ -193,8 +214,8 @@ async def test_chunks_flush_on_interval(executor: ProcessExecutor) -> None:
     assert chunks == ["a\n", "b\n"]
 
 
-async def test_chunks_flush_on_size_before_exit(work_dir: Path) -> None:
-    executor = ProcessExecutor(work_dir, chunk_interval=30, chunk_bytes=10)
+async def test_chunks_flush_on_size_before_exit(make_executor: MakeExecutor) -> None:
+    executor = make_executor(chunk_interval=30, chunk_bytes=10)
     seen: list[tuple[float, str]] = []
     start = time.monotonic()
 
@@ -208,9 +229,11 @@ async def test_chunks_flush_on_size_before_exit(work_dir: Path) -> None:
     assert "".join(text for _, text in seen) == "x" * 100 + "end\n"
 
 
-async def test_slow_consumer_loses_nothing(work_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_slow_consumer_loses_nothing(
+    make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(executor_module, "PAUSE_READING_AT", 16384)
-    executor = ProcessExecutor(work_dir, chunk_bytes=4096)
+    executor = make_executor(chunk_bytes=4096)
     received: list[str] = []
 
     async def on_output(text: str) -> None:
@@ -294,8 +317,10 @@ async def test_script_is_in_memory_by_default(executor: ProcessExecutor, work_di
     assert list(work_dir.iterdir()) == []
 
 
-async def test_script_file_is_private_and_removed(work_dir: Path) -> None:
-    executor = ProcessExecutor(work_dir, script_files=True)
+async def test_script_file_is_private_and_removed(
+    make_executor: MakeExecutor, work_dir: Path
+) -> None:
+    executor = make_executor(script_files=True)
     script = 'echo "$0"; stat -c "%a %U" "$0"; stat -c "%a" "$(dirname "$0")"'
     _, chunks = await run(executor, spec(script))
     path, file_mode, dir_mode = "".join(chunks).splitlines()
@@ -308,14 +333,14 @@ async def test_script_file_is_private_and_removed(work_dir: Path) -> None:
 
 
 async def test_environment_is_clean(
-    work_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     rc_file = tmp_path / "rc"
     rc_file.write_text("echo SOURCED\n")
     monkeypatch.setenv("AGENT_SECRET", "hunter2")
     monkeypatch.setenv("BASH_ENV", str(rc_file))
     monkeypatch.setenv("LANG", "C.UTF-8")
-    executor = ProcessExecutor(work_dir)
+    executor = make_executor()
     _, chunks = await run(executor, spec("env", id="7:1:1", env={"EXTRA": "1"}))
     env = dict(line.split("=", 1) for line in "".join(chunks).splitlines())
     assert "SOURCED" not in "".join(chunks)
@@ -331,8 +356,10 @@ async def test_environment_is_clean(
 
 @needs_root
 @pytest.mark.parametrize("script_files", [False, True])
-async def test_runs_as_the_requested_account(work_dir: Path, script_files: bool) -> None:
-    executor = ProcessExecutor(work_dir, script_files=script_files)
+async def test_runs_as_the_requested_account(
+    make_executor: MakeExecutor, script_files: bool
+) -> None:
+    executor = make_executor(script_files=script_files)
     nobody = pwd.getpwnam("nobody")
     script = 'id -un; id -G; pwd; echo "$HOME $USER"; stat -L -c %U "$0"'
     result, chunks = await run(executor, spec(script, account="nobody"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -555,7 +556,7 @@ def test_aggregate_speed_weighs_files_by_their_time() -> None:
 
 
 def test_transfer_bar_shows_upload_then_bytes_and_hosts() -> None:
-    console = Console(force_terminal=True, width=140, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(force_terminal=True, width=140, record=True, file=io.StringIO())
     with _progress.TransferBar(console) as bar:
         bar.upload(512, 1024)
         bar.update(
@@ -567,7 +568,7 @@ def test_transfer_bar_shows_upload_then_bytes_and_hosts() -> None:
         assert (tasks[0].completed, tasks[0].total) == (1024, 4096)
         assert tasks[0].fields["hosts"] == "1/4 hosts [red]1 failed[/]"
     # off a terminal it does nothing at all
-    quiet = _progress.TransferBar(Console(file=open("/dev/null", "w")))  # noqa: SIM115
+    quiet = _progress.TransferBar(Console(file=io.StringIO()))
     with quiet:
         quiet.update(TransferProgress(77, 2, 4, 1, 1, 1, 1.0, False))
     assert quiet._progress is None

@@ -15,7 +15,7 @@ from jobfleet.sdk import ExecutionResult, HostResult
 
 
 def render(renderable: object) -> str:
-    console = Console(width=160, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=160, record=True, file=io.StringIO())
     console.print(renderable)
     return console.export_text()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import pytest
 
 from jobfleet.domain.dangerous import (
@@ -123,3 +126,15 @@ def test_crlf_and_no_trailing_newline() -> None:
 ])
 def test_posix_class_of(expression: str, construct: str | None) -> None:
     assert posix_class_of(expression) == construct
+
+
+@pytest.mark.parametrize("expression", [r"wipe[[:space:]]+now", r"[[a]b]", r"x[a&&b]", r"[a~~b]y"])
+def test_an_expression_python_warns_about_is_taken_without_a_warning(expression: str) -> None:
+    """``re`` warns about some expressions (``Possible nested set``); a rule that only
+    warns is compiled as before, and nothing is printed into the server's output."""
+    re.purge()  # ``re`` warns only when it compiles, not when it finds the pattern cached
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rule = compile_rule(9, expression, [L.SHELL], RuleAction.SCAN, "")
+        assert compile_expression(expression).pattern == expression
+    assert rule.pattern.pattern == expression

@@ -9,6 +9,7 @@ from typing import cast
 import pytest
 from sqlalchemy import text
 
+from jobfleet.engine.settings import EngineSettings
 from jobfleet.gateway.endpoint import Gateway
 from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
@@ -19,8 +20,12 @@ from jobfleet.store.identity import IdentityStore
 from jobfleet.store.inventory import Inventory
 
 
+def presence(db: Database) -> Presence:
+    return Presence(db, "node-1", EngineSettings().presence_batch)
+
+
 def gateway(db: Database) -> Gateway:
-    return Gateway(IdentityStore(db), Registry(), Presence(db, "node-1"), ack_delay=30.0)
+    return Gateway(IdentityStore(db), Registry(), presence(db), ack_delay=30.0)
 
 
 async def test_every_part_stops_when_the_last_writes_fail(
@@ -58,7 +63,7 @@ class FailingRefusals(Refusals):
 
 async def test_the_facts_are_written_when_the_refusals_fail_to_stop(db: Database) -> None:
     host = await Inventory(db).add(2, "127.0.0.32")
-    gw = Gateway(IdentityStore(db), Registry(), Presence(db, "node-1"),
+    gw = Gateway(IdentityStore(db), Registry(), presence(db),
                  refusals=FailingRefusals(None))
     gw.start()
     gw._facts.add(host.bk_host_id, {"os_name": "plan9", "labels": None})

@@ -36,8 +36,6 @@ from jobfleet.domain.protocol import clean_name
 from jobfleet.domain.status import BIZ_SET_IDS, ScopeType
 from jobfleet.domain.targets import normalize_ip
 
-PREFIX = OWN_PREFIX
-
 log = logging.getLogger(__name__)
 # ids are BIGINT columns: a larger number is refused here, not by the database
 MAX_ID = 2**63 - 1
@@ -411,5 +409,5 @@ def register(router: APIRouter) -> None:
     add("DELETE", "/agents/{agent_id}", revoke_agent, admin="revoke_agent")
     add("GET", "/audit", recent_audit)
     router.add_api_route(
-        PREFIX + "/agents/enroll", enroll_endpoint(), methods=["POST"], name="enroll"
+        OWN_PREFIX + "/agents/enroll", enroll_endpoint(), methods=["POST"], name="enroll"
     )

@@ -47,6 +47,7 @@ from jobfleet.api.compression import CompressAnswers
 from jobfleet.api.edge import BodyLimit, MergeSlashes, RequestCap
 from jobfleet.api.openapi import DocumentedAPI
 from jobfleet.api.route_index import RouteIndex
+from jobfleet.api.routing import OWN_PREFIX
 from jobfleet.api.services import Services
 
 API_MODULES = (
@@ -145,16 +146,16 @@ def create_app(
     # large answers (a 10,000-host status) in gzip for clients that accept it
     app.add_middleware(
         CompressAnswers,
-        skip_prefixes=(files.PREFIX + "/agents/", files.PREFIX + "/files"),
+        skip_prefixes=(OWN_PREFIX + "/agents/", OWN_PREFIX + "/files"),
     )
     app.add_middleware(
         BodyLimit,
         default=limits.max_body,
         large=limits.max_file_size,
         large_prefixes=(
-            files.PREFIX + "/agents/blobs/",
-            files.PREFIX + "/files/upload/",
-            files.PREFIX + "/files",
+            OWN_PREFIX + "/agents/blobs/",
+            OWN_PREFIX + "/files/upload/",
+            OWN_PREFIX + "/files",
         ),
     )
     # added last, so it runs first: a refused request costs nothing more
@@ -162,7 +163,7 @@ def create_app(
         RequestCap,
         limit=limits.max_api_requests,
         # agents reconnecting after a restart ask for the bootstrap document first
-        exempt=(*health.PATHS, files.PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
+        exempt=(*health.PATHS, OWN_PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
     )
     if headers:
         # outermost: a request refused by the cap or the body limit carries them too

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from jobfleet.api.cron import VIEW, clock_of
-from jobfleet.api.routing import Call, make_endpoint, services_of
-from jobfleet.api.template_views import PREFIX, page, page_of, path_id
+from jobfleet.api.routing import OWN_PREFIX, Call, make_endpoint, services_of
+from jobfleet.api.template_views import page, page_of, path_id
 
 
 def firing_view(row: Any, wall_of: Any) -> dict[str, Any]:
@@ -45,7 +45,7 @@ async def get_cron_firings(call: Call) -> dict[str, Any]:
 
 def register(router: APIRouter) -> None:
     router.add_api_route(
-        PREFIX + "/crons/{id}/firings",
+        OWN_PREFIX + "/crons/{id}/firings",
         make_endpoint(services_of, get_cron_firings),
         methods=["GET"],
         name="GET /crons/{id}/firings",

@@ -26,7 +26,6 @@ from jobfleet.domain.status import ScopeType
 from jobfleet.store.blobs import COMPLETE, USED_MESSAGE
 from jobfleet.store.secrets import new_secret
 
-PREFIX = OWN_PREFIX
 MAX_NAME = 255
 
 
@@ -322,7 +321,7 @@ async def generate_local_file_upload_url(call: Call) -> dict[str, Any]:
             token=token,
         )
         url_map[name] = {
-            "upload_url": f"{base}{PREFIX}/files/upload/{blob_id}?token={token}",
+            "upload_url": f"{base}{OWN_PREFIX}/files/upload/{blob_id}?token={token}",
             "path": f"{blob_id}/{name}",
         }
     await audit(
@@ -333,22 +332,22 @@ async def generate_local_file_upload_url(call: Call) -> dict[str, Any]:
 
 def register(router: APIRouter) -> None:
     router.add_api_route(
-        PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_bundle, methods=["POST"]
+        OWN_PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_bundle, methods=["POST"]
     )
     # before the route of one file, which would take "bundle" for a file's id
     router.add_api_route(
-        PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_put_bundle, methods=["PUT"]
+        OWN_PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_put_bundle, methods=["PUT"]
     )
-    router.add_api_route(PREFIX + "/agents/blobs/{blob_id}", agent_put, methods=["PUT"])
-    router.add_api_route(PREFIX + "/agents/blobs/{blob_id}", agent_get, methods=["GET"])
+    router.add_api_route(OWN_PREFIX + "/agents/blobs/{blob_id}", agent_put, methods=["PUT"])
+    router.add_api_route(OWN_PREFIX + "/agents/blobs/{blob_id}", agent_get, methods=["GET"])
     for method in ("PUT", "POST"):
         router.add_api_route(
-            PREFIX + "/files/upload/{blob_id}",
+            OWN_PREFIX + "/files/upload/{blob_id}",
             upload_with_token,
             methods=[method],
             operation_id=f"upload_with_token_{method.lower()}",
         )
     router.add_api_route(
-        PREFIX + "/files", make_endpoint(services_of, upload, raw_body=True), methods=["POST"]
+        OWN_PREFIX + "/files", make_endpoint(services_of, upload, raw_body=True), methods=["POST"]
     )
     add_api(router, "generate_local_file_upload_url", generate_local_file_upload_url, query=False)

@@ -41,7 +41,6 @@ from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import FINISHED_RUN_STATUSES
 from jobfleet.store.job_views import JobViews
 
-PREFIX = OWN_PREFIX
 MAX_WATCHED = 1000
 # the stream reads the store again at least this often, even with no event
 REFRESH = 2.0
@@ -279,7 +278,7 @@ async def job_events(request: Request) -> Response:
 
 def register(router: APIRouter) -> None:
     router.add_api_route(
-        PREFIX + "/jobs/{job_instance_id}/events",
+        OWN_PREFIX + "/jobs/{job_instance_id}/events",
         job_events,
         methods=["GET"],
         name="job_events",

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool, get_int, get_str
-from jobfleet.api.routing import OWN_PREFIX, Call, add_own
+from jobfleet.api.routing import Call, add_own
 from jobfleet.api.scope import held_scopes, require_admin
 from jobfleet.domain.addresses import refusal
 from jobfleet.domain.errors import ErrorCode, JobError
@@ -33,7 +33,6 @@ from jobfleet.store.notify import (
 from jobfleet.store.quotas import QuotaStore
 from jobfleet.store.secrets import MASK
 
-PREFIX = OWN_PREFIX
 VIEW_NOTIFY = "view_notify_config"
 MANAGE_NOTIFY = "manage_notify_config"
 VIEW_QUOTA = "view_quota"

@@ -12,9 +12,9 @@ import orjson
 from fastapi import APIRouter
 
 from jobfleet.api.auditing import audit
-from jobfleet.api.notify import MANAGE_NOTIFY, PREFIX, VIEW_NOTIFY, no_mail_relay
+from jobfleet.api.notify import MANAGE_NOTIFY, VIEW_NOTIFY, no_mail_relay
 from jobfleet.api.params import get_int, get_str
-from jobfleet.api.routing import Call, make_endpoint, services_of, with_path
+from jobfleet.api.routing import OWN_PREFIX, Call, make_endpoint, services_of, with_path
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.engine.notify import webhook_payload
 from jobfleet.store.notify import EMAIL, WEBHOOK, NotifyStore, shown_target, shown_url
@@ -145,7 +145,7 @@ async def delivery_state(call: Call) -> dict[str, Any]:
 
 
 def register(router: APIRouter) -> None:
-    base = PREFIX + "/businesses/{bk_biz_id}/notify-configs/{id}/tests"
+    base = OWN_PREFIX + "/businesses/{bk_biz_id}/notify-configs/{id}/tests"
     router.add_api_route(
         base,
         make_endpoint(services_of, with_path(send_test)),

@@ -8,8 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from jobfleet.api.admin import PREFIX
-from jobfleet.api.routing import Call, make_endpoint, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, make_endpoint, services_of
 from jobfleet.api.rules import check_language_and_content
 from jobfleet.domain.dangerous import RuleAction, blocking
 
@@ -28,7 +27,7 @@ async def try_script(call: Call) -> dict[str, Any]:
 
 def register(router: APIRouter) -> None:
     router.add_api_route(
-        PREFIX + "/dangerous-rules/check",
+        OWN_PREFIX + "/dangerous-rules/check",
         make_endpoint(services_of, try_script),
         methods=["POST"],
         name="POST dangerous-rules check",

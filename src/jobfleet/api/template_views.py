@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from jobfleet.api.params import get_int, get_str
-from jobfleet.api.routing import OWN_PREFIX, Call
+from jobfleet.api.routing import Call
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import ScopeType
 from jobfleet.domain.templates import public_steps
@@ -16,7 +16,6 @@ from jobfleet.engine.submit import Scope
 from jobfleet.store.database import change_stamps
 from jobfleet.store.templates import ListFilter, TemplateStore
 
-PREFIX = OWN_PREFIX
 # bk-job's IAM action ids, named in permission errors
 VIEW_TEMPLATE = "view_job_template"
 CREATE_TEMPLATE = "create_job_template"

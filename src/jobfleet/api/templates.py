@@ -13,12 +13,11 @@ from fastapi import APIRouter
 from jobfleet.api import job_plans, template_files
 from jobfleet.api.auditing import audit
 from jobfleet.api.params import get_bool
-from jobfleet.api.routing import Call, Handler, add_api, make_endpoint, services_of
+from jobfleet.api.routing import OWN_PREFIX, Call, Handler, add_api, make_endpoint, services_of
 from jobfleet.api.template_views import (
     CREATE_TEMPLATE,
     DELETE_TEMPLATE,
     EDIT_TEMPLATE,
-    PREFIX,
     VIEW_TEMPLATE,
     biz_scope,
     list_filter,
@@ -114,7 +113,7 @@ def register(router: APIRouter) -> None:
         method: str, path: str, handler: Handler, *, raw_body: bool = False, unchecked: bool = False
     ) -> None:
         router.add_api_route(
-            PREFIX + path,
+            OWN_PREFIX + path,
             make_endpoint(services_of, handler, raw_body=raw_body, unchecked=unchecked),
             methods=[method],
             name=f"{method} {path}",

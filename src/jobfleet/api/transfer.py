@@ -29,7 +29,6 @@ from jobfleet.engine.submit import Account, FileRequest, Scope, submit_file
 from jobfleet.store.blobs import COMPLETE, Blob
 from jobfleet.store.filelogs import DOWNLOAD, UPLOAD
 
-PREFIX = OWN_PREFIX
 MAX_FILE_TASKS = 100_000
 MAX_CONFIG_FILE = 5 * 1024 * 1024
 
@@ -274,7 +273,7 @@ async def fetched(call: Call) -> list[dict[str, Any]]:
 
 def fetched_url(job_id: int, row: Row[Any]) -> str:
     host_dir = source_label(row.src_cloud_id or 0, row.src_ip or "")
-    return f"{PREFIX}/fetch/{job_id}/{host_dir}{row.src_path}"
+    return f"{OWN_PREFIX}/fetch/{job_id}/{host_dir}{row.src_path}"
 
 
 async def download_fetched(request: Request) -> Response:
@@ -419,14 +418,16 @@ async def file_logs_for(
 def register(router: APIRouter) -> None:
     add_api(router, "fast_transfer_file", fast_transfer_file, query=False)
     add_api(router, "push_config_file", push_config_file, query=False)
-    router.add_api_route(PREFIX + "/fetch", make_endpoint(services_of, fetch), methods=["POST"])
+    router.add_api_route(OWN_PREFIX + "/fetch", make_endpoint(services_of, fetch), methods=["POST"])
 
     router.add_api_route(
-        PREFIX + "/fetch/{job_instance_id}", make_endpoint(services_of, fetched), methods=["GET"]
+        OWN_PREFIX + "/fetch/{job_instance_id}",
+        make_endpoint(services_of, fetched),
+        methods=["GET"],
     )
     router.add_api_route(
-        PREFIX + "/fetch/{job_instance_id}/{host_dir}/{path:path}",
+        OWN_PREFIX + "/fetch/{job_instance_id}/{host_dir}/{path:path}",
         download_fetched,
         methods=["GET"],
     )
-    router.add_api_route(PREFIX + "/files/{file_id}", download_file, methods=["GET"])
+    router.add_api_route(OWN_PREFIX + "/files/{file_id}", download_file, methods=["GET"])

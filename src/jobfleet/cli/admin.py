@@ -10,7 +10,7 @@ from rich.text import Text
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import JsonOption, ask_secret, cli_context
-from jobfleet.cli._durations import parse_ttl
+from jobfleet.sdk import parse_duration
 
 admin_app = typer.Typer(
     help="Administer the server (needs a user with is_admin).", no_args_is_help=True
@@ -359,7 +359,7 @@ def token_create(
 ) -> None:
     """Create an enroll token; only the token goes to stdout, for scripts."""
     try:
-        seconds = parse_ttl(ttl) if ttl is not None else None
+        seconds = int(parse_duration(ttl, whole=True)) if ttl is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--ttl") from None
     cli = cli_context(ctx)

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import JsonOption, cli_context
-from jobfleet.cli._durations import parse_ttl
+from jobfleet.sdk import parse_duration
 
 token_app = typer.Typer(
     help="Your personal API tokens (bearer secrets that act as you).", no_args_is_help=True
@@ -38,7 +38,7 @@ def token_create(
 ) -> None:
     """Create a token for yourself; its secret is printed this once (to stdout alone)."""
     try:
-        seconds = parse_ttl(ttl)
+        seconds = int(parse_duration(ttl, whole=True))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--ttl") from None
     if seconds > MAX_TTL:

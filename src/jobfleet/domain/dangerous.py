@@ -30,7 +30,9 @@ import importlib
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -142,6 +144,17 @@ class Finding:
 
 
 # validation ----------------------------------------------------------------------
+@contextmanager
+def _unwarned() -> Iterator[None]:
+    """``re`` parsing a user's expression without its warnings (``Possible nested set``
+    for ``[[:alpha:]]``): they are about the rule, not the server, and would be printed
+    into the server's output at each save and each load of the rule. A rule that only
+    warns is taken as it always was."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def compile_expression(expression: str, name: str = "expression") -> regex.Pattern[str]:
     """The pattern rules match with; the syntax is ``re``'s (and its error messages)."""
     if not expression.strip():
@@ -149,7 +162,8 @@ def compile_expression(expression: str, name: str = "expression") -> regex.Patte
     if len(expression) > MAX_EXPRESSION:
         raise JobError.invalid(name, f"longer than {MAX_EXPRESSION} characters")
     try:
-        re.compile(expression)
+        with _unwarned():
+            re.compile(expression)
     except (re.error, RecursionError, OverflowError) as exc:
         raise JobError.invalid(name, f"not a valid regular expression: {exc}") from None
     try:
@@ -325,7 +339,8 @@ def needle_of(expression: str) -> str:
     try:
         parser = importlib.import_module("re._parser")
         constants = importlib.import_module("re._constants")
-        parsed = parser.parse(expression)
+        with _unwarned():
+            parsed = parser.parse(expression)
         if parsed.state.flags & re.IGNORECASE:
             return ""
         literal = constants.LITERAL

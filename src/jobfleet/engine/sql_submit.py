@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import Row
 
 from jobfleet.domain.db_connect import check_connect
-from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.status import AccountCategory, ScriptLanguage, StepType, TaskType
 from jobfleet.engine.submit import Account, Scope, Submitter, default_name, one_step_job
 from jobfleet.store.inventory import Host
@@ -32,17 +31,14 @@ async def resolve_db_account(
     submitter: Submitter, scope: Scope, db_account_id: int | None, alias: str | None = None
 ) -> tuple[dict[str, Any], Account]:
     """The database account's snapshot and the system account its client runs as."""
-    if db_account_id is None and not alias:
-        raise JobError.missing("db_account_id")
     row = await submitter.scope_account(
-        scope, AccountCategory.DB, account_id=db_account_id, alias=alias
+        scope,
+        AccountCategory.DB,
+        account_id=db_account_id,
+        alias=alias,
+        missing="db_account_id",
+        kind="Database account",
     )
-    if row is None:
-        named = db_account_id if db_account_id is not None else alias
-        raise JobError(
-            ErrorCode.ACCOUNT_NOT_EXIST,
-            f"Database account {named!r} does not exist in {scope.scope_type} {scope.scope_id}",
-        )
     snapshot = db_snapshot(row)
     # an account made before its values were checked (the password is checked, unsealed,
     # when the host's script is built)

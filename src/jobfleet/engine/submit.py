@@ -225,10 +225,20 @@ class Submitter:
         return [host for hosts in matched for host in hosts]
 
     async def scope_account(
-        self, scope: Scope, category: int, *, account_id: int | None, alias: str | None
-    ) -> Row[Any] | None:
+        self,
+        scope: Scope,
+        category: int,
+        *,
+        account_id: int | None,
+        alias: str | None,
+        missing: str,
+        kind: str,
+    ) -> Row[Any]:
         """The scope's own account (a business set's accounts are made under the set's
-        id), else one of its businesses'."""
+        id), else one of its businesses'. Refused when none is named (``missing``: the
+        parameters that name one) or none is found (``kind``: what the message calls it)."""
+        if account_id is None and not alias:
+            raise JobError.missing(missing)
         row = await self.accounts.find(
             [scope.bk_biz_id], category, account_id=account_id, alias=alias
         )
@@ -236,22 +246,25 @@ class Submitter:
             row = await self.accounts.find(
                 scope.biz_ids, category, account_id=account_id, alias=alias
             )
+        if row is None:
+            named = account_id if account_id is not None else alias
+            raise JobError(
+                ErrorCode.ACCOUNT_NOT_EXIST,
+                f"{kind} {named!r} does not exist in {scope.scope_type} {scope.scope_id}",
+            )
         return row
 
     async def resolve_account(
         self, scope: Scope, account_id: int | None, alias: str | None
     ) -> Account:
-        if account_id is None and not alias:
-            raise JobError.missing("account_id|account_alias")
         row = await self.scope_account(
-            scope, AccountCategory.SYSTEM, account_id=account_id, alias=alias
+            scope,
+            AccountCategory.SYSTEM,
+            account_id=account_id,
+            alias=alias,
+            missing="account_id|account_alias",
+            kind="Account",
         )
-        if row is None:
-            named = account_id if account_id is not None else alias
-            raise JobError(
-                ErrorCode.ACCOUNT_NOT_EXIST,
-                f"Account {named!r} does not exist in {scope.scope_type} {scope.scope_id}",
-            )
         return Account(row.id, row.alias, row.account)
 
     async def fast_script(self, scope: Scope, req: ScriptRequest) -> tuple[int, str, int]:

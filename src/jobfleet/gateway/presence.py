@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Presence:
-    def __init__(self, db: Database, node_id: str, interval: float = 0.2) -> None:
+    # ``interval`` has no default here: ``EngineSettings.presence_batch`` is its one source
+    def __init__(self, db: Database, node_id: str, interval: float) -> None:
         self.db = db
         self.inventory = Inventory(db)
         self.node_id = node_id

@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from jobfleet.domain.durations import parse_duration
     from jobfleet.domain.host_filters import condition_from_text
     from jobfleet.domain.paths import source_label
     from jobfleet.domain.status import (
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 # only the models or the sync client (the operator's CLI starting a command) does not
 # pay for the async client, asyncio and the host-filter grammar.
 _HOMES = {
+    "parse_duration": "jobfleet.domain.durations",
     "condition_from_text": "jobfleet.domain.host_filters",
     "source_label": "jobfleet.domain.paths",
     **dict.fromkeys(
@@ -150,6 +152,7 @@ __all__ = [
     "TransferProgress",
     "TransferResult",
     "condition_from_text",
+    "parse_duration",
     "parse_host",
     "read_bootstrap_file",
     "read_config_file",

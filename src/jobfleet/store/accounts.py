@@ -194,30 +194,9 @@ class AccountStore:
             raise JobError.invalid("type", "system accounts are 1 (Linux) or 2 (Windows)")
         if type_ == AccountType.WINDOWS and not password:
             raise JobError.missing("password")
-        now = now_ms()
-        try:
-            async with self.db.begin() as conn:
-                res = await conn.execute(
-                    insert(accounts).values(
-                        bk_biz_id=bk_biz_id,
-                        account=account,
-                        alias=alias or account,
-                        category=int(AccountCategory.SYSTEM),
-                        type=int(type_),
-                        os=OS_OF_TYPE[AccountType(type_)],
-                        password=self._seal(password),
-                        description=description,
-                        creator=creator,
-                        create_time=now,
-                        last_modify_user=creator,
-                        last_modify_time=now,
-                    )
-                )
-        except IntegrityError:
-            raise JobError.invalid(
-                "alias", f"{alias or account!r} is taken in this business"
-            ) from None
-        return int(res.inserted_primary_key[0])  # type: ignore[index]
+        os_name = OS_OF_TYPE[AccountType(type_)]
+        kind = {"category": int(AccountCategory.SYSTEM), "type": int(type_), "os": os_name}
+        return await self._insert(bk_biz_id, account, alias, password, description, creator, kind)
 
     async def create_db(
         self,
@@ -244,7 +223,29 @@ class AccountStore:
                 ErrorCode.ACCOUNT_NOT_EXIST,
                 f"System account {system_account_id} does not exist in business {bk_biz_id}",
             )
-        now = now_ms()
+        kind = {
+            "category": int(AccountCategory.DB),
+            "type": int(type_),
+            "os": "Database",
+            "db_host": host,
+            "db_port": port or DB_DEFAULT_PORT.get(AccountType(type_)),
+            "db_name": name or None,
+            "db_system_account_id": system_account_id,
+        }
+        return await self._insert(bk_biz_id, account, alias, password, description, creator, kind)
+
+    async def _insert(
+        self,
+        bk_biz_id: int,
+        account: str,
+        alias: str | None,
+        password: str | None,
+        description: str,
+        creator: str,
+        kind: dict[str, Any],
+    ) -> int:
+        """A new account of ``bk_biz_id`` (``kind``: the columns of its category); an
+        alias the business has already is refused."""
         try:
             async with self.db.begin() as conn:
                 res = await conn.execute(
@@ -252,16 +253,10 @@ class AccountStore:
                         bk_biz_id=bk_biz_id,
                         account=account,
                         alias=alias or account,
-                        category=int(AccountCategory.DB),
-                        type=int(type_),
-                        os="Database",
                         password=self._seal(password),
                         description=description,
-                        db_host=host,
-                        db_port=port or DB_DEFAULT_PORT.get(AccountType(type_)),
-                        db_name=name or None,
-                        db_system_account_id=system_account_id,
-                        **new_stamps(creator, now),
+                        **kind,
+                        **new_stamps(creator, now_ms()),
                     )
                 )
         except IntegrityError:
