@@ -676,6 +676,12 @@ class SourceGathering:
                 status=int(HostStatus.GSE_FILE_ERROR),
                 message=f"source host {where} stopped answering: {exc}",
             )
+        if reply.get("status"):
+            # the request as a whole failed (refused by the server, or by the agent):
+            # its reason, not "never arrived" for each file
+            reason = f"upload from {where} failed: {reply.get('error')}"
+            await self._upload_logs(step, host_id, uploads, {}, reason)
+            return Gathered(host_id, status=int(reply["status"]), message=reason)
         results = {str(r.get("blob")): r for r in reply.get("results") or []}
         await self._upload_logs(step, host_id, uploads, results, "")
         by_blob = {f.blob_id: f for f in files if f.blob_id}

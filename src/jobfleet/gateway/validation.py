@@ -16,6 +16,7 @@ import orjson
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from jobfleet.domain import protocol
+from jobfleet.domain.status import HostStatus
 
 _STRICT = ConfigDict(strict=True)
 _Message = Annotated[protocol.AgentMessage, Field(discriminator="t")]
@@ -35,6 +36,9 @@ class Refusal:
     # them so the agent stops sending the message again
     task: str | None = None
     seq: int | None = None
+    # the request id a refused ``reply`` names: the side that asked is told of the
+    # refusal instead of waiting for an answer that never comes
+    reply: str | None = None
 
 
 def read_frame(
@@ -85,6 +89,18 @@ def read_frame(
     return good, bad
 
 
+def refused_reply(request_id: str, detail: str) -> dict[str, Any]:
+    """The answer the request ``request_id`` gets in the name of an agent whose own
+    answer to it was refused: a failed request, with why."""
+    return dict(
+        protocol.reply(
+            request_id,
+            status=int(HostStatus.GSE_TASK_ERROR),
+            error=f"the server refused the agent's answer ({detail})",
+        )
+    )
+
+
 def _refusal(item: Any, exc: ValidationError) -> Refusal:
     error = exc.errors(include_url=False, include_input=False, include_context=False)[0]
     loc = [str(p) for p in error["loc"]]
@@ -95,14 +111,16 @@ def _refusal(item: Any, exc: ValidationError) -> Refusal:
         field = loc[1] if len(loc) > 1 else loc[0]
         reason = "bad_" + re.sub(r"[^a-z_]", "", field.lower())[:32]
     detail = f"{'.'.join(loc)}: {error['msg']}"[:200]
-    task = seq = None
+    task = seq = reply = None
     if isinstance(item, dict):
         raw_task, raw_seq = item.get("id"), item.get("seq")
         if isinstance(raw_task, str) and len(raw_task) <= 64:
             task = raw_task
+            if item.get("t") == protocol.REPLY:
+                reply = raw_task
         if type(raw_seq) is int and 0 <= raw_seq <= protocol.INT32_MAX:
             seq = raw_seq
-    return Refusal(reason, detail, task if seq is not None else None, seq)
+    return Refusal(reason, detail, task if seq is not None else None, seq, reply)
 
 
 # (a union: a TypedDict alone may not take the strict config)
