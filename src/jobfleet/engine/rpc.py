@@ -39,9 +39,9 @@ class AgentRpc:
             try:
                 cleaned = protocol.clean_reply(message)
             except ValueError as exc:
-                # refused as any message that does not fit: the request runs to its timeout
+                # refused as any message that does not fit; the request fails with why
                 log.warning("agent_reply_refused host=%s error=%s", conn.bk_host_id, exc)
-                return
+                cleaned = protocol.refused_reply(str(message.get("id")), str(exc)[:200])
             waiter[1].set_result(cleaned)
 
     async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from jobfleet.gateway.presence import Presence
 from jobfleet.gateway.refusals import Refusals
 from jobfleet.gateway.registry import AgentConnection, HeldAcks, Registry, WriteTurn
 from jobfleet.gateway.skew import gate
-from jobfleet.gateway.validation import read_frame, read_load, refused_reply
+from jobfleet.gateway.validation import read_frame, read_load
 from jobfleet.gateway.wire import WireSocket
 from jobfleet.loop import raise_if_cancelled
 from jobfleet.store.agent_loads import AgentLoad, AgentLoads
@@ -684,7 +684,9 @@ class Gateway:
                     # the request it answers (a source's listing or upload) would wait to
                     # its deadline: it fails now, with the reason (only the host asked
                     # may answer, so no agent can fail another's request this way)
-                    events.agent_message(conn, refused_reply(refusal.reply, refusal.detail))
+                    events.agent_message(
+                        conn, protocol.refused_reply(refusal.reply, refusal.detail)
+                    )
             if any(m["t"] == "stats" for m in messages):
                 for message in messages:
                     if message["t"] == "stats":

@@ -16,7 +16,6 @@ import orjson
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from jobfleet.domain import protocol
-from jobfleet.domain.status import HostStatus
 
 _STRICT = ConfigDict(strict=True)
 _Message = Annotated[protocol.AgentMessage, Field(discriminator="t")]
@@ -87,18 +86,6 @@ def read_frame(
         except ValidationError as exc:
             bad.append(_refusal(item, exc))
     return good, bad
-
-
-def refused_reply(request_id: str, detail: str) -> dict[str, Any]:
-    """The answer the request ``request_id`` gets in the name of an agent whose own
-    answer to it was refused: a failed request, with why."""
-    return dict(
-        protocol.reply(
-            request_id,
-            status=int(HostStatus.GSE_TASK_ERROR),
-            error=f"the server refused the agent's answer ({detail})",
-        )
-    )
 
 
 def _refusal(item: Any, exc: ValidationError) -> Refusal:
