@@ -71,7 +71,8 @@ class AgentRpc:
                         raise TimeoutError(f"host {host} did not answer in {timeout:g}s")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(waiter), min(left, 1.0))
-                    if not waiter.done() and self.agents.for_host(host) is not conn:
+                    # ``!=``: a link to another node is made anew at each lookup
+                    if not waiter.done() and self.agents.for_host(host) != conn:
                         break  # the connection changed: ask again
                 if waiter.done():
                     return waiter.result()

@@ -53,6 +53,16 @@ class RemoteLink:
         self.bk_host_id = bk_host_id
         self.peer = f"node:{node}"
 
+    # each lookup makes a new link: one to the same node for the same host is the same
+    # way to the agent (a request sent through it is not asked again)
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteLink):
+            return NotImplemented
+        return (self.node, self.bk_host_id) == (other.node, other.bk_host_id)
+
+    def __hash__(self) -> int:
+        return hash((self.node, self.bk_host_id))
+
     def hold_reading(self, held: bool) -> None:
         """Nothing to hold: the node holding the agent reads it."""
 
