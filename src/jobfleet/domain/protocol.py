@@ -1005,6 +1005,16 @@ def clean_texts(value: Any, depth: int = 0) -> Any:
     return value
 
 
+# a server-side answer (never an agent's) that the node holding the agent asked could
+# not hand it the request: the agent left meanwhile, and the node that asked asks
+# again once it finds it
+UNDELIVERED = "undelivered"
+
+
+def undelivered_reply(request_id: str) -> dict[str, Any]:
+    return {"t": REPLY, "id": request_id, UNDELIVERED: True}
+
+
 def refused_reply(request_id: str, detail: str) -> dict[str, Any]:
     """The answer the request ``request_id`` gets in the name of an agent whose own
     answer to it the server refused: a failed request, with why. An honest agent answers

@@ -15,6 +15,9 @@ from jobfleet.engine.ports import AgentDirectory, AgentLink
 
 log = logging.getLogger(__name__)
 
+# how long after a request could not be handed to its agent it is sent again (s)
+RETRY_UNDELIVERED = 0.5
+
 
 class AgentUnavailable(Exception):
     def __init__(self, host: int) -> None:
@@ -75,7 +78,13 @@ class AgentRpc:
                     if not waiter.done() and self.agents.for_host(host) != conn:
                         break  # the connection changed: ask again
                 if waiter.done():
-                    return waiter.result()
+                    answer = waiter.result()
+                    if not answer.get(protocol.UNDELIVERED):
+                        return answer
+                    # the agent left the node it was sent to: asked again where it is
+                    # found now, once a moment has passed for the map to say so
+                    pause = min(RETRY_UNDELIVERED, deadline - time.monotonic())
+                    await asyncio.sleep(max(0.0, pause))
             finally:
                 self._replies.pop(request_id, None)
 

@@ -121,6 +121,18 @@ class AgentRouter:
             self.bus.send(node, {**message, "hops": hops + 1})
         else:
             log.info("bus_agent_absent host=%s kind=%s", host, inner.get("t"))
+            asker = message.get("from")
+            if inner.get("t") in REQUESTS and isinstance(asker, str) and asker:
+                # the node that asked would wait for an answer to its deadline while
+                # its map still shows the agent here (it may come back here)
+                self.bus.send(
+                    asker,
+                    {
+                        "k": REPLY,
+                        "host": host,
+                        "msg": protocol.undelivered_reply(str(inner.get("id"))),
+                    },
+                )
 
     def _remember(self, request_id: str, node: str, host: int) -> None:
         now = time.monotonic()
