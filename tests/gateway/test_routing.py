@@ -50,3 +50,67 @@ async def test_only_the_asked_host_takes_the_way_back_of_a_passed_on_request() -
     assert router.route_reply(asked, reply) is False
     await asked.close()
     await other.close()
+
+
+class HeldElsewhere(Bus):
+    """Host 1's agent is connected to the node ``there``."""
+
+    def holder(self, host: int) -> str | None:
+        return "there" if host == 1 else None
+
+
+async def test_a_request_to_an_agent_on_another_node_is_sent_once_while_it_works() -> None:
+    """A listing or upload that takes its agent more than a second is not asked again
+    (and again) as if the agent had moved: it stays on the node it was sent to."""
+    import asyncio
+
+    from jobfleet.engine.rpc import AgentRpc
+    from jobfleet.gateway.routing import ClusterAgents
+
+    bus = HeldElsewhere()
+    agents = ClusterAgents(Registry(), bus)  # type: ignore[arg-type]
+    rpc = AgentRpc(agents, agent_lost_grace=0.5)
+    call = asyncio.ensure_future(rpc.call(1, {"t": protocol.FILE_LIST}, 10))
+    await asyncio.sleep(2.5)
+    assert len(bus.sent) == 1, bus.sent
+    node, message = bus.sent[0]
+    assert node == "there" and message["msg"]["t"] == protocol.FILE_LIST
+    link = agents.for_host(1)
+    assert link is not None
+    rpc.reply(link, {"t": protocol.REPLY, "id": message["msg"]["id"], "files": []})
+    assert (await asyncio.wait_for(call, 1))["files"] == []
+
+
+async def test_a_request_for_an_agent_that_left_is_answered_as_undelivered() -> None:
+    """The node that asked learns at once that its request found no agent, rather than
+    waiting to its deadline while its map shows the agent still here."""
+    registry, bus = Registry(), Bus()
+    router = AgentRouter(registry, bus)  # type: ignore[arg-type]
+    router.deliver({"k": "agent", "host": 1, "from": "there",
+                    "msg": {"t": protocol.FILE_UPLOAD, "id": "r1"}})
+    router.deliver({"k": "agent", "host": 1, "from": "there",
+                    "msg": {"t": protocol.KILL, "id": "1:0:1"}})
+    assert bus.sent == [("there", {"k": REPLY, "host": 1,
+                                   "msg": protocol.undelivered_reply("r1")})]
+
+
+async def test_a_request_answered_as_undelivered_is_asked_again() -> None:
+    import asyncio
+
+    from jobfleet.engine.rpc import AgentRpc
+    from jobfleet.gateway.routing import ClusterAgents
+
+    bus = HeldElsewhere()
+    agents = ClusterAgents(Registry(), bus)  # type: ignore[arg-type]
+    rpc = AgentRpc(agents, agent_lost_grace=0.5)
+    call = asyncio.ensure_future(rpc.call(1, {"t": protocol.FILE_LIST}, 10))
+    while not bus.sent:
+        await asyncio.sleep(0.01)
+    link = agents.for_host(1)
+    assert link is not None
+    rpc.reply(link, protocol.undelivered_reply(bus.sent[0][1]["msg"]["id"]))
+    while len(bus.sent) < 2:
+        await asyncio.sleep(0.01)
+    assert not call.done()
+    rpc.reply(link, {"t": protocol.REPLY, "id": bus.sent[1][1]["msg"]["id"], "files": []})
+    assert (await asyncio.wait_for(call, 1))["files"] == []

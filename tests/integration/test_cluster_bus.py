@@ -365,3 +365,40 @@ async def test_a_termination_under_way_when_its_node_dies_ends_on_the_node_that_
         finally:
             agents.proc.send_signal(signal.SIGCONT)
             await agents.stop()
+
+
+async def test_a_slow_upload_from_an_agent_of_another_node_completes(
+        tmp_path: Path, database_url: str) -> None:
+    """The source's agent is connected to node 1, the job driven by node 0: an upload
+    that lasts seconds is asked for once and its answer taken, not asked again every
+    second (each time dropping the answer to the request before) until the step's end."""
+    import hashlib
+    import os
+
+    from tests.integration.harness import agent_proc
+    from tests.integration.test_file_transfer import transfer_body
+
+    needs_cluster(database_url)
+    ip = "127.0.31.9"
+    async with cluster(tmp_path, database_url, size=2) as c:
+        source = agent_proc(c.urls[1], c.boot["enroll_token"], tmp_path / "agent", ip)
+        await source.start()
+        try:
+            async def online() -> bool:
+                answer = await c.wires[0].http.get("/api/jobfleet/v1/hosts",
+                                                   headers=c.wires[0].headers())
+                return any(h["ip"] == ip and h["alive"] for h in answer.json()["data"])
+            await eventually(online, timeout=30)
+            content = os.urandom(3 * 1024 * 1024)
+            (tmp_path / "src.bin").write_bytes(content)
+            # 1 MB/s: the upload to the server lasts ~3 s
+            answer = await c.wires[0].v3("fast_transfer_file", transfer_body(
+                [str(tmp_path / "src.bin")], [ip], [ip], f"{tmp_path}/out/",
+                upload_speed_limit=1, timeout=40))
+            assert answer["result"], answer
+            data = await c.wires[0].wait(answer["data"]["job_instance_id"], timeout=90)
+            assert data["job_instance"]["status"] == 3, data
+            out = (tmp_path / "out" / "src.bin").read_bytes()
+            assert hashlib.sha256(out).digest() == hashlib.sha256(content).digest()
+        finally:
+            await source.stop()

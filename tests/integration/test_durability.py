@@ -36,12 +36,12 @@ PG_CLUSTER = Path(__file__).resolve().parents[2] / "scripts" / "pg-cluster.sh"
 
 
 async def start_server(data_dir: Path, port: int, database_url: str,
-                       agent_port: int = 0) -> Proc:
+                       agent_port: int = 0, recovery_window: float = 30) -> Proc:
     """Restart on the same ``port`` and ``agent_port``, as an operator would."""
     server = Proc(["jobfleet", "server", "--data-dir", str(data_dir), "--port", str(port),
                    "--agent-port", str(agent_port),
                    "--database-url", database_url, "--agent-lost-grace", "3",
-                   "--recovery-window", "30", "--log-level", "warning"], {})
+                   "--recovery-window", f"{recovery_window:g}", "--log-level", "warning"], {})
     await server.start()
     async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
         async def up() -> bool:

@@ -255,3 +255,77 @@ async def test_a_restart_mid_upload_waits_for_the_source_agent(tmp_path: Path,
         for agent in agents.values():
             await agent.stop()
         await server.stop()
+
+
+async def _transfer_after_restart(tmp_path: Path, database_url: str, window: float,
+                                  back_after: float | None) -> tuple[dict[str, Any], str, float]:
+    """Kill the server with a source and a target agent connected, the source's agent
+    with it; start the server again and, before the source's agent is back, a transfer
+    from it. ``back_after``: when the source's agent connects again (None: never). The
+    job's status, the target's file logs and how long after the restart it ended."""
+    port, agent_port = free_port(), free_port()
+    data_dir = tmp_path / "server"
+    server = await start_server(data_dir, port, database_url, agent_port, window)
+    url = f"http://127.0.0.1:{port}"
+    boot = read_bootstrap(data_dir)
+    source, target = "127.0.0.2", "127.0.0.3"
+    agents = {ip: agent_proc(url, boot["enroll_token"], tmp_path / ip, ip)
+              for ip in (source, target)}
+    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
+    try:
+        for agent in agents.values():
+            await agent.start()
+        await eventually(lambda: alive_ips(wire, [source, target]), timeout=30)
+        (tmp_path / "src.txt").write_text("after the restart\n")
+        agents[source].kill()
+        server.kill()
+        assert server.proc is not None
+        await server.proc.wait()
+        await agents[source].stop()
+        restarted = asyncio.get_running_loop().time()
+        server = await start_server(data_dir, port, database_url, agent_port, window)
+        # the target's agent may not be back yet either: it is waited for the same way
+        answer = await wire.v3("fast_transfer_file", transfer_body(
+            [str(tmp_path / "src.txt")], [source], [target], f"{tmp_path}/out/"))
+        sub = answer["data"]
+        if back_after is not None:
+            # past the agent-lost grace (3 s): only the recovery window keeps it waited for
+            await asyncio.sleep(back_after)
+            agents[source] = agent_proc(url, boot["enroll_token"], tmp_path / source, source)
+            await agents[source].start()
+        data = await wire.wait(sub["job_instance_id"], timeout=120)
+        took = asyncio.get_running_loop().time() - restarted
+        logs = await wire.v3("batch_get_job_instance_ip_log", {
+            "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+            "step_instance_id": sub["step_instance_id"],
+            "ip_list": [{"ip": target, "bk_cloud_id": 0}]})
+        rows = logs["data"]["file_task_logs"][0]["file_logs"]
+        return data, " | ".join(r["log_content"] for r in rows), took
+    finally:
+        await wire.close()
+        for agent in agents.values():
+            await agent.stop()
+        await server.stop()
+
+
+async def test_a_transfer_started_after_a_restart_waits_for_its_source_agent(
+        tmp_path: Path, database_url: str) -> None:
+    """A new transfer whose source's agent this server held before it was killed waits
+    for that agent within the recovery window, as a new job's targets do."""
+    data, logs, _ = await _transfer_after_restart(tmp_path, database_url, 30, 6.0)
+    results = data["step_instance_list"][0]["step_ip_result_list"]
+    assert data["job_instance"]["status"] == 3, (data, logs)
+    assert [r["status"] for r in results] == [9], results
+    assert (tmp_path / "out" / "src.txt").read_text() == "after the restart\n"
+
+
+async def test_a_source_agent_that_never_returns_fails_at_the_windows_end(
+        tmp_path: Path, database_url: str) -> None:
+    """Waited for no longer than the window, and the failure says why."""
+    data, logs, took = await _transfer_after_restart(tmp_path, database_url, 15, None)
+    results = data["step_instance_list"][0]["step_ip_result_list"]
+    assert data["job_instance"]["status"] == 4, data
+    assert [r["status"] for r in results] != [9], results
+    # the window runs from the server's start, after ``restarted``
+    assert 15 <= took < 45, took
+    assert "did not come back within" in logs and "restart" in logs, logs

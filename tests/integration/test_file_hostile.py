@@ -287,3 +287,57 @@ async def test_set_id_bits_a_source_lists_never_reach_the_targets(
     rows = await running.server.services.file_logs.rows(_sub["step_instance_id"], 0)
     assert {r.src_path: r.file_mode for r in rows} == {
         top: 0o1777, f"{top}/tool": 0o755, f"{top}/shared": 0o666}
+
+
+# answers the gateway refuses (they do not fit the protocol's types): each in a
+# transfer of its own, with the kind of request it answers
+REFUSED_REPLIES: list[tuple[str, dict[str, Any]]] = [
+    (protocol.FILE_LIST, {"files": "junk"}),
+    (protocol.FILE_LIST, {"files": [{"path": "/srv/a", "rel": "a", "size": 2**70}]}),
+    (protocol.FILE_LIST, {"status": "failed"}),
+    ("file_upload", {"results": [{"blob": 5}]}),
+]
+
+
+async def test_a_source_answer_the_server_refuses_fails_the_step_at_once(
+    running: Running, tmp_path: Path
+) -> None:
+    """A source's answer the gateway refuses never reaches the step as an answer; the
+    step's hosts fail at once with the reason, not at the step's timeout (600 s here)."""
+    await running.start_agents([TARGET])
+    case: dict[str, Any] = {}
+    async with raw_agent(running, SOURCE) as agent:
+        agent.reader.cancel()
+
+        async def answer() -> None:
+            async for frame in agent.ws:
+                decoded = orjson.loads(frame)
+                for message in decoded if isinstance(decoded, list) else [decoded]:
+                    kind = message["t"]
+                    if kind == case["kind"]:
+                        await agent.send({"t": "reply", "id": message["id"], **case["reply"]})
+                    elif kind == protocol.FILE_LIST:
+                        listed: protocol.ListedFile = {
+                            "path": "/srv/app.tar", "rel": "app.tar", "size": 4,
+                            "mode": 0o644}
+                        await agent.send(dict(protocol.reply(message["id"], files=[listed])))
+
+        answering = asyncio.create_task(answer())
+        try:
+            for n, (kind, reply) in enumerate(REFUSED_REPLIES):
+                case.update(kind=kind, reply=reply)
+                started = asyncio.get_running_loop().time()
+                sub, data = await run_transfer(running, transfer_body(
+                    ["/srv/app.tar"], [SOURCE], [TARGET], f"{tmp_path}/r{n}/", timeout=600),
+                    timeout=60)
+                assert asyncio.get_running_loop().time() - started < 20, (kind, reply)
+                assert data["job_instance"]["status"] == 4, (kind, reply, data)
+                result = data["step_instance_list"][0]["step_ip_result_list"][0]
+                assert result["ip"] == TARGET and result["status"] != 9, (kind, result)
+                logs = await running.wire.v3("get_job_instance_ip_log", {
+                    "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
+                    "step_instance_id": sub["step_instance_id"], "bk_cloud_id": 0,
+                    "ip": TARGET}, method="GET")
+                assert "refused" in str(logs["data"]["file_logs"]), (kind, reply, logs)
+        finally:
+            answering.cancel()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NotRequired
 
 from jobfleet.domain import typeddict
+from jobfleet.domain.status import HostStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -1006,6 +1007,29 @@ def clean_texts(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list):
         return [clean_texts(v, depth + 1) for v in value]
     return value
+
+
+# a server-side answer (never an agent's) that the node holding the agent asked could
+# not hand it the request: the agent left meanwhile, and the node that asked asks
+# again once it finds it
+UNDELIVERED = "undelivered"
+
+
+def undelivered_reply(request_id: str) -> dict[str, Any]:
+    return {"t": REPLY, "id": request_id, UNDELIVERED: True}
+
+
+def refused_reply(request_id: str, detail: str) -> dict[str, Any]:
+    """The answer the request ``request_id`` gets in the name of an agent whose own
+    answer to it the server refused: a failed request, with why. An honest agent answers
+    once, so the side that asked would otherwise wait to its deadline."""
+    return dict(
+        reply(
+            request_id,
+            status=int(HostStatus.GSE_TASK_ERROR),
+            error=f"the server refused the agent's answer ({detail})",
+        )
+    )
 
 
 def clean_reply(message: Reply | dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,18 @@ class Dispatcher:
         self._returning = set(hosts)
         self._returning_until = time.monotonic() + self.settings.recovery_window
 
+    def agent_wait(self, host: int, recovering: bool) -> float:
+        """How long a host's absent agent may still take to connect before its host (a
+        target, or a file step's source) fails: a job taken over after a restart gives
+        every agent the whole recovery window (they held its tasks, and reconnect on
+        their own schedule); a new job waits, until the window's end, only for agents
+        this node held before it restarted; 0 for any other."""
+        if recovering:
+            return self.settings.recovery_window
+        if host in self._returning:
+            return max(0.0, self._returning_until - time.monotonic())
+        return 0.0
+
     async def stop(self) -> None:
         for handle in self._lost.values():
             handle.cancel()
@@ -115,17 +127,16 @@ class Dispatcher:
                 HostStatus.AGENT_NOT_INSTALLED,
                 "jobfleet: no agent is installed on this host\n",
             )
-        absent = [h for h in offline if h not in no_agent]
-        left = self._returning_until - time.monotonic()
-        returning = [h for h in absent if h in self._returning] if left > 0 else []
-        if returning and not recovering:
-            for host in returning:
-                self._expect_agent(host, left)
-            absent = [h for h in absent if h not in self._returning]
-        if recovering:
-            for host in absent:
-                self._expect_agent(host, self.settings.recovery_window)
-        elif not located:
+        absent = []
+        for host in offline:
+            if host in no_agent:
+                continue
+            wait = self.agent_wait(host, recovering)
+            if wait > 0:
+                self._expect_agent(host, wait)
+            else:
+                absent.append(host)
+        if not located:
             # the cluster's map is out of reach (Redis away): an agent this node does
             # not see may be connected to another node, so it gets the grace of an
             # agent that dropped, not an end at once

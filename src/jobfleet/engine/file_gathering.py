@@ -15,6 +15,7 @@ import contextlib
 import logging
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 # files (and directory entries) times target hosts, in one file step
 MAX_FILE_TASKS = 100_000
+
+# how long a host's absent agent may still take to connect (``Dispatcher.agent_wait``)
+AgentWait = Callable[[int], float]
+
+
+def no_wait(host: int) -> float:
+    return 0.0
 
 
 @dataclass
@@ -179,7 +187,7 @@ class SourceGathering:
         deadline: float,
         targets: list[int] | None = None,
         seeds: dict[int, SeedTicket] | None = None,
-        within: float = 0.0,
+        within: AgentWait = no_wait,
     ) -> list[Prepared]:
         """The step's source files on the server; third-party downloads show in the file
         logs of ``targets``. Files of the sources in ``seeds`` are served by their agents
@@ -273,7 +281,7 @@ class SourceGathering:
         seed: SeedTicket | None = None,
         *,
         max_entries: int | None = None,
-        within: float = 0.0,
+        within: AgentWait = no_wait,
     ) -> Gathered:
         """One source host's files on the server. ``max_entries``: more listed entries
         than this fail the step before anything is uploaded (the file-task limit).
@@ -287,7 +295,15 @@ class SourceGathering:
             )
         host = hosts[0]
         where = f"{host.bk_cloud_id}:{host.ip}"
-        await self.rpc.await_agent(host_id, min(within, deadline - time.monotonic()))
+        wait = min(within(host_id), deadline - time.monotonic())
+        if wait > 0 and not await self.rpc.await_agent(host_id, wait):
+            # asking now would wait the grace of an agent that dropped on top of the window
+            return Gathered(
+                host_id,
+                status=int(HostStatus.GSE_FILE_ERROR),
+                message=f"the agent of source host {where} did not come back within "
+                f"{wait:g}s (the recovery window after a server restart)",
+            )
         try:
             listing = await self.rpc.call(
                 host_id,
@@ -565,7 +581,7 @@ class SourceGathering:
         return gathered
 
     async def upload_after_restart(
-        self, step: Row[Any], cfg: dict[str, Any], deadline: float, within: float
+        self, step: Row[Any], cfg: dict[str, Any], deadline: float, within: AgentWait
     ) -> None:
         """After a restart mid-download: the files that seeding sources served and the
         server never stored are uploaded by their sources now (the server that handed
@@ -597,7 +613,7 @@ class SourceGathering:
         host_id: int,
         rows: list[Row[Any]],
         deadline: float,
-        within: float,
+        within: AgentWait,
     ) -> None:
         source: dict[str, Any] = next(
             (
@@ -627,7 +643,7 @@ class SourceGathering:
         ]
         where = f"{rows[0].src_cloud_id}:{rows[0].src_ip}"
         sending = Sending(step, host_id, where, files, uploads, source, cfg, deadline)
-        await self.rpc.await_agent(host_id, within)
+        await self.rpc.await_agent(host_id, min(within(host_id), deadline - time.monotonic()))
         gathered = await self._upload(sending, seed_transfer(step, host_id))
         if gathered.status is not None:
             log.warning("seeded_upload_failed host=%s reason=%s", host_id, gathered.message)
@@ -660,6 +676,12 @@ class SourceGathering:
                 status=int(HostStatus.GSE_FILE_ERROR),
                 message=f"source host {where} stopped answering: {exc}",
             )
+        if reply.get("status"):
+            # the request as a whole failed (refused by the server, or by the agent):
+            # its reason, not "never arrived" for each file
+            reason = f"upload from {where} failed: {reply.get('error')}"
+            await self._upload_logs(step, host_id, uploads, {}, reason)
+            return Gathered(host_id, status=int(reply["status"]), message=reason)
         results = {str(r.get("blob")): r for r in reply.get("results") or []}
         await self._upload_logs(step, host_id, uploads, results, "")
         by_blob = {f.blob_id: f for f in files if f.blob_id}

@@ -36,12 +36,14 @@ from jobfleet.engine.batches import StepTasks
 from jobfleet.engine.dispatch import Dispatcher
 from jobfleet.engine.file_gathering import (
     MAX_FILE_TASKS,
+    AgentWait,
     Prepared,
     SeededUpload,
     SourceFailure,
     SourceGathering,
     ThirdPartyDownloads,
     cancel_uploads,
+    no_wait,
     speed_limit,
 )
 from jobfleet.engine.rpc import AgentRpc
@@ -147,8 +149,8 @@ class FileSteps:
                 step, pending, SourceFailure(int(HostStatus.SUBMIT_FAILED), str(cfg[REFUSED]))
             )
             return await self.tasks.end_step(lease, step, started, stop.is_set())
-        # after a restart a source's agent gets the window a target's agent gets
-        within = self.dispatcher.settings.recovery_window if recovering else 0.0
+        # a source's agent may come back as long as a target's would (after a restart)
+        within = functools.partial(self.dispatcher.agent_wait, recovering=recovering)
         if cfg.get("direction") == "fetch":
             await self._fetch(job, step, cfg, pending, deadline, within)
             return await self.tasks.end_step(lease, step, started, stop.is_set())
@@ -160,7 +162,11 @@ class FileSteps:
                 # a terminate does not wait for a source to come back and upload
                 await _unless_stopped(
                     self.sources.upload_after_restart(
-                        step, cfg, deadline, self.dispatcher.settings.recovery_window
+                        step,
+                        cfg,
+                        deadline,
+                        # downloads under way when it starts: a step taken over
+                        functools.partial(self.dispatcher.agent_wait, recovering=True),
                     ),
                     stop,
                 )
@@ -236,7 +242,7 @@ class FileSteps:
         deadline: float,
         stop: asyncio.Event,
         pending: list[Row[Any]],
-        within: float = 0.0,
+        within: AgentWait = no_wait,
     ) -> list[Prepared] | None:
         """The source files, or None when the step is terminated first (what was being
         gathered, such as a download from a file source, is stopped). ``within``: how long
@@ -431,7 +437,7 @@ class FileSteps:
         cfg: dict[str, Any],
         rows: list[Row[Any]],
         deadline: float,
-        within: float = 0.0,
+        within: AgentWait = no_wait,
     ) -> None:
         source = {"files": cfg.get("files") or [], "account": step.account_name}
         results = await asyncio.gather(

@@ -15,6 +15,9 @@ from jobfleet.engine.ports import AgentDirectory, AgentLink
 
 log = logging.getLogger(__name__)
 
+# how long after a request could not be handed to its agent it is sent again (s)
+RETRY_UNDELIVERED = 0.5
+
 
 class AgentUnavailable(Exception):
     def __init__(self, host: int) -> None:
@@ -39,9 +42,9 @@ class AgentRpc:
             try:
                 cleaned = protocol.clean_reply(message)
             except ValueError as exc:
-                # refused as any message that does not fit: the request runs to its timeout
+                # refused as any message that does not fit; the request fails with why
                 log.warning("agent_reply_refused host=%s error=%s", conn.bk_host_id, exc)
-                return
+                cleaned = protocol.refused_reply(str(message.get("id")), str(exc)[:200])
             waiter[1].set_result(cleaned)
 
     async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -71,10 +74,17 @@ class AgentRpc:
                         raise TimeoutError(f"host {host} did not answer in {timeout:g}s")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(waiter), min(left, 1.0))
-                    if not waiter.done() and self.agents.for_host(host) is not conn:
+                    # ``!=``: a link to another node is made anew at each lookup
+                    if not waiter.done() and self.agents.for_host(host) != conn:
                         break  # the connection changed: ask again
                 if waiter.done():
-                    return waiter.result()
+                    answer = waiter.result()
+                    if not answer.get(protocol.UNDELIVERED):
+                        return answer
+                    # the agent left the node it was sent to: asked again where it is
+                    # found now, once a moment has passed for the map to say so
+                    pause = min(RETRY_UNDELIVERED, deadline - time.monotonic())
+                    await asyncio.sleep(max(0.0, pause))
             finally:
                 self._replies.pop(request_id, None)
 

@@ -680,6 +680,13 @@ class Gateway:
                     # the agent keeps a message until it is acknowledged: a message
                     # that will never be taken would come back after every reconnect
                     conn.send(protocol.ack([[refusal.task, refusal.seq]]))
+                if refusal.reply is not None and events is not None:
+                    # the request it answers (a source's listing or upload) would wait to
+                    # its deadline: it fails now, with the reason (only the host asked
+                    # may answer, so no agent can fail another's request this way)
+                    events.agent_message(
+                        conn, protocol.refused_reply(refusal.reply, refusal.detail)
+                    )
             if any(m["t"] == "stats" for m in messages):
                 for message in messages:
                     if message["t"] == "stats":

@@ -53,6 +53,16 @@ class RemoteLink:
         self.bk_host_id = bk_host_id
         self.peer = f"node:{node}"
 
+    # each lookup makes a new link: one to the same node for the same host is the same
+    # way to the agent (a request sent through it is not asked again)
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteLink):
+            return NotImplemented
+        return (self.node, self.bk_host_id) == (other.node, other.bk_host_id)
+
+    def __hash__(self) -> int:
+        return hash((self.node, self.bk_host_id))
+
     def hold_reading(self, held: bool) -> None:
         """Nothing to hold: the node holding the agent reads it."""
 
@@ -111,6 +121,18 @@ class AgentRouter:
             self.bus.send(node, {**message, "hops": hops + 1})
         else:
             log.info("bus_agent_absent host=%s kind=%s", host, inner.get("t"))
+            asker = message.get("from")
+            if inner.get("t") in REQUESTS and isinstance(asker, str) and asker:
+                # the node that asked would wait for an answer to its deadline while
+                # its map still shows the agent here (it may come back here)
+                self.bus.send(
+                    asker,
+                    {
+                        "k": REPLY,
+                        "host": host,
+                        "msg": protocol.undelivered_reply(str(inner.get("id"))),
+                    },
+                )
 
     def _remember(self, request_id: str, node: str, host: int) -> None:
         now = time.monotonic()

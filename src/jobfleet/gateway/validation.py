@@ -35,6 +35,9 @@ class Refusal:
     # them so the agent stops sending the message again
     task: str | None = None
     seq: int | None = None
+    # the request id a refused ``reply`` names: the side that asked is told of the
+    # refusal instead of waiting for an answer that never comes
+    reply: str | None = None
 
 
 def read_frame(
@@ -95,14 +98,16 @@ def _refusal(item: Any, exc: ValidationError) -> Refusal:
         field = loc[1] if len(loc) > 1 else loc[0]
         reason = "bad_" + re.sub(r"[^a-z_]", "", field.lower())[:32]
     detail = f"{'.'.join(loc)}: {error['msg']}"[:200]
-    task = seq = None
+    task = seq = reply = None
     if isinstance(item, dict):
         raw_task, raw_seq = item.get("id"), item.get("seq")
         if isinstance(raw_task, str) and len(raw_task) <= 64:
             task = raw_task
+            if item.get("t") == protocol.REPLY:
+                reply = raw_task
         if type(raw_seq) is int and 0 <= raw_seq <= protocol.INT32_MAX:
             seq = raw_seq
-    return Refusal(reason, detail, task if seq is not None else None, seq)
+    return Refusal(reason, detail, task if seq is not None else None, seq, reply)
 
 
 # (a union: a TypedDict alone may not take the strict config)
