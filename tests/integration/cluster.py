@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from tests.integration.harness import Proc, Wire, eventually, free_port
+from tests.integration.harness import AGENT_BACKOFF_ARGS, Proc, Wire, eventually, free_port
 
 from jobfleet.server import read_bootstrap
 
@@ -207,7 +207,7 @@ def swarm(urls: list[str], token: str, count: int, state: Path, *extra: str) -> 
     """Real agents spread over the nodes, each knowing every node."""
     servers = [arg for url in urls for arg in ("--server", url)]
     return Proc(["jobfleet.agent.swarm", *servers, "--count", str(count), "--state-dir",
-                 str(state), "--concurrency", "64", *extra],
+                 str(state), "--concurrency", "64", *AGENT_BACKOFF_ARGS, *extra],
                 {"JOBFLEET_ENROLL_TOKEN": token})
 
 
