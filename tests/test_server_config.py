@@ -21,6 +21,7 @@ host = "127.0.0.2"
 port = 9001
 database_url = "postgresql+asyncpg://jf@db/jf"
 redis_url = "redis://redis:6379/1"
+node_ttl = 4.0
 log_level = "debug"
 log_format = "json"
 heartbeat = 4.5
@@ -103,6 +104,7 @@ def test_every_setting_is_read_from_the_file(tmp_path: Path) -> None:
     assert (s.data_dir, s.host, s.port) == (tmp_path, "127.0.0.2", 9001)
     assert s.database_url == "postgresql+asyncpg://jf@db/jf"
     assert s.redis_url == "redis://redis:6379/1"
+    assert s.node_ttl == 4.0
     assert (s.log_level, s.log_format, s.heartbeat) == ("debug", "json", 4.5)
     assert s.max_file_size == 1048576
     assert (s.tls_cert, s.tls_key) == (tmp_path / "cert.pem", tmp_path / "key.pem")
@@ -185,6 +187,8 @@ def test_an_unknown_key_is_refused_with_its_name_and_file(
     ('callback_allow = "127.0.0.0/8"\n', r"callback_allow .*must be a list of CIDR"),
     ('callback_allow = ["127.0.0.300/8"]\n', r"callback_allow .*not an IP address or CIDR"),
     ('public_url = "localhost:8080"\n', r"public_url .*must be an http\(s\) URL"),
+    # shorter than a beat and a half of the bus, a merely slow node would be held gone
+    ("node_ttl = 2\n", r"node_ttl \(2\): must be at least 3"),
     ("engine = 3\n", r"server\.toml: \[engine\] must be a table"),
     ("[engine]\nlease_ttl = 0\n", r"engine\.lease_ttl \(0\): must be at least"),
     ("[retention]\njobs = -1\n", r"retention\.jobs \(-1\): -1 must be 0 or more"),
@@ -286,3 +290,15 @@ def test_cookie_secure_is_auto_always_or_never(tmp_path: Path) -> None:
         assert given.cookie_secure == value.lower()
     with pytest.raises(ConfigError, match=r"--cookie-secure .*one of auto, always, never"):
         load(None, {"--data-dir": str(tmp_path), "--cookie-secure": "yes"})
+
+
+def test_a_cluster_nodes_bus_holds_a_silent_node_gone_after_node_ttl(tmp_path: Path) -> None:
+    """``node_ttl`` reaches the bus between nodes (nothing connects to Redis here)."""
+    from jobfleet.server import Server, ServerSettings
+
+    path = write(tmp_path, f'data_dir = "{tmp_path}"\nredis_url = "redis://127.0.0.1:1/0"\n'
+                           "node_ttl = 4.5\n")
+    server = Server(load(path))
+    assert type(server.bus).__name__ == "RedisBus"
+    assert server.bus.node_ttl == 4.5  # type: ignore[attr-defined]
+    assert ServerSettings(data_dir=tmp_path).node_ttl == 10.0

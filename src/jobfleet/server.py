@@ -119,6 +119,11 @@ class ServerSettings:
     database_url: str | None = None
     # a node of a cluster: the bus between nodes (without it, one node on its own)
     redis_url: str | None = None
+    # a node of a cluster that has not renewed its record in Redis this long (s) is held
+    # gone: its agents read offline and its operations in flight are answered by
+    # another node. It renews every 2 s, so shorter holds a node that is only slow
+    # (a long pause of its process) for dead
+    node_ttl: float = 10.0
     engine: EngineSettings = field(default_factory=EngineSettings)
     heartbeat: float = 10.0
     log_level: str = "info"
@@ -224,6 +229,7 @@ class Server:
                 self.cipher,
                 self._cluster_keys(),
                 self._refused_by_cluster,
+                settings.node_ttl,
             )
             if settings.redis_url
             else LocalBus(self.node_id)
@@ -795,6 +801,7 @@ def _redis_bus(
     cipher: Cipher,
     cluster_keys: dict[str, str],
     on_refused: Callable[[list[str]], None],
+    node_ttl: float,
 ) -> Bus:
     # imported for a cluster node only: the Redis client holds ~7 MiB a lone server never uses
     from jobfleet.bus.redis import RedisBus
@@ -806,6 +813,7 @@ def _redis_bus(
         unseal=cipher.open_bytes,
         cluster_keys=cluster_keys,
         on_refused=on_refused,
+        node_ttl=node_ttl,
     )
 
 

@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-from jobfleet.agent.main import _values_attached, parser, plain_args
+from jobfleet.agent.main import _values_attached, parser, plain_args, settings_from
+from jobfleet.agent.settings import AgentSettings
 
 BASE = ["--server", "http://127.0.0.1:8080", "--state-dir", "/var/lib/a", "--ip", "127.0.0.1"]
 PLAIN = [
@@ -22,12 +24,14 @@ PLAIN = [
     [*BASE, "--enroll-token-file", "/t", "--enroll-token", "secret"],
     # a value may start with a dash, as argparse reads it here
     [*BASE, "--label", "-x=1", "--hostname", "--biz"],
+    [*BASE, "--max-backoff", "1.5"],
 ]
 NOT_PLAIN = [
     ["--help"],
     ["-h"],
     [*BASE, "--serv", "http://127.0.0.2"],  # argparse allows abbreviations; it says what they mean
     [*BASE, "--biz", "two"],
+    [*BASE, "--max-backoff", "soon"],
     [*BASE, "--peer-port"],
     ["--server", "http://127.0.0.1", "--ip", "127.0.0.1"],  # no --state-dir
     [*BASE, "extra"],
@@ -54,6 +58,34 @@ def test_defaults_are_not_shared_between_reads() -> None:
     second = plain_args(BASE)
     assert first is not None and second is not None
     assert first.label == ["a=1"] and second.label == []
+
+
+def test_the_reconnect_cap_is_the_operators_to_set() -> None:
+    """``--max-backoff`` reaches the agent's settings; without it the default holds."""
+    def fail(message: str) -> NoReturn:
+        raise AssertionError(message)
+
+    given = plain_args([*BASE, "--max-backoff", "2.5"])
+    default = plain_args(BASE)
+    assert given is not None and default is not None
+    assert settings_from(given, fail).max_backoff == 2.5
+    assert settings_from(default, fail).max_backoff == AgentSettings.max_backoff
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "0.01", "nan", "inf", "86400"])
+def test_a_reconnect_cap_out_of_range_is_refused(value: str) -> None:
+    messages: list[str] = []
+
+    def fail(message: str) -> NoReturn:
+        messages.append(message)
+        raise SystemExit(2)
+
+    args = plain_args([*BASE, "--max-backoff", value])
+    assert args is not None
+    with pytest.raises(SystemExit):
+        settings_from(args, fail)
+    assert messages and messages[0].startswith("--max-backoff: ")
+    assert "is not between 0.1 and 3600 seconds" in messages[0]
 
 
 def agent(*args: str) -> subprocess.CompletedProcess[str]:

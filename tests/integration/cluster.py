@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from tests.integration.harness import Proc, Wire, eventually, free_port
+from tests.integration.harness import AGENT_BACKOFF_ARGS, Proc, Wire, eventually, free_port
 
 from jobfleet.server import read_bootstrap
 
@@ -26,6 +26,10 @@ REDIS_SERVER = shutil.which("redis-server")
 CLUSTER_ENGINE = {"agent_lost_grace": 10.0, "recovery_window": 20.0, "reconcile_interval": 1.0,
                   "terminate_wait": 5.0, "lease_ttl": 3.0, "lease_renew": 0.5,
                   "timeout_slack": 5.0}
+# a killed node is held gone after this (10 s by default): tests that wait for its hosts
+# to read offline, or its operations to be answered, wait that long. Three beats of the
+# bus (2 s), so a node of a loaded machine that is late with one is not held gone
+CLUSTER_NODE_TTL = 6.0
 
 
 def needs_cluster(database_url: str, redis: bool = True) -> None:
@@ -95,6 +99,7 @@ class Node:
     # None: its warnings only, unformatted (Python's last-resort handler); a level:
     # jobfleet's log setup at that level, as the CLI does
     log_level: str | None = None
+    node_ttl: float = CLUSTER_NODE_TTL
     proc: Proc | None = None
     # what the node writes is read all along into ``<data_dir>.log``, so that a node
     # that logs much (a database outage) never blocks on a full pipe
@@ -111,7 +116,8 @@ class Node:
     async def start(self) -> None:
         cfg = {"data_dir": str(self.data_dir), "port": self.port, "agent_port": self.agent_port,
                "database_url": self.database_url, "redis_url": self.redis_url,
-               "engine": self.engine, "heartbeat": self.heartbeat, "log_level": self.log_level}
+               "engine": self.engine, "heartbeat": self.heartbeat, "log_level": self.log_level,
+               "node_ttl": self.node_ttl}
         self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], self.env)
         await self.proc.start()
         self.reader = asyncio.get_running_loop().create_task(self._read())
@@ -207,7 +213,7 @@ def swarm(urls: list[str], token: str, count: int, state: Path, *extra: str) -> 
     """Real agents spread over the nodes, each knowing every node."""
     servers = [arg for url in urls for arg in ("--server", url)]
     return Proc(["jobfleet.agent.swarm", *servers, "--count", str(count), "--state-dir",
-                 str(state), "--concurrency", "64", *extra],
+                 str(state), "--concurrency", "64", *AGENT_BACKOFF_ARGS, *extra],
                 {"JOBFLEET_ENROLL_TOKEN": token})
 
 

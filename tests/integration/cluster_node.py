@@ -1,7 +1,7 @@
 """One node of a test cluster, as its own process (so a test can kill -9 it).
 
 ``python -m tests.integration.cluster_node '<json>'`` with data_dir, port,
-agent_port, database_url, redis_url and engine settings.
+agent_port, database_url, redis_url, node_ttl and engine settings.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def main() -> None:
         data_dir=Path(cfg["data_dir"]), port=cfg["port"], agent_port=cfg["agent_port"],
         database_url=cfg["database_url"], redis_url=cfg["redis_url"],
         heartbeat=cfg.get("heartbeat", 2.0), log_level=cfg.get("log_level") or "warning",
+        node_ttl=cfg.get("node_ttl", 10.0),
         engine=EngineSettings(**cfg["engine"])))
 
 

@@ -34,6 +34,10 @@ from jobfleet.server import EngineSettings, Server, ServerSettings, read_bootstr
 TEST_ENGINE = {"agent_lost_grace": 1.0, "recovery_window": 8.0, "callback_backoff": 0.2,
                "callback_backoff_max": 1.0, "reconcile_interval": 1.0, "terminate_wait": 5.0,
                "presence_batch": 0.02}
+# the agents' reconnect cap (10 s by default): the tests restart servers and kill nodes,
+# and each wait for agents to come back would otherwise take up to that long
+AGENT_MAX_BACKOFF = 1.0
+AGENT_BACKOFF_ARGS = ("--max-backoff", str(AGENT_MAX_BACKOFF))
 
 
 # Ports for servers a test starts later: below the kernel's ephemeral range (which
@@ -253,7 +257,7 @@ class Running:
         for ip in ips:
             settings = AgentSettings(server=self.url, state_dir=self.data_dir / f"agent-{ip}",
                                      ip=ip, biz=biz, enroll_token=self.boot["enroll_token"],
-                                     heartbeat=2.0, max_backoff=1.0,
+                                     heartbeat=2.0, max_backoff=AGENT_MAX_BACKOFF,
                                      **(settings_of or {}).get(ip, {}))
             agent = Agent(settings)
             self.agents[ip] = (agent, asyncio.create_task(agent.run_forever()))
@@ -348,7 +352,7 @@ def agent_proc(url: str, token: str, state: Path, ip: str, *extra: str,
     else:
         source, env = [], {"JOBFLEET_ENROLL_TOKEN": token}
     return Proc(["jobfleet", "agent", "--server", url, *source, "--state-dir", str(state),
-                 "--ip", ip, "--log-level", "warning", *extra], env)
+                 "--ip", ip, "--log-level", "warning", *AGENT_BACKOFF_ARGS, *extra], env)
 
 
 @dataclass

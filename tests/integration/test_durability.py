@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.integration.harness import (
+    AGENT_BACKOFF_ARGS,
     Proc,
     Running,
     Wire,
@@ -60,7 +61,8 @@ async def test_server_sigkill_mid_job_loses_and_duplicates_nothing(
     boot = read_bootstrap(data_dir)
     url = f"http://127.0.0.1:{port}"
     swarm = Proc(["jobfleet.agent.swarm", "--server", url, "--count", str(HOSTS),
-                  "--concurrency", "16", "--state-dir", str(tmp_path / "swarm")],
+                  "--concurrency", "16", "--state-dir", str(tmp_path / "swarm"),
+                  *AGENT_BACKOFF_ARGS],
                  {"JOBFLEET_ENROLL_TOKEN": boot["enroll_token"]})
     await swarm.start()
     wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
@@ -123,7 +125,8 @@ async def test_a_job_started_after_a_restart_waits_for_the_agents_it_had(
 
     def agent() -> Proc:
         return Proc(["jobfleet", "agent", "--server", url, "--state-dir",
-                     str(tmp_path / "agent"), "--ip", A_HOST, "--log-level", "warning"],
+                     str(tmp_path / "agent"), "--ip", A_HOST, "--log-level", "warning",
+                     *AGENT_BACKOFF_ARGS],
                     {"JOBFLEET_ENROLL_TOKEN": boot["enroll_token"]})
     host = agent()
     try:
@@ -161,7 +164,7 @@ async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
     marker = sleep_marker("4244.25")
     agent = Proc(["jobfleet", "agent", "--server", running.url,
                   "--state-dir", str(tmp_path / "agent"),
-                  "--ip", "127.0.0.7", "--log-level", "warning"],
+                  "--ip", "127.0.0.7", "--log-level", "warning", *AGENT_BACKOFF_ARGS],
                  {"JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]})
     await agent.start()
     try:
@@ -197,7 +200,7 @@ async def test_agent_restart_replays_results_it_held(running: Running, tmp_path:
     """A result produced while the server could not hear it arrives after the reconnect."""
     agent = Proc(["jobfleet", "agent", "--server", running.url,
                   "--state-dir", str(tmp_path / "agent"),
-                  "--ip", "127.0.0.8", "--log-level", "warning"],
+                  "--ip", "127.0.0.8", "--log-level", "warning", *AGENT_BACKOFF_ARGS],
                  {"JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]})
     await agent.start()
     try:

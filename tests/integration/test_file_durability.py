@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import (
+    AGENT_BACKOFF_ARGS,
     Proc,
     Running,
     Wire,
@@ -51,7 +52,7 @@ async def downloading(wire: Wire, sub: dict[str, Any], ip: str) -> bool:
 
 def agent_proc(url: str, token: str, state: Path, ip: str) -> Proc:
     return Proc(["jobfleet", "agent", "--server", url, "--state-dir",
-                 str(state), "--ip", ip, "--log-level", "warning"],
+                 str(state), "--ip", ip, "--log-level", "warning", *AGENT_BACKOFF_ARGS],
                 {"JOBFLEET_ENROLL_TOKEN": token})
 
 

@@ -129,7 +129,7 @@ async def test_a_node_gone_while_redis_forgot_it_is_reset_and_a_live_peers_hosts
             async def lost_offline() -> bool:
                 found = await states()
                 return found[lost_ip] != RUNNING and found[kept_ip] == RUNNING
-            # Redis's own first node_ttl (10 s), a beat, and the agent's reconnection
+            # Redis's own first node_ttl (CLUSTER_NODE_TTL), a beat, and the agent's reconnection
             await eventually(lost_offline, timeout=40)
 
             (c.nodes[1].data_dir / "node_id").write_text("renamed-node\n")

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from jobfleet import logs
+from jobfleet.agent.backoff import FLOOR
 from jobfleet.agent.settings import TOKEN_HELP, AgentSettings, parse_labels
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ DESCRIPTION = (
 )
 # an option argparse lists in no help
 HIDDEN = "hidden"
+# a longer wait leaves a restarted server's hosts down for no reason
+MAX_BACKOFF_LIMIT = 3600.0
 
 # Every option: its name and what argparse is told about it. The same table reads a
 # plain command line without argparse (:func:`plain_args`).
@@ -123,6 +126,16 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
             "action": "append",
             "default": [],
             "help": "A key=value label dynamic groups can select by; repeatable",
+        },
+    ),
+    (
+        "--max-backoff",
+        {
+            "type": float,
+            "default": AgentSettings.max_backoff,
+            "help": "Longest wait in seconds between two tries to reach the server "
+            f"(default {AgentSettings.max_backoff:g}); keep it below the server's "
+            "--recovery-window, so the agent is back before the server gives up on its tasks",
         },
     ),
 ]
@@ -254,6 +267,11 @@ def settings_from(
         fail(f"--label: {exc}")
     if args.peer_port is not None and not 0 <= args.peer_port < 65536:
         fail(f"--peer-port: {args.peer_port} is not a TCP port")
+    if not FLOOR <= args.max_backoff <= MAX_BACKOFF_LIMIT:
+        fail(
+            f"--max-backoff: {args.max_backoff:g} is not between {FLOOR:g} and "
+            f"{MAX_BACKOFF_LIMIT:g} seconds"
+        )
     ipv6 = args.ipv6
     if ipv6 not in ("", "auto"):
         try:
@@ -275,6 +293,7 @@ def settings_from(
         peer_port=args.peer_port,
         peer_listen=args.peer_listen,
         peer_address=args.peer_address,
+        max_backoff=args.max_backoff,
     )
 
 

@@ -29,10 +29,12 @@ from pathlib import Path
 
 import httpx
 
+from jobfleet.agent.backoff import FLOOR
 from jobfleet.agent.channel import Channel
 from jobfleet.agent.connection import Agent
 from jobfleet.agent.enrollment import Credential, enroll, save_credential
 from jobfleet.agent.executor import ProcessExecutor, now_ms
+from jobfleet.agent.main import MAX_BACKOFF_LIMIT
 from jobfleet.agent.settings import TOKEN_HELP, AgentSettings
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.swarm_enroll import channels_of, enroll_all, healthz_all, run_on
@@ -179,6 +181,7 @@ def swarm_settings(
     first: int = 0,
     biz: int = 2,
     state_dir: Path | None = None,
+    max_backoff: float = AgentSettings.max_backoff,
 ) -> list[AgentSettings]:
     """Hosts ``first``.. of a swarm: several nodes of a cluster share the hosts, and
     each host knows them all."""
@@ -191,6 +194,7 @@ def swarm_settings(
             enroll_token=token,
             hostname=f"swarm-{first + i}",
             state_dir=state_dir / swarm_ip(first + i) if state_dir else None,
+            max_backoff=max_backoff,
         )
         for i in range(count)
     ]
@@ -214,6 +218,7 @@ async def run_swarm(
     instant_output: str = "",
     enroll_window: int = 32,
     enroll_processes: int = 1,
+    max_backoff: float = AgentSettings.max_backoff,
 ) -> None:
     work = work_dir or (state_dir or Path("/tmp")) / "swarm-work"  # noqa: S108 - scratch for scripts
     inner: Executor = (
@@ -223,7 +228,9 @@ async def run_swarm(
     )
     shared: Executor = LimitedExecutor(inner, concurrency) if executor != "instant" else inner
     servers = [server] if isinstance(server, str) else list(server)
-    settings_list = swarm_settings(servers, token, count, first=first, biz=biz, state_dir=state_dir)
+    settings_list = swarm_settings(
+        servers, token, count, first=first, biz=biz, state_dir=state_dir, max_backoff=max_backoff
+    )
     channels = await channels_of(servers, token)
     channel = channels[servers[0]]
     http = httpx.AsyncClient(
@@ -333,8 +340,17 @@ def main(argv: list[str] | None = None) -> None:
         help="make COUNT GET /healthz requests the way the hosts would enroll, print "
         "'healthz SECONDS' and exit (the floor of enrollment)",
     )
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=AgentSettings.max_backoff,
+        help="each host's longest wait between two tries to reach a server (s), as "
+        "jobfleet agent --max-backoff",
+    )
     parser.add_argument("--enroll-token", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if not FLOOR <= args.max_backoff <= MAX_BACKOFF_LIMIT:
+        parser.error(f"--max-backoff: between {FLOOR:g} and {MAX_BACKOFF_LIMIT:g} seconds")
     if args.loop == "uvloop" and args.executor != "instant" and not args.healthz_floor:
         parser.error("--loop uvloop: only with --executor instant")
     if args.enroll_token is not None:
@@ -401,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
                 instant_output=args.instant_output,
                 enroll_window=args.enroll_window,
                 enroll_processes=args.enroll_processes,
+                max_backoff=args.max_backoff,
             )
         announcer.cancel()
 
