@@ -693,17 +693,22 @@ async def test_jobs_timed_out_while_the_disk_is_full_are_not_each_taken_for_stal
     the drivers wait alive, no line and no lapsed lease per job, and every job ends
     once the disk takes writes again."""
     rig.agents.connect(1)
-    monkeypatch.setattr(rig.engine.leases, "settings", replace(FAST, driver_stall=1.5))
+    # a turn of a driver that waits on its hosts includes a read of the store, which 20
+    # drivers and a writer retrying its writes make take over a second on a loaded
+    # machine: driver_stall leaves room for that
+    monkeypatch.setattr(rig.engine.leases, "settings", replace(FAST, driver_stall=3.0))
     free = _disk_full(rig, monkeypatch, "ingest")
     ids = [(await rig.engine.submit(script_job([1], "sleep", timeout=1), start=True))[0]
            for _ in range(20)]
     # the timeout, its slack and twice driver_stall
-    await asyncio.sleep(5)
+    await asyncio.sleep(7.5)
     stalled = [r.getMessage() for r in caplog.records if "job_driver_stalled" in r.getMessage()]
     assert not stalled, stalled
     free()
+    # the writer tries again after a backoff that grew through the outage, then writes
+    # the results of all 20 at once
     for job_id in ids:
-        assert await rig.wait_finished(job_id) == RunStatus.FAIL
+        assert await rig.wait_finished(job_id, timeout=30) == RunStatus.FAIL
 
 
 async def test_drivers_whose_writes_a_full_disk_refuses_are_one_line_and_all_resumed(
