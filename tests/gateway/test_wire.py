@@ -548,8 +548,14 @@ async def test_a_ping_flood_from_a_peer_that_does_not_read_is_not_buffered() -> 
                 written += len(batch)
 
         flooding = asyncio.create_task(flood())
-        await asyncio.sleep(2)
         (protocol,) = listener.protocols()
+        # the flood and the server share this loop: on a loaded machine the sockets'
+        # buffers take more than the 2 s this test once gave them to fill
+        deadline = asyncio.get_running_loop().time() + 30
+        while not protocol._read_paused:
+            assert asyncio.get_running_loop().time() < deadline, written
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
         transport = protocol._transport
         assert transport is not None
         # the flood stopped at the sockets' buffers, not in the server's memory

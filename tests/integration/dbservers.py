@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -41,8 +42,21 @@ class DbServer:
 
 
 def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120,
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                           **kwargs)  # type: ignore[call-overload]
+    if done.returncode != 0:
+        # what the tool said is the only clue to why it failed
+        raise RuntimeError(f"{argv[0]} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done  # type: ignore[no-any-return]
+
+
+# how many times a MariaDB that did not come up is started again, afresh
+MARIADB_STARTS = 3
+
+
+class _NotStarted(Exception):
+    """A MariaDB that did not come up: the port it was given was taken meanwhile, or its
+    installer or server failed; what it wrote tells why."""
 
 
 @contextmanager
@@ -51,24 +65,16 @@ def mariadb(password: str) -> Iterator[DbServer]:
     if mariadbd is None or shutil.which("mysql_install_db") is None or not shutil.which("mysql"):
         pytest.skip("MariaDB is not installed (.ci/run installs mariadb-server)")
     work = Path(tempfile.mkdtemp(prefix="jobfleet-mariadb-"))
-    user = ["--user=root"] if os.geteuid() == 0 else []
-    _run(["mysql_install_db", "--no-defaults", f"--datadir={work}/data", *user,
-          "--auth-root-authentication-method=normal", "--skip-test-db"])
-    port = free_port()
-    sock = work / "sock"
-    with open(work / "server.log", "wb") as log:
-        proc = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={work}/data", f"--socket={sock}",
-             f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
-             f"--pid-file={work}/pid", "--innodb-buffer-pool-size=16M", *user],
-            stdout=log, stderr=subprocess.STDOUT)
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        admin = ["mysql", "--no-defaults", f"--socket={sock}", "-uroot"]
-        deadline = time.monotonic() + 120
-        while subprocess.run([*admin, "-e", "SELECT 1"], capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((work / "server.log").read_text())
-            time.sleep(0.1)
+        failures: list[str] = []
+        while proc is None:
+            try:
+                proc, port, admin = _start_mariadb(mariadbd, work / f"try{len(failures)}")
+            except _NotStarted as exc:
+                failures.append(str(exc))
+                if len(failures) == MARIADB_STARTS:
+                    raise RuntimeError("MariaDB did not start:\n" + "\n".join(failures)) from None
         _run([*admin], input=(
             f"CREATE DATABASE {DATABASE};\n"
             f"CREATE USER '{USER}'@'%' IDENTIFIED BY '{password}';\n"
@@ -76,13 +82,67 @@ def mariadb(password: str) -> Iterator[DbServer]:
         yield DbServer(port, USER, password, DATABASE, work, [*admin, "--batch",
                                                               "--skip-column-names"])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            _stop(proc)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _start_mariadb(mariadbd: str, work: Path) -> tuple[subprocess.Popen[bytes], int, list[str]]:
+    """A server on a port just found free, with everything it writes (data, socket, pid,
+    temporary files) in ``work``, so that servers other test workers start at the same
+    moment share nothing with it; returned once it answers on its socket and its port."""
+    data, tmp, sock, log_path = work / "data", work / "tmp", work / "sock", work / "server.log"
+    tmp.mkdir(parents=True)
+    user = ["--user=root"] if os.geteuid() == 0 else []
+    own = [f"--tmpdir={tmp}", "--innodb-buffer-pool-size=16M", *user]
+    try:
+        # options it does not know itself go to the server it bootstraps the data with
+        _run(["mysql_install_db", "--no-defaults", f"--datadir={data}",
+              "--auth-root-authentication-method=normal", "--skip-test-db", *own])
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        raise _NotStarted(str(exc)) from None
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={sock}",
+             f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
+             f"--pid-file={work}/pid", *own],
+            stdout=log, stderr=subprocess.STDOUT)
+    admin = ["mysql", "--no-defaults", f"--socket={sock}", "-uroot", "--connect-timeout=10"]
+    # the server binds its port before it opens its socket, and stops if the port was
+    # taken since free_port found it: an answer on the socket is this server on the port
+    deadline = time.monotonic() + 120
+    while not _answers(admin) or not _listens(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            raise _NotStarted(f"port {port}: " + log_path.read_text(errors="replace")[-4000:])
+        time.sleep(0.1)
+    return proc, port, admin
+
+
+def _answers(admin: list[str]) -> bool:
+    try:
+        return subprocess.run([*admin, "-e", "SELECT 1"], capture_output=True,
+                              timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            return True
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager

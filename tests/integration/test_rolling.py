@@ -224,7 +224,9 @@ async def test_staggered_batches_overlap(running: Running) -> None:
     rolling = {"expression": "1", "execution_mode": 2, "batch_start_wait_fixed_ms": 300,
                "batch_start_wait_random_min_ms": 0, "batch_start_wait_random_max_ms": 100}
     with LoopStalls() as stalls:
-        job = await run(running, "sleep 1", rolling, ips=IPS[:4])
+        # longer than the most a batch may wait below (1.5 s and what the process stood
+        # still), so that each one overlaps the next whenever the waits are kept
+        job = await run(running, "sleep 3", rolling, ips=IPS[:4])
         done = await running.wire.wait(job["job_instance_id"])
     assert done["job_instance"]["status"] == 3
     hosts = sorted(hosts_of(await step_status(running, job)), key=lambda h: h["batch"])
@@ -242,7 +244,8 @@ async def test_staggered_batches_overlap(running: Running) -> None:
     held = [round(stalls.within(a, b)) for a, b in itertools.pairwise(starts)]
     assert all(g <= 1500 + h for g, h in zip(gaps, held, strict=True)), (gaps, held)
     # each batch began before the one before it had finished
-    assert all(hosts[i + 1]["start_time"] < hosts[i]["end_time"] for i in range(3))
+    assert all(hosts[i + 1]["start_time"] < hosts[i]["end_time"] for i in range(3)), (
+        gaps, held, [h["end_time"] - h["start_time"] for h in hosts])
 
 
 async def test_retry_all_ignore_error_and_terminate(running: Running) -> None:

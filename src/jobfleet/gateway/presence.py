@@ -125,7 +125,10 @@ class Presence:
             raise
 
     async def stop(self) -> None:
-        for task in (self._task, self._sweep):
-            if task:
-                task.cancel()
+        tasks = [task for task in (self._task, self._sweep) if task]
+        for task in tasks:
+            task.cancel()
+        # a flush under way holds its batch until its cancellation puts it back: the
+        # last flush must come after that, or it finds nothing and the batch is lost
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.flush()
