@@ -8,19 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.integration.chromium import CHROMIUM, SharedChromium
 from tests.integration.harness import Running
 from tests.integration.test_plans import hosts, make_plan, script
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IPS = [f"127.0.8.{i}" for i in range(1, 6)]
 # the README shows it: the job page of five hosts with their output grouped
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "job-page.png"
@@ -73,16 +70,19 @@ class Guarded:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+async def browser(shared_chromium: SharedChromium) -> AsyncIterator[Any]:
+    """The worker's Chromium, in which each page or context a test opens is a fresh
+    browser context of its own (cookies, storage), closed with the test."""
     from playwright.async_api import async_playwright
 
     pw = await async_playwright().start()
     try:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = await pw.chromium.connect_over_cdp(shared_chromium.usable())
         guarded = Guarded(b)
         try:
             yield guarded
         finally:
+            # closes the contexts this test made and leaves the browser running
             await b.close()
         assert guarded.refused == [], guarded.refused
     finally:
