@@ -44,12 +44,17 @@ async def start_server(data_dir: Path, port: int, database_url: str,
                    "--database-url", database_url, "--agent-lost-grace", "3",
                    "--recovery-window", f"{recovery_window:g}", "--log-level", "warning"], {})
     await server.start()
-    async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
-        async def up() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-            return False
-        await eventually(up, timeout=30)
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
+            async def up() -> bool:
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+                return False
+            await eventually(up, timeout=60)
+    except BaseException:
+        # a server that is not up in time is not left running past its test
+        await server.stop()
+        raise
     return server
 
 
