@@ -311,10 +311,13 @@ async def test_output_only_for_tasks_sent_to_that_host_and_not_after_final(
         assert counts["after_final"] == 2
 
 
-async def test_an_acknowledgement_rides_with_the_hosts_next_task(running: Running) -> None:
+async def test_an_acknowledgement_rides_with_the_hosts_next_task(
+        tmp_path: Path, database_url: str) -> None:
     """A stored result is acknowledged in the frame of the host's next task, not in one of
-    its own; with no next task, on its own within half a heartbeat (1 s here)."""
-    async with raw_agent(running, BAD_IP) as agent:
+    its own; with no next task, on its own within half a heartbeat (4 s here: the next task
+    must come within it on a loaded machine)."""
+    async with run_server(tmp_path, database_url, server={"heartbeat": 8.0}) as running, \
+            raw_agent(running, BAD_IP) as agent:
         first = await running.wire.run_script("true", [BAD_IP])
         task = await agent.next_run()
         await agent.send(done(task, 1, "one\n"))
