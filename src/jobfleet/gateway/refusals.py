@@ -49,6 +49,9 @@ class Refusals:
         self.counts: Counter[str] = Counter()
         self._open: dict[tuple[str, str], _Window] = {}
         self._flusher: asyncio.Task[None] | None = None
+        # stop's last flush must end after a periodic one under way (whose task no
+        # longer shows in ``_flusher``), or stop returns while that one still writes
+        self._flushing = asyncio.Lock()
         self._logged = 0
         self._log_window_end = 0.0
 
@@ -94,6 +97,10 @@ class Refusals:
 
     async def flush(self) -> None:
         """Write one audit entry per agent and reason refused since the last flush."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         entries, self._open = self._open, {}
         if self.audit is None or not entries:
             return
