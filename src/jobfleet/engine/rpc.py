@@ -85,6 +85,8 @@ class AgentRpc:
                     # found now, once a moment has passed for the map to say so
                     pause = min(RETRY_UNDELIVERED, deadline - time.monotonic())
                     await asyncio.sleep(max(0.0, pause))
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"host {host} did not answer in {timeout:g}s")
             finally:
                 self._replies.pop(request_id, None)
 
