@@ -117,3 +117,16 @@ async def test_stop_returns_after_a_periodic_flush_under_way_has_written(
     await asyncio.wait_for(stop, 10)
     assert not stopped_early
     assert [e["resource_id"] for e in await audit.recent(10)] == ["agent-a"]
+
+
+async def test_a_long_detail_is_logged_and_audited_bounded(
+    audit: AuditLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "jobfleet.gateway.refusals")
+    refusals = Refusals(audit, window=3600)
+    refusals.refuse(Conn("agent-a", 1, "127.0.0.1"), "bad_extra", "y" * 5000)
+    await refusals.stop()
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "y" * refusals_module.DETAIL_CHARS in line and len(line) < 400
+    [stored] = await audit.recent(10)
+    assert stored["detail"]["first"] == "y" * refusals_module.DETAIL_CHARS

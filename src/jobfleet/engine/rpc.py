@@ -44,7 +44,7 @@ class AgentRpc:
             except ValueError as exc:
                 # refused as any message that does not fit; the request fails with why
                 log.warning("agent_reply_refused host=%s error=%s", conn.bk_host_id, exc)
-                cleaned = protocol.refused_reply(str(message.get("id")), str(exc)[:200])
+                cleaned = protocol.refused_reply(str(message.get("id")), str(exc))
             waiter[1].set_result(cleaned)
 
     async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:

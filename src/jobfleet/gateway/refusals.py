@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 AUDIT_ACTION = "refuse_agent_message"
 # log lines about refusals per window, over all agents: a flood cannot fill the log
 LOG_LINES_PER_WINDOW = 100
+# characters of a refusal's detail logged and audited: it quotes what the agent sent
+DETAIL_CHARS = 200
 
 
 class Refuser(Protocol):
@@ -64,6 +66,7 @@ class Refusals:
         key = (conn.agent_id, reason)
         window = self._open.get(key)
         if window is None:
+            detail = detail[:DETAIL_CHARS]
             window = self._open[key] = _Window(conn.bk_host_id, conn.peer, detail)
             self._log(
                 "agent_message_refused agent=%s host=%s peer=%s reason=%s detail=%s",
@@ -115,7 +118,7 @@ class Refusals:
                     "reason": reason,
                     "count": window.count,
                     "bk_host_id": window.host,
-                    "first": clean_text(window.detail)[:200],
+                    "first": clean_text(window.detail),
                     "window_seconds": self.window,
                 },
                 source_ip=window.peer[:64],
