@@ -163,3 +163,11 @@ def test_clean_texts_refuses_what_nests_past_its_depth() -> None:
         deep = [deep]
     with pytest.raises(ValueError, match="nested"):
         protocol.clean_texts({"a": deep})
+
+
+def test_a_refused_reply_carries_a_bounded_why() -> None:
+    """The why quotes what the agent sent: the failed request gets a bounded part of it,
+    whoever refused the answer."""
+    error = protocol.refused_reply("r1", "x" * 5000)["error"]
+    assert "x" * protocol.REFUSED_DETAIL in error
+    assert len(error) < protocol.REFUSED_DETAIL + 100

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from tests.engine.test_results import Link
 
+from jobfleet.domain import protocol
 from jobfleet.engine.rpc import AgentRpc, AgentUnavailable
 
 
@@ -97,3 +98,22 @@ async def test_a_reply_nested_without_end_is_refused_and_fails_the_request_at_on
     answer = await asyncio.wait_for(call, 1)
     assert answer["status"] and "refused" in answer["error"], answer
     assert "extra" not in answer and "files" not in answer
+
+
+async def test_a_request_never_delivered_ends_at_its_deadline_without_asking_again() -> None:
+    """The node holding the agent says each time it could not hand the request over: once
+    the deadline passes in the pause before asking again, the call ends as a silent
+    agent's does, rather than sending the request once more (or, with the agent gone
+    meanwhile, failing as if it had never been there)."""
+    agents = Agents()
+    rpc = AgentRpc(agents, agent_lost_grace=0.5)
+
+    class Undelivering(Link):
+        def send(self, message: dict[str, Any]) -> None:
+            super().send(message)
+            rpc.reply(self, protocol.undelivered_reply(message["id"]))
+
+    link = agents.links[1] = Undelivering(1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(rpc.call(1, {"t": "file_list"}, 0.2), 5)
+    assert len(link.sent) == 1

@@ -3,9 +3,11 @@ bounded amount: one entry per agent, reason and window."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -89,3 +91,42 @@ async def test_audit_writes_the_database_refuses_are_one_line_without_traceback(
     assert len(failed) == 1, [r.getMessage() for r in failed]
     assert failed[0].exc_info is None
     assert "refusals=15 agents=5" in failed[0].getMessage()
+
+
+async def test_stop_returns_after_a_periodic_flush_under_way_has_written(
+    audit: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic flush has taken the window's entries and waits on the database when
+    the stop comes: the stop ends after that write, not while it is still going on."""
+    real = audit.record_all
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
+    async def record_all(rows: list[dict[str, Any]]) -> None:
+        in_flight.set()
+        await release.wait()
+        await real(rows)
+
+    monkeypatch.setattr(audit, "record_all", record_all)
+    refusals = Refusals(audit, window=0.01)
+    refusals.refuse(Conn("agent-a", 1, "127.0.0.1"), "bad_seq", "x")
+    await asyncio.wait_for(in_flight.wait(), 10)
+    stop = asyncio.create_task(refusals.stop())
+    await asyncio.sleep(0.2)
+    stopped_early = stop.done()
+    release.set()
+    await asyncio.wait_for(stop, 10)
+    assert not stopped_early
+    assert [e["resource_id"] for e in await audit.recent(10)] == ["agent-a"]
+
+
+async def test_a_long_detail_is_logged_and_audited_bounded(
+    audit: AuditLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "jobfleet.gateway.refusals")
+    refusals = Refusals(audit, window=3600)
+    refusals.refuse(Conn("agent-a", 1, "127.0.0.1"), "bad_extra", "y" * 5000)
+    await refusals.stop()
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "y" * refusals_module.DETAIL_CHARS in line and len(line) < 400
+    [stored] = await audit.recent(10)
+    assert stored["detail"]["first"] == "y" * refusals_module.DETAIL_CHARS

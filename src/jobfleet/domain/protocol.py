@@ -1019,6 +1019,11 @@ def undelivered_reply(request_id: str) -> dict[str, Any]:
     return {"t": REPLY, "id": request_id, UNDELIVERED: True}
 
 
+# characters of why an agent's answer was refused that the failed request carries:
+# the why quotes what the agent sent, which may be long
+REFUSED_DETAIL = 200
+
+
 def refused_reply(request_id: str, detail: str) -> dict[str, Any]:
     """The answer the request ``request_id`` gets in the name of an agent whose own
     answer to it the server refused: a failed request, with why. An honest agent answers
@@ -1027,7 +1032,7 @@ def refused_reply(request_id: str, detail: str) -> dict[str, Any]:
         reply(
             request_id,
             status=int(HostStatus.GSE_TASK_ERROR),
-            error=f"the server refused the agent's answer ({detail})",
+            error=f"the server refused the agent's answer ({detail[:REFUSED_DETAIL]})",
         )
     )
 

@@ -119,7 +119,16 @@ class Dispatcher:
                 conn.send(run.message(host))
         if not offline:
             return
-        missing = [h for h in offline if h in no_agent]
+        missing: list[int] = []
+        waited: list[tuple[int, float]] = []
+        absent: list[int] = []
+        for host in offline:
+            if host in no_agent:
+                missing.append(host)
+            elif (wait := self.agent_wait(host, recovering)) > 0:
+                waited.append((host, wait))
+            else:
+                absent.append(host)
         if missing:
             self.writer.conclude(
                 run,
@@ -127,15 +136,8 @@ class Dispatcher:
                 HostStatus.AGENT_NOT_INSTALLED,
                 "jobfleet: no agent is installed on this host\n",
             )
-        absent = []
-        for host in offline:
-            if host in no_agent:
-                continue
-            wait = self.agent_wait(host, recovering)
-            if wait > 0:
-                self._expect_agent(host, wait)
-            else:
-                absent.append(host)
+        for host, wait in waited:
+            self._expect_agent(host, wait)
         if not located:
             # the cluster's map is out of reach (Redis away): an agent this node does
             # not see may be connected to another node, so it gets the grace of an

@@ -44,7 +44,7 @@ class AgentRpc:
             except ValueError as exc:
                 # refused as any message that does not fit; the request fails with why
                 log.warning("agent_reply_refused host=%s error=%s", conn.bk_host_id, exc)
-                cleaned = protocol.refused_reply(str(message.get("id")), str(exc)[:200])
+                cleaned = protocol.refused_reply(str(message.get("id")), str(exc))
             waiter[1].set_result(cleaned)
 
     async def call(self, host: int, message: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -85,6 +85,8 @@ class AgentRpc:
                     # found now, once a moment has passed for the map to say so
                     pause = min(RETRY_UNDELIVERED, deadline - time.monotonic())
                     await asyncio.sleep(max(0.0, pause))
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"host {host} did not answer in {timeout:g}s")
             finally:
                 self._replies.pop(request_id, None)
 

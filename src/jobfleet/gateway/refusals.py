@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from jobfleet.domain.protocol import clean_text
-from jobfleet.store.audit import AuditLog
+from jobfleet.store.audit import AuditLog, entry
 
 log = logging.getLogger(__name__)
 
 AUDIT_ACTION = "refuse_agent_message"
 # log lines about refusals per window, over all agents: a flood cannot fill the log
 LOG_LINES_PER_WINDOW = 100
+# characters of a refusal's detail logged and audited: it quotes what the agent sent
+DETAIL_CHARS = 200
 
 
 class Refuser(Protocol):
@@ -49,6 +51,9 @@ class Refusals:
         self.counts: Counter[str] = Counter()
         self._open: dict[tuple[str, str], _Window] = {}
         self._flusher: asyncio.Task[None] | None = None
+        # stop's last flush must end after a periodic one under way (whose task no
+        # longer shows in ``_flusher``), or stop returns while that one still writes
+        self._flushing = asyncio.Lock()
         self._logged = 0
         self._log_window_end = 0.0
 
@@ -59,9 +64,10 @@ class Refusals:
         if not audit:
             return
         key = (conn.agent_id, reason)
-        entry = self._open.get(key)
-        if entry is None:
-            entry = self._open[key] = _Window(conn.bk_host_id, conn.peer, detail)
+        window = self._open.get(key)
+        if window is None:
+            detail = detail[:DETAIL_CHARS]
+            window = self._open[key] = _Window(conn.bk_host_id, conn.peer, detail)
             self._log(
                 "agent_message_refused agent=%s host=%s peer=%s reason=%s detail=%s",
                 conn.agent_id,
@@ -72,7 +78,7 @@ class Refusals:
             )
             if self._flusher is None:
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
-        entry.count += 1
+        window.count += 1
 
     def _log(self, fmt: str, *args: object) -> None:
         now = time.monotonic()
@@ -94,38 +100,43 @@ class Refusals:
 
     async def flush(self) -> None:
         """Write one audit entry per agent and reason refused since the last flush."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         entries, self._open = self._open, {}
-        if self.audit is None:
+        if self.audit is None or not entries:
             return
-        items = list(entries.items())
-        for done, ((agent_id, reason), entry) in enumerate(items):
-            try:
-                await self.audit.record(
-                    app_code="",
-                    username="",
-                    action=AUDIT_ACTION,
-                    resource_type="agent",
-                    resource_id=agent_id[:128],
-                    detail={
-                        "reason": reason,
-                        "count": entry.count,
-                        "bk_host_id": entry.host,
-                        "first": clean_text(entry.detail)[:200],
-                        "window_seconds": self.window,
-                    },
-                    source_ip=entry.peer[:64],
-                )
-            except Exception as exc:
-                # the database is away (at shutdown it is closed first): the entries left
-                # would fail alike, and a traceback each would bury the log
-                left = [e for _, e in items[done:]]
-                log.warning(
-                    "refusal_audit_failed refusals=%d agents=%d error=%s",
-                    sum(e.count for e in left),
-                    len({key[0] for key, _ in items[done:]}),
-                    f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
-                )
-                return
+        rows = [
+            entry(
+                app_code="",
+                username="",
+                action=AUDIT_ACTION,
+                resource_type="agent",
+                resource_id=agent_id[:128],
+                detail={
+                    "reason": reason,
+                    "count": window.count,
+                    "bk_host_id": window.host,
+                    "first": clean_text(window.detail),
+                    "window_seconds": self.window,
+                },
+                source_ip=window.peer[:64],
+            )
+            for (agent_id, reason), window in entries.items()
+        ]
+        try:
+            await self.audit.record_all(rows)
+        except Exception as exc:
+            # the database is away (at shutdown the server closes it after the gateway
+            # stops, but it may fail at any time): one line for the batch, as a
+            # traceback per flush would bury the log
+            log.warning(
+                "refusal_audit_failed refusals=%d agents=%d error=%s",
+                sum(w.count for w in entries.values()),
+                len({key[0] for key in entries}),
+                f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
+            )
 
     async def stop(self) -> None:
         task, self._flusher = self._flusher, None

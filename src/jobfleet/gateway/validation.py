@@ -97,7 +97,7 @@ def _refusal(item: Any, exc: ValidationError) -> Refusal:
         # the discriminator value leads the location: ("done", "status")
         field = loc[1] if len(loc) > 1 else loc[0]
         reason = "bad_" + re.sub(r"[^a-z_]", "", field.lower())[:32]
-    detail = f"{'.'.join(loc)}: {error['msg']}"[:200]
+    detail = f"{'.'.join(loc)}: {error['msg']}"
     task = seq = reply = None
     if isinstance(item, dict):
         raw_task, raw_seq = item.get("id"), item.get("seq")

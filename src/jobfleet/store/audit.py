@@ -182,6 +182,13 @@ class AuditLog:
             res = await conn.execute(insert(audit_log).values(**values))
         return int(res.inserted_primary_key[0])  # type: ignore[index]
 
+    async def record_all(self, rows: list[dict[str, Any]]) -> None:
+        """Write rows made by ``entry`` in one transaction: all of them or none."""
+        if not rows:
+            return
+        async with self.db.begin() as conn:
+            await conn.execute(insert(audit_log), rows)
+
     async def refused(
         self,
         *,
