@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jobfleet.domain import protocol
+from jobfleet.engine.rpc import AgentRpc
 from jobfleet.gateway.registry import AgentConnection, Registry
-from jobfleet.gateway.routing import REPLY, AgentRouter
+from jobfleet.gateway.routing import REPLY, AgentRouter, ClusterAgents
 
 
 class Bus:
@@ -59,26 +63,45 @@ class HeldElsewhere(Bus):
         return "there" if host == 1 else None
 
 
-async def test_a_request_to_an_agent_on_another_node_is_sent_once_while_it_works() -> None:
-    """A listing or upload that takes its agent more than a second is not asked again
-    (and again) as if the agent had moved: it stays on the node it was sent to."""
-    import asyncio
-
-    from jobfleet.engine.rpc import AgentRpc
-    from jobfleet.gateway.routing import ClusterAgents
-
-    bus = HeldElsewhere()
+@contextlib.asynccontextmanager
+async def listing(
+        bus: Bus) -> AsyncIterator[tuple[ClusterAgents, AgentRpc, asyncio.Future[Any]]]:
+    """A file listing asked of host 1 through ``bus``; a test that fails leaves no call
+    behind to run into the next test's loop."""
     agents = ClusterAgents(Registry(), bus)  # type: ignore[arg-type]
     rpc = AgentRpc(agents, agent_lost_grace=0.5)
     call = asyncio.ensure_future(rpc.call(1, {"t": protocol.FILE_LIST}, 10))
-    await asyncio.sleep(2.5)
-    assert len(bus.sent) == 1, bus.sent
-    node, message = bus.sent[0]
-    assert node == "there" and message["msg"]["t"] == protocol.FILE_LIST
-    link = agents.for_host(1)
-    assert link is not None
-    rpc.reply(link, {"t": protocol.REPLY, "id": message["msg"]["id"], "files": []})
-    assert (await asyncio.wait_for(call, 1))["files"] == []
+    try:
+        yield agents, rpc, call
+    finally:
+        call.cancel()
+        # what the call ended with is the test's to check, not its cleanup's
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await call
+
+
+async def sent(bus: Bus, count: int) -> None:
+    """Until ``bus`` has sent ``count`` messages: within seconds, so a request that is never
+    sent fails the test rather than holding it to pytest's timeout."""
+    async def until() -> None:
+        while len(bus.sent) < count:
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(until(), 5)
+
+
+async def test_a_request_to_an_agent_on_another_node_is_sent_once_while_it_works() -> None:
+    """A listing or upload that takes its agent more than a second is not asked again
+    (and again) as if the agent had moved: it stays on the node it was sent to."""
+    bus = HeldElsewhere()
+    async with listing(bus) as (agents, rpc, call):
+        await asyncio.sleep(2.5)
+        assert len(bus.sent) == 1, bus.sent
+        node, message = bus.sent[0]
+        assert node == "there" and message["msg"]["t"] == protocol.FILE_LIST
+        link = agents.for_host(1)
+        assert link is not None
+        rpc.reply(link, {"t": protocol.REPLY, "id": message["msg"]["id"], "files": []})
+        assert (await asyncio.wait_for(call, 1))["files"] == []
 
 
 async def test_a_request_for_an_agent_that_left_is_answered_as_undelivered() -> None:
@@ -95,22 +118,13 @@ async def test_a_request_for_an_agent_that_left_is_answered_as_undelivered() -> 
 
 
 async def test_a_request_answered_as_undelivered_is_asked_again() -> None:
-    import asyncio
-
-    from jobfleet.engine.rpc import AgentRpc
-    from jobfleet.gateway.routing import ClusterAgents
-
     bus = HeldElsewhere()
-    agents = ClusterAgents(Registry(), bus)  # type: ignore[arg-type]
-    rpc = AgentRpc(agents, agent_lost_grace=0.5)
-    call = asyncio.ensure_future(rpc.call(1, {"t": protocol.FILE_LIST}, 10))
-    while not bus.sent:
-        await asyncio.sleep(0.01)
-    link = agents.for_host(1)
-    assert link is not None
-    rpc.reply(link, protocol.undelivered_reply(bus.sent[0][1]["msg"]["id"]))
-    while len(bus.sent) < 2:
-        await asyncio.sleep(0.01)
-    assert not call.done()
-    rpc.reply(link, {"t": protocol.REPLY, "id": bus.sent[1][1]["msg"]["id"], "files": []})
-    assert (await asyncio.wait_for(call, 1))["files"] == []
+    async with listing(bus) as (agents, rpc, call):
+        await sent(bus, 1)
+        link = agents.for_host(1)
+        assert link is not None
+        rpc.reply(link, protocol.undelivered_reply(bus.sent[0][1]["msg"]["id"]))
+        await sent(bus, 2)
+        assert not call.done()
+        rpc.reply(link, {"t": protocol.REPLY, "id": bus.sent[1][1]["msg"]["id"], "files": []})
+        assert (await asyncio.wait_for(call, 1))["files"] == []

@@ -57,10 +57,15 @@ class SharedChromium:
         # Chromium writes the port it chose into its profile
         active = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
-        while not active.exists() or len(active.read_text().split()) < 2:
-            assert self.child.poll() is None, (self.profile.parent / "chromium.log").read_text()
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            time.sleep(0.05)
+        try:
+            while not active.exists() or len(active.read_text().split()) < 2:
+                assert self.child.poll() is None, (self.profile.parent / "chromium.log").read_text()
+                assert time.monotonic() < deadline, "chromium did not open its DevTools port"
+                time.sleep(0.05)
+        except BaseException:
+            # its own session outlives the test run unless its group is ended here
+            self.stop()
+            raise
         port, path = active.read_text().split()[:2]
         self.endpoint = f"ws://127.0.0.1:{port}{path}"
 
@@ -86,8 +91,8 @@ class SharedChromium:
 @pytest.fixture(scope="session")
 def shared_chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedChromium]:
     chromium = SharedChromium(tmp_path_factory.mktemp("chromium") / "profile")
-    chromium.start()
     try:
+        chromium.start()
         yield chromium
     finally:
         chromium.stop()

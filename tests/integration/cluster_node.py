@@ -22,7 +22,8 @@ def main() -> None:
         data_dir=Path(cfg["data_dir"]), port=cfg["port"], agent_port=cfg["agent_port"],
         database_url=cfg["database_url"], redis_url=cfg["redis_url"],
         heartbeat=cfg.get("heartbeat", 2.0), log_level=cfg.get("log_level") or "warning",
-        node_ttl=cfg.get("node_ttl", 10.0),
+        # the server's own default when a test leaves it out
+        **({"node_ttl": cfg["node_ttl"]} if "node_ttl" in cfg else {}),
         engine=EngineSettings(**cfg["engine"])))
 
 

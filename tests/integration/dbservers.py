@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
+import signal
 import subprocess
 import tempfile
 import time
@@ -50,13 +50,13 @@ def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return done  # type: ignore[no-any-return]
 
 
-# how many times a MariaDB that did not come up is started again, afresh
+# how many times a MariaDB server that did not come up is started again, on another port
 MARIADB_STARTS = 3
 
 
 class _NotStarted(Exception):
-    """A MariaDB that did not come up: the port it was given was taken meanwhile, or its
-    installer or server failed; what it wrote tells why."""
+    """A MariaDB server that did not come up: the port it was given was taken meanwhile,
+    or it failed; what it wrote tells why."""
 
 
 @contextmanager
@@ -67,10 +67,11 @@ def mariadb(password: str) -> Iterator[DbServer]:
     work = Path(tempfile.mkdtemp(prefix="jobfleet-mariadb-"))
     proc: subprocess.Popen[bytes] | None = None
     try:
+        own = _install_mariadb(work)
         failures: list[str] = []
         while proc is None:
             try:
-                proc, port, admin = _start_mariadb(mariadbd, work / f"try{len(failures)}")
+                proc, port, admin = _start_mariadb(mariadbd, work, own, len(failures))
             except _NotStarted as exc:
                 failures.append(str(exc))
                 if len(failures) == MARIADB_STARTS:
@@ -87,32 +88,49 @@ def mariadb(password: str) -> Iterator[DbServer]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _start_mariadb(mariadbd: str, work: Path) -> tuple[subprocess.Popen[bytes], int, list[str]]:
-    """A server on a port just found free, with everything it writes (data, socket, pid,
-    temporary files) in ``work``, so that servers other test workers start at the same
-    moment share nothing with it; returned once it answers on its socket and its port."""
-    data, tmp, sock, log_path = work / "data", work / "tmp", work / "sock", work / "server.log"
+def _install_mariadb(work: Path) -> list[str]:
+    """The data directory of a server, bootstrapped once in ``work`` (so that servers other
+    test workers start at the same moment share nothing with it); answers the options
+    the server is to be started with."""
+    tmp = work / "tmp"
     tmp.mkdir(parents=True)
     user = ["--user=root"] if os.geteuid() == 0 else []
     own = [f"--tmpdir={tmp}", "--innodb-buffer-pool-size=16M", *user]
+    # options it does not know itself go to the server it bootstraps the data with
+    argv = ["mysql_install_db", "--no-defaults", f"--datadir={work / 'data'}",
+            "--auth-root-authentication-method=normal", "--skip-test-db", *own]
+    # in a session of its own: the server it bootstraps with is its child, and would
+    # run on if only the script were killed
+    installer = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, start_new_session=True)
     try:
-        # options it does not know itself go to the server it bootstraps the data with
-        _run(["mysql_install_db", "--no-defaults", f"--datadir={data}",
-              "--auth-root-authentication-method=normal", "--skip-test-db", *own])
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        raise _NotStarted(str(exc)) from None
+        said, _ = installer.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(installer.pid, signal.SIGKILL)
+        said, _ = installer.communicate()
+        raise RuntimeError(f"mysql_install_db did not finish in 120 s:\n{said}") from None
+    if installer.returncode != 0:
+        raise RuntimeError(f"mysql_install_db exited {installer.returncode}:\n{said}")
+    return own
+
+
+def _start_mariadb(mariadbd: str, work: Path, own: list[str],
+                   attempt: int) -> tuple[subprocess.Popen[bytes], int, list[str]]:
+    """A server on the data of ``work``, on a port just found free, with its socket, pid
+    and log in ``work`` too; returned once it answers on its socket."""
+    sock, log_path = work / f"sock{attempt}", work / f"server{attempt}.log"
     port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={sock}",
+            [mariadbd, "--no-defaults", f"--datadir={work / 'data'}", f"--socket={sock}",
              f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
-             f"--pid-file={work}/pid", *own],
+             f"--pid-file={work}/pid{attempt}", *own],
             stdout=log, stderr=subprocess.STDOUT)
     admin = ["mysql", "--no-defaults", f"--socket={sock}", "-uroot", "--connect-timeout=10"]
     # the server binds its port before it opens its socket, and stops if the port was
     # taken since free_port found it: an answer on the socket is this server on the port
     deadline = time.monotonic() + 120
-    while not _answers(admin) or not _listens(port):
+    while not _answers(admin):
         if proc.poll() is not None or time.monotonic() > deadline:
             _stop(proc)
             raise _NotStarted(f"port {port}: " + log_path.read_text(errors="replace")[-4000:])
@@ -125,14 +143,6 @@ def _answers(admin: list[str]) -> bool:
         return subprocess.run([*admin, "-e", "SELECT 1"], capture_output=True,
                               timeout=30).returncode == 0
     except subprocess.TimeoutExpired:
-        return False
-
-
-def _listens(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10):
-            return True
-    except OSError:
         return False
 
 

@@ -20,6 +20,7 @@ from tests.integration.harness import (
     Proc,
     Running,
     Wire,
+    agent_proc,
     alive_ips,
     b64,
     eventually,
@@ -129,10 +130,7 @@ async def test_a_job_started_after_a_restart_waits_for_the_agents_it_had(
     wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
 
     def agent() -> Proc:
-        return Proc(["jobfleet", "agent", "--server", url, "--state-dir",
-                     str(tmp_path / "agent"), "--ip", A_HOST, "--log-level", "warning",
-                     *AGENT_BACKOFF_ARGS],
-                    {"JOBFLEET_ENROLL_TOKEN": boot["enroll_token"]})
+        return agent_proc(url, boot["enroll_token"], tmp_path / "agent", A_HOST)
     host = agent()
     try:
         await host.start()
@@ -167,10 +165,8 @@ async def test_a_job_started_after_a_restart_waits_for_the_agents_it_had(
 async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
                                                            tmp_path: Path) -> None:
     marker = sleep_marker("4244.25")
-    agent = Proc(["jobfleet", "agent", "--server", running.url,
-                  "--state-dir", str(tmp_path / "agent"),
-                  "--ip", "127.0.0.7", "--log-level", "warning", *AGENT_BACKOFF_ARGS],
-                 {"JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]})
+    agent = agent_proc(running.url, running.boot["enroll_token"], tmp_path / "agent",
+                       "127.0.0.7")
     await agent.start()
     try:
         await eventually(lambda: alive_ips(running.wire, ["127.0.0.7"]), timeout=30)
@@ -203,10 +199,8 @@ async def test_agent_killed_mid_script_ends_host_with_310(running: Running,
 
 async def test_agent_restart_replays_results_it_held(running: Running, tmp_path: Path) -> None:
     """A result produced while the server could not hear it arrives after the reconnect."""
-    agent = Proc(["jobfleet", "agent", "--server", running.url,
-                  "--state-dir", str(tmp_path / "agent"),
-                  "--ip", "127.0.0.8", "--log-level", "warning", *AGENT_BACKOFF_ARGS],
-                 {"JOBFLEET_ENROLL_TOKEN": running.boot["enroll_token"]})
+    agent = agent_proc(running.url, running.boot["enroll_token"], tmp_path / "agent",
+                       "127.0.0.8")
     await agent.start()
     try:
         await eventually(lambda: alive_ips(running.wire, ["127.0.0.8"]), timeout=30)

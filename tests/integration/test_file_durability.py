@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import (
-    AGENT_BACKOFF_ARGS,
-    Proc,
     Running,
     Wire,
+    agent_proc,
     alive_ips,
     b64,
     eventually,
@@ -48,12 +47,6 @@ async def downloading(wire: Wire, sub: dict[str, Any], ip: str) -> bool:
         "step_instance_id": sub["step_instance_id"], "ip_list": [{"ip": ip, "bk_cloud_id": 0}]})
     rows = logs["data"]["file_task_logs"][0]["file_logs"] if logs.get("data") else []
     return any(r["status"] == 3 and r["process"] not in ("0%", "100%") for r in rows)
-
-
-def agent_proc(url: str, token: str, state: Path, ip: str) -> Proc:
-    return Proc(["jobfleet", "agent", "--server", url, "--state-dir",
-                 str(state), "--ip", ip, "--log-level", "warning", *AGENT_BACKOFF_ARGS],
-                {"JOBFLEET_ENROLL_TOKEN": token})
 
 
 async def test_target_agent_killed_mid_download_ends_with_310(running: Running,

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.harness import Running, Wire, eventually, free_port, run_server
+from tests.integration.harness import Running, Wire, agent_proc, eventually, free_port, run_server
 from tests.integration.test_agent_messages import raw_agent
 from tests.integration.test_durability import start_server
-from tests.integration.test_file_durability import agent_proc
 
 from jobfleet.domain import protocol
 from jobfleet.server import read_bootstrap

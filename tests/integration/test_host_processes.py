@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.agent.test_processes import ESCAPES, cgroups_available, escaping_tree, marked
-from tests.integration.harness import Running, b64, eventually
-from tests.integration.test_file_durability import agent_proc
+from tests.integration.harness import Running, agent_proc, b64, eventually
 
 from jobfleet.agent import processes
 
