@@ -168,21 +168,22 @@ class Dir:
             os.close(fd)
 
     def entry(self, name: str, *, follow: bool) -> os.stat_result | None:
+        """``name`` here, or None when absent; below the target path a symlink (dangling
+        or not) is refused rather than followed."""
+        if follow and self.below:
+            st = self._stat(name, follow=False)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise linked(os.path.join(self.path, name))
+            return st
+        return self._stat(name, follow=follow)
+
+    def _stat(self, name: str, *, follow: bool) -> os.stat_result | None:
         try:
             return os.stat(name, dir_fd=self.fd, follow_symlinks=follow)
         except FileNotFoundError:
             return None  # absent, or a dangling symlink
         except OSError as exc:
             raise target_error(os.path.join(self.path, name), exc) from None
-
-    def refuse_link(self, name: str) -> None:
-        """Refuse ``name`` here when it is a symlink (dangling or not), in a directory
-        below the target path."""
-        if not self.below:
-            return
-        st = self.entry(name, follow=False)
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            raise linked(os.path.join(self.path, name))
 
     def check_writable(self, rights: Rights, replacing: os.stat_result | None = None) -> None:
         """Refuse unless the account may create (and replace ``replacing``) entries here."""
@@ -327,8 +328,8 @@ def open_parent(dest: str, rights: Rights, create_dirs: bool, root: str | None =
 
     The operator's target path ``root`` is followed as given, symlinks and all; every
     directory below it, named after the source's entries, is opened one name at a time
-    from the one above and never through a symlink (see ``refuse_link`` for the last
-    name). Otherwise a local user of the target who may write in the target directory
+    from the one above and never through a symlink (``Dir.entry`` refuses the last
+    name's). Otherwise a local user of the target who may write in the target directory
     could plant ``sub -> /etc`` and have the copy of ``sub/x`` written to ``/etc/x``,
     as root."""
     names = below_root(root, dest)
