@@ -27,6 +27,7 @@ from jobfleet.domain import protocol
 from jobfleet.domain.paths import (
     LOCAL_SOURCE,
     MAX_PATH,
+    at_or_below,
     expand_path,
     host_source_files,
     source_label,
@@ -92,7 +93,7 @@ def target_root(target_path: str, item: Prepared, dest: str, when: datetime) -> 
             else source_label(item.src_cloud_id or 0, item.src_ip or "")
         )
     root = posixpath.normpath(expand_path(target_path, source=label, when=when))
-    if dest == root or dest.startswith(root.rstrip("/") + "/"):
+    if at_or_below(dest, root):
         return root
     return posixpath.dirname(dest)
 

@@ -22,6 +22,7 @@ from jobfleet.agent.accounts import (
     lookup_account,
     permits,
 )
+from jobfleet.domain.paths import at_or_below
 from jobfleet.domain.status import HostStatus
 
 logger = logging.getLogger(__name__)
@@ -315,12 +316,11 @@ def below_root(root: str | None, dest: str) -> list[str] | None:
     root = os.path.normpath(root)
     if dest == root:
         return None
-    prefix = root.rstrip("/") + "/"
-    if not dest.startswith(prefix):
+    if not at_or_below(dest, root):
         raise TransferError(
             HostStatus.COPYFILE_FAILED, f"target {dest} is not below the target path {root}"
         )
-    return dest[len(prefix) :].split("/")
+    return dest[len(root.rstrip("/")) + 1 :].split("/")
 
 
 def open_parent(dest: str, rights: Rights, create_dirs: bool, root: str | None = None) -> Dir:
