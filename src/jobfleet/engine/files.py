@@ -44,7 +44,6 @@ from jobfleet.engine.file_gathering import (
     SourceGathering,
     ThirdPartyDownloads,
     cancel_uploads,
-    no_wait,
     speed_limit,
 )
 from jobfleet.engine.rpc import AgentRpc
@@ -267,7 +266,7 @@ class FileSteps:
         deadline: float,
         stop: asyncio.Event,
         pending: list[Row[Any]],
-        within: AgentWait = no_wait,
+        within: AgentWait,
     ) -> list[Prepared] | None:
         """The source files, or None when the step is terminated first (what was being
         gathered, such as a download from a file source, is stopped). ``within``: how long
@@ -275,7 +274,7 @@ class FileSteps:
         targets = [r.bk_host_id for r in pending]
         seeds = await self.seeding.plan(step, cfg, targets)
         return await _unless_stopped(
-            self.sources.gather(job, step, cfg, deadline, targets, seeds, within), stop
+            self.sources.gather(job, step, cfg, deadline, targets, seeds, within=within), stop
         )
 
     async def _plan_downloads(
@@ -462,7 +461,7 @@ class FileSteps:
         cfg: dict[str, Any],
         rows: list[Row[Any]],
         deadline: float,
-        within: AgentWait = no_wait,
+        within: AgentWait,
     ) -> None:
         source = {"files": cfg.get("files") or [], "account": step.account_name}
         results = await asyncio.gather(
