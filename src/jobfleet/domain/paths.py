@@ -72,7 +72,7 @@ def _named_by(pattern: str, full: str, rel: str) -> bool:
     wild = next((i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part)), None)
     if wild is None:
         path = posixpath.normpath(pattern)
-        return (full == path or full.startswith(path.rstrip("/") + "/")) and _below(
+        return at_or_below(full, path) and _below(
             full, posixpath.dirname(path), rel
         )
     rest = [part for part in parts[wild:] if part]
@@ -86,6 +86,11 @@ def _named_by(pattern: str, full: str, rel: str) -> bool:
         and len(names) >= len(rest)
         and all(_glob_match(name, part) for name, part in zip(names, rest, strict=False))
     )
+
+
+def at_or_below(path: str, base: str) -> bool:
+    """Whether ``path`` is ``base`` or lies below it; both normal (``posixpath.normpath``)."""
+    return path == base or path.startswith(base.rstrip("/") + "/")
 
 
 def _below(full: str, base: str, rel: str) -> bool:

@@ -42,10 +42,6 @@ MAX_FILE_TASKS = 100_000
 AgentWait = Callable[[int], float]
 
 
-def no_wait(host: int) -> float:
-    return 0.0
-
-
 @dataclass
 class Prepared:
     """A file (or directory entry) ready on the server for the targets."""
@@ -187,7 +183,8 @@ class SourceGathering:
         deadline: float,
         targets: list[int] | None = None,
         seeds: dict[int, SeedTicket] | None = None,
-        within: AgentWait = no_wait,
+        *,
+        within: AgentWait,
     ) -> list[Prepared]:
         """The step's source files on the server; third-party downloads show in the file
         logs of ``targets``. Files of the sources in ``seeds`` are served by their agents
@@ -281,7 +278,7 @@ class SourceGathering:
         seed: SeedTicket | None = None,
         *,
         max_entries: int | None = None,
-        within: AgentWait = no_wait,
+        within: AgentWait,
     ) -> Gathered:
         """One source host's files on the server. ``max_entries``: more listed entries
         than this fail the step before anything is uploaded (the file-task limit).
@@ -295,15 +292,9 @@ class SourceGathering:
             )
         host = hosts[0]
         where = f"{host.bk_cloud_id}:{host.ip}"
-        wait = min(within(host_id), deadline - time.monotonic())
-        if wait > 0 and not await self.rpc.await_agent(host_id, wait):
-            # asking now would wait the grace of an agent that dropped on top of the window
-            return Gathered(
-                host_id,
-                status=int(HostStatus.GSE_FILE_ERROR),
-                message=f"the agent of source host {where} did not come back within "
-                f"{wait:g}s (the recovery window after a server restart)",
-            )
+        absent = await self._agent_back(host_id, where, deadline, within)
+        if absent is not None:
+            return absent
         try:
             listing = await self.rpc.call(
                 host_id,
@@ -643,13 +634,32 @@ class SourceGathering:
         ]
         where = f"{rows[0].src_cloud_id}:{rows[0].src_ip}"
         sending = Sending(step, host_id, where, files, uploads, source, cfg, deadline)
-        await self.rpc.await_agent(host_id, min(within(host_id), deadline - time.monotonic()))
-        gathered = await self._upload(sending, seed_transfer(step, host_id))
+        gathered = await self._agent_back(host_id, where, deadline, within)
+        if gathered is not None:
+            await self._upload_logs(step, host_id, uploads, {}, gathered.message)
+        else:
+            gathered = await self._upload(sending, seed_transfer(step, host_id))
         if gathered.status is not None:
             log.warning("seeded_upload_failed host=%s reason=%s", host_id, gathered.message)
             for item in files:
                 if item.blob_id:
                     self.blobs.lost(item.blob_id, gathered.message)
+
+    async def _agent_back(
+        self, host_id: int, where: str, deadline: float, within: AgentWait
+    ) -> Gathered | None:
+        """None once the source's agent is connected (or is not waited for), else the
+        failure: asking it anyway would wait the grace of an agent that dropped on top
+        of the window."""
+        wait = min(within(host_id), deadline - time.monotonic())
+        if wait > 0 and not await self.rpc.await_agent(host_id, wait):
+            return Gathered(
+                host_id,
+                status=int(HostStatus.GSE_FILE_ERROR),
+                message=f"the agent of source host {where} did not come back within "
+                f"{wait:g}s (the recovery window after a server restart)",
+            )
+        return None
 
     async def _upload(self, sending: Sending, seed_transfer: str | None = None) -> Gathered:
         step, host_id, where = sending.step, sending.host_id, sending.where

@@ -27,6 +27,7 @@ from jobfleet.domain import protocol
 from jobfleet.domain.paths import (
     LOCAL_SOURCE,
     MAX_PATH,
+    at_or_below,
     expand_path,
     host_source_files,
     source_label,
@@ -43,7 +44,6 @@ from jobfleet.engine.file_gathering import (
     SourceGathering,
     ThirdPartyDownloads,
     cancel_uploads,
-    no_wait,
     speed_limit,
 )
 from jobfleet.engine.rpc import AgentRpc
@@ -72,9 +72,7 @@ FAILURE_SEQ = 1_000_000
 def target_file(
     target_path: str, item: Prepared, target_name: str | None, when: datetime, single: bool
 ) -> str:
-    base = expand_path(target_path, source=item.label, when=when)
-    rel = target_name if (target_name and single and not item.is_dir) else item.rel
-    return posixpath.normpath(posixpath.join(base, rel))
+    return _file_at(TargetBases(target_path, when), item, target_name, single)
 
 
 def target_root(target_path: str, item: Prepared, dest: str, when: datetime) -> str:
@@ -84,6 +82,32 @@ def target_root(target_path: str, item: Prepared, dest: str, when: datetime) -> 
     An item planned before a restart (no label: ``dest`` is what its file log kept)
     has its source's label made again from the log; should the path not lead to
     ``dest`` that way, ``dest``'s own directory is the root, as it was before roots."""
+    return _root_at(TargetBases(target_path, when), item, dest)
+
+
+class TargetBases:
+    """The target path as expanded for each source; a step's items share a few sources,
+    so each is expanded once rather than once or twice per item."""
+
+    def __init__(self, target_path: str, when: datetime) -> None:
+        self.target_path = target_path
+        self.when = when
+        self._bases: dict[str, str] = {}
+
+    def of(self, label: str) -> str:
+        base = self._bases.get(label)
+        if base is None:
+            expanded = expand_path(self.target_path, source=label, when=self.when)
+            base = self._bases[label] = posixpath.normpath(expanded)
+        return base
+
+
+def _file_at(bases: TargetBases, item: Prepared, target_name: str | None, single: bool) -> str:
+    rel = target_name if (target_name and single and not item.is_dir) else item.rel
+    return posixpath.normpath(posixpath.join(bases.of(item.label), rel))
+
+
+def _root_at(bases: TargetBases, item: Prepared, dest: str) -> str:
     label = item.label
     if not label:
         label = (
@@ -91,8 +115,8 @@ def target_root(target_path: str, item: Prepared, dest: str, when: datetime) -> 
             if item.src_host_id is None
             else source_label(item.src_cloud_id or 0, item.src_ip or "")
         )
-    root = posixpath.normpath(expand_path(target_path, source=label, when=when))
-    if dest == root or dest.startswith(root.rstrip("/") + "/"):
+    root = bases.of(label)
+    if at_or_below(dest, root):
         return root
     return posixpath.dirname(dest)
 
@@ -242,7 +266,7 @@ class FileSteps:
         deadline: float,
         stop: asyncio.Event,
         pending: list[Row[Any]],
-        within: AgentWait = no_wait,
+        within: AgentWait,
     ) -> list[Prepared] | None:
         """The source files, or None when the step is terminated first (what was being
         gathered, such as a download from a file source, is stopped). ``within``: how long
@@ -250,7 +274,7 @@ class FileSteps:
         targets = [r.bk_host_id for r in pending]
         seeds = await self.seeding.plan(step, cfg, targets)
         return await _unless_stopped(
-            self.sources.gather(job, step, cfg, deadline, targets, seeds, within), stop
+            self.sources.gather(job, step, cfg, deadline, targets, seeds, within=within), stop
         )
 
     async def _plan_downloads(
@@ -258,9 +282,8 @@ class FileSteps:
     ) -> None:
         when = datetime.fromtimestamp((step.start_time or now_ms()) / 1000)
         single = len(files) == 1
-        dests = [
-            target_file(cfg["target_path"], f, cfg.get("target_name"), when, single) for f in files
-        ]
+        bases = TargetBases(cfg["target_path"], when)
+        dests = [_file_at(bases, f, cfg.get("target_name"), single) for f in files]
         too_long = next((d for d in dests if len(d) > MAX_PATH), None)
         if too_long is not None:
             # the variables of the target path ([DATEFMT:…], ${name}) made it longer than
@@ -328,12 +351,13 @@ class FileSteps:
     ) -> dict[str, Any]:
         when = datetime.fromtimestamp((step.start_time or now_ms()) / 1000)
         single = len(files) == 1
+        bases = TargetBases(cfg["target_path"], when)
         items: list[protocol.DownloadItem] = []
         for n, item in enumerate(files):
             dest = (
                 item.rel
                 if not item.label
-                else target_file(cfg["target_path"], item, cfg.get("target_name"), when, single)
+                else _file_at(bases, item, cfg.get("target_name"), single)
             )
             items.append(
                 {
@@ -341,7 +365,7 @@ class FileSteps:
                     # every file to download was stored as a blob by now
                     "blob": item.blob_id or "",
                     "dest": dest,
-                    "root": target_root(cfg["target_path"], item, dest, when),
+                    "root": _root_at(bases, item, dest),
                     "size": item.size,
                     "sha256": item.sha256,
                     "mode": item.mode,
@@ -437,7 +461,7 @@ class FileSteps:
         cfg: dict[str, Any],
         rows: list[Row[Any]],
         deadline: float,
-        within: AgentWait = no_wait,
+        within: AgentWait,
     ) -> None:
         source = {"files": cfg.get("files") or [], "account": step.account_name}
         results = await asyncio.gather(

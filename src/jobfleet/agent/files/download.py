@@ -151,7 +151,6 @@ def _make_dir(
     name = os.path.basename(dest)
     parent = open_parent(dest, rights, create_dirs, root)
     try:
-        parent.refuse_link(name)
         existing = parent.entry(name, follow=True)
         if existing is not None:
             if not stat.S_ISDIR(existing.st_mode):
@@ -175,9 +174,9 @@ def _open_target(
     name = os.path.basename(dest)
     parent = open_parent(dest, rights, create_dirs, root)
     try:
-        # the rename would replace a symlink rather than write through it; refused all
-        # the same, as the symlinks above it are, for the operator to see
-        parent.refuse_link(name)
+        # below the target path a symlink is refused here (``Dir.entry``): the rename
+        # would replace it rather than write through it, refused all the same, as the
+        # symlinks above it are, for the operator to see
         followed = parent.entry(name, follow=True)
         if followed is not None and stat.S_ISDIR(followed.st_mode):
             raise TransferError(HostStatus.COPYFILE_FAILED, f"target {dest} is a directory")

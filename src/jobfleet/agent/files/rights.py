@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Callable
 
 from jobfleet.agent import credentials
 from jobfleet.agent.accounts import (
@@ -22,6 +23,7 @@ from jobfleet.agent.accounts import (
     lookup_account,
     permits,
 )
+from jobfleet.domain.paths import at_or_below
 from jobfleet.domain.status import HostStatus
 
 logger = logging.getLogger(__name__)
@@ -168,21 +170,22 @@ class Dir:
             os.close(fd)
 
     def entry(self, name: str, *, follow: bool) -> os.stat_result | None:
+        """``name`` here, or None when absent; below the target path a symlink (dangling
+        or not) is refused rather than followed."""
+        if follow and self.below:
+            st = self._stat(name, follow=False)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise linked(os.path.join(self.path, name))
+            return st
+        return self._stat(name, follow=follow)
+
+    def _stat(self, name: str, *, follow: bool) -> os.stat_result | None:
         try:
             return os.stat(name, dir_fd=self.fd, follow_symlinks=follow)
         except FileNotFoundError:
             return None  # absent, or a dangling symlink
         except OSError as exc:
             raise target_error(os.path.join(self.path, name), exc) from None
-
-    def refuse_link(self, name: str) -> None:
-        """Refuse ``name`` here when it is a symlink (dangling or not), in a directory
-        below the target path."""
-        if not self.below:
-            return
-        st = self.entry(name, follow=False)
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            raise linked(os.path.join(self.path, name))
 
     def check_writable(self, rights: Rights, replacing: os.stat_result | None = None) -> None:
         """Refuse unless the account may create (and replace ``replacing``) entries here."""
@@ -245,7 +248,7 @@ class Dir:
         path = os.path.join(self.path, name)
         try:
             fd = os.open(name, _dir_access() | _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self.fd)
-            return Dir(path, fd, below=True)
+            return Dir(path, fd, below=self.below)
         except FileNotFoundError:
             if not create:
                 raise TransferError(
@@ -303,10 +306,10 @@ def linked(path: str) -> TransferError:
     )
 
 
-def below_root(root: str | None, dest: str) -> list[str] | None:
-    """The names of ``dest`` (absolute and normal) below the operator's target path
-    ``root``; None when the whole of ``dest`` is the operator's (``dest`` is the root, or
-    a server of an earlier release named no root)."""
+def below_root(root: str | None, dest: str) -> tuple[str, list[str]] | None:
+    """The operator's target path ``root``, normal, and the names of ``dest`` (absolute
+    and normal) below it; None when the whole of ``dest`` is the operator's (``dest`` is
+    the root, or a server of an earlier release named no root)."""
     if root is None:
         return None
     if not os.path.isabs(root):
@@ -314,12 +317,11 @@ def below_root(root: str | None, dest: str) -> list[str] | None:
     root = os.path.normpath(root)
     if dest == root:
         return None
-    prefix = root.rstrip("/") + "/"
-    if not dest.startswith(prefix):
+    if not at_or_below(dest, root):
         raise TransferError(
             HostStatus.COPYFILE_FAILED, f"target {dest} is not below the target path {root}"
         )
-    return dest[len(prefix) :].split("/")
+    return root, dest[len(root.rstrip("/")) + 1 :].split("/")
 
 
 def open_parent(dest: str, rights: Rights, create_dirs: bool, root: str | None = None) -> Dir:
@@ -327,19 +329,27 @@ def open_parent(dest: str, rights: Rights, create_dirs: bool, root: str | None =
 
     The operator's target path ``root`` is followed as given, symlinks and all; every
     directory below it, named after the source's entries, is opened one name at a time
-    from the one above and never through a symlink (see ``refuse_link`` for the last
-    name). Otherwise a local user of the target who may write in the target directory
+    from the one above and never through a symlink (``Dir.entry`` refuses the last
+    name's). Otherwise a local user of the target who may write in the target directory
     could plant ``sub -> /etc`` and have the copy of ``sub/x`` written to ``/etc/x``,
     as root."""
-    names = below_root(root, dest)
-    if names is None or root is None:
+    walk = below_root(root, dest)
+    if walk is None:
         return _open_followed(os.path.dirname(dest), rights, create_dirs)
+    top, names = walk
     parent = os.path.dirname(dest)
-    current = _open_followed(os.path.normpath(root), rights, create_dirs, missing=parent)
-    current.below = True
+    current = _open_followed(top, rights, create_dirs, missing=parent, below=True)
+    return _descend(
+        current, names[:-1], lambda here, name: here.open_child(name, rights, create_dirs, parent)
+    )
+
+
+def _descend(current: Dir, names: list[str], step: Callable[[Dir, str], Dir]) -> Dir:
+    """The directory ``names`` lead to from ``current``, each ``step`` taken from the one
+    above; every directory passed through is closed, and ``current`` too on a failure."""
     try:
-        for name in names[:-1]:
-            child = current.open_child(name, rights, create_dirs, parent)
+        for name in names:
+            child = step(current, name)
             current.close()
             current = child
     except BaseException:
@@ -349,13 +359,19 @@ def open_parent(dest: str, rights: Rights, create_dirs: bool, root: str | None =
 
 
 def _open_followed(
-    parent: str, rights: Rights, create_dirs: bool, missing: str | None = None
+    parent: str,
+    rights: Rights,
+    create_dirs: bool,
+    missing: str | None = None,
+    *,
+    below: bool = False,
 ) -> Dir:
     """The directory ``parent``, every symlink on the way followed; ``missing`` is the
-    directory a strict transfer names when it is absent."""
+    directory a strict transfer names when it is absent; ``below``: the entries of the
+    directory are below the target path."""
     missing = parent if missing is None else missing
     try:
-        return Dir(parent, _open_dir(parent))
+        return Dir(parent, _open_dir(parent), below=below)
     except FileNotFoundError:
         if not create_dirs:
             raise TransferError(
@@ -367,10 +383,10 @@ def _open_followed(
         ) from None
     except OSError as exc:
         raise target_error(parent, exc) from None
-    return _make_parents(parent, rights)
+    return _make_parents(parent, rights, below)
 
 
-def _make_parents(directory: str, rights: Rights) -> Dir:
+def _make_parents(directory: str, rights: Rights, below: bool) -> Dir:
     missing: list[str] = []
     path = directory
     while True:
@@ -387,13 +403,12 @@ def _make_parents(directory: str, rights: Rights) -> Dir:
         except OSError as exc:
             raise target_error(path, exc) from None
     mode = 0o755 & ~_umask()
-    try:
-        for name in reversed(missing):
-            current.check_writable(rights)
-            child = current.make_child(name, rights, mode)
-            current.close()
-            current = child
-    except BaseException:
-        current.close()
-        raise
-    return current
+
+    def make(here: Dir, name: str) -> Dir:
+        here.check_writable(rights)
+        return here.make_child(name, rights, mode)
+
+    made = _descend(current, list(reversed(missing)), make)
+    # only the directory made last is the target path; those above it are not below it
+    made.below = below
+    return made
