@@ -128,7 +128,7 @@ def _settings() -> dict[str, Setting]:
         Setting("port", port, "--port"),
         Setting("database_url", _optional_str, "--database-url"),
         Setting("redis_url", _optional_str, "--redis-url"),
-        # at least a beat and a half of the bus (2 s), or a node merely slow is held gone
+        # 3.0 is 1.5 of the bus beat (2 s): a shorter ttl holds a node merely slow gone
         Setting("node_ttl", _typed(float, low=3.0, high=3600.0), None),
         Setting("log_level", _choice(*LOG_LEVELS), "--log-level"),
         Setting("log_format", _choice(*LOG_FORMATS), "--log-format"),

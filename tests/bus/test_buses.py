@@ -154,6 +154,20 @@ async def test_presence_and_a_dead_node_taken_over(redis: Redis) -> None:
         await b.redis.aclose()
 
 
+async def test_a_fractional_node_ttl_is_kept_to_the_millisecond(redis: Redis) -> None:
+    """node_ttl is a float setting: Redis is given it in ms, not cut to whole seconds."""
+    cipher = Cipher(Fernet.generate_key())
+    a = RedisBus(redis.url, "a", seal=cipher.seal_bytes, unseal=cipher.open_bytes,
+                 beat=30.0, node_ttl=1.5, resync=30.0)
+    await a.start(Listener())
+    try:
+        await eventually(lambda: a.redis.exists("jf:node:a"))
+        # whole seconds would give 1000 ms at most
+        assert 1000 < await a.redis.pttl("jf:node:a") <= 1500
+    finally:
+        await a.stop()
+
+
 async def test_a_redis_restart_is_noticed_and_presence_written_again(redis: Redis) -> None:
     cipher = Cipher(Fernet.generate_key())
     a = bus(redis, "a", cipher)

@@ -112,7 +112,13 @@ def test_audit_rejects_an_unreadable_time(cli: Cli, server: FakeServer) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30m", 1_000_000 - 1800), ("2h", 1_000_000 - 7200), ("1d", 1_000_000 - 86400)],
+    [
+        ("30m", 1_000_000 - 1800),
+        ("2h", 1_000_000 - 7200),
+        ("1d", 1_000_000 - 86400),
+        ("1w", 1_000_000 - 604800),
+        ("1.5h", 1_000_000 - 5400),
+    ],
 )
 def test_parse_time_durations(text: str, expected: int) -> None:
     assert parse_time(text, now=1_000_000) == expected * 1000

@@ -118,6 +118,7 @@ def test_relative_times() -> None:
     assert _history.when("2h", now) == now - 7_200_000
     assert _history.when("3d", now) == now - 3 * 86_400_000
     assert _history.when("90m", now) == now - 5_400_000
+    assert _history.when("1w", now) == now - 7 * 86_400_000
 
 
 def test_token_create_prints_the_secret_alone(cli: Cli, server: FakeServer) -> None:

@@ -9,13 +9,14 @@ from jobfleet.domain.durations import parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("3600", 3600), ("90s", 90), ("30m", 1800),
-                                               ("24h", 86400), ("7d", 604800), (" 2H ", 7200)])
+                                               ("24h", 86400), ("7d", 604800), (" 2H ", 7200),
+                                               ("2w", 1209600)])
 def test_lifetimes(text: str, seconds: int) -> None:
     assert parse_duration(text, whole=True) == seconds
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "0", "-5", "1.5h", "h", "24 h", "5w", "99999d"])
+@pytest.mark.parametrize("text", ["", "0", "-5", "1.5h", "h", "24 h", "5y", "99999d"])
 def test_bad_lifetimes_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text, whole=True)

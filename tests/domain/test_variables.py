@@ -91,7 +91,8 @@ def test_an_indexed_array_a_step_changed_keeps_its_items_into_the_next_step() ->
     # Windows reads names in any case
     "PSModulePath", "PSMODULEPATH", "psmodulepath", "PsModulePath", "COMSPEC", "ComSpec",
     "comspec", "PATHEXT", "pathext", "pythonpath", "PythonStartup", "node_options",
-    "java_tool_options", "git_ssh_command", "Git_Config_Count",
+    "java_tool_options", "git_ssh_command", "Git_Config_Count", "perl5shell",
+    "Perl5Shell", "pythonbreakpoint", "PythonBreakpoint",
 ])
 def test_names_that_run_or_load_code_are_reserved(name: str) -> None:
     assert is_reserved(name)

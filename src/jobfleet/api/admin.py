@@ -12,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobfleet.api import envelope
+from jobfleet.api.agent_channel import ENROLL_PATH
 from jobfleet.api.auditing import audit
 from jobfleet.api.errors import audited, request_id
 from jobfleet.api.params import decimal_int, get_bool, get_int, get_list, get_str, need_int
 from jobfleet.api.route_index import mark_plain
-from jobfleet.api.routing import OWN_PREFIX, Call, Handler, add_own, read_params, services_of
+from jobfleet.api.routing import Call, Handler, add_own, read_params, services_of
 from jobfleet.api.scope import (
     held_scopes,
     require_admin,
@@ -408,6 +409,4 @@ def register(router: APIRouter) -> None:
     add("POST", "/enroll-tokens", create_token, admin="create_token")
     add("DELETE", "/agents/{agent_id}", revoke_agent, admin="revoke_agent")
     add("GET", "/audit", recent_audit)
-    router.add_api_route(
-        OWN_PREFIX + "/agents/enroll", enroll_endpoint(), methods=["POST"], name="enroll"
-    )
+    router.add_api_route(ENROLL_PATH, enroll_endpoint(), methods=["POST"], name="enroll")

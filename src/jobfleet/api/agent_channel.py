@@ -35,7 +35,7 @@ AGENT_PREFIX = OWN_PREFIX + "/agents/"
 ENROLL_PATH = AGENT_PREFIX + "enroll"
 CONNECT_PATH = AGENT_PREFIX + "connect"
 BLOBS_PREFIX = AGENT_PREFIX + "blobs/"
-BOOTSTRAP_PATH = "/api/jobfleet/v1/agent-bootstrap"
+BOOTSTRAP_PATH = OWN_PREFIX + "/agent-bootstrap"
 # the scope key a listener sets: "agent", "api-tls" or "api"
 LISTENER = "jobfleet.listener"
 CLOSE_PLAINTEXT = 4403

@@ -146,24 +146,20 @@ def create_app(
     # large answers (a 10,000-host status) in gzip for clients that accept it
     app.add_middleware(
         CompressAnswers,
-        skip_prefixes=(OWN_PREFIX + "/agents/", OWN_PREFIX + "/files"),
+        skip_prefixes=(agent_channel.AGENT_PREFIX, OWN_PREFIX + "/files"),
     )
     app.add_middleware(
         BodyLimit,
         default=limits.max_body,
         large=limits.max_file_size,
-        large_prefixes=(
-            OWN_PREFIX + "/agents/blobs/",
-            OWN_PREFIX + "/files/upload/",
-            OWN_PREFIX + "/files",
-        ),
+        large_prefixes=(agent_channel.BLOBS_PREFIX, OWN_PREFIX + "/files"),
     )
     # added last, so it runs first: a refused request costs nothing more
     app.add_middleware(
         RequestCap,
         limit=limits.max_api_requests,
         # agents reconnecting after a restart ask for the bootstrap document first
-        exempt=(*health.PATHS, OWN_PREFIX + "/agents/", agent_channel.BOOTSTRAP_PATH),
+        exempt=(*health.PATHS, agent_channel.AGENT_PREFIX, agent_channel.BOOTSTRAP_PATH),
     )
     if headers:
         # outermost: a request refused by the cap or the body limit carries them too
@@ -171,7 +167,7 @@ def create_app(
     # before anything reads the path: the limits, the cap and the routes see one form of it
     app.add_middleware(MergeSlashes)
 
-    @app.websocket("/api/jobfleet/v1/agents/connect")
+    @app.websocket(agent_channel.CONNECT_PATH)
     async def agent_socket(ws: WebSocket) -> None:
         await services.gateway.serve(ws)
 

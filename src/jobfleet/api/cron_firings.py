@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from jobfleet.api.cron import VIEW, clock_of
-from jobfleet.api.routing import OWN_PREFIX, Call, make_endpoint, services_of
+from jobfleet.api.routing import Call, add_own
 from jobfleet.api.template_views import page, page_of, path_id
 
 
@@ -44,9 +44,4 @@ async def get_cron_firings(call: Call) -> dict[str, Any]:
 
 
 def register(router: APIRouter) -> None:
-    router.add_api_route(
-        OWN_PREFIX + "/crons/{id}/firings",
-        make_endpoint(services_of, get_cron_firings),
-        methods=["GET"],
-        name="GET /crons/{id}/firings",
-    )
+    add_own(router, "GET", "/crons/{id}/firings", get_cron_firings)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from jobfleet.api import envelope
+from jobfleet.api.agent_channel import BLOBS_PREFIX
 from jobfleet.api.auditing import audit, source_of
 from jobfleet.api.errors import disk_refused_as_error, request_id
 from jobfleet.api.params import get_list
@@ -332,14 +333,14 @@ async def generate_local_file_upload_url(call: Call) -> dict[str, Any]:
 
 def register(router: APIRouter) -> None:
     router.add_api_route(
-        OWN_PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_bundle, methods=["POST"]
+        BLOBS_PREFIX + protocol.BUNDLE_PATH, agent_bundle, methods=["POST"]
     )
     # before the route of one file, which would take "bundle" for a file's id
     router.add_api_route(
-        OWN_PREFIX + "/agents/blobs/" + protocol.BUNDLE_PATH, agent_put_bundle, methods=["PUT"]
+        BLOBS_PREFIX + protocol.BUNDLE_PATH, agent_put_bundle, methods=["PUT"]
     )
-    router.add_api_route(OWN_PREFIX + "/agents/blobs/{blob_id}", agent_put, methods=["PUT"])
-    router.add_api_route(OWN_PREFIX + "/agents/blobs/{blob_id}", agent_get, methods=["GET"])
+    router.add_api_route(BLOBS_PREFIX + "{blob_id}", agent_put, methods=["PUT"])
+    router.add_api_route(BLOBS_PREFIX + "{blob_id}", agent_get, methods=["GET"])
     for method in ("PUT", "POST"):
         router.add_api_route(
             OWN_PREFIX + "/files/upload/{blob_id}",

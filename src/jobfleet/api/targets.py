@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from jobfleet.api.routing import OWN_PREFIX, Call, make_endpoint, services_of
+from jobfleet.api.routing import Call, add_own
 from jobfleet.api.services import Services
 from jobfleet.domain.targets import parse_target
 from jobfleet.store.topology import MODULE, SET, TopologyStore
@@ -51,9 +51,4 @@ async def target_choices(services: Services, bk_biz_id: int) -> dict[str, Any]:
 
 
 def register(router: APIRouter) -> None:
-    router.add_api_route(
-        OWN_PREFIX + "/targets/count",
-        make_endpoint(services_of, count_targets),
-        methods=["POST"],
-        name="POST /targets/count",
-    )
+    add_own(router, "POST", "/targets/count", count_targets)

@@ -272,7 +272,9 @@ class RedisBus:
         # first: a node whose keys are not the cluster's writes nothing there
         young = not first and float(info.get("uptime_in_seconds") or 0) < self.node_ttl
         await self._check_keys(young)
-        await self.redis.set(self._k("node", self.node_id), time.time(), ex=int(self.node_ttl))
+        await self.redis.set(
+            self._k("node", self.node_id), time.time(), px=int(self.node_ttl * 1000)
+        )
         await self.redis.sadd(self._k("nodes"), self.node_id)
         try:
             await self.redis.xgroup_create(self._inbox(self.node_id), GROUP, id="0", mkstream=True)
@@ -482,7 +484,7 @@ class RedisBus:
             try:
                 await self._check_instance()
                 await self.redis.set(
-                    self._k("node", self.node_id), time.time(), ex=int(self.node_ttl)
+                    self._k("node", self.node_id), time.time(), px=int(self.node_ttl * 1000)
                 )
                 await self._check_nodes()
                 if time.monotonic() - last_resync >= self.resync:
@@ -553,7 +555,7 @@ class RedisBus:
 
     async def _take_over(self, node: str) -> None:
         claim = self._k("claim", node)
-        if not await self.redis.set(claim, self.node_id, nx=True, ex=int(self.node_ttl * 3)):
+        if not await self.redis.set(claim, self.node_id, nx=True, px=int(self.node_ttl * 3000)):
             return
         log.warning("bus_node_gone node=%s taken_over_by=%s", node, self.node_id)
         inbox = self._inbox(node)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from jobfleet.cli import _render
-from jobfleet.sdk import RunStatus
+from jobfleet.sdk import RunStatus, parse_duration
 
 STATUS_NAMES: dict[str, int] = {
     "waiting": RunStatus.BLANK,
@@ -30,24 +29,25 @@ STATUS_NAMES: dict[str, int] = {
 }
 LAUNCH_MODES: dict[str, int] = {"web": 1, "api": 2, "cron": 3}
 LAUNCH_LABEL = {v: k for k, v in LAUNCH_MODES.items()}
-_AGO = re.compile(r"(\d+)([mhd])")
-_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def when(text: str, now_ms: int) -> int:
     """Epoch ms of ``2026-12-01``, ``2026-12-01T10:00[:00]`` (local time, or with an
     offset) or of a time ago: ``90m``, ``2h``, ``3d``."""
     value = text.strip()
-    ago = _AGO.fullmatch(value.lower())
-    if ago:
-        return now_ms - int(ago.group(1)) * _UNIT_MS[ago.group(2)]
     try:
-        moment = datetime.fromisoformat(value.replace(" ", "T"))
+        return int(datetime.fromisoformat(value.replace(" ", "T")).timestamp() * 1000)
+    except ValueError:
+        pass
+    try:
+        # a bare number is neither a date nor, without its unit, a time ago
+        if not value[-1:].isalpha():
+            raise ValueError(value)
+        return now_ms - round(parse_duration(value, zero=True) * 1000)
     except ValueError:
         raise ValueError(
             f"{text!r} is not a time: write e.g. 2026-12-01, 2026-12-01T10:00, 2h or 3d"
         ) from None
-    return int(moment.timestamp() * 1000)
 
 
 def _code(value: str | None, names: dict[str, int], what: str) -> int | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -14,27 +13,30 @@ from rich.text import Text
 
 from jobfleet.cli import _render
 from jobfleet.cli._context import JsonOption, cli_context
+from jobfleet.sdk import parse_duration
 
 PAGE = 1000
-AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(value: str, now: float | None = None) -> int:
     """Epoch ms of ``30m``/``2h``/``7d`` ago, an ISO date or time (local), or epoch ms."""
     text = value.strip()
-    ago = AGO.match(text.lower())
-    if ago:
-        seconds = float(ago.group(1)) * UNIT_SECONDS[ago.group(2)]
-        return int(((time.time() if now is None else now) - seconds) * 1000)
     if text.isdecimal():
         return int(text)
     try:
         return int(datetime.fromisoformat(text).timestamp() * 1000)
     except ValueError:
+        pass
+    try:
+        # a bare number is epoch ms above, so a time ago needs its unit
+        if not text[-1:].isalpha():
+            raise ValueError(text)
+        seconds = parse_duration(text, zero=True)
+    except ValueError:
         raise typer.BadParameter(
             f"{value!r}: use a duration ago (30m, 2h, 7d), an ISO date/time or epoch ms"
         ) from None
+    return int(((time.time() if now is None else now) - seconds) * 1000)
 
 
 def _when(value: str | None, hint: str) -> int | None:

@@ -31,8 +31,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -144,17 +143,6 @@ class Finding:
 
 
 # validation ----------------------------------------------------------------------
-@contextmanager
-def _unwarned() -> Iterator[None]:
-    """``re`` parsing a user's expression without its warnings (``Possible nested set``
-    for ``[[:alpha:]]``): they are about the rule, not the server, and would be printed
-    into the server's output at each save and each load of the rule. A rule that only
-    warns is taken as it always was."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 def compile_expression(expression: str, name: str = "expression") -> regex.Pattern[str]:
     """The pattern rules match with; the syntax is ``re``'s (and its error messages)."""
     if not expression.strip():
@@ -162,7 +150,10 @@ def compile_expression(expression: str, name: str = "expression") -> regex.Patte
     if len(expression) > MAX_EXPRESSION:
         raise JobError.invalid(name, f"longer than {MAX_EXPRESSION} characters")
     try:
-        with _unwarned():
+        # ``re``'s warnings (``Possible nested set`` for ``[[:alpha:]]``) are about the
+        # rule, not the server, and would be printed into the server's output at each save
+        # and each load of the rule. A rule that only warns is taken as it always was.
+        with warnings.catch_warnings(action="ignore"):
             re.compile(expression)
     except (re.error, RecursionError, OverflowError) as exc:
         raise JobError.invalid(name, f"not a valid regular expression: {exc}") from None
@@ -339,7 +330,7 @@ def needle_of(expression: str) -> str:
     try:
         parser = importlib.import_module("re._parser")
         constants = importlib.import_module("re._constants")
-        with _unwarned():
+        with warnings.catch_warnings(action="ignore"):
             parsed = parser.parse(expression)
         if parsed.state.flags & re.IGNORECASE:
             return ""

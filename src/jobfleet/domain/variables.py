@@ -79,8 +79,9 @@ RESERVED = frozenset(
 # family of names, some of which load or run code
 RESERVED_PREFIXES = ("JOBFLEET_", "BASH", "LD_", "DYLD_", "PYTHON", "PERL")
 # names read by programs that also run on Windows, whose environment names are the same
-# in any case (``pythonpath`` is PYTHONPATH there): refused in any spelling. The
-# POSIX-only names above keep their case, so ``path`` or ``python_version`` stay free.
+# in any case (``pythonpath`` is PYTHONPATH there): refused in any spelling. The names
+# above are refused as written: jobfleet's agent runs on POSIX hosts, where ``path`` or
+# ``python_version`` is a name of its own.
 RESERVED_ANY_CASE = frozenset(
     {
         # interpreters and runtimes: code to run first, or where modules are loaded from
@@ -89,10 +90,14 @@ RESERVED_ANY_CASE = frozenset(
         "PYTHONHOME",
         "PYTHONINSPECT",
         "PYTHONUSERBASE",
+        # a breakpoint() in any module calls the function it names
+        "PYTHONBREAKPOINT",
         "PERL5OPT",
         "PERL5LIB",
         "PERLLIB",
         "PERL5DB",
+        # the shell Perl's system() and backticks start on Windows
+        "PERL5SHELL",
         "RUBYOPT",
         "RUBYLIB",
         "NODE_OPTIONS",
