@@ -4,6 +4,8 @@ ever on a crafted line times out (an intercept rule refuses, a scan rule warns).
 from __future__ import annotations
 
 import itertools
+import sys
+import threading
 import time
 
 import pytest
@@ -161,6 +163,29 @@ def test_probes_refuse_an_expression_that_backtracks_for_ever() -> None:
     for usual in (r"rm\s+-rf\s+/", r"\breboot\b", r"(\w+) \1", r"^\s*(sudo\s+)?shutdown",
                   r"(?i)drop\s+(table|database)", r"dd\s+if=.*of=/dev/sd[a-z]"):
         probe_expression(compile_expression(usual))
+
+
+def test_a_usual_expression_is_taken_while_the_thread_waits_for_the_interpreter() -> None:
+    """A loaded server: the probing thread waits long for the interpreter lock between
+    searches. Only the time its searches take counts, not the time it waited."""
+    stop = threading.Event()
+
+    def hog() -> None:
+        while not stop.is_set():
+            pass
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.05)
+    hogs = [threading.Thread(target=hog) for _ in range(2)]
+    for thread in hogs:
+        thread.start()
+    try:
+        probe_expression(compile_expression(r"rm\s+-rf"))
+    finally:
+        stop.set()
+        for thread in hogs:
+            thread.join()
+        sys.setswitchinterval(switch)
 
 
 @pytest.mark.parametrize(
