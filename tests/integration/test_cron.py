@@ -606,13 +606,18 @@ async def test_slot_missed_while_down_fires_once_on_start(
         assert len(await eventually(lambda: fired(late["id"]), timeout=10)) == 1
         assert len(await cron_jobs(wire, once["id"])) == 1
         clock = server.cron_scheduler.clock
-        minute_rows = await firings(server.db, minutely["id"])
         # the minutes missed while down did not run one by one: the first is recorded
         # as skipped, the latest ran, then the schedule went on. What the second server
         # wrote, not slots after ``stopped``: a loaded machine's first server can stop
         # its scheduler a minute (a second here) before it has stopped, and that slot is
         # then the first one missed
-        after = [r for r in minute_rows if r.create_time >= restarting * 1000]
+        async def caught_up() -> list[Any] | None:
+            rows = [r for r in await firings(server.db, minutely["id"])
+                    if r.create_time >= restarting * 1000]
+            return rows if len(rows) >= 2 else None
+        # on a loaded machine the missed minutes may be settled after the one-shots
+        after = await eventually(caught_up, timeout=10)
+        minute_rows = await firings(server.db, minutely["id"])
         assert [r.outcome for r in after[:2]] == ["skipped", "fired"], after
         assert clock.wall(after[1].slot) <= started + 0.5
         assert "superseded" in after[0].message
@@ -777,12 +782,17 @@ async def test_a_cron_stops_firing_through_an_app_no_longer_allowed_the_business
         await server.identity.delete_app("ops")
         await server.identity.create_app("ops", users=["carol"], biz=[3])
 
+        # a slot due between the delete and the new app fails as "no longer exists";
+        # the slots after it fail for the business
+        limited = "App 'ops' may no longer act in biz 2"
+
         async def refused() -> bool:
-            return any(r.outcome == "failed" for r in await firings(server.db, cron_id))
+            return any(r.outcome == "failed" and r.message == limited
+                       for r in await firings(server.db, cron_id))
         await eventually(refused, timeout=10)
         failed = [r for r in await firings(server.db, cron_id) if r.outcome == "failed"]
-        assert failed[0].message == "App 'ops' may no longer act in biz 2", failed[0].message
-        assert failed[0].job_instance_id is None
+        assert {r.message for r in failed} <= {limited, "App 'ops' no longer exists"}, failed
+        assert all(r.job_instance_id is None for r in failed)
         jobs = len(await cron_jobs(running.wire, cron_id))
         await asyncio.sleep(2)
         assert len(await cron_jobs(running.wire, cron_id)) == jobs
