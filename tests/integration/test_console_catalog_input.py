@@ -109,7 +109,7 @@ async def test_a_business_past_any_number_is_no_business(running: Running) -> No
     """``?biz=`` and the business cookie are the user's to edit: digits too many to read
     as a number pick the first business, as any business the user lacks does."""
     huge = "9" * 5000
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False,
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60,
                                  follow_redirects=False) as http:
         login = await http.post("/login", data={
             "username": "admin", "password": running.boot["admin_password"], "next": "/"})
@@ -127,7 +127,7 @@ async def test_a_business_past_any_number_is_no_business(running: Running) -> No
 async def test_a_csrf_token_of_any_bytes_is_refused_with_the_envelope(running: Running) -> None:
     """The CSRF header is the client's: one holding bytes past ASCII is a wrong token
     (403 in the envelope), not a server error."""
-    async with httpx.AsyncClient(base_url=running.url, trust_env=False,
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False, timeout=60,
                                  follow_redirects=False) as http:
         login = await http.post("/login", data={
             "username": "admin", "password": running.boot["admin_password"], "next": "/"})
