@@ -51,11 +51,15 @@ def test_a_value_a_host_set_is_kept_as_such_and_not_pasted_into_code() -> None:
 def test_a_stored_variable_with_a_name_reserved_since_is_not_exported() -> None:
     state = VariableState([
         Variable(1, "GIT_SSH_COMMAND", VariableType.STRING, "touch /tmp/x; ssh"),
-        Variable(2, "psmodulepath", VariableType.STRING, "C:\\evil"),
+        Variable(2, "PSModulePath", VariableType.STRING, "/evil"),
         Variable(3, "kept", VariableType.STRING, "v"),
+        # refused in any spelling for a new variable, but no program on a POSIX host reads
+        # this one: a plan stored with it keeps its variable
+        Variable(4, "classpath", VariableType.STRING, "lib/*"),
     ])
     template = {"lang": int(ScriptLanguage.SHELL), "script": "true\n", "args": [], "env": {}}
     shared, _ = script_message(template, state, [1])
-    assert shared["env"] == {"kept": "v"}
+    assert shared["env"] == {"kept": "v", "classpath": "lib/*"}
     assert "GIT_SSH_COMMAND" not in shared["script"]
-    assert "psmodulepath" not in shared["script"]
+    assert "PSModulePath" not in shared["script"]
+    assert "classpath" in shared["script"]

@@ -231,12 +231,32 @@ def check_name(name: Any, field_name: str = "variables.name") -> str:
 
 
 def is_reserved(name: str) -> bool:
-    """A name no variable may have; one stored before it was reserved is kept out of
-    the scripts' environment and shell prelude (``engine.variables``)."""
+    """A name no variable may be defined with."""
     if name in RESERVED or name.startswith(RESERVED_PREFIXES):
         return True
     upper = name.upper()
     return upper in RESERVED_ANY_CASE or upper.startswith(RESERVED_ANY_CASE_PREFIXES)
+
+
+# how the programs that read them spell the names of RESERVED_ANY_CASE that are not
+# upper case
+_SPELLED = {
+    "PSMODULEPATH": "PSModulePath",
+    "PSEXECUTIONPOLICYPREFERENCE": "PSExecutionPolicyPreference",
+}
+
+
+def is_read_by_programs(name: str) -> bool:
+    """A reserved name as the programs on the agent's (POSIX) hosts spell it: a variable
+    stored with one before it was reserved is kept out of the scripts' environment and
+    shell prelude (``engine.variables``). Another spelling of a name refused in any case
+    (a stored ``classpath``) acts on nothing there and keeps reaching the script."""
+    if name in RESERVED or name.startswith(RESERVED_PREFIXES):
+        return True
+    upper = name.upper()
+    if upper in RESERVED_ANY_CASE:
+        return name == _SPELLED.get(upper, upper)
+    return name.startswith(RESERVED_ANY_CASE_PREFIXES)
 
 
 def check_value(var_type: VariableType, value: Any, name: str) -> str:

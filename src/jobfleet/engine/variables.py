@@ -22,7 +22,7 @@ from jobfleet.domain.variables import (
     HostValueRefused,
     Variable,
     host_value_refused,
-    is_reserved,
+    is_read_by_programs,
     parse_reported,
     references,
     render,
@@ -142,7 +142,7 @@ def script_message(
 
     # a name reserved since it was stored stays out of where it would act on the
     # programs the script runs; ``${name}`` in the text still reads its value
-    exported = [v for v in state.variables if not is_reserved(v.name)]
+    exported = [v for v in state.variables if not is_read_by_programs(v.name)]
 
     shell = template["lang"] == ScriptLanguage.SHELL
     # the text is the same for every host: what it names is read once
