@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from jobfleet.domain.protocol import at_or_below
+
 FILE_SRC_IP = "[FILESRCIP]"
 LOCAL_SOURCE = "0_0.0.0.0"
 # Linux's PATH_MAX and NAME_MAX; a file log keeps a path of up to MAX_PATH characters
@@ -86,11 +88,6 @@ def _named_by(pattern: str, full: str, rel: str) -> bool:
         and len(names) >= len(rest)
         and all(_glob_match(name, part) for name, part in zip(names, rest, strict=False))
     )
-
-
-def at_or_below(path: str, base: str) -> bool:
-    """Whether ``path`` is ``base`` or lies below it; both normal (``posixpath.normpath``)."""
-    return path == base or path.startswith(base.rstrip("/") + "/")
 
 
 def _below(full: str, base: str, rel: str) -> bool:

@@ -508,6 +508,13 @@ class ScriptRun(TypedDict):
     script_b64: NotRequired[str]
 
 
+def at_or_below(path: str, base: str) -> bool:
+    """Whether ``path`` is ``base`` or lies below it; both normal (``posixpath.normpath``).
+    A download item's ``dest`` is at or below its ``root``: the server and the agent
+    decide it with this one rule."""
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
 class DownloadItem(TypedDict):
     """One file (or directory entry) a download task puts in place."""
 

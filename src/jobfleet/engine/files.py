@@ -27,7 +27,6 @@ from jobfleet.domain import protocol
 from jobfleet.domain.paths import (
     LOCAL_SOURCE,
     MAX_PATH,
-    at_or_below,
     expand_path,
     host_source_files,
     source_label,
@@ -116,7 +115,7 @@ def _root_at(bases: TargetBases, item: Prepared, dest: str) -> str:
             else source_label(item.src_cloud_id or 0, item.src_ip or "")
         )
     root = bases.of(label)
-    if at_or_below(dest, root):
+    if protocol.at_or_below(dest, root):
         return root
     return posixpath.dirname(dest)
 

@@ -23,7 +23,7 @@ from jobfleet.agent.accounts import (
     lookup_account,
     permits,
 )
-from jobfleet.domain.paths import at_or_below
+from jobfleet.domain.protocol import at_or_below
 from jobfleet.domain.status import HostStatus
 
 logger = logging.getLogger(__name__)
