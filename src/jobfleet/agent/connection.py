@@ -45,6 +45,7 @@ from jobfleet.agent.task import (
     Executor,
     OutputCallback,
     TaskResult,
+    UnreadableField,
     Work,
     execute,
     killed_download,
@@ -102,10 +103,10 @@ def usable_id(value: object) -> str | None:
 
 def unreadable(kind: str, exc: BaseException) -> str:
     """Why a server message could not be read, bounded (the bad value may be huge)."""
+    detail = str(exc) if isinstance(exc, UnreadableField) else f"{type(exc).__name__}: {exc}"
     return (
         f"jobfleet-agent {__version__} (protocol {protocol.PROTOCOL_VERSION}) could not "
-        f"read the server's {kind[:40]!r} message: {type(exc).__name__}: "
-        f"{str(exc)[:REFUSED_CHARS]}"
+        f"read the server's {kind[:40]!r} message: {detail[:REFUSED_CHARS]}"
     )
 
 

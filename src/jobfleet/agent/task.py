@@ -105,13 +105,17 @@ def script_spec(task_id: str, message: protocol.ScriptRun, settings: AgentSettin
     )
 
 
+class UnreadableField(ValueError):
+    """A field of a run message this agent cannot read; its text names the field."""
+
+
 def _field(name: str, read: Callable[[], T]) -> T:
     """A run message's field as the executor takes it; one this agent cannot read (a
     newer server's type, or none) is named in the error, which ends the task."""
     try:
         return read()
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise ValueError(
+        raise UnreadableField(
             f"field {name!r}: {type(exc).__name__}: {str(exc)[:ERROR_CHARS]}"
         ) from exc
 
