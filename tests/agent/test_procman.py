@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,59 @@ def test_a_managed_process_that_ends_after_the_agents_loop_is_reaped(tmp_path: P
             warnings.simplefilter("ignore", DeprecationWarning)
             asyncio.set_child_watcher(previous)
     assert _reaped(pid, within=10), Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_link_planted_at_a_messages_partial_file_is_not_followed(tmp_path: Path) -> None:
+    state, outside = tmp_path / "state", tmp_path / "outside"
+    state.mkdir()
+    outside.write_text("kept")
+    folder = state / "messages" / "1"
+    folder.mkdir(parents=True)
+    (folder / ".m1.part").symlink_to(outside)
+    done = ProcessManager(state).deliver({"message_id": "m1", "slot_id": 1, "content": "hi"})
+    assert outside.read_text() == "kept"
+    assert json.loads(Path(str(done["delivered"])).read_text())["content"] == "hi"
+    assert not (folder / ".m1.part").exists()
+    assert (folder.stat().st_mode & 0o777) == 0o700
+    assert ((state / "messages").stat().st_mode & 0o777) == 0o700
+
+
+def test_a_messages_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    state, elsewhere = tmp_path / "state", tmp_path / "elsewhere"
+    (state / "messages").mkdir(parents=True)
+    elsewhere.mkdir()
+    (state / "messages" / "1").symlink_to(elsewhere)
+    with pytest.raises(OSError, match="not a directory of the agent's own"):
+        ProcessManager(state).deliver({"message_id": "m1", "slot_id": 1, "content": "hi"})
+    assert list(elsewhere.iterdir()) == []
+
+
+async def test_a_link_planted_at_the_procs_partial_file_is_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.write_text("kept")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "procs.part").symlink_to(outside)
+    manager = ProcessManager(state)
+    await manager.handle(request(protocol.PROC_UNDELEGATE, spec(tmp_path)))
+    assert outside.read_text() == "kept"
+    saved = json.loads((state / "procs.json").read_text())
+    assert list(saved) == ["ns:loop"]
+    assert ((state / "procs.json").stat().st_mode & 0o777) == 0o600
+
+
+async def test_a_spec_with_a_field_of_another_type_is_refused_before_it_is_kept(
+        tmp_path: Path) -> None:
+    """Kept, it would end the keeper's task (where the error is lost) at its next look."""
+    manager = ProcessManager(tmp_path)
+    manager.start()
+    bad: Any = {**spec(tmp_path)}
+    del bad["pid_file"]
+    with pytest.raises(TypeError, match="pid_file"):
+        await manager.handle(request(protocol.PROC_DELEGATE, bad))
+    bad = {**spec(tmp_path), "start_check_secs": "5"}
+    with pytest.raises(TypeError, match="start_check_secs"):
+        await manager.handle(request(protocol.PROC_START, bad))
+    assert manager._procs == {} and manager._keeper is None
+    assert not (tmp_path / "procs.json").exists()
+    await manager.stop()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from jobfleet.agent import spool as spool_module
+from jobfleet.agent.enrollment import Credential, save_credential
 from jobfleet.agent.spool import JOURNAL, Spool
 
 pytestmark = pytest.mark.timeout(30)
@@ -264,3 +265,22 @@ def test_a_record_the_full_disk_cut_short_spoils_neither_the_next_nor_the_log(
     failed = [r for r in caplog.records if r.getMessage().startswith("spool write failed")]
     assert len(failed) == 1, failed
     assert any(r.getMessage().startswith("spool write resumed") for r in caplog.records)
+
+
+def test_a_link_planted_at_a_partial_file_is_not_followed(tmp_path: Path) -> None:
+    """The journal's and the credential's partial files are made anew, never opened
+    through a link someone left at their name."""
+    outside = tmp_path / "outside"
+    outside.write_text("kept")
+    state = tmp_path / "state"
+    (state / "spool").mkdir(parents=True)
+    (state / "spool" / "spool.jsonl.tmp").symlink_to(outside)
+    (state / "credential.tmp").symlink_to(outside)
+    spool = Spool(state / "spool")
+    spool.accept("1:1:1")
+    spool.close()
+    Spool(state / "spool").close()
+    save_credential(state, Credential("a", "s3cr3t", 1))
+    assert outside.read_text() == "kept"
+    assert "s3cr3t" in (state / "credential.json").read_text()
+    assert ((state / "credential.json").stat().st_mode & 0o777) == 0o600

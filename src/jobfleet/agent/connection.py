@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import platform
 import random
@@ -44,6 +45,7 @@ from jobfleet.agent.task import (
     Executor,
     OutputCallback,
     TaskResult,
+    UnreadableField,
     Work,
     execute,
     killed_download,
@@ -78,6 +80,34 @@ SEEN_TASKS = 100_000
 FORGET_CHANNEL_AFTER = 5
 # an answer to a request travels in one frame, inside the server's frame limit
 MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
+# the server's task and request ids are shorter: a longer one is answered to nobody
+MAX_ID_CHARS = 64
+# what of an unreadable value goes into the log or back to the server
+REFUSED_CHARS = 200
+# what a message the agent cannot read may raise while it is read
+UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+REQUESTS = frozenset(
+    (protocol.FILE_LIST, protocol.FILE_UPLOAD, "file_seed", protocol.PROC, protocol.DISPATCH)
+)
+
+
+def usable_id(value: object) -> str | None:
+    """A message's id as the agent answers it, or None when no answer could name it."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    if isinstance(value, int) and not -(10**MAX_ID_CHARS) < value < 10**MAX_ID_CHARS:
+        return None
+    text = str(value)
+    return text if 0 < len(text) <= MAX_ID_CHARS else None
+
+
+def unreadable(kind: str, exc: BaseException) -> str:
+    """Why a server message could not be read, bounded (the bad value may be huge)."""
+    detail = str(exc) if isinstance(exc, UnreadableField) else f"{type(exc).__name__}: {exc}"
+    return (
+        f"jobfleet-agent {__version__} (protocol {protocol.PROTOCOL_VERSION}) could not "
+        f"read the server's {kind[:40]!r} message: {detail[:REFUSED_CHARS]}"
+    )
 
 
 def pack_frames(encoded: list[bytes], limit: int = protocol.AGENT_FRAME_BYTES) -> list[bytes]:
@@ -477,11 +507,23 @@ class Agent:
                 continue
             try:
                 self._handle(cast(protocol.ServerMessage, message))
-            except (KeyError, TypeError, ValueError) as exc:
+            except UNREADABLE as exc:
                 log.warning(
                     "server_message_refused kind=%s error=%s: %s",
-                    kind[:40], type(exc).__name__, str(exc)[:200],
+                    kind[:40], type(exc).__name__, str(exc)[:REFUSED_CHARS],
                 )
+                self._refuse(kind, message, exc)
+
+    def _refuse(self, kind: str, message: dict[str, object], exc: BaseException) -> None:
+        """Answer a request that could not be read: unanswered, it would hold the server
+        until the step's timeout. (A run that cannot be read ends as a failed task.)"""
+        request = usable_id(message.get("id"))
+        if kind in REQUESTS and request is not None:
+            self._send(
+                protocol.reply(
+                    request, status=int(HostStatus.GSE_TASK_ERROR), error=unreadable(kind, exc)
+                )
+            )
 
     def _send(self, message: protocol.AgentMessage) -> None:
         if self._sender is not None:
@@ -504,6 +546,15 @@ class Agent:
             self._answer(message)
         elif message["t"] == "welcome":
             every = message.get("stats_every")
+            if every is not None and (
+                isinstance(every, bool)
+                or not isinstance(every, int | float)
+                or not math.isfinite(every)
+            ):
+                # read here, not in the task, where its error would be lost; the rest of
+                # the welcome still counts
+                log.warning("server_welcome_stats_refused value=%s", str(every)[:REFUSED_CHARS])
+                every = None
             if every and self._stats is None:
                 self._stats = asyncio.get_running_loop().create_task(self._report_load(every))
             if self.on_welcome is not None:
@@ -518,7 +569,9 @@ class Agent:
                 self._send(protocol.stats(load))
 
     def _answer(self, message: Request) -> None:
-        request = str(message.get("id"))
+        request = usable_id(message.get("id"))
+        if request is None:
+            raise ValueError("the request's id is missing or not usable")
 
         async def answer() -> None:
             try:
@@ -571,7 +624,9 @@ class Agent:
         return protocol.reply(request, **answer)
 
     def _start(self, message: protocol.Run) -> None:
-        task_id = str(message["id"])
+        task_id = usable_id(message.get("id"))
+        if task_id is None:
+            raise ValueError("the task's id is missing or not usable")
         if task_id in self._tasks or self.spool.holds(task_id) or task_id in self._seen:
             # a repeat after a reconnect: the task runs, its result is on its way, or it
             # was stored already (a task id names one attempt, so it never runs twice)
@@ -582,12 +637,18 @@ class Agent:
             self._seen.discard(self._seen_order.popleft())
         self.spool.accept(task_id)
         kind = message.get("kind")
-        if kind == protocol.DOWNLOAD:
-            run = self._download(task_id, cast(protocol.DownloadRun, message))
-        elif kind is None:
-            run = self._script(task_id, cast(protocol.ScriptRun, message))
-        else:
-            run = _unknown_kind(kind)
+        try:
+            if kind == protocol.DOWNLOAD:
+                run = self._download(task_id, cast(protocol.DownloadRun, message))
+            elif kind is None:
+                run = self._script(task_id, cast(protocol.ScriptRun, message))
+            else:
+                run = _unknown_kind(kind)
+        except UNREADABLE as exc:
+            # accepted already: the task ends failed with the reason, through the spool
+            # like any result, rather than leave the server waiting out the step's timeout
+            log.warning("task_unreadable task=%s error=%s", task_id, type(exc).__name__)
+            run = _failed_at_once(unreadable(protocol.RUN, exc))
         task = asyncio.get_running_loop().create_task(self._execute(task_id, run))
         self._tasks[task_id] = task
         task.add_done_callback(lambda _t: self._forget(task_id))
@@ -666,15 +727,17 @@ class Agent:
 def _unknown_kind(kind: object) -> Work:
     """A task of a kind this agent does not know (a newer server's): it ends failed at
     once, with the reason, rather than run as a script or wait out the step's timeout."""
+    return _failed_at_once(
+        f"jobfleet-agent {__version__} (protocol {protocol.PROTOCOL_VERSION}) does not "
+        f"know tasks of kind {str(kind)[:40]!r}: upgrade it"
+    )
 
+
+def _failed_at_once(message: str) -> Work:
     async def run(
         _on_output: OutputCallback,
     ) -> tuple[TaskResult, list[protocol.FileItem] | None]:
         now = now_ms()
-        message = (
-            f"jobfleet-agent {__version__} (protocol {protocol.PROTOCOL_VERSION}) does not "
-            f"know tasks of kind {str(kind)[:40]!r}: upgrade it"
-        )
         return TaskResult(int(HostStatus.GSE_TASK_ERROR), -1, now, now, message=message), None
 
     return run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import socket
 import ssl
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 from jobfleet.agent.channel import Channel, read_token
 from jobfleet.agent.fetch import Response, request
 from jobfleet.agent.settings import TOKEN_HELP, AgentSettings
+from jobfleet.agent.spool import write_private
 
 if TYPE_CHECKING:
     import httpx
@@ -37,18 +37,12 @@ def load_credential(state_dir: Path) -> Credential | None:
 
 
 def save_credential(state_dir: Path, cred: Credential) -> None:
-    path = state_dir / "credential.json"
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(
-            {
-                "agent_id": cred.agent_id,
-                "agent_secret": cred.agent_secret,
-                "bk_host_id": cred.bk_host_id,
-            },
-            fh,
-        )
-    os.replace(path.with_suffix(".tmp"), path)
+    data = {
+        "agent_id": cred.agent_id,
+        "agent_secret": cred.agent_secret,
+        "bk_host_id": cred.bk_host_id,
+    }
+    write_private(state_dir / "credential.json", json.dumps(data).encode(), "credential.tmp")
 
 
 class EnrollLater(RuntimeError):

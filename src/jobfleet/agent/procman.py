@@ -26,7 +26,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jobfleet.agent.accounts import (
     AccountError,
@@ -35,6 +35,7 @@ from jobfleet.agent.accounts import (
     lookup_account,
 )
 from jobfleet.agent.processes import hand_over
+from jobfleet.agent.spool import private_dir, write_private
 from jobfleet.domain import protocol
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,27 @@ def read_pid(path: str) -> int:
         return int(head.split()[0])
     except (OSError, ValueError, IndexError):
         return -1
+
+
+_SPEC_TEXT = (
+    "namespace", "name", "proc_name", "setup_path", "pid_file", "account",
+    "start_cmd", "stop_cmd", "restart_cmd", "reload_cmd", "kill_cmd",
+)
+
+
+def read_spec(raw: object) -> protocol.ProcSpec:
+    """A process spec with every field of its type, checked before it is kept: the keeper
+    reads it later in a task of its own, where a missing or mistyped field would end the
+    keeping unseen (and no request is there to answer with the error)."""
+    if not isinstance(raw, dict):
+        raise TypeError("the spec is not an object")
+    for key in _SPEC_TEXT:
+        if not isinstance(raw.get(key), str):
+            raise TypeError(f"the spec's {key!r} is missing or not a string")
+    secs = raw.get("start_check_secs")
+    if isinstance(secs, bool) or not isinstance(secs, int):
+        raise TypeError("the spec's 'start_check_secs' is missing or not a number")
+    return cast(protocol.ProcSpec, raw)
 
 
 @dataclass
@@ -196,8 +218,10 @@ class ProcessManager:
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         """The answer to a ``proc`` request: ``{"proc": ProcState}``."""
-        spec: protocol.ProcSpec = message["spec"]
-        op = int(message["op"])
+        spec = read_spec(message["spec"])
+        op = message["op"]
+        if isinstance(op, bool) or not isinstance(op, int):
+            raise TypeError(f"the op is not a number: {str(op)[:200]}")
         key = f"{spec['namespace']}:{spec['name']}"
         proc = self._procs.get(key)
         if op == protocol.PROC_STATUS:
@@ -364,15 +388,22 @@ class ProcessManager:
     def deliver(self, message: dict[str, Any]) -> dict[str, Any]:
         if self.state_dir is None:
             return {"status": OP_FAILED, "error": "the agent has no state directory"}
-        folder = self.state_dir / "messages" / str(int(message["slot_id"]))
-        folder.mkdir(parents=True, exist_ok=True)
+        slot = message["slot_id"]
+        if isinstance(slot, bool) or not isinstance(slot, int):
+            raise TypeError(f"the slot id is not a number: {str(slot)[:200]}")
+        messages = self.state_dir / "messages"
+        private_dir(messages)
+        folder = messages / str(slot)
+        private_dir(folder)
         name = _SAFE.sub("_", str(message["message_id"]))[:64] or "message"
         target = folder / f"{name}.json"
-        partial = folder / f".{name}.part"
-        partial.write_text(
-            json.dumps({"message_id": message["message_id"], "content": message["content"]})
+        write_private(
+            target,
+            json.dumps(
+                {"message_id": message["message_id"], "content": message["content"]}
+            ).encode(),
+            f".{name}.part",
         )
-        os.replace(partial, target)
         return {"delivered": str(target)}
 
     # persistence -----------------------------------------------------------------------
@@ -409,6 +440,4 @@ class ProcessManager:
             }
             for key, p in self._procs.items()
         }
-        partial = path.with_suffix(".part")
-        partial.write_text(json.dumps(data))
-        os.replace(partial, path)
+        write_private(path, json.dumps(data).encode(), path.with_suffix(".part").name)

@@ -210,8 +210,8 @@ class Spool:
         return self._dir / JOURNAL
 
     def _load(self, directory: Path) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.chmod(0o700)
+        # an operator may have moved the spool to another disk through a link
+        private_dir(directory, allow_link=True)
         records = _read_journal(self._journal_path)
         for record in records:
             try:
@@ -282,14 +282,7 @@ class Spool:
         tmp = path.with_name(path.name + ".tmp")
         data = b"".join(jsonwire.dumps(r) + b"\n" for r in self._live_records())
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                _write_all(fd, data)
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            write_private(path, data, tmp.name, fsync=self._fsync)
             if self._fsync:
                 _fsync_dir(path.parent)
         except OSError as exc:
@@ -349,6 +342,47 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
     if lines[-1]:
         logger.warning("spool ignored a torn last record path=%s", path)
     return records
+
+
+def private_dir(directory: Path, *, allow_link: bool = False) -> None:
+    """Make ``directory`` (and its parents) if missing, for the agent's user alone.
+
+    A link there is refused unless ``allow_link``: what the agent writes inside would
+    go wherever whoever planted it chose."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        fd = os.open(directory, flags if allow_link else flags | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{directory} is not a directory of the agent's own") from exc
+    try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def write_private(path: Path, data: bytes, partial: str = "", *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data``, readable by the agent's user alone, by way of a
+    partial file (``partial``, in the same folder) renamed over it. The partial is
+    made anew, never opened through a link or a file someone left there."""
+    tmp = path.with_name(partial or path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a stale one, or a link: removed itself, not what it names
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+    )
+    try:
+        try:
+            _write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:

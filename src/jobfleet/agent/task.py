@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from jobfleet.agent import jsonwire
 from jobfleet.agent.output import split_text
@@ -19,6 +19,11 @@ from jobfleet.domain.status import FileLogStatus, HostStatus
 logger = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str], Awaitable[None]]
+T = TypeVar("T")
+# what of an error's text goes into a task's log: it may quote a value of any size
+ERROR_CHARS = 200
+# and of why a task failed (an error of the agent's own may explain itself at length)
+TASK_ERROR_CHARS = 4000
 
 
 @dataclass
@@ -74,23 +79,45 @@ def script_spec(task_id: str, message: protocol.ScriptRun, settings: AgentSettin
     variables in the environment, and the flags named for what the executor does."""
     return TaskSpec(
         id=task_id,
-        lang=int(message["lang"]),
+        lang=_field("lang", lambda: int(message["lang"])),
         # the agent's wire holds only UTF-8: another script's bytes come in ``script_b64``,
         # and the staged file gets them back from this string (``staging.staged_bytes``)
-        script=protocol.script_bytes(message).decode("utf-8", errors="surrogateescape"),
-        args=[str(a) for a in message.get("args") or []],
+        script=_field(
+            "script",
+            lambda: protocol.script_bytes(message).decode("utf-8", errors="surrogateescape"),
+        ),
+        args=_field("args", lambda: [str(a) for a in message.get("args") or []]),
         account=str(message.get("account") or ""),
-        timeout=int(message.get("timeout") or 7200),
+        timeout=_field("timeout", lambda: int(message.get("timeout") or 7200)),
         env={
             "JOBFLEET_HOST_IP": settings.ip,
             "JOBFLEET_CLOUD_ID": str(settings.bk_cloud_id),
             "JOBFLEET_TASK_ID": task_id,
-            **{str(k): str(v) for k, v in (message.get("env") or {}).items()},
+            **_field(
+                "env", lambda: {str(k): str(v) for k, v in (message.get("env") or {}).items()}
+            ),
         },
-        max_output=int(message.get("max_output") or 10 * 1024 * 1024),
+        max_output=_field(
+            "max_output", lambda: int(message.get("max_output") or 10 * 1024 * 1024)
+        ),
         collect_vars=bool(message.get("collect_vars")),
         sensitive_args=bool(message.get("sensitive")),
     )
+
+
+class UnreadableField(ValueError):
+    """A field of a run message this agent cannot read; its text names the field."""
+
+
+def _field(name: str, read: Callable[[], T]) -> T:
+    """A run message's field as the executor takes it; one this agent cannot read (a
+    newer server's type, or none) is named in the error, which ends the task."""
+    try:
+        return read()
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise UnreadableField(
+            f"field {name!r}: {type(exc).__name__}: {str(exc)[:ERROR_CHARS]}"
+        ) from exc
 
 
 DownloadOutcome = tuple[TaskResult, list[protocol.FileItem] | None]
@@ -154,7 +181,7 @@ async def execute(task_id: str, work: Work, spool: Spool, send: Send) -> None:
             exit_code=-1,
             start_ms=now_ms(),
             end_ms=now_ms(),
-            message=f"jobfleet-agent: {type(exc).__name__}: {exc}",
+            message=f"jobfleet-agent: {type(exc).__name__}: {str(exc)[:TASK_ERROR_CHARS]}",
         )
     if timer is not None:
         timer.cancel()
