@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from tests.integration.harness import Running, b64, eventually, run_server
 from tests.integration.test_scope_isolation import two_businesses
 
@@ -242,10 +243,36 @@ MIXED: dict[str, Case] = dict([
         "POST", lambda _i: V3 + "fast_transfer_file", lambda i: {
             "account_alias": "root", "file_target_path": "/tmp/x", "start_task": False,
             "target_server": MY_TARGET,
-            "file_source_list": [{"file_type": 2, "file_list": [i["file"]]}]})),
+            "file_source_list": [{"file_type": 2, "file_list": [i["file_path"]]}]})),
     (f"POST {OWN}/targets/count (their dynamic group)", Case(
         "POST", lambda _i: OWN + "/targets/count", lambda i: {
             "target_server": {"dynamic_group_list": [{"id": i["group"]}]}})),
+    (f"POST {OWN}/topology/hosts/move (their host)", Case(
+        "POST", lambda _i: OWN + "/topology/hosts/move",
+        lambda i: {"bk_host_ids": [i["host"]], "module_ids": []})),
+    (f"POST {OWN}/topology/hosts/move (their host, their module)", Case(
+        "POST", lambda _i: OWN + "/topology/hosts/move",
+        lambda i: {"bk_host_ids": [i["host"]], "module_ids": [i["module"]],
+                   "is_increment": True})),
+    (f"POST {OWN}/topology/hosts/move (my host, their module)", Case(
+        "POST", lambda _i: OWN + "/topology/hosts/move",
+        lambda i: {"bk_host_ids": [i["my_host"]], "module_ids": [i["module"]],
+                   "is_increment": True})),
+    ("save_cron (my cron, their plan)", Case("POST", lambda _i: V3 + "save_cron", lambda i: {
+        "id": i["my_cron"], "job_plan_id": i["plan"]})),
+    ("update_file_source (my source, their credential)", Case(
+        "POST", lambda _i: V3 + "update_file_source", lambda i: {
+            "id": i["my_source"], "code": "minesrc2", "alias": "mine", "type": "HTTP",
+            "access_params": {"base_url": "http://127.0.0.1:9"},
+            "credential_id": i["credential"]})),
+    (f"PUT {OWN}/templates/{{id}} (my template, their account)", Case(
+        "PUT", lambda i: f"{OWN}/templates/{i['my_template']}", lambda _i: {
+            "name": "mine", "step_list": [{"name": "s", "type": 1, "script_info": {
+                "script_content": "echo mine", "script_language": 1,
+                "account": "their-deploy", "server": MY_TARGET}}]})),
+    (f"PUT {OWN}/businesses/2/heal-rules/{{id}} (mine, their plan)", Case(
+        "PUT", lambda i: f"{OWN}/businesses/2/heal-rules/{i['my_heal']}",
+        lambda i: {"job_plan_id": i["plan"]})),
     ("heal rule of their plan", Case(
         "POST", lambda _i: OWN + "/businesses/2/heal-rules", lambda i: {
             "name": "mine", "job_plan_id": i["plan"], "secret": "s" * 16,
@@ -379,6 +406,11 @@ def operations(running: Running) -> set[str]:
             names.add(" ".join(path[len(GSE2):].split("/")))
         elif path.startswith(OWN + "/"):
             names.update(f"{m.upper()} {path}" for m in methods)
+    # the console's data routes are not in the schema: the route table has them
+    for route in running.server.app.routes:
+        path = getattr(route, "path", "")
+        if path.startswith("/console/"):
+            names.update(f"{m} {path}" for m in getattr(route, "methods", None) or ())
     return names
 
 
@@ -499,8 +531,40 @@ async def theirs(running: Running) -> Ids:
     blob = (await wire.http.post(f"{OWN}/files", params={"name": f"{MARK}.bin", "bk_biz_id": 3},
                                  content=MARK.encode(), headers=wire.headers())).json()
     assert blob["result"], blob
-    ids["file"] = blob["data"]["file_id"]
+    ids["file"], ids["file_path"] = blob["data"]["file_id"], blob["data"]["path"]
     return ids
+
+
+async def my_objects(running: Running, alice: dict[str, str]) -> Ids:
+    """Alice's own objects in business 2, to mix with business 3's."""
+    wire = running.wire
+
+    async def ok(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp = await wire.http.request(method, path, json=body, headers=alice)
+        answer = resp.json()
+        assert answer["result"], (path, answer)
+        return dict(answer["data"])
+
+    tpl = await ok("POST", f"{OWN}/templates?bk_biz_id=2", {
+        "name": "mine", "step_list": [{"name": "s", "type": 1, "script_info": {
+            "script_content": "echo mine", "script_language": 1, "account": "root",
+            "server": MY_TARGET}}]})
+    plan = await ok("POST", f"{OWN}/templates/{tpl['id']}/plans?bk_biz_id=2", {"name": "mine"})
+    cron = await ok("POST", V3 + "save_cron", {
+        "bk_biz_id": 2, "job_plan_id": plan["id"], "name": "mine", "expression": "0 0 1 1 *"})
+    cred = await ok("POST", V3 + "create_credential", {
+        "bk_biz_id": 2, "name": "mine", "type": "PASSWORD", "credential_password": "x"})
+    source = await ok("POST", V3 + "create_file_source", {
+        "bk_biz_id": 2, "code": "minesrc2", "alias": "mine", "type": "HTTP",
+        "access_params": {"base_url": "http://127.0.0.1:9"}, "credential_id": cred["id"]})
+    heal = await ok("POST", f"{OWN}/businesses/2/heal-rules", {
+        "name": "mine", "job_plan_id": plan["id"], "secret": "s" * 16,
+        "match": {"alertname": ["HighDisk"]}, "host_variable": "target",
+        "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0})
+    hosts = await wire.get(f"{OWN}/hosts", {"bk_biz_id": 2}, headers=alice)
+    [host] = [h["bk_host_id"] for h in hosts["data"] if h["ip"] == MINE]
+    return {"my_template": tpl["id"], "my_plan": plan["id"], "my_cron": cron["id"],
+            "my_source": source["id"], "my_heal": heal["id"], "my_host": host}
 
 
 async def test_every_object_of_another_business_is_refused(
@@ -525,11 +589,15 @@ async def sweep(running: Running) -> None:
         "version": "1"}, headers=alice)
     assert made["result"], made
     ids["my_script"] = made["data"]["script_id"]
+    ids.update(await my_objects(running, alice))
 
     known = {**CASES, **IN_PATH}
     fails_either_way = NOT_EXIST | {PERMISSION}
+    console = {"GET " + r.replace("{job}", "{job_id}").replace("{step}", "{step_id}")
+               .replace("/0/", "/{index}/").replace("{host}", "{host_id}") for r in CONSOLE}
     unregistered = sorted(
-        operations(running) - set(known) - set(REASONS) - set(GSE_CALLS) - set(GSE_REASONS))
+        operations(running) - set(known) - set(REASONS) - set(GSE_CALLS) - set(GSE_REASONS)
+        - console)
     assert not unregistered, f"routes with no case and no reason: {unregistered}"
 
     leaks: list[str] = []
@@ -565,12 +633,36 @@ async def sweep(running: Running) -> None:
                                             headers=alice)
             if any(r.get("error_code") == 0 for r in result.get("data", {}).values()):
                 leaks.append(f"{name}: operated business 3's agent: {result}")
+    await console_shows_nothing_of_theirs(running, ids, leaks)
     await lists_show_nothing_of_theirs(running, alice, leaks)
     await nothing_of_theirs_changed(running, ids, leaks)
     assert not leaks, "\n".join(leaks)
 
 
 RECENT = {"create_time_start": now_ms() - 3_600_000, "create_time_end": now_ms() + 3_600_000}
+# the console's routes that answer data, not a page: a job's step by ids
+CONSOLE = ("/console/jobs/{job}/steps/{step}/output-groups",
+           "/console/jobs/{job}/steps/{step}/output-groups/0/ips",
+           "/console/jobs/{job}/steps/{step}/ips",
+           "/console/jobs/{job}/steps/{step}/hosts/{host}/log")
+
+
+async def console_shows_nothing_of_theirs(running: Running, ids: Ids,
+                                          leaks: list[str]) -> None:
+    made = await running.wire.post(f"{OWN}/users/alice/password", {"password": "alice-pass-1"})
+    assert made["result"], made
+    async with httpx.AsyncClient(base_url=running.url, trust_env=False) as http:
+        signed = await http.post("/login", data={"username": "alice",
+                                                 "password": "alice-pass-1"})
+        assert signed.status_code == 303 and "error" not in signed.headers["location"], signed
+        for job in ("job", "my_job"):
+            for route in CONSOLE:
+                path = route.format(job=ids[job], step=ids["step"], host=ids["host"])
+                resp = await http.get(path)
+                if resp.status_code != 404 or MARK in resp.text or A in resp.text:
+                    leaks.append(f"console {path}: {resp.status_code} {resp.text[:200]}")
+
+
 LISTS: list[tuple[str, dict[str, Any]]] = [
     (V3 + "get_job_instance_list", RECENT),
     (V3 + "get_script_list", {}), (V3 + "get_job_plan_list", {}),
