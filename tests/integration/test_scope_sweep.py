@@ -280,6 +280,24 @@ MIXED: dict[str, Case] = dict([
             "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0})),
 ])
 
+# calls of alice's own that may succeed, but must find nothing of business 3's
+PROBES: dict[str, Case] = {
+    "dynamic group preview matching their host": Case(
+        "POST", lambda _i: OWN + "/dynamic-groups/preview", lambda _i: {
+            "filter": [{"field": "ip", "op": "prefix", "value": "127.0.0"}]}),
+    "get_job_instance_ip_log (my job, their host id)": Case(
+        "GET", lambda _i: V3 + "get_job_instance_ip_log", lambda i: {
+            "job_instance_id": i["my_job"], "step_instance_id": i["my_step"],
+            "bk_host_id": i["host"]}),
+    "batch_get_job_instance_ip_log (my job, their host id)": Case(
+        "POST", lambda _i: V3 + "batch_get_job_instance_ip_log", lambda i: {
+            "job_instance_id": i["my_job"], "step_instance_id": i["my_step"],
+            "host_id_list": [i["host"]]}),
+    "get_job_instance_status (my job, hosts)": Case(
+        "GET", lambda _i: V3 + "get_job_instance_status", lambda i: {
+            "job_instance_id": i["my_job"], "return_ip_result": "true"}),
+}
+
 # routes whose business is in the path: alice names business 2 with business 3's object id
 # (case a) or business 3 itself (case b)
 IN_PATH: dict[str, Case] = dict([
@@ -584,6 +602,7 @@ async def sweep(running: Running) -> None:
         "account_alias": "root", "target_server": MY_TARGET}, headers=alice)
     assert mine["result"], mine
     ids["my_job"] = mine["data"]["job_instance_id"]
+    ids["my_step"] = mine["data"]["step_instance_id"]
     made = await running.wire.post(V3 + "create_script", {
         "bk_biz_id": 2, "name": "mine", "script_language": 1, "content": b64("echo mine"),
         "version": "1"}, headers=alice)
@@ -633,6 +652,10 @@ async def sweep(running: Running) -> None:
                                             headers=alice)
             if any(r.get("error_code") == 0 for r in result.get("data", {}).values()):
                 leaks.append(f"{name}: operated business 3's agent: {result}")
+    for name, case in PROBES.items():
+        answer = await call(running, case, ids, 2, alice)
+        if answer.get("code") == INTERNAL or MARK in str(answer) or A in str(answer):
+            leaks.append(f"{name}: {str(answer)[:300]}")
     await console_shows_nothing_of_theirs(running, ids, leaks)
     await lists_show_nothing_of_theirs(running, alice, leaks)
     await nothing_of_theirs_changed(running, ids, leaks)
