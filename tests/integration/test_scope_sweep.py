@@ -59,7 +59,8 @@ def v3(name: str, params: Callable[[Ids], dict[str, Any]]) -> tuple[str, Case]:
 # the names of the ids below, as the routes name them
 ROUTE_NAMES = {**{f"{{{k}}}": "{id}" for k in (
     "template", "plan", "cron", "group", "set", "module", "heal", "notify")},
-    "{job}": "{job_instance_id}", "{biz}": "{bk_biz_id}", "{file}": "{file_id}"}
+    "{job}": "{job_instance_id}", "{delivery}": "{delivery_id}", "{biz}": "{bk_biz_id}",
+    "{file}": "{file_id}"}
 
 
 def own(method: str, template: str, params: Callable[[Ids], dict[str, Any]] | None = None,
@@ -273,6 +274,9 @@ MIXED: dict[str, Case] = dict([
     (f"PUT {OWN}/businesses/2/heal-rules/{{id}} (mine, their plan)", Case(
         "PUT", lambda i: f"{OWN}/businesses/2/heal-rules/{i['my_heal']}",
         lambda i: {"job_plan_id": i["plan"]})),
+    (f"GET {OWN}/businesses/2/notify-configs/{{id}}/tests/{{delivery_id}} (mine, theirs)",
+     Case("GET", lambda i: f"{OWN}/businesses/2/notify-configs/{i['my_notify']}/tests/"
+          f"{i['delivery']}", lambda _i: {})),
     ("heal rule of their plan", Case(
         "POST", lambda _i: OWN + "/businesses/2/heal-rules", lambda i: {
             "name": "mine", "job_plan_id": i["plan"], "secret": "s" * 16,
@@ -310,6 +314,8 @@ IN_PATH: dict[str, Case] = dict([
         scope_in_path=True),
     own("DELETE", "/businesses/{biz}/notify-configs/{notify}", scope_in_path=True),
     own("POST", "/businesses/{biz}/notify-configs/{notify}/tests", scope_in_path=True),
+    own("GET", "/businesses/{biz}/notify-configs/{notify}/tests/{delivery}",
+        scope_in_path=True),
 ])
 
 NO_OBJECT = "names no object of a business: its scope check alone decides, as for any route"
@@ -366,8 +372,6 @@ REASONS: dict[str, str] = {
     f"POST {OWN}/files/upload/{{blob_id}}": "an upload's own one-time id, made for its caller",
     f"PUT {OWN}/files/upload/{{blob_id}}": "an upload's own one-time id, made for its caller",
     f"POST {OWN}/heal/hooks/{{rule_id}}": "an alert hook: its rule's secret, not a user",
-    f"GET {OWN}/businesses/{{bk_biz_id}}/notify-configs/{{id}}/tests/{{delivery_id}}":
-        "a test delivery of a notify config: under the config's business in the path",
     f"POST {OWN}/topology/hosts/move": "hosts by id in the named business's topology",
 }
 
@@ -546,6 +550,8 @@ async def theirs(running: Running) -> Ids:
         "channel": "webhook", "target": "http://127.0.0.1:9/theirs",
         "secret": "hook-key-0123456789", "statuses": [4]})
     ids["notify"] = notify["id"]
+    tested = await ok("POST", f"{OWN}/businesses/3/notify-configs/{notify['id']}/tests", {})
+    ids["delivery"] = tested["delivery_id"]
     blob = (await wire.http.post(f"{OWN}/files", params={"name": f"{MARK}.bin", "bk_biz_id": 3},
                                  content=MARK.encode(), headers=wire.headers())).json()
     assert blob["result"], blob
@@ -579,10 +585,14 @@ async def my_objects(running: Running, alice: dict[str, str]) -> Ids:
         "name": "mine", "job_plan_id": plan["id"], "secret": "s" * 16,
         "match": {"alertname": ["HighDisk"]}, "host_variable": "target",
         "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0})
+    notify = await ok("POST", f"{OWN}/businesses/2/notify-configs", {
+        "channel": "webhook", "target": "http://127.0.0.1:9/theirs",
+        "secret": "hook-key-0123456789", "statuses": [4]})
     hosts = await wire.get(f"{OWN}/hosts", {"bk_biz_id": 2}, headers=alice)
     [host] = [h["bk_host_id"] for h in hosts["data"] if h["ip"] == MINE]
     return {"my_template": tpl["id"], "my_plan": plan["id"], "my_cron": cron["id"],
-            "my_source": source["id"], "my_heal": heal["id"], "my_host": host}
+            "my_source": source["id"], "my_heal": heal["id"], "my_host": host,
+            "my_notify": notify["id"]}
 
 
 async def test_every_object_of_another_business_is_refused(
