@@ -6,6 +6,7 @@ or a reason here fails the sweep."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ ESB = "/api/c/compapi/v2/jobv3/"
 OWN = "/api/jobfleet/v1"
 A = "127.0.0.2"
 PERMISSION = 9900403
+APP_FORBIDDEN = 1247403
 INTERNAL = 1240002
 # what "no such object" is answered with, per kind of object
 NOT_EXIST = {1243001, 1243004, 1243009, 1243026, 1243047, 1243048, 1244003, 1244006, 1244007,
@@ -559,6 +561,46 @@ async def theirs(running: Running) -> Ids:
     return ids
 
 
+async def refused_everywhere(running: Running, known: dict[str, Case], ids: Ids,
+                             headers: dict[str, str], who: str) -> list[str]:
+    leaks: list[str] = []
+    fails_either_way = NOT_EXIST | {PERMISSION, APP_FORBIDDEN}
+    for name, case in known.items():
+        ways = ((2, fails_either_way, "a"), (3, fails_either_way, "b")) if case.scopeless \
+            else ((2, NOT_EXIST, "a"), (3, {PERMISSION, APP_FORBIDDEN}, "b"))
+        for scope, codes, label in ways:
+            answer = await call(running, case, ids, scope, headers)
+            why = leaked(answer, codes, case.params(ids))
+            if why:
+                leaks.append(f"{who}: {name} ({label}, scope {scope}): {why}")
+    return leaks
+
+
+async def gse_says_nothing_of_theirs(running: Running, headers: dict[str, str],
+                                     who: str) -> list[str]:
+    leaks: list[str] = []
+    for name, (method, body) in GSE_CALLS.items():
+        resp = await running.wire.http.request(method, gse_path(name), json=body,
+                                               headers=headers)
+        text = resp.text
+        answer = resp.json()
+        if resp.status_code >= 500 or answer.get("code") == INTERNAL:
+            leaks.append(f"{who}: {name}: {text[:300]}")
+        elif answer.get("result") and (
+                '"bk_agent_alive":1' in text.replace(" ", "")
+                or '"bk_agent_alive":true' in text.replace(" ", "")
+                or "status_code" in text or "version" in text):
+            leaks.append(f"{who}: {name}: answered about business 3's agent: {text[:300]}")
+        elif answer.get("result") and "task_id" in answer["data"]:
+            # the task's result says the agent is not there: nothing was sent to it
+            result = await running.wire.get(GSE1 + "get_proc_operate_result_v2",
+                                            {"task_id": answer["data"]["task_id"]},
+                                            headers=headers)
+            if any(r.get("error_code") == 0 for r in result.get("data", {}).values()):
+                leaks.append(f"{who}: {name}: operated business 3's agent: {result}")
+    return leaks
+
+
 async def my_objects(running: Running, alice: dict[str, str]) -> Ids:
     """Alice's own objects in business 2, to mix with business 3's."""
     wire = running.wire
@@ -621,7 +663,6 @@ async def sweep(running: Running) -> None:
     ids.update(await my_objects(running, alice))
 
     known = {**CASES, **IN_PATH}
-    fails_either_way = NOT_EXIST | {PERMISSION}
     console = {"GET " + r.replace("{job}", "{job_id}").replace("{step}", "{step_id}")
                .replace("/0/", "/{index}/").replace("{host}", "{host_id}") for r in CONSOLE}
     unregistered = sorted(
@@ -629,45 +670,27 @@ async def sweep(running: Running) -> None:
         - console)
     assert not unregistered, f"routes with no case and no reason: {unregistered}"
 
+    # the administrator through an app limited to business 2: the app's limit holds as
+    # the user's grants do
+    secret = await running.server.identity.create_app("two-only", biz=[2])
+    limited = {"X-Bkapi-Authorization": json.dumps(
+        {"bk_app_code": "two-only", "bk_app_secret": secret, "bk_username": "admin"})}
     leaks: list[str] = []
-    for name, case in known.items():
-        ways = ((2, fails_either_way, "a"), (3, fails_either_way, "b")) if case.scopeless \
-            else ((2, NOT_EXIST, "a"), (3, {PERMISSION}, "b"))
-        for scope, codes, label in ways:
-            answer = await call(running, case, ids, scope, alice)
-            why = leaked(answer, codes, case.params(ids))
-            if why:
-                leaks.append(f"{name} ({label}, scope {scope}): {why}")
+    for who, headers in (("alice", alice), ("admin through two-only", limited)):
+        leaks += await refused_everywhere(running, known, ids, headers, who)
     for name, case in MIXED.items():
         answer = await call(running, case, ids, 2, alice)
         why = leaked(answer, NOT_EXIST, case.params(ids))
         if why:
             leaks.append(f"{name}: {why}")
-    for name, (method, body) in GSE_CALLS.items():
-        resp = await running.wire.http.request(method, gse_path(name), json=body,
-                                               headers=alice)
-        text = resp.text
-        answer = resp.json()
-        if resp.status_code >= 500 or answer.get("code") == INTERNAL:
-            leaks.append(f"{name}: {text[:300]}")
-        elif answer.get("result") and (
-                '"bk_agent_alive":1' in text.replace(" ", "")
-                or '"bk_agent_alive":true' in text.replace(" ", "")
-                or "status_code" in text or "version" in text):
-            leaks.append(f"{name}: answered about business 3's agent: {text[:300]}")
-        elif answer.get("result") and "task_id" in answer["data"]:
-            # the task's result says the agent is not there: nothing was sent to it
-            result = await running.wire.get(GSE1 + "get_proc_operate_result_v2",
-                                            {"task_id": answer["data"]["task_id"]},
-                                            headers=alice)
-            if any(r.get("error_code") == 0 for r in result.get("data", {}).values()):
-                leaks.append(f"{name}: operated business 3's agent: {result}")
+    for who, headers in (("alice", alice), ("admin through two-only", limited)):
+        leaks += await gse_says_nothing_of_theirs(running, headers, who)
+        await lists_show_nothing_of_theirs(running, headers, leaks)
     for name, case in PROBES.items():
         answer = await call(running, case, ids, 2, alice)
         if answer.get("code") == INTERNAL or MARK in str(answer) or A in str(answer):
             leaks.append(f"{name}: {str(answer)[:300]}")
     await console_shows_nothing_of_theirs(running, ids, leaks)
-    await lists_show_nothing_of_theirs(running, alice, leaks)
     await nothing_of_theirs_changed(running, ids, leaks)
     assert not leaks, "\n".join(leaks)
 
