@@ -247,6 +247,27 @@ MIXED: dict[str, Case] = dict([
             "account_alias": "root", "file_target_path": "/tmp/x", "start_task": False,
             "target_server": MY_TARGET,
             "file_source_list": [{"file_type": 2, "file_list": [i["file_path"]]}]})),
+    ("fast_execute_sql (their account id)", Case(
+        "POST", lambda _i: V3 + "fast_execute_sql", lambda i: {
+            "script_content": b64("select 1"), "db_account_id": i["account"],
+            "target_server": MY_TARGET})),
+    ("push_config_file (their account id)", Case(
+        "POST", lambda _i: V3 + "push_config_file", lambda i: {
+            "account_id": i["account"], "file_target_path": "/tmp/x",
+            "file_list": [{"file_name": "a", "content": b64("x")}],
+            "target_server": MY_TARGET})),
+    ("fast_transfer_file (their account id as the source's)", Case(
+        "POST", lambda _i: V3 + "fast_transfer_file", lambda i: {
+            "account_alias": "root", "file_target_path": "/tmp/x", "start_task": False,
+            "target_server": MY_TARGET, "file_source_list": [{
+                "file_list": ["/etc/hostname"], "account": {"id": i["account"]},
+                "server": MY_TARGET}]})),
+    ("fast_transfer_file (their account id as the target's)", Case(
+        "POST", lambda _i: V3 + "fast_transfer_file", lambda i: {
+            "account_id": i["account"], "file_target_path": "/tmp/x", "start_task": False,
+            "target_server": MY_TARGET, "file_source_list": [{
+                "file_list": ["/etc/hostname"], "account": {"alias": "root"},
+                "server": MY_TARGET}]})),
     (f"POST {OWN}/targets/count (their dynamic group)", Case(
         "POST", lambda _i: OWN + "/targets/count", lambda i: {
             "target_server": {"dynamic_group_list": [{"id": i["group"]}]}})),
