@@ -129,10 +129,19 @@ class Submitter:
             allowed = await self.whitelist.whitelisted(foreign, scope.biz_ids, action)
             refused = [found[h] for h in foreign if h not in allowed]
             if refused:
+                # a host named by its id is answered by its id: its address is another
+                # business's to know
+                by_id = set(spec.host_ids or ())
+                named = [
+                    f"host id {h.bk_host_id}"
+                    if h.bk_host_id in by_id
+                    else f"{h.bk_cloud_id}:{h.ip}"
+                    for h in refused
+                ]
                 raise JobError(
                     ErrorCode.HOST_INVALID,
                     f"Hosts not in {scope.scope_type} {scope.scope_id} and not whitelisted "
-                    f"for {action}: {_sample([f'{h.bk_cloud_id}:{h.ip}' for h in refused])}",
+                    f"for {action}: {_sample(named)}",
                 )
         if not found:
             raise JobError(
