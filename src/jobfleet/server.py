@@ -509,23 +509,25 @@ class Server:
         )
         # no agent resumes a TLS session (it enrolls with one request, then holds one
         # connection): TLS 1.3's two tickets per handshake were CPU on both ends for nothing
+        loop = asyncio.get_running_loop()
+        listening: asyncio.Future[None] = loop.create_future()
         server = _Listener(
             config,
             self.handshake_limits,
             port="agent",
             owns_signals=False,
             session_tickets=False,
+            on_started=lambda _sockets: _wake(listening),
         )
         self._agent_server = server
         self.monitor.handshake_gates = server.gates
-        self._agent_serving = asyncio.get_running_loop().create_task(
-            server.serve(sockets=[self.agent_socket])
-        )
-        while not server.started:
-            if self._agent_serving.done():
-                self._agent_serving.result()  # raises why it could not start
-                raise RuntimeError("the agent listener stopped at start")
-            await asyncio.sleep(0.01)
+        serving = self._agent_serving = loop.create_task(server.serve(sockets=[self.agent_socket]))
+        # the API listener's start waits on this one: woken when it listens, not polled
+        await asyncio.wait({listening, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if not listening.done():
+            listening.cancel()
+            serving.result()  # raises why it could not start
+            raise RuntimeError("the agent listener stopped at start")
 
     async def _stop_agent_listener(self) -> None:
         server, task = self._agent_server, self._agent_serving
