@@ -7,8 +7,8 @@ both up.
 
 Most tests want the schema at head and nothing in it: ``database_url`` copies a database
 migrated once per test process (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE``
-on PostgreSQL), which costs a fraction of running every migration again for each of
-the suite's many servers. Tests of the migrations themselves take ``empty_database_url``.
+on PostgreSQL, made ahead and dropped after in the background), which costs a fraction
+of running every migration again for each of the suite's many servers. Tests of the migrations themselves take ``empty_database_url``.
 
 A test marked ``one_backend`` runs on the first configured backend only: the console's
 browser flows and the CLI's, which exercise the same API answers and store queries that
@@ -158,12 +158,25 @@ class PostgresqlPool:
         self.ready: queue.Queue[str | BaseException] = queue.Queue()
         self.used: queue.Queue[str | None] = queue.Queue()
         self.wanted = threading.Semaphore(self.AHEAD)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._work()),
-                                       name="postgresql-pool", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="postgresql-pool", daemon=True)
         self.thread.start()
 
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._work())
+        except BaseException as exc:  # the tests waiting for a database say why
+            self.ready.put(exc)
+
+    def _next(self) -> str | BaseException:
+        while True:
+            try:
+                return self.ready.get(timeout=1)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.ready.empty():
+                    return RuntimeError("the PostgreSQL database pool has stopped")
+
     async def take(self) -> str:
-        name = await asyncio.to_thread(self.ready.get)
+        name = await asyncio.to_thread(self._next)
         self.wanted.release()  # one more to make (or to try again)
         if isinstance(name, BaseException):
             raise name
