@@ -8,7 +8,8 @@ both up.
 Most tests want the schema at head and nothing in it: ``database_url`` copies a database
 migrated once per test process (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE``
 on PostgreSQL, made ahead and dropped after in the background), which costs a fraction
-of running every migration again for each of the suite's many servers. Tests of the migrations themselves take ``empty_database_url``.
+of running every migration again for each of the suite's many servers. Tests of the
+migrations themselves take ``empty_database_url``.
 
 A test marked ``one_backend`` runs on the first configured backend only: the console's
 browser flows and the CLI's, which exercise the same API answers and store queries that
