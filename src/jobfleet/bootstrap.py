@@ -3,6 +3,7 @@ app and user, console password and enrollment token (``bootstrap.json``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ from typing import Any
 from jobfleet.domain.enrollment import AgentChannel
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.store.identity import IdentityStore
-from jobfleet.store.people import PeopleStore
+from jobfleet.store.people import PeopleStore, hash_password
 from jobfleet.store.secrets import new_secret
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,18 @@ def node_id(data_dir: Path) -> str:
     return value
 
 
+def bootstrapped(data_dir: Path) -> bool:
+    return (data_dir / "bootstrap.json").exists()
+
+
+def first_password() -> asyncio.Task[tuple[str, str]]:
+    """The first console password and its hash, begun now on a thread: the hash is
+    scrypt's tens of ms of a core, which a first start can spend reaching and checking
+    its database instead of waiting for it in ``bootstrap``."""
+    password = new_secret(12)
+    return asyncio.ensure_future(asyncio.to_thread(lambda: (password, hash_password(password))))
+
+
 async def bootstrap(
     identity: IdentityStore,
     data_dir: Path,
@@ -41,10 +54,12 @@ async def bootstrap(
     channel: AgentChannel,
     token_ttl: float = 24 * 3600.0,
     people: PeopleStore | None = None,
+    password: asyncio.Task[tuple[str, str]] | None = None,
 ) -> None:
     """On the first start: the default business, the admin app and user (with a console
-    password when ``people`` is given), an enrollment token that expires after
-    ``token_ttl`` seconds."""
+    password when ``people`` is given: ``password``'s, when begun ahead with
+    ``first_password``), an enrollment token that expires after ``token_ttl``
+    seconds."""
     path = data_dir / "bootstrap.json"
     if DEFAULT_BIZ not in await identity.business_ids():
         try:
@@ -65,16 +80,19 @@ async def bootstrap(
         )
         return
     await identity.ensure_user(ADMIN_USER, is_admin=True)
-    password = new_secret(12)
+    admin_password = new_secret(12)
     if people is not None:
-        await people.set_password(ADMIN_USER, password)
+        digest = None
+        if password is not None:
+            admin_password, digest = await password
+        await people.set_password(ADMIN_USER, admin_password, digest=digest)
     token = await identity.create_enroll_token(note="bootstrap", ttl_seconds=token_ttl)
     content = {
         "bk_app_code": ADMIN_APP,
         "bk_app_secret": secret,
         "admin_user": ADMIN_USER,
         # the console login (change it with `jobfleet admin user passwd admin`)
-        **({"admin_password": password} if people is not None else {}),
+        **({"admin_password": admin_password} if people is not None else {}),
         "enroll_token": channel.token(token),
         "enroll_token_expires_at": int(time.time() + token_ttl),
         "url": url,

@@ -30,7 +30,7 @@ from jobfleet.api.services import Limits, Services
 from jobfleet.assembly import FileParts, build_engine
 from jobfleet.bootstrap import ADMIN_USER as ADMIN_USER
 from jobfleet.bootstrap import DEFAULT_BIZ as DEFAULT_BIZ
-from jobfleet.bootstrap import bootstrap, node_id
+from jobfleet.bootstrap import bootstrap, bootstrapped, first_password, node_id
 from jobfleet.bootstrap import read_bootstrap as read_bootstrap  # for tests and tools
 from jobfleet.bus.base import Bus
 from jobfleet.bus.live import BusLive
@@ -409,6 +409,27 @@ class Server:
         self.live.publish(f"job:{job_id}", {"type": "job", "status": int(status)})
 
     async def start(self) -> None:
+        # a first start's console password is hashed while the database is reached
+        # and checked
+        password = None if bootstrapped(self.settings.data_dir) else first_password()
+        try:
+            await self._settle_database()
+            await bootstrap(
+                self.identity,
+                self.settings.data_dir,
+                self.settings.url,
+                self.services.agent_channel,
+                self.settings.bootstrap_token_ttl,
+                self.people,
+                password,
+            )
+        finally:
+            if password is not None:
+                # unused when the start failed or another node bootstrapped the database
+                password.cancel()
+        await self._start_parts()
+
+    async def _settle_database(self) -> None:
         await wait_for(self.db)
         # ``serve`` has upgraded the schema and checked the keys already (ending the
         # process if they differ); a server run by other means (tests, tools) must not
@@ -420,15 +441,8 @@ class Server:
                 refused = await self._check_stored_keys()
             if refused is not None:
                 raise RuntimeError(self._stored_keys_refusal(refused))
-        channel = self.services.agent_channel
-        await bootstrap(
-            self.identity,
-            self.settings.data_dir,
-            self.settings.url,
-            channel,
-            self.settings.bootstrap_token_ttl,
-            self.people,
-        )
+
+    async def _start_parts(self) -> None:
         # the agents this node held before it died reconnect on their own schedule
         self.engine.expect_back(
             await self.inventory.reset_node(self.node_id, self.settings.engine.recovery_window)
@@ -495,23 +509,25 @@ class Server:
         )
         # no agent resumes a TLS session (it enrolls with one request, then holds one
         # connection): TLS 1.3's two tickets per handshake were CPU on both ends for nothing
+        loop = asyncio.get_running_loop()
+        listening: asyncio.Future[None] = loop.create_future()
         server = _Listener(
             config,
             self.handshake_limits,
             port="agent",
             owns_signals=False,
             session_tickets=False,
+            on_started=lambda _sockets: _wake(listening),
         )
         self._agent_server = server
         self.monitor.handshake_gates = server.gates
-        self._agent_serving = asyncio.get_running_loop().create_task(
-            server.serve(sockets=[self.agent_socket])
-        )
-        while not server.started:
-            if self._agent_serving.done():
-                self._agent_serving.result()  # raises why it could not start
-                raise RuntimeError("the agent listener stopped at start")
-            await asyncio.sleep(0.01)
+        serving = self._agent_serving = loop.create_task(server.serve(sockets=[self.agent_socket]))
+        # the API listener's start waits on this one: woken when it listens, not polled
+        await asyncio.wait({listening, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if not listening.done():
+            listening.cancel()
+            serving.result()  # raises why it could not start
+            raise RuntimeError("the agent listener stopped at start")
 
     async def _stop_agent_listener(self) -> None:
         server, task = self._agent_server, self._agent_serving

@@ -78,10 +78,14 @@ class PeopleStore:
         self.db = db
 
     # passwords ------------------------------------------------------------------
-    async def set_password(self, username: str, password: str) -> None:
+    async def set_password(
+        self, username: str, password: str, *, digest: str | None = None
+    ) -> None:
+        """``digest``: ``hash_password(password)``, when made ahead."""
         if len(password) < MIN_PASSWORD:
             raise JobError.invalid("password", f"at least {MIN_PASSWORD} characters")
-        digest = await asyncio.to_thread(hash_password, password)
+        if digest is None:
+            digest = await asyncio.to_thread(hash_password, password)
         async with self.db.begin() as conn:
             if (
                 await conn.execute(select(users.c.username).where(users.c.username == username))
