@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import (
+    Proc,
     Running,
     Wire,
     agent_proc,
@@ -21,6 +24,12 @@ from tests.integration.test_durability import start_server
 from tests.integration.test_file_transfer import transfer_body
 
 from jobfleet.server import read_bootstrap
+
+# the source's upload in the mid-upload restart: long enough at 1 MB/s for the kill to
+# land inside it, and it is uploaded again after the restart
+UPLOAD_MIB = 4
+# when the source's agent comes back after the restart: past the agent-lost grace (3 s)
+BACK_AFTER = 4.0
 
 
 def random_file(path: Path, mib: int) -> str:
@@ -86,12 +95,13 @@ async def test_server_sigkill_mid_transfer(tmp_path: Path, database_url: str) ->
             await agent.start()
 
         await eventually(lambda: alive_ips(wire, ips), timeout=30)
-        digest = random_file(tmp_path / "big.bin", 40)
+        # 4 s of download at 4 MB/s for the kill to land in
+        digest = random_file(tmp_path / "big.bin", 16)
         answer = await wire.v3("fast_transfer_file", transfer_body(
             [str(tmp_path / "big.bin")], ips[:1], ips[1:], f"{tmp_path}/out/[FILESRCIP]/",
-            download_speed_limit=8))
+            download_speed_limit=4))
         sub = answer["data"]
-        # the 40 MB go through the server first: on a loaded machine that alone can take
+        # the file goes through the server first: on a loaded machine that alone can take
         # most of half a minute, and the kill must come while a target downloads
         await eventually(lambda: downloading(wire, sub, ips[1]), timeout=90)
         server.kill()
@@ -200,29 +210,78 @@ async def test_bk_log_extraction_flow(running: Running, tmp_path: Path) -> None:
         Path(path).unlink(missing_ok=True)
 
 
+class SourceAndTarget:
+    """A server (on fixed ports, so that it can start again where it was) with a
+    source and a target agent connected."""
+
+    source, target = "127.0.0.2", "127.0.0.3"
+    server: Proc
+    boot: dict[str, Any]
+    agents: dict[str, Proc]
+    wire: Wire
+
+    def __init__(self, tmp_path: Path, database_url: str, window: float) -> None:
+        self.tmp_path, self.database_url, self.window = tmp_path, database_url, window
+        self.port, self.agent_port = free_port(), free_port()
+        self.data_dir = tmp_path / "server"
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def start_server(self) -> Proc:
+        return await start_server(self.data_dir, self.port, self.database_url,
+                                  self.agent_port, self.window)
+
+    def agent(self, ip: str) -> Proc:
+        return agent_proc(self.url, self.boot["enroll_token"], self.tmp_path / ip, ip)
+
+    async def crash(self) -> float:
+        """SIGKILL the server and the source's agent with it, then start the server
+        again; when it started (loop time)."""
+        self.agents[self.source].kill()
+        self.server.kill()
+        assert self.server.proc is not None
+        await self.server.proc.wait()
+        await self.agents[self.source].stop()
+        restarted = asyncio.get_running_loop().time()
+        self.server = await self.start_server()
+        return restarted
+
+    async def source_back(self) -> None:
+        self.agents[self.source] = self.agent(self.source)
+        await self.agents[self.source].start()
+
+
+@contextlib.asynccontextmanager
+async def source_and_target(tmp_path: Path, database_url: str,
+                            window: float = 30) -> AsyncIterator[SourceAndTarget]:
+    setup = SourceAndTarget(tmp_path, database_url, window)
+    setup.server = await setup.start_server()
+    setup.boot = read_bootstrap(setup.data_dir)
+    setup.agents = {ip: setup.agent(ip) for ip in (setup.source, setup.target)}
+    setup.wire = Wire(setup.url, setup.boot["bk_app_code"], setup.boot["bk_app_secret"])
+    try:
+        for agent in setup.agents.values():
+            await agent.start()
+        await eventually(lambda: alive_ips(setup.wire, [setup.source, setup.target]),
+                         timeout=30)
+        yield setup
+    finally:
+        await setup.wire.close()
+        for agent in setup.agents.values():
+            await agent.stop()
+        await setup.server.stop()
+
+
 async def test_a_restart_mid_upload_waits_for_the_source_agent(tmp_path: Path,
                                                               database_url: str) -> None:
     """The server dies while the source uploads and its agent dies with it: the server
     that starts again gives the source the recovery window to come back, as it gives the
     targets, rather than failing the transfer because its agent is not connected yet."""
-    port, agent_port = free_port(), free_port()
-    data_dir = tmp_path / "server"
-    server = await start_server(data_dir, port, database_url, agent_port)
-    url = f"http://127.0.0.1:{port}"
-    boot = read_bootstrap(data_dir)
-    source, target = "127.0.0.2", "127.0.0.3"
-    agents = {ip: agent_proc(url, boot["enroll_token"], tmp_path / ip, ip)
-              for ip in (source, target)}
-    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
-    try:
-        for agent in agents.values():
-            await agent.start()
-
-        await eventually(lambda: alive_ips(wire, [source, target]), timeout=30)
-        digest = random_file(tmp_path / "big.bin", 6)
-        # 1 MB/s: the upload to the server lasts ~6 s, and the kill lands inside it
+    async with source_and_target(tmp_path, database_url) as setup:
+        wire = setup.wire
+        digest = random_file(tmp_path / "big.bin", UPLOAD_MIB)
+        # 1 MB/s: the upload to the server lasts a few seconds, and the kill lands inside it
         answer = await wire.v3("fast_transfer_file", transfer_body(
-            [str(tmp_path / "big.bin")], [source], [target], f"{tmp_path}/out/",
+            [str(tmp_path / "big.bin")], [setup.source], [setup.target], f"{tmp_path}/out/",
             upload_speed_limit=1))
         sub = answer["data"]
 
@@ -231,26 +290,16 @@ async def test_a_restart_mid_upload_waits_for_the_source_agent(tmp_path: Path,
                         ["step_instance_list"][0]["status"] == 2)
         await eventually(running, timeout=30)
         await asyncio.sleep(1.0)
-        agents[source].kill()
-        server.kill()
-        assert server.proc is not None
-        await server.proc.wait()
-        await agents[source].stop()
-        server = await start_server(data_dir, port, database_url, agent_port)
-        # the source's agent comes back a while after the server took the job over
-        await asyncio.sleep(6.0)
-        agents[source] = agent_proc(url, boot["enroll_token"], tmp_path / source, source)
-        await agents[source].start()
+        await setup.crash()
+        # the source's agent comes back a while after the server took the job over: past
+        # the agent-lost grace (3 s), so only the recovery window keeps it waited for
+        await asyncio.sleep(BACK_AFTER)
+        await setup.source_back()
         data = await wire.wait(sub["job_instance_id"], timeout=120)
         results = data["step_instance_list"][0]["step_ip_result_list"]
         assert data["job_instance"]["status"] == 3, data
         assert [r["status"] for r in results] == [9], results
         assert sha256_of(tmp_path / "out" / "big.bin") == digest
-    finally:
-        await wire.close()
-        for agent in agents.values():
-            await agent.stop()
-        await server.stop()
 
 
 async def _transfer_after_restart(tmp_path: Path, database_url: str, window: float,
@@ -259,49 +308,26 @@ async def _transfer_after_restart(tmp_path: Path, database_url: str, window: flo
     with it; start the server again and, before the source's agent is back, a transfer
     from it. ``back_after``: when the source's agent connects again (None: never). The
     job's status, the target's file logs and how long after the restart it ended."""
-    port, agent_port = free_port(), free_port()
-    data_dir = tmp_path / "server"
-    server = await start_server(data_dir, port, database_url, agent_port, window)
-    url = f"http://127.0.0.1:{port}"
-    boot = read_bootstrap(data_dir)
-    source, target = "127.0.0.2", "127.0.0.3"
-    agents = {ip: agent_proc(url, boot["enroll_token"], tmp_path / ip, ip)
-              for ip in (source, target)}
-    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
-    try:
-        for agent in agents.values():
-            await agent.start()
-        await eventually(lambda: alive_ips(wire, [source, target]), timeout=30)
+    async with source_and_target(tmp_path, database_url, window) as setup:
+        wire = setup.wire
         (tmp_path / "src.txt").write_text("after the restart\n")
-        agents[source].kill()
-        server.kill()
-        assert server.proc is not None
-        await server.proc.wait()
-        await agents[source].stop()
-        restarted = asyncio.get_running_loop().time()
-        server = await start_server(data_dir, port, database_url, agent_port, window)
+        restarted = await setup.crash()
         # the target's agent may not be back yet either: it is waited for the same way
         answer = await wire.v3("fast_transfer_file", transfer_body(
-            [str(tmp_path / "src.txt")], [source], [target], f"{tmp_path}/out/"))
+            [str(tmp_path / "src.txt")], [setup.source], [setup.target], f"{tmp_path}/out/"))
         sub = answer["data"]
         if back_after is not None:
             # past the agent-lost grace (3 s): only the recovery window keeps it waited for
             await asyncio.sleep(back_after)
-            agents[source] = agent_proc(url, boot["enroll_token"], tmp_path / source, source)
-            await agents[source].start()
+            await setup.source_back()
         data = await wire.wait(sub["job_instance_id"], timeout=120)
         took = asyncio.get_running_loop().time() - restarted
         logs = await wire.v3("batch_get_job_instance_ip_log", {
             "bk_biz_id": 2, "job_instance_id": sub["job_instance_id"],
             "step_instance_id": sub["step_instance_id"],
-            "ip_list": [{"ip": target, "bk_cloud_id": 0}]})
+            "ip_list": [{"ip": setup.target, "bk_cloud_id": 0}]})
         rows = logs["data"]["file_task_logs"][0]["file_logs"]
         return data, " | ".join(r["log_content"] for r in rows), took
-    finally:
-        await wire.close()
-        for agent in agents.values():
-            await agent.stop()
-        await server.stop()
 
 
 async def test_a_transfer_started_after_a_restart_waits_for_its_source_agent(
@@ -318,10 +344,12 @@ async def test_a_transfer_started_after_a_restart_waits_for_its_source_agent(
 async def test_a_source_agent_that_never_returns_fails_at_the_windows_end(
         tmp_path: Path, database_url: str) -> None:
     """Waited for no longer than the window, and the failure says why."""
-    data, logs, took = await _transfer_after_restart(tmp_path, database_url, 15, None)
+    # longer than the agent-lost grace (3 s), so that it is the window that ends the wait
+    window = 8
+    data, logs, took = await _transfer_after_restart(tmp_path, database_url, window, None)
     results = data["step_instance_list"][0]["step_ip_result_list"]
     assert data["job_instance"]["status"] == 4, data
     assert [r["status"] for r in results] != [9], results
     # the window runs from the server's start, after ``restarted``
-    assert 15 <= took < 45, took
+    assert window <= took < window + 30, took
     assert "did not come back within" in logs and "restart" in logs, logs

@@ -316,15 +316,17 @@ async def test_decisions_on_a_confirmation_at_once_are_all_kept(running: Running
             "approval_type": 2, "approval_user": {"user_list": ["admin", "bob"]}}},
         script("after", "echo after\n", hosts(A)),
     ], [])
-    job_id = 0
 
-    async def waiting() -> dict[str, Any] | None:
-        data = await wire.status(job_id)
-        return data if data["job_instance"]["status"] == 7 else None
-
-    for _ in range(8):
+    async def waiting_job() -> tuple[int, dict[str, Any]]:
         job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
-        data = await eventually(waiting, timeout=30)
+
+        async def waiting() -> dict[str, Any] | None:
+            data = await wire.status(job_id)
+            return data if data["job_instance"]["status"] == 7 else None
+        return job_id, await eventually(waiting, timeout=30)
+
+    async def two_confirmations() -> None:
+        job_id, data = await waiting_job()
         op = {"bk_biz_id": 2, "job_instance_id": job_id, "operation_code": 6,
               "step_instance_id": data["step_instance_list"][0]["step_instance_id"]}
         answers = await asyncio.gather(
@@ -332,12 +334,11 @@ async def test_decisions_on_a_confirmation_at_once_are_all_kept(running: Running
             wire.post("/api/bk-job/prod/api/v3/operate_step_instance", op,
                       headers=wire.headers(bk_username="bob")))
         assert all(a["result"] for a in answers), answers
-        done = await wire.wait(job_id, timeout=15)
+        done = await wire.wait(job_id, timeout=30)
         assert [s["status"] for s in done["step_instance_list"]] == [3, 3], done
-    # a confirmation and a termination at once: the one that came first stays on record
-    for _ in range(8):
-        job_id = (await execute(running, plan_id))["data"]["job_instance_id"]
-        data = await eventually(waiting, timeout=30)
+
+    async def confirmation_and_termination() -> None:
+        job_id, data = await waiting_job()
         step_id = data["step_instance_list"][0]["step_instance_id"]
         op = {"bk_biz_id": 2, "job_instance_id": job_id, "step_instance_id": step_id}
         confirmed, stopped = await asyncio.gather(
@@ -346,13 +347,19 @@ async def test_decisions_on_a_confirmation_at_once_are_all_kept(running: Running
             wire.post("/api/bk-job/prod/api/v3/operate_step_instance",
                       {**op, "operation_code": 9}, headers=wire.headers(bk_username="bob")))
         assert stopped["result"], stopped
-        await wire.wait(job_id, timeout=15)
+        await wire.wait(job_id, timeout=30)
         async with running.server.db.connect() as conn:
             config = (await conn.execute(select(step_instances.c.config).where(
                 step_instances.c.id == step_id))).scalar_one()
         assert config["terminated_by"] == "bob", config
         assert (config.get("confirmed_by") == ["admin"]) == confirmed["result"], (confirmed,
                                                                                   config)
+
+    # eight jobs of each at once: each job's two decisions race each other as before,
+    # and the rounds do not wait for one another's polls
+    await asyncio.gather(*(two_confirmations() for _ in range(8)))
+    # a confirmation and a termination at once: the one that came first stays on record
+    await asyncio.gather(*(confirmation_and_termination() for _ in range(8)))
 
 
 async def test_confirmation_survives_a_restart_of_the_runner(running: Running) -> None:
