@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import pwd
 import signal
@@ -34,9 +35,14 @@ pytestmark = pytest.mark.timeout(30)
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="switching accounts needs root")
 
 
+# distinct in one run (two random ids could be equal: an executor takes a task whose id
+# it already runs for a duplicate), and apart from other runs by the random start
+TASK_NUMBERS = itertools.count(uuid.uuid4().int % 10**9)
+
+
 def spec(script: str, **fields: object) -> TaskSpec:
     values: dict[str, object] = {
-        "id": f"7:1:{uuid.uuid4().int % 100000}",
+        "id": f"7:1:{next(TASK_NUMBERS)}",
         "lang": ScriptLanguage.SHELL,
         "script": script,
         "args": [],
