@@ -72,7 +72,7 @@ async def test_local_bus_delivers_to_itself_and_fans_out_live_events() -> None:
         first = asyncio.ensure_future(anext(events))
         await asyncio.sleep(0)
         await local.publish("job:1", {"seq": 1})
-        assert await asyncio.wait_for(first, 1) == {"seq": 1}
+        assert await asyncio.wait_for(first, 10) == {"seq": 1}
     finally:
         await local.stop()
 
