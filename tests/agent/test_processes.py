@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -122,12 +123,17 @@ def escaping_tree(marker: str) -> str:
     )
 
 
+# distinct in one run (two random ids could be equal: an executor takes a task whose id
+# it already runs for a duplicate), and apart from other runs by the random start
+TASK_NUMBERS = itertools.count(uuid.uuid4().int % 10**9)
+
+
 ESCAPES = 4
 
 
 def spec(script: str, timeout: int = 60) -> TaskSpec:
     return TaskSpec(
-        id=f"9:1:{uuid.uuid4().int % 100000}",
+        id=f"9:1:{next(TASK_NUMBERS)}",
         lang=ScriptLanguage.SHELL,
         script=script,
         args=[],

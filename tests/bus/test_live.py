@@ -18,9 +18,9 @@ async def test_subscribers_of_a_topic_get_its_events() -> None:
     await asyncio.sleep(0.01)
     live.publish("job:2", {"n": 0})
     live.publish("job:1", {"n": 1})
-    got.append(await asyncio.wait_for(first, 1))
+    got.append(await asyncio.wait_for(first, 10))
     live.publish("step:7", {"n": 2})
-    got.append(await asyncio.wait_for(events.__anext__(), 1))
+    got.append(await asyncio.wait_for(events.__anext__(), 10))
     assert got == [{"n": 1}, {"n": 2}]
     await events.aclose()
 
@@ -33,7 +33,7 @@ async def test_a_slow_subscriber_is_told_it_overflowed() -> None:
     for n in range(10):
         live.publish("job:1", {"n": n})
     await asyncio.sleep(0.01)
-    got = [await asyncio.wait_for(first, 1), await asyncio.wait_for(events.__anext__(), 1)]
+    got = [await asyncio.wait_for(first, 10), await asyncio.wait_for(events.__anext__(), 10)]
     assert OVERFLOW in got
     await events.aclose()
 
@@ -61,16 +61,16 @@ async def test_a_subscription_the_bus_drops_is_made_again() -> None:
     events = live.subscribe(["job:1"])
     first = asyncio.ensure_future(events.__anext__())
     # events may have gone by while it was down: the viewer is told to read them again
-    assert await asyncio.wait_for(first, 1) == OVERFLOW
+    assert await asyncio.wait_for(first, 10) == OVERFLOW
     for _ in range(100):
         if bus.attempts >= 3:
             break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.01)
     live.publish("job:1", {"n": 1})
-    got = [await asyncio.wait_for(events.__anext__(), 1)]
+    got = [await asyncio.wait_for(events.__anext__(), 10)]
     while got[-1] == OVERFLOW:
-        got.append(await asyncio.wait_for(events.__anext__(), 1))
+        got.append(await asyncio.wait_for(events.__anext__(), 10))
     assert got[-1] == {"n": 1}, got
     assert bus.attempts == 3
     await events.aclose()

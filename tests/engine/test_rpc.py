@@ -95,7 +95,7 @@ async def test_a_reply_nested_without_end_is_refused_and_fails_the_request_at_on
         inner.append([])
         inner = inner[0]
     rpc.reply(agents.links[1], {"t": "reply", "id": request["id"], "error": "x", "extra": deep})
-    answer = await asyncio.wait_for(call, 1)
+    answer = await asyncio.wait_for(call, 10)
     assert answer["status"] and "refused" in answer["error"], answer
     assert "extra" not in answer and "files" not in answer
 

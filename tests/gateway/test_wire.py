@@ -485,7 +485,7 @@ async def test_a_held_peer_is_not_read_nor_cut_by_the_keepalive_and_then_read_in
             assert protocol._read_paused
             assert len(got) < 1000
             assert not sending.done()
-            socket = await asyncio.wait_for(listener.sockets.get(), 1)
+            socket = await asyncio.wait_for(listener.sockets.get(), 10)
             socket.hold(False)
             await asyncio.wait_for(sending, 10)
             deadline = asyncio.get_running_loop().time() + 10
@@ -524,7 +524,7 @@ async def test_a_send_waits_while_the_peer_does_not_read_and_keepalive_ends_it()
             await asyncio.sleep(0.3)
             assert sent == stalled
             # nor does a frame go at once: the caller is told to wait
-            ws = await asyncio.wait_for(listener.sockets.get(), 1)
+            ws = await asyncio.wait_for(listener.sockets.get(), 10)
             assert ws.send_now(b"x") is False
             # no pong comes from a peer that does not read: cut after about two heartbeats
             assert await next_result(listener) == {"type": "websocket.disconnect", "code": 1011}

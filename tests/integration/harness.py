@@ -148,8 +148,10 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0,
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60.0,
                      interval: float = 0.1) -> Any:
+    # a wait, not a speed claim: a condition that holds returns at once, and a loaded
+    # two-core CI machine has taken more than 20 s to start an agent's job
     deadline = time.monotonic() + timeout
     while True:
         value = await check()

@@ -55,7 +55,8 @@ async def server_process(tmp_path: Path, database_url: str) -> AsyncIterator[tup
                 with contextlib.suppress(httpx.HTTPError):
                     return (await http.get(f"{url}/healthz")).status_code == 200
                 return False
-            await eventually(up, timeout=60)
+            # a wait for the process to listen: a loaded CI machine has taken over 60 s
+            await eventually(up, timeout=180)
         boot = read_bootstrap(data)
         wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
         try:
