@@ -1,8 +1,9 @@
 """What a server that does not need them never loads: the Redis client (a node of a
 cluster only), botocore (S3 file sources only), Alembic (a schema to upgrade only),
-httpx (callbacks, webhooks and file sources only) and the operator's CLI around the
-``server`` command (its API client). Each stays in memory for the life of the process
-once imported."""
+httpx (callbacks, webhooks and file sources only), Jinja2 (a console page only), the
+Swagger UI bundle (the /docs page only), PyYAML (a template's export or import only)
+and the operator's CLI around the ``server`` command (its API client). Each stays in
+memory for the life of the process once imported."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import sys
 
 from jobfleet import __version__
 
-LAZY = ("redis", "botocore", "alembic", "httpx", "jobfleet.sdk")
+LAZY = (
+    "redis", "botocore", "alembic", "httpx", "jinja2", "swagger_ui_bundle", "yaml",
+    "jobfleet.sdk",
+)
 
 # ``jobfleet server --version`` through the program's entry point, then the server
 # module as the command loads it to run

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jobfleet.web import i18n
-from jobfleet.web.pages import _env
+from jobfleet.web.pages import _templates
 
 LOGIN = {"create_time": 1796630544987, "username": "admin", "app_code": "jobfleet-console",
          "action": "console_login", "resource_type": "user", "resource_id": "admin",
@@ -17,7 +17,7 @@ LOGIN = {"create_time": 1796630544987, "username": "admin", "app_code": "jobflee
 
 def render(rows: list[dict[str, Any]], lang: str = "en") -> str:
     words = i18n.translator(lang)
-    return _env.get_template("audit.html").render(
+    return _templates().get_template("audit.html").render(
         t=lambda text: words.get(text, text), rows=rows, path="/audit", lang=lang,
         user="admin", csrf="", businesses=[], biz=2, version="0", js_words={}, run_names={})
 

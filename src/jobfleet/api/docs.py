@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from swagger_ui_bundle import swagger_ui_path
 
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript",
@@ -27,8 +26,6 @@ OPENAPI_30 = "3.0.3"
 
 
 def register(app: FastAPI) -> None:
-    root = Path(swagger_ui_path)
-
     @app.get(PAGE, include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
@@ -54,8 +51,12 @@ def register(app: FastAPI) -> None:
     async def asset(name: str) -> Response:
         if name not in ASSETS:
             return PlainTextResponse("not found", status_code=404)
+        # imported here: the bundle loads the importlib_resources backport (~2 MiB
+        # for the process's life), and most servers never serve these pages
+        from swagger_ui_bundle import swagger_ui_path
+
         return Response(
-            (root / name).read_bytes(),
+            (Path(swagger_ui_path) / name).read_bytes(),
             media_type=ASSETS[name],
             headers={"Cache-Control": "public, max-age=86400"},
         )

@@ -37,16 +37,18 @@ stored value" when a template is updated from a file (nothing to keep otherwise)
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from jobfleet.domain.errors import ErrorCode, JobError
 from jobfleet.domain.plans import parse_steps
 from jobfleet.domain.status import ScriptType, StepType, VariableType
 from jobfleet.domain.variables import MASK, Variable, apply_overrides, parse_definitions
+
+if TYPE_CHECKING:
+    import yaml
 
 KIND = "jobfleet/template"
 FORMAT_VERSION = 1
@@ -206,22 +208,31 @@ def build(
     return {"kind": KIND, "version": FORMAT_VERSION, "template": template, "plans": doc_plans}
 
 
-class _Dumper(yaml.SafeDumper):
-    """The safe dumper, writing multi-line text (scripts) as literal blocks."""
-
-
 def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
     style = "|" if "\n" in data else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
-_Dumper.add_representer(str, _represent_str)
+@functools.cache
+def _dumper() -> type[yaml.SafeDumper]:
+    """The safe dumper, writing multi-line text (scripts) as literal blocks. Made on the
+    first export: PyYAML stays in memory for the process's life (~1 MiB), and only an
+    export or an import of a template needs it."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(str, _represent_str)
+    return Dumper
 
 
 def dump(document: Mapping[str, Any]) -> str:
+    import yaml
+
     return yaml.dump(
         dict(document),
-        Dumper=_Dumper,
+        Dumper=_dumper(),
         sort_keys=False,
         allow_unicode=True,
         default_flow_style=False,
@@ -349,6 +360,8 @@ def _plan(
 
 def load(text: str) -> TemplateDocument:
     """Read and fully check a document; raises ``JobError`` naming what is wrong."""
+    import yaml
+
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

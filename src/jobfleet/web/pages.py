@@ -5,13 +5,13 @@ authorized and audited exactly as an API call."""
 
 from __future__ import annotations
 
+import functools
 import time
 from importlib import resources
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from fastapi import APIRouter, Path
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
@@ -40,6 +40,9 @@ from jobfleet.web import output_groups as outputs
 from jobfleet.web.cookies import secure_cookie
 from jobfleet.web.headers import SecuredRoute
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
 SESSION_TTL = 12 * 3600.0
 # an id in a console address: what a database column holds, no more
 RowId = Annotated[int, Path(ge=0, le=2**63 - 1)]
@@ -56,10 +59,6 @@ STATIC = {
 }
 OK_HOSTS = {int(HostStatus.SUCCESS), int(HostStatus.LAST_SUCCESS)}
 
-_env = Environment(
-    loader=PackageLoader("jobfleet.web", "templates"),
-    autoescape=select_autoescape(["html"]),
-)
 
 
 def _ms(value: Any) -> str:
@@ -96,14 +95,27 @@ def _duration(start: Any, end: Any) -> str:
     return f"{millis} ms" if millis < 1000 else f"{millis / 1000:.1f} s"
 
 
-_env.filters["ms"] = _ms
-_env.globals["duration"] = _duration
-_env.globals["plan_hosts"] = _plan_hosts
 # in English, the words the CLI and the SDK use, never the enums' constant names
 RUN_NAMES = {int(s): RUN_STATUS_DESC.get(s, s.name) for s in RunStatus}
 HOST_NAMES = {int(s): HOST_STATUS_DESC.get(s, s.name) for s in HostStatus}
-_env.globals["run_status"] = lambda v: RUN_NAMES.get(int(v), str(v))
-_env.globals["host_status"] = lambda v: HOST_NAMES.get(int(v), str(v))
+
+
+@functools.cache
+def _templates() -> Environment:
+    # built on the first page asked for: Jinja2 holds ~4.5 MiB for the process's life,
+    # and a server whose console nobody opens never needs it
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("jobfleet.web", "templates"),
+        autoescape=select_autoescape(["html"]),
+    )
+    env.filters["ms"] = _ms
+    env.globals["duration"] = _duration
+    env.globals["plan_hosts"] = _plan_hosts
+    env.globals["run_status"] = lambda v: RUN_NAMES.get(int(v), str(v))
+    env.globals["host_status"] = lambda v: HOST_NAMES.get(int(v), str(v))
+    return env
 
 
 class Page:
@@ -133,7 +145,7 @@ class Page:
         session = self.request.state.session
         words = self.words
         run_status = i18n.status_namer(self.lang, RUN_NAMES, i18n.RUN_STATUS_ZH)
-        html = _env.get_template(name).render(
+        html = _templates().get_template(name).render(
             t=lambda text: words.get(text, text),
             lang=self.lang,
             user=self.caller.user,
@@ -212,7 +224,7 @@ def console_router(services: Services, *, cookie_secure: str = "auto") -> APIRou
             request.cookies.get(i18n.LANG_COOKIE), request.headers.get("accept-language", "")
         )
         words = i18n.translator(lang)
-        html = _env.get_template("login.html").render(
+        html = _templates().get_template("login.html").render(
             t=lambda text: words.get(text, text),
             lang=lang,
             error=request.query_params.get("error"),
