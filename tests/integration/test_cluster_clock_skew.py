@@ -34,9 +34,10 @@ async def test_a_node_with_a_clock_ahead_neither_steals_nor_holds_a_job_too_long
         async with agents_of(c, tmp_path, 1, on=[0]), database(database_url) as db:
             ids, _ips = await hosts_by_node(c.wires[0])
 
-            # node 0 drives a job for several lease lifetimes: node 1, whose clock
-            # reads node 0's leases as long lapsed, must leave it alone all along
-            job_id, step_id = await run(c.wires[0], "echo started; sleep 8", ids)
+            # node 0 drives a job for two lease lifetimes: node 1, whose clock reads
+            # node 0's leases as long lapsed (and looks for lapsed ones every
+            # lease_renew, a dozen times meanwhile), must leave it alone all along
+            job_id, step_id = await run(c.wires[0], "echo started; sleep 6", ids)
             await all_started(c.wires[0], job_id, step_id, ids)
             owners = set()
             while (await c.wires[0].status(job_id))["job_instance"]["status"] == 2:
