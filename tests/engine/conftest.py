@@ -185,7 +185,7 @@ def script_job(hosts: list[int], script: str = "echo hi", *, timeout: int = 60,
                   "batch_count": max(batch_of.values()), "current_batch": 0}
     rows = [{"execute_count": 0, "bk_host_id": h, "batch": batch_of.get(h, 0), "bk_cloud_id": 0,
              "ip": f"127.0.0.{h}", "agent_id": "" if h in no_agent else f"agent-{h}",
-             "status": int(HostStatus.WAITING), "error_code": 0, "tag": "", "log_size": 0}
+             "status": int(HostStatus.WAITING), "error_code": 0, "tag": ""}
             for h in hosts]
     step_values = {"status": int(RunStatus.BLANK), "execute_count": 0, "ignore_error": False,
                    "timeout": timeout, "account_id": 1, "account_alias": "root",

@@ -33,7 +33,7 @@ async def test_host_rows_take_the_table_defaults_and_keep_what_they_name(db: Dat
     ]))
     rows = {r.bk_host_id: r for r in await jobs.hosts(step, 0)}
     assert (rows[1].batch, rows[1].ipv6, rows[1].agent_id, rows[1].error_code, rows[1].tag,
-            rows[1].log_size, rows[1].exit_code) == (0, "", None, 0, "", 0, None)
+            rows[1].exit_code) == (0, "", None, 0, "", None)
     assert (rows[2].bk_cloud_id, rows[2].ipv6, rows[2].agent_id, rows[2].batch,
             rows[2].tag) == (3, "::ffff:127.0.6.2", "a2", 2, "t")
 

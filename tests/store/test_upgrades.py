@@ -243,6 +243,10 @@ def _fill(conn: Connection) -> dict[str, list[dict[str, Any]]]:
     return written
 
 
+# Columns a migration drops on purpose: their values are not to be found after it.
+DROPPED = {("step_hosts", "log_size")}
+
+
 def _read_back(conn: Connection, written: dict[str, list[dict[str, Any]]]) -> None:
     """Each written row, read through today's tables, holds what was written."""
     for name, rows in written.items():
@@ -255,6 +259,8 @@ def _read_back(conn: Connection, written: dict[str, list[dict[str, Any]]]) -> No
             assert len(found) == 1, (name, {k: row[k] for k in key})
             stored = dict(found[0])
             for column, value in row.items():
+                if (name, column) in DROPPED:
+                    continue
                 assert stored[column] == value, (name, column, str(stored[column])[:80])
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from jobfleet.api.models import BKJOB, JOBFLEET, Envelope
 from jobfleet.api.routing import OWN_PREFIX
+from jobfleet.api.template_files import YAML_TYPE
 
 REF = "#/components/schemas/{model}"
 # bodies that are a file, not JSON: their parameters come in the query string
@@ -24,7 +25,7 @@ RAW_BODIES = {
     ("POST", "/files/upload/{blob_id}"): "application/octet-stream",
     ("PUT", "/agents/blobs/{blob_id}"): "application/octet-stream",
     ("PUT", "/agents/blobs/bundle"): "application/octet-stream",
-    ("POST", "/templates/import"): "application/yaml",
+    ("POST", "/templates/import"): YAML_TYPE,
 }
 # answers that are a file when they succeed (errors are still the envelope)
 RAW_ANSWERS = {
@@ -32,7 +33,7 @@ RAW_ANSWERS = {
     ("GET", "/agents/blobs/{blob_id}"): "application/octet-stream",
     ("POST", "/agents/blobs/bundle"): "application/octet-stream",
     ("GET", "/fetch/{job_instance_id}/{host_dir}/{path}"): "application/octet-stream",
-    ("GET", "/templates/{id}/export"): "application/yaml",
+    ("GET", "/templates/{id}/export"): YAML_TYPE,
 }
 ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 TEXT = {"type": "string", "minLength": 1}

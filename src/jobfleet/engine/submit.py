@@ -400,7 +400,6 @@ def host_rows(hosts: list[Host]) -> list[dict[str, Any]]:
             "exit_code": None,
             "error_code": 0,
             "tag": "",
-            "log_size": 0,
         }
         for h in hosts
     ]

@@ -44,7 +44,6 @@ HOST_ROW_DEFAULTS: dict[str, Any] = {
     "exit_code": None,
     "error_code": 0,
     "tag": "",
-    "log_size": 0,
 }
 _HOST_ROW_FIELDS = ("step_instance_id", *HOST_ROW_DEFAULTS)
 _HOST_ROW_PICK = itemgetter(*HOST_ROW_DEFAULTS)
@@ -381,7 +380,6 @@ class JobStore(JobReads):
                     "exit_code": row.exit_code if kept else None,
                     "error_code": 0,
                     "tag": row.tag if kept else "",
-                    "log_size": 0,
                 }
             )
         await self._insert_host_rows(conn, step.id, rows)

@@ -297,7 +297,6 @@ step_hosts = Table(
     Column("start_time", BigInteger, nullable=True),
     Column("end_time", BigInteger, nullable=True),
     Column("total_time", BigInteger, nullable=True),
-    Column("log_size", BigInteger, nullable=False, default=0),
     # variables a script step set on this host ({name: value})
     Column("variables", JSON, nullable=True),
     # the job list filtered by ip finds the few host results of that address (migration
