@@ -86,13 +86,18 @@ def _rows(conn: Connection) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+# columns an older schema has and today's dropped: the value an older jobfleet wrote
+DROPPED: dict[tuple[str, str], Any] = {("step_hosts", "log_size"): 0}
+
+
 def _restore(conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
     """The rows into the tables the older schema has, with the columns it has: what an
     older jobfleet would have left there."""
     old = MetaData()
     old.reflect(conn)
     for table in old.sorted_tables:
-        kept = [{c.name: row[c.name] for c in table.columns} for row in rows.get(table.name, [])]
+        kept = [{c.name: row[c.name] if c.name in row else DROPPED[table.name, c.name]
+                 for c in table.columns} for row in rows.get(table.name, [])]
         if kept:
             conn.execute(table.insert(), kept)
         id_column = table.columns.get("id")
