@@ -84,9 +84,6 @@ FORGET_CHANNEL_AFTER = 5
 MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
 # the server's task and request ids are shorter: a longer one is answered to nobody
 MAX_ID_CHARS = 64
-REQUESTS = frozenset(
-    (protocol.FILE_LIST, protocol.FILE_UPLOAD, "file_seed", protocol.PROC, protocol.DISPATCH)
-)
 
 
 def usable_id(value: object) -> str | None:
@@ -510,18 +507,6 @@ class Agent:
                     "server_message_refused kind=%s error=%s: %s",
                     kind[:40], type(exc).__name__, str(exc)[:ERROR_CHARS],
                 )
-                self._refuse(kind, message, exc)
-
-    def _refuse(self, kind: str, message: dict[str, object], exc: BaseException) -> None:
-        """Answer a request that could not be read: unanswered, it would hold the server
-        until the step's timeout. (A run that cannot be read ends as a failed task.)"""
-        request = usable_id(message.get("id"))
-        if kind in REQUESTS and request is not None:
-            self._send(
-                protocol.reply(
-                    request, status=int(HostStatus.GSE_TASK_ERROR), error=unreadable(kind, exc)
-                )
-            )
 
     def _send(self, message: protocol.AgentMessage) -> None:
         if self._sender is not None:
@@ -576,9 +561,14 @@ class Agent:
                 reply = await self._work(request, message)
             except Exception as exc:
                 log.exception("request_failed kind=%s", message.get("t"))
-                reply = protocol.reply(
-                    request, status=int(HostStatus.GSE_TASK_ERROR), error=str(exc)
+                # a field error names the field; any other error may quote a value of any
+                # size, and the whole answer must fit the server's frame
+                error = (
+                    unreadable(message["t"], exc)
+                    if isinstance(exc, UnreadableField)
+                    else str(exc)[:ERROR_CHARS]
                 )
+                reply = protocol.reply(request, status=int(HostStatus.GSE_TASK_ERROR), error=error)
             try:
                 encoded = jsonwire.dumps(reply)
             except (TypeError, ValueError) as exc:
