@@ -225,3 +225,15 @@ async def test_a_spec_with_a_field_of_another_type_is_refused_before_it_is_kept(
     assert manager._procs == {} and manager._keeper is None
     assert not (tmp_path / "procs.json").exists()
     await manager.stop()
+
+
+async def test_a_dispatch_and_a_proc_save_do_not_wait_for_the_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both run on the agent's event loop: an fsync there holds every task's output."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    manager = ProcessManager(tmp_path)
+    manager.deliver({"message_id": "m1", "slot_id": 1, "content": "hi"})
+    await manager.handle(request(protocol.PROC_UNDELEGATE, spec(tmp_path)))
+    assert (tmp_path / "procs.json").exists()
+    assert synced == []

@@ -361,10 +361,13 @@ def private_dir(directory: Path, *, allow_link: bool = False) -> None:
         os.close(fd)
 
 
-def write_private(path: Path, data: bytes, partial: str = "", *, fsync: bool = True) -> None:
+def write_private(path: Path, data: bytes, partial: str = "", *, fsync: bool = False) -> None:
     """Replace ``path`` with ``data``, readable by the agent's user alone, by way of a
     partial file (``partial``, in the same folder) renamed over it. The partial is
-    made anew, never opened through a link or a file someone left there."""
+    made anew, never opened through a link or a file someone left there.
+
+    ``fsync`` waits for the disk: only for what the agent cannot do without after a
+    power loss (its credential, its pinned CA), as the caller runs on the event loop."""
     tmp = path.with_name(partial or path.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)  # a stale one, or a link: removed itself, not what it names
