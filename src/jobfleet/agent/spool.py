@@ -279,16 +279,13 @@ class Spool:
     def _rewrite(self) -> None:
         """Replace the journal with the live records only (atomically, by rename)."""
         path = self._journal_path
-        tmp = path.with_name(path.name + ".tmp")
         data = b"".join(jsonwire.dumps(r) + b"\n" for r in self._live_records())
         try:
-            write_private(path, data, tmp.name, fsync=self._fsync)
+            write_private(path, data, fsync=self._fsync)
             if self._fsync:
                 _fsync_dir(path.parent)
         except OSError as exc:
             logger.error("spool rewrite failed path=%s error=%s", path, exc)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if self._fd is not None:
                 # keep appending to the old journal; try again once it has doubled
                 self._compact_at = 2 * self._size
