@@ -225,3 +225,29 @@ async def test_a_spec_with_a_field_of_another_type_is_refused_before_it_is_kept(
     assert manager._procs == {} and manager._keeper is None
     assert not (tmp_path / "procs.json").exists()
     await manager.stop()
+
+
+async def test_a_dispatch_and_a_proc_save_do_not_wait_for_the_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both run on the agent's event loop: an fsync there holds every task's output."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    manager = ProcessManager(tmp_path)
+    manager.deliver({"message_id": "m1", "slot_id": 1, "content": "hi"})
+    await manager.handle(request(protocol.PROC_UNDELEGATE, spec(tmp_path)))
+    assert (tmp_path / "procs.json").exists()
+    assert synced == []
+
+
+def test_a_saved_spec_of_another_type_is_skipped_and_the_others_are_kept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = {"spec": spec(tmp_path), "delegated": True, "restarts": 2, "start_time": 5}
+    mistyped = {"spec": {**spec(tmp_path, name="bad"), "start_check_secs": "3"},
+                "delegated": True, "restarts": 0, "start_time": 0}
+    (tmp_path / "procs.json").write_text(json.dumps({"ns:bad": mistyped, "ns:loop": good}))
+    manager = ProcessManager(tmp_path)
+    assert list(manager._procs) == ["ns:loop"]
+    kept = manager._procs["ns:loop"]
+    assert kept.delegated and kept.restarts == 2 and kept.spec == good["spec"]
+    assert "proc_state_unreadable proc=ns:bad" in caplog.text
+    assert "start_check_secs" in caplog.text

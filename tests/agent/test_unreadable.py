@@ -15,6 +15,7 @@ import pytest
 
 from jobfleet.agent.connection import Agent
 from jobfleet.agent.settings import AgentSettings
+from jobfleet.agent.task import ERROR_CHARS, UnreadableField
 from jobfleet.domain import protocol
 from jobfleet.domain.status import HostStatus
 
@@ -100,15 +101,29 @@ async def test_a_request_with_a_number_for_its_id_is_answered_by_it(agent: Agent
 
 
 async def test_a_request_that_fails_as_it_is_read_is_answered(agent: Agent) -> None:
-    def unreadable(message: Any) -> None:
-        raise TypeError("a field of another type")
+    async def unreadable(request: str, message: Any) -> protocol.Reply:
+        raise UnreadableField("a field of another type")
 
-    agent._answer = unreadable  # type: ignore[method-assign,assignment]
+    agent._work = unreadable  # type: ignore[method-assign]
     agent._frame(_frame({"t": "proc", "id": "r1", "op": "start"}))
     [reply] = await _sent(agent, protocol.REPLY)
     assert reply["id"] == "r1" and reply["status"] == int(HostStatus.GSE_TASK_ERROR), reply
     assert "could not read the server's 'proc' message" in reply["error"], reply
     assert "a field of another type" in reply["error"], reply
+
+
+async def test_a_request_that_fails_otherwise_is_answered_with_a_bounded_error(
+        agent: Agent) -> None:
+    async def failing(request: str, message: Any) -> protocol.Reply:
+        raise ValueError("no such peer: " + "x" * 100_000)
+
+    agent._work = failing  # type: ignore[method-assign]
+    agent._frame(_frame({"t": "file_seed", "id": "r2"}))
+    [reply] = await _sent(agent, protocol.REPLY)
+    assert reply["id"] == "r2" and reply["status"] == int(HostStatus.GSE_TASK_ERROR), reply
+    # the error as it was, not a reading error, and cut to the one bound
+    assert reply["error"].startswith("no such peer: x"), reply["error"][:100]
+    assert len(reply["error"]) <= ERROR_CHARS, len(reply["error"])
 
 
 async def test_a_welcome_whose_stats_period_is_not_a_number_still_counts(

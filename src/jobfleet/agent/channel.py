@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobfleet.agent.fetch import request
+from jobfleet.agent.spool import write_private
 from jobfleet.domain import enrollment
 
 BOOTSTRAP_PATH = "/api/jobfleet/v1/agent-bootstrap"
@@ -72,10 +72,8 @@ def save_pinned(state_dir: Path | None, ca_pem: str) -> None:
         return
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / PINNED_CA
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(ca_pem)
-    os.replace(path.with_suffix(".tmp"), path)
+    # lost, the agent could not trust its server again without a new enrollment token
+    write_private(path, ca_pem.encode(), path.with_suffix(".tmp").name, fsync=True)
 
 
 def read_token(token: str | None) -> enrollment.EnrollToken | None:

@@ -41,6 +41,8 @@ from jobfleet.agent.procman import ProcessManager
 from jobfleet.agent.settings import AgentSettings, host_ipv6, os_name
 from jobfleet.agent.spool import Spool
 from jobfleet.agent.task import (
+    ERROR_CHARS,
+    UNREADABLE,
     DownloadOutcome,
     Executor,
     OutputCallback,
@@ -82,13 +84,6 @@ FORGET_CHANNEL_AFTER = 5
 MAX_REPLY_BYTES = protocol.MAX_FRAME_BYTES - 64 * 1024
 # the server's task and request ids are shorter: a longer one is answered to nobody
 MAX_ID_CHARS = 64
-# what of an unreadable value goes into the log or back to the server
-REFUSED_CHARS = 200
-# what a message the agent cannot read may raise while it is read
-UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
-REQUESTS = frozenset(
-    (protocol.FILE_LIST, protocol.FILE_UPLOAD, "file_seed", protocol.PROC, protocol.DISPATCH)
-)
 
 
 def usable_id(value: object) -> str | None:
@@ -106,7 +101,7 @@ def unreadable(kind: str, exc: BaseException) -> str:
     detail = str(exc) if isinstance(exc, UnreadableField) else f"{type(exc).__name__}: {exc}"
     return (
         f"jobfleet-agent {__version__} (protocol {protocol.PROTOCOL_VERSION}) could not "
-        f"read the server's {kind[:40]!r} message: {detail[:REFUSED_CHARS]}"
+        f"read the server's {kind[:40]!r} message: {detail[:ERROR_CHARS]}"
     )
 
 
@@ -510,20 +505,8 @@ class Agent:
             except UNREADABLE as exc:
                 log.warning(
                     "server_message_refused kind=%s error=%s: %s",
-                    kind[:40], type(exc).__name__, str(exc)[:REFUSED_CHARS],
+                    kind[:40], type(exc).__name__, str(exc)[:ERROR_CHARS],
                 )
-                self._refuse(kind, message, exc)
-
-    def _refuse(self, kind: str, message: dict[str, object], exc: BaseException) -> None:
-        """Answer a request that could not be read: unanswered, it would hold the server
-        until the step's timeout. (A run that cannot be read ends as a failed task.)"""
-        request = usable_id(message.get("id"))
-        if kind in REQUESTS and request is not None:
-            self._send(
-                protocol.reply(
-                    request, status=int(HostStatus.GSE_TASK_ERROR), error=unreadable(kind, exc)
-                )
-            )
 
     def _send(self, message: protocol.AgentMessage) -> None:
         if self._sender is not None:
@@ -553,7 +536,7 @@ class Agent:
             ):
                 # read here, not in the task, where its error would be lost; the rest of
                 # the welcome still counts
-                log.warning("server_welcome_stats_refused value=%s", str(every)[:REFUSED_CHARS])
+                log.warning("server_welcome_stats_refused value=%s", str(every)[:ERROR_CHARS])
                 every = None
             if every and self._stats is None:
                 self._stats = asyncio.get_running_loop().create_task(self._report_load(every))
@@ -578,9 +561,14 @@ class Agent:
                 reply = await self._work(request, message)
             except Exception as exc:
                 log.exception("request_failed kind=%s", message.get("t"))
-                reply = protocol.reply(
-                    request, status=int(HostStatus.GSE_TASK_ERROR), error=str(exc)
+                # a field error names the field; any other error may quote a value of any
+                # size, and the whole answer must fit the server's frame
+                error = (
+                    unreadable(message["t"], exc)
+                    if isinstance(exc, UnreadableField)
+                    else str(exc)[:ERROR_CHARS]
                 )
+                reply = protocol.reply(request, status=int(HostStatus.GSE_TASK_ERROR), error=error)
             try:
                 encoded = jsonwire.dumps(reply)
             except (TypeError, ValueError) as exc:

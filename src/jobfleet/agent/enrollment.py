@@ -42,7 +42,10 @@ def save_credential(state_dir: Path, cred: Credential) -> None:
         "agent_secret": cred.agent_secret,
         "bk_host_id": cred.bk_host_id,
     }
-    write_private(state_dir / "credential.json", json.dumps(data).encode(), "credential.tmp")
+    # lost, the agent could not connect again without a new enrollment token
+    write_private(
+        state_dir / "credential.json", json.dumps(data).encode(), "credential.tmp", fsync=True
+    )
 
 
 class EnrollLater(RuntimeError):

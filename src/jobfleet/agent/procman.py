@@ -36,6 +36,7 @@ from jobfleet.agent.accounts import (
 )
 from jobfleet.agent.processes import hand_over
 from jobfleet.agent.spool import private_dir, write_private
+from jobfleet.agent.task import ERROR_CHARS, UNREADABLE
 from jobfleet.domain import protocol
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ class ProcessManager:
         spec = read_spec(message["spec"])
         op = message["op"]
         if isinstance(op, bool) or not isinstance(op, int):
-            raise TypeError(f"the op is not a number: {str(op)[:200]}")
+            raise TypeError(f"the op is not a number: {str(op)[:ERROR_CHARS]}")
         key = f"{spec['namespace']}:{spec['name']}"
         proc = self._procs.get(key)
         if op == protocol.PROC_STATUS:
@@ -390,7 +391,7 @@ class ProcessManager:
             return {"status": OP_FAILED, "error": "the agent has no state directory"}
         slot = message["slot_id"]
         if isinstance(slot, bool) or not isinstance(slot, int):
-            raise TypeError(f"the slot id is not a number: {str(slot)[:200]}")
+            raise TypeError(f"the slot id is not a number: {str(slot)[:ERROR_CHARS]}")
         messages = self.state_dir / "messages"
         private_dir(messages)
         folder = messages / str(slot)
@@ -417,15 +418,27 @@ class ProcessManager:
             return
         try:
             saved = json.loads(path.read_text())
-            for key, item in saved.items():
+        except (OSError, ValueError) as exc:
+            log.warning("procs_state_unreadable path=%s error=%s", path, exc)
+            return
+        if not isinstance(saved, dict):
+            log.warning("procs_state_unreadable path=%s error=not an object", path)
+            return
+        for key, item in saved.items():
+            # checked as a request's spec is: the keeper would end at a bad one unseen,
+            # and one bad entry costs only itself
+            try:
                 self._procs[key] = Managed(
-                    item["spec"],
+                    read_spec(item["spec"]),
                     bool(item["delegated"]),
                     int(item["restarts"]),
                     int(item["start_time"]),
                 )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("procs_state_unreadable path=%s error=%s", path, exc)
+            except UNREADABLE as exc:
+                log.warning(
+                    "proc_state_unreadable proc=%s error=%s: %s",
+                    key[:ERROR_CHARS], type(exc).__name__, str(exc)[:ERROR_CHARS],
+                )
 
     def _save(self) -> None:
         path = self._file()

@@ -279,16 +279,13 @@ class Spool:
     def _rewrite(self) -> None:
         """Replace the journal with the live records only (atomically, by rename)."""
         path = self._journal_path
-        tmp = path.with_name(path.name + ".tmp")
         data = b"".join(jsonwire.dumps(r) + b"\n" for r in self._live_records())
         try:
-            write_private(path, data, tmp.name, fsync=self._fsync)
+            write_private(path, data, fsync=self._fsync)
             if self._fsync:
                 _fsync_dir(path.parent)
         except OSError as exc:
             logger.error("spool rewrite failed path=%s error=%s", path, exc)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if self._fd is not None:
                 # keep appending to the old journal; try again once it has doubled
                 self._compact_at = 2 * self._size
@@ -361,10 +358,13 @@ def private_dir(directory: Path, *, allow_link: bool = False) -> None:
         os.close(fd)
 
 
-def write_private(path: Path, data: bytes, partial: str = "", *, fsync: bool = True) -> None:
+def write_private(path: Path, data: bytes, partial: str = "", *, fsync: bool = False) -> None:
     """Replace ``path`` with ``data``, readable by the agent's user alone, by way of a
     partial file (``partial``, in the same folder) renamed over it. The partial is
-    made anew, never opened through a link or a file someone left there."""
+    made anew, never opened through a link or a file someone left there.
+
+    ``fsync`` waits for the disk: only for what the agent cannot do without after a
+    power loss (its credential, its pinned CA), as the caller runs on the event loop."""
     tmp = path.with_name(partial or path.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)  # a stale one, or a link: removed itself, not what it names

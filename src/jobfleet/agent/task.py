@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str], Awaitable[None]]
 T = TypeVar("T")
-# what of an error's text goes into a task's log: it may quote a value of any size
+# what of an error's text goes into a log, a task's log or a reply to the server: it may
+# quote a value of any size
 ERROR_CHARS = 200
 # and of why a task failed (an error of the agent's own may explain itself at length)
 TASK_ERROR_CHARS = 4000
@@ -109,12 +110,16 @@ class UnreadableField(ValueError):
     """A field of a run message this agent cannot read; its text names the field."""
 
 
+# what a message the agent cannot read may raise while it is read
+UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
 def _field(name: str, read: Callable[[], T]) -> T:
     """A run message's field as the executor takes it; one this agent cannot read (a
     newer server's type, or none) is named in the error, which ends the task."""
     try:
         return read()
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+    except UNREADABLE as exc:
         raise UnreadableField(
             f"field {name!r}: {type(exc).__name__}: {str(exc)[:ERROR_CHARS]}"
         ) from exc
