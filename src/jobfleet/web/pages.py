@@ -5,6 +5,7 @@ authorized and audited exactly as an API call."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from importlib import resources
@@ -204,7 +205,9 @@ def console_router(services: Services, *, cookie_secure: str = "auto") -> APIRou
     async def static(name: str) -> Response:
         if name not in STATIC:
             return PlainTextResponse("not found", status_code=404)
-        data = resources.files("jobfleet.web").joinpath("static", name).read_bytes()
+        # read off the loop the agents share: every console page asks for these
+        path = resources.files("jobfleet.web").joinpath("static", name)
+        data = await asyncio.to_thread(path.read_bytes)
         return Response(
             data, media_type=STATIC[name], headers={"Cache-Control": "public, max-age=3600"}
         )
