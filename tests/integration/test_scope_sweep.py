@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.integration.harness import Running, b64, eventually, run_server
+from tests.integration.harness import Running, Wire, b64, eventually, run_server
 from tests.integration.test_scope_isolation import two_businesses
 
 from jobfleet.store.database import now_ms
@@ -496,69 +496,75 @@ async def call(running: Running, case: Case, ids: Ids, scope: int,
         return {"result": False, "code": resp.status_code, "message": resp.text[:200]}
 
 
+async def ok(wire: Wire, method: str, path: str, body: dict[str, Any],
+             headers: dict[str, str]) -> dict[str, Any]:
+    resp = await wire.http.request(method, path, json=body, headers=headers)
+    answer = resp.json()
+    assert answer["result"], (path, answer)
+    return dict(answer["data"])
+
+
 async def theirs(running: Running) -> Ids:
     """One of every object kind in business 3, made by the administrator."""
     wire = running.wire
+    admin = wire.headers()
     ids: Ids = {"biz": 3}
 
-    async def ok(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        resp = await wire.http.request(method, path, json=body, headers=wire.headers())
-        answer = resp.json()
-        assert answer["result"], (path, answer)
-        return dict(answer["data"])
-
-    made = await ok("POST", V3 + "create_script", {
+    made = await ok(wire, "POST", V3 + "create_script", {
         "bk_biz_id": 3, "name": f"{MARK} script", "script_language": 1,
-        "content": b64("echo theirs"), "version": "1"})
+        "content": b64("echo theirs"), "version": "1"}, admin)
     ids["script"], ids["version"] = made["script_id"], made["id"]
-    tpl = await ok("POST", f"{OWN}/templates?bk_biz_id=3", {
+    tpl = await ok(wire, "POST", f"{OWN}/templates?bk_biz_id=3", {
         "name": f"{MARK} template",
         "global_var_list": [{"name": "v", "type": 1, "value": MARK, "changeable": 1}],
         "step_list": [{"name": "s", "type": 1, "script_info": {
             "script_content": "echo $v", "script_language": 1, "account": "root",
-            "server": TARGET}}]})
+            "server": TARGET}}]}, admin)
     ids["template"] = tpl["id"]
-    plan = await ok("POST", f"{OWN}/templates/{tpl['id']}/plans?bk_biz_id=3",
-                    {"name": f"{MARK} plan"})
+    plan = await ok(wire, "POST", f"{OWN}/templates/{tpl['id']}/plans?bk_biz_id=3",
+                    {"name": f"{MARK} plan"}, admin)
     ids["plan"] = plan["id"]
-    cron = await ok("POST", V3 + "save_cron", {
+    cron = await ok(wire, "POST", V3 + "save_cron", {
         "bk_biz_id": 3, "job_plan_id": plan["id"], "name": f"{MARK} cron",
-        "expression": "0 0 1 1 *"})
+        "expression": "0 0 1 1 *"}, admin)
     ids["cron"] = cron["id"]
-    account = await ok("POST", V3 + "create_account", {
-        "bk_biz_id": 3, "account": "deploy", "alias": "their-deploy", "type": 1, "category": 1})
+    account = await ok(wire, "POST", V3 + "create_account", {
+        "bk_biz_id": 3, "account": "deploy", "alias": "their-deploy", "type": 1,
+        "category": 1}, admin)
     ids["account"] = account["id"]
-    cred = await ok("POST", V3 + "create_credential", {
+    cred = await ok(wire, "POST", V3 + "create_credential", {
         "bk_biz_id": 3, "name": f"{MARK} cred", "type": "PASSWORD",
-        "credential_password": MARK})
+        "credential_password": MARK}, admin)
     ids["credential"] = cred["id"]
-    source = await ok("POST", V3 + "create_file_source", {
+    source = await ok(wire, "POST", V3 + "create_file_source", {
         "bk_biz_id": 3, "code": "theirsrc", "alias": f"{MARK} source", "type": "HTTP",
-        "access_params": {"base_url": "http://127.0.0.1:9"}, "credential_id": cred["id"]})
+        "access_params": {"base_url": "http://127.0.0.1:9"}, "credential_id": cred["id"]}, admin)
     ids["source"], ids["source_code"] = source["id"], "theirsrc"
-    group = await ok("POST", f"{OWN}/dynamic-groups", {
+    group = await ok(wire, "POST", f"{OWN}/dynamic-groups", {
         "bk_biz_id": 3, "name": f"{MARK} group",
-        "filter": [{"field": "ip", "op": "in", "value": [A]}]})
+        "filter": [{"field": "ip", "op": "in", "value": [A]}]}, admin)
     ids["group"] = group["id"]
-    tset = await ok("POST", f"{OWN}/topology/sets", {"bk_biz_id": 3, "name": f"{MARK} set"})
+    tset = await ok(wire, "POST", f"{OWN}/topology/sets",
+                    {"bk_biz_id": 3, "name": f"{MARK} set"}, admin)
     ids["set"] = tset["id"]
-    module = await ok("POST", f"{OWN}/topology/modules",
-                      {"bk_biz_id": 3, "set_id": tset["id"], "name": f"{MARK} module"})
+    module = await ok(wire, "POST", f"{OWN}/topology/modules",
+                      {"bk_biz_id": 3, "set_id": tset["id"], "name": f"{MARK} module"}, admin)
     ids["module"] = module["id"]
-    heal = await ok("POST", f"{OWN}/businesses/3/heal-rules", {
+    heal = await ok(wire, "POST", f"{OWN}/businesses/3/heal-rules", {
         "name": f"{MARK} heal", "job_plan_id": plan["id"], "secret": "s" * 16,
         "match": {"alertname": ["HighDisk"]}, "host_variable": "target",
-        "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0})
+        "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0}, admin)
     ids["heal"] = heal["id"]
     # a finished job of business 3: a script step and a file step
-    ran = await ok("POST", V3 + "fast_execute_script", {
+    ran = await ok(wire, "POST", V3 + "fast_execute_script", {
         "bk_biz_id": 3, "script_content": b64(f"echo {MARK}"), "script_language": 1,
-        "account_alias": "root", "target_server": TARGET})
+        "account_alias": "root", "target_server": TARGET}, admin)
     ids["job"], ids["step"] = ran["job_instance_id"], ran["step_instance_id"]
-    sent = await ok("POST", V3 + "fast_transfer_file", {
+    sent = await ok(wire, "POST", V3 + "fast_transfer_file", {
         "bk_biz_id": 3, "account_alias": "root", "file_target_path": str(running.data_dir),
         "target_server": TARGET, "file_source_list": [{
-            "file_list": ["/etc/hostname"], "account": {"alias": "root"}, "server": TARGET}]})
+            "file_list": ["/etc/hostname"], "account": {"alias": "root"},
+            "server": TARGET}]}, admin)
     ids["file_job"], ids["file_step"] = sent["job_instance_id"], sent["step_instance_id"]
     for job in (ids["job"], ids["file_job"]):
         async def done(job: int = job) -> bool:
@@ -569,11 +575,12 @@ async def theirs(running: Running) -> Ids:
     ids["host_dir"] = f"0_{A}"
     hosts = await wire.get(f"{OWN}/hosts", {"bk_biz_id": 3})
     [ids["host"]] = [h["bk_host_id"] for h in hosts["data"] if h["ip"] == A]
-    notify = await ok("POST", f"{OWN}/businesses/3/notify-configs", {
+    notify = await ok(wire, "POST", f"{OWN}/businesses/3/notify-configs", {
         "channel": "webhook", "target": "http://127.0.0.1:9/theirs",
-        "secret": "hook-key-0123456789", "statuses": [4]})
+        "secret": "hook-key-0123456789", "statuses": [4]}, admin)
     ids["notify"] = notify["id"]
-    tested = await ok("POST", f"{OWN}/businesses/3/notify-configs/{notify['id']}/tests", {})
+    tested = await ok(wire, "POST", f"{OWN}/businesses/3/notify-configs/{notify['id']}/tests",
+                      {}, admin)
     ids["delivery"] = tested["delivery_id"]
     blob = (await wire.http.post(f"{OWN}/files", params={"name": f"{MARK}.bin", "bk_biz_id": 3},
                                  content=MARK.encode(), headers=wire.headers())).json()
@@ -626,31 +633,27 @@ async def my_objects(running: Running, alice: dict[str, str]) -> Ids:
     """Alice's own objects in business 2, to mix with business 3's."""
     wire = running.wire
 
-    async def ok(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        resp = await wire.http.request(method, path, json=body, headers=alice)
-        answer = resp.json()
-        assert answer["result"], (path, answer)
-        return dict(answer["data"])
-
-    tpl = await ok("POST", f"{OWN}/templates?bk_biz_id=2", {
+    tpl = await ok(wire, "POST", f"{OWN}/templates?bk_biz_id=2", {
         "name": "mine", "step_list": [{"name": "s", "type": 1, "script_info": {
             "script_content": "echo mine", "script_language": 1, "account": "root",
-            "server": MY_TARGET}}]})
-    plan = await ok("POST", f"{OWN}/templates/{tpl['id']}/plans?bk_biz_id=2", {"name": "mine"})
-    cron = await ok("POST", V3 + "save_cron", {
-        "bk_biz_id": 2, "job_plan_id": plan["id"], "name": "mine", "expression": "0 0 1 1 *"})
-    cred = await ok("POST", V3 + "create_credential", {
-        "bk_biz_id": 2, "name": "mine", "type": "PASSWORD", "credential_password": "x"})
-    source = await ok("POST", V3 + "create_file_source", {
+            "server": MY_TARGET}}]}, alice)
+    plan = await ok(wire, "POST", f"{OWN}/templates/{tpl['id']}/plans?bk_biz_id=2",
+                    {"name": "mine"}, alice)
+    cron = await ok(wire, "POST", V3 + "save_cron", {
+        "bk_biz_id": 2, "job_plan_id": plan["id"], "name": "mine",
+        "expression": "0 0 1 1 *"}, alice)
+    cred = await ok(wire, "POST", V3 + "create_credential", {
+        "bk_biz_id": 2, "name": "mine", "type": "PASSWORD", "credential_password": "x"}, alice)
+    source = await ok(wire, "POST", V3 + "create_file_source", {
         "bk_biz_id": 2, "code": "minesrc2", "alias": "mine", "type": "HTTP",
-        "access_params": {"base_url": "http://127.0.0.1:9"}, "credential_id": cred["id"]})
-    heal = await ok("POST", f"{OWN}/businesses/2/heal-rules", {
+        "access_params": {"base_url": "http://127.0.0.1:9"}, "credential_id": cred["id"]}, alice)
+    heal = await ok(wire, "POST", f"{OWN}/businesses/2/heal-rules", {
         "name": "mine", "job_plan_id": plan["id"], "secret": "s" * 16,
         "match": {"alertname": ["HighDisk"]}, "host_variable": "target",
-        "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0})
-    notify = await ok("POST", f"{OWN}/businesses/2/notify-configs", {
+        "host_label": "instance", "max_hosts": 1, "cooldown": 0, "host_cooldown": 0}, alice)
+    notify = await ok(wire, "POST", f"{OWN}/businesses/2/notify-configs", {
         "channel": "webhook", "target": "http://127.0.0.1:9/theirs",
-        "secret": "hook-key-0123456789", "statuses": [4]})
+        "secret": "hook-key-0123456789", "statuses": [4]}, alice)
     hosts = await wire.get(f"{OWN}/hosts", {"bk_biz_id": 2}, headers=alice)
     [host] = [h["bk_host_id"] for h in hosts["data"] if h["ip"] == MINE]
     return {"my_template": tpl["id"], "my_plan": plan["id"], "my_cron": cron["id"],
