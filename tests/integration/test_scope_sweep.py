@@ -719,7 +719,13 @@ async def sweep(running: Running) -> None:
     assert not leaks, "\n".join(leaks)
 
 
-RECENT = {"create_time_start": now_ms() - 3_600_000, "create_time_end": now_ms() + 3_600_000}
+def recent() -> dict[str, int]:
+    """An hour either side of now, taken when called: a window fixed at import goes
+    stale in a long test run, before the jobs it is to find are made."""
+    now = now_ms()
+    return {"create_time_start": now - 3_600_000, "create_time_end": now + 3_600_000}
+
+
 # the console's routes that answer data, not a page: a job's step by ids
 CONSOLE = ("/console/jobs/{job}/steps/{step}/output-groups",
            "/console/jobs/{job}/steps/{step}/output-groups/0/ips",
@@ -743,21 +749,22 @@ async def console_shows_nothing_of_theirs(running: Running, ids: Ids,
                     leaks.append(f"console {path}: {resp.status_code} {resp.text[:200]}")
 
 
-LISTS: list[tuple[str, dict[str, Any]]] = [
-    (V3 + "get_job_instance_list", RECENT),
-    (V3 + "get_script_list", {}), (V3 + "get_job_plan_list", {}),
-    (V3 + "get_job_template_list", {}), (V3 + "get_cron_list", {}),
-    (V3 + "get_account_list", {}), (V3 + "get_script_version_list", {}),
-    (OWN + "/templates", {}), (OWN + "/dynamic-groups", {}), (OWN + "/topology", {}),
-    (OWN + "/hosts", {}), (OWN + "/businesses/2/heal-rules", {}),
-    (OWN + "/businesses/2/heal-decisions", {}), (OWN + "/businesses/2/notify-configs", {}),
-    (OWN + "/audit/entries", {}), (OWN + "/businesses", {}),
-]
+def lists() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (V3 + "get_job_instance_list", recent()),
+        (V3 + "get_script_list", {}), (V3 + "get_job_plan_list", {}),
+        (V3 + "get_job_template_list", {}), (V3 + "get_cron_list", {}),
+        (V3 + "get_account_list", {}), (V3 + "get_script_version_list", {}),
+        (OWN + "/templates", {}), (OWN + "/dynamic-groups", {}), (OWN + "/topology", {}),
+        (OWN + "/hosts", {}), (OWN + "/businesses/2/heal-rules", {}),
+        (OWN + "/businesses/2/heal-decisions", {}), (OWN + "/businesses/2/notify-configs", {}),
+        (OWN + "/audit/entries", {}), (OWN + "/businesses", {}),
+    ]
 
 
 async def lists_show_nothing_of_theirs(running: Running, alice: dict[str, str],
                                        leaks: list[str]) -> None:
-    for path, params in LISTS:
+    for path, params in lists():
         resp = await running.wire.http.get(path, params={"bk_biz_id": 2, **params},
                                            headers=alice)
         answer = resp.json()
@@ -794,8 +801,7 @@ async def nothing_of_theirs_changed(running: Running, ids: Ids, leaks: list[str]
          "http://127.0.0.1:9/theirs"),
         ([a["alias"] for a in (await read(V3 + "get_account_list", {}))["data"]
           if a["id"] == ids["account"]], ["their-deploy"]),
-        ((await read(V3 + "get_job_instance_list", {
-            **RECENT}))["total"], 2),
+        ((await read(V3 + "get_job_instance_list", recent()))["total"], 2),
     ]
     for seen, made in checks:
         if seen != made:
