@@ -61,7 +61,6 @@ STATIC = {
 OK_HOSTS = {int(HostStatus.SUCCESS), int(HostStatus.LAST_SUCCESS)}
 
 
-
 def _ms(value: Any) -> str:
     if not value:
         return ""
