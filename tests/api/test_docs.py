@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,28 @@ async def test_the_30_document_is_written_once(
     assert answers[0].content == answers[2].content
     assert answers[0].headers["content-type"] == "application/json"
     assert len(written) == 1
+
+
+async def test_an_asset_is_read_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle is about 1 MiB: read on the loop, every request for it would stall the
+    agents' connections for as long as the read takes."""
+    readers: list[int] = []
+    read_bytes = Path.read_bytes
+
+    def recorded(path: Path) -> bytes:
+        if path.name == "swagger-ui-bundle.js":
+            readers.append(threading.get_ident())
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", recorded)
+    node = server(tmp_path / "a")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app),
+                                 base_url="http://127.0.0.1") as client:
+        answer = await client.get("/docs/assets/swagger-ui-bundle.js")
+    assert answer.status_code == 200
+    assert answer.content == read_bytes(Path(swagger_ui_path) / "swagger-ui-bundle.js")
+    assert answer.headers["content-type"].startswith("text/javascript")
+    assert answer.headers["cache-control"] == "public, max-age=86400"
+    assert readers and threading.get_ident() not in readers, readers

@@ -7,6 +7,7 @@ document written as 3.0: ``/openapi.json`` itself stays as generated.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,10 @@ def register(app: FastAPI) -> None:
         # for the process's life), and most servers never serve these pages
         from swagger_ui_bundle import swagger_ui_path
 
+        # the bundle is about 1 MiB: read off the loop the agents share
+        data = await asyncio.to_thread((Path(swagger_ui_path) / name).read_bytes)
         return Response(
-            (Path(swagger_ui_path) / name).read_bytes(),
+            data,
             media_type=ASSETS[name],
             headers={"Cache-Control": "public, max-age=86400"},
         )

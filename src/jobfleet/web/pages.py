@@ -5,6 +5,7 @@ authorized and audited exactly as an API call."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from importlib import resources
@@ -58,7 +59,6 @@ STATIC = {
     "console.css": "text/css",
 }
 OK_HOSTS = {int(HostStatus.SUCCESS), int(HostStatus.LAST_SUCCESS)}
-
 
 
 def _ms(value: Any) -> str:
@@ -204,7 +204,9 @@ def console_router(services: Services, *, cookie_secure: str = "auto") -> APIRou
     async def static(name: str) -> Response:
         if name not in STATIC:
             return PlainTextResponse("not found", status_code=404)
-        data = resources.files("jobfleet.web").joinpath("static", name).read_bytes()
+        # read off the loop the agents share: every console page asks for these
+        path = resources.files("jobfleet.web").joinpath("static", name)
+        data = await asyncio.to_thread(path.read_bytes)
         return Response(
             data, media_type=STATIC[name], headers={"Cache-Control": "public, max-age=3600"}
         )
