@@ -149,7 +149,8 @@ class PostgresqlPool:
     """Copies of the PostgreSQL template made ahead, and used ones dropped, on a thread of
     its own: a copy takes tens of ms of the server's time (hundreds on a loaded machine),
     which a test need not wait for while the one before it runs. The thread has its own
-    event loop, since each test's loop ends with the test."""
+    event loop, since each test's loop ends with the test. The pool owns the template:
+    it drops it last, when closed."""
 
     # enough for the next test, and the one after it while a copy is being made
     AHEAD = 2
@@ -190,7 +191,7 @@ class PostgresqlPool:
         self.orders.put(name)
 
     def close(self) -> None:
-        """Every database the pool made, dropped, before the template is."""
+        """Every database the pool made dropped, then the template."""
         self.orders.put(None)
         self.thread.join()
 
@@ -212,9 +213,12 @@ class PostgresqlPool:
                 made.add(name)
                 self.ready.put(name)
         finally:
-            for name in made:
-                await _drop_database(conn, name)
-            await conn.close()
+            try:
+                for name in made:
+                    await _drop_database(conn, name)
+                await _drop_database(conn, self.template)
+            finally:
+                await conn.close()
 
 
 class PoolStopped(RuntimeError):
@@ -277,19 +281,7 @@ class Templates:
 
     def drop(self) -> None:
         if self.pool is not None:
-            self.pool.close()
-        if self.postgresql is None:
-            return
-        name = self.postgresql
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(_admin_dsn())
-            try:
-                await _drop_database(conn, name)
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+            self.pool.close()  # the template with it, after its copies
 
 
 @pytest.fixture(scope="session")
