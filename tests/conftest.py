@@ -230,6 +230,15 @@ async def _drop_database(conn: asyncpg.Connection, name: str) -> None:
     await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+async def _drop_new_database(name: str, db: Database) -> None:
+    await db.close()
+    conn = await asyncpg.connect(_admin_dsn())
+    try:
+        await _drop_database(conn, name)
+    finally:
+        await conn.close()
+
+
 class Templates:
     """Databases migrated to head once per test process, one per backend, made when a
     test first asks for one (a process runs its tests one at a time)."""
@@ -268,9 +277,11 @@ class Templates:
             db = Database(_pg_url(name))
             try:
                 await db.migrate()
-            finally:
-                # the template must have no session left when it is copied
-                await db.close()
+            except BaseException:
+                await _drop_new_database(name, db)  # else each test leaves one behind
+                raise
+            # the template must have no session left when it is copied
+            await db.close()
             self.postgresql = name
         return self.postgresql
 
