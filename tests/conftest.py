@@ -149,66 +149,60 @@ class PostgresqlPool:
     """Copies of the PostgreSQL template made ahead, and used ones dropped, on a thread of
     its own: a copy takes tens of ms of the server's time (hundreds on a loaded machine),
     which a test need not wait for while the one before it runs. The thread has its own
-    event loop, since each test's loop ends with the test."""
+    event loop, since each test's loop ends with the test. The pool owns the template:
+    it drops it last, when closed."""
 
     # enough for the next test, and the one after it while a copy is being made
     AHEAD = 2
+    # an order for one more copy; any other order is a used copy's name, to drop
+    MAKE = "make"
 
     def __init__(self, template: str) -> None:
         self.template = template
         self.ready: queue.Queue[str | BaseException] = queue.Queue()
-        self.used: queue.Queue[str | None] = queue.Queue()
-        self.wanted = threading.Semaphore(self.AHEAD)
+        # one queue, so the thread waits on nothing else and does the work in the order given
+        self.orders: queue.Queue[str | None] = queue.Queue()
+        for _ in range(self.AHEAD):
+            self.orders.put(self.MAKE)
         self.thread = threading.Thread(target=self._run, name="postgresql-pool", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        stopped = PoolStopped("the PostgreSQL database pool has stopped")
         try:
             asyncio.run(self._work())
         except BaseException as exc:  # the tests waiting for a database say why
-            self.ready.put(exc)
-
-    def _next(self) -> str | BaseException:
-        while True:
-            try:
-                return self.ready.get(timeout=1)
-            except queue.Empty:
-                if not self.thread.is_alive() and self.ready.empty():
-                    return RuntimeError("the PostgreSQL database pool has stopped")
+            stopped.__cause__ = exc
+        finally:
+            # last in the queue: no test waits for a copy that will never come
+            self.ready.put(stopped)
 
     async def take(self) -> str:
-        name = await asyncio.to_thread(self._next)
-        self.wanted.release()  # one more to make (or to try again)
+        self.orders.put(self.MAKE)  # one more for a later test (or to try again)
+        name = await asyncio.to_thread(self.ready.get)
+        if isinstance(name, PoolStopped):
+            self.ready.put(name)  # for every test after this one
         if isinstance(name, BaseException):
             raise name
         return name
 
     def give_back(self, name: str) -> None:
         """Dropped on the pool's thread, while the next test starts."""
-        self.used.put(name)
+        self.orders.put(name)
 
     def close(self) -> None:
-        """Every database the pool made, dropped, before the template is."""
-        self.used.put(None)
+        """Every database the pool made dropped, then the template."""
+        self.orders.put(None)
         self.thread.join()
 
     async def _work(self) -> None:
         conn = await asyncpg.connect(_admin_dsn())
         made: set[str] = set()
         try:
-            while True:
-                # drops first: each holds the server's disk the copies want too
-                try:
-                    name = self.used.get_nowait()
-                except queue.Empty:
-                    pass
-                else:
-                    if name is None:
-                        break
-                    await _drop_database(conn, name)
-                    made.discard(name)
-                    continue
-                if not await asyncio.to_thread(self.wanted.acquire, timeout=0.05):
+            while (order := await asyncio.to_thread(self.orders.get)) is not None:
+                if order != self.MAKE:
+                    await _drop_database(conn, order)
+                    made.discard(order)
                     continue
                 name = f"jf_{secrets.token_hex(6)}"
                 try:
@@ -219,14 +213,30 @@ class PostgresqlPool:
                 made.add(name)
                 self.ready.put(name)
         finally:
-            for name in made:
-                await _drop_database(conn, name)
-            await conn.close()
+            try:
+                for name in made:
+                    await _drop_database(conn, name)
+                await _drop_database(conn, self.template)
+            finally:
+                await conn.close()
+
+
+class PoolStopped(RuntimeError):
+    """The pool's thread has ended: every later ``take`` raises it."""
 
 
 async def _drop_database(conn: asyncpg.Connection, name: str) -> None:
     # FORCE: a test that leaks a connection must not leak its database too
     await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _drop_new_database(name: str, db: Database) -> None:
+    await db.close()
+    conn = await asyncpg.connect(_admin_dsn())
+    try:
+        await _drop_database(conn, name)
+    finally:
+        await conn.close()
 
 
 class Templates:
@@ -267,9 +277,11 @@ class Templates:
             db = Database(_pg_url(name))
             try:
                 await db.migrate()
-            finally:
-                # the template must have no session left when it is copied
-                await db.close()
+            except BaseException:
+                await _drop_new_database(name, db)  # else each test leaves one behind
+                raise
+            # the template must have no session left when it is copied
+            await db.close()
             self.postgresql = name
         return self.postgresql
 
@@ -280,19 +292,7 @@ class Templates:
 
     def drop(self) -> None:
         if self.pool is not None:
-            self.pool.close()
-        if self.postgresql is None:
-            return
-        name = self.postgresql
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(_admin_dsn())
-            try:
-                await _drop_database(conn, name)
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+            self.pool.close()  # the template with it, after its copies
 
 
 @pytest.fixture(scope="session")

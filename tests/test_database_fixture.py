@@ -3,8 +3,12 @@ and an empty one that migrates."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.conftest import PostgresqlPool
 
 from jobfleet.store.database import Database
 
@@ -49,3 +53,19 @@ async def test_database_url_is_at_head_and_has_no_jobs(database_url: str) -> Non
             assert (await conn.execute(text(VERSION))).scalar_one() == before
     finally:
         await db.close()
+
+
+async def test_a_pool_that_cannot_start_fails_every_take_with_the_cause(
+    monkeypatch: pytest.MonkeyPatch, unused_tcp_port: int
+) -> None:
+    # nothing listens there: the pool's thread ends at once
+    url = f"postgresql://jobfleet@127.0.0.1:{unused_tcp_port}/postgres"
+    monkeypatch.setenv("JOBFLEET_TEST_PG_URL", url)
+    pool = PostgresqlPool("jf_template_none")
+    try:
+        for _ in range(3):
+            with pytest.raises(RuntimeError, match="pool has stopped") as caught:
+                await asyncio.wait_for(pool.take(), 30)
+            assert isinstance(caught.value.__cause__, OSError)
+    finally:
+        pool.close()

@@ -67,7 +67,7 @@ async def bootstrap(
         except JobError as exc:
             if exc.code != ErrorCode.CONFLICT:
                 raise  # else another node starting beside this one made it
-    if path.exists():
+    if bootstrapped(data_dir):
         return
     try:
         secret = await identity.create_app(ADMIN_APP, "administration app", is_admin=True)
@@ -80,11 +80,8 @@ async def bootstrap(
         )
         return
     await identity.ensure_user(ADMIN_USER, is_admin=True)
-    admin_password = new_secret(12)
     if people is not None:
-        digest = None
-        if password is not None:
-            admin_password, digest = await password
+        admin_password, digest = await (password if password is not None else first_password())
         await people.set_password(ADMIN_USER, admin_password, digest=digest)
     token = await identity.create_enroll_token(note="bootstrap", ttl_seconds=token_ttl)
     content = {

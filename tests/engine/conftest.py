@@ -27,7 +27,7 @@ from jobfleet.store.blobs import BlobStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.filelogs import FileLogStore
 from jobfleet.store.inventory import Inventory
-from jobfleet.store.jobs import JobStore, NewJob, NewStep
+from jobfleet.store.jobs import HOST_ROW_DEFAULTS, JobStore, NewJob, NewStep
 from jobfleet.store.secrets import Cipher
 
 FAST = EngineSettings(
@@ -183,9 +183,9 @@ def script_job(hosts: list[int], script: str = "echo hi", *, timeout: int = 60,
         batch_of = {h: i // size + 1 for i, h in enumerate(hosts)}
         values = {"rolling_config": rolling["config"],
                   "batch_count": max(batch_of.values()), "current_batch": 0}
-    rows = [{"execute_count": 0, "bk_host_id": h, "batch": batch_of.get(h, 0), "bk_cloud_id": 0,
-             "ip": f"127.0.0.{h}", "agent_id": "" if h in no_agent else f"agent-{h}",
-             "status": int(HostStatus.WAITING), "error_code": 0, "tag": ""}
+    rows = [{**HOST_ROW_DEFAULTS, "execute_count": 0, "bk_host_id": h,
+             "batch": batch_of.get(h, 0), "bk_cloud_id": 0, "ip": f"127.0.0.{h}",
+             "agent_id": "" if h in no_agent else f"agent-{h}", "status": int(HostStatus.WAITING)}
             for h in hosts]
     step_values = {"status": int(RunStatus.BLANK), "execute_count": 0, "ignore_error": False,
                    "timeout": timeout, "account_id": 1, "account_alias": "root",

@@ -25,7 +25,7 @@ from jobfleet.store.accounts import AccountStore
 from jobfleet.store.database import Database, now_ms
 from jobfleet.store.host_whitelist import SCRIPT_EXECUTE, HostWhitelist
 from jobfleet.store.inventory import Host, Inventory
-from jobfleet.store.jobs import NewJob, NewStep
+from jobfleet.store.jobs import HOST_ROW_DEFAULTS, NewJob, NewStep
 from jobfleet.store.secrets import Cipher
 from jobfleet.store.topology import (
     MODULE,
@@ -389,17 +389,14 @@ class FileRequest:
 def host_rows(hosts: list[Host]) -> list[dict[str, Any]]:
     return [
         {
+            **HOST_ROW_DEFAULTS,
             "execute_count": 0,
             "bk_host_id": h.bk_host_id,
-            "batch": 0,
             "bk_cloud_id": h.bk_cloud_id,
             "ip": h.ip,
             "ipv6": h.ipv6,
             "agent_id": h.agent_id,
             "status": int(HostStatus.WAITING),
-            "exit_code": None,
-            "error_code": 0,
-            "tag": "",
         }
         for h in hosts
     ]

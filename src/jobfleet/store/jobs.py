@@ -369,6 +369,7 @@ class JobStore(JobReads):
             kept = failed_only and HostStatus(row.status).succeeded
             rows.append(
                 {
+                    **HOST_ROW_DEFAULTS,
                     "execute_count": count + 1,
                     "bk_host_id": row.bk_host_id,
                     "batch": row.batch,
@@ -378,7 +379,6 @@ class JobStore(JobReads):
                     "agent_id": row.agent_id,
                     "status": int(HostStatus.LAST_SUCCESS if kept else HostStatus.WAITING),
                     "exit_code": row.exit_code if kept else None,
-                    "error_code": 0,
                     "tag": row.tag if kept else "",
                 }
             )
