@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -81,43 +79,27 @@ async def test_target_agent_killed_mid_download_ends_with_310(running: Running,
 
 
 async def test_server_sigkill_mid_transfer(tmp_path: Path, database_url: str) -> None:
-    port, agent_port = free_port(), free_port()
-    data_dir = tmp_path / "server"
-    server = await start_server(data_dir, port, database_url, agent_port)
-    url = f"http://127.0.0.1:{port}"
-    token = read_bootstrap(data_dir)["enroll_token"]
-    ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
-    agents = [agent_proc(url, token, tmp_path / ip, ip) for ip in ips]
-    boot = read_bootstrap(data_dir)
-    wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"])
-    try:
-        for agent in agents:
-            await agent.start()
-
-        await eventually(lambda: alive_ips(wire, ips), timeout=30)
+    async with SourceAndTarget(tmp_path, database_url,
+                               targets=("127.0.0.3", "127.0.0.4")) as setup:
+        wire = setup.wire
         # 4 s of download at 4 MB/s for the kill to land in
         digest = random_file(tmp_path / "big.bin", 16)
         answer = await wire.v3("fast_transfer_file", transfer_body(
-            [str(tmp_path / "big.bin")], ips[:1], ips[1:], f"{tmp_path}/out/[FILESRCIP]/",
-            download_speed_limit=4))
+            [str(tmp_path / "big.bin")], [setup.source], list(setup.targets),
+            f"{tmp_path}/out/[FILESRCIP]/", download_speed_limit=4))
         sub = answer["data"]
         # the file goes through the server first: on a loaded machine that alone can take
         # most of half a minute, and the kill must come while a target downloads
-        await eventually(lambda: downloading(wire, sub, ips[1]), timeout=90)
-        server.kill()
-        assert server.proc is not None
-        await server.proc.wait()
+        await eventually(lambda: downloading(wire, sub, setup.target), timeout=90)
+        setup.server.kill()
+        assert setup.server.proc is not None
+        await setup.server.proc.wait()
         await asyncio.sleep(1.0)
-        server = await start_server(data_dir, port, database_url, agent_port)
+        setup.server = await setup.start_server()
         data = await wire.wait(sub["job_instance_id"], timeout=120)
         assert data["job_instance"]["status"] == 3, data
         assert {r["status"] for r in data["step_instance_list"][0]["step_ip_result_list"]} == {9}
-        assert sha256_of(tmp_path / "out" / f"0_{ips[0]}" / "big.bin") == digest
-    finally:
-        await wire.close()
-        for agent in agents:
-            await agent.stop()
-        await server.stop()
+        assert sha256_of(tmp_path / "out" / f"0_{setup.source}" / "big.bin") == digest
 
 
 PACK = """\
@@ -212,19 +194,39 @@ async def test_bk_log_extraction_flow(running: Running, tmp_path: Path) -> None:
 
 class SourceAndTarget:
     """A server (on fixed ports, so that it can start again where it was) with a
-    source and a target agent connected."""
+    source agent and the ``targets``' agents connected, for the length of an
+    ``async with``; ``target`` is the first of them."""
 
-    source, target = "127.0.0.2", "127.0.0.3"
-    server: Proc
-    boot: dict[str, Any]
-    agents: dict[str, Proc]
-    wire: Wire
+    source = "127.0.0.2"
 
-    def __init__(self, tmp_path: Path, database_url: str, window: float) -> None:
+    def __init__(self, tmp_path: Path, database_url: str, window: float = 30,
+                 targets: tuple[str, ...] = ("127.0.0.3",)) -> None:
         self.tmp_path, self.database_url, self.window = tmp_path, database_url, window
+        self.targets, self.target = targets, targets[0]
         self.port, self.agent_port = free_port(), free_port()
         self.data_dir = tmp_path / "server"
         self.url = f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> SourceAndTarget:
+        self.server = await self.start_server()
+        self.boot = read_bootstrap(self.data_dir)
+        self.wire = Wire(self.url, self.boot["bk_app_code"], self.boot["bk_app_secret"])
+        self.agents = {ip: self.agent(ip) for ip in (self.source, *self.targets)}
+        try:
+            for agent in self.agents.values():
+                await agent.start()
+            await eventually(lambda: alive_ips(self.wire, list(self.agents)), timeout=30)
+        except BaseException:
+            # no __aexit__ follows a failed __aenter__
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.wire.close()
+        for agent in self.agents.values():
+            await agent.stop()
+        await self.server.stop()
 
     async def start_server(self) -> Proc:
         return await start_server(self.data_dir, self.port, self.database_url,
@@ -250,33 +252,12 @@ class SourceAndTarget:
         await self.agents[self.source].start()
 
 
-@contextlib.asynccontextmanager
-async def source_and_target(tmp_path: Path, database_url: str,
-                            window: float = 30) -> AsyncIterator[SourceAndTarget]:
-    setup = SourceAndTarget(tmp_path, database_url, window)
-    setup.server = await setup.start_server()
-    setup.boot = read_bootstrap(setup.data_dir)
-    setup.agents = {ip: setup.agent(ip) for ip in (setup.source, setup.target)}
-    setup.wire = Wire(setup.url, setup.boot["bk_app_code"], setup.boot["bk_app_secret"])
-    try:
-        for agent in setup.agents.values():
-            await agent.start()
-        await eventually(lambda: alive_ips(setup.wire, [setup.source, setup.target]),
-                         timeout=30)
-        yield setup
-    finally:
-        await setup.wire.close()
-        for agent in setup.agents.values():
-            await agent.stop()
-        await setup.server.stop()
-
-
 async def test_a_restart_mid_upload_waits_for_the_source_agent(tmp_path: Path,
                                                               database_url: str) -> None:
     """The server dies while the source uploads and its agent dies with it: the server
     that starts again gives the source the recovery window to come back, as it gives the
     targets, rather than failing the transfer because its agent is not connected yet."""
-    async with source_and_target(tmp_path, database_url) as setup:
+    async with SourceAndTarget(tmp_path, database_url) as setup:
         wire = setup.wire
         digest = random_file(tmp_path / "big.bin", UPLOAD_MIB)
         # 1 MB/s: the upload to the server lasts a few seconds, and the kill lands inside it
@@ -308,7 +289,7 @@ async def _transfer_after_restart(tmp_path: Path, database_url: str, window: flo
     with it; start the server again and, before the source's agent is back, a transfer
     from it. ``back_after``: when the source's agent connects again (None: never). The
     job's status, the target's file logs and how long after the restart it ended."""
-    async with source_and_target(tmp_path, database_url, window) as setup:
+    async with SourceAndTarget(tmp_path, database_url, window) as setup:
         wire = setup.wire
         (tmp_path / "src.txt").write_text("after the restart\n")
         restarted = await setup.crash()

@@ -21,6 +21,9 @@ _STRICT = ConfigDict(strict=True)
 _Message = Annotated[protocol.AgentMessage, Field(discriminator="t")]
 _MESSAGE: TypeAdapter[Any] = TypeAdapter(_Message, config=_STRICT)
 _FRAME: TypeAdapter[Any] = TypeAdapter(list[_Message] | _Message, config=_STRICT)
+# a refusal's detail is logged and sent back to the agent; pydantic and orjson may quote the
+# offending input (an unknown tag in full), which an agent controls
+_MAX_DETAIL = 200
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def read_frame(
     try:
         loaded = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return [], [Refusal("bad_json", str(exc)[:200])]
+        return [], [Refusal("bad_json", str(exc)[:_MAX_DETAIL])]
     good: list[protocol.AgentMessage] = []
     bad: list[Refusal] = []
     for item in loaded if isinstance(loaded, list) else [loaded]:
@@ -97,7 +100,7 @@ def _refusal(item: Any, exc: ValidationError) -> Refusal:
         # the discriminator value leads the location: ("done", "status")
         field = loc[1] if len(loc) > 1 else loc[0]
         reason = "bad_" + re.sub(r"[^a-z_]", "", field.lower())[:32]
-    detail = f"{'.'.join(loc)}: {error['msg']}"
+    detail = f"{'.'.join(loc)}: {error['msg']}"[:_MAX_DETAIL]
     task = seq = reply = None
     if isinstance(item, dict):
         raw_task, raw_seq = item.get("id"), item.get("seq")
