@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.integration.harness import TEST_ENGINE
 
 from jobfleet.api.app import api_routes
 from jobfleet.server import EngineSettings, Server, ServerSettings
+
+
+async def get_recording_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
+                              name: str) -> tuple[httpx.Response, list[int]]:
+    """``url`` from a fresh server's app, and the threads that read a file called
+    ``name`` while answering it."""
+    readers: list[int] = []
+    read_bytes = Path.read_bytes
+
+    def recorded(path: Path) -> bytes:
+        if path.name == name:
+            readers.append(threading.get_ident())
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", recorded)
+    node = server(tmp_path / "a")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app),
+                                 base_url="http://127.0.0.1") as client:
+        return await client.get(url), readers
 
 
 def server(data_dir: Path) -> Server:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from swagger_ui_bundle import swagger_ui_path
-from tests.api.test_app_routes import server
+from tests.api.test_app_routes import get_recording_reads, server
 
 from jobfleet.api import docs
 from jobfleet.api.docs import as_openapi_30
@@ -101,21 +101,11 @@ async def test_an_asset_is_read_off_the_event_loop(
 ) -> None:
     """The bundle is about 1 MiB: read on the loop, every request for it would stall the
     agents' connections for as long as the read takes."""
-    readers: list[int] = []
-    read_bytes = Path.read_bytes
-
-    def recorded(path: Path) -> bytes:
-        if path.name == "swagger-ui-bundle.js":
-            readers.append(threading.get_ident())
-        return read_bytes(path)
-
-    monkeypatch.setattr(Path, "read_bytes", recorded)
-    node = server(tmp_path / "a")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app),
-                                 base_url="http://127.0.0.1") as client:
-        answer = await client.get("/docs/assets/swagger-ui-bundle.js")
+    answer, readers = await get_recording_reads(
+        tmp_path, monkeypatch, "/docs/assets/swagger-ui-bundle.js", "swagger-ui-bundle.js")
+    # before this test's own reads below, which the patch records too
+    assert readers and threading.get_ident() not in readers, readers
     assert answer.status_code == 200
-    assert answer.content == read_bytes(Path(swagger_ui_path) / "swagger-ui-bundle.js")
+    assert answer.content == (Path(swagger_ui_path) / "swagger-ui-bundle.js").read_bytes()
     assert answer.headers["content-type"].startswith("text/javascript")
     assert answer.headers["cache-control"] == "public, max-age=86400"
-    assert readers and threading.get_ident() not in readers, readers
