@@ -14,10 +14,10 @@ from jobfleet.api.app import api_routes
 from jobfleet.server import EngineSettings, Server, ServerSettings
 
 
-async def get_recording_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
-                              name: str) -> tuple[httpx.Response, list[int]]:
-    """``url`` from a fresh server's app, and the threads that read a file called
-    ``name`` while answering it."""
+async def get_reading_off_the_loop(tmp_path: Path, url: str, name: str) -> httpx.Response:
+    """``url`` from a fresh server's app, checked to have read the file called ``name``
+    on a thread other than the event loop's: a read on the loop stalls every agent's
+    connection for as long as it takes."""
     readers: list[int] = []
     read_bytes = Path.read_bytes
 
@@ -26,11 +26,14 @@ async def get_recording_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, u
             readers.append(threading.get_ident())
         return read_bytes(path)
 
-    monkeypatch.setattr(Path, "read_bytes", recorded)
     node = server(tmp_path / "a")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app),
-                                 base_url="http://127.0.0.1") as client:
-        return await client.get(url), readers
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "read_bytes", recorded)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app),
+                                     base_url="http://127.0.0.1") as client:
+            answer = await client.get(url)
+    assert readers and threading.get_ident() not in readers, readers
+    return answer
 
 
 def server(data_dir: Path) -> Server:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from swagger_ui_bundle import swagger_ui_path
-from tests.api.test_app_routes import get_recording_reads, server
+from tests.api.test_app_routes import get_reading_off_the_loop, server
 
 from jobfleet.api import docs
 from jobfleet.api.docs import as_openapi_30
@@ -96,15 +95,11 @@ async def test_the_30_document_is_written_once(
     assert len(written) == 1
 
 
-async def test_an_asset_is_read_off_the_event_loop(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_asset_is_read_off_the_event_loop(tmp_path: Path) -> None:
     """The bundle is about 1 MiB: read on the loop, every request for it would stall the
     agents' connections for as long as the read takes."""
-    answer, readers = await get_recording_reads(
-        tmp_path, monkeypatch, "/docs/assets/swagger-ui-bundle.js", "swagger-ui-bundle.js")
-    # before this test's own reads below, which the patch records too
-    assert readers and threading.get_ident() not in readers, readers
+    answer = await get_reading_off_the_loop(
+        tmp_path, "/docs/assets/swagger-ui-bundle.js", "swagger-ui-bundle.js")
     assert answer.status_code == 200
     assert answer.content == (Path(swagger_ui_path) / "swagger-ui-bundle.js").read_bytes()
     assert answer.headers["content-type"].startswith("text/javascript")
