@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.harness import stop_group
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -71,14 +70,8 @@ class SharedChromium:
 
     def stop(self) -> None:
         child, self.child, self.endpoint = self.child, None, ""
-        if child is None or child.poll() is not None:
-            return
-        os.killpg(child.pid, signal.SIGTERM)
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait(10)
+        if child is not None:
+            stop_group(child)
 
     def usable(self) -> str:
         """The endpoint of a running Chromium: a new one if a test's page took it down."""

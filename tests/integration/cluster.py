@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from tests.integration.harness import AGENT_BACKOFF_ARGS, Proc, Wire, eventually, free_port
+from tests.integration.harness import (
+    AGENT_BACKOFF_ARGS,
+    Proc,
+    Wire,
+    eventually,
+    free_port,
+    wait_healthy,
+)
 
 from jobfleet.server import read_bootstrap
 
@@ -121,12 +127,7 @@ class Node:
         self.proc = Proc(["tests.integration.cluster_node", json.dumps(cfg)], self.env)
         await self.proc.start()
         self.reader = asyncio.get_running_loop().create_task(self._read())
-        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
-            async def up() -> bool:
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await http.get(f"{self.url}/healthz")).status_code == 200
-                return False
-            await eventually(up, timeout=60)
+        await wait_healthy(self.url)
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.proc is not None

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
 import random
+import signal
 import socket
 import ssl
 import subprocess
@@ -160,6 +162,32 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60.0,
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def wait_healthy(url: str, ended: Callable[[], Awaitable[None]] | None = None,
+                       timeout: float = 60.0) -> None:
+    """Until the server at ``url`` answers ``/healthz``; ``ended`` raises with what its
+    process printed if that process has exited, so a failed start is told at once."""
+    async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
+        async def up() -> bool:
+            if ended is not None:
+                await ended()
+            with contextlib.suppress(httpx.HTTPError):
+                return (await http.get(f"{url}/healthz")).status_code == 200
+            return False
+        await eventually(up, timeout=timeout)
+
+
+def stop_group(child: subprocess.Popen[bytes], wait: float = 10.0) -> None:
+    """Ends a process started in its own session, and all it started: politely, then not."""
+    if child.poll() is not None:
+        return
+    os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(wait)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(10)
 
 
 async def alive_ips(wire: Wire, expect: Collection[str] = ()) -> set[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,9 +21,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
-from tests.integration.harness import Wire, eventually, free_port
+from tests.integration.harness import Wire, eventually, free_port, stop_group, wait_healthy
 from tests.integration.test_console import CHROMIUM, browser, login, needs_chromium
 
 from jobfleet.agent.swarm import swarm_ip
@@ -50,23 +48,7 @@ def process(argv: list[str], log: Path, env: dict[str, str] | None = None,
         try:
             yield child
         finally:
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
-                try:
-                    child.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(child.pid, signal.SIGKILL)
-                    child.wait(10)
-
-
-async def wait_healthy(url: str, child: subprocess.Popen[bytes], log: Path) -> None:
-    async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
-        async def up() -> bool:
-            assert child.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                return (await http.get(url + "/healthz")).status_code == 200
-            return False
-        await eventually(up, timeout=60, interval=0.2)
+            stop_group(child, wait=30)
 
 
 async def alive_count(wire: Wire) -> int:
@@ -105,7 +87,10 @@ async def test_ten_thousand_host_job_page(tmp_path: Path, database_url: str,
                    # would only double the CPU that 10,000 connections take to set up
                    "--agent-plaintext"]
     with process(server_argv, tmp_path / "server.log") as server:
-        await wait_healthy(url, server, tmp_path / "server.log")
+        async def ended() -> None:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+
+        await wait_healthy(url, ended)
         boot = json.loads((data / "bootstrap.json").read_text())
         wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
         swarm_argv = [sys.executable, "-m", "jobfleet.agent.swarm", "--server", url,

@@ -7,7 +7,6 @@ The servers here run the cron clock 60 times faster than the wall clock, so a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import shutil
@@ -15,10 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography.fernet import Fernet
 from sqlalchemy import func, insert, select, update
-from tests.integration.harness import Proc, Running, Wire, eventually, free_port, run_server
+from tests.integration.harness import (
+    Proc,
+    Running,
+    Wire,
+    eventually,
+    free_port,
+    run_server,
+    wait_healthy,
+)
 
 from jobfleet.domain.plans import parse_steps
 from jobfleet.domain.variables import parse_definitions
@@ -655,15 +661,13 @@ async def start_proc(data_dir: Path, port: int, database_url: str,
                  "--database-url", database_url, "--cron-time-scale", "60",
                  "--log-level", "warning"], env)
     await proc.start()
-    async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
-        async def up() -> bool:
-            if proc.proc is not None and proc.proc.returncode is not None:
-                out = await proc.proc.stdout.read() if proc.proc.stdout else b""
-                raise AssertionError(f"server exited: {out.decode()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-            return False
-        await eventually(up, timeout=30)
+
+    async def ended() -> None:
+        if proc.proc is not None and proc.proc.returncode is not None:
+            out = await proc.proc.stdout.read() if proc.proc.stdout else b""
+            raise AssertionError(f"server exited: {out.decode()[-2000:]}")
+
+    await wait_healthy(f"http://127.0.0.1:{port}", ended, timeout=30)
     return proc
 
 

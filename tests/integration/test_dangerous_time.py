@@ -4,7 +4,6 @@ answered within the check's time bound while the server goes on answering others
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import sys
 import time
@@ -15,7 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
-from tests.integration.harness import Running, Wire, b64, eventually, free_port, stop_process
+from tests.integration.harness import (
+    Running,
+    Wire,
+    b64,
+    free_port,
+    stop_process,
+    wait_healthy,
+)
 from tests.integration.test_dangerous_rules import run_body
 
 from jobfleet.server import read_bootstrap
@@ -49,14 +55,11 @@ async def server_process(tmp_path: Path, database_url: str) -> AsyncIterator[tup
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(trust_env=False) as http:
-            async def up() -> bool:
-                assert proc.poll() is None, log.read_text()
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await http.get(f"{url}/healthz")).status_code == 200
-                return False
-            # a wait for the process to listen: a loaded CI machine has taken over 60 s
-            await eventually(up, timeout=180)
+        async def ended() -> None:
+            assert proc.poll() is None, log.read_text()
+
+        # a wait for the process to listen: a loaded CI machine has taken over 60 s
+        await wait_healthy(url, ended, timeout=180)
         boot = read_bootstrap(data)
         wire = Wire(url, boot["bk_app_code"], boot["bk_app_secret"], boot["admin_user"])
         try:

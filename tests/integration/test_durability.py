@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from tests.integration.harness import (
     AGENT_BACKOFF_ARGS,
@@ -26,6 +25,7 @@ from tests.integration.harness import (
     eventually,
     free_port,
     run_server,
+    wait_healthy,
 )
 from tests.integration.test_plans import execute, hosts, make_plan, script
 from tests.integration.test_script_execution import sleep_marker, tree_alive
@@ -46,12 +46,7 @@ async def start_server(data_dir: Path, port: int, database_url: str,
                    "--recovery-window", f"{recovery_window:g}", "--log-level", "warning"], {})
     await server.start()
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
-            async def up() -> bool:
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-                return False
-            await eventually(up, timeout=60)
+        await wait_healthy(f"http://127.0.0.1:{port}")
     except BaseException:
         # a server that is not up in time is not left running past its test
         await server.stop()
